@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The one run command (`npm start`): services up, install, migrate, seed demo data,
+# then the API and the worker side by side until Ctrl-C / SIGTERM.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -f .env ]; then set -a; . ./.env; set +a; fi
+bash scripts/ensure-services.sh
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "[start] installing dependencies (npm ci)"
+  npm ci --no-audit --no-fund
+fi
+echo "[start] applying migrations"
+npm run --silent migration:run
+if [ "${NODE_ENV:-development}" != "production" ]; then
+  echo "[start] seeding demo data"
+  npm run --silent seed
+fi
+pids=()
+stop() {
+  trap - TERM INT
+  echo "[start] stopping API and worker"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  exit 0
+}
+trap stop TERM INT
+node -r ./scripts/ts-register.js src/main.ts & pids+=($!)
+node -r ./scripts/ts-register.js src/worker.ts & pids+=($!)
+echo "[start] API on http://localhost:${PORT:-3000} (Swagger UI: /docs), worker running; Ctrl-C stops both"
+# If either process dies, stop the other and exit with its status.
+set +e
+wait -n "${pids[@]}"
+status=$?
+kill -TERM "${pids[@]}" 2>/dev/null
+wait "${pids[@]}" 2>/dev/null
+exit "$status"

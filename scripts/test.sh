@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The one test command (`npm test`): services up, install if needed, then
+# lint + typecheck + unit + integration + e2e against real PostgreSQL and Redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-services.sh
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "[test] installing dependencies (npm ci)"
+  npm ci --no-audit --no-fund
+fi
+echo "[test] lint";      npx eslint . --max-warnings 0
+echo "[test] typecheck"; npx tsc -p tsconfig.json --noEmit
+echo "[test] jest (unit + integration + e2e)"
+npx jest --ci "$@"

@@ -1,0 +1,66 @@
+import { NestFactory } from '@nestjs/core';
+import { FastifyAdapter, NestFastifyApplication } from '@nestjs/platform-fastify';
+import { Logger } from 'nestjs-pino';
+import { AppModule } from './app.module';
+import { AppConfig } from './config/config';
+import { ProblemDetailsFilter } from './common/errors/problem-details.filter';
+import { genReqId } from './common/http/request-id';
+import { createValidationPipe } from './common/http/validation';
+import { mountOpenApi } from './common/http/openapi';
+import { MetricsService } from './metrics/metrics.service';
+
+export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
+  return new FastifyAdapter({
+    genReqId,
+    trustProxy: config.http.trustProxy,
+    bodyLimit: 1024 * 1024,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+}
+
+/**
+ * Applies everything production applies to an HTTP app: pipes, filter, request id header,
+ * metrics, OpenAPI, shutdown hooks. Tests call this too, so they exercise the same stack.
+ */
+export async function configureApp(app: NestFastifyApplication): Promise<void> {
+  app.useLogger(app.get(Logger));
+  app.useGlobalPipes(createValidationPipe());
+  app.useGlobalFilters(new ProblemDetailsFilter());
+  app.enableShutdownHooks();
+
+  const metrics = app.get(MetricsService);
+  const fastify = app.getHttpAdapter().getInstance();
+  fastify.addHook('onRequest', async (request, reply) => {
+    void reply.header('X-Request-Id', request.id);
+  });
+  // While shutting down, answer in-flight requests with Connection: close so keep-alive
+  // sockets do not hold the process open after their last response.
+  let closing = false;
+  fastify.addHook('preClose', async () => {
+    closing = true;
+  });
+  fastify.addHook('onSend', async (_request, reply) => {
+    if (closing) void reply.header('connection', 'close');
+  });
+  fastify.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    metrics.observeHttp(request.method, route, reply.statusCode, reply.elapsedTime / 1000);
+  });
+
+  mountOpenApi(app);
+  await app.init();
+}
+
+export async function createApp(
+  config: AppConfig,
+  module = AppModule.register(config),
+): Promise<NestFastifyApplication> {
+  const app = await NestFactory.create<NestFastifyApplication>(
+    module,
+    createFastifyAdapter(config),
+    { bufferLogs: true, rawBody: true },
+  );
+  await configureApp(app);
+  return app;
+}

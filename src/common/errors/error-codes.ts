@@ -1,0 +1,56 @@
+/**
+ * Every stable error code the API can answer with, mapped to its HTTP status in one place.
+ * Services throw DomainError(code); the global filter renders it.
+ */
+export const ERROR_STATUS = {
+  VALIDATION_FAILED: 400,
+  BAD_REQUEST: 400,
+  IDEMPOTENCY_KEY_MISSING: 400,
+  IDEMPOTENCY_KEY_INVALID: 400,
+  WEBHOOK_SIGNATURE_INVALID: 400,
+  UNAUTHENTICATED: 401,
+  INVALID_CREDENTIALS: 401,
+  TOKEN_INVALID: 401,
+  REFRESH_TOKEN_INVALID: 401,
+  REFRESH_TOKEN_REUSED: 401,
+  FORBIDDEN: 403,
+  REVIEW_NOT_ALLOWED: 403,
+  NOT_FOUND: 404,
+  ROUTE_NOT_FOUND: 404,
+  PRODUCT_NOT_FOUND: 404,
+  ORDER_NOT_FOUND: 404,
+  CATEGORY_NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  CONFLICT: 409,
+  EMAIL_TAKEN: 409,
+  SKU_TAKEN: 409,
+  SLUG_TAKEN: 409,
+  REVIEW_EXISTS: 409,
+  INSUFFICIENT_STOCK: 409,
+  PRODUCT_UNAVAILABLE: 409,
+  STOCK_BELOW_RESERVED: 409,
+  ORDER_NOT_PAYABLE: 409,
+  ORDER_NOT_CANCELLABLE: 409,
+  ORDER_NOT_FULFILLABLE: 409,
+  ORDER_NOT_REFUNDABLE: 409,
+  REFUND_EXCEEDS_CAPTURED: 409,
+  IDEMPOTENCY_KEY_IN_USE: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  IDEMPOTENCY_KEY_REUSED: 422,
+  RATE_LIMITED: 429,
+  INTERNAL_ERROR: 500,
+  SERVICE_UNAVAILABLE: 503,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** Default human titles; a thrown error may add a specific detail. */
+export const ERROR_TITLE: Partial<Record<ErrorCode, string>> = {
+  VALIDATION_FAILED: 'The request is invalid',
+  UNAUTHENTICATED: 'Authentication required',
+  FORBIDDEN: 'Not permitted',
+  ROUTE_NOT_FOUND: 'No such route',
+  RATE_LIMITED: 'Too many requests',
+  INTERNAL_ERROR: 'Internal server error',
+};

@@ -1,0 +1,172 @@
+import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
+import { ThrottlerException } from '@nestjs/throttler';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { DomainError, FieldError } from './domain-error';
+import { ERROR_STATUS, ERROR_TITLE, ErrorCode } from './error-codes';
+
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: string;
+  requestId: string;
+  instance?: string;
+  errors?: FieldError[];
+  [extension: string]: unknown;
+}
+
+const STATUS_CODE: Record<number, ErrorCode> = {
+  400: 'BAD_REQUEST',
+  401: 'UNAUTHENTICATED',
+  403: 'FORBIDDEN',
+  404: 'ROUTE_NOT_FOUND',
+  405: 'METHOD_NOT_ALLOWED',
+  409: 'CONFLICT',
+  413: 'PAYLOAD_TOO_LARGE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+  429: 'RATE_LIMITED',
+  503: 'SERVICE_UNAVAILABLE',
+};
+
+function titleFor(code: string, fallback: string): string {
+  return ERROR_TITLE[code as ErrorCode] ?? fallback;
+}
+
+function typeFor(code: string): string {
+  return `https://shop.example/problems/${code.toLowerCase().replace(/_/g, '-')}`;
+}
+
+interface Rendered {
+  status: number;
+  code: string;
+  detail: string;
+  errors?: FieldError[];
+  extensions?: Record<string, unknown>;
+  headers?: Record<string, string>;
+}
+
+/** Validation errors carry `errors` built by the global ValidationPipe's exceptionFactory. */
+export class RequestValidationError extends DomainError {
+  constructor(errors: FieldError[]) {
+    super('VALIDATION_FAILED', 'One or more fields are invalid.', { errors });
+  }
+}
+
+function render(exception: unknown): Rendered | null {
+  if (exception instanceof DomainError) {
+    return {
+      status: exception.status,
+      code: exception.code,
+      detail: exception.message,
+      errors: exception.options.errors,
+      extensions: exception.options.extensions,
+      headers: exception.options.headers,
+    };
+  }
+  if (exception instanceof ThrottlerException) {
+    return { status: 429, code: 'RATE_LIMITED', detail: 'Too many requests; retry later.' };
+  }
+  if (exception instanceof HttpException) {
+    const status = exception.getStatus();
+    const res = exception.getResponse();
+    if (status === 503) {
+      // e.g. the readiness check: keep its details, they tell the operator what is down
+      const details = typeof res === 'object' ? (res as Record<string, unknown>) : {};
+      return {
+        status,
+        code: 'SERVICE_UNAVAILABLE',
+        detail: 'A dependency is unavailable.',
+        extensions: details,
+      };
+    }
+    if (status >= 500) return null;
+    const message =
+      typeof res === 'string'
+        ? res
+        : typeof (res as { message?: unknown }).message === 'string'
+          ? (res as { message: string }).message
+          : exception.message;
+    return { status, code: STATUS_CODE[status] ?? 'BAD_REQUEST', detail: message };
+  }
+  // Errors raised by Fastify itself (bad JSON, body too large, wrong content type).
+  const fastifyError = exception as { statusCode?: number; code?: string; message?: string };
+  if (
+    typeof fastifyError?.statusCode === 'number' &&
+    fastifyError.statusCode >= 400 &&
+    fastifyError.statusCode < 500 &&
+    typeof fastifyError.code === 'string' &&
+    fastifyError.code.startsWith('FST_')
+  ) {
+    const status = fastifyError.statusCode;
+    const detail =
+      fastifyError.code === 'FST_ERR_CTP_INVALID_JSON_BODY' ||
+      /JSON/.test(fastifyError.message ?? '')
+        ? 'The request body is not valid JSON.'
+        : (fastifyError.message ?? 'Bad request');
+    return { status, code: STATUS_CODE[status] ?? 'BAD_REQUEST', detail };
+  }
+  return null;
+}
+
+/**
+ * The one place where errors become HTTP: RFC 9457 application/problem+json with a stable
+ * `code` and the request id. Anything unexpected is logged and answered as a bare 500.
+ */
+@Catch()
+export class ProblemDetailsFilter implements ExceptionFilter {
+  private readonly logger = new Logger('ProblemDetailsFilter');
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const ctx = host.switchToHttp();
+    const request = ctx.getRequest<FastifyRequest>();
+    const reply = ctx.getResponse<FastifyReply>();
+    const requestId = String(request?.id ?? '');
+
+    let rendered = render(exception);
+    if (!rendered) {
+      this.logger.error(
+        { err: exception, requestId, method: request?.method, url: request?.url },
+        'Unhandled error',
+      );
+      rendered = {
+        status: 500,
+        code: 'INTERNAL_ERROR',
+        detail: `An unexpected error occurred. Quote request id ${requestId} when reporting it.`,
+      };
+    }
+
+    const body: ProblemBody = {
+      ...(rendered.extensions ?? {}),
+      type: typeFor(rendered.code),
+      title: titleFor(rendered.code, httpTitle(rendered.status)),
+      status: rendered.status,
+      detail: rendered.detail,
+      code: rendered.code,
+      requestId,
+      ...(rendered.errors ? { errors: rendered.errors } : {}),
+    };
+    if (rendered.headers) void reply.headers(rendered.headers);
+    void reply.status(rendered.status).type('application/problem+json').send(body);
+  }
+}
+
+function httpTitle(status: number): string {
+  const titles: Record<number, string> = {
+    400: 'Bad request',
+    401: 'Unauthorized',
+    403: 'Forbidden',
+    404: 'Not found',
+    405: 'Method not allowed',
+    409: 'Conflict',
+    413: 'Payload too large',
+    415: 'Unsupported media type',
+    422: 'Unprocessable content',
+    429: 'Too many requests',
+    500: 'Internal server error',
+    503: 'Service unavailable',
+  };
+  return titles[status] ?? 'Error';
+}
+
+export { ERROR_STATUS };

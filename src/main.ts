@@ -1,0 +1,15 @@
+import 'reflect-metadata';
+import { createApp } from './app.setup';
+import { ConfigError, loadConfig } from './config/config';
+
+async function bootstrap(): Promise<void> {
+  const config = loadConfig(process.env);
+  const app = await createApp(config);
+  await app.listen({ port: config.http.port, host: config.http.host });
+}
+
+bootstrap().catch((err: unknown) => {
+  // Config errors name the variable; everything else is a crash at boot.
+  console.error(err instanceof ConfigError ? err.message : err);
+  process.exit(1);
+});

@@ -1,0 +1,43 @@
+import { Global, Inject, Module, OnApplicationShutdown } from '@nestjs/common';
+import Redis from 'ioredis';
+import { APP_CONFIG, AppConfig } from '../config/config';
+
+/** The shared ioredis client for cache, rate limits and health (not BullMQ, which has its own). */
+export const REDIS = Symbol('REDIS');
+
+/**
+ * Fail fast instead of queueing: when Redis is down, callers get an error at once and
+ * fall back (cache → database, health → 503) rather than hanging.
+ */
+export function createRedisClient(url: string, name: string): Redis {
+  return new Redis(url, {
+    connectionName: name,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2000,
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+  });
+}
+
+@Global()
+@Module({
+  providers: [
+    {
+      provide: REDIS,
+      inject: [APP_CONFIG],
+      useFactory: (config: AppConfig) => {
+        const client = createRedisClient(config.redis.url, `${config.redis.keyPrefix}:app`);
+        client.on('error', () => undefined); // state is reported by health checks, not crashes
+        return client;
+      },
+    },
+  ],
+  exports: [REDIS],
+})
+export class RedisModule implements OnApplicationShutdown {
+  constructor(@Inject(REDIS) private readonly redis: Redis) {}
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+}

@@ -1,0 +1,154 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildOpenApiDocument } from '../../src/common/http/openapi';
+import { withProbe } from '../support/probe.module';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+describe('foundation: cross-cutting HTTP behaviour', () => {
+  let t: TestApp;
+
+  beforeAll(async () => {
+    t = await bootTestApp({ module: withProbe });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('answers liveness and readiness when PostgreSQL and Redis are up', async () => {
+    expect((await t.http.get('/health/live')).status).toBe(200);
+    const ready = await t.http.get('/health/ready');
+    expect(ready.status).toBe(200);
+    expect(ready.body.details).toEqual({ database: { status: 'up' }, redis: { status: 'up' } });
+  });
+
+  it('generates an X-Request-Id, and keeps a well-formed incoming one', async () => {
+    const generated = await t.http.get('/health/live');
+    expect(generated.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    const kept = await t.http.get('/health/live', { headers: { 'x-request-id': 'client-req-0001' } });
+    expect(kept.headers.get('x-request-id')).toBe('client-req-0001');
+    const replaced = await t.http.get('/health/live', { headers: { 'x-request-id': 'bad id!' } });
+    expect(replaced.headers.get('x-request-id')).not.toBe('bad id!');
+  });
+
+  it('renders an unknown route as problem+json 404 with the request id', async () => {
+    const res = await t.http.get('/v1/nowhere', { headers: { 'x-request-id': 'trace-12345678' } });
+    expect(res.status).toBe(404);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(res.body).toMatchObject({ status: 404, code: 'ROUTE_NOT_FOUND', requestId: 'trace-12345678' });
+    expect(typeof res.body.type).toBe('string');
+    expect(typeof res.body.title).toBe('string');
+  });
+
+  it('lists every invalid field in a 400 VALIDATION_FAILED', async () => {
+    const res = await t.http.post('/v1/__probe/echo', { email: 'nope', quantity: 0, note: 'x' });
+    expect(res.status).toBe(400);
+    expect(res.body.code).toBe('VALIDATION_FAILED');
+    const fields = res.body.errors.map((e: { field: string }) => e.field).sort();
+    expect(fields).toEqual(['email', 'quantity']);
+  });
+
+  it('rejects properties that are not in the DTO (no mass assignment)', async () => {
+    const res = await t.http.post('/v1/__probe/echo', {
+      email: 'a@b.co',
+      quantity: 1,
+      note: 'x',
+      role: 'admin',
+    });
+    expect(res.status).toBe(400);
+    expect(res.body.errors).toEqual([expect.objectContaining({ field: 'role' })]);
+  });
+
+  it('answers malformed JSON with a 400 problem, not a 500', async () => {
+    const res = await t.http.request('POST', '/v1/__probe/echo', undefined, { raw: '{"email":' });
+    expect(res.status).toBe(400);
+    expect(res.headers.get('content-type')).toMatch(/problem\+json/);
+    expect(res.body.code).toBe('BAD_REQUEST');
+  });
+
+  it('maps a domain error to its status with its extension members', async () => {
+    const res = await t.http.get('/v1/__probe/domain');
+    expect(res.status).toBe(409);
+    expect(res.body).toMatchObject({
+      code: 'INSUFFICIENT_STOCK',
+      products: [{ productId: 'p1', available: 0 }],
+    });
+  });
+
+  it('turns an unknown error into a 500 without internals', async () => {
+    const res = await t.http.get('/v1/__probe/boom');
+    expect(res.status).toBe(500);
+    expect(res.body.code).toBe('INTERNAL_ERROR');
+    expect(res.text).not.toMatch(/SELECT|password|secret|at .*\.ts/);
+    expect(res.body.requestId).toBe(res.headers.get('x-request-id'));
+  });
+
+  it('exposes Prometheus metrics with HTTP duration histograms by route and status', async () => {
+    await t.http.get('/health/live');
+    const res = await t.http.get('/metrics');
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    expect(res.text).toMatch(
+      /http_request_duration_seconds_bucket\{le="[^"]+",method="GET",route="\/health\/live",status="200"\}/,
+    );
+  });
+
+  it('serves Swagger UI and an OpenAPI 3 document with bearer auth', async () => {
+    const ui = await t.http.get('/docs');
+    expect(ui.status).toBe(200);
+    expect(ui.text).toMatch(/swagger/i);
+    const doc = await t.http.get('/docs-json');
+    expect(doc.body.openapi).toMatch(/^3\./);
+    expect(doc.body.components.securitySchemes.bearer).toMatchObject({ scheme: 'bearer' });
+  });
+});
+
+describe('foundation: committed openapi.json', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await bootTestApp();
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('matches what the code generates (run `npm run openapi` after an API change)', () => {
+    const generated = JSON.parse(JSON.stringify(buildOpenApiDocument(t.app)));
+    const committed = JSON.parse(readFileSync(join(__dirname, '..', '..', 'openapi.json'), 'utf8'));
+    expect(generated).toEqual(committed);
+  });
+});
+
+describe('foundation: readiness with Redis down', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    // Nothing listens on this port: Redis is "down" for this app.
+    t = await bootTestApp({ env: { REDIS_URL: 'redis://127.0.0.1:6390' } });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('answers 503 with details naming redis, quickly and without hanging', async () => {
+    const started = Date.now();
+    const res = await t.http.get('/health/ready');
+    expect(res.status).toBe(503);
+    expect(res.body.details.redis.status).toBe('down');
+    expect(res.body.details.database.status).toBe('up');
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect((await t.http.get('/health/live')).status).toBe(200);
+  });
+});
+
+describe('foundation: graceful shutdown', () => {
+  it('finishes an in-flight request when the app closes', async () => {
+    const t = await bootTestApp({ module: withProbe });
+    const inFlight = t.http.get('/v1/__probe/slow');
+    await new Promise((r) => setTimeout(r, 200));
+    const closing = t.close();
+    const res = await inFlight;
+    await closing;
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ done: true });
+    await expect(fetch(`${t.baseUrl}/health/live`)).rejects.toThrow();
+  });
+});

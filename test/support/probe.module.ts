@@ -1,0 +1,55 @@
+import { Body, Controller, DynamicModule, Get, Module, Post } from '@nestjs/common';
+import { IsEmail, IsInt, IsString, Max, Min } from 'class-validator';
+import { AppModule } from '../../src/app.module';
+import { Public } from '../../src/common/http/public.decorator';
+import { AppConfig } from '../../src/config/config';
+import { DomainError } from '../../src/common/errors/domain-error';
+
+class EchoDto {
+  @IsEmail()
+  email!: string;
+
+  @IsInt()
+  @Min(1)
+  @Max(10)
+  quantity!: number;
+
+  @IsString()
+  note!: string;
+}
+
+/** Test-only routes that exercise the cross-cutting stack (never part of the real app). */
+@Public()
+@Controller('v1/__probe')
+class ProbeController {
+  @Post('echo')
+  echo(@Body() dto: EchoDto) {
+    return dto;
+  }
+
+  @Get('boom')
+  boom(): never {
+    throw new Error('secret internals: SELECT password FROM users');
+  }
+
+  @Get('domain')
+  domain(): never {
+    throw new DomainError('INSUFFICIENT_STOCK', 'Not enough stock.', {
+      extensions: { products: [{ productId: 'p1', available: 0 }] },
+    });
+  }
+
+  @Get('slow')
+  async slow(): Promise<{ done: true }> {
+    await new Promise((r) => setTimeout(r, 1500));
+    return { done: true };
+  }
+}
+
+@Module({ controllers: [ProbeController] })
+class ProbeModule {}
+
+export function withProbe(config: AppConfig): DynamicModule {
+  const root = AppModule.register(config);
+  return { ...root, imports: [...(root.imports ?? []), ProbeModule] };
+}

@@ -1,0 +1,28 @@
+import { randomBytes } from 'node:crypto';
+import { Pool } from 'pg';
+import { TEMPLATE_DB, TEST_DB_PREFIX, serverUrl, withAdminClient } from './databases';
+
+export interface TestDatabase {
+  name: string;
+  url: string;
+  /** A direct pool for invariant checks and fixtures, outside the app. */
+  pool: Pool;
+  drop(): Promise<void>;
+}
+
+/** A private, migrated database for one test file, cloned from the template. */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const name = `${TEST_DB_PREFIX}${process.env.JEST_WORKER_ID ?? '0'}_${randomBytes(4).toString('hex')}`;
+  await withAdminClient((c) => c.query(`CREATE DATABASE "${name}" TEMPLATE "${TEMPLATE_DB}"`));
+  const url = serverUrl(name);
+  const pool = new Pool({ connectionString: url, max: 4 });
+  return {
+    name,
+    url,
+    pool,
+    drop: async () => {
+      await pool.end();
+      await withAdminClient((c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
+    },
+  };
+}
