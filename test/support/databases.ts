@@ -1,8 +1,21 @@
 import { Client } from 'pg';
 import { loadConfig } from '../../src/config/config';
 
-export const TEMPLATE_DB = 'shop_test_template';
 export const TEST_DB_PREFIX = 'shop_test_';
+
+/**
+ * Each jest run owns a namespace (its parent pid), so several runs on one machine never drop
+ * each other's databases. Set by global-setup and inherited by the workers.
+ */
+export function runNamespace(): string {
+  const ns = process.env.SHOP_TEST_RUN;
+  if (!ns) throw new Error('SHOP_TEST_RUN is not set: run integration tests through jest');
+  return `${TEST_DB_PREFIX}${ns}_`;
+}
+
+export function templateDatabase(): string {
+  return `${runNamespace()}tpl`;
+}
 
 /** The server that hosts the test databases: the one DATABASE_URL points at. */
 export function serverUrl(database: string): string {
@@ -22,5 +35,29 @@ export async function withAdminClient<T>(fn: (c: Client) => Promise<T>): Promise
     return await fn(client);
   } finally {
     await client.end();
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Drops this run's databases, and those left behind by runs whose process is gone. */
+export async function dropTestDatabases(c: Client, opts: { own: boolean }): Promise<void> {
+  const { rows } = await c.query<{ datname: string }>(
+    `SELECT datname FROM pg_database WHERE datname LIKE $1`,
+    [`${TEST_DB_PREFIX}%`],
+  );
+  for (const { datname } of rows) {
+    const pid = Number(/^shop_test_(\d+)_/.exec(datname)?.[1]);
+    const own = datname.startsWith(runNamespace());
+    if ((own && opts.own) || (!own && Number.isFinite(pid) && !alive(pid))) {
+      await c.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
+    }
   }
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Pool } from 'pg';
-import { TEMPLATE_DB, TEST_DB_PREFIX, serverUrl, withAdminClient } from './databases';
+import { runNamespace, serverUrl, templateDatabase, withAdminClient } from './databases';
 
 export interface TestDatabase {
   name: string;
@@ -12,8 +12,8 @@ export interface TestDatabase {
 
 /** A private, migrated database for one test file, cloned from the template. */
 export async function createTestDatabase(): Promise<TestDatabase> {
-  const name = `${TEST_DB_PREFIX}${process.env.JEST_WORKER_ID ?? '0'}_${randomBytes(4).toString('hex')}`;
-  await withAdminClient((c) => c.query(`CREATE DATABASE "${name}" TEMPLATE "${TEMPLATE_DB}"`));
+  const name = `${runNamespace()}${process.env.JEST_WORKER_ID ?? '0'}_${randomBytes(4).toString('hex')}`;
+  await withAdminClient((c) => c.query(`CREATE DATABASE "${name}" TEMPLATE "${templateDatabase()}"`));
   const url = serverUrl(name);
   const pool = new Pool({ connectionString: url, max: 4 });
   return {
