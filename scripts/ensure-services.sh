@@ -1,0 +1,338 @@
+#!/usr/bin/env bash
+# Makes sure PostgreSQL and Redis are usable for DATABASE_URL / REDIS_URL (idempotent).
+#   - PostgreSQL: starts a local cluster if it is down (installs it when missing and running as
+#     root), then creates the URL's role (LOGIN, CREATEDB) and database when connecting fails.
+#   - Redis: starts a local redis-server if it is down (installs it when missing and root).
+# Quiet and fast when everything already works. Never prints passwords.
+# Alternative when this cannot fix things: docker compose -f docker/compose.yml up -d
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+COMPOSE_HINT='docker compose -f docker/compose.yml up -d'
+
+log() { echo "[services] $*"; }
+warn() { echo "[services] $*" >&2; }
+fail() {
+  warn "ERROR: $*"
+  warn "Alternative: run PostgreSQL and Redis (and the app) in Docker from the repo root:"
+  warn "  JWT_SECRET=<at least 32 chars> $COMPOSE_HINT"
+  warn "(or point DATABASE_URL / REDIS_URL at servers you already have)."
+  exit 1
+}
+have() { command -v "$1" >/dev/null 2>&1; }
+is_root() { [ "$(id -u)" = 0 ]; }
+can_apt() { is_root && have apt-get; }
+with_timeout() { if have timeout; then timeout "$@"; else shift; "$@"; fi; }
+
+# --- .env (values already in the environment win) ----------------------------------------------
+if [ -f .env ]; then
+  while IFS= read -r line || [ -n "$line" ]; do
+    line="${line%$'\r'}"
+    [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
+    [[ "$line" =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=[[:space:]]*(.*)$ ]] || continue
+    key="${BASH_REMATCH[2]}"
+    val="${BASH_REMATCH[3]}"
+    if [[ "$val" =~ ^\"(.*)\"[[:space:]]*(#.*)?$ ]] || [[ "$val" =~ ^\'(.*)\'[[:space:]]*(#.*)?$ ]]; then
+      val="${BASH_REMATCH[1]}"
+    else
+      val="$(sed -E 's/[[:space:]]+#.*$//; s/[[:space:]]+$//' <<<"$val")"
+    fi
+    if [ -z "${!key+x}" ]; then export "$key=$val"; fi
+  done <.env
+fi
+
+export DATABASE_URL="${DATABASE_URL:-postgres://shop:shop@127.0.0.1:5432/shop}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+export PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-5}"
+
+is_local_host() {
+  case "$1" in
+    '' | localhost | 127.* | ::1 | 0.0.0.0 | /*) return 0 ;;
+    "$(hostname 2>/dev/null || echo localhost)") return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# =================================== PostgreSQL ================================================
+PG_LAST_ERROR=''
+
+# Succeeds when the URL connects, its role may create databases (the tests clone per-worker
+# databases) and it may create tables in schema public (migrations).
+pg_url_ok() {
+  local out
+  if out="$(psql -X -w -q -At "$DATABASE_URL" -c "select (select rolcreatedb or rolsuper
+      from pg_roles where rolname = current_user) and coalesce((select has_schema_privilege(oid,
+      'CREATE') from pg_namespace where nspname = 'public'), true)" 2>&1)"; then
+    PG_LAST_ERROR=''
+    [ "$out" = t ] && return 0
+    PG_LAST_ERROR="role lacks CREATEDB or CREATE on schema public"
+    return 1
+  fi
+  PG_LAST_ERROR="$(head -n 3 <<<"$out")"
+  return 1
+}
+
+pg_parse() {
+  # NUL-separated: host port user password db, then SQL-quoted ident/literal forms.
+  local fields=()
+  mapfile -d '' fields < <(node -e '
+    const u = new URL(process.env.DATABASE_URL);
+    const d = (s) => decodeURIComponent(s || "");
+    const host = d(u.hostname).replace(/^\[(.*)\]$/, "$1") || d(u.searchParams.get("host")) || "127.0.0.1";
+    const user = d(u.username) || "postgres";
+    const db = d(u.pathname.replace(/^\//, "")) || user;
+    const ident = (s) => "\"" + s.replace(/"/g, "\"\"") + "\"";
+    const lit = (s) => "'"'"'" + s.replace(/'"'"'/g, "'"'"''"'"'") + "'"'"'";
+    const pw = d(u.password);
+    process.stdout.write([host, u.port || "5432", user, pw, db,
+      ident(user), lit(user), pw ? lit(pw) : "", ident(db), lit(db)].join("\0") + "\0");
+  ') || fail "DATABASE_URL is not a valid URL"
+  [ "${#fields[@]}" -eq 10 ] || fail "could not parse DATABASE_URL"
+  PG_HOST="${fields[0]}" PG_PORT="${fields[1]}" PG_USER="${fields[2]}" PG_PASS="${fields[3]}"
+  PG_DB="${fields[4]}" PG_USER_IDENT="${fields[5]}" PG_USER_LIT="${fields[6]}"
+  PG_PASS_LIT="${fields[7]}" PG_DB_IDENT="${fields[8]}" PG_DB_LIT="${fields[9]}"
+}
+
+pg_ready() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 2 >/dev/null 2>&1; }
+
+pg_server_installed() {
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || have postgres
+}
+
+pg_wait_ready() {
+  local i
+  for i in $(seq 1 30); do
+    pg_ready && return 0
+    sleep 1
+  done
+  return 1
+}
+
+pg_start_local() {
+  if ! pg_server_installed; then
+    can_apt || fail "PostgreSQL is not running on $PG_HOST:$PG_PORT and is not installed (installing it needs root + apt-get)"
+    log "installing PostgreSQL (apt-get install postgresql)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null ||
+      fail "apt-get install postgresql failed"
+    pg_ready && return 0
+  fi
+  have pg_lsclusters ||
+    fail "PostgreSQL is not running on $PG_HOST:$PG_PORT; start it yourself (no pg_lsclusters here)"
+
+  local ver name port status rest started=0
+  while read -r ver name port status rest; do
+    [ -n "${ver:-}" ] && [ "$port" = "$PG_PORT" ] || continue
+    if [[ "$status" != online* ]]; then
+      log "starting PostgreSQL cluster $ver/$name on port $port"
+      pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start ||
+        warn "pg_ctlcluster $ver $name start failed (see /var/log/postgresql/postgresql-$ver-$name.log)"
+    fi
+    started=1
+  done < <(pg_lsclusters -h 2>/dev/null)
+
+  if [ "$started" = 0 ]; then
+    if [ -z "$(pg_lsclusters -h 2>/dev/null)" ] && is_root && have pg_createcluster; then
+      ver="$(find /usr/lib/postgresql -maxdepth 1 -mindepth 1 -printf '%f\n' 2>/dev/null | sort -n | tail -n 1)"
+      [ -n "$ver" ] || fail "no PostgreSQL version found under /usr/lib/postgresql"
+      log "creating and starting PostgreSQL cluster $ver/main on port $PG_PORT"
+      pg_createcluster -p "$PG_PORT" --start "$ver" main >/dev/null ||
+        fail "pg_createcluster $ver main failed"
+    else
+      fail "no local PostgreSQL cluster uses port $PG_PORT (pg_lsclusters: $(pg_lsclusters -h 2>/dev/null | awk '{print $1"/"$2":"$3" "$4}' | tr '\n' ' '))"
+    fi
+  fi
+}
+
+# Superuser access, tried in order: TCP as "postgres" (trust), peer auth as the postgres OS user
+# (root only), then the current OS user over the socket if it is a superuser (e.g. Homebrew).
+PG_ADMIN=''
+pg_admin() { # pg_admin <db> : runs SQL from stdin as a superuser, prints tuples only
+  local db="$1"
+  local opts=(-X -w -q -At -v ON_ERROR_STOP=1 -p "$PG_PORT" -d "$db")
+  local sock=()
+  [[ "$PG_HOST" == /* ]] && sock=(-h "$PG_HOST")
+  case "$PG_ADMIN" in
+    tcp) env -u PGPASSWORD -u PGUSER psql "${opts[@]}" -h "$PG_HOST" -U postgres ;;
+    runuser) (cd / && runuser -u postgres -- psql "${opts[@]}" "${sock[@]}") ;;
+    su) (cd / && su postgres -s /bin/sh -c "psql -X -w -q -At -v ON_ERROR_STOP=1 -p '$PG_PORT' -d '$db' ${sock[*]:+-h '$PG_HOST'}") ;;
+    self) env -u PGUSER psql "${opts[@]}" "${sock[@]}" ;;
+    *) return 1 ;;
+  esac
+}
+
+pg_find_admin() {
+  local m
+  local methods=(tcp)
+  if is_root && is_local_host "$PG_HOST"; then
+    have runuser && methods+=(runuser)
+    have su && methods+=(su)
+  fi
+  is_local_host "$PG_HOST" && methods+=(self)
+  for m in "${methods[@]}"; do
+    PG_ADMIN="$m"
+    if [ "$(pg_admin postgres <<<'select rolsuper from pg_roles where rolname = current_user' 2>/dev/null)" = t ]; then
+      return 0
+    fi
+  done
+  PG_ADMIN=''
+  return 1
+}
+
+pg_provision() {
+  pg_find_admin ||
+    fail "cannot reach PostgreSQL as a superuser to create role '$PG_USER' / database '$PG_DB' (last error: ${PG_LAST_ERROR:-unknown}); create them yourself with LOGIN CREATEDB"
+  local attrs="LOGIN CREATEDB"
+  [ -n "$PG_PASS_LIT" ] && attrs="$attrs PASSWORD $PG_PASS_LIT"
+  if [ "$(pg_admin postgres <<<"select 1 from pg_roles where rolname = $PG_USER_LIT")" = 1 ]; then
+    log "updating role '$PG_USER' (LOGIN CREATEDB, password from DATABASE_URL)"
+    pg_admin postgres <<<"ALTER ROLE $PG_USER_IDENT $attrs" >/dev/null || fail "ALTER ROLE failed"
+  else
+    log "creating role '$PG_USER'"
+    pg_admin postgres <<<"CREATE ROLE $PG_USER_IDENT $attrs" >/dev/null || fail "CREATE ROLE failed"
+  fi
+  local owner
+  owner="$(pg_admin postgres <<<"select pg_get_userbyid(datdba) from pg_database where datname = $PG_DB_LIT")"
+  if [ -z "$owner" ]; then
+    log "creating database '$PG_DB' owned by '$PG_USER'"
+    pg_admin postgres <<<"CREATE DATABASE $PG_DB_IDENT OWNER $PG_USER_IDENT" >/dev/null || fail "CREATE DATABASE failed"
+  elif [ "$owner" != "$PG_USER" ] &&
+    [ "$(pg_admin "$PG_DB" <<<"select has_schema_privilege($PG_USER_LIT, 'public', 'CREATE')")" != t ]; then
+    log "granting '$PG_USER' CREATE on schema public of existing database '$PG_DB' (owner: $owner)"
+    pg_admin postgres <<<"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE $PG_DB_IDENT TO $PG_USER_IDENT" >/dev/null || fail "GRANT failed"
+    pg_admin "$PG_DB" <<<"GRANT USAGE, CREATE ON SCHEMA public TO $PG_USER_IDENT" >/dev/null || fail "GRANT failed"
+  fi
+}
+
+ensure_postgres() {
+  if have psql && pg_url_ok; then return 0; fi
+  pg_parse
+  local where="$PG_HOST:$PG_PORT"
+  if ! have psql || ! have pg_isready; then
+    if is_local_host "$PG_HOST" && ! pg_server_installed; then
+      pg_start_local # installs the server (with the client) when root
+    elif can_apt; then
+      log "installing the PostgreSQL client (apt-get install postgresql-client)"
+      apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null ||
+        fail "apt-get install postgresql-client failed"
+    else
+      fail "psql / pg_isready are not installed (install the PostgreSQL client)"
+    fi
+  fi
+  if ! pg_ready; then
+    is_local_host "$PG_HOST" || fail "PostgreSQL at $where does not answer (remote host, not starting anything)"
+    pg_start_local
+    log "waiting for PostgreSQL on $where"
+    pg_wait_ready || fail "PostgreSQL on $where did not become ready within 30 s"
+  fi
+  if pg_url_ok; then
+    log "PostgreSQL ok ($where, db '$PG_DB', role '$PG_USER')"
+    return 0
+  fi
+  pg_provision
+  pg_url_ok || fail "still cannot use DATABASE_URL (role '$PG_USER', db '$PG_DB' on $where): $PG_LAST_ERROR"
+  log "PostgreSQL ok ($where, db '$PG_DB', role '$PG_USER')"
+}
+
+# ===================================== Redis ===================================================
+redis_parse() {
+  local fields=()
+  mapfile -d '' fields < <(node -e '
+    const u = new URL(process.env.REDIS_URL);
+    const d = (s) => decodeURIComponent(s || "");
+    process.stdout.write([d(u.hostname).replace(/^\[(.*)\]$/, "$1") || "127.0.0.1",
+      u.port || "6379", d(u.username), d(u.password), u.protocol].join("\0") + "\0");
+  ') || fail "REDIS_URL is not a valid URL"
+  [ "${#fields[@]}" -eq 5 ] || fail "could not parse REDIS_URL"
+  R_HOST="${fields[0]}" R_PORT="${fields[1]}" R_USER="${fields[2]}" R_PASS="${fields[3]}" R_PROTO="${fields[4]}"
+}
+
+# PING over plain TCP with node (no redis-cli needed); handles AUTH and rediss:// (TLS).
+redis_node_ping() {
+  with_timeout 5 node -e '
+    const u = new URL(process.env.REDIS_URL);
+    const d = (s) => decodeURIComponent(s || "");
+    const host = d(u.hostname).replace(/^\[(.*)\]$/, "$1") || "127.0.0.1";
+    const port = Number(u.port || 6379);
+    const cmd = (...a) => `*${a.length}\r\n` + a.map((x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join("");
+    const s = u.protocol === "rediss:" ? require("tls").connect({ host, port, servername: host })
+                                       : require("net").connect({ host, port });
+    let buf = "";
+    s.setTimeout(3000, () => process.exit(1));
+    s.on("error", () => process.exit(1));
+    s.once(u.protocol === "rediss:" ? "secureConnect" : "connect", () => {
+      let out = "";
+      if (u.password) out += u.username ? cmd("AUTH", d(u.username), d(u.password)) : cmd("AUTH", d(u.password));
+      s.write(out + cmd("PING"));
+    });
+    const want = u.password ? 2 : 1; // replies expected: [AUTH], PING
+    s.on("data", (c) => {
+      buf += c;
+      const lines = buf.split("\r\n").slice(0, -1);
+      if (lines.length >= want) process.exit(lines[want - 1] === "+PONG" ? 0 : 1);
+    });
+  ' >/dev/null 2>&1
+}
+
+redis_ping() {
+  # URLs with credentials go through node: keeps the password off command lines, and some
+  # redis-cli versions mishandle "redis://:password@host" (empty user name).
+  if have redis-cli && [[ "$REDIS_URL" != *@* ]]; then
+    local tls=()
+    [[ "$REDIS_URL" == rediss://* ]] && tls=(--tls)
+    [ "$(with_timeout 5 redis-cli --no-auth-warning "${tls[@]}" -u "$REDIS_URL" ping 2>/dev/null)" = PONG ]
+  else
+    redis_node_ping
+  fi
+}
+
+redis_start_local() {
+  if ! have redis-server; then
+    can_apt || fail "Redis is not running on $R_HOST:$R_PORT and redis-server is not installed (installing it needs root + apt-get)"
+    log "installing Redis (apt-get install redis-server)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null ||
+      fail "apt-get install redis-server failed"
+    redis_ping && return 0
+  fi
+  local bind=(127.0.0.1)
+  local v
+  v="$(redis-server --version 2>/dev/null | sed -nE 's/.*v=([0-9]+)\.([0-9]+).*/\1 \2/p')"
+  # "-::1" (optional bind address) needs Redis >= 6.2.
+  if [ -n "$v" ] && { [ "${v% *}" -gt 6 ] || { [ "${v% *}" -eq 6 ] && [ "${v#* }" -ge 2 ]; }; }; then
+    bind+=(-::1)
+  fi
+  local args=(--daemonize yes --bind "${bind[@]}" --port "$R_PORT" --save "" --appendonly no)
+  if [ -d /var/lib/redis ] && [ -w /var/lib/redis ]; then args+=(--dir /var/lib/redis); fi
+  log "starting redis-server on port $R_PORT"
+  if [ -n "$R_PASS" ] && { [ -z "$R_USER" ] || [ "$R_USER" = default ]; }; then
+    # Password through the config on stdin, so it never shows up in a command line.
+    printf 'requirepass "%s"\n' "$(sed 's/[\\"]/\\&/g' <<<"$R_PASS")" |
+      redis-server - "${args[@]}" >/dev/null || fail "redis-server failed to start"
+  else
+    redis-server "${args[@]}" >/dev/null || fail "redis-server failed to start"
+  fi
+}
+
+ensure_redis() {
+  if redis_ping; then return 0; fi
+  redis_parse
+  local where="$R_HOST:$R_PORT"
+  is_local_host "$R_HOST" || fail "Redis at $where does not answer (remote host, not starting anything)"
+  [ "$R_PROTO" = "redis:" ] || fail "Redis at $where does not answer over TLS; start it yourself"
+  redis_start_local
+  log "waiting for Redis on $where"
+  local i
+  for i in $(seq 1 15); do
+    if redis_ping; then
+      log "Redis ok ($where)"
+      return 0
+    fi
+    sleep 1
+  done
+  fail "Redis on $where did not answer PING within 15 s"
+}
+
+ensure_postgres
+ensure_redis
