@@ -1,8 +1,13 @@
-import { Module } from '@nestjs/common';
+import { Global, Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import { Clock } from '../common/time/clock';
+import { IdGenerator } from '../common/ids';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { dataSourceOptions } from './data-source-options';
+import { TransactionHost } from './transaction-host';
 
+/** PostgreSQL through TypeORM, the transaction host, and the clock and id side effects. */
+@Global()
 @Module({
   imports: [
     TypeOrmModule.forRootAsync({
@@ -16,5 +21,7 @@ import { dataSourceOptions } from './data-source-options';
       }),
     }),
   ],
+  providers: [TransactionHost, Clock, IdGenerator],
+  exports: [TransactionHost, Clock, IdGenerator],
 })
 export class DatabaseModule {}

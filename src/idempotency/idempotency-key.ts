@@ -1,0 +1,36 @@
+import { createHash } from 'node:crypto';
+import { DomainError } from '../common/errors/domain-error';
+
+export const IDEMPOTENCY_HEADER = 'idempotency-key';
+export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
+const PRINTABLE_ASCII = /^[\x20-\x7E]{1,255}$/;
+
+/** Returns the key, undefined when absent, or throws IDEMPOTENCY_KEY_INVALID. */
+export function parseIdempotencyKey(header: string | string[] | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const value = Array.isArray(header) ? header.join(',') : header;
+  if (!PRINTABLE_ASCII.test(value) || value.trim() === '') {
+    throw new DomainError(
+      'IDEMPOTENCY_KEY_INVALID',
+      'Idempotency-Key must be 1 to 255 printable ASCII characters.',
+    );
+  }
+  return value;
+}
+
+/** JSON with object keys sorted at every level, so equal bodies give equal fingerprints. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const entries = Object.keys(value as Record<string, unknown>)
+    .sort()
+    .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
+    .map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`);
+  return `{${entries.join(',')}}`;
+}
+
+export function fingerprint(body: unknown): string {
+  return createHash('sha256')
+    .update(canonicalJson(body ?? null))
+    .digest('hex');
+}
