@@ -7,6 +7,10 @@ import { HealthModule } from './health/health.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { RedisModule } from './redis/redis.module';
 import { SeedModule } from './seed/seed.module';
+import { CartModule } from './cart/cart.module';
+import { IdempotencyModule } from './idempotency/idempotency.module';
+import { OrdersModule } from './orders/orders.module';
+import { OutboxModule } from './outbox/outbox.module';
 
 /** Everything the API serves; the worker role imports it too (see worker.module.ts). */
 @Module({})
@@ -22,6 +26,10 @@ export class AppModule {
         MetricsModule,
         HealthModule,
         SeedModule,
+        IdempotencyModule,
+        OutboxModule,
+        CartModule,
+        OrdersModule,
       ],
     };
   }

@@ -1,17 +1,41 @@
 import { DynamicModule, Module } from '@nestjs/common';
+import { DiscoveryModule } from '@nestjs/core';
 import { AppModule } from './app.module';
 import { AppConfig } from './config/config';
+import { IdempotencyModule } from './idempotency/idempotency.module';
+import { MaintenanceProcessor } from './maintenance/maintenance.processor';
+import { OrdersModule } from './orders/orders.module';
+import { OrdersProcessor } from './orders/orders.processor';
+import { OutboxPublisher } from './outbox/outbox.publisher';
+import { OutboxRelay } from './outbox/outbox.relay';
+import { JobHandlersCheck } from './queue/job-handlers.check';
+import { QueueModule } from './queue/queue.module';
+import { Schedulers } from './queue/schedulers';
 
 /**
- * The worker role: the same feature modules as the API plus the BullMQ processors and
- * schedulers, which only run here.
+ * The worker role: the same feature modules as the API plus the BullMQ processors, the outbox
+ * relay and the schedulers, which only run here.
  */
 @Module({})
 export class WorkerModule {
   static register(config: AppConfig): DynamicModule {
     return {
       module: WorkerModule,
-      imports: [AppModule.register(config)],
+      imports: [
+        AppModule.register(config),
+        DiscoveryModule,
+        QueueModule,
+        OrdersModule,
+        IdempotencyModule,
+      ],
+      providers: [
+        OutboxPublisher,
+        OutboxRelay,
+        OrdersProcessor,
+        MaintenanceProcessor,
+        Schedulers,
+        JobHandlersCheck,
+      ],
     };
   }
 }

@@ -45,6 +45,7 @@ const envSchema = z.object({
   MAIL_FROM: z.string().default('Shop <orders@shop.example>'),
   MAIL_OUTBOX_DIR: z.string().default('var/mail'),
   RESERVATION_TTL_SECONDS: int(900, 10, 86_400),
+  SHOP_CURRENCY: z.string().regex(/^[A-Z]{3}$/).default('INR'),
   RATE_LIMIT_ENABLED: bool(true),
   TRUST_PROXY: z.string().default('false'),
   SHUTDOWN_TIMEOUT_MS: int(10_000, 100, 120_000),
@@ -70,6 +71,8 @@ export interface AppConfig {
   stripe: { secretKey?: string; webhookSecret: string; apiUrl?: string };
   mail: { smtpUrl?: string; from: string; outboxDir: string };
   reservationTtlSeconds: number;
+  /** The one ISO 4217 currency the shop sells in. */
+  currency: string;
   rateLimitEnabled: boolean;
 }
 
@@ -133,6 +136,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM, outboxDir: e.MAIL_OUTBOX_DIR },
     reservationTtlSeconds: e.RESERVATION_TTL_SECONDS,
+    currency: e.SHOP_CURRENCY,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,
   });
 }

@@ -1,11 +1,12 @@
 import { Global, Module } from '@nestjs/common';
 import { MetricsController } from './metrics.controller';
 import { MetricsService } from './metrics.service';
+import { QueueDepthMetrics } from './queue-depth.metrics';
 
 @Global()
 @Module({
   controllers: [MetricsController],
-  providers: [MetricsService],
+  providers: [MetricsService, QueueDepthMetrics],
   exports: [MetricsService],
 })
 export class MetricsModule {}

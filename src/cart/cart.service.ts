@@ -1,0 +1,52 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { DomainError } from '../common/errors/domain-error';
+import { Clock } from '../common/time/clock';
+import { APP_CONFIG, AppConfig } from '../config/config';
+import { TransactionHost } from '../database/transaction-host';
+import { toSafeInt } from '../orders/order.model';
+import { CartDto } from './dto/cart.dto';
+import { CartRepository } from './cart.repository';
+
+/** The signed-in customer's server-side cart. Prices shown are always the current ones. */
+@Injectable()
+export class CartService {
+  constructor(
+    private readonly carts: CartRepository,
+    private readonly tx: TransactionHost,
+    private readonly clock: Clock,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
+
+  async get(userId: string): Promise<CartDto> {
+    const lines = (await this.carts.lines(userId)).filter((l) => l.active);
+    const currency = this.config.currency;
+    const items = lines.map((l) => {
+      const unit = toSafeInt(l.priceAmount);
+      return {
+        productId: l.productId,
+        name: l.name,
+        quantity: l.quantity,
+        unitPrice: { amount: unit, currency },
+        lineTotal: { amount: unit * l.quantity, currency },
+      };
+    });
+    const total = items.reduce((sum, i) => sum + i.lineTotal.amount, 0);
+    return { items, total: { amount: total, currency } };
+  }
+
+  /** Sets a line's quantity (0 removes it); idempotent by nature. */
+  async setQuantity(userId: string, productId: string, quantity: number): Promise<CartDto> {
+    await this.tx.run(async () => {
+      if (quantity === 0) return this.carts.removeLine(userId, productId);
+      if (!(await this.carts.productExists(productId))) {
+        throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+      }
+      await this.carts.setQuantity(userId, productId, quantity, this.clock.now());
+    });
+    return this.get(userId);
+  }
+
+  async clear(userId: string): Promise<void> {
+    await this.carts.clear(userId);
+  }
+}

@@ -1,0 +1,24 @@
+import { ApiProperty } from '@nestjs/swagger';
+import { IsInt, Max, Min } from 'class-validator';
+import { MoneyDto } from '../../orders/dto/order.response';
+
+export class SetCartQuantityDto {
+  @ApiProperty({ minimum: 0, maximum: 1000, description: '0 removes the line' })
+  @IsInt()
+  @Min(0)
+  @Max(1000)
+  quantity!: number;
+}
+
+export class CartItemDto {
+  @ApiProperty({ format: 'uuid' }) productId!: string;
+  @ApiProperty() name!: string;
+  @ApiProperty() quantity!: number;
+  @ApiProperty({ type: MoneyDto }) unitPrice!: MoneyDto;
+  @ApiProperty({ type: MoneyDto }) lineTotal!: MoneyDto;
+}
+
+export class CartDto {
+  @ApiProperty({ type: [CartItemDto] }) items!: CartItemDto[];
+  @ApiProperty({ type: MoneyDto }) total!: MoneyDto;
+}

@@ -1,0 +1,86 @@
+import { Injectable } from '@nestjs/common';
+import { Clock } from '../common/time/clock';
+import { TransactionHost } from '../database/transaction-host';
+
+export interface StockLine {
+  productId: string;
+  quantity: number;
+}
+
+export interface LockedStock {
+  productId: string;
+  onHand: number;
+  reserved: number;
+}
+
+type MovementKind = 'reserve' | 'release' | 'commit';
+
+/**
+ * SQL for moving stock on behalf of an order. Callers hold the order's transaction; every
+ * method locks inventory rows in ascending product id order (so multi-item orders cannot
+ * deadlock each other) and writes one ledger row per line. The ledger's unique
+ * (order_id, product_id, kind) index makes a second reserve/release/commit for the same order
+ * impossible, whatever the application does.
+ */
+@Injectable()
+export class StockReservationRepository {
+  constructor(
+    private readonly tx: TransactionHost,
+    private readonly clock: Clock,
+  ) {}
+
+  /** SELECT … FOR UPDATE the inventory rows of these products, in id order. */
+  async lock(productIds: string[]): Promise<LockedStock[]> {
+    return this.tx.query(
+      `SELECT product_id AS "productId", on_hand AS "onHand", reserved
+         FROM inventory_items
+        WHERE product_id = ANY($1::uuid[])
+        ORDER BY product_id
+          FOR UPDATE`,
+      [productIds],
+    );
+  }
+
+  /** The lines of an order, in product id order. */
+  async orderLines(orderId: string): Promise<StockLine[]> {
+    return this.tx.query(
+      `SELECT product_id AS "productId", quantity FROM order_items
+        WHERE order_id = $1 ORDER BY product_id`,
+      [orderId],
+    );
+  }
+
+  /**
+   * Applies the movement to the (already locked) rows and records it in the ledger, in one
+   * statement. reserve: reserved += q. release: reserved -= q. commit: on_hand -= q and
+   * reserved -= q (the units leave the shop). CHECK constraints back every bound.
+   */
+  async apply(kind: MovementKind, orderId: string, lines: StockLine[]): Promise<void> {
+    const [onHandSign, reservedSign] = { reserve: [0, 1], release: [0, -1], commit: [-1, -1] }[kind];
+    await this.tx.query(
+      `WITH lines AS (
+         SELECT * FROM unnest($1::uuid[], $2::int[]) AS l(product_id, quantity)
+       ), moved AS (
+         UPDATE inventory_items i
+            SET on_hand = i.on_hand + $3::int * l.quantity,
+                reserved = i.reserved + $4::int * l.quantity,
+                updated_at = $6
+           FROM lines l
+          WHERE i.product_id = l.product_id
+         RETURNING i.product_id, l.quantity
+       )
+       INSERT INTO stock_movements
+         (product_id, kind, on_hand_delta, reserved_delta, reason, order_id, created_at)
+       SELECT product_id, $5, $3::int * quantity, $4::int * quantity, 'order', $7, $6 FROM moved`,
+      [
+        lines.map((l) => l.productId),
+        lines.map((l) => l.quantity),
+        onHandSign,
+        reservedSign,
+        kind,
+        this.clock.now(),
+        orderId,
+      ],
+    );
+  }
+}

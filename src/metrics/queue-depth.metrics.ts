@@ -1,0 +1,54 @@
+import { Inject, Injectable, OnModuleInit } from '@nestjs/common';
+import type Redis from 'ioredis';
+import { APP_CONFIG, AppConfig } from '../config/config';
+import { OutboxRepository } from '../outbox/outbox.repository';
+import { QUEUES } from '../queue/queues';
+import { REDIS } from '../redis/redis.module';
+import { MetricsService } from './metrics.service';
+
+/** BullMQ key type per job state (lists and sorted sets under `<prefix>:bull:<queue>:<state>`). */
+const STATES = { wait: 'llen', active: 'llen', delayed: 'zcard', prioritized: 'zcard', failed: 'zcard' } as const;
+
+/**
+ * Queue depths and outbox backlog, read at scrape time: BullMQ's keys straight from Redis (one
+ * pipeline, fails fast when Redis is down) and outbox counts from PostgreSQL.
+ */
+@Injectable()
+export class QueueDepthMetrics implements OnModuleInit {
+  constructor(
+    private readonly metrics: MetricsService,
+    private readonly outbox: OutboxRepository,
+    @Inject(REDIS) private readonly redis: Redis,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
+
+  onModuleInit(): void {
+    const prefix = `${this.config.redis.keyPrefix}:bull`;
+    const redis = this.redis;
+    this.metrics.gauge('queue_jobs', 'BullMQ jobs by queue and state', ['queue', 'state'], async function () {
+      this.reset();
+      const pipeline = redis.pipeline();
+      const labels: { queue: string; state: string }[] = [];
+      for (const queue of QUEUES) {
+        for (const [state, command] of Object.entries(STATES)) {
+          pipeline[command](`${prefix}:${queue}:${state}`);
+          labels.push({ queue, state });
+        }
+      }
+      try {
+        const results = (await pipeline.exec()) ?? [];
+        results.forEach(([err, value], i) => {
+          if (!err) this.set(labels[i], Number(value));
+        });
+      } catch {
+        /* Redis down: no samples this scrape; readiness reports it */
+      }
+    });
+    const outbox = this.outbox;
+    this.metrics.gauge('outbox_backlog', 'Outbox rows not yet published', ['status'], async function () {
+      const counts = await outbox.countBacklog();
+      this.set({ status: 'pending' }, counts.pending);
+      this.set({ status: 'dead' }, counts.dead);
+    });
+  }
+}

@@ -1,0 +1,82 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { CANCELLATION_REASONS, ORDER_STATUSES } from '../order-state-machine';
+import { Order, OrderWithHistory } from '../order.model';
+
+export class MoneyDto {
+  @ApiProperty({ description: 'Integer minor units', example: 24900 })
+  amount!: number;
+  @ApiProperty({ example: 'INR' })
+  currency!: string;
+}
+
+export class OrderItemDto {
+  @ApiProperty({ format: 'uuid' }) productId!: string;
+  @ApiProperty() sku!: string;
+  @ApiProperty() name!: string;
+  @ApiProperty() quantity!: number;
+  @ApiProperty({ type: MoneyDto }) unitPrice!: MoneyDto;
+  @ApiProperty({ type: MoneyDto }) lineTotal!: MoneyDto;
+}
+
+export class StatusChangeDto {
+  @ApiProperty({ enum: ORDER_STATUSES, nullable: true }) from!: string | null;
+  @ApiProperty({ enum: ORDER_STATUSES }) to!: string;
+  @ApiProperty({ nullable: true }) reason!: string | null;
+  @ApiProperty() at!: string;
+}
+
+export class OrderDto {
+  @ApiProperty({ format: 'uuid' }) id!: string;
+  @ApiProperty({ enum: ORDER_STATUSES }) status!: string;
+  @ApiPropertyOptional({ enum: CANCELLATION_REASONS }) cancellationReason?: string;
+  @ApiProperty({ type: [OrderItemDto] }) items!: OrderItemDto[];
+  @ApiProperty({ type: MoneyDto }) total!: MoneyDto;
+  @ApiProperty({ type: MoneyDto }) refunded!: MoneyDto;
+  @ApiProperty({ nullable: true }) reservationExpiresAt!: string | null;
+  @ApiProperty() createdAt!: string;
+  @ApiProperty() updatedAt!: string;
+}
+
+export class OrderDetailDto extends OrderDto {
+  @ApiProperty({ type: [StatusChangeDto] }) history!: StatusChangeDto[];
+}
+
+export class OrderPageDto {
+  @ApiProperty({ type: [OrderDto] }) items!: OrderDto[];
+  @ApiProperty({ nullable: true, type: String }) nextCursor!: string | null;
+}
+
+const money = (amount: number, currency: string): MoneyDto => ({ amount, currency });
+
+export function mapOrder(order: Order): OrderDto {
+  return {
+    id: order.id,
+    status: order.status,
+    ...(order.cancellationReason ? { cancellationReason: order.cancellationReason } : {}),
+    items: order.items.map((i) => ({
+      productId: i.productId,
+      sku: i.sku,
+      name: i.name,
+      quantity: i.quantity,
+      unitPrice: money(i.unitPriceAmount, order.currency),
+      lineTotal: money(i.lineTotalAmount, order.currency),
+    })),
+    total: money(order.totalAmount, order.currency),
+    refunded: money(order.refundedAmount, order.currency),
+    reservationExpiresAt: order.reservationExpiresAt?.toISOString() ?? null,
+    createdAt: order.createdAt.toISOString(),
+    updatedAt: order.updatedAt.toISOString(),
+  };
+}
+
+export function mapOrderDetail(order: OrderWithHistory): OrderDetailDto {
+  return {
+    ...mapOrder(order),
+    history: order.history.map((h) => ({
+      from: h.from,
+      to: h.to,
+      reason: h.reason,
+      at: h.at.toISOString(),
+    })),
+  };
+}

@@ -1,0 +1,45 @@
+import { DomainError } from '../common/errors/domain-error';
+import type { OrderLine } from './order.model';
+import type { ProductSnapshot } from './product-snapshot.repository';
+
+/**
+ * Turns requested lines into priced order lines from catalog snapshots. Pure. Refuses
+ * duplicate lines (400) and unknown, inactive or foreign-currency products (409).
+ */
+export function priceLines(
+  requested: { productId: string; quantity: number }[],
+  products: ProductSnapshot[],
+  currency: string,
+): OrderLine[] {
+  const seen = new Set<string>();
+  const duplicates = requested.filter((l) => seen.size === seen.add(l.productId).size);
+  if (duplicates.length > 0) {
+    throw new DomainError('VALIDATION_FAILED', 'Each product may appear in one line only.', {
+      errors: duplicates.map((d) => ({
+        field: 'items',
+        message: `duplicate line for product ${d.productId}`,
+      })),
+    });
+  }
+  const byId = new Map(products.map((p) => [p.id, p]));
+  const unavailable = requested
+    .map((l) => byId.get(l.productId))
+    .map((p, i) => (!p || !p.active || p.currency !== currency ? requested[i].productId : null))
+    .filter((id): id is string => id !== null);
+  if (unavailable.length > 0) {
+    throw new DomainError('PRODUCT_UNAVAILABLE', 'Some products are not available.', {
+      extensions: { products: unavailable.map((productId) => ({ productId })) },
+    });
+  }
+  return requested.map((l) => {
+    const p = byId.get(l.productId)!;
+    return {
+      productId: p.id,
+      sku: p.sku,
+      name: p.name,
+      quantity: l.quantity,
+      unitPriceAmount: p.priceAmount,
+      lineTotalAmount: p.priceAmount * l.quantity,
+    };
+  });
+}

@@ -1,0 +1,44 @@
+import type { CancellationReason, OrderStatus } from './order-state-machine';
+
+/** An order as the domain sees it (one aggregate: the order, its lines and its history). */
+export interface OrderLine {
+  productId: string;
+  sku: string;
+  name: string;
+  quantity: number;
+  unitPriceAmount: number;
+  lineTotalAmount: number;
+}
+
+export interface StatusChange {
+  from: OrderStatus | null;
+  to: OrderStatus;
+  reason: string | null;
+  actor: string;
+  at: Date;
+}
+
+export interface Order {
+  id: string;
+  userId: string;
+  status: OrderStatus;
+  cancellationReason: CancellationReason | null;
+  currency: string;
+  totalAmount: number;
+  refundedAmount: number;
+  reservationExpiresAt: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+  items: OrderLine[];
+}
+
+export interface OrderWithHistory extends Order {
+  history: StatusChange[];
+}
+
+/** PostgreSQL bigint arrives as a string; money must stay an exact integer. */
+export function toSafeInt(value: string | number): number {
+  const n = typeof value === 'number' ? value : Number(value);
+  if (!Number.isSafeInteger(n)) throw new Error(`not a safe integer: ${String(value)}`);
+  return n;
+}

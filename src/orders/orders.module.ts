@@ -1,0 +1,24 @@
+import { Module } from '@nestjs/common';
+import { CartModule } from '../cart/cart.module';
+import { StockReservationModule } from '../inventory/stock-reservation.module';
+import { AdminOrdersController } from './admin-orders.controller';
+import { OrderRepository } from './order.repository';
+import { OrderTransitionsService } from './order-transitions.service';
+import { OrdersController } from './orders.controller';
+import { OrdersService } from './orders.service';
+import { ProductSnapshotRepository } from './product-snapshot.repository';
+import { ReservationExpiryService } from './reservation-expiry.service';
+
+@Module({
+  imports: [CartModule, StockReservationModule],
+  controllers: [OrdersController, AdminOrdersController],
+  providers: [
+    OrderRepository,
+    ProductSnapshotRepository,
+    OrdersService,
+    OrderTransitionsService,
+    ReservationExpiryService,
+  ],
+  exports: [OrderTransitionsService, ReservationExpiryService, OrderRepository],
+})
+export class OrdersModule {}

@@ -1,0 +1,22 @@
+/**
+ * Domain events written to the outbox in the same transaction as the change they announce,
+ * and what each becomes once relayed: zero or more BullMQ jobs with deterministic ids.
+ */
+export interface OutboxEvents {
+  'order.created': { orderId: string; reservationExpiresAt: string };
+  'order.cancelled': { orderId: string; reason: string };
+  'order.paid': { orderId: string };
+  'order.confirmed': { orderId: string };
+  'order.fulfilled': { orderId: string };
+  'order.refunded': { orderId: string; refundId: string };
+}
+
+export type OutboxTopic = keyof OutboxEvents;
+
+export interface OutboxRow {
+  id: string;
+  topic: OutboxTopic;
+  aggregateId: string | null;
+  payload: Record<string, unknown>;
+  attempts: number;
+}

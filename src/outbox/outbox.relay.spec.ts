@@ -1,0 +1,50 @@
+import { OUTBOX_MAX_ATTEMPTS, OutboxRelay, outboxBackoffMs } from './outbox.relay';
+import type { OutboxRepository } from './outbox.repository';
+import type { OutboxPublisher } from './outbox.publisher';
+import type { OutboxRow } from './outbox-events';
+
+const row = (id: string, attempts: number): OutboxRow => ({
+  id,
+  topic: 'order.created',
+  aggregateId: id,
+  payload: { orderId: id, reservationExpiresAt: new Date().toISOString() },
+  attempts,
+});
+
+function setup(rows: OutboxRow[], publish: (r: OutboxRow) => Promise<void>) {
+  const repo = {
+    claimDue: jest.fn().mockResolvedValue(rows),
+    markPublished: jest.fn().mockResolvedValue(undefined),
+    markFailed: jest.fn().mockResolvedValue(undefined),
+  };
+  const publisher = { publish: jest.fn(publish) };
+  const relay = new OutboxRelay(
+    repo as unknown as OutboxRepository,
+    publisher as unknown as OutboxPublisher,
+  );
+  return { relay, repo, publisher };
+}
+
+describe('OutboxRelay', () => {
+  it('marks published rows and schedules failed ones with exponential backoff', async () => {
+    const { relay, repo } = setup([row('a', 1), row('b', 3)], async (r) => {
+      if (r.id === 'b') throw new Error('redis down');
+    });
+    expect(await relay.relayOnce()).toEqual({ published: 1, failed: 1 });
+    expect(repo.markPublished).toHaveBeenCalledWith(['a']);
+    expect(repo.markFailed).toHaveBeenCalledWith('b', 'redis down', 4000, false);
+  });
+
+  it(`parks a row as dead after ${OUTBOX_MAX_ATTEMPTS} failed attempts`, async () => {
+    const { relay, repo } = setup([row('c', OUTBOX_MAX_ATTEMPTS)], async () => {
+      throw new Error('still down');
+    });
+    await relay.relayOnce();
+    expect(repo.markFailed).toHaveBeenCalledWith('c', 'still down', expect.any(Number), true);
+  });
+
+  it('backs off 1 s, 2 s, 4 s … up to 5 minutes', () => {
+    expect([1, 2, 3, 4].map(outboxBackoffMs)).toEqual([1000, 2000, 4000, 8000]);
+    expect(outboxBackoffMs(30)).toBe(300_000);
+  });
+});

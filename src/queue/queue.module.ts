@@ -1,0 +1,28 @@
+import { BullModule } from '@nestjs/bullmq';
+import { Global, Module } from '@nestjs/common';
+import { APP_CONFIG, AppConfig } from '../config/config';
+import { QUEUES } from './queues';
+import { redisOptionsFromUrl } from './redis-connection';
+
+/** BullMQ on REDIS_URL, every key under `<REDIS_KEY_PREFIX>:bull`. Registers every queue. */
+@Global()
+@Module({
+  imports: [
+    BullModule.forRootAsync({
+      inject: [APP_CONFIG],
+      useFactory: (config: AppConfig) => ({
+        connection: { ...redisOptionsFromUrl(config.redis.url), maxRetriesPerRequest: null },
+        prefix: `${config.redis.keyPrefix}:bull`,
+        defaultJobOptions: {
+          attempts: 8,
+          backoff: { type: 'exponential', delay: 1000 },
+          removeOnComplete: { age: 3600, count: 1000 },
+          removeOnFail: { age: 7 * 86_400 },
+        },
+      }),
+    }),
+    ...QUEUES.map((name) => BullModule.registerQueue({ name })),
+  ],
+  exports: [BullModule],
+})
+export class QueueModule {}

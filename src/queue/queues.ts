@@ -1,0 +1,29 @@
+/**
+ * Every queue and job name, with the payload each job carries (ids, never objects).
+ * A worker refuses to boot if a job name here has no handler (see JobHandlerRegistry).
+ */
+export const QUEUES = ['orders', 'payments', 'email', 'catalog', 'maintenance'] as const;
+export type QueueName = (typeof QUEUES)[number];
+
+export interface JobPayloads {
+  /** Cancel an unpaid order whose reservation window has passed. */
+  'orders.expire-reservation': { orderId: string };
+  /** Safety net: find and expire overdue reservations the delayed jobs missed. */
+  'orders.sweep-expired': Record<string, never>;
+  /** Remove idempotency records past their expiry. */
+  'maintenance.purge-idempotency-keys': Record<string, never>;
+  /** Remove published outbox rows past their retention. */
+  'maintenance.purge-outbox': Record<string, never>;
+  /** Recompute "bought together" recommendations from paid orders. */
+  'catalog.recompute-recommendations': Record<string, never>;
+}
+
+export type JobName = keyof JobPayloads;
+
+export const JOB_QUEUE: Record<JobName, QueueName> = {
+  'orders.expire-reservation': 'orders',
+  'orders.sweep-expired': 'orders',
+  'maintenance.purge-idempotency-keys': 'maintenance',
+  'maintenance.purge-outbox': 'maintenance',
+  'catalog.recompute-recommendations': 'catalog',
+};

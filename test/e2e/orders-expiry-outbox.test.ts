@@ -1,0 +1,218 @@
+import { INestApplicationContext } from '@nestjs/common';
+import { getQueueToken } from '@nestjs/bullmq';
+import type { Queue } from 'bullmq';
+import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
+import { OutboxPublisher } from '../../src/outbox/outbox.publisher';
+import { OutboxRepository } from '../../src/outbox/outbox.repository';
+import { OutboxRelay } from '../../src/outbox/outbox.relay';
+import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
+import { Buyer, buyers, placeOrder } from '../support/orders';
+import { PrivateRedis } from '../support/private-redis';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { bootPublisherContext, bootTestWorker } from '../support/test-worker';
+
+const releasesOf = async (t: TestApp, orderId: string) =>
+  (
+    await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM stock_movements WHERE order_id = $1 AND kind = 'release'`,
+      [orderId],
+    )
+  ).rows[0].n as number;
+
+const makeDue = (t: TestApp, orderId: string) =>
+  t.db.pool.query(
+    `UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`,
+    [orderId],
+  );
+
+describe('reservation expiry', () => {
+  let t: TestApp;
+  let alice: Buyer;
+  let expiry: ReservationExpiryService;
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+    [alice] = await buyers(t.http, 1);
+    expiry = t.app.get(ReservationExpiryService);
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('does nothing before the deadline', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
+    expect(await expiry.expire(order.body.id)).toBe(false);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 2 });
+  });
+
+  it('releases stock exactly once when the delayed job and the sweeper run at the same time', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
+    await makeDue(t, order.body.id);
+
+    const results = await Promise.all([
+      expiry.expire(order.body.id),
+      expiry.sweep(),
+      expiry.expire(order.body.id),
+      expiry.sweep(),
+    ]);
+
+    expect(results.filter((r) => r === true || r === 1)).toHaveLength(1);
+    expect(await releasesOf(t, order.body.id)).toBe(1);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    const got = await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token });
+    expect(got.body).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+    await assertStockInvariants(t.db.pool, [p]);
+  });
+
+  it('customer cancel racing expiry: one wins, stock is released once', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    for (let round = 0; round < 5; round++) {
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      await makeDue(t, order.body.id);
+      const [cancelled] = await Promise.all([
+        t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() }),
+        expiry.expire(order.body.id),
+        expiry.sweep(),
+      ]);
+      expect(cancelled.status).toBe(200);
+      expect(cancelled.body.status).toBe('CANCELLED');
+      expect(await releasesOf(t, order.body.id)).toBe(1);
+    }
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    await assertStockInvariants(t.db.pool, [p]);
+  });
+});
+
+describe('outbox relay', () => {
+  let t: TestApp;
+  let ctx: INestApplicationContext;
+  let alice: Buyer;
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+    ctx = await bootPublisherContext(t.config);
+    [alice] = await buyers(t.http, 1);
+  });
+  afterAll(async () => {
+    await ctx?.close();
+    await t?.close();
+  });
+
+  it('two relays running at once publish every event exactly once', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 100 });
+    const orders = await Promise.all(
+      Array.from({ length: 40 }, () => placeOrder(t.http, alice, [{ productId: p, quantity: 1 }])),
+    );
+    expect(orders.every((o) => o.status === 201)).toBe(true);
+
+    const relays = [1, 2].map(
+      () => new OutboxRelay(ctx.get(OutboxRepository), ctx.get(OutboxPublisher)),
+    );
+    let published = 0;
+    for (let round = 0; round < 20; round++) {
+      const results = await Promise.all(relays.map((r) => r.relayOnce(7)));
+      const n = results.reduce((s, r) => s + r.published, 0);
+      published += n;
+      if (n === 0) break;
+    }
+    expect(published).toBe(40);
+
+    const queue = ctx.get<Queue>(getQueueToken('orders'));
+    const delayed = await queue.getJobs(['delayed', 'waiting']);
+    const expiryJobs = delayed.filter((j) => j.name === 'orders.expire-reservation');
+    expect(expiryJobs).toHaveLength(40);
+    expect(new Set(expiryJobs.map((j) => (j.data as { orderId: string }).orderId))).toEqual(
+      new Set(orders.map((o) => o.body.id as string)),
+    );
+    const pending = await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE status <> 'published'`);
+    expect(pending.rows[0].n).toBe(0);
+  });
+
+  it('publishing the same row twice adds no second job (jobId = outbox id)', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const row = (
+      await t.db.pool.query(
+        `SELECT id, topic, aggregate_id AS "aggregateId", payload, attempts FROM outbox WHERE aggregate_id = $1`,
+        [order.body.id],
+      )
+    ).rows[0];
+    const publisher = ctx.get(OutboxPublisher);
+    await publisher.publish(row);
+    await publisher.publish(row);
+    const queue = ctx.get<Queue>(getQueueToken('orders'));
+    const jobs = (await queue.getJobs(['delayed', 'waiting'])).filter(
+      (j) => (j.data as { orderId: string }).orderId === order.body.id,
+    );
+    expect(jobs).toHaveLength(1);
+    expect(jobs[0].id).toBe(row.id);
+  });
+});
+
+describe('order creation does not depend on Redis', () => {
+  let redis: PrivateRedis;
+  let t: TestApp;
+  let ctx: INestApplicationContext | undefined;
+
+  beforeAll(async () => {
+    redis = await PrivateRedis.start();
+    t = await bootTestApp({ env: { REDIS_URL: redis.url } });
+  });
+  afterAll(async () => {
+    await ctx?.close();
+    await t?.close();
+    await redis?.down();
+  });
+
+  it('accepts orders with Redis stopped; their events flow once Redis is back', async () => {
+    const [alice] = await buyers(t.http, 1);
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    await redis.down();
+
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    expect(order.status).toBe(201);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 1 });
+
+    await redis.up();
+    ctx = await bootPublisherContext(t.config);
+    const relay = new OutboxRelay(ctx.get(OutboxRepository), ctx.get(OutboxPublisher));
+    expect((await relay.relayOnce()).published).toBeGreaterThanOrEqual(1);
+    const queue = ctx.get<Queue>(getQueueToken('orders'));
+    const jobs = (await queue.getJobs(['delayed', 'waiting'])).filter(
+      (j) => (j.data as { orderId: string }).orderId === order.body.id,
+    );
+    expect(jobs).toHaveLength(1);
+  });
+});
+
+describe('the worker role end to end', () => {
+  let t: TestApp;
+  let worker: INestApplicationContext;
+
+  beforeAll(async () => {
+    t = await bootTestApp({ env: { RESERVATION_TTL_SECONDS: '10' } });
+    worker = await bootTestWorker(t.config);
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await t?.close();
+  });
+
+  it('expires an unpaid order through outbox → BullMQ delayed job → processor', async () => {
+    const [alice] = await buyers(t.http, 1);
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
+    expect(order.status).toBe(201);
+
+    let status = '';
+    for (let i = 0; i < 80 && status !== 'CANCELLED'; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      status = (await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token })).body.status;
+    }
+    const got = await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token });
+    expect(got.body).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+  }, 30_000);
+});

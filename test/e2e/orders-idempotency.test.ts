@@ -1,0 +1,185 @@
+import { insertProduct, newKey, stockOf } from '../support/fixtures';
+import { Buyer, buyers, placeOrder } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
+  let t: TestApp;
+  let alice: Buyer;
+  let bob: Buyer;
+
+  const ordersOf = async (userId: string) =>
+    (await t.db.pool.query(`SELECT count(*)::int AS n FROM orders WHERE user_id = $1`, [userId]))
+      .rows[0].n as number;
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+    [alice, bob] = await buyers(t.http, 2);
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('refuses a missing key with 400 IDEMPOTENCY_KEY_MISSING and changes nothing', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const before = await ordersOf(alice.userId);
+    const res = await t.http.post(
+      '/v1/orders',
+      { items: [{ productId, quantity: 1 }] },
+      { token: alice.token },
+    );
+    expect(res.status).toBe(400);
+    expect(res.body.code).toBe('IDEMPOTENCY_KEY_MISSING');
+    expect(await ordersOf(alice.userId)).toBe(before);
+  });
+
+  it.each([
+    ['empty', ''],
+    ['longer than 255', 'k'.repeat(256)],
+    ['not printable ASCII', 'clé'],
+  ])('refuses a key that is %s with 400 IDEMPOTENCY_KEY_INVALID', async (_label, key) => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const res = await t.http.post(
+      '/v1/orders',
+      { items: [{ productId, quantity: 1 }] },
+      { token: alice.token, headers: { 'idempotency-key': key } },
+    );
+    expect(res.status).toBe(400);
+    expect(res.body.code).toBe('IDEMPOTENCY_KEY_INVALID');
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 0 });
+  });
+
+  it('replays the stored status and body for the same key and body, with Idempotent-Replayed', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const key = newKey();
+    const first = await placeOrder(t.http, alice, [{ productId, quantity: 2 }], key);
+    expect(first.status).toBe(201);
+    expect(first.headers.get('idempotent-replayed')).toBeNull();
+
+    const again = await placeOrder(t.http, alice, [{ productId, quantity: 2 }], key);
+    expect(again.status).toBe(201);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(again.body).toEqual(first.body);
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 2 });
+  });
+
+  it('answers 422 IDEMPOTENCY_KEY_REUSED for the same key with another body or route', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const key = newKey();
+    const first = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
+    expect(first.status).toBe(201);
+
+    const otherBody = await placeOrder(t.http, alice, [{ productId, quantity: 3 }], key);
+    expect(otherBody.status).toBe(422);
+    expect(otherBody.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
+
+    const otherRoute = await t.http.post(`/v1/orders/${first.body.id}/cancel`, {}, {
+      token: alice.token,
+      idempotencyKey: key,
+    });
+    expect(otherRoute.status).toBe(422);
+    expect(otherRoute.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
+
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 1 });
+    const order = await t.http.get(`/v1/orders/${first.body.id}`, { token: alice.token });
+    expect(order.body.status).toBe('INVENTORY_RESERVED');
+  });
+
+  it('50 concurrent identical requests with one key → exactly one order; the rest replay it or get 409 with Retry-After', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 100 });
+    const key = newKey();
+    const before = await ordersOf(alice.userId);
+
+    const responses = await Promise.all(
+      Array.from({ length: 50 }, () => placeOrder(t.http, alice, [{ productId, quantity: 1 }], key)),
+    );
+
+    expect(await ordersOf(alice.userId)).toBe(before + 1);
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 100, reserved: 1 });
+    const ids = new Set<string>();
+    for (const r of responses) {
+      if (r.status === 201) {
+        ids.add(r.body.id);
+      } else {
+        expect(r.status).toBe(409);
+        expect(r.body.code).toBe('IDEMPOTENCY_KEY_IN_USE');
+        expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(0);
+      }
+    }
+    expect(ids.size).toBe(1);
+    expect(responses.filter((r) => r.status === 201).length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('stores nothing when the first request fails validation: a retry with the same key runs afresh', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const key = newKey();
+    const invalid = await placeOrder(t.http, alice, [{ productId, quantity: 0 }], key);
+    expect(invalid.status).toBe(400);
+    expect(invalid.body.code).toBe('VALIDATION_FAILED');
+
+    const valid = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
+    expect(valid.status).toBe(201);
+    expect(valid.headers.get('idempotent-replayed')).toBeNull();
+  });
+
+  it('stores nothing for a business 4xx (INSUFFICIENT_STOCK): after a restock the same key succeeds', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 1 });
+    const key = newKey();
+    const short = await placeOrder(t.http, alice, [{ productId, quantity: 2 }], key);
+    expect(short.status).toBe(409);
+    await t.db.pool.query(`UPDATE inventory_items SET on_hand = 2 WHERE product_id = $1`, [productId]);
+    const retry = await placeOrder(t.http, alice, [{ productId, quantity: 2 }], key);
+    expect(retry.status).toBe(201);
+  });
+
+  it('stores nothing when the first attempt fails with a 5xx, and leaves no half-written order', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const key = newKey();
+    const before = await ordersOf(alice.userId);
+    // Break the last write of the use case: the outbox table disappears for a moment.
+    await t.db.pool.query(`ALTER TABLE outbox RENAME TO outbox_gone`);
+    let failed;
+    try {
+      failed = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
+    } finally {
+      await t.db.pool.query(`ALTER TABLE outbox_gone RENAME TO outbox`);
+    }
+    expect(failed.status).toBe(500);
+    expect(failed.body.code).toBe('INTERNAL_ERROR');
+    expect(await ordersOf(alice.userId)).toBe(before);
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 0 });
+
+    const retry = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBeNull();
+    expect(await ordersOf(alice.userId)).toBe(before + 1);
+  });
+
+  it('scopes keys per principal: another customer with the same key value gets an order of their own', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const key = newKey();
+    const a = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
+    const b = await placeOrder(t.http, bob, [{ productId, quantity: 1 }], key);
+    expect(a.status).toBe(201);
+    expect(b.status).toBe(201);
+    expect(b.headers.get('idempotent-replayed')).toBeNull();
+    expect(b.body.id).not.toBe(a.body.id);
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 2 });
+  });
+
+  it('expired records are purged by the maintenance job and the key can be used afresh', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const key = newKey();
+    expect((await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key)).status).toBe(201);
+    await t.db.pool.query(
+      `UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key = $1`,
+      [key],
+    );
+    const { IdempotencyService } = await import('../../src/idempotency/idempotency.service');
+    expect(await t.app.get(IdempotencyService).purgeExpired()).toBeGreaterThanOrEqual(1);
+    const rows = await t.db.pool.query(`SELECT 1 FROM idempotency_keys WHERE key = $1`, [key]);
+    expect(rows.rowCount).toBe(0);
+    const fresh = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
+    expect(fresh.status).toBe(201);
+    expect(fresh.headers.get('idempotent-replayed')).toBeNull();
+  });
+});

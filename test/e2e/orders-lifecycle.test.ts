@@ -1,0 +1,194 @@
+import { createAdmin } from '../support/auth';
+import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
+import { Buyer, buyers, placeOrder } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+describe('orders: cart checkout, reads, cancel, admin', () => {
+  let t: TestApp;
+  let alice: Buyer;
+  let bob: Buyer;
+  let admin: string;
+
+  const cancel = (b: Buyer, id: string) =>
+    t.http.post(`/v1/orders/${id}/cancel`, {}, { token: b.token, idempotencyKey: newKey() });
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+    [alice, bob] = await buyers(t.http, 2);
+    admin = (await createAdmin(t)).accessToken;
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('creates an order with price snapshots, totals and a reservation deadline', async () => {
+    const p1 = await insertProduct(t.db.pool, { stock: 10, priceAmount: 24900 });
+    const p2 = await insertProduct(t.db.pool, { stock: 10, priceAmount: 1050 });
+    const res = await placeOrder(t.http, alice, [
+      { productId: p1, quantity: 2 },
+      { productId: p2, quantity: 3 },
+    ]);
+    expect(res.status).toBe(201);
+    expect(res.body).toMatchObject({
+      status: 'INVENTORY_RESERVED',
+      total: { amount: 2 * 24900 + 3 * 1050, currency: 'INR' },
+    });
+    const line = res.body.items.find((i: { productId: string }) => i.productId === p1);
+    expect(line).toMatchObject({
+      quantity: 2,
+      unitPrice: { amount: 24900, currency: 'INR' },
+      lineTotal: { amount: 49800, currency: 'INR' },
+    });
+    const ttl = Date.parse(res.body.reservationExpiresAt) - Date.parse(res.body.createdAt);
+    expect(ttl).toBe(t.config.reservationTtlSeconds * 1000);
+
+    // A later price change never alters the order.
+    await t.db.pool.query(`UPDATE products SET price_amount = 1 WHERE id = $1`, [p1]);
+    const again = await t.http.get(`/v1/orders/${res.body.id}`, { token: alice.token });
+    expect(again.body.total.amount).toBe(2 * 24900 + 3 * 1050);
+    expect(again.body.history.map((h: { to: string }) => h.to)).toEqual([
+      'CREATED',
+      'INVENTORY_RESERVED',
+    ]);
+  });
+
+  it('refuses empty orders, quantity < 1 and duplicate lines with 400, unknown or inactive products with 409', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 10 });
+    const inactive = await insertProduct(t.db.pool, { stock: 10, active: false });
+    const empty = await t.http.post('/v1/orders', { items: [] }, { token: alice.token, idempotencyKey: newKey() });
+    expect(empty.status).toBe(400);
+    const zero = await placeOrder(t.http, alice, [{ productId: p, quantity: 0 }]);
+    expect(zero.status).toBe(400);
+    expect(zero.body.errors[0].field).toBe('items.0.quantity');
+    const dup = await placeOrder(t.http, alice, [
+      { productId: p, quantity: 1 },
+      { productId: p, quantity: 2 },
+    ]);
+    expect(dup.status).toBe(400);
+    const status = await t.http.post(
+      '/v1/orders',
+      { items: [{ productId: p, quantity: 1 }], status: 'PAID', total: 1 },
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    expect(status.status).toBe(400);
+    const gone = await placeOrder(t.http, alice, [
+      { productId: inactive, quantity: 1 },
+      { productId: '00000000-0000-4000-8000-000000000000', quantity: 1 },
+    ]);
+    expect(gone.status).toBe(409);
+    expect(gone.body.code).toBe('PRODUCT_UNAVAILABLE');
+    expect(gone.body.products).toHaveLength(2);
+    const emptyCart = await placeOrder(t.http, bob, undefined);
+    expect(emptyCart.status).toBe(400);
+    expect(emptyCart.body.code).toBe('ORDER_EMPTY');
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 0 });
+  });
+
+  it('checks out the cart (current prices) and empties it in the same transaction', async () => {
+    const p1 = await insertProduct(t.db.pool, { stock: 5, priceAmount: 500 });
+    const p2 = await insertProduct(t.db.pool, { stock: 5, priceAmount: 700 });
+    expect((await t.http.put(`/v1/cart/items/${p1}`, { quantity: 2 }, { token: bob.token })).status).toBe(200);
+    const cart = await t.http.put(`/v1/cart/items/${p2}`, { quantity: 1 }, { token: bob.token });
+    expect(cart.body.total).toEqual({ amount: 1700, currency: 'INR' });
+    const unknown = await t.http.put(
+      '/v1/cart/items/00000000-0000-4000-8000-000000000000',
+      { quantity: 1 },
+      { token: bob.token },
+    );
+    expect(unknown.status).toBe(404);
+
+    const order = await placeOrder(t.http, bob, undefined);
+    expect(order.status).toBe(201);
+    expect(order.body.total.amount).toBe(1700);
+    expect((await t.http.get('/v1/cart', { token: bob.token })).body.items).toEqual([]);
+
+    // quantity 0 removes a line; DELETE empties the cart
+    await t.http.put(`/v1/cart/items/${p1}`, { quantity: 1 }, { token: bob.token });
+    const removed = await t.http.put(`/v1/cart/items/${p1}`, { quantity: 0 }, { token: bob.token });
+    expect(removed.body.items).toEqual([]);
+    await t.http.put(`/v1/cart/items/${p1}`, { quantity: 1 }, { token: bob.token });
+    expect((await t.http.delete('/v1/cart', { token: bob.token })).status).toBe(204);
+    expect((await t.http.get('/v1/cart', { token: bob.token })).body.items).toEqual([]);
+  });
+
+  it("hides another customer's order behind a 404", async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const peek = await t.http.get(`/v1/orders/${order.body.id}`, { token: bob.token });
+    expect(peek.status).toBe(404);
+    expect(peek.body.code).toBe('ORDER_NOT_FOUND');
+    const steal = await cancel(bob, order.body.id);
+    expect(steal.status).toBe(404);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 1 });
+  });
+
+  it('cancels before PAID, releasing stock exactly once even when repeated or raced', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 3 }]);
+    const results = await Promise.all(Array.from({ length: 8 }, () => cancel(alice, order.body.id)));
+    for (const r of results) {
+      expect(r.status).toBe(200);
+      expect(r.body).toMatchObject({ status: 'CANCELLED', cancellationReason: 'CUSTOMER_REQUESTED' });
+    }
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    const releases = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM stock_movements WHERE order_id = $1 AND kind = 'release'`,
+      [order.body.id],
+    );
+    expect(releases.rows[0].n).toBe(1);
+    const history = (await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token })).body.history;
+    expect(history.filter((h: { to: string }) => h.to === 'CANCELLED')).toHaveLength(1);
+    await assertStockInvariants(t.db.pool, [p]);
+  });
+
+  it('refuses to cancel after PAID with 409 ORDER_NOT_CANCELLABLE', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [order.body.id]);
+    const res = await cancel(alice, order.body.id);
+    expect(res.status).toBe(409);
+    expect(res.body.code).toBe('ORDER_NOT_CANCELLABLE');
+  });
+
+  it('lists only the caller’s orders, newest first, with keyset pagination and a strict limit', async () => {
+    const [carol] = await buyers(t.http, 1);
+    const p = await insertProduct(t.db.pool, { stock: 50 });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await placeOrder(t.http, carol, [{ productId: p, quantity: 1 }])).body.id);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: any = await t.http.get(
+        `/v1/orders?limit=2${cursor ? `&cursor=${cursor}` : ''}`,
+        { token: carol.token },
+      );
+      expect(page.status).toBe(200);
+      seen.push(...page.body.items.map((o: { id: string }) => o.id));
+      cursor = page.body.nextCursor;
+    } while (cursor);
+    expect(seen).toEqual([...ids].reverse());
+    expect((await t.http.get('/v1/orders?limit=101', { token: carol.token })).status).toBe(400);
+    expect((await t.http.get('/v1/orders?cursor=garbage', { token: carol.token })).status).toBe(400);
+  });
+
+  it('guards admin routes by permission and fulfils only CONFIRMED orders', async () => {
+    expect((await t.http.get('/v1/admin/orders', { token: alice.token })).status).toBe(403);
+    const all = await t.http.get('/v1/admin/orders?status=INVENTORY_RESERVED&limit=100', { token: admin });
+    expect(all.status).toBe(200);
+    expect(all.body.items.every((o: { status: string }) => o.status === 'INVENTORY_RESERVED')).toBe(true);
+
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const early = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin });
+    expect(early.status).toBe(409);
+    expect(early.body.code).toBe('ORDER_NOT_FULFILLABLE');
+    await t.db.pool.query(`UPDATE orders SET status = 'CONFIRMED' WHERE id = $1`, [order.body.id]);
+    const done = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin });
+    expect(done.status).toBe(200);
+    expect(done.body.status).toBe('FULFILLED');
+    const again = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin });
+    expect(again.status).toBe(200);
+    const custFulfil = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: alice.token });
+    expect(custFulfil.status).toBe(403);
+  });
+});
