@@ -1,0 +1,235 @@
+/* eslint-disable @typescript-eslint/no-require-imports */
+/**
+ * `npm run bench:flash-sale` — checkout throughput with correctness checks.
+ *
+ * In one run, on a fresh database and an API process started with production settings:
+ *  - contended: one SKU, 64 connections, hundreds of distinct buyers → reservations/s, p50/p99;
+ *  - sold out: a 500-unit SKU and 2,000 purchase attempts → exactly 500 orders (oversell 0);
+ *  - uncontended: 64 SKUs;
+ *  - baselines with the same concurrency: the minimal SQL transaction
+ *    (SELECT … FOR UPDATE, UPDATE, INSERT order) driven directly over `pg`.
+ * Results are printed and written to docs/BENCHMARKS.md as ratios against the baselines.
+ */
+import { randomUUID } from 'node:crypto';
+import { Pool } from 'pg';
+import { freshDatabase, percentile, startApi, stopApi, writeBenchmarkSection } from './support';
+
+const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
+
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
+const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
+const BUYERS = Number(process.env.BENCH_BUYERS ?? 400);
+const CURRENCY = 'INR';
+
+interface Measured {
+  rps: number;
+  p50: number;
+  p99: number;
+  ok: number;
+  other: Record<string, number>;
+}
+
+async function insertProduct(pool: Pool, stock: number): Promise<string> {
+  const id = randomUUID();
+  await pool.query(
+    `INSERT INTO products (id, sku, name, price_amount, currency) VALUES ($1, $2, 'Bench item', 24900, $3)`,
+    [id, `BENCH-${id.slice(0, 8)}`, CURRENCY],
+  );
+  await pool.query(`INSERT INTO inventory_items (product_id, on_hand, reserved) VALUES ($1, $2, 0)`, [id, stock]);
+  await pool.query(
+    `INSERT INTO stock_movements (product_id, kind, on_hand_delta, reserved_delta, reason)
+     VALUES ($1, 'initial', $2, 0, 'bench')`,
+    [id, stock],
+  );
+  return id;
+}
+
+async function registerBuyers(api: string, n: number): Promise<string[]> {
+  const tokens: string[] = [];
+  for (let i = 0; i < n; i += 16) {
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(16, n - i) }, async () => {
+        const res = await fetch(`${api}/v1/auth/register`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({
+            email: `buyer-${randomUUID()}@bench.local`,
+            password: 'bench-password-1',
+            name: 'Bench buyer',
+          }),
+        });
+        if (res.status !== 201) throw new Error(`register failed: ${res.status} ${await res.text()}`);
+        return ((await res.json()) as { accessToken: string }).accessToken;
+      }),
+    );
+    tokens.push(...batch);
+  }
+  return tokens;
+}
+
+async function checkout(
+  api: string,
+  tokens: string[],
+  pickProduct: () => string,
+  opts: { duration?: number; amount?: number },
+): Promise<Measured> {
+  const result = await autocannon({
+    url: api,
+    connections: CONNECTIONS,
+    ...(opts.amount ? { amount: opts.amount } : { duration: opts.duration }),
+    requests: [
+      {
+        method: 'POST',
+        path: '/v1/orders',
+        setupRequest: (req: Record<string, unknown>) => ({
+          ...req,
+          headers: {
+            'content-type': 'application/json',
+            authorization: `Bearer ${tokens[Math.floor(Math.random() * tokens.length)]}`,
+            'idempotency-key': randomUUID(),
+          },
+          body: JSON.stringify({ items: [{ productId: pickProduct(), quantity: 1 }] }),
+        }),
+      },
+    ],
+  });
+  const stats = (result.statusCodeStats ?? {}) as Record<string, { count: number }>;
+  const other: Record<string, number> = {};
+  for (const [code, s] of Object.entries(stats)) if (code !== '201') other[code] = s.count;
+  const ok = stats['201']?.count ?? 0;
+  return {
+    rps: ok / (result.duration as number),
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    ok,
+    other,
+  };
+}
+
+/** The floor we compare against: the minimal reservation transaction over raw pg. */
+async function baseline(url: string, productFor: (worker: number) => string): Promise<Measured> {
+  const pool = new Pool({ connectionString: url, max: CONNECTIONS });
+  await pool.query(`CREATE TABLE IF NOT EXISTS bench_orders (id uuid PRIMARY KEY, product_id uuid, qty int, created_at timestamptz DEFAULT now())`);
+  const latencies: number[] = [];
+  const deadline = Date.now() + DURATION_S * 1000;
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: CONNECTIONS }, async (_, w) => {
+      const client = await pool.connect();
+      try {
+        while (Date.now() < deadline) {
+          const t0 = performance.now();
+          const productId = productFor(w);
+          await client.query('BEGIN');
+          const { rows } = await client.query(
+            `SELECT on_hand, reserved FROM inventory_items WHERE product_id = $1 FOR UPDATE`,
+            [productId],
+          );
+          if (rows[0].on_hand - rows[0].reserved >= 1) {
+            await client.query(`UPDATE inventory_items SET reserved = reserved + 1 WHERE product_id = $1`, [productId]);
+            await client.query(`INSERT INTO bench_orders (id, product_id, qty) VALUES ($1, $2, 1)`, [randomUUID(), productId]);
+          }
+          await client.query('COMMIT');
+          latencies.push(performance.now() - t0);
+        }
+      } finally {
+        client.release();
+      }
+    }),
+  );
+  const seconds = (Date.now() - started) / 1000;
+  await pool.end();
+  latencies.sort((a, b) => a - b);
+  return {
+    rps: latencies.length / seconds,
+    p50: Math.round(percentile(latencies, 50) * 10) / 10,
+    p99: Math.round(percentile(latencies, 99) * 10) / 10,
+    ok: latencies.length,
+    other: {},
+  };
+}
+
+async function oversell(pool: Pool, productId: string): Promise<{ orders: number; onHand: number; reserved: number; oversold: number; ledgerOk: boolean }> {
+  const stock = (await pool.query(`SELECT on_hand, reserved FROM inventory_items WHERE product_id = $1`, [productId])).rows[0];
+  const orders = (await pool.query(`SELECT coalesce(sum(quantity), 0)::int AS q FROM order_items WHERE product_id = $1`, [productId])).rows[0].q;
+  const ledger = (await pool.query(`SELECT sum(reserved_delta)::int AS r FROM stock_movements WHERE product_id = $1`, [productId])).rows[0].r;
+  return {
+    orders,
+    onHand: stock.on_hand,
+    reserved: stock.reserved,
+    oversold: Math.max(0, orders - stock.on_hand),
+    ledgerOk: ledger === stock.reserved && orders === stock.reserved,
+  };
+}
+
+const fmt = (n: number) => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
+
+async function main(): Promise<void> {
+  const url = await freshDatabase('shop_bench_flash_sale');
+  const pool = new Pool({ connectionString: url, max: 4 });
+  const { url: api, proc } = await startApi({ DATABASE_URL: url, REDIS_KEY_PREFIX: 'bench-flash' });
+  try {
+    console.log(`registering ${BUYERS} buyers…`);
+    const tokens = await registerBuyers(api, BUYERS);
+
+    const hot = await insertProduct(pool, 10_000_000);
+    await checkout(api, tokens, () => hot, { duration: 2 }); // warm-up
+    console.log('contended checkout…');
+    const contended = await checkout(api, tokens, () => hot, { duration: DURATION_S });
+    const hotCheck = await oversell(pool, hot);
+
+    const soldOutSku = await insertProduct(pool, 500);
+    console.log('sold-out run (500 units, 2,000 attempts)…');
+    const soldOut = await checkout(api, tokens, () => soldOutSku, { amount: 2000 });
+    const soldOutCheck = await oversell(pool, soldOutSku);
+
+    const many = await Promise.all(Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)));
+    console.log('uncontended checkout…');
+    const uncontended = await checkout(api, tokens, () => many[Math.floor(Math.random() * many.length)], { duration: DURATION_S });
+
+    await stopApi(proc);
+    console.log('baselines…');
+    const baseHot = await insertProduct(pool, 10_000_000);
+    const baseContended = await baseline(url, () => baseHot);
+    const baseMany = await Promise.all(Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)));
+    const baseUncontended = await baseline(url, (w) => baseMany[w]);
+
+    const rows = [
+      ['contended (1 SKU)', contended, baseContended],
+      ['uncontended (64 SKUs)', uncontended, baseUncontended],
+    ] as const;
+    const table = [
+      '| scenario | API reservations/s | API p50 / p99 ms | raw-SQL baseline tx/s | baseline p50 / p99 ms | ratio |',
+      '|---|---|---|---|---|---|',
+      ...rows.map(
+        ([name, m, b]) =>
+          `| ${name} | ${fmt(m.rps)} | ${m.p50} / ${m.p99} | ${fmt(b.rps)} | ${b.p50} / ${b.p99} | **${(m.rps / b.rps).toFixed(2)}×** |`,
+      ),
+    ].join('\n');
+    const correctness = [
+      `- contended run: ${hotCheck.orders} units ordered, reserved ${hotCheck.reserved}, ledger consistent: ${hotCheck.ledgerOk}, non-201 answers: ${JSON.stringify(contended.other)}`,
+      `- sold-out run: 500 units, 2,000 attempts → ${soldOut.ok} orders (201), others ${JSON.stringify(soldOut.other)}; reserved ${soldOutCheck.reserved}/${soldOutCheck.onHand}; **oversold: ${soldOutCheck.oversold}**; ledger consistent: ${soldOutCheck.ledgerOk}`,
+    ].join('\n');
+    const md = `## Flash sale (checkout)
+
+Command: \`npm run bench:flash-sale\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_BUYERS=${BUYERS}). Measured ${new Date().toISOString().slice(0, 10)} on the 2-core development machine; the API (one Node process, production settings, rate limiting off), PostgreSQL and the load generator share the two cores.
+
+Each API request is a full \`POST /v1/orders\`: JWT check, Idempotency-Key claim and record, price snapshot, order + lines + history + outbox rows, row-locked reservation with ledger row, and the response. The baseline is the minimal reservation transaction (\`BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT order; COMMIT\`) driven directly over \`pg\` with the same concurrency in the same run.
+
+${table}
+
+Correctness in the same run:
+${correctness}
+`;
+    console.log(`\n${md}`);
+    writeBenchmarkSection('flash-sale', md);
+  } finally {
+    await stopApi(proc).catch(() => undefined);
+    await pool.end();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,103 @@
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { loadConfig } from '../src/config/config';
+
+export const ROOT = join(__dirname, '..');
+
+/** A URL on the same server as DATABASE_URL, for another database. */
+export function databaseUrl(name: string): string {
+  const url = new URL(loadConfig(process.env).database.url);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** Drops and recreates a benchmark database and migrates it with the real migration CLI. */
+export async function freshDatabase(name: string): Promise<string> {
+  const adminUrl = loadConfig(process.env).database.url;
+  const admin = new Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+  await admin.query(`CREATE DATABASE "${name}"`);
+  await admin.end();
+  const url = databaseUrl(name);
+  execFileSync(
+    process.execPath,
+    ['-r', './scripts/ts-register.js', 'node_modules/typeorm/cli.js', 'migration:run', '-d', 'ormconfig.ts'],
+    { cwd: ROOT, env: { ...process.env, DATABASE_URL: url }, stdio: ['ignore', 'ignore', 'inherit'] },
+  );
+  return url;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** Starts the API as its own process with production settings; resolves when it is ready. */
+export async function startApi(env: Record<string, string>): Promise<{ url: string; proc: ChildProcess }> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, ['-r', './scripts/ts-register.js', 'src/main.ts'], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      NODE_ENV: 'production',
+      JWT_SECRET: 'bench-only-secret-bench-only-secret-0123456789',
+      LOG_LEVEL: 'warn',
+      RATE_LIMIT_ENABLED: 'false',
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      ...env,
+    },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    try {
+      const res = await fetch(`${url}/health/ready`);
+      if (res.status === 200) return { url, proc };
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  proc.kill('SIGKILL');
+  throw new Error('API did not become ready');
+}
+
+export async function stopApi(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null) return;
+  await new Promise<void>((res) => {
+    proc.once('exit', () => res());
+    proc.kill('SIGTERM');
+  });
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/** Replaces (or appends) the section between `<!-- name:start -->` and `<!-- name:end -->`. */
+export function writeBenchmarkSection(name: string, markdown: string): void {
+  const file = join(ROOT, 'docs', 'BENCHMARKS.md');
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    text = '# Benchmarks\n\nMeasured on the development machine (2 cores). Each benchmark measures its baseline in the same run and reports ratios against it.\n';
+  }
+  const start = `<!-- ${name}:start -->`;
+  const end = `<!-- ${name}:end -->`;
+  const block = `${start}\n${markdown.trim()}\n${end}`;
+  const re = new RegExp(`${start}[\\s\\S]*?${end}`);
+  text = re.test(text) ? text.replace(re, block) : `${text.trimEnd()}\n\n${block}\n`;
+  writeFileSync(file, text);
+}
