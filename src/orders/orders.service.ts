@@ -41,7 +41,7 @@ export class OrdersService {
    * the hot inventory row locks briefly — the stock reservation.
    */
   async create(me: Principal, dto: CreateOrderDto): Promise<OrderDto> {
-    const id = await this.tx.run(async () => {
+    const order = await this.tx.run(async (): Promise<Order> => {
       const requested = dto.items ?? (await this.carts.clear(me.userId));
       if (requested.length === 0) {
         throw new DomainError('ORDER_EMPTY', 'The order has no items and the cart is empty.');
@@ -49,31 +49,38 @@ export class OrdersService {
       const snapshots = await this.products.findByIds(requested.map((l) => l.productId));
       const lines: OrderLine[] = priceLines(requested, snapshots, this.config.currency);
       const now = this.clock.now();
-      const expiresAt = new Date(now.getTime() + this.config.reservationTtlSeconds * 1000);
-      const orderId = this.ids.uuid();
-      await this.orders.insert({
-        id: orderId,
+      const reservationExpiresAt = new Date(now.getTime() + this.config.reservationTtlSeconds * 1000);
+      const created: Order = {
+        id: this.ids.uuid(),
         userId: me.userId,
         status: 'INVENTORY_RESERVED',
+        cancellationReason: null,
         currency: this.config.currency,
         totalAmount: lines.reduce((sum, l) => sum + l.lineTotalAmount, 0),
-        reservationExpiresAt: expiresAt,
+        refundedAmount: 0,
+        reservationExpiresAt,
         createdAt: now,
+        updatedAt: now,
         items: lines,
+      };
+      await this.orders.insert({
+        ...created,
+        reservationExpiresAt,
         history: [
           { from: null, to: 'CREATED', reason: null },
           { from: 'CREATED', to: 'INVENTORY_RESERVED', reason: null },
         ],
         actor: `user:${me.userId}`,
       });
-      await this.outbox.add('order.created', orderId, {
-        orderId,
-        reservationExpiresAt: expiresAt.toISOString(),
+      await this.outbox.add('order.created', created.id, {
+        orderId: created.id,
+        reservationExpiresAt: reservationExpiresAt.toISOString(),
       });
-      await this.stock.reserve(orderId, lines);
-      return orderId;
+      await this.stock.reserve(created.id, lines);
+      return created;
     });
-    return mapOrder(await this.mustFind(id));
+    // Answer from what was written: no re-read while the reservation's row locks are held.
+    return mapOrder(order);
   }
 
   async list(me: Principal, query: PageQueryDto): Promise<Page<OrderDto>> {
