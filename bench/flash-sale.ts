@@ -12,7 +12,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Pool } from 'pg';
-import { freshDatabase, percentile, startApi, stopApi, writeBenchmarkSection } from './support';
+import { build, freshDatabase, percentile, startApi, stopApi, writeBenchmarkSection } from './support';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
 
@@ -165,6 +165,8 @@ async function oversell(pool: Pool, productId: string): Promise<{ orders: number
 const fmt = (n: number) => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
 
 async function main(): Promise<void> {
+  console.log('building…');
+  build();
   const url = await freshDatabase('shop_bench_flash_sale');
   const pool = new Pool({ connectionString: url, max: 4 });
   const { url: api, proc } = await startApi({ DATABASE_URL: url, REDIS_KEY_PREFIX: 'bench-flash' });
@@ -212,7 +214,7 @@ async function main(): Promise<void> {
     ].join('\n');
     const md = `## Flash sale (checkout)
 
-Command: \`npm run bench:flash-sale\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_BUYERS=${BUYERS}). Measured ${new Date().toISOString().slice(0, 10)} on the 2-core development machine; the API (one Node process, production settings, rate limiting off), PostgreSQL and the load generator share the two cores.
+Command: \`npm run bench:flash-sale\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_BUYERS=${BUYERS}). Measured ${new Date().toISOString().slice(0, 10)} on the 2-core development machine; the API (\`node dist/main.js\`, one process, NODE_ENV=production, LOG_LEVEL=warn, rate limiting off), PostgreSQL and the load generator share the two cores.
 
 Each API request is a full \`POST /v1/orders\`: JWT check, Idempotency-Key claim and record, price snapshot, order + lines + history + outbox rows, row-locked reservation with ledger row, and the response. The baseline is the minimal reservation transaction (\`BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT order; COMMIT\`) driven directly over \`pg\` with the same concurrency in the same run.
 

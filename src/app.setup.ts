@@ -2,12 +2,14 @@ import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Logger } from 'nestjs-pino';
 import { AppModule } from './app.module';
-import { AppConfig } from './config/config';
+import { APP_CONFIG, AppConfig } from './config/config';
 import { ProblemDetailsFilter } from './common/errors/problem-details.filter';
+import { InFlightTracker } from './common/http/in-flight';
 import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
 import { mountOpenApi } from './common/http/openapi';
 import { MetricsService } from './metrics/metrics.service';
+import { TransactionHost } from './database/transaction-host';
 
 export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
   return new FastifyAdapter({
@@ -21,13 +23,14 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
 
 /**
  * Applies everything production applies to an HTTP app: pipes, filter, request id header,
- * metrics, OpenAPI, shutdown hooks. Tests call this too, so they exercise the same stack.
+ * metrics, OpenAPI, draining on close. Tests call this too, so they exercise the same stack.
  */
 export async function configureApp(app: NestFastifyApplication): Promise<void> {
   app.useLogger(app.get(Logger));
   app.useGlobalPipes(createValidationPipe());
   app.useGlobalFilters(new ProblemDetailsFilter());
-  app.enableShutdownHooks();
+  const inFlight = new InFlightTracker();
+  app.useGlobalInterceptors(inFlight);
 
   const metrics = app.get(MetricsService);
   const fastify = app.getHttpAdapter().getInstance();
@@ -42,6 +45,14 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
   });
   fastify.addHook('onSend', async (_request, reply) => {
     if (closing) void reply.header('connection', 'close');
+  });
+  // After the server stops accepting: let handlers and transactions still running (even for
+  // clients that hung up) finish before the pools close.
+  const { shutdownTimeoutMs } = app.get<AppConfig>(APP_CONFIG).http;
+  const transactions = app.get(TransactionHost).open;
+  fastify.addHook('onClose', async () => {
+    await inFlight.waitForIdle(shutdownTimeoutMs);
+    await transactions.waitForIdle(shutdownTimeoutMs);
   });
   fastify.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';

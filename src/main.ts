@@ -1,10 +1,12 @@
 import 'reflect-metadata';
 import { createApp } from './app.setup';
 import { ConfigError, loadConfig } from './config/config';
+import { closeOnSignals } from './common/shutdown';
 
 async function bootstrap(): Promise<void> {
   const config = loadConfig(process.env);
   const app = await createApp(config);
+  closeOnSignals(app, config.http.shutdownTimeoutMs);
   await app.listen({ port: config.http.port, host: config.http.host });
 }
 

@@ -11,6 +11,7 @@ import { OutboxRelay } from './outbox/outbox.relay';
 import { JobHandlersCheck } from './queue/job-handlers.check';
 import { QueueModule } from './queue/queue.module';
 import { Schedulers } from './queue/schedulers';
+import { WorkerDrain } from './queue/worker-drain';
 
 /**
  * The worker role: the same feature modules as the API plus the BullMQ processors, the outbox
@@ -35,6 +36,7 @@ export class WorkerModule {
         MaintenanceProcessor,
         Schedulers,
         JobHandlersCheck,
+        WorkerDrain,
       ],
     };
   }

@@ -1,6 +1,7 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { DataSource, EntityManager, QueryFailedError } from 'typeorm';
+import { IdleCounter } from '../common/idle-counter';
 
 const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadlock detected
 const MAX_ATTEMPTS = 3;
@@ -29,6 +30,8 @@ export function pgConstraint(err: unknown): string | undefined {
 export class TransactionHost {
   private readonly als = new AsyncLocalStorage<EntityManager>();
   private readonly logger = new Logger(TransactionHost.name);
+  /** Open transactions, so shutdown can let them finish before the pool closes. */
+  readonly open = new IdleCounter();
 
   constructor(private readonly dataSource: DataSource) {}
 
@@ -38,21 +41,19 @@ export class TransactionHost {
   }
 
   /**
-   * Runs SQL on the current transaction (or the pool) and returns the rows. TypeORM answers
-   * UPDATE/DELETE with `[rows, rowCount]`; this always gives the rows, so `… RETURNING` works
-   * the same for every statement.
+   * Runs SQL on the current transaction (or a pooled connection) and returns the rows, the
+   * same way for every statement (TypeORM's plain `query()` answers UPDATE/DELETE with
+   * `[rows, rowCount]`; the structured result does not).
    */
   async query<T = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
-    const result: unknown = await this.manager.query(sql, params);
-    if (
-      Array.isArray(result) &&
-      result.length === 2 &&
-      Array.isArray(result[0]) &&
-      typeof result[1] === 'number'
-    ) {
-      return result[0] as T[];
+    const runner = this.als.getStore()?.queryRunner;
+    if (runner) return (await runner.query(sql, params, true)).records as T[];
+    const own = this.dataSource.createQueryRunner();
+    try {
+      return (await own.query(sql, params, true)).records as T[];
+    } finally {
+      await own.release();
     }
-    return result as T[];
   }
 
   get inTransaction(): boolean {
@@ -61,6 +62,15 @@ export class TransactionHost {
 
   async run<T>(work: () => Promise<T>): Promise<T> {
     if (this.als.getStore()) return work();
+    this.open.enter();
+    try {
+      return await this.runWithRetry(work);
+    } finally {
+      this.open.leave();
+    }
+  }
+
+  private async runWithRetry<T>(work: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.dataSource.transaction((manager) => this.als.run(manager, work));

@@ -36,15 +36,16 @@ export class IdempotencyRepository {
 
   /** The completed, unexpired record for this key (an expired one is removed first). */
   async findLive(principal: string, key: string, now: Date): Promise<StoredResponse | null> {
-    await this.tx.query(
-      `DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND expires_at <= $3`,
-      [principal, key, now],
-    );
     const rows: StoredResponse[] = await this.tx.query(
-      `SELECT method, route, fingerprint, response_status AS status, response_body AS body
+      `WITH expired AS (
+         DELETE FROM idempotency_keys
+          WHERE principal = $1 AND key = $2 AND expires_at <= $3
+         RETURNING 1
+       )
+       SELECT method, route, fingerprint, response_status AS status, response_body AS body
          FROM idempotency_keys
-        WHERE principal = $1 AND key = $2 AND state = 'completed'`,
-      [principal, key],
+        WHERE principal = $1 AND key = $2 AND state = 'completed' AND expires_at > $3`,
+      [principal, key, now],
     );
     return rows[0] ?? null;
   }

@@ -41,6 +41,47 @@ export class StockReservationRepository {
     );
   }
 
+  /**
+   * Reserves every line or none, in ONE statement so the hot row locks are held only for this
+   * statement and the commit: lock the rows (FOR UPDATE, ascending product id — the LockRows
+   * step runs above the sort), compute the shortfalls, and only when there are none add to
+   * `reserved` and write the ledger rows. Returns the shortfalls (empty = reserved).
+   * READ COMMITTED makes this safe: FOR UPDATE waits for and then sees the latest row version,
+   * and the UPDATE re-checks the rows it already holds locked.
+   */
+  async reserveAll(
+    orderId: string,
+    lines: StockLine[],
+  ): Promise<{ productId: string; requested: number; available: number }[]> {
+    return this.tx.query(
+      `WITH req AS (
+         SELECT * FROM unnest($1::uuid[], $2::int[]) AS r(product_id, quantity)
+       ), locked AS (
+         SELECT i.product_id, i.on_hand - i.reserved AS available, r.quantity
+           FROM inventory_items i JOIN req r ON r.product_id = i.product_id
+          ORDER BY i.product_id
+            FOR UPDATE OF i
+       ), short AS (
+         SELECT r.product_id, r.quantity, coalesce(l.available, 0) AS available
+           FROM req r LEFT JOIN locked l ON l.product_id = r.product_id
+          WHERE coalesce(l.available, 0) < r.quantity
+       ), moved AS (
+         UPDATE inventory_items i
+            SET reserved = i.reserved + l.quantity, updated_at = $3
+           FROM locked l
+          WHERE i.product_id = l.product_id AND NOT EXISTS (SELECT 1 FROM short)
+         RETURNING i.product_id, l.quantity
+       ), ledger AS (
+         INSERT INTO stock_movements
+           (product_id, kind, on_hand_delta, reserved_delta, reason, order_id, created_at)
+         SELECT product_id, 'reserve', 0, quantity, 'order', $4, $3 FROM moved
+       )
+       SELECT product_id AS "productId", quantity AS requested, available
+         FROM short ORDER BY product_id`,
+      [lines.map((l) => l.productId), lines.map((l) => l.quantity), this.clock.now(), orderId],
+    );
+  }
+
   /** The lines of an order, in product id order. */
   async orderLines(orderId: string): Promise<StockLine[]> {
     return this.tx.query(

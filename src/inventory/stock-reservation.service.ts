@@ -2,27 +2,6 @@ import { Injectable } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
 import { StockLine, StockReservationRepository } from './stock-reservation.repository';
 
-export interface Shortfall {
-  productId: string;
-  requested: number;
-  available: number;
-}
-
-/** Which lines cannot be served from what is available (on hand minus reserved). */
-export function findShortfalls(
-  lines: StockLine[],
-  stock: { productId: string; onHand: number; reserved: number }[],
-): Shortfall[] {
-  const byId = new Map(stock.map((s) => [s.productId, s]));
-  return lines
-    .map((l) => {
-      const s = byId.get(l.productId);
-      const available = s ? s.onHand - s.reserved : 0;
-      return { productId: l.productId, requested: l.quantity, available };
-    })
-    .filter((s) => s.available < s.requested);
-}
-
 /**
  * Pessimistic stock reservation for orders. Must run inside the order's transaction, and is
  * called last there: the inventory row locks are the hottest in the system, so they are held
@@ -34,15 +13,12 @@ export class StockReservationService {
 
   /** Locks, checks every line, reserves — or throws INSUFFICIENT_STOCK naming the short products. */
   async reserve(orderId: string, lines: StockLine[]): Promise<void> {
-    const sorted = [...lines].sort((a, b) => (a.productId < b.productId ? -1 : 1));
-    const locked = await this.stock.lock(sorted.map((l) => l.productId));
-    const short = findShortfalls(sorted, locked);
+    const short = await this.stock.reserveAll(orderId, lines);
     if (short.length > 0) {
       throw new DomainError('INSUFFICIENT_STOCK', 'Not enough stock for some products.', {
         extensions: { products: short },
       });
     }
-    await this.stock.apply('reserve', orderId, sorted);
   }
 
   /** Gives an order's reserved units back. Call only from the transition that ends the hold. */

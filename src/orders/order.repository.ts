@@ -61,12 +61,22 @@ const COLUMNS = `id, user_id, status, cancellation_reason, currency, total_amoun
 export class OrderRepository {
   constructor(private readonly tx: TransactionHost) {}
 
+  /** The order, its lines and its first history rows, in one statement. */
   async insert(order: NewOrder): Promise<void> {
-    const q = this.tx.manager;
-    await q.query(
-      `INSERT INTO orders (id, user_id, status, currency, total_amount, reservation_expires_at,
-                           created_at, updated_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`,
+    await this.tx.query(
+      `WITH o AS (
+         INSERT INTO orders (id, user_id, status, currency, total_amount, reservation_expires_at,
+                             created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+         RETURNING id
+       ), lines AS (
+         INSERT INTO order_items (order_id, product_id, sku, name, quantity, unit_price_amount,
+                                  line_total_amount)
+         SELECT o.id, l.* FROM o, unnest($8::uuid[], $9::text[], $10::text[], $11::int[],
+                                         $12::bigint[], $13::bigint[]) AS l
+       )
+       INSERT INTO order_status_history (order_id, from_status, to_status, reason, actor, created_at)
+       SELECT o.id, h.f, h.t, h.r, $17, $7 FROM o, unnest($14::text[], $15::text[], $16::text[]) AS h(f, t, r)`,
       [
         order.id,
         order.userId,
@@ -75,32 +85,16 @@ export class OrderRepository {
         order.totalAmount,
         order.reservationExpiresAt,
         order.createdAt,
-      ],
-    );
-    await q.query(
-      `INSERT INTO order_items (order_id, product_id, sku, name, quantity, unit_price_amount,
-                                line_total_amount)
-       SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::bigint[])`,
-      [
-        order.id,
         order.items.map((i) => i.productId),
         order.items.map((i) => i.sku),
         order.items.map((i) => i.name),
         order.items.map((i) => i.quantity),
         order.items.map((i) => i.unitPriceAmount),
         order.items.map((i) => i.lineTotalAmount),
-      ],
-    );
-    await q.query(
-      `INSERT INTO order_status_history (order_id, from_status, to_status, reason, actor, created_at)
-       SELECT $1, f, t, r, $5, $6 FROM unnest($2::text[], $3::text[], $4::text[]) AS h(f, t, r)`,
-      [
-        order.id,
         order.history.map((h) => h.from),
         order.history.map((h) => h.to),
         order.history.map((h) => h.reason),
         order.actor,
-        order.createdAt,
       ],
     );
   }

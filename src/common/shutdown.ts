@@ -1,0 +1,28 @@
+import type { INestApplicationContext } from '@nestjs/common';
+
+/**
+ * SIGTERM/SIGINT → `app.close()`: the HTTP server stops accepting and drains in-flight
+ * requests (and the worker drains its jobs) *before* the database and Redis pools close. (Nest's
+ * own enableShutdownHooks runs the shutdown hooks without closing the server first.)
+ */
+export function closeOnSignals(app: INestApplicationContext, timeoutMs: number): void {
+  let closing = false;
+  const close = (signal: NodeJS.Signals) => {
+    if (closing) return;
+    closing = true;
+    const force = setTimeout(() => {
+      console.error(`shutdown after ${signal} took longer than ${timeoutMs} ms; exiting`);
+      process.exit(1);
+    }, timeoutMs + 5000);
+    force.unref();
+    app.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        console.error('error during shutdown', err);
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', close);
+  process.once('SIGINT', close);
+}
