@@ -46,9 +46,13 @@ export class QueueDepthMetrics implements OnModuleInit {
     });
     const outbox = this.outbox;
     this.metrics.gauge('outbox_backlog', 'Outbox rows not yet published', ['status'], async function () {
-      const counts = await outbox.countBacklog();
-      this.set({ status: 'pending' }, counts.pending);
-      this.set({ status: 'dead' }, counts.dead);
+      try {
+        const counts = await outbox.countBacklog();
+        this.set({ status: 'pending' }, counts.pending);
+        this.set({ status: 'dead' }, counts.dead);
+      } catch {
+        /* database down: no sample this scrape; readiness reports it */
+      }
     });
   }
 }
