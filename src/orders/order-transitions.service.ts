@@ -33,62 +33,45 @@ export class OrderTransitionsService {
     actor: string,
     opts: { onlyIfReservationDue?: boolean } = {},
   ): Promise<TransitionResult> {
-    return this.tx.run(async () => {
-      const now = this.clock.now();
-      const previous = await this.orders.transition(orderId, {
-        to: 'CANCELLED',
-        reason,
-        actor,
-        at: now,
-        reservationDueBy: opts.onlyIfReservationDue ? now : undefined,
-      });
-      if (!previous) return { changed: false, previous: null };
-      if (HOLDS_RESERVATION.includes(previous)) await this.stock.release(orderId);
-      await this.outbox.add('order.cancelled', orderId, { orderId, reason });
-      return { changed: true, previous };
-    });
+    return this.move(
+      orderId,
+      { to: 'CANCELLED', reason, actor, dueOnly: opts.onlyIfReservationDue },
+      async (previous) => {
+        if (HOLDS_RESERVATION.includes(previous)) await this.stock.release(orderId);
+        await this.outbox.add('order.cancelled', orderId, { orderId, reason });
+      },
+    );
   }
 
   /** INVENTORY_RESERVED → PAYMENT_PENDING, keeping the stock held at least until `holdUntil`. */
   markPaymentPending(orderId: string, holdUntil: Date, actor: string): Promise<TransitionResult> {
     return this.tx.run(async () => {
-      const previous = await this.orders.transition(orderId, {
-        to: 'PAYMENT_PENDING',
-        actor,
-        at: this.clock.now(),
-      });
+      const result = await this.move(orderId, { to: 'PAYMENT_PENDING', actor });
       await this.orders.extendReservation(orderId, holdUntil);
-      return { changed: previous !== null, previous };
+      return result;
     });
   }
 
   /** → PAID: the reservation becomes a sale (stock committed once), then the event. */
   markPaid(orderId: string, actor: string): Promise<TransitionResult> {
-    return this.tx.run(async () => {
-      const previous = await this.orders.transition(orderId, {
-        to: 'PAID',
-        actor,
-        at: this.clock.now(),
-      });
-      if (!previous) return { changed: false, previous: null };
+    return this.move(orderId, { to: 'PAID', actor }, async () => {
       await this.stock.commit(orderId);
       await this.outbox.add('order.paid', orderId, { orderId });
-      return { changed: true, previous };
     });
   }
 
   /** PAID → CONFIRMED. */
   confirm(orderId: string, actor: string): Promise<TransitionResult> {
-    return this.tx.run(async () => {
-      const previous = await this.orders.transition(orderId, {
-        to: 'CONFIRMED',
-        actor,
-        at: this.clock.now(),
-      });
-      if (!previous) return { changed: false, previous: null };
-      await this.outbox.add('order.confirmed', orderId, { orderId });
-      return { changed: true, previous };
-    });
+    return this.move(orderId, { to: 'CONFIRMED', actor }, () =>
+      this.outbox.add('order.confirmed', orderId, { orderId }).then(() => undefined),
+    );
+  }
+
+  /** CONFIRMED → FULFILLED (admin). */
+  fulfil(orderId: string, actor: string): Promise<TransitionResult> {
+    return this.move(orderId, { to: 'FULFILLED', actor }, () =>
+      this.outbox.add('order.fulfilled', orderId, { orderId }).then(() => undefined),
+    );
   }
 
   /**
@@ -104,16 +87,23 @@ export class OrderTransitionsService {
     });
   }
 
-  /** CONFIRMED → FULFILLED (admin). */
-  fulfil(orderId: string, actor: string): Promise<TransitionResult> {
+  /** The guarded UPDATE, then — only for the winner — the transition's side effects. */
+  private move(
+    orderId: string,
+    t: { to: OrderStatus; actor: string; reason?: string; dueOnly?: boolean },
+    effects?: (previous: OrderStatus) => Promise<void>,
+  ): Promise<TransitionResult> {
     return this.tx.run(async () => {
+      const now = this.clock.now();
       const previous = await this.orders.transition(orderId, {
-        to: 'FULFILLED',
-        actor,
-        at: this.clock.now(),
+        to: t.to,
+        reason: t.reason,
+        actor: t.actor,
+        at: now,
+        reservationDueBy: t.dueOnly ? now : undefined,
       });
       if (!previous) return { changed: false, previous: null };
-      await this.outbox.add('order.fulfilled', orderId, { orderId });
+      await effects?.(previous);
       return { changed: true, previous };
     });
   }
