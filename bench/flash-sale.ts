@@ -149,16 +149,22 @@ async function baseline(url: string, productFor: (worker: number) => string): Pr
   };
 }
 
+/** Stock, ordered units and ledger read in ONE statement (one snapshot), after the run. */
 async function oversell(pool: Pool, productId: string): Promise<{ orders: number; onHand: number; reserved: number; oversold: number; ledgerOk: boolean }> {
-  const stock = (await pool.query(`SELECT on_hand, reserved FROM inventory_items WHERE product_id = $1`, [productId])).rows[0];
-  const orders = (await pool.query(`SELECT coalesce(sum(quantity), 0)::int AS q FROM order_items WHERE product_id = $1`, [productId])).rows[0].q;
-  const ledger = (await pool.query(`SELECT sum(reserved_delta)::int AS r FROM stock_movements WHERE product_id = $1`, [productId])).rows[0].r;
+  const { rows } = await pool.query(
+    `SELECT i.on_hand AS "onHand", i.reserved,
+            (SELECT coalesce(sum(quantity), 0)::int FROM order_items WHERE product_id = $1) AS orders,
+            (SELECT sum(reserved_delta)::int FROM stock_movements WHERE product_id = $1) AS ledger
+       FROM inventory_items i WHERE i.product_id = $1`,
+    [productId],
+  );
+  const r = rows[0];
   return {
-    orders,
-    onHand: stock.on_hand,
-    reserved: stock.reserved,
-    oversold: Math.max(0, orders - stock.on_hand),
-    ledgerOk: ledger === stock.reserved && orders === stock.reserved,
+    orders: r.orders,
+    onHand: r.onHand,
+    reserved: r.reserved,
+    oversold: Math.max(0, r.orders - r.onHand),
+    ledgerOk: r.ledger === r.reserved && r.orders === r.reserved,
   };
 }
 

@@ -26,9 +26,15 @@ export function pgConstraint(err: unknown): string | undefined {
  * never touch DataSource or EntityManager. A whole transaction that fails with a serialization
  * failure or deadlock is retried a bounded number of times.
  */
+interface TransactionContext {
+  manager: EntityManager;
+  /** Work deferred to the end of the transaction, just before COMMIT. */
+  beforeCommit: (() => Promise<void>)[];
+}
+
 @Injectable()
 export class TransactionHost {
-  private readonly als = new AsyncLocalStorage<EntityManager>();
+  private readonly als = new AsyncLocalStorage<TransactionContext>();
   private readonly logger = new Logger(TransactionHost.name);
   /** Open transactions, so shutdown can let them finish before the pool closes. */
   readonly open = new IdleCounter();
@@ -37,7 +43,7 @@ export class TransactionHost {
 
   /** The transaction's manager inside run(), otherwise the pool-backed default manager. */
   get manager(): EntityManager {
-    return this.als.getStore() ?? this.dataSource.manager;
+    return this.als.getStore()?.manager ?? this.dataSource.manager;
   }
 
   /**
@@ -46,7 +52,7 @@ export class TransactionHost {
    * `[rows, rowCount]`; the structured result does not).
    */
   async query<T = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
-    const runner = this.als.getStore()?.queryRunner;
+    const runner = this.als.getStore()?.manager.queryRunner;
     if (runner) return (await runner.query(sql, params, true)).records as T[];
     const own = this.dataSource.createQueryRunner();
     try {
@@ -54,6 +60,18 @@ export class TransactionHost {
     } finally {
       await own.release();
     }
+  }
+
+  /**
+   * Defers `work` to the end of the current transaction, right before COMMIT, after everything
+   * else the use case (and the request around it) writes. For taking the hottest row locks
+   * last, so they are held only for that statement and the commit. If it throws, the whole
+   * transaction rolls back.
+   */
+  beforeCommit(work: () => Promise<void>): void {
+    const ctx = this.als.getStore();
+    if (!ctx) throw new Error('beforeCommit() needs an open transaction (inside run())');
+    ctx.beforeCommit.push(work);
   }
 
   get inTransaction(): boolean {
@@ -73,7 +91,12 @@ export class TransactionHost {
   private async runWithRetry<T>(work: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.dataSource.transaction((manager) => this.als.run(manager, work));
+        return await this.dataSource.transaction(async (manager) => {
+          const ctx: TransactionContext = { manager, beforeCommit: [] };
+          const result = await this.als.run(ctx, work);
+          for (const deferred of ctx.beforeCommit.splice(0)) await this.als.run(ctx, deferred);
+          return result;
+        });
       } catch (err) {
         const code = pgErrorCode(err);
         if (!code || !RETRYABLE.has(code) || attempt >= MAX_ATTEMPTS) throw err;

@@ -67,15 +67,15 @@ export class IdempotencyInterceptor implements NestInterceptor {
     reply: FastifyReply,
   ): Promise<unknown> {
     const outcome = await this.tx.run(async (): Promise<Outcome> => {
-      if (!(await this.records.tryClaim(scope.principal, scope.key))) {
+      const now = this.clock.now();
+      const { claimed, stored } = await this.records.claim(scope.principal, scope.key, now);
+      if (!claimed) {
         throw new DomainError(
           'IDEMPOTENCY_KEY_IN_USE',
           'A request with this Idempotency-Key is still being processed; retry shortly.',
           { headers: { 'Retry-After': '1' } },
         );
       }
-      const now = this.clock.now();
-      const stored = await this.records.findLive(scope.principal, scope.key, now);
       if (stored) {
         if (
           stored.fingerprint !== scope.fingerprint ||

@@ -23,31 +23,33 @@ export class IdempotencyRepository {
   constructor(private readonly tx: TransactionHost) {}
 
   /**
-   * Claims the key for the current transaction without waiting: false while another request
-   * with the same principal and key is still running. Released at commit or rollback.
+   * In one round trip: claims the key for the current transaction without waiting (an advisory
+   * lock; `claimed` is false while another request with the same principal and key is still
+   * running — released at commit or rollback), drops an expired record, and returns the live
+   * completed one if any.
    */
-  async tryClaim(principal: string, key: string): Promise<boolean> {
-    const rows: { claimed: boolean }[] = await this.tx.query(
-      `SELECT pg_try_advisory_xact_lock(hashtextextended($1, 7)) AS claimed`,
-      [`${principal}\n${key}`],
-    );
-    return rows[0].claimed;
-  }
-
-  /** The completed, unexpired record for this key (an expired one is removed first). */
-  async findLive(principal: string, key: string, now: Date): Promise<StoredResponse | null> {
-    const rows: StoredResponse[] = await this.tx.query(
-      `WITH expired AS (
+  async claim(
+    principal: string,
+    key: string,
+    now: Date,
+  ): Promise<{ claimed: boolean; stored: StoredResponse | null }> {
+    const rows: (StoredResponse & { claimed: boolean })[] = await this.tx.query(
+      `WITH claim AS (
+         SELECT pg_try_advisory_xact_lock(hashtextextended($1 || E'\n' || $2, 7)) AS claimed
+       ), expired AS (
          DELETE FROM idempotency_keys
-          WHERE principal = $1 AND key = $2 AND expires_at <= $3
-         RETURNING 1
+          WHERE (SELECT claimed FROM claim) AND principal = $1 AND key = $2 AND expires_at <= $3
        )
-       SELECT method, route, fingerprint, response_status AS status, response_body AS body
-         FROM idempotency_keys
-        WHERE principal = $1 AND key = $2 AND state = 'completed' AND expires_at > $3`,
+       SELECT claim.claimed, k.method, k.route, k.fingerprint,
+              k.response_status AS status, k.response_body AS body
+         FROM claim
+         LEFT JOIN idempotency_keys k
+           ON claim.claimed AND k.principal = $1 AND k.key = $2
+          AND k.state = 'completed' AND k.expires_at > $3`,
       [principal, key, now],
     );
-    return rows[0] ?? null;
+    const { claimed, ...stored } = rows[0];
+    return { claimed, stored: claimed && stored.method ? stored : null };
   }
 
   /** Records the response in the same transaction as the effect it describes. */

@@ -37,8 +37,8 @@ export class OrdersService {
 
   /**
    * Creates an order from the given lines (or the cart, which is emptied in the same
-   * transaction): price snapshots, lines, history and outbox event first, then — last, to hold
-   * the hot inventory row locks briefly — the stock reservation.
+   * transaction): price snapshots, lines, history and outbox event first, then — deferred to
+   * just before COMMIT, to hold the hot inventory row locks briefly — the stock reservation.
    */
   async create(me: Principal, dto: CreateOrderDto): Promise<OrderDto> {
     const order = await this.tx.run(async (): Promise<Order> => {
@@ -76,7 +76,9 @@ export class OrdersService {
         orderId: created.id,
         reservationExpiresAt: reservationExpiresAt.toISOString(),
       });
-      await this.stock.reserve(created.id, lines);
+      // The hot inventory row locks are taken last of all: just before COMMIT, after the
+      // idempotency record the request writes — held for one statement and the commit.
+      this.tx.beforeCommit(() => this.stock.reserve(created.id, lines));
       return created;
     });
     // Answer from what was written: no re-read while the reservation's row locks are held.
