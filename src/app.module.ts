@@ -7,6 +7,7 @@ import { HealthModule } from './health/health.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { RedisModule } from './redis/redis.module';
 import { SeedModule } from './seed/seed.module';
+import { AuthModule } from './auth/auth.module';
 import { CartModule } from './cart/cart.module';
 import { IdempotencyModule } from './idempotency/idempotency.module';
 import { OrdersModule } from './orders/orders.module';
@@ -26,6 +27,7 @@ export class AppModule {
         MetricsModule,
         HealthModule,
         SeedModule,
+        AuthModule,
         IdempotencyModule,
         OutboxModule,
         CartModule,

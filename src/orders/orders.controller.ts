@@ -8,6 +8,7 @@ import {
   ApiTags,
 } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
+import { RateLimit } from '../auth/rate-limit.decorator';
 import { PageQueryDto } from '../common/pagination/page-query.dto';
 import { RequireIdempotencyKey } from '../idempotency/idempotency.decorator';
 import { CreateOrderDto } from './dto/create-order.dto';
@@ -28,6 +29,7 @@ export class OrdersController {
 
   @Post()
   @RequireIdempotencyKey()
+  @RateLimit('order-create')
   @ApiHeader(IDEMPOTENCY_HEADER_DOC)
   @ApiCreatedResponse({ type: OrderDto })
   @ApiConflictResponse({ description: 'INSUFFICIENT_STOCK or PRODUCT_UNAVAILABLE' })

@@ -1,4 +1,8 @@
 import { Injectable } from '@nestjs/common';
+import { AuthService } from '../auth/auth.service';
+
+export const DEMO_ADMIN = { email: 'admin@shop.local', password: 'admin-demo-password' };
+export const DEMO_CUSTOMER = { email: 'customer@shop.local', password: 'customer-demo-password' };
 
 /**
  * Demo data for development: each feature contributes its part here, idempotently
@@ -6,7 +10,19 @@ import { Injectable } from '@nestjs/common';
  */
 @Injectable()
 export class DemoSeeder {
+  constructor(private readonly auth: AuthService) {}
+
   async run(): Promise<string[]> {
-    return ['nothing to seed yet'];
+    await this.auth.ensureAccount(DEMO_ADMIN.email, DEMO_ADMIN.password, 'admin', 'Demo Admin');
+    await this.auth.ensureAccount(
+      DEMO_CUSTOMER.email,
+      DEMO_CUSTOMER.password,
+      'customer',
+      'Demo Customer',
+    );
+    return [
+      `demo admin:    ${DEMO_ADMIN.email} / ${DEMO_ADMIN.password}`,
+      `demo customer: ${DEMO_CUSTOMER.email} / ${DEMO_CUSTOMER.password}`,
+    ];
   }
 }

@@ -1,0 +1,5 @@
+import { Module } from '@nestjs/common';
+import { UserRepository } from './user.repository';
+
+@Module({ providers: [UserRepository], exports: [UserRepository] })
+export class UsersModule {}
