@@ -14,8 +14,6 @@ export interface JobPayloads {
   'maintenance.purge-idempotency-keys': Record<string, never>;
   /** Remove published outbox rows past their retention. */
   'maintenance.purge-outbox': Record<string, never>;
-  /** Recompute "bought together" recommendations from paid orders. */
-  'catalog.recompute-recommendations': Record<string, never>;
 }
 
 export type JobName = keyof JobPayloads;
@@ -25,5 +23,4 @@ export const JOB_QUEUE: Record<JobName, QueueName> = {
   'orders.sweep-expired': 'orders',
   'maintenance.purge-idempotency-keys': 'maintenance',
   'maintenance.purge-outbox': 'maintenance',
-  'catalog.recompute-recommendations': 'catalog',
 };
