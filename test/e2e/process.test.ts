@@ -44,10 +44,79 @@ describe('process lifecycle (real node processes)', () => {
       ready = await fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.status, () => 0);
     }
     expect(ready).toBe(200);
+
+    // Structured JSON logs carry the request id; credentials never reach them.
+    const me = await fetch(`http://127.0.0.1:${port}/v1/me`, {
+      headers: { 'x-request-id': 'log-check-0001', authorization: 'Bearer secret-token-xyz' },
+    });
+    expect(me.status).toBe(401);
+    await new Promise((r) => setTimeout(r, 200));
+    const lines = p
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('log-check-0001'));
+    expect(lines.length).toBeGreaterThan(0);
+    for (const line of lines) expect(JSON.parse(line)).toMatchObject({ requestId: 'log-check-0001' });
+    expect(p.output()).not.toContain('secret-token-xyz');
     // (That an in-flight request completes during shutdown is proven with a slow route in
     // foundation.test.ts, through the same app.close() path SIGTERM takes.)
     p.proc.kill('SIGTERM');
     expect(await p.exited).toBe(0);
     await expect(fetch(`http://127.0.0.1:${port}/health/live`)).rejects.toThrow();
   }, 60_000);
+});
+
+describe('operational commands', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  const cli = (args: string[]) => {
+    const p = spawn(process.execPath, ['-r', './scripts/ts-register.js', ...args], {
+      cwd: ROOT,
+      env: { ...process.env, DATABASE_URL: db.url, LOG_LEVEL: 'error' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    return new Promise<{ code: number | null; out: string }>((resolve) =>
+      p.on('exit', (code) => resolve({ code, out })),
+    );
+  };
+
+  it('admin:create creates, then promotes idempotently', async () => {
+    await db.pool.query(
+      `INSERT INTO users (email, name, role, password_hash) VALUES ('boss@shop.test', 'Boss', 'customer', 'x')`,
+    );
+    for (let i = 0; i < 2; i++) {
+      const r = await cli(['scripts/admin-create.ts', '--email', 'Boss@Shop.test', '--password', 'boss-password-1']);
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(/admin ready: boss@shop.test/);
+    }
+    const rows = (await db.pool.query(`SELECT role, password_hash FROM users WHERE email = 'boss@shop.test'`)).rows;
+    expect(rows).toHaveLength(1);
+    expect(rows[0].role).toBe('admin');
+    expect(rows[0].password_hash).toMatch(/^\$argon2id\$/);
+    const bad = await cli(['scripts/admin-create.ts', '--email', 'x@y.z']);
+    expect(bad.code).toBe(2);
+  }, 60_000);
+
+  it('every migration can be reverted and re-applied', async () => {
+    const typeorm = ['node_modules/typeorm/cli.js'];
+    const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM schema_migrations`);
+    for (let i = 0; i < rows[0].n; i++) {
+      const r = await cli([...typeorm, 'migration:revert', '-d', 'ormconfig.ts']);
+      expect(r.code).toBe(0);
+    }
+    const tables = await db.pool.query(
+      `SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'`,
+    );
+    expect(tables.rows[0].n).toBe(0);
+    expect((await cli([...typeorm, 'migration:run', '-d', 'ormconfig.ts'])).code).toBe(0);
+  }, 120_000);
 });
