@@ -1,8 +1,7 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Injectable } from '@nestjs/common';
 import { JwtService } from '@nestjs/jwt';
 import { createHash, randomBytes } from 'node:crypto';
 import { DomainError } from '../common/errors/domain-error';
-import { APP_CONFIG, AppConfig } from '../config/config';
 import { ROLES, Role } from './permissions';
 
 export interface AccessClaims {
@@ -18,34 +17,19 @@ export const JWT_ALGORITHM = 'HS256';
 /** Signs and verifies access tokens (pinned algorithm, iss, aud, typ) and makes refresh tokens. */
 @Injectable()
 export class TokenService {
-  constructor(
-    private readonly jwt: JwtService,
-    @Inject(APP_CONFIG) private readonly config: AppConfig,
-  ) {}
+  constructor(private readonly jwt: JwtService) {}
 
+  /** Algorithm, key, issuer, audience and lifetime come from the JwtModule registration. */
   signAccess(claims: Omit<AccessClaims, 'typ'>): Promise<string> {
-    return this.jwt.signAsync(
-      { ...claims, typ: 'access' },
-      {
-        algorithm: JWT_ALGORITHM,
-        secret: this.config.jwt.secret,
-        issuer: this.config.jwt.issuer,
-        audience: this.config.jwt.audience,
-        expiresIn: this.config.jwt.accessTtlSeconds,
-      },
-    );
+    return this.jwt.signAsync({ ...claims, typ: 'access' });
   }
 
   /** Refuses alg none / other algorithms, wrong iss or aud, expired, or non-access tokens. */
   async verifyAccess(token: string): Promise<AccessClaims> {
     let payload: Record<string, unknown>;
     try {
-      payload = await this.jwt.verifyAsync(token, {
-        algorithms: [JWT_ALGORITHM],
-        secret: this.config.jwt.secret,
-        issuer: this.config.jwt.issuer,
-        audience: this.config.jwt.audience,
-      });
+      // pinned algorithm, issuer and audience: see the JwtModule registration
+      payload = await this.jwt.verifyAsync(token);
     } catch {
       throw new DomainError('TOKEN_INVALID', 'The access token is invalid or expired.');
     }
