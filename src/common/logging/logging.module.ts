@@ -30,7 +30,11 @@ export const REDACTED_PATHS = [
           level: config.logLevel,
           redact: { paths: REDACTED_PATHS, censor: '[REDACTED]' },
           customProps: (req) => ({ requestId: (req as { id?: string }).id }),
-          autoLogging: { ignore: (req) => (req.url ?? '').startsWith('/health') },
+          // one line per request at info and below; above it the per-request logger work
+          // would be spent for nothing
+          autoLogging: ['info', 'debug', 'trace'].includes(config.logLevel)
+            ? { ignore: (req) => (req.url ?? '').startsWith('/health') }
+            : false,
           serializers: {
             req: (req: { id: string; method: string; url: string }) => ({
               id: req.id,
