@@ -9,6 +9,7 @@ import { RedisModule } from './redis/redis.module';
 import { SeedModule } from './seed/seed.module';
 import { AuthModule } from './auth/auth.module';
 import { CartModule } from './cart/cart.module';
+import { CatalogModule } from './catalog/catalog.module';
 import { IdempotencyModule } from './idempotency/idempotency.module';
 import { OrdersModule } from './orders/orders.module';
 import { OutboxModule } from './outbox/outbox.module';
@@ -30,6 +31,7 @@ export class AppModule {
         AuthModule,
         IdempotencyModule,
         OutboxModule,
+        CatalogModule,
         CartModule,
         OrdersModule,
       ],

@@ -1,5 +1,7 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { AuthService } from '../auth/auth.service';
+import { CatalogSeeder } from '../catalog/catalog.seeder';
+import { APP_CONFIG, AppConfig } from '../config/config';
 
 export const DEMO_ADMIN = { email: 'admin@shop.local', password: 'admin-demo-password' };
 export const DEMO_CUSTOMER = { email: 'customer@shop.local', password: 'customer-demo-password' };
@@ -10,7 +12,15 @@ export const DEMO_CUSTOMER = { email: 'customer@shop.local', password: 'customer
  */
 @Injectable()
 export class DemoSeeder {
-  constructor(private readonly auth: AuthService) {}
+  constructor(
+    private readonly auth: AuthService,
+    private readonly catalog: CatalogSeeder,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
+
+  private get currency(): string {
+    return this.config.currency;
+  }
 
   async run(): Promise<string[]> {
     await this.auth.ensureAccount(DEMO_ADMIN.email, DEMO_ADMIN.password, 'admin', 'Demo Admin');
@@ -20,9 +30,11 @@ export class DemoSeeder {
       'customer',
       'Demo Customer',
     );
+    const products = await this.catalog.run(this.currency);
     return [
       `demo admin:    ${DEMO_ADMIN.email} / ${DEMO_ADMIN.password}`,
       `demo customer: ${DEMO_CUSTOMER.email} / ${DEMO_CUSTOMER.password}`,
+      `demo catalog:  ${products} products`,
     ];
   }
 }

@@ -1,0 +1,145 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Principal } from '../auth/principal';
+import { DomainError } from '../common/errors/domain-error';
+import { IdGenerator } from '../common/ids';
+import { Clock } from '../common/time/clock';
+import { APP_CONFIG, AppConfig } from '../config/config';
+import { TransactionHost, pgConstraint } from '../database/transaction-host';
+import { InventoryRepository } from '../inventory/inventory.repository';
+import { CatalogCache } from './catalog-cache';
+import { mapProduct } from './catalog.mapper';
+import {
+  CategoryDto,
+  CreateCategoryDto,
+  CreateProductDto,
+  MoneyInputDto,
+  ProductDto,
+  StockAdjustmentDto,
+  StockLevelDto,
+  UpdateProductDto,
+} from './dto/catalog.dto';
+import { ProductRepository } from './product.repository';
+
+/** Catalog writes (admin). Each invalidates the read cache after its commit. */
+@Injectable()
+export class CatalogAdminService {
+  constructor(
+    private readonly products: ProductRepository,
+    private readonly inventory: InventoryRepository,
+    private readonly cache: CatalogCache,
+    private readonly tx: TransactionHost,
+    private readonly clock: Clock,
+    private readonly ids: IdGenerator,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
+
+  /** Creates the product and its inventory row (on_hand = initialStock) in one transaction. */
+  async createProduct(actor: Principal, dto: CreateProductDto): Promise<ProductDto> {
+    this.checkCurrency(dto.price);
+    const id = this.ids.uuid();
+    await this.unique('products_sku_key', 'SKU_TAKEN', 'This SKU is taken.', () =>
+      this.tx.run(async () => {
+        if (dto.categoryId) await this.mustHaveCategory(dto.categoryId);
+        await this.products.insert({
+          id,
+          sku: dto.sku,
+          name: dto.name,
+          description: dto.description,
+          priceAmount: dto.price.amount,
+          currency: dto.price.currency,
+          categoryId: dto.categoryId ?? null,
+          initialStock: dto.initialStock,
+          actorId: actor.userId,
+          at: this.clock.now(),
+        });
+      }),
+    );
+    await this.cache.invalidate();
+    return this.read(id);
+  }
+
+  async updateProduct(id: string, dto: UpdateProductDto): Promise<ProductDto> {
+    if (dto.price) this.checkCurrency(dto.price);
+    await this.tx.run(async () => {
+      if (dto.categoryId) await this.mustHaveCategory(dto.categoryId);
+      const found = await this.products.update(
+        id,
+        {
+          name: dto.name,
+          description: dto.description,
+          priceAmount: dto.price?.amount,
+          categoryId: dto.categoryId,
+          active: dto.active,
+        },
+        this.clock.now(),
+      );
+      if (!found) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+    });
+    await this.cache.invalidate();
+    return this.read(id);
+  }
+
+  /** Deactivates (orders keep their snapshots; the product leaves the catalog). */
+  async deactivate(id: string): Promise<void> {
+    const found = await this.products.update(id, { active: false }, this.clock.now());
+    if (!found) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+    await this.cache.invalidate();
+  }
+
+  /** Ledgered on-hand change; never below what is reserved (409 STOCK_BELOW_RESERVED). */
+  async adjustStock(actor: Principal, id: string, dto: StockAdjustmentDto): Promise<StockLevelDto> {
+    const level = await this.inventory.adjust(id, dto.delta, dto.reason, actor.userId, this.clock.now());
+    if (!level) {
+      const current = await this.inventory.level(id);
+      if (!current) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+      throw new DomainError('STOCK_BELOW_RESERVED', 'On-hand stock cannot fall below what is reserved.', {
+        extensions: { onHand: current.onHand, reserved: current.reserved, delta: dto.delta },
+      });
+    }
+    await this.cache.invalidate();
+    return { ...level, available: level.onHand - level.reserved };
+  }
+
+  async createCategory(dto: CreateCategoryDto): Promise<CategoryDto> {
+    const category = { id: this.ids.uuid(), name: dto.name, slug: dto.slug };
+    if (!(await this.products.insertCategory(category))) {
+      throw new DomainError('SLUG_TAKEN', 'A category with this slug exists.');
+    }
+    await this.cache.invalidate();
+    return category;
+  }
+
+  private async read(id: string): Promise<ProductDto> {
+    const row = await this.products.findById(id, { activeOnly: false });
+    if (!row) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+    return mapProduct(row);
+  }
+
+  private checkCurrency(price: MoneyInputDto): void {
+    if (price.currency !== this.config.currency) {
+      throw new DomainError('VALIDATION_FAILED', `Prices are in ${this.config.currency}.`, {
+        errors: [{ field: 'price.currency', message: `must be ${this.config.currency}` }],
+      });
+    }
+  }
+
+  private async mustHaveCategory(id: string): Promise<void> {
+    if (!(await this.products.categoryExists(id))) {
+      throw new DomainError('CATEGORY_NOT_FOUND', 'No such category.');
+    }
+  }
+
+  private async unique<T>(
+    constraint: string,
+    code: 'SKU_TAKEN',
+    detail: string,
+    work: () => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      if (pgConstraint(err) === constraint) throw new DomainError(code, detail);
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,35 @@
+import { Controller, Get, Header, Param, ParseUUIDPipe, Query } from '@nestjs/common';
+import { ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import { Public } from '../common/http/public.decorator';
+import { CatalogService } from './catalog.service';
+import { ListProductsDto, ProductDto, ProductPageDto } from './dto/catalog.dto';
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+/** Public catalog reads; bodies are ready JSON from the cache (no re-serialization). */
+@ApiTags('catalog')
+@Public()
+@Controller('v1')
+export class CatalogController {
+  constructor(private readonly catalog: CatalogService) {}
+
+  @Get('products')
+  @Header('Content-Type', JSON_TYPE)
+  @ApiOkResponse({ type: ProductPageDto })
+  list(@Query() query: ListProductsDto): Promise<string> {
+    return this.catalog.list(query);
+  }
+
+  @Get('products/:id')
+  @Header('Content-Type', JSON_TYPE)
+  @ApiOkResponse({ type: ProductDto })
+  product(@Param('id', new ParseUUIDPipe()) id: string): Promise<string> {
+    return this.catalog.product(id);
+  }
+
+  @Get('categories')
+  @Header('Content-Type', JSON_TYPE)
+  categories(): Promise<string> {
+    return this.catalog.categories();
+  }
+}

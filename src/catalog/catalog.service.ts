@@ -1,0 +1,79 @@
+import { Injectable } from '@nestjs/common';
+import { createHash } from 'node:crypto';
+import { DomainError } from '../common/errors/domain-error';
+import { decodeCursor, encodeCursor } from '../common/pagination/cursor';
+import { Clock } from '../common/time/clock';
+import { CatalogCache } from './catalog-cache';
+import { mapProduct, mapProductSummary } from './catalog.mapper';
+import { CategoryDto, ListProductsDto, ProductPageDto } from './dto/catalog.dto';
+import { ProductRepository } from './product.repository';
+import { SORTS } from './product-sorts';
+
+interface Cursor extends Record<string, string | number> {
+  k: string | number;
+  i: string;
+  t: string;
+  m: number;
+}
+
+/** Public catalog reads, served through the cache as ready JSON. */
+@Injectable()
+export class CatalogService {
+  constructor(
+    private readonly products: ProductRepository,
+    private readonly cache: CatalogCache,
+    private readonly clock: Clock,
+  ) {}
+
+  /** 404 PRODUCT_NOT_FOUND also for inactive products. */
+  product(id: string): Promise<string> {
+    return this.cache.getOrBuild(`product:${id}`, async () => {
+      const row = await this.products.findById(id, { activeOnly: true });
+      if (!row) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+      return mapProduct(row);
+    });
+  }
+
+  list(query: ListProductsDto): Promise<string> {
+    const key = createHash('sha256')
+      .update(JSON.stringify([query.sort, query.limit, query.cursor, query.categoryId, query.q]))
+      .digest('base64url');
+    return this.cache.getOrBuild(`list:${key}`, () => this.page(query));
+  }
+
+  categories(): Promise<string> {
+    return this.cache.getOrBuild('categories', async () => ({
+      items: (await this.products.categories()) satisfies CategoryDto[],
+    }));
+  }
+
+  private async page(query: ListProductsDto): Promise<ProductPageDto> {
+    const spec = SORTS[query.sort];
+    const cursor = decodeCursor<Cursor>(query.cursor, {
+      k: spec.keyType === 'timestamp' ? 'string' : 'number',
+      i: 'string',
+      t: 'string',
+      m: 'number',
+    });
+    const asOf = cursor ? new Date(cursor.t) : this.clock.now();
+    const maxUnits = cursor ? cursor.m : await this.products.maxUnitsSold();
+    const rows = await this.products.page({
+      sort: query.sort,
+      limit: query.limit + 1,
+      categoryId: query.categoryId,
+      q: query.q,
+      asOf,
+      maxUnits,
+      after: cursor ? { key: cursor.k, id: cursor.i } : null,
+    });
+    const items = rows.slice(0, query.limit);
+    const last = items[items.length - 1];
+    let nextCursor: string | null = null;
+    if (rows.length > query.limit && last) {
+      // timestamps travel as PostgreSQL text (microseconds intact), numbers as numbers
+      const k = spec.keyType === 'timestamp' ? String(last.sortKey) : Number(last.sortKey);
+      nextCursor = encodeCursor({ k, i: last.id, t: asOf.toISOString(), m: maxUnits });
+    }
+    return { items: items.map(mapProductSummary), nextCursor };
+  }
+}

@@ -1,0 +1,164 @@
+import { createAdmin, registerCustomer } from '../support/auth';
+import { createCategory, createProduct } from '../support/catalog';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+describe('catalog: admin writes, reads, cache', () => {
+  let t: TestApp;
+  let admin: string;
+  let customer: string;
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+    admin = (await createAdmin(t)).accessToken;
+    customer = (await registerCustomer(t.http)).accessToken;
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('creates a product with its inventory row and ledger entry; SKU unique even under races', async () => {
+    const cat = await createCategory(t, admin);
+    const p = await createProduct(t, admin, { stock: 7, categoryId: cat.id });
+    const got = await t.http.get(`/v1/products/${p.id}`);
+    expect(got.status).toBe(200);
+    expect(got.headers.get('content-type')).toMatch(/application\/json/);
+    expect(got.body).toMatchObject({ availableQuantity: 7, categoryId: cat.id, price: { amount: 24900, currency: 'INR' } });
+    const inv = await t.db.pool.query(`SELECT on_hand, reserved FROM inventory_items WHERE product_id = $1`, [p.id]);
+    expect(inv.rows[0]).toEqual({ on_hand: 7, reserved: 0 });
+    const ledger = await t.db.pool.query(`SELECT kind, on_hand_delta FROM stock_movements WHERE product_id = $1`, [p.id]);
+    expect(ledger.rows).toEqual([{ kind: 'initial', on_hand_delta: 7 }]);
+
+    const sku = `RACE-${Date.now()}`;
+    const body = { sku, name: 'x', description: '', price: { amount: 1, currency: 'INR' }, initialStock: 1 };
+    const racing = await Promise.all([1, 2, 3, 4].map(() => t.http.post('/v1/admin/products', body, { token: admin })));
+    expect(racing.map((r) => r.status).sort()).toEqual([201, 409, 409, 409]);
+    expect(racing.find((r) => r.status === 409)!.body.code).toBe('SKU_TAKEN');
+  });
+
+  it('refuses customers (403), foreign currencies (400), unknown categories (404)', async () => {
+    const body = { sku: 'NOPE', name: 'x', description: '', price: { amount: 1, currency: 'INR' }, initialStock: 1 };
+    expect((await t.http.post('/v1/admin/products', body, { token: customer })).status).toBe(403);
+    expect((await t.http.post('/v1/admin/products', { ...body, price: { amount: 1, currency: 'USD' } }, { token: admin })).status).toBe(400);
+    const unknownCat = await t.http.post(
+      '/v1/admin/products',
+      { ...body, sku: 'NOPE2', categoryId: '00000000-0000-4000-8000-000000000000' },
+      { token: admin },
+    );
+    expect(unknownCat.status).toBe(404);
+    expect((await t.http.post('/v1/admin/categories', { name: 'x', slug: 'x' }, { token: customer })).status).toBe(403);
+  });
+
+  it('serves the new price right after the admin call returns (cache invalidation)', async () => {
+    const p = await createProduct(t, admin, { price: 1000 });
+    expect((await t.http.get(`/v1/products/${p.id}`)).body.price.amount).toBe(1000);
+    await t.http.get('/v1/products?sort=newest&limit=5'); // warm the listing cache too
+    const patched = await t.http.patch(`/v1/admin/products/${p.id}`, { price: { amount: 1500, currency: 'INR' } }, { token: admin });
+    expect(patched.status).toBe(200);
+    expect((await t.http.get(`/v1/products/${p.id}`)).body.price.amount).toBe(1500);
+    const list = await t.http.get('/v1/products?sort=newest&limit=5');
+    expect(list.body.items.find((i: { id: string }) => i.id === p.id).price.amount).toBe(1500);
+  });
+
+  it('deactivation hides the product (404 PRODUCT_NOT_FOUND) and keeps it out of listings', async () => {
+    const p = await createProduct(t, admin);
+    expect((await t.http.delete(`/v1/admin/products/${p.id}`, { token: admin })).status).toBe(204);
+    const got = await t.http.get(`/v1/products/${p.id}`);
+    expect(got.status).toBe(404);
+    expect(got.body.code).toBe('PRODUCT_NOT_FOUND');
+    const list = await t.http.get('/v1/products?sort=newest&limit=100');
+    expect(list.body.items.some((i: { id: string }) => i.id === p.id)).toBe(false);
+  });
+
+  it('adjusts stock with a ledger row, and never below what is reserved (409 STOCK_BELOW_RESERVED)', async () => {
+    const p = await createProduct(t, admin, { stock: 10 });
+    const up = await t.http.post(`/v1/admin/products/${p.id}/stock-adjustments`, { delta: 5, reason: 'delivery' }, { token: admin });
+    expect(up.status).toBe(200);
+    expect(up.body).toEqual({ onHand: 15, reserved: 0, available: 15 });
+    await t.db.pool.query(`UPDATE inventory_items SET reserved = 12 WHERE product_id = $1`, [p.id]);
+    const down = await t.http.post(`/v1/admin/products/${p.id}/stock-adjustments`, { delta: -4, reason: 'breakage' }, { token: admin });
+    expect(down.status).toBe(409);
+    expect(down.body.code).toBe('STOCK_BELOW_RESERVED');
+    const ok = await t.http.post(`/v1/admin/products/${p.id}/stock-adjustments`, { delta: -3, reason: 'breakage' }, { token: admin });
+    expect(ok.body).toEqual({ onHand: 12, reserved: 12, available: 0 });
+    const ledger = await t.db.pool.query(
+      `SELECT sum(on_hand_delta)::int AS s FROM stock_movements WHERE product_id = $1`,
+      [p.id],
+    );
+    expect(ledger.rows[0].s).toBe(12);
+    expect((await t.http.post(`/v1/admin/products/${p.id}/stock-adjustments`, { delta: 0, reason: 'x' }, { token: admin })).status).toBe(400);
+    expect((await t.http.get(`/v1/products/${p.id}`)).body.availableQuantity).toBe(0);
+  });
+
+  it('finds products by words in the name and the description', async () => {
+    const a = await createProduct(t, admin, { name: 'Turmeric cashews', description: 'Roasted and spiced' });
+    const b = await createProduct(t, admin, { name: 'Watercolour set', description: 'Twelve pans with a cashew-shaped palette' });
+    const hits = await t.http.get('/v1/products?q=cashews&limit=100');
+    expect(hits.status).toBe(200);
+    const ids = hits.body.items.map((i: { id: string }) => i.id);
+    expect(ids).toContain(a.id);
+    const pans = await t.http.get('/v1/products?q=pans&limit=100');
+    expect(pans.body.items.map((i: { id: string }) => i.id)).toEqual([b.id]);
+  });
+
+  it('ranks by relevance: popularity, rating and recency weighted 0.5 / 0.3 / 0.2', async () => {
+    const cat = await createCategory(t, admin);
+    const popular = await createProduct(t, admin, { categoryId: cat.id });
+    const rated = await createProduct(t, admin, { categoryId: cat.id });
+    const old = await createProduct(t, admin, { categoryId: cat.id });
+    await t.db.pool.query(`UPDATE products SET units_sold = 100, created_at = now() - interval '60 days' WHERE id = $1`, [popular.id]);
+    await t.db.pool.query(`UPDATE products SET rating_sum = 10, rating_count = 2, created_at = now() - interval '60 days' WHERE id = $1`, [rated.id]);
+    await t.db.pool.query(`UPDATE products SET created_at = now() - interval '60 days' WHERE id = $1`, [old.id]);
+    const fresh = await createProduct(t, admin, { categoryId: cat.id }); // recency 0.2
+    const res = await t.http.get(`/v1/products?categoryId=${cat.id}&sort=relevance`);
+    expect(res.body.items.map((i: { id: string }) => i.id)).toEqual([popular.id, rated.id, fresh.id, old.id]);
+    const byPopular = await t.http.get(`/v1/products?categoryId=${cat.id}&sort=popular`);
+    expect(byPopular.body.items[0].id).toBe(popular.id);
+  });
+
+  it('returns every product exactly once per sort while products are being inserted', async () => {
+    const cat = await createCategory(t, admin);
+    const initial = await Promise.all(
+      Array.from({ length: 25 }, (_, i) => createProduct(t, admin, { categoryId: cat.id, price: 100 + (i % 7) })),
+    );
+    for (const sort of ['relevance', 'newest', 'price_asc', 'price_desc', 'popular']) {
+      const seen: string[] = [];
+      let cursor: string | null = null;
+      let inserted = 0;
+      do {
+        const page: any = await t.http.get(
+          `/v1/products?categoryId=${cat.id}&sort=${sort}&limit=4${cursor ? `&cursor=${cursor}` : ''}`,
+        );
+        expect(page.status).toBe(200);
+        seen.push(...page.body.items.map((i: { id: string }) => i.id));
+        cursor = page.body.nextCursor;
+        if (inserted++ < 3) await createProduct(t, admin, { categoryId: cat.id, price: 103 });
+      } while (cursor);
+      expect(new Set(seen).size).toBe(seen.length); // never twice
+      for (const p of initial) expect(seen).toContain(p.id); // every original once
+    }
+  });
+
+  it('validates list parameters: limit above 100 and malformed cursors are 400', async () => {
+    expect((await t.http.get('/v1/products?limit=101')).status).toBe(400);
+    expect((await t.http.get('/v1/products?cursor=bad')).status).toBe(400);
+    expect((await t.http.get('/v1/products?sort=cheapest')).status).toBe(400);
+    expect((await t.http.get('/v1/categories')).status).toBe(200);
+  });
+});
+
+describe('catalog with Redis down', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await bootTestApp({ env: { REDIS_URL: 'redis://127.0.0.1:6390' } });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('serves reads from PostgreSQL, never a 500', async () => {
+    const admin = (await createAdmin(t)).accessToken;
+    const p = await createProduct(t, admin);
+    expect((await t.http.get(`/v1/products/${p.id}`)).status).toBe(200);
+    expect((await t.http.get('/v1/products')).status).toBe(200);
+  });
+});
