@@ -1,6 +1,8 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { AppModule } from './app.module';
+import { CatalogModule } from './catalog/catalog.module';
+import { CatalogProcessor } from './catalog/catalog.processor';
 import { AppConfig } from './config/config';
 import { IdempotencyModule } from './idempotency/idempotency.module';
 import { MaintenanceProcessor } from './maintenance/maintenance.processor';
@@ -28,12 +30,14 @@ export class WorkerModule {
         QueueModule,
         OrdersModule,
         IdempotencyModule,
+        CatalogModule,
       ],
       providers: [
         OutboxPublisher,
         OutboxRelay,
         OrdersProcessor,
         MaintenanceProcessor,
+        CatalogProcessor,
         Schedulers,
         JobHandlersCheck,
         WorkerDrain,

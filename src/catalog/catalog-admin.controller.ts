@@ -3,9 +3,12 @@ import { ApiBearerAuth, ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse,
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { RequirePermission } from '../auth/require-permission.decorator';
 import { CatalogAdminService } from './catalog-admin.service';
+import { ImagesService } from './images.service';
 import {
   CategoryDto,
   CreateCategoryDto,
+  CreateImageUploadDto,
+  ImageUploadDto,
   CreateProductDto,
   ProductDto,
   StockAdjustmentDto,
@@ -17,7 +20,10 @@ import {
 @ApiBearerAuth('bearer')
 @Controller('v1/admin')
 export class CatalogAdminController {
-  constructor(private readonly admin: CatalogAdminService) {}
+  constructor(
+    private readonly admin: CatalogAdminService,
+    private readonly images: ImagesService,
+  ) {}
 
   @Post('products')
   @RequirePermission('catalog:write')
@@ -58,5 +64,15 @@ export class CatalogAdminController {
   @ApiCreatedResponse({ type: CategoryDto })
   createCategory(@Body() dto: CreateCategoryDto): Promise<CategoryDto> {
     return this.admin.createCategory(dto);
+  }
+
+  @Post('products/:id/images')
+  @RequirePermission('catalog:write')
+  @ApiCreatedResponse({ type: ImageUploadDto })
+  createImage(
+    @Param('id', new ParseUUIDPipe()) id: string,
+    @Body() dto: CreateImageUploadDto,
+  ): Promise<ImageUploadDto> {
+    return this.images.createUpload(id, dto);
   }
 }

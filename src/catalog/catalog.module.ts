@@ -4,12 +4,24 @@ import { CatalogAdminController } from './catalog-admin.controller';
 import { CatalogAdminService } from './catalog-admin.service';
 import { CatalogCache } from './catalog-cache';
 import { CatalogController } from './catalog.controller';
+import { CatalogCustomerController, StorageWebhookController } from './catalog-customer.controller';
+import { ImageRepository } from './image.repository';
+import { ImagesService } from './images.service';
+import { RecommendationRepository } from './recommendation.repository';
+import { RecommendationsService } from './recommendations.service';
+import { ReviewRepository } from './review.repository';
+import { ReviewsService } from './reviews.service';
 import { CatalogService } from './catalog.service';
 import { CatalogSeeder } from './catalog.seeder';
 import { ProductRepository } from './product.repository';
 
 @Module({
-  controllers: [CatalogController, CatalogAdminController],
+  controllers: [
+    CatalogController,
+    CatalogAdminController,
+    CatalogCustomerController,
+    StorageWebhookController,
+  ],
   providers: [
     ProductRepository,
     InventoryRepository,
@@ -17,7 +29,13 @@ import { ProductRepository } from './product.repository';
     CatalogService,
     CatalogAdminService,
     CatalogSeeder,
+    ReviewRepository,
+    ReviewsService,
+    RecommendationRepository,
+    RecommendationsService,
+    ImageRepository,
+    ImagesService,
   ],
-  exports: [CatalogAdminService, CatalogCache, CatalogSeeder],
+  exports: [CatalogAdminService, CatalogCache, CatalogSeeder, RecommendationsService],
 })
 export class CatalogModule {}

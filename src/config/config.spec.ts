@@ -21,7 +21,11 @@ describe('loadConfig', () => {
   });
 
   it('accepts production with a strong secret', () => {
-    const c = loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(40) });
+    const c = loadConfig({
+      NODE_ENV: 'production',
+      JWT_SECRET: 'x'.repeat(40),
+      STORAGE_SIGNING_SECRET: 'y'.repeat(32),
+    });
     expect(c.isProduction).toBe(true);
   });
 

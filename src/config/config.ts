@@ -49,6 +49,8 @@ const envSchema = z.object({
   RATE_LIMIT_ENABLED: bool(true),
   TRUST_PROXY: z.string().default('false'),
   SHUTDOWN_TIMEOUT_MS: int(10_000, 100, 120_000),
+  STORAGE_BASE_URL: url(['http:', 'https:']).default('http://localhost:9000/shop-images'),
+  STORAGE_SIGNING_SECRET: z.string().min(16).optional(),
 });
 
 export type Env = z.input<typeof envSchema>;
@@ -71,6 +73,8 @@ export interface AppConfig {
   stripe: { secretKey?: string; webhookSecret: string; apiUrl?: string };
   mail: { smtpUrl?: string; from: string; outboxDir: string };
   reservationTtlSeconds: number;
+  /** Object storage for product images: uploads go there directly with signed URLs. */
+  storage: { baseUrl: string; signingSecret: string };
   /** The one ISO 4217 currency the shop sells in. */
   currency: string;
   rateLimitEnabled: boolean;
@@ -104,6 +108,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const isProduction = e.NODE_ENV === 'production';
   const problems: string[] = [];
   if (isProduction && !e.JWT_SECRET) problems.push('JWT_SECRET: required in production');
+  if (isProduction && !e.STORAGE_SIGNING_SECRET) {
+    problems.push('STORAGE_SIGNING_SECRET: required in production');
+  }
   if (isProduction && !e.STRIPE_WEBHOOK_SECRET && e.STRIPE_SECRET_KEY) {
     problems.push('STRIPE_WEBHOOK_SECRET: required when STRIPE_SECRET_KEY is set in production');
   }
@@ -136,6 +143,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM, outboxDir: e.MAIL_OUTBOX_DIR },
     reservationTtlSeconds: e.RESERVATION_TTL_SECONDS,
+    storage: {
+      baseUrl: e.STORAGE_BASE_URL.replace(/\/$/, ''),
+      signingSecret: e.STORAGE_SIGNING_SECRET ?? 'dev-only-storage-signing-secret',
+    },
     currency: e.SHOP_CURRENCY,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,
   });

@@ -10,6 +10,8 @@ export interface JobPayloads {
   'orders.expire-reservation': { orderId: string };
   /** Safety net: find and expire overdue reservations the delayed jobs missed. */
   'orders.sweep-expired': Record<string, never>;
+  /** Recompute "bought together" recommendations from paid orders. */
+  'catalog.recompute-recommendations': Record<string, never>;
   /** Remove idempotency records past their expiry. */
   'maintenance.purge-idempotency-keys': Record<string, never>;
   /** Remove published outbox rows past their retention. */
@@ -21,6 +23,7 @@ export type JobName = keyof JobPayloads;
 export const JOB_QUEUE: Record<JobName, QueueName> = {
   'orders.expire-reservation': 'orders',
   'orders.sweep-expired': 'orders',
+  'catalog.recompute-recommendations': 'catalog',
   'maintenance.purge-idempotency-keys': 'maintenance',
   'maintenance.purge-outbox': 'maintenance',
 };

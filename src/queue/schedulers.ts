@@ -8,6 +8,7 @@ export class Schedulers implements OnApplicationBootstrap {
   constructor(
     @InjectQueue('orders') private readonly orders: Queue,
     @InjectQueue('maintenance') private readonly maintenance: Queue,
+    @InjectQueue('catalog') private readonly catalog: Queue,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -20,6 +21,11 @@ export class Schedulers implements OnApplicationBootstrap {
       'maintenance.purge-idempotency-keys',
       { every: 3_600_000 },
       { name: 'maintenance.purge-idempotency-keys', data: {} },
+    );
+    await this.catalog.upsertJobScheduler(
+      'catalog.recompute-recommendations',
+      { every: 600_000 },
+      { name: 'catalog.recompute-recommendations', data: {} },
     );
     await this.maintenance.upsertJobScheduler(
       'maintenance.purge-outbox',

@@ -129,3 +129,38 @@ export class StockLevelDto {
   @ApiProperty() reserved!: number;
   @ApiProperty() available!: number;
 }
+
+export class CreateReviewDto {
+  @ApiProperty({ minimum: 1, maximum: 5 }) @IsInt() @Min(1) @Max(5) rating!: number;
+  @ApiProperty({ maxLength: 4000 }) @IsString() @MaxLength(4000) comment!: string;
+}
+
+export class ReviewDto {
+  @ApiProperty({ format: 'uuid' }) id!: string;
+  @ApiProperty() rating!: number;
+  @ApiProperty() comment!: string;
+  @ApiProperty() authorName!: string;
+  @ApiProperty() createdAt!: string;
+}
+
+export class ReviewPageDto {
+  @ApiProperty({ type: [ReviewDto] }) items!: ReviewDto[];
+  @ApiProperty({ nullable: true, type: String }) nextCursor!: string | null;
+}
+
+export class ProductListDto {
+  @ApiProperty({ type: [ProductSummaryDto] }) items!: ProductSummaryDto[];
+}
+
+export const IMAGE_CONTENT_TYPES = ['image/jpeg', 'image/png', 'image/webp'] as const;
+
+export class CreateImageUploadDto {
+  @ApiProperty({ enum: IMAGE_CONTENT_TYPES }) @IsIn(IMAGE_CONTENT_TYPES) contentType!: string;
+  @ApiProperty({ maximum: 10485760 }) @IsInt() @Min(1) @Max(10_485_760) sizeBytes!: number;
+}
+
+export class ImageUploadDto {
+  @ApiProperty({ format: 'uuid' }) imageId!: string;
+  @ApiProperty() uploadUrl!: string;
+  @ApiProperty() expiresAt!: string;
+}

@@ -1,0 +1,52 @@
+import { Injectable, Logger } from '@nestjs/common';
+import type { Principal } from '../auth/principal';
+import { DomainError } from '../common/errors/domain-error';
+import { Clock } from '../common/time/clock';
+import { TransactionHost } from '../database/transaction-host';
+import { mapProductSummary } from './catalog.mapper';
+import { ProductListDto } from './dto/catalog.dto';
+import { ProductRepository } from './product.repository';
+import { RecommendationRepository } from './recommendation.repository';
+
+export const TOP_K = 10;
+
+/** "Bought together" from paid orders: recomputed by a scheduled job, served from a table. */
+@Injectable()
+export class RecommendationsService {
+  private readonly logger = new Logger(RecommendationsService.name);
+
+  constructor(
+    private readonly recommendations: RecommendationRepository,
+    private readonly products: ProductRepository,
+    private readonly tx: TransactionHost,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Replaces every product's top-K neighbours in one transaction. Idempotent. */
+  async recompute(): Promise<number> {
+    const n = await this.tx.run(() => this.recommendations.recompute(TOP_K, this.clock.now()));
+    this.logger.log(`recomputed ${n} recommendations`);
+    return n;
+  }
+
+  async alsoBought(productId: string): Promise<ProductListDto> {
+    if (!(await this.products.findById(productId, { activeOnly: true }))) {
+      throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+    }
+    return { items: (await this.recommendations.alsoBought(productId, TOP_K)).map(mapProductSummary) };
+  }
+
+  /** Neighbours of the customer's purchases; top-ranked products for a new customer. */
+  async forCustomer(me: Principal): Promise<ProductListDto> {
+    const rows = await this.recommendations.forCustomer(me.userId, TOP_K);
+    if (rows.length > 0) return { items: rows.map(mapProductSummary) };
+    const top = await this.products.page({
+      sort: 'relevance',
+      limit: TOP_K,
+      asOf: this.clock.now(),
+      maxUnits: await this.products.maxUnitsSold(),
+      after: null,
+    });
+    return { items: top.map(mapProductSummary) };
+  }
+}

@@ -1,0 +1,56 @@
+import { Injectable } from '@nestjs/common';
+import type { Principal } from '../auth/principal';
+import { DomainError } from '../common/errors/domain-error';
+import { IdGenerator } from '../common/ids';
+import { decodeCursor, encodeCursor } from '../common/pagination/cursor';
+import { PageQueryDto } from '../common/pagination/page-query.dto';
+import { Clock } from '../common/time/clock';
+import { TransactionHost } from '../database/transaction-host';
+import { CatalogCache } from './catalog-cache';
+import { CreateReviewDto, ReviewDto, ReviewPageDto } from './dto/catalog.dto';
+import { ProductRepository } from './product.repository';
+import { ReviewRepository } from './review.repository';
+
+/** Reviews: only by customers who bought the product (paid order), once each. */
+@Injectable()
+export class ReviewsService {
+  constructor(
+    private readonly reviews: ReviewRepository,
+    private readonly products: ProductRepository,
+    private readonly cache: CatalogCache,
+    private readonly tx: TransactionHost,
+    private readonly clock: Clock,
+    private readonly ids: IdGenerator,
+  ) {}
+
+  async create(me: Principal, productId: string, dto: CreateReviewDto): Promise<ReviewDto> {
+    const id = this.ids.uuid();
+    const at = this.clock.now();
+    await this.tx.run(async () => {
+      if (!(await this.products.findById(productId, { activeOnly: true }))) {
+        throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+      }
+      if (!(await this.reviews.hasBought(me.userId, productId))) {
+        throw new DomainError('REVIEW_NOT_ALLOWED', 'Only customers who bought this product can review it.');
+      }
+      const inserted = await this.reviews.insert({ id, productId, userId: me.userId, rating: dto.rating, comment: dto.comment, at });
+      if (!inserted) throw new DomainError('REVIEW_EXISTS', 'You already reviewed this product.');
+    });
+    await this.cache.invalidate();
+    return { id, rating: dto.rating, comment: dto.comment, authorName: '', createdAt: at.toISOString() };
+  }
+
+  async list(productId: string, query: PageQueryDto): Promise<ReviewPageDto> {
+    const after = decodeCursor<{ t: string; i: string }>(query.cursor, { t: 'string', i: 'string' });
+    const rows = await this.reviews.page(productId, query.limit + 1, after ? { at: after.t, id: after.i } : null);
+    const items = rows.slice(0, query.limit);
+    const last = items[items.length - 1];
+    return {
+      items: items.map((r) => ({ ...r, createdAt: r.createdAt.toISOString() })),
+      nextCursor:
+        rows.length > query.limit && last
+          ? encodeCursor({ t: last.createdAt.toISOString(), i: last.id })
+          : null,
+    };
+  }
+}

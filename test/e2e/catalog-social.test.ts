@@ -1,0 +1,127 @@
+import { createHmac } from 'node:crypto';
+import { RecommendationsService } from '../../src/catalog/recommendations.service';
+import { createAdmin } from '../support/auth';
+import { createProduct } from '../support/catalog';
+import { Buyer, buyers, placeOrder } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+describe('catalog: reviews, recommendations, images', () => {
+  let t: TestApp;
+  let admin: string;
+  let alice: Buyer;
+  let bob: Buyer;
+  let carol: Buyer;
+
+  /** An order the customer has paid (set directly: payments are tested elsewhere). */
+  const paidOrder = async (b: Buyer, productIds: string[]) => {
+    const res = await placeOrder(t.http, b, productIds.map((productId) => ({ productId, quantity: 1 })));
+    expect(res.status).toBe(201);
+    await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [res.body.id]);
+    return res.body.id as string;
+  };
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+    admin = (await createAdmin(t)).accessToken;
+    [alice, bob, carol] = await buyers(t.http, 3);
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('lets only customers with a paid order review a product, once', async () => {
+    const p = await createProduct(t, admin);
+    const before = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 5, comment: 'yum' }, { token: alice.token });
+    expect(before.status).toBe(403);
+    expect(before.body.code).toBe('REVIEW_NOT_ALLOWED');
+    const unpaid = await placeOrder(t.http, alice, [{ productId: p.id, quantity: 1 }]);
+    expect(unpaid.status).toBe(201);
+    expect((await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 5, comment: 'yum' }, { token: alice.token })).status).toBe(403);
+    await paidOrder(alice, [p.id]);
+    const ok = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 4, comment: 'good' }, { token: alice.token });
+    expect(ok.status).toBe(201);
+    const again = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 1, comment: 'changed my mind' }, { token: alice.token });
+    expect(again.status).toBe(409);
+    expect(again.body.code).toBe('REVIEW_EXISTS');
+    expect((await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 6, comment: 'x' }, { token: alice.token })).status).toBe(400);
+    const list = await t.http.get(`/v1/products/${p.id}/reviews`);
+    expect(list.body.items).toEqual([expect.objectContaining({ rating: 4, comment: 'good' })]);
+    expect((await t.http.get(`/v1/products/${p.id}`)).body.rating).toEqual({ average: 4, count: 1 });
+  });
+
+  it('keeps the rating average and count consistent under concurrent reviews', async () => {
+    const p = await createProduct(t, admin, { stock: 100 });
+    const reviewers = await buyers(t.http, 12);
+    for (const r of reviewers) await paidOrder(r, [p.id]);
+    const results = await Promise.all(
+      reviewers.flatMap((r, i) => [
+        t.http.post(`/v1/products/${p.id}/reviews`, { rating: 1 + (i % 5), comment: 'a' }, { token: r.token }),
+        t.http.post(`/v1/products/${p.id}/reviews`, { rating: 1 + (i % 5), comment: 'twice' }, { token: r.token }),
+      ]),
+    );
+    expect(results.filter((r) => r.status === 201)).toHaveLength(12);
+    expect(results.filter((r) => r.status === 409)).toHaveLength(12);
+    const row = (await t.db.pool.query(
+      `SELECT rating_sum, rating_count, (SELECT sum(rating)::int FROM reviews WHERE product_id = $1) AS s,
+              (SELECT count(*)::int FROM reviews WHERE product_id = $1) AS n
+         FROM products WHERE id = $1`,
+      [p.id],
+    )).rows[0];
+    expect(row.rating_count).toBe(12);
+    expect(row.rating_sum).toBe(row.s);
+    expect(row.n).toBe(12);
+  });
+
+  it('recommends products bought together, excluding what the customer already bought', async () => {
+    const [tea, honey, lemon, pens] = await Promise.all([1, 2, 3, 4].map(() => createProduct(t, admin, { stock: 50 })));
+    await paidOrder(alice, [tea.id, honey.id, lemon.id]);
+    await paidOrder(bob, [tea.id, honey.id]);
+    await paidOrder(carol, [pens.id]);
+    const unpaid = await placeOrder(t.http, carol, [{ productId: tea.id, quantity: 1 }, { productId: pens.id, quantity: 1 }]);
+    expect(unpaid.status).toBe(201);
+
+    await t.app.get(RecommendationsService).recompute();
+    await t.app.get(RecommendationsService).recompute(); // idempotent
+
+    const also = await t.http.get(`/v1/products/${tea.id}/also-bought`);
+    expect(also.status).toBe(200);
+    expect(also.body.items.map((i: { id: string }) => i.id)).toEqual([honey.id, lemon.id]);
+
+    const [dave] = await buyers(t.http, 1);
+    await paidOrder(dave, [honey.id]);
+    await t.app.get(RecommendationsService).recompute();
+    const forDave = await t.http.get('/v1/me/recommendations', { token: dave.token });
+    expect(forDave.body.items.map((i: { id: string }) => i.id)).toEqual([tea.id, lemon.id]);
+
+    const [newbie] = await buyers(t.http, 1);
+    const fallback = await t.http.get('/v1/me/recommendations', { token: newbie.token });
+    expect(fallback.status).toBe(200);
+    expect(fallback.body.items.length).toBeGreaterThan(0);
+    expect((await t.http.get('/v1/me/recommendations')).status).toBe(401);
+  });
+
+  it('hands out a signed upload URL and marks the image ready on a signed storage notification', async () => {
+    const p = await createProduct(t, admin);
+    const bad = await t.http.post(`/v1/admin/products/${p.id}/images`, { contentType: 'image/gif', sizeBytes: 10 }, { token: admin });
+    expect(bad.status).toBe(400);
+    const big = await t.http.post(`/v1/admin/products/${p.id}/images`, { contentType: 'image/png', sizeBytes: 20_000_000 }, { token: admin });
+    expect(big.status).toBe(400);
+    const up = await t.http.post(`/v1/admin/products/${p.id}/images`, { contentType: 'image/png', sizeBytes: 12345 }, { token: admin });
+    expect(up.status).toBe(201);
+    expect(up.body.uploadUrl).toMatch(/X-Signature=[0-9a-f]{64}/);
+    expect(Date.parse(up.body.expiresAt)).toBeGreaterThan(Date.now());
+
+    const key = `products/${p.id}/${up.body.imageId}`;
+    const raw = JSON.stringify({ key });
+    const sig = createHmac('sha256', t.config.storage.signingSecret).update(raw).digest('hex');
+    const forged = await t.http.request('POST', '/v1/webhooks/storage', undefined, { raw, headers: { 'x-storage-signature': '00'.repeat(32) } });
+    expect(forged.status).toBe(400);
+    expect(forged.body.code).toBe('WEBHOOK_SIGNATURE_INVALID');
+    for (let i = 0; i < 2; i++) {
+      const ok = await t.http.request('POST', '/v1/webhooks/storage', undefined, { raw, headers: { 'x-storage-signature': sig } });
+      expect(ok.status).toBe(204);
+    }
+    const product = await t.http.get(`/v1/products/${p.id}`);
+    expect(product.body.imageUrl).toBe(`${t.config.storage.baseUrl}/${key}`);
+  });
+});
