@@ -55,6 +55,7 @@ export async function startApi(env: Record<string, string>): Promise<{ url: stri
       ...process.env,
       NODE_ENV: 'production',
       JWT_SECRET: 'bench-only-secret-bench-only-secret-0123456789',
+      STORAGE_SIGNING_SECRET: 'bench-only-storage-secret-0123456789',
       LOG_LEVEL: 'warn',
       RATE_LIMIT_ENABLED: 'false',
       PORT: String(port),

@@ -3,6 +3,14 @@ import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { REDIS } from '../redis/redis.module';
 
+/** Reads the catalog version and the entry for it in ONE round trip. */
+const READ = `
+local version = redis.call('GET', KEYS[1]) or '0'
+return { version, redis.call('GET', KEYS[1] .. ':' .. version .. ':' .. ARGV[1]) }
+`;
+
+type VersionedRead = (versionKey: string, key: string) => Promise<[string, string | null]>;
+
 /** Cached pages live briefly: availability (on_hand − reserved) moves with every order. */
 export const CATALOG_TTL_MS = 5_000;
 
@@ -24,22 +32,27 @@ export class CatalogCache {
   private readonly logger = new Logger(CatalogCache.name);
   private readonly inflight = new Map<string, Promise<string>>();
   private readonly versionKey: string;
+  private readonly enabled: boolean;
 
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
     @Inject(APP_CONFIG) config: AppConfig,
   ) {
     this.versionKey = `${config.redis.keyPrefix}:catalog:version`;
+    this.enabled = config.catalogCacheEnabled;
+    if (!('catalogRead' in this.redis)) {
+      this.redis.defineCommand('catalogRead', { numberOfKeys: 1, lua: READ });
+    }
   }
 
   /** The cached JSON for `key`, or `build()`'s result (serialized and stored). */
   async getOrBuild(key: string, build: () => Promise<unknown>): Promise<string> {
-    const version = await this.safe(() => this.redis.get(this.versionKey));
+    if (!this.enabled) return JSON.stringify(await build());
+    const read = (this.redis as unknown as { catalogRead: VersionedRead }).catalogRead;
+    const found = await this.safe(() => read.call(this.redis, this.versionKey, key));
+    const version = found?.[0];
+    if (found?.[1]) return found[1];
     const fullKey = `${this.versionKey}:${version ?? '0'}:${key}`;
-    if (version !== undefined) {
-      const hit = await this.safe(() => this.redis.get(fullKey));
-      if (hit) return hit;
-    }
     const running = this.inflight.get(fullKey);
     if (running) return running;
     const rebuild = (async () => {

@@ -47,6 +47,7 @@ const envSchema = z.object({
   RESERVATION_TTL_SECONDS: int(900, 10, 86_400),
   SHOP_CURRENCY: z.string().regex(/^[A-Z]{3}$/).default('INR'),
   RATE_LIMIT_ENABLED: bool(true),
+  CATALOG_CACHE_ENABLED: bool(true),
   TRUST_PROXY: z.string().default('false'),
   SHUTDOWN_TIMEOUT_MS: int(10_000, 100, 120_000),
   STORAGE_BASE_URL: url(['http:', 'https:']).default('http://localhost:9000/shop-images'),
@@ -78,6 +79,7 @@ export interface AppConfig {
   /** The one ISO 4217 currency the shop sells in. */
   currency: string;
   rateLimitEnabled: boolean;
+  catalogCacheEnabled: boolean;
 }
 
 export class ConfigError extends Error {
@@ -149,5 +151,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     currency: e.SHOP_CURRENCY,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,
+    catalogCacheEnabled: e.CATALOG_CACHE_ENABLED,
   });
 }

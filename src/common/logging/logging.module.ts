@@ -29,7 +29,10 @@ export const REDACTED_PATHS = [
         pinoHttp: {
           level: config.logLevel,
           redact: { paths: REDACTED_PATHS, censor: '[REDACTED]' },
-          customProps: (req) => ({ requestId: (req as { id?: string }).id }),
+          // the request's logger is a child bound to the request id only (cheap), under the
+          // key `requestId`; the full request is logged once, on completion
+          quietReqLogger: true,
+          customAttributeKeys: { reqId: 'requestId' },
           // one line per request at info and below; above it the per-request logger work
           // would be spent for nothing
           autoLogging: ['info', 'debug', 'trace'].includes(config.logLevel)

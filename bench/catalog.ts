@@ -1,0 +1,125 @@
+/* eslint-disable @typescript-eslint/no-require-imports */
+/**
+ * `npm run bench:catalog` — catalog read throughput, in one run:
+ * a bare Nest-Fastify baseline route, cached product detail, cached listing page (20 items),
+ * and the same two uncached (a second API process with CATALOG_CACHE_ENABLED=false), on a fresh
+ * database seeded with 1,000+ products. Results go to docs/BENCHMARKS.md.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import { Pool } from 'pg';
+import { ROOT, build, freePort, freshDatabase, startApi, stopApi, writeBenchmarkSection } from './support';
+
+const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
+
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
+const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
+const PRODUCTS = Number(process.env.BENCH_PRODUCTS ?? 1000);
+
+interface Result {
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+}
+
+async function measure(url: string, paths: string[]): Promise<Result> {
+  let i = 0;
+  const run = async (duration: number) =>
+    autocannon({
+      url,
+      connections: CONNECTIONS,
+      duration,
+      requests: [{ method: 'GET', setupRequest: (req: Record<string, unknown>) => ({ ...req, path: paths[i++ % paths.length] }) }],
+    });
+  await run(2); // warm-up (fills the cache for the cached scenarios)
+  const r = await run(DURATION_S);
+  return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.non2xx + r.errors };
+}
+
+async function startBaseline(): Promise<{ url: string; proc: ChildProcess }> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, ['-r', './scripts/ts-register.js', 'bench/baseline-app.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(port) },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    if ((await fetch(`${url}/ping`).then((r) => r.status, () => 0)) === 200) return { url, proc };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('baseline app did not start');
+}
+
+async function seed(pool: Pool): Promise<string[]> {
+  await pool.query(`INSERT INTO categories (id, name, slug) VALUES (gen_random_uuid(), 'Bench', 'bench')`);
+  const { rows } = await pool.query(
+    `WITH p AS (
+       INSERT INTO products (sku, name, description, price_amount, currency, category_id, units_sold,
+                             rating_sum, rating_count, created_at)
+       SELECT 'BENCH-' || g, 'Product ' || g || ' ' || (ARRAY['trail mix','cashews','watercolour','brush','granola'])[1 + g % 5],
+              'Benchmark product number ' || g, 1000 + (g * 37) % 90000, 'INR',
+              (SELECT id FROM categories WHERE slug = 'bench'), (g * 13) % 500, (g % 5 + 1) * 3, 3,
+              now() - (g % 60) * interval '1 day'
+         FROM generate_series(1, $1) g
+       RETURNING id)
+     , inv AS (INSERT INTO inventory_items (product_id, on_hand, reserved) SELECT id, 100, 0 FROM p)
+     SELECT id FROM p`,
+    [PRODUCTS],
+  );
+  return rows.map((r: { id: string }) => r.id);
+}
+
+const fmt = (n: number) => n.toFixed(0);
+
+async function main(): Promise<void> {
+  console.log('building…');
+  build();
+  const url = await freshDatabase('shop_bench_catalog');
+  const pool = new Pool({ connectionString: url, max: 2 });
+  const ids = await seed(pool);
+  const cached = await startApi({ DATABASE_URL: url, REDIS_KEY_PREFIX: 'bench-catalog' });
+  const uncached = await startApi({ DATABASE_URL: url, REDIS_KEY_PREFIX: 'bench-catalog-off', CATALOG_CACHE_ENABLED: 'false' });
+  const baseline = await startBaseline();
+  try {
+    const detailPaths = ids.slice(0, 200).map((id) => `/v1/products/${id}`);
+    const listPaths = ['/v1/products?limit=20', '/v1/products?limit=20&sort=newest', '/v1/products?limit=20&sort=price_asc'];
+    console.log('baseline…');
+    const base = await measure(baseline.url, ['/ping']);
+    console.log('cached detail…');
+    const cDetail = await measure(cached.url, detailPaths);
+    console.log('cached listing…');
+    const cList = await measure(cached.url, listPaths);
+    console.log('uncached detail…');
+    const uDetail = await measure(uncached.url, detailPaths);
+    console.log('uncached listing…');
+    const uList = await measure(uncached.url, listPaths);
+
+    const row = (name: string, r: Result, ratio: string) =>
+      `| ${name} | ${fmt(r.rps)} | ${r.p50} / ${r.p99} | ${r.errors} | ${ratio} |`;
+    const md = `## Catalog reads
+
+Command: \`npm run bench:catalog\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_PRODUCTS=${PRODUCTS}). Measured ${new Date().toISOString().slice(0, 10)} on the 2-core development machine: \`node dist/main.js\` with NODE_ENV=production, LOG_LEVEL=warn, rate limiting off; the baseline is a bare Nest + Fastify app with one JSON route; "uncached" is a second API process with \`CATALOG_CACHE_ENABLED=false\`. Detail requests rotate over 200 products, listing requests over three first pages of 20 (relevance, newest, price).
+
+| scenario | req/s | p50 / p99 ms | errors | ratio |
+|---|---|---|---|---|
+${row('baseline route (bare Nest-Fastify)', base, '1.00× baseline')}
+${row('cached product detail', cDetail, `**${(cDetail.rps / base.rps).toFixed(2)}× baseline** (target ≥ 0.5)`)}
+${row('cached listing, 20 items', cList, `**${(cList.rps / base.rps).toFixed(2)}× baseline** (target ≥ 0.3)`)}
+${row('uncached product detail', uDetail, `${(uDetail.rps / base.rps).toFixed(2)}× baseline`)}
+${row('uncached listing, 20 items', uList, `${(uList.rps / base.rps).toFixed(2)}× baseline`)}
+
+Cached listing vs uncached listing: **${(cList.rps / uList.rps).toFixed(1)}×** (target ≥ 5×). Cached detail vs uncached detail: ${(cDetail.rps / uDetail.rps).toFixed(1)}×.
+`;
+    console.log(`\n${md}`);
+    writeBenchmarkSection('catalog', md);
+  } finally {
+    await Promise.all([stopApi(cached.proc), stopApi(uncached.proc), stopApi(baseline.proc)]);
+    await pool.end();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
