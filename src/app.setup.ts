@@ -9,6 +9,8 @@ import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
 import { mountOpenApi } from './common/http/openapi';
 import { MetricsService } from './metrics/metrics.service';
+import { CatalogCache } from './catalog/catalog-cache';
+import { registerCachedReads } from './catalog/cached-reads.hook';
 import { TransactionHost } from './database/transaction-host';
 
 export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
@@ -37,6 +39,8 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
   fastify.addHook('onRequest', async (request, reply) => {
     void reply.header('X-Request-Id', request.id);
   });
+  registerCachedReads(fastify, app.get(CatalogCache));
+
   // While shutting down, answer in-flight requests with Connection: close so keep-alive
   // sockets do not hold the process open after their last response.
   let closing = false;

@@ -45,11 +45,16 @@ export class CatalogCache {
     }
   }
 
+  /** The cached JSON for `key` if present (one round trip), else null. */
+  async peek(key: string): Promise<string | null> {
+    if (!this.enabled) return null;
+    return (await this.read(key))?.[1] ?? null;
+  }
+
   /** The cached JSON for `key`, or `build()`'s result (serialized and stored). */
   async getOrBuild(key: string, build: () => Promise<unknown>): Promise<string> {
     if (!this.enabled) return JSON.stringify(await build());
-    const read = (this.redis as unknown as { catalogRead: VersionedRead }).catalogRead;
-    const found = await this.safe(() => read.call(this.redis, this.versionKey, key));
+    const found = await this.read(key);
     const version = found?.[0];
     if (found?.[1]) return found[1];
     const fullKey = `${this.versionKey}:${version ?? '0'}:${key}`;
@@ -65,6 +70,11 @@ export class CatalogCache {
     })().finally(() => this.inflight.delete(fullKey));
     this.inflight.set(fullKey, rebuild);
     return rebuild;
+  }
+
+  private read(key: string): Promise<[string, string | null] | undefined> {
+    const read = (this.redis as unknown as { catalogRead: VersionedRead }).catalogRead;
+    return this.safe(() => read.call(this.redis, this.versionKey, key));
   }
 
   /** Call after a committed write that changes what catalog readers see. */

@@ -1,4 +1,5 @@
 import { Controller, Get, Header, Param, ParseUUIDPipe, Query } from '@nestjs/common';
+import { RequestUrl } from '../common/http/request-url.decorator';
 import { ApiOkResponse, ApiTags } from '@nestjs/swagger';
 import { Public } from '../common/http/public.decorator';
 import { CatalogService } from './catalog.service';
@@ -16,20 +17,20 @@ export class CatalogController {
   @Get('products')
   @Header('Content-Type', JSON_TYPE)
   @ApiOkResponse({ type: ProductPageDto })
-  list(@Query() query: ListProductsDto): Promise<string> {
-    return this.catalog.list(query);
+  list(@Query() query: ListProductsDto, @RequestUrl() url: string): Promise<string> {
+    return this.catalog.list(query, url);
   }
 
   @Get('products/:id')
   @Header('Content-Type', JSON_TYPE)
   @ApiOkResponse({ type: ProductDto })
-  product(@Param('id', new ParseUUIDPipe()) id: string): Promise<string> {
-    return this.catalog.product(id);
+  product(@Param('id', new ParseUUIDPipe()) id: string, @RequestUrl() url: string): Promise<string> {
+    return this.catalog.product(id, url);
   }
 
   @Get('categories')
   @Header('Content-Type', JSON_TYPE)
-  categories(): Promise<string> {
-    return this.catalog.categories();
+  categories(@RequestUrl() url: string): Promise<string> {
+    return this.catalog.categories(url);
   }
 }

@@ -1,5 +1,4 @@
 import { Injectable } from '@nestjs/common';
-import { createHash } from 'node:crypto';
 import { DomainError } from '../common/errors/domain-error';
 import { decodeCursor, encodeCursor } from '../common/pagination/cursor';
 import { Clock } from '../common/time/clock';
@@ -25,24 +24,24 @@ export class CatalogService {
     private readonly clock: Clock,
   ) {}
 
-  /** 404 PRODUCT_NOT_FOUND also for inactive products. */
-  product(id: string): Promise<string> {
-    return this.cache.getOrBuild(`product:${id}`, async () => {
+  /**
+   * 404 PRODUCT_NOT_FOUND also for inactive products. `url` (path + query as requested) is
+   * the cache key, so the cached-GET fast path (cached-reads.hook.ts) finds the same entry.
+   */
+  product(id: string, url: string): Promise<string> {
+    return this.cache.getOrBuild(url, async () => {
       const row = await this.products.findById(id, { activeOnly: true });
       if (!row) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
       return mapProduct(row);
     });
   }
 
-  list(query: ListProductsDto): Promise<string> {
-    const key = createHash('sha256')
-      .update(JSON.stringify([query.sort, query.limit, query.cursor, query.categoryId, query.q]))
-      .digest('base64url');
-    return this.cache.getOrBuild(`list:${key}`, () => this.page(query));
+  list(query: ListProductsDto, url: string): Promise<string> {
+    return this.cache.getOrBuild(url, () => this.page(query));
   }
 
-  categories(): Promise<string> {
-    return this.cache.getOrBuild('categories', async () => ({
+  categories(url: string): Promise<string> {
+    return this.cache.getOrBuild(url, async () => ({
       items: (await this.products.categories()) satisfies CategoryDto[],
     }));
   }
