@@ -1,8 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
+import { PAID_STATUSES } from '../orders/order-state-machine';
 import type { ProductRow } from './product.repository';
-
-const PAID = `('PAID', 'CONFIRMED', 'FULFILLED', 'PARTIALLY_REFUNDED')`;
 
 const SUMMARY = `p.id, p.sku, p.name, p.description, p.price_amount AS "priceAmount", p.currency,
   p.category_id AS "categoryId", p.image_url AS "imageUrl", p.active,
@@ -29,12 +28,12 @@ export class RecommendationRepository {
                                    ORDER BY count(DISTINCT a.order_id) DESC, b.product_id) AS rank
            FROM order_items a
            JOIN order_items b ON b.order_id = a.order_id AND b.product_id <> a.product_id
-           JOIN orders o ON o.id = a.order_id AND o.status IN ${PAID}
+           JOIN orders o ON o.id = a.order_id AND o.status = ANY($3::text[])
           GROUP BY a.product_id, b.product_id
        ) ranked
        WHERE rank <= $1
        RETURNING 1`,
-      [topK, at],
+      [topK, at, PAID_STATUSES],
     );
     return rows.length;
   }
@@ -56,7 +55,7 @@ export class RecommendationRepository {
     return this.tx.query(
       `WITH bought AS (
          SELECT DISTINCT i.product_id FROM orders o JOIN order_items i ON i.order_id = o.id
-          WHERE o.user_id = $1 AND o.status IN ${PAID}
+          WHERE o.user_id = $1 AND o.status = ANY($3::text[])
        ), scored AS (
          SELECT r.recommended_id, sum(r.score) AS score FROM product_recommendations r
           WHERE r.product_id IN (SELECT product_id FROM bought)
@@ -68,7 +67,7 @@ export class RecommendationRepository {
          JOIN inventory_items i ON i.product_id = p.id
         ORDER BY s.score DESC, p.id
         LIMIT $2`,
-      [userId, limit],
+      [userId, limit, PAID_STATUSES],
     );
   }
 }

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
+import { PAID_STATUSES } from '../orders/order-state-machine';
 
 export interface ReviewRow {
   id: string;
@@ -19,9 +20,9 @@ export class ReviewRepository {
     const rows = await this.tx.query(
       `SELECT 1 FROM orders o JOIN order_items i ON i.order_id = o.id
         WHERE o.user_id = $1 AND i.product_id = $2
-          AND o.status IN ('PAID', 'CONFIRMED', 'FULFILLED', 'PARTIALLY_REFUNDED')
+          AND o.status = ANY($3::text[])
         LIMIT 1`,
-      [userId, productId],
+      [userId, productId, PAID_STATUSES],
     );
     return rows.length > 0;
   }

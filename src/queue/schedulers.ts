@@ -1,36 +1,34 @@
 import { InjectQueue } from '@nestjs/bullmq';
 import { Injectable, OnApplicationBootstrap } from '@nestjs/common';
 import type { Queue } from 'bullmq';
+import { JOB_QUEUE, JobName, QueueName } from './queues';
 
-/** Repeatable jobs of the worker role (idempotent upserts: every worker may register them). */
+/** Repeatable jobs and how often they run. */
+export const SCHEDULES: { job: JobName; everyMs: number }[] = [
+  { job: 'orders.sweep-expired', everyMs: 60_000 },
+  { job: 'catalog.recompute-recommendations', everyMs: 600_000 },
+  { job: 'maintenance.purge-idempotency-keys', everyMs: 3_600_000 },
+  { job: 'maintenance.purge-outbox', everyMs: 3_600_000 },
+];
+
+/** Registers the repeatable jobs (idempotent upserts: every worker may do it). */
 @Injectable()
 export class Schedulers implements OnApplicationBootstrap {
+  private readonly queues: Partial<Record<QueueName, Queue>>;
+
   constructor(
-    @InjectQueue('orders') private readonly orders: Queue,
-    @InjectQueue('maintenance') private readonly maintenance: Queue,
-    @InjectQueue('catalog') private readonly catalog: Queue,
-  ) {}
+    @InjectQueue('orders') orders: Queue,
+    @InjectQueue('catalog') catalog: Queue,
+    @InjectQueue('maintenance') maintenance: Queue,
+  ) {
+    this.queues = { orders, catalog, maintenance };
+  }
 
   async onApplicationBootstrap(): Promise<void> {
-    await this.orders.upsertJobScheduler(
-      'orders.sweep-expired',
-      { every: 60_000 },
-      { name: 'orders.sweep-expired', data: {} },
-    );
-    await this.maintenance.upsertJobScheduler(
-      'maintenance.purge-idempotency-keys',
-      { every: 3_600_000 },
-      { name: 'maintenance.purge-idempotency-keys', data: {} },
-    );
-    await this.catalog.upsertJobScheduler(
-      'catalog.recompute-recommendations',
-      { every: 600_000 },
-      { name: 'catalog.recompute-recommendations', data: {} },
-    );
-    await this.maintenance.upsertJobScheduler(
-      'maintenance.purge-outbox',
-      { every: 3_600_000 },
-      { name: 'maintenance.purge-outbox', data: {} },
-    );
+    for (const { job, everyMs } of SCHEDULES) {
+      const queue = this.queues[JOB_QUEUE[job]];
+      if (!queue) throw new Error(`no queue injected for scheduled job ${job}`);
+      await queue.upsertJobScheduler(job, { every: everyMs }, { name: job, data: {} });
+    }
   }
 }
