@@ -56,7 +56,9 @@ export class Identity1763800000000 implements MigrationInterface {
         CONSTRAINT refresh_tokens_family_id_fkey
           FOREIGN KEY (family_id) REFERENCES refresh_token_families (id) ON DELETE CASCADE
       )`);
-    await q.query(`CREATE UNIQUE INDEX refresh_tokens_token_hash_key ON refresh_tokens (token_hash)`);
+    await q.query(
+      `CREATE UNIQUE INDEX refresh_tokens_token_hash_key ON refresh_tokens (token_hash)`,
+    );
     await q.query(`CREATE INDEX refresh_tokens_family_idx ON refresh_tokens (family_id)`);
   }
 

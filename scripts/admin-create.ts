@@ -1,29 +1,44 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
+import { isEmail } from 'class-validator';
 import { parseArgs } from 'node:util';
 import { AppModule } from '../src/app.module';
-import { AuthService } from '../src/auth/auth.service';
+import { AccountService } from '../src/auth/account.service';
+import { PASSWORD_MAX, PASSWORD_MIN } from '../src/auth/dto/auth.dto';
 import { loadConfig } from '../src/config/config';
+
+const USAGE = `usage: npm run admin:create -- --email <email> --password <${PASSWORD_MIN}..${PASSWORD_MAX} chars> [--name <name>]`;
 
 /**
  * `npm run admin:create -- --email <email> --password <password> [--name <name>]`
- * Creates the admin, or promotes an existing account (and sets its password). Idempotent.
- * This is how a production deployment gets its first admin: there are no default credentials.
+ *
+ * Creates the admin, or promotes an existing account (and sets its password, which revokes
+ * its sessions). Idempotent: running it again with the same arguments changes nothing. This is
+ * how a production deployment gets its first admin: there are no default credentials.
  */
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: { email: { type: 'string' }, password: { type: 'string' }, name: { type: 'string' } },
   });
-  if (!values.email || !values.password || values.password.length < 8 || values.password.length > 128) {
-    console.error('usage: npm run admin:create -- --email <email> --password <8..128 chars> [--name <name>]');
+  const { email, password } = values;
+  const name = values.name?.trim() || 'Administrator';
+  if (
+    !email ||
+    !isEmail(email.trim()) ||
+    !password ||
+    password.length < PASSWORD_MIN ||
+    password.length > PASSWORD_MAX ||
+    name.length > 200
+  ) {
+    console.error(USAGE);
     process.exit(2);
   }
   const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' });
-  const app = await NestFactory.createApplicationContext(AppModule.register(config), { logger: ['error'] });
+  const app = await NestFactory.createApplicationContext(AppModule.register(config), {
+    logger: ['error'],
+  });
   try {
-    const user = await app
-      .get(AuthService)
-      .ensureAccount(values.email, values.password, 'admin', values.name ?? 'Administrator');
+    const user = await app.get(AccountService).ensureAccount(email, password, 'admin', name);
     console.log(`admin ready: ${user.email} (${user.id})`);
   } finally {
     await app.close();

@@ -23,7 +23,7 @@ export class AccessTokenGuard implements CanActivate {
     if (isPublic) return true;
     const request = context.switchToHttp().getRequest<AuthenticatedRequest>();
     const header = request.headers.authorization;
-    const match = typeof header === 'string' ? /^Bearer ([^\s]+)$/.exec(header) : null;
+    const match = typeof header === 'string' ? /^Bearer ([^\s]+)$/i.exec(header) : null;
     if (!match) throw new DomainError('UNAUTHENTICATED', 'A bearer access token is required.');
     const claims = await this.tokens.verifyAccess(match[1]);
     request.user = {

@@ -1,14 +1,18 @@
 import { Body, Controller, Get, HttpCode, Post } from '@nestjs/common';
 import {
+  ApiBadRequestResponse,
   ApiBearerAuth,
   ApiConflictResponse,
   ApiCreatedResponse,
+  ApiForbiddenResponse,
   ApiNoContentResponse,
   ApiOkResponse,
   ApiTags,
+  ApiTooManyRequestsResponse,
   ApiUnauthorizedResponse,
 } from '@nestjs/swagger';
 import { Public } from '../common/http/public.decorator';
+import { AccountService } from './account.service';
 import { AuthService } from './auth.service';
 import {
   ChangePasswordDto,
@@ -21,6 +25,8 @@ import {
 import { CurrentPrincipal, Principal } from './principal';
 import { RateLimit } from './rate-limit.decorator';
 
+const RATE_LIMITED = { description: 'RATE_LIMITED, with Retry-After' };
+
 @ApiTags('auth')
 @Controller('v1/auth')
 export class AuthController {
@@ -30,7 +36,9 @@ export class AuthController {
   @RateLimit('register')
   @Post('register')
   @ApiCreatedResponse({ type: TokensDto })
+  @ApiBadRequestResponse({ description: 'VALIDATION_FAILED (e.g. password not 8..128 chars)' })
   @ApiConflictResponse({ description: 'EMAIL_TAKEN' })
+  @ApiTooManyRequestsResponse(RATE_LIMITED)
   register(@Body() dto: RegisterDto): Promise<TokensDto> {
     return this.auth.register(dto);
   }
@@ -41,6 +49,7 @@ export class AuthController {
   @HttpCode(200)
   @ApiOkResponse({ type: TokensDto })
   @ApiUnauthorizedResponse({ description: 'INVALID_CREDENTIALS' })
+  @ApiTooManyRequestsResponse(RATE_LIMITED)
   login(@Body() dto: LoginDto): Promise<TokensDto> {
     return this.auth.login(dto);
   }
@@ -48,8 +57,10 @@ export class AuthController {
   @Public()
   @Post('refresh')
   @HttpCode(200)
-  @ApiOkResponse({ type: TokensDto })
-  @ApiUnauthorizedResponse({ description: 'REFRESH_TOKEN_INVALID or REFRESH_TOKEN_REUSED' })
+  @ApiOkResponse({ type: TokensDto, description: 'A new pair; the presented token is spent' })
+  @ApiUnauthorizedResponse({
+    description: 'REFRESH_TOKEN_INVALID, or REFRESH_TOKEN_REUSED (its session is revoked)',
+  })
   refresh(@Body() dto: RefreshDto): Promise<TokensDto> {
     return this.auth.refresh(dto.refreshToken);
   }
@@ -57,7 +68,7 @@ export class AuthController {
   @Public()
   @Post('logout')
   @HttpCode(204)
-  @ApiNoContentResponse()
+  @ApiNoContentResponse({ description: 'The session (refresh-token family) is revoked' })
   logout(@Body() dto: RefreshDto): Promise<void> {
     return this.auth.logout(dto.refreshToken);
   }
@@ -65,20 +76,24 @@ export class AuthController {
 
 @ApiTags('auth')
 @ApiBearerAuth('bearer')
+@ApiUnauthorizedResponse({ description: 'UNAUTHENTICATED or TOKEN_INVALID' })
 @Controller('v1/me')
 export class MeController {
-  constructor(private readonly auth: AuthService) {}
+  constructor(private readonly accounts: AccountService) {}
 
   @Get()
   @ApiOkResponse({ type: UserDto })
   me(@CurrentPrincipal() me: Principal): Promise<UserDto> {
-    return this.auth.me(me.userId);
+    return this.accounts.me(me.userId);
   }
 
   @Post('password')
   @HttpCode(204)
-  @ApiNoContentResponse()
+  @RateLimit('password-change')
+  @ApiNoContentResponse({ description: 'Changed; every session of the user is revoked' })
+  @ApiForbiddenResponse({ description: 'CURRENT_PASSWORD_INCORRECT' })
+  @ApiTooManyRequestsResponse(RATE_LIMITED)
   changePassword(@CurrentPrincipal() me: Principal, @Body() dto: ChangePasswordDto): Promise<void> {
-    return this.auth.changePassword(me.userId, dto);
+    return this.accounts.changePassword(me.userId, dto);
   }
 }

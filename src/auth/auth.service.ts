@@ -1,167 +1,127 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Injectable } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
-import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
-import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
-import { User, UserRepository } from '../users/user.repository';
-import { ChangePasswordDto, LoginDto, RegisterDto, TokensDto, UserDto, mapUser } from './dto/auth.dto';
+import { normalizeEmail } from '../users/email';
+import { UserRepository } from '../users/user.repository';
+import { LoginDto, RegisterDto, TokensDto } from './dto/auth.dto';
 import { PasswordHasher } from './password-hasher';
-import { Role } from './permissions';
 import { RefreshTokenRepository } from './refresh-token.repository';
-import { TokenService } from './token.service';
+import { SecurityEvents } from './security-events';
+import { SessionIssuer } from './session-issuer';
+
+const invalidRefresh = () =>
+  new DomainError(
+    'REFRESH_TOKEN_INVALID',
+    'The refresh token is invalid or expired; sign in again.',
+  );
 
 /**
- * A token presented again within this many ms of being spent is treated as a concurrent
- * duplicate (two tabs refreshing at once): that request gets 401, the family stays valid, so
- * exactly one of two concurrent refreshes wins. Later reuse is theft: the family is revoked.
+ * Sessions: register, login, refresh rotation with reuse detection, logout.
+ *
+ * Refresh rotation: every refresh spends the presented token and issues the next one of the
+ * same family. Presenting a token that was already spent means a copy exists, so the whole
+ * family is revoked (the copy's holder and the owner both have to sign in again), the caller
+ * gets 401 REFRESH_TOKEN_REUSED, and a security event is recorded.
+ *
+ * Concurrent refreshes with one token: the guarded UPDATE in RefreshTokenRepository.spend()
+ * lets exactly one of them win (200, new pair). Every other one finds the token spent, which the
+ * server cannot tell apart from a thief replaying it, so it is treated as reuse: 401
+ * REFRESH_TOKEN_REUSED and the family, including the winner's new refresh token, is revoked.
+ * Clients must therefore keep at most one refresh in flight per session. Access tokens are not
+ * looked up: one already issued stays valid until it expires (config.jwt.accessTtlSeconds).
  */
-export const REFRESH_RACE_LEEWAY_MS = 5000;
-
-/** Accounts and sessions: register, login, refresh rotation with reuse detection, logout. */
 @Injectable()
 export class AuthService {
-  private readonly logger = new Logger('Security');
-
   constructor(
     private readonly users: UserRepository,
     private readonly refreshTokens: RefreshTokenRepository,
+    private readonly sessions: SessionIssuer,
     private readonly hasher: PasswordHasher,
-    private readonly tokens: TokenService,
+    private readonly events: SecurityEvents,
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
-    private readonly ids: IdGenerator,
-    @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
+  /** A new customer account and its first session. 409 EMAIL_TAKEN, also under a race. */
   async register(dto: RegisterDto): Promise<TokensDto> {
-    const passwordHash = await this.hasher.hash(dto.password);
-    const user = await this.users.create({
-      email: dto.email,
-      name: dto.name.trim(),
-      role: 'customer',
-      passwordHash,
+    const passwordHash = await this.hasher.hash(dto.password); // CPU-bound: before the transaction
+    const now = this.clock.now();
+    const { user, session } = await this.tx.run(async () => {
+      const created = await this.users.create({
+        email: normalizeEmail(dto.email),
+        name: dto.name,
+        role: 'customer',
+        passwordHash,
+      });
+      if (!created) throw new DomainError('EMAIL_TAKEN', 'An account with this email exists.');
+      return { user: created, session: await this.sessions.open(created.id, now) };
     });
-    if (!user) throw new DomainError('EMAIL_TAKEN', 'An account with this email exists.');
-    return this.startSession(user);
+    return this.sessions.tokensFor(user, session);
   }
 
-  /** Same answer and similar time for an unknown email and a wrong password. */
+  /**
+   * The same 401 INVALID_CREDENTIALS for an unknown email and a wrong password, after the same
+   * work (an unknown email is verified against a dummy hash). A hash made with parameters
+   * weaker than today's is replaced by a new one.
+   */
   async login(dto: LoginDto): Promise<TokensDto> {
-    const user = await this.users.findByEmail(dto.email);
+    const user = await this.users.findByEmail(normalizeEmail(dto.email));
     const ok = user
       ? await this.hasher.verify(user.passwordHash, dto.password)
       : await this.hasher.verifyDummy(dto.password);
     if (!user || !ok) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
-    if (this.hasher.needsRehash(user.passwordHash)) {
-      await this.users.setPasswordHash(user.id, await this.hasher.hash(dto.password));
-    }
-    return this.startSession(user);
-  }
-
-  /**
-   * Spends the presented refresh token and issues a new pair in the same family. A token that
-   * was already spent means it was copied: the whole family is revoked (the thief's and the
-   * owner's tokens both stop working) and a security event is logged.
-   */
-  async refresh(token: string): Promise<TokensDto> {
+    const upgraded = this.hasher.needsRehash(user.passwordHash)
+      ? await this.hasher.hash(dto.password)
+      : null;
     const now = this.clock.now();
-    const result = await this.tx.run(() =>
-      this.refreshTokens.spend(this.tokens.hashRefreshToken(token), now),
-    );
-    const racing =
-      result.refusal === 'reused' &&
-      result.spentAt !== undefined &&
-      now.getTime() - result.spentAt.getTime() < REFRESH_RACE_LEEWAY_MS;
-    if (result.refusal === 'reused' && !racing) {
-      await this.refreshTokens.revokeFamily(result.familyId, 'reuse-detected', now);
-      this.logger.warn({ event: 'refresh_token_reuse', userId: result.userId, familyId: result.familyId }, 'refresh token reuse: family revoked');
-      throw new DomainError('REFRESH_TOKEN_REUSED', 'This refresh token was already used; sign in again.');
-    }
-    if (result.refusal) {
-      throw new DomainError('REFRESH_TOKEN_INVALID', 'The refresh token is invalid, expired or already used.');
-    }
-    const user = await this.users.findById(result.userId);
-    if (!user) throw new DomainError('REFRESH_TOKEN_INVALID', 'The refresh token is invalid or expired.');
-    return this.issue(user, result.familyId, now);
+    const session = await this.tx.run(async () => {
+      if (upgraded) await this.users.setPasswordHash(user.id, upgraded, now);
+      return this.sessions.open(user.id, now);
+    });
+    return this.sessions.tokensFor(user, session);
   }
 
-  /** Revokes the token's family (idempotent; an unknown token is not an error). */
-  async logout(token: string): Promise<void> {
+  /** Spends the refresh token and issues the next pair of its family (see the class comment). */
+  async refresh(refreshToken: string): Promise<TokensDto> {
     const now = this.clock.now();
-    await this.tx.run(async () => {
-      const result = await this.refreshTokens.spend(this.tokens.hashRefreshToken(token), now);
-      if (result.familyId) await this.refreshTokens.revokeFamily(result.familyId, 'logout', now);
+    const tokenHash = this.sessions.hashOf(refreshToken);
+    const result = await this.tx.run(async () => {
+      const spent = await this.refreshTokens.spend(tokenHash, now);
+      if (spent.status === 'invalid') return spent;
+      if (spent.status === 'reused') {
+        // committed before the 401 is answered
+        await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected', now);
+        return spent;
+      }
+      const user = await this.users.findById(spent.userId);
+      if (!user) throw invalidRefresh(); // cannot happen: families are deleted with their user
+      return { ...spent, user, session: await this.sessions.rotate(spent.familyId, now) };
     });
-  }
-
-  async changePassword(userId: string, dto: ChangePasswordDto): Promise<void> {
-    const user = await this.users.findById(userId);
-    if (!user || !(await this.hasher.verify(user.passwordHash, dto.currentPassword))) {
-      throw new DomainError('INVALID_CREDENTIALS', 'The current password is wrong.');
+    switch (result.status) {
+      case 'invalid':
+        throw invalidRefresh();
+      case 'reused':
+        this.events.record({
+          event: 'refresh_token_reuse',
+          userId: result.userId,
+          familyId: result.familyId,
+        });
+        throw new DomainError(
+          'REFRESH_TOKEN_REUSED',
+          'This refresh token was already used; the session is revoked. Sign in again.',
+        );
+      case 'spent':
+        return this.sessions.tokensFor(result.user, result.session);
     }
-    const hash = await this.hasher.hash(dto.newPassword);
-    await this.tx.run(async () => {
-      await this.users.setPasswordHash(userId, hash);
-      await this.refreshTokens.revokeAllOfUser(userId, 'password-changed', this.clock.now());
-    });
   }
 
-  async me(userId: string): Promise<UserDto> {
-    const user = await this.users.findById(userId);
-    if (!user) throw new DomainError('UNAUTHENTICATED', 'The account no longer exists.');
-    return mapUser(user);
-  }
-
-  /** Creates or promotes an account to `role` with this password (admin:create, seed). */
-  async ensureAccount(email: string, password: string, role: Role, name: string): Promise<UserDto> {
-    const normalized = email.trim().toLowerCase();
-    const existing = await this.users.findByEmail(normalized);
-    if (existing && existing.role === role && (await this.hasher.verify(existing.passwordHash, password))) {
-      return mapUser(existing);
-    }
-    const user = await this.users.upsertWithRole({
-      email: normalized,
-      name,
-      role,
-      passwordHash: await this.hasher.hash(password),
-    });
-    return mapUser(user);
-  }
-
-  private async startSession(user: User): Promise<TokensDto> {
-    const now = this.clock.now();
-    const familyId = this.ids.uuid();
-    await this.tx.run(() =>
-      this.refreshTokens.createFamily(
-        familyId,
-        user.id,
-        now,
-        new Date(now.getTime() + this.config.jwt.refreshTtlSeconds * 1000),
-      ),
+  /** Revokes the token's family. Idempotent; an unknown token is not an error (204 either way). */
+  async logout(refreshToken: string): Promise<void> {
+    await this.refreshTokens.revokeFamilyOfToken(
+      this.sessions.hashOf(refreshToken),
+      'logout',
+      this.clock.now(),
     );
-    return this.issue(user, familyId, now);
-  }
-
-  private async issue(user: User, familyId: string, now: Date): Promise<TokensDto> {
-    const refreshToken = this.tokens.newRefreshToken();
-    await this.refreshTokens.addToken(
-      familyId,
-      this.tokens.hashRefreshToken(refreshToken),
-      now,
-      new Date(now.getTime() + this.config.jwt.refreshIdleSeconds * 1000),
-    );
-    const accessToken = await this.tokens.signAccess({
-      sub: user.id,
-      email: user.email,
-      role: user.role,
-      fam: familyId,
-    });
-    return {
-      user: mapUser(user),
-      accessToken,
-      refreshToken,
-      expiresIn: this.config.jwt.accessTtlSeconds,
-    };
   }
 }

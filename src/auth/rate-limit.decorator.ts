@@ -1,10 +1,26 @@
 import { SetMetadata } from '@nestjs/common';
 
-/** Route-specific limits on top of the default per-IP limit (see rate-limit.policies.ts). */
-export type RateLimitScope = 'login' | 'register' | 'order-create';
+/**
+ * Route-specific limits, on top of the default per-client-IP limit that every route has.
+ * Each scope switches on the named policies of src/common/throttling/rate-limit.policies.ts:
+ *
+ * - `login`: `login-ip` (20/min per client IP) and `login-account` (5/min per account email)
+ * - `register`: `register-ip` (10/hour per client IP)
+ * - `order-create`: `order-create` (30/min per signed-in user)
+ * - `password-change`: `password-change` (5/min per signed-in user)
+ *
+ * Usage, e.g. on the order creation route:
+ *
+ *     @Post()
+ *     @RateLimit('order-create')
+ *     create(@CurrentPrincipal() me: Principal, @Body() dto: CreateOrderDto) { … }
+ *
+ * Refusals are 429 RATE_LIMITED with Retry-After; every limited answer carries the IETF
+ * `RateLimit-Policy` and `RateLimit` headers. `RATE_LIMIT_ENABLED=false` switches all of it off.
+ */
+export type RateLimitScope = 'login' | 'register' | 'order-create' | 'password-change';
 
 export const RATE_LIMIT_SCOPE = 'rateLimit:scope';
 
-/** e.g. `@RateLimit('order-create')` on POST /v1/orders. */
 export const RateLimit = (scope: RateLimitScope): MethodDecorator =>
   SetMetadata(RATE_LIMIT_SCOPE, scope);

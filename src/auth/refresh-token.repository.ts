@@ -1,67 +1,79 @@
 import { Injectable } from '@nestjs/common';
+import type { Repository } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
+import { RefreshTokenEntity } from './entities/refresh-token.entity';
 
-export interface SpendResult {
-  familyId: string;
-  userId: string;
-  /** Why the token cannot be used; absent when it was spent just now by this call. */
-  refusal?: 'unknown' | 'reused' | 'revoked' | 'expired';
-  /** For a reused token: when it was spent. */
-  spentAt?: Date;
-}
+/** What presenting a refresh token amounted to. */
+export type SpendOutcome =
+  /** This call spent a live token: the caller may issue the next one in the family. */
+  | { status: 'spent'; familyId: string; userId: string }
+  /** The token had been spent before: a copy is in use (theft, or a racing duplicate). */
+  | { status: 'reused'; familyId: string; userId: string }
+  /** Unknown, idle-expired, past the family's lifetime, or in a revoked family. */
+  | { status: 'invalid' };
 
-/** The only place that builds SQL for refresh tokens and their families. Tokens are stored hashed. */
+/**
+ * The only place that builds queries for refresh tokens and their families. Tokens are stored
+ * as SHA-256 hashes; the caller hashes before calling.
+ */
 @Injectable()
 export class RefreshTokenRepository {
   constructor(private readonly tx: TransactionHost) {}
 
-  async createFamily(id: string, userId: string, now: Date, expiresAt: Date): Promise<void> {
-    await this.tx.query(
-      `INSERT INTO refresh_token_families (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)`,
-      [id, userId, now, expiresAt],
-    );
+  private get tokens(): Repository<RefreshTokenEntity> {
+    return this.tx.manager.getRepository(RefreshTokenEntity);
   }
 
-  async addToken(familyId: string, tokenHash: string, now: Date, idleExpiresAt: Date): Promise<void> {
+  /** Starts a family (one sign-in) and returns its id. */
+  async createFamily(userId: string, now: Date, expiresAt: Date): Promise<string> {
+    const rows = await this.tx.query<{ id: string }>(
+      `INSERT INTO refresh_token_families (user_id, created_at, expires_at)
+       VALUES ($1, $2, $3) RETURNING id`,
+      [userId, now, expiresAt],
+    );
+    return rows[0].id;
+  }
+
+  async addToken(
+    familyId: string,
+    tokenHash: string,
+    now: Date,
+    idleExpiresAt: Date,
+  ): Promise<void> {
     await this.tx.query(
-      `INSERT INTO refresh_tokens (token_hash, family_id, issued_at, idle_expires_at) VALUES ($1, $2, $3, $4)`,
+      `INSERT INTO refresh_tokens (token_hash, family_id, issued_at, idle_expires_at)
+       VALUES ($1, $2, $3, $4)`,
       [tokenHash, familyId, now, idleExpiresAt],
     );
   }
 
   /**
-   * Spends the token with a guarded UPDATE (… WHERE spent_at IS NULL): of two concurrent
-   * refreshes with the same token exactly one gets the row back; the other sees it spent and
-   * is treated as reuse.
+   * Spends the token if it is live, with one guarded UPDATE (`… AND spent_at IS NULL
+   * RETURNING`): the database decides. Of N concurrent calls with one token exactly one gets
+   * the row back; the others block on its row lock, re-check `spent_at IS NULL` once the winner
+   * commits, match nothing, and then find the token spent, i.e. `reused`.
    */
-  async spend(tokenHash: string, now: Date): Promise<SpendResult> {
-    const spent: { family_id: string; user_id: string; revoked_at: Date | null; expires_at: Date; idle_expires_at: Date }[] =
-      await this.tx.query(
-        `UPDATE refresh_tokens t SET spent_at = $2
-           FROM refresh_token_families f
-          WHERE t.token_hash = $1 AND t.spent_at IS NULL AND f.id = t.family_id
-         RETURNING f.id AS family_id, f.user_id, f.revoked_at, f.expires_at, t.idle_expires_at`,
-        [tokenHash, now],
-      );
-    const row = spent[0];
-    if (row) {
-      const result = { familyId: row.family_id, userId: row.user_id };
-      if (row.revoked_at) return { ...result, refusal: 'revoked' };
-      if (row.expires_at <= now || row.idle_expires_at <= now) return { ...result, refusal: 'expired' };
-      return result;
-    }
-    const known: { family_id: string; user_id: string; spent_at: Date }[] = await this.tx.query(
-      `SELECT t.family_id, f.user_id, t.spent_at FROM refresh_tokens t
-         JOIN refresh_token_families f ON f.id = t.family_id WHERE t.token_hash = $1`,
-      [tokenHash],
+  async spend(tokenHash: string, now: Date): Promise<SpendOutcome> {
+    const spent = await this.tx.query<{ family_id: string; user_id: string }>(
+      `UPDATE refresh_tokens t SET spent_at = $2
+         FROM refresh_token_families f
+        WHERE t.token_hash = $1
+          AND t.spent_at IS NULL
+          AND t.idle_expires_at > $2
+          AND f.id = t.family_id
+          AND f.revoked_at IS NULL
+          AND f.expires_at > $2
+       RETURNING f.id AS family_id, f.user_id`,
+      [tokenHash, now],
     );
-    if (!known[0]) return { familyId: '', userId: '', refusal: 'unknown' };
-    return {
-      familyId: known[0].family_id,
-      userId: known[0].user_id,
-      refusal: 'reused',
-      spentAt: known[0].spent_at,
-    };
+    if (spent[0])
+      return { status: 'spent', familyId: spent[0].family_id, userId: spent[0].user_id };
+
+    const token = await this.tokens.findOne({ where: { tokenHash }, relations: { family: true } });
+    if (token?.spentAt && token.family) {
+      return { status: 'reused', familyId: token.familyId, userId: token.family.userId };
+    }
+    return { status: 'invalid' };
   }
 
   async revokeFamily(familyId: string, reason: string, now: Date): Promise<void> {
@@ -69,6 +81,16 @@ export class RefreshTokenRepository {
       `UPDATE refresh_token_families SET revoked_at = $2, revoked_reason = $3
         WHERE id = $1 AND revoked_at IS NULL`,
       [familyId, now, reason],
+    );
+  }
+
+  /** Revokes the family the token belongs to, whatever the token's state. */
+  async revokeFamilyOfToken(tokenHash: string, reason: string, now: Date): Promise<void> {
+    await this.tx.query(
+      `UPDATE refresh_token_families f SET revoked_at = $2, revoked_reason = $3
+         FROM refresh_tokens t
+        WHERE t.token_hash = $1 AND f.id = t.family_id AND f.revoked_at IS NULL`,
+      [tokenHash, now, reason],
     );
   }
 

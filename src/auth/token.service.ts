@@ -1,25 +1,35 @@
 import { Injectable } from '@nestjs/common';
 import { JwtService } from '@nestjs/jwt';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { DomainError } from '../common/errors/domain-error';
 import { ROLES, Role } from './permissions';
+import { SecureRandom } from './secure-random';
 
 export interface AccessClaims {
   sub: string;
   email: string;
   role: Role;
+  /** The refresh-token family (session) the token was issued in. */
   fam: string;
   typ: 'access';
 }
 
-export const JWT_ALGORITHM = 'HS256';
+/** 256 bits. */
+export const REFRESH_TOKEN_BYTES = 32;
 
-/** Signs and verifies access tokens (pinned algorithm, iss, aud, typ) and makes refresh tokens. */
+const invalid = () => new DomainError('TOKEN_INVALID', 'The access token is invalid or expired.');
+
+/**
+ * Access tokens: JWTs signed and verified with the options of jwtModuleOptions() (HS256 only,
+ * iss, aud, exp) carrying `typ: 'access'`. Refresh tokens: opaque CSPRNG strings, stored hashed.
+ */
 @Injectable()
 export class TokenService {
-  constructor(private readonly jwt: JwtService) {}
+  constructor(
+    private readonly jwt: JwtService,
+    private readonly random: SecureRandom,
+  ) {}
 
-  /** Algorithm, key, issuer, audience and lifetime come from the JwtModule registration. */
   signAccess(claims: Omit<AccessClaims, 'typ'>): Promise<string> {
     return this.jwt.signAsync({ ...claims, typ: 'access' });
   }
@@ -28,28 +38,34 @@ export class TokenService {
   async verifyAccess(token: string): Promise<AccessClaims> {
     let payload: Record<string, unknown>;
     try {
-      // pinned algorithm, issuer and audience: see the JwtModule registration
       payload = await this.jwt.verifyAsync(token);
     } catch {
-      throw new DomainError('TOKEN_INVALID', 'The access token is invalid or expired.');
+      throw invalid();
     }
     if (
       payload.typ !== 'access' ||
+      typeof payload.exp !== 'number' ||
       typeof payload.sub !== 'string' ||
       typeof payload.fam !== 'string' ||
       typeof payload.email !== 'string' ||
       !ROLES.includes(payload.role as Role)
     ) {
-      throw new DomainError('TOKEN_INVALID', 'The access token is invalid or expired.');
+      throw invalid();
     }
-    return payload as unknown as AccessClaims;
+    return {
+      sub: payload.sub,
+      email: payload.email,
+      role: payload.role as Role,
+      fam: payload.fam,
+      typ: 'access',
+    };
   }
 
-  /** 256 bits from the CSPRNG, base64url. */
   newRefreshToken(): string {
-    return randomBytes(32).toString('base64url');
+    return this.random.token(REFRESH_TOKEN_BYTES);
   }
 
+  /** SHA-256, hex: what the database keeps instead of the token. */
   hashRefreshToken(token: string): string {
     return createHash('sha256').update(token).digest('hex');
   }

@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { AuthService } from '../auth/auth.service';
+import { AccountService } from '../auth/account.service';
 import { CatalogSeeder } from '../catalog/catalog.seeder';
 import { APP_CONFIG, AppConfig } from '../config/config';
 
@@ -13,7 +13,7 @@ export const DEMO_CUSTOMER = { email: 'customer@shop.local', password: 'customer
 @Injectable()
 export class DemoSeeder {
   constructor(
-    private readonly auth: AuthService,
+    private readonly accounts: AccountService,
     private readonly catalog: CatalogSeeder,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
@@ -23,8 +23,10 @@ export class DemoSeeder {
   }
 
   async run(): Promise<string[]> {
-    await this.auth.ensureAccount(DEMO_ADMIN.email, DEMO_ADMIN.password, 'admin', 'Demo Admin');
-    await this.auth.ensureAccount(
+    // demo credentials must never exist in production (the first admin: npm run admin:create)
+    if (this.config.isProduction) throw new Error('demo data is never loaded in production');
+    await this.accounts.ensureAccount(DEMO_ADMIN.email, DEMO_ADMIN.password, 'admin', 'Demo Admin');
+    await this.accounts.ensureAccount(
       DEMO_CUSTOMER.email,
       DEMO_CUSTOMER.password,
       'customer',

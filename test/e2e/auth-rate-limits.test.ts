@@ -1,19 +1,26 @@
+import Redis from 'ioredis';
 import { randomUUID } from 'node:crypto';
-import { registerCustomer, TEST_PASSWORD } from '../support/auth';
+import { TEST_PASSWORD, registerCustomer, withAuthProbe } from '../support/auth';
+import { PrivateRedis } from '../support/private-redis';
 import { TestApp, bootTestApp } from '../support/test-app';
 
+// The harness switches throttling off (test/support/env.ts); every app here switches it on.
 const xff = (ip: string) => ({ headers: { 'x-forwarded-for': ip } });
+const wrongLogin = (t: TestApp, email: string, ip: string) =>
+  t.http.post('/v1/auth/login', { email, password: 'wrong-password' }, xff(ip));
 
-describe('rate limits (Redis-backed, shared by every instance)', () => {
+describe('rate limits behind a trusted proxy, shared by two API instances', () => {
   let a: TestApp;
   let b: TestApp;
 
   beforeAll(async () => {
-    a = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1' } });
+    const env = { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1' };
+    a = await bootTestApp({ env, module: withAuthProbe });
     // a second API instance on the same database and the same Redis key space
     b = await bootTestApp({
       db: a.db,
-      env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1', REDIS_KEY_PREFIX: a.config.redis.keyPrefix },
+      env: { ...env, REDIS_KEY_PREFIX: a.config.redis.keyPrefix },
+      module: withAuthProbe,
     });
   });
   afterAll(async () => {
@@ -25,41 +32,144 @@ describe('rate limits (Redis-backed, shared by every instance)', () => {
     const victim = await registerCustomer(a.http, xff('10.0.0.1'));
     const bystander = await registerCustomer(a.http, xff('10.0.0.2'));
     const responses = [];
-    for (let i = 0; i < 6; i++) {
-      responses.push(
-        await a.http.post('/v1/auth/login', { email: victim.email, password: 'wrong-password' }, xff(`10.1.0.${i}`)),
-      );
-    }
+    for (let i = 0; i < 6; i++) responses.push(await wrongLogin(a, victim.email, `10.1.0.${i}`));
     expect(responses.map((r) => r.status)).toEqual([401, 401, 401, 401, 401, 429]);
-    expect(responses[5].body.code).toBe('RATE_LIMITED');
-    expect(Number(responses[5].headers.get('retry-after'))).toBeGreaterThan(0);
+    const refused = responses[5];
+    expect(refused.headers.get('content-type')).toMatch(/problem\+json/);
+    expect(refused.body).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+    const retryAfter = Number(refused.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThan(0);
+    expect(retryAfter).toBeLessThanOrEqual(60);
+    expect(refused.headers.get('ratelimit')).toMatch(/"login-account";r=0;t=\d+/);
+    // the right password does not get through either while the account is limited
+    expect(
+      (
+        await a.http.post(
+          '/v1/auth/login',
+          { email: victim.email, password: TEST_PASSWORD },
+          xff('10.1.1.1'),
+        )
+      ).status,
+    ).toBe(429);
 
-    const other = await a.http.post('/v1/auth/login', { email: bystander.email, password: TEST_PASSWORD }, xff('10.2.0.1'));
+    const other = await a.http.post(
+      '/v1/auth/login',
+      { email: bystander.email, password: TEST_PASSWORD },
+      xff('10.2.0.1'),
+    );
     expect(other.status).toBe(200);
-    expect(other.headers.get('ratelimit-policy')).toMatch(/"login-account";q=5;w=60/);
+    const policy = other.headers.get('ratelimit-policy')!;
+    expect(policy).toContain('"default";q=300;w=60');
+    expect(policy).toContain('"login-ip";q=20;w=60');
+    expect(policy).toContain('"login-account";q=5;w=60');
     expect(other.headers.get('ratelimit')).toMatch(/"login-account";r=4;t=\d+/);
   });
 
-  it('counts across two API instances', async () => {
+  it('counts one account across both instances', async () => {
     const s = await registerCustomer(a.http, xff('10.3.0.1'));
     const apps = [a, b, a, b, a, b];
     const statuses = [];
-    for (const [i, app] of apps.entries()) {
-      statuses.push((await app.http.post('/v1/auth/login', { email: s.email, password: 'nope-nope' }, xff(`10.4.0.${i}`))).status);
-    }
+    for (const [i, app] of apps.entries())
+      statuses.push((await wrongLogin(app, s.email, `10.4.0.${i}`)).status);
     expect(statuses).toEqual([401, 401, 401, 401, 401, 429]);
   });
 
-  it('limits registration per client IP', async () => {
-    const ip = '10.5.0.1';
+  it('limits login attempts per client IP (20 a minute), whatever the accounts', async () => {
+    const statuses = [];
+    for (let i = 0; i < 21; i++) {
+      const app = i % 2 ? b : a;
+      statuses.push((await wrongLogin(app, `nobody-${randomUUID()}@x.io`, '10.6.0.1')).status);
+    }
+    expect(statuses.slice(0, 20).every((s) => s === 401)).toBe(true);
+    expect(statuses[20]).toBe(429);
+    // another client is unaffected
+    expect((await wrongLogin(a, `nobody-${randomUUID()}@x.io`, '10.6.0.2')).status).toBe(401);
+  });
+
+  it('limits registration per client IP (10 an hour), counted before validation', async () => {
     const statuses = [];
     for (let i = 0; i < 11; i++) {
+      const app = i % 2 ? b : a;
       statuses.push(
-        (await a.http.post('/v1/auth/register', { email: `${randomUUID()}@x.io`, password: 'short' }, xff(ip))).status,
+        (
+          await app.http.post(
+            '/v1/auth/register',
+            { email: `${randomUUID()}@x.io`, password: 'short' },
+            xff('10.5.0.1'),
+          )
+        ).status,
       );
     }
     expect(statuses.slice(0, 10).every((s) => s === 400)).toBe(true);
     expect(statuses[10]).toBe(429);
+    const res = await a.http.post(
+      '/v1/auth/register',
+      { email: `${randomUUID()}@x.io`, password: 'short' },
+      xff('10.5.0.1'),
+    );
+    expect(res.headers.get('ratelimit-policy')).toContain('"register-ip";q=10;w=3600');
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(60); // the hour window
+  });
+
+  it('limits every route per client IP and says so in RateLimit headers, even before authentication', async () => {
+    const refresh = (app: TestApp) =>
+      app.http.post('/v1/auth/refresh', { refreshToken: 'never-issued' }, xff('10.7.0.1'));
+    const first = await refresh(a);
+    const second = await refresh(b);
+    expect(first.status).toBe(401);
+    expect(first.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60');
+    expect(first.headers.get('ratelimit')).toMatch(/^"default";r=299;t=\d+$/);
+    expect(second.headers.get('ratelimit')).toMatch(/^"default";r=298;t=\d+$/);
+    // an unauthenticated request to a protected route is counted too
+    const denied = await a.http.get('/v1/me', xff('10.7.0.1'));
+    expect(denied.status).toBe(401);
+    expect(denied.headers.get('ratelimit')).toMatch(/^"default";r=297;t=\d+$/);
+    // liveness probes are exempt (@SkipThrottle on the health controller)
+    expect((await a.http.get('/health/live', xff('10.7.0.1'))).headers.get('ratelimit')).toBeNull();
+  });
+
+  it('limits order creation per signed-in user, not per IP (the order-create policy)', async () => {
+    const alice = await registerCustomer(a.http, xff('10.8.0.1'));
+    const bob = await registerCustomer(a.http, xff('10.8.0.2'));
+    const create = (app: TestApp, token: string) =>
+      app.http.post('/v1/__auth-probe/orders', {}, { token, ...xff('10.8.1.1') });
+    const statuses = [];
+    for (let i = 0; i < 31; i++)
+      statuses.push((await create(i % 2 ? b : a, alice.accessToken)).status);
+    expect(statuses.slice(0, 30).every((s) => s === 200)).toBe(true);
+    expect(statuses[30]).toBe(429);
+    const fromBob = await create(a, bob.accessToken); // same IP, another user
+    expect(fromBob.status).toBe(200);
+    expect(fromBob.headers.get('ratelimit-policy')).toContain('"order-create";q=30;w=60');
+    expect(fromBob.headers.get('ratelimit')).toMatch(/"order-create";r=29;t=\d+/);
+  });
+
+  it('limits password-change attempts per user', async () => {
+    const s = await registerCustomer(a.http, xff('10.9.0.1'));
+    const statuses = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await a.http.post(
+        '/v1/me/password',
+        { currentPassword: `guess-${i}-guess`, newPassword: 'a-new-password' },
+        { token: s.accessToken, ...xff(`10.9.1.${i}`) },
+      );
+      statuses.push(r.status);
+    }
+    expect(statuses).toEqual([403, 403, 403, 403, 403, 429]);
+  });
+
+  it('keeps its counters in Redis under REDIS_KEY_PREFIX', async () => {
+    const redis = new Redis(a.config.redis.url, { lazyConnect: true });
+    try {
+      await redis.connect();
+      const keys = await redis.keys(`${a.config.redis.keyPrefix}:rl:*`);
+      expect(keys.some((k) => k.startsWith(`${a.config.redis.keyPrefix}:rl:login-account:`))).toBe(
+        true,
+      );
+      expect(keys.some((k) => k.startsWith(`${a.config.redis.keyPrefix}:rl:default:`))).toBe(true);
+    } finally {
+      redis.disconnect();
+    }
   });
 });
 
@@ -75,10 +185,14 @@ describe('rate limits without a trusted proxy', () => {
   it('ignores a spoofed X-Forwarded-For: the socket address is the client', async () => {
     const statuses = [];
     for (let i = 0; i < 11; i++) {
-      statuses.push(
-        (await t.http.post('/v1/auth/register', { email: `${randomUUID()}@x.io`, password: 'short' }, xff(`10.9.${i}.1`))).status,
+      const r = await t.http.post(
+        '/v1/auth/register',
+        { email: `${randomUUID()}@x.io`, password: 'short' },
+        xff(`10.9.${i}.1`),
       );
+      statuses.push(r.status);
     }
+    expect(statuses.slice(0, 10).every((s) => s === 400)).toBe(true);
     expect(statuses[10]).toBe(429);
   });
 });
@@ -86,21 +200,75 @@ describe('rate limits without a trusted proxy', () => {
 describe('rate limits with Redis unreachable', () => {
   let t: TestApp;
   beforeAll(async () => {
-    t = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'true', REDIS_URL: 'redis://127.0.0.1:6390' } });
+    // nothing listens on 6390; the shared client fails fast (no offline queue)
+    t = await bootTestApp({
+      env: { RATE_LIMIT_ENABLED: 'true', REDIS_URL: 'redis://127.0.0.1:6390' },
+    });
   });
   afterAll(async () => {
     await t?.close();
   });
 
-  it('fails closed for login (429 with Retry-After, never a 500 or a hang) and open for everything else', async () => {
+  it('fails closed for login and registration (429 with Retry-After), open for everything else; never a 500 or a hang', async () => {
     const started = Date.now();
-    const login = await t.http.post('/v1/auth/login', { email: 'a@b.io', password: 'whatever-pass' });
-    expect(login.status).toBe(429);
-    expect(login.headers.get('retry-after')).toBeTruthy();
-    const register = await t.http.post('/v1/auth/register', { email: `${randomUUID()}@x.io`, password: TEST_PASSWORD, name: 'x' });
+    const signIn = await t.http.post('/v1/auth/login', {
+      email: 'a@b.io',
+      password: 'whatever-pass',
+    });
+    expect(signIn.status).toBe(429);
+    expect(signIn.body.code).toBe('RATE_LIMITED');
+    expect(Number(signIn.headers.get('retry-after'))).toBeGreaterThan(0);
+    const register = await t.http.post('/v1/auth/register', {
+      email: `${randomUUID()}@x.io`,
+      password: TEST_PASSWORD,
+      name: 'x',
+    });
     expect(register.status).toBe(429);
+    expect(register.headers.get('retry-after')).toBeTruthy();
+
     expect((await t.http.get('/health/live')).status).toBe(200);
-    expect((await t.http.get('/v1/me')).status).toBe(401); // default policy fails open; auth still applies
+    const me = await t.http.get('/v1/me');
+    expect(me.status).toBe(401); // the default policy fails open; authentication still applies
+    expect(me.headers.get('ratelimit')).toBeNull(); // nothing could be counted
+    expect((await t.http.post('/v1/auth/refresh', { refreshToken: 'never-issued' })).status).toBe(
+      401,
+    );
     expect(Date.now() - started).toBeLessThan(5000);
+  });
+});
+
+describe('rate limits with Redis stalled', () => {
+  let redis: PrivateRedis;
+  let t: TestApp;
+  beforeAll(async () => {
+    redis = await PrivateRedis.start();
+    t = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'true', REDIS_URL: redis.url } });
+  });
+  afterAll(async () => {
+    await t?.close();
+    await redis?.down();
+  });
+
+  it('does not wait for a Redis that stops answering: login refused at once, other routes served', async () => {
+    const admin = new Redis(redis.url);
+    try {
+      await admin.call('CLIENT', 'PAUSE', '2500', 'ALL'); // every client's commands now hang
+    } finally {
+      admin.disconnect();
+    }
+    const started = Date.now();
+    const signIn = await t.http.post('/v1/auth/login', {
+      email: 'a@b.io',
+      password: 'whatever-pass',
+    });
+    expect(signIn.status).toBe(429);
+    expect(signIn.headers.get('retry-after')).toBeTruthy();
+    const me = await t.http.get('/v1/me');
+    expect(me.status).toBe(401); // served (fail open), not stuck behind Redis
+    expect(me.headers.get('ratelimit')).toBeNull();
+    expect(Date.now() - started).toBeLessThan(2000);
+    await new Promise((r) => setTimeout(r, 2600 - (Date.now() - started))); // let the pause end
+    const recovered = await t.http.get('/v1/me');
+    expect(recovered.headers.get('ratelimit')).toMatch(/^"default";r=\d+;t=\d+$/);
   });
 });

@@ -1,181 +1,567 @@
-import { createHmac, randomUUID } from 'node:crypto';
-import { createAdmin, registerCustomer, TEST_PASSWORD } from '../support/auth';
+import { Algorithm, hash } from '@node-rs/argon2';
+import { createHash, createHmac, randomUUID } from 'node:crypto';
+import { DataSource } from 'typeorm';
+import { DEMO_ADMIN, DEMO_CUSTOMER, DemoSeeder } from '../../src/seed/demo.seeder';
+import {
+  TEST_PASSWORD,
+  createAdmin,
+  createStaff,
+  login,
+  registerCustomer,
+  withAuthProbe,
+} from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
 
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+const decode = (part: string) => JSON.parse(Buffer.from(part, 'base64url').toString());
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /** Hand-made JWTs for the refusal cases. */
-function forge(header: object, payload: object, secret: string, alg = 'sha256'): string {
+function forge(header: object, payload: object, secret: string, hmac = 'sha256'): string {
   const body = `${b64(header)}.${b64(payload)}`;
-  const sig = alg === 'none' ? '' : createHmac(alg, secret).update(body).digest('base64url');
+  const sig = hmac === 'none' ? '' : createHmac(hmac, secret).update(body).digest('base64url');
   return `${body}.${sig}`;
 }
 
-describe('auth: accounts, tokens, permissions', () => {
+describe('auth: accounts, tokens, sessions, permissions', () => {
   let t: TestApp;
   beforeAll(async () => {
-    t = await bootTestApp();
+    t = await bootTestApp({ module: withAuthProbe });
   });
   afterAll(async () => {
     await t?.close();
   });
 
-  it('registers, logs in, reads /me, refreshes and logs out', async () => {
-    const email = `  Asha.${randomUUID()}@Example.COM `;
-    const reg = await t.http.post('/v1/auth/register', { email, password: TEST_PASSWORD, name: 'Asha' });
-    expect(reg.status).toBe(201);
-    expect(reg.body).toMatchObject({
-      user: { email: email.trim().toLowerCase(), name: 'Asha', role: 'customer' },
-      expiresIn: 900,
+  const familyOf = async (refreshToken: string) =>
+    (
+      await t.db.pool.query(
+        `SELECT f.id, f.revoked_at, f.revoked_reason FROM refresh_tokens t
+           JOIN refresh_token_families f ON f.id = t.family_id WHERE t.token_hash = $1`,
+        [sha256(refreshToken)],
+      )
+    ).rows[0];
+
+  describe('accounts', () => {
+    it('registers, logs in, reads /me, refreshes and logs out', async () => {
+      const email = `  Asha.${randomUUID()}@Example.COM `;
+      const normalized = email.trim().toLowerCase();
+      const reg = await t.http.post('/v1/auth/register', {
+        email,
+        password: TEST_PASSWORD,
+        name: ' Asha ',
+      });
+      expect(reg.status).toBe(201);
+      expect(reg.body).toEqual({
+        user: { id: expect.any(String), email: normalized, name: 'Asha', role: 'customer' },
+        accessToken: expect.any(String),
+        refreshToken: expect.any(String),
+        expiresIn: 900,
+      });
+
+      const signedIn = await t.http.post('/v1/auth/login', {
+        email: normalized.toUpperCase(),
+        password: TEST_PASSWORD,
+      });
+      expect(signedIn.status).toBe(200);
+      expect(signedIn.body.user).toEqual(reg.body.user);
+      const me = await t.http.get('/v1/me', { token: signedIn.body.accessToken });
+      expect(me.status).toBe(200);
+      expect(me.body).toEqual({
+        id: reg.body.user.id,
+        email: normalized,
+        name: 'Asha',
+        role: 'customer',
+      });
+
+      const refreshed = await t.http.post('/v1/auth/refresh', {
+        refreshToken: signedIn.body.refreshToken,
+      });
+      expect(refreshed.status).toBe(200);
+      expect(refreshed.body.refreshToken).not.toBe(signedIn.body.refreshToken);
+      expect(refreshed.body.user).toEqual(reg.body.user);
+      expect((await t.http.get('/v1/me', { token: refreshed.body.accessToken })).status).toBe(200);
+
+      const out = await t.http.post('/v1/auth/logout', {
+        refreshToken: refreshed.body.refreshToken,
+      });
+      expect(out.status).toBe(204);
+      expect(out.text).toBe('');
+      const after = await t.http.post('/v1/auth/refresh', {
+        refreshToken: refreshed.body.refreshToken,
+      });
+      expect(after.status).toBe(401);
+      expect((await familyOf(refreshed.body.refreshToken)).revoked_reason).toBe('logout');
+      // the other session (from register) is untouched by this logout
+      expect(
+        (await t.http.post('/v1/auth/refresh', { refreshToken: reg.body.refreshToken })).status,
+      ).toBe(200);
     });
-    expect(reg.body.refreshToken.length).toBeGreaterThanOrEqual(43); // 256 bits, base64url
 
-    const login = await t.http.post('/v1/auth/login', { email: email.toUpperCase(), password: TEST_PASSWORD });
-    expect(login.status).toBe(200);
-    const me = await t.http.get('/v1/me', { token: login.body.accessToken });
-    expect(me.status).toBe(200);
-    expect(me.body).toEqual({ id: reg.body.user.id, email: email.trim().toLowerCase(), name: 'Asha', role: 'customer' });
+    it('stores argon2id hashes showing parameters at or above the OWASP minimum', async () => {
+      const s = await registerCustomer(t.http);
+      const row = (
+        await t.db.pool.query(`SELECT password_hash FROM users WHERE id = $1`, [s.user.id])
+      ).rows[0];
+      const m = /^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$/.exec(row.password_hash);
+      expect(m).not.toBeNull();
+      expect(Number(m![1])).toBeGreaterThanOrEqual(19456);
+      expect(Number(m![2])).toBeGreaterThanOrEqual(2);
+      expect(Number(m![3])).toBeGreaterThanOrEqual(1);
+      expect(row.password_hash).not.toContain(TEST_PASSWORD);
+    });
 
-    const refreshed = await t.http.post('/v1/auth/refresh', { refreshToken: login.body.refreshToken });
-    expect(refreshed.status).toBe(200);
-    expect(refreshed.body.refreshToken).not.toBe(login.body.refreshToken);
-    expect((await t.http.get('/v1/me', { token: refreshed.body.accessToken })).status).toBe(200);
+    it('re-hashes on login when the stored hash was made with weaker parameters', async () => {
+      const s = await registerCustomer(t.http);
+      const weak = await hash(TEST_PASSWORD, {
+        algorithm: Algorithm.Argon2id,
+        memoryCost: 4096,
+        timeCost: 1,
+        parallelism: 1,
+      });
+      await t.db.pool.query(`UPDATE users SET password_hash = $2 WHERE id = $1`, [s.user.id, weak]);
+      expect(
+        (await t.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD })).status,
+      ).toBe(200);
+      const row = (
+        await t.db.pool.query(`SELECT password_hash FROM users WHERE id = $1`, [s.user.id])
+      ).rows[0];
+      expect(row.password_hash).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+      // the upgraded hash still verifies the same password
+      expect(
+        (await t.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD })).status,
+      ).toBe(200);
+    });
 
-    expect((await t.http.post('/v1/auth/logout', { refreshToken: refreshed.body.refreshToken })).status).toBe(204);
-    const after = await t.http.post('/v1/auth/refresh', { refreshToken: refreshed.body.refreshToken });
-    expect(after.status).toBe(401);
+    it('refuses passwords outside 8..128 characters with 400', async () => {
+      for (const password of ['short', 'seven77', 'p'.repeat(129)]) {
+        const res = await t.http.post('/v1/auth/register', {
+          email: `${randomUUID()}@x.io`,
+          password,
+          name: 'x',
+        });
+        expect(res.status).toBe(400);
+        expect(res.body.code).toBe('VALIDATION_FAILED');
+        expect(res.body.errors.map((e: { field: string }) => e.field)).toEqual(['password']);
+      }
+      expect(
+        (
+          await t.http.post('/v1/auth/register', {
+            email: `${randomUUID()}@x.io`,
+            password: 'p'.repeat(128),
+            name: 'x',
+          })
+        ).status,
+      ).toBe(201);
+    });
+
+    it('answers 409 EMAIL_TAKEN for a duplicate email, also under concurrent registrations', async () => {
+      const email = `${randomUUID()}@x.io`;
+      const spellings = [email, email.toUpperCase(), ` ${email} `, email, email.toUpperCase()];
+      const results = await Promise.all(
+        spellings.map((e) =>
+          t.http.post('/v1/auth/register', { email: e, password: TEST_PASSWORD, name: 'x' }),
+        ),
+      );
+      expect(results.map((r) => r.status).sort()).toEqual([201, 409, 409, 409, 409]);
+      for (const r of results.filter((x) => x.status === 409)) {
+        expect(r.body).toMatchObject({ code: 'EMAIL_TAKEN', status: 409 });
+      }
+      const rows = await t.db.pool.query(`SELECT count(*)::int AS n FROM users WHERE email = $1`, [
+        email,
+      ]);
+      expect(rows.rows[0].n).toBe(1);
+    });
+
+    it('refuses role, userId or any unknown field in the body (no mass assignment)', async () => {
+      for (const extra of [{ role: 'admin' }, { userId: randomUUID() }, { id: randomUUID() }]) {
+        const res = await t.http.post('/v1/auth/register', {
+          email: `${randomUUID()}@x.io`,
+          password: TEST_PASSWORD,
+          name: 'x',
+          ...extra,
+        });
+        expect(res.status).toBe(400);
+        expect(res.body.errors).toEqual([
+          expect.objectContaining({ field: Object.keys(extra)[0] }),
+        ]);
+      }
+      const s = await registerCustomer(t.http);
+      const pw = await t.http.post(
+        '/v1/me/password',
+        { currentPassword: TEST_PASSWORD, newPassword: 'another-password', role: 'admin' },
+        { token: s.accessToken },
+      );
+      expect(pw.status).toBe(400);
+    });
+
+    it('answers an unknown email and a wrong password identically (401 INVALID_CREDENTIALS)', async () => {
+      const s = await registerCustomer(t.http);
+      const wrong = await t.http.post('/v1/auth/login', {
+        email: s.email,
+        password: 'not-the-password',
+      });
+      const unknown = await t.http.post('/v1/auth/login', {
+        email: `${randomUUID()}@x.io`,
+        password: 'not-the-password',
+      });
+      for (const r of [wrong, unknown]) {
+        expect(r.status).toBe(401);
+        expect(r.headers.get('content-type')).toMatch(/problem\+json/);
+      }
+      const { requestId: _a, ...wrongBody } = wrong.body;
+      const { requestId: _b, ...unknownBody } = unknown.body;
+      expect(unknownBody).toEqual(wrongBody);
+      expect(wrongBody.code).toBe('INVALID_CREDENTIALS');
+    });
+
+    it('changes the password: needs the current one, then revokes every session', async () => {
+      const s = await registerCustomer(t.http);
+      const other = await login(t.http, s.email, TEST_PASSWORD);
+      const wrong = await t.http.post(
+        '/v1/me/password',
+        { currentPassword: 'not-the-password', newPassword: 'a-brand-new-password' },
+        { token: s.accessToken },
+      );
+      expect(wrong.status).toBe(403);
+      expect(wrong.body.code).toBe('CURRENT_PASSWORD_INCORRECT');
+      const weak = await t.http.post(
+        '/v1/me/password',
+        { currentPassword: TEST_PASSWORD, newPassword: 'short' },
+        { token: s.accessToken },
+      );
+      expect(weak.status).toBe(400);
+
+      const changed = await t.http.post(
+        '/v1/me/password',
+        { currentPassword: TEST_PASSWORD, newPassword: 'a-brand-new-password' },
+        { token: s.accessToken },
+      );
+      expect(changed.status).toBe(204);
+      for (const token of [s.refreshToken, other.refreshToken]) {
+        const r = await t.http.post('/v1/auth/refresh', { refreshToken: token });
+        expect(r.status).toBe(401);
+      }
+      const families = await t.db.pool.query(
+        `SELECT revoked_reason FROM refresh_token_families WHERE user_id = $1`,
+        [s.user.id],
+      );
+      expect(families.rows.map((r) => r.revoked_reason)).toEqual([
+        'password-changed',
+        'password-changed',
+      ]);
+      expect(
+        (await t.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD })).status,
+      ).toBe(401);
+      expect(
+        (await t.http.post('/v1/auth/login', { email: s.email, password: 'a-brand-new-password' }))
+          .status,
+      ).toBe(200);
+      expect(
+        (await t.http.post('/v1/me/password', { currentPassword: 'x', newPassword: 'y'.repeat(8) }))
+          .status,
+      ).toBe(401);
+    });
   });
 
-  it('stores only argon2id hashes at or above OWASP minimums, and no refresh token in clear', async () => {
-    const s = await registerCustomer(t.http);
-    const row = (await t.db.pool.query(`SELECT password_hash FROM users WHERE id = $1`, [s.user.id])).rows[0];
-    const m = /^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$/.exec(row.password_hash);
-    expect(m).not.toBeNull();
-    expect(Number(m![1])).toBeGreaterThanOrEqual(19456);
-    expect(Number(m![2])).toBeGreaterThanOrEqual(2);
-    expect(Number(m![3])).toBeGreaterThanOrEqual(1);
-    const tokens = await t.db.pool.query(`SELECT token_hash FROM refresh_tokens WHERE token_hash = $1`, [s.refreshToken]);
-    expect(tokens.rowCount).toBe(0);
-  });
-
-  it('re-hashes on login when the stored hash has weaker parameters', async () => {
-    const { hash, Algorithm } = await import('@node-rs/argon2');
-    const s = await registerCustomer(t.http);
-    const weak = await hash(TEST_PASSWORD, { algorithm: Algorithm.Argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
-    await t.db.pool.query(`UPDATE users SET password_hash = $2 WHERE id = $1`, [s.user.id, weak]);
-    expect((await t.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD })).status).toBe(200);
-    const row = (await t.db.pool.query(`SELECT password_hash FROM users WHERE id = $1`, [s.user.id])).rows[0];
-    expect(row.password_hash).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
-  });
-
-  it('refuses weak or oversized passwords (400), duplicate emails (409), and role in the body (400)', async () => {
-    const short = await t.http.post('/v1/auth/register', { email: `${randomUUID()}@x.io`, password: 'short', name: 'x' });
-    expect(short.status).toBe(400);
-    expect(short.body.errors[0].field).toBe('password');
-    const long = await t.http.post('/v1/auth/register', { email: `${randomUUID()}@x.io`, password: 'p'.repeat(129), name: 'x' });
-    expect(long.status).toBe(400);
-    const email = `${randomUUID()}@x.io`;
-    const dupes = await Promise.all(
-      [1, 2, 3].map(() => t.http.post('/v1/auth/register', { email, password: TEST_PASSWORD, name: 'x' })),
-    );
-    expect(dupes.map((r) => r.status).sort()).toEqual([201, 409, 409]);
-    expect(dupes.find((r) => r.status === 409)!.body.code).toBe('EMAIL_TAKEN');
-    const role = await t.http.post('/v1/auth/register', { email: `${randomUUID()}@x.io`, password: TEST_PASSWORD, name: 'x', role: 'admin' });
-    expect(role.status).toBe(400);
-    expect(role.body.errors).toEqual([expect.objectContaining({ field: 'role' })]);
-  });
-
-  it('answers unknown email and wrong password the same way', async () => {
-    const s = await registerCustomer(t.http);
-    const wrong = await t.http.post('/v1/auth/login', { email: s.email, password: 'not-the-password' });
-    const unknown = await t.http.post('/v1/auth/login', { email: `${randomUUID()}@x.io`, password: 'not-the-password' });
-    for (const r of [wrong, unknown]) {
-      expect(r.status).toBe(401);
-      expect(r.body.code).toBe('INVALID_CREDENTIALS');
-      expect(r.body.detail).toBe(wrong.body.detail);
-    }
-  });
-
-  describe('access-token refusals', () => {
+  describe('access tokens', () => {
     let secret: string;
     let good: { sub: string; email: string; role: string; fam: string };
+    let refreshToken: string;
     const now = () => Math.floor(Date.now() / 1000);
 
     beforeAll(async () => {
       secret = t.config.jwt.secret;
       const s = await registerCustomer(t.http);
-      const claims = JSON.parse(Buffer.from(s.accessToken.split('.')[1], 'base64url').toString());
+      const claims = decode(s.accessToken.split('.')[1]);
       good = { sub: claims.sub, email: claims.email, role: claims.role, fam: claims.fam };
+      refreshToken = s.refreshToken;
     });
 
-    const base = () => ({ ...good, typ: 'access', iss: t.config.jwt.issuer, aud: t.config.jwt.audience, iat: now(), exp: now() + 60 });
+    const base = () => ({
+      ...good,
+      typ: 'access',
+      iss: t.config.jwt.issuer,
+      aud: t.config.jwt.audience,
+      iat: now(),
+      exp: now() + 60,
+    });
     const expect401 = async (token: string) => {
       const res = await t.http.get('/v1/me', { token });
       expect(res.status).toBe(401);
       expect(res.headers.get('content-type')).toMatch(/problem\+json/);
+      expect(['TOKEN_INVALID', 'UNAUTHENTICATED']).toContain(res.body.code);
     };
 
-    it('accepts a correctly made token (control)', async () => {
-      expect((await t.http.get('/v1/me', { token: forge({ alg: 'HS256', typ: 'JWT' }, base(), secret) })).status).toBe(200);
+    it('are HS256 JWTs with iss, aud, sub, exp (access TTL) and typ access', async () => {
+      const s = await registerCustomer(t.http);
+      const [header, payload] = s.accessToken.split('.').slice(0, 2).map(decode);
+      expect(header.alg).toBe('HS256');
+      expect(payload).toMatchObject({
+        sub: s.user.id,
+        iss: t.config.jwt.issuer,
+        aud: t.config.jwt.audience,
+        typ: 'access',
+        role: 'customer',
+      });
+      expect(payload.exp - payload.iat).toBe(t.config.jwt.accessTtlSeconds);
+      expect(s.expiresIn).toBe(t.config.jwt.accessTtlSeconds);
     });
-    it('refuses alg none', () => expect401(forge({ alg: 'none', typ: 'JWT' }, base(), secret, 'none')));
-    it('refuses another algorithm (HS512)', () => expect401(forge({ alg: 'HS512', typ: 'JWT' }, base(), secret, 'sha512')));
-    it('refuses a wrong audience', () => expect401(forge({ alg: 'HS256' }, { ...base(), aud: 'someone-else' }, secret)));
-    it('refuses a wrong issuer', () => expect401(forge({ alg: 'HS256' }, { ...base(), iss: 'evil' }, secret)));
-    it('refuses an expired token', () => expect401(forge({ alg: 'HS256' }, { ...base(), iat: now() - 120, exp: now() - 60 }, secret)));
-    it('refuses a token of another type', () => expect401(forge({ alg: 'HS256' }, { ...base(), typ: 'refresh' }, secret)));
-    it('refuses a token signed with another key', () => expect401(forge({ alg: 'HS256' }, base(), 'x'.repeat(40))));
-    it('refuses garbage and a missing header', async () => {
+
+    it('accepts a correctly made token (control for the refusals below)', async () => {
+      expect(
+        (await t.http.get('/v1/me', { token: forge({ alg: 'HS256', typ: 'JWT' }, base(), secret) }))
+          .status,
+      ).toBe(200);
+    });
+    it('refuses alg none', () =>
+      expect401(forge({ alg: 'none', typ: 'JWT' }, base(), secret, 'none')));
+    it('refuses another algorithm (HS512)', () =>
+      expect401(forge({ alg: 'HS512', typ: 'JWT' }, base(), secret, 'sha512')));
+    it('refuses another algorithm (HS384)', () =>
+      expect401(forge({ alg: 'HS384', typ: 'JWT' }, base(), secret, 'sha384')));
+    it('refuses a wrong audience', () =>
+      expect401(forge({ alg: 'HS256' }, { ...base(), aud: 'someone-else' }, secret)));
+    it('refuses a wrong issuer', () =>
+      expect401(forge({ alg: 'HS256' }, { ...base(), iss: 'evil' }, secret)));
+    it('refuses an expired token', () =>
+      expect401(forge({ alg: 'HS256' }, { ...base(), iat: now() - 120, exp: now() - 60 }, secret)));
+    it('refuses a token of another type', () =>
+      expect401(forge({ alg: 'HS256' }, { ...base(), typ: 'refresh' }, secret)));
+    it('refuses a refresh token used as an access token', () => expect401(refreshToken));
+    it('refuses a token signed with another key', () =>
+      expect401(forge({ alg: 'HS256' }, base(), 'x'.repeat(40))));
+    it('refuses a token whose payload was altered', async () => {
+      const [h, , sig] = forge({ alg: 'HS256' }, base(), secret).split('.');
+      await expect401(`${h}.${b64({ ...base(), role: 'admin' })}.${sig}`);
+    });
+    it('refuses garbage, another scheme and a missing header', async () => {
       await expect401('not.a.jwt');
-      expect((await t.http.get('/v1/me')).status).toBe(401);
+      await expect401('garbage');
+      const basic = await t.http.get('/v1/me', {
+        headers: { authorization: `Basic ${b64({ a: 1 })}` },
+      });
+      expect(basic.status).toBe(401);
+      const none = await t.http.get('/v1/me');
+      expect(none.status).toBe(401);
+      expect(none.body.code).toBe('UNAUTHENTICATED');
     });
   });
 
-  it('revokes the whole family when a spent refresh token is presented again', async () => {
-    const s = await registerCustomer(t.http);
-    const first = await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
-    expect(first.status).toBe(200);
-    // the stolen (old) token is replayed later, after the race leeway
-    await t.db.pool.query(`UPDATE refresh_tokens SET spent_at = spent_at - interval '1 minute' WHERE spent_at IS NOT NULL`);
-    const replay = await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
-    expect(replay.status).toBe(401);
-    expect(replay.body.code).toBe('REFRESH_TOKEN_REUSED');
-    const owner = await t.http.post('/v1/auth/refresh', { refreshToken: first.body.refreshToken });
-    expect(owner.status).toBe(401);
+  describe('refresh tokens', () => {
+    it('are 256-bit opaque strings stored only as their SHA-256', async () => {
+      const s = await registerCustomer(t.http);
+      expect(Buffer.from(s.refreshToken, 'base64url').length).toBeGreaterThanOrEqual(32);
+      const byHash = await t.db.pool.query(`SELECT 1 FROM refresh_tokens WHERE token_hash = $1`, [
+        sha256(s.refreshToken),
+      ]);
+      expect(byHash.rowCount).toBe(1);
+      const anywhere = await t.db.pool.query(
+        `SELECT 1 FROM refresh_tokens r WHERE position($1 in r::text) > 0`,
+        [s.refreshToken],
+      );
+      expect(anywhere.rowCount).toBe(0);
+    });
+
+    it('revokes the whole family when a spent refresh token is presented again', async () => {
+      const s = await registerCustomer(t.http);
+      const first = await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
+      expect(first.status).toBe(200);
+
+      // the old token, stolen, is replayed after its owner refreshed
+      const replay = await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
+      expect(replay.status).toBe(401);
+      expect(replay.body.code).toBe('REFRESH_TOKEN_REUSED');
+      // the owner's current token is now useless too: both have to sign in again
+      const owner = await t.http.post('/v1/auth/refresh', {
+        refreshToken: first.body.refreshToken,
+      });
+      expect(owner.status).toBe(401);
+      expect((await familyOf(s.refreshToken)).revoked_reason).toBe('reuse-detected');
+      // a fresh sign-in starts a new, valid family
+      const again = await login(t.http, s.email, TEST_PASSWORD);
+      expect(
+        (await t.http.post('/v1/auth/refresh', { refreshToken: again.refreshToken })).status,
+      ).toBe(200);
+    });
+
+    it('lets exactly one of 10 concurrent refreshes with one token win; the others count as reuse', async () => {
+      // Documented behaviour (AuthService): the guarded UPDATE picks one winner (200, new pair).
+      // The others find the token spent, which cannot be told apart from a replayed copy: 401
+      // REFRESH_TOKEN_REUSED, and the family, the winner's new token included, is revoked.
+      const s = await registerCustomer(t.http);
+      const results = await Promise.all(
+        Array.from({ length: 10 }, () =>
+          t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken }),
+        ),
+      );
+      const winners = results.filter((r) => r.status === 200);
+      expect(winners).toHaveLength(1);
+      const losers = results.filter((r) => r.status !== 200);
+      expect(losers).toHaveLength(9);
+      for (const r of losers)
+        expect(r.body).toMatchObject({ status: 401, code: 'REFRESH_TOKEN_REUSED' });
+
+      // the database saw exactly one rotation: the original token (spent) and one successor
+      const family = await familyOf(s.refreshToken);
+      const tokens = await t.db.pool.query(
+        `SELECT spent_at IS NOT NULL AS spent FROM refresh_tokens WHERE family_id = $1 ORDER BY issued_at`,
+        [family.id],
+      );
+      expect(tokens.rows.map((r) => r.spent)).toEqual([true, false]);
+      expect(family.revoked_reason).toBe('reuse-detected');
+      expect(
+        (await t.http.post('/v1/auth/refresh', { refreshToken: winners[0].body.refreshToken }))
+          .status,
+      ).toBe(401);
+    });
+
+    it('expires after the idle timeout and after the family lifetime', async () => {
+      const idle = await registerCustomer(t.http);
+      await t.db.pool.query(
+        `UPDATE refresh_tokens SET idle_expires_at = now() - interval '1 second' WHERE token_hash = $1`,
+        [sha256(idle.refreshToken)],
+      );
+      const r1 = await t.http.post('/v1/auth/refresh', { refreshToken: idle.refreshToken });
+      expect(r1.status).toBe(401);
+      expect(r1.body.code).toBe('REFRESH_TOKEN_INVALID');
+
+      const old = await registerCustomer(t.http);
+      const fresh = await t.http.post('/v1/auth/refresh', { refreshToken: old.refreshToken });
+      expect(fresh.status).toBe(200);
+      await t.db.pool.query(
+        `UPDATE refresh_token_families SET expires_at = now() - interval '1 second' WHERE id = $1`,
+        [(await familyOf(old.refreshToken)).id],
+      );
+      const r2 = await t.http.post('/v1/auth/refresh', { refreshToken: fresh.body.refreshToken });
+      expect(r2.status).toBe(401);
+      expect(r2.body.code).toBe('REFRESH_TOKEN_INVALID');
+    });
+
+    it('sets the idle timeout and the lifetime from the configuration', async () => {
+      const s = await registerCustomer(t.http);
+      const row = (
+        await t.db.pool.query(
+          `SELECT extract(epoch FROM t.idle_expires_at - t.issued_at)::int AS idle,
+                  extract(epoch FROM f.expires_at - f.created_at)::int AS life
+             FROM refresh_tokens t JOIN refresh_token_families f ON f.id = t.family_id
+            WHERE t.token_hash = $1`,
+          [sha256(s.refreshToken)],
+        )
+      ).rows[0];
+      expect(row).toEqual({
+        idle: t.config.jwt.refreshIdleSeconds,
+        life: t.config.jwt.refreshTtlSeconds,
+      });
+    });
+
+    it('refuses unknown tokens with REFRESH_TOKEN_INVALID; logout of an unknown token is still 204', async () => {
+      const r = await t.http.post('/v1/auth/refresh', { refreshToken: 'never-issued' });
+      expect(r.status).toBe(401);
+      expect(r.body.code).toBe('REFRESH_TOKEN_INVALID');
+      expect((await t.http.post('/v1/auth/logout', { refreshToken: 'never-issued' })).status).toBe(
+        204,
+      );
+      expect((await t.http.post('/v1/auth/refresh', {})).status).toBe(400);
+    });
   });
 
-  it('lets exactly one of 10 concurrent refreshes with one token win; the family stays usable', async () => {
+  describe('authorization', () => {
+    it('denies by default: routes without @Public() need a token, public ones do not', async () => {
+      for (const path of [
+        '/v1/me',
+        '/v1/__auth-probe/whoami',
+        '/v1/orders',
+        '/v1/admin/orders',
+        '/v1/cart',
+      ]) {
+        const res = await t.http.get(path);
+        expect([path, res.status]).toEqual([path, 401]);
+      }
+      expect((await t.http.post('/v1/__auth-probe/orders', {})).status).toBe(401);
+      for (const path of ['/health/live', '/metrics', '/docs-json']) {
+        expect([path, (await t.http.get(path)).status]).toEqual([path, 200]);
+      }
+    });
+
+    it('puts the principal on the request (userId, email, role, permissions)', async () => {
+      const s = await registerCustomer(t.http);
+      const res = await t.http.get('/v1/__auth-probe/whoami', { token: s.accessToken });
+      expect(res.body).toEqual({
+        userId: s.user.id,
+        email: s.user.email,
+        role: 'customer',
+        permissions: [],
+      });
+    });
+
+    it('checks permissions, not role names: customer 403, staff per permission, admin allowed', async () => {
+      const customer = await registerCustomer(t.http);
+      const staff = await createStaff(t);
+      const admin = await createAdmin(t);
+      const readAll = (token?: string) => t.http.get('/v1/__auth-probe/orders', { token });
+      const refund = (token?: string) => t.http.post('/v1/__auth-probe/refunds', {}, { token });
+
+      const forbidden = await readAll(customer.accessToken);
+      expect(forbidden.status).toBe(403);
+      expect(forbidden.body.code).toBe('FORBIDDEN');
+      expect((await refund(customer.accessToken)).status).toBe(403);
+      expect((await readAll(staff.accessToken)).status).toBe(200);
+      expect((await refund(staff.accessToken)).status).toBe(403);
+      expect((await readAll(admin.accessToken)).status).toBe(200);
+      expect((await refund(admin.accessToken)).status).toBe(200);
+      expect((await readAll()).status).toBe(401);
+
+      // and on a real admin route
+      expect((await t.http.get('/v1/admin/orders', { token: customer.accessToken })).status).toBe(
+        403,
+      );
+      expect((await t.http.get('/v1/admin/orders', { token: admin.accessToken })).status).toBe(200);
+    });
+
+    it('signs staff and admins in with their role in /me', async () => {
+      const admin = await createAdmin(t);
+      expect((await t.http.get('/v1/me', { token: admin.accessToken })).body.role).toBe('admin');
+      const staff = await createStaff(t);
+      expect((await t.http.get('/v1/me', { token: staff.accessToken })).body.role).toBe('staff');
+    });
+  });
+
+  it('never throttles with RATE_LIMIT_ENABLED=false (the harness default)', async () => {
+    expect(t.config.rateLimitEnabled).toBe(false);
     const s = await registerCustomer(t.http);
-    const results = await Promise.all(
-      Array.from({ length: 10 }, () => t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken })),
+    const statuses = [];
+    for (let i = 0; i < 7; i++) {
+      const r = await t.http.post('/v1/auth/login', { email: s.email, password: 'wrong-password' });
+      statuses.push(r.status);
+      expect(r.headers.get('ratelimit')).toBeNull();
+    }
+    expect(statuses).toEqual([401, 401, 401, 401, 401, 401, 401]);
+  });
+
+  it('seeds the demo accounts idempotently and prints their credentials', async () => {
+    const seeder = t.app.get(DemoSeeder);
+    const lines = [...(await seeder.run()), ...(await seeder.run())].join('\n');
+    for (const account of [DEMO_ADMIN, DEMO_CUSTOMER]) {
+      expect(lines).toContain(account.email);
+      expect(lines).toContain(account.password);
+    }
+    const rows = await t.db.pool.query(
+      `SELECT email, role FROM users WHERE email = ANY($1) ORDER BY email`,
+      [[DEMO_ADMIN.email, DEMO_CUSTOMER.email]],
     );
-    const winners = results.filter((r) => r.status === 200);
-    expect(winners).toHaveLength(1);
-    expect(results.filter((r) => r.status === 401)).toHaveLength(9);
-    // duplicates within the race leeway are refused without revoking the winner's family
-    const next = await t.http.post('/v1/auth/refresh', { refreshToken: winners[0].body.refreshToken });
-    expect(next.status).toBe(200);
-  });
-
-  it('revokes every session when the password changes', async () => {
-    const s = await registerCustomer(t.http);
-    const other = await t.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD });
-    const changed = await t.http.post(
-      '/v1/me/password',
-      { currentPassword: TEST_PASSWORD, newPassword: 'a-brand-new-password' },
-      { token: s.accessToken },
+    expect(rows.rows).toEqual([
+      { email: DEMO_ADMIN.email, role: 'admin' },
+      { email: DEMO_CUSTOMER.email, role: 'customer' },
+    ]);
+    expect((await login(t.http, DEMO_ADMIN.email, DEMO_ADMIN.password)).user.role).toBe('admin');
+    expect((await login(t.http, DEMO_CUSTOMER.email, DEMO_CUSTOMER.password)).user.role).toBe(
+      'customer',
     );
-    expect(changed.status).toBe(204);
-    expect((await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken })).status).toBe(401);
-    expect((await t.http.post('/v1/auth/refresh', { refreshToken: other.body.refreshToken })).status).toBe(401);
-    expect((await t.http.post('/v1/auth/login', { email: s.email, password: 'a-brand-new-password' })).status).toBe(200);
   });
 
-  it('checks permissions, not role names: customer 403, admin allowed', async () => {
-    const customer = await registerCustomer(t.http);
-    const admin = await createAdmin(t);
-    expect((await t.http.get('/v1/admin/orders', { token: customer.accessToken })).status).toBe(403);
-    expect((await t.http.get('/v1/admin/orders', { token: admin.accessToken })).status).toBe(200);
-    expect((await t.http.get('/v1/admin/orders')).status).toBe(401);
+  it('has entities that match the tables the migration creates (no drift)', async () => {
+    const sql = await t.app.get(DataSource).driver.createSchemaBuilder().log();
+    const identity = sql.upQueries.filter((q) => /users|refresh_token/.test(q.query));
+    expect(identity.map((q) => q.query)).toEqual([]);
   });
 });

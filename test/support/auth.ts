@@ -1,23 +1,38 @@
+import { Controller, DynamicModule, Get, HttpCode, Module, Post } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import type { HttpClient } from './http';
 import type { TestApp } from './test-app';
-import { AuthService } from '../../src/auth/auth.service';
+import { AppModule } from '../../src/app.module';
+import { AccountService } from '../../src/auth/account.service';
 import type { Role } from '../../src/auth/permissions';
+import { CurrentPrincipal, Principal } from '../../src/auth/principal';
+import { RateLimit } from '../../src/auth/rate-limit.decorator';
+import { RequirePermission } from '../../src/auth/require-permission.decorator';
+import type { AppConfig } from '../../src/config/config';
 
 export interface Session {
   user: { id: string; email: string; name: string; role: string };
   accessToken: string;
   refreshToken: string;
+  expiresIn: number;
   email: string;
   password: string;
 }
 
 export const TEST_PASSWORD = 'correct-horse-battery';
 
-/** Registers a customer over HTTP. */
+export interface RegisterOverrides {
+  email?: string;
+  password?: string;
+  name?: string;
+  /** e.g. X-Forwarded-For, to appear as another client behind a trusted proxy */
+  headers?: Record<string, string>;
+}
+
+/** Registers a customer over HTTP (POST /v1/auth/register) and returns its session. */
 export async function registerCustomer(
   http: HttpClient,
-  overrides: { email?: string; password?: string; name?: string; headers?: Record<string, string> } = {},
+  overrides: RegisterOverrides = {},
 ): Promise<Session> {
   const email = overrides.email ?? `c-${randomUUID()}@test.local`;
   const password = overrides.password ?? TEST_PASSWORD;
@@ -30,14 +45,77 @@ export async function registerCustomer(
   return { ...res.body, email, password };
 }
 
-/** Creates (or promotes) an account with a role through the service, then logs in over HTTP. */
-export async function createWithRole(t: TestApp, role: Role): Promise<Session> {
-  const email = `${role}-${randomUUID()}@test.local`;
-  await t.app.get(AuthService).ensureAccount(email, TEST_PASSWORD, role, `Test ${role}`);
-  const res = await t.http.post('/v1/auth/login', { email, password: TEST_PASSWORD });
+/** Logs in over HTTP (POST /v1/auth/login). */
+export async function login(
+  http: HttpClient,
+  email: string,
+  password: string,
+  headers?: Record<string, string>,
+): Promise<Session> {
+  const res = await http.post('/v1/auth/login', { email, password }, { headers });
   if (res.status !== 200) throw new Error(`login failed: ${res.status} ${res.text}`);
-  return { ...res.body, email, password: TEST_PASSWORD };
+  return { ...res.body, email, password };
 }
 
-export const createAdmin = (t: TestApp): Promise<Session> => createWithRole(t, 'admin');
-export const createStaff = (t: TestApp): Promise<Session> => createWithRole(t, 'staff');
+/**
+ * Creates an account with a role (the same path as `npm run admin:create`), then logs in over
+ * HTTP. Roles cannot be chosen over the API, so this is how tests get staff and admins.
+ */
+export async function createWithRole(
+  t: TestApp,
+  role: Role,
+  overrides: { email?: string; password?: string; name?: string } = {},
+): Promise<Session> {
+  const email = overrides.email ?? `${role}-${randomUUID()}@test.local`;
+  const password = overrides.password ?? TEST_PASSWORD;
+  await t.app
+    .get(AccountService)
+    .ensureAccount(email, password, role, overrides.name ?? `Test ${role}`);
+  return login(t.http, email, password);
+}
+
+export const createAdmin = (t: TestApp, overrides?: { email?: string; password?: string }) =>
+  createWithRole(t, 'admin', overrides);
+export const createStaff = (t: TestApp, overrides?: { email?: string; password?: string }) =>
+  createWithRole(t, 'staff', overrides);
+
+/**
+ * Test-only routes for authorization and per-user limits (never part of the real app). No
+ * @Public(): the global default-deny guard protects them like any other route.
+ */
+@Controller('v1/__auth-probe')
+class AuthProbeController {
+  @Get('whoami')
+  whoami(@CurrentPrincipal() me: Principal): Principal {
+    return me;
+  }
+
+  @Get('orders')
+  @RequirePermission('orders:read_all')
+  readAll(): { ok: true } {
+    return { ok: true };
+  }
+
+  @Post('refunds')
+  @HttpCode(200)
+  @RequirePermission('orders:refund')
+  refund(): { ok: true } {
+    return { ok: true };
+  }
+
+  @Post('orders')
+  @HttpCode(200)
+  @RateLimit('order-create')
+  createOrder(): { ok: true } {
+    return { ok: true };
+  }
+}
+
+@Module({ controllers: [AuthProbeController] })
+class AuthProbeModule {}
+
+/** The real AppModule plus AuthProbeController: `bootTestApp({ module: withAuthProbe })`. */
+export function withAuthProbe(config: AppConfig): DynamicModule {
+  const root = AppModule.register(config);
+  return { ...root, imports: [...(root.imports ?? []), AuthProbeModule] };
+}

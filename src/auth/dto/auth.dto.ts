@@ -1,44 +1,54 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
 import { IsEmail, IsString, Length, MaxLength, MinLength } from 'class-validator';
-import { ROLES } from '../permissions';
+import { normalizeEmail } from '../../users/email';
+import { ROLES, Role } from '../permissions';
 
-const normalizeEmail = ({ value }: { value: unknown }) =>
-  typeof value === 'string' ? value.trim().toLowerCase() : value;
+// Request DTOs accept exactly these fields: the global ValidationPipe refuses any other
+// (`role`, `userId`, …) with a 400, so mass assignment is impossible.
+
+const toNormalizedEmail = ({ value }: { value: unknown }) =>
+  typeof value === 'string' ? normalizeEmail(value) : value;
+const trimmed = ({ value }: { value: unknown }) =>
+  typeof value === 'string' ? value.trim() : value;
+
+export const PASSWORD_MIN = 8;
+export const PASSWORD_MAX = 128;
 
 export class RegisterDto {
-  @ApiProperty({ example: 'asha@example.com' })
-  @Transform(normalizeEmail)
+  @ApiProperty({ example: 'asha@example.com', description: 'Stored trimmed and lower-cased' })
+  @Transform(toNormalizedEmail)
   @IsEmail()
   @MaxLength(254)
   email!: string;
 
-  @ApiProperty({ minLength: 8, maxLength: 128 })
+  @ApiProperty({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX })
   @IsString()
-  @Length(8, 128)
+  @Length(PASSWORD_MIN, PASSWORD_MAX)
   password!: string;
 
-  @ApiProperty({ example: 'Asha' })
+  @ApiProperty({ example: 'Asha', minLength: 1, maxLength: 200 })
+  @Transform(trimmed)
   @IsString()
   @Length(1, 200)
   name!: string;
 }
 
 export class LoginDto {
-  @ApiProperty()
-  @Transform(normalizeEmail)
+  @ApiProperty({ example: 'asha@example.com' })
+  @Transform(toNormalizedEmail)
   @IsString()
   @MaxLength(254)
   email!: string;
 
   @ApiProperty()
   @IsString()
-  @MaxLength(128)
+  @MaxLength(PASSWORD_MAX)
   password!: string;
 }
 
 export class RefreshDto {
-  @ApiProperty()
+  @ApiProperty({ description: 'The opaque refresh token from register, login or refresh' })
   @IsString()
   @MinLength(1)
   @MaxLength(200)
@@ -48,12 +58,12 @@ export class RefreshDto {
 export class ChangePasswordDto {
   @ApiProperty()
   @IsString()
-  @MaxLength(128)
+  @MaxLength(PASSWORD_MAX)
   currentPassword!: string;
 
-  @ApiProperty({ minLength: 8, maxLength: 128 })
+  @ApiProperty({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX })
   @IsString()
-  @Length(8, 128)
+  @Length(PASSWORD_MIN, PASSWORD_MAX)
   newPassword!: string;
 }
 
@@ -61,16 +71,18 @@ export class UserDto {
   @ApiProperty({ format: 'uuid' }) id!: string;
   @ApiProperty() email!: string;
   @ApiProperty() name!: string;
-  @ApiProperty({ enum: ROLES }) role!: string;
+  @ApiProperty({ enum: ROLES }) role!: Role;
 }
 
 export class TokensDto {
   @ApiProperty({ type: UserDto }) user!: UserDto;
-  @ApiProperty() accessToken!: string;
-  @ApiProperty() refreshToken!: string;
-  @ApiProperty({ description: 'Access-token lifetime in seconds' }) expiresIn!: number;
+  @ApiProperty({ description: 'JWT (HS256) for `Authorization: Bearer …`' }) accessToken!: string;
+  @ApiProperty({ description: 'Opaque; single use: each refresh returns the next one' })
+  refreshToken!: string;
+  @ApiProperty({ description: 'Access-token lifetime in seconds', example: 900 })
+  expiresIn!: number;
 }
 
-export function mapUser(u: { id: string; email: string; name: string; role: string }): UserDto {
+export function mapUser(u: { id: string; email: string; name: string; role: Role }): UserDto {
   return { id: u.id, email: u.email, name: u.name, role: u.role };
 }

@@ -6,26 +6,48 @@ import {
   ThrottlerModuleOptions,
   ThrottlerRequest,
 } from '@nestjs/throttler';
+import type { ThrottlerStorageRecord } from '@nestjs/throttler/dist/throttler-storage-record.interface';
 import type { FastifyReply } from 'fastify';
 import { createHash } from 'node:crypto';
 import { RATE_LIMIT_SCOPE, RateLimitScope } from '../../auth/rate-limit.decorator';
 import type { AuthenticatedRequest } from '../../auth/principal';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
-import { RATE_LIMIT_POLICIES, RateLimitPolicy } from './rate-limit.policies';
+import {
+  RATE_LIMIT_POLICIES,
+  RateLimitPhase,
+  RateLimitPolicy,
+  appliesTo,
+  phaseOf,
+  policyHeaderItem,
+  stateHeaderItem,
+  trackerFor,
+} from './rate-limit.policies';
 import { RedisThrottlerStorage } from './redis-throttler.storage';
 
 const byName = new Map(RATE_LIMIT_POLICIES.map((p) => [p.name, p]));
 
+/** Retry-After when the counters cannot be reached and a fail-closed policy refuses. */
+export const STORE_DOWN_RETRY_AFTER_SECONDS = 5;
+
 /**
- * @nestjs/throttler with our policies: per-IP (the real client IP: Fastify's trust-proxy
- * setting decides whether X-Forwarded-For counts), per-account for login, per-user for order
- * creation. Answers carry IETF RateLimit-Policy / RateLimit headers; a refusal is a 429
- * RATE_LIMITED with Retry-After. Redis down: fail open or closed per policy, never a 500.
+ * @nestjs/throttler with our named policies (rate-limit.policies.ts) and Redis counters.
+ *
+ * - The client IP is Fastify's `request.ip`: the socket address, or the X-Forwarded-For entry
+ *   added by a proxy listed in TRUST_PROXY; a spoofed header from anyone else is ignored.
+ * - Answers carry `RateLimit-Policy` / `RateLimit` (draft-ietf-httpapi-ratelimit-headers), one
+ *   list item per policy that applied; a refusal is 429 RATE_LIMITED with Retry-After.
+ * - Redis unreachable or stalled: fail-open policies let the request through, fail-closed ones
+ *   (login, registration, password change) answer 429 RATE_LIMITED with Retry-After. Never a
+ *   500, never a wait longer than STORE_TIMEOUT_MS.
+ *
+ * Registered twice as a global guard: ClientRateLimitGuard before the access-token guard (IP
+ * and account policies) and UserRateLimitGuard after it (per-user policies).
  */
 @Injectable()
-export class RateLimitGuard extends ThrottlerGuard {
-  private readonly log = new Logger(RateLimitGuard.name);
+export abstract class RateLimitGuard extends ThrottlerGuard {
+  private readonly log = new Logger('RateLimit');
+  private storeDown = false;
 
   constructor(
     @InjectThrottlerOptions() options: ThrottlerModuleOptions,
@@ -38,6 +60,8 @@ export class RateLimitGuard extends ThrottlerGuard {
     super(options, storage, reflector);
   }
 
+  protected abstract phase(): RateLimitPhase;
+
   protected override async shouldSkip(context: ExecutionContext): Promise<boolean> {
     return !this.config.rateLimitEnabled || context.getType() !== 'http';
   }
@@ -45,30 +69,32 @@ export class RateLimitGuard extends ThrottlerGuard {
   protected override async handleRequest(props: ThrottlerRequest): Promise<boolean> {
     const { context, limit, ttl } = props;
     const policy = byName.get(props.throttler.name ?? 'default');
-    if (!policy) return true;
-    const scope = this.reflector.get<RateLimitScope | undefined>(RATE_LIMIT_SCOPE, context.getHandler());
-    if (policy.scope && policy.scope !== scope) return true;
+    if (!policy || phaseOf(policy) !== this.phase()) return true;
+    const scope = this.reflector.get<RateLimitScope | undefined>(
+      RATE_LIMIT_SCOPE,
+      context.getHandler(),
+    );
+    if (!appliesTo(policy, scope)) return true;
 
     const request = context.switchToHttp().getRequest<AuthenticatedRequest>();
-    const reply = context.switchToHttp().getResponse<FastifyReply>();
-    const tracker = this.trackerFor(policy, request);
+    const tracker = trackerFor(policy.tracker, {
+      ip: request.ip,
+      userId: request.user?.userId,
+      body: request.body,
+    });
     if (tracker === null) return true;
     const key = `${policy.name}:${createHash('sha256').update(tracker).digest('base64url')}`;
-    const windowSeconds = Math.round(ttl / 1000);
 
-    let record;
-    try {
-      record = await this.storageService.increment(key, ttl, limit, ttl, policy.name);
-    } catch (err) {
-      if (!policy.failClosed) return true;
-      this.log.warn(`rate-limit store unavailable, refusing ${policy.name}: ${String(err)}`);
-      throw new DomainError('RATE_LIMITED', 'Temporarily unable to accept this request; retry shortly.', {
-        headers: { 'Retry-After': '5' },
-      });
-    }
-    const remaining = Math.max(0, limit - record.totalHits);
-    appendHeader(reply, 'RateLimit-Policy', `"${policy.name}";q=${limit};w=${windowSeconds}`);
-    appendHeader(reply, 'RateLimit', `"${policy.name}";r=${remaining};t=${record.timeToExpire}`);
+    const record = await this.count(policy, key, ttl, limit);
+    if (!record) return true; // store unavailable, fail-open policy
+
+    const reply = context.switchToHttp().getResponse<FastifyReply>();
+    appendHeader(reply, 'RateLimit-Policy', policyHeaderItem(policy.name, limit, ttl / 1000));
+    appendHeader(
+      reply,
+      'RateLimit',
+      stateHeaderItem(policy.name, limit - record.totalHits, record.timeToExpire),
+    );
     if (record.isBlocked) {
       throw new DomainError('RATE_LIMITED', 'Too many requests; retry later.', {
         headers: { 'Retry-After': String(Math.max(1, record.timeToBlockExpire)) },
@@ -77,17 +103,48 @@ export class RateLimitGuard extends ThrottlerGuard {
     return true;
   }
 
-  private trackerFor(policy: RateLimitPolicy, request: AuthenticatedRequest): string | null {
-    switch (policy.tracker) {
-      case 'ip':
-        return `ip:${request.ip}`;
-      case 'user':
-        return request.user ? `user:${request.user.userId}` : `ip:${request.ip}`;
-      case 'account': {
-        const email = (request.body as { email?: unknown } | undefined)?.email;
-        return typeof email === 'string' ? `account:${email.trim().toLowerCase()}` : null;
+  /** The policy's counter after this hit; null when the store is unavailable and it fails open. */
+  private async count(
+    policy: RateLimitPolicy,
+    key: string,
+    ttl: number,
+    limit: number,
+  ): Promise<ThrottlerStorageRecord | null> {
+    try {
+      const record = await this.storageService.increment(key, ttl, limit, ttl, policy.name);
+      if (this.storeDown) this.log.log('rate-limit store reachable again');
+      this.storeDown = false;
+      return record;
+    } catch (err) {
+      if (!this.storeDown) {
+        this.log.warn(
+          `${String(err)}: fail-closed policies refuse, the others let requests through`,
+        );
       }
+      this.storeDown = true;
+      if (!policy.failClosed) return null;
+      throw new DomainError(
+        'RATE_LIMITED',
+        'Temporarily unable to accept this request; retry shortly.',
+        { headers: { 'Retry-After': String(STORE_DOWN_RETRY_AFTER_SECONDS) } },
+      );
     }
+  }
+}
+
+/** IP and account policies: runs before authentication, so every request counts. */
+@Injectable()
+export class ClientRateLimitGuard extends RateLimitGuard {
+  protected phase(): RateLimitPhase {
+    return 'before-auth';
+  }
+}
+
+/** Per-user policies: runs after the access-token guard has put the principal on the request. */
+@Injectable()
+export class UserRateLimitGuard extends RateLimitGuard {
+  protected phase(): RateLimitPhase {
+    return 'after-auth';
   }
 }
 

@@ -5,7 +5,10 @@ import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { REDIS } from '../../redis/redis.module';
 
-/** Fixed window: INCR, set the expiry on the first hit, report hits and time left — atomically. */
+/**
+ * Fixed window, atomically in one script: INCR, set the expiry on the first hit (or if it is
+ * somehow missing), answer hits and milliseconds left.
+ */
 const INCREMENT = `
 local hits = redis.call('INCR', KEYS[1])
 if hits == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -14,17 +17,31 @@ if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1])
 return { hits, ttl }
 `;
 
+/** A Redis that answers slower than this counts as unavailable (no request waits on it). */
+export const STORE_TIMEOUT_MS = 500;
+
+export class RateLimitStoreUnavailable extends Error {
+  constructor(cause: unknown) {
+    super(
+      `rate-limit store unavailable: ${cause instanceof Error ? cause.message : String(cause)}`,
+    );
+    this.name = 'RateLimitStoreUnavailable';
+  }
+}
+
 /**
- * @nestjs/throttler storage on the shared Redis, so every API instance counts together. The
- * client fails fast when Redis is down (no offline queue): the guard then applies the policy's
- * fail-open / fail-closed choice.
+ * @nestjs/throttler storage on the shared ioredis client, so every API instance counts
+ * together. Keys: `<REDIS_KEY_PREFIX>:rl:<policy>:<sha256 of the tracker>`. The client fails
+ * fast when Redis is down (no offline queue) and a stalled Redis is cut off after
+ * STORE_TIMEOUT_MS: either way this throws RateLimitStoreUnavailable, and the guard applies the
+ * policy's fail-open / fail-closed choice.
  */
 @Injectable()
 export class RedisThrottlerStorage implements ThrottlerStorage {
   private readonly prefix: string;
 
   constructor(
-    @Inject(REDIS) private readonly redis: Redis,
+    @Inject(REDIS) private readonly redis: Pick<Redis, 'eval'>,
     @Inject(APP_CONFIG) config: AppConfig,
   ) {
     this.prefix = `${config.redis.keyPrefix}:rl:`;
@@ -37,11 +54,17 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
     _blockDuration: number,
     _throttlerName: string,
   ): Promise<ThrottlerStorageRecord> {
-    const [hits, pttl] = (await this.redis.eval(INCREMENT, 1, this.prefix + key, ttlMs)) as [
-      number,
-      number,
-    ];
-    const timeToExpire = Math.ceil(pttl / 1000);
+    let reply: unknown;
+    try {
+      reply = await withTimeout(
+        this.redis.eval(INCREMENT, 1, this.prefix + key, ttlMs),
+        STORE_TIMEOUT_MS,
+      );
+    } catch (err) {
+      throw new RateLimitStoreUnavailable(err);
+    }
+    const [hits, pttl] = reply as [number, number];
+    const timeToExpire = Math.max(1, Math.ceil(pttl / 1000));
     const isBlocked = hits > limit;
     return {
       totalHits: hits,
@@ -50,4 +73,13 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
       timeToBlockExpire: isBlocked ? timeToExpire : 0,
     };
   }
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }

@@ -1,23 +1,26 @@
 import { Module } from '@nestjs/common';
 import { ThrottlerModule } from '@nestjs/throttler';
-import { RedisThrottlerStorage } from './redis-throttler.storage';
+import { ClientRateLimitGuard, UserRateLimitGuard } from './rate-limit.guard';
 import { RATE_LIMIT_POLICIES } from './rate-limit.policies';
-import { RateLimitGuard } from './rate-limit.guard';
+import { RedisThrottlerStorage } from './redis-throttler.storage';
 
+/**
+ * Rate limiting. The guards are exported, not registered here: AuthModule registers them as
+ * global guards around the access-token guard (client policies before it, per-user after it).
+ */
 @Module({
   imports: [
-    ThrottlerModule.forRootAsync({
-      useFactory: () => ({
-        throttlers: RATE_LIMIT_POLICIES.map((p) => ({
-          name: p.name,
-          limit: p.limit,
-          ttl: p.windowSeconds * 1000,
-        })),
-        setHeaders: false,
-      }),
+    ThrottlerModule.forRoot({
+      throttlers: RATE_LIMIT_POLICIES.map((p) => ({
+        name: p.name,
+        limit: p.limit,
+        ttl: p.windowSeconds * 1000,
+      })),
+      // we write the IETF headers ourselves (RateLimitGuard), not X-RateLimit-*
+      setHeaders: false,
     }),
   ],
-  providers: [RedisThrottlerStorage, RateLimitGuard],
-  exports: [RateLimitGuard],
+  providers: [RedisThrottlerStorage, ClientRateLimitGuard, UserRateLimitGuard],
+  exports: [ClientRateLimitGuard, UserRateLimitGuard],
 })
 export class ThrottlingModule {}

@@ -1,0 +1,129 @@
+import { DomainError } from '../common/errors/domain-error';
+import type { TransactionHost } from '../database/transaction-host';
+import type { User, UserRepository } from '../users/user.repository';
+import { AccountService } from './account.service';
+import type { PasswordHasher } from './password-hasher';
+import type { RefreshTokenRepository } from './refresh-token.repository';
+import type { SecurityEvents } from './security-events';
+
+const NOW = new Date('2026-01-01T10:00:00Z');
+const user: User = {
+  id: 'u-1',
+  email: 'a@b.io',
+  name: 'A',
+  role: 'customer',
+  passwordHash: 'old-hash',
+  createdAt: NOW,
+  updatedAt: NOW,
+};
+
+function setup() {
+  const users = {
+    findById: jest.fn(),
+    findByEmail: jest.fn(),
+    setPasswordHash: jest.fn(),
+    upsertWithRole: jest.fn(),
+  };
+  const refreshTokens = { revokeAllOfUser: jest.fn() };
+  const hasher = { hash: jest.fn().mockResolvedValue('new-hash'), verify: jest.fn() };
+  const events = { record: jest.fn() };
+  const tx = { run: jest.fn(<T>(work: () => Promise<T>) => work()) };
+  const service = new AccountService(
+    users as unknown as UserRepository,
+    refreshTokens as unknown as RefreshTokenRepository,
+    hasher as unknown as PasswordHasher,
+    events as unknown as SecurityEvents,
+    tx as unknown as TransactionHost,
+    { now: () => NOW },
+  );
+  return { service, users, refreshTokens, hasher, events };
+}
+
+describe('AccountService', () => {
+  it('maps the account for /me without internal fields', async () => {
+    const s = setup();
+    s.users.findById.mockResolvedValue(user);
+    expect(await s.service.me('u-1')).toEqual({
+      id: 'u-1',
+      email: 'a@b.io',
+      name: 'A',
+      role: 'customer',
+    });
+  });
+
+  describe('changePassword', () => {
+    it('needs the current password', async () => {
+      const s = setup();
+      s.users.findById.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(false);
+      const err = await s.service
+        .changePassword('u-1', { currentPassword: 'wrong', newPassword: 'new-password' })
+        .catch((e: DomainError) => e);
+      expect(err).toMatchObject({ code: 'CURRENT_PASSWORD_INCORRECT' });
+      expect(s.users.setPasswordHash).not.toHaveBeenCalled();
+    });
+
+    it('stores the new hash and revokes every session of the user', async () => {
+      const s = setup();
+      s.users.findById.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(true);
+      await s.service.changePassword('u-1', {
+        currentPassword: 'old',
+        newPassword: 'new-password',
+      });
+      expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW);
+      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-changed', NOW);
+      expect(s.events.record).toHaveBeenCalledWith({ event: 'password_changed', userId: 'u-1' });
+    });
+  });
+
+  describe('ensureAccount', () => {
+    it('creates the account with the role', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(null);
+      s.users.upsertWithRole.mockResolvedValue({ ...user, email: 'boss@x.io', role: 'admin' });
+      const res = await s.service.ensureAccount(' Boss@X.io ', 'boss-password', 'admin', 'Boss');
+      expect(s.users.upsertWithRole).toHaveBeenCalledWith(
+        { email: 'boss@x.io', name: 'Boss', role: 'admin', passwordHash: 'new-hash' },
+        NOW,
+      );
+      expect(res.role).toBe('admin');
+      expect(s.refreshTokens.revokeAllOfUser).not.toHaveBeenCalled();
+    });
+
+    it('changes nothing when the account already has the role and the password', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue({ ...user, role: 'admin' });
+      s.hasher.verify.mockResolvedValue(true);
+      await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
+      expect(s.users.upsertWithRole).not.toHaveBeenCalled();
+      expect(s.hasher.hash).not.toHaveBeenCalled();
+    });
+
+    it('promotes keeping the password hash when the password is unchanged', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(true);
+      s.users.upsertWithRole.mockResolvedValue({ ...user, role: 'admin' });
+      await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
+      expect(s.users.upsertWithRole).toHaveBeenCalledWith(
+        expect.objectContaining({ passwordHash: 'old-hash' }),
+        NOW,
+      );
+      expect(s.refreshTokens.revokeAllOfUser).not.toHaveBeenCalled();
+    });
+
+    it('revokes the sessions of an existing account whose password it resets', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(false);
+      s.users.upsertWithRole.mockResolvedValue({
+        ...user,
+        role: 'admin',
+        passwordHash: 'new-hash',
+      });
+      await s.service.ensureAccount('a@b.io', 'different', 'admin', 'A');
+      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-reset', NOW);
+    });
+  });
+});

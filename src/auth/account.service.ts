@@ -1,0 +1,73 @@
+import { Injectable } from '@nestjs/common';
+import { DomainError } from '../common/errors/domain-error';
+import { Clock } from '../common/time/clock';
+import { TransactionHost } from '../database/transaction-host';
+import { normalizeEmail } from '../users/email';
+import { UserRepository } from '../users/user.repository';
+import { ChangePasswordDto, UserDto, mapUser } from './dto/auth.dto';
+import { PasswordHasher } from './password-hasher';
+import type { Role } from './permissions';
+import { RefreshTokenRepository } from './refresh-token.repository';
+import { SecurityEvents } from './security-events';
+
+/** The signed-in user's own account, and provisioning of accounts with a role. */
+@Injectable()
+export class AccountService {
+  constructor(
+    private readonly users: UserRepository,
+    private readonly refreshTokens: RefreshTokenRepository,
+    private readonly hasher: PasswordHasher,
+    private readonly events: SecurityEvents,
+    private readonly tx: TransactionHost,
+    private readonly clock: Clock,
+  ) {}
+
+  async me(userId: string): Promise<UserDto> {
+    const user = await this.users.findById(userId);
+    if (!user) throw new DomainError('UNAUTHENTICATED', 'The account no longer exists.');
+    return mapUser(user);
+  }
+
+  /** Needs the current password; revokes every session (refresh-token family) of the user. */
+  async changePassword(userId: string, dto: ChangePasswordDto): Promise<void> {
+    const user = await this.users.findById(userId);
+    if (!user) throw new DomainError('UNAUTHENTICATED', 'The account no longer exists.');
+    if (!(await this.hasher.verify(user.passwordHash, dto.currentPassword))) {
+      throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
+    }
+    const hash = await this.hasher.hash(dto.newPassword);
+    const now = this.clock.now();
+    await this.tx.run(async () => {
+      await this.users.setPasswordHash(userId, hash, now);
+      await this.refreshTokens.revokeAllOfUser(userId, 'password-changed', now);
+    });
+    this.events.record({ event: 'password_changed', userId });
+  }
+
+  /**
+   * Creates the account with this role and password, or gives an existing one (same email)
+   * the role and the password; a changed password revokes its sessions. Idempotent: nothing
+   * changes when the account already has both. Used by `npm run admin:create` and the demo seed.
+   */
+  async ensureAccount(email: string, password: string, role: Role, name: string): Promise<UserDto> {
+    const normalized = normalizeEmail(email);
+    const existing = await this.users.findByEmail(normalized);
+    const samePassword = existing
+      ? await this.hasher.verify(existing.passwordHash, password)
+      : false;
+    if (existing && samePassword && existing.role === role) return mapUser(existing);
+    const passwordHash =
+      existing && samePassword ? existing.passwordHash : await this.hasher.hash(password);
+    const now = this.clock.now();
+    return this.tx.run(async () => {
+      const user = await this.users.upsertWithRole(
+        { email: normalized, name, role, passwordHash },
+        now,
+      );
+      if (existing && !samePassword) {
+        await this.refreshTokens.revokeAllOfUser(user.id, 'password-reset', now);
+      }
+      return mapUser(user);
+    });
+  }
+}

@@ -1,0 +1,188 @@
+import { DomainError } from '../common/errors/domain-error';
+import type { TransactionHost } from '../database/transaction-host';
+import type { User, UserRepository } from '../users/user.repository';
+import { AuthService } from './auth.service';
+import type { PasswordHasher } from './password-hasher';
+import type { RefreshTokenRepository } from './refresh-token.repository';
+import type { SecurityEvents } from './security-events';
+import type { SessionIssuer } from './session-issuer';
+
+const NOW = new Date('2026-01-01T10:00:00Z');
+const user: User = {
+  id: 'u-1',
+  email: 'a@b.io',
+  name: 'A',
+  role: 'customer',
+  passwordHash: '$argon2id$v=19$m=19456,t=2,p=1$salt$hash',
+  createdAt: NOW,
+  updatedAt: NOW,
+};
+
+function setup() {
+  const users = {
+    create: jest.fn(),
+    findByEmail: jest.fn(),
+    findById: jest.fn(),
+    setPasswordHash: jest.fn(),
+  };
+  const refreshTokens = {
+    spend: jest.fn(),
+    revokeFamily: jest.fn(),
+    revokeFamilyOfToken: jest.fn(),
+  };
+  const sessions = {
+    open: jest.fn().mockResolvedValue({ familyId: 'f-new', refreshToken: 'r-new' }),
+    rotate: jest.fn().mockResolvedValue({ familyId: 'f-1', refreshToken: 'r-next' }),
+    hashOf: jest.fn((t: string) => `hash(${t})`),
+    tokensFor: jest.fn((u: User, s: { refreshToken: string }) =>
+      Promise.resolve({ user: u, accessToken: 'a', refreshToken: s.refreshToken, expiresIn: 900 }),
+    ),
+  };
+  const hasher = {
+    hash: jest.fn().mockResolvedValue('new-hash'),
+    verify: jest.fn(),
+    verifyDummy: jest.fn().mockResolvedValue(false),
+    needsRehash: jest.fn().mockReturnValue(false),
+  };
+  const events = { record: jest.fn() };
+  const tx = { run: jest.fn(<T>(work: () => Promise<T>) => work()) };
+  const clock = { now: () => NOW };
+  const service = new AuthService(
+    users as unknown as UserRepository,
+    refreshTokens as unknown as RefreshTokenRepository,
+    sessions as unknown as SessionIssuer,
+    hasher as unknown as PasswordHasher,
+    events as unknown as SecurityEvents,
+    tx as unknown as TransactionHost,
+    clock,
+  );
+  return { service, users, refreshTokens, sessions, hasher, events, tx };
+}
+
+const codeOf = (p: Promise<unknown>) =>
+  p.then(
+    () => 'resolved',
+    (e: unknown) => (e instanceof DomainError ? e.code : e),
+  );
+
+describe('AuthService', () => {
+  describe('register', () => {
+    it('creates a customer with a normalized email and opens a session in one transaction', async () => {
+      const s = setup();
+      s.users.create.mockResolvedValue(user);
+      const res = await s.service.register({
+        email: ' A@B.io ',
+        password: 'pw-pw-pw-pw',
+        name: 'A',
+      });
+      expect(s.users.create).toHaveBeenCalledWith({
+        email: 'a@b.io',
+        name: 'A',
+        role: 'customer',
+        passwordHash: 'new-hash',
+      });
+      expect(s.sessions.open).toHaveBeenCalledWith('u-1', NOW);
+      expect(s.tx.run).toHaveBeenCalledTimes(1);
+      expect(res.refreshToken).toBe('r-new');
+    });
+
+    it('answers EMAIL_TAKEN when the unique index refuses the email', async () => {
+      const s = setup();
+      s.users.create.mockResolvedValue(null);
+      expect(
+        await codeOf(s.service.register({ email: 'a@b.io', password: 'pw-pw-pw-pw', name: 'A' })),
+      ).toBe('EMAIL_TAKEN');
+      expect(s.sessions.open).not.toHaveBeenCalled();
+    });
+  });
+
+  describe('login', () => {
+    it('verifies an unknown email against the dummy hash and answers INVALID_CREDENTIALS', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(null);
+      const err = await s.service
+        .login({ email: 'x@y.io', password: 'guess-guess' })
+        .catch((e: DomainError) => e);
+      expect(s.hasher.verifyDummy).toHaveBeenCalledWith('guess-guess');
+      expect(s.hasher.verify).not.toHaveBeenCalled();
+      expect(err).toMatchObject({ code: 'INVALID_CREDENTIALS' });
+
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(false);
+      const wrong = await s.service
+        .login({ email: 'a@b.io', password: 'guess-guess' })
+        .catch((e: DomainError) => e);
+      expect(wrong).toMatchObject({
+        code: 'INVALID_CREDENTIALS',
+        message: (err as DomainError).message,
+      });
+      expect(s.sessions.open).not.toHaveBeenCalled();
+    });
+
+    it('looks the account up by normalized email', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(null);
+      await codeOf(s.service.login({ email: '  A@B.IO ', password: 'x' }));
+      expect(s.users.findByEmail).toHaveBeenCalledWith('a@b.io');
+    });
+
+    it('re-hashes a password whose hash has weaker parameters', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(true);
+      s.hasher.needsRehash.mockReturnValue(true);
+      await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' });
+      expect(s.hasher.hash).toHaveBeenCalledWith('pw-pw-pw-pw');
+      expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW);
+    });
+
+    it('leaves a current hash alone', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(true);
+      await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' });
+      expect(s.users.setPasswordHash).not.toHaveBeenCalled();
+      expect(s.sessions.open).toHaveBeenCalledWith('u-1', NOW);
+    });
+  });
+
+  describe('refresh', () => {
+    it('spends the token by its hash and rotates within the same family', async () => {
+      const s = setup();
+      s.refreshTokens.spend.mockResolvedValue({ status: 'spent', familyId: 'f-1', userId: 'u-1' });
+      s.users.findById.mockResolvedValue(user);
+      const res = await s.service.refresh('r-old');
+      expect(s.refreshTokens.spend).toHaveBeenCalledWith('hash(r-old)', NOW);
+      expect(s.sessions.rotate).toHaveBeenCalledWith('f-1', NOW);
+      expect(res.refreshToken).toBe('r-next');
+      expect(s.refreshTokens.revokeFamily).not.toHaveBeenCalled();
+    });
+
+    it('revokes the family, records a security event and answers REFRESH_TOKEN_REUSED on reuse', async () => {
+      const s = setup();
+      s.refreshTokens.spend.mockResolvedValue({ status: 'reused', familyId: 'f-1', userId: 'u-1' });
+      expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_REUSED');
+      expect(s.refreshTokens.revokeFamily).toHaveBeenCalledWith('f-1', 'reuse-detected', NOW);
+      expect(s.events.record).toHaveBeenCalledWith({
+        event: 'refresh_token_reuse',
+        userId: 'u-1',
+        familyId: 'f-1',
+      });
+      expect(s.sessions.rotate).not.toHaveBeenCalled();
+    });
+
+    it('answers REFRESH_TOKEN_INVALID for unknown, expired or revoked tokens, revoking nothing', async () => {
+      const s = setup();
+      s.refreshTokens.spend.mockResolvedValue({ status: 'invalid' });
+      expect(await codeOf(s.service.refresh('nope'))).toBe('REFRESH_TOKEN_INVALID');
+      expect(s.refreshTokens.revokeFamily).not.toHaveBeenCalled();
+      expect(s.events.record).not.toHaveBeenCalled();
+    });
+  });
+
+  it('logout revokes the family of the presented token', async () => {
+    const s = setup();
+    await s.service.logout('r-1');
+    expect(s.refreshTokens.revokeFamilyOfToken).toHaveBeenCalledWith('hash(r-1)', 'logout', NOW);
+  });
+});

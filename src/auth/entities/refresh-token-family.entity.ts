@@ -1,0 +1,32 @@
+import { Column, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
+import { UserEntity } from '../../users/entities/user.entity';
+
+/**
+ * One sign-in session: the chain of refresh tokens issued by rotation. It ends at `expiresAt`
+ * (absolute lifetime) or when revoked (logout, reuse detected, password changed).
+ */
+@Entity('refresh_token_families')
+export class RefreshTokenFamilyEntity {
+  @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'refresh_token_families_pkey' })
+  id!: string;
+
+  @Index('refresh_token_families_user_idx')
+  @Column('uuid', { name: 'user_id' })
+  userId!: string;
+
+  @ManyToOne(() => UserEntity, { onDelete: 'CASCADE', nullable: false })
+  @JoinColumn({ name: 'user_id', foreignKeyConstraintName: 'refresh_token_families_user_id_fkey' })
+  user?: UserEntity;
+
+  @Column('timestamptz', { name: 'created_at' })
+  createdAt!: Date;
+
+  @Column('timestamptz', { name: 'expires_at' })
+  expiresAt!: Date;
+
+  @Column('timestamptz', { name: 'revoked_at', nullable: true })
+  revokedAt!: Date | null;
+
+  @Column('text', { name: 'revoked_reason', nullable: true })
+  revokedReason!: string | null;
+}

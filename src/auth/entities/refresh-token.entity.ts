@@ -1,0 +1,33 @@
+import { Column, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
+import { RefreshTokenFamilyEntity } from './refresh-token-family.entity';
+
+/**
+ * One refresh token of a family, stored as its SHA-256 only. `spentAt` is set when it is
+ * exchanged for a new pair; presenting it again after that is reuse.
+ */
+@Entity('refresh_tokens')
+@Index('refresh_tokens_token_hash_key', ['tokenHash'], { unique: true })
+export class RefreshTokenEntity {
+  @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'refresh_tokens_pkey' })
+  id!: string;
+
+  @Column('text', { name: 'token_hash' })
+  tokenHash!: string;
+
+  @Index('refresh_tokens_family_idx')
+  @Column('uuid', { name: 'family_id' })
+  familyId!: string;
+
+  @ManyToOne(() => RefreshTokenFamilyEntity, { onDelete: 'CASCADE', nullable: false })
+  @JoinColumn({ name: 'family_id', foreignKeyConstraintName: 'refresh_tokens_family_id_fkey' })
+  family?: RefreshTokenFamilyEntity;
+
+  @Column('timestamptz', { name: 'issued_at' })
+  issuedAt!: Date;
+
+  @Column('timestamptz', { name: 'idle_expires_at' })
+  idleExpiresAt!: Date;
+
+  @Column('timestamptz', { name: 'spent_at', nullable: true })
+  spentAt!: Date | null;
+}

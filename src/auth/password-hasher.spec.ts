@@ -1,0 +1,72 @@
+import { Algorithm, hash } from '@node-rs/argon2';
+import { OWASP_MINIMUM, PasswordHasher, parseParams } from './password-hasher';
+import { SecureRandom } from './secure-random';
+
+describe('PasswordHasher', () => {
+  const hasher = new PasswordHasher(new SecureRandom());
+
+  it('makes argon2id v19 hashes at the OWASP minimum or above, parameters in the string', async () => {
+    const phc = await hasher.hash('correct-horse-battery');
+    expect(phc).toMatch(/^\$argon2id\$v=19\$m=\d+,t=\d+,p=\d+\$/);
+    const p = parseParams(phc)!;
+    expect(p.m).toBeGreaterThanOrEqual(19_456);
+    expect(p.t).toBeGreaterThanOrEqual(2);
+    expect(p.p).toBeGreaterThanOrEqual(1);
+  });
+
+  it('salts: the same password hashes differently each time', async () => {
+    expect(await hasher.hash('same-password')).not.toBe(await hasher.hash('same-password'));
+  });
+
+  it('verifies the right password and refuses a wrong one', async () => {
+    const phc = await hasher.hash('correct-horse-battery');
+    expect(await hasher.verify(phc, 'correct-horse-battery')).toBe(true);
+    expect(await hasher.verify(phc, 'correct-horse-batterz')).toBe(false);
+  });
+
+  it('answers false, never throws, for a malformed stored hash', async () => {
+    expect(await hasher.verify('not-a-hash', 'whatever')).toBe(false);
+  });
+
+  it('verifies unknown emails against a dummy hash: always false', async () => {
+    expect(await hasher.verifyDummy('anything')).toBe(false);
+  });
+
+  it('refuses to be configured below the OWASP minimum', () => {
+    expect(
+      () => new PasswordHasher(new SecureRandom(), { ...OWASP_MINIMUM, memoryCost: 8192 }),
+    ).toThrow(/OWASP/);
+    expect(() => new PasswordHasher(new SecureRandom(), { ...OWASP_MINIMUM, timeCost: 1 })).toThrow(
+      /OWASP/,
+    );
+  });
+
+  describe('needsRehash', () => {
+    it('is false for a hash made with the current parameters', async () => {
+      expect(hasher.needsRehash(await hasher.hash('pw-pw-pw-pw'))).toBe(false);
+    });
+
+    it('is true for weaker parameters, another algorithm or garbage', async () => {
+      const weak = await hash('pw-pw-pw-pw', {
+        algorithm: Algorithm.Argon2id,
+        memoryCost: 4096,
+        timeCost: 1,
+        parallelism: 1,
+      });
+      const argon2i = await hash('pw-pw-pw-pw', { algorithm: Algorithm.Argon2i, ...OWASP_MINIMUM });
+      expect(hasher.needsRehash(weak)).toBe(true);
+      expect(hasher.needsRehash(argon2i)).toBe(true);
+      expect(hasher.needsRehash('$2b$10$bcrypt-hash')).toBe(true);
+    });
+
+    it('is true once the parameters are raised, and the new hash carries them', async () => {
+      const before = await hasher.hash('pw-pw-pw-pw');
+      const raised = new PasswordHasher(new SecureRandom(), { ...OWASP_MINIMUM, timeCost: 3 });
+      expect(raised.needsRehash(before)).toBe(true);
+      const after = await raised.hash('pw-pw-pw-pw');
+      expect(parseParams(after)).toEqual({ m: 19_456, t: 3, p: 1 });
+      expect(raised.needsRehash(after)).toBe(false);
+      expect(hasher.needsRehash(after)).toBe(false); // stronger than needed is fine
+    });
+  });
+});

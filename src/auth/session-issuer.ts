@@ -1,0 +1,70 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { APP_CONFIG, AppConfig } from '../config/config';
+import type { User } from '../users/user.repository';
+import { TokensDto, mapUser } from './dto/auth.dto';
+import { RefreshTokenRepository } from './refresh-token.repository';
+import { TokenService } from './token.service';
+
+/** A sign-in session as the client holds it: the family and its current refresh token. */
+export interface Session {
+  familyId: string;
+  refreshToken: string;
+}
+
+const plusSeconds = (at: Date, seconds: number) => new Date(at.getTime() + seconds * 1000);
+
+/**
+ * Issues token pairs: opens refresh-token families (absolute lifetime
+ * `config.jwt.refreshTtlSeconds`), adds each rotation's token (idle timeout
+ * `config.jwt.refreshIdleSeconds` from its issue), and signs the access token that goes with it.
+ * Writes join the caller's transaction.
+ */
+@Injectable()
+export class SessionIssuer {
+  constructor(
+    private readonly refreshTokens: RefreshTokenRepository,
+    private readonly tokens: TokenService,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
+
+  async open(userId: string, now: Date): Promise<Session> {
+    const familyId = await this.refreshTokens.createFamily(
+      userId,
+      now,
+      plusSeconds(now, this.config.jwt.refreshTtlSeconds),
+    );
+    return this.rotate(familyId, now);
+  }
+
+  async rotate(familyId: string, now: Date): Promise<Session> {
+    const refreshToken = this.tokens.newRefreshToken();
+    await this.refreshTokens.addToken(
+      familyId,
+      this.tokens.hashRefreshToken(refreshToken),
+      now,
+      plusSeconds(now, this.config.jwt.refreshIdleSeconds),
+    );
+    return { familyId, refreshToken };
+  }
+
+  /** What the database knows a presented refresh token by. */
+  hashOf(refreshToken: string): string {
+    return this.tokens.hashRefreshToken(refreshToken);
+  }
+
+  /** The answer of register, login and refresh. */
+  async tokensFor(user: User, session: Session): Promise<TokensDto> {
+    const accessToken = await this.tokens.signAccess({
+      sub: user.id,
+      email: user.email,
+      role: user.role,
+      fam: session.familyId,
+    });
+    return {
+      user: mapUser(user),
+      accessToken,
+      refreshToken: session.refreshToken,
+      expiresIn: this.config.jwt.accessTtlSeconds,
+    };
+  }
+}
