@@ -1,6 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { AppModule } from './app.module';
+import { AuthModule } from './auth/auth.module';
 import { CatalogModule } from './catalog/catalog.module';
 import { CatalogProcessor } from './catalog/catalog.processor';
 import { AppConfig } from './config/config';
@@ -31,6 +32,7 @@ export class WorkerModule {
         OrdersModule,
         IdempotencyModule,
         CatalogModule,
+        AuthModule,
       ],
       providers: [
         OutboxPublisher,

@@ -53,6 +53,6 @@ import { TokenService } from './token.service';
     { provide: APP_GUARD, useExisting: UserRateLimitGuard },
     { provide: APP_GUARD, useClass: PermissionsGuard },
   ],
-  exports: [AuthService, AccountService],
+  exports: [AuthService, AccountService, RefreshTokenRepository],
 })
 export class AuthModule {}

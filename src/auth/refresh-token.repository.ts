@@ -101,4 +101,17 @@ export class RefreshTokenRepository {
       [userId, now, reason],
     );
   }
+
+  /** Deletes families (and, by cascade, their tokens) that ended before `before`. */
+  async purgeEnded(before: Date, batch = 5000): Promise<number> {
+    const rows = await this.tx.query(
+      `DELETE FROM refresh_token_families WHERE id IN (
+         SELECT id FROM refresh_token_families
+          WHERE expires_at < $1 OR revoked_at < $1
+          LIMIT $2)
+       RETURNING 1`,
+      [before, batch],
+    );
+    return rows.length;
+  }
 }

@@ -14,6 +14,8 @@ export interface JobPayloads {
   'catalog.recompute-recommendations': Record<string, never>;
   /** Remove idempotency records past their expiry. */
   'maintenance.purge-idempotency-keys': Record<string, never>;
+  /** Remove refresh-token families that expired or were revoked long ago. */
+  'maintenance.purge-refresh-tokens': Record<string, never>;
   /** Remove published outbox rows past their retention. */
   'maintenance.purge-outbox': Record<string, never>;
 }
@@ -26,4 +28,5 @@ export const JOB_QUEUE: Record<JobName, QueueName> = {
   'catalog.recompute-recommendations': 'catalog',
   'maintenance.purge-idempotency-keys': 'maintenance',
   'maintenance.purge-outbox': 'maintenance',
+  'maintenance.purge-refresh-tokens': 'maintenance',
 };

@@ -9,6 +9,7 @@ export const SCHEDULES: { job: JobName; everyMs: number }[] = [
   { job: 'catalog.recompute-recommendations', everyMs: 600_000 },
   { job: 'maintenance.purge-idempotency-keys', everyMs: 3_600_000 },
   { job: 'maintenance.purge-outbox', everyMs: 3_600_000 },
+  { job: 'maintenance.purge-refresh-tokens', everyMs: 3_600_000 },
 ];
 
 /** Registers the repeatable jobs (idempotent upserts: every worker may do it). */
