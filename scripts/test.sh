@@ -11,4 +11,12 @@ fi
 echo "[test] lint";      npx eslint . --max-warnings 0
 echo "[test] typecheck"; npx tsc -p tsconfig.json --noEmit
 echo "[test] jest (unit + integration + e2e)"
-npx jest --ci "$@"
+mkdir -p var
+status=0
+npx jest --ci --json --outputFile=var/jest-results.json "$@" || status=$?
+# one plain summary line for CI: "jest: N passed, N failed"
+node -e '
+  const r = require("./var/jest-results.json");
+  console.log(`jest: ${r.numPassedTests} passed, ${r.numFailedTests} failed`);
+' || true
+exit "$status"
