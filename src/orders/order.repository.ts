@@ -61,10 +61,16 @@ const COLUMNS = `id, user_id, status, cancellation_reason, currency, total_amoun
 export class OrderRepository {
   constructor(private readonly tx: TransactionHost) {}
 
-  /** The order, its lines and its first history rows, in one statement. */
-  async insert(order: NewOrder): Promise<void> {
+  /** Placeholders insert() uses; a statement passed to it numbers its own after these. */
+  static readonly INSERT_PARAMS = 17;
+
+  /**
+   * The order, its lines, its first history rows — and `alongside` (e.g. the outbox event) —
+   * in one statement.
+   */
+  async insert(order: NewOrder, alongside?: { sql: string; params: unknown[] }): Promise<void> {
     await this.tx.query(
-      `WITH o AS (
+      `WITH ${alongside ? `extra AS (${alongside.sql}), ` : ''}o AS (
          INSERT INTO orders (id, user_id, status, currency, total_amount, reservation_expires_at,
                              created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
@@ -95,6 +101,7 @@ export class OrderRepository {
         order.history.map((h) => h.to),
         order.history.map((h) => h.reason),
         order.actor,
+        ...(alongside?.params ?? []),
       ],
     );
   }

@@ -63,19 +63,24 @@ export class OrdersService {
         updatedAt: now,
         items: lines,
       };
-      await this.orders.insert({
-        ...created,
-        reservationExpiresAt,
-        history: [
-          { from: null, to: 'CREATED', reason: null },
-          { from: 'CREATED', to: 'INVENTORY_RESERVED', reason: null },
-        ],
-        actor: `user:${me.userId}`,
-      });
-      await this.outbox.add('order.created', created.id, {
-        orderId: created.id,
-        reservationExpiresAt: reservationExpiresAt.toISOString(),
-      });
+      const event = this.outbox.statement(
+        'order.created',
+        created.id,
+        { orderId: created.id, reservationExpiresAt: reservationExpiresAt.toISOString() },
+        OrderRepository.INSERT_PARAMS,
+      );
+      await this.orders.insert(
+        {
+          ...created,
+          reservationExpiresAt,
+          history: [
+            { from: null, to: 'CREATED', reason: null },
+            { from: 'CREATED', to: 'INVENTORY_RESERVED', reason: null },
+          ],
+          actor: `user:${me.userId}`,
+        },
+        event,
+      );
       // The hot inventory row locks are taken last of all: just before COMMIT, after the
       // idempotency record the request writes — held for one statement and the commit.
       this.tx.beforeCommit(() => this.stock.reserve(created.id, lines));

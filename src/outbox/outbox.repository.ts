@@ -30,6 +30,25 @@ export class OutboxRepository {
   }
 
   /**
+   * The same INSERT as add(), as SQL for a caller to run inside its own statement (a CTE), so
+   * the event costs no extra round trip. Placeholders start after `offset`.
+   */
+  statement<T extends OutboxTopic>(
+    topic: T,
+    aggregateId: string | null,
+    payload: OutboxEvents[T],
+    offset: number,
+  ): { sql: string; params: unknown[] } {
+    const now = this.clock.now();
+    const p = (i: number) => `$${offset + i}`;
+    return {
+      sql: `INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
+            VALUES (${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}, 'pending', 0, ${p(5)}, ${p(5)})`,
+      params: [this.ids.uuid(), topic, aggregateId, JSON.stringify(payload), now],
+    };
+  }
+
+  /**
    * Leases up to `limit` due rows to this relay: rows locked by another relay are skipped, and a
    * leased row is invisible to others until `leaseMs` passes (so a relay that dies mid-batch
    * only delays its rows). Each claim counts as an attempt.
