@@ -30,6 +30,8 @@ interface TransactionContext {
   manager: EntityManager;
   /** Work deferred to the end of the transaction, just before COMMIT. */
   beforeCommit: (() => Promise<void>)[];
+  /** Callbacks for after a successful COMMIT (metrics, notifications): never for a rollback. */
+  afterCommit: (() => void)[];
 }
 
 @Injectable()
@@ -74,6 +76,16 @@ export class TransactionHost {
     ctx.beforeCommit.push(work);
   }
 
+  /**
+   * Runs `fn` once the current transaction has committed (immediately when there is none);
+   * never when it rolls back. For effects that must only count what really happened.
+   */
+  afterCommit(fn: () => void): void {
+    const ctx = this.als.getStore();
+    if (ctx) ctx.afterCommit.push(fn);
+    else fn();
+  }
+
   get inTransaction(): boolean {
     return this.als.getStore() !== undefined;
   }
@@ -91,12 +103,15 @@ export class TransactionHost {
   private async runWithRetry<T>(work: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.dataSource.transaction(async (manager) => {
-          const ctx: TransactionContext = { manager, beforeCommit: [] };
-          const result = await this.als.run(ctx, work);
+        const after: (() => void)[] = [];
+        const result = await this.dataSource.transaction(async (manager) => {
+          const ctx: TransactionContext = { manager, beforeCommit: [], afterCommit: after };
+          const value = await this.als.run(ctx, work);
           for (const deferred of ctx.beforeCommit.splice(0)) await this.als.run(ctx, deferred);
-          return result;
+          return value;
         });
+        for (const fn of after) fn();
+        return result;
       } catch (err) {
         const code = pgErrorCode(err);
         if (!code || !RETRYABLE.has(code) || attempt >= MAX_ATTEMPTS) throw err;

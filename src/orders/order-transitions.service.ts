@@ -4,6 +4,7 @@ import { TransactionHost } from '../database/transaction-host';
 import { StockReservationService } from '../inventory/stock-reservation.service';
 import { OutboxRepository } from '../outbox/outbox.repository';
 import { CancellationReason, HOLDS_RESERVATION, OrderStatus } from './order-state-machine';
+import { OrderMetrics } from './order-metrics';
 import { OrderRepository } from './order.repository';
 
 export interface TransitionResult {
@@ -24,6 +25,7 @@ export class OrderTransitionsService {
     private readonly outbox: OutboxRepository,
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
+    private readonly metrics: OrderMetrics,
   ) {}
 
   /** Before PAID only. Releases the reserved stock exactly once. */
@@ -104,6 +106,7 @@ export class OrderTransitionsService {
       });
       if (!previous) return { changed: false, previous: null };
       await effects?.(previous);
+      this.metrics.transitioned(t.to);
       return { changed: true, previous };
     });
   }

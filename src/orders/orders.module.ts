@@ -2,6 +2,7 @@ import { Module } from '@nestjs/common';
 import { CartModule } from '../cart/cart.module';
 import { StockReservationModule } from '../inventory/stock-reservation.module';
 import { AdminOrdersController } from './admin-orders.controller';
+import { OrderMetrics } from './order-metrics';
 import { OrderRepository } from './order.repository';
 import { OrderTransitionsService } from './order-transitions.service';
 import { OrdersController } from './orders.controller';
@@ -14,6 +15,7 @@ import { ReservationExpiryService } from './reservation-expiry.service';
   controllers: [OrdersController, AdminOrdersController],
   providers: [
     OrderRepository,
+    OrderMetrics,
     ProductSnapshotRepository,
     OrdersService,
     OrderTransitionsService,

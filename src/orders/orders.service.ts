@@ -15,6 +15,7 @@ import { AdminListOrdersDto } from './dto/list-orders.dto';
 import { OrderDetailDto, OrderDto, mapOrder, mapOrderDetail } from './dto/order.response';
 import { OrderTransitionsService } from './order-transitions.service';
 import { Order, OrderLine } from './order.model';
+import { OrderMetrics } from './order-metrics';
 import { OrderRepository } from './order.repository';
 import { priceLines } from './order-pricing';
 import { ProductSnapshotRepository } from './product-snapshot.repository';
@@ -33,6 +34,7 @@ export class OrdersService {
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly metrics: OrderMetrics,
   ) {}
 
   /**
@@ -84,6 +86,7 @@ export class OrdersService {
       // The hot inventory row locks are taken last of all: just before COMMIT, after the
       // idempotency record the request writes — held for one statement and the commit.
       this.tx.beforeCommit(() => this.stock.reserve(created.id, lines));
+      this.metrics.orderCreated();
       return created;
     });
     // Answer from what was written: no re-read while the reservation's row locks are held.

@@ -38,6 +38,10 @@ describe('checkout under concurrency', () => {
     );
     expect(orders.rows[0].n).toBe(50);
     await assertStockInvariants(t.db.pool, [productId]);
+
+    // business counters count committed orders only: the 150 rolled-back attempts do not appear
+    const metrics = await t.http.get('/metrics');
+    expect(metrics.text).toMatch(/^orders_created_total 50$/m);
   }, 120_000);
 
   it('random multi-item orders from many clients: no 500s, no deadlocks, invariants hold', async () => {
