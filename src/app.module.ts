@@ -13,6 +13,7 @@ import { CatalogModule } from './catalog/catalog.module';
 import { IdempotencyModule } from './idempotency/idempotency.module';
 import { OrdersModule } from './orders/orders.module';
 import { OutboxModule } from './outbox/outbox.module';
+import { PaymentsModule } from './payments/payments.module';
 
 /** Everything the API serves; the worker role imports it too (see worker.module.ts). */
 @Module({})
@@ -34,6 +35,7 @@ export class AppModule {
         CatalogModule,
         CartModule,
         OrdersModule,
+        PaymentsModule.register(config),
       ],
     };
   }

@@ -10,6 +10,8 @@ import { MaintenanceProcessor } from './maintenance/maintenance.processor';
 import { OrdersModule } from './orders/orders.module';
 import { OrdersProcessor } from './orders/orders.processor';
 import { OutboxPublisher } from './outbox/outbox.publisher';
+import { PaymentsModule } from './payments/payments.module';
+import { PaymentsProcessor } from './payments/payments.processor';
 import { OutboxRelay } from './outbox/outbox.relay';
 import { JobHandlersCheck } from './queue/job-handlers.check';
 import { QueueModule } from './queue/queue.module';
@@ -33,6 +35,7 @@ export class WorkerModule {
         IdempotencyModule,
         CatalogModule,
         AuthModule,
+        PaymentsModule.register(config),
       ],
       providers: [
         OutboxPublisher,
@@ -40,6 +43,7 @@ export class WorkerModule {
         OrdersProcessor,
         MaintenanceProcessor,
         CatalogProcessor,
+        PaymentsProcessor,
         Schedulers,
         JobHandlersCheck,
         WorkerDrain,

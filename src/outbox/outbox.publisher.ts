@@ -12,6 +12,7 @@ import { OutboxEvents, OutboxRow } from './outbox-events';
 export class OutboxPublisher {
   constructor(
     @InjectQueue('orders') private readonly orders: Queue,
+    @InjectQueue('payments') private readonly payments: Queue,
     private readonly clock: Clock,
   ) {}
 
@@ -26,6 +27,12 @@ export class OutboxPublisher {
           // a little after the deadline, so the guarded transition sees it as due
           { jobId: row.id, delay: Math.max(0, delay) + 250 },
         );
+        return;
+      }
+      case 'payment.event': {
+        const { eventId } = row.payload as unknown as OutboxEvents['payment.event'];
+        // jobId = the provider's event id: one job per event, however often it is delivered
+        await this.payments.add('payments.process-event', { eventId }, { jobId: eventId });
         return;
       }
       case 'order.cancelled':

@@ -12,6 +12,8 @@ export interface JobPayloads {
   'orders.sweep-expired': Record<string, never>;
   /** Recompute "bought together" recommendations from paid orders. */
   'catalog.recompute-recommendations': Record<string, never>;
+  /** Act on a verified payment-provider event (re-reads the intent: events can be stale). */
+  'payments.process-event': { eventId: string };
   /** Remove idempotency records past their expiry. */
   'maintenance.purge-idempotency-keys': Record<string, never>;
   /** Remove refresh-token families that expired or were revoked long ago. */
@@ -26,6 +28,7 @@ export const JOB_QUEUE: Record<JobName, QueueName> = {
   'orders.expire-reservation': 'orders',
   'orders.sweep-expired': 'orders',
   'catalog.recompute-recommendations': 'catalog',
+  'payments.process-event': 'payments',
   'maintenance.purge-idempotency-keys': 'maintenance',
   'maintenance.purge-outbox': 'maintenance',
   'maintenance.purge-refresh-tokens': 'maintenance',

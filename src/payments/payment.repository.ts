@@ -1,0 +1,88 @@
+import { Injectable } from '@nestjs/common';
+import { TransactionHost } from '../database/transaction-host';
+import { toSafeInt } from '../orders/order.model';
+
+export interface Payment {
+  id: string;
+  orderId: string;
+  provider: string;
+  intentId: string;
+  clientSecret: string;
+  amount: number;
+  currency: string;
+  status: string;
+}
+
+interface Row {
+  id: string;
+  order_id: string;
+  provider: string;
+  intent_id: string;
+  client_secret: string;
+  amount: string;
+  currency: string;
+  status: string;
+}
+
+const map = (r: Row): Payment => ({
+  id: r.id,
+  orderId: r.order_id,
+  provider: r.provider,
+  intentId: r.intent_id,
+  clientSecret: r.client_secret,
+  amount: toSafeInt(r.amount),
+  currency: r.currency.trim(),
+  status: r.status,
+});
+
+/** SQL for payments (one per order) and the webhook inbox. */
+@Injectable()
+export class PaymentRepository {
+  constructor(private readonly tx: TransactionHost) {}
+
+  async findByOrder(orderId: string): Promise<Payment | null> {
+    const rows: Row[] = await this.tx.query(`SELECT * FROM payments WHERE order_id = $1`, [orderId]);
+    return rows[0] ? map(rows[0]) : null;
+  }
+
+  async findByIntent(intentId: string): Promise<Payment | null> {
+    const rows: Row[] = await this.tx.query(`SELECT * FROM payments WHERE intent_id = $1`, [intentId]);
+    return rows[0] ? map(rows[0]) : null;
+  }
+
+  /** Records the order's payment unless one exists (unique per order); returns the one that stands. */
+  async insertOnce(p: Payment, at: Date): Promise<Payment> {
+    await this.tx.query(
+      `INSERT INTO payments (id, order_id, provider, intent_id, client_secret, amount, currency, status, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT (order_id) DO NOTHING`,
+      [p.id, p.orderId, p.provider, p.intentId, p.clientSecret, p.amount, p.currency, p.status, at],
+    );
+    return (await this.findByOrder(p.orderId))!;
+  }
+
+  async setStatus(id: string, status: string, at: Date): Promise<void> {
+    await this.tx.query(`UPDATE payments SET status = $2, updated_at = $3 WHERE id = $1`, [id, status, at]);
+  }
+
+  /** Stores a verified event once; false for a duplicate id. */
+  async recordEvent(e: { id: string; type: string; intentId: string | null; payload: unknown; at: Date }): Promise<boolean> {
+    const rows = await this.tx.query(
+      `INSERT INTO webhook_events (id, type, intent_id, payload, received_at) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (id) DO NOTHING RETURNING id`,
+      [e.id, e.type, e.intentId, JSON.stringify(e.payload), e.at],
+    );
+    return rows.length > 0;
+  }
+
+  async findEvent(id: string): Promise<{ id: string; type: string; intentId: string | null; processedAt: Date | null } | null> {
+    const rows: { id: string; type: string; intentId: string | null; processedAt: Date | null }[] = await this.tx.query(
+      `SELECT id, type, intent_id AS "intentId", processed_at AS "processedAt" FROM webhook_events WHERE id = $1`,
+      [id],
+    );
+    return rows[0] ?? null;
+  }
+
+  async markEventProcessed(id: string, at: Date): Promise<void> {
+    await this.tx.query(`UPDATE webhook_events SET processed_at = coalesce(processed_at, $2) WHERE id = $1`, [id, at]);
+  }
+}

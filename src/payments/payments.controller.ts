@@ -1,0 +1,60 @@
+import { Body, Controller, Headers, HttpCode, Param, ParseUUIDPipe, Post, Req } from '@nestjs/common';
+import type { RawBodyRequest } from '@nestjs/common';
+import { ApiBearerAuth, ApiCreatedResponse, ApiHeader, ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import { IsIn } from 'class-validator';
+import type { FastifyRequest } from 'fastify';
+import { CurrentPrincipal, Principal } from '../auth/principal';
+import { Public } from '../common/http/public.decorator';
+import { RequireIdempotencyKey } from '../idempotency/idempotency.decorator';
+import { DevPaymentsService } from './dev-payments.service';
+import { PaymentsService } from './payments.service';
+import { WebhooksService } from './webhooks.service';
+
+@ApiTags('payments')
+@ApiBearerAuth('bearer')
+@Controller('v1/orders')
+export class PaymentsController {
+  constructor(private readonly payments: PaymentsService) {}
+
+  @Post(':id/payment')
+  @RequireIdempotencyKey()
+  @ApiHeader({ name: 'Idempotency-Key', required: true })
+  @ApiCreatedResponse({ description: '{paymentIntentId, clientSecret, status, amount}' })
+  start(@CurrentPrincipal() me: Principal, @Param('id', new ParseUUIDPipe()) id: string) {
+    return this.payments.start(me, id);
+  }
+}
+
+@ApiTags('webhooks')
+@Public()
+@Controller('v1/webhooks')
+export class StripeWebhookController {
+  constructor(private readonly webhooks: WebhooksService) {}
+
+  /** Verified on the raw bytes; 200 only once the event is durably recorded. */
+  @Post('stripe')
+  @HttpCode(200)
+  @ApiOkResponse({ description: '{received: true}' })
+  receive(@Req() req: RawBodyRequest<FastifyRequest>, @Headers('stripe-signature') signature?: string) {
+    return this.webhooks.receive(req.rawBody, signature);
+  }
+}
+
+export class ConfirmIntentDto {
+  @IsIn(['succeeded', 'failed'])
+  outcome!: 'succeeded' | 'failed';
+}
+
+/** Development only (never mounted in production): settle a simulated intent as a payment app would. */
+@ApiTags('development')
+@ApiBearerAuth('bearer')
+@Controller('v1/dev/payment-intents')
+export class DevPaymentsController {
+  constructor(private readonly dev: DevPaymentsService) {}
+
+  @Post(':id/confirm')
+  @HttpCode(200)
+  confirm(@CurrentPrincipal() me: Principal, @Param('id') id: string, @Body() dto: ConfirmIntentDto) {
+    return this.dev.confirm(me, id, dto.outcome);
+  }
+}

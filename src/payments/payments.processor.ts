@@ -1,0 +1,20 @@
+import { Processor, WorkerHost } from '@nestjs/bullmq';
+import type { Job } from 'bullmq';
+import { HandlesJobs } from '../queue/handles-jobs.decorator';
+import type { JobPayloads } from '../queue/queues';
+import { PaymentFinalizer } from './payment-finalizer.service';
+
+@Processor('payments')
+@HandlesJobs('payments.process-event')
+export class PaymentsProcessor extends WorkerHost {
+  constructor(private readonly finalizer: PaymentFinalizer) {
+    super();
+  }
+
+  async process(job: Job): Promise<string> {
+    if (job.name === 'payments.process-event') {
+      return this.finalizer.processEvent((job.data as JobPayloads['payments.process-event']).eventId);
+    }
+    throw new Error(`payments queue cannot handle job ${job.name}`);
+  }
+}

@@ -1,0 +1,83 @@
+import { Inject, Injectable } from '@nestjs/common';
+import type { Principal } from '../auth/principal';
+import { DomainError } from '../common/errors/domain-error';
+import { IdGenerator } from '../common/ids';
+import { Clock } from '../common/time/clock';
+import { APP_CONFIG, AppConfig } from '../config/config';
+import { TransactionHost } from '../database/transaction-host';
+import { OrderRepository } from '../orders/order.repository';
+import { OrderTransitionsService } from '../orders/order-transitions.service';
+import { PAYMENT_GATEWAY, PaymentGateway } from './payment-gateway';
+import { Payment, PaymentRepository } from './payment.repository';
+
+export interface PaymentIntentView {
+  paymentIntentId: string;
+  clientSecret: string;
+  status: string;
+  amount: { amount: number; currency: string };
+}
+
+const view = (p: Payment): PaymentIntentView => ({
+  paymentIntentId: p.intentId,
+  clientSecret: p.clientSecret,
+  status: p.status,
+  amount: { amount: p.amount, currency: p.currency },
+});
+
+/** Starting a payment: one intent per order, whatever retries and double clicks do. */
+@Injectable()
+export class PaymentsService {
+  constructor(
+    private readonly payments: PaymentRepository,
+    private readonly orders: OrderRepository,
+    private readonly transitions: OrderTransitionsService,
+    @Inject(PAYMENT_GATEWAY) private readonly gateway: PaymentGateway,
+    private readonly tx: TransactionHost,
+    private readonly clock: Clock,
+    private readonly ids: IdGenerator,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
+
+  /**
+   * Creates (or returns) the order's payment intent with a deterministic idempotency key
+   * (`order:<id>:payment-intent`), records it (unique per order), and moves the order to
+   * PAYMENT_PENDING with its reservation held for another window while the payment is in flight.
+   */
+  async start(me: Principal, orderId: string): Promise<PaymentIntentView> {
+    const order = await this.orders.findById(orderId);
+    if (!order || order.userId !== me.userId) throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
+    if (order.status !== 'INVENTORY_RESERVED' && order.status !== 'PAYMENT_PENDING') {
+      throw new DomainError('ORDER_NOT_PAYABLE', `An order in ${order.status} cannot be paid.`);
+    }
+    const existing = await this.payments.findByOrder(orderId);
+    if (existing) return view(existing);
+    const intent = await this.gateway.createIntent({
+      orderId,
+      amount: order.totalAmount,
+      currency: order.currency,
+      idempotencyKey: `order:${orderId}:payment-intent`,
+    });
+    return this.tx.run(async () => {
+      const now = this.clock.now();
+      const payment = await this.payments.insertOnce(
+        {
+          id: this.ids.uuid(),
+          orderId,
+          provider: this.gateway.provider,
+          intentId: intent.id,
+          clientSecret: intent.clientSecret,
+          amount: intent.amount,
+          currency: intent.currency,
+          status: intent.status,
+        },
+        now,
+      );
+      await this.transitions.markPaymentPending(
+        orderId,
+        new Date(now.getTime() + this.config.reservationTtlSeconds * 1000),
+        `user:${me.userId}`,
+      );
+      return view(payment);
+    });
+  }
+}

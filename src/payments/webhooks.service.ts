@@ -1,0 +1,69 @@
+import { Inject, Injectable } from '@nestjs/common';
+import Stripe from 'stripe';
+import { DomainError } from '../common/errors/domain-error';
+import { Clock } from '../common/time/clock';
+import { APP_CONFIG, AppConfig } from '../config/config';
+import { TransactionHost } from '../database/transaction-host';
+import { OutboxRepository } from '../outbox/outbox.repository';
+import { PaymentRepository } from './payment.repository';
+
+export const SIGNATURE_TOLERANCE_SECONDS = 300;
+
+/**
+ * The webhook inbox: verify the Stripe-Signature over the raw bytes before anything is parsed or
+ * stored, then record the event once (unique event id) together with an outbox row that becomes
+ * a `payments.process-event` job (jobId = event id). Acknowledged only after that commit.
+ */
+@Injectable()
+export class WebhooksService {
+  private readonly stripe: Stripe;
+
+  constructor(
+    private readonly payments: PaymentRepository,
+    private readonly outbox: OutboxRepository,
+    private readonly tx: TransactionHost,
+    private readonly clock: Clock,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {
+    // only the SDK's offline signature verification is used here; no API call is made
+    this.stripe = new Stripe(config.stripe.secretKey ?? 'sk_test_unused_for_webhooks');
+  }
+
+  async receive(rawBody: Buffer | undefined, signature: string | undefined): Promise<{ received: true; duplicate: boolean }> {
+    let event: Stripe.Event;
+    try {
+      if (!rawBody || !signature) throw new Error('missing body or signature');
+      event = this.stripe.webhooks.constructEvent(
+        rawBody,
+        signature,
+        this.config.stripe.webhookSecret,
+        SIGNATURE_TOLERANCE_SECONDS,
+      );
+    } catch {
+      throw new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The Stripe-Signature is invalid or stale.');
+    }
+    const object = event.data.object as { id?: string; object?: string; payment_intent?: string | null };
+    const intentId = object.object === 'payment_intent' ? (object.id ?? null) : (object.payment_intent ?? null);
+    const stored = await this.tx.run(async () => {
+      const fresh = await this.payments.recordEvent({
+        id: event.id,
+        type: event.type,
+        intentId,
+        payload: event,
+        at: this.clock.now(),
+      });
+      if (fresh) await this.outbox.add('payment.event', null, { eventId: event.id });
+      return fresh;
+    });
+    return { received: true, duplicate: !stored };
+  }
+
+  /** A correctly signed Stripe-Signature header for `payload` (the simulated gateway uses it). */
+  sign(payload: string): string {
+    return this.stripe.webhooks.generateTestHeaderString({
+      payload,
+      secret: this.config.stripe.webhookSecret,
+      timestamp: Math.floor(this.clock.now().getTime() / 1000),
+    });
+  }
+}

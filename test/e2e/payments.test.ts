@@ -1,0 +1,134 @@
+import { INestApplicationContext } from '@nestjs/common';
+import Stripe from 'stripe';
+import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
+import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
+import { Buyer, buyers, placeOrder } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { bootTestWorker } from '../support/test-worker';
+
+const stripe = new Stripe('sk_test_unused');
+
+describe('payments with the simulated gateway (full flow through webhook, outbox, worker)', () => {
+  let t: TestApp;
+  let worker: INestApplicationContext;
+  let alice: Buyer;
+
+  const statusOf = async (orderId: string) =>
+    (await t.http.get(`/v1/orders/${orderId}`, { token: alice.token })).body;
+  const waitFor = async (orderId: string, status: string) => {
+    for (let i = 0; i < 100; i++) {
+      const o = await statusOf(orderId);
+      if (o.status === status) return o;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return statusOf(orderId);
+  };
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+    worker = await bootTestWorker(t.config);
+    [alice] = await buyers(t.http, 1);
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await t?.close();
+  });
+
+  it('order → payment → confirm → CONFIRMED with stock committed exactly once', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 24900 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(pay.status).toBe(201);
+    expect(pay.body).toMatchObject({ status: 'requires_payment_method', amount: { amount: 49800, currency: 'INR' } });
+    expect(pay.body.clientSecret).toBeTruthy();
+    const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(again.body.paymentIntentId).toBe(pay.body.paymentIntentId);
+    expect((await statusOf(order.body.id)).status).toBe('PAYMENT_PENDING');
+
+    const confirm = await t.http.post(
+      `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`,
+      { outcome: 'succeeded' },
+      { token: alice.token },
+    );
+    expect(confirm.status).toBe(200);
+    const done = await waitFor(order.body.id, 'CONFIRMED');
+    expect(done.status).toBe('CONFIRMED');
+    expect(done.history.map((h: { to: string }) => h.to)).toEqual([
+      'CREATED', 'INVENTORY_RESERVED', 'PAYMENT_PENDING', 'PAID', 'CONFIRMED',
+    ]);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 8, reserved: 0 });
+
+    // the same event delivered 5 more times (3 at once): no further effect
+    const ev = (await t.db.pool.query(`SELECT payload FROM webhook_events WHERE intent_id = $1`, [pay.body.paymentIntentId])).rows[0].payload;
+    const raw = JSON.stringify(ev);
+    const deliver = () =>
+      t.http.request('POST', '/v1/webhooks/stripe', undefined, {
+        raw,
+        headers: { 'stripe-signature': stripe.webhooks.generateTestHeaderString({ payload: raw, secret: t.config.stripe.webhookSecret }) },
+      });
+    const answers = [...(await Promise.all([deliver(), deliver(), deliver()])), await deliver(), await deliver()];
+    expect(answers.every((a) => a.status === 200)).toBe(true);
+    const finalizer = worker.get(PaymentFinalizer);
+    await finalizer.processEvent(ev.id); // a job rerun (e.g. after a crash) changes nothing either
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 8, reserved: 0 });
+    const commits = await t.db.pool.query(`SELECT count(*)::int AS n FROM stock_movements WHERE order_id = $1 AND kind = 'commit'`, [order.body.id]);
+    expect(commits.rows[0].n).toBe(1);
+    const paid = await t.db.pool.query(`SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'PAID'`, [order.body.id]);
+    expect(paid.rows[0].n).toBe(1);
+    await assertStockInvariants(t.db.pool, [p]);
+  }, 30_000);
+
+  it('a failed payment cancels the order (PAYMENT_FAILED) and releases the stock once', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 3 }]);
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    await t.http.post(`/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`, { outcome: 'failed' }, { token: alice.token });
+    const done = await waitFor(order.body.id, 'CANCELLED');
+    expect(done).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(again.status).toBe(409);
+    expect(again.body.code).toBe('ORDER_NOT_PAYABLE');
+  }, 30_000);
+
+  it("refuses to pay someone else's order (404) and needs an Idempotency-Key (400)", async () => {
+    const [bob] = await buyers(t.http, 1);
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    expect((await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: bob.token, idempotencyKey: newKey() })).status).toBe(404);
+    expect((await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token })).status).toBe(400);
+  });
+
+  describe('webhook signatures', () => {
+    const body = JSON.stringify({ id: 'evt_sig_test', object: 'event', type: 'payment_intent.succeeded', data: { object: { id: 'pi_unknown', object: 'payment_intent' } } });
+    const post = (raw: string, signature: string) =>
+      t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw, headers: { 'stripe-signature': signature } });
+    const header = (payload: string, secret = t.config.stripe.webhookSecret, timestamp?: number) =>
+      stripe.webhooks.generateTestHeaderString({ payload, secret, timestamp });
+    const stored = async () => (await t.db.pool.query(`SELECT count(*)::int AS n FROM webhook_events WHERE id = 'evt_sig_test'`)).rows[0].n;
+
+    it('refuses one altered byte, a wrong secret, a stale timestamp and a re-serialized body, storing nothing', async () => {
+      const altered = body.replace('pi_unknown', 'pi_unknowm');
+      for (const res of [
+        await post(altered, header(body)),
+        await post(body, header(body, 'whsec_wrong_secret')),
+        await post(body, header(body, undefined, Math.floor(Date.now() / 1000) - 301)),
+        await post(JSON.stringify(JSON.parse(body), null, 2), header(body)),
+        await post(body, 'garbage'),
+      ]) {
+        expect(res.status).toBe(400);
+        expect(res.body.code).toBe('WEBHOOK_SIGNATURE_INVALID');
+      }
+      expect(await stored()).toBe(0);
+    });
+
+    it('accepts a valid signature once; a duplicate id is a 200 with no further effect', async () => {
+      expect((await post(body, header(body))).status).toBe(200);
+      expect((await post(body, header(body))).status).toBe(200);
+      expect(await stored()).toBe(1);
+      const rows = await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE topic = 'payment.event' AND payload->>'eventId' = 'evt_sig_test'`);
+      expect(rows.rows[0].n).toBe(1);
+    });
+  });
+});
