@@ -4,9 +4,11 @@ import { TransactionHost } from '../database/transaction-host';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { PAYMENT_GATEWAY, PaymentGateway } from './payment-gateway';
-import { PaymentRepository } from './payment.repository';
+import { Payment, PaymentRepository } from './payment.repository';
 
 const ACTOR = 'system:payments';
+/** A pending payment without news for this long is checked against the gateway. */
+export const RECONCILE_AFTER_MS = 10 * 60 * 1000;
 
 /**
  * Acts on a webhook event by re-reading the intent from the gateway (events can be late, stale,
@@ -35,7 +37,25 @@ export class PaymentFinalizer {
       await this.payments.markEventProcessed(eventId, this.clock.now());
       return 'no-payment';
     }
-    const intent = await this.gateway.retrieveIntent(payment.intentId); // outside any transaction
+    return this.converge(payment, eventId);
+  }
+
+  /**
+   * The safety net for webhooks that never arrive: payments whose order has been
+   * PAYMENT_PENDING without news for `staleMs` are settled from the gateway's current state.
+   */
+  async reconcile(staleMs = RECONCILE_AFTER_MS): Promise<number> {
+    const stale = await this.payments.findStalePending(new Date(this.clock.now().getTime() - staleMs));
+    let settled = 0;
+    for (const payment of stale) {
+      if ((await this.converge(payment)) !== 'pending') settled++;
+    }
+    return settled;
+  }
+
+  /** Re-reads the intent (outside any transaction) and moves the order to match. */
+  private async converge(payment: Payment, eventId?: string): Promise<string> {
+    const intent = await this.gateway.retrieveIntent(payment.intentId);
     const outcome = await this.tx.run(async () => {
       await this.payments.setStatus(payment.id, intent.status, this.clock.now());
       let result = 'pending';
@@ -48,7 +68,7 @@ export class PaymentFinalizer {
         await this.transitions.cancel(payment.orderId, 'PAYMENT_FAILED', ACTOR);
         result = 'cancelled';
       }
-      await this.payments.markEventProcessed(eventId, this.clock.now());
+      if (eventId) await this.payments.markEventProcessed(eventId, this.clock.now());
       return result;
     });
     if (outcome === 'paid-after-cancel') {

@@ -60,6 +60,17 @@ export class PaymentRepository {
     return (await this.findByOrder(p.orderId))!;
   }
 
+  /** Payments of orders still PAYMENT_PENDING whose payment row has not changed since `before`. */
+  async findStalePending(before: Date, limit = 100): Promise<Payment[]> {
+    const rows: Row[] = await this.tx.query(
+      `SELECT p.* FROM payments p JOIN orders o ON o.id = p.order_id
+        WHERE o.status = 'PAYMENT_PENDING' AND p.updated_at < $1
+        ORDER BY p.updated_at LIMIT $2`,
+      [before, limit],
+    );
+    return rows.map(map);
+  }
+
   async setStatus(id: string, status: string, at: Date): Promise<void> {
     await this.tx.query(`UPDATE payments SET status = $2, updated_at = $3 WHERE id = $1`, [id, status, at]);
   }

@@ -5,16 +5,17 @@ import type { JobPayloads } from '../queue/queues';
 import { PaymentFinalizer } from './payment-finalizer.service';
 
 @Processor('payments')
-@HandlesJobs('payments.process-event')
+@HandlesJobs('payments.process-event', 'payments.reconcile')
 export class PaymentsProcessor extends WorkerHost {
   constructor(private readonly finalizer: PaymentFinalizer) {
     super();
   }
 
-  async process(job: Job): Promise<string> {
+  async process(job: Job): Promise<string | number> {
     if (job.name === 'payments.process-event') {
       return this.finalizer.processEvent((job.data as JobPayloads['payments.process-event']).eventId);
     }
+    if (job.name === 'payments.reconcile') return this.finalizer.reconcile();
     throw new Error(`payments queue cannot handle job ${job.name}`);
   }
 }

@@ -14,6 +14,8 @@ export interface JobPayloads {
   'catalog.recompute-recommendations': Record<string, never>;
   /** Act on a verified payment-provider event (re-reads the intent: events can be stale). */
   'payments.process-event': { eventId: string };
+  /** Settle payments whose webhook never came (stale PAYMENT_PENDING orders). */
+  'payments.reconcile': Record<string, never>;
   /** Remove idempotency records past their expiry. */
   'maintenance.purge-idempotency-keys': Record<string, never>;
   /** Remove refresh-token families that expired or were revoked long ago. */
@@ -29,6 +31,7 @@ export const JOB_QUEUE: Record<JobName, QueueName> = {
   'orders.sweep-expired': 'orders',
   'catalog.recompute-recommendations': 'catalog',
   'payments.process-event': 'payments',
+  'payments.reconcile': 'payments',
   'maintenance.purge-idempotency-keys': 'maintenance',
   'maintenance.purge-outbox': 'maintenance',
   'maintenance.purge-refresh-tokens': 'maintenance',

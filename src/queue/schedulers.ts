@@ -6,6 +6,7 @@ import { JOB_QUEUE, JobName, QueueName } from './queues';
 /** Repeatable jobs and how often they run. */
 export const SCHEDULES: { job: JobName; everyMs: number }[] = [
   { job: 'orders.sweep-expired', everyMs: 60_000 },
+  { job: 'payments.reconcile', everyMs: 60_000 },
   { job: 'catalog.recompute-recommendations', everyMs: 600_000 },
   { job: 'maintenance.purge-idempotency-keys', everyMs: 3_600_000 },
   { job: 'maintenance.purge-outbox', everyMs: 3_600_000 },
@@ -19,10 +20,11 @@ export class Schedulers implements OnApplicationBootstrap {
 
   constructor(
     @InjectQueue('orders') orders: Queue,
+    @InjectQueue('payments') payments: Queue,
     @InjectQueue('catalog') catalog: Queue,
     @InjectQueue('maintenance') maintenance: Queue,
   ) {
-    this.queues = { orders, catalog, maintenance };
+    this.queues = { orders, payments, catalog, maintenance };
   }
 
   async onApplicationBootstrap(): Promise<void> {

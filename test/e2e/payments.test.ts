@@ -92,6 +92,20 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(again.body.code).toBe('ORDER_NOT_PAYABLE');
   }, 30_000);
 
+  it('reconciles a payment whose webhook never arrived', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    // the customer paid at the gateway, but no event is ever delivered
+    await t.db.pool.query(`UPDATE simulated_payment_intents SET status = 'succeeded' WHERE id = $1`, [pay.body.paymentIntentId]);
+    const finalizer = worker.get(PaymentFinalizer);
+    expect(await finalizer.reconcile()).toBe(0); // not stale yet
+    await t.db.pool.query(`UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    expect(await finalizer.reconcile()).toBeGreaterThanOrEqual(1);
+    expect((await statusOf(order.body.id)).status).toBe('CONFIRMED');
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 });
+  });
+
   it("refuses to pay someone else's order (404) and needs an Idempotency-Key (400)", async () => {
     const [bob] = await buyers(t.http, 1);
     const p = await insertProduct(t.db.pool, { stock: 5 });
