@@ -1,0 +1,537 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { IncomingMessage, ServerResponse, createServer } from 'node:http';
+import { AddressInfo } from 'node:net';
+import Stripe from 'stripe';
+
+/**
+ * A small in-process stand-in for the Stripe HTTP API (payment intents, refunds, idempotency,
+ * signed webhook events), so the real `stripe` SDK can be exercised without the network.
+ * HTTP is what the app does; the control methods (`succeed`, `decline`, …) are what the
+ * customer, the bank or the Stripe dashboard do.
+ */
+export interface FakeStripe {
+  url: string;
+  secretKey: string;
+  webhookSecret: string;
+  /** Every request received, in order. `path` has no query string; for GET, `body` is the parsed query. */
+  requests: {
+    method: string;
+    path: string;
+    idempotencyKey?: string;
+    body: Record<string, unknown>;
+  }[];
+  succeed(intentId: string): Stripe.Event;
+  decline(intentId: string): Stripe.Event;
+  refundFromDashboard(intentId: string, amount?: number): Stripe.Event;
+  eventFor(type: string, intentId: string): Stripe.Event;
+  signed(
+    event: Stripe.Event,
+    opts?: { secret?: string; timestamp?: number },
+  ): { body: string; signature: string };
+  failNext(pathPrefix: string, status: number, times?: number): void;
+  /** From now on, refunds of this intent created through the API are declined by the bank (status 'failed'). */
+  declineRefunds(intentId: string): void;
+  intent(id: string): Stripe.PaymentIntent | undefined;
+  /** A real SDK client pointed at this fake, configured as the app configures its own. */
+  client(config?: Stripe.StripeConfig): Stripe;
+  close(): Promise<void>;
+}
+
+type Obj = Record<string, any>;
+
+class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly error: Obj,
+  ) {
+    super(String(error.message));
+  }
+}
+
+const now = () => Math.floor(Date.now() / 1000);
+const newId = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
+const clone = <T>(o: T): T => structuredClone(o);
+const invalid = (status: number, message: string, extra: Obj = {}) =>
+  new ApiError(status, { type: 'invalid_request_error', message, ...extra });
+const paramError = (param: string, code: string, message: string) =>
+  invalid(400, message, { code, param });
+const noSuch = (status: number, kind: string, id: string, param: string) =>
+  invalid(status, `No such ${kind}: '${id}'`, { code: 'resource_missing', param });
+const SYMBOLS: Record<string, string> = { usd: '$', eur: '€', gbp: '£', inr: '₹' };
+const money = (amount: number, currency: string) =>
+  `${SYMBOLS[currency] ?? `${currency.toUpperCase()} `}${(amount / 100).toFixed(2)}`;
+
+/** Parses Stripe's form encoding (`metadata[orderId]=…`, `expand[]=…`) into nested objects of strings. */
+export function parseStripeForm(raw: string): Record<string, unknown> {
+  const out: Obj = {};
+  for (const [key, value] of new URLSearchParams(raw)) {
+    const parts = key.replace(/\]/g, '').split('[');
+    let node = out;
+    parts.forEach((part, i) => {
+      const k = part === '' ? String(Object.keys(node).length) : part;
+      if (i === parts.length - 1) node[k] = value;
+      else node = (node[k] ??= {}) as Obj;
+    });
+  }
+  return out;
+}
+
+function integer(value: unknown, param: string, required = false): number | undefined {
+  if (value === undefined && !required) return undefined;
+  if (value === undefined) {
+    throw paramError(param, 'parameter_missing', `Missing required param: ${param}.`);
+  }
+  if (typeof value !== 'string' || !/^\d+$/.test(value) || Number(value) < 1) {
+    const shown = JSON.stringify(value);
+    throw paramError(param, 'parameter_invalid_integer', `Invalid positive integer: ${shown}`);
+  }
+  return Number(value);
+}
+
+function oneOf(value: unknown, param: string, allowed: string[]): string | null {
+  if (value === undefined || value === '') return null;
+  if (typeof value === 'string' && allowed.includes(value)) return value;
+  const message = `Invalid ${param}: must be one of ${allowed.join(', ')}`;
+  throw paramError(param, 'parameter_invalid_string', message);
+}
+
+export async function startFakeStripe(): Promise<FakeStripe> {
+  const secretKey = `sk_test_fake_${randomBytes(8).toString('hex')}`;
+  const webhookSecret = `whsec_${randomBytes(16).toString('hex')}`;
+  const requests: FakeStripe['requests'] = [];
+  const intents = new Map<string, Obj>();
+  const charges = new Map<string, Obj>();
+  const refunds = new Map<string, Obj>(); // oldest first
+  const failures: { prefix: string; status: number; remaining: number }[] = [];
+  const declinedRefunds = new Set<string>();
+  const idempotency = new Map<
+    string,
+    { path: string; params: string; status: number; body: string; requestId: string }
+  >();
+
+  const intentOrThrow = (id: string) => {
+    const pi = intents.get(id);
+    if (!pi) throw new Error(`fake-stripe: no payment intent ${id}`);
+    return pi;
+  };
+
+  function newCharge(pi: Obj, status: 'succeeded' | 'failed'): Obj {
+    const id = newId('ch');
+    const ok = status === 'succeeded';
+    const charge = {
+      id,
+      object: 'charge',
+      amount: pi.amount,
+      amount_captured: ok ? pi.amount : 0,
+      amount_refunded: 0,
+      captured: ok,
+      created: now(),
+      currency: pi.currency,
+      failure_code: ok ? null : 'card_declined',
+      failure_message: ok ? null : 'Your card was declined.',
+      livemode: false,
+      metadata: clone(pi.metadata),
+      paid: ok,
+      payment_intent: pi.id,
+      refunded: false,
+      status,
+      refunds: {
+        object: 'list',
+        data: [] as Obj[],
+        has_more: false,
+        total_count: 0,
+        url: `/v1/charges/${id}/refunds`,
+      },
+    };
+    charges.set(id, charge);
+    pi.latest_charge = id;
+    return charge;
+  }
+
+  function event(type: string, object: Obj): Stripe.Event {
+    return {
+      id: newId('evt'),
+      object: 'event',
+      api_version: Stripe.API_VERSION,
+      created: now(),
+      type,
+      data: { object: clone(object) },
+      livemode: false,
+      pending_webhooks: 1,
+      request: { id: null, idempotency_key: null },
+    } as unknown as Stripe.Event;
+  }
+
+  function createIntent(body: Obj): Obj {
+    const amount = integer(body.amount, 'amount', true) as number;
+    if (typeof body.currency !== 'string' || body.currency === '') {
+      throw paramError('currency', 'parameter_missing', 'Missing required param: currency.');
+    }
+    const id = newId('pi');
+    const apm = body.automatic_payment_methods as Obj | undefined;
+    const pi = {
+      id,
+      object: 'payment_intent',
+      amount,
+      amount_capturable: 0,
+      amount_received: 0,
+      automatic_payment_methods: apm ? { enabled: apm.enabled === 'true' } : null,
+      canceled_at: null,
+      cancellation_reason: null,
+      capture_method: 'automatic',
+      client_secret: `${id}_secret_${randomBytes(12).toString('hex')}`,
+      confirmation_method: 'automatic',
+      created: now(),
+      currency: body.currency.toLowerCase(),
+      description: body.description ?? null,
+      last_payment_error: null,
+      latest_charge: null,
+      livemode: false,
+      metadata: body.metadata ?? {},
+      payment_method: null,
+      payment_method_types: ['card'],
+      status: 'requires_payment_method',
+    };
+    intents.set(id, pi);
+    return pi;
+  }
+
+  function cancelIntent(id: string, body: Obj): Obj {
+    const pi = intents.get(id);
+    if (!pi) throw noSuch(404, 'payment_intent', id, 'intent');
+    if (pi.status === 'succeeded' || pi.status === 'canceled') {
+      throw invalid(
+        400,
+        `You cannot cancel this PaymentIntent because it has a status of ${pi.status}. Only a PaymentIntent with one of the following statuses may be canceled: requires_payment_method, requires_capture, requires_confirmation, requires_action, processing.`,
+        { code: 'payment_intent_unexpected_state', payment_intent: clone(pi) },
+      );
+    }
+    const reason = oneOf(body.cancellation_reason, 'cancellation_reason', [
+      'duplicate',
+      'fraudulent',
+      'requested_by_customer',
+      'abandoned',
+    ]);
+    Object.assign(pi, { status: 'canceled', canceled_at: now(), cancellation_reason: reason });
+    return pi;
+  }
+
+  function createRefund(body: Obj, viaApi: boolean): Obj {
+    let charge: Obj | undefined;
+    if (typeof body.payment_intent === 'string') {
+      const pi = intents.get(body.payment_intent);
+      if (!pi) throw noSuch(400, 'payment_intent', body.payment_intent, 'payment_intent');
+      charge = pi.latest_charge ? charges.get(pi.latest_charge) : undefined;
+      if (pi.status !== 'succeeded' || charge?.status !== 'succeeded') {
+        throw invalid(
+          400,
+          `This PaymentIntent (${pi.id}) does not have a successful charge to refund.`,
+          {
+            code: 'charge_not_refundable',
+            param: 'payment_intent',
+          },
+        );
+      }
+    } else if (typeof body.charge === 'string') {
+      charge = charges.get(body.charge);
+      if (!charge) throw noSuch(400, 'charge', body.charge, 'charge');
+    } else {
+      throw invalid(
+        400,
+        'One of the following params should be provided for this request: payment_intent or charge.',
+      );
+    }
+    const remaining = charge.amount - charge.amount_refunded;
+    if (remaining === 0) {
+      throw invalid(400, `Charge ${charge.id} has already been refunded.`, {
+        code: 'charge_already_refunded',
+      });
+    }
+    const amount = integer(body.amount, 'amount') ?? remaining;
+    if (amount > remaining) {
+      throw invalid(
+        400,
+        `Refund amount (${money(amount, charge.currency)}) is greater than unrefunded amount on charge (${money(remaining, charge.currency)})`,
+        { code: 'amount_too_large', param: 'amount' },
+      );
+    }
+    const failed = viaApi && declinedRefunds.has(charge.payment_intent);
+    const refund = {
+      id: newId('re'),
+      object: 'refund',
+      amount,
+      balance_transaction: null,
+      charge: charge.id,
+      created: now(),
+      currency: charge.currency,
+      metadata: body.metadata ?? {},
+      payment_intent: charge.payment_intent,
+      reason: oneOf(body.reason, 'reason', ['duplicate', 'fraudulent', 'requested_by_customer']),
+      receipt_number: null,
+      status: failed ? 'failed' : 'succeeded',
+      ...(failed ? { failure_reason: 'declined' } : {}),
+    };
+    refunds.set(refund.id, refund);
+    charge.refunds.data.unshift(refund);
+    charge.refunds.total_count += 1;
+    if (!failed) {
+      charge.amount_refunded += amount;
+      charge.refunded = charge.amount_refunded === charge.amount;
+    }
+    return refund;
+  }
+
+  function listRefunds(query: Obj): Obj {
+    const limit = integer(query.limit, 'limit') ?? 10;
+    const matching = [...refunds.values()]
+      .filter(
+        (r) =>
+          (query.payment_intent === undefined || r.payment_intent === query.payment_intent) &&
+          (query.charge === undefined || r.charge === query.charge),
+      )
+      .reverse();
+    return {
+      object: 'list',
+      data: matching.slice(0, limit),
+      has_more: matching.length > limit,
+      url: '/v1/refunds',
+    };
+  }
+
+  function route(method: string, path: string, body: Obj): Obj {
+    const seg = path.split('/').filter(Boolean); // ['v1', resource, id?, action?]
+    const at = `${method} ${['', ...seg.slice(1)].map((s, i) => (i === 2 ? ':id' : s)).join('/')}`;
+    const get = (map: Map<string, Obj>, kind: string, param: string) => {
+      const found = map.get(seg[2]);
+      if (!found) throw noSuch(404, kind, seg[2], param);
+      return found;
+    };
+    if (seg[0] === 'v1' && seg.length <= 4) {
+      switch (at) {
+        case 'POST /payment_intents':
+          return createIntent(body);
+        case 'GET /payment_intents/:id':
+          return get(intents, 'payment_intent', 'intent');
+        case 'POST /payment_intents/:id/cancel':
+          return cancelIntent(seg[2], body);
+        case 'POST /refunds':
+          return createRefund(body, true);
+        case 'GET /refunds':
+          return listRefunds(body);
+        case 'GET /refunds/:id':
+          return get(refunds, 'refund', 'id');
+        case 'GET /charges/:id':
+          return get(charges, 'charge', 'charge');
+      }
+    }
+    throw invalid(
+      404,
+      `Unrecognized request URL (${method}: ${path}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.`,
+    );
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse, raw: string): void {
+    const method = req.method ?? 'GET';
+    const url = new URL(req.url ?? '/', 'http://fake-stripe');
+    const path = url.pathname;
+    const form = method === 'GET' ? url.search.slice(1) : raw;
+    const body = parseStripeForm(form);
+    const key = req.headers['idempotency-key'];
+    const idempotencyKey = typeof key === 'string' && key !== '' ? key : undefined;
+    requests.push({ method, path, idempotencyKey, body });
+    const requestId = newId('req');
+    const send = (status: number, payload: string, headers: Record<string, string> = {}) => {
+      res.writeHead(status, {
+        'Content-Type': 'application/json',
+        'Request-Id': requestId,
+        'Stripe-Version': Stripe.API_VERSION,
+        ...headers,
+      });
+      res.end(payload);
+    };
+    const fail = (status: number, error: Obj) => send(status, JSON.stringify({ error }, null, 2));
+
+    const rule = failures.find((f) => path.startsWith(f.prefix));
+    if (rule) {
+      if (--rule.remaining === 0) failures.splice(failures.indexOf(rule), 1);
+      return fail(rule.status, {
+        type: 'api_error',
+        message: `Injected failure (HTTP ${rule.status}) by the fake Stripe.`,
+      });
+    }
+
+    const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    if (bearer === undefined) {
+      return fail(401, {
+        type: 'invalid_request_error',
+        message:
+          "You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+      });
+    }
+    if (bearer !== secretKey) {
+      return fail(401, {
+        type: 'invalid_request_error',
+        message: `Invalid API Key provided: ${bearer.slice(0, 8)}${'*'.repeat(Math.max(0, bearer.length - 12))}${bearer.slice(-4)}`,
+      });
+    }
+
+    const params = [...new URLSearchParams(form)]
+      .map(([k, v]) => `${k}=${v}`)
+      .sort()
+      .join('&');
+    const idempotent = method === 'POST' && idempotencyKey !== undefined;
+    const prior = idempotent ? idempotency.get(idempotencyKey) : undefined;
+    if (prior) {
+      const retry = `Try using a key other than '${idempotencyKey}' if you meant to execute a different request.`;
+      if (prior.path !== path) {
+        return fail(400, {
+          type: 'idempotency_error',
+          message: `Keys for idempotent requests can only be used for the same endpoint they were first used for ('${prior.path}' vs '${path}'). ${retry}`,
+        });
+      }
+      if (prior.params !== params) {
+        return fail(400, {
+          type: 'idempotency_error',
+          message: `Keys for idempotent requests can only be used with the same parameters they were first used with. ${retry}`,
+        });
+      }
+      return send(prior.status, prior.body, {
+        'Idempotent-Replayed': 'true',
+        'Original-Request': prior.requestId,
+      });
+    }
+
+    let status = 200;
+    let payload: Obj;
+    try {
+      payload = route(method, path, body);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      status = e.status;
+      payload = {
+        error: {
+          ...e.error,
+          request_log_url: `https://dashboard.stripe.com/test/logs/${requestId}`,
+        },
+      };
+    }
+    const text = JSON.stringify(payload, null, 2);
+    if (idempotent && status < 500)
+      idempotency.set(idempotencyKey, { path, params, status, body: text, requestId });
+    send(status, text, idempotent ? { 'Idempotency-Key': idempotencyKey } : {});
+  }
+
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      try {
+        handle(req, res, Buffer.concat(chunks).toString('utf8'));
+      } catch (e) {
+        res.writeHead(500, { 'Content-Type': 'application/json' });
+        res.end(
+          JSON.stringify({
+            error: { type: 'api_error', message: `fake-stripe bug: ${String(e)}` },
+          }),
+        );
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  const url = `http://127.0.0.1:${port}`;
+
+  return {
+    url,
+    secretKey,
+    webhookSecret,
+    requests,
+    succeed(intentId) {
+      const pi = intentOrThrow(intentId);
+      if (pi.status !== 'requires_payment_method')
+        throw new Error(`fake-stripe: cannot pay ${intentId} in status ${pi.status}`);
+      newCharge(pi, 'succeeded');
+      Object.assign(pi, {
+        status: 'succeeded',
+        amount_received: pi.amount,
+        last_payment_error: null,
+        payment_method: newId('pm'),
+      });
+      return event('payment_intent.succeeded', pi);
+    },
+    decline(intentId) {
+      const pi = intentOrThrow(intentId);
+      if (pi.status !== 'requires_payment_method')
+        throw new Error(`fake-stripe: cannot decline ${intentId} in status ${pi.status}`);
+      const charge = newCharge(pi, 'failed');
+      pi.last_payment_error = {
+        type: 'card_error',
+        code: 'card_declined',
+        decline_code: 'generic_decline',
+        charge: charge.id,
+        message: 'Your card was declined.',
+        doc_url: 'https://stripe.com/docs/error-codes/card-declined',
+      };
+      return event('payment_intent.payment_failed', pi);
+    },
+    refundFromDashboard(intentId, amount) {
+      const pi = intentOrThrow(intentId);
+      try {
+        const refund = createRefund(
+          { payment_intent: pi.id, ...(amount === undefined ? {} : { amount: String(amount) }) },
+          false,
+        );
+        return event('charge.refunded', charges.get(refund.charge as string) as Obj);
+      } catch (e) {
+        throw e instanceof ApiError
+          ? new Error(`fake-stripe: dashboard refund refused: ${e.message}`)
+          : e;
+      }
+    },
+    eventFor(type, intentId) {
+      const pi = intentOrThrow(intentId);
+      if (type.startsWith('payment_intent.')) return event(type, pi);
+      const subject =
+        type.startsWith('refund.') || type.startsWith('charge.refund.')
+          ? [...refunds.values()].filter((r) => r.payment_intent === intentId).at(-1)
+          : pi.latest_charge && charges.get(pi.latest_charge);
+      if (!subject)
+        throw new Error(`fake-stripe: ${intentId} has nothing to put in a ${type} event`);
+      return event(type, subject);
+    },
+    signed(event, opts = {}) {
+      const body = JSON.stringify(event, null, 2);
+      const t = opts.timestamp ?? now();
+      const v1 = createHmac('sha256', opts.secret ?? webhookSecret)
+        .update(`${t}.${body}`, 'utf8')
+        .digest('hex');
+      return { body, signature: `t=${t},v1=${v1}` };
+    },
+    failNext(pathPrefix, status, times = 1) {
+      if (times > 0) failures.push({ prefix: pathPrefix, status, remaining: times });
+    },
+    declineRefunds(intentId) {
+      declinedRefunds.add(intentId);
+    },
+    intent(id) {
+      const pi = intents.get(id);
+      return pi && (clone(pi) as unknown as Stripe.PaymentIntent);
+    },
+    client(config = {}) {
+      return new Stripe(secretKey, {
+        host: '127.0.0.1',
+        port,
+        protocol: 'http',
+        maxNetworkRetries: 2,
+        timeout: 5000,
+        ...config,
+      });
+    },
+    close() {
+      return new Promise<void>((resolve, reject) => {
+        server.close((err) => (err ? reject(err) : resolve()));
+        server.closeAllConnections();
+      });
+    },
+  };
+}
