@@ -1,9 +1,22 @@
 import { SetMetadata } from '@nestjs/common';
 
 export const IDEMPOTENCY_REQUIRED = 'idempotency:required';
+export const IDEMPOTENCY_OUTSIDE_TRANSACTION = 'idempotency:outside-transaction';
 
 /**
  * The route refuses to run without an Idempotency-Key header (400 IDEMPOTENCY_KEY_MISSING).
  * Every other POST honours the header when it is sent.
+ *
+ * `transactional: false` is for handlers that call a payment provider (no network calls inside
+ * a transaction): the key is then claimed by an in-progress record with a lease instead of one
+ * transaction around the handler, and the handler must itself be safe to run again (its
+ * provider calls carry deterministic idempotency keys, its rows derive their ids from the key).
  */
-export const RequireIdempotencyKey = (): MethodDecorator => SetMetadata(IDEMPOTENCY_REQUIRED, true);
+export const RequireIdempotencyKey =
+  (options: { transactional?: boolean } = {}): MethodDecorator =>
+  (target, key, descriptor) => {
+    SetMetadata(IDEMPOTENCY_REQUIRED, true)(target, key, descriptor);
+    if (options.transactional === false) {
+      SetMetadata(IDEMPOTENCY_OUTSIDE_TRANSACTION, true)(target, key, descriptor);
+    }
+  };

@@ -6,7 +6,7 @@ import type { AuthenticatedRequest } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
-import { IDEMPOTENCY_REQUIRED } from './idempotency.decorator';
+import { IDEMPOTENCY_OUTSIDE_TRANSACTION, IDEMPOTENCY_REQUIRED } from './idempotency.decorator';
 import {
   IDEMPOTENCY_HEADER,
   IDEMPOTENCY_TTL_MS,
@@ -17,12 +17,19 @@ import { IdempotencyRepository, IdempotencyScope, StoredResponse } from './idemp
 
 type Outcome = { replay: StoredResponse } | { body: unknown };
 
+/** How long an in-progress claim outside a transaction blocks its twins before a retry may take over. */
+export const IDEMPOTENCY_LEASE_MS = 60_000;
+
 /**
  * Idempotency-Key for POST routes (API.md, Idempotency). The request runs inside one
  * transaction that first claims the key (a non-blocking advisory lock: a concurrent twin gets
  * 409 IDEMPOTENCY_KEY_IN_USE), then runs the handler, then records the response — so the effect
  * and its record commit together or not at all. A 4xx or 5xx rolls everything back and stores
  * nothing, so a retry runs afresh. Keys are scoped per principal.
+ *
+ * Routes marked `transactional: false` (they call a payment provider, which must not happen
+ * inside a transaction) claim the key with an in-progress record and a lease instead, and
+ * record the response when the handler returns.
  */
 @Injectable()
 export class IdempotencyInterceptor implements NestInterceptor {
@@ -58,7 +65,48 @@ export class IdempotencyInterceptor implements NestInterceptor {
       route: request.url.split('?')[0],
       fingerprint: fingerprint(request.body),
     };
-    return from(this.execute(scope, next, reply));
+    const outside = this.reflector.get<boolean>(IDEMPOTENCY_OUTSIDE_TRANSACTION, context.getHandler());
+    return from(outside ? this.executeInSteps(scope, next, reply) : this.execute(scope, next, reply));
+  }
+
+  private async executeInSteps(scope: IdempotencyScope, next: CallHandler, reply: FastifyReply): Promise<unknown> {
+    const now = this.clock.now();
+    const claim = await this.records.begin(
+      scope,
+      now,
+      new Date(now.getTime() + IDEMPOTENCY_TTL_MS),
+      IDEMPOTENCY_LEASE_MS,
+    );
+    if (claim.token === null) {
+      if (claim.stored) return this.replay(this.checkSameRequest(scope, claim.stored), reply);
+      if (claim.inProgress) throw inUse();
+      throw reused();
+    }
+    let body: unknown;
+    try {
+      body = await lastValueFrom(next.handle(), { defaultValue: undefined });
+    } catch (err) {
+      await this.records.abandon(scope, claim.token);
+      throw err;
+    }
+    await this.records.finish(scope, claim.token, {
+      status: reply.statusCode,
+      body: body === undefined ? null : JSON.stringify(body),
+    });
+    return body;
+  }
+
+  private checkSameRequest(scope: IdempotencyScope, stored: StoredResponse): StoredResponse {
+    if (stored.fingerprint !== scope.fingerprint || stored.route !== scope.route || stored.method !== scope.method) {
+      throw reused();
+    }
+    return stored;
+  }
+
+  private replay(stored: StoredResponse, reply: FastifyReply): unknown {
+    void reply.header('Idempotent-Replayed', 'true');
+    void reply.status(stored.status);
+    return stored.body === null ? undefined : (JSON.parse(stored.body) as unknown);
   }
 
   private async execute(
@@ -69,26 +117,8 @@ export class IdempotencyInterceptor implements NestInterceptor {
     const outcome = await this.tx.run(async (): Promise<Outcome> => {
       const now = this.clock.now();
       const { claimed, stored } = await this.records.claim(scope.principal, scope.key, now);
-      if (!claimed) {
-        throw new DomainError(
-          'IDEMPOTENCY_KEY_IN_USE',
-          'A request with this Idempotency-Key is still being processed; retry shortly.',
-          { headers: { 'Retry-After': '1' } },
-        );
-      }
-      if (stored) {
-        if (
-          stored.fingerprint !== scope.fingerprint ||
-          stored.route !== scope.route ||
-          stored.method !== scope.method
-        ) {
-          throw new DomainError(
-            'IDEMPOTENCY_KEY_REUSED',
-            'This Idempotency-Key was already used with a different request.',
-          );
-        }
-        return { replay: stored };
-      }
+      if (!claimed) throw inUse();
+      if (stored) return { replay: this.checkSameRequest(scope, stored) };
       // next.handle() is called inside the transaction's async context, so the handler's
       // repositories join this transaction.
       const body: unknown = await lastValueFrom(next.handle(), { defaultValue: undefined });
@@ -101,11 +131,16 @@ export class IdempotencyInterceptor implements NestInterceptor {
       return { body };
     });
 
-    if ('replay' in outcome) {
-      void reply.header('Idempotent-Replayed', 'true');
-      void reply.status(outcome.replay.status);
-      return outcome.replay.body === null ? undefined : (JSON.parse(outcome.replay.body) as unknown);
-    }
-    return outcome.body;
+    return 'replay' in outcome ? this.replay(outcome.replay, reply) : outcome.body;
   }
 }
+
+const inUse = () =>
+  new DomainError(
+    'IDEMPOTENCY_KEY_IN_USE',
+    'A request with this Idempotency-Key is still being processed; retry shortly.',
+    { headers: { 'Retry-After': '1' } },
+  );
+
+const reused = () =>
+  new DomainError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used with a different request.');

@@ -78,6 +78,65 @@ export class IdempotencyRepository {
     );
   }
 
+  /**
+   * Claims the key with an in-progress record (for handlers that run outside one transaction).
+   * Takes over an expired record, or an in-progress one for the same request whose lease ran out
+   * (its owner died). Returns the claim's token (its creation time, fencing `finish`/`abandon`),
+   * or what stands in the way.
+   */
+  async begin(
+    scope: IdempotencyScope,
+    now: Date,
+    expiresAt: Date,
+    leaseMs: number,
+  ): Promise<{ token: Date } | { token: null; stored: StoredResponse | null; inProgress: boolean }> {
+    const claimed: { created_at: Date }[] = await this.tx.query(
+      `INSERT INTO idempotency_keys (principal, key, method, route, fingerprint, state, created_at, expires_at)
+       VALUES ($1, $2, $3, $4, $5, 'in_progress', $6, $7)
+       ON CONFLICT (principal, key) DO UPDATE
+         SET method = EXCLUDED.method, route = EXCLUDED.route, fingerprint = EXCLUDED.fingerprint,
+             state = 'in_progress', response_status = NULL, response_body = NULL,
+             created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+       WHERE idempotency_keys.expires_at <= $6
+          OR (idempotency_keys.state = 'in_progress' AND idempotency_keys.created_at <= $8
+              AND idempotency_keys.fingerprint = EXCLUDED.fingerprint
+              AND idempotency_keys.route = EXCLUDED.route)
+       RETURNING created_at`,
+      [scope.principal, scope.key, scope.method, scope.route, scope.fingerprint, now, expiresAt, new Date(now.getTime() - leaseMs)],
+    );
+    if (claimed[0]) return { token: claimed[0].created_at };
+    const rows: (StoredResponse & { state: string })[] = await this.tx.query(
+      `SELECT state, method, route, fingerprint, response_status AS status, response_body AS body
+         FROM idempotency_keys WHERE principal = $1 AND key = $2`,
+      [scope.principal, scope.key],
+    );
+    const row = rows[0];
+    if (!row || row.state === 'in_progress') {
+      // in progress elsewhere (or a different request waiting out its lease); gone = just abandoned
+      return { token: null, stored: null, inProgress: !row || row.fingerprint === scope.fingerprint };
+    }
+    const { state: _state, ...stored } = row;
+    return { token: null, stored, inProgress: false };
+  }
+
+  /** Completes a claim made by `begin`, unless it was taken over meanwhile. */
+  async finish(scope: IdempotencyScope, token: Date, response: { status: number; body: string | null }): Promise<void> {
+    await this.tx.query(
+      `UPDATE idempotency_keys SET state = 'completed', response_status = $4, response_body = $5
+        WHERE principal = $1 AND key = $2 AND state = 'in_progress' AND created_at = $3`,
+      [scope.principal, scope.key, token, response.status, response.body],
+    );
+  }
+
+  /** Drops a claim made by `begin` (the handler failed: a retry runs afresh). */
+  async abandon(scope: IdempotencyScope, token: Date): Promise<void> {
+    await this.tx.query(
+      `DELETE FROM idempotency_keys
+        WHERE principal = $1 AND key = $2 AND state = 'in_progress' AND created_at = $3`,
+      [scope.principal, scope.key, token],
+    );
+  }
+
   async purgeExpired(now: Date, batch = 5000): Promise<number> {
     const rows: unknown[] = await this.tx.query(
       `DELETE FROM idempotency_keys
