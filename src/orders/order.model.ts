@@ -36,6 +36,16 @@ export interface OrderWithHistory extends Order {
   history: StatusChange[];
 }
 
+/** What the order's detail shows of its payment (read from the payments context). */
+export interface PaymentSummary {
+  provider: string;
+  paymentIntentId: string;
+  status: string;
+  amount: number;
+  refundedAmount: number;
+  refunds: { id: string; amount: number; status: string; reason: string; createdAt: Date }[];
+}
+
 /** PostgreSQL bigint arrives as a string; money must stay an exact integer. */
 export function toSafeInt(value: string | number): number {
   const n = typeof value === 'number' ? value : Number(value);

@@ -14,7 +14,7 @@ import { CreateOrderDto } from './dto/create-order.dto';
 import { AdminListOrdersDto } from './dto/list-orders.dto';
 import { OrderDetailDto, OrderDto, mapOrder, mapOrderDetail } from './dto/order.response';
 import { OrderTransitionsService } from './order-transitions.service';
-import { Order, OrderLine } from './order.model';
+import { Order, OrderLine, OrderWithHistory } from './order.model';
 import { OrderMetrics } from './order-metrics';
 import { OrderRepository } from './order.repository';
 import { priceLines } from './order-pricing';
@@ -107,7 +107,7 @@ export class OrdersService {
     if (!order || order.userId !== me.userId) {
       throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
     }
-    return mapOrderDetail(order);
+    return this.detail(order);
   }
 
   /** Cancels before PAID and releases stock once; cancelling a cancelled order is a no-op. */
@@ -119,7 +119,7 @@ export class OrdersService {
       if (order.status !== 'CANCELLED') {
         throw new DomainError('ORDER_NOT_CANCELLABLE', `An order in ${order.status} cannot be cancelled.`);
       }
-      return mapOrderDetail(order);
+      return this.detail(order);
     });
   }
 
@@ -131,7 +131,7 @@ export class OrdersService {
       if (order.status !== 'FULFILLED') {
         throw new DomainError('ORDER_NOT_FULFILLABLE', `An order in ${order.status} cannot be fulfilled.`);
       }
-      return mapOrderDetail(order);
+      return this.detail(order);
     });
   }
 
@@ -154,6 +154,10 @@ export class OrdersService {
           ? encodeCursor({ c: last.createdAt.toISOString(), i: last.id })
           : null,
     };
+  }
+
+  private async detail(order: OrderWithHistory): Promise<OrderDetailDto> {
+    return mapOrderDetail(order, await this.orders.findPaymentSummary(order.id));
   }
 
   private async mustFind(id: string) {

@@ -1,48 +1,62 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
-import { PAYMENT_GATEWAY, PaymentGateway } from './payment-gateway';
+import { GatewayError, GatewayIntent, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
+import { RefundsService } from './refunds.service';
 
 const ACTOR = 'system:payments';
 /** A pending payment without news for this long is checked against the gateway. */
 export const RECONCILE_AFTER_MS = 10 * 60 * 1000;
+/** A refund still pending this long after its last provider call is sent again (same key). */
+export const RETRY_REFUND_AFTER_MS = 60 * 1000;
 
 /**
  * Acts on a webhook event by re-reading the intent from the gateway (events can be late, stale,
  * duplicated or out of order) and moving the order to match: succeeded → PAID (stock committed
- * once) → CONFIRMED; canceled → CANCELLED (PAYMENT_FAILED, stock released once). Every step is a
- * guarded transition, so a rerun after a crash at any point converges to the same result.
+ * once) → CONFIRMED, or an automatic refund when the order was already cancelled; a declined or
+ * canceled intent → CANCELLED (PAYMENT_FAILED, stock released once). Every step is a guarded
+ * transition or carries a deterministic provider key, so a rerun after a crash at any point
+ * converges to the same result.
  */
 @Injectable()
 export class PaymentFinalizer {
-  private readonly logger = new Logger(PaymentFinalizer.name);
-
   constructor(
     private readonly payments: PaymentRepository,
     private readonly orders: OrderRepository,
     private readonly transitions: OrderTransitionsService,
+    private readonly refunds: RefundsService,
     @Inject(PAYMENT_GATEWAY) private readonly gateway: PaymentGateway,
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
+    private readonly ids: IdGenerator,
   ) {}
 
   async processEvent(eventId: string): Promise<string> {
     const event = await this.payments.findEvent(eventId);
     if (!event) return 'unknown-event';
-    const payment = event.intentId ? await this.payments.findByIntent(event.intentId) : null;
+    const payment = event.intentId
+      ? ((await this.payments.findByIntent(event.intentId)) ?? (await this.adopt(event.intentId)))
+      : null;
     if (!payment) {
       await this.payments.markEventProcessed(eventId, this.clock.now());
       return 'no-payment';
+    }
+    if (event.type === 'charge.refunded') {
+      await this.refunds.syncFromGateway(payment);
+      await this.payments.markEventProcessed(eventId, this.clock.now());
+      return 'refunds-synced';
     }
     return this.converge(payment, eventId);
   }
 
   /**
    * The safety net for webhooks that never arrive: payments whose order has been
-   * PAYMENT_PENDING without news for `staleMs` are settled from the gateway's current state.
+   * PAYMENT_PENDING without news for `staleMs` are settled from the gateway's current state,
+   * and refunds whose provider call never got an answer are sent again.
    */
   async reconcile(staleMs = RECONCILE_AFTER_MS): Promise<number> {
     const stale = await this.payments.findStalePending(new Date(this.clock.now().getTime() - staleMs));
@@ -50,21 +64,57 @@ export class PaymentFinalizer {
     for (const payment of stale) {
       if ((await this.converge(payment)) !== 'pending') settled++;
     }
-    return settled;
+    return settled + (await this.refunds.retryStale(RETRY_REFUND_AFTER_MS));
+  }
+
+  /**
+   * An event for an intent we have not recorded yet: the webhook overtook the payment call's
+   * own commit (or that call died after creating the intent). The intent's metadata names the
+   * order, so the payment is recorded from the gateway's truth (unique per order: the payment
+   * call, when it commits, finds this one).
+   */
+  private async adopt(intentId: string): Promise<Payment | null> {
+    let intent: GatewayIntent;
+    try {
+      intent = await this.gateway.retrieveIntent(intentId);
+    } catch (err) {
+      if (err instanceof GatewayError && err.kind === 'rejected') return null; // not ours / unknown
+      throw err;
+    }
+    if (!intent.orderId || !(await this.payments.orderExists(intent.orderId))) return null;
+    return this.payments.insertOnce(
+      {
+        id: this.ids.uuid(),
+        orderId: intent.orderId,
+        provider: this.gateway.provider,
+        intentId: intent.id,
+        clientSecret: intent.clientSecret,
+        amount: intent.amount,
+        currency: intent.currency,
+        status: intent.status,
+      },
+      this.clock.now(),
+    );
   }
 
   /** Re-reads the intent (outside any transaction) and moves the order to match. */
   private async converge(payment: Payment, eventId?: string): Promise<string> {
-    const intent = await this.gateway.retrieveIntent(payment.intentId);
+    let intent = await this.gateway.retrieveIntent(payment.intentId);
+    if (intent.status === 'requires_payment_method' && intent.lastError) {
+      // A declined attempt cancels the order (API.md), so the intent is cancelled first: a
+      // payment racing this cancel wins at the gateway, and the answer says succeeded.
+      intent = await this.gateway.cancelIntent(intent.id, gatewayKeys.cancelIntent(payment.orderId));
+    }
+    const status = intent.status;
     const outcome = await this.tx.run(async () => {
-      await this.payments.setStatus(payment.id, intent.status, this.clock.now());
+      await this.payments.setStatus(payment.id, status, this.clock.now());
       let result = 'pending';
-      if (intent.status === 'succeeded') {
+      if (status === 'succeeded') {
         await this.transitions.markPaid(payment.orderId, ACTOR);
         const order = await this.orders.findById(payment.orderId);
         if (order?.status === 'PAID') await this.transitions.confirm(payment.orderId, ACTOR);
         result = order?.status === 'CANCELLED' ? 'paid-after-cancel' : 'confirmed';
-      } else if (intent.status === 'canceled') {
+      } else if (status === 'canceled') {
         await this.transitions.cancel(payment.orderId, 'PAYMENT_FAILED', ACTOR);
         result = 'cancelled';
       }
@@ -72,8 +122,8 @@ export class PaymentFinalizer {
       return result;
     });
     if (outcome === 'paid-after-cancel') {
-      // Needs an automatic refund (not built yet): loud, so an operator acts on it.
-      this.logger.error(`payment ${payment.intentId} succeeded for cancelled order ${payment.orderId}: refund required`);
+      await this.refunds.refundPaidAfterCancel({ ...payment, status });
+      return 'refunded-after-cancel';
     }
     return outcome;
   }

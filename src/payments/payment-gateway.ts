@@ -9,11 +9,43 @@ export interface GatewayIntent {
   status: IntentStatus;
   amount: number;
   currency: string;
+  /** From the intent's metadata: the order it pays for. */
   orderId: string;
   /** Set when the last attempt to pay failed (the intent can still be paid again). */
   lastError?: string;
 }
 
+export type RefundStatus = 'pending' | 'succeeded' | 'failed';
+
+export interface GatewayRefund {
+  id: string;
+  intentId: string;
+  amount: number;
+  status: RefundStatus;
+  /** Our refund id, when the refund was made through us (metadata). */
+  refundId?: string;
+}
+
+/**
+ * A gateway call that did not succeed. `rejected`: the provider answered and said no (do not
+ * retry the same request); `unavailable`: no answer or a 5xx/429 (the outcome is unknown — retry
+ * with the same idempotency key).
+ */
+export class GatewayError extends Error {
+  constructor(
+    readonly kind: 'rejected' | 'unavailable',
+    readonly code: string | undefined,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'GatewayError';
+  }
+}
+
+/**
+ * Every outbound write carries a deterministic idempotency key derived from our own ids, so a
+ * retry after a crash or timeout replays the provider's first answer instead of acting twice.
+ */
 export interface PaymentGateway {
   readonly provider: 'stripe' | 'simulated';
   /** Creates the intent, or returns the one already made under `idempotencyKey`. */
@@ -24,4 +56,23 @@ export interface PaymentGateway {
     idempotencyKey: string;
   }): Promise<GatewayIntent>;
   retrieveIntent(id: string): Promise<GatewayIntent>;
+  /** Cancels an unpaid intent; a succeeded one stays succeeded (the returned intent says which). */
+  cancelIntent(id: string, idempotencyKey: string): Promise<GatewayIntent>;
+  /** Refunds `amount` of a succeeded intent. */
+  createRefund(input: {
+    intentId: string;
+    amount: number;
+    refundId: string;
+    orderId: string;
+    idempotencyKey: string;
+  }): Promise<GatewayRefund>;
+  /** Every refund of the intent, wherever it was made (us or the provider's dashboard). */
+  listRefunds(intentId: string): Promise<GatewayRefund[]>;
 }
+
+/** Deterministic idempotency keys, derived from our own ids. */
+export const gatewayKeys = {
+  createIntent: (orderId: string) => `order:${orderId}:payment-intent`,
+  cancelIntent: (orderId: string) => `order:${orderId}:cancel-intent`,
+  refund: (refundId: string) => `refund:${refundId}`,
+};

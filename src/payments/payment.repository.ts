@@ -45,6 +45,16 @@ export class PaymentRepository {
     return rows[0] ? map(rows[0]) : null;
   }
 
+  async orderExists(orderId: string): Promise<boolean> {
+    const rows = await this.tx.query(`SELECT 1 FROM orders WHERE id = $1`, [orderId]);
+    return rows.length > 0;
+  }
+
+  async findById(id: string): Promise<Payment | null> {
+    const rows: Row[] = await this.tx.query(`SELECT * FROM payments WHERE id = $1`, [id]);
+    return rows[0] ? map(rows[0]) : null;
+  }
+
   async findByIntent(intentId: string): Promise<Payment | null> {
     const rows: Row[] = await this.tx.query(`SELECT * FROM payments WHERE intent_id = $1`, [intentId]);
     return rows[0] ? map(rows[0]) : null;

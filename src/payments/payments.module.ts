@@ -5,33 +5,51 @@ import { DevPaymentsService } from './dev-payments.service';
 import { PAYMENT_GATEWAY } from './payment-gateway';
 import { PaymentFinalizer } from './payment-finalizer.service';
 import { PaymentRepository } from './payment.repository';
-import { DevPaymentsController, PaymentsController, StripeWebhookController } from './payments.controller';
+import { AdminRefundsService } from './admin-refunds.service';
+import {
+  AdminRefundsController,
+  DevPaymentsController,
+  PaymentsController,
+  StripeWebhookController,
+} from './payments.controller';
+import { RefundRepository } from './refund.repository';
+import { RefundsService } from './refunds.service';
+import { StripeGateway } from './stripe.gateway';
 import { PaymentsService } from './payments.service';
 import { SimulatedGateway } from './simulated.gateway';
 import { WebhooksService } from './webhooks.service';
 
 /**
- * Payments. The gateway is chosen by configuration; today only the simulated one is built (a
- * STRIPE_SECRET_KEY makes the process refuse to start rather than silently simulate).
+ * Payments. The gateway is chosen by configuration: Stripe when STRIPE_SECRET_KEY is set
+ * (STRIPE_API_URL may point it elsewhere), otherwise the simulated one with its dev-only
+ * confirm route (never mounted in production).
  */
 @Module({})
 export class PaymentsModule {
   static register(config: AppConfig): DynamicModule {
-    if (config.stripe.secretKey) {
-      throw new Error('STRIPE_SECRET_KEY is set, but the Stripe gateway adapter is not built yet');
-    }
-    const dev = !config.isProduction;
+    const stripeKey = config.stripe.secretKey;
+    const dev = !config.isProduction && !stripeKey;
     return {
       module: PaymentsModule,
       imports: [OrdersModule],
-      controllers: [PaymentsController, StripeWebhookController, ...(dev ? [DevPaymentsController] : [])],
+      controllers: [
+        PaymentsController,
+        AdminRefundsController,
+        StripeWebhookController,
+        ...(dev ? [DevPaymentsController] : []),
+      ],
       providers: [
         PaymentRepository,
+        RefundRepository,
         PaymentsService,
+        RefundsService,
+        AdminRefundsService,
         WebhooksService,
         PaymentFinalizer,
-        SimulatedGateway,
-        { provide: PAYMENT_GATEWAY, useExisting: SimulatedGateway },
+        stripeKey
+          ? { provide: PAYMENT_GATEWAY, useValue: new StripeGateway(stripeKey, config.stripe.apiUrl) }
+          : { provide: PAYMENT_GATEWAY, useExisting: SimulatedGateway },
+        ...(stripeKey ? [] : [SimulatedGateway]),
         ...(dev ? [DevPaymentsService] : []),
       ],
       exports: [PaymentFinalizer],

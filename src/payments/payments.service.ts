@@ -7,7 +7,7 @@ import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
-import { PAYMENT_GATEWAY, PaymentGateway } from './payment-gateway';
+import { PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
 
 export interface PaymentIntentView {
@@ -42,22 +42,25 @@ export class PaymentsService {
    * Creates (or returns) the order's payment intent with a deterministic idempotency key
    * (`order:<id>:payment-intent`), records it (unique per order), and moves the order to
    * PAYMENT_PENDING with its reservation held for another window while the payment is in flight.
+   * The gateway call happens outside any transaction; every step is safe to repeat. An order
+   * that expired while the intent was being made gets its intent cancelled and a 409.
    */
   async start(me: Principal, orderId: string): Promise<PaymentIntentView> {
     const order = await this.orders.findById(orderId);
     if (!order || order.userId !== me.userId) throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
+    // calling again returns the one intent (also once paid); a cancelled order is not payable
+    const existing = await this.payments.findByOrder(orderId);
+    if (existing && order.status !== 'CANCELLED') return view(existing);
     if (order.status !== 'INVENTORY_RESERVED' && order.status !== 'PAYMENT_PENDING') {
       throw new DomainError('ORDER_NOT_PAYABLE', `An order in ${order.status} cannot be paid.`);
     }
-    const existing = await this.payments.findByOrder(orderId);
-    if (existing) return view(existing);
     const intent = await this.gateway.createIntent({
       orderId,
       amount: order.totalAmount,
       currency: order.currency,
-      idempotencyKey: `order:${orderId}:payment-intent`,
+      idempotencyKey: gatewayKeys.createIntent(orderId),
     });
-    return this.tx.run(async () => {
+    const { payment, status } = await this.tx.run(async () => {
       const now = this.clock.now();
       const payment = await this.payments.insertOnce(
         {
@@ -77,7 +80,12 @@ export class PaymentsService {
         new Date(now.getTime() + this.config.reservationTtlSeconds * 1000),
         `user:${me.userId}`,
       );
-      return view(payment);
+      return { payment, status: (await this.orders.findById(orderId))?.status };
     });
+    if (status === 'CANCELLED') {
+      await this.gateway.cancelIntent(payment.intentId, gatewayKeys.cancelIntent(orderId));
+      throw new DomainError('ORDER_NOT_PAYABLE', 'The order was cancelled before its payment started.');
+    }
+    return view(payment);
   }
 }

@@ -1,6 +1,7 @@
 import { INestApplicationContext } from '@nestjs/common';
 import Stripe from 'stripe';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
+import { createAdmin } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -105,6 +106,34 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect((await statusOf(order.body.id)).status).toBe('CONFIRMED');
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 });
   });
+
+  it('refunds through the simulated gateway: partial, then the rest; concurrent ones never exceed the capture', async () => {
+    const admin = await createAdmin(t);
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    await t.http.post(`/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`, { outcome: 'succeeded' }, { token: alice.token });
+    await waitFor(order.body.id, 'CONFIRMED');
+    const refund = (amount?: number) =>
+      t.http.post(
+        `/v1/admin/orders/${order.body.id}/refunds`,
+        amount === undefined ? {} : { amount: { amount, currency: 'INR' } },
+        { token: admin.accessToken, idempotencyKey: newKey() },
+      );
+    expect((await refund(4000)).body).toMatchObject({ status: 'succeeded', amount: { amount: 4000 } });
+    const racing = await Promise.all([refund(), refund(), refund(), refund(5000)]);
+    const won = racing.filter((r) => r.status === 201);
+    expect(won.reduce((sum, r) => sum + r.body.amount.amount, 0)).toBeLessThanOrEqual(6000);
+    expect(racing.filter((r) => r.status !== 201).every((r) => r.body.code === 'REFUND_EXCEEDS_CAPTURED')).toBe(true);
+    await refund(); // whatever is left
+    const o = await statusOf(order.body.id);
+    expect(o).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+    const atGateway = await t.db.pool.query(
+      `SELECT coalesce(sum(amount), 0)::int AS n FROM simulated_refunds WHERE intent_id = $1`,
+      [pay.body.paymentIntentId],
+    );
+    expect(atGateway.rows[0].n).toBe(10_000);
+  }, 30_000);
 
   it("refuses to pay someone else's order (404) and needs an Idempotency-Key (400)", async () => {
     const [bob] = await buyers(t.http, 1);

@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { CANCELLATION_REASONS, ORDER_STATUSES } from '../order-state-machine';
-import { Order, OrderWithHistory } from '../order.model';
+import { Order, OrderWithHistory, PaymentSummary } from '../order.model';
 
 export class MoneyDto {
   @ApiProperty({ description: 'Integer minor units', example: 24900 })
@@ -37,7 +37,25 @@ export class OrderDto {
   @ApiProperty() updatedAt!: string;
 }
 
+export class RefundSummaryDto {
+  @ApiProperty({ format: 'uuid' }) id!: string;
+  @ApiProperty({ type: MoneyDto }) amount!: MoneyDto;
+  @ApiProperty({ enum: ['pending', 'succeeded', 'failed'] }) status!: string;
+  @ApiProperty({ enum: ['requested', 'paid_after_cancel', 'external'] }) reason!: string;
+  @ApiProperty() createdAt!: string;
+}
+
+export class PaymentSummaryDto {
+  @ApiProperty({ enum: ['stripe', 'simulated'] }) provider!: string;
+  @ApiProperty() paymentIntentId!: string;
+  @ApiProperty({ description: "The provider's intent status as last seen" }) status!: string;
+  @ApiProperty({ type: MoneyDto }) amount!: MoneyDto;
+  @ApiProperty({ type: MoneyDto, description: 'Succeeded refunds' }) refunded!: MoneyDto;
+  @ApiProperty({ type: [RefundSummaryDto] }) refunds!: RefundSummaryDto[];
+}
+
 export class OrderDetailDto extends OrderDto {
+  @ApiProperty({ type: PaymentSummaryDto, nullable: true }) payment!: PaymentSummaryDto | null;
   @ApiProperty({ type: [StatusChangeDto] }) history!: StatusChangeDto[];
 }
 
@@ -69,9 +87,27 @@ export function mapOrder(order: Order): OrderDto {
   };
 }
 
-export function mapOrderDetail(order: OrderWithHistory): OrderDetailDto {
+function mapPayment(p: PaymentSummary, currency: string): PaymentSummaryDto {
+  return {
+    provider: p.provider,
+    paymentIntentId: p.paymentIntentId,
+    status: p.status,
+    amount: money(p.amount, currency),
+    refunded: money(p.refundedAmount, currency),
+    refunds: p.refunds.map((r) => ({
+      id: r.id,
+      amount: money(r.amount, currency),
+      status: r.status,
+      reason: r.reason,
+      createdAt: r.createdAt.toISOString(),
+    })),
+  };
+}
+
+export function mapOrderDetail(order: OrderWithHistory, payment: PaymentSummary | null): OrderDetailDto {
   return {
     ...mapOrder(order),
+    payment: payment ? mapPayment(payment, order.currency) : null,
     history: order.history.map((h) => ({
       from: h.from,
       to: h.to,

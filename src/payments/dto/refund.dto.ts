@@ -1,0 +1,40 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { Type } from 'class-transformer';
+import { IsOptional, Min, ValidateNested } from 'class-validator';
+import { MoneyInputDto } from '../../catalog/dto/catalog.dto';
+import { MoneyDto } from '../../orders/dto/order.response';
+import type { Refund } from '../refund.repository';
+
+export class RefundAmountDto extends MoneyInputDto {
+  @Min(1)
+  declare amount: number;
+}
+
+export class CreateRefundDto {
+  @ApiPropertyOptional({ type: MoneyInputDto, description: 'Omitted: all that remains refundable' })
+  @IsOptional()
+  @ValidateNested()
+  @Type(() => RefundAmountDto)
+  amount?: RefundAmountDto;
+}
+
+export class RefundDto {
+  @ApiProperty({ format: 'uuid' }) id!: string;
+  @ApiProperty({ format: 'uuid' }) orderId!: string;
+  @ApiProperty({ type: MoneyDto }) amount!: MoneyDto;
+  @ApiProperty({ enum: ['pending', 'succeeded', 'failed'], description: 'pending: the provider has not answered yet; retried automatically' })
+  status!: string;
+  @ApiProperty({ enum: ['requested', 'paid_after_cancel', 'external'] }) reason!: string;
+  @ApiProperty() createdAt!: string;
+}
+
+export function mapRefund(r: Refund): RefundDto {
+  return {
+    id: r.id,
+    orderId: r.orderId,
+    amount: { amount: r.amount, currency: r.currency },
+    status: r.status,
+    reason: r.reason,
+    createdAt: r.createdAt.toISOString(),
+  };
+}

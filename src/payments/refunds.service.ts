@@ -1,0 +1,195 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { DomainError } from '../common/errors/domain-error';
+import { IdGenerator, uuidFromName } from '../common/ids';
+import { Clock } from '../common/time/clock';
+import { TransactionHost } from '../database/transaction-host';
+import { OrderTransitionsService } from '../orders/order-transitions.service';
+import { OutboxRepository } from '../outbox/outbox.repository';
+import { GatewayError, GatewayRefund, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
+import { Payment, PaymentRepository } from './payment.repository';
+import { NewRefund, Refund, RefundRepository } from './refund.repository';
+
+const SYSTEM = 'system:payments';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Answers from the provider that mean "not that much is left to refund". */
+const EXCEEDS = new Set(['amount_too_large', 'charge_already_refunded']);
+
+/**
+ * Refunds, in three short steps with the provider call between them (never inside a
+ * transaction): reserve the amount against the captured payment and record the refund as
+ * pending; ask the provider with the key `refund:<id>`; settle from its answer. A crash between
+ * steps leaves a pending refund that `retryStale` sends again with the same key, so the provider
+ * refunds once. Refunds made elsewhere (the provider's dashboard) are adopted by `syncFromGateway`.
+ */
+@Injectable()
+export class RefundsService {
+  private readonly logger = new Logger(RefundsService.name);
+
+  constructor(
+    private readonly refunds: RefundRepository,
+    private readonly payments: PaymentRepository,
+    private readonly transitions: OrderTransitionsService,
+    private readonly outbox: OutboxRepository,
+    @Inject(PAYMENT_GATEWAY) private readonly gateway: PaymentGateway,
+    private readonly tx: TransactionHost,
+    private readonly clock: Clock,
+    private readonly ids: IdGenerator,
+  ) {}
+
+  /**
+   * An admin's refund of `amount` (all that remains when omitted). The refund's id derives from
+   * the caller and their Idempotency-Key, so a retry after a crash continues the same refund.
+   */
+  async request(input: { orderId: string; amount?: number; actor: string; idempotencyKey: string }): Promise<Refund> {
+    const id = uuidFromName(`refund:${input.actor}:${input.idempotencyKey}`);
+    const payment = await this.payments.findByOrder(input.orderId);
+    let refund = await this.refunds.findById(id);
+    if (!refund) {
+      if (!(await this.payments.orderExists(input.orderId))) {
+        throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
+      }
+      if (!payment || payment.status !== 'succeeded') {
+        throw new DomainError('ORDER_NOT_REFUNDABLE', 'The order has no captured payment to refund.');
+      }
+      refund = await this.tx.run(() =>
+        this.refunds.reserve(this.newRefund(id, payment, 'requested', input.actor), input.amount ?? null, this.clock.now()),
+      );
+      if (!refund) {
+        throw new DomainError('REFUND_EXCEEDS_CAPTURED', 'The amount exceeds what remains refundable.');
+      }
+    }
+    if (refund.orderId !== input.orderId) {
+      throw new DomainError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used for another refund.');
+    }
+    const result = refund.status === 'pending' ? await this.execute(refund, payment!) : refund;
+    if (result.status === 'failed') {
+      throw new DomainError(
+        EXCEEDS.has(result.failure ?? '') ? 'REFUND_EXCEEDS_CAPTURED' : 'PAYMENT_PROVIDER_REJECTED',
+        `The payment provider refused the refund (${result.failure ?? 'unknown reason'}).`,
+      );
+    }
+    return result;
+  }
+
+  /**
+   * A payment that succeeded for an order already cancelled (or expired) is refunded in full,
+   * once: the customer is never charged for nothing.
+   */
+  async refundPaidAfterCancel(payment: Payment): Promise<Refund | null> {
+    const refund = await this.tx.run(async () => {
+      await this.refunds.lockPayment(payment.id);
+      const existing = await this.refunds.findAutomatic(payment.id);
+      if (existing) return existing;
+      return this.refunds.reserve(
+        this.newRefund(this.ids.uuid(), payment, 'paid_after_cancel', SYSTEM),
+        null,
+        this.clock.now(),
+      );
+    });
+    if (!refund) {
+      this.logger.warn(`payment ${payment.intentId}: nothing left to refund automatically`);
+      return null;
+    }
+    return refund.status === 'pending' ? this.execute(refund, payment) : refund;
+  }
+
+  /**
+   * Converges our refunds with the provider's list for the payment (after `charge.refunded`):
+   * settles our pending ones, and records refunds made at the provider that we never asked for.
+   */
+  async syncFromGateway(payment: Payment): Promise<void> {
+    for (const remote of await this.gateway.listRefunds(payment.intentId)) {
+      const ours =
+        (remote.refundId && UUID.test(remote.refundId) ? await this.refunds.findById(remote.refundId) : null) ??
+        (await this.refunds.findByProviderId(remote.id));
+      if (ours) {
+        if (ours.status === 'pending') await this.settle(ours, remote);
+      } else if (remote.status === 'succeeded') {
+        await this.adoptExternal(payment, remote);
+      }
+    }
+  }
+
+  /** Pending refunds untouched for `staleMs` (a crash or timeout mid-call): ask again, same key. */
+  async retryStale(staleMs: number): Promise<number> {
+    const stale = await this.refunds.findStalePending(new Date(this.clock.now().getTime() - staleMs));
+    let settled = 0;
+    for (const refund of stale) {
+      const payment = await this.payments.findById(refund.paymentId);
+      if (payment && (await this.execute(refund, payment)).status !== 'pending') settled++;
+    }
+    return settled;
+  }
+
+  /** Step 2 and 3: the provider call (same key every time), then settle from its answer. */
+  private async execute(refund: Refund, payment: Payment): Promise<Refund> {
+    let remote: GatewayRefund;
+    try {
+      remote = await this.gateway.createRefund({
+        intentId: payment.intentId,
+        amount: refund.amount,
+        refundId: refund.id,
+        orderId: refund.orderId,
+        idempotencyKey: gatewayKeys.refund(refund.id),
+      });
+    } catch (err) {
+      if (err instanceof GatewayError && err.kind === 'rejected') {
+        const failed = await this.tx.run(() =>
+          this.refunds.settle(refund.id, 'failed', { failure: err.code ?? err.message }, this.clock.now()),
+        );
+        return failed ?? (await this.refunds.findById(refund.id))!;
+      }
+      // Unknown outcome: the refund stays pending and retryStale asks again with the same key.
+      this.logger.warn(`refund ${refund.id}: provider unavailable (${(err as Error).message}); will retry`);
+      await this.tx.run(() => this.refunds.touch(refund.id, this.clock.now()));
+      return refund;
+    }
+    return this.settle(refund, remote);
+  }
+
+  private async settle(refund: Refund, remote: GatewayRefund): Promise<Refund> {
+    const now = this.clock.now();
+    if (remote.status === 'pending') {
+      await this.tx.run(() => this.refunds.attachProviderId(refund.id, remote.id, now));
+      return refund;
+    }
+    const outcome = remote.status;
+    return this.tx.run(async () => {
+      const settled = await this.refunds.settle(
+        refund.id,
+        outcome,
+        { providerRefundId: remote.id, failure: remote.status === 'failed' ? 'failed_at_provider' : undefined },
+        now,
+      );
+      if (settled?.status === 'succeeded') await this.announce(settled);
+      return settled ?? (await this.refunds.findById(refund.id))!;
+    });
+  }
+
+  private async adoptExternal(payment: Payment, remote: GatewayRefund): Promise<void> {
+    await this.tx.run(async () => {
+      await this.refunds.lockPayment(payment.id);
+      if (await this.refunds.findByProviderId(remote.id)) return;
+      const refund = await this.refunds.reserve(
+        { ...this.newRefund(this.ids.uuid(), payment, 'external', 'system:provider'), providerRefundId: remote.id },
+        remote.amount,
+        this.clock.now(),
+      );
+      if (refund) await this.announce(refund);
+      else this.logger.error(`provider refund ${remote.id} exceeds what we hold as refundable for ${payment.intentId}`);
+    });
+  }
+
+  /**
+   * A succeeded refund moves a paid order to PARTIALLY_REFUNDED / REFUNDED (with its event);
+   * a cancelled order keeps its status, and the customer still hears about the refund.
+   */
+  private async announce(refund: Refund): Promise<void> {
+    const applied = await this.transitions.applyRefund(refund.orderId, refund.id, refund.amount, `refund:${refund.actor}`);
+    if (!applied) await this.outbox.add('order.refunded', refund.orderId, { orderId: refund.orderId, refundId: refund.id });
+  }
+
+  private newRefund(id: string, payment: Payment, reason: NewRefund['reason'], actor: string): NewRefund {
+    return { id, orderId: payment.orderId, paymentId: payment.id, currency: payment.currency, reason, actor };
+  }
+}

@@ -1,0 +1,162 @@
+import Stripe from 'stripe';
+import {
+  GatewayError,
+  GatewayIntent,
+  GatewayRefund,
+  IntentStatus,
+  PaymentGateway,
+  RefundStatus,
+} from './payment-gateway';
+
+/** Stripe's intent statuses, folded onto the four our finalizer acts on. */
+export function intentStatusOf(status: Stripe.PaymentIntent.Status): IntentStatus {
+  switch (status) {
+    case 'succeeded':
+    case 'canceled':
+    case 'processing':
+      return status;
+    case 'requires_capture': // we never authorize-only; treat as in flight
+      return 'processing';
+    case 'requires_payment_method':
+    case 'requires_confirmation':
+    case 'requires_action': // the customer's turn
+      return 'requires_payment_method';
+  }
+}
+
+function refundStatusOf(status: string | null): RefundStatus {
+  if (status === 'succeeded') return 'succeeded';
+  if (status === 'failed' || status === 'canceled') return 'failed';
+  return 'pending'; // pending | requires_action
+}
+
+/** Our gateway error for whatever the SDK threw: a 4xx answer is a rejection, anything else is unknown. */
+export function gatewayErrorOf(err: unknown): GatewayError {
+  if (err instanceof Stripe.errors.StripeError) {
+    const answered =
+      err.statusCode !== undefined && err.statusCode < 500 && err.statusCode !== 429 && err.type !== 'StripeConnectionError';
+    return new GatewayError(answered ? 'rejected' : 'unavailable', err.code ?? err.type, err.message);
+  }
+  return new GatewayError('unavailable', undefined, err instanceof Error ? err.message : String(err));
+}
+
+/**
+ * The production gateway: the official SDK, pointed at STRIPE_API_URL when set (tests use a local
+ * fake). Every write passes our deterministic idempotency key; the SDK retries network errors and
+ * 5xx answers itself with that same key.
+ */
+export class StripeGateway implements PaymentGateway {
+  readonly provider = 'stripe' as const;
+  private readonly stripe: Stripe;
+
+  constructor(secretKey: string, apiUrl?: string) {
+    const url = apiUrl ? new URL(apiUrl) : undefined;
+    this.stripe = new Stripe(secretKey, {
+      maxNetworkRetries: 2,
+      timeout: 10_000,
+      ...(url
+        ? {
+            host: url.hostname,
+            port: url.port || (url.protocol === 'https:' ? 443 : 80),
+            protocol: url.protocol === 'https:' ? 'https' : 'http',
+          }
+        : {}),
+    });
+  }
+
+  createIntent(input: { orderId: string; amount: number; currency: string; idempotencyKey: string }): Promise<GatewayIntent> {
+    return this.call(async () =>
+      this.mapIntent(
+        await this.stripe.paymentIntents.create(
+          {
+            amount: input.amount,
+            currency: input.currency.toLowerCase(),
+            metadata: { orderId: input.orderId },
+            automatic_payment_methods: { enabled: true },
+          },
+          { idempotencyKey: input.idempotencyKey },
+        ),
+      ),
+    );
+  }
+
+  retrieveIntent(id: string): Promise<GatewayIntent> {
+    return this.call(async () => this.mapIntent(await this.stripe.paymentIntents.retrieve(id)));
+  }
+
+  async cancelIntent(id: string, idempotencyKey: string): Promise<GatewayIntent> {
+    try {
+      return this.mapIntent(
+        await this.stripe.paymentIntents.cancel(id, { cancellation_reason: 'abandoned' }, { idempotencyKey }),
+      );
+    } catch (err) {
+      // Already succeeded or already canceled: Stripe says so with a 400; the current state answers.
+      if (err instanceof Stripe.errors.StripeError && err.code === 'payment_intent_unexpected_state') {
+        return this.retrieveIntent(id);
+      }
+      throw gatewayErrorOf(err);
+    }
+  }
+
+  createRefund(input: {
+    intentId: string;
+    amount: number;
+    refundId: string;
+    orderId: string;
+    idempotencyKey: string;
+  }): Promise<GatewayRefund> {
+    return this.call(async () =>
+      this.mapRefund(
+        await this.stripe.refunds.create(
+          {
+            payment_intent: input.intentId,
+            amount: input.amount,
+            metadata: { refundId: input.refundId, orderId: input.orderId },
+          },
+          { idempotencyKey: input.idempotencyKey },
+        ),
+      ),
+    );
+  }
+
+  listRefunds(intentId: string): Promise<GatewayRefund[]> {
+    return this.call(async () => {
+      const refunds: GatewayRefund[] = [];
+      for await (const r of this.stripe.refunds.list({ payment_intent: intentId, limit: 100 })) {
+        refunds.push(this.mapRefund(r));
+      }
+      return refunds;
+    });
+  }
+
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw gatewayErrorOf(err);
+    }
+  }
+
+  private mapIntent(pi: Stripe.PaymentIntent): GatewayIntent {
+    return {
+      id: pi.id,
+      clientSecret: pi.client_secret ?? '',
+      status: intentStatusOf(pi.status),
+      amount: pi.amount,
+      currency: pi.currency.toUpperCase(),
+      orderId: pi.metadata.orderId ?? '',
+      lastError: pi.last_payment_error?.code ?? pi.last_payment_error?.message ?? undefined,
+    };
+  }
+
+  private mapRefund(r: Stripe.Refund): GatewayRefund {
+    const intentId = typeof r.payment_intent === 'string' ? r.payment_intent : (r.payment_intent?.id ?? '');
+    return {
+      id: r.id,
+      intentId,
+      amount: r.amount,
+      status: refundStatusOf(r.status),
+      refundId: r.metadata?.refundId,
+    };
+  }
+}

@@ -1,0 +1,309 @@
+import { INestApplicationContext } from '@nestjs/common';
+import type Stripe from 'stripe';
+import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
+import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
+import { RefundsService } from '../../src/payments/refunds.service';
+import { Session, createAdmin } from '../support/auth';
+import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
+import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
+import { Buyer, buyers, placeOrder } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { bootTestWorker } from '../support/test-worker';
+
+/**
+ * The Stripe adapter: the real `stripe` SDK against a local fake of the Stripe API, webhooks
+ * signed like Stripe's, the worker processing them.
+ */
+describe('payments through Stripe (real SDK, fake Stripe API)', () => {
+  let stripe: FakeStripe;
+  let t: TestApp;
+  let worker: INestApplicationContext;
+  let alice: Buyer;
+  let admin: Session;
+
+  const orderOf = async (orderId: string) => (await t.http.get(`/v1/orders/${orderId}`, { token: alice.token })).body;
+  const waitFor = async (orderId: string, done: (o: { status: string }) => boolean) => {
+    for (let i = 0; i < 100; i++) {
+      const o = await orderOf(orderId);
+      if (done(o)) return o;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return orderOf(orderId);
+  };
+  const deliver = (event: Stripe.Event) => {
+    const { body, signature } = stripe.signed(event);
+    return t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw: body, headers: { 'stripe-signature': signature } });
+  };
+  const processed = async (eventId: string) => {
+    for (let i = 0; i < 100; i++) {
+      const r = await t.db.pool.query(`SELECT processed_at FROM webhook_events WHERE id = $1`, [eventId]);
+      if (r.rows[0]?.processed_at) return;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    throw new Error(`event ${eventId} was not processed`);
+  };
+  const count = async (sql: string, params: unknown[]) => (await t.db.pool.query(sql, params)).rows[0].n as number;
+  const startPayment = async (orderId: string) => {
+    const pay = await t.http.post(`/v1/orders/${orderId}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(pay.status).toBe(201);
+    return pay.body.paymentIntentId as string;
+  };
+  const paidOrder = async (priceAmount = 10_000, quantity = 1) => {
+    const p = await insertProduct(t.db.pool, { stock: 10, priceAmount });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity }]);
+    const intent = await startPayment(order.body.id);
+    const event = stripe.succeed(intent);
+    await deliver(event);
+    await waitFor(order.body.id, (o) => o.status === 'CONFIRMED');
+    return { orderId: order.body.id as string, productId: p, intent };
+  };
+  const refund = (orderId: string, body: unknown, key = newKey()) =>
+    t.http.post(`/v1/admin/orders/${orderId}/refunds`, body, { token: admin.accessToken, idempotencyKey: key });
+
+  beforeAll(async () => {
+    stripe = await startFakeStripe();
+    t = await bootTestApp({
+      env: { STRIPE_SECRET_KEY: stripe.secretKey, STRIPE_API_URL: stripe.url, STRIPE_WEBHOOK_SECRET: stripe.webhookSecret },
+    });
+    worker = await bootTestWorker(t.config);
+    [alice] = await buyers(t.http, 1);
+    admin = await createAdmin(t);
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await t?.close();
+    await stripe?.close();
+  });
+
+  it('creates one intent per order with a deterministic key; success → CONFIRMED; 5 deliveries (3 at once) → one effect', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 24900 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
+    const [a, b] = await Promise.all([startPayment(order.body.id), startPayment(order.body.id)].map((x) => x.catch(() => null)));
+    const intent = (a ?? b)!;
+    expect(await startPayment(order.body.id)).toBe(intent);
+    const creates = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/payment_intents');
+    const mine = creates.filter((r) => r.idempotencyKey === `order:${order.body.id}:payment-intent`);
+    expect(mine.length).toBeGreaterThanOrEqual(1);
+    expect(new Set(mine.map((r) => r.idempotencyKey)).size).toBe(1);
+    expect(stripe.intent(intent)).toMatchObject({ amount: 49800, currency: 'inr', metadata: { orderId: order.body.id } });
+    expect((await count(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id]))).toBe(1);
+
+    const event = stripe.succeed(intent);
+    const answers = [...(await Promise.all([deliver(event), deliver(event), deliver(event)])), await deliver(event), await deliver(event)];
+    expect(answers.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+    const done = await waitFor(order.body.id, (o) => o.status === 'CONFIRMED');
+    expect(done.status).toBe('CONFIRMED');
+    await worker.get(PaymentFinalizer).processEvent(event.id); // a rerun changes nothing
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 8, reserved: 0 });
+    expect(await count(`SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'PAID'`, [order.body.id])).toBe(1);
+    expect(await count(`SELECT count(*)::int AS n FROM webhook_events WHERE id = $1`, [event.id])).toBe(1);
+    expect(done.payment).toMatchObject({ provider: 'stripe', paymentIntentId: intent, status: 'succeeded' });
+  }, 30_000);
+
+  it('a stale payment_failed after success changes nothing', async () => {
+    const { orderId, intent } = await paidOrder();
+    const stale = stripe.eventFor('payment_intent.payment_failed', intent);
+    await deliver(stale);
+    await processed(stale.id);
+    expect((await orderOf(orderId)).status).toBe('CONFIRMED');
+  }, 30_000);
+
+  it('a declined card cancels the intent and the order (PAYMENT_FAILED), releasing stock once', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 3 }]);
+    const intent = await startPayment(order.body.id);
+    const event = stripe.decline(intent);
+    await Promise.all([deliver(event), deliver(event)]);
+    const done = await waitFor(order.body.id, (o) => o.status === 'CANCELLED');
+    expect(done).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
+    expect(stripe.intent(intent)?.status).toBe('canceled');
+    const cancels = stripe.requests.filter((r) => r.path === `/v1/payment_intents/${intent}/cancel`);
+    expect(cancels.every((r) => r.idempotencyKey === `order:${order.body.id}:cancel-intent`)).toBe(true);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    await assertStockInvariants(t.db.pool, [p]);
+  }, 30_000);
+
+  it('a success that overtakes the payment call is recorded from the intent and confirms the order', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 5000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    // the app's create call reached Stripe and the customer paid, but our commit has not happened yet
+    const pi = await stripe.client().paymentIntents.create(
+      { amount: 5000, currency: 'inr', metadata: { orderId: order.body.id } },
+      { idempotencyKey: `order:${order.body.id}:payment-intent` },
+    );
+    const event = stripe.succeed(pi.id);
+    await deliver(event);
+    const done = await waitFor(order.body.id, (o) => o.status === 'CONFIRMED');
+    expect(done.status).toBe('CONFIRMED');
+    // …then the payment call returns: the same intent, no second one
+    expect(await startPayment(order.body.id)).toBe(pi.id);
+    expect(await count(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id])).toBe(1);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 });
+  }, 30_000);
+
+  it('a success after the reservation expired is refunded automatically, once', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 7000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
+    const intent = await startPayment(order.body.id);
+    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
+    expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+
+    const event = stripe.succeed(intent); // the customer's bank was slow
+    await Promise.all([deliver(event), deliver(event)]);
+    await processed(event.id);
+    await worker.get(PaymentFinalizer).processEvent(event.id); // rerun: still one refund
+    const refunds = await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id]);
+    expect(refunds.rows).toEqual([{ amount: 14000, status: 'succeeded', reason: 'paid_after_cancel' }]);
+    const atStripe = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent);
+    expect(new Set(atStripe.map((r) => r.idempotencyKey)).size).toBe(1);
+    const o = await orderOf(order.body.id);
+    expect(o).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+    expect(o.payment.refunds).toEqual([expect.objectContaining({ amount: { amount: 14000, currency: 'INR' }, status: 'succeeded', reason: 'paid_after_cancel' })]);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+  }, 30_000);
+
+  it('reconciliation finalizes a payment whose webhook never arrives', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const intent = await startPayment(order.body.id);
+    stripe.succeed(intent); // the event is never delivered
+    await t.db.pool.query(`UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`, [intent]);
+    expect(await worker.get(PaymentFinalizer).reconcile()).toBeGreaterThanOrEqual(1);
+    expect((await orderOf(order.body.id)).status).toBe('CONFIRMED');
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 });
+  }, 30_000);
+
+  describe('refunds', () => {
+    it('partial then full; then nothing remains (409); replaying a key refunds once', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      const key = newKey();
+      const first = await refund(orderId, { amount: { amount: 2500, currency: 'INR' } }, key);
+      expect(first.status).toBe(201);
+      expect(first.body).toMatchObject({ orderId, amount: { amount: 2500, currency: 'INR' }, status: 'succeeded', reason: 'requested' });
+      const replay = await refund(orderId, { amount: { amount: 2500, currency: 'INR' } }, key);
+      expect(replay.status).toBe(201);
+      expect(replay.body.id).toBe(first.body.id);
+      expect(replay.headers.get('idempotent-replayed')).toBe('true');
+      expect((await orderOf(orderId))).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 2500 } });
+
+      const rest = await refund(orderId, {});
+      expect(rest.status).toBe(201);
+      expect(rest.body.amount.amount).toBe(7500);
+      const o = await orderOf(orderId);
+      expect(o).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+      expect(o.payment.refunded).toEqual({ amount: 10_000, currency: 'INR' });
+      const more = await refund(orderId, { amount: { amount: 1, currency: 'INR' } });
+      expect(more.status).toBe(409);
+      expect(more.body.code).toBe('REFUND_EXCEEDS_CAPTURED');
+      const atStripe = stripe.requests.filter((r) => r.path === '/v1/refunds' && r.method === 'POST' && r.body.payment_intent === intent);
+      expect(new Set(atStripe.map((r) => r.idempotencyKey)).size).toBe(2);
+    }, 30_000);
+
+    it('concurrent refunds never exceed the captured amount', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      const answers = await Promise.all(Array.from({ length: 10 }, () => refund(orderId, { amount: { amount: 3000, currency: 'INR' } })));
+      const ok = answers.filter((a) => a.status === 201);
+      expect(ok).toHaveLength(3);
+      expect(answers.filter((a) => a.status === 409).every((a) => a.body.code === 'REFUND_EXCEEDS_CAPTURED')).toBe(true);
+      expect(answers.filter((a) => a.status !== 201 && a.status !== 409)).toEqual([]);
+      const sum = await t.db.pool.query(
+        `SELECT (SELECT coalesce(sum(amount), 0)::int FROM refunds WHERE order_id = $1 AND status = 'succeeded') AS refunds,
+                (SELECT refunded_amount::int FROM orders WHERE id = $1) AS on_order,
+                (SELECT refund_reserved::int FROM payments WHERE order_id = $1) AS reserved`,
+        [orderId],
+      );
+      expect(sum.rows[0]).toEqual({ refunds: 9000, on_order: 9000, reserved: 9000 });
+      const list = await stripe.client().refunds.list({ payment_intent: intent });
+      expect(list.data.reduce((s, r) => s + r.amount, 0)).toBe(9000);
+      expect((await orderOf(orderId)).status).toBe('PARTIALLY_REFUNDED');
+    }, 30_000);
+
+    it('one Idempotency-Key sent 10 times at once: one refund; twins get 409 IN_USE or the replay', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      const key = newKey();
+      const body = { amount: { amount: 1000, currency: 'INR' } };
+      const answers = await Promise.all(Array.from({ length: 10 }, () => refund(orderId, body, key)));
+      const ok = answers.filter((a) => a.status === 201);
+      expect(ok.length).toBeGreaterThanOrEqual(1);
+      expect(new Set(ok.map((a) => a.body.id)).size).toBe(1);
+      expect(answers.filter((a) => a.status !== 201).every((a) => a.status === 409 && a.body.code === 'IDEMPOTENCY_KEY_IN_USE')).toBe(true);
+      const list = await stripe.client().refunds.list({ payment_intent: intent });
+      expect(list.data.map((r) => r.amount)).toEqual([1000]);
+      const reused = await refund(orderId, { amount: { amount: 2000, currency: 'INR' } }, key);
+      expect([reused.status, reused.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
+    }, 30_000);
+
+    it('a claim whose owner died mid-request is taken over after its lease, continuing the same refund', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      const key = newKey();
+      const body = { amount: { amount: 1500, currency: 'INR' } };
+      // the first attempt reserved the refund and reached Stripe, then its process died
+      const first = await refund(orderId, body, key);
+      await t.db.pool.query(
+        `UPDATE idempotency_keys SET state = 'in_progress', response_status = NULL, response_body = NULL WHERE key = $1`,
+        [key],
+      );
+      const blocked = await refund(orderId, body, key);
+      expect([blocked.status, blocked.body.code]).toEqual([409, 'IDEMPOTENCY_KEY_IN_USE']);
+      await t.db.pool.query(`UPDATE idempotency_keys SET created_at = now() - interval '2 minutes' WHERE key = $1`, [key]);
+      const retried = await refund(orderId, body, key);
+      expect(retried.status).toBe(201);
+      expect(retried.body.id).toBe(first.body.id);
+      const list = await stripe.client().refunds.list({ payment_intent: intent });
+      expect(list.data.map((r) => r.amount)).toEqual([1500]);
+      expect((await orderOf(orderId)).refunded.amount).toBe(1500);
+    }, 30_000);
+
+    it('validates the request: unknown order 404, unpaid order 409, bad amount 400, customer 403', async () => {
+      const p = await insertProduct(t.db.pool, { stock: 5 });
+      const unpaid = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      expect((await refund('00000000-0000-4000-8000-000000000000', {})).status).toBe(404);
+      const notPaid = await refund(unpaid.body.id, {});
+      expect([notPaid.status, notPaid.body.code]).toEqual([409, 'ORDER_NOT_REFUNDABLE']);
+      expect((await refund(unpaid.body.id, { amount: { amount: 0, currency: 'INR' } })).status).toBe(400);
+      expect((await refund(unpaid.body.id, { amount: { amount: 10, currency: 'USD' } })).status).toBe(400);
+      const asCustomer = await t.http.post(`/v1/admin/orders/${unpaid.body.id}/refunds`, {}, { token: alice.token, idempotencyKey: newKey() });
+      expect(asCustomer.status).toBe(403);
+      expect((await t.http.post(`/v1/admin/orders/${unpaid.body.id}/refunds`, {}, { token: admin.accessToken })).status).toBe(400);
+    }, 30_000);
+
+    it('a provider outage leaves the refund pending; the retry uses the same key and refunds once', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      stripe.failNext('/v1/refunds', 500, 3); // the SDK's own two retries fail too
+      const first = await refund(orderId, { amount: { amount: 4000, currency: 'INR' } });
+      expect(first.status).toBe(201);
+      expect(first.body.status).toBe('pending');
+      expect((await orderOf(orderId)).status).toBe('CONFIRMED');
+      await t.db.pool.query(`UPDATE refunds SET updated_at = now() - interval '1 hour' WHERE id = $1`, [first.body.id]);
+      expect(await worker.get(RefundsService).retryStale(60_000)).toBe(1);
+      const o = await orderOf(orderId);
+      expect(o).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 4000 } });
+      const list = await stripe.client().refunds.list({ payment_intent: intent });
+      expect(list.data.map((r) => r.amount)).toEqual([4000]);
+      const keys = stripe.requests.filter((r) => r.path === '/v1/refunds' && r.method === 'POST' && r.body.payment_intent === intent).map((r) => r.idempotencyKey);
+      expect(new Set(keys)).toEqual(new Set([`refund:${first.body.id}`]));
+    }, 30_000);
+
+    it('a refund declined by the bank is failed and its amount becomes refundable again', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      stripe.declineRefunds(intent);
+      const declined = await refund(orderId, {});
+      expect(declined.status).toBe(502);
+      expect(declined.body.code).toBe('PAYMENT_PROVIDER_REJECTED');
+      expect((await t.db.pool.query(`SELECT refund_reserved::int AS r FROM payments WHERE intent_id = $1`, [intent])).rows[0].r).toBe(0);
+      expect((await orderOf(orderId)).status).toBe('CONFIRMED');
+    }, 30_000);
+
+    it('charge.refunded for a refund made in the Stripe dashboard is adopted once', async () => {
+      const { orderId } = await paidOrder(10_000, 1);
+      const intent = (await orderOf(orderId)).payment.paymentIntentId;
+      const event = stripe.refundFromDashboard(intent, 3000);
+      await Promise.all([deliver(event), deliver(event), deliver(event)]);
+      await processed(event.id);
+      const o = await waitFor(orderId, (x) => x.status === 'PARTIALLY_REFUNDED');
+      expect(o).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 3000 } });
+      expect(o.payment.refunds).toEqual([expect.objectContaining({ reason: 'external', status: 'succeeded' })]);
+    }, 30_000);
+  });
+});
