@@ -1,9 +1,10 @@
+import { WORKER_OPTIONS } from '../queue/worker-options';
 import { Processor, WorkerHost } from '@nestjs/bullmq';
 import type { Job } from 'bullmq';
 import { HandlesJobs } from '../queue/handles-jobs.decorator';
 import { RecommendationsService } from './recommendations.service';
 
-@Processor('catalog')
+@Processor('catalog', WORKER_OPTIONS)
 @HandlesJobs('catalog.recompute-recommendations')
 export class CatalogProcessor extends WorkerHost {
   constructor(private readonly recommendations: RecommendationsService) {

@@ -1,3 +1,4 @@
+import { WORKER_OPTIONS } from '../queue/worker-options';
 import { Processor, WorkerHost } from '@nestjs/bullmq';
 import type { Job } from 'bullmq';
 import { RefreshTokenRepository } from '../auth/refresh-token.repository';
@@ -11,7 +12,7 @@ const OUTBOX_RETENTION_MS = 7 * 86_400_000;
 const REFRESH_FAMILY_RETENTION_MS = 30 * 86_400_000;
 
 /** Housekeeping: expired idempotency records, old published outbox rows, ended sessions. */
-@Processor('maintenance')
+@Processor('maintenance', WORKER_OPTIONS)
 @HandlesJobs(
   'maintenance.purge-idempotency-keys',
   'maintenance.purge-outbox',

@@ -1,3 +1,4 @@
+import { WORKER_OPTIONS } from '../queue/worker-options';
 import { Processor, WorkerHost } from '@nestjs/bullmq';
 import type { Job } from 'bullmq';
 import { HandlesJobs } from '../queue/handles-jobs.decorator';
@@ -5,7 +6,7 @@ import type { JobPayloads } from '../queue/queues';
 import { ReservationExpiryService } from './reservation-expiry.service';
 
 /** Reservation expiry jobs; delegates to the service (jobs carry ids, handlers reload). */
-@Processor('orders')
+@Processor('orders', WORKER_OPTIONS)
 @HandlesJobs('orders.expire-reservation', 'orders.sweep-expired')
 export class OrdersProcessor extends WorkerHost {
   constructor(private readonly expiry: ReservationExpiryService) {

@@ -1,10 +1,11 @@
+import { WORKER_OPTIONS } from '../queue/worker-options';
 import { Processor, WorkerHost } from '@nestjs/bullmq';
 import type { Job } from 'bullmq';
 import { HandlesJobs } from '../queue/handles-jobs.decorator';
 import type { JobPayloads } from '../queue/queues';
 import { PaymentFinalizer } from './payment-finalizer.service';
 
-@Processor('payments')
+@Processor('payments', WORKER_OPTIONS)
 @HandlesJobs('payments.process-event', 'payments.reconcile')
 export class PaymentsProcessor extends WorkerHost {
   constructor(private readonly finalizer: PaymentFinalizer) {
