@@ -7,6 +7,8 @@ import { CatalogProcessor } from './catalog/catalog.processor';
 import { AppConfig } from './config/config';
 import { IdempotencyModule } from './idempotency/idempotency.module';
 import { MaintenanceProcessor } from './maintenance/maintenance.processor';
+import { EmailProcessor } from './notifications/email.processor';
+import { NotificationsModule } from './notifications/notifications.module';
 import { OrdersModule } from './orders/orders.module';
 import { OrdersProcessor } from './orders/orders.processor';
 import { OutboxPublisher } from './outbox/outbox.publisher';
@@ -36,6 +38,7 @@ export class WorkerModule {
         CatalogModule,
         AuthModule,
         PaymentsModule.register(config),
+        NotificationsModule,
       ],
       providers: [
         OutboxPublisher,
@@ -44,6 +47,7 @@ export class WorkerModule {
         MaintenanceProcessor,
         CatalogProcessor,
         PaymentsProcessor,
+        EmailProcessor,
         Schedulers,
         JobHandlersCheck,
         WorkerDrain,

@@ -2,6 +2,8 @@ import { InjectQueue } from '@nestjs/bullmq';
 import { Injectable } from '@nestjs/common';
 import type { Queue } from 'bullmq';
 import { Clock } from '../common/time/clock';
+import { EMAIL_JOB_OPTIONS, EmailJob, emailJobId } from '../notifications/email-job';
+import type { JobPayloads } from '../queue/queues';
 import { OutboxEvents, OutboxRow } from './outbox-events';
 
 /**
@@ -13,6 +15,7 @@ export class OutboxPublisher {
   constructor(
     @InjectQueue('orders') private readonly orders: Queue,
     @InjectQueue('payments') private readonly payments: Queue,
+    @InjectQueue('email') private readonly email: Queue,
     private readonly clock: Clock,
   ) {}
 
@@ -35,13 +38,31 @@ export class OutboxPublisher {
         await this.payments.add('payments.process-event', { eventId }, { jobId: eventId });
         return;
       }
-      case 'order.cancelled':
-      case 'order.paid':
-      case 'order.confirmed':
+      case 'order.paid': {
+        const { orderId } = row.payload as unknown as OutboxEvents['order.paid'];
+        return this.sendEmail({ orderId, kind: 'payment_receipt' });
+      }
+      case 'order.confirmed': {
+        const { orderId } = row.payload as unknown as OutboxEvents['order.confirmed'];
+        return this.sendEmail({ orderId, kind: 'order_confirmation' });
+      }
+      case 'order.cancelled': {
+        const { orderId } = row.payload as unknown as OutboxEvents['order.cancelled'];
+        return this.sendEmail({ orderId, kind: 'cancellation' });
+      }
+      case 'order.refunded': {
+        const { orderId, refundId } = row.payload as unknown as OutboxEvents['order.refunded'];
+        return this.sendEmail({ orderId, kind: 'refund', refundId });
+      }
       case 'order.fulfilled':
-      case 'order.refunded':
-        // No consumer yet: recorded for audit and future subscribers (e.g. email).
+        // No consumer yet: recorded for audit and future subscribers.
         return;
     }
+  }
+
+  /** jobId per (order, kind, refund): one job per email, however often the event is relayed. */
+  private async sendEmail(job: EmailJob): Promise<void> {
+    const data: JobPayloads['email.send'] = job;
+    await this.email.add('email.send', data, { jobId: emailJobId(job), ...EMAIL_JOB_OPTIONS });
   }
 }

@@ -1,3 +1,5 @@
+import type { EmailJob } from '../notifications/email-job';
+
 /**
  * Every queue and job name, with the payload each job carries (ids, never objects).
  * A worker refuses to boot if a job name here has no handler (see JobHandlerRegistry).
@@ -22,6 +24,8 @@ export interface JobPayloads {
   'maintenance.purge-refresh-tokens': Record<string, never>;
   /** Remove published outbox rows past their retention. */
   'maintenance.purge-outbox': Record<string, never>;
+  /** Send one order email (at most once per order and kind; per refund for refunds). */
+  'email.send': EmailJob;
 }
 
 export type JobName = keyof JobPayloads;
@@ -35,4 +39,5 @@ export const JOB_QUEUE: Record<JobName, QueueName> = {
   'maintenance.purge-idempotency-keys': 'maintenance',
   'maintenance.purge-outbox': 'maintenance',
   'maintenance.purge-refresh-tokens': 'maintenance',
+  'email.send': 'email',
 };

@@ -1,0 +1,48 @@
+import type { JobsOptions } from 'bullmq';
+
+/** The emails the shop sends, one per (order, kind) — per (order, kind, refund) for refunds. */
+export const EMAIL_KINDS = [
+  'order_confirmation',
+  'payment_receipt',
+  'cancellation',
+  'refund',
+] as const;
+export type EmailKind = (typeof EMAIL_KINDS)[number];
+
+/** What an `email.send` job carries: ids only, the processor reloads everything else. */
+export interface EmailJob {
+  orderId: string;
+  kind: EmailKind;
+  /** Only for kind 'refund': an order can be refunded several times, one email each. */
+  refundId?: string;
+}
+
+/** The part of the delivery key that tells two emails of one kind apart ('' if only one). */
+export function emailRef(job: EmailJob): string {
+  return job.kind === 'refund' ? (job.refundId ?? '') : '';
+}
+
+/**
+ * `orderId.kind[.ref]`: names the delivery in the job id, the Message-ID and the .eml file.
+ * Dots, not colons: BullMQ 5 refuses custom job ids containing ':' (unless split in exactly
+ * three parts, a legacy form for repeatable jobs).
+ */
+export function emailKey(job: EmailJob): string {
+  const ref = emailRef(job);
+  return [job.orderId, job.kind, ...(ref ? [ref] : [])].join('.');
+}
+
+/** Deterministic, so relaying the same outbox event twice adds no second job. */
+export function emailJobId(job: EmailJob): string {
+  return `email.${emailKey(job)}`;
+}
+
+/**
+ * Mail servers can be down for a while: 12 attempts 2 s, 4 s … apart (about 68 min in all),
+ * well beyond the delivery lease, so a job that finds a crashed sender's claim still outlives
+ * it. Permanent failures stay in the failed set (removeOnFail keeps them for 7 days).
+ */
+export const EMAIL_JOB_OPTIONS: Pick<JobsOptions, 'attempts' | 'backoff'> = {
+  attempts: 12,
+  backoff: { type: 'exponential', delay: 2000 },
+};

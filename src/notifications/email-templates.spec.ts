@@ -1,0 +1,125 @@
+import {
+  cancellationSentence,
+  escapeHtml,
+  formatMoney,
+  renderEmail,
+  type EmailOrder,
+} from './email-templates';
+
+const order: EmailOrder = {
+  id: '0c8e4f2a-1111-4222-8333-944445555666',
+  currency: 'INR',
+  totalAmount: 173_250,
+  cancellationReason: null,
+  items: [
+    {
+      productId: 'p1',
+      sku: 'A',
+      name: 'Trail <mix> & "nuts"',
+      quantity: 2,
+      unitPriceAmount: 24_900,
+      lineTotalAmount: 49_800,
+    },
+    {
+      productId: 'p2',
+      sku: 'B',
+      name: 'Hamper',
+      quantity: 1,
+      unitPriceAmount: 123_450,
+      lineTotalAmount: 123_450,
+    },
+  ],
+};
+
+describe('formatMoney', () => {
+  it('formats minor units with the currency code, thousands separators and the minor digits', () => {
+    expect(formatMoney(123_450, 'INR')).toBe('INR 1,234.50');
+    expect(formatMoney(5, 'INR')).toBe('INR 0.05');
+    expect(formatMoney(0, 'EUR')).toBe('EUR 0.00');
+    expect(formatMoney(123_456_789_01, 'USD')).toBe('USD 123,456,789.01');
+    expect(formatMoney(-2_500, 'INR')).toBe('INR -25.00');
+  });
+
+  it('knows currencies without or with three minor digits', () => {
+    expect(formatMoney(1500, 'JPY')).toBe('JPY 1,500');
+    expect(formatMoney(1500, 'KWD')).toBe('KWD 1.500');
+  });
+
+  it('is exact up to the largest safe integer and refuses fractions', () => {
+    expect(formatMoney(Number.MAX_SAFE_INTEGER, 'INR')).toBe('INR 90,071,992,547,409.91');
+    expect(() => formatMoney(1.5, 'INR')).toThrow(/integer/);
+  });
+});
+
+describe('escapeHtml', () => {
+  it('escapes the five HTML-significant characters', () => {
+    expect(escapeHtml(`<a href="x">'&'</a>`)).toBe(
+      '&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;',
+    );
+  });
+});
+
+describe('renderEmail', () => {
+  it('lists every line (name, quantity, unit price, line total) and the total, in text and HTML', () => {
+    const { subject, text, html } = renderEmail({
+      kind: 'order_confirmation',
+      order,
+      customerName: 'Asha',
+    });
+    expect(subject).toBe('Order 0C8E4F2A confirmed');
+    expect(text).toContain('Hi Asha,');
+    expect(text).toContain('2 x Trail <mix> & "nuts" @ INR 249.00 = INR 498.00');
+    expect(text).toContain('1 x Hamper @ INR 1,234.50 = INR 1,234.50');
+    expect(text).toContain('Total: INR 1,732.50');
+    expect(html).toContain(
+      '<td style="padding:4px 8px">Trail &lt;mix&gt; &amp; &quot;nuts&quot;</td>',
+    );
+    expect(html).toContain('INR 1,732.50');
+    expect(html).not.toContain('<mix>');
+  });
+
+  it('escapes the customer name in HTML', () => {
+    const { html } = renderEmail({
+      kind: 'payment_receipt',
+      order,
+      customerName: '<script>x</script>',
+    });
+    expect(html).toContain('Hi &lt;script&gt;x&lt;/script&gt;,');
+    expect(html).not.toContain('<script>');
+  });
+
+  it('has a subject per kind', () => {
+    const base = { order, customerName: 'Asha' };
+    expect(renderEmail({ ...base, kind: 'payment_receipt' }).subject).toBe(
+      'Receipt for order 0C8E4F2A',
+    );
+    expect(renderEmail({ ...base, kind: 'cancellation' }).subject).toBe('Order 0C8E4F2A cancelled');
+    expect(
+      renderEmail({ ...base, kind: 'refund', refund: { amount: 50_000, currency: 'INR' } }).subject,
+    ).toBe('Refund of INR 500.00 for order 0C8E4F2A');
+  });
+
+  it('states the amount paid on the receipt and the amount refunded on a refund', () => {
+    const base = { order, customerName: 'Asha' };
+    expect(renderEmail({ ...base, kind: 'payment_receipt' }).text).toContain(
+      'We have received your payment of INR 1,732.50 for order 0C8E4F2A.',
+    );
+    expect(
+      renderEmail({ ...base, kind: 'refund', refund: { amount: 50_000, currency: 'INR' } }).text,
+    ).toContain('We have refunded INR 500.00 for order 0C8E4F2A.');
+  });
+
+  it('explains each cancellation reason in words', () => {
+    const text = (reason: EmailOrder['cancellationReason']) =>
+      renderEmail({
+        kind: 'cancellation',
+        order: { ...order, cancellationReason: reason },
+        customerName: 'A',
+      }).text;
+    expect(text('CUSTOMER_REQUESTED')).toContain('has been cancelled, as you requested.');
+    expect(text('PAYMENT_FAILED')).toContain('because the payment did not go through.');
+    expect(text('RESERVATION_EXPIRED')).toContain('because the payment was not completed in time');
+    expect(text('RESERVATION_EXPIRED')).not.toContain('RESERVATION_EXPIRED');
+    expect(cancellationSentence('X', null)).toBe('Your order X has been cancelled.');
+  });
+});

@@ -1,0 +1,168 @@
+import type { CancellationReason } from '../orders/order-state-machine';
+import type { Order } from '../orders/order.model';
+import type { EmailKind } from './email-job';
+
+/**
+ * The text and HTML of every email. Pure: no I/O, no clock; everything arrives as arguments.
+ * Money is integer minor units plus an ISO 4217 code and is formatted without floats.
+ */
+
+export type EmailOrder = Pick<
+  Order,
+  'id' | 'currency' | 'totalAmount' | 'items' | 'cancellationReason'
+>;
+
+export type EmailContext =
+  | { kind: Exclude<EmailKind, 'refund'>; order: EmailOrder; customerName: string }
+  | {
+      kind: 'refund';
+      order: EmailOrder;
+      customerName: string;
+      refund: { amount: number; currency: string };
+    };
+
+export interface EmailContent {
+  subject: string;
+  text: string;
+  html: string;
+}
+
+/** Digits after the decimal point of a currency's minor unit (2 unless ICU says otherwise). */
+function minorDigits(currency: string): number {
+  try {
+    return (
+      new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions()
+        .maximumFractionDigits ?? 2
+    );
+  } catch {
+    return 2; // not a currency ICU knows: assume cents
+  }
+}
+
+/** 123450, 'INR' → 'INR 1,234.50'; 1500, 'JPY' → 'JPY 1,500'. Exact for any safe integer. */
+export function formatMoney(amount: number, currency: string): string {
+  if (!Number.isSafeInteger(amount)) throw new Error(`money must be an integer: ${amount}`);
+  const digits = minorDigits(currency);
+  const abs = BigInt(Math.abs(amount));
+  const unit = 10n ** BigInt(digits);
+  const whole = (abs / unit).toString().replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  const fraction = digits > 0 ? `.${(abs % unit).toString().padStart(digits, '0')}` : '';
+  return `${currency} ${amount < 0 ? '-' : ''}${whole}${fraction}`;
+}
+
+export function escapeHtml(value: string): string {
+  return value
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&#39;');
+}
+
+/** The short order reference customers see (the full id is in the body too). */
+export function orderReference(orderId: string): string {
+  return orderId.slice(0, 8).toUpperCase();
+}
+
+/** Why an order was cancelled, in words a customer understands. */
+export function cancellationSentence(reference: string, reason: CancellationReason | null): string {
+  if (reason === null) return `Your order ${reference} has been cancelled.`;
+  switch (reason) {
+    case 'CUSTOMER_REQUESTED':
+      return `Your order ${reference} has been cancelled, as you requested.`;
+    case 'PAYMENT_FAILED':
+      return `Your order ${reference} has been cancelled because the payment did not go through.`;
+    case 'RESERVATION_EXPIRED':
+      return (
+        `Your order ${reference} has been cancelled because the payment was not completed in time, ` +
+        'so the items we were holding for you have been released.'
+      );
+  }
+}
+
+function subjectAndIntro(ctx: EmailContext): { subject: string; intro: string } {
+  const ref = orderReference(ctx.order.id);
+  const total = formatMoney(ctx.order.totalAmount, ctx.order.currency);
+  switch (ctx.kind) {
+    case 'order_confirmation':
+      return {
+        subject: `Order ${ref} confirmed`,
+        intro: `Your order ${ref} is confirmed and we are getting it ready.`,
+      };
+    case 'payment_receipt':
+      return {
+        subject: `Receipt for order ${ref}`,
+        intro: `We have received your payment of ${total} for order ${ref}. This email is your receipt.`,
+      };
+    case 'cancellation':
+      return {
+        subject: `Order ${ref} cancelled`,
+        intro: cancellationSentence(ref, ctx.order.cancellationReason),
+      };
+    case 'refund': {
+      const amount = formatMoney(ctx.refund.amount, ctx.refund.currency);
+      return {
+        subject: `Refund of ${amount} for order ${ref}`,
+        intro:
+          `We have refunded ${amount} for order ${ref}. ` +
+          'Depending on your bank, it can take a few days to appear on your statement.',
+      };
+    }
+  }
+}
+
+/** Subject, plain text and HTML of one email, with the order's lines and total. */
+export function renderEmail(ctx: EmailContext): EmailContent {
+  const { subject, intro } = subjectAndIntro(ctx);
+  const { order } = ctx;
+  const money = (amount: number) => formatMoney(amount, order.currency);
+  const lines = order.items.map((l) => ({
+    name: l.name,
+    quantity: l.quantity,
+    unit: money(l.unitPriceAmount),
+    total: money(l.lineTotalAmount),
+  }));
+  const total = money(order.totalAmount);
+
+  const text = [
+    `Hi ${ctx.customerName},`,
+    '',
+    intro,
+    '',
+    `Order ${order.id}`,
+    '',
+    ...lines.map((l) => `  ${l.quantity} x ${l.name} @ ${l.unit} = ${l.total}`),
+    '',
+    `Total: ${total}`,
+    '',
+    'Thank you for shopping with us.',
+    '',
+  ].join('\n');
+
+  const e = escapeHtml;
+  const cell = 'style="padding:4px 8px;text-align:right"';
+  const html = [
+    '<!doctype html>',
+    `<html><head><meta charset="utf-8"><title>${e(subject)}</title></head><body>`,
+    `<p>Hi ${e(ctx.customerName)},</p>`,
+    `<p>${e(intro)}</p>`,
+    `<p>Order <code>${e(order.id)}</code></p>`,
+    '<table style="border-collapse:collapse">',
+    '<thead><tr><th style="padding:4px 8px;text-align:left">Item</th>' +
+      `<th ${cell}>Qty</th><th ${cell}>Unit price</th><th ${cell}>Line total</th></tr></thead>`,
+    '<tbody>',
+    ...lines.map(
+      (l) =>
+        `<tr><td style="padding:4px 8px">${e(l.name)}</td><td ${cell}>${l.quantity}</td>` +
+        `<td ${cell}>${e(l.unit)}</td><td ${cell}>${e(l.total)}</td></tr>`,
+    ),
+    '</tbody>',
+    `<tfoot><tr><th colspan="3" ${cell}>Total</th><th ${cell}>${e(total)}</th></tr></tfoot>`,
+    '</table>',
+    '<p>Thank you for shopping with us.</p>',
+    '</body></html>',
+    '',
+  ].join('\n');
+
+  return { subject, text, html };
+}

@@ -1,0 +1,175 @@
+import { Logger } from '@nestjs/common';
+import type { AppConfig } from '../config/config';
+import type { OrderRepository } from '../orders/order.repository';
+import type { OrderWithHistory } from '../orders/order.model';
+import type { UserRepository } from '../users/user.repository';
+import type { EmailDeliveryRepository } from './email-delivery.repository';
+import {
+  EMAIL_CLAIM_LEASE_MS,
+  EmailDeliveryBusyError,
+  EmailService,
+  mailDomain,
+} from './email.service';
+
+const NOW = new Date('2025-01-01T10:00:00Z');
+const orderId = '0c8e4f2a-1111-4222-8333-944445555666';
+const order = {
+  id: orderId,
+  userId: 'u1',
+  status: 'PAID',
+  cancellationReason: null,
+  currency: 'INR',
+  totalAmount: 24_900,
+  refundedAmount: 0,
+  items: [
+    {
+      productId: 'p',
+      sku: 's',
+      name: 'Tea',
+      quantity: 1,
+      unitPriceAmount: 24_900,
+      lineTotalAmount: 24_900,
+    },
+  ],
+} as unknown as OrderWithHistory;
+
+function setup() {
+  const deliveries = {
+    claim: jest.fn().mockResolvedValue({ id: 'd1', attempt: 1 }),
+    find: jest.fn().mockResolvedValue(null),
+    markSent: jest.fn().mockResolvedValue(undefined),
+    release: jest.fn().mockResolvedValue(undefined),
+    findRefund: jest.fn().mockResolvedValue(null),
+  };
+  const orders = { findById: jest.fn().mockResolvedValue(order) };
+  const users = {
+    findById: jest.fn().mockResolvedValue({ id: 'u1', email: 'asha@example.com', name: 'Asha' }),
+  };
+  const transport = { send: jest.fn().mockResolvedValue(undefined) };
+  const config = {
+    mail: { from: 'Shop <orders@shop.example>', outboxDir: 'var/mail' },
+  } as AppConfig;
+  const service = new EmailService(
+    deliveries as unknown as EmailDeliveryRepository,
+    orders as unknown as OrderRepository,
+    users as unknown as UserRepository,
+    transport,
+    { now: () => NOW },
+    { uuid: () => 'new-id' },
+    config,
+  );
+  return { service, deliveries, orders, users, transport };
+}
+
+describe('EmailService', () => {
+  beforeAll(() => Logger.overrideLogger(false)); // failures are logged on purpose
+
+  it('claims the delivery before sending, then marks it sent', async () => {
+    const { service, deliveries, transport } = setup();
+    expect(await service.send({ orderId, kind: 'payment_receipt' })).toBe('sent');
+    expect(deliveries.claim).toHaveBeenCalledWith({
+      id: 'new-id',
+      orderId,
+      kind: 'payment_receipt',
+      ref: '',
+      recipient: 'asha@example.com',
+      messageId: `<${orderId}.payment_receipt@shop.example>`,
+      now: NOW,
+      staleBefore: new Date(NOW.getTime() - EMAIL_CLAIM_LEASE_MS),
+    });
+    expect(transport.send).toHaveBeenCalledWith(
+      expect.objectContaining({
+        to: 'asha@example.com',
+        from: 'Shop <orders@shop.example>',
+        messageId: `<${orderId}.payment_receipt@shop.example>`,
+        subject: 'Receipt for order 0C8E4F2A',
+      }),
+    );
+    expect(deliveries.claim.mock.invocationCallOrder[0]).toBeLessThan(
+      transport.send.mock.invocationCallOrder[0],
+    );
+    expect(deliveries.markSent).toHaveBeenCalledWith('d1', NOW);
+  });
+
+  it('never sends a delivery that is already sent', async () => {
+    const { service, deliveries, transport } = setup();
+    deliveries.claim.mockResolvedValue(null);
+    deliveries.find.mockResolvedValue({ status: 'sent' });
+    expect(await service.send({ orderId, kind: 'payment_receipt' })).toBe('already-sent');
+    expect(transport.send).not.toHaveBeenCalled();
+  });
+
+  it('refuses (to be retried) while another attempt holds a fresh claim', async () => {
+    const { service, deliveries, transport } = setup();
+    deliveries.claim.mockResolvedValue(null);
+    deliveries.find.mockResolvedValue({ status: 'sending' });
+    await expect(service.send({ orderId, kind: 'payment_receipt' })).rejects.toBeInstanceOf(
+      EmailDeliveryBusyError,
+    );
+    expect(transport.send).not.toHaveBeenCalled();
+  });
+
+  it('records the error and releases its own claim when the send fails, then rethrows', async () => {
+    const { service, deliveries, transport } = setup();
+    deliveries.claim.mockResolvedValue({ id: 'd1', attempt: 3 });
+    transport.send.mockRejectedValue(new Error('connect ECONNREFUSED'));
+    await expect(service.send({ orderId, kind: 'payment_receipt' })).rejects.toThrow(
+      'ECONNREFUSED',
+    );
+    expect(deliveries.release).toHaveBeenCalledWith('d1', 3, 'connect ECONNREFUSED', NOW);
+    expect(deliveries.markSent).not.toHaveBeenCalled();
+  });
+
+  it('rethrows the send error even when releasing the claim fails too', async () => {
+    const { service, deliveries, transport } = setup();
+    transport.send.mockRejectedValue(new Error('smtp down'));
+    deliveries.release.mockRejectedValue(new Error('db down'));
+    await expect(service.send({ orderId, kind: 'payment_receipt' })).rejects.toThrow('smtp down');
+  });
+
+  it('skips an order that is gone, without claiming', async () => {
+    const { service, deliveries, orders, transport } = setup();
+    orders.findById.mockResolvedValue(null);
+    expect(await service.send({ orderId, kind: 'order_confirmation' })).toBe('skipped');
+    expect(deliveries.claim).not.toHaveBeenCalled();
+    expect(transport.send).not.toHaveBeenCalled();
+  });
+
+  it('reads the refunded amount from the refund and keys the delivery by refund', async () => {
+    const { service, deliveries, transport } = setup();
+    deliveries.findRefund.mockResolvedValue({
+      id: 'r1',
+      orderId,
+      amount: 10_000,
+      currency: 'INR',
+      status: 'succeeded',
+    });
+    expect(await service.send({ orderId, kind: 'refund', refundId: 'r1' })).toBe('sent');
+    expect(deliveries.claim).toHaveBeenCalledWith(
+      expect.objectContaining({ kind: 'refund', ref: 'r1' }),
+    );
+    expect(transport.send).toHaveBeenCalledWith(
+      expect.objectContaining({ subject: 'Refund of INR 100.00 for order 0C8E4F2A' }),
+    );
+  });
+
+  it("skips a refund that is missing, failed or someone else's", async () => {
+    const { service, deliveries, transport } = setup();
+    for (const refund of [
+      null,
+      { id: 'r1', orderId, amount: 1, currency: 'INR', status: 'failed' },
+      { id: 'r1', orderId: 'other', amount: 1, currency: 'INR', status: 'succeeded' },
+    ]) {
+      deliveries.findRefund.mockResolvedValue(refund);
+      expect(await service.send({ orderId, kind: 'refund', refundId: 'r1' })).toBe('skipped');
+    }
+    expect(await service.send({ orderId, kind: 'refund' })).toBe('skipped');
+    expect(transport.send).not.toHaveBeenCalled();
+  });
+
+  it('derives the Message-ID domain from the sender address', () => {
+    expect(mailDomain('Shop <orders@shop.example>')).toBe('shop.example');
+    expect(mailDomain('orders@mail.example.org')).toBe('mail.example.org');
+    expect(mailDomain('no address')).toBe('shop.local');
+  });
+});

@@ -1,0 +1,92 @@
+import { OnModuleDestroy, Provider } from '@nestjs/common';
+import { randomBytes } from 'node:crypto';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createTransport, type Transporter } from 'nodemailer';
+import { parseConnectionUrl } from 'nodemailer/lib/shared';
+import type SMTPTransport from 'nodemailer/lib/smtp-transport';
+import type StreamTransport from 'nodemailer/lib/stream-transport';
+import { APP_CONFIG, AppConfig } from '../config/config';
+
+export interface OutgoingEmail {
+  /** `orderId.kind[.ref]`: names the .eml file; the Message-ID is derived from it. */
+  key: string;
+  messageId: string;
+  from: string;
+  to: string;
+  subject: string;
+  text: string;
+  html: string;
+}
+
+/**
+ * The mailer side effect. Bound by configuration (SMTP_URL set → SMTP, otherwise .eml files);
+ * tests can bind their own.
+ */
+export abstract class MailTransport {
+  abstract send(message: OutgoingEmail): Promise<void>;
+}
+
+/**
+ * Upper bounds on one SMTP conversation, so a send always ends (success or error) well within
+ * the delivery lease (EmailService). Query parameters of SMTP_URL override them.
+ */
+const SMTP_TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 60_000 };
+
+const toMail = (m: OutgoingEmail) => ({
+  from: m.from,
+  to: m.to,
+  subject: m.subject,
+  text: m.text,
+  html: m.html,
+  messageId: m.messageId,
+});
+
+/** Sends through the mail server at SMTP_URL (smtp:// with STARTTLS when offered, or smtps://). */
+export class SmtpMailTransport extends MailTransport implements OnModuleDestroy {
+  private readonly transporter: Transporter<SMTPTransport.SentMessageInfo>;
+
+  constructor(smtpUrl: string) {
+    super();
+    this.transporter = createTransport({ ...SMTP_TIMEOUTS, ...parseConnectionUrl(smtpUrl) });
+  }
+
+  async send(message: OutgoingEmail): Promise<void> {
+    await this.transporter.sendMail(toMail(message));
+  }
+
+  onModuleDestroy(): void {
+    this.transporter.close();
+  }
+}
+
+/** Development without a mail server: each message becomes `<outboxDir>/<key>.eml`. */
+export class FileMailTransport extends MailTransport {
+  private readonly transporter: Transporter<StreamTransport.SentMessageInfo>;
+
+  constructor(private readonly dir: string) {
+    super();
+    this.transporter = createTransport({ streamTransport: true, buffer: true });
+  }
+
+  async send(message: OutgoingEmail): Promise<void> {
+    const info = await this.transporter.sendMail(toMail(message));
+    const raw = info.message;
+    if (!Buffer.isBuffer(raw)) throw new Error('stream transport did not return a buffer');
+    await mkdir(this.dir, { recursive: true });
+    const file = join(this.dir, `${message.key.replace(/[^A-Za-z0-9._-]/g, '_')}.eml`);
+    // written aside and renamed, so a reader never sees half a message
+    const partial = `${file}.${randomBytes(6).toString('hex')}.partial`;
+    await writeFile(partial, raw);
+    await rename(partial, file);
+  }
+}
+
+export const mailTransportProvider: Provider = {
+  provide: MailTransport,
+  inject: [APP_CONFIG],
+  useFactory: (config: AppConfig): MailTransport =>
+    config.mail.smtpUrl
+      ? new SmtpMailTransport(config.mail.smtpUrl)
+      : new FileMailTransport(config.mail.outboxDir),
+};

@@ -1,0 +1,17 @@
+import { Module } from '@nestjs/common';
+import { OrdersModule } from '../orders/orders.module';
+import { UsersModule } from '../users/users.module';
+import { EmailDeliveryRepository } from './email-delivery.repository';
+import { EmailService } from './email.service';
+import { mailTransportProvider } from './mail-transport';
+
+/**
+ * Customer emails about their orders, fed by outbox events through the `email` queue (worker
+ * role; the processor is registered in worker.module.ts like the others).
+ */
+@Module({
+  imports: [OrdersModule, UsersModule],
+  providers: [EmailDeliveryRepository, EmailService, mailTransportProvider],
+  exports: [EmailService],
+})
+export class NotificationsModule {}

@@ -1,0 +1,334 @@
+import { INestApplicationContext } from '@nestjs/common';
+import { getQueueToken } from '@nestjs/bullmq';
+import type { Job, Queue } from 'bullmq';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EmailDeliveryBusyError, EmailService } from '../../src/notifications/email.service';
+import { EmailProcessor } from '../../src/notifications/email.processor';
+import { emailJobId } from '../../src/notifications/email-job';
+import { OutboxPublisher } from '../../src/outbox/outbox.publisher';
+import { Session, registerCustomer } from '../support/auth';
+import { insertProduct, newKey } from '../support/fixtures';
+import { Buyer, placeOrder } from '../support/orders';
+import { SmtpCapture } from '../support/smtp-capture';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { bootTestWorker } from '../support/test-worker';
+
+const ref = (orderId: string) => orderId.slice(0, 8).toUpperCase();
+
+async function eventually<T>(
+  probe: () => Promise<T>,
+  ok: (v: T) => boolean,
+  timeoutMs = 15_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (ok(value) || Date.now() > deadline) return value;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const deliveriesOf = async (t: TestApp, orderId: string) =>
+  (
+    await t.db.pool.query(
+      `SELECT kind, ref, recipient, status, attempts, message_id, last_error, claimed_at
+         FROM email_deliveries WHERE order_id = $1 ORDER BY kind, ref`,
+      [orderId],
+    )
+  ).rows;
+
+/** An order of two lines: 2 × INR 249.00 (a name that needs HTML escaping) + 1 × INR 1,234.50. */
+async function twoLineOrder(t: TestApp, buyer: Buyer): Promise<string> {
+  const tea = await insertProduct(t.db.pool, { stock: 10, priceAmount: 24_900 });
+  const hamper = await insertProduct(t.db.pool, { stock: 10, priceAmount: 123_450 });
+  await t.db.pool.query(`UPDATE products SET name = $2 WHERE id = $1`, [tea, 'Tea <Assam> & "Co"']);
+  await t.db.pool.query(`UPDATE products SET name = 'Festive hamper' WHERE id = $1`, [hamper]);
+  const order = await placeOrder(t.http, buyer, [
+    { productId: tea, quantity: 2 },
+    { productId: hamper, quantity: 1 },
+  ]);
+  expect(order.status).toBe(201);
+  return order.body.id;
+}
+
+async function pay(t: TestApp, buyer: Buyer, orderId: string, outcome: 'succeeded' | 'failed') {
+  const intent = await t.http.post(
+    `/v1/orders/${orderId}/payment`,
+    {},
+    { token: buyer.token, idempotencyKey: newKey() },
+  );
+  expect(intent.status).toBe(201);
+  const confirm = await t.http.post(
+    `/v1/dev/payment-intents/${intent.body.paymentIntentId}/confirm`,
+    { outcome },
+    { token: buyer.token },
+  );
+  expect(confirm.status).toBe(200);
+}
+
+async function cancel(t: TestApp, buyer: Buyer, orderId: string) {
+  const res = await t.http.post(
+    `/v1/orders/${orderId}/cancel`,
+    {},
+    { token: buyer.token, idempotencyKey: newKey() },
+  );
+  expect(res.status).toBe(200);
+}
+
+describe('order emails over SMTP (outbox → email queue → worker → SMTP server)', () => {
+  let smtp: SmtpCapture;
+  let t: TestApp;
+  let worker: INestApplicationContext;
+  let alice: Session;
+  let buyer: Buyer;
+
+  beforeAll(async () => {
+    smtp = await SmtpCapture.start();
+    t = await bootTestApp({ env: { SMTP_URL: smtp.url, MAIL_FROM: 'Shop <orders@shop.example>' } });
+    worker = await bootTestWorker(t.config);
+    alice = await registerCustomer(t.http, { name: 'Asha' });
+    buyer = { userId: alice.user.id, token: alice.accessToken };
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await t?.close();
+    await smtp?.stop();
+  });
+
+  it('paying sends a receipt and a confirmation, each with the lines and totals', async () => {
+    const orderId = await twoLineOrder(t, buyer);
+    await pay(t, buyer, orderId, 'succeeded');
+
+    const mails = await smtp.waitFor(() => smtp.forOrder(orderId), 2);
+    expect(mails.map((m) => m.subject).sort()).toEqual([
+      `Order ${ref(orderId)} confirmed`,
+      `Receipt for order ${ref(orderId)}`,
+    ]);
+    for (const m of mails) {
+      expect(m.envelopeTo).toEqual([alice.email]);
+      expect(m.headers.to).toBe(alice.email);
+      expect(m.headers.from).toBe('Shop <orders@shop.example>');
+      expect(m.text).toContain('Hi Asha,');
+      expect(m.text).toContain('2 x Tea <Assam> & "Co" @ INR 249.00 = INR 498.00');
+      expect(m.text).toContain('1 x Festive hamper @ INR 1,234.50 = INR 1,234.50');
+      expect(m.text).toContain('Total: INR 1,732.50');
+      expect(m.html).toContain('Tea &lt;Assam&gt; &amp; &quot;Co&quot;');
+      expect(m.html).not.toContain('<Assam>');
+      expect(m.html).toContain('INR 1,732.50');
+    }
+    const receipt = mails.find((m) => m.subject.startsWith('Receipt'))!;
+    expect(receipt.messageId).toBe(`<${orderId}.payment_receipt@shop.example>`);
+    expect(receipt.text).toContain(
+      `We have received your payment of INR 1,732.50 for order ${ref(orderId)}.`,
+    );
+
+    const rows = await eventually(
+      () => deliveriesOf(t, orderId),
+      (r) => r.every((d) => d.status === 'sent'),
+    );
+    expect(rows).toMatchObject([
+      { kind: 'order_confirmation', ref: '', recipient: alice.email, status: 'sent', attempts: 1 },
+      { kind: 'payment_receipt', ref: '', recipient: alice.email, status: 'sent', attempts: 1 },
+    ]);
+  }, 30_000);
+
+  it('a cancellation email says why, in words', async () => {
+    const asked = await twoLineOrder(t, buyer);
+    await cancel(t, buyer, asked);
+    const failed = await twoLineOrder(t, buyer);
+    await pay(t, buyer, failed, 'failed');
+
+    const [byCustomer] = await smtp.waitFor(() => smtp.forOrder(asked));
+    expect(byCustomer.subject).toBe(`Order ${ref(asked)} cancelled`);
+    expect(byCustomer.text).toContain(
+      `Your order ${ref(asked)} has been cancelled, as you requested.`,
+    );
+    expect(byCustomer.text).toContain('Total: INR 1,732.50');
+    const [byPayment] = await smtp.waitFor(() => smtp.forOrder(failed));
+    expect(byPayment.text).toContain('because the payment did not go through.');
+    expect(byPayment.text).not.toContain('PAYMENT_FAILED');
+  }, 30_000);
+
+  it('the same email.send job processed 5 times (3 at once) sends exactly one message', async () => {
+    const orderId = await twoLineOrder(t, buyer);
+    const processor = worker.get(EmailProcessor);
+    const job = { name: 'email.send', data: { orderId, kind: 'order_confirmation' } } as Job;
+
+    const concurrent = await Promise.allSettled([
+      processor.process(job),
+      processor.process(job),
+      processor.process(job),
+    ]);
+    const sequential = [await processor.process(job), await processor.process(job)];
+
+    const outcomes = concurrent.map((r) => (r.status === 'fulfilled' ? r.value : 'busy'));
+    expect(outcomes.filter((o) => o === 'sent')).toHaveLength(1);
+    for (const r of concurrent) {
+      if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(EmailDeliveryBusyError);
+    }
+    expect(sequential).toEqual(['already-sent', 'already-sent']);
+    await new Promise((r) => setTimeout(r, 300)); // room for a (wrong) second message to arrive
+    expect(smtp.forOrder(orderId)).toHaveLength(1);
+    expect(await deliveriesOf(t, orderId)).toMatchObject([
+      { kind: 'order_confirmation', status: 'sent', attempts: 1 },
+    ]);
+  });
+
+  it("takes over a dead sender's claim only once its lease has passed", async () => {
+    const orderId = await twoLineOrder(t, buyer);
+    // a worker claimed the receipt and died before recording the outcome
+    await t.db.pool.query(
+      `INSERT INTO email_deliveries (id, order_id, kind, ref, recipient, status, attempts, message_id,
+                                     claimed_at, created_at, updated_at)
+       VALUES ($1, $2, 'payment_receipt', '', $3, 'sending', 1, 'm', now(), now(), now())`,
+      [randomUUID(), orderId, alice.email],
+    );
+    const emails = worker.get(EmailService);
+    await expect(emails.send({ orderId, kind: 'payment_receipt' })).rejects.toBeInstanceOf(
+      EmailDeliveryBusyError,
+    );
+    expect(smtp.forOrder(orderId)).toHaveLength(0);
+
+    await t.db.pool.query(
+      `UPDATE email_deliveries SET claimed_at = now() - interval '6 minutes' WHERE order_id = $1`,
+      [orderId],
+    );
+    expect(await emails.send({ orderId, kind: 'payment_receipt' })).toBe('sent');
+    expect(await emails.send({ orderId, kind: 'payment_receipt' })).toBe('already-sent');
+    expect(smtp.forOrder(orderId)).toHaveLength(1);
+    expect(await deliveriesOf(t, orderId)).toMatchObject([{ status: 'sent', attempts: 2 }]);
+  });
+
+  it('SMTP down, then up: the job is retried with backoff and the email delivered once', async () => {
+    const orderId = await twoLineOrder(t, buyer);
+    await smtp.stop();
+    try {
+      await cancel(t, buyer, orderId);
+      const failed = await eventually(
+        () => deliveriesOf(t, orderId),
+        (r) => r[0]?.last_error != null,
+      );
+      expect(failed).toMatchObject([{ kind: 'cancellation', status: 'sending', claimed_at: null }]);
+      expect(failed[0].last_error).toMatch(/ECONNREFUSED/);
+    } finally {
+      await smtp.start();
+    }
+
+    const mails = await smtp.waitFor(() => smtp.forOrder(orderId), 1, 20_000);
+    expect(mails.map((m) => m.subject)).toEqual([`Order ${ref(orderId)} cancelled`]);
+    const rows = await eventually(
+      () => deliveriesOf(t, orderId),
+      (r) => r[0]?.status === 'sent',
+    );
+    expect(rows[0].attempts).toBeGreaterThanOrEqual(2);
+
+    const queue = worker.get<Queue>(getQueueToken('email'));
+    const job = await queue.getJob(emailJobId({ orderId, kind: 'cancellation' }));
+    expect(job?.returnvalue).toBe('sent');
+    expect(job?.attemptsMade).toBeGreaterThanOrEqual(2);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(smtp.forOrder(orderId)).toHaveLength(1);
+  }, 40_000);
+
+  it('one refund email per refund, with the amount from the refund row', async () => {
+    const orderId = await twoLineOrder(t, buyer);
+    await pay(t, buyer, orderId, 'succeeded');
+    await smtp.waitFor(() => smtp.forOrder(orderId), 2);
+
+    // the refund feature is built separately: write its rows and events as it will
+    const refunds = [
+      { id: randomUUID(), amount: 10_000 },
+      { id: randomUUID(), amount: 24_900 },
+    ];
+    for (const r of refunds) {
+      await t.db.pool.query(
+        `INSERT INTO refunds (id, order_id, payment_id, amount, currency, status, reason, actor, created_at, updated_at)
+         SELECT $1, $2, p.id, $3, 'INR', 'succeeded', 'requested', 'test', now(), now()
+           FROM payments p WHERE p.order_id = $2`,
+        [r.id, orderId, r.amount],
+      );
+      await t.db.pool.query(
+        `INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
+         VALUES ($1, 'order.refunded', $2, $3, 'pending', 0, now(), now())`,
+        [randomUUID(), orderId, JSON.stringify({ orderId, refundId: r.id })],
+      );
+    }
+
+    const refundMails = () => smtp.forOrder(orderId).filter((m) => m.subject.startsWith('Refund'));
+    const mails = await smtp.waitFor(refundMails, 2);
+    expect(mails.map((m) => m.subject).sort()).toEqual([
+      `Refund of INR 100.00 for order ${ref(orderId)}`,
+      `Refund of INR 249.00 for order ${ref(orderId)}`,
+    ]);
+    expect(mails.map((m) => m.messageId).sort()).toEqual(
+      refunds.map((r) => `<${orderId}.refund.${r.id}@shop.example>`).sort(),
+    );
+
+    // the same event relayed again, and the job rerun: nothing more
+    const publisher = worker.get(OutboxPublisher);
+    const again = { orderId, refundId: refunds[0].id };
+    await publisher.publish({
+      id: randomUUID(),
+      topic: 'order.refunded',
+      aggregateId: orderId,
+      payload: again,
+      attempts: 1,
+    });
+    expect(await worker.get(EmailService).send({ ...again, kind: 'refund' })).toBe('already-sent');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(refundMails()).toHaveLength(2);
+    const rows = await deliveriesOf(t, orderId);
+    expect(
+      rows
+        .filter((d) => d.kind === 'refund')
+        .map((d) => d.ref)
+        .sort(),
+    ).toEqual(refunds.map((r) => r.id).sort());
+  }, 30_000);
+});
+
+describe('order emails without SMTP_URL (development: .eml files)', () => {
+  let t: TestApp;
+  let worker: INestApplicationContext;
+  let root: string;
+  let dir: string;
+
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), 'shop-mail-'));
+    dir = join(root, 'not', 'there', 'yet');
+    t = await bootTestApp({
+      env: { SMTP_URL: '', MAIL_OUTBOX_DIR: dir, MAIL_FROM: 'Shop <orders@shop.example>' },
+    });
+    worker = await bootTestWorker(t.config);
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await t?.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('writes the message as <order>.<kind>.eml into the outbox folder', async () => {
+    const session = await registerCustomer(t.http, { name: 'Ravi' });
+    const buyer = { userId: session.user.id, token: session.accessToken };
+    const orderId = await twoLineOrder(t, buyer);
+    await cancel(t, buyer, orderId);
+
+    const file = `${orderId}.cancellation.eml`;
+    const files = await eventually(
+      () => readdir(dir).catch(() => [] as string[]),
+      (f) => f.includes(file),
+    );
+    expect(files).toEqual([file]);
+    const eml = (await readFile(join(dir, file), 'utf8')).replace(/\r?\n[ \t]+/g, ' '); // unfold headers
+    expect(eml).toContain(`To: ${session.email}`);
+    expect(eml).toContain(`Subject: Order ${ref(orderId)} cancelled`);
+    expect(eml).toContain(`Message-ID: <${orderId}.cancellation@shop.example>`);
+    expect(eml).toContain('Content-Type: text/html');
+    expect(await deliveriesOf(t, orderId)).toMatchObject([
+      { kind: 'cancellation', status: 'sent', attempts: 1 },
+    ]);
+  }, 30_000);
+});

@@ -1,0 +1,163 @@
+import type { AddressInfo } from 'node:net';
+import { SMTPServer } from 'smtp-server';
+
+/** One message as the mail server received it, with the parts tests look at decoded. */
+export interface CapturedMail {
+  envelopeFrom: string;
+  envelopeTo: string[];
+  raw: string;
+  /** Header names lower-cased, folded lines joined. */
+  headers: Record<string, string>;
+  subject: string;
+  messageId: string;
+  text: string;
+  html: string;
+}
+
+/**
+ * A real SMTP server in-process (plain SMTP, no auth) that keeps every message it accepts.
+ * `stop()` closes the port (clients get ECONNREFUSED) and `start()` opens it again on the same
+ * port, to play a mail server that is down for a while.
+ */
+export class SmtpCapture {
+  readonly messages: CapturedMail[] = [];
+  private server?: SMTPServer;
+
+  private constructor(private port: number) {}
+
+  static async start(): Promise<SmtpCapture> {
+    const capture = new SmtpCapture(0);
+    await capture.start();
+    return capture;
+  }
+
+  get url(): string {
+    return `smtp://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    const server = new SMTPServer({
+      authOptional: true,
+      disabledCommands: ['AUTH', 'STARTTLS'],
+      logger: false,
+      onData: (stream, session, callback) => {
+        const chunks: Buffer[] = [];
+        stream.on('data', (c: Buffer) => chunks.push(c));
+        stream.on('end', () => {
+          const from = session.envelope.mailFrom;
+          this.messages.push(
+            parseMail(
+              Buffer.concat(chunks).toString('utf8'),
+              from ? from.address : '',
+              session.envelope.rcptTo.map((r) => r.address),
+            ),
+          );
+          callback();
+        });
+      },
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.server.once('error', reject);
+      server.listen(this.port, '127.0.0.1', () => resolve());
+    });
+    this.port = (server.server.address() as AddressInfo).port;
+    this.server = server;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /** Messages about one order (its id is in every Message-ID). */
+  forOrder(orderId: string): CapturedMail[] {
+    return this.messages.filter((m) => m.messageId.includes(orderId));
+  }
+
+  /** Waits until `select()` returns at least `count` messages (and returns them). */
+  async waitFor(
+    select: () => CapturedMail[],
+    count = 1,
+    timeoutMs = 15_000,
+  ): Promise<CapturedMail[]> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = select();
+      if (found.length >= count || Date.now() > deadline) return found;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+function parseHeaders(block: string): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const line of block.replace(/\r?\n[ \t]+/g, ' ').split(/\r?\n/)) {
+    const i = line.indexOf(':');
+    if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+  }
+  return headers;
+}
+
+function splitHead(entity: string): { headers: Record<string, string>; body: string } {
+  const match = /\r?\n\r?\n/.exec(entity);
+  if (!match) return { headers: parseHeaders(entity), body: '' };
+  return {
+    headers: parseHeaders(entity.slice(0, match.index)),
+    body: entity.slice(match.index + match[0].length),
+  };
+}
+
+function decode(body: string, encoding = '7bit'): string {
+  switch (encoding.toLowerCase()) {
+    case 'quoted-printable': {
+      const soft = body.replace(/=\r?\n/g, '');
+      const bytes: number[] = [];
+      for (let i = 0; i < soft.length; i++) {
+        if (soft[i] === '=' && /^[0-9A-F]{2}$/i.test(soft.slice(i + 1, i + 3))) {
+          bytes.push(parseInt(soft.slice(i + 1, i + 3), 16));
+          i += 2;
+        } else {
+          bytes.push(...Buffer.from(soft[i], 'utf8'));
+        }
+      }
+      return Buffer.from(bytes).toString('utf8');
+    }
+    case 'base64':
+      return Buffer.from(body.replace(/\s+/g, ''), 'base64').toString('utf8');
+    default:
+      return body;
+  }
+}
+
+/** Just enough MIME for tests: a single part, or multipart/alternative with text and HTML. */
+function parseMail(raw: string, envelopeFrom: string, envelopeTo: string[]): CapturedMail {
+  const { headers, body } = splitHead(raw);
+  const mail: CapturedMail = {
+    envelopeFrom,
+    envelopeTo,
+    raw,
+    headers,
+    subject: headers.subject ?? '',
+    messageId: headers['message-id'] ?? '',
+    text: '',
+    html: '',
+  };
+  const entities: { headers: Record<string, string>; body: string }[] = [];
+  const boundary = /boundary="?([^";]+)"?/i.exec(headers['content-type'] ?? '')?.[1];
+  if (boundary) {
+    for (const part of body.split(`--${boundary}`).slice(1)) {
+      if (part.startsWith('--')) break;
+      entities.push(splitHead(part.replace(/^\r?\n/, '')));
+    }
+  } else {
+    entities.push({ headers, body });
+  }
+  for (const e of entities) {
+    const type = (e.headers['content-type'] ?? 'text/plain').toLowerCase();
+    const content = decode(e.body, e.headers['content-transfer-encoding']);
+    if (type.startsWith('text/html')) mail.html = content;
+    else if (type.startsWith('text/plain')) mail.text = content;
+  }
+  return mail;
+}
