@@ -1,21 +1,6 @@
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { ROOT, runScript as run } from '../support/processes';
 import { createTestDatabase, TestDatabase } from '../support/test-database';
-
-const ROOT = join(__dirname, '..', '..');
-
-function run(script: string, env: Record<string, string>) {
-  const proc = spawn(process.execPath, ['-r', './scripts/ts-register.js', script], {
-    cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  proc.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  return { proc, exited, output: () => output };
-}
 
 describe('process lifecycle (real node processes)', () => {
   let db: TestDatabase;

@@ -29,6 +29,12 @@ export interface FakeStripe {
     opts?: { secret?: string; timestamp?: number },
   ): { body: string; signature: string };
   failNext(pathPrefix: string, status: number, times?: number): void;
+  /**
+   * The next request whose path starts with `pathPrefix` takes effect (and is stored for
+   * idempotent replay) but its answer never leaves: the caller hangs as if the network died
+   * after Stripe acted. Resolves once that request has taken effect.
+   */
+  hangAfterEffect(pathPrefix: string): Promise<void>;
   /** From now on, refunds of this intent created through the API are declined by the bank (status 'failed'). */
   declineRefunds(intentId: string): void;
   intent(id: string): Stripe.PaymentIntent | undefined;
@@ -104,6 +110,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
   const refunds = new Map<string, Obj>(); // oldest first
   const failures: { prefix: string; status: number; remaining: number }[] = [];
   const declinedRefunds = new Set<string>();
+  const hangs: { prefix: string; reached: () => void }[] = [];
   const idempotency = new Map<
     string,
     { path: string; params: string; status: number; body: string; requestId: string }
@@ -418,6 +425,12 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     const text = JSON.stringify(payload, null, 2);
     if (idempotent && status < 500)
       idempotency.set(idempotencyKey, { path, params, status, body: text, requestId });
+    const hang = hangs.find((h) => method === 'POST' && path.startsWith(h.prefix));
+    if (hang) {
+      hangs.splice(hangs.indexOf(hang), 1);
+      hang.reached();
+      return; // the effect happened; the answer is lost
+    }
     send(status, text, idempotent ? { 'Idempotency-Key': idempotencyKey } : {});
   }
 
@@ -509,6 +522,9 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     },
     failNext(pathPrefix, status, times = 1) {
       if (times > 0) failures.push({ prefix: pathPrefix, status, remaining: times });
+    },
+    hangAfterEffect(pathPrefix) {
+      return new Promise<void>((reached) => hangs.push({ prefix: pathPrefix, reached }));
     },
     declineRefunds(intentId) {
       declinedRefunds.add(intentId);

@@ -1,0 +1,97 @@
+import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
+import { insertProduct, newKey, stockOf } from '../support/fixtures';
+import { Buyer, buyers, placeOrder } from '../support/orders';
+import { runScript } from '../support/processes';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A worker process killed (SIGKILL) in the middle of a payment job — after Stripe acted on its
+ * refund request, before the answer arrived — and a second worker that picks the stalled job up:
+ * the job reruns and the customer is refunded exactly once.
+ */
+describe('worker killed mid-job (real processes)', () => {
+  let stripe: FakeStripe;
+  let t: TestApp;
+  let alice: Buyer;
+  let env: Record<string, string>;
+  const workers: ReturnType<typeof runScript>[] = [];
+
+  const until = async <T>(what: string, probe: () => Promise<T | undefined>, ms = 45_000): Promise<T> => {
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline) {
+      const value = await probe();
+      if (value !== undefined) return value;
+      await sleep(100);
+    }
+    throw new Error(`timed out waiting for ${what}\n${workers.map((w) => w.output().slice(-3000)).join('\n---\n')}`);
+  };
+  const startWorker = () => {
+    const w = runScript('src/worker.ts', env, 'warn');
+    workers.push(w);
+    return w;
+  };
+
+  beforeAll(async () => {
+    stripe = await startFakeStripe();
+    const stripeEnv = {
+      STRIPE_SECRET_KEY: stripe.secretKey,
+      STRIPE_API_URL: stripe.url,
+      STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+    };
+    t = await bootTestApp({ env: stripeEnv });
+    env = { ...stripeEnv, DATABASE_URL: t.db.url, REDIS_KEY_PREFIX: t.config.redis.keyPrefix, DATABASE_POOL_SIZE: '5' };
+    [alice] = await buyers(t.http, 1);
+  });
+  afterAll(async () => {
+    for (const w of workers) if (w.proc.exitCode === null) w.proc.kill('SIGKILL');
+    await Promise.all(workers.map((w) => w.exited));
+    await t?.close();
+    await stripe?.close();
+  });
+
+  it('reruns the job on another worker; the automatic refund happens once', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 6000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
+    const orderId: string = order.body.id;
+    const pay = await t.http.post(`/v1/orders/${orderId}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const intent: string = pay.body.paymentIntentId;
+    expect((await t.http.post(`/v1/orders/${orderId}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() })).status).toBe(200);
+
+    // the customer's payment still goes through: the worker must refund it
+    const refundTookEffect = stripe.hangAfterEffect('/v1/refunds');
+    const first = startWorker();
+
+    const { body, signature } = stripe.signed(stripe.succeed(intent));
+    const delivered = await t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw: body, headers: { 'stripe-signature': signature } });
+    expect(delivered.status).toBe(200);
+    let reached = false;
+    void refundTookEffect.then(() => (reached = true));
+    await until('the first worker to reach the refund call', async () => (reached ? true : undefined));
+
+    first.proc.kill('SIGKILL'); // mid-job: Stripe refunded, our side never heard back
+    await first.exited;
+    const midway = await t.db.pool.query(`SELECT status FROM refunds WHERE order_id = $1`, [orderId]);
+    expect(midway.rows).toEqual([{ status: 'pending' }]);
+
+    startWorker();
+    await until('the refund to settle', async () => {
+      const r = await t.db.pool.query(`SELECT status FROM refunds WHERE order_id = $1`, [orderId]);
+      return r.rows[0]?.status === 'succeeded' ? true : undefined;
+    });
+
+    const atStripe = await stripe.client().refunds.list({ payment_intent: intent });
+    expect(atStripe.data.map((r) => r.amount)).toEqual([12_000]);
+    const refunds = await t.db.pool.query(`SELECT amount::int, reason FROM refunds WHERE order_id = $1`, [orderId]);
+    expect(refunds.rows).toEqual([{ amount: 12_000, reason: 'paid_after_cancel' }]);
+    const announced = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM outbox WHERE topic = 'order.refunded' AND aggregate_id = $1`,
+      [orderId],
+    );
+    expect(announced.rows[0].n).toBe(1);
+    const o = await t.http.get(`/v1/orders/${orderId}`, { token: alice.token });
+    expect(o.body).toMatchObject({ status: 'CANCELLED', payment: { status: 'succeeded', refunded: { amount: 12_000 } } });
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+  }, 120_000);
+});
