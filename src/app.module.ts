@@ -14,6 +14,7 @@ import { IdempotencyModule } from './idempotency/idempotency.module';
 import { OrdersModule } from './orders/orders.module';
 import { OutboxModule } from './outbox/outbox.module';
 import { PaymentsModule } from './payments/payments.module';
+import { AdminQueuesModule } from './admin-queues/admin-queues.module';
 
 /** Everything the API serves; the worker role imports it too (see worker.module.ts). */
 @Module({})
@@ -36,6 +37,7 @@ export class AppModule {
         CartModule,
         OrdersModule,
         PaymentsModule.register(config),
+        AdminQueuesModule,
       ],
     };
   }

@@ -3,7 +3,7 @@ import { Reflector } from '@nestjs/core';
 import { DomainError } from '../common/errors/domain-error';
 import { IS_PUBLIC } from '../common/http/public.decorator';
 import { permissionsOf } from './permissions';
-import { AuthenticatedRequest } from './principal';
+import { AuthenticatedRequest, Principal } from './principal';
 import { TokenService } from './token.service';
 
 /** Default-deny: every route needs a valid access token unless marked @Public(). */
@@ -22,16 +22,26 @@ export class AccessTokenGuard implements CanActivate {
     ]);
     if (isPublic) return true;
     const request = context.switchToHttp().getRequest<AuthenticatedRequest>();
-    const header = request.headers.authorization;
-    const match = typeof header === 'string' ? /^Bearer ([^\s]+)$/i.exec(header) : null;
-    if (!match) throw new DomainError('UNAUTHENTICATED', 'A bearer access token is required.');
-    const claims = await this.tokens.verifyAccess(match[1]);
-    request.user = {
-      userId: claims.sub,
-      email: claims.email,
-      role: claims.role,
-      permissions: permissionsOf(claims.role),
-    };
+    request.user = await authenticateBearer(this.tokens, request.headers.authorization);
     return true;
   }
+}
+
+/**
+ * The principal an `Authorization: Bearer <access token>` header proves: 401 UNAUTHENTICATED
+ * without one, 401 TOKEN_INVALID for a bad token. Also used outside Nest's guards (queue board).
+ */
+export async function authenticateBearer(
+  tokens: TokenService,
+  header: string | undefined,
+): Promise<Principal> {
+  const match = typeof header === 'string' ? /^Bearer ([^\s]+)$/i.exec(header) : null;
+  if (!match) throw new DomainError('UNAUTHENTICATED', 'A bearer access token is required.');
+  const claims = await tokens.verifyAccess(match[1]);
+  return {
+    userId: claims.sub,
+    email: claims.email,
+    role: claims.role,
+    permissions: permissionsOf(claims.role),
+  };
 }

@@ -53,6 +53,6 @@ import { TokenService } from './token.service';
     { provide: APP_GUARD, useExisting: UserRateLimitGuard },
     { provide: APP_GUARD, useClass: PermissionsGuard },
   ],
-  exports: [AuthService, AccountService, RefreshTokenRepository],
+  exports: [AuthService, AccountService, RefreshTokenRepository, TokenService, PasswordHasher],
 })
 export class AuthModule {}

@@ -1,0 +1,144 @@
+import type { PasswordHasher } from '../auth/password-hasher';
+import type { TokenService } from '../auth/token.service';
+import { DomainError } from '../common/errors/domain-error';
+import type { User, UserRepository } from '../users/user.repository';
+import {
+  BASIC_CACHE_TTL_MS,
+  BASIC_FAILURE_LIMIT,
+  QueueBoardAuth,
+  parseBasic,
+} from './queue-board-auth.service';
+
+const T0 = new Date('2026-01-01T10:00:00Z').getTime();
+const admin: User = {
+  id: 'u-1',
+  email: 'boss@x.io',
+  name: 'Boss',
+  role: 'admin',
+  passwordHash: 'hash',
+  createdAt: new Date(T0),
+  updatedAt: new Date(T0),
+};
+
+const basic = (credentials: string) => `Basic ${Buffer.from(credentials).toString('base64')}`;
+
+function setup() {
+  let now = T0;
+  const tokens = { verifyAccess: jest.fn() };
+  const users = { findByEmail: jest.fn().mockResolvedValue(admin) };
+  const hasher = {
+    verify: jest.fn().mockResolvedValue(true),
+    verifyDummy: jest.fn().mockResolvedValue(false),
+  };
+  const auth = new QueueBoardAuth(
+    tokens as unknown as TokenService,
+    users as unknown as UserRepository,
+    hasher as unknown as PasswordHasher,
+    { now: () => new Date(now) },
+  );
+  return { auth, tokens, users, hasher, advance: (ms: number) => (now += ms) };
+}
+
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => 'resolved',
+    (e: unknown) => (e instanceof DomainError ? e.code : e),
+  );
+
+describe('parseBasic', () => {
+  it('splits at the first colon, so passwords may contain colons', () => {
+    expect(parseBasic(basic('a@b.io:p:w'))).toEqual({ email: 'a@b.io', password: 'p:w' });
+  });
+
+  it('refuses a header without a colon or that is not base64', () => {
+    expect(parseBasic(basic('a@b.io'))).toBeNull();
+    expect(parseBasic('Basic %%%')).toBeNull();
+  });
+});
+
+describe('QueueBoardAuth', () => {
+  it('answers UNAUTHENTICATED without credentials', async () => {
+    const s = setup();
+    expect(await failure(s.auth.authorize(undefined, '10.0.0.1'))).toBe('UNAUTHENTICATED');
+  });
+
+  it('verifies a bearer token like the API guard and requires queues:view', async () => {
+    const s = setup();
+    s.tokens.verifyAccess.mockResolvedValue({ sub: 'u-1', email: 'a@b.io', role: 'admin' });
+    expect(await s.auth.authorize('Bearer t0k3n', '10.0.0.1')).toMatchObject({ role: 'admin' });
+    expect(s.tokens.verifyAccess).toHaveBeenCalledWith('t0k3n');
+
+    s.tokens.verifyAccess.mockResolvedValue({ sub: 'u-2', email: 'c@d.io', role: 'staff' });
+    expect(await failure(s.auth.authorize('Bearer t0k3n', '10.0.0.1'))).toBe('FORBIDDEN');
+  });
+
+  it('checks Basic credentials with argon2 and normalizes the email', async () => {
+    const s = setup();
+    const principal = await s.auth.authorize(basic(' Boss@X.io :pw'), '10.0.0.1');
+    expect(principal).toMatchObject({ userId: 'u-1', role: 'admin' });
+    expect(principal.permissions).toContain('queues:view');
+    expect(s.users.findByEmail).toHaveBeenCalledWith('boss@x.io');
+    expect(s.hasher.verify).toHaveBeenCalledWith('hash', 'pw');
+  });
+
+  it('refuses a wrong password, and an unknown email after the same work', async () => {
+    const s = setup();
+    s.hasher.verify.mockResolvedValue(false);
+    expect(await failure(s.auth.authorize(basic('boss@x.io:nope'), '10.0.0.1'))).toBe(
+      'INVALID_CREDENTIALS',
+    );
+    s.users.findByEmail.mockResolvedValue(null);
+    expect(await failure(s.auth.authorize(basic('who@x.io:pw'), '10.0.0.1'))).toBe(
+      'INVALID_CREDENTIALS',
+    );
+    expect(s.hasher.verifyDummy).toHaveBeenCalledWith('pw');
+  });
+
+  it('refuses a customer who signs in with Basic', async () => {
+    const s = setup();
+    s.users.findByEmail.mockResolvedValue({ ...admin, role: 'customer' });
+    expect(await failure(s.auth.authorize(basic('boss@x.io:pw'), '10.0.0.1'))).toBe('FORBIDDEN');
+  });
+
+  it('trusts a verified Basic header for BASIC_CACHE_TTL_MS, then verifies again', async () => {
+    const s = setup();
+    const header = basic('boss@x.io:pw');
+    await s.auth.authorize(header, '10.0.0.1');
+    s.advance(BASIC_CACHE_TTL_MS - 1);
+    await s.auth.authorize(header, '10.0.0.1');
+    expect(s.hasher.verify).toHaveBeenCalledTimes(1);
+    s.advance(1);
+    await s.auth.authorize(header, '10.0.0.1');
+    expect(s.hasher.verify).toHaveBeenCalledTimes(2);
+  });
+
+  it('never caches a failure', async () => {
+    const s = setup();
+    s.hasher.verify.mockResolvedValueOnce(false);
+    const header = basic('boss@x.io:pw');
+    expect(await failure(s.auth.authorize(header, '10.0.0.1'))).toBe('INVALID_CREDENTIALS');
+    expect(await s.auth.authorize(header, '10.0.0.1')).toMatchObject({ userId: 'u-1' });
+  });
+
+  it('answers RATE_LIMITED after BASIC_FAILURE_LIMIT failures of a client, without verifying', async () => {
+    const s = setup();
+    s.hasher.verify.mockResolvedValue(false);
+    for (let i = 0; i < BASIC_FAILURE_LIMIT; i++) {
+      await failure(s.auth.authorize(basic(`boss@x.io:guess-${i}`), '10.0.0.1'));
+    }
+    const err = await s.auth.authorize(basic('boss@x.io:one-more'), '10.0.0.1').catch((e) => e);
+    expect(err).toMatchObject({
+      code: 'RATE_LIMITED',
+      options: { headers: { 'Retry-After': '60' } },
+    });
+    expect(s.hasher.verify).toHaveBeenCalledTimes(BASIC_FAILURE_LIMIT);
+    // another client is not affected; the window passes
+    expect(await failure(s.auth.authorize(basic('boss@x.io:x'), '10.0.0.2'))).toBe(
+      'INVALID_CREDENTIALS',
+    );
+    s.advance(60_000);
+    expect(await failure(s.auth.authorize(basic('boss@x.io:x'), '10.0.0.1'))).toBe(
+      'INVALID_CREDENTIALS',
+    );
+  });
+});

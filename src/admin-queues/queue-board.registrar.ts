@@ -1,0 +1,90 @@
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import { FastifyAdapter as BullBoardFastifyAdapter } from '@bull-board/fastify';
+import { Injectable, OnModuleInit } from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
+import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { AuthenticatedRequest } from '../auth/principal';
+import { DomainError } from '../common/errors/domain-error';
+import { ProblemDetailsFilter } from '../common/errors/problem-details.filter';
+import { QueueBoardAuth } from './queue-board-auth.service';
+import { QueueBoardQueues } from './queue-board-queues';
+
+export const QUEUE_BOARD_PATH = '/admin/queues';
+
+/** Sent with every 401, so a browser asks for the email and password. */
+export const BASIC_CHALLENGE = 'Basic realm="queues", charset="UTF-8"';
+
+const problems = new ProblemDetailsFilter();
+
+/** Renders an error exactly like the API's global filter (RFC 9457 problem+json). */
+function sendProblem(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  if (error instanceof DomainError && error.status === 401) {
+    void reply.header('WWW-Authenticate', BASIC_CHALLENGE);
+  }
+  problems.catch(error, new ExecutionContextHost([request, reply]));
+  return reply;
+}
+
+/**
+ * Bull Board (read-only) for every queue in QUEUES at /admin/queues, in the API process only.
+ * Mounted on the Fastify instance in an encapsulated plugin whose onRequest hook authenticates
+ * (QueueBoardAuth) before any of the board's routes, assets included, runs. The routes are not
+ * Nest controllers, so they are absent from the OpenAPI document. Nothing here waits for Redis;
+ * the board's API answers 503 while Redis is away.
+ */
+@Injectable()
+export class QueueBoardRegistrar implements OnModuleInit {
+  constructor(
+    private readonly adapterHost: HttpAdapterHost,
+    private readonly auth: QueueBoardAuth,
+    private readonly board: QueueBoardQueues,
+  ) {}
+
+  onModuleInit(): void {
+    const httpAdapter = this.adapterHost.httpAdapter;
+    if (!httpAdapter) return; // the worker role has no HTTP server
+    const fastify = httpAdapter.getInstance<FastifyInstance>();
+
+    const serverAdapter = new BullBoardFastifyAdapter();
+    serverAdapter.setBasePath(QUEUE_BOARD_PATH);
+    createBullBoard({
+      // `queues:view` is a read permission: no retry, clean, pause or remove from here
+      queues: this.board.queues.map((queue) => new BullMQAdapter(queue, { readOnlyMode: true })),
+      serverAdapter,
+      options: { uiConfig: { boardTitle: 'Shop queues' } },
+    });
+
+    void fastify.register(
+      async (board) => {
+        board.addHook('onRequest', async (request, reply) => {
+          try {
+            (request as AuthenticatedRequest).user = await this.auth.authorize(
+              request.headers.authorization,
+              request.ip,
+            );
+          } catch (error) {
+            return sendProblem(error, request, reply);
+          }
+          if (request.method !== 'GET' && request.method !== 'HEAD') {
+            const readOnly = new DomainError('METHOD_NOT_ALLOWED', 'The queue board is read-only.');
+            return sendProblem(readOnly, request, reply);
+          }
+        });
+        board.addHook('preHandler', async (request, reply) => {
+          if (!request.url.startsWith(`${QUEUE_BOARD_PATH}/api/`)) return;
+          if (this.board.redisReady) return;
+          const unavailable = new DomainError(
+            'SERVICE_UNAVAILABLE',
+            'Redis is unavailable; the queues cannot be read right now.',
+            { headers: { 'Retry-After': '5' } },
+          );
+          return sendProblem(unavailable, request, reply);
+        });
+        await board.register(serverAdapter.registerPlugin());
+      },
+      { prefix: QUEUE_BOARD_PATH },
+    );
+  }
+}

@@ -1,0 +1,144 @@
+import { randomUUID } from 'node:crypto';
+import { AccountService } from '../../src/auth/account.service';
+import { QUEUES } from '../../src/queue/queues';
+import { TEST_PASSWORD, createAdmin, createStaff, registerCustomer } from '../support/auth';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+const basic = (email: string, password: string) =>
+  `Basic ${Buffer.from(`${email}:${password}`).toString('base64')}`;
+
+const expectProblem = (
+  res: { status: number; headers: Headers; body: any },
+  status: number,
+  code: string,
+) => {
+  expect(res.status).toBe(status);
+  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  expect(res.body).toMatchObject({ status, code, requestId: expect.any(String) });
+};
+
+describe('admin: queue board at /admin/queues', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await bootTestApp();
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('asks for credentials: 401 problem with a Basic challenge', async () => {
+    for (const path of ['/admin/queues', '/admin/queues/api/queues', '/admin/queues/static/x.js']) {
+      const res = await t.http.get(path);
+      expectProblem(res, 401, 'UNAUTHENTICATED');
+      expect(res.headers.get('www-authenticate')).toBe('Basic realm="queues", charset="UTF-8"');
+    }
+  });
+
+  it('refuses an invalid bearer token with 401 TOKEN_INVALID', async () => {
+    const res = await t.http.get('/admin/queues', { token: 'not-a-jwt' });
+    expectProblem(res, 401, 'TOKEN_INVALID');
+    expect(res.headers.get('www-authenticate')).toMatch(/^Basic /);
+  });
+
+  it('refuses a customer with 403 FORBIDDEN', async () => {
+    const customer = await registerCustomer(t.http);
+    expectProblem(
+      await t.http.get('/admin/queues', { token: customer.accessToken }),
+      403,
+      'FORBIDDEN',
+    );
+    expectProblem(
+      await t.http.get('/admin/queues', {
+        headers: { authorization: basic(customer.email, customer.password) },
+      }),
+      403,
+      'FORBIDDEN',
+    );
+  });
+
+  it('refuses staff (no queues:view) with 403 FORBIDDEN', async () => {
+    const staff = await createStaff(t);
+    expectProblem(
+      await t.http.get('/admin/queues/api/queues', { token: staff.accessToken }),
+      403,
+      'FORBIDDEN',
+    );
+  });
+
+  it('serves the board and its API to an admin bearer token, listing every queue', async () => {
+    const admin = await createAdmin(t);
+    const page = await t.http.get('/admin/queues', { token: admin.accessToken });
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(page.text).toContain('/admin/queues/');
+
+    const api = await t.http.get('/admin/queues/api/queues', { token: admin.accessToken });
+    expect(api.status).toBe(200);
+    const names = (api.body.queues as { name: string; readOnlyMode: boolean }[]).map((q) => q.name);
+    expect([...names].sort()).toEqual([...QUEUES].sort());
+    expect(api.body.queues.every((q: { readOnlyMode: boolean }) => q.readOnlyMode)).toBe(true);
+  });
+
+  it('serves the board to an admin signing in with HTTP Basic (email:password)', async () => {
+    const admin = await createAdmin(t);
+    const authorization = basic(admin.email.toUpperCase(), TEST_PASSWORD);
+    const page = await t.http.get('/admin/queues', { headers: { authorization } });
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    // the page's assets and API calls reuse the verified header
+    const api = await t.http.get('/admin/queues/api/queues', { headers: { authorization } });
+    expect(api.status).toBe(200);
+    expect(api.body.queues).toHaveLength(QUEUES.length);
+  });
+
+  it('answers 401 INVALID_CREDENTIALS for a wrong password or an unknown email', async () => {
+    const admin = await createAdmin(t);
+    for (const authorization of [
+      basic(admin.email, 'wrong-password'),
+      basic('nobody@test.local', TEST_PASSWORD),
+    ]) {
+      const res = await t.http.get('/admin/queues', { headers: { authorization } });
+      expectProblem(res, 401, 'INVALID_CREDENTIALS');
+      expect(res.headers.get('www-authenticate')).toMatch(/^Basic realm="queues"/);
+    }
+  });
+
+  it('is read-only: changes are refused with 405 even for an admin', async () => {
+    const admin = await createAdmin(t);
+    const res = await t.http.put('/admin/queues/api/queues/orders/pause', undefined, {
+      token: admin.accessToken,
+    });
+    expectProblem(res, 405, 'METHOD_NOT_ALLOWED');
+  });
+
+  it('stays out of the OpenAPI document', async () => {
+    const doc = await t.http.get('/docs-json');
+    expect(doc.status).toBe(200);
+    expect(Object.keys(doc.body.paths).filter((p) => p.startsWith('/admin'))).toEqual([]);
+  });
+});
+
+describe('admin: queue board with Redis down', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    // Nothing listens on this port: Redis is "down" for this app (and for its queues).
+    t = await bootTestApp({ env: { REDIS_URL: 'redis://127.0.0.1:6390' } });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('boots, serves the page, and answers the board API 503 quickly instead of hanging', async () => {
+    expect((await t.http.get('/v1/products')).status).toBe(200);
+    // login fails closed without Redis, so no token: the board's Basic sign-in still works
+    const email = `admin-${randomUUID()}@test.local`;
+    await t.app.get(AccountService).ensureAccount(email, TEST_PASSWORD, 'admin', 'Admin');
+    const authorization = basic(email, TEST_PASSWORD);
+    expect((await t.http.get('/admin/queues', { headers: { authorization } })).status).toBe(200);
+    const started = Date.now();
+    const api = await t.http.get('/admin/queues/api/queues', { headers: { authorization } });
+    expectProblem(api, 503, 'SERVICE_UNAVAILABLE');
+    expect(api.headers.get('retry-after')).toBe('5');
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+});
