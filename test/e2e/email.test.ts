@@ -1,3 +1,5 @@
+import Stripe from 'stripe';
+import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
 import { INestApplicationContext } from '@nestjs/common';
 import { getQueueToken } from '@nestjs/bullmq';
 import type { Job, Queue } from 'bullmq';
@@ -133,6 +135,28 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
       { kind: 'order_confirmation', ref: '', recipient: alice.email, status: 'sent', attempts: 1 },
       { kind: 'payment_receipt', ref: '', recipient: alice.email, status: 'sent', attempts: 1 },
     ]);
+
+    // the same provider event delivered 5 more times (3 at once): no second email
+    const { rows: events } = await t.db.pool.query(
+      `SELECT e.payload FROM webhook_events e JOIN payments p ON p.intent_id = e.intent_id WHERE p.order_id = $1`,
+      [orderId],
+    );
+    const raw = JSON.stringify(events[0].payload);
+    const deliver = () =>
+      t.http.request('POST', '/v1/webhooks/stripe', undefined, {
+        raw,
+        headers: {
+          'stripe-signature': new Stripe('sk_test_unused').webhooks.generateTestHeaderString({
+            payload: raw,
+            secret: t.config.stripe.webhookSecret,
+          }),
+        },
+      });
+    const answers = [...(await Promise.all([deliver(), deliver(), deliver()])), await deliver(), await deliver()];
+    expect(answers.every((a) => a.status === 200)).toBe(true);
+    await worker.get(PaymentFinalizer).processEvent(events[0].payload.id); // and a job rerun
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(smtp.forOrder(orderId)).toHaveLength(2);
   }, 30_000);
 
   it('a cancellation email says why, in words', async () => {

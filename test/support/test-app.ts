@@ -1,3 +1,5 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { DynamicModule } from '@nestjs/common';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
@@ -34,6 +36,8 @@ export function testConfig(db: TestDatabase, env: Record<string, string> = {}): 
     DATABASE_URL: db.url,
     DATABASE_POOL_SIZE: '10',
     REDIS_KEY_PREFIX: testRedisPrefix(),
+    // without SMTP_URL, emails are written as files: keep them out of the working tree
+    MAIL_OUTBOX_DIR: join(tmpdir(), `shop-test-mail-${process.pid}`),
     ...env,
   });
 }
