@@ -48,6 +48,8 @@ export class OutboxPublisher {
       }
       case 'order.cancelled': {
         const { orderId } = row.payload as unknown as OutboxEvents['order.cancelled'];
+        // so the customer cannot pay a cancelled order any more (one job per order)
+        await this.payments.add('payments.cancel-intent', { orderId }, { jobId: `cancel-intent.${orderId}` });
         return this.sendEmail({ orderId, kind: 'cancellation' });
       }
       case 'order.refunded': {

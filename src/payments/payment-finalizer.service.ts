@@ -68,6 +68,20 @@ export class PaymentFinalizer {
   }
 
   /**
+   * The order was cancelled (by the customer, expiry or a failed payment): its intent is
+   * cancelled at the gateway so it can no longer be paid. If the customer paid just before,
+   * the gateway says succeeded and the payment is converged — refunded automatically.
+   */
+  async cancelIntentOf(orderId: string): Promise<string> {
+    const payment = await this.payments.findByOrder(orderId);
+    if (!payment || payment.status === 'succeeded' || payment.status === 'canceled') return 'nothing-to-cancel';
+    const intent = await this.gateway.cancelIntent(payment.intentId, gatewayKeys.cancelIntent(orderId));
+    if (intent.status === 'succeeded') return this.converge(payment);
+    await this.payments.setStatus(payment.id, intent.status, this.clock.now());
+    return intent.status;
+  }
+
+  /**
    * An event for an intent we have not recorded yet: the webhook overtook the payment call's
    * own commit (or that call died after creating the intent). The intent's metadata names the
    * order, so the payment is recorded from the gateway's truth (unique per order: the payment

@@ -6,7 +6,7 @@ import type { JobPayloads } from '../queue/queues';
 import { PaymentFinalizer } from './payment-finalizer.service';
 
 @Processor('payments', WORKER_OPTIONS)
-@HandlesJobs('payments.process-event', 'payments.reconcile')
+@HandlesJobs('payments.process-event', 'payments.reconcile', 'payments.cancel-intent')
 export class PaymentsProcessor extends WorkerHost {
   constructor(private readonly finalizer: PaymentFinalizer) {
     super();
@@ -17,6 +17,9 @@ export class PaymentsProcessor extends WorkerHost {
       return this.finalizer.processEvent((job.data as JobPayloads['payments.process-event']).eventId);
     }
     if (job.name === 'payments.reconcile') return this.finalizer.reconcile();
+    if (job.name === 'payments.cancel-intent') {
+      return this.finalizer.cancelIntentOf((job.data as JobPayloads['payments.cancel-intent']).orderId);
+    }
     throw new Error(`payments queue cannot handle job ${job.name}`);
   }
 }

@@ -16,6 +16,8 @@ export interface JobPayloads {
   'catalog.recompute-recommendations': Record<string, never>;
   /** Act on a verified payment-provider event (re-reads the intent: events can be stale). */
   'payments.process-event': { eventId: string };
+  /** The order was cancelled: cancel its unpaid intent at the gateway (a late success is refunded). */
+  'payments.cancel-intent': { orderId: string };
   /** Settle payments whose webhook never came (stale PAYMENT_PENDING orders). */
   'payments.reconcile': Record<string, never>;
   /** Remove idempotency records past their expiry. */
@@ -36,6 +38,7 @@ export const JOB_QUEUE: Record<JobName, QueueName> = {
   'catalog.recompute-recommendations': 'catalog',
   'payments.process-event': 'payments',
   'payments.reconcile': 'payments',
+  'payments.cancel-intent': 'payments',
   'maintenance.purge-idempotency-keys': 'maintenance',
   'maintenance.purge-outbox': 'maintenance',
   'maintenance.purge-refresh-tokens': 'maintenance',

@@ -145,11 +145,11 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 7000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
     const intent = await startPayment(order.body.id);
+    const event = stripe.succeed(intent); // the customer paid; the event is late (a slow bank)
     await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
     expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
 
-    const event = stripe.succeed(intent); // the customer's bank was slow
     await Promise.all([deliver(event), deliver(event)]);
     await processed(event.id);
     await worker.get(PaymentFinalizer).processEvent(event.id); // rerun: still one refund
@@ -161,6 +161,19 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(o).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
     expect(o.payment.refunds).toEqual([expect.objectContaining({ amount: { amount: 14000, currency: 'INR' }, status: 'succeeded', reason: 'paid_after_cancel' })]);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+  }, 30_000);
+
+  it('cancelling an order cancels its intent at Stripe, so it can no longer be paid', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const intent = await startPayment(order.body.id);
+    const cancelled = await t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(cancelled.status).toBe(200);
+    for (let i = 0; i < 100 && stripe.intent(intent)?.status !== 'canceled'; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(stripe.intent(intent)?.status).toBe('canceled');
+    const cancels = stripe.requests.filter((r) => r.path === `/v1/payment_intents/${intent}/cancel`);
+    expect(cancels.map((r) => r.idempotencyKey)).toEqual(cancels.map(() => `order:${order.body.id}:cancel-intent`));
+    expect((await orderOf(order.body.id)).payment.status).toBe('canceled');
   }, 30_000);
 
   it('reconciliation finalizes a payment whose webhook never arrives', async () => {

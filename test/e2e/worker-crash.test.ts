@@ -41,7 +41,13 @@ describe('worker killed mid-job (real processes)', () => {
       STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
     };
     t = await bootTestApp({ env: stripeEnv });
-    env = { ...stripeEnv, DATABASE_URL: t.db.url, REDIS_KEY_PREFIX: t.config.redis.keyPrefix, DATABASE_POOL_SIZE: '5' };
+    env = {
+      ...stripeEnv,
+      DATABASE_URL: t.db.url,
+      REDIS_KEY_PREFIX: t.config.redis.keyPrefix,
+      DATABASE_POOL_SIZE: '5',
+      MAIL_OUTBOX_DIR: t.config.mail.outboxDir,
+    };
     [alice] = await buyers(t.http, 1);
   });
   afterAll(async () => {
@@ -57,13 +63,13 @@ describe('worker killed mid-job (real processes)', () => {
     const orderId: string = order.body.id;
     const pay = await t.http.post(`/v1/orders/${orderId}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
     const intent: string = pay.body.paymentIntentId;
+    // the customer pays, but the cancel reaches us before Stripe's event: the worker must refund
+    const event = stripe.succeed(intent);
     expect((await t.http.post(`/v1/orders/${orderId}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() })).status).toBe(200);
 
-    // the customer's payment still goes through: the worker must refund it
     const refundTookEffect = stripe.hangAfterEffect('/v1/refunds');
     const first = startWorker();
-
-    const { body, signature } = stripe.signed(stripe.succeed(intent));
+    const { body, signature } = stripe.signed(event);
     const delivered = await t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw: body, headers: { 'stripe-signature': signature } });
     expect(delivered.status).toBe(200);
     let reached = false;
