@@ -124,4 +124,17 @@ export class StockReservationRepository {
       ],
     );
   }
+
+  /**
+   * Counts a sale towards each product's popularity (`units_sold`, the catalog's ranking input).
+   * Called inside the commit, after the inventory rows are locked, so it runs once per order.
+   */
+  async addUnitsSold(lines: StockLine[]): Promise<void> {
+    await this.tx.query(
+      `UPDATE products p SET units_sold = p.units_sold + l.quantity
+         FROM unnest($1::uuid[], $2::int[]) AS l(product_id, quantity)
+        WHERE p.id = l.product_id`,
+      [lines.map((l) => l.productId), lines.map((l) => l.quantity)],
+    );
+  }
 }

@@ -33,5 +33,6 @@ export class StockReservationService {
     const lines = await this.stock.orderLines(orderId);
     await this.stock.lock(lines.map((l) => l.productId));
     await this.stock.apply('commit', orderId, lines);
+    await this.stock.addUnitsSold(lines);
   }
 }

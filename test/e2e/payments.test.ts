@@ -73,6 +73,8 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     await finalizer.processEvent(ev.id); // a job rerun (e.g. after a crash) changes nothing either
     await new Promise((r) => setTimeout(r, 500));
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 8, reserved: 0 });
+    const sold = await t.db.pool.query(`SELECT units_sold FROM products WHERE id = $1`, [p]);
+    expect(sold.rows[0].units_sold).toBe(2); // popularity counts the sale once
     const commits = await t.db.pool.query(`SELECT count(*)::int AS n FROM stock_movements WHERE order_id = $1 AND kind = 'commit'`, [order.body.id]);
     expect(commits.rows[0].n).toBe(1);
     const paid = await t.db.pool.query(`SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'PAID'`, [order.body.id]);
