@@ -39,7 +39,7 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
   fastify.addHook('onRequest', async (request, reply) => {
     void reply.header('X-Request-Id', request.id);
   });
-  registerCachedReads(fastify, app.get(CatalogCache));
+  registerCachedReads(app.getHttpAdapter() as unknown as FastifyAdapter, app.get(CatalogCache));
 
   // While shutting down, answer in-flight requests with Connection: close so keep-alive
   // sockets do not hold the process open after their last response.

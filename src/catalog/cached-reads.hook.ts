@@ -1,20 +1,25 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyAdapter } from '@nestjs/platform-fastify';
 import { CatalogCache } from './catalog-cache';
 
 /** Public catalog GETs whose answers are cached under their URL (see CatalogController). */
 const CACHEABLE = /^\/v1\/(products(\/[0-9a-f-]{36})?|categories)(\?|$)/i;
 
 /**
- * The fast path for cache hits: before the Nest pipeline runs (guards, interceptors, pipes,
- * logging middleware), answer a cacheable public GET straight from Redis. A miss, or Redis being
- * down, falls through to the normal route, which validates, builds and stores the answer. Only
- * successful answers are ever stored, so a hit is always something the route itself returned.
+ * The fast path for cache hits: answer a cacheable public GET from the cache before anything
+ * else runs — the adapter's first request hook, ahead of Nest middleware (request logging),
+ * guards, interceptors and pipes. A miss, or Redis being down, falls through to the normal
+ * route, which validates, builds and stores the answer. Only successful answers are ever
+ * stored, so a hit is always something the route itself returned.
  */
-export function registerCachedReads(fastify: FastifyInstance, cache: CatalogCache): void {
-  fastify.addHook('onRequest', async (request, reply) => {
-    if (request.method !== 'GET' || !CACHEABLE.test(request.url)) return;
-    const hit = await cache.peek(request.url);
-    if (hit === null) return;
-    return reply.type('application/json; charset=utf-8').send(hit);
+export function registerCachedReads(adapter: FastifyAdapter, cache: CatalogCache): void {
+  adapter.setOnRequestHook((request, reply, done) => {
+    if (request.method !== 'GET' || !CACHEABLE.test(request.url)) return done();
+    cache.peek(request.url).then(
+      (hit) => {
+        if (hit === null) return done();
+        void reply.header('X-Request-Id', request.id).type('application/json; charset=utf-8').send(hit);
+      },
+      () => done(),
+    );
   });
 }

@@ -1,29 +1,42 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type Redis from 'ioredis';
+import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { REDIS } from '../redis/redis.module';
+import { CoalescedVersionReader } from './catalog-version';
 
-/** Reads the catalog version and the entry for it in ONE round trip. */
-const READ = `
-local version = redis.call('GET', KEYS[1]) or '0'
-return { version, redis.call('GET', KEYS[1] .. ':' .. version .. ':' .. ARGV[1]) }
+/** An entry and its remaining lifetime, in one round trip. */
+const READ_ENTRY = `
+local v = redis.call('GET', KEYS[1])
+if not v then return nil end
+return { v, redis.call('PTTL', KEYS[1]) }
 `;
 
-type VersionedRead = (versionKey: string, key: string) => Promise<[string, string | null]>;
+type EntryRead = (key: string) => Promise<[string, number] | null>;
 
 /** Cached pages live briefly: availability (on_hand − reserved) moves with every order. */
 export const CATALOG_TTL_MS = 5_000;
+/** Bound on the in-process copies (a listing page is ~10 KB). */
+const MEMORY_ENTRIES = 2_000;
+
+interface MemoryEntry {
+  json: string;
+  expiresAt: number;
+}
 
 /**
- * Redis cache-aside for catalog reads, as JSON strings straight from Redis (measured cheaper
- * than cache-manager's extra (de)serialization layers for this one use).
+ * Cache-aside for catalog reads: JSON strings in Redis (shared by every API process), with a
+ * copy in process memory, both keyed by the catalog version.
  *
- * - Invalidation: every key embeds a catalog version; a write that changes what readers see
- *   bumps the version after its commit, so no reader gets the old data once the write returns.
+ * - Invalidation: every write that changes what readers see bumps the version (Redis INCR)
+ *   after its commit. Every read checks the current version in Redis — one GET shared by all
+ *   requests arriving in the same event-loop turn (CoalescedVersionReader) — so no reader, in
+ *   any process, gets the old data once the write has returned. Memory copies of older
+ *   versions are dropped as soon as a new version is seen.
  * - Stampedes: one rebuild per key at a time in this process (single flight), and TTL jitter so
  *   keys written together do not expire together.
- * - Availability may be up to CATALOG_TTL_MS stale in a cached page; orders always check stock
- *   under row locks, so staleness can never oversell.
+ * - Availability may be up to CATALOG_TTL_MS (+20%) stale in a cached page (a memory copy expires
+ *   with its Redis entry); orders always check stock under row locks, so it can never oversell.
  * - Redis down: reads go straight to PostgreSQL (the client fails fast), never a 500; the cache
  *   works again as soon as Redis answers.
  */
@@ -31,40 +44,50 @@ export const CATALOG_TTL_MS = 5_000;
 export class CatalogCache {
   private readonly logger = new Logger(CatalogCache.name);
   private readonly inflight = new Map<string, Promise<string>>();
+  private readonly memory = new Map<string, MemoryEntry>();
+  private memoryVersion: string | undefined;
   private readonly versionKey: string;
   private readonly enabled: boolean;
+  private readonly versions: CoalescedVersionReader;
 
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
     @Inject(APP_CONFIG) config: AppConfig,
+    private readonly clock: Clock,
   ) {
     this.versionKey = `${config.redis.keyPrefix}:catalog:version`;
     this.enabled = config.catalogCacheEnabled;
-    if (!('catalogRead' in this.redis)) {
-      this.redis.defineCommand('catalogRead', { numberOfKeys: 1, lua: READ });
+    if (!('catalogEntry' in this.redis)) {
+      this.redis.defineCommand('catalogEntry', { numberOfKeys: 1, lua: READ_ENTRY });
     }
+    this.versions = new CoalescedVersionReader(async () => (await this.redis.get(this.versionKey)) ?? '0');
   }
 
-  /** The cached JSON for `key` if present (one round trip), else null. */
+  /** The cached JSON for `key` if present, else null. */
   async peek(key: string): Promise<string | null> {
     if (!this.enabled) return null;
-    return (await this.read(key))?.[1] ?? null;
+    const version = await this.versions.current();
+    if (version === undefined) return null;
+    return this.lookup(version, key);
   }
 
   /** The cached JSON for `key`, or `build()`'s result (serialized and stored). */
   async getOrBuild(key: string, build: () => Promise<unknown>): Promise<string> {
     if (!this.enabled) return JSON.stringify(await build());
-    const found = await this.read(key);
-    const version = found?.[0];
-    if (found?.[1]) return found[1];
-    const fullKey = `${this.versionKey}:${version ?? '0'}:${key}`;
+    const version = await this.versions.current();
+    if (version !== undefined) {
+      const found = await this.lookup(version, key);
+      if (found !== null) return found;
+    }
+    const fullKey = this.fullKey(version ?? 'none', key);
     const running = this.inflight.get(fullKey);
     if (running) return running;
     const rebuild = (async () => {
       const json = JSON.stringify(await build());
       if (version !== undefined) {
         const ttl = CATALOG_TTL_MS + Math.floor(Math.random() * CATALOG_TTL_MS * 0.2);
-        await this.safe(() => this.redis.set(fullKey, json, 'PX', ttl));
+        const stored = await this.safe(() => this.redis.set(fullKey, json, 'PX', ttl));
+        if (stored) this.remember(version, key, json, ttl);
       }
       return json;
     })().finally(() => this.inflight.delete(fullKey));
@@ -72,14 +95,38 @@ export class CatalogCache {
     return rebuild;
   }
 
-  private read(key: string): Promise<[string, string | null] | undefined> {
-    const read = (this.redis as unknown as { catalogRead: VersionedRead }).catalogRead;
-    return this.safe(() => read.call(this.redis, this.versionKey, key));
-  }
-
   /** Call after a committed write that changes what catalog readers see. */
   async invalidate(): Promise<void> {
     await this.safe(() => this.redis.incr(this.versionKey));
+  }
+
+  /** Memory first, then Redis (remembering what it finds for as long as Redis keeps it). */
+  private async lookup(version: string, key: string): Promise<string | null> {
+    if (version !== this.memoryVersion) {
+      this.memory.clear();
+      this.memoryVersion = version;
+    }
+    const now = this.clock.now().getTime();
+    const local = this.memory.get(key);
+    if (local && local.expiresAt > now) return local.json;
+    const read = (this.redis as unknown as { catalogEntry: EntryRead }).catalogEntry;
+    const found = await this.safe(() => read.call(this.redis, this.fullKey(version, key)));
+    if (!found) return null;
+    this.remember(version, key, found[0], found[1]);
+    return found[0];
+  }
+
+  private remember(version: string, key: string, json: string, ttlMs: number): void {
+    if (version !== this.memoryVersion || ttlMs <= 0) return;
+    this.memory.delete(key);
+    this.memory.set(key, { json, expiresAt: this.clock.now().getTime() + ttlMs });
+    while (this.memory.size > MEMORY_ENTRIES) {
+      this.memory.delete(this.memory.keys().next().value!);
+    }
+  }
+
+  private fullKey(version: string, key: string): string {
+    return `${this.versionKey}:${version}:${key}`;
   }
 
   private async safe<T>(op: () => Promise<T>): Promise<T | undefined> {

@@ -59,6 +59,20 @@ describe('catalog: admin writes, reads, cache', () => {
     expect(list.body.items.find((i: { id: string }) => i.id === p.id).price.amount).toBe(1500);
   });
 
+  it('a second API process serves the new price right after the first one returns (memory copies too)', async () => {
+    const other = await bootTestApp({ db: t.db, env: { REDIS_KEY_PREFIX: t.config.redis.keyPrefix } });
+    try {
+      const p = await createProduct(t, admin, { price: 1000 });
+      for (let i = 0; i < 3; i++) expect((await other.http.get(`/v1/products/${p.id}`)).body.price.amount).toBe(1000);
+      await t.http.patch(`/v1/admin/products/${p.id}`, { price: { amount: 1700, currency: 'INR' } }, { token: admin });
+      const [a, b] = await Promise.all([other.http.get(`/v1/products/${p.id}`), other.http.get(`/v1/products/${p.id}`)]);
+      expect([a.body.price.amount, b.body.price.amount]).toEqual([1700, 1700]);
+      expect(a.headers.get('x-request-id')).toBeTruthy();
+    } finally {
+      await other.close();
+    }
+  });
+
   it('deactivation hides the product (404 PRODUCT_NOT_FOUND) and keeps it out of listings', async () => {
     const p = await createProduct(t, admin);
     expect((await t.http.delete(`/v1/admin/products/${p.id}`, { token: admin })).status).toBe(204);
