@@ -1,7 +1,9 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { DataSource, EntityManager, QueryFailedError } from 'typeorm';
+import type { ClientBase, QueryResult } from 'pg';
+import { DataSource, EntityManager, QueryFailedError, QueryRunner } from 'typeorm';
 import { IdleCounter } from '../common/idle-counter';
+import { inlineParams } from './sql-literal';
 
 const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadlock detected
 const MAX_ATTEMPTS = 3;
@@ -32,6 +34,14 @@ interface TransactionContext {
   beforeCommit: (() => Promise<void>)[];
   /** Callbacks for after a successful COMMIT (metrics, notifications): never for a rollback. */
   afterCommit: (() => void)[];
+  /** Statements sent in the same message as COMMIT (see sendWithCommit). */
+  withCommit: WithCommit[];
+}
+
+interface WithCommit {
+  sql: string;
+  last: boolean;
+  mapError?: (err: unknown) => unknown;
 }
 
 @Injectable()
@@ -86,6 +96,45 @@ export class TransactionHost {
     else fn();
   }
 
+  /**
+   * Sends `sql` in the same message as the transaction's COMMIT (simple protocol, parameters
+   * inlined — see inlineParams): no round trip of its own, and — for the `last` one — no turn of
+   * this process's event loop between it and the commit. For writes nobody reads back inside the
+   * transaction (the idempotency record), and for the hottest row locks (the stock reservation,
+   * `last: true`): they are then held only while the server runs the statement and commits,
+   * whatever the load on this process. A failing statement aborts the transaction; `mapError`
+   * turns that failure into the caller's error. Statements run in the order they were added,
+   * the `last` one (at most one) after all others.
+   */
+  sendWithCommit(
+    sql: string,
+    params: unknown[],
+    opts: { last?: boolean; mapError?: (err: unknown) => unknown } = {},
+  ): void {
+    const ctx = this.als.getStore();
+    if (!ctx) throw new Error('sendWithCommit() needs an open transaction (inside run())');
+    if (opts.last && ctx.withCommit.some((w) => w.last)) {
+      throw new Error('only one statement per transaction can go last');
+    }
+    ctx.withCommit.push({ sql: inlineParams(sql, params), last: opts.last ?? false, mapError: opts.mapError });
+  }
+
+  /**
+   * Like run(), with `sql` as the transaction's first statement, sent in the same message as
+   * BEGIN (one round trip for both; parameters inlined); `work` gets its rows. Inside an open
+   * transaction it is simply the next statement.
+   */
+  async runOpeningWith<R, T>(sql: string, params: unknown[], work: (rows: R[]) => Promise<T>): Promise<T> {
+    if (this.als.getStore()) return work(await this.query<R>(sql, params));
+    const opening = inlineParams(sql, params);
+    this.open.enter();
+    try {
+      return await this.runWithRetry(work as (rows: unknown[]) => Promise<T>, opening);
+    } finally {
+      this.open.leave();
+    }
+  }
+
   get inTransaction(): boolean {
     return this.als.getStore() !== undefined;
   }
@@ -100,18 +149,10 @@ export class TransactionHost {
     }
   }
 
-  private async runWithRetry<T>(work: () => Promise<T>): Promise<T> {
+  private async runWithRetry<T>(work: (opened: unknown[]) => Promise<T>, opening?: string): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const after: (() => void)[] = [];
-        const result = await this.dataSource.transaction(async (manager) => {
-          const ctx: TransactionContext = { manager, beforeCommit: [], afterCommit: after };
-          const value = await this.als.run(ctx, work);
-          for (const deferred of ctx.beforeCommit.splice(0)) await this.als.run(ctx, deferred);
-          return value;
-        });
-        for (const fn of after) fn();
-        return result;
+        return await this.once(work, opening);
       } catch (err) {
         const code = pgErrorCode(err);
         if (!code || !RETRYABLE.has(code) || attempt >= MAX_ATTEMPTS) throw err;
@@ -120,4 +161,60 @@ export class TransactionHost {
       }
     }
   }
+
+  /** One attempt: BEGIN (with the opening statement), the work, the deferred work, COMMIT. */
+  private async once<T>(work: (opened: unknown[]) => Promise<T>, opening?: string): Promise<T> {
+    const runner = this.dataSource.createQueryRunner();
+    const ctx: TransactionContext = { manager: runner.manager, beforeCommit: [], afterCommit: [], withCommit: [] };
+    try {
+      let opened: unknown[] = [];
+      if (opening) {
+        const results = await this.simple(runner, `START TRANSACTION;\n${opening}`);
+        markTransaction(runner, true);
+        opened = results[1]?.rows ?? [];
+      } else {
+        await runner.startTransaction();
+      }
+      const value = await this.als.run(ctx, () => work(opened));
+      for (const deferred of ctx.beforeCommit.splice(0)) await this.als.run(ctx, deferred);
+      if (ctx.withCommit.length > 0) {
+        const statements = [...ctx.withCommit.filter((w) => !w.last), ...ctx.withCommit.filter((w) => w.last)];
+        try {
+          await this.simple(runner, `${statements.map((w) => w.sql).join(';\n')};\nCOMMIT`);
+        } catch (err) {
+          const mapped = statements.map((w) => w.mapError?.(err)).find((e) => e !== undefined && e !== err);
+          throw mapped ?? err;
+        }
+        markTransaction(runner, false);
+      } else {
+        await runner.commitTransaction();
+      }
+      for (const fn of ctx.afterCommit) fn();
+      return value;
+    } catch (err) {
+      if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
+      throw err;
+    } finally {
+      await runner.release();
+    }
+  }
+
+  /**
+   * Several statements in one simple-protocol message on the runner's connection, with every
+   * result returned (TypeORM's query() keeps only a single result's rows).
+   */
+  private async simple(runner: QueryRunner, text: string): Promise<QueryResult[]> {
+    const client = (await runner.connect()) as ClientBase;
+    try {
+      const result = (await client.query(text)) as QueryResult | QueryResult[];
+      return Array.isArray(result) ? result : [result];
+    } catch (err) {
+      throw new QueryFailedError(text, [], err as Error);
+    }
+  }
+}
+
+/** TypeORM's transaction bookkeeping, set as its own startTransaction()/commitTransaction() would. */
+function markTransaction(runner: QueryRunner, active: boolean): void {
+  Object.assign(runner, { isTransactionActive: active, transactionDepth: active ? 1 : 0 });
 }
