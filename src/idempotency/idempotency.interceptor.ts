@@ -114,22 +114,27 @@ export class IdempotencyInterceptor implements NestInterceptor {
     next: CallHandler,
     reply: FastifyReply,
   ): Promise<unknown> {
-    const outcome = await this.tx.run(async (): Promise<Outcome> => {
-      const now = this.clock.now();
-      const { claimed, stored } = await this.records.claim(scope.principal, scope.key, now);
-      if (!claimed) throw inUse();
-      if (stored) return { replay: this.checkSameRequest(scope, stored) };
-      // next.handle() is called inside the transaction's async context, so the handler's
-      // repositories join this transaction.
-      const body: unknown = await lastValueFrom(next.handle(), { defaultValue: undefined });
-      await this.records.complete(
-        scope,
-        { status: reply.statusCode, body: body === undefined ? null : JSON.stringify(body) },
-        now,
-        new Date(now.getTime() + IDEMPOTENCY_TTL_MS),
-      );
-      return { body };
-    });
+    const now = this.clock.now();
+    const claim = IdempotencyRepository.claimStatement(scope.principal, scope.key, now);
+    const outcome = await this.tx.runOpeningWith(
+      claim.sql,
+      claim.params,
+      async (rows: (StoredResponse & { claimed: boolean })[]): Promise<Outcome> => {
+        const { claimed, stored } = IdempotencyRepository.claimed(rows);
+        if (!claimed) throw inUse();
+        if (stored) return { replay: this.checkSameRequest(scope, stored) };
+        // next.handle() is called inside the transaction's async context, so the handler's
+        // repositories join this transaction.
+        const body: unknown = await lastValueFrom(next.handle(), { defaultValue: undefined });
+        this.records.completeOnCommit(
+          scope,
+          { status: reply.statusCode, body: body === undefined ? null : JSON.stringify(body) },
+          now,
+          new Date(now.getTime() + IDEMPOTENCY_TTL_MS),
+        );
+        return { body };
+      },
+    );
 
     return 'replay' in outcome ? this.replay(outcome.replay, reply) : outcome.body;
   }

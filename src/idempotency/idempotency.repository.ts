@@ -23,47 +23,51 @@ export class IdempotencyRepository {
   constructor(private readonly tx: TransactionHost) {}
 
   /**
-   * In one round trip: claims the key for the current transaction without waiting (an advisory
+   * The statement that claims the key for the current transaction without waiting (an advisory
    * lock; `claimed` is false while another request with the same principal and key is still
    * running — released at commit or rollback), drops an expired record, and returns the live
-   * completed one if any.
+   * completed one if any. Sent together with BEGIN (TransactionHost.runOpeningWith); `claimed`
+   * reads its row.
    */
-  async claim(
-    principal: string,
-    key: string,
-    now: Date,
-  ): Promise<{ claimed: boolean; stored: StoredResponse | null }> {
-    const rows: (StoredResponse & { claimed: boolean })[] = await this.tx.query(
-      `WITH claim AS (
-         SELECT pg_try_advisory_xact_lock(hashtextextended($1 || E'\n' || $2, 7)) AS claimed
+  static claimStatement(principal: string, key: string, now: Date): { sql: string; params: unknown[] } {
+    return {
+      sql: `WITH claim AS (
+         SELECT pg_try_advisory_xact_lock(hashtextextended($1::text || E'\n' || $2::text, 7)) AS claimed
        ), expired AS (
          DELETE FROM idempotency_keys
-          WHERE (SELECT claimed FROM claim) AND principal = $1 AND key = $2 AND expires_at <= $3
+          WHERE (SELECT claimed FROM claim) AND principal = $1::text AND key = $2::text AND expires_at <= $3::timestamptz
        )
        SELECT claim.claimed, k.method, k.route, k.fingerprint,
               k.response_status AS status, k.response_body AS body
          FROM claim
          LEFT JOIN idempotency_keys k
-           ON claim.claimed AND k.principal = $1 AND k.key = $2
-          AND k.state = 'completed' AND k.expires_at > $3`,
-      [principal, key, now],
-    );
+           ON claim.claimed AND k.principal = $1::text AND k.key = $2::text
+          AND k.state = 'completed' AND k.expires_at > $3::timestamptz`,
+      params: [principal, key, now],
+    };
+  }
+
+  static claimed(rows: (StoredResponse & { claimed: boolean })[]): { claimed: boolean; stored: StoredResponse | null } {
     const { claimed, ...stored } = rows[0];
     return { claimed, stored: claimed && stored.method ? stored : null };
   }
 
-  /** Records the response in the same transaction as the effect it describes. */
-  async complete(
+  /**
+   * Records the response in the same transaction as the effect it describes — sent in the
+   * COMMIT's message (nothing reads it back before then).
+   */
+  completeOnCommit(
     scope: IdempotencyScope,
     response: { status: number; body: string | null },
     now: Date,
     expiresAt: Date,
-  ): Promise<void> {
-    await this.tx.query(
+  ): void {
+    this.tx.sendWithCommit(
       `INSERT INTO idempotency_keys
          (principal, key, method, route, fingerprint, state, response_status, response_body,
           created_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, 'completed', $6, $7, $8, $9)`,
+       VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, 'completed', $6::int, $7::text,
+               $8::timestamptz, $9::timestamptz)`,
       [
         scope.principal,
         scope.key,

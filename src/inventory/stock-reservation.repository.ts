@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { Clock } from '../common/time/clock';
-import { TransactionHost } from '../database/transaction-host';
+import { TransactionHost, pgErrorCode } from '../database/transaction-host';
 
 export interface StockLine {
   productId: string;
@@ -14,6 +14,19 @@ export interface LockedStock {
 }
 
 type MovementKind = 'reserve' | 'release' | 'commit';
+
+export interface Shortfall {
+  productId: string;
+  requested: number;
+  available: number;
+}
+
+/** The shortfalls carried by the reservation's `insufficient_stock` error; null for any other error. */
+export function shortfallsOf(err: unknown): Shortfall[] | null {
+  const driverError = (err as { driverError?: { message?: string; detail?: string } }).driverError;
+  if (pgErrorCode(err) !== 'P0001' || driverError?.message !== 'insufficient_stock') return null;
+  return JSON.parse(driverError.detail ?? '[]') as Shortfall[];
+}
 
 /**
  * SQL for moving stock on behalf of an order. Callers hold the order's transaction; every
@@ -42,18 +55,17 @@ export class StockReservationRepository {
   }
 
   /**
-   * Reserves every line or none, in ONE statement so the hot row locks are held only for this
-   * statement and the commit: lock the rows (FOR UPDATE, ascending product id — the LockRows
-   * step runs above the sort), compute the shortfalls, and only when there are none add to
-   * `reserved` and write the ledger rows. Returns the shortfalls (empty = reserved).
-   * READ COMMITTED makes this safe: FOR UPDATE waits for and then sees the latest row version,
-   * and the UPDATE re-checks the rows it already holds locked.
+   * Reserves every line or none, in ONE statement that is the order transaction's final one,
+   * sent together with COMMIT (TransactionHost.sendWithCommit, last): the hot row locks are held only
+   * while the server runs this statement and commits. It locks the rows (FOR UPDATE, ascending
+   * product id — the LockRows step runs above the sort), computes the shortfalls, and only when
+   * there are none adds to `reserved` and writes the ledger rows; a shortfall raises
+   * `insufficient_stock` with the shortfalls as JSON in the error's detail, which aborts the
+   * transaction (`shortfallsOf` reads it). READ COMMITTED makes this safe: FOR UPDATE waits for
+   * and then sees the latest row version, and the UPDATE re-checks the rows it already holds.
    */
-  async reserveAll(
-    orderId: string,
-    lines: StockLine[],
-  ): Promise<{ productId: string; requested: number; available: number }[]> {
-    return this.tx.query(
+  reserveAllOnCommit(orderId: string, lines: StockLine[], mapError: (err: unknown) => unknown): void {
+    this.tx.sendWithCommit(
       `WITH req AS (
          SELECT * FROM unnest($1::uuid[], $2::int[]) AS r(product_id, quantity)
        ), locked AS (
@@ -67,18 +79,20 @@ export class StockReservationRepository {
           WHERE coalesce(l.available, 0) < r.quantity
        ), moved AS (
          UPDATE inventory_items i
-            SET reserved = i.reserved + l.quantity, updated_at = $3
+            SET reserved = i.reserved + l.quantity, updated_at = $3::timestamptz
            FROM locked l
           WHERE i.product_id = l.product_id AND NOT EXISTS (SELECT 1 FROM short)
          RETURNING i.product_id, l.quantity
        ), ledger AS (
          INSERT INTO stock_movements
            (product_id, kind, on_hand_delta, reserved_delta, reason, order_id, created_at)
-         SELECT product_id, 'reserve', 0, quantity, 'order', $4, $3 FROM moved
+         SELECT product_id, 'reserve', 0, quantity, 'order', $4::uuid, $3::timestamptz FROM moved
        )
-       SELECT product_id AS "productId", quantity AS requested, available
-         FROM short ORDER BY product_id`,
+       SELECT raise_insufficient_stock(jsonb_agg(jsonb_build_object(
+                'productId', product_id, 'requested', quantity, 'available', available) ORDER BY product_id))
+         FROM short HAVING count(*) > 0`,
       [lines.map((l) => l.productId), lines.map((l) => l.quantity), this.clock.now(), orderId],
+      { last: true, mapError },
     );
   }
 

@@ -1,6 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
-import { StockLine, StockReservationRepository } from './stock-reservation.repository';
+import { Shortfall, StockLine, StockReservationRepository, shortfallsOf } from './stock-reservation.repository';
+
+const insufficient = (products: Shortfall[]) =>
+  new DomainError('INSUFFICIENT_STOCK', 'Not enough stock for some products.', { extensions: { products } });
 
 /**
  * Pessimistic stock reservation for orders. Must run inside the order's transaction, and is
@@ -11,14 +14,17 @@ import { StockLine, StockReservationRepository } from './stock-reservation.repos
 export class StockReservationService {
   constructor(private readonly stock: StockReservationRepository) {}
 
-  /** Locks, checks every line, reserves — or throws INSUFFICIENT_STOCK naming the short products. */
-  async reserve(orderId: string, lines: StockLine[]): Promise<void> {
-    const short = await this.stock.reserveAll(orderId, lines);
-    if (short.length > 0) {
-      throw new DomainError('INSUFFICIENT_STOCK', 'Not enough stock for some products.', {
-        extensions: { products: short },
-      });
-    }
+  /**
+   * Locks, checks every line and reserves, as the transaction's final statement sent with its
+   * COMMIT (call last in the use case): the hot row locks are held for that statement and the
+   * commit only. A shortfall aborts the whole transaction with INSUFFICIENT_STOCK naming the
+   * short products.
+   */
+  reserveOnCommit(orderId: string, lines: StockLine[]): void {
+    this.stock.reserveAllOnCommit(orderId, lines, (err) => {
+      const short = shortfallsOf(err);
+      return short ? insufficient(short) : err;
+    });
   }
 
   /** Gives an order's reserved units back. Call only from the transition that ends the hold. */

@@ -39,8 +39,10 @@ export class OrdersService {
 
   /**
    * Creates an order from the given lines (or the cart, which is emptied in the same
-   * transaction): price snapshots, lines, history and outbox event first, then — deferred to
-   * just before COMMIT, to hold the hot inventory row locks briefly — the stock reservation.
+   * transaction). After the price snapshot read, everything is written in the message that
+   * carries the COMMIT: the order with its lines, history and outbox event, the idempotency
+   * record (added by the interceptor), and last — to hold the hot inventory row locks for one
+   * statement and the commit — the stock reservation.
    */
   async create(me: Principal, dto: CreateOrderDto): Promise<OrderDto> {
     const order = await this.tx.run(async (): Promise<Order> => {
@@ -71,7 +73,7 @@ export class OrdersService {
         { orderId: created.id, reservationExpiresAt: reservationExpiresAt.toISOString() },
         OrderRepository.INSERT_PARAMS,
       );
-      await this.orders.insert(
+      this.orders.insertOnCommit(
         {
           ...created,
           reservationExpiresAt,
@@ -83,9 +85,10 @@ export class OrdersService {
         },
         event,
       );
-      // The hot inventory row locks are taken last of all: just before COMMIT, after the
-      // idempotency record the request writes — held for one statement and the commit.
-      this.tx.beforeCommit(() => this.stock.reserve(created.id, lines));
+      // The hot inventory row locks are taken last of all: in the message that carries the
+      // COMMIT, after the idempotency record the request writes — held for one statement and
+      // the commit, with no round trip in between.
+      this.stock.reserveOnCommit(created.id, lines);
       this.metrics.orderCreated();
       return created;
     });

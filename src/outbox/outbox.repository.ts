@@ -43,7 +43,8 @@ export class OutboxRepository {
     const p = (i: number) => `$${offset + i}`;
     return {
       sql: `INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
-            VALUES (${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}, 'pending', 0, ${p(5)}, ${p(5)})`,
+            VALUES (${p(1)}::uuid, ${p(2)}::text, ${p(3)}::uuid, ${p(4)}::jsonb, 'pending', 0,
+                    ${p(5)}::timestamptz, ${p(5)}::timestamptz)`,
       params: [this.ids.uuid(), topic, aggregateId, JSON.stringify(payload), now],
     };
   }
