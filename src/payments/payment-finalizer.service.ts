@@ -96,19 +96,7 @@ export class PaymentFinalizer {
       throw err;
     }
     if (!intent.orderId || !(await this.payments.orderExists(intent.orderId))) return null;
-    return this.payments.insertOnce(
-      {
-        id: this.ids.uuid(),
-        orderId: intent.orderId,
-        provider: this.gateway.provider,
-        intentId: intent.id,
-        clientSecret: intent.clientSecret,
-        amount: intent.amount,
-        currency: intent.currency,
-        status: intent.status,
-      },
-      this.clock.now(),
-    );
+    return this.payments.recordIntent(this.ids.uuid(), this.gateway.provider, intent, this.clock.now());
   }
 
   /** Re-reads the intent (outside any transaction) and moves the order to match. */

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
 import { toSafeInt } from '../orders/order.model';
+import type { GatewayIntent } from './payment-gateway';
 
 export interface Payment {
   id: string;
@@ -68,6 +69,23 @@ export class PaymentRepository {
       [p.id, p.orderId, p.provider, p.intentId, p.clientSecret, p.amount, p.currency, p.status, at],
     );
     return (await this.findByOrder(p.orderId))!;
+  }
+
+  /** Records the gateway's intent as the order's payment (see insertOnce). */
+  recordIntent(id: string, provider: string, intent: GatewayIntent, at: Date): Promise<Payment> {
+    return this.insertOnce(
+      {
+        id,
+        orderId: intent.orderId,
+        provider,
+        intentId: intent.id,
+        clientSecret: intent.clientSecret,
+        amount: intent.amount,
+        currency: intent.currency,
+        status: intent.status,
+      },
+      at,
+    );
   }
 
   /** Payments of orders still PAYMENT_PENDING whose payment row has not changed since `before`. */

@@ -62,19 +62,7 @@ export class PaymentsService {
     });
     const { payment, status } = await this.tx.run(async () => {
       const now = this.clock.now();
-      const payment = await this.payments.insertOnce(
-        {
-          id: this.ids.uuid(),
-          orderId,
-          provider: this.gateway.provider,
-          intentId: intent.id,
-          clientSecret: intent.clientSecret,
-          amount: intent.amount,
-          currency: intent.currency,
-          status: intent.status,
-        },
-        now,
-      );
+      const payment = await this.payments.recordIntent(this.ids.uuid(), this.gateway.provider, intent, now);
       await this.transitions.markPaymentPending(
         orderId,
         new Date(now.getTime() + this.config.reservationTtlSeconds * 1000),
