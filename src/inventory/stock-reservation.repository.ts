@@ -143,12 +143,12 @@ export class StockReservationRepository {
    * Counts a sale towards each product's popularity (`units_sold`, the catalog's ranking input).
    * Called inside the commit, after the inventory rows are locked, so it runs once per order.
    */
-  async addUnitsSold(lines: StockLine[]): Promise<void> {
+  async addUnitsSold(lines: StockLine[], sign: 1 | -1 = 1): Promise<void> {
     await this.tx.query(
-      `UPDATE products p SET units_sold = p.units_sold + l.quantity
+      `UPDATE products p SET units_sold = greatest(p.units_sold + $3::int * l.quantity, 0)
          FROM unnest($1::uuid[], $2::int[]) AS l(product_id, quantity)
         WHERE p.id = l.product_id`,
-      [lines.map((l) => l.productId), lines.map((l) => l.quantity)],
+      [lines.map((l) => l.productId), lines.map((l) => l.quantity), sign],
     );
   }
 }

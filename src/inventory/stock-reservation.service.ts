@@ -41,4 +41,12 @@ export class StockReservationService {
     await this.stock.apply('commit', orderId, lines);
     await this.stock.addUnitsSold(lines);
   }
+
+  /**
+   * A fully refunded order no longer counts as sold for popularity (units_sold counts paid
+   * orders). Call only from the transition to REFUNDED, which happens once.
+   */
+  async uncountSale(orderId: string): Promise<void> {
+    await this.stock.addUnitsSold(await this.stock.orderLines(orderId), -1);
+  }
 }

@@ -84,6 +84,7 @@ export class OrderTransitionsService {
     return this.tx.run(async () => {
       const applied = await this.orders.applyRefund(orderId, amount, actor, this.clock.now());
       if (!applied) return false;
+      if (applied.status === 'REFUNDED') await this.stock.uncountSale(orderId);
       await this.outbox.add('order.refunded', orderId, { orderId, refundId });
       return true;
     });

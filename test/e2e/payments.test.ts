@@ -130,6 +130,8 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     await refund(); // whatever is left
     const o = await statusOf(order.body.id);
     expect(o).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+    const sold = await t.db.pool.query(`SELECT units_sold FROM products WHERE id = $1`, [p]);
+    expect(sold.rows[0].units_sold).toBe(0); // a fully refunded order no longer counts as sold
     const atGateway = await t.db.pool.query(
       `SELECT coalesce(sum(amount), 0)::int AS n FROM simulated_refunds WHERE intent_id = $1`,
       [pay.body.paymentIntentId],
