@@ -8,13 +8,17 @@ describe('inlineParams', () => {
         ['0b5a8c1e-1d2f-4c3b-9a8b-7c6d5e4f3a2b'], [1, 2], at, 'x', null, 6, 7, 8, 9, 10,
       ]),
     ).toBe(
-      `SELECT '{"0b5a8c1e-1d2f-4c3b-9a8b-7c6d5e4f3a2b"}'::uuid[], '{1,2}'::int[], '2026-11-26T01:02:03.456Z'::timestamptz, 'x'::uuid, NULL, 10`,
+      `SELECT '{"0b5a8c1e-1d2f-4c3b-9a8b-7c6d5e4f3a2b"}'::uuid[], '{1,2}'::int[], '2026-11-26T01:02:03.456Z'::timestamptz, 'x'::uuid, NULL, (10)`,
     );
   });
 
   it('escapes quotes and backslashes in strings and array elements', () => {
     expect(inlineParams('SELECT $1', ["it's \\ here"])).toBe("SELECT  E'it''s \\\\ here'");
     expect(inlineParams('SELECT $1', [['a"b', null, "c'd"]])).toBe(`SELECT  E'{"a\\\\"b",NULL,"c''d"}'`);
+  });
+
+  it('keeps negative numbers from turning a minus into a comment', () => {
+    expect(inlineParams('SELECT 10-$1', [-3])).toBe('SELECT 10-(-3)');
   });
 
   it('refuses what it cannot inline', () => {

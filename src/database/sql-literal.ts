@@ -11,11 +11,12 @@ function arrayElement(v: unknown): string {
 
 function literal(value: unknown): string {
   if (value === null || value === undefined) return 'NULL';
+  // parenthesized: a negative number after a minus sign would otherwise start a comment (--)
   if (typeof value === 'number') {
     if (!Number.isFinite(value)) throw new Error(`cannot inline ${value}`);
-    return String(value);
+    return `(${value})`;
   }
-  if (typeof value === 'bigint') return value.toString();
+  if (typeof value === 'bigint') return `(${value.toString()})`;
   if (typeof value === 'boolean') return value ? 'TRUE' : 'FALSE';
   if (value instanceof Date) return escapeLiteral(value.toISOString());
   if (typeof value === 'string') return escapeLiteral(value);

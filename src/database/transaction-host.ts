@@ -169,8 +169,10 @@ export class TransactionHost {
     try {
       let opened: unknown[] = [];
       if (opening) {
-        const results = await this.simple(runner, `START TRANSACTION;\n${opening}`);
+        // marked first: if the opening statement fails, the server's transaction block is open
+        // (aborted) and must be rolled back before the connection goes back to the pool
         markTransaction(runner, true);
+        const results = await this.simple(runner, `START TRANSACTION;\n${opening}`);
         opened = results[1]?.rows ?? [];
       } else {
         await runner.startTransaction();

@@ -29,6 +29,11 @@ describe('inlineParams against PostgreSQL', () => {
     expect(rows[0].v).toEqual(arr);
   });
 
+  it('a negative number after a minus stays arithmetic', async () => {
+    const { rows } = await pool.query(`${inlineParams('SELECT 10-$1 AS v, $2::text AS w', [-3, 'x'])}`);
+    expect(rows[0]).toEqual({ v: 13, w: 'x' });
+  });
+
   it('numbers, timestamps, uuids and empty arrays too', async () => {
     const at = new Date('2026-11-26T01:02:03.456Z');
     const id = '0b5a8c1e-1d2f-4c3b-9a8b-7c6d5e4f3a2b';

@@ -1,0 +1,41 @@
+import { TransactionHost } from '../../src/database/transaction-host';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+/** The one-message BEGIN/COMMIT paths must never hand a connection back inside a transaction. */
+describe('TransactionHost (pool of one connection)', () => {
+  let t: TestApp;
+  let tx: TransactionHost;
+  beforeAll(async () => {
+    t = await bootTestApp({ env: { DATABASE_POOL_SIZE: '1' } });
+    tx = t.app.get(TransactionHost);
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  const healthy = async () => expect(await tx.query<{ v: number }>('SELECT 1 AS v')).toEqual([{ v: 1 }]);
+
+  it('a failing opening statement is rolled back; the connection stays usable', async () => {
+    await expect(tx.runOpeningWith('SELECT 1/$1::int', [0], async () => 'never')).rejects.toThrow(/division by zero/);
+    await healthy();
+    expect(await tx.runOpeningWith('SELECT $1::int AS v', [7], async (rows) => rows)).toEqual([{ v: 7 }]);
+    await healthy();
+  });
+
+  it('a failing statement sent with COMMIT rolls everything back', async () => {
+    await tx.query(`CREATE TABLE IF NOT EXISTS tx_probe (v int)`);
+    await expect(
+      tx.run(async () => {
+        await tx.query(`INSERT INTO tx_probe VALUES (1)`);
+        tx.sendWithCommit('INSERT INTO tx_probe VALUES ($1::int)', [2]);
+        tx.sendWithCommit('SELECT 1/$1::int', [0], { last: true, mapError: () => new Error('mapped') });
+      }),
+    ).rejects.toThrow('mapped');
+    expect(await tx.query(`SELECT count(*)::int AS n FROM tx_probe`)).toEqual([{ n: 0 }]);
+    await tx.run(async () => {
+      tx.sendWithCommit('INSERT INTO tx_probe VALUES ($1::int)', [3]);
+    });
+    expect(await tx.query(`SELECT v FROM tx_probe`)).toEqual([{ v: 3 }]);
+    await healthy();
+  });
+});
