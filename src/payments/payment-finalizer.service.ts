@@ -45,7 +45,7 @@ export class PaymentFinalizer {
       await this.payments.markEventProcessed(eventId, this.clock.now());
       return 'no-payment';
     }
-    if (event.type === 'charge.refunded') {
+    if (event.type === 'charge.refunded' || event.type.startsWith('charge.refund.') || event.type.startsWith('refund.')) {
       await this.refunds.syncFromGateway(payment);
       await this.payments.markEventProcessed(eventId, this.clock.now());
       return 'refunds-synced';

@@ -99,8 +99,16 @@ export class PaymentRepository {
     return rows.map(map);
   }
 
+  /**
+   * Records the intent's status as last seen. Never out of a final state: a worker that read
+   * `processing` just before another one saw `succeeded` cannot write it back.
+   */
   async setStatus(id: string, status: string, at: Date): Promise<void> {
-    await this.tx.query(`UPDATE payments SET status = $2, updated_at = $3 WHERE id = $1`, [id, status, at]);
+    await this.tx.query(
+      `UPDATE payments SET status = $2, updated_at = $3
+        WHERE id = $1 AND (status NOT IN ('succeeded', 'canceled') OR status = $2)`,
+      [id, status, at],
+    );
   }
 
   /** Stores a verified event once; false for a duplicate id. */

@@ -144,13 +144,36 @@ export class RefundRepository {
     return refund;
   }
 
-  /** Records the provider's id on a still-pending refund (its outcome is not known yet). */
+  /**
+   * Records the provider's id on a still-pending refund (its outcome is not known yet) and
+   * marks it as just checked, so the stale-refund pass comes back to it later.
+   */
   async attachProviderId(id: string, providerRefundId: string, at: Date): Promise<void> {
     await this.tx.query(
-      `UPDATE refunds SET provider_refund_id = $2, updated_at = $3
-        WHERE id = $1 AND provider_refund_id IS NULL`,
+      `UPDATE refunds SET provider_refund_id = coalesce(provider_refund_id, $2), updated_at = $3
+        WHERE id = $1 AND status = 'pending'`,
       [id, providerRefundId, at],
     );
+  }
+
+  /**
+   * failed → succeeded: the provider did refund after all (we had classified an answer as a
+   * refusal). Takes the amount back into the reservation; the CHECK still caps it at the capture.
+   */
+  async reinstate(id: string, providerRefundId: string, at: Date): Promise<Refund | null> {
+    const rows: Row[] = await this.tx.query(
+      `WITH r AS (
+         UPDATE refunds SET status = 'succeeded', provider_refund_id = $2, failure = NULL, updated_at = $3
+          WHERE id = $1 AND status = 'failed'
+         RETURNING *
+       ), p AS (
+         UPDATE payments SET refund_reserved = payments.refund_reserved + r.amount, updated_at = $3
+           FROM r WHERE payments.id = r.payment_id
+       )
+       SELECT * FROM r`,
+      [id, providerRefundId, at],
+    );
+    return rows[0] ? map(rows[0]) : null;
   }
 
   /** Marks a pending refund as just attempted (so the stale-refund retry waits its turn). */

@@ -104,19 +104,32 @@ export class RefundsService {
         (await this.refunds.findByProviderId(remote.id));
       if (ours) {
         if (ours.status === 'pending') await this.settle(ours, remote);
+        else if (ours.status === 'failed' && remote.status === 'succeeded') await this.reinstate(ours, remote);
       } else if (remote.status === 'succeeded') {
         await this.adoptExternal(payment, remote);
       }
     }
   }
 
-  /** Pending refunds untouched for `staleMs` (a crash or timeout mid-call): ask again, same key. */
+  /**
+   * Pending refunds untouched for `staleMs`. Never sent, or no answer (a crash or timeout
+   * mid-call): ask again with the same key. Accepted but pending at the provider: read the
+   * provider's current state (asking again would only replay its first answer).
+   */
   async retryStale(staleMs: number): Promise<number> {
     const stale = await this.refunds.findStalePending(new Date(this.clock.now().getTime() - staleMs));
     let settled = 0;
     for (const refund of stale) {
       const payment = await this.payments.findById(refund.paymentId);
-      if (payment && (await this.execute(refund, payment)).status !== 'pending') settled++;
+      if (!payment) continue;
+      if (refund.providerRefundId) {
+        await this.syncFromGateway(payment);
+        const now = await this.refunds.findById(refund.id);
+        if (now?.status === 'pending') await this.tx.run(() => this.refunds.touch(refund.id, this.clock.now()));
+        else settled++;
+      } else if ((await this.execute(refund, payment)).status !== 'pending') {
+        settled++;
+      }
     }
     return settled;
   }
@@ -163,6 +176,14 @@ export class RefundsService {
       );
       if (settled?.status === 'succeeded') await this.announce(settled);
       return settled ?? (await this.refunds.findById(refund.id))!;
+    });
+  }
+
+  private async reinstate(refund: Refund, remote: GatewayRefund): Promise<void> {
+    this.logger.warn(`refund ${refund.id} was recorded as failed but succeeded at the provider: reinstated`);
+    await this.tx.run(async () => {
+      const back = await this.refunds.reinstate(refund.id, remote.id, this.clock.now());
+      if (back) await this.announce(back);
     });
   }
 

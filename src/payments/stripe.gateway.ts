@@ -30,12 +30,25 @@ function refundStatusOf(status: string | null): RefundStatus {
   return 'pending'; // pending | requires_action
 }
 
-/** Our gateway error for whatever the SDK threw: a 4xx answer is a rejection, anything else is unknown. */
+/** Answers that are final: the provider looked at the request and said no. */
+const FINAL_STATUSES = new Set([400, 402, 404]);
+/** …except these, which only say "not now" (a concurrent twin, a lock on Stripe's side). */
+const TRANSIENT_CODES = new Set(['idempotency_key_in_use', 'lock_timeout', 'rate_limit']);
+
+/**
+ * Our gateway error for whatever the SDK threw. Only a card or invalid-request answer (400, 402,
+ * 404) is a rejection; everything else — 401/403 (keys being rotated), 409 (a concurrent request
+ * with the same idempotency key), idempotency mismatches, 429, 5xx, network errors — leaves the
+ * outcome unknown, to be retried with the same key.
+ */
 export function gatewayErrorOf(err: unknown): GatewayError {
   if (err instanceof Stripe.errors.StripeError) {
-    const answered =
-      err.statusCode !== undefined && err.statusCode < 500 && err.statusCode !== 429 && err.type !== 'StripeConnectionError';
-    return new GatewayError(answered ? 'rejected' : 'unavailable', err.code ?? err.type, err.message);
+    const final =
+      (err.type === 'StripeCardError' || err.type === 'StripeInvalidRequestError') &&
+      err.statusCode !== undefined &&
+      FINAL_STATUSES.has(err.statusCode) &&
+      !TRANSIENT_CODES.has(err.code ?? '');
+    return new GatewayError(final ? 'rejected' : 'unavailable', err.code ?? err.type, err.message);
   }
   return new GatewayError('unavailable', undefined, err instanceof Error ? err.message : String(err));
 }
@@ -53,7 +66,7 @@ export class StripeGateway implements PaymentGateway {
     const url = apiUrl ? new URL(apiUrl) : undefined;
     this.stripe = new Stripe(secretKey, {
       maxNetworkRetries: 2,
-      timeout: 10_000,
+      timeout: 8_000,
       ...(url
         ? {
             host: url.hostname,

@@ -2,6 +2,7 @@ import { INestApplicationContext } from '@nestjs/common';
 import type Stripe from 'stripe';
 import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
+import { PaymentRepository } from '../../src/payments/payment.repository';
 import { RefundsService } from '../../src/payments/refunds.service';
 import { Session, createAdmin } from '../support/auth';
 import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
@@ -176,6 +177,14 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect((await orderOf(order.body.id)).payment.status).toBe('canceled');
   }, 30_000);
 
+  it("a payment's recorded status never moves out of succeeded (a slower worker's stale read)", async () => {
+    const { orderId } = await paidOrder();
+    const payments = worker.get(PaymentRepository);
+    const payment = (await payments.findByOrder(orderId))!;
+    await payments.setStatus(payment.id, 'processing', new Date());
+    expect((await payments.findByOrder(orderId))!.status).toBe('succeeded');
+  }, 30_000);
+
   it('reconciliation finalizes a payment whose webhook never arrives', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
@@ -259,13 +268,28 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       );
       const blocked = await refund(orderId, body, key);
       expect([blocked.status, blocked.body.code]).toEqual([409, 'IDEMPOTENCY_KEY_IN_USE']);
-      await t.db.pool.query(`UPDATE idempotency_keys SET created_at = now() - interval '2 minutes' WHERE key = $1`, [key]);
+      await t.db.pool.query(`UPDATE idempotency_keys SET created_at = now() - interval '3 minutes' WHERE key = $1`, [key]);
       const retried = await refund(orderId, body, key);
       expect(retried.status).toBe(201);
       expect(retried.body.id).toBe(first.body.id);
       const list = await stripe.client().refunds.list({ payment_intent: intent });
       expect(list.data.map((r) => r.amount)).toEqual([1500]);
       expect((await orderOf(orderId)).refunded.amount).toBe(1500);
+    }, 30_000);
+
+    it('one key on a provider route and then on a transactional route: 409 while in progress, 422 after', async () => {
+      const { orderId } = await paidOrder(10_000, 1);
+      const key = newKey();
+      const first = await refund(orderId, { amount: { amount: 500, currency: 'INR' } }, key);
+      expect(first.status).toBe(201);
+      await t.db.pool.query(`UPDATE idempotency_keys SET state = 'in_progress' WHERE key = $1`, [key]);
+      const p = await insertProduct(t.db.pool, { stock: 5 });
+      const busy = await t.http.post('/v1/orders', { items: [{ productId: p, quantity: 1 }] }, { token: admin.accessToken, idempotencyKey: key });
+      expect([busy.status, busy.body.code]).toEqual([409, 'IDEMPOTENCY_KEY_IN_USE']);
+      await t.db.pool.query(`UPDATE idempotency_keys SET state = 'completed' WHERE key = $1`, [key]);
+      const reused = await t.http.post('/v1/orders', { items: [{ productId: p, quantity: 1 }] }, { token: admin.accessToken, idempotencyKey: key });
+      expect([reused.status, reused.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     }, 30_000);
 
     it('validates the request: unknown order 404, unpaid order 409, bad amount 400, customer 403', async () => {
@@ -306,6 +330,40 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(declined.body.code).toBe('PAYMENT_PROVIDER_REJECTED');
       expect((await t.db.pool.query(`SELECT refund_reserved::int AS r FROM payments WHERE intent_id = $1`, [intent])).rows[0].r).toBe(0);
       expect((await orderOf(orderId)).status).toBe('CONFIRMED');
+    }, 30_000);
+
+    it('a refund pending at Stripe is checked, not re-sent, and settles from the refund event', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      stripe.holdRefunds(intent);
+      const first = await refund(orderId, { amount: { amount: 2000, currency: 'INR' } });
+      expect([first.status, first.body.status]).toEqual([201, 'pending']);
+      await t.db.pool.query(`UPDATE refunds SET updated_at = now() - interval '1 hour' WHERE id = $1`, [first.body.id]);
+      expect(await worker.get(RefundsService).retryStale(60_000)).toBe(0); // still pending at Stripe
+      const creates = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent);
+      expect(creates).toHaveLength(1); // read, not asked again
+      const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
+      const event = stripe.settleRefund(remote.id);
+      await deliver(event);
+      await processed(event.id);
+      expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 2000 } });
+    }, 30_000);
+
+    it('a refund we recorded as failed but Stripe made is reinstated from the refund list', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      const ours = await refund(orderId, { amount: { amount: 1000, currency: 'INR' } });
+      // as if its answer had been misread as a refusal: failed, reservation released, order untouched
+      await t.db.pool.query(
+        `WITH r AS (UPDATE refunds SET status = 'failed', failure = 'misread' WHERE id = $1 RETURNING payment_id, amount)
+         UPDATE payments p SET refund_reserved = p.refund_reserved - r.amount FROM r WHERE p.id = r.payment_id`,
+        [ours.body.id],
+      );
+      await t.db.pool.query(`UPDATE orders SET refunded_amount = 0, status = 'CONFIRMED' WHERE id = $1`, [orderId]);
+      const event = stripe.eventFor('charge.refunded', intent);
+      await deliver(event);
+      await processed(event.id);
+      const row = await t.db.pool.query(`SELECT status FROM refunds WHERE id = $1`, [ours.body.id]);
+      expect(row.rows[0].status).toBe('succeeded');
+      expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 1000 } });
     }, 30_000);
 
     it('charge.refunded for a refund made in the Stripe dashboard is adopted once', async () => {

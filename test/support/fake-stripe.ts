@@ -37,6 +37,10 @@ export interface FakeStripe {
   hangAfterEffect(pathPrefix: string): Promise<void>;
   /** From now on, refunds of this intent created through the API are declined by the bank (status 'failed'). */
   declineRefunds(intentId: string): void;
+  /** From now on, refunds of this intent created through the API stay 'pending' until `settleRefund`. */
+  holdRefunds(intentId: string): void;
+  /** The bank settles a pending refund; returns the `charge.refund.updated` event. */
+  settleRefund(refundId: string): Stripe.Event;
   intent(id: string): Stripe.PaymentIntent | undefined;
   /** A real SDK client pointed at this fake, configured as the app configures its own. */
   client(config?: Stripe.StripeConfig): Stripe;
@@ -110,6 +114,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
   const refunds = new Map<string, Obj>(); // oldest first
   const failures: { prefix: string; status: number; remaining: number }[] = [];
   const declinedRefunds = new Set<string>();
+  const heldRefunds = new Set<string>();
   const hangs: { prefix: string; reached: () => void }[] = [];
   const idempotency = new Map<
     string,
@@ -263,6 +268,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       );
     }
     const failed = viaApi && declinedRefunds.has(charge.payment_intent);
+    const held = viaApi && !failed && heldRefunds.has(charge.payment_intent);
     const refund = {
       id: newId('re'),
       object: 'refund',
@@ -275,13 +281,13 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       payment_intent: charge.payment_intent,
       reason: oneOf(body.reason, 'reason', ['duplicate', 'fraudulent', 'requested_by_customer']),
       receipt_number: null,
-      status: failed ? 'failed' : 'succeeded',
+      status: failed ? 'failed' : held ? 'pending' : 'succeeded',
       ...(failed ? { failure_reason: 'declined' } : {}),
     };
     refunds.set(refund.id, refund);
     charge.refunds.data.unshift(refund);
     charge.refunds.total_count += 1;
-    if (!failed) {
+    if (!failed && !held) {
       charge.amount_refunded += amount;
       charge.refunded = charge.amount_refunded === charge.amount;
     }
@@ -528,6 +534,18 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     },
     declineRefunds(intentId) {
       declinedRefunds.add(intentId);
+    },
+    holdRefunds(intentId) {
+      heldRefunds.add(intentId);
+    },
+    settleRefund(refundId) {
+      const refund = refunds.get(refundId);
+      if (!refund || refund.status !== 'pending') throw new Error(`fake-stripe: ${refundId} is not pending`);
+      refund.status = 'succeeded';
+      const charge = charges.get(refund.charge as string) as Obj;
+      charge.amount_refunded += refund.amount;
+      charge.refunded = charge.amount_refunded === charge.amount;
+      return event('charge.refund.updated', refund);
     },
     intent(id) {
       const pi = intents.get(id);
