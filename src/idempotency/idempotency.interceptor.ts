@@ -17,8 +17,12 @@ import { IdempotencyRepository, IdempotencyScope, StoredResponse } from './idemp
 
 type Outcome = { replay: StoredResponse } | { body: unknown };
 
-/** How long an in-progress claim outside a transaction blocks its twins before a retry may take over. */
-export const IDEMPOTENCY_LEASE_MS = 60_000;
+/**
+ * How long an in-progress claim outside a transaction blocks its twins before a retry may take
+ * over: longer than the slowest handler (two provider calls, each at most ~26 s with the SDK's
+ * timeout and retries).
+ */
+export const IDEMPOTENCY_LEASE_MS = 120_000;
 
 /**
  * Idempotency-Key for POST routes (API.md, Idempotency). The request runs inside one
@@ -119,7 +123,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     const outcome = await this.tx.runOpeningWith(
       claim.sql,
       claim.params,
-      async (rows: (StoredResponse & { claimed: boolean })[]): Promise<Outcome> => {
+      async (rows: (StoredResponse & { claimed: boolean; state: string | null })[]): Promise<Outcome> => {
         const { claimed, stored } = IdempotencyRepository.claimed(rows);
         if (!claimed) throw inUse();
         if (stored) return { replay: this.checkSameRequest(scope, stored) };

@@ -26,8 +26,9 @@ export class IdempotencyRepository {
    * The statement that claims the key for the current transaction without waiting (an advisory
    * lock; `claimed` is false while another request with the same principal and key is still
    * running — released at commit or rollback), drops an expired record, and returns the live
-   * completed one if any. Sent together with BEGIN (TransactionHost.runOpeningWith); `claimed`
-   * reads its row.
+   * record if any: a completed one to replay, or an in-progress one (a request on a
+   * provider-calling route, see `begin`) that makes this one wait too. Sent together with BEGIN
+   * (TransactionHost.runOpeningWith); `claimed` reads its row.
    */
   static claimStatement(principal: string, key: string, now: Date): { sql: string; params: unknown[] } {
     return {
@@ -37,19 +38,22 @@ export class IdempotencyRepository {
          DELETE FROM idempotency_keys
           WHERE (SELECT claimed FROM claim) AND principal = $1::text AND key = $2::text AND expires_at <= $3::timestamptz
        )
-       SELECT claim.claimed, k.method, k.route, k.fingerprint,
+       SELECT claim.claimed, k.state, k.method, k.route, k.fingerprint,
               k.response_status AS status, k.response_body AS body
          FROM claim
          LEFT JOIN idempotency_keys k
-           ON claim.claimed AND k.principal = $1::text AND k.key = $2::text
-          AND k.state = 'completed' AND k.expires_at > $3::timestamptz`,
+           ON claim.claimed AND k.principal = $1::text AND k.key = $2::text AND k.expires_at > $3::timestamptz`,
       params: [principal, key, now],
     };
   }
 
-  static claimed(rows: (StoredResponse & { claimed: boolean })[]): { claimed: boolean; stored: StoredResponse | null } {
-    const { claimed, ...stored } = rows[0];
-    return { claimed, stored: claimed && stored.method ? stored : null };
+  static claimed(rows: (StoredResponse & { claimed: boolean; state: string | null })[]): {
+    claimed: boolean;
+    stored: StoredResponse | null;
+  } {
+    const { claimed, state, ...stored } = rows[0];
+    if (!claimed || state === 'in_progress') return { claimed: false, stored: null };
+    return { claimed, stored: state === 'completed' ? stored : null };
   }
 
   /**
@@ -96,13 +100,15 @@ export class IdempotencyRepository {
   ): Promise<{ token: Date } | { token: null; stored: StoredResponse | null; inProgress: boolean }> {
     const claimed: { created_at: Date }[] = await this.tx.query(
       `INSERT INTO idempotency_keys (principal, key, method, route, fingerprint, state, created_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, 'in_progress', $6, $7)
+       SELECT $1::text, $2::text, $3::text, $4::text, $5::text, 'in_progress', $6::timestamptz, $7::timestamptz
+        -- not while a transactional request holds the key (its record is not written yet)
+        WHERE pg_try_advisory_xact_lock(hashtextextended($1::text || E'\n' || $2::text, 7))
        ON CONFLICT (principal, key) DO UPDATE
          SET method = EXCLUDED.method, route = EXCLUDED.route, fingerprint = EXCLUDED.fingerprint,
              state = 'in_progress', response_status = NULL, response_body = NULL,
              created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-       WHERE idempotency_keys.expires_at <= $6
-          OR (idempotency_keys.state = 'in_progress' AND idempotency_keys.created_at <= $8
+       WHERE idempotency_keys.expires_at <= $6::timestamptz
+          OR (idempotency_keys.state = 'in_progress' AND idempotency_keys.created_at <= $8::timestamptz
               AND idempotency_keys.fingerprint = EXCLUDED.fingerprint
               AND idempotency_keys.route = EXCLUDED.route)
        RETURNING created_at`,
