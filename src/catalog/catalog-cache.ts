@@ -95,9 +95,18 @@ export class CatalogCache {
     return rebuild;
   }
 
-  /** Call after a committed write that changes what catalog readers see. */
+  /**
+   * Call after a committed write that changes what catalog readers see. Retried briefly: if
+   * Redis stays unreachable, readers go to PostgreSQL anyway (their version read fails too); only
+   * a Redis that answers reads but not this write could serve the old page, until its TTL.
+   */
   async invalidate(): Promise<void> {
-    await this.safe(() => this.redis.incr(this.versionKey));
+    this.memory.clear();
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      if ((await this.safe(() => this.redis.incr(this.versionKey))) !== undefined) return;
+      await new Promise((r) => setTimeout(r, 50 * attempt));
+    }
+    this.logger.error(`catalog version not bumped: cached pages may be stale for up to ${CATALOG_TTL_MS} ms`);
   }
 
   /** Memory first, then Redis (remembering what it finds for as long as Redis keeps it). */
