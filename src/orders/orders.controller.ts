@@ -13,6 +13,7 @@ import { PageQueryDto } from '../common/pagination/page-query.dto';
 import { RequireIdempotencyKey } from '../idempotency/idempotency.decorator';
 import { CreateOrderDto } from './dto/create-order.dto';
 import { OrderDetailDto, OrderDto, OrderPageDto } from './dto/order.response';
+import { CheckoutService } from './checkout.service';
 import { OrdersService } from './orders.service';
 
 const IDEMPOTENCY_HEADER_DOC = {
@@ -25,7 +26,10 @@ const IDEMPOTENCY_HEADER_DOC = {
 @ApiBearerAuth('bearer')
 @Controller('v1/orders')
 export class OrdersController {
-  constructor(private readonly orders: OrdersService) {}
+  constructor(
+    private readonly orders: OrdersService,
+    private readonly checkout: CheckoutService,
+  ) {}
 
   @Post()
   @RequireIdempotencyKey()
@@ -34,7 +38,7 @@ export class OrdersController {
   @ApiCreatedResponse({ type: OrderDto })
   @ApiConflictResponse({ description: 'INSUFFICIENT_STOCK or PRODUCT_UNAVAILABLE' })
   create(@CurrentPrincipal() me: Principal, @Body() dto: CreateOrderDto): Promise<OrderDto> {
-    return this.orders.create(me, dto);
+    return this.checkout.create(me, dto);
   }
 
   @Get()

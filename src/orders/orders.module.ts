@@ -2,6 +2,7 @@ import { Module } from '@nestjs/common';
 import { CartModule } from '../cart/cart.module';
 import { StockReservationModule } from '../inventory/stock-reservation.module';
 import { AdminOrdersController } from './admin-orders.controller';
+import { CheckoutService } from './checkout.service';
 import { OrderMetrics } from './order-metrics';
 import { OrderRepository } from './order.repository';
 import { OrderTransitionsService } from './order-transitions.service';
@@ -17,6 +18,7 @@ import { ReservationExpiryService } from './reservation-expiry.service';
     OrderRepository,
     OrderMetrics,
     ProductSnapshotRepository,
+    CheckoutService,
     OrdersService,
     OrderTransitionsService,
     ReservationExpiryService,
