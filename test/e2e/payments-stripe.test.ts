@@ -174,7 +174,9 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(stripe.intent(intent)?.status).toBe('canceled');
     const cancels = stripe.requests.filter((r) => r.path === `/v1/payment_intents/${intent}/cancel`);
     expect(cancels.map((r) => r.idempotencyKey)).toEqual(cancels.map(() => `order:${order.body.id}:cancel-intent`));
-    expect((await orderOf(order.body.id)).payment.status).toBe('canceled');
+    // our record follows once the worker has the gateway's answer
+    const o = await waitFor(order.body.id, (x) => (x as { payment?: { status: string } }).payment?.status === 'canceled');
+    expect(o.payment.status).toBe('canceled');
   }, 30_000);
 
   it("a payment's recorded status never moves out of succeeded (a slower worker's stale read)", async () => {
