@@ -7,6 +7,7 @@ import { CatalogProcessor } from './catalog/catalog.processor';
 import { AppConfig } from './config/config';
 import { IdempotencyModule } from './idempotency/idempotency.module';
 import { MaintenanceProcessor } from './maintenance/maintenance.processor';
+import { WorkerMetricsServer } from './metrics/worker-metrics.server';
 import { EmailProcessor } from './notifications/email.processor';
 import { NotificationsModule } from './notifications/notifications.module';
 import { OrdersModule } from './orders/orders.module';
@@ -51,6 +52,7 @@ export class WorkerModule {
         Schedulers,
         JobHandlersCheck,
         WorkerDrain,
+        WorkerMetricsServer,
       ],
     };
   }

@@ -26,6 +26,7 @@ const url = (protocols: string[]) =>
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
   PORT: int(3000, 0, 65535),
+  WORKER_METRICS_PORT: int(9464, 0, 65535),
   HOST: z.string().default('0.0.0.0'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://shop:shop@127.0.0.1:5432/shop'),
@@ -60,6 +61,8 @@ export interface AppConfig {
   env: 'development' | 'test' | 'production';
   isProduction: boolean;
   http: { port: number; host: string; trustProxy: boolean | string; shutdownTimeoutMs: number };
+  /** The worker's own /metrics and /health/live listener (0 = none). */
+  workerMetricsPort: number;
   logLevel: string;
   database: { url: string; poolSize: number };
   redis: { url: string; keyPrefix: string };
@@ -127,6 +130,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       trustProxy: parseTrustProxy(e.TRUST_PROXY),
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     },
+    workerMetricsPort: e.WORKER_METRICS_PORT,
     logLevel: e.LOG_LEVEL,
     database: { url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE },
     redis: { url: e.REDIS_URL, keyPrefix: e.REDIS_KEY_PREFIX },

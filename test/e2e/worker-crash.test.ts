@@ -27,8 +27,8 @@ describe('worker killed mid-job (real processes)', () => {
     }
     throw new Error(`timed out waiting for ${what}\n${workers.map((w) => w.output().slice(-3000)).join('\n---\n')}`);
   };
-  const startWorker = () => {
-    const w = runScript('src/worker.ts', env, 'warn');
+  const startWorker = (metricsPort = 0) => {
+    const w = runScript('src/worker.ts', { ...env, WORKER_METRICS_PORT: String(metricsPort) }, 'warn');
     workers.push(w);
     return w;
   };
@@ -81,7 +81,8 @@ describe('worker killed mid-job (real processes)', () => {
     const midway = await t.db.pool.query(`SELECT status FROM refunds WHERE order_id = $1`, [orderId]);
     expect(midway.rows).toEqual([{ status: 'pending' }]);
 
-    startWorker();
+    const metricsPort = 30000 + Math.floor(Math.random() * 20000);
+    startWorker(metricsPort);
     await until('the refund to settle', async () => {
       const r = await t.db.pool.query(`SELECT status FROM refunds WHERE order_id = $1`, [orderId]);
       return r.rows[0]?.status === 'succeeded' ? true : undefined;
@@ -99,5 +100,13 @@ describe('worker killed mid-job (real processes)', () => {
     const o = await t.http.get(`/v1/orders/${orderId}`, { token: alice.token });
     expect(o.body).toMatchObject({ status: 'CANCELLED', payment: { status: 'succeeded', refunded: { amount: 12_000 } } });
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+
+    // the second worker's own metrics endpoint counts the job it finished
+    const metrics = await until('worker metrics', async () => {
+      const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => '');
+      return /jobs_total\{queue="payments",outcome="completed"\} [1-9]/.test(text) ? text : undefined;
+    });
+    expect(metrics).toContain('order_transitions_total');
+    expect((await fetch(`http://127.0.0.1:${metricsPort}/health/live`)).status).toBe(200);
   }, 120_000);
 });

@@ -38,6 +38,8 @@ export function testConfig(db: TestDatabase, env: Record<string, string> = {}): 
     REDIS_KEY_PREFIX: testRedisPrefix(),
     // without SMTP_URL, emails are written as files: keep them out of the working tree
     MAIL_OUTBOX_DIR: join(tmpdir(), `shop-test-mail-${process.pid}`),
+    // in-process test workers serve no metrics port (many run at once)
+    WORKER_METRICS_PORT: '0',
     ...env,
   });
 }
