@@ -1,4 +1,4 @@
-import { DynamicModule, Module } from '@nestjs/common';
+import { DynamicModule, Logger, Module } from '@nestjs/common';
 import { AppConfig } from '../config/config';
 import { OrdersModule } from '../orders/orders.module';
 import { DevPaymentsService } from './dev-payments.service';
@@ -29,6 +29,11 @@ export class PaymentsModule {
   static register(config: AppConfig): DynamicModule {
     const stripeKey = config.stripe.secretKey;
     const dev = !config.isProduction && !stripeKey;
+    if (config.isProduction && !stripeKey) {
+      new Logger(PaymentsModule.name).warn(
+        'NODE_ENV=production without STRIPE_SECRET_KEY: payments use the simulated gateway and nobody can pay',
+      );
+    }
     return {
       module: PaymentsModule,
       imports: [OrdersModule],
