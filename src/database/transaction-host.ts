@@ -30,8 +30,6 @@ export function pgConstraint(err: unknown): string | undefined {
  */
 interface TransactionContext {
   manager: EntityManager;
-  /** Work deferred to the end of the transaction, just before COMMIT. */
-  beforeCommit: (() => Promise<void>)[];
   /** Callbacks for after a successful COMMIT (metrics, notifications): never for a rollback. */
   afterCommit: (() => void)[];
   /** Statements sent in the same message as COMMIT (see sendWithCommit). */
@@ -72,18 +70,6 @@ export class TransactionHost {
     } finally {
       await own.release();
     }
-  }
-
-  /**
-   * Defers `work` to the end of the current transaction, right before COMMIT, after everything
-   * else the use case (and the request around it) writes. For taking the hottest row locks
-   * last, so they are held only for that statement and the commit. If it throws, the whole
-   * transaction rolls back.
-   */
-  beforeCommit(work: () => Promise<void>): void {
-    const ctx = this.als.getStore();
-    if (!ctx) throw new Error('beforeCommit() needs an open transaction (inside run())');
-    ctx.beforeCommit.push(work);
   }
 
   /**
@@ -162,10 +148,10 @@ export class TransactionHost {
     }
   }
 
-  /** One attempt: BEGIN (with the opening statement), the work, the deferred work, COMMIT. */
+  /** One attempt: BEGIN (with the opening statement), the work, COMMIT (with its statements). */
   private async once<T>(work: (opened: unknown[]) => Promise<T>, opening?: string): Promise<T> {
     const runner = this.dataSource.createQueryRunner();
-    const ctx: TransactionContext = { manager: runner.manager, beforeCommit: [], afterCommit: [], withCommit: [] };
+    const ctx: TransactionContext = { manager: runner.manager, afterCommit: [], withCommit: [] };
     try {
       let opened: unknown[] = [];
       if (opening) {
@@ -178,7 +164,6 @@ export class TransactionHost {
         await runner.startTransaction();
       }
       const value = await this.als.run(ctx, () => work(opened));
-      for (const deferred of ctx.beforeCommit.splice(0)) await this.als.run(ctx, deferred);
       if (ctx.withCommit.length > 0) {
         const statements = [...ctx.withCommit.filter((w) => !w.last), ...ctx.withCommit.filter((w) => w.last)];
         try {
