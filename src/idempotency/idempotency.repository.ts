@@ -17,6 +17,12 @@ export interface StoredResponse {
   body: string | null;
 }
 
+/**
+ * The transaction-scoped advisory lock on ($1 principal, $2 key) that both claim modes take, so
+ * a request in one mode sees a twin in the other.
+ */
+const TRY_LOCK_KEY = `pg_try_advisory_xact_lock(hashtextextended($1::text || E'\\n' || $2::text, 7))`;
+
 /** The only place that builds SQL for idempotency records. */
 @Injectable()
 export class IdempotencyRepository {
@@ -33,7 +39,7 @@ export class IdempotencyRepository {
   static claimStatement(principal: string, key: string, now: Date): { sql: string; params: unknown[] } {
     return {
       sql: `WITH claim AS (
-         SELECT pg_try_advisory_xact_lock(hashtextextended($1::text || E'\n' || $2::text, 7)) AS claimed
+         SELECT ${TRY_LOCK_KEY} AS claimed
        ), expired AS (
          DELETE FROM idempotency_keys
           WHERE (SELECT claimed FROM claim) AND principal = $1::text AND key = $2::text AND expires_at <= $3::timestamptz
@@ -102,7 +108,7 @@ export class IdempotencyRepository {
       `INSERT INTO idempotency_keys (principal, key, method, route, fingerprint, state, created_at, expires_at)
        SELECT $1::text, $2::text, $3::text, $4::text, $5::text, 'in_progress', $6::timestamptz, $7::timestamptz
         -- not while a transactional request holds the key (its record is not written yet)
-        WHERE pg_try_advisory_xact_lock(hashtextextended($1::text || E'\n' || $2::text, 7))
+        WHERE ${TRY_LOCK_KEY}
        ON CONFLICT (principal, key) DO UPDATE
          SET method = EXCLUDED.method, route = EXCLUDED.route, fingerprint = EXCLUDED.fingerprint,
              state = 'in_progress', response_status = NULL, response_body = NULL,
