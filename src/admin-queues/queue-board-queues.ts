@@ -3,13 +3,14 @@ import { Queue } from 'bullmq';
 import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { QUEUES } from '../queue/queues';
+import { bullPrefix } from '../queue/redis-connection';
 import { REDIS } from '../redis/redis.module';
 
 /**
  * Read-only handles on every queue in QUEUES for the board, on the app's shared fail-fast Redis
  * client (no offline queue) rather than QueueModule's queues: the API opens no BullMQ
  * connections of its own, nothing waits for Redis at boot or shutdown, and while Redis is away
- * a board request fails at once instead of hanging. Same key prefix as QueueModule.
+ * a board request fails at once instead of hanging. Same key prefix as QueueModule (bullPrefix).
  */
 @Injectable()
 export class QueueBoardQueues implements OnApplicationShutdown {
@@ -23,7 +24,7 @@ export class QueueBoardQueues implements OnApplicationShutdown {
       (name) =>
         new Queue(name, {
           connection: redis,
-          prefix: `${config.redis.keyPrefix}:bull`,
+          prefix: bullPrefix(config.redis.keyPrefix),
           // no I/O at construction: no waiting for `ready`, no INFO, no meta write
           skipWaitingForReady: true,
           skipVersionCheck: true,

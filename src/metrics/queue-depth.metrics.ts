@@ -3,6 +3,7 @@ import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { OutboxRepository } from '../outbox/outbox.repository';
 import { QUEUES } from '../queue/queues';
+import { bullPrefix } from '../queue/redis-connection';
 import { REDIS } from '../redis/redis.module';
 import { MetricsService } from './metrics.service';
 
@@ -23,7 +24,7 @@ export class QueueDepthMetrics implements OnModuleInit {
   ) {}
 
   onModuleInit(): void {
-    const prefix = `${this.config.redis.keyPrefix}:bull`;
+    const prefix = bullPrefix(this.config.redis.keyPrefix);
     const redis = this.redis;
     this.metrics.gauge('queue_jobs', 'BullMQ jobs by queue and state', ['queue', 'state'], async function () {
       this.reset();

@@ -2,7 +2,7 @@ import { BullModule } from '@nestjs/bullmq';
 import { Global, Module } from '@nestjs/common';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { QUEUES } from './queues';
-import { redisOptionsFromUrl } from './redis-connection';
+import { bullPrefix, redisOptionsFromUrl } from './redis-connection';
 
 /** BullMQ on REDIS_URL, every key under `<REDIS_KEY_PREFIX>:bull`. Registers every queue. */
 @Global()
@@ -12,7 +12,7 @@ import { redisOptionsFromUrl } from './redis-connection';
       inject: [APP_CONFIG],
       useFactory: (config: AppConfig) => ({
         connection: { ...redisOptionsFromUrl(config.redis.url), maxRetriesPerRequest: null },
-        prefix: `${config.redis.keyPrefix}:bull`,
+        prefix: bullPrefix(config.redis.keyPrefix),
         defaultJobOptions: {
           attempts: 8,
           backoff: { type: 'exponential', delay: 1000 },

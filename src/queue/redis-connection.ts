@@ -13,3 +13,8 @@ export function redisOptionsFromUrl(url: string): RedisOptions {
     ...(u.protocol === 'rediss:' ? { tls: {} } : {}),
   };
 }
+
+/** Where every BullMQ key lives: `<REDIS_KEY_PREFIX>:bull` (queues, the board, depth metrics). */
+export function bullPrefix(keyPrefix: string): string {
+  return `${keyPrefix}:bull`;
+}
