@@ -26,6 +26,7 @@ const url = (protocols: string[]) =>
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
   PORT: int(3000, 0, 65535),
+  METRICS_PORT: int(9465, 0, 65535),
   WORKER_METRICS_PORT: int(9464, 0, 65535),
   HOST: z.string().default('0.0.0.0'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -61,6 +62,8 @@ export interface AppConfig {
   env: 'development' | 'test' | 'production';
   isProduction: boolean;
   http: { port: number; host: string; trustProxy: boolean | string; shutdownTimeoutMs: number };
+  /** The API's own Prometheus listener (GET /metrics, GET /health/live); 0 = none. */
+  metricsPort: number;
   /** The worker's own /metrics and /health/live listener (0 = none). */
   workerMetricsPort: number;
   logLevel: string;
@@ -130,6 +133,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       trustProxy: parseTrustProxy(e.TRUST_PROXY),
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     },
+    metricsPort: e.METRICS_PORT,
     workerMetricsPort: e.WORKER_METRICS_PORT,
     logLevel: e.LOG_LEVEL,
     database: { url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE },
