@@ -54,9 +54,17 @@ export function testConfig(db: TestDatabase, env: Record<string, string> = {}): 
  */
 export async function bootTestApp(options: TestAppOptions = {}): Promise<TestApp> {
   const db = options.db ?? (await createTestDatabase());
-  const config = testConfig(db, options.env);
-  const app = await createApp(config, options.module?.(config));
-  await app.listen({ port: 0, host: '127.0.0.1' });
+  let app: NestFastifyApplication;
+  let config: AppConfig;
+  try {
+    config = testConfig(db, options.env);
+    app = await createApp(config, options.module?.(config));
+    await app.listen({ port: 0, host: '127.0.0.1' });
+  } catch (err) {
+    // refused configuration (or a failed boot): leave no database behind
+    if (!options.db) await db.drop();
+    throw err;
+  }
   const address = app.getHttpServer().address();
   const port = typeof address === 'object' && address ? address.port : 0;
   const baseUrl = `http://127.0.0.1:${port}`;
