@@ -26,7 +26,7 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
 
 /**
  * Applies everything production applies to an HTTP app: pipes, filter, request id header,
- * metrics (served on METRICS_PORT, not here), OpenAPI, draining on close.
+ * metrics (served on METRICS_PORT, not here), OpenAPI (when DOCS_ENABLED), draining on close.
  * Tests call this too, so they exercise the same stack.
  */
 export async function configureApp(app: NestFastifyApplication): Promise<void> {
@@ -66,7 +66,7 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
     metrics.observeHttp(request.method, route, reply.statusCode, reply.elapsedTime / 1000);
   });
 
-  mountOpenApi(app);
+  if (config.docsEnabled) mountOpenApi(app);
   await app.init();
   await app.get(MetricsListener).listen(config.metricsPort);
 }

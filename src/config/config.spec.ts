@@ -38,6 +38,7 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...dev, DATABASE_URL: 'mysql://x' })).toThrow(/DATABASE_URL/);
     expect(() => loadConfig({ ...dev, RATE_LIMIT_ENABLED: 'maybe' })).toThrow(/RATE_LIMIT_ENABLED/);
     expect(() => loadConfig({ ...dev, METRICS_PORT: '70000' })).toThrow(/METRICS_PORT/);
+    expect(() => loadConfig({ ...dev, DOCS_ENABLED: 'yes' })).toThrow(/DOCS_ENABLED/);
   });
 
   it('treats empty strings as unset', () => {
@@ -78,21 +79,28 @@ describe('loadConfig', () => {
       }
     });
 
-    it('accepts any non-development environment once every secret is given: no dev behaviour', () => {
+    it('accepts any non-development environment once every secret is given: no dev behaviour, no docs', () => {
       for (const nodeEnv of [undefined, 'test', 'production']) {
         const c = loadConfig({ ...SECRETS, ...(nodeEnv ? { NODE_ENV: nodeEnv } : {}) });
         expect(c.isDevelopment).toBe(false);
+        expect(c.docsEnabled).toBe(false);
         expect(c.jwt.secret).toBe(SECRETS.JWT_SECRET);
         expect(c.stripe.secretKey).toBe(SECRETS.STRIPE_SECRET_KEY);
       }
     });
 
-    it('gives NODE_ENV=development its built-in secrets and the simulated gateway', () => {
+    it('gives NODE_ENV=development its built-in secrets, the simulated gateway and /docs', () => {
       const c = loadConfig({ NODE_ENV: 'development' });
       expect(c.isDevelopment).toBe(true);
+      expect(c.docsEnabled).toBe(true);
       expect(c.jwt.secret).toBe(DEV_SECRETS.JWT_SECRET);
       expect(c.stripe.webhookSecret).toBe(DEV_SECRETS.STRIPE_WEBHOOK_SECRET);
       expect(c.storage.signingSecret).toBe(DEV_SECRETS.STORAGE_SIGNING_SECRET);
+    });
+
+    it('lets DOCS_ENABLED override the default either way', () => {
+      expect(loadConfig({ NODE_ENV: 'development', DOCS_ENABLED: 'false' }).docsEnabled).toBe(false);
+      expect(loadConfig({ NODE_ENV: 'production', ...SECRETS, DOCS_ENABLED: 'true' }).docsEnabled).toBe(true);
     });
 
     it('lets migration tools read the database settings without any secret', () => {

@@ -74,6 +74,10 @@ const envSchema = z.object({
   SHUTDOWN_TIMEOUT_MS: int(10_000, 100, 120_000),
   STORAGE_BASE_URL: url(['http:', 'https:']).default('http://localhost:9000/shop-images'),
   STORAGE_SIGNING_SECRET: z.string().min(16).optional(),
+  DOCS_ENABLED: z
+    .enum(['true', 'false', '1', '0'])
+    .transform((v) => v === 'true' || v === '1')
+    .optional(),
 });
 
 export type Env = z.input<typeof envSchema>;
@@ -91,6 +95,8 @@ export interface AppConfig {
   metricsPort: number;
   /** The worker's own /metrics and /health/live listener (0 = none). */
   workerMetricsPort: number;
+  /** Swagger UI at /docs and the document at /docs-json (default: only in development). */
+  docsEnabled: boolean;
   logLevel: string;
   database: { url: string; poolSize: number };
   redis: { url: string; keyPrefix: string };
@@ -210,6 +216,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     metricsPort: e.METRICS_PORT,
     workerMetricsPort: e.WORKER_METRICS_PORT,
+    docsEnabled: e.DOCS_ENABLED ?? isDevelopment,
     logLevel: e.LOG_LEVEL,
     database: { url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE },
     redis: { url: e.REDIS_URL, keyPrefix: e.REDIS_KEY_PREFIX },
