@@ -126,8 +126,7 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
   );
 
   it('production without STRIPE_SECRET_KEY refuses to boot instead of simulating payments', async () => {
-    const { STRIPE_SECRET_KEY: _omitted, ...rest } = SECRETS;
-    const outcome = await bootOutcome({ NODE_ENV: 'production', ...rest, STRIPE_SECRET_KEY: '' });
+    const outcome = await bootOutcome({ NODE_ENV: 'production', ...SECRETS, STRIPE_SECRET_KEY: '' });
     expect(outcome).toMatch(/^refused: [\s\S]*STRIPE_SECRET_KEY: required in production/);
   });
 
