@@ -1,13 +1,14 @@
 import 'reflect-metadata';
 import { DataSource } from 'typeorm';
-import { loadConfig } from './src/config/config';
+import { loadDatabaseConfig } from './src/config/config';
 import { dataSourceOptions } from './src/database/data-source-options';
 
 /**
  * The DataSource used by the TypeORM CLI (migration:run / revert / generate), built from the
  * same configuration and options as the application. Works from sources (ts-node) and from dist/.
+ * Migrating needs only DATABASE_URL: no application secrets, whatever NODE_ENV is.
  */
-const config = loadConfig(process.env);
+const database = loadDatabaseConfig(process.env);
 export default new DataSource(
-  dataSourceOptions(config.database.url, { withMigrations: true, rootDir: __dirname }),
+  dataSourceOptions(database.url, { withMigrations: true, rootDir: __dirname }),
 );

@@ -3,20 +3,20 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { loadConfig } from '../src/config/config';
+import { loadDatabaseConfig } from '../src/config/config';
 
 export const ROOT = join(__dirname, '..');
 
 /** A URL on the same server as DATABASE_URL, for another database. */
 export function databaseUrl(name: string): string {
-  const url = new URL(loadConfig(process.env).database.url);
+  const url = new URL(loadDatabaseConfig(process.env).url);
   url.pathname = `/${name}`;
   return url.toString();
 }
 
 /** Drops and recreates a benchmark database and migrates it with the real migration CLI. */
 export async function freshDatabase(name: string): Promise<string> {
-  const adminUrl = loadConfig(process.env).database.url;
+  const adminUrl = loadDatabaseConfig(process.env).url;
   const admin = new Client({ connectionString: adminUrl });
   await admin.connect();
   await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
@@ -46,7 +46,11 @@ export function build(): void {
   execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
 }
 
-/** Starts the built API (`node dist/main.js`) with production settings; resolves when ready. */
+/**
+ * Starts the built API (`node dist/main.js`) with production settings and its own secrets;
+ * resolves when ready. The Stripe key is a placeholder the benchmarks never use (no payments),
+ * aimed at a closed port so nothing can reach Stripe.
+ */
 export async function startApi(env: Record<string, string>): Promise<{ url: string; proc: ChildProcess }> {
   const port = await freePort();
   const proc = spawn(process.execPath, ['dist/main.js'], {
@@ -56,6 +60,10 @@ export async function startApi(env: Record<string, string>): Promise<{ url: stri
       NODE_ENV: 'production',
       JWT_SECRET: 'bench-only-secret-bench-only-secret-0123456789',
       STORAGE_SIGNING_SECRET: 'bench-only-storage-secret-0123456789',
+      STRIPE_SECRET_KEY: 'sk_test_bench_only_unused',
+      STRIPE_WEBHOOK_SECRET: 'whsec_bench_only_unused',
+      STRIPE_API_URL: 'http://127.0.0.1:9',
+      METRICS_PORT: '0',
       LOG_LEVEL: 'warn',
       RATE_LIMIT_ENABLED: 'false',
       PORT: String(port),

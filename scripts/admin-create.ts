@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { AppModule } from '../src/app.module';
 import { AccountService } from '../src/auth/account.service';
 import { PASSWORD_MAX, PASSWORD_MIN } from '../src/auth/dto/auth.dto';
-import { loadConfig } from '../src/config/config';
+import { ConfigError, loadConfig } from '../src/config/config';
 
 const USAGE = `usage: npm run admin:create -- --email <email> --password <${PASSWORD_MIN}..${PASSWORD_MAX} chars> [--name <name>]`;
 
@@ -46,6 +46,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  console.error(err);
+  // a refused configuration names the variables; no stack trace needed
+  console.error(err instanceof ConfigError ? err.message : err);
   process.exit(1);
 });

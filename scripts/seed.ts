@@ -1,16 +1,18 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
 import { AppModule } from '../src/app.module';
-import { loadConfig } from '../src/config/config';
+import { ConfigError, loadConfig } from '../src/config/config';
 import { DemoSeeder } from '../src/seed/demo.seeder';
 
-/** `npm run seed`: loads demo data (development only; refused in production). Idempotent. */
+/** `npm run seed`: loads demo data (only with NODE_ENV=development; refused otherwise). Idempotent. */
 async function main(): Promise<void> {
-  const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' });
-  if (config.isProduction) {
-    console.error('npm run seed is for development only (NODE_ENV=production).');
+  if (process.env.NODE_ENV !== 'development') {
+    console.error(
+      `npm run seed loads demo accounts and runs only with NODE_ENV=development (NODE_ENV is ${process.env.NODE_ENV || 'not set'}).`,
+    );
     process.exit(1);
   }
+  const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' });
   const app = await NestFactory.createApplicationContext(AppModule.register(config), {
     logger: ['error', 'warn'],
   });
@@ -23,6 +25,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  console.error(err);
+  // a refused configuration names the variables; no stack trace needed
+  console.error(err instanceof ConfigError ? err.message : err);
   process.exit(1);
 });

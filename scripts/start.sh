@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .env ]; then set -a; . ./.env; set +a; fi
+# A local run is a development instance (demo data, simulated payments, built-in secrets) unless
+# the operator chose otherwise: the processes themselves never assume development.
+export NODE_ENV="${NODE_ENV:-development}"
 bash scripts/ensure-services.sh
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "[start] installing dependencies (npm ci)"
@@ -11,7 +14,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 echo "[start] applying migrations"
 npm run --silent migration:run
-if [ "${NODE_ENV:-development}" != "production" ]; then
+if [ "$NODE_ENV" = "development" ]; then
   echo "[start] seeding demo data"
   npm run --silent seed
 fi
@@ -26,7 +29,7 @@ stop() {
 trap stop TERM INT
 node -r ./scripts/ts-register.js src/main.ts & pids+=($!)
 node -r ./scripts/ts-register.js src/worker.ts & pids+=($!)
-echo "[start] API on http://localhost:${PORT:-3000} (Swagger UI: /docs), worker running; Ctrl-C stops both"
+echo "[start] NODE_ENV=$NODE_ENV: API on http://localhost:${PORT:-3000} (Swagger UI: /docs unless DOCS_ENABLED=false; metrics on :${METRICS_PORT:-9465}), worker running; Ctrl-C stops both"
 # If either process dies, stop the other and exit with its status.
 set +e
 wait -n "${pids[@]}"

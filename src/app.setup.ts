@@ -8,6 +8,7 @@ import { InFlightTracker } from './common/http/in-flight';
 import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
 import { mountOpenApi } from './common/http/openapi';
+import { MetricsListener } from './metrics/metrics-listener';
 import { MetricsService } from './metrics/metrics.service';
 import { CatalogCache } from './catalog/catalog-cache';
 import { registerCachedReads } from './catalog/cached-reads.hook';
@@ -25,7 +26,8 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
 
 /**
  * Applies everything production applies to an HTTP app: pipes, filter, request id header,
- * metrics, OpenAPI, draining on close. Tests call this too, so they exercise the same stack.
+ * metrics (served on METRICS_PORT, not here), OpenAPI (when DOCS_ENABLED), draining on close.
+ * Tests call this too, so they exercise the same stack.
  */
 export async function configureApp(app: NestFastifyApplication): Promise<void> {
   app.useLogger(app.get(Logger));
@@ -52,7 +54,8 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
   });
   // After the server stops accepting: let handlers and transactions still running (even for
   // clients that hung up) finish before the pools close.
-  const { shutdownTimeoutMs } = app.get<AppConfig>(APP_CONFIG).http;
+  const config = app.get<AppConfig>(APP_CONFIG);
+  const { shutdownTimeoutMs } = config.http;
   const transactions = app.get(TransactionHost).open;
   fastify.addHook('onClose', async () => {
     await inFlight.waitForIdle(shutdownTimeoutMs);
@@ -63,8 +66,9 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
     metrics.observeHttp(request.method, route, reply.statusCode, reply.elapsedTime / 1000);
   });
 
-  mountOpenApi(app);
+  if (config.docsEnabled) mountOpenApi(app);
   await app.init();
+  await app.get(MetricsListener).listen(config.metricsPort);
 }
 
 export async function createApp(

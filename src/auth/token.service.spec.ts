@@ -7,7 +7,7 @@ import { SecureRandom } from './secure-random';
 import { TokenService } from './token.service';
 
 const SECRET = 'unit-test-secret-unit-test-secret-0123';
-const config = loadConfig({ JWT_SECRET: SECRET, JWT_ISSUER: 'iss-1', JWT_AUDIENCE: 'aud-1' });
+const config = loadConfig({ NODE_ENV: 'development', JWT_SECRET: SECRET, JWT_ISSUER: 'iss-1', JWT_AUDIENCE: 'aud-1' });
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
 
 function forge(header: object, payload: object, secret = SECRET, hmac = 'sha256'): string {

@@ -1,39 +1,111 @@
-import { ConfigError, loadConfig } from './config';
+import { ConfigError, DEV_SECRETS, loadConfig, loadDatabaseConfig } from './config';
+
+/** Every secret a non-development process needs, none of them a built-in one. */
+const SECRETS = {
+  JWT_SECRET: 'x'.repeat(40),
+  STORAGE_SIGNING_SECRET: 'y'.repeat(32),
+  STRIPE_SECRET_KEY: 'sk_test_123',
+  STRIPE_WEBHOOK_SECRET: 'whsec_abc',
+};
+const ALL_SECRET_NAMES = Object.keys(SECRETS);
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('expected loadConfig to refuse this environment');
+}
+
+const named = (problems: string[]) => problems.map((p) => p.split(':')[0]).sort();
 
 describe('loadConfig', () => {
-  it('applies documented defaults to an empty environment', () => {
-    const c = loadConfig({});
+  it('applies documented defaults to an empty development environment', () => {
+    const c = loadConfig({ NODE_ENV: 'development' });
     expect(c.http.port).toBe(3000);
+    expect(c.metricsPort).toBe(9465);
+    expect(c.workerMetricsPort).toBe(9464);
     expect(c.reservationTtlSeconds).toBe(900);
     expect(c.rateLimitEnabled).toBe(true);
     expect(c.stripe.secretKey).toBeUndefined();
   });
 
   it('names the variable that is invalid', () => {
-    expect(() => loadConfig({ PORT: 'eighty' })).toThrow(/PORT/);
-    expect(() => loadConfig({ DATABASE_URL: 'mysql://x' })).toThrow(/DATABASE_URL/);
-    expect(() => loadConfig({ RATE_LIMIT_ENABLED: 'maybe' })).toThrow(/RATE_LIMIT_ENABLED/);
-  });
-
-  it('refuses to start in production without JWT_SECRET', () => {
-    expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(ConfigError);
-    expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/JWT_SECRET/);
-  });
-
-  it('accepts production with a strong secret', () => {
-    const c = loadConfig({
-      NODE_ENV: 'production',
-      JWT_SECRET: 'x'.repeat(40),
-      STORAGE_SIGNING_SECRET: 'y'.repeat(32),
-    });
-    expect(c.isProduction).toBe(true);
+    const dev = { NODE_ENV: 'development' };
+    expect(() => loadConfig({ ...dev, PORT: 'eighty' })).toThrow(/PORT/);
+    expect(() => loadConfig({ ...dev, DATABASE_URL: 'mysql://x' })).toThrow(/DATABASE_URL/);
+    expect(() => loadConfig({ ...dev, RATE_LIMIT_ENABLED: 'maybe' })).toThrow(/RATE_LIMIT_ENABLED/);
+    expect(() => loadConfig({ ...dev, METRICS_PORT: '70000' })).toThrow(/METRICS_PORT/);
+    expect(() => loadConfig({ ...dev, DOCS_ENABLED: 'yes' })).toThrow(/DOCS_ENABLED/);
   });
 
   it('treats empty strings as unset', () => {
-    expect(loadConfig({ STRIPE_SECRET_KEY: '' }).stripe.secretKey).toBeUndefined();
+    expect(loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: '' }).stripe.secretKey).toBeUndefined();
   });
 
   it('switches throttling off with RATE_LIMIT_ENABLED=false', () => {
-    expect(loadConfig({ RATE_LIMIT_ENABLED: 'false' }).rateLimitEnabled).toBe(false);
+    expect(loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).rateLimitEnabled).toBe(false);
+  });
+
+  describe('secure by default: only an explicit NODE_ENV=development gets development behaviour', () => {
+    it('refuses an unset NODE_ENV without secrets, naming every missing one in one message', () => {
+      expect(named(problemsOf({}))).toEqual([...ALL_SECRET_NAMES].sort());
+      expect(() => loadConfig({})).toThrow(/NODE_ENV is not set[\s\S]*NODE_ENV=development/);
+    });
+
+    it('refuses NODE_ENV=test without secrets, like any other non-development value', () => {
+      expect(named(problemsOf({ NODE_ENV: 'test' }))).toEqual([...ALL_SECRET_NAMES].sort());
+    });
+
+    it('refuses production without any of the secrets, STRIPE_SECRET_KEY included', () => {
+      expect(named(problemsOf({ NODE_ENV: 'production' }))).toEqual([...ALL_SECRET_NAMES].sort());
+      for (const name of ALL_SECRET_NAMES) {
+        const env: Record<string, string> = { NODE_ENV: 'production', ...SECRETS };
+        delete env[name];
+        expect(problemsOf(env)).toEqual([`${name}: required in production`]);
+      }
+    });
+
+    it('reports bad values and missing secrets together', () => {
+      expect(named(problemsOf({ PORT: 'eighty' }))).toEqual(['PORT', ...ALL_SECRET_NAMES].sort());
+    });
+
+    it('refuses the built-in development secrets outside development, even when given explicitly', () => {
+      for (const nodeEnv of [undefined, 'test', 'production']) {
+        const env = { ...SECRETS, ...DEV_SECRETS, ...(nodeEnv ? { NODE_ENV: nodeEnv } : {}) };
+        expect(named(problemsOf(env))).toEqual(Object.keys(DEV_SECRETS).sort());
+      }
+    });
+
+    it('accepts any non-development environment once every secret is given: no dev behaviour, no docs', () => {
+      for (const nodeEnv of [undefined, 'test', 'production']) {
+        const c = loadConfig({ ...SECRETS, ...(nodeEnv ? { NODE_ENV: nodeEnv } : {}) });
+        expect(c.isDevelopment).toBe(false);
+        expect(c.docsEnabled).toBe(false);
+        expect(c.jwt.secret).toBe(SECRETS.JWT_SECRET);
+        expect(c.stripe.secretKey).toBe(SECRETS.STRIPE_SECRET_KEY);
+      }
+    });
+
+    it('gives NODE_ENV=development its built-in secrets, the simulated gateway and /docs', () => {
+      const c = loadConfig({ NODE_ENV: 'development' });
+      expect(c.isDevelopment).toBe(true);
+      expect(c.docsEnabled).toBe(true);
+      expect(c.jwt.secret).toBe(DEV_SECRETS.JWT_SECRET);
+      expect(c.stripe.webhookSecret).toBe(DEV_SECRETS.STRIPE_WEBHOOK_SECRET);
+      expect(c.storage.signingSecret).toBe(DEV_SECRETS.STORAGE_SIGNING_SECRET);
+    });
+
+    it('lets DOCS_ENABLED override the default either way', () => {
+      expect(loadConfig({ NODE_ENV: 'development', DOCS_ENABLED: 'false' }).docsEnabled).toBe(false);
+      expect(loadConfig({ NODE_ENV: 'production', ...SECRETS, DOCS_ENABLED: 'true' }).docsEnabled).toBe(true);
+    });
+
+    it('lets migration tools read the database settings without any secret', () => {
+      expect(loadDatabaseConfig({ DATABASE_URL: 'postgres://a@b/c' }).url).toBe('postgres://a@b/c');
+      expect(() => loadDatabaseConfig({ DATABASE_URL: 'mysql://x' })).toThrow(/DATABASE_URL/);
+    });
   });
 });

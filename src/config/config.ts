@@ -3,8 +3,27 @@ import { z } from 'zod';
 /** Injection token for the parsed, immutable configuration. */
 export const APP_CONFIG = Symbol('APP_CONFIG');
 
-const DEV_JWT_SECRET = 'dev-only-insecure-jwt-secret-change-me';
-const DEV_WEBHOOK_SECRET = 'whsec_dev_only_insecure_webhook_secret';
+/**
+ * Built-in secrets for a local development instance. Public (they are in the source), so they
+ * are used only with NODE_ENV=development set explicitly, and refused everywhere else even
+ * when given on purpose.
+ */
+export const DEV_SECRETS = {
+  JWT_SECRET: 'dev-only-insecure-jwt-secret-change-me',
+  STRIPE_WEBHOOK_SECRET: 'whsec_dev_only_insecure_webhook_secret',
+  STORAGE_SIGNING_SECRET: 'dev-only-storage-signing-secret',
+} as const;
+
+/**
+ * What every process needs outside development (the simulated payment gateway, too, exists
+ * only in development, hence STRIPE_SECRET_KEY).
+ */
+export const REQUIRED_OUTSIDE_DEVELOPMENT = [
+  'JWT_SECRET',
+  'STORAGE_SIGNING_SECRET',
+  'STRIPE_SECRET_KEY',
+  'STRIPE_WEBHOOK_SECRET',
+] as const;
 
 const bool = (def: boolean) =>
   z
@@ -24,8 +43,10 @@ const url = (protocols: string[]) =>
     });
 
 const envSchema = z.object({
-  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  // No default: only an explicit `development` gets development behaviour (see loadConfig).
+  NODE_ENV: z.enum(['development', 'test', 'production']).optional(),
   PORT: int(3000, 0, 65535),
+  METRICS_PORT: int(9465, 0, 65535),
   WORKER_METRICS_PORT: int(9464, 0, 65535),
   HOST: z.string().default('0.0.0.0'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -53,16 +74,29 @@ const envSchema = z.object({
   SHUTDOWN_TIMEOUT_MS: int(10_000, 100, 120_000),
   STORAGE_BASE_URL: url(['http:', 'https:']).default('http://localhost:9000/shop-images'),
   STORAGE_SIGNING_SECRET: z.string().min(16).optional(),
+  DOCS_ENABLED: z
+    .enum(['true', 'false', '1', '0'])
+    .transform((v) => v === 'true' || v === '1')
+    .optional(),
 });
 
 export type Env = z.input<typeof envSchema>;
 
 export interface AppConfig {
-  env: 'development' | 'test' | 'production';
-  isProduction: boolean;
+  /** NODE_ENV as given; `undefined` when unset (which is NOT development). */
+  env: 'development' | 'test' | 'production' | undefined;
+  /**
+   * NODE_ENV=development, set explicitly: development-only routes, demo data, the simulated
+   * payment gateway and built-in secrets. Every other value, unset included, gets none of them.
+   */
+  isDevelopment: boolean;
   http: { port: number; host: string; trustProxy: boolean | string; shutdownTimeoutMs: number };
+  /** The API's own Prometheus listener (GET /metrics, GET /health/live); 0 = none. */
+  metricsPort: number;
   /** The worker's own /metrics and /health/live listener (0 = none). */
   workerMetricsPort: number;
+  /** Swagger UI at /docs and the document at /docs-json (default: only in development). */
+  docsEnabled: boolean;
   logLevel: string;
   database: { url: string; poolSize: number };
   redis: { url: string; keyPrefix: string };
@@ -86,8 +120,11 @@ export interface AppConfig {
 }
 
 export class ConfigError extends Error {
-  constructor(readonly problems: string[]) {
-    super(`Invalid configuration:\n  - ${problems.join('\n  - ')}`);
+  constructor(
+    readonly problems: string[],
+    hint?: string,
+  ) {
+    super(`Invalid configuration:\n  - ${problems.join('\n  - ')}${hint ? `\n${hint}` : ''}`);
     this.name = 'ConfigError';
   }
 }
@@ -98,44 +135,93 @@ function parseTrustProxy(value: string): boolean | string {
   return value; // comma-separated addresses / CIDRs, handed to Fastify
 }
 
-/** Parses and validates the environment once. Throws ConfigError naming every bad variable. */
-export function loadConfig(env: Record<string, string | undefined> = process.env): AppConfig {
-  const cleaned = Object.fromEntries(
-    Object.entries(env).filter(([, v]) => v !== undefined && v !== ''),
+/** Empty strings count as unset (e.g. `JWT_SECRET=` in a .env file). */
+function present(env: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined && entry[1] !== ''),
   );
+}
+
+function describe(error: z.ZodError): string[] {
+  return error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+}
+
+/**
+ * Just the database settings, for tools that only migrate or create databases (the TypeORM
+ * CLI, benchmarks): they need no application secrets.
+ */
+export function loadDatabaseConfig(
+  env: Record<string, string | undefined> = process.env,
+): AppConfig['database'] {
+  const parsed = envSchema
+    .pick({ DATABASE_URL: true, DATABASE_POOL_SIZE: true })
+    .safeParse(present(env));
+  if (!parsed.success) throw new ConfigError(describe(parsed.error));
+  return { url: parsed.data.DATABASE_URL, poolSize: parsed.data.DATABASE_POOL_SIZE };
+}
+
+/**
+ * Outside development (NODE_ENV unset, `test`, `production` — anything but an explicit
+ * `development`), every secret must be given, and none may be a built-in development value.
+ */
+function secretProblems(env: Record<string, string>): string[] {
+  const nodeEnv = env.NODE_ENV;
+  if (nodeEnv === 'development') return [];
+  const why =
+    nodeEnv === 'production'
+      ? 'required in production'
+      : `required unless NODE_ENV=development (NODE_ENV is ${nodeEnv ? `"${nodeEnv}"` : 'not set'})`;
+  const problems: string[] = REQUIRED_OUTSIDE_DEVELOPMENT.filter((name) => !env[name]).map(
+    (name) => `${name}: ${why}`,
+  );
+  for (const [name, value] of Object.entries(DEV_SECRETS)) {
+    if (env[name] === value) {
+      problems.push(`${name}: the built-in development value is refused unless NODE_ENV=development`);
+    }
+  }
+  return problems;
+}
+
+const SECRETS_HINT =
+  'Set the secrets above, or NODE_ENV=development for a local instance with built-in development secrets.';
+
+/**
+ * Parses and validates the environment once. Throws one ConfigError naming every bad or
+ * missing variable.
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env): AppConfig {
+  const cleaned = present(env);
   const parsed = envSchema.safeParse(cleaned);
-  if (!parsed.success) {
-    throw new ConfigError(
-      parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`),
-    );
+  const problems = parsed.success ? [] : describe(parsed.error);
+  const missing = secretProblems(cleaned);
+  if (!parsed.success || missing.length) {
+    throw new ConfigError([...problems, ...missing], missing.length ? SECRETS_HINT : undefined);
   }
   const e = parsed.data;
-  const isProduction = e.NODE_ENV === 'production';
-  const problems: string[] = [];
-  if (isProduction && !e.JWT_SECRET) problems.push('JWT_SECRET: required in production');
-  if (isProduction && !e.STORAGE_SIGNING_SECRET) {
-    problems.push('STORAGE_SIGNING_SECRET: required in production');
-  }
-  if (isProduction && !e.STRIPE_WEBHOOK_SECRET && e.STRIPE_SECRET_KEY) {
-    problems.push('STRIPE_WEBHOOK_SECRET: required when STRIPE_SECRET_KEY is set in production');
-  }
-  if (problems.length) throw new ConfigError(problems);
+  const isDevelopment = e.NODE_ENV === 'development';
+  // Only reachable in development: outside it, secretProblems() refused the boot.
+  const devSecret = (name: keyof typeof DEV_SECRETS): string => {
+    if (!isDevelopment) throw new ConfigError([`${name}: required`]);
+    return DEV_SECRETS[name];
+  };
 
   return Object.freeze({
     env: e.NODE_ENV,
-    isProduction,
+    isDevelopment,
     http: {
       port: e.PORT,
       host: e.HOST,
       trustProxy: parseTrustProxy(e.TRUST_PROXY),
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     },
+    metricsPort: e.METRICS_PORT,
     workerMetricsPort: e.WORKER_METRICS_PORT,
+    docsEnabled: e.DOCS_ENABLED ?? isDevelopment,
     logLevel: e.LOG_LEVEL,
     database: { url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE },
     redis: { url: e.REDIS_URL, keyPrefix: e.REDIS_KEY_PREFIX },
     jwt: {
-      secret: e.JWT_SECRET ?? DEV_JWT_SECRET,
+      secret: e.JWT_SECRET ?? devSecret('JWT_SECRET'),
       issuer: e.JWT_ISSUER,
       audience: e.JWT_AUDIENCE,
       accessTtlSeconds: e.JWT_ACCESS_TTL_SECONDS,
@@ -144,14 +230,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     stripe: {
       secretKey: e.STRIPE_SECRET_KEY,
-      webhookSecret: e.STRIPE_WEBHOOK_SECRET ?? DEV_WEBHOOK_SECRET,
+      webhookSecret: e.STRIPE_WEBHOOK_SECRET ?? devSecret('STRIPE_WEBHOOK_SECRET'),
       apiUrl: e.STRIPE_API_URL,
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM, outboxDir: e.MAIL_OUTBOX_DIR },
     reservationTtlSeconds: e.RESERVATION_TTL_SECONDS,
     storage: {
       baseUrl: e.STORAGE_BASE_URL.replace(/\/$/, ''),
-      signingSecret: e.STORAGE_SIGNING_SECRET ?? 'dev-only-storage-signing-secret',
+      signingSecret: e.STORAGE_SIGNING_SECRET ?? devSecret('STORAGE_SIGNING_SECRET'),
     },
     currency: e.SHOP_CURRENCY,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,

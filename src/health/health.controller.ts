@@ -3,6 +3,7 @@ import { ApiTags } from '@nestjs/swagger';
 import { HealthCheck, HealthCheckService, TypeOrmHealthIndicator } from '@nestjs/terminus';
 import { SkipThrottle } from '@nestjs/throttler';
 import { Public } from '../common/http/public.decorator';
+import { ReadinessBody, readinessBody, toReadinessError } from './readiness';
 import { RedisHealthIndicator } from './redis.health';
 
 @ApiTags('operations')
@@ -22,13 +23,18 @@ export class HealthController {
     return { status: 'ok' };
   }
 
-  /** 200 when PostgreSQL and Redis answer; 503 with details otherwise. */
+  /**
+   * 200 when PostgreSQL and Redis answer; 503 otherwise. Either way the body names each
+   * dependency and its status only (no driver messages, hosts or ports).
+   */
   @Get('ready')
   @HealthCheck()
-  ready() {
-    return this.health.check([
-      () => this.db.pingCheck('database', { timeout: 1500 }),
-      () => this.redis.isHealthy('redis'),
-    ]);
+  ready(): Promise<ReadinessBody> {
+    return this.health
+      .check([
+        () => this.db.pingCheck('database', { timeout: 1500 }),
+        () => this.redis.isHealthy('redis'),
+      ])
+      .then(readinessBody, toReadinessError);
   }
 }

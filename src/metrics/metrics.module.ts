@@ -1,12 +1,15 @@
 import { Global, Module } from '@nestjs/common';
-import { MetricsController } from './metrics.controller';
+import { MetricsListener } from './metrics-listener';
 import { MetricsService } from './metrics.service';
 import { QueueDepthMetrics } from './queue-depth.metrics';
 
+/**
+ * One Prometheus registry per process. It is served by MetricsListener on a port of its own
+ * (METRICS_PORT / WORKER_METRICS_PORT), never on the public API port.
+ */
 @Global()
 @Module({
-  controllers: [MetricsController],
-  providers: [MetricsService, QueueDepthMetrics],
-  exports: [MetricsService],
+  providers: [MetricsService, QueueDepthMetrics, MetricsListener],
+  exports: [MetricsService, MetricsListener],
 })
 export class MetricsModule {}

@@ -1,4 +1,4 @@
-import { DynamicModule, Logger, Module } from '@nestjs/common';
+import { DynamicModule, Module } from '@nestjs/common';
 import { AppConfig } from '../config/config';
 import { OrdersModule } from '../orders/orders.module';
 import { DevPaymentsService } from './dev-payments.service';
@@ -21,19 +21,18 @@ import { WebhooksService } from './webhooks.service';
 
 /**
  * Payments. The gateway is chosen by configuration: Stripe when STRIPE_SECRET_KEY is set
- * (STRIPE_API_URL may point it elsewhere), otherwise the simulated one with its dev-only
- * confirm route (never mounted in production).
+ * (STRIPE_API_URL may point it elsewhere), otherwise — only with NODE_ENV=development — the
+ * simulated one with its dev-only confirm route. Anywhere else a missing key stops the boot
+ * (loadConfig already refuses it; this is the last line of defence).
  */
 @Module({})
 export class PaymentsModule {
   static register(config: AppConfig): DynamicModule {
     const stripeKey = config.stripe.secretKey;
-    const dev = !config.isProduction && !stripeKey;
-    if (config.isProduction && !stripeKey) {
-      new Logger(PaymentsModule.name).warn(
-        'NODE_ENV=production without STRIPE_SECRET_KEY: payments use the simulated gateway and nobody can pay',
-      );
+    if (!stripeKey && !config.isDevelopment) {
+      throw new Error('STRIPE_SECRET_KEY is required unless NODE_ENV=development (no simulated payments)');
     }
+    const dev = config.isDevelopment && !stripeKey;
     return {
       module: PaymentsModule,
       imports: [OrdersModule],

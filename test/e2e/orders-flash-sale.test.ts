@@ -40,8 +40,7 @@ describe('checkout under concurrency', () => {
     await assertStockInvariants(t.db.pool, [productId]);
 
     // business counters count committed orders only: the 150 rolled-back attempts do not appear
-    const metrics = await t.http.get('/metrics');
-    expect(metrics.text).toMatch(/^orders_created_total 50$/m);
+    expect(await t.metrics()).toMatch(/^orders_created_total 50$/m);
   }, 120_000);
 
   it('random multi-item orders from many clients: no 500s, no deadlocks, invariants hold', async () => {

@@ -138,7 +138,7 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     expect(releases.rows[0].n).toBe(1);
     const history = (await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token })).body.history;
     expect(history.filter((h: { to: string }) => h.to === 'CANCELLED')).toHaveLength(1);
-    expect((await t.http.get('/metrics')).text).toMatch(/^order_transitions_total\{to="CANCELLED"\} 1$/m);
+    expect(await t.metrics()).toMatch(/^order_transitions_total\{to="CANCELLED"\} 1$/m);
     await assertStockInvariants(t.db.pool, [p]);
   });
 

@@ -1,5 +1,5 @@
 import { Client } from 'pg';
-import { loadConfig } from '../../src/config/config';
+import { loadDatabaseConfig } from '../../src/config/config';
 
 export const TEST_DB_PREFIX = 'shop_test_';
 
@@ -19,13 +19,13 @@ export function templateDatabase(): string {
 
 /** The server that hosts the test databases: the one DATABASE_URL points at. */
 export function serverUrl(database: string): string {
-  const url = new URL(loadConfig(process.env).database.url);
+  const url = new URL(loadDatabaseConfig(process.env).url);
   url.pathname = `/${database}`;
   return url.toString();
 }
 
 export function adminDatabase(): string {
-  return new URL(loadConfig(process.env).database.url).pathname.slice(1) || 'postgres';
+  return new URL(loadDatabaseConfig(process.env).url).pathname.slice(1) || 'postgres';
 }
 
 export async function withAdminClient<T>(fn: (c: Client) => Promise<T>): Promise<T> {

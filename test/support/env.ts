@@ -1,4 +1,10 @@
 // Every integration test file starts from the same quiet, deterministic environment.
-process.env.NODE_ENV = 'test';
+// NODE_ENV=development explicitly: the suites use the simulated payment gateway, its dev-only
+// confirm route and the built-in development secrets. Nothing else gets them: suites that
+// prove so (test/security/) boot with NODE_ENV unset/test/production and their own secrets.
+process.env.NODE_ENV = 'development';
 process.env.LOG_LEVEL = process.env.TEST_LOG_LEVEL ?? 'silent';
 process.env.RATE_LIMIT_ENABLED = process.env.RATE_LIMIT_ENABLED ?? 'false';
+// Many apps and processes run at once: no Prometheus listeners unless a test asks for one.
+process.env.METRICS_PORT = '0';
+process.env.WORKER_METRICS_PORT = '0';

@@ -5,6 +5,7 @@ import type { DynamicModule } from '@nestjs/common';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { createApp } from '../../src/app.setup';
 import { AppConfig, loadConfig } from '../../src/config/config';
+import { MetricsService } from '../../src/metrics/metrics.service';
 import { HttpClient } from './http';
 import { TestDatabase, createTestDatabase } from './test-database';
 
@@ -14,6 +15,8 @@ export interface TestApp {
   db: TestDatabase;
   http: HttpClient;
   baseUrl: string;
+  /** This app's Prometheus text, read in-process (tests run the listener only when they ask). */
+  metrics(): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -38,7 +41,8 @@ export function testConfig(db: TestDatabase, env: Record<string, string> = {}): 
     REDIS_KEY_PREFIX: testRedisPrefix(),
     // without SMTP_URL, emails are written as files: keep them out of the working tree
     MAIL_OUTBOX_DIR: join(tmpdir(), `shop-test-mail-${process.pid}`),
-    // in-process test workers serve no metrics port (many run at once)
+    // many apps and in-process workers run at once: no metrics listeners unless asked for
+    METRICS_PORT: '0',
     WORKER_METRICS_PORT: '0',
     ...env,
   });
@@ -50,9 +54,17 @@ export function testConfig(db: TestDatabase, env: Record<string, string> = {}): 
  */
 export async function bootTestApp(options: TestAppOptions = {}): Promise<TestApp> {
   const db = options.db ?? (await createTestDatabase());
-  const config = testConfig(db, options.env);
-  const app = await createApp(config, options.module?.(config));
-  await app.listen({ port: 0, host: '127.0.0.1' });
+  let app: NestFastifyApplication;
+  let config: AppConfig;
+  try {
+    config = testConfig(db, options.env);
+    app = await createApp(config, options.module?.(config));
+    await app.listen({ port: 0, host: '127.0.0.1' });
+  } catch (err) {
+    // refused configuration (or a failed boot): leave no database behind
+    if (!options.db) await db.drop();
+    throw err;
+  }
   const address = app.getHttpServer().address();
   const port = typeof address === 'object' && address ? address.port : 0;
   const baseUrl = `http://127.0.0.1:${port}`;
@@ -62,6 +74,7 @@ export async function bootTestApp(options: TestAppOptions = {}): Promise<TestApp
     db,
     http: new HttpClient(baseUrl),
     baseUrl,
+    metrics: () => app.get(MetricsService).render(),
     close: async () => {
       await app.close();
       if (!options.db) await db.drop();

@@ -5,7 +5,7 @@ import {
   STORE_TIMEOUT_MS,
 } from './redis-throttler.storage';
 
-const config = loadConfig({ REDIS_KEY_PREFIX: 'unit' });
+const config = loadConfig({ NODE_ENV: 'development', REDIS_KEY_PREFIX: 'unit' });
 
 describe('RedisThrottlerStorage', () => {
   it('prefixes keys with REDIS_KEY_PREFIX and reports hits, seconds left and blocking', async () => {
