@@ -27,7 +27,10 @@ function setup() {
   const refreshTokens = { revokeAllOfUser: jest.fn() };
   const hasher = { hash: jest.fn().mockResolvedValue('new-hash'), verify: jest.fn() };
   const events = { record: jest.fn() };
-  const tx = { run: jest.fn(<T>(work: () => Promise<T>) => work()) };
+  const tx = {
+    run: jest.fn(<T>(work: () => Promise<T>) => work()),
+    runOwn: jest.fn(<T>(work: () => Promise<T>) => work()),
+  };
   const service = new AccountService(
     users as unknown as UserRepository,
     refreshTokens as unknown as RefreshTokenRepository,

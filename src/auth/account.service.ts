@@ -37,7 +37,8 @@ export class AccountService {
     }
     const hash = await this.hasher.hash(dto.newPassword);
     const now = this.clock.now();
-    await this.tx.run(async () => {
+    // a transaction of its own: the revocation never rides on (and dies with) a caller's one
+    await this.tx.runOwn(async () => {
       await this.users.setPasswordHash(userId, hash, now);
       await this.refreshTokens.revokeAllOfUser(userId, 'password-changed', now);
     });

@@ -45,7 +45,10 @@ function setup() {
     needsRehash: jest.fn().mockReturnValue(false),
   };
   const events = { record: jest.fn() };
-  const tx = { run: jest.fn(<T>(work: () => Promise<T>) => work()) };
+  const tx = {
+    run: jest.fn(<T>(work: () => Promise<T>) => work()),
+    runOwn: jest.fn(<T>(work: () => Promise<T>) => work()),
+  };
   const clock = { now: () => NOW };
   const service = new AuthService(
     users as unknown as UserRepository,

@@ -30,6 +30,11 @@ const invalidRefresh = () =>
  * REFRESH_TOKEN_REUSED and the family, including the winner's new refresh token, is revoked.
  * Clients must therefore keep at most one refresh in flight per session. Access tokens are not
  * looked up: one already issued stays valid until it expires (config.jwt.accessTtlSeconds).
+ *
+ * Password hashing (argon2, CPU-bound) always happens before a transaction is opened, and
+ * revocations run in a transaction of their own (TransactionHost.runOwn), so the failure of
+ * whatever surrounds them never rolls a revocation back. The controller ignores Idempotency-Key
+ * (@IgnoreIdempotencyKey): no token-bearing response is ever stored.
  */
 @Injectable()
 export class AuthService {
@@ -86,11 +91,12 @@ export class AuthService {
   async refresh(refreshToken: string): Promise<TokensDto> {
     const now = this.clock.now();
     const tokenHash = this.sessions.hashOf(refreshToken);
-    const result = await this.tx.run(async () => {
+    // a transaction of its own: the revocation below commits before the 401 is answered, and
+    // nothing the caller does afterwards (a failing request around it) can roll it back
+    const result = await this.tx.runOwn(async () => {
       const spent = await this.refreshTokens.spend(tokenHash, now);
       if (spent.status === 'invalid') return spent;
       if (spent.status === 'reused') {
-        // committed before the 401 is answered
         await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected', now);
         return spent;
       }
@@ -118,10 +124,8 @@ export class AuthService {
 
   /** Revokes the token's family. Idempotent; an unknown token is not an error (204 either way). */
   async logout(refreshToken: string): Promise<void> {
-    await this.refreshTokens.revokeFamilyOfToken(
-      this.sessions.hashOf(refreshToken),
-      'logout',
-      this.clock.now(),
-    );
+    const tokenHash = this.sessions.hashOf(refreshToken);
+    const now = this.clock.now();
+    await this.tx.runOwn(() => this.refreshTokens.revokeFamilyOfToken(tokenHash, 'logout', now));
   }
 }
