@@ -102,6 +102,27 @@ describe('security: credential routes ignore Idempotency-Key (issue 10, finding 
     expect((await familyOf(first.body.refreshToken)).revoked_reason).toBe('reuse-detected');
   });
 
+  it('revokes for good when 10 concurrent refreshes with one token each carry their own key', async () => {
+    const s = await registerCustomer(t.http);
+    const answers = await Promise.all(
+      Array.from({ length: 10 }, () =>
+        t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken }, { idempotencyKey: key() }),
+      ),
+    );
+    const winners = answers.filter((r) => r.status === 200);
+    expect(winners).toHaveLength(1);
+    expect(answers.filter((r) => r.status === 401).map((r) => r.body.code)).toEqual(
+      Array(9).fill('REFRESH_TOKEN_REUSED'),
+    );
+    // invariant on the database: the family is revoked, so its newest token is dead too
+    const family = await familyOf(winners[0].body.refreshToken);
+    expect(family.revoked_reason).toBe('reuse-detected');
+    expect(
+      (await t.http.post('/v1/auth/refresh', { refreshToken: winners[0].body.refreshToken })).status,
+    ).toBe(401);
+    expect(await storedCredentialRecords()).toBe('0');
+  });
+
   it('never answers a spent refresh token with tokens, even replayed with its own key', async () => {
     const s = await registerCustomer(t.http);
     const k = key();
