@@ -4,9 +4,11 @@ import type { User, UserRepository } from '../users/user.repository';
 import { AccountService } from './account.service';
 import type { PasswordHasher } from './password-hasher';
 import type { RefreshTokenRepository } from './refresh-token.repository';
+import type { RevokedSessions } from './revoked-sessions';
 import type { SecurityEvents } from './security-events';
 
 const NOW = new Date('2026-01-01T10:00:00Z');
+const SINCE = new Date('2026-01-01T09:45:00Z');
 const user: User = {
   id: 'u-1',
   email: 'a@b.io',
@@ -24,10 +26,17 @@ function setup() {
     setPasswordHash: jest.fn(),
     upsertWithRole: jest.fn(),
   };
-  const refreshTokens = { revokeAllOfUser: jest.fn() };
+  const refreshTokens = { revokeAllOfUser: jest.fn().mockResolvedValue(['f-1', 'f-2']) };
+  const revoked = {
+    add: jest.fn().mockResolvedValue(undefined),
+    accessTokensValidSince: jest.fn(() => SINCE),
+  };
   const hasher = { hash: jest.fn().mockResolvedValue('new-hash'), verify: jest.fn() };
   const events = { record: jest.fn() };
-  const tx = { run: jest.fn(<T>(work: () => Promise<T>) => work()) };
+  const tx = {
+    run: jest.fn(<T>(work: () => Promise<T>) => work()),
+    runOwn: jest.fn(<T>(work: () => Promise<T>) => work()),
+  };
   const service = new AccountService(
     users as unknown as UserRepository,
     refreshTokens as unknown as RefreshTokenRepository,
@@ -35,8 +44,9 @@ function setup() {
     events as unknown as SecurityEvents,
     tx as unknown as TransactionHost,
     { now: () => NOW },
+    revoked as unknown as RevokedSessions,
   );
-  return { service, users, refreshTokens, hasher, events };
+  return { service, users, refreshTokens, hasher, events, tx, revoked };
 }
 
 describe('AccountService', () => {
@@ -72,7 +82,14 @@ describe('AccountService', () => {
         newPassword: 'new-password',
       });
       expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW);
-      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-changed', NOW);
+      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(
+        'u-1',
+        'password-changed',
+        NOW,
+        SINCE,
+      );
+      expect(s.tx.runOwn).toHaveBeenCalledTimes(1); // never joined to a caller's transaction
+      expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);
       expect(s.events.record).toHaveBeenCalledWith({ event: 'password_changed', userId: 'u-1' });
     });
   });
@@ -123,7 +140,13 @@ describe('AccountService', () => {
         passwordHash: 'new-hash',
       });
       await s.service.ensureAccount('a@b.io', 'different', 'admin', 'A');
-      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-reset', NOW);
+      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(
+        'u-1',
+        'password-reset',
+        NOW,
+        SINCE,
+      );
+      expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);
     });
   });
 });

@@ -8,6 +8,7 @@ import { ChangePasswordDto, UserDto, mapUser } from './dto/auth.dto';
 import { PasswordHasher } from './password-hasher';
 import type { Role } from './permissions';
 import { RefreshTokenRepository } from './refresh-token.repository';
+import { RevokedSessions } from './revoked-sessions';
 import { SecurityEvents } from './security-events';
 
 /** The signed-in user's own account, and provisioning of accounts with a role. */
@@ -20,6 +21,7 @@ export class AccountService {
     private readonly events: SecurityEvents,
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
+    private readonly revoked: RevokedSessions,
   ) {}
 
   async me(userId: string): Promise<UserDto> {
@@ -37,10 +39,17 @@ export class AccountService {
     }
     const hash = await this.hasher.hash(dto.newPassword);
     const now = this.clock.now();
-    await this.tx.run(async () => {
+    // a transaction of its own: the revocation never rides on (and dies with) a caller's one
+    const families = await this.tx.runOwn(async () => {
       await this.users.setPasswordHash(userId, hash, now);
-      await this.refreshTokens.revokeAllOfUser(userId, 'password-changed', now);
+      return this.refreshTokens.revokeAllOfUser(
+        userId,
+        'password-changed',
+        now,
+        this.revoked.accessTokensValidSince(now),
+      );
     });
+    await this.revoked.add(families); // their access tokens stop working too
     this.events.record({ event: 'password_changed', userId });
   }
 
@@ -59,15 +68,23 @@ export class AccountService {
     const passwordHash =
       existing && samePassword ? existing.passwordHash : await this.hasher.hash(password);
     const now = this.clock.now();
-    return this.tx.run(async () => {
-      const user = await this.users.upsertWithRole(
+    const { user, revokedFamilies } = await this.tx.run(async () => {
+      const upserted = await this.users.upsertWithRole(
         { email: normalized, name, role, passwordHash },
         now,
       );
-      if (existing && !samePassword) {
-        await this.refreshTokens.revokeAllOfUser(user.id, 'password-reset', now);
-      }
-      return mapUser(user);
+      const families =
+        existing && !samePassword
+          ? await this.refreshTokens.revokeAllOfUser(
+              upserted.id,
+              'password-reset',
+              now,
+              this.revoked.accessTokensValidSince(now),
+            )
+          : [];
+      return { user: upserted, revokedFamilies: families };
     });
+    await this.revoked.add(revokedFamilies);
+    return mapUser(user);
   }
 }

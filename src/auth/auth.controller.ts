@@ -12,6 +12,7 @@ import {
   ApiUnauthorizedResponse,
 } from '@nestjs/swagger';
 import { Public } from '../common/http/public.decorator';
+import { IgnoreIdempotencyKey } from '../idempotency/idempotency.decorator';
 import { AccountService } from './account.service';
 import { AuthService } from './auth.service';
 import {
@@ -27,7 +28,9 @@ import { RateLimit } from './rate-limit.decorator';
 
 const RATE_LIMITED = { description: 'RATE_LIMITED, with Retry-After' };
 
+// Credential routes: an Idempotency-Key is accepted and ignored (API.md, Idempotency).
 @ApiTags('auth')
+@IgnoreIdempotencyKey()
 @Controller('v1/auth')
 export class AuthController {
   constructor(private readonly auth: AuthService) {}
@@ -89,6 +92,7 @@ export class MeController {
 
   @Post('password')
   @HttpCode(204)
+  @IgnoreIdempotencyKey()
   @RateLimit('password-change')
   @ApiNoContentResponse({ description: 'Changed; every session of the user is revoked' })
   @ApiForbiddenResponse({ description: 'CURRENT_PASSWORD_INCORRECT' })

@@ -16,6 +16,7 @@ import { jwtModuleOptions } from './jwt-options';
 import { PasswordHasher } from './password-hasher';
 import { PermissionsGuard } from './permissions.guard';
 import { RefreshTokenRepository } from './refresh-token.repository';
+import { RevokedSessions } from './revoked-sessions';
 import { SecureRandom } from './secure-random';
 import { SecurityEvents } from './security-events';
 import { SessionIssuer } from './session-issuer';
@@ -45,6 +46,7 @@ import { TokenService } from './token.service';
     SessionIssuer,
     PasswordHasher,
     TokenService,
+    RevokedSessions,
     SecureRandom,
     SecurityEvents,
     RefreshTokenRepository,

@@ -4,6 +4,7 @@ import type { User, UserRepository } from '../users/user.repository';
 import { AuthService } from './auth.service';
 import type { PasswordHasher } from './password-hasher';
 import type { RefreshTokenRepository } from './refresh-token.repository';
+import type { RevokedSessions } from './revoked-sessions';
 import type { SecurityEvents } from './security-events';
 import type { SessionIssuer } from './session-issuer';
 
@@ -28,8 +29,9 @@ function setup() {
   const refreshTokens = {
     spend: jest.fn(),
     revokeFamily: jest.fn(),
-    revokeFamilyOfToken: jest.fn(),
+    revokeFamilyOfToken: jest.fn().mockResolvedValue(['f-1']),
   };
+  const revoked = { add: jest.fn().mockResolvedValue(undefined) };
   const sessions = {
     open: jest.fn().mockResolvedValue({ familyId: 'f-new', refreshToken: 'r-new' }),
     rotate: jest.fn().mockResolvedValue({ familyId: 'f-1', refreshToken: 'r-next' }),
@@ -45,7 +47,10 @@ function setup() {
     needsRehash: jest.fn().mockReturnValue(false),
   };
   const events = { record: jest.fn() };
-  const tx = { run: jest.fn(<T>(work: () => Promise<T>) => work()) };
+  const tx = {
+    run: jest.fn(<T>(work: () => Promise<T>) => work()),
+    runOwn: jest.fn(<T>(work: () => Promise<T>) => work()),
+  };
   const clock = { now: () => NOW };
   const service = new AuthService(
     users as unknown as UserRepository,
@@ -55,8 +60,9 @@ function setup() {
     events as unknown as SecurityEvents,
     tx as unknown as TransactionHost,
     clock,
+    revoked as unknown as RevokedSessions,
   );
-  return { service, users, refreshTokens, sessions, hasher, events, tx };
+  return { service, users, refreshTokens, sessions, hasher, events, tx, revoked };
 }
 
 const codeOf = (p: Promise<unknown>) =>
@@ -156,6 +162,7 @@ describe('AuthService', () => {
       expect(s.sessions.rotate).toHaveBeenCalledWith('f-1', NOW);
       expect(res.refreshToken).toBe('r-next');
       expect(s.refreshTokens.revokeFamily).not.toHaveBeenCalled();
+      expect(s.revoked.add).not.toHaveBeenCalled();
     });
 
     it('revokes the family, records a security event and answers REFRESH_TOKEN_REUSED on reuse', async () => {
@@ -163,6 +170,8 @@ describe('AuthService', () => {
       s.refreshTokens.spend.mockResolvedValue({ status: 'reused', familyId: 'f-1', userId: 'u-1' });
       expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_REUSED');
       expect(s.refreshTokens.revokeFamily).toHaveBeenCalledWith('f-1', 'reuse-detected', NOW);
+      expect(s.tx.runOwn).toHaveBeenCalledTimes(1); // never joined to a caller's transaction
+      expect(s.revoked.add).toHaveBeenCalledWith(['f-1']); // its access tokens die too
       expect(s.events.record).toHaveBeenCalledWith({
         event: 'refresh_token_reuse',
         userId: 'u-1',
@@ -180,9 +189,11 @@ describe('AuthService', () => {
     });
   });
 
-  it('logout revokes the family of the presented token', async () => {
+  it('logout revokes the family of the presented token and its access tokens', async () => {
     const s = setup();
     await s.service.logout('r-1');
     expect(s.refreshTokens.revokeFamilyOfToken).toHaveBeenCalledWith('hash(r-1)', 'logout', NOW);
+    expect(s.tx.runOwn).toHaveBeenCalledTimes(1);
+    expect(s.revoked.add).toHaveBeenCalledWith(['f-1']);
   });
 });

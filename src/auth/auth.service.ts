@@ -7,6 +7,7 @@ import { UserRepository } from '../users/user.repository';
 import { LoginDto, RegisterDto, TokensDto } from './dto/auth.dto';
 import { PasswordHasher } from './password-hasher';
 import { RefreshTokenRepository } from './refresh-token.repository';
+import { RevokedSessions } from './revoked-sessions';
 import { SecurityEvents } from './security-events';
 import { SessionIssuer } from './session-issuer';
 
@@ -28,8 +29,14 @@ const invalidRefresh = () =>
  * lets exactly one of them win (200, new pair). Every other one finds the token spent, which the
  * server cannot tell apart from a thief replaying it, so it is treated as reuse: 401
  * REFRESH_TOKEN_REUSED and the family, including the winner's new refresh token, is revoked.
- * Clients must therefore keep at most one refresh in flight per session. Access tokens are not
- * looked up: one already issued stays valid until it expires (config.jwt.accessTtlSeconds).
+ * Clients must therefore keep at most one refresh in flight per session. Access tokens carry
+ * their family (`fam`): once it is revoked (logout, reuse, password change) they are refused
+ * within the same request cycle (RevokedSessions), not only when they expire.
+ *
+ * Password hashing (argon2, CPU-bound) always happens before a transaction is opened, and
+ * revocations run in a transaction of their own (TransactionHost.runOwn), so the failure of
+ * whatever surrounds them never rolls a revocation back. The controller ignores Idempotency-Key
+ * (@IgnoreIdempotencyKey): no token-bearing response is ever stored.
  */
 @Injectable()
 export class AuthService {
@@ -41,6 +48,7 @@ export class AuthService {
     private readonly events: SecurityEvents,
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
+    private readonly revoked: RevokedSessions,
   ) {}
 
   /** A new customer account and its first session. 409 EMAIL_TAKEN, also under a race. */
@@ -86,11 +94,12 @@ export class AuthService {
   async refresh(refreshToken: string): Promise<TokensDto> {
     const now = this.clock.now();
     const tokenHash = this.sessions.hashOf(refreshToken);
-    const result = await this.tx.run(async () => {
+    // a transaction of its own: the revocation below commits before the 401 is answered, and
+    // nothing the caller does afterwards (a failing request around it) can roll it back
+    const result = await this.tx.runOwn(async () => {
       const spent = await this.refreshTokens.spend(tokenHash, now);
       if (spent.status === 'invalid') return spent;
       if (spent.status === 'reused') {
-        // committed before the 401 is answered
         await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected', now);
         return spent;
       }
@@ -102,6 +111,7 @@ export class AuthService {
       case 'invalid':
         throw invalidRefresh();
       case 'reused':
+        await this.revoked.add([result.familyId]); // its access tokens stop working too
         this.events.record({
           event: 'refresh_token_reuse',
           userId: result.userId,
@@ -118,10 +128,11 @@ export class AuthService {
 
   /** Revokes the token's family. Idempotent; an unknown token is not an error (204 either way). */
   async logout(refreshToken: string): Promise<void> {
-    await this.refreshTokens.revokeFamilyOfToken(
-      this.sessions.hashOf(refreshToken),
-      'logout',
-      this.clock.now(),
+    const tokenHash = this.sessions.hashOf(refreshToken);
+    const now = this.clock.now();
+    const families = await this.tx.runOwn(() =>
+      this.refreshTokens.revokeFamilyOfToken(tokenHash, 'logout', now),
     );
+    await this.revoked.add(families); // its access tokens stop working too
   }
 }

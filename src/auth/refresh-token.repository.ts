@@ -84,22 +84,40 @@ export class RefreshTokenRepository {
     );
   }
 
-  /** Revokes the family the token belongs to, whatever the token's state. */
-  async revokeFamilyOfToken(tokenHash: string, reason: string, now: Date): Promise<void> {
-    await this.tx.query(
-      `UPDATE refresh_token_families f SET revoked_at = $2, revoked_reason = $3
-         FROM refresh_tokens t
-        WHERE t.token_hash = $1 AND f.id = t.family_id AND f.revoked_at IS NULL`,
+  /**
+   * Revokes the family the token belongs to, whatever the token's state, and returns its id
+   * (also when it was revoked before; none for an unknown token).
+   */
+  async revokeFamilyOfToken(tokenHash: string, reason: string, now: Date): Promise<string[]> {
+    const rows = await this.tx.query<{ id: string }>(
+      `WITH family AS (SELECT family_id AS id FROM refresh_tokens WHERE token_hash = $1),
+            revoked AS (
+              UPDATE refresh_token_families f SET revoked_at = $2, revoked_reason = $3
+                FROM family WHERE f.id = family.id AND f.revoked_at IS NULL)
+       SELECT id FROM family`,
       [tokenHash, now, reason],
     );
+    return rows.map((r) => r.id);
   }
 
-  async revokeAllOfUser(userId: string, reason: string, now: Date): Promise<void> {
-    await this.tx.query(
-      `UPDATE refresh_token_families SET revoked_at = $2, revoked_reason = $3
-        WHERE user_id = $1 AND revoked_at IS NULL`,
-      [userId, now, reason],
+  /**
+   * Revokes every live family of the user; returns the ids of those among them that issued a
+   * token since `issuedSince` (the ones whose access tokens may still be valid).
+   */
+  async revokeAllOfUser(
+    userId: string,
+    reason: string,
+    now: Date,
+    issuedSince: Date,
+  ): Promise<string[]> {
+    const rows = await this.tx.query<{ id: string; recent: boolean }>(
+      `UPDATE refresh_token_families f SET revoked_at = $2, revoked_reason = $3
+        WHERE f.user_id = $1 AND f.revoked_at IS NULL
+       RETURNING f.id, EXISTS (
+         SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id AND t.issued_at >= $4) AS recent`,
+      [userId, now, reason, issuedSince],
     );
+    return rows.filter((r) => r.recent).map((r) => r.id);
   }
 
   /** Deletes families (and, by cascade, their tokens) that ended before `before`. */

@@ -3,6 +3,7 @@ import { createHash, createHmac } from 'node:crypto';
 import { loadConfig } from '../config/config';
 import { DomainError } from '../common/errors/domain-error';
 import { jwtModuleOptions } from './jwt-options';
+import type { RevokedSessions } from './revoked-sessions';
 import { SecureRandom } from './secure-random';
 import { TokenService } from './token.service';
 
@@ -15,8 +16,17 @@ function forge(header: object, payload: object, secret = SECRET, hmac = 'sha256'
   return `${body}.${createHmac(hmac, secret).update(body).digest('base64url')}`;
 }
 
+const revokedFamilies = new Set<string>();
+const revoked = {
+  isRevoked: (family: string) => Promise.resolve(revokedFamilies.has(family)),
+} as unknown as RevokedSessions;
+
 describe('TokenService', () => {
-  const service = new TokenService(new JwtService(jwtModuleOptions(config)), new SecureRandom());
+  const service = new TokenService(
+    new JwtService(jwtModuleOptions(config)),
+    new SecureRandom(),
+    revoked,
+  );
   const claims = { sub: 'u-1', email: 'a@b.io', role: 'customer' as const, fam: 'f-1' };
   const now = () => Math.floor(Date.now() / 1000);
   const valid = () => ({
@@ -52,6 +62,18 @@ describe('TokenService', () => {
     ).resolves.toMatchObject(claims);
   });
 
+  it('refuses a correctly made token of a revoked session, and only that session', async () => {
+    revokedFamilies.add('f-revoked');
+    try {
+      await refused(forge({ alg: 'HS256' }, { ...valid(), fam: 'f-revoked' }));
+      await expect(service.verifyAccess(forge({ alg: 'HS256' }, valid()))).resolves.toMatchObject(
+        claims,
+      );
+    } finally {
+      revokedFamilies.delete('f-revoked');
+    }
+  });
+
   it('refuses alg none', () => refused(`${b64({ alg: 'none', typ: 'JWT' })}.${b64(valid())}.`));
   it('refuses HS512', () => refused(forge({ alg: 'HS512' }, valid(), SECRET, 'sha512')));
   it('refuses HS384', () => refused(forge({ alg: 'HS384' }, valid(), SECRET, 'sha384')));
@@ -83,7 +105,7 @@ describe('TokenService', () => {
     expect(service.hashRefreshToken(token)).toBe(createHash('sha256').update(token).digest('hex'));
 
     const fixed = { token: jest.fn().mockReturnValue('fixed-token') };
-    const predictable = new TokenService(new JwtService(jwtModuleOptions(config)), fixed);
+    const predictable = new TokenService(new JwtService(jwtModuleOptions(config)), fixed, revoked);
     expect(predictable.newRefreshToken()).toBe('fixed-token');
     expect(fixed.token).toHaveBeenCalledWith(32);
   });

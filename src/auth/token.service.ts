@@ -3,6 +3,7 @@ import { JwtService } from '@nestjs/jwt';
 import { createHash } from 'node:crypto';
 import { DomainError } from '../common/errors/domain-error';
 import { ROLES, Role } from './permissions';
+import { RevokedSessions } from './revoked-sessions';
 import { SecureRandom } from './secure-random';
 
 export interface AccessClaims {
@@ -21,20 +22,25 @@ const invalid = () => new DomainError('TOKEN_INVALID', 'The access token is inva
 
 /**
  * Access tokens: JWTs signed and verified with the options of jwtModuleOptions() (HS256 only,
- * iss, aud, exp) carrying `typ: 'access'`. Refresh tokens: opaque CSPRNG strings, stored hashed.
+ * iss, aud, exp) carrying `typ: 'access'` and their session (`fam`), refused once that session
+ * is revoked (RevokedSessions). Refresh tokens: opaque CSPRNG strings, stored hashed.
  */
 @Injectable()
 export class TokenService {
   constructor(
     private readonly jwt: JwtService,
     private readonly random: SecureRandom,
+    private readonly revoked: RevokedSessions,
   ) {}
 
   signAccess(claims: Omit<AccessClaims, 'typ'>): Promise<string> {
     return this.jwt.signAsync({ ...claims, typ: 'access' });
   }
 
-  /** Refuses alg none / other algorithms, wrong iss or aud, expired, or non-access tokens. */
+  /**
+   * Refuses alg none / other algorithms, wrong iss or aud, expired, or non-access tokens, and
+   * tokens of a revoked session (logout, password change, refresh-token reuse).
+   */
   async verifyAccess(token: string): Promise<AccessClaims> {
     let payload: Record<string, unknown>;
     try {
@@ -51,6 +57,9 @@ export class TokenService {
       !ROLES.includes(payload.role as Role)
     ) {
       throw invalid();
+    }
+    if (await this.revoked.isRevoked(payload.fam)) {
+      throw new DomainError('TOKEN_INVALID', 'The session has ended; sign in again.');
     }
     return {
       sub: payload.sub,

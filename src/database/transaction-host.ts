@@ -135,6 +135,16 @@ export class TransactionHost {
     }
   }
 
+  /**
+   * Like run(), but always a transaction of its own, never joined to one already open in this
+   * async context: for effects that must commit whatever becomes of the caller's transaction
+   * (a revoked session must stay revoked when the request that revoked it fails). Needs a
+   * second pooled connection when called inside another transaction.
+   */
+  runOwn<T>(work: () => Promise<T>): Promise<T> {
+    return this.als.exit(() => this.run(work));
+  }
+
   private async runWithRetry<T>(work: (opened: unknown[]) => Promise<T>, opening?: string): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {

@@ -1,4 +1,5 @@
-import { SetMetadata } from '@nestjs/common';
+import { SetMetadata, applyDecorators } from '@nestjs/common';
+import { ApiHeader } from '@nestjs/swagger';
 
 export const IDEMPOTENCY_REQUIRED = 'idempotency:required';
 export const IDEMPOTENCY_OUTSIDE_TRANSACTION = 'idempotency:outside-transaction';
@@ -20,3 +21,22 @@ export const RequireIdempotencyKey =
       SetMetadata(IDEMPOTENCY_OUTSIDE_TRANSACTION, true)(target, key, descriptor);
     }
   };
+
+export const IDEMPOTENCY_IGNORED = 'idempotency:ignored';
+
+/**
+ * Credential routes (sign-in, tokens, password): an Idempotency-Key header is accepted and
+ * ignored (API.md, Idempotency). Nothing is claimed or recorded — a response carrying tokens is
+ * never stored — and the handler never runs inside the interceptor's transaction, so a
+ * security effect it commits (a revoked session) cannot be rolled back with the request.
+ * On a controller class it covers every route of the class.
+ */
+export const IgnoreIdempotencyKey = () =>
+  applyDecorators(
+    SetMetadata(IDEMPOTENCY_IGNORED, true),
+    ApiHeader({
+      name: 'Idempotency-Key',
+      required: false,
+      description: 'Accepted and ignored on credential routes: never stored, never replayed',
+    }),
+  );

@@ -6,7 +6,11 @@ import type { AuthenticatedRequest } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
-import { IDEMPOTENCY_OUTSIDE_TRANSACTION, IDEMPOTENCY_REQUIRED } from './idempotency.decorator';
+import {
+  IDEMPOTENCY_IGNORED,
+  IDEMPOTENCY_OUTSIDE_TRANSACTION,
+  IDEMPOTENCY_REQUIRED,
+} from './idempotency.decorator';
 import {
   IDEMPOTENCY_HEADER,
   IDEMPOTENCY_TTL_MS,
@@ -48,6 +52,8 @@ export class IdempotencyInterceptor implements NestInterceptor {
     if (context.getType() !== 'http') return next.handle();
     const request = context.switchToHttp().getRequest<AuthenticatedRequest>();
     if (request.method !== 'POST') return next.handle();
+    const targets = [context.getHandler(), context.getClass()];
+    if (this.reflector.getAllAndOverride<boolean>(IDEMPOTENCY_IGNORED, targets)) return next.handle();
 
     const required = this.reflector.get<boolean>(IDEMPOTENCY_REQUIRED, context.getHandler());
     const key = parseIdempotencyKey(request.headers[IDEMPOTENCY_HEADER]);

@@ -1,0 +1,141 @@
+import type Redis from 'ioredis';
+import type { Clock } from '../common/time/clock';
+import { loadConfig } from '../config/config';
+import {
+  REVOCATION_REDIS_BACKOFF_MS,
+  REVOCATION_REDIS_TIMEOUT_MS,
+  REVOCATION_RETRY_MS,
+  RevokedSessions,
+} from './revoked-sessions';
+
+const config = loadConfig({
+  JWT_SECRET: 'unit-test-secret-unit-test-secret-0123',
+  JWT_ACCESS_TTL_SECONDS: '900',
+  REDIS_KEY_PREFIX: 'unit',
+});
+const LIFETIME_MS = 900_000 + 5_000;
+
+/** A Redis stand-in: a key → value map, which can be switched to failing or hanging. */
+function fakeRedis() {
+  const store = new Map<string, { value: string; px: number }>();
+  const state = { mode: 'up' as 'up' | 'down' | 'hanging', exists: 0, execs: 0 };
+  const answer = <T>(value: () => T): Promise<T> =>
+    state.mode === 'up'
+      ? Promise.resolve(value())
+      : state.mode === 'down'
+        ? Promise.reject(new Error("Stream isn't writeable"))
+        : new Promise<T>(() => undefined);
+  const redis = {
+    exists: jest.fn((key: string) => {
+      state.exists++;
+      return answer(() => (store.has(key) ? 1 : 0));
+    }),
+    pipeline: jest.fn(() => {
+      const sets: [string, string, number][] = [];
+      const pipeline = {
+        set: (key: string, value: string, _px: 'PX', ms: number) => {
+          sets.push([key, value, ms]);
+          return pipeline;
+        },
+        exec: () => {
+          state.execs++;
+          return answer(() =>
+            sets.map(([key, value, px]) => {
+              store.set(key, { value, px });
+              return [null, 'OK'];
+            }),
+          );
+        },
+      };
+      return pipeline;
+    }),
+  };
+  return { redis: redis as unknown as Pick<Redis, 'exists' | 'pipeline'>, store, state };
+}
+
+function setup() {
+  const r = fakeRedis();
+  let now = Date.parse('2026-01-01T10:00:00Z');
+  const clock: Clock = { now: () => new Date(now) };
+  const sessions = new RevokedSessions(r.redis, config, clock);
+  return { ...r, sessions, advance: (ms: number) => (now += ms) };
+}
+
+describe('RevokedSessions', () => {
+  afterEach(() => jest.useRealTimers());
+
+  it('writes one mark per family under the prefix, living an access-token lifetime', async () => {
+    const s = setup();
+    await s.sessions.add(['f-1', 'f-2']);
+    expect([...s.store]).toEqual([
+      ['unit:revoked-session:f-1', { value: '1', px: LIFETIME_MS }],
+      ['unit:revoked-session:f-2', { value: '1', px: LIFETIME_MS }],
+    ]);
+  });
+
+  it('answers for its own revocations from memory, and asks Redis about the others', async () => {
+    const s = setup();
+    await s.sessions.add(['f-1']);
+    expect(await s.sessions.isRevoked('f-1')).toBe(true);
+    expect(s.state.exists).toBe(0);
+    expect(await s.sessions.isRevoked('f-live')).toBe(false);
+    expect(s.state.exists).toBe(1);
+
+    s.store.set('unit:revoked-session:f-elsewhere', { value: '1', px: 1 }); // another process
+    expect(await s.sessions.isRevoked('f-elsewhere')).toBe(true);
+    expect(await s.sessions.isRevoked('f-elsewhere')).toBe(true);
+    expect(s.state.exists).toBe(2); // the second answer came from memory
+  });
+
+  it('forgets a revocation once no access token of the family can be valid', async () => {
+    const s = setup();
+    await s.sessions.add(['f-1']);
+    s.store.clear(); // Redis expired it
+    s.advance(LIFETIME_MS + 1);
+    expect(await s.sessions.isRevoked('f-1')).toBe(false);
+    expect(s.sessions.accessTokensValidSince(new Date(LIFETIME_MS))).toEqual(new Date(0));
+  });
+
+  it('fails open with Redis down, then skips it for a while instead of asking every time', async () => {
+    const s = setup();
+    s.state.mode = 'down';
+    expect(await s.sessions.isRevoked('f-1')).toBe(false);
+    expect(await s.sessions.isRevoked('f-1')).toBe(false);
+    expect(s.state.exists).toBe(1);
+    s.advance(REVOCATION_REDIS_BACKOFF_MS);
+    s.state.mode = 'up';
+    expect(await s.sessions.isRevoked('f-1')).toBe(false);
+    expect(s.state.exists).toBe(2);
+  });
+
+  it('does not wait on a Redis that stops answering', async () => {
+    jest.useFakeTimers();
+    const s = setup();
+    s.state.mode = 'hanging';
+    const answer = s.sessions.isRevoked('f-1');
+    await jest.advanceTimersByTimeAsync(REVOCATION_REDIS_TIMEOUT_MS);
+    await expect(answer).resolves.toBe(false);
+  });
+
+  it('keeps refusing what it revoked while Redis is down, and writes the marks once it is back', async () => {
+    jest.useFakeTimers();
+    const s = setup();
+    s.state.mode = 'down';
+    await s.sessions.add(['f-1']);
+    expect(await s.sessions.isRevoked('f-1')).toBe(true);
+    expect(s.store.size).toBe(0);
+
+    await jest.advanceTimersByTimeAsync(REVOCATION_RETRY_MS); // still down: tried, kept
+    expect(s.state.execs).toBe(2);
+    s.state.mode = 'up';
+    s.advance(REVOCATION_RETRY_MS * 2);
+    await jest.advanceTimersByTimeAsync(REVOCATION_RETRY_MS);
+    expect(s.store.get('unit:revoked-session:f-1')).toEqual({
+      value: '1',
+      px: LIFETIME_MS - REVOCATION_RETRY_MS * 2, // only the lifetime it has left
+    });
+    await jest.advanceTimersByTimeAsync(REVOCATION_RETRY_MS * 5);
+    expect(s.state.execs).toBe(3); // written once: nothing left to retry
+    s.sessions.onModuleDestroy();
+  });
+});

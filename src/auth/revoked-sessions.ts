@@ -1,0 +1,171 @@
+import { Inject, Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
+import type Redis from 'ioredis';
+import { Clock } from '../common/time/clock';
+import { APP_CONFIG, AppConfig } from '../config/config';
+import { REDIS } from '../redis/redis.module';
+
+/** A Redis slower than this counts as unavailable for the revocation check or mark. */
+export const REVOCATION_REDIS_TIMEOUT_MS = 250;
+/** After Redis failed, checks skip it (fail open) for this long instead of each waiting. */
+export const REVOCATION_REDIS_BACKOFF_MS = 1000;
+/** How often marks that could not be written are tried again. */
+export const REVOCATION_RETRY_MS = 1000;
+/** Revoked sessions remembered in process memory (oldest forgotten first). */
+export const REVOCATION_MEMORY_LIMIT = 100_000;
+/** On top of the access-token lifetime: clocks of API hosts may disagree a little. */
+const CLOCK_SKEW_MS = 5_000;
+
+type RedisClient = Pick<Redis, 'exists' | 'pipeline'>;
+
+/**
+ * Revoked sessions (refresh-token families), so that their access tokens stop working at once
+ * instead of living until they expire. An access token carries its family id (`fam`); every
+ * authenticated request asks whether that family is revoked.
+ *
+ * Where it is kept: one Redis key per revoked family, `<REDIS_KEY_PREFIX>:revoked-session:<id>`,
+ * shared by every API process and living as long as the longest access token that family can
+ * still have (JWT_ACCESS_TTL_SECONDS, plus a little clock skew) — so the set never holds more
+ * than the revocations of the last access-token lifetime. The database (`revoked_at`) stays the
+ * record; the marks are written after the revoking transaction commits.
+ *
+ * Redis unavailable (down, or slower than REVOCATION_REDIS_TIMEOUT_MS): the check FAILS OPEN —
+ * refusing every signed-in request while Redis is out would turn a cache outage into a full
+ * outage — and skips Redis for REVOCATION_REDIS_BACKOFF_MS, so requests do not each wait on it.
+ * What stays refused meanwhile: every family this process revoked or has seen revoked (kept in
+ * memory for the same lifetime). Marks that could not be written are retried every
+ * REVOCATION_RETRY_MS until they land or no longer matter, so other processes learn of them
+ * once Redis is back. Lost for good only if this process dies before Redis returns: those
+ * access tokens then live until they expire (at most JWT_ACCESS_TTL_SECONDS), as before.
+ */
+@Injectable()
+export class RevokedSessions implements OnModuleDestroy {
+  private readonly logger = new Logger(RevokedSessions.name);
+  private readonly prefix: string;
+  private readonly lifetimeMs: number;
+  /** Families known to be revoked → when that stops mattering (epoch ms). */
+  private readonly known = new Map<string, number>();
+  /** Marks not yet in Redis → when they stop mattering (epoch ms). */
+  private readonly pending = new Map<string, number>();
+  private retryTimer?: NodeJS.Timeout;
+  private skipRedisUntil = 0;
+  private lastWarningAt = 0;
+
+  constructor(
+    @Inject(REDIS) private readonly redis: RedisClient,
+    @Inject(APP_CONFIG) config: AppConfig,
+    private readonly clock: Clock,
+  ) {
+    this.prefix = `${config.redis.keyPrefix}:revoked-session:`;
+    this.lifetimeMs = config.jwt.accessTtlSeconds * 1000 + CLOCK_SKEW_MS;
+  }
+
+  /**
+   * The earliest issue time of an access token that can still be valid now: only families
+   * that issued one since then need a mark.
+   */
+  accessTokensValidSince(now: Date): Date {
+    return new Date(now.getTime() - this.lifetimeMs);
+  }
+
+  /**
+   * Marks the families revoked (call after the revocation committed). Remembered in this
+   * process at once; written to Redis before returning, or retried in the background when Redis
+   * is unavailable. Never throws.
+   */
+  async add(familyIds: readonly string[]): Promise<void> {
+    if (familyIds.length === 0) return;
+    const until = this.clock.now().getTime() + this.lifetimeMs;
+    for (const id of familyIds) {
+      this.remember(id, until);
+      this.pending.set(id, until);
+    }
+    await this.flush();
+  }
+
+  /** True when the family is known revoked. Fails open (false) when Redis is unavailable. */
+  async isRevoked(familyId: string): Promise<boolean> {
+    const now = this.clock.now().getTime();
+    const until = this.known.get(familyId);
+    if (until !== undefined) {
+      if (until > now) return true;
+      this.known.delete(familyId);
+    }
+    if (now < this.skipRedisUntil) return false;
+    try {
+      const found = await withTimeout(
+        this.redis.exists(this.prefix + familyId),
+        REVOCATION_REDIS_TIMEOUT_MS,
+      );
+      if (found === 0) return false;
+      this.remember(familyId, now + this.lifetimeMs);
+      return true;
+    } catch (err) {
+      this.unavailable(err, now);
+      return false;
+    }
+  }
+
+  onModuleDestroy(): void {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+  }
+
+  private remember(familyId: string, until: number): void {
+    this.known.set(familyId, until);
+    if (this.known.size > REVOCATION_MEMORY_LIMIT) {
+      const oldest = this.known.keys().next().value;
+      if (oldest !== undefined) this.known.delete(oldest);
+    }
+  }
+
+  /** Writes the pending marks (each with the lifetime it has left). */
+  private async flush(): Promise<void> {
+    const now = this.clock.now().getTime();
+    const batch = [...this.pending].filter(([id, until]) => {
+      if (until > now) return true;
+      this.pending.delete(id);
+      return false;
+    });
+    if (batch.length === 0) return;
+    const pipeline = this.redis.pipeline();
+    for (const [id, until] of batch) pipeline.set(this.prefix + id, '1', 'PX', until - now);
+    try {
+      const results = await withTimeout(pipeline.exec(), REVOCATION_REDIS_TIMEOUT_MS);
+      batch.forEach(([id, until], i) => {
+        // a newer add() for the same family keeps its own, later, entry
+        if (!results?.[i]?.[0] && this.pending.get(id) === until) this.pending.delete(id);
+      });
+    } catch (err) {
+      this.unavailable(err, now);
+    }
+    if (this.pending.size > 0) this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.flush();
+    }, REVOCATION_RETRY_MS);
+    this.retryTimer.unref();
+  }
+
+  private unavailable(err: unknown, now: number): void {
+    this.skipRedisUntil = now + REVOCATION_REDIS_BACKOFF_MS;
+    if (now - this.lastWarningAt < 10_000) return;
+    this.lastWarningAt = now;
+    this.logger.warn(
+      `session revocation store unavailable (checks fail open; ${this.pending.size} mark(s) ` +
+        `waiting): ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,179 @@
+import Redis from 'ioredis';
+import { createHash } from 'node:crypto';
+import { TEST_PASSWORD, login, registerCustomer } from '../support/auth';
+import type { HttpClient } from '../support/http';
+import { PrivateRedis } from '../support/private-redis';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+// Issue 10, finding 7: an access token stops working within seconds once its session
+// (refresh-token family) is revoked by logout, a password change or a detected reuse — in every
+// API process — while other sessions keep working.
+
+/** How soon a revoked session's access token must be refused. */
+const WITHIN_MS = 2000;
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+const familyClaim = (accessToken: string): string =>
+  (JSON.parse(Buffer.from(accessToken.split('.')[1], 'base64url').toString()) as { fam: string })
+    .fam;
+
+/** GET /v1/me with the token until it answers `status` (at most `withinMs`); the last status. */
+async function meStatusBecomes(
+  http: HttpClient,
+  token: string,
+  status: number,
+  withinMs = WITHIN_MS,
+): Promise<number> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const res = await http.get('/v1/me', { token });
+    if (res.status === status || Date.now() > deadline) return res.status;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const meStatus = async (http: HttpClient, token: string) =>
+  (await http.get('/v1/me', { token })).status;
+
+describe('security: access tokens of revoked sessions are refused (issue 10, finding 7)', () => {
+  let a: TestApp;
+  let b: TestApp; // a second API process on the same database and Redis prefix
+  beforeAll(async () => {
+    a = await bootTestApp();
+    b = await bootTestApp({ db: a.db, env: { REDIS_KEY_PREFIX: a.config.redis.keyPrefix } });
+  });
+  afterAll(async () => {
+    await b?.close();
+    await a?.close();
+  });
+
+  it('after logout, in every process; the same user’s other session and other users unaffected', async () => {
+    const s = await registerCustomer(a.http);
+    const otherSession = await login(a.http, s.email, s.password);
+    const otherUser = await registerCustomer(a.http);
+    expect(await meStatus(b.http, s.accessToken)).toBe(200);
+
+    expect((await a.http.post('/v1/auth/logout', { refreshToken: s.refreshToken })).status).toBe(
+      204,
+    );
+    expect(await meStatusBecomes(a.http, s.accessToken, 401)).toBe(401);
+    expect(await meStatusBecomes(b.http, s.accessToken, 401)).toBe(401);
+    const refused = await b.http.get('/v1/me', { token: s.accessToken });
+    expect(refused.body.code).toBe('TOKEN_INVALID');
+    expect(refused.headers.get('content-type')).toMatch(/application\/problem\+json/);
+
+    for (const http of [a.http, b.http]) {
+      expect(await meStatus(http, otherSession.accessToken)).toBe(200);
+      expect(await meStatus(http, otherUser.accessToken)).toBe(200);
+    }
+  });
+
+  it('after a password change: every session of the user, but not a sign-in made afterwards', async () => {
+    const s = await registerCustomer(a.http);
+    const second = await login(a.http, s.email, s.password);
+    const rotated = await a.http.post('/v1/auth/refresh', { refreshToken: second.refreshToken });
+    expect(rotated.status).toBe(200);
+    const otherUser = await registerCustomer(a.http);
+
+    const newPassword = 'a-brand-new-password';
+    const changed = await b.http.post(
+      '/v1/me/password',
+      { currentPassword: TEST_PASSWORD, newPassword },
+      { token: s.accessToken },
+    );
+    expect(changed.status).toBe(204);
+    for (const token of [s.accessToken, second.accessToken, rotated.body.accessToken]) {
+      expect(await meStatusBecomes(a.http, token, 401)).toBe(401);
+      expect(await meStatusBecomes(b.http, token, 401)).toBe(401);
+    }
+    // a sign-in right after the change (same second) is a new session and works everywhere
+    const fresh = await login(a.http, s.email, newPassword);
+    expect(await meStatus(a.http, fresh.accessToken)).toBe(200);
+    expect(await meStatus(b.http, fresh.accessToken)).toBe(200);
+    expect(await meStatus(b.http, otherUser.accessToken)).toBe(200);
+  });
+
+  it('after a detected refresh-token reuse: every access token of that family', async () => {
+    const s = await registerCustomer(a.http);
+    const otherSession = await login(a.http, s.email, s.password);
+    const rotated = await a.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
+    expect(rotated.status).toBe(200);
+    const reuse = await b.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
+    expect(reuse.status).toBe(401);
+    expect(reuse.body.code).toBe('REFRESH_TOKEN_REUSED');
+
+    for (const token of [s.accessToken, rotated.body.accessToken]) {
+      expect(await meStatusBecomes(a.http, token, 401)).toBe(401);
+      expect(await meStatusBecomes(b.http, token, 401)).toBe(401);
+    }
+    expect(await meStatus(a.http, otherSession.accessToken)).toBe(200);
+  });
+
+  it('keeps the revocation mark in Redis under REDIS_KEY_PREFIX, living no longer than an access token', async () => {
+    const s = await registerCustomer(a.http);
+    expect((await a.http.post('/v1/auth/logout', { refreshToken: s.refreshToken })).status).toBe(
+      204,
+    );
+    const family = (
+      await a.db.pool.query<{ family_id: string }>(
+        `SELECT family_id FROM refresh_tokens WHERE token_hash = $1`,
+        [sha256(s.refreshToken)],
+      )
+    ).rows[0].family_id;
+    expect(familyClaim(s.accessToken)).toBe(family);
+    const redis = new Redis(a.config.redis.url);
+    try {
+      const keys = await redis.keys(`${a.config.redis.keyPrefix}:*${family}*`);
+      expect(keys).toHaveLength(1);
+      const ttl = await redis.ttl(keys[0]);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(a.config.jwt.accessTtlSeconds + 60);
+    } finally {
+      redis.disconnect();
+    }
+  });
+});
+
+describe('security: access-token revocation with Redis down (fail open, remembered locally)', () => {
+  let redis: PrivateRedis;
+  let redisDown = false;
+  let a: TestApp;
+  let b: TestApp;
+  beforeAll(async () => {
+    redis = await PrivateRedis.start();
+    a = await bootTestApp({ env: { REDIS_URL: redis.url } });
+    b = await bootTestApp({
+      db: a.db,
+      env: { REDIS_URL: redis.url, REDIS_KEY_PREFIX: a.config.redis.keyPrefix },
+    });
+  });
+  afterAll(async () => {
+    if (redisDown) await redis.up(); // closing the apps waits on their Redis clients
+    await b?.close();
+    await a?.close();
+    await redis?.down();
+  });
+
+  it('serves valid tokens, refuses what this process revoked, and tells the others once Redis is back', async () => {
+    const s = await registerCustomer(a.http);
+    const otherUser = await registerCustomer(a.http);
+    await redis.down();
+    redisDown = true;
+
+    const started = Date.now();
+    expect(await meStatus(a.http, otherUser.accessToken)).toBe(200); // fail open, no 401 for all
+    expect((await a.http.post('/v1/auth/logout', { refreshToken: s.refreshToken })).status).toBe(
+      204,
+    );
+    expect(await meStatus(a.http, s.accessToken)).toBe(401); // remembered by the revoking process
+    expect(await meStatus(b.http, otherUser.accessToken)).toBe(200);
+    expect(Date.now() - started).toBeLessThan(5000); // no request waited long on Redis
+
+    await redis.up();
+    redisDown = false;
+    // the mark that could not be written is written once Redis answers again (the client
+    // reconnects within ~2 s, then the pending mark is retried)
+    expect(await meStatusBecomes(b.http, s.accessToken, 401, 10_000)).toBe(401);
+    expect(await meStatus(b.http, otherUser.accessToken)).toBe(200);
+  });
+});
