@@ -5,6 +5,7 @@ import { TransactionHost, pgConstraint, pgErrorCode } from '../../src/database/t
 import { InventoryRepository } from '../../src/inventory/inventory.repository';
 import { StockLine, StockReservationRepository, shortfallsOf } from '../../src/inventory/stock-reservation.repository';
 import { insertProduct, stockOf } from '../support/fixtures';
+import { buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
 
 /**
@@ -155,4 +156,28 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
     expect(level.reserved).toBeLessThanOrEqual(level.onHand);
   }, 20_000);
 
+  it('a CHECK violation that still reaches the reservation answers 409 INSUFFICIENT_STOCK, not 500', async () => {
+    const [buyer] = await buyers(t.http, 1);
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    // A test-only trigger makes the reservation's write overshoot on-hand, as the race used to:
+    // PostgreSQL's CHECK inventory_reserved_within_on_hand (23514) rejects the statement.
+    await t.db.pool.query(`
+      CREATE FUNCTION overshoot() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN NEW.reserved := NEW.on_hand + 1; RETURN NEW; END $$`);
+    await t.db.pool.query(
+      `CREATE TRIGGER overshoot BEFORE UPDATE ON inventory_items FOR EACH ROW
+         WHEN (NEW.product_id = '${productId}') EXECUTE FUNCTION overshoot()`,
+    );
+    try {
+      const res = await placeOrder(t.http, buyer, [{ productId, quantity: 2 }]);
+      expect(res.status).toBe(409);
+      expect(res.body.code).toBe('INSUFFICIENT_STOCK');
+      expect(res.body.products).toEqual([{ productId, requested: 2 }]);
+    } finally {
+      await t.db.pool.query(`DROP TRIGGER overshoot ON inventory_items`);
+    }
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 0 });
+    const { rows } = await t.db.pool.query(`SELECT count(*)::int AS n FROM orders WHERE user_id = $1`, [buyer.userId]);
+    expect(rows[0].n).toBe(0);
+  });
 });
