@@ -1,4 +1,5 @@
 import { INestApplicationContext } from '@nestjs/common';
+import { loadConfig } from '../../src/config/config';
 import { insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -57,6 +58,10 @@ describe('per-customer purchase limits', () => {
     }
     return status;
   }
+
+  it('is on by default: 5 units per product, 3 open unpaid orders', () => {
+    expect(loadConfig({}).purchaseLimits).toEqual({ unitsPerProduct: 5, openOrders: 3 });
+  });
 
   it('refuses more units of one product than the cap, counting open unpaid orders, with 409', async () => {
     const p = await insertProduct(t.db.pool, { stock: 100 });
