@@ -4,7 +4,7 @@ import { Clock } from '../../src/common/time/clock';
 import { TransactionHost, pgConstraint, pgErrorCode } from '../../src/database/transaction-host';
 import { InventoryRepository } from '../../src/inventory/inventory.repository';
 import { StockLine, StockReservationRepository, shortfallsOf } from '../../src/inventory/stock-reservation.repository';
-import { insertProduct, stockOf } from '../support/fixtures';
+import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
 
@@ -180,4 +180,36 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
     const { rows } = await t.db.pool.query(`SELECT count(*)::int AS n FROM orders WHERE user_id = $1`, [buyer.userId]);
     expect(rows[0].n).toBe(0);
   });
+
+  it('through HTTP: buyers order and cancel one SKU while it is restocked — only 201 or 409 INSUFFICIENT_STOCK', async () => {
+    const crowd = await buyers(t.http, 12);
+    const productId = await insertProduct(t.db.pool, { stock: 4 });
+    const until = Date.now() + 4_000;
+    const statuses: Record<string, number> = {};
+    const count = (k: string) => (statuses[k] = (statuses[k] ?? 0) + 1);
+
+    await Promise.all([
+      ...crowd.map(async (buyer) => {
+        while (Date.now() < until) {
+          const res = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }]);
+          count(`order ${res.status} ${res.body?.code ?? ''}`.trim());
+          if (res.status !== 201) continue;
+          // cancelling gives the unit back (a release) while others are reserving
+          const cancel = await t.http.post(`/v1/orders/${res.body.id}/cancel`, {}, { token: buyer.token, idempotencyKey: newKey() });
+          count(`cancel ${cancel.status}`);
+        }
+      }),
+      (async () => {
+        while (Date.now() < until) {
+          const level = await inventory.level(productId);
+          if (level && level.onHand < 8) await inventory.adjust(productId, 1, 'restock', randomUUID(), clock.now());
+          else await new Promise((r) => setTimeout(r, 5));
+        }
+      })(),
+    ]);
+
+    expect(Object.keys(statuses).filter((k) => !/^order (201|409 INSUFFICIENT_STOCK)$|^cancel 200$/.test(k))).toEqual([]);
+    expect(statuses['order 201']).toBeGreaterThan(10);
+    await assertStockInvariants(t.db.pool, [productId]);
+  }, 20_000);
 });
