@@ -56,12 +56,13 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
     return rows[0] as { onHand: number; reserved: number };
   }
 
-  /** Waits until some session of this database is blocked on a lock (the reservation). */
-  async function untilSomeoneWaitsForALock(): Promise<void> {
+  /** Waits until the reservation statement is blocked on a lock. */
+  async function untilTheReservationWaitsForALock(): Promise<void> {
     for (let i = 0; i < 500; i++) {
       const { rows } = await t.db.pool.query(
         `SELECT count(*)::int AS n FROM pg_stat_activity
-          WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+          WHERE datname = current_database() AND wait_event_type = 'Lock'
+            AND query LIKE '%FROM inventory_items%FOR UPDATE%'`,
       );
       if (rows[0].n > 0) return;
       await new Promise((r) => setTimeout(r, 10));
@@ -88,7 +89,7 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
         () => 'reserved',
         (err: unknown) => `${pgErrorCode(err)} ${pgConstraint(err) ?? JSON.stringify(shortfallsOf(err))}`,
       );
-      await untilSomeoneWaitsForALock();
+      await untilTheReservationWaitsForALock();
       await releaser.query('COMMIT');
       // before the fix: 23514 inventory_reserved_within_on_hand (the new row was built from the
       // version the statement's snapshot saw, reserved 10 + 1 > 10, and checked before the update
