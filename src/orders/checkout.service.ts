@@ -47,8 +47,8 @@ export class CheckoutService {
   /**
    * Creates an order from the given lines (or the cart, which is emptied in the same
    * transaction). After the price snapshot read, everything is written in the message that
-   * carries the COMMIT: the order with its lines, history and outbox event, the idempotency
-   * record (added by the interceptor), the per-customer purchase-limit check, and last — to hold
+   * carries the COMMIT: the order with its lines, history and outbox event, the per-customer
+   * purchase-limit check, the idempotency record (added by the interceptor), and last — to hold
    * the hot inventory row locks for the reservation and the commit only — the stock reservation.
    */
   async create(me: Principal, dto: CreateOrderDto): Promise<OrderDto> {
@@ -102,8 +102,8 @@ export class CheckoutService {
         });
       }
       // The hot inventory row locks are taken last of all: in the message that carries the
-      // COMMIT, after the idempotency record the request writes — held for one statement and
-      // the commit, with no round trip in between.
+      // COMMIT, after the idempotency record the request writes — held for the reservation's
+      // statements and the commit, with no round trip in between.
       this.stock.reserveOnCommit(created.id, lines);
       this.metrics.orderCreated();
       return created;
