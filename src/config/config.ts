@@ -67,6 +67,8 @@ const envSchema = z.object({
   MAIL_FROM: z.string().default('Shop <orders@shop.example>'),
   MAIL_OUTBOX_DIR: z.string().default('var/mail'),
   RESERVATION_TTL_SECONDS: int(900, 10, 86_400),
+  PURCHASE_LIMIT_UNITS_PER_PRODUCT: int(5, 0, 1_000_000),
+  PURCHASE_LIMIT_OPEN_ORDERS: int(3, 0, 1_000_000),
   SHOP_CURRENCY: z.string().regex(/^[A-Z]{3}$/).default('INR'),
   RATE_LIMIT_ENABLED: bool(true),
   CATALOG_CACHE_ENABLED: bool(true),
@@ -111,6 +113,11 @@ export interface AppConfig {
   stripe: { secretKey?: string; webhookSecret: string; apiUrl?: string };
   mail: { smtpUrl?: string; from: string; outboxDir: string };
   reservationTtlSeconds: number;
+  /**
+   * Per-customer caps on open unpaid orders (INVENTORY_RESERVED / PAYMENT_PENDING), the new one
+   * included: units of one product held, and number of such orders. 0 switches a cap off.
+   */
+  purchaseLimits: { unitsPerProduct: number; openOrders: number };
   /** Object storage for product images: uploads go there directly with signed URLs. */
   storage: { baseUrl: string; signingSecret: string };
   /** The one ISO 4217 currency the shop sells in. */
@@ -235,6 +242,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM, outboxDir: e.MAIL_OUTBOX_DIR },
     reservationTtlSeconds: e.RESERVATION_TTL_SECONDS,
+    purchaseLimits: {
+      unitsPerProduct: e.PURCHASE_LIMIT_UNITS_PER_PRODUCT,
+      openOrders: e.PURCHASE_LIMIT_OPEN_ORDERS,
+    },
     storage: {
       baseUrl: e.STORAGE_BASE_URL.replace(/\/$/, ''),
       signingSecret: e.STORAGE_SIGNING_SECRET ?? devSecret('STORAGE_SIGNING_SECRET'),

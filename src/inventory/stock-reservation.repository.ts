@@ -55,38 +55,52 @@ export class StockReservationRepository {
   }
 
   /**
-   * Reserves every line or none, in ONE statement that is the order transaction's final one,
-   * sent together with COMMIT (TransactionHost.sendWithCommit, last): the hot row locks are held only
-   * while the server runs this statement and commits. It locks the rows (FOR UPDATE, ascending
-   * product id — the LockRows step runs above the sort), computes the shortfalls, and only when
-   * there are none adds to `reserved` and writes the ledger rows; a shortfall raises
-   * `insufficient_stock` with the shortfalls as JSON in the error's detail, which aborts the
-   * transaction (`shortfallsOf` reads it). READ COMMITTED makes this safe: FOR UPDATE waits for
-   * and then sees the latest row version, and the UPDATE re-checks the rows it already holds.
+   * Reserves every line or none, as the order transaction's final statements, sent together with
+   * COMMIT (TransactionHost.sendWithCommit, last): the hot row locks are held only while the server
+   * runs them and commits, with no round trip in between. Two statements in that one message:
+   *
+   * 1. `SELECT … FOR UPDATE` takes the inventory row locks in ascending product id (the LockRows
+   *    step runs above the sort), waiting for whoever holds them;
+   * 2. a statement with a fresh READ COMMITTED snapshot, taken after those locks are ours, so it
+   *    sees exactly the row versions we locked, which nobody else can change before our commit.
+   *    A guarded `UPDATE … SET reserved = reserved + q WHERE on_hand - reserved >= q` decides and
+   *    writes from that same version; lines it did not move are short and raise
+   *    `insufficient_stock` with the shortfalls as JSON in the error's detail (`shortfallsOf`),
+   *    which aborts the transaction, the lines that did move included.
+   *
+   * Why not one statement (issue 11, defect 1): every part of a statement shares the snapshot
+   * taken when it started, before it waited for the row locks. The old single statement tested
+   * availability on the version its FOR UPDATE locked (the newest), but its UPDATE scanned the
+   * snapshot's older version, built the new row from it (e.g. reserved 10 + 1 against on_hand 10,
+   * when a release committed meanwhile had made it 9), and PostgreSQL checks CHECK constraints on
+   * that row BEFORE it notices the version was superseded and re-evaluates on the newest one
+   * (EvalPlanQual) — so `inventory_reserved_within_on_hand` (23514) fired for a reservation that
+   * was valid. A guarded UPDATE in the same statement cannot fix it either: its WHERE is judged on
+   * the snapshot version, and re-checked on the newest version only for rows that passed, so a
+   * unit released meanwhile would be refused as short. test/e2e/reservation-race.test.ts.
    */
   reserveAllOnCommit(orderId: string, lines: StockLine[], mapError: (err: unknown) => unknown): void {
     this.tx.sendWithCommit(
-      `WITH req AS (
+      `SELECT 1 FROM inventory_items
+        WHERE product_id = ANY($1::uuid[])
+        ORDER BY product_id
+          FOR UPDATE;
+       WITH req AS (
          SELECT * FROM unnest($1::uuid[], $2::int[]) AS r(product_id, quantity)
-       ), locked AS (
-         SELECT i.product_id, i.on_hand - i.reserved AS available, r.quantity
-           FROM inventory_items i JOIN req r ON r.product_id = i.product_id
-          ORDER BY i.product_id
-            FOR UPDATE OF i
-       ), short AS (
-         SELECT r.product_id, r.quantity, coalesce(l.available, 0) AS available
-           FROM req r LEFT JOIN locked l ON l.product_id = r.product_id
-          WHERE coalesce(l.available, 0) < r.quantity
        ), moved AS (
          UPDATE inventory_items i
-            SET reserved = i.reserved + l.quantity, updated_at = $3::timestamptz
-           FROM locked l
-          WHERE i.product_id = l.product_id AND NOT EXISTS (SELECT 1 FROM short)
-         RETURNING i.product_id, l.quantity
+            SET reserved = i.reserved + r.quantity, updated_at = $3::timestamptz
+           FROM req r
+          WHERE i.product_id = r.product_id AND i.on_hand - i.reserved >= r.quantity
+         RETURNING i.product_id, r.quantity
        ), ledger AS (
          INSERT INTO stock_movements
            (product_id, kind, on_hand_delta, reserved_delta, reason, order_id, created_at)
          SELECT product_id, 'reserve', 0, quantity, 'order', $4::uuid, $3::timestamptz FROM moved
+       ), short AS (
+         SELECT r.product_id, r.quantity, coalesce(i.on_hand - i.reserved, 0) AS available
+           FROM req r LEFT JOIN inventory_items i ON i.product_id = r.product_id
+          WHERE NOT EXISTS (SELECT 1 FROM moved m WHERE m.product_id = r.product_id)
        )
        SELECT raise_insufficient_stock(jsonb_agg(jsonb_build_object(
                 'productId', product_id, 'requested', quantity, 'available', available) ORDER BY product_id))

@@ -1,9 +1,32 @@
 import { Injectable } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
+import { pgConstraint, pgErrorCode } from '../database/transaction-host';
 import { Shortfall, StockLine, StockReservationRepository, shortfallsOf } from './stock-reservation.repository';
 
-const insufficient = (products: Shortfall[]) =>
+const insufficient = (products: (Shortfall | Omit<Shortfall, 'available'>)[]) =>
   new DomainError('INSUFFICIENT_STOCK', 'Not enough stock for some products.', { extensions: { products } });
+
+/**
+ * The reservation's failure as the client sees it: its own shortfall → 409 INSUFFICIENT_STOCK
+ * naming the short products. So is a CHECK `inventory_reserved_within_on_hand` violation (23514):
+ * the statement tests availability itself and should never let one through (issue 11, defect 1),
+ * but if it ever does the constraint has refused an oversell, which is a 409, never a 500. The
+ * product is read from the violation's "Failing row contains (product_id, …)" detail when it is
+ * one of the lines, else every line is named. Any other error is returned unchanged.
+ */
+export function reservationError(err: unknown, lines: StockLine[]): unknown {
+  const short = shortfallsOf(err);
+  if (short) return insufficient(short);
+  if (pgErrorCode(err) === '23514' && pgConstraint(err) === 'inventory_reserved_within_on_hand') {
+    const detail = (err as { driverError?: { detail?: string } }).driverError?.detail ?? '';
+    const failing = /\(([0-9a-f-]{36}),/i.exec(detail)?.[1]?.toLowerCase();
+    const named = lines.filter((l) => l.productId.toLowerCase() === failing);
+    return insufficient(
+      (named.length > 0 ? named : lines).map((l) => ({ productId: l.productId, requested: l.quantity })),
+    );
+  }
+  return err;
+}
 
 /**
  * Pessimistic stock reservation for orders. Must run inside the order's transaction, and is
@@ -21,10 +44,7 @@ export class StockReservationService {
    * short products.
    */
   reserveOnCommit(orderId: string, lines: StockLine[]): void {
-    this.stock.reserveAllOnCommit(orderId, lines, (err) => {
-      const short = shortfallsOf(err);
-      return short ? insufficient(short) : err;
-    });
+    this.stock.reserveAllOnCommit(orderId, lines, (err) => reservationError(err, lines));
   }
 
   /** Gives an order's reserved units back. Call only from the transition that ends the hold. */

@@ -15,6 +15,17 @@ import { OrderMetrics } from './order-metrics';
 import { OrderRepository } from './order.repository';
 import { priceLines } from './order-pricing';
 import { ProductSnapshotRepository } from './product-snapshot.repository';
+import { PurchaseLimitBreach, PurchaseLimitRepository, breachesOf } from './purchase-limit.repository';
+
+/** 409 PURCHASE_LIMIT_EXCEEDED, its detail naming each cap the order would pass. */
+function purchaseLimitExceeded(breaches: PurchaseLimitBreach[]): DomainError {
+  const sentences = breaches.map((b) =>
+    b.cap === 'openOrders'
+      ? `A customer may have at most ${b.limit} unpaid orders open at a time (this order would make ${b.held}); pay for or cancel one first.`
+      : `A customer may hold at most ${b.limit} units of a product in unpaid orders (product ${b.productId}: this order would make ${b.held}).`,
+  );
+  return new DomainError('PURCHASE_LIMIT_EXCEEDED', sentences.join(' '), { extensions: { limits: breaches } });
+}
 
 /** Checkout: turning a customer's lines (or cart) into a priced order holding its stock. */
 @Injectable()
@@ -30,14 +41,15 @@ export class CheckoutService {
     private readonly ids: IdGenerator,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     private readonly metrics: OrderMetrics,
+    private readonly limits: PurchaseLimitRepository,
   ) {}
 
   /**
    * Creates an order from the given lines (or the cart, which is emptied in the same
    * transaction). After the price snapshot read, everything is written in the message that
-   * carries the COMMIT: the order with its lines, history and outbox event, the idempotency
-   * record (added by the interceptor), and last — to hold the hot inventory row locks for one
-   * statement and the commit — the stock reservation.
+   * carries the COMMIT: the order with its lines, history and outbox event, the per-customer
+   * purchase-limit check, the idempotency record (added by the interceptor), and last — to hold
+   * the hot inventory row locks for the reservation and the commit only — the stock reservation.
    */
   async create(me: Principal, dto: CreateOrderDto): Promise<OrderDto> {
     const order = await this.tx.run(async (): Promise<Order> => {
@@ -80,9 +92,18 @@ export class CheckoutService {
         },
         event,
       );
+      // Per-customer caps (OWASP API6): checked in the same message, after the insert (the new
+      // order counts) and before the inventory row locks, under a lock on the customer.
+      const caps = this.config.purchaseLimits;
+      if (caps.unitsPerProduct > 0 || caps.openOrders > 0) {
+        this.limits.checkOnCommit(me.userId, lines.map((l) => l.productId), caps, (err) => {
+          const breaches = breachesOf(err);
+          return breaches ? purchaseLimitExceeded(breaches) : err;
+        });
+      }
       // The hot inventory row locks are taken last of all: in the message that carries the
-      // COMMIT, after the idempotency record the request writes — held for one statement and
-      // the commit, with no round trip in between.
+      // COMMIT, after the idempotency record the request writes — held for the reservation's
+      // statements and the commit, with no round trip in between.
       this.stock.reserveOnCommit(created.id, lines);
       this.metrics.orderCreated();
       return created;

@@ -36,7 +36,7 @@ export class OrdersController {
   @RateLimit('order-create')
   @ApiHeader(IDEMPOTENCY_HEADER_DOC)
   @ApiCreatedResponse({ type: OrderDto })
-  @ApiConflictResponse({ description: 'INSUFFICIENT_STOCK or PRODUCT_UNAVAILABLE' })
+  @ApiConflictResponse({ description: 'INSUFFICIENT_STOCK, PRODUCT_UNAVAILABLE or PURCHASE_LIMIT_EXCEEDED' })
   create(@CurrentPrincipal() me: Principal, @Body() dto: CreateOrderDto): Promise<OrderDto> {
     return this.checkout.create(me, dto);
   }

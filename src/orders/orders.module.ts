@@ -9,6 +9,7 @@ import { OrderTransitionsService } from './order-transitions.service';
 import { OrdersController } from './orders.controller';
 import { OrdersService } from './orders.service';
 import { ProductSnapshotRepository } from './product-snapshot.repository';
+import { PurchaseLimitRepository } from './purchase-limit.repository';
 import { ReservationExpiryService } from './reservation-expiry.service';
 
 @Module({
@@ -18,6 +19,7 @@ import { ReservationExpiryService } from './reservation-expiry.service';
     OrderRepository,
     OrderMetrics,
     ProductSnapshotRepository,
+    PurchaseLimitRepository,
     CheckoutService,
     OrdersService,
     OrderTransitionsService,

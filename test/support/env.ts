@@ -8,3 +8,7 @@ process.env.RATE_LIMIT_ENABLED = process.env.RATE_LIMIT_ENABLED ?? 'false';
 // Many apps and processes run at once: no Prometheus listeners unless a test asks for one.
 process.env.METRICS_PORT = '0';
 process.env.WORKER_METRICS_PORT = '0';
+// per-customer purchase caps off, as throttling is: many tests buy a lot as one customer;
+// test/security/purchase-limits.test.ts switches them on
+process.env.PURCHASE_LIMIT_UNITS_PER_PRODUCT = process.env.PURCHASE_LIMIT_UNITS_PER_PRODUCT ?? '0';
+process.env.PURCHASE_LIMIT_OPEN_ORDERS = process.env.PURCHASE_LIMIT_OPEN_ORDERS ?? '0';

@@ -1,0 +1,79 @@
+import { Injectable } from '@nestjs/common';
+import { TransactionHost, pgErrorCode } from '../database/transaction-host';
+
+/** Per-customer caps on open unpaid orders (0 = cap off). */
+export interface PurchaseCaps {
+  unitsPerProduct: number;
+  openOrders: number;
+}
+
+/** A cap the new order would pass: what the customer would then hold against the limit. */
+export type PurchaseLimitBreach =
+  | { cap: 'openOrders'; limit: number; held: number }
+  | { cap: 'unitsPerProduct'; limit: number; held: number; productId: string };
+
+/** The breaches carried by the limit check's `purchase_limit_exceeded` error; null for any other error. */
+export function breachesOf(err: unknown): PurchaseLimitBreach[] | null {
+  const driverError = (err as { driverError?: { message?: string; detail?: string } }).driverError;
+  if (pgErrorCode(err) !== 'P0001' || driverError?.message !== 'purchase_limit_exceeded') return null;
+  return JSON.parse(driverError.detail ?? '[]') as PurchaseLimitBreach[];
+}
+
+/**
+ * Advisory-lock class of a customer's checkouts (two-int4 key space, separate from the bigint keys
+ * of idempotency claims). Any number, the same everywhere; "PL" in ASCII.
+ */
+const CHECKOUT_LOCK_CLASS = 0x504c;
+
+/**
+ * What a customer holds in open unpaid orders (status INVENTORY_RESERVED / PAYMENT_PENDING), checked
+ * against the purchase caps atomically: one customer's checkouts are serialised by a transaction-scoped
+ * advisory lock on the customer, and the count runs after it in a statement of its own, so its
+ * snapshot sees every order a previous checkout of the same customer committed.
+ */
+@Injectable()
+export class PurchaseLimitRepository {
+  constructor(private readonly tx: TransactionHost) {}
+
+  /**
+   * Queues the check in the message that carries the transaction's COMMIT, after the new order's
+   * insert (so the order is counted) and before the stock reservation (`last`): no round trip of
+   * its own. Lock order: this customer lock, then the inventory row locks — nothing takes them the
+   * other way round (stock releases and sales never take the customer lock), so no deadlock. Two
+   * statements: the lock (it may wait for the customer's other checkout to commit), then the count
+   * with a fresh snapshot, raising `purchase_limit_exceeded` with the breaches as JSON in the detail
+   * (`breachesOf`), which aborts the transaction.
+   */
+  checkOnCommit(
+    userId: string,
+    productIds: string[],
+    caps: PurchaseCaps,
+    mapError: (err: unknown) => unknown,
+  ): void {
+    this.tx.sendWithCommit(
+      `SELECT pg_advisory_xact_lock(${CHECKOUT_LOCK_CLASS}, hashtext($1::text));
+       WITH unpaid AS (
+         SELECT id FROM orders
+          WHERE user_id = $1::uuid AND status IN ('INVENTORY_RESERVED', 'PAYMENT_PENDING')
+       ), breaches AS (
+         SELECT NULL::uuid AS product_id,
+                jsonb_build_object('cap', 'openOrders', 'limit', $3::int, 'held', count(*)) AS breach
+           FROM unpaid
+          WHERE $3::int > 0
+         HAVING count(*) > $3::int
+         UNION ALL
+         SELECT i.product_id,
+                jsonb_build_object('cap', 'unitsPerProduct', 'limit', $4::int, 'held', sum(i.quantity),
+                                   'productId', i.product_id)
+           FROM order_items i JOIN unpaid u ON u.id = i.order_id
+          WHERE $4::int > 0 AND i.product_id = ANY($2::uuid[])
+          GROUP BY i.product_id
+         HAVING sum(i.quantity) > $4::int
+       )
+       SELECT raise_purchase_limit_exceeded(jsonb_agg(breach ORDER BY product_id NULLS FIRST))
+         FROM breaches HAVING count(*) > 0`,
+      [userId, productIds, caps.openOrders, caps.unitsPerProduct],
+      { mapError },
+    );
+  }
+}

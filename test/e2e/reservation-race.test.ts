@@ -1,0 +1,216 @@
+import { randomUUID } from 'node:crypto';
+import type { PoolClient } from 'pg';
+import { Clock } from '../../src/common/time/clock';
+import { TransactionHost, pgConstraint, pgErrorCode } from '../../src/database/transaction-host';
+import { InventoryRepository } from '../../src/inventory/inventory.repository';
+import { StockLine, StockReservationRepository, shortfallsOf } from '../../src/inventory/stock-reservation.repository';
+import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
+import { buyers, placeOrder } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+/**
+ * Issue 11, defect 1: the reservation statement (StockReservationRepository.reserveAllOnCommit)
+ * must decide and write from the same row version, so a release, restock or sale committed while
+ * it waits for the row lock can never make PostgreSQL's CHECK inventory_reserved_within_on_hand
+ * (23514) reject it — the statement's own test must. Driven through the repository's SQL and the
+ * real TransactionHost (BEGIN, then the reservation sent with COMMIT), with an identity mapError
+ * so raw database errors stay visible.
+ */
+describe('stock reservation under concurrent reserve / release / restock', () => {
+  let t: TestApp;
+  let tx: TransactionHost;
+  let stock: StockReservationRepository;
+  let inventory: InventoryRepository;
+  let clock: Clock;
+
+  beforeAll(async () => {
+    // 24 reserving clients + releasers, a restocker and a seller, each on its own connection
+    t = await bootTestApp({ env: { DATABASE_POOL_SIZE: '40' } });
+    tx = t.app.get(TransactionHost);
+    stock = t.app.get(StockReservationRepository);
+    inventory = t.app.get(InventoryRepository);
+    clock = t.app.get(Clock);
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  const reserve = (lines: StockLine[]) =>
+    tx.run(async () => stock.reserveAllOnCommit(randomUUID(), lines, (err) => err));
+
+  /** Gives back (release) or sells (commit) one reserved unit, as the order transitions do. */
+  const settleOne = (productId: string, kind: 'release' | 'commit') =>
+    tx.run(async () => {
+      const [row] = await stock.lock([productId]);
+      if (row.reserved < 1) return false;
+      await stock.apply(kind, randomUUID(), [{ productId, quantity: 1 }]);
+      return true;
+    });
+
+  async function ledgerOf(productId: string) {
+    const { rows } = await t.db.pool.query(
+      `SELECT sum(on_hand_delta)::int AS "onHand", sum(reserved_delta)::int AS reserved
+         FROM stock_movements WHERE product_id = $1`,
+      [productId],
+    );
+    return rows[0] as { onHand: number; reserved: number };
+  }
+
+  /** Waits until the reservation statement is blocked on a lock. */
+  async function untilTheReservationWaitsForALock(): Promise<void> {
+    for (let i = 0; i < 500; i++) {
+      const { rows } = await t.db.pool.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'
+            AND query LIKE '%FROM inventory_items%FOR UPDATE%'`,
+      );
+      if (rows[0].n > 0) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error('the reservation never waited for the row lock');
+  }
+
+  it('a release committed while the reservation waits for the row is seen: the unit is reserved', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 10 });
+    await reserve([{ productId, quantity: 10 }]); // sold out: 10 on hand, 10 reserved
+    const releaser: PoolClient = await t.db.pool.connect();
+    try {
+      await releaser.query('BEGIN');
+      await releaser.query(
+        `UPDATE inventory_items SET reserved = reserved - 1 WHERE product_id = $1`,
+        [productId],
+      );
+      await releaser.query(
+        `INSERT INTO stock_movements (product_id, kind, on_hand_delta, reserved_delta, reason, order_id)
+         VALUES ($1, 'release', 0, -1, 'test', $2)`,
+        [productId, randomUUID()],
+      );
+      const reservation = reserve([{ productId, quantity: 1 }]).then(
+        () => 'reserved',
+        (err: unknown) => `${pgErrorCode(err)} ${pgConstraint(err) ?? JSON.stringify(shortfallsOf(err))}`,
+      );
+      await untilTheReservationWaitsForALock();
+      await releaser.query('COMMIT');
+      // before the fix: 23514 inventory_reserved_within_on_hand (the new row was built from the
+      // version the statement's snapshot saw, reserved 10 + 1 > 10, and checked before the update
+      // noticed that version was gone); a single-statement guarded UPDATE answers a false shortage
+      expect(await reservation).toBe('reserved');
+    } finally {
+      releaser.release();
+    }
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 10, reserved: 10 });
+    expect(await ledgerOf(productId)).toEqual({ onHand: 10, reserved: 10 });
+  });
+
+  it('24 reserving clients against releases, restocks and sales of one SKU: never a 23514', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 8 });
+    const until = Date.now() + 5_000;
+    const seen = { reserved: 0, short: 0, released: 0, sold: 0, restocked: 0, checkViolations: 0 };
+    const unexpected: string[] = [];
+
+    const loop = async (step: (i: number) => Promise<void>) => {
+      for (let i = 0; Date.now() < until; i++) await step(i);
+    };
+    const reserver = (n: number) =>
+      loop(async (i) => {
+        try {
+          await reserve([{ productId, quantity: 1 + ((n + i) % 2) }]);
+          seen.reserved++;
+        } catch (err) {
+          if (shortfallsOf(err)) seen.short++;
+          else if (pgErrorCode(err) === '23514') seen.checkViolations++;
+          else unexpected.push(String(err));
+        }
+      });
+    const settler = (kind: 'release' | 'commit') =>
+      loop(async () => {
+        if (await settleOne(productId, kind)) seen[kind === 'release' ? 'released' : 'sold']++;
+      });
+    const restocker = () =>
+      loop(async () => {
+        const level = await inventory.level(productId);
+        if (level && level.onHand < 12) {
+          if (await inventory.adjust(productId, 1, 'restock', randomUUID(), clock.now())) seen.restocked++;
+        } else {
+          await new Promise((r) => setTimeout(r, 1));
+        }
+      });
+
+    await Promise.all([
+      ...Array.from({ length: 24 }, (_, n) => reserver(n)),
+      settler('release'),
+      settler('release'),
+      settler('release'),
+      settler('commit'),
+      restocker(),
+    ]);
+
+    expect(unexpected).toEqual([]);
+    expect(seen.checkViolations).toBe(0);
+    // the race really was exercised: stock kept running out and coming back
+    expect(seen.reserved).toBeGreaterThan(50);
+    expect(seen.short).toBeGreaterThan(50);
+    expect(seen.released + seen.sold).toBeGreaterThan(20);
+    // the counters agree with the ledger, and nothing is oversold
+    const level = await stockOf(t.db.pool, productId);
+    expect(await ledgerOf(productId)).toEqual(level);
+    expect(level.reserved).toBeLessThanOrEqual(level.onHand);
+  }, 20_000);
+
+  it('a CHECK violation that still reaches the reservation answers 409 INSUFFICIENT_STOCK, not 500', async () => {
+    const [buyer] = await buyers(t.http, 1);
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    // A test-only trigger makes the reservation's write overshoot on-hand, as the race used to:
+    // PostgreSQL's CHECK inventory_reserved_within_on_hand (23514) rejects the statement.
+    await t.db.pool.query(`
+      CREATE FUNCTION overshoot() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN NEW.reserved := NEW.on_hand + 1; RETURN NEW; END $$`);
+    await t.db.pool.query(
+      `CREATE TRIGGER overshoot BEFORE UPDATE ON inventory_items FOR EACH ROW
+         WHEN (NEW.product_id = '${productId}') EXECUTE FUNCTION overshoot()`,
+    );
+    try {
+      const res = await placeOrder(t.http, buyer, [{ productId, quantity: 2 }]);
+      expect(res.status).toBe(409);
+      expect(res.body.code).toBe('INSUFFICIENT_STOCK');
+      expect(res.body.products).toEqual([{ productId, requested: 2 }]);
+    } finally {
+      await t.db.pool.query(`DROP TRIGGER overshoot ON inventory_items`);
+    }
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 0 });
+    const { rows } = await t.db.pool.query(`SELECT count(*)::int AS n FROM orders WHERE user_id = $1`, [buyer.userId]);
+    expect(rows[0].n).toBe(0);
+  });
+
+  it('through HTTP: buyers order and cancel one SKU while it is restocked — only 201 or 409 INSUFFICIENT_STOCK', async () => {
+    const crowd = await buyers(t.http, 12);
+    const productId = await insertProduct(t.db.pool, { stock: 4 });
+    const until = Date.now() + 4_000;
+    const statuses: Record<string, number> = {};
+    const count = (k: string) => (statuses[k] = (statuses[k] ?? 0) + 1);
+
+    await Promise.all([
+      ...crowd.map(async (buyer) => {
+        while (Date.now() < until) {
+          const res = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }]);
+          count(`order ${res.status} ${res.body?.code ?? ''}`.trim());
+          if (res.status !== 201) continue;
+          // cancelling gives the unit back (a release) while others are reserving
+          const cancel = await t.http.post(`/v1/orders/${res.body.id}/cancel`, {}, { token: buyer.token, idempotencyKey: newKey() });
+          count(`cancel ${cancel.status}`);
+        }
+      }),
+      (async () => {
+        while (Date.now() < until) {
+          const level = await inventory.level(productId);
+          if (level && level.onHand < 8) await inventory.adjust(productId, 1, 'restock', randomUUID(), clock.now());
+          else await new Promise((r) => setTimeout(r, 5));
+        }
+      })(),
+    ]);
+
+    expect(Object.keys(statuses).filter((k) => !/^order (201|409 INSUFFICIENT_STOCK)$|^cancel 200$/.test(k))).toEqual([]);
+    expect(statuses['order 201']).toBeGreaterThan(10);
+    await assertStockInvariants(t.db.pool, [productId]);
+  }, 20_000);
+});

@@ -1,0 +1,177 @@
+import { INestApplicationContext } from '@nestjs/common';
+import { loadConfig } from '../../src/config/config';
+import { insertProduct, newKey, stockOf } from '../support/fixtures';
+import { Buyer, buyers, placeOrder } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { bootTestWorker } from '../support/test-worker';
+
+/**
+ * Issue 10, finding 4 (OWASP API6, unrestricted access to a sensitive business flow): one customer
+ * could hold the whole catalog in unpaid orders. Per-customer caps on open unpaid orders
+ * (INVENTORY_RESERVED / PAYMENT_PENDING, the new one included): PURCHASE_LIMIT_UNITS_PER_PRODUCT and
+ * PURCHASE_LIMIT_OPEN_ORDERS, 0 = off. Here: 5 units per product, 3 open unpaid orders.
+ */
+describe('per-customer purchase limits', () => {
+  let t: TestApp;
+  let worker: INestApplicationContext;
+  let alice: Buyer;
+  let bob: Buyer;
+  let carol: Buyer;
+  let dave: Buyer;
+
+  beforeAll(async () => {
+    t = await bootTestApp({
+      env: { PURCHASE_LIMIT_UNITS_PER_PRODUCT: '5', PURCHASE_LIMIT_OPEN_ORDERS: '3' },
+    });
+    worker = await bootTestWorker(t.config);
+    [alice, bob, carol, dave] = await buyers(t.http, 4);
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await t?.close();
+  });
+
+  const order = (buyer: Buyer, productId: string, quantity = 1, key = newKey()) =>
+    placeOrder(t.http, buyer, [{ productId, quantity }], key);
+
+  /** What the database says a customer holds in open unpaid orders. */
+  async function heldBy(buyer: Buyer) {
+    const { rows } = await t.db.pool.query(
+      `WITH unpaid AS (
+         SELECT id FROM orders WHERE user_id = $1 AND status IN ('INVENTORY_RESERVED', 'PAYMENT_PENDING')
+       ), per_product AS (
+         SELECT sum(quantity) AS units FROM order_items WHERE order_id IN (SELECT id FROM unpaid) GROUP BY product_id
+       )
+       SELECT (SELECT count(*) FROM unpaid)::int AS orders,
+              (SELECT coalesce(max(units), 0) FROM per_product)::int AS "maxUnits"`,
+      [buyer.userId],
+    );
+    return rows[0] as { orders: number; maxUnits: number };
+  }
+
+  async function waitForStatus(buyer: Buyer, orderId: string, wanted: string[]): Promise<string> {
+    let status = '';
+    for (let i = 0; i < 150; i++) {
+      status = (await t.http.get(`/v1/orders/${orderId}`, { token: buyer.token })).body.status;
+      if (wanted.includes(status)) return status;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return status;
+  }
+
+  it('is on by default: 5 units per product, 3 open unpaid orders', () => {
+    expect(loadConfig({}).purchaseLimits).toEqual({ unitsPerProduct: 5, openOrders: 3 });
+  });
+
+  it('refuses more units of one product than the cap, counting open unpaid orders, with 409', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 100 });
+
+    const tooMany = await order(alice, p, 6);
+    expect(tooMany.status).toBe(409);
+    expect(tooMany.headers.get('content-type')).toMatch(/application\/problem\+json/);
+    expect(tooMany.body.code).toBe('PURCHASE_LIMIT_EXCEEDED');
+    expect(tooMany.body.detail).toMatch(/at most 5 units of a product/);
+    expect(tooMany.body.limits).toEqual([{ cap: 'unitsPerProduct', limit: 5, held: 6, productId: p }]);
+
+    expect((await order(alice, p, 3)).status).toBe(201);
+    const over = await order(alice, p, 3);
+    expect(over.status).toBe(409);
+    expect(over.body.limits).toEqual([{ cap: 'unitsPerProduct', limit: 5, held: 6, productId: p }]);
+    expect((await order(alice, p, 2)).status).toBe(201); // exactly at the cap
+    // refused orders left nothing behind
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 100, reserved: 5 });
+    expect(await heldBy(alice)).toEqual({ orders: 2, maxUnits: 5 });
+  });
+
+  it('refuses a fourth open unpaid order; a cancel or a payment frees a slot; others are unaffected', async () => {
+    const products = await Promise.all(Array.from({ length: 6 }, () => insertProduct(t.db.pool, { stock: 10 })));
+    const created = [];
+    for (const p of products.slice(0, 3)) {
+      const res = await order(bob, p);
+      expect(res.status).toBe(201);
+      created.push(res.body.id as string);
+    }
+    const fourth = await order(bob, products[3]);
+    expect(fourth.status).toBe(409);
+    expect(fourth.body.code).toBe('PURCHASE_LIMIT_EXCEEDED');
+    expect(fourth.body.detail).toMatch(/at most 3 unpaid orders/);
+    expect(fourth.body.limits).toEqual([{ cap: 'openOrders', limit: 3, held: 4 }]);
+    expect(await stockOf(t.db.pool, products[3])).toEqual({ onHand: 10, reserved: 0 });
+
+    // another customer is not affected by bob's orders
+    expect((await order(carol, products[3])).status).toBe(201);
+
+    // a cancelled order no longer counts
+    const cancel = await t.http.post(`/v1/orders/${created[0]}/cancel`, {}, { token: bob.token, idempotencyKey: newKey() });
+    expect(cancel.status).toBe(200);
+    expect((await order(bob, products[3])).status).toBe(201);
+    expect((await order(bob, products[4])).status).toBe(409);
+
+    // nor does a paid one (PAYMENT_PENDING still counts: it holds stock until paid)
+    const pay = await t.http.post(`/v1/orders/${created[1]}/payment`, {}, { token: bob.token, idempotencyKey: newKey() });
+    expect(pay.status).toBe(201);
+    expect((await order(bob, products[4])).status).toBe(409);
+    const confirm = await t.http.post(
+      `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`,
+      { outcome: 'succeeded' },
+      { token: bob.token },
+    );
+    expect(confirm.status).toBe(200);
+    expect(await waitForStatus(bob, created[1], ['PAID', 'CONFIRMED'])).toMatch(/PAID|CONFIRMED/);
+    expect((await order(bob, products[4])).status).toBe(201);
+    expect(await heldBy(bob)).toEqual({ orders: 3, maxUnits: 1 });
+  });
+
+  it('an idempotent replay of an order that was created is replayed, even at the cap', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 20 });
+    const key = newKey();
+    const first = await order(dave, p, 5, key);
+    expect(first.status).toBe(201);
+    const replay = await order(dave, p, 5, key);
+    expect(replay.status).toBe(201);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.body.id).toBe(first.body.id);
+    expect((await order(dave, p, 1)).status).toBe(409); // a new order is refused
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 20, reserved: 5 });
+  });
+
+  it('20 parallel orders of one customer never pass a cap together', async () => {
+    const [eve, frank] = await buyers(t.http, 2);
+    const distinct = await Promise.all(Array.from({ length: 20 }, () => insertProduct(t.db.pool, { stock: 10 })));
+    const hot = await insertProduct(t.db.pool, { stock: 100 });
+
+    // open-order cap: 20 orders of one unit of 20 different products at once → exactly 3
+    const byOrders = await Promise.all(distinct.map((p) => order(eve, p)));
+    expect(byOrders.filter((r) => r.status === 201)).toHaveLength(3);
+    for (const r of byOrders.filter((x) => x.status !== 201)) {
+      expect(r.status).toBe(409);
+      expect(r.body.code).toBe('PURCHASE_LIMIT_EXCEEDED');
+    }
+    expect(await heldBy(eve)).toEqual({ orders: 3, maxUnits: 1 });
+
+    // units cap: 20 orders of two units of one product at once → exactly 2 (4 units; a third makes 6)
+    const byUnits = await Promise.all(Array.from({ length: 20 }, () => order(frank, hot, 2)));
+    expect(byUnits.filter((r) => r.status === 201)).toHaveLength(2);
+    expect(byUnits.filter((r) => r.status === 409 && r.body.code === 'PURCHASE_LIMIT_EXCEEDED')).toHaveLength(18);
+    expect(await heldBy(frank)).toEqual({ orders: 2, maxUnits: 4 });
+    expect(await stockOf(t.db.pool, hot)).toEqual({ onHand: 100, reserved: 4 });
+  });
+
+  it('with both caps at 0 a customer may hold as much as there is (the old behaviour)', async () => {
+    const unlimited = await bootTestApp({
+      db: t.db,
+      env: { PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0', PURCHASE_LIMIT_OPEN_ORDERS: '0' },
+    });
+    try {
+      const [grace] = await buyers(unlimited.http, 1);
+      const p = await insertProduct(t.db.pool, { stock: 100 });
+      for (let i = 0; i < 5; i++) {
+        const res = await placeOrder(unlimited.http, grace, [{ productId: p, quantity: 10 }]);
+        expect(res.status).toBe(201);
+      }
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 100, reserved: 50 });
+    } finally {
+      await unlimited.close();
+    }
+  });
+});
