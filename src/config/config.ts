@@ -48,6 +48,7 @@ const envSchema = z.object({
   RESERVATION_TTL_SECONDS: int(900, 10, 86_400),
   SHOP_CURRENCY: z.string().regex(/^[A-Z]{3}$/).default('INR'),
   RATE_LIMIT_ENABLED: bool(true),
+  PASSWORD_HASH_CONCURRENCY: int(2, 1, 64),
   CATALOG_CACHE_ENABLED: bool(true),
   TRUST_PROXY: z.string().default('false'),
   SHUTDOWN_TIMEOUT_MS: int(10_000, 100, 120_000),
@@ -82,6 +83,8 @@ export interface AppConfig {
   /** The one ISO 4217 currency the shop sells in. */
   currency: string;
   rateLimitEnabled: boolean;
+  /** argon2 hashes/verifications running at once per process (the rest wait, bounded). */
+  passwordHashConcurrency: number;
   catalogCacheEnabled: boolean;
 }
 
@@ -155,6 +158,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     currency: e.SHOP_CURRENCY,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,
+    passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY,
     catalogCacheEnabled: e.CATALOG_CACHE_ENABLED,
   });
 }
