@@ -1,4 +1,5 @@
 import { DomainError } from '../common/errors/domain-error';
+import type { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import type { TransactionHost } from '../database/transaction-host';
 import type { User, UserRepository } from '../users/user.repository';
 import { AuthService } from './auth.service';
@@ -47,6 +48,12 @@ function setup() {
   const events = { record: jest.fn() };
   const tx = { run: jest.fn(<T>(work: () => Promise<T>) => work()) };
   const clock = { now: () => NOW };
+  // the real limiter runs `verify` between reserving and settling an attempt
+  const signIns = {
+    signIn: jest.fn(
+      (_channel: string, _account: string, _ip: string, verify: () => Promise<unknown>) => verify(),
+    ),
+  };
   const service = new AuthService(
     users as unknown as UserRepository,
     refreshTokens as unknown as RefreshTokenRepository,
@@ -55,8 +62,9 @@ function setup() {
     events as unknown as SecurityEvents,
     tx as unknown as TransactionHost,
     clock,
+    signIns as unknown as FailedAttemptLimiter,
   );
-  return { service, users, refreshTokens, sessions, hasher, events, tx };
+  return { service, users, refreshTokens, sessions, hasher, events, tx, signIns };
 }
 
 const codeOf = (p: Promise<unknown>) =>
@@ -101,7 +109,7 @@ describe('AuthService', () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(null);
       const err = await s.service
-        .login({ email: 'x@y.io', password: 'guess-guess' })
+        .login({ email: 'x@y.io', password: 'guess-guess' }, '10.0.0.1')
         .catch((e: DomainError) => e);
       expect(s.hasher.verifyDummy).toHaveBeenCalledWith('guess-guess');
       expect(s.hasher.verify).not.toHaveBeenCalled();
@@ -110,7 +118,7 @@ describe('AuthService', () => {
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(false);
       const wrong = await s.service
-        .login({ email: 'a@b.io', password: 'guess-guess' })
+        .login({ email: 'a@b.io', password: 'guess-guess' }, '10.0.0.1')
         .catch((e: DomainError) => e);
       expect(wrong).toMatchObject({
         code: 'INVALID_CREDENTIALS',
@@ -122,8 +130,28 @@ describe('AuthService', () => {
     it('looks the account up by normalized email', async () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(null);
-      await codeOf(s.service.login({ email: '  A@B.IO ', password: 'x' }));
+      await codeOf(s.service.login({ email: '  A@B.IO ', password: 'x' }, '10.0.0.1'));
       expect(s.users.findByEmail).toHaveBeenCalledWith('a@b.io');
+    });
+
+    it('verifies inside a counted sign-in attempt for the account and client', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(false);
+      await codeOf(s.service.login({ email: ' A@B.io', password: 'guess-guess' }, '10.0.0.9'));
+      expect(s.signIns.signIn).toHaveBeenCalledWith(
+        'login',
+        'a@b.io',
+        '10.0.0.9',
+        expect.any(Function),
+      );
+      // a refused attempt (429) verifies nothing
+      s.signIns.signIn.mockRejectedValueOnce(new DomainError('RATE_LIMITED'));
+      s.hasher.verify.mockClear();
+      expect(await codeOf(s.service.login({ email: 'a@b.io', password: 'x' }, '10.0.0.9'))).toBe(
+        'RATE_LIMITED',
+      );
+      expect(s.hasher.verify).not.toHaveBeenCalled();
     });
 
     it('re-hashes a password whose hash has weaker parameters', async () => {
@@ -131,7 +159,7 @@ describe('AuthService', () => {
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
       s.hasher.needsRehash.mockReturnValue(true);
-      await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' });
+      await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(s.hasher.hash).toHaveBeenCalledWith('pw-pw-pw-pw');
       expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW);
     });
@@ -140,7 +168,7 @@ describe('AuthService', () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
-      await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' });
+      await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(s.users.setPasswordHash).not.toHaveBeenCalled();
       expect(s.sessions.open).toHaveBeenCalledWith('u-1', NOW);
     });

@@ -48,6 +48,8 @@ const envSchema = z.object({
   RESERVATION_TTL_SECONDS: int(900, 10, 86_400),
   SHOP_CURRENCY: z.string().regex(/^[A-Z]{3}$/).default('INR'),
   RATE_LIMIT_ENABLED: bool(true),
+  SIGN_IN_FAILURES_PER_CLIENT: int(5, 1, 1000),
+  SIGN_IN_FAILURES_PER_ACCOUNT: int(100, 1, 1_000_000),
   PASSWORD_HASH_CONCURRENCY: int(2, 1, 64),
   CATALOG_CACHE_ENABLED: bool(true),
   TRUST_PROXY: z.string().default('false'),
@@ -83,6 +85,8 @@ export interface AppConfig {
   /** The one ISO 4217 currency the shop sells in. */
   currency: string;
   rateLimitEnabled: boolean;
+  /** Failed password sign-ins (login, queue board); see rate-limit.policies.ts signInBuckets. */
+  signIn: { failuresPerClient: number; failuresPerAccount: number };
   /** argon2 hashes/verifications running at once per process (the rest wait, bounded). */
   passwordHashConcurrency: number;
   catalogCacheEnabled: boolean;
@@ -158,6 +162,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     currency: e.SHOP_CURRENCY,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,
+    signIn: {
+      failuresPerClient: e.SIGN_IN_FAILURES_PER_CLIENT,
+      failuresPerAccount: e.SIGN_IN_FAILURES_PER_ACCOUNT,
+    },
     passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY,
     catalogCacheEnabled: e.CATALOG_CACHE_ENABLED,
   });
