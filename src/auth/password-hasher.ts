@@ -25,7 +25,7 @@ export const DEFAULT_HASH_CONCURRENCY = 2;
 /** Callers that may wait for an argon2 slot; one more is refused at once (503). */
 export const HASH_QUEUE_LIMIT = 32;
 /** A caller still waiting for a slot after this long is refused (503). */
-export const HASH_MAX_WAIT_MS = 2_000;
+export const HASH_MAX_WAIT_MS = 5_000;
 
 /** Reads m, t and p from an argon2id PHC string `$argon2id$v=19$m=…,t=…,p=…$salt$hash`. */
 export function parseParams(phc: string): { m: number; t: number; p: number } | null {
