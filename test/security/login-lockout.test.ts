@@ -55,8 +55,6 @@ describe('login: failures slow the guesser down, never the owner (two API instan
       expect(own.status).toBe(200);
       expect(own.body.accessToken).toEqual(expect.any(String));
     }
-    // and the stranger is still refused, with the right password too
-    expect((await signIn(a, owner.email, TEST_PASSWORD, '10.40.9.9')).status).toBe(429);
   });
 
   it('refuses one client after its free failures for an account with 429 and a growing Retry-After; its right password later signs in and clears its count', async () => {

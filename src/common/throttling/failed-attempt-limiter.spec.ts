@@ -49,6 +49,14 @@ describe('FailedAttemptLimiter', () => {
     expect(s.calls).toHaveLength(1);
   });
 
+  it('restarts the lock of a progressive bucket when its failure is known', async () => {
+    const s = setup(() => Promise.resolve(0));
+    const progressive: FailureBucket = { ...bucket, kind: 'progressive', baseMs: 1_000 };
+    expect(await s.limiter.attempt([progressive, bucket], () => Promise.resolve(null))).toBeNull();
+    expect(s.calls).toHaveLength(2);
+    expect(s.calls[1][4]).toBe('failure'); // script, 2, key, key, outcome, …
+  });
+
   it('gives back an attempt whose verification threw (nothing was verified), and rethrows', async () => {
     const s = setup(() => Promise.resolve(0));
     const busy = new DomainError('SERVICE_UNAVAILABLE');

@@ -62,30 +62,44 @@ return 0
 `;
 
 /**
- * Gives a reservation back. ARGV[1]: 'success' (the password was right: a progressive bucket,
- * which belongs to one client and account, is cleared; a window bucket gets its one failure back)
- * or 'unused' (nothing was verified, e.g. the server was too busy: every bucket gets its one
- * failure back; a progressive lock stays if the count still reaches the limit).
+ * Settles a reservation. ARGV[1]:
+ * - 'success' (the password was right): a progressive bucket, which belongs to one client and
+ *   account, is cleared; a window bucket gets its one failure back;
+ * - 'unused' (nothing was verified, e.g. the server was too busy): every bucket gets its one
+ *   failure back; a progressive lock stays if the count still reaches the limit;
+ * - 'failure': the failure stays counted, and a progressive lock restarts now (it was set when
+ *   the attempt was reserved, so the wait is not eaten up by a slow verification).
  */
-const RELEASE = `
-local success = ARGV[1] == 'success'
+const SETTLE = `
+local mode = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i, key in ipairs(KEYS) do
   local o = 1 + (i - 1) * ${FIELDS}
   local limit = tonumber(ARGV[o + 2])
   if ARGV[o + 1] == '1' then
-    if success then
+    local failures = tonumber(redis.call('HGET', key, 'f') or '0')
+    if mode == 'success' then
       redis.call('DEL', key)
-    elseif tonumber(redis.call('HGET', key, 'f') or '0') > 0 then
+    elseif mode == 'failure' then
+      if failures >= limit then
+        local delay = math.floor(math.min(tonumber(ARGV[o + 5]),
+          tonumber(ARGV[o + 4]) * 2 ^ math.min(failures - limit, 40)))
+        local lockedUntil = tonumber(redis.call('HGET', key, 'u') or '0')
+        if now + delay > lockedUntil then redis.call('HSET', key, 'u', now + delay) end
+        redis.call('PEXPIRE', key, math.max(tonumber(ARGV[o + 3]), delay))
+      end
+    elseif failures > 0 then
       if redis.call('HINCRBY', key, 'f', -1) < limit then redis.call('HDEL', key, 'u') end
     end
-  elseif tonumber(redis.call('GET', key) or '0') > 0 then
+  elseif mode ~= 'failure' and tonumber(redis.call('GET', key) or '0') > 0 then
     redis.call('DECR', key)
   end
 end
 return 0
 `;
 
-export type ReleaseReason = 'success' | 'unused';
+export type Outcome = 'success' | 'unused' | 'failure';
 
 /**
  * Counts failed password sign-ins in Redis, shared by every process: the one mechanism behind
@@ -128,7 +142,8 @@ export class FailedAttemptLimiter {
    * Runs `verify` (a password verification) as one counted attempt: reserved first — 429
    * RATE_LIMITED with Retry-After if a bucket is exhausted or locked, and `verify` does not run
    * — then given back if it succeeds (answers non-null) or throws (nothing was verified, e.g.
-   * 503 busy). A null answer stays counted as a failure.
+   * 503 busy). A null answer stays counted as a failure, and a progressive lock it triggered
+   * restarts once it is known (so it lasts its full time after the answer).
    */
   async attempt<T>(
     buckets: readonly FailureBucket[],
@@ -140,10 +155,11 @@ export class FailedAttemptLimiter {
     try {
       result = await verify();
     } catch (err) {
-      await this.release(buckets, 'unused');
+      await this.settle(buckets, 'unused');
       throw err;
     }
-    if (result !== null) await this.release(buckets, 'success');
+    if (result !== null) await this.settle(buckets, 'success');
+    else if (buckets.some((b) => b.kind === 'progressive')) await this.settle(buckets, 'failure');
     return result;
   }
 
@@ -176,15 +192,15 @@ export class FailedAttemptLimiter {
     }
   }
 
-  /** Best effort: if Redis is gone now, the attempt just stays counted (the safe side). */
-  private async release(buckets: readonly FailureBucket[], reason: ReleaseReason): Promise<void> {
+  /** Best effort: if Redis is gone now, the attempt just stays counted as reserved (safe side). */
+  private async settle(buckets: readonly FailureBucket[], outcome: Outcome): Promise<void> {
     try {
       await withTimeout(
-        this.redis.eval(RELEASE, buckets.length, ...this.keys(buckets), reason, ...args(buckets)),
+        this.redis.eval(SETTLE, buckets.length, ...this.keys(buckets), outcome, ...args(buckets)),
         STORE_TIMEOUT_MS,
       );
     } catch (err) {
-      this.log.warn(`${String(err)}: a sign-in attempt could not be given back`);
+      this.log.warn(`${String(err)}: a sign-in attempt could not be settled`);
     }
   }
 
