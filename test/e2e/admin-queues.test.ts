@@ -132,7 +132,8 @@ describe('admin: queue board with Redis down', () => {
 
   it('boots, serves the page, and answers the board API 503 quickly instead of hanging', async () => {
     expect((await t.http.get('/v1/products')).status).toBe(200);
-    // login fails closed without Redis, so no token: the board's Basic sign-in still works
+    // login fails closed without Redis, so no token: the board's Basic sign-in still works here
+    // (RATE_LIMIT_ENABLED=false in tests; with it on, Basic sign-ins fail closed like login)
     const email = `admin-${randomUUID()}@test.local`;
     await t.app.get(AccountService).ensureAccount(email, TEST_PASSWORD, 'admin', 'Admin');
     const authorization = basic(email, TEST_PASSWORD);
