@@ -195,3 +195,30 @@ describe('queue board Basic sign-in: bounded argon2 work', () => {
     expect((await board(t, '10.24.0.1', basic(admin, TEST_PASSWORD))).status).toBe(200);
   });
 });
+
+describe('queue board Basic sign-in with Redis unreachable', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    // nothing listens on 6390: the counters cannot be reached
+    t = await bootTestApp({
+      env: { RATE_LIMIT_ENABLED: 'true', REDIS_URL: 'redis://127.0.0.1:6390' },
+    });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('fails closed like login: 429 with Retry-After at once, no password verified', async () => {
+    const admin = await newAccount(t, 'admin');
+    const verify = countVerifications(t);
+    const started = Date.now();
+    const res = await t.http.get('/admin/queues', {
+      headers: { authorization: basic(admin, TEST_PASSWORD) },
+    });
+    expect(res.status).toBe(429);
+    expect(res.body).toMatchObject({ code: 'RATE_LIMITED' });
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(verify).not.toHaveBeenCalled();
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+});
