@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { AuthModule } from '../auth/auth.module';
+import { ThrottlingModule } from '../common/throttling/throttling.module';
 import { UsersModule } from '../users/users.module';
 import { QueueBoardAuth } from './queue-board-auth.service';
 import { QueueBoardQueues } from './queue-board-queues';
@@ -10,7 +11,7 @@ import { QueueBoardRegistrar } from './queue-board.registrar';
  * instance. In the worker role (no HTTP server) it registers nothing.
  */
 @Module({
-  imports: [AuthModule, UsersModule],
+  imports: [AuthModule, ThrottlingModule, UsersModule],
   providers: [QueueBoardAuth, QueueBoardQueues, QueueBoardRegistrar],
 })
 export class AdminQueuesModule {}

@@ -1,4 +1,4 @@
-import { Body, Controller, Get, HttpCode, Post } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Ip, Post } from '@nestjs/common';
 import {
   ApiBadRequestResponse,
   ApiBearerAuth,
@@ -53,8 +53,8 @@ export class AuthController {
   @ApiOkResponse({ type: TokensDto })
   @ApiUnauthorizedResponse({ description: 'INVALID_CREDENTIALS' })
   @ApiTooManyRequestsResponse(RATE_LIMITED)
-  login(@Body() dto: LoginDto): Promise<TokensDto> {
-    return this.auth.login(dto);
+  login(@Body() dto: LoginDto, @Ip() ip: string): Promise<TokensDto> {
+    return this.auth.login(dto, ip);
   }
 
   @Public()

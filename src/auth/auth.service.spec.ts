@@ -1,4 +1,5 @@
 import { DomainError } from '../common/errors/domain-error';
+import type { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import type { TransactionHost } from '../database/transaction-host';
 import type { User, UserRepository } from '../users/user.repository';
 import { AuthService } from './auth.service';
@@ -52,6 +53,12 @@ function setup() {
     runOwn: jest.fn(<T>(work: () => Promise<T>) => work()),
   };
   const clock = { now: () => NOW };
+  // the real limiter runs `verify` between reserving and settling an attempt
+  const signIns = {
+    signIn: jest.fn(
+      (_channel: string, _account: string, _ip: string, verify: () => Promise<unknown>) => verify(),
+    ),
+  };
   const service = new AuthService(
     users as unknown as UserRepository,
     refreshTokens as unknown as RefreshTokenRepository,
@@ -61,8 +68,9 @@ function setup() {
     tx as unknown as TransactionHost,
     clock,
     revoked as unknown as RevokedSessions,
+    signIns as unknown as FailedAttemptLimiter,
   );
-  return { service, users, refreshTokens, sessions, hasher, events, tx, revoked };
+  return { service, users, refreshTokens, sessions, hasher, events, tx, revoked, signIns };
 }
 
 const codeOf = (p: Promise<unknown>) =>
@@ -107,7 +115,7 @@ describe('AuthService', () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(null);
       const err = await s.service
-        .login({ email: 'x@y.io', password: 'guess-guess' })
+        .login({ email: 'x@y.io', password: 'guess-guess' }, '10.0.0.1')
         .catch((e: DomainError) => e);
       expect(s.hasher.verifyDummy).toHaveBeenCalledWith('guess-guess');
       expect(s.hasher.verify).not.toHaveBeenCalled();
@@ -116,7 +124,7 @@ describe('AuthService', () => {
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(false);
       const wrong = await s.service
-        .login({ email: 'a@b.io', password: 'guess-guess' })
+        .login({ email: 'a@b.io', password: 'guess-guess' }, '10.0.0.1')
         .catch((e: DomainError) => e);
       expect(wrong).toMatchObject({
         code: 'INVALID_CREDENTIALS',
@@ -128,8 +136,28 @@ describe('AuthService', () => {
     it('looks the account up by normalized email', async () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(null);
-      await codeOf(s.service.login({ email: '  A@B.IO ', password: 'x' }));
+      await codeOf(s.service.login({ email: '  A@B.IO ', password: 'x' }, '10.0.0.1'));
       expect(s.users.findByEmail).toHaveBeenCalledWith('a@b.io');
+    });
+
+    it('verifies inside a counted sign-in attempt for the account and client', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(false);
+      await codeOf(s.service.login({ email: ' A@B.io', password: 'guess-guess' }, '10.0.0.9'));
+      expect(s.signIns.signIn).toHaveBeenCalledWith(
+        'login',
+        'a@b.io',
+        '10.0.0.9',
+        expect.any(Function),
+      );
+      // a refused attempt (429) verifies nothing
+      s.signIns.signIn.mockRejectedValueOnce(new DomainError('RATE_LIMITED'));
+      s.hasher.verify.mockClear();
+      expect(await codeOf(s.service.login({ email: 'a@b.io', password: 'x' }, '10.0.0.9'))).toBe(
+        'RATE_LIMITED',
+      );
+      expect(s.hasher.verify).not.toHaveBeenCalled();
     });
 
     it('re-hashes a password whose hash has weaker parameters', async () => {
@@ -137,7 +165,7 @@ describe('AuthService', () => {
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
       s.hasher.needsRehash.mockReturnValue(true);
-      await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' });
+      await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(s.hasher.hash).toHaveBeenCalledWith('pw-pw-pw-pw');
       expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW);
     });
@@ -146,7 +174,7 @@ describe('AuthService', () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
-      await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' });
+      await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(s.users.setPasswordHash).not.toHaveBeenCalled();
       expect(s.sessions.open).toHaveBeenCalledWith('u-1', NOW);
     });

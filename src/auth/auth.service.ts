@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
+import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import { TransactionHost } from '../database/transaction-host';
 import { normalizeEmail } from '../users/email';
 import { UserRepository } from '../users/user.repository';
@@ -49,6 +50,7 @@ export class AuthService {
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
     private readonly revoked: RevokedSessions,
+    private readonly signIns: FailedAttemptLimiter,
   ) {}
 
   /** A new customer account and its first session. 409 EMAIL_TAKEN, also under a race. */
@@ -70,15 +72,23 @@ export class AuthService {
 
   /**
    * The same 401 INVALID_CREDENTIALS for an unknown email and a wrong password, after the same
-   * work (an unknown email is verified against a dummy hash). A hash made with parameters
+   * work (an unknown email is verified against a dummy hash). Failures are limited per (account,
+   * client) with a growing delay and per account overall (429 RATE_LIMITED with Retry-After):
+   * a stranger elsewhere never locks the owner's own client out. A hash made with parameters
    * weaker than today's is replaced by a new one.
    */
-  async login(dto: LoginDto): Promise<TokensDto> {
-    const user = await this.users.findByEmail(normalizeEmail(dto.email));
-    const ok = user
-      ? await this.hasher.verify(user.passwordHash, dto.password)
-      : await this.hasher.verifyDummy(dto.password);
-    if (!user || !ok) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
+  async login(dto: LoginDto, clientIp: string): Promise<TokensDto> {
+    const email = normalizeEmail(dto.email);
+    // counted (in Redis, outside any transaction) before the password is verified; a success
+    // gives the attempt back, a failure stays counted although this request fails
+    const user = await this.signIns.signIn('login', email, clientIp, async () => {
+      const found = await this.users.findByEmail(email);
+      const ok = found
+        ? await this.hasher.verify(found.passwordHash, dto.password)
+        : await this.hasher.verifyDummy(dto.password);
+      return found && ok ? found : null;
+    });
+    if (!user) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
     const upgraded = this.hasher.needsRehash(user.passwordHash)
       ? await this.hasher.hash(dto.password)
       : null;

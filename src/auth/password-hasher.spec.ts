@@ -1,5 +1,5 @@
 import { Algorithm, hash } from '@node-rs/argon2';
-import { OWASP_MINIMUM, PasswordHasher, parseParams } from './password-hasher';
+import { HASH_QUEUE_LIMIT, OWASP_MINIMUM, PasswordHasher, parseParams } from './password-hasher';
 import { SecureRandom } from './secure-random';
 
 describe('PasswordHasher', () => {
@@ -68,5 +68,32 @@ describe('PasswordHasher', () => {
       expect(raised.needsRehash(after)).toBe(false);
       expect(hasher.needsRehash(after)).toBe(false); // stronger than needed is fine
     });
+  });
+});
+
+describe('PasswordHasher concurrency', () => {
+  it('runs at most PASSWORD_HASH_CONCURRENCY argon2 computations at once and refuses the overflow with 503', async () => {
+    const hasher = new PasswordHasher(new SecureRandom(), undefined, {
+      passwordHashConcurrency: 1,
+    });
+    const phc = await hasher.hash('correct-horse-battery');
+    let peak = 0;
+    const watch = setInterval(() => (peak = Math.max(peak, hasher.gate.active)), 1);
+    try {
+      const burst = Array.from({ length: HASH_QUEUE_LIMIT + 8 }, () =>
+        hasher.verify(phc, 'wrong-password').then(
+          (ok) => (ok ? 'ok' : 'wrong'),
+          (e: { code?: string }) => e.code,
+        ),
+      );
+      const answers = await Promise.all(burst);
+      // one runs, HASH_QUEUE_LIMIT wait, the overflow (7) is refused at once; the waiting ones
+      // are verified one at a time (or refused after HASH_MAX_WAIT_MS on a very slow machine)
+      expect(answers.filter((a) => a === 'SERVICE_UNAVAILABLE').length).toBeGreaterThanOrEqual(7);
+      expect(answers.every((a) => a === 'wrong' || a === 'SERVICE_UNAVAILABLE')).toBe(true);
+      expect(peak).toBeLessThanOrEqual(1);
+    } finally {
+      clearInterval(watch);
+    }
   });
 });

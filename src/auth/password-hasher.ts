@@ -1,5 +1,7 @@
 import { Inject, Injectable, OnModuleInit, Optional } from '@nestjs/common';
 import { Algorithm, hash, verify } from '@node-rs/argon2';
+import { ConcurrencyGate } from '../common/throttling/concurrency-gate';
+import { APP_CONFIG, AppConfig } from '../config/config';
 import { SecureRandom } from './secure-random';
 
 export interface Argon2Params {
@@ -18,24 +20,46 @@ export const ARGON2_PARAMS: Argon2Params = OWASP_MINIMUM;
 /** Overrides ARGON2_PARAMS (tests, or a deployment that can afford more). */
 export const PASSWORD_HASH_PARAMS = Symbol('PASSWORD_HASH_PARAMS');
 
+/** argon2 runs at once per process by default (PASSWORD_HASH_CONCURRENCY). */
+export const DEFAULT_HASH_CONCURRENCY = 2;
+/** Callers that may wait for an argon2 slot; one more is refused at once (503). */
+export const HASH_QUEUE_LIMIT = 32;
+/** A caller still waiting for a slot after this long is refused (503). */
+export const HASH_MAX_WAIT_MS = 5_000;
+
 /** Reads m, t and p from an argon2id PHC string `$argon2id$v=19$m=…,t=…,p=…$salt$hash`. */
 export function parseParams(phc: string): { m: number; t: number; p: number } | null {
   const match = /^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$/.exec(phc);
   return match ? { m: Number(match[1]), t: Number(match[2]), p: Number(match[3]) } : null;
 }
 
-/** argon2id password hashing (@node-rs/argon2); the PHC string records its parameters. */
+/**
+ * argon2id password hashing (@node-rs/argon2); the PHC string records its parameters.
+ *
+ * Every hash and verification passes a ConcurrencyGate: at most PASSWORD_HASH_CONCURRENCY run
+ * at once (each takes one of libuv's 4 pool threads and ~19 MiB), at most HASH_QUEUE_LIMIT wait,
+ * none longer than HASH_MAX_WAIT_MS; the others get 503 SERVICE_UNAVAILABLE with Retry-After.
+ * So a burst of sign-in attempts is answered quickly instead of stalling file I/O and every other
+ * sign-in behind a growing queue of argon2 work.
+ */
 @Injectable()
 export class PasswordHasher implements OnModuleInit {
   readonly params: Argon2Params;
+  readonly gate: ConcurrencyGate;
   /** A real hash of a random secret, verified against for unknown emails (equal timing). */
   private dummy?: Promise<string>;
 
   constructor(
     private readonly random: SecureRandom,
     @Optional() @Inject(PASSWORD_HASH_PARAMS) params?: Argon2Params,
+    @Optional() @Inject(APP_CONFIG) config?: Pick<AppConfig, 'passwordHashConcurrency'>,
   ) {
     this.params = params ?? ARGON2_PARAMS;
+    this.gate = new ConcurrencyGate({
+      concurrency: config?.passwordHashConcurrency ?? DEFAULT_HASH_CONCURRENCY,
+      maxQueued: HASH_QUEUE_LIMIT,
+      maxWaitMs: HASH_MAX_WAIT_MS,
+    });
     if (
       this.params.memoryCost < OWASP_MINIMUM.memoryCost ||
       this.params.timeCost < OWASP_MINIMUM.timeCost ||
@@ -47,27 +71,41 @@ export class PasswordHasher implements OnModuleInit {
 
   onModuleInit(): void {
     // made at boot, so the first unknown-email login is not slower than the others
-    this.dummy ??= this.hash(this.random.token(32));
+    this.dummyHash().catch(() => undefined);
   }
 
+  /** Throws 503 SERVICE_UNAVAILABLE when the gate is full (see the class comment). */
   hash(password: string): Promise<string> {
-    return hash(password, { algorithm: Algorithm.Argon2id, ...this.params });
+    return this.gate.run(() => hash(password, { algorithm: Algorithm.Argon2id, ...this.params }));
   }
 
-  /** False for a wrong password and for a malformed stored hash (never throws). */
-  async verify(phc: string, password: string): Promise<boolean> {
-    try {
-      return await verify(phc, password);
-    } catch {
-      return false;
-    }
+  /**
+   * False for a wrong password and for a malformed stored hash; throws only 503
+   * SERVICE_UNAVAILABLE when the gate is full (nothing was verified then).
+   */
+  verify(phc: string, password: string): Promise<boolean> {
+    return this.gate.run(async () => {
+      try {
+        return await verify(phc, password);
+      } catch {
+        return false;
+      }
+    });
   }
 
   /** Spends the same work as a real verification, then fails. */
   async verifyDummy(password: string): Promise<false> {
-    this.dummy ??= this.hash(this.random.token(32));
-    await this.verify(await this.dummy, password);
+    await this.verify(await this.dummyHash(), password);
     return false;
+  }
+
+  /** Made once; made again on the next call if the gate refused it. */
+  private dummyHash(): Promise<string> {
+    this.dummy ??= this.hash(this.random.token(32)).catch((err: unknown) => {
+      this.dummy = undefined;
+      throw err;
+    });
+    return this.dummy;
   }
 
   /** True when the stored hash is not argon2id v19 or was made with weaker parameters. */

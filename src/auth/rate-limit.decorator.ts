@@ -4,7 +4,8 @@ import { SetMetadata } from '@nestjs/common';
  * Route-specific limits, on top of the default per-client-IP limit that every route has.
  * Each scope switches on the named policies of src/common/throttling/rate-limit.policies.ts:
  *
- * - `login`: `login-ip` (20/min per client IP) and `login-account` (5/min per account email)
+ * - `login`: `login-ip` (20/min per client IP); failed logins are counted separately, per
+ *   account and client (FailedAttemptLimiter, in AuthService.login)
  * - `register`: `register-ip` (10/hour per client IP)
  * - `order-create`: `order-create` (30/min per signed-in user)
  * - `password-change`: `password-change` (5/min per signed-in user)

@@ -9,6 +9,7 @@ import {
 } from './revoked-sessions';
 
 const config = loadConfig({
+  NODE_ENV: 'development',
   JWT_SECRET: 'unit-test-secret-unit-test-secret-0123',
   JWT_ACCESS_TTL_SECONDS: '900',
   REDIS_KEY_PREFIX: 'unit',

@@ -71,6 +71,9 @@ const envSchema = z.object({
   PURCHASE_LIMIT_OPEN_ORDERS: int(3, 0, 1_000_000),
   SHOP_CURRENCY: z.string().regex(/^[A-Z]{3}$/).default('INR'),
   RATE_LIMIT_ENABLED: bool(true),
+  SIGN_IN_FAILURES_PER_CLIENT: int(5, 1, 1000),
+  SIGN_IN_FAILURES_PER_ACCOUNT: int(100, 1, 1_000_000),
+  PASSWORD_HASH_CONCURRENCY: int(2, 1, 64),
   CATALOG_CACHE_ENABLED: bool(true),
   TRUST_PROXY: z.string().default('false'),
   SHUTDOWN_TIMEOUT_MS: int(10_000, 100, 120_000),
@@ -123,6 +126,10 @@ export interface AppConfig {
   /** The one ISO 4217 currency the shop sells in. */
   currency: string;
   rateLimitEnabled: boolean;
+  /** Failed password sign-ins (login, queue board); see rate-limit.policies.ts signInBuckets. */
+  signIn: { failuresPerClient: number; failuresPerAccount: number };
+  /** argon2 hashes/verifications running at once per process (the rest wait, bounded). */
+  passwordHashConcurrency: number;
   catalogCacheEnabled: boolean;
 }
 
@@ -252,6 +259,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     currency: e.SHOP_CURRENCY,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,
+    signIn: {
+      failuresPerClient: e.SIGN_IN_FAILURES_PER_CLIENT,
+      failuresPerAccount: e.SIGN_IN_FAILURES_PER_ACCOUNT,
+    },
+    passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY,
     catalogCacheEnabled: e.CATALOG_CACHE_ENABLED,
   });
 }

@@ -28,49 +28,49 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     await a?.close();
   });
 
-  it('the sixth rapid login for one account gets 429 with Retry-After; another account from another IP is unaffected', async () => {
+  it('counts failed logins per account and client (not every attempt per account): the sixth failure from one client gets 429 with Retry-After; other clients and accounts are unaffected', async () => {
     const victim = await registerCustomer(a.http, xff('10.0.0.1'));
     const bystander = await registerCustomer(a.http, xff('10.0.0.2'));
+    // six failures from six clients: nobody is refused (finding 5 of issue 10)
+    const spread = [];
+    for (let i = 0; i < 6; i++)
+      spread.push((await wrongLogin(a, victim.email, `10.1.0.${i}`)).status);
+    expect(spread).toEqual([401, 401, 401, 401, 401, 401]);
+
     const responses = [];
-    for (let i = 0; i < 6; i++) responses.push(await wrongLogin(a, victim.email, `10.1.0.${i}`));
+    for (let i = 0; i < 6; i++) responses.push(await wrongLogin(a, victim.email, '10.1.1.1'));
     expect(responses.map((r) => r.status)).toEqual([401, 401, 401, 401, 401, 429]);
     const refused = responses[5];
     expect(refused.headers.get('content-type')).toMatch(/problem\+json/);
     expect(refused.body).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
-    const retryAfter = Number(refused.headers.get('retry-after'));
-    expect(retryAfter).toBeGreaterThan(0);
-    expect(retryAfter).toBeLessThanOrEqual(60);
-    expect(refused.headers.get('ratelimit')).toMatch(/"login-account";r=0;t=\d+/);
-    // the right password does not get through either while the account is limited
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    // the owner's own client still signs in
     expect(
       (
         await a.http.post(
           '/v1/auth/login',
           { email: victim.email, password: TEST_PASSWORD },
-          xff('10.1.1.1'),
+          xff('10.1.2.1'),
         )
       ).status,
-    ).toBe(429);
+    ).toBe(200);
 
     const other = await a.http.post(
       '/v1/auth/login',
       { email: bystander.email, password: TEST_PASSWORD },
-      xff('10.2.0.1'),
+      xff('10.1.1.1'),
     );
     expect(other.status).toBe(200);
     const policy = other.headers.get('ratelimit-policy')!;
     expect(policy).toContain('"default";q=300;w=60');
     expect(policy).toContain('"login-ip";q=20;w=60');
-    expect(policy).toContain('"login-account";q=5;w=60');
-    expect(other.headers.get('ratelimit')).toMatch(/"login-account";r=4;t=\d+/);
   });
 
-  it('counts one account across both instances', async () => {
+  it("counts one client's failures for an account across both instances", async () => {
     const s = await registerCustomer(a.http, xff('10.3.0.1'));
     const apps = [a, b, a, b, a, b];
     const statuses = [];
-    for (const [i, app] of apps.entries())
-      statuses.push((await wrongLogin(app, s.email, `10.4.0.${i}`)).status);
+    for (const app of apps) statuses.push((await wrongLogin(app, s.email, '10.4.0.1')).status);
     expect(statuses).toEqual([401, 401, 401, 401, 401, 429]);
   });
 
@@ -163,7 +163,10 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     try {
       await redis.connect();
       const keys = await redis.keys(`${a.config.redis.keyPrefix}:rl:*`);
-      expect(keys.some((k) => k.startsWith(`${a.config.redis.keyPrefix}:rl:login-account:`))).toBe(
+      expect(keys.some((k) => k.startsWith(`${a.config.redis.keyPrefix}:rl:signin-client:`))).toBe(
+        true,
+      );
+      expect(keys.some((k) => k.startsWith(`${a.config.redis.keyPrefix}:rl:signin-account:`))).toBe(
         true,
       );
       expect(keys.some((k) => k.startsWith(`${a.config.redis.keyPrefix}:rl:default:`))).toBe(true);

@@ -1,8 +1,12 @@
 import {
+  BOARD_FAILURES_PER_CLIENT,
   RATE_LIMIT_POLICIES,
+  SIGN_IN_DELAY_BASE_MS,
   appliesTo,
   phaseOf,
   policyHeaderItem,
+  progressiveDelayMs,
+  signInBuckets,
   stateHeaderItem,
   trackerFor,
 } from './rate-limit.policies';
@@ -19,12 +23,8 @@ describe('rate-limit policies', () => {
       tracker: 'ip',
       failClosed: false,
     });
-    expect(policy('login-account')).toMatchObject({
-      limit: 5,
-      windowSeconds: 60,
-      tracker: 'account',
-      scope: 'login',
-    });
+    // no request limit per account: failed sign-ins are counted instead (signInBuckets)
+    expect(RATE_LIMIT_POLICIES.some((p) => p.tracker === 'account')).toBe(false);
     expect(policy('login-ip')).toMatchObject({
       limit: 20,
       windowSeconds: 60,
@@ -43,20 +43,20 @@ describe('rate-limit policies', () => {
     const closed = RATE_LIMIT_POLICIES.filter((p) => p.failClosed)
       .map((p) => p.name)
       .sort();
-    expect(closed).toEqual(['login-account', 'login-ip', 'password-change', 'register-ip']);
+    expect(closed).toEqual(['login-ip', 'password-change', 'register-ip']);
   });
 
   it('applies unscoped policies everywhere and scoped ones only on their routes', () => {
     expect(appliesTo(policy('default'), undefined)).toBe(true);
     expect(appliesTo(policy('default'), 'login')).toBe(true);
-    expect(appliesTo(policy('login-account'), 'login')).toBe(true);
-    expect(appliesTo(policy('login-account'), undefined)).toBe(false);
-    expect(appliesTo(policy('login-account'), 'register')).toBe(false);
+    expect(appliesTo(policy('login-ip'), 'login')).toBe(true);
+    expect(appliesTo(policy('login-ip'), undefined)).toBe(false);
+    expect(appliesTo(policy('login-ip'), 'register')).toBe(false);
   });
 
   it('runs client policies before authentication and per-user ones after', () => {
     expect(phaseOf(policy('default'))).toBe('before-auth');
-    expect(phaseOf(policy('login-account'))).toBe('before-auth');
+    expect(phaseOf(policy('login-ip'))).toBe('before-auth');
     expect(phaseOf(policy('order-create'))).toBe('after-auth');
   });
 
@@ -91,5 +91,39 @@ describe('rate-limit policies', () => {
     expect(policyHeaderItem('default', 300, 60)).toBe('"default";q=300;w=60');
     expect(stateHeaderItem('default', 299, 42)).toBe('"default";r=299;t=42');
     expect(stateHeaderItem('default', -3, 42)).toBe('"default";r=0;t=42');
+  });
+});
+
+describe('failed sign-in buckets', () => {
+  const limits = { failuresPerClient: 5, failuresPerAccount: 100 };
+
+  it('delays progressively from the limit-th failure: base, then doubling, up to the cap', () => {
+    const bucket = { limit: 5, baseMs: 1_000, capMs: 15 * 60_000 };
+    expect([1, 4, 5, 6, 7, 8].map((f) => progressiveDelayMs(f, bucket))).toEqual([
+      0, 0, 1_000, 2_000, 4_000, 8_000,
+    ]);
+    expect(progressiveDelayMs(20, bucket)).toBe(15 * 60_000);
+    expect(progressiveDelayMs(10_000, bucket)).toBe(15 * 60_000);
+  });
+
+  it('login: per (account, client) progressive, plus the per-account ceiling', () => {
+    const [pair, account] = signInBuckets('login', ' A@B.io ', '203.0.113.7', limits);
+    expect(pair).toMatchObject({ kind: 'progressive', limit: 5, baseMs: SIGN_IN_DELAY_BASE_MS });
+    expect(account).toMatchObject({ kind: 'window', limit: 100 });
+    // normalized email and client; another client of the same account shares only the ceiling
+    const [samePair, sameAccount] = signInBuckets('login', 'a@b.io', '::ffff:203.0.113.7', limits);
+    expect([samePair.key, sameAccount.key]).toEqual([pair.key, account.key]);
+    const [otherPair, otherAccount] = signInBuckets('login', 'a@b.io', '198.51.100.1', limits);
+    expect(otherPair.key).not.toBe(pair.key);
+    expect(otherAccount.key).toBe(account.key);
+    // no email in clear in Redis
+    expect(JSON.stringify([pair, account])).not.toContain('a@b.io');
+  });
+
+  it('queue board: per client over all accounts, plus the ceiling it shares with login', () => {
+    const [client, account] = signInBuckets('queue-board', 'a@b.io', '203.0.113.7', limits);
+    expect(client).toMatchObject({ kind: 'window', limit: BOARD_FAILURES_PER_CLIENT });
+    expect(signInBuckets('queue-board', 'c@d.io', '203.0.113.7', limits)[0].key).toBe(client.key);
+    expect(account.key).toBe(signInBuckets('login', 'a@b.io', '10.0.0.1', limits)[1].key);
   });
 });

@@ -1,4 +1,5 @@
 import { normalizeIp } from '@nestjs/throttler';
+import { createHash } from 'node:crypto';
 import type { RateLimitScope } from '../../auth/rate-limit.decorator';
 import { normalizeEmail } from '../../users/email';
 
@@ -34,14 +35,6 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     limit: 20,
     windowSeconds: 60,
     tracker: 'ip',
-    scope: 'login',
-    failClosed: true,
-  },
-  {
-    name: 'login-account',
-    limit: 5,
-    windowSeconds: 60,
-    tracker: 'account',
     scope: 'login',
     failClosed: true,
   },
@@ -112,4 +105,117 @@ export function policyHeaderItem(name: string, limit: number, windowSeconds: num
 /** `RateLimit` item: remaining quota and seconds until the window resets. */
 export function stateHeaderItem(name: string, remaining: number, resetSeconds: number): string {
   return `"${name}";r=${Math.max(0, remaining)};t=${Math.max(0, resetSeconds)}`;
+}
+
+/*
+ * Failed sign-ins (password guesses), for POST /v1/auth/login and the queue board's HTTP Basic
+ * sign-in alike: one mechanism, FailedAttemptLimiter, over these buckets. Unlike the request
+ * policies above they count only FAILED attempts, and they count before the password is
+ * verified: an attempt is reserved atomically in Redis first (refused when a bucket is
+ * exhausted), then verified; a success gives its reservation back.
+ */
+
+/**
+ * A failure counter in Redis.
+ * - `window`: at most `limit` failures per fixed window of `windowMs` (from the first failure);
+ *   refused until the window ends.
+ * - `progressive`: `limit` failures are free; from the `limit`-th on each failure locks the
+ *   bucket for `baseMs · 2^(failures − limit)`, at most `capMs`. Forgotten `windowMs` after the
+ *   last failure, and cleared by a success.
+ */
+export interface FailureBucket {
+  /** Redis key below `<REDIS_KEY_PREFIX>:rl:` (hashed identities, never an email in clear). */
+  key: string;
+  kind: 'window' | 'progressive';
+  limit: number;
+  windowMs: number;
+  baseMs: number;
+  capMs: number;
+}
+
+/** Where a password is presented. */
+export type SignInChannel = 'login' | 'queue-board';
+
+export interface SignInLimits {
+  /** Free failures per (account, client) before the progressive delay starts. */
+  failuresPerClient: number;
+  /** Failures per account from all clients together per SIGN_IN_ACCOUNT_WINDOW_MS. */
+  failuresPerAccount: number;
+}
+
+/** First delay after the free failures of one client for one account; doubles each failure. */
+export const SIGN_IN_DELAY_BASE_MS = 1_000;
+/** The longest progressive delay. */
+export const SIGN_IN_DELAY_CAP_MS = 15 * 60_000;
+/** How long a client's failures for an account are remembered after the last one. */
+export const SIGN_IN_PAIR_MEMORY_MS = 60 * 60_000;
+/** The window of the per-account ceiling (all clients together). */
+export const SIGN_IN_ACCOUNT_WINDOW_MS = 15 * 60_000;
+/** The queue board: failed Basic sign-ins per client, whatever the accounts, per window. */
+export const BOARD_FAILURES_PER_CLIENT = 10;
+export const BOARD_CLIENT_WINDOW_MS = 15 * 60_000;
+
+/** The delay a progressive bucket imposes after its `failures`-th failure (0 = none). */
+export function progressiveDelayMs(
+  failures: number,
+  bucket: Pick<FailureBucket, 'limit' | 'baseMs' | 'capMs'>,
+): number {
+  if (failures < bucket.limit) return 0;
+  return Math.min(bucket.capMs, bucket.baseMs * 2 ** Math.min(failures - bucket.limit, 40));
+}
+
+const digest = (...parts: string[]) =>
+  createHash('sha256').update(parts.join('\0')).digest('base64url');
+
+/** The client as the limits see it: the IP, IPv6 per /64. */
+export const clientOf = (ip: string) => normalizeIp(ip);
+
+/**
+ * The buckets a password sign-in is counted in:
+ * - login: per (account, client) with progressive delay — a stranger elsewhere never slows the
+ *   owner down — and the account's ceiling over all clients;
+ * - queue board: per client over all accounts (a hard window: the board is for a few admins,
+ *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
+ *   login so that two doors do not double an attacker's budget.
+ */
+export function signInBuckets(
+  channel: SignInChannel,
+  account: string,
+  ip: string,
+  limits: SignInLimits,
+): FailureBucket[] {
+  const email = normalizeEmail(account);
+  const client = clientOf(ip);
+  const ceiling: FailureBucket = {
+    key: `signin-account:${digest(email)}`,
+    kind: 'window',
+    limit: limits.failuresPerAccount,
+    windowMs: SIGN_IN_ACCOUNT_WINDOW_MS,
+    baseMs: 0,
+    capMs: 0,
+  };
+  if (channel === 'queue-board') {
+    return [
+      {
+        key: `board-client:${digest(client)}`,
+        kind: 'window',
+        limit: BOARD_FAILURES_PER_CLIENT,
+        windowMs: BOARD_CLIENT_WINDOW_MS,
+        baseMs: 0,
+        capMs: 0,
+      },
+      ceiling,
+    ];
+  }
+  return [
+    {
+      key: `signin-client:${digest(email, client)}`,
+      kind: 'progressive',
+      limit: limits.failuresPerClient,
+      windowMs: SIGN_IN_PAIR_MEMORY_MS,
+      baseMs: SIGN_IN_DELAY_BASE_MS,
+      capMs: SIGN_IN_DELAY_CAP_MS,
+    },
+    ceiling,
+  ];
 }

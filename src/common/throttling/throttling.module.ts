@@ -1,12 +1,14 @@
 import { Module } from '@nestjs/common';
 import { ThrottlerModule } from '@nestjs/throttler';
+import { FailedAttemptLimiter } from './failed-attempt-limiter';
 import { ClientRateLimitGuard, UserRateLimitGuard } from './rate-limit.guard';
 import { RATE_LIMIT_POLICIES } from './rate-limit.policies';
 import { RedisThrottlerStorage } from './redis-throttler.storage';
 
 /**
- * Rate limiting. The guards are exported, not registered here: AuthModule registers them as
- * global guards around the access-token guard (client policies before it, per-user after it).
+ * Rate limiting, and FailedAttemptLimiter for password sign-ins. The guards are exported, not
+ * registered here: AuthModule registers them as global guards around the access-token guard
+ * (client policies before it, per-user after it).
  */
 @Module({
   imports: [
@@ -20,7 +22,12 @@ import { RedisThrottlerStorage } from './redis-throttler.storage';
       setHeaders: false,
     }),
   ],
-  providers: [RedisThrottlerStorage, ClientRateLimitGuard, UserRateLimitGuard],
-  exports: [ClientRateLimitGuard, UserRateLimitGuard],
+  providers: [
+    RedisThrottlerStorage,
+    ClientRateLimitGuard,
+    UserRateLimitGuard,
+    FailedAttemptLimiter,
+  ],
+  exports: [ClientRateLimitGuard, UserRateLimitGuard, FailedAttemptLimiter],
 })
 export class ThrottlingModule {}

@@ -1,0 +1,80 @@
+import { DomainError } from '../errors/domain-error';
+import { ConcurrencyGate, GATE_BUSY_RETRY_AFTER_SECONDS } from './concurrency-gate';
+
+/** A task the test finishes by hand. */
+function deferred() {
+  let finish!: () => void;
+  const done = new Promise<void>((resolve) => (finish = resolve));
+  return { done, finish };
+}
+
+const outcome = (p: Promise<unknown>) =>
+  p.then(
+    () => 'ran',
+    (e: unknown) => (e instanceof DomainError ? e.code : e),
+  );
+
+describe('ConcurrencyGate', () => {
+  it('runs at most `concurrency` tasks at once, the waiting ones first come first served', async () => {
+    const gate = new ConcurrencyGate({ concurrency: 2, maxQueued: 10, maxWaitMs: 5_000 });
+    const tasks = Array.from({ length: 5 }, deferred);
+    const started: number[] = [];
+    const runs = tasks.map((t, i) =>
+      gate.run(async () => {
+        started.push(i);
+        await t.done;
+      }),
+    );
+    await Promise.resolve();
+    expect(started).toEqual([0, 1]);
+    expect(gate.active).toBe(2);
+    expect(gate.queued).toBe(3);
+    tasks[1].finish();
+    await runs[1];
+    await Promise.resolve();
+    expect(started).toEqual([0, 1, 2]);
+    expect(gate.active).toBe(2);
+    tasks.forEach((t) => t.finish());
+    await Promise.all(runs);
+    expect(started).toEqual([0, 1, 2, 3, 4]);
+    expect(gate.active).toBe(0);
+  });
+
+  it('frees the slot of a task that throws', async () => {
+    const gate = new ConcurrencyGate({ concurrency: 1, maxQueued: 1, maxWaitMs: 5_000 });
+    await expect(gate.run(() => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    expect(await outcome(gate.run(() => Promise.resolve(1)))).toBe('ran');
+    expect(gate.active).toBe(0);
+  });
+
+  it('refuses at once with 503 SERVICE_UNAVAILABLE and Retry-After when the queue is full', async () => {
+    const gate = new ConcurrencyGate({ concurrency: 1, maxQueued: 1, maxWaitMs: 5_000 });
+    const running = deferred();
+    const first = gate.run(() => running.done);
+    const second = gate.run(() => Promise.resolve());
+    const refused = await gate.run(() => Promise.resolve()).catch((e: unknown) => e);
+    expect(refused).toMatchObject({
+      code: 'SERVICE_UNAVAILABLE',
+      status: 503,
+      options: { headers: { 'Retry-After': String(GATE_BUSY_RETRY_AFTER_SECONDS) } },
+    });
+    running.finish();
+    expect(await Promise.all([outcome(first), outcome(second)])).toEqual(['ran', 'ran']);
+  });
+
+  it('refuses a caller that waited maxWaitMs, and takes it out of the queue', async () => {
+    const gate = new ConcurrencyGate({ concurrency: 1, maxQueued: 5, maxWaitMs: 30 });
+    const running = deferred();
+    const first = gate.run(() => running.done);
+    let ranLate = false;
+    const late = gate.run(async () => {
+      ranLate = true;
+    });
+    expect(await outcome(late)).toBe('SERVICE_UNAVAILABLE');
+    expect(gate.queued).toBe(0);
+    running.finish();
+    await first;
+    expect(ranLate).toBe(false);
+    expect(gate.active).toBe(0);
+  });
+});

@@ -1,0 +1,80 @@
+import { DomainError } from '../errors/domain-error';
+
+/** Retry-After of the 503 a full or too-slow gate answers. */
+export const GATE_BUSY_RETRY_AFTER_SECONDS = 1;
+
+export interface ConcurrencyGateOptions {
+  /** Tasks running at once. */
+  concurrency: number;
+  /** Callers allowed to wait for a slot; one more is refused at once. */
+  maxQueued: number;
+  /** A caller still waiting after this long is refused (and leaves the queue). */
+  maxWaitMs: number;
+}
+
+/**
+ * A semaphore with a bounded queue for expensive CPU work (argon2): at most `concurrency`
+ * tasks run, at most `maxQueued` callers wait (first come, first served), none waits longer
+ * than `maxWaitMs`. A refused caller gets 503 SERVICE_UNAVAILABLE with Retry-After, so a burst
+ * is answered quickly instead of piling up work on libuv's thread pool for everyone.
+ */
+export class ConcurrencyGate {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly options: ConcurrencyGateOptions) {
+    if (options.concurrency < 1) throw new Error('ConcurrencyGate: concurrency must be >= 1');
+  }
+
+  /** Tasks running now (for tests and metrics). */
+  get active(): number {
+    return this.running;
+  }
+
+  /** Callers waiting for a slot now. */
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    await this.acquire();
+    try {
+      return await task();
+    } finally {
+      this.release();
+    }
+  }
+
+  private acquire(): Promise<void> {
+    if (this.running < this.options.concurrency) {
+      this.running += 1;
+      return Promise.resolve();
+    }
+    if (this.waiting.length >= this.options.maxQueued) return Promise.reject(busy());
+    return new Promise<void>((resolve, reject) => {
+      const wake = () => {
+        clearTimeout(timer);
+        resolve(); // the releasing task handed its slot over: `running` is unchanged
+      };
+      const timer = setTimeout(() => {
+        const at = this.waiting.indexOf(wake);
+        if (at >= 0) this.waiting.splice(at, 1);
+        reject(busy());
+      }, this.options.maxWaitMs);
+      timer.unref();
+      this.waiting.push(wake);
+    });
+  }
+
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.running -= 1;
+  }
+}
+
+function busy(): DomainError {
+  return new DomainError('SERVICE_UNAVAILABLE', 'The server is busy; retry shortly.', {
+    headers: { 'Retry-After': String(GATE_BUSY_RETRY_AFTER_SECONDS) },
+  });
+}

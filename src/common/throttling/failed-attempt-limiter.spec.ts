@@ -1,0 +1,102 @@
+import { loadConfig } from '../../config/config';
+import { DomainError } from '../errors/domain-error';
+import { FailedAttemptLimiter } from './failed-attempt-limiter';
+import type { FailureBucket } from './rate-limit.policies';
+
+const bucket: FailureBucket = {
+  key: 'signin-account:abc',
+  kind: 'window',
+  limit: 3,
+  windowMs: 60_000,
+  baseMs: 0,
+  capMs: 0,
+};
+
+function setup(reserveAnswer: () => Promise<unknown>, env: Record<string, string> = {}) {
+  const calls: unknown[][] = [];
+  const redis = {
+    eval: jest.fn((...args: unknown[]) => {
+      calls.push(args);
+      return calls.length === 1 ? reserveAnswer() : Promise.resolve(0);
+    }),
+  };
+  const config = loadConfig({ NODE_ENV: 'development', REDIS_KEY_PREFIX: 'unit', ...env });
+  return { limiter: new FailedAttemptLimiter(redis, config), redis, calls };
+}
+
+const settle = (p: Promise<unknown>) =>
+  p.then(
+    (v) => ({ value: v }),
+    (e: unknown) => (e instanceof DomainError ? { code: e.code, options: e.options } : { e }),
+  );
+
+describe('FailedAttemptLimiter', () => {
+  it('reserves before verifying and gives a success back', async () => {
+    const s = setup(() => Promise.resolve(0));
+    const verify = jest.fn().mockResolvedValue('principal');
+    expect(await s.limiter.attempt([bucket], verify)).toBe('principal');
+    expect(s.calls).toHaveLength(2);
+    expect(s.calls[0].slice(1, 3)).toEqual([1, 'unit:rl:signin-account:abc']);
+    expect(s.calls[1].slice(1, 4)).toEqual([1, 'unit:rl:signin-account:abc', 'success']);
+    expect(s.redis.eval.mock.invocationCallOrder[0]).toBeLessThan(
+      verify.mock.invocationCallOrder[0],
+    );
+  });
+
+  it('keeps a failure counted: nothing is given back', async () => {
+    const s = setup(() => Promise.resolve(0));
+    expect(await s.limiter.attempt([bucket], () => Promise.resolve(null))).toBeNull();
+    expect(s.calls).toHaveLength(1);
+  });
+
+  it('restarts the lock of a progressive bucket when its failure is known', async () => {
+    const s = setup(() => Promise.resolve(0));
+    const progressive: FailureBucket = { ...bucket, kind: 'progressive', baseMs: 1_000 };
+    expect(await s.limiter.attempt([progressive, bucket], () => Promise.resolve(null))).toBeNull();
+    expect(s.calls).toHaveLength(2);
+    expect(s.calls[1][4]).toBe('failure'); // script, 2, key, key, outcome, …
+  });
+
+  it('gives back an attempt whose verification threw (nothing was verified), and rethrows', async () => {
+    const s = setup(() => Promise.resolve(0));
+    const busy = new DomainError('SERVICE_UNAVAILABLE');
+    expect(await settle(s.limiter.attempt([bucket], () => Promise.reject(busy)))).toMatchObject({
+      code: 'SERVICE_UNAVAILABLE',
+    });
+    expect(s.calls[1][3]).toBe('unused');
+  });
+
+  it('refuses an exhausted bucket with 429 and Retry-After in whole seconds, without verifying', async () => {
+    const s = setup(() => Promise.resolve(2_500));
+    const verify = jest.fn();
+    expect(await settle(s.limiter.attempt([bucket], verify))).toEqual({
+      code: 'RATE_LIMITED',
+      options: { headers: { 'Retry-After': '3' } },
+    });
+    expect(verify).not.toHaveBeenCalled();
+  });
+
+  it('fails closed when Redis is unavailable: 429 with Retry-After, nothing verified', async () => {
+    const s = setup(() => Promise.reject(new Error("Stream isn't writeable")));
+    const verify = jest.fn();
+    expect(await settle(s.limiter.attempt([bucket], verify))).toEqual({
+      code: 'RATE_LIMITED',
+      options: { headers: { 'Retry-After': '5' } },
+    });
+    expect(verify).not.toHaveBeenCalled();
+  });
+
+  it('lets a success through when the give-back fails (the attempt just stays counted)', async () => {
+    const s = setup(() => Promise.resolve(0));
+    s.redis.eval.mockResolvedValueOnce(0).mockRejectedValueOnce(new Error('gone'));
+    expect(await s.limiter.attempt([bucket], () => Promise.resolve('ok'))).toBe('ok');
+  });
+
+  it('is off with RATE_LIMIT_ENABLED=false: verifies without Redis', async () => {
+    const s = setup(() => Promise.reject(new Error('must not be called')), {
+      RATE_LIMIT_ENABLED: 'false',
+    });
+    expect(await s.limiter.attempt([bucket], () => Promise.resolve(null))).toBeNull();
+    expect(s.redis.eval).not.toHaveBeenCalled();
+  });
+});

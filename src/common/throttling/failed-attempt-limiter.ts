@@ -1,0 +1,220 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import type Redis from 'ioredis';
+import { APP_CONFIG, AppConfig } from '../../config/config';
+import { REDIS } from '../../redis/redis.module';
+import { DomainError } from '../errors/domain-error';
+import { FailureBucket, SignInChannel, signInBuckets } from './rate-limit.policies';
+import { STORE_DOWN_RETRY_AFTER_SECONDS } from './rate-limit.guard';
+import { STORE_TIMEOUT_MS, withTimeout } from './redis-throttler.storage';
+
+/** Per bucket, after the keys: kind (1 = progressive), limit, windowMs, baseMs, capMs. */
+const FIELDS = 5;
+
+/**
+ * Refuses (answers the milliseconds to wait) when any bucket is exhausted; otherwise counts one
+ * failure in every bucket and answers 0. All-or-nothing and atomic, so a burst of concurrent
+ * attempts cannot get past a limit: exactly `limit` of them are reserved. Redis's clock, so every
+ * process agrees. Window buckets are plain counters with the window as TTL; progressive ones a
+ * hash {f: failures, u: locked until (ms)} forgotten windowMs after the last failure.
+ */
+const RESERVE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local o = (i - 1) * ${FIELDS}
+  local limit = tonumber(ARGV[o + 2])
+  if ARGV[o + 1] == '1' then
+    local lockedUntil = tonumber(redis.call('HGET', key, 'u') or '0')
+    if lockedUntil > now then wait = math.max(wait, lockedUntil - now) end
+  else
+    local failures = tonumber(redis.call('GET', key) or '0')
+    if failures >= limit then
+      local ttl = redis.call('PTTL', key)
+      if ttl < 0 then
+        ttl = tonumber(ARGV[o + 3])
+        redis.call('PEXPIRE', key, ttl)
+      end
+      wait = math.max(wait, ttl)
+    end
+  end
+end
+if wait > 0 then return wait end
+for i, key in ipairs(KEYS) do
+  local o = (i - 1) * ${FIELDS}
+  local limit = tonumber(ARGV[o + 2])
+  local window = tonumber(ARGV[o + 3])
+  if ARGV[o + 1] == '1' then
+    local failures = redis.call('HINCRBY', key, 'f', 1)
+    local delay = 0
+    if failures >= limit then
+      delay = math.floor(math.min(tonumber(ARGV[o + 5]),
+        tonumber(ARGV[o + 4]) * 2 ^ math.min(failures - limit, 40)))
+      redis.call('HSET', key, 'u', now + delay)
+    end
+    redis.call('PEXPIRE', key, math.max(window, delay))
+  else
+    local failures = redis.call('INCR', key)
+    if failures == 1 or redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, window) end
+  end
+end
+return 0
+`;
+
+/**
+ * Settles a reservation. ARGV[1]:
+ * - 'success' (the password was right): a progressive bucket, which belongs to one client and
+ *   account, is cleared; a window bucket gets its one failure back;
+ * - 'unused' (nothing was verified, e.g. the server was too busy): every bucket gets its one
+ *   failure back; a progressive lock stays if the count still reaches the limit;
+ * - 'failure': the failure stays counted, and a progressive lock restarts now (it was set when
+ *   the attempt was reserved, so the wait is not eaten up by a slow verification).
+ */
+const SETTLE = `
+local mode = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i, key in ipairs(KEYS) do
+  local o = 1 + (i - 1) * ${FIELDS}
+  local limit = tonumber(ARGV[o + 2])
+  if ARGV[o + 1] == '1' then
+    local failures = tonumber(redis.call('HGET', key, 'f') or '0')
+    if mode == 'success' then
+      redis.call('DEL', key)
+    elseif mode == 'failure' then
+      if failures >= limit then
+        local delay = math.floor(math.min(tonumber(ARGV[o + 5]),
+          tonumber(ARGV[o + 4]) * 2 ^ math.min(failures - limit, 40)))
+        local lockedUntil = tonumber(redis.call('HGET', key, 'u') or '0')
+        if now + delay > lockedUntil then redis.call('HSET', key, 'u', now + delay) end
+        redis.call('PEXPIRE', key, math.max(tonumber(ARGV[o + 3]), delay))
+      end
+    elseif failures > 0 then
+      if redis.call('HINCRBY', key, 'f', -1) < limit then redis.call('HDEL', key, 'u') end
+    end
+  elseif mode ~= 'failure' and tonumber(redis.call('GET', key) or '0') > 0 then
+    redis.call('DECR', key)
+  end
+end
+return 0
+`;
+
+export type Outcome = 'success' | 'unused' | 'failure';
+
+/**
+ * Counts failed password sign-ins in Redis, shared by every process: the one mechanism behind
+ * the login route and the queue board's HTTP Basic sign-in (buckets: rate-limit.policies.ts
+ * signInBuckets). An attempt is reserved BEFORE the password is verified, so concurrent guesses
+ * cannot all be verified before the first failure is counted; a success gives it back.
+ *
+ * The counters are plain Redis writes outside any database transaction: a failed attempt stays
+ * counted although its request fails. Redis unreachable or slower than STORE_TIMEOUT_MS: 429
+ * RATE_LIMITED with Retry-After (fail closed, like the login route's request limits).
+ * RATE_LIMIT_ENABLED=false switches it off.
+ */
+@Injectable()
+export class FailedAttemptLimiter {
+  private readonly log = new Logger('SignInLimits');
+  private readonly prefix: string;
+  private storeDown = false;
+
+  constructor(
+    @Inject(REDIS) private readonly redis: Pick<Redis, 'eval'>,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {
+    this.prefix = `${config.redis.keyPrefix}:rl:`;
+  }
+
+  /**
+   * A password sign-in through `channel` for `account` from client `ip`, counted in the buckets
+   * of rate-limit.policies.ts signInBuckets (see `attempt`).
+   */
+  signIn<T>(
+    channel: SignInChannel,
+    account: string,
+    ip: string,
+    verify: () => Promise<T | null>,
+  ): Promise<T | null> {
+    return this.attempt(signInBuckets(channel, account, ip, this.config.signIn), verify);
+  }
+
+  /**
+   * Runs `verify` (a password verification) as one counted attempt: reserved first — 429
+   * RATE_LIMITED with Retry-After if a bucket is exhausted or locked, and `verify` does not run
+   * — then given back if it succeeds (answers non-null) or throws (nothing was verified, e.g.
+   * 503 busy). A null answer stays counted as a failure, and a progressive lock it triggered
+   * restarts once it is known (so it lasts its full time after the answer).
+   */
+  async attempt<T>(
+    buckets: readonly FailureBucket[],
+    verify: () => Promise<T | null>,
+  ): Promise<T | null> {
+    if (!this.config.rateLimitEnabled || buckets.length === 0) return verify();
+    await this.reserve(buckets);
+    let result: T | null;
+    try {
+      result = await verify();
+    } catch (err) {
+      await this.settle(buckets, 'unused');
+      throw err;
+    }
+    if (result !== null) await this.settle(buckets, 'success');
+    else if (buckets.some((b) => b.kind === 'progressive')) await this.settle(buckets, 'failure');
+    return result;
+  }
+
+  private async reserve(buckets: readonly FailureBucket[]): Promise<void> {
+    let waitMs: number;
+    try {
+      waitMs = Number(
+        await withTimeout(
+          this.redis.eval(RESERVE, buckets.length, ...this.keys(buckets), ...args(buckets)),
+          STORE_TIMEOUT_MS,
+        ),
+      );
+    } catch (err) {
+      if (!this.storeDown) {
+        this.log.warn(`${String(err)}: password sign-ins are refused until Redis answers`);
+      }
+      this.storeDown = true;
+      throw new DomainError(
+        'RATE_LIMITED',
+        'Temporarily unable to accept this request; retry shortly.',
+        { headers: { 'Retry-After': String(STORE_DOWN_RETRY_AFTER_SECONDS) } },
+      );
+    }
+    if (this.storeDown) this.log.log('sign-in limit store reachable again');
+    this.storeDown = false;
+    if (waitMs > 0) {
+      throw new DomainError('RATE_LIMITED', 'Too many failed sign-ins; retry later.', {
+        headers: { 'Retry-After': String(Math.max(1, Math.ceil(waitMs / 1000))) },
+      });
+    }
+  }
+
+  /** Best effort: if Redis is gone now, the attempt just stays counted as reserved (safe side). */
+  private async settle(buckets: readonly FailureBucket[], outcome: Outcome): Promise<void> {
+    try {
+      await withTimeout(
+        this.redis.eval(SETTLE, buckets.length, ...this.keys(buckets), outcome, ...args(buckets)),
+        STORE_TIMEOUT_MS,
+      );
+    } catch (err) {
+      this.log.warn(`${String(err)}: a sign-in attempt could not be settled`);
+    }
+  }
+
+  private keys(buckets: readonly FailureBucket[]): string[] {
+    return buckets.map((b) => this.prefix + b.key);
+  }
+}
+
+function args(buckets: readonly FailureBucket[]): number[] {
+  return buckets.flatMap((b) => [
+    b.kind === 'progressive' ? 1 : 0,
+    b.limit,
+    b.windowMs,
+    b.baseMs,
+    b.capMs,
+  ]);
+}

@@ -1,0 +1,103 @@
+import { PasswordHasher } from '../../src/auth/password-hasher';
+import { TEST_PASSWORD, registerCustomer } from '../support/auth';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+// Issue 10, finding 5: the per-account login limit counted every attempt from anyone before
+// the password was checked, so six requests a minute kept the owner (admins too) out.
+
+const FREE_FAILURES = 5; // SIGN_IN_FAILURES_PER_CLIENT's default
+const CEILING = 12; // SIGN_IN_FAILURES_PER_ACCOUNT, set low for this file
+
+const fromClient = (ip: string) => ({ headers: { 'x-forwarded-for': ip } });
+const signIn = (t: TestApp, email: string, password: string, ip: string) =>
+  t.http.post('/v1/auth/login', { email, password }, fromClient(ip));
+const retryAfter = (res: { headers: Headers }) => Number(res.headers.get('retry-after'));
+const waitSeconds = (s: number) => new Promise((resolve) => setTimeout(resolve, s * 1000 + 50));
+
+describe('login: failures slow the guesser down, never the owner (two API instances, one Redis)', () => {
+  let a: TestApp;
+  let b: TestApp;
+
+  beforeAll(async () => {
+    const env = {
+      RATE_LIMIT_ENABLED: 'true',
+      TRUST_PROXY: '127.0.0.1',
+      SIGN_IN_FAILURES_PER_ACCOUNT: String(CEILING),
+    };
+    a = await bootTestApp({ env });
+    b = await bootTestApp({
+      db: a.db,
+      env: { ...env, REDIS_KEY_PREFIX: a.config.redis.keyPrefix },
+    });
+  });
+  afterAll(async () => {
+    await b?.close();
+    await a?.close();
+  });
+
+  it('a stranger hammering the account from one client does not keep the owner out of their own client', async () => {
+    const owner = await registerCustomer(a.http, fromClient('10.40.0.1'));
+    const verify = [a, b].map((t) => jest.spyOn(t.app.get(PasswordHasher), 'verify'));
+    const hammer = await Promise.all(
+      Array.from({ length: 15 }, (_, i) =>
+        signIn(i % 2 ? b : a, owner.email, `guess-${i}-guess`, '10.40.9.9'),
+      ),
+    );
+    const statuses = hammer.map((r) => r.status);
+    // counted before verifying, atomically: exactly the free failures were verified
+    expect(statuses.filter((s) => s === 401)).toHaveLength(FREE_FAILURES);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(15 - FREE_FAILURES);
+    expect(verify[0].mock.calls.length + verify[1].mock.calls.length).toBe(FREE_FAILURES);
+    jest.restoreAllMocks();
+
+    for (const t of [a, b]) {
+      const own = await signIn(t, owner.email, TEST_PASSWORD, '10.40.0.2');
+      expect(own.status).toBe(200);
+      expect(own.body.accessToken).toEqual(expect.any(String));
+    }
+  });
+
+  it('refuses one client after its free failures for an account with 429 and a growing Retry-After; its right password later signs in and clears its count', async () => {
+    const owner = await registerCustomer(a.http, fromClient('10.41.0.1'));
+    const ip = '10.41.0.2';
+    const statuses = [];
+    for (let i = 0; i < FREE_FAILURES; i++) {
+      statuses.push((await signIn(i % 2 ? b : a, owner.email, `typo-${i}-typo`, ip)).status);
+    }
+    expect(statuses).toEqual(Array(FREE_FAILURES).fill(401));
+
+    const first = await signIn(b, owner.email, 'another-typo', ip);
+    expect(first.status).toBe(429);
+    expect(first.body).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+    expect(retryAfter(first)).toBeGreaterThan(0);
+    await waitSeconds(retryAfter(first)); // the delay is over: one more guess is verified …
+    expect((await signIn(a, owner.email, 'late-typo', ip)).status).toBe(401);
+    const second = await signIn(b, owner.email, 'another-typo', ip); // … and the delay grows
+    expect(second.status).toBe(429);
+    expect(retryAfter(second)).toBeGreaterThan(retryAfter(first));
+
+    await waitSeconds(retryAfter(second));
+    expect((await signIn(b, owner.email, TEST_PASSWORD, ip)).status).toBe(200);
+    // a success clears this client's failures: a typo is verified again, not refused
+    expect((await signIn(a, owner.email, 'one-more-typo', ip)).status).toBe(401);
+  });
+
+  it('refuses every client, the owner included, once the account reaches the ceiling of failures from all clients', async () => {
+    const owner = await registerCustomer(a.http, fromClient('10.42.0.1'));
+    // a distributed guesser: one failure from each of many clients, all at once
+    const guesses = await Promise.all(
+      Array.from({ length: CEILING + 8 }, (_, i) =>
+        signIn(i % 2 ? b : a, owner.email, `guess-${i}-guess`, `10.42.${i + 1}.1`),
+      ),
+    );
+    expect(guesses.filter((r) => r.status === 401)).toHaveLength(CEILING);
+    const refused = guesses.filter((r) => r.status === 429);
+    expect(refused).toHaveLength(8);
+    expect(retryAfter(refused[0])).toBeGreaterThan(0);
+    expect(retryAfter(refused[0])).toBeLessThanOrEqual(15 * 60);
+    expect((await signIn(b, owner.email, TEST_PASSWORD, '10.42.0.1')).status).toBe(429);
+    // another account is not affected
+    const other = await registerCustomer(a.http, fromClient('10.42.0.2'));
+    expect((await signIn(a, other.email, TEST_PASSWORD, '10.42.200.1')).status).toBe(200);
+  });
+});

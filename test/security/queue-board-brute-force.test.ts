@@ -1,0 +1,224 @@
+import { randomUUID } from 'node:crypto';
+import { AccountService } from '../../src/auth/account.service';
+import { PasswordHasher } from '../../src/auth/password-hasher';
+import { BOARD_FAILURES_PER_CLIENT } from '../../src/common/throttling/rate-limit.policies';
+import { TEST_PASSWORD, registerCustomer } from '../support/auth';
+import type { HttpResponse } from '../support/http';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+// Issue 10, finding 2: the queue board's HTTP Basic sign-in was a brute-forceable password
+// oracle (limit checked before and counted after argon2, per process, 403 vs 401).
+
+const basic = (email: string, password: string) =>
+  `Basic ${Buffer.from(`${email}:${password}`).toString('base64')}`;
+/** As client `ip` behind the trusted proxy (TRUST_PROXY=127.0.0.1). */
+const asClient = (ip: string, authorization: string) => ({
+  headers: { 'x-forwarded-for': ip, authorization },
+});
+const board = (t: TestApp, ip: string, authorization: string) =>
+  t.http.get('/admin/queues', asClient(ip, authorization));
+
+async function newAccount(t: TestApp, role: 'admin' | 'customer') {
+  const email = `${role}-${randomUUID()}@test.local`;
+  await t.app.get(AccountService).ensureAccount(email, TEST_PASSWORD, role, `Test ${role}`);
+  return email;
+}
+
+/** Counts argon2 verifications (PasswordHasher.verify, also behind verifyDummy) in one app. */
+function countVerifications(t: TestApp) {
+  return jest.spyOn(t.app.get(PasswordHasher), 'verify');
+}
+
+const problemOf = (res: HttpResponse) => {
+  const {
+    requestId: _requestId,
+    instance: _instance,
+    ...rest
+  } = res.body as Record<string, unknown>;
+  return {
+    status: res.status,
+    body: rest,
+    challenge: res.headers.get('www-authenticate'),
+    contentType: res.headers.get('content-type'),
+  };
+};
+
+describe('queue board Basic sign-in against brute force (two API instances, one Redis)', () => {
+  let a: TestApp;
+  let b: TestApp;
+
+  beforeAll(async () => {
+    const env = { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1' };
+    a = await bootTestApp({ env });
+    b = await bootTestApp({
+      db: a.db,
+      env: { ...env, REDIS_KEY_PREFIX: a.config.redis.keyPrefix },
+    });
+  });
+  afterAll(async () => {
+    await b?.close();
+    await a?.close();
+  });
+  afterEach(() => jest.restoreAllMocks());
+
+  it('60 concurrent wrong guesses from one client over both instances: at most the budget is verified, then even the right password is refused for that client', async () => {
+    const admin = await newAccount(a, 'admin');
+    const verified = [countVerifications(a), countVerifications(b)];
+    const responses = await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        board(i % 2 ? b : a, '10.20.0.1', basic(admin, `guess-${i}-guess`)),
+      ),
+    );
+    const verifications = verified[0].mock.calls.length + verified[1].mock.calls.length;
+    const statuses = responses.map((r) => r.status);
+
+    expect(verifications).toBeLessThanOrEqual(BOARD_FAILURES_PER_CLIENT);
+    expect(statuses.filter((s) => s === 401)).toHaveLength(verifications);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(60 - verifications);
+    const refused = responses.find((r) => r.status === 429)!;
+    expect(refused.body).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+
+    // the budget is spent for this client on every instance: the right password is refused
+    // without being verified
+    for (const t of [a, b]) {
+      expect((await board(t, '10.20.0.1', basic(admin, TEST_PASSWORD))).status).toBe(429);
+    }
+    expect(verified[0].mock.calls.length + verified[1].mock.calls.length).toBe(verifications);
+    // the admin's own client is unaffected
+    expect((await board(b, '10.20.0.2', basic(admin, TEST_PASSWORD))).status).toBe(200);
+  });
+
+  it("answers a customer's right password exactly like a wrong one (no credential oracle), and counts it as a failure", async () => {
+    const customer = await registerCustomer(a.http, {
+      headers: { 'x-forwarded-for': '10.21.0.1' },
+    });
+    const right = await board(a, '10.21.0.2', basic(customer.email, customer.password));
+    const wrong = await board(a, '10.21.0.3', basic(customer.email, 'wrong-password'));
+    expect(problemOf(right)).toEqual(problemOf(wrong));
+    expect(right.status).toBe(401);
+    expect(right.body.code).toBe('INVALID_CREDENTIALS');
+
+    // each right customer password spends the client's budget like a wrong guess
+    const statuses = [];
+    for (let i = 0; i <= BOARD_FAILURES_PER_CLIENT; i++) {
+      statuses.push(
+        (await board(i % 2 ? b : a, '10.21.0.4', basic(customer.email, TEST_PASSWORD))).status,
+      );
+    }
+    expect(statuses).toEqual([...Array(BOARD_FAILURES_PER_CLIENT).fill(401), 429]);
+  });
+});
+
+describe('queue board Basic sign-in: the account ceiling', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await bootTestApp({
+      env: {
+        RATE_LIMIT_ENABLED: 'true',
+        TRUST_PROXY: '127.0.0.1',
+        SIGN_IN_FAILURES_PER_ACCOUNT: '8',
+      },
+    });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('refuses every client once the account has SIGN_IN_FAILURES_PER_ACCOUNT failures, login failures included', async () => {
+    const admin = await newAccount(t, 'admin');
+    const verify = countVerifications(t);
+    // 3 failed logins + 20 concurrent board guesses, each from its own client
+    for (let i = 0; i < 3; i++) {
+      const res = await t.http.post(
+        '/v1/auth/login',
+        { email: admin, password: `guess-${i}-guess` },
+        { headers: { 'x-forwarded-for': `10.23.0.${i + 1}` } },
+      );
+      expect(res.status).toBe(401);
+    }
+    const guesses = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => board(t, `10.23.1.${i + 1}`, basic(admin, `g-${i}`))),
+    );
+    expect(guesses.filter((r) => r.status === 401)).toHaveLength(5);
+    expect(guesses.filter((r) => r.status === 429)).toHaveLength(15);
+    expect(verify).toHaveBeenCalledTimes(8);
+    expect((await board(t, '10.23.2.1', basic(admin, TEST_PASSWORD))).status).toBe(429);
+  });
+});
+
+describe('queue board Basic sign-in: bounded argon2 work', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await bootTestApp({
+      env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1', PASSWORD_HASH_CONCURRENCY: '1' },
+    });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('answers an anonymous burst from many clients with 503 + Retry-After beyond the queue, never more argon2 at once than PASSWORD_HASH_CONCURRENCY', async () => {
+    // the real argon2 binding, wrapped to measure how many computations overlap
+    const argon2 = jest.requireActual<typeof import('@node-rs/argon2')>('@node-rs/argon2');
+    const original = argon2.verify;
+    let running = 0;
+    let peak = 0;
+    const spy = jest.spyOn(argon2, 'verify').mockImplementation(async (...args) => {
+      running += 1;
+      peak = Math.max(peak, running);
+      try {
+        return await original(...args);
+      } finally {
+        running -= 1;
+      }
+    });
+    try {
+      const burst = await Promise.all(
+        Array.from({ length: 60 }, (_, i) =>
+          board(t, `10.24.${i}.1`, basic(`nobody-${randomUUID()}@test.local`, 'guess-guess')),
+        ),
+      );
+      const busy = burst.filter((r) => r.status === 503);
+      expect(burst.every((r) => r.status === 401 || r.status === 503)).toBe(true);
+      expect(busy.length).toBeGreaterThan(0);
+      expect(busy[0].headers.get('content-type')).toMatch(/problem\+json/);
+      expect(busy[0].body).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+      expect(Number(busy[0].headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(spy.mock.calls.length).toBe(burst.length - busy.length);
+      expect(peak).toBe(1);
+    } finally {
+      spy.mockRestore();
+    }
+    // the refused attempts were given back: the server answers normally afterwards
+    const admin = await newAccount(t, 'admin');
+    expect((await board(t, '10.24.0.1', basic(admin, TEST_PASSWORD))).status).toBe(200);
+  });
+});
+
+describe('queue board Basic sign-in with Redis unreachable', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    // nothing listens on 6390: the counters cannot be reached
+    t = await bootTestApp({
+      env: { RATE_LIMIT_ENABLED: 'true', REDIS_URL: 'redis://127.0.0.1:6390' },
+    });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('fails closed like login: 429 with Retry-After at once, no password verified', async () => {
+    const admin = await newAccount(t, 'admin');
+    const verify = countVerifications(t);
+    const started = Date.now();
+    const res = await t.http.get('/admin/queues', {
+      headers: { authorization: basic(admin, TEST_PASSWORD) },
+    });
+    expect(res.status).toBe(429);
+    expect(res.body).toMatchObject({ code: 'RATE_LIMITED' });
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(verify).not.toHaveBeenCalled();
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+});
