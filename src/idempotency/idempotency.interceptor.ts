@@ -119,12 +119,10 @@ export class IdempotencyInterceptor implements NestInterceptor {
     reply: FastifyReply,
   ): Promise<unknown> {
     const now = this.clock.now();
-    const claim = IdempotencyRepository.claimStatement(scope.principal, scope.key, now);
-    const outcome = await this.tx.runOpeningWith(
-      claim.sql,
-      claim.params,
-      async (rows: (StoredResponse & { claimed: boolean; state: string | null })[]): Promise<Outcome> => {
-        const { claimed, stored } = IdempotencyRepository.claimed(rows);
+    const outcome = await this.tx.runOpening(
+      IdempotencyRepository.claimStatements(scope.principal, scope.key, now),
+      async (results): Promise<Outcome> => {
+        const { claimed, stored } = IdempotencyRepository.claimed(results);
         if (!claimed) throw inUse();
         if (stored) return { replay: this.checkSameRequest(scope, stored) };
         // next.handle() is called inside the transaction's async context, so the handler's
@@ -135,6 +133,8 @@ export class IdempotencyInterceptor implements NestInterceptor {
           { status: reply.statusCode, body: body === undefined ? null : JSON.stringify(body) },
           now,
           new Date(now.getTime() + IDEMPOTENCY_TTL_MS),
+          // a twin's record after all (should the claim ever let two through): its answer stands
+          inUse,
         );
         return { body };
       },

@@ -8,7 +8,8 @@ import { IdempotencyService } from './idempotency.service';
   providers: [
     IdempotencyRepository,
     IdempotencyService,
-    { provide: APP_INTERCEPTOR, useClass: IdempotencyInterceptor },
+    IdempotencyInterceptor,
+    { provide: APP_INTERCEPTOR, useExisting: IdempotencyInterceptor },
   ],
   exports: [IdempotencyService],
 })

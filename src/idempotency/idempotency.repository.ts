@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { TransactionHost } from '../database/transaction-host';
+import { TransactionHost, pgConstraint, pgErrorCode } from '../database/transaction-host';
 
 export interface IdempotencyScope {
   principal: string;
@@ -29,48 +29,55 @@ export class IdempotencyRepository {
   constructor(private readonly tx: TransactionHost) {}
 
   /**
-   * The statement that claims the key for the current transaction without waiting (an advisory
-   * lock; `claimed` is false while another request with the same principal and key is still
-   * running — released at commit or rollback), drops an expired record, and returns the live
-   * record if any: a completed one to replay, or an in-progress one (a request on a
-   * provider-calling route, see `begin`) that makes this one wait too. Sent together with BEGIN
-   * (TransactionHost.runOpeningWith); `claimed` reads its row.
+   * The two statements that claim the key for the current transaction, sent together with BEGIN
+   * (TransactionHost.runOpening). The first takes the key's advisory lock without waiting
+   * (`claimed` is false while another request with the same principal and key is still running;
+   * released at commit or rollback). The second, under its own snapshot — taken after the lock,
+   * so it sees every record committed by the key's previous holder — drops an expired record and
+   * returns the live one if any: a completed one to replay, or an in-progress one (a request on a
+   * provider-calling route, see `begin`) that makes this one wait too. (In one statement, the
+   * snapshot would predate the lock: a twin that got the lock just after the first request
+   * committed would not see its record and would run the request again.)
    */
-  static claimStatement(principal: string, key: string, now: Date): { sql: string; params: unknown[] } {
-    return {
-      sql: `WITH claim AS (
-         SELECT ${TRY_LOCK_KEY} AS claimed
-       ), expired AS (
-         DELETE FROM idempotency_keys
-          WHERE (SELECT claimed FROM claim) AND principal = $1::text AND key = $2::text AND expires_at <= $3::timestamptz
-       )
-       SELECT claim.claimed, k.state, k.method, k.route, k.fingerprint,
-              k.response_status AS status, k.response_body AS body
-         FROM claim
-         LEFT JOIN idempotency_keys k
-           ON claim.claimed AND k.principal = $1::text AND k.key = $2::text AND k.expires_at > $3::timestamptz`,
-      params: [principal, key, now],
-    };
+  static claimStatements(principal: string, key: string, now: Date): { sql: string; params: unknown[] }[] {
+    return [
+      { sql: `SELECT ${TRY_LOCK_KEY} AS claimed`, params: [principal, key] },
+      {
+        sql: `WITH expired AS (
+           DELETE FROM idempotency_keys
+            WHERE principal = $1::text AND key = $2::text AND expires_at <= $3::timestamptz
+              -- only under the lock (taken again: a no-op for its holder); unclaimed, we roll back
+              AND (SELECT ${TRY_LOCK_KEY})
+         )
+         SELECT state, method, route, fingerprint, response_status AS status, response_body AS body
+           FROM idempotency_keys
+          WHERE principal = $1::text AND key = $2::text AND expires_at > $3::timestamptz`,
+        params: [principal, key, now],
+      },
+    ];
   }
 
-  static claimed(rows: (StoredResponse & { claimed: boolean; state: string | null })[]): {
-    claimed: boolean;
-    stored: StoredResponse | null;
-  } {
-    const { claimed, state, ...stored } = rows[0];
-    if (!claimed || state === 'in_progress') return { claimed: false, stored: null };
-    return { claimed, stored: state === 'completed' ? stored : null };
+  /** What the claim statements found: whether the key is ours, and a completed record to replay. */
+  static claimed(results: unknown[][]): { claimed: boolean; stored: StoredResponse | null } {
+    const [lock, records] = results as [{ claimed: boolean }[], (StoredResponse & { state: string })[]];
+    const row = records[0];
+    if (!lock[0]?.claimed || row?.state === 'in_progress') return { claimed: false, stored: null };
+    if (!row) return { claimed: true, stored: null };
+    const { state: _state, ...stored } = row;
+    return { claimed: true, stored };
   }
 
   /**
    * Records the response in the same transaction as the effect it describes — sent in the
-   * COMMIT's message (nothing reads it back before then).
+   * COMMIT's message (nothing reads it back before then). Should a record for the key exist after
+   * all, the transaction rolls back and `onDuplicate()` is what the caller sees.
    */
   completeOnCommit(
     scope: IdempotencyScope,
     response: { status: number; body: string | null },
     now: Date,
     expiresAt: Date,
+    onDuplicate: () => Error,
   ): void {
     this.tx.sendWithCommit(
       `INSERT INTO idempotency_keys
@@ -89,6 +96,10 @@ export class IdempotencyRepository {
         now,
         expiresAt,
       ],
+      {
+        mapError: (err) =>
+          pgErrorCode(err) === '23505' && pgConstraint(err) === 'idempotency_keys_pkey' ? onDuplicate() : undefined,
+      },
     );
   }
 
