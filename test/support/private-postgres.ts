@@ -59,8 +59,9 @@ export class PrivatePostgres {
       `-p ${this.port}`,
       `-k ${this.dataDir}`,
       '-c listen_addresses=127.0.0.1',
+      // safe while only the server crashes, not the machine; synchronous_commit stays on, or an
+      // immediate stop would lose the last commits (WAL still in shared memory)
       '-c fsync=off',
-      '-c synchronous_commit=off',
       '-c full_page_writes=off',
       '-c shared_buffers=16MB',
       '-c max_connections=100',
