@@ -32,6 +32,8 @@ export class IdempotencyKeyLocks implements OnApplicationShutdown {
   /** Keys held by this process's requests. */
   private readonly held = new Set<string>();
   private closed = false;
+  /** The session's statements, one at a time (a pg client runs one query at a time). */
+  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {}
 
@@ -46,7 +48,7 @@ export class IdempotencyKeyLocks implements OnApplicationShutdown {
     let session: Client;
     try {
       session = await this.connect();
-      const { rows } = await session.query<{ held: boolean }>(`SELECT pg_try_advisory_lock(${KEY_LOCK_ID}) AS held`, [
+      const rows = await this.run<{ held: boolean }>(session, `SELECT pg_try_advisory_lock(${KEY_LOCK_ID}) AS held`, [
         principal,
         key,
       ]);
@@ -63,7 +65,7 @@ export class IdempotencyKeyLocks implements OnApplicationShutdown {
         try {
           // a session that died took the lock with it
           if (this.session === session) {
-            await session.query(`SELECT pg_advisory_unlock(${KEY_LOCK_ID})`, [principal, key]);
+            await this.run(session, `SELECT pg_advisory_unlock(${KEY_LOCK_ID})`, [principal, key]);
           }
         } catch (err) {
           this.logger.warn(`could not release an idempotency key (${(err as Error).message}); ending the lock session`);
@@ -80,6 +82,12 @@ export class IdempotencyKeyLocks implements OnApplicationShutdown {
     const session = this.session;
     this.session = undefined;
     await session?.end().catch(() => undefined);
+  }
+
+  private run<R extends Record<string, unknown>>(session: Client, sql: string, params: unknown[]): Promise<R[]> {
+    const result = this.tail.then(() => session.query<R>(sql, params)).then((r) => r.rows);
+    this.tail = result.catch(() => undefined);
+    return result;
   }
 
   private connect(): Promise<Client> {
