@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { from, lastValueFrom } from 'rxjs';
 import { DomainError } from '../../src/common/errors/domain-error';
 import { TransactionHost } from '../../src/database/transaction-host';
+import { IDEMPOTENCY_OUTSIDE_TRANSACTION } from '../../src/idempotency/idempotency.decorator';
 import { IdempotencyInterceptor } from '../../src/idempotency/idempotency.interceptor';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
@@ -16,8 +17,9 @@ import { TestDatabase, createTestDatabase } from '../support/test-database';
  * descheduled (a loaded machine); this database widens it the same way, with a
  * pg_try_advisory_xact_lock that first sleeps 3 ms (found before pg_catalog's on the
  * search_path). Two API instances on one database; many keys, each replayed by several clients
- * through both instances' real interceptors and pools (no HTTP in between, for speed) until they
- * hold the stored answer — a 409 is retried at once.
+ * through both instances' real interceptors and pools (no HTTP in between, for speed), half as a
+ * transactional route and half as a provider route (the key held outside a transaction), until
+ * they hold the stored answer — a 409 is retried at once.
  */
 describe('Idempotency-Key claimed concurrently through two API instances', () => {
   let a: TestApp;
@@ -41,12 +43,20 @@ describe('Idempotency-Key claimed concurrently through two API instances', () =>
     await db?.drop();
   });
 
-  /** One POST through an instance's interceptor; the handler's effect counts once it commits. */
+  /** A route like the payment routes: the key held outside a transaction (`transactional: false`). */
+  const inSteps = (): void => undefined;
+  Reflect.defineMetadata(IDEMPOTENCY_OUTSIDE_TRANSACTION, true, inSteps);
+
+  /**
+   * One POST through an instance's interceptor (on a transactional route, or one `inSteps`); the
+   * handler's effect counts once it commits.
+   */
   function post(
     t: TestApp,
     key: string,
     committed: Map<string, number>,
     during: () => Promise<unknown> = async () => undefined,
+    handler: () => void = () => undefined,
   ): Promise<unknown> {
     const tx = t.app.get(TransactionHost);
     const request = {
@@ -58,7 +68,6 @@ describe('Idempotency-Key claimed concurrently through two API instances', () =>
       body: { quantity: 1 },
     };
     const reply = { statusCode: 201, header: () => reply, status: () => reply };
-    const handler = (): void => undefined;
     const context = {
       getType: () => 'http',
       getHandler: () => handler,
@@ -79,7 +88,7 @@ describe('Idempotency-Key claimed concurrently through two API instances', () =>
     return lastValueFrom(t.app.get(IdempotencyInterceptor).intercept(context, next));
   }
 
-  it('answers every twin with the stored response or 409 IN_USE, never an error; one effect per key', async () => {
+  it('answers every twin (both instances, both claim modes) with the stored response or 409 IN_USE, never an error; one effect per key', async () => {
     const keys = 60;
     const lanes = 4;
     const twins = 8;
@@ -97,7 +106,9 @@ describe('Idempotency-Key claimed concurrently through two API instances', () =>
             Array.from({ length: twins }, async (_, i) => {
               for (let attempt = 0; attempt < 1000; attempt++) {
                 try {
-                  const body = (await post(i % 2 === 0 ? a : b, key, committed)) as { id: string };
+                  const instance = i % 2 === 0 ? a : b;
+                  const handler = i % 4 < 2 ? undefined : inSteps;
+                  const body = (await post(instance, key, committed, undefined, handler)) as { id: string };
                   answers.add(body.id);
                   return;
                 } catch (err) {
