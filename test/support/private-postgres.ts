@@ -29,6 +29,8 @@ export class PrivatePostgres {
     const dataDir = mkdtempSync(join(tmpdir(), 'pg-'));
     if (runningAsRoot()) chownSync(dataDir, postgresUid(), postgresGid());
     const pg = new PrivatePostgres(await freePort(), dataDir, bin);
+    // a test process that exits without destroy() (a crash, process.exit) leaves no server behind
+    process.once('exit', () => pg.destroySync());
     await pg.run('initdb', ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
     await pg.start();
     return pg;
@@ -88,9 +90,25 @@ export class PrivatePostgres {
     rmSync(this.dataDir, { recursive: true, force: true });
   }
 
-  private run(tool: string, args: string[]): Promise<void> {
+  private destroySync(): void {
+    if (!existsSync(this.dataDir)) return;
+    if (existsSync(join(this.dataDir, 'postmaster.pid'))) {
+      try {
+        execFileSync(...this.command('pg_ctl', ['-D', this.dataDir, '-m', 'immediate', '-w', 'stop']), { stdio: 'ignore' });
+      } catch {
+        /* already stopped */
+      }
+    }
+    rmSync(this.dataDir, { recursive: true, force: true });
+  }
+
+  private command(tool: string, args: string[]): [string, string[]] {
     const path = join(this.bin, tool);
-    const [cmd, argv] = runningAsRoot() ? ['runuser', ['-u', 'postgres', '--', path, ...args]] : [path, args];
+    return runningAsRoot() ? ['runuser', ['-u', 'postgres', '--', path, ...args]] : [path, args];
+  }
+
+  private run(tool: string, args: string[]): Promise<void> {
+    const [cmd, argv] = this.command(tool, args);
     return new Promise((resolve, reject) => {
       execFile(cmd, argv, { cwd: this.dataDir }, (err, _stdout, stderr) =>
         err ? reject(new Error(`${tool} failed: ${err.message}\n${stderr}`)) : resolve(),
