@@ -45,31 +45,39 @@ export class IdempotencyKeyLocks implements OnApplicationShutdown {
     const name = `${principal}\n${key}`;
     if (this.held.has(name)) return null;
     this.held.add(name);
-    let session: Client;
-    try {
-      session = await this.connect();
-      const rows = await this.run<{ held: boolean }>(session, `SELECT pg_try_advisory_lock(${KEY_LOCK_ID}) AS held`, [
-        principal,
-        key,
-      ]);
-      if (!rows[0]?.held) {
+    let session: Client | undefined;
+    for (let attempt = 1; ; attempt++) {
+      session = undefined;
+      try {
+        session = await this.connect();
+        const rows = await this.run<{ held: boolean }>(session, `SELECT pg_try_advisory_lock(${KEY_LOCK_ID}) AS held`, [
+          principal,
+          key,
+        ]);
+        if (rows[0]?.held) break;
         this.held.delete(name);
         return null;
+      } catch (err) {
+        // a session that failed (or hung past the timeout) is replaced; one that died unnoticed
+        // (the server restarted while it sat idle) is retried once on a fresh one
+        if (session) this.drop(session);
+        if (!session || attempt >= 2) {
+          this.held.delete(name);
+          throw err;
+        }
       }
-    } catch (err) {
-      this.held.delete(name);
-      throw err;
     }
+    const locked = session;
     return {
       release: async () => {
         try {
           // a session that died took the lock with it
-          if (this.session === session) {
-            await this.run(session, `SELECT pg_advisory_unlock(${KEY_LOCK_ID})`, [principal, key]);
+          if (this.session === locked) {
+            await this.run(locked, `SELECT pg_advisory_unlock(${KEY_LOCK_ID})`, [principal, key]);
           }
         } catch (err) {
           this.logger.warn(`could not release an idempotency key (${(err as Error).message}); ending the lock session`);
-          this.drop(session);
+          this.drop(locked);
         } finally {
           this.held.delete(name);
         }
