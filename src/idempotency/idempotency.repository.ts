@@ -39,9 +39,9 @@ export class IdempotencyRepository {
    * after the lock, so it sees every record committed by the key's previous holder — drops an
    * expired record, and an `in_progress` one: its request (see `begin`) would hold the lock, so
    * it is gone (its process died, or its database session with the lock did); and returns the
-   * live completed record if any, to replay. (In one statement, the
-   * snapshot would predate the lock: a twin that got the lock just after the first request
-   * committed would not see its record and would run the request again.)
+   * live completed record if any, to replay. (In one statement, the snapshot would predate the
+   * lock: a twin that got the lock just after the first request committed would not see its
+   * record, would run the request again, and fail on the record's primary key — issue 11.)
    */
   static claimStatements(principal: string, key: string, now: Date): { sql: string; params: unknown[] }[] {
     return [
