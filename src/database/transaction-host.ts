@@ -111,11 +111,27 @@ export class TransactionHost {
    * transaction it is simply the next statement.
    */
   async runOpeningWith<R, T>(sql: string, params: unknown[], work: (rows: R[]) => Promise<T>): Promise<T> {
-    if (this.als.getStore()) return work(await this.query<R>(sql, params));
-    const opening = inlineParams(sql, params);
+    return this.runOpening([{ sql, params }], (results) => work(results[0] as R[]));
+  }
+
+  /**
+   * Like runOpeningWith() for several opening statements, all in BEGIN's message; `work` gets
+   * each statement's rows. Each statement takes its own snapshot (READ COMMITTED), so one can
+   * see what committed while an earlier one waited — e.g. a record read after a lock was taken.
+   */
+  async runOpening<T>(
+    statements: { sql: string; params: unknown[] }[],
+    work: (results: unknown[][]) => Promise<T>,
+  ): Promise<T> {
+    if (this.als.getStore()) {
+      const results: unknown[][] = [];
+      for (const st of statements) results.push(await this.query(st.sql, st.params));
+      return work(results);
+    }
+    const opening = statements.map((st) => inlineParams(st.sql, st.params)).join(';\n');
     this.open.enter();
     try {
-      return await this.runWithRetry(work as (rows: unknown[]) => Promise<T>, opening);
+      return await this.runWithRetry(work, opening);
     } finally {
       this.open.leave();
     }
@@ -145,7 +161,7 @@ export class TransactionHost {
     return this.als.exit(() => this.run(work));
   }
 
-  private async runWithRetry<T>(work: (opened: unknown[]) => Promise<T>, opening?: string): Promise<T> {
+  private async runWithRetry<T>(work: (opened: unknown[][]) => Promise<T>, opening?: string): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.once(work, opening);
@@ -159,17 +175,17 @@ export class TransactionHost {
   }
 
   /** One attempt: BEGIN (with the opening statement), the work, COMMIT (with its statements). */
-  private async once<T>(work: (opened: unknown[]) => Promise<T>, opening?: string): Promise<T> {
+  private async once<T>(work: (opened: unknown[][]) => Promise<T>, opening?: string): Promise<T> {
     const runner = this.dataSource.createQueryRunner();
     const ctx: TransactionContext = { manager: runner.manager, afterCommit: [], withCommit: [] };
     try {
-      let opened: unknown[] = [];
+      let opened: unknown[][] = [];
       if (opening) {
         // marked first: if the opening statement fails, the server's transaction block is open
         // (aborted) and must be rolled back before the connection goes back to the pool
         markTransaction(runner, true);
         const results = await this.simple(runner, `START TRANSACTION;\n${opening}`);
-        opened = results[1]?.rows ?? [];
+        opened = results.slice(1).map((r): unknown[] => r.rows ?? []);
       } else {
         await runner.startTransaction();
       }

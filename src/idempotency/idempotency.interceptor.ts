@@ -1,4 +1,4 @@
-import { CallHandler, ExecutionContext, Injectable, NestInterceptor } from '@nestjs/common';
+import { CallHandler, ExecutionContext, Injectable, Logger, NestInterceptor } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import type { FastifyReply } from 'fastify';
 import { Observable, from, lastValueFrom } from 'rxjs';
@@ -17,16 +17,10 @@ import {
   fingerprint,
   parseIdempotencyKey,
 } from './idempotency-key';
+import { IdempotencyKeyLocks } from './idempotency-key-locks';
 import { IdempotencyRepository, IdempotencyScope, StoredResponse } from './idempotency.repository';
 
 type Outcome = { replay: StoredResponse } | { body: unknown };
-
-/**
- * How long an in-progress claim outside a transaction blocks its twins before a retry may take
- * over: longer than the slowest handler (two provider calls, each at most ~26 s with the SDK's
- * timeout and retries).
- */
-export const IDEMPOTENCY_LEASE_MS = 120_000;
 
 /**
  * Idempotency-Key for POST routes (API.md, Idempotency). The request runs inside one
@@ -36,15 +30,21 @@ export const IDEMPOTENCY_LEASE_MS = 120_000;
  * nothing, so a retry runs afresh. Keys are scoped per principal.
  *
  * Routes marked `transactional: false` (they call a payment provider, which must not happen
- * inside a transaction) claim the key with an in-progress record and a lease instead, and
- * record the response when the handler returns.
+ * inside a transaction) hold the key's lock on a session of their own for as long as they run
+ * (IdempotencyKeyLocks), mark the record in progress, and record the response when the handler
+ * returns. Either way the key is "in use" only while its request runs: the lock dies with the
+ * request, its process or its database session, and an in-progress record whose lock is free is
+ * taken over at once.
  */
 @Injectable()
 export class IdempotencyInterceptor implements NestInterceptor {
+  private readonly logger = new Logger(IdempotencyInterceptor.name);
+
   constructor(
     private readonly reflector: Reflector,
     private readonly tx: TransactionHost,
     private readonly records: IdempotencyRepository,
+    private readonly locks: IdempotencyKeyLocks,
     private readonly clock: Clock,
   ) {}
 
@@ -80,30 +80,44 @@ export class IdempotencyInterceptor implements NestInterceptor {
   }
 
   private async executeInSteps(scope: IdempotencyScope, next: CallHandler, reply: FastifyReply): Promise<unknown> {
-    const now = this.clock.now();
-    const claim = await this.records.begin(
-      scope,
-      now,
-      new Date(now.getTime() + IDEMPOTENCY_TTL_MS),
-      IDEMPOTENCY_LEASE_MS,
-    );
-    if (claim.token === null) {
-      if (claim.stored) return this.replay(this.checkSameRequest(scope, claim.stored), reply);
-      if (claim.inProgress) throw inUse();
+    const hold = await this.locks.tryHold(scope.principal, scope.key);
+    if (!hold) return this.answerBusy(scope, reply);
+    try {
+      const now = this.clock.now();
+      const claim = await this.records.begin(scope, now, new Date(now.getTime() + IDEMPOTENCY_TTL_MS));
+      if (claim.token === null) {
+        if (!claim.stored) throw inUse(); // expired between the two statements: retry
+        return this.replay(this.checkSameRequest(scope, claim.stored), reply);
+      }
+      let body: unknown;
+      try {
+        body = await lastValueFrom(next.handle(), { defaultValue: undefined });
+      } catch (err) {
+        // A retry runs afresh. Should this fail too (the database is away), the record is left
+        // in progress without its lock, and the retry takes it over all the same.
+        await this.records.abandon(scope, claim.token).catch((e: unknown) => {
+          this.logger.warn(`idempotency claim left for takeover: ${(e as Error).message}`);
+        });
+        throw err;
+      }
+      await this.records.finish(scope, claim.token, {
+        status: reply.statusCode,
+        body: body === undefined ? null : JSON.stringify(body),
+      });
+      return body;
+    } finally {
+      await hold.release();
+    }
+  }
+
+  /** Another request holds the key: its stored answer once completed, 422 for another request, else 409. */
+  private async answerBusy(scope: IdempotencyScope, reply: FastifyReply): Promise<unknown> {
+    const found = await this.records.find(scope, this.clock.now());
+    if (found?.state === 'completed') return this.replay(this.checkSameRequest(scope, found.stored), reply);
+    if (found && (found.stored.fingerprint !== scope.fingerprint || found.stored.route !== scope.route)) {
       throw reused();
     }
-    let body: unknown;
-    try {
-      body = await lastValueFrom(next.handle(), { defaultValue: undefined });
-    } catch (err) {
-      await this.records.abandon(scope, claim.token);
-      throw err;
-    }
-    await this.records.finish(scope, claim.token, {
-      status: reply.statusCode,
-      body: body === undefined ? null : JSON.stringify(body),
-    });
-    return body;
+    throw inUse();
   }
 
   private checkSameRequest(scope: IdempotencyScope, stored: StoredResponse): StoredResponse {
@@ -125,12 +139,10 @@ export class IdempotencyInterceptor implements NestInterceptor {
     reply: FastifyReply,
   ): Promise<unknown> {
     const now = this.clock.now();
-    const claim = IdempotencyRepository.claimStatement(scope.principal, scope.key, now);
-    const outcome = await this.tx.runOpeningWith(
-      claim.sql,
-      claim.params,
-      async (rows: (StoredResponse & { claimed: boolean; state: string | null })[]): Promise<Outcome> => {
-        const { claimed, stored } = IdempotencyRepository.claimed(rows);
+    const outcome = await this.tx.runOpening(
+      IdempotencyRepository.claimStatements(scope.principal, scope.key, now),
+      async (results): Promise<Outcome> => {
+        const { claimed, stored } = IdempotencyRepository.claimed(results);
         if (!claimed) throw inUse();
         if (stored) return { replay: this.checkSameRequest(scope, stored) };
         // next.handle() is called inside the transaction's async context, so the handler's
@@ -141,6 +153,8 @@ export class IdempotencyInterceptor implements NestInterceptor {
           { status: reply.statusCode, body: body === undefined ? null : JSON.stringify(body) },
           now,
           new Date(now.getTime() + IDEMPOTENCY_TTL_MS),
+          // a twin's record after all (should the claim ever let two through): its answer stands
+          inUse,
         );
         return { body };
       },

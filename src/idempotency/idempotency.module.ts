@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { APP_INTERCEPTOR } from '@nestjs/core';
 import { IdempotencyInterceptor } from './idempotency.interceptor';
+import { IdempotencyKeyLocks } from './idempotency-key-locks';
 import { IdempotencyRepository } from './idempotency.repository';
 import { IdempotencyService } from './idempotency.service';
 
@@ -8,7 +9,9 @@ import { IdempotencyService } from './idempotency.service';
   providers: [
     IdempotencyRepository,
     IdempotencyService,
-    { provide: APP_INTERCEPTOR, useClass: IdempotencyInterceptor },
+    IdempotencyKeyLocks,
+    IdempotencyInterceptor,
+    { provide: APP_INTERCEPTOR, useExisting: IdempotencyInterceptor },
   ],
   exports: [IdempotencyService],
 })

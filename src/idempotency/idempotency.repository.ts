@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { TransactionHost } from '../database/transaction-host';
+import { TransactionHost, pgConstraint, pgErrorCode } from '../database/transaction-host';
 
 export interface IdempotencyScope {
   principal: string;
@@ -18,10 +18,13 @@ export interface StoredResponse {
 }
 
 /**
- * The transaction-scoped advisory lock on ($1 principal, $2 key) that both claim modes take, so
- * a request in one mode sees a twin in the other.
+ * The advisory lock id of ($1 principal, $2 key), which both claim modes take — for the
+ * transaction (here), or for the request on a dedicated session (IdempotencyKeyLocks) — so a
+ * request in one mode sees a twin in the other.
  */
-const TRY_LOCK_KEY = `pg_try_advisory_xact_lock(hashtextextended($1::text || E'\\n' || $2::text, 7))`;
+const keyLockId = (principal: string, key: string) => `hashtextextended(${principal} || E'\\n' || ${key}, 7)`;
+export const KEY_LOCK_ID = keyLockId('$1::text', '$2::text');
+const TRY_LOCK_KEY = `pg_try_advisory_xact_lock(${KEY_LOCK_ID})`;
 
 /** The only place that builds SQL for idempotency records. */
 @Injectable()
@@ -29,48 +32,58 @@ export class IdempotencyRepository {
   constructor(private readonly tx: TransactionHost) {}
 
   /**
-   * The statement that claims the key for the current transaction without waiting (an advisory
-   * lock; `claimed` is false while another request with the same principal and key is still
-   * running — released at commit or rollback), drops an expired record, and returns the live
-   * record if any: a completed one to replay, or an in-progress one (a request on a
-   * provider-calling route, see `begin`) that makes this one wait too. Sent together with BEGIN
-   * (TransactionHost.runOpeningWith); `claimed` reads its row.
+   * The two statements that claim the key for the current transaction, sent together with BEGIN
+   * (TransactionHost.runOpening). The first takes the key's advisory lock without waiting
+   * (`claimed` is false while another request with the same principal and key is still running,
+   * in either mode; released at commit or rollback). The second, under its own snapshot — taken
+   * after the lock, so it sees every record committed by the key's previous holder — drops an
+   * expired record, and an `in_progress` one: its request (see `begin`) would hold the lock, so
+   * it is gone (its process died, or its database session with the lock did); and returns the
+   * live completed record if any, to replay. (In one statement, the snapshot would predate the
+   * lock: a twin that got the lock just after the first request committed would not see its
+   * record, would run the request again, and fail on the record's primary key — issue 11.)
    */
-  static claimStatement(principal: string, key: string, now: Date): { sql: string; params: unknown[] } {
-    return {
-      sql: `WITH claim AS (
-         SELECT ${TRY_LOCK_KEY} AS claimed
-       ), expired AS (
-         DELETE FROM idempotency_keys
-          WHERE (SELECT claimed FROM claim) AND principal = $1::text AND key = $2::text AND expires_at <= $3::timestamptz
-       )
-       SELECT claim.claimed, k.state, k.method, k.route, k.fingerprint,
-              k.response_status AS status, k.response_body AS body
-         FROM claim
-         LEFT JOIN idempotency_keys k
-           ON claim.claimed AND k.principal = $1::text AND k.key = $2::text AND k.expires_at > $3::timestamptz`,
-      params: [principal, key, now],
-    };
+  static claimStatements(principal: string, key: string, now: Date): { sql: string; params: unknown[] }[] {
+    return [
+      { sql: `SELECT ${TRY_LOCK_KEY} AS claimed`, params: [principal, key] },
+      {
+        sql: `WITH expired AS (
+           DELETE FROM idempotency_keys
+            WHERE principal = $1::text AND key = $2::text
+              AND (expires_at <= $3::timestamptz OR state = 'in_progress')
+              -- only under the lock (taken again: a no-op for its holder); unclaimed, we roll back
+              AND (SELECT ${TRY_LOCK_KEY})
+         )
+         SELECT state, method, route, fingerprint, response_status AS status, response_body AS body
+           FROM idempotency_keys
+          WHERE principal = $1::text AND key = $2::text AND expires_at > $3::timestamptz`,
+        params: [principal, key, now],
+      },
+    ];
   }
 
-  static claimed(rows: (StoredResponse & { claimed: boolean; state: string | null })[]): {
-    claimed: boolean;
-    stored: StoredResponse | null;
-  } {
-    const { claimed, state, ...stored } = rows[0];
-    if (!claimed || state === 'in_progress') return { claimed: false, stored: null };
-    return { claimed, stored: state === 'completed' ? stored : null };
+  /** What the claim statements found: whether the key is ours, and a completed record to replay. */
+  static claimed(results: unknown[][]): { claimed: boolean; stored: StoredResponse | null } {
+    const [lock, records] = results as [{ claimed: boolean }[], (StoredResponse & { state: string })[]];
+    const row = records[0];
+    if (!lock[0]?.claimed) return { claimed: false, stored: null };
+    // an in-progress record without its lock was left by a request that is gone (dropped above)
+    if (!row || row.state === 'in_progress') return { claimed: true, stored: null };
+    const { state: _state, ...stored } = row;
+    return { claimed: true, stored };
   }
 
   /**
    * Records the response in the same transaction as the effect it describes — sent in the
-   * COMMIT's message (nothing reads it back before then).
+   * COMMIT's message (nothing reads it back before then). Should a record for the key exist after
+   * all, the transaction rolls back and `onDuplicate()` is what the caller sees.
    */
   completeOnCommit(
     scope: IdempotencyScope,
     response: { status: number; body: string | null },
     now: Date,
     expiresAt: Date,
+    onDuplicate: () => Error,
   ): void {
     this.tx.sendWithCommit(
       `INSERT INTO idempotency_keys
@@ -89,50 +102,53 @@ export class IdempotencyRepository {
         now,
         expiresAt,
       ],
+      {
+        mapError: (err) =>
+          pgErrorCode(err) === '23505' && pgConstraint(err) === 'idempotency_keys_pkey' ? onDuplicate() : undefined,
+      },
     );
   }
 
   /**
-   * Claims the key with an in-progress record (for handlers that run outside one transaction).
-   * Takes over an expired record, or an in-progress one for the same request whose lease ran out
-   * (its owner died). Returns the claim's token (its creation time, fencing `finish`/`abandon`),
-   * or what stands in the way.
+   * Records the key as in progress, for a request outside one transaction that holds the key's
+   * lock (IdempotencyKeyLocks): takes over an expired record, or an in-progress one (under the
+   * lock, its request is gone). Returns the claim's token (its creation time, fencing
+   * `finish`/`abandon` against a later takeover), or the live completed record in the way.
    */
   async begin(
     scope: IdempotencyScope,
     now: Date,
     expiresAt: Date,
-    leaseMs: number,
-  ): Promise<{ token: Date } | { token: null; stored: StoredResponse | null; inProgress: boolean }> {
+  ): Promise<{ token: Date } | { token: null; stored: StoredResponse | null }> {
     const claimed: { created_at: Date }[] = await this.tx.query(
       `INSERT INTO idempotency_keys (principal, key, method, route, fingerprint, state, created_at, expires_at)
-       SELECT $1::text, $2::text, $3::text, $4::text, $5::text, 'in_progress', $6::timestamptz, $7::timestamptz
-        -- not while a transactional request holds the key (its record is not written yet)
-        WHERE ${TRY_LOCK_KEY}
+       VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, 'in_progress', $6::timestamptz, $7::timestamptz)
        ON CONFLICT (principal, key) DO UPDATE
          SET method = EXCLUDED.method, route = EXCLUDED.route, fingerprint = EXCLUDED.fingerprint,
              state = 'in_progress', response_status = NULL, response_body = NULL,
              created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-       WHERE idempotency_keys.expires_at <= $6::timestamptz
-          OR (idempotency_keys.state = 'in_progress' AND idempotency_keys.created_at <= $8::timestamptz
-              AND idempotency_keys.fingerprint = EXCLUDED.fingerprint
-              AND idempotency_keys.route = EXCLUDED.route)
+       WHERE idempotency_keys.expires_at <= $6::timestamptz OR idempotency_keys.state = 'in_progress'
        RETURNING created_at`,
-      [scope.principal, scope.key, scope.method, scope.route, scope.fingerprint, now, expiresAt, new Date(now.getTime() - leaseMs)],
+      [scope.principal, scope.key, scope.method, scope.route, scope.fingerprint, now, expiresAt],
     );
     if (claimed[0]) return { token: claimed[0].created_at };
-    const rows: (StoredResponse & { state: string })[] = await this.tx.query(
+    const found = await this.find(scope, now);
+    return { token: null, stored: found?.state === 'completed' ? found.stored : null };
+  }
+
+  /** The live record for the key, if any: completed (with its response) or in progress. */
+  async find(
+    scope: IdempotencyScope,
+    now: Date,
+  ): Promise<{ state: 'completed' | 'in_progress'; stored: StoredResponse } | null> {
+    const rows: (StoredResponse & { state: 'completed' | 'in_progress' })[] = await this.tx.query(
       `SELECT state, method, route, fingerprint, response_status AS status, response_body AS body
-         FROM idempotency_keys WHERE principal = $1 AND key = $2`,
-      [scope.principal, scope.key],
+         FROM idempotency_keys WHERE principal = $1 AND key = $2 AND expires_at > $3`,
+      [scope.principal, scope.key, now],
     );
-    const row = rows[0];
-    if (!row || row.state === 'in_progress') {
-      // in progress elsewhere (or a different request waiting out its lease); gone = just abandoned
-      return { token: null, stored: null, inProgress: !row || row.fingerprint === scope.fingerprint };
-    }
-    const { state: _state, ...stored } = row;
-    return { token: null, stored, inProgress: false };
+    if (!rows[0]) return null;
+    const { state, ...stored } = rows[0];
+    return { state, stored };
   }
 
   /** Completes a claim made by `begin`, unless it was taken over meanwhile. */
@@ -159,6 +175,23 @@ export class IdempotencyRepository {
         WHERE ctid IN (SELECT ctid FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2)
        RETURNING 1`,
       [now, batch],
+    );
+    return rows.length;
+  }
+
+  /**
+   * Drops in-progress records older than `before` whose request is gone (nobody holds the key's
+   * lock): left by a request whose own clean-up failed with the database, or whose process died.
+   * They block nobody (a retry takes them over); this keeps the table telling the truth.
+   */
+  async purgeAbandoned(before: Date, batch = 1000): Promise<number> {
+    const rows: unknown[] = await this.tx.query(
+      `DELETE FROM idempotency_keys k
+        WHERE ctid IN (SELECT ctid FROM idempotency_keys WHERE state = 'in_progress' AND created_at <= $1 LIMIT $2)
+          AND k.state = 'in_progress'
+          AND pg_try_advisory_xact_lock(${keyLockId('k.principal', 'k.key')})
+       RETURNING 1`,
+      [before, batch],
     );
     return rows.length;
   }

@@ -9,6 +9,8 @@ export interface OutboxEvents {
   'order.confirmed': { orderId: string };
   'order.fulfilled': { orderId: string };
   'order.refunded': { orderId: string; refundId: string };
+  /** A refund was recorded as pending: the worker makes sure it settles (payments.settle-refund). */
+  'refund.requested': { orderId: string; refundId: string };
   /** A verified provider event waits in the webhook inbox for processing. */
   'payment.event': { eventId: string };
 }

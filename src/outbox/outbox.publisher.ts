@@ -3,6 +3,7 @@ import { Injectable } from '@nestjs/common';
 import type { Queue } from 'bullmq';
 import { Clock } from '../common/time/clock';
 import { EMAIL_JOB_OPTIONS, EmailJob, emailJobId } from '../notifications/email-job';
+import { SETTLE_REFUND_AFTER_MS, SETTLE_REFUND_JOB_OPTIONS, settleRefundJobId } from '../payments/refund-settle.job';
 import type { JobPayloads } from '../queue/queues';
 import { OutboxEvents, OutboxRow } from './outbox-events';
 
@@ -55,6 +56,16 @@ export class OutboxPublisher {
       case 'order.refunded': {
         const { orderId, refundId } = row.payload as unknown as OutboxEvents['order.refunded'];
         return this.sendEmail({ orderId, kind: 'refund', refundId });
+      }
+      case 'refund.requested': {
+        const { refundId } = row.payload as unknown as OutboxEvents['refund.requested'];
+        const data: JobPayloads['payments.settle-refund'] = { refundId };
+        await this.payments.add('payments.settle-refund', data, {
+          jobId: settleRefundJobId(refundId),
+          delay: SETTLE_REFUND_AFTER_MS,
+          ...SETTLE_REFUND_JOB_OPTIONS,
+        });
+        return;
       }
       case 'order.fulfilled':
         // No consumer yet: recorded for audit and future subscribers.

@@ -56,7 +56,7 @@ export class PaymentsModule {
         ...(stripeKey ? [] : [SimulatedGateway]),
         ...(dev ? [DevPaymentsService] : []),
       ],
-      exports: [PaymentFinalizer],
+      exports: [PaymentFinalizer, RefundsService],
     };
   }
 }

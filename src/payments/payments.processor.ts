@@ -4,11 +4,16 @@ import type { Job } from 'bullmq';
 import { HandlesJobs } from '../queue/handles-jobs.decorator';
 import type { JobPayloads } from '../queue/queues';
 import { PaymentFinalizer } from './payment-finalizer.service';
+import { paymentsBackoff } from './refund-settle.job';
+import { RefundsService } from './refunds.service';
 
-@Processor('payments', WORKER_OPTIONS)
-@HandlesJobs('payments.process-event', 'payments.reconcile', 'payments.cancel-intent')
+@Processor('payments', { ...WORKER_OPTIONS, settings: { backoffStrategy: paymentsBackoff } })
+@HandlesJobs('payments.process-event', 'payments.reconcile', 'payments.cancel-intent', 'payments.settle-refund')
 export class PaymentsProcessor extends WorkerHost {
-  constructor(private readonly finalizer: PaymentFinalizer) {
+  constructor(
+    private readonly finalizer: PaymentFinalizer,
+    private readonly refunds: RefundsService,
+  ) {
     super();
   }
 
@@ -17,6 +22,9 @@ export class PaymentsProcessor extends WorkerHost {
       return this.finalizer.processEvent((job.data as JobPayloads['payments.process-event']).eventId);
     }
     if (job.name === 'payments.reconcile') return this.finalizer.reconcile();
+    if (job.name === 'payments.settle-refund') {
+      return this.refunds.settlePending((job.data as JobPayloads['payments.settle-refund']).refundId);
+    }
     if (job.name === 'payments.cancel-intent') {
       return this.finalizer.cancelIntentOf((job.data as JobPayloads['payments.cancel-intent']).orderId);
     }

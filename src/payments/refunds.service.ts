@@ -18,8 +18,9 @@ const EXCEEDS = new Set(['amount_too_large', 'charge_already_refunded']);
  * Refunds, in three short steps with the provider call between them (never inside a
  * transaction): reserve the amount against the captured payment and record the refund as
  * pending; ask the provider with the key `refund:<id>`; settle from its answer. A crash between
- * steps leaves a pending refund that `retryStale` sends again with the same key, so the provider
- * refunds once. Refunds made elsewhere (the provider's dashboard) are adopted by `syncFromGateway`.
+ * steps leaves a pending refund that its follow-up job (`settlePending`, a few seconds later,
+ * retried shortly) — or, as the last net, `retryStale` — sends again with the same key, so the
+ * provider refunds once. Refunds made elsewhere (the provider's dashboard) are adopted by `syncFromGateway`.
  */
 @Injectable()
 export class RefundsService {
@@ -52,7 +53,7 @@ export class RefundsService {
         throw new DomainError('ORDER_NOT_REFUNDABLE', 'The order has no captured payment to refund.');
       }
       refund = await this.tx.run(() =>
-        this.refunds.reserve(this.newRefund(id, payment, 'requested', input.actor), input.amount ?? null, this.clock.now()),
+        this.reserve(this.newRefund(id, payment, 'requested', input.actor), input.amount ?? null),
       );
       if (!refund) {
         throw new DomainError('REFUND_EXCEEDS_CAPTURED', 'The amount exceeds what remains refundable.');
@@ -80,11 +81,7 @@ export class RefundsService {
       await this.refunds.lockPayment(payment.id);
       const existing = await this.refunds.findAutomatic(payment.id);
       if (existing) return existing;
-      return this.refunds.reserve(
-        this.newRefund(this.ids.uuid(), payment, 'paid_after_cancel', SYSTEM),
-        null,
-        this.clock.now(),
-      );
+      return this.reserve(this.newRefund(this.ids.uuid(), payment, 'paid_after_cancel', SYSTEM), null);
     });
     if (!refund) {
       this.logger.warn(`payment ${payment.intentId}: nothing left to refund automatically`);
@@ -132,6 +129,35 @@ export class RefundsService {
       }
     }
     return settled;
+  }
+
+  /**
+   * The follow-up job of a pending refund (`payments.settle-refund`): nothing to do once it has
+   * settled; otherwise it is finished as its request would have (same provider key). A refund the
+   * provider holds as pending is left to its refund events (and the stale sweep); no answer from
+   * the provider throws, so the job is retried shortly.
+   */
+  async settlePending(refundId: string): Promise<string> {
+    const refund = await this.refunds.findById(refundId);
+    if (!refund) return 'unknown-refund';
+    if (refund.status !== 'pending') return refund.status;
+    const payment = await this.payments.findById(refund.paymentId);
+    if (!payment) return 'unknown-payment';
+    if (refund.providerRefundId) await this.syncFromGateway(payment);
+    else await this.execute(refund, payment);
+    const now = (await this.refunds.findById(refundId))!;
+    if (now.status !== 'pending') return now.status;
+    if (now.providerRefundId) return 'pending-at-provider';
+    throw new Error(`refund ${refundId}: no answer from the payment provider yet; retrying`);
+  }
+
+  /** Step 1: the amount reserved and the refund recorded as pending, with its follow-up job. */
+  private async reserve(refund: NewRefund, amount: number | null): Promise<Refund | null> {
+    const reserved = await this.refunds.reserve(refund, amount, this.clock.now());
+    if (reserved?.status === 'pending') {
+      await this.outbox.add('refund.requested', reserved.orderId, { orderId: reserved.orderId, refundId: reserved.id });
+    }
+    return reserved;
   }
 
   /** Step 2 and 3: the provider call (same key every time), then settle from its answer. */

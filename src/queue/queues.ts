@@ -18,6 +18,8 @@ export interface JobPayloads {
   'payments.process-event': { eventId: string };
   /** The order was cancelled: cancel its unpaid intent at the gateway (a late success is refunded). */
   'payments.cancel-intent': { orderId: string };
+  /** Make sure a pending refund settles (its request may have been cut off by a fault). */
+  'payments.settle-refund': { refundId: string };
   /** Settle payments whose webhook never came (stale PAYMENT_PENDING orders). */
   'payments.reconcile': Record<string, never>;
   /** Remove idempotency records past their expiry. */
@@ -39,6 +41,7 @@ export const JOB_QUEUE: Record<JobName, QueueName> = {
   'payments.process-event': 'payments',
   'payments.reconcile': 'payments',
   'payments.cancel-intent': 'payments',
+  'payments.settle-refund': 'payments',
   'maintenance.purge-idempotency-keys': 'maintenance',
   'maintenance.purge-outbox': 'maintenance',
   'maintenance.purge-refresh-tokens': 'maintenance',

@@ -258,19 +258,32 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect([reused.status, reused.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
     }, 30_000);
 
-    it('a claim whose owner died mid-request is taken over after its lease, continuing the same refund', async () => {
+    /** The key's lock as a request that is still running holds it (released: that request is gone). */
+    const holdKey = async (key: string) => {
+      const c = await t.db.pool.connect();
+      await c.query(`SELECT pg_advisory_lock(hashtextextended($1::text || E'\\n' || $2::text, 7))`, [`user:${admin.user.id}`, key]);
+      return {
+        release: async () => {
+          await c.query(`SELECT pg_advisory_unlock_all()`);
+          c.release();
+        },
+      };
+    };
+
+    it('a claim blocks twins while its request runs; once that request is gone the retry takes over at once, continuing the same refund', async () => {
       const { orderId, intent } = await paidOrder(10_000, 1);
       const key = newKey();
       const body = { amount: { amount: 1500, currency: 'INR' } };
-      // the first attempt reserved the refund and reached Stripe, then its process died
+      // the first attempt reserved the refund and reached Stripe, and is still running
       const first = await refund(orderId, body, key);
       await t.db.pool.query(
         `UPDATE idempotency_keys SET state = 'in_progress', response_status = NULL, response_body = NULL WHERE key = $1`,
         [key],
       );
+      const running = await holdKey(key);
       const blocked = await refund(orderId, body, key);
       expect([blocked.status, blocked.body.code]).toEqual([409, 'IDEMPOTENCY_KEY_IN_USE']);
-      await t.db.pool.query(`UPDATE idempotency_keys SET created_at = now() - interval '3 minutes' WHERE key = $1`, [key]);
+      await running.release(); // its process died: PostgreSQL ended its session and the lock
       const retried = await refund(orderId, body, key);
       expect(retried.status).toBe(201);
       expect(retried.body.id).toBe(first.body.id);
@@ -286,9 +299,11 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(first.status).toBe(201);
       await t.db.pool.query(`UPDATE idempotency_keys SET state = 'in_progress' WHERE key = $1`, [key]);
       const p = await insertProduct(t.db.pool, { stock: 5 });
+      const running = await holdKey(key);
       const busy = await t.http.post('/v1/orders', { items: [{ productId: p, quantity: 1 }] }, { token: admin.accessToken, idempotencyKey: key });
       expect([busy.status, busy.body.code]).toEqual([409, 'IDEMPOTENCY_KEY_IN_USE']);
       await t.db.pool.query(`UPDATE idempotency_keys SET state = 'completed' WHERE key = $1`, [key]);
+      await running.release();
       const reused = await t.http.post('/v1/orders', { items: [{ productId: p, quantity: 1 }] }, { token: admin.accessToken, idempotencyKey: key });
       expect([reused.status, reused.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });

@@ -1,0 +1,103 @@
+import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
+import { insertProduct, newKey } from '../support/fixtures';
+import { HoldingProxy, startHoldingProxy } from '../support/holding-proxy';
+import { Buyer, buyers, placeOrder } from '../support/orders';
+import { runScript } from '../support/processes';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { TestDatabase, createTestDatabase } from '../support/test-database';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Issue 11, defect 2, the other way a request stops running: its API process is killed (SIGKILL)
+ * while the request holds its key outside a transaction. The key must be free for a retry through
+ * the other API process as soon as PostgreSQL has ended the dead process's sessions — not after a
+ * lease.
+ */
+describe('an Idempotency-Key held by an API process that is killed', () => {
+  let db: TestDatabase;
+  let stripe: FakeStripe;
+  let proxy: HoldingProxy;
+  let t: TestApp;
+  let alice: Buyer;
+  let api: ReturnType<typeof runScript> | undefined;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    stripe = await startFakeStripe();
+    proxy = await startHoldingProxy(stripe.url);
+    t = await bootTestApp({
+      db,
+      env: { STRIPE_SECRET_KEY: stripe.secretKey, STRIPE_API_URL: proxy.url, STRIPE_WEBHOOK_SECRET: stripe.webhookSecret },
+    });
+    [alice] = await buyers(t.http, 1);
+  });
+  afterAll(async () => {
+    if (api && api.proc.exitCode === null) api.proc.kill('SIGKILL');
+    await api?.exited;
+    await t?.close();
+    await db?.drop();
+    await proxy?.close();
+    await stripe?.close();
+  });
+
+  it('a retry through the other API process runs at once once the killed process is gone', async () => {
+    const port = 30000 + Math.floor(Math.random() * 20000);
+    api = runScript(
+      'src/main.ts',
+      {
+        DATABASE_URL: db.url,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        REDIS_KEY_PREFIX: t.config.redis.keyPrefix,
+        STRIPE_SECRET_KEY: stripe.secretKey,
+        STRIPE_API_URL: proxy.url,
+        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+      },
+      'warn',
+    );
+    let ready = 0;
+    for (let i = 0; i < 300 && ready !== 200; i++) {
+      await sleep(100);
+      ready = await fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.status, () => 0);
+    }
+    expect(ready).toBe(200);
+
+    const productId = await insertProduct(db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    const key = newKey();
+    const path = `/v1/orders/${order.body.id}/payment`;
+    const gate = proxy.holdNext('POST', '/v1/payment_intents');
+    const doomed = fetch(`http://127.0.0.1:${port}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${alice.token}`, 'idempotency-key': key, 'content-type': 'application/json' },
+      body: '{}',
+    }).then(
+      (r) => r.status,
+      () => 0,
+    );
+    await gate.reached; // the killed process's request holds the key, waiting for Stripe
+    const busy = await t.http.post(path, {}, { token: alice.token, idempotencyKey: key });
+    expect([busy.status, busy.body.code]).toEqual([409, 'IDEMPOTENCY_KEY_IN_USE']);
+
+    api.proc.kill('SIGKILL');
+    await api.exited;
+    expect(await doomed).toBe(0); // its client never got an answer
+    gate.release();
+    // PostgreSQL ends the dead process's sessions as soon as it sees their sockets close
+    for (let i = 0; i < 100; i++) {
+      const left = await db.pool.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'shop-orders-key-locks'`,
+        [db.name],
+      );
+      if (left.rows[0].n === 0) break;
+      await sleep(50);
+    }
+
+    const retry = await t.http.post(path, {}, { token: alice.token, idempotencyKey: key });
+    expect([retry.status, retry.body.code]).toEqual([201, undefined]);
+    expect(retry.headers.get('idempotent-replayed')).toBeNull();
+    const intents = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/payment_intents');
+    expect(new Set(intents.map((r) => r.idempotencyKey))).toEqual(new Set([`order:${order.body.id}:payment-intent`]));
+  }, 90_000);
+});

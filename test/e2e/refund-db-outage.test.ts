@@ -1,0 +1,119 @@
+import type { INestApplicationContext } from '@nestjs/common';
+import { Pool } from 'pg';
+import type Stripe from 'stripe';
+import { Session, createAdmin } from '../support/auth';
+import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
+import { insertProduct, newKey } from '../support/fixtures';
+import { HoldingProxy, startHoldingProxy } from '../support/holding-proxy';
+import { Buyer, buyers, placeOrder } from '../support/orders';
+import { PrivatePostgres } from '../support/private-postgres';
+import { TestApp, bootTestApp } from '../support/test-app';
+import type { TestDatabase } from '../support/test-database';
+import { bootTestWorker } from '../support/test-worker';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Issue 11, defect 5: a refund asked for as PostgreSQL restarted stayed `pending` two minutes after
+ * recovery (only the minute-long stale sweep would finish it), and its key was refused IN_USE
+ * after the failed request. On a private PostgreSQL, with the real worker running: the refund
+ * request is held in its provider call, the database crashes, Stripe refunds, our record of it
+ * fails, the database comes back — the refund must settle within seconds, by itself.
+ */
+describe('a refund whose request a database outage cut off', () => {
+  let pg: PrivatePostgres;
+  let db: TestDatabase;
+  let stripe: FakeStripe;
+  let proxy: HoldingProxy;
+  let t: TestApp;
+  let worker: INestApplicationContext;
+  let alice: Buyer;
+  let admin: Session;
+
+  /** Polls until `probe` gives a value; the failure names what never happened. */
+  const until = async <T>(what: string, probe: () => Promise<T | undefined>, ms: number): Promise<T> => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const value = await probe().catch(() => undefined);
+      if (value !== undefined) return value;
+      if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+      await sleep(100);
+    }
+  };
+  const deliver = (event: Stripe.Event) => {
+    const { body, signature } = stripe.signed(event);
+    return t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw: body, headers: { 'stripe-signature': signature } });
+  };
+  const orderOf = async (orderId: string) => (await t.http.get(`/v1/orders/${orderId}`, { token: alice.token })).body;
+  const refundsOf = async (orderId: string) =>
+    (await db.pool.query(`SELECT id, status, amount::int FROM refunds WHERE order_id = $1`, [orderId])).rows as {
+      id: string;
+      status: string;
+      amount: number;
+    }[];
+
+  beforeAll(async () => {
+    pg = await PrivatePostgres.start();
+    const url = await pg.createDatabase('shop', { migrate: true });
+    const pool = new Pool({ connectionString: url, max: 2 });
+    pool.on('error', () => undefined); // its idle connections die with the server
+    db = { name: 'shop', url, pool, drop: () => pool.end() };
+    stripe = await startFakeStripe();
+    proxy = await startHoldingProxy(stripe.url);
+    t = await bootTestApp({
+      db,
+      env: { STRIPE_SECRET_KEY: stripe.secretKey, STRIPE_API_URL: proxy.url, STRIPE_WEBHOOK_SECRET: stripe.webhookSecret },
+    });
+    worker = await bootTestWorker(t.config);
+    [alice] = await buyers(t.http, 1);
+    admin = await createAdmin(t);
+  }, 120_000);
+  afterAll(async () => {
+    await worker?.close();
+    await t?.close();
+    await db?.drop();
+    await proxy?.close();
+    await stripe?.close();
+    await pg?.destroy();
+  });
+
+  it('settles within seconds of recovery, once; the retry with its key is not refused', async () => {
+    const productId = await insertProduct(db.pool, { stock: 5, priceAmount: 10_000 });
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(pay.status).toBe(201);
+    await deliver(stripe.succeed(pay.body.paymentIntentId));
+    await until('the order to be confirmed', async () => ((await orderOf(order.body.id)).status === 'CONFIRMED' ? true : undefined), 20_000);
+
+    const key = newKey();
+    const body = { amount: { amount: 4_000, currency: 'INR' } };
+    const gate = proxy.holdNext('POST', '/v1/refunds');
+    const pending = t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, body, { token: admin.accessToken, idempotencyKey: key });
+    await gate.reached; // reserved and recorded as pending; the request waits for Stripe
+    await pg.stop('immediate');
+    gate.release(); // Stripe refunds; our record of its answer fails with the database
+    const failed = await pending;
+    expect(failed.status).toBeGreaterThanOrEqual(500);
+    await pg.start();
+    const recovered = Date.now();
+
+    const settled = await until(
+      'the refund to settle by itself',
+      async () => {
+        const rows = await refundsOf(order.body.id);
+        return rows[0]?.status === 'succeeded' ? rows : undefined;
+      },
+      15_000,
+    );
+    expect(Date.now() - recovered).toBeLessThan(15_000);
+    expect(settled).toEqual([{ id: expect.any(String), status: 'succeeded', amount: 4_000 }]);
+    const o = await orderOf(order.body.id);
+    expect(o).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 4_000 } });
+    const atStripe = await stripe.client().refunds.list({ payment_intent: pay.body.paymentIntentId });
+    expect(atStripe.data.map((r) => r.amount)).toEqual([4_000]);
+
+    const retry = await t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, body, { token: admin.accessToken, idempotencyKey: key });
+    expect([retry.status, retry.body.id, retry.body.status]).toEqual([201, settled[0].id, 'succeeded']);
+    expect((await stripe.client().refunds.list({ payment_intent: pay.body.paymentIntentId })).data).toHaveLength(1);
+  }, 90_000);
+});

@@ -1,0 +1,163 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from 'pg';
+
+/**
+ * A throwaway PostgreSQL server of our own (initdb into a temp folder, a free port), so a test
+ * can stop, crash and restart "the database" without touching the shared server. Self-contained:
+ * finds the server binaries under /usr/lib/postgresql/<version>/bin (or on PATH), and runs them
+ * as the `postgres` user when the tests run as root (initdb refuses root).
+ *
+ *   const pg = await PrivatePostgres.start();
+ *   const url = await pg.createDatabase('shop', { migrate: true });
+ *   await pg.stop('immediate');  // like a crash: every connection dies, nothing is answered
+ *   await pg.start();            // recovery, then accepting connections again
+ *   await pg.destroy();
+ */
+export class PrivatePostgres {
+  private constructor(
+    readonly port: number,
+    readonly dataDir: string,
+    private readonly bin: string,
+  ) {}
+
+  static async start(): Promise<PrivatePostgres> {
+    const bin = serverBinaries();
+    const dataDir = mkdtempSync(join(tmpdir(), 'pg-'));
+    if (runningAsRoot()) chownSync(dataDir, postgresUid(), postgresGid());
+    const pg = new PrivatePostgres(await freePort(), dataDir, bin);
+    // a test process that exits without destroy() (a crash, process.exit) leaves no server behind
+    process.once('exit', () => pg.destroySync());
+    await pg.run('initdb', ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
+    await pg.start();
+    return pg;
+  }
+
+  /** A connection URL for `database` on this server. */
+  url(database = 'postgres'): string {
+    return `postgres://postgres@127.0.0.1:${this.port}/${database}`;
+  }
+
+  /** Creates a database (optionally migrated with the project's migrations) and returns its URL. */
+  async createDatabase(name: string, opts: { migrate?: boolean } = {}): Promise<string> {
+    const c = new Client({ connectionString: this.url() });
+    await c.connect();
+    try {
+      await c.query(`CREATE DATABASE "${name}"`);
+    } finally {
+      await c.end();
+    }
+    const url = this.url(name);
+    if (opts.migrate) migrate(url);
+    return url;
+  }
+
+  /** Starts the server (after `stop`) and waits until it accepts connections. */
+  async start(): Promise<void> {
+    const options = [
+      `-p ${this.port}`,
+      `-k ${this.dataDir}`,
+      '-c listen_addresses=127.0.0.1',
+      // safe while only the server crashes, not the machine; synchronous_commit stays on, or an
+      // immediate stop would lose the last commits (WAL still in shared memory)
+      '-c fsync=off',
+      '-c full_page_writes=off',
+      '-c shared_buffers=16MB',
+      '-c max_connections=100',
+    ].join(' ');
+    await this.run('pg_ctl', ['-D', this.dataDir, '-o', options, '-l', join(this.dataDir, 'server.log'), '-w', '-t', '60', 'start']);
+  }
+
+  /**
+   * Stops the server: `immediate` is a crash (connections cut, recovery at the next start),
+   * `fast` a clean shutdown that still cuts every connection.
+   */
+  async stop(mode: 'immediate' | 'fast' = 'immediate'): Promise<void> {
+    await this.run('pg_ctl', ['-D', this.dataDir, '-m', mode, '-w', '-t', '60', 'stop']);
+  }
+
+  async restart(mode: 'immediate' | 'fast' = 'immediate'): Promise<void> {
+    await this.stop(mode);
+    await this.start();
+  }
+
+  /** Stops the server if it runs and removes its files. */
+  async destroy(): Promise<void> {
+    if (existsSync(join(this.dataDir, 'postmaster.pid'))) await this.stop('immediate').catch(() => undefined);
+    rmSync(this.dataDir, { recursive: true, force: true });
+  }
+
+  private destroySync(): void {
+    if (!existsSync(this.dataDir)) return;
+    if (existsSync(join(this.dataDir, 'postmaster.pid'))) {
+      try {
+        execFileSync(...this.command('pg_ctl', ['-D', this.dataDir, '-m', 'immediate', '-w', 'stop']), { stdio: 'ignore' });
+      } catch {
+        /* already stopped */
+      }
+    }
+    rmSync(this.dataDir, { recursive: true, force: true });
+  }
+
+  private command(tool: string, args: string[]): [string, string[]] {
+    const path = join(this.bin, tool);
+    return runningAsRoot() ? ['runuser', ['-u', 'postgres', '--', path, ...args]] : [path, args];
+  }
+
+  private run(tool: string, args: string[]): Promise<void> {
+    const [cmd, argv] = this.command(tool, args);
+    return new Promise((resolve, reject) => {
+      execFile(cmd, argv, { cwd: this.dataDir }, (err, _stdout, stderr) =>
+        err ? reject(new Error(`${tool} failed: ${err.message}\n${stderr}`)) : resolve(),
+      );
+    });
+  }
+}
+
+/** Applies the project's migrations through the real TypeORM CLI (as the test template is migrated). */
+function migrate(url: string): void {
+  const root = join(__dirname, '..', '..');
+  execFileSync(
+    process.execPath,
+    [
+      '-r',
+      join(root, 'scripts', 'ts-register.js'),
+      join(root, 'node_modules', 'typeorm', 'cli.js'),
+      'migration:run',
+      '-d',
+      join(root, 'ormconfig.ts'),
+    ],
+    { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DATABASE_URL: url } },
+  );
+}
+
+function serverBinaries(): string {
+  const base = '/usr/lib/postgresql';
+  const versions = existsSync(base)
+    ? readdirSync(base)
+        .filter((v) => existsSync(join(base, v, 'bin', 'initdb')))
+        .sort((x, y) => Number(y) - Number(x))
+    : [];
+  if (versions[0]) return join(base, versions[0], 'bin');
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    if (dir && existsSync(join(dir, 'initdb'))) return dir;
+  }
+  throw new Error('PostgreSQL server binaries (initdb, pg_ctl) not found');
+}
+
+const runningAsRoot = (): boolean => process.getuid?.() === 0;
+const postgresUid = (): number => Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+const postgresGid = (): number => Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
