@@ -31,6 +31,8 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://shop:shop@127.0.0.1:5432/shop'),
   DATABASE_POOL_SIZE: int(20, 1, 500),
+  DB_BREAKER_FAILURES: int(5, 1, 1000),
+  DB_BREAKER_HALF_OPEN_MS: int(5000, 100, 600_000),
   REDIS_URL: url(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
   REDIS_KEY_PREFIX: z.string().regex(/^[a-z0-9_-]{1,32}$/i).default('shop'),
   JWT_SECRET: z.string().min(32).optional(),
@@ -64,7 +66,12 @@ export interface AppConfig {
   /** The worker's own /metrics and /health/live listener (0 = none). */
   workerMetricsPort: number;
   logLevel: string;
-  database: { url: string; poolSize: number };
+  database: {
+    url: string;
+    poolSize: number;
+    /** Circuit breaker: opens after `failures` consecutive connection failures, probes after `halfOpenAfterMs`. */
+    breaker: { failures: number; halfOpenAfterMs: number };
+  };
   redis: { url: string; keyPrefix: string };
   jwt: {
     secret: string;
@@ -132,7 +139,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     workerMetricsPort: e.WORKER_METRICS_PORT,
     logLevel: e.LOG_LEVEL,
-    database: { url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE },
+    database: {
+      url: e.DATABASE_URL,
+      poolSize: e.DATABASE_POOL_SIZE,
+      breaker: { failures: e.DB_BREAKER_FAILURES, halfOpenAfterMs: e.DB_BREAKER_HALF_OPEN_MS },
+    },
     redis: { url: e.REDIS_URL, keyPrefix: e.REDIS_KEY_PREFIX },
     jwt: {
       secret: e.JWT_SECRET ?? DEV_JWT_SECRET,
