@@ -48,6 +48,25 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     await redis?.down();
   });
 
+  it('a stalled Redis (socket open, no answers) delays no catalog read', async () => {
+    const product = await insertProduct(t.db.pool, { stock: 3 });
+    const admin = new Redis(redis.url);
+    try {
+      await admin.call('CLIENT', 'PAUSE', '6000', 'ALL'); // every client's commands now hang
+      const started = performance.now();
+      const detail = await t.http.get(`/v1/products/${product}`);
+      const list = await t.http.get('/v1/products?limit=2');
+      const elapsed = performance.now() - started;
+      expect(detail.status).toBe(200);
+      expect(list.status).toBe(200);
+      // bounded by the cache's and the rate limiter's Redis timeouts, not by the 6 s stall
+      expect(elapsed).toBeLessThan(3500);
+      await admin.ping(); // answered once the pause is over
+    } finally {
+      admin.disconnect();
+    }
+  });
+
   it('keeps selling while Redis is down and catches up without a restart once it is back', async () => {
     const buyer = { userId: alice.user.id, token: alice.accessToken };
     const product = await insertProduct(t.db.pool, { stock: 10 });
