@@ -1,4 +1,8 @@
 import { INestApplicationContext } from '@nestjs/common';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EmailService } from '../../src/notifications/email.service';
 import { MailTransport, OutgoingEmail } from '../../src/notifications/mail-transport';
 import { registerCustomer } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
@@ -84,5 +88,60 @@ describe('an email that went out stays recorded as sent across a database restar
     );
     expect(rows).toEqual([{ status: 'sent', attempts: 1 }]);
     expect(smtp.forOrder(orderId).filter((m) => /cancel/i.test(m.subject))).toHaveLength(1);
+  });
+});
+
+describe('a worker that died between the send and the record (.eml transport)', () => {
+  let dir: string;
+  let t: TestApp;
+  let worker: INestApplicationContext;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'shop-mail-'));
+    t = await bootTestApp({ env: { MAIL_OUTBOX_DIR: dir } });
+    worker = await bootTestWorker(t.config);
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await t?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('the attempt that takes the abandoned claim over records the delivered message instead of sending it again', async () => {
+    const customer = await registerCustomer(t.http);
+    const buyer = { userId: customer.user.id, token: customer.accessToken };
+    const product = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
+    const orderId = order.body.id as string;
+    const cancelled = await t.http.post(
+      `/v1/orders/${orderId}/cancel`,
+      {},
+      { token: buyer.token, idempotencyKey: newKey() },
+    );
+    expect(cancelled.status).toBe(200);
+    const statusOf = async () =>
+      (
+        await t.db.pool.query<{ status: string; attempts: number }>(
+          `SELECT status, attempts FROM email_deliveries WHERE order_id = $1 AND kind = 'cancellation'`,
+          [orderId],
+        )
+      ).rows[0];
+    expect(await eventually(statusOf, (r) => r?.status === 'sent', 20_000)).toMatchObject({ status: 'sent' });
+    const file = join(dir, `${orderId}.cancellation.eml`);
+    const written = await stat(file);
+    const content = await readFile(file, 'utf8');
+
+    // as if the worker had died right after writing the message: still 'sending', claim expired
+    await t.db.pool.query(
+      `UPDATE email_deliveries SET status = 'sending', sent_at = NULL, claimed_at = now() - interval '10 minutes'
+        WHERE order_id = $1 AND kind = 'cancellation'`,
+      [orderId],
+    );
+    const outcome = await worker.get(EmailService, { strict: false }).send({ orderId, kind: 'cancellation' });
+
+    expect(outcome).toBe('already-sent');
+    expect(await statusOf()).toEqual({ status: 'sent', attempts: 2 });
+    expect((await stat(file)).mtimeMs).toBe(written.mtimeMs); // not written a second time
+    expect(await readFile(file, 'utf8')).toBe(content);
   });
 });
