@@ -1,6 +1,6 @@
 import { DataSource } from 'typeorm';
 import { registerCustomer } from '../support/auth';
-import { assertStockInvariants, insertProduct, stockOf } from '../support/fixtures';
+import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import type { HttpResponse } from '../support/http';
 import { Buyer, placeOrder } from '../support/orders';
 import { PrivatePgServer } from '../support/private-pg-server';
@@ -78,8 +78,9 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
 
     // each request on its own: answered well under 100 ms (the test's client shares the process)
     const single = [];
+    const retriedKey = newKey();
     for (let i = 0; i < 9; i++) {
-      single.push(await timed(() => placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }])));
+      single.push(await timed(() => placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }], retriedKey)));
     }
     expect(single.every((r) => r.status === 503)).toBe(true);
     expect(median(single.map((r) => r.ms))).toBeLessThan(100);
@@ -101,8 +102,10 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
       await new Promise((r) => setTimeout(r, 200));
     }
     expect(recovered?.status).toBe(200);
-    const after = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
+    // the key refused with 503 during the outage left nothing behind: its retry runs afresh
+    const after = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }], retriedKey);
     expect(after.status).toBe(201);
+    expect(after.headers.get('idempotent-replayed')).toBeNull();
     const readyAgain = await t.http.get('/health/ready');
     expect(readyAgain.status).toBe(200);
     expect(readyAgain.body.details.database).toEqual({ status: 'up', breaker: 'closed' });
