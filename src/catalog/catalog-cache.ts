@@ -18,6 +18,24 @@ type EntryRead = (key: string) => Promise<[string, number] | null>;
 export const CATALOG_TTL_MS = 5_000;
 /** Bound on the in-process copies (a listing page is ~10 KB). */
 const MEMORY_ENTRIES = 2_000;
+/**
+ * A Redis that answers slower than this counts as unavailable for a read: the request goes to
+ * PostgreSQL instead of waiting (a stalled or partitioned Redis keeps its socket open, so the
+ * fail-fast client alone would wait as long as the stall).
+ */
+export const CACHE_REDIS_TIMEOUT_MS = 250;
+/** After a read failed or timed out, reads skip Redis this long (no 250 ms toll per request). */
+const BYPASS_AFTER_FAILURE_MS = 1_000;
+
+function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    work,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`redis answered nothing in ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
 
 interface MemoryEntry {
   json: string;
@@ -37,8 +55,10 @@ interface MemoryEntry {
  *   keys written together do not expire together.
  * - Availability may be up to CATALOG_TTL_MS (+20%) stale in a cached page (a memory copy expires
  *   with its Redis entry); orders always check stock under row locks, so it can never oversell.
- * - Redis down: reads go straight to PostgreSQL (the client fails fast), never a 500; the cache
- *   works again as soon as Redis answers.
+ * - Redis down or stalled: reads go straight to PostgreSQL (the client fails fast, and every
+ *   Redis call here gives up after CACHE_REDIS_TIMEOUT_MS; after a failure reads skip Redis for
+ *   a second), never a 500 and never a wait on Redis; the cache works again as soon as Redis
+ *   answers.
  */
 @Injectable()
 export class CatalogCache {
@@ -49,6 +69,8 @@ export class CatalogCache {
   private readonly versionKey: string;
   private readonly enabled: boolean;
   private readonly versions: CoalescedVersionReader;
+  /** Reads skip Redis until then (it just failed or stalled). */
+  private bypassUntil = 0;
 
   constructor(
     @Inject(REDIS) private readonly redis: Redis,
@@ -60,7 +82,15 @@ export class CatalogCache {
     if (!('catalogEntry' in this.redis)) {
       this.redis.defineCommand('catalogEntry', { numberOfKeys: 1, lua: READ_ENTRY });
     }
-    this.versions = new CoalescedVersionReader(async () => (await this.redis.get(this.versionKey)) ?? '0');
+    this.versions = new CoalescedVersionReader(async () => {
+      if (this.bypassed()) return undefined;
+      try {
+        return (await withTimeout(this.redis.get(this.versionKey), CACHE_REDIS_TIMEOUT_MS)) ?? '0';
+      } catch (err) {
+        this.failed(err);
+        return undefined;
+      }
+    });
   }
 
   /** The cached JSON for `key` if present, else null. */
@@ -140,10 +170,19 @@ export class CatalogCache {
 
   private async safe<T>(op: () => Promise<T>): Promise<T | undefined> {
     try {
-      return await op();
+      return await withTimeout(op(), CACHE_REDIS_TIMEOUT_MS);
     } catch (err) {
-      this.logger.debug(`cache bypassed: ${String(err)}`);
+      this.failed(err);
       return undefined;
     }
+  }
+
+  private bypassed(): boolean {
+    return this.clock.now().getTime() < this.bypassUntil;
+  }
+
+  private failed(err: unknown): void {
+    this.logger.debug(`catalog cache bypassed for ${BYPASS_AFTER_FAILURE_MS} ms: ${String(err)}`);
+    this.bypassUntil = this.clock.now().getTime() + BYPASS_AFTER_FAILURE_MS;
   }
 }

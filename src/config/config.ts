@@ -50,10 +50,17 @@ const envSchema = z.object({
   WORKER_METRICS_PORT: int(9464, 0, 65535),
   HOST: z.string().default('0.0.0.0'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://shop:shop@127.0.0.1:5432/shop'),
+  DATABASE_URL: url(['postgres:', 'postgresql:']).default(
+    'postgres://shop:shop@127.0.0.1:5432/shop',
+  ),
   DATABASE_POOL_SIZE: int(20, 1, 500),
+  DB_BREAKER_FAILURES: int(5, 1, 1000),
+  DB_BREAKER_HALF_OPEN_MS: int(5000, 100, 600_000),
   REDIS_URL: url(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
-  REDIS_KEY_PREFIX: z.string().regex(/^[a-z0-9_-]{1,32}$/i).default('shop'),
+  REDIS_KEY_PREFIX: z
+    .string()
+    .regex(/^[a-z0-9_-]{1,32}$/i)
+    .default('shop'),
   JWT_SECRET: z.string().min(32).optional(),
   JWT_ISSUER: z.string().default('shop-orders'),
   JWT_AUDIENCE: z.string().default('shop-orders-api'),
@@ -69,7 +76,10 @@ const envSchema = z.object({
   RESERVATION_TTL_SECONDS: int(900, 10, 86_400),
   PURCHASE_LIMIT_UNITS_PER_PRODUCT: int(5, 0, 1_000_000),
   PURCHASE_LIMIT_OPEN_ORDERS: int(3, 0, 1_000_000),
-  SHOP_CURRENCY: z.string().regex(/^[A-Z]{3}$/).default('INR'),
+  SHOP_CURRENCY: z
+    .string()
+    .regex(/^[A-Z]{3}$/)
+    .default('INR'),
   RATE_LIMIT_ENABLED: bool(true),
   SIGN_IN_FAILURES_PER_CLIENT: int(5, 1, 1000),
   SIGN_IN_FAILURES_PER_ACCOUNT: int(100, 1, 1_000_000),
@@ -103,7 +113,12 @@ export interface AppConfig {
   /** Swagger UI at /docs and the document at /docs-json (default: only in development). */
   docsEnabled: boolean;
   logLevel: string;
-  database: { url: string; poolSize: number };
+  database: {
+    url: string;
+    poolSize: number;
+    /** Circuit breaker: opens after `failures` consecutive connection failures, probes after `halfOpenAfterMs`. */
+    breaker: { failures: number; halfOpenAfterMs: number };
+  };
   redis: { url: string; keyPrefix: string };
   jwt: {
     secret: string;
@@ -152,7 +167,9 @@ function parseTrustProxy(value: string): boolean | string {
 /** Empty strings count as unset (e.g. `JWT_SECRET=` in a .env file). */
 function present(env: Record<string, string | undefined>): Record<string, string> {
   return Object.fromEntries(
-    Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined && entry[1] !== ''),
+    Object.entries(env).filter(
+      (entry): entry is [string, string] => entry[1] !== undefined && entry[1] !== '',
+    ),
   );
 }
 
@@ -168,10 +185,20 @@ export function loadDatabaseConfig(
   env: Record<string, string | undefined> = process.env,
 ): AppConfig['database'] {
   const parsed = envSchema
-    .pick({ DATABASE_URL: true, DATABASE_POOL_SIZE: true })
+    .pick({
+      DATABASE_URL: true,
+      DATABASE_POOL_SIZE: true,
+      DB_BREAKER_FAILURES: true,
+      DB_BREAKER_HALF_OPEN_MS: true,
+    })
     .safeParse(present(env));
   if (!parsed.success) throw new ConfigError(describe(parsed.error));
-  return { url: parsed.data.DATABASE_URL, poolSize: parsed.data.DATABASE_POOL_SIZE };
+  const d = parsed.data;
+  return {
+    url: d.DATABASE_URL,
+    poolSize: d.DATABASE_POOL_SIZE,
+    breaker: { failures: d.DB_BREAKER_FAILURES, halfOpenAfterMs: d.DB_BREAKER_HALF_OPEN_MS },
+  };
 }
 
 /**
@@ -190,7 +217,9 @@ function secretProblems(env: Record<string, string>): string[] {
   );
   for (const [name, value] of Object.entries(DEV_SECRETS)) {
     if (env[name] === value) {
-      problems.push(`${name}: the built-in development value is refused unless NODE_ENV=development`);
+      problems.push(
+        `${name}: the built-in development value is refused unless NODE_ENV=development`,
+      );
     }
   }
   return problems;
@@ -232,7 +261,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     workerMetricsPort: e.WORKER_METRICS_PORT,
     docsEnabled: e.DOCS_ENABLED ?? isDevelopment,
     logLevel: e.LOG_LEVEL,
-    database: { url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE },
+    database: {
+      url: e.DATABASE_URL,
+      poolSize: e.DATABASE_POOL_SIZE,
+      breaker: { failures: e.DB_BREAKER_FAILURES, halfOpenAfterMs: e.DB_BREAKER_HALF_OPEN_MS },
+    },
     redis: { url: e.REDIS_URL, keyPrefix: e.REDIS_KEY_PREFIX },
     jwt: {
       secret: e.JWT_SECRET ?? devSecret('JWT_SECRET'),

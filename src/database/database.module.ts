@@ -4,9 +4,10 @@ import { Clock } from '../common/time/clock';
 import { IdGenerator } from '../common/ids';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { dataSourceOptions } from './data-source-options';
+import { DbCircuitBreaker } from './db-circuit-breaker';
 import { TransactionHost } from './transaction-host';
 
-/** PostgreSQL through TypeORM, the transaction host, and the clock and id side effects. */
+/** PostgreSQL through TypeORM (behind a circuit breaker), the transaction host, and the clock and id side effects. */
 @Global()
 @Module({
   imports: [
@@ -21,7 +22,7 @@ import { TransactionHost } from './transaction-host';
       }),
     }),
   ],
-  providers: [TransactionHost, Clock, IdGenerator],
-  exports: [TransactionHost, Clock, IdGenerator],
+  providers: [DbCircuitBreaker, TransactionHost, Clock, IdGenerator],
+  exports: [DbCircuitBreaker, TransactionHost, Clock, IdGenerator],
 })
 export class DatabaseModule {}

@@ -3,6 +3,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ClientBase, QueryResult } from 'pg';
 import { DataSource, EntityManager, QueryFailedError, QueryRunner } from 'typeorm';
 import { IdleCounter } from '../common/idle-counter';
+import { DbCircuitBreaker } from './db-circuit-breaker';
 import { inlineParams } from './sql-literal';
 
 const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadlock detected
@@ -49,7 +50,10 @@ export class TransactionHost {
   /** Open transactions, so shutdown can let them finish before the pool closes. */
   readonly open = new IdleCounter();
 
-  constructor(private readonly dataSource: DataSource) {}
+  constructor(
+    private readonly dataSource: DataSource,
+    private readonly breaker: DbCircuitBreaker,
+  ) {}
 
   /** The transaction's manager inside run(), otherwise the pool-backed default manager. */
   get manager(): EntityManager {
@@ -64,12 +68,14 @@ export class TransactionHost {
   async query<T = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
     const runner = this.als.getStore()?.manager.queryRunner;
     if (runner) return (await runner.query(sql, params, true)).records as T[];
-    const own = this.dataSource.createQueryRunner();
-    try {
-      return (await own.query(sql, params, true)).records as T[];
-    } finally {
-      await own.release();
-    }
+    return this.breaker.execute(async () => {
+      const own = this.dataSource.createQueryRunner();
+      try {
+        return (await own.query(sql, params, true)).records as T[];
+      } finally {
+        await own.release();
+      }
+    });
   }
 
   /**
@@ -164,7 +170,8 @@ export class TransactionHost {
   private async runWithRetry<T>(work: (opened: unknown[][]) => Promise<T>, opening?: string): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.once(work, opening);
+        // the circuit breaker fails the attempt fast while the database is unreachable
+        return await this.breaker.execute(() => this.once(work, opening));
       } catch (err) {
         const code = pgErrorCode(err);
         if (!code || !RETRYABLE.has(code) || attempt >= MAX_ATTEMPTS) throw err;

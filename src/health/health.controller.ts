@@ -1,8 +1,9 @@
 import { Controller, Get } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
-import { HealthCheck, HealthCheckService, TypeOrmHealthIndicator } from '@nestjs/terminus';
+import { HealthCheck, HealthCheckService } from '@nestjs/terminus';
 import { SkipThrottle } from '@nestjs/throttler';
 import { Public } from '../common/http/public.decorator';
+import { DatabaseHealthIndicator } from './database.health';
 import { ReadinessBody, readinessBody, toReadinessError } from './readiness';
 import { RedisHealthIndicator } from './redis.health';
 
@@ -13,7 +14,7 @@ import { RedisHealthIndicator } from './redis.health';
 export class HealthController {
   constructor(
     private readonly health: HealthCheckService,
-    private readonly db: TypeOrmHealthIndicator,
+    private readonly db: DatabaseHealthIndicator,
     private readonly redis: RedisHealthIndicator,
   ) {}
 
@@ -31,10 +32,7 @@ export class HealthController {
   @HealthCheck()
   ready(): Promise<ReadinessBody> {
     return this.health
-      .check([
-        () => this.db.pingCheck('database', { timeout: 1500 }),
-        () => this.redis.isHealthy('redis'),
-      ])
+      .check([() => this.db.isHealthy('database'), () => this.redis.isHealthy('redis')])
       .then(readinessBody, toReadinessError);
   }
 }

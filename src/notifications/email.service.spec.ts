@@ -127,6 +127,30 @@ describe('EmailService', () => {
     await expect(service.send({ orderId, kind: 'payment_receipt' })).rejects.toThrow('smtp down');
   });
 
+  it('retries the sent record after the send, never the send, until it commits', async () => {
+    const { service, deliveries, transport } = setup();
+    deliveries.markSent
+      .mockRejectedValueOnce(new Error('Connection terminated unexpectedly'))
+      .mockRejectedValueOnce(new Error('connect ECONNREFUSED'))
+      .mockResolvedValue(undefined);
+    expect(await service.send({ orderId, kind: 'cancellation' })).toBe('sent');
+    expect(transport.send).toHaveBeenCalledTimes(1);
+    expect(deliveries.markSent).toHaveBeenCalledTimes(3);
+    expect(deliveries.release).not.toHaveBeenCalled();
+  });
+
+  it('taking over an abandoned claim, records what the transport already delivered instead of resending', async () => {
+    const { service, deliveries, transport } = setup();
+    deliveries.claim.mockResolvedValue({ id: 'd1', attempt: 2 });
+    const delivered = Object.assign(transport, { alreadyDelivered: jest.fn().mockResolvedValue(true) });
+    expect(await service.send({ orderId, kind: 'cancellation' })).toBe('already-sent');
+    expect(delivered.alreadyDelivered).toHaveBeenCalledWith(
+      expect.objectContaining({ messageId: `<${orderId}.cancellation@shop.example>` }),
+    );
+    expect(transport.send).not.toHaveBeenCalled();
+    expect(deliveries.markSent).toHaveBeenCalledWith('d1', NOW);
+  });
+
   it('skips an order that is gone, without claiming', async () => {
     const { service, deliveries, orders, transport } = setup();
     orders.findById.mockResolvedValue(null);

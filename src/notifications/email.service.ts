@@ -15,6 +15,14 @@ import { MailTransport } from './mail-transport';
  */
 export const EMAIL_CLAIM_LEASE_MS = 5 * 60_000;
 
+/**
+ * How long the 'sent' record is retried after the server accepted the message (a database blip
+ * between the send and the record). Well inside the claim lease, so no other attempt can take
+ * the delivery over and send it again while this one is still trying to record it.
+ */
+export const EMAIL_RECORD_RETRY_MS = EMAIL_CLAIM_LEASE_MS / 2;
+const RECORD_BACKOFF_MAX_MS = 5_000;
+
 export type EmailOutcome = 'sent' | 'already-sent' | 'skipped';
 
 /**
@@ -32,15 +40,23 @@ export class EmailDeliveryBusyError extends Error {
 /**
  * Sends one order email at most once.
  *
- * Protocol: claim the delivery row (insert-or-claim, one guarded statement) BEFORE talking to
- * the mail server, send, then mark it 'sent'. A 'sent' row is never sent again. A failed send
- * records the error, frees the claim and rethrows, so BullMQ retries with backoff.
+ * Protocol: claim the delivery row (insert-or-claim, one guarded statement, which also records
+ * the deterministic Message-ID) BEFORE talking to the mail server, send, then mark it 'sent'.
+ * A 'sent' row is never sent again. A failed send records the error, frees the claim and
+ * rethrows, so BullMQ retries with backoff.
+ *
+ * Once the server has accepted the message, only the bookkeeping is retried, never the send:
+ * the 'sent' update is retried in-process with backoff (for EMAIL_RECORD_RETRY_MS, half the
+ * claim lease) until it commits, so a database restart between the send and the record costs
+ * a delay, not a second email.
  *
  * Trade-off: if the worker dies after the server accepted the message but before 'sent' is
- * recorded, the row stays claimed; once the lease has passed a retry takes it over and the
- * email goes out a second time. We accept that rare duplicate over the alternative (marking
- * before sending, which loses the email whenever the send then fails). The duplicate carries
- * the same deterministic Message-ID, so it is recognisable (and many clients fold it).
+ * recorded, the row stays claimed; once the lease has passed a retry takes it over. Before
+ * sending again it asks the transport whether it already delivered this message (the `.eml`
+ * transport knows: the file is its record) and then only records it; over SMTP it cannot know,
+ * and the email goes out a second time. We accept that rare duplicate over the alternative
+ * (marking before sending, which loses the email whenever the send then fails). The duplicate
+ * carries the same deterministic Message-ID, so it is recognisable (and many clients fold it).
  */
 @Injectable()
 export class EmailService {
@@ -81,14 +97,15 @@ export class EmailService {
       throw new EmailDeliveryBusyError(key);
     }
 
+    const message = { key, messageId, from: this.config.mail.from, to: recipient, ...content };
+    // a takeover of an abandoned claim: its worker may have sent it and died before recording
+    if (claim.attempt > 1 && (await this.transport.alreadyDelivered?.(message))) {
+      this.logger.warn(`email ${key} was delivered by an earlier attempt: recording it, not resending`);
+      await this.recordSent(claim.id, key);
+      return 'already-sent';
+    }
     try {
-      await this.transport.send({
-        key,
-        messageId,
-        from: this.config.mail.from,
-        to: recipient,
-        ...content,
-      });
+      await this.transport.send(message);
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       this.logger.warn(`email ${key} attempt ${claim.attempt} failed: ${message}`);
@@ -100,8 +117,34 @@ export class EmailService {
         );
       throw err;
     }
-    await this.deliveries.markSent(claim.id, this.clock.now());
+    await this.recordSent(claim.id, key);
     return 'sent';
+  }
+
+  /**
+   * Records a delivery the mail server has accepted. Retried with backoff until it commits (a
+   * database restart must not leave it 'sending', to be sent again once the lease passes);
+   * markSent is a guarded, idempotent update, so repeating it is harmless. Gives up only after
+   * EMAIL_RECORD_RETRY_MS, still well inside the claim lease.
+   */
+  private async recordSent(id: string, key: string): Promise<void> {
+    const started = performance.now();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.deliveries.markSent(id, this.clock.now());
+        if (attempt > 1) this.logger.log(`email ${key}: 'sent' recorded after ${attempt} attempts`);
+        return;
+      } catch (err) {
+        const elapsed = performance.now() - started;
+        if (elapsed >= EMAIL_RECORD_RETRY_MS) {
+          this.logger.error(`email ${key} was sent but could not be recorded: ${String(err)}`);
+          throw err;
+        }
+        const wait = Math.min(100 * 2 ** (attempt - 1), RECORD_BACKOFF_MAX_MS, EMAIL_RECORD_RETRY_MS - elapsed);
+        this.logger.warn(`email ${key} sent; recording it failed (${String(err)}), retrying in ${Math.round(wait)} ms`);
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
   }
 
   /** Everything the email needs, reloaded; null (skip) when what it is about is gone. */

@@ -1,6 +1,6 @@
 import { OnModuleDestroy, Provider } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { access, mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createTransport, type Transporter } from 'nodemailer';
 import { parseConnectionUrl } from 'nodemailer/lib/shared';
@@ -25,6 +25,12 @@ export interface OutgoingEmail {
  */
 export abstract class MailTransport {
   abstract send(message: OutgoingEmail): Promise<void>;
+  /**
+   * Whether this transport has its own record of having delivered `message` (optional: a
+   * transport that cannot know, like SMTP, leaves it out). Asked before sending again a message
+   * whose earlier attempt may have sent it and died before recording it.
+   */
+  alreadyDelivered?(message: OutgoingEmail): Promise<boolean>;
 }
 
 /**
@@ -74,11 +80,23 @@ export class FileMailTransport extends MailTransport {
     const raw = info.message;
     if (!Buffer.isBuffer(raw)) throw new Error('stream transport did not return a buffer');
     await mkdir(this.dir, { recursive: true });
-    const file = join(this.dir, `${message.key.replace(/[^A-Za-z0-9._-]/g, '_')}.eml`);
+    const file = this.fileOf(message);
     // written aside and renamed, so a reader never sees half a message
     const partial = `${file}.${randomBytes(6).toString('hex')}.partial`;
     await writeFile(partial, raw);
     await rename(partial, file);
+  }
+
+  /** The file is the record: it appears (renamed into place) only once the message is whole. */
+  override async alreadyDelivered(message: OutgoingEmail): Promise<boolean> {
+    return access(this.fileOf(message)).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  private fileOf(message: OutgoingEmail): string {
+    return join(this.dir, `${message.key.replace(/[^A-Za-z0-9._-]/g, '_')}.eml`);
   }
 }
 

@@ -20,6 +20,26 @@ export class OutboxPublisher {
     private readonly clock: Clock,
   ) {}
 
+  /**
+   * Whether every queue's Redis connection is up right now. Answered from the connections'
+   * state, never by waiting on Redis (a queue's commands would sit in its offline queue).
+   */
+  async connected(timeoutMs = 200): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const clients = Promise.all([this.orders, this.payments, this.email].map((q) => q.client));
+    const late = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), timeoutMs);
+    });
+    try {
+      const ready = await Promise.race([clients, late]);
+      return ready !== null && ready.every((c) => c.status === 'ready');
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   async publish(row: OutboxRow): Promise<void> {
     switch (row.topic) {
       case 'order.created': {

@@ -16,8 +16,9 @@ function setup(rows: OutboxRow[], publish: (r: OutboxRow) => Promise<void>) {
     claimDue: jest.fn().mockResolvedValue(rows),
     markPublished: jest.fn().mockResolvedValue(undefined),
     markFailed: jest.fn().mockResolvedValue(undefined),
+    release: jest.fn().mockResolvedValue(undefined),
   };
-  const publisher = { publish: jest.fn(publish) };
+  const publisher = { publish: jest.fn(publish), connected: jest.fn().mockResolvedValue(true) };
   const relay = new OutboxRelay(
     repo as unknown as OutboxRepository,
     publisher as unknown as OutboxPublisher,
@@ -41,6 +42,26 @@ describe('OutboxRelay', () => {
     });
     await relay.relayOnce();
     expect(repo.markFailed).toHaveBeenCalledWith('c', 'still down', expect.any(Number), true);
+  });
+
+  it('leases nothing while the queues are unreachable', async () => {
+    const { relay, repo, publisher } = setup([row('a', 1)], async () => undefined);
+    publisher.connected.mockResolvedValue(false);
+    expect(await relay.relayOnce()).toEqual({ published: 0, failed: 0, unavailable: true });
+    expect(repo.claimDue).not.toHaveBeenCalled();
+    expect(publisher.publish).not.toHaveBeenCalled();
+  });
+
+  it('stops at a publish lost with the connection and gives the untried rows back uncounted', async () => {
+    const { relay, repo, publisher } = setup([row('a', 1), row('b', 9), row('c', 2)], async (r) => {
+      if (r.id === 'b') throw new Error('Connection is closed.');
+    });
+    publisher.connected.mockResolvedValueOnce(true).mockResolvedValue(false);
+    expect(await relay.relayOnce()).toEqual({ published: 1, failed: 0, unavailable: true });
+    expect(repo.release).toHaveBeenCalledWith(['b', 'c'], expect.any(Date));
+    expect(repo.markFailed).not.toHaveBeenCalled();
+    expect(publisher.publish).toHaveBeenCalledTimes(2);
+    expect(repo.markPublished).toHaveBeenCalledWith(['a']);
   });
 
   it('backs off 1 s, 2 s, 4 s … up to 5 minutes', () => {

@@ -11,6 +11,8 @@ export const OUTBOX_MAX_ATTEMPTS = 10;
 const LEASE_MS = 30_000;
 const PUBLISH_TIMEOUT_MS = 5_000;
 const IDLE_POLL_MS = 250;
+/** While the queues are unreachable: probe again after 0.5 s, 1 s, 2 s … at most every 5 s. */
+const UNAVAILABLE_POLL_MAX_MS = 5_000;
 
 /** 1 s, 2 s, 4 s … capped at 5 min. */
 export function outboxBackoffMs(attempts: number): number {
@@ -31,6 +33,12 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
  * Moves committed outbox rows to BullMQ (worker role). Rows are leased with
  * FOR UPDATE SKIP LOCKED, so any number of relays can run; a failed publish is retried with
  * exponential backoff and parked as 'dead' after OUTBOX_MAX_ATTEMPTS.
+ *
+ * Redis being down is not the event's fault: while the queues' connection is not up, no rows
+ * are leased at all, and a batch whose publish fails because the connection dropped stops at
+ * once and gives its untried rows back without counting the attempt. So an outage of any
+ * length parks nothing as dead and never holds the relay (or shutdown) on one publish timeout
+ * per row; the events wait in the table and go out as soon as Redis is back.
  */
 @Injectable()
 export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShutdown {
@@ -38,6 +46,7 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
   private timer?: NodeJS.Timeout;
   private running?: Promise<unknown>;
   private stopped = false;
+  private unavailableStreak = 0;
 
   constructor(
     private readonly outbox: OutboxRepository,
@@ -54,32 +63,48 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
     await this.running;
   }
 
-  /** One batch: returns how many rows were published and how many failed. */
-  async relayOnce(limit = 100): Promise<{ published: number; failed: number }> {
+  /**
+   * One batch: returns how many rows were published and how many failed; `unavailable` when
+   * the queues could not be reached (nothing leased, or the untried rows given back).
+   */
+  async relayOnce(limit = 100): Promise<{ published: number; failed: number; unavailable?: true }> {
+    if (!(await this.publisher.connected())) return { published: 0, failed: 0, unavailable: true };
     const rows = await this.outbox.claimDue(limit, LEASE_MS);
     const published: string[] = [];
     let failed = 0;
-    for (const row of rows) {
+    let unavailable = false;
+    for (const [i, row] of rows.entries()) {
       try {
         await withTimeout(this.publisher.publish(row), PUBLISH_TIMEOUT_MS);
         published.push(row.id);
       } catch (err) {
-        failed++;
         const message = err instanceof Error ? err.message : String(err);
+        if (!(await this.publisher.connected())) {
+          // the connection dropped: give this row and the untried rest back, uncounted
+          unavailable = true;
+          await this.outbox.release(rows.slice(i).map((r) => r.id), new Date());
+          this.logger.warn(`outbox relay paused, queues unreachable: ${message}`);
+          break;
+        }
+        failed++;
         const dead = row.attempts >= OUTBOX_MAX_ATTEMPTS;
         await this.outbox.markFailed(row.id, message, outboxBackoffMs(row.attempts), dead);
         if (dead) this.logger.error(`outbox row ${row.id} (${row.topic}) parked as dead: ${message}`);
       }
     }
     await this.outbox.markPublished(published);
-    return { published: published.length, failed };
+    return unavailable ? { published: published.length, failed, unavailable } : { published: published.length, failed };
   }
 
   private schedule(delayMs: number): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
       const run = this.relayOnce()
-        .then((r) => (r.published > 0 ? 0 : IDLE_POLL_MS))
+        .then((r) => {
+          this.unavailableStreak = r.unavailable ? this.unavailableStreak + 1 : 0;
+          if (r.unavailable) return Math.min(250 * 2 ** this.unavailableStreak, UNAVAILABLE_POLL_MAX_MS);
+          return r.published > 0 ? 0 : IDLE_POLL_MS;
+        })
         .catch((err: unknown) => {
           this.logger.warn(`outbox relay batch failed: ${String(err)}`);
           return 2000;

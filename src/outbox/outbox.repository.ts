@@ -80,6 +80,19 @@ export class OutboxRepository {
     );
   }
 
+  /**
+   * Gives leased rows back untried (the queue was unreachable): due again at `at`, and their
+   * claim does not count as an attempt — an outage of Redis is not a fault of the event.
+   */
+  async release(ids: string[], at: Date): Promise<void> {
+    if (ids.length === 0) return;
+    await this.tx.query(
+      `UPDATE outbox SET attempts = GREATEST(attempts - 1, 0), next_attempt_at = $2
+        WHERE id = ANY($1::uuid[]) AND status = 'pending'`,
+      [ids, at],
+    );
+  }
+
   /** Schedules a retry after `delayMs`, or parks the row as dead once attempts are spent. */
   async markFailed(id: string, error: string, delayMs: number, dead: boolean): Promise<void> {
     await this.tx.query(

@@ -11,7 +11,13 @@ import { bullPrefix, redisOptionsFromUrl } from './redis-connection';
     BullModule.forRootAsync({
       inject: [APP_CONFIG],
       useFactory: (config: AppConfig) => ({
-        connection: { ...redisOptionsFromUrl(config.redis.url), maxRetriesPerRequest: null },
+        connection: {
+          ...redisOptionsFromUrl(config.redis.url),
+          maxRetriesPerRequest: null,
+          // reconnect at most 5 s after Redis is back (BullMQ's default backs off to 20 s), so
+          // the relay, the workers and the schedulers resume soon after an outage
+          retryStrategy: (times: number) => Math.min(500 * times, 5_000),
+        },
         prefix: bullPrefix(config.redis.keyPrefix),
         defaultJobOptions: {
           attempts: 8,

@@ -18,7 +18,7 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     expect((await t.http.get('/health/live')).status).toBe(200);
     const ready = await t.http.get('/health/ready');
     expect(ready.status).toBe(200);
-    expect(ready.body.details).toEqual({ database: { status: 'up' }, redis: { status: 'up' } });
+    expect(ready.body.details).toEqual({ database: { status: 'up', breaker: 'closed' }, redis: { status: 'up' } });
   });
 
   it('generates an X-Request-Id, and keeps a well-formed incoming one', async () => {

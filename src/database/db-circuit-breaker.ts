@@ -1,0 +1,142 @@
+import { Inject, Injectable, Logger, OnModuleInit } from '@nestjs/common';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import {
+  BrokenCircuitError,
+  CircuitBreakerPolicy,
+  CircuitState,
+  ConsecutiveBreaker,
+  IsolatedCircuitError,
+  circuitBreaker,
+  handleWhen,
+} from 'cockatiel';
+import { DataSource, QueryFailedError } from 'typeorm';
+import { DomainError } from '../common/errors/domain-error';
+import { APP_CONFIG, AppConfig } from '../config/config';
+
+export type BreakerState = 'closed' | 'open' | 'half-open' | 'isolated';
+
+const STATE_NAMES: Record<CircuitState, BreakerState> = {
+  [CircuitState.Closed]: 'closed',
+  [CircuitState.Open]: 'open',
+  [CircuitState.HalfOpen]: 'half-open',
+  [CircuitState.Isolated]: 'isolated',
+};
+
+/** connection_exception (class 08), admin/crash shutdown, cannot connect now (starting up). */
+const CONNECTION_SQLSTATES = new Set(['57P01', '57P02', '57P03']);
+const CONNECTION_ERRNOS = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+/** What node-postgres and pg-pool say when a connection dies or cannot be had in time. */
+const CONNECTION_MESSAGES = [
+  'timeout exceeded when trying to connect',
+  'Connection terminated',
+  'connection timeout',
+  'Client has encountered a connection error',
+  'Client was closed and is not queryable',
+];
+
+/**
+ * True for failures that say the database cannot be reached — never for what a reachable
+ * database answered about the statement (constraint violations 23xxx, serialization failures
+ * 40001, deadlocks 40P01, …): those are the request's business, not the server's health.
+ */
+export function isConnectionFailure(err: unknown): boolean {
+  const e = err instanceof QueryFailedError ? (err.driverError as unknown) : err;
+  if (!e || typeof e !== 'object') return false;
+  const code = (e as { code?: unknown }).code;
+  if (typeof code === 'string') {
+    if (/^[0-9A-Z]{5}$/.test(code)) return code.startsWith('08') || CONNECTION_SQLSTATES.has(code);
+    if (CONNECTION_ERRNOS.has(code)) return true;
+  }
+  const message = (e as { message?: unknown }).message;
+  if (typeof message === 'string' && CONNECTION_MESSAGES.some((m) => message.includes(m))) return true;
+  const cause = (e as { cause?: unknown }).cause;
+  return cause !== undefined && cause !== e && isConnectionFailure(cause);
+}
+
+/**
+ * A circuit breaker in front of PostgreSQL (cockatiel). After `failures` consecutive
+ * connection-class failures (isConnectionFailure) it opens: every use of the database fails at
+ * once with 503 SERVICE_UNAVAILABLE and Retry-After, without touching the pool, instead of
+ * each request waiting for a connection that will not come. After `halfOpenAfterMs` one call
+ * is let through as a probe (callers arriving meanwhile fail fast too); its success closes the
+ * breaker, a connection failure opens it again.
+ *
+ * It sits where work gets a connection: TransactionHost wraps each transaction attempt and
+ * each pooled statement in execute(); every other use of the DataSource (TypeORM managers,
+ * health pings) goes through the driver's connection acquisition, wrapped in onModuleInit.
+ * A transaction rejected by the open breaker never started, so nothing is half-written.
+ */
+@Injectable()
+export class DbCircuitBreaker implements OnModuleInit {
+  private readonly logger = new Logger(DbCircuitBreaker.name);
+  private readonly policy: CircuitBreakerPolicy;
+  /** Set inside execute(), so the connection acquisition below it is not counted twice. */
+  private readonly guarded = new AsyncLocalStorage<true>();
+  readonly retryAfterSeconds: number;
+
+  constructor(
+    private readonly dataSource: DataSource,
+    @Inject(APP_CONFIG) config: AppConfig,
+  ) {
+    const { failures, halfOpenAfterMs } = config.database.breaker;
+    this.retryAfterSeconds = Math.max(1, Math.ceil(halfOpenAfterMs / 1000));
+    this.policy = circuitBreaker(handleWhen(isConnectionFailure), {
+      halfOpenAfter: halfOpenAfterMs,
+      breaker: new ConsecutiveBreaker(failures),
+    });
+    this.policy.onStateChange((state) => {
+      const name = STATE_NAMES[state];
+      if (name === 'open') this.logger.error(`database circuit breaker open: failing fast for ${halfOpenAfterMs} ms`);
+      else this.logger.warn(`database circuit breaker ${name}`);
+    });
+  }
+
+  get state(): BreakerState {
+    return STATE_NAMES[this.policy.state];
+  }
+
+  /** Wraps the driver's connection acquisition, for uses of the DataSource outside execute(). */
+  onModuleInit(): void {
+    const driver = this.dataSource.driver as unknown as {
+      obtainMasterConnection?: () => Promise<unknown>;
+    };
+    const obtain = driver.obtainMasterConnection?.bind(driver);
+    if (!obtain) return;
+    driver.obtainMasterConnection = () => (this.guarded.getStore() ? obtain() : this.execute(obtain));
+  }
+
+  /**
+   * Runs `fn` (one transaction attempt, one statement) through the breaker. Rejected at once
+   * with 503 while the breaker is open or a probe is in flight; a connection failure of `fn`
+   * is counted and also answered as 503 (the database is unavailable, the request was fine).
+   */
+  async execute<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.guarded.getStore()) return fn();
+    // cockatiel queues callers behind a half-open probe; we fail them fast instead
+    if (this.policy.state === CircuitState.HalfOpen) throw this.unavailable();
+    try {
+      return await this.policy.execute(() => this.guarded.run(true, fn));
+    } catch (err) {
+      if (err instanceof BrokenCircuitError || err instanceof IsolatedCircuitError) throw this.unavailable();
+      if (isConnectionFailure(err)) throw this.unavailable(err);
+      throw err;
+    }
+  }
+
+  private unavailable(cause?: unknown): DomainError {
+    const error = new DomainError('SERVICE_UNAVAILABLE', 'The database is unavailable; retry later.', {
+      headers: { 'Retry-After': String(this.retryAfterSeconds) },
+    });
+    if (cause !== undefined) Object.assign(error, { cause });
+    return error;
+  }
+}

@@ -1,0 +1,120 @@
+import { DataSource } from 'typeorm';
+import { registerCustomer } from '../support/auth';
+import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
+import type { HttpResponse } from '../support/http';
+import { Buyer, placeOrder } from '../support/orders';
+import { PrivatePgServer } from '../support/private-pg-server';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+async function timed(request: () => Promise<HttpResponse>): Promise<HttpResponse & { ms: number }> {
+  const started = performance.now();
+  const res = await request();
+  return { ...res, ms: performance.now() - started };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+const breakerGauge = async (t: TestApp) =>
+  Number(/^db_circuit_breaker_state (\d)$/m.exec((await t.http.get('/metrics')).text)?.[1]);
+
+describe('database circuit breaker (a private PostgreSQL stopped and started again)', () => {
+  const FAILURES = 3;
+  let pg: PrivatePgServer;
+  let t: TestApp;
+  let buyer: Buyer;
+  let product: string;
+
+  beforeAll(async () => {
+    pg = await PrivatePgServer.start();
+    t = await bootTestApp({
+      db: pg.database(),
+      env: { DB_BREAKER_FAILURES: String(FAILURES), DB_BREAKER_HALF_OPEN_MS: '1000' },
+    });
+    const customer = await registerCustomer(t.http);
+    buyer = { userId: customer.user.id, token: customer.accessToken };
+    product = await insertProduct(t.db.pool, { stock: 100 });
+  });
+  afterAll(async () => {
+    await t?.close();
+    await t?.db.drop();
+    await pg?.destroy();
+  });
+
+  it('fails fast with 503 + Retry-After while the database is down, then half-opens and closes on recovery', async () => {
+    expect((await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }])).status).toBe(201);
+    const ready = await t.http.get('/health/ready');
+    expect(ready.status).toBe(200);
+    expect(ready.body.details.database).toEqual({ status: 'up', breaker: 'closed' });
+    expect(await breakerGauge(t)).toBe(0);
+
+    await pg.down();
+
+    // the failures that open it: the database is unavailable, so 503 (never a 500)
+    for (let i = 0; i < FAILURES; i++) {
+      const res = await t.http.get('/v1/orders', { token: buyer.token });
+      expect(res.status).toBe(503);
+      expect(res.body.code).toBe('SERVICE_UNAVAILABLE');
+    }
+
+    // open: a burst of orders and reads in parallel, all refused at once, nothing waits on the pool
+    const started = performance.now();
+    const burst = await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        i % 2 === 0
+          ? placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }])
+          : t.http.get('/v1/orders', { token: buyer.token }),
+      ),
+    );
+    const burstMs = performance.now() - started;
+    const pool = (t.app.get(DataSource).driver as unknown as { master: { waitingCount: number } }).master;
+    expect(pool.waitingCount).toBe(0);
+    for (const res of burst) {
+      expect(res.status).toBe(503);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(res.body.code).toBe('SERVICE_UNAVAILABLE');
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    }
+    expect(burstMs).toBeLessThan(2000); // not 30 connection attempts timing out
+
+    // each request on its own: answered well under 100 ms (the test's client shares the process)
+    const single = [];
+    const retriedKey = newKey();
+    for (let i = 0; i < 9; i++) {
+      single.push(await timed(() => placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }], retriedKey)));
+    }
+    expect(single.every((r) => r.status === 503)).toBe(true);
+    expect(median(single.map((r) => r.ms))).toBeLessThan(100);
+
+    const down = await t.http.get('/health/ready');
+    expect(down.status).toBe(503);
+    expect(down.body.details.database).toMatchObject({ status: 'down', breaker: 'open' });
+    expect(await breakerGauge(t)).toBe(1);
+
+    await pg.up();
+
+    // after the half-open wait one request probes; its success closes the breaker
+    const deadline = Date.now() + 15_000;
+    let recovered: HttpResponse | undefined;
+    while (Date.now() < deadline) {
+      recovered = await t.http.get('/v1/orders', { token: buyer.token });
+      if (recovered.status === 200) break;
+      expect(recovered.status).toBe(503);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(recovered?.status).toBe(200);
+    // the key refused with 503 during the outage left nothing behind: its retry runs afresh
+    const after = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }], retriedKey);
+    expect(after.status).toBe(201);
+    expect(after.headers.get('idempotent-replayed')).toBeNull();
+    const readyAgain = await t.http.get('/health/ready');
+    expect(readyAgain.status).toBe(200);
+    expect(readyAgain.body.details.database).toEqual({ status: 'up', breaker: 'closed' });
+    expect(await breakerGauge(t)).toBe(0);
+
+    // nothing half-written: exactly the two orders that were answered 201, stock consistent
+    const orders = await t.db.pool.query(`SELECT id FROM orders WHERE user_id = $1`, [buyer.userId]);
+    expect(orders.rows).toHaveLength(2);
+    expect(await stockOf(t.db.pool, product)).toEqual({ onHand: 100, reserved: 2 });
+    await assertStockInvariants(t.db.pool, [product]);
+  });
+});

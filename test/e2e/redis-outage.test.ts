@@ -1,0 +1,186 @@
+import { INestApplicationContext } from '@nestjs/common';
+import { getQueueToken } from '@nestjs/bullmq';
+import type { Queue } from 'bullmq';
+import Redis from 'ioredis';
+import { Session, TEST_PASSWORD, registerCustomer } from '../support/auth';
+import { insertProduct, newKey } from '../support/fixtures';
+import { placeOrder } from '../support/orders';
+import { OutboxRelay } from '../../src/outbox/outbox.relay';
+import { SCHEDULES } from '../../src/queue/schedulers';
+import { PrivateRedis } from '../support/private-redis';
+import { SmtpCapture } from '../support/smtp-capture';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { bootTestWorker } from '../support/test-worker';
+
+async function until<T>(probe: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (ok(value) || Date.now() > deadline) return value;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const xff = (ip: string) => ({ headers: { 'x-forwarded-for': ip } });
+
+describe('Redis outage: a private redis-server stopped for a while, then started again', () => {
+  let redis: PrivateRedis;
+  let smtp: SmtpCapture;
+  let t: TestApp;
+  let worker: INestApplicationContext;
+  let alice: Session;
+  let redisDown = false;
+
+  beforeAll(async () => {
+    redis = await PrivateRedis.start();
+    smtp = await SmtpCapture.start();
+    t = await bootTestApp({
+      env: { REDIS_URL: redis.url, RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1', SMTP_URL: smtp.url },
+    });
+    worker = await bootTestWorker(t.config);
+    alice = await registerCustomer(t.http, xff('10.9.0.1'));
+  });
+  afterAll(async () => {
+    if (redisDown) await redis.up(); // a failed test must not leave the worker unable to close
+    await worker?.close();
+    await t?.close();
+    await smtp?.stop();
+    await redis?.down();
+  });
+
+  it('a stalled Redis (socket open, no answers) delays no catalog read', async () => {
+    const product = await insertProduct(t.db.pool, { stock: 3 });
+    const admin = new Redis(redis.url);
+    try {
+      await admin.call('CLIENT', 'PAUSE', '6000', 'ALL'); // every client's commands now hang
+      const started = performance.now();
+      const detail = await t.http.get(`/v1/products/${product}`);
+      const list = await t.http.get('/v1/products?limit=2');
+      const elapsed = performance.now() - started;
+      expect(detail.status).toBe(200);
+      expect(list.status).toBe(200);
+      // bounded by the cache's and the rate limiter's Redis timeouts, not by the 6 s stall
+      expect(elapsed).toBeLessThan(3500);
+      await admin.ping(); // answered once the pause is over
+    } finally {
+      admin.disconnect();
+    }
+  });
+
+  it('keeps selling while Redis is down and catches up without a restart once it is back', async () => {
+    const buyer = { userId: alice.user.id, token: alice.accessToken };
+    const product = await insertProduct(t.db.pool, { stock: 10 });
+    expect((await t.http.get(`/v1/products/${product}`)).status).toBe(200); // cached now
+
+    await redis.down();
+    redisDown = true;
+    const outageStarted = Date.now();
+
+    // catalog reads come from PostgreSQL
+    const detail = await t.http.get(`/v1/products/${product}`);
+    expect(detail.status).toBe(200);
+    expect(detail.body.id).toBe(product);
+    expect((await t.http.get('/v1/products?limit=5')).status).toBe(200);
+
+    // orders and payments work: their events wait in the outbox
+    const order = await placeOrder(t.http, buyer, [{ productId: product, quantity: 2 }]);
+    expect(order.status).toBe(201);
+    const orderId = order.body.id as string;
+    const intent = await t.http.post(`/v1/orders/${orderId}/payment`, {}, { token: buyer.token, idempotencyKey: newKey() });
+    expect(intent.status).toBe(201);
+    const confirmed = await t.http.post(
+      `/v1/dev/payment-intents/${intent.body.paymentIntentId}/confirm`,
+      { outcome: 'succeeded' },
+      { token: buyer.token },
+    );
+    expect(confirmed.status).toBe(200);
+
+    // login fails closed, other routes fail open
+    const login = await t.http.post('/v1/auth/login', { email: alice.email, password: TEST_PASSWORD }, xff('10.9.0.2'));
+    expect(login.status).toBe(429);
+    expect(login.headers.get('retry-after')).toBeTruthy();
+    expect((await t.http.get('/v1/me', { token: buyer.token, ...xff('10.9.0.2') })).status).toBe(200);
+
+    // readiness names the dependency that is down
+    const ready = await t.http.get('/health/ready');
+    expect(ready.status).toBe(503);
+    expect(ready.body.details.redis.status).toBe('down');
+    expect(ready.body.details.database.status).toBe('up');
+
+    // none of that waited on Redis
+    expect(Date.now() - outageStarted).toBeLessThan(10_000);
+
+    // the relay neither hangs on the unreachable queues nor spends the events' attempts
+    const relay = worker.get(OutboxRelay);
+    for (let i = 0; i < 3; i++) {
+      const started = performance.now();
+      expect(await relay.relayOnce()).toMatchObject({ published: 0, unavailable: true });
+      expect(performance.now() - started).toBeLessThan(1000);
+    }
+    const held = await t.db.pool.query(
+      `SELECT topic, status, attempts FROM outbox WHERE aggregate_id = $1 ORDER BY topic`,
+      [orderId],
+    );
+    expect(held.rows.length).toBeGreaterThan(0);
+    for (const r of held.rows) expect(r).toMatchObject({ status: 'pending', attempts: 0 });
+
+    await redis.up();
+    redisDown = false;
+
+    // the outbox drains into the queues, and the emails of the paid order go out
+    const mails = await smtp.waitFor(() => smtp.forOrder(orderId), 2, 60_000);
+    expect(mails.map((m) => m.subject).sort()).toEqual([
+      `Order ${orderId.slice(0, 8).toUpperCase()} confirmed`,
+      `Receipt for order ${orderId.slice(0, 8).toUpperCase()}`,
+    ]);
+    const backlog = await until(
+      async () =>
+        (
+          await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE status <> 'published'`)
+        ).rows[0].n as number,
+      (n) => n === 0,
+    );
+    expect(backlog).toBe(0);
+    const createdEvent = await t.db.pool.query(
+      `SELECT id FROM outbox WHERE aggregate_id = $1 AND topic = 'order.created'`,
+      [orderId],
+    );
+    const expiryJob = await worker.get<Queue>(getQueueToken('orders')).getJob(createdEvent.rows[0].id);
+    expect(expiryJob?.data).toEqual({ orderId });
+    const paid = await t.http.get(`/v1/orders/${orderId}`, { token: buyer.token });
+    expect(paid.body.status).toMatch(/^(PAID|CONFIRMED)$/);
+
+    // throttling counts again (login answers, with rate-limit headers), readiness is green
+    const again = await until(
+      () => t.http.post('/v1/auth/login', { email: alice.email, password: TEST_PASSWORD }, xff('10.9.0.3')),
+      (r) => r.status === 200,
+      15_000,
+    );
+    expect(again.status).toBe(200);
+    expect(again.headers.get('ratelimit')).toBeTruthy();
+    const readyAgain = await until(() => t.http.get('/health/ready'), (r) => r.status === 200, 15_000);
+    expect(readyAgain.status).toBe(200);
+
+    // the repeatable jobs (sweepers, reconciliation) are back although Redis lost them
+    for (const name of ['orders', 'payments', 'catalog', 'maintenance']) {
+      const queue = worker.get<Queue>(getQueueToken(name));
+      const expected = SCHEDULES.filter((s) => s.job.startsWith(`${name}.`)).map((s) => s.job).sort();
+      const found = await until(
+        async () => (await queue.getJobSchedulers()).map((j) => j.key).sort(),
+        (keys) => keys.length === expected.length,
+        15_000,
+      );
+      expect(found).toEqual(expected);
+    }
+
+    // and the catalog cache stores pages in Redis again
+    expect((await t.http.get('/v1/products?limit=3')).status).toBe(200);
+    const admin = new Redis(redis.url);
+    try {
+      const cached = await admin.keys(`${t.config.redis.keyPrefix}:catalog:version:*`);
+      expect(cached.length).toBeGreaterThan(0);
+    } finally {
+      admin.disconnect();
+    }
+  });
+});
