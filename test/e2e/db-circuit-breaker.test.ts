@@ -15,7 +15,7 @@ async function timed(request: () => Promise<HttpResponse>): Promise<HttpResponse
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const breakerGauge = async (t: TestApp) =>
-  Number(/^db_circuit_breaker_state (\d)$/m.exec((await t.http.get('/metrics')).text)?.[1]);
+  Number(/^db_circuit_breaker_state (\d)$/m.exec(await t.metrics())?.[1]);
 
 describe('database circuit breaker (a private PostgreSQL stopped and started again)', () => {
   const FAILURES = 3;

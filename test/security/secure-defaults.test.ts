@@ -269,10 +269,10 @@ describe('security: operational endpoints are not public (issue 10 finding 8)', 
     }
   });
 
-  /** Nothing but names and up/down: no driver messages, hosts, ports or database names. */
+  /** Nothing but names, up/down and the breaker state: no driver messages, hosts, ports or database names. */
   const expectBareReadiness = (
     res: HttpResponse,
-    details: Record<string, { status: string }>,
+    details: Record<string, { status: string; breaker?: string }>,
     internals: string[],
   ) => {
     expect(res.status).toBe(503);
@@ -293,7 +293,7 @@ describe('security: operational endpoints are not public (issue 10 finding 8)', 
     try {
       expectBareReadiness(
         await t.http.get('/health/ready'),
-        { database: { status: 'up' }, redis: { status: 'down' } },
+        { database: { status: 'up', breaker: 'closed' }, redis: { status: 'down' } },
         [String(redisPort)],
       );
     } finally {
@@ -311,7 +311,7 @@ describe('security: operational endpoints are not public (issue 10 finding 8)', 
       });
       expectBareReadiness(
         await t.http.get('/health/ready'),
-        { database: { status: 'down' }, redis: { status: 'up' } },
+        { database: { status: 'down', breaker: 'closed' }, redis: { status: 'up' } },
         [name, String(new URL(t.db.url).port || 5432)],
       );
     } finally {
