@@ -3,6 +3,7 @@ import { ThrottlerException } from '@nestjs/throttler';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, FieldError } from './domain-error';
 import { ERROR_STATUS, ERROR_TITLE, ErrorCode } from './error-codes';
+import { databaseErrorSummary, sqlStateOf } from './database-errors';
 
 export interface ProblemBody {
   type: string;
@@ -89,6 +90,16 @@ function render(exception: unknown): Rendered | null {
           : exception.message;
     return { status, code: STATUS_CODE[status] ?? 'BAD_REQUEST', detail: message };
   }
+  // A database refusal that validation at the edge should have caught (a value out of range,
+  // a text PostgreSQL cannot store) or a constraint that a race tripped: the client's problem
+  // or a conflict, never a 500.
+  const sqlState = sqlStateOf(exception);
+  if (sqlState?.startsWith('22') || sqlState === '23502') {
+    return { status: 400, code: 'VALIDATION_FAILED', detail: 'A value in the request is malformed or out of range.' };
+  }
+  if (sqlState?.startsWith('23')) {
+    return { status: 409, code: 'CONFLICT', detail: 'The request conflicts with the current state; reload and retry.' };
+  }
   // Errors raised by Fastify itself (bad JSON, body too large, wrong content type).
   const fastifyError = exception as { statusCode?: number; code?: string; message?: string };
   if (
@@ -124,9 +135,20 @@ export class ProblemDetailsFilter implements ExceptionFilter {
     const requestId = String(request?.id ?? '');
 
     let rendered = render(exception);
+    // Database errors are logged by SQLSTATE, constraint and the statement's first words only:
+    // their message, detail, statement and parameters can hold request values (hashes, tokens).
+    const database = databaseErrorSummary(exception);
+    if (database && rendered) {
+      this.logger.warn({ database, requestId, method: request?.method }, 'Database refused a request');
+    }
     if (!rendered) {
       this.logger.error(
-        { err: exception, requestId, method: request?.method, url: request?.url },
+        {
+          ...(database ? { database } : { err: exception }),
+          requestId,
+          method: request?.method,
+          url: request?.url,
+        },
         'Unhandled error',
       );
       rendered = {
@@ -170,3 +192,4 @@ function httpTitle(status: number): string {
 }
 
 export { ERROR_STATUS };
+
