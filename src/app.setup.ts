@@ -7,6 +7,7 @@ import { ProblemDetailsFilter } from './common/errors/problem-details.filter';
 import { InFlightTracker } from './common/http/in-flight';
 import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
+import { frameworkErrors, limitBodyDepth } from './common/http/request-limits';
 import { mountOpenApi } from './common/http/openapi';
 import { MetricsService } from './metrics/metrics.service';
 import { CatalogCache } from './catalog/catalog-cache';
@@ -20,6 +21,8 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // a path parameter over 100 characters (414) or a malformed URL (400): problem+json too
+    frameworkErrors,
   });
 }
 
@@ -39,6 +42,7 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
   fastify.addHook('onRequest', async (request, reply) => {
     void reply.header('X-Request-Id', request.id);
   });
+  limitBodyDepth(fastify);
   registerCachedReads(app.getHttpAdapter() as unknown as FastifyAdapter, app.get(CatalogCache));
 
   // While shutting down, answer in-flight requests with Connection: close so keep-alive

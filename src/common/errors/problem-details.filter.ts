@@ -1,4 +1,5 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
+import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host';
 import { ThrottlerException } from '@nestjs/throttler';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, FieldError } from './domain-error';
@@ -25,6 +26,7 @@ const STATUS_CODE: Record<number, ErrorCode> = {
   405: 'METHOD_NOT_ALLOWED',
   409: 'CONFLICT',
   413: 'PAYLOAD_TOO_LARGE',
+  414: 'URI_TOO_LONG',
   415: 'UNSUPPORTED_MEDIA_TYPE',
   429: 'RATE_LIMITED',
   503: 'SERVICE_UNAVAILABLE',
@@ -100,7 +102,7 @@ function render(exception: unknown): Rendered | null {
   if (sqlState?.startsWith('23')) {
     return { status: 409, code: 'CONFLICT', detail: 'The request conflicts with the current state; reload and retry.' };
   }
-  // Errors raised by Fastify itself (bad JSON, body too large, wrong content type).
+  // Errors raised by Fastify itself (bad JSON, body too large, wrong content type, bad URL).
   const fastifyError = exception as { statusCode?: number; code?: string; message?: string };
   if (
     typeof fastifyError?.statusCode === 'number' &&
@@ -110,6 +112,12 @@ function render(exception: unknown): Rendered | null {
     fastifyError.code.startsWith('FST_')
   ) {
     const status = fastifyError.statusCode;
+    if (fastifyError.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+      return { status, code: 'URI_TOO_LONG', detail: 'A path parameter is too long.' };
+    }
+    if (fastifyError.code === 'FST_ERR_BAD_URL') {
+      return { status, code: 'BAD_REQUEST', detail: 'The URL is malformed.' };
+    }
     const detail =
       fastifyError.code === 'FST_ERR_CTP_INVALID_JSON_BODY' ||
       /JSON/.test(fastifyError.message ?? '')
@@ -182,6 +190,7 @@ function httpTitle(status: number): string {
     405: 'Method not allowed',
     409: 'Conflict',
     413: 'Payload too large',
+    414: 'URI too long',
     415: 'Unsupported media type',
     422: 'Unprocessable content',
     429: 'Too many requests',
@@ -193,3 +202,13 @@ function httpTitle(status: number): string {
 
 export { ERROR_STATUS };
 
+const filter = new ProblemDetailsFilter();
+
+/**
+ * Renders `error` exactly as the global filter does, from code that runs outside Nest's
+ * pipeline (Fastify hooks and framework errors).
+ */
+export function sendProblem(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  filter.catch(error, new ExecutionContextHost([request, reply]));
+  return reply;
+}
