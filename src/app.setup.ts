@@ -7,6 +7,7 @@ import { ProblemDetailsFilter } from './common/errors/problem-details.filter';
 import { InFlightTracker } from './common/http/in-flight';
 import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
+import { QueryAllowListGuard } from './common/http/query-allow-list.guard';
 import { frameworkErrors, limitBodyDepth } from './common/http/request-limits';
 import { mountOpenApi } from './common/http/openapi';
 import { MetricsService } from './metrics/metrics.service';
@@ -33,6 +34,8 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
 export async function configureApp(app: NestFastifyApplication): Promise<void> {
   app.useLogger(app.get(Logger));
   app.useGlobalPipes(createValidationPipe());
+  // after the APP_GUARDs (rate limits, authentication, permissions): unknown query → 400
+  app.useGlobalGuards(new QueryAllowListGuard());
   app.useGlobalFilters(new ProblemDetailsFilter());
   const inFlight = new InFlightTracker();
   app.useGlobalInterceptors(inFlight);
