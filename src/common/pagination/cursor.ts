@@ -26,7 +26,7 @@ export function decodeCursor<T extends Record<string, string | number>>(
     const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
     if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
       const record = value as Record<string, unknown>;
-      const ok = Object.entries(shape).every(([k, kind]) => isCursorField(record[k], kind as CursorField));
+      const ok = Object.entries(shape).every(([k, kind]) => isCursorField(record[k], kind));
       if (ok) return record as T;
     }
   } catch {
