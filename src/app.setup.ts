@@ -46,7 +46,9 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
     void reply.header('X-Request-Id', request.id);
   });
   limitBodyDepth(fastify);
-  registerCachedReads(app.getHttpAdapter() as unknown as FastifyAdapter, app.get(CatalogCache));
+  registerCachedReads(app.getHttpAdapter() as unknown as FastifyAdapter, app.get(CatalogCache), {
+    rateLimitEnabled: app.get<AppConfig>(APP_CONFIG).rateLimitEnabled,
+  });
 
   // While shutting down, answer in-flight requests with Connection: close so keep-alive
   // sockets do not hold the process open after their last response.
