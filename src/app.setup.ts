@@ -8,7 +8,7 @@ import { InFlightTracker } from './common/http/in-flight';
 import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
 import { QueryAllowListGuard } from './common/http/query-allow-list.guard';
-import { frameworkErrors, limitBodyDepth } from './common/http/request-limits';
+import { clientErrorHandler, frameworkErrors, limitBodyDepth } from './common/http/request-limits';
 import { mountOpenApi } from './common/http/openapi';
 import { MetricsService } from './metrics/metrics.service';
 import { CatalogCache } from './catalog/catalog-cache';
@@ -22,8 +22,10 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    // a path parameter over 100 characters (414) or a malformed URL (400): problem+json too
+    // a path parameter over 100 characters (414), a malformed URL (400), headers over 16 KB
+    // (431): problem+json too
     frameworkErrors,
+    clientErrorHandler,
   });
 }
 

@@ -124,13 +124,18 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     expectProblem(await t.http.get('/v1/products?limit=1e400'), 400, 'VALIDATION_FAILED');
   });
 
-  it('answers an over-long path parameter (414) and a malformed URL (400) as problem+json', async () => {
+  it('answers an over-long path parameter (414), a malformed URL (400) and an over-long request line (431) as problem+json', async () => {
     const long = await t.http.get(`/v1/products/${'a'.repeat(500)}`, { headers: { 'x-request-id': 'trace-long-param' } });
     expectProblem(long, 414, 'URI_TOO_LONG');
     expect(long.body.requestId).toBe('trace-long-param');
     expect(long.text).not.toContain('aaaaaaaaaa');
     expectProblem(await t.http.get('/v1/products/%zz'), 400, 'BAD_REQUEST');
     expectProblem(await t.http.get('/v1/products/not-a-uuid'), 400, 'BAD_REQUEST');
+    // a request line over Node's 16 KB header limit, refused before Fastify sees it
+    const huge = await t.http.get(`/v1/products?q=${'x'.repeat(20_000)}`);
+    expect(huge.status).toBe(431);
+    expect(huge.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(huge.body).toMatchObject({ status: 431, code: 'HEADERS_TOO_LARGE', requestId: huge.headers.get('x-request-id') });
   });
 });
 

@@ -40,7 +40,7 @@ function typeFor(code: string): string {
   return `https://shop.example/problems/${code.toLowerCase().replace(/_/g, '-')}`;
 }
 
-interface Rendered {
+export interface Rendered {
   status: number;
   code: string;
   detail: string;
@@ -128,6 +128,20 @@ function render(exception: unknown): Rendered | null {
   return null;
 }
 
+/** The RFC 9457 body for a rendered error. */
+export function problemBody(rendered: Rendered, requestId: string): ProblemBody {
+  return {
+    ...(rendered.extensions ?? {}),
+    type: typeFor(rendered.code),
+    title: titleFor(rendered.code, httpTitle(rendered.status)),
+    status: rendered.status,
+    detail: rendered.detail,
+    code: rendered.code,
+    requestId,
+    ...(rendered.errors ? { errors: rendered.errors } : {}),
+  };
+}
+
 /**
  * The one place where errors become HTTP: RFC 9457 application/problem+json with a stable
  * `code` and the request id. Anything unexpected is logged and answered as a bare 500.
@@ -166,16 +180,7 @@ export class ProblemDetailsFilter implements ExceptionFilter {
       };
     }
 
-    const body: ProblemBody = {
-      ...(rendered.extensions ?? {}),
-      type: typeFor(rendered.code),
-      title: titleFor(rendered.code, httpTitle(rendered.status)),
-      status: rendered.status,
-      detail: rendered.detail,
-      code: rendered.code,
-      requestId,
-      ...(rendered.errors ? { errors: rendered.errors } : {}),
-    };
+    const body = problemBody(rendered, requestId);
     if (rendered.headers) void reply.headers(rendered.headers);
     void reply.status(rendered.status).type('application/problem+json').send(body);
   }
@@ -188,10 +193,12 @@ function httpTitle(status: number): string {
     403: 'Forbidden',
     404: 'Not found',
     405: 'Method not allowed',
+    408: 'Request timeout',
     409: 'Conflict',
     413: 'Payload too large',
     414: 'URI too long',
     415: 'Unsupported media type',
+    431: 'Request header fields too large',
     422: 'Unprocessable content',
     429: 'Too many requests',
     500: 'Internal server error',
