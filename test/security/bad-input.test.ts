@@ -201,6 +201,24 @@ describe('cached catalog reads: rate limited, and unknown query parameters refus
     // the product detail (another cached route) is refused too: same client, same budget
     expect((await t.http.get(`/v1/products/${productId}`)).status).toBe(429);
 
+    // behind a trusted proxy: counted per forwarded client; a forged X-Forwarded-For prefix
+    // does not make a new client (the proxy's own entry is the one that counts)
+    const proxied = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1' } });
+    try {
+      const as = (xff: string) => proxied.http.get('/v1/categories', { headers: { 'x-forwarded-for': xff } });
+      expect((await as('10.9.0.1')).status).toBe(200);
+      const spoofed: number[] = [];
+      for (let round = 0; round < 20; round++) {
+        const batch = await Promise.all(Array.from({ length: 16 }, (_, i) => as(`192.0.2.${round * 16 + i}, 10.9.0.1`)));
+        spoofed.push(...batch.map((r) => r.status));
+      }
+      expect(spoofed.filter((s) => s === 429).length).toBeGreaterThanOrEqual(20);
+      expect((await as('10.9.0.1')).status).toBe(429);
+      expect((await as('10.9.0.2')).status).toBe(200); // another client is not affected
+    } finally {
+      await proxied.close();
+    }
+
     // RATE_LIMIT_ENABLED=false switches it off
     const unlimited = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'false' } });
     try {
