@@ -10,14 +10,17 @@
  * var/drills/seed-<seed>/; every process and temp folder is removed on exit (also on Ctrl-C).
  *
  * Environment: DRILL_SEED (or --seed), DRILL_DURATION_S (70), DRILL_FLOWS (170),
- * DRILL_CONVERGE_S (120).
+ * DRILL_CONVERGE_S (120). `--sabotage` checks the checker: after convergence it corrupts a
+ * stock counter, leaves a key in progress, sets a settled refund back to pending and sends one
+ * email twice; the run must then report exactly those invariants as failed.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { createTransport } from 'nodemailer';
 import { Client } from 'pg';
 import { startFakeStripe } from '../../test/support/fake-stripe';
-import { SmtpCapture } from '../../test/support/smtp-capture';
+import { MailSink } from './mail-sink';
 import { bullPrefix } from '../../src/queue/redis-connection';
 import { Cluster } from './cluster';
 import { Recorder } from './http';
@@ -36,7 +39,10 @@ function table(headers: string[], rows: string[][]): string {
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { seed: { type: 'string' } }, allowPositionals: true });
+  const { values } = parseArgs({
+    options: { seed: { type: 'string' }, sabotage: { type: 'boolean' } },
+    allowPositionals: true,
+  });
   const seed = Number(values.seed ?? process.env.DRILL_SEED ?? Math.floor(Math.random() * 1_000_000));
   if (!Number.isInteger(seed) || seed < 0) throw new Error('--seed must be a non-negative integer');
   const durationMs = Number(process.env.DRILL_DURATION_S ?? 70) * 1000;
@@ -55,9 +61,17 @@ async function main(): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   process.once('exit', () => cluster.cleanup());
+  // A process killed mid-conversation resets its sockets to our fake Stripe or mail server; a
+  // reset the servers do not handle themselves must not end the drill.
+  process.on('uncaughtException', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'ECONNRESET' || err.code === 'EPIPE') return log(`ignored socket ${err.code} from a killed peer`);
+    console.error(err);
+    cluster.cleanup();
+    process.exit(1);
+  });
 
   const fake = await startFakeStripe();
-  const smtp = await SmtpCapture.start();
+  const smtp = await MailSink.start();
   let inspector: Inspector | undefined;
   let db: Client | undefined;
   try {
@@ -115,6 +129,7 @@ async function main(): Promise<number> {
     const convergence = { ok: left.length === 0, ms: Date.now() - convStart, left };
     log(convergence.ok ? `converged in ${secs(convergence.ms)} s` : `NOT converged after ${secs(convergence.ms)} s: ${left.join('; ')}`);
 
+    const sabotaged = values.sabotage ? await sabotage(db, work.products[0].id, smtp.url, smtp.messages[0]?.messageId) : [];
     const checks: Check[] = await inspector.checks(work, fake, smtp, convergence);
 
     // ---- report
@@ -141,6 +156,10 @@ async function main(): Promise<number> {
       join(kept, 'report.json'),
       JSON.stringify({ seed, plan: planDigest(plan), faults: work.faults, checks, notes: work.notes, exchanges: rec.exchanges.filter((e) => e.status === 0 || e.status >= 500 || e.code === 'IDEMPOTENCY_KEY_IN_USE') }, null, 1),
     );
+    if (values.sabotage) {
+      const missed = sabotaged.filter((name) => !checks.some((c) => !c.ok && c.name.startsWith(name)));
+      console.log(`\nsabotage: ${sabotaged.length - missed.length}/${sabotaged.length} planted faults detected${missed.length ? `; MISSED: ${missed.join(', ')}` : ''}`);
+    }
     console.log(`\nseed ${seed}; logs and report: ${kept}`);
     console.log(`${checks.length - failed} passed, ${failed} failed`);
     return failed === 0 ? 0 : 1;
@@ -152,6 +171,27 @@ async function main(): Promise<number> {
     await smtp.stop().catch(() => undefined);
     cluster.cleanup();
   }
+}
+
+/** Plants known violations; returns the (prefixes of the) invariants that must catch them. */
+async function sabotage(db: Client, productId: string, smtpUrl: string, messageId?: string): Promise<string[]> {
+  await db.query(`UPDATE inventory_items SET on_hand = on_hand + 1 WHERE product_id = $1`, [productId]);
+  await db.query(
+    `INSERT INTO idempotency_keys (principal, key, method, route, fingerprint, state, created_at, expires_at)
+     VALUES ('user:sabotage', 'sabotage', 'POST', '/v1/orders/:id/payment', 'x', 'in_progress', now(), now() + interval '2 minutes')`,
+  );
+  const planted = ['stock HOT', 'stock counters agree', 'no idempotency key stuck'];
+  const { rowCount } = await db.query(
+    `UPDATE refunds SET status = 'pending' WHERE id = (SELECT id FROM refunds WHERE status = 'succeeded' LIMIT 1)`,
+  );
+  if (rowCount) planted.push('refunds ≤ captured', 'no refund left pending');
+  if (messageId) {
+    const t = createTransport(smtpUrl);
+    await t.sendMail({ from: 'x@drill.test', to: 'y@drill.test', subject: 'again', text: 'again', messageId });
+    t.close();
+    planted.push('at most one email');
+  }
+  return planted;
 }
 
 main().then(

@@ -1,7 +1,8 @@
 import { Queue } from 'bullmq';
+import type Redis from 'ioredis';
 import { Client } from 'pg';
 import type { FakeStripe } from '../../test/support/fake-stripe';
-import type { SmtpCapture } from '../../test/support/smtp-capture';
+import type { MailSink } from './mail-sink';
 import { QUEUES } from '../../src/queue/queues';
 import { Exchange } from './http';
 import type { Workload } from './workload';
@@ -52,8 +53,10 @@ export class Inspector {
       const c = await q.getJobCounts('waiting', 'active', 'prioritized', 'paused', 'waiting-children', 'failed');
       const waiting = n(c.waiting) + n(c.active) + n(c.prioritized) + n(c.paused) + n(c['waiting-children']);
       if (waiting > 0) busy.push(`${q.name}: ${waiting} waiting/active`);
-      const overdue = (await q.getDelayed(0, 2000)).filter((j) => j.timestamp + (j.opts.delay ?? 0) < now - 3000);
-      if (overdue.length > 0) busy.push(`${q.name}: ${overdue.length} delayed jobs overdue`);
+      // the delayed set's score is the due time (ms × 0x1000 + a counter); a retry's backoff moves it
+      const client = (await q.client) as unknown as Redis;
+      const scored = await client.zrangebyscore(q.keys.delayed, 0, (now - 3000) * 0x1000);
+      if (scored.length > 0) busy.push(`${q.name}: ${scored.length} delayed jobs overdue`);
       if (n(c.failed) > 0) {
         const jobs = await q.getFailed(0, 3);
         failed.push(`${q.name}: ${n(c.failed)} failed (${jobs.map((j) => `${j.name}: ${j.failedReason}`).join(' | ')})`);
@@ -86,7 +89,7 @@ export class Inspector {
     return out;
   }
 
-  async checks(w: Workload, fake: FakeStripe, smtp: SmtpCapture, convergence: { ok: boolean; ms: number; left: string[] }): Promise<Check[]> {
+  async checks(w: Workload, fake: FakeStripe, smtp: MailSink, convergence: { ok: boolean; ms: number; left: string[] }): Promise<Check[]> {
     const checks: Check[] = [];
     const add = (name: string, problems: string[], okDetail: string) =>
       checks.push({ name, ok: problems.length === 0, detail: problems.length ? sample(problems) : okDetail });
@@ -236,10 +239,10 @@ export class Inspector {
       refundProblems,
       `${payments.filter((p) => n(p.refunded) > 0).length} payments refunded`,
     );
-    const pendingRefunds = await this.q1(`SELECT id, order_id, updated_at FROM refunds WHERE status = 'pending'`);
+    const pendingRefunds = await this.q1(`SELECT id, order_id, created_at, updated_at FROM refunds WHERE status = 'pending'`);
     add(
       'no refund left pending after recovery',
-      pendingRefunds.map((r) => `refund ${r.id} (order ${r.order_id}) pending since ${new Date(r.updated_at).toISOString()}`),
+      pendingRefunds.map((r) => `refund ${r.id} (order ${r.order_id}) asked ${w.when(r.created_at)}, last touched ${w.when(r.updated_at)}`),
       `${n((await this.q1(`SELECT count(*) FROM refunds`))[0].count)} refunds settled`,
     );
 
@@ -251,11 +254,11 @@ export class Inspector {
       [...perMessage].filter(([, c]) => c > 1).map(([id, c]) => `${id} sent ${c}×`),
       `${smtp.messages.length} messages, ${perMessage.size} distinct`,
     );
-    const deliveries = await this.q1(`SELECT order_id, kind, ref, status, message_id, attempts, last_error FROM email_deliveries`);
+    const deliveries = await this.q1(`SELECT order_id, kind, ref, status, message_id, attempts, last_error, claimed_at FROM email_deliveries`);
     const delivered = new Set(perMessage.keys());
     const emailProblems: string[] = [];
     for (const d of deliveries) {
-      if (d.status === 'sending') emailProblems.push(`${d.order_id}.${d.kind}${d.ref ? `.${d.ref}` : ''} still 'sending' (attempts ${d.attempts}${delivered.has(d.message_id) ? ', but the mail server HAS it' : ''})`);
+      if (d.status === 'sending') emailProblems.push(`${d.order_id}.${d.kind}${d.ref ? `.${d.ref}` : ''} still 'sending' (attempts ${d.attempts}, claimed ${w.when(d.claimed_at)}${delivered.has(d.message_id) ? '; the mail server HAS it' : ''})`);
       else if (!delivered.has(d.message_id)) emailProblems.push(`${d.message_id} recorded sent, never reached the mail server`);
     }
     add("email deliveries final: none stuck 'sending', every 'sent' one received", emailProblems, `${deliveries.length} deliveries`);
@@ -318,7 +321,7 @@ export class Inspector {
     const stuck = await this.q1(`SELECT principal, key, route, created_at, expires_at FROM idempotency_keys WHERE state = 'in_progress'`);
     add(
       'no idempotency key stuck in progress',
-      stuck.map((s) => `${s.route} key ${s.key} (since ${new Date(s.created_at).toISOString()})`),
+      stuck.map((s) => `${s.route} key ${s.key} (claimed ${w.when(s.created_at)}, lease to ${w.when(s.expires_at)})`),
       'none',
     );
 

@@ -62,6 +62,14 @@ export class Workload {
     this.browseRng = root.fork('browse');
   }
 
+  /** A database timestamp as drill time, naming the fault window it fell in (evidence). */
+  when(at: Date | string | null): string {
+    if (!at) return '—';
+    const t = new Date(at).getTime() - this.rec.t0;
+    const inWindow = this.faults.find((f) => t >= f.start - 2000 && t <= f.end + 2000);
+    return `t=${(t / 1000).toFixed(1)}s${inWindow ? ` (during ${inWindow.name})` : ''}`;
+  }
+
   private runId(): string {
     return `s${this.plan.seed}`;
   }
