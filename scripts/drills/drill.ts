@@ -154,7 +154,19 @@ async function main(): Promise<number> {
     const kept = cluster.keepLogs(`seed-${seed}`);
     writeFileSync(
       join(kept, 'report.json'),
-      JSON.stringify({ seed, plan: planDigest(plan), faults: work.faults, checks, notes: work.notes, exchanges: rec.exchanges.filter((e) => e.status === 0 || e.status >= 500 || e.code === 'IDEMPOTENCY_KEY_IN_USE') }, null, 1),
+      JSON.stringify(
+        {
+          seed,
+          plan: planDigest(plan),
+          faults: work.faults,
+          checks,
+          notes: work.notes,
+          // every exchange; bodies only where they are evidence (errors and refusals)
+          exchanges: rec.exchanges.map((e) => (e.status === 0 || e.status >= 400 ? e : { ...e, body: undefined })),
+        },
+        null,
+        1,
+      ),
     );
     if (values.sabotage) {
       const missed = sabotaged.filter((name) => !checks.some((c) => !c.ok && c.name.startsWith(name)));

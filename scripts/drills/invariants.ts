@@ -304,6 +304,24 @@ export class Inspector {
       `${errors.length} errors, all inside fault windows`,
     );
 
+    // every answer must be one the contract allows for that call (the drill never sends bad input)
+    const allowed: Record<string, string[]> = {
+      'order.create': ['201', '409 INSUFFICIENT_STOCK', '409 IDEMPOTENCY_KEY_IN_USE'],
+      'order.payment': ['201', '409 ORDER_NOT_PAYABLE', '409 IDEMPOTENCY_KEY_IN_USE'],
+      'order.cancel': ['200', '409 ORDER_NOT_CANCELLABLE', '409 IDEMPOTENCY_KEY_IN_USE'],
+      'order.get': ['200'],
+      'admin.refund': ['201', '409 REFUND_EXCEEDS_CAPTURED', '409 ORDER_NOT_REFUNDABLE', '409 IDEMPOTENCY_KEY_IN_USE'],
+      'admin.adjust': ['200', '409 STOCK_BELOW_RESERVED', '409 IDEMPOTENCY_KEY_IN_USE'],
+      webhook: ['200'],
+      'catalog.read': ['200'],
+    };
+    const unexpected = ex.filter(
+      (e) =>
+        e.status > 0 && e.status < 500 && allowed[e.label] &&
+        !allowed[e.label].includes(String(e.status)) && !allowed[e.label].includes(`${e.status} ${e.code}`),
+    );
+    add('every 2xx/4xx answer is one the contract allows for that call', unexpected.map(show), `${ex.filter((e) => e.status > 0 && e.status < 500).length} answers`);
+
     const inUse: string[] = [];
     for (const [, list] of byKey) {
       for (const e of list.filter((x) => x.code === 'IDEMPOTENCY_KEY_IN_USE')) {

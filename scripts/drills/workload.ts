@@ -66,8 +66,12 @@ export class Workload {
   when(at: Date | string | null): string {
     if (!at) return '—';
     const t = new Date(at).getTime() - this.rec.t0;
-    const inWindow = this.faults.find((f) => t >= f.start - 2000 && t <= f.end + 2000);
-    return `t=${(t / 1000).toFixed(1)}s${inWindow ? ` (during ${inWindow.name})` : ''}`;
+    const inside = this.faults.filter((f) => t >= f.start && t <= f.end).map((f) => `during ${f.name}`);
+    const near = this.faults
+      .filter((f) => !(t >= f.start && t <= f.end) && t >= f.start - 2000 && t <= f.end + 2000)
+      .map((f) => `${t < f.start ? 'just before' : 'just after'} ${f.name}`);
+    const where = [...inside, ...near];
+    return `t=${(t / 1000).toFixed(1)}s${where.length ? ` (${where.join(', ')})` : ''}`;
   }
 
   private runId(): string {
