@@ -267,10 +267,12 @@ export class Inspector {
       UNION ALL SELECT o.id, k.kind, '' FROM orders o CROSS JOIN (VALUES ('payment_receipt'), ('order_confirmation')) k(kind)
         WHERE o.status = ANY($1)
       UNION ALL SELECT r.order_id, 'refund', r.id::text FROM refunds r WHERE r.status = 'succeeded'`, [PAID]);
-    const sentKeys = new Set(deliveries.filter((d) => d.status === 'sent').map((d) => `${d.order_id}.${d.kind}.${d.ref}`));
+    // the mail server is the truth here (Message-ID `<order.kind[.ref]@…>`); the records are checked above
+    const received = new Set([...perMessage.keys()].map((id) => id.replace(/^</, '').replace(/@.*$/, '')));
+    const key = (d: { order_id: string; kind: string; ref: string }) => `${d.order_id}.${d.kind}${d.ref ? `.${d.ref}` : ''}`;
     add(
-      'every email due went out (cancellation, receipt + confirmation, refund)',
-      due.filter((d) => !sentKeys.has(`${d.order_id}.${d.kind}.${d.ref}`)).map((d) => `${d.order_id} ${d.kind}${d.ref ? ` ${d.ref}` : ''}`),
+      'every email due reached the mail server (cancellation, receipt + confirmation, refund)',
+      due.filter((d) => !received.has(key(d))).map((d) => `${key(d)} never received`),
       `${due.length} emails due`,
     );
 
