@@ -14,15 +14,26 @@ export class ImageRepository {
     );
   }
 
+  /** The image waiting for (or done with) an upload to this storage key. */
+  async findByKey(key: string): Promise<{ productId: string; contentType: string; sizeBytes: number; status: 'pending' | 'ready' } | null> {
+    const rows: { productId: string; contentType: string; sizeBytes: number; status: 'pending' | 'ready' }[] = await this.tx.query(
+      `SELECT product_id AS "productId", content_type AS "contentType", size_bytes AS "sizeBytes", status
+         FROM product_images WHERE storage_key = $1`,
+      [key],
+    );
+    return rows[0] ?? null;
+  }
+
   /**
-   * Marks the image ready (once; a repeated notification changes nothing) and makes it the
-   * product's main image if it has none. Returns the product id, or null for an unknown key.
+   * Marks a pending image ready and makes it the product's main image if it has none. Guarded
+   * (`WHERE status = 'pending'`): of two concurrent or repeated notifications only one changes
+   * anything. Returns the product id, or null when nothing was pending under this key.
    */
   async markReady(key: string, url: string, at: Date): Promise<string | null> {
     const rows: { productId: string }[] = await this.tx.query(
       `WITH img AS (
-         UPDATE product_images SET status = 'ready', ready_at = coalesce(ready_at, $3)
-          WHERE storage_key = $1 RETURNING product_id
+         UPDATE product_images SET status = 'ready', ready_at = $3
+          WHERE storage_key = $1 AND status = 'pending' RETURNING product_id
        ), main AS (
          UPDATE products p SET image_url = $2, updated_at = $3
            FROM img WHERE p.id = img.product_id AND p.image_url IS NULL
