@@ -63,24 +63,6 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
   /** The store's own event for the n-th object written (1-based), as it emitted it. */
   const storeEvent = async (n: number) => (await s3.waitForEvents(n))[n - 1];
 
-  it('the local store checks SigV4 as the AWS documentation computes it (its published example)', () => {
-    // "Authenticating Requests: Using Query Parameters (AWS Signature Version 4)", example GET
-    const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
-    const url =
-      '/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request' +
-      '&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host' +
-      '&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404';
-    expect(
-      presignedSignatureProblem('GET', url, { host: 'examplebucket.s3.amazonaws.com' }, secret),
-    ).toBeNull();
-    expect(
-      presignedSignatureProblem('PUT', url, { host: 'examplebucket.s3.amazonaws.com' }, secret),
-    ).toBe('signature does not match');
-    expect(presignedSignatureProblem('GET', url, { host: 'evil.s3.amazonaws.com' }, secret)).toBe(
-      'signature does not match',
-    );
-  });
-
   it('uploads with the pre-signed URL, and the store notification makes the image ready and visible', async () => {
     const p = await createProduct(t, admin);
     const bytes = randomBytes(2048);
@@ -185,6 +167,23 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
   });
 
   it('the store refuses a PUT of another Content-Type or Content-Length than was signed', async () => {
+    // the gate in front of s3rver computes SigV4 as AWS documents it: its published example
+    // ("Authenticating Requests: Using Query Parameters (AWS Signature Version 4)", example GET)
+    const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
+    const url =
+      '/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request' +
+      '&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host' +
+      '&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404';
+    expect(
+      presignedSignatureProblem('GET', url, { host: 'examplebucket.s3.amazonaws.com' }, secret),
+    ).toBeNull();
+    expect(
+      presignedSignatureProblem('PUT', url, { host: 'examplebucket.s3.amazonaws.com' }, secret),
+    ).toBe('signature does not match');
+    expect(presignedSignatureProblem('GET', url, { host: 'evil.s3.amazonaws.com' }, secret)).toBe(
+      'signature does not match',
+    );
+
     const p = await createProduct(t, admin);
     const up = await requestUpload(p.id, 'image/png', 64);
     const otherType = await put(up.uploadUrl, 'image/svg+xml', randomBytes(64));
