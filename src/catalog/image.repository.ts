@@ -1,12 +1,27 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
 
+/** A product image row as the storage notification needs it. */
+export interface StoredImage {
+  productId: string;
+  contentType: string;
+  sizeBytes: number;
+  status: 'pending' | 'ready';
+}
+
 /** SQL for product images (pending until the storage reports the upload). */
 @Injectable()
 export class ImageRepository {
   constructor(private readonly tx: TransactionHost) {}
 
-  async insertPending(i: { id: string; productId: string; key: string; contentType: string; sizeBytes: number; at: Date }): Promise<void> {
+  async insertPending(i: {
+    id: string;
+    productId: string;
+    key: string;
+    contentType: string;
+    sizeBytes: number;
+    at: Date;
+  }): Promise<void> {
     await this.tx.query(
       `INSERT INTO product_images (id, product_id, storage_key, content_type, size_bytes, created_at)
        VALUES ($1, $2, $3, $4, $5, $6)`,
@@ -15,8 +30,8 @@ export class ImageRepository {
   }
 
   /** The image waiting for (or done with) an upload to this storage key. */
-  async findByKey(key: string): Promise<{ productId: string; contentType: string; sizeBytes: number; status: 'pending' | 'ready' } | null> {
-    const rows: { productId: string; contentType: string; sizeBytes: number; status: 'pending' | 'ready' }[] = await this.tx.query(
+  async findByKey(key: string): Promise<StoredImage | null> {
+    const rows: StoredImage[] = await this.tx.query(
       `SELECT product_id AS "productId", content_type AS "contentType", size_bytes AS "sizeBytes", status
          FROM product_images WHERE storage_key = $1`,
       [key],

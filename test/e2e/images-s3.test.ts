@@ -9,6 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { ImageRepository } from '../../src/catalog/image.repository';
 import { Clock } from '../../src/common/time/clock';
 import { createAdmin } from '../support/auth';
 import { createProduct } from '../support/catalog';
@@ -103,6 +104,28 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     // a later duplicate changes nothing
     expect((await notify(event)).status).toBe(204);
     expect((await imageRow(up.imageId)).ready_at).toEqual(row.ready_at);
+  });
+
+  it('of concurrent confirmations of one upload exactly one marks the image ready', async () => {
+    const p = await createProduct(t, admin);
+    const up = await requestUpload(p.id, 'image/png', 16);
+    const key = `products/${p.id}/${up.imageId}`;
+    const images = t.app.get(ImageRepository);
+    const at = new Date();
+    const winners = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        images.markReady(key, `https://cdn.test/${i}`, new Date(at.getTime() + i)),
+      ),
+    );
+    expect(winners.filter((w) => w !== null)).toEqual([p.id]);
+    const product = await t.db.pool.query<{ image_url: string }>(
+      `SELECT image_url FROM products WHERE id = $1`,
+      [p.id],
+    );
+    const row = await imageRow(up.imageId);
+    // the one winner's values, together
+    const i = Number(product.rows[0].image_url.split('/').pop());
+    expect(row.ready_at?.getTime()).toBe(at.getTime() + i);
   });
 
   it('accepts MinIO-shaped notifications (s3:ObjectCreated:Put, URL-encoded key)', async () => {
