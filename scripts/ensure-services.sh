@@ -15,7 +15,8 @@ warn() { echo "[services] $*" >&2; }
 fail() {
   warn "ERROR: $*"
   warn "Alternative: run PostgreSQL and Redis (and the app) in Docker from the repo root:"
-  warn "  JWT_SECRET=<at least 32 chars> STORAGE_SIGNING_SECRET=<at least 16 chars> \\"
+  warn "  JWT_SECRET=<at least 32 chars> STORAGE_ACCESS_KEY_ID=<…> STORAGE_SECRET_ACCESS_KEY=<…> \\"
+  warn "  STORAGE_WEBHOOK_TOKEN=<at least 16 chars> \\"
   warn "  STRIPE_SECRET_KEY=<sk_…> STRIPE_WEBHOOK_SECRET=<whsec_…> $COMPOSE_HINT"
   warn "(or point DATABASE_URL / REDIS_URL at servers you already have)."
   exit 1

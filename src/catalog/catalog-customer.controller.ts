@@ -51,7 +51,10 @@ export class CatalogCustomerController {
   }
 }
 
-/** Object-storage upload notifications, signed with STORAGE_SIGNING_SECRET (HMAC-SHA256 hex). */
+/**
+ * Object-storage upload notifications: S3 event notifications (`Records[].s3.object.key`) from
+ * the store's webhook target, authenticated with `Authorization: Bearer <STORAGE_WEBHOOK_TOKEN>`.
+ */
 @ApiTags('webhooks')
 @Public()
 @Controller('v1/webhooks')
@@ -62,8 +65,8 @@ export class StorageWebhookController {
   @HttpCode(204)
   uploaded(
     @Req() req: RawBodyRequest<FastifyRequest>,
-    @Headers('x-storage-signature') signature: string | undefined,
+    @Headers('authorization') authorization: string | undefined,
   ): Promise<void> {
-    return this.images.uploaded(req.rawBody, signature);
+    return this.images.uploaded(req.rawBody, authorization);
   }
 }
