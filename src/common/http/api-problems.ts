@@ -74,12 +74,19 @@ export const DEFAULT_PROBLEM: Record<ProblemStatus, string> = {
   503: '`SERVICE_UNAVAILABLE`: a dependency is down; retry later',
 };
 
-/** The problem+json response object for `status` (the same everywhere it is documented). */
-export function problemResponse(status: ProblemStatus, description = DEFAULT_PROBLEM[status]): ResponseObject {
+/**
+ * The problem+json response object for `status` (the same everywhere it is documented), with
+ * `Retry-After` where the server sends it: 429, 503, and 409 IDEMPOTENCY_KEY_IN_USE.
+ */
+export function problemResponse(
+  status: ProblemStatus,
+  description = DEFAULT_PROBLEM[status],
+  retryAfter = status === 429 || status === 503,
+): ResponseObject {
   return {
     description,
     content: { 'application/problem+json': { schema: { $ref: getSchemaPath(ProblemDto) } } },
-    ...(status === 429 || status === 409 || status === 503 ? { headers: RETRY_AFTER } : {}),
+    ...(retryAfter ? { headers: RETRY_AFTER } : {}),
   };
 }
 

@@ -3,6 +3,7 @@ import { METHOD_METADATA, PATH_METADATA } from '@nestjs/common/constants';
 import { ModulesContainer } from '@nestjs/core';
 import { DocumentBuilder, OpenAPIObject, SwaggerModule } from '@nestjs/swagger';
 import type {
+  HeaderObject,
   OperationObject,
   ParameterObject,
   ReferenceObject,
@@ -78,6 +79,13 @@ function routeContracts(app: INestApplication): Map<string, RouteContract | 'amb
   return contracts;
 }
 
+const SUCCESS: Record<string, string> = { '200': 'OK', '201': 'Created', '204': 'Done; no content' };
+
+const REPLAYED: HeaderObject = {
+  description: 'Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key',
+  schema: { type: 'string', enum: ['true'] },
+};
+
 const isParameter = (p: ParameterObject | ReferenceObject): p is ParameterObject => 'in' in p;
 
 const IDEMPOTENCY_PARAMETER: Record<Exclude<RouteContract['idempotency'], 'none'>, ParameterObject> = {
@@ -144,11 +152,19 @@ function applyContract(operation: OperationObject, contract: RouteContract): voi
   }
   for (const [status, description] of problems) {
     const existing = operation.responses[status];
-    if (existing && status === 409 && description && 'description' in existing) {
-      // the route's own conflicts plus the idempotency one
-      operation.responses[status] = problemResponse(409, `${existing.description}; or ${description}`);
+    if (status === 409 && description) {
+      // IDEMPOTENCY_KEY_IN_USE, after the route's own conflicts if it has any
+      const own = existing && 'description' in existing ? `${existing.description}; or ` : '';
+      operation.responses[status] = problemResponse(409, `${own}${description}`, true);
     } else if (!existing || (description && status === 400)) {
       operation.responses[status] = problemResponse(status, description);
+    }
+  }
+  for (const [status, response] of Object.entries(operation.responses)) {
+    if (!status.startsWith('2') || !response || !('description' in response)) continue;
+    if (!response.description) response.description = SUCCESS[status] ?? 'Success';
+    if (contract.idempotency === 'required' || contract.idempotency === 'optional') {
+      response.headers = { ...response.headers, 'Idempotent-Replayed': REPLAYED };
     }
   }
   // stable order: 2xx, then problems by status
