@@ -8,7 +8,10 @@ import {
   ApiSchema,
   getSchemaPath,
 } from '@nestjs/swagger';
-import type { HeaderObject, ResponseObject } from '@nestjs/swagger/dist/interfaces/open-api-spec.interface';
+import type {
+  HeaderObject,
+  ResponseObject,
+} from '@nestjs/swagger/dist/interfaces/open-api-spec.interface';
 import { ERROR_STATUS, ErrorCode } from '../errors/error-codes';
 
 export const ERROR_CODES = Object.keys(ERROR_STATUS) as ErrorCode[];
@@ -39,23 +42,35 @@ export class ProblemDto {
   @ApiProperty({ type: 'integer', minimum: 400, maximum: 599, example: 409 })
   status!: number;
 
-  @ApiProperty({ enum: ERROR_CODES, enumName: 'ErrorCode', description: 'Stable machine-readable code' })
+  @ApiProperty({
+    enum: ERROR_CODES,
+    enumName: 'ErrorCode',
+    description: 'Stable machine-readable code',
+  })
   code!: ErrorCode;
 
-  @ApiProperty({ description: 'The X-Request-Id of the request; quote it when reporting a problem' })
+  @ApiProperty({
+    description: 'The X-Request-Id of the request; quote it when reporting a problem',
+  })
   requestId!: string;
 
   @ApiPropertyOptional({ example: 'Not enough stock for some products.' })
   detail?: string;
 
-  @ApiPropertyOptional({ type: [FieldErrorDto], description: 'Every invalid field (VALIDATION_FAILED)' })
+  @ApiPropertyOptional({
+    type: [FieldErrorDto],
+    description: 'Every invalid field (VALIDATION_FAILED)',
+  })
   errors?: FieldErrorDto[];
 }
 
 export type ProblemStatus = 400 | 401 | 403 | 404 | 409 | 413 | 415 | 422 | 429 | 500 | 502 | 503;
 
 const RETRY_AFTER: Record<string, HeaderObject> = {
-  'Retry-After': { description: 'Seconds to wait before retrying', schema: { type: 'integer', minimum: 0 } },
+  'Retry-After': {
+    description: 'Seconds to wait before retrying',
+    schema: { type: 'integer', minimum: 0 },
+  },
 };
 
 /** What a status means when the route adds nothing more specific. */

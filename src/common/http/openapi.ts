@@ -44,6 +44,14 @@ const meta = <T>(key: string, ...targets: Function[]): T | undefined => {
   return undefined;
 };
 
+/**
+ * The operationId of a route without an explicit one (`Controller_method`, never readable
+ * camelCase, so it cannot collide with an explicit id). The committed document has none.
+ */
+const fallbackOperationId = (controllerKey: string, methodKey: string): string =>
+  `${controllerKey}_${methodKey}`;
+const READABLE_ID = /^[a-z][A-Za-z0-9]*$/;
+
 /** operationId → contract, for every route of every controller the document describes. */
 function routeContracts(app: INestApplication): Map<string, RouteContract | 'ambiguous'> {
   const contracts = new Map<string, RouteContract | 'ambiguous'>();
@@ -55,7 +63,9 @@ function routeContracts(app: INestApplication): Map<string, RouteContract | 'amb
       for (const name of Object.getOwnPropertyNames(prototype)) {
         const handler = prototype[name];
         if (typeof handler !== 'function' || meta(PATH_METADATA, handler) === undefined) continue;
-        const operationId = meta<{ operationId?: string }>('swagger/apiOperation', handler)?.operationId ?? name;
+        const operationId =
+          meta<{ operationId?: string }>('swagger/apiOperation', handler)?.operationId ??
+          fallbackOperationId(controller.name, name);
         const isPost = meta<number>(METHOD_METADATA, handler) === 1; // RequestMethod.POST
         if (contracts.has(operationId)) {
           contracts.set(operationId, 'ambiguous');
@@ -79,28 +89,43 @@ function routeContracts(app: INestApplication): Map<string, RouteContract | 'amb
   return contracts;
 }
 
-const SUCCESS: Record<string, string> = { '200': 'OK', '201': 'Created', '204': 'Done; no content' };
+const SUCCESS: Record<string, string> = {
+  '200': 'OK',
+  '201': 'Created',
+  '204': 'Done; no content',
+};
 
 const REPLAYED: HeaderObject = {
-  description: 'Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key',
+  description:
+    'Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key',
   schema: { type: 'string', enum: ['true'] },
 };
 
 const isParameter = (p: ParameterObject | ReferenceObject): p is ParameterObject => 'in' in p;
 
-const IDEMPOTENCY_PARAMETER: Record<Exclude<RouteContract['idempotency'], 'none'>, ParameterObject> = {
+const IDEMPOTENCY_PARAMETER: Record<
+  Exclude<RouteContract['idempotency'], 'none'>,
+  ParameterObject
+> = {
   required: {
     name: 'Idempotency-Key',
     in: 'header',
     required: true,
-    description: '1..255 printable ASCII characters, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h',
-    schema: { type: 'string', minLength: 1, maxLength: 255, example: '3f0c9a52-6a1e-4d7e-9a57-0b7f2d1c8e41' },
+    description:
+      '1..255 printable ASCII characters, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h',
+    schema: {
+      type: 'string',
+      minLength: 1,
+      maxLength: 255,
+      example: '3f0c9a52-6a1e-4d7e-9a57-0b7f2d1c8e41',
+    },
   },
   optional: {
     name: 'Idempotency-Key',
     in: 'header',
     required: false,
-    description: 'Optional: when sent, a retry with the same key and body replays the first response for 24 h',
+    description:
+      'Optional: when sent, a retry with the same key and body replays the first response for 24 h',
     schema: { type: 'string', minLength: 1, maxLength: 255 },
   },
   ignored: {
@@ -126,7 +151,8 @@ function applyContract(operation: OperationObject, contract: RouteContract): voi
   for (const p of operation.parameters ?? []) {
     if (!isParameter(p) || p.in !== 'header') continue;
     const name = p.name.toLowerCase();
-    if (!headers.has(name) || (p.description && !headers.get(name)?.description)) headers.set(name, p);
+    if (!headers.has(name) || (p.description && !headers.get(name)?.description))
+      headers.set(name, p);
   }
   const parameters = (operation.parameters ?? []).filter(
     (p) =>
@@ -144,10 +170,16 @@ function applyContract(operation: OperationObject, contract: RouteContract): voi
   if (contract.permissions) problems.push([403]);
   if (contract.throttled) problems.push([429]);
   if (contract.idempotency === 'required') {
-    problems.push([400, '`VALIDATION_FAILED`, `BAD_REQUEST`, `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID`']);
+    problems.push([
+      400,
+      '`VALIDATION_FAILED`, `BAD_REQUEST`, `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID`',
+    ]);
   }
   if (contract.idempotency === 'required' || contract.idempotency === 'optional') {
-    problems.push([409, '`IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds']);
+    problems.push([
+      409,
+      '`IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds',
+    ]);
     problems.push([422]);
   }
   for (const [status, description] of problems) {
@@ -181,7 +213,10 @@ const METHODS = ['get', 'put', 'post', 'delete', 'patch'] as const;
  * refuses an operation without a summary, a description or a unique operationId; otherwise
  * (Swagger UI, where tests may add probe controllers) such an operation is left as it is.
  */
-export function buildOpenApiDocument(app: INestApplication, options: { strict?: boolean } = {}): OpenAPIObject {
+export function buildOpenApiDocument(
+  app: INestApplication,
+  options: { strict?: boolean } = {},
+): OpenAPIObject {
   const builder = new DocumentBuilder()
     .setTitle('Shop orders API')
     .setDescription(
@@ -195,12 +230,17 @@ export function buildOpenApiDocument(app: INestApplication, options: { strict?: 
     .setLicense('Proprietary', 'https://shop.example/terms')
     .addServer('/', 'This instance (same origin as the document)')
     .addBearerAuth(
-      { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'The `accessToken` from register, login or refresh' },
+      {
+        type: 'http',
+        scheme: 'bearer',
+        bearerFormat: 'JWT',
+        description: 'The `accessToken` from register, login or refresh',
+      },
       'bearer',
     );
   for (const [name, description] of TAGS) builder.addTag(name, description);
   const document = SwaggerModule.createDocument(app, builder.build(), {
-    operationIdFactory: (_controllerKey, methodKey) => methodKey,
+    operationIdFactory: fallbackOperationId,
     extraModels: [ProblemDto],
   });
 
@@ -214,8 +254,19 @@ export function buildOpenApiDocument(app: INestApplication, options: { strict?: 
       const id = operation.operationId;
       const contract = id === undefined ? undefined : contracts.get(id);
       const complete = Boolean(operation.summary && operation.description);
-      if (!id || !contract || contract === 'ambiguous' || seen.has(id) || !complete) {
-        if (options.strict) throw new Error(`OpenAPI: ${where} needs @ApiOperation({operationId (unique), summary, description})`);
+      if (
+        !id ||
+        !contract ||
+        contract === 'ambiguous' ||
+        seen.has(id) ||
+        !complete ||
+        !READABLE_ID.test(id)
+      ) {
+        if (options.strict) {
+          throw new Error(
+            `OpenAPI: ${where} needs @ApiOperation({operationId (unique, camelCase), summary, description})`,
+          );
+        }
         continue;
       }
       seen.add(id);

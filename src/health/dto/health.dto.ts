@@ -6,7 +6,10 @@ export class LivenessDto {
 
 export class DependencyStatusDto {
   @ApiProperty({ enum: ['up', 'down'] }) status!: string;
-  @ApiPropertyOptional({ enum: ['closed', 'open', 'half-open', 'isolated'], description: "The database circuit breaker's state" })
+  @ApiPropertyOptional({
+    enum: ['closed', 'open', 'half-open', 'isolated'],
+    description: "The database circuit breaker's state",
+  })
   breaker?: string;
 }
 
