@@ -31,7 +31,7 @@ export class OrdersController {
   })
   @ApiCreatedResponse({ type: OrderDto })
   @ApiProblems(
-    [400, '`VALIDATION_FAILED` (e.g. a duplicate line), `ORDER_EMPTY`, `BAD_REQUEST`, `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID`'],
+    [400, '`VALIDATION_FAILED` (e.g. a duplicate line), `ORDER_EMPTY` or `BAD_REQUEST`'],
     [409, '`INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE` or `PURCHASE_LIMIT_EXCEEDED` (with `limits`)'],
   )
   create(@CurrentPrincipal() me: Principal, @Body() dto: CreateOrderDto): Promise<OrderDto> {

@@ -1852,7 +1852,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProductDto"];
                 };
             };
-            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2153,7 +2153,7 @@ export interface operations {
                     "application/json": components["schemas"]["StockLevelDto"];
                 };
             };
-            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2269,7 +2269,7 @@ export interface operations {
                     "application/json": components["schemas"]["CategoryDto"];
                 };
             };
-            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2379,7 +2379,7 @@ export interface operations {
                     "application/json": components["schemas"]["ImageUploadDto"];
                 };
             };
-            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2415,7 +2415,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying */
@@ -2565,7 +2565,7 @@ export interface operations {
                     "application/json": components["schemas"]["ReviewDto"];
                 };
             };
-            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2818,7 +2818,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST` (no object key) */
+            /** @description `WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST` (no object key); or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2836,7 +2836,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying */
@@ -3210,7 +3210,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrderDto"];
                 };
             };
-            /** @description `VALIDATION_FAILED`, `BAD_REQUEST`, `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
+            /** @description `VALIDATION_FAILED` (e.g. a duplicate line), `ORDER_EMPTY` or `BAD_REQUEST`; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3388,7 +3388,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrderDetailDto"];
                 };
             };
-            /** @description `VALIDATION_FAILED`, `BAD_REQUEST`, `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3577,7 +3577,7 @@ export interface operations {
                     "application/json": components["schemas"]["OrderDetailDto"];
                 };
             };
-            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3692,7 +3692,7 @@ export interface operations {
                     "application/json": components["schemas"]["PaymentIntentDto"];
                 };
             };
-            /** @description `VALIDATION_FAILED`, `BAD_REQUEST`, `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3802,7 +3802,7 @@ export interface operations {
                     "application/json": components["schemas"]["RefundDto"];
                 };
             };
-            /** @description `VALIDATION_FAILED`, `BAD_REQUEST`, `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3925,7 +3925,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookAckDto"];
                 };
             };
-            /** @description `WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST` */
+            /** @description `WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST`; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3934,7 +3934,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying */

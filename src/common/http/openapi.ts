@@ -11,7 +11,7 @@ import type {
 import { THROTTLER_SKIP } from '@nestjs/throttler/dist/throttler.constants';
 import { REQUIRED_PERMISSIONS } from '../../auth/require-permission.decorator';
 import { IDEMPOTENCY_IGNORED, IDEMPOTENCY_REQUIRED } from '../../idempotency/idempotency.decorator';
-import { ProblemDto, ProblemStatus, problemResponse } from './api-problems';
+import { DEFAULT_PROBLEM, ProblemDto, ProblemStatus, problemResponse } from './api-problems';
 import { IS_PUBLIC } from './public.decorator';
 
 const TAGS: Array<[string, string]> = [
@@ -165,32 +165,31 @@ function applyContract(operation: OperationObject, contract: RouteContract): voi
 
   // 503: a dependency (the database breaker, the password-hashing gate) is down, or the
   // process is shutting down
-  const problems: Array<[ProblemStatus, string?]> = [[400], [500], [503]];
+  const problems: Array<[ProblemStatus]> = [[400], [500], [503]];
   if (!contract.isPublic) problems.push([401]);
   if (contract.permissions) problems.push([403]);
   if (contract.throttled) problems.push([429]);
+  if (contract.idempotency === 'optional' || contract.idempotency === 'required')
+    problems.push([422]);
+  for (const [status] of problems) operation.responses[status] ??= problemResponse(status);
+
+  // the idempotency problems, after what the route itself documents at that status
+  const also = (status: ProblemStatus, codes: string, retryAfter = false) => {
+    const existing = operation.responses[status];
+    const own =
+      existing && 'description' in existing ? existing.description : DEFAULT_PROBLEM[status];
+    operation.responses[status] = problemResponse(status, `${own}; or ${codes}`, retryAfter);
+  };
   if (contract.idempotency === 'required') {
-    problems.push([
-      400,
-      '`VALIDATION_FAILED`, `BAD_REQUEST`, `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID`',
-    ]);
+    also(400, '`IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID`');
   }
+  if (contract.idempotency === 'optional') also(400, '`IDEMPOTENCY_KEY_INVALID`');
   if (contract.idempotency === 'required' || contract.idempotency === 'optional') {
-    problems.push([
+    also(
       409,
       '`IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds',
-    ]);
-    problems.push([422]);
-  }
-  for (const [status, description] of problems) {
-    const existing = operation.responses[status];
-    if (status === 409 && description) {
-      // IDEMPOTENCY_KEY_IN_USE, after the route's own conflicts if it has any
-      const own = existing && 'description' in existing ? `${existing.description}; or ` : '';
-      operation.responses[status] = problemResponse(409, `${own}${description}`, true);
-    } else if (!existing || (description && status === 400)) {
-      operation.responses[status] = problemResponse(status, description);
-    }
+      true,
+    );
   }
   for (const [status, response] of Object.entries(operation.responses)) {
     if (!status.startsWith('2') || !response || !('description' in response)) continue;
