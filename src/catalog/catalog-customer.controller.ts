@@ -100,7 +100,8 @@ export class StorageWebhookController {
   @ApiProblems(
     [400, '`WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST` (no object key)'],
     [404, '`NOT_FOUND`: no image is waiting for this key'],
-  )  uploaded(
+  )
+  uploaded(
     @Req() req: RawBodyRequest<FastifyRequest>,
     @Headers('x-storage-signature') signature: string | undefined,
   ): Promise<void> {
