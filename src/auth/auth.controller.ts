@@ -34,7 +34,10 @@ export class AuthController {
       'single-use refresh token. Limited per client IP (10/hour).',
   })
   @ApiCreatedResponse({ type: TokensDto })
-  @ApiProblems([400, '`VALIDATION_FAILED` (e.g. a password not 8..128 characters) or `BAD_REQUEST`'], [409, '`EMAIL_TAKEN`'])
+  @ApiProblems(
+    [400, '`VALIDATION_FAILED` (e.g. a password not 8..128 characters) or `BAD_REQUEST`'],
+    [409, '`EMAIL_TAKEN`'],
+  )
   register(@Body() dto: RegisterDto): Promise<TokensDto> {
     return this.auth.register(dto);
   }

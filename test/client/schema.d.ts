@@ -730,10 +730,7 @@ export interface components {
             password: string;
         };
         RefreshDto: {
-            /**
-             * @description The opaque refresh token from register, login or refresh
-             * @example rt_6f1c2b7e.h2Qm9v
-             */
+            /** @description The opaque refresh token from register, login or refresh */
             refreshToken: string;
         };
         ChangePasswordDto: {

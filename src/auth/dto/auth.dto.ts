@@ -48,7 +48,11 @@ export class LoginDto {
 }
 
 export class RefreshDto {
-  @ApiProperty({ description: 'The opaque refresh token from register, login or refresh', minLength: 1, maxLength: 200, example: 'rt_6f1c2b7e.h2Qm9v' })
+  @ApiProperty({
+    description: 'The opaque refresh token from register, login or refresh',
+    minLength: 1,
+    maxLength: 200,
+  })
   @IsString()
   @MinLength(1)
   @MaxLength(200)

@@ -22,7 +22,13 @@ import { MoneyDto } from '../../orders/dto/order.response';
 export const MAX_MONEY_AMOUNT = 1_000_000_000;
 
 export class MoneyInputDto {
-  @ApiProperty({ type: 'integer', description: 'Integer minor units', example: 24900, minimum: 0, maximum: MAX_MONEY_AMOUNT })
+  @ApiProperty({
+    type: 'integer',
+    description: 'Integer minor units',
+    example: 24900,
+    minimum: 0,
+    maximum: MAX_MONEY_AMOUNT,
+  })
   @IsInt()
   @Min(0)
   @Max(MAX_MONEY_AMOUNT)
@@ -77,14 +83,23 @@ export class UpdateProductDto {
 }
 
 export class StockAdjustmentDto {
-  @ApiProperty({ type: 'integer', description: 'Units added (positive) or removed (negative); not 0', minimum: -10_000_000, maximum: 10_000_000, example: 25 })
+  @ApiProperty({
+    type: 'integer',
+    description: 'Units added (positive) or removed (negative); not 0',
+    minimum: -10_000_000,
+    maximum: 10_000_000,
+    example: 25,
+  })
   @IsInt()
   @NotEquals(0)
   @Min(-10_000_000)
   @Max(10_000_000)
   delta!: number;
 
-  @ApiProperty({ example: 'Delivery from supplier', minLength: 1, maxLength: 500 }) @IsString() @Length(1, 500) reason!: string;
+  @ApiProperty({ example: 'Delivery from supplier', minLength: 1, maxLength: 500 })
+  @IsString()
+  @Length(1, 500)
+  reason!: string;
 }
 
 export const PRODUCT_SORTS = ['relevance', 'newest', 'price_asc', 'price_desc', 'popular'] as const;
@@ -114,7 +129,8 @@ export class CategoryListDto {
 }
 
 export class RatingDto {
-  @ApiProperty({ nullable: true, type: Number, description: 'Mean rating 1..5; null without reviews' }) average!: number | null;
+  @ApiProperty({ nullable: true, type: Number, description: 'Mean rating 1..5; null without reviews' })
+  average!: number | null;
   @ApiProperty({ type: 'integer', minimum: 0 }) count!: number;
 }
 
@@ -183,6 +199,7 @@ export class CreateImageUploadDto {
 
 export class ImageUploadDto {
   @ApiProperty({ format: 'uuid' }) imageId!: string;
-  @ApiProperty({ format: 'uri', description: 'PUT the image bytes here, with the declared Content-Type' }) uploadUrl!: string;
+  @ApiProperty({ format: 'uri', description: 'PUT the image bytes here, with the declared Content-Type' })
+  uploadUrl!: string;
   @ApiProperty({ format: 'date-time' }) expiresAt!: string;
 }
