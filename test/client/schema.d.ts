@@ -730,7 +730,10 @@ export interface components {
             password: string;
         };
         RefreshDto: {
-            /** @description The opaque refresh token from register, login or refresh */
+            /**
+             * @description The opaque refresh token from register, login or refresh
+             * @example q3Jd0u2mZr9V7yR1cL8wXb4TnE6sK5pHfA0gYiUoWlM
+             */
             refreshToken: string;
         };
         ChangePasswordDto: {

@@ -52,6 +52,7 @@ export class RefreshDto {
     description: 'The opaque refresh token from register, login or refresh',
     minLength: 1,
     maxLength: 200,
+    example: 'q3Jd0u2mZr9V7yR1cL8wXb4TnE6sK5pHfA0gYiUoWlM',
   })
   @IsString()
   @MinLength(1)
