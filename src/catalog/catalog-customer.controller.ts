@@ -95,14 +95,16 @@ export class StorageWebhookController {
     operationId: 'receiveStorageNotification',
     summary: 'Object-store upload notification',
     description:
-      'Called by the object store when an image upload completes; marks the image ready. The ' +
-      'raw body must be signed (`X-Storage-Signature`: HMAC-SHA256 hex with the storage secret).',
+      'Called by the S3-compatible object store (an S3/MinIO event notification, `Records[].s3.object.key`) ' +
+      'when an upload completes. Authenticated with `Authorization: Bearer <STORAGE_WEBHOOK_TOKEN>` before ' +
+      'the body is read; each record is confirmed with HeadObject (declared size and type) before its image ' +
+      'is marked ready. Records that are not ours are acknowledged and ignored.',
   })
-  @ApiHeader({ name: 'X-Storage-Signature', required: true, description: 'HMAC-SHA256 (hex) of the raw body' })
-  @ApiNoContentResponse({ description: 'Recorded' })
+  @ApiHeader({ name: 'Authorization', required: true, description: '`Bearer <STORAGE_WEBHOOK_TOKEN>`' })
+  @ApiNoContentResponse({ description: 'Recorded (or not ours, and ignored)' })
   @ApiProblems(
-    [400, '`WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST` (no object key)'],
-    [404, '`NOT_FOUND`: no image is waiting for this key'],
+    [400, '`WEBHOOK_SIGNATURE_INVALID` (missing or wrong token) or `BAD_REQUEST` (not an S3 event notification)'],
+    [503, '`SERVICE_UNAVAILABLE`: the store could not be asked; it retries later'],
   )
   uploaded(
     @Req() req: RawBodyRequest<FastifyRequest>,

@@ -403,7 +403,7 @@ export interface paths {
         put?: never;
         /**
          * Object-store upload notification
-         * @description Called by the object store when an image upload completes; marks the image ready. The raw body must be signed (`X-Storage-Signature`: HMAC-SHA256 hex with the storage secret).
+         * @description Called by the S3-compatible object store (an S3/MinIO event notification, `Records[].s3.object.key`) when an upload completes. Authenticated with `Authorization: Bearer <STORAGE_WEBHOOK_TOKEN>` before the body is read; each record is confirmed with HeadObject (declared size and type) before its image is marked ready. Records that are not ours are acknowledged and ignored.
          */
         post: operations["receiveStorageNotification"];
         delete?: never;
@@ -2799,8 +2799,8 @@ export interface operations {
         parameters: {
             query?: never;
             header: {
-                /** @description HMAC-SHA256 (hex) of the raw body */
-                "X-Storage-Signature": string;
+                /** @description `Bearer <STORAGE_WEBHOOK_TOKEN>` */
+                Authorization: string;
                 /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
                 "Idempotency-Key"?: string;
             };
@@ -2809,7 +2809,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Recorded */
+            /** @description Recorded (or not ours, and ignored) */
             204: {
                 headers: {
                     /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
@@ -2818,17 +2818,8 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST` (no object key); or `IDEMPOTENCY_KEY_INVALID` */
+            /** @description `WEBHOOK_SIGNATURE_INVALID` (missing or wrong token) or `BAD_REQUEST` (not an S3 event notification); or `IDEMPOTENCY_KEY_INVALID` */
             400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description `NOT_FOUND`: no image is waiting for this key */
-            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2876,7 +2867,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            /** @description `SERVICE_UNAVAILABLE`: the store could not be asked; it retries later */
             503: {
                 headers: {
                     /** @description Seconds to wait before retrying */
