@@ -1,4 +1,4 @@
-import { Body, Controller, Get, HttpCode, Param, ParseUUIDPipe, Post, Query } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, ParseUUIDPipe, Post, Query, UseGuards } from '@nestjs/common';
 import {
   ApiBearerAuth,
   ApiConflictResponse,
@@ -13,6 +13,7 @@ import { PageQueryDto } from '../common/pagination/page-query.dto';
 import { RequireIdempotencyKey } from '../idempotency/idempotency.decorator';
 import { CreateOrderDto } from './dto/create-order.dto';
 import { OrderDetailDto, OrderDto, OrderPageDto } from './dto/order.response';
+import { CheckoutSoldOutGuard } from './checkout-sold-out.guard';
 import { CheckoutService } from './checkout.service';
 import { OrdersService } from './orders.service';
 
@@ -34,6 +35,7 @@ export class OrdersController {
   @Post()
   @RequireIdempotencyKey()
   @RateLimit('order-create')
+  @UseGuards(CheckoutSoldOutGuard)
   @ApiHeader(IDEMPOTENCY_HEADER_DOC)
   @ApiCreatedResponse({ type: OrderDto })
   @ApiConflictResponse({ description: 'INSUFFICIENT_STOCK, PRODUCT_UNAVAILABLE or PURCHASE_LIMIT_EXCEEDED' })
