@@ -1,4 +1,8 @@
+import { randomUUID } from 'node:crypto';
+import type Redis from 'ioredis';
 import { TransactionHost } from '../../src/database/transaction-host';
+import { SoldOutMarks } from '../../src/inventory/sold-out';
+import { REDIS } from '../../src/redis/redis.module';
 import { createAdmin } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import type { HttpResponse } from '../support/http';
@@ -228,4 +232,33 @@ describe('sold-out fast path', () => {
     expect(again.headers.get('idempotent-replayed')).toBe('true');
     await assertStockInvariants(a.db.pool, [productId]);
   }, 60_000);
+
+  it('a mark observed before a release that cleared first is never written (generation compare-and-set)', async () => {
+    const productId = await insertProduct(a.db.pool, { stock: 1 });
+    const marks = a.app.get(SoldOutMarks);
+    const redis = a.app.get<Redis>(REDIS);
+    const markKey = `${a.config.redis.keyPrefix}:stock:sold-out:${productId}`;
+    // a generation exists (any clear starts one), and one read tells this process which it is
+    marks.cleared([randomUUID()]);
+    await redis.ping();
+    await marks.knownSoldOut(crowd[0].userId, newKey(), [productId]);
+    const observedAt = marks.generation();
+    expect(observedAt).not.toBeNull();
+
+    // a release commits after the observation and clears first (from the other instance) …
+    b.app.get(SoldOutMarks).cleared([productId]);
+    await b.app.get<Redis>(REDIS).ping(); // same connection, in order: the clear has run
+    // … then the observer's "sold out" arrives, carrying the generation it read before its commit
+    marks.markSoldOut([productId], observedAt);
+    await redis.ping();
+    expect(await redis.exists(markKey)).toBe(0);
+    expect(await marks.knownSoldOut(crowd[0].userId, newKey(), [productId])).toBe(false);
+
+    // an observation made after the clear (current generation) is written, and expires by itself
+    marks.markSoldOut([productId], marks.generation());
+    await redis.ping();
+    expect(await redis.exists(markKey)).toBe(1);
+    expect(await redis.pttl(markKey)).toBeLessThanOrEqual(5_000);
+    expect(await marks.knownSoldOut(crowd[0].userId, newKey(), [productId])).toBe(true);
+  }, 30_000);
 });
