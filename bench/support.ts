@@ -31,6 +31,38 @@ export async function freshDatabase(name: string): Promise<string> {
   return url;
 }
 
+/** Peak resident set (VmHWM) and current resident set (VmRSS) of a process, in MiB (Linux). */
+export function memoryOf(pid: number | undefined): { peakMiB: number; rssMiB: number } | null {
+  if (pid === undefined) return null;
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+    return { peakMiB: Math.round(kib('VmHWM') / 1024), rssMiB: Math.round(kib('VmRSS') / 1024) };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The bare Nest + Fastify app (bench/baseline-app.ts) in a process of its own: the floor the
+ * API's routes are compared with in the same run.
+ */
+export async function startBaseline(): Promise<{ url: string; proc: ChildProcess }> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, ['-r', './scripts/ts-register.js', 'bench/baseline-app.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(port) },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    if ((await fetch(`${url}/ping`).then((r) => r.status, () => 0)) === 200) return { url, proc };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  proc.kill('SIGKILL');
+  throw new Error('baseline app did not start');
+}
+
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
