@@ -46,7 +46,7 @@ local n = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return n
 `;
-/** That request failed (4xx/5xx): it stored nothing, so it no longer needs the key left alone. */
+/** That request was refused (4xx): it stored nothing, so it no longer needs the key left alone. */
 const UNCLAIM = `
 local n = redis.call('DECR', KEYS[1])
 if n <= 0 then redis.call('DEL', KEYS[1]) end
@@ -102,7 +102,7 @@ interface Ask {
  *   does), so a retry runs afresh. But a key that went the normal path may have stored a 201
  *   that a retry must replay. So every checkout passed to the normal path first counts its key
  *   in Redis (`checkout-key:<user>:<key digest>`, INCR, before the interceptor's transaction),
- *   takes the count back when it ends with a 4xx/5xx (nothing stored), and the fast path never
+ *   takes the count back when it ends with a 4xx (nothing stored), and the fast path never
  *   refuses a key with a count: it goes the normal path, which replays it (or answers 409
  *   IDEMPOTENCY_KEY_IN_USE / 422 IDEMPOTENCY_KEY_REUSED).
  */
@@ -174,7 +174,7 @@ export class SoldOutMarks implements OnModuleDestroy {
     return false;
   }
 
-  /** The request whose claim landed failed (4xx/5xx): nothing was stored under its key. */
+  /** The request whose claim landed was refused (4xx): nothing was stored under its key. */
   unclaim(userId: string, key: string): void {
     this.redis.eval(UNCLAIM, 1, this.claimKey(userId, key)).catch(() => undefined); // left: only conservative
   }

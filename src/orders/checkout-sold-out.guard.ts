@@ -56,7 +56,8 @@ export function fastPathLines(body: unknown): Line[] | null {
  * the same key runs afresh. A key that went the normal path is claimed in Redis first, and a
  * claimed key is never refused here — a retry of a stored 201 is replayed, a twin still gets
  * 409 IDEMPOTENCY_KEY_IN_USE and another body 422 IDEMPOTENCY_KEY_REUSED. The claim is taken
- * back when the request ends with a 4xx/5xx (it stored nothing).
+ * back when the request ends with a 4xx (it stored nothing); a 5xx, or a client gone before the
+ * answer, leaves it (the key then simply always goes the normal path, for 25 h).
  *
  * Where both would apply, the fast path answers INSUFFICIENT_STOCK where the normal path would
  * have named a purchase cap (PURCHASE_LIMIT_EXCEEDED) first: either way nothing is reserved.
@@ -98,7 +99,8 @@ export class CheckoutSoldOutGuard implements CanActivate {
       const raw = context.switchToHttp().getResponse<FastifyReply>().raw;
       const userId = user.userId;
       raw.once('finish', () => {
-        if (raw.statusCode >= 400) this.soldOut.unclaim(userId, key);
+        // a 4xx stored nothing; a 5xx is left claimed (conservative: it might have committed)
+        if (raw.statusCode >= 400 && raw.statusCode < 500) this.soldOut.unclaim(userId, key);
       });
     }
     return true;
