@@ -1,4 +1,4 @@
-import { Body, Controller, Get, HttpCode, Param, ParseUUIDPipe, Post, Query } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, ParseUUIDPipe, Post, Query, UseGuards } from '@nestjs/common';
 import { ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { RateLimit } from '../auth/rate-limit.decorator';
@@ -7,6 +7,7 @@ import { PageQueryDto } from '../common/pagination/page-query.dto';
 import { RequireIdempotencyKey } from '../idempotency/idempotency.decorator';
 import { CreateOrderDto } from './dto/create-order.dto';
 import { OrderDetailDto, OrderDto, OrderPageDto } from './dto/order.response';
+import { CheckoutSoldOutGuard } from './checkout-sold-out.guard';
 import { CheckoutService } from './checkout.service';
 import { OrdersService } from './orders.service';
 
@@ -21,6 +22,7 @@ export class OrdersController {
   @Post()
   @RequireIdempotencyKey()
   @RateLimit('order-create')
+  @UseGuards(CheckoutSoldOutGuard)
   @ApiOperation({
     operationId: 'createOrder',
     summary: 'Place an order (reserves stock)',
