@@ -122,9 +122,12 @@ async function main(): Promise<number> {
     inspector = new Inspector(db, { host: '127.0.0.1', port: cluster.redisPort }, bullPrefix(keyPrefix));
     const convStart = Date.now();
     let left: string[] = [];
+    let shown = '';
     for (;;) {
       left = await inspector.unsettled();
       if (left.length === 0 || Date.now() - convStart > convergeMs) break;
+      // what it is still waiting for, whenever that changes (evidence for a slow convergence)
+      if (left.join('; ') !== shown) log(`converging, ${secs(Date.now() - convStart)} s: ${(shown = left.join('; '))}`);
       await sleep(2000);
     }
     const convergence = { ok: left.length === 0, ms: Date.now() - convStart, left };
