@@ -11,6 +11,8 @@ export interface Check {
   name: string;
   ok: boolean;
   detail: string;
+  /** Shown for the record, never a failure (and not counted as passed). */
+  info?: boolean;
 }
 
 const PAID = ['PAID', 'CONFIRMED', 'FULFILLED', 'PARTIALLY_REFUNDED', 'REFUNDED'];
@@ -246,14 +248,49 @@ export class Inspector {
       `${n((await this.q1(`SELECT count(*) FROM refunds`))[0].count)} refunds settled`,
     );
 
-    // ---- emails (counted at the mail server, by deterministic Message-ID)
+    // ---- emails, at the mail server. What a message is about (order, kind) is read from its
+    // content; its identity is its Message-ID (deterministic, `<order.kind[.ref]@…>`). The same
+    // Message-ID received twice is one message delivered twice (RFC 5322; clients fold it): the
+    // unavoidable redelivery when a worker dies after the server accepted, before it recorded
+    // it. Two Message-IDs for one email are two emails: that is the failure.
     const perMessage = new Map<string, number>();
     for (const m of smtp.messages) perMessage.set(m.messageId, (perMessage.get(m.messageId) ?? 0) + 1);
+    const refundsOf = new Map<string, number>();
+    for (const r of await this.q1(`SELECT order_id, count(*) AS n FROM refunds WHERE status = 'succeeded' GROUP BY order_id`)) {
+      refundsOf.set(r.order_id, n(r.n));
+    }
+    const idsPerEmail = new Map<string, Set<string>>();
+    const duplicates: string[] = [];
+    for (const m of smtp.messages) {
+      if (!m.orderId || !m.kind) {
+        duplicates.push(`${m.messageId || '(no Message-ID)'} "${m.subject}": names no order or no known kind`);
+        continue;
+      }
+      if (!m.messageId.startsWith(`<${m.orderId}.${m.kind}`)) {
+        duplicates.push(`${m.messageId || '(no Message-ID)'} is about ${m.orderId}.${m.kind}: the Message-ID does not name it`);
+      }
+      const k = `${m.orderId}.${m.kind}`;
+      idsPerEmail.set(k, (idsPerEmail.get(k) ?? new Set()).add(m.messageId));
+    }
+    for (const [k, ids] of idsPerEmail) {
+      const [orderId, kind] = k.split('.');
+      const allowed = kind === 'refund' ? (refundsOf.get(orderId) ?? 0) : 1;
+      if (ids.size > allowed) duplicates.push(`${k}: ${ids.size} distinct Message-IDs (at most ${allowed}): ${[...ids].join(', ')}`);
+    }
     add(
-      'at most one email per (order, kind[, refund]) at the mail server',
-      [...perMessage].filter(([, c]) => c > 1).map(([id, c]) => `${id} sent ${c}×`),
-      `${smtp.messages.length} messages, ${perMessage.size} distinct`,
+      'at most one email per (order, kind[, refund]) at the mail server (distinct Message-IDs)',
+      duplicates,
+      `${smtp.messages.length} messages, ${perMessage.size} distinct Message-IDs, ${idsPerEmail.size} (order, kind)`,
     );
+    const redelivered = [...perMessage].filter(([, c]) => c > 1);
+    checks.push({
+      name: 'same-Message-ID redeliveries (a sender killed after the server accepted; one message)',
+      ok: true,
+      info: true,
+      detail: redelivered.length
+        ? `${redelivered.length}: ${sample(redelivered.map(([id, c]) => `${id} ${c}×`))}`
+        : '0',
+    });
     const deliveries = await this.q1(`SELECT order_id, kind, ref, status, message_id, attempts, last_error, claimed_at FROM email_deliveries`);
     const delivered = new Set(perMessage.keys());
     const emailProblems: string[] = [];

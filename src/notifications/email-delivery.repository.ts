@@ -25,8 +25,6 @@ export interface DeliveryClaim {
   recipient: string;
   messageId: string;
   now: Date;
-  /** A 'sending' claim taken before this is considered abandoned (its worker died). */
-  staleBefore: Date;
 }
 
 /** What a refund email needs from the refund (the `refunds` table belongs to payments). */
@@ -47,12 +45,11 @@ export class EmailDeliveryRepository {
   constructor(private readonly tx: TransactionHost) {}
 
   /**
-   * Insert-or-claim in one statement. Inserts the delivery as 'sending' claimed now, or — when
-   * it exists — takes it over only if it is still 'sending' and unclaimed (a failed attempt
-   * released it) or claimed before `staleBefore`. The unique index is the arbiter: of
-   * concurrent claimers the first inserts, the others wait for it and then find a fresh claim.
-   * Returns the claim's attempt number (its token), or null when the delivery was already sent
-   * or is claimed by someone else.
+   * Insert-or-claim in one statement; the caller holds the delivery's lock (EmailDeliveryLocks).
+   * Inserts the delivery as 'sending' claimed now, or — when it exists and is still 'sending' —
+   * takes it over: under the lock, a 'sending' row is abandoned (a failed attempt released it,
+   * or its worker died and PostgreSQL released that worker's lock).
+   * Returns the claim's attempt number (its token), or null when the delivery was already sent.
    */
   async claim(c: DeliveryClaim): Promise<{ id: string; attempt: number } | null> {
     const rows = await this.tx.query<{ id: string; attempts: number }>(
@@ -66,9 +63,8 @@ export class EmailDeliveryRepository {
               recipient = EXCLUDED.recipient,
               updated_at = EXCLUDED.updated_at
         WHERE d.status = 'sending'
-          AND (d.claimed_at IS NULL OR d.claimed_at < $8)
        RETURNING d.id, d.attempts`,
-      [c.id, c.orderId, c.kind, c.ref, c.recipient, c.messageId, c.now, c.staleBefore],
+      [c.id, c.orderId, c.kind, c.ref, c.recipient, c.messageId, c.now],
     );
     const row = rows[0];
     return row ? { id: row.id, attempt: row.attempts } : null;

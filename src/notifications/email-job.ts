@@ -38,11 +38,21 @@ export function emailJobId(job: EmailJob): string {
 }
 
 /**
- * Mail servers can be down for a while: 12 attempts 2 s, 4 s … apart (about 68 min in all),
- * well beyond the delivery lease, so a job that finds a crashed sender's claim still outlives
- * it. Permanent failures stay in the failed set (removeOnFail keeps them for 7 days).
+ * Mail servers can be down for a while: 12 attempts 2 s, 4 s … apart (about 68 min in all).
+ * Permanent failures stay in the failed set (removeOnFail keeps them for 7 days). A delivery
+ * that another live attempt is sending right now is not a failure: the processor puts the job
+ * back for EMAIL_BUSY_RETRY_MS without spending an attempt (at most EMAIL_BUSY_RETRIES times).
  */
 export const EMAIL_JOB_OPTIONS: Pick<JobsOptions, 'attempts' | 'backoff'> = {
   attempts: 12,
   backoff: { type: 'exponential', delay: 2000 },
 };
+
+/** How long a job waits when its delivery is being sent by another attempt. */
+export const EMAIL_BUSY_RETRY_MS = 2_000;
+/**
+ * How many such waits before the job counts a failed attempt anyway (a holder that never lets
+ * go would be a bug; this keeps it visible instead of looping). 60 × 2 s, past any SMTP
+ * conversation (SMTP_TIMEOUTS in mail-transport.ts).
+ */
+export const EMAIL_BUSY_RETRIES = 60;

@@ -4,12 +4,8 @@ import type { OrderRepository } from '../orders/order.repository';
 import type { OrderWithHistory } from '../orders/order.model';
 import type { UserRepository } from '../users/user.repository';
 import type { EmailDeliveryRepository } from './email-delivery.repository';
-import {
-  EMAIL_CLAIM_LEASE_MS,
-  EmailDeliveryBusyError,
-  EmailService,
-  mailDomain,
-} from './email.service';
+import type { EmailDeliveryLocks } from './email-delivery-locks';
+import { EmailDeliveryBusyError, EmailService, mailDomain } from './email.service';
 
 const NOW = new Date('2025-01-01T10:00:00Z');
 const orderId = '0c8e4f2a-1111-4222-8333-944445555666';
@@ -46,11 +42,14 @@ function setup() {
     findById: jest.fn().mockResolvedValue({ id: 'u1', email: 'asha@example.com', name: 'Asha' }),
   };
   const transport = { send: jest.fn().mockResolvedValue(undefined) };
+  const hold = { held: true, release: jest.fn().mockResolvedValue(undefined) };
+  const locks = { tryHold: jest.fn().mockResolvedValue(hold) };
   const config = {
     mail: { from: 'Shop <orders@shop.example>', outboxDir: 'var/mail' },
   } as AppConfig;
   const service = new EmailService(
     deliveries as unknown as EmailDeliveryRepository,
+    locks as unknown as EmailDeliveryLocks,
     orders as unknown as OrderRepository,
     users as unknown as UserRepository,
     transport,
@@ -58,14 +57,14 @@ function setup() {
     { uuid: () => 'new-id' },
     config,
   );
-  return { service, deliveries, orders, users, transport };
+  return { service, deliveries, orders, users, transport, locks, hold };
 }
 
 describe('EmailService', () => {
   beforeAll(() => Logger.overrideLogger(false)); // failures are logged on purpose
 
-  it('claims the delivery before sending, then marks it sent', async () => {
-    const { service, deliveries, transport } = setup();
+  it('takes the lock, claims the delivery before sending, marks it sent, then lets go', async () => {
+    const { service, deliveries, transport, locks, hold } = setup();
     expect(await service.send({ orderId, kind: 'payment_receipt' })).toBe('sent');
     expect(deliveries.claim).toHaveBeenCalledWith({
       id: 'new-id',
@@ -75,8 +74,11 @@ describe('EmailService', () => {
       recipient: 'asha@example.com',
       messageId: `<${orderId}.payment_receipt@shop.example>`,
       now: NOW,
-      staleBefore: new Date(NOW.getTime() - EMAIL_CLAIM_LEASE_MS),
     });
+    expect(locks.tryHold).toHaveBeenCalledWith(`${orderId}.payment_receipt`);
+    expect(locks.tryHold.mock.invocationCallOrder[0]).toBeLessThan(
+      deliveries.claim.mock.invocationCallOrder[0],
+    );
     expect(transport.send).toHaveBeenCalledWith(
       expect.objectContaining({
         to: 'asha@example.com',
@@ -89,24 +91,45 @@ describe('EmailService', () => {
       transport.send.mock.invocationCallOrder[0],
     );
     expect(deliveries.markSent).toHaveBeenCalledWith('d1', NOW);
+    expect(hold.release.mock.invocationCallOrder[0]).toBeGreaterThan(
+      deliveries.markSent.mock.invocationCallOrder[0],
+    );
   });
 
   it('never sends a delivery that is already sent', async () => {
-    const { service, deliveries, transport } = setup();
+    const { service, deliveries, transport, hold } = setup();
     deliveries.claim.mockResolvedValue(null);
+    expect(await service.send({ orderId, kind: 'payment_receipt' })).toBe('already-sent');
+    expect(transport.send).not.toHaveBeenCalled();
+    expect(hold.release).toHaveBeenCalled();
+  });
+
+  it('refuses (to be retried) while another attempt holds the lock, without claiming', async () => {
+    const { service, deliveries, transport, locks } = setup();
+    locks.tryHold.mockResolvedValue(null);
+    deliveries.find.mockResolvedValue({ status: 'sending' });
+    await expect(service.send({ orderId, kind: 'payment_receipt' })).rejects.toBeInstanceOf(
+      EmailDeliveryBusyError,
+    );
+    expect(deliveries.claim).not.toHaveBeenCalled();
+    expect(transport.send).not.toHaveBeenCalled();
+  });
+
+  it('while the lock is held elsewhere, a delivery already sent is just that', async () => {
+    const { service, deliveries, transport, locks } = setup();
+    locks.tryHold.mockResolvedValue(null);
     deliveries.find.mockResolvedValue({ status: 'sent' });
     expect(await service.send({ orderId, kind: 'payment_receipt' })).toBe('already-sent');
     expect(transport.send).not.toHaveBeenCalled();
   });
 
-  it('refuses (to be retried) while another attempt holds a fresh claim', async () => {
-    const { service, deliveries, transport } = setup();
-    deliveries.claim.mockResolvedValue(null);
-    deliveries.find.mockResolvedValue({ status: 'sending' });
-    await expect(service.send({ orderId, kind: 'payment_receipt' })).rejects.toBeInstanceOf(
-      EmailDeliveryBusyError,
-    );
+  it('does not send once the lock session has ended under it (releases the claim, rethrows)', async () => {
+    const { service, deliveries, transport, hold } = setup();
+    hold.held = false;
+    await expect(service.send({ orderId, kind: 'payment_receipt' })).rejects.toThrow('lost the lock');
     expect(transport.send).not.toHaveBeenCalled();
+    expect(deliveries.release).toHaveBeenCalled();
+    expect(hold.release).toHaveBeenCalled();
   });
 
   it('records the error and releases its own claim when the send fails, then rethrows', async () => {
@@ -125,6 +148,13 @@ describe('EmailService', () => {
     transport.send.mockRejectedValue(new Error('smtp down'));
     deliveries.release.mockRejectedValue(new Error('db down'));
     await expect(service.send({ orderId, kind: 'payment_receipt' })).rejects.toThrow('smtp down');
+  });
+
+  it('lets go of the lock when the send fails', async () => {
+    const { service, transport, hold } = setup();
+    transport.send.mockRejectedValue(new Error('smtp down'));
+    await expect(service.send({ orderId, kind: 'payment_receipt' })).rejects.toThrow('smtp down');
+    expect(hold.release).toHaveBeenCalledTimes(1);
   });
 
   it('retries the sent record after the send, never the send, until it commits', async () => {

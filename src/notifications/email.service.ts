@@ -2,33 +2,29 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
+import type { SessionLockHold } from '../database/advisory-lock-session';
 import { OrderRepository } from '../orders/order.repository';
 import { UserRepository } from '../users/user.repository';
 import { EmailDeliveryRepository } from './email-delivery.repository';
 import { EmailJob, emailKey, emailRef } from './email-job';
-import { EmailContext, renderEmail } from './email-templates';
+import { EmailDeliveryLocks } from './email-delivery-locks';
+import { EmailContent, EmailContext, renderEmail } from './email-templates';
 import { MailTransport } from './mail-transport';
 
 /**
- * How long a claim protects a send in progress. Far longer than one SMTP conversation can last
- * (see SMTP_TIMEOUTS in mail-transport.ts); past it, the claimer is presumed dead.
- */
-export const EMAIL_CLAIM_LEASE_MS = 5 * 60_000;
-
-/**
  * How long the 'sent' record is retried after the server accepted the message (a database blip
- * between the send and the record). Well inside the claim lease, so no other attempt can take
- * the delivery over and send it again while this one is still trying to record it.
+ * between the send and the record), holding the job: the bookkeeping is retried, never the send.
  */
-export const EMAIL_RECORD_RETRY_MS = EMAIL_CLAIM_LEASE_MS / 2;
+export const EMAIL_RECORD_RETRY_MS = 2 * 60_000;
 const RECORD_BACKOFF_MAX_MS = 5_000;
 
 export type EmailOutcome = 'sent' | 'already-sent' | 'skipped';
 
 /**
- * Another attempt holds a fresh claim on this delivery (a concurrent duplicate, or a worker that
- * died mid-send and whose lease has not passed yet). Thrown so BullMQ retries later; by then
- * the delivery is sent (→ 'already-sent') or its claim is stale and can be taken over.
+ * Another attempt, alive, is sending this delivery right now (it holds the delivery's lock:
+ * a concurrent duplicate of the job). Thrown so the job is retried a little later (the
+ * processor delays it by seconds); by then the delivery is sent (→ 'already-sent') or, had that
+ * attempt died, its lock is gone and the delivery is taken over.
  */
 export class EmailDeliveryBusyError extends Error {
   constructor(key: string) {
@@ -38,25 +34,29 @@ export class EmailDeliveryBusyError extends Error {
 }
 
 /**
- * Sends one order email at most once.
+ * Sends one order email at most once per Message-ID.
  *
- * Protocol: claim the delivery row (insert-or-claim, one guarded statement, which also records
- * the deterministic Message-ID) BEFORE talking to the mail server, send, then mark it 'sent'.
- * A 'sent' row is never sent again. A failed send records the error, frees the claim and
- * rethrows, so BullMQ retries with backoff.
+ * Protocol: take the delivery's lock (EmailDeliveryLocks: a session-level advisory lock that
+ * PostgreSQL releases when the holder's process dies), claim the delivery row (insert-or-claim,
+ * one guarded statement, which also records the deterministic Message-ID) BEFORE talking to the
+ * mail server, send, mark it 'sent', release the lock. A 'sent' row is never sent again. A
+ * failed send records the error, frees the claim and rethrows, so BullMQ retries with backoff.
+ * Under the lock, a row still 'sending' is abandoned (its attempt failed, or its worker died:
+ * either way its lock is gone), so it is taken over at once — a worker killed mid-send costs the
+ * ~15 s BullMQ needs to rerun the stalled job, not a lease.
  *
  * Once the server has accepted the message, only the bookkeeping is retried, never the send:
- * the 'sent' update is retried in-process with backoff (for EMAIL_RECORD_RETRY_MS, half the
- * claim lease) until it commits, so a database restart between the send and the record costs
- * a delay, not a second email.
+ * the 'sent' update is retried in-process with backoff (for EMAIL_RECORD_RETRY_MS) until it
+ * commits, so a database restart between the send and the record costs a delay, not a second
+ * email.
  *
  * Trade-off: if the worker dies after the server accepted the message but before 'sent' is
- * recorded, the row stays claimed; once the lease has passed a retry takes it over. Before
- * sending again it asks the transport whether it already delivered this message (the `.eml`
- * transport knows: the file is its record) and then only records it; over SMTP it cannot know,
- * and the email goes out a second time. We accept that rare duplicate over the alternative
- * (marking before sending, which loses the email whenever the send then fails). The duplicate
- * carries the same deterministic Message-ID, so it is recognisable (and many clients fold it).
+ * recorded, the row stays 'sending' and the rerun takes it over. Before sending again it asks
+ * the transport whether it already delivered this message (the `.eml` transport knows: the file
+ * is its record) and then only records it; over SMTP it cannot know, and the message goes out a
+ * second time — with the same deterministic Message-ID, so it is the same message (RFC 5322)
+ * and mail clients fold it. We accept that rare redelivery over the alternative (marking before
+ * sending, which loses the email whenever the send then fails).
  */
 @Injectable()
 export class EmailService {
@@ -64,6 +64,7 @@ export class EmailService {
 
   constructor(
     private readonly deliveries: EmailDeliveryRepository,
+    private readonly locks: EmailDeliveryLocks,
     private readonly orders: OrderRepository,
     private readonly users: UserRepository,
     private readonly transport: MailTransport,
@@ -80,7 +81,27 @@ export class EmailService {
     const content = renderEmail(context);
     const messageId = `<${key}@${mailDomain(this.config.mail.from)}>`;
 
-    const now = this.clock.now();
+    const hold = await this.locks.tryHold(key);
+    if (!hold) {
+      const existing = await this.deliveries.find(job.orderId, job.kind, emailRef(job));
+      if (existing?.status === 'sent') return 'already-sent';
+      throw new EmailDeliveryBusyError(key);
+    }
+    try {
+      return await this.sendHolding(job, key, messageId, recipient, content, hold);
+    } finally {
+      await hold.release();
+    }
+  }
+
+  private async sendHolding(
+    job: EmailJob,
+    key: string,
+    messageId: string,
+    recipient: string,
+    content: EmailContent,
+    hold: SessionLockHold,
+  ): Promise<EmailOutcome> {
     const claim = await this.deliveries.claim({
       id: this.ids.uuid(),
       orderId: job.orderId,
@@ -88,14 +109,9 @@ export class EmailService {
       ref: emailRef(job),
       recipient,
       messageId,
-      now,
-      staleBefore: new Date(now.getTime() - EMAIL_CLAIM_LEASE_MS),
+      now: this.clock.now(),
     });
-    if (!claim) {
-      const existing = await this.deliveries.find(job.orderId, job.kind, emailRef(job));
-      if (existing?.status === 'sent') return 'already-sent';
-      throw new EmailDeliveryBusyError(key);
-    }
+    if (!claim) return 'already-sent';
 
     const message = { key, messageId, from: this.config.mail.from, to: recipient, ...content };
     // a takeover of an abandoned claim: its worker may have sent it and died before recording
@@ -105,11 +121,15 @@ export class EmailService {
       return 'already-sent';
     }
     try {
+      // the lock's session ended (a database restart) since it was taken: another attempt may
+      // take the delivery over now, so this one must not send
+      if (!hold.held) throw new Error(`lost the lock of email ${key} before sending`);
       await this.transport.send(message);
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       this.logger.warn(`email ${key} attempt ${claim.attempt} failed: ${message}`);
-      // if even this fails, the claim simply lapses after the lease
+      // if even this fails, the row stays 'sending' unclaimed-in-fact: the next attempt takes
+      // it over under the lock
       await this.deliveries
         .release(claim.id, claim.attempt, message, this.clock.now())
         .catch((e: unknown) =>
@@ -123,9 +143,9 @@ export class EmailService {
 
   /**
    * Records a delivery the mail server has accepted. Retried with backoff until it commits (a
-   * database restart must not leave it 'sending', to be sent again once the lease passes);
-   * markSent is a guarded, idempotent update, so repeating it is harmless. Gives up only after
-   * EMAIL_RECORD_RETRY_MS, still well inside the claim lease.
+   * database restart must not leave it 'sending', to be taken over and sent again); markSent is
+   * a guarded, idempotent update, so repeating it is harmless. Gives up after
+   * EMAIL_RECORD_RETRY_MS.
    */
   private async recordSent(id: string, key: string): Promise<void> {
     const started = performance.now();

@@ -34,8 +34,9 @@ export abstract class MailTransport {
 }
 
 /**
- * Upper bounds on one SMTP conversation, so a send always ends (success or error) well within
- * the delivery lease (EmailService). Query parameters of SMTP_URL override them.
+ * Upper bounds on one SMTP conversation, so a send always ends (success or error) and releases
+ * the delivery's lock: a twin job waiting for it (EMAIL_BUSY_RETRIES × EMAIL_BUSY_RETRY_MS, two
+ * minutes) outlives it. Query parameters of SMTP_URL override them.
  */
 const SMTP_TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 60_000 };
 

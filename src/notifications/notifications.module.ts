@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { OrdersModule } from '../orders/orders.module';
 import { UsersModule } from '../users/users.module';
+import { EmailDeliveryLocks } from './email-delivery-locks';
 import { EmailDeliveryRepository } from './email-delivery.repository';
 import { EmailService } from './email.service';
 import { mailTransportProvider } from './mail-transport';
@@ -11,7 +12,7 @@ import { mailTransportProvider } from './mail-transport';
  */
 @Module({
   imports: [OrdersModule, UsersModule],
-  providers: [EmailDeliveryRepository, EmailService, mailTransportProvider],
+  providers: [EmailDeliveryRepository, EmailDeliveryLocks, EmailService, mailTransportProvider],
   exports: [EmailService],
 })
 export class NotificationsModule {}

@@ -201,9 +201,9 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     ]);
   });
 
-  it("takes over a dead sender's claim only once its lease has passed", async () => {
+  it("refuses a delivery whose sender holds its lock, and takes a dead sender's claim over at once", async () => {
     const orderId = await twoLineOrder(t, buyer);
-    // a worker claimed the receipt and died before recording the outcome
+    // a worker claimed the receipt and died before recording the outcome: its lock is gone
     await t.db.pool.query(
       `INSERT INTO email_deliveries (id, order_id, kind, ref, recipient, status, attempts, message_id,
                                      claimed_at, created_at, updated_at)
@@ -211,15 +211,20 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
       [randomUUID(), orderId, alice.email],
     );
     const emails = worker.get(EmailService);
-    await expect(emails.send({ orderId, kind: 'payment_receipt' })).rejects.toBeInstanceOf(
-      EmailDeliveryBusyError,
-    );
-    expect(smtp.forOrder(orderId)).toHaveLength(0);
+    // while a live sender holds the delivery's lock, it is busy
+    const holder = await t.db.pool.connect();
+    try {
+      await holder.query(`SELECT pg_advisory_lock(${0x454d}, hashtext($1::text))`, [`${orderId}.payment_receipt`]);
+      await expect(emails.send({ orderId, kind: 'payment_receipt' })).rejects.toBeInstanceOf(
+        EmailDeliveryBusyError,
+      );
+      expect(smtp.forOrder(orderId)).toHaveLength(0);
+    } finally {
+      await holder.query(`SELECT pg_advisory_unlock_all()`);
+      holder.release();
+    }
 
-    await t.db.pool.query(
-      `UPDATE email_deliveries SET claimed_at = now() - interval '6 minutes' WHERE order_id = $1`,
-      [orderId],
-    );
+    // its holder gone, the fresh claim is taken over at once: no lease to wait out
     expect(await emails.send({ orderId, kind: 'payment_receipt' })).toBe('sent');
     expect(await emails.send({ orderId, kind: 'payment_receipt' })).toBe('already-sent');
     expect(smtp.forOrder(orderId)).toHaveLength(1);

@@ -131,7 +131,7 @@ function decode(body: string, encoding = '7bit'): string {
 }
 
 /** Just enough MIME for tests: a single part, or multipart/alternative with text and HTML. */
-function parseMail(raw: string, envelopeFrom: string, envelopeTo: string[]): CapturedMail {
+export function parseMail(raw: string, envelopeFrom: string, envelopeTo: string[]): CapturedMail {
   const { headers, body } = splitHead(raw);
   const mail: CapturedMail = {
     envelopeFrom,

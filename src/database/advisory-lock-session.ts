@@ -1,0 +1,160 @@
+import { Logger } from '@nestjs/common';
+import { Client } from 'pg';
+
+/** A lock held on the process's lock session; `release()` never throws. */
+export interface SessionLockHold {
+  /** False once the session that held the lock has ended (PostgreSQL released the lock then). */
+  readonly held: boolean;
+  release(): Promise<void>;
+}
+
+export interface AdvisoryLockSessionOptions {
+  /** Shown in pg_stat_activity, so the lock sessions of a deployment can be counted. */
+  applicationName: string;
+  /** A statement on the session that hangs longer than this ends the session. */
+  queryTimeoutMs?: number;
+  connectTimeoutMs?: number;
+}
+
+/**
+ * "This process is doing X", held as a session-level advisory lock on one dedicated connection
+ * per process and purpose (not a pooled one: a lock held across a request or a job must not cost
+ * a pool slot each). A lock dies with what holds it: released by `release()`, and by PostgreSQL
+ * itself when the process dies (kill -9 included: the socket closes and the backend ends) or the
+ * database restarts. Whoever then takes the lock knows the previous holder is gone, at once,
+ * without waiting for a lease.
+ *
+ * `lockSql` is the lock's key as SQL over the parameters, e.g. `hashtextextended($1::text, 7)`
+ * (one bigint) or `0x454d, hashtext($1::text)` (two ints; the two key spaces do not overlap).
+ * Two holds with one `name` in this process are refused here: a session's advisory locks are
+ * re-entrant, so PostgreSQL would grant both.
+ *
+ * Needs a direct connection to PostgreSQL: session locks do not survive a transaction-pooling
+ * PgBouncer (see docs/SCALING.md).
+ */
+export class AdvisoryLockSession {
+  private readonly logger: Logger;
+  private session?: Client;
+  private connecting?: Promise<Client>;
+  /** Names held by this process. */
+  private readonly holds = new Set<string>();
+  private closed = false;
+  /** The session's statements, one at a time (a pg client runs one query at a time). */
+  private tail: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly url: string,
+    private readonly options: AdvisoryLockSessionOptions,
+  ) {
+    this.logger = new Logger(`AdvisoryLockSession(${options.applicationName})`);
+  }
+
+  /**
+   * Takes the lock without waiting: a hold, or null while another holder (of any process, or of
+   * this one under the same name) has it. Throws when the database cannot be reached.
+   */
+  async tryHold(name: string, lockSql: string, params: unknown[]): Promise<SessionLockHold | null> {
+    if (this.holds.has(name)) return null;
+    this.holds.add(name);
+    let session: Client | undefined;
+    for (let attempt = 1; ; attempt++) {
+      session = undefined;
+      try {
+        session = await this.connect();
+        const rows = await this.run<{ held: boolean }>(session, `SELECT pg_try_advisory_lock(${lockSql}) AS held`, params);
+        if (rows[0]?.held) break;
+        this.holds.delete(name);
+        return null;
+      } catch (err) {
+        // a session that failed (or hung past the timeout) is replaced; one that died unnoticed
+        // (the server restarted while it sat idle) is retried once on a fresh one
+        if (session) this.drop(session);
+        if (!session || attempt >= 2) {
+          this.holds.delete(name);
+          throw err;
+        }
+      }
+    }
+    const locked = session;
+    let released = false;
+    const isHeld = () => !released && this.session === locked;
+    return {
+      get held() {
+        return isHeld();
+      },
+      release: async () => {
+        if (released) return;
+        released = true;
+        try {
+          // a session that died took the lock with it
+          if (this.session === locked) await this.run(locked, `SELECT pg_advisory_unlock(${lockSql})`, params);
+        } catch (err) {
+          this.logger.warn(`could not release a lock (${(err as Error).message}); ending the lock session`);
+          this.drop(locked);
+        } finally {
+          this.holds.delete(name);
+        }
+      },
+    };
+  }
+
+  /** Ends the session (and with it every lock it holds); later holds are refused. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const session = this.session;
+    this.session = undefined;
+    await session?.end().catch(() => undefined);
+  }
+
+  private run<R extends Record<string, unknown>>(session: Client, sql: string, params: unknown[]): Promise<R[]> {
+    const result = this.tail.then(() => session.query<R>(sql, params)).then((r) => r.rows);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  private connect(): Promise<Client> {
+    if (this.session) return Promise.resolve(this.session);
+    const what = `the ${this.options.applicationName} lock session`;
+    if (this.closed) return Promise.reject(new Error(`${what} is closed`));
+    this.connecting ??= (async () => {
+      const session = new Client({
+        connectionString: this.url,
+        application_name: this.options.applicationName,
+        connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000,
+        query_timeout: this.options.queryTimeoutMs ?? 5_000,
+        keepAlive: true,
+        keepAliveInitialDelayMillis: 10_000,
+        // the server's side: a holder whose host vanished (no FIN/RST, unlike a killed process)
+        // is noticed in about 25 s instead of the OS default two hours, and its locks released
+        options: '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3',
+      });
+      // the server going away (restart, terminated backend) ends the session and its locks
+      session.on('error', (err) => {
+        this.logger.warn(`${what} lost: ${err.message}`);
+        this.drop(session);
+      });
+      session.on('end', () => this.drop(session));
+      try {
+        await session.connect();
+      } catch (err) {
+        await session.end().catch(() => undefined);
+        throw err;
+      }
+      if (this.closed) {
+        await session.end().catch(() => undefined);
+        throw new Error(`${what} is closed`);
+      }
+      this.session = session;
+      return session;
+    })().finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  /** Forgets a session (its locks are gone, or must be): the next hold opens a new one. */
+  private drop(session: Client): void {
+    if (this.session === session) this.session = undefined;
+    void session.end().catch(() => undefined);
+  }
+}
