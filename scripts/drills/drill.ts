@@ -31,12 +31,17 @@ import { Workload } from './workload';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const secs = (ms: number) => (ms / 1000).toFixed(1);
-const log = (msg: string) => console.log(`[drill ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+const log = (msg: string) =>
+  console.log(`[drill ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
-  return [line(headers), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
+  return [
+    line(headers),
+    `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
+    ...rows.map(line),
+  ].join('\n');
 }
 
 async function main(): Promise<number> {
@@ -44,14 +49,18 @@ async function main(): Promise<number> {
     options: { seed: { type: 'string' }, sabotage: { type: 'boolean' } },
     allowPositionals: true,
   });
-  const seed = Number(values.seed ?? process.env.DRILL_SEED ?? Math.floor(Math.random() * 1_000_000));
+  const seed = Number(
+    values.seed ?? process.env.DRILL_SEED ?? Math.floor(Math.random() * 1_000_000),
+  );
   if (!Number.isInteger(seed) || seed < 0) throw new Error('--seed must be a non-negative integer');
   const durationMs = Number(process.env.DRILL_DURATION_S ?? 70) * 1000;
   const flowCount = Number(process.env.DRILL_FLOWS ?? 170);
   const convergeMs = Number(process.env.DRILL_CONVERGE_S ?? 120) * 1000;
   const plan = makePlan(seed, durationMs, flowCount);
-  log(`seed ${seed} (rerun: npm run test:drills -- --seed ${seed}); plan ${planDigest(plan)}: ` +
-    `${plan.flows.length} flows, ${plan.adjustments.length} stock adjustments, ${plan.faults.length} faults, ${durationMs / 1000} s`);
+  log(
+    `seed ${seed} (rerun: npm run test:drills -- --seed ${seed}); plan ${planDigest(plan)}: ` +
+      `${plan.flows.length} flows, ${plan.adjustments.length} stock adjustments, ${plan.faults.length} faults, ${durationMs / 1000} s`,
+  );
 
   const cluster = new Cluster();
   const onSignal = (sig: NodeJS.Signals) => {
@@ -65,7 +74,8 @@ async function main(): Promise<number> {
   // A process killed mid-conversation resets its sockets to our fake Stripe or mail server; a
   // reset the servers do not handle themselves must not end the drill.
   process.on('uncaughtException', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'ECONNRESET' || err.code === 'EPIPE') return log(`ignored socket ${err.code} from a killed peer`);
+    if (err.code === 'ECONNRESET' || err.code === 'EPIPE')
+      return log(`ignored socket ${err.code} from a killed peer`);
     console.error(err);
     cluster.cleanup();
     process.exit(1);
@@ -90,7 +100,9 @@ async function main(): Promise<number> {
       REDIS_URL: cluster.redisUrl,
       REDIS_KEY_PREFIX: keyPrefix,
       JWT_SECRET: 'drill-only-jwt-secret-0123456789abcdef0123456789',
-      STORAGE_SIGNING_SECRET: 'drill-only-storage-secret-0123456789',
+      STORAGE_ACCESS_KEY_ID: 'drill-access-key',
+      STORAGE_SECRET_ACCESS_KEY: 'drill-only-storage-secret-0123456789',
+      STORAGE_WEBHOOK_TOKEN: 'drill-only-storage-webhook-token',
       STRIPE_SECRET_KEY: fake.secretKey,
       STRIPE_API_URL: fake.url,
       STRIPE_WEBHOOK_SECRET: fake.webhookSecret,
@@ -111,15 +123,23 @@ async function main(): Promise<number> {
     const rec = new Recorder(() => cluster.apis.map((a) => a.url));
     const work = new Workload(plan, cluster, rec, fake);
     await work.setup();
-    log(`setup done: ${work.customers.length} customers, admin, ${work.products.length} products; workload starts`);
+    log(
+      `setup done: ${work.customers.length} customers, admin, ${work.products.length} products; workload starts`,
+    );
     const workStart = rec.now();
     await work.run();
     const retried = await work.retryUnresolvedOrders();
-    log(`workload done in ${secs(rec.now() - workStart)} s: ${rec.exchanges.length} requests; ${retried} unresolved order keys retried`);
+    log(
+      `workload done in ${secs(rec.now() - workStart)} s: ${rec.exchanges.length} requests; ${retried} unresolved order keys retried`,
+    );
 
     db = new Client({ connectionString: cluster.databaseUrl });
     await db.connect();
-    inspector = new Inspector(db, { host: '127.0.0.1', port: cluster.redisPort }, bullPrefix(keyPrefix));
+    inspector = new Inspector(
+      db,
+      { host: '127.0.0.1', port: cluster.redisPort },
+      bullPrefix(keyPrefix),
+    );
     const convStart = Date.now();
     let left: string[] = [];
     let shown = '';
@@ -127,13 +147,20 @@ async function main(): Promise<number> {
       left = await inspector.unsettled();
       if (left.length === 0 || Date.now() - convStart > convergeMs) break;
       // what it is still waiting for, whenever that changes (evidence for a slow convergence)
-      if (left.join('; ') !== shown) log(`converging, ${secs(Date.now() - convStart)} s: ${(shown = left.join('; '))}`);
+      if (left.join('; ') !== shown)
+        log(`converging, ${secs(Date.now() - convStart)} s: ${(shown = left.join('; '))}`);
       await sleep(2000);
     }
     const convergence = { ok: left.length === 0, ms: Date.now() - convStart, left };
-    log(convergence.ok ? `converged in ${secs(convergence.ms)} s` : `NOT converged after ${secs(convergence.ms)} s: ${left.join('; ')}`);
+    log(
+      convergence.ok
+        ? `converged in ${secs(convergence.ms)} s`
+        : `NOT converged after ${secs(convergence.ms)} s: ${left.join('; ')}`,
+    );
 
-    const sabotaged = values.sabotage ? await sabotage(db, work.products[0].id, smtp.url, smtp.messages[0]) : [];
+    const sabotaged = values.sabotage
+      ? await sabotage(db, work.products[0].id, smtp.url, smtp.messages[0])
+      : [];
     const checks: Check[] = await inspector.checks(work, fake, smtp, convergence);
 
     // ---- report
@@ -143,17 +170,39 @@ async function main(): Promise<number> {
       counts.set(k, (counts.get(k) ?? 0) + 1);
     }
     console.log('\nResponses (label, status, code → count):');
-    console.log(table(['response', 'count'], [...counts].sort(([a], [b]) => a.localeCompare(b)).map(([k, c]) => [k, String(c)])));
-    console.log(`\nFaults (seconds since the drill's t0; API-affecting windows excuse errors ± ${GRACE_MS / 1000} s):`);
+    console.log(
+      table(
+        ['response', 'count'],
+        [...counts].sort(([a], [b]) => a.localeCompare(b)).map(([k, c]) => [k, String(c)]),
+      ),
+    );
+    console.log(
+      `\nFaults (seconds since the drill's t0; API-affecting windows excuse errors ± ${GRACE_MS / 1000} s):`,
+    );
     console.log(
       table(
         ['#', 'fault', 'start s', 'end s', 'took s', 'excuses API errors'],
-        work.faults.map((f, i) => [String(i + 1), f.name, secs(f.start), secs(f.end), secs(f.end - f.start), f.affectsApi ? 'yes' : 'no']),
+        work.faults.map((f, i) => [
+          String(i + 1),
+          f.name,
+          secs(f.start),
+          secs(f.end),
+          secs(f.end - f.start),
+          f.affectsApi ? 'yes' : 'no',
+        ]),
       ),
     );
     console.log('\nInvariants:');
     console.log(
-      table(['#', 'invariant', 'result', 'detail'], checks.map((c, i) => [String(i + 1), c.name, c.info ? 'INFO' : c.ok ? 'PASS' : 'FAIL', c.detail])),
+      table(
+        ['#', 'invariant', 'result', 'detail'],
+        checks.map((c, i) => [
+          String(i + 1),
+          c.name,
+          c.info ? 'INFO' : c.ok ? 'PASS' : 'FAIL',
+          c.detail,
+        ]),
+      ),
     );
     if (work.notes.length) console.log(`\nNotes:\n- ${work.notes.join('\n- ')}`);
     const failed = checks.filter((c) => !c.ok).length;
@@ -169,15 +218,21 @@ async function main(): Promise<number> {
           checks,
           notes: work.notes,
           // every exchange; bodies only where they are evidence (errors and refusals)
-          exchanges: rec.exchanges.map((e) => (e.status === 0 || e.status >= 400 ? e : { ...e, body: undefined })),
+          exchanges: rec.exchanges.map((e) =>
+            e.status === 0 || e.status >= 400 ? e : { ...e, body: undefined },
+          ),
         },
         null,
         1,
       ),
     );
     if (values.sabotage) {
-      const missed = sabotaged.filter((name) => !checks.some((c) => !c.ok && c.name.startsWith(name)));
-      console.log(`\nsabotage: ${sabotaged.length - missed.length}/${sabotaged.length} planted faults detected${missed.length ? `; MISSED: ${missed.join(', ')}` : ''}`);
+      const missed = sabotaged.filter(
+        (name) => !checks.some((c) => !c.ok && c.name.startsWith(name)),
+      );
+      console.log(
+        `\nsabotage: ${sabotaged.length - missed.length}/${sabotaged.length} planted faults detected${missed.length ? `; MISSED: ${missed.join(', ')}` : ''}`,
+      );
     }
     console.log(`\nseed ${seed}; logs and report: ${kept}`);
     console.log(`${passed} passed, ${failed} failed`);
@@ -193,8 +248,15 @@ async function main(): Promise<number> {
 }
 
 /** Plants known violations; returns the (prefixes of the) invariants that must catch them. */
-async function sabotage(db: Client, productId: string, smtpUrl: string, mail?: SinkMessage): Promise<string[]> {
-  await db.query(`UPDATE inventory_items SET on_hand = on_hand + 1 WHERE product_id = $1`, [productId]);
+async function sabotage(
+  db: Client,
+  productId: string,
+  smtpUrl: string,
+  mail?: SinkMessage,
+): Promise<string[]> {
+  await db.query(`UPDATE inventory_items SET on_hand = on_hand + 1 WHERE product_id = $1`, [
+    productId,
+  ]);
   await db.query(
     `INSERT INTO idempotency_keys (principal, key, method, route, fingerprint, state, created_at, expires_at)
      VALUES ('user:sabotage', 'sabotage', 'POST', '/v1/orders/:id/payment', 'x', 'in_progress', now(), now() + interval '2 minutes')`,
@@ -208,7 +270,12 @@ async function sabotage(db: Client, productId: string, smtpUrl: string, mail?: S
     // the same email again under its own Message-ID (a redelivery: informational, not a failure)
     // and under a new one (a second email: the failure)
     const t = createTransport(smtpUrl);
-    const again = { from: 'x@drill.test', to: 'y@drill.test', subject: mail.subject, text: mail.text };
+    const again = {
+      from: 'x@drill.test',
+      to: 'y@drill.test',
+      subject: mail.subject,
+      text: mail.text,
+    };
     await t.sendMail({ ...again, messageId: mail.messageId });
     await t.sendMail({ ...again, messageId: mail.messageId.replace(/^</, '<sabotage.') });
     t.close();

@@ -24,7 +24,13 @@ interface Result {
   other: Record<string, number>;
 }
 
-function load(url: string, tokens: string[], products: string[], connections: number, duration: number) {
+function load(
+  url: string,
+  tokens: string[],
+  products: string[],
+  connections: number,
+  duration: number,
+) {
   return autocannon({
     url,
     connections,
@@ -41,7 +47,9 @@ function load(url: string, tokens: string[], products: string[], connections: nu
             'idempotency-key': randomUUID(),
           },
           body: JSON.stringify({
-            items: [{ productId: products[Math.floor(Math.random() * products.length)], quantity: 1 }],
+            items: [
+              { productId: products[Math.floor(Math.random() * products.length)], quantity: 1 },
+            ],
           }),
         }),
       },
@@ -53,7 +61,9 @@ function summarize(runs: any[]): Result {
   const other: Record<string, number> = {};
   let ok = 0;
   for (const r of runs) {
-    for (const [code, s] of Object.entries((r.statusCodeStats ?? {}) as Record<string, { count: number }>)) {
+    for (const [code, s] of Object.entries(
+      (r.statusCodeStats ?? {}) as Record<string, { count: number }>,
+    )) {
       if (code === '201') ok += s.count;
       else other[code] = (other[code] ?? 0) + s.count;
     }
@@ -84,7 +94,9 @@ async function main(): Promise<void> {
       REDIS_URL: cluster.redisUrl,
       REDIS_KEY_PREFIX: 'bench',
       JWT_SECRET: 'bench-only-jwt-secret-0123456789abcdef0123456789',
-      STORAGE_SIGNING_SECRET: 'bench-only-storage-secret-0123456789',
+      STORAGE_ACCESS_KEY_ID: 'bench-access-key',
+      STORAGE_SECRET_ACCESS_KEY: 'bench-only-storage-secret-0123456789',
+      STORAGE_WEBHOOK_TOKEN: 'bench-only-storage-webhook-token',
       STRIPE_SECRET_KEY: 'sk_test_bench_unused',
       STRIPE_WEBHOOK_SECRET: 'whsec_bench_unused',
       RATE_LIMIT_ENABLED: 'false',
@@ -107,7 +119,11 @@ async function main(): Promise<void> {
             const res = await fetch(`${a.url}/v1/auth/register`, {
               method: 'POST',
               headers: { 'content-type': 'application/json' },
-              body: JSON.stringify({ email: `b-${randomUUID()}@bench.test`, password: 'bench-password-1', name: 'Buyer' }),
+              body: JSON.stringify({
+                email: `b-${randomUUID()}@bench.test`,
+                password: 'bench-password-1',
+                name: 'Buyer',
+              }),
             });
             return ((await res.json()) as { accessToken: string }).accessToken;
           }),
@@ -120,31 +136,53 @@ async function main(): Promise<void> {
     const products: string[] = [];
     for (let i = 0; i < SKUS; i++) {
       const id = randomUUID();
-      await db.query(`INSERT INTO products (id, sku, name, price_amount, currency) VALUES ($1, $2, 'Bench item', 24900, 'INR')`, [id, `SCALE-${i}`]);
-      await db.query(`INSERT INTO inventory_items (product_id, on_hand, reserved) VALUES ($1, 10000000, 0)`, [id]);
-      await db.query(`INSERT INTO stock_movements (product_id, kind, on_hand_delta, reserved_delta, reason) VALUES ($1, 'initial', 10000000, 0, 'bench')`, [id]);
+      await db.query(
+        `INSERT INTO products (id, sku, name, price_amount, currency) VALUES ($1, $2, 'Bench item', 24900, 'INR')`,
+        [id, `SCALE-${i}`],
+      );
+      await db.query(
+        `INSERT INTO inventory_items (product_id, on_hand, reserved) VALUES ($1, 10000000, 0)`,
+        [id],
+      );
+      await db.query(
+        `INSERT INTO stock_movements (product_id, kind, on_hand_delta, reserved_delta, reason) VALUES ($1, 'initial', 10000000, 0, 'bench')`,
+        [id],
+      );
       products.push(id);
     }
     await db.end();
 
     await Promise.all([load(a.url, tokens, products, 8, 3), load(b.url, tokens, products, 8, 3)]); // warm-up both
     // 1, 2, 2, 1: alternating, so a change in the machine's other load does not favour one layout
-    const one = () => load(a.url, tokens, products, CONNECTIONS, DURATION).then((r) => summarize([r]));
+    const one = () =>
+      load(a.url, tokens, products, CONNECTIONS, DURATION).then((r) => summarize([r]));
     const two = () =>
       Promise.all([
         load(a.url, tokens, products, CONNECTIONS / 2, DURATION),
         load(b.url, tokens, products, CONNECTIONS / 2, DURATION),
       ]).then(summarize);
     const rows: [number, Result, number][] = [];
-    for (const [n, run] of [[1, one], [2, two], [2, two], [1, one]] as const) {
+    for (const [n, run] of [
+      [1, one],
+      [2, two],
+      [2, two],
+      [1, one],
+    ] as const) {
       const r = await run();
       rows.push([n, r, loadavg()[0]]);
     }
-    const fmt = (r: Result) => `${r.rps.toFixed(0)} | ${r.p50} / ${r.p99} | ${JSON.stringify(r.other)}`;
-    console.log(`\n| run | API processes | orders/s (201) | p50 / p99 ms | other answers | load avg after |`);
+    const fmt = (r: Result) =>
+      `${r.rps.toFixed(0)} | ${r.p50} / ${r.p99} | ${JSON.stringify(r.other)}`;
+    console.log(
+      `\n| run | API processes | orders/s (201) | p50 / p99 ms | other answers | load avg after |`,
+    );
     console.log(`|---|---|---|---|---|---|`);
-    rows.forEach(([n, r, l], i) => console.log(`| ${i + 1} | ${n} | ${fmt(r)} | ${l.toFixed(1)} |`));
-    console.log(`\n${CONNECTIONS} connections in all, ${DURATION} s each, ${SKUS} SKUs, ${new Date().toISOString()}`);
+    rows.forEach(([n, r, l], i) =>
+      console.log(`| ${i + 1} | ${n} | ${fmt(r)} | ${l.toFixed(1)} |`),
+    );
+    console.log(
+      `\n${CONNECTIONS} connections in all, ${DURATION} s each, ${SKUS} SKUs, ${new Date().toISOString()}`,
+    );
     await Promise.all([a.stop(), b.stop()]);
   } finally {
     cluster.cleanup();
