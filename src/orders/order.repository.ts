@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
-import { CancellationReason, OrderStatus, sourcesOf } from './order-state-machine';
+import { CancellationReason, HOLDS_RESERVATION, OrderStatus, sourcesOf } from './order-state-machine';
 import { Order, OrderLine, OrderWithHistory, PaymentSummary, StatusChange, toSafeInt } from './order.model';
 
 interface OrderRow {
@@ -286,6 +286,19 @@ export class OrderRepository {
       [now, limit],
     );
     return rows.map((r) => r.id);
+  }
+
+  /**
+   * The reservation deadline of an order that still holds its reservation (null otherwise):
+   * a payment in flight extends it, so an expiry job that ran early learns when to look again.
+   */
+  async findReservationDeadline(id: string): Promise<Date | null> {
+    const rows: { until: Date }[] = await this.tx.query(
+      `SELECT reservation_expires_at AS until FROM orders
+        WHERE id = $1 AND status = ANY($2::text[]) AND reservation_expires_at IS NOT NULL`,
+      [id, HOLDS_RESERVATION],
+    );
+    return rows[0]?.until ?? null;
   }
 
   private async withLines(rows: OrderRow[]): Promise<Order[]> {

@@ -26,6 +26,17 @@ export class ReservationExpiryService {
     return result.changed;
   }
 
+  /**
+   * The per-order expiry job: expires the order if it is due; if it still holds its reservation
+   * but the deadline moved (a payment in flight extends it), answers when to look again, so the
+   * order expires at its real deadline rather than at the next sweep.
+   */
+  async expireOrReschedule(orderId: string): Promise<{ expired: boolean; retryAt: Date | null }> {
+    if (await this.expire(orderId)) return { expired: true, retryAt: null };
+    const deadline = await this.orders.findReservationDeadline(orderId);
+    return { expired: false, retryAt: deadline && deadline > this.clock.now() ? deadline : null };
+  }
+
   /** The safety net: expires every overdue order, in batches. */
   async sweep(batch = 200): Promise<number> {
     let expired = 0;

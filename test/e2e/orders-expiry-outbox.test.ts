@@ -215,4 +215,29 @@ describe('the worker role end to end', () => {
     expect(got.body).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
   }, 30_000);
+
+  it('an expiry job that finds the deadline extended looks again at the new deadline, not at the next sweep', async () => {
+    const [bob] = await buyers(t.http, 1);
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, bob, [{ productId: p, quantity: 1 }]);
+    expect(order.status).toBe(201);
+    // what a payment in flight does (PAYMENT_PENDING extends the hold): the job, delayed to the
+    // original deadline (10 s), finds the order not yet due
+    const { rows } = await t.db.pool.query<{ until: Date }>(
+      `UPDATE orders SET reservation_expires_at = reservation_expires_at + interval '3 seconds'
+        WHERE id = $1 RETURNING reservation_expires_at AS until`,
+      [order.body.id],
+    );
+    const newDeadline = rows[0].until.getTime();
+
+    let status = '';
+    while (status !== 'CANCELLED' && Date.now() < newDeadline + 20_000) {
+      await new Promise((r) => setTimeout(r, 200));
+      status = (await t.http.get(`/v1/orders/${order.body.id}`, { token: bob.token })).body.status;
+    }
+    expect(status).toBe('CANCELLED');
+    // the sweeper runs once a minute: expiring within seconds of the new deadline is the job's doing
+    expect(Date.now() - newDeadline).toBeLessThan(5_000);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+  }, 40_000);
 });
