@@ -7,6 +7,8 @@ import { ProblemDetailsFilter } from './common/errors/problem-details.filter';
 import { InFlightTracker } from './common/http/in-flight';
 import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
+import { QueryAllowListGuard } from './common/http/query-allow-list.guard';
+import { clientErrorHandler, frameworkErrors, limitBodyDepth } from './common/http/request-limits';
 import { mountOpenApi } from './common/http/openapi';
 import { MetricsListener } from './metrics/metrics-listener';
 import { MetricsService } from './metrics/metrics.service';
@@ -22,6 +24,10 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // a path parameter over 100 characters (414), a malformed URL (400), headers over 16 KB
+    // (431): problem+json too
+    frameworkErrors,
+    clientErrorHandler,
   });
 }
 
@@ -34,6 +40,8 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
 export async function configureApp(app: NestFastifyApplication): Promise<void> {
   app.useLogger(app.get(Logger));
   app.useGlobalPipes(createValidationPipe());
+  // after the APP_GUARDs (rate limits, authentication, permissions): unknown query → 400
+  app.useGlobalGuards(new QueryAllowListGuard());
   app.useGlobalFilters(new ProblemDetailsFilter());
   const inFlight = new InFlightTracker();
   app.useGlobalInterceptors(inFlight);
@@ -44,9 +52,10 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
   fastify.addHook('onRequest', async (request, reply) => {
     void reply.header('X-Request-Id', request.id);
   });
+  limitBodyDepth(fastify);
   // CORS and security headers first: the catalog cache's fast path answers from a later hook.
   await registerBrowserSecurity(app, config);
-  registerCachedReads(fastify, app.get(CatalogCache));
+  registerCachedReads(fastify, app.get(CatalogCache), { rateLimitEnabled: config.rateLimitEnabled });
 
   // While shutting down, answer in-flight requests with Connection: close so keep-alive
   // sockets do not hold the process open after their last response.

@@ -1,26 +1,153 @@
-import type { FastifyInstance } from 'fastify';
+import { getMetadataStorage } from 'class-validator';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { problemBody } from '../common/errors/problem-details.filter';
+import {
+  RATE_LIMIT_POLICIES,
+  policyHeaderItem,
+  stateHeaderItem,
+  trackerFor,
+} from '../common/throttling/rate-limit.policies';
 import { CatalogCache } from './catalog-cache';
+import { LocalRateLimiter } from './cached-reads.limiter';
+import { ListProductsDto } from './dto/catalog.dto';
 
 /** Public catalog GETs whose answers are cached under their URL (see CatalogController). */
 const CACHEABLE = /^\/v1\/(products(\/[0-9a-f-]{36})?|categories)(\?|$)/i;
+
+/** The query parameters the product list accepts (its DTO's properties); other routes none. */
+let listQuery: ReadonlySet<string> | undefined;
+function listQueryParameters(): ReadonlySet<string> {
+  listQuery ??= new Set(
+    getMetadataStorage()
+      .getTargetValidationMetadatas(ListProductsDto, '', true, false)
+      .map((m) => m.propertyName),
+  );
+  return listQuery;
+}
+
+/**
+ * Whether the URL's query names only parameters its route accepts. Anything else (`?cb=…`, a
+ * malformed or empty segment) is never answered from the cache: the route refuses it (400).
+ */
+export function onlyKnownQuery(url: string): boolean {
+  const start = url.indexOf('?');
+  if (start === -1) return true;
+  if (!url.startsWith('/v1/products?')) return false; // detail and categories take no query
+  const allowed = listQueryParameters();
+  for (const segment of url.slice(start + 1).split('&')) {
+    const end = segment.indexOf('=');
+    const raw = end === -1 ? segment : segment.slice(0, end);
+    let name: string;
+    try {
+      name = decodeURIComponent(raw.replace(/\+/g, ' '));
+    } catch {
+      return false;
+    }
+    if (!allowed.has(name)) return false;
+  }
+  return true;
+}
+
+export interface CachedReadsOptions {
+  rateLimitEnabled: boolean;
+  now?: () => number;
+}
 
 /**
  * The fast path for cache hits: answer a cacheable public GET from the cache before Nest runs —
  * a Fastify request hook, ahead of Nest middleware (request logging), guards, interceptors and
  * pipes, but after the hooks added before it (request id, CORS, security headers: see
- * configureApp), so a hit carries the same headers as the route's own answer. A miss, or Redis being down, falls through to the normal
- * route, which validates, builds and stores the answer. Only successful answers are ever
+ * configureApp), so a hit (or a 429) carries the same headers as the route's own answer. A
+ * miss, or Redis being down, falls through to the normal route, which validates, builds and stores the answer. Only successful answers are ever
  * stored, so a hit is always something the route itself returned.
+ *
+ * Rate limiting: the guards do not run here, so the hook applies the per-IP `default` policy
+ * itself, counted in this process's memory (LocalRateLimiter; a Redis round trip per hit would
+ * cost more than the hit). Every catalog GET that reaches this hook counts (hit or miss), a
+ * client over the limit gets 429 RATE_LIMITED with Retry-After, and answers carry the same
+ * RateLimit-Policy / RateLimit headers as the guard's. A miss is counted again, in Redis, by
+ * the guard on the normal route. With N API processes a client can get up to N× the limit of
+ * cached reads; `RATE_LIMIT_ENABLED=false` switches it off like the guards.
  */
-export function registerCachedReads(fastify: FastifyInstance, cache: CatalogCache): void {
+export function registerCachedReads(
+  fastify: FastifyInstance,
+  cache: CatalogCache,
+  options: CachedReadsOptions,
+): void {
+  const policy = RATE_LIMIT_POLICIES.find((p) => p.name === 'default');
+  const limiter =
+    options.rateLimitEnabled && policy
+      ? new LocalRateLimiter(policy.limit, policy.windowSeconds * 1000)
+      : undefined;
+  const policyHeader = policy ? policyHeaderItem(policy.name, policy.limit, policy.windowSeconds) : '';
+  const now = options.now ?? Date.now;
+  const trackers = new Map<string, string>(); // per app: its trust-proxy setting decides
+
   fastify.addHook('onRequest', (request, reply, done) => {
-    if (request.method !== 'GET' || !CACHEABLE.test(request.url)) return done();
+    if (request.method !== 'GET' || !CACHEABLE.test(request.url) || !onlyKnownQuery(request.url)) {
+      return done();
+    }
+    let limitHeader: string | undefined;
+    if (limiter && policy) {
+      const state = limiter.take(clientOf(request, trackers), now());
+      if (state === null) return done(); // not tracked here: the Redis-backed guard counts it
+      limitHeader = stateHeaderItem(policy.name, state.remaining, state.resetSeconds);
+      if (state.blocked) return refuse(request, reply, policyHeader, limitHeader, state.resetSeconds);
+    }
     cache.peek(request.url).then(
       (hit) => {
         if (hit === null) return done();
-        void reply.header('X-Request-Id', request.id).type('application/json; charset=utf-8').send(hit);
+        void reply.header('X-Request-Id', request.id);
+        if (limitHeader) void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
+        void reply.type('application/json; charset=utf-8').send(hit);
       },
       () => done(),
     );
   });
+}
+
+/**
+ * The per-IP tracker of the `default` policy (IPv6 per /64). Behind a trusted proxy, resolving
+ * `request.ip` parses X-Forwarded-For against the trust list (about a microsecond, a few
+ * percent of a cache hit), and its result depends only on the socket address and that header:
+ * remembered for the next request of the same client (a bounded memo, dropped when full).
+ */
+const TRACKER_MEMO = 10_000;
+function clientOf(request: FastifyRequest, trackers: Map<string, string>): string {
+  const forwarded = request.headers['x-forwarded-for'];
+  if (forwarded === undefined) return trackerOf(request.ip);
+  const key = `${request.socket.remoteAddress ?? ''}|${String(forwarded)}`;
+  let tracker = trackers.get(key);
+  if (tracker === undefined) {
+    tracker = trackerOf(request.ip);
+    if (trackers.size >= TRACKER_MEMO) trackers.clear();
+    trackers.set(key, tracker);
+  }
+  return tracker;
+}
+
+function trackerOf(ip: string): string {
+  return ip.includes(':') ? (trackerFor('ip', { ip }) ?? `ip:${ip}`) : `ip:${ip}`;
+}
+
+/** 429 RATE_LIMITED as the global filter renders it, built here: refusing must stay cheap. */
+function refuse(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  policyHeader: string,
+  limitHeader: string,
+  retryAfter: number,
+): void {
+  const body = problemBody(
+    { status: 429, code: 'RATE_LIMITED', detail: 'Too many requests; retry later.' },
+    request.id,
+  );
+  void reply
+    .code(429)
+    .header('X-Request-Id', request.id)
+    .header('Retry-After', String(retryAfter))
+    .header('RateLimit-Policy', policyHeader)
+    .header('RateLimit', limitHeader)
+    .type('application/problem+json; charset=utf-8')
+    .send(JSON.stringify(body));
 }

@@ -49,10 +49,10 @@ export class CatalogService {
   private async page(query: ListProductsDto): Promise<ProductPageDto> {
     const spec = SORTS[query.sort];
     const cursor = decodeCursor<Cursor>(query.cursor, {
-      k: spec.keyType === 'timestamp' ? 'string' : 'number',
-      i: 'string',
-      t: 'string',
-      m: 'number',
+      k: spec.keyType,
+      i: 'uuid',
+      t: 'timestamp',
+      m: 'integer',
     });
     const asOf = cursor ? new Date(cursor.t) : this.clock.now();
     const maxUnits = cursor ? cursor.m : await this.products.maxUnitsSold();

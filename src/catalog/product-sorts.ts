@@ -13,8 +13,11 @@ import type { ProductSort } from './dto/catalog.dto';
 export interface SortSpec {
   key: string;
   descending: boolean;
-  /** Cursor key values are numbers, except timestamps (ISO strings). */
-  keyType: 'number' | 'timestamp';
+  /**
+   * What the cursor's key holds (checked before any SQL): a float score, a bigint column
+   * (price, units sold) or a timestamp (PostgreSQL text, microseconds intact).
+   */
+  keyType: 'number' | 'integer' | 'timestamp';
 }
 
 export const RELEVANCE_SCORE = `(
@@ -27,7 +30,7 @@ export const RELEVANCE_SCORE = `(
 export const SORTS: Record<ProductSort, SortSpec> = {
   relevance: { key: RELEVANCE_SCORE, descending: true, keyType: 'number' },
   newest: { key: 'p.created_at', descending: true, keyType: 'timestamp' },
-  price_asc: { key: 'p.price_amount', descending: false, keyType: 'number' },
-  price_desc: { key: 'p.price_amount', descending: true, keyType: 'number' },
-  popular: { key: 'p.units_sold', descending: true, keyType: 'number' },
+  price_asc: { key: 'p.price_amount', descending: false, keyType: 'integer' },
+  price_desc: { key: 'p.price_amount', descending: true, keyType: 'integer' },
+  popular: { key: 'p.units_sold', descending: true, keyType: 'integer' },
 };

@@ -41,7 +41,7 @@ export class ReviewsService {
   }
 
   async list(productId: string, query: PageQueryDto): Promise<ReviewPageDto> {
-    const after = decodeCursor<{ t: string; i: string }>(query.cursor, { t: 'string', i: 'string' });
+    const after = decodeCursor<{ t: string; i: string }>(query.cursor, { t: 'timestamp', i: 'uuid' });
     const rows = await this.reviews.page(productId, query.limit + 1, after ? { at: after.t, id: after.i } : null);
     const items = rows.slice(0, query.limit);
     const last = items[items.length - 1];

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { DataSourceOptions } from 'typeorm';
+import { SafeTypeOrmLogger } from './typeorm-logger';
 
 /**
  * The one description of the PostgreSQL connection, shared by the app (TypeOrmModule),
@@ -24,6 +25,8 @@ export function dataSourceOptions(
       idleTimeoutMillis: 30_000,
       application_name: 'shop-orders',
     },
-    logging: ['error', 'migration'],
+    // failed queries by SQLSTATE and statement head only, never with their parameters
+    logger: new SafeTypeOrmLogger(),
+    logging: ['error', 'warn', 'migration'],
   };
 }

@@ -65,7 +65,7 @@ export class OrdersService {
     filter: { userId?: string; status?: AdminListOrdersDto['status'] },
     query: PageQueryDto,
   ): Promise<Page<OrderDto>> {
-    const after = decodeCursor<{ c: string; i: string }>(query.cursor, { c: 'string', i: 'string' });
+    const after = decodeCursor<{ c: string; i: string }>(query.cursor, { c: 'timestamp', i: 'uuid' });
     const rows: Order[] = await this.orders.page(
       filter,
       query.limit + 1,

@@ -18,11 +18,14 @@ import {
 import { PageQueryDto } from '../../common/pagination/page-query.dto';
 import { MoneyDto } from '../../orders/dto/order.response';
 
+/** The largest money amount accepted in a request (minor units: 10 million in a 2-decimal currency). */
+export const MAX_MONEY_AMOUNT = 1_000_000_000;
+
 export class MoneyInputDto {
-  @ApiProperty({ description: 'Integer minor units', example: 24900 })
+  @ApiProperty({ description: 'Integer minor units', example: 24900, minimum: 0, maximum: MAX_MONEY_AMOUNT })
   @IsInt()
   @Min(0)
-  @Max(1_000_000_000)
+  @Max(MAX_MONEY_AMOUNT)
   amount!: number;
 
   @ApiProperty({ example: 'INR' })

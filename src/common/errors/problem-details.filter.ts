@@ -1,8 +1,10 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
+import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host';
 import { ThrottlerException } from '@nestjs/throttler';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, FieldError } from './domain-error';
 import { ERROR_STATUS, ERROR_TITLE, ErrorCode } from './error-codes';
+import { databaseErrorSummary, sqlStateOf } from './database-errors';
 
 export interface ProblemBody {
   type: string;
@@ -24,6 +26,7 @@ const STATUS_CODE: Record<number, ErrorCode> = {
   405: 'METHOD_NOT_ALLOWED',
   409: 'CONFLICT',
   413: 'PAYLOAD_TOO_LARGE',
+  414: 'URI_TOO_LONG',
   415: 'UNSUPPORTED_MEDIA_TYPE',
   429: 'RATE_LIMITED',
   503: 'SERVICE_UNAVAILABLE',
@@ -37,7 +40,7 @@ function typeFor(code: string): string {
   return `https://shop.example/problems/${code.toLowerCase().replace(/_/g, '-')}`;
 }
 
-interface Rendered {
+export interface Rendered {
   status: number;
   code: string;
   detail: string;
@@ -89,7 +92,17 @@ function render(exception: unknown): Rendered | null {
           : exception.message;
     return { status, code: STATUS_CODE[status] ?? 'BAD_REQUEST', detail: message };
   }
-  // Errors raised by Fastify itself (bad JSON, body too large, wrong content type).
+  // A database refusal that validation at the edge should have caught (a value out of range,
+  // a text PostgreSQL cannot store) or a constraint that a race tripped: the client's problem
+  // or a conflict, never a 500.
+  const sqlState = sqlStateOf(exception);
+  if (sqlState?.startsWith('22') || sqlState === '23502') {
+    return { status: 400, code: 'VALIDATION_FAILED', detail: 'A value in the request is malformed or out of range.' };
+  }
+  if (sqlState?.startsWith('23')) {
+    return { status: 409, code: 'CONFLICT', detail: 'The request conflicts with the current state; reload and retry.' };
+  }
+  // Errors raised by Fastify itself (bad JSON, body too large, wrong content type, bad URL).
   const fastifyError = exception as { statusCode?: number; code?: string; message?: string };
   if (
     typeof fastifyError?.statusCode === 'number' &&
@@ -99,6 +112,12 @@ function render(exception: unknown): Rendered | null {
     fastifyError.code.startsWith('FST_')
   ) {
     const status = fastifyError.statusCode;
+    if (fastifyError.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+      return { status, code: 'URI_TOO_LONG', detail: 'A path parameter is too long.' };
+    }
+    if (fastifyError.code === 'FST_ERR_BAD_URL') {
+      return { status, code: 'BAD_REQUEST', detail: 'The URL is malformed.' };
+    }
     const detail =
       fastifyError.code === 'FST_ERR_CTP_INVALID_JSON_BODY' ||
       /JSON/.test(fastifyError.message ?? '')
@@ -107,6 +126,20 @@ function render(exception: unknown): Rendered | null {
     return { status, code: STATUS_CODE[status] ?? 'BAD_REQUEST', detail };
   }
   return null;
+}
+
+/** The RFC 9457 body for a rendered error. */
+export function problemBody(rendered: Rendered, requestId: string): ProblemBody {
+  return {
+    ...(rendered.extensions ?? {}),
+    type: typeFor(rendered.code),
+    title: titleFor(rendered.code, httpTitle(rendered.status)),
+    status: rendered.status,
+    detail: rendered.detail,
+    code: rendered.code,
+    requestId,
+    ...(rendered.errors ? { errors: rendered.errors } : {}),
+  };
 }
 
 /**
@@ -124,9 +157,20 @@ export class ProblemDetailsFilter implements ExceptionFilter {
     const requestId = String(request?.id ?? '');
 
     let rendered = render(exception);
+    // Database errors are logged by SQLSTATE, constraint and the statement's first words only:
+    // their message, detail, statement and parameters can hold request values (hashes, tokens).
+    const database = databaseErrorSummary(exception);
+    if (database && rendered) {
+      this.logger.warn({ database, requestId, method: request?.method }, 'Database refused a request');
+    }
     if (!rendered) {
       this.logger.error(
-        { err: exception, requestId, method: request?.method, url: request?.url },
+        {
+          ...(database ? { database } : { err: exception }),
+          requestId,
+          method: request?.method,
+          url: request?.url,
+        },
         'Unhandled error',
       );
       rendered = {
@@ -136,16 +180,7 @@ export class ProblemDetailsFilter implements ExceptionFilter {
       };
     }
 
-    const body: ProblemBody = {
-      ...(rendered.extensions ?? {}),
-      type: typeFor(rendered.code),
-      title: titleFor(rendered.code, httpTitle(rendered.status)),
-      status: rendered.status,
-      detail: rendered.detail,
-      code: rendered.code,
-      requestId,
-      ...(rendered.errors ? { errors: rendered.errors } : {}),
-    };
+    const body = problemBody(rendered, requestId);
     if (rendered.headers) void reply.headers(rendered.headers);
     void reply.status(rendered.status).type('application/problem+json').send(body);
   }
@@ -158,9 +193,12 @@ function httpTitle(status: number): string {
     403: 'Forbidden',
     404: 'Not found',
     405: 'Method not allowed',
+    408: 'Request timeout',
     409: 'Conflict',
     413: 'Payload too large',
+    414: 'URI too long',
     415: 'Unsupported media type',
+    431: 'Request header fields too large',
     422: 'Unprocessable content',
     429: 'Too many requests',
     500: 'Internal server error',
@@ -170,3 +208,14 @@ function httpTitle(status: number): string {
 }
 
 export { ERROR_STATUS };
+
+const filter = new ProblemDetailsFilter();
+
+/**
+ * Renders `error` exactly as the global filter does, from code that runs outside Nest's
+ * pipeline (Fastify hooks and framework errors).
+ */
+export function sendProblem(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  filter.catch(error, new ExecutionContextHost([request, reply]));
+  return reply;
+}

@@ -1,4 +1,16 @@
 import { DomainError } from '../errors/domain-error';
+import { hasControlCharacters } from '../http/control-characters';
+
+/**
+ * What a cursor field must hold. Every field is checked before any SQL sees it, so a forged
+ * cursor is a 400, never a database error:
+ * - `uuid`: a UUID (compared with `::uuid`);
+ * - `timestamp`: an ISO 8601 / PostgreSQL text timestamp with a zone, a real calendar instant;
+ * - `integer`: a safe integer (bigint columns: prices, units sold);
+ * - `number`: a finite number (float scores);
+ * - `string`: any string without control characters.
+ */
+export type CursorField = 'string' | 'number' | 'integer' | 'uuid' | 'timestamp';
 
 /** Opaque keyset cursors: base64url JSON of the last row's sort key. */
 export function encodeCursor(key: Record<string, string | number>): string {
@@ -7,14 +19,14 @@ export function encodeCursor(key: Record<string, string | number>): string {
 
 export function decodeCursor<T extends Record<string, string | number>>(
   cursor: string | undefined,
-  shape: Record<keyof T, 'string' | 'number'>,
+  shape: Record<keyof T, CursorField>,
 ): T | null {
   if (cursor === undefined) return null;
   try {
     const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
-    if (typeof value === 'object' && value !== null) {
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
       const record = value as Record<string, unknown>;
-      const ok = Object.entries(shape).every(([k, type]) => typeof record[k] === type);
+      const ok = Object.entries(shape).every(([k, kind]) => isCursorField(record[k], kind));
       if (ok) return record as T;
     }
   } catch {
@@ -23,4 +35,46 @@ export function decodeCursor<T extends Record<string, string | number>>(
   throw new DomainError('VALIDATION_FAILED', 'The cursor is malformed.', {
     errors: [{ field: 'cursor', message: 'cursor is malformed' }],
   });
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isCursorField(value: unknown, kind: CursorField): boolean {
+  switch (kind) {
+    case 'number':
+      return typeof value === 'number' && Number.isFinite(value);
+    case 'integer':
+      return typeof value === 'number' && Number.isSafeInteger(value);
+    case 'uuid':
+      return typeof value === 'string' && UUID.test(value);
+    case 'timestamp':
+      return typeof value === 'string' && isTimestamp(value);
+    case 'string':
+      return typeof value === 'string' && value.length <= 512 && !hasControlCharacters(value);
+  }
+}
+
+// 2026-11-30T07:28:32.123Z (toISOString) or 2026-11-30 07:28:32.123456+00 (PostgreSQL text)
+const TIMESTAMP =
+  /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?(?:Z|[+-](\d{2})(?::?(\d{2}))?)$/;
+
+/** A real instant that PostgreSQL's timestamptz input accepts (no 30 February, no hour 24). */
+export function isTimestamp(value: string): boolean {
+  const m = TIMESTAMP.exec(value);
+  if (!m) return false;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number);
+  const [offsetHours, offsetMinutes] = [Number(m[7] ?? 0), Number(m[8] ?? 0)];
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  return (
+    year >= 1 &&
+    month >= 1 &&
+    month <= 12 &&
+    day >= 1 &&
+    day <= daysInMonth &&
+    hour <= 23 &&
+    minute <= 59 &&
+    second <= 59 &&
+    offsetHours <= 15 &&
+    offsetMinutes <= 59
+  );
 }

@@ -1,12 +1,15 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { IsOptional, Min, ValidateNested } from 'class-validator';
-import { MoneyInputDto } from '../../catalog/dto/catalog.dto';
+import { IsInt, IsOptional, Max, Min, ValidateNested } from 'class-validator';
+import { MAX_MONEY_AMOUNT, MoneyInputDto } from '../../catalog/dto/catalog.dto';
 import { MoneyDto } from '../../orders/dto/order.response';
 import type { Refund } from '../refund.repository';
 
 export class RefundAmountDto extends MoneyInputDto {
+  // all of them: class-validator drops every inherited rule of a property the subclass decorates
+  @IsInt()
   @Min(1)
+  @Max(MAX_MONEY_AMOUNT)
   declare amount: number;
 }
 

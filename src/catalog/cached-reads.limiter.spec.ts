@@ -1,0 +1,27 @@
+import { LocalRateLimiter } from './cached-reads.limiter';
+
+describe('LocalRateLimiter (cached-read fast path)', () => {
+  it('allows `limit` requests per client and window, then blocks until the window resets', () => {
+    const limiter = new LocalRateLimiter(3, 60_000);
+    const t0 = 1_000_000;
+    expect([1, 2, 3].map(() => limiter.take('ip:a', t0)!.blocked)).toEqual([false, false, false]);
+    expect(limiter.take('ip:a', t0 + 10)).toEqual({ blocked: true, remaining: 0, resetSeconds: 60 });
+    expect(limiter.take('ip:b', t0 + 10)!.blocked).toBe(false); // per client
+    expect(limiter.take('ip:a', t0 + 59_999)!.blocked).toBe(true);
+    expect(limiter.take('ip:a', t0 + 60_000)).toEqual({ blocked: false, remaining: 2, resetSeconds: 60 });
+  });
+
+  it('is bounded: a full table tracks no new client (null) and never resets a tracked one', () => {
+    const limiter = new LocalRateLimiter(2, 60_000, 2);
+    const t0 = 5_000;
+    limiter.take('ip:a', t0);
+    limiter.take('ip:a', t0);
+    limiter.take('ip:b', t0);
+    expect(limiter.take('ip:c', t0 + 1)).toBeNull();
+    expect(limiter.take('ip:a', t0 + 2)!.blocked).toBe(true); // still counted
+    expect(limiter.size).toBe(2);
+    // once windows have expired, a sweep makes room
+    expect(limiter.take('ip:c', t0 + 60_000)!.blocked).toBe(false);
+    expect(limiter.size).toBeLessThanOrEqual(2);
+  });
+});

@@ -1,0 +1,84 @@
+import { Logger } from '@nestjs/common';
+import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host';
+import { QueryFailedError } from 'typeorm';
+import { ProblemDetailsFilter } from './problem-details.filter';
+
+const SECRETS = ['$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA', 'victim@example.com', 'pi_secret_123'];
+
+/** A pg DatabaseError as the driver raises it: message and detail echo the values. */
+function pgError(code: string, extra: Record<string, unknown> = {}): Error {
+  return Object.assign(new Error(`invalid input: "${SECRETS[1]}"`), {
+    code,
+    severity: 'ERROR',
+    detail: `Key (email)=(${SECRETS[1]}) already exists.`,
+    ...extra,
+  });
+}
+
+function failedQuery(code: string, extra: Record<string, unknown> = {}): QueryFailedError {
+  return new QueryFailedError(
+    `INSERT INTO users (email, password_hash) VALUES ($1, $2)`,
+    [SECRETS[1], SECRETS[0], SECRETS[2]],
+    pgError(code, extra),
+  );
+}
+
+function render(error: unknown) {
+  const sent: { status?: number; body?: Record<string, unknown> } = {};
+  const reply = {
+    status: (s: number) => ((sent.status = s), reply),
+    type: () => reply,
+    header: () => reply,
+    headers: () => reply,
+    send: (b: Record<string, unknown>) => ((sent.body = b), reply),
+  };
+  const request = { id: 'req-12345678', method: 'POST', url: '/v1/auth/register' };
+  new ProblemDetailsFilter().catch(error, new ExecutionContextHost([request, reply]));
+  return sent;
+}
+
+describe('ProblemDetailsFilter and database errors', () => {
+  let logged: unknown[][];
+  beforeEach(() => {
+    logged = [];
+    for (const level of ['error', 'warn', 'log', 'debug'] as const) {
+      jest.spyOn(Logger.prototype, level).mockImplementation((...args: unknown[]) => {
+        logged.push(args);
+      });
+    }
+  });
+  afterEach(() => jest.restoreAllMocks());
+
+  it('answers SQLSTATE class 22 (bad data: NUL, out of range, bad syntax) as 400 VALIDATION_FAILED', () => {
+    for (const code of ['22021', '22003', '22P02', '22007']) {
+      expect(render(failedQuery(code))).toMatchObject({ status: 400, body: { code: 'VALIDATION_FAILED' } });
+    }
+  });
+
+  it('answers a unique violation as 409 and other constraint violations as 4xx, never 500', () => {
+    expect(render(failedQuery('23505', { constraint: 'users_email_key' }))).toMatchObject({ status: 409, body: { code: 'CONFLICT' } });
+    expect(render(failedQuery('23514'))).toMatchObject({ status: 409 });
+    expect(render(failedQuery('23503'))).toMatchObject({ status: 409 });
+    expect(render(failedQuery('23502'))).toMatchObject({ status: 400 });
+    expect(render(pgError('22021'))).toMatchObject({ status: 400 });
+    // anything else stays a bare 500, without internals
+    const other = render(failedQuery('42P01'));
+    expect(other).toMatchObject({ status: 500, body: { code: 'INTERNAL_ERROR' } });
+    const body = JSON.stringify(other.body);
+    for (const secret of SECRETS) expect(body).not.toContain(secret);
+    expect(body).not.toContain('INSERT');
+  });
+
+  it('logs a database error by SQLSTATE, constraint and statement head only: no values, statement or detail', () => {
+    render(failedQuery('23505', { constraint: 'users_email_key', table: 'users' }));
+    render(failedQuery('42P01'));
+    const text = JSON.stringify(logged);
+    for (const secret of SECRETS) expect(text).not.toContain(secret);
+    expect(text).not.toContain('VALUES');
+    expect(text).toContain('23505');
+    expect(text).toContain('users_email_key');
+    expect(text).toContain('INSERT INTO users');
+    expect(text).toContain('42P01');
+  });
+
+});

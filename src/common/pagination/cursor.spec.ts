@@ -1,0 +1,35 @@
+import { DomainError } from '../errors/domain-error';
+import { decodeCursor, encodeCursor, isTimestamp } from './cursor';
+
+const id = '3da1f5e3-96cc-4350-843a-cc3b8e0f6cab';
+const raw = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+
+describe('keyset cursors', () => {
+  it('accepts timestamps as toISOString and PostgreSQL text write them, and only real instants', () => {
+    for (const ok of ['2026-11-30T07:28:32.123Z', '2026-11-30 07:28:32.123456+00', '2024-02-29 00:00:00+05:30', '2026-01-01T00:00:00-0800']) {
+      expect({ ok, valid: isTimestamp(ok) }).toEqual({ ok, valid: true });
+    }
+    for (const bad of ['yesterday', '2026-02-30 10:00:00+00', '2026-13-01T00:00:00Z', '2026-11-30T24:00:00Z', '2026-11-30T07:28:32', '2026-11-30T07:28:32.1234567Z', '2026-11-30 07:28:32+16', '0000-01-01T00:00:00Z']) {
+      expect({ bad, valid: isTimestamp(bad) }).toEqual({ bad, valid: false });
+    }
+  });
+
+  it('decodes what it encoded, and refuses any field of the wrong kind with 400 VALIDATION_FAILED', () => {
+    const shape = { k: 'integer', i: 'uuid', t: 'timestamp', s: 'number' } as const;
+    const good = { k: 24900, i: id, t: '2026-11-30 07:28:32.123456+00', s: 0.25 };
+    expect(decodeCursor(encodeCursor(good), shape)).toEqual(good);
+    for (const bad of [
+      { ...good, k: 1.5 },
+      { ...good, k: 2 ** 64 },
+      { ...good, i: 'not-a-uuid' },
+      { ...good, t: 'now' },
+      { ...good, s: 'x' },
+      [good],
+    ]) {
+      expect(() => decodeCursor(raw(bad), shape)).toThrow(DomainError);
+    }
+    expect(() => decodeCursor(raw({ n: 'a\u0000' }), { n: 'string' })).toThrow(DomainError);
+    expect(() => decodeCursor(Buffer.from('{"k":1e400,"i":"x"}').toString('base64url'), { k: 'number' })).toThrow(DomainError);
+    expect(decodeCursor(undefined, shape)).toBeNull();
+  });
+});

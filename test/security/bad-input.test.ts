@@ -1,0 +1,236 @@
+import { randomUUID } from 'node:crypto';
+import { createAdmin, registerCustomer } from '../support/auth';
+import { createProduct } from '../support/catalog';
+import { newKey } from '../support/fixtures';
+import type { HttpResponse } from '../support/http';
+import { Buyer, buyers, placeOrder } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+/**
+ * Issue 10, findings 6 and 9: malformed input never reaches PostgreSQL as a 500, and cached
+ * catalog reads are rate limited and never answer a URL with unknown query parameters.
+ */
+
+const cursor = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+
+function expectProblem(res: HttpResponse, status: number, code: string): void {
+  expect({ status: res.status, code: res.body?.code }).toEqual({ status, code });
+  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  expect(res.body.requestId).toBe(res.headers.get('x-request-id'));
+  expect(typeof res.body.requestId).toBe('string');
+}
+
+const nested = (depth: number, open: string, close: string) =>
+  `${open.repeat(depth)}1${close.repeat(depth)}`;
+
+describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
+  let t: TestApp;
+  let admin: string;
+  let alice: Buyer;
+  let productId: string;
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+    admin = (await createAdmin(t)).accessToken;
+    [alice] = await buyers(t.http, 1);
+    productId = (await createProduct(t, admin, { stock: 50 })).id;
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('refuses forged cursors on every product sort and on reviews and orders before any SQL', async () => {
+    const id = randomUUID();
+    const now = new Date().toISOString();
+    const forged: Record<string, unknown[]> = {
+      relevance: [{ k: 0.5, i: 'not-a-uuid', t: now, m: 1 }, { k: 0.5, i: id, t: 'yesterday', m: 1 }, { k: 0.5, i: id, t: now, m: 1.5 }],
+      newest: [{ k: 'not a time', i: id, t: now, m: 1 }, { k: '2026-02-30 10:00:00+00', i: id, t: now, m: 1 }],
+      price_asc: [{ k: 1.5, i: id, t: now, m: 1 }, { k: 1e300, i: id, t: now, m: 1 }],
+      price_desc: [{ k: 100, i: 'x', t: now, m: 1 }],
+      popular: [{ k: 2 ** 64, i: id, t: now, m: 1 }],
+    };
+    for (const [sort, cursors] of Object.entries(forged)) {
+      for (const c of cursors) {
+        const res = await t.http.get(`/v1/products?sort=${sort}&cursor=${cursor(c)}`);
+        expectProblem(res, 400, 'VALIDATION_FAILED');
+      }
+    }
+    for (const c of [{ t: 'x', i: id }, { t: now, i: "'; --" }]) {
+      expectProblem(await t.http.get(`/v1/products/${productId}/reviews?cursor=${cursor(c)}`), 400, 'VALIDATION_FAILED');
+      expectProblem(await t.http.get(`/v1/orders?cursor=${cursor({ c: c.t, i: c.i })}`, { token: alice.token }), 400, 'VALIDATION_FAILED');
+    }
+    // cursors the server issued still work, on every sort
+    await createProduct(t, admin);
+    for (const sort of Object.keys(forged)) {
+      const first = await t.http.get(`/v1/products?sort=${sort}&limit=1`);
+      expect(first.body.nextCursor).toEqual(expect.any(String));
+      const next = await t.http.get(`/v1/products?sort=${sort}&limit=1&cursor=${first.body.nextCursor}`);
+      expect(next.status).toBe(200);
+      expect(next.body.items[0].id).not.toBe(first.body.items[0].id);
+    }
+  });
+
+  it('refuses NUL and other control characters in every string: q, email, name, comment, sku, reason, path', async () => {
+    // a paid order, so the review reaches the INSERT on the old code
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [order.body.id]);
+
+    const cases: [string, Promise<HttpResponse>][] = [
+      ['q', t.http.get('/v1/products?q=trail%00mix')],
+      ['login email', t.http.post('/v1/auth/login', { email: 'a\u0000@example.com', password: 'whatever-123' })],
+      ['register name', t.http.post('/v1/auth/register', { email: `n-${randomUUID()}@test.local`, password: 'long-enough-1', name: 'A\u0000' })],
+      ['register email', t.http.post('/v1/auth/register', { email: `n-${randomUUID()}\u0000@test.local`, password: 'long-enough-1', name: 'A' })],
+      ['review comment', t.http.post(`/v1/products/${productId}/reviews`, { rating: 5, comment: 'good\u0000' }, { token: alice.token })],
+      ['sku', t.http.post('/v1/admin/products', { sku: 'S\u0000', name: 'n', description: 'd', price: { amount: 100, currency: 'INR' }, initialStock: 1 }, { token: admin })],
+      ['reason', t.http.post(`/v1/admin/products/${productId}/stock-adjustments`, { delta: 1, reason: 'recount\u0000' }, { token: admin })],
+      ['escape in name', t.http.post('/v1/admin/categories', { name: 'x\u001b[31m', slug: `s-${randomUUID().slice(0, 8)}` }, { token: admin })],
+      ['path parameter', t.http.post('/v1/dev/payment-intents/pi%00x/confirm', { outcome: 'failed' }, { token: alice.token })],
+    ];
+    for (const [label, pending] of cases) {
+      const res = await pending;
+      expect({ label, status: res.status }).toEqual({ label, status: 400 });
+      expectProblem(res, 400, 'VALIDATION_FAILED');
+    }
+    // multi-line free text stays allowed
+    const ok = await t.http.post(`/v1/products/${productId}/reviews`, { rating: 5, comment: 'line one\nline two\ttabbed' }, { token: alice.token });
+    expect(ok.status).toBe(201);
+    const { rows } = await t.db.pool.query(`SELECT count(*)::int AS n FROM products WHERE sku LIKE 'S%' AND name = 'n'`);
+    expect(rows[0].n).toBe(0);
+  });
+
+  it('refuses deeply nested JSON with a 400, with and without an Idempotency-Key', async () => {
+    const deepObject = nested(5000, '{"a":', '}');
+    const deepArray = `{"items":${nested(5000, '[', ']')}}`;
+    const before = (await t.db.pool.query(`SELECT count(*)::int AS n FROM idempotency_keys`)).rows[0].n;
+    for (const raw of [deepObject, deepArray]) {
+      expectProblem(await t.http.request('POST', '/v1/auth/login', undefined, { raw }), 400, 'VALIDATION_FAILED');
+      expectProblem(await t.http.request('POST', '/v1/orders', undefined, { raw, token: alice.token, idempotencyKey: newKey() }), 400, 'VALIDATION_FAILED');
+      expectProblem(await t.http.request('POST', '/v1/admin/categories', undefined, { raw, token: admin, idempotencyKey: newKey() }), 400, 'VALIDATION_FAILED');
+    }
+    expect((await t.db.pool.query(`SELECT count(*)::int AS n FROM idempotency_keys`)).rows[0].n).toBe(before);
+    // moderate nesting is still parsed and validated normally
+    const res = await t.http.post('/v1/orders', { items: [{ productId, quantity: 1, extra: { a: { b: 1 } } }] }, { token: alice.token, idempotencyKey: newKey() });
+    expectProblem(res, 400, 'VALIDATION_FAILED');
+  });
+
+  it('refuses numbers out of range: a refund of 1e30, fractions, unsafe integers', async () => {
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [order.body.id]);
+    for (const amount of [1e30, 1.5, 2 ** 53, -1, 0]) {
+      const res = await t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, { amount: { amount, currency: 'INR' } }, { token: admin, idempotencyKey: newKey() });
+      expectProblem(res, 400, 'VALIDATION_FAILED');
+    }
+    expectProblem(await t.http.put(`/v1/cart/items/${productId}`, { quantity: 1e30 }, { token: alice.token }), 400, 'VALIDATION_FAILED');
+    expectProblem(await t.http.get('/v1/products?limit=1e400'), 400, 'VALIDATION_FAILED');
+  });
+
+  it('answers an over-long path parameter (414), a malformed URL (400) and an over-long request line (431) as problem+json', async () => {
+    const long = await t.http.get(`/v1/products/${'a'.repeat(500)}`, { headers: { 'x-request-id': 'trace-long-param' } });
+    expectProblem(long, 414, 'URI_TOO_LONG');
+    expect(long.body.requestId).toBe('trace-long-param');
+    expect(long.text).not.toContain('aaaaaaaaaa');
+    expectProblem(await t.http.get('/v1/products/%zz'), 400, 'BAD_REQUEST');
+    expectProblem(await t.http.get('/v1/products/not-a-uuid'), 400, 'BAD_REQUEST');
+    // a request line over Node's 16 KB header limit, refused before Fastify sees it
+    const huge = await t.http.get(`/v1/products?q=${'x'.repeat(20_000)}`);
+    expect(huge.status).toBe(431);
+    expect(huge.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(huge.body).toMatchObject({ status: 431, code: 'HEADERS_TOO_LARGE', requestId: huge.headers.get('x-request-id') });
+  });
+});
+
+describe('cached catalog reads: rate limited, and unknown query parameters refused (finding 9)', () => {
+  let t: TestApp;
+  let productId: string;
+
+  beforeAll(async () => {
+    t = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'true' } });
+    const admin = (await createAdmin(t)).accessToken;
+    productId = (await createProduct(t, admin)).id;
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('refuses unknown query parameters on every route, and never answers them from the cache', async () => {
+    // warm the cache for both URLs
+    expect((await t.http.get('/v1/categories')).status).toBe(200);
+    expect((await t.http.get(`/v1/products/${productId}`)).status).toBe(200);
+    const customer = await registerCustomer(t.http);
+    const refused: [string, Promise<HttpResponse>][] = [
+      ['categories', t.http.get(`/v1/categories?cb=${randomUUID()}`)],
+      ['detail', t.http.get(`/v1/products/${productId}?cb=${randomUUID()}`)],
+      ['list', t.http.get(`/v1/products?limit=5&cb=${randomUUID()}`)],
+      ['reviews', t.http.get(`/v1/products/${productId}/reviews?cb=1`)],
+      ['cart', t.http.get('/v1/cart?cb=1', { token: customer.accessToken })],
+      ['me', t.http.get('/v1/me?x=1', { token: customer.accessToken })],
+      ['health', t.http.get('/health/live?x=1')],
+      ['login', t.http.post('/v1/auth/login?x=1', { email: customer.email, password: customer.password })],
+    ];
+    for (const [label, pending] of refused) {
+      const res = await pending;
+      expect({ label, status: res.status }).toEqual({ label, status: 400 });
+      expectProblem(res, 400, 'VALIDATION_FAILED');
+    }
+    // the known parameters are still served (and cached)
+    expect((await t.http.get('/v1/products?limit=5&sort=newest')).status).toBe(200);
+    expect((await t.http.get('/v1/products?limit=5&sort=newest')).status).toBe(200);
+  });
+
+  it('rate limits cached reads per client: 429 with Retry-After and RateLimit headers', async () => {
+    expect((await t.http.get('/v1/categories')).status).toBe(200); // cached from here on
+    const statuses: number[] = [];
+    let limited: HttpResponse | undefined;
+    let allowed: HttpResponse | undefined;
+    for (let round = 0; round < 25; round++) {
+      const batch = await Promise.all(Array.from({ length: 16 }, () => t.http.get('/v1/categories')));
+      for (const res of batch) {
+        statuses.push(res.status);
+        if (res.status === 429) limited ??= res;
+        if (res.status === 200) allowed ??= res;
+      }
+    }
+    expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(300);
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(100);
+    expect(statuses.every((s) => s === 200 || s === 429)).toBe(true);
+    expect(allowed!.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60');
+    expect(allowed!.headers.get('ratelimit')).toMatch(/^"default";r=\d+;t=\d+$/);
+    expectProblem(limited!, 429, 'RATE_LIMITED');
+    expect(Number(limited!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(limited!.headers.get('ratelimit')).toMatch(/^"default";r=0;t=\d+$/);
+    // the product detail (another cached route) is refused too: same client, same budget
+    expect((await t.http.get(`/v1/products/${productId}`)).status).toBe(429);
+
+    // behind a trusted proxy: counted per forwarded client; a forged X-Forwarded-For prefix
+    // does not make a new client (the proxy's own entry is the one that counts)
+    const proxied = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1' } });
+    try {
+      const as = (xff: string) => proxied.http.get('/v1/categories', { headers: { 'x-forwarded-for': xff } });
+      expect((await as('10.9.0.1')).status).toBe(200);
+      const spoofed: number[] = [];
+      for (let round = 0; round < 20; round++) {
+        const batch = await Promise.all(Array.from({ length: 16 }, (_, i) => as(`192.0.2.${round * 16 + i}, 10.9.0.1`)));
+        spoofed.push(...batch.map((r) => r.status));
+      }
+      expect(spoofed.filter((s) => s === 429).length).toBeGreaterThanOrEqual(20);
+      expect((await as('10.9.0.1')).status).toBe(429);
+      expect((await as('10.9.0.2')).status).toBe(200); // another client is not affected
+    } finally {
+      await proxied.close();
+    }
+
+    // RATE_LIMIT_ENABLED=false switches it off
+    const unlimited = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'false' } });
+    try {
+      const all: number[] = [];
+      for (let round = 0; round < 20; round++) {
+        const batch = await Promise.all(Array.from({ length: 20 }, () => unlimited.http.get('/v1/categories')));
+        all.push(...batch.map((r) => r.status));
+        expect(batch[0].headers.get('ratelimit')).toBeNull();
+      }
+      expect(all.filter((s) => s === 200)).toHaveLength(400);
+    } finally {
+      await unlimited.close();
+    }
+  });
+});
