@@ -3,7 +3,11 @@
 # then the API and the worker side by side until Ctrl-C / SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -f .env ]; then set -a; . ./.env; set +a; fi
+# .env (if any) through Node's parser, never `source`d: the real environment wins. The API, the
+# worker, migrations and the seed read .env themselves too; this is for NODE_ENV and the ports.
+while IFS= read -r -d '' key && IFS= read -r -d '' val; do
+  export "$key=$val"
+done < <(node scripts/dotenv.js)
 # A local run is a development instance (demo data, simulated payments, built-in secrets) unless
 # the operator chose otherwise: the processes themselves never assume development.
 export NODE_ENV="${NODE_ENV:-development}"
