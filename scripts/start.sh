@@ -12,7 +12,13 @@ done < <(node scripts/dotenv.js)
 # the operator chose otherwise: the processes themselves never assume development.
 export NODE_ENV="${NODE_ENV:-development}"
 bash scripts/ensure-services.sh
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+if [ -L node_modules ]; then
+  # A linked node_modules is shared (e.g. git worktrees): `npm ci` would empty the link's target
+  # for everyone before replacing the link. Never install through it; say so if it looks stale.
+  if [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    echo "[start] note: node_modules is a link and older than package-lock.json; not reinstalling through it" >&2
+  fi
+elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "[start] installing dependencies (npm ci)"
   npm ci --no-audit --no-fund
 fi
