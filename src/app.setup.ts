@@ -55,7 +55,9 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
   limitBodyDepth(fastify);
   // CORS and security headers first: the catalog cache's fast path answers from a later hook.
   await registerBrowserSecurity(app, config);
-  registerCachedReads(fastify, app.get(CatalogCache), { rateLimitEnabled: config.rateLimitEnabled });
+  registerCachedReads(fastify, app.get(CatalogCache), {
+    rateLimitEnabled: config.rateLimitEnabled,
+  });
 
   // While shutting down, answer in-flight requests with Connection: close so keep-alive
   // sockets do not hold the process open after their last response.

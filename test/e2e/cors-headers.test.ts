@@ -24,7 +24,14 @@ function expectSecurityHeaders(res: HttpResponse): void {
 function expectCorsAllowed(res: HttpResponse): void {
   expect(res.headers.get('access-control-allow-origin')).toBe(WEB);
   const exposed = (res.headers.get('access-control-expose-headers') ?? '').toLowerCase();
-  for (const h of ['x-request-id', 'idempotent-replayed', 'retry-after', 'ratelimit', 'ratelimit-policy', 'location']) {
+  for (const h of [
+    'x-request-id',
+    'idempotent-replayed',
+    'retry-after',
+    'ratelimit',
+    'ratelimit-policy',
+    'location',
+  ]) {
     expect(exposed.split(/\s*,\s*/)).toContain(h);
   }
   expect(res.headers.get('access-control-allow-credentials')).toBeNull();
@@ -71,7 +78,10 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
 
   it('puts CORS and security headers on a normal answer', async () => {
     const customer = await registerCustomer(t.http);
-    const res = await t.http.get('/v1/me', { token: customer.accessToken, headers: { origin: WEB } });
+    const res = await t.http.get('/v1/me', {
+      token: customer.accessToken,
+      headers: { origin: WEB },
+    });
     expect(res.status).toBe(200);
     expectCorsAllowed(res);
     expectSecurityHeaders(res);
@@ -88,7 +98,9 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
       expect(res.body.id).toBe(p.id);
       // answered by the early hook: it found the cached answer
       expect(peek).toHaveBeenCalledWith(path);
-      await expect(peek.mock.results[peek.mock.results.length - 1].value).resolves.toEqual(expect.any(String));
+      await expect(peek.mock.results[peek.mock.results.length - 1].value).resolves.toEqual(
+        expect.any(String),
+      );
       expectCorsAllowed(res);
       expectSecurityHeaders(res);
       expect(res.headers.get('x-request-id')).toBeTruthy();
@@ -131,15 +143,28 @@ describe('CORS_ORIGINS defaults and validation', () => {
     expect(loadConfig({ ...secrets }).corsOrigins).toEqual([]);
     expect(loadConfig({ NODE_ENV: 'development' }).corsOrigins).toBe('*');
     expect(loadConfig({ NODE_ENV: 'development', CORS_ORIGINS: WEB }).corsOrigins).toEqual([WEB]);
-    expect(loadConfig({ NODE_ENV: 'production', ...secrets, CORS_ORIGINS: '*' }).corsOrigins).toBe('*');
+    expect(loadConfig({ NODE_ENV: 'production', ...secrets, CORS_ORIGINS: '*' }).corsOrigins).toBe(
+      '*',
+    );
     expect(
-      loadConfig({ NODE_ENV: 'production', ...secrets, CORS_ORIGINS: 'https://Web.Shop.Example:443/' }).corsOrigins,
+      loadConfig({
+        NODE_ENV: 'production',
+        ...secrets,
+        CORS_ORIGINS: 'https://Web.Shop.Example:443/',
+      }).corsOrigins,
     ).toEqual([WEB]);
   });
 
   it('refuses at boot what is not a bare origin', () => {
-    for (const bad of ['web.shop.example', 'https://web.shop.example/app', 'ftp://x.example', 'https://a.example,*']) {
-      expect(() => loadConfig({ NODE_ENV: 'production', ...secrets, CORS_ORIGINS: bad })).toThrow(/CORS_ORIGINS/);
+    for (const bad of [
+      'web.shop.example',
+      'https://web.shop.example/app',
+      'ftp://x.example',
+      'https://a.example,*',
+    ]) {
+      expect(() => loadConfig({ NODE_ENV: 'production', ...secrets, CORS_ORIGINS: bad })).toThrow(
+        /CORS_ORIGINS/,
+      );
     }
   });
 

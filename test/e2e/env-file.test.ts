@@ -21,11 +21,17 @@ async function nodeEnvFile(path: string): Promise<Record<string, string>> {
 }
 
 /** The .env entries the shell scripts export (scripts/dotenv.js), as a bash loop reads them. */
-async function shellEnvFile(dir: string, env: Record<string, string> = {}): Promise<Record<string, string>> {
+async function shellEnvFile(
+  dir: string,
+  env: Record<string, string> = {},
+): Promise<Record<string, string>> {
   const script = `while IFS= read -r -d '' k && IFS= read -r -d '' v; do export "$k=$v"; done < <(node ${JSON.stringify(
     join(ROOT, 'scripts', 'dotenv.js'),
   )}); node -e 'process.stdout.write(JSON.stringify(process.env))'`;
-  const { stdout } = await run('bash', ['-c', script], { cwd: dir, env: { PATH: process.env.PATH ?? '', ...env } });
+  const { stdout } = await run('bash', ['-c', script], {
+    cwd: dir,
+    env: { PATH: process.env.PATH ?? '', ...env },
+  });
   return JSON.parse(stdout);
 }
 
@@ -75,7 +81,10 @@ describe('.env: read by a real parser, by every process, the real environment wi
         'EVIL=$(touch ' + join(dir, 'pwned') + ')',
       ].join('\n'),
     );
-    const env: Record<string, string | undefined> = { NODE_ENV: 'development', RESERVATION_TTL_SECONDS: '60' };
+    const env: Record<string, string | undefined> = {
+      NODE_ENV: 'development',
+      RESERVATION_TTL_SECONDS: '60',
+    };
     loadEnvFile(path, env);
     const config = loadConfig(env);
     expect(config.http.port).toBe(4321);
@@ -113,15 +122,30 @@ describe('.env: read by a real parser, by every process, the real environment wi
     const entryPoints: Record<string, string[]> = {
       api: [join(ROOT, 'src', 'main.ts')],
       worker: [join(ROOT, 'src', 'worker.ts')],
-      migrations: [join(ROOT, 'node_modules', 'typeorm', 'cli.js'), '-d', join(ROOT, 'ormconfig.ts'), 'migration:show'],
+      migrations: [
+        join(ROOT, 'node_modules', 'typeorm', 'cli.js'),
+        '-d',
+        join(ROOT, 'ormconfig.ts'),
+        'migration:show',
+      ],
       seed: [join(ROOT, 'scripts', 'seed.ts')],
-      'admin:create': [join(ROOT, 'scripts', 'admin-create.ts'), '--email', 'a@shop.example', '--password', 'long-enough-pw'],
+      'admin:create': [
+        join(ROOT, 'scripts', 'admin-create.ts'),
+        '--email',
+        'a@shop.example',
+        '--password',
+        'long-enough-pw',
+      ],
     };
     const results = await Promise.all(
       Object.entries(entryPoints).map(
         ([name, args]) =>
           new Promise<{ name: string; code: number | null; output: string }>((resolve) => {
-            const proc = spawn(process.execPath, ['-r', register, ...args], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+            const proc = spawn(process.execPath, ['-r', register, ...args], {
+              cwd: dir,
+              env,
+              stdio: ['ignore', 'pipe', 'pipe'],
+            });
             let output = '';
             proc.stdout.on('data', (d: Buffer) => (output += d.toString()));
             proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
@@ -138,7 +162,8 @@ describe('.env: read by a real parser, by every process, the real environment wi
       expect({ name: r.name, code: r.code }).toEqual({ name: r.name, code: 1 });
       // the migration CLI needs only the database settings
       expect([r.name, r.output]).toEqual([r.name, expect.stringContaining('DATABASE_POOL_SIZE')]);
-      if (r.name !== 'migrations') expect([r.name, r.output]).toEqual([r.name, expect.stringContaining('SHOP_CURRENCY')]);
+      if (r.name !== 'migrations')
+        expect([r.name, r.output]).toEqual([r.name, expect.stringContaining('SHOP_CURRENCY')]);
     }
   }, 90_000);
 
@@ -148,9 +173,19 @@ describe('.env: read by a real parser, by every process, the real environment wi
     const out = join(ROOT, 'var', `build-${process.pid}-${Date.now()}`);
     const db = await createTestDatabase();
     try {
-      await run(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', out], {
-        cwd: ROOT,
-      });
+      await run(
+        process.execPath,
+        [
+          join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'),
+          '-p',
+          join(ROOT, 'tsconfig.build.json'),
+          '--outDir',
+          out,
+        ],
+        {
+          cwd: ROOT,
+        },
+      );
       // as in the image: production, secrets from the environment, DATABASE_URL from .env
       writeFileSync(join(dir, '.env'), `DATABASE_URL=${db.url}\n`);
       const env = {
@@ -166,14 +201,28 @@ describe('.env: read by a real parser, by every process, the real environment wi
         WORKER_METRICS_PORT: '0',
       };
       const script = join(out, 'scripts', 'admin-create.js');
-      const args = [script, '--email', 'First.Admin@Shop.example', '--password', 'a-long-first-password', '--name', 'First'];
+      const args = [
+        script,
+        '--email',
+        'First.Admin@Shop.example',
+        '--password',
+        'a-long-first-password',
+        '--name',
+        'First',
+      ];
       const first = await run(process.execPath, args, { cwd: dir, env });
       expect(first.stdout).toMatch(/admin ready: first\.admin@shop\.example/i);
       await run(process.execPath, args, { cwd: dir, env }); // idempotent
-      const rows = await db.pool.query(`SELECT lower(email) AS email, role, name FROM users WHERE lower(email) = 'first.admin@shop.example'`);
-      expect(rows.rows).toEqual([{ email: 'first.admin@shop.example', role: 'admin', name: 'First' }]);
+      const rows = await db.pool.query(
+        `SELECT lower(email) AS email, role, name FROM users WHERE lower(email) = 'first.admin@shop.example'`,
+      );
+      expect(rows.rows).toEqual([
+        { email: 'first.admin@shop.example', role: 'admin', name: 'First' },
+      ]);
       // and refuses bad arguments with its usage line
-      await expect(run(process.execPath, [script, '--email', 'nope'], { cwd: dir, env })).rejects.toMatchObject({
+      await expect(
+        run(process.execPath, [script, '--email', 'nope'], { cwd: dir, env }),
+      ).rejects.toMatchObject({
         code: 2,
         stderr: expect.stringContaining('usage:'),
       });

@@ -14,7 +14,12 @@ export const CORS_EXPOSED_HEADERS = [
 ];
 
 /** Request headers a browser client may send cross-origin. */
-export const CORS_ALLOWED_HEADERS = ['Authorization', 'Content-Type', 'Idempotency-Key', 'X-Request-Id'];
+export const CORS_ALLOWED_HEADERS = [
+  'Authorization',
+  'Content-Type',
+  'Idempotency-Key',
+  'X-Request-Id',
+];
 
 /**
  * CORS for browser clients on other origins. Bearer tokens, not cookies: no credentials, so an
@@ -64,7 +69,13 @@ export const HELMET_OPTIONS: FastifyHelmetOptions = {
 };
 
 /** Headers of any answer, not helmet's. */
-const NOT_SECURITY = new Set(['content-type', 'content-length', 'date', 'connection', 'keep-alive']);
+const NOT_SECURITY = new Set([
+  'content-type',
+  'content-length',
+  'date',
+  'connection',
+  'keep-alive',
+]);
 
 /**
  * The headers @fastify/helmet sets with HELMET_OPTIONS, computed once at boot by asking it (a
@@ -72,7 +83,9 @@ const NOT_SECURITY = new Set(['content-type', 'content-length', 'date', 'connect
  * the plugin itself rebuilds helmet's middleware on every request (10–25 µs here), a large
  * share of a catalog cache hit.
  */
-export async function helmetHeaders(options: FastifyHelmetOptions = HELMET_OPTIONS): Promise<Record<string, string>> {
+export async function helmetHeaders(
+  options: FastifyHelmetOptions = HELMET_OPTIONS,
+): Promise<Record<string, string>> {
   const probe = new FastifyAdapter().getInstance();
   try {
     await probe.register(helmet, options);
@@ -102,7 +115,8 @@ export async function registerBrowserSecurity(
   // (Not app.enableCors(): its wrapper copies all reply headers to the raw response per request.)
   await app.register(cors, corsOptions(config));
   const headers = await helmetHeaders();
-  if (!headers['content-security-policy']) throw new Error('helmet produced no Content-Security-Policy');
+  if (!headers['content-security-policy'])
+    throw new Error('helmet produced no Content-Security-Policy');
   app
     .getHttpAdapter()
     .getInstance()
