@@ -6,8 +6,14 @@
 const { existsSync, readFileSync } = require('node:fs');
 const { parseEnv } = require('node:util');
 
-const path = process.argv[2] || '.env';
-if (existsSync(path)) {
+// ENV_FILE names another file (it must exist); ENV_FILE= (empty) reads none (as src/config/env-file.ts)
+const chosen = process.env.ENV_FILE;
+if (chosen && !existsSync(chosen)) {
+  console.error(`ENV_FILE: no such file "${chosen}"`);
+  process.exit(1);
+}
+const path = chosen === undefined ? '.env' : chosen;
+if (path && existsSync(path)) {
   const out = [];
   for (const [name, value] of Object.entries(parseEnv(readFileSync(path, 'utf8')))) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || process.env[name] !== undefined) continue;

@@ -97,7 +97,22 @@ describe('.env: read by a real parser, by every process, the real environment wi
     expect(byShell.MAIL_FROM).toBe('Dot Env <from@dotenv.example>');
     expect(byShell.RESERVATION_TTL_SECONDS).toBe('60');
     expect(byShell.EVIL).toBe(env.EVIL);
-    expect(() => loadEnvFile(join(dir, 'pwned'))).not.toThrow(); // (absent file: nothing to do)
+    expect(loadEnvFile(join(dir, 'pwned'), {})).toEqual([]); // (absent file: nothing to do)
+  });
+
+  it('ENV_FILE names another file (which must exist); ENV_FILE= reads none', () => {
+    const other = join(dir, 'shop.env');
+    writeFileSync(other, 'SHOP_CURRENCY=GBP\n');
+    writeFileSync(join(dir, '.env'), 'SHOP_CURRENCY=EUR\n');
+    const chosen: Record<string, string | undefined> = { ENV_FILE: other };
+    expect(loadEnvFile(undefined, chosen)).toEqual(['SHOP_CURRENCY']);
+    expect(chosen.SHOP_CURRENCY).toBe('GBP');
+    const none: Record<string, string | undefined> = { ENV_FILE: '' };
+    expect(loadEnvFile(undefined, none)).toEqual([]);
+    expect(none.SHOP_CURRENCY).toBeUndefined();
+    expect(() => loadEnvFile(undefined, { ENV_FILE: join(dir, 'missing.env') })).toThrow(
+      /ENV_FILE/,
+    );
   });
 
   it('the API, the worker, the migration CLI, seed and admin:create all read .env from their working directory', async () => {
@@ -107,6 +122,7 @@ describe('.env: read by a real parser, by every process, the real environment wi
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
     delete env.SHOP_CURRENCY;
     delete env.DATABASE_POOL_SIZE;
+    delete env.ENV_FILE; // the harness switches .env off (test/support/env.ts): .env as in production
     Object.assign(env, {
       TS_NODE_PROJECT: join(ROOT, 'tsconfig.json'),
       PORT: '0',
