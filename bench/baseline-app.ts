@@ -1,14 +1,23 @@
 import 'reflect-metadata';
-import { Controller, Get, Module } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Module, Post } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, NestFastifyApplication } from '@nestjs/platform-fastify';
 
-/** The floor for read benchmarks: a bare Nest + Fastify app with one small JSON route. */
+/**
+ * The floor for benchmarks: a bare Nest + Fastify app with small JSON routes — a GET (catalog
+ * reads) and a POST that parses a JSON body and answers 409 (the sold-out checkout's refusal).
+ */
 @Controller()
 class PingController {
   @Get('ping')
   ping(): { ok: true; service: string } {
     return { ok: true, service: 'baseline' };
+  }
+
+  @Post('refuse')
+  @HttpCode(409)
+  refuse(@Body() body: unknown): { code: string; received: boolean } {
+    return { code: 'INSUFFICIENT_STOCK', received: body !== undefined };
   }
 }
 

@@ -3,11 +3,11 @@
  * `npm run bench:catalog` — catalog read throughput, in one run:
  * a bare Nest-Fastify baseline route, cached product detail, cached listing page (20 items),
  * and the same two uncached (a second API process with CATALOG_CACHE_ENABLED=false), on a fresh
- * database seeded with 1,000+ products. Results go to docs/BENCHMARKS.md.
+ * database seeded with 1,000+ products, and each API process's peak resident memory (VmHWM).
+ * Results go to docs/BENCHMARKS.md.
  */
-import { ChildProcess, spawn } from 'node:child_process';
 import { Pool } from 'pg';
-import { ROOT, build, freePort, freshDatabase, startApi, stopApi, writeBenchmarkSection } from './support';
+import { build, freshDatabase, memoryOf, startApi, startBaseline, stopApi, writeBenchmarkSection } from './support';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
 
@@ -34,21 +34,6 @@ async function measure(url: string, paths: string[]): Promise<Result> {
   await run(2); // warm-up (fills the cache for the cached scenarios)
   const r = await run(DURATION_S);
   return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.non2xx + r.errors };
-}
-
-async function startBaseline(): Promise<{ url: string; proc: ChildProcess }> {
-  const port = await freePort();
-  const proc = spawn(process.execPath, ['-r', './scripts/ts-register.js', 'bench/baseline-app.ts'], {
-    cwd: ROOT,
-    env: { ...process.env, PORT: String(port) },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    if ((await fetch(`${url}/ping`).then((r) => r.status, () => 0)) === 200) return { url, proc };
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('baseline app did not start');
 }
 
 async function seed(pool: Pool): Promise<string[]> {
@@ -95,6 +80,9 @@ async function main(): Promise<void> {
     console.log('uncached listing…');
     const uList = await measure(uncached.url, listPaths);
 
+    const memCached = memoryOf(cached.proc.pid);
+    const memUncached = memoryOf(uncached.proc.pid);
+    const mem = (m: ReturnType<typeof memoryOf>) => (m ? `${m.peakMiB} MiB peak (now ${m.rssMiB} MiB)` : 'n/a');
     const row = (name: string, r: Result, ratio: string) =>
       `| ${name} | ${fmt(r.rps)} | ${r.p50} / ${r.p99} | ${r.errors} | ${ratio} |`;
     const md = `## Catalog reads
@@ -110,6 +98,8 @@ ${row('uncached product detail', uDetail, `${(uDetail.rps / base.rps).toFixed(2)
 ${row('uncached listing, 20 items', uList, `${(uList.rps / base.rps).toFixed(2)}× baseline`)}
 
 Cached listing vs uncached listing: **${(cList.rps / uList.rps).toFixed(1)}×** (target ≥ 5×). Cached detail vs uncached detail: ${(cDetail.rps / uDetail.rps).toFixed(1)}×.
+
+API resident memory (VmHWM of \`node dist/main.js\`, read from /proc after the run; target ≤ 200 MiB): cached process **${mem(memCached)}**, uncached process ${mem(memUncached)}.
 `;
     console.log(`\n${md}`);
     writeBenchmarkSection('catalog', md);

@@ -5,14 +5,28 @@
  * In one run, on a fresh database and an API process started with production settings:
  *  - contended: one SKU, 64 connections, hundreds of distinct buyers → reservations/s, p50/p99;
  *  - sold out: a 500-unit SKU and 2,000 purchase attempts → exactly 500 orders (oversell 0);
+ *  - sold-out refusals: the sold-out SKU keeps being bought for BENCH_DURATION seconds → 409s/s,
+ *    against a bare Nest + Fastify route answering 409 to the same POST in its own process
+ *    (bench/baseline-app.ts), and how many the sold-out fast path answered (its counter);
  *  - uncontended: 64 SKUs;
  *  - baselines with the same concurrency: the minimal SQL transaction
  *    (SELECT … FOR UPDATE, UPDATE, INSERT order) driven directly over `pg`.
+ * Also the API process's peak resident memory (VmHWM) over the whole run.
  * Results are printed and written to docs/BENCHMARKS.md as ratios against the baselines.
  */
 import { randomUUID } from 'node:crypto';
 import { Pool } from 'pg';
-import { build, freshDatabase, percentile, startApi, stopApi, writeBenchmarkSection } from './support';
+import {
+  build,
+  freePort,
+  freshDatabase,
+  memoryOf,
+  percentile,
+  startApi,
+  startBaseline,
+  stopApi,
+  writeBenchmarkSection,
+} from './support';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
 
@@ -106,6 +120,46 @@ async function checkout(
   };
 }
 
+/** Every answer per second of POSTing `body` to `path` (with the buyers' tokens and fresh keys). */
+async function refusals(
+  url: string,
+  path: string,
+  tokens: string[],
+  body: string,
+  duration: number,
+): Promise<Measured> {
+  const result = await autocannon({
+    url,
+    connections: CONNECTIONS,
+    duration,
+    requests: [
+      {
+        method: 'POST',
+        path,
+        setupRequest: (req: Record<string, unknown>) => ({
+          ...req,
+          headers: {
+            'content-type': 'application/json',
+            authorization: `Bearer ${tokens[Math.floor(Math.random() * tokens.length)]}`,
+            'idempotency-key': randomUUID(),
+          },
+          body,
+        }),
+      },
+    ],
+  });
+  const stats = (result.statusCodeStats ?? {}) as Record<string, { count: number }>;
+  const other: Record<string, number> = {};
+  for (const [code, s] of Object.entries(stats)) if (code !== '409') other[code] = s.count;
+  const ok = stats['409']?.count ?? 0;
+  return { rps: ok / (result.duration as number), p50: result.latency.p50, p99: result.latency.p99, ok, other };
+}
+
+async function fastRefusals(metricsUrl: string): Promise<number> {
+  const text = await fetch(metricsUrl).then((r) => r.text(), () => '');
+  return Number(/^checkout_sold_out_fast_refusals_total (\d+)$/m.exec(text)?.[1] ?? 0);
+}
+
 /** The floor we compare against: the minimal reservation transaction over raw pg. */
 async function baseline(url: string, productFor: (worker: number) => string): Promise<Measured> {
   const pool = new Pool({ connectionString: url, max: CONNECTIONS });
@@ -175,9 +229,13 @@ async function main(): Promise<void> {
   build();
   const url = await freshDatabase('shop_bench_flash_sale');
   const pool = new Pool({ connectionString: url, max: 4 });
+  const metricsPort = await freePort();
+  const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
+  const bare = await startBaseline();
   const { url: api, proc } = await startApi({
     DATABASE_URL: url,
-    REDIS_KEY_PREFIX: 'bench-flash',
+    REDIS_KEY_PREFIX: `bench-flash-${Date.now()}`,
+    METRICS_PORT: String(metricsPort),
     // each buyer places many orders of the hot SKU: the per-customer caps would refuse them
     PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0',
     PURCHASE_LIMIT_OPEN_ORDERS: '0',
@@ -197,11 +255,23 @@ async function main(): Promise<void> {
     const soldOut = await checkout(api, tokens, () => soldOutSku, { amount: 2000 });
     const soldOutCheck = await oversell(pool, soldOutSku);
 
+    console.log('sold-out refusals…');
+    const refusalBody = JSON.stringify({ items: [{ productId: soldOutSku, quantity: 1 }] });
+    await refusals(api, '/v1/orders', tokens, refusalBody, 2); // warm-up
+    const fastBefore = await fastRefusals(metricsUrl);
+    const refused = await refusals(api, '/v1/orders', tokens, refusalBody, DURATION_S);
+    const fastDuring = (await fastRefusals(metricsUrl)) - fastBefore;
+    const refusedCheck = await oversell(pool, soldOutSku);
+    await refusals(bare.url, '/refuse', tokens, refusalBody, 2); // warm-up
+    const bareRefusals = await refusals(bare.url, '/refuse', tokens, refusalBody, DURATION_S);
+
     const many = await Promise.all(Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)));
     console.log('uncontended checkout…');
     const uncontended = await checkout(api, tokens, () => many[Math.floor(Math.random() * many.length)], { duration: DURATION_S });
 
+    const memory = memoryOf(proc.pid);
     await stopApi(proc);
+    await stopApi(bare.proc);
     console.log('baselines…');
     const baseHot = await insertProduct(pool, 10_000_000);
     const baseContended = await baseline(url, () => baseHot);
@@ -220,9 +290,17 @@ async function main(): Promise<void> {
           `| ${name} | ${fmt(m.rps)} | ${m.p50} / ${m.p99} | ${fmt(b.rps)} | ${b.p50} / ${b.p99} | **${(m.rps / b.rps).toFixed(2)}×** |`,
       ),
     ].join('\n');
+    const refusalRatio = refused.rps / bareRefusals.rps;
+    const refusalTable = [
+      '| scenario | API 409s/s | API p50 / p99 ms | bare Nest-Fastify POST → 409, req/s | bare p50 / p99 ms | ratio |',
+      '|---|---|---|---|---|---|',
+      `| checkout of the sold-out SKU | ${fmt(refused.rps)} | ${refused.p50} / ${refused.p99} | ${fmt(bareRefusals.rps)} | ${bareRefusals.p50} / ${bareRefusals.p99} | **${refusalRatio.toFixed(2)}×** (target ≥ 0.25) |`,
+    ].join('\n');
     const correctness = [
       `- contended run: ${hotCheck.orders} units ordered, reserved ${hotCheck.reserved}, ledger consistent: ${hotCheck.ledgerOk}, non-201 answers: ${JSON.stringify(contended.other)}`,
       `- sold-out run: 500 units, 2,000 attempts → ${soldOut.ok} orders (201), others ${JSON.stringify(soldOut.other)}; reserved ${soldOutCheck.reserved}/${soldOutCheck.onHand}; **oversold: ${soldOutCheck.oversold}**; ledger consistent: ${soldOutCheck.ledgerOk}`,
+      `- sold-out refusals: ${refused.ok} answers 409, others ${JSON.stringify(refused.other)}; ${fastDuring} of them by the sold-out fast path (no transaction); afterwards ${refusedCheck.orders} units ordered, reserved ${refusedCheck.reserved}/${refusedCheck.onHand}, **oversold: ${refusedCheck.oversold}**`,
+      `- API peak resident memory (VmHWM of \`node dist/main.js\` over the whole run, target ≤ 200 MiB): **${memory ? `${memory.peakMiB} MiB` : 'n/a'}** (at the end: ${memory ? `${memory.rssMiB} MiB` : 'n/a'})`,
     ].join('\n');
     const md = `## Flash sale (checkout)
 
@@ -232,6 +310,10 @@ Each API request is a full \`POST /v1/orders\`: JWT check, Idempotency-Key claim
 
 ${table}
 
+Sold-out refusals: the 500-unit SKU above, sold out, bought again for ${DURATION_S} s by the same buyers; the baseline is a bare Nest + Fastify route in its own process answering 409 to the same POST (JSON body, same headers), measured right after in the same run.
+
+${refusalTable}
+
 Correctness in the same run:
 ${correctness}
 `;
@@ -239,6 +321,7 @@ ${correctness}
     writeBenchmarkSection('flash-sale', md);
   } finally {
     await stopApi(proc).catch(() => undefined);
+    await stopApi(bare.proc).catch(() => undefined);
     await pool.end();
   }
 }

@@ -31,6 +31,38 @@ export async function freshDatabase(name: string): Promise<string> {
   return url;
 }
 
+/** Peak resident set (VmHWM) and current resident set (VmRSS) of a process, in MiB (Linux). */
+export function memoryOf(pid: number | undefined): { peakMiB: number; rssMiB: number } | null {
+  if (pid === undefined) return null;
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+    return { peakMiB: Math.round(kib('VmHWM') / 1024), rssMiB: Math.round(kib('VmRSS') / 1024) };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The bare Nest + Fastify app (bench/baseline-app.ts) in a process of its own: the floor the
+ * API's routes are compared with in the same run.
+ */
+export async function startBaseline(): Promise<{ url: string; proc: ChildProcess }> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, ['-r', './scripts/ts-register.js', 'bench/baseline-app.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(port) },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    if ((await fetch(`${url}/ping`).then((r) => r.status, () => 0)) === 200) return { url, proc };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  proc.kill('SIGKILL');
+  throw new Error('baseline app did not start');
+}
+
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
@@ -47,6 +79,15 @@ export function build(): void {
 }
 
 /**
+ * The V8 heap budget the API runs with (docker/Dockerfile sets the same NODE_OPTIONS): a 384 MiB
+ * old-space ceiling makes V8 size its heap for a small process (with Node's default ~4 GiB
+ * ceiling it lets ~130 MB of garbage pile up before a full collection, against a live heap of
+ * ~45 MB), and 8 MiB semi-spaces halve the young generation. `API_NODE_OPTIONS=` (empty) runs
+ * the benchmarks without them.
+ */
+export const API_NODE_OPTIONS = process.env.API_NODE_OPTIONS ?? '--max-old-space-size=384 --max-semi-space-size=8';
+
+/**
  * Starts the built API (`node dist/main.js`) with production settings and its own secrets;
  * resolves when ready. The Stripe key is a placeholder the benchmarks never use (no payments),
  * aimed at a closed port so nothing can reach Stripe.
@@ -58,8 +99,11 @@ export async function startApi(env: Record<string, string>): Promise<{ url: stri
     env: {
       ...process.env,
       NODE_ENV: 'production',
+      NODE_OPTIONS: API_NODE_OPTIONS,
       JWT_SECRET: 'bench-only-secret-bench-only-secret-0123456789',
-      STORAGE_SIGNING_SECRET: 'bench-only-storage-secret-0123456789',
+      STORAGE_ACCESS_KEY_ID: 'bench-only-access-key',
+      STORAGE_SECRET_ACCESS_KEY: 'bench-only-storage-secret-0123456789',
+      STORAGE_WEBHOOK_TOKEN: 'bench-only-storage-webhook-token',
       STRIPE_SECRET_KEY: 'sk_test_bench_only_unused',
       STRIPE_WEBHOOK_SECRET: 'whsec_bench_only_unused',
       STRIPE_API_URL: 'http://127.0.0.1:9',

@@ -21,6 +21,10 @@ if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
 fi
 echo "[test] lint";      npx eslint . --max-warnings 0
 echo "[test] typecheck"; npx tsc -p tsconfig.json --noEmit
+# the committed contract: zero problems under redocly.yaml and .spectral.yaml (offline)
+echo "[test] openapi lint"
+REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx redocly lint openapi.json
+npx spectral lint openapi.json --fail-severity warn
 echo "[test] jest (unit + integration + e2e)"
 mkdir -p var
 status=0

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Test } from '@nestjs/testing';
@@ -5,20 +6,29 @@ import { createFastifyAdapter } from '../src/app.setup';
 import { AppModule } from '../src/app.module';
 import { loadConfig } from '../src/config/config';
 import { buildOpenApiDocument } from '../src/common/http/openapi';
+import { CLIENT_SCHEMA } from '../test/client/schema-path';
 
 /**
- * Regenerates the committed openapi.json from the code (`npm run openapi`). The document
- * describes a development instance (it includes the dev-only confirm route), whatever the
- * caller's NODE_ENV: it only builds the module in-process and never serves anything.
+ * Regenerates the committed openapi.json from the code (`npm run openapi`), strictly (an
+ * operation without summary, description or unique operationId stops it), then the typed
+ * client schema the contract test compiles against (test/client/schema.d.ts). The module is
+ * built in-process with development config (no secrets needed, nothing served); the
+ * development-only routes are excluded from the document (@ApiExcludeController).
  */
 async function main(): Promise<void> {
   const config = loadConfig({ ...process.env, NODE_ENV: 'development', LOG_LEVEL: 'silent' });
   const moduleRef = await Test.createTestingModule({ imports: [AppModule.register(config)] }).compile();
   const app = moduleRef.createNestApplication(createFastifyAdapter(config));
   await app.init();
-  const doc = buildOpenApiDocument(app);
-  writeFileSync(join(__dirname, '..', 'openapi.json'), `${JSON.stringify(doc, null, 2)}\n`);
+  const doc = buildOpenApiDocument(app, { strict: true });
+  const root = join(__dirname, '..');
+  writeFileSync(join(root, 'openapi.json'), `${JSON.stringify(doc, null, 2)}\n`);
   await app.close();
+  execFileSync(
+    process.execPath,
+    [join(root, 'node_modules', 'openapi-typescript', 'bin', 'cli.js'), 'openapi.json', '-o', CLIENT_SCHEMA],
+    { cwd: root, stdio: 'inherit' },
+  );
 }
 
 main().catch((err: unknown) => {

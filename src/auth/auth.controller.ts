@@ -1,16 +1,6 @@
 import { Body, Controller, Get, HttpCode, Ip, Post } from '@nestjs/common';
-import {
-  ApiBadRequestResponse,
-  ApiBearerAuth,
-  ApiConflictResponse,
-  ApiCreatedResponse,
-  ApiForbiddenResponse,
-  ApiNoContentResponse,
-  ApiOkResponse,
-  ApiTags,
-  ApiTooManyRequestsResponse,
-  ApiUnauthorizedResponse,
-} from '@nestjs/swagger';
+import { ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiProblems } from '../common/http/api-problems';
 import { Public } from '../common/http/public.decorator';
 import { IgnoreIdempotencyKey } from '../idempotency/idempotency.decorator';
 import { AccountService } from './account.service';
@@ -26,8 +16,6 @@ import {
 import { CurrentPrincipal, Principal } from './principal';
 import { RateLimit } from './rate-limit.decorator';
 
-const RATE_LIMITED = { description: 'RATE_LIMITED, with Retry-After' };
-
 // Credential routes: an Idempotency-Key is accepted and ignored (API.md, Idempotency).
 @ApiTags('auth')
 @IgnoreIdempotencyKey()
@@ -38,10 +26,18 @@ export class AuthController {
   @Public()
   @RateLimit('register')
   @Post('register')
+  @ApiOperation({
+    operationId: 'register',
+    summary: 'Register a customer account',
+    description:
+      'Creates a `customer` and signs it in: the answer carries an access token and a ' +
+      'single-use refresh token. Limited per client IP (10/hour).',
+  })
   @ApiCreatedResponse({ type: TokensDto })
-  @ApiBadRequestResponse({ description: 'VALIDATION_FAILED (e.g. password not 8..128 chars)' })
-  @ApiConflictResponse({ description: 'EMAIL_TAKEN' })
-  @ApiTooManyRequestsResponse(RATE_LIMITED)
+  @ApiProblems(
+    [400, '`VALIDATION_FAILED` (e.g. a password not 8..128 characters) or `BAD_REQUEST`'],
+    [409, '`EMAIL_TAKEN`'],
+  )
   register(@Body() dto: RegisterDto): Promise<TokensDto> {
     return this.auth.register(dto);
   }
@@ -50,9 +46,15 @@ export class AuthController {
   @RateLimit('login')
   @Post('login')
   @HttpCode(200)
+  @ApiOperation({
+    operationId: 'login',
+    summary: 'Sign in with email and password',
+    description:
+      'Returns a new access token and refresh token. An unknown email and a wrong password ' +
+      'get the same 401. Failed attempts slow an attacker down without locking the owner out.',
+  })
   @ApiOkResponse({ type: TokensDto })
-  @ApiUnauthorizedResponse({ description: 'INVALID_CREDENTIALS' })
-  @ApiTooManyRequestsResponse(RATE_LIMITED)
+  @ApiProblems([401, '`INVALID_CREDENTIALS`'])
   login(@Body() dto: LoginDto, @Ip() ip: string): Promise<TokensDto> {
     return this.auth.login(dto, ip);
   }
@@ -60,10 +62,15 @@ export class AuthController {
   @Public()
   @Post('refresh')
   @HttpCode(200)
-  @ApiOkResponse({ type: TokensDto, description: 'A new pair; the presented token is spent' })
-  @ApiUnauthorizedResponse({
-    description: 'REFRESH_TOKEN_INVALID, or REFRESH_TOKEN_REUSED (its session is revoked)',
+  @ApiOperation({
+    operationId: 'refreshTokens',
+    summary: 'Exchange a refresh token for a new token pair',
+    description:
+      'The presented refresh token is spent. Presenting a spent one again revokes its whole ' +
+      'session (every token of the family) and answers `REFRESH_TOKEN_REUSED`.',
   })
+  @ApiOkResponse({ type: TokensDto, description: 'A new pair; the presented token is spent' })
+  @ApiProblems([401, '`REFRESH_TOKEN_INVALID`, or `REFRESH_TOKEN_REUSED` (its session is revoked)'])
   refresh(@Body() dto: RefreshDto): Promise<TokensDto> {
     return this.auth.refresh(dto.refreshToken);
   }
@@ -71,6 +78,12 @@ export class AuthController {
   @Public()
   @Post('logout')
   @HttpCode(204)
+  @ApiOperation({
+    operationId: 'logout',
+    summary: 'Sign out (revoke the session)',
+    description:
+      "Revokes the refresh token's session; its access tokens stop working within seconds.",
+  })
   @ApiNoContentResponse({ description: 'The session (refresh-token family) is revoked' })
   logout(@Body() dto: RefreshDto): Promise<void> {
     return this.auth.logout(dto.refreshToken);
@@ -78,13 +91,16 @@ export class AuthController {
 }
 
 @ApiTags('auth')
-@ApiBearerAuth('bearer')
-@ApiUnauthorizedResponse({ description: 'UNAUTHENTICATED or TOKEN_INVALID' })
 @Controller('v1/me')
 export class MeController {
   constructor(private readonly accounts: AccountService) {}
 
   @Get()
+  @ApiOperation({
+    operationId: 'getMe',
+    summary: 'The signed-in account',
+    description: 'Returns the id, email, name and role of the account the access token belongs to.',
+  })
   @ApiOkResponse({ type: UserDto })
   me(@CurrentPrincipal() me: Principal): Promise<UserDto> {
     return this.accounts.me(me.userId);
@@ -94,9 +110,15 @@ export class MeController {
   @HttpCode(204)
   @IgnoreIdempotencyKey()
   @RateLimit('password-change')
+  @ApiOperation({
+    operationId: 'changePassword',
+    summary: 'Change the password',
+    description:
+      'Needs the current password. Every session of the account is revoked, including the ' +
+      'one making the call: sign in again with the new password.',
+  })
   @ApiNoContentResponse({ description: 'Changed; every session of the user is revoked' })
-  @ApiForbiddenResponse({ description: 'CURRENT_PASSWORD_INCORRECT' })
-  @ApiTooManyRequestsResponse(RATE_LIMITED)
+  @ApiProblems([403, '`CURRENT_PASSWORD_INCORRECT`'])
   changePassword(@CurrentPrincipal() me: Principal, @Body() dto: ChangePasswordDto): Promise<void> {
     return this.accounts.changePassword(me.userId, dto);
   }

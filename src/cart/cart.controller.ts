@@ -1,23 +1,35 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, ParseUUIDPipe, Put } from '@nestjs/common';
-import { ApiBearerAuth, ApiNoContentResponse, ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import { ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
+import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { CartService } from './cart.service';
 import { CartDto, SetCartQuantityDto } from './dto/cart.dto';
 
 @ApiTags('cart')
-@ApiBearerAuth('bearer')
 @Controller('v1/cart')
 export class CartController {
   constructor(private readonly cart: CartService) {}
 
   @Get()
+  @ApiOperation({
+    operationId: 'getCart',
+    summary: "The signed-in customer's cart",
+    description: 'Lines with current prices and the total.',
+  })
   @ApiOkResponse({ type: CartDto })
   get(@CurrentPrincipal() me: Principal): Promise<CartDto> {
     return this.cart.get(me.userId);
   }
 
   @Put('items/:productId')
+  @ApiOperation({
+    operationId: 'setCartItemQuantity',
+    summary: "Set a product's quantity in the cart",
+    description: 'Sets (not adds) the quantity of the line; 0 removes it. Returns the whole cart.',
+  })
+  @ApiUuidParam('productId', 'Product id')
   @ApiOkResponse({ type: CartDto })
+  @ApiProblems([404, '`PRODUCT_NOT_FOUND`'])
   setQuantity(
     @CurrentPrincipal() me: Principal,
     @Param('productId', new ParseUUIDPipe()) productId: string,
@@ -28,7 +40,12 @@ export class CartController {
 
   @Delete()
   @HttpCode(204)
-  @ApiNoContentResponse()
+  @ApiOperation({
+    operationId: 'clearCart',
+    summary: 'Empty the cart',
+    description: 'Removes every line.',
+  })
+  @ApiNoContentResponse({ description: 'Emptied' })
   clear(@CurrentPrincipal() me: Principal): Promise<void> {
     return this.cart.clear(me.userId);
   }

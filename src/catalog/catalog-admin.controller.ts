@@ -1,6 +1,7 @@
 import { Body, Controller, Delete, HttpCode, Param, ParseUUIDPipe, Patch, Post } from '@nestjs/common';
-import { ApiBearerAuth, ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import { ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
+import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { RequirePermission } from '../auth/require-permission.decorator';
 import { CatalogAdminService } from './catalog-admin.service';
 import { ImagesService } from './images.service';
@@ -17,7 +18,6 @@ import {
 } from './dto/catalog.dto';
 
 @ApiTags('admin')
-@ApiBearerAuth('bearer')
 @Controller('v1/admin')
 export class CatalogAdminController {
   constructor(
@@ -27,14 +27,29 @@ export class CatalogAdminController {
 
   @Post('products')
   @RequirePermission('catalog:write')
+  @ApiOperation({
+    operationId: 'createProduct',
+    summary: 'Create a product (permission `catalog:write`)',
+    description:
+      'Creates an active product with its initial stock (ledgered). The price is in the ' +
+      "shop's currency, in integer minor units.",
+  })
   @ApiCreatedResponse({ type: ProductDto })
+  @ApiProblems([404, '`CATEGORY_NOT_FOUND`'], [409, '`SKU_TAKEN`'])
   create(@CurrentPrincipal() me: Principal, @Body() dto: CreateProductDto): Promise<ProductDto> {
     return this.admin.createProduct(me, dto);
   }
 
   @Patch('products/:id')
   @RequirePermission('catalog:write')
+  @ApiOperation({
+    operationId: 'updateProduct',
+    summary: 'Update a product (permission `catalog:write`)',
+    description: 'Changes the fields sent; orders already placed keep the price they were placed at.',
+  })
+  @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: ProductDto })
+  @ApiProblems([404, '`PRODUCT_NOT_FOUND` or `CATEGORY_NOT_FOUND`'])
   update(@Param('id', new ParseUUIDPipe()) id: string, @Body() dto: UpdateProductDto): Promise<ProductDto> {
     return this.admin.updateProduct(id, dto);
   }
@@ -42,7 +57,14 @@ export class CatalogAdminController {
   @Delete('products/:id')
   @HttpCode(204)
   @RequirePermission('catalog:write')
-  @ApiNoContentResponse()
+  @ApiOperation({
+    operationId: 'deactivateProduct',
+    summary: 'Deactivate a product (permission `catalog:write`)',
+    description: 'The product leaves the catalog; order history keeps its snapshot.',
+  })
+  @ApiUuidParam('id', 'Product id')
+  @ApiNoContentResponse({ description: 'Deactivated' })
+  @ApiProblems([404, '`PRODUCT_NOT_FOUND`'])
   remove(@Param('id', new ParseUUIDPipe()) id: string): Promise<void> {
     return this.admin.deactivate(id);
   }
@@ -50,7 +72,16 @@ export class CatalogAdminController {
   @Post('products/:id/stock-adjustments')
   @HttpCode(200)
   @RequirePermission('inventory:write')
+  @ApiOperation({
+    operationId: 'adjustStock',
+    summary: 'Adjust on-hand stock (permission `inventory:write`)',
+    description:
+      'Adds (positive `delta`) or removes (negative) on-hand units, with a reason for the ' +
+      'stock ledger. On-hand never falls below what open orders have reserved.',
+  })
+  @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: StockLevelDto })
+  @ApiProblems([404, '`PRODUCT_NOT_FOUND`'], [409, '`STOCK_BELOW_RESERVED`'])
   adjust(
     @CurrentPrincipal() me: Principal,
     @Param('id', new ParseUUIDPipe()) id: string,
@@ -61,14 +92,29 @@ export class CatalogAdminController {
 
   @Post('categories')
   @RequirePermission('catalog:write')
+  @ApiOperation({
+    operationId: 'createCategory',
+    summary: 'Create a category (permission `catalog:write`)',
+    description: 'The slug is unique.',
+  })
   @ApiCreatedResponse({ type: CategoryDto })
+  @ApiProblems([409, '`SLUG_TAKEN`'])
   createCategory(@Body() dto: CreateCategoryDto): Promise<CategoryDto> {
     return this.admin.createCategory(dto);
   }
 
   @Post('products/:id/images')
   @RequirePermission('catalog:write')
+  @ApiOperation({
+    operationId: 'createImageUpload',
+    summary: 'Start a product image upload (permission `catalog:write`)',
+    description:
+      'Returns a pre-signed URL the client uploads the image to directly, before `expiresAt`. ' +
+      'The image is shown once the object store reports the upload complete.',
+  })
+  @ApiUuidParam('id', 'Product id')
   @ApiCreatedResponse({ type: ImageUploadDto })
+  @ApiProblems([404, '`PRODUCT_NOT_FOUND`'])
   createImage(
     @Param('id', new ParseUUIDPipe()) id: string,
     @Body() dto: CreateImageUploadDto,

@@ -6,6 +6,7 @@ import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost, pgConstraint } from '../database/transaction-host';
 import { InventoryRepository } from '../inventory/inventory.repository';
+import { SoldOutMarks } from '../inventory/sold-out';
 import { CatalogCache } from './catalog-cache';
 import { mapProduct } from './catalog.mapper';
 import {
@@ -26,6 +27,7 @@ export class CatalogAdminService {
   constructor(
     private readonly products: ProductRepository,
     private readonly inventory: InventoryRepository,
+    private readonly soldOut: SoldOutMarks,
     private readonly cache: CatalogCache,
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
@@ -96,6 +98,8 @@ export class CatalogAdminService {
         extensions: { onHand: current.onHand, reserved: current.reserved, delta: dto.delta },
       });
     }
+    // once committed (with an Idempotency-Key the interceptor's transaction is still open)
+    this.tx.afterCommit(() => this.soldOut.cleared([id]));
     await this.cache.invalidate();
     return { ...level, available: level.onHand - level.reserved };
   }

@@ -16,8 +16,16 @@ type EntryRead = (key: string) => Promise<[string, number] | null>;
 
 /** Cached pages live briefly: availability (on_hand − reserved) moves with every order. */
 export const CATALOG_TTL_MS = 5_000;
-/** Bound on the in-process copies (a listing page is ~10 KB). */
+/** Bound on the in-process copies (a listing page of 20 is ~10 KB, of 100 ~50 KB). */
 const MEMORY_ENTRIES = 2_000;
+/**
+ * …and on their size: 2,000 pages of 100 items (distinct `q`/cursor URLs are cheap to make)
+ * would otherwise pin ~100 MB of strings in the API's heap. Sizes are counted in UTF-16 code
+ * units (JSON.length), close to bytes for the Latin-1 strings V8 stores one byte per character.
+ */
+const MEMORY_CHARS = 16 * 1024 * 1024;
+/** A single answer bigger than this is served from Redis only, never copied into memory. */
+const MEMORY_MAX_ENTRY_CHARS = 1024 * 1024;
 /**
  * A Redis that answers slower than this counts as unavailable for a read: the request goes to
  * PostgreSQL instead of waiting (a stalled or partitioned Redis keeps its socket open, so the
@@ -65,6 +73,8 @@ export class CatalogCache {
   private readonly logger = new Logger(CatalogCache.name);
   private readonly inflight = new Map<string, Promise<string>>();
   private readonly memory = new Map<string, MemoryEntry>();
+  /** Sum of the memory copies' JSON and key lengths (bounded by MEMORY_CHARS). */
+  private memoryChars = 0;
   private memoryVersion: string | undefined;
   private readonly versionKey: string;
   private readonly enabled: boolean;
@@ -131,7 +141,7 @@ export class CatalogCache {
    * a Redis that answers reads but not this write could serve the old page, until its TTL.
    */
   async invalidate(): Promise<void> {
-    this.memory.clear();
+    this.forgetAll();
     for (let attempt = 1; attempt <= 3; attempt++) {
       if ((await this.safe(() => this.redis.incr(this.versionKey))) !== undefined) return;
       await new Promise((r) => setTimeout(r, 50 * attempt));
@@ -142,7 +152,7 @@ export class CatalogCache {
   /** Memory first, then Redis (remembering what it finds for as long as Redis keeps it). */
   private async lookup(version: string, key: string): Promise<string | null> {
     if (version !== this.memoryVersion) {
-      this.memory.clear();
+      this.forgetAll();
       this.memoryVersion = version;
     }
     const now = this.clock.now().getTime();
@@ -157,11 +167,26 @@ export class CatalogCache {
 
   private remember(version: string, key: string, json: string, ttlMs: number): void {
     if (version !== this.memoryVersion || ttlMs <= 0) return;
-    this.memory.delete(key);
+    this.forget(key);
+    if (json.length > MEMORY_MAX_ENTRY_CHARS) return;
     this.memory.set(key, { json, expiresAt: this.clock.now().getTime() + ttlMs });
-    while (this.memory.size > MEMORY_ENTRIES) {
-      this.memory.delete(this.memory.keys().next().value!);
+    this.memoryChars += key.length + json.length;
+    // oldest first (Map keeps insertion order)
+    while (this.memory.size > MEMORY_ENTRIES || this.memoryChars > MEMORY_CHARS) {
+      this.forget(this.memory.keys().next().value!);
     }
+  }
+
+  private forget(key: string): void {
+    const entry = this.memory.get(key);
+    if (!entry) return;
+    this.memory.delete(key);
+    this.memoryChars -= key.length + entry.json.length;
+  }
+
+  private forgetAll(): void {
+    this.memory.clear();
+    this.memoryChars = 0;
   }
 
   private fullKey(version: string, key: string): string {

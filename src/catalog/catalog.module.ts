@@ -7,6 +7,7 @@ import { CatalogController } from './catalog.controller';
 import { CatalogCustomerController, StorageWebhookController } from './catalog-customer.controller';
 import { ImageRepository } from './image.repository';
 import { ImagesService } from './images.service';
+import { ObjectStorage } from './object-storage';
 import { RecommendationRepository } from './recommendation.repository';
 import { RecommendationsService } from './recommendations.service';
 import { ReviewRepository } from './review.repository';
@@ -35,6 +36,7 @@ import { ProductRepository } from './product.repository';
     RecommendationsService,
     ImageRepository,
     ImagesService,
+    ObjectStorage,
   ],
   exports: [CatalogAdminService, CatalogCache, CatalogSeeder, RecommendationsService],
 })

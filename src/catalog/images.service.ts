@@ -1,5 +1,6 @@
-import { Inject, Injectable } from '@nestjs/common';
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { z } from 'zod';
 import { DomainError } from '../common/errors/domain-error';
 import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
@@ -7,24 +8,65 @@ import { APP_CONFIG, AppConfig } from '../config/config';
 import { CatalogCache } from './catalog-cache';
 import { CreateImageUploadDto, ImageUploadDto } from './dto/catalog.dto';
 import { ImageRepository } from './image.repository';
+import { ObjectStorage, ObjectStorageUnavailable } from './object-storage';
 import { ProductRepository } from './product.repository';
 
-const UPLOAD_URL_TTL_MS = 15 * 60 * 1000;
+/** The only keys we hand out: products/<product uuid>/<image uuid>. */
+const IMAGE_KEY = /^products\/[0-9a-f-]{36}\/[0-9a-f-]{36}$/;
 
 /**
- * Product images: the API hands out a pre-signed upload URL (the client uploads straight to
- * object storage) and the storage's signed notification marks the image ready.
+ * An S3 event notification as MinIO's webhook target (and S3 via EventBridge/SQS relays)
+ * sends it: `Records[].eventName` (`s3:ObjectCreated:Put` from MinIO, `ObjectCreated:Put`
+ * from S3) and `Records[].s3.{bucket.name, object.key}`, the key URL-encoded. Other fields
+ * (MinIO's `EventName`/`Key`, sizes, ETags, …) are ignored: the store is asked instead.
+ */
+const s3Notification = z.object({
+  Records: z
+    .array(
+      z.object({
+        eventName: z.string().max(100),
+        s3: z.object({
+          bucket: z.object({ name: z.string().max(255) }),
+          object: z.object({ key: z.string().min(1).max(3072) }),
+        }),
+      }),
+    )
+    .min(1)
+    .max(100),
+});
+
+/** S3 event keys are URL-encoded (form style: `+` is a space). Null when malformed. */
+function decodeEventKey(raw: string): string | null {
+  try {
+    return decodeURIComponent(raw.replace(/\+/g, '%20'));
+  } catch {
+    return null;
+  }
+}
+
+const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
+
+/**
+ * Product images: the API hands out a pre-signed S3 PUT URL (the client uploads straight to
+ * object storage); the store's event notification, after the object is confirmed with
+ * HeadObject, marks the image ready.
  */
 @Injectable()
 export class ImagesService {
+  private readonly logger = new Logger(ImagesService.name);
+  private readonly expectedAuthorization: Buffer;
+
   constructor(
     private readonly images: ImageRepository,
     private readonly products: ProductRepository,
+    private readonly storage: ObjectStorage,
     private readonly cache: CatalogCache,
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
-    @Inject(APP_CONFIG) private readonly config: AppConfig,
-  ) {}
+    @Inject(APP_CONFIG) config: AppConfig,
+  ) {
+    this.expectedAuthorization = sha256(`Bearer ${config.storage.webhookToken}`);
+  }
 
   async createUpload(productId: string, dto: CreateImageUploadDto): Promise<ImageUploadDto> {
     if (!(await this.products.findById(productId, { activeOnly: false }))) {
@@ -33,41 +75,102 @@ export class ImagesService {
     const imageId = this.ids.uuid();
     const key = `products/${productId}/${imageId}`;
     const now = this.clock.now();
-    await this.images.insertPending({ id: imageId, productId, key, contentType: dto.contentType, sizeBytes: dto.sizeBytes, at: now });
-    const expiresAt = new Date(now.getTime() + UPLOAD_URL_TTL_MS);
-    const expires = Math.floor(expiresAt.getTime() / 1000);
-    const signature = this.sign(`PUT\n${key}\n${dto.contentType}\n${dto.sizeBytes}\n${expires}`);
-    const uploadUrl =
-      `${this.config.storage.baseUrl}/${key}?X-Expires=${expires}` +
-      `&X-Content-Type=${encodeURIComponent(dto.contentType)}&X-Content-Length=${dto.sizeBytes}` +
-      `&X-Signature=${signature}`;
-    return { imageId, uploadUrl, expiresAt: expiresAt.toISOString() };
+    // signed before the row is written: no network call inside (or holding) a transaction
+    const upload = await this.storage.presignPut(key, dto.contentType, dto.sizeBytes, now);
+    await this.images.insertPending({
+      id: imageId,
+      productId,
+      key,
+      contentType: dto.contentType,
+      sizeBytes: dto.sizeBytes,
+      at: now,
+    });
+    return { imageId, uploadUrl: upload.url, expiresAt: upload.expiresAt.toISOString() };
   }
 
-  /** POST /v1/webhooks/storage: verified on the raw body, then idempotent. */
-  async uploaded(rawBody: Buffer | undefined, signature: string | undefined): Promise<void> {
-    if (!rawBody || !signature || !this.verify(rawBody, signature)) {
-      throw new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The notification signature is invalid.');
+  /**
+   * POST /v1/webhooks/storage: the store's webhook target calls it with
+   * `Authorization: Bearer <STORAGE_WEBHOOK_TOKEN>`, checked before the body is parsed. Each
+   * ObjectCreated record for a pending image of ours is confirmed with HeadObject (the object
+   * exists with the declared size and type) before the image is marked ready. Idempotent: a
+   * repeated notification, or one for a key we never issued, changes nothing (and is
+   * acknowledged, so the store does not retry it forever). A store we cannot ask → 503, so
+   * the store retries later.
+   */
+  async uploaded(rawBody: Buffer | undefined, authorization: string | undefined): Promise<void> {
+    if (!authorization || !this.authorized(authorization)) {
+      throw new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The notification token is invalid.');
     }
-    let key: unknown;
+    const records = this.parse(rawBody);
+    let changed = false;
+    for (const record of records) {
+      if (await this.confirm(record)) changed = true;
+    }
+    if (changed) await this.cache.invalidate();
+  }
+
+  private authorized(header: string): boolean {
+    // fixed-length digests: the comparison time says nothing about the token's length
+    return timingSafeEqual(sha256(header), this.expectedAuthorization);
+  }
+
+  private parse(rawBody: Buffer | undefined): z.infer<typeof s3Notification>['Records'] {
+    let json: unknown;
     try {
-      key = (JSON.parse(rawBody.toString('utf8')) as { key?: unknown }).key;
+      json = rawBody ? JSON.parse(rawBody.toString('utf8')) : undefined;
     } catch {
-      key = undefined;
+      json = undefined;
     }
-    if (typeof key !== 'string') throw new DomainError('BAD_REQUEST', 'The notification has no object key.');
-    const productId = await this.images.markReady(key, `${this.config.storage.baseUrl}/${key}`, this.clock.now());
-    if (!productId) throw new DomainError('NOT_FOUND', 'No image is waiting for this key.');
-    await this.cache.invalidate();
+    const parsed = s3Notification.safeParse(json);
+    if (!parsed.success) {
+      throw new DomainError(
+        'BAD_REQUEST',
+        'The notification is not an S3 event notification (Records[].s3.object.key).',
+      );
+    }
+    return parsed.data.Records;
   }
 
-  sign(payload: string | Buffer): string {
-    return createHmac('sha256', this.config.storage.signingSecret).update(payload).digest('hex');
-  }
+  /** True when this record made an image ready. */
+  private async confirm(
+    record: z.infer<typeof s3Notification>['Records'][number],
+  ): Promise<boolean> {
+    if (!/^(s3:)?ObjectCreated:/.test(record.eventName)) return false;
+    if (!this.storage.isOurBucket(record.s3.bucket.name)) return false;
+    const key = decodeEventKey(record.s3.object.key);
+    if (!key || !IMAGE_KEY.test(key)) return false;
+    const image = await this.images.findByKey(key);
+    if (!image || image.status === 'ready') return false;
 
-  private verify(body: Buffer, signature: string): boolean {
-    const expected = Buffer.from(this.sign(body), 'hex');
-    const given = Buffer.from(signature, 'hex');
-    return given.length === expected.length && timingSafeEqual(given, expected);
+    let stored;
+    try {
+      stored = await this.storage.head(key);
+    } catch (err) {
+      if (err instanceof ObjectStorageUnavailable) {
+        this.logger.warn(err.message);
+        throw new DomainError(
+          'SERVICE_UNAVAILABLE',
+          'Object storage is unavailable; retry the notification later.',
+        );
+      }
+      throw err;
+    }
+    if (!stored) {
+      this.logger.warn(`storage notification for ${key}, but the store has no such object`);
+      return false;
+    }
+    if (stored.sizeBytes !== image.sizeBytes || stored.contentType !== image.contentType) {
+      this.logger.warn(
+        `storage object ${key} is ${stored.sizeBytes} bytes of ${stored.contentType ?? 'no type'}, ` +
+          `not the declared ${image.sizeBytes} bytes of ${image.contentType}: left pending`,
+      );
+      return false;
+    }
+    const productId = await this.images.markReady(
+      key,
+      this.storage.publicUrl(key),
+      this.clock.now(),
+    );
+    return productId !== null;
   }
 }

@@ -3,7 +3,9 @@ import { ConfigError, DEV_SECRETS, loadConfig, loadDatabaseConfig } from './conf
 /** Every secret a non-development process needs, none of them a built-in one. */
 const SECRETS = {
   JWT_SECRET: 'x'.repeat(40),
-  STORAGE_SIGNING_SECRET: 'y'.repeat(32),
+  STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
+  STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
+  STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32),
   STRIPE_SECRET_KEY: 'sk_test_123',
   STRIPE_WEBHOOK_SECRET: 'whsec_abc',
 };
@@ -43,6 +45,41 @@ describe('loadConfig', () => {
 
   it('treats empty strings as unset', () => {
     expect(loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: '' }).stripe.secretKey).toBeUndefined();
+  });
+
+  it('configures S3-compatible storage: MinIO-style defaults, the public URL derived from endpoint and bucket', () => {
+    const dev = loadConfig({ NODE_ENV: 'development' }).storage;
+    expect(dev).toEqual({
+      endpoint: 'http://localhost:9000',
+      bucket: 'shop-images',
+      region: 'us-east-1',
+      forcePathStyle: true,
+      accessKeyId: 'minioadmin',
+      secretAccessKey: 'minioadmin',
+      webhookToken: DEV_SECRETS.STORAGE_WEBHOOK_TOKEN,
+      baseUrl: 'http://localhost:9000/shop-images',
+    });
+    const r2 = loadConfig({
+      NODE_ENV: 'production',
+      ...SECRETS,
+      STORAGE_ENDPOINT: 'https://acc.r2.cloudflarestorage.com/',
+      STORAGE_BUCKET: 'shop',
+      STORAGE_REGION: 'auto',
+      STORAGE_FORCE_PATH_STYLE: 'false',
+    }).storage;
+    expect([r2.endpoint, r2.region, r2.forcePathStyle, r2.baseUrl]).toEqual([
+      'https://acc.r2.cloudflarestorage.com',
+      'auto',
+      false,
+      'https://shop.acc.r2.cloudflarestorage.com',
+    ]);
+    expect(loadConfig({ NODE_ENV: 'development', STORAGE_BASE_URL: 'https://cdn.shop.example/img/' }).storage.baseUrl).toBe(
+      'https://cdn.shop.example/img',
+    );
+    const dev2 = { NODE_ENV: 'development' };
+    expect(() => loadConfig({ ...dev2, STORAGE_BUCKET: 'Not_A_Bucket' })).toThrow(/STORAGE_BUCKET/);
+    expect(() => loadConfig({ ...dev2, STORAGE_ENDPOINT: 'ftp://x' })).toThrow(/STORAGE_ENDPOINT/);
+    expect(() => loadConfig({ ...dev2, STORAGE_WEBHOOK_TOKEN: 'has a space in it, too short?' })).toThrow(/STORAGE_WEBHOOK_TOKEN/);
   });
 
   it('switches throttling off with RATE_LIMIT_ENABLED=false', () => {
@@ -95,7 +132,8 @@ describe('loadConfig', () => {
       expect(c.docsEnabled).toBe(true);
       expect(c.jwt.secret).toBe(DEV_SECRETS.JWT_SECRET);
       expect(c.stripe.webhookSecret).toBe(DEV_SECRETS.STRIPE_WEBHOOK_SECRET);
-      expect(c.storage.signingSecret).toBe(DEV_SECRETS.STORAGE_SIGNING_SECRET);
+      expect(c.storage.secretAccessKey).toBe(DEV_SECRETS.STORAGE_SECRET_ACCESS_KEY);
+      expect(c.storage.webhookToken).toBe(DEV_SECRETS.STORAGE_WEBHOOK_TOKEN);
     });
 
     it('lets DOCS_ENABLED override the default either way', () => {

@@ -11,7 +11,10 @@ export const APP_CONFIG = Symbol('APP_CONFIG');
 export const DEV_SECRETS = {
   JWT_SECRET: 'dev-only-insecure-jwt-secret-change-me',
   STRIPE_WEBHOOK_SECRET: 'whsec_dev_only_insecure_webhook_secret',
-  STORAGE_SIGNING_SECRET: 'dev-only-storage-signing-secret',
+  // MinIO's out-of-the-box root credentials, as a local `minio server` or compose service has them
+  STORAGE_ACCESS_KEY_ID: 'minioadmin',
+  STORAGE_SECRET_ACCESS_KEY: 'minioadmin',
+  STORAGE_WEBHOOK_TOKEN: 'dev-only-storage-webhook-token',
 } as const;
 
 /**
@@ -20,7 +23,9 @@ export const DEV_SECRETS = {
  */
 export const REQUIRED_OUTSIDE_DEVELOPMENT = [
   'JWT_SECRET',
-  'STORAGE_SIGNING_SECRET',
+  'STORAGE_ACCESS_KEY_ID',
+  'STORAGE_SECRET_ACCESS_KEY',
+  'STORAGE_WEBHOOK_TOKEN',
   'STRIPE_SECRET_KEY',
   'STRIPE_WEBHOOK_SECRET',
 ] as const;
@@ -87,8 +92,26 @@ const envSchema = z.object({
   CATALOG_CACHE_ENABLED: bool(true),
   TRUST_PROXY: z.string().default('false'),
   SHUTDOWN_TIMEOUT_MS: int(10_000, 100, 120_000),
-  STORAGE_BASE_URL: url(['http:', 'https:']).default('http://localhost:9000/shop-images'),
-  STORAGE_SIGNING_SECRET: z.string().min(16).optional(),
+  // S3-compatible object storage (MinIO, R2, S3) for product images
+  STORAGE_ENDPOINT: url(['http:', 'https:']).default('http://localhost:9000'),
+  STORAGE_BUCKET: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name')
+    .default('shop-images'),
+  STORAGE_REGION: z
+    .string()
+    .regex(/^[a-z0-9-]{1,32}$/, 'must be a region name such as us-east-1 or auto')
+    .default('us-east-1'),
+  STORAGE_FORCE_PATH_STYLE: bool(true),
+  STORAGE_ACCESS_KEY_ID: z.string().min(3).max(128).optional(),
+  STORAGE_SECRET_ACCESS_KEY: z.string().min(8).max(256).optional(),
+  STORAGE_WEBHOOK_TOKEN: z
+    .string()
+    .min(16)
+    .max(512)
+    .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
+    .optional(),
+  STORAGE_BASE_URL: url(['http:', 'https:']).optional(),
   CORS_ORIGINS: z.string().optional(),
   DOCS_ENABLED: z
     .enum(['true', 'false', '1', '0'])
@@ -142,8 +165,22 @@ export interface AppConfig {
    * included: units of one product held, and number of such orders. 0 switches a cap off.
    */
   purchaseLimits: { unitsPerProduct: number; openOrders: number };
-  /** Object storage for product images: uploads go there directly with signed URLs. */
-  storage: { baseUrl: string; signingSecret: string };
+  /**
+   * S3-compatible object storage for product images: clients upload straight to it with
+   * pre-signed PUT URLs (SigV4); it notifies POST /v1/webhooks/storage with a bearer token.
+   */
+  storage: {
+    endpoint: string;
+    bucket: string;
+    region: string;
+    forcePathStyle: boolean;
+    accessKeyId: string;
+    secretAccessKey: string;
+    /** The token the store's webhook target sends as `Authorization: Bearer <token>`. */
+    webhookToken: string;
+    /** Public URL prefix of ready images (`<baseUrl>/<key>`), no trailing slash. */
+    baseUrl: string;
+  };
   /** The one ISO 4217 currency the shop sells in. */
   currency: string;
   rateLimitEnabled: boolean;
@@ -268,6 +305,15 @@ function secretProblems(env: Record<string, string>): string[] {
   return problems;
 }
 
+/** Where the store serves a key when no CDN prefix is configured: path- or virtual-host style. */
+function defaultPublicBaseUrl(endpoint: string, bucket: string, pathStyle: boolean): string {
+  const u = new URL(endpoint);
+  const base = u.pathname.replace(/\/$/, '');
+  return pathStyle
+    ? `${u.protocol}//${u.host}${base}/${bucket}`
+    : `${u.protocol}//${bucket}.${u.host}${base}`;
+}
+
 const SECRETS_HINT =
   'Set the secrets above, or NODE_ENV=development for a local instance with built-in development secrets.';
 
@@ -333,8 +379,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       openOrders: e.PURCHASE_LIMIT_OPEN_ORDERS,
     },
     storage: {
-      baseUrl: e.STORAGE_BASE_URL.replace(/\/$/, ''),
-      signingSecret: e.STORAGE_SIGNING_SECRET ?? devSecret('STORAGE_SIGNING_SECRET'),
+      endpoint: e.STORAGE_ENDPOINT.replace(/\/$/, ''),
+      bucket: e.STORAGE_BUCKET,
+      region: e.STORAGE_REGION,
+      forcePathStyle: e.STORAGE_FORCE_PATH_STYLE,
+      accessKeyId: e.STORAGE_ACCESS_KEY_ID ?? devSecret('STORAGE_ACCESS_KEY_ID'),
+      secretAccessKey: e.STORAGE_SECRET_ACCESS_KEY ?? devSecret('STORAGE_SECRET_ACCESS_KEY'),
+      webhookToken: e.STORAGE_WEBHOOK_TOKEN ?? devSecret('STORAGE_WEBHOOK_TOKEN'),
+      baseUrl: (
+        e.STORAGE_BASE_URL ??
+        defaultPublicBaseUrl(e.STORAGE_ENDPOINT, e.STORAGE_BUCKET, e.STORAGE_FORCE_PATH_STYLE)
+      ).replace(/\/$/, ''),
     },
     currency: e.SHOP_CURRENCY,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,

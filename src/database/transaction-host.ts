@@ -41,6 +41,7 @@ interface WithCommit {
   sql: string;
   last: boolean;
   mapError?: (err: unknown) => unknown;
+  onRows?: (rows: unknown[]) => void;
 }
 
 @Injectable()
@@ -96,19 +97,26 @@ export class TransactionHost {
    * `last: true`): they are then held only while the server runs the statement and commits,
    * whatever the load on this process. A failing statement aborts the transaction; `mapError`
    * turns that failure into the caller's error. Statements run in the order they were added,
-   * the `last` one (at most one) after all others.
+   * the `last` one (at most one) after all others. The `last` one's `onRows` gets the rows of
+   * its final statement once the COMMIT has succeeded (never after a rollback).
    */
   sendWithCommit(
     sql: string,
     params: unknown[],
-    opts: { last?: boolean; mapError?: (err: unknown) => unknown } = {},
+    opts: { last?: boolean; mapError?: (err: unknown) => unknown; onRows?: (rows: unknown[]) => void } = {},
   ): void {
     const ctx = this.als.getStore();
     if (!ctx) throw new Error('sendWithCommit() needs an open transaction (inside run())');
     if (opts.last && ctx.withCommit.some((w) => w.last)) {
       throw new Error('only one statement per transaction can go last');
     }
-    ctx.withCommit.push({ sql: inlineParams(sql, params), last: opts.last ?? false, mapError: opts.mapError });
+    if (opts.onRows && !opts.last) throw new Error('only the last statement sent with COMMIT gets its rows');
+    ctx.withCommit.push({
+      sql: inlineParams(sql, params),
+      last: opts.last ?? false,
+      mapError: opts.mapError,
+      onRows: opts.onRows,
+    });
   }
 
   /**
@@ -199,13 +207,24 @@ export class TransactionHost {
       const value = await this.als.run(ctx, () => work(opened));
       if (ctx.withCommit.length > 0) {
         const statements = [...ctx.withCommit.filter((w) => !w.last), ...ctx.withCommit.filter((w) => w.last)];
+        let results: QueryResult[];
         try {
-          await this.simple(runner, `${statements.map((w) => w.sql).join(';\n')};\nCOMMIT`);
+          results = await this.simple(runner, `${statements.map((w) => w.sql).join(';\n')};\nCOMMIT`);
         } catch (err) {
           const mapped = statements.map((w) => w.mapError?.(err)).find((e) => e !== undefined && e !== err);
           throw mapped ?? err;
         }
         markTransaction(runner, false);
+        // the result before COMMIT's is the last statement's final one
+        const onRows = statements[statements.length - 1].onRows;
+        if (onRows) {
+          try {
+            onRows((results[results.length - 2]?.rows ?? []) as unknown[]);
+          } catch (err) {
+            // committed: a failing observer must not turn the request into an error
+            this.logger.warn(`onRows after commit failed: ${(err as Error).message}`);
+          }
+        }
       } else {
         await runner.commitTransaction();
       }

@@ -1,9 +1,11 @@
 import { Controller, Get } from '@nestjs/common';
-import { ApiTags } from '@nestjs/swagger';
+import { ApiExtraModels, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiProblems } from '../common/http/api-problems';
 import { HealthCheck, HealthCheckService } from '@nestjs/terminus';
 import { SkipThrottle } from '@nestjs/throttler';
 import { Public } from '../common/http/public.decorator';
 import { DatabaseHealthIndicator } from './database.health';
+import { DependencyStatusDto, LivenessDto, ReadinessDto } from './dto/health.dto';
 import { ReadinessBody, readinessBody, toReadinessError } from './readiness';
 import { RedisHealthIndicator } from './redis.health';
 
@@ -20,6 +22,12 @@ export class HealthController {
 
   /** 200 while the process runs. */
   @Get('live')
+  @ApiOperation({
+    operationId: 'getLiveness',
+    summary: 'Liveness probe',
+    description: 'Answers 200 while the process runs; it checks no dependency.',
+  })
+  @ApiOkResponse({ type: LivenessDto })
   live(): { status: 'ok' } {
     return { status: 'ok' };
   }
@@ -29,7 +37,17 @@ export class HealthController {
    * dependency and its status only (no driver messages, hosts or ports).
    */
   @Get('ready')
-  @HealthCheck()
+  @HealthCheck({ noCache: true, swaggerDocumentation: false }) // documented below, as it really answers
+  @ApiOperation({
+    operationId: 'getReadiness',
+    summary: 'Readiness probe',
+    description:
+      'Answers 200 when PostgreSQL and Redis answer, otherwise 503 (a problem with the same ' +
+      '`details`). Load balancers route on it. The body names each dependency and its status only.',
+  })
+  @ApiExtraModels(DependencyStatusDto)
+  @ApiOkResponse({ type: ReadinessDto })
+  @ApiProblems([503, '`SERVICE_UNAVAILABLE`: a dependency is down; `details` names which'])
   ready(): Promise<ReadinessBody> {
     return this.health
       .check([() => this.db.isHealthy('database'), () => this.redis.isHealthy('redis')])

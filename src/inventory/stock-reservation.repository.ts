@@ -13,6 +13,12 @@ export interface LockedStock {
   reserved: number;
 }
 
+/** A product's availability (on_hand − reserved) as a committed reservation left it. */
+export interface Availability {
+  productId: string;
+  available: number;
+}
+
 type MovementKind = 'reserve' | 'release' | 'commit';
 
 export interface Shortfall {
@@ -78,8 +84,16 @@ export class StockReservationRepository {
    * was valid. A guarded UPDATE in the same statement cannot fix it either: its WHERE is judged on
    * the snapshot version, and re-checked on the newest version only for rows that passed, so a
    * unit released meanwhile would be refused as short. test/e2e/reservation-race.test.ts.
+   *
+   * On success the statement answers each product's availability after its update, and
+   * `onCommitted` gets it once the COMMIT has succeeded (the sold-out marks, sold-out.ts).
    */
-  reserveAllOnCommit(orderId: string, lines: StockLine[], mapError: (err: unknown) => unknown): void {
+  reserveAllOnCommit(
+    orderId: string,
+    lines: StockLine[],
+    mapError: (err: unknown) => unknown,
+    onCommitted?: (left: Availability[]) => void,
+  ): void {
     this.tx.sendWithCommit(
       `SELECT 1 FROM inventory_items
         WHERE product_id = ANY($1::uuid[])
@@ -92,7 +106,7 @@ export class StockReservationRepository {
             SET reserved = i.reserved + r.quantity, updated_at = $3::timestamptz
            FROM req r
           WHERE i.product_id = r.product_id AND i.on_hand - i.reserved >= r.quantity
-         RETURNING i.product_id, r.quantity
+         RETURNING i.product_id, r.quantity, i.on_hand - i.reserved AS available
        ), ledger AS (
          INSERT INTO stock_movements
            (product_id, kind, on_hand_delta, reserved_delta, reason, order_id, created_at)
@@ -102,11 +116,18 @@ export class StockReservationRepository {
            FROM req r LEFT JOIN inventory_items i ON i.product_id = r.product_id
           WHERE NOT EXISTS (SELECT 1 FROM moved m WHERE m.product_id = r.product_id)
        )
-       SELECT raise_insufficient_stock(jsonb_agg(jsonb_build_object(
-                'productId', product_id, 'requested', quantity, 'available', available) ORDER BY product_id))
-         FROM short HAVING count(*) > 0`,
+       SELECT NULL::uuid AS "productId", NULL::int AS available
+         FROM (SELECT raise_insufficient_stock(jsonb_agg(jsonb_build_object(
+                 'productId', product_id, 'requested', quantity, 'available', available) ORDER BY product_id))
+                 FROM short HAVING count(*) > 0) raised
+       UNION ALL
+       SELECT product_id, available FROM moved`,
       [lines.map((l) => l.productId), lines.map((l) => l.quantity), this.clock.now(), orderId],
-      { last: true, mapError },
+      {
+        last: true,
+        mapError,
+        onRows: onCommitted && ((rows) => onCommitted(rows as Availability[])),
+      },
     );
   }
 

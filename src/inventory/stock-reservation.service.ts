@@ -1,9 +1,21 @@
 import { Injectable } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
-import { pgConstraint, pgErrorCode } from '../database/transaction-host';
-import { Shortfall, StockLine, StockReservationRepository, shortfallsOf } from './stock-reservation.repository';
+import { TransactionHost, pgConstraint, pgErrorCode } from '../database/transaction-host';
+import { SoldOutMarks } from './sold-out';
+import {
+  Availability,
+  Shortfall,
+  StockLine,
+  StockReservationRepository,
+  shortfallsOf,
+} from './stock-reservation.repository';
 
-const insufficient = (products: (Shortfall | Omit<Shortfall, 'available'>)[]) =>
+/** The products of these availability figures that are at 0. */
+const soldOut = (levels: Availability[]): string[] =>
+  levels.filter((l) => Number(l.available) === 0).map((l) => l.productId);
+
+/** 409 INSUFFICIENT_STOCK naming the short products (the normal path's and the fast path's). */
+export const insufficient = (products: (Shortfall | Omit<Shortfall, 'available'>)[]) =>
   new DomainError('INSUFFICIENT_STOCK', 'Not enough stock for some products.', { extensions: { products } });
 
 /**
@@ -35,23 +47,46 @@ export function reservationError(err: unknown, lines: StockLine[]): unknown {
  */
 @Injectable()
 export class StockReservationService {
-  constructor(private readonly stock: StockReservationRepository) {}
+  constructor(
+    private readonly stock: StockReservationRepository,
+    private readonly soldOut: SoldOutMarks,
+    private readonly tx: TransactionHost,
+  ) {}
 
   /**
    * Locks, checks every line and reserves, as the transaction's final statement sent with its
    * COMMIT (call last in the use case): the hot row locks are held for that statement and the
    * commit only. A shortfall aborts the whole transaction with INSUFFICIENT_STOCK naming the
    * short products.
+   *
+   * What the reservation read under the row locks feeds the sold-out marks (sold-out.ts): the
+   * products a committed reservation left at 0 available, or that a refused one found at 0. The
+   * generation is taken now, before the commit, so a release committed after it wins.
    */
   reserveOnCommit(orderId: string, lines: StockLine[]): void {
-    this.stock.reserveAllOnCommit(orderId, lines, (err) => reservationError(err, lines));
+    const generation = this.soldOut.generation();
+    this.stock.reserveAllOnCommit(
+      orderId,
+      lines,
+      (err) => {
+        const short = shortfallsOf(err);
+        if (short) this.soldOut.markSoldOut(soldOut(short), generation);
+        return reservationError(err, lines);
+      },
+      (left) => this.soldOut.markSoldOut(soldOut(left), generation),
+    );
   }
 
-  /** Gives an order's reserved units back. Call only from the transition that ends the hold. */
+  /**
+   * Gives an order's reserved units back. Call only from the transition that ends the hold.
+   * Once it commits, the products' sold-out marks are cleared.
+   */
   async release(orderId: string): Promise<void> {
     const lines = await this.stock.orderLines(orderId);
-    await this.stock.lock(lines.map((l) => l.productId));
+    const productIds = lines.map((l) => l.productId);
+    await this.stock.lock(productIds);
     await this.stock.apply('release', orderId, lines);
+    this.tx.afterCommit(() => this.soldOut.cleared(productIds));
   }
 
   /** Turns an order's reservation into a sale. Call only from the transition to PAID. */

@@ -1,19 +1,24 @@
 import { Controller, Get, HttpCode, Param, ParseUUIDPipe, Post, Query } from '@nestjs/common';
-import { ApiBearerAuth, ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
+import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { RequirePermission } from '../auth/require-permission.decorator';
 import { AdminListOrdersDto } from './dto/list-orders.dto';
 import { OrderDetailDto, OrderPageDto } from './dto/order.response';
 import { OrdersService } from './orders.service';
 
 @ApiTags('admin')
-@ApiBearerAuth('bearer')
 @Controller('v1/admin/orders')
 export class AdminOrdersController {
   constructor(private readonly orders: OrdersService) {}
 
   @Get()
   @RequirePermission('orders:read_all')
+  @ApiOperation({
+    operationId: 'listAllOrders',
+    summary: "Every customer's orders (permission `orders:read_all`)",
+    description: 'Cursor-paginated, newest first, optionally of one `status`.',
+  })
   @ApiOkResponse({ type: OrderPageDto })
   list(@Query() query: AdminListOrdersDto) {
     return this.orders.listAll(query);
@@ -22,7 +27,14 @@ export class AdminOrdersController {
   @Post(':id/fulfil')
   @HttpCode(200)
   @RequirePermission('orders:fulfil')
+  @ApiOperation({
+    operationId: 'fulfilOrder',
+    summary: 'Mark an order fulfilled (permission `orders:fulfil`)',
+    description: 'A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing.',
+  })
+  @ApiUuidParam('id', 'Order id')
   @ApiOkResponse({ type: OrderDetailDto })
+  @ApiProblems([404, '`ORDER_NOT_FOUND`'], [409, '`ORDER_NOT_FULFILLABLE`'])
   fulfil(@CurrentPrincipal() me: Principal, @Param('id', new ParseUUIDPipe()) id: string) {
     return this.orders.fulfil(me, id);
   }

@@ -1,29 +1,17 @@
-import { Body, Controller, Get, HttpCode, Param, ParseUUIDPipe, Post, Query } from '@nestjs/common';
-import {
-  ApiBearerAuth,
-  ApiConflictResponse,
-  ApiCreatedResponse,
-  ApiHeader,
-  ApiOkResponse,
-  ApiTags,
-} from '@nestjs/swagger';
+import { Body, Controller, Get, HttpCode, Param, ParseUUIDPipe, Post, Query, UseGuards } from '@nestjs/common';
+import { ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { RateLimit } from '../auth/rate-limit.decorator';
+import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { PageQueryDto } from '../common/pagination/page-query.dto';
 import { RequireIdempotencyKey } from '../idempotency/idempotency.decorator';
 import { CreateOrderDto } from './dto/create-order.dto';
 import { OrderDetailDto, OrderDto, OrderPageDto } from './dto/order.response';
+import { CheckoutSoldOutGuard } from './checkout-sold-out.guard';
 import { CheckoutService } from './checkout.service';
 import { OrdersService } from './orders.service';
 
-const IDEMPOTENCY_HEADER_DOC = {
-  name: 'Idempotency-Key',
-  required: true,
-  description: '1..255 printable ASCII; replays the first response for 24 h',
-};
-
 @ApiTags('orders')
-@ApiBearerAuth('bearer')
 @Controller('v1/orders')
 export class OrdersController {
   constructor(
@@ -34,21 +22,44 @@ export class OrdersController {
   @Post()
   @RequireIdempotencyKey()
   @RateLimit('order-create')
-  @ApiHeader(IDEMPOTENCY_HEADER_DOC)
+  @UseGuards(CheckoutSoldOutGuard)
+  @ApiOperation({
+    operationId: 'createOrder',
+    summary: 'Place an order (reserves stock)',
+    description:
+      'Orders the given lines, or checks out the cart when `items` is omitted. Prices are the ' +
+      "server's, snapshotted into the order. Stock is reserved until `reservationExpiresAt`; " +
+      'an order not paid by then is cancelled (`RESERVATION_EXPIRED`). Requires an Idempotency-Key.',
+  })
   @ApiCreatedResponse({ type: OrderDto })
-  @ApiConflictResponse({ description: 'INSUFFICIENT_STOCK, PRODUCT_UNAVAILABLE or PURCHASE_LIMIT_EXCEEDED' })
+  @ApiProblems(
+    [400, '`VALIDATION_FAILED` (e.g. a duplicate line), `ORDER_EMPTY` or `BAD_REQUEST`'],
+    [409, '`INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE` or `PURCHASE_LIMIT_EXCEEDED` (with `limits`)'],
+  )
   create(@CurrentPrincipal() me: Principal, @Body() dto: CreateOrderDto): Promise<OrderDto> {
     return this.checkout.create(me, dto);
   }
 
   @Get()
+  @ApiOperation({
+    operationId: 'listOrders',
+    summary: "The signed-in customer's orders",
+    description: 'Cursor-paginated, newest first.',
+  })
   @ApiOkResponse({ type: OrderPageDto })
   list(@CurrentPrincipal() me: Principal, @Query() query: PageQueryDto) {
     return this.orders.list(me, query);
   }
 
   @Get(':id')
+  @ApiOperation({
+    operationId: 'getOrder',
+    summary: 'One of your orders, with its payment and history',
+    description: "Another customer's order is a 404, as if it did not exist.",
+  })
+  @ApiUuidParam('id', 'Order id')
   @ApiOkResponse({ type: OrderDetailDto })
+  @ApiProblems([404, '`ORDER_NOT_FOUND`'])
   get(@CurrentPrincipal() me: Principal, @Param('id', new ParseUUIDPipe()) id: string) {
     return this.orders.get(me, id);
   }
@@ -56,9 +67,16 @@ export class OrdersController {
   @Post(':id/cancel')
   @HttpCode(200)
   @RequireIdempotencyKey()
-  @ApiHeader(IDEMPOTENCY_HEADER_DOC)
+  @ApiOperation({
+    operationId: 'cancelOrder',
+    summary: 'Cancel one of your orders',
+    description:
+      'Possible before the order is paid; its reserved stock is released once. Cancelling a ' +
+      'cancelled order changes nothing. Requires an Idempotency-Key.',
+  })
+  @ApiUuidParam('id', 'Order id')
   @ApiOkResponse({ type: OrderDetailDto })
-  @ApiConflictResponse({ description: 'ORDER_NOT_CANCELLABLE' })
+  @ApiProblems([404, '`ORDER_NOT_FOUND`'], [409, '`ORDER_NOT_CANCELLABLE`'])
   cancel(@CurrentPrincipal() me: Principal, @Param('id', new ParseUUIDPipe()) id: string) {
     return this.orders.cancel(me, id);
   }

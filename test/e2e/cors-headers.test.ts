@@ -133,7 +133,9 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
 describe('CORS_ORIGINS defaults and validation', () => {
   const secrets = {
     JWT_SECRET: 'x'.repeat(40),
-    STORAGE_SIGNING_SECRET: 'y'.repeat(32),
+    STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
+    STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
+    STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32),
     STRIPE_SECRET_KEY: 'sk_test_123',
     STRIPE_WEBHOOK_SECRET: 'whsec_abc',
   };

@@ -24,20 +24,26 @@ import { createTestDatabase } from '../support/test-database';
 const BUILT_IN = {
   JWT_SECRET: 'dev-only-insecure-jwt-secret-change-me',
   STRIPE_WEBHOOK_SECRET: 'whsec_dev_only_insecure_webhook_secret',
-  STORAGE_SIGNING_SECRET: 'dev-only-storage-signing-secret',
+  STORAGE_ACCESS_KEY_ID: 'minioadmin',
+  STORAGE_SECRET_ACCESS_KEY: 'minioadmin',
+  STORAGE_WEBHOOK_TOKEN: 'dev-only-storage-webhook-token',
 };
 
 /** Real secrets for a non-development instance. Stripe is a placeholder no test reaches. */
 const SECRETS = {
   JWT_SECRET: randomBytes(32).toString('hex'),
-  STORAGE_SIGNING_SECRET: randomBytes(16).toString('hex'),
+  STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
+  STORAGE_SECRET_ACCESS_KEY: randomBytes(20).toString('hex'),
+  STORAGE_WEBHOOK_TOKEN: randomBytes(16).toString('hex'),
   STRIPE_SECRET_KEY: 'sk_test_security_suite_unused',
   STRIPE_WEBHOOK_SECRET: `whsec_${randomBytes(16).toString('hex')}`,
   STRIPE_API_URL: 'http://127.0.0.1:9',
 };
 const NO_SECRETS = {
   JWT_SECRET: '',
-  STORAGE_SIGNING_SECRET: '',
+  STORAGE_ACCESS_KEY_ID: '',
+  STORAGE_SECRET_ACCESS_KEY: '',
+  STORAGE_WEBHOOK_TOKEN: '',
   STRIPE_SECRET_KEY: '',
   STRIPE_WEBHOOK_SECRET: '',
 };
@@ -84,18 +90,23 @@ async function attacks(t: TestApp): Promise<string> {
     raw: event,
     headers: { 'stripe-signature': `t=${ts},v1=${v1}` },
   });
-  const note = JSON.stringify({ key: `products/${randomUUID()}/${randomUUID()}` });
+  const note = JSON.stringify({
+    Records: [
+      {
+        eventName: 's3:ObjectCreated:Put',
+        s3: { bucket: { name: t.config.storage.bucket }, object: { key: `products/${randomUUID()}/${randomUUID()}` } },
+      },
+    ],
+  });
   const storage = await t.http.request('POST', '/v1/webhooks/storage', undefined, {
     raw: note,
-    headers: {
-      'x-storage-signature': createHmac('sha256', BUILT_IN.STORAGE_SIGNING_SECRET).update(note).digest('hex'),
-    },
+    headers: { authorization: `Bearer ${BUILT_IN.STORAGE_WEBHOOK_TOKEN}` },
   });
   const dev = await t.http.post(`/v1/dev/payment-intents/pi_sim_x/confirm`, { outcome: 'succeeded' });
   return [
     line('forged admin token', forged),
     line('Stripe event signed with the built-in secret', stripe),
-    line('storage notification signed with the built-in secret', storage),
+    line('storage notification with the built-in token', storage),
     line('dev confirm route', dev),
   ].join('; ');
 }
@@ -145,7 +156,7 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
         [
           'forged admin token → 401 TOKEN_INVALID',
           'Stripe event signed with the built-in secret → 400 WEBHOOK_SIGNATURE_INVALID',
-          'storage notification signed with the built-in secret → 400 WEBHOOK_SIGNATURE_INVALID',
+          'storage notification with the built-in token → 400 WEBHOOK_SIGNATURE_INVALID',
           'dev confirm route → 404 ROUTE_NOT_FOUND',
         ].join('; '),
       );

@@ -22,7 +22,7 @@ export class RegisterDto {
   @MaxLength(254)
   email!: string;
 
-  @ApiProperty({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX })
+  @ApiProperty({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX, example: 'correct-horse-battery' })
   @IsString()
   @Length(PASSWORD_MIN, PASSWORD_MAX)
   password!: string;
@@ -35,20 +35,25 @@ export class RegisterDto {
 }
 
 export class LoginDto {
-  @ApiProperty({ example: 'asha@example.com' })
+  @ApiProperty({ example: 'asha@example.com', maxLength: 254 })
   @Transform(toNormalizedEmail)
   @IsString()
   @MaxLength(254)
   email!: string;
 
-  @ApiProperty()
+  @ApiProperty({ maxLength: PASSWORD_MAX, example: 'correct-horse-battery' })
   @IsString()
   @MaxLength(PASSWORD_MAX)
   password!: string;
 }
 
 export class RefreshDto {
-  @ApiProperty({ description: 'The opaque refresh token from register, login or refresh' })
+  @ApiProperty({
+    description: 'The opaque refresh token from register, login or refresh',
+    minLength: 1,
+    maxLength: 200,
+    example: 'q3Jd0u2mZr9V7yR1cL8wXb4TnE6sK5pHfA0gYiUoWlM',
+  })
   @IsString()
   @MinLength(1)
   @MaxLength(200)
@@ -56,12 +61,12 @@ export class RefreshDto {
 }
 
 export class ChangePasswordDto {
-  @ApiProperty()
+  @ApiProperty({ maxLength: PASSWORD_MAX, example: 'correct-horse-battery' })
   @IsString()
   @MaxLength(PASSWORD_MAX)
   currentPassword!: string;
 
-  @ApiProperty({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX })
+  @ApiProperty({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX, example: 'staple-lamp-orbit-42' })
   @IsString()
   @Length(PASSWORD_MIN, PASSWORD_MAX)
   newPassword!: string;
@@ -69,7 +74,7 @@ export class ChangePasswordDto {
 
 export class UserDto {
   @ApiProperty({ format: 'uuid' }) id!: string;
-  @ApiProperty() email!: string;
+  @ApiProperty({ format: 'email' }) email!: string;
   @ApiProperty() name!: string;
   @ApiProperty({ enum: ROLES }) role!: Role;
 }
@@ -79,7 +84,7 @@ export class TokensDto {
   @ApiProperty({ description: 'JWT (HS256) for `Authorization: Bearer …`' }) accessToken!: string;
   @ApiProperty({ description: 'Opaque; single use: each refresh returns the next one' })
   refreshToken!: string;
-  @ApiProperty({ description: 'Access-token lifetime in seconds', example: 900 })
+  @ApiProperty({ type: 'integer', description: 'Access-token lifetime in seconds', example: 900 })
   expiresIn!: number;
 }
 

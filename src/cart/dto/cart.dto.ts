@@ -3,7 +3,7 @@ import { IsInt, Max, Min } from 'class-validator';
 import { MoneyDto } from '../../orders/dto/order.response';
 
 export class SetCartQuantityDto {
-  @ApiProperty({ minimum: 0, maximum: 1000, description: '0 removes the line' })
+  @ApiProperty({ type: 'integer', minimum: 0, maximum: 1000, description: '0 removes the line', example: 2 })
   @IsInt()
   @Min(0)
   @Max(1000)
@@ -13,7 +13,7 @@ export class SetCartQuantityDto {
 export class CartItemDto {
   @ApiProperty({ format: 'uuid' }) productId!: string;
   @ApiProperty() name!: string;
-  @ApiProperty() quantity!: number;
+  @ApiProperty({ type: 'integer', minimum: 1 }) quantity!: number;
   @ApiProperty({ type: MoneyDto }) unitPrice!: MoneyDto;
   @ApiProperty({ type: MoneyDto }) lineTotal!: MoneyDto;
 }

@@ -22,58 +22,84 @@ import { MoneyDto } from '../../orders/dto/order.response';
 export const MAX_MONEY_AMOUNT = 1_000_000_000;
 
 export class MoneyInputDto {
-  @ApiProperty({ description: 'Integer minor units', example: 24900, minimum: 0, maximum: MAX_MONEY_AMOUNT })
+  @ApiProperty({
+    type: 'integer',
+    description: 'Integer minor units',
+    example: 24900,
+    minimum: 0,
+    maximum: MAX_MONEY_AMOUNT,
+  })
   @IsInt()
   @Min(0)
   @Max(MAX_MONEY_AMOUNT)
   amount!: number;
 
-  @ApiProperty({ example: 'INR' })
+  @ApiProperty({ example: 'INR', pattern: '^[A-Z]{3}$', description: 'ISO 4217; the shop\'s currency' })
   @Matches(/^[A-Z]{3}$/)
   currency!: string;
 }
 
 export class CreateCategoryDto {
-  @ApiProperty() @IsString() @Length(1, 200) name!: string;
-  @ApiProperty({ example: 'healthy-snacks' })
+  @ApiProperty({ example: 'Healthy snacks', minLength: 1, maxLength: 200 }) @IsString() @Length(1, 200) name!: string;
+  @ApiProperty({ example: 'healthy-snacks', maxLength: 100 })
   @Matches(/^[a-z0-9]+(-[a-z0-9]+)*$/)
   @MaxLength(100)
   slug!: string;
 }
 
 export class CreateProductDto {
-  @ApiProperty() @IsString() @Length(1, 64) sku!: string;
-  @ApiProperty() @IsString() @Length(1, 200) name!: string;
-  @ApiProperty() @IsString() @MaxLength(10_000) description!: string;
+  @ApiProperty({ example: 'TEA-ASSAM-250', minLength: 1, maxLength: 64 }) @IsString() @Length(1, 64) sku!: string;
+  @ApiProperty({ example: 'Assam tea, 250 g', minLength: 1, maxLength: 200 }) @IsString() @Length(1, 200) name!: string;
+  @ApiProperty({ example: 'Malty, strong black tea.', maxLength: 10_000 })
+  @IsString()
+  @MaxLength(10_000)
+  description!: string;
   @ApiProperty({ type: MoneyInputDto })
   @ValidateNested()
   @Type(() => MoneyInputDto)
   price!: MoneyInputDto;
   @ApiPropertyOptional({ format: 'uuid' }) @IsOptional() @IsUUID() categoryId?: string;
-  @ApiProperty({ minimum: 0 }) @IsInt() @Min(0) @Max(10_000_000) initialStock!: number;
+  @ApiProperty({ type: 'integer', minimum: 0, maximum: 10_000_000, example: 100 })
+  @IsInt()
+  @Min(0)
+  @Max(10_000_000)
+  initialStock!: number;
 }
 
 export class UpdateProductDto {
-  @ApiPropertyOptional() @IsOptional() @IsString() @Length(1, 200) name?: string;
-  @ApiPropertyOptional() @IsOptional() @IsString() @MaxLength(10_000) description?: string;
+  @ApiPropertyOptional({ example: 'Assam tea, 500 g', minLength: 1, maxLength: 200 })
+  @IsOptional()
+  @IsString()
+  @Length(1, 200)
+  name?: string;
+  @ApiPropertyOptional({ maxLength: 10_000 }) @IsOptional() @IsString() @MaxLength(10_000) description?: string;
   @ApiPropertyOptional({ type: MoneyInputDto })
   @IsOptional()
   @ValidateNested()
   @Type(() => MoneyInputDto)
   price?: MoneyInputDto;
   @ApiPropertyOptional({ format: 'uuid' }) @IsOptional() @IsUUID() categoryId?: string;
-  @ApiPropertyOptional() @IsOptional() @IsBoolean() active?: boolean;
+  @ApiPropertyOptional({ example: true }) @IsOptional() @IsBoolean() active?: boolean;
 }
 
 export class StockAdjustmentDto {
-  @ApiProperty({ description: 'Units added (positive) or removed (negative)' })
+  @ApiProperty({
+    type: 'integer',
+    description: 'Units added (positive) or removed (negative); not 0',
+    minimum: -10_000_000,
+    maximum: 10_000_000,
+    example: 25,
+  })
   @IsInt()
   @NotEquals(0)
   @Min(-10_000_000)
   @Max(10_000_000)
   delta!: number;
 
-  @ApiProperty() @IsString() @Length(1, 500) reason!: string;
+  @ApiProperty({ example: 'Delivery from supplier', minLength: 1, maxLength: 500 })
+  @IsString()
+  @Length(1, 500)
+  reason!: string;
 }
 
 export const PRODUCT_SORTS = ['relevance', 'newest', 'price_asc', 'price_desc', 'popular'] as const;
@@ -81,7 +107,7 @@ export type ProductSort = (typeof PRODUCT_SORTS)[number];
 
 export class ListProductsDto extends PageQueryDto {
   @ApiPropertyOptional({ format: 'uuid' }) @IsOptional() @IsUUID() categoryId?: string;
-  @ApiPropertyOptional({ description: 'Full-text search in name and description' })
+  @ApiPropertyOptional({ description: 'Full-text search in name and description', minLength: 1, maxLength: 200 })
   @IsOptional()
   @IsString()
   @Length(1, 200)
@@ -98,9 +124,14 @@ export class CategoryDto {
   @ApiProperty() slug!: string;
 }
 
+export class CategoryListDto {
+  @ApiProperty({ type: [CategoryDto] }) items!: CategoryDto[];
+}
+
 export class RatingDto {
-  @ApiProperty({ nullable: true, type: Number }) average!: number | null;
-  @ApiProperty() count!: number;
+  @ApiProperty({ nullable: true, type: Number, description: 'Mean rating 1..5; null without reviews' })
+  average!: number | null;
+  @ApiProperty({ type: 'integer', minimum: 0 }) count!: number;
 }
 
 export class ProductSummaryDto {
@@ -108,18 +139,18 @@ export class ProductSummaryDto {
   @ApiProperty() sku!: string;
   @ApiProperty() name!: string;
   @ApiProperty({ type: MoneyDto }) price!: MoneyDto;
-  @ApiProperty() availableQuantity!: number;
+  @ApiProperty({ type: 'integer', minimum: 0, description: 'On hand minus reserved' }) availableQuantity!: number;
   @ApiProperty({ type: RatingDto }) rating!: RatingDto;
-  @ApiProperty({ nullable: true, type: String }) categoryId!: string | null;
-  @ApiProperty({ nullable: true, type: String }) imageUrl!: string | null;
+  @ApiProperty({ nullable: true, type: String, format: 'uuid' }) categoryId!: string | null;
+  @ApiProperty({ nullable: true, type: String, format: 'uri' }) imageUrl!: string | null;
 }
 
 export class ProductDto extends ProductSummaryDto {
   @ApiProperty() description!: string;
-  @ApiProperty({ type: [String] }) images!: string[];
+  @ApiProperty({ type: 'string', format: 'uri', isArray: true }) images!: string[];
   @ApiProperty() active!: boolean;
-  @ApiProperty() createdAt!: string;
-  @ApiProperty() updatedAt!: string;
+  @ApiProperty({ format: 'date-time' }) createdAt!: string;
+  @ApiProperty({ format: 'date-time' }) updatedAt!: string;
 }
 
 export class ProductPageDto {
@@ -128,22 +159,22 @@ export class ProductPageDto {
 }
 
 export class StockLevelDto {
-  @ApiProperty() onHand!: number;
-  @ApiProperty() reserved!: number;
-  @ApiProperty() available!: number;
+  @ApiProperty({ type: 'integer' }) onHand!: number;
+  @ApiProperty({ type: 'integer' }) reserved!: number;
+  @ApiProperty({ type: 'integer', description: 'onHand - reserved' }) available!: number;
 }
 
 export class CreateReviewDto {
-  @ApiProperty({ minimum: 1, maximum: 5 }) @IsInt() @Min(1) @Max(5) rating!: number;
-  @ApiProperty({ maxLength: 4000 }) @IsString() @MaxLength(4000) comment!: string;
+  @ApiProperty({ type: 'integer', minimum: 1, maximum: 5, example: 5 }) @IsInt() @Min(1) @Max(5) rating!: number;
+  @ApiProperty({ maxLength: 4000, example: 'Strong and fresh.' }) @IsString() @MaxLength(4000) comment!: string;
 }
 
 export class ReviewDto {
   @ApiProperty({ format: 'uuid' }) id!: string;
-  @ApiProperty() rating!: number;
+  @ApiProperty({ type: 'integer', minimum: 1, maximum: 5 }) rating!: number;
   @ApiProperty() comment!: string;
   @ApiProperty() authorName!: string;
-  @ApiProperty() createdAt!: string;
+  @ApiProperty({ format: 'date-time' }) createdAt!: string;
 }
 
 export class ReviewPageDto {
@@ -158,12 +189,17 @@ export class ProductListDto {
 export const IMAGE_CONTENT_TYPES = ['image/jpeg', 'image/png', 'image/webp'] as const;
 
 export class CreateImageUploadDto {
-  @ApiProperty({ enum: IMAGE_CONTENT_TYPES }) @IsIn(IMAGE_CONTENT_TYPES) contentType!: string;
-  @ApiProperty({ maximum: 10485760 }) @IsInt() @Min(1) @Max(10_485_760) sizeBytes!: number;
+  @ApiProperty({ enum: IMAGE_CONTENT_TYPES, example: 'image/jpeg' }) @IsIn(IMAGE_CONTENT_TYPES) contentType!: string;
+  @ApiProperty({ type: 'integer', minimum: 1, maximum: 10485760, example: 204800 })
+  @IsInt()
+  @Min(1)
+  @Max(10_485_760)
+  sizeBytes!: number;
 }
 
 export class ImageUploadDto {
   @ApiProperty({ format: 'uuid' }) imageId!: string;
-  @ApiProperty() uploadUrl!: string;
-  @ApiProperty() expiresAt!: string;
+  @ApiProperty({ format: 'uri', description: 'PUT the image bytes here, with the declared Content-Type' })
+  uploadUrl!: string;
+  @ApiProperty({ format: 'date-time' }) expiresAt!: string;
 }

@@ -1,19 +1,278 @@
 import type { INestApplication } from '@nestjs/common';
+import { METHOD_METADATA, PATH_METADATA } from '@nestjs/common/constants';
+import { ModulesContainer } from '@nestjs/core';
 import { DocumentBuilder, OpenAPIObject, SwaggerModule } from '@nestjs/swagger';
+import type {
+  HeaderObject,
+  OperationObject,
+  ParameterObject,
+  ReferenceObject,
+} from '@nestjs/swagger/dist/interfaces/open-api-spec.interface';
+import { THROTTLER_SKIP } from '@nestjs/throttler/dist/throttler.constants';
+import { REQUIRED_PERMISSIONS } from '../../auth/require-permission.decorator';
+import { IDEMPOTENCY_IGNORED, IDEMPOTENCY_REQUIRED } from '../../idempotency/idempotency.decorator';
+import { DEFAULT_PROBLEM, ProblemDto, ProblemStatus, problemResponse } from './api-problems';
+import { IS_PUBLIC } from './public.decorator';
 
-export function buildOpenApiDocument(app: INestApplication): OpenAPIObject {
-  const config = new DocumentBuilder()
+const TAGS: Array<[string, string]> = [
+  ['auth', 'Registration, sign-in, token refresh and the signed-in account'],
+  ['catalog', 'Products, categories, reviews and recommendations (reads are public)'],
+  ['cart', "The signed-in customer's cart"],
+  ['orders', 'Orders with stock reservations: create, list, read, cancel'],
+  ['payments', 'Starting a payment for an order (the client completes it with the provider SDK)'],
+  ['admin', 'Catalog, stock, order and refund administration (permission-checked)'],
+  ['webhooks', 'Signed notifications from the payment provider and the object store'],
+  ['operations', 'Liveness and readiness probes'],
+];
+
+const API_EXCLUDE_CONTROLLER = 'swagger/apiExcludeController';
+
+/** What the guards and interceptors will do with a route, read from the same metadata they read. */
+interface RouteContract {
+  isPublic: boolean;
+  permissions: boolean;
+  throttled: boolean;
+  idempotency: 'required' | 'optional' | 'ignored' | 'none';
+}
+
+// eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
+const meta = <T>(key: string, ...targets: Function[]): T | undefined => {
+  for (const target of targets) {
+    const value: unknown = Reflect.getMetadata(key, target);
+    if (value !== undefined) return value as T;
+  }
+  return undefined;
+};
+
+/**
+ * The operationId of a route without an explicit one (`Controller_method`, never readable
+ * camelCase, so it cannot collide with an explicit id). The committed document has none.
+ */
+const fallbackOperationId = (controllerKey: string, methodKey: string): string =>
+  `${controllerKey}_${methodKey}`;
+const READABLE_ID = /^[a-z][A-Za-z0-9]*$/;
+
+/** operationId → contract, for every route of every controller the document describes. */
+function routeContracts(app: INestApplication): Map<string, RouteContract | 'ambiguous'> {
+  const contracts = new Map<string, RouteContract | 'ambiguous'>();
+  for (const module of app.get(ModulesContainer).values()) {
+    for (const wrapper of module.controllers.values()) {
+      const controller = wrapper.metatype;
+      if (typeof controller !== 'function' || meta(API_EXCLUDE_CONTROLLER, controller)) continue;
+      const prototype = controller.prototype as Record<string, unknown>;
+      for (const name of Object.getOwnPropertyNames(prototype)) {
+        const handler = prototype[name];
+        if (typeof handler !== 'function' || meta(PATH_METADATA, handler) === undefined) continue;
+        const operationId =
+          meta<{ operationId?: string }>('swagger/apiOperation', handler)?.operationId ??
+          fallbackOperationId(controller.name, name);
+        const isPost = meta<number>(METHOD_METADATA, handler) === 1; // RequestMethod.POST
+        if (contracts.has(operationId)) {
+          contracts.set(operationId, 'ambiguous');
+          continue;
+        }
+        contracts.set(operationId, {
+          isPublic: meta<boolean>(IS_PUBLIC, handler, controller) === true,
+          permissions: (meta<string[]>(REQUIRED_PERMISSIONS, handler, controller) ?? []).length > 0,
+          throttled: meta<boolean>(`${THROTTLER_SKIP}default`, handler, controller) !== true,
+          idempotency: !isPost
+            ? 'none'
+            : meta<boolean>(IDEMPOTENCY_IGNORED, handler, controller)
+              ? 'ignored'
+              : meta<boolean>(IDEMPOTENCY_REQUIRED, handler)
+                ? 'required'
+                : 'optional',
+        });
+      }
+    }
+  }
+  return contracts;
+}
+
+const SUCCESS: Record<string, string> = {
+  '200': 'OK',
+  '201': 'Created',
+  '204': 'Done; no content',
+};
+
+const REPLAYED: HeaderObject = {
+  description:
+    'Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key',
+  schema: { type: 'string', enum: ['true'] },
+};
+
+const isParameter = (p: ParameterObject | ReferenceObject): p is ParameterObject => 'in' in p;
+
+const IDEMPOTENCY_PARAMETER: Record<
+  Exclude<RouteContract['idempotency'], 'none'>,
+  ParameterObject
+> = {
+  required: {
+    name: 'Idempotency-Key',
+    in: 'header',
+    required: true,
+    description:
+      '1..255 printable ASCII characters, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h',
+    schema: {
+      type: 'string',
+      minLength: 1,
+      maxLength: 255,
+      example: '3f0c9a52-6a1e-4d7e-9a57-0b7f2d1c8e41',
+    },
+  },
+  optional: {
+    name: 'Idempotency-Key',
+    in: 'header',
+    required: false,
+    description:
+      'Optional: when sent, a retry with the same key and body replays the first response for 24 h',
+    schema: { type: 'string', minLength: 1, maxLength: 255 },
+  },
+  ignored: {
+    name: 'Idempotency-Key',
+    in: 'header',
+    required: false,
+    description: 'Accepted and ignored on credential routes: never stored, never replayed',
+    schema: { type: 'string', maxLength: 255 },
+  },
+};
+
+/**
+ * Completes one operation from its route contract: its security (bearer unless @Public()),
+ * the Idempotency-Key header (declared once, whatever the decorators said), and the problem
+ * responses every such route can give.
+ */
+function applyContract(operation: OperationObject, contract: RouteContract): void {
+  operation.security = contract.isPublic ? [] : [{ bearer: [] }];
+
+  // each header once (HTTP names are case-insensitive): the declared one (@ApiHeader, with a
+  // description) wins over the one Nest reflects from @Headers('name')
+  const headers = new Map<string, ParameterObject>();
+  for (const p of operation.parameters ?? []) {
+    if (!isParameter(p) || p.in !== 'header') continue;
+    const name = p.name.toLowerCase();
+    if (!headers.has(name) || (p.description && !headers.get(name)?.description))
+      headers.set(name, p);
+  }
+  const parameters = (operation.parameters ?? []).filter(
+    (p) =>
+      !isParameter(p) ||
+      p.in !== 'header' ||
+      (headers.get(p.name.toLowerCase()) === p && p.name.toLowerCase() !== 'idempotency-key'),
+  );
+  if (contract.idempotency !== 'none') parameters.push(IDEMPOTENCY_PARAMETER[contract.idempotency]);
+  if (parameters.length > 0) operation.parameters = parameters;
+
+  // 503: a dependency (the database breaker, the password-hashing gate) is down, or the
+  // process is shutting down
+  const problems: Array<[ProblemStatus]> = [[400], [500], [503]];
+  if (!contract.isPublic) problems.push([401]);
+  if (contract.permissions) problems.push([403]);
+  if (contract.throttled) problems.push([429]);
+  if (contract.idempotency === 'optional' || contract.idempotency === 'required')
+    problems.push([422]);
+  for (const [status] of problems) operation.responses[status] ??= problemResponse(status);
+
+  // the idempotency problems, after what the route itself documents at that status
+  const also = (status: ProblemStatus, codes: string, retryAfter = false) => {
+    const existing = operation.responses[status];
+    const own =
+      existing && 'description' in existing ? existing.description : DEFAULT_PROBLEM[status];
+    operation.responses[status] = problemResponse(status, `${own}; or ${codes}`, retryAfter);
+  };
+  if (contract.idempotency === 'required') {
+    also(400, '`IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID`');
+  }
+  if (contract.idempotency === 'optional') also(400, '`IDEMPOTENCY_KEY_INVALID`');
+  if (contract.idempotency === 'required' || contract.idempotency === 'optional') {
+    also(
+      409,
+      '`IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds',
+      true,
+    );
+  }
+  for (const [status, response] of Object.entries(operation.responses)) {
+    if (!status.startsWith('2') || !response || !('description' in response)) continue;
+    if (!response.description) response.description = SUCCESS[status] ?? 'Success';
+    if (contract.idempotency === 'required' || contract.idempotency === 'optional') {
+      response.headers = { ...response.headers, 'Idempotent-Replayed': REPLAYED };
+    }
+  }
+  // stable order: 2xx, then problems by status
+  operation.responses = Object.fromEntries(
+    Object.entries(operation.responses).sort(([a], [b]) => a.localeCompare(b)),
+  );
+}
+
+const METHODS = ['get', 'put', 'post', 'delete', 'patch'] as const;
+
+/**
+ * The OpenAPI document: the contract clients generate from (committed as openapi.json,
+ * linted by Redocly and Spectral in `npm test`). `strict` (how openapi.json is written)
+ * refuses an operation without a summary, a description or a unique operationId; otherwise
+ * (Swagger UI, where tests may add probe controllers) such an operation is left as it is.
+ */
+export function buildOpenApiDocument(
+  app: INestApplication,
+  options: { strict?: boolean } = {},
+): OpenAPIObject {
+  const builder = new DocumentBuilder()
     .setTitle('Shop orders API')
     .setDescription(
       'Catalog, cart, orders with stock reservations, payments and webhooks. Errors are ' +
-        'RFC 9457 application/problem+json with a stable `code`.',
+        'RFC 9457 `application/problem+json` (the `Problem` schema) with a stable `code`. ' +
+        'Money is integer minor units with an ISO 4217 currency; ids are UUIDs; times are ' +
+        'ISO 8601 UTC.',
     )
     .setVersion('1.0.0')
-    .addBearerAuth({ type: 'http', scheme: 'bearer', bearerFormat: 'JWT' }, 'bearer')
-    .build();
-  return SwaggerModule.createDocument(app, config, {
-    operationIdFactory: (controllerKey, methodKey) => `${controllerKey}_${methodKey}`,
+    .setContact('Shop engineering', 'https://shop.example', 'engineering@shop.example')
+    .setLicense('Proprietary', 'https://shop.example/terms')
+    .addServer('/', 'This instance (same origin as the document)')
+    .addBearerAuth(
+      {
+        type: 'http',
+        scheme: 'bearer',
+        bearerFormat: 'JWT',
+        description: 'The `accessToken` from register, login or refresh',
+      },
+      'bearer',
+    );
+  for (const [name, description] of TAGS) builder.addTag(name, description);
+  const document = SwaggerModule.createDocument(app, builder.build(), {
+    operationIdFactory: fallbackOperationId,
+    extraModels: [ProblemDto],
   });
+
+  const contracts = routeContracts(app);
+  const seen = new Set<string>();
+  for (const [path, item] of Object.entries(document.paths)) {
+    for (const method of METHODS) {
+      const operation = item[method];
+      if (!operation) continue;
+      const where = `${method.toUpperCase()} ${path}`;
+      const id = operation.operationId;
+      const contract = id === undefined ? undefined : contracts.get(id);
+      const complete = Boolean(operation.summary && operation.description);
+      if (
+        !id ||
+        !contract ||
+        contract === 'ambiguous' ||
+        seen.has(id) ||
+        !complete ||
+        !READABLE_ID.test(id)
+      ) {
+        if (options.strict) {
+          throw new Error(
+            `OpenAPI: ${where} needs @ApiOperation({operationId (unique, camelCase), summary, description})`,
+          );
+        }
+        continue;
+      }
+      seen.add(id);
+      applyContract(operation, contract);
+    }
+  }
+  return document;
 }
 
 /** Swagger UI at /docs and the document at /docs-json. */

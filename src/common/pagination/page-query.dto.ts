@@ -4,7 +4,7 @@ import { IsInt, IsOptional, IsString, Max, MaxLength, Min } from 'class-validato
 
 /** `?limit=1..100&cursor=…`; a limit above 100 is a 400, never silently clamped. */
 export class PageQueryDto {
-  @ApiPropertyOptional({ minimum: 1, maximum: 100, default: 20 })
+  @ApiPropertyOptional({ type: 'integer', minimum: 1, maximum: 100, default: 20 })
   @IsOptional()
   @Type(() => Number)
   @IsInt()
@@ -12,7 +12,7 @@ export class PageQueryDto {
   @Max(100)
   limit: number = 20;
 
-  @ApiPropertyOptional({ description: 'Opaque cursor from the previous page' })
+  @ApiPropertyOptional({ description: 'Opaque: the `nextCursor` of the previous page', maxLength: 512 })
   @IsOptional()
   @IsString()
   @MaxLength(512)

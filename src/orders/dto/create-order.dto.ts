@@ -13,11 +13,11 @@ import {
 } from 'class-validator';
 
 export class OrderItemInputDto {
-  @ApiProperty({ format: 'uuid' })
+  @ApiProperty({ format: 'uuid', example: '0b6f7a52-1d0e-4c8e-9a57-3f2d1c8e4a10' })
   @IsUUID()
   productId!: string;
 
-  @ApiProperty({ minimum: 1, maximum: 1000 })
+  @ApiProperty({ type: 'integer', minimum: 1, maximum: 1000, example: 2 })
   @IsInt()
   @Min(1)
   @Max(1000)
@@ -26,7 +26,12 @@ export class OrderItemInputDto {
 
 /** Lines to buy; without `items` the caller's cart is checked out. Prices are the server's. */
 export class CreateOrderDto {
-  @ApiPropertyOptional({ type: [OrderItemInputDto] })
+  @ApiPropertyOptional({
+    type: [OrderItemInputDto],
+    minItems: 1,
+    maxItems: 100,
+    description: 'Omitted: the cart is checked out. Each product once.',
+  })
   @IsOptional()
   @IsArray()
   @ArrayMinSize(1)

@@ -3,9 +3,9 @@ import { CANCELLATION_REASONS, ORDER_STATUSES } from '../order-state-machine';
 import { Order, OrderWithHistory, PaymentSummary } from '../order.model';
 
 export class MoneyDto {
-  @ApiProperty({ description: 'Integer minor units', example: 24900 })
+  @ApiProperty({ type: 'integer', description: 'Integer minor units', example: 24900 })
   amount!: number;
-  @ApiProperty({ example: 'INR' })
+  @ApiProperty({ example: 'INR', description: 'ISO 4217' })
   currency!: string;
 }
 
@@ -13,16 +13,16 @@ export class OrderItemDto {
   @ApiProperty({ format: 'uuid' }) productId!: string;
   @ApiProperty() sku!: string;
   @ApiProperty() name!: string;
-  @ApiProperty() quantity!: number;
+  @ApiProperty({ type: 'integer', minimum: 1 }) quantity!: number;
   @ApiProperty({ type: MoneyDto }) unitPrice!: MoneyDto;
   @ApiProperty({ type: MoneyDto }) lineTotal!: MoneyDto;
 }
 
 export class StatusChangeDto {
-  @ApiProperty({ enum: ORDER_STATUSES, nullable: true }) from!: string | null;
+  @ApiProperty({ enum: ORDER_STATUSES, nullable: true, description: 'null for the first entry' }) from!: string | null;
   @ApiProperty({ enum: ORDER_STATUSES }) to!: string;
-  @ApiProperty({ nullable: true }) reason!: string | null;
-  @ApiProperty() at!: string;
+  @ApiProperty({ type: String, nullable: true }) reason!: string | null;
+  @ApiProperty({ format: 'date-time' }) at!: string;
 }
 
 export class OrderDto {
@@ -32,9 +32,10 @@ export class OrderDto {
   @ApiProperty({ type: [OrderItemDto] }) items!: OrderItemDto[];
   @ApiProperty({ type: MoneyDto }) total!: MoneyDto;
   @ApiProperty({ type: MoneyDto }) refunded!: MoneyDto;
-  @ApiProperty({ nullable: true }) reservationExpiresAt!: string | null;
-  @ApiProperty() createdAt!: string;
-  @ApiProperty() updatedAt!: string;
+  @ApiProperty({ type: String, format: 'date-time', nullable: true, description: 'While stock is held unpaid' })
+  reservationExpiresAt!: string | null;
+  @ApiProperty({ format: 'date-time' }) createdAt!: string;
+  @ApiProperty({ format: 'date-time' }) updatedAt!: string;
 }
 
 export class RefundSummaryDto {
@@ -42,7 +43,7 @@ export class RefundSummaryDto {
   @ApiProperty({ type: MoneyDto }) amount!: MoneyDto;
   @ApiProperty({ enum: ['pending', 'succeeded', 'failed'] }) status!: string;
   @ApiProperty({ enum: ['requested', 'paid_after_cancel', 'external'] }) reason!: string;
-  @ApiProperty() createdAt!: string;
+  @ApiProperty({ format: 'date-time' }) createdAt!: string;
 }
 
 export class PaymentSummaryDto {

@@ -14,7 +14,11 @@ export class RefundAmountDto extends MoneyInputDto {
 }
 
 export class CreateRefundDto {
-  @ApiPropertyOptional({ type: MoneyInputDto, description: 'Omitted: all that remains refundable' })
+  @ApiPropertyOptional({
+    type: MoneyInputDto,
+    description: 'Omitted: all that remains refundable. At least 1.',
+    example: { amount: 10000, currency: 'INR' },
+  })
   @IsOptional()
   @ValidateNested()
   @Type(() => RefundAmountDto)
@@ -28,7 +32,7 @@ export class RefundDto {
   @ApiProperty({ enum: ['pending', 'succeeded', 'failed'], description: 'pending: the provider has not answered yet; retried automatically' })
   status!: string;
   @ApiProperty({ enum: ['requested', 'paid_after_cancel', 'external'] }) reason!: string;
-  @ApiProperty() createdAt!: string;
+  @ApiProperty({ format: 'date-time' }) createdAt!: string;
 }
 
 export function mapRefund(r: Refund): RefundDto {

@@ -1,0 +1,43 @@
+import type Redis from 'ioredis';
+import { Clock } from '../common/time/clock';
+import { AppConfig, loadConfig } from '../config/config';
+import { CatalogCache } from './catalog-cache';
+
+/** Just enough of ioredis for the cache: a version, SET, and the entry script (always a miss). */
+function fakeRedis(): Redis {
+  return {
+    defineCommand: () => undefined,
+    catalogEntry: async () => null,
+    get: async () => '1',
+    set: async () => 'OK',
+    incr: async () => 2,
+  } as unknown as Redis;
+}
+
+describe('CatalogCache memory copies', () => {
+  const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
+  const memoryOf = (cache: CatalogCache) =>
+    (cache as unknown as { memory: Map<string, { json: string }> }).memory;
+
+  it('holds at most 16 Mi characters of pages, however many distinct URLs are asked for', async () => {
+    const cache = new CatalogCache(fakeRedis(), config, new Clock());
+    const page = 'x'.repeat(900_000); // a listing page of 100 long items, give or take
+    for (let i = 0; i < 60; i++) {
+      await cache.getOrBuild(`/v1/products?limit=100&q=${i}`, async () => page);
+    }
+    const memory = memoryOf(cache);
+    const chars = [...memory.entries()].reduce((n, [k, v]) => n + k.length + v.json.length, 0);
+    expect(chars).toBeLessThanOrEqual(16 * 1024 * 1024);
+    // the newest are kept, the oldest dropped
+    expect(memory.has('/v1/products?limit=100&q=59')).toBe(true);
+    expect(memory.has('/v1/products?limit=100&q=0')).toBe(false);
+  });
+
+  it('keeps small pages up to the entry bound, and never copies one answer over 1 Mi characters', async () => {
+    const cache = new CatalogCache(fakeRedis(), config, new Clock());
+    await cache.getOrBuild('/v1/products/huge', async () => 'y'.repeat(1_100_000));
+    expect(memoryOf(cache).has('/v1/products/huge')).toBe(false);
+    for (let i = 0; i < 2_100; i++) await cache.getOrBuild(`/v1/products?q=${i}`, async () => ({ i }));
+    expect(memoryOf(cache).size).toBe(2_000);
+  });
+});

@@ -1,0 +1,121 @@
+import { Inject, Injectable, OnModuleDestroy } from '@nestjs/common';
+import {
+  HeadObjectCommand,
+  NotFound,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { APP_CONFIG, AppConfig } from '../config/config';
+
+/** How long a pre-signed upload URL is valid (the store refuses it afterwards). */
+export const UPLOAD_URL_TTL_SECONDS = 15 * 60;
+
+export interface PresignedUpload {
+  url: string;
+  expiresAt: Date;
+}
+
+/** What the store says it holds under a key. */
+export interface StoredObject {
+  sizeBytes: number;
+  contentType: string | undefined;
+}
+
+/** The store could not be asked (down, timed out, refused our credentials). */
+export class ObjectStorageUnavailable extends Error {
+  constructor(cause: unknown) {
+    super(`object storage unavailable: ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = 'ObjectStorageUnavailable';
+  }
+}
+
+/**
+ * The S3-compatible object store (MinIO, R2, S3) product images live in, behind one injectable
+ * so tests can point it at a local server. Endpoint, bucket, region, credentials and path style
+ * come from the configuration (STORAGE_*).
+ */
+@Injectable()
+export class ObjectStorage implements OnModuleDestroy {
+  private readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly baseUrl: string;
+
+  constructor(@Inject(APP_CONFIG) config: AppConfig) {
+    const s = config.storage;
+    this.bucket = s.bucket;
+    this.baseUrl = s.baseUrl;
+    this.client = new S3Client({
+      endpoint: s.endpoint,
+      region: s.region,
+      forcePathStyle: s.forcePathStyle,
+      credentials: { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey },
+      // No default CRC32 checksum: a pre-signed URL would carry the checksum of an empty body
+      // (and stores without flexible checksums, such as older MinIO, R2, refuse the header).
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      // A stalled store must not hold a webhook request (and the store's retry) for minutes.
+      requestHandler: { connectionTimeout: 2_000, requestTimeout: 5_000 },
+      maxAttempts: 2,
+    });
+  }
+
+  /**
+   * A pre-signed PUT URL (SigV4, query-string auth) for exactly this key, type and size:
+   * `content-type` and `content-length` are signed headers, so the store refuses an upload
+   * of another type or length, and it refuses the URL itself `UPLOAD_URL_TTL_SECONDS` after
+   * `signedAt`.
+   */
+  async presignPut(
+    key: string,
+    contentType: string,
+    sizeBytes: number,
+    signedAt: Date,
+  ): Promise<PresignedUpload> {
+    // X-Amz-Date has whole seconds: the URL expires that many seconds after them
+    const signingDate = new Date(Math.floor(signedAt.getTime() / 1000) * 1000);
+    const url = await getSignedUrl(
+      this.client,
+      new PutObjectCommand({
+        Bucket: this.bucket,
+        Key: key,
+        ContentType: contentType,
+        ContentLength: sizeBytes,
+      }),
+      {
+        expiresIn: UPLOAD_URL_TTL_SECONDS,
+        signingDate,
+        // the presigner leaves content-type unsigned by default; we want both bound to the URL
+        signableHeaders: new Set(['content-type', 'content-length']),
+      },
+    );
+    return { url, expiresAt: new Date(signingDate.getTime() + UPLOAD_URL_TTL_SECONDS * 1000) };
+  }
+
+  /** The object's size and type, or null when the store has no such key. */
+  async head(key: string): Promise<StoredObject | null> {
+    try {
+      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return { sizeBytes: res.ContentLength ?? -1, contentType: res.ContentType };
+    } catch (err) {
+      if (err instanceof NotFound) return null;
+      if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 404) return null;
+      throw new ObjectStorageUnavailable(err);
+    }
+  }
+
+  /** Where clients fetch a ready image (STORAGE_BASE_URL, or the bucket's own URL). */
+  publicUrl(key: string): string {
+    return `${this.baseUrl}/${key}`;
+  }
+
+  /** Whether a notification's bucket is ours. */
+  isOurBucket(name: string): boolean {
+    return name === this.bucket;
+  }
+
+  onModuleDestroy(): void {
+    this.client.destroy();
+  }
+}

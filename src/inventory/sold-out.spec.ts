@@ -1,0 +1,79 @@
+import type Redis from 'ioredis';
+import { AppConfig, loadConfig } from '../config/config';
+import { SoldOutMarks } from './sold-out';
+
+const P = '0b7f7e3c-6a47-4d4c-9e4e-2f0a4b1c9d01';
+const Q = '5d2c1a0e-3b4f-4a6d-8c7e-9f8a7b6c5d02';
+
+/** A Redis holding `values`; MGET and EVAL behave as told. */
+function fakeRedis(opts: {
+  values?: Record<string, string>;
+  mget?: 'answer' | 'fail' | 'stall';
+  evalFails?: boolean;
+}): Redis {
+  const values = opts.values ?? {};
+  return {
+    mget: (...keys: string[]) => {
+      if (opts.mget === 'fail') return Promise.reject(new Error('ECONNREFUSED'));
+      if (opts.mget === 'stall') return new Promise(() => undefined);
+      return Promise.resolve(keys.map((k) => values[k] ?? null));
+    },
+    eval: () => (opts.evalFails ? Promise.reject(new Error('ECONNREFUSED')) : Promise.resolve(1)),
+    set: () => Promise.resolve('OK'),
+  } as unknown as Redis;
+}
+
+describe('SoldOutMarks (the sold-out knowledge refuses only when sure)', () => {
+  const config: AppConfig = loadConfig({ NODE_ENV: 'development', REDIS_KEY_PREFIX: 'x' });
+  const mark = (p: string) => `x:stock:sold-out:${p}`;
+  let marks: SoldOutMarks | undefined;
+  afterEach(() => marks?.onModuleDestroy());
+
+  it('refuses when every product is marked and the key never went the normal path', async () => {
+    marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g', [mark(Q)]: 'g', 'x:stock:generation': 'g' } }), config);
+    expect(await marks.knownSoldOut('u', 'k', [P, Q])).toBe(true);
+    expect(marks.generation()).toBe('g');
+  });
+
+  it('goes the normal path when one product is not marked', async () => {
+    marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g' } }), config);
+    expect(await marks.knownSoldOut('u', 'k', [P, Q])).toBe(false);
+  });
+
+  it('goes the normal path for a key that went it before (its answer may be stored)', async () => {
+    const redis = fakeRedis({ values: { [mark(P)]: 'g' } });
+    marks = new SoldOutMarks(redis, config);
+    expect(await marks.knownSoldOut('u', 'k', [P])).toBe(true);
+    // the claim is a Redis key: simulate it being there
+    const claimKey = (marks as unknown as { claimKey(u: string, k: string): string }).claimKey('u', 'k');
+    marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g', [claimKey]: '1' } }), config);
+    expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);
+    expect(await marks.knownSoldOut('u', 'another key', [P])).toBe(true);
+  });
+
+  it('goes the normal path when Redis fails, and when it stalls (after 250 ms)', async () => {
+    marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g' }, mget: 'fail' }), config);
+    expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);
+    marks.onModuleDestroy();
+    marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g' }, mget: 'stall' }), config);
+    const started = Date.now();
+    expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+
+  it('never refuses a product whose clear has not reached Redis yet, in the process that made it', async () => {
+    marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g', [mark(Q)]: 'g' }, evalFails: true }), config);
+    marks.cleared([P]);
+    expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);
+    expect(await marks.knownSoldOut('u', 'k', [Q])).toBe(true);
+  });
+
+  it('a key whose claim did not reach Redis is not refused by this process', async () => {
+    marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g' }, evalFails: true }), config);
+    expect(await marks.claim('u', 'k')).toBe(false);
+    // past the second in which a failure switches the fast path off, until the claim lands
+    (marks as unknown as { bypassUntil: number }).bypassUntil = 0;
+    expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);
+    expect(await marks.knownSoldOut('u', 'another key', [P])).toBe(true);
+  });
+});

@@ -1,0 +1,108 @@
+import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
+import type { FastifyReply } from 'fastify';
+import type { Counter } from 'prom-client';
+import type { AuthenticatedRequest } from '../auth/principal';
+import { IDEMPOTENCY_HEADER, parseIdempotencyKey } from '../idempotency/idempotency-key';
+import { SoldOutMarks } from '../inventory/sold-out';
+import { insufficient } from '../inventory/stock-reservation.service';
+import { MetricsService } from '../metrics/metrics.service';
+
+/** Orders with more lines than this always go the normal path (a flash sale is one line). */
+const MAX_FAST_LINES = 20;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+interface Line {
+  productId: string;
+  quantity: number;
+}
+
+/**
+ * The lines of a body the normal path would accept as it is — `{ items: [{ productId,
+ * quantity }] }`, nothing else, lower-case UUIDs, integer quantities 1..1000, no duplicate
+ * products — in product id order; null for anything else (a cart checkout, or a body the
+ * ValidationPipe would refuse or reshape), which then goes the normal path.
+ */
+export function fastPathLines(body: unknown): Line[] | null {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return null;
+  const keys = Object.keys(body);
+  if (keys.length !== 1 || keys[0] !== 'items') return null;
+  const items = (body as { items: unknown }).items;
+  if (!Array.isArray(items) || items.length === 0 || items.length > MAX_FAST_LINES) return null;
+  const lines: Line[] = [];
+  for (const item of items as unknown[]) {
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) return null;
+    const { productId, quantity, ...rest } = item as Record<string, unknown>;
+    if (Object.keys(rest).length > 0) return null;
+    if (typeof productId !== 'string' || !UUID.test(productId)) return null;
+    if (typeof quantity !== 'number' || !Number.isInteger(quantity) || quantity < 1 || quantity > 1000) return null;
+    lines.push({ productId, quantity });
+  }
+  lines.sort((a, b) => (a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0));
+  if (lines.some((l, i) => i > 0 && lines[i - 1].productId === l.productId)) return null;
+  return lines;
+}
+
+/**
+ * The sold-out fast path of `POST /v1/orders` (issue 14): a checkout whose every product is
+ * marked sold out in Redis (SoldOutMarks) is refused with the normal path's 409
+ * INSUFFICIENT_STOCK body — each line with `available: 0` — without a database transaction.
+ *
+ * It runs as the route's own guard: after authentication, the per-IP and per-user rate limits
+ * and the permission check (global guards), before the idempotency interceptor opens its
+ * transaction. It only ever refuses; any doubt (no usable key, a body the normal path might
+ * answer differently, a product not marked, Redis slow or down) lets the request through.
+ *
+ * Idempotency (API.md): a refusal stores nothing, like the normal path's 409, so a retry with
+ * the same key runs afresh. A key that went the normal path is claimed in Redis first, and a
+ * claimed key is never refused here — a retry of a stored 201 is replayed, a twin still gets
+ * 409 IDEMPOTENCY_KEY_IN_USE and another body 422 IDEMPOTENCY_KEY_REUSED. The claim is taken
+ * back when the request ends with a 4xx (it stored nothing); a 5xx, or a client gone before the
+ * answer, leaves it (the key then simply always goes the normal path, for 25 h).
+ *
+ * Where both would apply, the fast path answers INSUFFICIENT_STOCK where the normal path would
+ * have named a purchase cap (PURCHASE_LIMIT_EXCEEDED) first: either way nothing is reserved.
+ */
+@Injectable()
+export class CheckoutSoldOutGuard implements CanActivate {
+  private readonly refused: Counter<string>;
+
+  constructor(
+    private readonly soldOut: SoldOutMarks,
+    metrics: MetricsService,
+  ) {
+    this.refused = metrics.counter(
+      'checkout_sold_out_fast_refusals_total',
+      'Checkouts refused by the sold-out fast path (no database transaction)',
+    );
+  }
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    const request = context.switchToHttp().getRequest<AuthenticatedRequest>();
+    const user = request.user;
+    if (!user) return true;
+    let key: string | undefined;
+    try {
+      key = parseIdempotencyKey(request.headers[IDEMPOTENCY_HEADER]);
+    } catch {
+      return true; // the interceptor answers 400 IDEMPOTENCY_KEY_INVALID
+    }
+    if (key === undefined) return true; // the interceptor answers 400 IDEMPOTENCY_KEY_MISSING
+
+    const lines = fastPathLines(request.body);
+    if (lines && (await this.soldOut.knownSoldOut(user.userId, key, lines.map((l) => l.productId)))) {
+      this.refused.inc();
+      throw insufficient(lines.map((l) => ({ productId: l.productId, requested: l.quantity, available: 0 })));
+    }
+
+    const claimed = await this.soldOut.claim(user.userId, key);
+    if (claimed) {
+      const raw = context.switchToHttp().getResponse<FastifyReply>().raw;
+      const userId = user.userId;
+      raw.once('finish', () => {
+        // a 4xx stored nothing; a 5xx is left claimed (conservative: it might have committed)
+        if (raw.statusCode >= 400 && raw.statusCode < 500) this.soldOut.unclaim(userId, key);
+      });
+    }
+    return true;
+  }
+}

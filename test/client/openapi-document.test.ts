@@ -1,0 +1,241 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ERROR_STATUS } from '../../src/common/errors/error-codes';
+
+/*
+ * What the lint rulesets do not check about the committed openapi.json, but clients rely on
+ * (API.md): the problem format on every error, security as the guards apply it, integers for
+ * money and quantities, date-time and uuid formats, each header once, no development routes.
+ * openapi.json is checked against the code by test/e2e/foundation.test.ts.
+ */
+
+interface Schema {
+  $ref?: string;
+  type?: string;
+  format?: string;
+  properties?: Record<string, Schema>;
+  items?: Schema;
+  allOf?: Schema[];
+  enum?: unknown[];
+  required?: string[];
+}
+interface Parameter {
+  name: string;
+  in: string;
+  required?: boolean;
+  schema?: Schema;
+}
+interface Response {
+  content?: Record<string, { schema?: Schema }>;
+  headers?: Record<string, unknown>;
+}
+interface Operation {
+  operationId?: string;
+  summary?: string;
+  description?: string;
+  tags?: string[];
+  security?: Array<Record<string, string[]>>;
+  parameters?: Parameter[];
+  requestBody?: { content: Record<string, { schema?: Schema }> };
+  responses: Record<string, Response>;
+}
+interface Document {
+  servers?: Array<{ url: string }>;
+  tags?: Array<{ name: string; description?: string }>;
+  paths: Record<string, Record<string, Operation>>;
+  components: { schemas: Record<string, Schema> };
+}
+
+const doc: Document = JSON.parse(readFileSync(join(__dirname, '..', '..', 'openapi.json'), 'utf8'));
+const operations = Object.entries(doc.paths).flatMap(([path, item]) =>
+  Object.entries(item).map(([method, op]) => ({
+    where: `${method.toUpperCase()} ${path}`,
+    path,
+    op,
+  })),
+);
+const byId = new Map(operations.map((o) => [o.op.operationId, o]));
+
+// the routes without @Public() that must carry bearer security, and the public ones
+const PUBLIC = [
+  'getLiveness',
+  'getReadiness',
+  'register',
+  'login',
+  'refreshTokens',
+  'logout',
+  'listProducts',
+  'getProduct',
+  'listCategories',
+  'listReviews',
+  'listAlsoBought',
+  'receiveStorageNotification',
+  'receiveStripeEvent',
+];
+
+describe('the committed OpenAPI document', () => {
+  it('has a server, described tags, and for every operation a summary, description and readable operationId', () => {
+    expect(doc.servers?.length).toBeGreaterThan(0);
+    const tags = new Set(doc.tags?.filter((t) => t.description).map((t) => t.name));
+    for (const { where, op } of operations) {
+      expect({ where, summary: Boolean(op.summary), description: Boolean(op.description) }).toEqual(
+        {
+          where,
+          summary: true,
+          description: true,
+        },
+      );
+      expect(op.operationId).toMatch(/^[a-z][A-Za-z]+$/);
+      for (const tag of op.tags ?? []) expect(tags).toContain(tag);
+    }
+    expect(byId.size).toBe(operations.length);
+    expect([...byId.keys()]).toEqual(
+      expect.arrayContaining(['createOrder', 'listProducts', 'startPayment', 'refundOrder']),
+    );
+  });
+
+  it('marks exactly the @Public() routes `security: []` and every other one bearer', () => {
+    const publicIds = operations
+      .filter(({ op }) => op.security?.length === 0)
+      .map(({ op }) => op.operationId);
+    expect(publicIds.sort()).toEqual([...PUBLIC].sort());
+    for (const { where, op } of operations) {
+      if (!PUBLIC.includes(op.operationId ?? ''))
+        expect({ where, security: op.security }).toEqual({ where, security: [{ bearer: [] }] });
+    }
+  });
+
+  it('serves every 4xx and 5xx as application/problem+json with the Problem schema; 401 and 403 where protected; Retry-After on 429', () => {
+    for (const { where, op } of operations) {
+      const statuses = Object.keys(op.responses);
+      expect({ where, has4xx: statuses.some((s) => s.startsWith('4')) }).toEqual({
+        where,
+        has4xx: true,
+      });
+      for (const [status, response] of Object.entries(op.responses)) {
+        if (Number(status) < 400) continue;
+        expect({ where, status, content: response.content }).toEqual({
+          where,
+          status,
+          content: {
+            'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } },
+          },
+        });
+        if (status === '429') expect(response.headers).toHaveProperty('Retry-After');
+      }
+      if (op.security?.length)
+        expect({ where, s401: statuses.includes('401') }).toEqual({ where, s401: true });
+    }
+    expect(byId.get('createProduct')?.op.responses).toHaveProperty('403');
+    expect(byId.get('refundOrder')?.op.responses).toHaveProperty('403');
+  });
+
+  it('defines Problem per RFC 9457 with `code` an enum of every error code', () => {
+    const problem = doc.components.schemas.Problem;
+    expect(problem?.required?.sort()).toEqual(['code', 'requestId', 'status', 'title', 'type']);
+    expect(Object.keys(problem?.properties ?? {}).sort()).toEqual([
+      'code',
+      'detail',
+      'errors',
+      'requestId',
+      'status',
+      'title',
+      'type',
+    ]);
+    const code = problem?.properties?.code;
+    const ref = code?.$ref ?? code?.allOf?.[0]?.$ref ?? '';
+    const codes =
+      doc.components.schemas[ref.replace('#/components/schemas/', '')]?.enum ?? code?.enum;
+    expect(codes?.slice().sort()).toEqual(Object.keys(ERROR_STATUS).sort());
+    const fieldError = doc.components.schemas.FieldError;
+    expect(Object.keys(fieldError?.properties ?? {}).sort()).toEqual(['field', 'message']);
+  });
+
+  it('types the payment, categories, health and webhook responses', () => {
+    const ok = (id: string, status: string) =>
+      byId.get(id)?.op.responses[status]?.content?.['application/json']?.schema?.$ref;
+    const props = (ref: string | undefined) =>
+      Object.keys(
+        doc.components.schemas[(ref ?? '').replace('#/components/schemas/', '')]?.properties ?? {},
+      ).sort();
+    expect(props(ok('startPayment', '201'))).toEqual([
+      'amount',
+      'clientSecret',
+      'paymentIntentId',
+      'status',
+    ]);
+    expect(props(ok('listCategories', '200'))).toEqual(['items']);
+    expect(props(ok('getLiveness', '200'))).toEqual(['status']);
+    expect(props(ok('getReadiness', '200'))).toEqual(['details', 'status']);
+    expect(props(ok('receiveStripeEvent', '200'))).toEqual(['duplicate', 'received']);
+  });
+
+  it('uses integers for money and quantities, date-time for times, uuid for ids and path ids', () => {
+    const INTEGER =
+      /^(amount|quantity|availableQuantity|initialStock|delta|onHand|reserved|available|count|rating|sizeBytes|expiresIn|limit)$/;
+    const TIME = /(At|^at)$/;
+    const ID = /^(id|productId|orderId|categoryId|imageId)$/;
+    const wrong: string[] = [];
+    for (const [name, schema] of Object.entries(doc.components.schemas)) {
+      for (const [prop, s] of Object.entries(schema.properties ?? {})) {
+        if (s.$ref || s.allOf) continue; // an object (Money, Rating): checked as its own schema
+        if (INTEGER.test(prop) && s.type !== 'integer')
+          wrong.push(`${name}.${prop}: ${s.type} (integer)`);
+        if (TIME.test(prop) && s.format !== 'date-time')
+          wrong.push(`${name}.${prop}: ${s.format} (date-time)`);
+        if (ID.test(prop) && s.format !== 'uuid') wrong.push(`${name}.${prop}: ${s.format} (uuid)`);
+      }
+    }
+    for (const { where, op } of operations) {
+      for (const p of op.parameters ?? []) {
+        if (p.in === 'path' && p.schema?.format !== 'uuid') wrong.push(`${where} path ${p.name}`);
+        if (p.in === 'query' && p.name === 'limit' && p.schema?.type !== 'integer')
+          wrong.push(`${where} query limit`);
+      }
+    }
+    expect(wrong).toEqual([]);
+  });
+
+  it('declares each header once per operation, and Idempotency-Key as required where API.md requires it', () => {
+    for (const { where, op } of operations) {
+      const headers = (op.parameters ?? [])
+        .filter((p) => p.in === 'header')
+        .map((p) => p.name.toLowerCase());
+      expect({ where, headers }).toEqual({ where, headers: [...new Set(headers)] });
+    }
+    const required = operations
+      .filter(({ op }) => op.parameters?.some((p) => p.name === 'Idempotency-Key' && p.required))
+      .map(({ op }) => op.operationId)
+      .sort();
+    expect(required).toEqual(['cancelOrder', 'createOrder', 'refundOrder', 'startPayment']);
+  });
+
+  it('gives every JSON request body an example (on the schema or on its properties)', () => {
+    const missing: string[] = [];
+    for (const { where, op } of operations) {
+      const ref = op.requestBody?.content['application/json']?.schema?.$ref;
+      if (!ref) continue;
+      const schema = doc.components.schemas[ref.replace('#/components/schemas/', '')];
+      const hasExample = (s: Schema | undefined): boolean =>
+        s !== undefined &&
+        ('example' in s ||
+          Object.values(s.properties ?? {}).some(
+            (p) =>
+              'example' in p ||
+              hasExample(
+                p.$ref
+                  ? doc.components.schemas[p.$ref.replace('#/components/schemas/', '')]
+                  : p.items?.$ref
+                    ? doc.components.schemas[p.items.$ref.replace('#/components/schemas/', '')]
+                    : undefined,
+              ),
+          ));
+      if (!hasExample(schema)) missing.push(where);
+    }
+    expect(missing).toEqual([]);
+  });
+
+  it('leaves the development-only routes out', () => {
+    expect(Object.keys(doc.paths).filter((p) => p.startsWith('/v1/dev'))).toEqual([]);
+  });
+});

@@ -1,0 +1,362 @@
+/**
+ * Issue 12, item 7: product image uploads against a real S3-compatible server.
+ *
+ * The API hands out SigV4 pre-signed PUT URLs (@aws-sdk/s3-request-presigner) with the
+ * Content-Type and Content-Length signed in; the client PUTs the bytes straight to the store;
+ * the store's S3 event notification, delivered as MinIO's webhook target delivers it
+ * (`Authorization: Bearer <STORAGE_WEBHOOK_TOKEN>`), is confirmed with HeadObject and marks the
+ * image ready. The store is s3rver (npm) behind a SigV4 query-signature gate (see local-s3.ts).
+ */
+import { randomBytes } from 'node:crypto';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { ImageRepository } from '../../src/catalog/image.repository';
+import { Clock } from '../../src/common/time/clock';
+import { createAdmin } from '../support/auth';
+import { createProduct } from '../support/catalog';
+import { LocalS3, presignedSignatureProblem, startLocalS3 } from '../support/local-s3';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+const TOKEN = randomBytes(24).toString('hex');
+
+describe('product images on S3-compatible storage (issue 12 item 7)', () => {
+  let s3: LocalS3;
+  let t: TestApp;
+  let admin: string;
+
+  beforeAll(async () => {
+    s3 = await startLocalS3();
+    t = await bootTestApp({ env: { ...s3.env, STORAGE_WEBHOOK_TOKEN: TOKEN } });
+    admin = (await createAdmin(t)).accessToken;
+  });
+  afterAll(async () => {
+    await t?.close();
+    await s3?.close();
+  });
+
+  const requestUpload = async (productId: string, contentType: string, sizeBytes: number) => {
+    const res = await t.http.post(
+      `/v1/admin/products/${productId}/images`,
+      { contentType, sizeBytes },
+      { token: admin },
+    );
+    expect(res.status).toBe(201);
+    return res.body as { imageId: string; uploadUrl: string; expiresAt: string };
+  };
+
+  const put = (url: string, contentType: string, bytes: Buffer) =>
+    fetch(url, { method: 'PUT', headers: { 'content-type': contentType }, body: bytes });
+
+  /** POSTs a notification as the store's webhook target does; `null` sends no Authorization. */
+  const notify = (body: unknown, authorization: string | null = `Bearer ${TOKEN}`) =>
+    t.http.request('POST', '/v1/webhooks/storage', undefined, {
+      raw: JSON.stringify(body),
+      headers: authorization === null ? {} : { authorization },
+    });
+
+  const imageRow = async (imageId: string) =>
+    (
+      await t.db.pool.query<{ status: string; ready_at: Date | null }>(
+        `SELECT status, ready_at FROM product_images WHERE id = $1`,
+        [imageId],
+      )
+    ).rows[0];
+
+  /** The store's own event for the n-th object written (1-based), as it emitted it. */
+  const storeEvent = async (n: number) => (await s3.waitForEvents(n))[n - 1];
+
+  it('uploads with the pre-signed URL, and the store notification makes the image ready and visible', async () => {
+    const p = await createProduct(t, admin);
+    const bytes = randomBytes(2048);
+    const before = Date.now();
+    const up = await requestUpload(p.id, 'image/png', bytes.length);
+    const key = `products/${p.id}/${up.imageId}`;
+    const url = new URL(up.uploadUrl);
+    expect(`${url.origin}${url.pathname}`).toBe(`${s3.endpoint}/${s3.bucket}/${key}`);
+    expect(url.searchParams.get('X-Amz-Algorithm')).toBe('AWS4-HMAC-SHA256');
+    expect(url.searchParams.get('X-Amz-Expires')).toBe('900');
+    expect(url.searchParams.get('X-Amz-SignedHeaders')).toBe('content-length;content-type;host');
+    expect(Date.parse(up.expiresAt) - before).toBeGreaterThan(899_000);
+    expect(Date.parse(up.expiresAt) - before).toBeLessThanOrEqual(900_000);
+
+    const eventsBefore = s3.events.length;
+    const stored = await put(up.uploadUrl, 'image/png', bytes);
+    expect([stored.status, await stored.text()]).toEqual([200, '']);
+    const event = await storeEvent(eventsBefore + 1);
+    expect(event).toMatchObject({
+      Records: [{ eventName: 'ObjectCreated:Put', s3: { object: { key } } }],
+    });
+    expect((await imageRow(up.imageId)).status).toBe('pending');
+
+    // the store's webhook target delivers its event, here three times at once (retries race)
+    const deliveries = await Promise.all([notify(event), notify(event), notify(event)]);
+    expect(deliveries.map((d) => d.status)).toEqual([204, 204, 204]);
+    const row = await imageRow(up.imageId);
+    expect(row.status).toBe('ready');
+
+    const product = await t.http.get(`/v1/products/${p.id}`);
+    expect(product.status).toBe(200);
+    expect(product.body.imageUrl).toBe(`${s3.endpoint}/${s3.bucket}/${key}`);
+    expect(product.body.images).toEqual([product.body.imageUrl]);
+    const served = await fetch(product.body.imageUrl);
+    expect(served.status).toBe(200);
+    expect(Buffer.from(await served.arrayBuffer()).equals(bytes)).toBe(true);
+
+    // a later duplicate changes nothing
+    expect((await notify(event)).status).toBe(204);
+    expect((await imageRow(up.imageId)).ready_at).toEqual(row.ready_at);
+  });
+
+  it('of concurrent confirmations of one upload exactly one marks the image ready', async () => {
+    const p = await createProduct(t, admin);
+    const up = await requestUpload(p.id, 'image/png', 16);
+    const key = `products/${p.id}/${up.imageId}`;
+    const images = t.app.get(ImageRepository);
+    const at = new Date();
+    const winners = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        images.markReady(key, `https://cdn.test/${i}`, new Date(at.getTime() + i)),
+      ),
+    );
+    expect(winners.filter((w) => w !== null)).toEqual([p.id]);
+    const product = await t.db.pool.query<{ image_url: string }>(
+      `SELECT image_url FROM products WHERE id = $1`,
+      [p.id],
+    );
+    const row = await imageRow(up.imageId);
+    // the one winner's values, together
+    const i = Number(product.rows[0].image_url.split('/').pop());
+    expect(row.ready_at?.getTime()).toBe(at.getTime() + i);
+  });
+
+  it('accepts MinIO-shaped notifications (s3:ObjectCreated:Put, URL-encoded key)', async () => {
+    const p = await createProduct(t, admin);
+    const bytes = randomBytes(100);
+    const up = await requestUpload(p.id, 'image/webp', bytes.length);
+    const key = `products/${p.id}/${up.imageId}`;
+    expect((await put(up.uploadUrl, 'image/webp', bytes)).status).toBe(200);
+    const minio = {
+      EventName: 's3:ObjectCreated:Put',
+      Key: `${s3.bucket}/${key}`,
+      Records: [
+        {
+          eventVersion: '2.0',
+          eventSource: 'minio:s3',
+          eventName: 's3:ObjectCreated:Put',
+          s3: {
+            bucket: { name: s3.bucket },
+            object: { key: encodeURIComponent(key), size: bytes.length, contentType: 'image/webp' },
+          },
+        },
+      ],
+    };
+    expect((await notify(minio)).status).toBe(204);
+    expect((await imageRow(up.imageId)).status).toBe('ready');
+    expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBe(
+      `${s3.endpoint}/${s3.bucket}/${key}`,
+    );
+  });
+
+  it('the store refuses an expired upload URL', async () => {
+    const p = await createProduct(t, admin);
+    const clock = t.app.get(Clock);
+    // the API signs with its clock: 16 minutes ago, so the 15-minute URL has run out
+    const spy = jest.spyOn(clock, 'now').mockReturnValue(new Date(Date.now() - 16 * 60_000));
+    let up: Awaited<ReturnType<typeof requestUpload>>;
+    try {
+      up = await requestUpload(p.id, 'image/png', 10);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(Date.parse(up.expiresAt)).toBeLessThan(Date.now());
+    const res = await put(up.uploadUrl, 'image/png', randomBytes(10));
+    expect(res.status).toBe(403);
+    expect(await res.text()).toMatch(/<Code>AccessDenied<\/Code>[\s\S]*Request has expired/);
+
+    // a notification naming the key anyway: the store has no such object, the image stays pending
+    const key = `products/${p.id}/${up.imageId}`;
+    expect(
+      (
+        await notify({
+          Records: [
+            {
+              eventName: 'ObjectCreated:Put',
+              s3: { bucket: { name: s3.bucket }, object: { key } },
+            },
+          ],
+        })
+      ).status,
+    ).toBe(204);
+    expect((await imageRow(up.imageId)).status).toBe('pending');
+  });
+
+  it('the store refuses a PUT of another Content-Type or Content-Length than was signed', async () => {
+    // the gate in front of s3rver computes SigV4 as AWS documents it: its published example
+    // ("Authenticating Requests: Using Query Parameters (AWS Signature Version 4)", example GET)
+    const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
+    const url =
+      '/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request' +
+      '&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host' +
+      '&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404';
+    expect(
+      presignedSignatureProblem('GET', url, { host: 'examplebucket.s3.amazonaws.com' }, secret),
+    ).toBeNull();
+    expect(
+      presignedSignatureProblem('PUT', url, { host: 'examplebucket.s3.amazonaws.com' }, secret),
+    ).toBe('signature does not match');
+    expect(presignedSignatureProblem('GET', url, { host: 'evil.s3.amazonaws.com' }, secret)).toBe(
+      'signature does not match',
+    );
+
+    const p = await createProduct(t, admin);
+    const up = await requestUpload(p.id, 'image/png', 64);
+    const otherType = await put(up.uploadUrl, 'image/svg+xml', randomBytes(64));
+    expect(otherType.status).toBe(403);
+    expect(await otherType.text()).toContain('<Code>SignatureDoesNotMatch</Code>');
+    const longer = await put(up.uploadUrl, 'image/png', randomBytes(65));
+    expect(longer.status).toBe(403);
+    expect(await longer.text()).toContain('<Code>SignatureDoesNotMatch</Code>');
+    const shorter = await put(up.uploadUrl, 'image/png', randomBytes(63));
+    expect(shorter.status).toBe(403);
+    // control: the declared type and size are accepted
+    expect((await put(up.uploadUrl, 'image/png', randomBytes(64))).status).toBe(200);
+  });
+
+  it('confirms the object with HeadObject: another size or type than declared leaves the image pending', async () => {
+    const p = await createProduct(t, admin);
+    const up = await requestUpload(p.id, 'image/jpeg', 500);
+    const key = `products/${p.id}/${up.imageId}`;
+    // written past the pre-signed URL (e.g. by another holder of store credentials)
+    const direct = new S3Client({
+      endpoint: s3.endpoint,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: {
+        accessKeyId: s3.env.STORAGE_ACCESS_KEY_ID,
+        secretAccessKey: s3.env.STORAGE_SECRET_ACCESS_KEY,
+      },
+    });
+    try {
+      const n = s3.events.length;
+      await direct.send(
+        new PutObjectCommand({
+          Bucket: s3.bucket,
+          Key: key,
+          Body: randomBytes(5000),
+          ContentType: 'image/jpeg',
+        }),
+      );
+      expect((await notify(await storeEvent(n + 1))).status).toBe(204);
+      expect((await imageRow(up.imageId)).status).toBe('pending');
+      await direct.send(
+        new PutObjectCommand({
+          Bucket: s3.bucket,
+          Key: key,
+          Body: randomBytes(500),
+          ContentType: 'text/html',
+        }),
+      );
+      expect((await notify(await storeEvent(n + 2))).status).toBe(204);
+      expect((await imageRow(up.imageId)).status).toBe('pending');
+      // control: the declared size and type make it ready
+      await direct.send(
+        new PutObjectCommand({
+          Bucket: s3.bucket,
+          Key: key,
+          Body: randomBytes(500),
+          ContentType: 'image/jpeg',
+        }),
+      );
+      expect((await notify(await storeEvent(n + 3))).status).toBe(204);
+      expect((await imageRow(up.imageId)).status).toBe('ready');
+    } finally {
+      direct.destroy();
+    }
+  });
+
+  it('refuses a notification without the right bearer token (400 WEBHOOK_SIGNATURE_INVALID) and changes nothing', async () => {
+    const p = await createProduct(t, admin);
+    const bytes = randomBytes(32);
+    const up = await requestUpload(p.id, 'image/png', bytes.length);
+    const n = s3.events.length;
+    expect((await put(up.uploadUrl, 'image/png', bytes)).status).toBe(200);
+    const event = await storeEvent(n + 1);
+    for (const authorization of [
+      null,
+      'Bearer wrong-token-wrong-token',
+      TOKEN,
+      `Bearer ${TOKEN}x`,
+      `Basic ${TOKEN}`,
+      `Bearer  ${TOKEN}`,
+    ]) {
+      const res = await notify(event, authorization);
+      expect([authorization, res.status, res.body.code]).toEqual([
+        authorization,
+        400,
+        'WEBHOOK_SIGNATURE_INVALID',
+      ]);
+      expect(res.headers.get('content-type')).toContain('application/problem+json');
+    }
+    expect((await imageRow(up.imageId)).status).toBe('pending');
+    // the right token with a body that is no S3 notification: a 400 problem, not a 5xx
+    for (const body of [
+      { key: 'products/x/y' },
+      { Records: [] },
+      { Records: [{ eventName: 1 }] },
+    ]) {
+      const res = await notify(body);
+      expect([res.status, res.body.code]).toEqual([400, 'BAD_REQUEST']);
+    }
+    expect((await imageRow(up.imageId)).status).toBe('pending');
+    // control: the same event with the token is accepted
+    expect((await notify(event)).status).toBe(204);
+    expect((await imageRow(up.imageId)).status).toBe('ready');
+  });
+
+  it('acknowledges notifications for keys, buckets or events that are not ours without effect', async () => {
+    const p = await createProduct(t, admin);
+    const up = await requestUpload(p.id, 'image/png', 16);
+    const key = `products/${p.id}/${up.imageId}`;
+    const record = (eventName: string, bucket: string, k: string) => ({
+      eventName,
+      s3: { bucket: { name: bucket }, object: { key: k } },
+    });
+    const res = await notify({
+      Records: [
+        record('ObjectRemoved:Delete', s3.bucket, key),
+        record('ObjectCreated:Put', 'someone-elses-bucket', key),
+        record('ObjectCreated:Put', s3.bucket, 'avatars/me.png'),
+        record('ObjectCreated:Put', s3.bucket, '%E0%A4%A'),
+      ],
+    });
+    expect(res.status).toBe(204);
+    expect((await imageRow(up.imageId)).status).toBe('pending');
+  });
+
+  it('answers 503 while the store cannot be asked, so the store retries; the image stays pending', async () => {
+    // a second API instance on the same database whose store is unreachable
+    const down = await bootTestApp({
+      db: t.db,
+      env: { ...s3.env, STORAGE_ENDPOINT: 'http://127.0.0.1:9', STORAGE_WEBHOOK_TOKEN: TOKEN },
+    });
+    try {
+      const p = await createProduct(t, admin);
+      const up = await requestUpload(p.id, 'image/png', 16);
+      const key = `products/${p.id}/${up.imageId}`;
+      const res = await down.http.request('POST', '/v1/webhooks/storage', undefined, {
+        raw: JSON.stringify({
+          Records: [
+            {
+              eventName: 'ObjectCreated:Put',
+              s3: { bucket: { name: s3.bucket }, object: { key } },
+            },
+          ],
+        }),
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
+      expect([res.status, res.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+      expect((await imageRow(up.imageId)).status).toBe('pending');
+    } finally {
+      await down.close();
+    }
+  });
+});
