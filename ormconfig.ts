@@ -1,13 +1,16 @@
 import 'reflect-metadata';
 import { DataSource } from 'typeorm';
 import { loadDatabaseConfig } from './src/config/config';
+import { loadEnvFile } from './src/config/env-file';
 import { dataSourceOptions } from './src/database/data-source-options';
 
 /**
  * The DataSource used by the TypeORM CLI (migration:run / revert / generate), built from the
  * same configuration and options as the application. Works from sources (ts-node) and from dist/.
- * Migrating needs only DATABASE_URL: no application secrets, whatever NODE_ENV is.
+ * Migrating needs only DATABASE_URL (from the environment or .env): no application secrets,
+ * whatever NODE_ENV is.
  */
+loadEnvFile(); // .env in the working directory, if any; the real environment wins
 const database = loadDatabaseConfig(process.env);
 export default new DataSource(
   dataSourceOptions(database.url, { withMigrations: true, rootDir: __dirname }),

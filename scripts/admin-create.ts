@@ -6,6 +6,7 @@ import { AppModule } from '../src/app.module';
 import { AccountService } from '../src/auth/account.service';
 import { PASSWORD_MAX, PASSWORD_MIN } from '../src/auth/dto/auth.dto';
 import { ConfigError, loadConfig } from '../src/config/config';
+import { loadEnvFile } from '../src/config/env-file';
 
 const USAGE = `usage: npm run admin:create -- --email <email> --password <${PASSWORD_MIN}..${PASSWORD_MAX} chars> [--name <name>]`;
 
@@ -17,6 +18,7 @@ const USAGE = `usage: npm run admin:create -- --email <email> --password <${PASS
  * how a production deployment gets its first admin: there are no default credentials.
  */
 async function main(): Promise<void> {
+  loadEnvFile(); // .env, if any; the real environment wins
   const { values } = parseArgs({
     options: { email: { type: 'string' }, password: { type: 'string' }, name: { type: 'string' } },
   });

@@ -4,20 +4,19 @@
 #     root), then creates the URL's role (LOGIN, CREATEDB) and database when connecting fails.
 #   - Redis: starts a local redis-server if it is down (installs it when missing and root).
 # Quiet and fast when everything already works. Never prints passwords.
-# Alternative when this cannot fix things: docker compose -f docker/compose.yml up -d
+# Alternative when this cannot fix things: docker compose -f docker/compose.yml up -d postgres redis
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-COMPOSE_HINT='docker compose -f docker/compose.yml up -d'
+COMPOSE_HINT='docker compose -f docker/compose.yml up -d postgres redis'
 
 log() { echo "[services] $*"; }
 warn() { echo "[services] $*" >&2; }
 fail() {
   warn "ERROR: $*"
-  warn "Alternative: run PostgreSQL and Redis (and the app) in Docker from the repo root:"
-  warn "  JWT_SECRET=<at least 32 chars> STORAGE_ACCESS_KEY_ID=<…> STORAGE_SECRET_ACCESS_KEY=<…> \\"
-  warn "  STORAGE_WEBHOOK_TOKEN=<at least 16 chars> \\"
-  warn "  STRIPE_SECRET_KEY=<sk_…> STRIPE_WEBHOOK_SECRET=<whsec_…> $COMPOSE_HINT"
+  warn "Alternative: run only PostgreSQL and Redis in Docker (from the repo root; they publish"
+  warn "127.0.0.1:5432 / 127.0.0.1:6379, the default DATABASE_URL / REDIS_URL), then npm start / npm test:"
+  warn "  $COMPOSE_HINT"
   warn "(or point DATABASE_URL / REDIS_URL at servers you already have)."
   exit 1
 }
@@ -26,22 +25,10 @@ is_root() { [ "$(id -u)" = 0 ]; }
 can_apt() { is_root && have apt-get; }
 with_timeout() { if have timeout; then timeout "$@"; else shift; "$@"; fi; }
 
-# --- .env (values already in the environment win) ----------------------------------------------
-if [ -f .env ]; then
-  while IFS= read -r line || [ -n "$line" ]; do
-    line="${line%$'\r'}"
-    [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
-    [[ "$line" =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=[[:space:]]*(.*)$ ]] || continue
-    key="${BASH_REMATCH[2]}"
-    val="${BASH_REMATCH[3]}"
-    if [[ "$val" =~ ^\"(.*)\"[[:space:]]*(#.*)?$ ]] || [[ "$val" =~ ^\'(.*)\'[[:space:]]*(#.*)?$ ]]; then
-      val="${BASH_REMATCH[1]}"
-    else
-      val="$(sed -E 's/[[:space:]]+#.*$//; s/[[:space:]]+$//' <<<"$val")"
-    fi
-    if [ -z "${!key+x}" ]; then export "$key=$val"; fi
-  done <.env
-fi
+# --- .env (values already in the environment win; Node's parser, never `source`d) ------------------
+while IFS= read -r -d '' key && IFS= read -r -d '' val; do
+  export "$key=$val"
+done < <(node scripts/dotenv.js)
 
 export DATABASE_URL="${DATABASE_URL:-postgres://shop:shop@127.0.0.1:5432/shop}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"

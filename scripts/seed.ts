@@ -2,10 +2,12 @@ import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
 import { AppModule } from '../src/app.module';
 import { ConfigError, loadConfig } from '../src/config/config';
+import { loadEnvFile } from '../src/config/env-file';
 import { DemoSeeder } from '../src/seed/demo.seeder';
 
 /** `npm run seed`: loads demo data (only with NODE_ENV=development; refused otherwise). Idempotent. */
 async function main(): Promise<void> {
+  loadEnvFile(); // .env, if any; the real environment wins
   if (process.env.NODE_ENV !== 'development') {
     console.error(
       `npm run seed loads demo accounts and runs only with NODE_ENV=development (NODE_ENV is ${process.env.NODE_ENV || 'not set'}).`,

@@ -3,12 +3,22 @@
 # then the API and the worker side by side until Ctrl-C / SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -f .env ]; then set -a; . ./.env; set +a; fi
+# .env (if any) through Node's parser, never `source`d: the real environment wins. The API, the
+# worker, migrations and the seed read .env themselves too; this is for NODE_ENV and the ports.
+while IFS= read -r -d '' key && IFS= read -r -d '' val; do
+  export "$key=$val"
+done < <(node scripts/dotenv.js)
 # A local run is a development instance (demo data, simulated payments, built-in secrets) unless
 # the operator chose otherwise: the processes themselves never assume development.
 export NODE_ENV="${NODE_ENV:-development}"
 bash scripts/ensure-services.sh
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+if [ -L node_modules ]; then
+  # A linked node_modules is shared (e.g. git worktrees): `npm ci` would empty the link's target
+  # for everyone before replacing the link. Never install through it; say so if it looks stale.
+  if [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    echo "[start] note: node_modules is a link and older than package-lock.json; not reinstalling through it" >&2
+  fi
+elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "[start] installing dependencies (npm ci)"
   npm ci --no-audit --no-fund
 fi

@@ -8,6 +8,17 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "[test] installing dependencies (npm ci)"
   npm ci --no-audit --no-fund
 fi
+# Swagger UI is tested in a real browser (test/e2e/swagger-ui.test.ts): Debian's chromium,
+# installed here when missing; only where that is impossible does that suite skip (it says so).
+if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[test] installing chromium (apt-get install chromium) for the Swagger UI test"
+    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+      echo "[test] WARNING: apt-get install chromium failed: the Swagger UI browser test will be skipped" >&2
+  else
+    echo "[test] WARNING: no chromium and no way to install it (needs root + apt-get): the Swagger UI browser test will be skipped" >&2
+  fi
+fi
 echo "[test] lint";      npx eslint . --max-warnings 0
 echo "[test] typecheck"; npx tsc -p tsconfig.json --noEmit
 # the committed contract: zero problems under redocly.yaml and .spectral.yaml (offline)

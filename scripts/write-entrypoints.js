@@ -1,5 +1,6 @@
-// The build compiles src/, migrations/ and ormconfig.ts under dist/ (rootDir is the repo root);
-// these two shims give the documented entry points `node dist/main.js` and `node dist/worker.js`.
+// The build compiles src/, migrations/, ormconfig.ts and scripts/admin-create.ts under dist/
+// (rootDir is the repo root); these two shims give the documented entry points
+// `node dist/main.js` and `node dist/worker.js` (the first admin: `node dist/scripts/admin-create.js`).
 const { writeFileSync } = require('node:fs');
 const { join } = require('node:path');
 const dist = join(__dirname, '..', 'dist');

@@ -14,6 +14,7 @@ import { MetricsListener } from './metrics/metrics-listener';
 import { MetricsService } from './metrics/metrics.service';
 import { CatalogCache } from './catalog/catalog-cache';
 import { registerCachedReads } from './catalog/cached-reads.hook';
+import { registerBrowserSecurity } from './common/http/browser-security';
 import { TransactionHost } from './database/transaction-host';
 
 export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
@@ -32,6 +33,7 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
 
 /**
  * Applies everything production applies to an HTTP app: pipes, filter, request id header,
+ * CORS and security headers,
  * metrics (served on METRICS_PORT, not here), OpenAPI (when DOCS_ENABLED), draining on close.
  * Tests call this too, so they exercise the same stack.
  */
@@ -45,13 +47,16 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
   app.useGlobalInterceptors(inFlight);
 
   const metrics = app.get(MetricsService);
+  const config = app.get<AppConfig>(APP_CONFIG);
   const fastify = app.getHttpAdapter().getInstance();
   fastify.addHook('onRequest', async (request, reply) => {
     void reply.header('X-Request-Id', request.id);
   });
   limitBodyDepth(fastify);
-  registerCachedReads(app.getHttpAdapter() as unknown as FastifyAdapter, app.get(CatalogCache), {
-    rateLimitEnabled: app.get<AppConfig>(APP_CONFIG).rateLimitEnabled,
+  // CORS and security headers first: the catalog cache's fast path answers from a later hook.
+  await registerBrowserSecurity(app, config);
+  registerCachedReads(fastify, app.get(CatalogCache), {
+    rateLimitEnabled: config.rateLimitEnabled,
   });
 
   // While shutting down, answer in-flight requests with Connection: close so keep-alive
@@ -65,7 +70,6 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
   });
   // After the server stops accepting: let handlers and transactions still running (even for
   // clients that hung up) finish before the pools close.
-  const config = app.get<AppConfig>(APP_CONFIG);
   const { shutdownTimeoutMs } = config.http;
   const transactions = app.get(TransactionHost).open;
   fastify.addHook('onClose', async () => {

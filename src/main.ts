@@ -1,9 +1,11 @@
 import 'reflect-metadata';
 import { createApp } from './app.setup';
 import { ConfigError, loadConfig } from './config/config';
+import { loadEnvFile } from './config/env-file';
 import { closeOnSignals } from './common/shutdown';
 
 async function bootstrap(): Promise<void> {
+  loadEnvFile(); // .env, if any; the real environment wins
   const config = loadConfig(process.env);
   const app = await createApp(config);
   closeOnSignals(app, config.http.shutdownTimeoutMs);

@@ -1,6 +1,5 @@
-import type { FastifyAdapter } from '@nestjs/platform-fastify';
 import { getMetadataStorage } from 'class-validator';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { problemBody } from '../common/errors/problem-details.filter';
 import {
   RATE_LIMIT_POLICIES,
@@ -55,10 +54,11 @@ export interface CachedReadsOptions {
 }
 
 /**
- * The fast path for cache hits: answer a cacheable public GET from the cache before anything
- * else runs — the adapter's first request hook, ahead of Nest middleware (request logging),
- * guards, interceptors and pipes. A miss, or Redis being down, falls through to the normal
- * route, which validates, builds and stores the answer. Only successful answers are ever
+ * The fast path for cache hits: answer a cacheable public GET from the cache before Nest runs —
+ * a Fastify request hook, ahead of Nest middleware (request logging), guards, interceptors and
+ * pipes, but after the hooks added before it (request id, CORS, security headers: see
+ * configureApp), so a hit (or a 429) carries the same headers as the route's own answer. A
+ * miss, or Redis being down, falls through to the normal route, which validates, builds and stores the answer. Only successful answers are ever
  * stored, so a hit is always something the route itself returned.
  *
  * Rate limiting: the guards do not run here, so the hook applies the per-IP `default` policy
@@ -70,7 +70,7 @@ export interface CachedReadsOptions {
  * cached reads; `RATE_LIMIT_ENABLED=false` switches it off like the guards.
  */
 export function registerCachedReads(
-  adapter: FastifyAdapter,
+  fastify: FastifyInstance,
   cache: CatalogCache,
   options: CachedReadsOptions,
 ): void {
@@ -83,7 +83,7 @@ export function registerCachedReads(
   const now = options.now ?? Date.now;
   const trackers = new Map<string, string>(); // per app: its trust-proxy setting decides
 
-  adapter.setOnRequestHook((request, reply, done) => {
+  fastify.addHook('onRequest', (request, reply, done) => {
     if (request.method !== 'GET' || !CACHEABLE.test(request.url) || !onlyKnownQuery(request.url)) {
       return done();
     }

@@ -112,6 +112,7 @@ const envSchema = z.object({
     .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
     .optional(),
   STORAGE_BASE_URL: url(['http:', 'https:']).optional(),
+  CORS_ORIGINS: z.string().optional(),
   DOCS_ENABLED: z
     .enum(['true', 'false', '1', '0'])
     .transform((v) => v === 'true' || v === '1')
@@ -135,6 +136,11 @@ export interface AppConfig {
   workerMetricsPort: number;
   /** Swagger UI at /docs and the document at /docs-json (default: only in development). */
   docsEnabled: boolean;
+  /**
+   * Browser origins allowed to call the API (CORS): a list of exact origins, or `'*'` for any.
+   * Default: any in development, none otherwise.
+   */
+  corsOrigins: string[] | '*';
   logLevel: string;
   database: {
     url: string;
@@ -210,6 +216,43 @@ function present(env: Record<string, string | undefined>): Record<string, string
   );
 }
 
+/**
+ * CORS_ORIGINS: comma-separated exact origins (`https://shop.example,http://localhost:5173`) or
+ * `*`. Each must be a bare origin (scheme, host, optional port; no path, query or credentials),
+ * compared exactly with a browser's `Origin` header, so a typo is a boot error, not a silent miss.
+ */
+export function parseCorsOrigins(
+  value: string | undefined,
+  isDevelopment: boolean,
+): { origins: string[] | '*'; problems: string[] } {
+  if (value === undefined) return { origins: isDevelopment ? '*' : [], problems: [] };
+  const items = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (items.length === 1 && items[0] === '*') return { origins: '*', problems: [] };
+  const problems: string[] = [];
+  const origins = items.map((item) => {
+    let origin: string | null = null;
+    try {
+      const u = new URL(item);
+      const bare = u.pathname === '/' && !u.search && !u.hash && !u.username && !u.password;
+      if ((u.protocol === 'http:' || u.protocol === 'https:') && bare && !item.endsWith('#')) {
+        origin = u.origin; // normalised: lower-case host, default port dropped
+      }
+    } catch {
+      origin = null;
+    }
+    if (origin === null) {
+      problems.push(
+        `CORS_ORIGINS: "${item}" is not an origin like https://shop.example (or use * alone)`,
+      );
+    }
+    return origin ?? item;
+  });
+  return { origins, problems };
+}
+
 function describe(error: z.ZodError): string[] {
   return error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
 }
@@ -283,7 +326,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const parsed = envSchema.safeParse(cleaned);
   const problems = parsed.success ? [] : describe(parsed.error);
   const missing = secretProblems(cleaned);
-  if (!parsed.success || missing.length) {
+  const cors = parseCorsOrigins(cleaned.CORS_ORIGINS, cleaned.NODE_ENV === 'development');
+  problems.push(...cors.problems);
+  if (problems.length || missing.length || !parsed.success) {
     throw new ConfigError([...problems, ...missing], missing.length ? SECRETS_HINT : undefined);
   }
   const e = parsed.data;
@@ -306,6 +351,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     metricsPort: e.METRICS_PORT,
     workerMetricsPort: e.WORKER_METRICS_PORT,
     docsEnabled: e.DOCS_ENABLED ?? isDevelopment,
+    corsOrigins: cors.origins,
     logLevel: e.LOG_LEVEL,
     database: {
       url: e.DATABASE_URL,

@@ -1,0 +1,127 @@
+import helmet, { type FastifyHelmetOptions } from '@fastify/helmet';
+import cors, { type FastifyCorsOptions } from '@fastify/cors';
+import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
+import type { AppConfig } from '../../config/config';
+
+/** Response headers a browser client may read (everything else stays hidden from scripts). */
+export const CORS_EXPOSED_HEADERS = [
+  'X-Request-Id',
+  'Idempotent-Replayed',
+  'Retry-After',
+  'RateLimit',
+  'RateLimit-Policy',
+  'Location',
+];
+
+/** Request headers a browser client may send cross-origin. */
+export const CORS_ALLOWED_HEADERS = [
+  'Authorization',
+  'Content-Type',
+  'Idempotency-Key',
+  'X-Request-Id',
+];
+
+/**
+ * CORS for browser clients on other origins. Bearer tokens, not cookies: no credentials, so an
+ * allowed origin cannot ride a user's ambient session. `*` only when CORS_ORIGINS says so (or
+ * by default in development); outside development the default list is empty (no origin).
+ */
+export function corsOptions(config: AppConfig): FastifyCorsOptions {
+  return {
+    origin: config.corsOrigins === '*' ? '*' : config.corsOrigins,
+    methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    allowedHeaders: CORS_ALLOWED_HEADERS,
+    exposedHeaders: CORS_EXPOSED_HEADERS,
+    credentials: false,
+    maxAge: 600,
+  };
+}
+
+/**
+ * Content-Security-Policy: nothing but this origin, which is what Swagger UI at /docs needs —
+ * @nestjs/swagger serves its scripts (bundle, preset and the initializer swagger-ui-init.js) as
+ * files, so no inline script is allowed; only inline styles (its page and React's style
+ * attributes) and data: images (its CSS icons). JSON answers carry the same header, harmlessly.
+ * No upgrade-insecure-requests: it would send the UI's plain-HTTP calls (local runs, TLS ended
+ * at a proxy) to an https:// port nobody listens on.
+ */
+export const CONTENT_SECURITY_POLICY = {
+  useDefaults: false,
+  directives: {
+    defaultSrc: ["'self'"],
+    baseUri: ["'self'"],
+    connectSrc: ["'self'"],
+    fontSrc: ["'self'", 'data:'],
+    formAction: ["'self'"],
+    frameAncestors: ["'none'"],
+    imgSrc: ["'self'", 'data:'],
+    objectSrc: ["'none'"],
+    scriptSrc: ["'self'"],
+    scriptSrcAttr: ["'none'"],
+    styleSrc: ["'self'", "'unsafe-inline'"],
+  },
+};
+
+export const HELMET_OPTIONS: FastifyHelmetOptions = {
+  contentSecurityPolicy: CONTENT_SECURITY_POLICY,
+  // An API answer is never framed: frame-ancestors 'none' above, X-Frame-Options for old browsers
+  frameguard: { action: 'deny' },
+};
+
+/** Headers of any answer, not helmet's. */
+const NOT_SECURITY = new Set([
+  'content-type',
+  'content-length',
+  'date',
+  'connection',
+  'keep-alive',
+]);
+
+/**
+ * The headers @fastify/helmet sets with HELMET_OPTIONS, computed once at boot by asking it (a
+ * throwaway Fastify instance, one injected request). They do not depend on the request, and
+ * the plugin itself rebuilds helmet's middleware on every request (10–25 µs here), a large
+ * share of a catalog cache hit.
+ */
+export async function helmetHeaders(
+  options: FastifyHelmetOptions = HELMET_OPTIONS,
+): Promise<Record<string, string>> {
+  const probe = new FastifyAdapter().getInstance();
+  try {
+    await probe.register(helmet, options);
+    probe.get('/', (_request, reply) => reply.send(''));
+    const res = await probe.inject({ method: 'GET', url: '/' });
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(res.headers)) {
+      if (!NOT_SECURITY.has(name) && value !== undefined) headers[name] = String(value);
+    }
+    return headers;
+  } finally {
+    await probe.close();
+  }
+}
+
+/**
+ * CORS and the helmet security headers, as Fastify request hooks. Call before any other
+ * request hook that may answer on its own (the catalog cache's fast path): hooks run in the
+ * order they are added, so those answers carry the headers too.
+ */
+export async function registerBrowserSecurity(
+  app: NestFastifyApplication,
+  config: AppConfig,
+): Promise<void> {
+  // Registered before app.init(), so its request hook runs ahead of Nest middleware, guards and
+  // the catalog fast path: preflights are answered first, every answer carries the headers.
+  // (Not app.enableCors(): its wrapper copies all reply headers to the raw response per request.)
+  await app.register(cors, corsOptions(config));
+  const headers = await helmetHeaders();
+  if (!headers['content-security-policy'])
+    throw new Error('helmet produced no Content-Security-Policy');
+  app
+    .getHttpAdapter()
+    .getInstance()
+    .addHook('onRequest', (_request, reply, done) => {
+      void reply.headers(headers);
+      done();
+    });
+}

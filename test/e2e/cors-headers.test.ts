@@ -1,0 +1,190 @@
+import { CatalogCache } from '../../src/catalog/catalog-cache';
+import { loadConfig } from '../../src/config/config';
+import { createAdmin, registerCustomer } from '../support/auth';
+import { createProduct } from '../support/catalog';
+import type { HttpResponse } from '../support/http';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+const WEB = 'https://web.shop.example';
+const OTHER = 'https://evil.example';
+
+/** The helmet headers every answer carries, whatever produced it. */
+function expectSecurityHeaders(res: HttpResponse): void {
+  const csp = res.headers.get('content-security-policy') ?? '';
+  expect(csp).toContain("default-src 'self'");
+  expect(csp).toContain("script-src 'self'");
+  expect(csp).toContain("frame-ancestors 'none'");
+  expect(csp).not.toContain('unsafe-eval');
+  expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+  expect(res.headers.get('x-frame-options')).toBe('DENY');
+  expect(res.headers.get('strict-transport-security')).toMatch(/max-age=\d+/);
+  expect(res.headers.get('referrer-policy')).toBe('no-referrer');
+}
+
+function expectCorsAllowed(res: HttpResponse): void {
+  expect(res.headers.get('access-control-allow-origin')).toBe(WEB);
+  const exposed = (res.headers.get('access-control-expose-headers') ?? '').toLowerCase();
+  for (const h of [
+    'x-request-id',
+    'idempotent-replayed',
+    'retry-after',
+    'ratelimit',
+    'ratelimit-policy',
+    'location',
+  ]) {
+    expect(exposed.split(/\s*,\s*/)).toContain(h);
+  }
+  expect(res.headers.get('access-control-allow-credentials')).toBeNull();
+}
+
+describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
+  let t: TestApp;
+  let admin: string;
+
+  beforeAll(async () => {
+    t = await bootTestApp({ env: { CORS_ORIGINS: `${WEB}, http://localhost:5173` } });
+    admin = (await createAdmin(t)).accessToken;
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('allows a preflight from a listed origin, with the headers clients send', async () => {
+    const res = await t.http.request('OPTIONS', '/v1/orders', undefined, {
+      headers: {
+        origin: WEB,
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'authorization, content-type, idempotency-key',
+      },
+    });
+    expect(res.status).toBe(204);
+    expect(res.headers.get('access-control-allow-origin')).toBe(WEB);
+    expect(res.headers.get('access-control-allow-methods')).toContain('POST');
+    const allowed = (res.headers.get('access-control-allow-headers') ?? '').toLowerCase();
+    for (const h of ['authorization', 'content-type', 'idempotency-key', 'x-request-id']) {
+      expect(allowed).toContain(h);
+    }
+    expect(res.headers.get('vary')?.toLowerCase()).toContain('origin');
+  });
+
+  it('does not allow a preflight (or an answer) for an origin that is not listed', async () => {
+    const pre = await t.http.request('OPTIONS', '/v1/orders', undefined, {
+      headers: { origin: OTHER, 'access-control-request-method': 'POST' },
+    });
+    expect(pre.headers.get('access-control-allow-origin')).toBeNull();
+    const get = await t.http.get('/health/live', { headers: { origin: OTHER } });
+    expect(get.headers.get('access-control-allow-origin')).toBeNull();
+  });
+
+  it('puts CORS and security headers on a normal answer', async () => {
+    const customer = await registerCustomer(t.http);
+    const res = await t.http.get('/v1/me', {
+      token: customer.accessToken,
+      headers: { origin: WEB },
+    });
+    expect(res.status).toBe(200);
+    expectCorsAllowed(res);
+    expectSecurityHeaders(res);
+  });
+
+  it('puts them on a catalog answer served from the cache fast path', async () => {
+    const p = await createProduct(t, admin);
+    const path = `/v1/products/${p.id}`;
+    expect((await t.http.get(path)).status).toBe(200); // the route builds and caches it
+    const peek = jest.spyOn(t.app.get(CatalogCache), 'peek');
+    try {
+      const res = await t.http.get(path, { headers: { origin: WEB } });
+      expect(res.status).toBe(200);
+      expect(res.body.id).toBe(p.id);
+      // answered by the early hook: it found the cached answer
+      expect(peek).toHaveBeenCalledWith(path);
+      await expect(peek.mock.results[peek.mock.results.length - 1].value).resolves.toEqual(
+        expect.any(String),
+      );
+      expectCorsAllowed(res);
+      expectSecurityHeaders(res);
+      expect(res.headers.get('x-request-id')).toBeTruthy();
+    } finally {
+      peek.mockRestore();
+    }
+  });
+
+  it('puts them on a problem+json error', async () => {
+    const res = await t.http.post(
+      '/v1/admin/products',
+      { sku: '' },
+      { token: admin, headers: { origin: WEB } },
+    );
+    expect(res.status).toBe(400);
+    expect(res.headers.get('content-type')).toMatch(/application\/problem\+json/);
+    expectCorsAllowed(res);
+    expectSecurityHeaders(res);
+    const unauth = await t.http.get('/v1/me', { headers: { origin: WEB } });
+    expect(unauth.status).toBe(401);
+    expectCorsAllowed(unauth);
+    expectSecurityHeaders(unauth);
+    const notFound = await t.http.get('/v1/no-such-route', { headers: { origin: WEB } });
+    expect(notFound.status).toBe(404);
+    expectCorsAllowed(notFound);
+    expectSecurityHeaders(notFound);
+  });
+});
+
+describe('CORS_ORIGINS defaults and validation', () => {
+  const secrets = {
+    JWT_SECRET: 'x'.repeat(40),
+    STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
+    STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
+    STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32),
+    STRIPE_SECRET_KEY: 'sk_test_123',
+    STRIPE_WEBHOOK_SECRET: 'whsec_abc',
+  };
+
+  it('allows no origin by default outside development, any origin in development', () => {
+    expect(loadConfig({ NODE_ENV: 'production', ...secrets }).corsOrigins).toEqual([]);
+    expect(loadConfig({ ...secrets }).corsOrigins).toEqual([]);
+    expect(loadConfig({ NODE_ENV: 'development' }).corsOrigins).toBe('*');
+    expect(loadConfig({ NODE_ENV: 'development', CORS_ORIGINS: WEB }).corsOrigins).toEqual([WEB]);
+    expect(loadConfig({ NODE_ENV: 'production', ...secrets, CORS_ORIGINS: '*' }).corsOrigins).toBe(
+      '*',
+    );
+    expect(
+      loadConfig({
+        NODE_ENV: 'production',
+        ...secrets,
+        CORS_ORIGINS: 'https://Web.Shop.Example:443/',
+      }).corsOrigins,
+    ).toEqual([WEB]);
+  });
+
+  it('refuses at boot what is not a bare origin', () => {
+    for (const bad of [
+      'web.shop.example',
+      'https://web.shop.example/app',
+      'ftp://x.example',
+      'https://a.example,*',
+    ]) {
+      expect(() => loadConfig({ NODE_ENV: 'production', ...secrets, CORS_ORIGINS: bad })).toThrow(
+        /CORS_ORIGINS/,
+      );
+    }
+  });
+
+  it('production default: a cross-origin preflight gets no CORS grant', async () => {
+    const t = await bootTestApp({
+      env: { NODE_ENV: 'production', ...secrets, STRIPE_API_URL: 'http://127.0.0.1:9' },
+    });
+    try {
+      const pre = await t.http.request('OPTIONS', '/v1/products', undefined, {
+        headers: { origin: WEB, 'access-control-request-method': 'GET' },
+      });
+      expect(pre.headers.get('access-control-allow-origin')).toBeNull();
+      const get = await t.http.get('/health/live', { headers: { origin: WEB } });
+      expect(get.status).toBe(200);
+      expect(get.headers.get('access-control-allow-origin')).toBeNull();
+      expectSecurityHeaders(get);
+    } finally {
+      await t.close();
+    }
+  });
+});

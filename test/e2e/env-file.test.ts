@@ -1,0 +1,252 @@
+import { execFile, spawn } from 'node:child_process';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { loadConfig } from '../../src/config/config';
+import { loadEnvFile } from '../../src/config/env-file';
+import { ROOT } from '../support/processes';
+import { createTestDatabase } from '../support/test-database';
+
+const run = promisify(execFile);
+
+/** What `node --env-file=<path>` (Node's own loader) puts in a child's otherwise empty environment. */
+async function nodeEnvFile(path: string): Promise<Record<string, string>> {
+  const { stdout } = await run(
+    process.execPath,
+    [`--env-file=${path}`, '-e', 'process.stdout.write(JSON.stringify(process.env))'],
+    { env: {} },
+  );
+  return JSON.parse(stdout);
+}
+
+/** The .env entries the shell scripts export (scripts/dotenv.js), as a bash loop reads them. */
+async function shellEnvFile(
+  dir: string,
+  env: Record<string, string> = {},
+): Promise<Record<string, string>> {
+  const script = `while IFS= read -r -d '' k && IFS= read -r -d '' v; do export "$k=$v"; done < <(node ${JSON.stringify(
+    join(ROOT, 'scripts', 'dotenv.js'),
+  )}); node -e 'process.stdout.write(JSON.stringify(process.env))'`;
+  const { stdout } = await run('bash', ['-c', script], {
+    cwd: dir,
+    env: { PATH: process.env.PATH ?? '', ...env },
+  });
+  return JSON.parse(stdout);
+}
+
+describe('.env: read by a real parser, by every process, the real environment winning', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'shop-env-'));
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('.env.example copied as is parses exactly as node --env-file reads it, and loadConfig accepts it', async () => {
+    const path = join(dir, '.env');
+    copyFileSync(join(ROOT, '.env.example'), path);
+    const env: Record<string, string | undefined> = {};
+    const applied = loadEnvFile(path, env);
+    expect(applied.length).toBeGreaterThan(30);
+    expect(env.MAIL_FROM).toBe('Shop <orders@shop.example>');
+    expect(env.NODE_ENV).toBe('development');
+    expect(env.DATABASE_URL).toBe('postgres://shop:shop@127.0.0.1:5432/shop');
+    expect(env.JWT_SECRET).toBe(''); // empty: unset for loadConfig
+
+    const byNode = await nodeEnvFile(path);
+    for (const name of applied) expect([name, byNode[name]]).toEqual([name, env[name]]);
+    // the shell scripts see the same values (Node's parser, no `source`)
+    const byShell = await shellEnvFile(dir);
+    for (const name of applied) expect([name, byShell[name]]).toEqual([name, env[name]]);
+
+    const config = loadConfig(env);
+    expect(config.mail.from).toBe('Shop <orders@shop.example>');
+    expect(config.isDevelopment).toBe(true);
+    expect(config.http.port).toBe(3000);
+    expect(config.corsOrigins).toBe('*');
+  });
+
+  it('a value in .env reaches loadConfig; one in the real environment wins over it', async () => {
+    const path = join(dir, '.env');
+    writeFileSync(
+      path,
+      [
+        '# a comment',
+        'export PORT=4321',
+        'MAIL_FROM="Dot Env <from@dotenv.example>" # quoted, then a comment',
+        "SHOP_CURRENCY='EUR'",
+        'RESERVATION_TTL_SECONDS=120',
+        'EVIL=$(touch ' + join(dir, 'pwned') + ')',
+      ].join('\n'),
+    );
+    const env: Record<string, string | undefined> = {
+      NODE_ENV: 'development',
+      RESERVATION_TTL_SECONDS: '60',
+    };
+    loadEnvFile(path, env);
+    const config = loadConfig(env);
+    expect(config.http.port).toBe(4321);
+    expect(config.mail.from).toBe('Dot Env <from@dotenv.example>');
+    expect(config.currency).toBe('EUR');
+    expect(config.reservationTtlSeconds).toBe(60); // the real environment wins
+    expect(env.EVIL).toBe(`$(touch ${join(dir, 'pwned')})`); // data, never executed
+
+    const byShell = await shellEnvFile(dir, { RESERVATION_TTL_SECONDS: '60' });
+    expect(byShell.MAIL_FROM).toBe('Dot Env <from@dotenv.example>');
+    expect(byShell.RESERVATION_TTL_SECONDS).toBe('60');
+    expect(byShell.EVIL).toBe(env.EVIL);
+    expect(loadEnvFile(join(dir, 'pwned'), {})).toEqual([]); // (absent file: nothing to do)
+  });
+
+  it('ENV_FILE names another file (which must exist); ENV_FILE= reads none', () => {
+    const other = join(dir, 'shop.env');
+    writeFileSync(other, 'SHOP_CURRENCY=GBP\n');
+    writeFileSync(join(dir, '.env'), 'SHOP_CURRENCY=EUR\n');
+    const chosen: Record<string, string | undefined> = { ENV_FILE: other };
+    expect(loadEnvFile(undefined, chosen)).toEqual(['SHOP_CURRENCY']);
+    expect(chosen.SHOP_CURRENCY).toBe('GBP');
+    const none: Record<string, string | undefined> = { ENV_FILE: '' };
+    expect(loadEnvFile(undefined, none)).toEqual([]);
+    expect(none.SHOP_CURRENCY).toBeUndefined();
+    expect(() => loadEnvFile(undefined, { ENV_FILE: join(dir, 'missing.env') })).toThrow(
+      /ENV_FILE/,
+    );
+  });
+
+  it('the API, the worker, the migration CLI, seed and admin:create all read .env from their working directory', async () => {
+    // Values only .env sets, each invalid: a process that reads .env refuses to start naming them.
+    writeFileSync(join(dir, '.env'), 'SHOP_CURRENCY=from-dotenv\nDATABASE_POOL_SIZE=from-dotenv\n');
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+    delete env.SHOP_CURRENCY;
+    delete env.DATABASE_POOL_SIZE;
+    delete env.ENV_FILE; // the harness switches .env off (test/support/env.ts): .env as in production
+    Object.assign(env, {
+      TS_NODE_PROJECT: join(ROOT, 'tsconfig.json'),
+      PORT: '0',
+      METRICS_PORT: '0',
+      WORKER_METRICS_PORT: '0',
+      LOG_LEVEL: 'silent',
+      // should one ignore .env and boot, it reaches nothing shared
+      DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none',
+      REDIS_URL: 'redis://127.0.0.1:1',
+      REDIS_KEY_PREFIX: 'envfiletest',
+    });
+    const register = join(ROOT, 'scripts', 'ts-register.js');
+    const entryPoints: Record<string, string[]> = {
+      api: [join(ROOT, 'src', 'main.ts')],
+      worker: [join(ROOT, 'src', 'worker.ts')],
+      migrations: [
+        join(ROOT, 'node_modules', 'typeorm', 'cli.js'),
+        '-d',
+        join(ROOT, 'ormconfig.ts'),
+        'migration:show',
+      ],
+      seed: [join(ROOT, 'scripts', 'seed.ts')],
+      'admin:create': [
+        join(ROOT, 'scripts', 'admin-create.ts'),
+        '--email',
+        'a@shop.example',
+        '--password',
+        'long-enough-pw',
+      ],
+    };
+    const results = await Promise.all(
+      Object.entries(entryPoints).map(
+        ([name, args]) =>
+          new Promise<{ name: string; code: number | null; output: string }>((resolve) => {
+            const proc = spawn(process.execPath, ['-r', register, ...args], {
+              cwd: dir,
+              env,
+              stdio: ['ignore', 'pipe', 'pipe'],
+            });
+            let output = '';
+            proc.stdout.on('data', (d: Buffer) => (output += d.toString()));
+            proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
+            // a process that ignored .env would boot: stop it, it is a failure either way
+            const timer = setTimeout(() => proc.kill('SIGKILL'), 60_000);
+            proc.on('exit', (code) => {
+              clearTimeout(timer);
+              resolve({ name, code, output });
+            });
+          }),
+      ),
+    );
+    for (const r of results) {
+      expect({ name: r.name, code: r.code }).toEqual({ name: r.name, code: 1 });
+      // the migration CLI needs only the database settings
+      expect([r.name, r.output]).toEqual([r.name, expect.stringContaining('DATABASE_POOL_SIZE')]);
+      if (r.name !== 'migrations')
+        expect([r.name, r.output]).toEqual([r.name, expect.stringContaining('SHOP_CURRENCY')]);
+    }
+  }, 90_000);
+
+  it('the build has the first-admin script the Docker image runs: node dist/scripts/admin-create.js', async () => {
+    // The image's build: `nest build` compiles tsconfig.build.json with tsc; here into a private
+    // directory under the repo (so node_modules resolves), leaving dist/ alone.
+    const out = join(ROOT, 'var', `build-${process.pid}-${Date.now()}`);
+    const db = await createTestDatabase();
+    try {
+      await run(
+        process.execPath,
+        [
+          join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'),
+          '-p',
+          join(ROOT, 'tsconfig.build.json'),
+          '--outDir',
+          out,
+        ],
+        {
+          cwd: ROOT,
+        },
+      );
+      // as in the image: production, secrets from the environment, DATABASE_URL from .env
+      writeFileSync(join(dir, '.env'), `DATABASE_URL=${db.url}\n`);
+      const env = {
+        PATH: process.env.PATH ?? '',
+        NODE_ENV: 'production',
+        JWT_SECRET: 'j'.repeat(40),
+        STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
+        STORAGE_SECRET_ACCESS_KEY: 's'.repeat(40),
+        STORAGE_WEBHOOK_TOKEN: 't'.repeat(32),
+        STRIPE_SECRET_KEY: 'sk_test_dummy',
+        STRIPE_WEBHOOK_SECRET: 'whsec_dummy',
+        REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+        REDIS_KEY_PREFIX: `adm${process.pid}`,
+        METRICS_PORT: '0',
+        WORKER_METRICS_PORT: '0',
+      };
+      const script = join(out, 'scripts', 'admin-create.js');
+      const args = [
+        script,
+        '--email',
+        'First.Admin@Shop.example',
+        '--password',
+        'a-long-first-password',
+        '--name',
+        'First',
+      ];
+      const first = await run(process.execPath, args, { cwd: dir, env });
+      expect(first.stdout).toMatch(/admin ready: first\.admin@shop\.example/i);
+      await run(process.execPath, args, { cwd: dir, env }); // idempotent
+      const rows = await db.pool.query(
+        `SELECT lower(email) AS email, role, name FROM users WHERE lower(email) = 'first.admin@shop.example'`,
+      );
+      expect(rows.rows).toEqual([
+        { email: 'first.admin@shop.example', role: 'admin', name: 'First' },
+      ]);
+      // and refuses bad arguments with its usage line
+      await expect(
+        run(process.execPath, [script, '--email', 'nope'], { cwd: dir, env }),
+      ).rejects.toMatchObject({
+        code: 2,
+        stderr: expect.stringContaining('usage:'),
+      });
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+      await db.drop();
+    }
+  }, 180_000);
+});
