@@ -254,8 +254,12 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     );
     expect(rows[0].attempts).toBeGreaterThanOrEqual(2);
 
+    // the row is recorded before BullMQ completes the job: wait for the job's own outcome
     const queue = worker.get<Queue>(getQueueToken('email'));
-    const job = await queue.getJob(emailJobId({ orderId, kind: 'cancellation' }));
+    const job = await eventually(
+      () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })),
+      (j) => j?.finishedOn != null,
+    );
     expect(job?.returnvalue).toBe('sent');
     expect(job?.attemptsMade).toBeGreaterThanOrEqual(2);
     await new Promise((r) => setTimeout(r, 300));
