@@ -14,10 +14,12 @@ const unauthenticated = () =>
  * marked @Public(). 401 UNAUTHENTICATED without a bearer token, 401 TOKEN_INVALID for a bad,
  * expired or revoked one.
  *
- * Passport's AuthGuard, given this app's own JwtStrategy instance rather than its name
- * (AuthGuard('jwt')): passport's strategy registry is one per process, so with two apps in one
- * process (tests boot several) a name would reach the strategy — and the RevokedSessions
- * memory — of whichever app registered last. passport.authenticate accepts an instance.
+ * Passport's AuthGuard, with this app's own JwtStrategy registration (JwtStrategy#registeredAs)
+ * rather than AuthGuard('jwt'): passport's strategy registry is one per process, so with two
+ * apps in one process (tests boot several) 'jwt' would reach the strategy — and the
+ * RevokedSessions memory — of whichever app registered last. (Not the instance itself either:
+ * passport would then set each request's success/fail callbacks on that one shared object, and
+ * concurrent requests would answer each other — test/security/access-token-guard-concurrency.)
  */
 @Injectable()
 export class AccessTokenGuard extends AuthGuard() {
@@ -25,8 +27,7 @@ export class AccessTokenGuard extends AuthGuard() {
     private readonly reflector: Reflector,
     strategy: JwtStrategy,
   ) {
-    // passport.authenticate takes a strategy instance where the typings say a name
-    super({ defaultStrategy: strategy as unknown as string });
+    super({ defaultStrategy: strategy.registeredAs });
   }
 
   override canActivate(context: ExecutionContext): Promise<boolean> | boolean {

@@ -1,5 +1,7 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, OnModuleDestroy } from '@nestjs/common';
 import { PassportStrategy } from '@nestjs/passport';
+import { randomUUID } from 'node:crypto';
+import passport from 'passport';
 import { Strategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
 import { DomainError } from '../common/errors/domain-error';
 import { APP_CONFIG, AppConfig } from '../config/config';
@@ -31,7 +33,16 @@ export const tokenInvalid = (detail = 'The access token is invalid or expired.')
  * reuse), checked on every authenticated request.
  */
 @Injectable()
-export class JwtStrategy extends PassportStrategy(Strategy, JWT_STRATEGY) {
+export class JwtStrategy extends PassportStrategy(Strategy, JWT_STRATEGY) implements OnModuleDestroy {
+  /**
+   * The name this app's instance is registered under with passport (besides JWT_STRATEGY):
+   * passport's registry is one per process, and JWT_STRATEGY names whichever app registered
+   * last — with two apps in one process (tests boot several) that would be another app's
+   * strategy and RevokedSessions memory. The guard authenticates with this name; passport then
+   * runs a fresh Object.create() of the instance per request.
+   */
+  readonly registeredAs = `${JWT_STRATEGY}:${randomUUID()}`;
+
   constructor(
     @Inject(APP_CONFIG) config: AppConfig,
     private readonly revoked: RevokedSessions,
@@ -49,6 +60,11 @@ export class JwtStrategy extends PassportStrategy(Strategy, JWT_STRATEGY) {
       ignoreExpiration: false,
     };
     super(options);
+    passport.use(this.registeredAs, this);
+  }
+
+  onModuleDestroy(): void {
+    passport.unuse(this.registeredAs);
   }
 
   /** The principal of verified claims; TOKEN_INVALID for non-access or revoked tokens. */
