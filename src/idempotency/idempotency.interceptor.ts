@@ -4,6 +4,7 @@ import type { FastifyReply } from 'fastify';
 import { Observable, from, lastValueFrom } from 'rxjs';
 import type { AuthenticatedRequest } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
+import { IdempotencyOutcome, recordIdempotency } from '../common/logging/order-log';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import {
@@ -76,10 +77,24 @@ export class IdempotencyInterceptor implements NestInterceptor {
       fingerprint: fingerprint(request.body),
     };
     const outside = this.reflector.get<boolean>(IDEMPOTENCY_OUTSIDE_TRANSACTION, context.getHandler());
-    return from(outside ? this.executeInSteps(scope, next, reply) : this.execute(scope, next, reply));
+    // the outcome, for the logs: recorded before the handler runs (first), or when answered
+    const note = (outcome: IdempotencyOutcome) => recordIdempotency(request, outcome);
+    const run = outside ? this.executeInSteps(scope, next, reply, note) : this.execute(scope, next, reply, note);
+    return from(
+      run.catch((err: unknown) => {
+        if (err instanceof DomainError && err.code === 'IDEMPOTENCY_KEY_IN_USE') note('in_use');
+        if (err instanceof DomainError && err.code === 'IDEMPOTENCY_KEY_REUSED') note('mismatch');
+        throw err;
+      }),
+    );
   }
 
-  private async executeInSteps(scope: IdempotencyScope, next: CallHandler, reply: FastifyReply): Promise<unknown> {
+  private async executeInSteps(
+    scope: IdempotencyScope,
+    next: CallHandler,
+    reply: FastifyReply,
+    note: (outcome: IdempotencyOutcome) => void,
+  ): Promise<unknown> {
     const hold = await this.locks.tryHold(scope.principal, scope.key);
     if (!hold) return this.answerBusy(scope, reply);
     try {
@@ -89,6 +104,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
         if (!claim.stored) throw inUse(); // expired between the two statements: retry
         return this.replay(this.checkSameRequest(scope, claim.stored), reply);
       }
+      note('first');
       let body: unknown;
       try {
         body = await lastValueFrom(next.handle(), { defaultValue: undefined });
@@ -128,6 +144,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
   }
 
   private replay(stored: StoredResponse, reply: FastifyReply): unknown {
+    recordIdempotency(reply.request, 'replayed');
     void reply.header('Idempotent-Replayed', 'true');
     void reply.status(stored.status);
     return stored.body === null ? undefined : (JSON.parse(stored.body) as unknown);
@@ -137,6 +154,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     scope: IdempotencyScope,
     next: CallHandler,
     reply: FastifyReply,
+    note: (outcome: IdempotencyOutcome) => void,
   ): Promise<unknown> {
     const now = this.clock.now();
     const outcome = await this.tx.runOpening(
@@ -145,6 +163,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
         const { claimed, stored } = IdempotencyRepository.claimed(results);
         if (!claimed) throw inUse();
         if (stored) return { replay: this.checkSameRequest(scope, stored) };
+        note('first');
         // next.handle() is called inside the transaction's async context, so the handler's
         // repositories join this transaction.
         const body: unknown = await lastValueFrom(next.handle(), { defaultValue: undefined });
