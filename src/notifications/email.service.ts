@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import { logOrder } from '../common/logging/order-log';
 import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
@@ -93,7 +94,10 @@ export class EmailService {
     });
     if (!claim) {
       const existing = await this.deliveries.find(job.orderId, job.kind, emailRef(job));
-      if (existing?.status === 'sent') return 'already-sent';
+      if (existing?.status === 'sent') {
+        logOrder({ orderId: job.orderId, action: 'email.already-sent', kind: job.kind });
+        return 'already-sent';
+      }
       throw new EmailDeliveryBusyError(key);
     }
 
@@ -118,6 +122,7 @@ export class EmailService {
       throw err;
     }
     await this.recordSent(claim.id, key);
+    logOrder({ orderId: job.orderId, action: 'email.sent', kind: job.kind, attempt: claim.attempt });
     return 'sent';
   }
 
