@@ -96,13 +96,13 @@ export class IdempotencyInterceptor implements NestInterceptor {
     note: (outcome: IdempotencyOutcome) => void,
   ): Promise<unknown> {
     const hold = await this.locks.tryHold(scope.principal, scope.key);
-    if (!hold) return this.answerBusy(scope, reply);
+    if (!hold) return this.answerBusy(scope, reply, note);
     try {
       const now = this.clock.now();
       const claim = await this.records.begin(scope, now, new Date(now.getTime() + IDEMPOTENCY_TTL_MS));
       if (claim.token === null) {
         if (!claim.stored) throw inUse(); // expired between the two statements: retry
-        return this.replay(this.checkSameRequest(scope, claim.stored), reply);
+        return this.replay(this.checkSameRequest(scope, claim.stored), reply, note);
       }
       note('first');
       let body: unknown;
@@ -127,9 +127,15 @@ export class IdempotencyInterceptor implements NestInterceptor {
   }
 
   /** Another request holds the key: its stored answer once completed, 422 for another request, else 409. */
-  private async answerBusy(scope: IdempotencyScope, reply: FastifyReply): Promise<unknown> {
+  private async answerBusy(
+    scope: IdempotencyScope,
+    reply: FastifyReply,
+    note: (outcome: IdempotencyOutcome) => void,
+  ): Promise<unknown> {
     const found = await this.records.find(scope, this.clock.now());
-    if (found?.state === 'completed') return this.replay(this.checkSameRequest(scope, found.stored), reply);
+    if (found?.state === 'completed') {
+      return this.replay(this.checkSameRequest(scope, found.stored), reply, note);
+    }
     if (found && (found.stored.fingerprint !== scope.fingerprint || found.stored.route !== scope.route)) {
       throw reused();
     }
@@ -143,8 +149,12 @@ export class IdempotencyInterceptor implements NestInterceptor {
     return stored;
   }
 
-  private replay(stored: StoredResponse, reply: FastifyReply): unknown {
-    recordIdempotency(reply.request, 'replayed');
+  private replay(
+    stored: StoredResponse,
+    reply: FastifyReply,
+    note: (outcome: IdempotencyOutcome) => void,
+  ): unknown {
+    note('replayed');
     void reply.header('Idempotent-Replayed', 'true');
     void reply.status(stored.status);
     return stored.body === null ? undefined : (JSON.parse(stored.body) as unknown);
@@ -179,7 +189,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
       },
     );
 
-    return 'replay' in outcome ? this.replay(outcome.replay, reply) : outcome.body;
+    return 'replay' in outcome ? this.replay(outcome.replay, reply, note) : outcome.body;
   }
 }
 
