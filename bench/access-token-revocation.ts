@@ -1,7 +1,7 @@
 /**
  * What the revoked-session check costs an authenticated request (issue 10, finding 7).
  *
- * 1. In process: TokenService.verifyAccess (JWT verify + the check), sequentially, with the
+ * 1. In process: JwtStrategy.verifyAccess (passport-jwt verify + the check), sequentially, with the
  *    real Redis check against a stub that answers "not revoked" at once (the code before).
  * 2. Over HTTP: autocannon on GET /v1/me (guard + one primary-key read) of one API process,
  *    alternating rounds with the check stubbed out and live.
@@ -13,7 +13,7 @@ import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { createApp } from '../src/app.setup';
 import { RevokedSessions } from '../src/auth/revoked-sessions';
-import { TokenService } from '../src/auth/token.service';
+import { JwtStrategy } from '../src/auth/jwt.strategy';
 import { loadConfig } from '../src/config/config';
 import { freePort, freshDatabase } from './support';
 
@@ -48,7 +48,7 @@ async function main(): Promise<void> {
   const revoked = app.get(RevokedSessions);
   const live = revoked.isRevoked.bind(revoked);
   const stubbed = () => Promise.resolve(false);
-  const tokens = app.get(TokenService);
+  const tokens = app.get(JwtStrategy);
 
   const verify = async (label: string) => {
     const started = process.hrtime.bigint();

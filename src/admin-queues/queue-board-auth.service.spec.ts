@@ -1,5 +1,6 @@
 import type { PasswordHasher } from '../auth/password-hasher';
-import type { TokenService } from '../auth/token.service';
+import type { JwtStrategy } from '../auth/jwt.strategy';
+import { Role, permissionsOf } from '../auth/permissions';
 import { DomainError } from '../common/errors/domain-error';
 import type { User, UserRepository } from '../users/user.repository';
 import type { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
@@ -15,6 +16,13 @@ const admin: User = {
   createdAt: new Date(T0),
   updatedAt: new Date(T0),
 };
+
+const principalOf = (userId: string, role: Role) => ({
+  userId,
+  email: `${userId}@b.io`,
+  role,
+  permissions: permissionsOf(role),
+});
 
 const basic = (credentials: string) => `Basic ${Buffer.from(credentials).toString('base64')}`;
 
@@ -38,7 +46,7 @@ function setup() {
     ),
   };
   const auth = new QueueBoardAuth(
-    tokens as unknown as TokenService,
+    tokens as unknown as JwtStrategy,
     users as unknown as UserRepository,
     hasher as unknown as PasswordHasher,
     { now: () => new Date(now) },
@@ -72,11 +80,11 @@ describe('QueueBoardAuth', () => {
 
   it('verifies a bearer token like the API guard and requires queues:view', async () => {
     const s = setup();
-    s.tokens.verifyAccess.mockResolvedValue({ sub: 'u-1', email: 'a@b.io', role: 'admin' });
+    s.tokens.verifyAccess.mockResolvedValue(principalOf('u-1', 'admin'));
     expect(await s.auth.authorize('Bearer t0k3n', '10.0.0.1')).toMatchObject({ role: 'admin' });
     expect(s.tokens.verifyAccess).toHaveBeenCalledWith('t0k3n');
 
-    s.tokens.verifyAccess.mockResolvedValue({ sub: 'u-2', email: 'c@d.io', role: 'staff' });
+    s.tokens.verifyAccess.mockResolvedValue(principalOf('u-2', 'staff'));
     expect(await failure(s.auth.authorize('Bearer t0k3n', '10.0.0.1'))).toBe('FORBIDDEN');
   });
 

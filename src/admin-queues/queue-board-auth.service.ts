@@ -1,10 +1,10 @@
 import { Injectable } from '@nestjs/common';
 import { createHash } from 'node:crypto';
 import { authenticateBearer } from '../auth/access-token.guard';
+import { JwtStrategy } from '../auth/jwt.strategy';
 import { PasswordHasher } from '../auth/password-hasher';
 import { Permission, permissionsOf } from '../auth/permissions';
 import type { Principal } from '../auth/principal';
-import { TokenService } from '../auth/token.service';
 import { DomainError } from '../common/errors/domain-error';
 import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import { Clock } from '../common/time/clock';
@@ -53,7 +53,7 @@ export class QueueBoardAuth {
   private readonly verified = new Map<string, Verified>();
 
   constructor(
-    private readonly tokens: TokenService,
+    private readonly tokens: JwtStrategy,
     private readonly users: UserRepository,
     private readonly hasher: PasswordHasher,
     private readonly clock: Clock,

@@ -13,6 +13,7 @@ import { AuthService } from './auth.service';
 import { RefreshTokenFamilyEntity } from './entities/refresh-token-family.entity';
 import { RefreshTokenEntity } from './entities/refresh-token.entity';
 import { jwtModuleOptions } from './jwt-options';
+import { JwtStrategy } from './jwt.strategy';
 import { PasswordHasher } from './password-hasher';
 import { PermissionsGuard } from './permissions.guard';
 import { RefreshTokenRepository } from './refresh-token.repository';
@@ -25,7 +26,8 @@ import { TokenService } from './token.service';
 /**
  * Accounts, sessions and the global guards. Global guards run in the order registered here:
  *   1. ClientRateLimitGuard  per-IP / per-account limits (every request, even unauthenticated)
- *   2. AccessTokenGuard      default-deny: a valid access token unless the route is @Public()
+ *   2. AccessTokenGuard      default-deny: a valid access token (JwtStrategy, passport-jwt)
+ *                            unless the route is @Public()
  *   3. UserRateLimitGuard    per-user limits (needs the principal)
  *   4. PermissionsGuard      @RequirePermission(...) → 403 FORBIDDEN
  */
@@ -46,6 +48,7 @@ import { TokenService } from './token.service';
     SessionIssuer,
     PasswordHasher,
     TokenService,
+    JwtStrategy,
     RevokedSessions,
     SecureRandom,
     SecurityEvents,
@@ -55,6 +58,13 @@ import { TokenService } from './token.service';
     { provide: APP_GUARD, useExisting: UserRateLimitGuard },
     { provide: APP_GUARD, useClass: PermissionsGuard },
   ],
-  exports: [AuthService, AccountService, RefreshTokenRepository, TokenService, PasswordHasher],
+  exports: [
+    AuthService,
+    AccountService,
+    RefreshTokenRepository,
+    TokenService,
+    JwtStrategy,
+    PasswordHasher,
+  ],
 })
 export class AuthModule {}

@@ -1,17 +1,17 @@
+import type { Cache } from 'cache-manager';
 import type Redis from 'ioredis';
 import { Clock } from '../common/time/clock';
 import { AppConfig, loadConfig } from '../config/config';
 import { CatalogCache } from './catalog-cache';
 
-/** Just enough of ioredis for the cache: a version, SET, and the entry script (always a miss). */
+/** Just enough of ioredis for the cache's version counter. */
 function fakeRedis(): Redis {
-  return {
-    defineCommand: () => undefined,
-    catalogEntry: async () => null,
-    get: async () => '1',
-    set: async () => 'OK',
-    incr: async () => 2,
-  } as unknown as Redis;
+  return { get: async () => '1', incr: async () => 2 } as unknown as Redis;
+}
+
+/** The shared tier, always a miss. */
+function fakeShared(): Cache {
+  return { get: async () => undefined, set: async (_key: string, value: unknown) => value } as unknown as Cache;
 }
 
 describe('CatalogCache memory copies', () => {
@@ -20,7 +20,7 @@ describe('CatalogCache memory copies', () => {
     (cache as unknown as { memory: Map<string, { json: string }> }).memory;
 
   it('holds at most 16 Mi characters of pages, however many distinct URLs are asked for', async () => {
-    const cache = new CatalogCache(fakeRedis(), config, new Clock());
+    const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock());
     const page = 'x'.repeat(900_000); // a listing page of 100 long items, give or take
     for (let i = 0; i < 60; i++) {
       await cache.getOrBuild(`/v1/products?limit=100&q=${i}`, async () => page);
@@ -34,7 +34,7 @@ describe('CatalogCache memory copies', () => {
   });
 
   it('keeps small pages up to the entry bound, and never copies one answer over 1 Mi characters', async () => {
-    const cache = new CatalogCache(fakeRedis(), config, new Clock());
+    const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock());
     await cache.getOrBuild('/v1/products/huge', async () => 'y'.repeat(1_100_000));
     expect(memoryOf(cache).has('/v1/products/huge')).toBe(false);
     for (let i = 0; i < 2_100; i++) await cache.getOrBuild(`/v1/products?q=${i}`, async () => ({ i }));

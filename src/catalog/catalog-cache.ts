@@ -1,18 +1,22 @@
+import KeyvRedis from '@keyv/redis';
+import { CACHE_MANAGER } from '@nestjs/cache-manager';
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import type { Cache } from 'cache-manager';
 import type Redis from 'ioredis';
+import { Keyv } from 'keyv';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { REDIS } from '../redis/redis.module';
 import { CoalescedVersionReader } from './catalog-version';
 
-/** An entry and its remaining lifetime, in one round trip. */
-const READ_ENTRY = `
-local v = redis.call('GET', KEYS[1])
-if not v then return nil end
-return { v, redis.call('PTTL', KEYS[1]) }
-`;
-
-type EntryRead = (key: string) => Promise<[string, number] | null>;
+/**
+ * What the shared tier keeps per page: the JSON and when it expires (epoch ms), so that one GET
+ * also tells how long an in-process copy may live (it expires with the Redis entry).
+ */
+interface SharedEntry {
+  json: string;
+  expiresAt: number;
+}
 
 /** Cached pages live briefly: availability (on_hand − reserved) moves with every order. */
 export const CATALOG_TTL_MS = 5_000;
@@ -51,8 +55,35 @@ interface MemoryEntry {
 }
 
 /**
- * Cache-aside for catalog reads: JSON strings in Redis (shared by every API process), with a
- * copy in process memory, both keyed by the catalog version.
+ * The shared tier's store for CacheModule.registerAsync (@nestjs/cache-manager): Keyv over
+ * @keyv/redis, keys `<REDIS_KEY_PREFIX>:catalog:version:<version>:<key>`. Its client (node-redis)
+ * fails fast like the app's ioredis client: no offline queue (a command while disconnected fails
+ * at once), a bounded connect, reconnection every ≤ 2 s; errors are emitted (and dropped here),
+ * so a read of an unreachable Redis is a miss. A stalled Redis is bounded by
+ * CACHE_REDIS_TIMEOUT_MS in CatalogCache.
+ */
+export function createCatalogStore(config: AppConfig): Keyv {
+  const namespace = `${config.redis.keyPrefix}:catalog:version`;
+  const adapter = new KeyvRedis(
+    {
+      url: config.redis.url,
+      name: `${config.redis.keyPrefix}:catalog-cache`,
+      disableOfflineQueue: true,
+      socket: { connectTimeout: 2000, reconnectStrategy: (n: number) => Math.min(n * 200, 2000) },
+    },
+    { namespace, keyPrefixSeparator: ':', throwOnConnectError: false, throwOnErrors: false },
+  );
+  const store = new Keyv<SharedEntry>({ store: adapter, namespace, useKeyPrefix: false });
+  store.on('error', () => undefined); // an unavailable cache is a miss; health reports Redis
+  // connect now: the adapter connects on first use, and until then (no offline queue) every
+  // read would be a miss
+  void adapter.getClient().catch(() => undefined);
+  return store;
+}
+
+/**
+ * Cache-aside for catalog reads: JSON in Redis through cache-manager (shared by every API
+ * process), with a copy in process memory, both keyed by the catalog version.
  *
  * - Invalidation: every write that changes what readers see bumps the version (Redis INCR)
  *   after its commit. Every read checks the current version in Redis — one GET shared by all
@@ -83,15 +114,18 @@ export class CatalogCache {
   private bypassUntil = 0;
 
   constructor(
+    /**
+     * The version counter only: it is an INCR (atomic across processes), which cache-manager
+     * has no operation for, and its raw integer is no Keyv entry.
+     */
     @Inject(REDIS) private readonly redis: Redis,
+    /** The shared tier (createCatalogStore). */
+    @Inject(CACHE_MANAGER) private readonly shared: Cache,
     @Inject(APP_CONFIG) config: AppConfig,
     private readonly clock: Clock,
   ) {
     this.versionKey = `${config.redis.keyPrefix}:catalog:version`;
     this.enabled = config.catalogCacheEnabled;
-    if (!('catalogEntry' in this.redis)) {
-      this.redis.defineCommand('catalogEntry', { numberOfKeys: 1, lua: READ_ENTRY });
-    }
     this.versions = new CoalescedVersionReader(async () => {
       if (this.bypassed()) return undefined;
       try {
@@ -119,19 +153,20 @@ export class CatalogCache {
       const found = await this.lookup(version, key);
       if (found !== null) return found;
     }
-    const fullKey = this.fullKey(version ?? 'none', key);
-    const running = this.inflight.get(fullKey);
+    const sharedKey = this.sharedKey(version ?? 'none', key);
+    const running = this.inflight.get(sharedKey);
     if (running) return running;
     const rebuild = (async () => {
       const json = JSON.stringify(await build());
       if (version !== undefined) {
         const ttl = CATALOG_TTL_MS + Math.floor(Math.random() * CATALOG_TTL_MS * 0.2);
-        const stored = await this.safe(() => this.redis.set(fullKey, json, 'PX', ttl));
+        const entry: SharedEntry = { json, expiresAt: this.clock.now().getTime() + ttl };
+        const stored = await this.safe(() => this.shared.set(sharedKey, entry, ttl));
         if (stored) this.remember(version, key, json, ttl);
       }
       return json;
-    })().finally(() => this.inflight.delete(fullKey));
-    this.inflight.set(fullKey, rebuild);
+    })().finally(() => this.inflight.delete(sharedKey));
+    this.inflight.set(sharedKey, rebuild);
     return rebuild;
   }
 
@@ -158,11 +193,10 @@ export class CatalogCache {
     const now = this.clock.now().getTime();
     const local = this.memory.get(key);
     if (local && local.expiresAt > now) return local.json;
-    const read = (this.redis as unknown as { catalogEntry: EntryRead }).catalogEntry;
-    const found = await this.safe(() => read.call(this.redis, this.fullKey(version, key)));
+    const found = await this.safe(() => this.shared.get<SharedEntry>(this.sharedKey(version, key)));
     if (!found) return null;
-    this.remember(version, key, found[0], found[1]);
-    return found[0];
+    this.remember(version, key, found.json, found.expiresAt - now);
+    return found.json;
   }
 
   private remember(version: string, key: string, json: string, ttlMs: number): void {
@@ -189,8 +223,9 @@ export class CatalogCache {
     this.memoryChars = 0;
   }
 
-  private fullKey(version: string, key: string): string {
-    return `${this.versionKey}:${version}:${key}`;
+  /** Within the store's namespace (`<prefix>:catalog:version`). */
+  private sharedKey(version: string, key: string): string {
+    return `${version}:${key}`;
   }
 
   private async safe<T>(op: () => Promise<T>): Promise<T | undefined> {

@@ -1,8 +1,10 @@
+import { CacheModule } from '@nestjs/cache-manager';
 import { Module } from '@nestjs/common';
+import { APP_CONFIG, AppConfig } from '../config/config';
 import { InventoryRepository } from '../inventory/inventory.repository';
 import { CatalogAdminController } from './catalog-admin.controller';
 import { CatalogAdminService } from './catalog-admin.service';
-import { CatalogCache } from './catalog-cache';
+import { CatalogCache, createCatalogStore } from './catalog-cache';
 import { CatalogController } from './catalog.controller';
 import { CatalogCustomerController, StorageWebhookController } from './catalog-customer.controller';
 import { ImageRepository } from './image.repository';
@@ -17,6 +19,13 @@ import { CatalogSeeder } from './catalog.seeder';
 import { ProductRepository } from './product.repository';
 
 @Module({
+  imports: [
+    // the catalog cache's shared tier (Redis via Keyv); the in-process tier is CatalogCache's
+    CacheModule.registerAsync({
+      inject: [APP_CONFIG],
+      useFactory: (config: AppConfig) => ({ stores: [createCatalogStore(config)] }),
+    }),
+  ],
   controllers: [
     CatalogController,
     CatalogAdminController,

@@ -4,6 +4,7 @@ import type { FastifyReply } from 'fastify';
 import { Observable, from, lastValueFrom } from 'rxjs';
 import type { AuthenticatedRequest } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
+import { IdempotencyOutcome, recordIdempotency } from '../common/logging/order-log';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import {
@@ -76,19 +77,34 @@ export class IdempotencyInterceptor implements NestInterceptor {
       fingerprint: fingerprint(request.body),
     };
     const outside = this.reflector.get<boolean>(IDEMPOTENCY_OUTSIDE_TRANSACTION, context.getHandler());
-    return from(outside ? this.executeInSteps(scope, next, reply) : this.execute(scope, next, reply));
+    // the outcome, for the logs: recorded before the handler runs (first), or when answered
+    const note = (outcome: IdempotencyOutcome) => recordIdempotency(request, outcome);
+    const run = outside ? this.executeInSteps(scope, next, reply, note) : this.execute(scope, next, reply, note);
+    return from(
+      run.catch((err: unknown) => {
+        if (err instanceof DomainError && err.code === 'IDEMPOTENCY_KEY_IN_USE') note('in_use');
+        if (err instanceof DomainError && err.code === 'IDEMPOTENCY_KEY_REUSED') note('mismatch');
+        throw err;
+      }),
+    );
   }
 
-  private async executeInSteps(scope: IdempotencyScope, next: CallHandler, reply: FastifyReply): Promise<unknown> {
+  private async executeInSteps(
+    scope: IdempotencyScope,
+    next: CallHandler,
+    reply: FastifyReply,
+    note: (outcome: IdempotencyOutcome) => void,
+  ): Promise<unknown> {
     const hold = await this.locks.tryHold(scope.principal, scope.key);
-    if (!hold) return this.answerBusy(scope, reply);
+    if (!hold) return this.answerBusy(scope, reply, note);
     try {
       const now = this.clock.now();
       const claim = await this.records.begin(scope, now, new Date(now.getTime() + IDEMPOTENCY_TTL_MS));
       if (claim.token === null) {
         if (!claim.stored) throw inUse(); // expired between the two statements: retry
-        return this.replay(this.checkSameRequest(scope, claim.stored), reply);
+        return this.replay(this.checkSameRequest(scope, claim.stored), reply, note);
       }
+      note('first');
       let body: unknown;
       try {
         body = await lastValueFrom(next.handle(), { defaultValue: undefined });
@@ -111,9 +127,15 @@ export class IdempotencyInterceptor implements NestInterceptor {
   }
 
   /** Another request holds the key: its stored answer once completed, 422 for another request, else 409. */
-  private async answerBusy(scope: IdempotencyScope, reply: FastifyReply): Promise<unknown> {
+  private async answerBusy(
+    scope: IdempotencyScope,
+    reply: FastifyReply,
+    note: (outcome: IdempotencyOutcome) => void,
+  ): Promise<unknown> {
     const found = await this.records.find(scope, this.clock.now());
-    if (found?.state === 'completed') return this.replay(this.checkSameRequest(scope, found.stored), reply);
+    if (found?.state === 'completed') {
+      return this.replay(this.checkSameRequest(scope, found.stored), reply, note);
+    }
     if (found && (found.stored.fingerprint !== scope.fingerprint || found.stored.route !== scope.route)) {
       throw reused();
     }
@@ -127,7 +149,12 @@ export class IdempotencyInterceptor implements NestInterceptor {
     return stored;
   }
 
-  private replay(stored: StoredResponse, reply: FastifyReply): unknown {
+  private replay(
+    stored: StoredResponse,
+    reply: FastifyReply,
+    note: (outcome: IdempotencyOutcome) => void,
+  ): unknown {
+    note('replayed');
     void reply.header('Idempotent-Replayed', 'true');
     void reply.status(stored.status);
     return stored.body === null ? undefined : (JSON.parse(stored.body) as unknown);
@@ -137,6 +164,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     scope: IdempotencyScope,
     next: CallHandler,
     reply: FastifyReply,
+    note: (outcome: IdempotencyOutcome) => void,
   ): Promise<unknown> {
     const now = this.clock.now();
     const outcome = await this.tx.runOpening(
@@ -145,6 +173,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
         const { claimed, stored } = IdempotencyRepository.claimed(results);
         if (!claimed) throw inUse();
         if (stored) return { replay: this.checkSameRequest(scope, stored) };
+        note('first');
         // next.handle() is called inside the transaction's async context, so the handler's
         // repositories join this transaction.
         const body: unknown = await lastValueFrom(next.handle(), { defaultValue: undefined });
@@ -160,7 +189,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
       },
     );
 
-    return 'replay' in outcome ? this.replay(outcome.replay, reply) : outcome.body;
+    return 'replay' in outcome ? this.replay(outcome.replay, reply, note) : outcome.body;
   }
 }
 

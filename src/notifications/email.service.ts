@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import { logOrder } from '../common/logging/order-log';
 import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
@@ -111,7 +112,10 @@ export class EmailService {
       messageId,
       now: this.clock.now(),
     });
-    if (!claim) return 'already-sent';
+    if (!claim) {
+      logOrder({ orderId: job.orderId, action: 'email.already-sent', kind: job.kind });
+      return 'already-sent';
+    }
 
     const message = { key, messageId, from: this.config.mail.from, to: recipient, ...content };
     // a takeover of an abandoned claim: its worker may have sent it and died before recording
@@ -138,6 +142,7 @@ export class EmailService {
       throw err;
     }
     await this.recordSent(claim.id, key);
+    logOrder({ orderId: job.orderId, action: 'email.sent', kind: job.kind, attempt: claim.attempt });
     return 'sent';
   }
 

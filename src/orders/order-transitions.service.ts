@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { logOrder } from '../common/logging/order-log';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { StockReservationService } from '../inventory/stock-reservation.service';
@@ -16,6 +17,7 @@ export interface TransitionResult {
  * The one place order status changes. Each method is a guarded transition plus exactly the
  * side effects that belong to it (stock release or commit, outbox event), in one transaction:
  * whoever wins the guarded UPDATE does the effects; a loser or a retry changes nothing.
+ * Each change is logged (logOrder, `action: 'transition'`) once its transaction has committed.
  */
 @Injectable()
 export class OrderTransitionsService {
@@ -84,6 +86,9 @@ export class OrderTransitionsService {
     return this.tx.run(async () => {
       const applied = await this.orders.applyRefund(orderId, amount, actor, this.clock.now());
       if (!applied) return false;
+      this.tx.afterCommit(() =>
+        logOrder({ orderId, action: 'refund.applied', to: applied.status, refundId, amount, actor }),
+      );
       if (applied.status === 'REFUNDED') await this.stock.uncountSale(orderId);
       await this.outbox.add('order.refunded', orderId, { orderId, refundId });
       return true;
@@ -108,6 +113,16 @@ export class OrderTransitionsService {
       if (!previous) return { changed: false, previous: null };
       await effects?.(previous);
       this.metrics.transitioned(t.to);
+      this.tx.afterCommit(() =>
+        logOrder({
+          orderId,
+          action: 'transition',
+          from: previous,
+          to: t.to,
+          reason: t.reason,
+          actor: t.actor,
+        }),
+      );
       return { changed: true, previous };
     });
   }

@@ -1,5 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { IdGenerator } from '../common/ids';
+import { logOrder } from '../common/logging/order-log';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { OrderRepository } from '../orders/order.repository';
@@ -122,6 +123,14 @@ export class PaymentFinalizer {
       }
       if (eventId) await this.payments.markEventProcessed(eventId, this.clock.now());
       return result;
+    });
+    logOrder({
+      orderId: payment.orderId,
+      action: 'payment.converged',
+      paymentStatus: status,
+      outcome,
+      intentId: payment.intentId,
+      eventId,
     });
     if (outcome === 'paid-after-cancel') {
       await this.refunds.refundPaidAfterCancel({ ...payment, status });

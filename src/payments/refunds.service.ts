@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import { logOrder } from '../common/logging/order-log';
 import { DomainError } from '../common/errors/domain-error';
 import { IdGenerator, uuidFromName } from '../common/ids';
 import { Clock } from '../common/time/clock';
@@ -58,6 +59,13 @@ export class RefundsService {
       if (!refund) {
         throw new DomainError('REFUND_EXCEEDS_CAPTURED', 'The amount exceeds what remains refundable.');
       }
+      logOrder({
+        orderId: refund.orderId,
+        action: 'refund.requested',
+        refundId: refund.id,
+        amount: refund.amount,
+        actor: input.actor,
+      });
     }
     if (refund.orderId !== input.orderId) {
       throw new DomainError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used for another refund.');

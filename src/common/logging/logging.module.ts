@@ -1,6 +1,9 @@
 import { Module } from '@nestjs/common';
-import { LoggerModule } from 'nestjs-pino';
+import { APP_INTERCEPTOR } from '@nestjs/core';
+import { LoggerModule, PinoLogger } from 'nestjs-pino';
 import { APP_CONFIG, AppConfig } from '../../config/config';
+import { installJobLogContext } from './job-log-context';
+import { LoggingInterceptor } from './logging.interceptor';
 
 /** Paths never written to logs. */
 export const REDACTED_PATHS = [
@@ -20,7 +23,12 @@ export const REDACTED_PATHS = [
   '*.cvc',
 ];
 
-/** Structured JSON logs (pino); every line inside a request carries its request id. */
+/**
+ * Structured JSON logs (pino); every line inside a request carries its request id, every line
+ * inside a BullMQ job its job id. LoggingInterceptor adds one line per completed command; it is
+ * registered before IdempotencyModule's interceptor (AppModule imports this module first), so
+ * it wraps it and sees replays and refusals too.
+ */
 @Module({
   imports: [
     LoggerModule.forRootAsync({
@@ -49,5 +57,10 @@ export const REDACTED_PATHS = [
       }),
     }),
   ],
+  providers: [{ provide: APP_INTERCEPTOR, useClass: LoggingInterceptor }],
 })
-export class LoggingModule {}
+export class LoggingModule {
+  constructor(pino: PinoLogger) {
+    installJobLogContext(() => pino.logger);
+  }
+}

@@ -1,0 +1,98 @@
+import { JwtService } from '@nestjs/jwt';
+import { createHmac } from 'node:crypto';
+import { loadConfig } from '../config/config';
+import { DomainError } from '../common/errors/domain-error';
+import { jwtModuleOptions } from './jwt-options';
+import { JwtStrategy } from './jwt.strategy';
+import { permissionsOf } from './permissions';
+import type { RevokedSessions } from './revoked-sessions';
+import { SecureRandom } from './secure-random';
+import { TokenService } from './token.service';
+
+const SECRET = 'unit-test-secret-unit-test-secret-0123';
+const config = loadConfig({ NODE_ENV: 'development', JWT_SECRET: SECRET, JWT_ISSUER: 'iss-1', JWT_AUDIENCE: 'aud-1' });
+const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+
+function forge(header: object, payload: object, secret = SECRET, hmac = 'sha256'): string {
+  const body = `${b64(header)}.${b64(payload)}`;
+  return `${body}.${createHmac(hmac, secret).update(body).digest('base64url')}`;
+}
+
+const revokedFamilies = new Set<string>();
+const revoked = {
+  isRevoked: (family: string) => Promise.resolve(revokedFamilies.has(family)),
+} as unknown as RevokedSessions;
+
+describe('JwtStrategy (passport-jwt)', () => {
+  const strategy = new JwtStrategy(config, revoked);
+  const tokens = new TokenService(new JwtService(jwtModuleOptions(config)), new SecureRandom());
+  const claims = { sub: 'u-1', email: 'a@b.io', role: 'customer' as const, fam: 'f-1' };
+  const principal = {
+    userId: 'u-1',
+    email: 'a@b.io',
+    role: 'customer',
+    permissions: permissionsOf('customer'),
+  };
+  const now = () => Math.floor(Date.now() / 1000);
+  const valid = () => ({
+    ...claims,
+    typ: 'access',
+    iss: 'iss-1',
+    aud: 'aud-1',
+    iat: now(),
+    exp: now() + 60,
+  });
+
+  const refused = async (token: string) => {
+    const err: unknown = await strategy.verifyAccess(token).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DomainError);
+    expect((err as DomainError).code).toBe('TOKEN_INVALID');
+  };
+
+  it('accepts what TokenService signs, as its principal', async () => {
+    const token = await tokens.signAccess(claims);
+    await expect(strategy.verifyAccess(token)).resolves.toEqual(principal);
+  });
+
+  it('accepts a correctly made token (control for the refusals below)', async () => {
+    await expect(
+      strategy.verifyAccess(forge({ alg: 'HS256', typ: 'JWT' }, valid())),
+    ).resolves.toEqual(principal);
+  });
+
+  it('refuses a correctly made token of a revoked session, and only that session', async () => {
+    revokedFamilies.add('f-revoked');
+    try {
+      await refused(forge({ alg: 'HS256' }, { ...valid(), fam: 'f-revoked' }));
+      await expect(strategy.verifyAccess(forge({ alg: 'HS256' }, valid()))).resolves.toEqual(
+        principal,
+      );
+    } finally {
+      revokedFamilies.delete('f-revoked');
+    }
+  });
+
+  it('refuses alg none', () => refused(`${b64({ alg: 'none', typ: 'JWT' })}.${b64(valid())}.`));
+  it('refuses HS512', () => refused(forge({ alg: 'HS512' }, valid(), SECRET, 'sha512')));
+  it('refuses HS384', () => refused(forge({ alg: 'HS384' }, valid(), SECRET, 'sha384')));
+  it('refuses a wrong audience', () =>
+    refused(forge({ alg: 'HS256' }, { ...valid(), aud: 'other' })));
+  it('refuses a wrong issuer', () =>
+    refused(forge({ alg: 'HS256' }, { ...valid(), iss: 'other' })));
+  it('refuses an expired token', () =>
+    refused(forge({ alg: 'HS256' }, { ...valid(), exp: now() - 1 })));
+  it('refuses a token without exp', () => {
+    const { exp: _exp, ...noExp } = valid();
+    return refused(forge({ alg: 'HS256' }, noExp));
+  });
+  it('refuses another typ', () => refused(forge({ alg: 'HS256' }, { ...valid(), typ: 'refresh' })));
+  it('refuses a token without typ', () => {
+    const { typ: _typ, ...noTyp } = valid();
+    return refused(forge({ alg: 'HS256' }, noTyp));
+  });
+  it('refuses an unknown role', () =>
+    refused(forge({ alg: 'HS256' }, { ...valid(), role: 'root' })));
+  it('refuses another key', () =>
+    refused(forge({ alg: 'HS256' }, valid(), 'another-secret-another-secret-0000')));
+  it('refuses garbage', () => refused('garbage'));
+});

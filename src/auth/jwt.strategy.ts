@@ -1,0 +1,107 @@
+import { Inject, Injectable, OnModuleDestroy } from '@nestjs/common';
+import { PassportStrategy } from '@nestjs/passport';
+import { randomUUID } from 'node:crypto';
+import passport from 'passport';
+import { Strategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
+import { DomainError } from '../common/errors/domain-error';
+import { APP_CONFIG, AppConfig } from '../config/config';
+import { JWT_ALGORITHM, jwtModuleOptions } from './jwt-options';
+import { ROLES, Role, permissionsOf } from './permissions';
+import type { Principal } from './principal';
+import { RevokedSessions } from './revoked-sessions';
+
+/** The passport strategy name the global guard authenticates with. */
+export const JWT_STRATEGY = 'jwt';
+
+const BEARER = /^Bearer ([^\s]+)$/i;
+
+/** The token of an `Authorization: Bearer <token>` header; null when absent or malformed. */
+export function bearerToken(header: unknown): string | null {
+  const match = typeof header === 'string' ? BEARER.exec(header) : null;
+  return match ? match[1] : null;
+}
+
+export const tokenInvalid = (detail = 'The access token is invalid or expired.') =>
+  new DomainError('TOKEN_INVALID', detail);
+
+/**
+ * Access-token verification, the one path for the API's guard and the queue board:
+ * passport-jwt (jsonwebtoken) with the options of jwtModuleOptions() pinned — HS256 only (so
+ * `alg: none` and every other algorithm are refused), iss, aud, exp — then validate(): the
+ * claims must be an access token's (`typ: 'access'`, exp, sub, fam, email, a known role) and
+ * its session (`fam`) not revoked (RevokedSessions: logout, password change, refresh-token
+ * reuse), checked on every authenticated request.
+ */
+@Injectable()
+export class JwtStrategy extends PassportStrategy(Strategy, JWT_STRATEGY) implements OnModuleDestroy {
+  /**
+   * The name this app's instance is registered under with passport (besides JWT_STRATEGY):
+   * passport's registry is one per process, and JWT_STRATEGY names whichever app registered
+   * last — with two apps in one process (tests boot several) that would be another app's
+   * strategy and RevokedSessions memory. The guard authenticates with this name; passport then
+   * runs a fresh Object.create() of the instance per request.
+   */
+  readonly registeredAs = `${JWT_STRATEGY}:${randomUUID()}`;
+
+  constructor(
+    @Inject(APP_CONFIG) config: AppConfig,
+    private readonly revoked: RevokedSessions,
+  ) {
+    // The very options tokens are signed with and were verified with before passport.
+    const pinned = jwtModuleOptions(config);
+    const options: StrategyOptionsWithoutRequest = {
+      jwtFromRequest: (req: { headers?: Record<string, unknown> }) =>
+        bearerToken(req.headers?.authorization),
+      // a KeyObject (jsonwebtoken accepts it), built once for the process
+      secretOrKey: pinned.secret as string,
+      algorithms: [JWT_ALGORITHM],
+      issuer: config.jwt.issuer,
+      audience: config.jwt.audience,
+      ignoreExpiration: false,
+    };
+    super(options);
+    passport.use(this.registeredAs, this);
+  }
+
+  onModuleDestroy(): void {
+    passport.unuse(this.registeredAs);
+  }
+
+  /** The principal of verified claims; TOKEN_INVALID for non-access or revoked tokens. */
+  async validate(payload: Record<string, unknown>): Promise<Principal> {
+    if (
+      payload.typ !== 'access' ||
+      typeof payload.exp !== 'number' ||
+      typeof payload.sub !== 'string' ||
+      typeof payload.fam !== 'string' ||
+      typeof payload.email !== 'string' ||
+      !ROLES.includes(payload.role as Role)
+    ) {
+      throw tokenInvalid();
+    }
+    if (await this.revoked.isRevoked(payload.fam)) {
+      throw tokenInvalid('The session has ended; sign in again.');
+    }
+    const role = payload.role as Role;
+    return { userId: payload.sub, email: payload.email, role, permissions: permissionsOf(role) };
+  }
+
+  /**
+   * Runs this strategy outside Nest's guards (the queue board): the same extraction,
+   * verification and validate() as the guard, through passport's strategy protocol.
+   * 401 TOKEN_INVALID for any refusal.
+   */
+  verifyAccess(token: string): Promise<Principal> {
+    return new Promise<Principal>((resolve, reject) => {
+      const run = Object.create(this) as Strategy & {
+        success(user: Principal): void;
+        fail(): void;
+        error(err: unknown): void;
+      };
+      run.success = (user: Principal) => resolve(user);
+      run.fail = () => reject(tokenInvalid());
+      run.error = (err) => reject(err instanceof DomainError ? err : tokenInvalid());
+      run.authenticate({ headers: { authorization: `Bearer ${token}` } } as never, {});
+    });
+  }
+}

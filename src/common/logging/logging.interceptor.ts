@@ -1,0 +1,82 @@
+import {
+  CallHandler,
+  ExecutionContext,
+  HttpException,
+  Injectable,
+  Logger,
+  NestInterceptor,
+} from '@nestjs/common';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { performance } from 'node:perf_hooks';
+import { Observable, tap } from 'rxjs';
+import { DomainError } from '../errors/domain-error';
+import { storage } from 'nestjs-pino/storage';
+import { idempotencyOf } from './order-log';
+
+type CommandRequest = FastifyRequest & { user?: { userId?: string } };
+
+const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/**
+ * One JSON line (info) per completed command — every request that is not a read — with its
+ * outcome: `action` (method and route pattern), `status`, `durationMs`, `principalId`, the
+ * idempotency outcome, the error code when it failed, and for order routes the order's id (and
+ * `to`, the state an answered order is in). `requestId` comes from the request's logger. Never
+ * the body, headers or query: nothing secret.
+ */
+@Injectable()
+export class LoggingInterceptor implements NestInterceptor {
+  private readonly logger = new Logger('Command');
+
+  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    if (context.getType() !== 'http') return next.handle();
+    const request = context.switchToHttp().getRequest<CommandRequest>();
+    if (READS.has(request.method)) return next.handle();
+    const reply = context.switchToHttp().getResponse<FastifyReply>();
+    const started = performance.now();
+    const done = (status: number, body: unknown, error?: string) => {
+      this.logger.log({
+        msg: 'command completed',
+        action: `${request.method} ${request.routeOptions.url ?? request.url.split('?')[0]}`,
+        status,
+        durationMs: Math.round((performance.now() - started) * 10) / 10,
+        principalId: request.user?.userId ?? null,
+        // inside the request's logging context the outcome is already bound (recordIdempotency)
+        idempotency: storage.getStore() ? undefined : idempotencyOf(request),
+        ...orderOf(request, body),
+        error,
+      });
+    };
+    return next.handle().pipe(
+      tap({
+        next: (body) => done(reply.statusCode, body),
+        error: (err: unknown) => done(statusOf(err), undefined, codeOf(err)),
+      }),
+    );
+  }
+}
+
+/** The order a command is about: the `:id` of an order route, or the order it answered with. */
+function orderOf(request: FastifyRequest, body: unknown): { orderId?: string; to?: string } {
+  const route = request.routeOptions.url ?? '';
+  if (!/\/orders(\/|$)/.test(route)) return {};
+  const answered =
+    typeof body === 'object' && body !== null && 'id' in body && 'status' in body ? body : undefined;
+  const params = request.params as Record<string, string | undefined> | undefined;
+  const orderId = params?.id ?? (typeof answered?.id === 'string' ? answered.id : undefined);
+  if (!orderId) return {};
+  return typeof answered?.status === 'string' && answered.id === orderId
+    ? { orderId, to: answered.status }
+    : { orderId };
+}
+
+function statusOf(err: unknown): number {
+  if (err instanceof DomainError) return err.status;
+  if (err instanceof HttpException) return err.getStatus();
+  return 500;
+}
+
+function codeOf(err: unknown): string {
+  if (err instanceof DomainError) return err.code;
+  return err instanceof Error ? err.name : 'Error';
+}

@@ -1,0 +1,138 @@
+import { randomUUID } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { registerCustomer, TEST_PASSWORD } from '../support/auth';
+import { insertProduct, newKey } from '../support/fixtures';
+import { HttpClient } from '../support/http';
+import { freePort, runScript } from '../support/processes';
+import { createTestDatabase, TestDatabase } from '../support/test-database';
+
+type Line = Record<string, unknown>;
+
+/** Polls `read` until `done` holds (or the deadline passes), returning the last value. */
+async function until<T>(read: () => Promise<T> | T, done: (v: T) => boolean, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  let value = await read();
+  while (!done(value) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    value = await read();
+  }
+  return value;
+}
+
+/** The JSON log lines of a process output that mention `needle` (what `grep` would find). */
+const grep = (output: string, needle: string): Line[] =>
+  output
+    .split('\n')
+    .filter((l) => l.includes(needle))
+    .map((l) => JSON.parse(l) as Line);
+
+describe('an order’s story in the logs of the API and the worker (real processes)', () => {
+  let db: TestDatabase;
+  let api: ReturnType<typeof runScript>;
+  let worker: ReturnType<typeof runScript>;
+  let http: HttpClient;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const port = await freePort();
+    const env = {
+      DATABASE_URL: db.url,
+      REDIS_KEY_PREFIX: `story${randomUUID().slice(0, 6)}`,
+      MAIL_OUTBOX_DIR: join(tmpdir(), `shop-test-mail-${process.pid}`),
+      RATE_LIMIT_ENABLED: 'false',
+    };
+    api = runScript('src/main.ts', { ...env, PORT: String(port), HOST: '127.0.0.1' }, 'info');
+    worker = runScript('src/worker.ts', env, 'info');
+    http = new HttpClient(`http://127.0.0.1:${port}`);
+    const ready = await until(
+      () => fetch(`${http.baseUrl}/health/ready`).then((r) => r.status, () => 0),
+      (s) => s === 200,
+    );
+    expect(ready).toBe(200);
+    await until(worker.output, (o) => o.includes('worker started'));
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const p of [api, worker]) {
+      if (p && p.proc.exitCode === null) {
+        p.proc.kill('SIGTERM');
+        await p.exited;
+      }
+    }
+    await db?.drop();
+  });
+
+  it('tells created (first), replayed, payment pending, paid and confirmed, with ids and nothing secret', async () => {
+    const customer = await registerCustomer(http);
+    const productId = await insertProduct(db.pool, { stock: 5, priceAmount: 1500 });
+    const key = newKey();
+    const items = { items: [{ productId, quantity: 1 }] };
+    const created = await http.post('/v1/orders', items, { token: customer.accessToken, idempotencyKey: key });
+    expect(created.status).toBe(201);
+    const orderId = created.body.id as string;
+    const replayed = await http.post('/v1/orders', items, { token: customer.accessToken, idempotencyKey: key });
+    expect(replayed.status).toBe(201);
+    expect(replayed.headers.get('idempotent-replayed')).toBe('true');
+
+    const payKey = newKey();
+    const pay = await http.post(`/v1/orders/${orderId}/payment`, {}, { token: customer.accessToken, idempotencyKey: payKey });
+    expect(pay.status).toBe(201);
+    const confirm = await http.post(
+      `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`,
+      { outcome: 'succeeded' },
+      { token: customer.accessToken },
+    );
+    expect(confirm.status).toBe(200);
+    // the worker finalizes: wait for its last line of the story, not for a time
+    const workerStory = await until(
+      () => grep(worker.output(), orderId),
+      (lines) => lines.some((l) => l.action === 'transition' && l.to === 'CONFIRMED'),
+    );
+    const apiStory = grep(api.output(), orderId);
+
+    // API: the command lines (created first, then replayed) and the move to PAYMENT_PENDING
+    const commands = apiStory.filter((l) => l.msg === 'command completed' && l.action === 'POST /v1/orders');
+    expect(commands).toEqual([
+      expect.objectContaining({ status: 201, orderId, to: 'INVENTORY_RESERVED', idempotency: 'first' }),
+      expect.objectContaining({ status: 201, orderId, to: 'INVENTORY_RESERVED', idempotency: 'replayed' }),
+    ]);
+    expect(commands[0].requestId).not.toBe(commands[1].requestId);
+    for (const c of commands) {
+      expect(c).toMatchObject({ level: 30, principalId: customer.user.id });
+      expect(typeof c.requestId).toBe('string');
+      expect(typeof c.durationMs).toBe('number');
+    }
+    const pending = apiStory.find((l) => l.action === 'transition' && l.to === 'PAYMENT_PENDING');
+    expect(pending).toMatchObject({
+      level: 30,
+      orderId,
+      from: 'INVENTORY_RESERVED',
+      to: 'PAYMENT_PENDING',
+      idempotency: 'first',
+    });
+    expect(typeof pending!.requestId).toBe('string');
+    expect(apiStory).toContainEqual(
+      expect.objectContaining({ action: `POST /v1/orders/:id/payment`, orderId, status: 201, idempotency: 'first' }),
+    );
+
+    // worker: the payment event converged, PAID, CONFIRMED — each with the job that did it
+    const transitions = workerStory.filter((l) => l.action === 'transition');
+    expect(transitions.map((l) => [l.from, l.to])).toEqual([
+      ['PAYMENT_PENDING', 'PAID'],
+      ['PAID', 'CONFIRMED'],
+    ]);
+    const converged = workerStory.find((l) => l.action === 'payment.converged');
+    expect(converged).toMatchObject({ orderId, paymentStatus: 'succeeded', outcome: 'confirmed' });
+    for (const l of [...transitions, converged!]) {
+      expect(l).toMatchObject({ level: 30, orderId, job: 'payments.process-event' });
+      expect(l.jobId).toEqual(expect.any(String));
+    }
+
+    // nothing secret in either log
+    const all = api.output() + worker.output();
+    for (const secret of [customer.accessToken, customer.refreshToken, TEST_PASSWORD, key, payKey, pay.body.clientSecret]) {
+      expect(all).not.toContain(secret);
+    }
+  }, 90_000);
+});
