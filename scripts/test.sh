@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (`npm test`): services up, install if needed, then
-# lint + typecheck + unit + integration + e2e against real PostgreSQL and Redis.
+# lint + typecheck + unit + integration + e2e against real PostgreSQL and Redis, then the
+# failure drill (`npm run test:drills`, ~1.5 min) when no jest arguments narrow the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-services.sh
@@ -29,9 +30,27 @@ echo "[test] jest (unit + integration + e2e)"
 mkdir -p var
 status=0
 npx jest --ci --json --outputFile=var/jest-results.json "$@" || status=$?
-# one plain summary line for CI: "jest: N passed, N failed"
-node -e '
+jest_line=$(node -e '
   const r = require("./var/jest-results.json");
-  console.log(`jest: ${r.numPassedTests} passed, ${r.numFailedTests} failed`);
-' || true
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed`);
+' 2>/dev/null || echo "0 passed, 1 failed")
+echo "jest: $jest_line"
+# The failure drill (scripts/drills): its own PostgreSQL and Redis, 2 APIs + 2 workers, faults
+# injected, invariants checked on the database. A fixed seed (DRILL_SEED overrides) keeps CI's
+# plan reproducible; SKIP_DRILLS=1 leaves it out. Not run when jest arguments narrow the run.
+drill_line=""
+if [ $# -eq 0 ] && [ "${SKIP_DRILLS:-0}" != 1 ]; then
+  echo "[test] failure drill (seed ${DRILL_SEED:-401})"
+  npm run --silent test:drills -- --seed "${DRILL_SEED:-401}" 2>&1 | tee var/drills.log || status=1
+  drill_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' var/drills.log | tail -1 || true)
+  [ -n "$drill_line" ] || { drill_line="0 passed, 1 failed"; status=1; }
+  echo "drills: $drill_line"
+fi
+# one plain summary line for CI: jest tests and drill invariants together
+node -e '
+  const [p, f] = process.argv.slice(1).filter(Boolean)
+    .map((l) => l.match(/(\d+) passed, (\d+) failed/).slice(1).map(Number))
+    .reduce(([p, f], [a, b]) => [p + a, f + b], [0, 0]);
+  console.log(`total: ${p} passed, ${f} failed`);
+' "$jest_line" "$drill_line"
 exit "$status"

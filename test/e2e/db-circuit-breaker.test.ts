@@ -3,7 +3,7 @@ import { registerCustomer } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import type { HttpResponse } from '../support/http';
 import { Buyer, placeOrder } from '../support/orders';
-import { PrivatePgServer } from '../support/private-pg-server';
+import { PrivatePostgres } from '../support/private-postgres';
 import { TestApp, bootTestApp } from '../support/test-app';
 
 async function timed(request: () => Promise<HttpResponse>): Promise<HttpResponse & { ms: number }> {
@@ -19,15 +19,15 @@ const breakerGauge = async (t: TestApp) =>
 
 describe('database circuit breaker (a private PostgreSQL stopped and started again)', () => {
   const FAILURES = 3;
-  let pg: PrivatePgServer;
+  let pg: PrivatePostgres;
   let t: TestApp;
   let buyer: Buyer;
   let product: string;
 
   beforeAll(async () => {
-    pg = await PrivatePgServer.start();
+    pg = await PrivatePostgres.start();
     t = await bootTestApp({
-      db: pg.database(),
+      db: await pg.migratedDatabase(),
       env: { DB_BREAKER_FAILURES: String(FAILURES), DB_BREAKER_HALF_OPEN_MS: '1000' },
     });
     const customer = await registerCustomer(t.http);
@@ -47,7 +47,7 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
     expect(ready.body.details.database).toEqual({ status: 'up', breaker: 'closed' });
     expect(await breakerGauge(t)).toBe(0);
 
-    await pg.down();
+    await pg.stop();
 
     // the failures that open it: the database is unavailable, so 503 (never a 500)
     for (let i = 0; i < FAILURES; i++) {
@@ -90,7 +90,7 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
     expect(down.body.details.database).toMatchObject({ status: 'down', breaker: 'open' });
     expect(await breakerGauge(t)).toBe(1);
 
-    await pg.up();
+    await pg.start();
 
     // after the half-open wait one request probes; its success closes the breaker
     const deadline = Date.now() + 15_000;

@@ -7,7 +7,7 @@ import { MailTransport, OutgoingEmail } from '../../src/notifications/mail-trans
 import { registerCustomer } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
 import { placeOrder } from '../support/orders';
-import { PrivatePgServer } from '../support/private-pg-server';
+import { PrivatePostgres } from '../support/private-postgres';
 import { SmtpCapture } from '../support/smtp-capture';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
@@ -22,15 +22,15 @@ async function eventually<T>(probe: () => Promise<T>, ok: (v: T) => boolean, tim
 }
 
 describe('an email that went out stays recorded as sent across a database restart', () => {
-  let pg: PrivatePgServer;
+  let pg: PrivatePostgres;
   let smtp: SmtpCapture;
   let t: TestApp;
   let worker: INestApplicationContext;
 
   beforeAll(async () => {
-    pg = await PrivatePgServer.start();
+    pg = await PrivatePostgres.start();
     smtp = await SmtpCapture.start();
-    t = await bootTestApp({ db: pg.database(), env: { SMTP_URL: smtp.url } });
+    t = await bootTestApp({ db: await pg.migratedDatabase(), env: { SMTP_URL: smtp.url } });
     worker = await bootTestWorker(t.config);
   });
   afterAll(async () => {
@@ -50,8 +50,8 @@ describe('an email that went out stays recorded as sent across a database restar
     transport.send = async (message: OutgoingEmail) => {
       await send(message);
       if (message.key.endsWith('.cancellation') && !restarted) {
-        await pg.down();
-        restarted = new Promise((r) => setTimeout(r, 2000)).then(() => pg.up());
+        await pg.stop();
+        restarted = new Promise((r) => setTimeout(r, 2000)).then(() => pg.start());
       }
     };
 

@@ -1,4 +1,3 @@
-import { Pool } from 'pg';
 import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
 import { insertProduct, newKey } from '../support/fixtures';
 import { HoldingProxy, startHoldingProxy } from '../support/holding-proxy';
@@ -25,10 +24,7 @@ describe('an Idempotency-Key after a request that a database outage ended', () =
 
   beforeAll(async () => {
     pg = await PrivatePostgres.start();
-    const url = await pg.createDatabase('shop', { migrate: true });
-    const pool = new Pool({ connectionString: url, max: 2 });
-    pool.on('error', () => undefined); // its idle connections die with the server
-    db = { name: 'shop', url, pool, drop: () => pool.end() };
+    db = await pg.migratedDatabase();
     stripe = await startFakeStripe();
     proxy = await startHoldingProxy(stripe.url);
     t = await bootTestApp({

@@ -1,5 +1,4 @@
 import type { INestApplicationContext } from '@nestjs/common';
-import { Pool } from 'pg';
 import type Stripe from 'stripe';
 import { Session, createAdmin } from '../support/auth';
 import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
@@ -54,10 +53,7 @@ describe('a refund whose request a database outage cut off', () => {
 
   beforeAll(async () => {
     pg = await PrivatePostgres.start();
-    const url = await pg.createDatabase('shop', { migrate: true });
-    const pool = new Pool({ connectionString: url, max: 2 });
-    pool.on('error', () => undefined); // its idle connections die with the server
-    db = { name: 'shop', url, pool, drop: () => pool.end() };
+    db = await pg.migratedDatabase();
     stripe = await startFakeStripe();
     proxy = await startHoldingProxy(stripe.url);
     t = await bootTestApp({

@@ -3,7 +3,8 @@ import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client } from 'pg';
+import { Client, Pool } from 'pg';
+import type { TestDatabase } from './test-database';
 
 /**
  * A throwaway PostgreSQL server of our own (initdb into a temp folder, a free port), so a test
@@ -53,6 +54,17 @@ export class PrivatePostgres {
     const url = this.url(name);
     if (opts.migrate) migrate(url);
     return url;
+  }
+
+  /**
+   * A migrated database `name` on this server, as a TestDatabase (a small pool for fixtures and
+   * checks, which outlives restarts: its idle connections just die with the server).
+   */
+  async migratedDatabase(name = 'shop'): Promise<TestDatabase> {
+    const url = await this.createDatabase(name, { migrate: true });
+    const pool = new Pool({ connectionString: url, max: 2 });
+    pool.on('error', () => undefined);
+    return { name, url, pool, drop: () => pool.end() };
   }
 
   /** Starts the server (after `stop`) and waits until it accepts connections. */
