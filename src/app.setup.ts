@@ -53,10 +53,11 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
     void reply.header('X-Request-Id', request.id);
   });
   limitBodyDepth(fastify);
-  // CORS and security headers first: the catalog cache's fast path answers from a later hook.
-  await registerBrowserSecurity(app, config);
-  registerCachedReads(fastify, app.get(CatalogCache), {
+  const browserHeaders = await registerBrowserSecurity(app, config);
+  // ahead of Nest middleware and of the hooks above: it puts their headers on its own answers
+  registerCachedReads(app.getHttpAdapter() as unknown as FastifyAdapter, app.get(CatalogCache), {
     rateLimitEnabled: config.rateLimitEnabled,
+    browserHeaders,
   });
 
   // While shutting down, answer in-flight requests with Connection: close so keep-alive

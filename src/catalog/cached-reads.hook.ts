@@ -1,5 +1,7 @@
 import { getMetadataStorage } from 'class-validator';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyAdapter } from '@nestjs/platform-fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { BrowserHeaders } from '../common/http/browser-security';
 import { problemBody } from '../common/errors/problem-details.filter';
 import {
   RATE_LIMIT_POLICIES,
@@ -50,16 +52,19 @@ export function onlyKnownQuery(url: string): boolean {
 
 export interface CachedReadsOptions {
   rateLimitEnabled: boolean;
+  /** CORS and security headers: this hook answers before the hooks that add them run. */
+  browserHeaders: BrowserHeaders;
   now?: () => number;
 }
 
 /**
  * The fast path for cache hits: answer a cacheable public GET from the cache before Nest runs —
- * a Fastify request hook, ahead of Nest middleware (request logging), guards, interceptors and
- * pipes, but after the hooks added before it (request id, CORS, security headers: see
- * configureApp), so a hit (or a 429) carries the same headers as the route's own answer. A
- * miss, or Redis being down, falls through to the normal route, which validates, builds and stores the answer. Only successful answers are ever
- * stored, so a hit is always something the route itself returned.
+ * the adapter's first request hook (`setOnRequestHook`), ahead of Nest middleware (request
+ * logging: a child logger per request would cost a third of a hit), guards, interceptors and
+ * pipes, and so also ahead of the CORS and security-header hooks: a hit (or a 429) gets those
+ * headers from `browserHeaders`, the same ones the route's own answer carries. A miss, or Redis
+ * being down, falls through to the normal route, which validates, builds and stores the answer.
+ * Only successful answers are ever stored, so a hit is always something the route itself returned.
  *
  * Rate limiting: the guards do not run here, so the hook applies the per-IP `default` policy
  * itself, counted in this process's memory (LocalRateLimiter; a Redis round trip per hit would
@@ -70,7 +75,7 @@ export interface CachedReadsOptions {
  * cached reads; `RATE_LIMIT_ENABLED=false` switches it off like the guards.
  */
 export function registerCachedReads(
-  fastify: FastifyInstance,
+  adapter: FastifyAdapter,
   cache: CatalogCache,
   options: CachedReadsOptions,
 ): void {
@@ -83,7 +88,8 @@ export function registerCachedReads(
   const now = options.now ?? Date.now;
   const trackers = new Map<string, string>(); // per app: its trust-proxy setting decides
 
-  fastify.addHook('onRequest', (request, reply, done) => {
+  const { browserHeaders } = options;
+  adapter.setOnRequestHook((request, reply, done) => {
     if (request.method !== 'GET' || !CACHEABLE.test(request.url) || !onlyKnownQuery(request.url)) {
       return done();
     }
@@ -92,11 +98,15 @@ export function registerCachedReads(
       const state = limiter.take(clientOf(request, trackers), now());
       if (state === null) return done(); // not tracked here: the Redis-backed guard counts it
       limitHeader = stateHeaderItem(policy.name, state.remaining, state.resetSeconds);
-      if (state.blocked) return refuse(request, reply, policyHeader, limitHeader, state.resetSeconds);
+      if (state.blocked) {
+        browserHeaders(reply, request.headers.origin);
+        return refuse(request, reply, policyHeader, limitHeader, state.resetSeconds);
+      }
     }
     cache.peek(request.url).then(
       (hit) => {
         if (hit === null) return done();
+        browserHeaders(reply, request.headers.origin);
         void reply.header('X-Request-Id', request.id);
         if (limitHeader) void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
         void reply.type('application/json; charset=utf-8').send(hit);

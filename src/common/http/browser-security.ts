@@ -1,6 +1,7 @@
 import helmet, { type FastifyHelmetOptions } from '@fastify/helmet';
 import cors, { type FastifyCorsOptions } from '@fastify/cors';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
+import type { FastifyReply } from 'fastify';
 import type { AppConfig } from '../../config/config';
 
 /** Response headers a browser client may read (everything else stays hidden from scripts). */
@@ -101,17 +102,37 @@ export async function helmetHeaders(
   }
 }
 
+/** Puts the browser-security headers on an answer made before @fastify/cors and helmet's hook run. */
+export type BrowserHeaders = (reply: FastifyReply, origin: string | undefined) => void;
+
 /**
- * CORS and the helmet security headers, as Fastify request hooks. Call before any other
- * request hook that may answer on its own (the catalog cache's fast path): hooks run in the
- * order they are added, so those answers carry the headers too.
+ * The headers @fastify/cors gives an actual (non-preflight) request, computed without it: for an
+ * answer that leaves before its hook (the catalog cache's fast path runs ahead of Nest's
+ * middleware, and so of every hook added after NestFactory.create()).
+ */
+function corsResponseHeaders(config: AppConfig): (origin: string | undefined) => Record<string, string> {
+  const expose = CORS_EXPOSED_HEADERS.join(', ');
+  if (config.corsOrigins === '*') {
+    const any = { 'access-control-allow-origin': '*', 'access-control-expose-headers': expose };
+    return () => any;
+  }
+  const allowed = new Set(config.corsOrigins);
+  const none = { vary: 'Origin' };
+  return (origin) =>
+    origin !== undefined && allowed.has(origin)
+      ? { 'access-control-allow-origin': origin, 'access-control-expose-headers': expose, vary: 'Origin' }
+      : none;
+}
+
+/**
+ * CORS and the helmet security headers, as Fastify request hooks (preflights are answered by
+ * @fastify/cors). Returns the same headers as a function, for the one answer that leaves before
+ * those hooks run: the catalog cache's fast path.
  */
 export async function registerBrowserSecurity(
   app: NestFastifyApplication,
   config: AppConfig,
-): Promise<void> {
-  // Registered before app.init(), so its request hook runs ahead of Nest middleware, guards and
-  // the catalog fast path: preflights are answered first, every answer carries the headers.
+): Promise<BrowserHeaders> {
   // (Not app.enableCors(): its wrapper copies all reply headers to the raw response per request.)
   await app.register(cors, corsOptions(config));
   const headers = await helmetHeaders();
@@ -124,4 +145,6 @@ export async function registerBrowserSecurity(
       void reply.headers(headers);
       done();
     });
+  const corsFor = corsResponseHeaders(config);
+  return (reply, origin) => void reply.headers(headers).headers(corsFor(origin));
 }
