@@ -16,8 +16,6 @@ import 'reflect-metadata';
 import type { ExecutionContext } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import { JwtService } from '@nestjs/jwt';
-import { randomUUID } from 'node:crypto';
-import { createApp } from '../src/app.setup';
 import { AccessTokenGuard } from '../src/auth/access-token.guard';
 import { JwtStrategy } from '../src/auth/jwt.strategy';
 import { ROLES, Role, permissionsOf } from '../src/auth/permissions';
@@ -25,8 +23,7 @@ import type { AuthenticatedRequest } from '../src/auth/principal';
 import { RevokedSessions } from '../src/auth/revoked-sessions';
 import { DomainError } from '../src/common/errors/domain-error';
 import { IS_PUBLIC } from '../src/common/http/public.decorator';
-import { loadConfig } from '../src/config/config';
-import { freePort, freshDatabase } from './support';
+import { inProcessAppWithCustomer } from './support';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
@@ -38,25 +35,7 @@ const VERIFICATIONS = 5000;
 type CanActivate = (this: AccessTokenGuard, context: ExecutionContext) => Promise<boolean>;
 
 async function main(): Promise<void> {
-  const url = await freshDatabase('bench_guard');
-  const config = loadConfig({
-    ...process.env,
-    NODE_ENV: 'development',
-    DATABASE_URL: url,
-    REDIS_KEY_PREFIX: `bench${randomUUID().slice(0, 6)}`,
-    RATE_LIMIT_ENABLED: 'false',
-    LOG_LEVEL: 'warn',
-  });
-  const app = await createApp(config);
-  const port = await freePort();
-  await app.listen({ port, host: '127.0.0.1' });
-  const base = `http://127.0.0.1:${port}`;
-  const res = await fetch(`${base}/v1/auth/register`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email: `${randomUUID()}@bench.local`, password: 'bench-password', name: 'B' }),
-  });
-  const { accessToken } = (await res.json()) as { accessToken: string };
+  const { app, base, accessToken } = await inProcessAppWithCustomer('bench_guard');
 
   const jwt = app.get(JwtService);
   const revoked = app.get(RevokedSessions);

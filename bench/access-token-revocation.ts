@@ -10,12 +10,9 @@
  * BENCH_CONNECTIONS, default 10). Keep it short on a shared machine.
  */
 import 'reflect-metadata';
-import { randomUUID } from 'node:crypto';
-import { createApp } from '../src/app.setup';
 import { RevokedSessions } from '../src/auth/revoked-sessions';
 import { JwtStrategy } from '../src/auth/jwt.strategy';
-import { loadConfig } from '../src/config/config';
-import { freePort, freshDatabase } from './support';
+import { inProcessAppWithCustomer } from './support';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
@@ -25,25 +22,7 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
 const VERIFICATIONS = 5000;
 
 async function main(): Promise<void> {
-  const url = await freshDatabase('bench_revocation');
-  const config = loadConfig({
-    ...process.env,
-    NODE_ENV: 'development',
-    DATABASE_URL: url,
-    REDIS_KEY_PREFIX: `bench${randomUUID().slice(0, 6)}`,
-    RATE_LIMIT_ENABLED: 'false',
-    LOG_LEVEL: 'warn',
-  });
-  const app = await createApp(config);
-  const port = await freePort();
-  await app.listen({ port, host: '127.0.0.1' });
-  const base = `http://127.0.0.1:${port}`;
-  const res = await fetch(`${base}/v1/auth/register`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email: `${randomUUID()}@bench.local`, password: 'bench-password', name: 'B' }),
-  });
-  const { accessToken } = (await res.json()) as { accessToken: string };
+  const { app, base, accessToken } = await inProcessAppWithCustomer('bench_revocation');
 
   const revoked = app.get(RevokedSessions);
   const live = revoked.isRevoked.bind(revoked);

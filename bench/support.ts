@@ -3,7 +3,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { loadDatabaseConfig } from '../src/config/config';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
+import { randomUUID } from 'node:crypto';
+import { createApp } from '../src/app.setup';
+import { loadConfig, loadDatabaseConfig } from '../src/config/config';
 
 export const ROOT = join(__dirname, '..');
 
@@ -190,4 +193,32 @@ export function writeBenchmarkSection(name: string, markdown: string): void {
   const re = new RegExp(`${start}[\\s\\S]*?${end}`);
   text = re.test(text) ? text.replace(re, block) : `${text.trimEnd()}\n\n${block}\n`;
   writeFileSync(file, text);
+}
+
+/**
+ * The real app in this process (development config, a fresh database, rate limits off) with one
+ * registered customer: for the auth micro-benchmarks, which time the guard's own work.
+ */
+export async function inProcessAppWithCustomer(
+  name: string,
+): Promise<{ app: NestFastifyApplication; base: string; accessToken: string }> {
+  const config = loadConfig({
+    ...process.env,
+    NODE_ENV: 'development',
+    DATABASE_URL: await freshDatabase(name),
+    REDIS_KEY_PREFIX: `bench${randomUUID().slice(0, 6)}`,
+    RATE_LIMIT_ENABLED: 'false',
+    LOG_LEVEL: 'warn',
+  });
+  const app = await createApp(config);
+  const port = await freePort();
+  await app.listen({ port, host: '127.0.0.1' });
+  const base = `http://127.0.0.1:${port}`;
+  const res = await fetch(`${base}/v1/auth/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: `${randomUUID()}@bench.local`, password: 'bench-password', name: 'B' }),
+  });
+  const { accessToken } = (await res.json()) as { accessToken: string };
+  return { app, base, accessToken };
 }
