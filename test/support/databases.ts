@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { Client } from 'pg';
 import { loadDatabaseConfig } from '../../src/config/config';
 
@@ -60,4 +62,21 @@ export async function dropTestDatabases(c: Client, opts: { own: boolean }): Prom
       await c.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
     }
   }
+}
+
+/** Applies the project's migrations to `url` through the real TypeORM CLI (as production does). */
+export function migrate(url: string): void {
+  const root = join(__dirname, '..', '..');
+  execFileSync(
+    process.execPath,
+    [
+      '-r',
+      join(root, 'scripts', 'ts-register.js'),
+      join(root, 'node_modules', 'typeorm', 'cli.js'),
+      'migration:run',
+      '-d',
+      join(root, 'ormconfig.ts'),
+    ],
+    { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DATABASE_URL: url } },
+  );
 }

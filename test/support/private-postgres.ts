@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Pool } from 'pg';
+import { migrate } from './databases';
 import type { TestDatabase } from './test-database';
 
 /**
@@ -127,23 +128,6 @@ export class PrivatePostgres {
       );
     });
   }
-}
-
-/** Applies the project's migrations through the real TypeORM CLI (as the test template is migrated). */
-function migrate(url: string): void {
-  const root = join(__dirname, '..', '..');
-  execFileSync(
-    process.execPath,
-    [
-      '-r',
-      join(root, 'scripts', 'ts-register.js'),
-      join(root, 'node_modules', 'typeorm', 'cli.js'),
-      'migration:run',
-      '-d',
-      join(root, 'ormconfig.ts'),
-    ],
-    { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DATABASE_URL: url } },
-  );
 }
 
 function serverBinaries(): string {
