@@ -136,16 +136,12 @@ export class IdempotencyInterceptor implements NestInterceptor {
     if (found?.state === 'completed') {
       return this.replay(this.checkSameRequest(scope, found.stored), reply, note);
     }
-    if (found && (found.stored.fingerprint !== scope.fingerprint || found.stored.route !== scope.route)) {
-      throw reused();
-    }
+    if (found && !sameRequest(scope, found.stored)) throw reused();
     throw inUse();
   }
 
   private checkSameRequest(scope: IdempotencyScope, stored: StoredResponse): StoredResponse {
-    if (stored.fingerprint !== scope.fingerprint || stored.route !== scope.route || stored.method !== scope.method) {
-      throw reused();
-    }
+    if (!sameRequest(scope, stored)) throw reused();
     return stored;
   }
 
@@ -192,6 +188,10 @@ export class IdempotencyInterceptor implements NestInterceptor {
     return 'replay' in outcome ? this.replay(outcome.replay, reply, note) : outcome.body;
   }
 }
+
+/** Same principal and key already hold it; the same route, method and body make it the same request. */
+const sameRequest = (scope: IdempotencyScope, stored: StoredResponse): boolean =>
+  stored.fingerprint === scope.fingerprint && stored.route === scope.route && stored.method === scope.method;
 
 const inUse = () =>
   new DomainError(
