@@ -23,10 +23,7 @@ import type { AuthenticatedRequest } from '../src/auth/principal';
 import { RevokedSessions } from '../src/auth/revoked-sessions';
 import { DomainError } from '../src/common/errors/domain-error';
 import { IS_PUBLIC } from '../src/common/http/public.decorator';
-import { inProcessAppWithCustomer } from './support';
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
+import { inProcessAppWithCustomer, measureMe } from './support';
 
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 4);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
@@ -107,20 +104,8 @@ async function main(): Promise<void> {
     console.log(`guard ${label}: ${cpuUs.toFixed(1)} µs/op CPU (100 in flight)`);
     return cpuUs;
   };
-  const http = async (label: string) => {
-    const r = await autocannon({
-      url: `${base}/v1/me`,
-      headers: { authorization: `Bearer ${accessToken}` },
-      connections: CONNECTIONS,
-      duration: DURATION_S,
-    });
-    if (r.non2xx > 0) throw new Error(`${r.non2xx} non-2xx answers`);
-    console.log(
-      `GET /v1/me ${label}: ${Math.round(r.requests.average)} req/s, ` +
-        `p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms`,
-    );
-    return r.requests.average as number;
-  };
+  const http = (label: string) =>
+    measureMe(base, accessToken, label, { connections: CONNECTIONS, duration: DURATION_S });
   const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
   const micro = { hand: [] as number[], passport: [] as number[] };

@@ -222,3 +222,26 @@ export async function inProcessAppWithCustomer(
   const { accessToken } = (await res.json()) as { accessToken: string };
   return { app, base, accessToken };
 }
+
+/** `GET /v1/me` with one customer's token under autocannon load: req/s (fails on any non-2xx). */
+export async function measureMe(
+  base: string,
+  accessToken: string,
+  label: string,
+  opts: { connections: number; duration: number },
+): Promise<number> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const autocannon = require('autocannon') as (o: unknown) => Promise<any>;
+  const r = await autocannon({
+    url: `${base}/v1/me`,
+    headers: { authorization: `Bearer ${accessToken}` },
+    connections: opts.connections,
+    duration: opts.duration,
+  });
+  if (r.non2xx > 0) throw new Error(`${r.non2xx} non-2xx answers`);
+  console.log(
+    `GET /v1/me ${label}: ${Math.round(r.requests.average)} req/s, ` +
+      `p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms`,
+  );
+  return r.requests.average as number;
+}
