@@ -3,7 +3,7 @@ import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
-import { toSafeInt } from '../orders/order.model';
+import { toSafeInt } from '../common/money/safe-int';
 import { CartDto } from './dto/cart.dto';
 import { CartRepository } from './cart.repository';
 

@@ -1,4 +1,4 @@
-import { toSafeInt } from '../orders/order.model';
+import { toSafeInt } from '../common/money/safe-int';
 import type { ProductDto, ProductSummaryDto } from './dto/catalog.dto';
 import type { ProductRow } from './product.repository';
 

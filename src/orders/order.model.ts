@@ -45,10 +45,3 @@ export interface PaymentSummary {
   refundedAmount: number;
   refunds: { id: string; amount: number; status: string; reason: string; createdAt: Date }[];
 }
-
-/** PostgreSQL bigint arrives as a string; money must stay an exact integer. */
-export function toSafeInt(value: string | number): number {
-  const n = typeof value === 'number' ? value : Number(value);
-  if (!Number.isSafeInteger(n)) throw new Error(`not a safe integer: ${String(value)}`);
-  return n;
-}

@@ -1,7 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
 import { CancellationReason, HOLDS_RESERVATION, OrderStatus, sourcesOf } from './order-state-machine';
-import { Order, OrderLine, OrderWithHistory, PaymentSummary, StatusChange, toSafeInt } from './order.model';
+import { Order, OrderLine, OrderWithHistory, PaymentSummary, StatusChange } from './order.model';
+import { toSafeInt } from '../common/money/safe-int';
 
 interface OrderRow {
   id: string;

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
-import { toSafeInt } from './order.model';
+import { toSafeInt } from '../common/money/safe-int';
 
 export interface ProductSnapshot {
   id: string;

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
-import { toSafeInt } from '../orders/order.model';
+import { toSafeInt } from '../common/money/safe-int';
 import type { RefundStatus } from './payment-gateway';
 
 export type RefundReason = 'requested' | 'paid_after_cancel' | 'external';

@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
-import { toSafeInt } from '../orders/order.model';
+import { toSafeInt } from '../common/money/safe-int';
 import {
   GatewayError,
   GatewayIntent,

@@ -1,6 +1,6 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { IsInt, Max, Min } from 'class-validator';
-import { MoneyDto } from '../../orders/dto/order.response';
+import { MoneyDto } from '../../common/money/money.dto';
 
 export class SetCartQuantityDto {
   @ApiProperty({ type: 'integer', minimum: 0, maximum: 1000, description: '0 removes the line', example: 2 })

@@ -16,7 +16,7 @@ import {
   ValidateNested,
 } from 'class-validator';
 import { PageQueryDto } from '../../common/pagination/page-query.dto';
-import { MoneyDto } from '../../orders/dto/order.response';
+import { MoneyDto } from '../../common/money/money.dto';
 
 /** The largest money amount accepted in a request (minor units: 10 million in a 2-decimal currency). */
 export const MAX_MONEY_AMOUNT = 1_000_000_000;

@@ -1,13 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { CANCELLATION_REASONS, ORDER_STATUSES } from '../order-state-machine';
 import { Order, OrderWithHistory, PaymentSummary } from '../order.model';
-
-export class MoneyDto {
-  @ApiProperty({ type: 'integer', description: 'Integer minor units', example: 24900 })
-  amount!: number;
-  @ApiProperty({ example: 'INR', description: 'ISO 4217' })
-  currency!: string;
-}
+import { MoneyDto } from '../../common/money/money.dto';
 
 export class OrderItemDto {
   @ApiProperty({ format: 'uuid' }) productId!: string;

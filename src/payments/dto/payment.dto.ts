@@ -1,5 +1,5 @@
 import { ApiProperty } from '@nestjs/swagger';
-import { MoneyDto } from '../../orders/dto/order.response';
+import { MoneyDto } from '../../common/money/money.dto';
 import type { IntentStatus } from '../payment-gateway';
 
 const INTENT_STATUSES: IntentStatus[] = [

@@ -2,7 +2,7 @@ import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { IsInt, IsOptional, Max, Min, ValidateNested } from 'class-validator';
 import { MAX_MONEY_AMOUNT, MoneyInputDto } from '../../catalog/dto/catalog.dto';
-import { MoneyDto } from '../../orders/dto/order.response';
+import { MoneyDto } from '../../common/money/money.dto';
 import type { Refund } from '../refund.repository';
 
 export class RefundAmountDto extends MoneyInputDto {
