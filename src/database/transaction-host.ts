@@ -80,6 +80,18 @@ export class TransactionHost {
   }
 
   /**
+   * Runs TypeORM repository / query-builder work on the current transaction's manager, or
+   * outside a transaction on the pool through the database circuit breaker (as `query()` does).
+   * Repositories use this for every entity read and write:
+   * `this.tx.withManager((m) => m.getRepository(OrderEntity).findOneBy({ id }))`.
+   */
+  async withManager<T>(work: (manager: EntityManager) => Promise<T>): Promise<T> {
+    const manager = this.als.getStore()?.manager;
+    if (manager) return work(manager);
+    return this.breaker.execute(() => work(this.dataSource.manager));
+  }
+
+  /**
    * Runs `fn` once the current transaction has committed (immediately when there is none);
    * never when it rolls back. For effects that must only count what really happened.
    */
