@@ -8,7 +8,7 @@ import type { Principal } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
 import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import { Clock } from '../common/time/clock';
-import { normalizeEmail } from '../users/email';
+import { normalizeEmail } from '../common/email';
 import { UserRepository } from '../users/user.repository';
 
 /** What a principal needs to see the queue board. */

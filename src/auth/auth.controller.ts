@@ -14,7 +14,7 @@ import {
   UserDto,
 } from './dto/auth.dto';
 import { CurrentPrincipal, Principal } from './principal';
-import { RateLimit } from './rate-limit.decorator';
+import { RateLimit } from '../common/throttling/rate-limit.decorator';
 
 // Credential routes: an Idempotency-Key is accepted and ignored (API.md, Idempotency).
 @ApiTags('auth')

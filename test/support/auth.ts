@@ -6,7 +6,7 @@ import { AppModule } from '../../src/app.module';
 import { AccountService } from '../../src/auth/account.service';
 import type { Role } from '../../src/auth/permissions';
 import { CurrentPrincipal, Principal } from '../../src/auth/principal';
-import { RateLimit } from '../../src/auth/rate-limit.decorator';
+import { RateLimit } from '../../src/common/throttling/rate-limit.decorator';
 import { RequirePermission } from '../../src/auth/require-permission.decorator';
 import type { AppConfig } from '../../src/config/config';
 

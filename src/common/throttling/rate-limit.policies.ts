@@ -1,7 +1,7 @@
 import { normalizeIp } from '@nestjs/throttler';
 import { createHash } from 'node:crypto';
-import type { RateLimitScope } from '../../auth/rate-limit.decorator';
-import { normalizeEmail } from '../../users/email';
+import type { RateLimitScope } from './rate-limit.decorator';
+import { normalizeEmail } from '../email';
 
 /** What a policy counts by. */
 export type Tracker = 'ip' | 'account' | 'user';
