@@ -5,7 +5,7 @@ import { Test } from '@nestjs/testing';
 import { createFastifyAdapter } from '../src/app.setup';
 import { AppModule } from '../src/app.module';
 import { loadConfig } from '../src/config/config';
-import { buildOpenApiDocument } from '../src/common/http/openapi';
+import { buildOpenApiDocument } from '../src/openapi/openapi';
 import { CLIENT_SCHEMA } from '../test/client/schema-path';
 
 /**

@@ -9,7 +9,7 @@ import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
 import { QueryAllowListGuard } from './common/http/query-allow-list.guard';
 import { clientErrorHandler, frameworkErrors, limitBodyDepth } from './common/http/request-limits';
-import { mountOpenApi } from './common/http/openapi';
+import { mountOpenApi } from './openapi/openapi';
 import { MetricsListener } from './metrics/metrics-listener';
 import { MetricsService } from './metrics/metrics.service';
 import { CatalogCache } from './catalog/catalog-cache';
