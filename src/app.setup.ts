@@ -37,7 +37,7 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
  * metrics (served on METRICS_PORT, not here), OpenAPI (when DOCS_ENABLED), draining on close.
  * Tests call this too, so they exercise the same stack.
  */
-export async function configureApp(app: NestFastifyApplication): Promise<void> {
+async function configureApp(app: NestFastifyApplication): Promise<void> {
   app.useLogger(app.get(Logger));
   app.useGlobalPipes(createValidationPipe());
   // after the APP_GUARDs (rate limits, authentication, permissions): unknown query → 400

@@ -12,7 +12,7 @@ import { normalizeEmail } from '../common/email';
 import { UserRepository } from '../users/user.repository';
 
 /** What a principal needs to see the queue board. */
-export const QUEUE_BOARD_PERMISSION: Permission = 'queues:view';
+const QUEUE_BOARD_PERMISSION: Permission = 'queues:view';
 
 /** How long a verified Basic header is trusted without another argon2 verification. */
 export const BASIC_CACHE_TTL_MS = 60_000;

@@ -61,7 +61,7 @@ export async function login(
  * Creates an account with a role (the same path as `npm run admin:create`), then logs in over
  * HTTP. Roles cannot be chosen over the API, so this is how tests get staff and admins.
  */
-export async function createWithRole(
+async function createWithRole(
   t: TestApp,
   role: Role,
   overrides: { email?: string; password?: string; name?: string } = {},

@@ -47,7 +47,7 @@ export const STORE_DOWN_RETRY_AFTER_SECONDS = 5;
  * and account policies) and UserRateLimitGuard after it (per-user policies).
  */
 @Injectable()
-export abstract class RateLimitGuard extends ThrottlerGuard {
+abstract class RateLimitGuard extends ThrottlerGuard {
   private readonly log = new Logger('RateLimit');
   private storeDown = false;
 
