@@ -1,5 +1,28 @@
 import js from '@eslint/js';
+import { readdirSync } from 'node:fs';
 import tseslint from 'typescript-eslint';
+
+/*
+ * Layers (docs/ARCHITECTURE.md, "Layers"): an import never runs from a lower layer up.
+ * Every folder and root file of src/ is a name an import can reach; a lower layer may reach
+ * only the names it lists. A new feature folder is forbidden to the lower layers by default.
+ */
+const SRC_NAMES = readdirSync(`${import.meta.dirname}/src`, { withFileTypes: true }).map((e) =>
+  e.isDirectory() ? e.name : e.name.replace(/\.ts$/, ''),
+);
+const ROOTS = ['app.module', 'app.setup', 'main', 'worker.module', 'worker'];
+const LAYERS = {
+  config: [],
+  redis: ['config'],
+  common: ['config', 'redis'],
+  database: ['config', 'common'],
+};
+const escape = (name) => name.replaceAll('.', '\\.');
+/** `../` (any number) then one of `names` as the next path segment: an import of src/<name>. */
+const importOf = (names) => `^(\\.\\./)+(${names.map(escape).join('|')})(/|$)`;
+const layerRule = (message, names) => ({
+  'no-restricted-imports': ['error', { patterns: [{ regex: importOf(names), message }] }],
+});
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'var/**', '*.js', '*.mjs', 'scripts/*.js'] },
@@ -47,4 +70,23 @@ export default tseslint.config(
       '@typescript-eslint/no-unsafe-return': 'error',
     },
   },
+  {
+    // the composition roots (app.module.ts, worker.module.ts, app.setup.ts, main.ts, worker.ts)
+    // import the features; no feature imports them back
+    files: ['src/*/**/*.ts'],
+    rules: layerRule('A feature never imports a composition root (docs/ARCHITECTURE.md, Layers).', ROOTS),
+  },
+  // one block per lower layer: it imports only the layers below it
+  ...Object.entries(LAYERS).map(([layer, allowed]) => {
+    const below = allowed.length
+      ? `only ${allowed.map((l) => `src/${l}/`).join(' and ')}`
+      : 'no other folder of src/';
+    return {
+      files: [`src/${layer}/**/*.ts`],
+      rules: layerRule(
+        `src/${layer}/ imports ${below} (docs/ARCHITECTURE.md, Layers): move the shared piece down or invert the dependency.`,
+        SRC_NAMES.filter((n) => n !== layer && !allowed.includes(n)),
+      ),
+    };
+  }),
 );

@@ -8,10 +8,10 @@ import { randomUUID } from 'node:crypto';
 import { createApp } from '../src/app.setup';
 import { loadConfig, loadDatabaseConfig } from '../src/config/config';
 
-export const ROOT = join(__dirname, '..');
+const ROOT = join(__dirname, '..');
 
 /** A URL on the same server as DATABASE_URL, for another database. */
-export function databaseUrl(name: string): string {
+function databaseUrl(name: string): string {
   const url = new URL(loadDatabaseConfig(process.env).url);
   url.pathname = `/${name}`;
   return url.toString();
@@ -116,7 +116,7 @@ export function build(): void {
  * catalog read about 40% in scavenges for ~15 MiB less RSS; 16 MiB ones 5 MiB more RSS). `API_NODE_OPTIONS=` (empty) runs
  * the benchmarks without them.
  */
-export const API_NODE_OPTIONS =
+const API_NODE_OPTIONS =
   process.env.API_NODE_OPTIONS ?? '--max-old-space-size=384 --max-semi-space-size=12';
 
 /**

@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Test } from '@nestjs/testing';
 import { createFastifyAdapter } from '../src/app.setup';
 import { AppModule } from '../src/app.module';
 import { loadConfig } from '../src/config/config';
-import { buildOpenApiDocument } from '../src/common/http/openapi';
+import { buildOpenApiDocument } from '../src/openapi/openapi';
 import { CLIENT_SCHEMA } from '../test/client/schema-path';
 
 /**
@@ -26,9 +26,14 @@ async function main(): Promise<void> {
   await app.close();
   execFileSync(
     process.execPath,
-    [join(root, 'node_modules', 'openapi-typescript', 'bin', 'cli.js'), 'openapi.json', '-o', CLIENT_SCHEMA],
+    [openapiTypescriptCli(), 'openapi.json', '-o', CLIENT_SCHEMA],
     { cwd: root, stdio: 'inherit' },
   );
+}
+
+/** openapi-typescript's command line (its package exports map `bin/*.js` to files it lacks). */
+function openapiTypescriptCli(): string {
+  return join(dirname(require.resolve('openapi-typescript/package.json')), 'bin', 'cli.js');
 }
 
 main().catch((err: unknown) => {

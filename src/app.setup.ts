@@ -9,7 +9,7 @@ import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
 import { QueryAllowListGuard } from './common/http/query-allow-list.guard';
 import { clientErrorHandler, frameworkErrors, limitBodyDepth } from './common/http/request-limits';
-import { mountOpenApi } from './common/http/openapi';
+import { mountOpenApi } from './openapi/openapi';
 import { MetricsListener } from './metrics/metrics-listener';
 import { MetricsService } from './metrics/metrics.service';
 import { CatalogCache } from './catalog/catalog-cache';
@@ -37,7 +37,7 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
  * metrics (served on METRICS_PORT, not here), OpenAPI (when DOCS_ENABLED), draining on close.
  * Tests call this too, so they exercise the same stack.
  */
-export async function configureApp(app: NestFastifyApplication): Promise<void> {
+async function configureApp(app: NestFastifyApplication): Promise<void> {
   app.useLogger(app.get(Logger));
   app.useGlobalPipes(createValidationPipe());
   // after the APP_GUARDs (rate limits, authentication, permissions): unknown query → 400

@@ -18,7 +18,7 @@ export interface SinkMessage {
 }
 
 /** The email kind a subject names (see src/notifications/email-templates.ts), or ''. */
-export function kindOfSubject(subject: string): string {
+function kindOfSubject(subject: string): string {
   if (/^Order \S+ confirmed$/.test(subject)) return 'order_confirmation';
   if (/^Receipt for order \S+$/.test(subject)) return 'payment_receipt';
   if (/^Order \S+ cancelled$/.test(subject)) return 'cancellation';

@@ -9,7 +9,7 @@ import { Rng } from './rng';
  */
 export type Replay = 'none' | 'immediate' | 'concurrent' | 'other_api' | 'delayed';
 export type Delivery = 'once' | 'twice' | 'concurrent' | 'delayed' | 'reordered';
-export type Next =
+type Next =
   | 'abandon' // never paid: the reservation expires
   | 'cancel' // customer cancels before paying
   | 'pay_succeed'
@@ -17,7 +17,7 @@ export type Next =
   | 'pay_abandon' // payment started, never completed: expires from PAYMENT_PENDING
   | 'pay_cancel' // customer cancels while the payment is pending
   | 'pay_cancel_late_success'; // customer cancels, then the bank's success arrives anyway
-export type RefundPlan = 'none' | 'full' | 'partial' | 'two_partials_concurrent' | 'full_replayed';
+type RefundPlan = 'none' | 'full' | 'partial' | 'two_partials_concurrent' | 'full_replayed';
 
 export interface FlowPlan {
   i: number;
@@ -37,21 +37,21 @@ export interface FlowPlan {
   lateSuccessDelayMs: number;
 }
 
-export interface AdjustPlan {
+interface AdjustPlan {
   at: number;
   product: number;
   delta: number;
   api: number;
 }
 
-export type FaultKind = 'kill-worker' | 'kill-api' | 'restart-redis' | 'restart-postgres';
+type FaultKind = 'kill-worker' | 'kill-api' | 'restart-redis' | 'restart-postgres';
 export interface FaultPlan {
   at: number;
   kind: FaultKind;
   target: number;
 }
 
-export interface ProductPlan {
+interface ProductPlan {
   sku: string;
   price: number;
   initialStock: number;

@@ -8,11 +8,11 @@ import type { Principal } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
 import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import { Clock } from '../common/time/clock';
-import { normalizeEmail } from '../users/email';
+import { normalizeEmail } from '../common/email';
 import { UserRepository } from '../users/user.repository';
 
 /** What a principal needs to see the queue board. */
-export const QUEUE_BOARD_PERMISSION: Permission = 'queues:view';
+const QUEUE_BOARD_PERMISSION: Permission = 'queues:view';
 
 /** How long a verified Basic header is trusted without another argon2 verification. */
 export const BASIC_CACHE_TTL_MS = 60_000;

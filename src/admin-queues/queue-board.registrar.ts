@@ -11,10 +11,10 @@ import { ProblemDetailsFilter } from '../common/errors/problem-details.filter';
 import { QueueBoardAuth } from './queue-board-auth.service';
 import { QueueBoardQueues } from './queue-board-queues';
 
-export const QUEUE_BOARD_PATH = '/admin/queues';
+const QUEUE_BOARD_PATH = '/admin/queues';
 
 /** Sent with every 401, so a browser asks for the email and password. */
-export const BASIC_CHALLENGE = 'Basic realm="queues", charset="UTF-8"';
+const BASIC_CHALLENGE = 'Basic realm="queues", charset="UTF-8"';
 
 const problems = new ProblemDetailsFilter();
 

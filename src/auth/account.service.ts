@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
-import { normalizeEmail } from '../users/email';
+import { normalizeEmail } from '../common/email';
 import { UserRepository } from '../users/user.repository';
 import { ChangePasswordDto, UserDto, mapUser } from './dto/auth.dto';
 import { PasswordHasher } from './password-hasher';

@@ -3,7 +3,7 @@ import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import { TransactionHost } from '../database/transaction-host';
-import { normalizeEmail } from '../users/email';
+import { normalizeEmail } from '../common/email';
 import { UserRepository } from '../users/user.repository';
 import { LoginDto, RegisterDto, TokensDto } from './dto/auth.dto';
 import { PasswordHasher } from './password-hasher';

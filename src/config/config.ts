@@ -21,7 +21,7 @@ export const DEV_SECRETS = {
  * What every process needs outside development (the simulated payment gateway, too, exists
  * only in development, hence STRIPE_SECRET_KEY).
  */
-export const REQUIRED_OUTSIDE_DEVELOPMENT = [
+const REQUIRED_OUTSIDE_DEVELOPMENT = [
   'JWT_SECRET',
   'STORAGE_ACCESS_KEY_ID',
   'STORAGE_SECRET_ACCESS_KEY',
@@ -118,8 +118,6 @@ const envSchema = z.object({
     .transform((v) => v === 'true' || v === '1')
     .optional(),
 });
-
-export type Env = z.input<typeof envSchema>;
 
 export interface AppConfig {
   /** NODE_ENV as given; `undefined` when unset (which is NOT development). */
@@ -221,7 +219,7 @@ function present(env: Record<string, string | undefined>): Record<string, string
  * `*`. Each must be a bare origin (scheme, host, optional port; no path, query or credentials),
  * compared exactly with a browser's `Origin` header, so a typo is a boot error, not a silent miss.
  */
-export function parseCorsOrigins(
+function parseCorsOrigins(
   value: string | undefined,
   isDevelopment: boolean,
 ): { origins: string[] | '*'; problems: string[] } {

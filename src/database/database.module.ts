@@ -1,13 +1,11 @@
 import { Global, Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { Clock } from '../common/time/clock';
-import { IdGenerator } from '../common/ids';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { dataSourceOptions } from './data-source-options';
 import { DbCircuitBreaker } from './db-circuit-breaker';
 import { TransactionHost } from './transaction-host';
 
-/** PostgreSQL through TypeORM (behind a circuit breaker), the transaction host, and the clock and id side effects. */
+/** PostgreSQL through TypeORM (behind a circuit breaker) and the transaction host. */
 @Global()
 @Module({
   imports: [
@@ -22,7 +20,7 @@ import { TransactionHost } from './transaction-host';
       }),
     }),
   ],
-  providers: [DbCircuitBreaker, TransactionHost, Clock, IdGenerator],
-  exports: [DbCircuitBreaker, TransactionHost, Clock, IdGenerator],
+  providers: [DbCircuitBreaker, TransactionHost],
+  exports: [DbCircuitBreaker, TransactionHost],
 })
 export class DatabaseModule {}

@@ -1,7 +1,7 @@
 import { Body, Controller, Get, HttpCode, Param, ParseUUIDPipe, Post, Query, UseGuards } from '@nestjs/common';
 import { ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
-import { RateLimit } from '../auth/rate-limit.decorator';
+import { RateLimit } from '../common/throttling/rate-limit.decorator';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { PageQueryDto } from '../common/pagination/page-query.dto';
 import { RequireIdempotencyKey } from '../idempotency/idempotency.decorator';

@@ -9,7 +9,7 @@ export const REDIS = Symbol('REDIS');
  * Fail fast instead of queueing: when Redis is down, callers get an error at once and
  * fall back (cache → database, health → 503) rather than hanging.
  */
-export function createRedisClient(url: string, name: string): Redis {
+function createRedisClient(url: string, name: string): Redis {
   return new Redis(url, {
     connectionName: name,
     enableOfflineQueue: false,

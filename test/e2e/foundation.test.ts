@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildOpenApiDocument } from '../../src/common/http/openapi';
+import { buildOpenApiDocument } from '../../src/openapi/openapi';
 import { withProbe } from '../support/probe.module';
 import { TestApp, bootTestApp } from '../support/test-app';
 

@@ -6,7 +6,7 @@ import { AppModule } from '../../src/app.module';
 import { AccountService } from '../../src/auth/account.service';
 import type { Role } from '../../src/auth/permissions';
 import { CurrentPrincipal, Principal } from '../../src/auth/principal';
-import { RateLimit } from '../../src/auth/rate-limit.decorator';
+import { RateLimit } from '../../src/common/throttling/rate-limit.decorator';
 import { RequirePermission } from '../../src/auth/require-permission.decorator';
 import type { AppConfig } from '../../src/config/config';
 
@@ -61,7 +61,7 @@ export async function login(
  * Creates an account with a role (the same path as `npm run admin:create`), then logs in over
  * HTTP. Roles cannot be chosen over the API, so this is how tests get staff and admins.
  */
-export async function createWithRole(
+async function createWithRole(
   t: TestApp,
   role: Role,
   overrides: { email?: string; password?: string; name?: string } = {},

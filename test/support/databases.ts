@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Client } from 'pg';
 import { loadDatabaseConfig } from '../../src/config/config';
 
-export const TEST_DB_PREFIX = 'shop_test_';
+const TEST_DB_PREFIX = 'shop_test_';
 
 /**
  * Each jest run owns a namespace (its parent pid), so several runs on one machine never drop
@@ -26,7 +26,7 @@ export function serverUrl(database: string): string {
   return url.toString();
 }
 
-export function adminDatabase(): string {
+function adminDatabase(): string {
   return new URL(loadDatabaseConfig(process.env).url).pathname.slice(1) || 'postgres';
 }
 

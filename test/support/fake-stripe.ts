@@ -72,7 +72,7 @@ const money = (amount: number, currency: string) =>
   `${SYMBOLS[currency] ?? `${currency.toUpperCase()} `}${(amount / 100).toFixed(2)}`;
 
 /** Parses Stripe's form encoding (`metadata[orderId]=…`, `expand[]=…`) into nested objects of strings. */
-export function parseStripeForm(raw: string): Record<string, unknown> {
+function parseStripeForm(raw: string): Record<string, unknown> {
   const out: Obj = {};
   for (const [key, value] of new URLSearchParams(raw)) {
     const parts = key.replace(/\]/g, '').split('[');

@@ -8,7 +8,7 @@ import S3rver from 's3rver';
 import { DUMMY_ACCOUNT } from 's3rver/lib/models/account';
 
 /** The environment that points the API at this store (STORAGE_*). */
-export interface LocalS3Env extends Record<string, string> {
+interface LocalS3Env extends Record<string, string> {
   STORAGE_ENDPOINT: string;
   STORAGE_BUCKET: string;
   STORAGE_REGION: string;

@@ -29,11 +29,11 @@ export interface TestAppOptions {
 }
 
 /** A unique Redis key prefix per test file keeps parallel jest workers apart. */
-export function testRedisPrefix(): string {
+function testRedisPrefix(): string {
   return `t${process.env.JEST_WORKER_ID ?? '0'}${randomBytes(3).toString('hex')}`;
 }
 
-export function testConfig(db: TestDatabase, env: Record<string, string> = {}): AppConfig {
+function testConfig(db: TestDatabase, env: Record<string, string> = {}): AppConfig {
   return loadConfig({
     ...process.env,
     DATABASE_URL: db.url,

@@ -1,7 +1,7 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
 import { IsEmail, IsString, Length, MaxLength, MinLength } from 'class-validator';
-import { normalizeEmail } from '../../users/email';
+import { normalizeEmail } from '../../common/email';
 import { ROLES, Role } from '../permissions';
 
 // Request DTOs accept exactly these fields: the global ValidationPipe refuses any other

@@ -3,7 +3,7 @@ import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-hos
 import { ThrottlerException } from '@nestjs/throttler';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, FieldError } from './domain-error';
-import { ERROR_STATUS, ERROR_TITLE, ErrorCode } from './error-codes';
+import { ERROR_TITLE, ErrorCode } from './error-codes';
 import { databaseErrorSummary, sqlStateOf } from './database-errors';
 
 export interface ProblemBody {
@@ -206,8 +206,6 @@ function httpTitle(status: number): string {
   };
   return titles[status] ?? 'Error';
 }
-
-export { ERROR_STATUS };
 
 const filter = new ProblemDetailsFilter();
 

@@ -14,7 +14,7 @@ import type {
 } from '@nestjs/swagger/dist/interfaces/open-api-spec.interface';
 import { ERROR_STATUS, ErrorCode } from '../errors/error-codes';
 
-export const ERROR_CODES = Object.keys(ERROR_STATUS) as ErrorCode[];
+const ERROR_CODES = Object.keys(ERROR_STATUS) as ErrorCode[];
 
 @ApiSchema({ name: 'FieldError', description: 'One invalid field of a VALIDATION_FAILED problem' })
 export class FieldErrorDto {

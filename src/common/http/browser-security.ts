@@ -5,7 +5,7 @@ import type { FastifyReply } from 'fastify';
 import type { AppConfig } from '../../config/config';
 
 /** Response headers a browser client may read (everything else stays hidden from scripts). */
-export const CORS_EXPOSED_HEADERS = [
+const CORS_EXPOSED_HEADERS = [
   'X-Request-Id',
   'Idempotent-Replayed',
   'Retry-After',
@@ -15,7 +15,7 @@ export const CORS_EXPOSED_HEADERS = [
 ];
 
 /** Request headers a browser client may send cross-origin. */
-export const CORS_ALLOWED_HEADERS = [
+const CORS_ALLOWED_HEADERS = [
   'Authorization',
   'Content-Type',
   'Idempotency-Key',
@@ -27,7 +27,7 @@ export const CORS_ALLOWED_HEADERS = [
  * allowed origin cannot ride a user's ambient session. `*` only when CORS_ORIGINS says so (or
  * by default in development); outside development the default list is empty (no origin).
  */
-export function corsOptions(config: AppConfig): FastifyCorsOptions {
+function corsOptions(config: AppConfig): FastifyCorsOptions {
   return {
     origin: config.corsOrigins === '*' ? '*' : config.corsOrigins,
     methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
@@ -46,7 +46,7 @@ export function corsOptions(config: AppConfig): FastifyCorsOptions {
  * No upgrade-insecure-requests: it would send the UI's plain-HTTP calls (local runs, TLS ended
  * at a proxy) to an https:// port nobody listens on.
  */
-export const CONTENT_SECURITY_POLICY = {
+const CONTENT_SECURITY_POLICY = {
   useDefaults: false,
   directives: {
     defaultSrc: ["'self'"],
@@ -63,7 +63,7 @@ export const CONTENT_SECURITY_POLICY = {
   },
 };
 
-export const HELMET_OPTIONS: FastifyHelmetOptions = {
+const HELMET_OPTIONS: FastifyHelmetOptions = {
   contentSecurityPolicy: CONTENT_SECURITY_POLICY,
   // An API answer is never framed: frame-ancestors 'none' above, X-Frame-Options for old browsers
   frameguard: { action: 'deny' },
@@ -84,7 +84,7 @@ const NOT_SECURITY = new Set([
  * the plugin itself rebuilds helmet's middleware on every request (10–25 µs here), a large
  * share of a catalog cache hit.
  */
-export async function helmetHeaders(
+async function helmetHeaders(
   options: FastifyHelmetOptions = HELMET_OPTIONS,
 ): Promise<Record<string, string>> {
   const probe = new FastifyAdapter().getInstance();

@@ -45,7 +45,7 @@ export class QueryAllowListGuard implements CanActivate {
 }
 
 /** From the route-argument metadata Nest's @Query() decorator records on the handler. */
-export function queryParametersOf(controller: Type<unknown>, method: string): AllowedQuery {
+function queryParametersOf(controller: Type<unknown>, method: string): AllowedQuery {
   const args = (Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, method) ?? {}) as Record<
     string,
     { data?: unknown }

@@ -3,7 +3,7 @@ import { FieldError } from '../errors/domain-error';
 import { RequestValidationError } from '../errors/problem-details.filter';
 import { findControlCharacters } from './control-characters';
 
-export function flattenValidationErrors(errors: ValidationError[], parent = ''): FieldError[] {
+function flattenValidationErrors(errors: ValidationError[], parent = ''): FieldError[] {
   const out: FieldError[] = [];
   for (const error of errors) {
     const field = parent ? `${parent}.${error.property}` : error.property;

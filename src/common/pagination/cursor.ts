@@ -39,7 +39,7 @@ export function decodeCursor<T extends Record<string, string | number>>(
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-export function isCursorField(value: unknown, kind: CursorField): boolean {
+function isCursorField(value: unknown, kind: CursorField): boolean {
   switch (kind) {
     case 'number':
       return typeof value === 'number' && Number.isFinite(value);

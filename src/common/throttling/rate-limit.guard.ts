@@ -7,10 +7,9 @@ import {
   ThrottlerRequest,
 } from '@nestjs/throttler';
 import type { ThrottlerStorageRecord } from '@nestjs/throttler/dist/throttler-storage-record.interface';
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { createHash } from 'node:crypto';
-import { RATE_LIMIT_SCOPE, RateLimitScope } from '../../auth/rate-limit.decorator';
-import type { AuthenticatedRequest } from '../../auth/principal';
+import { RATE_LIMIT_SCOPE, RateLimitScope } from './rate-limit.decorator';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
 import {
@@ -24,6 +23,9 @@ import {
   trackerFor,
 } from './rate-limit.policies';
 import { RedisThrottlerStorage } from './redis-throttler.storage';
+
+/** What the per-user policies read: the access-token guard's principal, when it has set one. */
+type RequestWithUser = FastifyRequest & { user?: { userId: string } };
 
 const byName = new Map(RATE_LIMIT_POLICIES.map((p) => [p.name, p]));
 
@@ -45,7 +47,7 @@ export const STORE_DOWN_RETRY_AFTER_SECONDS = 5;
  * and account policies) and UserRateLimitGuard after it (per-user policies).
  */
 @Injectable()
-export abstract class RateLimitGuard extends ThrottlerGuard {
+abstract class RateLimitGuard extends ThrottlerGuard {
   private readonly log = new Logger('RateLimit');
   private storeDown = false;
 
@@ -76,7 +78,7 @@ export abstract class RateLimitGuard extends ThrottlerGuard {
     );
     if (!appliesTo(policy, scope)) return true;
 
-    const request = context.switchToHttp().getRequest<AuthenticatedRequest>();
+    const request = context.switchToHttp().getRequest<RequestWithUser>();
     const tracker = trackerFor(policy.tracker, {
       ip: request.ip,
       userId: request.user?.userId,

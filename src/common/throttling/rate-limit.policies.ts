@@ -1,7 +1,7 @@
 import { normalizeIp } from '@nestjs/throttler';
 import { createHash } from 'node:crypto';
-import type { RateLimitScope } from '../../auth/rate-limit.decorator';
-import { normalizeEmail } from '../../users/email';
+import type { RateLimitScope } from './rate-limit.decorator';
+import { normalizeEmail } from '../email';
 
 /** What a policy counts by. */
 export type Tracker = 'ip' | 'account' | 'user';
@@ -146,14 +146,14 @@ export interface SignInLimits {
 /** First delay after the free failures of one client for one account; doubles each failure. */
 export const SIGN_IN_DELAY_BASE_MS = 1_000;
 /** The longest progressive delay. */
-export const SIGN_IN_DELAY_CAP_MS = 15 * 60_000;
+const SIGN_IN_DELAY_CAP_MS = 15 * 60_000;
 /** How long a client's failures for an account are remembered after the last one. */
-export const SIGN_IN_PAIR_MEMORY_MS = 60 * 60_000;
+const SIGN_IN_PAIR_MEMORY_MS = 60 * 60_000;
 /** The window of the per-account ceiling (all clients together). */
-export const SIGN_IN_ACCOUNT_WINDOW_MS = 15 * 60_000;
+const SIGN_IN_ACCOUNT_WINDOW_MS = 15 * 60_000;
 /** The queue board: failed Basic sign-ins per client, whatever the accounts, per window. */
 export const BOARD_FAILURES_PER_CLIENT = 10;
-export const BOARD_CLIENT_WINDOW_MS = 15 * 60_000;
+const BOARD_CLIENT_WINDOW_MS = 15 * 60_000;
 
 /** The delay a progressive bucket imposes after its `failures`-th failure (0 = none). */
 export function progressiveDelayMs(
@@ -168,7 +168,7 @@ const digest = (...parts: string[]) =>
   createHash('sha256').update(parts.join('\0')).digest('base64url');
 
 /** The client as the limits see it: the IP, IPv6 per /64. */
-export const clientOf = (ip: string) => normalizeIp(ip);
+const clientOf = (ip: string) => normalizeIp(ip);
 
 /**
  * The buckets a password sign-in is counted in:

@@ -9,10 +9,15 @@ import type {
   ReferenceObject,
 } from '@nestjs/swagger/dist/interfaces/open-api-spec.interface';
 import { THROTTLER_SKIP } from '@nestjs/throttler/dist/throttler.constants';
-import { REQUIRED_PERMISSIONS } from '../../auth/require-permission.decorator';
-import { IDEMPOTENCY_IGNORED, IDEMPOTENCY_REQUIRED } from '../../idempotency/idempotency.decorator';
-import { DEFAULT_PROBLEM, ProblemDto, ProblemStatus, problemResponse } from './api-problems';
-import { IS_PUBLIC } from './public.decorator';
+import { REQUIRED_PERMISSIONS } from '../auth/require-permission.decorator';
+import { IDEMPOTENCY_IGNORED, IDEMPOTENCY_REQUIRED } from '../idempotency/idempotency.decorator';
+import {
+  DEFAULT_PROBLEM,
+  ProblemDto,
+  ProblemStatus,
+  problemResponse,
+} from '../common/http/api-problems';
+import { IS_PUBLIC } from '../common/http/public.decorator';
 
 const TAGS: Array<[string, string]> = [
   ['auth', 'Registration, sign-in, token refresh and the signed-in account'],

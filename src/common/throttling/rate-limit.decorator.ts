@@ -2,7 +2,7 @@ import { SetMetadata } from '@nestjs/common';
 
 /**
  * Route-specific limits, on top of the default per-client-IP limit that every route has.
- * Each scope switches on the named policies of src/common/throttling/rate-limit.policies.ts:
+ * Each scope switches on the named policies of rate-limit.policies.ts:
  *
  * - `login`: `login-ip` (20/min per client IP); failed logins are counted separately, per
  *   account and client (FailedAttemptLimiter, in AuthService.login)
