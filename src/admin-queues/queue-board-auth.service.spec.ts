@@ -5,6 +5,7 @@ import { DomainError } from '../common/errors/domain-error';
 import type { User, UserRepository } from '../users/user.repository';
 import type { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import { BASIC_CACHE_TTL_MS, QueueBoardAuth, parseBasic } from './queue-board-auth.service';
+import { mockOf } from '../../test/support/mocks';
 
 const T0 = new Date('2026-01-01T10:00:00Z').getTime();
 const admin: User = {
@@ -28,30 +29,33 @@ const basic = (credentials: string) => `Basic ${Buffer.from(credentials).toStrin
 
 function setup() {
   let now = T0;
-  const tokens = { verifyAccess: jest.fn() };
-  const users = { findByEmail: jest.fn().mockResolvedValue(admin) };
-  const hasher = {
-    verify: jest.fn().mockResolvedValue(true),
-    verifyDummy: jest.fn().mockResolvedValue(false),
-  };
+  const tokens = mockOf<JwtStrategy>({ verifyAccess: jest.fn() }, 'tokens');
+  const users = mockOf<UserRepository>(
+    { findByEmail: jest.fn().mockResolvedValue(admin) },
+    'users',
+  );
+  const hasher = mockOf<PasswordHasher>(
+    {
+      verify: jest.fn().mockResolvedValue(true),
+      verifyDummy: jest.fn().mockResolvedValue(false),
+    },
+    'hasher',
+  );
   // the real limiter reserves an attempt, runs `verify`, and keeps it counted when it is null
   const settled: unknown[] = [];
-  const signIns = {
-    signIn: jest.fn(
-      async (_channel: string, _account: string, _ip: string, verify: () => Promise<unknown>) => {
-        const result = await verify();
-        settled.push(result);
-        return result;
-      },
-    ),
-  };
-  const auth = new QueueBoardAuth(
-    tokens as unknown as JwtStrategy,
-    users as unknown as UserRepository,
-    hasher as unknown as PasswordHasher,
-    { now: () => new Date(now) },
-    signIns as unknown as FailedAttemptLimiter,
+  const signIns = mockOf<FailedAttemptLimiter>(
+    {
+      signIn: jest.fn(
+        async (_channel: string, _account: string, _ip: string, verify: () => Promise<unknown>) => {
+          const result = await verify();
+          settled.push(result);
+          return result;
+        },
+      ),
+    },
+    'signIns',
   );
+  const auth = new QueueBoardAuth(tokens, users, hasher, { now: () => new Date(now) }, signIns);
   return { auth, tokens, users, hasher, signIns, settled, advance: (ms: number) => (now += ms) };
 }
 

@@ -6,6 +6,7 @@ import type { PasswordHasher } from './password-hasher';
 import type { RefreshTokenRepository } from './refresh-token.repository';
 import type { RevokedSessions } from './revoked-sessions';
 import type { SecurityEvents } from './security-events';
+import { mockOf } from '../../test/support/mocks';
 
 const NOW = new Date('2026-01-01T10:00:00Z');
 const SINCE = new Date('2026-01-01T09:45:00Z');
@@ -20,31 +21,46 @@ const user: User = {
 };
 
 function setup() {
-  const users = {
-    findById: jest.fn(),
-    findByEmail: jest.fn(),
-    setPasswordHash: jest.fn(),
-    upsertWithRole: jest.fn(),
-  };
-  const refreshTokens = { revokeAllOfUser: jest.fn().mockResolvedValue(['f-1', 'f-2']) };
-  const revoked = {
-    add: jest.fn().mockResolvedValue(undefined),
-    accessTokensValidSince: jest.fn(() => SINCE),
-  };
-  const hasher = { hash: jest.fn().mockResolvedValue('new-hash'), verify: jest.fn() };
-  const events = { record: jest.fn() };
-  const tx = {
-    run: jest.fn(<T>(work: () => Promise<T>) => work()),
-    runOwn: jest.fn(<T>(work: () => Promise<T>) => work()),
-  };
+  const users = mockOf<UserRepository>(
+    {
+      findById: jest.fn(),
+      findByEmail: jest.fn(),
+      setPasswordHash: jest.fn(),
+      upsertWithRole: jest.fn(),
+    },
+    'users',
+  );
+  const refreshTokens = mockOf<RefreshTokenRepository>(
+    { revokeAllOfUser: jest.fn().mockResolvedValue(['f-1', 'f-2']) },
+    'refreshTokens',
+  );
+  const revoked = mockOf<RevokedSessions>(
+    {
+      add: jest.fn().mockResolvedValue(undefined),
+      accessTokensValidSince: jest.fn(() => SINCE),
+    },
+    'revoked',
+  );
+  const hasher = mockOf<PasswordHasher>(
+    { hash: jest.fn().mockResolvedValue('new-hash'), verify: jest.fn() },
+    'hasher',
+  );
+  const events = mockOf<SecurityEvents>({ record: jest.fn() }, 'events');
+  const tx = mockOf<TransactionHost>(
+    {
+      run: jest.fn(<T>(work: () => Promise<T>) => work()),
+      runOwn: jest.fn(<T>(work: () => Promise<T>) => work()),
+    },
+    'tx',
+  );
   const service = new AccountService(
-    users as unknown as UserRepository,
-    refreshTokens as unknown as RefreshTokenRepository,
-    hasher as unknown as PasswordHasher,
-    events as unknown as SecurityEvents,
-    tx as unknown as TransactionHost,
+    users,
+    refreshTokens,
+    hasher,
+    events,
+    tx,
     { now: () => NOW },
-    revoked as unknown as RevokedSessions,
+    revoked,
   );
   return { service, users, refreshTokens, hasher, events, tx, revoked };
 }

@@ -8,6 +8,7 @@ import type { RefreshTokenRepository } from './refresh-token.repository';
 import type { RevokedSessions } from './revoked-sessions';
 import type { SecurityEvents } from './security-events';
 import type { SessionIssuer } from './session-issuer';
+import { mockOf } from '../../test/support/mocks';
 
 const NOW = new Date('2026-01-01T10:00:00Z');
 const user: User = {
@@ -21,54 +22,81 @@ const user: User = {
 };
 
 function setup() {
-  const users = {
-    create: jest.fn(),
-    findByEmail: jest.fn(),
-    findById: jest.fn(),
-    setPasswordHash: jest.fn(),
-  };
-  const refreshTokens = {
-    spend: jest.fn(),
-    revokeFamily: jest.fn(),
-    revokeFamilyOfToken: jest.fn().mockResolvedValue(['f-1']),
-  };
-  const revoked = { add: jest.fn().mockResolvedValue(undefined) };
-  const sessions = {
-    open: jest.fn().mockResolvedValue({ familyId: 'f-new', refreshToken: 'r-new' }),
-    rotate: jest.fn().mockResolvedValue({ familyId: 'f-1', refreshToken: 'r-next' }),
-    hashOf: jest.fn((t: string) => `hash(${t})`),
-    tokensFor: jest.fn((u: User, s: { refreshToken: string }) =>
-      Promise.resolve({ user: u, accessToken: 'a', refreshToken: s.refreshToken, expiresIn: 900 }),
-    ),
-  };
-  const hasher = {
-    hash: jest.fn().mockResolvedValue('new-hash'),
-    verify: jest.fn(),
-    verifyDummy: jest.fn().mockResolvedValue(false),
-    needsRehash: jest.fn().mockReturnValue(false),
-  };
-  const events = { record: jest.fn() };
-  const tx = {
-    run: jest.fn(<T>(work: () => Promise<T>) => work()),
-    runOwn: jest.fn(<T>(work: () => Promise<T>) => work()),
-  };
+  const users = mockOf<UserRepository>(
+    {
+      create: jest.fn(),
+      findByEmail: jest.fn(),
+      findById: jest.fn(),
+      setPasswordHash: jest.fn(),
+    },
+    'users',
+  );
+  const refreshTokens = mockOf<RefreshTokenRepository>(
+    {
+      spend: jest.fn(),
+      revokeFamily: jest.fn(),
+      revokeFamilyOfToken: jest.fn().mockResolvedValue(['f-1']),
+    },
+    'refreshTokens',
+  );
+  const revoked = mockOf<RevokedSessions>(
+    { add: jest.fn().mockResolvedValue(undefined) },
+    'revoked',
+  );
+  const sessions = mockOf<SessionIssuer>(
+    {
+      open: jest.fn().mockResolvedValue({ familyId: 'f-new', refreshToken: 'r-new' }),
+      rotate: jest.fn().mockResolvedValue({ familyId: 'f-1', refreshToken: 'r-next' }),
+      hashOf: jest.fn((t: string) => `hash(${t})`),
+      tokensFor: jest.fn((u: User, s: { refreshToken: string }) =>
+        Promise.resolve({
+          user: u,
+          accessToken: 'a',
+          refreshToken: s.refreshToken,
+          expiresIn: 900,
+        }),
+      ),
+    },
+    'sessions',
+  );
+  const hasher = mockOf<PasswordHasher>(
+    {
+      hash: jest.fn().mockResolvedValue('new-hash'),
+      verify: jest.fn(),
+      verifyDummy: jest.fn().mockResolvedValue(false),
+      needsRehash: jest.fn().mockReturnValue(false),
+    },
+    'hasher',
+  );
+  const events = mockOf<SecurityEvents>({ record: jest.fn() }, 'events');
+  const tx = mockOf<TransactionHost>(
+    {
+      run: jest.fn(<T>(work: () => Promise<T>) => work()),
+      runOwn: jest.fn(<T>(work: () => Promise<T>) => work()),
+    },
+    'tx',
+  );
   const clock = { now: () => NOW };
   // the real limiter runs `verify` between reserving and settling an attempt
-  const signIns = {
-    signIn: jest.fn(
-      (_channel: string, _account: string, _ip: string, verify: () => Promise<unknown>) => verify(),
-    ),
-  };
+  const signIns = mockOf<FailedAttemptLimiter>(
+    {
+      signIn: jest.fn(
+        (_channel: string, _account: string, _ip: string, verify: () => Promise<unknown>) =>
+          verify(),
+      ),
+    },
+    'signIns',
+  );
   const service = new AuthService(
-    users as unknown as UserRepository,
-    refreshTokens as unknown as RefreshTokenRepository,
-    sessions as unknown as SessionIssuer,
-    hasher as unknown as PasswordHasher,
-    events as unknown as SecurityEvents,
-    tx as unknown as TransactionHost,
+    users,
+    refreshTokens,
+    sessions,
+    hasher,
+    events,
+    tx,
     clock,
-    revoked as unknown as RevokedSessions,
-    signIns as unknown as FailedAttemptLimiter,
+    revoked,
+    signIns,
   );
   return { service, users, refreshTokens, sessions, hasher, events, tx, revoked, signIns };
 }

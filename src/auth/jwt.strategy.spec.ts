@@ -8,6 +8,7 @@ import { permissionsOf } from './permissions';
 import type { RevokedSessions } from './revoked-sessions';
 import { SecureRandom } from './secure-random';
 import { TokenService } from './token.service';
+import { mockOf } from '../../test/support/mocks';
 
 const SECRET = 'unit-test-secret-unit-test-secret-0123';
 const config = loadConfig({ NODE_ENV: 'development', JWT_SECRET: SECRET, JWT_ISSUER: 'iss-1', JWT_AUDIENCE: 'aud-1' });
@@ -19,9 +20,10 @@ function forge(header: object, payload: object, secret = SECRET, hmac = 'sha256'
 }
 
 const revokedFamilies = new Set<string>();
-const revoked = {
-  isRevoked: (family: string) => Promise.resolve(revokedFamilies.has(family)),
-} as unknown as RevokedSessions;
+const revoked = mockOf<RevokedSessions>(
+  { isRevoked: (family: string) => Promise.resolve(revokedFamilies.has(family)) },
+  'revoked',
+);
 
 describe('JwtStrategy (passport-jwt)', () => {
   const strategy = new JwtStrategy(config, revoked);

@@ -5,6 +5,7 @@ import { PermissionsGuard } from './permissions.guard';
 import { PERMISSIONS, Permission, Role, permissionsOf } from './permissions';
 import type { Principal } from './principal';
 import { RequirePermission } from './require-permission.decorator';
+import { mockOf } from '../../test/support/mocks';
 
 class Routes {
   @RequirePermission('orders:refund')
@@ -17,11 +18,14 @@ class Routes {
 }
 
 function contextFor(handler: () => void, user?: Principal): ExecutionContext {
-  return {
-    getHandler: () => handler,
-    getClass: () => Routes,
-    switchToHttp: () => ({ getRequest: () => ({ user }) }),
-  } as unknown as ExecutionContext;
+  const http = mockOf<ReturnType<ExecutionContext['switchToHttp']>>(
+    { getRequest: () => ({ user }) },
+    'http',
+  );
+  return mockOf<ExecutionContext>(
+    { getHandler: () => handler, getClass: () => Routes, switchToHttp: () => http },
+    'context',
+  );
 }
 
 const principal = (role: Role): Principal => ({

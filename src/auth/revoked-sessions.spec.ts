@@ -7,6 +7,7 @@ import {
   REVOCATION_RETRY_MS,
   RevokedSessions,
 } from './revoked-sessions';
+import { mockOf } from '../../test/support/mocks';
 
 const config = loadConfig({
   NODE_ENV: 'development',
@@ -26,32 +27,35 @@ function fakeRedis() {
       : state.mode === 'down'
         ? Promise.reject(new Error("Stream isn't writeable"))
         : new Promise<T>(() => undefined);
-  const redis = {
-    exists: jest.fn((key: string) => {
-      state.exists++;
-      return answer(() => (store.has(key) ? 1 : 0));
-    }),
-    pipeline: jest.fn(() => {
-      const sets: [string, string, number][] = [];
-      const pipeline = {
-        set: (key: string, value: string, _px: 'PX', ms: number) => {
-          sets.push([key, value, ms]);
-          return pipeline;
-        },
-        exec: () => {
-          state.execs++;
-          return answer(() =>
-            sets.map(([key, value, px]) => {
-              store.set(key, { value, px });
-              return [null, 'OK'];
-            }),
-          );
-        },
-      };
-      return pipeline;
-    }),
-  };
-  return { redis: redis as unknown as Pick<Redis, 'exists' | 'pipeline'>, store, state };
+  const redis = mockOf<Pick<Redis, 'exists' | 'pipeline'>>(
+    {
+      exists: jest.fn((key: string) => {
+        state.exists++;
+        return answer(() => (store.has(key) ? 1 : 0));
+      }),
+      pipeline: jest.fn(() => {
+        const sets: [string, string, number][] = [];
+        const pipeline = {
+          set: (key: string, value: string, _px: 'PX', ms: number) => {
+            sets.push([key, value, ms]);
+            return pipeline;
+          },
+          exec: () => {
+            state.execs++;
+            return answer(() =>
+              sets.map(([key, value, px]) => {
+                store.set(key, { value, px });
+                return [null, 'OK'];
+              }),
+            );
+          },
+        };
+        return pipeline;
+      }),
+    },
+    'redis',
+  );
+  return { redis, store, state };
 }
 
 function setup() {

@@ -3,21 +3,21 @@ import type Redis from 'ioredis';
 import { Clock } from '../common/time/clock';
 import { AppConfig, loadConfig } from '../config/config';
 import { CatalogCache } from './catalog-cache';
+import { mockOf } from '../../test/support/mocks';
 
 /** Just enough of ioredis for the cache's version counter. */
 function fakeRedis(): Redis {
-  return { get: async () => '1', incr: async () => 2 } as unknown as Redis;
+  return mockOf<Redis>({ get: async () => '1', incr: async () => 2 }, 'redis');
 }
 
 /** The shared tier, always a miss. */
 function fakeShared(): Cache {
-  return { get: async () => undefined, set: async (_key: string, value: unknown) => value } as unknown as Cache;
+  return mockOf<Cache>({ get: async () => undefined, set: async (_key: string, value: unknown) => value }, 'shared');
 }
 
 describe('CatalogCache memory copies', () => {
   const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
-  const memoryOf = (cache: CatalogCache) =>
-    (cache as unknown as { memory: Map<string, { json: string }> }).memory;
+  const memoryOf = (cache: CatalogCache) => cache['memory'];
 
   it('holds at most 16 Mi characters of pages, however many distinct URLs are asked for', async () => {
     const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock());

@@ -1,6 +1,7 @@
 import type Redis from 'ioredis';
 import { AppConfig, loadConfig } from '../config/config';
 import { SoldOutMarks } from './sold-out';
+import { mockOf } from '../../test/support/mocks';
 
 const P = '0b7f7e3c-6a47-4d4c-9e4e-2f0a4b1c9d01';
 const Q = '5d2c1a0e-3b4f-4a6d-8c7e-9f8a7b6c5d02';
@@ -12,7 +13,7 @@ function fakeRedis(opts: {
   evalFails?: boolean;
 }): Redis {
   const values = opts.values ?? {};
-  return {
+  return mockOf<Redis>({
     mget: (...keys: string[]) => {
       if (opts.mget === 'fail') return Promise.reject(new Error('ECONNREFUSED'));
       if (opts.mget === 'stall') return new Promise(() => undefined);
@@ -20,7 +21,7 @@ function fakeRedis(opts: {
     },
     eval: () => (opts.evalFails ? Promise.reject(new Error('ECONNREFUSED')) : Promise.resolve(1)),
     set: () => Promise.resolve('OK'),
-  } as unknown as Redis;
+  }, 'redis');
 }
 
 describe('SoldOutMarks (the sold-out knowledge refuses only when sure)', () => {
@@ -45,7 +46,7 @@ describe('SoldOutMarks (the sold-out knowledge refuses only when sure)', () => {
     marks = new SoldOutMarks(redis, config);
     expect(await marks.knownSoldOut('u', 'k', [P])).toBe(true);
     // the claim is a Redis key: simulate it being there
-    const claimKey = (marks as unknown as { claimKey(u: string, k: string): string }).claimKey('u', 'k');
+    const claimKey = marks['claimKey']('u', 'k');
     marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g', [claimKey]: '1' } }), config);
     expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);
     expect(await marks.knownSoldOut('u', 'another key', [P])).toBe(true);
@@ -72,7 +73,7 @@ describe('SoldOutMarks (the sold-out knowledge refuses only when sure)', () => {
     marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g' }, evalFails: true }), config);
     expect(await marks.claim('u', 'k')).toBe(false);
     // past the second in which a failure switches the fast path off, until the claim lands
-    (marks as unknown as { bypassUntil: number }).bypassUntil = 0;
+    marks['bypassUntil'] = 0;
     expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);
     expect(await marks.knownSoldOut('u', 'another key', [P])).toBe(true);
   });

@@ -2,19 +2,20 @@ import { DelayedError, type Job } from 'bullmq';
 import { EMAIL_BUSY_RETRIES, EMAIL_BUSY_RETRY_MS } from './email-job';
 import { EmailProcessor } from './email.processor';
 import { EmailDeliveryBusyError, type EmailService } from './email.service';
+import { mockOf } from '../../test/support/mocks';
 
 const orderId = '0c8e4f2a-1111-4222-8333-944445555666';
 
 function setup(data: Record<string, unknown>, error: Error) {
-  const emails = { send: jest.fn().mockRejectedValue(error) };
-  const job = {
+  const emails = mockOf<EmailService>({ send: jest.fn().mockRejectedValue(error) }, 'emails');
+  const job = mockOf<Job>({
     name: 'email.send',
     data,
     updateData: jest.fn().mockResolvedValue(undefined),
     moveToDelayed: jest.fn().mockResolvedValue(undefined),
-  };
-  const processor = new EmailProcessor(emails as unknown as EmailService);
-  return { processor, job, asJob: job as unknown as Job };
+  }, 'job');
+  const processor = new EmailProcessor(emails);
+  return { processor, job, asJob: job };
 }
 
 describe('EmailProcessor', () => {

@@ -3,13 +3,14 @@ import type { AppConfig } from '../config/config';
 import type { OrderRepository } from '../orders/order.repository';
 import type { OrderWithHistory } from '../orders/order.model';
 import type { UserRepository } from '../users/user.repository';
-import type { EmailDeliveryRepository } from './email-delivery.repository';
+import type { EmailDelivery, EmailDeliveryRepository } from './email-delivery.repository';
 import type { EmailDeliveryLocks } from './email-delivery-locks';
 import { EmailDeliveryBusyError, EmailService, mailDomain } from './email.service';
+import { mockOf } from '../../test/support/mocks';
 
 const NOW = new Date('2025-01-01T10:00:00Z');
 const orderId = '0c8e4f2a-1111-4222-8333-944445555666';
-const order = {
+const order: OrderWithHistory = {
   id: orderId,
   userId: 'u1',
   status: 'PAID',
@@ -17,6 +18,10 @@ const order = {
   currency: 'INR',
   totalAmount: 24_900,
   refundedAmount: 0,
+  reservationExpiresAt: null,
+  createdAt: NOW,
+  updatedAt: NOW,
+  history: [],
   items: [
     {
       productId: 'p',
@@ -27,31 +32,45 @@ const order = {
       lineTotalAmount: 24_900,
     },
   ],
-} as unknown as OrderWithHistory;
+};
+
+const delivery = (status: EmailDelivery['status']): EmailDelivery => ({
+  id: 'd1',
+  orderId,
+  kind: 'payment_receipt',
+  ref: '',
+  recipient: 'asha@example.com',
+  status,
+  attempts: 1,
+  messageId: `<${orderId}.payment_receipt@shop.example>`,
+  claimedAt: status === 'sending' ? NOW : null,
+  sentAt: status === 'sent' ? NOW : null,
+  lastError: null,
+});
 
 function setup() {
-  const deliveries = {
+  const deliveries = mockOf<EmailDeliveryRepository>({
     claim: jest.fn().mockResolvedValue({ id: 'd1', attempt: 1 }),
     find: jest.fn().mockResolvedValue(null),
     markSent: jest.fn().mockResolvedValue(undefined),
     release: jest.fn().mockResolvedValue(undefined),
     findRefund: jest.fn().mockResolvedValue(null),
-  };
-  const orders = { findById: jest.fn().mockResolvedValue(order) };
-  const users = {
+  }, 'deliveries');
+  const orders = mockOf<OrderRepository>({ findById: jest.fn().mockResolvedValue(order) }, 'orders');
+  const users = mockOf<UserRepository>({
     findById: jest.fn().mockResolvedValue({ id: 'u1', email: 'asha@example.com', name: 'Asha' }),
-  };
+  }, 'users');
   const transport = { send: jest.fn().mockResolvedValue(undefined) };
   const hold = { held: true, release: jest.fn().mockResolvedValue(undefined) };
-  const locks = { tryHold: jest.fn().mockResolvedValue(hold) };
+  const locks = mockOf<EmailDeliveryLocks>({ tryHold: jest.fn().mockResolvedValue(hold) }, 'locks');
   const config = {
     mail: { from: 'Shop <orders@shop.example>', outboxDir: 'var/mail' },
   } as AppConfig;
   const service = new EmailService(
-    deliveries as unknown as EmailDeliveryRepository,
-    locks as unknown as EmailDeliveryLocks,
-    orders as unknown as OrderRepository,
-    users as unknown as UserRepository,
+    deliveries,
+    locks,
+    orders,
+    users,
     transport,
     { now: () => NOW },
     { uuid: () => 'new-id' },
@@ -107,7 +126,7 @@ describe('EmailService', () => {
   it('refuses (to be retried) while another attempt holds the lock, without claiming', async () => {
     const { service, deliveries, transport, locks } = setup();
     locks.tryHold.mockResolvedValue(null);
-    deliveries.find.mockResolvedValue({ status: 'sending' });
+    deliveries.find.mockResolvedValue(delivery('sending'));
     await expect(service.send({ orderId, kind: 'payment_receipt' })).rejects.toBeInstanceOf(
       EmailDeliveryBusyError,
     );
@@ -118,7 +137,7 @@ describe('EmailService', () => {
   it('while the lock is held elsewhere, a delivery already sent is just that', async () => {
     const { service, deliveries, transport, locks } = setup();
     locks.tryHold.mockResolvedValue(null);
-    deliveries.find.mockResolvedValue({ status: 'sent' });
+    deliveries.find.mockResolvedValue(delivery('sent'));
     expect(await service.send({ orderId, kind: 'payment_receipt' })).toBe('already-sent');
     expect(transport.send).not.toHaveBeenCalled();
   });

@@ -4,7 +4,8 @@ import type { ProductSnapshot } from './product-snapshot.repository';
 
 /**
  * Turns requested lines into priced order lines from catalog snapshots. Pure. Refuses
- * duplicate lines (400) and unknown, inactive or foreign-currency products (409).
+ * duplicate lines (400), unknown, inactive or foreign-currency products (409), and totals too
+ * large to stay exact integers (400).
  */
 export function priceLines(
   requested: { productId: string; quantity: number }[],
@@ -31,7 +32,7 @@ export function priceLines(
       extensions: { products: unavailable.map((productId) => ({ productId })) },
     });
   }
-  return requested.map((l) => {
+  const lines = requested.map((l) => {
     const p = byId.get(l.productId)!;
     return {
       productId: p.id,
@@ -42,4 +43,15 @@ export function priceLines(
       lineTotalAmount: p.priceAmount * l.quantity,
     };
   });
+  // Money stays exact: a line or an order total past 2^53 would be rounded, so it is refused (400).
+  let total = 0;
+  for (const line of lines) {
+    total += line.lineTotalAmount;
+    if (!Number.isSafeInteger(line.lineTotalAmount) || !Number.isSafeInteger(total)) {
+      throw new DomainError('VALIDATION_FAILED', 'The order total is too large.', {
+        errors: [{ field: 'items', message: `the total exceeds ${Number.MAX_SAFE_INTEGER} minor units` }],
+      });
+    }
+  }
+  return lines;
 }

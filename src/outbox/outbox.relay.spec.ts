@@ -2,6 +2,7 @@ import { OUTBOX_MAX_ATTEMPTS, OutboxRelay, outboxBackoffMs } from './outbox.rela
 import type { OutboxRepository } from './outbox.repository';
 import type { OutboxPublisher } from './outbox.publisher';
 import type { OutboxRow } from './outbox-events';
+import { mockOf } from '../../test/support/mocks';
 
 const row = (id: string, attempts: number): OutboxRow => ({
   id,
@@ -12,17 +13,20 @@ const row = (id: string, attempts: number): OutboxRow => ({
 });
 
 function setup(rows: OutboxRow[], publish: (r: OutboxRow) => Promise<void>) {
-  const repo = {
-    claimDue: jest.fn().mockResolvedValue(rows),
-    markPublished: jest.fn().mockResolvedValue(undefined),
-    markFailed: jest.fn().mockResolvedValue(undefined),
-    release: jest.fn().mockResolvedValue(undefined),
-  };
-  const publisher = { publish: jest.fn(publish), connected: jest.fn().mockResolvedValue(true) };
-  const relay = new OutboxRelay(
-    repo as unknown as OutboxRepository,
-    publisher as unknown as OutboxPublisher,
+  const repo = mockOf<OutboxRepository>(
+    {
+      claimDue: jest.fn().mockResolvedValue(rows),
+      markPublished: jest.fn().mockResolvedValue(undefined),
+      markFailed: jest.fn().mockResolvedValue(undefined),
+      release: jest.fn().mockResolvedValue(undefined),
+    },
+    'repo',
   );
+  const publisher = mockOf<OutboxPublisher>(
+    { publish: jest.fn(publish), connected: jest.fn().mockResolvedValue(true) },
+    'publisher',
+  );
+  const relay = new OutboxRelay(repo, publisher);
   return { relay, repo, publisher };
 }
 

@@ -9,6 +9,7 @@ import ts from 'typescript';
 import { AccountService } from '../../src/auth/account.service';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
+import { waitFor } from '../support/wait-for';
 import type { components, paths } from './schema';
 import { CLIENT_SCHEMA } from './schema-path';
 
@@ -365,16 +366,17 @@ describe('generated client (openapi-typescript + openapi-fetch) against the runn
       },
     );
     expect(confirm.status).toBe(200);
-    let status = paidOrder.status;
-    for (let i = 0; i < 100 && status !== 'CONFIRMED'; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      status = ok(
-        await api.GET('/v1/orders/{id}', {
-          headers: buyer,
-          params: { path: { id: paidOrder.id } },
-        }),
-      ).status;
-    }
+    const status = await waitFor(
+      'the paid order to be confirmed',
+      async () =>
+        ok(
+          await api.GET('/v1/orders/{id}', {
+            headers: buyer,
+            params: { path: { id: paidOrder.id } },
+          }),
+        ).status,
+      { until: (s) => s === 'CONFIRMED' },
+    );
     expect(status).toBe('CONFIRMED');
     const notCancellable = await api.POST('/v1/orders/{id}/cancel', {
       headers: buyer,

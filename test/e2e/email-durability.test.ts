@@ -9,17 +9,10 @@ import { insertProduct, newKey } from '../support/fixtures';
 import { placeOrder } from '../support/orders';
 import { PrivatePostgres } from '../support/private-postgres';
 import { SmtpCapture } from '../support/smtp-capture';
+import { drain } from '../support/drain';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
-
-async function eventually<T>(probe: () => Promise<T>, ok: (v: T) => boolean, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined as T);
-    if ((value !== undefined && ok(value)) || Date.now() > deadline) return value;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+import { waitFor } from '../support/wait-for';
 
 describe('an email that went out stays recorded as sent across a database restart', () => {
   let pg: PrivatePostgres;
@@ -51,6 +44,7 @@ describe('an email that went out stays recorded as sent across a database restar
       await send(message);
       if (message.key.endsWith('.cancellation') && !restarted) {
         await pg.stop();
+        // a deliberate two-second outage (wall-clock time is the point: the worker must ride it out)
         restarted = new Promise((r) => setTimeout(r, 2000)).then(() => pg.start());
       }
     };
@@ -68,14 +62,14 @@ describe('an email that went out stays recorded as sent across a database restar
     );
     expect(cancelled.status).toBe(200);
 
-    await smtp.waitFor(() => smtp.forOrder(orderId), 1);
+    await smtp.awaitMessages(() => smtp.forOrder(orderId), 1);
     // the server has the message; the worker is about to see its answer and run the hook
-    await eventually(async () => restarted, (r) => r !== undefined, 10_000);
-    expect(restarted).toBeDefined();
-    await restarted;
+    const crash = await waitFor('the hook to crash PostgreSQL', () => restarted && { restarted }, { timeoutMs: 10_000 });
+    await crash.restarted;
 
     // the worker records the delivery once the database is back (no lease, no second send)
-    const rows = await eventually(
+    const rows = await waitFor(
+      'the delivery recorded as sent',
       async () =>
         (
           await t.db.pool.query<{ status: string; attempts: number }>(
@@ -83,10 +77,10 @@ describe('an email that went out stays recorded as sent across a database restar
             [orderId],
           )
         ).rows,
-      (r) => r[0]?.status === 'sent',
-      30_000,
+      { until: (r) => r[0]?.status === 'sent', timeoutMs: 30_000, retryErrors: true },
     );
     expect(rows).toEqual([{ status: 'sent', attempts: 1 }]);
+    await drain(worker, t.db.pool);
     expect(smtp.forOrder(orderId).filter((m) => /cancel/i.test(m.subject))).toHaveLength(1);
   });
 });
@@ -126,7 +120,9 @@ describe('a worker that died between the send and the record (.eml transport)', 
           [orderId],
         )
       ).rows[0];
-    expect(await eventually(statusOf, (r) => r?.status === 'sent', 20_000)).toMatchObject({ status: 'sent' });
+    expect(
+      await waitFor('the delivery recorded as sent', statusOf, { until: (r) => r?.status === 'sent', timeoutMs: 20_000 }),
+    ).toMatchObject({ status: 'sent' });
     const file = join(dir, `${orderId}.cancellation.eml`);
     const written = await stat(file);
     const content = await readFile(file, 'utf8');

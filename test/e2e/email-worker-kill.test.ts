@@ -9,10 +9,10 @@ import { registerCustomer } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
 import { Buyer, placeOrder } from '../support/orders';
 import { runScript } from '../support/processes';
+import { drain } from '../support/drain';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { waitFor } from '../support/wait-for';
 
 /**
  * A mail server that records every message's Message-ID as soon as it has the whole message,
@@ -99,15 +99,12 @@ describe('an email whose worker is killed mid-send', () => {
         [orderId],
       )
     ).rows[0];
-  const until = async <T>(what: string, probe: () => Promise<T | undefined>, ms: number): Promise<T> => {
-    const deadline = Date.now() + ms;
-    while (Date.now() < deadline) {
-      const value = await probe();
-      if (value !== undefined) return value;
-      await sleep(100);
-    }
-    throw new Error(`timed out after ${ms} ms waiting for ${what}\n${procs.map((p) => p.output().slice(-3000)).join('\n---\n')}`);
-  };
+  /** waitFor, naming the worker processes' last output when it times out. */
+  const until = <T>(what: string, probe: () => Promise<T | undefined>, ms: number) =>
+    waitFor(what, probe, {
+      timeoutMs: ms,
+      context: () => procs.map((p) => p.output().slice(-3000)).join('\n---\n'),
+    });
 
   beforeAll(async () => {
     mail = await HoldingMailServer.start();
@@ -160,6 +157,7 @@ describe('an email whose worker is killed mid-send', () => {
     const tookMs = Date.now() - killedAt;
     expect(row).toEqual({ status: 'sent', attempts: 2 });
     expect(tookMs).toBeLessThan(30_000);
+    await drain(second, t.db.pool);
     // over SMTP the second attempt cannot know the first got through: the same message again,
     // with the same Message-ID (RFC 5322: one message), never a second distinct one
     expect(mail.received.map((m) => m.messageId)).toEqual([messageId, messageId]);
@@ -209,6 +207,7 @@ describe('an email whose worker is killed mid-send', () => {
       );
       expect(Date.now() - releasedAt).toBeLessThan(10_000);
       expect(await deliveryOf(orderId)).toEqual({ status: 'sent', attempts: 2 });
+      await drain(second, t.db.pool);
       expect(mail.received.filter((m) => m.messageId === `<${key}@shop.example>`)).toHaveLength(1);
     } finally {
       await holder.end();

@@ -15,23 +15,12 @@ import { Session, registerCustomer } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
 import { Buyer, placeOrder } from '../support/orders';
 import { SmtpCapture } from '../support/smtp-capture';
+import { drain } from '../support/drain';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
+import { waitFor } from '../support/wait-for';
 
 const ref = (orderId: string) => orderId.slice(0, 8).toUpperCase();
-
-async function eventually<T>(
-  probe: () => Promise<T>,
-  ok: (v: T) => boolean,
-  timeoutMs = 15_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (ok(value) || Date.now() > deadline) return value;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const deliveriesOf = async (t: TestApp, orderId: string) =>
   (
@@ -104,7 +93,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     const orderId = await twoLineOrder(t, buyer);
     await pay(t, buyer, orderId, 'succeeded');
 
-    const mails = await smtp.waitFor(() => smtp.forOrder(orderId), 2);
+    const mails = await smtp.awaitMessages(() => smtp.forOrder(orderId), 2);
     expect(mails.map((m) => m.subject).sort()).toEqual([
       `Order ${ref(orderId)} confirmed`,
       `Receipt for order ${ref(orderId)}`,
@@ -127,10 +116,9 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
       `We have received your payment of INR 1,732.50 for order ${ref(orderId)}.`,
     );
 
-    const rows = await eventually(
-      () => deliveriesOf(t, orderId),
-      (r) => r.every((d) => d.status === 'sent'),
-    );
+    const rows = await waitFor('both deliveries recorded as sent', () => deliveriesOf(t, orderId), {
+      until: (r) => r.length === 2 && r.every((d) => d.status === 'sent'),
+    });
     expect(rows).toMatchObject([
       { kind: 'order_confirmation', ref: '', recipient: alice.email, status: 'sent', attempts: 1 },
       { kind: 'payment_receipt', ref: '', recipient: alice.email, status: 'sent', attempts: 1 },
@@ -155,7 +143,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     const answers = [...(await Promise.all([deliver(), deliver(), deliver()])), await deliver(), await deliver()];
     expect(answers.every((a) => a.status === 200)).toBe(true);
     await worker.get(PaymentFinalizer).processEvent(events[0].payload.id); // and a job rerun
-    await new Promise((r) => setTimeout(r, 1500));
+    await drain(worker, t.db.pool);
     expect(smtp.forOrder(orderId)).toHaveLength(2);
   }, 30_000);
 
@@ -165,13 +153,13 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     const failed = await twoLineOrder(t, buyer);
     await pay(t, buyer, failed, 'failed');
 
-    const [byCustomer] = await smtp.waitFor(() => smtp.forOrder(asked));
+    const [byCustomer] = await smtp.awaitMessages(() => smtp.forOrder(asked));
     expect(byCustomer.subject).toBe(`Order ${ref(asked)} cancelled`);
     expect(byCustomer.text).toContain(
       `Your order ${ref(asked)} has been cancelled, as you requested.`,
     );
     expect(byCustomer.text).toContain('Total: INR 1,732.50');
-    const [byPayment] = await smtp.waitFor(() => smtp.forOrder(failed));
+    const [byPayment] = await smtp.awaitMessages(() => smtp.forOrder(failed));
     expect(byPayment.text).toContain('because the payment did not go through.');
     expect(byPayment.text).not.toContain('PAYMENT_FAILED');
   }, 30_000);
@@ -194,7 +182,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
       if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(EmailDeliveryBusyError);
     }
     expect(sequential).toEqual(['already-sent', 'already-sent']);
-    await new Promise((r) => setTimeout(r, 300)); // room for a (wrong) second message to arrive
+    await drain(worker, t.db.pool); // anything else this order set off has run
     expect(smtp.forOrder(orderId)).toHaveLength(1);
     expect(await deliveriesOf(t, orderId)).toMatchObject([
       { kind: 'order_confirmation', status: 'sent', attempts: 1 },
@@ -236,40 +224,37 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     await smtp.stop();
     try {
       await cancel(t, buyer, orderId);
-      const failed = await eventually(
-        () => deliveriesOf(t, orderId),
-        (r) => r[0]?.last_error != null,
-      );
+      const failed = await waitFor('the first attempt to fail', () => deliveriesOf(t, orderId), {
+        until: (r) => r[0]?.last_error != null,
+      });
       expect(failed).toMatchObject([{ kind: 'cancellation', status: 'sending', claimed_at: null }]);
       expect(failed[0].last_error).toMatch(/ECONNREFUSED/);
     } finally {
       await smtp.start();
     }
 
-    const mails = await smtp.waitFor(() => smtp.forOrder(orderId), 1, 20_000);
+    const mails = await smtp.awaitMessages(() => smtp.forOrder(orderId), 1, 20_000);
     expect(mails.map((m) => m.subject)).toEqual([`Order ${ref(orderId)} cancelled`]);
-    const rows = await eventually(
-      () => deliveriesOf(t, orderId),
-      (r) => r[0]?.status === 'sent',
-    );
+    const rows = await waitFor('the delivery recorded as sent', () => deliveriesOf(t, orderId), {
+      until: (r) => r[0]?.status === 'sent',
+    });
     expect(rows[0].attempts).toBeGreaterThanOrEqual(2);
 
     // the row is recorded before BullMQ completes the job: wait for the job's own outcome
     const queue = worker.get<Queue>(getQueueToken('email'));
-    const job = await eventually(
-      () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })),
-      (j) => j?.finishedOn != null,
-    );
+    const job = await waitFor('the email job to finish', () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })), {
+      until: (j) => j?.finishedOn != null,
+    });
     expect(job?.returnvalue).toBe('sent');
     expect(job?.attemptsMade).toBeGreaterThanOrEqual(2);
-    await new Promise((r) => setTimeout(r, 300));
+    await drain(worker, t.db.pool);
     expect(smtp.forOrder(orderId)).toHaveLength(1);
   }, 40_000);
 
   it('one refund email per refund, with the amount from the refund row', async () => {
     const orderId = await twoLineOrder(t, buyer);
     await pay(t, buyer, orderId, 'succeeded');
-    await smtp.waitFor(() => smtp.forOrder(orderId), 2);
+    await smtp.awaitMessages(() => smtp.forOrder(orderId), 2);
 
     // the refund feature is built separately: write its rows and events as it will
     const refunds = [
@@ -291,7 +276,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     }
 
     const refundMails = () => smtp.forOrder(orderId).filter((m) => m.subject.startsWith('Refund'));
-    const mails = await smtp.waitFor(refundMails, 2);
+    const mails = await smtp.awaitMessages(refundMails, 2);
     expect(mails.map((m) => m.subject).sort()).toEqual([
       `Refund of INR 100.00 for order ${ref(orderId)}`,
       `Refund of INR 249.00 for order ${ref(orderId)}`,
@@ -311,7 +296,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
       attempts: 1,
     });
     expect(await worker.get(EmailService).send({ ...again, kind: 'refund' })).toBe('already-sent');
-    await new Promise((r) => setTimeout(r, 500));
+    await drain(worker, t.db.pool);
     expect(refundMails()).toHaveLength(2);
     const rows = await deliveriesOf(t, orderId);
     expect(
@@ -350,10 +335,9 @@ describe('order emails without SMTP_URL (development: .eml files)', () => {
     await cancel(t, buyer, orderId);
 
     const file = `${orderId}.cancellation.eml`;
-    const files = await eventually(
-      () => readdir(dir).catch(() => [] as string[]),
-      (f) => f.includes(file),
-    );
+    const files = await waitFor(`${file} in the mail folder`, () => readdir(dir).catch(() => [] as string[]), {
+      until: (f) => f.includes(file),
+    });
     expect(files).toEqual([file]);
     const eml = (await readFile(join(dir, file), 'utf8')).replace(/\r?\n[ \t]+/g, ' '); // unfold headers
     expect(eml).toContain(`To: ${session.email}`);

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildOpenApiDocument } from '../../src/openapi/openapi';
-import { withProbe } from '../support/probe.module';
+import { slowRequestsStarted, withProbe } from '../support/probe.module';
+import { waitFor } from '../support/wait-for';
 import { TestApp, bootTestApp } from '../support/test-app';
 
 describe('foundation: cross-cutting HTTP behaviour', () => {
@@ -139,8 +140,9 @@ describe('foundation: readiness with Redis down', () => {
 describe('foundation: graceful shutdown', () => {
   it('finishes an in-flight request when the app closes', async () => {
     const t = await bootTestApp({ module: withProbe });
+    const before = slowRequestsStarted();
     const inFlight = t.http.get('/v1/__probe/slow');
-    await new Promise((r) => setTimeout(r, 200));
+    await waitFor('the slow request to reach its handler', () => slowRequestsStarted() > before, { intervalMs: 10 });
     const closing = t.close();
     const res = await inFlight;
     await closing;

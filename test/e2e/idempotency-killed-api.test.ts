@@ -5,8 +5,7 @@ import { Buyer, buyers, placeOrder } from '../support/orders';
 import { runScript } from '../support/processes';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { waitFor } from '../support/wait-for';
 
 /**
  * Issue 11, defect 2, the other way a request stops running: its API process is killed (SIGKILL)
@@ -56,12 +55,11 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
       },
       'warn',
     );
-    let ready = 0;
-    for (let i = 0; i < 300 && ready !== 200; i++) {
-      await sleep(100);
-      ready = await fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.status, () => 0);
-    }
-    expect(ready).toBe(200);
+    await waitFor('the second API process to be ready', () => fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.status, () => 0), {
+      until: (status) => status === 200,
+      timeoutMs: 30_000,
+      context: () => api?.output().slice(-3000) ?? '',
+    });
 
     const productId = await insertProduct(db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
@@ -85,14 +83,17 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
     expect(await doomed).toBe(0); // its client never got an answer
     gate.release();
     // PostgreSQL ends the dead process's sessions as soon as it sees their sockets close
-    for (let i = 0; i < 100; i++) {
-      const left = await db.pool.query(
-        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'shop-orders-key-locks'`,
-        [db.name],
-      );
-      if (left.rows[0].n === 0) break;
-      await sleep(50);
-    }
+    await waitFor(
+      "the dead process's key-lock sessions to end",
+      async () =>
+        (
+          await db.pool.query(
+            `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'shop-orders-key-locks'`,
+            [db.name],
+          )
+        ).rows[0].n as number,
+      { until: (n) => n === 0, timeoutMs: 5_000, intervalMs: 50 },
+    );
 
     const retry = await t.http.post(path, {}, { token: alice.token, idempotencyKey: key });
     expect([retry.status, retry.body.code]).toEqual([201, undefined]);

@@ -5,6 +5,7 @@ import { DomainError } from '../../src/common/errors/domain-error';
 import { TransactionHost } from '../../src/database/transaction-host';
 import { IDEMPOTENCY_OUTSIDE_TRANSACTION } from '../../src/idempotency/idempotency.decorator';
 import { IdempotencyInterceptor } from '../../src/idempotency/idempotency.interceptor';
+import { mockOf } from '../support/mocks';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
 
@@ -68,12 +69,11 @@ describe('Idempotency-Key claimed concurrently through two API instances', () =>
       body: { quantity: 1 },
     };
     const reply = { statusCode: 201, header: () => reply, status: () => reply };
-    const context = {
-      getType: () => 'http',
-      getHandler: () => handler,
-      getClass: () => Object,
-      switchToHttp: () => ({ getRequest: () => request, getResponse: () => reply }),
-    } as unknown as ExecutionContext;
+    const http = mockOf<ReturnType<ExecutionContext['switchToHttp']>>({ getRequest: () => request, getResponse: () => reply }, 'http');
+    const context = mockOf<ExecutionContext>(
+      { getType: () => 'http', getHandler: () => handler, getClass: () => Object, switchToHttp: () => http },
+      'context',
+    );
     const next: CallHandler = {
       handle: () =>
         from(

@@ -6,19 +6,9 @@ import { insertProduct, newKey } from '../support/fixtures';
 import { HttpClient } from '../support/http';
 import { freePort, runScript } from '../support/processes';
 import { createTestDatabase, TestDatabase } from '../support/test-database';
+import { waitFor } from '../support/wait-for';
 
 type Line = Record<string, unknown>;
-
-/** Polls `read` until `done` holds (or the deadline passes), returning the last value. */
-async function until<T>(read: () => Promise<T> | T, done: (v: T) => boolean, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let value = await read();
-  while (!done(value) && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 100));
-    value = await read();
-  }
-  return value;
-}
 
 /** The JSON log lines of a process output that mention `needle` (what `grep` would find). */
 const grep = (output: string, needle: string): Line[] =>
@@ -45,12 +35,17 @@ describe('an order’s story in the logs of the API and the worker (real process
     api = runScript('src/main.ts', { ...env, PORT: String(port), HOST: '127.0.0.1' }, 'info');
     worker = runScript('src/worker.ts', env, 'info');
     http = new HttpClient(`http://127.0.0.1:${port}`);
-    const ready = await until(
-      () => fetch(`${http.baseUrl}/health/ready`).then((r) => r.status, () => 0),
-      (s) => s === 200,
-    );
-    expect(ready).toBe(200);
-    await until(worker.output, (o) => o.includes('worker started'));
+    const output = () => `API:\n${api.output().slice(-3000)}\nworker:\n${worker.output().slice(-3000)}`;
+    await waitFor('the API to be ready', () => fetch(`${http.baseUrl}/health/ready`).then((r) => r.status, () => 0), {
+      until: (s) => s === 200,
+      timeoutMs: 30_000,
+      context: output,
+    });
+    await waitFor('the worker to start', worker.output, {
+      until: (o) => o.includes('worker started'),
+      timeoutMs: 30_000,
+      context: output,
+    });
   }, 60_000);
 
   afterAll(async () => {
@@ -85,10 +80,10 @@ describe('an order’s story in the logs of the API and the worker (real process
     );
     expect(confirm.status).toBe(200);
     // the worker finalizes: wait for its last line of the story, not for a time
-    const workerStory = await until(
-      () => grep(worker.output(), orderId),
-      (lines) => lines.some((l) => l.action === 'transition' && l.to === 'CONFIRMED'),
-    );
+    const workerStory = await waitFor('the worker to log the move to CONFIRMED', () => grep(worker.output(), orderId), {
+      until: (lines) => lines.some((l) => l.action === 'transition' && l.to === 'CONFIRMED'),
+      timeoutMs: 30_000,
+    });
     const apiStory = grep(api.output(), orderId);
 
     // API: the command lines (created first, then replayed) and the move to PAYMENT_PENDING

@@ -10,6 +10,7 @@ import { Buyer, buyers, placeOrder } from '../support/orders';
 import { PrivateRedis } from '../support/private-redis';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootPublisherContext, bootTestWorker } from '../support/test-worker';
+import { waitFor } from '../support/wait-for';
 
 const releasesOf = async (t: TestApp, orderId: string) =>
   (
@@ -206,12 +207,12 @@ describe('the worker role end to end', () => {
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
     expect(order.status).toBe(201);
 
-    let status = '';
-    for (let i = 0; i < 80 && status !== 'CANCELLED'; i++) {
-      await new Promise((r) => setTimeout(r, 250));
-      status = (await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token })).body.status;
-    }
-    const got = await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token });
+    // the reservation lasts 10 s of wall-clock time: nothing to drain before then
+    const got = await waitFor('the order to expire', () => t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token }), {
+      until: (res) => res.body.status === 'CANCELLED',
+      timeoutMs: 20_000,
+      intervalMs: 250,
+    });
     expect(got.body).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
   }, 30_000);
@@ -230,12 +231,11 @@ describe('the worker role end to end', () => {
     );
     const newDeadline = rows[0].until.getTime();
 
-    let status = '';
-    while (status !== 'CANCELLED' && Date.now() < newDeadline + 20_000) {
-      await new Promise((r) => setTimeout(r, 200));
-      status = (await t.http.get(`/v1/orders/${order.body.id}`, { token: bob.token })).body.status;
-    }
-    expect(status).toBe('CANCELLED');
+    await waitFor('the order to expire at its new deadline', async () => (await t.http.get(`/v1/orders/${order.body.id}`, { token: bob.token })).body.status, {
+      until: (status) => status === 'CANCELLED',
+      timeoutMs: newDeadline + 20_000 - Date.now(),
+      intervalMs: 200,
+    });
     // the sweeper runs once a minute: expiring within seconds of the new deadline is the job's doing
     expect(Date.now() - newDeadline).toBeLessThan(5_000);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });

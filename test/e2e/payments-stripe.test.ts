@@ -8,8 +8,10 @@ import { Session, createAdmin } from '../support/auth';
 import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
+import { drain } from '../support/drain';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
+import { waitFor } from '../support/wait-for';
 
 /**
  * The Stripe adapter: the real `stripe` SDK against a local fake of the Stripe API, webhooks
@@ -23,26 +25,16 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
   let admin: Session;
 
   const orderOf = async (orderId: string) => (await t.http.get(`/v1/orders/${orderId}`, { token: alice.token })).body;
-  const waitFor = async (orderId: string, done: (o: { status: string }) => boolean) => {
-    for (let i = 0; i < 100; i++) {
-      const o = await orderOf(orderId);
-      if (done(o)) return o;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return orderOf(orderId);
-  };
+  const orderWhen = (orderId: string, what: string, done: (o: { status: string }) => boolean) =>
+    waitFor(`order ${orderId}: ${what}`, () => orderOf(orderId), { until: (o) => done(o) });
   const deliver = (event: Stripe.Event) => {
     const { body, signature } = stripe.signed(event);
     return t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw: body, headers: { 'stripe-signature': signature } });
   };
-  const processed = async (eventId: string) => {
-    for (let i = 0; i < 100; i++) {
-      const r = await t.db.pool.query(`SELECT processed_at FROM webhook_events WHERE id = $1`, [eventId]);
-      if (r.rows[0]?.processed_at) return;
-      await new Promise((res) => setTimeout(res, 100));
-    }
-    throw new Error(`event ${eventId} was not processed`);
-  };
+  const processed = (eventId: string) =>
+    waitFor(`event ${eventId} to be processed`, async () =>
+      (await t.db.pool.query(`SELECT processed_at FROM webhook_events WHERE id = $1`, [eventId])).rows[0]?.processed_at,
+    );
   const count = async (sql: string, params: unknown[]) => (await t.db.pool.query(sql, params)).rows[0].n as number;
   const startPayment = async (orderId: string) => {
     const pay = await t.http.post(`/v1/orders/${orderId}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
@@ -55,7 +47,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const intent = await startPayment(order.body.id);
     const event = stripe.succeed(intent);
     await deliver(event);
-    await waitFor(order.body.id, (o) => o.status === 'CONFIRMED');
+    await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED');
     return { orderId: order.body.id as string, productId: p, intent };
   };
   const refund = (orderId: string, body: unknown, key = newKey()) =>
@@ -92,9 +84,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const event = stripe.succeed(intent);
     const answers = [...(await Promise.all([deliver(event), deliver(event), deliver(event)])), await deliver(event), await deliver(event)];
     expect(answers.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
-    const done = await waitFor(order.body.id, (o) => o.status === 'CONFIRMED');
+    const done = await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED');
     expect(done.status).toBe('CONFIRMED');
     await worker.get(PaymentFinalizer).processEvent(event.id); // a rerun changes nothing
+    await drain(worker, t.db.pool);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 8, reserved: 0 });
     expect(await count(`SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'PAID'`, [order.body.id])).toBe(1);
     expect(await count(`SELECT count(*)::int AS n FROM webhook_events WHERE id = $1`, [event.id])).toBe(1);
@@ -115,8 +108,9 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const intent = await startPayment(order.body.id);
     const event = stripe.decline(intent);
     await Promise.all([deliver(event), deliver(event)]);
-    const done = await waitFor(order.body.id, (o) => o.status === 'CANCELLED');
+    const done = await orderWhen(order.body.id, 'CANCELLED', (o) => o.status === 'CANCELLED');
     expect(done).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
+    await drain(worker, t.db.pool);
     expect(stripe.intent(intent)?.status).toBe('canceled');
     const cancels = stripe.requests.filter((r) => r.path === `/v1/payment_intents/${intent}/cancel`);
     expect(cancels.every((r) => r.idempotencyKey === `order:${order.body.id}:cancel-intent`)).toBe(true);
@@ -134,7 +128,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     );
     const event = stripe.succeed(pi.id);
     await deliver(event);
-    const done = await waitFor(order.body.id, (o) => o.status === 'CONFIRMED');
+    const done = await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED');
     expect(done.status).toBe('CONFIRMED');
     // …then the payment call returns: the same intent, no second one
     expect(await startPayment(order.body.id)).toBe(pi.id);
@@ -154,6 +148,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     await Promise.all([deliver(event), deliver(event)]);
     await processed(event.id);
     await worker.get(PaymentFinalizer).processEvent(event.id); // rerun: still one refund
+    await drain(worker, t.db.pool);
     const refunds = await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id]);
     expect(refunds.rows).toEqual([{ amount: 14000, status: 'succeeded', reason: 'paid_after_cancel' }]);
     const atStripe = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent);
@@ -170,12 +165,11 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const intent = await startPayment(order.body.id);
     const cancelled = await t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() });
     expect(cancelled.status).toBe(200);
-    for (let i = 0; i < 100 && stripe.intent(intent)?.status !== 'canceled'; i++) await new Promise((r) => setTimeout(r, 100));
-    expect(stripe.intent(intent)?.status).toBe('canceled');
+    await waitFor('the intent cancelled at Stripe', () => stripe.intent(intent), { until: (i) => i?.status === 'canceled' });
     const cancels = stripe.requests.filter((r) => r.path === `/v1/payment_intents/${intent}/cancel`);
     expect(cancels.map((r) => r.idempotencyKey)).toEqual(cancels.map(() => `order:${order.body.id}:cancel-intent`));
     // our record follows once the worker has the gateway's answer
-    const o = await waitFor(order.body.id, (x) => (x as { payment?: { status: string } }).payment?.status === 'canceled');
+    const o = await orderWhen(order.body.id, 'payment canceled', (x) => (x as { payment?: { status: string } }).payment?.status === 'canceled');
     expect(o.payment.status).toBe('canceled');
   }, 30_000);
 
@@ -389,7 +383,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const event = stripe.refundFromDashboard(intent, 3000);
       await Promise.all([deliver(event), deliver(event), deliver(event)]);
       await processed(event.id);
-      const o = await waitFor(orderId, (x) => x.status === 'PARTIALLY_REFUNDED');
+      const o = await orderWhen(orderId, 'PARTIALLY_REFUNDED', (x) => x.status === 'PARTIALLY_REFUNDED');
       expect(o).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 3000 } });
       expect(o.payment.refunds).toEqual([expect.objectContaining({ reason: 'external', status: 'succeeded' })]);
     }, 30_000);

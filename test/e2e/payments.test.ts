@@ -4,8 +4,10 @@ import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
 import { createAdmin } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
+import { drain } from '../support/drain';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
+import { waitFor } from '../support/wait-for';
 
 const stripe = new Stripe('sk_test_unused');
 
@@ -16,14 +18,8 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
 
   const statusOf = async (orderId: string) =>
     (await t.http.get(`/v1/orders/${orderId}`, { token: alice.token })).body;
-  const waitFor = async (orderId: string, status: string) => {
-    for (let i = 0; i < 100; i++) {
-      const o = await statusOf(orderId);
-      if (o.status === status) return o;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return statusOf(orderId);
-  };
+  const reaches = (orderId: string, status: string) =>
+    waitFor(`order ${orderId} to be ${status}`, () => statusOf(orderId), { until: (o) => o.status === status });
 
   beforeAll(async () => {
     t = await bootTestApp();
@@ -52,7 +48,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       { token: alice.token },
     );
     expect(confirm.status).toBe(200);
-    const done = await waitFor(order.body.id, 'CONFIRMED');
+    const done = await reaches(order.body.id, 'CONFIRMED');
     expect(done.status).toBe('CONFIRMED');
     expect(done.history.map((h: { to: string }) => h.to)).toEqual([
       'CREATED', 'INVENTORY_RESERVED', 'PAYMENT_PENDING', 'PAID', 'CONFIRMED',
@@ -71,7 +67,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(answers.every((a) => a.status === 200)).toBe(true);
     const finalizer = worker.get(PaymentFinalizer);
     await finalizer.processEvent(ev.id); // a job rerun (e.g. after a crash) changes nothing either
-    await new Promise((r) => setTimeout(r, 500));
+    await drain(worker, t.db.pool);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 8, reserved: 0 });
     const sold = await t.db.pool.query(`SELECT units_sold FROM products WHERE id = $1`, [p]);
     expect(sold.rows[0].units_sold).toBe(2); // popularity counts the sale once
@@ -87,7 +83,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 3 }]);
     const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
     await t.http.post(`/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`, { outcome: 'failed' }, { token: alice.token });
-    const done = await waitFor(order.body.id, 'CANCELLED');
+    const done = await reaches(order.body.id, 'CANCELLED');
     expect(done).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
@@ -115,7 +111,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
     await t.http.post(`/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`, { outcome: 'succeeded' }, { token: alice.token });
-    await waitFor(order.body.id, 'CONFIRMED');
+    await reaches(order.body.id, 'CONFIRMED');
     const refund = (amount?: number) =>
       t.http.post(
         `/v1/admin/orders/${order.body.id}/refunds`,

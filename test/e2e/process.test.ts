@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { ROOT, runScript as run } from '../support/processes';
 import { createTestDatabase, TestDatabase } from '../support/test-database';
+import { waitFor } from '../support/wait-for';
 
 describe('process lifecycle (real node processes)', () => {
   let db: TestDatabase;
@@ -23,24 +24,20 @@ describe('process lifecycle (real node processes)', () => {
   it('serves, then exits 0 on SIGTERM with its pools closed', async () => {
     const port = 30000 + Math.floor(Math.random() * 20000);
     const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1' });
-    let ready = 0;
-    for (let i = 0; i < 150 && ready !== 200; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      ready = await fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.status, () => 0);
-    }
-    expect(ready).toBe(200);
+    await waitFor('the API to be ready', () => fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.status, () => 0), {
+      until: (status) => status === 200,
+      timeoutMs: 30_000,
+      context: () => p.output().slice(-3000),
+    });
 
     // Structured JSON logs carry the request id; credentials never reach them.
     const me = await fetch(`http://127.0.0.1:${port}/v1/me`, {
       headers: { 'x-request-id': 'log-check-0001', authorization: 'Bearer secret-token-xyz' },
     });
     expect(me.status).toBe(401);
-    await new Promise((r) => setTimeout(r, 200));
-    const lines = p
-      .output()
-      .split('\n')
-      .filter((l) => l.includes('log-check-0001'));
-    expect(lines.length).toBeGreaterThan(0);
+    const lines = await waitFor('the request log line', () => p.output().split('\n').filter((l) => l.includes('log-check-0001')), {
+      until: (found) => found.length > 0,
+    });
     for (const line of lines) expect(JSON.parse(line)).toMatchObject({ requestId: 'log-check-0001' });
     expect(p.output()).not.toContain('secret-token-xyz');
     // (That an in-flight request completes during shutdown is proven with a slow route in

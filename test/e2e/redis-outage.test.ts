@@ -11,15 +11,7 @@ import { PrivateRedis } from '../support/private-redis';
 import { SmtpCapture } from '../support/smtp-capture';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
-
-async function until<T>(probe: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (ok(value) || Date.now() > deadline) return value;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+import { waitFor } from '../support/wait-for';
 
 const xff = (ip: string) => ({ headers: { 'x-forwarded-for': ip } });
 
@@ -128,17 +120,18 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     redisDown = false;
 
     // the outbox drains into the queues, and the emails of the paid order go out
-    const mails = await smtp.waitFor(() => smtp.forOrder(orderId), 2, 60_000);
+    const mails = await smtp.awaitMessages(() => smtp.forOrder(orderId), 2, 60_000);
     expect(mails.map((m) => m.subject).sort()).toEqual([
       `Order ${orderId.slice(0, 8).toUpperCase()} confirmed`,
       `Receipt for order ${orderId.slice(0, 8).toUpperCase()}`,
     ]);
-    const backlog = await until(
+    const backlog = await waitFor(
+      'the outbox backlog to be published',
       async () =>
         (
           await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE status <> 'published'`)
         ).rows[0].n as number,
-      (n) => n === 0,
+      { until: (n) => n === 0, timeoutMs: 30_000 },
     );
     expect(backlog).toBe(0);
     const createdEvent = await t.db.pool.query(
@@ -151,24 +144,27 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     expect(paid.body.status).toMatch(/^(PAID|CONFIRMED)$/);
 
     // throttling counts again (login answers, with rate-limit headers), readiness is green
-    const again = await until(
+    const again = await waitFor(
+      'a login to be answered 200 again',
       () => t.http.post('/v1/auth/login', { email: alice.email, password: TEST_PASSWORD }, xff('10.9.0.3')),
-      (r) => r.status === 200,
-      15_000,
+      { until: (r) => r.status === 200, timeoutMs: 15_000 },
     );
     expect(again.status).toBe(200);
     expect(again.headers.get('ratelimit')).toBeTruthy();
-    const readyAgain = await until(() => t.http.get('/health/ready'), (r) => r.status === 200, 15_000);
+    const readyAgain = await waitFor('readiness to be green', () => t.http.get('/health/ready'), {
+      until: (r) => r.status === 200,
+      timeoutMs: 15_000,
+    });
     expect(readyAgain.status).toBe(200);
 
     // the repeatable jobs (sweepers, reconciliation) are back although Redis lost them
     for (const name of ['orders', 'payments', 'catalog', 'maintenance']) {
       const queue = worker.get<Queue>(getQueueToken(name));
       const expected = SCHEDULES.filter((s) => s.job.startsWith(`${name}.`)).map((s) => s.job).sort();
-      const found = await until(
+      const found = await waitFor(
+        `the ${name} job schedulers to be registered again`,
         async () => (await queue.getJobSchedulers()).map((j) => j.key).sort(),
-        (keys) => keys.length === expected.length,
-        15_000,
+        { until: (keys) => keys.length === expected.length, timeoutMs: 15_000 },
       );
       expect(found).toEqual(expected);
     }

@@ -9,8 +9,7 @@ import { PrivatePostgres } from '../support/private-postgres';
 import { TestApp, bootTestApp } from '../support/test-app';
 import type { TestDatabase } from '../support/test-database';
 import { bootTestWorker } from '../support/test-worker';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { waitFor } from '../support/wait-for';
 
 /**
  * Issue 11, defect 5: a refund asked for as PostgreSQL restarted stayed `pending` two minutes after
@@ -29,16 +28,6 @@ describe('a refund whose request a database outage cut off', () => {
   let alice: Buyer;
   let admin: Session;
 
-  /** Polls until `probe` gives a value; the failure names what never happened. */
-  const until = async <T>(what: string, probe: () => Promise<T | undefined>, ms: number): Promise<T> => {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const value = await probe().catch(() => undefined);
-      if (value !== undefined) return value;
-      if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-      await sleep(100);
-    }
-  };
   const deliver = (event: Stripe.Event) => {
     const { body, signature } = stripe.signed(event);
     return t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw: body, headers: { 'stripe-signature': signature } });
@@ -79,7 +68,10 @@ describe('a refund whose request a database outage cut off', () => {
     const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
     expect(pay.status).toBe(201);
     await deliver(stripe.succeed(pay.body.paymentIntentId));
-    await until('the order to be confirmed', async () => ((await orderOf(order.body.id)).status === 'CONFIRMED' ? true : undefined), 20_000);
+    await waitFor('the order to be confirmed', () => orderOf(order.body.id), {
+      until: (o) => o.status === 'CONFIRMED',
+      timeoutMs: 20_000,
+    });
 
     const key = newKey();
     const body = { amount: { amount: 4_000, currency: 'INR' } };
@@ -93,14 +85,11 @@ describe('a refund whose request a database outage cut off', () => {
     await pg.start();
     const recovered = Date.now();
 
-    const settled = await until(
-      'the refund to settle by itself',
-      async () => {
-        const rows = await refundsOf(order.body.id);
-        return rows[0]?.status === 'succeeded' ? rows : undefined;
-      },
-      15_000,
-    );
+    const settled = await waitFor('the refund to settle by itself', () => refundsOf(order.body.id), {
+      until: (rows) => rows[0]?.status === 'succeeded',
+      timeoutMs: 15_000,
+      retryErrors: true, // the pool may still be reconnecting
+    });
     expect(Date.now() - recovered).toBeLessThan(15_000);
     expect(settled).toEqual([{ id: expect.any(String), status: 'succeeded', amount: 4_000 }]);
     const o = await orderOf(order.body.id);

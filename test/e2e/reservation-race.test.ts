@@ -7,6 +7,7 @@ import { StockLine, StockReservationRepository, shortfallsOf } from '../../src/i
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { waitFor } from '../support/wait-for';
 
 /**
  * Issue 11, defect 1: the reservation statement (StockReservationRepository.reserveAllOnCommit)
@@ -58,16 +59,18 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
 
   /** Waits until the reservation statement is blocked on a lock. */
   async function untilTheReservationWaitsForALock(): Promise<void> {
-    for (let i = 0; i < 500; i++) {
-      const { rows } = await t.db.pool.query(
-        `SELECT count(*)::int AS n FROM pg_stat_activity
-          WHERE datname = current_database() AND wait_event_type = 'Lock'
-            AND query LIKE '%FROM inventory_items%FOR UPDATE%'`,
-      );
-      if (rows[0].n > 0) return;
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    throw new Error('the reservation never waited for the row lock');
+    await waitFor(
+      'the reservation to wait for the row lock',
+      async () =>
+        (
+          await t.db.pool.query(
+            `SELECT count(*)::int AS n FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'
+                AND query LIKE '%FROM inventory_items%FOR UPDATE%'`,
+          )
+        ).rows[0].n as number,
+      { until: (n) => n > 0, timeoutMs: 5_000, intervalMs: 10 },
+    );
   }
 
   it('a release committed while the reservation waits for the row is seen: the unit is reserved', async () => {
@@ -132,7 +135,7 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
         if (level && level.onHand < 12) {
           if (await inventory.adjust(productId, 1, 'restock', randomUUID(), clock.now())) seen.restocked++;
         } else {
-          await new Promise((r) => setTimeout(r, 1));
+          await new Promise((r) => setTimeout(r, 1)); // pacing: let the others take the stock
         }
       });
 
@@ -204,7 +207,7 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
         while (Date.now() < until) {
           const level = await inventory.level(productId);
           if (level && level.onHand < 8) await inventory.adjust(productId, 1, 'restock', randomUUID(), clock.now());
-          else await new Promise((r) => setTimeout(r, 5));
+          else await new Promise((r) => setTimeout(r, 5)); // pacing, not a wait before an assertion
         }
       })(),
     ]);

@@ -8,6 +8,7 @@ import { assertStockInvariants, insertProduct, newKey, stockOf } from '../suppor
 import type { HttpResponse } from '../support/http';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { waitFor } from '../support/wait-for';
 
 /**
  * Issue 14, item 1: a checkout of products known to be sold out is refused without a database
@@ -138,10 +139,8 @@ describe('sold-out fast path', () => {
         }
       })();
     const sold = () => attempts.filter((x) => x.status === 201).length;
-    const until = async (cond: () => boolean) => {
-      for (let i = 0; i < 2_000 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
-      if (!cond()) throw new Error('condition never held');
-    };
+    const until = (what: string, cond: () => boolean) =>
+      waitFor(what, cond, { timeoutMs: 10_000, intervalMs: 5, context: () => `${attempts.length} attempts, ${sold()} sold` });
     const timed = async (work: () => Promise<HttpResponse>) => {
       const start = performance.now();
       const res = await work();
@@ -151,21 +150,21 @@ describe('sold-out fast path', () => {
 
     const floods = crowd.slice(10, 22).map((buyer, i) => flood(instances()[i % 2], buyer));
     try {
-      await until(() => attempts.length >= 40);
+      await until('40 attempts', () => attempts.length >= 40);
       const cancel = await timed(() =>
         a.http.post(`/v1/orders/${held[0].body.id}/cancel`, {}, { token: crowd[0].token, idempotencyKey: newKey() }),
       );
       expect(cancel.status).toBe(200);
-      await until(() => sold() >= 1);
+      await until('the released unit to sell', () => sold() >= 1);
       const more = attempts.length;
-      await until(() => attempts.length >= more + 40);
+      await until('40 more attempts', () => attempts.length >= more + 40);
       const restock = await timed(() =>
         b.http.post(`/v1/admin/products/${productId}/stock-adjustments`, { delta: 2, reason: 'delivery' }, { token: admin }),
       );
       expect(restock.status).toBe(200);
-      await until(() => sold() >= 3);
+      await until('the restocked units to sell', () => sold() >= 3);
       const after = attempts.length;
-      await until(() => attempts.length >= after + 40);
+      await until('40 more attempts after the restock', () => attempts.length >= after + 40);
     } finally {
       stop = true;
       await Promise.all(floods);

@@ -3,8 +3,7 @@ import { insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { runScript } from '../support/processes';
 import { TestApp, bootTestApp } from '../support/test-app';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { waitFor } from '../support/wait-for';
 
 /**
  * A worker process killed (SIGKILL) in the middle of a payment job — after Stripe acted on its
@@ -18,15 +17,12 @@ describe('worker killed mid-job (real processes)', () => {
   let env: Record<string, string>;
   const workers: ReturnType<typeof runScript>[] = [];
 
-  const until = async <T>(what: string, probe: () => Promise<T | undefined>, ms = 45_000): Promise<T> => {
-    const deadline = Date.now() + ms;
-    while (Date.now() < deadline) {
-      const value = await probe();
-      if (value !== undefined) return value;
-      await sleep(100);
-    }
-    throw new Error(`timed out waiting for ${what}\n${workers.map((w) => w.output().slice(-3000)).join('\n---\n')}`);
-  };
+  /** waitFor, naming the workers' last output when it times out. */
+  const until = <T>(what: string, probe: () => Promise<T | undefined>) =>
+    waitFor(what, probe, {
+      timeoutMs: 45_000,
+      context: () => workers.map((w) => w.output().slice(-3000)).join('\n---\n'),
+    });
   const startWorker = (metricsPort = 0) => {
     const w = runScript('src/worker.ts', { ...env, WORKER_METRICS_PORT: String(metricsPort) }, 'warn');
     workers.push(w);

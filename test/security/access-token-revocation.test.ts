@@ -4,6 +4,7 @@ import { TEST_PASSWORD, login, registerCustomer } from '../support/auth';
 import type { HttpClient } from '../support/http';
 import { PrivateRedis } from '../support/private-redis';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { waitFor } from '../support/wait-for';
 
 // Issue 10, finding 7: an access token stops working within seconds once its session
 // (refresh-token family) is revoked by logout, a password change or a detected reuse — in every
@@ -17,19 +18,13 @@ const familyClaim = (accessToken: string): string =>
   (JSON.parse(Buffer.from(accessToken.split('.')[1], 'base64url').toString()) as { fam: string })
     .fam;
 
-/** GET /v1/me with the token until it answers `status` (at most `withinMs`); the last status. */
-async function meStatusBecomes(
-  http: HttpClient,
-  token: string,
-  status: number,
-  withinMs = WITHIN_MS,
-): Promise<number> {
-  const deadline = Date.now() + withinMs;
-  for (;;) {
-    const res = await http.get('/v1/me', { token });
-    if (res.status === status || Date.now() > deadline) return res.status;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** GET /v1/me with the token until it answers `status` (at most `withinMs`). */
+function meStatusBecomes(http: HttpClient, token: string, status: number, withinMs = WITHIN_MS): Promise<number> {
+  return waitFor(`GET /v1/me to answer ${status}`, async () => (await http.get('/v1/me', { token })).status, {
+    until: (s) => s === status,
+    timeoutMs: withinMs,
+    intervalMs: 50,
+  });
 }
 
 const meStatus = async (http: HttpClient, token: string) =>

@@ -12,6 +12,7 @@ const fromClient = (ip: string) => ({ headers: { 'x-forwarded-for': ip } });
 const signIn = (t: TestApp, email: string, password: string, ip: string) =>
   t.http.post('/v1/auth/login', { email, password }, fromClient(ip));
 const retryAfter = (res: { headers: Headers }) => Number(res.headers.get('retry-after'));
+/** Lets the lockout's Retry-After pass: wall-clock time is what the test is about. */
 const waitSeconds = (s: number) => new Promise((resolve) => setTimeout(resolve, s * 1000 + 50));
 
 describe('login: failures slow the guesser down, never the owner (two API instances, one Redis)', () => {

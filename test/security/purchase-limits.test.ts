@@ -4,6 +4,7 @@ import { insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
+import { waitFor } from '../support/wait-for';
 
 /**
  * Issue 10, finding 4 (OWASP API6, unrestricted access to a sensitive business flow): one customer
@@ -49,14 +50,12 @@ describe('per-customer purchase limits', () => {
     return rows[0] as { orders: number; maxUnits: number };
   }
 
-  async function waitForStatus(buyer: Buyer, orderId: string, wanted: string[]): Promise<string> {
-    let status = '';
-    for (let i = 0; i < 150; i++) {
-      status = (await t.http.get(`/v1/orders/${orderId}`, { token: buyer.token })).body.status;
-      if (wanted.includes(status)) return status;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return status;
+  function waitForStatus(buyer: Buyer, orderId: string, wanted: string[]): Promise<string> {
+    return waitFor(
+      `order ${orderId} to be ${wanted.join(' or ')}`,
+      async () => (await t.http.get(`/v1/orders/${orderId}`, { token: buyer.token })).body.status as string,
+      { until: (status) => wanted.includes(status) },
+    );
   }
 
   it('is on by default: 5 units per product, 3 open unpaid orders', () => {

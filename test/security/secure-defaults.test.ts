@@ -19,6 +19,7 @@ import { HttpResponse } from '../support/http';
 import { freePort, runScript } from '../support/processes';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { createTestDatabase } from '../support/test-database';
+import { waitFor } from '../support/wait-for';
 
 /** The development secrets that were built into the source (public, hence never trusted). */
 const BUILT_IN = {
@@ -191,14 +192,15 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
           'warn',
         );
         // Either it exits, or (the bug) it comes up and serves: never wait out a timer.
-        const serving = (async () => {
-          while (p.proc.exitCode === null) {
+        const serving = waitFor(
+          'the process to exit or to serve',
+          async () => {
+            if (p.proc.exitCode !== null) return 'exited';
             const ok = await fetch(`http://127.0.0.1:${port}/health/live`).then((r) => r.ok, () => false);
-            if (ok) return 'still serving';
-            await new Promise((r) => setTimeout(r, 250));
-          }
-          return 'exited';
-        })();
+            return ok ? 'still serving' : undefined;
+          },
+          { timeoutMs: 60_000, intervalMs: 250 },
+        );
         const first = await Promise.race([p.exited.then((code) => `exit ${code}`), serving]);
         if (first === 'still serving') {
           p.proc.kill('SIGKILL');

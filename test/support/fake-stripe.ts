@@ -171,7 +171,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       livemode: false,
       pending_webhooks: 1,
       request: { id: null, idempotency_key: null },
-    } as unknown as Stripe.Event;
+    } as Stripe.Event;
   }
 
   function createIntent(body: Obj): Obj {
@@ -549,7 +549,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     },
     intent(id) {
       const pi = intents.get(id);
-      return pi && (clone(pi) as unknown as Stripe.PaymentIntent);
+      return pi && (clone(pi) as Stripe.PaymentIntent);
     },
     client(config = {}) {
       return new Stripe(secretKey, {

@@ -1,6 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import Redis from 'ioredis';
+import { waitFor } from './wait-for';
 
 /** A throwaway redis-server of our own, so a test can stop and restart "Redis" safely. */
 export class PrivateRedis {
@@ -25,19 +26,19 @@ export class PrivateRedis {
       ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
       { stdio: 'ignore' },
     );
-    for (let i = 0; i < 100; i++) {
-      const c = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      try {
-        await c.connect();
-        await c.ping();
-        c.disconnect();
-        return;
-      } catch {
-        c.disconnect();
-        await new Promise((res) => setTimeout(res, 50));
-      }
-    }
-    throw new Error('private redis-server did not start');
+    await waitFor(
+      `the private redis-server on port ${this.port} to answer`,
+      async () => {
+        const c = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+        try {
+          await c.connect();
+          return (await c.ping()) === 'PONG';
+        } finally {
+          c.disconnect();
+        }
+      },
+      { timeoutMs: 10_000, intervalMs: 50, retryErrors: true },
+    );
   }
 
   async down(): Promise<void> {

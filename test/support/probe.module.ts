@@ -18,6 +18,10 @@ class EchoDto {
   note!: string;
 }
 
+let slowStarted = 0;
+/** How many GET /v1/__probe/slow requests have reached their handler (in this process). */
+export const slowRequestsStarted = (): number => slowStarted;
+
 /** Test-only routes that exercise the cross-cutting stack (never part of the real app). */
 @Public()
 @Controller('v1/__probe')
@@ -41,6 +45,8 @@ class ProbeController {
 
   @Get('slow')
   async slow(): Promise<{ done: true }> {
+    slowStarted++;
+    // deliberately slow (wall-clock): a request still running when the app is told to close
     await new Promise((r) => setTimeout(r, 1500));
     return { done: true };
   }

@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
+import { waitFor } from './wait-for';
 
 /** One message as the mail server received it, with the parts tests look at decoded. */
 export interface CapturedMail {
@@ -76,17 +77,13 @@ export class SmtpCapture {
   }
 
   /** Waits until `select()` returns at least `count` messages (and returns them). */
-  async waitFor(
-    select: () => CapturedMail[],
-    count = 1,
-    timeoutMs = 15_000,
-  ): Promise<CapturedMail[]> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = select();
-      if (found.length >= count || Date.now() > deadline) return found;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+  awaitMessages(select: () => CapturedMail[], count = 1, timeoutMs = 15_000): Promise<CapturedMail[]> {
+    return waitFor(`${count} message(s) at the SMTP server`, select, {
+      until: (found) => found.length >= count,
+      timeoutMs,
+      intervalMs: 50,
+      context: () => `all subjects received: ${JSON.stringify(this.messages.map((m) => m.subject))}`,
+    });
   }
 }
 
