@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { SqlFragment, sql } from '../database/sql-fragment';
 import { TransactionHost } from '../database/transaction-host';
 import { CancellationReason, HOLDS_RESERVATION, OrderStatus, sourcesOf } from './order-state-machine';
 import { Order, OrderLine, OrderWithHistory, PaymentSummary, StatusChange } from './order.model';
@@ -62,53 +63,38 @@ const COLUMNS = `id, user_id, status, cancellation_reason, currency, total_amoun
 export class OrderRepository {
   constructor(private readonly tx: TransactionHost) {}
 
-  /** Placeholders insert() uses; a statement passed to it numbers its own after these. */
-  static readonly INSERT_PARAMS = 17;
-
   /**
-   * The order, its lines, its first history rows — and `alongside` (e.g. the outbox event) —
-   * in one statement, sent in the COMMIT's message (TransactionHost.sendWithCommit): nothing
-   * reads the new order back inside its transaction, so it costs no round trip of its own.
-   * Every placeholder is cast, as the values are inlined.
+   * The order, its lines, its first history rows — and `alongside` (e.g. the outbox event, a
+   * fragment with placeholders of its own) — in one statement, sent in the COMMIT's message
+   * (TransactionHost.sendWithCommit): nothing reads the new order back inside its transaction,
+   * so it costs no round trip of its own. Every placeholder is cast, as the values are inlined.
    */
-  insertOnCommit(order: NewOrder, alongside?: { sql: string; params: unknown[] }): void {
-    this.tx.sendWithCommit(
-      `WITH ${alongside ? `extra AS (${alongside.sql}), ` : ''}o AS (
+  insertOnCommit(order: NewOrder, alongside?: SqlFragment): void {
+    // raw SQL: hot path of bench:flash-sale (the checkout's order statement, sent in COMMIT's
+    // message: orders + order_items + order_status_history + outbox in one statement, see
+    // docs/BENCHMARKS.md)
+    const statement = sql`WITH ${alongside ? sql`extra AS (${alongside}), ` : sql``}o AS (
          INSERT INTO orders (id, user_id, status, currency, total_amount, reservation_expires_at,
                              created_at, updated_at)
-         VALUES ($1::uuid, $2::uuid, $3::text, $4::text, $5::bigint, $6::timestamptz,
-                 $7::timestamptz, $7::timestamptz)
+         VALUES (${order.id}::uuid, ${order.userId}::uuid, ${order.status}::text, ${order.currency}::text,
+                 ${order.totalAmount}::bigint, ${order.reservationExpiresAt}::timestamptz,
+                 ${order.createdAt}::timestamptz, ${order.createdAt}::timestamptz)
          RETURNING id
        ), lines AS (
          INSERT INTO order_items (order_id, product_id, sku, name, quantity, unit_price_amount,
                                   line_total_amount)
-         SELECT o.id, l.* FROM o, unnest($8::uuid[], $9::text[], $10::text[], $11::int[],
-                                         $12::bigint[], $13::bigint[]) AS l
+         SELECT o.id, l.* FROM o, unnest(${order.items.map((i) => i.productId)}::uuid[],
+                                         ${order.items.map((i) => i.sku)}::text[],
+                                         ${order.items.map((i) => i.name)}::text[],
+                                         ${order.items.map((i) => i.quantity)}::int[],
+                                         ${order.items.map((i) => i.unitPriceAmount)}::bigint[],
+                                         ${order.items.map((i) => i.lineTotalAmount)}::bigint[]) AS l
        )
        INSERT INTO order_status_history (order_id, from_status, to_status, reason, actor, created_at)
-       SELECT o.id, h.f, h.t, h.r, $17::text, $7::timestamptz
-         FROM o, unnest($14::text[], $15::text[], $16::text[]) AS h(f, t, r)`,
-      [
-        order.id,
-        order.userId,
-        order.status,
-        order.currency,
-        order.totalAmount,
-        order.reservationExpiresAt,
-        order.createdAt,
-        order.items.map((i) => i.productId),
-        order.items.map((i) => i.sku),
-        order.items.map((i) => i.name),
-        order.items.map((i) => i.quantity),
-        order.items.map((i) => i.unitPriceAmount),
-        order.items.map((i) => i.lineTotalAmount),
-        order.history.map((h) => h.from),
-        order.history.map((h) => h.to),
-        order.history.map((h) => h.reason),
-        order.actor,
-        ...(alongside?.params ?? []),
-      ],
-    );
+       SELECT o.id, h.f, h.t, h.r, ${order.actor}::text, ${order.createdAt}::timestamptz
+         FROM o, unnest(${order.history.map((h) => h.from)}::text[], ${order.history.map((h) => h.to)}::text[],
+                        ${order.history.map((h) => h.reason)}::text[]) AS h(f, t, r)`;
+    this.tx.sendWithCommit(statement.text, [...statement.params]);
   }
 
   /**
