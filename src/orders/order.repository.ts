@@ -1,32 +1,19 @@
 import { Injectable } from '@nestjs/common';
+import { EntityManager, In, IsNull, LessThanOrEqual, Not } from 'typeorm';
+import { toSafeInt } from '../common/money/safe-int';
 import { SqlFragment, sql } from '../database/sql-fragment';
 import { TransactionHost } from '../database/transaction-host';
-import { CancellationReason, HOLDS_RESERVATION, OrderStatus, sourcesOf } from './order-state-machine';
+import { OrderItemEntity } from './entities/order-item.entity';
+import { OrderStatusHistoryEntity } from './entities/order-status-history.entity';
+import { OrderEntity } from './entities/order.entity';
+import {
+  CancellationReason,
+  HOLDS_RESERVATION,
+  OrderStatus,
+  requiresReason,
+  sourcesOf,
+} from './order-state-machine';
 import { Order, OrderLine, OrderWithHistory, PaymentSummary, StatusChange } from './order.model';
-import { toSafeInt } from '../common/money/safe-int';
-
-interface OrderRow {
-  id: string;
-  user_id: string;
-  status: OrderStatus;
-  cancellation_reason: CancellationReason | null;
-  currency: string;
-  total_amount: string;
-  refunded_amount: string;
-  reservation_expires_at: Date | null;
-  created_at: Date;
-  updated_at: Date;
-}
-
-interface LineRow {
-  order_id: string;
-  product_id: string;
-  sku: string;
-  name: string;
-  quantity: number;
-  unit_price_amount: string;
-  line_total_amount: string;
-}
 
 export interface NewOrder {
   id: string;
@@ -43,22 +30,49 @@ export interface NewOrder {
 
 export interface Transition {
   to: OrderStatus;
-  reason?: string | null;
+  /** Recorded in the history; also the order's cancellation reason when `to` requires one. */
+  reason?: CancellationReason | null;
   actor: string;
   at: Date;
   /** Extra guard, e.g. only expire when the deadline has really passed. */
   reservationDueBy?: Date;
 }
 
-export interface PageCursor {
-  createdAt: Date;
-  id: string;
-}
+const toLine = (i: OrderItemEntity): OrderLine => ({
+  productId: i.productId,
+  sku: i.sku,
+  name: i.name,
+  quantity: i.quantity,
+  unitPriceAmount: i.unitPriceAmount,
+  lineTotalAmount: i.lineTotalAmount,
+});
 
-const COLUMNS = `id, user_id, status, cancellation_reason, currency, total_amount, refunded_amount,
-  reservation_expires_at, created_at, updated_at`;
+const toOrder = (o: OrderEntity, items: OrderItemEntity[]): Order => ({
+  id: o.id,
+  userId: o.userId,
+  status: o.status,
+  cancellationReason: o.cancellationReason,
+  currency: o.currency,
+  totalAmount: o.totalAmount,
+  refundedAmount: o.refundedAmount,
+  reservationExpiresAt: o.reservationExpiresAt,
+  createdAt: o.createdAt,
+  updatedAt: o.updatedAt,
+  items: items.map(toLine),
+});
 
-/** The only place that builds SQL for orders, their lines and their status history. */
+const toStatusChange = (h: OrderStatusHistoryEntity): StatusChange => ({
+  from: h.fromStatus,
+  to: h.toStatus,
+  reason: h.reason,
+  actor: h.actor,
+  at: h.createdAt,
+});
+
+/**
+ * Orders, their lines and their status history (OrderEntity, OrderItemEntity,
+ * OrderStatusHistoryEntity): the only code that writes these tables.
+ */
 @Injectable()
 export class OrderRepository {
   constructor(private readonly tx: TransactionHost) {}
@@ -99,46 +113,53 @@ export class OrderRepository {
 
   /**
    * Moves the order to `to` only if its current status is one the transition table allows
-   * (`UPDATE … WHERE status = ANY(:from)`), and records the change. Returns the previous status,
-   * or null when the guard did not match (someone else already moved it, or it may not move).
+   * (`UPDATE … WHERE status IN (:from)`, from `sourcesOf(to)`), and records the change. The order's
+   * row is locked first, so the status read is the one the guard sees. Returns the previous
+   * status, or null when the guard did not match (someone else already moved it, or it may not
+   * move). Inside a transaction only.
    */
   async transition(orderId: string, t: Transition): Promise<OrderStatus | null> {
-    const from = sourcesOf(t.to);
-    const rows: { previous: OrderStatus }[] = await this.tx.query(
-      `UPDATE orders o
-          SET status = $2,
-              cancellation_reason = CASE WHEN $2 = 'CANCELLED' THEN $4 ELSE o.cancellation_reason END,
-              updated_at = $5
-         FROM (SELECT id, status AS previous FROM orders WHERE id = $1 FOR UPDATE) prev
-        WHERE o.id = prev.id
-          AND o.status = ANY($3::text[])
-          AND ($6::timestamptz IS NULL OR o.reservation_expires_at <= $6)
-       RETURNING prev.previous`,
-      [orderId, t.to, from, t.reason ?? null, t.at, t.reservationDueBy ?? null],
-    );
-    const previous = rows[0]?.previous;
-    if (!previous) return null;
-    await this.tx.query(
-      `INSERT INTO order_status_history (order_id, from_status, to_status, reason, actor, created_at)
-       VALUES ($1, $2, $3, $4, $5, $6)`,
-      [orderId, previous, t.to, t.reason ?? null, t.actor, t.at],
-    );
-    return previous;
+    return this.tx.withManager(async (m) => {
+      const previous = await this.lockStatus(m, orderId);
+      if (!previous) return null;
+      const update = m
+        .createQueryBuilder()
+        .update(OrderEntity)
+        .set({
+          status: t.to,
+          updatedAt: t.at,
+          ...(requiresReason(t.to) ? { cancellationReason: t.reason ?? null } : {}),
+        })
+        .where('id = :orderId', { orderId })
+        .andWhere('status IN (:...from)', { from: sourcesOf(t.to) });
+      if (t.reservationDueBy) {
+        update.andWhere('reservation_expires_at <= :dueBy', { dueBy: t.reservationDueBy });
+      }
+      if (!(await update.execute()).affected) return null;
+      await this.recordChange(m, orderId, { from: previous, to: t.to, reason: t.reason ?? null, actor: t.actor, at: t.at });
+      return previous;
+    });
   }
 
-  /** Pushes the reservation deadline out (never in) while a payment is in flight. */
+  /** Pushes the reservation deadline out (never in) while the order still holds its reservation. */
   async extendReservation(orderId: string, until: Date): Promise<void> {
-    await this.tx.query(
-      `UPDATE orders SET reservation_expires_at = greatest(reservation_expires_at, $2)
-        WHERE id = $1 AND status IN ('INVENTORY_RESERVED', 'PAYMENT_PENDING')`,
-      [orderId, until],
+    await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .update(OrderEntity)
+        .set({ reservationExpiresAt: () => 'greatest(reservation_expires_at, :until)' })
+        .where('id = :orderId')
+        .andWhere('status IN (:...holding)')
+        .setParameters({ orderId, until, holding: HOLDS_RESERVATION })
+        .execute(),
     );
   }
 
   /**
-   * Adds a refund to the order, guarded in one statement: only after PAID, and never beyond
-   * the total (the CHECK constraint backs this too). The status becomes REFUNDED when the
-   * whole total is refunded, else PARTIALLY_REFUNDED. Returns null when the guard refused.
+   * Adds a refund to the order, guarded in one statement: only from a status the table lets reach
+   * PARTIALLY_REFUNDED (after PAID), and never beyond the total (the CHECK constraint backs this
+   * too). The status becomes REFUNDED when the whole total is refunded, else PARTIALLY_REFUNDED.
+   * Returns null when the guard refused. Inside a transaction only.
    */
   async applyRefund(
     orderId: string,
@@ -146,60 +167,48 @@ export class OrderRepository {
     actor: string,
     at: Date,
   ): Promise<{ previous: OrderStatus; status: OrderStatus } | null> {
-    const rows: { previous: OrderStatus; status: OrderStatus }[] = await this.tx.query(
-      `UPDATE orders o
-          SET refunded_amount = o.refunded_amount + $2,
-              status = CASE WHEN o.refunded_amount + $2 = o.total_amount
-                            THEN 'REFUNDED' ELSE 'PARTIALLY_REFUNDED' END,
-              updated_at = $3
-         FROM (SELECT id, status AS previous FROM orders WHERE id = $1 FOR UPDATE) prev
-        WHERE o.id = prev.id
-          AND o.status = ANY($4::text[])
-          AND $2 > 0
-          AND o.refunded_amount + $2 <= o.total_amount
-       RETURNING prev.previous, o.status`,
-      [orderId, amount, at, sourcesOf('PARTIALLY_REFUNDED')],
-    );
-    const row = rows[0];
-    if (!row) return null;
-    await this.tx.query(
-      `INSERT INTO order_status_history (order_id, from_status, to_status, reason, actor, created_at)
-       VALUES ($1, $2, $3, $4, $5, $6)`,
-      [orderId, row.previous, row.status, `refund ${amount}`, actor, at],
-    );
-    return row;
+    const full: OrderStatus = 'REFUNDED';
+    const partial: OrderStatus = 'PARTIALLY_REFUNDED';
+    return this.tx.withManager(async (m) => {
+      const previous = await this.lockStatus(m, orderId);
+      if (!previous) return null;
+      const result = await m
+        .createQueryBuilder()
+        .update(OrderEntity)
+        .set({
+          refundedAmount: () => 'refunded_amount + CAST(:amount AS bigint)',
+          status: () => 'CASE WHEN refunded_amount + CAST(:amount AS bigint) = total_amount THEN :full ELSE :partial END',
+          updatedAt: at,
+        })
+        .where('id = :orderId')
+        .andWhere('status IN (:...from)')
+        .andWhere('CAST(:amount AS bigint) > 0')
+        .andWhere('refunded_amount + CAST(:amount AS bigint) <= total_amount')
+        .setParameters({ orderId, amount, full, partial, from: sourcesOf(partial) })
+        .returning(['status'])
+        .execute();
+      const row = (result.raw as { status: OrderStatus }[])[0];
+      if (!row) return null;
+      await this.recordChange(m, orderId, { from: previous, to: row.status, reason: `refund ${amount}`, actor, at });
+      return { previous, status: row.status };
+    });
   }
 
+  /** The order with its lines (by product id) and its status history (oldest first). */
   async findById(id: string): Promise<OrderWithHistory | null> {
-    const rows: OrderRow[] = await this.tx.query(
-      `SELECT ${COLUMNS} FROM orders WHERE id = $1`,
-      [id],
+    const order = await this.tx.withManager((m) =>
+      m
+        .getRepository(OrderEntity)
+        .createQueryBuilder('o')
+        .leftJoinAndSelect('o.items', 'i')
+        .leftJoinAndSelect('o.history', 'h')
+        .where('o.id = :id', { id })
+        .orderBy('i.productId')
+        .addOrderBy('h.id')
+        .getOne(),
     );
-    if (!rows[0]) return null;
-    const [order] = await this.withLines(rows);
-    const history: {
-      from_status: OrderStatus | null;
-      to_status: OrderStatus;
-      reason: string | null;
-      actor: string;
-      created_at: Date;
-    }[] = await this.tx.query(
-      `SELECT from_status, to_status, reason, actor, created_at
-         FROM order_status_history WHERE order_id = $1 ORDER BY id`,
-      [id],
-    );
-    return {
-      ...order,
-      history: history.map(
-        (h): StatusChange => ({
-          from: h.from_status,
-          to: h.to_status,
-          reason: h.reason,
-          actor: h.actor,
-          at: h.created_at,
-        }),
-      ),
-    };
+    if (!order) return null;
+    return { ...toOrder(order, order.items ?? []), history: (order.history ?? []).map(toStatusChange) };
   }
 
   /** The order's payment and refunds, for its detail view; null before a payment started. */
@@ -238,41 +247,53 @@ export class OrderRepository {
     };
   }
 
-  /** Newest first, keyset-paginated on (created_at, id); optional owner and status filters. */
+  /**
+   * Newest first, keyset-paginated on (created_at, id) — the `orders_*recent_idx` indexes; optional
+   * owner and status filters. `after` is the last order of the previous page.
+   */
   async page(
     filter: { userId?: string; status?: OrderStatus },
     limit: number,
-    after: PageCursor | null,
+    after: { createdAt: Date; id: string } | null,
   ): Promise<Order[]> {
-    const rows: OrderRow[] = await this.tx.query(
-      `SELECT ${COLUMNS} FROM orders
-        WHERE ($1::uuid IS NULL OR user_id = $1)
-          AND ($2::text IS NULL OR status = $2)
-          AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
-        ORDER BY created_at DESC, id DESC
-        LIMIT $5`,
-      [
-        filter.userId ?? null,
-        filter.status ?? null,
-        after?.createdAt ?? null,
-        after?.id ?? null,
-        limit,
-      ],
-    );
-    return this.withLines(rows);
+    return this.tx.withManager(async (m) => {
+      const query = m
+        .getRepository(OrderEntity)
+        .createQueryBuilder('o')
+        .orderBy('o.createdAt', 'DESC')
+        .addOrderBy('o.id', 'DESC')
+        .limit(limit);
+      if (filter.userId) query.andWhere('o.userId = :userId', { userId: filter.userId });
+      if (filter.status) query.andWhere('o.status = :status', { status: filter.status });
+      if (after) {
+        query.andWhere('(o.createdAt, o.id) < (:afterCreatedAt, CAST(:afterId AS uuid))', {
+          afterCreatedAt: after.createdAt,
+          afterId: after.id,
+        });
+      }
+      const orders = await query.getMany();
+      if (orders.length === 0) return [];
+      const items = await m.getRepository(OrderItemEntity).find({
+        where: { orderId: In(orders.map((o) => o.id)) },
+        order: { orderId: 'ASC', productId: 'ASC' },
+      });
+      const byOrder = new Map<string, OrderItemEntity[]>();
+      for (const item of items) byOrder.set(item.orderId, [...(byOrder.get(item.orderId) ?? []), item]);
+      return orders.map((o) => toOrder(o, byOrder.get(o.id) ?? []));
+    });
   }
 
-  /** Unpaid orders whose reservation window has passed (for the sweeper). */
+  /** Orders still holding their reservation whose window has passed (for the sweeper), oldest first. */
   async findOverdueReservations(now: Date, limit: number): Promise<string[]> {
-    const rows: { id: string }[] = await this.tx.query(
-      `SELECT id FROM orders
-        WHERE status IN ('INVENTORY_RESERVED', 'PAYMENT_PENDING')
-          AND reservation_expires_at <= $1
-        ORDER BY reservation_expires_at
-        LIMIT $2`,
-      [now, limit],
+    const due = await this.tx.withManager((m) =>
+      m.getRepository(OrderEntity).find({
+        select: { id: true },
+        where: { status: In(HOLDS_RESERVATION), reservationExpiresAt: LessThanOrEqual(now) },
+        order: { reservationExpiresAt: 'ASC' },
+        take: limit,
+      }),
     );
-    return rows.map((r) => r.id);
+    return due.map((o) => o.id);
   }
 
   /**
@@ -280,46 +301,37 @@ export class OrderRepository {
    * a payment in flight extends it, so an expiry job that ran early learns when to look again.
    */
   async findReservationDeadline(id: string): Promise<Date | null> {
-    const rows: { until: Date }[] = await this.tx.query(
-      `SELECT reservation_expires_at AS until FROM orders
-        WHERE id = $1 AND status = ANY($2::text[]) AND reservation_expires_at IS NOT NULL`,
-      [id, HOLDS_RESERVATION],
+    const order = await this.tx.withManager((m) =>
+      m.getRepository(OrderEntity).findOne({
+        select: { id: true, reservationExpiresAt: true },
+        where: { id, status: In(HOLDS_RESERVATION), reservationExpiresAt: Not(IsNull()) },
+      }),
     );
-    return rows[0]?.until ?? null;
+    return order?.reservationExpiresAt ?? null;
   }
 
-  private async withLines(rows: OrderRow[]): Promise<Order[]> {
-    if (rows.length === 0) return [];
-    const lines: LineRow[] = await this.tx.query(
-      `SELECT order_id, product_id, sku, name, quantity, unit_price_amount, line_total_amount
-         FROM order_items WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, product_id`,
-      [rows.map((r) => r.id)],
-    );
-    const byOrder = new Map<string, OrderLine[]>();
-    for (const l of lines) {
-      const list = byOrder.get(l.order_id) ?? [];
-      list.push({
-        productId: l.product_id,
-        sku: l.sku,
-        name: l.name,
-        quantity: l.quantity,
-        unitPriceAmount: toSafeInt(l.unit_price_amount),
-        lineTotalAmount: toSafeInt(l.line_total_amount),
-      });
-      byOrder.set(l.order_id, list);
-    }
-    return rows.map((r) => ({
-      id: r.id,
-      userId: r.user_id,
-      status: r.status,
-      cancellationReason: r.cancellation_reason,
-      currency: r.currency.trim(),
-      totalAmount: toSafeInt(r.total_amount),
-      refundedAmount: toSafeInt(r.refunded_amount),
-      reservationExpiresAt: r.reservation_expires_at,
-      createdAt: r.created_at,
-      updatedAt: r.updated_at,
-      items: byOrder.get(r.id) ?? [],
-    }));
+  /** The order's status, its row locked until the transaction ends (the guarded updates' read). */
+  private async lockStatus(m: EntityManager, orderId: string): Promise<OrderStatus | null> {
+    const order = await m.getRepository(OrderEntity).findOne({
+      select: { id: true, status: true },
+      where: { id: orderId },
+      lock: { mode: 'pessimistic_write' },
+    });
+    return order?.status ?? null;
+  }
+
+  private async recordChange(
+    m: EntityManager,
+    orderId: string,
+    change: { from: OrderStatus; to: OrderStatus; reason: string | null; actor: string; at: Date },
+  ): Promise<void> {
+    await m.getRepository(OrderStatusHistoryEntity).insert({
+      orderId,
+      fromStatus: change.from,
+      toStatus: change.to,
+      reason: change.reason,
+      actor: change.actor,
+      createdAt: change.at,
+    });
   }
 }
