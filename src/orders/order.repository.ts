@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { EntityManager, In, IsNull, LessThanOrEqual, Not } from 'typeorm';
+import { EntityManager, In, IsNull, LessThanOrEqual, Not, SelectQueryBuilder } from 'typeorm';
 import { toSafeInt } from '../common/money/safe-int';
 import { SqlFragment, sql } from '../database/sql-fragment';
 import { TransactionHost } from '../database/transaction-host';
@@ -10,6 +10,7 @@ import {
   CancellationReason,
   HOLDS_RESERVATION,
   OrderStatus,
+  PAID_STATUSES,
   requiresReason,
   sourcesOf,
 } from './order-state-machine';
@@ -71,7 +72,8 @@ const toStatusChange = (h: OrderStatusHistoryEntity): StatusChange => ({
 
 /**
  * Orders, their lines and their status history (OrderEntity, OrderItemEntity,
- * OrderStatusHistoryEntity): the only code that writes these tables.
+ * OrderStatusHistoryEntity): the only code that writes these tables. Other modules read orders
+ * through the methods at the end of the class.
  */
 @Injectable()
 export class OrderRepository {
@@ -333,5 +335,84 @@ export class OrderRepository {
       actor: change.actor,
       createdAt: change.at,
     });
+  }
+
+  // ---- Reads for other modules: they ask here instead of reading the orders tables themselves.
+
+  /** Whether the order exists (payments: refuses to pay or refund an unknown order). */
+  async exists(orderId: string): Promise<boolean> {
+    return this.tx.withManager((m) => m.getRepository(OrderEntity).existsBy({ id: orderId }));
+  }
+
+  /**
+   * The ids of the orders in one of `statuses`, as a subquery for another module's statement on
+   * the same manager (payments: the payments of orders still PAYMENT_PENDING), e.g.
+   * `qb.andWhere(\`p.order_id IN (${sub.getQuery()})\`).setParameters(sub.getParameters())`.
+   * Its one parameter is named `orderStatuses`.
+   */
+  idsInStatusQuery(m: EntityManager, statuses: readonly OrderStatus[]): SelectQueryBuilder<OrderEntity> {
+    return m
+      .getRepository(OrderEntity)
+      .createQueryBuilder('status_order')
+      .select('status_order.id')
+      .where('status_order.status IN (:...orderStatuses)', { orderStatuses: statuses });
+  }
+
+  /** Whether the customer has a paid order (PAID_STATUSES) with the product (catalog: who may review). */
+  async hasPaidOrderWith(userId: string, productId: string): Promise<boolean> {
+    return this.tx.withManager((m) =>
+      m
+        .getRepository(OrderItemEntity)
+        .createQueryBuilder('i')
+        .innerJoin('i.order', 'o')
+        .where('i.productId = :productId', { productId })
+        .andWhere('o.userId = :userId', { userId })
+        .andWhere('o.status IN (:...paid)', { paid: PAID_STATUSES })
+        .getExists(),
+    );
+  }
+
+  /** The products in the customer's paid orders (catalog: recommendations for the customer). */
+  async productsBoughtBy(userId: string): Promise<string[]> {
+    const rows: { productId: string }[] = await this.tx.withManager((m) =>
+      m
+        .getRepository(OrderItemEntity)
+        .createQueryBuilder('i')
+        .innerJoin('i.order', 'o')
+        .select('i.productId', 'productId')
+        .distinct(true)
+        .where('o.userId = :userId', { userId })
+        .andWhere('o.status IN (:...paid)', { paid: PAID_STATUSES })
+        .getRawMany(),
+    );
+    return rows.map((r) => r.productId);
+  }
+
+  /**
+   * Every line of a paid order as (`order_id`, `product_id`), a subquery for another module's
+   * statement on the same manager (catalog: recomputing "bought together"), e.g.
+   * `FROM (${sub.getQuery()}) a JOIN (${sub.getQuery()}) b ON b.order_id = a.order_id`
+   * with `setParameters(sub.getParameters())`. Its one parameter is named `paidStatuses`.
+   */
+  paidLinesQuery(m: EntityManager): SelectQueryBuilder<OrderItemEntity> {
+    return m
+      .getRepository(OrderItemEntity)
+      .createQueryBuilder('paid_line')
+      .innerJoin('paid_line.order', 'paid_order')
+      .select('paid_line.orderId', 'order_id')
+      .addSelect('paid_line.productId', 'product_id')
+      .where('paid_order.status IN (:...paidStatuses)', { paidStatuses: PAID_STATUSES });
+  }
+
+  /** An order's lines as (product, quantity), by product id (inventory: releasing or committing its stock). */
+  async findStockLines(orderId: string): Promise<{ productId: string; quantity: number }[]> {
+    const lines = await this.tx.withManager((m) =>
+      m.getRepository(OrderItemEntity).find({
+        select: { productId: true, quantity: true },
+        where: { orderId },
+        order: { productId: 'ASC' },
+      }),
+    );
+    return lines.map((l) => ({ productId: l.productId, quantity: l.quantity }));
   }
 }
