@@ -4,8 +4,9 @@ import { OrderEntity } from './order.entity';
 
 /**
  * The `order_items` table: one line of an order, with the product's sku, name and price as they
- * were at checkout (the catalog may change them later). Its foreign key to `products` is
- * `order_items_product_id_fkey`.
+ * were at checkout (the catalog may change them later). `product_id` also references `products`
+ * (`order_items_product_id_fkey`); that key needs the catalog's product entity to be declared
+ * (`@ForeignKey('products', { name: 'order_items_product_id_fkey' })` on `productId`).
  */
 @Entity('order_items')
 @Check('order_items_quantity_check', `quantity > 0`)

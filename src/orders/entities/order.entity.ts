@@ -7,7 +7,6 @@ import {
   HOLDS_RESERVATION,
   ORDER_STATUSES,
   OrderStatus,
-  requiresReason,
 } from '../order-state-machine';
 import { OrderItemEntity } from './order-item.entity';
 import { OrderStatusHistoryEntity } from './order-status-history.entity';
@@ -15,7 +14,8 @@ import { OrderStatusHistoryEntity } from './order-status-history.entity';
 /** `'A', 'B'` — an SQL list of the state machine's names, for constraints and index predicates. */
 const sqlList = (names: readonly string[]): string => names.map((n) => `'${n}'`).join(', ');
 
-const CANCELLED = ORDER_STATUSES.find(requiresReason);
+/** The one status that carries a cancellation reason (`requiresReason`). */
+const CANCELLED: OrderStatus = 'CANCELLED';
 const HOLDING = `status IN (${sqlList(HOLDS_RESERVATION)})`;
 
 /**
