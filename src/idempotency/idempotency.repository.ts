@@ -1,5 +1,7 @@
 import { Injectable } from '@nestjs/common';
+import { MoreThan } from 'typeorm';
 import { TransactionHost, pgConstraint, pgErrorCode } from '../database/transaction-host';
+import { IdempotencyKeyEntity } from './entities/idempotency-key.entity';
 
 export interface IdempotencyScope {
   principal: string;
@@ -26,7 +28,15 @@ const keyLockId = (principal: string, key: string) => `hashtextextended(${princi
 export const KEY_LOCK_ID = keyLockId('$1::text', '$2::text');
 const TRY_LOCK_KEY = `pg_try_advisory_xact_lock(${KEY_LOCK_ID})`;
 
-/** The only place that builds SQL for idempotency records. */
+const toStored = (k: IdempotencyKeyEntity): StoredResponse => ({
+  method: k.method,
+  route: k.route,
+  fingerprint: k.fingerprint,
+  status: k.responseStatus ?? 0,
+  body: k.responseBody,
+});
+
+/** Idempotency records (IdempotencyKeyEntity): the only code that reads or writes them. */
 @Injectable()
 export class IdempotencyRepository {
   constructor(private readonly tx: TransactionHost) {}
@@ -44,6 +54,8 @@ export class IdempotencyRepository {
    * record, would run the request again, and fail on the record's primary key — issue 11.)
    */
   static claimStatements(principal: string, key: string, now: Date): { sql: string; params: unknown[] }[] {
+    // raw SQL: hot path of bench:flash-sale (the idempotency claim, sent in BEGIN's message, see
+    // docs/BENCHMARKS.md)
     return [
       { sql: `SELECT ${TRY_LOCK_KEY} AS claimed`, params: [principal, key] },
       {
@@ -85,6 +97,8 @@ export class IdempotencyRepository {
     expiresAt: Date,
     onDuplicate: () => Error,
   ): void {
+    // raw SQL: hot path of bench:flash-sale (the idempotency record, sent in COMMIT's message, see
+    // docs/BENCHMARKS.md)
     this.tx.sendWithCommit(
       `INSERT INTO idempotency_keys
          (principal, key, method, route, fingerprint, state, response_status, response_body,
@@ -120,6 +134,9 @@ export class IdempotencyRepository {
     now: Date,
     expiresAt: Date,
   ): Promise<{ token: Date } | { token: null; stored: StoredResponse | null }> {
+    // raw SQL: the idempotency claim of the routes outside one transaction — a takeover decided by
+    // INSERT … ON CONFLICT DO UPDATE … WHERE in one statement, which the query builder cannot say
+    // (the transactional claim above is the one bench:flash-sale measures)
     const claimed: { created_at: Date }[] = await this.tx.query(
       `INSERT INTO idempotency_keys (principal, key, method, route, fingerprint, state, created_at, expires_at)
        VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, 'in_progress', $6::timestamptz, $7::timestamptz)
@@ -141,42 +158,55 @@ export class IdempotencyRepository {
     scope: IdempotencyScope,
     now: Date,
   ): Promise<{ state: 'completed' | 'in_progress'; stored: StoredResponse } | null> {
-    const rows: (StoredResponse & { state: 'completed' | 'in_progress' })[] = await this.tx.query(
-      `SELECT state, method, route, fingerprint, response_status AS status, response_body AS body
-         FROM idempotency_keys WHERE principal = $1 AND key = $2 AND expires_at > $3`,
-      [scope.principal, scope.key, now],
+    const record = await this.tx.withManager((m) =>
+      m.getRepository(IdempotencyKeyEntity).findOneBy({
+        principal: scope.principal,
+        key: scope.key,
+        expiresAt: MoreThan(now),
+      }),
     );
-    if (!rows[0]) return null;
-    const { state, ...stored } = rows[0];
-    return { state, stored };
+    return record ? { state: record.state, stored: toStored(record) } : null;
   }
 
   /** Completes a claim made by `begin`, unless it was taken over meanwhile. */
   async finish(scope: IdempotencyScope, token: Date, response: { status: number; body: string | null }): Promise<void> {
-    await this.tx.query(
-      `UPDATE idempotency_keys SET state = 'completed', response_status = $4, response_body = $5
-        WHERE principal = $1 AND key = $2 AND state = 'in_progress' AND created_at = $3`,
-      [scope.principal, scope.key, token, response.status, response.body],
+    await this.tx.withManager((m) =>
+      m
+        .getRepository(IdempotencyKeyEntity)
+        .update(
+          { principal: scope.principal, key: scope.key, state: 'in_progress', createdAt: token },
+          { state: 'completed', responseStatus: response.status, responseBody: response.body },
+        ),
     );
   }
 
   /** Drops a claim made by `begin` (the handler failed: a retry runs afresh). */
   async abandon(scope: IdempotencyScope, token: Date): Promise<void> {
-    await this.tx.query(
-      `DELETE FROM idempotency_keys
-        WHERE principal = $1 AND key = $2 AND state = 'in_progress' AND created_at = $3`,
-      [scope.principal, scope.key, token],
+    await this.tx.withManager((m) =>
+      m
+        .getRepository(IdempotencyKeyEntity)
+        .delete({ principal: scope.principal, key: scope.key, state: 'in_progress', createdAt: token }),
     );
   }
 
+  /** Deletes records past their expiry, one batch; returns how many. */
   async purgeExpired(now: Date, batch = 5000): Promise<number> {
-    const rows: unknown[] = await this.tx.query(
-      `DELETE FROM idempotency_keys
-        WHERE ctid IN (SELECT ctid FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2)
-       RETURNING 1`,
-      [now, batch],
-    );
-    return rows.length;
+    return this.tx.withManager(async (m) => {
+      const expired = m
+        .getRepository(IdempotencyKeyEntity)
+        .createQueryBuilder('expired')
+        .select('expired.ctid')
+        .where('expired.expiresAt <= :now', { now })
+        .limit(batch);
+      const result = await m
+        .createQueryBuilder()
+        .delete()
+        .from(IdempotencyKeyEntity)
+        .where(`ctid IN (${expired.getQuery()})`)
+        .setParameters(expired.getParameters())
+        .execute();
+      return result.affected ?? 0;
+    });
   }
 
   /**
@@ -185,14 +215,25 @@ export class IdempotencyRepository {
    * They block nobody (a retry takes them over); this keeps the table telling the truth.
    */
   async purgeAbandoned(before: Date, batch = 1000): Promise<number> {
-    const rows: unknown[] = await this.tx.query(
-      `DELETE FROM idempotency_keys k
-        WHERE ctid IN (SELECT ctid FROM idempotency_keys WHERE state = 'in_progress' AND created_at <= $1 LIMIT $2)
-          AND k.state = 'in_progress'
-          AND pg_try_advisory_xact_lock(${keyLockId('k.principal', 'k.key')})
-       RETURNING 1`,
-      [before, batch],
-    );
-    return rows.length;
+    return this.tx.withManager(async (m) => {
+      const stale = m
+        .getRepository(IdempotencyKeyEntity)
+        .createQueryBuilder('stale')
+        .select('stale.ctid')
+        .where('stale.state = :inProgress', { inProgress: 'in_progress' })
+        .andWhere('stale.createdAt <= :before', { before })
+        .limit(batch);
+      const result = await m
+        .createQueryBuilder()
+        .delete()
+        .from(IdempotencyKeyEntity)
+        .where(`ctid IN (${stale.getQuery()})`)
+        .andWhere('state = :inProgress')
+        // under the key's lock only: a request still holding it is not gone
+        .andWhere(`pg_try_advisory_xact_lock(${keyLockId('principal', 'key')})`)
+        .setParameters(stale.getParameters())
+        .execute();
+      return result.affected ?? 0;
+    });
   }
 }

@@ -74,12 +74,10 @@ export class CheckoutService {
         updatedAt: now,
         items: lines,
       };
-      const event = this.outbox.statement(
-        'order.created',
-        created.id,
-        { orderId: created.id, reservationExpiresAt: reservationExpiresAt.toISOString() },
-        OrderRepository.INSERT_PARAMS,
-      );
+      const event = this.outbox.statement('order.created', created.id, {
+        orderId: created.id,
+        reservationExpiresAt: reservationExpiresAt.toISOString(),
+      });
       this.orders.insertOnCommit(
         {
           ...created,

@@ -98,7 +98,7 @@ export class OrderTransitionsService {
   /** The guarded UPDATE, then — only for the winner — the transition's side effects. */
   private move(
     orderId: string,
-    t: { to: OrderStatus; actor: string; reason?: string; dueOnly?: boolean },
+    t: { to: OrderStatus; actor: string; reason?: CancellationReason; dueOnly?: boolean },
     effects?: (previous: OrderStatus) => Promise<void>,
   ): Promise<TransitionResult> {
     return this.tx.run(async () => {

@@ -1,31 +1,20 @@
 import { Injectable } from '@nestjs/common';
-import { TransactionHost } from '../database/transaction-host';
-import { CancellationReason, HOLDS_RESERVATION, OrderStatus, sourcesOf } from './order-state-machine';
-import { Order, OrderLine, OrderWithHistory, PaymentSummary, StatusChange } from './order.model';
+import { EntityManager, In, IsNull, LessThanOrEqual, Not, SelectQueryBuilder } from 'typeorm';
 import { toSafeInt } from '../common/money/safe-int';
-
-interface OrderRow {
-  id: string;
-  user_id: string;
-  status: OrderStatus;
-  cancellation_reason: CancellationReason | null;
-  currency: string;
-  total_amount: string;
-  refunded_amount: string;
-  reservation_expires_at: Date | null;
-  created_at: Date;
-  updated_at: Date;
-}
-
-interface LineRow {
-  order_id: string;
-  product_id: string;
-  sku: string;
-  name: string;
-  quantity: number;
-  unit_price_amount: string;
-  line_total_amount: string;
-}
+import { SqlFragment, sql } from '../database/sql-fragment';
+import { TransactionHost } from '../database/transaction-host';
+import { OrderItemEntity } from './entities/order-item.entity';
+import { OrderStatusHistoryEntity } from './entities/order-status-history.entity';
+import { OrderEntity } from './entities/order.entity';
+import {
+  CancellationReason,
+  HOLDS_RESERVATION,
+  OrderStatus,
+  PAID_STATUSES,
+  requiresReason,
+  sourcesOf,
+} from './order-state-machine';
+import { Order, OrderLine, OrderWithHistory, PaymentSummary, StatusChange } from './order.model';
 
 export interface NewOrder {
   id: string;
@@ -42,117 +31,137 @@ export interface NewOrder {
 
 export interface Transition {
   to: OrderStatus;
-  reason?: string | null;
+  /** Recorded in the history; also the order's cancellation reason when `to` requires one. */
+  reason?: CancellationReason | null;
   actor: string;
   at: Date;
   /** Extra guard, e.g. only expire when the deadline has really passed. */
   reservationDueBy?: Date;
 }
 
-export interface PageCursor {
-  createdAt: Date;
-  id: string;
-}
+const toLine = (i: OrderItemEntity): OrderLine => ({
+  productId: i.productId,
+  sku: i.sku,
+  name: i.name,
+  quantity: i.quantity,
+  unitPriceAmount: i.unitPriceAmount,
+  lineTotalAmount: i.lineTotalAmount,
+});
 
-const COLUMNS = `id, user_id, status, cancellation_reason, currency, total_amount, refunded_amount,
-  reservation_expires_at, created_at, updated_at`;
+const toOrder = (o: OrderEntity, items: OrderItemEntity[]): Order => ({
+  id: o.id,
+  userId: o.userId,
+  status: o.status,
+  cancellationReason: o.cancellationReason,
+  currency: o.currency,
+  totalAmount: o.totalAmount,
+  refundedAmount: o.refundedAmount,
+  reservationExpiresAt: o.reservationExpiresAt,
+  createdAt: o.createdAt,
+  updatedAt: o.updatedAt,
+  items: items.map(toLine),
+});
 
-/** The only place that builds SQL for orders, their lines and their status history. */
+const toStatusChange = (h: OrderStatusHistoryEntity): StatusChange => ({
+  from: h.fromStatus,
+  to: h.toStatus,
+  reason: h.reason,
+  actor: h.actor,
+  at: h.createdAt,
+});
+
+/**
+ * Orders, their lines and their status history (OrderEntity, OrderItemEntity,
+ * OrderStatusHistoryEntity): the only code that writes these tables. Other modules read orders
+ * through the methods at the end of the class.
+ */
 @Injectable()
 export class OrderRepository {
   constructor(private readonly tx: TransactionHost) {}
 
-  /** Placeholders insert() uses; a statement passed to it numbers its own after these. */
-  static readonly INSERT_PARAMS = 17;
-
   /**
-   * The order, its lines, its first history rows — and `alongside` (e.g. the outbox event) —
-   * in one statement, sent in the COMMIT's message (TransactionHost.sendWithCommit): nothing
-   * reads the new order back inside its transaction, so it costs no round trip of its own.
-   * Every placeholder is cast, as the values are inlined.
+   * The order, its lines, its first history rows — and `alongside` (e.g. the outbox event, a
+   * fragment with placeholders of its own) — in one statement, sent in the COMMIT's message
+   * (TransactionHost.sendWithCommit): nothing reads the new order back inside its transaction,
+   * so it costs no round trip of its own. Every placeholder is cast, as the values are inlined.
    */
-  insertOnCommit(order: NewOrder, alongside?: { sql: string; params: unknown[] }): void {
-    this.tx.sendWithCommit(
-      `WITH ${alongside ? `extra AS (${alongside.sql}), ` : ''}o AS (
+  insertOnCommit(order: NewOrder, alongside?: SqlFragment): void {
+    // raw SQL: hot path of bench:flash-sale (the checkout's order statement, sent in COMMIT's
+    // message: orders + order_items + order_status_history + outbox in one statement, see
+    // docs/BENCHMARKS.md)
+    const statement = sql`WITH ${alongside ? sql`extra AS (${alongside}), ` : sql``}o AS (
          INSERT INTO orders (id, user_id, status, currency, total_amount, reservation_expires_at,
                              created_at, updated_at)
-         VALUES ($1::uuid, $2::uuid, $3::text, $4::text, $5::bigint, $6::timestamptz,
-                 $7::timestamptz, $7::timestamptz)
+         VALUES (${order.id}::uuid, ${order.userId}::uuid, ${order.status}::text, ${order.currency}::text,
+                 ${order.totalAmount}::bigint, ${order.reservationExpiresAt}::timestamptz,
+                 ${order.createdAt}::timestamptz, ${order.createdAt}::timestamptz)
          RETURNING id
        ), lines AS (
          INSERT INTO order_items (order_id, product_id, sku, name, quantity, unit_price_amount,
                                   line_total_amount)
-         SELECT o.id, l.* FROM o, unnest($8::uuid[], $9::text[], $10::text[], $11::int[],
-                                         $12::bigint[], $13::bigint[]) AS l
+         SELECT o.id, l.* FROM o, unnest(${order.items.map((i) => i.productId)}::uuid[],
+                                         ${order.items.map((i) => i.sku)}::text[],
+                                         ${order.items.map((i) => i.name)}::text[],
+                                         ${order.items.map((i) => i.quantity)}::int[],
+                                         ${order.items.map((i) => i.unitPriceAmount)}::bigint[],
+                                         ${order.items.map((i) => i.lineTotalAmount)}::bigint[]) AS l
        )
        INSERT INTO order_status_history (order_id, from_status, to_status, reason, actor, created_at)
-       SELECT o.id, h.f, h.t, h.r, $17::text, $7::timestamptz
-         FROM o, unnest($14::text[], $15::text[], $16::text[]) AS h(f, t, r)`,
-      [
-        order.id,
-        order.userId,
-        order.status,
-        order.currency,
-        order.totalAmount,
-        order.reservationExpiresAt,
-        order.createdAt,
-        order.items.map((i) => i.productId),
-        order.items.map((i) => i.sku),
-        order.items.map((i) => i.name),
-        order.items.map((i) => i.quantity),
-        order.items.map((i) => i.unitPriceAmount),
-        order.items.map((i) => i.lineTotalAmount),
-        order.history.map((h) => h.from),
-        order.history.map((h) => h.to),
-        order.history.map((h) => h.reason),
-        order.actor,
-        ...(alongside?.params ?? []),
-      ],
-    );
+       SELECT o.id, h.f, h.t, h.r, ${order.actor}::text, ${order.createdAt}::timestamptz
+         FROM o, unnest(${order.history.map((h) => h.from)}::text[], ${order.history.map((h) => h.to)}::text[],
+                        ${order.history.map((h) => h.reason)}::text[]) AS h(f, t, r)`;
+    this.tx.sendWithCommit(statement.text, [...statement.params]);
   }
 
   /**
    * Moves the order to `to` only if its current status is one the transition table allows
-   * (`UPDATE … WHERE status = ANY(:from)`), and records the change. Returns the previous status,
-   * or null when the guard did not match (someone else already moved it, or it may not move).
+   * (`UPDATE … WHERE status IN (:from)`, from `sourcesOf(to)`), and records the change. The order's
+   * row is locked first, so the status read is the one the guard sees. Returns the previous
+   * status, or null when the guard did not match (someone else already moved it, or it may not
+   * move). Inside a transaction only.
    */
   async transition(orderId: string, t: Transition): Promise<OrderStatus | null> {
-    const from = sourcesOf(t.to);
-    const rows: { previous: OrderStatus }[] = await this.tx.query(
-      `UPDATE orders o
-          SET status = $2,
-              cancellation_reason = CASE WHEN $2 = 'CANCELLED' THEN $4 ELSE o.cancellation_reason END,
-              updated_at = $5
-         FROM (SELECT id, status AS previous FROM orders WHERE id = $1 FOR UPDATE) prev
-        WHERE o.id = prev.id
-          AND o.status = ANY($3::text[])
-          AND ($6::timestamptz IS NULL OR o.reservation_expires_at <= $6)
-       RETURNING prev.previous`,
-      [orderId, t.to, from, t.reason ?? null, t.at, t.reservationDueBy ?? null],
-    );
-    const previous = rows[0]?.previous;
-    if (!previous) return null;
-    await this.tx.query(
-      `INSERT INTO order_status_history (order_id, from_status, to_status, reason, actor, created_at)
-       VALUES ($1, $2, $3, $4, $5, $6)`,
-      [orderId, previous, t.to, t.reason ?? null, t.actor, t.at],
-    );
-    return previous;
+    return this.tx.withManager(async (m) => {
+      const previous = await this.lockStatus(m, orderId);
+      if (!previous) return null;
+      const update = m
+        .createQueryBuilder()
+        .update(OrderEntity)
+        .set({
+          status: t.to,
+          updatedAt: t.at,
+          ...(requiresReason(t.to) ? { cancellationReason: t.reason ?? null } : {}),
+        })
+        .where('id = :orderId', { orderId })
+        .andWhere('status IN (:...from)', { from: sourcesOf(t.to) });
+      if (t.reservationDueBy) {
+        update.andWhere('reservation_expires_at <= :dueBy', { dueBy: t.reservationDueBy });
+      }
+      if (!(await update.execute()).affected) return null;
+      await this.recordChange(m, orderId, { from: previous, to: t.to, reason: t.reason ?? null, actor: t.actor, at: t.at });
+      return previous;
+    });
   }
 
-  /** Pushes the reservation deadline out (never in) while a payment is in flight. */
+  /** Pushes the reservation deadline out (never in) while the order still holds its reservation. */
   async extendReservation(orderId: string, until: Date): Promise<void> {
-    await this.tx.query(
-      `UPDATE orders SET reservation_expires_at = greatest(reservation_expires_at, $2)
-        WHERE id = $1 AND status IN ('INVENTORY_RESERVED', 'PAYMENT_PENDING')`,
-      [orderId, until],
+    await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .update(OrderEntity)
+        .set({ reservationExpiresAt: () => 'greatest(reservation_expires_at, :until)' })
+        .where('id = :orderId')
+        .andWhere('status IN (:...holding)')
+        .setParameters({ orderId, until, holding: HOLDS_RESERVATION })
+        .execute(),
     );
   }
 
   /**
-   * Adds a refund to the order, guarded in one statement: only after PAID, and never beyond
-   * the total (the CHECK constraint backs this too). The status becomes REFUNDED when the
-   * whole total is refunded, else PARTIALLY_REFUNDED. Returns null when the guard refused.
+   * Adds a refund to the order, guarded in one statement: only from a status the table lets reach
+   * PARTIALLY_REFUNDED (after PAID), and never beyond the total (the CHECK constraint backs this
+   * too). The status becomes REFUNDED when the whole total is refunded, else PARTIALLY_REFUNDED.
+   * Returns null when the guard refused. Inside a transaction only.
    */
   async applyRefund(
     orderId: string,
@@ -160,60 +169,48 @@ export class OrderRepository {
     actor: string,
     at: Date,
   ): Promise<{ previous: OrderStatus; status: OrderStatus } | null> {
-    const rows: { previous: OrderStatus; status: OrderStatus }[] = await this.tx.query(
-      `UPDATE orders o
-          SET refunded_amount = o.refunded_amount + $2,
-              status = CASE WHEN o.refunded_amount + $2 = o.total_amount
-                            THEN 'REFUNDED' ELSE 'PARTIALLY_REFUNDED' END,
-              updated_at = $3
-         FROM (SELECT id, status AS previous FROM orders WHERE id = $1 FOR UPDATE) prev
-        WHERE o.id = prev.id
-          AND o.status = ANY($4::text[])
-          AND $2 > 0
-          AND o.refunded_amount + $2 <= o.total_amount
-       RETURNING prev.previous, o.status`,
-      [orderId, amount, at, sourcesOf('PARTIALLY_REFUNDED')],
-    );
-    const row = rows[0];
-    if (!row) return null;
-    await this.tx.query(
-      `INSERT INTO order_status_history (order_id, from_status, to_status, reason, actor, created_at)
-       VALUES ($1, $2, $3, $4, $5, $6)`,
-      [orderId, row.previous, row.status, `refund ${amount}`, actor, at],
-    );
-    return row;
+    const full: OrderStatus = 'REFUNDED';
+    const partial: OrderStatus = 'PARTIALLY_REFUNDED';
+    return this.tx.withManager(async (m) => {
+      const previous = await this.lockStatus(m, orderId);
+      if (!previous) return null;
+      const result = await m
+        .createQueryBuilder()
+        .update(OrderEntity)
+        .set({
+          refundedAmount: () => 'refunded_amount + CAST(:amount AS bigint)',
+          status: () => 'CASE WHEN refunded_amount + CAST(:amount AS bigint) = total_amount THEN :full ELSE :partial END',
+          updatedAt: at,
+        })
+        .where('id = :orderId')
+        .andWhere('status IN (:...from)')
+        .andWhere('CAST(:amount AS bigint) > 0')
+        .andWhere('refunded_amount + CAST(:amount AS bigint) <= total_amount')
+        .setParameters({ orderId, amount, full, partial, from: sourcesOf(partial) })
+        .returning(['status'])
+        .execute();
+      const row = (result.raw as { status: OrderStatus }[])[0];
+      if (!row) return null;
+      await this.recordChange(m, orderId, { from: previous, to: row.status, reason: `refund ${amount}`, actor, at });
+      return { previous, status: row.status };
+    });
   }
 
+  /** The order with its lines (by product id) and its status history (oldest first). */
   async findById(id: string): Promise<OrderWithHistory | null> {
-    const rows: OrderRow[] = await this.tx.query(
-      `SELECT ${COLUMNS} FROM orders WHERE id = $1`,
-      [id],
+    const order = await this.tx.withManager((m) =>
+      m
+        .getRepository(OrderEntity)
+        .createQueryBuilder('o')
+        .leftJoinAndSelect('o.items', 'i')
+        .leftJoinAndSelect('o.history', 'h')
+        .where('o.id = :id', { id })
+        .orderBy('i.productId')
+        .addOrderBy('h.id')
+        .getOne(),
     );
-    if (!rows[0]) return null;
-    const [order] = await this.withLines(rows);
-    const history: {
-      from_status: OrderStatus | null;
-      to_status: OrderStatus;
-      reason: string | null;
-      actor: string;
-      created_at: Date;
-    }[] = await this.tx.query(
-      `SELECT from_status, to_status, reason, actor, created_at
-         FROM order_status_history WHERE order_id = $1 ORDER BY id`,
-      [id],
-    );
-    return {
-      ...order,
-      history: history.map(
-        (h): StatusChange => ({
-          from: h.from_status,
-          to: h.to_status,
-          reason: h.reason,
-          actor: h.actor,
-          at: h.created_at,
-        }),
-      ),
-    };
+    if (!order) return null;
+    return { ...toOrder(order, order.items ?? []), history: (order.history ?? []).map(toStatusChange) };
   }
 
   /** The order's payment and refunds, for its detail view; null before a payment started. */
@@ -252,41 +249,53 @@ export class OrderRepository {
     };
   }
 
-  /** Newest first, keyset-paginated on (created_at, id); optional owner and status filters. */
+  /**
+   * Newest first, keyset-paginated on (created_at, id) — the `orders_*recent_idx` indexes; optional
+   * owner and status filters. `after` is the last order of the previous page.
+   */
   async page(
     filter: { userId?: string; status?: OrderStatus },
     limit: number,
-    after: PageCursor | null,
+    after: { createdAt: Date; id: string } | null,
   ): Promise<Order[]> {
-    const rows: OrderRow[] = await this.tx.query(
-      `SELECT ${COLUMNS} FROM orders
-        WHERE ($1::uuid IS NULL OR user_id = $1)
-          AND ($2::text IS NULL OR status = $2)
-          AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
-        ORDER BY created_at DESC, id DESC
-        LIMIT $5`,
-      [
-        filter.userId ?? null,
-        filter.status ?? null,
-        after?.createdAt ?? null,
-        after?.id ?? null,
-        limit,
-      ],
-    );
-    return this.withLines(rows);
+    return this.tx.withManager(async (m) => {
+      const query = m
+        .getRepository(OrderEntity)
+        .createQueryBuilder('o')
+        .orderBy('o.createdAt', 'DESC')
+        .addOrderBy('o.id', 'DESC')
+        .limit(limit);
+      if (filter.userId) query.andWhere('o.userId = :userId', { userId: filter.userId });
+      if (filter.status) query.andWhere('o.status = :status', { status: filter.status });
+      if (after) {
+        query.andWhere('(o.createdAt, o.id) < (:afterCreatedAt, CAST(:afterId AS uuid))', {
+          afterCreatedAt: after.createdAt,
+          afterId: after.id,
+        });
+      }
+      const orders = await query.getMany();
+      if (orders.length === 0) return [];
+      const items = await m.getRepository(OrderItemEntity).find({
+        where: { orderId: In(orders.map((o) => o.id)) },
+        order: { orderId: 'ASC', productId: 'ASC' },
+      });
+      const byOrder = new Map<string, OrderItemEntity[]>();
+      for (const item of items) byOrder.set(item.orderId, [...(byOrder.get(item.orderId) ?? []), item]);
+      return orders.map((o) => toOrder(o, byOrder.get(o.id) ?? []));
+    });
   }
 
-  /** Unpaid orders whose reservation window has passed (for the sweeper). */
+  /** Orders still holding their reservation whose window has passed (for the sweeper), oldest first. */
   async findOverdueReservations(now: Date, limit: number): Promise<string[]> {
-    const rows: { id: string }[] = await this.tx.query(
-      `SELECT id FROM orders
-        WHERE status IN ('INVENTORY_RESERVED', 'PAYMENT_PENDING')
-          AND reservation_expires_at <= $1
-        ORDER BY reservation_expires_at
-        LIMIT $2`,
-      [now, limit],
+    const due = await this.tx.withManager((m) =>
+      m.getRepository(OrderEntity).find({
+        select: { id: true },
+        where: { status: In(HOLDS_RESERVATION), reservationExpiresAt: LessThanOrEqual(now) },
+        order: { reservationExpiresAt: 'ASC' },
+        take: limit,
+      }),
     );
-    return rows.map((r) => r.id);
+    return due.map((o) => o.id);
   }
 
   /**
@@ -294,46 +303,116 @@ export class OrderRepository {
    * a payment in flight extends it, so an expiry job that ran early learns when to look again.
    */
   async findReservationDeadline(id: string): Promise<Date | null> {
-    const rows: { until: Date }[] = await this.tx.query(
-      `SELECT reservation_expires_at AS until FROM orders
-        WHERE id = $1 AND status = ANY($2::text[]) AND reservation_expires_at IS NOT NULL`,
-      [id, HOLDS_RESERVATION],
+    const order = await this.tx.withManager((m) =>
+      m.getRepository(OrderEntity).findOne({
+        select: { id: true, reservationExpiresAt: true },
+        where: { id, status: In(HOLDS_RESERVATION), reservationExpiresAt: Not(IsNull()) },
+      }),
     );
-    return rows[0]?.until ?? null;
+    return order?.reservationExpiresAt ?? null;
   }
 
-  private async withLines(rows: OrderRow[]): Promise<Order[]> {
-    if (rows.length === 0) return [];
-    const lines: LineRow[] = await this.tx.query(
-      `SELECT order_id, product_id, sku, name, quantity, unit_price_amount, line_total_amount
-         FROM order_items WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, product_id`,
-      [rows.map((r) => r.id)],
+  /** The order's status, its row locked until the transaction ends (the guarded updates' read). */
+  private async lockStatus(m: EntityManager, orderId: string): Promise<OrderStatus | null> {
+    const order = await m.getRepository(OrderEntity).findOne({
+      select: { id: true, status: true },
+      where: { id: orderId },
+      lock: { mode: 'pessimistic_write' },
+    });
+    return order?.status ?? null;
+  }
+
+  private async recordChange(
+    m: EntityManager,
+    orderId: string,
+    change: { from: OrderStatus; to: OrderStatus; reason: string | null; actor: string; at: Date },
+  ): Promise<void> {
+    await m.getRepository(OrderStatusHistoryEntity).insert({
+      orderId,
+      fromStatus: change.from,
+      toStatus: change.to,
+      reason: change.reason,
+      actor: change.actor,
+      createdAt: change.at,
+    });
+  }
+
+  // ---- Reads for other modules: they ask here instead of reading the orders tables themselves.
+
+  /** Whether the order exists (payments: refuses to pay or refund an unknown order). */
+  async exists(orderId: string): Promise<boolean> {
+    return this.tx.withManager((m) => m.getRepository(OrderEntity).existsBy({ id: orderId }));
+  }
+
+  /**
+   * The ids of the orders in one of `statuses`, as a subquery for another module's statement on
+   * the same manager (payments: the payments of orders still PAYMENT_PENDING), e.g.
+   * `qb.andWhere(\`p.order_id IN (${sub.getQuery()})\`).setParameters(sub.getParameters())`.
+   * Its one parameter is named `orderStatuses`.
+   */
+  idsInStatusQuery(m: EntityManager, statuses: readonly OrderStatus[]): SelectQueryBuilder<OrderEntity> {
+    return m
+      .getRepository(OrderEntity)
+      .createQueryBuilder('status_order')
+      .select('status_order.id')
+      .where('status_order.status IN (:...orderStatuses)', { orderStatuses: statuses });
+  }
+
+  /** Whether the customer has a paid order (PAID_STATUSES) with the product (catalog: who may review). */
+  async hasPaidOrderWith(userId: string, productId: string): Promise<boolean> {
+    return this.tx.withManager((m) =>
+      m
+        .getRepository(OrderItemEntity)
+        .createQueryBuilder('i')
+        .innerJoin('i.order', 'o')
+        .where('i.productId = :productId', { productId })
+        .andWhere('o.userId = :userId', { userId })
+        .andWhere('o.status IN (:...paid)', { paid: PAID_STATUSES })
+        .getExists(),
     );
-    const byOrder = new Map<string, OrderLine[]>();
-    for (const l of lines) {
-      const list = byOrder.get(l.order_id) ?? [];
-      list.push({
-        productId: l.product_id,
-        sku: l.sku,
-        name: l.name,
-        quantity: l.quantity,
-        unitPriceAmount: toSafeInt(l.unit_price_amount),
-        lineTotalAmount: toSafeInt(l.line_total_amount),
-      });
-      byOrder.set(l.order_id, list);
-    }
-    return rows.map((r) => ({
-      id: r.id,
-      userId: r.user_id,
-      status: r.status,
-      cancellationReason: r.cancellation_reason,
-      currency: r.currency.trim(),
-      totalAmount: toSafeInt(r.total_amount),
-      refundedAmount: toSafeInt(r.refunded_amount),
-      reservationExpiresAt: r.reservation_expires_at,
-      createdAt: r.created_at,
-      updatedAt: r.updated_at,
-      items: byOrder.get(r.id) ?? [],
-    }));
+  }
+
+  /** The products in the customer's paid orders (catalog: recommendations for the customer). */
+  async productsBoughtBy(userId: string): Promise<string[]> {
+    const rows: { productId: string }[] = await this.tx.withManager((m) =>
+      m
+        .getRepository(OrderItemEntity)
+        .createQueryBuilder('i')
+        .innerJoin('i.order', 'o')
+        .select('i.productId', 'productId')
+        .distinct(true)
+        .where('o.userId = :userId', { userId })
+        .andWhere('o.status IN (:...paid)', { paid: PAID_STATUSES })
+        .getRawMany(),
+    );
+    return rows.map((r) => r.productId);
+  }
+
+  /**
+   * Every line of a paid order as (`order_id`, `product_id`), a subquery for another module's
+   * statement on the same manager (catalog: recomputing "bought together"), e.g.
+   * `FROM (${sub.getQuery()}) a JOIN (${sub.getQuery()}) b ON b.order_id = a.order_id`
+   * with `setParameters(sub.getParameters())`. Its one parameter is named `paidStatuses`.
+   */
+  paidLinesQuery(m: EntityManager): SelectQueryBuilder<OrderItemEntity> {
+    return m
+      .getRepository(OrderItemEntity)
+      .createQueryBuilder('paid_line')
+      .innerJoin('paid_line.order', 'paid_order')
+      .select('paid_line.orderId', 'order_id')
+      .addSelect('paid_line.productId', 'product_id')
+      .where('paid_order.status IN (:...paidStatuses)', { paidStatuses: PAID_STATUSES });
+  }
+
+  /** An order's lines as (product, quantity), by product id (inventory: releasing or committing its stock). */
+  async findStockLines(orderId: string): Promise<{ productId: string; quantity: number }[]> {
+    const lines = await this.tx.withManager((m) =>
+      m.getRepository(OrderItemEntity).find({
+        select: { productId: true, quantity: true },
+        where: { orderId },
+        order: { productId: 'ASC' },
+      }),
+    );
+    return lines.map((l) => ({ productId: l.productId, quantity: l.quantity }));
   }
 }

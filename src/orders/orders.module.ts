@@ -4,7 +4,7 @@ import { StockReservationModule } from '../inventory/stock-reservation.module';
 import { AdminOrdersController } from './admin-orders.controller';
 import { CheckoutService } from './checkout.service';
 import { OrderMetrics } from './order-metrics';
-import { OrderRepository } from './order.repository';
+import { OrderRepositoryModule } from './order-repository.module';
 import { OrderTransitionsService } from './order-transitions.service';
 import { OrdersController } from './orders.controller';
 import { OrdersService } from './orders.service';
@@ -13,10 +13,9 @@ import { PurchaseLimitRepository } from './purchase-limit.repository';
 import { ReservationExpiryService } from './reservation-expiry.service';
 
 @Module({
-  imports: [CartModule, StockReservationModule],
+  imports: [CartModule, StockReservationModule, OrderRepositoryModule],
   controllers: [OrdersController, AdminOrdersController],
   providers: [
-    OrderRepository,
     OrderMetrics,
     ProductSnapshotRepository,
     PurchaseLimitRepository,
@@ -25,6 +24,6 @@ import { ReservationExpiryService } from './reservation-expiry.service';
     OrderTransitionsService,
     ReservationExpiryService,
   ],
-  exports: [OrderTransitionsService, ReservationExpiryService, OrderRepository],
+  exports: [OrderTransitionsService, ReservationExpiryService, OrderRepositoryModule],
 })
 export class OrdersModule {}

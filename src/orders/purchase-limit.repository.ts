@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost, pgErrorCode } from '../database/transaction-host';
+import { HOLDS_RESERVATION } from './order-state-machine';
 
 /** Per-customer caps on open unpaid orders (0 = cap off). */
 export interface PurchaseCaps {
@@ -26,7 +27,7 @@ export function breachesOf(err: unknown): PurchaseLimitBreach[] | null {
 const CHECKOUT_LOCK_CLASS = 0x504c;
 
 /**
- * What a customer holds in open unpaid orders (status INVENTORY_RESERVED / PAYMENT_PENDING), checked
+ * What a customer holds in open unpaid orders (the statuses that hold a reservation), checked
  * against the purchase caps atomically: one customer's checkouts are serialised by a transaction-scoped
  * advisory lock on the customer, and the count runs after it in a statement of its own, so its
  * snapshot sees every order a previous checkout of the same customer committed.
@@ -50,11 +51,13 @@ export class PurchaseLimitRepository {
     caps: PurchaseCaps,
     mapError: (err: unknown) => unknown,
   ): void {
+    // raw SQL: hot path of bench:flash-sale (the purchase-limit check, sent in COMMIT's message
+    // under a customer advisory lock, see docs/BENCHMARKS.md)
     this.tx.sendWithCommit(
       `SELECT pg_advisory_xact_lock(${CHECKOUT_LOCK_CLASS}, hashtext($1::text));
        WITH unpaid AS (
          SELECT id FROM orders
-          WHERE user_id = $1::uuid AND status IN ('INVENTORY_RESERVED', 'PAYMENT_PENDING')
+          WHERE user_id = $1::uuid AND status = ANY($5::text[])
        ), breaches AS (
          SELECT NULL::uuid AS product_id,
                 jsonb_build_object('cap', 'openOrders', 'limit', $3::int, 'held', count(*)) AS breach
@@ -72,7 +75,7 @@ export class PurchaseLimitRepository {
        )
        SELECT raise_purchase_limit_exceeded(jsonb_agg(breach ORDER BY product_id NULLS FIRST))
          FROM breaches HAVING count(*) > 0`,
-      [userId, productIds, caps.openOrders, caps.unitsPerProduct],
+      [userId, productIds, caps.openOrders, caps.unitsPerProduct, HOLDS_RESERVATION],
       { mapError },
     );
   }

@@ -1,10 +1,21 @@
 import { Injectable } from '@nestjs/common';
+import { In } from 'typeorm';
 import { Clock } from '../common/time/clock';
 import { IdGenerator } from '../common/ids';
+import { SqlFragment, sql } from '../database/sql-fragment';
 import { TransactionHost } from '../database/transaction-host';
+import { OutboxEntity, OutboxStatus } from './entities/outbox.entity';
 import { OutboxEvents, OutboxRow, OutboxTopic } from './outbox-events';
 
-/** The only place that builds SQL for the outbox table. */
+const PENDING: OutboxStatus = 'pending';
+
+/** Keeps the first `max` characters (code points, as PostgreSQL's left() counts them). */
+const truncate = (text: string, max: number): string => {
+  const chars = Array.from(text);
+  return chars.length <= max ? text : chars.slice(0, max).join('');
+};
+
+/** The outbox table (OutboxEntity): the only code that reads or writes it. */
 @Injectable()
 export class OutboxRepository {
   constructor(
@@ -21,32 +32,33 @@ export class OutboxRepository {
   ): Promise<string> {
     const id = this.ids.uuid();
     const now = this.clock.now();
-    await this.tx.query(
-      `INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
-       VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)`,
-      [id, topic, aggregateId, JSON.stringify(payload), now],
+    await this.tx.withManager((m) =>
+      m.getRepository(OutboxEntity).insert({
+        id,
+        topic,
+        aggregateId,
+        payload: { ...payload },
+        status: PENDING,
+        attempts: 0,
+        nextAttemptAt: now,
+        createdAt: now,
+      }),
     );
     return id;
   }
 
   /**
-   * The same INSERT as add(), as SQL for a caller to run inside its own statement (a CTE), so
-   * the event costs no extra round trip. Placeholders start after `offset`.
+   * The same INSERT as add(), as a fragment for a caller to run inside its own statement (a CTE
+   * of the checkout's order statement), so the event costs no extra round trip. Its placeholders
+   * are its own: the statement that splices it in renumbers them (see `sql`).
    */
-  statement<T extends OutboxTopic>(
-    topic: T,
-    aggregateId: string | null,
-    payload: OutboxEvents[T],
-    offset: number,
-  ): { sql: string; params: unknown[] } {
+  statement<T extends OutboxTopic>(topic: T, aggregateId: string | null, payload: OutboxEvents[T]): SqlFragment {
+    // raw SQL: hot path of bench:flash-sale (part of the checkout's order statement, sent in
+    // COMMIT's message, see docs/BENCHMARKS.md)
     const now = this.clock.now();
-    const p = (i: number) => `$${offset + i}`;
-    return {
-      sql: `INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
-            VALUES (${p(1)}::uuid, ${p(2)}::text, ${p(3)}::uuid, ${p(4)}::jsonb, 'pending', 0,
-                    ${p(5)}::timestamptz, ${p(5)}::timestamptz)`,
-      params: [this.ids.uuid(), topic, aggregateId, JSON.stringify(payload), now],
-    };
+    return sql`INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
+            VALUES (${this.ids.uuid()}::uuid, ${topic}::text, ${aggregateId}::uuid, ${JSON.stringify(payload)}::jsonb,
+                    'pending', 0, ${now}::timestamptz, ${now}::timestamptz)`;
   }
 
   /**
@@ -55,6 +67,9 @@ export class OutboxRepository {
    * only delays its rows). Each claim counts as an attempt.
    */
   async claimDue(limit: number, leaseMs: number): Promise<OutboxRow[]> {
+    // raw SQL: the outbox claim — an UPDATE … FROM a FOR UPDATE SKIP LOCKED subquery, one round
+    // trip per batch for any number of relays; every event of bench:flash-sale's checkouts goes
+    // through it, and the failure drill (npm run test:drills) checks that the outbox drains.
     const now = this.clock.now();
     return this.tx.query(
       `UPDATE outbox o
@@ -73,10 +88,11 @@ export class OutboxRepository {
 
   async markPublished(ids: string[]): Promise<void> {
     if (ids.length === 0) return;
-    await this.tx.query(
-      `UPDATE outbox SET status = 'published', published_at = $2, last_error = NULL
-        WHERE id = ANY($1::uuid[]) AND status = 'pending'`,
-      [ids, this.clock.now()],
+    const publishedAt = this.clock.now();
+    await this.tx.withManager((m) =>
+      m
+        .getRepository(OutboxEntity)
+        .update({ id: In(ids), status: PENDING }, { status: 'published', publishedAt, lastError: null }),
     );
   }
 
@@ -86,43 +102,61 @@ export class OutboxRepository {
    */
   async release(ids: string[], at: Date): Promise<void> {
     if (ids.length === 0) return;
-    await this.tx.query(
-      `UPDATE outbox SET attempts = GREATEST(attempts - 1, 0), next_attempt_at = $2
-        WHERE id = ANY($1::uuid[]) AND status = 'pending'`,
-      [ids, at],
+    await this.tx.withManager((m) =>
+      m
+        .getRepository(OutboxEntity)
+        .update({ id: In(ids), status: PENDING }, { attempts: () => 'GREATEST(attempts - 1, 0)', nextAttemptAt: at }),
     );
   }
 
   /** Schedules a retry after `delayMs`, or parks the row as dead once attempts are spent. */
   async markFailed(id: string, error: string, delayMs: number, dead: boolean): Promise<void> {
-    await this.tx.query(
-      `UPDATE outbox
-          SET status = CASE WHEN $4 THEN 'dead' ELSE status END,
-              last_error = left($2, 2000),
-              next_attempt_at = $3
-        WHERE id = $1 AND status = 'pending'`,
-      [id, error, new Date(this.clock.now().getTime() + delayMs), dead],
+    const nextAttemptAt = new Date(this.clock.now().getTime() + delayMs);
+    await this.tx.withManager((m) =>
+      m
+        .getRepository(OutboxEntity)
+        .update(
+          { id, status: PENDING },
+          { status: dead ? 'dead' : PENDING, lastError: truncate(error, 2000), nextAttemptAt },
+        ),
     );
   }
 
   /** Backlog: pending and dead rows (published ones are history and are purged). */
   async countBacklog(): Promise<{ pending: number; dead: number }> {
-    const rows: { status: 'pending' | 'dead'; n: string }[] = await this.tx.query(
-      `SELECT status, count(*)::text AS n FROM outbox WHERE status <> 'published' GROUP BY status`,
+    const rows: { status: 'pending' | 'dead'; n: number }[] = await this.tx.withManager((m) =>
+      m
+        .getRepository(OutboxEntity)
+        .createQueryBuilder('o')
+        .select('o.status', 'status')
+        .addSelect('count(*)::int', 'n')
+        .where('o.status IN (:...open)', { open: ['pending', 'dead'] satisfies OutboxStatus[] })
+        .groupBy('o.status')
+        .getRawMany(),
     );
     const counts = { pending: 0, dead: 0 };
-    for (const r of rows) counts[r.status] = Number(r.n);
+    for (const r of rows) counts[r.status] = r.n;
     return counts;
   }
 
-  /** Deletes published rows older than `before`, in batches. */
+  /** Deletes published rows older than `before`, one batch; returns how many. */
   async purgePublished(before: Date, batch = 5000): Promise<number> {
-    const rows: unknown[] = await this.tx.query(
-      `DELETE FROM outbox WHERE id IN (
-         SELECT id FROM outbox WHERE status = 'published' AND published_at < $1 LIMIT $2)
-       RETURNING 1`,
-      [before, batch],
-    );
-    return rows.length;
+    return this.tx.withManager(async (m) => {
+      const old = m
+        .getRepository(OutboxEntity)
+        .createQueryBuilder('old')
+        .select('old.id')
+        .where('old.status = :published', { published: 'published' satisfies OutboxStatus })
+        .andWhere('old.publishedAt < :before', { before })
+        .limit(batch);
+      const result = await m
+        .createQueryBuilder()
+        .delete()
+        .from(OutboxEntity)
+        .where(`id IN (${old.getQuery()})`)
+        .setParameters(old.getParameters())
+        .execute();
+      return result.affected ?? 0;
+    });
   }
 }

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
 import { toSafeInt } from '../common/money/safe-int';
+import type { OrderStatus } from '../orders/order-state-machine';
 import type { GatewayIntent } from './payment-gateway';
 
 export interface Payment {
@@ -92,9 +93,9 @@ export class PaymentRepository {
   async findStalePending(before: Date, limit = 100): Promise<Payment[]> {
     const rows: Row[] = await this.tx.query(
       `SELECT p.* FROM payments p JOIN orders o ON o.id = p.order_id
-        WHERE o.status = 'PAYMENT_PENDING' AND p.updated_at < $1
+        WHERE o.status = $3 AND p.updated_at < $1
         ORDER BY p.updated_at LIMIT $2`,
-      [before, limit],
+      [before, limit, 'PAYMENT_PENDING' satisfies OrderStatus],
     );
     return rows.map(map);
   }

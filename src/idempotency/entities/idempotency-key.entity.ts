@@ -1,0 +1,44 @@
+import { Check, Column, Entity, Index, PrimaryColumn } from 'typeorm';
+
+const IDEMPOTENCY_STATES = ['in_progress', 'completed'] as const;
+export type IdempotencyState = (typeof IDEMPOTENCY_STATES)[number];
+
+/**
+ * The `idempotency_keys` table (migrations/1763800002000-Orders.ts): a request's Idempotency-Key
+ * per principal, with the request it was used for (method, route, body fingerprint) and, once
+ * `completed`, the response to replay until `expiresAt`.
+ */
+@Entity('idempotency_keys')
+@Check('idempotency_keys_state_check', `state IN (${IDEMPOTENCY_STATES.map((s) => `'${s}'`).join(', ')})`)
+@Index('idempotency_keys_expiry_idx', ['expiresAt'])
+export class IdempotencyKeyEntity {
+  @PrimaryColumn('text', { primaryKeyConstraintName: 'idempotency_keys_pkey' })
+  principal!: string;
+
+  @PrimaryColumn('text', { primaryKeyConstraintName: 'idempotency_keys_pkey' })
+  key!: string;
+
+  @Column('text')
+  method!: string;
+
+  @Column('text')
+  route!: string;
+
+  @Column('text')
+  fingerprint!: string;
+
+  @Column('text')
+  state!: IdempotencyState;
+
+  @Column('integer', { name: 'response_status', nullable: true })
+  responseStatus!: number | null;
+
+  @Column('text', { name: 'response_body', nullable: true })
+  responseBody!: string | null;
+
+  @Column('timestamptz', { name: 'created_at' })
+  createdAt!: Date;
+
+  @Column('timestamptz', { name: 'expires_at' })
+  expiresAt!: Date;
+}
