@@ -1,9 +1,7 @@
-import type { Job, Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import { JobQueues } from './job-queues';
 import { OnJob } from './on-job.decorator';
 import { JOB_QUEUE, JobName, type JobOf, QUEUES, QueueName } from './queues';
-import { QueueProcessor } from './queue-processors';
-import type { JobHandlers } from './job-handlers';
 
 function fakeQueues() {
   const queues = QUEUES.map((name) => ({
@@ -77,22 +75,5 @@ describe('JobQueues', () => {
       return Handlers;
     };
     expect(typeof typeTests).toBe('function');
-  });
-});
-
-describe('QueueProcessor', () => {
-  it("refuses a job that is not its queue's", async () => {
-    const handlers = { process: jest.fn().mockResolvedValue('done') };
-    class OrdersProcessor extends QueueProcessor {
-      readonly queue = QueueName.Orders;
-    }
-    const processor = new OrdersProcessor(handlers as unknown as JobHandlers);
-    await expect(processor.process({ name: JobName.SendEmail, data: {} } as Job)).rejects.toThrow(
-      `the orders queue has no job ${JobName.SendEmail}`,
-    );
-    expect(handlers.process).not.toHaveBeenCalled();
-    const job = { name: JobName.SweepExpiredReservations, data: {} } as Job;
-    expect(await processor.process(job, 'token')).toBe('done');
-    expect(handlers.process).toHaveBeenCalledWith(job, 'token');
   });
 });

@@ -8,7 +8,7 @@ export const ON_JOB = 'queue:onJob';
  * handlers that steer the job itself (delay it, update its data), the BullMQ job and its lock
  * token. A handler may declare fewer parameters; whatever it returns is the job's return value.
  */
-export type JobHandler<N extends JobName> = (
+type JobHandler<N extends JobName> = (
   data: JobPayloads[N],
   job: JobOf<N>,
   token?: string,
