@@ -1,56 +1,40 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { AppModule } from './app.module';
-import { AuthModule } from './auth/auth.module';
-import { CatalogModule } from './catalog/catalog.module';
-import { CatalogProcessor } from './catalog/catalog.processor';
 import { AppConfig } from './config/config';
-import { IdempotencyModule } from './idempotency/idempotency.module';
-import { MaintenanceProcessor } from './maintenance/maintenance.processor';
+import { MaintenanceModule } from './maintenance/maintenance.module';
 import { WorkerMetricsServer } from './metrics/worker-metrics.server';
-import { EmailProcessor } from './notifications/email.processor';
 import { NotificationsModule } from './notifications/notifications.module';
-import { OrdersModule } from './orders/orders.module';
-import { OrdersProcessor } from './orders/orders.processor';
 import { OutboxPublisher } from './outbox/outbox.publisher';
-import { PaymentsModule } from './payments/payments.module';
-import { PaymentsProcessor } from './payments/payments.processor';
 import { OutboxRelay } from './outbox/outbox.relay';
-import { JobHandlersCheck } from './queue/job-handlers.check';
+import { paymentsBackoff } from './payments/refund-settle.job';
+import { JobHandlers } from './queue/job-handlers';
 import { QueueModule } from './queue/queue.module';
+import { QueueName } from './queue/queues';
+import { queueProcessors } from './queue/queue-processors';
 import { Schedulers } from './queue/schedulers';
 import { WorkerDrain } from './queue/worker-drain';
 
 /**
- * The worker role: the same feature modules as the API plus the BullMQ processors, the outbox
- * relay and the schedulers, which only run here.
+ * The worker role: the API's modules (AppModule) plus the worker-only ones (emails,
+ * housekeeping), the queues with one processor each, the job handlers (service methods marked
+ * `@OnJob`, found at boot), the outbox relay and the schedulers.
  */
 @Module({})
 export class WorkerModule {
   static register(config: AppConfig): DynamicModule {
     return {
       module: WorkerModule,
-      imports: [
-        AppModule.register(config),
-        DiscoveryModule,
-        QueueModule,
-        OrdersModule,
-        IdempotencyModule,
-        CatalogModule,
-        AuthModule,
-        PaymentsModule.register(config),
-        NotificationsModule,
-      ],
+      imports: [AppModule.register(config), DiscoveryModule, QueueModule, NotificationsModule, MaintenanceModule],
       providers: [
         OutboxPublisher,
         OutboxRelay,
-        OrdersProcessor,
-        MaintenanceProcessor,
-        CatalogProcessor,
-        PaymentsProcessor,
-        EmailProcessor,
+        ...queueProcessors({
+          // the custom backoff of payments.settle-refund (SETTLE_REFUND_JOB_OPTIONS)
+          [QueueName.Payments]: { settings: { backoffStrategy: paymentsBackoff } },
+        }),
+        JobHandlers,
         Schedulers,
-        JobHandlersCheck,
         WorkerDrain,
         WorkerMetricsServer,
       ],

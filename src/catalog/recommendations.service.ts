@@ -3,6 +3,8 @@ import type { Principal } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
+import { OnJob } from '../queue/on-job.decorator';
+import { JobName } from '../queue/queues';
 import { mapProductSummary } from './catalog.mapper';
 import { ProductListDto } from './dto/catalog.dto';
 import { ProductRepository } from './product.repository';
@@ -23,6 +25,7 @@ export class RecommendationsService {
   ) {}
 
   /** Replaces every product's top-K neighbours in one transaction. Idempotent. */
+  @OnJob(JobName.RecomputeRecommendations)
   async recompute(): Promise<number> {
     const n = await this.tx.run(() => this.recommendations.recompute(TOP_K, this.clock.now()));
     this.logger.log(`recomputed ${n} recommendations`);

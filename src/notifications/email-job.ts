@@ -9,7 +9,7 @@ export const EMAIL_KINDS = [
 ] as const;
 export type EmailKind = (typeof EMAIL_KINDS)[number];
 
-/** What an `email.send` job carries: ids only, the processor reloads everything else. */
+/** What an `email.send` job carries: ids only, the service reloads everything else. */
 export interface EmailJob {
   orderId: string;
   kind: EmailKind;
@@ -40,7 +40,7 @@ export function emailJobId(job: EmailJob): string {
 /**
  * Mail servers can be down for a while: 12 attempts 2 s, 4 s … apart (about 68 min in all).
  * Permanent failures stay in the failed set (removeOnFail keeps them for 7 days). A delivery
- * that another live attempt is sending right now is not a failure: the processor puts the job
+ * that another live attempt is sending right now is not a failure: the job's handler puts it
  * back for EMAIL_BUSY_RETRY_MS without spending an attempt (at most EMAIL_BUSY_RETRIES times).
  */
 export const EMAIL_JOB_OPTIONS: Pick<JobsOptions, 'attempts' | 'backoff'> = {

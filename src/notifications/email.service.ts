@@ -5,9 +5,12 @@ import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import type { SessionLockHold } from '../database/advisory-lock-session';
 import { OrderRepository } from '../orders/order.repository';
+import { delayJob } from '../queue/delay-job';
+import { OnJob } from '../queue/on-job.decorator';
+import { JobName, JobOf, JobPayloads } from '../queue/queues';
 import { UserRepository } from '../users/user.repository';
 import { EmailDeliveryRepository } from './email-delivery.repository';
-import { EmailJob, emailKey, emailRef } from './email-job';
+import { EMAIL_BUSY_RETRIES, EMAIL_BUSY_RETRY_MS, EmailJob, emailKey, emailRef } from './email-job';
 import { EmailDeliveryLocks } from './email-delivery-locks';
 import { EmailContent, EmailContext, renderEmail } from './email-templates';
 import { MailTransport } from './mail-transport';
@@ -23,8 +26,8 @@ export type EmailOutcome = 'sent' | 'already-sent' | 'skipped';
 
 /**
  * Another attempt, alive, is sending this delivery right now (it holds the delivery's lock:
- * a concurrent duplicate of the job). Thrown so the job is retried a little later (the
- * processor delays it by seconds); by then the delivery is sent (→ 'already-sent') or, had that
+ * a concurrent duplicate of the job). Thrown so the job is retried a little later
+ * (handleSendEmail delays it by seconds); by then the delivery is sent (→ 'already-sent') or, had that
  * attempt died, its lock is gone and the delivery is taken over.
  */
 export class EmailDeliveryBusyError extends Error {
@@ -202,6 +205,28 @@ export class EmailService {
         refund: { amount: refund.amount, currency: refund.currency },
       },
     };
+  }
+
+  /**
+   * The `email.send` job. A delivery that another attempt, alive, is sending right now is not
+   * a failure: the job looks again in EMAIL_BUSY_RETRY_MS without spending an attempt (nor the
+   * exponential backoff meant for a mail server that is down), at most EMAIL_BUSY_RETRIES times
+   * (counted in the job's data); then, like any other error, it is a failed attempt.
+   */
+  @OnJob(JobName.SendEmail)
+  async handleSendEmail(
+    data: JobPayloads[JobName.SendEmail],
+    job: JobOf<JobName.SendEmail>,
+    token?: string,
+  ): Promise<EmailOutcome> {
+    try {
+      return await this.send(data);
+    } catch (err) {
+      const busy = data.busyRetries ?? 0;
+      if (!(err instanceof EmailDeliveryBusyError) || !token || busy >= EMAIL_BUSY_RETRIES) throw err;
+      await job.updateData({ ...data, busyRetries: busy + 1 });
+      return delayJob(job, token, Date.now() + EMAIL_BUSY_RETRY_MS);
+    }
   }
 }
 

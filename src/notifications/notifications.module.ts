@@ -8,7 +8,7 @@ import { mailTransportProvider } from './mail-transport';
 
 /**
  * Customer emails about their orders, fed by outbox events through the `email` queue (worker
- * role; the processor is registered in worker.module.ts like the others).
+ * role: EmailService.handleSendEmail runs the `email.send` jobs).
  */
 @Module({
   imports: [OrdersModule, UsersModule],

@@ -1,7 +1,15 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { Clock } from '../common/time/clock';
+import { delayJob } from '../queue/delay-job';
+import { OnJob } from '../queue/on-job.decorator';
+import { JobName, JobOf, JobPayloads } from '../queue/queues';
 import { OrderRepository } from './order.repository';
 import { OrderTransitionsService } from './order-transitions.service';
+
+/** How long after a deadline the expiry job looks, so the guarded transition sees it as due. */
+const EXPIRY_GRACE_MS = 250;
+/** Overdue orders the sweeper expires per query. */
+const SWEEP_BATCH = 200;
 
 /**
  * Cancels unpaid orders whose reservation window has passed (RESERVATION_EXPIRED), releasing
@@ -27,25 +35,32 @@ export class ReservationExpiryService {
   }
 
   /**
-   * The per-order expiry job: expires the order if it is due; if it still holds its reservation
-   * but the deadline moved (a payment in flight extends it), answers when to look again, so the
-   * order expires at its real deadline rather than at the next sweep.
+   * The per-order expiry job: expires the order if it is due. If it still holds its reservation
+   * but the deadline moved (a payment in flight extends it), the same job looks again just after
+   * the new deadline, so the order expires at its real deadline rather than at the next sweep.
    */
-  async expireOrReschedule(orderId: string): Promise<{ expired: boolean; retryAt: Date | null }> {
-    if (await this.expire(orderId)) return { expired: true, retryAt: null };
+  @OnJob(JobName.ExpireReservation)
+  async expireReservation(
+    { orderId }: JobPayloads[JobName.ExpireReservation],
+    job: JobOf<JobName.ExpireReservation>,
+    token?: string,
+  ): Promise<boolean> {
+    if (await this.expire(orderId)) return true;
     const deadline = await this.orders.findReservationDeadline(orderId);
-    return { expired: false, retryAt: deadline && deadline > this.clock.now() ? deadline : null };
+    if (!deadline || deadline <= this.clock.now() || !token) return false;
+    return delayJob(job, token, deadline.getTime() + EXPIRY_GRACE_MS);
   }
 
   /** The safety net: expires every overdue order, in batches. */
-  async sweep(batch = 200): Promise<number> {
+  @OnJob(JobName.SweepExpiredReservations)
+  async sweep(): Promise<number> {
     let expired = 0;
     for (;;) {
-      const due = await this.orders.findOverdueReservations(this.clock.now(), batch);
+      const due = await this.orders.findOverdueReservations(this.clock.now(), SWEEP_BATCH);
       let changed = 0;
       for (const id of due) if (await this.expire(id)) changed++;
       expired += changed;
-      if (due.length < batch || changed === 0) break;
+      if (due.length < SWEEP_BATCH || changed === 0) break;
     }
     if (expired > 0) this.logger.log(`expired ${expired} overdue reservations`);
     return expired;

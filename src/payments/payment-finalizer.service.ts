@@ -5,6 +5,8 @@ import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
+import { OnJob } from '../queue/on-job.decorator';
+import { JobName, JobPayloads } from '../queue/queues';
 import { GatewayError, GatewayIntent, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
 import { RefundsService } from './refunds.service';
@@ -137,5 +139,22 @@ export class PaymentFinalizer {
       return 'refunded-after-cancel';
     }
     return outcome;
+  }
+
+  // The jobs this service runs (JobHandlers finds them at worker boot).
+
+  @OnJob(JobName.ProcessPaymentEvent)
+  handleProcessEvent({ eventId }: JobPayloads[JobName.ProcessPaymentEvent]) {
+    return this.processEvent(eventId);
+  }
+
+  @OnJob(JobName.CancelPaymentIntent)
+  handleCancelIntent({ orderId }: JobPayloads[JobName.CancelPaymentIntent]) {
+    return this.cancelIntentOf(orderId);
+  }
+
+  @OnJob(JobName.ReconcilePayments)
+  handleReconcile() {
+    return this.reconcile();
   }
 }

@@ -6,6 +6,8 @@ import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { OutboxRepository } from '../outbox/outbox.repository';
+import { OnJob } from '../queue/on-job.decorator';
+import { JobName, JobPayloads } from '../queue/queues';
 import { GatewayError, GatewayRefund, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
 import { NewRefund, Refund, RefundRepository } from './refund.repository';
@@ -246,5 +248,11 @@ export class RefundsService {
 
   private newRefund(id: string, payment: Payment, reason: NewRefund['reason'], actor: string): NewRefund {
     return { id, orderId: payment.orderId, paymentId: payment.id, currency: payment.currency, reason, actor };
+  }
+
+  /** The job that runs settlePending (JobHandlers finds it at worker boot). */
+  @OnJob(JobName.SettleRefund)
+  handleSettleRefund({ refundId }: JobPayloads[JobName.SettleRefund]) {
+    return this.settlePending(refundId);
   }
 }

@@ -1,10 +1,16 @@
-import { BullModule } from '@nestjs/bullmq';
+import { BullModule, getQueueToken } from '@nestjs/bullmq';
 import { Global, Module } from '@nestjs/common';
+import type { Queue } from 'bullmq';
 import { APP_CONFIG, AppConfig } from '../config/config';
+import { JobQueues } from './job-queues';
 import { QUEUES } from './queues';
 import { bullPrefix, redisOptionsFromUrl } from './redis-connection';
 
-/** BullMQ on REDIS_URL, every key under `<REDIS_KEY_PREFIX>:bull`. Registers every queue. */
+/**
+ * BullMQ on REDIS_URL, every key under `<REDIS_KEY_PREFIX>:bull`. Registers every queue of the
+ * registry and provides JobQueues, the typed way to add jobs. The queues' workers are not
+ * started here: the worker's JobHandlers starts them once every job has its handler.
+ */
 @Global()
 @Module({
   imports: [
@@ -26,9 +32,17 @@ import { bullPrefix, redisOptionsFromUrl } from './redis-connection';
           removeOnFail: { age: 7 * 86_400 },
         },
       }),
+      extraOptions: { manualRegistration: true },
     }),
     ...QUEUES.map((name) => BullModule.registerQueue({ name })),
   ],
-  exports: [BullModule],
+  providers: [
+    {
+      provide: JobQueues,
+      inject: QUEUES.map((name) => getQueueToken(name)),
+      useFactory: (...queues: Queue[]) => new JobQueues(queues),
+    },
+  ],
+  exports: [BullModule, JobQueues],
 })
 export class QueueModule {}

@@ -1,49 +1,91 @@
+import type { Job } from 'bullmq';
 import type { EmailJob } from '../notifications/email-job';
 
 /**
- * Every queue and job name, with the payload each job carries (ids, never objects).
- * A worker refuses to boot if a job name here has no handler (see JobHandlerRegistry).
+ * The job registry: every queue, every job, the payload each job carries (ids, never objects)
+ * and the queue it runs on. Nothing else in src/ spells a queue or job name: producers add jobs
+ * through `JobQueues.add(name, data)` (checked against JobPayloads), handlers are service
+ * methods marked `@OnJob(name)`, and the worker refuses to boot unless every job here has
+ * exactly one handler (JobHandlers).
  */
-export const QUEUES = ['orders', 'payments', 'email', 'catalog', 'maintenance'] as const;
-export type QueueName = (typeof QUEUES)[number];
-
-export interface JobPayloads {
-  /** Cancel an unpaid order whose reservation window has passed. */
-  'orders.expire-reservation': { orderId: string };
-  /** Safety net: find and expire overdue reservations the delayed jobs missed. */
-  'orders.sweep-expired': Record<string, never>;
-  /** Recompute "bought together" recommendations from paid orders. */
-  'catalog.recompute-recommendations': Record<string, never>;
-  /** Act on a verified payment-provider event (re-reads the intent: events can be stale). */
-  'payments.process-event': { eventId: string };
-  /** The order was cancelled: cancel its unpaid intent at the gateway (a late success is refunded). */
-  'payments.cancel-intent': { orderId: string };
-  /** Make sure a pending refund settles (its request may have been cut off by a fault). */
-  'payments.settle-refund': { refundId: string };
-  /** Settle payments whose webhook never came (stale PAYMENT_PENDING orders). */
-  'payments.reconcile': Record<string, never>;
-  /** Remove idempotency records past their expiry. */
-  'maintenance.purge-idempotency-keys': Record<string, never>;
-  /** Remove refresh-token families that expired or were revoked long ago. */
-  'maintenance.purge-refresh-tokens': Record<string, never>;
-  /** Remove published outbox rows past their retention. */
-  'maintenance.purge-outbox': Record<string, never>;
-  /** Send one order email (at most once per order and kind; per refund for refunds). */
-  'email.send': EmailJob;
+export enum QueueName {
+  Orders = 'orders',
+  Payments = 'payments',
+  Email = 'email',
+  Catalog = 'catalog',
+  Maintenance = 'maintenance',
 }
 
-export type JobName = keyof JobPayloads;
+export const QUEUES: readonly QueueName[] = Object.values(QueueName);
 
-export const JOB_QUEUE: Record<JobName, QueueName> = {
-  'orders.expire-reservation': 'orders',
-  'orders.sweep-expired': 'orders',
-  'catalog.recompute-recommendations': 'catalog',
-  'payments.process-event': 'payments',
-  'payments.reconcile': 'payments',
-  'payments.cancel-intent': 'payments',
-  'payments.settle-refund': 'payments',
-  'maintenance.purge-idempotency-keys': 'maintenance',
-  'maintenance.purge-outbox': 'maintenance',
-  'maintenance.purge-refresh-tokens': 'maintenance',
-  'email.send': 'email',
+export enum JobName {
+  /** Cancel an unpaid order whose reservation window has passed. */
+  ExpireReservation = 'orders.expire-reservation',
+  /** Safety net: find and expire overdue reservations the delayed jobs missed. */
+  SweepExpiredReservations = 'orders.sweep-expired',
+  /** Recompute "bought together" recommendations from paid orders. */
+  RecomputeRecommendations = 'catalog.recompute-recommendations',
+  /** Act on a verified payment-provider event (re-reads the intent: events can be stale). */
+  ProcessPaymentEvent = 'payments.process-event',
+  /** The order was cancelled: cancel its unpaid intent at the gateway (a late success is refunded). */
+  CancelPaymentIntent = 'payments.cancel-intent',
+  /** Make sure a pending refund settles (its request may have been cut off by a fault). */
+  SettleRefund = 'payments.settle-refund',
+  /** Settle payments whose webhook never came (stale PAYMENT_PENDING orders). */
+  ReconcilePayments = 'payments.reconcile',
+  /** Remove idempotency records past their expiry. */
+  PurgeIdempotencyKeys = 'maintenance.purge-idempotency-keys',
+  /** Remove refresh-token families that expired or were revoked long ago. */
+  PurgeRefreshTokens = 'maintenance.purge-refresh-tokens',
+  /** Remove published outbox rows past their retention. */
+  PurgeOutbox = 'maintenance.purge-outbox',
+  /** Send one order email (at most once per order and kind; per refund for refunds). */
+  SendEmail = 'email.send',
+}
+
+/** Nothing: the job's name says it all (scheduled sweeps). */
+type NoData = Record<string, never>;
+
+interface Payloads {
+  [JobName.ExpireReservation]: { orderId: string };
+  [JobName.SweepExpiredReservations]: NoData;
+  [JobName.RecomputeRecommendations]: NoData;
+  [JobName.ProcessPaymentEvent]: { eventId: string };
+  [JobName.CancelPaymentIntent]: { orderId: string };
+  [JobName.SettleRefund]: { refundId: string };
+  [JobName.ReconcilePayments]: NoData;
+  [JobName.PurgeIdempotencyKeys]: NoData;
+  [JobName.PurgeRefreshTokens]: NoData;
+  [JobName.PurgeOutbox]: NoData;
+  [JobName.SendEmail]: EmailJob & {
+    /** Set by the handler only: how often it found the delivery busy (see EmailService). */
+    busyRetries?: number;
+  };
+}
+
+/** The data each job carries (a job name missing from Payloads is a compile error here). */
+export type JobPayloads = { [N in JobName]: Payloads[N] };
+
+/** The queue each job runs on. */
+export const JOB_QUEUE: Readonly<Record<JobName, QueueName>> = {
+  [JobName.ExpireReservation]: QueueName.Orders,
+  [JobName.SweepExpiredReservations]: QueueName.Orders,
+  [JobName.RecomputeRecommendations]: QueueName.Catalog,
+  [JobName.ProcessPaymentEvent]: QueueName.Payments,
+  [JobName.CancelPaymentIntent]: QueueName.Payments,
+  [JobName.SettleRefund]: QueueName.Payments,
+  [JobName.ReconcilePayments]: QueueName.Payments,
+  [JobName.PurgeIdempotencyKeys]: QueueName.Maintenance,
+  [JobName.PurgeRefreshTokens]: QueueName.Maintenance,
+  [JobName.PurgeOutbox]: QueueName.Maintenance,
+  [JobName.SendEmail]: QueueName.Email,
 };
+
+export const JOB_NAMES: readonly JobName[] = Object.values(JobName);
+
+/** A BullMQ job of one registry name, with its payload type. */
+export type JobOf<N extends JobName> = Job<JobPayloads[N], unknown, N>;
+
+export function isJobName(name: string): name is JobName {
+  return (JOB_NAMES as readonly string[]).includes(name);
+}

@@ -1,16 +1,27 @@
-import { InjectQueue } from '@nestjs/bullmq';
 import { Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
-import type { Queue } from 'bullmq';
-import { JOB_QUEUE, JobName, QueueName } from './queues';
+import { JobQueues } from './job-queues';
+import { JOB_QUEUE, JobName, JobPayloads } from './queues';
+
+/** A repeatable job: which, how often, with what data. */
+export interface JobSchedule {
+  readonly job: JobName;
+  readonly everyMs: number;
+  readonly data: JobPayloads[JobName];
+}
+
+/** A schedule whose data is checked against the job's payload type. */
+function every<N extends JobName>(everyMs: number, job: N, data: JobPayloads[N]): JobSchedule {
+  return { job, everyMs, data };
+}
 
 /** Repeatable jobs and how often they run. */
-export const SCHEDULES: { job: JobName; everyMs: number }[] = [
-  { job: 'orders.sweep-expired', everyMs: 60_000 },
-  { job: 'payments.reconcile', everyMs: 60_000 },
-  { job: 'catalog.recompute-recommendations', everyMs: 600_000 },
-  { job: 'maintenance.purge-idempotency-keys', everyMs: 3_600_000 },
-  { job: 'maintenance.purge-outbox', everyMs: 3_600_000 },
-  { job: 'maintenance.purge-refresh-tokens', everyMs: 3_600_000 },
+export const SCHEDULES: readonly JobSchedule[] = [
+  every(60_000, JobName.SweepExpiredReservations, {}),
+  every(60_000, JobName.ReconcilePayments, {}),
+  every(600_000, JobName.RecomputeRecommendations, {}),
+  every(3_600_000, JobName.PurgeIdempotencyKeys, {}),
+  every(3_600_000, JobName.PurgeOutbox, {}),
+  every(3_600_000, JobName.PurgeRefreshTokens, {}),
 ];
 
 /**
@@ -22,21 +33,14 @@ export const SCHEDULES: { job: JobName; everyMs: number }[] = [
 @Injectable()
 export class Schedulers implements OnApplicationBootstrap {
   private readonly logger = new Logger(Schedulers.name);
-  private readonly queues: Partial<Record<QueueName, Queue>>;
 
-  constructor(
-    @InjectQueue('orders') orders: Queue,
-    @InjectQueue('payments') payments: Queue,
-    @InjectQueue('catalog') catalog: Queue,
-    @InjectQueue('maintenance') maintenance: Queue,
-  ) {
-    this.queues = { orders, payments, catalog, maintenance };
-  }
+  constructor(private readonly jobs: JobQueues) {}
 
   async onApplicationBootstrap(): Promise<void> {
     await this.register();
-    for (const queue of Object.values(this.queues)) {
-      const client = await queue.client;
+    const queues = new Set(SCHEDULES.map((s) => JOB_QUEUE[s.job]));
+    for (const name of queues) {
+      const client = await this.jobs.queue(name).client;
       client.on('ready', () => {
         this.register().catch((err: unknown) =>
           this.logger.warn(`job schedulers not re-registered after a reconnect: ${String(err)}`),
@@ -46,10 +50,6 @@ export class Schedulers implements OnApplicationBootstrap {
   }
 
   private async register(): Promise<void> {
-    for (const { job, everyMs } of SCHEDULES) {
-      const queue = this.queues[JOB_QUEUE[job]];
-      if (!queue) throw new Error(`no queue injected for scheduled job ${job}`);
-      await queue.upsertJobScheduler(job, { every: everyMs }, { name: job, data: {} });
-    }
+    for (const { job, everyMs, data } of SCHEDULES) await this.jobs.schedule(job, everyMs, data);
   }
 }

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { Client } from 'pg';
 import { SMTPServer } from 'smtp-server';
 import { emailJobId } from '../../src/notifications/email-job';
+import { QueueName } from '../../src/queue/queues';
 import { registerCustomer } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
 import { Buyer, placeOrder } from '../support/orders';
@@ -165,7 +166,7 @@ describe('an email whose worker is killed mid-send', () => {
 
   it('a delivery a live attempt is sending waits seconds (no attempt spent), and goes once it is let go', async () => {
     second ??= await bootTestWorker(t.config);
-    const queue = second.get<Queue>(getQueueToken('email'));
+    const queue = second.get<Queue>(getQueueToken(QueueName.Email));
     // a live sender of this delivery: it holds the delivery's lock on its own session
     const holder = new Client({ connectionString: t.db.url });
     await holder.connect();

@@ -8,9 +8,10 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmailDeliveryBusyError, EmailService } from '../../src/notifications/email.service';
-import { EmailProcessor } from '../../src/notifications/email.processor';
 import { emailJobId } from '../../src/notifications/email-job';
 import { OutboxPublisher } from '../../src/outbox/outbox.publisher';
+import { JobHandlers } from '../../src/queue/job-handlers';
+import { JobName, QueueName } from '../../src/queue/queues';
 import { Session, registerCustomer } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
 import { Buyer, placeOrder } from '../support/orders';
@@ -166,8 +167,8 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
 
   it('the same email.send job processed 5 times (3 at once) sends exactly one message', async () => {
     const orderId = await twoLineOrder(t, buyer);
-    const processor = worker.get(EmailProcessor);
-    const job = { name: 'email.send', data: { orderId, kind: 'order_confirmation' } } as Job;
+    const processor = worker.get(JobHandlers);
+    const job = { name: JobName.SendEmail, data: { orderId, kind: 'order_confirmation' } } as Job;
 
     const concurrent = await Promise.allSettled([
       processor.process(job),
@@ -241,7 +242,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     expect(rows[0].attempts).toBeGreaterThanOrEqual(2);
 
     // the row is recorded before BullMQ completes the job: wait for the job's own outcome
-    const queue = worker.get<Queue>(getQueueToken('email'));
+    const queue = worker.get<Queue>(getQueueToken(QueueName.Email));
     const job = await waitFor('the email job to finish', () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })), {
       until: (j) => j?.finishedOn != null,
     });

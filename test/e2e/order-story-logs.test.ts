@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { JobName } from '../../src/queue/queues';
 import { registerCustomer, TEST_PASSWORD } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
 import { HttpClient } from '../support/http';
@@ -120,7 +121,7 @@ describe('an order’s story in the logs of the API and the worker (real process
     const converged = workerStory.find((l) => l.action === 'payment.converged');
     expect(converged).toMatchObject({ orderId, paymentStatus: 'succeeded', outcome: 'confirmed' });
     for (const l of [...transitions, converged!]) {
-      expect(l).toMatchObject({ level: 30, orderId, job: 'payments.process-event' });
+      expect(l).toMatchObject({ level: 30, orderId, job: JobName.ProcessPaymentEvent });
       expect(l.jobId).toEqual(expect.any(String));
     }
 

@@ -5,6 +5,7 @@ import { ReservationExpiryService } from '../../src/orders/reservation-expiry.se
 import { OutboxPublisher } from '../../src/outbox/outbox.publisher';
 import { OutboxRepository } from '../../src/outbox/outbox.repository';
 import { OutboxRelay } from '../../src/outbox/outbox.relay';
+import { JobName, QueueName } from '../../src/queue/queues';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { PrivateRedis } from '../support/private-redis';
@@ -120,9 +121,9 @@ describe('outbox relay', () => {
     }
     expect(published).toBe(40);
 
-    const queue = ctx.get<Queue>(getQueueToken('orders'));
+    const queue = ctx.get<Queue>(getQueueToken(QueueName.Orders));
     const delayed = await queue.getJobs(['delayed', 'waiting']);
-    const expiryJobs = delayed.filter((j) => j.name === 'orders.expire-reservation');
+    const expiryJobs = delayed.filter((j) => j.name === (JobName.ExpireReservation as string));
     expect(expiryJobs).toHaveLength(40);
     expect(new Set(expiryJobs.map((j) => (j.data as { orderId: string }).orderId))).toEqual(
       new Set(orders.map((o) => o.body.id as string)),
@@ -143,7 +144,7 @@ describe('outbox relay', () => {
     const publisher = ctx.get(OutboxPublisher);
     await publisher.publish(row);
     await publisher.publish(row);
-    const queue = ctx.get<Queue>(getQueueToken('orders'));
+    const queue = ctx.get<Queue>(getQueueToken(QueueName.Orders));
     const jobs = (await queue.getJobs(['delayed', 'waiting'])).filter(
       (j) => (j.data as { orderId: string }).orderId === order.body.id,
     );
@@ -180,7 +181,7 @@ describe('order creation does not depend on Redis', () => {
     ctx = await bootPublisherContext(t.config);
     const relay = new OutboxRelay(ctx.get(OutboxRepository), ctx.get(OutboxPublisher));
     expect((await relay.relayOnce()).published).toBeGreaterThanOrEqual(1);
-    const queue = ctx.get<Queue>(getQueueToken('orders'));
+    const queue = ctx.get<Queue>(getQueueToken(QueueName.Orders));
     const jobs = (await queue.getJobs(['delayed', 'waiting'])).filter(
       (j) => (j.data as { orderId: string }).orderId === order.body.id,
     );

@@ -6,6 +6,7 @@ import { Session, TEST_PASSWORD, registerCustomer } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
 import { placeOrder } from '../support/orders';
 import { OutboxRelay } from '../../src/outbox/outbox.relay';
+import { JOB_QUEUE, QueueName } from '../../src/queue/queues';
 import { SCHEDULES } from '../../src/queue/schedulers';
 import { PrivateRedis } from '../support/private-redis';
 import { SmtpCapture } from '../support/smtp-capture';
@@ -138,7 +139,7 @@ describe('Redis outage: a private redis-server stopped for a while, then started
       `SELECT id FROM outbox WHERE aggregate_id = $1 AND topic = 'order.created'`,
       [orderId],
     );
-    const expiryJob = await worker.get<Queue>(getQueueToken('orders')).getJob(createdEvent.rows[0].id);
+    const expiryJob = await worker.get<Queue>(getQueueToken(QueueName.Orders)).getJob(createdEvent.rows[0].id);
     expect(expiryJob?.data).toEqual({ orderId });
     const paid = await t.http.get(`/v1/orders/${orderId}`, { token: buyer.token });
     expect(paid.body.status).toMatch(/^(PAID|CONFIRMED)$/);
@@ -158,9 +159,9 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     expect(readyAgain.status).toBe(200);
 
     // the repeatable jobs (sweepers, reconciliation) are back although Redis lost them
-    for (const name of ['orders', 'payments', 'catalog', 'maintenance']) {
+    for (const name of new Set(SCHEDULES.map((s) => JOB_QUEUE[s.job]))) {
       const queue = worker.get<Queue>(getQueueToken(name));
-      const expected = SCHEDULES.filter((s) => s.job.startsWith(`${name}.`)).map((s) => s.job).sort();
+      const expected = SCHEDULES.filter((s) => JOB_QUEUE[s.job] === name).map((s) => s.job).sort();
       const found = await waitFor(
         `the ${name} job schedulers to be registered again`,
         async () => (await queue.getJobSchedulers()).map((j) => j.key).sort(),

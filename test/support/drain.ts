@@ -51,7 +51,7 @@ export async function drain(
   options: DrainOptions = {},
 ): Promise<Drained> {
   const names = options.queues ?? QUEUES;
-  const delayed = new Set<QueueName>(options.delayed ?? ['email']);
+  const delayed = new Set<QueueName>(options.delayed ?? [QueueName.Email]);
   const queues = names.map((name) => ({ name, queue: worker.get<Queue>(getQueueToken(name)) }));
   let relay: OutboxRelay | undefined;
   try {

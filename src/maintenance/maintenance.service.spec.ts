@@ -1,0 +1,34 @@
+import type { RefreshTokenRepository } from '../auth/refresh-token.repository';
+import type { IdempotencyService } from '../idempotency/idempotency.service';
+import type { OutboxRepository } from '../outbox/outbox.repository';
+import { MaintenanceService } from './maintenance.service';
+
+const now = new Date('2026-11-22T12:00:00Z');
+
+function setup() {
+  const outbox = { purgePublished: jest.fn().mockResolvedValueOnce(5000).mockResolvedValueOnce(12).mockResolvedValue(0) };
+  const refreshTokens = { purgeEnded: jest.fn().mockResolvedValueOnce(3).mockResolvedValue(0) };
+  const idempotency = { purgeExpired: jest.fn().mockResolvedValue(7) };
+  const maintenance = new MaintenanceService(
+    idempotency as unknown as IdempotencyService,
+    outbox as unknown as OutboxRepository,
+    refreshTokens as unknown as RefreshTokenRepository,
+    { now: () => now },
+  );
+  return { maintenance, outbox, refreshTokens };
+}
+
+describe('MaintenanceService', () => {
+  it('purges published outbox rows older than 7 days, batch after batch until none is left', async () => {
+    const { maintenance, outbox } = setup();
+    expect(await maintenance.purgeOutbox()).toBe(5012);
+    expect(outbox.purgePublished).toHaveBeenCalledTimes(3);
+    expect(outbox.purgePublished).toHaveBeenCalledWith(new Date('2026-11-15T12:00:00Z'));
+  });
+
+  it('purges refresh-token families that ended more than 30 days ago', async () => {
+    const { maintenance, refreshTokens } = setup();
+    expect(await maintenance.purgeRefreshTokens()).toBe(3);
+    expect(refreshTokens.purgeEnded).toHaveBeenCalledWith(new Date('2026-10-23T12:00:00Z'));
+  });
+});

@@ -1,0 +1,48 @@
+import { Injectable } from '@nestjs/common';
+import { RefreshTokenRepository } from '../auth/refresh-token.repository';
+import { Clock } from '../common/time/clock';
+import { IdempotencyService } from '../idempotency/idempotency.service';
+import { OutboxRepository } from '../outbox/outbox.repository';
+import { OnJob } from '../queue/on-job.decorator';
+import { JobName } from '../queue/queues';
+
+const OUTBOX_RETENTION_MS = 7 * 86_400_000;
+/** Ended sessions are kept a while for security investigations, then removed. */
+const REFRESH_FAMILY_RETENTION_MS = 30 * 86_400_000;
+
+/** Housekeeping jobs: expired idempotency records, old published outbox rows, ended sessions. */
+@Injectable()
+export class MaintenanceService {
+  constructor(
+    private readonly idempotency: IdempotencyService,
+    private readonly outbox: OutboxRepository,
+    private readonly refreshTokens: RefreshTokenRepository,
+    private readonly clock: Clock,
+  ) {}
+
+  @OnJob(JobName.PurgeIdempotencyKeys)
+  purgeIdempotencyKeys(): Promise<number> {
+    return this.idempotency.purgeExpired();
+  }
+
+  @OnJob(JobName.PurgeOutbox)
+  purgeOutbox(): Promise<number> {
+    return drain((before) => this.outbox.purgePublished(before), this.ago(OUTBOX_RETENTION_MS));
+  }
+
+  @OnJob(JobName.PurgeRefreshTokens)
+  purgeRefreshTokens(): Promise<number> {
+    return drain((before) => this.refreshTokens.purgeEnded(before), this.ago(REFRESH_FAMILY_RETENTION_MS));
+  }
+
+  private ago(ms: number): Date {
+    return new Date(this.clock.now().getTime() - ms);
+  }
+}
+
+/** Repeats a batched delete until a batch removes nothing; returns the total removed. */
+async function drain(batch: (before: Date) => Promise<number>, before: Date): Promise<number> {
+  let total = 0;
+  for (let n = await batch(before); n > 0; n = await batch(before)) total += n;
+  return total;
+}

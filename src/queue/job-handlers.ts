@@ -1,0 +1,90 @@
+import { BullRegistrar } from '@nestjs/bullmq';
+import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
+import { DiscoveryService, MetadataScanner, ModuleRef, Reflector } from '@nestjs/core';
+import type { Job } from 'bullmq';
+import { ON_JOB } from './on-job.decorator';
+import { JOB_NAMES, JobName, isJobName } from './queues';
+
+/** A method marked `@OnJob(job)`, bound to its instance. */
+export interface FoundHandler {
+  job: string;
+  /** `Class.method`, for messages. */
+  label: string;
+  run: (data: unknown, job: Job, token?: string) => Promise<unknown>;
+}
+
+/**
+ * One handler per registry job, or an error naming every problem at once: a handler of a job
+ * the registry does not know, a job with two handlers, a job with none.
+ */
+export function indexJobHandlers(found: readonly FoundHandler[]): ReadonlyMap<JobName, FoundHandler> {
+  const problems: string[] = [];
+  const byJob = new Map<JobName, FoundHandler>();
+  for (const handler of found) {
+    if (!isJobName(handler.job)) {
+      problems.push(`${handler.label} handles "${handler.job}", which is not a job in the registry (src/queue/queues.ts)`);
+      continue;
+    }
+    const first = byJob.get(handler.job);
+    if (first) problems.push(`${handler.job} has two handlers: ${first.label} and ${handler.label}`);
+    else byJob.set(handler.job, handler);
+  }
+  for (const name of JOB_NAMES) {
+    if (!byJob.has(name)) problems.push(`${name} has no handler (mark the service method that runs it with @OnJob)`);
+  }
+  if (problems.length > 0) throw new Error(`Job handlers do not match the registry: ${problems.join('; ')}`);
+  return byJob;
+}
+
+/**
+ * The worker's job handlers: at boot, every provider method marked `@OnJob` is found
+ * (DiscoveryService + MetadataScanner) and checked against the registry — the boot fails on a
+ * job without a handler, with two, or on a handler of an unknown job. Only then are the queues'
+ * BullMQ workers started (QueueModule registers them manually), so no job runs before its
+ * handler is known. The per-queue processors (queue-processors.ts) hand each job to `process`.
+ */
+@Injectable()
+export class JobHandlers implements OnModuleInit {
+  private readonly logger = new Logger(JobHandlers.name);
+  private handlers: ReadonlyMap<JobName, FoundHandler> = new Map();
+
+  constructor(
+    private readonly discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
+    private readonly reflector: Reflector,
+    private readonly moduleRef: ModuleRef,
+  ) {}
+
+  onModuleInit(): void {
+    this.handlers = indexJobHandlers(this.discover());
+    this.logger.log(`${this.handlers.size} job handlers found; starting the queue workers`);
+    this.moduleRef.get(BullRegistrar, { strict: false }).register();
+  }
+
+  /** Runs the job's handler with the job's data (and the job and its token). */
+  async process(job: Job, token?: string): Promise<unknown> {
+    const handler = isJobName(job.name) ? this.handlers.get(job.name) : undefined;
+    if (!handler) throw new Error(`no handler for job ${job.name}`);
+    return handler.run(job.data, job, token);
+  }
+
+  private discover(): FoundHandler[] {
+    const found: FoundHandler[] = [];
+    for (const wrapper of this.discovery.getProviders()) {
+      const instance: unknown = wrapper.instance;
+      if (!wrapper.isDependencyTreeStatic() || !instance || typeof instance !== 'object') continue;
+      const prototype = Object.getPrototypeOf(instance) as object | null;
+      for (const key of this.scanner.getAllMethodNames(prototype)) {
+        const method = (instance as Record<string, unknown>)[key] as (...args: unknown[]) => Promise<unknown>;
+        const job = this.reflector.get<string | undefined>(ON_JOB, method);
+        if (job === undefined) continue;
+        found.push({
+          job,
+          label: `${instance.constructor.name}.${key}`,
+          run: (data, j, token) => method.call(instance, data, j, token),
+        });
+      }
+    }
+    return found;
+  }
+}
