@@ -12,7 +12,6 @@ import {
   Max,
   MaxLength,
   Min,
-  NotEquals,
   ValidateNested,
 } from 'class-validator';
 import { PageQueryDto } from '../../common/pagination/page-query.dto';
@@ -82,26 +81,6 @@ export class UpdateProductDto {
   @ApiPropertyOptional({ example: true }) @IsOptional() @IsBoolean() active?: boolean;
 }
 
-export class StockAdjustmentDto {
-  @ApiProperty({
-    type: 'integer',
-    description: 'Units added (positive) or removed (negative); not 0',
-    minimum: -10_000_000,
-    maximum: 10_000_000,
-    example: 25,
-  })
-  @IsInt()
-  @NotEquals(0)
-  @Min(-10_000_000)
-  @Max(10_000_000)
-  delta!: number;
-
-  @ApiProperty({ example: 'Delivery from supplier', minLength: 1, maxLength: 500 })
-  @IsString()
-  @Length(1, 500)
-  reason!: string;
-}
-
 export const PRODUCT_SORTS = ['relevance', 'newest', 'price_asc', 'price_desc', 'popular'] as const;
 export type ProductSort = (typeof PRODUCT_SORTS)[number];
 
@@ -156,12 +135,6 @@ export class ProductDto extends ProductSummaryDto {
 export class ProductPageDto {
   @ApiProperty({ type: [ProductSummaryDto] }) items!: ProductSummaryDto[];
   @ApiProperty({ nullable: true, type: String }) nextCursor!: string | null;
-}
-
-export class StockLevelDto {
-  @ApiProperty({ type: 'integer' }) onHand!: number;
-  @ApiProperty({ type: 'integer' }) reserved!: number;
-  @ApiProperty({ type: 'integer', description: 'onHand - reserved' }) available!: number;
 }
 
 export class CreateReviewDto {
