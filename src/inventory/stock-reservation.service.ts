@@ -27,7 +27,7 @@ export const insufficient = (products: (Shortfall | Omit<Shortfall, 'available'>
  * product is read from the violation's "Failing row contains (product_id, …)" detail when it is
  * one of the lines, else every line is named. Any other error is returned unchanged.
  */
-export function reservationError(err: unknown, lines: StockLine[]): unknown {
+function reservationError(err: unknown, lines: StockLine[]): unknown {
   const short = shortfallsOf(err);
   if (short) return insufficient(short);
   if (pgErrorCode(err) === '23514' && pgConstraint(err) === 'inventory_reserved_within_on_hand') {

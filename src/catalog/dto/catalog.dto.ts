@@ -81,7 +81,7 @@ export class UpdateProductDto {
   @ApiPropertyOptional({ example: true }) @IsOptional() @IsBoolean() active?: boolean;
 }
 
-export const PRODUCT_SORTS = ['relevance', 'newest', 'price_asc', 'price_desc', 'popular'] as const;
+const PRODUCT_SORTS = ['relevance', 'newest', 'price_asc', 'price_desc', 'popular'] as const;
 export type ProductSort = (typeof PRODUCT_SORTS)[number];
 
 export class ListProductsDto extends PageQueryDto {
@@ -159,7 +159,7 @@ export class ProductListDto {
   @ApiProperty({ type: [ProductSummaryDto] }) items!: ProductSummaryDto[];
 }
 
-export const IMAGE_CONTENT_TYPES = ['image/jpeg', 'image/png', 'image/webp'] as const;
+const IMAGE_CONTENT_TYPES = ['image/jpeg', 'image/png', 'image/webp'] as const;
 
 export class CreateImageUploadDto {
   @ApiProperty({ enum: IMAGE_CONTENT_TYPES, example: 'image/jpeg' }) @IsIn(IMAGE_CONTENT_TYPES) contentType!: string;
