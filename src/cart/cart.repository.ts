@@ -1,61 +1,65 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
+import { CartItemEntity } from './entities/cart-item.entity';
 
-export interface CartLineRow {
+/** A cart line with its product as it is now (the cart shows current prices). */
+interface CartLine {
   productId: string;
   name: string;
   quantity: number;
-  priceAmount: string;
-  currency: string;
+  priceAmount: number;
   active: boolean;
 }
 
-/** The only place that builds SQL for carts (one cart per customer, lines keyed by product). */
+/** The `cart_items` table's repository (one cart per customer, lines keyed by product). */
 @Injectable()
 export class CartRepository {
   constructor(private readonly tx: TransactionHost) {}
 
-  async lines(userId: string): Promise<CartLineRow[]> {
-    return this.tx.query(
-      `SELECT c.product_id AS "productId", p.name, c.quantity, p.price_amount AS "priceAmount",
-              p.currency, p.active
-         FROM cart_items c JOIN products p ON p.id = c.product_id
-        WHERE c.user_id = $1
-        ORDER BY c.product_id`,
-      [userId],
+  async lines(userId: string): Promise<CartLine[]> {
+    const items = await this.tx.withManager((m) =>
+      m.getRepository(CartItemEntity).find({
+        where: { userId },
+        relations: { product: true },
+        order: { productId: 'ASC' },
+      }),
     );
+    return items.map((i) => ({
+      productId: i.productId,
+      name: i.product!.name,
+      quantity: i.quantity,
+      priceAmount: i.product!.priceAmount,
+      active: i.product!.active,
+    }));
   }
 
+  /** Sets (not adds) the line's quantity, creating the line if needed. */
   async setQuantity(userId: string, productId: string, quantity: number, at: Date): Promise<void> {
-    await this.tx.query(
-      `INSERT INTO cart_items (user_id, product_id, quantity, updated_at) VALUES ($1, $2, $3, $4)
-       ON CONFLICT (user_id, product_id) DO UPDATE SET quantity = EXCLUDED.quantity,
-                                                      updated_at = EXCLUDED.updated_at`,
-      [userId, productId, quantity, at],
+    await this.tx.withManager((m) =>
+      m
+        .getRepository(CartItemEntity)
+        .upsert({ userId, productId, quantity, updatedAt: at }, ['userId', 'productId']),
     );
   }
 
   async removeLine(userId: string, productId: string): Promise<void> {
-    await this.tx.query(`DELETE FROM cart_items WHERE user_id = $1 AND product_id = $2`, [
-      userId,
-      productId,
-    ]);
+    await this.tx.withManager((m) => m.getRepository(CartItemEntity).delete({ userId, productId }));
   }
 
   /** Empties the cart; returns the lines removed (checkout reads and clears in one statement). */
   async clear(userId: string): Promise<{ productId: string; quantity: number }[]> {
-    return this.tx.query(
-      `DELETE FROM cart_items WHERE user_id = $1
-       RETURNING product_id AS "productId", quantity`,
-      [userId],
+    const result = await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .delete()
+        .from(CartItemEntity)
+        .where('user_id = :userId', { userId })
+        .returning(['productId', 'quantity'])
+        .execute(),
     );
-  }
-
-  async productExists(productId: string): Promise<boolean> {
-    const rows: unknown[] = await this.tx.query(
-      `SELECT 1 FROM products WHERE id = $1 AND active`,
-      [productId],
-    );
-    return rows.length > 0;
+    return (result.raw as { product_id: string; quantity: number }[]).map((r) => ({
+      productId: r.product_id,
+      quantity: r.quantity,
+    }));
   }
 }

@@ -1,9 +1,9 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { ProductRepository } from '../catalog/product.repository';
 import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
-import { toSafeInt } from '../common/money/safe-int';
 import { CartDto } from './dto/cart.dto';
 import { CartRepository } from './cart.repository';
 
@@ -12,6 +12,8 @@ import { CartRepository } from './cart.repository';
 export class CartService {
   constructor(
     private readonly carts: CartRepository,
+    /** The catalog's: only active products go into a cart. */
+    private readonly products: ProductRepository,
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -21,7 +23,7 @@ export class CartService {
     const lines = (await this.carts.lines(userId)).filter((l) => l.active);
     const currency = this.config.currency;
     const items = lines.map((l) => {
-      const unit = toSafeInt(l.priceAmount);
+      const unit = l.priceAmount;
       return {
         productId: l.productId,
         name: l.name,
@@ -38,7 +40,7 @@ export class CartService {
   async setQuantity(userId: string, productId: string, quantity: number): Promise<CartDto> {
     await this.tx.run(async () => {
       if (quantity === 0) return this.carts.removeLine(userId, productId);
-      if (!(await this.carts.productExists(productId))) {
+      if (!(await this.products.isActive(productId))) {
         throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
       }
       await this.carts.setQuantity(userId, productId, quantity, this.clock.now());

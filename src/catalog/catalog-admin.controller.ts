@@ -12,8 +12,6 @@ import {
   ImageUploadDto,
   CreateProductDto,
   ProductDto,
-  StockAdjustmentDto,
-  StockLevelDto,
   UpdateProductDto,
 } from './dto/catalog.dto';
 
@@ -67,27 +65,6 @@ export class CatalogAdminController {
   @ApiProblems([404, '`PRODUCT_NOT_FOUND`'])
   remove(@Param('id', new ParseUUIDPipe()) id: string): Promise<void> {
     return this.admin.deactivate(id);
-  }
-
-  @Post('products/:id/stock-adjustments')
-  @HttpCode(200)
-  @RequirePermission('inventory:write')
-  @ApiOperation({
-    operationId: 'adjustStock',
-    summary: 'Adjust on-hand stock (permission `inventory:write`)',
-    description:
-      'Adds (positive `delta`) or removes (negative) on-hand units, with a reason for the ' +
-      'stock ledger. On-hand never falls below what open orders have reserved.',
-  })
-  @ApiUuidParam('id', 'Product id')
-  @ApiOkResponse({ type: StockLevelDto })
-  @ApiProblems([404, '`PRODUCT_NOT_FOUND`'], [409, '`STOCK_BELOW_RESERVED`'])
-  adjust(
-    @CurrentPrincipal() me: Principal,
-    @Param('id', new ParseUUIDPipe()) id: string,
-    @Body() dto: StockAdjustmentDto,
-  ): Promise<StockLevelDto> {
-    return this.admin.adjustStock(me, id, dto);
   }
 
   @Post('categories')

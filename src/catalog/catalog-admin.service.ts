@@ -5,8 +5,7 @@ import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost, pgConstraint } from '../database/transaction-host';
-import { InventoryRepository } from '../inventory/inventory.repository';
-import { SoldOutMarks } from '../inventory/sold-out';
+import { InventoryService } from '../inventory/inventory.service';
 import { CatalogCache } from './catalog-cache';
 import { mapProduct } from './catalog.mapper';
 import {
@@ -15,8 +14,6 @@ import {
   CreateProductDto,
   MoneyInputDto,
   ProductDto,
-  StockAdjustmentDto,
-  StockLevelDto,
   UpdateProductDto,
 } from './dto/catalog.dto';
 import { ProductRepository } from './product.repository';
@@ -26,8 +23,7 @@ import { ProductRepository } from './product.repository';
 export class CatalogAdminService {
   constructor(
     private readonly products: ProductRepository,
-    private readonly inventory: InventoryRepository,
-    private readonly soldOut: SoldOutMarks,
+    private readonly inventory: InventoryService,
     private readonly cache: CatalogCache,
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
@@ -35,13 +31,17 @@ export class CatalogAdminService {
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
-  /** Creates the product and its inventory row (on_hand = initialStock) in one transaction. */
+  /**
+   * Creates the product and — asking the inventory — its stock (on hand = initialStock, with
+   * the 'initial' ledger row), in one transaction.
+   */
   async createProduct(actor: Principal, dto: CreateProductDto): Promise<ProductDto> {
     this.checkCurrency(dto.price);
     const id = this.ids.uuid();
     await this.unique('products_sku_key', 'SKU_TAKEN', 'This SKU is taken.', () =>
       this.tx.run(async () => {
         if (dto.categoryId) await this.mustHaveCategory(dto.categoryId);
+        const at = this.clock.now();
         await this.products.insert({
           id,
           sku: dto.sku,
@@ -50,10 +50,9 @@ export class CatalogAdminService {
           priceAmount: dto.price.amount,
           currency: dto.price.currency,
           categoryId: dto.categoryId ?? null,
-          initialStock: dto.initialStock,
-          actorId: actor.userId,
-          at: this.clock.now(),
+          at,
         });
+        await this.inventory.createItem(id, dto.initialStock, actor.userId, at);
       }),
     );
     await this.cache.invalidate();
@@ -86,22 +85,6 @@ export class CatalogAdminService {
     const found = await this.products.update(id, { active: false }, this.clock.now());
     if (!found) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
     await this.cache.invalidate();
-  }
-
-  /** Ledgered on-hand change; never below what is reserved (409 STOCK_BELOW_RESERVED). */
-  async adjustStock(actor: Principal, id: string, dto: StockAdjustmentDto): Promise<StockLevelDto> {
-    const level = await this.inventory.adjust(id, dto.delta, dto.reason, actor.userId, this.clock.now());
-    if (!level) {
-      const current = await this.inventory.level(id);
-      if (!current) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
-      throw new DomainError('STOCK_BELOW_RESERVED', 'On-hand stock cannot fall below what is reserved.', {
-        extensions: { onHand: current.onHand, reserved: current.reserved, delta: dto.delta },
-      });
-    }
-    // once committed (with an Idempotency-Key the interceptor's transaction is still open)
-    this.tx.afterCommit(() => this.soldOut.cleared([id]));
-    await this.cache.invalidate();
-    return { ...level, available: level.onHand - level.reserved };
   }
 
   async createCategory(dto: CreateCategoryDto): Promise<CategoryDto> {

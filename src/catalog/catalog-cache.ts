@@ -19,7 +19,7 @@ interface SharedEntry {
 }
 
 /** Cached pages live briefly: availability (on_hand − reserved) moves with every order. */
-export const CATALOG_TTL_MS = 5_000;
+const CATALOG_TTL_MS = 5_000;
 /** Bound on the in-process copies (a listing page of 20 is ~10 KB, of 100 ~50 KB). */
 const MEMORY_ENTRIES = 2_000;
 /**
@@ -35,7 +35,7 @@ const MEMORY_MAX_ENTRY_CHARS = 1024 * 1024;
  * PostgreSQL instead of waiting (a stalled or partitioned Redis keeps its socket open, so the
  * fail-fast client alone would wait as long as the stall).
  */
-export const CACHE_REDIS_TIMEOUT_MS = 250;
+const CACHE_REDIS_TIMEOUT_MS = 250;
 /** After a read failed or timed out, reads skip Redis this long (no 250 ms toll per request). */
 const BYPASS_AFTER_FAILURE_MS = 1_000;
 

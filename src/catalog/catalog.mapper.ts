@@ -1,13 +1,12 @@
-import { toSafeInt } from '../common/money/safe-int';
 import type { ProductDto, ProductSummaryDto } from './dto/catalog.dto';
-import type { ProductRow } from './product.repository';
+import type { ProductView } from './product.repository';
 
-export function mapProductSummary(r: ProductRow): ProductSummaryDto {
+export function mapProductSummary(r: ProductView): ProductSummaryDto {
   return {
     id: r.id,
     sku: r.sku,
     name: r.name,
-    price: { amount: toSafeInt(r.priceAmount), currency: r.currency.trim() },
+    price: { amount: r.priceAmount, currency: r.currency },
     availableQuantity: Math.max(0, r.available),
     rating: {
       average: r.ratingCount === 0 ? null : Math.round((r.ratingSum / r.ratingCount) * 100) / 100,
@@ -18,7 +17,7 @@ export function mapProductSummary(r: ProductRow): ProductSummaryDto {
   };
 }
 
-export function mapProduct(r: ProductRow): ProductDto {
+export function mapProduct(r: ProductView): ProductDto {
   return {
     ...mapProductSummary(r),
     description: r.description,

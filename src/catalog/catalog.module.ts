@@ -1,30 +1,36 @@
-import { CacheModule } from '@nestjs/cache-manager';
 import { Module } from '@nestjs/common';
-import { APP_CONFIG, AppConfig } from '../config/config';
-import { InventoryRepository } from '../inventory/inventory.repository';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { InventoryModule } from '../inventory/inventory.module';
 import { CatalogAdminController } from './catalog-admin.controller';
 import { CatalogAdminService } from './catalog-admin.service';
-import { CatalogCache, createCatalogStore } from './catalog-cache';
+import { CatalogCacheModule } from './catalog-cache.module';
 import { CatalogController } from './catalog.controller';
-import { CatalogCustomerController, StorageWebhookController } from './catalog-customer.controller';
+import { CatalogCustomerController } from './catalog-customer.controller';
+import { CatalogSeeder } from './catalog.seeder';
+import { CatalogService } from './catalog.service';
+import { ProductImageEntity } from './entities/product-image.entity';
+import { ProductRecommendationEntity } from './entities/product-recommendation.entity';
+import { ReviewEntity } from './entities/review.entity';
 import { ImageRepository } from './image.repository';
 import { ImagesService } from './images.service';
 import { ObjectStorage } from './object-storage';
+import { ProductsModule } from './products.module';
 import { RecommendationRepository } from './recommendation.repository';
 import { RecommendationsService } from './recommendations.service';
 import { ReviewRepository } from './review.repository';
 import { ReviewsService } from './reviews.service';
-import { CatalogService } from './catalog.service';
-import { CatalogSeeder } from './catalog.seeder';
-import { ProductRepository } from './product.repository';
+import { StorageWebhookController } from './storage-webhook.controller';
 
+/**
+ * The catalog: products, categories, reviews, recommendations and images, its public reads
+ * (cached) and its administration. A product's stock is the inventory's (InventoryModule).
+ */
 @Module({
   imports: [
-    // the catalog cache's shared tier (Redis via Keyv); the in-process tier is CatalogCache's
-    CacheModule.registerAsync({
-      inject: [APP_CONFIG],
-      useFactory: (config: AppConfig) => ({ stores: [createCatalogStore(config)] }),
-    }),
+    TypeOrmModule.forFeature([ReviewEntity, ProductRecommendationEntity, ProductImageEntity]),
+    ProductsModule,
+    CatalogCacheModule,
+    InventoryModule,
   ],
   controllers: [
     CatalogController,
@@ -33,9 +39,6 @@ import { ProductRepository } from './product.repository';
     StorageWebhookController,
   ],
   providers: [
-    ProductRepository,
-    InventoryRepository,
-    CatalogCache,
     CatalogService,
     CatalogAdminService,
     CatalogSeeder,
@@ -47,6 +50,6 @@ import { ProductRepository } from './product.repository';
     ImagesService,
     ObjectStorage,
   ],
-  exports: [CatalogAdminService, CatalogCache, CatalogSeeder, RecommendationsService],
+  exports: [CatalogSeeder, RecommendationsService],
 })
 export class CatalogModule {}

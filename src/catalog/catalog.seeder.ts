@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
+import { InventoryService } from '../inventory/inventory.service';
 import { CatalogCache } from './catalog-cache';
 import { ProductRepository } from './product.repository';
 
@@ -43,6 +44,7 @@ const DEMO: Record<string, { name: string; items: [string, string, string, numbe
 export class CatalogSeeder {
   constructor(
     private readonly products: ProductRepository,
+    private readonly inventory: InventoryService,
     private readonly cache: CatalogCache,
     private readonly tx: TransactionHost,
     private readonly ids: IdGenerator,
@@ -62,18 +64,10 @@ export class CatalogSeeder {
         for (const [sku, name, description, price, stock] of category.items) {
           count++;
           if (await this.products.skuExists(sku)) continue;
-          await this.products.insert({
-            id: this.ids.uuid(),
-            sku,
-            name,
-            description,
-            priceAmount: price,
-            currency,
-            categoryId,
-            initialStock: stock,
-            actorId,
-            at: this.clock.now(),
-          });
+          const id = this.ids.uuid();
+          const at = this.clock.now();
+          await this.products.insert({ id, sku, name, description, priceAmount: price, currency, categoryId, at });
+          await this.inventory.createItem(id, stock, actorId, at);
         }
       }
     });

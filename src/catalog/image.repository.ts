@@ -1,18 +1,23 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
+import { ProductImageEntity, ProductImageStatus } from './entities/product-image.entity';
+import { ProductRepository } from './product.repository';
 
 /** A product image row as the storage notification needs it. */
-export interface StoredImage {
+interface StoredImage {
   productId: string;
   contentType: string;
   sizeBytes: number;
-  status: 'pending' | 'ready';
+  status: ProductImageStatus;
 }
 
-/** SQL for product images (pending until the storage reports the upload). */
+/** Product images (pending until the storage reports the upload). */
 @Injectable()
 export class ImageRepository {
-  constructor(private readonly tx: TransactionHost) {}
+  constructor(
+    private readonly tx: TransactionHost,
+    private readonly products: ProductRepository,
+  ) {}
 
   async insertPending(i: {
     id: string;
@@ -22,40 +27,54 @@ export class ImageRepository {
     sizeBytes: number;
     at: Date;
   }): Promise<void> {
-    await this.tx.query(
-      `INSERT INTO product_images (id, product_id, storage_key, content_type, size_bytes, created_at)
-       VALUES ($1, $2, $3, $4, $5, $6)`,
-      [i.id, i.productId, i.key, i.contentType, i.sizeBytes, i.at],
+    await this.tx.withManager((m) =>
+      m.getRepository(ProductImageEntity).insert({
+        id: i.id,
+        productId: i.productId,
+        storageKey: i.key,
+        contentType: i.contentType,
+        sizeBytes: i.sizeBytes,
+        createdAt: i.at,
+      }),
     );
   }
 
   /** The image waiting for (or done with) an upload to this storage key. */
   async findByKey(key: string): Promise<StoredImage | null> {
-    const rows: StoredImage[] = await this.tx.query(
-      `SELECT product_id AS "productId", content_type AS "contentType", size_bytes AS "sizeBytes", status
-         FROM product_images WHERE storage_key = $1`,
-      [key],
+    const image = await this.tx.withManager((m) =>
+      m.getRepository(ProductImageEntity).findOneBy({ storageKey: key }),
     );
-    return rows[0] ?? null;
+    return image
+      ? {
+          productId: image.productId,
+          contentType: image.contentType,
+          sizeBytes: image.sizeBytes,
+          status: image.status,
+        }
+      : null;
   }
 
   /**
-   * Marks a pending image ready and makes it the product's main image if it has none. Guarded
-   * (`WHERE status = 'pending'`): of two concurrent or repeated notifications only one changes
-   * anything. Returns the product id, or null when nothing was pending under this key.
+   * Marks a pending image ready and makes it the product's main image if it has none, in one
+   * transaction. Guarded (`WHERE status = 'pending'`): of two concurrent or repeated
+   * notifications only one changes anything. Returns the product id, or null when nothing was
+   * pending under this key.
    */
-  async markReady(key: string, url: string, at: Date): Promise<string | null> {
-    const rows: { productId: string }[] = await this.tx.query(
-      `WITH img AS (
-         UPDATE product_images SET status = 'ready', ready_at = $3
-          WHERE storage_key = $1 AND status = 'pending' RETURNING product_id
-       ), main AS (
-         UPDATE products p SET image_url = $2, updated_at = $3
-           FROM img WHERE p.id = img.product_id AND p.image_url IS NULL
-       )
-       SELECT product_id AS "productId" FROM img`,
-      [key, url, at],
-    );
-    return rows[0]?.productId ?? null;
+  markReady(key: string, url: string, at: Date): Promise<string | null> {
+    return this.tx.run(async () => {
+      const result = await this.tx.withManager((m) =>
+        m
+          .createQueryBuilder()
+          .update(ProductImageEntity)
+          .set({ status: 'ready', readyAt: at })
+          .where('storage_key = :key', { key })
+          .andWhere(`status = 'pending'`)
+          .returning(['productId'])
+          .execute(),
+      );
+      const productId = (result.raw as { product_id: string }[])[0]?.product_id ?? null;
+      if (productId !== null) await this.products.setImageIfNone(productId, url, at);
+      return productId;
+    });
   }
 }

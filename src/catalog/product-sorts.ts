@@ -20,7 +20,7 @@ export interface SortSpec {
   keyType: 'number' | 'integer' | 'timestamp';
 }
 
-export const RELEVANCE_SCORE = `(
+const RELEVANCE_SCORE = `(
   0.5 * (p.units_sold::float8 / greatest($maxUnits::float8, 1))
   + 0.3 * (CASE WHEN p.rating_count = 0 THEN 0 ELSE p.rating_sum::float8 / p.rating_count / 5 END)
   + 0.2 * greatest(0, 1 - extract(epoch FROM ($asOf::timestamptz - p.created_at)) / 2592000)

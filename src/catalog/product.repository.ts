@@ -1,14 +1,19 @@
 import { Injectable } from '@nestjs/common';
+import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
+import { BIGINT_NUMBER, CURRENCY_CODE } from '../database/column-transformers';
 import { TransactionHost } from '../database/transaction-host';
 import type { ProductSort } from './dto/catalog.dto';
+import { CategoryEntity } from './entities/category.entity';
+import { ProductEntity } from './entities/product.entity';
 import { SORTS } from './product-sorts';
 
-export interface ProductRow {
+/** A product with its availability (on hand − reserved), as the catalog's reads show it. */
+export interface ProductView {
   id: string;
   sku: string;
   name: string;
   description: string;
-  priceAmount: string;
+  priceAmount: number;
   currency: string;
   categoryId: string | null;
   imageUrl: string | null;
@@ -18,10 +23,14 @@ export interface ProductRow {
   ratingCount: number;
   createdAt: Date;
   updatedAt: Date;
-  sortKey?: string | number | Date;
 }
 
-export interface NewProduct {
+/** A listing row: the product and its sort key (the next page's cursor). */
+interface ProductPageRow extends ProductView {
+  sortKey: string | number;
+}
+
+interface NewProduct {
   id: string;
   sku: string;
   name: string;
@@ -29,12 +38,10 @@ export interface NewProduct {
   priceAmount: number;
   currency: string;
   categoryId: string | null;
-  initialStock: number;
-  actorId: string;
   at: Date;
 }
 
-export interface ProductPatch {
+interface ProductPatch {
   name?: string;
   description?: string;
   priceAmount?: number;
@@ -42,7 +49,7 @@ export interface ProductPatch {
   active?: boolean;
 }
 
-export interface PageQuery {
+interface PageQuery {
   sort: ProductSort;
   limit: number;
   categoryId?: string;
@@ -52,64 +59,123 @@ export interface PageQuery {
   after: { key: string | number; id: string } | null;
 }
 
-const COLUMNS = `p.id, p.sku, p.name, p.description, p.price_amount AS "priceAmount",
+interface Category {
+  id: string;
+  name: string;
+  slug: string;
+}
+
+/** A product loaded with its inventory row (`inventory` joined), as a view. */
+export function productView(p: ProductEntity): ProductView {
+  if (!p.inventory) throw new Error(`product ${p.id} was loaded without its inventory row`);
+  return {
+    id: p.id,
+    sku: p.sku,
+    name: p.name,
+    description: p.description,
+    priceAmount: p.priceAmount,
+    currency: p.currency,
+    categoryId: p.categoryId,
+    imageUrl: p.imageUrl,
+    active: p.active,
+    available: p.inventory.onHand - p.inventory.reserved,
+    ratingSum: p.ratingSum,
+    ratingCount: p.ratingCount,
+    createdAt: p.createdAt,
+    updatedAt: p.updatedAt,
+  };
+}
+
+/** What the listing SQL selects (ProductPageRow once mapped). */
+const PAGE_COLUMNS = `p.id, p.sku, p.name, p.description, p.price_amount AS "priceAmount",
   p.currency, p.category_id AS "categoryId", p.image_url AS "imageUrl", p.active,
   (i.on_hand - i.reserved) AS available, p.rating_sum AS "ratingSum",
   p.rating_count AS "ratingCount", p.created_at AS "createdAt", p.updated_at AS "updatedAt"`;
 
-/** The only place that builds SQL for products and categories. */
+/**
+ * The `products` and `categories` tables' repository: every write to them goes through here
+ * (the inventory counts sales through addUnitsSold, reviews their ratings through addRating).
+ */
 @Injectable()
 export class ProductRepository {
   constructor(private readonly tx: TransactionHost) {}
 
-  /** Product, its inventory row and the 'initial' ledger row, in one statement. */
+  /** The product row only: its stock is the inventory's (InventoryService.createItem). */
   async insert(p: NewProduct): Promise<void> {
-    await this.tx.query(
-      `WITH prod AS (
-         INSERT INTO products (id, sku, name, description, price_amount, currency, category_id,
-                               created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $10, $10) RETURNING id
-       ), inv AS (
-         INSERT INTO inventory_items (product_id, on_hand, reserved, updated_at)
-         SELECT id, $8, 0, $10 FROM prod
-       )
-       INSERT INTO stock_movements (product_id, kind, on_hand_delta, reserved_delta, reason, actor_id, created_at)
-       SELECT id, 'initial', $8, 0, 'product created', $9, $10 FROM prod`,
-      [p.id, p.sku, p.name, p.description, p.priceAmount, p.currency, p.categoryId, p.initialStock, p.actorId, p.at],
+    await this.tx.withManager((m) =>
+      m.getRepository(ProductEntity).insert({
+        id: p.id,
+        sku: p.sku,
+        name: p.name,
+        description: p.description,
+        priceAmount: p.priceAmount,
+        currency: p.currency,
+        categoryId: p.categoryId,
+        createdAt: p.at,
+        updatedAt: p.at,
+      }),
     );
   }
 
+  /** Changes the fields given (undefined ones stay); false when there is no such product. */
   async update(id: string, patch: ProductPatch, at: Date): Promise<boolean> {
-    const rows = await this.tx.query(
-      `UPDATE products SET
-         name = coalesce($2, name), description = coalesce($3, description),
-         price_amount = coalesce($4, price_amount), category_id = coalesce($5, category_id),
-         active = coalesce($6, active), updated_at = $7
-       WHERE id = $1 RETURNING id`,
-      [id, patch.name ?? null, patch.description ?? null, patch.priceAmount ?? null, patch.categoryId ?? null, patch.active ?? null, at],
+    const changes: QueryDeepPartialEntity<ProductEntity> = { updatedAt: at };
+    if (patch.name !== undefined) changes.name = patch.name;
+    if (patch.description !== undefined) changes.description = patch.description;
+    if (patch.priceAmount !== undefined) changes.priceAmount = patch.priceAmount;
+    if (patch.categoryId !== undefined) changes.categoryId = patch.categoryId;
+    if (patch.active !== undefined) changes.active = patch.active;
+    const result = await this.tx.withManager((m) =>
+      m.getRepository(ProductEntity).update({ id }, changes),
     );
-    return rows.length > 0;
+    return (result.affected ?? 0) > 0;
   }
 
-  async findById(id: string, opts: { activeOnly: boolean }): Promise<ProductRow | null> {
-    const rows: ProductRow[] = await this.tx.query(
-      `SELECT ${COLUMNS} FROM products p JOIN inventory_items i ON i.product_id = p.id
-        WHERE p.id = $1 AND (p.active OR NOT $2)`,
-      [id, opts.activeOnly],
+  async findById(id: string, opts: { activeOnly: boolean }): Promise<ProductView | null> {
+    const product = await this.tx.withManager((m) => {
+      const query = m
+        .getRepository(ProductEntity)
+        .createQueryBuilder('p')
+        .innerJoinAndSelect('p.inventory', 'i')
+        .where('p.id = :id', { id });
+      if (opts.activeOnly) query.andWhere('p.active');
+      return query.getOne();
+    });
+    return product ? productView(product) : null;
+  }
+
+  /** Whether the product exists and is active (can be put in a cart). */
+  async isActive(id: string): Promise<boolean> {
+    return this.tx.withManager((m) =>
+      m.getRepository(ProductEntity).existsBy({ id, active: true }),
     );
-    return rows[0] ?? null;
+  }
+
+  async skuExists(sku: string): Promise<boolean> {
+    return this.tx.withManager((m) => m.getRepository(ProductEntity).existsBy({ sku }));
   }
 
   /** The largest units_sold among active products (the popularity normalizer). */
   async maxUnitsSold(): Promise<number> {
-    const rows: { m: number }[] = await this.tx.query(
-      `SELECT coalesce(max(units_sold), 0)::int AS m FROM products WHERE active`,
+    const row = await this.tx.withManager((m) =>
+      m
+        .getRepository(ProductEntity)
+        .createQueryBuilder('p')
+        .select('coalesce(max(p.units_sold), 0)::int', 'm')
+        .where('p.active')
+        .getRawOne<{ m: number }>(),
     );
-    return rows[0].m;
+    return row?.m ?? 0;
   }
 
-  /** One keyset page of active products for a sort; rows carry their sort key. */
-  async page(query: PageQuery): Promise<ProductRow[]> {
+  /**
+   * One keyset page of active products for a sort; rows carry their sort key.
+   *
+   * Raw SQL: the listing and search ranking measured by bench:catalog (docs/BENCHMARKS.md) —
+   * the relevance score (product-sorts.ts) and the keyset comparison are expressions the query
+   * builder would only pass through, and each cache miss pays for entity hydration otherwise.
+   */
+  async page(query: PageQuery): Promise<ProductPageRow[]> {
     const spec = SORTS[query.sort];
     const params: unknown[] = [];
     const bind = (v: unknown) => {
@@ -131,37 +197,96 @@ export class ProductRepository {
     const dir = spec.descending ? 'DESC' : 'ASC';
     if (query.after) {
       const cmp = spec.descending ? '<' : '>';
-      const cursorKey = spec.keyType === 'timestamp' ? `${bind(query.after.key)}::timestamptz` : bind(query.after.key);
+      const cursorKey =
+        spec.keyType === 'timestamp'
+          ? `${bind(query.after.key)}::timestamptz`
+          : bind(query.after.key);
       where.push(`(${key}, p.id) ${cmp} (${cursorKey}, ${bind(query.after.id)}::uuid)`);
     }
-    return this.tx.query(
-      `SELECT ${COLUMNS}, ${spec.keyType === 'timestamp' ? `(${key})::text` : key} AS "sortKey"
+    const rows = await this.tx.query<ProductPageRow & { priceAmount: string }>(
+      `SELECT ${PAGE_COLUMNS}, ${spec.keyType === 'timestamp' ? `(${key})::text` : key} AS "sortKey"
          FROM products p JOIN inventory_items i ON i.product_id = p.id
         WHERE ${where.join(' AND ')}
         ORDER BY ${key} ${dir}, p.id ${dir}
         LIMIT ${bind(query.limit)}`,
       params,
     );
+    // the entity's own column transformers (bigint → number, char(3) → trimmed code)
+    return rows.map((r) => ({
+      ...r,
+      priceAmount: BIGINT_NUMBER.from(r.priceAmount) as number,
+      currency: CURRENCY_CODE.from(r.currency) as string,
+    }));
   }
 
-  async insertCategory(c: { id: string; name: string; slug: string }): Promise<boolean> {
-    const rows = await this.tx.query(
-      `INSERT INTO categories (id, name, slug) VALUES ($1, $2, $3)
-       ON CONFLICT (slug) DO NOTHING RETURNING id`,
-      [c.id, c.name, c.slug],
+  /**
+   * Counts paid units towards each product's popularity (`sign` -1 takes a refunded sale back,
+   * never below 0). Atomic increments under the row lock: concurrent sales never lose one.
+   */
+  async addUnitsSold(
+    lines: { productId: string; quantity: number }[],
+    sign: 1 | -1,
+  ): Promise<void> {
+    await this.tx.withManager(async (m) => {
+      for (const line of lines) {
+        await m
+          .createQueryBuilder()
+          .update(ProductEntity)
+          .set({ unitsSold: () => 'greatest(units_sold + :delta, 0)' })
+          .where('id = :id', { id: line.productId, delta: sign * line.quantity })
+          .execute();
+      }
+    });
+  }
+
+  /** Adds a review's rating to the product's counters (atomic increments). */
+  async addRating(productId: string, rating: number): Promise<void> {
+    await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .update(ProductEntity)
+        .set({ ratingSum: () => 'rating_sum + :rating', ratingCount: () => 'rating_count + 1' })
+        .where('id = :id', { id: productId, rating })
+        .execute(),
     );
-    return rows.length > 0;
   }
 
-  async categories(): Promise<{ id: string; name: string; slug: string }[]> {
-    return this.tx.query(`SELECT id, name, slug FROM categories ORDER BY name, id`);
+  /** Makes `url` the product's main image unless it has one already. */
+  async setImageIfNone(productId: string, url: string, at: Date): Promise<void> {
+    await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .update(ProductEntity)
+        .set({ imageUrl: url, updatedAt: at })
+        .where('id = :id', { id: productId })
+        .andWhere('image_url IS NULL')
+        .execute(),
+    );
+  }
+
+  /** False when the slug is taken (nothing is written then). */
+  async insertCategory(c: Category): Promise<boolean> {
+    const result = await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .insert()
+        .into(CategoryEntity)
+        .values(c)
+        .orIgnore()
+        .returning(['id'])
+        .execute(),
+    );
+    return (result.raw as unknown[]).length > 0;
+  }
+
+  async categories(): Promise<Category[]> {
+    const rows = await this.tx.withManager((m) =>
+      m.getRepository(CategoryEntity).find({ order: { name: 'ASC', id: 'ASC' } }),
+    );
+    return rows.map(({ id, name, slug }) => ({ id, name, slug }));
   }
 
   async categoryExists(id: string): Promise<boolean> {
-    return (await this.tx.query(`SELECT 1 FROM categories WHERE id = $1`, [id])).length > 0;
-  }
-
-  async skuExists(sku: string): Promise<boolean> {
-    return (await this.tx.query(`SELECT 1 FROM products WHERE sku = $1`, [sku])).length > 0;
+    return this.tx.withManager((m) => m.getRepository(CategoryEntity).existsBy({ id }));
   }
 }

@@ -1,14 +1,18 @@
 import { Injectable } from '@nestjs/common';
+import type { ObjectLiteral, SelectQueryBuilder } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
 import { PAID_STATUSES } from '../orders/order-state-machine';
-import type { ProductRow } from './product.repository';
+import { ProductRecommendationEntity } from './entities/product-recommendation.entity';
+import { ProductEntity } from './entities/product.entity';
+import { ProductView, productView } from './product.repository';
 
-const SUMMARY = `p.id, p.sku, p.name, p.description, p.price_amount AS "priceAmount", p.currency,
-  p.category_id AS "categoryId", p.image_url AS "imageUrl", p.active,
-  (i.on_hand - i.reserved) AS available, p.rating_sum AS "ratingSum",
-  p.rating_count AS "ratingCount", p.created_at AS "createdAt", p.updated_at AS "updatedAt"`;
+/** Recommendations written per INSERT statement when the table is recomputed. */
+const INSERT_CHUNK = 1000;
 
-/** SQL for "bought together" neighbours. */
+/**
+ * "Bought together" neighbours. They are computed from paid orders: the orders folder's
+ * `orders` and `order_items` tables, read here by name (aggregate reads only, never written).
+ */
 @Injectable()
 export class RecommendationRepository {
   constructor(private readonly tx: TransactionHost) {}
@@ -19,55 +23,98 @@ export class RecommendationRepository {
    * old set until it commits.
    */
   async recompute(topK: number, at: Date): Promise<number> {
-    await this.tx.query(`DELETE FROM product_recommendations`);
-    const rows = await this.tx.query(
-      `INSERT INTO product_recommendations (product_id, recommended_id, score, computed_at)
-       SELECT product_id, recommended_id, score, $2 FROM (
-         SELECT a.product_id, b.product_id AS recommended_id, count(DISTINCT a.order_id)::int AS score,
-                row_number() OVER (PARTITION BY a.product_id
-                                   ORDER BY count(DISTINCT a.order_id) DESC, b.product_id) AS rank
-           FROM order_items a
-           JOIN order_items b ON b.order_id = a.order_id AND b.product_id <> a.product_id
-           JOIN orders o ON o.id = a.order_id AND o.status = ANY($3::text[])
-          GROUP BY a.product_id, b.product_id
-       ) ranked
-       WHERE rank <= $1
-       RETURNING 1`,
-      [topK, at, PAID_STATUSES],
-    );
-    return rows.length;
+    return this.tx.withManager(async (m) => {
+      await m.createQueryBuilder().delete().from(ProductRecommendationEntity).execute();
+      const ranked = await m
+        .createQueryBuilder()
+        .select('ranked.product_id', 'productId')
+        .addSelect('ranked.recommended_id', 'recommendedId')
+        .addSelect('ranked.score', 'score')
+        .from(
+          (pairs: SelectQueryBuilder<ObjectLiteral>) =>
+            pairs
+              .select('a.product_id', 'product_id')
+              .addSelect('b.product_id', 'recommended_id')
+              .addSelect('count(DISTINCT a.order_id)::int', 'score')
+              .addSelect(
+                'row_number() OVER (PARTITION BY a.product_id ORDER BY count(DISTINCT a.order_id) DESC, b.product_id)',
+                'rank',
+              )
+              .from('order_items', 'a')
+              .innerJoin(
+                'order_items',
+                'b',
+                'b.order_id = a.order_id AND b.product_id <> a.product_id',
+              )
+              .innerJoin('orders', 'o', 'o.id = a.order_id AND o.status IN (:...paid)', {
+                paid: PAID_STATUSES,
+              })
+              .groupBy('a.product_id')
+              .addGroupBy('b.product_id'),
+          'ranked',
+        )
+        .where('ranked.rank <= :topK', { topK })
+        .getRawMany<{ productId: string; recommendedId: string; score: number }>();
+      const recommendations = m.getRepository(ProductRecommendationEntity);
+      for (let i = 0; i < ranked.length; i += INSERT_CHUNK) {
+        await recommendations.insert(
+          ranked.slice(i, i + INSERT_CHUNK).map((r) => ({ ...r, computedAt: at })),
+        );
+      }
+      return ranked.length;
+    });
   }
 
-  async alsoBought(productId: string, limit: number): Promise<ProductRow[]> {
-    return this.tx.query(
-      `SELECT ${SUMMARY} FROM product_recommendations r
-         JOIN products p ON p.id = r.recommended_id AND p.active
-         JOIN inventory_items i ON i.product_id = p.id
-        WHERE r.product_id = $1
-        ORDER BY r.score DESC, p.id
-        LIMIT $2`,
-      [productId, limit],
+  /** The product's active neighbours, best first. */
+  async alsoBought(productId: string, limit: number): Promise<ProductView[]> {
+    const recommendations = await this.tx.withManager((m) =>
+      m
+        .getRepository(ProductRecommendationEntity)
+        .createQueryBuilder('r')
+        .innerJoinAndSelect('r.recommended', 'p', 'p.active')
+        .innerJoinAndSelect('p.inventory', 'i')
+        .where('r.productId = :productId', { productId })
+        .orderBy('r.score', 'DESC')
+        .addOrderBy('p.id')
+        .limit(limit)
+        .getMany(),
     );
+    return recommendations.map((r) => productView(r.recommended!));
   }
 
   /** Neighbours of everything the customer bought, minus what they bought, by summed score. */
-  async forCustomer(userId: string, limit: number): Promise<ProductRow[]> {
-    return this.tx.query(
-      `WITH bought AS (
-         SELECT DISTINCT i.product_id FROM orders o JOIN order_items i ON i.order_id = o.id
-          WHERE o.user_id = $1 AND o.status = ANY($3::text[])
-       ), scored AS (
-         SELECT r.recommended_id, sum(r.score) AS score FROM product_recommendations r
-          WHERE r.product_id IN (SELECT product_id FROM bought)
-            AND r.recommended_id NOT IN (SELECT product_id FROM bought)
-          GROUP BY r.recommended_id
-       )
-       SELECT ${SUMMARY} FROM scored s
-         JOIN products p ON p.id = s.recommended_id AND p.active
-         JOIN inventory_items i ON i.product_id = p.id
-        ORDER BY s.score DESC, p.id
-        LIMIT $2`,
-      [userId, limit, PAID_STATUSES],
-    );
+  async forCustomer(userId: string, limit: number): Promise<ProductView[]> {
+    const products = await this.tx.withManager((m) => {
+      const query = m.getRepository(ProductEntity).createQueryBuilder('p');
+      const bought = query
+        .subQuery()
+        .select('DISTINCT oi.product_id')
+        .from('orders', 'o')
+        .innerJoin('order_items', 'oi', 'oi.order_id = o.id')
+        .where('o.user_id = :userId')
+        .andWhere('o.status IN (:...paid)')
+        .getQuery();
+      return query
+        .innerJoinAndSelect('p.inventory', 'i')
+        .innerJoin(
+          (scored: SelectQueryBuilder<ObjectLiteral>) =>
+            scored
+              .select('r.recommended_id', 'recommended_id')
+              .addSelect('sum(r.score)', 'score')
+              .from(ProductRecommendationEntity, 'r')
+              .where(`r.product_id IN ${bought}`)
+              .andWhere(`r.recommended_id NOT IN ${bought}`)
+              .groupBy('r.recommended_id'),
+          's',
+          's.recommended_id = p.id',
+        )
+        .where('p.active')
+        .setParameters({ userId, paid: PAID_STATUSES })
+        .orderBy('s.score', 'DESC')
+        .addOrderBy('p.id')
+        .limit(limit)
+        .getMany();
+    });
+    return products.map(productView);
   }
 }

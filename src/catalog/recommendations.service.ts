@@ -10,7 +10,7 @@ import { ProductListDto } from './dto/catalog.dto';
 import { ProductRepository } from './product.repository';
 import { RecommendationRepository } from './recommendation.repository';
 
-export const TOP_K = 10;
+const TOP_K = 10;
 
 /** "Bought together" from paid orders: recomputed by a scheduled job, served from a table. */
 @Injectable()

@@ -1,8 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
 import { PAID_STATUSES } from '../orders/order-state-machine';
+import { ReviewEntity } from './entities/review.entity';
 
-export interface ReviewRow {
+export interface Review {
   id: string;
   rating: number;
   comment: string;
@@ -10,54 +11,88 @@ export interface ReviewRow {
   createdAt: Date;
 }
 
-/** SQL for reviews and the rating counters they keep on the product row. */
+/** Reviews (the rating counters they keep on the product row are ProductRepository's). */
 @Injectable()
 export class ReviewRepository {
   constructor(private readonly tx: TransactionHost) {}
 
-  /** Whether the customer has a paid order containing the product. */
-  async hasBought(userId: string, productId: string): Promise<boolean> {
-    const rows = await this.tx.query(
-      `SELECT 1 FROM orders o JOIN order_items i ON i.order_id = o.id
-        WHERE o.user_id = $1 AND i.product_id = $2
-          AND o.status = ANY($3::text[])
-        LIMIT 1`,
-      [userId, productId, PAID_STATUSES],
-    );
-    return rows.length > 0;
-  }
-
   /**
-   * Inserts the review and adds it to the product's rating counters in one statement (atomic
-   * increments: concurrent reviews never lose an update). Returns false if this customer
-   * already reviewed the product (unique index).
+   * Whether the customer has a paid order containing the product: a read of the orders
+   * folder's `orders` and `order_items` tables, by name.
    */
-  async insert(r: { id: string; productId: string; userId: string; rating: number; comment: string; at: Date }): Promise<boolean> {
-    const rows = await this.tx.query(
-      `WITH review AS (
-         INSERT INTO reviews (id, product_id, user_id, rating, comment, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (product_id, user_id) DO NOTHING
-         RETURNING product_id, rating
-       )
-       UPDATE products p SET rating_sum = p.rating_sum + review.rating,
-                             rating_count = p.rating_count + 1
-         FROM review WHERE p.id = review.product_id
-       RETURNING p.id`,
-      [r.id, r.productId, r.userId, r.rating, r.comment, r.at],
+  async hasBought(userId: string, productId: string): Promise<boolean> {
+    const row = await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .select('1', 'one')
+        .from('orders', 'o')
+        .innerJoin('order_items', 'i', 'i.order_id = o.id')
+        .where('o.user_id = :userId', { userId })
+        .andWhere('i.product_id = :productId', { productId })
+        .andWhere('o.status IN (:...paid)', { paid: PAID_STATUSES })
+        .limit(1)
+        .getRawOne<{ one: number }>(),
     );
-    return rows.length > 0;
+    return row !== undefined;
   }
 
-  async page(productId: string, limit: number, after: { at: string; id: string } | null): Promise<ReviewRow[]> {
-    return this.tx.query(
-      `SELECT r.id, r.rating, r.comment, u.name AS "authorName", r.created_at AS "createdAt"
-         FROM reviews r JOIN users u ON u.id = r.user_id
-        WHERE r.product_id = $1
-          AND ($2::timestamptz IS NULL OR (r.created_at, r.id) < ($2::timestamptz, $3::uuid))
-        ORDER BY r.created_at DESC, r.id DESC
-        LIMIT $4`,
-      [productId, after?.at ?? null, after?.id ?? null, limit],
+  /** Inserts the review; false (nothing written) if this customer already reviewed the product. */
+  async insert(r: {
+    id: string;
+    productId: string;
+    userId: string;
+    rating: number;
+    comment: string;
+    at: Date;
+  }): Promise<boolean> {
+    const result = await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .insert()
+        .into(ReviewEntity)
+        .values({
+          id: r.id,
+          productId: r.productId,
+          userId: r.userId,
+          rating: r.rating,
+          comment: r.comment,
+          createdAt: r.at,
+        })
+        // reviews_one_per_customer (product_id, user_id)
+        .orIgnore()
+        .returning(['id'])
+        .execute(),
     );
+    return (result.raw as unknown[]).length > 0;
+  }
+
+  /** A page of the product's reviews, newest first, after the (createdAt, id) cursor. */
+  async page(
+    productId: string,
+    limit: number,
+    after: { at: string; id: string } | null,
+  ): Promise<Review[]> {
+    const reviews = await this.tx.withManager((m) => {
+      const query = m
+        .getRepository(ReviewEntity)
+        .createQueryBuilder('r')
+        .innerJoin('r.user', 'u')
+        .addSelect('u.name')
+        .where('r.productId = :productId', { productId });
+      if (after) {
+        query.andWhere('(r.created_at, r.id) < (:at::timestamptz, :id::uuid)', {
+          at: after.at,
+          id: after.id,
+        });
+      }
+      return query.orderBy('r.createdAt', 'DESC').addOrderBy('r.id', 'DESC').limit(limit).getMany();
+    });
+    return reviews.map((r) => ({
+      id: r.id,
+      rating: r.rating,
+      comment: r.comment,
+      authorName: r.user!.name,
+      createdAt: r.createdAt,
+    }));
   }
 }

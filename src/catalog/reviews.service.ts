@@ -35,6 +35,8 @@ export class ReviewsService {
       }
       const inserted = await this.reviews.insert({ id, productId, userId: me.userId, rating: dto.rating, comment: dto.comment, at });
       if (!inserted) throw new DomainError('REVIEW_EXISTS', 'You already reviewed this product.');
+      // atomic increments under the product's row lock: concurrent reviews never lose an update
+      await this.products.addRating(productId, dto.rating);
     });
     await this.cache.invalidate();
     return { id, rating: dto.rating, comment: dto.comment, authorName: '', createdAt: at.toISOString() };

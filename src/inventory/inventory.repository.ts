@@ -1,47 +1,89 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
+import { InventoryItemEntity } from './entities/inventory-item.entity';
+import { StockMovementEntity } from './entities/stock-movement.entity';
+import { recordOnCommit } from './stock-ledger';
 
 export interface StockLevel {
   onHand: number;
   reserved: number;
 }
 
-/** SQL for admin stock changes (order-driven moves are in stock-reservation.repository.ts). */
+/**
+ * Stock rows and their ledger for everything but orders (order-driven moves are in
+ * stock-reservation.repository.ts): a new product's stock, admin adjustments, reads.
+ */
 @Injectable()
 export class InventoryRepository {
   constructor(private readonly tx: TransactionHost) {}
 
   /**
-   * Adds `delta` to on-hand with its ledger row, in one guarded statement: never below what is
-   * reserved (nor below zero). Returns null when the guard refused or the product is unknown.
+   * A new product's inventory row (on hand = `onHand`, nothing reserved) and its 'initial'
+   * ledger row. Call inside the transaction that inserts the product.
    */
-  async adjust(
+  async createItem(productId: string, onHand: number, actorId: string, at: Date): Promise<void> {
+    await this.tx.withManager(async (m) => {
+      await m
+        .getRepository(InventoryItemEntity)
+        .insert({ productId, onHand, reserved: 0, updatedAt: at });
+      await m.getRepository(StockMovementEntity).insert({
+        productId,
+        kind: 'initial',
+        onHandDelta: onHand,
+        reservedDelta: 0,
+        reason: 'product created',
+        actorId,
+        createdAt: at,
+      });
+    });
+  }
+
+  /**
+   * Adds `delta` to on-hand with its ledger row: a guarded UPDATE (never below what is reserved,
+   * nor below zero) decides; the ledger row goes with the COMMIT (recordOnCommit), so the row
+   * lock is held for the UPDATE and the commit only. Returns null when the guard refused or the
+   * product is unknown.
+   */
+  adjust(
     productId: string,
     delta: number,
     reason: string,
     actorId: string,
     at: Date,
   ): Promise<StockLevel | null> {
-    const rows: StockLevel[] = await this.tx.query(
-      `WITH moved AS (
-         UPDATE inventory_items SET on_hand = on_hand + $2, updated_at = $5
-          WHERE product_id = $1 AND on_hand + $2 >= reserved AND on_hand + $2 >= 0
-         RETURNING on_hand, reserved
-       ), ledger AS (
-         INSERT INTO stock_movements (product_id, kind, on_hand_delta, reserved_delta, reason, actor_id, created_at)
-         SELECT $1, 'adjust', $2, 0, $3, $4, $5 FROM moved
-       )
-       SELECT on_hand AS "onHand", reserved FROM moved`,
-      [productId, delta, reason, actorId, at],
+    return this.tx.run(() =>
+      this.tx.withManager(async (m) => {
+        const moved = await m
+          .createQueryBuilder()
+          .update(InventoryItemEntity)
+          .set({ onHand: () => 'on_hand + :delta', updatedAt: at })
+          .where('product_id = :productId', { productId, delta })
+          .andWhere('on_hand + :delta >= reserved')
+          .andWhere('on_hand + :delta >= 0')
+          .returning(['onHand', 'reserved'])
+          .execute();
+        const row = (moved.raw as { on_hand: number; reserved: number }[])[0];
+        if (!row) return null;
+        recordOnCommit(this.tx, [
+          {
+            productId,
+            kind: 'adjust',
+            onHandDelta: delta,
+            reservedDelta: 0,
+            reason,
+            actorId,
+            createdAt: at,
+          },
+        ]);
+        return { onHand: row.on_hand, reserved: row.reserved };
+      }),
     );
-    return rows[0] ?? null;
   }
 
   async level(productId: string): Promise<StockLevel | null> {
-    const rows: StockLevel[] = await this.tx.query(
-      `SELECT on_hand AS "onHand", reserved FROM inventory_items WHERE product_id = $1`,
-      [productId],
+    const item = await this.tx.withManager((m) =>
+      m.getRepository(InventoryItemEntity).findOneBy({ productId }),
     );
-    return rows[0] ?? null;
+    return item ? { onHand: item.onHand, reserved: item.reserved } : null;
   }
 }

@@ -1,6 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import { Clock } from '../common/time/clock';
 import { TransactionHost, pgErrorCode } from '../database/transaction-host';
+import { InventoryItemEntity } from './entities/inventory-item.entity';
+import { StockMovementEntity } from './entities/stock-movement.entity';
+import { recordOnCommit } from './stock-ledger';
 
 export interface StockLine {
   productId: string;
@@ -19,7 +22,8 @@ export interface Availability {
   available: number;
 }
 
-type MovementKind = 'reserve' | 'release' | 'commit';
+/** The moves of a reservation once it ends: given back (release) or sold (commit). */
+type SettleKind = 'release' | 'commit';
 
 export interface Shortfall {
   productId: string;
@@ -35,11 +39,12 @@ export function shortfallsOf(err: unknown): Shortfall[] | null {
 }
 
 /**
- * SQL for moving stock on behalf of an order. Callers hold the order's transaction; every
- * method locks inventory rows in ascending product id order (so multi-item orders cannot
- * deadlock each other) and writes one ledger row per line. The ledger's unique
- * (order_id, product_id, kind) index makes a second reserve/release/commit for the same order
- * impossible, whatever the application does.
+ * Moving stock on behalf of an order. Callers hold the order's transaction; every method locks
+ * inventory rows in ascending product id order (so multi-item orders cannot deadlock each other)
+ * and writes one ledger row per line. The ledger's unique (order_id, product_id, kind) index
+ * makes a second reserve/release/commit for the same order impossible, whatever the application
+ * does. What an order reserved is read back from the ledger (reservedLines), not from the
+ * order's own lines (the orders folder's table).
  */
 @Injectable()
 export class StockReservationRepository {
@@ -50,14 +55,17 @@ export class StockReservationRepository {
 
   /** SELECT … FOR UPDATE the inventory rows of these products, in id order. */
   async lock(productIds: string[]): Promise<LockedStock[]> {
-    return this.tx.query(
-      `SELECT product_id AS "productId", on_hand AS "onHand", reserved
-         FROM inventory_items
-        WHERE product_id = ANY($1::uuid[])
-        ORDER BY product_id
-          FOR UPDATE`,
-      [productIds],
+    if (productIds.length === 0) return [];
+    const items = await this.tx.withManager((m) =>
+      m
+        .getRepository(InventoryItemEntity)
+        .createQueryBuilder('i')
+        .where('i.productId IN (:...productIds)', { productIds })
+        .orderBy('i.productId')
+        .setLock('pessimistic_write')
+        .getMany(),
     );
+    return items.map((i) => ({ productId: i.productId, onHand: i.onHand, reserved: i.reserved }));
   }
 
   /**
@@ -87,6 +95,8 @@ export class StockReservationRepository {
    *
    * On success the statement answers each product's availability after its update, and
    * `onCommitted` gets it once the COMMIT has succeeded (the sold-out marks, sold-out.ts).
+   *
+   * Raw SQL: hot path of bench:flash-sale (sent in COMMIT's message, see docs/BENCHMARKS.md).
    */
   reserveAllOnCommit(
     orderId: string,
@@ -131,59 +141,58 @@ export class StockReservationRepository {
     );
   }
 
-  /** The lines of an order, in product id order. */
-  async orderLines(orderId: string): Promise<StockLine[]> {
-    return this.tx.query(
-      `SELECT product_id AS "productId", quantity FROM order_items
-        WHERE order_id = $1 ORDER BY product_id`,
-      [orderId],
+  /** What the order reserved (its 'reserve' ledger rows), in product id order. */
+  async reservedLines(orderId: string): Promise<StockLine[]> {
+    const rows = await this.tx.withManager((m) =>
+      m.getRepository(StockMovementEntity).find({
+        select: { productId: true, reservedDelta: true },
+        where: { orderId, kind: 'reserve' },
+        order: { productId: 'ASC' },
+      }),
     );
+    return rows.map((r) => ({ productId: r.productId, quantity: r.reservedDelta }));
   }
 
   /**
-   * Applies the movement to the (already locked) rows and records it in the ledger, in one
-   * statement. reserve: reserved += q. release: reserved -= q. commit: on_hand -= q and
-   * reserved -= q (the units leave the shop). CHECK constraints back every bound.
+   * Applies the move to the (already locked) rows, one UPDATE per line, and records it
+   * in the ledger with the transaction's COMMIT (recordOnCommit: no round trip of its own while
+   * the rows are locked). release: reserved −= q. commit: on_hand −= q and reserved −= q (the
+   * units leave the shop). CHECK constraints back every bound.
    */
-  async apply(kind: MovementKind, orderId: string, lines: StockLine[]): Promise<void> {
-    const [onHandSign, reservedSign] = { reserve: [0, 1], release: [0, -1], commit: [-1, -1] }[kind];
-    await this.tx.query(
-      `WITH lines AS (
-         SELECT * FROM unnest($1::uuid[], $2::int[]) AS l(product_id, quantity)
-       ), moved AS (
-         UPDATE inventory_items i
-            SET on_hand = i.on_hand + $3::int * l.quantity,
-                reserved = i.reserved + $4::int * l.quantity,
-                updated_at = $6
-           FROM lines l
-          WHERE i.product_id = l.product_id
-         RETURNING i.product_id, l.quantity
-       )
-       INSERT INTO stock_movements
-         (product_id, kind, on_hand_delta, reserved_delta, reason, order_id, created_at)
-       SELECT product_id, $5, $3::int * quantity, $4::int * quantity, 'order', $7, $6 FROM moved`,
-      [
-        lines.map((l) => l.productId),
-        lines.map((l) => l.quantity),
-        onHandSign,
-        reservedSign,
-        kind,
-        this.clock.now(),
-        orderId,
-      ],
-    );
-  }
-
-  /**
-   * Counts a sale towards each product's popularity (`units_sold`, the catalog's ranking input).
-   * Called inside the commit, after the inventory rows are locked, so it runs once per order.
-   */
-  async addUnitsSold(lines: StockLine[], sign: 1 | -1 = 1): Promise<void> {
-    await this.tx.query(
-      `UPDATE products p SET units_sold = greatest(p.units_sold + $3::int * l.quantity, 0)
-         FROM unnest($1::uuid[], $2::int[]) AS l(product_id, quantity)
-        WHERE p.id = l.product_id`,
-      [lines.map((l) => l.productId), lines.map((l) => l.quantity), sign],
-    );
+  async apply(kind: SettleKind, orderId: string, lines: StockLine[]): Promise<void> {
+    const onHandSign = kind === 'commit' ? -1 : 0;
+    const at = this.clock.now();
+    await this.tx.withManager(async (m) => {
+      const moved: StockLine[] = [];
+      for (const line of lines) {
+        const result = await m
+          .createQueryBuilder()
+          .update(InventoryItemEntity)
+          .set({
+            onHand: () => 'on_hand + :onHandDelta',
+            reserved: () => 'reserved - :quantity',
+            updatedAt: at,
+          })
+          .where('product_id = :productId', {
+            productId: line.productId,
+            quantity: line.quantity,
+            onHandDelta: onHandSign * line.quantity,
+          })
+          .execute();
+        if (result.affected) moved.push(line);
+      }
+      recordOnCommit(
+        this.tx,
+        moved.map((line) => ({
+          productId: line.productId,
+          kind,
+          onHandDelta: onHandSign * line.quantity,
+          reservedDelta: -line.quantity,
+          reason: 'order',
+          orderId,
+          createdAt: at,
+        })),
+      );
+    });
   }
 }

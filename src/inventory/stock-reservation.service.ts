@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { ProductRepository } from '../catalog/product.repository';
 import { DomainError } from '../common/errors/domain-error';
 import { TransactionHost, pgConstraint, pgErrorCode } from '../database/transaction-host';
 import { SoldOutMarks } from './sold-out';
@@ -26,7 +27,7 @@ export const insufficient = (products: (Shortfall | Omit<Shortfall, 'available'>
  * product is read from the violation's "Failing row contains (product_id, …)" detail when it is
  * one of the lines, else every line is named. Any other error is returned unchanged.
  */
-export function reservationError(err: unknown, lines: StockLine[]): unknown {
+function reservationError(err: unknown, lines: StockLine[]): unknown {
   const short = shortfallsOf(err);
   if (short) return insufficient(short);
   if (pgErrorCode(err) === '23514' && pgConstraint(err) === 'inventory_reserved_within_on_hand') {
@@ -51,6 +52,8 @@ export class StockReservationService {
     private readonly stock: StockReservationRepository,
     private readonly soldOut: SoldOutMarks,
     private readonly tx: TransactionHost,
+    /** The catalog's: paid units count towards popularity (`units_sold`). */
+    private readonly products: ProductRepository,
   ) {}
 
   /**
@@ -82,19 +85,23 @@ export class StockReservationService {
    * Once it commits, the products' sold-out marks are cleared.
    */
   async release(orderId: string): Promise<void> {
-    const lines = await this.stock.orderLines(orderId);
+    const lines = await this.stock.reservedLines(orderId);
     const productIds = lines.map((l) => l.productId);
     await this.stock.lock(productIds);
     await this.stock.apply('release', orderId, lines);
     this.tx.afterCommit(() => this.soldOut.cleared(productIds));
   }
 
-  /** Turns an order's reservation into a sale. Call only from the transition to PAID. */
+  /**
+   * Turns an order's reservation into a sale, counted towards the products' popularity (the
+   * catalog's units_sold, after the inventory rows are locked: once per order). Call only from
+   * the transition to PAID.
+   */
   async commit(orderId: string): Promise<void> {
-    const lines = await this.stock.orderLines(orderId);
+    const lines = await this.stock.reservedLines(orderId);
     await this.stock.lock(lines.map((l) => l.productId));
     await this.stock.apply('commit', orderId, lines);
-    await this.stock.addUnitsSold(lines);
+    await this.products.addUnitsSold(lines, 1);
   }
 
   /**
@@ -102,6 +109,6 @@ export class StockReservationService {
    * orders). Call only from the transition to REFUNDED, which happens once.
    */
   async uncountSale(orderId: string): Promise<void> {
-    await this.stock.addUnitsSold(await this.stock.orderLines(orderId), -1);
+    await this.products.addUnitsSold(await this.stock.reservedLines(orderId), -1);
   }
 }

@@ -6,6 +6,7 @@ import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
 import { CartRepository } from '../cart/cart.repository';
+import { ProductSnapshotRepository } from '../catalog/product-snapshot.repository';
 import { StockReservationService } from '../inventory/stock-reservation.service';
 import { OutboxRepository } from '../outbox/outbox.repository';
 import { CreateOrderDto } from './dto/create-order.dto';
@@ -14,7 +15,6 @@ import { Order, OrderLine } from './order.model';
 import { OrderMetrics } from './order-metrics';
 import { OrderRepository } from './order.repository';
 import { priceLines } from './order-pricing';
-import { ProductSnapshotRepository } from './product-snapshot.repository';
 import { PurchaseLimitBreach, PurchaseLimitRepository, breachesOf } from './purchase-limit.repository';
 
 /** 409 PURCHASE_LIMIT_EXCEEDED, its detail naming each cap the order would pass. */

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { DomainError } from '../common/errors/domain-error';
 import { priceLines } from './order-pricing';
-import type { ProductSnapshot } from './product-snapshot.repository';
+import type { ProductSnapshot } from '../catalog/product-snapshot.repository';
 
 const product = (id: string, over: Partial<ProductSnapshot> = {}): ProductSnapshot => ({
   id,

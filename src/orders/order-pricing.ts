@@ -1,6 +1,6 @@
 import { DomainError } from '../common/errors/domain-error';
 import type { OrderLine } from './order.model';
-import type { ProductSnapshot } from './product-snapshot.repository';
+import type { ProductSnapshot } from '../catalog/product-snapshot.repository';
 
 /**
  * Turns requested lines into priced order lines from catalog snapshots. Pure. Refuses

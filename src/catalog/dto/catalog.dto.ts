@@ -12,7 +12,6 @@ import {
   Max,
   MaxLength,
   Min,
-  NotEquals,
   ValidateNested,
 } from 'class-validator';
 import { PageQueryDto } from '../../common/pagination/page-query.dto';
@@ -82,27 +81,7 @@ export class UpdateProductDto {
   @ApiPropertyOptional({ example: true }) @IsOptional() @IsBoolean() active?: boolean;
 }
 
-export class StockAdjustmentDto {
-  @ApiProperty({
-    type: 'integer',
-    description: 'Units added (positive) or removed (negative); not 0',
-    minimum: -10_000_000,
-    maximum: 10_000_000,
-    example: 25,
-  })
-  @IsInt()
-  @NotEquals(0)
-  @Min(-10_000_000)
-  @Max(10_000_000)
-  delta!: number;
-
-  @ApiProperty({ example: 'Delivery from supplier', minLength: 1, maxLength: 500 })
-  @IsString()
-  @Length(1, 500)
-  reason!: string;
-}
-
-export const PRODUCT_SORTS = ['relevance', 'newest', 'price_asc', 'price_desc', 'popular'] as const;
+const PRODUCT_SORTS = ['relevance', 'newest', 'price_asc', 'price_desc', 'popular'] as const;
 export type ProductSort = (typeof PRODUCT_SORTS)[number];
 
 export class ListProductsDto extends PageQueryDto {
@@ -158,12 +137,6 @@ export class ProductPageDto {
   @ApiProperty({ nullable: true, type: String }) nextCursor!: string | null;
 }
 
-export class StockLevelDto {
-  @ApiProperty({ type: 'integer' }) onHand!: number;
-  @ApiProperty({ type: 'integer' }) reserved!: number;
-  @ApiProperty({ type: 'integer', description: 'onHand - reserved' }) available!: number;
-}
-
 export class CreateReviewDto {
   @ApiProperty({ type: 'integer', minimum: 1, maximum: 5, example: 5 }) @IsInt() @Min(1) @Max(5) rating!: number;
   @ApiProperty({ maxLength: 4000, example: 'Strong and fresh.' }) @IsString() @MaxLength(4000) comment!: string;
@@ -186,7 +159,7 @@ export class ProductListDto {
   @ApiProperty({ type: [ProductSummaryDto] }) items!: ProductSummaryDto[];
 }
 
-export const IMAGE_CONTENT_TYPES = ['image/jpeg', 'image/png', 'image/webp'] as const;
+const IMAGE_CONTENT_TYPES = ['image/jpeg', 'image/png', 'image/webp'] as const;
 
 export class CreateImageUploadDto {
   @ApiProperty({ enum: IMAGE_CONTENT_TYPES, example: 'image/jpeg' }) @IsIn(IMAGE_CONTENT_TYPES) contentType!: string;

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
+import { BIGINT_NUMBER, CURRENCY_CODE } from '../database/column-transformers';
 import { TransactionHost } from '../database/transaction-host';
-import { toSafeInt } from '../common/money/safe-int';
 
 export interface ProductSnapshot {
   id: string;
@@ -16,15 +16,19 @@ export interface ProductSnapshot {
 export class ProductSnapshotRepository {
   constructor(private readonly tx: TransactionHost) {}
 
+  /**
+   * Raw SQL: hot path of bench:flash-sale (the checkout's price snapshot, one round trip per
+   * order; see docs/BENCHMARKS.md). Mapped with the products entity's column transformers.
+   */
   async findByIds(ids: string[]): Promise<ProductSnapshot[]> {
-    const rows: {
+    const rows = await this.tx.query<{
       id: string;
       sku: string;
       name: string;
       price_amount: string;
       currency: string;
       active: boolean;
-    }[] = await this.tx.query(
+    }>(
       `SELECT id, sku, name, price_amount, currency, active FROM products WHERE id = ANY($1::uuid[])`,
       [ids],
     );
@@ -32,8 +36,8 @@ export class ProductSnapshotRepository {
       id: r.id,
       sku: r.sku,
       name: r.name,
-      priceAmount: toSafeInt(r.price_amount),
-      currency: r.currency.trim(),
+      priceAmount: BIGINT_NUMBER.from(r.price_amount) as number,
+      currency: CURRENCY_CODE.from(r.currency) as string,
       active: r.active,
     }));
   }

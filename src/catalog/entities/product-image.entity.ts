@@ -1,0 +1,58 @@
+import {
+  Check,
+  Column,
+  Entity,
+  Index,
+  JoinColumn,
+  ManyToOne,
+  PrimaryColumn,
+  Unique,
+} from 'typeorm';
+import { ProductEntity } from './product.entity';
+
+export type ProductImageStatus = 'pending' | 'ready';
+
+/**
+ * A product image, `product_images` (migrations/1763800004000-ReviewsRecommendationsImages.ts):
+ * pending from the moment its pre-signed upload URL is handed out until the object store reports
+ * the upload (confirmed with HeadObject).
+ */
+@Entity('product_images')
+@Unique('product_images_storage_key_key', ['storageKey'])
+@Index('product_images_product_idx', ['productId', 'createdAt'])
+@Check(
+  'product_images_content_type_check',
+  `content_type IN ('image/jpeg', 'image/png', 'image/webp')`,
+)
+@Check('product_images_size_bytes_check', `size_bytes BETWEEN 1 AND 10485760`)
+@Check('product_images_status_check', `status IN ('pending', 'ready')`)
+export class ProductImageEntity {
+  @PrimaryColumn('uuid', { primaryKeyConstraintName: 'product_images_pkey' })
+  id!: string;
+
+  @Column('uuid', { name: 'product_id' })
+  productId!: string;
+
+  @ManyToOne(() => ProductEntity, { nullable: false })
+  @JoinColumn({ name: 'product_id', foreignKeyConstraintName: 'product_images_product_id_fkey' })
+  product?: ProductEntity;
+
+  /** products/<product id>/<image id> in the bucket. */
+  @Column('text', { name: 'storage_key' })
+  storageKey!: string;
+
+  @Column('text', { name: 'content_type' })
+  contentType!: string;
+
+  @Column('integer', { name: 'size_bytes' })
+  sizeBytes!: number;
+
+  @Column('text', { default: 'pending' })
+  status!: ProductImageStatus;
+
+  @Column('timestamptz', { name: 'created_at' })
+  createdAt!: Date;
+
+  @Column('timestamptz', { name: 'ready_at', nullable: true })
+  readyAt!: Date | null;
+}

@@ -1,0 +1,28 @@
+import { ApiProperty } from '@nestjs/swagger';
+import { IsInt, IsString, Length, Max, Min, NotEquals } from 'class-validator';
+
+export class StockAdjustmentDto {
+  @ApiProperty({
+    type: 'integer',
+    description: 'Units added (positive) or removed (negative); not 0',
+    minimum: -10_000_000,
+    maximum: 10_000_000,
+    example: 25,
+  })
+  @IsInt()
+  @NotEquals(0)
+  @Min(-10_000_000)
+  @Max(10_000_000)
+  delta!: number;
+
+  @ApiProperty({ example: 'Delivery from supplier', minLength: 1, maxLength: 500 })
+  @IsString()
+  @Length(1, 500)
+  reason!: string;
+}
+
+export class StockLevelDto {
+  @ApiProperty({ type: 'integer' }) onHand!: number;
+  @ApiProperty({ type: 'integer' }) reserved!: number;
+  @ApiProperty({ type: 'integer', description: 'onHand - reserved' }) available!: number;
+}

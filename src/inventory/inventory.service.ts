@@ -1,0 +1,62 @@
+import { Injectable } from '@nestjs/common';
+import type { Principal } from '../auth/principal';
+import { CatalogCache } from '../catalog/catalog-cache';
+import { DomainError } from '../common/errors/domain-error';
+import { Clock } from '../common/time/clock';
+import { TransactionHost } from '../database/transaction-host';
+import { StockAdjustmentDto, StockLevelDto } from './dto/inventory.dto';
+import { InventoryRepository } from './inventory.repository';
+import { SoldOutMarks } from './sold-out';
+
+/** Stock outside orders: a new product's stock, and admin adjustments (restocks, write-offs). */
+@Injectable()
+export class InventoryService {
+  constructor(
+    private readonly inventory: InventoryRepository,
+    private readonly soldOut: SoldOutMarks,
+    private readonly cache: CatalogCache,
+    private readonly tx: TransactionHost,
+    private readonly clock: Clock,
+  ) {}
+
+  /**
+   * The stock of a product being created, with its 'initial' ledger row. Call inside the
+   * transaction that inserts the product (CatalogAdminService.createProduct).
+   */
+  createItem(productId: string, initialStock: number, actorId: string, at: Date): Promise<void> {
+    return this.inventory.createItem(productId, initialStock, actorId, at);
+  }
+
+  /**
+   * Ledgered on-hand change; never below what is reserved (409 STOCK_BELOW_RESERVED). Once
+   * committed, the product's sold-out mark is cleared and catalog readers see the new stock.
+   */
+  async adjustStock(
+    actor: Principal,
+    productId: string,
+    dto: StockAdjustmentDto,
+  ): Promise<StockLevelDto> {
+    const level = await this.inventory.adjust(
+      productId,
+      dto.delta,
+      dto.reason,
+      actor.userId,
+      this.clock.now(),
+    );
+    if (!level) {
+      const current = await this.inventory.level(productId);
+      if (!current) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+      throw new DomainError(
+        'STOCK_BELOW_RESERVED',
+        'On-hand stock cannot fall below what is reserved.',
+        {
+          extensions: { onHand: current.onHand, reserved: current.reserved, delta: dto.delta },
+        },
+      );
+    }
+    // once committed (with an Idempotency-Key the interceptor's transaction is still open)
+    this.tx.afterCommit(() => this.soldOut.cleared([productId]));
+    await this.cache.invalidate();
+    return { ...level, available: level.onHand - level.reserved };
+  }
+}
