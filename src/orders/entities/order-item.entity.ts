@@ -1,12 +1,12 @@
 import { Check, Column, Entity, Index, JoinColumn, ManyToOne, PrimaryColumn, Relation } from 'typeorm';
+import { ProductEntity } from '../../catalog/entities/product.entity';
 import { BIGINT_NUMBER } from '../../database/column-transformers';
 import { OrderEntity } from './order.entity';
 
 /**
  * The `order_items` table: one line of an order, with the product's sku, name and price as they
  * were at checkout (the catalog may change them later). `product_id` also references `products`
- * (`order_items_product_id_fkey`); that key needs the catalog's product entity to be declared
- * (`@ForeignKey('products', { name: 'order_items_product_id_fkey' })` on `productId`).
+ * (`order_items_product_id_fkey`): the line keeps its own copy of what it shows.
  */
 @Entity('order_items')
 @Check('order_items_quantity_check', `quantity > 0`)
@@ -23,6 +23,10 @@ export class OrderItemEntity {
 
   @PrimaryColumn('uuid', { name: 'product_id', primaryKeyConstraintName: 'order_items_pkey' })
   productId!: string;
+
+  @ManyToOne(() => ProductEntity, { nullable: false })
+  @JoinColumn({ name: 'product_id', foreignKeyConstraintName: 'order_items_product_id_fkey' })
+  product?: Relation<ProductEntity>;
 
   @Column('text')
   sku!: string;
