@@ -57,7 +57,7 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
     );
     await waitFor('the second API process to be ready', () => fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.status, () => 0), {
       until: (status) => status === 200,
-      timeoutMs: 30_000,
+      timeoutMs: 60_000,
       context: () => api?.output().slice(-3000) ?? '',
     });
 
