@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import type { AppConfig } from '../config/config';
 import type { OrderRepository } from '../orders/order.repository';
 import type { OrderWithHistory } from '../orders/order.model';
+import type { PaymentReader } from '../payments/payment-reader';
 import type { UserRepository } from '../users/user.repository';
 import type { EmailDeliveryRepository } from './email-delivery.repository';
 import type { EmailDeliveryLocks } from './email-delivery-locks';
@@ -35,8 +36,8 @@ function setup() {
     find: jest.fn().mockResolvedValue(null),
     markSent: jest.fn().mockResolvedValue(undefined),
     release: jest.fn().mockResolvedValue(undefined),
-    findRefund: jest.fn().mockResolvedValue(null),
   };
+  const payments = { findRefund: jest.fn().mockResolvedValue(null) };
   const orders = { findById: jest.fn().mockResolvedValue(order) };
   const users = {
     findById: jest.fn().mockResolvedValue({ id: 'u1', email: 'asha@example.com', name: 'Asha' }),
@@ -52,12 +53,13 @@ function setup() {
     locks as unknown as EmailDeliveryLocks,
     orders as unknown as OrderRepository,
     users as unknown as UserRepository,
+    payments as unknown as PaymentReader,
     transport,
     { now: () => NOW },
     { uuid: () => 'new-id' },
     config,
   );
-  return { service, deliveries, orders, users, transport, locks, hold };
+  return { service, deliveries, orders, users, payments, transport, locks, hold };
 }
 
 describe('EmailService', () => {
@@ -190,8 +192,8 @@ describe('EmailService', () => {
   });
 
   it('reads the refunded amount from the refund and keys the delivery by refund', async () => {
-    const { service, deliveries, transport } = setup();
-    deliveries.findRefund.mockResolvedValue({
+    const { service, deliveries, payments, transport } = setup();
+    payments.findRefund.mockResolvedValue({
       id: 'r1',
       orderId,
       amount: 10_000,
@@ -208,13 +210,13 @@ describe('EmailService', () => {
   });
 
   it("skips a refund that is missing, failed or someone else's", async () => {
-    const { service, deliveries, transport } = setup();
+    const { service, payments, transport } = setup();
     for (const refund of [
       null,
       { id: 'r1', orderId, amount: 1, currency: 'INR', status: 'failed' },
       { id: 'r1', orderId: 'other', amount: 1, currency: 'INR', status: 'succeeded' },
     ]) {
-      deliveries.findRefund.mockResolvedValue(refund);
+      payments.findRefund.mockResolvedValue(refund);
       expect(await service.send({ orderId, kind: 'refund', refundId: 'r1' })).toBe('skipped');
     }
     expect(await service.send({ orderId, kind: 'refund' })).toBe('skipped');

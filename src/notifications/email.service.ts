@@ -5,6 +5,7 @@ import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import type { SessionLockHold } from '../database/advisory-lock-session';
 import { OrderRepository } from '../orders/order.repository';
+import { PaymentReader } from '../payments/payment-reader';
 import { UserRepository } from '../users/user.repository';
 import { EmailDeliveryRepository } from './email-delivery.repository';
 import { EmailJob, emailKey, emailRef } from './email-job';
@@ -68,6 +69,7 @@ export class EmailService {
     private readonly locks: EmailDeliveryLocks,
     private readonly orders: OrderRepository,
     private readonly users: UserRepository,
+    private readonly payments: PaymentReader,
     private readonly transport: MailTransport,
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
@@ -189,7 +191,7 @@ export class EmailService {
     if (job.kind !== 'refund') {
       return { recipient: user.email, context: { ...base, kind: job.kind } };
     }
-    const refund = job.refundId ? await this.deliveries.findRefund(job.refundId) : null;
+    const refund = job.refundId ? await this.payments.findRefund(job.refundId) : null;
     if (!refund || refund.orderId !== order.id || refund.status === 'failed') {
       this.logger.warn(`email ${key} skipped: no such refund for this order`);
       return null;

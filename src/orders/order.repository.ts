@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
 import { CancellationReason, HOLDS_RESERVATION, OrderStatus, sourcesOf } from './order-state-machine';
-import { Order, OrderLine, OrderWithHistory, PaymentSummary, StatusChange } from './order.model';
+import { Order, OrderLine, OrderWithHistory, StatusChange } from './order.model';
 import { toSafeInt } from '../common/money/safe-int';
 
 interface OrderRow {
@@ -216,42 +216,6 @@ export class OrderRepository {
     };
   }
 
-  /** The order's payment and refunds, for its detail view; null before a payment started. */
-  async findPaymentSummary(orderId: string): Promise<PaymentSummary | null> {
-    const rows: {
-      provider: string;
-      intent_id: string;
-      status: string;
-      amount: string;
-      refunds: { id: string; amount: number; status: string; reason: string; created_at: string }[];
-    }[] = await this.tx.query(
-      `SELECT p.provider, p.intent_id, p.status, p.amount,
-              coalesce((SELECT json_agg(json_build_object('id', r.id, 'amount', r.amount, 'status', r.status,
-                                                          'reason', r.reason, 'created_at', r.created_at)
-                                        ORDER BY r.created_at, r.id)
-                          FROM refunds r WHERE r.payment_id = p.id), '[]') AS refunds
-         FROM payments p WHERE p.order_id = $1`,
-      [orderId],
-    );
-    const row = rows[0];
-    if (!row) return null;
-    const refunds = row.refunds.map((r) => ({
-      id: r.id,
-      amount: toSafeInt(r.amount),
-      status: r.status,
-      reason: r.reason,
-      createdAt: new Date(r.created_at),
-    }));
-    return {
-      provider: row.provider,
-      paymentIntentId: row.intent_id,
-      status: row.status,
-      amount: toSafeInt(row.amount),
-      refundedAmount: refunds.filter((r) => r.status === 'succeeded').reduce((sum, r) => sum + r.amount, 0),
-      refunds,
-    };
-  }
-
   /** Newest first, keyset-paginated on (created_at, id); optional owner and status filters. */
   async page(
     filter: { userId?: string; status?: OrderStatus },
@@ -335,5 +299,11 @@ export class OrderRepository {
       updatedAt: r.updated_at,
       items: byOrder.get(r.id) ?? [],
     }));
+  }
+
+  /** Ids of every order in `status` (the payments reconciler asks for the PAYMENT_PENDING ones). */
+  async findIdsInStatus(status: OrderStatus): Promise<string[]> {
+    const rows = await this.tx.query<{ id: string }>(`SELECT id FROM orders WHERE status = $1`, [status]);
+    return rows.map((r) => r.id);
   }
 }

@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { CartModule } from '../cart/cart.module';
 import { StockReservationModule } from '../inventory/stock-reservation.module';
+import { PaymentReaderModule } from '../payments/payment-reader.module';
 import { AdminOrdersController } from './admin-orders.controller';
 import { CheckoutService } from './checkout.service';
 import { OrderMetrics } from './order-metrics';
@@ -13,7 +14,7 @@ import { PurchaseLimitRepository } from './purchase-limit.repository';
 import { ReservationExpiryService } from './reservation-expiry.service';
 
 @Module({
-  imports: [CartModule, StockReservationModule],
+  imports: [CartModule, StockReservationModule, PaymentReaderModule],
   controllers: [OrdersController, AdminOrdersController],
   providers: [
     OrderRepository,

@@ -1,7 +1,9 @@
-import { Check, Column, Entity, Index, JoinColumn, ManyToOne, PrimaryColumn } from 'typeorm';
+import { Check, Column, Entity, Index, JoinColumn, ManyToOne, OneToMany, PrimaryColumn } from 'typeorm';
+import type { Relation } from 'typeorm';
 import { BIGINT_NUMBER, CURRENCY_CODE } from '../../database/column-transformers';
 import { OrderEntity } from '../../orders/entities/order.entity';
 import type { IntentStatus } from '../payment-gateway';
+import { RefundEntity } from './refund.entity';
 
 /**
  * The `payments` table (migrations …-Payments.ts, …-Refunds.ts): one payment (the provider's
@@ -53,4 +55,8 @@ export class PaymentEntity {
 
   @Column('timestamptz', { name: 'updated_at' })
   updatedAt!: Date;
+
+  // Relation<>: no design-time type reference, which the refunds <-> payments import cycle forbids
+  @OneToMany(() => RefundEntity, (refund) => refund.payment)
+  refunds?: Relation<RefundEntity>[];
 }

@@ -1,4 +1,5 @@
 import { Check, Column, Entity, Index, JoinColumn, ManyToOne, PrimaryColumn } from 'typeorm';
+import type { Relation } from 'typeorm';
 import { BIGINT_NUMBER, CURRENCY_CODE } from '../../database/column-transformers';
 import { OrderEntity } from '../../orders/entities/order.entity';
 import type { RefundStatus } from '../payment-gateway';
@@ -36,9 +37,9 @@ export class RefundEntity {
   @Column('uuid', { name: 'payment_id' })
   paymentId!: string;
 
-  @ManyToOne(() => PaymentEntity, { nullable: false })
+  @ManyToOne(() => PaymentEntity, (payment) => payment.refunds, { nullable: false })
   @JoinColumn({ name: 'payment_id', foreignKeyConstraintName: 'refunds_payment_id_fkey' })
-  payment?: PaymentEntity;
+  payment?: Relation<PaymentEntity>;
 
   @Column('bigint', { transformer: BIGINT_NUMBER })
   amount!: number;
