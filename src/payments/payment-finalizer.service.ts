@@ -8,6 +8,7 @@ import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { GatewayError, GatewayIntent, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
 import { RefundsService } from './refunds.service';
+import { WebhookEventRepository } from './webhook-event.repository';
 
 const ACTOR = 'system:payments';
 /** A pending payment without news for this long is checked against the gateway. */
@@ -27,6 +28,7 @@ export const RETRY_REFUND_AFTER_MS = 60 * 1000;
 export class PaymentFinalizer {
   constructor(
     private readonly payments: PaymentRepository,
+    private readonly events: WebhookEventRepository,
     private readonly orders: OrderRepository,
     private readonly transitions: OrderTransitionsService,
     private readonly refunds: RefundsService,
@@ -37,18 +39,18 @@ export class PaymentFinalizer {
   ) {}
 
   async processEvent(eventId: string): Promise<string> {
-    const event = await this.payments.findEvent(eventId);
+    const event = await this.events.find(eventId);
     if (!event) return 'unknown-event';
     const payment = event.intentId
       ? ((await this.payments.findByIntent(event.intentId)) ?? (await this.adopt(event.intentId)))
       : null;
     if (!payment) {
-      await this.payments.markEventProcessed(eventId, this.clock.now());
+      await this.events.markProcessed(eventId, this.clock.now());
       return 'no-payment';
     }
     if (event.type === 'charge.refunded' || event.type.startsWith('charge.refund.') || event.type.startsWith('refund.')) {
       await this.refunds.syncFromGateway(payment);
-      await this.payments.markEventProcessed(eventId, this.clock.now());
+      await this.events.markProcessed(eventId, this.clock.now());
       return 'refunds-synced';
     }
     return this.converge(payment, eventId);
@@ -60,7 +62,10 @@ export class PaymentFinalizer {
    * and refunds whose provider call never got an answer are sent again.
    */
   async reconcile(staleMs = RECONCILE_AFTER_MS): Promise<number> {
-    const stale = await this.payments.findStalePending(new Date(this.clock.now().getTime() - staleMs));
+    const stale = await this.payments.findStale(
+      await this.orders.findIdsInStatus('PAYMENT_PENDING'),
+      new Date(this.clock.now().getTime() - staleMs),
+    );
     let settled = 0;
     for (const payment of stale) {
       if ((await this.converge(payment)) !== 'pending') settled++;
@@ -96,7 +101,7 @@ export class PaymentFinalizer {
       if (err instanceof GatewayError && err.kind === 'rejected') return null; // not ours / unknown
       throw err;
     }
-    if (!intent.orderId || !(await this.payments.orderExists(intent.orderId))) return null;
+    if (!intent.orderId || !(await this.orders.findById(intent.orderId))) return null;
     return this.payments.recordIntent(this.ids.uuid(), this.gateway.provider, intent, this.clock.now());
   }
 
@@ -121,7 +126,7 @@ export class PaymentFinalizer {
         await this.transitions.cancel(payment.orderId, 'PAYMENT_FAILED', ACTOR);
         result = 'cancelled';
       }
-      if (eventId) await this.payments.markEventProcessed(eventId, this.clock.now());
+      if (eventId) await this.events.markProcessed(eventId, this.clock.now());
       return result;
     });
     logOrder({

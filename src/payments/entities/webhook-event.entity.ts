@@ -17,8 +17,9 @@ export class WebhookEventEntity {
   @Column('text', { name: 'intent_id', nullable: true })
   intentId!: string | null;
 
+  /** The verified event as received. */
   @Column('jsonb')
-  payload!: unknown;
+  payload!: object;
 
   @Column('timestamptz', { name: 'received_at' })
   receivedAt!: Date;
