@@ -17,7 +17,7 @@ export class PaymentsProcessor extends WorkerHost {
     super();
   }
 
-  async process(job: Job): Promise<string | number> {
+  async process(job: Job): Promise<unknown> {
     if (job.name === 'payments.process-event') {
       return this.finalizer.processEvent((job.data as JobPayloads['payments.process-event']).eventId);
     }
