@@ -52,7 +52,9 @@ export class EmailDeliveryRepository {
   }
 
   find(orderId: string, kind: EmailKind, ref: string): Promise<EmailDeliveryEntity | null> {
-    return this.tx.withManager((m) => m.getRepository(EmailDeliveryEntity).findOneBy({ orderId, kind, ref }));
+    return this.tx.withManager((m) =>
+      m.getRepository(EmailDeliveryEntity).findOneBy({ orderId, kind, ref }),
+    );
   }
 
   /** Final: a sent delivery is never claimed again. */
@@ -60,7 +62,10 @@ export class EmailDeliveryRepository {
     await this.tx.withManager((m) =>
       m
         .getRepository(EmailDeliveryEntity)
-        .update({ id, status: 'sending' }, { status: 'sent', sentAt: at, claimedAt: null, updatedAt: at }),
+        .update(
+          { id, status: 'sending' },
+          { status: 'sent', sentAt: at, claimedAt: null, updatedAt: at },
+        ),
     );
   }
 
@@ -74,7 +79,11 @@ export class EmailDeliveryRepository {
         .getRepository(EmailDeliveryEntity)
         .update(
           { id, attempts: attempt, status: 'sending' },
-          { claimedAt: null, lastError: Array.from(error).slice(0, MAX_ERROR_LENGTH).join(''), updatedAt: at },
+          {
+            claimedAt: null,
+            lastError: Array.from(error).slice(0, MAX_ERROR_LENGTH).join(''),
+            updatedAt: at,
+          },
         ),
     );
   }

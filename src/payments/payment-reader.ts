@@ -50,7 +50,9 @@ export class PaymentReader {
       paymentIntentId: payment.intentId,
       status: payment.status,
       amount: payment.amount,
-      refundedAmount: refunds.filter((r) => r.status === 'succeeded').reduce((sum, r) => sum + r.amount, 0),
+      refundedAmount: refunds
+        .filter((r) => r.status === 'succeeded')
+        .reduce((sum, r) => sum + r.amount, 0),
       refunds,
     };
   }

@@ -58,7 +58,12 @@ export class PaymentRepository {
    * (payments_one_per_order decides, also between a payment call and a webhook adopting the same
    * intent: the second insert does nothing); returns the payment that stands.
    */
-  async recordIntent(id: string, provider: Payment['provider'], intent: GatewayIntent, at: Date): Promise<Payment> {
+  async recordIntent(
+    id: string,
+    provider: Payment['provider'],
+    intent: GatewayIntent,
+    at: Date,
+  ): Promise<Payment> {
     return this.tx.withManager(async (m: EntityManager) => {
       await m
         .createQueryBuilder()
@@ -79,7 +84,8 @@ export class PaymentRepository {
         .orIgnore()
         .execute();
       const standing = await m.getRepository(PaymentEntity).findOneBy({ orderId: intent.orderId });
-      if (!standing) throw new Error(`payment of order ${intent.orderId} neither inserted nor found`);
+      if (!standing)
+        throw new Error(`payment of order ${intent.orderId} neither inserted nor found`);
       return toPayment(standing);
     });
   }
@@ -110,7 +116,11 @@ export class PaymentRepository {
         .createQueryBuilder()
         .update(PaymentEntity)
         .set({ status, updatedAt: at })
-        .where('id = :id AND (status NOT IN (:...final) OR status = :status)', { id, status, final: FINAL_STATUSES })
+        .where('id = :id AND (status NOT IN (:...final) OR status = :status)', {
+          id,
+          status,
+          final: FINAL_STATUSES,
+        })
         .execute(),
     );
   }

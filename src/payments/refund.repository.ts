@@ -166,7 +166,10 @@ export class RefundRepository {
       m
         .createQueryBuilder()
         .update(RefundEntity)
-        .set({ providerRefundId: () => 'coalesce(provider_refund_id, :providerRefundId)', updatedAt: at })
+        .set({
+          providerRefundId: () => 'coalesce(provider_refund_id, :providerRefundId)',
+          updatedAt: at,
+        })
         .where(`id = :id AND status = 'pending'`, { id, providerRefundId })
         .execute(),
     );
@@ -193,7 +196,9 @@ export class RefundRepository {
 
   /** Marks a pending refund as just attempted (so the stale-refund retry waits its turn). */
   async touch(id: string, at: Date): Promise<void> {
-    await this.tx.withManager((m) => m.getRepository(RefundEntity).update({ id, status: 'pending' }, { updatedAt: at }));
+    await this.tx.withManager((m) =>
+      m.getRepository(RefundEntity).update({ id, status: 'pending' }, { updatedAt: at }),
+    );
   }
 
   private findOne(where: FindOptionsWhere<RefundEntity>): Promise<Refund | null> {
@@ -212,7 +217,12 @@ export class RefundRepository {
       .getOne();
   }
 
-  private async addReserved(m: EntityManager, paymentId: string, delta: number, at: Date): Promise<void> {
+  private async addReserved(
+    m: EntityManager,
+    paymentId: string,
+    delta: number,
+    at: Date,
+  ): Promise<void> {
     await m
       .createQueryBuilder()
       .update(PaymentEntity)

@@ -21,7 +21,12 @@ export class SimulatedGateway implements PaymentGateway {
     private readonly clock: Clock,
   ) {}
 
-  async createIntent(input: { orderId: string; amount: number; currency: string; idempotencyKey: string }): Promise<GatewayIntent> {
+  async createIntent(input: {
+    orderId: string;
+    amount: number;
+    currency: string;
+    idempotencyKey: string;
+  }): Promise<GatewayIntent> {
     const now = this.clock.now();
     return this.tx.withManager(async (m) => {
       // the idempotency key's unique constraint decides: a repeat inserts nothing, finds the first
@@ -53,7 +58,10 @@ export class SimulatedGateway implements PaymentGateway {
 
   async cancelIntent(id: string): Promise<GatewayIntent> {
     await this.tx.withManager((m) =>
-      intents(m).update({ id, status: 'requires_payment_method' }, { status: 'canceled', updatedAt: this.clock.now() }),
+      intents(m).update(
+        { id, status: 'requires_payment_method' },
+        { status: 'canceled', updatedAt: this.clock.now() },
+      ),
     );
     return this.retrieveIntent(id);
   }
@@ -75,11 +83,20 @@ export class SimulatedGateway implements PaymentGateway {
         const replay = await refunds(m).findOneBy({ idempotencyKey: input.idempotencyKey });
         if (replay) return this.mapRefund(replay);
         if (!intent || intent.status !== 'succeeded') {
-          throw new GatewayError('rejected', 'charge_not_refundable', 'The intent has no successful charge.');
+          throw new GatewayError(
+            'rejected',
+            'charge_not_refundable',
+            'The intent has no successful charge.',
+          );
         }
-        const refunded = (await refunds(m).sum('amount', { intentId: input.intentId, status: 'succeeded' })) ?? 0;
+        const refunded =
+          (await refunds(m).sum('amount', { intentId: input.intentId, status: 'succeeded' })) ?? 0;
         if (refunded + input.amount > intent.amount) {
-          throw new GatewayError('rejected', 'amount_too_large', 'Refund exceeds the unrefunded amount.');
+          throw new GatewayError(
+            'rejected',
+            'amount_too_large',
+            'Refund exceeds the unrefunded amount.',
+          );
         }
         const refund = refunds(m).create({
           id: `re_sim_${randomBytes(12).toString('hex')}`,
@@ -97,7 +114,9 @@ export class SimulatedGateway implements PaymentGateway {
   }
 
   async listRefunds(intentId: string): Promise<GatewayRefund[]> {
-    const found = await this.tx.withManager((m) => refunds(m).find({ where: { intentId }, order: { createdAt: 'DESC' } }));
+    const found = await this.tx.withManager((m) =>
+      refunds(m).find({ where: { intentId }, order: { createdAt: 'DESC' } }),
+    );
     return found.map((r) => this.mapRefund(r));
   }
 

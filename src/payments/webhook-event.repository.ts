@@ -20,13 +20,25 @@ export class WebhookEventRepository {
    * between two concurrent deliveries of one event: the second insert waits for the first to
    * commit and then inserts nothing (ON CONFLICT DO NOTHING), so only one of them enqueues it.
    */
-  async record(e: { id: string; type: string; intentId: string | null; payload: object; at: Date }): Promise<boolean> {
+  async record(e: {
+    id: string;
+    type: string;
+    intentId: string | null;
+    payload: object;
+    at: Date;
+  }): Promise<boolean> {
     const result = await this.tx.withManager((m) =>
       m
         .createQueryBuilder()
         .insert()
         .into(WebhookEventEntity)
-        .values({ id: e.id, type: e.type, intentId: e.intentId, payload: e.payload, receivedAt: e.at })
+        .values({
+          id: e.id,
+          type: e.type,
+          intentId: e.intentId,
+          payload: e.payload,
+          receivedAt: e.at,
+        })
         .orIgnore()
         .returning('id')
         .execute(),
@@ -45,6 +57,10 @@ export class WebhookEventRepository {
 
   /** The first processing time stands (a rerun of the event's job does not move it). */
   async markProcessed(id: string, at: Date): Promise<void> {
-    await this.tx.withManager((m) => m.getRepository(WebhookEventEntity).update({ id, processedAt: IsNull() }, { processedAt: at }));
+    await this.tx.withManager((m) =>
+      m
+        .getRepository(WebhookEventEntity)
+        .update({ id, processedAt: IsNull() }, { processedAt: at }),
+    );
   }
 }
