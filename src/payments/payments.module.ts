@@ -13,12 +13,10 @@ import { PAYMENT_GATEWAY } from './payment-gateway';
 import { PaymentFinalizer } from './payment-finalizer.service';
 import { PaymentRepository } from './payment.repository';
 import { AdminRefundsService } from './admin-refunds.service';
-import {
-  AdminRefundsController,
-  DevPaymentsController,
-  PaymentsController,
-  StripeWebhookController,
-} from './payments.controller';
+import { AdminRefundsController } from './admin-refunds.controller';
+import { DevPaymentsController } from './dev-payments.controller';
+import { PaymentsController } from './payments.controller';
+import { StripeWebhookController } from './stripe-webhook.controller';
 import { RefundRepository } from './refund.repository';
 import { RefundsService } from './refunds.service';
 import { StripeGateway } from './stripe.gateway';
