@@ -17,7 +17,7 @@ import { MailTransport } from './mail-transport';
  * How long the 'sent' record is retried after the server accepted the message (a database blip
  * between the send and the record), holding the job: the bookkeeping is retried, never the send.
  */
-export const EMAIL_RECORD_RETRY_MS = 2 * 60_000;
+const EMAIL_RECORD_RETRY_MS = 2 * 60_000;
 const RECORD_BACKOFF_MAX_MS = 5_000;
 
 export type EmailOutcome = 'sent' | 'already-sent' | 'skipped';

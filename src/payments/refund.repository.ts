@@ -5,8 +5,6 @@ import { PaymentEntity } from './entities/payment.entity';
 import { RefundEntity, RefundReason } from './entities/refund.entity';
 import type { RefundStatus } from './payment-gateway';
 
-export type { RefundReason } from './entities/refund.entity';
-
 export interface Refund {
   id: string;
   orderId: string;
