@@ -1,5 +1,7 @@
 import { Injectable } from '@nestjs/common';
+import { EntityManager, SelectQueryBuilder } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
+import { OrderEntity } from './entities/order.entity';
 import { CancellationReason, HOLDS_RESERVATION, OrderStatus, sourcesOf } from './order-state-machine';
 import { Order, OrderLine, OrderWithHistory, StatusChange } from './order.model';
 import { toSafeInt } from '../common/money/safe-int';
@@ -301,9 +303,24 @@ export class OrderRepository {
     }));
   }
 
-  /** Ids of every order in `status` (the payments reconciler asks for the PAYMENT_PENDING ones). */
-  async findIdsInStatus(status: OrderStatus): Promise<string[]> {
-    const rows = await this.tx.query<{ id: string }>(`SELECT id FROM orders WHERE status = $1`, [status]);
-    return rows.map((r) => r.id);
+  // ---- Reads for other modules: they ask here instead of reading the orders tables themselves.
+
+  /** Whether the order exists (payments: refuses to pay or refund an unknown order). */
+  async exists(orderId: string): Promise<boolean> {
+    return this.tx.withManager((m) => m.getRepository(OrderEntity).existsBy({ id: orderId }));
+  }
+
+  /**
+   * The ids of the orders in one of `statuses`, as a subquery for another module's statement on
+   * the same manager (payments: the payments of orders still PAYMENT_PENDING), e.g.
+   * `qb.andWhere(\`p.order_id IN (${sub.getQuery()})\`).setParameters(sub.getParameters())`.
+   * Its one parameter is named `orderStatuses`.
+   */
+  idsInStatusQuery(m: EntityManager, statuses: readonly OrderStatus[]): SelectQueryBuilder<OrderEntity> {
+    return m
+      .getRepository(OrderEntity)
+      .createQueryBuilder('status_order')
+      .select('status_order.id')
+      .where('status_order.status IN (:...orderStatuses)', { orderStatuses: statuses });
   }
 }

@@ -88,13 +88,13 @@ const refund = (over: Partial<Refund> = {}): Refund => ({
 
 function mockPayments(): MockOf<
   PaymentRepository,
-  'findByIntent' | 'findByOrder' | 'recordIntent' | 'findStale' | 'setStatus'
+  'findByIntent' | 'findByOrder' | 'recordIntent' | 'findStalePending' | 'setStatus'
 > {
   return {
     findByIntent: jest.fn().mockResolvedValue(payment()),
     findByOrder: jest.fn().mockResolvedValue(payment()),
     recordIntent: jest.fn(),
-    findStale: jest.fn().mockResolvedValue([]),
+    findStalePending: jest.fn().mockResolvedValue([]),
     setStatus: jest.fn().mockResolvedValue(undefined),
   };
 }
@@ -106,10 +106,10 @@ function mockEvents(): MockOf<WebhookEventRepository, 'find' | 'markProcessed'> 
   };
 }
 
-function mockOrders(): MockOf<OrderRepository, 'findById' | 'findIdsInStatus'> {
+function mockOrders(): MockOf<OrderRepository, 'findById' | 'exists'> {
   return {
     findById: jest.fn().mockResolvedValue(orderIn('PAID')),
-    findIdsInStatus: jest.fn().mockResolvedValue([]),
+    exists: jest.fn().mockResolvedValue(true),
   };
 }
 
@@ -215,9 +215,9 @@ describe('PaymentFinalizer', () => {
     it('no-payment: an intent whose order does not exist is not adopted', async () => {
       const s = await setup();
       s.payments.findByIntent.mockResolvedValue(null);
-      s.orders.findById.mockResolvedValue(null);
+      s.orders.exists.mockResolvedValue(false);
       expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
-      expect(s.orders.findById).toHaveBeenCalledWith(ORDER);
+      expect(s.orders.exists).toHaveBeenCalledWith(ORDER);
       expect(s.payments.recordIntent).not.toHaveBeenCalled();
     });
 
@@ -235,9 +235,7 @@ describe('PaymentFinalizer', () => {
       const s = await setup();
       s.payments.findByIntent.mockResolvedValue(null);
       s.payments.recordIntent.mockResolvedValue(payment());
-      s.orders.findById
-        .mockResolvedValueOnce(orderIn('PAYMENT_PENDING'))
-        .mockResolvedValue(orderIn('PAID'));
+      s.orders.findById.mockResolvedValue(orderIn('PAID'));
       expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'confirmed', orderId: ORDER });
       expect(s.payments.recordIntent).toHaveBeenCalledWith(
         'new-payment-id',
@@ -412,8 +410,7 @@ describe('PaymentFinalizer', () => {
   describe('reconcile', () => {
     it('settles the stale payments of PAYMENT_PENDING orders from the gateway and retries stale refunds', async () => {
       const s = await setup();
-      s.orders.findIdsInStatus.mockResolvedValue([ORDER, 'other-order']);
-      s.payments.findStale.mockResolvedValue([
+      s.payments.findStalePending.mockResolvedValue([
         payment(),
         payment({ id: 'pay-2', orderId: 'other-order', intentId: 'pi_2' }),
       ]);
@@ -422,9 +419,7 @@ describe('PaymentFinalizer', () => {
       );
       s.refunds.retryStale.mockResolvedValue(2);
       expect(await s.finalizer.reconcile()).toBe(1 + 2); // one payment settled (the other still pending) + two refunds
-      expect(s.orders.findIdsInStatus).toHaveBeenCalledWith('PAYMENT_PENDING');
-      expect(s.payments.findStale).toHaveBeenCalledWith(
-        [ORDER, 'other-order'],
+      expect(s.payments.findStalePending).toHaveBeenCalledWith(
         new Date(NOW.getTime() - RECONCILE_AFTER_MS),
       );
       expect(s.refunds.retryStale).toHaveBeenCalledWith(RETRY_REFUND_AFTER_MS);

@@ -98,10 +98,7 @@ export class PaymentFinalizer {
    * and refunds whose provider call never got an answer are sent again.
    */
   async reconcile(staleMs = RECONCILE_AFTER_MS): Promise<number> {
-    const stale = await this.payments.findStale(
-      await this.orders.findIdsInStatus('PAYMENT_PENDING'),
-      new Date(this.clock.now().getTime() - staleMs),
-    );
+    const stale = await this.payments.findStalePending(new Date(this.clock.now().getTime() - staleMs));
     let settled = 0;
     for (const payment of stale) {
       if ((await this.converge(payment)).kind !== 'pending') settled++;
@@ -142,7 +139,7 @@ export class PaymentFinalizer {
       if (err instanceof GatewayError && err.kind === 'rejected') return null; // not ours / unknown
       throw err;
     }
-    if (!intent.orderId || !(await this.orders.findById(intent.orderId))) return null;
+    if (!intent.orderId || !(await this.orders.exists(intent.orderId))) return null;
     return this.payments.recordIntent(this.ids.uuid(), this.gateway.provider, intent, this.clock.now());
   }
 

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
-import { EntityManager, FindOptionsWhere, In, LessThan } from 'typeorm';
+import { EntityManager, FindOptionsWhere } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
+import { OrderRepository } from '../orders/order.repository';
 import { PaymentEntity } from './entities/payment.entity';
 import type { GatewayIntent, IntentStatus } from './payment-gateway';
 
@@ -32,7 +33,10 @@ const toPayment = (e: PaymentEntity): Payment => ({
 /** Payments: one per order, the provider's intent as last seen. */
 @Injectable()
 export class PaymentRepository {
-  constructor(private readonly tx: TransactionHost) {}
+  constructor(
+    private readonly tx: TransactionHost,
+    private readonly orders: OrderRepository,
+  ) {}
 
   private find(where: FindOptionsWhere<PaymentEntity>): Promise<Payment | null> {
     return this.tx.withManager(async (m) => {
@@ -91,17 +95,21 @@ export class PaymentRepository {
   }
 
   /**
-   * Payments of the given orders (those still PAYMENT_PENDING, from OrderRepository) whose row has
-   * not changed since `before`, oldest first.
+   * Payments of orders still PAYMENT_PENDING whose row has not changed since `before`, oldest
+   * first — one statement; which orders are pending is OrderRepository's subquery.
    */
-  async findStale(orderIds: string[], before: Date, limit = 100): Promise<Payment[]> {
-    if (orderIds.length === 0) return [];
+  async findStalePending(before: Date, limit = 100): Promise<Payment[]> {
     return this.tx.withManager(async (m) => {
-      const found = await m.getRepository(PaymentEntity).find({
-        where: { orderId: In(orderIds), updatedAt: LessThan(before) },
-        order: { updatedAt: 'ASC' },
-        take: limit,
-      });
+      const pending = this.orders.idsInStatusQuery(m, ['PAYMENT_PENDING']);
+      const found = await m
+        .getRepository(PaymentEntity)
+        .createQueryBuilder('p')
+        .where(`p.order_id IN (${pending.getQuery()})`)
+        .andWhere('p.updatedAt < :before', { before })
+        .setParameters(pending.getParameters())
+        .orderBy('p.updatedAt', 'ASC')
+        .limit(limit)
+        .getMany();
       return found.map(toPayment);
     });
   }

@@ -4,7 +4,6 @@ import { DomainError } from '../common/errors/domain-error';
 import { IdGenerator, uuidFromName } from '../common/ids';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
-import type { OrderWithHistory } from '../orders/order.model';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { OutboxRepository } from '../outbox/outbox.repository';
@@ -58,21 +57,6 @@ const remote = (over: Partial<GatewayRefund> = {}): GatewayRefund => ({
   status: 'succeeded',
   refundId: REFUND_ID,
   ...over,
-});
-
-const order = (): OrderWithHistory => ({
-  id: ORDER,
-  userId: 'u1',
-  status: 'CONFIRMED',
-  cancellationReason: null,
-  currency: 'INR',
-  totalAmount: 24_900,
-  refundedAmount: 0,
-  reservationExpiresAt: null,
-  createdAt: NOW,
-  updatedAt: NOW,
-  items: [],
-  history: [],
 });
 
 /**
@@ -171,8 +155,8 @@ function mockPayments(): MockOf<PaymentRepository, 'findByOrder' | 'findById'> {
   };
 }
 
-function mockOrders(): MockOf<OrderRepository, 'findById'> {
-  return { findById: jest.fn().mockResolvedValue(order()) };
+function mockOrders(): MockOf<OrderRepository, 'exists'> {
+  return { exists: jest.fn().mockResolvedValue(true) };
 }
 
 function mockTransitions(): MockOf<OrderTransitionsService, 'applyRefund'> {
@@ -401,7 +385,7 @@ describe('RefundsService', () => {
 
     it('an unknown order is a 404; an order without a captured payment is not refundable', async () => {
       const s = await setup();
-      s.orders.findById.mockResolvedValueOnce(null);
+      s.orders.exists.mockResolvedValueOnce(false);
       s.payments.findByOrder.mockResolvedValueOnce(null);
       const unknown = s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });
       await expect(unknown.catch(domainCode)).resolves.toBe('ORDER_NOT_FOUND');

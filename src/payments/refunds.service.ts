@@ -49,7 +49,7 @@ export class RefundsService {
     const payment = await this.payments.findByOrder(input.orderId);
     let refund = await this.refunds.findById(id);
     if (!refund) {
-      if (!(await this.orders.findById(input.orderId))) {
+      if (!(await this.orders.exists(input.orderId))) {
         throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
       }
       if (!payment || payment.status !== 'succeeded') {
