@@ -11,7 +11,7 @@ import type { Principal } from './principal';
 import { RevokedSessions } from './revoked-sessions';
 
 /** The passport strategy name the global guard authenticates with. */
-export const JWT_STRATEGY = 'jwt';
+const JWT_STRATEGY = 'jwt';
 
 const BEARER = /^Bearer ([^\s]+)$/i;
 

@@ -15,17 +15,17 @@ export interface Argon2Params {
 export const OWASP_MINIMUM: Argon2Params = { memoryCost: 19_456, timeCost: 2, parallelism: 1 };
 
 /** What new hashes are made with. Raise these and existing hashes are upgraded at next login. */
-export const ARGON2_PARAMS: Argon2Params = OWASP_MINIMUM;
+const ARGON2_PARAMS: Argon2Params = OWASP_MINIMUM;
 
 /** Overrides ARGON2_PARAMS (tests, or a deployment that can afford more). */
-export const PASSWORD_HASH_PARAMS = Symbol('PASSWORD_HASH_PARAMS');
+const PASSWORD_HASH_PARAMS = Symbol('PASSWORD_HASH_PARAMS');
 
 /** argon2 runs at once per process by default (PASSWORD_HASH_CONCURRENCY). */
-export const DEFAULT_HASH_CONCURRENCY = 2;
+const DEFAULT_HASH_CONCURRENCY = 2;
 /** Callers that may wait for an argon2 slot; one more is refused at once (503). */
 export const HASH_QUEUE_LIMIT = 32;
 /** A caller still waiting for a slot after this long is refused (503). */
-export const HASH_MAX_WAIT_MS = 5_000;
+const HASH_MAX_WAIT_MS = 5_000;
 
 /** Reads m, t and p from an argon2id PHC string `$argon2id$v=19$m=…,t=…,p=…$salt$hash`. */
 export function parseParams(phc: string): { m: number; t: number; p: number } | null {

@@ -12,7 +12,7 @@ export const PERMISSIONS = [
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
-export const ROLE_PERMISSIONS: Record<Role, readonly Permission[]> = {
+const ROLE_PERMISSIONS: Record<Role, readonly Permission[]> = {
   customer: [],
   staff: ['catalog:write', 'inventory:write', 'orders:read_all', 'orders:fulfil'],
   admin: PERMISSIONS,

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
-import type { Repository } from 'typeorm';
+import { EntityManager, In, IsNull, MoreThanOrEqual, Repository } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
+import { RefreshTokenFamilyEntity } from './entities/refresh-token-family.entity';
 import { RefreshTokenEntity } from './entities/refresh-token.entity';
 
 /** What presenting a refresh token amounted to. */
@@ -20,18 +21,13 @@ export type SpendOutcome =
 export class RefreshTokenRepository {
   constructor(private readonly tx: TransactionHost) {}
 
-  private get tokens(): Repository<RefreshTokenEntity> {
-    return this.tx.manager.getRepository(RefreshTokenEntity);
-  }
-
   /** Starts a family (one sign-in) and returns its id. */
   async createFamily(userId: string, now: Date, expiresAt: Date): Promise<string> {
-    const rows = await this.tx.query<{ id: string }>(
-      `INSERT INTO refresh_token_families (user_id, created_at, expires_at)
-       VALUES ($1, $2, $3) RETURNING id`,
-      [userId, now, expiresAt],
-    );
-    return rows[0].id;
+    return this.tx.withManager(async (m) => {
+      const family = families(m).create({ userId, createdAt: now, expiresAt });
+      await families(m).insert(family); // fills in the generated id
+      return family.id;
+    });
   }
 
   async addToken(
@@ -40,10 +36,8 @@ export class RefreshTokenRepository {
     now: Date,
     idleExpiresAt: Date,
   ): Promise<void> {
-    await this.tx.query(
-      `INSERT INTO refresh_tokens (token_hash, family_id, issued_at, idle_expires_at)
-       VALUES ($1, $2, $3, $4)`,
-      [tokenHash, familyId, now, idleExpiresAt],
+    await this.tx.withManager((m) =>
+      tokens(m).insert({ tokenHash, familyId, issuedAt: now, idleExpiresAt }),
     );
   }
 
@@ -52,6 +46,9 @@ export class RefreshTokenRepository {
    * RETURNING`): the database decides. Of N concurrent calls with one token exactly one gets
    * the row back; the others block on its row lock, re-check `spent_at IS NULL` once the winner
    * commits, match nothing, and then find the token spent, i.e. `reused`.
+   *
+   * Explicit SQL: the race is decided by this one statement, which also checks the family and
+   * returns its user (`UPDATE … FROM`, which the query builder cannot say).
    */
   async spend(tokenHash: string, now: Date): Promise<SpendOutcome> {
     const spent = await this.tx.query<{ family_id: string; user_id: string }>(
@@ -69,7 +66,9 @@ export class RefreshTokenRepository {
     if (spent[0])
       return { status: 'spent', familyId: spent[0].family_id, userId: spent[0].user_id };
 
-    const token = await this.tokens.findOne({ where: { tokenHash }, relations: { family: true } });
+    const token = await this.tx.withManager((m) =>
+      tokens(m).findOne({ where: { tokenHash }, relations: { family: true } }),
+    );
     if (token?.spentAt && token.family) {
       return { status: 'reused', familyId: token.familyId, userId: token.family.userId };
     }
@@ -77,10 +76,11 @@ export class RefreshTokenRepository {
   }
 
   async revokeFamily(familyId: string, reason: string, now: Date): Promise<void> {
-    await this.tx.query(
-      `UPDATE refresh_token_families SET revoked_at = $2, revoked_reason = $3
-        WHERE id = $1 AND revoked_at IS NULL`,
-      [familyId, now, reason],
+    await this.tx.withManager((m) =>
+      families(m).update(
+        { id: familyId, revokedAt: IsNull() },
+        { revokedAt: now, revokedReason: reason },
+      ),
     );
   }
 
@@ -89,15 +89,12 @@ export class RefreshTokenRepository {
    * (also when it was revoked before; none for an unknown token).
    */
   async revokeFamilyOfToken(tokenHash: string, reason: string, now: Date): Promise<string[]> {
-    const rows = await this.tx.query<{ id: string }>(
-      `WITH family AS (SELECT family_id AS id FROM refresh_tokens WHERE token_hash = $1),
-            revoked AS (
-              UPDATE refresh_token_families f SET revoked_at = $2, revoked_reason = $3
-                FROM family WHERE f.id = family.id AND f.revoked_at IS NULL)
-       SELECT id FROM family`,
-      [tokenHash, now, reason],
+    const token = await this.tx.withManager((m) =>
+      tokens(m).findOne({ select: { familyId: true }, where: { tokenHash } }),
     );
-    return rows.map((r) => r.id);
+    if (!token) return [];
+    await this.revokeFamily(token.familyId, reason, now);
+    return [token.familyId];
   }
 
   /**
@@ -110,26 +107,46 @@ export class RefreshTokenRepository {
     now: Date,
     issuedSince: Date,
   ): Promise<string[]> {
-    const rows = await this.tx.query<{ id: string; recent: boolean }>(
-      `UPDATE refresh_token_families f SET revoked_at = $2, revoked_reason = $3
-        WHERE f.user_id = $1 AND f.revoked_at IS NULL
-       RETURNING f.id, EXISTS (
-         SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id AND t.issued_at >= $4) AS recent`,
-      [userId, now, reason, issuedSince],
-    );
-    return rows.filter((r) => r.recent).map((r) => r.id);
+    return this.tx.withManager(async (m) => {
+      const revoked = await m
+        .createQueryBuilder()
+        .update(RefreshTokenFamilyEntity)
+        .set({ revokedAt: now, revokedReason: reason })
+        .where('user_id = :userId AND revoked_at IS NULL', { userId })
+        .returning('id')
+        .execute();
+      const ids = (revoked.raw as { id: string }[]).map((r) => r.id);
+      if (ids.length === 0) return [];
+      const recent = await tokens(m).find({
+        select: { familyId: true },
+        where: { familyId: In(ids), issuedAt: MoreThanOrEqual(issuedSince) },
+      });
+      const withRecent = new Set(recent.map((t) => t.familyId));
+      return ids.filter((id) => withRecent.has(id));
+    });
   }
 
   /** Deletes families (and, by cascade, their tokens) that ended before `before`. */
   async purgeEnded(before: Date, batch = 5000): Promise<number> {
-    const rows = await this.tx.query(
-      `DELETE FROM refresh_token_families WHERE id IN (
-         SELECT id FROM refresh_token_families
-          WHERE expires_at < $1 OR revoked_at < $1
-          LIMIT $2)
-       RETURNING 1`,
-      [before, batch],
-    );
-    return rows.length;
+    const result = await this.tx.withManager((m) => {
+      const ended = families(m)
+        .createQueryBuilder('f')
+        .select('f.id')
+        .where('f.expiresAt < :before OR f.revokedAt < :before', { before })
+        .limit(batch);
+      return m
+        .createQueryBuilder()
+        .delete()
+        .from(RefreshTokenFamilyEntity)
+        .where(`id IN (${ended.getQuery()})`)
+        .setParameters(ended.getParameters())
+        .execute();
+    });
+    return result.affected ?? 0;
   }
 }
+
+const families = (m: EntityManager): Repository<RefreshTokenFamilyEntity> =>
+  m.getRepository(RefreshTokenFamilyEntity);
+const tokens = (m: EntityManager): Repository<RefreshTokenEntity> =>
+  m.getRepository(RefreshTokenEntity);

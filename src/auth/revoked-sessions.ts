@@ -11,7 +11,7 @@ export const REVOCATION_REDIS_BACKOFF_MS = 1000;
 /** How often marks that could not be written are tried again. */
 export const REVOCATION_RETRY_MS = 1000;
 /** Revoked sessions remembered in process memory (oldest forgotten first). */
-export const REVOCATION_MEMORY_LIMIT = 100_000;
+const REVOCATION_MEMORY_LIMIT = 100_000;
 /** On top of the access-token lifetime: clocks of API hosts may disagree a little. */
 const CLOCK_SKEW_MS = 5_000;
 

@@ -14,7 +14,7 @@ export interface AccessClaims {
 }
 
 /** 256 bits. */
-export const REFRESH_TOKEN_BYTES = 32;
+const REFRESH_TOKEN_BYTES = 32;
 
 /**
  * Access tokens: JWTs signed with the options of jwtModuleOptions() (HS256, iss, aud, exp)

@@ -1,21 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
-import { toSafeInt } from '../common/money/safe-int';
+import { EmailDeliveryEntity } from './entities/email-delivery.entity';
 import type { EmailKind } from './email-job';
-
-export interface EmailDelivery {
-  id: string;
-  orderId: string;
-  kind: EmailKind;
-  ref: string;
-  recipient: string;
-  status: 'sending' | 'sent';
-  attempts: number;
-  messageId: string;
-  claimedAt: Date | null;
-  sentAt: Date | null;
-  lastError: string | null;
-}
 
 export interface DeliveryClaim {
   id: string;
@@ -27,19 +13,10 @@ export interface DeliveryClaim {
   now: Date;
 }
 
-/** What a refund email needs from the refund (the `refunds` table belongs to payments). */
-export interface RefundForEmail {
-  id: string;
-  orderId: string;
-  amount: number;
-  currency: string;
-  status: string;
-}
+/** How much of a failed attempt's error is kept (characters). */
+const MAX_ERROR_LENGTH = 2000;
 
-const COLUMNS = `id, order_id AS "orderId", kind, ref, recipient, status, attempts,
-  message_id AS "messageId", claimed_at AS "claimedAt", sent_at AS "sentAt", last_error AS "lastError"`;
-
-/** The only place that builds SQL for email deliveries. */
+/** Email deliveries: the claim before a send, the 'sent' record after it. */
 @Injectable()
 export class EmailDeliveryRepository {
   constructor(private readonly tx: TransactionHost) {}
@@ -50,6 +27,10 @@ export class EmailDeliveryRepository {
    * takes it over: under the lock, a 'sending' row is abandoned (a failed attempt released it,
    * or its worker died and PostgreSQL released that worker's lock).
    * Returns the claim's attempt number (its token), or null when the delivery was already sent.
+   *
+   * Explicit SQL: the query builder's upsert cannot say `DO UPDATE SET attempts = attempts + 1
+   * … WHERE status = 'sending'`, and it is this one statement that decides between a first
+   * claim, a takeover and an already-sent delivery.
    */
   async claim(c: DeliveryClaim): Promise<{ id: string; attempt: number } | null> {
     const rows = await this.tx.query<{ id: string; attempts: number }>(
@@ -70,21 +51,21 @@ export class EmailDeliveryRepository {
     return row ? { id: row.id, attempt: row.attempts } : null;
   }
 
-  async find(orderId: string, kind: EmailKind, ref: string): Promise<EmailDelivery | null> {
-    const rows = await this.tx.query<EmailDelivery>(
-      `SELECT ${COLUMNS} FROM email_deliveries WHERE order_id = $1 AND kind = $2 AND ref = $3`,
-      [orderId, kind, ref],
+  find(orderId: string, kind: EmailKind, ref: string): Promise<EmailDeliveryEntity | null> {
+    return this.tx.withManager((m) =>
+      m.getRepository(EmailDeliveryEntity).findOneBy({ orderId, kind, ref }),
     );
-    return rows[0] ?? null;
   }
 
   /** Final: a sent delivery is never claimed again. */
   async markSent(id: string, at: Date): Promise<void> {
-    await this.tx.query(
-      `UPDATE email_deliveries
-          SET status = 'sent', sent_at = $2, claimed_at = NULL, updated_at = $2
-        WHERE id = $1 AND status = 'sending'`,
-      [id, at],
+    await this.tx.withManager((m) =>
+      m
+        .getRepository(EmailDeliveryEntity)
+        .update(
+          { id, status: 'sending' },
+          { status: 'sent', sentAt: at, claimedAt: null, updatedAt: at },
+        ),
     );
   }
 
@@ -93,30 +74,17 @@ export class EmailDeliveryRepository {
    * it is still this attempt's claim (a slow attempt must not free a newer claimer's).
    */
   async release(id: string, attempt: number, error: string, at: Date): Promise<void> {
-    await this.tx.query(
-      `UPDATE email_deliveries
-          SET claimed_at = NULL, last_error = left($3, 2000), updated_at = $4
-        WHERE id = $1 AND attempts = $2 AND status = 'sending'`,
-      [id, attempt, error, at],
+    await this.tx.withManager((m) =>
+      m
+        .getRepository(EmailDeliveryEntity)
+        .update(
+          { id, attempts: attempt, status: 'sending' },
+          {
+            claimedAt: null,
+            lastError: Array.from(error).slice(0, MAX_ERROR_LENGTH).join(''),
+            updatedAt: at,
+          },
+        ),
     );
-  }
-
-  async findRefund(refundId: string): Promise<RefundForEmail | null> {
-    const rows = await this.tx.query<{
-      id: string;
-      order_id: string;
-      amount: string;
-      currency: string;
-      status: string;
-    }>(`SELECT id, order_id, amount, currency, status FROM refunds WHERE id = $1`, [refundId]);
-    const r = rows[0];
-    if (!r) return null;
-    return {
-      id: r.id,
-      orderId: r.order_id,
-      amount: toSafeInt(r.amount),
-      currency: r.currency.trim(),
-      status: r.status,
-    };
   }
 }

@@ -1,13 +1,7 @@
 import type { JobsOptions } from 'bullmq';
 
 /** The emails the shop sends, one per (order, kind) — per (order, kind, refund) for refunds. */
-export const EMAIL_KINDS = [
-  'order_confirmation',
-  'payment_receipt',
-  'cancellation',
-  'refund',
-] as const;
-export type EmailKind = (typeof EMAIL_KINDS)[number];
+export type EmailKind = 'order_confirmation' | 'payment_receipt' | 'cancellation' | 'refund';
 
 /** What an `email.send` job carries: ids only, the service reloads everything else. */
 export interface EmailJob {

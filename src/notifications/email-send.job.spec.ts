@@ -2,6 +2,7 @@ import { DelayedError } from 'bullmq';
 import type { AppConfig } from '../config/config';
 import type { OrderRepository } from '../orders/order.repository';
 import { JobName, type JobOf, type JobPayloads } from '../queue/queues';
+import type { PaymentReader } from '../payments/payment-reader';
 import type { UserRepository } from '../users/user.repository';
 import type { EmailDeliveryRepository } from './email-delivery.repository';
 import type { EmailDeliveryLocks } from './email-delivery-locks';
@@ -18,6 +19,7 @@ function setup(data: JobPayloads[JobName.SendEmail], error: Error) {
     {} as EmailDeliveryLocks,
     {} as OrderRepository,
     {} as UserRepository,
+    {} as PaymentReader,
     {} as MailTransport,
     { now: () => new Date() },
     { uuid: () => 'id' },

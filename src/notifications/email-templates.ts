@@ -60,7 +60,7 @@ export function escapeHtml(value: string): string {
 }
 
 /** The short order reference customers see (the full id is in the body too). */
-export function orderReference(orderId: string): string {
+function orderReference(orderId: string): string {
   return orderId.slice(0, 8).toUpperCase();
 }
 

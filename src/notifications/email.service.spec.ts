@@ -2,8 +2,10 @@ import { Logger } from '@nestjs/common';
 import type { AppConfig } from '../config/config';
 import type { OrderRepository } from '../orders/order.repository';
 import type { OrderWithHistory } from '../orders/order.model';
+import type { PaymentReader, RefundForEmail } from '../payments/payment-reader';
 import type { UserRepository } from '../users/user.repository';
-import type { EmailDelivery, EmailDeliveryRepository } from './email-delivery.repository';
+import type { EmailDeliveryRepository } from './email-delivery.repository';
+import type { EmailDeliveryEntity } from './entities/email-delivery.entity';
 import type { EmailDeliveryLocks } from './email-delivery-locks';
 import { EmailDeliveryBusyError, EmailService, mailDomain } from './email.service';
 import { mockOf } from '../../test/support/mocks';
@@ -34,7 +36,7 @@ const order: OrderWithHistory = {
   ],
 };
 
-const delivery = (status: EmailDelivery['status']): EmailDelivery => ({
+const delivery = (status: EmailDeliveryEntity['status']): EmailDeliveryEntity => ({
   id: 'd1',
   orderId,
   kind: 'payment_receipt',
@@ -46,6 +48,8 @@ const delivery = (status: EmailDelivery['status']): EmailDelivery => ({
   claimedAt: status === 'sending' ? NOW : null,
   sentAt: status === 'sent' ? NOW : null,
   lastError: null,
+  createdAt: NOW,
+  updatedAt: NOW,
 });
 
 function setup() {
@@ -54,8 +58,8 @@ function setup() {
     find: jest.fn().mockResolvedValue(null),
     markSent: jest.fn().mockResolvedValue(undefined),
     release: jest.fn().mockResolvedValue(undefined),
-    findRefund: jest.fn().mockResolvedValue(null),
   }, 'deliveries');
+  const payments = mockOf<PaymentReader>({ findRefund: jest.fn().mockResolvedValue(null) }, 'payments');
   const orders = mockOf<OrderRepository>({ findById: jest.fn().mockResolvedValue(order) }, 'orders');
   const users = mockOf<UserRepository>({
     findById: jest.fn().mockResolvedValue({ id: 'u1', email: 'asha@example.com', name: 'Asha' }),
@@ -71,12 +75,13 @@ function setup() {
     locks,
     orders,
     users,
+    payments,
     transport,
     { now: () => NOW },
     { uuid: () => 'new-id' },
     config,
   );
-  return { service, deliveries, orders, users, transport, locks, hold };
+  return { service, deliveries, orders, users, payments, transport, locks, hold };
 }
 
 describe('EmailService', () => {
@@ -209,8 +214,8 @@ describe('EmailService', () => {
   });
 
   it('reads the refunded amount from the refund and keys the delivery by refund', async () => {
-    const { service, deliveries, transport } = setup();
-    deliveries.findRefund.mockResolvedValue({
+    const { service, deliveries, payments, transport } = setup();
+    payments.findRefund.mockResolvedValue({
       id: 'r1',
       orderId,
       amount: 10_000,
@@ -227,13 +232,13 @@ describe('EmailService', () => {
   });
 
   it("skips a refund that is missing, failed or someone else's", async () => {
-    const { service, deliveries, transport } = setup();
+    const { service, payments, transport } = setup();
     for (const refund of [
       null,
       { id: 'r1', orderId, amount: 1, currency: 'INR', status: 'failed' },
       { id: 'r1', orderId: 'other', amount: 1, currency: 'INR', status: 'succeeded' },
-    ]) {
-      deliveries.findRefund.mockResolvedValue(refund);
+    ] satisfies (RefundForEmail | null)[]) {
+      payments.findRefund.mockResolvedValue(refund);
       expect(await service.send({ orderId, kind: 'refund', refundId: 'r1' })).toBe('skipped');
     }
     expect(await service.send({ orderId, kind: 'refund' })).toBe('skipped');

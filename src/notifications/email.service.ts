@@ -8,6 +8,7 @@ import { OrderRepository } from '../orders/order.repository';
 import { delayJob } from '../queue/delay-job';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobOf, JobPayloads } from '../queue/queues';
+import { PaymentReader } from '../payments/payment-reader';
 import { UserRepository } from '../users/user.repository';
 import { EmailDeliveryRepository } from './email-delivery.repository';
 import { EMAIL_BUSY_RETRIES, EMAIL_BUSY_RETRY_MS, EmailJob, emailKey, emailRef } from './email-job';
@@ -19,7 +20,7 @@ import { MailTransport } from './mail-transport';
  * How long the 'sent' record is retried after the server accepted the message (a database blip
  * between the send and the record), holding the job: the bookkeeping is retried, never the send.
  */
-export const EMAIL_RECORD_RETRY_MS = 2 * 60_000;
+const EMAIL_RECORD_RETRY_MS = 2 * 60_000;
 const RECORD_BACKOFF_MAX_MS = 5_000;
 
 export type EmailOutcome = 'sent' | 'already-sent' | 'skipped';
@@ -71,6 +72,7 @@ export class EmailService {
     private readonly locks: EmailDeliveryLocks,
     private readonly orders: OrderRepository,
     private readonly users: UserRepository,
+    private readonly payments: PaymentReader,
     private readonly transport: MailTransport,
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
@@ -192,7 +194,7 @@ export class EmailService {
     if (job.kind !== 'refund') {
       return { recipient: user.email, context: { ...base, kind: job.kind } };
     }
-    const refund = job.refundId ? await this.deliveries.findRefund(job.refundId) : null;
+    const refund = job.refundId ? await this.payments.findRefund(job.refundId) : null;
     if (!refund || refund.orderId !== order.id || refund.status === 'failed') {
       this.logger.warn(`email ${key} skipped: no such refund for this order`);
       return null;

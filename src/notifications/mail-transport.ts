@@ -50,7 +50,7 @@ const toMail = (m: OutgoingEmail) => ({
 });
 
 /** Sends through the mail server at SMTP_URL (smtp:// with STARTTLS when offered, or smtps://). */
-export class SmtpMailTransport extends MailTransport implements OnModuleDestroy {
+class SmtpMailTransport extends MailTransport implements OnModuleDestroy {
   private readonly transporter: Transporter<SMTPTransport.SentMessageInfo>;
 
   constructor(smtpUrl: string) {
@@ -68,7 +68,7 @@ export class SmtpMailTransport extends MailTransport implements OnModuleDestroy 
 }
 
 /** Development without a mail server: each message becomes `<outboxDir>/<key>.eml`. */
-export class FileMailTransport extends MailTransport {
+class FileMailTransport extends MailTransport {
   private readonly transporter: Transporter<StreamTransport.SentMessageInfo>;
 
   constructor(private readonly dir: string) {

@@ -1,6 +1,10 @@
 import { Module } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { OrderEntity } from '../orders/entities/order.entity';
 import { OrdersModule } from '../orders/orders.module';
+import { PaymentReaderModule } from '../payments/payment-reader.module';
 import { UsersModule } from '../users/users.module';
+import { EmailDeliveryEntity } from './entities/email-delivery.entity';
 import { EmailDeliveryLocks } from './email-delivery-locks';
 import { EmailDeliveryRepository } from './email-delivery.repository';
 import { EmailService } from './email.service';
@@ -11,7 +15,7 @@ import { mailTransportProvider } from './mail-transport';
  * role: EmailService.handleSendEmail runs the `email.send` jobs).
  */
 @Module({
-  imports: [OrdersModule, UsersModule],
+  imports: [TypeOrmModule.forFeature([EmailDeliveryEntity, OrderEntity]), OrdersModule, UsersModule, PaymentReaderModule],
   providers: [EmailDeliveryRepository, EmailDeliveryLocks, EmailService, mailTransportProvider],
   exports: [EmailService],
 })

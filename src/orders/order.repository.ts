@@ -1,6 +1,5 @@
 import { Injectable } from '@nestjs/common';
 import { EntityManager, In, IsNull, LessThanOrEqual, Not, SelectQueryBuilder } from 'typeorm';
-import { toSafeInt } from '../common/money/safe-int';
 import { SqlFragment, sql } from '../database/sql-fragment';
 import { TransactionHost } from '../database/transaction-host';
 import { OrderItemEntity } from './entities/order-item.entity';
@@ -14,7 +13,7 @@ import {
   requiresReason,
   sourcesOf,
 } from './order-state-machine';
-import { Order, OrderLine, OrderWithHistory, PaymentSummary, StatusChange } from './order.model';
+import { Order, OrderLine, OrderWithHistory, StatusChange } from './order.model';
 
 export interface NewOrder {
   id: string;
@@ -211,42 +210,6 @@ export class OrderRepository {
     );
     if (!order) return null;
     return { ...toOrder(order, order.items ?? []), history: (order.history ?? []).map(toStatusChange) };
-  }
-
-  /** The order's payment and refunds, for its detail view; null before a payment started. */
-  async findPaymentSummary(orderId: string): Promise<PaymentSummary | null> {
-    const rows: {
-      provider: string;
-      intent_id: string;
-      status: string;
-      amount: string;
-      refunds: { id: string; amount: number; status: string; reason: string; created_at: string }[];
-    }[] = await this.tx.query(
-      `SELECT p.provider, p.intent_id, p.status, p.amount,
-              coalesce((SELECT json_agg(json_build_object('id', r.id, 'amount', r.amount, 'status', r.status,
-                                                          'reason', r.reason, 'created_at', r.created_at)
-                                        ORDER BY r.created_at, r.id)
-                          FROM refunds r WHERE r.payment_id = p.id), '[]') AS refunds
-         FROM payments p WHERE p.order_id = $1`,
-      [orderId],
-    );
-    const row = rows[0];
-    if (!row) return null;
-    const refunds = row.refunds.map((r) => ({
-      id: r.id,
-      amount: toSafeInt(r.amount),
-      status: r.status,
-      reason: r.reason,
-      createdAt: new Date(r.created_at),
-    }));
-    return {
-      provider: row.provider,
-      paymentIntentId: row.intent_id,
-      status: row.status,
-      amount: toSafeInt(row.amount),
-      refundedAmount: refunds.filter((r) => r.status === 'succeeded').reduce((sum, r) => sum + r.amount, 0),
-      refunds,
-    };
   }
 
   /**

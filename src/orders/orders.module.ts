@@ -2,6 +2,7 @@ import { Module } from '@nestjs/common';
 import { CartModule } from '../cart/cart.module';
 import { ProductsModule } from '../catalog/products.module';
 import { InventoryModule } from '../inventory/inventory.module';
+import { PaymentReaderModule } from '../payments/payment-reader.module';
 import { AdminOrdersController } from './admin-orders.controller';
 import { CheckoutService } from './checkout.service';
 import { OrderMetrics } from './order-metrics';
@@ -13,7 +14,7 @@ import { PurchaseLimitRepository } from './purchase-limit.repository';
 import { ReservationExpiryService } from './reservation-expiry.service';
 
 @Module({
-  imports: [CartModule, ProductsModule, InventoryModule, OrderRepositoryModule],
+  imports: [CartModule, ProductsModule, InventoryModule, OrderRepositoryModule, PaymentReaderModule],
   controllers: [OrdersController, AdminOrdersController],
   providers: [
     OrderMetrics,

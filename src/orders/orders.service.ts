@@ -4,6 +4,7 @@ import { DomainError } from '../common/errors/domain-error';
 import { decodeCursor, encodeCursor } from '../common/pagination/cursor';
 import { Page, PageQueryDto } from '../common/pagination/page-query.dto';
 import { TransactionHost } from '../database/transaction-host';
+import { PaymentReader } from '../payments/payment-reader';
 import { AdminListOrdersDto } from './dto/list-orders.dto';
 import { OrderDetailDto, OrderDto, mapOrder, mapOrderDetail } from './dto/order.response';
 import { OrderTransitionsService } from './order-transitions.service';
@@ -17,6 +18,7 @@ export class OrdersService {
     private readonly orders: OrderRepository,
     private readonly transitions: OrderTransitionsService,
     private readonly tx: TransactionHost,
+    private readonly payments: PaymentReader,
   ) {}
 
   async list(me: Principal, query: PageQueryDto): Promise<Page<OrderDto>> {
@@ -83,7 +85,7 @@ export class OrdersService {
   }
 
   private async detail(order: OrderWithHistory): Promise<OrderDetailDto> {
-    return mapOrderDetail(order, await this.orders.findPaymentSummary(order.id));
+    return mapOrderDetail(order, await this.payments.summaryOf(order.id));
   }
 
   private async mustFind(id: string) {

@@ -10,8 +10,45 @@ import { JobName, JobPayloads } from '../queue/queues';
 import { GatewayError, GatewayIntent, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
 import { RefundsService } from './refunds.service';
+import { WebhookEventRepository } from './webhook-event.repository';
 
 const ACTOR = 'system:payments';
+
+/** What moving an order to match its intent did (the intent as the gateway says now). */
+export type ConvergeOutcome =
+  /** Not final yet (the customer's turn, or in flight): the order stays PAYMENT_PENDING. */
+  | { kind: 'pending'; orderId: string; intentStatus: 'requires_payment_method' | 'processing' }
+  /** Paid: the order is PAID and CONFIRMED (stock committed once), or was already past that. */
+  | { kind: 'confirmed'; orderId: string }
+  /** Declined or canceled: the order is CANCELLED (PAYMENT_FAILED), its stock released once. */
+  | { kind: 'cancelled'; orderId: string }
+  /**
+   * Paid for an order already cancelled (or expired): refunded in full, once. `refundId` is null
+   * when nothing was left to refund (refunded before).
+   */
+  | { kind: 'refunded-after-cancel'; orderId: string; refundId: string | null };
+
+/** What acting on one webhook event did (the result of a `payments.process-event` job). */
+export type EventOutcome =
+  /** No such event in the inbox. */
+  | { kind: 'unknown-event'; eventId: string }
+  /** The event names no intent of ours (nor one whose order exists): marked processed. */
+  | { kind: 'no-payment'; eventId: string }
+  /** A refund event: our refunds of the payment converged with the provider's list. */
+  | { kind: 'refunds-synced'; orderId: string }
+  | ConvergeOutcome;
+
+/** What cancelling the intent of a cancelled order did (a `payments.cancel-intent` job). */
+export type CancelIntentOutcome =
+  /** No payment, or its intent is final already. */
+  | { kind: 'nothing-to-cancel'; orderId: string }
+  /** Cancelled at the gateway: it can no longer be paid. */
+  | { kind: 'intent-cancelled'; orderId: string }
+  /** The gateway would not cancel it (in flight): its success, if it comes, is refunded. */
+  | { kind: 'intent-open'; orderId: string; intentStatus: 'requires_payment_method' | 'processing' }
+  /** The customer had paid just before: converged (refunded, as the order is cancelled). */
+  | ConvergeOutcome;
+
 /** A pending payment without news for this long is checked against the gateway. */
 export const RECONCILE_AFTER_MS = 10 * 60 * 1000;
 /** A refund still pending this long after its last provider call is sent again (same key). */
@@ -29,6 +66,7 @@ export const RETRY_REFUND_AFTER_MS = 60 * 1000;
 export class PaymentFinalizer {
   constructor(
     private readonly payments: PaymentRepository,
+    private readonly events: WebhookEventRepository,
     private readonly orders: OrderRepository,
     private readonly transitions: OrderTransitionsService,
     private readonly refunds: RefundsService,
@@ -38,20 +76,20 @@ export class PaymentFinalizer {
     private readonly ids: IdGenerator,
   ) {}
 
-  async processEvent(eventId: string): Promise<string> {
-    const event = await this.payments.findEvent(eventId);
-    if (!event) return 'unknown-event';
+  async processEvent(eventId: string): Promise<EventOutcome> {
+    const event = await this.events.find(eventId);
+    if (!event) return { kind: 'unknown-event', eventId };
     const payment = event.intentId
       ? ((await this.payments.findByIntent(event.intentId)) ?? (await this.adopt(event.intentId)))
       : null;
     if (!payment) {
-      await this.payments.markEventProcessed(eventId, this.clock.now());
-      return 'no-payment';
+      await this.events.markProcessed(eventId, this.clock.now());
+      return { kind: 'no-payment', eventId };
     }
     if (event.type === 'charge.refunded' || event.type.startsWith('charge.refund.') || event.type.startsWith('refund.')) {
       await this.refunds.syncFromGateway(payment);
-      await this.payments.markEventProcessed(eventId, this.clock.now());
-      return 'refunds-synced';
+      await this.events.markProcessed(eventId, this.clock.now());
+      return { kind: 'refunds-synced', orderId: payment.orderId };
     }
     return this.converge(payment, eventId);
   }
@@ -65,7 +103,7 @@ export class PaymentFinalizer {
     const stale = await this.payments.findStalePending(new Date(this.clock.now().getTime() - staleMs));
     let settled = 0;
     for (const payment of stale) {
-      if ((await this.converge(payment)) !== 'pending') settled++;
+      if ((await this.converge(payment)).kind !== 'pending') settled++;
     }
     return settled + (await this.refunds.retryStale(RETRY_REFUND_AFTER_MS));
   }
@@ -75,13 +113,18 @@ export class PaymentFinalizer {
    * cancelled at the gateway so it can no longer be paid. If the customer paid just before,
    * the gateway says succeeded and the payment is converged — refunded automatically.
    */
-  async cancelIntentOf(orderId: string): Promise<string> {
+  async cancelIntentOf(orderId: string): Promise<CancelIntentOutcome> {
     const payment = await this.payments.findByOrder(orderId);
-    if (!payment || payment.status === 'succeeded' || payment.status === 'canceled') return 'nothing-to-cancel';
+    if (!payment || payment.status === 'succeeded' || payment.status === 'canceled') {
+      return { kind: 'nothing-to-cancel', orderId };
+    }
     const intent = await this.gateway.cancelIntent(payment.intentId, gatewayKeys.cancelIntent(orderId));
-    if (intent.status === 'succeeded') return this.converge(payment);
-    await this.payments.setStatus(payment.id, intent.status, this.clock.now());
-    return intent.status;
+    const intentStatus = intent.status;
+    if (intentStatus === 'succeeded') return this.converge(payment);
+    await this.payments.setStatus(payment.id, intentStatus, this.clock.now());
+    return intentStatus === 'canceled'
+      ? { kind: 'intent-cancelled', orderId }
+      : { kind: 'intent-open', orderId, intentStatus };
   }
 
   /**
@@ -98,12 +141,12 @@ export class PaymentFinalizer {
       if (err instanceof GatewayError && err.kind === 'rejected') return null; // not ours / unknown
       throw err;
     }
-    if (!intent.orderId || !(await this.payments.orderExists(intent.orderId))) return null;
+    if (!intent.orderId || !(await this.orders.exists(intent.orderId))) return null;
     return this.payments.recordIntent(this.ids.uuid(), this.gateway.provider, intent, this.clock.now());
   }
 
   /** Re-reads the intent (outside any transaction) and moves the order to match. */
-  private async converge(payment: Payment, eventId?: string): Promise<string> {
+  private async converge(payment: Payment, eventId?: string): Promise<ConvergeOutcome> {
     let intent = await this.gateway.retrieveIntent(payment.intentId);
     if (intent.status === 'requires_payment_method' && intent.lastError) {
       // A declined attempt cancels the order (API.md), so the intent is cancelled first: a
@@ -111,32 +154,37 @@ export class PaymentFinalizer {
       intent = await this.gateway.cancelIntent(intent.id, gatewayKeys.cancelIntent(payment.orderId));
     }
     const status = intent.status;
-    const outcome = await this.tx.run(async () => {
+    const { orderId } = payment;
+    // paid after cancel: the refund (a provider call) follows the transaction
+    type Settled = Exclude<ConvergeOutcome, { kind: 'refunded-after-cancel' }> | { kind: 'paid-after-cancel' };
+    const outcome = await this.tx.run(async (): Promise<Settled> => {
       await this.payments.setStatus(payment.id, status, this.clock.now());
-      let result = 'pending';
+      let result: Settled;
       if (status === 'succeeded') {
-        await this.transitions.markPaid(payment.orderId, ACTOR);
-        const order = await this.orders.findById(payment.orderId);
-        if (order?.status === 'PAID') await this.transitions.confirm(payment.orderId, ACTOR);
-        result = order?.status === 'CANCELLED' ? 'paid-after-cancel' : 'confirmed';
+        await this.transitions.markPaid(orderId, ACTOR);
+        const order = await this.orders.findById(orderId);
+        if (order?.status === 'PAID') await this.transitions.confirm(orderId, ACTOR);
+        result = order?.status === 'CANCELLED' ? { kind: 'paid-after-cancel' } : { kind: 'confirmed', orderId };
       } else if (status === 'canceled') {
-        await this.transitions.cancel(payment.orderId, 'PAYMENT_FAILED', ACTOR);
-        result = 'cancelled';
+        await this.transitions.cancel(orderId, 'PAYMENT_FAILED', ACTOR);
+        result = { kind: 'cancelled', orderId };
+      } else {
+        result = { kind: 'pending', orderId, intentStatus: status };
       }
-      if (eventId) await this.payments.markEventProcessed(eventId, this.clock.now());
+      if (eventId) await this.events.markProcessed(eventId, this.clock.now());
       return result;
     });
     logOrder({
-      orderId: payment.orderId,
+      orderId,
       action: 'payment.converged',
       paymentStatus: status,
-      outcome,
+      outcome: outcome.kind,
       intentId: payment.intentId,
       eventId,
     });
-    if (outcome === 'paid-after-cancel') {
-      await this.refunds.refundPaidAfterCancel({ ...payment, status });
-      return 'refunded-after-cancel';
+    if (outcome.kind === 'paid-after-cancel') {
+      const refund = await this.refunds.refundPaidAfterCancel({ ...payment, status });
+      return { kind: 'refunded-after-cancel', orderId, refundId: refund?.id ?? null };
     }
     return outcome;
   }

@@ -1,136 +1,135 @@
 import { Injectable } from '@nestjs/common';
+import { EntityManager, FindOptionsWhere } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
-import { toSafeInt } from '../common/money/safe-int';
-import type { OrderStatus } from '../orders/order-state-machine';
-import type { GatewayIntent } from './payment-gateway';
+import { OrderRepository } from '../orders/order.repository';
+import { PaymentEntity } from './entities/payment.entity';
+import type { GatewayIntent, IntentStatus } from './payment-gateway';
 
 export interface Payment {
   id: string;
   orderId: string;
-  provider: string;
+  provider: 'stripe' | 'simulated';
   intentId: string;
   clientSecret: string;
   amount: number;
   currency: string;
-  status: string;
+  status: IntentStatus;
 }
 
-interface Row {
-  id: string;
-  order_id: string;
-  provider: string;
-  intent_id: string;
-  client_secret: string;
-  amount: string;
-  currency: string;
-  status: string;
-}
+/** Intent statuses a payment never leaves once recorded. */
+const FINAL_STATUSES: IntentStatus[] = ['succeeded', 'canceled'];
 
-const map = (r: Row): Payment => ({
-  id: r.id,
-  orderId: r.order_id,
-  provider: r.provider,
-  intentId: r.intent_id,
-  clientSecret: r.client_secret,
-  amount: toSafeInt(r.amount),
-  currency: r.currency.trim(),
-  status: r.status,
+const toPayment = (e: PaymentEntity): Payment => ({
+  id: e.id,
+  orderId: e.orderId,
+  provider: e.provider,
+  intentId: e.intentId,
+  clientSecret: e.clientSecret,
+  amount: e.amount,
+  currency: e.currency,
+  status: e.status,
 });
 
-/** SQL for payments (one per order) and the webhook inbox. */
+/** Payments: one per order, the provider's intent as last seen. */
 @Injectable()
 export class PaymentRepository {
-  constructor(private readonly tx: TransactionHost) {}
+  constructor(
+    private readonly tx: TransactionHost,
+    private readonly orders: OrderRepository,
+  ) {}
 
-  async findByOrder(orderId: string): Promise<Payment | null> {
-    const rows: Row[] = await this.tx.query(`SELECT * FROM payments WHERE order_id = $1`, [orderId]);
-    return rows[0] ? map(rows[0]) : null;
+  private find(where: FindOptionsWhere<PaymentEntity>): Promise<Payment | null> {
+    return this.tx.withManager(async (m) => {
+      const found = await m.getRepository(PaymentEntity).findOneBy(where);
+      return found ? toPayment(found) : null;
+    });
   }
 
-  async orderExists(orderId: string): Promise<boolean> {
-    const rows = await this.tx.query(`SELECT 1 FROM orders WHERE id = $1`, [orderId]);
-    return rows.length > 0;
+  findByOrder(orderId: string): Promise<Payment | null> {
+    return this.find({ orderId });
   }
 
-  async findById(id: string): Promise<Payment | null> {
-    const rows: Row[] = await this.tx.query(`SELECT * FROM payments WHERE id = $1`, [id]);
-    return rows[0] ? map(rows[0]) : null;
+  findById(id: string): Promise<Payment | null> {
+    return this.find({ id });
   }
 
-  async findByIntent(intentId: string): Promise<Payment | null> {
-    const rows: Row[] = await this.tx.query(`SELECT * FROM payments WHERE intent_id = $1`, [intentId]);
-    return rows[0] ? map(rows[0]) : null;
+  findByIntent(intentId: string): Promise<Payment | null> {
+    return this.find({ intentId });
   }
 
-  /** Records the order's payment unless one exists (unique per order); returns the one that stands. */
-  async insertOnce(p: Payment, at: Date): Promise<Payment> {
-    await this.tx.query(
-      `INSERT INTO payments (id, order_id, provider, intent_id, client_secret, amount, currency, status, created_at, updated_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT (order_id) DO NOTHING`,
-      [p.id, p.orderId, p.provider, p.intentId, p.clientSecret, p.amount, p.currency, p.status, at],
-    );
-    return (await this.findByOrder(p.orderId))!;
+  /**
+   * Records the gateway's intent as the order's payment unless the order has one already
+   * (payments_one_per_order decides, also between a payment call and a webhook adopting the same
+   * intent: the second insert does nothing); returns the payment that stands.
+   */
+  async recordIntent(
+    id: string,
+    provider: Payment['provider'],
+    intent: GatewayIntent,
+    at: Date,
+  ): Promise<Payment> {
+    return this.tx.withManager(async (m: EntityManager) => {
+      await m
+        .createQueryBuilder()
+        .insert()
+        .into(PaymentEntity)
+        .values({
+          id,
+          orderId: intent.orderId,
+          provider,
+          intentId: intent.id,
+          clientSecret: intent.clientSecret,
+          amount: intent.amount,
+          currency: intent.currency,
+          status: intent.status,
+          createdAt: at,
+          updatedAt: at,
+        })
+        .orIgnore()
+        .execute();
+      const standing = await m.getRepository(PaymentEntity).findOneBy({ orderId: intent.orderId });
+      if (!standing)
+        throw new Error(`payment of order ${intent.orderId} neither inserted nor found`);
+      return toPayment(standing);
+    });
   }
 
-  /** Records the gateway's intent as the order's payment (see insertOnce). */
-  recordIntent(id: string, provider: string, intent: GatewayIntent, at: Date): Promise<Payment> {
-    return this.insertOnce(
-      {
-        id,
-        orderId: intent.orderId,
-        provider,
-        intentId: intent.id,
-        clientSecret: intent.clientSecret,
-        amount: intent.amount,
-        currency: intent.currency,
-        status: intent.status,
-      },
-      at,
-    );
-  }
-
-  /** Payments of orders still PAYMENT_PENDING whose payment row has not changed since `before`. */
+  /**
+   * Payments of orders still PAYMENT_PENDING whose row has not changed since `before`, oldest
+   * first — one statement; which orders are pending is OrderRepository's subquery.
+   */
   async findStalePending(before: Date, limit = 100): Promise<Payment[]> {
-    const rows: Row[] = await this.tx.query(
-      `SELECT p.* FROM payments p JOIN orders o ON o.id = p.order_id
-        WHERE o.status = $3 AND p.updated_at < $1
-        ORDER BY p.updated_at LIMIT $2`,
-      [before, limit, 'PAYMENT_PENDING' satisfies OrderStatus],
-    );
-    return rows.map(map);
+    return this.tx.withManager(async (m) => {
+      const pending = this.orders.idsInStatusQuery(m, ['PAYMENT_PENDING']);
+      const found = await m
+        .getRepository(PaymentEntity)
+        .createQueryBuilder('p')
+        .where(`p.order_id IN (${pending.getQuery()})`)
+        .andWhere('p.updatedAt < :before', { before })
+        .setParameters(pending.getParameters())
+        .orderBy('p.updatedAt', 'ASC')
+        .limit(limit)
+        .getMany();
+      return found.map(toPayment);
+    });
   }
 
   /**
    * Records the intent's status as last seen. Never out of a final state: a worker that read
    * `processing` just before another one saw `succeeded` cannot write it back.
    */
-  async setStatus(id: string, status: string, at: Date): Promise<void> {
-    await this.tx.query(
-      `UPDATE payments SET status = $2, updated_at = $3
-        WHERE id = $1 AND (status NOT IN ('succeeded', 'canceled') OR status = $2)`,
-      [id, status, at],
+  async setStatus(id: string, status: IntentStatus, at: Date): Promise<void> {
+    await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .update(PaymentEntity)
+        .set({ status, updatedAt: at })
+        .where('id = :id AND (status NOT IN (:...final) OR status = :status)', {
+          id,
+          status,
+          final: FINAL_STATUSES,
+        })
+        .execute(),
     );
-  }
-
-  /** Stores a verified event once; false for a duplicate id. */
-  async recordEvent(e: { id: string; type: string; intentId: string | null; payload: unknown; at: Date }): Promise<boolean> {
-    const rows = await this.tx.query(
-      `INSERT INTO webhook_events (id, type, intent_id, payload, received_at) VALUES ($1, $2, $3, $4, $5)
-       ON CONFLICT (id) DO NOTHING RETURNING id`,
-      [e.id, e.type, e.intentId, JSON.stringify(e.payload), e.at],
-    );
-    return rows.length > 0;
-  }
-
-  async findEvent(id: string): Promise<{ id: string; type: string; intentId: string | null; processedAt: Date | null } | null> {
-    const rows: { id: string; type: string; intentId: string | null; processedAt: Date | null }[] = await this.tx.query(
-      `SELECT id, type, intent_id AS "intentId", processed_at AS "processedAt" FROM webhook_events WHERE id = $1`,
-      [id],
-    );
-    return rows[0] ?? null;
-  }
-
-  async markEventProcessed(id: string, at: Date): Promise<void> {
-    await this.tx.query(`UPDATE webhook_events SET processed_at = coalesce(processed_at, $2) WHERE id = $1`, [id, at]);
   }
 }

@@ -1,22 +1,28 @@
 import { DynamicModule, Module } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
 import { AppConfig } from '../config/config';
+import { OrderEntity } from '../orders/entities/order.entity';
 import { OrdersModule } from '../orders/orders.module';
 import { DevPaymentsService } from './dev-payments.service';
+import { PaymentEntity } from './entities/payment.entity';
+import { RefundEntity } from './entities/refund.entity';
+import { SimulatedPaymentIntentEntity } from './entities/simulated-payment-intent.entity';
+import { SimulatedRefundEntity } from './entities/simulated-refund.entity';
+import { WebhookEventEntity } from './entities/webhook-event.entity';
 import { PAYMENT_GATEWAY } from './payment-gateway';
 import { PaymentFinalizer } from './payment-finalizer.service';
 import { PaymentRepository } from './payment.repository';
 import { AdminRefundsService } from './admin-refunds.service';
-import {
-  AdminRefundsController,
-  DevPaymentsController,
-  PaymentsController,
-  StripeWebhookController,
-} from './payments.controller';
+import { AdminRefundsController } from './admin-refunds.controller';
+import { DevPaymentsController } from './dev-payments.controller';
+import { PaymentsController } from './payments.controller';
+import { StripeWebhookController } from './stripe-webhook.controller';
 import { RefundRepository } from './refund.repository';
 import { RefundsService } from './refunds.service';
 import { StripeGateway } from './stripe.gateway';
 import { PaymentsService } from './payments.service';
 import { SimulatedGateway } from './simulated.gateway';
+import { WebhookEventRepository } from './webhook-event.repository';
 import { WebhooksService } from './webhooks.service';
 
 /**
@@ -35,7 +41,17 @@ export class PaymentsModule {
     const dev = config.isDevelopment && !stripeKey;
     return {
       module: PaymentsModule,
-      imports: [OrdersModule],
+      imports: [
+        TypeOrmModule.forFeature([
+          PaymentEntity,
+          RefundEntity,
+          WebhookEventEntity,
+          SimulatedPaymentIntentEntity,
+          SimulatedRefundEntity,
+          OrderEntity,
+        ]),
+        OrdersModule,
+      ],
       controllers: [
         PaymentsController,
         AdminRefundsController,
@@ -45,6 +61,7 @@ export class PaymentsModule {
       providers: [
         PaymentRepository,
         RefundRepository,
+        WebhookEventRepository,
         PaymentsService,
         RefundsService,
         AdminRefundsService,

@@ -1,9 +1,9 @@
 import { Injectable } from '@nestjs/common';
+import { EntityManager, FindOptionsWhere, LessThan } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
-import { toSafeInt } from '../common/money/safe-int';
+import { PaymentEntity } from './entities/payment.entity';
+import { RefundEntity, RefundReason } from './entities/refund.entity';
 import type { RefundStatus } from './payment-gateway';
-
-export type RefundReason = 'requested' | 'paid_after_cancel' | 'external';
 
 export interface Refund {
   id: string;
@@ -20,36 +20,6 @@ export interface Refund {
   updatedAt: Date;
 }
 
-interface Row {
-  id: string;
-  order_id: string;
-  payment_id: string;
-  amount: string;
-  currency: string;
-  status: RefundStatus;
-  reason: RefundReason;
-  provider_refund_id: string | null;
-  failure: string | null;
-  actor: string;
-  created_at: Date;
-  updated_at: Date;
-}
-
-const map = (r: Row): Refund => ({
-  id: r.id,
-  orderId: r.order_id,
-  paymentId: r.payment_id,
-  amount: toSafeInt(r.amount),
-  currency: r.currency.trim(),
-  status: r.status,
-  reason: r.reason,
-  providerRefundId: r.provider_refund_id,
-  failure: r.failure,
-  actor: r.actor,
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
-});
-
 export interface NewRefund {
   id: string;
   orderId: string;
@@ -60,9 +30,24 @@ export interface NewRefund {
   providerRefundId?: string;
 }
 
+const toRefund = (e: RefundEntity): Refund => ({
+  id: e.id,
+  orderId: e.orderId,
+  paymentId: e.paymentId,
+  amount: e.amount,
+  currency: e.currency,
+  status: e.status,
+  reason: e.reason,
+  providerRefundId: e.providerRefundId,
+  failure: e.failure,
+  actor: e.actor,
+  createdAt: e.createdAt,
+  updatedAt: e.updatedAt,
+});
+
 /**
- * SQL for refunds and the payment's refund reservation. `payments.refund_reserved` (pending +
- * succeeded refunds) is raised by one guarded UPDATE on the payment row, under a CHECK that it
+ * Refunds and the payment's refund reservation. `payments.refund_reserved` (pending + succeeded
+ * refunds) is raised under the payment row's lock by a guarded UPDATE, under a CHECK that it
  * never exceeds the captured amount: two concurrent refunds serialize on that row and the second
  * sees the first one's reservation.
  */
@@ -72,76 +57,102 @@ export class RefundRepository {
 
   /**
    * Reserves `amount` (or, when null, all that remains) of a succeeded payment and records the
-   * refund as pending, in one statement. Null when nothing (or not that much) remains refundable.
+   * refund — pending, or succeeded when it was made at the provider already (`providerRefundId`).
+   * Null when nothing (or not that much) remains refundable. The payment row stays locked from
+   * the read of what remains until the (caller's) transaction commits.
    */
   async reserve(r: NewRefund, amount: number | null, at: Date): Promise<Refund | null> {
-    const rows: Row[] = await this.tx.query(
-      `WITH want AS (
-         SELECT p.id, coalesce($2::bigint, p.amount - p.refund_reserved) AS amount
-           FROM payments p WHERE p.id = $1 AND p.status = 'succeeded'
-       ), reserved AS (
-         UPDATE payments p SET refund_reserved = p.refund_reserved + want.amount, updated_at = $3
-           FROM want
-          WHERE p.id = want.id AND want.amount > 0 AND p.refund_reserved + want.amount <= p.amount
-         RETURNING want.amount
-       )
-       INSERT INTO refunds (id, order_id, payment_id, amount, currency, status, reason,
-                            provider_refund_id, actor, created_at, updated_at)
-       SELECT $4, $5, $1, reserved.amount, $6, $7, $8, $9, $10, $3, $3 FROM reserved
-       RETURNING *`,
-      [
-        r.paymentId,
-        amount,
-        at,
-        r.id,
-        r.orderId,
-        r.currency,
-        r.providerRefundId ? 'succeeded' : 'pending',
-        r.reason,
-        r.providerRefundId ?? null,
-        r.actor,
-      ],
-    );
-    return rows[0] ? map(rows[0]) : null;
+    return this.inTransaction(async (m) => {
+      const payment = await this.lockedPayment(m, r.paymentId);
+      if (!payment || payment.status !== 'succeeded') return null;
+      const want = amount ?? payment.amount - payment.refundReserved;
+      if (want <= 0) return null;
+      const reserved = await m
+        .createQueryBuilder()
+        .update(PaymentEntity)
+        .set({ refundReserved: () => 'refund_reserved + :want', updatedAt: at })
+        .where('id = :id AND refund_reserved + :want <= amount', { id: r.paymentId, want })
+        .execute();
+      if (!reserved.affected) return null;
+      const refund = m.getRepository(RefundEntity).create({
+        id: r.id,
+        orderId: r.orderId,
+        paymentId: r.paymentId,
+        amount: want,
+        currency: r.currency,
+        status: r.providerRefundId ? 'succeeded' : 'pending',
+        reason: r.reason,
+        providerRefundId: r.providerRefundId ?? null,
+        failure: null,
+        actor: r.actor,
+        createdAt: at,
+        updatedAt: at,
+      });
+      await m.getRepository(RefundEntity).insert(refund);
+      return toRefund(refund);
+    });
   }
 
   /**
-   * Locks the payment row for the rest of the transaction: refunds that must be recorded at most
-   * once (automatic, or seen at the provider) check for themselves under this lock.
+   * Locks the payment row for the rest of the caller's transaction: refunds that must be recorded
+   * at most once (automatic, or seen at the provider) check for themselves under this lock.
    */
   async lockPayment(paymentId: string): Promise<void> {
-    await this.tx.query(`SELECT 1 FROM payments WHERE id = $1 FOR UPDATE`, [paymentId]);
+    await this.inTransaction((m) => this.lockedPayment(m, paymentId));
   }
 
-  async findByProviderId(providerRefundId: string): Promise<Refund | null> {
-    const rows: Row[] = await this.tx.query(`SELECT * FROM refunds WHERE provider_refund_id = $1`, [
-      providerRefundId,
-    ]);
-    return rows[0] ? map(rows[0]) : null;
+  findByProviderId(providerRefundId: string): Promise<Refund | null> {
+    return this.findOne({ providerRefundId });
   }
 
-  /** pending → succeeded or failed, once; a failed refund gives its reservation back. */
+  findById(id: string): Promise<Refund | null> {
+    return this.findOne({ id });
+  }
+
+  findAutomatic(paymentId: string): Promise<Refund | null> {
+    return this.findOne({ paymentId, reason: 'paid_after_cancel' });
+  }
+
+  /** Pending refunds not touched since `before`: their provider call may never have happened. */
+  async findStalePending(before: Date, limit = 100): Promise<Refund[]> {
+    return this.tx.withManager(async (m) => {
+      const found = await m.getRepository(RefundEntity).find({
+        where: { status: 'pending', updatedAt: LessThan(before) },
+        order: { updatedAt: 'ASC' },
+        take: limit,
+      });
+      return found.map(toRefund);
+    });
+  }
+
+  /**
+   * pending → succeeded or failed, once (the guard on `pending` decides between concurrent
+   * settlers); a failed refund gives its reservation back. The refund as settled, or null when
+   * it was no longer pending.
+   */
   async settle(
     id: string,
     to: 'succeeded' | 'failed',
     detail: { providerRefundId?: string; failure?: string },
     at: Date,
   ): Promise<Refund | null> {
-    const rows: Row[] = await this.tx.query(
-      `UPDATE refunds SET status = $2, provider_refund_id = coalesce($3, provider_refund_id),
-              failure = $4, updated_at = $5
-        WHERE id = $1 AND status = 'pending'
-       RETURNING *`,
-      [id, to, detail.providerRefundId ?? null, detail.failure ?? null, at],
-    );
-    const refund = rows[0] ? map(rows[0]) : null;
-    if (refund && to === 'failed') {
-      await this.tx.query(
-        `UPDATE payments SET refund_reserved = refund_reserved - $2, updated_at = $3 WHERE id = $1`,
-        [refund.paymentId, refund.amount, at],
-      );
-    }
-    return refund;
+    return this.inTransaction(async (m) => {
+      const settled = await m
+        .createQueryBuilder()
+        .update(RefundEntity)
+        .set({
+          status: to,
+          ...(detail.providerRefundId ? { providerRefundId: detail.providerRefundId } : {}),
+          failure: detail.failure ?? null,
+          updatedAt: at,
+        })
+        .where(`id = :id AND status = 'pending'`, { id })
+        .execute();
+      if (!settled.affected) return null;
+      const refund = await m.getRepository(RefundEntity).findOneByOrFail({ id });
+      if (to === 'failed') await this.addReserved(m, refund.paymentId, -refund.amount, at);
+      return toRefund(refund);
+    });
   }
 
   /**
@@ -149,10 +160,16 @@ export class RefundRepository {
    * marks it as just checked, so the stale-refund pass comes back to it later.
    */
   async attachProviderId(id: string, providerRefundId: string, at: Date): Promise<void> {
-    await this.tx.query(
-      `UPDATE refunds SET provider_refund_id = coalesce(provider_refund_id, $2), updated_at = $3
-        WHERE id = $1 AND status = 'pending'`,
-      [id, providerRefundId, at],
+    await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .update(RefundEntity)
+        .set({
+          providerRefundId: () => 'coalesce(provider_refund_id, :providerRefundId)',
+          updatedAt: at,
+        })
+        .where(`id = :id AND status = 'pending'`, { id, providerRefundId })
+        .execute(),
     );
   }
 
@@ -161,53 +178,59 @@ export class RefundRepository {
    * refusal). Takes the amount back into the reservation; the CHECK still caps it at the capture.
    */
   async reinstate(id: string, providerRefundId: string, at: Date): Promise<Refund | null> {
-    const rows: Row[] = await this.tx.query(
-      `WITH r AS (
-         UPDATE refunds SET status = 'succeeded', provider_refund_id = $2, failure = NULL, updated_at = $3
-          WHERE id = $1 AND status = 'failed'
-         RETURNING *
-       ), p AS (
-         UPDATE payments SET refund_reserved = payments.refund_reserved + r.amount, updated_at = $3
-           FROM r WHERE payments.id = r.payment_id
-       )
-       SELECT * FROM r`,
-      [id, providerRefundId, at],
-    );
-    return rows[0] ? map(rows[0]) : null;
+    return this.inTransaction(async (m) => {
+      const back = await m
+        .createQueryBuilder()
+        .update(RefundEntity)
+        .set({ status: 'succeeded', providerRefundId, failure: null, updatedAt: at })
+        .where(`id = :id AND status = 'failed'`, { id })
+        .execute();
+      if (!back.affected) return null;
+      const refund = await m.getRepository(RefundEntity).findOneByOrFail({ id });
+      await this.addReserved(m, refund.paymentId, refund.amount, at);
+      return toRefund(refund);
+    });
   }
 
   /** Marks a pending refund as just attempted (so the stale-refund retry waits its turn). */
   async touch(id: string, at: Date): Promise<void> {
-    await this.tx.query(`UPDATE refunds SET updated_at = $2 WHERE id = $1 AND status = 'pending'`, [id, at]);
-  }
-
-  async findById(id: string): Promise<Refund | null> {
-    const rows: Row[] = await this.tx.query(`SELECT * FROM refunds WHERE id = $1`, [id]);
-    return rows[0] ? map(rows[0]) : null;
-  }
-
-  async findAutomatic(paymentId: string): Promise<Refund | null> {
-    const rows: Row[] = await this.tx.query(
-      `SELECT * FROM refunds WHERE payment_id = $1 AND reason = 'paid_after_cancel'`,
-      [paymentId],
+    await this.tx.withManager((m) =>
+      m.getRepository(RefundEntity).update({ id, status: 'pending' }, { updatedAt: at }),
     );
-    return rows[0] ? map(rows[0]) : null;
   }
 
-  async findByPayment(paymentId: string): Promise<Refund[]> {
-    const rows: Row[] = await this.tx.query(
-      `SELECT * FROM refunds WHERE payment_id = $1 ORDER BY created_at, id`,
-      [paymentId],
-    );
-    return rows.map(map);
+  private findOne(where: FindOptionsWhere<RefundEntity>): Promise<Refund | null> {
+    return this.tx.withManager(async (m) => {
+      const found = await m.getRepository(RefundEntity).findOneBy(where);
+      return found ? toRefund(found) : null;
+    });
   }
 
-  /** Pending refunds not touched since `before`: their provider call may never have happened. */
-  async findStalePending(before: Date, limit = 100): Promise<Refund[]> {
-    const rows: Row[] = await this.tx.query(
-      `SELECT * FROM refunds WHERE status = 'pending' AND updated_at < $1 ORDER BY updated_at LIMIT $2`,
-      [before, limit],
-    );
-    return rows.map(map);
+  private async lockedPayment(m: EntityManager, paymentId: string): Promise<PaymentEntity | null> {
+    return m
+      .getRepository(PaymentEntity)
+      .createQueryBuilder('p')
+      .setLock('pessimistic_write')
+      .where('p.id = :paymentId', { paymentId })
+      .getOne();
+  }
+
+  private async addReserved(
+    m: EntityManager,
+    paymentId: string,
+    delta: number,
+    at: Date,
+  ): Promise<void> {
+    await m
+      .createQueryBuilder()
+      .update(PaymentEntity)
+      .set({ refundReserved: () => 'refund_reserved + :delta', updatedAt: at })
+      .where('id = :paymentId', { paymentId, delta })
+      .execute();
+  }
+
+  /** Statements that must commit together: in the caller's transaction, or one of their own. */
+  private inTransaction<T>(work: (m: EntityManager) => Promise<T>): Promise<T> {
+    return this.tx.run(() => this.tx.withManager(work));
   }
 }

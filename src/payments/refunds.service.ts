@@ -4,6 +4,7 @@ import { DomainError } from '../common/errors/domain-error';
 import { IdGenerator, uuidFromName } from '../common/ids';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
+import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { OutboxRepository } from '../outbox/outbox.repository';
 import { OnJob } from '../queue/on-job.decorator';
@@ -32,6 +33,7 @@ export class RefundsService {
   constructor(
     private readonly refunds: RefundRepository,
     private readonly payments: PaymentRepository,
+    private readonly orders: OrderRepository,
     private readonly transitions: OrderTransitionsService,
     private readonly outbox: OutboxRepository,
     @Inject(PAYMENT_GATEWAY) private readonly gateway: PaymentGateway,
@@ -49,7 +51,7 @@ export class RefundsService {
     const payment = await this.payments.findByOrder(input.orderId);
     let refund = await this.refunds.findById(id);
     if (!refund) {
-      if (!(await this.payments.orderExists(input.orderId))) {
+      if (!(await this.orders.exists(input.orderId))) {
         throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
       }
       if (!payment || payment.status !== 'succeeded') {

@@ -1,33 +1,11 @@
 import { Injectable } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
+import { EntityManager } from 'typeorm';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
-import { toSafeInt } from '../common/money/safe-int';
-import {
-  GatewayError,
-  GatewayIntent,
-  GatewayRefund,
-  IntentStatus,
-  PaymentGateway,
-  RefundStatus,
-} from './payment-gateway';
-
-interface RefundRow {
-  id: string;
-  intent_id: string;
-  amount: string;
-  status: RefundStatus;
-  metadata: { refundId?: string };
-}
-
-interface Row {
-  id: string;
-  order_id: string;
-  amount: string;
-  currency: string;
-  status: IntentStatus;
-  last_error: string | null;
-}
+import { SimulatedPaymentIntentEntity } from './entities/simulated-payment-intent.entity';
+import { SimulatedRefundEntity } from './entities/simulated-refund.entity';
+import { GatewayError, GatewayIntent, GatewayRefund, PaymentGateway } from './payment-gateway';
 
 /**
  * The development gateway (when STRIPE_SECRET_KEY is absent): keeps intents in PostgreSQL and
@@ -43,33 +21,47 @@ export class SimulatedGateway implements PaymentGateway {
     private readonly clock: Clock,
   ) {}
 
-  async createIntent(input: { orderId: string; amount: number; currency: string; idempotencyKey: string }): Promise<GatewayIntent> {
-    const id = `pi_sim_${randomBytes(12).toString('hex')}`;
+  async createIntent(input: {
+    orderId: string;
+    amount: number;
+    currency: string;
+    idempotencyKey: string;
+  }): Promise<GatewayIntent> {
     const now = this.clock.now();
-    await this.tx.query(
-      `INSERT INTO simulated_payment_intents (id, idempotency_key, order_id, amount, currency, status, created_at, updated_at)
-       VALUES ($1, $2, $3, $4, $5, 'requires_payment_method', $6, $6)
-       ON CONFLICT (idempotency_key) DO NOTHING`,
-      [id, input.idempotencyKey, input.orderId, input.amount, input.currency, now],
-    );
-    const rows: Row[] = await this.tx.query(
-      `SELECT * FROM simulated_payment_intents WHERE idempotency_key = $1`,
-      [input.idempotencyKey],
-    );
-    return this.map(rows[0]);
+    return this.tx.withManager(async (m) => {
+      // the idempotency key's unique constraint decides: a repeat inserts nothing, finds the first
+      await m
+        .createQueryBuilder()
+        .insert()
+        .into(SimulatedPaymentIntentEntity)
+        .values({
+          id: `pi_sim_${randomBytes(12).toString('hex')}`,
+          idempotencyKey: input.idempotencyKey,
+          orderId: input.orderId,
+          amount: input.amount,
+          currency: input.currency,
+          status: 'requires_payment_method',
+          createdAt: now,
+          updatedAt: now,
+        })
+        .orIgnore()
+        .execute();
+      return this.map(await intents(m).findOneByOrFail({ idempotencyKey: input.idempotencyKey }));
+    });
   }
 
   async retrieveIntent(id: string): Promise<GatewayIntent> {
-    const rows: Row[] = await this.tx.query(`SELECT * FROM simulated_payment_intents WHERE id = $1`, [id]);
-    if (!rows[0]) throw new Error(`no such simulated intent ${id}`);
-    return this.map(rows[0]);
+    const intent = await this.tx.withManager((m) => intents(m).findOneBy({ id }));
+    if (!intent) throw new Error(`no such simulated intent ${id}`);
+    return this.map(intent);
   }
 
   async cancelIntent(id: string): Promise<GatewayIntent> {
-    await this.tx.query(
-      `UPDATE simulated_payment_intents SET status = 'canceled', updated_at = $2
-        WHERE id = $1 AND status = 'requires_payment_method'`,
-      [id, this.clock.now()],
+    await this.tx.withManager((m) =>
+      intents(m).update(
+        { id, status: 'requires_payment_method' },
+        { status: 'canceled', updatedAt: this.clock.now() },
+      ),
     );
     return this.retrieveIntent(id);
   }
@@ -81,84 +73,88 @@ export class SimulatedGateway implements PaymentGateway {
     refundId: string;
     idempotencyKey: string;
   }): Promise<GatewayRefund> {
-    return this.tx.run(async () => {
-      const intents: Row[] = await this.tx.query(
-        `SELECT * FROM simulated_payment_intents WHERE id = $1 FOR UPDATE`,
-        [input.intentId],
-      );
-      const replay: RefundRow[] = await this.tx.query(
-        `SELECT * FROM simulated_refunds WHERE idempotency_key = $1`,
-        [input.idempotencyKey],
-      );
-      if (replay[0]) return this.mapRefund(replay[0]);
-      const intent = intents[0];
-      if (!intent || intent.status !== 'succeeded') {
-        throw new GatewayError('rejected', 'charge_not_refundable', 'The intent has no successful charge.');
-      }
-      const [{ refunded }]: { refunded: string }[] = await this.tx.query(
-        `SELECT coalesce(sum(amount), 0) AS refunded FROM simulated_refunds
-          WHERE intent_id = $1 AND status = 'succeeded'`,
-        [input.intentId],
-      );
-      if (toSafeInt(refunded) + input.amount > toSafeInt(intent.amount)) {
-        throw new GatewayError('rejected', 'amount_too_large', 'Refund exceeds the unrefunded amount.');
-      }
-      const rows: RefundRow[] = await this.tx.query(
-        `INSERT INTO simulated_refunds (id, idempotency_key, intent_id, amount, status, metadata, created_at)
-         VALUES ($1, $2, $3, $4, 'succeeded', $5, $6) RETURNING *`,
-        [
-          `re_sim_${randomBytes(12).toString('hex')}`,
-          input.idempotencyKey,
-          input.intentId,
-          input.amount,
-          JSON.stringify({ refundId: input.refundId }),
-          this.clock.now(),
-        ],
-      );
-      return this.mapRefund(rows[0]);
-    });
+    return this.tx.run(() =>
+      this.tx.withManager(async (m) => {
+        const intent = await intents(m)
+          .createQueryBuilder('i')
+          .setLock('pessimistic_write')
+          .where('i.id = :id', { id: input.intentId })
+          .getOne();
+        const replay = await refunds(m).findOneBy({ idempotencyKey: input.idempotencyKey });
+        if (replay) return this.mapRefund(replay);
+        if (!intent || intent.status !== 'succeeded') {
+          throw new GatewayError(
+            'rejected',
+            'charge_not_refundable',
+            'The intent has no successful charge.',
+          );
+        }
+        const refunded =
+          (await refunds(m).sum('amount', { intentId: input.intentId, status: 'succeeded' })) ?? 0;
+        if (refunded + input.amount > intent.amount) {
+          throw new GatewayError(
+            'rejected',
+            'amount_too_large',
+            'Refund exceeds the unrefunded amount.',
+          );
+        }
+        const refund = refunds(m).create({
+          id: `re_sim_${randomBytes(12).toString('hex')}`,
+          idempotencyKey: input.idempotencyKey,
+          intentId: input.intentId,
+          amount: input.amount,
+          status: 'succeeded',
+          metadata: { refundId: input.refundId },
+          createdAt: this.clock.now(),
+        });
+        await refunds(m).insert(refund);
+        return this.mapRefund(refund);
+      }),
+    );
   }
 
   async listRefunds(intentId: string): Promise<GatewayRefund[]> {
-    const rows: RefundRow[] = await this.tx.query(
-      `SELECT * FROM simulated_refunds WHERE intent_id = $1 ORDER BY created_at DESC`,
-      [intentId],
+    const found = await this.tx.withManager((m) =>
+      refunds(m).find({ where: { intentId }, order: { createdAt: 'DESC' } }),
     );
-    return rows.map((r) => this.mapRefund(r));
+    return found.map((r) => this.mapRefund(r));
   }
 
   /** What a customer's payment app does: pay (or fail to pay) the intent. Guarded: settles once. */
   async settle(id: string, outcome: 'succeeded' | 'failed'): Promise<GatewayIntent | null> {
-    const rows: Row[] = await this.tx.query(
-      outcome === 'succeeded'
-        ? `UPDATE simulated_payment_intents SET status = 'succeeded', last_error = NULL, updated_at = $2
-            WHERE id = $1 AND status = 'requires_payment_method' RETURNING *`
-        : `UPDATE simulated_payment_intents SET status = 'canceled', last_error = 'card_declined', updated_at = $2
-            WHERE id = $1 AND status = 'requires_payment_method' RETURNING *`,
-      [id, this.clock.now()],
-    );
-    return rows[0] ? this.map(rows[0]) : null;
+    return this.tx.withManager(async (m) => {
+      const settled = await intents(m).update(
+        { id, status: 'requires_payment_method' },
+        outcome === 'succeeded'
+          ? { status: 'succeeded', lastError: null, updatedAt: this.clock.now() }
+          : { status: 'canceled', lastError: 'card_declined', updatedAt: this.clock.now() },
+      );
+      return settled.affected ? this.map(await intents(m).findOneByOrFail({ id })) : null;
+    });
   }
 
-  private mapRefund(r: RefundRow): GatewayRefund {
+  private mapRefund(r: SimulatedRefundEntity): GatewayRefund {
     return {
       id: r.id,
-      intentId: r.intent_id,
-      amount: toSafeInt(r.amount),
+      intentId: r.intentId,
+      amount: r.amount,
       status: r.status,
       refundId: r.metadata.refundId,
     };
   }
 
-  private map(r: Row): GatewayIntent {
+  private map(r: SimulatedPaymentIntentEntity): GatewayIntent {
     return {
       id: r.id,
       clientSecret: `${r.id}_secret_sim`,
       status: r.status,
-      amount: toSafeInt(r.amount),
-      currency: r.currency.trim(),
-      orderId: r.order_id,
-      lastError: r.last_error ?? undefined,
+      amount: r.amount,
+      currency: r.currency,
+      orderId: r.orderId,
+      lastError: r.lastError ?? undefined,
     };
   }
 }
+
+const intents = (m: EntityManager) => m.getRepository(SimulatedPaymentIntentEntity);
+const refunds = (m: EntityManager) => m.getRepository(SimulatedRefundEntity);

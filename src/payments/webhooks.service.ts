@@ -5,9 +5,9 @@ import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
 import { OutboxRepository } from '../outbox/outbox.repository';
-import { PaymentRepository } from './payment.repository';
+import { WebhookEventRepository } from './webhook-event.repository';
 
-export const SIGNATURE_TOLERANCE_SECONDS = 300;
+const SIGNATURE_TOLERANCE_SECONDS = 300;
 
 /**
  * The webhook inbox: verify the Stripe-Signature over the raw bytes before anything is parsed or
@@ -19,7 +19,7 @@ export class WebhooksService {
   private readonly stripe: Stripe;
 
   constructor(
-    private readonly payments: PaymentRepository,
+    private readonly events: WebhookEventRepository,
     private readonly outbox: OutboxRepository,
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
@@ -45,7 +45,7 @@ export class WebhooksService {
     const object = event.data.object as { id?: string; object?: string; payment_intent?: string | null };
     const intentId = object.object === 'payment_intent' ? (object.id ?? null) : (object.payment_intent ?? null);
     const stored = await this.tx.run(async () => {
-      const fresh = await this.payments.recordEvent({
+      const fresh = await this.events.record({
         id: event.id,
         type: event.type,
         intentId,

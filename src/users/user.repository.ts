@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import type { Repository } from 'typeorm';
+import type { EntityManager, Repository } from 'typeorm';
 import type { Role } from '../auth/permissions';
 import { TransactionHost } from '../database/transaction-host';
 import { UserEntity } from './entities/user.entity';
@@ -16,9 +16,6 @@ export interface User {
 
 export type NewUser = Pick<User, 'email' | 'name' | 'role' | 'passwordHash'>;
 
-const COLUMNS = `id, email, name, role, password_hash AS "passwordHash",
-                 created_at AS "createdAt", updated_at AS "updatedAt"`;
-
 function toUser(e: UserEntity): User {
   return {
     id: e.id,
@@ -32,50 +29,42 @@ function toUser(e: UserEntity): User {
 }
 
 /**
- * The only place that builds queries for users. Lookups go through the entity; writes are
- * explicit SQL so the statement that decides a race (the unique index on email) is visible.
- * Emails arrive normalized (see normalizeEmail); the table's CHECK refuses anything else.
+ * The only place that builds queries for users. Emails arrive normalized (see normalizeEmail);
+ * the table's CHECK refuses anything else.
  */
 @Injectable()
 export class UserRepository {
   constructor(private readonly tx: TransactionHost) {}
 
-  private get users(): Repository<UserEntity> {
-    return this.tx.manager.getRepository(UserEntity);
-  }
-
   /**
    * Inserts the user; null when the email is taken. The unique index users_email_key decides,
-   * also between concurrent registrations of one email: it is the ON CONFLICT arbiter, so the
-   * second INSERT waits for the first to commit and then inserts nothing (rather than failing
-   * with 23505, which would log a database error and abort the caller's transaction).
+   * also between concurrent registrations of one email: the second INSERT … ON CONFLICT DO
+   * NOTHING waits for the first to commit and then inserts nothing (rather than failing with
+   * 23505, which would log a database error and abort the caller's transaction).
    */
   async create(u: NewUser): Promise<User | null> {
-    const rows = await this.tx.query<User>(
-      `INSERT INTO users (email, name, role, password_hash) VALUES ($1, $2, $3, $4)
-       ON CONFLICT (email) DO NOTHING
-       RETURNING ${COLUMNS}`,
-      [u.email, u.name, u.role, u.passwordHash],
-    );
-    return rows[0] ?? null;
+    return this.tx.withManager(async (m) => {
+      const user = users(m).create(u);
+      // the insert fills in what the database generated (id, timestamps) on `user`
+      const result = await users(m).createQueryBuilder().insert().values(user).orIgnore().execute();
+      return Array.isArray(result.raw) && result.raw.length > 0 ? toUser(user) : null;
+    });
   }
 
   async findByEmail(email: string): Promise<User | null> {
-    const found = await this.users.findOneBy({ email });
+    const found = await this.tx.withManager((m) => users(m).findOneBy({ email }));
     return found ? toUser(found) : null;
   }
 
   async findById(id: string): Promise<User | null> {
-    const found = await this.users.findOneBy({ id });
+    const found = await this.tx.withManager((m) => users(m).findOneBy({ id }));
     return found ? toUser(found) : null;
   }
 
   async setPasswordHash(id: string, hash: string, now: Date): Promise<void> {
-    await this.tx.query(`UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1`, [
-      id,
-      hash,
-      now,
-    ]);
+    await this.tx.withManager((m) =>
+      users(m).update({ id }, { passwordHash: hash, updatedAt: now }),
+    );
   }
 
   /**
@@ -83,14 +72,16 @@ export class UserRepository {
    * name of an existing account is kept. Idempotent.
    */
   async upsertWithRole(u: NewUser, now: Date): Promise<User> {
-    const rows = await this.tx.query<User>(
-      `INSERT INTO users (email, name, role, password_hash, created_at, updated_at)
-       VALUES ($1, $2, $3, $4, $5, $5)
-       ON CONFLICT (email) DO UPDATE
-         SET role = EXCLUDED.role, password_hash = EXCLUDED.password_hash, updated_at = $5
-       RETURNING ${COLUMNS}`,
-      [u.email, u.name, u.role, u.passwordHash, now],
-    );
-    return rows[0];
+    return this.tx.withManager(async (m) => {
+      await users(m)
+        .createQueryBuilder()
+        .insert()
+        .values({ ...u, createdAt: now, updatedAt: now })
+        .orUpdate(['role', 'password_hash', 'updated_at'], ['email'])
+        .execute();
+      return toUser(await users(m).findOneByOrFail({ email: u.email }));
+    });
   }
 }
+
+const users = (m: EntityManager): Repository<UserEntity> => m.getRepository(UserEntity);

@@ -1,0 +1,66 @@
+import { Check, Column, Entity, JoinColumn, ManyToOne, PrimaryColumn, Unique } from 'typeorm';
+import { OrderEntity } from '../../orders/entities/order.entity';
+import type { EmailKind } from '../email-job';
+
+/**
+ * The `email_deliveries` table (migrations …-Emails.ts): one row per email the shop means to
+ * send, claimed BEFORE the message goes to the mail server. `email_deliveries_once` makes it at
+ * most one email per (order, kind, ref) — `ref` is the refund id for refund emails, '' otherwise.
+ * A 'sent' row is final.
+ */
+@Entity('email_deliveries')
+@Unique('email_deliveries_once', ['orderId', 'kind', 'ref'])
+@Check(
+  'email_deliveries_kind_check',
+  `kind IN ('order_confirmation', 'payment_receipt', 'cancellation', 'refund')`,
+)
+@Check('email_deliveries_status_check', `status IN ('sending', 'sent')`)
+@Check('email_deliveries_attempts_check', `attempts >= 0`)
+@Check('email_deliveries_sent_at', `(status = 'sent') = (sent_at IS NOT NULL)`)
+@Check('email_deliveries_refund_ref', `(kind = 'refund') = (ref <> '')`)
+export class EmailDeliveryEntity {
+  @PrimaryColumn('uuid', { primaryKeyConstraintName: 'email_deliveries_pkey' })
+  id!: string;
+
+  @Column('uuid', { name: 'order_id' })
+  orderId!: string;
+
+  @ManyToOne(() => OrderEntity, { nullable: false, onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'order_id', foreignKeyConstraintName: 'email_deliveries_order_id_fkey' })
+  order?: OrderEntity;
+
+  @Column('text')
+  kind!: EmailKind;
+
+  @Column('text', { default: '' })
+  ref!: string;
+
+  @Column('text')
+  recipient!: string;
+
+  @Column('text')
+  status!: 'sending' | 'sent';
+
+  /** Claims so far; the current claim's number is its token (see EmailDeliveryRepository.release). */
+  @Column('integer', { default: 0 })
+  attempts!: number;
+
+  /** The deterministic Message-ID (`<orderId.kind[.ref]@domain>`). */
+  @Column('text', { name: 'message_id' })
+  messageId!: string;
+
+  @Column('timestamptz', { name: 'claimed_at', nullable: true })
+  claimedAt!: Date | null;
+
+  @Column('timestamptz', { name: 'sent_at', nullable: true })
+  sentAt!: Date | null;
+
+  @Column('text', { name: 'last_error', nullable: true })
+  lastError!: string | null;
+
+  @Column('timestamptz', { name: 'created_at' })
+  createdAt!: Date;
+
+  @Column('timestamptz', { name: 'updated_at' })
+  updatedAt!: Date;
+}

@@ -1,0 +1,90 @@
+import { Test } from '@nestjs/testing';
+import type { Principal } from '../auth/principal';
+import { DomainError } from '../common/errors/domain-error';
+import { APP_CONFIG, AppConfig } from '../config/config';
+import { AdminRefundsService } from './admin-refunds.service';
+import type { Refund } from './refund.repository';
+import { RefundsService } from './refunds.service';
+
+const ORDER = '0c8e4f2a-1111-4222-8333-944445555666';
+const admin: Principal = {
+  userId: 'a-1',
+  email: 'admin@example.com',
+  role: 'admin',
+  permissions: ['orders:refund'],
+};
+
+const refund: Refund = {
+  id: 'r-1',
+  orderId: ORDER,
+  paymentId: 'pay-1',
+  amount: 10_000,
+  currency: 'INR',
+  status: 'succeeded',
+  reason: 'requested',
+  providerRefundId: 're_1',
+  failure: null,
+  actor: 'user:a-1',
+  createdAt: new Date('2026-03-01T12:00:00Z'),
+  updatedAt: new Date('2026-03-01T12:00:00Z'),
+};
+
+async function setup() {
+  const refunds: jest.Mocked<Pick<RefundsService, 'request'>> = {
+    request: jest.fn().mockResolvedValue(refund),
+  };
+  const config: Pick<AppConfig, 'currency'> = { currency: 'INR' };
+  const moduleRef = await Test.createTestingModule({
+    providers: [
+      AdminRefundsService,
+      { provide: RefundsService, useValue: refunds },
+      { provide: APP_CONFIG, useValue: config },
+    ],
+  }).compile();
+  return { service: moduleRef.get(AdminRefundsService), refunds };
+}
+
+describe('AdminRefundsService', () => {
+  it('refunds as the signed-in admin under their Idempotency-Key and answers with the refund', async () => {
+    const s = await setup();
+    const dto = await s.service.refund(
+      admin,
+      ORDER,
+      { amount: { amount: 10_000, currency: 'INR' } },
+      'key-1',
+    );
+    expect(s.refunds.request).toHaveBeenCalledWith({
+      orderId: ORDER,
+      amount: 10_000,
+      actor: 'user:a-1',
+      idempotencyKey: 'key-1',
+    });
+    expect(dto).toEqual({
+      id: 'r-1',
+      orderId: ORDER,
+      amount: { amount: 10_000, currency: 'INR' },
+      status: 'succeeded',
+      reason: 'requested',
+      createdAt: '2026-03-01T12:00:00.000Z',
+    });
+  });
+
+  it('without an amount, asks for all that remains (full refund)', async () => {
+    const s = await setup();
+    await s.service.refund(admin, ORDER, {}, 'key-1');
+    expect(s.refunds.request).toHaveBeenCalledWith(expect.objectContaining({ amount: undefined }));
+  });
+
+  it("refuses an amount in another currency than the shop's (a 422 naming the field), before any refund step", async () => {
+    const s = await setup();
+    const err: unknown = await s.service
+      .refund(admin, ORDER, { amount: { amount: 10_000, currency: 'EUR' } }, 'key-1')
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DomainError);
+    expect(err).toMatchObject({
+      code: 'VALIDATION_FAILED',
+      options: { errors: [{ field: 'amount.currency', message: 'must be INR' }] },
+    });
+    expect(s.refunds.request).not.toHaveBeenCalled();
+  });
+});

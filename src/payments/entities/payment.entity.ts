@@ -1,0 +1,71 @@
+import {
+  Check,
+  Column,
+  Entity,
+  Index,
+  JoinColumn,
+  ManyToOne,
+  OneToMany,
+  PrimaryColumn,
+} from 'typeorm';
+import type { Relation } from 'typeorm';
+import { BIGINT_NUMBER, CURRENCY_CODE } from '../../database/column-transformers';
+import { OrderEntity } from '../../orders/entities/order.entity';
+import type { IntentStatus } from '../payment-gateway';
+import { RefundEntity } from './refund.entity';
+
+/**
+ * The `payments` table (migrations …-Payments.ts, …-Refunds.ts): one payment (the provider's
+ * intent) per order. `refundReserved` counts every pending or succeeded refund; the CHECKs keep
+ * it within the captured amount, which is what makes concurrent refunds safe.
+ */
+@Entity('payments')
+@Index('payments_one_per_order', ['orderId'], { unique: true })
+@Index('payments_intent_key', ['intentId'], { unique: true })
+@Check('payments_provider_check', `provider IN ('stripe', 'simulated')`)
+@Check('payments_amount_check', `amount >= 0`)
+@Check('payments_refund_reserved_non_negative', `refund_reserved >= 0`)
+@Check('payments_refunds_within_amount', `refund_reserved <= amount`)
+export class PaymentEntity {
+  @PrimaryColumn('uuid', { primaryKeyConstraintName: 'payments_pkey' })
+  id!: string;
+
+  @Column('uuid', { name: 'order_id' })
+  orderId!: string;
+
+  @ManyToOne(() => OrderEntity, { nullable: false })
+  @JoinColumn({ name: 'order_id', foreignKeyConstraintName: 'payments_order_id_fkey' })
+  order?: OrderEntity;
+
+  @Column('text')
+  provider!: 'stripe' | 'simulated';
+
+  @Column('text', { name: 'intent_id' })
+  intentId!: string;
+
+  @Column('text', { name: 'client_secret' })
+  clientSecret!: string;
+
+  @Column('bigint', { transformer: BIGINT_NUMBER })
+  amount!: number;
+
+  @Column('char', { length: 3, transformer: CURRENCY_CODE })
+  currency!: string;
+
+  /** The provider's intent status as last seen. */
+  @Column('text')
+  status!: IntentStatus;
+
+  @Column('bigint', { name: 'refund_reserved', default: 0, transformer: BIGINT_NUMBER })
+  refundReserved!: number;
+
+  @Column('timestamptz', { name: 'created_at' })
+  createdAt!: Date;
+
+  @Column('timestamptz', { name: 'updated_at' })
+  updatedAt!: Date;
+
+  // Relation<>: no design-time type reference, which the refunds <-> payments import cycle forbids
+  @OneToMany(() => RefundEntity, (refund) => refund.payment)
+  refunds?: Relation<RefundEntity>[];
+}

@@ -1,0 +1,29 @@
+import { Column, Entity, PrimaryColumn } from 'typeorm';
+
+/**
+ * The `webhook_events` table (migrations …-Payments.ts): the verified webhook inbox, one row per
+ * provider event id (a duplicate delivery finds its row and does nothing).
+ */
+@Entity('webhook_events')
+export class WebhookEventEntity {
+  /** The provider's event id (`evt_…`). */
+  @PrimaryColumn('text', { primaryKeyConstraintName: 'webhook_events_pkey' })
+  id!: string;
+
+  @Column('text')
+  type!: string;
+
+  /** The payment intent the event is about, when it names one. */
+  @Column('text', { name: 'intent_id', nullable: true })
+  intentId!: string | null;
+
+  /** The verified event as received. */
+  @Column('jsonb')
+  payload!: object;
+
+  @Column('timestamptz', { name: 'received_at' })
+  receivedAt!: Date;
+
+  @Column('timestamptz', { name: 'processed_at', nullable: true })
+  processedAt!: Date | null;
+}

@@ -1,0 +1,429 @@
+import { Logger } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { IdGenerator } from '../common/ids';
+import { Clock } from '../common/time/clock';
+import { TransactionHost } from '../database/transaction-host';
+import type { OrderWithHistory } from '../orders/order.model';
+import { OrderRepository } from '../orders/order.repository';
+import type { OrderStatus } from '../orders/order-state-machine';
+import { OrderTransitionsService } from '../orders/order-transitions.service';
+import {
+  PaymentFinalizer,
+  RECONCILE_AFTER_MS,
+  RETRY_REFUND_AFTER_MS,
+} from './payment-finalizer.service';
+import { GatewayError, GatewayIntent, PAYMENT_GATEWAY, PaymentGateway } from './payment-gateway';
+import { Payment, PaymentRepository } from './payment.repository';
+import type { Refund } from './refund.repository';
+import { RefundsService } from './refunds.service';
+import { WebhookEvent, WebhookEventRepository } from './webhook-event.repository';
+
+const NOW = new Date('2026-03-01T12:00:00Z');
+const ORDER = '0c8e4f2a-1111-4222-8333-944445555666';
+const EVENT = 'evt_1';
+
+/** Only the members the finalizer uses, each a jest.fn() with the real signature. */
+type MockOf<T, K extends keyof T> = jest.Mocked<Pick<T, K>>;
+
+const payment = (over: Partial<Payment> = {}): Payment => ({
+  id: 'pay-1',
+  orderId: ORDER,
+  provider: 'simulated',
+  intentId: 'pi_1',
+  clientSecret: 'pi_1_secret',
+  amount: 24_900,
+  currency: 'INR',
+  status: 'requires_payment_method',
+  ...over,
+});
+
+const intent = (over: Partial<GatewayIntent> = {}): GatewayIntent => ({
+  id: 'pi_1',
+  clientSecret: 'pi_1_secret',
+  status: 'succeeded',
+  amount: 24_900,
+  currency: 'INR',
+  orderId: ORDER,
+  ...over,
+});
+
+const event = (over: Partial<WebhookEvent> = {}): WebhookEvent => ({
+  id: EVENT,
+  type: 'payment_intent.succeeded',
+  intentId: 'pi_1',
+  processedAt: null,
+  ...over,
+});
+
+const orderIn = (status: OrderStatus): OrderWithHistory => ({
+  id: ORDER,
+  userId: 'u1',
+  status,
+  cancellationReason: null,
+  currency: 'INR',
+  totalAmount: 24_900,
+  refundedAmount: 0,
+  reservationExpiresAt: null,
+  createdAt: NOW,
+  updatedAt: NOW,
+  items: [],
+  history: [],
+});
+
+const refund = (over: Partial<Refund> = {}): Refund => ({
+  id: 'r-1',
+  orderId: ORDER,
+  paymentId: 'pay-1',
+  amount: 24_900,
+  currency: 'INR',
+  status: 'succeeded',
+  reason: 'paid_after_cancel',
+  providerRefundId: 're_1',
+  failure: null,
+  actor: 'system:payments',
+  createdAt: NOW,
+  updatedAt: NOW,
+  ...over,
+});
+
+function mockPayments(): MockOf<
+  PaymentRepository,
+  'findByIntent' | 'findByOrder' | 'recordIntent' | 'findStalePending' | 'setStatus'
+> {
+  return {
+    findByIntent: jest.fn().mockResolvedValue(payment()),
+    findByOrder: jest.fn().mockResolvedValue(payment()),
+    recordIntent: jest.fn(),
+    findStalePending: jest.fn().mockResolvedValue([]),
+    setStatus: jest.fn().mockResolvedValue(undefined),
+  };
+}
+
+function mockEvents(): MockOf<WebhookEventRepository, 'find' | 'markProcessed'> {
+  return {
+    find: jest.fn().mockResolvedValue(event()),
+    markProcessed: jest.fn().mockResolvedValue(undefined),
+  };
+}
+
+function mockOrders(): MockOf<OrderRepository, 'findById' | 'exists'> {
+  return {
+    findById: jest.fn().mockResolvedValue(orderIn('PAID')),
+    exists: jest.fn().mockResolvedValue(true),
+  };
+}
+
+function mockTransitions(): MockOf<OrderTransitionsService, 'markPaid' | 'confirm' | 'cancel'> {
+  const moved = { changed: true, previous: null };
+  return {
+    markPaid: jest.fn().mockResolvedValue(moved),
+    confirm: jest.fn().mockResolvedValue(moved),
+    cancel: jest.fn().mockResolvedValue(moved),
+  };
+}
+
+function mockRefunds(): MockOf<
+  RefundsService,
+  'syncFromGateway' | 'refundPaidAfterCancel' | 'retryStale'
+> {
+  return {
+    syncFromGateway: jest.fn().mockResolvedValue(undefined),
+    refundPaidAfterCancel: jest.fn().mockResolvedValue(refund()),
+    retryStale: jest.fn().mockResolvedValue(0),
+  };
+}
+
+function mockGateway(): jest.Mocked<PaymentGateway> {
+  return {
+    provider: 'simulated',
+    createIntent: jest.fn(),
+    retrieveIntent: jest.fn().mockResolvedValue(intent()),
+    cancelIntent: jest.fn().mockResolvedValue(intent({ status: 'canceled' })),
+    createRefund: jest.fn(),
+    listRefunds: jest.fn().mockResolvedValue([]),
+  };
+}
+
+/** A transaction host that runs the work in place and records that it did (run() is generic: no MockOf). */
+function mockTx() {
+  return { run: jest.fn((work: () => Promise<unknown>) => work()) };
+}
+
+async function setup() {
+  const m = {
+    payments: mockPayments(),
+    events: mockEvents(),
+    orders: mockOrders(),
+    transitions: mockTransitions(),
+    refunds: mockRefunds(),
+    gateway: mockGateway(),
+    tx: mockTx(),
+  };
+  const clock: Pick<Clock, 'now'> = { now: () => NOW };
+  const ids: Pick<IdGenerator, 'uuid'> = { uuid: () => 'new-payment-id' };
+  const moduleRef = await Test.createTestingModule({
+    providers: [
+      PaymentFinalizer,
+      { provide: PaymentRepository, useValue: m.payments },
+      { provide: WebhookEventRepository, useValue: m.events },
+      { provide: OrderRepository, useValue: m.orders },
+      { provide: OrderTransitionsService, useValue: m.transitions },
+      { provide: RefundsService, useValue: m.refunds },
+      { provide: PAYMENT_GATEWAY, useValue: m.gateway },
+      { provide: TransactionHost, useValue: m.tx },
+      { provide: Clock, useValue: clock },
+      { provide: IdGenerator, useValue: ids },
+    ],
+  }).compile();
+  return { finalizer: moduleRef.get(PaymentFinalizer), ...m };
+}
+
+describe('PaymentFinalizer', () => {
+  beforeAll(() => Logger.overrideLogger(false)); // the order-story lines are not under test here
+
+  describe('processEvent', () => {
+    it('unknown-event: an id the inbox does not hold changes nothing', async () => {
+      const s = await setup();
+      s.events.find.mockResolvedValue(null);
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({
+        kind: 'unknown-event',
+        eventId: EVENT,
+      });
+      expect(s.gateway.retrieveIntent).not.toHaveBeenCalled();
+      expect(s.events.markProcessed).not.toHaveBeenCalled();
+    });
+
+    it('no-payment: an event about no intent is marked processed and goes no further', async () => {
+      const s = await setup();
+      s.events.find.mockResolvedValue(event({ type: 'customer.created', intentId: null }));
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
+      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+      expect(s.transitions.markPaid).not.toHaveBeenCalled();
+    });
+
+    it('no-payment: an intent the gateway does not know (not ours) is not adopted', async () => {
+      const s = await setup();
+      s.payments.findByIntent.mockResolvedValue(null);
+      s.gateway.retrieveIntent.mockRejectedValue(
+        new GatewayError('rejected', 'resource_missing', 'no such intent'),
+      );
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
+      expect(s.payments.recordIntent).not.toHaveBeenCalled();
+      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+    });
+
+    it('no-payment: an intent whose order does not exist is not adopted', async () => {
+      const s = await setup();
+      s.payments.findByIntent.mockResolvedValue(null);
+      s.orders.exists.mockResolvedValue(false);
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
+      expect(s.orders.exists).toHaveBeenCalledWith(ORDER);
+      expect(s.payments.recordIntent).not.toHaveBeenCalled();
+    });
+
+    it('a gateway outage while adopting is thrown, so the job is retried', async () => {
+      const s = await setup();
+      s.payments.findByIntent.mockResolvedValue(null);
+      s.gateway.retrieveIntent.mockRejectedValue(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
+      await expect(s.finalizer.processEvent(EVENT)).rejects.toThrow('timeout');
+      expect(s.events.markProcessed).not.toHaveBeenCalled();
+    });
+
+    it('adopts an intent that overtook its payment call (recorded from the gateway), then converges it', async () => {
+      const s = await setup();
+      s.payments.findByIntent.mockResolvedValue(null);
+      s.payments.recordIntent.mockResolvedValue(payment());
+      s.orders.findById.mockResolvedValue(orderIn('PAID'));
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'confirmed', orderId: ORDER });
+      expect(s.payments.recordIntent).toHaveBeenCalledWith(
+        'new-payment-id',
+        'simulated',
+        intent(),
+        NOW,
+      );
+    });
+
+    it('refunds-synced: a refund event converges our refunds with the provider, the order stays', async () => {
+      const s = await setup();
+      for (const type of ['charge.refunded', 'charge.refund.updated', 'refund.failed']) {
+        s.events.find.mockResolvedValue(event({ type }));
+        expect(await s.finalizer.processEvent(EVENT)).toEqual({
+          kind: 'refunds-synced',
+          orderId: ORDER,
+        });
+      }
+      expect(s.refunds.syncFromGateway).toHaveBeenCalledTimes(3);
+      expect(s.refunds.syncFromGateway).toHaveBeenCalledWith(payment());
+      expect(s.events.markProcessed).toHaveBeenCalledTimes(3);
+      expect(s.transitions.markPaid).not.toHaveBeenCalled();
+    });
+
+    it('confirmed: a succeeded intent makes the order PAID then CONFIRMED in one transaction, with the event marked', async () => {
+      const s = await setup();
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'confirmed', orderId: ORDER });
+      expect(s.tx.run).toHaveBeenCalledTimes(1);
+      expect(s.payments.setStatus).toHaveBeenCalledWith('pay-1', 'succeeded', NOW);
+      expect(s.transitions.markPaid).toHaveBeenCalledWith(ORDER, 'system:payments');
+      expect(s.transitions.confirm).toHaveBeenCalledWith(ORDER, 'system:payments');
+      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+      expect(s.refunds.refundPaidAfterCancel).not.toHaveBeenCalled();
+    });
+
+    it('confirmed: an order already past PAID (a rerun) is not confirmed again', async () => {
+      const s = await setup();
+      s.orders.findById.mockResolvedValue(orderIn('CONFIRMED'));
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'confirmed', orderId: ORDER });
+      expect(s.transitions.confirm).not.toHaveBeenCalled();
+    });
+
+    it('refunded-after-cancel: paid for an order already cancelled is refunded in full, after the transaction', async () => {
+      const s = await setup();
+      s.orders.findById.mockResolvedValue(orderIn('CANCELLED'));
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({
+        kind: 'refunded-after-cancel',
+        orderId: ORDER,
+        refundId: 'r-1',
+      });
+      expect(s.transitions.confirm).not.toHaveBeenCalled();
+      expect(s.refunds.refundPaidAfterCancel).toHaveBeenCalledWith(
+        payment({ status: 'succeeded' }),
+      );
+      expect(s.tx.run.mock.invocationCallOrder[0]).toBeLessThan(
+        s.refunds.refundPaidAfterCancel.mock.invocationCallOrder[0],
+      );
+    });
+
+    it('refunded-after-cancel: nothing left to refund (refunded before) still says so, without a refund id', async () => {
+      const s = await setup();
+      s.orders.findById.mockResolvedValue(orderIn('CANCELLED'));
+      s.refunds.refundPaidAfterCancel.mockResolvedValue(null);
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({
+        kind: 'refunded-after-cancel',
+        orderId: ORDER,
+        refundId: null,
+      });
+    });
+
+    it('cancelled: a canceled intent cancels the order (PAYMENT_FAILED)', async () => {
+      const s = await setup();
+      s.gateway.retrieveIntent.mockResolvedValue(intent({ status: 'canceled' }));
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'cancelled', orderId: ORDER });
+      expect(s.transitions.cancel).toHaveBeenCalledWith(ORDER, 'PAYMENT_FAILED', 'system:payments');
+      expect(s.payments.setStatus).toHaveBeenCalledWith('pay-1', 'canceled', NOW);
+      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+    });
+
+    it('cancelled: a declined attempt cancels the intent first (same key), then the order', async () => {
+      const s = await setup();
+      s.gateway.retrieveIntent.mockResolvedValue(
+        intent({ status: 'requires_payment_method', lastError: 'card_declined' }),
+      );
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'cancelled', orderId: ORDER });
+      expect(s.gateway.cancelIntent).toHaveBeenCalledWith('pi_1', `order:${ORDER}:cancel-intent`);
+      expect(s.transitions.cancel).toHaveBeenCalledWith(ORDER, 'PAYMENT_FAILED', 'system:payments');
+    });
+
+    it('confirmed: a payment that beat the cancel of a declined attempt at the gateway wins', async () => {
+      const s = await setup();
+      s.gateway.retrieveIntent.mockResolvedValue(
+        intent({ status: 'requires_payment_method', lastError: 'card_declined' }),
+      );
+      s.gateway.cancelIntent.mockResolvedValue(intent({ status: 'succeeded' }));
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'confirmed', orderId: ORDER });
+      expect(s.transitions.cancel).not.toHaveBeenCalled();
+    });
+
+    it.each(['processing', 'requires_payment_method'] as const)(
+      'pending: a %s intent (no failed attempt) moves nothing; the event is still marked',
+      async (status) => {
+        const s = await setup();
+        s.gateway.retrieveIntent.mockResolvedValue(intent({ status }));
+        expect(await s.finalizer.processEvent(EVENT)).toEqual({
+          kind: 'pending',
+          orderId: ORDER,
+          intentStatus: status,
+        });
+        expect(s.transitions.markPaid).not.toHaveBeenCalled();
+        expect(s.transitions.cancel).not.toHaveBeenCalled();
+        expect(s.gateway.cancelIntent).not.toHaveBeenCalled();
+        expect(s.payments.setStatus).toHaveBeenCalledWith('pay-1', status, NOW);
+        expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+      },
+    );
+  });
+
+  describe('cancelIntentOf', () => {
+    it('nothing-to-cancel: no payment, or one already final', async () => {
+      const s = await setup();
+      s.payments.findByOrder.mockResolvedValueOnce(null);
+      expect(await s.finalizer.cancelIntentOf(ORDER)).toEqual({
+        kind: 'nothing-to-cancel',
+        orderId: ORDER,
+      });
+      for (const status of ['succeeded', 'canceled'] as const) {
+        s.payments.findByOrder.mockResolvedValueOnce(payment({ status }));
+        expect(await s.finalizer.cancelIntentOf(ORDER)).toEqual({
+          kind: 'nothing-to-cancel',
+          orderId: ORDER,
+        });
+      }
+      expect(s.gateway.cancelIntent).not.toHaveBeenCalled();
+    });
+
+    it('intent-cancelled: cancelled at the gateway with the order-derived key, and recorded', async () => {
+      const s = await setup();
+      expect(await s.finalizer.cancelIntentOf(ORDER)).toEqual({
+        kind: 'intent-cancelled',
+        orderId: ORDER,
+      });
+      expect(s.gateway.cancelIntent).toHaveBeenCalledWith('pi_1', `order:${ORDER}:cancel-intent`);
+      expect(s.payments.setStatus).toHaveBeenCalledWith('pay-1', 'canceled', NOW);
+      expect(s.transitions.cancel).not.toHaveBeenCalled();
+    });
+
+    it('intent-open: an intent in flight cannot be cancelled; its status is recorded', async () => {
+      const s = await setup();
+      s.gateway.cancelIntent.mockResolvedValue(intent({ status: 'processing' }));
+      expect(await s.finalizer.cancelIntentOf(ORDER)).toEqual({
+        kind: 'intent-open',
+        orderId: ORDER,
+        intentStatus: 'processing',
+      });
+      expect(s.payments.setStatus).toHaveBeenCalledWith('pay-1', 'processing', NOW);
+    });
+
+    it('the customer paid just before the cancel: converged, i.e. refunded as the order is cancelled', async () => {
+      const s = await setup();
+      s.gateway.cancelIntent.mockResolvedValue(intent({ status: 'succeeded' }));
+      s.orders.findById.mockResolvedValue(orderIn('CANCELLED'));
+      expect(await s.finalizer.cancelIntentOf(ORDER)).toEqual({
+        kind: 'refunded-after-cancel',
+        orderId: ORDER,
+        refundId: 'r-1',
+      });
+      expect(s.events.markProcessed).not.toHaveBeenCalled(); // no event involved
+    });
+  });
+
+  describe('reconcile', () => {
+    it('settles the stale payments of PAYMENT_PENDING orders from the gateway and retries stale refunds', async () => {
+      const s = await setup();
+      s.payments.findStalePending.mockResolvedValue([
+        payment(),
+        payment({ id: 'pay-2', orderId: 'other-order', intentId: 'pi_2' }),
+      ]);
+      s.gateway.retrieveIntent.mockImplementation(async (id) =>
+        intent({ id, status: id === 'pi_1' ? 'succeeded' : 'processing' }),
+      );
+      s.refunds.retryStale.mockResolvedValue(2);
+      expect(await s.finalizer.reconcile()).toBe(1 + 2); // one payment settled (the other still pending) + two refunds
+      expect(s.payments.findStalePending).toHaveBeenCalledWith(
+        new Date(NOW.getTime() - RECONCILE_AFTER_MS),
+      );
+      expect(s.refunds.retryStale).toHaveBeenCalledWith(RETRY_REFUND_AFTER_MS);
+      expect(s.events.markProcessed).not.toHaveBeenCalled();
+    });
+  });
+});

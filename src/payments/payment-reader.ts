@@ -1,0 +1,68 @@
+import { Injectable } from '@nestjs/common';
+import { TransactionHost } from '../database/transaction-host';
+import type { PaymentSummary } from '../orders/order.model';
+import { PaymentEntity } from './entities/payment.entity';
+import { RefundEntity } from './entities/refund.entity';
+import type { RefundStatus } from './payment-gateway';
+
+/** What a refund email needs from the refund. */
+export interface RefundForEmail {
+  id: string;
+  orderId: string;
+  amount: number;
+  currency: string;
+  status: RefundStatus;
+}
+
+/**
+ * What other features read of payments and refunds (the order's detail, the refund email),
+ * answered by the payments side that owns those tables. Read-only, and free of the payments
+ * module's dependencies (its own module, PaymentReaderModule), so that orders — which payments
+ * depends on — can use it too.
+ */
+@Injectable()
+export class PaymentReader {
+  constructor(private readonly tx: TransactionHost) {}
+
+  /** The order's payment and its refunds (oldest first); null before a payment started. */
+  async summaryOf(orderId: string): Promise<PaymentSummary | null> {
+    // one statement (payment LEFT JOIN refunds); the payment is unique per order
+    const payment = await this.tx.withManager((m) =>
+      m
+        .getRepository(PaymentEntity)
+        .createQueryBuilder('p')
+        .leftJoinAndSelect('p.refunds', 'r')
+        .where('p.orderId = :orderId', { orderId })
+        .orderBy('r.createdAt', 'ASC')
+        .addOrderBy('r.id', 'ASC')
+        .getOne(),
+    );
+    if (!payment) return null;
+    const refunds = (payment.refunds ?? []).map((r) => ({
+      id: r.id,
+      amount: r.amount,
+      status: r.status,
+      reason: r.reason,
+      createdAt: r.createdAt,
+    }));
+    return {
+      provider: payment.provider,
+      paymentIntentId: payment.intentId,
+      status: payment.status,
+      amount: payment.amount,
+      refundedAmount: refunds
+        .filter((r) => r.status === 'succeeded')
+        .reduce((sum, r) => sum + r.amount, 0),
+      refunds,
+    };
+  }
+
+  async findRefund(refundId: string): Promise<RefundForEmail | null> {
+    return this.tx.withManager((m) =>
+      m.getRepository(RefundEntity).findOne({
+        select: { id: true, orderId: true, amount: true, currency: true, status: true },
+        where: { id: refundId },
+      }),
+    );
+  }
+}

@@ -1,0 +1,603 @@
+import { Logger } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { DomainError } from '../common/errors/domain-error';
+import { IdGenerator, uuidFromName } from '../common/ids';
+import { Clock } from '../common/time/clock';
+import { TransactionHost } from '../database/transaction-host';
+import { OrderRepository } from '../orders/order.repository';
+import { OrderTransitionsService } from '../orders/order-transitions.service';
+import { OutboxRepository } from '../outbox/outbox.repository';
+import { GatewayError, GatewayRefund, PAYMENT_GATEWAY, PaymentGateway } from './payment-gateway';
+import { Payment, PaymentRepository } from './payment.repository';
+import { NewRefund, Refund, RefundRepository } from './refund.repository';
+import { RefundsService } from './refunds.service';
+
+const NOW = new Date('2026-03-01T12:00:00Z');
+const ORDER = '0c8e4f2a-1111-4222-8333-944445555666';
+const ADMIN = 'user:9d2b7c1e-0000-4000-8000-000000000001';
+const KEY = 'key-1';
+/** The refund id an admin's Idempotency-Key names (the same on every retry). */
+const REFUND_ID = uuidFromName(`refund:${ADMIN}:${KEY}`);
+
+/** Only the members the service uses, each a jest.fn() with the real signature. */
+type MockOf<T, K extends keyof T> = jest.Mocked<Pick<T, K>>;
+
+const payment = (over: Partial<Payment> = {}): Payment => ({
+  id: 'pay-1',
+  orderId: ORDER,
+  provider: 'simulated',
+  intentId: 'pi_1',
+  clientSecret: 'pi_1_secret',
+  amount: 24_900,
+  currency: 'INR',
+  status: 'succeeded',
+  ...over,
+});
+
+const refund = (over: Partial<Refund> = {}): Refund => ({
+  id: REFUND_ID,
+  orderId: ORDER,
+  paymentId: 'pay-1',
+  amount: 24_900,
+  currency: 'INR',
+  status: 'pending',
+  reason: 'requested',
+  providerRefundId: null,
+  failure: null,
+  actor: ADMIN,
+  createdAt: NOW,
+  updatedAt: NOW,
+  ...over,
+});
+
+const remote = (over: Partial<GatewayRefund> = {}): GatewayRefund => ({
+  id: 're_1',
+  intentId: 'pi_1',
+  amount: 24_900,
+  status: 'succeeded',
+  refundId: REFUND_ID,
+  ...over,
+});
+
+/**
+ * The repository as a small in-memory table: `reserve` decides like the database does (what
+ * remains of the captured amount, counting pending and succeeded refunds), so over-refunds and
+ * the second of two racing refunds are refused by the same rule.
+ */
+function mockRefunds(captured = 24_900) {
+  const rows = new Map<string, Refund>();
+  const reserved = () =>
+    [...rows.values()].filter((r) => r.status !== 'failed').reduce((sum, r) => sum + r.amount, 0);
+  const settleRow = (
+    id: string,
+    to: 'succeeded' | 'failed',
+    detail: { providerRefundId?: string; failure?: string },
+  ) => {
+    const row = rows.get(id);
+    if (!row || row.status !== 'pending') return null;
+    const settled: Refund = {
+      ...row,
+      status: to,
+      providerRefundId: detail.providerRefundId ?? row.providerRefundId,
+      failure: detail.failure ?? null,
+    };
+    rows.set(id, settled);
+    return settled;
+  };
+  const repo: MockOf<
+    RefundRepository,
+    | 'reserve'
+    | 'lockPayment'
+    | 'findById'
+    | 'findByProviderId'
+    | 'findAutomatic'
+    | 'findStalePending'
+    | 'settle'
+    | 'attachProviderId'
+    | 'reinstate'
+    | 'touch'
+  > = {
+    reserve: jest.fn(async (r: NewRefund, amount: number | null, _at: Date) => {
+      const want = amount ?? captured - reserved();
+      if (want <= 0 || reserved() + want > captured) return null;
+      const row = refund({
+        ...r,
+        amount: want,
+        status: r.providerRefundId ? 'succeeded' : 'pending',
+        providerRefundId: r.providerRefundId ?? null,
+      });
+      rows.set(row.id, row);
+      return row;
+    }),
+    lockPayment: jest.fn().mockResolvedValue(undefined),
+    findById: jest.fn(async (id: string) => rows.get(id) ?? null),
+    findByProviderId: jest.fn(
+      async (id: string) => [...rows.values()].find((r) => r.providerRefundId === id) ?? null,
+    ),
+    findAutomatic: jest.fn(
+      async (paymentId: string) =>
+        [...rows.values()].find(
+          (r) => r.paymentId === paymentId && r.reason === 'paid_after_cancel',
+        ) ?? null,
+    ),
+    findStalePending: jest.fn(async (_before: Date, _limit?: number) =>
+      [...rows.values()].filter((r) => r.status === 'pending'),
+    ),
+    settle: jest.fn(
+      async (
+        id: string,
+        to: 'succeeded' | 'failed',
+        detail: { providerRefundId?: string; failure?: string },
+        _at: Date,
+      ) => settleRow(id, to, detail),
+    ),
+    attachProviderId: jest.fn(async (id: string, providerRefundId: string, _at: Date) => {
+      const row = rows.get(id);
+      if (row?.status === 'pending')
+        rows.set(id, { ...row, providerRefundId: row.providerRefundId ?? providerRefundId });
+    }),
+    reinstate: jest.fn(async (id: string, providerRefundId: string, _at: Date) => {
+      const row = rows.get(id);
+      if (row?.status !== 'failed') return null;
+      const back: Refund = { ...row, status: 'succeeded', providerRefundId, failure: null };
+      rows.set(id, back);
+      return back;
+    }),
+    touch: jest.fn().mockResolvedValue(undefined),
+  };
+  return { repo, rows };
+}
+
+function mockPayments(): MockOf<PaymentRepository, 'findByOrder' | 'findById'> {
+  return {
+    findByOrder: jest.fn().mockResolvedValue(payment()),
+    findById: jest.fn().mockResolvedValue(payment()),
+  };
+}
+
+function mockOrders(): MockOf<OrderRepository, 'exists'> {
+  return { exists: jest.fn().mockResolvedValue(true) };
+}
+
+function mockTransitions(): MockOf<OrderTransitionsService, 'applyRefund'> {
+  return { applyRefund: jest.fn().mockResolvedValue(true) };
+}
+
+function mockOutbox(): MockOf<OutboxRepository, 'add'> {
+  return { add: jest.fn().mockResolvedValue(undefined) };
+}
+
+function mockGateway(): jest.Mocked<PaymentGateway> {
+  return {
+    provider: 'simulated',
+    createIntent: jest.fn(),
+    retrieveIntent: jest.fn(),
+    cancelIntent: jest.fn(),
+    createRefund: jest.fn(async (input) =>
+      remote({ amount: input.amount, refundId: input.refundId }),
+    ),
+    listRefunds: jest.fn().mockResolvedValue([]),
+  };
+}
+
+async function setup(opts: { captured?: number } = {}) {
+  const refunds = mockRefunds(opts.captured);
+  const m = {
+    payments: mockPayments(),
+    orders: mockOrders(),
+    transitions: mockTransitions(),
+    outbox: mockOutbox(),
+    gateway: mockGateway(),
+    // run() is generic: a plain jest.fn that runs the work in place
+    tx: { run: jest.fn((work: () => Promise<unknown>) => work()) },
+  };
+  const clock: Pick<Clock, 'now'> = { now: () => NOW };
+  let n = 0;
+  const ids: Pick<IdGenerator, 'uuid'> = { uuid: () => `generated-${++n}` };
+  const moduleRef = await Test.createTestingModule({
+    providers: [
+      RefundsService,
+      { provide: RefundRepository, useValue: refunds.repo },
+      { provide: PaymentRepository, useValue: m.payments },
+      { provide: OrderRepository, useValue: m.orders },
+      { provide: OrderTransitionsService, useValue: m.transitions },
+      { provide: OutboxRepository, useValue: m.outbox },
+      { provide: PAYMENT_GATEWAY, useValue: m.gateway },
+      { provide: TransactionHost, useValue: m.tx },
+      { provide: Clock, useValue: clock },
+      { provide: IdGenerator, useValue: ids },
+    ],
+  }).compile();
+  return {
+    service: moduleRef.get(RefundsService),
+    refunds: refunds.repo,
+    rows: refunds.rows,
+    ...m,
+  };
+}
+
+const domainCode = (err: unknown) => (err instanceof DomainError ? err.code : err);
+
+describe('RefundsService', () => {
+  beforeAll(() => Logger.overrideLogger(false)); // warnings are part of some cases
+
+  describe('request (an admin refund)', () => {
+    it('full: without an amount, all that remains is reserved, sent with the refund-derived key and settled', async () => {
+      const s = await setup();
+      const done = await s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });
+      expect(done).toMatchObject({
+        id: REFUND_ID,
+        amount: 24_900,
+        status: 'succeeded',
+        providerRefundId: 're_1',
+      });
+      expect(s.refunds.reserve).toHaveBeenCalledWith(
+        {
+          id: REFUND_ID,
+          orderId: ORDER,
+          paymentId: 'pay-1',
+          currency: 'INR',
+          reason: 'requested',
+          actor: ADMIN,
+        },
+        null,
+        NOW,
+      );
+      expect(s.gateway.createRefund).toHaveBeenCalledWith({
+        intentId: 'pi_1',
+        amount: 24_900,
+        refundId: REFUND_ID,
+        orderId: ORDER,
+        idempotencyKey: `refund:${REFUND_ID}`,
+      });
+      // the follow-up job is written with the pending refund; the order learns of the success
+      expect(s.outbox.add).toHaveBeenCalledWith('refund.requested', ORDER, {
+        orderId: ORDER,
+        refundId: REFUND_ID,
+      });
+      expect(s.transitions.applyRefund).toHaveBeenCalledWith(
+        ORDER,
+        REFUND_ID,
+        24_900,
+        `refund:${ADMIN}`,
+      );
+    });
+
+    it('partial: the amount asked for is reserved, the rest stays refundable', async () => {
+      const s = await setup();
+      const first = await s.service.request({
+        orderId: ORDER,
+        amount: 10_000,
+        actor: ADMIN,
+        idempotencyKey: KEY,
+      });
+      expect(first).toMatchObject({ amount: 10_000, status: 'succeeded' });
+      expect(s.refunds.reserve).toHaveBeenCalledWith(
+        expect.objectContaining({ id: REFUND_ID }),
+        10_000,
+        NOW,
+      );
+      const rest = await s.service.request({
+        orderId: ORDER,
+        actor: ADMIN,
+        idempotencyKey: 'key-2',
+      });
+      expect(rest).toMatchObject({ amount: 14_900, status: 'succeeded' });
+    });
+
+    it('over-refund: more than remains refundable is refused before the provider is asked', async () => {
+      const s = await setup();
+      await s.service.request({
+        orderId: ORDER,
+        amount: 20_000,
+        actor: ADMIN,
+        idempotencyKey: KEY,
+      });
+      const over = s.service.request({
+        orderId: ORDER,
+        amount: 5_000,
+        actor: ADMIN,
+        idempotencyKey: 'key-2',
+      });
+      await expect(over.catch(domainCode)).resolves.toBe('REFUND_EXCEEDS_CAPTURED');
+      expect(s.gateway.createRefund).toHaveBeenCalledTimes(1);
+      const none = s.service.request({
+        orderId: ORDER,
+        amount: 4_900,
+        actor: ADMIN,
+        idempotencyKey: 'key-3',
+      });
+      await expect(none).resolves.toMatchObject({ amount: 4_900 }); // exactly what remains is fine
+      const nothingLeft = s.service.request({
+        orderId: ORDER,
+        actor: ADMIN,
+        idempotencyKey: 'key-4',
+      });
+      await expect(nothingLeft.catch(domainCode)).resolves.toBe('REFUND_EXCEEDS_CAPTURED');
+    });
+
+    it('concurrent: of two refunds racing for the whole amount, the reservation admits one; the other is refused', async () => {
+      const s = await setup();
+      const results = await Promise.allSettled([
+        s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: 'key-a' }),
+        s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: 'key-b' }),
+      ]);
+      expect(
+        results
+          .map((r) => (r.status === 'fulfilled' ? r.value.status : domainCode(r.reason)))
+          .sort(),
+      ).toEqual(['REFUND_EXCEEDS_CAPTURED', 'succeeded']);
+      expect(s.gateway.createRefund).toHaveBeenCalledTimes(1);
+      expect(s.rows.size).toBe(1);
+    });
+
+    it('duplicate: the same Idempotency-Key returns the refund it made, without reserving or refunding again', async () => {
+      const s = await setup();
+      const first = await s.service.request({
+        orderId: ORDER,
+        amount: 10_000,
+        actor: ADMIN,
+        idempotencyKey: KEY,
+      });
+      const again = await s.service.request({
+        orderId: ORDER,
+        amount: 10_000,
+        actor: ADMIN,
+        idempotencyKey: KEY,
+      });
+      expect(again).toEqual(first);
+      expect(s.refunds.reserve).toHaveBeenCalledTimes(1);
+      expect(s.gateway.createRefund).toHaveBeenCalledTimes(1);
+      expect(s.transitions.applyRefund).toHaveBeenCalledTimes(1);
+    });
+
+    it('duplicate after a crash: a refund left pending is sent again with the same provider key', async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('unavailable', undefined, 'socket hang up'),
+      );
+      const cut = await s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });
+      expect(cut).toMatchObject({ id: REFUND_ID, status: 'pending' });
+      expect(s.refunds.touch).toHaveBeenCalledWith(REFUND_ID, NOW);
+      const retried = await s.service.request({
+        orderId: ORDER,
+        actor: ADMIN,
+        idempotencyKey: KEY,
+      });
+      expect(retried).toMatchObject({ id: REFUND_ID, status: 'succeeded' });
+      expect(s.refunds.reserve).toHaveBeenCalledTimes(1);
+      expect(s.gateway.createRefund.mock.calls.map(([c]) => c.idempotencyKey)).toEqual([
+        `refund:${REFUND_ID}`,
+        `refund:${REFUND_ID}`,
+      ]);
+    });
+
+    it('the same key used for another order is refused', async () => {
+      const s = await setup();
+      await s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });
+      const other = s.service.request({
+        orderId: 'another-order',
+        actor: ADMIN,
+        idempotencyKey: KEY,
+      });
+      await expect(other.catch(domainCode)).resolves.toBe('IDEMPOTENCY_KEY_REUSED');
+    });
+
+    it('an unknown order is a 404; an order without a captured payment is not refundable', async () => {
+      const s = await setup();
+      s.orders.exists.mockResolvedValueOnce(false);
+      s.payments.findByOrder.mockResolvedValueOnce(null);
+      const unknown = s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });
+      await expect(unknown.catch(domainCode)).resolves.toBe('ORDER_NOT_FOUND');
+      s.payments.findByOrder.mockResolvedValueOnce(null);
+      const unpaid = s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });
+      await expect(unpaid.catch(domainCode)).resolves.toBe('ORDER_NOT_REFUNDABLE');
+      s.payments.findByOrder.mockResolvedValueOnce(payment({ status: 'processing' }));
+      const inFlight = s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });
+      await expect(inFlight.catch(domainCode)).resolves.toBe('ORDER_NOT_REFUNDABLE');
+      expect(s.refunds.reserve).not.toHaveBeenCalled();
+    });
+
+    it('a refusal by the provider fails the refund (its reservation given back) and says why', async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('rejected', 'amount_too_large', 'too much'),
+      );
+      const tooMuch = s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });
+      await expect(tooMuch.catch(domainCode)).resolves.toBe('REFUND_EXCEEDS_CAPTURED');
+      expect(s.refunds.settle).toHaveBeenCalledWith(
+        REFUND_ID,
+        'failed',
+        { failure: 'amount_too_large' },
+        NOW,
+      );
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('rejected', 'charge_disputed', 'disputed'),
+      );
+      const refused = s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: 'key-2' });
+      await expect(refused.catch(domainCode)).resolves.toBe('PAYMENT_PROVIDER_REJECTED');
+      expect(s.transitions.applyRefund).not.toHaveBeenCalled();
+    });
+
+    it('pending at the provider: the provider id is kept and the refund stays pending (its events settle it)', async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockResolvedValueOnce(remote({ status: 'pending' }));
+      const pending = await s.service.request({
+        orderId: ORDER,
+        actor: ADMIN,
+        idempotencyKey: KEY,
+      });
+      expect(pending).toMatchObject({ status: 'pending' });
+      expect(s.refunds.attachProviderId).toHaveBeenCalledWith(REFUND_ID, 're_1', NOW);
+      expect(s.transitions.applyRefund).not.toHaveBeenCalled();
+    });
+
+    it('a refund of a cancelled order leaves its status and still tells the customer (order.refunded)', async () => {
+      const s = await setup();
+      s.transitions.applyRefund.mockResolvedValue(false);
+      await s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });
+      expect(s.outbox.add).toHaveBeenCalledWith('order.refunded', ORDER, {
+        orderId: ORDER,
+        refundId: REFUND_ID,
+      });
+    });
+  });
+
+  describe('refundPaidAfterCancel (automatic)', () => {
+    it('refunds the whole payment once, deciding under the payment row lock', async () => {
+      const s = await setup();
+      const first = await s.service.refundPaidAfterCancel(payment());
+      expect(first).toMatchObject({
+        reason: 'paid_after_cancel',
+        actor: 'system:payments',
+        amount: 24_900,
+        status: 'succeeded',
+      });
+      expect(s.refunds.lockPayment.mock.invocationCallOrder[0]).toBeLessThan(
+        s.refunds.findAutomatic.mock.invocationCallOrder[0],
+      );
+      const again = await s.service.refundPaidAfterCancel(payment());
+      expect(again).toEqual(first);
+      expect(s.refunds.reserve).toHaveBeenCalledTimes(1);
+      expect(s.gateway.createRefund).toHaveBeenCalledTimes(1);
+    });
+
+    it('nothing left to refund: null, and no provider call', async () => {
+      const s = await setup({ captured: 0 });
+      expect(await s.service.refundPaidAfterCancel(payment())).toBeNull();
+      expect(s.gateway.createRefund).not.toHaveBeenCalled();
+    });
+  });
+
+  describe('syncFromGateway (the provider list after charge.refunded)', () => {
+    it('settles our pending refund, reinstates one we had failed, adopts one made at the provider', async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
+      await s.service.request({
+        orderId: ORDER,
+        amount: 5_000,
+        actor: ADMIN,
+        idempotencyKey: 'pending',
+      });
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('rejected', 'charge_disputed', 'disputed'),
+      );
+      await s.service
+        .request({ orderId: ORDER, amount: 6_000, actor: ADMIN, idempotencyKey: 'failed' })
+        .catch(() => undefined);
+      const pendingId = uuidFromName(`refund:${ADMIN}:pending`);
+      const failedId = uuidFromName(`refund:${ADMIN}:failed`);
+      s.gateway.listRefunds.mockResolvedValue([
+        remote({ id: 're_p', amount: 5_000, refundId: pendingId }),
+        remote({ id: 're_f', amount: 6_000, refundId: failedId }),
+        remote({ id: 're_dashboard', amount: 3_000, refundId: undefined }),
+        remote({ id: 're_failed_there', amount: 1_000, refundId: undefined, status: 'failed' }),
+      ]);
+      s.transitions.applyRefund.mockClear();
+
+      await s.service.syncFromGateway(payment());
+
+      expect(s.rows.get(pendingId)).toMatchObject({
+        status: 'succeeded',
+        providerRefundId: 're_p',
+      });
+      expect(s.refunds.reinstate).toHaveBeenCalledWith(failedId, 're_f', NOW);
+      expect(s.rows.get(failedId)).toMatchObject({ status: 'succeeded' });
+      const adopted = [...s.rows.values()].find((r) => r.providerRefundId === 're_dashboard');
+      expect(adopted).toMatchObject({
+        reason: 'external',
+        actor: 'system:provider',
+        amount: 3_000,
+        status: 'succeeded',
+      });
+      expect([...s.rows.values()].some((r) => r.providerRefundId === 're_failed_there')).toBe(
+        false,
+      );
+      expect(s.transitions.applyRefund.mock.calls.map(([, id, amount]) => [id, amount])).toEqual([
+        [pendingId, 5_000],
+        [failedId, 6_000],
+        [adopted!.id, 3_000],
+      ]);
+
+      // a second pass (the same event again) changes nothing
+      s.transitions.applyRefund.mockClear();
+      await s.service.syncFromGateway(payment());
+      expect(s.transitions.applyRefund).not.toHaveBeenCalled();
+      expect(s.rows.size).toBe(3);
+    });
+  });
+
+  describe('settlePending (the refund.requested follow-up job)', () => {
+    it('says what became of the refund: unknown, already settled, settled now, pending at the provider', async () => {
+      const s = await setup();
+      expect(await s.service.settlePending('nope')).toBe('unknown-refund');
+
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
+      await s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY });
+      expect(await s.service.settlePending(REFUND_ID)).toBe('succeeded');
+      expect(await s.service.settlePending(REFUND_ID)).toBe('succeeded');
+
+      s.gateway.createRefund.mockResolvedValueOnce(remote({ id: 're_2', status: 'pending' }));
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
+      await s.service.request({
+        orderId: ORDER,
+        amount: 1_000,
+        actor: ADMIN,
+        idempotencyKey: 'key-2',
+      }); // pending at provider
+      const atProvider = uuidFromName(`refund:${ADMIN}:key-2`);
+      s.gateway.listRefunds.mockResolvedValue([
+        remote({ id: 're_2', status: 'pending', refundId: atProvider }),
+      ]);
+      expect(await s.service.settlePending(atProvider)).toBe('pending-at-provider');
+    });
+
+    it('no answer from the provider throws, so the job is retried shortly', async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockRejectedValue(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
+      await s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });
+      await expect(s.service.settlePending(REFUND_ID)).rejects.toThrow(
+        'no answer from the payment provider',
+      );
+    });
+  });
+
+  describe('retryStale (the last net)', () => {
+    it('sends never-answered refunds again and reads the provider for the ones it holds as pending', async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
+      await s.service.request({
+        orderId: ORDER,
+        amount: 1_000,
+        actor: ADMIN,
+        idempotencyKey: 'never-answered',
+      });
+      s.gateway.createRefund.mockResolvedValueOnce(remote({ id: 're_held', status: 'pending' }));
+      await s.service.request({
+        orderId: ORDER,
+        amount: 1_000,
+        actor: ADMIN,
+        idempotencyKey: 'held',
+      });
+      const held = uuidFromName(`refund:${ADMIN}:held`);
+      s.gateway.listRefunds.mockResolvedValue([
+        remote({ id: 're_held', status: 'pending', refundId: held }),
+      ]);
+      s.refunds.touch.mockClear();
+
+      expect(await s.service.retryStale(60_000)).toBe(1);
+      expect(s.refunds.findStalePending).toHaveBeenCalledWith(new Date(NOW.getTime() - 60_000));
+      expect(s.refunds.touch).toHaveBeenCalledWith(held, NOW); // still pending there: looked at again later
+    });
+  });
+});

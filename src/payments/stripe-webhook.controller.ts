@@ -1,0 +1,40 @@
+import { Controller, Headers, HttpCode, Post, Req } from '@nestjs/common';
+import type { RawBodyRequest } from '@nestjs/common';
+import { ApiHeader, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import type { FastifyRequest } from 'fastify';
+import { ApiProblems } from '../common/http/api-problems';
+import { Public } from '../common/http/public.decorator';
+import { WebhookAckDto } from './dto/payment.dto';
+import { WebhooksService } from './webhooks.service';
+
+@ApiTags('webhooks')
+@Public()
+@Controller('v1/webhooks')
+export class StripeWebhookController {
+  constructor(private readonly webhooks: WebhooksService) {}
+
+  /** Verified on the raw bytes; 200 only once the event is durably recorded. */
+  @Post('stripe')
+  @HttpCode(200)
+  @ApiOperation({
+    operationId: 'receiveStripeEvent',
+    summary: 'Stripe webhook',
+    description:
+      'Verified on the raw body against `Stripe-Signature` (a bad or over 300 s old signature ' +
+      'is refused before anything is parsed or stored); 200 once the event is durably ' +
+      'recorded. A duplicate event id is a 200 with no further effect.',
+  })
+  @ApiHeader({
+    name: 'Stripe-Signature',
+    required: true,
+    description: "Stripe's `t=…,v1=…` signature of the raw body",
+  })
+  @ApiOkResponse({ type: WebhookAckDto })
+  @ApiProblems([400, '`WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST`'])
+  receive(
+    @Req() req: RawBodyRequest<FastifyRequest>,
+    @Headers('stripe-signature') signature?: string,
+  ): Promise<WebhookAckDto> {
+    return this.webhooks.receive(req.rawBody, signature);
+  }
+}
