@@ -13,7 +13,12 @@ import { mountOpenApi } from './common/http/openapi';
 import { MetricsListener } from './metrics/metrics-listener';
 import { MetricsService } from './metrics/metrics.service';
 import { CatalogCache } from './catalog/catalog-cache';
-import { registerCachedReads } from './catalog/cached-reads.hook';
+import { cachedReadsHook } from './catalog/cached-reads.hook';
+import { setFirstRequestHooks } from './common/http/first-request-hooks';
+import { ClientRateLimitGuard, UserRateLimitGuard } from './common/throttling/rate-limit.guard';
+import { JwtStrategy } from './auth/jwt.strategy';
+import { CheckoutSoldOutGuard } from './orders/checkout-sold-out.guard';
+import { soldOutCheckoutHooks } from './orders/sold-out-checkout.hook';
 import { registerBrowserSecurity } from './common/http/browser-security';
 import { TransactionHost } from './database/transaction-host';
 
@@ -54,11 +59,20 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
   });
   limitBodyDepth(fastify);
   const browserHeaders = await registerBrowserSecurity(app, config);
-  // ahead of Nest middleware and of the hooks above: it puts their headers on its own answers
-  registerCachedReads(app.getHttpAdapter() as unknown as FastifyAdapter, app.get(CatalogCache), {
-    rateLimitEnabled: config.rateLimitEnabled,
+  // ahead of Nest middleware and of the hooks above: they put those hooks' headers on their
+  // own answers
+  const strategy = app.get(JwtStrategy);
+  const soldOut = soldOutCheckoutHooks({
+    decision: app.get(CheckoutSoldOutGuard),
+    authenticate: (token) => strategy.verifyAccess(token),
+    rateLimits: [app.get(ClientRateLimitGuard), app.get(UserRateLimitGuard)],
     browserHeaders,
   });
+  fastify.addHook('preParsing', soldOut.preParsing);
+  setFirstRequestHooks(app.getHttpAdapter() as unknown as FastifyAdapter, [
+    cachedReadsHook(app.get(CatalogCache), { rateLimitEnabled: config.rateLimitEnabled, browserHeaders }),
+    soldOut.onRequest,
+  ]);
 
   // While shutting down, answer in-flight requests with Connection: close so keep-alive
   // sockets do not hold the process open after their last response.
