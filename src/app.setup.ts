@@ -21,6 +21,7 @@ import { CheckoutSoldOutGuard } from './orders/checkout-sold-out.guard';
 import { soldOutCheckoutHooks } from './orders/sold-out-checkout.hook';
 import { registerBrowserSecurity } from './common/http/browser-security';
 import { TransactionHost } from './database/transaction-host';
+import { isApiClusterWorker, shareMetricsWithPrimary } from './api-cluster';
 
 export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
   return new FastifyAdapter({
@@ -98,7 +99,9 @@ export async function configureApp(app: NestFastifyApplication): Promise<void> {
 
   if (config.docsEnabled) mountOpenApi(app);
   await app.init();
-  await app.get(MetricsListener).listen(config.metricsPort);
+  // one of several API processes: the primary serves their metrics together (api-cluster.ts)
+  if (isApiClusterWorker()) shareMetricsWithPrimary(metrics.registry);
+  else await app.get(MetricsListener).listen(config.metricsPort);
 }
 
 export async function createApp(
