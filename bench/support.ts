@@ -58,6 +58,54 @@ export function memoryOf(pid: number | undefined): { peakMiB: number; rssMiB: nu
   }
 }
 
+export interface ApiMemory {
+  /** Each process: the API itself, or with API_PROCESSES > 1 the primary and its API processes. */
+  processes: { pid: number; role: 'api' | 'primary' | 'worker'; peakMiB: number; rssMiB: number }[];
+  /** The highest peak of a process serving requests (the target applies per process). */
+  peakMiB: number;
+  /** All processes' current resident sets added up. */
+  totalRssMiB: number;
+}
+
+/** Peak and current resident memory of the API: its process, or its primary and API processes. */
+export function apiMemory(pid: number | undefined): ApiMemory | null {
+  if (pid === undefined) return null;
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    /* not Linux, or gone */
+  }
+  const processes: ApiMemory['processes'] = [];
+  for (const [p, role] of [[pid, children.length > 0 ? 'primary' : 'api'], ...children.map((c) => [c, 'worker'])] as [
+    number,
+    'api' | 'primary' | 'worker',
+  ][]) {
+    const m = memoryOf(p);
+    if (m) processes.push({ pid: p, role, ...m });
+  }
+  if (processes.length === 0) return null;
+  const serving = processes.filter((p) => p.role !== 'primary');
+  return {
+    processes,
+    peakMiB: Math.max(...serving.map((p) => p.peakMiB)),
+    totalRssMiB: processes.reduce((sum, p) => sum + p.rssMiB, 0),
+  };
+}
+
+/** "184 MiB" for one process; per process and in total for a primary with API processes. */
+export function describeMemory(m: ApiMemory | null): string {
+  if (!m) return 'n/a';
+  if (m.processes.length === 1) return `${m.processes[0].peakMiB} MiB peak (now ${m.processes[0].rssMiB} MiB)`;
+  const each = m.processes.map((p) => `${p.role} ${p.peakMiB} MiB peak (now ${p.rssMiB})`).join(', ');
+  return `${m.peakMiB} MiB peak per API process — ${each}; all together now ${m.totalRssMiB} MiB`;
+}
+
+/** How many API processes startApi() runs (API_PROCESSES from the environment; the app's default 1). */
+export function apiProcessCount(): string {
+  return process.env.API_PROCESSES ?? '1';
+}
+
 /**
  * The bare Nest + Fastify app (bench/baseline-app.ts) in a process of its own: the floor the
  * API's routes are compared with in the same run.
