@@ -199,7 +199,7 @@ export async function startApi(
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 1200; i++) {
     try {
       const res = await fetch(`${url}/health/ready`);
       if (res.status === 200) return { url, proc };
