@@ -7,7 +7,17 @@
  * Results go to docs/BENCHMARKS.md.
  */
 import { Pool } from 'pg';
-import { build, freshDatabase, memoryOf, startApi, startBaseline, stopApi, writeBenchmarkSection } from './support';
+import {
+  apiMemory,
+  apiProcessCount,
+  build,
+  describeMemory,
+  freshDatabase,
+  startApi,
+  startBaseline,
+  stopApi,
+  writeBenchmarkSection,
+} from './support';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
 
@@ -80,14 +90,14 @@ async function main(): Promise<void> {
     console.log('uncached listing…');
     const uList = await measure(uncached.url, listPaths);
 
-    const memCached = memoryOf(cached.proc.pid);
-    const memUncached = memoryOf(uncached.proc.pid);
-    const mem = (m: ReturnType<typeof memoryOf>) => (m ? `${m.peakMiB} MiB peak (now ${m.rssMiB} MiB)` : 'n/a');
+    const memCached = apiMemory(cached.proc.pid);
+    const memUncached = apiMemory(uncached.proc.pid);
+    const mem = describeMemory;
     const row = (name: string, r: Result, ratio: string) =>
       `| ${name} | ${fmt(r.rps)} | ${r.p50} / ${r.p99} | ${r.errors} | ${ratio} |`;
     const md = `## Catalog reads
 
-Command: \`npm run bench:catalog\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_PRODUCTS=${PRODUCTS}). Measured ${new Date().toISOString().slice(0, 10)} on the 2-core development machine: \`node dist/main.js\` with NODE_ENV=production, LOG_LEVEL=warn, rate limiting off; the baseline is a bare Nest + Fastify app with one JSON route; "uncached" is a second API process with \`CATALOG_CACHE_ENABLED=false\`. Detail requests rotate over 200 products, listing requests over three first pages of 20 (relevance, newest, price).
+Command: \`npm run bench:catalog\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_PRODUCTS=${PRODUCTS}). Measured ${new Date().toISOString().slice(0, 10)} on the 2-core development machine: \`node dist/main.js\` (API_PROCESSES=${apiProcessCount()}) with NODE_ENV=production, LOG_LEVEL=warn, rate limiting off; the baseline is a bare Nest + Fastify app with one JSON route; "uncached" is a second API process with \`CATALOG_CACHE_ENABLED=false\`. Detail requests rotate over 200 products, listing requests over three first pages of 20 (relevance, newest, price).
 
 | scenario | req/s | p50 / p99 ms | errors | ratio |
 |---|---|---|---|---|
@@ -99,10 +109,16 @@ ${row('uncached listing, 20 items', uList, `${(uList.rps / base.rps).toFixed(2)}
 
 Cached listing vs uncached listing: **${(cList.rps / uList.rps).toFixed(1)}×** (target ≥ 5×). Cached detail vs uncached detail: ${(cDetail.rps / uDetail.rps).toFixed(1)}×.
 
-API resident memory (VmHWM of \`node dist/main.js\`, read from /proc after the run; target ≤ 200 MiB): cached process **${mem(memCached)}**, uncached process ${mem(memUncached)}.
+API resident memory (VmHWM, read from /proc after the run, per process serving requests; target ≤ 200 MiB): cached process **${mem(memCached)}**, uncached process ${mem(memUncached)}.
 `;
     console.log(`\n${md}`);
     writeBenchmarkSection('catalog', md);
+    const ok = (b: boolean) => (b ? 'met' : 'NOT met');
+    console.log(`targets: cached detail ${(cDetail.rps / base.rps).toFixed(2)}× the bare route, target ≥ 0.5×: ${ok(cDetail.rps / base.rps >= 0.5)}`);
+    console.log(`targets: cached listing ${(cList.rps / base.rps).toFixed(2)}× the bare route, target ≥ 0.3×: ${ok(cList.rps / base.rps >= 0.3)}`);
+    console.log(`targets: cached listing ${(cList.rps / uList.rps).toFixed(1)}× uncached, target ≥ 5×: ${ok(cList.rps / uList.rps >= 5)}`);
+    const peaks = [memCached, memUncached].map((m) => m?.peakMiB ?? Infinity);
+    console.log(`targets: API peak RSS ${peaks.join(' / ')} MiB (cached / uncached), target ≤ 200 MiB: ${ok(Math.max(...peaks) <= 200)}`);
   } finally {
     await Promise.all([stopApi(cached.proc), stopApi(uncached.proc), stopApi(baseline.proc)]);
     await pool.end();

@@ -9,24 +9,30 @@
  *    against a bare Nest + Fastify route answering 409 to the same POST in its own process
  *    (bench/baseline-app.ts), and how many the sold-out fast path answered (its counter);
  *  - uncontended: 64 SKUs;
- *  - baselines with the same concurrency: the minimal SQL transaction
- *    (SELECT … FOR UPDATE, UPDATE, INSERT order) driven directly over `pg`.
+ *  - baselines with the same concurrency, on the same database: the minimal reservation
+ *    transaction (SELECT … FOR UPDATE, UPDATE, INSERT order) run by pgbench (bench/pgbench.ts;
+ *    the targets of issue 14 are against it) and driven directly over `pg` from Node, each on
+ *    one hot row and on 64 rows.
  * Also the API process's peak resident memory (VmHWM) over the whole run.
- * Results are printed and written to docs/BENCHMARKS.md as ratios against the baselines.
+ * Results are printed and written to docs/BENCHMARKS.md as ratios against the baselines, and
+ * the last lines printed say, one per target, whether it was met.
  */
 import { randomUUID } from 'node:crypto';
 import { Pool } from 'pg';
 import {
+  apiMemory,
+  apiProcessCount,
   build,
+  describeMemory,
   freePort,
   freshDatabase,
-  memoryOf,
   percentile,
   startApi,
   startBaseline,
   stopApi,
   writeBenchmarkSection,
 } from './support';
+import { pgbench } from './pgbench';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
 
@@ -163,7 +169,7 @@ async function fastRefusals(metricsUrl: string): Promise<number> {
 /** The floor we compare against: the minimal reservation transaction over raw pg. */
 async function baseline(url: string, productFor: (worker: number) => string): Promise<Measured> {
   const pool = new Pool({ connectionString: url, max: CONNECTIONS });
-  await pool.query(`CREATE TABLE IF NOT EXISTS bench_orders (id uuid PRIMARY KEY, product_id uuid, qty int, created_at timestamptz DEFAULT now())`);
+  await pool.query(BENCH_ORDERS_TABLE);
   const latencies: number[] = [];
   const deadline = Date.now() + DURATION_S * 1000;
   const started = Date.now();
@@ -223,6 +229,16 @@ async function oversell(pool: Pool, productId: string): Promise<{ orders: number
 }
 
 const fmt = (n: number) => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
+const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
+
+/** Issue 14's targets. */
+const HOT_TARGET = 0.5;
+const DISTINCT_TARGET = 0.25;
+const REFUSAL_TARGET = 0.25;
+const RSS_TARGET_MIB = 200;
+
+/** The baselines' order table (the same for pgbench and the Node-driven one). */
+const BENCH_ORDERS_TABLE = `CREATE TABLE IF NOT EXISTS bench_orders (id uuid PRIMARY KEY, product_id uuid, qty int, created_at timestamptz DEFAULT now())`;
 
 async function main(): Promise<void> {
   console.log('building…');
@@ -269,44 +285,60 @@ async function main(): Promise<void> {
     console.log('uncontended checkout…');
     const uncontended = await checkout(api, tokens, () => many[Math.floor(Math.random() * many.length)], { duration: DURATION_S });
 
-    const memory = memoryOf(proc.pid);
+    const memory = apiMemory(proc.pid);
     await stopApi(proc);
     await stopApi(bare.proc);
-    console.log('baselines…');
+    console.log('baselines: pgbench…');
+    const pgHot = await insertProduct(pool, 10_000_000);
+    const pgMany = await Promise.all(Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)));
+    await pool.query(BENCH_ORDERS_TABLE);
+    const pgContended = await pgbench(url, [pgHot], { connections: CONNECTIONS, durationS: DURATION_S });
+    const pgUncontended = await pgbench(url, pgMany, { connections: CONNECTIONS, durationS: DURATION_S });
+    console.log('baselines: Node-driven…');
     const baseHot = await insertProduct(pool, 10_000_000);
     const baseContended = await baseline(url, () => baseHot);
     const baseMany = await Promise.all(Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)));
     const baseUncontended = await baseline(url, (w) => baseMany[w]);
 
     const rows = [
-      ['contended (1 SKU)', contended, baseContended],
-      ['uncontended (64 SKUs)', uncontended, baseUncontended],
+      ['contended (1 SKU)', contended, pgContended, baseContended, HOT_TARGET],
+      ['uncontended (64 SKUs)', uncontended, pgUncontended, baseUncontended, DISTINCT_TARGET],
     ] as const;
     const table = [
-      '| scenario | API reservations/s | API p50 / p99 ms | raw-SQL baseline tx/s | baseline p50 / p99 ms | ratio |',
-      '|---|---|---|---|---|---|',
+      '| scenario | API reservations/s | API p50 / p99 ms | pgbench tx/s | pgbench avg ms | **ratio to pgbench** (target) | Node-driven raw SQL tx/s | its p50 / p99 ms | ratio to it |',
+      '|---|---|---|---|---|---|---|---|---|',
       ...rows.map(
-        ([name, m, b]) =>
-          `| ${name} | ${fmt(m.rps)} | ${m.p50} / ${m.p99} | ${fmt(b.rps)} | ${b.p50} / ${b.p99} | **${(m.rps / b.rps).toFixed(2)}×** |`,
+        ([name, m, pg, b, target]) =>
+          `| ${name} | ${fmt(m.rps)} | ${m.p50} / ${m.p99} | ${fmt(pg.tps)} | ${pg.latencyMs.toFixed(1)} | **${(m.rps / pg.tps).toFixed(2)}×** (≥ ${target}: ${met(m.rps / pg.tps >= target)}) | ${fmt(b.rps)} | ${b.p50} / ${b.p99} | ${(m.rps / b.rps).toFixed(2)}× |`,
       ),
     ].join('\n');
     const refusalRatio = refused.rps / bareRefusals.rps;
     const refusalTable = [
       '| scenario | API 409s/s | API p50 / p99 ms | bare Nest-Fastify POST → 409, req/s | bare p50 / p99 ms | ratio |',
       '|---|---|---|---|---|---|',
-      `| checkout of the sold-out SKU | ${fmt(refused.rps)} | ${refused.p50} / ${refused.p99} | ${fmt(bareRefusals.rps)} | ${bareRefusals.p50} / ${bareRefusals.p99} | **${refusalRatio.toFixed(2)}×** (target ≥ 0.25) |`,
+      `| checkout of the sold-out SKU | ${fmt(refused.rps)} | ${refused.p50} / ${refused.p99} | ${fmt(bareRefusals.rps)} | ${bareRefusals.p50} / ${bareRefusals.p99} | **${refusalRatio.toFixed(2)}×** (≥ ${REFUSAL_TARGET}: ${met(refusalRatio >= REFUSAL_TARGET)}) |`,
     ].join('\n');
+    const oversold = hotCheck.oversold + soldOutCheck.oversold + refusedCheck.oversold;
+    const exact = soldOut.ok === 500 && soldOutCheck.reserved === 500 && refusedCheck.orders === 500;
+    const targets = [
+      `checkout, one hot SKU: ${(contended.rps / pgContended.tps).toFixed(2)}× pgbench (${fmt(contended.rps)}/s vs ${fmt(pgContended.tps)} tx/s), target ≥ ${HOT_TARGET}×: ${met(contended.rps / pgContended.tps >= HOT_TARGET)}`,
+      `checkout, ${CONNECTIONS} distinct SKUs: ${(uncontended.rps / pgUncontended.tps).toFixed(2)}× pgbench (${fmt(uncontended.rps)}/s vs ${fmt(pgUncontended.tps)} tx/s), target ≥ ${DISTINCT_TARGET}×: ${met(uncontended.rps / pgUncontended.tps >= DISTINCT_TARGET)}`,
+      `sold-out refusals: ${refusalRatio.toFixed(2)}× the bare route (${fmt(refused.rps)}/s vs ${fmt(bareRefusals.rps)}/s), target ≥ ${REFUSAL_TARGET}×: ${met(refusalRatio >= REFUSAL_TARGET)}`,
+      `API peak RSS: ${memory ? `${memory.peakMiB} MiB` : 'n/a'}${memory && memory.processes.length > 1 ? ` per API process (${memory.processes.length - 1} of them; ${memory.totalRssMiB} MiB together at the end)` : ''}, target ≤ ${RSS_TARGET_MIB} MiB: ${met(memory !== null && memory.peakMiB <= RSS_TARGET_MIB)}`,
+      `oversell: ${oversold} (sold-out SKU sold exactly its 500 units: ${exact}), target 0 and exact: ${met(oversold === 0 && exact)}`,
+    ];
     const correctness = [
       `- contended run: ${hotCheck.orders} units ordered, reserved ${hotCheck.reserved}, ledger consistent: ${hotCheck.ledgerOk}, non-201 answers: ${JSON.stringify(contended.other)}`,
       `- sold-out run: 500 units, 2,000 attempts → ${soldOut.ok} orders (201), others ${JSON.stringify(soldOut.other)}; reserved ${soldOutCheck.reserved}/${soldOutCheck.onHand}; **oversold: ${soldOutCheck.oversold}**; ledger consistent: ${soldOutCheck.ledgerOk}`,
       `- sold-out refusals: ${refused.ok} answers 409, others ${JSON.stringify(refused.other)}; ${fastDuring} of them by the sold-out fast path (no transaction); afterwards ${refusedCheck.orders} units ordered, reserved ${refusedCheck.reserved}/${refusedCheck.onHand}, **oversold: ${refusedCheck.oversold}**`,
-      `- API peak resident memory (VmHWM of \`node dist/main.js\` over the whole run, target ≤ 200 MiB): **${memory ? `${memory.peakMiB} MiB` : 'n/a'}** (at the end: ${memory ? `${memory.rssMiB} MiB` : 'n/a'})`,
+      `- pgbench: ${pgContended.transactions} / ${pgUncontended.transactions} transactions, failed ${pgContended.failed} / ${pgUncontended.failed}`,
+      `- API peak resident memory (VmHWM over the whole run, buyer registration included, per process serving requests; target ≤ ${RSS_TARGET_MIB} MiB): **${describeMemory(memory)}**`,
     ].join('\n');
     const md = `## Flash sale (checkout)
 
-Command: \`npm run bench:flash-sale\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_BUYERS=${BUYERS}). Measured ${new Date().toISOString().slice(0, 10)} on the 2-core development machine; the API (\`node dist/main.js\`, one process, NODE_ENV=production, LOG_LEVEL=warn, rate limiting off), PostgreSQL and the load generator share the two cores.
+Command: \`npm run bench:flash-sale\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_BUYERS=${BUYERS}). Measured ${new Date().toISOString().slice(0, 10)} on the 2-core development machine; the API (\`node dist/main.js\`, API_PROCESSES=${apiProcessCount()}, NODE_ENV=production, LOG_LEVEL=warn, rate limiting off), PostgreSQL and the load generator share the two cores.
 
-Each API request is a full \`POST /v1/orders\`: JWT check, Idempotency-Key claim and record, price snapshot, order + lines + history + outbox rows, row-locked reservation with ledger row, and the response. The baseline is the minimal reservation transaction (\`BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT order; COMMIT\`) driven directly over \`pg\` with the same concurrency in the same run.
+Each API request is a full \`POST /v1/orders\`: JWT check, Idempotency-Key claim and record, price snapshot, order + lines + history + outbox rows, row-locked reservation with ledger row, and the response. The baselines run the minimal reservation transaction (\`BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT order; COMMIT\`) on the same database in the same run, with the same concurrency (${CONNECTIONS} connections) and duration: pgbench (\`pgbench -n -c ${CONNECTIONS} -j 2 -T ${DURATION_S}\`, simple protocol, one script per SKU — bench/pgbench.ts), and the same transaction driven from Node over \`pg\`.
 
 ${table}
 
@@ -316,9 +348,13 @@ ${refusalTable}
 
 Correctness in the same run:
 ${correctness}
+
+Targets (issue 14):
+${targets.map((t) => `- ${t}`).join('\n')}
 `;
     console.log(`\n${md}`);
     writeBenchmarkSection('flash-sale', md);
+    for (const t of targets) console.log(`targets: ${t}`);
   } finally {
     await stopApi(proc).catch(() => undefined);
     await stopApi(bare.proc).catch(() => undefined);

@@ -46,7 +46,7 @@ export async function freshDatabase(name: string): Promise<string> {
 }
 
 /** Peak resident set (VmHWM) and current resident set (VmRSS) of a process, in MiB (Linux). */
-export function memoryOf(pid: number | undefined): { peakMiB: number; rssMiB: number } | null {
+function memoryOf(pid: number | undefined): { peakMiB: number; rssMiB: number } | null {
   if (pid === undefined) return null;
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -56,6 +56,54 @@ export function memoryOf(pid: number | undefined): { peakMiB: number; rssMiB: nu
   } catch {
     return null;
   }
+}
+
+export interface ApiMemory {
+  /** Each process: the API itself, or with API_PROCESSES > 1 the primary and its API processes. */
+  processes: { pid: number; role: 'api' | 'primary' | 'worker'; peakMiB: number; rssMiB: number }[];
+  /** The highest peak of a process serving requests (the target applies per process). */
+  peakMiB: number;
+  /** All processes' current resident sets added up. */
+  totalRssMiB: number;
+}
+
+/** Peak and current resident memory of the API: its process, or its primary and API processes. */
+export function apiMemory(pid: number | undefined): ApiMemory | null {
+  if (pid === undefined) return null;
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    /* not Linux, or gone */
+  }
+  const processes: ApiMemory['processes'] = [];
+  for (const [p, role] of [[pid, children.length > 0 ? 'primary' : 'api'], ...children.map((c) => [c, 'worker'])] as [
+    number,
+    'api' | 'primary' | 'worker',
+  ][]) {
+    const m = memoryOf(p);
+    if (m) processes.push({ pid: p, role, ...m });
+  }
+  if (processes.length === 0) return null;
+  const serving = processes.filter((p) => p.role !== 'primary');
+  return {
+    processes,
+    peakMiB: Math.max(...serving.map((p) => p.peakMiB)),
+    totalRssMiB: processes.reduce((sum, p) => sum + p.rssMiB, 0),
+  };
+}
+
+/** "184 MiB" for one process; per process and in total for a primary with API processes. */
+export function describeMemory(m: ApiMemory | null): string {
+  if (!m) return 'n/a';
+  if (m.processes.length === 1) return `${m.processes[0].peakMiB} MiB peak (now ${m.processes[0].rssMiB} MiB)`;
+  const each = m.processes.map((p) => `${p.role} ${p.peakMiB} MiB peak (now ${p.rssMiB})`).join(', ');
+  return `${m.peakMiB} MiB peak per API process — ${each}; all together now ${m.totalRssMiB} MiB`;
+}
+
+/** How many API processes startApi() runs (API_PROCESSES from the environment; the app's default 1). */
+export function apiProcessCount(): string {
+  return process.env.API_PROCESSES ?? '1';
 }
 
 /**
@@ -151,7 +199,7 @@ export async function startApi(
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 1200; i++) {
     try {
       const res = await fetch(`${url}/health/ready`);
       if (res.status === 200) return { url, proc };

@@ -13,9 +13,15 @@ import { mountOpenApi } from './openapi/openapi';
 import { MetricsListener } from './metrics/metrics-listener';
 import { MetricsService } from './metrics/metrics.service';
 import { CatalogCache } from './catalog/catalog-cache';
-import { registerCachedReads } from './catalog/cached-reads.hook';
+import { cachedReadsHook } from './catalog/cached-reads.hook';
+import { setFirstRequestHooks } from './common/http/first-request-hooks';
+import { ClientRateLimitGuard, UserRateLimitGuard } from './common/throttling/rate-limit.guard';
+import { JwtStrategy } from './auth/jwt.strategy';
+import { CheckoutSoldOutGuard } from './orders/checkout-sold-out.guard';
+import { soldOutCheckoutHooks } from './orders/sold-out-checkout.hook';
 import { registerBrowserSecurity } from './common/http/browser-security';
 import { TransactionHost } from './database/transaction-host';
+import { isApiClusterWorker, shareMetricsWithPrimary } from './api-cluster';
 
 export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
   return new FastifyAdapter({
@@ -54,11 +60,20 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   });
   limitBodyDepth(fastify);
   const browserHeaders = await registerBrowserSecurity(app, config);
-  // ahead of Nest middleware and of the hooks above: it puts their headers on its own answers
-  registerCachedReads(app.getHttpAdapter() as unknown as FastifyAdapter, app.get(CatalogCache), {
-    rateLimitEnabled: config.rateLimitEnabled,
+  // ahead of Nest middleware and of the hooks above: they put those hooks' headers on their
+  // own answers
+  const strategy = app.get(JwtStrategy);
+  const soldOut = soldOutCheckoutHooks({
+    decision: app.get(CheckoutSoldOutGuard),
+    authenticate: (token) => strategy.verifyAccess(token),
+    rateLimits: [app.get(ClientRateLimitGuard), app.get(UserRateLimitGuard)],
     browserHeaders,
   });
+  fastify.addHook('preParsing', soldOut.preParsing);
+  setFirstRequestHooks(app.getHttpAdapter() as unknown as FastifyAdapter, [
+    cachedReadsHook(app.get(CatalogCache), { rateLimitEnabled: config.rateLimitEnabled, browserHeaders }),
+    soldOut.onRequest,
+  ]);
 
   // While shutting down, answer in-flight requests with Connection: close so keep-alive
   // sockets do not hold the process open after their last response.
@@ -84,7 +99,9 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
 
   if (config.docsEnabled) mountOpenApi(app);
   await app.init();
-  await app.get(MetricsListener).listen(config.metricsPort);
+  // one of several API processes: the primary serves their metrics together (api-cluster.ts)
+  if (isApiClusterWorker()) shareMetricsWithPrimary(metrics.registry);
+  else await app.get(MetricsListener).listen(config.metricsPort);
 }
 
 export async function createApp(

@@ -1,12 +1,18 @@
 import 'reflect-metadata';
-import { createApp } from './app.setup';
+import cluster from 'node:cluster';
 import { ConfigError, loadConfig } from './config/config';
 import { loadEnvFile } from './config/env-file';
-import { closeOnSignals } from './common/shutdown';
 
 async function bootstrap(): Promise<void> {
   loadEnvFile(); // .env, if any; the real environment wins
   const config = loadConfig(process.env);
+  if (cluster.isPrimary && config.http.processes > 1) {
+    // the primary loads no application code: it forks, restarts and serves /metrics
+    const { runApiCluster } = await import('./api-cluster');
+    return runApiCluster(config);
+  }
+  const { createApp } = await import('./app.setup');
+  const { closeOnSignals } = await import('./common/shutdown');
   const app = await createApp(config);
   closeOnSignals(app, config.http.shutdownTimeoutMs);
   await app.listen({ port: config.http.port, host: config.http.host });

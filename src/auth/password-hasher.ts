@@ -20,8 +20,13 @@ const ARGON2_PARAMS: Argon2Params = OWASP_MINIMUM;
 /** Overrides ARGON2_PARAMS (tests, or a deployment that can afford more). */
 const PASSWORD_HASH_PARAMS = Symbol('PASSWORD_HASH_PARAMS');
 
-/** argon2 runs at once per process by default (PASSWORD_HASH_CONCURRENCY). */
-const DEFAULT_HASH_CONCURRENCY = 2;
+/**
+ * argon2 runs at once per process by default (PASSWORD_HASH_CONCURRENCY). One: each run holds
+ * its 19 MiB while it lasts, and a second one at once took the API's peak resident memory from
+ * ~176 to ~198 MiB during a burst of sign-ups (issue 14's budget is 200 MiB per process). With
+ * API_PROCESSES > 1 each process has its own gate.
+ */
+const DEFAULT_HASH_CONCURRENCY = 1;
 /** Callers that may wait for an argon2 slot; one more is refused at once (503). */
 export const HASH_QUEUE_LIMIT = 32;
 /** A caller still waiting for a slot after this long is refused (503). */
@@ -37,7 +42,7 @@ export function parseParams(phc: string): { m: number; t: number; p: number } | 
  * argon2id password hashing (@node-rs/argon2); the PHC string records its parameters.
  *
  * Every hash and verification passes a ConcurrencyGate: at most PASSWORD_HASH_CONCURRENCY run
- * at once (each takes one of libuv's 4 pool threads and ~19 MiB), at most HASH_QUEUE_LIMIT wait,
+ * at once (each takes one of libuv's 4 pool threads and ~19 MiB; default 1), at most HASH_QUEUE_LIMIT wait,
  * none longer than HASH_MAX_WAIT_MS; the others get 503 SERVICE_UNAVAILABLE with Retry-After.
  * So a burst of sign-in attempts is answered quickly instead of stalling file I/O and every other
  * sign-in behind a growing queue of argon2 work.

@@ -1,7 +1,7 @@
 import { getMetadataStorage } from 'class-validator';
-import type { FastifyAdapter } from '@nestjs/platform-fastify';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { BrowserHeaders } from '../common/http/browser-security';
+import type { FirstRequestHook } from '../common/http/first-request-hooks';
 import { problemBody } from '../common/errors/problem-details.filter';
 import {
   RATE_LIMIT_POLICIES,
@@ -59,7 +59,7 @@ export interface CachedReadsOptions {
 
 /**
  * The fast path for cache hits: answer a cacheable public GET from the cache before Nest runs —
- * the adapter's first request hook (`setOnRequestHook`), ahead of Nest middleware (request
+ * one of the adapter's first request hooks (setFirstRequestHooks), ahead of Nest middleware (request
  * logging: a child logger per request would cost a third of a hit), guards, interceptors and
  * pipes, and so also ahead of the CORS and security-header hooks: a hit (or a 429) gets those
  * headers from `browserHeaders`, the same ones the route's own answer carries. A miss, or Redis
@@ -74,11 +74,7 @@ export interface CachedReadsOptions {
  * the guard on the normal route. With N API processes a client can get up to N× the limit of
  * cached reads; `RATE_LIMIT_ENABLED=false` switches it off like the guards.
  */
-export function registerCachedReads(
-  adapter: FastifyAdapter,
-  cache: CatalogCache,
-  options: CachedReadsOptions,
-): void {
+export function cachedReadsHook(cache: CatalogCache, options: CachedReadsOptions): FirstRequestHook {
   const policy = RATE_LIMIT_POLICIES.find((p) => p.name === 'default');
   const limiter =
     options.rateLimitEnabled && policy
@@ -89,7 +85,7 @@ export function registerCachedReads(
   const trackers = new Map<string, string>(); // per app: its trust-proxy setting decides
 
   const { browserHeaders } = options;
-  adapter.setOnRequestHook((request, reply, done) => {
+  return (request, reply, done) => {
     if (request.method !== 'GET' || !CACHEABLE.test(request.url) || !onlyKnownQuery(request.url)) {
       return done();
     }
@@ -113,7 +109,7 @@ export function registerCachedReads(
       },
       () => done(),
     );
-  });
+  };
 }
 
 /**

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 
 /** Injection token for the parsed, immutable configuration. */
@@ -54,6 +55,8 @@ const envSchema = z.object({
   METRICS_PORT: int(9465, 0, 65535),
   WORKER_METRICS_PORT: int(9464, 0, 65535),
   HOST: z.string().default('0.0.0.0'),
+  // API processes serving PORT together (node:cluster); 0 = one per CPU core
+  API_PROCESSES: int(1, 0, 64),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   DATABASE_URL: url(['postgres:', 'postgresql:']).default(
     'postgres://shop:shop@127.0.0.1:5432/shop',
@@ -88,7 +91,7 @@ const envSchema = z.object({
   RATE_LIMIT_ENABLED: bool(true),
   SIGN_IN_FAILURES_PER_CLIENT: int(5, 1, 1000),
   SIGN_IN_FAILURES_PER_ACCOUNT: int(100, 1, 1_000_000),
-  PASSWORD_HASH_CONCURRENCY: int(2, 1, 64),
+  PASSWORD_HASH_CONCURRENCY: int(1, 1, 64), // see DEFAULT_HASH_CONCURRENCY
   CATALOG_CACHE_ENABLED: bool(true),
   TRUST_PROXY: z.string().default('false'),
   SHUTDOWN_TIMEOUT_MS: int(10_000, 100, 120_000),
@@ -127,7 +130,14 @@ export interface AppConfig {
    * payment gateway and built-in secrets. Every other value, unset included, gets none of them.
    */
   isDevelopment: boolean;
-  http: { port: number; host: string; trustProxy: boolean | string; shutdownTimeoutMs: number };
+  http: {
+    port: number;
+    host: string;
+    trustProxy: boolean | string;
+    shutdownTimeoutMs: number;
+    /** API processes sharing the port (API_PROCESSES; 0 = one per CPU core). */
+    processes: number;
+  };
   /** The API's own Prometheus listener (GET /metrics, GET /health/live); 0 = none. */
   metricsPort: number;
   /** The worker's own /metrics and /health/live listener (0 = none). */
@@ -345,6 +355,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       host: e.HOST,
       trustProxy: parseTrustProxy(e.TRUST_PROXY),
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+      processes: e.API_PROCESSES === 0 ? availableParallelism() : e.API_PROCESSES,
     },
     metricsPort: e.METRICS_PORT,
     workerMetricsPort: e.WORKER_METRICS_PORT,

@@ -13,9 +13,9 @@ import { REDIS } from '../redis/redis.module';
  * A sold-out product is marked again by the next refused checkout, so expiry costs one batch of
  * requests going the normal path per product and TTL.
  */
-export const SOLD_OUT_MARK_TTL_MS = 5_000;
+const SOLD_OUT_MARK_TTL_MS = 5_000;
 /** A Redis slower than this counts as unavailable: the checkout goes the normal path. */
-export const SOLD_OUT_REDIS_TIMEOUT_MS = 250;
+const SOLD_OUT_REDIS_TIMEOUT_MS = 250;
 /** After a Redis failure the fast path stays off this long (no 250 ms toll per request). */
 const BYPASS_AFTER_FAILURE_MS = 1_000;
 /** Clears and key claims that did not reach Redis are retried this often until they land. */

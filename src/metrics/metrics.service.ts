@@ -35,7 +35,9 @@ export class MetricsService {
   ): Gauge<L> {
     const existing = this.registry.getSingleMetric(name);
     if (existing) return existing as Gauge<L>;
-    return new Gauge({ name, help, labelNames, registers: [this.registry], collect });
+    // With several API processes (API_PROCESSES) the primary sums their metrics; a gauge here
+    // reads shared state (queue depths, the outbox) or a worst-of state (the breaker): the max.
+    return new Gauge({ name, help, labelNames, registers: [this.registry], collect, aggregator: 'max' });
   }
 
   observeHttp(method: string, route: string, status: number, seconds: number): void {

@@ -1,7 +1,9 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
 import type { FastifyReply } from 'fastify';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Counter } from 'prom-client';
 import type { AuthenticatedRequest } from '../auth/principal';
+import type { DomainError } from '../common/errors/domain-error';
 import { IDEMPOTENCY_HEADER, parseIdempotencyKey } from '../idempotency/idempotency-key';
 import { SoldOutMarks } from '../inventory/sold-out';
 import { insufficient } from '../inventory/stock-reservation.service';
@@ -42,22 +44,48 @@ export function fastPathLines(body: unknown): Line[] | null {
   return lines;
 }
 
+/** Set by the first request hook when its own check found nothing to refuse (no second read). */
+const JUDGED = Symbol('sold-out fast path judged');
+type Judged = { [JUDGED]?: true };
+
+/** Marks a request whose sold-out check already ran (in the first request hook) and let it through. */
+export function markJudged(request: object): void {
+  (request as Judged)[JUDGED] = true;
+}
+
+/** The request's Idempotency-Key; undefined when missing or invalid (the interceptor answers 400). */
+export function fastPathKey(headers: IncomingHttpHeaders): string | undefined {
+  try {
+    return parseIdempotencyKey(headers[IDEMPOTENCY_HEADER]);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The sold-out fast path of `POST /v1/orders` (issue 14): a checkout whose every product is
  * marked sold out in Redis (SoldOutMarks) is refused with the normal path's 409
  * INSUFFICIENT_STOCK body — each line with `available: 0` — without a database transaction.
  *
- * It runs as the route's own guard: after authentication, the per-IP and per-user rate limits
- * and the permission check (global guards), before the idempotency interceptor opens its
- * transaction. It only ever refuses; any doubt (no usable key, a body the normal path might
- * answer differently, a product not marked, Redis slow or down) lets the request through.
+ * The decision (`refusal()`) is made in one of two places, with the same code:
+ * - the adapter's first request hook (sold-out-checkout.hook.ts), ahead of Nest's middleware
+ *   and pipeline, for a plain, small JSON body with a bearer token: it verifies the token with
+ *   the access-token guard's own strategy, and counts the rate limits with the global guards
+ *   themselves before it refuses; on any doubt it lets the request through, marked as judged
+ *   when its check ran and found nothing to refuse;
+ * - otherwise this guard, the route's own: after authentication, the per-IP and per-user rate
+ *   limits and the permission check (global guards), before the idempotency interceptor opens
+ *   its transaction.
+ * It only ever refuses; any doubt (no usable key, a body the normal path might answer
+ * differently, a product not marked, Redis slow or down) lets the request through.
  *
  * Idempotency (API.md): a refusal stores nothing, like the normal path's 409, so a retry with
- * the same key runs afresh. A key that went the normal path is claimed in Redis first, and a
- * claimed key is never refused here — a retry of a stored 201 is replayed, a twin still gets
- * 409 IDEMPOTENCY_KEY_IN_USE and another body 422 IDEMPOTENCY_KEY_REUSED. The claim is taken
- * back when the request ends with a 4xx (it stored nothing); a 5xx, or a client gone before the
- * answer, leaves it (the key then simply always goes the normal path, for 25 h).
+ * the same key runs afresh. A key that went the normal path is claimed in Redis first (here,
+ * for every request that reaches the guard), and a claimed key is never refused — a retry of a
+ * stored 201 is replayed, a twin still gets 409 IDEMPOTENCY_KEY_IN_USE and another body 422
+ * IDEMPOTENCY_KEY_REUSED. The claim is taken back when the request ends with a 4xx (it stored
+ * nothing); a 5xx, or a client gone before the answer, leaves it (the key then simply always
+ * goes the normal path, for 25 h).
  *
  * Where both would apply, the fast path answers INSUFFICIENT_STOCK where the normal path would
  * have named a purchase cap (PURCHASE_LIMIT_EXCEEDED) first: either way nothing is reserved.
@@ -76,22 +104,34 @@ export class CheckoutSoldOutGuard implements CanActivate {
     );
   }
 
+  /**
+   * The fast path's decision for an authenticated checkout with a valid Idempotency-Key: the
+   * 409 INSUFFICIENT_STOCK to answer, or null — the normal path decides.
+   */
+  async refusal(userId: string, key: string, body: unknown): Promise<DomainError | null> {
+    const lines = fastPathLines(body);
+    if (!lines || !(await this.soldOut.knownSoldOut(userId, key, lines.map((l) => l.productId)))) {
+      return null;
+    }
+    return insufficient(lines.map((l) => ({ productId: l.productId, requested: l.quantity, available: 0 })));
+  }
+
+  /** A refusal is being answered (the metric). */
+  counted<T>(refusal: T): T {
+    this.refused.inc();
+    return refusal;
+  }
+
   async canActivate(context: ExecutionContext): Promise<boolean> {
-    const request = context.switchToHttp().getRequest<AuthenticatedRequest>();
+    const request = context.switchToHttp().getRequest<AuthenticatedRequest & Judged>();
     const user = request.user;
     if (!user) return true;
-    let key: string | undefined;
-    try {
-      key = parseIdempotencyKey(request.headers[IDEMPOTENCY_HEADER]);
-    } catch {
-      return true; // the interceptor answers 400 IDEMPOTENCY_KEY_INVALID
-    }
-    if (key === undefined) return true; // the interceptor answers 400 IDEMPOTENCY_KEY_MISSING
+    const key = fastPathKey(request.headers);
+    if (key === undefined) return true; // the interceptor answers 400 IDEMPOTENCY_KEY_MISSING / _INVALID
 
-    const lines = fastPathLines(request.body);
-    if (lines && (await this.soldOut.knownSoldOut(user.userId, key, lines.map((l) => l.productId)))) {
-      this.refused.inc();
-      throw insufficient(lines.map((l) => ({ productId: l.productId, requested: l.quantity, available: 0 })));
+    if (!request[JUDGED]) {
+      const refusal = await this.refusal(user.userId, key, request.body);
+      if (refusal) throw this.counted(refusal);
     }
 
     const claimed = await this.soldOut.claim(user.userId, key);

@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
-import { ROOT, runScript as run } from '../support/processes';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { ROOT, freePort, runScript as run } from '../support/processes';
 import { createTestDatabase, TestDatabase } from '../support/test-database';
 import { waitFor } from '../support/wait-for';
 
@@ -46,6 +48,74 @@ describe('process lifecycle (real node processes)', () => {
     expect(await p.exited).toBe(0);
     await expect(fetch(`http://127.0.0.1:${port}/health/live`)).rejects.toThrow();
   }, 60_000);
+});
+
+describe('API_PROCESSES: several API processes on one port (node:cluster)', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  const childrenOf = (pid: number): number[] =>
+    readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+
+  it('serves from every process, sums their metrics, replaces one that dies, and exits 0 on SIGTERM', async () => {
+    const [port, metricsPort] = [await freePort(), await freePort()];
+    const p = run('src/main.ts', {
+      DATABASE_URL: db.url,
+      PORT: String(port),
+      METRICS_PORT: String(metricsPort),
+      HOST: '127.0.0.1',
+      API_PROCESSES: '2',
+    });
+    const base = `http://127.0.0.1:${port}`;
+    const ready = async () => {
+      for (let i = 0; i < 600; i++) {
+        if ((await fetch(`${base}/health/ready`).then((r) => r.status, () => 0)) === 200 && childrenOf(p.proc.pid!).length === 2) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`not ready:\n${p.output()}`);
+    };
+    await ready();
+    const workers = childrenOf(p.proc.pid!);
+    expect(workers).toHaveLength(2);
+
+    // the primary's /metrics is every process's, summed
+    for (let i = 0; i < 10; i++) expect((await fetch(`${base}/v1/categories`)).status).toBe(200);
+    const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text());
+    const served = /^http_request_duration_seconds_count\{method="GET",route="\/v1\/categories",status="200"\} (\d+)$/m.exec(text);
+    expect(Number(served?.[1])).toBe(10);
+
+    // a process that dies is replaced; the other one serves meanwhile
+    process.kill(workers[0], 'SIGKILL');
+    for (let i = 0; i < 600 && !(childrenOf(p.proc.pid!).length === 2 && !childrenOf(p.proc.pid!).includes(workers[0])); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(childrenOf(p.proc.pid!)).toHaveLength(2);
+    expect(childrenOf(p.proc.pid!)).not.toContain(workers[0]);
+    expect((await fetch(`${base}/v1/categories`)).status).toBe(200);
+    expect(p.output()).toMatch(/API process died; starting another/);
+
+    p.proc.kill('SIGTERM');
+    expect(await p.exited).toBe(0);
+    await expect(fetch(`${base}/health/live`)).rejects.toThrow();
+  }, 180_000);
+
+  it('exits 1 when its processes die before serving (the port is taken)', async () => {
+    const taken = createServer();
+    const port = await freePort();
+    await new Promise<void>((resolve) => taken.listen(port, '127.0.0.1', () => resolve()));
+    try {
+      const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', API_PROCESSES: '2' });
+      expect(await p.exited).toBe(1);
+      expect(p.output()).toMatch(/API process died before serving; stopping/);
+    } finally {
+      taken.close();
+    }
+  }, 180_000);
 });
 
 describe('operational commands', () => {

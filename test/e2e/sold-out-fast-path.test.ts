@@ -2,8 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
 import { TransactionHost } from '../../src/database/transaction-host';
 import { SoldOutMarks } from '../../src/inventory/sold-out';
+import { CheckoutSoldOutGuard } from '../../src/orders/checkout-sold-out.guard';
+import { FAST_BODY_LIMIT } from '../../src/orders/sold-out-checkout.hook';
 import { REDIS } from '../../src/redis/redis.module';
-import { createAdmin } from '../support/auth';
+import { createAdmin, registerCustomer } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import type { HttpResponse } from '../support/http';
 import { Buyer, buyers, placeOrder } from '../support/orders';
@@ -12,17 +14,24 @@ import { waitFor } from '../support/wait-for';
 
 /**
  * Issue 14, item 1: a checkout of products known to be sold out is refused without a database
- * transaction (CheckoutSoldOutGuard + SoldOutMarks), by every API instance, and the knowledge
- * never refuses a buyer once a release or restock has made a unit available again.
+ * transaction (CheckoutSoldOutGuard + SoldOutMarks, decided in the adapter's first request hook
+ * — sold-out-checkout.hook.ts — or in the route's guard), by every API instance, and the
+ * knowledge never refuses a buyer once a release or restock has made a unit available again.
  *
- * Two API processes' worth of application (two Nest apps, one database, one Redis prefix).
+ * Two API processes' worth of application (two Nest apps, one database, one Redis prefix), and
+ * a third with rate limits on.
  */
 describe('sold-out fast path', () => {
   let a: TestApp;
   let b: TestApp;
   let crowd: Buyer[];
   let admin: string;
-  const env = { RATE_LIMIT_ENABLED: 'false', PURCHASE_LIMIT_OPEN_ORDERS: '0', PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0' };
+  const env = {
+    RATE_LIMIT_ENABLED: 'false',
+    PURCHASE_LIMIT_OPEN_ORDERS: '0',
+    PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0',
+    CORS_ORIGINS: 'https://shop.example',
+  };
 
   beforeAll(async () => {
     a = await bootTestApp({ env });
@@ -260,4 +269,157 @@ describe('sold-out fast path', () => {
     expect(await redis.pttl(markKey)).toBeLessThanOrEqual(5_000);
     expect(await marks.knownSoldOut(crowd[0].userId, newKey(), [productId])).toBe(true);
   }, 30_000);
+
+  /** Every answer header but those that differ per answer. */
+  function headersOf(res: HttpResponse): Record<string, string> {
+    const out: Record<string, string> = {};
+    res.headers.forEach((value, name) => {
+      if (!['date', 'x-request-id', 'content-length'].includes(name)) out[name] = value;
+    });
+    return out;
+  }
+
+  /** Spies on the route's guard of an instance: a call means the request reached Nest. */
+  const guardCalls = (t: TestApp) => jest.spyOn(t.app.get(CheckoutSoldOutGuard), 'canActivate');
+
+  it('the first request hook refuses before Nest, with the guard\'s answer, header for header', async () => {
+    const productId = await insertProduct(a.db.pool, { stock: 1 });
+    expect((await placeOrder(a.http, crowd[0], [{ productId, quantity: 1 }])).status).toBe(201);
+    await untilFastPathRefuses(a, productId, crowd[1]);
+    const body = JSON.stringify({ items: [{ productId, quantity: 2 }] });
+    const send = (raw: string) =>
+      a.http.request('POST', '/v1/orders', undefined, {
+        token: crowd[2].token,
+        idempotencyKey: newKey(),
+        headers: { origin: 'https://shop.example' },
+        raw,
+      });
+    const calls = guardCalls(a);
+    const before = await fastRefusals(a);
+    let hook: HttpResponse;
+    let guarded: HttpResponse;
+    try {
+      hook = await send(body);
+      expect(calls).not.toHaveBeenCalled();
+      // the same body padded past what the hook reads: the route's guard refuses it
+      guarded = await send(body + ' '.repeat(FAST_BODY_LIMIT));
+      expect(calls).toHaveBeenCalledTimes(1);
+    } finally {
+      calls.mockRestore();
+    }
+    expect(await fastRefusals(a)).toBe(before + 2);
+    for (const res of [hook, guarded]) {
+      expect(res.status).toBe(409);
+      expect(res.body.code).toBe('INSUFFICIENT_STOCK');
+      expect(res.body.products).toEqual([{ productId, requested: 2, available: 0 }]);
+      expect(res.headers.get('x-request-id')).toBe(res.body.requestId);
+    }
+    const { requestId: _h, ...hookBody } = hook.body;
+    const { requestId: _g, ...guardBody } = guarded.body;
+    expect(hookBody).toEqual(guardBody);
+    expect(headersOf(hook)).toEqual(headersOf(guarded));
+    expect(hook.headers.get('access-control-allow-origin')).toBe('https://shop.example');
+    expect(hook.headers.get('content-security-policy')).toBeTruthy();
+    expect(await stockOf(a.db.pool, productId)).toEqual({ onHand: 1, reserved: 1 });
+  }, 60_000);
+
+  it('lets through, untouched, every request it cannot judge: the normal path answers it', async () => {
+    const productId = await insertProduct(a.db.pool, { stock: 1 });
+    expect((await placeOrder(a.http, crowd[3], [{ productId, quantity: 1 }])).status).toBe(201);
+    await untilFastPathRefuses(a, productId, crowd[4]);
+    const line = { productId, quantity: 1 };
+    const token = crowd[5].token;
+    const post = (path: string, opts: { token?: string; key?: string; raw: string }) =>
+      a.http.request('POST', path, undefined, { token: opts.token, idempotencyKey: opts.key, raw: opts.raw });
+    const body = JSON.stringify({ items: [line] });
+    const cases: [string, () => Promise<HttpResponse>, number, string][] = [
+      ['anonymous', () => post('/v1/orders', { key: newKey(), raw: body }), 401, 'UNAUTHENTICATED'],
+      ['a forged token', () => post('/v1/orders', { token: `${token}x`, key: newKey(), raw: body }), 401, 'TOKEN_INVALID'],
+      ['no Idempotency-Key', () => post('/v1/orders', { token, raw: body }), 400, 'IDEMPOTENCY_KEY_MISSING'],
+      ['an invalid Idempotency-Key', () => post('/v1/orders', { token, key: 'k'.repeat(256), raw: body }), 400, 'IDEMPOTENCY_KEY_INVALID'],
+      ['a query string', () => post('/v1/orders?x=1', { token, key: newKey(), raw: body }), 400, 'VALIDATION_FAILED'],
+      ['malformed JSON', () => post('/v1/orders', { token, key: newKey(), raw: body.slice(0, -1) }), 400, 'BAD_REQUEST'],
+      ['a quantity as a string', () => post('/v1/orders', { token, key: newKey(), raw: JSON.stringify({ items: [{ productId, quantity: '1' }] }) }), 400, 'VALIDATION_FAILED'],
+      ['another property', () => post('/v1/orders', { token, key: newKey(), raw: JSON.stringify({ items: [line], note: 'x' }) }), 400, 'VALIDATION_FAILED'],
+      ['a duplicate line', () => post('/v1/orders', { token, key: newKey(), raw: JSON.stringify({ items: [line, line] }) }), 400, 'VALIDATION_FAILED'],
+      ['a __proto__ key', () => post('/v1/orders', { token, key: newKey(), raw: `{"items":[${JSON.stringify(line)}],"__proto__":{"x":1}}` }), 400, 'BAD_REQUEST'],
+      ['a cart checkout (empty cart)', () => post('/v1/orders', { token, key: newKey(), raw: '{}' }), 400, 'ORDER_EMPTY'],
+    ];
+    const before = await fastRefusals(a);
+    for (const [name, request, status, code] of cases) {
+      const res = await request();
+      expect({ name, status: res.status, code: res.body?.code }).toEqual({ name, status, code });
+    }
+    expect(await fastRefusals(a)).toBe(before);
+    // and a judgeable one right after: the hook refuses it
+    expect((await post('/v1/orders', { token, key: newKey(), raw: body })).status).toBe(409);
+    expect(await fastRefusals(a)).toBe(before + 1);
+  }, 60_000);
+
+  it('keys are per customer; a revoked session is refused as unauthenticated, never as sold out', async () => {
+    const productId = await insertProduct(a.db.pool, { stock: 1 });
+    const key = newKey();
+    const first = await placeOrder(a.http, crowd[6], [{ productId, quantity: 1 }], key);
+    expect(first.status).toBe(201);
+    await untilFastPathRefuses(a, productId, crowd[7]);
+
+    // another customer with the same key string: a key of their own, refused at the front
+    const before = await fastRefusals(a);
+    const other = await placeOrder(a.http, crowd[8], [{ productId, quantity: 1 }], key);
+    expect(other.status).toBe(409);
+    expect(other.body.code).toBe('INSUFFICIENT_STOCK');
+    expect(await fastRefusals(a)).toBe(before + 1);
+    // the first customer's retry of that key: the stored 201
+    const replay = await placeOrder(b.http, crowd[6], [{ productId, quantity: 1 }], key);
+    expect(replay.status).toBe(201);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+
+    // a session that signs out: its access token is refused at once, in both instances
+    const s = await registerCustomer(a.http);
+    const buyer = { userId: s.user.id, token: s.accessToken };
+    expect((await placeOrder(a.http, buyer, [{ productId, quantity: 1 }])).status).toBe(409);
+    expect((await a.http.post('/v1/auth/logout', { refreshToken: s.refreshToken })).status).toBe(204);
+    const counted = await totalFastRefusals();
+    for (const t of instances()) {
+      const res = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }]);
+      expect(res.status).toBe(401);
+      expect(res.body.code).toBe('TOKEN_INVALID');
+    }
+    expect(await totalFastRefusals()).toBe(counted);
+  }, 60_000);
+
+  it('with rate limits on, refusals at the front count against the same limits and get the same 429', async () => {
+    const c = await bootTestApp({ db: a.db, env: { ...env, RATE_LIMIT_ENABLED: 'true' } });
+    try {
+      const productId = await insertProduct(a.db.pool, { stock: 1 });
+      expect((await placeOrder(c.http, crowd[9], [{ productId, quantity: 1 }])).status).toBe(201);
+      await untilFastPathRefuses(c, productId, crowd[23]);
+      const buyer = crowd[24];
+      const calls = guardCalls(c);
+      const before = await fastRefusals(c);
+      const answers: HttpResponse[] = [];
+      try {
+        for (let i = 0; i < 31; i++) answers.push(await placeOrder(c.http, buyer, [{ productId, quantity: 1 }]));
+        expect(calls).not.toHaveBeenCalled();
+      } finally {
+        calls.mockRestore();
+      }
+      // the per-user order-create limit (30 a minute) and the per-IP default one, as the guards count
+      expect(answers.slice(0, 30).map((r) => r.status)).toEqual(Array(30).fill(409));
+      expect(answers[0].headers.get('ratelimit-policy')).toBe('"default";q=300;w=60, "order-create";q=30;w=60');
+      expect(answers[29].headers.get('ratelimit')).toMatch(/"order-create";r=0;t=\d+/);
+      const limited = answers[30];
+      expect(limited.status).toBe(429);
+      expect(limited.body.code).toBe('RATE_LIMITED');
+      expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(await fastRefusals(c)).toBe(before + 30);
+      // the same counter on the normal path: an order of a product in stock is refused too
+      const inStock = await insertProduct(a.db.pool, { stock: 5 });
+      const normal = await placeOrder(c.http, buyer, [{ productId: inStock, quantity: 1 }]);
+      expect(normal.status).toBe(429);
+      expect(await stockOf(a.db.pool, inStock)).toEqual({ onHand: 5, reserved: 0 });
+    } finally {
+      await c.close();
+    }
+  }, 60_000);
 });

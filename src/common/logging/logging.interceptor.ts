@@ -2,6 +2,7 @@ import {
   CallHandler,
   ExecutionContext,
   HttpException,
+  Inject,
   Injectable,
   Logger,
   NestInterceptor,
@@ -12,6 +13,7 @@ import { Observable, tap } from 'rxjs';
 import { DomainError } from '../errors/domain-error';
 import { storage } from 'nestjs-pino/storage';
 import { idempotencyOf } from './order-log';
+import { APP_CONFIG, AppConfig } from '../../config/config';
 
 type CommandRequest = FastifyRequest & { user?: { userId?: string } };
 
@@ -22,14 +24,20 @@ const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
  * outcome: `action` (method and route pattern), `status`, `durationMs`, `principalId`, the
  * idempotency outcome, the error code when it failed, and for order routes the order's id (and
  * `to`, the state an answered order is in). `requestId` comes from the request's logger. Never
- * the body, headers or query: nothing secret.
+ * the body, headers or query: nothing secret. Above info (LOG_LEVEL=warn…) there is no line to
+ * write, and the interceptor steps aside at once (no per-request work for nothing).
  */
 @Injectable()
 export class LoggingInterceptor implements NestInterceptor {
   private readonly logger = new Logger('Command');
+  private readonly enabled: boolean;
+
+  constructor(@Inject(APP_CONFIG) config: AppConfig) {
+    this.enabled = ['info', 'debug', 'trace'].includes(config.logLevel);
+  }
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    if (context.getType() !== 'http') return next.handle();
+    if (!this.enabled || context.getType() !== 'http') return next.handle();
     const request = context.switchToHttp().getRequest<CommandRequest>();
     if (READS.has(request.method)) return next.handle();
     const reply = context.switchToHttp().getResponse<FastifyReply>();
