@@ -259,7 +259,7 @@ describe('order transitions against a model (OrderTransitionsService on PostgreS
   });
 
   /** Places a fresh order, runs the events on it and on the model, then compares what they leave. */
-  async function scenario(commands: Iterable<EventCommand>): Promise<void> {
+  async function scenario(commands: Iterable<fc.AsyncCommand<Model, Real>>): Promise<void> {
     const transitions = t.app.get(OrderTransitionsService);
     const productId = await insertProduct(t.db.pool, { stock: STOCK, priceAmount: PRICE });
     const order = await placeOrder(t.http, buyer, [{ productId, quantity: QUANTITY }]);
