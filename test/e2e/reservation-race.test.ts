@@ -69,7 +69,7 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
                 AND query LIKE '%FROM inventory_items%FOR UPDATE%'`,
           )
         ).rows[0].n as number,
-      { until: (n) => n > 0, timeoutMs: 5_000, intervalMs: 10 },
+      { until: (n) => n > 0, timeoutMs: 15_000, intervalMs: 10 },
     );
   }
 
