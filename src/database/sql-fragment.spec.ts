@@ -18,7 +18,9 @@ describe('sql fragments', () => {
     expect(outer.params).toEqual(['e1', 't', 'o1', 7]);
 
     const before = sql`SELECT ${1}::int, ${2}::int, (${inner}), ${3}::int`;
-    expect(before.text).toBe('SELECT $1::int, $2::int, (INSERT INTO e (id, topic) VALUES ($3::uuid, $4::text)), $5::int');
+    expect(before.text).toBe(
+      'SELECT $1::int, $2::int, (INSERT INTO e (id, topic) VALUES ($3::uuid, $4::text)), $5::int',
+    );
     expect(inlineParams(before.text, [...before.params])).toBe(
       "SELECT (1)::int, (2)::int, (INSERT INTO e (id, topic) VALUES ('e1'::uuid, 't'::text)), (3)::int",
     );

@@ -28,7 +28,12 @@ describe('OrderRepository reads for other modules', () => {
     products = [];
     for (let i = 0; i < 3; i++) products.push(await insertProduct(t.db.pool, { stock: 10 }));
     const [p0, p1, p2] = products;
-    paid = (await placeOrder(t.http, alice, [{ productId: p1, quantity: 2 }, { productId: p0, quantity: 1 }])).body.id;
+    paid = (
+      await placeOrder(t.http, alice, [
+        { productId: p1, quantity: 2 },
+        { productId: p0, quantity: 1 },
+      ])
+    ).body.id;
     unpaid = (await placeOrder(t.http, alice, [{ productId: p2, quantity: 1 }])).body.id;
     await placeOrder(t.http, bob, [{ productId: p2, quantity: 1 }]);
     expect((await t.app.get(OrderTransitionsService).markPaid(paid, 'test')).changed).toBe(true);
@@ -73,8 +78,14 @@ describe('OrderRepository reads for other modules', () => {
       .setParameters(lines.getParameters())
       .orderBy('a.product_id')
       .getRawMany();
-    expect(pairs).toEqual([...products.slice(0, 2)].sort().map((productId) => ({ order_id: paid, product_id: productId })));
-    const ofUnpaid = orders.paidLinesQuery(manager).andWhere('paid_line.orderId = :unpaid', { unpaid });
+    expect(pairs).toEqual(
+      [...products.slice(0, 2)]
+        .sort()
+        .map((productId) => ({ order_id: paid, product_id: productId })),
+    );
+    const ofUnpaid = orders
+      .paidLinesQuery(manager)
+      .andWhere('paid_line.orderId = :unpaid', { unpaid });
     expect(await ofUnpaid.getRawMany()).toEqual([]);
   });
 

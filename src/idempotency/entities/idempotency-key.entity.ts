@@ -9,7 +9,10 @@ export type IdempotencyState = (typeof IDEMPOTENCY_STATES)[number];
  * `completed`, the response to replay until `expiresAt`.
  */
 @Entity('idempotency_keys')
-@Check('idempotency_keys_state_check', `state IN (${IDEMPOTENCY_STATES.map((s) => `'${s}'`).join(', ')})`)
+@Check(
+  'idempotency_keys_state_check',
+  `state IN (${IDEMPOTENCY_STATES.map((s) => `'${s}'`).join(', ')})`,
+)
 @Index('idempotency_keys_expiry_idx', ['expiresAt'])
 export class IdempotencyKeyEntity {
   @PrimaryColumn('text', { primaryKeyConstraintName: 'idempotency_keys_pkey' })

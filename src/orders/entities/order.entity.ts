@@ -1,4 +1,14 @@
-import { Check, Column, Entity, Index, JoinColumn, ManyToOne, OneToMany, PrimaryColumn, Relation } from 'typeorm';
+import {
+  Check,
+  Column,
+  Entity,
+  Index,
+  JoinColumn,
+  ManyToOne,
+  OneToMany,
+  PrimaryColumn,
+  Relation,
+} from 'typeorm';
 import { BIGINT_NUMBER, CURRENCY_CODE } from '../../database/column-transformers';
 import { UserEntity } from '../../users/entities/user.entity';
 import {
@@ -26,7 +36,10 @@ const HOLDING = `status IN (${sqlList(HOLDS_RESERVATION)})`;
  */
 @Entity('orders')
 @Check('orders_status_check', `status IN (${sqlList(ORDER_STATUSES)})`)
-@Check('orders_cancellation_reason_check', `cancellation_reason IN (${sqlList(CANCELLATION_REASONS)})`)
+@Check(
+  'orders_cancellation_reason_check',
+  `cancellation_reason IN (${sqlList(CANCELLATION_REASONS)})`,
+)
 @Check('orders_total_amount_check', `total_amount >= 0`)
 @Check('orders_refund_within_total', `refunded_amount BETWEEN 0 AND total_amount`)
 @Check('orders_cancel_reason', `(status = '${CANCELLED}') = (cancellation_reason IS NOT NULL)`)
