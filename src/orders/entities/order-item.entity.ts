@@ -1,4 +1,13 @@
-import { Check, Column, Entity, Index, JoinColumn, ManyToOne, PrimaryColumn, Relation } from 'typeorm';
+import {
+  Check,
+  Column,
+  Entity,
+  Index,
+  JoinColumn,
+  ManyToOne,
+  PrimaryColumn,
+  Relation,
+} from 'typeorm';
 import { ProductEntity } from '../../catalog/entities/product.entity';
 import { BIGINT_NUMBER } from '../../database/column-transformers';
 import { OrderEntity } from './order.entity';
