@@ -20,7 +20,7 @@ const RESTART_MEMORY_MS = 60_000;
  *
  * Metrics: the workers keep their registries (no metrics listener of their own); the primary
  * serves `GET /metrics` on METRICS_PORT with every worker's metrics summed (prom-client's
- * AggregatorRegistry), and `GET /health/live`.
+ * AggregatorRegistry.aggregate; see clusterMetricsCollector), and `GET /health/live`.
  *
  * SIGTERM/SIGINT: no more forks; each worker gets SIGTERM and drains (closeOnSignals); the
  * primary exits 0 once all have exited, or 1 after SHUTDOWN_TIMEOUT_MS + 5 s (the rest killed).
@@ -40,7 +40,10 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
     if (!everListened) {
-      log.fatal({ workerPid: worker.process.pid, code, signal }, 'API process died before serving; stopping');
+      log.fatal(
+        { workerPid: worker.process.pid, code, signal },
+        'API process died before serving; stopping',
+      );
       stop(1);
       return;
     }
@@ -48,7 +51,10 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
     while (deaths.length > 0 && deaths[0] < now - RESTART_MEMORY_MS) deaths.shift();
     deaths.push(now);
     const delay = Math.min(RESTART_DELAY_CAP_MS, RESTART_DELAY_MS * 2 ** (deaths.length - 1));
-    log.error({ workerPid: worker.process.pid, code, signal, restartInMs: delay }, 'API process died; starting another');
+    log.error(
+      { workerPid: worker.process.pid, code, signal, restartInMs: delay },
+      'API process died; starting another',
+    );
     setTimeout(() => {
       if (!stopping) fork();
     }, delay);
@@ -59,7 +65,9 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
   function stop(exitCode: number): void {
     if (stopping) return;
     stopping = true;
-    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+    const workers = Object.values(cluster.workers ?? {}).filter(
+      (w): w is Worker => w !== undefined,
+    );
     const force = setTimeout(() => {
       log.error('API processes still running after the shutdown timeout; killing them');
       for (const w of workers) w.process.kill('SIGKILL');
@@ -67,7 +75,9 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
     }, config.http.shutdownTimeoutMs + 5_000);
     force.unref();
     const exited = workers.map((w) =>
-      w.isDead() ? Promise.resolve() : new Promise<void>((resolve) => w.once('exit', () => resolve())),
+      w.isDead()
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => w.once('exit', () => resolve())),
     );
     for (const w of workers) if (!w.isDead()) w.process.kill('SIGTERM');
     void Promise.all(exited).then(() => {
@@ -87,20 +97,105 @@ export function isApiClusterWorker(): boolean {
   return cluster.isWorker && process.env.API_CLUSTER_WORKER === '1';
 }
 
-/** In an API process of a cluster: its registry is what the primary's /metrics sums. */
+/**
+ * Metrics between the processes (built on prom-client's AggregatorRegistry.aggregate, which sums
+ * counters and histograms and applies each gauge's aggregator). prom-client's own clusterMetrics()
+ * asks every forked process and fails the whole scrape after 5 s if one does not answer — which a
+ * replacement still booting cannot (a message sent before its listener exists is lost). So each
+ * process says READY once its app is up, and the primary asks only those.
+ */
+const METRICS_READY = 'shop:metrics-ready';
+const METRICS_REQUEST = 'shop:metrics-request';
+const METRICS_ANSWER = 'shop:metrics-answer';
+/** A process that is ready but does not answer within this long fails the scrape (500). */
+const METRICS_ANSWER_TIMEOUT_MS = 5_000;
+
+type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+type MetricsMessage =
+  | { type: typeof METRICS_READY }
+  | { type: typeof METRICS_REQUEST; id: number }
+  | { type: typeof METRICS_ANSWER; id: number; metrics: MetricsJson };
+
+const isMetricsMessage = (m: unknown): m is MetricsMessage =>
+  typeof m === 'object' &&
+  m !== null &&
+  typeof (m as { type?: unknown }).type === 'string' &&
+  (m as { type: string }).type.startsWith('shop:metrics-');
+
+/**
+ * In an API process of a cluster, once the app is up: answer the primary's metrics requests with
+ * this registry, then tell it so. Not earlier: a booting process blocks its event loop for seconds
+ * at a time (loading modules) and has nothing to report yet.
+ */
 export function shareMetricsWithPrimary(registry: Registry): void {
-  new AggregatorRegistry(); // installs the worker's answer to the primary's requests
-  AggregatorRegistry.setRegistries([registry]);
+  process.on('message', (m: unknown) => {
+    if (!isMetricsMessage(m) || m.type !== METRICS_REQUEST) return;
+    void registry.getMetricsAsJSON().then(
+      (metrics) =>
+        process.send?.({ type: METRICS_ANSWER, id: m.id, metrics } satisfies MetricsMessage),
+      () => undefined, // no answer: the primary's scrape fails after its timeout
+    );
+  });
+  process.send?.({ type: METRICS_READY } satisfies MetricsMessage);
 }
 
-async function serveClusterMetrics(config: AppConfig, log: pino.Logger): Promise<Server | undefined> {
+/** The primary's side: which processes answer, and one scrape of them all, summed. */
+function clusterMetricsCollector(): { scrape(): Promise<string> } {
+  const ready = new Set<Worker>();
+  const waiting = new Map<number, { worker: Worker; resolve(m: MetricsJson): void }>();
+  let nextId = 0;
+  cluster.on('message', (worker, m: unknown) => {
+    if (!isMetricsMessage(m)) return;
+    if (m.type === METRICS_READY) ready.add(worker);
+    else if (m.type === METRICS_ANSWER) waiting.get(m.id)?.resolve(m.metrics);
+  });
+  cluster.on('exit', (worker) => {
+    ready.delete(worker);
+    // a process that died has no metrics any more: the scrape goes on without it
+    for (const w of waiting.values()) if (w.worker === worker) w.resolve([]);
+  });
+  const ask = (worker: Worker): Promise<MetricsJson> =>
+    new Promise((resolve, reject) => {
+      const id = nextId++;
+      const timer = setTimeout(() => {
+        waiting.delete(id);
+        reject(new Error(`API process ${worker.process.pid} did not answer for metrics`));
+      }, METRICS_ANSWER_TIMEOUT_MS);
+      waiting.set(id, {
+        worker,
+        resolve: (metrics) => {
+          clearTimeout(timer);
+          waiting.delete(id);
+          resolve(metrics);
+        },
+      });
+      worker.send({ type: METRICS_REQUEST, id } satisfies MetricsMessage);
+    });
+  return {
+    async scrape() {
+      const answers = await Promise.all([...ready].filter((w) => w.isConnected()).map(ask));
+      return AggregatorRegistry.aggregate(answers).metrics();
+    },
+  };
+}
+
+async function serveClusterMetrics(
+  config: AppConfig,
+  log: pino.Logger,
+): Promise<Server | undefined> {
   if (config.metricsPort === 0) return undefined;
-  const aggregate = new AggregatorRegistry();
+  const collector = clusterMetricsCollector();
   const server = createServer((req, res) => {
     if (req.method === 'GET' && req.url === '/metrics') {
-      aggregate.clusterMetrics().then(
-        (text) => res.writeHead(200, { 'content-type': aggregate.contentType }).end(text),
-        () => res.writeHead(500).end(),
+      collector.scrape().then(
+        (text) =>
+          res
+            .writeHead(200, { 'content-type': AggregatorRegistry.PROMETHEUS_CONTENT_TYPE })
+            .end(text),
+        (err: Error) => {
+          log.warn(`metrics scrape failed: ${err.message}`);
+          res.writeHead(500).end();
+        },
       );
     } else if (req.method === 'GET' && req.url === '/health/live') {
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
