@@ -1,35 +1,23 @@
-// not re-exported by the package's index
-import { ProcessorDecoratorService } from '@nestjs/bullmq/dist/instrument/processor-decorator.service';
 import type { Job } from 'bullmq';
 import { Store, storage } from 'nestjs-pino/storage';
 import type { Logger as PinoBaseLogger } from 'pino';
 
-let installed: (() => PinoBaseLogger) | undefined;
+let base: (() => PinoBaseLogger) | undefined;
 
 /**
- * Every BullMQ job runs with a logger bound to its `jobId` (and `job` name), the way every
- * request runs with one bound to its `requestId`: lines logged while it runs — an order's
- * transitions in the worker — say which job did it.
- *
- * ProcessorDecoratorService#decorate is @nestjs/bullmq's hook for wrapping processors ("can be
- * overridden"); its provider lives inside BullModule's core module with no way to replace it,
- * so the wrapping is installed on its prototype, once per process (idempotent), before the
- * workers register (BullRegistrar, onModuleInit). `base` is read per job: the process's
- * out-of-request logger.
+ * The logger jobs are bound from: the process's out-of-request logger, read per job. Set by
+ * LoggingModule when the process (API or worker) builds its logger.
  */
-export function installJobLogContext(base: () => PinoBaseLogger): void {
-  const first = installed === undefined;
-  installed = base;
-  if (!first) return;
-  const original = ProcessorDecoratorService.prototype.decorate;
-  ProcessorDecoratorService.prototype.decorate = function decorate(
-    this: ProcessorDecoratorService,
-    processor: (job: Job, token?: string) => Promise<unknown>,
-  ) {
-    const decorated = original.call(this, processor) as typeof processor;
-    return (job: Job, token?: string) =>
-      storage.run(new Store(installed!().child({ jobId: job.id, job: job.name })), () =>
-        decorated(job, token),
-      );
-  } as typeof original;
+export function setJobLogBase(logger: () => PinoBaseLogger): void {
+  base = logger;
+}
+
+/**
+ * Runs a BullMQ job's work with a logger bound to its `jobId` (and `job` name), the way every
+ * request runs with one bound to its `requestId`: lines logged while it runs — an order's
+ * transitions in the worker — say which job did it. Called by JobHandlers for every job.
+ */
+export function withJobLogContext<T>(job: Job, work: () => Promise<T>): Promise<T> {
+  if (!base) return work();
+  return storage.run(new Store(base().child({ jobId: job.id, job: job.name })), work);
 }

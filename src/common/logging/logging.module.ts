@@ -2,7 +2,7 @@ import { Module } from '@nestjs/common';
 import { APP_INTERCEPTOR } from '@nestjs/core';
 import { LoggerModule, PinoLogger } from 'nestjs-pino';
 import { APP_CONFIG, AppConfig } from '../../config/config';
-import { installJobLogContext } from './job-log-context';
+import { setJobLogBase } from './job-log-context';
 import { LoggingInterceptor } from './logging.interceptor';
 
 /** Paths never written to logs. */
@@ -61,6 +61,6 @@ export const REDACTED_PATHS = [
 })
 export class LoggingModule {
   constructor(pino: PinoLogger) {
-    installJobLogContext(() => pino.logger);
+    setJobLogBase(() => pino.logger);
   }
 }
