@@ -1,4 +1,5 @@
 import { DelayedError } from 'bullmq';
+import { mockOf } from '../../test/support/mocks';
 import type { AppConfig } from '../config/config';
 import type { OrderRepository } from '../orders/order.repository';
 import { JobName, type JobOf, type JobPayloads } from '../queue/queues';
@@ -26,13 +27,16 @@ function setup(data: JobPayloads[JobName.SendEmail], error: Error) {
     {} as AppConfig,
   );
   jest.spyOn(service, 'send').mockRejectedValue(error);
-  const job = {
-    name: JobName.SendEmail,
-    data,
-    updateData: jest.fn().mockResolvedValue(undefined),
-    moveToDelayed: jest.fn().mockResolvedValue(undefined),
-  };
-  const run = () => service.handleSendEmail(data, job as unknown as JobOf<JobName.SendEmail>, 'token-1');
+  const job = mockOf<JobOf<JobName.SendEmail>>(
+    {
+      name: JobName.SendEmail,
+      data,
+      updateData: jest.fn().mockResolvedValue(undefined),
+      moveToDelayed: jest.fn().mockResolvedValue(undefined),
+    },
+    'job',
+  );
+  const run = () => service.handleSendEmail(data, job, 'token-1');
   return { run, job };
 }
 
@@ -60,8 +64,13 @@ describe('EmailService.handleSendEmail (the email.send job)', () => {
     expect(failing.job.moveToDelayed).not.toHaveBeenCalled();
 
     // the same job one wait earlier is put back (so the cap, not the error, made the difference)
-    const waiting = setup({ orderId, kind: 'cancellation', busyRetries: EMAIL_BUSY_RETRIES - 1 }, busy);
+    const waiting = setup(
+      { orderId, kind: 'cancellation', busyRetries: EMAIL_BUSY_RETRIES - 1 },
+      busy,
+    );
     await expect(waiting.run()).rejects.toBeInstanceOf(DelayedError);
-    expect(waiting.job.updateData).toHaveBeenCalledWith(expect.objectContaining({ busyRetries: EMAIL_BUSY_RETRIES }));
+    expect(waiting.job.updateData).toHaveBeenCalledWith(
+      expect.objectContaining({ busyRetries: EMAIL_BUSY_RETRIES }),
+    );
   });
 });
