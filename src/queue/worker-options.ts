@@ -7,7 +7,8 @@ export type QueueWorkerOptions = Partial<Omit<WorkerOptions, 'connection'>>;
  * Options every queue's worker runs with. Our jobs are short (milliseconds to a few seconds), so a
  * job lock of 10 s (renewed every 5 s) and a stalled check every 5 s mean that a job whose
  * worker was killed is run again within about 15 s, instead of BullMQ's default minute.
- * A job that stalls twice is failed (visible in the failed set) rather than looping.
+ * A job that stalls a third time (its stall count exceeds maxStalledCount) is failed (visible in
+ * the failed set) rather than looping.
  */
 export const WORKER_OPTIONS: QueueWorkerOptions = {
   lockDuration: 10_000,
