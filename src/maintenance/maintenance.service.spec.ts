@@ -1,20 +1,33 @@
 import type { RefreshTokenRepository } from '../auth/refresh-token.repository';
 import type { IdempotencyService } from '../idempotency/idempotency.service';
 import type { OutboxRepository } from '../outbox/outbox.repository';
+import { mockOf } from '../../test/support/mocks';
 import { MaintenanceService } from './maintenance.service';
 
 const now = new Date('2026-11-22T12:00:00Z');
 
 function setup() {
-  const outbox = { purgePublished: jest.fn().mockResolvedValueOnce(5000).mockResolvedValueOnce(12).mockResolvedValue(0) };
-  const refreshTokens = { purgeEnded: jest.fn().mockResolvedValueOnce(3).mockResolvedValue(0) };
-  const idempotency = { purgeExpired: jest.fn().mockResolvedValue(7) };
-  const maintenance = new MaintenanceService(
-    idempotency as unknown as IdempotencyService,
-    outbox as unknown as OutboxRepository,
-    refreshTokens as unknown as RefreshTokenRepository,
-    { now: () => now },
+  const outbox = mockOf<OutboxRepository>(
+    {
+      purgePublished: jest
+        .fn()
+        .mockResolvedValueOnce(5000)
+        .mockResolvedValueOnce(12)
+        .mockResolvedValue(0),
+    },
+    'outbox',
   );
+  const refreshTokens = mockOf<RefreshTokenRepository>(
+    { purgeEnded: jest.fn().mockResolvedValueOnce(3).mockResolvedValue(0) },
+    'refreshTokens',
+  );
+  const idempotency = mockOf<IdempotencyService>(
+    { purgeExpired: jest.fn().mockResolvedValue(7) },
+    'idempotency',
+  );
+  const maintenance = new MaintenanceService(idempotency, outbox, refreshTokens, {
+    now: () => now,
+  });
   return { maintenance, outbox, refreshTokens };
 }
 

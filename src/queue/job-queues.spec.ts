@@ -1,16 +1,22 @@
 import type { Queue } from 'bullmq';
+import { mockOf } from '../../test/support/mocks';
 import { JobQueues } from './job-queues';
 import { OnJob } from './on-job.decorator';
 import { JOB_QUEUE, JobName, type JobOf, QUEUES, QueueName } from './queues';
 
 function fakeQueues() {
-  const queues = QUEUES.map((name) => ({
-    name,
-    add: jest.fn().mockResolvedValue({ id: 'j1' }),
-    upsertJobScheduler: jest.fn().mockResolvedValue(undefined),
-  }));
-  const byName = (name: QueueName) => queues.find((q) => q.name === name)!;
-  return { jobs: new JobQueues(queues as unknown as Queue[]), byName };
+  const queues = QUEUES.map((name) =>
+    mockOf<Queue>(
+      {
+        name,
+        add: jest.fn().mockResolvedValue({ id: 'j1' }),
+        upsertJobScheduler: jest.fn().mockResolvedValue(undefined),
+      },
+      `queue ${name}`,
+    ),
+  );
+  const byName = (name: QueueName) => queues[QUEUES.indexOf(name)];
+  return { jobs: new JobQueues(queues), byName };
 }
 
 describe('JobQueues', () => {
@@ -68,7 +74,11 @@ describe('JobQueues', () => {
         }
 
         @OnJob(JobName.ExpireReservation)
-        async typed({ orderId }: { orderId: string }, job: JobOf<JobName.ExpireReservation>, token?: string) {
+        async typed(
+          { orderId }: { orderId: string },
+          job: JobOf<JobName.ExpireReservation>,
+          token?: string,
+        ) {
           return [orderId, job.name, token];
         }
       }

@@ -1,5 +1,6 @@
 import { PROCESSOR_METADATA, WORKER_METADATA } from '@nestjs/bullmq/dist/bull.constants';
 import type { Job } from 'bullmq';
+import { mockOf } from '../../test/support/mocks';
 import type { JobHandlers } from './job-handlers';
 import { JobName, QUEUES, QueueName } from './queues';
 import { QueueProcessor, queueProcessors } from './queue-processors';
@@ -7,11 +8,14 @@ import { WORKER_OPTIONS } from './worker-options';
 
 describe('QueueProcessor', () => {
   it("refuses a job that is not its queue's", async () => {
-    const handlers = { process: jest.fn().mockResolvedValue('done') };
+    const handlers = mockOf<JobHandlers>(
+      { process: jest.fn().mockResolvedValue('done') },
+      'handlers',
+    );
     class OrdersProcessor extends QueueProcessor {
       readonly queue = QueueName.Orders;
     }
-    const processor = new OrdersProcessor(handlers as unknown as JobHandlers);
+    const processor = new OrdersProcessor(handlers);
     await expect(processor.process({ name: JobName.SendEmail, data: {} } as Job)).rejects.toThrow(
       `the orders queue has no job ${JobName.SendEmail}`,
     );
