@@ -86,11 +86,38 @@ export function productView(p: ProductEntity): ProductView {
   };
 }
 
-/** What the listing SQL selects (ProductPageRow once mapped). */
-const PAGE_COLUMNS = `p.id, p.sku, p.name, p.description, p.price_amount AS "priceAmount",
-  p.currency, p.category_id AS "categoryId", p.image_url AS "imageUrl", p.active,
-  (i.on_hand - i.reserved) AS available, p.rating_sum AS "ratingSum",
-  p.rating_count AS "ratingCount", p.created_at AS "createdAt", p.updated_at AS "updatedAt"`;
+/**
+ * A ProductView selected as plain columns (products `p` joined with inventory_items `i`): the
+ * listing's SQL and the product detail's query builder select these, and fromViewRow maps them.
+ */
+const VIEW_COLUMNS = [
+  'p.id AS id',
+  'p.sku AS sku',
+  'p.name AS name',
+  'p.description AS description',
+  'p.price_amount AS "priceAmount"',
+  'p.currency AS currency',
+  'p.category_id AS "categoryId"',
+  'p.image_url AS "imageUrl"',
+  'p.active AS active',
+  '(i.on_hand - i.reserved) AS available',
+  'p.rating_sum AS "ratingSum"',
+  'p.rating_count AS "ratingCount"',
+  'p.created_at AS "createdAt"',
+  'p.updated_at AS "updatedAt"',
+];
+const PAGE_COLUMNS = VIEW_COLUMNS.join(', ');
+
+/** A row of VIEW_COLUMNS through the entity's own column transformers (bigint → number, char(3) → code). */
+function fromViewRow<R extends { priceAmount: unknown; currency: unknown }>(
+  r: R,
+): Omit<R, 'priceAmount' | 'currency'> & { priceAmount: number; currency: string } {
+  return {
+    ...r,
+    priceAmount: BIGINT_NUMBER.from(r.priceAmount) as number,
+    currency: CURRENCY_CODE.from(r.currency) as string,
+  };
+}
 
 /**
  * The `products` and `categories` tables' repository: every write to them goes through here
@@ -131,17 +158,22 @@ export class ProductRepository {
     return (result.affected ?? 0) > 0;
   }
 
+  /**
+   * Raw columns rather than hydrated entities: an uncached product detail costs a third less CPU
+   * so (bench:catalog's uncached detail, docs/BENCHMARKS.md "Issue 13 … before / after").
+   */
   async findById(id: string, opts: { activeOnly: boolean }): Promise<ProductView | null> {
-    const product = await this.tx.withManager((m) => {
+    const row = await this.tx.withManager((m) => {
       const query = m
         .getRepository(ProductEntity)
         .createQueryBuilder('p')
-        .innerJoinAndSelect('p.inventory', 'i')
+        .innerJoin('p.inventory', 'i')
+        .select(VIEW_COLUMNS)
         .where('p.id = :id', { id });
       if (opts.activeOnly) query.andWhere('p.active');
-      return query.getOne();
+      return query.getRawOne<ProductView & { priceAmount: string }>();
     });
-    return product ? productView(product) : null;
+    return row ? fromViewRow(row) : null;
   }
 
   /** Whether the product exists and is active (can be put in a cart). */
@@ -211,12 +243,7 @@ export class ProductRepository {
         LIMIT ${bind(query.limit)}`,
       params,
     );
-    // the entity's own column transformers (bigint → number, char(3) → trimmed code)
-    return rows.map((r) => ({
-      ...r,
-      priceAmount: BIGINT_NUMBER.from(r.priceAmount) as number,
-      currency: CURRENCY_CODE.from(r.currency) as string,
-    }));
+    return rows.map(fromViewRow);
   }
 
   /**
