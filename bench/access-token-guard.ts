@@ -9,7 +9,7 @@
  * 2. Over HTTP: autocannon on GET /v1/me of one API process, alternating rounds with the
  *    guard's canActivate swapped between the two implementations.
  *
- * `node -r ./scripts/ts-register.js bench/access-token-guard.ts` (env BENCH_DURATION seconds per
+ * `npm run bench:auth-guard` (env BENCH_DURATION seconds per
  * round, default 4; BENCH_CONNECTIONS, default 10). Keep it short on a shared machine.
  */
 import 'reflect-metadata';
