@@ -32,7 +32,7 @@ import {
   stopApi,
   writeBenchmarkSection,
 } from './support';
-import { pgbench } from './pgbench';
+import { type PgbenchResult, pgbench } from './pgbench';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
 
@@ -240,6 +240,17 @@ const RSS_TARGET_MIB = 200;
 /** The baselines' order table (the same for pgbench and the Node-driven one). */
 const BENCH_ORDERS_TABLE = `CREATE TABLE IF NOT EXISTS bench_orders (id uuid PRIMARY KEY, product_id uuid, qty int, created_at timestamptz DEFAULT now())`;
 
+/** Two pgbench runs of one scenario as one baseline: mean rate and latency, summed counts. */
+function meanOf(a: PgbenchResult, b: PgbenchResult): PgbenchResult & { runs: [PgbenchResult, PgbenchResult] } {
+  return {
+    tps: (a.tps + b.tps) / 2,
+    latencyMs: (a.latencyMs + b.latencyMs) / 2,
+    transactions: a.transactions + b.transactions,
+    failed: a.failed + b.failed,
+    runs: [a, b],
+  };
+}
+
 async function main(): Promise<void> {
   console.log('building…');
   build();
@@ -247,6 +258,14 @@ async function main(): Promise<void> {
   const pool = new Pool({ connectionString: url, max: 4 });
   const metricsPort = await freePort();
   const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
+  // pgbench runs before and after the API's runs and the ratios use the mean: this machine's
+  // speed drifts by a third within minutes, and one run minutes away took the drift for a change
+  const pgHot = await insertProduct(pool, 10_000_000);
+  const pgMany = await Promise.all(Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)));
+  await pool.query(BENCH_ORDERS_TABLE);
+  console.log('baselines: pgbench (before)…');
+  const pgContendedBefore = await pgbench(url, [pgHot], { connections: CONNECTIONS, durationS: DURATION_S });
+  const pgUncontendedBefore = await pgbench(url, pgMany, { connections: CONNECTIONS, durationS: DURATION_S });
   const bare = await startBaseline();
   const { url: api, proc } = await startApi({
     DATABASE_URL: url,
@@ -273,13 +292,16 @@ async function main(): Promise<void> {
 
     console.log('sold-out refusals…');
     const refusalBody = JSON.stringify({ items: [{ productId: soldOutSku, quantity: 1 }] });
+    // the bare route right before and right after the API's refusals (the mean is the baseline)
+    await refusals(bare.url, '/refuse', tokens, refusalBody, 2); // warm-up
+    const bareBefore = await refusals(bare.url, '/refuse', tokens, refusalBody, DURATION_S);
     await refusals(api, '/v1/orders', tokens, refusalBody, 2); // warm-up
     const fastBefore = await fastRefusals(metricsUrl);
     const refused = await refusals(api, '/v1/orders', tokens, refusalBody, DURATION_S);
     const fastDuring = (await fastRefusals(metricsUrl)) - fastBefore;
     const refusedCheck = await oversell(pool, soldOutSku);
-    await refusals(bare.url, '/refuse', tokens, refusalBody, 2); // warm-up
-    const bareRefusals = await refusals(bare.url, '/refuse', tokens, refusalBody, DURATION_S);
+    const bareAfter = await refusals(bare.url, '/refuse', tokens, refusalBody, DURATION_S);
+    const bareRefusals: Measured = { ...bareBefore, rps: (bareBefore.rps + bareAfter.rps) / 2 };
 
     const many = await Promise.all(Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)));
     console.log('uncontended checkout…');
@@ -288,12 +310,9 @@ async function main(): Promise<void> {
     const memory = apiMemory(proc.pid);
     await stopApi(proc);
     await stopApi(bare.proc);
-    console.log('baselines: pgbench…');
-    const pgHot = await insertProduct(pool, 10_000_000);
-    const pgMany = await Promise.all(Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)));
-    await pool.query(BENCH_ORDERS_TABLE);
-    const pgContended = await pgbench(url, [pgHot], { connections: CONNECTIONS, durationS: DURATION_S });
-    const pgUncontended = await pgbench(url, pgMany, { connections: CONNECTIONS, durationS: DURATION_S });
+    console.log('baselines: pgbench (after)…');
+    const pgContended = meanOf(pgContendedBefore, await pgbench(url, [pgHot], { connections: CONNECTIONS, durationS: DURATION_S }));
+    const pgUncontended = meanOf(pgUncontendedBefore, await pgbench(url, pgMany, { connections: CONNECTIONS, durationS: DURATION_S }));
     console.log('baselines: Node-driven…');
     const baseHot = await insertProduct(pool, 10_000_000);
     const baseContended = await baseline(url, () => baseHot);
@@ -331,18 +350,19 @@ async function main(): Promise<void> {
       `- contended run: ${hotCheck.orders} units ordered, reserved ${hotCheck.reserved}, ledger consistent: ${hotCheck.ledgerOk}, non-201 answers: ${JSON.stringify(contended.other)}`,
       `- sold-out run: 500 units, 2,000 attempts → ${soldOut.ok} orders (201), others ${JSON.stringify(soldOut.other)}; reserved ${soldOutCheck.reserved}/${soldOutCheck.onHand}; **oversold: ${soldOutCheck.oversold}**; ledger consistent: ${soldOutCheck.ledgerOk}`,
       `- sold-out refusals: ${refused.ok} answers 409, others ${JSON.stringify(refused.other)}; ${fastDuring} of them by the sold-out fast path (no transaction); afterwards ${refusedCheck.orders} units ordered, reserved ${refusedCheck.reserved}/${refusedCheck.onHand}, **oversold: ${refusedCheck.oversold}**`,
-      `- pgbench: ${pgContended.transactions} / ${pgUncontended.transactions} transactions, failed ${pgContended.failed} / ${pgUncontended.failed}`,
+      `- pgbench, before / after the API's runs (the tables use the mean): hot SKU ${fmt(pgContended.runs[0].tps)} / ${fmt(pgContended.runs[1].tps)} tx/s, ${CONNECTIONS} SKUs ${fmt(pgUncontended.runs[0].tps)} / ${fmt(pgUncontended.runs[1].tps)} tx/s; failed ${pgContended.failed} / ${pgUncontended.failed} of ${pgContended.transactions} / ${pgUncontended.transactions}`,
+      `- bare 409 route, before / after the API's refusals (the table uses the mean): ${fmt(bareBefore.rps)} / ${fmt(bareAfter.rps)} req/s`,
       `- API peak resident memory (VmHWM over the whole run, buyer registration included, per process serving requests; target ≤ ${RSS_TARGET_MIB} MiB): **${describeMemory(memory)}**`,
     ].join('\n');
     const md = `## Flash sale (checkout)
 
 Command: \`npm run bench:flash-sale\` (env: BENCH_DURATION=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_BUYERS=${BUYERS}). Measured ${new Date().toISOString().slice(0, 10)} on the 2-core development machine; the API (\`node dist/main.js\`, API_PROCESSES=${apiProcessCount()}, NODE_ENV=production, LOG_LEVEL=warn, rate limiting off), PostgreSQL and the load generator share the two cores.
 
-Each API request is a full \`POST /v1/orders\`: JWT check, Idempotency-Key claim and record, price snapshot, order + lines + history + outbox rows, row-locked reservation with ledger row, and the response. The baselines run the minimal reservation transaction (\`BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT order; COMMIT\`) on the same database in the same run, with the same concurrency (${CONNECTIONS} connections) and duration: pgbench (\`pgbench -n -c ${CONNECTIONS} -j 2 -T ${DURATION_S}\`, simple protocol, one script per SKU — bench/pgbench.ts), and the same transaction driven from Node over \`pg\`.
+Each API request is a full \`POST /v1/orders\`: JWT check, Idempotency-Key claim and record, price snapshot, order + lines + history + outbox rows, row-locked reservation with ledger row, and the response. The baselines run the minimal reservation transaction (\`BEGIN; SELECT … FOR UPDATE; UPDATE; INSERT order; COMMIT\`) on the same database in the same run, with the same concurrency (${CONNECTIONS} connections) and duration: pgbench (\`pgbench -n -c ${CONNECTIONS} -j 2 -T ${DURATION_S}\`, simple protocol, one script per SKU — bench/pgbench.ts; run before and after the API's runs, the mean), and the same transaction driven from Node over \`pg\`.
 
 ${table}
 
-Sold-out refusals: the 500-unit SKU above, sold out, bought again for ${DURATION_S} s by the same buyers; the baseline is a bare Nest + Fastify route in its own process answering 409 to the same POST (JSON body, same headers), measured right after in the same run.
+Sold-out refusals: the 500-unit SKU above, sold out, bought again for ${DURATION_S} s by the same buyers; the baseline is a bare Nest + Fastify route in its own process answering 409 to the same POST (JSON body, same headers), measured right before and right after in the same run (the mean).
 
 ${refusalTable}
 
