@@ -1,0 +1,20 @@
+-- The checkout's database work alone, as pgbench can run it (docs/BENCHMARKS.md, "Checkout: where
+-- a request's CPU goes"): the statements one POST /v1/orders sends — BEGIN + the idempotency claim,
+-- the price snapshot, then the order / lines / history / outbox insert, the idempotency record, the
+-- inventory row lock and the reservation with its ledger row, and COMMIT — with no API in the way.
+-- Products and users are picked among the first 64 of a benchmark database (bench/flash-sale.ts
+-- leaves one: shop_bench_flash_sale). Compare with the minimal transaction:
+--   pgbench -n -c 16 -j 2 -T 10 -M simple   -f bench/checkout-transaction.pgbench.sql <db>
+--   pgbench -n -c 16 -j 2 -T 10 -M prepared -f bench/checkout-transaction.pgbench.sql <db>
+\set n random(0, 63)
+\set k random(1, 1000000000000)
+BEGIN;
+SELECT pg_try_advisory_xact_lock(hashtextextended('user:' || :n || E'\n' || ('k' || :k), 7)) AS claimed;
+WITH expired AS (DELETE FROM idempotency_keys WHERE principal = 'user:' || :n AND key = ('k' || :k) AND (expires_at <= now() OR state = 'in_progress') AND (SELECT pg_try_advisory_xact_lock(hashtextextended('user:' || :n || E'\n' || ('k' || :k), 7)))) SELECT state, method, route, fingerprint, response_status AS status, response_body AS body FROM idempotency_keys WHERE principal = 'user:' || :n AND key = ('k' || :k) AND expires_at > now();
+SELECT id, sku, name, price_amount, currency, active FROM products WHERE id = ANY(ARRAY[(SELECT product_id FROM inventory_items ORDER BY product_id OFFSET :n LIMIT 1)]::uuid[]);
+WITH extra AS (INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at) VALUES (gen_random_uuid(), 'order.created', gen_random_uuid(), jsonb_build_object('orderId', 'x', 'reservationExpiresAt', now()::text), 'pending', 0, now(), now())), o AS (INSERT INTO orders (id, user_id, status, currency, total_amount, reservation_expires_at, created_at, updated_at) VALUES (gen_random_uuid(), (SELECT id FROM users ORDER BY id OFFSET :n LIMIT 1), 'INVENTORY_RESERVED', 'INR', 24900, now() + interval '15 min', now(), now()) RETURNING id), lines AS (INSERT INTO order_items (order_id, product_id, sku, name, quantity, unit_price_amount, line_total_amount) SELECT o.id, l.* FROM o, unnest(ARRAY[(SELECT product_id FROM inventory_items ORDER BY product_id OFFSET :n LIMIT 1)]::uuid[], '{"P-x"}'::text[], '{"x"}'::text[], '{1}'::int[], '{24900}'::bigint[], '{24900}'::bigint[]) AS l) INSERT INTO order_status_history (order_id, from_status, to_status, reason, actor, created_at) SELECT o.id, h.f, h.t, h.r, 'user:' || :n, now() FROM o, unnest('{NULL,"CREATED"}'::text[], '{"CREATED","INVENTORY_RESERVED"}'::text[], '{NULL,NULL}'::text[]) AS h(f, t, r);
+INSERT INTO idempotency_keys (principal, key, method, route, fingerprint, state, response_status, response_body, created_at, expires_at) VALUES ('user:' || :n, ('k' || :k), 'POST', '/v1/orders', 'bba9a90b02fc6290667511993a72d2db417d40cdb4f10dc355d7e6c90cdb1f69', 'completed', 201, '{"id":"x","status":"INVENTORY_RESERVED","currency":"INR","totalAmount":24900,"items":[{"productId":"y","quantity":1}]}', now(), now() + interval '1 day');
+SELECT 1 FROM inventory_items WHERE product_id = ANY(ARRAY[(SELECT product_id FROM inventory_items ORDER BY product_id OFFSET :n LIMIT 1)]::uuid[]) ORDER BY product_id FOR UPDATE;
+WITH req AS (SELECT * FROM unnest(ARRAY[(SELECT product_id FROM inventory_items ORDER BY product_id OFFSET :n LIMIT 1)]::uuid[], '{1}'::int[]) AS r(product_id, quantity)), moved AS (UPDATE inventory_items i SET reserved = i.reserved + r.quantity, updated_at = now() FROM req r WHERE i.product_id = r.product_id AND i.on_hand - i.reserved >= r.quantity RETURNING i.product_id, r.quantity, i.on_hand - i.reserved AS available), ledger AS (INSERT INTO stock_movements (product_id, kind, on_hand_delta, reserved_delta, reason, order_id, created_at) SELECT product_id, 'reserve', 0, quantity, 'order', gen_random_uuid(), now() FROM moved) SELECT count(*) FROM moved;
+COMMIT;
+
