@@ -1,8 +1,9 @@
 import cluster, { type Worker } from 'node:cluster';
-import { type Server, createServer } from 'node:http';
+import type { Server } from 'node:http';
 import pino from 'pino';
 import { AggregatorRegistry, type Registry } from 'prom-client';
 import type { AppConfig } from './config/config';
+import { serveMetrics } from './metrics/metrics-http';
 
 /** A worker that dies is forked again after this long, doubling per recent death, up to the cap. */
 const RESTART_DELAY_MS = 250;
@@ -179,36 +180,13 @@ function clusterMetricsCollector(): { scrape(): Promise<string> } {
   };
 }
 
-async function serveClusterMetrics(
-  config: AppConfig,
-  log: pino.Logger,
-): Promise<Server | undefined> {
-  if (config.metricsPort === 0) return undefined;
+function serveClusterMetrics(config: AppConfig, log: pino.Logger): Promise<Server | undefined> {
+  if (config.metricsPort === 0) return Promise.resolve(undefined);
   const collector = clusterMetricsCollector();
-  const server = createServer((req, res) => {
-    if (req.method === 'GET' && req.url === '/metrics') {
-      collector.scrape().then(
-        (text) =>
-          res
-            .writeHead(200, { 'content-type': AggregatorRegistry.PROMETHEUS_CONTENT_TYPE })
-            .end(text),
-        (err: Error) => {
-          log.warn(`metrics scrape failed: ${err.message}`);
-          res.writeHead(500).end();
-        },
-      );
-    } else if (req.method === 'GET' && req.url === '/health/live') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
-    } else {
-      res.writeHead(404).end();
-    }
-  });
-  return new Promise((resolve) => {
-    server.once('listening', () => resolve(server));
-    server.once('error', (err) => {
-      log.warn(`metrics not served on port ${config.metricsPort}: ${err.message}`);
-      resolve(undefined);
-    });
-    server.listen(config.metricsPort, config.http.host);
-  });
+  return serveMetrics(
+    config.metricsPort,
+    config.http.host,
+    () => collector.scrape(),
+    (m) => log.warn(m),
+  );
 }
