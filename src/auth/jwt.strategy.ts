@@ -1,4 +1,4 @@
-import { Inject, Injectable, OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import { PassportStrategy } from '@nestjs/passport';
 import { randomUUID } from 'node:crypto';
 import passport from 'passport';
@@ -33,7 +33,10 @@ export const tokenInvalid = (detail = 'The access token is invalid or expired.')
  * reuse), checked on every authenticated request.
  */
 @Injectable()
-export class JwtStrategy extends PassportStrategy(Strategy, JWT_STRATEGY) implements OnModuleDestroy {
+export class JwtStrategy
+  extends PassportStrategy(Strategy, JWT_STRATEGY)
+  implements OnApplicationShutdown
+{
   /**
    * The name this app's instance is registered under with passport (besides JWT_STRATEGY):
    * passport's registry is one per process, and JWT_STRATEGY names whichever app registered
@@ -63,7 +66,11 @@ export class JwtStrategy extends PassportStrategy(Strategy, JWT_STRATEGY) implem
     passport.use(this.registeredAs, this);
   }
 
-  onModuleDestroy(): void {
+  /**
+   * After the HTTP server has drained (Nest runs onModuleDestroy before it stops accepting, and
+   * a request reaching the guard then would get 500 "Unknown authentication strategy").
+   */
+  onApplicationShutdown(): void {
     passport.unuse(this.registeredAs);
   }
 

@@ -141,6 +141,6 @@ describe('RevokedSessions', () => {
     });
     await jest.advanceTimersByTimeAsync(REVOCATION_RETRY_MS * 5);
     expect(s.state.execs).toBe(3); // written once: nothing left to retry
-    s.sessions.onModuleDestroy();
+    s.sessions.onApplicationShutdown();
   });
 });

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
@@ -38,7 +38,7 @@ type RedisClient = Pick<Redis, 'exists' | 'pipeline'>;
  * access tokens then live until they expire (at most JWT_ACCESS_TTL_SECONDS), as before.
  */
 @Injectable()
-export class RevokedSessions implements OnModuleDestroy {
+export class RevokedSessions implements OnApplicationShutdown {
   private readonly logger = new Logger(RevokedSessions.name);
   private readonly prefix: string;
   private readonly lifetimeMs: number;
@@ -105,7 +105,7 @@ export class RevokedSessions implements OnModuleDestroy {
     }
   }
 
-  onModuleDestroy(): void {
+  onApplicationShutdown(): void {
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
   }

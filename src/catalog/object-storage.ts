@@ -1,4 +1,4 @@
-import { Inject, Injectable, OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import {
   HeadObjectCommand,
   NotFound,
@@ -37,7 +37,7 @@ export class ObjectStorageUnavailable extends Error {
  * come from the configuration (STORAGE_*).
  */
 @Injectable()
-export class ObjectStorage implements OnModuleDestroy {
+export class ObjectStorage implements OnApplicationShutdown {
   private readonly client: S3Client;
   private readonly bucket: string;
   private readonly baseUrl: string;
@@ -115,7 +115,7 @@ export class ObjectStorage implements OnModuleDestroy {
     return name === this.bucket;
   }
 
-  onModuleDestroy(): void {
+  onApplicationShutdown(): void {
     this.client.destroy();
   }
 }

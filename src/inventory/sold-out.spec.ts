@@ -28,7 +28,7 @@ describe('SoldOutMarks (the sold-out knowledge refuses only when sure)', () => {
   const config: AppConfig = loadConfig({ NODE_ENV: 'development', REDIS_KEY_PREFIX: 'x' });
   const mark = (p: string) => `x:stock:sold-out:${p}`;
   let marks: SoldOutMarks | undefined;
-  afterEach(() => marks?.onModuleDestroy());
+  afterEach(() => marks?.onApplicationShutdown());
 
   it('refuses when every product is marked and the key never went the normal path', async () => {
     marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g', [mark(Q)]: 'g', 'x:stock:generation': 'g' } }), config);
@@ -55,7 +55,7 @@ describe('SoldOutMarks (the sold-out knowledge refuses only when sure)', () => {
   it('goes the normal path when Redis fails, and when it stalls (after 250 ms)', async () => {
     marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g' }, mget: 'fail' }), config);
     expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);
-    marks.onModuleDestroy();
+    marks.onApplicationShutdown();
     marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g' }, mget: 'stall' }), config);
     const started = Date.now();
     expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { Inject, Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { IDEMPOTENCY_TTL_MS } from '../idempotency/idempotency-key';
@@ -107,7 +107,7 @@ interface Ask {
  *   IDEMPOTENCY_KEY_IN_USE / 422 IDEMPOTENCY_KEY_REUSED).
  */
 @Injectable()
-export class SoldOutMarks implements OnModuleDestroy {
+export class SoldOutMarks implements OnApplicationShutdown {
   private readonly logger = new Logger(SoldOutMarks.name);
   private readonly prefix: string;
   private readonly generationKey: string;
@@ -128,7 +128,7 @@ export class SoldOutMarks implements OnModuleDestroy {
     this.generationKey = `${this.prefix}:stock:generation`;
   }
 
-  onModuleDestroy(): void {
+  onApplicationShutdown(): void {
     if (this.retryTimer) clearInterval(this.retryTimer);
     this.retryTimer = null;
   }

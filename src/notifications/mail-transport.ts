@@ -1,4 +1,4 @@
-import { OnModuleDestroy, Provider } from '@nestjs/common';
+import { OnApplicationShutdown, Provider } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import { access, mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -50,7 +50,7 @@ const toMail = (m: OutgoingEmail) => ({
 });
 
 /** Sends through the mail server at SMTP_URL (smtp:// with STARTTLS when offered, or smtps://). */
-class SmtpMailTransport extends MailTransport implements OnModuleDestroy {
+class SmtpMailTransport extends MailTransport implements OnApplicationShutdown {
   private readonly transporter: Transporter<SMTPTransport.SentMessageInfo>;
 
   constructor(smtpUrl: string) {
@@ -62,7 +62,7 @@ class SmtpMailTransport extends MailTransport implements OnModuleDestroy {
     await this.transporter.sendMail(toMail(message));
   }
 
-  onModuleDestroy(): void {
+  onApplicationShutdown(): void {
     this.transporter.close();
   }
 }

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildOpenApiDocument } from '../../src/openapi/openapi';
-import { slowRequestsStarted, withProbe } from '../support/probe.module';
+import { registerCustomer } from '../support/auth';
+import { holdNextGatedRequest, slowRequestsStarted, withProbe } from '../support/probe.module';
 import { waitFor } from '../support/wait-for';
 import { TestApp, bootTestApp } from '../support/test-app';
 
@@ -19,13 +20,18 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     expect((await t.http.get('/health/live')).status).toBe(200);
     const ready = await t.http.get('/health/ready');
     expect(ready.status).toBe(200);
-    expect(ready.body.details).toEqual({ database: { status: 'up', breaker: 'closed' }, redis: { status: 'up' } });
+    expect(ready.body.details).toEqual({
+      database: { status: 'up', breaker: 'closed' },
+      redis: { status: 'up' },
+    });
   });
 
   it('generates an X-Request-Id, and keeps a well-formed incoming one', async () => {
     const generated = await t.http.get('/health/live');
     expect(generated.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
-    const kept = await t.http.get('/health/live', { headers: { 'x-request-id': 'client-req-0001' } });
+    const kept = await t.http.get('/health/live', {
+      headers: { 'x-request-id': 'client-req-0001' },
+    });
     expect(kept.headers.get('x-request-id')).toBe('client-req-0001');
     const replaced = await t.http.get('/health/live', { headers: { 'x-request-id': 'bad id!' } });
     expect(replaced.headers.get('x-request-id')).not.toBe('bad id!');
@@ -35,7 +41,11 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     const res = await t.http.get('/v1/nowhere', { headers: { 'x-request-id': 'trace-12345678' } });
     expect(res.status).toBe(404);
     expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-    expect(res.body).toMatchObject({ status: 404, code: 'ROUTE_NOT_FOUND', requestId: 'trace-12345678' });
+    expect(res.body).toMatchObject({
+      status: 404,
+      code: 'ROUTE_NOT_FOUND',
+      requestId: 'trace-12345678',
+    });
     expect(typeof res.body.type).toBe('string');
     expect(typeof res.body.title).toBe('string');
   });
@@ -142,12 +152,35 @@ describe('foundation: graceful shutdown', () => {
     const t = await bootTestApp({ module: withProbe });
     const before = slowRequestsStarted();
     const inFlight = t.http.get('/v1/__probe/slow');
-    await waitFor('the slow request to reach its handler', () => slowRequestsStarted() > before, { intervalMs: 10 });
+    await waitFor('the slow request to reach its handler', () => slowRequestsStarted() > before, {
+      intervalMs: 10,
+    });
     const closing = t.close();
     const res = await inFlight;
     await closing;
     expect(res.status).toBe(200);
     expect(res.body).toEqual({ done: true });
     await expect(fetch(`${t.baseUrl}/health/live`)).rejects.toThrow();
+  });
+
+  it('authenticates a request that reaches its guard while the app is closing (no 500)', async () => {
+    // Nest runs onModuleDestroy before it stops the HTTP server: the JWT strategy used to leave
+    // passport there, and a request reaching the guard after that answered 500 "Unknown
+    // authentication strategy". Held before its guard until the server no longer listens:
+    const t = await bootTestApp({ module: withProbe });
+    const me = await registerCustomer(t.http);
+    const held = holdNextGatedRequest();
+    const inFlight = t.http.get('/v1/__probe/gated', { token: me.accessToken });
+    await held.arrived;
+    const closing = t.close();
+    await waitFor('the server to stop listening', () => t.app.getHttpServer().listening, {
+      until: (listening) => !listening,
+      intervalMs: 10,
+    });
+    held.open();
+    const res = await inFlight;
+    await closing;
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ userId: me.user.id });
   });
 });
