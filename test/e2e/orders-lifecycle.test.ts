@@ -65,6 +65,16 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
       { productId: p, quantity: 2 },
     ]);
     expect(dup.status).toBe(400);
+    // UUIDs are case-insensitive: the same product in upper case is the same line
+    const dupByCase = await placeOrder(t.http, alice, [
+      { productId: p, quantity: 1 },
+      { productId: p.toUpperCase(), quantity: 2 },
+    ]);
+    expect(dupByCase.status).toBe(400);
+    const [carol] = await buyers(t.http, 1);
+    const upper = await placeOrder(t.http, carol, [{ productId: p.toUpperCase(), quantity: 1 }]);
+    expect(upper.status).toBe(201);
+    expect(upper.body.items[0].productId).toBe(p);
     const status = await t.http.post(
       '/v1/orders',
       { items: [{ productId: p, quantity: 1 }], status: 'PAID', total: 1 },
@@ -81,7 +91,7 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     const emptyCart = await placeOrder(t.http, bob, undefined);
     expect(emptyCart.status).toBe(400);
     expect(emptyCart.body.code).toBe('ORDER_EMPTY');
-    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 0 });
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 1 });
   });
 
   it('checks out the cart (current prices) and empties it in the same transaction', async () => {

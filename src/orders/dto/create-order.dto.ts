@@ -1,5 +1,5 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { Type } from 'class-transformer';
+import { Transform, Type } from 'class-transformer';
 import {
   ArrayMaxSize,
   ArrayMinSize,
@@ -14,6 +14,11 @@ import {
 
 export class OrderItemInputDto {
   @ApiProperty({ format: 'uuid', example: '0b6f7a52-1d0e-4c8e-9a57-3f2d1c8e4a10' })
+  // UUIDs are case-insensitive: an upper-case id names the same product (it used to be refused
+  // as PRODUCT_UNAVAILABLE, its snapshot row coming back in lower case)
+  @Transform(({ value }: { value: unknown }) =>
+    typeof value === 'string' ? value.toLowerCase() : value,
+  )
   @IsUUID()
   productId!: string;
 
