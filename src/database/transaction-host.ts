@@ -4,6 +4,7 @@ import type { ClientBase, QueryResult } from 'pg';
 import { DataSource, EntityManager, QueryFailedError, QueryRunner } from 'typeorm';
 import { IdleCounter } from '../common/idle-counter';
 import { DbCircuitBreaker } from './db-circuit-breaker';
+import type { OpeningRead } from './opening-reads';
 import { inlineParams } from './sql-literal';
 
 const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadlock detected
@@ -35,6 +36,8 @@ interface TransactionContext {
   afterCommit: (() => void)[];
   /** Statements sent in the same message as COMMIT (see sendWithCommit). */
   withCommit: WithCommit[];
+  /** Rows of the opening reads sent with BEGIN, by key, until taken (see takeOpened). */
+  opened: Map<string, unknown[]>;
 }
 
 interface WithCommit {
@@ -92,6 +95,18 @@ export class TransactionHost {
   }
 
   /**
+   * The rows of the opening read named `key` (OpeningRead), sent with this transaction's BEGIN
+   * — once; undefined when there was none (outside a transaction, another key, already taken).
+   */
+  takeOpened<R>(key: string): R[] | undefined {
+    const opened = this.als.getStore()?.opened;
+    const rows = opened?.get(key);
+    if (rows === undefined) return undefined;
+    opened!.delete(key);
+    return rows as R[];
+  }
+
+  /**
    * Runs `fn` once the current transaction has committed (immediately when there is none);
    * never when it rolls back. For effects that must only count what really happened.
    */
@@ -115,14 +130,19 @@ export class TransactionHost {
   sendWithCommit(
     sql: string,
     params: unknown[],
-    opts: { last?: boolean; mapError?: (err: unknown) => unknown; onRows?: (rows: unknown[]) => void } = {},
+    opts: {
+      last?: boolean;
+      mapError?: (err: unknown) => unknown;
+      onRows?: (rows: unknown[]) => void;
+    } = {},
   ): void {
     const ctx = this.als.getStore();
     if (!ctx) throw new Error('sendWithCommit() needs an open transaction (inside run())');
     if (opts.last && ctx.withCommit.some((w) => w.last)) {
       throw new Error('only one statement per transaction can go last');
     }
-    if (opts.onRows && !opts.last) throw new Error('only the last statement sent with COMMIT gets its rows');
+    if (opts.onRows && !opts.last)
+      throw new Error('only the last statement sent with COMMIT gets its rows');
     ctx.withCommit.push({
       sql: inlineParams(sql, params),
       last: opts.last ?? false,
@@ -136,7 +156,11 @@ export class TransactionHost {
    * BEGIN (one round trip for both; parameters inlined); `work` gets its rows. Inside an open
    * transaction it is simply the next statement.
    */
-  async runOpeningWith<R, T>(sql: string, params: unknown[], work: (rows: R[]) => Promise<T>): Promise<T> {
+  async runOpeningWith<R, T>(
+    sql: string,
+    params: unknown[],
+    work: (rows: R[]) => Promise<T>,
+  ): Promise<T> {
     return this.runOpening([{ sql, params }], (results) => work(results[0] as R[]));
   }
 
@@ -144,17 +168,24 @@ export class TransactionHost {
    * Like runOpeningWith() for several opening statements, all in BEGIN's message; `work` gets
    * each statement's rows. Each statement takes its own snapshot (READ COMMITTED), so one can
    * see what committed while an earlier one waited — e.g. a record read after a lock was taken.
+   * `reads` (a route's OpeningReads) go last in the same message; their rows wait in the
+   * transaction for the repository that takes them (takeOpened). Inside an open transaction the
+   * statements are simply the next ones, and the reads are left to their repositories.
    */
   async runOpening<T>(
     statements: { sql: string; params: unknown[] }[],
     work: (results: unknown[][]) => Promise<T>,
+    reads: OpeningRead[] = [],
   ): Promise<T> {
     if (this.als.getStore()) {
       const results: unknown[][] = [];
       for (const st of statements) results.push(await this.query(st.sql, st.params));
       return work(results);
     }
-    const opening = statements.map((st) => inlineParams(st.sql, st.params)).join(';\n');
+    const opening = {
+      sql: [...statements, ...reads].map((st) => inlineParams(st.sql, st.params)).join(';\n'),
+      reads,
+    };
     this.open.enter();
     try {
       return await this.runWithRetry(work, opening);
@@ -187,7 +218,10 @@ export class TransactionHost {
     return this.als.exit(() => this.run(work));
   }
 
-  private async runWithRetry<T>(work: (opened: unknown[][]) => Promise<T>, opening?: string): Promise<T> {
+  private async runWithRetry<T>(
+    work: (opened: unknown[][]) => Promise<T>,
+    opening?: { sql: string; reads: OpeningRead[] },
+  ): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         // the circuit breaker fails the attempt fast while the database is unreachable
@@ -202,28 +236,47 @@ export class TransactionHost {
   }
 
   /** One attempt: BEGIN (with the opening statement), the work, COMMIT (with its statements). */
-  private async once<T>(work: (opened: unknown[][]) => Promise<T>, opening?: string): Promise<T> {
+  private async once<T>(
+    work: (opened: unknown[][]) => Promise<T>,
+    opening?: { sql: string; reads: OpeningRead[] },
+  ): Promise<T> {
     const runner = this.dataSource.createQueryRunner();
-    const ctx: TransactionContext = { manager: runner.manager, afterCommit: [], withCommit: [] };
+    const ctx: TransactionContext = {
+      manager: runner.manager,
+      afterCommit: [],
+      withCommit: [],
+      opened: new Map(),
+    };
     try {
       let opened: unknown[][] = [];
       if (opening) {
         // marked first: if the opening statement fails, the server's transaction block is open
         // (aborted) and must be rolled back before the connection goes back to the pool
         markTransaction(runner, true);
-        const results = await this.simple(runner, `START TRANSACTION;\n${opening}`);
+        const results = await this.simple(runner, `START TRANSACTION;\n${opening.sql}`);
         opened = results.slice(1).map((r): unknown[] => r.rows ?? []);
+        // the opening reads' rows come last; work() gets the statements' own
+        const reads = opened.splice(opened.length - opening.reads.length);
+        opening.reads.forEach((read, i) => ctx.opened.set(read.key, reads[i]));
       } else {
         await runner.startTransaction();
       }
       const value = await this.als.run(ctx, () => work(opened));
       if (ctx.withCommit.length > 0) {
-        const statements = [...ctx.withCommit.filter((w) => !w.last), ...ctx.withCommit.filter((w) => w.last)];
+        const statements = [
+          ...ctx.withCommit.filter((w) => !w.last),
+          ...ctx.withCommit.filter((w) => w.last),
+        ];
         let results: QueryResult[];
         try {
-          results = await this.simple(runner, `${statements.map((w) => w.sql).join(';\n')};\nCOMMIT`);
+          results = await this.simple(
+            runner,
+            `${statements.map((w) => w.sql).join(';\n')};\nCOMMIT`,
+          );
         } catch (err) {
-          const mapped = statements.map((w) => w.mapError?.(err)).find((e) => e !== undefined && e !== err);
+          const mapped = statements
+            .map((w) => w.mapError?.(err))
+            .find((e) => e !== undefined && e !== err);
           throw mapped ?? err;
         }
         markTransaction(runner, false);

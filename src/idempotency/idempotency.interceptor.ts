@@ -6,6 +6,7 @@ import type { AuthenticatedRequest } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
 import { IdempotencyOutcome, recordIdempotency } from '../common/logging/order-log';
 import { Clock } from '../common/time/clock';
+import { OPENING_READS, OpeningRead, OpeningReadsOf } from '../database/opening-reads';
 import { TransactionHost } from '../database/transaction-host';
 import {
   IDEMPOTENCY_IGNORED,
@@ -54,7 +55,8 @@ export class IdempotencyInterceptor implements NestInterceptor {
     const request = context.switchToHttp().getRequest<AuthenticatedRequest>();
     if (request.method !== 'POST') return next.handle();
     const targets = [context.getHandler(), context.getClass()];
-    if (this.reflector.getAllAndOverride<boolean>(IDEMPOTENCY_IGNORED, targets)) return next.handle();
+    if (this.reflector.getAllAndOverride<boolean>(IDEMPOTENCY_IGNORED, targets))
+      return next.handle();
 
     const required = this.reflector.get<boolean>(IDEMPOTENCY_REQUIRED, context.getHandler());
     const key = parseIdempotencyKey(request.headers[IDEMPOTENCY_HEADER]);
@@ -76,10 +78,22 @@ export class IdempotencyInterceptor implements NestInterceptor {
       route: request.url.split('?')[0],
       fingerprint: fingerprint(request.body),
     };
-    const outside = this.reflector.get<boolean>(IDEMPOTENCY_OUTSIDE_TRANSACTION, context.getHandler());
+    const outside = this.reflector.get<boolean>(
+      IDEMPOTENCY_OUTSIDE_TRANSACTION,
+      context.getHandler(),
+    );
     // the outcome, for the logs: recorded before the handler runs (first), or when answered
     const note = (outcome: IdempotencyOutcome) => recordIdempotency(request, outcome);
-    const run = outside ? this.executeInSteps(scope, next, reply, note) : this.execute(scope, next, reply, note);
+    // the route's first read, if known from the body, goes with BEGIN and the claim
+    const reads = outside
+      ? []
+      : (this.reflector.get<OpeningReadsOf | undefined>(
+          OPENING_READS,
+          context.getHandler(),
+        )?.(request.body) ?? []);
+    const run = outside
+      ? this.executeInSteps(scope, next, reply, note)
+      : this.execute(scope, next, reply, note, reads);
     return from(
       run.catch((err: unknown) => {
         if (err instanceof DomainError && err.code === 'IDEMPOTENCY_KEY_IN_USE') note('in_use');
@@ -99,7 +113,11 @@ export class IdempotencyInterceptor implements NestInterceptor {
     if (!hold) return this.answerBusy(scope, reply, note);
     try {
       const now = this.clock.now();
-      const claim = await this.records.begin(scope, now, new Date(now.getTime() + IDEMPOTENCY_TTL_MS));
+      const claim = await this.records.begin(
+        scope,
+        now,
+        new Date(now.getTime() + IDEMPOTENCY_TTL_MS),
+      );
       if (claim.token === null) {
         if (!claim.stored) throw inUse(); // expired between the two statements: retry
         return this.replay(this.checkSameRequest(scope, claim.stored), reply, note);
@@ -161,6 +179,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     next: CallHandler,
     reply: FastifyReply,
     note: (outcome: IdempotencyOutcome) => void,
+    reads: OpeningRead[],
   ): Promise<unknown> {
     const now = this.clock.now();
     const outcome = await this.tx.runOpening(
@@ -183,6 +202,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
         );
         return { body };
       },
+      reads,
     );
 
     return 'replay' in outcome ? this.replay(outcome.replay, reply, note) : outcome.body;
@@ -191,7 +211,9 @@ export class IdempotencyInterceptor implements NestInterceptor {
 
 /** Same principal and key already hold it; the same route, method and body make it the same request. */
 const sameRequest = (scope: IdempotencyScope, stored: StoredResponse): boolean =>
-  stored.fingerprint === scope.fingerprint && stored.route === scope.route && stored.method === scope.method;
+  stored.fingerprint === scope.fingerprint &&
+  stored.route === scope.route &&
+  stored.method === scope.method;
 
 const inUse = () =>
   new DomainError(
@@ -201,4 +223,7 @@ const inUse = () =>
   );
 
 const reused = () =>
-  new DomainError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used with a different request.');
+  new DomainError(
+    'IDEMPOTENCY_KEY_REUSED',
+    'This Idempotency-Key was already used with a different request.',
+  );

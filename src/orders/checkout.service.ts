@@ -7,15 +7,21 @@ import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
 import { CartRepository } from '../cart/cart.repository';
 import { ProductSnapshotRepository } from '../catalog/product-snapshot.repository';
+import type { OpeningReadsOf } from '../database/opening-reads';
 import { StockReservationService } from '../inventory/stock-reservation.service';
 import { OutboxRepository } from '../outbox/outbox.repository';
 import { CreateOrderDto } from './dto/create-order.dto';
 import { OrderDto, mapOrder } from './dto/order.response';
+import { fastPathLines } from './checkout-sold-out.guard';
 import { Order, OrderLine } from './order.model';
 import { OrderMetrics } from './order-metrics';
 import { OrderRepository } from './order.repository';
 import { priceLines } from './order-pricing';
-import { PurchaseLimitBreach, PurchaseLimitRepository, breachesOf } from './purchase-limit.repository';
+import {
+  PurchaseLimitBreach,
+  PurchaseLimitRepository,
+  breachesOf,
+} from './purchase-limit.repository';
 
 /** 409 PURCHASE_LIMIT_EXCEEDED, its detail naming each cap the order would pass. */
 function purchaseLimitExceeded(breaches: PurchaseLimitBreach[]): DomainError {
@@ -24,8 +30,21 @@ function purchaseLimitExceeded(breaches: PurchaseLimitBreach[]): DomainError {
       ? `A customer may have at most ${b.limit} unpaid orders open at a time (this order would make ${b.held}); pay for or cancel one first.`
       : `A customer may hold at most ${b.limit} units of a product in unpaid orders (product ${b.productId}: this order would make ${b.held}).`,
   );
-  return new DomainError('PURCHASE_LIMIT_EXCEEDED', sentences.join(' '), { extensions: { limits: breaches } });
+  return new DomainError('PURCHASE_LIMIT_EXCEEDED', sentences.join(' '), {
+    extensions: { limits: breaches },
+  });
 }
+
+/**
+ * The checkout's price snapshot as its transaction's opening read (OpeningReads: sent with
+ * BEGIN and the idempotency claim, one round trip less), for a body the validation pipe takes
+ * as it is (fastPathLines: well-formed lower-case UUIDs, so the read cannot fail); none for a
+ * cart checkout or any other body — the snapshot is then read after validation, as usual.
+ */
+export const checkoutOpeningReads: OpeningReadsOf = (body) => {
+  const lines = fastPathLines(body);
+  return lines ? [ProductSnapshotRepository.openingRead(lines.map((l) => l.productId))] : [];
+};
 
 /** Checkout: turning a customer's lines (or cart) into a priced order holding its stock. */
 @Injectable()
@@ -60,7 +79,9 @@ export class CheckoutService {
       const snapshots = await this.products.findByIds(requested.map((l) => l.productId));
       const lines: OrderLine[] = priceLines(requested, snapshots, this.config.currency);
       const now = this.clock.now();
-      const reservationExpiresAt = new Date(now.getTime() + this.config.reservationTtlSeconds * 1000);
+      const reservationExpiresAt = new Date(
+        now.getTime() + this.config.reservationTtlSeconds * 1000,
+      );
       const created: Order = {
         id: this.ids.uuid(),
         userId: me.userId,
@@ -94,10 +115,15 @@ export class CheckoutService {
       // order counts) and before the inventory row locks, under a lock on the customer.
       const caps = this.config.purchaseLimits;
       if (caps.unitsPerProduct > 0 || caps.openOrders > 0) {
-        this.limits.checkOnCommit(me.userId, lines.map((l) => l.productId), caps, (err) => {
-          const breaches = breachesOf(err);
-          return breaches ? purchaseLimitExceeded(breaches) : err;
-        });
+        this.limits.checkOnCommit(
+          me.userId,
+          lines.map((l) => l.productId),
+          caps,
+          (err) => {
+            const breaches = breachesOf(err);
+            return breaches ? purchaseLimitExceeded(breaches) : err;
+          },
+        );
       }
       // The hot inventory row locks are taken last of all: in the message that carries the
       // COMMIT, after the idempotency record the request writes — held for the reservation's

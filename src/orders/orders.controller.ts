@@ -1,4 +1,14 @@
-import { Body, Controller, Get, HttpCode, Param, ParseUUIDPipe, Post, Query, UseGuards } from '@nestjs/common';
+import {
+  Body,
+  Controller,
+  Get,
+  HttpCode,
+  Param,
+  ParseUUIDPipe,
+  Post,
+  Query,
+  UseGuards,
+} from '@nestjs/common';
 import { ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { RateLimit } from '../common/throttling/rate-limit.decorator';
@@ -8,7 +18,8 @@ import { RequireIdempotencyKey } from '../idempotency/idempotency.decorator';
 import { CreateOrderDto } from './dto/create-order.dto';
 import { OrderDetailDto, OrderDto, OrderPageDto } from './dto/order.response';
 import { CheckoutSoldOutGuard } from './checkout-sold-out.guard';
-import { CheckoutService } from './checkout.service';
+import { CheckoutService, checkoutOpeningReads } from './checkout.service';
+import { OpeningReads } from '../database/opening-reads';
 import { OrdersService } from './orders.service';
 
 @ApiTags('orders')
@@ -23,6 +34,7 @@ export class OrdersController {
   @RequireIdempotencyKey()
   @RateLimit('order-create')
   @UseGuards(CheckoutSoldOutGuard)
+  @OpeningReads(checkoutOpeningReads)
   @ApiOperation({
     operationId: 'createOrder',
     summary: 'Place an order (reserves stock)',
@@ -34,7 +46,10 @@ export class OrdersController {
   @ApiCreatedResponse({ type: OrderDto })
   @ApiProblems(
     [400, '`VALIDATION_FAILED` (e.g. a duplicate line), `ORDER_EMPTY` or `BAD_REQUEST`'],
-    [409, '`INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE` or `PURCHASE_LIMIT_EXCEEDED` (with `limits`)'],
+    [
+      409,
+      '`INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE` or `PURCHASE_LIMIT_EXCEEDED` (with `limits`)',
+    ],
   )
   create(@CurrentPrincipal() me: Principal, @Body() dto: CreateOrderDto): Promise<OrderDto> {
     return this.checkout.create(me, dto);

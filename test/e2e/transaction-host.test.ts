@@ -13,12 +13,17 @@ describe('TransactionHost (pool of one connection)', () => {
     await t?.close();
   });
 
-  const healthy = async () => expect(await tx.query<{ v: number }>('SELECT 1 AS v')).toEqual([{ v: 1 }]);
+  const healthy = async () =>
+    expect(await tx.query<{ v: number }>('SELECT 1 AS v')).toEqual([{ v: 1 }]);
 
   it('a failing opening statement is rolled back; the connection stays usable', async () => {
-    await expect(tx.runOpeningWith('SELECT 1/$1::int', [0], async () => 'never')).rejects.toThrow(/division by zero/);
+    await expect(tx.runOpeningWith('SELECT 1/$1::int', [0], async () => 'never')).rejects.toThrow(
+      /division by zero/,
+    );
     await healthy();
-    expect(await tx.runOpeningWith('SELECT $1::int AS v', [7], async (rows) => rows)).toEqual([{ v: 7 }]);
+    expect(await tx.runOpeningWith('SELECT $1::int AS v', [7], async (rows) => rows)).toEqual([
+      { v: 7 },
+    ]);
     await healthy();
   });
 
@@ -28,7 +33,10 @@ describe('TransactionHost (pool of one connection)', () => {
       tx.run(async () => {
         await tx.query(`INSERT INTO tx_probe VALUES (1)`);
         tx.sendWithCommit('INSERT INTO tx_probe VALUES ($1::int)', [2]);
-        tx.sendWithCommit('SELECT 1/$1::int', [0], { last: true, mapError: () => new Error('mapped') });
+        tx.sendWithCommit('SELECT 1/$1::int', [0], {
+          last: true,
+          mapError: () => new Error('mapped'),
+        });
       }),
     ).rejects.toThrow('mapped');
     expect(await tx.query(`SELECT count(*)::int AS n FROM tx_probe`)).toEqual([{ n: 0 }]);
@@ -36,6 +44,33 @@ describe('TransactionHost (pool of one connection)', () => {
       tx.sendWithCommit('INSERT INTO tx_probe VALUES ($1::int)', [3]);
     });
     expect(await tx.query(`SELECT v FROM tx_probe`)).toEqual([{ v: 3 }]);
+    await healthy();
+  });
+
+  it('sends opening reads with BEGIN: each taken once, by its key, in its transaction only', async () => {
+    const reads = [
+      { key: 'a', sql: 'SELECT $1::int AS a', params: [1] },
+      { key: 'b', sql: 'SELECT $1::int AS b', params: [2] },
+    ];
+    const seen = await tx.runOpening(
+      [{ sql: 'SELECT $1::int AS own', params: [0] }],
+      async (results) => ({
+        results,
+        b: tx.takeOpened('b'),
+        bAgain: tx.takeOpened('b'),
+        other: tx.takeOpened('c'),
+        a: tx.takeOpened('a'),
+      }),
+      reads,
+    );
+    expect(seen).toEqual({
+      results: [[{ own: 0 }]],
+      b: [{ b: 2 }],
+      bAgain: undefined,
+      other: undefined,
+      a: [{ a: 1 }],
+    });
+    expect(tx.takeOpened('a')).toBeUndefined(); // outside the transaction
     await healthy();
   });
 });
