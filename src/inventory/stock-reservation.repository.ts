@@ -69,9 +69,11 @@ export class StockReservationRepository {
   }
 
   /**
-   * Reserves every line or none, as the order transaction's final statements, sent together with
+   * Reserves every line or none, as the order transaction's final statement, sent together with
    * COMMIT (TransactionHost.sendWithCommit, last): the hot row locks are held only while the server
-   * runs them and commits, with no round trip in between. Two statements in that one message:
+   * runs it and commits, with no round trip in between. The statement calls `reserve_stock`
+   * (migrations/1763800011000-CheckoutFunctions.ts: a PL/pgSQL function, so its plans are kept for
+   * the session instead of parsed and planned per checkout), which runs two statements:
    *
    * 1. `SELECT … FOR UPDATE` takes the inventory row locks in ascending product id (the LockRows
    *    step runs above the sort), waiting for whoever holds them;
@@ -93,10 +95,13 @@ export class StockReservationRepository {
    * the snapshot version, and re-checked on the newest version only for rows that passed, so a
    * unit released meanwhile would be refused as short. test/e2e/reservation-race.test.ts.
    *
+   * (Inside a VOLATILE function each statement still takes its own snapshot under READ COMMITTED.)
+   *
    * On success the statement answers each product's availability after its update, and
    * `onCommitted` gets it once the COMMIT has succeeded (the sold-out marks, sold-out.ts).
    *
-   * Raw SQL: hot path of bench:flash-sale (sent in COMMIT's message, see docs/BENCHMARKS.md).
+   * Raw SQL: hot path of bench:flash-sale (a function call sent in COMMIT's message, see
+   * docs/BENCHMARKS.md).
    */
   reserveAllOnCommit(
     orderId: string,
@@ -105,33 +110,8 @@ export class StockReservationRepository {
     onCommitted?: (left: Availability[]) => void,
   ): void {
     this.tx.sendWithCommit(
-      `SELECT 1 FROM inventory_items
-        WHERE product_id = ANY($1::uuid[])
-        ORDER BY product_id
-          FOR UPDATE;
-       WITH req AS (
-         SELECT * FROM unnest($1::uuid[], $2::int[]) AS r(product_id, quantity)
-       ), moved AS (
-         UPDATE inventory_items i
-            SET reserved = i.reserved + r.quantity, updated_at = $3::timestamptz
-           FROM req r
-          WHERE i.product_id = r.product_id AND i.on_hand - i.reserved >= r.quantity
-         RETURNING i.product_id, r.quantity, i.on_hand - i.reserved AS available
-       ), ledger AS (
-         INSERT INTO stock_movements
-           (product_id, kind, on_hand_delta, reserved_delta, reason, order_id, created_at)
-         SELECT product_id, 'reserve', 0, quantity, 'order', $4::uuid, $3::timestamptz FROM moved
-       ), short AS (
-         SELECT r.product_id, r.quantity, coalesce(i.on_hand - i.reserved, 0) AS available
-           FROM req r LEFT JOIN inventory_items i ON i.product_id = r.product_id
-          WHERE NOT EXISTS (SELECT 1 FROM moved m WHERE m.product_id = r.product_id)
-       )
-       SELECT NULL::uuid AS "productId", NULL::int AS available
-         FROM (SELECT raise_insufficient_stock(jsonb_agg(jsonb_build_object(
-                 'productId', product_id, 'requested', quantity, 'available', available) ORDER BY product_id))
-                 FROM short HAVING count(*) > 0) raised
-       UNION ALL
-       SELECT product_id, available FROM moved`,
+      `SELECT "productId", available
+         FROM reserve_stock($4::uuid, $1::uuid[], $2::int[], $3::timestamptz)`,
       [lines.map((l) => l.productId), lines.map((l) => l.quantity), this.clock.now(), orderId],
       {
         last: true,

@@ -80,35 +80,24 @@ export class OrderRepository {
 
   /**
    * The order, its lines, its first history rows — and `alongside` (e.g. the outbox event, a
-   * fragment with placeholders of its own) — in one statement, sent in the COMMIT's message
-   * (TransactionHost.sendWithCommit): nothing reads the new order back inside its transaction,
-   * so it costs no round trip of its own. Every placeholder is cast, as the values are inlined.
+   * fragment with placeholders of its own, as a data-modifying CTE) — in one statement, sent in
+   * the COMMIT's message (TransactionHost.sendWithCommit): nothing reads the new order back inside
+   * its transaction, so it costs no round trip of its own. The three inserts are `place_order`
+   * (migrations/1763800011000-CheckoutFunctions.ts: PL/pgSQL, its plans kept for the session).
+   * Every placeholder is cast, as the values are inlined.
    */
   insertOnCommit(order: NewOrder, alongside?: SqlFragment): void {
     // raw SQL: hot path of bench:flash-sale (the checkout's order statement, sent in COMMIT's
-    // message: orders + order_items + order_status_history + outbox in one statement, see
-    // docs/BENCHMARKS.md)
-    const statement = sql`WITH ${alongside ? sql`extra AS (${alongside}), ` : sql``}o AS (
-         INSERT INTO orders (id, user_id, status, currency, total_amount, reservation_expires_at,
-                             created_at, updated_at)
-         VALUES (${order.id}::uuid, ${order.userId}::uuid, ${order.status}::text, ${order.currency}::text,
-                 ${order.totalAmount}::bigint, ${order.reservationExpiresAt}::timestamptz,
-                 ${order.createdAt}::timestamptz, ${order.createdAt}::timestamptz)
-         RETURNING id
-       ), lines AS (
-         INSERT INTO order_items (order_id, product_id, sku, name, quantity, unit_price_amount,
-                                  line_total_amount)
-         SELECT o.id, l.* FROM o, unnest(${order.items.map((i) => i.productId)}::uuid[],
-                                         ${order.items.map((i) => i.sku)}::text[],
-                                         ${order.items.map((i) => i.name)}::text[],
-                                         ${order.items.map((i) => i.quantity)}::int[],
-                                         ${order.items.map((i) => i.unitPriceAmount)}::bigint[],
-                                         ${order.items.map((i) => i.lineTotalAmount)}::bigint[]) AS l
-       )
-       INSERT INTO order_status_history (order_id, from_status, to_status, reason, actor, created_at)
-       SELECT o.id, h.f, h.t, h.r, ${order.actor}::text, ${order.createdAt}::timestamptz
-         FROM o, unnest(${order.history.map((h) => h.from)}::text[], ${order.history.map((h) => h.to)}::text[],
-                        ${order.history.map((h) => h.reason)}::text[]) AS h(f, t, r)`;
+    // message: orders + order_items + order_status_history (place_order) + outbox in one
+    // statement, see docs/BENCHMARKS.md)
+    const statement = sql`${alongside ? sql`WITH extra AS (${alongside}) ` : sql``}SELECT place_order(
+         ${order.id}::uuid, ${order.userId}::uuid, ${order.status}::text, ${order.currency}::text,
+         ${order.totalAmount}::bigint, ${order.reservationExpiresAt}::timestamptz, ${order.createdAt}::timestamptz,
+         ${order.items.map((i) => i.productId)}::uuid[], ${order.items.map((i) => i.sku)}::text[],
+         ${order.items.map((i) => i.name)}::text[], ${order.items.map((i) => i.quantity)}::int[],
+         ${order.items.map((i) => i.unitPriceAmount)}::bigint[], ${order.items.map((i) => i.lineTotalAmount)}::bigint[],
+         ${order.actor}::text, ${order.history.map((h) => h.from)}::text[], ${order.history.map((h) => h.to)}::text[],
+         ${order.history.map((h) => h.reason)}::text[])`;
     this.tx.sendWithCommit(statement.text, [...statement.params]);
   }
 
@@ -137,7 +126,13 @@ export class OrderRepository {
         update.andWhere('reservation_expires_at <= :dueBy', { dueBy: t.reservationDueBy });
       }
       if (!(await update.execute()).affected) return null;
-      await this.recordChange(m, orderId, { from: previous, to: t.to, reason: t.reason ?? null, actor: t.actor, at: t.at });
+      await this.recordChange(m, orderId, {
+        from: previous,
+        to: t.to,
+        reason: t.reason ?? null,
+        actor: t.actor,
+        at: t.at,
+      });
       return previous;
     });
   }
@@ -178,7 +173,8 @@ export class OrderRepository {
         .update(OrderEntity)
         .set({
           refundedAmount: () => 'refunded_amount + CAST(:amount AS bigint)',
-          status: () => 'CASE WHEN refunded_amount + CAST(:amount AS bigint) = total_amount THEN :full ELSE :partial END',
+          status: () =>
+            'CASE WHEN refunded_amount + CAST(:amount AS bigint) = total_amount THEN :full ELSE :partial END',
           updatedAt: at,
         })
         .where('id = :orderId')
@@ -190,7 +186,13 @@ export class OrderRepository {
         .execute();
       const row = (result.raw as { status: OrderStatus }[])[0];
       if (!row) return null;
-      await this.recordChange(m, orderId, { from: previous, to: row.status, reason: `refund ${amount}`, actor, at });
+      await this.recordChange(m, orderId, {
+        from: previous,
+        to: row.status,
+        reason: `refund ${amount}`,
+        actor,
+        at,
+      });
       return { previous, status: row.status };
     });
   }
@@ -209,7 +211,10 @@ export class OrderRepository {
         .getOne(),
     );
     if (!order) return null;
-    return { ...toOrder(order, order.items ?? []), history: (order.history ?? []).map(toStatusChange) };
+    return {
+      ...toOrder(order, order.items ?? []),
+      history: (order.history ?? []).map(toStatusChange),
+    };
   }
 
   /**
@@ -243,7 +248,8 @@ export class OrderRepository {
         order: { orderId: 'ASC', productId: 'ASC' },
       });
       const byOrder = new Map<string, OrderItemEntity[]>();
-      for (const item of items) byOrder.set(item.orderId, [...(byOrder.get(item.orderId) ?? []), item]);
+      for (const item of items)
+        byOrder.set(item.orderId, [...(byOrder.get(item.orderId) ?? []), item]);
       return orders.map((o) => toOrder(o, byOrder.get(o.id) ?? []));
     });
   }
@@ -313,7 +319,10 @@ export class OrderRepository {
    * `qb.andWhere(\`p.order_id IN (${sub.getQuery()})\`).setParameters(sub.getParameters())`.
    * Its one parameter is named `orderStatuses`.
    */
-  idsInStatusQuery(m: EntityManager, statuses: readonly OrderStatus[]): SelectQueryBuilder<OrderEntity> {
+  idsInStatusQuery(
+    m: EntityManager,
+    statuses: readonly OrderStatus[],
+  ): SelectQueryBuilder<OrderEntity> {
     return m
       .getRepository(OrderEntity)
       .createQueryBuilder('status_order')
