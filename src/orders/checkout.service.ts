@@ -37,9 +37,9 @@ function purchaseLimitExceeded(breaches: PurchaseLimitBreach[]): DomainError {
 
 /**
  * The checkout's price snapshot as its transaction's opening read (OpeningReads: sent with
- * BEGIN and the idempotency claim, one round trip less), for a body the validation pipe takes
- * as it is (fastPathLines: well-formed lower-case UUIDs, so the read cannot fail); none for a
- * cart checkout or any other body — the snapshot is then read after validation, as usual.
+ * BEGIN and the idempotency claim, one round trip less), for a plain body (fastPathLines:
+ * lower-case UUIDs that the pipe's @IsUUID() takes, so the read cannot fail); none for a cart
+ * checkout or any other body — the snapshot is then read after validation, as usual.
  */
 export const checkoutOpeningReads: OpeningReadsOf = (body) => {
   const lines = fastPathLines(body);
