@@ -240,6 +240,12 @@ describe('operational commands', () => {
         WHERE schemaname = 'public' AND tablename NOT IN ('schema_migrations', 'typeorm_metadata')`,
     );
     expect(tables.rows[0].n).toBe(0);
+    // nor functions (raise_insufficient_stock, place_order, reserve_stock, …; an extension's are its own)
+    const functions = await db.pool.query(
+      `SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')`,
+    );
+    expect(functions.rows).toEqual([]);
     expect((await cli([...typeorm, 'migration:run', '-d', 'ormconfig.ts'])).code).toBe(0);
   }, 120_000);
 });
