@@ -1,4 +1,5 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, ParseUUIDPipe, Put } from '@nestjs/common';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
+import { Body, Controller, Delete, Get, HttpCode, Param, Put } from '@nestjs/common';
 import { ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
@@ -32,7 +33,7 @@ export class CartController {
   @ApiProblems([404, '`PRODUCT_NOT_FOUND`'])
   setQuantity(
     @CurrentPrincipal() me: Principal,
-    @Param('productId', new ParseUUIDPipe()) productId: string,
+    @Param('productId', new UuidParamPipe()) productId: string,
     @Body() dto: SetCartQuantityDto,
   ): Promise<CartDto> {
     return this.cart.setQuantity(me.userId, productId, dto.quantity);

@@ -1,5 +1,12 @@
-import { Body, Controller, Delete, HttpCode, Param, ParseUUIDPipe, Patch, Post } from '@nestjs/common';
-import { ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
+import { Body, Controller, Delete, HttpCode, Param, Patch, Post } from '@nestjs/common';
+import {
+  ApiCreatedResponse,
+  ApiNoContentResponse,
+  ApiOkResponse,
+  ApiOperation,
+  ApiTags,
+} from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { RequirePermission } from '../auth/require-permission.decorator';
@@ -43,12 +50,16 @@ export class CatalogAdminController {
   @ApiOperation({
     operationId: 'updateProduct',
     summary: 'Update a product (permission `catalog:write`)',
-    description: 'Changes the fields sent; orders already placed keep the price they were placed at.',
+    description:
+      'Changes the fields sent; orders already placed keep the price they were placed at.',
   })
   @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: ProductDto })
   @ApiProblems([404, '`PRODUCT_NOT_FOUND` or `CATEGORY_NOT_FOUND`'])
-  update(@Param('id', new ParseUUIDPipe()) id: string, @Body() dto: UpdateProductDto): Promise<ProductDto> {
+  update(
+    @Param('id', new UuidParamPipe()) id: string,
+    @Body() dto: UpdateProductDto,
+  ): Promise<ProductDto> {
     return this.admin.updateProduct(id, dto);
   }
 
@@ -63,7 +74,7 @@ export class CatalogAdminController {
   @ApiUuidParam('id', 'Product id')
   @ApiNoContentResponse({ description: 'Deactivated' })
   @ApiProblems([404, '`PRODUCT_NOT_FOUND`'])
-  remove(@Param('id', new ParseUUIDPipe()) id: string): Promise<void> {
+  remove(@Param('id', new UuidParamPipe()) id: string): Promise<void> {
     return this.admin.deactivate(id);
   }
 
@@ -93,7 +104,7 @@ export class CatalogAdminController {
   @ApiCreatedResponse({ type: ImageUploadDto })
   @ApiProblems([404, '`PRODUCT_NOT_FOUND`'])
   createImage(
-    @Param('id', new ParseUUIDPipe()) id: string,
+    @Param('id', new UuidParamPipe()) id: string,
     @Body() dto: CreateImageUploadDto,
   ): Promise<ImageUploadDto> {
     return this.images.createUpload(id, dto);

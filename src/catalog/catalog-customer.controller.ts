@@ -1,4 +1,5 @@
-import { Body, Controller, Get, Param, ParseUUIDPipe, Post, Query } from '@nestjs/common';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
+import { Body, Controller, Get, Param, Post, Query } from '@nestjs/common';
 import { ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
@@ -26,7 +27,7 @@ export class CatalogCustomerController {
   })
   @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: ReviewPageDto })
-  listReviews(@Param('id', new ParseUUIDPipe()) id: string, @Query() query: PageQueryDto) {
+  listReviews(@Param('id', new UuidParamPipe()) id: string, @Query() query: PageQueryDto) {
     return this.reviews.list(id, query);
   }
 
@@ -45,7 +46,7 @@ export class CatalogCustomerController {
   )
   review(
     @CurrentPrincipal() me: Principal,
-    @Param('id', new ParseUUIDPipe()) id: string,
+    @Param('id', new UuidParamPipe()) id: string,
     @Body() dto: CreateReviewDto,
   ): Promise<ReviewDto> {
     return this.reviews.create(me, id, dto);
@@ -56,12 +57,13 @@ export class CatalogCustomerController {
   @ApiOperation({
     operationId: 'listAlsoBought',
     summary: 'Products frequently bought together with this one',
-    description: 'Active products that appear most often in paid orders together with this product.',
+    description:
+      'Active products that appear most often in paid orders together with this product.',
   })
   @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: ProductListDto })
   @ApiProblems([404, '`PRODUCT_NOT_FOUND`'])
-  alsoBought(@Param('id', new ParseUUIDPipe()) id: string): Promise<ProductListDto> {
+  alsoBought(@Param('id', new UuidParamPipe()) id: string): Promise<ProductListDto> {
     return this.recommendations.alsoBought(id);
   }
 
@@ -69,7 +71,8 @@ export class CatalogCustomerController {
   @ApiOperation({
     operationId: 'listRecommendations',
     summary: 'Recommendations for the signed-in customer',
-    description: "Active products chosen from the customer's own purchases and what others bought with them.",
+    description:
+      "Active products chosen from the customer's own purchases and what others bought with them.",
   })
   @ApiOkResponse({ type: ProductListDto })
   forMe(@CurrentPrincipal() me: Principal): Promise<ProductListDto> {

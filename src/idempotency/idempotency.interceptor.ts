@@ -75,7 +75,9 @@ export class IdempotencyInterceptor implements NestInterceptor {
       principal: request.user ? `user:${request.user.userId}` : `ip:${request.ip}`,
       key,
       method: request.method,
-      route: request.url.split('?')[0],
+      // lower case: a route's only variable segments are UUIDs, lower-cased for the handler too
+      // (UuidParamPipe), so /orders/ABC…/cancel and /orders/abc…/cancel are one request
+      route: request.url.split('?')[0].toLowerCase(),
       fingerprint: fingerprint(request.body),
     };
     const outside = this.reflector.get<boolean>(

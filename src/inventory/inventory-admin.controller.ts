@@ -1,4 +1,5 @@
-import { Body, Controller, HttpCode, Param, ParseUUIDPipe, Post } from '@nestjs/common';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
+import { Body, Controller, HttpCode, Param, Post } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { RequirePermission } from '../auth/require-permission.decorator';
@@ -27,7 +28,7 @@ export class InventoryAdminController {
   @ApiProblems([404, '`PRODUCT_NOT_FOUND`'], [409, '`STOCK_BELOW_RESERVED`'])
   adjust(
     @CurrentPrincipal() me: Principal,
-    @Param('id', new ParseUUIDPipe()) id: string,
+    @Param('id', new UuidParamPipe()) id: string,
     @Body() dto: StockAdjustmentDto,
   ): Promise<StockLevelDto> {
     return this.inventory.adjustStock(me, id, dto);

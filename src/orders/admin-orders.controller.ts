@@ -1,4 +1,5 @@
-import { Controller, Get, HttpCode, Param, ParseUUIDPipe, Post, Query } from '@nestjs/common';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
+import { Controller, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
@@ -30,12 +31,13 @@ export class AdminOrdersController {
   @ApiOperation({
     operationId: 'fulfilOrder',
     summary: 'Mark an order fulfilled (permission `orders:fulfil`)',
-    description: 'A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing.',
+    description:
+      'A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing.',
   })
   @ApiUuidParam('id', 'Order id')
   @ApiOkResponse({ type: OrderDetailDto })
   @ApiProblems([404, '`ORDER_NOT_FOUND`'], [409, '`ORDER_NOT_FULFILLABLE`'])
-  fulfil(@CurrentPrincipal() me: Principal, @Param('id', new ParseUUIDPipe()) id: string) {
+  fulfil(@CurrentPrincipal() me: Principal, @Param('id', new UuidParamPipe()) id: string) {
     return this.orders.fulfil(me, id);
   }
 }

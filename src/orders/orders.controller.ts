@@ -1,14 +1,5 @@
-import {
-  Body,
-  Controller,
-  Get,
-  HttpCode,
-  Param,
-  ParseUUIDPipe,
-  Post,
-  Query,
-  UseGuards,
-} from '@nestjs/common';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
+import { Body, Controller, Get, HttpCode, Param, Post, Query, UseGuards } from '@nestjs/common';
 import { ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { RateLimit } from '../common/throttling/rate-limit.decorator';
@@ -75,7 +66,7 @@ export class OrdersController {
   @ApiUuidParam('id', 'Order id')
   @ApiOkResponse({ type: OrderDetailDto })
   @ApiProblems([404, '`ORDER_NOT_FOUND`'])
-  get(@CurrentPrincipal() me: Principal, @Param('id', new ParseUUIDPipe()) id: string) {
+  get(@CurrentPrincipal() me: Principal, @Param('id', new UuidParamPipe()) id: string) {
     return this.orders.get(me, id);
   }
 
@@ -92,7 +83,7 @@ export class OrdersController {
   @ApiUuidParam('id', 'Order id')
   @ApiOkResponse({ type: OrderDetailDto })
   @ApiProblems([404, '`ORDER_NOT_FOUND`'], [409, '`ORDER_NOT_CANCELLABLE`'])
-  cancel(@CurrentPrincipal() me: Principal, @Param('id', new ParseUUIDPipe()) id: string) {
+  cancel(@CurrentPrincipal() me: Principal, @Param('id', new UuidParamPipe()) id: string) {
     return this.orders.cancel(me, id);
   }
 }

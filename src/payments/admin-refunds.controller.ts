@@ -1,4 +1,5 @@
-import { Body, Controller, Headers, Param, ParseUUIDPipe, Post } from '@nestjs/common';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
+import { Body, Controller, Headers, Param, Post } from '@nestjs/common';
 import { ApiCreatedResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { RequirePermission } from '../auth/require-permission.decorator';
@@ -36,7 +37,7 @@ export class AdminRefundsController {
   )
   refund(
     @CurrentPrincipal() me: Principal,
-    @Param('id', new ParseUUIDPipe()) id: string,
+    @Param('id', new UuidParamPipe()) id: string,
     @Body() dto: CreateRefundDto,
     @Headers(IDEMPOTENCY_HEADER) key: string,
   ): Promise<RefundDto> {

@@ -1,4 +1,5 @@
-import { Controller, Param, ParseUUIDPipe, Post } from '@nestjs/common';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
+import { Controller, Param, Post } from '@nestjs/common';
 import { ApiCreatedResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
@@ -27,7 +28,7 @@ export class PaymentsController {
   @ApiProblems([404, '`ORDER_NOT_FOUND`'], [409, '`ORDER_NOT_PAYABLE`'])
   start(
     @CurrentPrincipal() me: Principal,
-    @Param('id', new ParseUUIDPipe()) id: string,
+    @Param('id', new UuidParamPipe()) id: string,
   ): Promise<PaymentIntentDto> {
     return this.payments.start(me, id);
   }

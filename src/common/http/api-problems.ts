@@ -125,6 +125,6 @@ export function ApiProblems(...entries: Array<ProblemStatus | [ProblemStatus, st
   );
 }
 
-/** A `{name}` path parameter that is a UUID (validated by ParseUUIDPipe: anything else is a 400). */
+/** A `{name}` path parameter that is a UUID (validated by UuidParamPipe: anything else is a 400; lower-cased). */
 export const ApiUuidParam = (name: string, description: string) =>
   ApiParam({ name, description, schema: { type: 'string', format: 'uuid' } });
