@@ -1,6 +1,7 @@
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
@@ -72,15 +73,19 @@ export function apiMemory(pid: number | undefined): ApiMemory | null {
   if (pid === undefined) return null;
   let children: number[] = [];
   try {
-    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
   } catch {
     /* not Linux, or gone */
   }
   const processes: ApiMemory['processes'] = [];
-  for (const [p, role] of [[pid, children.length > 0 ? 'primary' : 'api'], ...children.map((c) => [c, 'worker'])] as [
-    number,
-    'api' | 'primary' | 'worker',
-  ][]) {
+  for (const [p, role] of [
+    [pid, children.length > 0 ? 'primary' : 'api'],
+    ...children.map((c) => [c, 'worker']),
+  ] as [number, 'api' | 'primary' | 'worker'][]) {
     const m = memoryOf(p);
     if (m) processes.push({ pid: p, role, ...m });
   }
@@ -96,8 +101,11 @@ export function apiMemory(pid: number | undefined): ApiMemory | null {
 /** "184 MiB" for one process; per process and in total for a primary with API processes. */
 export function describeMemory(m: ApiMemory | null): string {
   if (!m) return 'n/a';
-  if (m.processes.length === 1) return `${m.processes[0].peakMiB} MiB peak (now ${m.processes[0].rssMiB} MiB)`;
-  const each = m.processes.map((p) => `${p.role} ${p.peakMiB} MiB peak (now ${p.rssMiB})`).join(', ');
+  if (m.processes.length === 1)
+    return `${m.processes[0].peakMiB} MiB peak (now ${m.processes[0].rssMiB} MiB)`;
+  const each = m.processes
+    .map((p) => `${p.role} ${p.peakMiB} MiB peak (now ${p.rssMiB})`)
+    .join(', ');
   return `${m.peakMiB} MiB peak per API process — ${each}; all together now ${m.totalRssMiB} MiB`;
 }
 
@@ -190,6 +198,8 @@ export async function startApi(
       STRIPE_WEBHOOK_SECRET: 'whsec_bench_only_unused',
       STRIPE_API_URL: 'http://127.0.0.1:9',
       METRICS_PORT: '0',
+      // no mail server: the API sends none, and a production boot needs one or this, on purpose
+      MAIL_OUTBOX_DIR: join(tmpdir(), 'shop-bench-mail'),
       LOG_LEVEL: 'warn',
       RATE_LIMIT_ENABLED: 'false',
       PORT: String(port),
@@ -265,7 +275,11 @@ export async function inProcessAppWithCustomer(
   const res = await fetch(`${base}/v1/auth/register`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email: `${randomUUID()}@bench.local`, password: 'bench-password', name: 'B' }),
+    body: JSON.stringify({
+      email: `${randomUUID()}@bench.local`,
+      password: 'bench-password',
+      name: 'B',
+    }),
   });
   const { accessToken } = (await res.json()) as { accessToken: string };
   return { app, base, accessToken };

@@ -7,7 +7,8 @@
  * Env: BENCH_DURATION (12 s per measurement), BENCH_CONNECTIONS (32 in all), BENCH_SKUS (16).
  */
 import { randomUUID } from 'node:crypto';
-import { loadavg } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Cluster } from './cluster';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
@@ -102,6 +103,7 @@ async function main(): Promise<void> {
       RATE_LIMIT_ENABLED: 'false',
       PURCHASE_LIMIT_OPEN_ORDERS: '0',
       PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0',
+      MAIL_OUTBOX_DIR: join(tmpdir(), 'shop-scale-bench-mail'),
     });
     cluster.migrate(env());
     await cluster.addApps(env);

@@ -8,6 +8,7 @@ const SECRETS = {
   STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32),
   STRIPE_SECRET_KEY: 'sk_test_123',
   STRIPE_WEBHOOK_SECRET: 'whsec_abc',
+  SMTP_URL: 'smtp://mail.example.test:587',
 };
 const ALL_SECRET_NAMES = Object.keys(SECRETS);
 
@@ -44,7 +45,9 @@ describe('loadConfig', () => {
   });
 
   it('treats empty strings as unset', () => {
-    expect(loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: '' }).stripe.secretKey).toBeUndefined();
+    expect(
+      loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: '' }).stripe.secretKey,
+    ).toBeUndefined();
   });
 
   it('configures S3-compatible storage: MinIO-style defaults, the public URL derived from endpoint and bucket', () => {
@@ -73,17 +76,22 @@ describe('loadConfig', () => {
       false,
       'https://shop.acc.r2.cloudflarestorage.com',
     ]);
-    expect(loadConfig({ NODE_ENV: 'development', STORAGE_BASE_URL: 'https://cdn.shop.example/img/' }).storage.baseUrl).toBe(
-      'https://cdn.shop.example/img',
-    );
+    expect(
+      loadConfig({ NODE_ENV: 'development', STORAGE_BASE_URL: 'https://cdn.shop.example/img/' })
+        .storage.baseUrl,
+    ).toBe('https://cdn.shop.example/img');
     const dev2 = { NODE_ENV: 'development' };
     expect(() => loadConfig({ ...dev2, STORAGE_BUCKET: 'Not_A_Bucket' })).toThrow(/STORAGE_BUCKET/);
     expect(() => loadConfig({ ...dev2, STORAGE_ENDPOINT: 'ftp://x' })).toThrow(/STORAGE_ENDPOINT/);
-    expect(() => loadConfig({ ...dev2, STORAGE_WEBHOOK_TOKEN: 'has a space in it, too short?' })).toThrow(/STORAGE_WEBHOOK_TOKEN/);
+    expect(() =>
+      loadConfig({ ...dev2, STORAGE_WEBHOOK_TOKEN: 'has a space in it, too short?' }),
+    ).toThrow(/STORAGE_WEBHOOK_TOKEN/);
   });
 
   it('switches throttling off with RATE_LIMIT_ENABLED=false', () => {
-    expect(loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).rateLimitEnabled).toBe(false);
+    expect(
+      loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).rateLimitEnabled,
+    ).toBe(false);
   });
 
   describe('secure by default: only an explicit NODE_ENV=development gets development behaviour', () => {
@@ -101,8 +109,25 @@ describe('loadConfig', () => {
       for (const name of ALL_SECRET_NAMES) {
         const env: Record<string, string> = { NODE_ENV: 'production', ...SECRETS };
         delete env[name];
-        expect(problemsOf(env)).toEqual([`${name}: required in production`]);
+        expect(problemsOf(env)).toEqual([
+          expect.stringMatching(new RegExp(`^${name}: required in production`)),
+        ]);
       }
+    });
+
+    it('refuses a deployment without SMTP_URL unless MAIL_OUTBOX_DIR asks for mail as files', () => {
+      const { SMTP_URL: _smtp, ...withoutSmtp } = SECRETS;
+      for (const nodeEnv of [undefined, 'test', 'production']) {
+        const env = { ...withoutSmtp, ...(nodeEnv ? { NODE_ENV: nodeEnv } : {}) };
+        expect(problemsOf(env)).toEqual([
+          expect.stringMatching(/^SMTP_URL: required .*MAIL_OUTBOX_DIR/),
+        ]);
+        expect(loadConfig({ ...env, MAIL_OUTBOX_DIR: '/var/spool/shop-mail' }).mail).toMatchObject({
+          smtpUrl: undefined,
+          outboxDir: '/var/spool/shop-mail',
+        });
+      }
+      expect(loadConfig({ NODE_ENV: 'development' }).mail.outboxDir).toBe('var/mail');
     });
 
     it('reports bad values and missing secrets together', () => {
@@ -137,8 +162,12 @@ describe('loadConfig', () => {
     });
 
     it('lets DOCS_ENABLED override the default either way', () => {
-      expect(loadConfig({ NODE_ENV: 'development', DOCS_ENABLED: 'false' }).docsEnabled).toBe(false);
-      expect(loadConfig({ NODE_ENV: 'production', ...SECRETS, DOCS_ENABLED: 'true' }).docsEnabled).toBe(true);
+      expect(loadConfig({ NODE_ENV: 'development', DOCS_ENABLED: 'false' }).docsEnabled).toBe(
+        false,
+      );
+      expect(
+        loadConfig({ NODE_ENV: 'production', ...SECRETS, DOCS_ENABLED: 'true' }).docsEnabled,
+      ).toBe(true);
     });
 
     it('lets migration tools read the database settings without any secret', () => {

@@ -291,7 +291,8 @@ export function loadDatabaseConfig(
 
 /**
  * Outside development (NODE_ENV unset, `test`, `production` — anything but an explicit
- * `development`), every secret must be given, and none may be a built-in development value.
+ * `development`), every secret must be given, and none may be a built-in development value; and
+ * a mail server (SMTP_URL) unless MAIL_OUTBOX_DIR says mail is to be written as files.
  */
 function secretProblems(env: Record<string, string>): string[] {
   const nodeEnv = env.NODE_ENV;
@@ -303,6 +304,13 @@ function secretProblems(env: Record<string, string>): string[] {
   const problems: string[] = REQUIRED_OUTSIDE_DEVELOPMENT.filter((name) => !env[name]).map(
     (name) => `${name}: ${why}`,
   );
+  // Without a mail server, mail goes to .eml files (and is recorded as sent): a development
+  // convenience that a deployment gets only by asking for it, never by forgetting SMTP_URL.
+  if (!env.SMTP_URL && !env.MAIL_OUTBOX_DIR) {
+    problems.push(
+      `SMTP_URL: ${why} (or MAIL_OUTBOX_DIR, to write outgoing mail as .eml files on purpose)`,
+    );
+  }
   for (const [name, value] of Object.entries(DEV_SECRETS)) {
     if (env[name] === value) {
       problems.push(

@@ -138,6 +138,7 @@ describe('CORS_ORIGINS defaults and validation', () => {
     STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32),
     STRIPE_SECRET_KEY: 'sk_test_123',
     STRIPE_WEBHOOK_SECRET: 'whsec_abc',
+    SMTP_URL: 'smtp://mail.example.test:587',
   };
 
   it('allows no origin by default outside development, any origin in development', () => {

@@ -1,3 +1,5 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 // Every integration test file starts from the same quiet, deterministic environment.
 // NODE_ENV=development explicitly: the suites use the simulated payment gateway, its dev-only
 // confirm route and the built-in development secrets. Nothing else gets them: suites that
@@ -15,3 +17,7 @@ process.env.PURCHASE_LIMIT_OPEN_ORDERS = process.env.PURCHASE_LIMIT_OPEN_ORDERS 
 // A developer's .env (README: copy .env.example) must not reach the processes tests spawn: the
 // harness's environment is the whole configuration. test/e2e/env-file.test.ts opts back in.
 process.env.ENV_FILE = '';
+// No mail server in tests: outgoing mail is written as .eml files, asked for explicitly (outside
+// development a deployment without SMTP_URL refuses to boot unless MAIL_OUTBOX_DIR is set).
+process.env.MAIL_OUTBOX_DIR =
+  process.env.MAIL_OUTBOX_DIR ?? join(tmpdir(), `shop-test-mail-${process.pid}`);
