@@ -2,6 +2,7 @@ import type { Cache } from 'cache-manager';
 import type Redis from 'ioredis';
 import { Clock } from '../common/time/clock';
 import { AppConfig, loadConfig } from '../config/config';
+import type { TransactionHost } from '../database/transaction-host';
 import { CatalogCache } from './catalog-cache';
 import { mockOf } from '../../test/support/mocks';
 
@@ -12,15 +13,24 @@ function fakeRedis(): Redis {
 
 /** The shared tier, always a miss. */
 function fakeShared(): Cache {
-  return mockOf<Cache>({ get: async () => undefined, set: async (_key: string, value: unknown) => value }, 'shared');
+  return mockOf<Cache>(
+    { get: async () => undefined, set: async (_key: string, value: unknown) => value },
+    'shared',
+  );
 }
+
+/** Outside any transaction: work after a commit runs at once. */
+const noTransaction = mockOf<TransactionHost>(
+  { whenCommitted: (work: () => Promise<void>) => work() },
+  'tx',
+);
 
 describe('CatalogCache memory copies', () => {
   const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
   const memoryOf = (cache: CatalogCache) => cache['memory'];
 
   it('holds at most 16 Mi characters of pages, however many distinct URLs are asked for', async () => {
-    const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock());
+    const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock(), noTransaction);
     const page = 'x'.repeat(900_000); // a listing page of 100 long items, give or take
     for (let i = 0; i < 60; i++) {
       await cache.getOrBuild(`/v1/products?limit=100&q=${i}`, async () => page);
@@ -34,10 +44,11 @@ describe('CatalogCache memory copies', () => {
   });
 
   it('keeps small pages up to the entry bound, and never copies one answer over 1 Mi characters', async () => {
-    const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock());
+    const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock(), noTransaction);
     await cache.getOrBuild('/v1/products/huge', async () => 'y'.repeat(1_100_000));
     expect(memoryOf(cache).has('/v1/products/huge')).toBe(false);
-    for (let i = 0; i < 2_100; i++) await cache.getOrBuild(`/v1/products?q=${i}`, async () => ({ i }));
+    for (let i = 0; i < 2_100; i++)
+      await cache.getOrBuild(`/v1/products?q=${i}`, async () => ({ i }));
     expect(memoryOf(cache).size).toBe(2_000);
   });
 });

@@ -4,6 +4,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { Cache } from 'cache-manager';
 import type Redis from 'ioredis';
 import { Keyv } from 'keyv';
+import { TransactionHost } from '../database/transaction-host';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { REDIS } from '../redis/redis.module';
@@ -123,6 +124,7 @@ export class CatalogCache {
     @Inject(CACHE_MANAGER) private readonly shared: Cache,
     @Inject(APP_CONFIG) config: AppConfig,
     private readonly clock: Clock,
+    private readonly tx: TransactionHost,
   ) {
     this.versionKey = `${config.redis.keyPrefix}:catalog:version`;
     this.enabled = config.catalogCacheEnabled;
@@ -171,17 +173,27 @@ export class CatalogCache {
   }
 
   /**
-   * Call after a committed write that changes what catalog readers see. Retried briefly: if
-   * Redis stays unreachable, readers go to PostgreSQL anyway (their version read fails too); only
-   * a Redis that answers reads but not this write could serve the old page, until its TTL.
+   * Call after a write that changes what catalog readers see: the version is bumped once the
+   * current transaction has committed (TransactionHost.whenCommitted — a handler inside the
+   * idempotency interceptor's transaction used to bump it before the COMMIT, and a reader in
+   * between cached the old rows under the new version), before the request answers. Retried
+   * briefly: if Redis stays unreachable, readers go to PostgreSQL anyway (their version read
+   * fails too); only a Redis that answers reads but not this write could serve the old page,
+   * until its TTL.
    */
-  async invalidate(): Promise<void> {
+  invalidate(): Promise<void> {
+    return this.tx.whenCommitted(() => this.bumpVersion());
+  }
+
+  private async bumpVersion(): Promise<void> {
     this.forgetAll();
     for (let attempt = 1; attempt <= 3; attempt++) {
       if ((await this.safe(() => this.redis.incr(this.versionKey))) !== undefined) return;
       await new Promise((r) => setTimeout(r, 50 * attempt));
     }
-    this.logger.error(`catalog version not bumped: cached pages may be stale for up to ${CATALOG_TTL_MS} ms`);
+    this.logger.error(
+      `catalog version not bumped: cached pages may be stale for up to ${CATALOG_TTL_MS} ms`,
+    );
   }
 
   /** Memory first, then Redis (remembering what it finds for as long as Redis keeps it). */

@@ -34,6 +34,8 @@ interface TransactionContext {
   manager: EntityManager;
   /** Callbacks for after a successful COMMIT (metrics, notifications): never for a rollback. */
   afterCommit: (() => void)[];
+  /** Work awaited after a successful COMMIT, before run() returns (see whenCommitted). */
+  whenCommitted: (() => Promise<void>)[];
   /** Statements sent in the same message as COMMIT (see sendWithCommit). */
   withCommit: WithCommit[];
   /** Rows of the opening reads sent with BEGIN, by key, until taken (see takeOpened). */
@@ -114,6 +116,19 @@ export class TransactionHost {
     const ctx = this.als.getStore();
     if (ctx) ctx.afterCommit.push(fn);
     else fn();
+  }
+
+  /**
+   * `work` once the current transaction has committed, awaited before the transaction's run()
+   * returns — so before the request that opened it answers; at once when there is none. Never
+   * after a rollback. For effects others must only see after the commit, and the caller's answer
+   * only after them (the catalog cache's version bump). `work` must not throw (the data is
+   * committed: a failure cannot be the request's); one that does is logged.
+   */
+  async whenCommitted(work: () => Promise<void>): Promise<void> {
+    const ctx = this.als.getStore();
+    if (ctx) ctx.whenCommitted.push(work);
+    else await work();
   }
 
   /**
@@ -244,6 +259,7 @@ export class TransactionHost {
     const ctx: TransactionContext = {
       manager: runner.manager,
       afterCommit: [],
+      whenCommitted: [],
       withCommit: [],
       opened: new Map(),
     };
@@ -294,6 +310,11 @@ export class TransactionHost {
         await runner.commitTransaction();
       }
       for (const fn of ctx.afterCommit) fn();
+      for (const work of ctx.whenCommitted) {
+        await work().catch((err: unknown) =>
+          this.logger.warn(`after commit: ${(err as Error).message}`),
+        );
+      }
       return value;
     } catch (err) {
       if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
