@@ -15,6 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { Pool } from 'pg';
+import { checkoutRequests } from './checkout-requests';
 import { build, freshDatabase, startApi, stopApi } from './support';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
@@ -94,21 +95,7 @@ async function main(): Promise<void> {
         url: api,
         connections: CONNECTIONS,
         duration,
-        requests: [
-          {
-            method: 'POST',
-            path: '/v1/orders',
-            setupRequest: (req: Record<string, unknown>) => ({
-              ...req,
-              headers: {
-                'content-type': 'application/json',
-                authorization: `Bearer ${tokens[Math.floor(Math.random() * tokens.length)]}`,
-                'idempotency-key': randomUUID(),
-              },
-              body: JSON.stringify({ items: [{ productId: pick(), quantity: 1 }] }),
-            }),
-          },
-        ],
+        requests: checkoutRequests(tokens, pick),
       });
     const scenarios: [string, () => string][] = [
       [`${SKUS} SKUs`, () => products[Math.floor(Math.random() * products.length)]],

@@ -32,6 +32,7 @@ import {
   stopApi,
   writeBenchmarkSection,
 } from './support';
+import { checkoutRequests } from './checkout-requests';
 import { type PgbenchResult, pgbench } from './pgbench';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
@@ -97,21 +98,7 @@ async function checkout(
     url: api,
     connections: CONNECTIONS,
     ...(opts.amount ? { amount: opts.amount } : { duration: opts.duration }),
-    requests: [
-      {
-        method: 'POST',
-        path: '/v1/orders',
-        setupRequest: (req: Record<string, unknown>) => ({
-          ...req,
-          headers: {
-            'content-type': 'application/json',
-            authorization: `Bearer ${tokens[Math.floor(Math.random() * tokens.length)]}`,
-            'idempotency-key': randomUUID(),
-          },
-          body: JSON.stringify({ items: [{ productId: pickProduct(), quantity: 1 }] }),
-        }),
-      },
-    ],
+    requests: checkoutRequests(tokens, pickProduct),
   });
   const stats = (result.statusCodeStats ?? {}) as Record<string, { count: number }>;
   const other: Record<string, number> = {};

@@ -9,6 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { checkoutRequests } from '../../bench/checkout-requests';
 import { Cluster } from './cluster';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
@@ -36,25 +37,7 @@ function load(
     url,
     connections,
     duration,
-    requests: [
-      {
-        method: 'POST',
-        path: '/v1/orders',
-        setupRequest: (req: Record<string, unknown>) => ({
-          ...req,
-          headers: {
-            'content-type': 'application/json',
-            authorization: `Bearer ${tokens[Math.floor(Math.random() * tokens.length)]}`,
-            'idempotency-key': randomUUID(),
-          },
-          body: JSON.stringify({
-            items: [
-              { productId: products[Math.floor(Math.random() * products.length)], quantity: 1 },
-            ],
-          }),
-        }),
-      },
-    ],
+    requests: checkoutRequests(tokens, () => products[Math.floor(Math.random() * products.length)]),
   });
 }
 
