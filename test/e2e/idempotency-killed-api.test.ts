@@ -2,7 +2,7 @@ import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
 import { insertProduct, newKey } from '../support/fixtures';
 import { HoldingProxy, startHoldingProxy } from '../support/holding-proxy';
 import { Buyer, buyers, placeOrder } from '../support/orders';
-import { runScript } from '../support/processes';
+import { freePort, runScript } from '../support/processes';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
 import { waitFor } from '../support/wait-for';
@@ -41,7 +41,7 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
   });
 
   it('a retry through the other API process runs at once once the killed process is gone', async () => {
-    const port = 30000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     api = runScript(
       'src/main.ts',
       {

@@ -30,7 +30,7 @@ describe('process lifecycle (real node processes)', () => {
   }, 60_000);
 
   it('serves, then exits 0 on SIGTERM with its pools closed', async () => {
-    const port = 30000 + Math.floor(Math.random() * 20000);
+    const port = await freePort();
     const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1' });
     await waitFor(
       'the API to be ready',

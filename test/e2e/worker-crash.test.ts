@@ -1,7 +1,7 @@
 import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
 import { insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
-import { runScript } from '../support/processes';
+import { freePort, runScript } from '../support/processes';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { waitFor } from '../support/wait-for';
 
@@ -77,7 +77,7 @@ describe('worker killed mid-job (real processes)', () => {
     const midway = await t.db.pool.query(`SELECT status FROM refunds WHERE order_id = $1`, [orderId]);
     expect(midway.rows).toEqual([{ status: 'pending' }]);
 
-    const metricsPort = 30000 + Math.floor(Math.random() * 20000);
+    const metricsPort = await freePort(); // the kernel's pick: a random one collided with ephemeral ports
     startWorker(metricsPort);
     await until('the refund to settle', async () => {
       const r = await t.db.pool.query(`SELECT status FROM refunds WHERE order_id = $1`, [orderId]);
