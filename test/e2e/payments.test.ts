@@ -23,6 +23,16 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       until: (o) => o.status === status,
     });
 
+  /** One unit of a new product at `price`, ordered, paid through the simulated gateway, CONFIRMED. */
+  const paidOrder = async (price: number) => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: price });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    await t.http.post(`/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`, { outcome: 'succeeded' }, { token: alice.token });
+    await reaches(order.body.id, 'CONFIRMED');
+    return { p, order, pay };
+  };
+
   beforeAll(async () => {
     t = await bootTestApp();
     worker = await bootTestWorker(t.config);
@@ -165,19 +175,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
 
   it('refunds through the simulated gateway: partial, then the rest; concurrent ones never exceed the capture', async () => {
     const admin = await createAdmin(t);
-    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
-    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const pay = await t.http.post(
-      `/v1/orders/${order.body.id}/payment`,
-      {},
-      { token: alice.token, idempotencyKey: newKey() },
-    );
-    await t.http.post(
-      `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`,
-      { outcome: 'succeeded' },
-      { token: alice.token },
-    );
-    await reaches(order.body.id, 'CONFIRMED');
+    const { p, order, pay } = await paidOrder(10_000);
     const refund = (amount?: number) =>
       t.http.post(
         `/v1/admin/orders/${order.body.id}/refunds`,
@@ -210,19 +208,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
 
   it('refunds once under an upper-case order id, and replays it under either case (it used to pay, then answer 422)', async () => {
     const admin = await createAdmin(t);
-    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
-    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const pay = await t.http.post(
-      `/v1/orders/${order.body.id}/payment`,
-      {},
-      { token: alice.token, idempotencyKey: newKey() },
-    );
-    await t.http.post(
-      `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`,
-      { outcome: 'succeeded' },
-      { token: alice.token },
-    );
-    await reaches(order.body.id, 'CONFIRMED');
+    const { order, pay } = await paidOrder(10_000);
     const key = newKey();
     const refund = (id: string) =>
       t.http.post(
