@@ -15,7 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { Pool } from 'pg';
-import { checkoutRequests } from './checkout-requests';
+import { checkoutRequests, registerBuyers } from './checkout-load';
 import { build, freshDatabase, startApi, stopApi } from './support';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
@@ -77,19 +77,7 @@ async function main(): Promise<void> {
     PURCHASE_LIMIT_OPEN_ORDERS: '0',
   });
   try {
-    const tokens: string[] = [];
-    for (let i = 0; i < BUYERS; i++) {
-      const res = await fetch(`${api}/v1/auth/register`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          email: `cpu-${randomUUID()}@bench.local`,
-          password: 'bench-password-1',
-          name: 'Bench buyer',
-        }),
-      });
-      tokens.push(((await res.json()) as { accessToken: string }).accessToken);
-    }
+    const tokens = await registerBuyers(api, BUYERS);
     const run = (pick: () => string, duration: number) =>
       autocannon({
         url: api,

@@ -32,7 +32,7 @@ import {
   stopApi,
   writeBenchmarkSection,
 } from './support';
-import { checkoutRequests } from './checkout-requests';
+import { checkoutRequests, registerBuyers } from './checkout-load';
 import { type PgbenchResult, pgbench } from './pgbench';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
@@ -65,29 +65,6 @@ async function insertProduct(pool: Pool, stock: number): Promise<string> {
   return id;
 }
 
-async function registerBuyers(api: string, n: number): Promise<string[]> {
-  const tokens: string[] = [];
-  for (let i = 0; i < n; i += 16) {
-    const batch = await Promise.all(
-      Array.from({ length: Math.min(16, n - i) }, async () => {
-        const res = await fetch(`${api}/v1/auth/register`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({
-            email: `buyer-${randomUUID()}@bench.local`,
-            password: 'bench-password-1',
-            name: 'Bench buyer',
-          }),
-        });
-        if (res.status !== 201) throw new Error(`register failed: ${res.status} ${await res.text()}`);
-        return ((await res.json()) as { accessToken: string }).accessToken;
-      }),
-    );
-    tokens.push(...batch);
-  }
-  return tokens;
-}
-
 async function checkout(
   api: string,
   tokens: string[],
@@ -118,28 +95,14 @@ async function refusals(
   url: string,
   path: string,
   tokens: string[],
-  body: string,
+  productId: string,
   duration: number,
 ): Promise<Measured> {
   const result = await autocannon({
     url,
     connections: CONNECTIONS,
     duration,
-    requests: [
-      {
-        method: 'POST',
-        path,
-        setupRequest: (req: Record<string, unknown>) => ({
-          ...req,
-          headers: {
-            'content-type': 'application/json',
-            authorization: `Bearer ${tokens[Math.floor(Math.random() * tokens.length)]}`,
-            'idempotency-key': randomUUID(),
-          },
-          body,
-        }),
-      },
-    ],
+    requests: checkoutRequests(tokens, () => productId, path),
   });
   const stats = (result.statusCodeStats ?? {}) as Record<string, { count: number }>;
   const other: Record<string, number> = {};
@@ -278,16 +241,15 @@ async function main(): Promise<void> {
     const soldOutCheck = await oversell(pool, soldOutSku);
 
     console.log('sold-out refusals…');
-    const refusalBody = JSON.stringify({ items: [{ productId: soldOutSku, quantity: 1 }] });
     // the bare route right before and right after the API's refusals (the mean is the baseline)
-    await refusals(bare.url, '/refuse', tokens, refusalBody, 2); // warm-up
-    const bareBefore = await refusals(bare.url, '/refuse', tokens, refusalBody, DURATION_S);
-    await refusals(api, '/v1/orders', tokens, refusalBody, 2); // warm-up
+    await refusals(bare.url, '/refuse', tokens, soldOutSku, 2); // warm-up
+    const bareBefore = await refusals(bare.url, '/refuse', tokens, soldOutSku, DURATION_S);
+    await refusals(api, '/v1/orders', tokens, soldOutSku, 2); // warm-up
     const fastBefore = await fastRefusals(metricsUrl);
-    const refused = await refusals(api, '/v1/orders', tokens, refusalBody, DURATION_S);
+    const refused = await refusals(api, '/v1/orders', tokens, soldOutSku, DURATION_S);
     const fastDuring = (await fastRefusals(metricsUrl)) - fastBefore;
     const refusedCheck = await oversell(pool, soldOutSku);
-    const bareAfter = await refusals(bare.url, '/refuse', tokens, refusalBody, DURATION_S);
+    const bareAfter = await refusals(bare.url, '/refuse', tokens, soldOutSku, DURATION_S);
     const bareRefusals: Measured = { ...bareBefore, rps: (bareBefore.rps + bareAfter.rps) / 2 };
 
     const many = await Promise.all(Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)));

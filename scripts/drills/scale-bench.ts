@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkoutRequests } from '../../bench/checkout-requests';
+import { checkoutRequests, registerBuyers } from '../../bench/checkout-load';
 import { Cluster } from './cluster';
 
 const autocannon = require('autocannon') as (opts: unknown) => Promise<any>;
@@ -96,25 +96,7 @@ async function main(): Promise<void> {
     await Promise.all([a.ready(180_000), b.ready(180_000)]);
 
     // buyers and products, through the API (production mode: a SQL-promoted admin)
-    const tokens: string[] = [];
-    for (let i = 0; i < 64; i += 8) {
-      tokens.push(
-        ...(await Promise.all(
-          Array.from({ length: 8 }, async () => {
-            const res = await fetch(`${a.url}/v1/auth/register`, {
-              method: 'POST',
-              headers: { 'content-type': 'application/json' },
-              body: JSON.stringify({
-                email: `b-${randomUUID()}@bench.test`,
-                password: 'bench-password-1',
-                name: 'Buyer',
-              }),
-            });
-            return ((await res.json()) as { accessToken: string }).accessToken;
-          }),
-        )),
-      );
-    }
+    const tokens = await registerBuyers(a.url, 64);
     const { Client } = await import('pg');
     const db = new Client({ connectionString: cluster.databaseUrl });
     await db.connect();
