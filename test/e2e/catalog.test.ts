@@ -5,6 +5,15 @@ import { REDIS } from '../../src/redis/redis.module';
 import { newKey } from '../support/fixtures';
 import { TestApp, bootTestApp } from '../support/test-app';
 
+/** The smallest valid POST /v1/admin/products body. */
+const minimalProduct = (sku: string) => ({
+  sku,
+  name: 'x',
+  description: '',
+  price: { amount: 1, currency: 'INR' },
+  initialStock: 1,
+});
+
 describe('catalog: admin writes, reads, cache', () => {
   let t: TestApp;
   let admin: string;
@@ -42,13 +51,7 @@ describe('catalog: admin writes, reads, cache', () => {
     expect(ledger.rows).toEqual([{ kind: 'initial', on_hand_delta: 7 }]);
 
     const sku = `RACE-${Date.now()}`;
-    const body = {
-      sku,
-      name: 'x',
-      description: '',
-      price: { amount: 1, currency: 'INR' },
-      initialStock: 1,
-    };
+    const body = minimalProduct(sku);
     const racing = await Promise.all(
       [1, 2, 3, 4].map(() => t.http.post('/v1/admin/products', body, { token: admin })),
     );
@@ -117,13 +120,7 @@ describe('catalog: admin writes, reads, cache', () => {
       return incr(key);
     });
     try {
-      const body = {
-        sku,
-        name: 'x',
-        description: '',
-        price: { amount: 1, currency: 'INR' },
-        initialStock: 1,
-      };
+      const body = minimalProduct(sku);
       const res = await t.http.post('/v1/admin/products', body, {
         token: admin,
         idempotencyKey: newKey(),
