@@ -41,10 +41,7 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
     if (!everListened) {
-      log.fatal(
-        { workerPid: worker.process.pid, code, signal },
-        'API process died before serving; stopping',
-      );
+      log.fatal({ workerPid: worker.process.pid, code, signal }, 'API process died before serving; stopping');
       stop(1);
       return;
     }
@@ -52,10 +49,7 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
     while (deaths.length > 0 && deaths[0] < now - RESTART_MEMORY_MS) deaths.shift();
     deaths.push(now);
     const delay = Math.min(RESTART_DELAY_CAP_MS, RESTART_DELAY_MS * 2 ** (deaths.length - 1));
-    log.error(
-      { workerPid: worker.process.pid, code, signal, restartInMs: delay },
-      'API process died; starting another',
-    );
+    log.error({ workerPid: worker.process.pid, code, signal, restartInMs: delay }, 'API process died; starting another');
     setTimeout(() => {
       if (!stopping) fork();
     }, delay);
@@ -66,9 +60,7 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
   function stop(exitCode: number): void {
     if (stopping) return;
     stopping = true;
-    const workers = Object.values(cluster.workers ?? {}).filter(
-      (w): w is Worker => w !== undefined,
-    );
+    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
     const force = setTimeout(() => {
       log.error('API processes still running after the shutdown timeout; killing them');
       for (const w of workers) w.process.kill('SIGKILL');
@@ -76,9 +68,7 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
     }, config.http.shutdownTimeoutMs + 5_000);
     force.unref();
     const exited = workers.map((w) =>
-      w.isDead()
-        ? Promise.resolve()
-        : new Promise<void>((resolve) => w.once('exit', () => resolve())),
+      w.isDead() ? Promise.resolve() : new Promise<void>((resolve) => w.once('exit', () => resolve())),
     );
     for (const w of workers) if (!w.isDead()) w.process.kill('SIGTERM');
     void Promise.all(exited).then(() => {

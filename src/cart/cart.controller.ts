@@ -1,6 +1,6 @@
-import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { Body, Controller, Delete, Get, HttpCode, Param, Put } from '@nestjs/common';
 import { ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { CartService } from './cart.service';

@@ -13,10 +13,7 @@ function fakeRedis(): Redis {
 
 /** The shared tier, always a miss. */
 function fakeShared(): Cache {
-  return mockOf<Cache>(
-    { get: async () => undefined, set: async (_key: string, value: unknown) => value },
-    'shared',
-  );
+  return mockOf<Cache>({ get: async () => undefined, set: async (_key: string, value: unknown) => value }, 'shared');
 }
 
 /** Outside any transaction: work after a commit runs at once. */
@@ -47,8 +44,7 @@ describe('CatalogCache memory copies', () => {
     const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock(), noTransaction);
     await cache.getOrBuild('/v1/products/huge', async () => 'y'.repeat(1_100_000));
     expect(memoryOf(cache).has('/v1/products/huge')).toBe(false);
-    for (let i = 0; i < 2_100; i++)
-      await cache.getOrBuild(`/v1/products?q=${i}`, async () => ({ i }));
+    for (let i = 0; i < 2_100; i++) await cache.getOrBuild(`/v1/products?q=${i}`, async () => ({ i }));
     expect(memoryOf(cache).size).toBe(2_000);
   });
 });

@@ -191,9 +191,7 @@ export class CatalogCache {
       if ((await this.safe(() => this.redis.incr(this.versionKey))) !== undefined) return;
       await new Promise((r) => setTimeout(r, 50 * attempt));
     }
-    this.logger.error(
-      `catalog version not bumped: cached pages may be stale for up to ${CATALOG_TTL_MS} ms`,
-    );
+    this.logger.error(`catalog version not bumped: cached pages may be stale for up to ${CATALOG_TTL_MS} ms`);
   }
 
   /** Memory first, then Redis (remembering what it finds for as long as Redis keeps it). */

@@ -1,6 +1,6 @@
-import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { Body, Controller, Get, Param, Post, Query } from '@nestjs/common';
 import { ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { Public } from '../common/http/public.decorator';
@@ -57,8 +57,7 @@ export class CatalogCustomerController {
   @ApiOperation({
     operationId: 'listAlsoBought',
     summary: 'Products frequently bought together with this one',
-    description:
-      'Active products that appear most often in paid orders together with this product.',
+    description: 'Active products that appear most often in paid orders together with this product.',
   })
   @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: ProductListDto })
@@ -71,8 +70,7 @@ export class CatalogCustomerController {
   @ApiOperation({
     operationId: 'listRecommendations',
     summary: 'Recommendations for the signed-in customer',
-    description:
-      "Active products chosen from the customer's own purchases and what others bought with them.",
+    description: "Active products chosen from the customer's own purchases and what others bought with them.",
   })
   @ApiOkResponse({ type: ProductListDto })
   forMe(@CurrentPrincipal() me: Principal): Promise<ProductListDto> {

@@ -1,5 +1,5 @@
-import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { Controller, Get, Header, Param, Query } from '@nestjs/common';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { RequestUrl } from '../common/http/request-url.decorator';
 import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
@@ -41,10 +41,7 @@ export class CatalogController {
   @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: ProductDto })
   @ApiProblems([404, '`PRODUCT_NOT_FOUND`'])
-  product(
-    @Param('id', new UuidParamPipe()) id: string,
-    @RequestUrl() url: string,
-  ): Promise<string> {
+  product(@Param('id', new UuidParamPipe()) id: string, @RequestUrl() url: string): Promise<string> {
     return this.catalog.product(id, url);
   }
 

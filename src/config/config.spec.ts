@@ -45,9 +45,7 @@ describe('loadConfig', () => {
   });
 
   it('treats empty strings as unset', () => {
-    expect(
-      loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: '' }).stripe.secretKey,
-    ).toBeUndefined();
+    expect(loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: '' }).stripe.secretKey).toBeUndefined();
   });
 
   it('configures S3-compatible storage: MinIO-style defaults, the public URL derived from endpoint and bucket', () => {
@@ -76,22 +74,17 @@ describe('loadConfig', () => {
       false,
       'https://shop.acc.r2.cloudflarestorage.com',
     ]);
-    expect(
-      loadConfig({ NODE_ENV: 'development', STORAGE_BASE_URL: 'https://cdn.shop.example/img/' })
-        .storage.baseUrl,
-    ).toBe('https://cdn.shop.example/img');
+    expect(loadConfig({ NODE_ENV: 'development', STORAGE_BASE_URL: 'https://cdn.shop.example/img/' }).storage.baseUrl).toBe(
+      'https://cdn.shop.example/img',
+    );
     const dev2 = { NODE_ENV: 'development' };
     expect(() => loadConfig({ ...dev2, STORAGE_BUCKET: 'Not_A_Bucket' })).toThrow(/STORAGE_BUCKET/);
     expect(() => loadConfig({ ...dev2, STORAGE_ENDPOINT: 'ftp://x' })).toThrow(/STORAGE_ENDPOINT/);
-    expect(() =>
-      loadConfig({ ...dev2, STORAGE_WEBHOOK_TOKEN: 'has a space in it, too short?' }),
-    ).toThrow(/STORAGE_WEBHOOK_TOKEN/);
+    expect(() => loadConfig({ ...dev2, STORAGE_WEBHOOK_TOKEN: 'has a space in it, too short?' })).toThrow(/STORAGE_WEBHOOK_TOKEN/);
   });
 
   it('switches throttling off with RATE_LIMIT_ENABLED=false', () => {
-    expect(
-      loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).rateLimitEnabled,
-    ).toBe(false);
+    expect(loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).rateLimitEnabled).toBe(false);
   });
 
   describe('secure by default: only an explicit NODE_ENV=development gets development behaviour', () => {
@@ -162,12 +155,8 @@ describe('loadConfig', () => {
     });
 
     it('lets DOCS_ENABLED override the default either way', () => {
-      expect(loadConfig({ NODE_ENV: 'development', DOCS_ENABLED: 'false' }).docsEnabled).toBe(
-        false,
-      );
-      expect(
-        loadConfig({ NODE_ENV: 'production', ...SECRETS, DOCS_ENABLED: 'true' }).docsEnabled,
-      ).toBe(true);
+      expect(loadConfig({ NODE_ENV: 'development', DOCS_ENABLED: 'false' }).docsEnabled).toBe(false);
+      expect(loadConfig({ NODE_ENV: 'production', ...SECRETS, DOCS_ENABLED: 'true' }).docsEnabled).toBe(true);
     });
 
     it('lets migration tools read the database settings without any secret', () => {

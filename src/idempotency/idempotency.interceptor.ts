@@ -55,8 +55,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     const request = context.switchToHttp().getRequest<AuthenticatedRequest>();
     if (request.method !== 'POST') return next.handle();
     const targets = [context.getHandler(), context.getClass()];
-    if (this.reflector.getAllAndOverride<boolean>(IDEMPOTENCY_IGNORED, targets))
-      return next.handle();
+    if (this.reflector.getAllAndOverride<boolean>(IDEMPOTENCY_IGNORED, targets)) return next.handle();
 
     const required = this.reflector.get<boolean>(IDEMPOTENCY_REQUIRED, context.getHandler());
     const key = parseIdempotencyKey(request.headers[IDEMPOTENCY_HEADER]);
@@ -80,22 +79,14 @@ export class IdempotencyInterceptor implements NestInterceptor {
       route: request.url.split('?')[0].toLowerCase(),
       fingerprint: fingerprint(request.body),
     };
-    const outside = this.reflector.get<boolean>(
-      IDEMPOTENCY_OUTSIDE_TRANSACTION,
-      context.getHandler(),
-    );
+    const outside = this.reflector.get<boolean>(IDEMPOTENCY_OUTSIDE_TRANSACTION, context.getHandler());
     // the outcome, for the logs: recorded before the handler runs (first), or when answered
     const note = (outcome: IdempotencyOutcome) => recordIdempotency(request, outcome);
     // the route's first read, if known from the body, goes with BEGIN and the claim
-    const reads = outside
-      ? []
-      : (this.reflector.get<OpeningReadsOf | undefined>(
-          OPENING_READS,
-          context.getHandler(),
-        )?.(request.body) ?? []);
+    const readsOf = this.reflector.get<OpeningReadsOf | undefined>(OPENING_READS, context.getHandler());
     const run = outside
       ? this.executeInSteps(scope, next, reply, note)
-      : this.execute(scope, next, reply, note, reads);
+      : this.execute(scope, next, reply, note, readsOf?.(request.body) ?? []);
     return from(
       run.catch((err: unknown) => {
         if (err instanceof DomainError && err.code === 'IDEMPOTENCY_KEY_IN_USE') note('in_use');
@@ -115,11 +106,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     if (!hold) return this.answerBusy(scope, reply, note);
     try {
       const now = this.clock.now();
-      const claim = await this.records.begin(
-        scope,
-        now,
-        new Date(now.getTime() + IDEMPOTENCY_TTL_MS),
-      );
+      const claim = await this.records.begin(scope, now, new Date(now.getTime() + IDEMPOTENCY_TTL_MS));
       if (claim.token === null) {
         if (!claim.stored) throw inUse(); // expired between the two statements: retry
         return this.replay(this.checkSameRequest(scope, claim.stored), reply, note);
@@ -213,9 +200,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
 
 /** Same principal and key already hold it; the same route, method and body make it the same request. */
 const sameRequest = (scope: IdempotencyScope, stored: StoredResponse): boolean =>
-  stored.fingerprint === scope.fingerprint &&
-  stored.route === scope.route &&
-  stored.method === scope.method;
+  stored.fingerprint === scope.fingerprint && stored.route === scope.route && stored.method === scope.method;
 
 const inUse = () =>
   new DomainError(
@@ -225,7 +210,4 @@ const inUse = () =>
   );
 
 const reused = () =>
-  new DomainError(
-    'IDEMPOTENCY_KEY_REUSED',
-    'This Idempotency-Key was already used with a different request.',
-  );
+  new DomainError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used with a different request.');

@@ -64,13 +64,8 @@ describe('EmailService.handleSendEmail (the email.send job)', () => {
     expect(failing.job.moveToDelayed).not.toHaveBeenCalled();
 
     // the same job one wait earlier is put back (so the cap, not the error, made the difference)
-    const waiting = setup(
-      { orderId, kind: 'cancellation', busyRetries: EMAIL_BUSY_RETRIES - 1 },
-      busy,
-    );
+    const waiting = setup({ orderId, kind: 'cancellation', busyRetries: EMAIL_BUSY_RETRIES - 1 }, busy);
     await expect(waiting.run()).rejects.toBeInstanceOf(DelayedError);
-    expect(waiting.job.updateData).toHaveBeenCalledWith(
-      expect.objectContaining({ busyRetries: EMAIL_BUSY_RETRIES }),
-    );
+    expect(waiting.job.updateData).toHaveBeenCalledWith(expect.objectContaining({ busyRetries: EMAIL_BUSY_RETRIES }));
   });
 });

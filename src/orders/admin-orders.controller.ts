@@ -1,6 +1,6 @@
-import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { Controller, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { RequirePermission } from '../auth/require-permission.decorator';
@@ -31,8 +31,7 @@ export class AdminOrdersController {
   @ApiOperation({
     operationId: 'fulfilOrder',
     summary: 'Mark an order fulfilled (permission `orders:fulfil`)',
-    description:
-      'A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing.',
+    description: 'A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing.',
   })
   @ApiUuidParam('id', 'Order id')
   @ApiOkResponse({ type: OrderDetailDto })

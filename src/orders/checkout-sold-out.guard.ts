@@ -38,13 +38,7 @@ export function fastPathLines(body: unknown): Line[] | null {
     if (Object.keys(rest).length > 0) return null;
     // lower case, and a UUID the pipe's @IsUUID() takes (its version and variant digits)
     if (typeof productId !== 'string' || !UUID.test(productId) || !isUUID(productId)) return null;
-    if (
-      typeof quantity !== 'number' ||
-      !Number.isInteger(quantity) ||
-      quantity < 1 ||
-      quantity > 1000
-    )
-      return null;
+    if (typeof quantity !== 'number' || !Number.isInteger(quantity) || quantity < 1 || quantity > 1000) return null;
     lines.push({ productId, quantity });
   }
   lines.sort((a, b) => (a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0));
@@ -118,19 +112,10 @@ export class CheckoutSoldOutGuard implements CanActivate {
    */
   async refusal(userId: string, key: string, body: unknown): Promise<DomainError | null> {
     const lines = fastPathLines(body);
-    if (
-      !lines ||
-      !(await this.soldOut.knownSoldOut(
-        userId,
-        key,
-        lines.map((l) => l.productId),
-      ))
-    ) {
+    if (!lines || !(await this.soldOut.knownSoldOut(userId, key, lines.map((l) => l.productId)))) {
       return null;
     }
-    return insufficient(
-      lines.map((l) => ({ productId: l.productId, requested: l.quantity, available: 0 })),
-    );
+    return insufficient(lines.map((l) => ({ productId: l.productId, requested: l.quantity, available: 0 })));
   }
 
   /** A refusal is being answered (the metric). */

@@ -17,11 +17,7 @@ import { Order, OrderLine } from './order.model';
 import { OrderMetrics } from './order-metrics';
 import { OrderRepository } from './order.repository';
 import { priceLines } from './order-pricing';
-import {
-  PurchaseLimitBreach,
-  PurchaseLimitRepository,
-  breachesOf,
-} from './purchase-limit.repository';
+import { PurchaseLimitBreach, PurchaseLimitRepository, breachesOf } from './purchase-limit.repository';
 
 /** 409 PURCHASE_LIMIT_EXCEEDED, its detail naming each cap the order would pass. */
 function purchaseLimitExceeded(breaches: PurchaseLimitBreach[]): DomainError {
@@ -30,9 +26,7 @@ function purchaseLimitExceeded(breaches: PurchaseLimitBreach[]): DomainError {
       ? `A customer may have at most ${b.limit} unpaid orders open at a time (this order would make ${b.held}); pay for or cancel one first.`
       : `A customer may hold at most ${b.limit} units of a product in unpaid orders (product ${b.productId}: this order would make ${b.held}).`,
   );
-  return new DomainError('PURCHASE_LIMIT_EXCEEDED', sentences.join(' '), {
-    extensions: { limits: breaches },
-  });
+  return new DomainError('PURCHASE_LIMIT_EXCEEDED', sentences.join(' '), { extensions: { limits: breaches } });
 }
 
 /**
@@ -79,9 +73,7 @@ export class CheckoutService {
       const snapshots = await this.products.findByIds(requested.map((l) => l.productId));
       const lines: OrderLine[] = priceLines(requested, snapshots, this.config.currency);
       const now = this.clock.now();
-      const reservationExpiresAt = new Date(
-        now.getTime() + this.config.reservationTtlSeconds * 1000,
-      );
+      const reservationExpiresAt = new Date(now.getTime() + this.config.reservationTtlSeconds * 1000);
       const created: Order = {
         id: this.ids.uuid(),
         userId: me.userId,
@@ -115,15 +107,10 @@ export class CheckoutService {
       // order counts) and before the inventory row locks, under a lock on the customer.
       const caps = this.config.purchaseLimits;
       if (caps.unitsPerProduct > 0 || caps.openOrders > 0) {
-        this.limits.checkOnCommit(
-          me.userId,
-          lines.map((l) => l.productId),
-          caps,
-          (err) => {
-            const breaches = breachesOf(err);
-            return breaches ? purchaseLimitExceeded(breaches) : err;
-          },
-        );
+        this.limits.checkOnCommit(me.userId, lines.map((l) => l.productId), caps, (err) => {
+          const breaches = breachesOf(err);
+          return breaches ? purchaseLimitExceeded(breaches) : err;
+        });
       }
       // The hot inventory row locks are taken last of all: in the message that carries the
       // COMMIT, after the idempotency record the request writes — held for the reservation's

@@ -126,13 +126,7 @@ export class OrderRepository {
         update.andWhere('reservation_expires_at <= :dueBy', { dueBy: t.reservationDueBy });
       }
       if (!(await update.execute()).affected) return null;
-      await this.recordChange(m, orderId, {
-        from: previous,
-        to: t.to,
-        reason: t.reason ?? null,
-        actor: t.actor,
-        at: t.at,
-      });
+      await this.recordChange(m, orderId, { from: previous, to: t.to, reason: t.reason ?? null, actor: t.actor, at: t.at });
       return previous;
     });
   }
@@ -173,8 +167,7 @@ export class OrderRepository {
         .update(OrderEntity)
         .set({
           refundedAmount: () => 'refunded_amount + CAST(:amount AS bigint)',
-          status: () =>
-            'CASE WHEN refunded_amount + CAST(:amount AS bigint) = total_amount THEN :full ELSE :partial END',
+          status: () => 'CASE WHEN refunded_amount + CAST(:amount AS bigint) = total_amount THEN :full ELSE :partial END',
           updatedAt: at,
         })
         .where('id = :orderId')
@@ -186,13 +179,7 @@ export class OrderRepository {
         .execute();
       const row = (result.raw as { status: OrderStatus }[])[0];
       if (!row) return null;
-      await this.recordChange(m, orderId, {
-        from: previous,
-        to: row.status,
-        reason: `refund ${amount}`,
-        actor,
-        at,
-      });
+      await this.recordChange(m, orderId, { from: previous, to: row.status, reason: `refund ${amount}`, actor, at });
       return { previous, status: row.status };
     });
   }
@@ -211,10 +198,7 @@ export class OrderRepository {
         .getOne(),
     );
     if (!order) return null;
-    return {
-      ...toOrder(order, order.items ?? []),
-      history: (order.history ?? []).map(toStatusChange),
-    };
+    return { ...toOrder(order, order.items ?? []), history: (order.history ?? []).map(toStatusChange) };
   }
 
   /**
@@ -248,8 +232,7 @@ export class OrderRepository {
         order: { orderId: 'ASC', productId: 'ASC' },
       });
       const byOrder = new Map<string, OrderItemEntity[]>();
-      for (const item of items)
-        byOrder.set(item.orderId, [...(byOrder.get(item.orderId) ?? []), item]);
+      for (const item of items) byOrder.set(item.orderId, [...(byOrder.get(item.orderId) ?? []), item]);
       return orders.map((o) => toOrder(o, byOrder.get(o.id) ?? []));
     });
   }
@@ -319,10 +302,7 @@ export class OrderRepository {
    * `qb.andWhere(\`p.order_id IN (${sub.getQuery()})\`).setParameters(sub.getParameters())`.
    * Its one parameter is named `orderStatuses`.
    */
-  idsInStatusQuery(
-    m: EntityManager,
-    statuses: readonly OrderStatus[],
-  ): SelectQueryBuilder<OrderEntity> {
+  idsInStatusQuery(m: EntityManager, statuses: readonly OrderStatus[]): SelectQueryBuilder<OrderEntity> {
     return m
       .getRepository(OrderEntity)
       .createQueryBuilder('status_order')

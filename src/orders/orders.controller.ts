@@ -1,6 +1,7 @@
-import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { Body, Controller, Get, HttpCode, Param, Post, Query, UseGuards } from '@nestjs/common';
 import { ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
+import { OpeningReads } from '../database/opening-reads';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { RateLimit } from '../common/throttling/rate-limit.decorator';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
@@ -10,7 +11,6 @@ import { CreateOrderDto } from './dto/create-order.dto';
 import { OrderDetailDto, OrderDto, OrderPageDto } from './dto/order.response';
 import { CheckoutSoldOutGuard } from './checkout-sold-out.guard';
 import { CheckoutService, checkoutOpeningReads } from './checkout.service';
-import { OpeningReads } from '../database/opening-reads';
 import { OrdersService } from './orders.service';
 
 @ApiTags('orders')
@@ -37,10 +37,7 @@ export class OrdersController {
   @ApiCreatedResponse({ type: OrderDto })
   @ApiProblems(
     [400, '`VALIDATION_FAILED` (e.g. a duplicate line), `ORDER_EMPTY` or `BAD_REQUEST`'],
-    [
-      409,
-      '`INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE` or `PURCHASE_LIMIT_EXCEEDED` (with `limits`)',
-    ],
+    [409, '`INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE` or `PURCHASE_LIMIT_EXCEEDED` (with `limits`)'],
   )
   create(@CurrentPrincipal() me: Principal, @Body() dto: CreateOrderDto): Promise<OrderDto> {
     return this.checkout.create(me, dto);

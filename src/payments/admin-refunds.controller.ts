@@ -1,6 +1,6 @@
-import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { Body, Controller, Headers, Param, Post } from '@nestjs/common';
 import { ApiCreatedResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { RequirePermission } from '../auth/require-permission.decorator';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';

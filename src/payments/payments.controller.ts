@@ -1,6 +1,6 @@
-import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { Controller, Param, Post } from '@nestjs/common';
 import { ApiCreatedResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { RequireIdempotencyKey } from '../idempotency/idempotency.decorator';

@@ -18,29 +18,22 @@ export interface FoundHandler {
  * One handler per registry job, or an error naming every problem at once: a handler of a job
  * the registry does not know, a job with two handlers, a job with none.
  */
-export function indexJobHandlers(
-  found: readonly FoundHandler[],
-): ReadonlyMap<JobName, FoundHandler> {
+export function indexJobHandlers(found: readonly FoundHandler[]): ReadonlyMap<JobName, FoundHandler> {
   const problems: string[] = [];
   const byJob = new Map<JobName, FoundHandler>();
   for (const handler of found) {
     if (!isJobName(handler.job)) {
-      problems.push(
-        `${handler.label} handles "${handler.job}", which is not a job in the registry (src/queue/queues.ts)`,
-      );
+      problems.push(`${handler.label} handles "${handler.job}", which is not a job in the registry (src/queue/queues.ts)`);
       continue;
     }
     const first = byJob.get(handler.job);
-    if (first)
-      problems.push(`${handler.job} has two handlers: ${first.label} and ${handler.label}`);
+    if (first) problems.push(`${handler.job} has two handlers: ${first.label} and ${handler.label}`);
     else byJob.set(handler.job, handler);
   }
   for (const name of JOB_NAMES) {
-    if (!byJob.has(name))
-      problems.push(`${name} has no handler (mark the service method that runs it with @OnJob)`);
+    if (!byJob.has(name)) problems.push(`${name} has no handler (mark the service method that runs it with @OnJob)`);
   }
-  if (problems.length > 0)
-    throw new Error(`Job handlers do not match the registry: ${problems.join('; ')}`);
+  if (problems.length > 0) throw new Error(`Job handlers do not match the registry: ${problems.join('; ')}`);
   return byJob;
 }
 
@@ -83,9 +76,7 @@ export class JobHandlers implements OnModuleInit {
       if (!wrapper.isDependencyTreeStatic() || !instance || typeof instance !== 'object') continue;
       const prototype = Object.getPrototypeOf(instance) as object | null;
       for (const key of this.scanner.getAllMethodNames(prototype)) {
-        const method = (instance as Record<string, unknown>)[key] as (
-          ...args: unknown[]
-        ) => Promise<unknown>;
+        const method = (instance as Record<string, unknown>)[key] as (...args: unknown[]) => Promise<unknown>;
         const job = this.reflector.get<string | undefined>(ON_JOB, method);
         if (job === undefined) continue;
         found.push({

@@ -34,20 +34,10 @@ describe('catalog: admin writes, reads, cache', () => {
     const got = await t.http.get(`/v1/products/${p.id}`);
     expect(got.status).toBe(200);
     expect(got.headers.get('content-type')).toMatch(/application\/json/);
-    expect(got.body).toMatchObject({
-      availableQuantity: 7,
-      categoryId: cat.id,
-      price: { amount: 24900, currency: 'INR' },
-    });
-    const inv = await t.db.pool.query(
-      `SELECT on_hand, reserved FROM inventory_items WHERE product_id = $1`,
-      [p.id],
-    );
+    expect(got.body).toMatchObject({ availableQuantity: 7, categoryId: cat.id, price: { amount: 24900, currency: 'INR' } });
+    const inv = await t.db.pool.query(`SELECT on_hand, reserved FROM inventory_items WHERE product_id = $1`, [p.id]);
     expect(inv.rows[0]).toEqual({ on_hand: 7, reserved: 0 });
-    const ledger = await t.db.pool.query(
-      `SELECT kind, on_hand_delta FROM stock_movements WHERE product_id = $1`,
-      [p.id],
-    );
+    const ledger = await t.db.pool.query(`SELECT kind, on_hand_delta FROM stock_movements WHERE product_id = $1`, [p.id]);
     expect(ledger.rows).toEqual([{ kind: 'initial', on_hand_delta: 7 }]);
 
     const sku = `RACE-${Date.now()}`;
@@ -60,44 +50,23 @@ describe('catalog: admin writes, reads, cache', () => {
   });
 
   it('refuses customers (403), foreign currencies (400), unknown categories (404)', async () => {
-    const body = {
-      sku: 'NOPE',
-      name: 'x',
-      description: '',
-      price: { amount: 1, currency: 'INR' },
-      initialStock: 1,
-    };
+    const body = { sku: 'NOPE', name: 'x', description: '', price: { amount: 1, currency: 'INR' }, initialStock: 1 };
     expect((await t.http.post('/v1/admin/products', body, { token: customer })).status).toBe(403);
-    expect(
-      (
-        await t.http.post(
-          '/v1/admin/products',
-          { ...body, price: { amount: 1, currency: 'USD' } },
-          { token: admin },
-        )
-      ).status,
-    ).toBe(400);
+    expect((await t.http.post('/v1/admin/products', { ...body, price: { amount: 1, currency: 'USD' } }, { token: admin })).status).toBe(400);
     const unknownCat = await t.http.post(
       '/v1/admin/products',
       { ...body, sku: 'NOPE2', categoryId: '00000000-0000-4000-8000-000000000000' },
       { token: admin },
     );
     expect(unknownCat.status).toBe(404);
-    expect(
-      (await t.http.post('/v1/admin/categories', { name: 'x', slug: 'x' }, { token: customer }))
-        .status,
-    ).toBe(403);
+    expect((await t.http.post('/v1/admin/categories', { name: 'x', slug: 'x' }, { token: customer })).status).toBe(403);
   });
 
   it('serves the new price right after the admin call returns (cache invalidation)', async () => {
     const p = await createProduct(t, admin, { price: 1000 });
     expect((await t.http.get(`/v1/products/${p.id}`)).body.price.amount).toBe(1000);
     await t.http.get('/v1/products?sort=newest&limit=5'); // warm the listing cache too
-    const patched = await t.http.patch(
-      `/v1/admin/products/${p.id}`,
-      { price: { amount: 1500, currency: 'INR' } },
-      { token: admin },
-    );
+    const patched = await t.http.patch(`/v1/admin/products/${p.id}`, { price: { amount: 1500, currency: 'INR' } }, { token: admin });
     expect(patched.status).toBe(200);
     expect((await t.http.get(`/v1/products/${p.id}`)).body.price.amount).toBe(1500);
     const list = await t.http.get('/v1/products?sort=newest&limit=5');
@@ -133,23 +102,12 @@ describe('catalog: admin writes, reads, cache', () => {
   });
 
   it('a second API process serves the new price right after the first one returns (memory copies too)', async () => {
-    const other = await bootTestApp({
-      db: t.db,
-      env: { REDIS_KEY_PREFIX: t.config.redis.keyPrefix },
-    });
+    const other = await bootTestApp({ db: t.db, env: { REDIS_KEY_PREFIX: t.config.redis.keyPrefix } });
     try {
       const p = await createProduct(t, admin, { price: 1000 });
-      for (let i = 0; i < 3; i++)
-        expect((await other.http.get(`/v1/products/${p.id}`)).body.price.amount).toBe(1000);
-      await t.http.patch(
-        `/v1/admin/products/${p.id}`,
-        { price: { amount: 1700, currency: 'INR' } },
-        { token: admin },
-      );
-      const [a, b] = await Promise.all([
-        other.http.get(`/v1/products/${p.id}`),
-        other.http.get(`/v1/products/${p.id}`),
-      ]);
+      for (let i = 0; i < 3; i++) expect((await other.http.get(`/v1/products/${p.id}`)).body.price.amount).toBe(1000);
+      await t.http.patch(`/v1/admin/products/${p.id}`, { price: { amount: 1700, currency: 'INR' } }, { token: admin });
+      const [a, b] = await Promise.all([other.http.get(`/v1/products/${p.id}`), other.http.get(`/v1/products/${p.id}`)]);
       expect([a.body.price.amount, b.body.price.amount]).toEqual([1700, 1700]);
       expect(a.headers.get('x-request-id')).toBeTruthy();
     } finally {
@@ -169,53 +127,27 @@ describe('catalog: admin writes, reads, cache', () => {
 
   it('adjusts stock with a ledger row, and never below what is reserved (409 STOCK_BELOW_RESERVED)', async () => {
     const p = await createProduct(t, admin, { stock: 10 });
-    const up = await t.http.post(
-      `/v1/admin/products/${p.id}/stock-adjustments`,
-      { delta: 5, reason: 'delivery' },
-      { token: admin },
-    );
+    const up = await t.http.post(`/v1/admin/products/${p.id}/stock-adjustments`, { delta: 5, reason: 'delivery' }, { token: admin });
     expect(up.status).toBe(200);
     expect(up.body).toEqual({ onHand: 15, reserved: 0, available: 15 });
     await t.db.pool.query(`UPDATE inventory_items SET reserved = 12 WHERE product_id = $1`, [p.id]);
-    const down = await t.http.post(
-      `/v1/admin/products/${p.id}/stock-adjustments`,
-      { delta: -4, reason: 'breakage' },
-      { token: admin },
-    );
+    const down = await t.http.post(`/v1/admin/products/${p.id}/stock-adjustments`, { delta: -4, reason: 'breakage' }, { token: admin });
     expect(down.status).toBe(409);
     expect(down.body.code).toBe('STOCK_BELOW_RESERVED');
-    const ok = await t.http.post(
-      `/v1/admin/products/${p.id}/stock-adjustments`,
-      { delta: -3, reason: 'breakage' },
-      { token: admin },
-    );
+    const ok = await t.http.post(`/v1/admin/products/${p.id}/stock-adjustments`, { delta: -3, reason: 'breakage' }, { token: admin });
     expect(ok.body).toEqual({ onHand: 12, reserved: 12, available: 0 });
     const ledger = await t.db.pool.query(
       `SELECT sum(on_hand_delta)::int AS s FROM stock_movements WHERE product_id = $1`,
       [p.id],
     );
     expect(ledger.rows[0].s).toBe(12);
-    expect(
-      (
-        await t.http.post(
-          `/v1/admin/products/${p.id}/stock-adjustments`,
-          { delta: 0, reason: 'x' },
-          { token: admin },
-        )
-      ).status,
-    ).toBe(400);
+    expect((await t.http.post(`/v1/admin/products/${p.id}/stock-adjustments`, { delta: 0, reason: 'x' }, { token: admin })).status).toBe(400);
     expect((await t.http.get(`/v1/products/${p.id}`)).body.availableQuantity).toBe(0);
   });
 
   it('finds products by words in the name and the description', async () => {
-    const a = await createProduct(t, admin, {
-      name: 'Turmeric cashews',
-      description: 'Roasted and spiced',
-    });
-    const b = await createProduct(t, admin, {
-      name: 'Watercolour set',
-      description: 'Twelve pans with a cashew-shaped palette',
-    });
+    const a = await createProduct(t, admin, { name: 'Turmeric cashews', description: 'Roasted and spiced' });
+    const b = await createProduct(t, admin, { name: 'Watercolour set', description: 'Twelve pans with a cashew-shaped palette' });
     const hits = await t.http.get('/v1/products?q=cashews&limit=100');
     expect(hits.status).toBe(200);
     const ids = hits.body.items.map((i: { id: string }) => i.id);
@@ -229,26 +161,12 @@ describe('catalog: admin writes, reads, cache', () => {
     const popular = await createProduct(t, admin, { categoryId: cat.id });
     const rated = await createProduct(t, admin, { categoryId: cat.id });
     const old = await createProduct(t, admin, { categoryId: cat.id });
-    await t.db.pool.query(
-      `UPDATE products SET units_sold = 100, created_at = now() - interval '60 days' WHERE id = $1`,
-      [popular.id],
-    );
-    await t.db.pool.query(
-      `UPDATE products SET rating_sum = 10, rating_count = 2, created_at = now() - interval '60 days' WHERE id = $1`,
-      [rated.id],
-    );
-    await t.db.pool.query(
-      `UPDATE products SET created_at = now() - interval '60 days' WHERE id = $1`,
-      [old.id],
-    );
+    await t.db.pool.query(`UPDATE products SET units_sold = 100, created_at = now() - interval '60 days' WHERE id = $1`, [popular.id]);
+    await t.db.pool.query(`UPDATE products SET rating_sum = 10, rating_count = 2, created_at = now() - interval '60 days' WHERE id = $1`, [rated.id]);
+    await t.db.pool.query(`UPDATE products SET created_at = now() - interval '60 days' WHERE id = $1`, [old.id]);
     const fresh = await createProduct(t, admin, { categoryId: cat.id }); // recency 0.2
     const res = await t.http.get(`/v1/products?categoryId=${cat.id}&sort=relevance`);
-    expect(res.body.items.map((i: { id: string }) => i.id)).toEqual([
-      popular.id,
-      rated.id,
-      fresh.id,
-      old.id,
-    ]);
+    expect(res.body.items.map((i: { id: string }) => i.id)).toEqual([popular.id, rated.id, fresh.id, old.id]);
     const byPopular = await t.http.get(`/v1/products?categoryId=${cat.id}&sort=popular`);
     expect(byPopular.body.items[0].id).toBe(popular.id);
   });
@@ -256,9 +174,7 @@ describe('catalog: admin writes, reads, cache', () => {
   it('returns every product exactly once per sort while products are being inserted', async () => {
     const cat = await createCategory(t, admin);
     const initial = await Promise.all(
-      Array.from({ length: 25 }, (_, i) =>
-        createProduct(t, admin, { categoryId: cat.id, price: 100 + (i % 7) }),
-      ),
+      Array.from({ length: 25 }, (_, i) => createProduct(t, admin, { categoryId: cat.id, price: 100 + (i % 7) })),
     );
     for (const sort of ['relevance', 'newest', 'price_asc', 'price_desc', 'popular']) {
       const seen: string[] = [];

@@ -20,18 +20,13 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     expect((await t.http.get('/health/live')).status).toBe(200);
     const ready = await t.http.get('/health/ready');
     expect(ready.status).toBe(200);
-    expect(ready.body.details).toEqual({
-      database: { status: 'up', breaker: 'closed' },
-      redis: { status: 'up' },
-    });
+    expect(ready.body.details).toEqual({ database: { status: 'up', breaker: 'closed' }, redis: { status: 'up' } });
   });
 
   it('generates an X-Request-Id, and keeps a well-formed incoming one', async () => {
     const generated = await t.http.get('/health/live');
     expect(generated.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
-    const kept = await t.http.get('/health/live', {
-      headers: { 'x-request-id': 'client-req-0001' },
-    });
+    const kept = await t.http.get('/health/live', { headers: { 'x-request-id': 'client-req-0001' } });
     expect(kept.headers.get('x-request-id')).toBe('client-req-0001');
     const replaced = await t.http.get('/health/live', { headers: { 'x-request-id': 'bad id!' } });
     expect(replaced.headers.get('x-request-id')).not.toBe('bad id!');
@@ -41,11 +36,7 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     const res = await t.http.get('/v1/nowhere', { headers: { 'x-request-id': 'trace-12345678' } });
     expect(res.status).toBe(404);
     expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-    expect(res.body).toMatchObject({
-      status: 404,
-      code: 'ROUTE_NOT_FOUND',
-      requestId: 'trace-12345678',
-    });
+    expect(res.body).toMatchObject({ status: 404, code: 'ROUTE_NOT_FOUND', requestId: 'trace-12345678' });
     expect(typeof res.body.type).toBe('string');
     expect(typeof res.body.title).toBe('string');
   });
@@ -152,9 +143,7 @@ describe('foundation: graceful shutdown', () => {
     const t = await bootTestApp({ module: withProbe });
     const before = slowRequestsStarted();
     const inFlight = t.http.get('/v1/__probe/slow');
-    await waitFor('the slow request to reach its handler', () => slowRequestsStarted() > before, {
-      intervalMs: 10,
-    });
+    await waitFor('the slow request to reach its handler', () => slowRequestsStarted() > before, { intervalMs: 10 });
     const closing = t.close();
     const res = await inFlight;
     await closing;

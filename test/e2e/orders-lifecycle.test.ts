@@ -55,11 +55,7 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
   it('refuses empty orders, quantity < 1 and duplicate lines with 400, unknown or inactive products with 409', async () => {
     const p = await insertProduct(t.db.pool, { stock: 10 });
     const inactive = await insertProduct(t.db.pool, { stock: 10, active: false });
-    const empty = await t.http.post(
-      '/v1/orders',
-      { items: [] },
-      { token: alice.token, idempotencyKey: newKey() },
-    );
+    const empty = await t.http.post('/v1/orders', { items: [] }, { token: alice.token, idempotencyKey: newKey() });
     expect(empty.status).toBe(400);
     const zero = await placeOrder(t.http, alice, [{ productId: p, quantity: 0 }]);
     expect(zero.status).toBe(400);
@@ -107,9 +103,7 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
   it('checks out the cart (current prices) and empties it in the same transaction', async () => {
     const p1 = await insertProduct(t.db.pool, { stock: 5, priceAmount: 500 });
     const p2 = await insertProduct(t.db.pool, { stock: 5, priceAmount: 700 });
-    expect(
-      (await t.http.put(`/v1/cart/items/${p1}`, { quantity: 2 }, { token: bob.token })).status,
-    ).toBe(200);
+    expect((await t.http.put(`/v1/cart/items/${p1}`, { quantity: 2 }, { token: bob.token })).status).toBe(200);
     const cart = await t.http.put(`/v1/cart/items/${p2}`, { quantity: 1 }, { token: bob.token });
     expect(cart.body.total).toEqual({ amount: 1700, currency: 'INR' });
     const unknown = await t.http.put(
@@ -147,15 +141,10 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
   it('cancels before PAID, releasing stock exactly once even when repeated or raced', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 3 }]);
-    const results = await Promise.all(
-      Array.from({ length: 8 }, () => cancel(alice, order.body.id)),
-    );
+    const results = await Promise.all(Array.from({ length: 8 }, () => cancel(alice, order.body.id)));
     for (const r of results) {
       expect(r.status).toBe(200);
-      expect(r.body).toMatchObject({
-        status: 'CANCELLED',
-        cancellationReason: 'CUSTOMER_REQUESTED',
-      });
+      expect(r.body).toMatchObject({ status: 'CANCELLED', cancellationReason: 'CUSTOMER_REQUESTED' });
     }
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     const releases = await t.db.pool.query(
@@ -163,8 +152,7 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
       [order.body.id],
     );
     expect(releases.rows[0].n).toBe(1);
-    const history = (await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token })).body
-      .history;
+    const history = (await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token })).body.history;
     expect(history.filter((h: { to: string }) => h.to === 'CANCELLED')).toHaveLength(1);
     expect(await t.metrics()).toMatch(/^order_transitions_total\{to="CANCELLED"\} 1$/m);
     await assertStockInvariants(t.db.pool, [p]);
@@ -183,63 +171,41 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     const [carol] = await buyers(t.http, 1);
     const p = await insertProduct(t.db.pool, { stock: 50 });
     const ids: string[] = [];
-    for (let i = 0; i < 5; i++)
-      ids.push((await placeOrder(t.http, carol, [{ productId: p, quantity: 1 }])).body.id);
+    for (let i = 0; i < 5; i++) ids.push((await placeOrder(t.http, carol, [{ productId: p, quantity: 1 }])).body.id);
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const page: any = await t.http.get(`/v1/orders?limit=2${cursor ? `&cursor=${cursor}` : ''}`, {
-        token: carol.token,
-      });
+      const page: any = await t.http.get(
+        `/v1/orders?limit=2${cursor ? `&cursor=${cursor}` : ''}`,
+        { token: carol.token },
+      );
       expect(page.status).toBe(200);
       seen.push(...page.body.items.map((o: { id: string }) => o.id));
       cursor = page.body.nextCursor;
     } while (cursor);
     expect(seen).toEqual([...ids].reverse());
     expect((await t.http.get('/v1/orders?limit=101', { token: carol.token })).status).toBe(400);
-    expect((await t.http.get('/v1/orders?cursor=garbage', { token: carol.token })).status).toBe(
-      400,
-    );
+    expect((await t.http.get('/v1/orders?cursor=garbage', { token: carol.token })).status).toBe(400);
   });
 
   it('guards admin routes by permission and fulfils only CONFIRMED orders', async () => {
     expect((await t.http.get('/v1/admin/orders', { token: alice.token })).status).toBe(403);
-    const all = await t.http.get('/v1/admin/orders?status=INVENTORY_RESERVED&limit=100', {
-      token: admin,
-    });
+    const all = await t.http.get('/v1/admin/orders?status=INVENTORY_RESERVED&limit=100', { token: admin });
     expect(all.status).toBe(200);
-    expect(all.body.items.every((o: { status: string }) => o.status === 'INVENTORY_RESERVED')).toBe(
-      true,
-    );
+    expect(all.body.items.every((o: { status: string }) => o.status === 'INVENTORY_RESERVED')).toBe(true);
 
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const early = await t.http.post(
-      `/v1/admin/orders/${order.body.id}/fulfil`,
-      {},
-      { token: admin },
-    );
+    const early = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin });
     expect(early.status).toBe(409);
     expect(early.body.code).toBe('ORDER_NOT_FULFILLABLE');
     await t.db.pool.query(`UPDATE orders SET status = 'CONFIRMED' WHERE id = $1`, [order.body.id]);
-    const done = await t.http.post(
-      `/v1/admin/orders/${order.body.id}/fulfil`,
-      {},
-      { token: admin },
-    );
+    const done = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin });
     expect(done.status).toBe(200);
     expect(done.body.status).toBe('FULFILLED');
-    const again = await t.http.post(
-      `/v1/admin/orders/${order.body.id}/fulfil`,
-      {},
-      { token: admin },
-    );
+    const again = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin });
     expect(again.status).toBe(200);
-    const custFulfil = await t.http.post(
-      `/v1/admin/orders/${order.body.id}/fulfil`,
-      {},
-      { token: alice.token },
-    );
+    const custFulfil = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: alice.token });
     expect(custFulfil.status).toBe(403);
   });
 });

@@ -46,22 +46,11 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
   it('order → payment → confirm → CONFIRMED with stock committed exactly once', async () => {
     const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 24900 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
-    const pay = await t.http.post(
-      `/v1/orders/${order.body.id}/payment`,
-      {},
-      { token: alice.token, idempotencyKey: newKey() },
-    );
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
     expect(pay.status).toBe(201);
-    expect(pay.body).toMatchObject({
-      status: 'requires_payment_method',
-      amount: { amount: 49800, currency: 'INR' },
-    });
+    expect(pay.body).toMatchObject({ status: 'requires_payment_method', amount: { amount: 49800, currency: 'INR' } });
     expect(pay.body.clientSecret).toBeTruthy();
-    const again = await t.http.post(
-      `/v1/orders/${order.body.id}/payment`,
-      {},
-      { token: alice.token, idempotencyKey: newKey() },
-    );
+    const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
     expect(again.body.paymentIntentId).toBe(pay.body.paymentIntentId);
     expect((await statusOf(order.body.id)).status).toBe('PAYMENT_PENDING');
 
@@ -74,36 +63,19 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const done = await reaches(order.body.id, 'CONFIRMED');
     expect(done.status).toBe('CONFIRMED');
     expect(done.history.map((h: { to: string }) => h.to)).toEqual([
-      'CREATED',
-      'INVENTORY_RESERVED',
-      'PAYMENT_PENDING',
-      'PAID',
-      'CONFIRMED',
+      'CREATED', 'INVENTORY_RESERVED', 'PAYMENT_PENDING', 'PAID', 'CONFIRMED',
     ]);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 8, reserved: 0 });
 
     // the same event delivered 5 more times (3 at once): no further effect
-    const ev = (
-      await t.db.pool.query(`SELECT payload FROM webhook_events WHERE intent_id = $1`, [
-        pay.body.paymentIntentId,
-      ])
-    ).rows[0].payload;
+    const ev = (await t.db.pool.query(`SELECT payload FROM webhook_events WHERE intent_id = $1`, [pay.body.paymentIntentId])).rows[0].payload;
     const raw = JSON.stringify(ev);
     const deliver = () =>
       t.http.request('POST', '/v1/webhooks/stripe', undefined, {
         raw,
-        headers: {
-          'stripe-signature': stripe.webhooks.generateTestHeaderString({
-            payload: raw,
-            secret: t.config.stripe.webhookSecret,
-          }),
-        },
+        headers: { 'stripe-signature': stripe.webhooks.generateTestHeaderString({ payload: raw, secret: t.config.stripe.webhookSecret }) },
       });
-    const answers = [
-      ...(await Promise.all([deliver(), deliver(), deliver()])),
-      await deliver(),
-      await deliver(),
-    ];
+    const answers = [...(await Promise.all([deliver(), deliver(), deliver()])), await deliver(), await deliver()];
     expect(answers.every((a) => a.status === 200)).toBe(true);
     const finalizer = worker.get(PaymentFinalizer);
     await finalizer.processEvent(ev.id); // a job rerun (e.g. after a crash) changes nothing either
@@ -111,15 +83,9 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 8, reserved: 0 });
     const sold = await t.db.pool.query(`SELECT units_sold FROM products WHERE id = $1`, [p]);
     expect(sold.rows[0].units_sold).toBe(2); // popularity counts the sale once
-    const commits = await t.db.pool.query(
-      `SELECT count(*)::int AS n FROM stock_movements WHERE order_id = $1 AND kind = 'commit'`,
-      [order.body.id],
-    );
+    const commits = await t.db.pool.query(`SELECT count(*)::int AS n FROM stock_movements WHERE order_id = $1 AND kind = 'commit'`, [order.body.id]);
     expect(commits.rows[0].n).toBe(1);
-    const paid = await t.db.pool.query(
-      `SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'PAID'`,
-      [order.body.id],
-    );
+    const paid = await t.db.pool.query(`SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'PAID'`, [order.body.id]);
     expect(paid.rows[0].n).toBe(1);
     await assertStockInvariants(t.db.pool, [p]);
   }, 30_000);
@@ -127,24 +93,12 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
   it('a failed payment cancels the order (PAYMENT_FAILED) and releases the stock once', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 3 }]);
-    const pay = await t.http.post(
-      `/v1/orders/${order.body.id}/payment`,
-      {},
-      { token: alice.token, idempotencyKey: newKey() },
-    );
-    await t.http.post(
-      `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`,
-      { outcome: 'failed' },
-      { token: alice.token },
-    );
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    await t.http.post(`/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`, { outcome: 'failed' }, { token: alice.token });
     const done = await reaches(order.body.id, 'CANCELLED');
     expect(done).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
-    const again = await t.http.post(
-      `/v1/orders/${order.body.id}/payment`,
-      {},
-      { token: alice.token, idempotencyKey: newKey() },
-    );
+    const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
     expect(again.status).toBe(409);
     expect(again.body.code).toBe('ORDER_NOT_PAYABLE');
   }, 30_000);
@@ -152,22 +106,12 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
   it('reconciles a payment whose webhook never arrived', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const pay = await t.http.post(
-      `/v1/orders/${order.body.id}/payment`,
-      {},
-      { token: alice.token, idempotencyKey: newKey() },
-    );
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
     // the customer paid at the gateway, but no event is ever delivered
-    await t.db.pool.query(
-      `UPDATE simulated_payment_intents SET status = 'succeeded' WHERE id = $1`,
-      [pay.body.paymentIntentId],
-    );
+    await t.db.pool.query(`UPDATE simulated_payment_intents SET status = 'succeeded' WHERE id = $1`, [pay.body.paymentIntentId]);
     const finalizer = worker.get(PaymentFinalizer);
     expect(await finalizer.reconcile()).toBe(0); // not stale yet
-    await t.db.pool.query(
-      `UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`,
-      [pay.body.paymentIntentId],
-    );
+    await t.db.pool.query(`UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`, [pay.body.paymentIntentId]);
     expect(await finalizer.reconcile()).toBeGreaterThanOrEqual(1);
     expect((await statusOf(order.body.id)).status).toBe('CONFIRMED');
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 });
@@ -182,18 +126,11 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
         amount === undefined ? {} : { amount: { amount, currency: 'INR' } },
         { token: admin.accessToken, idempotencyKey: newKey() },
       );
-    expect((await refund(4000)).body).toMatchObject({
-      status: 'succeeded',
-      amount: { amount: 4000 },
-    });
+    expect((await refund(4000)).body).toMatchObject({ status: 'succeeded', amount: { amount: 4000 } });
     const racing = await Promise.all([refund(), refund(), refund(), refund(5000)]);
     const won = racing.filter((r) => r.status === 201);
     expect(won.reduce((sum, r) => sum + r.body.amount.amount, 0)).toBeLessThanOrEqual(6000);
-    expect(
-      racing
-        .filter((r) => r.status !== 201)
-        .every((r) => r.body.code === 'REFUND_EXCEEDS_CAPTURED'),
-    ).toBe(true);
+    expect(racing.filter((r) => r.status !== 201).every((r) => r.body.code === 'REFUND_EXCEEDS_CAPTURED')).toBe(true);
     await refund(); // whatever is left
     const o = await statusOf(order.body.id);
     expect(o).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
@@ -236,40 +173,17 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const [bob] = await buyers(t.http, 1);
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    expect(
-      (
-        await t.http.post(
-          `/v1/orders/${order.body.id}/payment`,
-          {},
-          { token: bob.token, idempotencyKey: newKey() },
-        )
-      ).status,
-    ).toBe(404);
-    expect(
-      (await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token })).status,
-    ).toBe(400);
+    expect((await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: bob.token, idempotencyKey: newKey() })).status).toBe(404);
+    expect((await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token })).status).toBe(400);
   });
 
   describe('webhook signatures', () => {
-    const body = JSON.stringify({
-      id: 'evt_sig_test',
-      object: 'event',
-      type: 'payment_intent.succeeded',
-      data: { object: { id: 'pi_unknown', object: 'payment_intent' } },
-    });
+    const body = JSON.stringify({ id: 'evt_sig_test', object: 'event', type: 'payment_intent.succeeded', data: { object: { id: 'pi_unknown', object: 'payment_intent' } } });
     const post = (raw: string, signature: string) =>
-      t.http.request('POST', '/v1/webhooks/stripe', undefined, {
-        raw,
-        headers: { 'stripe-signature': signature },
-      });
+      t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw, headers: { 'stripe-signature': signature } });
     const header = (payload: string, secret = t.config.stripe.webhookSecret, timestamp?: number) =>
       stripe.webhooks.generateTestHeaderString({ payload, secret, timestamp });
-    const stored = async () =>
-      (
-        await t.db.pool.query(
-          `SELECT count(*)::int AS n FROM webhook_events WHERE id = 'evt_sig_test'`,
-        )
-      ).rows[0].n;
+    const stored = async () => (await t.db.pool.query(`SELECT count(*)::int AS n FROM webhook_events WHERE id = 'evt_sig_test'`)).rows[0].n;
 
     it('refuses one altered byte, a wrong secret, a stale timestamp and a re-serialized body, storing nothing', async () => {
       const altered = body.replace('pi_unknown', 'pi_unknowm');
@@ -290,9 +204,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       expect((await post(body, header(body))).status).toBe(200);
       expect((await post(body, header(body))).status).toBe(200);
       expect(await stored()).toBe(1);
-      const rows = await t.db.pool.query(
-        `SELECT count(*)::int AS n FROM outbox WHERE topic = 'payment.event' AND payload->>'eventId' = 'evt_sig_test'`,
-      );
+      const rows = await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE topic = 'payment.event' AND payload->>'eventId' = 'evt_sig_test'`);
       expect(rows.rows[0].n).toBe(1);
     });
   });

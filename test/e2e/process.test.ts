@@ -20,11 +20,7 @@ describe('process lifecycle (real node processes)', () => {
     const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: 'not-a-port' });
     expect(await p.exited).toBe(1);
     expect(p.output()).toMatch(/PORT/);
-    const prod = run('src/main.ts', {
-      DATABASE_URL: db.url,
-      NODE_ENV: 'production',
-      JWT_SECRET: '',
-    });
+    const prod = run('src/main.ts', { DATABASE_URL: db.url, NODE_ENV: 'production', JWT_SECRET: '' });
     expect(await prod.exited).toBe(1);
     expect(prod.output()).toMatch(/JWT_SECRET: required in production/);
   }, 60_000);
@@ -32,38 +28,21 @@ describe('process lifecycle (real node processes)', () => {
   it('serves, then exits 0 on SIGTERM with its pools closed', async () => {
     const port = await freePort();
     const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1' });
-    await waitFor(
-      'the API to be ready',
-      () =>
-        fetch(`http://127.0.0.1:${port}/health/ready`).then(
-          (r) => r.status,
-          () => 0,
-        ),
-      {
-        until: (status) => status === 200,
-        timeoutMs: 30_000,
-        context: () => p.output().slice(-3000),
-      },
-    );
+    await waitFor('the API to be ready', () => fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.status, () => 0), {
+      until: (status) => status === 200,
+      timeoutMs: 30_000,
+      context: () => p.output().slice(-3000),
+    });
 
     // Structured JSON logs carry the request id; credentials never reach them.
     const me = await fetch(`http://127.0.0.1:${port}/v1/me`, {
       headers: { 'x-request-id': 'log-check-0001', authorization: 'Bearer secret-token-xyz' },
     });
     expect(me.status).toBe(401);
-    const lines = await waitFor(
-      'the request log line',
-      () =>
-        p
-          .output()
-          .split('\n')
-          .filter((l) => l.includes('log-check-0001')),
-      {
-        until: (found) => found.length > 0,
-      },
-    );
-    for (const line of lines)
-      expect(JSON.parse(line)).toMatchObject({ requestId: 'log-check-0001' });
+    const lines = await waitFor('the request log line', () => p.output().split('\n').filter((l) => l.includes('log-check-0001')), {
+      until: (found) => found.length > 0,
+    });
+    for (const line of lines) expect(JSON.parse(line)).toMatchObject({ requestId: 'log-check-0001' });
     expect(p.output()).not.toContain('secret-token-xyz');
     // (That an in-flight request completes during shutdown is proven with a slow route in
     // foundation.test.ts, through the same app.close() path SIGTERM takes.)
@@ -83,11 +62,7 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
   });
 
   const childrenOf = (pid: number): number[] =>
-    readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
-      .trim()
-      .split(/\s+/)
-      .filter(Boolean)
-      .map(Number);
+    readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
 
   it('serves from every process, sums their metrics, replaces one that dies, and exits 0 on SIGTERM', async () => {
     const [port, metricsPort] = [await freePort(), await freePort()];
@@ -101,14 +76,7 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
     const base = `http://127.0.0.1:${port}`;
     const ready = async () => {
       for (let i = 0; i < 600; i++) {
-        if (
-          (await fetch(`${base}/health/ready`).then(
-            (r) => r.status,
-            () => 0,
-          )) === 200 &&
-          childrenOf(p.proc.pid!).length === 2
-        )
-          return;
+        if ((await fetch(`${base}/health/ready`).then((r) => r.status, () => 0)) === 200 && childrenOf(p.proc.pid!).length === 2) return;
         await new Promise((r) => setTimeout(r, 100));
       }
       throw new Error(`not ready:\n${p.output()}`);
@@ -120,20 +88,12 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
     // the primary's /metrics is every process's, summed
     for (let i = 0; i < 10; i++) expect((await fetch(`${base}/v1/categories`)).status).toBe(200);
     const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text());
-    const served =
-      /^http_request_duration_seconds_count\{method="GET",route="\/v1\/categories",status="200"\} (\d+)$/m.exec(
-        text,
-      );
+    const served = /^http_request_duration_seconds_count\{method="GET",route="\/v1\/categories",status="200"\} (\d+)$/m.exec(text);
     expect(Number(served?.[1])).toBe(10);
 
     // a process that dies is replaced; the other one serves meanwhile
     process.kill(workers[0], 'SIGKILL');
-    for (
-      let i = 0;
-      i < 600 &&
-      !(childrenOf(p.proc.pid!).length === 2 && !childrenOf(p.proc.pid!).includes(workers[0]));
-      i++
-    ) {
+    for (let i = 0; i < 600 && !(childrenOf(p.proc.pid!).length === 2 && !childrenOf(p.proc.pid!).includes(workers[0])); i++) {
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(childrenOf(p.proc.pid!)).toHaveLength(2);
@@ -153,12 +113,7 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
     const port = await freePort();
     await new Promise<void>((resolve) => taken.listen(port, '127.0.0.1', () => resolve()));
     try {
-      const p = run('src/main.ts', {
-        DATABASE_URL: db.url,
-        PORT: String(port),
-        HOST: '127.0.0.1',
-        API_PROCESSES: '2',
-      });
+      const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', API_PROCESSES: '2' });
       expect(await p.exited).toBe(1);
       expect(p.output()).toMatch(/API process died before serving; stopping/);
     } finally {
@@ -195,19 +150,11 @@ describe('operational commands', () => {
       `INSERT INTO users (email, name, role, password_hash) VALUES ('boss@shop.test', 'Boss', 'customer', 'x')`,
     );
     for (let i = 0; i < 2; i++) {
-      const r = await cli([
-        'scripts/admin-create.ts',
-        '--email',
-        'Boss@Shop.test',
-        '--password',
-        'boss-password-1',
-      ]);
+      const r = await cli(['scripts/admin-create.ts', '--email', 'Boss@Shop.test', '--password', 'boss-password-1']);
       expect(r.code).toBe(0);
       expect(r.out).toMatch(/admin ready: boss@shop.test/);
     }
-    const rows = (
-      await db.pool.query(`SELECT role, password_hash FROM users WHERE email = 'boss@shop.test'`)
-    ).rows;
+    const rows = (await db.pool.query(`SELECT role, password_hash FROM users WHERE email = 'boss@shop.test'`)).rows;
     expect(rows).toHaveLength(1);
     expect(rows[0].role).toBe('admin');
     expect(rows[0].password_hash).toMatch(/^\$argon2id\$/);
