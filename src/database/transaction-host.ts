@@ -42,6 +42,12 @@ interface TransactionContext {
   opened: Map<string, unknown[]>;
 }
 
+/** BEGIN's message: the opening statements, then the route's opening reads (last). */
+interface Opening {
+  sql: string;
+  reads: OpeningRead[];
+}
+
 interface WithCommit {
   sql: string;
   last: boolean;
@@ -145,19 +151,14 @@ export class TransactionHost {
   sendWithCommit(
     sql: string,
     params: unknown[],
-    opts: {
-      last?: boolean;
-      mapError?: (err: unknown) => unknown;
-      onRows?: (rows: unknown[]) => void;
-    } = {},
+    opts: { last?: boolean; mapError?: (err: unknown) => unknown; onRows?: (rows: unknown[]) => void } = {},
   ): void {
     const ctx = this.als.getStore();
     if (!ctx) throw new Error('sendWithCommit() needs an open transaction (inside run())');
     if (opts.last && ctx.withCommit.some((w) => w.last)) {
       throw new Error('only one statement per transaction can go last');
     }
-    if (opts.onRows && !opts.last)
-      throw new Error('only the last statement sent with COMMIT gets its rows');
+    if (opts.onRows && !opts.last) throw new Error('only the last statement sent with COMMIT gets its rows');
     ctx.withCommit.push({
       sql: inlineParams(sql, params),
       last: opts.last ?? false,
@@ -171,11 +172,7 @@ export class TransactionHost {
    * BEGIN (one round trip for both; parameters inlined); `work` gets its rows. Inside an open
    * transaction it is simply the next statement.
    */
-  async runOpeningWith<R, T>(
-    sql: string,
-    params: unknown[],
-    work: (rows: R[]) => Promise<T>,
-  ): Promise<T> {
+  async runOpeningWith<R, T>(sql: string, params: unknown[], work: (rows: R[]) => Promise<T>): Promise<T> {
     return this.runOpening([{ sql, params }], (results) => work(results[0] as R[]));
   }
 
@@ -197,7 +194,7 @@ export class TransactionHost {
       for (const st of statements) results.push(await this.query(st.sql, st.params));
       return work(results);
     }
-    const opening = {
+    const opening: Opening = {
       sql: [...statements, ...reads].map((st) => inlineParams(st.sql, st.params)).join(';\n'),
       reads,
     };
@@ -233,10 +230,7 @@ export class TransactionHost {
     return this.als.exit(() => this.run(work));
   }
 
-  private async runWithRetry<T>(
-    work: (opened: unknown[][]) => Promise<T>,
-    opening?: { sql: string; reads: OpeningRead[] },
-  ): Promise<T> {
+  private async runWithRetry<T>(work: (opened: unknown[][]) => Promise<T>, opening?: Opening): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         // the circuit breaker fails the attempt fast while the database is unreachable
@@ -251,10 +245,7 @@ export class TransactionHost {
   }
 
   /** One attempt: BEGIN (with the opening statement), the work, COMMIT (with its statements). */
-  private async once<T>(
-    work: (opened: unknown[][]) => Promise<T>,
-    opening?: { sql: string; reads: OpeningRead[] },
-  ): Promise<T> {
+  private async once<T>(work: (opened: unknown[][]) => Promise<T>, opening?: Opening): Promise<T> {
     const runner = this.dataSource.createQueryRunner();
     const ctx: TransactionContext = {
       manager: runner.manager,
@@ -263,6 +254,7 @@ export class TransactionHost {
       withCommit: [],
       opened: new Map(),
     };
+    let value: T;
     try {
       let opened: unknown[][] = [];
       if (opening) {
@@ -277,22 +269,14 @@ export class TransactionHost {
       } else {
         await runner.startTransaction();
       }
-      const value = await this.als.run(ctx, () => work(opened));
+      value = await this.als.run(ctx, () => work(opened));
       if (ctx.withCommit.length > 0) {
-        const statements = [
-          ...ctx.withCommit.filter((w) => !w.last),
-          ...ctx.withCommit.filter((w) => w.last),
-        ];
+        const statements = [...ctx.withCommit.filter((w) => !w.last), ...ctx.withCommit.filter((w) => w.last)];
         let results: QueryResult[];
         try {
-          results = await this.simple(
-            runner,
-            `${statements.map((w) => w.sql).join(';\n')};\nCOMMIT`,
-          );
+          results = await this.simple(runner, `${statements.map((w) => w.sql).join(';\n')};\nCOMMIT`);
         } catch (err) {
-          const mapped = statements
-            .map((w) => w.mapError?.(err))
-            .find((e) => e !== undefined && e !== err);
+          const mapped = statements.map((w) => w.mapError?.(err)).find((e) => e !== undefined && e !== err);
           throw mapped ?? err;
         }
         markTransaction(runner, false);
@@ -310,18 +294,17 @@ export class TransactionHost {
         await runner.commitTransaction();
       }
       for (const fn of ctx.afterCommit) fn();
-      for (const work of ctx.whenCommitted) {
-        await work().catch((err: unknown) =>
-          this.logger.warn(`after commit: ${(err as Error).message}`),
-        );
-      }
-      return value;
     } catch (err) {
       if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
       throw err;
     } finally {
       await runner.release();
     }
+    // committed, and the connection back in the pool: not held while this work waits
+    for (const work of ctx.whenCommitted) {
+      await work().catch((err: unknown) => this.logger.warn(`after commit: ${(err as Error).message}`));
+    }
+    return value;
   }
 
   /**
