@@ -3,6 +3,7 @@ import type Redis from 'ioredis';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { REDIS } from '../redis/redis.module';
+import { withTimeout } from '../common/with-timeout';
 
 /** A Redis slower than this counts as unavailable for the revocation check or mark. */
 export const REVOCATION_REDIS_TIMEOUT_MS = 250;
@@ -161,11 +162,3 @@ export class RevokedSessions implements OnApplicationShutdown {
   }
 }
 
-function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-    timer.unref();
-  });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
-}

@@ -9,6 +9,7 @@ import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { REDIS } from '../redis/redis.module';
 import { CoalescedVersionReader } from './catalog-version';
+import { withTimeout } from '../common/with-timeout';
 
 /**
  * What the shared tier keeps per page: the JSON and when it expires (epoch ms), so that one GET
@@ -39,16 +40,6 @@ const MEMORY_MAX_ENTRY_CHARS = 1024 * 1024;
 const CACHE_REDIS_TIMEOUT_MS = 250;
 /** After a read failed or timed out, reads skip Redis this long (no 250 ms toll per request). */
 const BYPASS_AFTER_FAILURE_MS = 1_000;
-
-function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    work,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`redis answered nothing in ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 interface MemoryEntry {
   json: string;

@@ -1,3 +1,5 @@
+import { TurnBatch } from '../common/turn-batch';
+
 /**
  * Reads the catalog version for many requests with one Redis GET: the requests that arrive
  * during one turn of the event loop wait for a single read issued after all of them arrived
@@ -5,26 +7,20 @@
  * still sees any write that completed before it arrived — as fresh as one read per request.
  */
 export class CoalescedVersionReader {
-  private waiting: ((version: string | undefined) => void)[] | null = null;
+  private readonly batch: TurnBatch<void, string | undefined>;
 
   /** `read` answers the current version, or undefined when the store is unreachable. */
-  constructor(private readonly read: () => Promise<string | undefined>) {}
-
-  current(): Promise<string | undefined> {
-    return new Promise((resolve) => {
-      if (this.waiting) {
-        this.waiting.push(resolve);
-        return;
-      }
-      this.waiting = [resolve];
-      setImmediate(() => void this.flush());
-    });
+  constructor(read: () => Promise<string | undefined>) {
+    this.batch = new TurnBatch(
+      async (asks) => {
+        const version = await read();
+        return asks.map(() => version);
+      },
+      () => undefined,
+    );
   }
 
-  private async flush(): Promise<void> {
-    const batch = this.waiting ?? [];
-    this.waiting = null;
-    const version = await this.read().catch(() => undefined);
-    for (const resolve of batch) resolve(version);
+  current(): Promise<string | undefined> {
+    return this.batch.ask();
   }
 }

@@ -4,6 +4,7 @@ import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { IDEMPOTENCY_TTL_MS } from '../idempotency/idempotency-key';
 import { REDIS } from '../redis/redis.module';
+import { withTimeout } from '../common/with-timeout';
 
 /**
  * How long a "sold out" mark lives. It bounds how long a buyer can be refused while a unit is
@@ -52,16 +53,6 @@ local n = redis.call('DECR', KEYS[1])
 if n <= 0 then redis.call('DEL', KEYS[1]) end
 return n
 `;
-
-function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    work,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`redis answered nothing in ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 interface Ask {
   keys: string[];

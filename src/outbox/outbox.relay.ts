@@ -4,6 +4,7 @@ import {
   Logger,
   OnApplicationBootstrap,
 } from '@nestjs/common';
+import { withTimeout } from '../common/with-timeout';
 import { OutboxRepository } from './outbox.repository';
 import { OutboxPublisher } from './outbox.publisher';
 
@@ -17,16 +18,6 @@ const UNAVAILABLE_POLL_MAX_MS = 5_000;
 /** 1 s, 2 s, 4 s … capped at 5 min. */
 export function outboxBackoffMs(attempts: number): number {
   return Math.min(1000 * 2 ** Math.max(0, attempts - 1), 300_000);
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<T>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`publish timed out after ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 /**
@@ -75,7 +66,7 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
     let unavailable = false;
     for (const [i, row] of rows.entries()) {
       try {
-        await withTimeout(this.publisher.publish(row), PUBLISH_TIMEOUT_MS);
+        await withTimeout(this.publisher.publish(row), PUBLISH_TIMEOUT_MS, 'publish not acknowledged');
         published.push(row.id);
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);

@@ -3,9 +3,10 @@ import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { REDIS } from '../../redis/redis.module';
 import { DomainError } from '../errors/domain-error';
+import { withTimeout } from '../with-timeout';
 import { FailureBucket, SignInChannel, signInBuckets } from './rate-limit.policies';
 import { STORE_DOWN_RETRY_AFTER_SECONDS } from './rate-limit.guard';
-import { STORE_TIMEOUT_MS, withTimeout } from './redis-throttler.storage';
+import { STORE_TIMEOUT_MS } from './redis-throttler.storage';
 
 /** Per bucket, after the keys: kind (1 = progressive), limit, windowMs, baseMs, capMs. */
 const FIELDS = 5;

@@ -4,6 +4,7 @@ import type { ThrottlerStorageRecord } from '@nestjs/throttler/dist/throttler-st
 import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { REDIS } from '../../redis/redis.module';
+import { withTimeout } from '../with-timeout';
 
 /**
  * Fixed window, atomically in one script: INCR, set the expiry on the first hit (or if it is
@@ -75,12 +76,3 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
   }
 }
 
-/** Rejects when `work` has not settled within `ms`. */
-export function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-    timer.unref();
-  });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
-}
