@@ -3,6 +3,9 @@ import { DomainError } from '../common/errors/domain-error';
 
 export const IDEMPOTENCY_HEADER = 'idempotency-key';
 export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
+
+/** Whose keys these are: a signed-in user's (an anonymous request's are its client address's). */
+export const userPrincipal = (userId: string): string => `user:${userId}`;
 const PRINTABLE_ASCII = /^[\x20-\x7E]{1,255}$/;
 
 /** Returns the key, undefined when absent, or throws IDEMPOTENCY_KEY_INVALID. */

@@ -18,6 +18,7 @@ import {
   IDEMPOTENCY_TTL_MS,
   fingerprint,
   parseIdempotencyKey,
+  userPrincipal,
 } from './idempotency-key';
 import { IdempotencyKeyLocks } from './idempotency-key-locks';
 import { IdempotencyRepository, IdempotencyScope, StoredResponse } from './idempotency.repository';
@@ -71,7 +72,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
 
     const reply = context.switchToHttp().getResponse<FastifyReply>();
     const scope: IdempotencyScope = {
-      principal: request.user ? `user:${request.user.userId}` : `ip:${request.ip}`,
+      principal: request.user ? userPrincipal(request.user.userId) : `ip:${request.ip}`,
       key,
       method: request.method,
       // lower case: a route's only variable segments are UUIDs, lower-cased for the handler too

@@ -168,6 +168,27 @@ export class IdempotencyRepository {
     return record ? { state: record.state, stored: toStored(record) } : null;
   }
 
+  /**
+   * Of these (principal, key) pairs, the ones with a live record — completed, or in progress on
+   * a route outside one transaction — as `principal\nkey` strings. One statement for all of
+   * them, no transaction of its own, no lock: a read of the primary key.
+   */
+  async liveKeys(pairs: { principal: string; key: string }[], now: Date): Promise<Set<string>> {
+    const rows = await this.tx.withManager((m) =>
+      m
+        .getRepository(IdempotencyKeyEntity)
+        .createQueryBuilder('k')
+        .select(['k.principal', 'k.key'])
+        .where('(k.principal, k.key) IN (SELECT * FROM unnest(:principals::text[], :keys::text[]))', {
+          principals: pairs.map((p) => p.principal),
+          keys: pairs.map((p) => p.key),
+        })
+        .andWhere('k.expiresAt > :now', { now })
+        .getMany(),
+    );
+    return new Set(rows.map((r) => `${r.principal}\n${r.key}`));
+  }
+
   /** Completes a claim made by `begin`, unless it was taken over meanwhile. */
   async finish(scope: IdempotencyScope, token: Date, response: { status: number; body: string | null }): Promise<void> {
     await this.tx.withManager((m) =>

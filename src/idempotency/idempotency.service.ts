@@ -1,16 +1,50 @@
 import { Injectable } from '@nestjs/common';
+import { TurnBatch } from '../common/turn-batch';
 import { Clock } from '../common/time/clock';
+import { withTimeout } from '../common/with-timeout';
 import { IdempotencyRepository } from './idempotency.repository';
 
 /** An in-progress record this old whose key nobody holds was left by a request that is gone. */
 const ABANDONED_AFTER_MS = 10 * 60 * 1000;
+/** A key-in-use read slower than this counts as "in use" (the caller takes the normal path). */
+const KEY_READ_TIMEOUT_MS = 250;
+
+interface KeyAsk {
+  principal: string;
+  key: string;
+}
 
 @Injectable()
 export class IdempotencyService {
+  /** The key-in-use reads of one event-loop turn, in one statement. */
+  private readonly keyReads: TurnBatch<KeyAsk, boolean>;
+
   constructor(
     private readonly records: IdempotencyRepository,
     private readonly clock: Clock,
-  ) {}
+  ) {
+    this.keyReads = new TurnBatch(
+      async (asks) => {
+        const live = await withTimeout(this.records.liveKeys(asks, this.clock.now()), KEY_READ_TIMEOUT_MS);
+        return asks.map((a) => live.has(`${a.principal}\n${a.key}`));
+      },
+      () => true,
+    );
+  }
+
+  /**
+   * Whether a request with this principal and key could be answered from, or collide with,
+   * what the key already holds: true when a live record exists (a completed response to replay,
+   * on any route, or a request in progress outside one transaction) — and, on any doubt (the
+   * database slow or down), true. False means a request with the key would run afresh.
+   *
+   * Read after whatever made the caller consider answering without the normal path (a record
+   * committed before that decision is seen); a twin still inside its transaction is not seen —
+   * it has stored nothing yet.
+   */
+  keyInUse(principal: string, key: string): Promise<boolean> {
+    return this.keyReads.ask({ principal, key });
+  }
 
   /**
    * Removes records past their 24 h expiry, and in-progress records left behind by requests that

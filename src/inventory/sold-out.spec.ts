@@ -30,51 +30,31 @@ describe('SoldOutMarks (the sold-out knowledge refuses only when sure)', () => {
   let marks: SoldOutMarks | undefined;
   afterEach(() => marks?.onApplicationShutdown());
 
-  it('refuses when every product is marked and the key never went the normal path', async () => {
+  it('refuses when every product is marked', async () => {
     marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g', [mark(Q)]: 'g', 'x:stock:generation': 'g' } }), config);
-    expect(await marks.knownSoldOut('u', 'k', [P, Q])).toBe(true);
+    expect(await marks.knownSoldOut([P, Q])).toBe(true);
     expect(marks.generation()).toBe('g');
   });
 
   it('goes the normal path when one product is not marked', async () => {
     marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g' } }), config);
-    expect(await marks.knownSoldOut('u', 'k', [P, Q])).toBe(false);
-  });
-
-  it('goes the normal path for a key that went it before (its answer may be stored)', async () => {
-    const redis = fakeRedis({ values: { [mark(P)]: 'g' } });
-    marks = new SoldOutMarks(redis, config);
-    expect(await marks.knownSoldOut('u', 'k', [P])).toBe(true);
-    // the claim is a Redis key: simulate it being there
-    const claimKey = marks['claimKey']('u', 'k');
-    marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g', [claimKey]: '1' } }), config);
-    expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);
-    expect(await marks.knownSoldOut('u', 'another key', [P])).toBe(true);
+    expect(await marks.knownSoldOut([P, Q])).toBe(false);
   });
 
   it('goes the normal path when Redis fails, and when it stalls (after 250 ms)', async () => {
     marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g' }, mget: 'fail' }), config);
-    expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);
+    expect(await marks.knownSoldOut([P])).toBe(false);
     marks.onApplicationShutdown();
     marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g' }, mget: 'stall' }), config);
     const started = Date.now();
-    expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);
+    expect(await marks.knownSoldOut([P])).toBe(false);
     expect(Date.now() - started).toBeLessThan(1_000);
   });
 
   it('never refuses a product whose clear has not reached Redis yet, in the process that made it', async () => {
     marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g', [mark(Q)]: 'g' }, evalFails: true }), config);
     marks.cleared([P]);
-    expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);
-    expect(await marks.knownSoldOut('u', 'k', [Q])).toBe(true);
-  });
-
-  it('a key whose claim did not reach Redis is not refused by this process', async () => {
-    marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g' }, evalFails: true }), config);
-    expect(await marks.claim('u', 'k')).toBe(false);
-    // past the second in which a failure switches the fast path off, until the claim lands
-    marks['bypassUntil'] = 0;
-    expect(await marks.knownSoldOut('u', 'k', [P])).toBe(false);
-    expect(await marks.knownSoldOut('u', 'another key', [P])).toBe(true);
+    expect(await marks.knownSoldOut([P])).toBe(false);
+    expect(await marks.knownSoldOut([Q])).toBe(true);
   });
 });

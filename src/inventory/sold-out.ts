@@ -1,10 +1,10 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Inject, Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
 import type Redis from 'ioredis';
-import { APP_CONFIG, AppConfig } from '../config/config';
-import { IDEMPOTENCY_TTL_MS } from '../idempotency/idempotency-key';
-import { REDIS } from '../redis/redis.module';
+import { TurnBatch } from '../common/turn-batch';
 import { withTimeout } from '../common/with-timeout';
+import { APP_CONFIG, AppConfig } from '../config/config';
+import { REDIS } from '../redis/redis.module';
 
 /**
  * How long a "sold out" mark lives. It bounds how long a buyer can be refused while a unit is
@@ -19,15 +19,10 @@ const SOLD_OUT_MARK_TTL_MS = 5_000;
 const SOLD_OUT_REDIS_TIMEOUT_MS = 250;
 /** After a Redis failure the fast path stays off this long (no 250 ms toll per request). */
 const BYPASS_AFTER_FAILURE_MS = 1_000;
-/** Clears and key claims that did not reach Redis are retried this often until they land. */
+/** Clears that did not reach Redis are retried this often until they land. */
 const RETRY_EVERY_MS = 1_000;
 /** Bound on the writes waiting for a retry (a long Redis outage must not grow memory unbounded). */
 const MAX_PENDING = 50_000;
-/**
- * A key that went the normal path is remembered a little longer than its idempotency record
- * lives (24 h): while the record can be replayed, the fast path leaves the key alone.
- */
-const KEY_CLAIM_TTL_MS = IDEMPOTENCY_TTL_MS + 3_600_000;
 
 /** Marks products sold out only if no availability-raising commit happened since `gen` was read. */
 const MARK = `
@@ -41,23 +36,6 @@ redis.call('SET', KEYS[1], ARGV[1])
 if #KEYS > 1 then redis.call('DEL', unpack(KEYS, 2)) end
 return 1
 `;
-/** One more request with this key runs (or ran) the normal path. */
-const CLAIM = `
-local n = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return n
-`;
-/** That request was refused (4xx): it stored nothing, so it no longer needs the key left alone. */
-const UNCLAIM = `
-local n = redis.call('DECR', KEYS[1])
-if n <= 0 then redis.call('DEL', KEYS[1]) end
-return n
-`;
-
-interface Ask {
-  keys: string[];
-  resolve: (values: (string | null)[] | null) => void;
-}
 
 /**
  * What every API process knows about sold-out products, shared through Redis, so a checkout of
@@ -86,29 +64,24 @@ interface Ask {
  * - Reads: every request that may be refused reads the marks it needs in Redis, in one MGET
  *   shared by all requests that arrived during the same event-loop turn and issued after the
  *   last of them arrived (like the catalog's CoalescedVersionReader) — as fresh as a read per
- *   request, at the cost of one round trip per turn. No in-process copy is kept: the
- *   idempotency-key check below needs a Redis read per request anyway, and the same MGET
- *   carries the marks.
- * - Idempotency keys: a request refused by the fast path stores nothing (as a normal-path 409
- *   does), so a retry runs afresh. But a key that went the normal path may have stored a 201
- *   that a retry must replay. So every checkout passed to the normal path first counts its key
- *   in Redis (`checkout-key:<user>:<key digest>`, INCR, before the interceptor's transaction),
- *   takes the count back when it ends with a 4xx (nothing stored), and the fast path never
- *   refuses a key with a count: it goes the normal path, which replays it (or answers 409
- *   IDEMPOTENCY_KEY_IN_USE / 422 IDEMPOTENCY_KEY_REUSED).
+ *   request, at the cost of one round trip per turn. No in-process copy is kept: validating one
+ *   would take a Redis read per turn too (as the catalog's version read does), and this read
+ *   carries the marks themselves.
+ * - Idempotency keys are not this class's business: before refusing, the guard asks the
+ *   idempotency records themselves (IdempotencyService#keyInUse), so a key that stored a 201
+ *   is replayed by the normal path whatever Redis knows.
  */
 @Injectable()
 export class SoldOutMarks implements OnApplicationShutdown {
   private readonly logger = new Logger(SoldOutMarks.name);
   private readonly prefix: string;
   private readonly generationKey: string;
-  private batch: Ask[] | null = null;
+  /** The marks (and the generation) read for every request of one event-loop turn, in one MGET. */
+  private readonly reads: TurnBatch<string[], (string | null)[] | null>;
   private lastGeneration: string | null = null;
   private bypassUntil = 0;
   /** Products whose clear has not reached Redis yet (retried; this process never refuses them). */
   private readonly pendingClears = new Set<string>();
-  /** Key claims that did not reach Redis (retried until they land). */
-  private readonly pendingClaims = new Set<string>();
   private retryTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -117,6 +90,7 @@ export class SoldOutMarks implements OnApplicationShutdown {
   ) {
     this.prefix = config.redis.keyPrefix;
     this.generationKey = `${this.prefix}:stock:generation`;
+    this.reads = new TurnBatch((asks) => this.readMarks(asks), () => null);
   }
 
   onApplicationShutdown(): void {
@@ -132,42 +106,12 @@ export class SoldOutMarks implements OnApplicationShutdown {
     return this.lastGeneration;
   }
 
-  /**
-   * True only when every product is marked sold out in Redis right now and this user's key has
-   * never gone the normal path (so nothing can be stored under it). False on any doubt.
-   */
-  async knownSoldOut(userId: string, key: string, productIds: string[]): Promise<boolean> {
+  /** True only when every product is marked sold out in Redis right now; false on any doubt. */
+  async knownSoldOut(productIds: string[]): Promise<boolean> {
     if (productIds.length === 0 || Date.now() < this.bypassUntil) return false;
     if (productIds.some((p) => this.pendingClears.has(p))) return false;
-    const keyClaim = this.claimKey(userId, key);
-    if (this.pendingClaims.has(keyClaim)) return false;
-    const values = await this.read([keyClaim, ...productIds.map((p) => this.markKey(p))]);
-    if (!values) return false;
-    const [claimed, ...marks] = values;
-    return claimed === null && marks.every((m) => m !== null);
-  }
-
-  /**
-   * Remembers that this user's key goes the normal path (call before its transaction). Returns
-   * whether the claim reached Redis; one that did not is retried until it lands.
-   */
-  async claim(userId: string, key: string): Promise<boolean> {
-    const claimKey = this.claimKey(userId, key);
-    if (Date.now() >= this.bypassUntil) {
-      try {
-        await withTimeout(this.redis.eval(CLAIM, 1, claimKey, KEY_CLAIM_TTL_MS), SOLD_OUT_REDIS_TIMEOUT_MS);
-        return true;
-      } catch {
-        this.failed();
-      }
-    }
-    this.pending(this.pendingClaims, claimKey);
-    return false;
-  }
-
-  /** The request whose claim landed was refused (4xx): nothing was stored under its key. */
-  unclaim(userId: string, key: string): void {
-    this.redis.eval(UNCLAIM, 1, this.claimKey(userId, key)).catch(() => undefined); // left: only conservative
+    const marks = await this.reads.ask(productIds.map((p) => this.markKey(p)));
+    return marks !== null && marks.every((m) => m !== null);
   }
 
   /**
@@ -212,31 +156,19 @@ export class SoldOutMarks implements OnApplicationShutdown {
     }
   }
 
-  /** One MGET for every request that asked during this event-loop turn (issued after all of them). */
-  private read(keys: string[]): Promise<(string | null)[] | null> {
-    return new Promise((resolve) => {
-      if (this.batch) {
-        this.batch.push({ keys, resolve });
-        return;
-      }
-      this.batch = [{ keys, resolve }];
-      setImmediate(() => void this.flush());
-    });
-  }
-
-  private async flush(): Promise<void> {
-    const batch = this.batch ?? [];
-    this.batch = null;
-    const unique = [...new Set([this.generationKey, ...batch.flatMap((a) => a.keys)])];
-    let values: Map<string, string | null> | null = null;
+  /** One MGET for the asks of one event-loop turn (TurnBatch), with the current generation. */
+  private async readMarks(asks: string[][]): Promise<((string | null)[] | null)[]> {
+    const unique = [...new Set([this.generationKey, ...asks.flat()])];
+    let got: (string | null)[];
     try {
-      const got = await withTimeout(this.redis.mget(...unique), SOLD_OUT_REDIS_TIMEOUT_MS);
-      values = new Map(unique.map((k, i) => [k, got[i] ?? null]));
-      this.lastGeneration = values.get(this.generationKey) ?? null;
+      got = await withTimeout(this.redis.mget(...unique), SOLD_OUT_REDIS_TIMEOUT_MS);
     } catch {
       this.failed();
+      return asks.map(() => null);
     }
-    for (const ask of batch) ask.resolve(values ? ask.keys.map((k) => values.get(k) ?? null) : null);
+    const values = new Map(unique.map((k, i) => [k, got[i] ?? null]));
+    this.lastGeneration = values.get(this.generationKey) ?? null;
+    return asks.map((keys) => keys.map((k) => values.get(k) ?? null));
   }
 
   private failed(): void {
@@ -256,15 +188,7 @@ export class SoldOutMarks implements OnApplicationShutdown {
       const products = [...this.pendingClears];
       if (await this.sendClear(products)) for (const p of products) this.pendingClears.delete(p);
     }
-    for (const claimKey of [...this.pendingClaims]) {
-      try {
-        await withTimeout(this.redis.eval(CLAIM, 1, claimKey, KEY_CLAIM_TTL_MS), SOLD_OUT_REDIS_TIMEOUT_MS);
-        this.pendingClaims.delete(claimKey);
-      } catch {
-        break;
-      }
-    }
-    if (this.pendingClears.size === 0 && this.pendingClaims.size === 0 && this.retryTimer) {
+    if (this.pendingClears.size === 0 && this.retryTimer) {
       clearInterval(this.retryTimer);
       this.retryTimer = null;
     }
@@ -272,10 +196,6 @@ export class SoldOutMarks implements OnApplicationShutdown {
 
   private markKey(productId: string): string {
     return `${this.prefix}:stock:sold-out:${productId}`;
-  }
-
-  private claimKey(userId: string, key: string): string {
-    return `${this.prefix}:checkout-key:${userId}:${createHash('sha256').update(key).digest('base64url')}`;
   }
 }
 

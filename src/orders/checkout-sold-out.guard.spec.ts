@@ -1,4 +1,9 @@
-import { fastPathLines } from './checkout-sold-out.guard';
+import type { Counter } from 'prom-client';
+import { mockOf } from '../../test/support/mocks';
+import { IdempotencyService } from '../idempotency/idempotency.service';
+import { SoldOutMarks } from '../inventory/sold-out';
+import { MetricsService } from '../metrics/metrics.service';
+import { CheckoutSoldOutGuard, fastPathLines } from './checkout-sold-out.guard';
 
 const A = '0b7f7e3c-6a47-4d4c-9e4e-2f0a4b1c9d01';
 const B = '5d2c1a0e-3b4f-4a6d-8c7e-9f8a7b6c5d02';
@@ -28,5 +33,33 @@ describe('fastPathLines (which bodies the sold-out fast path may judge)', () => 
     ['no body', undefined],
   ])('leaves %s to the normal path', (_name, body) => {
     expect(fastPathLines(body)).toBeNull();
+  });
+});
+
+describe('CheckoutSoldOutGuard#refusal (refuses only a key that holds nothing)', () => {
+  const body = { items: [{ productId: A, quantity: 2 }] };
+  const guardWith = (soldOut: boolean, keyInUse: boolean) => {
+    const marks = mockOf<SoldOutMarks>({ knownSoldOut: async () => soldOut });
+    const idempotency = mockOf<IdempotencyService>({ keyInUse: async () => keyInUse });
+    const metrics = mockOf<MetricsService>({ counter: () => mockOf<Counter<string>>({}) });
+    return { guard: new CheckoutSoldOutGuard(marks, idempotency, metrics), marks, idempotency };
+  };
+
+  it('refuses a sold-out checkout whose key holds nothing, naming each line', async () => {
+    const { guard, idempotency } = guardWith(true, false);
+    const refusal = await guard.refusal('u1', 'k1', body);
+    expect(refusal?.code).toBe('INSUFFICIENT_STOCK');
+    expect(idempotency.keyInUse).toHaveBeenCalledWith('user:u1', 'k1');
+  });
+
+  it('leaves a key with a record (a 201 to replay, a key of another route) to the normal path', async () => {
+    const { guard } = guardWith(true, true);
+    expect(await guard.refusal('u1', 'k1', body)).toBeNull();
+  });
+
+  it('does not read the records when the products are not known to be sold out', async () => {
+    const { guard, idempotency } = guardWith(false, false);
+    expect(await guard.refusal('u1', 'k1', body)).toBeNull();
+    expect(idempotency.keyInUse).not.toHaveBeenCalled();
   });
 });

@@ -1,11 +1,11 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
-import type { FastifyReply } from 'fastify';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Counter } from 'prom-client';
 import { isUUID } from 'class-validator';
 import type { AuthenticatedRequest } from '../auth/principal';
 import type { DomainError } from '../common/errors/domain-error';
-import { IDEMPOTENCY_HEADER, parseIdempotencyKey } from '../idempotency/idempotency-key';
+import { IDEMPOTENCY_HEADER, parseIdempotencyKey, userPrincipal } from '../idempotency/idempotency-key';
+import { IdempotencyService } from '../idempotency/idempotency.service';
 import { SoldOutMarks } from '../inventory/sold-out';
 import { insufficient } from '../inventory/stock-reservation.service';
 import { MetricsService } from '../metrics/metrics.service';
@@ -79,15 +79,24 @@ export function fastPathKey(headers: IncomingHttpHeaders): string | undefined {
  *   limits and the permission check (global guards), before the idempotency interceptor opens
  *   its transaction.
  * It only ever refuses; any doubt (no usable key, a body the normal path might answer
- * differently, a product not marked, Redis slow or down) lets the request through.
+ * differently, a product not marked, Redis or the database slow or down) lets the request
+ * through.
  *
  * Idempotency (API.md): a refusal stores nothing, like the normal path's 409, so a retry with
- * the same key runs afresh. A key that went the normal path is claimed in Redis first (here,
- * for every request that reaches the guard), and a claimed key is never refused — a retry of a
- * stored 201 is replayed, a twin still gets 409 IDEMPOTENCY_KEY_IN_USE and another body 422
- * IDEMPOTENCY_KEY_REUSED. The claim is taken back when the request ends with a 4xx (it stored
- * nothing); a 5xx, or a client gone before the answer, leaves it (the key then simply always
- * goes the normal path, for 25 h).
+ * the same key runs afresh. A key that already holds something is never refused: once the marks
+ * say "sold out", the idempotency records themselves are read (IdempotencyService#keyInUse, one
+ * primary-key read per event-loop turn for all such requests, no transaction, no lock, the hot
+ * row untouched), and a key with a live record goes the normal path — a retry of a stored 201
+ * is replayed, the key with another body or used on another route gets 422
+ * IDEMPOTENCY_KEY_REUSED. The database is the truth here, not Redis: a Redis that lost its
+ * data, or never heard of the key, cannot turn a stored 201 into a 409.
+ *
+ * The read comes after the marks were read, so a record committed before the marks said "sold
+ * out" is seen. A twin still inside its transaction is not: it holds a unit only if a release
+ * made one available after the marks were written, and until that release's clear lands (the
+ * staleness bound of SoldOutMarks) this request is answered 409 INSUFFICIENT_STOCK where the
+ * normal path would have said 409 IDEMPOTENCY_KEY_IN_USE; it stored nothing either way, and a
+ * later retry replays the twin's answer.
  *
  * Where both would apply, the fast path answers INSUFFICIENT_STOCK where the normal path would
  * have named a purchase cap (PURCHASE_LIMIT_EXCEEDED) first: either way nothing is reserved.
@@ -98,6 +107,7 @@ export class CheckoutSoldOutGuard implements CanActivate {
 
   constructor(
     private readonly soldOut: SoldOutMarks,
+    private readonly idempotency: IdempotencyService,
     metrics: MetricsService,
   ) {
     this.refused = metrics.counter(
@@ -112,9 +122,8 @@ export class CheckoutSoldOutGuard implements CanActivate {
    */
   async refusal(userId: string, key: string, body: unknown): Promise<DomainError | null> {
     const lines = fastPathLines(body);
-    if (!lines || !(await this.soldOut.knownSoldOut(userId, key, lines.map((l) => l.productId)))) {
-      return null;
-    }
+    if (!lines || !(await this.soldOut.knownSoldOut(lines.map((l) => l.productId)))) return null;
+    if (await this.idempotency.keyInUse(userPrincipal(userId), key)) return null;
     return insufficient(lines.map((l) => ({ productId: l.productId, requested: l.quantity, available: 0 })));
   }
 
@@ -134,16 +143,6 @@ export class CheckoutSoldOutGuard implements CanActivate {
     if (!request[JUDGED]) {
       const refusal = await this.refusal(user.userId, key, request.body);
       if (refusal) throw this.counted(refusal);
-    }
-
-    const claimed = await this.soldOut.claim(user.userId, key);
-    if (claimed) {
-      const raw = context.switchToHttp().getResponse<FastifyReply>().raw;
-      const userId = user.userId;
-      raw.once('finish', () => {
-        // a 4xx stored nothing; a 5xx is left claimed (conservative: it might have committed)
-        if (raw.statusCode >= 400 && raw.statusCode < 500) this.soldOut.unclaim(userId, key);
-      });
     }
     return true;
   }

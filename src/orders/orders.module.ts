@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { CartModule } from '../cart/cart.module';
 import { ProductsModule } from '../catalog/products.module';
+import { IdempotencyModule } from '../idempotency/idempotency.module';
 import { InventoryModule } from '../inventory/inventory.module';
 import { PaymentReaderModule } from '../payments/payment-reader.module';
 import { AdminOrdersController } from './admin-orders.controller';
@@ -14,7 +15,7 @@ import { PurchaseLimitRepository } from './purchase-limit.repository';
 import { ReservationExpiryService } from './reservation-expiry.service';
 
 @Module({
-  imports: [CartModule, ProductsModule, InventoryModule, OrderRepositoryModule, PaymentReaderModule],
+  imports: [CartModule, ProductsModule, IdempotencyModule, InventoryModule, OrderRepositoryModule, PaymentReaderModule],
   controllers: [OrdersController, AdminOrdersController],
   providers: [
     OrderMetrics,
