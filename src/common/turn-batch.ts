@@ -1,34 +1,50 @@
+import { AsyncResource } from 'node:async_hooks';
+
 /**
- * One call for every ask made during one turn of the event loop: the asks wait for a single
- * call issued (on `setImmediate`) after the last of them arrived. Because that call starts after
- * every ask in the batch, each one still sees any write that completed before it was made — as
- * fresh as one call per ask, at the cost of one call per turn.
+ * One call for many asks: the asks wait for a single call issued (on `setImmediate`) after the
+ * last of them arrived. Because that call starts after every ask in the batch, each one still
+ * sees any write that completed before it was made — as fresh as one call per ask.
+ *
+ * - By default a call is issued for each event-loop turn that has asks (a turn's asks share it).
+ * - `oneAtATime`: while a call is in flight, new asks wait for it to end and then share the next
+ *   one — under load, one call per round trip instead of one per turn, for a store that is
+ *   busy with other work (the database during a sale).
  *
  * `answer` gets the asks in arrival order and returns one answer per ask, in the same order;
- * when it fails, every ask of the batch gets `fallback(error)`.
+ * when it fails, every ask of the batch gets `fallback(error)`. It runs in the async context the
+ * batch was created in, never in the context of whichever request happened to ask first (its
+ * transaction or its log bindings are not the others').
  */
 export class TurnBatch<Q, A> {
-  private waiting: { ask: Q; resolve: (answer: A) => void }[] | null = null;
+  private waiting: { ask: Q; resolve: (answer: A) => void }[] = [];
+  private scheduled = false;
+  private inFlight = false;
+  private readonly context = new AsyncResource('TurnBatch');
 
   constructor(
     private readonly answer: (asks: Q[]) => Promise<A[]>,
     private readonly fallback: (err: unknown) => A,
+    private readonly options: { oneAtATime?: boolean } = {},
   ) {}
 
   ask(ask: Q): Promise<A> {
     return new Promise((resolve) => {
-      if (this.waiting) {
-        this.waiting.push({ ask, resolve });
-        return;
-      }
-      this.waiting = [{ ask, resolve }];
-      setImmediate(() => void this.flush());
+      this.waiting.push({ ask, resolve });
+      this.schedule();
     });
   }
 
+  private schedule(): void {
+    if (this.scheduled || (this.options.oneAtATime && this.inFlight) || this.waiting.length === 0) return;
+    this.scheduled = true;
+    this.context.runInAsyncScope(() => setImmediate(() => void this.flush()));
+  }
+
   private async flush(): Promise<void> {
-    const batch = this.waiting ?? [];
-    this.waiting = null;
+    this.scheduled = false;
+    const batch = this.waiting;
+    this.waiting = [];
+    this.inFlight = true;
     let answers: A[];
     try {
       answers = await this.answer(batch.map((w) => w.ask));
@@ -36,6 +52,8 @@ export class TurnBatch<Q, A> {
       const answer = this.fallback(err);
       answers = batch.map(() => answer);
     }
+    this.inFlight = false;
     batch.forEach((w, i) => w.resolve(answers[i]));
+    if (this.options.oneAtATime) this.schedule();
   }
 }

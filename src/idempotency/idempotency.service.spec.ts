@@ -6,7 +6,7 @@ import { IdempotencyService } from './idempotency.service';
 describe('IdempotencyService#keyInUse (may a request with this key be answered without the normal path?)', () => {
   it('reads every key asked in one event-loop turn in one statement, and answers each', async () => {
     const records = mockOf<IdempotencyRepository>(
-      { liveKeys: async () => new Set(['user:u1\nk1', 'user:u2\nk1']) },
+      { keysInUse: async () => new Set(['user:u1\nk1', 'user:u2\nk1']) },
       'records',
     );
     const service = new IdempotencyService(records, new Clock());
@@ -17,14 +17,14 @@ describe('IdempotencyService#keyInUse (may a request with this key be answered w
       service.keyInUse('user:u3', 'k1'),
     ]);
     expect(answers).toEqual([true, false, true, false]);
-    expect(records.liveKeys).toHaveBeenCalledTimes(1);
-    expect(records.liveKeys.mock.calls[0][0]).toHaveLength(4);
+    expect(records.keysInUse).toHaveBeenCalledTimes(1);
+    expect(records.keysInUse.mock.calls[0][0]).toHaveLength(4);
   });
 
   it('answers "in use" on any doubt: the database failing, or slower than 250 ms', async () => {
-    const failing = mockOf<IdempotencyRepository>({ liveKeys: () => Promise.reject(new Error('ECONNREFUSED')) });
+    const failing = mockOf<IdempotencyRepository>({ keysInUse: () => Promise.reject(new Error('ECONNREFUSED')) });
     expect(await new IdempotencyService(failing, new Clock()).keyInUse('user:u1', 'k1')).toBe(true);
-    const stalled = mockOf<IdempotencyRepository>({ liveKeys: () => new Promise<Set<string>>(() => undefined) });
+    const stalled = mockOf<IdempotencyRepository>({ keysInUse: () => new Promise<Set<string>>(() => undefined) });
     const started = Date.now();
     expect(await new IdempotencyService(stalled, new Clock()).keyInUse('user:u1', 'k1')).toBe(true);
     expect(Date.now() - started).toBeLessThan(1_000);

@@ -16,7 +16,7 @@ interface KeyAsk {
 
 @Injectable()
 export class IdempotencyService {
-  /** The key-in-use reads of one event-loop turn, in one statement. */
+  /** The key-in-use reads, one statement for all callers waiting (TurnBatch, one at a time). */
   private readonly keyReads: TurnBatch<KeyAsk, boolean>;
 
   constructor(
@@ -25,22 +25,24 @@ export class IdempotencyService {
   ) {
     this.keyReads = new TurnBatch(
       async (asks) => {
-        const live = await withTimeout(this.records.liveKeys(asks, this.clock.now()), KEY_READ_TIMEOUT_MS);
-        return asks.map((a) => live.has(`${a.principal}\n${a.key}`));
+        const inUse = await withTimeout(this.records.keysInUse(asks, this.clock.now()), KEY_READ_TIMEOUT_MS);
+        return asks.map((a) => inUse.has(`${a.principal}\n${a.key}`));
       },
       () => true,
+      { oneAtATime: true },
     );
   }
 
   /**
    * Whether a request with this principal and key could be answered from, or collide with,
-   * what the key already holds: true when a live record exists (a completed response to replay,
-   * on any route, or a request in progress outside one transaction) — and, on any doubt (the
-   * database slow or down), true. False means a request with the key would run afresh.
+   * what the key already holds: true when a request with it is running right now, or it has a
+   * live record (a completed response to replay, on any route, or a request in progress outside
+   * one transaction) — and, on any doubt (the database slow or down), true. False means a
+   * request with the key would run afresh.
    *
-   * Read after whatever made the caller consider answering without the normal path (a record
-   * committed before that decision is seen); a twin still inside its transaction is not seen —
-   * it has stored nothing yet.
+   * The reads of concurrent callers share one statement, one at a time (a caller waits at most
+   * for the statement in flight, then its own); each reflects everything committed before the
+   * call was made.
    */
   keyInUse(principal: string, key: string): Promise<boolean> {
     return this.keyReads.ask({ principal, key });

@@ -83,20 +83,15 @@ export function fastPathKey(headers: IncomingHttpHeaders): string | undefined {
  * through.
  *
  * Idempotency (API.md): a refusal stores nothing, like the normal path's 409, so a retry with
- * the same key runs afresh. A key that already holds something is never refused: once the marks
- * say "sold out", the idempotency records themselves are read (IdempotencyService#keyInUse, one
- * primary-key read per event-loop turn for all such requests, no transaction, no lock, the hot
- * row untouched), and a key with a live record goes the normal path — a retry of a stored 201
- * is replayed, the key with another body or used on another route gets 422
+ * the same key runs afresh. A key that holds something is never refused: once the marks say
+ * "sold out" (and, at the front, once the token is verified), the database is asked
+ * (IdempotencyService#keyInUse: one statement for all waiting requests, no transaction, the hot
+ * row untouched) whether a request with the key is running right now — its twin, which the
+ * normal path answers 409 IDEMPOTENCY_KEY_IN_USE — or the key has a live record: a retry of a
+ * stored 201 is replayed, the key with another body or used on another route gets 422
  * IDEMPOTENCY_KEY_REUSED. The database is the truth here, not Redis: a Redis that lost its
- * data, or never heard of the key, cannot turn a stored 201 into a 409.
- *
- * The read comes after the marks were read, so a record committed before the marks said "sold
- * out" is seen. A twin still inside its transaction is not: it holds a unit only if a release
- * made one available after the marks were written, and until that release's clear lands (the
- * staleness bound of SoldOutMarks) this request is answered 409 INSUFFICIENT_STOCK where the
- * normal path would have said 409 IDEMPOTENCY_KEY_IN_USE; it stored nothing either way, and a
- * later retry replays the twin's answer.
+ * data, or never heard of the key, cannot turn a stored 201 into a 409. The question is asked
+ * after the marks were read, so a twin that committed before the marks said "sold out" is seen.
  *
  * Where both would apply, the fast path answers INSUFFICIENT_STOCK where the normal path would
  * have named a purchase cap (PURCHASE_LIMIT_EXCEEDED) first: either way nothing is reserved.
@@ -106,7 +101,7 @@ export class CheckoutSoldOutGuard implements CanActivate {
   private readonly refused: Counter<string>;
 
   constructor(
-    private readonly soldOut: SoldOutMarks,
+    private readonly marks: SoldOutMarks,
     private readonly idempotency: IdempotencyService,
     metrics: MetricsService,
   ) {
@@ -121,10 +116,20 @@ export class CheckoutSoldOutGuard implements CanActivate {
    * 409 INSUFFICIENT_STOCK to answer, or null — the normal path decides.
    */
   async refusal(userId: string, key: string, body: unknown): Promise<DomainError | null> {
+    const refusal = await this.soldOutRefusal(body);
+    return refusal && !(await this.keyInUse(userId, key)) ? refusal : null;
+  }
+
+  /** The first step: the 409 to answer if every product of this body is known sold out (Redis). */
+  async soldOutRefusal(body: unknown): Promise<DomainError | null> {
     const lines = fastPathLines(body);
-    if (!lines || !(await this.soldOut.knownSoldOut(lines.map((l) => l.productId)))) return null;
-    if (await this.idempotency.keyInUse(userPrincipal(userId), key)) return null;
+    if (!lines || !(await this.marks.knownSoldOut(lines.map((l) => l.productId)))) return null;
     return insufficient(lines.map((l) => ({ productId: l.productId, requested: l.quantity, available: 0 })));
+  }
+
+  /** The second step: whether the user's key holds something (then the normal path answers). */
+  keyInUse(userId: string, key: string): Promise<boolean> {
+    return this.idempotency.keyInUse(userPrincipal(userId), key);
   }
 
   /** A refusal is being answered (the metric). */

@@ -26,7 +26,7 @@ type WithReadBody = FastifyRequest & { [READ_BODY]?: Buffer };
 
 export interface SoldOutCheckoutDeps {
   /** The decision, the same code as the route's guard. */
-  decision: Pick<CheckoutSoldOutGuard, 'refusal' | 'counted'>;
+  decision: Pick<CheckoutSoldOutGuard, 'soldOutRefusal' | 'keyInUse' | 'counted'>;
   /** The access-token guard's verification (JwtStrategy: signature, claims, revoked session). */
   authenticate: (token: string) => Promise<Principal>;
   /** The global rate-limit guards, in their order (each skips itself when rate limiting is off). */
@@ -47,14 +47,16 @@ export interface SoldOutCheckoutDeps {
  * request it lets through is parsed, validated and answered exactly as if it had not looked.
  *
  * Then:
- * - the decision: CheckoutSoldOutGuard#refusal, the guard's own code (body shape, the marks
- *   and the key's claim in Redis), for the subject the bearer token names; nothing to refuse →
- *   the normal path, marked as judged so the guard does not read Redis again (and the token is
- *   left to the access-token guard, which verifies it anyway);
- * - authentication, before any refusal: the access-token guard's own JwtStrategy (pinned
- *   algorithm, issuer, audience, expiry, the access-token claims, the revoked-session check),
- *   and the verified subject must be the one decided for; a token it refuses goes the normal
- *   path, which answers 401 the same way;
+ * - the decision, in the guard's own code and order: first the body and the sold-out marks in
+ *   Redis (CheckoutSoldOutGuard#soldOutRefusal); nothing to refuse → the normal path, marked as
+ *   judged so the guard does not ask again (and the token is left to the access-token guard,
+ *   which verifies it anyway);
+ * - authentication, before anything else is asked or answered: the access-token guard's own
+ *   JwtStrategy (pinned algorithm, issuer, audience, expiry, the access-token claims, the
+ *   revoked-session check); a token it refuses goes the normal path, which answers 401 the
+ *   same way;
+ * - then the key, for the verified user (CheckoutSoldOutGuard#keyInUse, a database read): a key
+ *   that holds something goes the normal path, marked as judged;
  * - the rate limits: the global ClientRateLimitGuard and UserRateLimitGuard themselves, run
  *   with the route's metadata, so a refusal counts against the same Redis counters, carries
  *   the same RateLimit headers, and a client over a limit gets the same 429;
@@ -123,12 +125,9 @@ async function judge(
   { token, key, body, started }: { token: string; key: string; body: unknown; started: number },
   deps: SoldOutCheckoutDeps,
 ): Promise<boolean> {
-  // The decision first, for the subject the token names: most checkouts are not of sold-out
-  // products, and they go on to the access-token guard, which verifies the token anyway. Only
-  // a refusal needs the token verified here, and it is (the subject is the verified one then).
-  const subject = unverifiedSubject(token);
-  if (subject === null) return false;
-  const refusal = await deps.decision.refusal(subject, key, body);
+  // The products first: most checkouts are not of sold-out products, and they go on to the
+  // access-token guard, which verifies the token anyway. Only a refusal needs it verified here.
+  const refusal = await deps.decision.soldOutRefusal(body);
   if (!refusal) {
     markJudged(request);
     return false;
@@ -139,7 +138,10 @@ async function judge(
   } catch {
     return false; // the access-token guard refuses it the same way
   }
-  if (principal.userId !== subject) return false;
+  if (await deps.decision.keyInUse(principal.userId, key)) {
+    markJudged(request);
+    return false;
+  }
   deps.browserHeaders(reply, request.headers.origin);
   void reply.header('X-Request-Id', request.id);
   let answer: unknown = refusal;
@@ -158,23 +160,6 @@ async function judge(
   logCompletion(request, reply, started);
   sendProblem(answer, request, reply);
   return true;
-}
-
-/**
- * The `sub` claim of a JWT, read without verifying it (null when unreadable): only to look up
- * what a refusal would be; nothing is answered on its word.
- */
-export function unverifiedSubject(token: string): string | null {
-  const start = token.indexOf('.');
-  const end = token.indexOf('.', start + 1);
-  if (start < 1 || end === -1) return null;
-  try {
-    const claims = JSON.parse(Buffer.from(token.slice(start + 1, end), 'base64url').toString('utf8')) as unknown;
-    const sub = typeof claims === 'object' && claims !== null ? (claims as { sub?: unknown }).sub : undefined;
-    return typeof sub === 'string' && sub.length > 0 ? sub : null;
-  } catch {
-    return null;
-  }
 }
 
 /** Reads a request body to its end (or until the client goes); the bytes that arrived. */

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
 import { TransactionHost } from '../../src/database/transaction-host';
+import { userPrincipal } from '../../src/idempotency/idempotency-key';
+import { KEY_LOCK_ID } from '../../src/idempotency/idempotency.repository';
 import { SoldOutMarks } from '../../src/inventory/sold-out';
 import { CheckoutSoldOutGuard } from '../../src/orders/checkout-sold-out.guard';
 import { FAST_BODY_LIMIT } from '../../src/orders/sold-out-checkout.hook';
@@ -276,6 +278,37 @@ describe('sold-out fast path', () => {
     const other = await a.http.post('/v1/orders', { items: [{ productId, quantity: 1 }] }, { token: buyer.token, idempotencyKey: cancelKey });
     expect(other.status).toBe(422);
     expect(other.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
+  }, 60_000);
+
+  it('a twin still running with the key gets the normal path\'s 409 IDEMPOTENCY_KEY_IN_USE, not "sold out"', async () => {
+    const productId = await insertProduct(a.db.pool, { stock: 1 });
+    expect((await placeOrder(a.http, crowd[10], [{ productId, quantity: 1 }])).status).toBe(201);
+    await untilFastPathRefuses(a, productId, crowd[11]);
+    const buyer = crowd[12];
+    const key = newKey();
+    // the first request with this key is inside its transaction (in whichever instance, or on a
+    // route outside one transaction): it holds the key's lock, the one both claim modes take
+    const twin = await a.db.pool.connect();
+    try {
+      await twin.query('BEGIN');
+      await twin.query(`SELECT pg_advisory_xact_lock(${KEY_LOCK_ID})`, [userPrincipal(buyer.userId), key]);
+      const refusedBefore = await totalFastRefusals();
+      for (const t of instances()) {
+        const retry = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }], key);
+        expect(retry.status).toBe(409);
+        expect(retry.body.code).toBe('IDEMPOTENCY_KEY_IN_USE');
+      }
+      expect(await totalFastRefusals()).toBe(refusedBefore);
+    } finally {
+      await twin.query('ROLLBACK');
+      twin.release();
+    }
+    // the twin ended having stored nothing: the key runs afresh, and is refused at the front
+    const refusedBefore = await totalFastRefusals();
+    const again = await placeOrder(b.http, buyer, [{ productId, quantity: 1 }], key);
+    expect(again.status).toBe(409);
+    expect(again.body.code).toBe('INSUFFICIENT_STOCK');
+    expect(await totalFastRefusals()).toBe(refusedBefore + 1);
   }, 60_000);
 
   it('a mark observed before a release that cleared first is never written (generation compare-and-set)', async () => {
