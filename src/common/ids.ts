@@ -9,6 +9,19 @@ export class IdGenerator {
   }
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Any 8-4-4-4-12 hex UUID, either case (PostgreSQL's uuid input takes it as it is). */
+export function isUuid(value: unknown): value is string {
+  return typeof value === 'string' && UUID.test(value);
+}
+
+/** A UUID as this service writes and prints them: lower case, with hyphens. */
+export function isCanonicalUuid(value: unknown): value is string {
+  return typeof value === 'string' && CANONICAL_UUID.test(value);
+}
+
 /** A name-based UUID (RFC 9562 version 5 over a fixed namespace): the same name, the same id. */
 export function uuidFromName(name: string): string {
   const NAMESPACE = Buffer.from('6f1c1e2ab5d14f0c9a3e51c7d2b0e8a4', 'hex');

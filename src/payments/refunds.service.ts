@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { logOrder } from '../common/logging/order-log';
 import { DomainError } from '../common/errors/domain-error';
-import { IdGenerator, uuidFromName } from '../common/ids';
+import { IdGenerator, isUuid, uuidFromName } from '../common/ids';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { OrderRepository } from '../orders/order.repository';
@@ -14,7 +14,6 @@ import { Payment, PaymentRepository } from './payment.repository';
 import { NewRefund, Refund, RefundRepository } from './refund.repository';
 
 const SYSTEM = 'system:payments';
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Answers from the provider that mean "not that much is left to refund". */
 const EXCEEDS = new Set(['amount_too_large', 'charge_already_refunded']);
 
@@ -109,7 +108,7 @@ export class RefundsService {
   async syncFromGateway(payment: Payment): Promise<void> {
     for (const remote of await this.gateway.listRefunds(payment.intentId)) {
       const ours =
-        (remote.refundId && UUID.test(remote.refundId) ? await this.refunds.findById(remote.refundId) : null) ??
+        (isUuid(remote.refundId) ? await this.refunds.findById(remote.refundId) : null) ??
         (await this.refunds.findByProviderId(remote.id));
       if (ours) {
         if (ours.status === 'pending') await this.settle(ours, remote);

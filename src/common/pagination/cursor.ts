@@ -1,5 +1,6 @@
 import { DomainError } from '../errors/domain-error';
 import { hasControlCharacters } from '../http/control-characters';
+import { isUuid } from '../ids';
 
 /**
  * What a cursor field must hold. Every field is checked before any SQL sees it, so a forged
@@ -37,8 +38,6 @@ export function decodeCursor<T extends Record<string, string | number>>(
   });
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 function isCursorField(value: unknown, kind: CursorField): boolean {
   switch (kind) {
     case 'number':
@@ -46,7 +45,7 @@ function isCursorField(value: unknown, kind: CursorField): boolean {
     case 'integer':
       return typeof value === 'number' && Number.isSafeInteger(value);
     case 'uuid':
-      return typeof value === 'string' && UUID.test(value);
+      return isUuid(value);
     case 'timestamp':
       return typeof value === 'string' && isTimestamp(value);
     case 'string':
@@ -58,10 +57,14 @@ function isCursorField(value: unknown, kind: CursorField): boolean {
 const TIMESTAMP =
   /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?(?:Z|[+-](\d{2})(?::?(\d{2}))?)$/;
 
-/** A real instant that PostgreSQL's timestamptz input accepts (no 30 February, no hour 24). */
+/**
+ * A real instant that PostgreSQL's timestamptz input accepts (no 30 February, no hour 24) and
+ * JavaScript's Date reads too (a cursor's instant may be re-issued through `Date`: V8 reads
+ * neither `T…+05`, an offset in hours only after a `T`, nor some other forms PostgreSQL takes).
+ */
 export function isTimestamp(value: string): boolean {
   const m = TIMESTAMP.exec(value);
-  if (!m) return false;
+  if (!m || Number.isNaN(Date.parse(value))) return false;
   const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number);
   const [offsetHours, offsetMinutes] = [Number(m[7] ?? 0), Number(m[8] ?? 0)];
   const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
