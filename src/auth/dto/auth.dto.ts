@@ -3,6 +3,7 @@ import { Transform } from 'class-transformer';
 import { IsEmail, IsString, Length, MaxLength, MinLength } from 'class-validator';
 import { normalizeEmail } from '../../common/email';
 import { ROLES, Role } from '../permissions';
+import { CharLength, MaxChars } from '../../common/http/char-length';
 
 // Request DTOs accept exactly these fields: the global ValidationPipe refuses any other
 // (`role`, `userId`, …) with a 400, so mass assignment is impossible.
@@ -19,7 +20,7 @@ export class RegisterDto {
   @ApiProperty({ example: 'asha@example.com', description: 'Stored trimmed and lower-cased' })
   @Transform(toNormalizedEmail)
   @IsEmail()
-  @MaxLength(254)
+  @MaxChars(254)
   email!: string;
 
   @ApiProperty({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX, example: 'correct-horse-battery' })
@@ -30,7 +31,7 @@ export class RegisterDto {
   @ApiProperty({ example: 'Asha', minLength: 1, maxLength: 200 })
   @Transform(trimmed)
   @IsString()
-  @Length(1, 200)
+  @CharLength(1, 200)
   name!: string;
 }
 

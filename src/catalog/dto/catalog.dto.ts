@@ -16,6 +16,7 @@ import {
 } from 'class-validator';
 import { PageQueryDto } from '../../common/pagination/page-query.dto';
 import { MoneyDto } from '../../common/money/money.dto';
+import { CharLength, MaxChars } from '../../common/http/char-length';
 
 /** The largest money amount accepted in a request (minor units: 10 million in a 2-decimal currency). */
 export const MAX_MONEY_AMOUNT = 1_000_000_000;
@@ -39,7 +40,7 @@ export class MoneyInputDto {
 }
 
 export class CreateCategoryDto {
-  @ApiProperty({ example: 'Healthy snacks', minLength: 1, maxLength: 200 }) @IsString() @Length(1, 200) name!: string;
+  @ApiProperty({ example: 'Healthy snacks', minLength: 1, maxLength: 200 }) @IsString() @CharLength(1, 200) name!: string;
   @ApiProperty({ example: 'healthy-snacks', maxLength: 100 })
   @Matches(/^[a-z0-9]+(-[a-z0-9]+)*$/)
   @MaxLength(100)
@@ -47,11 +48,11 @@ export class CreateCategoryDto {
 }
 
 export class CreateProductDto {
-  @ApiProperty({ example: 'TEA-ASSAM-250', minLength: 1, maxLength: 64 }) @IsString() @Length(1, 64) sku!: string;
-  @ApiProperty({ example: 'Assam tea, 250 g', minLength: 1, maxLength: 200 }) @IsString() @Length(1, 200) name!: string;
+  @ApiProperty({ example: 'TEA-ASSAM-250', minLength: 1, maxLength: 64 }) @IsString() @CharLength(1, 64) sku!: string;
+  @ApiProperty({ example: 'Assam tea, 250 g', minLength: 1, maxLength: 200 }) @IsString() @CharLength(1, 200) name!: string;
   @ApiProperty({ example: 'Malty, strong black tea.', maxLength: 10_000 })
   @IsString()
-  @MaxLength(10_000)
+  @MaxChars(10_000)
   description!: string;
   @ApiProperty({ type: MoneyInputDto })
   @ValidateNested()
@@ -69,9 +70,9 @@ export class UpdateProductDto {
   @ApiPropertyOptional({ example: 'Assam tea, 500 g', minLength: 1, maxLength: 200 })
   @IsOptional()
   @IsString()
-  @Length(1, 200)
+  @CharLength(1, 200)
   name?: string;
-  @ApiPropertyOptional({ maxLength: 10_000 }) @IsOptional() @IsString() @MaxLength(10_000) description?: string;
+  @ApiPropertyOptional({ maxLength: 10_000 }) @IsOptional() @IsString() @MaxChars(10_000) description?: string;
   @ApiPropertyOptional({ type: MoneyInputDto })
   @IsOptional()
   @ValidateNested()
@@ -139,7 +140,7 @@ export class ProductPageDto {
 
 export class CreateReviewDto {
   @ApiProperty({ type: 'integer', minimum: 1, maximum: 5, example: 5 }) @IsInt() @Min(1) @Max(5) rating!: number;
-  @ApiProperty({ maxLength: 4000, example: 'Strong and fresh.' }) @IsString() @MaxLength(4000) comment!: string;
+  @ApiProperty({ maxLength: 4000, example: 'Strong and fresh.' }) @IsString() @MaxChars(4000) comment!: string;
 }
 
 export class ReviewDto {

@@ -1,5 +1,6 @@
 import { ApiProperty } from '@nestjs/swagger';
-import { IsInt, IsString, Length, Max, Min, NotEquals } from 'class-validator';
+import { IsInt, IsString, Max, Min, NotEquals } from 'class-validator';
+import { CharLength } from '../../common/http/char-length';
 
 export class StockAdjustmentDto {
   @ApiProperty({
@@ -17,7 +18,7 @@ export class StockAdjustmentDto {
 
   @ApiProperty({ example: 'Delivery from supplier', minLength: 1, maxLength: 500 })
   @IsString()
-  @Length(1, 500)
+  @CharLength(1, 500)
   reason!: string;
 }
 
