@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { IsInt, IsOptional, Max, Min, ValidateNested } from 'class-validator';
+import { IsInt, IsObject, Max, Min, ValidateIf, ValidateNested } from 'class-validator';
 import { MAX_MONEY_AMOUNT, MoneyInputDto } from '../../catalog/dto/catalog.dto';
 import { MoneyDto } from '../../common/money/money.dto';
 import type { Refund } from '../refund.repository';
@@ -19,7 +19,9 @@ export class CreateRefundDto {
     description: 'Omitted: all that remains refundable. At least 1.',
     example: { amount: 10000, currency: 'INR' },
   })
-  @IsOptional()
+  // omitted, not null: a client that sends `"amount": null` by mistake must not refund it all
+  @ValidateIf((_dto, value) => value !== undefined)
+  @IsObject()
   @ValidateNested()
   @Type(() => RefundAmountDto)
   amount?: RefundAmountDto;
