@@ -4,6 +4,7 @@ import type { Counter } from 'prom-client';
 import { isUUID } from 'class-validator';
 import type { AuthenticatedRequest } from '../auth/principal';
 import type { DomainError } from '../common/errors/domain-error';
+import { isCanonicalUuid } from '../common/ids';
 import { IDEMPOTENCY_HEADER, parseIdempotencyKey, userPrincipal } from '../idempotency/idempotency-key';
 import { IdempotencyService } from '../idempotency/idempotency.service';
 import { SoldOutMarks } from '../inventory/sold-out';
@@ -12,7 +13,6 @@ import { MetricsService } from '../metrics/metrics.service';
 
 /** Orders with more lines than this always go the normal path (a flash sale is one line). */
 const MAX_FAST_LINES = 20;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 interface Line {
   productId: string;
@@ -37,7 +37,7 @@ export function fastPathLines(body: unknown): Line[] | null {
     const { productId, quantity, ...rest } = item as Record<string, unknown>;
     if (Object.keys(rest).length > 0) return null;
     // lower case, and a UUID the pipe's @IsUUID() takes (its version and variant digits)
-    if (typeof productId !== 'string' || !UUID.test(productId) || !isUUID(productId)) return null;
+    if (typeof productId !== 'string' || !isCanonicalUuid(productId) || !isUUID(productId)) return null;
     if (typeof quantity !== 'number' || !Number.isInteger(quantity) || quantity < 1 || quantity > 1000) return null;
     lines.push({ productId, quantity });
   }

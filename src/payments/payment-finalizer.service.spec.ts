@@ -215,10 +215,26 @@ describe('PaymentFinalizer', () => {
     it('no-payment: an intent whose order does not exist is not adopted', async () => {
       const s = await setup();
       s.payments.findByIntent.mockResolvedValue(null);
-      s.orders.exists.mockResolvedValue(false);
+      s.orders.findById.mockResolvedValue(null);
       expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
-      expect(s.orders.exists).toHaveBeenCalledWith(ORDER);
+      expect(s.orders.findById).toHaveBeenCalledWith(ORDER);
       expect(s.payments.recordIntent).not.toHaveBeenCalled();
+    });
+
+    it.each([
+      ['another amount', { amount: 1 }],
+      ['another currency', { currency: 'USD' }],
+      ['an order id not as we write them', { orderId: ORDER.toUpperCase() }],
+      ['no order id', { orderId: '' }],
+    ])('no-payment: an intent made elsewhere for our order (%s) is not adopted', async (_name, differs) => {
+      const s = await setup();
+      s.payments.findByIntent.mockResolvedValue(null);
+      s.gateway.retrieveIntent.mockResolvedValue({ ...intent(), ...differs });
+      s.orders.findById.mockResolvedValue(orderIn('PAYMENT_PENDING'));
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
+      expect(s.payments.recordIntent).not.toHaveBeenCalled();
+      expect(s.transitions.markPaid).not.toHaveBeenCalled();
+      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
     });
 
     it('a gateway outage while adopting is thrown, so the job is retried', async () => {

@@ -1,5 +1,5 @@
-import { Inject, Injectable } from '@nestjs/common';
-import { IdGenerator } from '../common/ids';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { IdGenerator, isCanonicalUuid } from '../common/ids';
 import { logOrder } from '../common/logging/order-log';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
@@ -64,6 +64,8 @@ export const RETRY_REFUND_AFTER_MS = 60 * 1000;
  */
 @Injectable()
 export class PaymentFinalizer {
+  private readonly logger = new Logger(PaymentFinalizer.name);
+
   constructor(
     private readonly payments: PaymentRepository,
     private readonly events: WebhookEventRepository,
@@ -132,6 +134,12 @@ export class PaymentFinalizer {
    * own commit (or that call died after creating the intent). The intent's metadata names the
    * order, so the payment is recorded from the gateway's truth (unique per order: the payment
    * call, when it commits, finds this one).
+   *
+   * Only an intent this service could have made: its order id as we write them, and the order's
+   * own total and currency. An intent made elsewhere on the same account (the dashboard,
+   * another integration) that names an order — 1 paisa, another currency, `ORD-123` — is not
+   * that order's payment: the event is settled as "no payment of ours", and the order stays
+   * payable the normal way.
    */
   private async adopt(intentId: string): Promise<Payment | null> {
     let intent: GatewayIntent;
@@ -141,7 +149,16 @@ export class PaymentFinalizer {
       if (err instanceof GatewayError && err.kind === 'rejected') return null; // not ours / unknown
       throw err;
     }
-    if (!intent.orderId || !(await this.orders.exists(intent.orderId))) return null;
+    if (!isCanonicalUuid(intent.orderId)) return null;
+    const order = await this.orders.findById(intent.orderId);
+    if (!order) return null;
+    if (order.totalAmount !== intent.amount || order.currency !== intent.currency) {
+      this.logger.warn(
+        `intent ${intent.id} names order ${order.id} but is for ${intent.amount} ${intent.currency}, ` +
+          `not its ${order.totalAmount} ${order.currency}: not adopted`,
+      );
+      return null;
+    }
     return this.payments.recordIntent(this.ids.uuid(), this.gateway.provider, intent, this.clock.now());
   }
 

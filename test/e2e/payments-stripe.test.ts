@@ -136,6 +136,34 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 });
   }, 30_000);
 
+  it('an intent made outside the app — another amount or currency, or no order id of ours — never pays an order', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 5000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const before = (await orderOf(order.body.id)).status;
+    // made in the Stripe dashboard, or by another integration on the same account, and paid
+    const foreign = [
+      { amount: 1, currency: 'inr', metadata: { orderId: order.body.id } },
+      { amount: 5000, currency: 'usd', metadata: { orderId: order.body.id } },
+      { amount: 5000, currency: 'inr', metadata: { orderId: 'ORD-123' } },
+      { amount: 5000, currency: 'inr', metadata: { orderId: order.body.id.toUpperCase().replace(/-/g, '') } },
+    ];
+    for (const params of foreign) {
+      const pi = await stripe.client().paymentIntents.create(params);
+      const event = stripe.succeed(pi.id);
+      expect((await deliver(event)).status).toBe(200);
+      await processed(event.id); // settled as "not ours", at once: no job failing and retrying
+    }
+    await drain(worker, t.db.pool);
+    expect((await orderOf(order.body.id)).status).toBe(before);
+    expect(await count(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id])).toBe(0);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 1 });
+    // the order is still paid the normal way, for its own total
+    const intent = await startPayment(order.body.id);
+    expect(stripe.intent(intent)).toMatchObject({ amount: 5000, currency: 'inr' });
+    await deliver(stripe.succeed(intent));
+    expect((await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED')).status).toBe('CONFIRMED');
+  }, 30_000);
+
   it('a success after the reservation expired is refunded automatically, once', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 7000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
