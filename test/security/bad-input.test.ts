@@ -55,7 +55,14 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
         expectProblem(res, 400, 'VALIDATION_FAILED');
       }
     }
-    for (const c of [{ t: 'x', i: id }, { t: now, i: "'; --" }]) {
+    // a zone offset in hours only, after a 'T': PostgreSQL takes it, JavaScript's Date does not
+    // (the listing's "as of" instant is re-issued in the next cursor: a 500 before the fix)
+    const hoursOnly = '2026-11-30T07:28:32+05';
+    for (const sort of Object.keys(forged)) {
+      const res = await t.http.get(`/v1/products?sort=${sort}&limit=1&cursor=${cursor({ k: sort === 'newest' ? hoursOnly : 1, i: id, t: hoursOnly, m: 0 })}`);
+      expectProblem(res, 400, 'VALIDATION_FAILED');
+    }
+    for (const c of [{ t: 'x', i: id }, { t: now, i: "'; --" }, { t: hoursOnly, i: id }]) {
       expectProblem(await t.http.get(`/v1/products/${productId}/reviews?cursor=${cursor(c)}`), 400, 'VALIDATION_FAILED');
       expectProblem(await t.http.get(`/v1/orders?cursor=${cursor({ c: c.t, i: c.i })}`, { token: alice.token }), 400, 'VALIDATION_FAILED');
     }
@@ -98,6 +105,28 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     expect(rows[0].n).toBe(0);
   });
 
+  it('counts length as PostgreSQL does: variation selectors are characters, an over-long value is a 400', async () => {
+    // U+FE0F after each letter: 2 characters for PostgreSQL's length() and the CHECKs, 1 for
+    // validator's isLength — a value at twice the limit reached the database (409 CONFLICT)
+    const doubled = (n: number) => 'a\uFE0F'.repeat(n);
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [order.body.id]);
+    const cases: [string, Promise<HttpResponse>][] = [
+      ['register name', t.http.post('/v1/auth/register', { email: `v-${randomUUID()}@test.local`, password: 'long-enough-1', name: doubled(150) })],
+      ['review comment', t.http.post(`/v1/products/${productId}/reviews`, { rating: 4, comment: doubled(3000) }, { token: alice.token })],
+      ['sku', t.http.post('/v1/admin/products', { sku: `V${doubled(40)}`, name: 'v', description: 'd', price: { amount: 100, currency: 'INR' }, initialStock: 1 }, { token: admin })],
+      ['product name', t.http.post('/v1/admin/products', { sku: `V-${randomUUID().slice(0, 8)}`, name: doubled(150), description: 'd', price: { amount: 100, currency: 'INR' }, initialStock: 1 }, { token: admin })],
+      ['category name', t.http.post('/v1/admin/categories', { name: doubled(150), slug: `v-${randomUUID().slice(0, 8)}` }, { token: admin })],
+    ];
+    for (const [label, pending] of cases) {
+      const res = await pending;
+      expect({ label, status: res.status, code: res.body.code }).toEqual({ label, status: 400, code: 'VALIDATION_FAILED' });
+    }
+    // at the limit, counted as PostgreSQL counts, it is stored
+    const fits = await t.http.post('/v1/admin/categories', { name: doubled(50), slug: `v-${randomUUID().slice(0, 8)}` }, { token: admin });
+    expect(fits.status).toBe(201);
+  });
+
   it('refuses deeply nested JSON with a 400, with and without an Idempotency-Key', async () => {
     const deepObject = nested(5000, '{"a":', '}');
     const deepArray = `{"items":${nested(5000, '[', ']')}}`;
@@ -120,6 +149,10 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       const res = await t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, { amount: { amount, currency: 'INR' } }, { token: admin, idempotencyKey: newKey() });
       expectProblem(res, 400, 'VALIDATION_FAILED');
     }
+    // null is not "everything remaining" (leaving the field out is): a buggy client refunds nothing
+    const nullRefund = await t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, { amount: null }, { token: admin, idempotencyKey: newKey() });
+    expectProblem(nullRefund, 400, 'VALIDATION_FAILED');
+    expect((await t.db.pool.query(`SELECT count(*)::int AS n FROM refunds WHERE order_id = $1`, [order.body.id])).rows[0].n).toBe(0);
     expectProblem(await t.http.put(`/v1/cart/items/${productId}`, { quantity: 1e30 }, { token: alice.token }), 400, 'VALIDATION_FAILED');
     expectProblem(await t.http.get('/v1/products?limit=1e400'), 400, 'VALIDATION_FAILED');
   });
