@@ -14,7 +14,10 @@ import { UserRepository } from '../users/user.repository';
 /** What a principal needs to see the queue board. */
 const QUEUE_BOARD_PERMISSION: Permission = 'queues:view';
 
-/** How long a verified Basic header is trusted without another argon2 verification. */
+/**
+ * How long a verified Basic header is trusted without another argon2 verification — as long as
+ * the account still has the password hash and the role it was verified with (read each time).
+ */
 export const BASIC_CACHE_TTL_MS = 60_000;
 
 /** Bounds the cache of verified headers; expired entries go first, then the oldest. */
@@ -22,6 +25,8 @@ const MAX_ENTRIES = 1_000;
 
 interface Verified {
   principal: Principal;
+  /** The stored hash the password was verified against: a changed password ends the entry. */
+  passwordHash: string;
   expiresAt: number;
 }
 
@@ -89,12 +94,20 @@ export class QueueBoardAuth {
     const now = this.clock.now().getTime();
     const key = createHash('sha256').update(header).digest('base64url');
     const hit = this.verified.get(key);
-    if (hit && hit.expiresAt > now) return hit.principal;
+    if (hit && hit.expiresAt > now) {
+      // a password change, a role taken away or a deleted account ends the trust at once
+      const user = await this.users.findByEmail(hit.principal.email);
+      if (user?.id === hit.principal.userId && user.passwordHash === hit.passwordHash && user.role === hit.principal.role) {
+        return hit.principal;
+      }
+      this.verified.delete(key);
+    }
 
     const credentials = parseBasic(header);
     if (!credentials) throw new DomainError('UNAUTHENTICATED', 'Malformed Basic credentials.');
     const email = normalizeEmail(credentials.email);
 
+    let passwordHash = '';
     const principal = await this.signIns.signIn('queue-board', email, ip, async () => {
       // The same work for an unknown email as for a wrong password (see AuthService.login).
       const user = await this.users.findByEmail(email);
@@ -105,11 +118,12 @@ export class QueueBoardAuth {
       const permissions = permissionsOf(user.role);
       // a right password without the permission is a failure like any other (no oracle)
       if (!permissions.includes(QUEUE_BOARD_PERMISSION)) return null;
+      passwordHash = user.passwordHash;
       return { userId: user.id, email: user.email, role: user.role, permissions };
     });
     if (!principal) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
     prune(this.verified, now);
-    this.verified.set(key, { principal, expiresAt: now + BASIC_CACHE_TTL_MS });
+    this.verified.set(key, { principal, passwordHash, expiresAt: now + BASIC_CACHE_TTL_MS });
     return principal;
   }
 }

@@ -93,6 +93,21 @@ describe('admin: queue board at /admin/queues', () => {
     expect(api.body.queues).toHaveLength(QUEUES.length);
   });
 
+  it('a verified Basic header stops working the moment the password changes or the role is taken away', async () => {
+    const admin = await createAdmin(t);
+    const old = basic(admin.email, TEST_PASSWORD);
+    expect((await t.http.get('/admin/queues/api/queues', { headers: { authorization: old } })).status).toBe(200);
+    // the admin changes a leaked password: the old one must not open the board any more
+    const changed = await t.http.post('/v1/me/password', { currentPassword: TEST_PASSWORD, newPassword: 'fresh-password-42' }, { token: admin.accessToken });
+    expect(changed.status).toBe(204);
+    expectProblem(await t.http.get('/admin/queues/api/queues', { headers: { authorization: old } }), 401, 'INVALID_CREDENTIALS');
+    const fresh = basic(admin.email, 'fresh-password-42');
+    expect((await t.http.get('/admin/queues/api/queues', { headers: { authorization: fresh } })).status).toBe(200);
+    // demoted to a customer: the header it just verified is refused too
+    await t.db.pool.query(`UPDATE users SET role = 'customer' WHERE id = $1`, [admin.user.id]);
+    expectProblem(await t.http.get('/admin/queues/api/queues', { headers: { authorization: fresh } }), 401, 'INVALID_CREDENTIALS');
+  });
+
   it('answers 401 INVALID_CREDENTIALS for a wrong password or an unknown email', async () => {
     const admin = await createAdmin(t);
     for (const authorization of [
