@@ -371,20 +371,32 @@ describe('PaymentFinalizer', () => {
   });
 
   describe('cancelIntentOf', () => {
-    it('nothing-to-cancel: no payment, or one already final', async () => {
+    it('nothing-to-cancel: no payment, or one already canceled', async () => {
       const s = await setup();
       s.payments.findByOrder.mockResolvedValueOnce(null);
       expect(await s.finalizer.cancelIntentOf(ORDER)).toEqual({
         kind: 'nothing-to-cancel',
         orderId: ORDER,
       });
-      for (const status of ['succeeded', 'canceled'] as const) {
-        s.payments.findByOrder.mockResolvedValueOnce(payment({ status }));
-        expect(await s.finalizer.cancelIntentOf(ORDER)).toEqual({
-          kind: 'nothing-to-cancel',
-          orderId: ORDER,
-        });
-      }
+      s.payments.findByOrder.mockResolvedValueOnce(payment({ status: 'canceled' }));
+      expect(await s.finalizer.cancelIntentOf(ORDER)).toEqual({
+        kind: 'nothing-to-cancel',
+        orderId: ORDER,
+      });
+      expect(s.gateway.cancelIntent).not.toHaveBeenCalled();
+    });
+
+    it('a payment already recorded as succeeded (the refund step failed last time): refunded on the rerun', async () => {
+      const s = await setup();
+      s.payments.findByOrder.mockResolvedValue(payment({ status: 'succeeded' }));
+      s.gateway.retrieveIntent.mockResolvedValue(intent({ status: 'succeeded' }));
+      s.orders.findById.mockResolvedValue(orderIn('CANCELLED'));
+      expect(await s.finalizer.cancelIntentOf(ORDER)).toEqual({
+        kind: 'refunded-after-cancel',
+        orderId: ORDER,
+        refundId: 'r-1',
+      });
+      expect(s.refunds.refundPaidAfterCancel).toHaveBeenCalledTimes(1);
       expect(s.gateway.cancelIntent).not.toHaveBeenCalled();
     });
 

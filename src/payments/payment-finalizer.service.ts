@@ -114,12 +114,16 @@ export class PaymentFinalizer {
    * The order was cancelled (by the customer, expiry or a failed payment): its intent is
    * cancelled at the gateway so it can no longer be paid. If the customer paid just before,
    * the gateway says succeeded and the payment is converged — refunded automatically.
+   *
+   * A payment already recorded as succeeded is converged too (an order is cancelled only before
+   * PAID, so its money must go back): a rerun of this job after the refund's own step failed —
+   * the success was committed, the refund was not — still refunds, once (the automatic refund
+   * is found under the payment's lock).
    */
   async cancelIntentOf(orderId: string): Promise<CancelIntentOutcome> {
     const payment = await this.payments.findByOrder(orderId);
-    if (!payment || payment.status === 'succeeded' || payment.status === 'canceled') {
-      return { kind: 'nothing-to-cancel', orderId };
-    }
+    if (!payment || payment.status === 'canceled') return { kind: 'nothing-to-cancel', orderId };
+    if (payment.status === 'succeeded') return this.converge(payment);
     const intent = await this.gateway.cancelIntent(payment.intentId, gatewayKeys.cancelIntent(orderId));
     const intentStatus = intent.status;
     if (intentStatus === 'succeeded') return this.converge(payment);

@@ -201,6 +201,32 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(o.payment.status).toBe('canceled');
   }, 30_000);
 
+  it('paid just before the cancel, and the refund step failed once: the cancel job\'s rerun still refunds, once', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 3000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const intent = await startPayment(order.body.id);
+    stripe.succeed(intent); // the customer paid; its webhook is lost
+    // the refund's first step fails (the database blinked) after the success was committed
+    const refunds = worker.get(RefundsService);
+    const failOnce = jest
+      .spyOn(refunds, 'refundPaidAfterCancel')
+      .mockRejectedValueOnce(new Error('Connection terminated unexpectedly'));
+    try {
+      const cancelled = await t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() });
+      expect(cancelled.status).toBe(200);
+      await drain(worker, t.db.pool); // the cancel job ran (and failed once, and was retried)
+      expect(failOnce).toHaveBeenCalled();
+      // whether the queue's retry or this rerun does it, the money goes back, once
+      await worker.get(PaymentFinalizer).cancelIntentOf(order.body.id);
+      await drain(worker, t.db.pool);
+    } finally {
+      failOnce.mockRestore();
+    }
+    const rows = await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id]);
+    expect(rows.rows).toEqual([{ amount: 3000, status: 'succeeded', reason: 'paid_after_cancel' }]);
+    expect((await orderOf(order.body.id)).status).toBe('CANCELLED');
+  }, 30_000);
+
   it("a payment's recorded status never moves out of succeeded (a slower worker's stale read)", async () => {
     const { orderId } = await paidOrder();
     const payments = worker.get(PaymentRepository);
