@@ -188,6 +188,7 @@ export async function startApi(
       STORAGE_SECRET_ACCESS_KEY: 'bench-only-storage-secret-0123456789',
       STORAGE_WEBHOOK_TOKEN: 'bench-only-storage-webhook-token',
       STRIPE_SECRET_KEY: 'sk_test_bench_only_unused',
+      STRIPE_TEST_MODE: 'true',
       STRIPE_WEBHOOK_SECRET: 'whsec_bench_only_unused',
       STRIPE_API_URL: 'http://127.0.0.1:9',
       METRICS_PORT: '0',

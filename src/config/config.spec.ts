@@ -2,15 +2,17 @@ import { ConfigError, DEV_SECRETS, loadConfig, loadDatabaseConfig } from './conf
 
 /** Every secret a non-development process needs, none of them a built-in one. */
 const SECRETS = {
-  JWT_SECRET: 'x'.repeat(40),
+  JWT_SECRET: 'spec-secret-0123456789-abcdefghij-KLMNOP',
   STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
   STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
   STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32),
   STRIPE_SECRET_KEY: 'sk_test_123',
+  STRIPE_TEST_MODE: 'true',
   STRIPE_WEBHOOK_SECRET: 'whsec_abc',
   SMTP_URL: 'smtp://mail.example.test:587',
 };
-const ALL_SECRET_NAMES = Object.keys(SECRETS);
+/** The secrets proper (STRIPE_TEST_MODE only says the Stripe key above may be a test key). */
+const ALL_SECRET_NAMES = Object.keys(SECRETS).filter((name) => name !== 'STRIPE_TEST_MODE');
 
 function problemsOf(env: Record<string, string>): string[] {
   try {
@@ -121,6 +123,44 @@ describe('loadConfig', () => {
         });
       }
       expect(loadConfig({ NODE_ENV: 'development' }).mail.outboxDir).toBe('var/mail');
+    });
+
+    it('refuses a Stripe test key in production unless STRIPE_TEST_MODE says this is a staging instance', () => {
+      const { STRIPE_TEST_MODE: _mode, ...live } = SECRETS;
+      for (const key of ['sk_test_51abc', 'rk_test_51abc']) {
+        expect(problemsOf({ ...live, NODE_ENV: 'production', STRIPE_SECRET_KEY: key })).toEqual([
+          expect.stringMatching(/^STRIPE_SECRET_KEY: a test-mode key in production/),
+        ]);
+        expect(loadConfig({ ...live, NODE_ENV: 'production', STRIPE_SECRET_KEY: key, STRIPE_TEST_MODE: 'true' }).stripe.secretKey).toBe(key);
+        expect(loadConfig({ ...live, NODE_ENV: 'test', STRIPE_SECRET_KEY: key }).stripe.secretKey).toBe(key);
+      }
+      expect(loadConfig({ ...live, NODE_ENV: 'production', STRIPE_SECRET_KEY: 'sk_live_51abc' }).stripe.secretKey).toBe('sk_live_51abc');
+    });
+
+    it('refuses a guessable JWT_SECRET: long enough is not enough', () => {
+      for (const weak of ['a'.repeat(64), 'changeme-changeme-changeme-changeme', '0101010101010101010101010101010101']) {
+        expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', JWT_SECRET: weak })).toEqual([
+          expect.stringMatching(/^JWT_SECRET: too predictable/),
+        ]);
+      }
+      // what the usual generators give passes: openssl rand -hex 32 / -base64 48
+      expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', JWT_SECRET: '3f9a0c1be27d4856a9c0f1e2d3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f70' }).jwt.secret).toHaveLength(64);
+    });
+
+    it('refuses TRUST_PROXY=true outside development, and anything that is not an address, a range or a hop count', () => {
+      const prod = { ...SECRETS, NODE_ENV: 'production' };
+      expect(problemsOf({ ...prod, TRUST_PROXY: 'true' })).toEqual([expect.stringMatching(/^TRUST_PROXY: "true" lets any client/)]);
+      expect(loadConfig({ NODE_ENV: 'development', TRUST_PROXY: 'true' }).http.trustProxy).toBe(true);
+      // "1" is a hop count here, never the address 0.0.0.1 (which would trust nobody real)
+      expect(loadConfig({ ...prod, TRUST_PROXY: '1' }).http.trustProxy).toBe(1);
+      expect(loadConfig({ ...prod, TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,fd00::/8,loopback' }).http.trustProxy).toBe(
+        '10.0.0.0/8,127.0.0.1,fd00::/8,loopback',
+      );
+      expect(loadConfig({ ...prod, TRUST_PROXY: 'false' }).http.trustProxy).toBe(false);
+      expect(loadConfig(prod).http.trustProxy).toBe(false);
+      for (const bad of ['lb.internal', '10.0', '10.0.0.0/33', '10.0.0.1/8/8', 'yes']) {
+        expect(problemsOf({ ...prod, TRUST_PROXY: bad })).toEqual([expect.stringMatching(/^TRUST_PROXY: ".*" is not an IP address/)]);
+      }
     });
 
     it('reports bad values and missing secrets together', () => {

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 
@@ -48,6 +49,12 @@ const url = (protocols: string[]) =>
       message: `must use ${protocols.join(' or ')}`,
     });
 
+/**
+ * A JWT_SECRET with fewer different characters than this is refused (32 × "a", "changeme…"):
+ * whoever guesses it signs admin tokens. A random hex secret has 16, base64 about 30.
+ */
+const JWT_SECRET_MIN_DISTINCT = 12;
+
 const envSchema = z.object({
   // No default: only an explicit `development` gets development behaviour (see loadConfig).
   NODE_ENV: z.enum(['development', 'test', 'production']).optional(),
@@ -69,7 +76,13 @@ const envSchema = z.object({
     .string()
     .regex(/^[a-z0-9_-]{1,32}$/i)
     .default('shop'),
-  JWT_SECRET: z.string().min(32).optional(),
+  JWT_SECRET: z
+    .string()
+    .min(32)
+    .refine((v) => new Set(v).size >= JWT_SECRET_MIN_DISTINCT, {
+      message: `too predictable: fewer than ${JWT_SECRET_MIN_DISTINCT} different characters (use e.g. openssl rand -base64 48)`,
+    })
+    .optional(),
   JWT_ISSUER: z.string().default('shop-orders'),
   JWT_AUDIENCE: z.string().default('shop-orders-api'),
   JWT_ACCESS_TTL_SECONDS: int(900, 30, 86_400),
@@ -78,6 +91,7 @@ const envSchema = z.object({
   STRIPE_SECRET_KEY: z.string().min(1).optional(),
   STRIPE_WEBHOOK_SECRET: z.string().startsWith('whsec_').optional(),
   STRIPE_API_URL: url(['http:', 'https:']).optional(),
+  STRIPE_TEST_MODE: bool(false),
   SMTP_URL: url(['smtp:', 'smtps:']).optional(),
   MAIL_FROM: z.string().default('Shop <orders@shop.example>'),
   MAIL_OUTBOX_DIR: z.string().default('var/mail'),
@@ -133,7 +147,7 @@ export interface AppConfig {
   http: {
     port: number;
     host: string;
-    trustProxy: boolean | string;
+    trustProxy: boolean | number | string;
     shutdownTimeoutMs: number;
     /** API processes sharing the port (API_PROCESSES; 0 = one per CPU core). */
     processes: number;
@@ -209,10 +223,53 @@ export class ConfigError extends Error {
   }
 }
 
-function parseTrustProxy(value: string): boolean | string {
-  if (value === 'true') return true;
-  if (value === 'false' || value === '') return false;
-  return value; // comma-separated addresses / CIDRs, handed to Fastify
+/** Names proxy-addr (Fastify's trustProxy) takes for address ranges. */
+const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** An IP address, or a CIDR range of one, written out in full (no `1` meaning 0.0.0.1). */
+function isAddressOrRange(item: string): boolean {
+  const [address, prefix, ...rest] = item.split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  if (prefix === undefined) return true;
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
+}
+
+/**
+ * Which proxies may say who the client is (X-Forwarded-For), for Fastify's `trustProxy`:
+ * `false` (none: the socket's peer is the client), a hop count (`1`: the one load balancer in
+ * front), or the proxies' addresses / CIDR ranges (or proxy-addr's `loopback`, `linklocal`,
+ * `uniquelocal`). `true` — anyone — only in development: with it, a client picks its own
+ * address per request and every per-IP limit (login, register, the default policy, the sign-in
+ * failure buckets) stops counting it. An entry that is not a full address (`1.2`, a host name)
+ * refuses the boot rather than silently trusting nobody, or somebody else.
+ */
+function parseTrustProxy(
+  value: string | undefined,
+  isDevelopment: boolean,
+): { trustProxy: boolean | number | string; problems: string[] } {
+  const v = (value ?? '').trim();
+  if (v === '' || v === 'false') return { trustProxy: false, problems: [] };
+  if (v === 'true') {
+    return isDevelopment
+      ? { trustProxy: true, problems: [] }
+      : {
+          trustProxy: false,
+          problems: [
+            'TRUST_PROXY: "true" lets any client set its own address (X-Forwarded-For) and escape every per-IP limit; ' +
+              'name the load balancers (addresses or CIDR ranges) or give a hop count — "true" only with NODE_ENV=development',
+          ],
+        };
+  }
+  if (/^\d+$/.test(v)) return { trustProxy: Number(v), problems: [] };
+  const items = v.split(',').map((item) => item.trim());
+  const bad = items.filter((item) => !PROXY_RANGE_NAMES.has(item) && !isAddressOrRange(item));
+  return {
+    trustProxy: items.join(','),
+    problems: bad.map(
+      (item) => `TRUST_PROXY: "${item}" is not an IP address or CIDR range (e.g. 10.0.0.0/8), a hop count, or false`,
+    ),
+  };
 }
 
 /** Empty strings count as unset (e.g. `JWT_SECRET=` in a .env file). */
@@ -311,6 +368,13 @@ function secretProblems(env: Record<string, string>): string[] {
       `SMTP_URL: ${why} (or MAIL_OUTBOX_DIR, to write outgoing mail as .eml files on purpose)`,
     );
   }
+  // A Stripe test key takes test cards: in production, orders would be paid for with 4242….
+  if (nodeEnv === 'production' && /^(sk|rk)_test_/.test(env.STRIPE_SECRET_KEY ?? '') && !['true', '1'].includes(env.STRIPE_TEST_MODE ?? '')) {
+    problems.push(
+      'STRIPE_SECRET_KEY: a test-mode key in production (test cards would pay for orders); use a live key, ' +
+        'or STRIPE_TEST_MODE=true for a staging instance',
+    );
+  }
   for (const [name, value] of Object.entries(DEV_SECRETS)) {
     if (env[name] === value) {
       problems.push(
@@ -344,6 +408,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const missing = secretProblems(cleaned);
   const cors = parseCorsOrigins(cleaned.CORS_ORIGINS, cleaned.NODE_ENV === 'development');
   problems.push(...cors.problems);
+  const proxies = parseTrustProxy(cleaned.TRUST_PROXY, cleaned.NODE_ENV === 'development');
+  problems.push(...proxies.problems);
   if (problems.length || missing.length || !parsed.success) {
     throw new ConfigError([...problems, ...missing], missing.length ? SECRETS_HINT : undefined);
   }
@@ -361,7 +427,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     http: {
       port: e.PORT,
       host: e.HOST,
-      trustProxy: parseTrustProxy(e.TRUST_PROXY),
+      trustProxy: proxies.trustProxy,
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
       processes: e.API_PROCESSES === 0 ? availableParallelism() : e.API_PROCESSES,
     },

@@ -132,11 +132,12 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
 
 describe('CORS_ORIGINS defaults and validation', () => {
   const secrets = {
-    JWT_SECRET: 'x'.repeat(40),
+    JWT_SECRET: 'cors-secret-0123456789-abcdefghij-KLMNOP',
     STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
     STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
     STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32),
     STRIPE_SECRET_KEY: 'sk_test_123',
+    STRIPE_TEST_MODE: 'true',
     STRIPE_WEBHOOK_SECRET: 'whsec_abc',
     SMTP_URL: 'smtp://mail.example.test:587',
   };

@@ -207,11 +207,12 @@ describe('.env: read by a real parser, by every process, the real environment wi
       const env = {
         PATH: process.env.PATH ?? '',
         NODE_ENV: 'production',
-        JWT_SECRET: 'j'.repeat(40),
+        JWT_SECRET: 'image-secret-0123456789-abcdefghij-KLMNOP',
         STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
         STORAGE_SECRET_ACCESS_KEY: 's'.repeat(40),
         STORAGE_WEBHOOK_TOKEN: 't'.repeat(32),
         STRIPE_SECRET_KEY: 'sk_test_dummy',
+        STRIPE_TEST_MODE: 'true',
         STRIPE_WEBHOOK_SECRET: 'whsec_dummy',
         SMTP_URL: 'smtp://127.0.0.1:9',
         REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',

@@ -37,6 +37,7 @@ const SECRETS = {
   STORAGE_SECRET_ACCESS_KEY: randomBytes(20).toString('hex'),
   STORAGE_WEBHOOK_TOKEN: randomBytes(16).toString('hex'),
   STRIPE_SECRET_KEY: 'sk_test_security_suite_unused',
+  STRIPE_TEST_MODE: 'true',
   STRIPE_WEBHOOK_SECRET: `whsec_${randomBytes(16).toString('hex')}`,
   STRIPE_API_URL: 'http://127.0.0.1:9',
 };
