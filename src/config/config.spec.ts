@@ -85,6 +85,14 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...dev2, STORAGE_WEBHOOK_TOKEN: 'has a space in it, too short?' })).toThrow(/STORAGE_WEBHOOK_TOKEN/);
   });
 
+  it('keeps the failed sign-in limits on in production even when RATE_LIMIT_ENABLED=false', () => {
+    const c = loadConfig({ ...SECRETS, NODE_ENV: 'production', RATE_LIMIT_ENABLED: 'false' });
+    expect(c.rateLimitEnabled).toBe(false);
+    expect(c.signIn.enabled).toBe(true);
+    expect(loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).signIn.enabled).toBe(false);
+    expect(loadConfig({ NODE_ENV: 'development' }).signIn.enabled).toBe(true);
+  });
+
   it('switches throttling off with RATE_LIMIT_ENABLED=false', () => {
     expect(loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).rateLimitEnabled).toBe(false);
   });

@@ -206,8 +206,12 @@ export interface AppConfig {
   /** The one ISO 4217 currency the shop sells in. */
   currency: string;
   rateLimitEnabled: boolean;
-  /** Failed password sign-ins (login, queue board); see rate-limit.policies.ts signInBuckets. */
-  signIn: { failuresPerClient: number; failuresPerAccount: number };
+  /**
+   * Failed password sign-ins (login, queue board); see rate-limit.policies.ts signInBuckets.
+   * `enabled` follows RATE_LIMIT_ENABLED, except in production, where brute-force protection
+   * stays on whatever the throttling flag says (a load test switches throttling off, never this).
+   */
+  signIn: { enabled: boolean; failuresPerClient: number; failuresPerAccount: number };
   /** argon2 hashes/verifications running at once per process (the rest wait, bounded). */
   passwordHashConcurrency: number;
   catalogCacheEnabled: boolean;
@@ -477,6 +481,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     currency: e.SHOP_CURRENCY,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,
     signIn: {
+      enabled: e.RATE_LIMIT_ENABLED || e.NODE_ENV === 'production',
       failuresPerClient: e.SIGN_IN_FAILURES_PER_CLIENT,
       failuresPerAccount: e.SIGN_IN_FAILURES_PER_ACCOUNT,
     },

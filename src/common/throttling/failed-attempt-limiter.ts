@@ -150,7 +150,7 @@ export class FailedAttemptLimiter {
     buckets: readonly FailureBucket[],
     verify: () => Promise<T | null>,
   ): Promise<T | null> {
-    if (!this.config.rateLimitEnabled || buckets.length === 0) return verify();
+    if (!this.config.signIn.enabled || buckets.length === 0) return verify();
     await this.reserve(buckets);
     let result: T | null;
     try {
