@@ -77,6 +77,20 @@ describe('sold-out fast path', () => {
     throw new Error('the fast path never refused');
   }
 
+  /**
+   * A retry of the checkout stored under `key` (one unit of `productId`) replays its 201, and the
+   * key with another body is 422 IDEMPOTENCY_KEY_REUSED — API.md's answers, never the fast path's 409.
+   */
+  async function expectStoredAnswer(t: TestApp, buyer: Buyer, productId: string, key: string, orderId: string): Promise<void> {
+    const replay = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }], key);
+    expect(replay.status).toBe(201);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.body.id).toBe(orderId);
+    const reused = await placeOrder(t.http, buyer, [{ productId, quantity: 2 }], key);
+    expect(reused.status).toBe(422);
+    expect(reused.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
+  }
+
   it('refuses a sold-out SKU in both instances without a transaction, with the normal path\'s 409', async () => {
     const productId = await insertProduct(a.db.pool, { stock: 3 });
     // a crowd on both instances sells it out through the normal path
@@ -209,14 +223,7 @@ describe('sold-out fast path', () => {
     await untilFastPathRefuses(a, productId, crowd[42]);
 
     // the buyer never saw the 201 and retries, in the other instance: the stored answer, not a 409
-    const replay = await placeOrder(b.http, buyer, [{ productId, quantity: 1 }], bought);
-    expect(replay.status).toBe(201);
-    expect(replay.headers.get('idempotent-replayed')).toBe('true');
-    expect(replay.body.id).toBe(first.body.id);
-    // the same key with another body is still 422, not the fast path's 409
-    const reused = await placeOrder(b.http, buyer, [{ productId, quantity: 2 }], bought);
-    expect(reused.status).toBe(422);
-    expect(reused.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
+    await expectStoredAnswer(b, buyer, productId, bought, first.body.id);
 
     // a key refused by the fast path stored nothing: after a restock its retry runs afresh
     const key = newKey();
@@ -258,16 +265,7 @@ describe('sold-out fast path', () => {
 
     // the buyer retries the checkout that took the last unit, in either instance: its 201
     const refusedBefore = await totalFastRefusals();
-    for (const t of instances()) {
-      const replay = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }], key);
-      expect(replay.status).toBe(201);
-      expect(replay.headers.get('idempotent-replayed')).toBe('true');
-      expect(replay.body.id).toBe(first.body.id);
-      // and the same key with another body: 422, as API.md says, not the fast path's 409
-      const reused = await placeOrder(t.http, buyer, [{ productId, quantity: 2 }], key);
-      expect(reused.status).toBe(422);
-      expect(reused.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
-    }
+    for (const t of instances()) await expectStoredAnswer(t, buyer, productId, key, first.body.id);
     expect(await totalFastRefusals()).toBe(refusedBefore);
     // a key the buyer used on another route is that route's: 422 here, never INSUFFICIENT_STOCK
     const cancelKey = newKey();
