@@ -26,7 +26,9 @@ export class CartController {
   @ApiOperation({
     operationId: 'setCartItemQuantity',
     summary: "Set a product's quantity in the cart",
-    description: 'Sets (not adds) the quantity of the line; 0 removes it. Returns the whole cart.',
+    description:
+      'Sets (not adds) the quantity of the line; 0 removes it. Returns the whole cart. A cart holds at most ' +
+      '100 products (it is checked out as one order): adding one more is a 400.',
   })
   @ApiUuidParam('productId', 'Product id')
   @ApiOkResponse({ type: CartDto })

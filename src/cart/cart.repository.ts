@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { Not } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
 import { CartItemEntity } from './entities/cart-item.entity';
 
@@ -10,6 +11,9 @@ interface CartLine {
   priceAmount: number;
   active: boolean;
 }
+
+/** Advisory lock class of a customer's cart ('CA'): lines are added under it, one at a time. */
+const CART_LOCK_CLASS = 0x4341;
 
 /** The `cart_items` table's repository (one cart per customer, lines keyed by product). */
 @Injectable()
@@ -33,13 +37,21 @@ export class CartRepository {
     }));
   }
 
-  /** Sets (not adds) the line's quantity, creating the line if needed. */
-  async setQuantity(userId: string, productId: string, quantity: number, at: Date): Promise<void> {
-    await this.tx.withManager((m) =>
-      m
-        .getRepository(CartItemEntity)
-        .upsert({ userId, productId, quantity, updatedAt: at }, ['userId', 'productId']),
-    );
+  /**
+   * Sets (not adds) the line's quantity, creating the line if needed — a new line only while the
+   * cart holds fewer than `maxLines` others. Inside a transaction: the customer's cart lock is
+   * taken first, so concurrent additions are counted one after the other (no two both see 99).
+   * False when the cart is full (nothing written).
+   */
+  async setQuantity(userId: string, productId: string, quantity: number, at: Date, maxLines: number): Promise<boolean> {
+    // raw SQL: a transaction-scoped advisory lock, which the query builder has no words for
+    await this.tx.query(`SELECT pg_advisory_xact_lock(${CART_LOCK_CLASS}, hashtext($1::text))`, [userId]);
+    return this.tx.withManager(async (m) => {
+      const items = m.getRepository(CartItemEntity);
+      if ((await items.countBy({ userId, productId: Not(productId) })) >= maxLines) return false;
+      await items.upsert({ userId, productId, quantity, updatedAt: at }, ['userId', 'productId']);
+      return true;
+    });
   }
 
   async removeLine(userId: string, productId: string): Promise<void> {

@@ -4,8 +4,11 @@ import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
+import { MAX_ORDER_LINES } from '../orders/dto/create-order.dto';
 import { CartDto } from './dto/cart.dto';
 import { CartRepository } from './cart.repository';
+
+const notFound = () => new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
 
 /** The signed-in customer's server-side cart. Prices shown are always the current ones. */
 @Injectable()
@@ -36,14 +39,23 @@ export class CartService {
     return { items, total: { amount: total, currency } };
   }
 
-  /** Sets a line's quantity (0 removes it); idempotent by nature. */
+  /**
+   * Sets a line's quantity (0 removes it); idempotent by nature. A cart holds at most
+   * MAX_ORDER_LINES products (it is checked out as one order): one more is a 400.
+   */
   async setQuantity(userId: string, productId: string, quantity: number): Promise<CartDto> {
     await this.tx.run(async () => {
-      if (quantity === 0) return this.carts.removeLine(userId, productId);
-      if (!(await this.products.isActive(productId))) {
-        throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+      if (quantity === 0) {
+        // an inactive product's line can still be removed; a product that never existed is a 404
+        if (!(await this.products.findById(productId, { activeOnly: false }))) throw notFound();
+        return this.carts.removeLine(userId, productId);
       }
-      await this.carts.setQuantity(userId, productId, quantity, this.clock.now());
+      if (!(await this.products.isActive(productId))) throw notFound();
+      if (!(await this.carts.setQuantity(userId, productId, quantity, this.clock.now(), MAX_ORDER_LINES))) {
+        throw new DomainError('VALIDATION_FAILED', `A cart holds at most ${MAX_ORDER_LINES} products.`, {
+          errors: [{ field: 'productId', message: `the cart already holds ${MAX_ORDER_LINES} products` }],
+        });
+      }
     });
     return this.get(userId);
   }

@@ -10,7 +10,7 @@ import { ProductSnapshotRepository } from '../catalog/product-snapshot.repositor
 import type { OpeningReadsOf } from '../database/opening-reads';
 import { StockReservationService } from '../inventory/stock-reservation.service';
 import { OutboxRepository } from '../outbox/outbox.repository';
-import { CreateOrderDto } from './dto/create-order.dto';
+import { CreateOrderDto, MAX_ORDER_LINES } from './dto/create-order.dto';
 import { OrderDto, mapOrder } from './dto/order.response';
 import { fastPathLines } from './checkout-sold-out.guard';
 import { Order, OrderLine } from './order.model';
@@ -69,6 +69,12 @@ export class CheckoutService {
       const requested = dto.items ?? (await this.carts.clear(me.userId));
       if (requested.length === 0) {
         throw new DomainError('ORDER_EMPTY', 'The order has no items and the cart is empty.');
+      }
+      if (requested.length > MAX_ORDER_LINES) {
+        // a cart filled past the cap (PUT refuses it; rows written otherwise): not one order
+        throw new DomainError('VALIDATION_FAILED', `An order holds at most ${MAX_ORDER_LINES} products.`, {
+          errors: [{ field: 'items', message: `the cart holds more than ${MAX_ORDER_LINES} products` }],
+        });
       }
       const snapshots = await this.products.findByIds(requested.map((l) => l.productId));
       const lines: OrderLine[] = priceLines(requested, snapshots, this.config.currency);

@@ -268,26 +268,6 @@ export interface paths {
         patch: operations["updateProduct"];
         trace?: never;
     };
-    "/v1/admin/products/{id}/stock-adjustments": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        /**
-         * Adjust on-hand stock (permission `inventory:write`)
-         * @description Adds (positive `delta`) or removes (negative) on-hand units, with a reason for the stock ledger. On-hand never falls below what open orders have reserved.
-         */
-        post: operations["adjustStock"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/v1/admin/categories": {
         parameters: {
             query?: never;
@@ -446,7 +426,7 @@ export interface paths {
         get?: never;
         /**
          * Set a product's quantity in the cart
-         * @description Sets (not adds) the quantity of the line; 0 removes it. Returns the whole cart.
+         * @description Sets (not adds) the quantity of the line; 0 removes it. Returns the whole cart. A cart holds at most 100 products (it is checked out as one order): adding one more is a 400.
          */
         put: operations["setCartItemQuantity"];
         post?: never;
@@ -614,6 +594,26 @@ export interface paths {
          * @description Verified on the raw body against `Stripe-Signature` (a bad or over 300 s old signature is refused before anything is parsed or stored); 200 once the event is durably recorded. A duplicate event id is a 200 with no further effect.
          */
         post: operations["receiveStripeEvent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/products/{id}/stock-adjustments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Adjust on-hand stock (permission `inventory:write`)
+         * @description Adds (positive `delta`) or removes (negative) on-hand units, with a reason for the stock ledger. On-hand never falls below what open orders have reserved.
+         */
+        post: operations["adjustStock"];
         delete?: never;
         options?: never;
         head?: never;
@@ -842,21 +842,6 @@ export interface components {
             /** @example true */
             active?: boolean;
         };
-        StockAdjustmentDto: {
-            /**
-             * @description Units added (positive) or removed (negative); not 0
-             * @example 25
-             */
-            delta: number;
-            /** @example Delivery from supplier */
-            reason: string;
-        };
-        StockLevelDto: {
-            onHand: number;
-            reserved: number;
-            /** @description onHand - reserved */
-            available: number;
-        };
         CreateCategoryDto: {
             /** @example Healthy snacks */
             name: string;
@@ -1072,6 +1057,21 @@ export interface components {
             received: true;
             /** @description The event id was already recorded: nothing further was done */
             duplicate: boolean;
+        };
+        StockAdjustmentDto: {
+            /**
+             * @description Units added (positive) or removed (negative); not 0
+             * @example 25
+             */
+            delta: number;
+            /** @example Delivery from supplier */
+            reason: string;
+        };
+        StockLevelDto: {
+            onHand: number;
+            reserved: number;
+            /** @description onHand - reserved */
+            available: number;
         };
     };
     responses: never;
@@ -2083,125 +2083,6 @@ export interface operations {
             };
             /** @description `PRODUCT_NOT_FOUND` or `CATEGORY_NOT_FOUND` */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-            429: {
-                headers: {
-                    /** @description Seconds to wait before retrying */
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-            500: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-            503: {
-                headers: {
-                    /** @description Seconds to wait before retrying */
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-        };
-    };
-    adjustStock: {
-        parameters: {
-            query?: never;
-            header?: {
-                /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
-                "Idempotency-Key"?: string;
-            };
-            path: {
-                /** @description Product id */
-                id: string;
-            };
-            cookie?: never;
-        };
-        requestBody: {
-            content: {
-                "application/json": components["schemas"]["StockAdjustmentDto"];
-            };
-        };
-        responses: {
-            /** @description OK */
-            200: {
-                headers: {
-                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
-                    "Idempotent-Replayed"?: "true";
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["StockLevelDto"];
-                };
-            };
-            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description `FORBIDDEN`: the signed-in user lacks the permission */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description `PRODUCT_NOT_FOUND` */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description `STOCK_BELOW_RESERVED`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
-            409: {
-                headers: {
-                    /** @description Seconds to wait before retrying */
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
-            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3926,6 +3807,125 @@ export interface operations {
                 };
             };
             /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    adjustStock: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description Product id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StockAdjustmentDto"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StockLevelDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `FORBIDDEN`: the signed-in user lacks the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PRODUCT_NOT_FOUND` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `STOCK_BELOW_RESERVED`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying */

@@ -127,6 +127,34 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     expect((await t.http.get('/v1/cart', { token: bob.token })).body.items).toEqual([]);
   });
 
+  it('a cart holds at most 100 products, even when they are added at once; an order from the cart is capped like any order', async () => {
+    const [carol] = await buyers(t.http, 1);
+    const ids = await Promise.all(Array.from({ length: 103 }, () => insertProduct(t.db.pool, { stock: 5, priceAmount: 100 })));
+    // 103 lines put concurrently (the cap is checked per customer under one lock, not raced)
+    const puts = await Promise.all(ids.map((id) => t.http.put(`/v1/cart/items/${id}`, { quantity: 1 }, { token: carol.token })));
+    expect(puts.filter((r) => r.status === 200)).toHaveLength(100);
+    for (const r of puts.filter((x) => x.status !== 200)) {
+      expect(r.status).toBe(400);
+      expect(r.body.code).toBe('VALIDATION_FAILED');
+    }
+    expect((await t.http.get('/v1/cart', { token: carol.token })).body.items).toHaveLength(100);
+    // changing a line already there is not adding one
+    const inCart = (await t.http.get('/v1/cart', { token: carol.token })).body.items[0].productId;
+    expect((await t.http.put(`/v1/cart/items/${inCart}`, { quantity: 3 }, { token: carol.token })).status).toBe(200);
+    // a cart filled past the cap some other way (an older version, a direct write) is not checked out as one order
+    const extra = ids.find((id) => !puts[ids.indexOf(id)] || puts[ids.indexOf(id)].status !== 200)!;
+    await t.db.pool.query(`INSERT INTO cart_items (user_id, product_id, quantity, updated_at) VALUES ($1, $2, 1, now())`, [carol.userId, extra]);
+    const order = await placeOrder(t.http, carol, undefined);
+    expect(order.status).toBe(400);
+    expect(order.body.code).toBe('VALIDATION_FAILED');
+    expect((await t.http.get('/v1/cart', { token: carol.token })).body.items).toHaveLength(101); // nothing taken
+    await assertStockInvariants(t.db.pool, ids);
+    // quantity 0 of a product that does not exist: 404, as for any quantity (API.md)
+    const unknown = await t.http.put('/v1/cart/items/00000000-0000-4000-8000-000000000000', { quantity: 0 }, { token: carol.token });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.code).toBe('PRODUCT_NOT_FOUND');
+  }, 60_000);
+
   it("hides another customer's order behind a 404", async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);

@@ -12,6 +12,9 @@ import {
   ValidateNested,
 } from 'class-validator';
 
+/** Products in one order — and in one cart, which is checked out as one order. */
+export const MAX_ORDER_LINES = 100;
+
 export class OrderItemInputDto {
   @ApiProperty({ format: 'uuid', example: '0b6f7a52-1d0e-4c8e-9a57-3f2d1c8e4a10' })
   // UUIDs are case-insensitive: an upper-case id names the same product (it used to be refused
@@ -34,13 +37,13 @@ export class CreateOrderDto {
   @ApiPropertyOptional({
     type: [OrderItemInputDto],
     minItems: 1,
-    maxItems: 100,
+    maxItems: MAX_ORDER_LINES,
     description: 'Omitted: the cart is checked out. Each product once.',
   })
   @IsOptional()
   @IsArray()
   @ArrayMinSize(1)
-  @ArrayMaxSize(100)
+  @ArrayMaxSize(MAX_ORDER_LINES)
   @ValidateNested({ each: true })
   @Type(() => OrderItemInputDto)
   items?: OrderItemInputDto[];
