@@ -7,8 +7,7 @@ import { TransactionHost } from '../database/transaction-host';
 import { MAX_ORDER_LINES } from '../orders/dto/create-order.dto';
 import { CartDto } from './dto/cart.dto';
 import { CartRepository } from './cart.repository';
-
-const notFound = () => new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+import { productNotFound } from '../catalog/product-not-found';
 
 /** The signed-in customer's server-side cart. Prices shown are always the current ones. */
 @Injectable()
@@ -47,10 +46,10 @@ export class CartService {
     await this.tx.run(async () => {
       if (quantity === 0) {
         // an inactive product's line can still be removed; a product that never existed is a 404
-        if (!(await this.products.findById(productId, { activeOnly: false }))) throw notFound();
+        if (!(await this.products.findById(productId, { activeOnly: false }))) throw productNotFound();
         return this.carts.removeLine(userId, productId);
       }
-      if (!(await this.products.isActive(productId))) throw notFound();
+      if (!(await this.products.isActive(productId))) throw productNotFound();
       if (!(await this.carts.setQuantity(userId, productId, quantity, this.clock.now(), MAX_ORDER_LINES))) {
         throw new DomainError('VALIDATION_FAILED', `A cart holds at most ${MAX_ORDER_LINES} products.`, {
           errors: [{ field: 'productId', message: `the cart already holds ${MAX_ORDER_LINES} products` }],

@@ -17,6 +17,7 @@ import {
   UpdateProductDto,
 } from './dto/catalog.dto';
 import { ProductRepository } from './product.repository';
+import { productNotFound } from './product-not-found';
 
 /** Catalog writes (admin). Each invalidates the read cache after its commit. */
 @Injectable()
@@ -74,7 +75,7 @@ export class CatalogAdminService {
         },
         this.clock.now(),
       );
-      if (!found) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+      if (!found) throw productNotFound();
     });
     await this.cache.invalidate();
     return this.read(id);
@@ -83,7 +84,7 @@ export class CatalogAdminService {
   /** Deactivates (orders keep their snapshots; the product leaves the catalog). */
   async deactivate(id: string): Promise<void> {
     const found = await this.products.update(id, { active: false }, this.clock.now());
-    if (!found) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+    if (!found) throw productNotFound();
     await this.cache.invalidate();
   }
 
@@ -98,7 +99,7 @@ export class CatalogAdminService {
 
   private async read(id: string): Promise<ProductDto> {
     const row = await this.products.findById(id, { activeOnly: false });
-    if (!row) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+    if (!row) throw productNotFound();
     return mapProduct(row);
   }
 

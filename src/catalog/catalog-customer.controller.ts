@@ -27,6 +27,7 @@ export class CatalogCustomerController {
   })
   @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: ReviewPageDto })
+  @ApiProblems([404, '`PRODUCT_NOT_FOUND` (also for a product off sale)'])
   listReviews(@Param('id', new UuidParamPipe()) id: string, @Query() query: PageQueryDto) {
     return this.reviews.list(id, query);
   }

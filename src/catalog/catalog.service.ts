@@ -1,5 +1,4 @@
 import { Injectable } from '@nestjs/common';
-import { DomainError } from '../common/errors/domain-error';
 import { decodeCursor, encodeCursor } from '../common/pagination/cursor';
 import { Clock } from '../common/time/clock';
 import { CatalogCache } from './catalog-cache';
@@ -7,6 +6,7 @@ import { mapProduct, mapProductSummary } from './catalog.mapper';
 import { CategoryDto, ListProductsDto, ProductPageDto } from './dto/catalog.dto';
 import { ProductRepository } from './product.repository';
 import { SORTS } from './product-sorts';
+import { productNotFound } from './product-not-found';
 
 interface Cursor extends Record<string, string | number> {
   k: string | number;
@@ -31,7 +31,7 @@ export class CatalogService {
   product(id: string, url: string): Promise<string> {
     return this.cache.getOrBuild(url, async () => {
       const row = await this.products.findById(id, { activeOnly: true });
-      if (!row) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+      if (!row) throw productNotFound();
       return mapProduct(row);
     });
   }

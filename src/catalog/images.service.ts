@@ -10,6 +10,7 @@ import { CreateImageUploadDto, ImageUploadDto } from './dto/catalog.dto';
 import { ImageRepository } from './image.repository';
 import { ObjectStorage, ObjectStorageUnavailable } from './object-storage';
 import { ProductRepository } from './product.repository';
+import { productNotFound } from './product-not-found';
 
 /** The only keys we hand out: products/<product uuid>/<image uuid>. */
 const IMAGE_KEY = /^products\/[0-9a-f-]{36}\/[0-9a-f-]{36}$/;
@@ -70,7 +71,7 @@ export class ImagesService {
 
   async createUpload(productId: string, dto: CreateImageUploadDto): Promise<ImageUploadDto> {
     if (!(await this.products.findById(productId, { activeOnly: false }))) {
-      throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+      throw productNotFound();
     }
     const imageId = this.ids.uuid();
     const key = `products/${productId}/${imageId}`;

@@ -1,6 +1,5 @@
 import { Injectable, Logger } from '@nestjs/common';
 import type { Principal } from '../auth/principal';
-import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { OnJob } from '../queue/on-job.decorator';
@@ -9,6 +8,7 @@ import { mapProductSummary } from './catalog.mapper';
 import { ProductListDto } from './dto/catalog.dto';
 import { ProductRepository } from './product.repository';
 import { RecommendationRepository } from './recommendation.repository';
+import { productNotFound } from './product-not-found';
 
 const TOP_K = 10;
 
@@ -34,7 +34,7 @@ export class RecommendationsService {
 
   async alsoBought(productId: string): Promise<ProductListDto> {
     if (!(await this.products.findById(productId, { activeOnly: true }))) {
-      throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+      throw productNotFound();
     }
     return { items: (await this.recommendations.alsoBought(productId, TOP_K)).map(mapProductSummary) };
   }

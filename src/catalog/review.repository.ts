@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import type { EntityManager } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
 import { PAID_STATUSES } from '../orders/order-state-machine';
 import { ReviewEntity } from './entities/review.entity';
@@ -10,6 +11,18 @@ export interface Review {
   authorName: string;
   createdAt: Date;
 }
+
+/** Reviews with their author's name (the only user column a review shows). */
+const withAuthor = (m: EntityManager) =>
+  m.getRepository(ReviewEntity).createQueryBuilder('r').innerJoin('r.user', 'u').addSelect('u.name');
+
+const toReview = (r: ReviewEntity): Review => ({
+  id: r.id,
+  rating: r.rating,
+  comment: r.comment,
+  authorName: r.user!.name,
+  createdAt: r.createdAt,
+});
 
 /** Reviews (the rating counters they keep on the product row are ProductRepository's). */
 @Injectable()
@@ -73,12 +86,7 @@ export class ReviewRepository {
     after: { at: string; id: string } | null,
   ): Promise<Review[]> {
     const reviews = await this.tx.withManager((m) => {
-      const query = m
-        .getRepository(ReviewEntity)
-        .createQueryBuilder('r')
-        .innerJoin('r.user', 'u')
-        .addSelect('u.name')
-        .where('r.productId = :productId', { productId });
+      const query = withAuthor(m).where('r.productId = :productId', { productId });
       if (after) {
         query.andWhere('(r.created_at, r.id) < (:at::timestamptz, :id::uuid)', {
           at: after.at,
@@ -87,12 +95,12 @@ export class ReviewRepository {
       }
       return query.orderBy('r.createdAt', 'DESC').addOrderBy('r.id', 'DESC').limit(limit).getMany();
     });
-    return reviews.map((r) => ({
-      id: r.id,
-      rating: r.rating,
-      comment: r.comment,
-      authorName: r.user!.name,
-      createdAt: r.createdAt,
-    }));
+    return reviews.map(toReview);
+  }
+
+  /** One review as the listing shows it (its author's name included). */
+  async findById(id: string): Promise<Review | null> {
+    const review = await this.tx.withManager((m) => withAuthor(m).where('r.id = :id', { id }).getOne());
+    return review ? toReview(review) : null;
   }
 }

@@ -10,6 +10,7 @@ import { CatalogCache } from './catalog-cache';
 import { CreateReviewDto, ReviewDto, ReviewPageDto } from './dto/catalog.dto';
 import { ProductRepository } from './product.repository';
 import { ReviewRepository } from './review.repository';
+import { productNotFound } from './product-not-found';
 
 /** Reviews: only by customers who bought the product (paid order), once each. */
 @Injectable()
@@ -26,10 +27,8 @@ export class ReviewsService {
   async create(me: Principal, productId: string, dto: CreateReviewDto): Promise<ReviewDto> {
     const id = this.ids.uuid();
     const at = this.clock.now();
-    await this.tx.run(async () => {
-      if (!(await this.products.findById(productId, { activeOnly: true }))) {
-        throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
-      }
+    const review = await this.tx.run(async () => {
+      if (!(await this.products.findById(productId, { activeOnly: true }))) throw productNotFound();
       if (!(await this.reviews.hasBought(me.userId, productId))) {
         throw new DomainError('REVIEW_NOT_ALLOWED', 'Only customers who bought this product can review it.');
       }
@@ -37,13 +36,16 @@ export class ReviewsService {
       if (!inserted) throw new DomainError('REVIEW_EXISTS', 'You already reviewed this product.');
       // atomic increments under the product's row lock: concurrent reviews never lose an update
       await this.products.addRating(productId, dto.rating);
+      return (await this.reviews.findById(id))!; // as the listing shows it: the author's name too
     });
     await this.cache.invalidate();
-    return { id, rating: dto.rating, comment: dto.comment, authorName: '', createdAt: at.toISOString() };
+    return { ...review, createdAt: review.createdAt.toISOString() };
   }
 
+  /** A product's reviews; 404 for a product that does not exist or is off sale, as for the product. */
   async list(productId: string, query: PageQueryDto): Promise<ReviewPageDto> {
     const after = decodeCursor<{ t: string; i: string }>(query.cursor, { t: 'timestamp', i: 'uuid' });
+    if (!(await this.products.findById(productId, { activeOnly: true }))) throw productNotFound();
     const rows = await this.reviews.page(productId, query.limit + 1, after ? { at: after.t, id: after.i } : null);
     const items = rows.slice(0, query.limit);
     const last = items[items.length - 1];

@@ -7,6 +7,7 @@ import { TransactionHost } from '../database/transaction-host';
 import { StockAdjustmentDto, StockLevelDto } from './dto/inventory.dto';
 import { InventoryRepository } from './inventory.repository';
 import { SoldOutMarks } from './sold-out';
+import { productNotFound } from '../catalog/product-not-found';
 
 /** Stock outside orders: a new product's stock, and admin adjustments (restocks, write-offs). */
 @Injectable()
@@ -45,7 +46,7 @@ export class InventoryService {
     );
     if (!level) {
       const current = await this.inventory.level(productId);
-      if (!current) throw new DomainError('PRODUCT_NOT_FOUND', 'No such product.');
+      if (!current) throw productNotFound();
       throw new DomainError(
         'STOCK_BELOW_RESERVED',
         'On-hand stock cannot fall below what is reserved.',

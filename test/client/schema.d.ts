@@ -2383,6 +2383,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `PRODUCT_NOT_FOUND` (also for a product off sale) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {

@@ -45,7 +45,19 @@ describe('catalog: reviews, recommendations, images', () => {
     expect((await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 6, comment: 'x' }, { token: alice.token })).status).toBe(400);
     const list = await t.http.get(`/v1/products/${p.id}/reviews`);
     expect(list.body.items).toEqual([expect.objectContaining({ rating: 4, comment: 'good' })]);
+    // the 201 is the review as the listing shows it, author's name included
+    expect(ok.body).toEqual(list.body.items[0]);
+    expect(ok.body.authorName).toEqual(expect.any(String));
+    expect(ok.body.authorName.length).toBeGreaterThan(0);
     expect((await t.http.get(`/v1/products/${p.id}`)).body.rating).toEqual({ average: 4, count: 1 });
+    // no such product, or one taken off sale: 404, as for the product itself (and no author names)
+    for (const id of ['00000000-0000-4000-8000-000000000000', p.id]) {
+      if (id === p.id) expect((await t.http.delete(`/v1/admin/products/${p.id}`, { token: admin })).status).toBe(204);
+      const gone = await t.http.get(`/v1/products/${id}/reviews`);
+      expect(gone.status).toBe(404);
+      expect(gone.body.code).toBe('PRODUCT_NOT_FOUND');
+    }
+    expect((await t.http.patch(`/v1/admin/products/${p.id}`, { active: true }, { token: admin })).status).toBe(200);
   });
 
   it('keeps the rating average and count consistent under concurrent reviews', async () => {
