@@ -18,6 +18,7 @@ import {
 } from './dto/catalog.dto';
 import { ProductRepository } from './product.repository';
 import { productNotFound } from './product-not-found';
+import { ObjectStorage } from './object-storage';
 
 /** Catalog writes (admin). Each invalidates the read cache after its commit. */
 @Injectable()
@@ -30,6 +31,7 @@ export class CatalogAdminService {
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly storage: ObjectStorage,
   ) {}
 
   /**
@@ -98,9 +100,9 @@ export class CatalogAdminService {
   }
 
   private async read(id: string): Promise<ProductDto> {
-    const row = await this.products.findById(id, { activeOnly: false });
+    const row = await this.products.findDetail(id, { activeOnly: false });
     if (!row) throw productNotFound();
-    return mapProduct(row);
+    return mapProduct(row, (key) => this.storage.publicUrl(key));
   }
 
   private checkCurrency(price: MoneyInputDto): void {

@@ -1,5 +1,5 @@
 import type { ProductDto, ProductSummaryDto } from './dto/catalog.dto';
-import type { ProductView } from './product.repository';
+import type { ProductDetailView, ProductView } from './product.repository';
 
 export function mapProductSummary(r: ProductView): ProductSummaryDto {
   return {
@@ -17,11 +17,17 @@ export function mapProductSummary(r: ProductView): ProductSummaryDto {
   };
 }
 
-export function mapProduct(r: ProductView): ProductDto {
+/**
+ * A product's detail. `images`: the main image first (`imageUrl`, the first to become ready, or
+ * one set by the seed), then every other ready image in the order it became ready; `urlOf`
+ * turns a storage key into its public URL (ObjectStorage#publicUrl).
+ */
+export function mapProduct(r: ProductDetailView, urlOf: (key: string) => string): ProductDto {
+  const images = [...new Set([...(r.imageUrl ? [r.imageUrl] : []), ...r.imageKeys.map(urlOf)])];
   return {
     ...mapProductSummary(r),
     description: r.description,
-    images: r.imageUrl ? [r.imageUrl] : [],
+    images,
     active: r.active,
     createdAt: r.createdAt.toISOString(),
     updatedAt: r.updatedAt.toISOString(),

@@ -7,6 +7,7 @@ import { CategoryDto, ListProductsDto, ProductPageDto } from './dto/catalog.dto'
 import { ProductRepository } from './product.repository';
 import { SORTS } from './product-sorts';
 import { productNotFound } from './product-not-found';
+import { ObjectStorage } from './object-storage';
 
 interface Cursor extends Record<string, string | number> {
   k: string | number;
@@ -22,6 +23,7 @@ export class CatalogService {
     private readonly products: ProductRepository,
     private readonly cache: CatalogCache,
     private readonly clock: Clock,
+    private readonly storage: ObjectStorage,
   ) {}
 
   /**
@@ -30,9 +32,9 @@ export class CatalogService {
    */
   product(id: string, url: string): Promise<string> {
     return this.cache.getOrBuild(url, async () => {
-      const row = await this.products.findById(id, { activeOnly: true });
+      const row = await this.products.findDetail(id, { activeOnly: true });
       if (!row) throw productNotFound();
-      return mapProduct(row);
+      return mapProduct(row, (key) => this.storage.publicUrl(key));
     });
   }
 

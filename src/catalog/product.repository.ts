@@ -25,6 +25,11 @@ export interface ProductView {
   updatedAt: Date;
 }
 
+/** A product with the storage keys of its ready images, oldest first. */
+export interface ProductDetailView extends ProductView {
+  imageKeys: string[];
+}
+
 /** A listing row: the product and its sort key (the next page's cursor). */
 interface ProductPageRow extends ProductView {
   sortKey: string | number;
@@ -174,6 +179,28 @@ export class ProductRepository {
       return query.getRawOne<ProductView & { priceAmount: string }>();
     });
     return row ? fromViewRow(row) : null;
+  }
+
+  /**
+   * The product with the storage keys of its ready images (`product_images`), in the order they
+   * became ready: what a product's detail shows.
+   */
+  async findDetail(id: string, opts: { activeOnly: boolean }): Promise<ProductDetailView | null> {
+    const row = await this.tx.withManager((m) => {
+      const query = m
+        .getRepository(ProductEntity)
+        .createQueryBuilder('p')
+        .innerJoin('p.inventory', 'i')
+        .select([
+          ...VIEW_COLUMNS,
+          `ARRAY(SELECT pi.storage_key FROM product_images pi
+                  WHERE pi.product_id = p.id AND pi.status = 'ready' ORDER BY pi.ready_at, pi.id) AS "imageKeys"`,
+        ])
+        .where('p.id = :id', { id });
+      if (opts.activeOnly) query.andWhere('p.active');
+      return query.getRawOne<ProductDetailView & { priceAmount: string }>();
+    });
+    return row ? { ...fromViewRow(row), imageKeys: row.imageKeys } : null;
   }
 
   /** Whether the product exists and is active (can be put in a cart). */

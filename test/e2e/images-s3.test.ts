@@ -104,6 +104,18 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     // a later duplicate changes nothing
     expect((await notify(event)).status).toBe(204);
     expect((await imageRow(up.imageId)).ready_at).toEqual(row.ready_at);
+
+    // a second image: the main one stays, and the detail lists both, in the order they became ready
+    const second = await requestUpload(p.id, 'image/webp', 1024);
+    const secondEvents = s3.events.length;
+    expect((await put(second.uploadUrl, 'image/webp', randomBytes(1024))).status).toBe(200);
+    expect((await notify(await storeEvent(secondEvents + 1))).status).toBe(204);
+    const both = await t.http.get(`/v1/products/${p.id}`);
+    expect(both.body.imageUrl).toBe(product.body.imageUrl);
+    expect(both.body.images).toEqual([product.body.imageUrl, `${s3.endpoint}/${s3.bucket}/products/${p.id}/${second.imageId}`]);
+    // the admin's answers show the same product
+    const edited = await t.http.patch(`/v1/admin/products/${p.id}`, { description: 'two pictures' }, { token: admin });
+    expect(edited.body.images).toEqual(both.body.images);
   });
 
   it('of concurrent confirmations of one upload exactly one marks the image ready', async () => {
