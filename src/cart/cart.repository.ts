@@ -58,14 +58,24 @@ export class CartRepository {
     await this.tx.withManager((m) => m.getRepository(CartItemEntity).delete({ userId, productId }));
   }
 
-  /** Empties the cart; returns the lines removed (checkout reads and clears in one statement). */
-  async clear(userId: string): Promise<{ productId: string; quantity: number }[]> {
+  /** Empties the cart (DELETE /v1/cart). */
+  async clear(userId: string): Promise<void> {
+    await this.tx.withManager((m) => m.getRepository(CartItemEntity).delete({ userId }));
+  }
+
+  /**
+   * Takes the lines the cart shows — those of products on sale — out of the cart and returns them
+   * (a cart checkout reads and clears in one statement). Lines of products off sale stay, hidden
+   * as the cart hides them, and come back if the product does.
+   */
+  async takeShown(userId: string): Promise<{ productId: string; quantity: number }[]> {
     const result = await this.tx.withManager((m) =>
       m
         .createQueryBuilder()
         .delete()
         .from(CartItemEntity)
         .where('user_id = :userId', { userId })
+        .andWhere('product_id IN (SELECT id FROM products WHERE active)')
         .returning(['productId', 'quantity'])
         .execute(),
     );

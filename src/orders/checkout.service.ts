@@ -58,15 +58,15 @@ export class CheckoutService {
   ) {}
 
   /**
-   * Creates an order from the given lines (or the cart, which is emptied in the same
-   * transaction). After the price snapshot read, everything is written in the message that
+   * Creates an order from the given lines (or the lines the cart shows — products on sale —
+   * taken out of it in the same transaction). After the price snapshot read, everything is written in the message that
    * carries the COMMIT: the order with its lines, history and outbox event, the per-customer
    * purchase-limit check, the idempotency record (added by the interceptor), and last — to hold
    * the hot inventory row locks for the reservation and the commit only — the stock reservation.
    */
   async create(me: Principal, dto: CreateOrderDto): Promise<OrderDto> {
     const order = await this.tx.run(async (): Promise<Order> => {
-      const requested = dto.items ?? (await this.carts.clear(me.userId));
+      const requested = dto.items ?? (await this.carts.takeShown(me.userId));
       if (requested.length === 0) {
         throw new DomainError('ORDER_EMPTY', 'The order has no items and the cart is empty.');
       }

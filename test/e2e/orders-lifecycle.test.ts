@@ -127,6 +127,29 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     expect((await t.http.get('/v1/cart', { token: bob.token })).body.items).toEqual([]);
   });
 
+  it('a cart checkout buys what the cart shows: a line of a product taken off sale neither shows nor blocks it', async () => {
+    const [dora] = await buyers(t.http, 1);
+    const kept = await insertProduct(t.db.pool, { stock: 5, priceAmount: 400 });
+    const gone = await insertProduct(t.db.pool, { stock: 5, priceAmount: 900 });
+    for (const id of [kept, gone]) {
+      expect((await t.http.put(`/v1/cart/items/${id}`, { quantity: 1 }, { token: dora.token })).status).toBe(200);
+    }
+    expect((await t.http.delete(`/v1/admin/products/${gone}`, { token: admin })).status).toBe(204);
+    const cart = await t.http.get('/v1/cart', { token: dora.token });
+    expect(cart.body.items.map((i: { productId: string }) => i.productId)).toEqual([kept]);
+    expect(cart.body.total.amount).toBe(400);
+    // before: 409 PRODUCT_UNAVAILABLE for a line the customer could not see, on every retry
+    const order = await placeOrder(t.http, dora, undefined);
+    expect(order.status).toBe(201);
+    expect(order.body.items.map((i: { productId: string }) => i.productId)).toEqual([kept]);
+    expect(order.body.total.amount).toBe(cart.body.total.amount);
+    expect(await stockOf(t.db.pool, gone)).toEqual({ onHand: 5, reserved: 0 });
+    // a cart of nothing on sale is an empty cart
+    const again = await placeOrder(t.http, dora, undefined);
+    expect(again.status).toBe(400);
+    expect(again.body.code).toBe('ORDER_EMPTY');
+  });
+
   it('a cart holds at most 100 products, even when they are added at once; an order from the cart is capped like any order', async () => {
     const [carol] = await buyers(t.http, 1);
     const ids = await Promise.all(Array.from({ length: 103 }, () => insertProduct(t.db.pool, { stock: 5, priceAmount: 100 })));
