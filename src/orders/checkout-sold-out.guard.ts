@@ -69,12 +69,15 @@ export function fastPathKey(headers: IncomingHttpHeaders): string | undefined {
  * marked sold out in Redis (SoldOutMarks) is refused with the normal path's 409
  * INSUFFICIENT_STOCK body — each line with `available: 0` — without a database transaction.
  *
- * The decision (`refusal()`) is made in one of two places, with the same code:
+ * The decision — `soldOutRefusal()` (the marks), then `keyInUse()` (the database); `refusal()`
+ * runs both — is made in one of two places, with the same code:
  * - the adapter's first request hook (sold-out-checkout.hook.ts), ahead of Nest's middleware
- *   and pipeline, for a plain, small JSON body with a bearer token: it verifies the token with
- *   the access-token guard's own strategy, and counts the rate limits with the global guards
- *   themselves before it refuses; on any doubt it lets the request through, marked as judged
- *   when its check ran and found nothing to refuse;
+ *   and pipeline, for a plain, small JSON body with a bearer token: between the two steps it
+ *   verifies the token with the access-token guard's own strategy, and it counts the rate
+ *   limits with the global guards themselves before it refuses (after the key question, so a
+ *   request that goes on to the normal path is not counted twice; the question costs a client
+ *   over its limit no more than a share of the one statement in flight); on any doubt it lets
+ *   the request through, marked as judged when its check ran and found nothing to refuse;
  * - otherwise this guard, the route's own: after authentication, the per-IP and per-user rate
  *   limits and the permission check (global guards), before the idempotency interceptor opens
  *   its transaction.
