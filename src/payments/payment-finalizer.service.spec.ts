@@ -10,6 +10,7 @@ import { OrderTransitionsService } from '../orders/order-transitions.service';
 import {
   PaymentFinalizer,
   RECONCILE_AFTER_MS,
+  UNPROCESSED_EVENT_AFTER_MS,
   RETRY_REFUND_AFTER_MS,
 } from './payment-finalizer.service';
 import { GatewayError, GatewayIntent, PAYMENT_GATEWAY, PaymentGateway } from './payment-gateway';
@@ -99,10 +100,11 @@ function mockPayments(): MockOf<
   };
 }
 
-function mockEvents(): MockOf<WebhookEventRepository, 'find' | 'markProcessed'> {
+function mockEvents(): MockOf<WebhookEventRepository, 'find' | 'markProcessed' | 'findUnprocessed'> {
   return {
     find: jest.fn().mockResolvedValue(event()),
     markProcessed: jest.fn().mockResolvedValue(undefined),
+    findUnprocessed: jest.fn().mockResolvedValue([]),
   };
 }
 
@@ -452,6 +454,23 @@ describe('PaymentFinalizer', () => {
       );
       expect(s.refunds.retryStale).toHaveBeenCalledWith(RETRY_REFUND_AFTER_MS);
       expect(s.events.markProcessed).not.toHaveBeenCalled();
+    });
+
+    it('processes accepted events whose job gave up; one that fails again waits for the next run', async () => {
+      const s = await setup();
+      s.payments.findStalePending.mockResolvedValue([]);
+      s.refunds.retryStale.mockResolvedValue(0);
+      s.events.findUnprocessed.mockResolvedValue(['evt_lost', 'evt_still_failing']);
+      s.events.find.mockImplementation(async (id) => ({ id, type: 'payment_intent.succeeded', intentId: 'pi_1', processedAt: null }));
+      s.payments.findByIntent.mockResolvedValue(payment());
+      s.gateway.retrieveIntent
+        .mockResolvedValueOnce(intent({ status: 'succeeded' }))
+        .mockRejectedValueOnce(new GatewayError('unavailable', undefined, 'timeout'));
+      s.orders.findById.mockResolvedValue(orderIn('PAID'));
+      expect(await s.finalizer.reconcile()).toBe(1);
+      expect(s.events.findUnprocessed).toHaveBeenCalledWith(new Date(NOW.getTime() - UNPROCESSED_EVENT_AFTER_MS), 100);
+      expect(s.events.markProcessed).toHaveBeenCalledTimes(1);
+      expect(s.events.markProcessed).toHaveBeenCalledWith('evt_lost', NOW);
     });
   });
 });

@@ -51,6 +51,13 @@ export type CancelIntentOutcome =
 
 /** A pending payment without news for this long is checked against the gateway. */
 export const RECONCILE_AFTER_MS = 10 * 60 * 1000;
+/**
+ * An accepted webhook event still unprocessed this long after it arrived has lost its job (its
+ * retries take ~2 min; an outage, or an outbox row parked as dead): the sweep processes it.
+ */
+export const UNPROCESSED_EVENT_AFTER_MS = 5 * 60 * 1000;
+/** Events the sweep takes on per run (the next run takes the rest). */
+const SWEEP_BATCH = 100;
 /** A refund still pending this long after its last provider call is sent again (same key). */
 export const RETRY_REFUND_AFTER_MS = 60 * 1000;
 
@@ -102,12 +109,34 @@ export class PaymentFinalizer {
    * and refunds whose provider call never got an answer are sent again.
    */
   async reconcile(staleMs = RECONCILE_AFTER_MS): Promise<number> {
-    const stale = await this.payments.findStalePending(new Date(this.clock.now().getTime() - staleMs));
+    const now = this.clock.now().getTime();
+    const stale = await this.payments.findStalePending(new Date(now - staleMs));
     let settled = 0;
     for (const payment of stale) {
       if ((await this.converge(payment)).kind !== 'pending') settled++;
     }
+    settled += await this.sweepUnprocessedEvents(new Date(now - UNPROCESSED_EVENT_AFTER_MS));
     return settled + (await this.refunds.retryStale(RETRY_REFUND_AFTER_MS));
+  }
+
+  /**
+   * Events we answered 200 for (so the provider never sends them again) whose job gave up: a
+   * success on a cancelled order (to refund), a refund made in the dashboard (to record) would
+   * otherwise be lost for good. Each is processed again — processEvent re-reads the gateway and
+   * is idempotent, so a job still retrying it at the same time changes nothing — and one that
+   * fails again stays for the next run.
+   */
+  private async sweepUnprocessedEvents(before: Date): Promise<number> {
+    let done = 0;
+    for (const eventId of await this.events.findUnprocessed(before, SWEEP_BATCH)) {
+      try {
+        await this.processEvent(eventId);
+        done++;
+      } catch (err) {
+        this.logger.warn(`webhook event ${eventId} still not processed: ${(err as Error).message}`);
+      }
+    }
+    return done;
   }
 
   /**

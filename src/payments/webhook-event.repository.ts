@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { IsNull } from 'typeorm';
+import { IsNull, LessThan } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
 import { WebhookEventEntity } from './entities/webhook-event.entity';
 
@@ -53,6 +53,19 @@ export class WebhookEventRepository {
         where: { id },
       }),
     );
+  }
+
+  /** Events received before `before` and still not processed, oldest first (the sweep's work). */
+  async findUnprocessed(before: Date, limit: number): Promise<string[]> {
+    const rows = await this.tx.withManager((m) =>
+      m.getRepository(WebhookEventEntity).find({
+        select: { id: true },
+        where: { processedAt: IsNull(), receivedAt: LessThan(before) },
+        order: { receivedAt: 'ASC' },
+        take: limit,
+      }),
+    );
+    return rows.map((r) => r.id);
   }
 
   /** The first processing time stands (a rerun of the event's job does not move it). */

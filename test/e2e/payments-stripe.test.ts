@@ -431,6 +431,30 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 1000 } });
     }, 30_000);
 
+    it('an accepted event whose job gave up (a long outage) is processed by the reconciliation sweep', async () => {
+      const { orderId } = await paidOrder(10_000, 1);
+      const intent = (await orderOf(orderId)).payment.paymentIntentId;
+      const event = stripe.refundFromDashboard(intent, 2500);
+      // accepted (200 to Stripe, which never sends it again) but its job failed for good: the
+      // inbox row is all that is left, unprocessed, for longer than any retry could take
+      await t.db.pool.query(
+        `INSERT INTO webhook_events (id, type, intent_id, payload, received_at) VALUES ($1, $2, $3, $4, now() - interval '10 minutes')`,
+        [event.id, event.type, intent, JSON.stringify(event)],
+      );
+      const fresh = stripe.refundFromDashboard(intent, 500); // a newer one, its job maybe still retrying
+      await t.db.pool.query(
+        `INSERT INTO webhook_events (id, type, intent_id, payload, received_at) VALUES ($1, $2, $3, $4, now())`,
+        [fresh.id, fresh.type, intent, JSON.stringify(fresh)],
+      );
+      expect(await worker.get(PaymentFinalizer).reconcile()).toBeGreaterThanOrEqual(1);
+      const rows = await t.db.pool.query(`SELECT id, processed_at FROM webhook_events WHERE id = ANY($1) ORDER BY received_at`, [[event.id, fresh.id]]);
+      expect(rows.rows.map((r) => [r.id, r.processed_at !== null])).toEqual([[event.id, true], [fresh.id, false]]);
+      // the refund made at Stripe is on the order (both, as the provider lists them now)
+      const o = await orderOf(orderId);
+      expect(o.status).toBe('PARTIALLY_REFUNDED');
+      expect(o.refunded.amount).toBe(3000);
+    }, 30_000);
+
     it('charge.refunded for a refund made in the Stripe dashboard is adopted once', async () => {
       const { orderId } = await paidOrder(10_000, 1);
       const intent = (await orderOf(orderId)).payment.paymentIntentId;

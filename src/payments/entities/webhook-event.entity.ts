@@ -1,10 +1,11 @@
-import { Column, Entity, PrimaryColumn } from 'typeorm';
+import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
 
 /**
  * The `webhook_events` table (migrations …-Payments.ts): the verified webhook inbox, one row per
  * provider event id (a duplicate delivery finds its row and does nothing).
  */
 @Entity('webhook_events')
+@Index('webhook_events_unprocessed_idx', ['receivedAt'], { where: 'processed_at IS NULL' })
 export class WebhookEventEntity {
   /** The provider's event id (`evt_…`). */
   @PrimaryColumn('text', { primaryKeyConstraintName: 'webhook_events_pkey' })
