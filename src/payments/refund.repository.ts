@@ -109,6 +109,11 @@ export class RefundRepository {
     return this.findOne({ id });
   }
 
+  /** One of the payment's refunds still waiting for the provider's answer, if any. */
+  findPending(paymentId: string): Promise<Refund | null> {
+    return this.findOne({ paymentId, status: 'pending' });
+  }
+
   findAutomatic(paymentId: string): Promise<Refund | null> {
     return this.findOne({ paymentId, reason: 'paid_after_cancel' });
   }

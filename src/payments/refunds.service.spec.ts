@@ -91,6 +91,7 @@ function mockRefunds(captured = 24_900) {
     | 'findById'
     | 'findByProviderId'
     | 'findAutomatic'
+    | 'findPending'
     | 'findStalePending'
     | 'settle'
     | 'attachProviderId'
@@ -119,6 +120,10 @@ function mockRefunds(captured = 24_900) {
         [...rows.values()].find(
           (r) => r.paymentId === paymentId && r.reason === 'paid_after_cancel',
         ) ?? null,
+    ),
+    findPending: jest.fn(
+      async (paymentId: string) =>
+        [...rows.values()].find((r) => r.paymentId === paymentId && r.status === 'pending') ?? null,
     ),
     findStalePending: jest.fn(async (_before: Date, _limit?: number) =>
       [...rows.values()].filter((r) => r.status === 'pending'),
@@ -526,6 +531,28 @@ describe('RefundsService', () => {
       await s.service.syncFromGateway(payment());
       expect(s.transitions.applyRefund).not.toHaveBeenCalled();
       expect(s.rows.size).toBe(3);
+    });
+  });
+
+  describe('syncFromGateway: a dashboard refund while one of ours is pending', () => {
+    it('is not dropped: thrown until ours settles (the provider refuses ours), then adopted', async () => {
+      const s = await setup({ captured: 10_000 });
+      // ours: 7,000 asked, no answer yet (pending)
+      s.gateway.createRefund.mockRejectedValueOnce(new GatewayError('unavailable', undefined, 'timeout'));
+      await s.service.request({ orderId: ORDER, amount: 7_000, actor: ADMIN, idempotencyKey: 'ours' });
+      const oursId = uuidFromName(`refund:${ADMIN}:ours`);
+      // meanwhile 5,000 refunded in the dashboard: both cannot fit in 10,000
+      s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_dashboard', amount: 5_000, refundId: undefined })]);
+      await expect(s.service.syncFromGateway(payment())).rejects.toThrow(/waits for the pending refunds/);
+      expect([...s.rows.values()].some((r) => r.providerRefundId === 're_dashboard')).toBe(false);
+      // the provider refuses ours; the retried event adopts the dashboard's
+      s.rows.set(oursId, { ...s.rows.get(oursId)!, status: 'failed' });
+      await s.service.syncFromGateway(payment());
+      expect([...s.rows.values()].find((r) => r.providerRefundId === 're_dashboard')).toMatchObject({
+        reason: 'external',
+        amount: 5_000,
+        status: 'succeeded',
+      });
     });
   });
 

@@ -233,8 +233,16 @@ export class RefundsService {
         remote.amount,
         this.clock.now(),
       );
-      if (refund) await this.announce(refund);
-      else this.logger.error(`provider refund ${remote.id} exceeds what we hold as refundable for ${payment.intentId}`);
+      if (refund) {
+        await this.announce(refund);
+      } else if (await this.refunds.findPending(payment.id)) {
+        // Ours, still pending, holds part of the amount, and the provider will refuse it (both
+        // would exceed what was captured); this one happened. Thrown: the event's job (or the
+        // reconciliation sweep) adopts it once ours has settled, instead of dropping it.
+        throw new Error(`provider refund ${remote.id} waits for the pending refunds of ${payment.intentId} to settle`);
+      } else {
+        this.logger.error(`provider refund ${remote.id} exceeds what we hold as refundable for ${payment.intentId}`);
+      }
     });
   }
 
