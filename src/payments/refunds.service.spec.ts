@@ -388,6 +388,18 @@ describe('RefundsService', () => {
       await expect(other.catch(domainCode)).resolves.toBe('IDEMPOTENCY_KEY_REUSED');
     });
 
+    it("refuses an amount in another currency than the payment's own, before any refund step", async () => {
+      const s = await setup();
+      const err: unknown = await s.service
+        .request({ orderId: ORDER, amount: 1_000, currency: 'EUR', actor: ADMIN, idempotencyKey: 'eur' })
+        .catch((e: unknown) => e);
+      expect(err).toMatchObject({
+        code: 'VALIDATION_FAILED',
+        options: { errors: [{ field: 'amount.currency', message: `must be ${payment().currency}` }] },
+      });
+      expect(s.refunds.reserve).not.toHaveBeenCalled();
+    });
+
     it('an unknown order is a 404; an order without a captured payment is not refundable', async () => {
       const s = await setup();
       s.orders.exists.mockResolvedValueOnce(false);

@@ -45,7 +45,14 @@ export class RefundsService {
    * An admin's refund of `amount` (all that remains when omitted). The refund's id derives from
    * the caller and their Idempotency-Key, so a retry after a crash continues the same refund.
    */
-  async request(input: { orderId: string; amount?: number; actor: string; idempotencyKey: string }): Promise<Refund> {
+  /** `currency`, when an amount is given: the amount's, which must be the payment's own. */
+  async request(input: {
+    orderId: string;
+    amount?: number;
+    currency?: string;
+    actor: string;
+    idempotencyKey: string;
+  }): Promise<Refund> {
     const id = uuidFromName(`refund:${input.actor}:${input.idempotencyKey}`);
     const payment = await this.payments.findByOrder(input.orderId);
     let refund = await this.refunds.findById(id);
@@ -55,6 +62,12 @@ export class RefundsService {
       }
       if (!payment || payment.status !== 'succeeded') {
         throw new DomainError('ORDER_NOT_REFUNDABLE', 'The order has no captured payment to refund.');
+      }
+      // the order's own currency, not the shop's today (SHOP_CURRENCY may have changed since)
+      if (input.currency !== undefined && input.currency !== payment.currency) {
+        throw new DomainError('VALIDATION_FAILED', `The order was paid in ${payment.currency}.`, {
+          errors: [{ field: 'amount.currency', message: `must be ${payment.currency}` }],
+        });
       }
       refund = await this.tx.run(() =>
         this.reserve(this.newRefund(id, payment, 'requested', input.actor), input.amount ?? null),

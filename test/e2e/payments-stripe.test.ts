@@ -364,7 +364,11 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const notPaid = await refund(unpaid.body.id, {});
       expect([notPaid.status, notPaid.body.code]).toEqual([409, 'ORDER_NOT_REFUNDABLE']);
       expect((await refund(unpaid.body.id, { amount: { amount: 0, currency: 'INR' } })).status).toBe(400);
-      expect((await refund(unpaid.body.id, { amount: { amount: 10, currency: 'USD' } })).status).toBe(400);
+      // an amount in another currency than the one the order was paid in: 400 naming the field
+      const { orderId: paidId } = await paidOrder(5_000, 1);
+      const usd = await refund(paidId, { amount: { amount: 10, currency: 'USD' } });
+      expect([usd.status, usd.body.code, usd.body.errors]).toEqual([400, 'VALIDATION_FAILED', [{ field: 'amount.currency', message: 'must be INR' }]]);
+      expect(await count(`SELECT count(*)::int AS n FROM refunds WHERE order_id = $1`, [paidId])).toBe(0);
       const asCustomer = await t.http.post(`/v1/admin/orders/${unpaid.body.id}/refunds`, {}, { token: alice.token, idempotencyKey: newKey() });
       expect(asCustomer.status).toBe(403);
       expect((await t.http.post(`/v1/admin/orders/${unpaid.body.id}/refunds`, {}, { token: admin.accessToken })).status).toBe(400);
