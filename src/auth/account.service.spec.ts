@@ -25,7 +25,7 @@ function setup() {
     {
       findById: jest.fn(),
       findByEmail: jest.fn(),
-      setPasswordHash: jest.fn(),
+      setPasswordHash: jest.fn().mockResolvedValue(true),
       upsertWithRole: jest.fn(),
     },
     'users',
@@ -97,7 +97,7 @@ describe('AccountService', () => {
         currentPassword: 'old',
         newPassword: 'new-password',
       });
-      expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW);
+      expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash);
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(
         'u-1',
         'password-changed',

@@ -41,7 +41,9 @@ export class AccountService {
     const now = this.clock.now();
     // a transaction of its own: the revocation never rides on (and dies with) a caller's one
     const families = await this.tx.runOwn(async () => {
-      await this.users.setPasswordHash(userId, hash, now);
+      // only over the hash the current password was checked against: of two changes racing
+      // with the same old password, the second finds it gone
+      if (!(await this.users.setPasswordHash(userId, hash, now, user.passwordHash))) return null;
       return this.refreshTokens.revokeAllOfUser(
         userId,
         'password-changed',
@@ -49,6 +51,9 @@ export class AccountService {
         this.revoked.accessTokensValidSince(now),
       );
     });
+    if (families === null) {
+      throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
+    }
     await this.revoked.add(families); // their access tokens stop working too
     this.events.record({ event: 'password_changed', userId });
   }

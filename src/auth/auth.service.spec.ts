@@ -27,7 +27,8 @@ function setup() {
       create: jest.fn(),
       findByEmail: jest.fn(),
       findById: jest.fn(),
-      setPasswordHash: jest.fn(),
+      setPasswordHash: jest.fn().mockResolvedValue(true),
+      lockPasswordHash: jest.fn(async () => user.passwordHash),
     },
     'users',
   );
@@ -195,7 +196,21 @@ describe('AuthService', () => {
       s.hasher.needsRehash.mockReturnValue(true);
       await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(s.hasher.hash).toHaveBeenCalledWith('pw-pw-pw-pw');
-      expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW);
+      // only over the hash it verified: a change committed meanwhile is never overwritten
+      expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash);
+    });
+
+    it('opens no session when the password changed while it was being verified (401)', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(true);
+      s.hasher.needsRehash.mockReturnValue(true);
+      s.users.lockPasswordHash.mockResolvedValue('the-new-hash');
+      expect(await codeOf(s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1'))).toBe(
+        'INVALID_CREDENTIALS',
+      );
+      expect(s.sessions.open).not.toHaveBeenCalled();
+      expect(s.users.setPasswordHash).not.toHaveBeenCalled();
     });
 
     it('leaves a current hash alone', async () => {

@@ -94,9 +94,14 @@ export class AuthService {
       : null;
     const now = this.clock.now();
     const session = await this.tx.run(async () => {
-      if (upgraded) await this.users.setPasswordHash(user.id, upgraded, now);
+      // The password was verified against the hash read before argon2 ran. A password change
+      // that committed since revoked every session of the account — this one must not open
+      // after it: the hash is read again, locked against a change until this commits.
+      if ((await this.users.lockPasswordHash(user.id)) !== user.passwordHash) return null;
+      if (upgraded) await this.users.setPasswordHash(user.id, upgraded, now, user.passwordHash);
       return this.sessions.open(user.id, now);
     });
+    if (!session) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
     return this.sessions.tokensFor(user, session);
   }
 

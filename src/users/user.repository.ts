@@ -61,10 +61,31 @@ export class UserRepository {
     return found ? toUser(found) : null;
   }
 
-  async setPasswordHash(id: string, hash: string, now: Date): Promise<void> {
-    await this.tx.withManager((m) =>
-      users(m).update({ id }, { passwordHash: hash, updatedAt: now }),
+  /**
+   * Replaces the password hash — only while it is still `verified`, the hash the caller checked
+   * the password against (a change committed in between wins; false: nothing written).
+   */
+  async setPasswordHash(id: string, hash: string, now: Date, verified: string): Promise<boolean> {
+    const result = await this.tx.withManager((m) =>
+      users(m).update({ id, passwordHash: verified }, { passwordHash: hash, updatedAt: now }),
     );
+    return (result.affected ?? 0) > 0;
+  }
+
+  /**
+   * The account's password hash now, locked against a change until this transaction ends
+   * (FOR SHARE: a password change's UPDATE waits for it, and it waits for one in progress).
+   */
+  async lockPasswordHash(id: string): Promise<string | null> {
+    const found = await this.tx.withManager((m) =>
+      users(m)
+        .createQueryBuilder('u')
+        .select(['u.id', 'u.passwordHash'])
+        .setLock('pessimistic_read')
+        .where('u.id = :id', { id })
+        .getOne(),
+    );
+    return found?.passwordHash ?? null;
   }
 
   /**

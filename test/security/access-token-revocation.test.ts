@@ -1,5 +1,6 @@
 import Redis from 'ioredis';
 import { createHash } from 'node:crypto';
+import { PasswordHasher } from '../../src/auth/password-hasher';
 import { TEST_PASSWORD, login, registerCustomer } from '../support/auth';
 import type { HttpClient } from '../support/http';
 import { PrivateRedis } from '../support/private-redis';
@@ -86,6 +87,40 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
     expect(await meStatus(a.http, fresh.accessToken)).toBe(200);
     expect(await meStatus(b.http, fresh.accessToken)).toBe(200);
     expect(await meStatus(b.http, otherUser.accessToken)).toBe(200);
+  });
+
+  it('a sign-in with the old password still being verified when the change commits gets no session', async () => {
+    const s = await registerCustomer(a.http);
+    const families = async () =>
+      (await a.db.pool.query(`SELECT count(*)::int AS n FROM refresh_token_families WHERE user_id = $1 AND revoked_at IS NULL`, [s.user.id])).rows[0].n as number;
+    // the attacker's login has read the old hash and is inside argon2 …
+    const hasher = a.app.get(PasswordHasher);
+    const verify = hasher.verify.bind(hasher);
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    const spy = jest.spyOn(hasher, 'verify').mockImplementationOnce(async (hash, password) => {
+      entered();
+      await released;
+      return verify(hash, password);
+    });
+    try {
+      const attacker = a.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD });
+      await inside;
+      // … when the owner changes the password (in the other process), revoking every session
+      const changed = await b.http.post('/v1/me/password', { currentPassword: TEST_PASSWORD, newPassword: 'owner-took-it-back-42' }, { token: s.accessToken });
+      expect(changed.status).toBe(204);
+      release();
+      const late = await attacker;
+      expect([late.status, late.body.code]).toEqual([401, 'INVALID_CREDENTIALS']);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(await families()).toBe(0);
+    // and the new password is the one that works (a rehash of the old one never lands over it)
+    expect((await a.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD })).status).toBe(401);
+    expect((await a.http.post('/v1/auth/login', { email: s.email, password: 'owner-took-it-back-42' })).status).toBe(200);
   });
 
   it('after a detected refresh-token reuse: every access token of that family', async () => {
