@@ -37,6 +37,7 @@ function setup() {
       spend: jest.fn(),
       revokeFamily: jest.fn(),
       revokeFamilyOfToken: jest.fn().mockResolvedValue(['f-1']),
+      lockLiveFamily: jest.fn().mockResolvedValue(true),
     },
     'refreshTokens',
   );
@@ -234,6 +235,15 @@ describe('AuthService', () => {
       expect(res.refreshToken).toBe('r-next');
       expect(s.refreshTokens.revokeFamily).not.toHaveBeenCalled();
       expect(s.revoked.add).not.toHaveBeenCalled();
+    });
+
+    it('issues nothing when the family was revoked while the token was being spent (a password change)', async () => {
+      const s = setup();
+      s.refreshTokens.spend.mockResolvedValue({ status: 'spent', familyId: 'f-1', userId: 'u-1' });
+      s.refreshTokens.lockLiveFamily.mockResolvedValue(false);
+      expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_INVALID');
+      expect(s.refreshTokens.lockLiveFamily).toHaveBeenCalledWith('f-1');
+      expect(s.sessions.rotate).not.toHaveBeenCalled();
     });
 
     it('revokes the family, records a security event and answers REFRESH_TOKEN_REUSED on reuse', async () => {

@@ -118,6 +118,9 @@ export class AuthService {
         await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected', now);
         return spent;
       }
+      // The spend read the family as live without locking it: a revocation (password change,
+      // logout elsewhere) committing meanwhile must not be outlived by the pair issued here.
+      if (!(await this.refreshTokens.lockLiveFamily(spent.familyId))) return { status: 'invalid' as const };
       const user = await this.users.findById(spent.userId);
       if (!user) throw invalidRefresh(); // cannot happen: families are deleted with their user
       return { ...spent, user, session: await this.sessions.rotate(spent.familyId, now) };

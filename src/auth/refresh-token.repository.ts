@@ -75,6 +75,23 @@ export class RefreshTokenRepository {
     return { status: 'invalid' };
   }
 
+  /**
+   * Whether the family is still live, read under a lock held to the end of the transaction
+   * (FOR SHARE): a revocation in progress is waited for and seen; one that starts later waits for
+   * this transaction, and then sees the token it issued.
+   */
+  async lockLiveFamily(familyId: string): Promise<boolean> {
+    const family = await this.tx.withManager((m) =>
+      families(m)
+        .createQueryBuilder('f')
+        .select('f.id')
+        .setLock('pessimistic_read')
+        .where('f.id = :familyId AND f.revoked_at IS NULL', { familyId })
+        .getOne(),
+    );
+    return family !== null;
+  }
+
   async revokeFamily(familyId: string, reason: string, now: Date): Promise<void> {
     await this.tx.withManager((m) =>
       families(m).update(
