@@ -1,4 +1,5 @@
 import { DomainError } from '../common/errors/domain-error';
+import type { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import type { TransactionHost } from '../database/transaction-host';
 import type { User, UserRepository } from '../users/user.repository';
 import { AccountService } from './account.service';
@@ -53,6 +54,15 @@ function setup() {
     },
     'tx',
   );
+  // the real limiter runs `verify` between reserving and settling an attempt
+  const signIns = mockOf<FailedAttemptLimiter>(
+    {
+      signIn: jest.fn(
+        (_channel: string, _account: string, _ip: string, verify: () => Promise<unknown>) => verify(),
+      ),
+    },
+    'signIns',
+  );
   const service = new AccountService(
     users,
     refreshTokens,
@@ -61,8 +71,9 @@ function setup() {
     tx,
     { now: () => NOW },
     revoked,
+    signIns,
   );
-  return { service, users, refreshTokens, hasher, events, tx, revoked };
+  return { service, users, refreshTokens, hasher, events, tx, revoked, signIns };
 }
 
 describe('AccountService', () => {
@@ -83,7 +94,7 @@ describe('AccountService', () => {
       s.users.findById.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(false);
       const err = await s.service
-        .changePassword('u-1', { currentPassword: 'wrong', newPassword: 'new-password' })
+        .changePassword('u-1', { currentPassword: 'wrong', newPassword: 'new-password' }, '10.0.0.1')
         .catch((e: DomainError) => e);
       expect(err).toMatchObject({ code: 'CURRENT_PASSWORD_INCORRECT' });
       expect(s.users.setPasswordHash).not.toHaveBeenCalled();
@@ -93,10 +104,9 @@ describe('AccountService', () => {
       const s = setup();
       s.users.findById.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
-      await s.service.changePassword('u-1', {
-        currentPassword: 'old',
-        newPassword: 'new-password',
-      });
+      await s.service.changePassword('u-1', { currentPassword: 'old', newPassword: 'new-password' }, '10.0.0.1');
+      // the current password counts as a sign-in attempt, in login's buckets
+      expect(s.signIns.signIn).toHaveBeenCalledWith('login', user.email, '10.0.0.1', expect.any(Function));
       expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash);
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(
         'u-1',

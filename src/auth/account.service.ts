@@ -10,6 +10,7 @@ import type { Role } from './permissions';
 import { RefreshTokenRepository } from './refresh-token.repository';
 import { RevokedSessions } from './revoked-sessions';
 import { SecurityEvents } from './security-events';
+import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 
 /** The signed-in user's own account, and provisioning of accounts with a role. */
 @Injectable()
@@ -22,6 +23,7 @@ export class AccountService {
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
     private readonly revoked: RevokedSessions,
+    private readonly signIns: FailedAttemptLimiter,
   ) {}
 
   async me(userId: string): Promise<UserDto> {
@@ -30,13 +32,19 @@ export class AccountService {
     return mapUser(user);
   }
 
-  /** Needs the current password; revokes every session (refresh-token family) of the user. */
-  async changePassword(userId: string, dto: ChangePasswordDto): Promise<void> {
+  /**
+   * Needs the current password; revokes every session (refresh-token family) of the user. The
+   * current password is a password guess like a sign-in's, counted in the same failure buckets
+   * as login (per client and per account, 429 once spent): a stolen session does not get a
+   * guessing budget of its own.
+   */
+  async changePassword(userId: string, dto: ChangePasswordDto, clientIp: string): Promise<void> {
     const user = await this.users.findById(userId);
     if (!user) throw new DomainError('UNAUTHENTICATED', 'The account no longer exists.');
-    if (!(await this.hasher.verify(user.passwordHash, dto.currentPassword))) {
-      throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
-    }
+    const verified = await this.signIns.signIn('login', user.email, clientIp, async () =>
+      (await this.hasher.verify(user.passwordHash, dto.currentPassword)) ? true : null,
+    );
+    if (!verified) throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
     const hash = await this.hasher.hash(dto.newPassword);
     const now = this.clock.now();
     // a transaction of its own: the revocation never rides on (and dies with) a caller's one

@@ -1,4 +1,4 @@
-import { Body, Controller, Get, HttpCode, Post } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Ip, Post } from '@nestjs/common';
 import { ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { ApiProblems } from '../common/http/api-problems';
 import { RateLimit } from '../common/throttling/rate-limit.decorator';
@@ -37,7 +37,7 @@ export class MeController {
   })
   @ApiNoContentResponse({ description: 'Changed; every session of the user is revoked' })
   @ApiProblems([403, '`CURRENT_PASSWORD_INCORRECT`'])
-  changePassword(@CurrentPrincipal() me: Principal, @Body() dto: ChangePasswordDto): Promise<void> {
-    return this.accounts.changePassword(me.userId, dto);
+  changePassword(@CurrentPrincipal() me: Principal, @Body() dto: ChangePasswordDto, @Ip() ip: string): Promise<void> {
+    return this.accounts.changePassword(me.userId, dto, ip);
   }
 }

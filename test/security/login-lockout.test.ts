@@ -36,6 +36,21 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     await a?.close();
   });
 
+  it('wrong current passwords on a password change count as failed sign-ins (a stolen session gets no guessing budget of its own)', async () => {
+    const owner = await registerCustomer(a.http, fromClient('10.41.0.1'));
+    const thief = '10.41.9.9';
+    for (let i = 0; i < FREE_FAILURES; i++) {
+      const res = await a.http.post('/v1/me/password', { currentPassword: `guess-${i}-guess`, newPassword: 'thief-owns-it-now' }, { token: owner.accessToken, ...fromClient(thief) });
+      expect([res.status, res.body.code]).toEqual([403, 'CURRENT_PASSWORD_INCORRECT']);
+    }
+    // the guesses were counted in login's buckets: that client is now held back on login too
+    const next = await signIn(b, owner.email, 'guess-again-guess', thief);
+    expect(next.status).toBe(429);
+    expect(retryAfter(next)).toBeGreaterThan(0);
+    // and the owner, from their own client, is not
+    expect((await signIn(b, owner.email, TEST_PASSWORD, '10.41.0.2')).status).toBe(200);
+  });
+
   it('a stranger hammering the account from one client does not keep the owner out of their own client', async () => {
     const owner = await registerCustomer(a.http, fromClient('10.40.0.1'));
     const verify = [a, b].map((t) => jest.spyOn(t.app.get(PasswordHasher), 'verify'));
