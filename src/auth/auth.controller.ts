@@ -35,8 +35,8 @@ export class AuthController {
     [400, '`VALIDATION_FAILED` (e.g. a password not 8..128 characters) or `BAD_REQUEST`'],
     [409, '`EMAIL_TAKEN`'],
   )
-  register(@Body() dto: RegisterDto): Promise<TokensDto> {
-    return this.auth.register(dto);
+  register(@Body() dto: RegisterDto, @Ip() ip: string): Promise<TokensDto> {
+    return this.auth.register(dto, ip);
   }
 
   @Public()

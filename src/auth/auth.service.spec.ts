@@ -86,6 +86,7 @@ function setup() {
         (_channel: string, _account: string, _ip: string, verify: () => Promise<unknown>) =>
           verify(),
       ),
+      rememberClient: jest.fn(),
     },
     'signIns',
   );
@@ -114,11 +115,7 @@ describe('AuthService', () => {
     it('creates a customer with a normalized email and opens a session in one transaction', async () => {
       const s = setup();
       s.users.create.mockResolvedValue(user);
-      const res = await s.service.register({
-        email: ' A@B.io ',
-        password: 'pw-pw-pw-pw',
-        name: 'A',
-      });
+      const res = await s.service.register({ email: ' A@B.io ', password: 'pw-pw-pw-pw', name: 'A' }, '10.0.0.7');
       expect(s.users.create).toHaveBeenCalledWith({
         email: 'a@b.io',
         name: 'A',
@@ -128,13 +125,15 @@ describe('AuthService', () => {
       expect(s.sessions.open).toHaveBeenCalledWith('u-1', NOW);
       expect(s.tx.run).toHaveBeenCalledTimes(1);
       expect(res.refreshToken).toBe('r-new');
+      // the client it registered from is the account's own (the ceiling of failures spares it)
+      expect(s.signIns.rememberClient).toHaveBeenCalledWith(user.email, '10.0.0.7');
     });
 
     it('answers EMAIL_TAKEN when the unique index refuses the email', async () => {
       const s = setup();
       s.users.create.mockResolvedValue(null);
       expect(
-        await codeOf(s.service.register({ email: 'a@b.io', password: 'pw-pw-pw-pw', name: 'A' })),
+        await codeOf(s.service.register({ email: 'a@b.io', password: 'pw-pw-pw-pw', name: 'A' }, '10.0.0.7')),
       ).toBe('EMAIL_TAKEN');
       expect(s.sessions.open).not.toHaveBeenCalled();
     });

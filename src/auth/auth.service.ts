@@ -53,8 +53,11 @@ export class AuthService {
     private readonly signIns: FailedAttemptLimiter,
   ) {}
 
-  /** A new customer account and its first session. 409 EMAIL_TAKEN, also under a race. */
-  async register(dto: RegisterDto): Promise<TokensDto> {
+  /**
+   * A new customer account and its first session. 409 EMAIL_TAKEN, also under a race.
+   * `clientIp` becomes one of the account's own clients (FailedAttemptLimiter#rememberClient).
+   */
+  async register(dto: RegisterDto, clientIp: string): Promise<TokensDto> {
     const passwordHash = await this.hasher.hash(dto.password); // CPU-bound: before the transaction
     const now = this.clock.now();
     const { user, session } = await this.tx.run(async () => {
@@ -67,6 +70,7 @@ export class AuthService {
       if (!created) throw new DomainError('EMAIL_TAKEN', 'An account with this email exists.');
       return { user: created, session: await this.sessions.open(created.id, now) };
     });
+    this.signIns.rememberClient(user.email, clientIp);
     return this.sessions.tokensFor(user, session);
   }
 

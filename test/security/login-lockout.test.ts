@@ -98,7 +98,7 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect((await signIn(a, owner.email, 'one-more-typo', ip)).status).toBe(401);
   });
 
-  it('refuses every client, the owner included, once the account reaches the ceiling of failures from all clients', async () => {
+  it('refuses every other client once the account reaches the ceiling of failures from all clients — never the owner\'s own (API.md)', async () => {
     const owner = await registerCustomer(a.http, fromClient('10.42.0.1'));
     // a distributed guesser: one failure from each of many clients, all at once
     const guesses = await Promise.all(
@@ -111,7 +111,12 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect(refused).toHaveLength(8);
     expect(retryAfter(refused[0])).toBeGreaterThan(0);
     expect(retryAfter(refused[0])).toBeLessThanOrEqual(15 * 60);
-    expect((await signIn(b, owner.email, TEST_PASSWORD, '10.42.0.1')).status).toBe(429);
+    // a client the owner never used is refused, even with the right password …
+    expect((await signIn(b, owner.email, TEST_PASSWORD, '10.42.250.1')).status).toBe(429);
+    // … but the owner's own client (registered from it) still signs in, and then wrong
+    // passwords from it meet only its own, per-client bucket
+    expect((await signIn(b, owner.email, TEST_PASSWORD, '10.42.0.1')).status).toBe(200);
+    expect((await signIn(a, owner.email, 'not-it-at-all', '10.42.0.1')).status).toBe(401);
     // another account is not affected
     const other = await registerCustomer(a.http, fromClient('10.42.0.2'));
     expect((await signIn(a, other.email, TEST_PASSWORD, '10.42.200.1')).status).toBe(200);

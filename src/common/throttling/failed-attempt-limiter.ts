@@ -4,7 +4,7 @@ import { APP_CONFIG, AppConfig } from '../../config/config';
 import { REDIS } from '../../redis/redis.module';
 import { DomainError } from '../errors/domain-error';
 import { withTimeout } from '../with-timeout';
-import { FailureBucket, SignInChannel, signInBuckets } from './rate-limit.policies';
+import { FailureBucket, SignInChannel, knownClientKey, signInBuckets } from './rate-limit.policies';
 import { STORE_DOWN_RETRY_AFTER_SECONDS } from './rate-limit.guard';
 import { STORE_TIMEOUT_MS } from './redis-throttler.storage';
 
@@ -102,6 +102,11 @@ return 0
 
 export type Outcome = 'success' | 'unused' | 'failure';
 
+/** How long a client stays one of the account's own after its last sign-in there. */
+const KNOWN_CLIENT_MS = 90 * 24 * 3600 * 1000;
+const IS_KNOWN = `return redis.call('EXISTS', KEYS[1])`;
+const REMEMBER = `redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) return 1`;
+
 /**
  * Counts failed password sign-ins in Redis, shared by every process: the one mechanism behind
  * the login route and the queue board's HTTP Basic sign-in (buckets: rate-limit.policies.ts
@@ -130,13 +135,37 @@ export class FailedAttemptLimiter {
    * A password sign-in through `channel` for `account` from client `ip`, counted in the buckets
    * of rate-limit.policies.ts signInBuckets (see `attempt`).
    */
-  signIn<T>(
+  async signIn<T>(
     channel: SignInChannel,
     account: string,
     ip: string,
     verify: () => Promise<T | null>,
   ): Promise<T | null> {
-    return this.attempt(signInBuckets(channel, account, ip, this.config.signIn), verify);
+    if (channel !== 'login') return this.attempt(signInBuckets(channel, account, ip, this.config.signIn), verify);
+    const known = this.prefix + knownClientKey(account, ip);
+    const isKnown = this.config.signIn.enabled && (await this.isKnownClient(known));
+    const result = await this.attempt(signInBuckets(channel, account, ip, this.config.signIn, isKnown), verify);
+    if (result !== null) this.remember(known);
+    return result;
+  }
+
+  /** `ip` is one of the account's own clients from now on (a registration from it). */
+  rememberClient(account: string, ip: string): void {
+    this.remember(this.prefix + knownClientKey(account, ip));
+  }
+
+  /** Unknown when Redis cannot say (the stricter answer). */
+  private async isKnownClient(key: string): Promise<boolean> {
+    try {
+      return Number(await withTimeout(this.redis.eval(IS_KNOWN, 1, key), STORE_TIMEOUT_MS)) === 1;
+    } catch {
+      return false;
+    }
+  }
+
+  private remember(key: string): void {
+    if (!this.config.signIn.enabled) return;
+    this.redis.eval(REMEMBER, 1, key, KNOWN_CLIENT_MS).catch(() => undefined); // lost: only stricter
   }
 
   /**

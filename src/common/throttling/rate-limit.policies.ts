@@ -171,9 +171,20 @@ const digest = (...parts: string[]) =>
 const clientOf = (ip: string) => normalizeIp(ip);
 
 /**
+ * The Redis key (under the limits' prefix) that marks `ip` as one of the account's own clients:
+ * one it signed in or registered from. The account's ceiling does not apply to it (API.md: a
+ * stranger can never lock the owner out — the right password from the owner's own client still
+ * signs in); its own per-(account, client) bucket still does.
+ */
+export function knownClientKey(account: string, ip: string): string {
+  return `signin-known:${digest(normalizeEmail(account), clientOf(ip))}`;
+}
+
+/**
  * The buckets a password sign-in is counted in:
  * - login: per (account, client) with progressive delay — a stranger elsewhere never slows the
- *   owner down — and the account's ceiling over all clients;
+ *   owner down — and the account's ceiling over all clients, except from the account's own
+ *   clients (`knownClient`: knownClientKey);
  * - queue board: per client over all accounts (a hard window: the board is for a few admins,
  *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
  *   login so that two doors do not double an attacker's budget.
@@ -183,6 +194,7 @@ export function signInBuckets(
   account: string,
   ip: string,
   limits: SignInLimits,
+  knownClient = false,
 ): FailureBucket[] {
   const email = normalizeEmail(account);
   const client = clientOf(ip);
@@ -216,6 +228,6 @@ export function signInBuckets(
       baseMs: SIGN_IN_DELAY_BASE_MS,
       capMs: SIGN_IN_DELAY_CAP_MS,
     },
-    ceiling,
+    ...(knownClient ? [] : [ceiling]),
   ];
 }
