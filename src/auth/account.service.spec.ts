@@ -131,7 +131,9 @@ describe('AccountService', () => {
         NOW,
       );
       expect(res.role).toBe('admin');
-      expect(s.refreshTokens.revokeAllOfUser).not.toHaveBeenCalled();
+      // no sessions to end for a new account — unless one registered it in between (the
+      // upsert then promoted that account): so its sessions are always revoked
+      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-reset', NOW, SINCE);
     });
 
     it('changes nothing when the account already has the role and the password', async () => {

@@ -86,15 +86,16 @@ export class AccountService {
         { email: normalized, name, role, passwordHash },
         now,
       );
-      const families =
-        existing && !samePassword
-          ? await this.refreshTokens.revokeAllOfUser(
-              upserted.id,
-              'password-reset',
-              now,
-              this.revoked.accessTokensValidSince(now),
-            )
-          : [];
+      // whenever the password is set anew — also for an account that did not exist when read:
+      // one registered in between by someone else (its sessions must not survive the promotion)
+      const families = samePassword
+        ? []
+        : await this.refreshTokens.revokeAllOfUser(
+            upserted.id,
+            'password-reset',
+            now,
+            this.revoked.accessTokensValidSince(now),
+          );
       return { user: upserted, revokedFamilies: families };
     });
     await this.revoked.add(revokedFamilies);
