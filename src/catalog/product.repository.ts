@@ -168,17 +168,22 @@ export class ProductRepository {
    * so (bench:catalog's uncached detail, docs/BENCHMARKS.md "Issue 13 … before / after").
    */
   async findById(id: string, opts: { activeOnly: boolean }): Promise<ProductView | null> {
-    const row = await this.tx.withManager((m) => {
+    const row = await this.oneView<ProductView & { priceAmount: string }>(id, opts, VIEW_COLUMNS);
+    return row ? fromViewRow(row) : null;
+  }
+
+  /** One product's row of `columns` (VIEW_COLUMNS and more), with its inventory joined. */
+  private oneView<R>(id: string, opts: { activeOnly: boolean }, columns: string[]): Promise<R | undefined> {
+    return this.tx.withManager((m) => {
       const query = m
         .getRepository(ProductEntity)
         .createQueryBuilder('p')
         .innerJoin('p.inventory', 'i')
-        .select(VIEW_COLUMNS)
+        .select(columns)
         .where('p.id = :id', { id });
       if (opts.activeOnly) query.andWhere('p.active');
-      return query.getRawOne<ProductView & { priceAmount: string }>();
+      return query.getRawOne<R>();
     });
-    return row ? fromViewRow(row) : null;
   }
 
   /**
@@ -186,20 +191,11 @@ export class ProductRepository {
    * became ready: what a product's detail shows.
    */
   async findDetail(id: string, opts: { activeOnly: boolean }): Promise<ProductDetailView | null> {
-    const row = await this.tx.withManager((m) => {
-      const query = m
-        .getRepository(ProductEntity)
-        .createQueryBuilder('p')
-        .innerJoin('p.inventory', 'i')
-        .select([
-          ...VIEW_COLUMNS,
-          `ARRAY(SELECT pi.storage_key FROM product_images pi
-                  WHERE pi.product_id = p.id AND pi.status = 'ready' ORDER BY pi.ready_at, pi.id) AS "imageKeys"`,
-        ])
-        .where('p.id = :id', { id });
-      if (opts.activeOnly) query.andWhere('p.active');
-      return query.getRawOne<ProductDetailView & { priceAmount: string }>();
-    });
+    const row = await this.oneView<ProductDetailView & { priceAmount: string }>(id, opts, [
+      ...VIEW_COLUMNS,
+      `ARRAY(SELECT pi.storage_key FROM product_images pi
+              WHERE pi.product_id = p.id AND pi.status = 'ready' ORDER BY pi.ready_at, pi.id) AS "imageKeys"`,
+    ]);
     return row ? { ...fromViewRow(row), imageKeys: row.imageKeys } : null;
   }
 
