@@ -373,6 +373,16 @@ describe('PaymentFinalizer', () => {
   });
 
   describe('cancelIntentOf', () => {
+    /** The order is CANCELLED and the intent succeeded: converged, i.e. refunded in full. */
+    async function expectRefundedAfterCancel(s: Awaited<ReturnType<typeof setup>>): Promise<void> {
+      s.orders.findById.mockResolvedValue(orderIn('CANCELLED'));
+      expect(await s.finalizer.cancelIntentOf(ORDER)).toEqual({
+        kind: 'refunded-after-cancel',
+        orderId: ORDER,
+        refundId: 'r-1',
+      });
+    }
+
     it('nothing-to-cancel: no payment, or one already canceled', async () => {
       const s = await setup();
       s.payments.findByOrder.mockResolvedValueOnce(null);
@@ -392,12 +402,7 @@ describe('PaymentFinalizer', () => {
       const s = await setup();
       s.payments.findByOrder.mockResolvedValue(payment({ status: 'succeeded' }));
       s.gateway.retrieveIntent.mockResolvedValue(intent({ status: 'succeeded' }));
-      s.orders.findById.mockResolvedValue(orderIn('CANCELLED'));
-      expect(await s.finalizer.cancelIntentOf(ORDER)).toEqual({
-        kind: 'refunded-after-cancel',
-        orderId: ORDER,
-        refundId: 'r-1',
-      });
+      await expectRefundedAfterCancel(s);
       expect(s.refunds.refundPaidAfterCancel).toHaveBeenCalledTimes(1);
       expect(s.gateway.cancelIntent).not.toHaveBeenCalled();
     });
@@ -427,12 +432,7 @@ describe('PaymentFinalizer', () => {
     it('the customer paid just before the cancel: converged, i.e. refunded as the order is cancelled', async () => {
       const s = await setup();
       s.gateway.cancelIntent.mockResolvedValue(intent({ status: 'succeeded' }));
-      s.orders.findById.mockResolvedValue(orderIn('CANCELLED'));
-      expect(await s.finalizer.cancelIntentOf(ORDER)).toEqual({
-        kind: 'refunded-after-cancel',
-        orderId: ORDER,
-        refundId: 'r-1',
-      });
+      await expectRefundedAfterCancel(s);
       expect(s.events.markProcessed).not.toHaveBeenCalled(); // no event involved
     });
   });
