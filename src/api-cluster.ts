@@ -175,7 +175,7 @@ function serveClusterMetrics(config: AppConfig, log: pino.Logger): Promise<Serve
   const collector = clusterMetricsCollector();
   return serveMetrics(
     config.metricsPort,
-    config.http.host,
+    config.metricsHost,
     () => collector.scrape(),
     (m) => log.warn(m),
   );

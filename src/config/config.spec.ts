@@ -30,6 +30,7 @@ describe('loadConfig', () => {
   it('applies documented defaults to an empty development environment', () => {
     const c = loadConfig({ NODE_ENV: 'development' });
     expect(c.http.port).toBe(3000);
+    expect(c.metricsHost).toBe('127.0.0.1'); // the operational listeners: loopback unless told
     expect(c.metricsPort).toBe(9465);
     expect(c.workerMetricsPort).toBe(9464);
     expect(c.reservationTtlSeconds).toBe(900);

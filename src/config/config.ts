@@ -62,6 +62,8 @@ const envSchema = z.object({
   METRICS_PORT: int(9465, 0, 65535),
   WORKER_METRICS_PORT: int(9464, 0, 65535),
   HOST: z.string().default('0.0.0.0'),
+  // the operational listeners: loopback unless a deployment says where its Prometheus reaches them
+  METRICS_HOST: z.string().default('127.0.0.1'),
   // API processes serving PORT together (node:cluster); 0 = one per CPU core
   API_PROCESSES: int(1, 0, 64),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -153,6 +155,8 @@ export interface AppConfig {
     processes: number;
   };
   /** The API's own Prometheus listener (GET /metrics, GET /health/live); 0 = none. */
+  /** Where the METRICS_PORT / WORKER_METRICS_PORT listeners bind (loopback by default). */
+  metricsHost: string;
   metricsPort: number;
   /** The worker's own /metrics and /health/live listener (0 = none). */
   workerMetricsPort: number;
@@ -435,6 +439,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
       processes: e.API_PROCESSES === 0 ? availableParallelism() : e.API_PROCESSES,
     },
+    metricsHost: e.METRICS_HOST,
     metricsPort: e.METRICS_PORT,
     workerMetricsPort: e.WORKER_METRICS_PORT,
     docsEnabled: e.DOCS_ENABLED ?? isDevelopment,

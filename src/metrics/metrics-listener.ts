@@ -25,7 +25,7 @@ export class MetricsListener implements OnApplicationShutdown {
     if (port === 0 || this.started) return;
     this.started = serveMetrics(
       port,
-      this.config.http.host,
+      this.config.metricsHost,
       () => this.metrics.render(),
       (m) => this.logger.warn(m),
     );

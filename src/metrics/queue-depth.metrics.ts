@@ -10,9 +10,14 @@ import { MetricsService } from './metrics.service';
 /** BullMQ key type per job state (lists and sorted sets under `<prefix>:bull:<queue>:<state>`). */
 const STATES = { wait: 'llen', active: 'llen', delayed: 'zcard', prioritized: 'zcard', failed: 'zcard' } as const;
 
+/** How long one outbox count serves every scrape (a scrape flood is one query per this). */
+const BACKLOG_READ_EVERY_MS = 5_000;
+
 /**
  * Queue depths and outbox backlog, read at scrape time: BullMQ's keys straight from Redis (one
- * pipeline, fails fast when Redis is down) and outbox counts from PostgreSQL.
+ * pipeline, fails fast when Redis is down) and outbox counts from PostgreSQL — at most one count
+ * per BACKLOG_READ_EVERY_MS, shared by every scrape in between, so scraping as fast as one can
+ * costs the database nothing more.
  */
 @Injectable()
 export class QueueDepthMetrics implements OnModuleInit {
@@ -46,9 +51,14 @@ export class QueueDepthMetrics implements OnModuleInit {
       }
     });
     const outbox = this.outbox;
+    let last: { at: number; counts: ReturnType<OutboxRepository['countBacklog']> } | null = null;
+    const backlog = () => {
+      if (!last || Date.now() - last.at >= BACKLOG_READ_EVERY_MS) last = { at: Date.now(), counts: outbox.countBacklog() };
+      return last.counts;
+    };
     this.metrics.gauge('outbox_backlog', 'Outbox rows not yet published', ['status'], async function () {
       try {
-        const counts = await outbox.countBacklog();
+        const counts = await backlog();
         this.set({ status: 'pending' }, counts.pending);
         this.set({ status: 'dead' }, counts.dead);
       } catch {
