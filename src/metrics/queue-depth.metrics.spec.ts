@@ -9,7 +9,7 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
   it('serves a flood of scrapes from one outbox count, not one query per scrape', async () => {
     const metrics = new MetricsService();
     const outbox = mockOf<OutboxRepository>({ countBacklog: async () => ({ pending: 3, dead: 1 }) }, 'outbox');
-    const redis = mockOf<Redis>({ pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: async () => [] }) } as never, 'redis');
+    const redis = mockOf<Redis>({ pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: async () => [] }) }, 'redis');
     new QueueDepthMetrics(metrics, outbox, redis, loadConfig({ NODE_ENV: 'development' })).onModuleInit();
     const pages = await Promise.all(Array.from({ length: 20 }, () => metrics.render()));
     for (const page of pages) {
