@@ -206,11 +206,24 @@ describe('AuthService', () => {
       s.hasher.verify.mockResolvedValue(true);
       s.hasher.needsRehash.mockReturnValue(true);
       s.users.lockPasswordHash.mockResolvedValue('the-new-hash');
+      s.hasher.verify.mockResolvedValueOnce(true).mockResolvedValueOnce(false); // not the new password
       expect(await codeOf(s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1'))).toBe(
         'INVALID_CREDENTIALS',
       );
+      expect(s.hasher.verify).toHaveBeenLastCalledWith('the-new-hash', 'pw-pw-pw-pw');
       expect(s.sessions.open).not.toHaveBeenCalled();
       expect(s.users.setPasswordHash).not.toHaveBeenCalled();
+    });
+
+    it('signs in when the hash changed meanwhile but still takes the password (a twin sign-in rehashed it)', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(true);
+      s.hasher.needsRehash.mockReturnValue(true);
+      s.users.lockPasswordHash.mockResolvedValue('rehashed-by-the-twin');
+      await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
+      expect(s.sessions.open).toHaveBeenCalledWith('u-1', NOW);
+      expect(s.users.setPasswordHash).not.toHaveBeenCalled(); // the twin's rehash stands
     });
 
     it('leaves a current hash alone', async () => {

@@ -100,9 +100,13 @@ export class AuthService {
     const session = await this.tx.run(async () => {
       // The password was verified against the hash read before argon2 ran. A password change
       // that committed since revoked every session of the account — this one must not open
-      // after it: the hash is read again, locked against a change until this commits.
-      if ((await this.users.lockPasswordHash(user.id)) !== user.passwordHash) return null;
-      if (upgraded) await this.users.setPasswordHash(user.id, upgraded, now, user.passwordHash);
+      // after it: the hash is read again, locked against a change until this commits. Changed
+      // meanwhile, it is checked once more (a twin sign-in's rehash of the same password, a
+      // deadlock retry after one, still sign in).
+      const current = await this.users.lockPasswordHash(user.id);
+      const unchanged = current === user.passwordHash;
+      if (!unchanged && !(current !== null && (await this.hasher.verify(current, dto.password)))) return null;
+      if (upgraded && unchanged) await this.users.setPasswordHash(user.id, upgraded, now, user.passwordHash);
       return this.sessions.open(user.id, now);
     });
     if (!session) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
