@@ -21,8 +21,6 @@ const SOLD_OUT_REDIS_TIMEOUT_MS = 250;
 const BYPASS_AFTER_FAILURE_MS = 1_000;
 /** Clears that did not reach Redis are retried this often until they land. */
 const RETRY_EVERY_MS = 1_000;
-/** Bound on the writes waiting for a retry (a long Redis outage must not grow memory unbounded). */
-const MAX_PENDING = 50_000;
 
 /** Marks products sold out only if no availability-raising commit happened since `gen` was read. */
 const MARK = `
@@ -80,7 +78,10 @@ export class SoldOutMarks implements OnApplicationShutdown {
   private readonly reads: TurnBatch<string[], (string | null)[] | null>;
   private lastGeneration: string | null = null;
   private bypassUntil = 0;
-  /** Products whose clear has not reached Redis yet (retried; this process never refuses them). */
+  /**
+   * Products whose clear has not reached Redis yet (retried; this process never refuses them).
+   * A set of product ids: however long Redis is away, no larger than the catalog.
+   */
   private readonly pendingClears = new Set<string>();
   private retryTimer: NodeJS.Timeout | null = null;
 
@@ -138,10 +139,8 @@ export class SoldOutMarks implements OnApplicationShutdown {
     if (productIds.length === 0) return;
     for (const p of productIds) this.pendingClears.add(p);
     void this.sendClear(productIds).then((ok) => {
-      for (const p of productIds) {
-        if (ok) this.pendingClears.delete(p);
-        else this.pending(this.pendingClears, p);
-      }
+      if (!ok) return this.retryLater(); // they stay pending (and unrefused here) until it lands
+      for (const p of productIds) this.pendingClears.delete(p);
     });
   }
 
@@ -175,8 +174,7 @@ export class SoldOutMarks implements OnApplicationShutdown {
     this.bypassUntil = Date.now() + BYPASS_AFTER_FAILURE_MS;
   }
 
-  private pending(set: Set<string>, item: string): void {
-    if (set.size < MAX_PENDING) set.add(item);
+  private retryLater(): void {
     if (!this.retryTimer) {
       this.retryTimer = setInterval(() => void this.retry(), RETRY_EVERY_MS);
       this.retryTimer.unref();
