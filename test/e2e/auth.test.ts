@@ -172,6 +172,25 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       expect(rows.rows[0].n).toBe(1);
     });
 
+    it('treats the composed and decomposed forms of an accented email as one account', async () => {
+      const local = `jos\u00e9.${randomUUID()}`; // é precomposed (NFC)
+      const composed = `${local}@x.io`;
+      const decomposed = composed.normalize('NFD'); // e + U+0301, as some keyboards send it
+      expect(decomposed).not.toBe(composed);
+      const reg = await t.http.post('/v1/auth/register', { email: decomposed, password: TEST_PASSWORD, name: 'x' });
+      expect(reg.status).toBe(201);
+      expect(reg.body.user.email).toBe(composed);
+      const twin = await t.http.post('/v1/auth/register', { email: composed.toUpperCase(), password: TEST_PASSWORD, name: 'y' });
+      expect(twin.status).toBe(409);
+      expect(twin.body).toMatchObject({ code: 'EMAIL_TAKEN' });
+      const signIn = await t.http.post('/v1/auth/login', { email: composed, password: TEST_PASSWORD });
+      expect(signIn.status).toBe(200);
+      // the table itself refuses a decomposed spelling, whoever writes it
+      await expect(
+        t.db.pool.query(`UPDATE users SET email = $1 WHERE id = $2`, [decomposed, reg.body.user.id]),
+      ).rejects.toMatchObject({ code: '23514' });
+    });
+
     it('refuses role, userId or any unknown field in the body (no mass assignment)', async () => {
       for (const extra of [{ role: 'admin' }, { userId: randomUUID() }, { id: randomUUID() }]) {
         const res = await t.http.post('/v1/auth/register', {

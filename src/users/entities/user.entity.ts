@@ -16,6 +16,7 @@ import type { Role } from '../../auth/permissions';
 @Entity('users')
 @Index('users_email_key', ['email'], { unique: true })
 @Check('users_email_check', `email = lower(btrim(email)) AND length(email) BETWEEN 3 AND 254`)
+@Check('users_email_nfc', `email IS NFC NORMALIZED`)
 @Check('users_name_check', `length(name) BETWEEN 1 AND 200`)
 @Check('users_role_check', `role IN ('customer', 'staff', 'admin')`)
 export class UserEntity {
