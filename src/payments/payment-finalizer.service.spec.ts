@@ -126,10 +126,11 @@ function mockTransitions(): MockOf<OrderTransitionsService, 'markPaid' | 'confir
 
 function mockRefunds(): MockOf<
   RefundsService,
-  'syncFromGateway' | 'refundPaidAfterCancel' | 'retryStale'
+  'syncFromGateway' | 'reservePaidAfterCancel' | 'refundPaidAfterCancel' | 'retryStale'
 > {
   return {
     syncFromGateway: jest.fn().mockResolvedValue(undefined),
+    reservePaidAfterCancel: jest.fn().mockResolvedValue(refund({ status: 'pending', providerRefundId: null })),
     refundPaidAfterCancel: jest.fn().mockResolvedValue(refund()),
     retryStale: jest.fn().mockResolvedValue(0),
   };
@@ -296,18 +297,35 @@ describe('PaymentFinalizer', () => {
       expect(s.transitions.confirm).not.toHaveBeenCalled();
     });
 
-    it('refunded-after-cancel: paid for an order already cancelled is refunded in full, after the transaction', async () => {
+    it('refunded-after-cancel: the refund is reserved in the transaction that records the success, sent after it', async () => {
       const s = await setup();
       s.orders.findById.mockResolvedValue(orderIn('CANCELLED'));
+      let inTransaction = false;
+      let reservedInTransaction = false;
+      s.tx.run.mockImplementation(async (work: () => Promise<unknown>) => {
+        inTransaction = true;
+        try {
+          return await work();
+        } finally {
+          inTransaction = false;
+        }
+      });
+      s.refunds.reservePaidAfterCancel.mockImplementation(async () => {
+        reservedInTransaction = inTransaction;
+        return refund({ status: 'pending', providerRefundId: null });
+      });
       expect(await s.finalizer.processEvent(EVENT)).toEqual({
         kind: 'refunded-after-cancel',
         orderId: ORDER,
         refundId: 'r-1',
       });
       expect(s.transitions.confirm).not.toHaveBeenCalled();
-      expect(s.refunds.refundPaidAfterCancel).toHaveBeenCalledWith(
-        payment({ status: 'succeeded' }),
+      expect(reservedInTransaction).toBe(true);
+      expect(s.refunds.reservePaidAfterCancel).toHaveBeenCalledWith(payment({ status: 'succeeded' }));
+      expect(s.refunds.reservePaidAfterCancel.mock.invocationCallOrder[0]).toBeLessThan(
+        s.events.markProcessed.mock.invocationCallOrder[0],
       );
+      expect(s.refunds.refundPaidAfterCancel).toHaveBeenCalledWith(payment({ status: 'succeeded' }));
       expect(s.tx.run.mock.invocationCallOrder[0]).toBeLessThan(
         s.refunds.refundPaidAfterCancel.mock.invocationCallOrder[0],
       );

@@ -205,7 +205,7 @@ export class PaymentFinalizer {
     }
     const status = intent.status;
     const { orderId } = payment;
-    // paid after cancel: the refund (a provider call) follows the transaction
+    // paid after cancel: the refund is reserved in the transaction, its provider call follows it
     type Settled = Exclude<ConvergeOutcome, { kind: 'refunded-after-cancel' }> | { kind: 'paid-after-cancel' };
     const outcome = await this.tx.run(async (): Promise<Settled> => {
       await this.payments.setStatus(payment.id, status, this.clock.now());
@@ -214,7 +214,15 @@ export class PaymentFinalizer {
         await this.transitions.markPaid(orderId, ACTOR);
         const order = await this.orders.findById(orderId);
         if (order?.status === 'PAID') await this.transitions.confirm(orderId, ACTOR);
-        result = order?.status === 'CANCELLED' ? { kind: 'paid-after-cancel' } : { kind: 'confirmed', orderId };
+        if (order?.status === 'CANCELLED') {
+          // recorded with the success, in this transaction: were the refund left to a step after
+          // the commit, a job that gave up in between would keep the money (the event would
+          // count as processed, and no sweep looks at a CANCELLED order's payment)
+          await this.refunds.reservePaidAfterCancel({ ...payment, status });
+          result = { kind: 'paid-after-cancel' };
+        } else {
+          result = { kind: 'confirmed', orderId };
+        }
       } else if (status === 'canceled') {
         await this.transitions.cancel(orderId, 'PAYMENT_FAILED', ACTOR);
         result = { kind: 'cancelled', orderId };

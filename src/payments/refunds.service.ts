@@ -97,16 +97,26 @@ export class RefundsService {
   }
 
   /**
-   * A payment that succeeded for an order already cancelled (or expired) is refunded in full,
-   * once: the customer is never charged for nothing.
+   * Step 1 of the automatic refund of a payment that succeeded for an order already cancelled
+   * (or expired): the whole remaining amount reserved and recorded as pending, with its follow-up
+   * job, once per payment. Joins the caller's transaction — the one that records the success —
+   * so the success is never committed without the refund that must follow it.
    */
-  async refundPaidAfterCancel(payment: Payment): Promise<Refund | null> {
-    const refund = await this.tx.run(async () => {
+  reservePaidAfterCancel(payment: Payment): Promise<Refund | null> {
+    return this.tx.run(async () => {
       await this.refunds.lockPayment(payment.id);
       const existing = await this.refunds.findAutomatic(payment.id);
       if (existing) return existing;
       return this.reserve(this.newRefund(this.ids.uuid(), payment, 'paid_after_cancel', SYSTEM), null);
     });
+  }
+
+  /**
+   * A payment that succeeded for an order already cancelled (or expired) is refunded in full,
+   * once: the customer is never charged for nothing.
+   */
+  async refundPaidAfterCancel(payment: Payment): Promise<Refund | null> {
+    const refund = await this.reservePaidAfterCancel(payment);
     if (!refund) {
       this.logger.warn(`payment ${payment.intentId}: nothing left to refund automatically`);
       return null;

@@ -3,6 +3,7 @@ import type Stripe from 'stripe';
 import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
 import { PaymentRepository } from '../../src/payments/payment.repository';
+import { RefundRepository } from '../../src/payments/refund.repository';
 import { RefundsService } from '../../src/payments/refunds.service';
 import { Session, createAdmin } from '../support/auth';
 import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
@@ -185,6 +186,37 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(o).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
     expect(o.payment.refunds).toEqual([expect.objectContaining({ amount: { amount: 14000, currency: 'INR' }, status: 'succeeded', reason: 'paid_after_cancel' })]);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+  }, 30_000);
+
+  it('a success after expiry whose refund step failed and whose job gave up is still refunded, once', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 6000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const intent = await startPayment(order.body.id);
+    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
+    expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
+    // its cancel job has run already, while the bank debit was processing (it ended intent-open)
+    await t.db.pool.query(`DELETE FROM outbox WHERE aggregate_id = $1 AND topic = 'order.cancelled'`, [order.body.id]);
+    const event = stripe.succeed(intent); // then the debit succeeded
+    // accepted (Stripe never sends it again); its one run meets a database blink at the refund
+    // step, and that job then gives up (a long outage): only the inbox row and the database remain
+    await t.db.pool.query(
+      `INSERT INTO webhook_events (id, type, intent_id, payload, received_at) VALUES ($1, $2, $3, $4, now() - interval '10 minutes')`,
+      [event.id, event.type, intent, JSON.stringify(event)],
+    );
+    const blink = jest
+      .spyOn(worker.get(RefundRepository), 'reserve')
+      .mockRejectedValueOnce(new Error('Connection terminated unexpectedly'));
+    try {
+      await expect(worker.get(PaymentFinalizer).processEvent(event.id)).rejects.toThrow();
+    } finally {
+      blink.mockRestore();
+    }
+    // the safety nets run: the reconciliation sweep, then whatever jobs it left
+    await worker.get(PaymentFinalizer).reconcile();
+    await drain(worker, t.db.pool);
+    const rows = await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id]);
+    expect(rows.rows).toEqual([{ amount: 6000, status: 'succeeded', reason: 'paid_after_cancel' }]);
+    expect((await orderOf(order.body.id)).status).toBe('CANCELLED');
   }, 30_000);
 
   it('cancelling an order cancels its intent at Stripe, so it can no longer be paid', async () => {
