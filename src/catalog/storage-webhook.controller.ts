@@ -4,6 +4,7 @@ import { ApiHeader, ApiNoContentResponse, ApiOperation, ApiTags } from '@nestjs/
 import type { FastifyRequest } from 'fastify';
 import { ApiProblems } from '../common/http/api-problems';
 import { Public } from '../common/http/public.decorator';
+import { IgnoreIdempotencyKey } from '../idempotency/idempotency.decorator';
 import { ImagesService } from './images.service';
 
 /**
@@ -12,6 +13,7 @@ import { ImagesService } from './images.service';
  */
 @ApiTags('webhooks')
 @Public()
+@IgnoreIdempotencyKey()
 @Controller('v1/webhooks')
 export class StorageWebhookController {
   constructor(private readonly images: ImagesService) {}

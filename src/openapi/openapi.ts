@@ -10,7 +10,7 @@ import type {
 } from '@nestjs/swagger/dist/interfaces/open-api-spec.interface';
 import { THROTTLER_SKIP } from '@nestjs/throttler/dist/throttler.constants';
 import { REQUIRED_PERMISSIONS } from '../auth/require-permission.decorator';
-import { IDEMPOTENCY_IGNORED, IDEMPOTENCY_REQUIRED } from '../idempotency/idempotency.decorator';
+import { IDEMPOTENCY_IGNORED, IDEMPOTENCY_REQUIRED, IGNORED_KEY_DESCRIPTION } from '../idempotency/idempotency.decorator';
 import {
   DEFAULT_PROBLEM,
   ProblemDto,
@@ -137,7 +137,7 @@ const IDEMPOTENCY_PARAMETER: Record<
     name: 'Idempotency-Key',
     in: 'header',
     required: false,
-    description: 'Accepted and ignored on credential routes: never stored, never replayed',
+    description: IGNORED_KEY_DESCRIPTION,
     schema: { type: 'string', maxLength: 255 },
   },
 };

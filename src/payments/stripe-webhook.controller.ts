@@ -4,11 +4,13 @@ import { ApiHeader, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger
 import type { FastifyRequest } from 'fastify';
 import { ApiProblems } from '../common/http/api-problems';
 import { Public } from '../common/http/public.decorator';
+import { IgnoreIdempotencyKey } from '../idempotency/idempotency.decorator';
 import { WebhookAckDto } from './dto/payment.dto';
 import { WebhooksService } from './webhooks.service';
 
 @ApiTags('webhooks')
 @Public()
+@IgnoreIdempotencyKey()
 @Controller('v1/webhooks')
 export class StripeWebhookController {
   constructor(private readonly webhooks: WebhooksService) {}

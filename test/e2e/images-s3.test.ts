@@ -324,6 +324,27 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     expect((await imageRow(up.imageId)).status).toBe('ready');
   });
 
+  it('ignores an Idempotency-Key: a refused notification claims nothing, the next one under the same key runs', async () => {
+    const key = `storage-${Date.now()}`;
+    const keyed = (body: unknown, authorization: string) =>
+      t.http.request('POST', '/v1/webhooks/storage', undefined, {
+        raw: JSON.stringify(body),
+        headers: { authorization, 'idempotency-key': key },
+      });
+    const refused = await keyed({ Records: [] }, 'Bearer wrong');
+    expect(refused.status).toBe(400);
+    expect(refused.body.code).toBe('WEBHOOK_SIGNATURE_INVALID');
+    const p = await createProduct(t, admin);
+    const up = await requestUpload(p.id, 'image/png', 16);
+    const ok = await keyed(
+      { Records: [{ eventName: 'ObjectRemoved:Delete', s3: { bucket: { name: s3.bucket }, object: { key: `products/${p.id}/${up.imageId}` } } }] },
+      `Bearer ${TOKEN}`,
+    );
+    expect(ok.status).toBe(204);
+    const rows = await t.db.pool.query(`SELECT count(*)::int AS n FROM idempotency_keys WHERE key = $1`, [key]);
+    expect(rows.rows[0].n).toBe(0);
+  });
+
   it('acknowledges notifications for keys, buckets or events that are not ours without effect', async () => {
     const p = await createProduct(t, admin);
     const up = await requestUpload(p.id, 'image/png', 16);

@@ -200,6 +200,23 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       expect(await stored()).toBe(0);
     });
 
+    it('ignores an Idempotency-Key: nothing claimed or stored, a second event under the same key is its own', async () => {
+      const key = `webhook-${Date.now()}`;
+      const keyed = (raw: string, signature: string) =>
+        t.http.request('POST', '/v1/webhooks/stripe', undefined, {
+          raw,
+          headers: { 'stripe-signature': signature, 'idempotency-key': key },
+        });
+      const bad = await keyed(body, 'garbage');
+      expect(bad.status).toBe(400);
+      const other = body.replace('evt_sig_test', 'evt_sig_keyed');
+      const ok = await keyed(other, header(other));
+      expect(ok.status).toBe(200);
+      expect(ok.headers.get('idempotent-replayed')).toBeNull();
+      const rows = await t.db.pool.query(`SELECT count(*)::int AS n FROM idempotency_keys WHERE key = $1`, [key]);
+      expect(rows.rows[0].n).toBe(0);
+    });
+
     it('accepts a valid signature once; a duplicate id is a 200 with no further effect', async () => {
       expect((await post(body, header(body))).status).toBe(200);
       expect((await post(body, header(body))).status).toBe(200);
