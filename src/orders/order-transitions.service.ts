@@ -47,11 +47,14 @@ export class OrderTransitionsService {
     );
   }
 
-  /** INVENTORY_RESERVED → PAYMENT_PENDING, keeping the stock held at least until `holdUntil`. */
+  /**
+   * INVENTORY_RESERVED → PAYMENT_PENDING, keeping the stock held at least until `holdUntil` — only
+   * while the reservation's deadline has not passed: an overdue order is the expiry's, never revived.
+   */
   markPaymentPending(orderId: string, holdUntil: Date, actor: string): Promise<TransitionResult> {
     return this.tx.run(async () => {
-      const result = await this.move(orderId, { to: 'PAYMENT_PENDING', actor });
-      await this.orders.extendReservation(orderId, holdUntil);
+      const result = await this.move(orderId, { to: 'PAYMENT_PENDING', actor, liveOnly: true });
+      await this.orders.extendReservation(orderId, holdUntil, this.clock.now());
       return result;
     });
   }
@@ -98,7 +101,7 @@ export class OrderTransitionsService {
   /** The guarded UPDATE, then — only for the winner — the transition's side effects. */
   private move(
     orderId: string,
-    t: { to: OrderStatus; actor: string; reason?: CancellationReason; dueOnly?: boolean },
+    t: { to: OrderStatus; actor: string; reason?: CancellationReason; dueOnly?: boolean; liveOnly?: boolean },
     effects?: (previous: OrderStatus) => Promise<void>,
   ): Promise<TransitionResult> {
     return this.tx.run(async () => {
@@ -109,6 +112,7 @@ export class OrderTransitionsService {
         actor: t.actor,
         at: now,
         reservationDueBy: t.dueOnly ? now : undefined,
+        reservationLiveAt: t.liveOnly ? now : undefined,
       });
       if (!previous) return { changed: false, previous: null };
       await effects?.(previous);

@@ -36,6 +36,8 @@ export interface Transition {
   at: Date;
   /** Extra guard, e.g. only expire when the deadline has really passed. */
   reservationDueBy?: Date;
+  /** Extra guard, the other way: only while the deadline has not passed (start a payment). */
+  reservationLiveAt?: Date;
 }
 
 const toLine = (i: OrderItemEntity): OrderLine => ({
@@ -125,14 +127,20 @@ export class OrderRepository {
       if (t.reservationDueBy) {
         update.andWhere('reservation_expires_at <= :dueBy', { dueBy: t.reservationDueBy });
       }
+      if (t.reservationLiveAt) {
+        update.andWhere('reservation_expires_at > :liveAt', { liveAt: t.reservationLiveAt });
+      }
       if (!(await update.execute()).affected) return null;
       await this.recordChange(m, orderId, { from: previous, to: t.to, reason: t.reason ?? null, actor: t.actor, at: t.at });
       return previous;
     });
   }
 
-  /** Pushes the reservation deadline out (never in) while the order still holds its reservation. */
-  async extendReservation(orderId: string, until: Date): Promise<void> {
+  /**
+   * Pushes the reservation deadline out (never in) while the order still holds its reservation
+   * and the deadline has not passed at `liveAt` (an overdue reservation is never revived).
+   */
+  async extendReservation(orderId: string, until: Date, liveAt: Date): Promise<void> {
     await this.tx.withManager((m) =>
       m
         .createQueryBuilder()
@@ -140,7 +148,8 @@ export class OrderRepository {
         .set({ reservationExpiresAt: () => 'greatest(reservation_expires_at, :until)' })
         .where('id = :orderId')
         .andWhere('status IN (:...holding)')
-        .setParameters({ orderId, until, holding: HOLDS_RESERVATION })
+        .andWhere('reservation_expires_at > :liveAt')
+        .setParameters({ orderId, until, liveAt, holding: HOLDS_RESERVATION })
         .execute(),
     );
   }

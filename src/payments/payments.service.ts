@@ -25,6 +25,9 @@ const view = (p: Payment): PaymentIntentView => ({
 });
 
 /** Starting a payment: one intent per order, whatever retries and double clicks do. */
+const reservationExpired = () =>
+  new DomainError('ORDER_NOT_PAYABLE', "The order's reservation has expired; it can no longer be paid.");
+
 @Injectable()
 export class PaymentsService {
   constructor(
@@ -54,6 +57,8 @@ export class PaymentsService {
     if (order.status !== 'INVENTORY_RESERVED' && order.status !== 'PAYMENT_PENDING') {
       throw new DomainError('ORDER_NOT_PAYABLE', `An order in ${order.status} cannot be paid.`);
     }
+    // past its deadline, the order is the expiry's (its job may not have run yet): not revived
+    if (order.reservationExpiresAt && order.reservationExpiresAt <= this.clock.now()) throw reservationExpired();
     const intent = await this.gateway.createIntent({
       orderId,
       amount: order.totalAmount,
@@ -70,9 +75,13 @@ export class PaymentsService {
       );
       return { payment, status: (await this.orders.findById(orderId))?.status };
     });
-    if (status === 'CANCELLED') {
+    if (status === 'CANCELLED' || status === 'INVENTORY_RESERVED') {
+      // cancelled, or its deadline passed while the intent was being made (the guarded move
+      // refused it): the intent must never be paid
       await this.gateway.cancelIntent(payment.intentId, gatewayKeys.cancelIntent(orderId));
-      throw new DomainError('ORDER_NOT_PAYABLE', 'The order was cancelled before its payment started.');
+      throw status === 'CANCELLED'
+        ? new DomainError('ORDER_NOT_PAYABLE', 'The order was cancelled before its payment started.')
+        : reservationExpired();
     }
     return view(payment);
   }

@@ -1,5 +1,6 @@
 import { INestApplicationContext } from '@nestjs/common';
 import Stripe from 'stripe';
+import { OrderTransitionsService } from '../../src/orders/order-transitions.service';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
 import { createAdmin } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
@@ -102,6 +103,25 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(again.status).toBe(409);
     expect(again.body.code).toBe('ORDER_NOT_PAYABLE');
   }, 30_000);
+
+  it('an order past its reservation deadline cannot start a payment, even before the expiry job has run (409, nothing extended)', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const due = await t.db.pool.query(
+      `UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1 RETURNING reservation_expires_at`,
+      [order.body.id],
+    );
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(pay.status).toBe(409);
+    expect(pay.body.code).toBe('ORDER_NOT_PAYABLE');
+    const row = await t.db.pool.query(`SELECT status, reservation_expires_at FROM orders WHERE id = $1`, [order.body.id]);
+    expect(row.rows[0]).toEqual({ status: 'INVENTORY_RESERVED', reservation_expires_at: due.rows[0].reservation_expires_at });
+    const payments = await t.db.pool.query(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id]);
+    expect(payments.rows[0].n).toBe(0);
+    // the guarded move itself refuses an overdue order too (the deadline passing mid-request)
+    const moved = await worker.get(OrderTransitionsService).markPaymentPending(order.body.id, new Date(Date.now() + 60_000), 'test');
+    expect(moved.changed).toBe(false);
+  });
 
   it('reconciles a payment whose webhook never arrived', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
