@@ -351,13 +351,13 @@ describe('PaymentFinalizer', () => {
       expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
     });
 
-    it('cancelled: a declined attempt cancels the intent first (same key), then the order', async () => {
+    it('cancelled: a declined attempt cancels the intent first, then the order', async () => {
       const s = await setup();
       s.gateway.retrieveIntent.mockResolvedValue(
         intent({ status: 'requires_payment_method', lastError: 'card_declined' }),
       );
       expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'cancelled', orderId: ORDER });
-      expect(s.gateway.cancelIntent).toHaveBeenCalledWith('pi_1', `order:${ORDER}:cancel-intent`);
+      expect(s.gateway.cancelIntent).toHaveBeenCalledWith('pi_1');
       expect(s.transitions.cancel).toHaveBeenCalledWith(ORDER, 'PAYMENT_FAILED', 'system:payments');
     });
 
@@ -425,13 +425,13 @@ describe('PaymentFinalizer', () => {
       expect(s.gateway.cancelIntent).not.toHaveBeenCalled();
     });
 
-    it('intent-cancelled: cancelled at the gateway with the order-derived key, and recorded', async () => {
+    it('intent-cancelled: cancelled at the gateway, and recorded', async () => {
       const s = await setup();
       expect(await s.finalizer.cancelIntentOf(ORDER)).toEqual({
         kind: 'intent-cancelled',
         orderId: ORDER,
       });
-      expect(s.gateway.cancelIntent).toHaveBeenCalledWith('pi_1', `order:${ORDER}:cancel-intent`);
+      expect(s.gateway.cancelIntent).toHaveBeenCalledWith('pi_1');
       expect(s.payments.setStatus).toHaveBeenCalledWith('pay-1', 'canceled', NOW);
       expect(s.transitions.cancel).not.toHaveBeenCalled();
     });

@@ -7,7 +7,7 @@ import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobPayloads } from '../queue/queues';
-import { GatewayError, GatewayIntent, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
+import { GatewayError, GatewayIntent, PAYMENT_GATEWAY, PaymentGateway } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
 import { RefundsService } from './refunds.service';
 import { WebhookEventRepository } from './webhook-event.repository';
@@ -153,7 +153,7 @@ export class PaymentFinalizer {
     const payment = await this.payments.findByOrder(orderId);
     if (!payment || payment.status === 'canceled') return { kind: 'nothing-to-cancel', orderId };
     if (payment.status === 'succeeded') return this.converge(payment);
-    const intent = await this.gateway.cancelIntent(payment.intentId, gatewayKeys.cancelIntent(orderId));
+    const intent = await this.gateway.cancelIntent(payment.intentId);
     const intentStatus = intent.status;
     if (intentStatus === 'succeeded') return this.converge(payment);
     await this.payments.setStatus(payment.id, intentStatus, this.clock.now());
@@ -201,7 +201,7 @@ export class PaymentFinalizer {
     if (intent.status === 'requires_payment_method' && intent.lastError) {
       // A declined attempt cancels the order (API.md), so the intent is cancelled first: a
       // payment racing this cancel wins at the gateway, and the answer says succeeded.
-      intent = await this.gateway.cancelIntent(intent.id, gatewayKeys.cancelIntent(payment.orderId));
+      intent = await this.gateway.cancelIntent(intent.id);
     }
     const status = intent.status;
     const { orderId } = payment;

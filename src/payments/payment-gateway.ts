@@ -56,8 +56,13 @@ export interface PaymentGateway {
     idempotencyKey: string;
   }): Promise<GatewayIntent>;
   retrieveIntent(id: string): Promise<GatewayIntent>;
-  /** Cancels an unpaid intent; a succeeded one stays succeeded (the returned intent says which). */
-  cancelIntent(id: string, idempotencyKey: string): Promise<GatewayIntent>;
+  /**
+   * Cancels an unpaid intent; a succeeded (or, at Stripe, a processing) one stays as it is — the
+   * returned intent says which. No key of ours: cancelling is idempotent by nature, and a fixed
+   * key would make the provider replay a refusal it stored (the intent was processing) for 24 h
+   * to a cancel that must run again once the intent is payable again.
+   */
+  cancelIntent(id: string): Promise<GatewayIntent>;
   /** Refunds `amount` of a succeeded intent. */
   createRefund(input: {
     intentId: string;
@@ -73,6 +78,5 @@ export interface PaymentGateway {
 /** Deterministic idempotency keys, derived from our own ids. */
 export const gatewayKeys = {
   createIntent: (orderId: string) => `order:${orderId}:payment-intent`,
-  cancelIntent: (orderId: string) => `order:${orderId}:cancel-intent`,
   refund: (refundId: string) => `refund:${refundId}`,
 };

@@ -78,7 +78,7 @@ export class PaymentsService {
     if (status === 'CANCELLED' || status === 'INVENTORY_RESERVED') {
       // cancelled, or its deadline passed while the intent was being made (the guarded move
       // refused it): the intent must never be paid
-      await this.gateway.cancelIntent(payment.intentId, gatewayKeys.cancelIntent(orderId));
+      await this.gateway.cancelIntent(payment.intentId);
       throw status === 'CANCELLED'
         ? new DomainError('ORDER_NOT_PAYABLE', 'The order was cancelled before its payment started.')
         : reservationExpired();

@@ -97,11 +97,10 @@ export class StripeGateway implements PaymentGateway {
     return this.call(async () => this.mapIntent(await this.stripe.paymentIntents.retrieve(id)));
   }
 
-  async cancelIntent(id: string, idempotencyKey: string): Promise<GatewayIntent> {
+  async cancelIntent(id: string): Promise<GatewayIntent> {
     try {
-      return this.mapIntent(
-        await this.stripe.paymentIntents.cancel(id, { cancellation_reason: 'abandoned' }, { idempotencyKey }),
-      );
+      // no idempotency key of ours (see PaymentGateway); the SDK keys its own network retries
+      return this.mapIntent(await this.stripe.paymentIntents.cancel(id, { cancellation_reason: 'abandoned' }));
     } catch (err) {
       // Already succeeded or already canceled: Stripe says so with a 400; the current state answers.
       if (err instanceof Stripe.errors.StripeError && err.code === 'payment_intent_unexpected_state') {

@@ -114,7 +114,8 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     await drain(worker, t.db.pool);
     expect(stripe.intent(intent)?.status).toBe('canceled');
     const cancels = stripe.requests.filter((r) => r.path === `/v1/payment_intents/${intent}/cancel`);
-    expect(cancels.every((r) => r.idempotencyKey === `order:${order.body.id}:cancel-intent`)).toBe(true);
+    // each cancel is a request of its own (no fixed key whose stored answer Stripe would replay)
+    expect(new Set(cancels.map((r) => r.idempotencyKey)).size).toBe(cancels.length);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     await assertStockInvariants(t.db.pool, [p]);
   }, 30_000);
@@ -219,6 +220,23 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect((await orderOf(order.body.id)).status).toBe('CANCELLED');
   }, 30_000);
 
+  it('a cancel Stripe refused while the debit was processing is asked again once the debit fails (no stored refusal replayed)', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 4000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const intent = await startPayment(order.body.id);
+    stripe.process(intent); // the customer confirmed with a bank debit
+    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
+    expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
+    expect(await worker.get(PaymentFinalizer).cancelIntentOf(order.body.id)).toMatchObject({ kind: 'intent-open', intentStatus: 'processing' });
+    // the debit fails: the intent is payable again, and its order is cancelled
+    const failed = stripe.decline(intent);
+    await deliver(failed);
+    await processed(failed.id);
+    await drain(worker, t.db.pool);
+    expect(stripe.intent(intent)?.status).toBe('canceled');
+    expect((await orderOf(order.body.id)).payment.status).toBe('canceled');
+  }, 30_000);
+
   it('cancelling an order cancels its intent at Stripe, so it can no longer be paid', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
@@ -227,7 +245,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(cancelled.status).toBe(200);
     await waitFor('the intent cancelled at Stripe', () => stripe.intent(intent), { until: (i) => i?.status === 'canceled' });
     const cancels = stripe.requests.filter((r) => r.path === `/v1/payment_intents/${intent}/cancel`);
-    expect(cancels.map((r) => r.idempotencyKey)).toEqual(cancels.map(() => `order:${order.body.id}:cancel-intent`));
+    expect(cancels.length).toBeGreaterThanOrEqual(1);
     // our record follows once the worker has the gateway's answer
     const o = await orderWhen(order.body.id, 'payment canceled', (x) => (x as { payment?: { status: string } }).payment?.status === 'canceled');
     expect(o.payment.status).toBe('canceled');

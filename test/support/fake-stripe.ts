@@ -22,6 +22,8 @@ export interface FakeStripe {
   }[];
   succeed(intentId: string): Stripe.Event;
   decline(intentId: string): Stripe.Event;
+  /** The customer confirmed with a delayed method (a bank debit): `processing`, which Stripe will not cancel. */
+  process(intentId: string): void;
   refundFromDashboard(intentId: string, amount?: number): Stripe.Event;
   eventFor(type: string, intentId: string): Stripe.Event;
   signed(
@@ -211,7 +213,8 @@ export async function startFakeStripe(): Promise<FakeStripe> {
   function cancelIntent(id: string, body: Obj): Obj {
     const pi = intents.get(id);
     if (!pi) throw noSuch(404, 'payment_intent', id, 'intent');
-    if (pi.status === 'succeeded' || pi.status === 'canceled') {
+    // Stripe cancels a processing intent only "in rare cases"; the fake, never
+    if (pi.status === 'succeeded' || pi.status === 'canceled' || pi.status === 'processing') {
       throw invalid(
         400,
         `You cannot cancel this PaymentIntent because it has a status of ${pi.status}. Only a PaymentIntent with one of the following statuses may be canceled: requires_payment_method, requires_capture, requires_confirmation, requires_action, processing.`,
@@ -465,9 +468,15 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     secretKey,
     webhookSecret,
     requests,
-    succeed(intentId) {
+    process(intentId) {
       const pi = intentOrThrow(intentId);
       if (pi.status !== 'requires_payment_method')
+        throw new Error(`fake-stripe: cannot process ${intentId} in status ${pi.status}`);
+      pi.status = 'processing';
+    },
+    succeed(intentId) {
+      const pi = intentOrThrow(intentId);
+      if (pi.status !== 'requires_payment_method' && pi.status !== 'processing')
         throw new Error(`fake-stripe: cannot pay ${intentId} in status ${pi.status}`);
       newCharge(pi, 'succeeded');
       Object.assign(pi, {
@@ -480,9 +489,10 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     },
     decline(intentId) {
       const pi = intentOrThrow(intentId);
-      if (pi.status !== 'requires_payment_method')
+      if (pi.status !== 'requires_payment_method' && pi.status !== 'processing')
         throw new Error(`fake-stripe: cannot decline ${intentId} in status ${pi.status}`);
       const charge = newCharge(pi, 'failed');
+      pi.status = 'requires_payment_method'; // a failed debit hands the intent back to the customer
       pi.last_payment_error = {
         type: 'card_error',
         code: 'card_declined',
