@@ -474,6 +474,24 @@ describe('PaymentFinalizer', () => {
       expect(s.events.markProcessed).not.toHaveBeenCalled();
     });
 
+    it('a stale payment that fails does not stop the others, nor the event and refund passes', async () => {
+      const s = await setup();
+      s.payments.findStalePending.mockResolvedValue([
+        payment(),
+        payment({ id: 'pay-2', orderId: 'other-order', intentId: 'pi_2' }),
+      ]);
+      s.gateway.retrieveIntent.mockImplementation(async (id) => {
+        if (id === 'pi_1') throw new GatewayError('unavailable', undefined, 'timeout');
+        return intent({ id, status: 'succeeded' });
+      });
+      s.refunds.retryStale.mockResolvedValue(1);
+      expect(await s.finalizer.reconcile()).toBe(1 + 1);
+      expect(s.transitions.markPaid).toHaveBeenCalledWith('other-order', 'system:payments');
+      // the failing one goes to the back of the line (its last-seen status, touched)
+      expect(s.payments.setStatus).toHaveBeenCalledWith('pay-1', 'requires_payment_method', NOW);
+      expect(s.refunds.retryStale).toHaveBeenCalled();
+    });
+
     it('processes accepted events whose job gave up; one that fails again waits for the next run', async () => {
       const s = await setup();
       s.payments.findStalePending.mockResolvedValue([]);

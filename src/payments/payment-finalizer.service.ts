@@ -113,7 +113,13 @@ export class PaymentFinalizer {
     const stale = await this.payments.findStalePending(new Date(now - staleMs));
     let settled = 0;
     for (const payment of stale) {
-      if ((await this.converge(payment)).kind !== 'pending') settled++;
+      // one that fails (the gateway, a lock) waits at the back of the line; the rest go on
+      try {
+        if ((await this.converge(payment)).kind !== 'pending') settled++;
+      } catch (err) {
+        this.logger.warn(`stale payment ${payment.intentId} not settled yet: ${(err as Error).message}`);
+        await this.tx.run(() => this.payments.setStatus(payment.id, payment.status, this.clock.now())).catch(() => undefined);
+      }
     }
     settled += await this.sweepUnprocessedEvents(new Date(now - UNPROCESSED_EVENT_AFTER_MS));
     return settled + (await this.refunds.retryStale(RETRY_REFUND_AFTER_MS));

@@ -638,5 +638,23 @@ describe('RefundsService', () => {
       expect(s.refunds.findStalePending).toHaveBeenCalledWith(new Date(NOW.getTime() - 60_000));
       expect(s.refunds.touch).toHaveBeenCalledWith(held, NOW); // still pending there: looked at again later
     });
+
+    it('one refund that keeps failing is moved to the back and does not stop the others', async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockRejectedValue(new GatewayError('unavailable', undefined, 'timeout'));
+      for (const key of ['stuck', 'next']) {
+        await s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: key });
+      }
+      const [stuck, next] = ['stuck', 'next'].map((k) => uuidFromName(`refund:${ADMIN}:${k}`));
+      // the first one's payment cannot even be read (the database blinked for it); the next is answered
+      s.payments.findById.mockImplementationOnce(async () => {
+        throw new Error('Connection terminated unexpectedly');
+      });
+      s.gateway.createRefund.mockReset().mockResolvedValue(remote({ id: 're_next', status: 'succeeded', refundId: next }));
+      s.refunds.touch.mockClear();
+      expect(await s.service.retryStale(60_000)).toBe(1);
+      expect(s.payments.findById).toHaveBeenCalledTimes(2);
+      expect(s.refunds.touch).toHaveBeenCalledWith(stuck, NOW);
+    });
   });
 });

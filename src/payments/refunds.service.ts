@@ -151,18 +151,30 @@ export class RefundsService {
     const stale = await this.refunds.findStalePending(new Date(this.clock.now().getTime() - staleMs));
     let settled = 0;
     for (const refund of stale) {
-      const payment = await this.payments.findById(refund.paymentId);
-      if (!payment) continue;
-      if (refund.providerRefundId) {
-        await this.syncFromGateway(payment);
-        const now = await this.refunds.findById(refund.id);
-        if (now?.status === 'pending') await this.tx.run(() => this.refunds.touch(refund.id, this.clock.now()));
-        else settled++;
-      } else if ((await this.execute(refund, payment)).status !== 'pending') {
-        settled++;
+      // one that fails (a dashboard refund waiting for ours, the database) waits at the back of
+      // the line; the rest go on
+      try {
+        if (await this.retryOne(refund)) settled++;
+      } catch (err) {
+        this.logger.warn(`stale refund ${refund.id} not settled yet: ${(err as Error).message}`);
+        await this.tx.run(() => this.refunds.touch(refund.id, this.clock.now())).catch(() => undefined);
       }
     }
     return settled;
+  }
+
+  /** One stale refund: whether it has settled now. */
+  private async retryOne(refund: Refund): Promise<boolean> {
+    const payment = await this.payments.findById(refund.paymentId);
+    if (!payment) return false;
+    if (refund.providerRefundId) {
+      await this.syncFromGateway(payment);
+      const now = await this.refunds.findById(refund.id);
+      if (now?.status !== 'pending') return true;
+      await this.tx.run(() => this.refunds.touch(refund.id, this.clock.now()));
+      return false;
+    }
+    return (await this.execute(refund, payment)).status !== 'pending';
   }
 
   /**
