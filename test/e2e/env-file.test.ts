@@ -51,7 +51,11 @@ describe('.env: read by a real parser, by every process, the real environment wi
     const applied = loadEnvFile(path, env);
     expect(applied.length).toBeGreaterThan(30);
     expect(env.MAIL_FROM).toBe('Shop <orders@shop.example>');
-    expect(env.NODE_ENV).toBe('development');
+    // a copied .env.example never switches development on by itself (public built-in secrets,
+    // simulated payments, dev-only routes): without NODE_ENV the process refuses to boot
+    expect(env.NODE_ENV).toBeUndefined();
+    expect(() => loadConfig(env)).toThrow(/JWT_SECRET/);
+    env.NODE_ENV = 'development'; // as npm start exports it
     expect(env.DATABASE_URL).toBe('postgres://shop:shop@127.0.0.1:5432/shop');
     expect(env.JWT_SECRET).toBe(''); // empty: unset for loadConfig
 
