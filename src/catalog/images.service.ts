@@ -91,17 +91,14 @@ export class ImagesService {
 
   /**
    * POST /v1/webhooks/storage: the store's webhook target calls it with
-   * `Authorization: Bearer <STORAGE_WEBHOOK_TOKEN>`, checked before the body is parsed. Each
+   * `Authorization: Bearer <STORAGE_WEBHOOK_TOKEN>`, checked first (checkToken). Each
    * ObjectCreated record for a pending image of ours is confirmed with HeadObject (the object
    * exists with the declared size and type) before the image is marked ready. Idempotent: a
    * repeated notification, or one for a key we never issued, changes nothing (and is
    * acknowledged, so the store does not retry it forever). A store we cannot ask → 503, so
    * the store retries later.
    */
-  async uploaded(rawBody: Buffer | undefined, authorization: string | undefined): Promise<void> {
-    if (!authorization || !this.authorized(authorization)) {
-      throw new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The notification token is invalid.');
-    }
+  async uploaded(rawBody: Buffer | undefined): Promise<void> {
     const records = this.parse(rawBody);
     let changed = false;
     for (const record of records) {
@@ -110,9 +107,15 @@ export class ImagesService {
     if (changed) await this.cache.invalidate();
   }
 
-  private authorized(header: string): boolean {
+  /**
+   * The store's `Authorization: Bearer <STORAGE_WEBHOOK_TOKEN>`, or 400 WEBHOOK_SIGNATURE_INVALID.
+   * Run by StorageTokenGuard, before the body is read and before any interceptor.
+   */
+  checkToken(authorization: string | undefined): void {
     // fixed-length digests: the comparison time says nothing about the token's length
-    return timingSafeEqual(sha256(header), this.expectedAuthorization);
+    if (!authorization || !timingSafeEqual(sha256(authorization), this.expectedAuthorization)) {
+      throw new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The notification token is invalid.');
+    }
   }
 
   private parse(rawBody: Buffer | undefined): z.infer<typeof s3Notification>['Records'] {

@@ -1,11 +1,12 @@
-import { Controller, Headers, HttpCode, Post, Req } from '@nestjs/common';
+import { Controller, HttpCode, Post, Req, UseGuards } from '@nestjs/common';
 import type { RawBodyRequest } from '@nestjs/common';
 import { ApiHeader, ApiNoContentResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { FastifyRequest } from 'fastify';
 import { ApiProblems } from '../common/http/api-problems';
 import { Public } from '../common/http/public.decorator';
-import { IgnoreIdempotencyKey } from '../idempotency/idempotency.decorator';
+import { HonourIdempotencyKeyOutsideTransaction } from '../idempotency/idempotency.decorator';
 import { ImagesService } from './images.service';
+import { StorageTokenGuard } from './storage-token.guard';
 
 /**
  * Object-storage upload notifications: S3 event notifications (`Records[].s3.object.key`) from
@@ -13,7 +14,6 @@ import { ImagesService } from './images.service';
  */
 @ApiTags('webhooks')
 @Public()
-@IgnoreIdempotencyKey()
 @Controller('v1/webhooks')
 export class StorageWebhookController {
   constructor(private readonly images: ImagesService) {}
@@ -42,10 +42,11 @@ export class StorageWebhookController {
     ],
     [503, '`SERVICE_UNAVAILABLE`: the store could not be asked; it retries later'],
   )
-  uploaded(
-    @Req() req: RawBodyRequest<FastifyRequest>,
-    @Headers('authorization') authorization: string | undefined,
-  ): Promise<void> {
-    return this.images.uploaded(req.rawBody, authorization);
+  @UseGuards(StorageTokenGuard)
+  // a key, when sent, is honoured without a transaction around the handler: it calls the store
+  // (HeadObject), and no network call runs inside a transaction; confirming is safe to repeat
+  @HonourIdempotencyKeyOutsideTransaction()
+  uploaded(@Req() req: RawBodyRequest<FastifyRequest>): Promise<void> {
+    return this.images.uploaded(req.rawBody);
   }
 }

@@ -22,19 +22,22 @@ export const RequireIdempotencyKey =
     }
   };
 
+/**
+ * A route that honours an Idempotency-Key when sent (not required) in the `transactional: false`
+ * mode of RequireIdempotencyKey: for a handler that calls another service and is safe to repeat.
+ */
+export const HonourIdempotencyKeyOutsideTransaction = (): MethodDecorator =>
+  SetMetadata(IDEMPOTENCY_OUTSIDE_TRANSACTION, true);
+
 export const IDEMPOTENCY_IGNORED = 'idempotency:ignored';
 export const IGNORED_KEY_DESCRIPTION =
-  'Accepted and ignored on this route (credentials, webhooks): never stored, never replayed';
+  'Accepted and ignored on credential routes: never stored, never replayed';
 
 /**
- * Routes where an Idempotency-Key header is accepted and ignored: nothing is claimed or
- * recorded, and the handler never runs inside the interceptor's transaction.
- * - Credential routes (sign-in, tokens, password; API.md, Idempotency): a response carrying
- *   tokens is never stored, and a security effect they commit (a revoked session) cannot be
- *   rolled back with the request.
- * - Webhooks: the sender's own event id is what makes a delivery once; honouring a key there
- *   would open a transaction for every anonymous caller before its signature is checked, and
- *   hold it across the storage webhook's HeadObject calls.
+ * Credential routes (sign-in, tokens, password): an Idempotency-Key header is accepted and
+ * ignored (API.md, Idempotency). Nothing is claimed or recorded — a response carrying tokens is
+ * never stored — and the handler never runs inside the interceptor's transaction, so a
+ * security effect it commits (a revoked session) cannot be rolled back with the request.
  * On a controller class it covers every route of the class.
  */
 export const IgnoreIdempotencyKey = () =>

@@ -1,16 +1,13 @@
-import { Controller, Headers, HttpCode, Post, Req } from '@nestjs/common';
-import type { RawBodyRequest } from '@nestjs/common';
+import { Controller, HttpCode, Post, Req, UseGuards } from '@nestjs/common';
 import { ApiHeader, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
-import type { FastifyRequest } from 'fastify';
 import { ApiProblems } from '../common/http/api-problems';
 import { Public } from '../common/http/public.decorator';
-import { IgnoreIdempotencyKey } from '../idempotency/idempotency.decorator';
 import { WebhookAckDto } from './dto/payment.dto';
+import { StripeSignatureGuard, StripeWebhookRequest } from './stripe-signature.guard';
 import { WebhooksService } from './webhooks.service';
 
 @ApiTags('webhooks')
 @Public()
-@IgnoreIdempotencyKey()
 @Controller('v1/webhooks')
 export class StripeWebhookController {
   constructor(private readonly webhooks: WebhooksService) {}
@@ -33,10 +30,8 @@ export class StripeWebhookController {
   })
   @ApiOkResponse({ type: WebhookAckDto })
   @ApiProblems([400, '`WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST`'])
-  receive(
-    @Req() req: RawBodyRequest<FastifyRequest>,
-    @Headers('stripe-signature') signature?: string,
-  ): Promise<WebhookAckDto> {
-    return this.webhooks.receive(req.rawBody, signature);
+  @UseGuards(StripeSignatureGuard)
+  receive(@Req() req: StripeWebhookRequest): Promise<WebhookAckDto> {
+    return this.webhooks.receive(req.stripeEvent!);
   }
 }

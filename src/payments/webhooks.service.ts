@@ -29,19 +29,22 @@ export class WebhooksService {
     this.stripe = new Stripe(config.stripe.secretKey ?? 'sk_test_unused_for_webhooks');
   }
 
-  async receive(rawBody: Buffer | undefined, signature: string | undefined): Promise<{ received: true; duplicate: boolean }> {
-    let event: Stripe.Event;
+  /**
+   * The event, if `signature` is Stripe's over these exact bytes and not older than 300 s;
+   * otherwise 400 WEBHOOK_SIGNATURE_INVALID. Run by StripeSignatureGuard, before anything else
+   * looks at the request (the idempotency interceptor included).
+   */
+  verify(rawBody: Buffer | undefined, signature: string | undefined): Stripe.Event {
     try {
       if (!rawBody || !signature) throw new Error('missing body or signature');
-      event = this.stripe.webhooks.constructEvent(
-        rawBody,
-        signature,
-        this.config.stripe.webhookSecret,
-        SIGNATURE_TOLERANCE_SECONDS,
-      );
+      return this.stripe.webhooks.constructEvent(rawBody, signature, this.config.stripe.webhookSecret, SIGNATURE_TOLERANCE_SECONDS);
     } catch {
       throw new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The Stripe-Signature is invalid or stale.');
     }
+  }
+
+  /** Records a verified event once (its id), with the outbox row that becomes its job. */
+  async receive(event: Stripe.Event): Promise<{ received: true; duplicate: boolean }> {
     const object = event.data.object as { id?: string; object?: string; payment_intent?: string | null };
     const intentId = object.object === 'payment_intent' ? (object.id ?? null) : (object.payment_intent ?? null);
     const stored = await this.tx.run(async () => {

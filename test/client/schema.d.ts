@@ -1184,7 +1184,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Accepted and ignored on this route (credentials, webhooks): never stored, never replayed */
+                /** @description Accepted and ignored on credential routes: never stored, never replayed */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -1260,7 +1260,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Accepted and ignored on this route (credentials, webhooks): never stored, never replayed */
+                /** @description Accepted and ignored on credential routes: never stored, never replayed */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -1336,7 +1336,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Accepted and ignored on this route (credentials, webhooks): never stored, never replayed */
+                /** @description Accepted and ignored on credential routes: never stored, never replayed */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -1412,7 +1412,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Accepted and ignored on this route (credentials, webhooks): never stored, never replayed */
+                /** @description Accepted and ignored on credential routes: never stored, never replayed */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -1546,7 +1546,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Accepted and ignored on this route (credentials, webhooks): never stored, never replayed */
+                /** @description Accepted and ignored on credential routes: never stored, never replayed */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -2691,7 +2691,7 @@ export interface operations {
             header: {
                 /** @description `Bearer <STORAGE_WEBHOOK_TOKEN>` */
                 Authorization: string;
-                /** @description Accepted and ignored on this route (credentials, webhooks): never stored, never replayed */
+                /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -2702,12 +2702,34 @@ export interface operations {
             /** @description Recorded (or not ours, and ignored) */
             204: {
                 headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description `WEBHOOK_SIGNATURE_INVALID` (missing or wrong token) or `BAD_REQUEST` (not an S3 event notification) */
+            /** @description `WEBHOOK_SIGNATURE_INVALID` (missing or wrong token) or `BAD_REQUEST` (not an S3 event notification); or `IDEMPOTENCY_KEY_INVALID` */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3765,7 +3787,7 @@ export interface operations {
             header: {
                 /** @description Stripe's `t=…,v1=…` signature of the raw body */
                 "Stripe-Signature": string;
-                /** @description Accepted and ignored on this route (credentials, webhooks): never stored, never replayed */
+                /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
                 "Idempotency-Key"?: string;
             };
             path?: never;
@@ -3776,14 +3798,36 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["WebhookAckDto"];
                 };
             };
-            /** @description `WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST` */
+            /** @description `WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST`; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -324,25 +324,34 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     expect((await imageRow(up.imageId)).status).toBe('ready');
   });
 
-  it('ignores an Idempotency-Key: a refused notification claims nothing, the next one under the same key runs', async () => {
+  it('checks the token before the Idempotency-Key is looked at; a keyed notification is honoured, outside a transaction', async () => {
     const key = `storage-${Date.now()}`;
-    const keyed = (body: unknown, authorization: string) =>
+    const keyed = (body: unknown, authorization: string, k = key) =>
       t.http.request('POST', '/v1/webhooks/storage', undefined, {
         raw: JSON.stringify(body),
-        headers: { authorization, 'idempotency-key': key },
+        headers: { authorization, 'idempotency-key': k },
       });
-    const refused = await keyed({ Records: [] }, 'Bearer wrong');
-    expect(refused.status).toBe(400);
-    expect(refused.body.code).toBe('WEBHOOK_SIGNATURE_INVALID');
     const p = await createProduct(t, admin);
     const up = await requestUpload(p.id, 'image/png', 16);
-    const ok = await keyed(
-      { Records: [{ eventName: 'ObjectRemoved:Delete', s3: { bucket: { name: s3.bucket }, object: { key: `products/${p.id}/${up.imageId}` } } }] },
-      `Bearer ${TOKEN}`,
-    );
-    expect(ok.status).toBe(204);
-    const rows = await t.db.pool.query(`SELECT count(*)::int AS n FROM idempotency_keys WHERE key = $1`, [key]);
-    expect(rows.rows[0].n).toBe(0);
+    const notice = {
+      Records: [{ eventName: 'ObjectRemoved:Delete', s3: { bucket: { name: s3.bucket }, object: { key: `products/${p.id}/${up.imageId}` } } }],
+    };
+    expect((await keyed(notice, `Bearer ${TOKEN}`)).status).toBe(204);
+    const replay = await keyed(notice, `Bearer ${TOKEN}`);
+    expect(replay.status).toBe(204);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    const { principal } = (await t.db.pool.query(`SELECT principal FROM idempotency_keys WHERE key = $1`, [key])).rows[0];
+    const held = `${key}-held`;
+    const holder = await t.db.pool.connect();
+    try {
+      await holder.query(`SELECT pg_advisory_lock(hashtextextended($1::text || E'\\n' || $2::text, 7))`, [principal, held]);
+      const refused = await keyed({ Records: [] }, 'Bearer wrong', held);
+      expect(refused.status).toBe(400);
+      expect(refused.body.code).toBe('WEBHOOK_SIGNATURE_INVALID');
+    } finally {
+      await holder.query(`SELECT pg_advisory_unlock_all()`);
+      holder.release();
+    }
   });
 
   it('acknowledges notifications for keys, buckets or events that are not ours without effect', async () => {

@@ -220,21 +220,33 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       expect(await stored()).toBe(0);
     });
 
-    it('ignores an Idempotency-Key: nothing claimed or stored, a second event under the same key is its own', async () => {
+    it('checks the signature before the Idempotency-Key is looked at; a signed delivery with a key is honoured (API.md)', async () => {
       const key = `webhook-${Date.now()}`;
-      const keyed = (raw: string, signature: string) =>
+      const keyed = (raw: string, signature: string, k = key) =>
         t.http.request('POST', '/v1/webhooks/stripe', undefined, {
           raw,
-          headers: { 'stripe-signature': signature, 'idempotency-key': key },
+          headers: { 'stripe-signature': signature, 'idempotency-key': k },
         });
-      const bad = await keyed(body, 'garbage');
-      expect(bad.status).toBe(400);
       const other = body.replace('evt_sig_test', 'evt_sig_keyed');
       const ok = await keyed(other, header(other));
       expect(ok.status).toBe(200);
-      expect(ok.headers.get('idempotent-replayed')).toBeNull();
-      const rows = await t.db.pool.query(`SELECT count(*)::int AS n FROM idempotency_keys WHERE key = $1`, [key]);
-      expect(rows.rows[0].n).toBe(0);
+      const again = await keyed(other, header(other));
+      expect(again.status).toBe(200);
+      expect(again.headers.get('idempotent-replayed')).toBe('true');
+      const { principal } = (await t.db.pool.query(`SELECT principal FROM idempotency_keys WHERE key = $1`, [key])).rows[0];
+      // a key whose lock is held (its first request still running): an unsigned caller is
+      // refused for its signature at once, never queued on, or told about, the key
+      const held = `${key}-held`;
+      const holder = await t.db.pool.connect();
+      try {
+        await holder.query(`SELECT pg_advisory_lock(hashtextextended($1::text || E'\\n' || $2::text, 7))`, [principal, held]);
+        const bad = await keyed(body, 'garbage', held);
+        expect(bad.status).toBe(400);
+        expect(bad.body.code).toBe('WEBHOOK_SIGNATURE_INVALID');
+      } finally {
+        await holder.query(`SELECT pg_advisory_unlock_all()`);
+        holder.release();
+      }
     });
 
     it('accepts a valid signature once; a duplicate id is a 200 with no further effect', async () => {
