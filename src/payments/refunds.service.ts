@@ -16,6 +16,8 @@ import { NewRefund, Refund, RefundRepository } from './refund.repository';
 const SYSTEM = 'system:payments';
 /** Answers from the provider that mean "not that much is left to refund". */
 const EXCEEDS = new Set(['amount_too_large', 'charge_already_refunded']);
+/** Refused attempts one Idempotency-Key may retry afresh; the last refusal is then its answer. */
+const MAX_ATTEMPTS_PER_KEY = 10;
 
 /**
  * Refunds, in three short steps with the provider call between them (never inside a
@@ -42,10 +44,14 @@ export class RefundsService {
   ) {}
 
   /**
-   * An admin's refund of `amount` (all that remains when omitted). The refund's id derives from
-   * the caller and their Idempotency-Key, so a retry after a crash continues the same refund.
+   * An admin's refund of `amount` (all that remains when omitted; `currency`, when an amount is
+   * given, is the amount's, which must be the payment's own). The refund's id derives from the
+   * caller and their Idempotency-Key, so a retry after a crash continues the same refund. A retry
+   * after the provider refused it (502: API.md's "a retry with the same key runs afresh") is a new
+   * attempt with the next id in the key's chain — and so a new provider key, as the provider
+   * replays the refusal it stored for the first one; the provider's own cap on the charge keeps
+   * attempts from ever adding up to more than was captured.
    */
-  /** `currency`, when an amount is given: the amount's, which must be the payment's own. */
   async request(input: {
     orderId: string;
     amount?: number;
@@ -53,9 +59,10 @@ export class RefundsService {
     actor: string;
     idempotencyKey: string;
   }): Promise<Refund> {
-    const id = uuidFromName(`refund:${input.actor}:${input.idempotencyKey}`);
     const payment = await this.payments.findByOrder(input.orderId);
-    let refund = await this.refunds.findById(id);
+    const attempt = await this.currentAttempt(input.actor, input.idempotencyKey, input.orderId);
+    const id = attempt.id;
+    let refund = attempt.refund;
     if (!refund) {
       if (!(await this.orders.exists(input.orderId))) {
         throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
@@ -94,6 +101,21 @@ export class RefundsService {
       );
     }
     return result;
+  }
+
+  /**
+   * The key's attempt to continue: the first refund in its chain (`refund:<actor>:<key>`, then
+   * `…:attempt:2`, …) that is not a failure of this order, or the free id after the last failure.
+   * Same-key requests never run at once (the idempotency interceptor holds the key).
+   */
+  private async currentAttempt(actor: string, key: string, orderId: string): Promise<{ id: string; refund: Refund | null }> {
+    for (let attempt = 1; ; attempt++) {
+      const id = uuidFromName(attempt === 1 ? `refund:${actor}:${key}` : `refund:${actor}:${key}:attempt:${attempt}`);
+      const refund = await this.refunds.findById(id);
+      if (!refund || refund.status !== 'failed' || refund.orderId !== orderId || attempt >= MAX_ATTEMPTS_PER_KEY) {
+        return { id, refund };
+      }
+    }
   }
 
   /**

@@ -451,6 +451,25 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect((await orderOf(orderId)).status).toBe('CONFIRMED');
     }, 30_000);
 
+    it('a retry with the same key after the provider refused (502) runs afresh, as a new provider request (API.md)', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      stripe.declineRefunds(intent);
+      const key = newKey();
+      const declined = await refund(orderId, {}, key);
+      expect([declined.status, declined.body.code]).toEqual([502, 'PAYMENT_PROVIDER_REJECTED']);
+      stripe.acceptRefunds(intent); // the admin sorted it out with the bank
+      const retried = await refund(orderId, {}, key);
+      expect([retried.status, retried.body.status]).toEqual([201, 'succeeded']);
+      expect(retried.headers.get('idempotent-replayed')).toBeNull();
+      const replay = await refund(orderId, {}, key); // from now on, the stored answer
+      expect([replay.status, replay.body.id, replay.headers.get('idempotent-replayed')]).toEqual([201, retried.body.id, 'true']);
+      const rows = await t.db.pool.query(`SELECT status FROM refunds WHERE order_id = $1 ORDER BY created_at`, [orderId]);
+      expect(rows.rows.map((r) => r.status)).toEqual(['failed', 'succeeded']);
+      const keys = stripe.requests.filter((r) => r.path === '/v1/refunds' && r.method === 'POST' && r.body.payment_intent === intent).map((r) => r.idempotencyKey);
+      expect(new Set(keys).size).toBe(2); // Stripe would replay its stored refusal to the first key
+      expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+    }, 30_000);
+
     it('a refund pending at Stripe is checked, not re-sent, and settles from the refund event', async () => {
       const { orderId, intent } = await paidOrder(10_000, 1);
       stripe.holdRefunds(intent);

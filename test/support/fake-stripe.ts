@@ -39,6 +39,8 @@ export interface FakeStripe {
   hangAfterEffect(pathPrefix: string): Promise<void>;
   /** From now on, refunds of this intent created through the API are declined by the bank (status 'failed'). */
   declineRefunds(intentId: string): void;
+  /** Undoes declineRefunds: the bank accepts this intent's refunds again. */
+  acceptRefunds(intentId: string): void;
   /** From now on, refunds of this intent created through the API stay 'pending' until `settleRefund`. */
   holdRefunds(intentId: string): void;
   /** The bank settles a pending refund; returns the `charge.refund.updated` event. */
@@ -544,6 +546,9 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     },
     declineRefunds(intentId) {
       declinedRefunds.add(intentId);
+    },
+    acceptRefunds(intentId) {
+      declinedRefunds.delete(intentId);
     },
     holdRefunds(intentId) {
       heldRefunds.add(intentId);
