@@ -108,6 +108,14 @@ describe('loadConfig', () => {
       expect(named(problemsOf({ NODE_ENV: 'test' }))).toEqual([...ALL_SECRET_NAMES].sort());
     });
 
+    it('accepts any other NODE_ENV (staging, Development, …) as not development: secrets required, none of its behaviour', () => {
+      for (const nodeEnv of ['staging', 'Development', 'dev']) {
+        expect(named(problemsOf({ NODE_ENV: nodeEnv }))).toEqual([...ALL_SECRET_NAMES].sort());
+        const c = loadConfig({ ...SECRETS, NODE_ENV: nodeEnv });
+        expect([c.env, c.isDevelopment, c.docsEnabled]).toEqual([nodeEnv, false, false]);
+      }
+    });
+
     it('refuses production without any of the secrets, STRIPE_SECRET_KEY included', () => {
       expect(named(problemsOf({ NODE_ENV: 'production' }))).toEqual([...ALL_SECRET_NAMES].sort());
       for (const name of ALL_SECRET_NAMES) {

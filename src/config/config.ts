@@ -57,7 +57,9 @@ const JWT_SECRET_MIN_DISTINCT = 12;
 
 const envSchema = z.object({
   // No default: only an explicit `development` gets development behaviour (see loadConfig).
-  NODE_ENV: z.enum(['development', 'test', 'production']).optional(),
+  // any value: only `development` gets development behaviour, `production` its extra checks, and
+  // anything else (staging, test, unset) neither (API.md: "anything else … gets none of them")
+  NODE_ENV: z.string().optional(),
   PORT: int(3000, 0, 65535),
   METRICS_PORT: int(9465, 0, 65535),
   WORKER_METRICS_PORT: int(9464, 0, 65535),
@@ -140,7 +142,7 @@ const envSchema = z.object({
 
 export interface AppConfig {
   /** NODE_ENV as given; `undefined` when unset (which is NOT development). */
-  env: 'development' | 'test' | 'production' | undefined;
+  env: string | undefined;
   /**
    * NODE_ENV=development, set explicitly: development-only routes, demo data, the simulated
    * payment gateway and built-in secrets. Every other value, unset included, gets none of them.
