@@ -132,7 +132,7 @@ describe('the committed OpenAPI document', () => {
 
   it('defines Problem per RFC 9457 with `code` an enum of every error code', () => {
     const problem = doc.components.schemas.Problem;
-    expect(problem?.required?.sort()).toEqual(['code', 'requestId', 'status', 'title', 'type']);
+    expect(problem?.required?.sort()).toEqual(['code', 'detail', 'requestId', 'status', 'title', 'type']);
     expect(Object.keys(problem?.properties ?? {}).sort()).toEqual([
       'code',
       'detail',

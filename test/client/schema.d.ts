@@ -659,7 +659,7 @@ export interface components {
             /** @description The X-Request-Id of the request; quote it when reporting a problem */
             requestId: string;
             /** @example Not enough stock for some products. */
-            detail?: string;
+            detail: string;
             /** @description Every invalid field (VALIDATION_FAILED) */
             errors?: components["schemas"]["FieldError"][];
         };

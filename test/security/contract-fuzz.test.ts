@@ -434,8 +434,9 @@ describe('contract fuzzing: every operation of openapi.json', () => {
           if (!/^application\/problem\+json/.test(res.headers.get('content-type') ?? '')) {
             throw new Error(`not problem+json: ${where}`);
           }
-          const problem = JSON.parse(text) as { code?: unknown; requestId?: unknown; status?: unknown };
+          const problem = JSON.parse(text) as { code?: unknown; requestId?: unknown; status?: unknown; detail?: unknown };
           if (typeof problem.code !== 'string' || !/^[A-Z_]+$/.test(problem.code)) throw new Error(`no code: ${where}`);
+          if (typeof problem.detail !== 'string') throw new Error(`no detail: ${where}`);
           if (typeof problem.requestId !== 'string' || problem.requestId !== res.headers.get('x-request-id')) {
             throw new Error(`no requestId: ${where}`);
           }

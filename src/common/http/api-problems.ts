@@ -54,8 +54,8 @@ export class ProblemDto {
   })
   requestId!: string;
 
-  @ApiPropertyOptional({ example: 'Not enough stock for some products.' })
-  detail?: string;
+  @ApiProperty({ example: 'Not enough stock for some products.' })
+  detail!: string;
 
   @ApiPropertyOptional({
     type: [FieldErrorDto],
