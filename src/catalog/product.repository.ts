@@ -50,7 +50,8 @@ interface ProductPatch {
   name?: string;
   description?: string;
   priceAmount?: number;
-  categoryId?: string;
+  /** `null` takes the product out of its category. */
+  categoryId?: string | null;
   active?: boolean;
 }
 

@@ -837,8 +837,11 @@ export interface components {
             name?: string;
             description?: string;
             price?: components["schemas"]["MoneyInputDto"];
-            /** Format: uuid */
-            categoryId?: string;
+            /**
+             * Format: uuid
+             * @description `null` takes the product out of its category
+             */
+            categoryId?: Record<string, never> | null;
             /** @example true */
             active?: boolean;
         };
@@ -919,7 +922,7 @@ export interface components {
             quantity: number;
         };
         CreateOrderDto: {
-            /** @description Omitted: the cart is checked out. Each product once. */
+            /** @description Omitted (not null): the cart is checked out. Each product once. */
             items?: components["schemas"]["OrderItemInputDto"][];
         };
         OrderItemDto: {

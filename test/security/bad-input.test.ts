@@ -157,6 +157,20 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     expectProblem(await t.http.get('/v1/products?limit=1e400'), 400, 'VALIDATION_FAILED');
   });
 
+  it('null is not "left out": a PATCH field or an order\'s items sent as null is a 400 naming it, and changes nothing', async () => {
+    const before = (await t.http.get(`/v1/products/${productId}`)).body;
+    for (const field of ['name', 'description', 'price', 'active']) {
+      const res = await t.http.request('PATCH', `/v1/admin/products/${productId}`, { [field]: null }, { token: admin });
+      expectProblem(res, 400, 'VALIDATION_FAILED');
+      expect(new Set(res.body.errors.map((e: { field: string }) => e.field))).toEqual(new Set([field]));
+    }
+    expect((await t.http.get(`/v1/products/${productId}`)).body).toEqual(before);
+    // {"items": null} is not the cart's checkout (leaving items out is)
+    const order = await t.http.post('/v1/orders', { items: null }, { token: alice.token, idempotencyKey: newKey() });
+    expectProblem(order, 400, 'VALIDATION_FAILED');
+    expect(new Set(order.body.errors.map((e: { field: string }) => e.field))).toEqual(new Set(['items']));
+  });
+
   it('answers an over-long path parameter (414), a malformed URL (400) and an over-long request line (431) as problem+json', async () => {
     const long = await t.http.get(`/v1/products/${'a'.repeat(500)}`, { headers: { 'x-request-id': 'trace-long-param' } });
     expectProblem(long, 414, 'URI_TOO_LONG');

@@ -4,6 +4,7 @@ import {
   IsBoolean,
   IsIn,
   IsInt,
+  IsObject,
   IsOptional,
   IsString,
   IsUUID,
@@ -14,6 +15,7 @@ import {
   Min,
   ValidateNested,
 } from 'class-validator';
+import { Omittable } from '../../common/http/omittable';
 import { PageQueryDto } from '../../common/pagination/page-query.dto';
 import { MoneyDto } from '../../common/money/money.dto';
 import { CharLength, MaxChars } from '../../common/http/char-length';
@@ -68,18 +70,22 @@ export class CreateProductDto {
 
 export class UpdateProductDto {
   @ApiPropertyOptional({ example: 'Assam tea, 500 g', minLength: 1, maxLength: 200 })
-  @IsOptional()
+  @Omittable()
   @IsString()
   @CharLength(1, 200)
   name?: string;
-  @ApiPropertyOptional({ maxLength: 10_000 }) @IsOptional() @IsString() @MaxChars(10_000) description?: string;
+  @ApiPropertyOptional({ maxLength: 10_000 }) @Omittable() @IsString() @MaxChars(10_000) description?: string;
   @ApiPropertyOptional({ type: MoneyInputDto })
-  @IsOptional()
+  @Omittable()
+  @IsObject()
   @ValidateNested()
   @Type(() => MoneyInputDto)
   price?: MoneyInputDto;
-  @ApiPropertyOptional({ format: 'uuid' }) @IsOptional() @IsUUID() categoryId?: string;
-  @ApiPropertyOptional({ example: true }) @IsOptional() @IsBoolean() active?: boolean;
+  @ApiPropertyOptional({ format: 'uuid', nullable: true, description: '`null` takes the product out of its category' })
+  @IsOptional()
+  @IsUUID()
+  categoryId?: string | null;
+  @ApiPropertyOptional({ example: true }) @Omittable() @IsBoolean() active?: boolean;
 }
 
 const PRODUCT_SORTS = ['relevance', 'newest', 'price_asc', 'price_desc', 'popular'] as const;

@@ -5,12 +5,12 @@ import {
   ArrayMinSize,
   IsArray,
   IsInt,
-  IsOptional,
   IsUUID,
   Max,
   Min,
   ValidateNested,
 } from 'class-validator';
+import { Omittable } from '../../common/http/omittable';
 
 /** Products in one order — and in one cart, which is checked out as one order. */
 export const MAX_ORDER_LINES = 100;
@@ -38,9 +38,9 @@ export class CreateOrderDto {
     type: [OrderItemInputDto],
     minItems: 1,
     maxItems: MAX_ORDER_LINES,
-    description: 'Omitted: the cart is checked out. Each product once.',
+    description: 'Omitted (not null): the cart is checked out. Each product once.',
   })
-  @IsOptional()
+  @Omittable()
   @IsArray()
   @ArrayMinSize(1)
   @ArrayMaxSize(MAX_ORDER_LINES)

@@ -1,6 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { IsInt, IsObject, Max, Min, ValidateIf, ValidateNested } from 'class-validator';
+import { IsInt, IsObject, Max, Min, ValidateNested } from 'class-validator';
+import { Omittable } from '../../common/http/omittable';
 import { MAX_MONEY_AMOUNT, MoneyInputDto } from '../../catalog/dto/catalog.dto';
 import { MoneyDto } from '../../common/money/money.dto';
 import type { Refund } from '../refund.repository';
@@ -20,7 +21,7 @@ export class CreateRefundDto {
     example: { amount: 10000, currency: 'INR' },
   })
   // omitted, not null: a client that sends `"amount": null` by mistake must not refund it all
-  @ValidateIf((_dto, value) => value !== undefined)
+  @Omittable()
   @IsObject()
   @ValidateNested()
   @Type(() => RefundAmountDto)
