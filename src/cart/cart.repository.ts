@@ -39,16 +39,18 @@ export class CartRepository {
 
   /**
    * Sets (not adds) the line's quantity, creating the line if needed — a new line only while the
-   * cart holds fewer than `maxLines` others. Inside a transaction: the customer's cart lock is
-   * taken first, so concurrent additions are counted one after the other (no two both see 99).
-   * False when the cart is full (nothing written).
+   * cart shows fewer than `maxLines` others (lines of products off sale are hidden and not
+   * counted: the customer could neither see nor remove them, only empty the whole cart).
+   * Inside a transaction: the customer's cart lock is taken first, so concurrent additions are
+   * counted one after the other (no two both see 99). False when the cart is full (nothing written).
    */
   async setQuantity(userId: string, productId: string, quantity: number, at: Date, maxLines: number): Promise<boolean> {
     // raw SQL: a transaction-scoped advisory lock, which the query builder has no words for
     await this.tx.query(`SELECT pg_advisory_xact_lock(${CART_LOCK_CLASS}, hashtext($1::text))`, [userId]);
     return this.tx.withManager(async (m) => {
       const items = m.getRepository(CartItemEntity);
-      if ((await items.countBy({ userId, productId: Not(productId) })) >= maxLines) return false;
+      const shown = await items.count({ where: { userId, productId: Not(productId), product: { active: true } } });
+      if (shown >= maxLines) return false;
       await items.upsert({ userId, productId, quantity, updatedAt: at }, ['userId', 'productId']);
       return true;
     });

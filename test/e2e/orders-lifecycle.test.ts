@@ -178,6 +178,20 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     expect(unknown.body.code).toBe('PRODUCT_NOT_FOUND');
   }, 60_000);
 
+  it('a full cart whose products went off sale can take new ones: the cap counts the lines the cart shows', async () => {
+    const [dan] = await buyers(t.http, 1);
+    const ids = await Promise.all(Array.from({ length: 101 }, () => insertProduct(t.db.pool, { stock: 5, priceAmount: 100 })));
+    for (const id of ids.slice(0, 100)) {
+      expect((await t.http.put(`/v1/cart/items/${id}`, { quantity: 1 }, { token: dan.token })).status).toBe(200);
+    }
+    // three of them are taken off sale: the cart shows 97 lines, and nothing says which are hidden
+    await t.db.pool.query(`UPDATE products SET active = false WHERE id = ANY($1)`, [ids.slice(0, 3)]);
+    expect((await t.http.get('/v1/cart', { token: dan.token })).body.items).toHaveLength(97);
+    const added = await t.http.put(`/v1/cart/items/${ids[100]}`, { quantity: 1 }, { token: dan.token });
+    expect(added.status).toBe(200);
+    expect(added.body.items).toHaveLength(98);
+  }, 60_000);
+
   it("hides another customer's order behind a 404", async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
