@@ -36,12 +36,14 @@ export class CatalogAdminService {
 
   /**
    * Creates the product and — asking the inventory — its stock (on hand = initialStock, with
-   * the 'initial' ledger row), in one transaction.
+   * the 'initial' ledger row), in one transaction, which also reads the answer back: a create
+   * whose answer cannot be read fails whole, so a retry (even without a key) is not told SKU_TAKEN
+   * about a product it never saw.
    */
   async createProduct(actor: Principal, dto: CreateProductDto): Promise<ProductDto> {
     this.checkCurrency(dto.price);
     const id = this.ids.uuid();
-    await this.unique('products_sku_key', 'SKU_TAKEN', 'This SKU is taken.', () =>
+    const product = await this.unique('products_sku_key', 'SKU_TAKEN', 'This SKU is taken.', () =>
       this.tx.run(async () => {
         if (dto.categoryId) await this.mustHaveCategory(dto.categoryId);
         const at = this.clock.now();
@@ -56,15 +58,16 @@ export class CatalogAdminService {
           at,
         });
         await this.inventory.createItem(id, dto.initialStock, actor.userId, at);
+        return this.read(id);
       }),
     );
     await this.cache.invalidate();
-    return this.read(id);
+    return product;
   }
 
   async updateProduct(id: string, dto: UpdateProductDto): Promise<ProductDto> {
     if (dto.price) this.checkCurrency(dto.price);
-    await this.tx.run(async () => {
+    const product = await this.tx.run(async () => {
       if (dto.categoryId) await this.mustHaveCategory(dto.categoryId);
       const found = await this.products.update(
         id,
@@ -78,9 +81,10 @@ export class CatalogAdminService {
         this.clock.now(),
       );
       if (!found) throw productNotFound();
+      return this.read(id); // in the transaction, as for a create
     });
     await this.cache.invalidate();
-    return this.read(id);
+    return product;
   }
 
   /** Deactivates (orders keep their snapshots; the product leaves the catalog). */

@@ -2,6 +2,7 @@ import { createAdmin, registerCustomer } from '../support/auth';
 import { createCategory, createProduct } from '../support/catalog';
 import type { Redis, RedisKey } from 'ioredis';
 import { REDIS } from '../../src/redis/redis.module';
+import { ProductRepository } from '../../src/catalog/product.repository';
 import { newKey } from '../support/fixtures';
 import { TestApp, bootTestApp } from '../support/test-app';
 
@@ -26,6 +27,24 @@ describe('catalog: admin writes, reads, cache', () => {
   });
   afterAll(async () => {
     await t?.close();
+  });
+
+  it('a create or update whose answer cannot be read (the database blinked) fails whole, so a retry without a key succeeds', async () => {
+    const products = t.app.get(ProductRepository);
+    const blink = () =>
+      jest.spyOn(products, 'findDetail').mockRejectedValueOnce(Object.assign(new Error('Connection terminated unexpectedly'), { code: '57P01' }));
+    const sku = `BLINK-${Date.now()}`;
+    let spy = blink();
+    const failed = await t.http.post('/v1/admin/products', minimalProduct(sku), { token: admin });
+    spy.mockRestore();
+    expect(failed.status).toBeGreaterThanOrEqual(500);
+    const created = await t.http.post('/v1/admin/products', minimalProduct(sku), { token: admin });
+    expect(created.status).toBe(201); // not 409 SKU_TAKEN for a product the client never saw
+    spy = blink();
+    const unread = await t.http.request('PATCH', `/v1/admin/products/${created.body.id}`, { name: 'renamed' }, { token: admin });
+    spy.mockRestore();
+    expect(unread.status).toBeGreaterThanOrEqual(500);
+    expect((await t.http.get(`/v1/products/${created.body.id}`)).body.name).toBe('x');
   });
 
   it('creates a product with its inventory row and ledger entry; SKU unique even under races', async () => {
