@@ -3,6 +3,7 @@ import type { OutboxRepository } from './outbox.repository';
 import type { OutboxPublisher } from './outbox.publisher';
 import type { OutboxRow } from './outbox-events';
 import { mockOf } from '../../test/support/mocks';
+import { TimeoutError } from '../common/with-timeout';
 
 const row = (id: string, attempts: number): OutboxRow => ({
   id,
@@ -54,6 +55,22 @@ describe('OutboxRelay', () => {
     expect(await relay.relayOnce()).toEqual({ published: 0, failed: 0, unavailable: true });
     expect(repo.claimDue).not.toHaveBeenCalled();
     expect(publisher.publish).not.toHaveBeenCalled();
+  });
+
+  it('Redis refusing the write (OOM, READONLY) or not answering is the queue\'s fault: rows given back uncounted, never parked', async () => {
+    const refusals = [
+      Object.assign(new Error("OOM command not allowed when used memory > 'maxmemory'."), { name: 'ReplyError' }),
+      Object.assign(new Error("READONLY You can't write against a read only replica."), { name: 'ReplyError' }),
+      new TimeoutError('publish not acknowledged within 5000 ms'),
+    ];
+    for (const refusal of refusals) {
+      const { relay, repo } = setup([row('a', OUTBOX_MAX_ATTEMPTS), row('b', 1)], async () => {
+        throw refusal;
+      });
+      expect(await relay.relayOnce()).toEqual({ published: 0, failed: 0, unavailable: true });
+      expect(repo.release).toHaveBeenCalledWith(['a', 'b'], expect.any(Date));
+      expect(repo.markFailed).not.toHaveBeenCalled();
+    }
   });
 
   it('stops at a publish lost with the connection and gives the untried rows back uncounted', async () => {

@@ -4,7 +4,7 @@ import {
   Logger,
   OnApplicationBootstrap,
 } from '@nestjs/common';
-import { withTimeout } from '../common/with-timeout';
+import { TimeoutError, withTimeout } from '../common/with-timeout';
 import { OutboxRepository } from './outbox.repository';
 import { OutboxPublisher } from './outbox.publisher';
 
@@ -14,6 +14,15 @@ const PUBLISH_TIMEOUT_MS = 5_000;
 const IDLE_POLL_MS = 250;
 /** While the queues are unreachable: probe again after 0.5 s, 1 s, 2 s … at most every 5 s. */
 const UNAVAILABLE_POLL_MAX_MS = 5_000;
+
+/**
+ * A publish that failed because of the queue, not the event: Redis refused the write (an error
+ * reply — OOM under `noeviction`, READONLY after a failover, LOADING) or did not answer in time.
+ * Like a lost connection, that is an outage: the rows wait, uncounted, and none is parked as dead.
+ */
+function queueFault(err: unknown): boolean {
+  return err instanceof TimeoutError || (err instanceof Error && err.name === 'ReplyError');
+}
 
 /** 1 s, 2 s, 4 s … capped at 5 min. */
 export function outboxBackoffMs(attempts: number): number {
@@ -26,10 +35,11 @@ export function outboxBackoffMs(attempts: number): number {
  * exponential backoff and parked as 'dead' after OUTBOX_MAX_ATTEMPTS.
  *
  * Redis being down is not the event's fault: while the queues' connection is not up, no rows
- * are leased at all, and a batch whose publish fails because the connection dropped stops at
- * once and gives its untried rows back without counting the attempt. So an outage of any
- * length parks nothing as dead and never holds the relay (or shutdown) on one publish timeout
- * per row; the events wait in the table and go out as soon as Redis is back.
+ * are leased at all, and a batch whose publish fails because the connection dropped — or because
+ * Redis refused the write or did not answer (queueFault) — stops at once and gives its untried
+ * rows back without counting the attempt. So an outage of any length parks nothing as dead and
+ * never holds the relay (or shutdown) on one publish timeout per row; the events wait in the
+ * table and go out as soon as Redis is back.
  */
 @Injectable()
 export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShutdown {
@@ -70,8 +80,8 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
         published.push(row.id);
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
-        if (!(await this.publisher.connected())) {
-          // the connection dropped: give this row and the untried rest back, uncounted
+        if (queueFault(err) || !(await this.publisher.connected())) {
+          // Redis refused or dropped it: give this row and the untried rest back, uncounted
           unavailable = true;
           await this.outbox.release(rows.slice(i).map((r) => r.id), new Date());
           this.logger.warn(`outbox relay paused, queues unreachable: ${message}`);

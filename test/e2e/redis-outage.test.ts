@@ -60,6 +60,38 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     }
   });
 
+  it('Redis refusing writes (OOM at maxmemory, noeviction) spends no event\'s attempts; the events go out once it accepts', async () => {
+    const buyer = { userId: alice.user.id, token: alice.accessToken };
+    const product = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
+    expect(order.status).toBe(201);
+    const orderId = order.body.id as string;
+    const admin = new Redis(redis.url);
+    try {
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      await admin.config('SET', 'maxmemory', '1'); // every write is now refused: "OOM command not allowed"
+      await t.db.pool.query(`UPDATE outbox SET status = 'pending', next_attempt_at = now() WHERE aggregate_id = $1`, [orderId]);
+      const relay = worker.get(OutboxRelay);
+      // more rounds than an event's attempts, each with the event due again
+      for (let i = 0; i < 12; i++) {
+        await relay.relayOnce();
+        await t.db.pool.query(`UPDATE outbox SET next_attempt_at = now() WHERE aggregate_id = $1 AND status = 'pending'`, [orderId]);
+      }
+      const held = await t.db.pool.query(`SELECT status, attempts FROM outbox WHERE aggregate_id = $1`, [orderId]);
+      expect(held.rows.length).toBeGreaterThan(0);
+      for (const r of held.rows) expect(r).toMatchObject({ status: 'pending', attempts: 0 });
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+      admin.disconnect();
+    }
+    const left = await waitFor(
+      'the order\'s events to be published',
+      async () => (await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE aggregate_id = $1 AND status <> 'published'`, [orderId])).rows[0].n as number,
+      { until: (n) => n === 0, timeoutMs: 30_000 },
+    );
+    expect(left).toBe(0);
+  }, 60_000);
+
   it('keeps selling while Redis is down and catches up without a restart once it is back', async () => {
     const buyer = { userId: alice.user.id, token: alice.accessToken };
     const product = await insertProduct(t.db.pool, { stock: 10 });
