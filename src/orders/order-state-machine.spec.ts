@@ -36,7 +36,9 @@ type Event =
 const MODEL: Record<Event, { from: readonly OrderStatus[]; to: OrderStatus }> = {
   reserve: { from: ['CREATED'], to: 'INVENTORY_RESERVED' },
   requestPayment: { from: ['INVENTORY_RESERVED'], to: 'PAYMENT_PENDING' },
-  pay: { from: ['INVENTORY_RESERVED', 'PAYMENT_PENDING'], to: 'PAID' },
+  // API.md: "No other transition exists" — PAID only from PAYMENT_PENDING (a success that overtook
+  // the pending step is recorded as both steps, by OrderTransitionsService.markPaid)
+  pay: { from: ['PAYMENT_PENDING'], to: 'PAID' },
   paymentFailed: { from: ['CREATED', 'INVENTORY_RESERVED', 'PAYMENT_PENDING'], to: 'CANCELLED' },
   customerCancel: { from: ['CREATED', 'INVENTORY_RESERVED', 'PAYMENT_PENDING'], to: 'CANCELLED' },
   expire: { from: ['CREATED', 'INVENTORY_RESERVED', 'PAYMENT_PENDING'], to: 'CANCELLED' },

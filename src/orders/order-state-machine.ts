@@ -25,7 +25,7 @@ export type CancellationReason = (typeof CANCELLATION_REASONS)[number];
 /** Every allowed move. Nothing else exists. */
 export const ORDER_TRANSITIONS: Readonly<Record<OrderStatus, readonly OrderStatus[]>> = {
   CREATED: ['INVENTORY_RESERVED', 'CANCELLED'],
-  INVENTORY_RESERVED: ['PAYMENT_PENDING', 'PAID', 'CANCELLED'],
+  INVENTORY_RESERVED: ['PAYMENT_PENDING', 'CANCELLED'],
   PAYMENT_PENDING: ['PAID', 'CANCELLED'],
   PAID: ['CONFIRMED', 'REFUNDED', 'PARTIALLY_REFUNDED'],
   CONFIRMED: ['FULFILLED', 'REFUNDED', 'PARTIALLY_REFUNDED'],

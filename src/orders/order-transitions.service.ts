@@ -59,11 +59,19 @@ export class OrderTransitionsService {
     });
   }
 
-  /** → PAID: the reservation becomes a sale (stock committed once), then the event. */
+  /**
+   * → PAID: the reservation becomes a sale (stock committed once), then the event. A success that
+   * overtook the pending step (the webhook beat the payment call's commit) takes that step first,
+   * recorded in the history: the lifecycle has no INVENTORY_RESERVED → PAID (API.md). The step
+   * has no deadline guard here — the customer has paid — as PAYMENT_PENDING → PAID has none.
+   */
   markPaid(orderId: string, actor: string): Promise<TransitionResult> {
-    return this.move(orderId, { to: 'PAID', actor }, async () => {
-      await this.stock.commit(orderId);
-      await this.outbox.add('order.paid', orderId, { orderId });
+    return this.tx.run(async () => {
+      await this.move(orderId, { to: 'PAYMENT_PENDING', actor });
+      return this.move(orderId, { to: 'PAID', actor }, async () => {
+        await this.stock.commit(orderId);
+        await this.outbox.add('order.paid', orderId, { orderId });
+      });
     });
   }
 

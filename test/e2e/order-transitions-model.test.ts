@@ -155,6 +155,15 @@ class Pay extends Move {
   readonly from: readonly OrderStatus[] = ['INVENTORY_RESERVED', 'PAYMENT_PENDING'];
   readonly to = 'PAID';
   readonly topic = 'order.paid';
+  override expect(m: Model): boolean {
+    // a success that overtook the pending step takes it first, recorded: the lifecycle has no
+    // INVENTORY_RESERVED → PAID (API.md)
+    if (m.status === 'INVENTORY_RESERVED') {
+      m.status = 'PAYMENT_PENDING';
+      m.history++;
+    }
+    return super.expect(m);
+  }
   async apply(r: Real): Promise<boolean> {
     return (await r.transitions.markPaid(r.orderId, 'model')).changed;
   }

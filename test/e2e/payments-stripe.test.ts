@@ -132,6 +132,14 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     await deliver(event);
     const done = await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED');
     expect(done.status).toBe('CONFIRMED');
+    // along the contract's lifecycle only (API.md: no other transition exists)
+    expect(done.history.map((h: { from: string | null; to: string }) => `${h.from}→${h.to}`)).toEqual([
+      'null→CREATED',
+      'CREATED→INVENTORY_RESERVED',
+      'INVENTORY_RESERVED→PAYMENT_PENDING',
+      'PAYMENT_PENDING→PAID',
+      'PAID→CONFIRMED',
+    ]);
     // …then the payment call returns: the same intent, no second one
     expect(await startPayment(order.body.id)).toBe(pi.id);
     expect(await count(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id])).toBe(1);
