@@ -48,15 +48,12 @@ export class OrderTransitionsService {
   }
 
   /**
-   * INVENTORY_RESERVED → PAYMENT_PENDING, keeping the stock held at least until `holdUntil` — only
-   * while the reservation's deadline has not passed: an overdue order is the expiry's, never revived.
+   * INVENTORY_RESERVED → PAYMENT_PENDING — only while the reservation's deadline has not passed:
+   * an overdue order is the expiry's, never revived. The deadline stays where it is (API.md: an
+   * unpaid reservation is released after the configured window, payment started or not).
    */
-  markPaymentPending(orderId: string, holdUntil: Date, actor: string): Promise<TransitionResult> {
-    return this.tx.run(async () => {
-      const result = await this.move(orderId, { to: 'PAYMENT_PENDING', actor, liveOnly: true });
-      await this.orders.extendReservation(orderId, holdUntil, this.clock.now());
-      return result;
-    });
+  markPaymentPending(orderId: string, actor: string): Promise<TransitionResult> {
+    return this.move(orderId, { to: 'PAYMENT_PENDING', actor, liveOnly: true });
   }
 
   /**

@@ -137,24 +137,6 @@ export class OrderRepository {
   }
 
   /**
-   * Pushes the reservation deadline out (never in) while the order still holds its reservation
-   * and the deadline has not passed at `liveAt` (an overdue reservation is never revived).
-   */
-  async extendReservation(orderId: string, until: Date, liveAt: Date): Promise<void> {
-    await this.tx.withManager((m) =>
-      m
-        .createQueryBuilder()
-        .update(OrderEntity)
-        .set({ reservationExpiresAt: () => 'greatest(reservation_expires_at, :until)' })
-        .where('id = :orderId')
-        .andWhere('status IN (:...holding)')
-        .andWhere('reservation_expires_at > :liveAt')
-        .setParameters({ orderId, until, liveAt, holding: HOLDS_RESERVATION })
-        .execute(),
-    );
-  }
-
-  /**
    * Adds a refund to the order, guarded in one statement: only from a status the table lets reach
    * PARTIALLY_REFUNDED (after PAID), and never beyond the total (the CHECK constraint backs this
    * too). The status becomes REFUNDED when the whole total is refunded, else PARTIALLY_REFUNDED.
@@ -260,8 +242,8 @@ export class OrderRepository {
   }
 
   /**
-   * The reservation deadline of an order that still holds its reservation (null otherwise):
-   * a payment in flight extends it, so an expiry job that ran early learns when to look again.
+   * The reservation deadline of an order that still holds its reservation (null otherwise), so
+   * an expiry job that ran early learns when to look again.
    */
   async findReservationDeadline(id: string): Promise<Date | null> {
     const order = await this.tx.withManager((m) =>

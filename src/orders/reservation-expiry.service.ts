@@ -36,8 +36,9 @@ export class ReservationExpiryService {
 
   /**
    * The per-order expiry job: expires the order if it is due. If it still holds its reservation
-   * but the deadline moved (a payment in flight extends it), the same job looks again just after
-   * the new deadline, so the order expires at its real deadline rather than at the next sweep.
+   * but the deadline has not come yet (the job ran early: a clock between Redis and PostgreSQL,
+   * a deadline set after the job was made), the same job looks again just after the deadline, so
+   * the order expires at its real deadline rather than at the next sweep.
    */
   @OnJob(JobName.ExpireReservation)
   async expireReservation(

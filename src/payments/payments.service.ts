@@ -3,7 +3,6 @@ import type { Principal } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
 import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
-import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
@@ -38,13 +37,12 @@ export class PaymentsService {
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
-    @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
   /**
    * Creates (or returns) the order's payment intent with a deterministic idempotency key
    * (`order:<id>:payment-intent`), records it (unique per order), and moves the order to
-   * PAYMENT_PENDING with its reservation held for another window while the payment is in flight.
+   * PAYMENT_PENDING; its reservation keeps its deadline (API.md: released after the window).
    * The gateway call happens outside any transaction; every step is safe to repeat. An order
    * that expired while the intent was being made gets its intent cancelled and a 409.
    */
@@ -68,11 +66,7 @@ export class PaymentsService {
     const { payment, status } = await this.tx.run(async () => {
       const now = this.clock.now();
       const payment = await this.payments.recordIntent(this.ids.uuid(), this.gateway.provider, intent, now);
-      await this.transitions.markPaymentPending(
-        orderId,
-        new Date(now.getTime() + this.config.reservationTtlSeconds * 1000),
-        `user:${me.userId}`,
-      );
+      await this.transitions.markPaymentPending(orderId, `user:${me.userId}`);
       return { payment, status: (await this.orders.findById(orderId))?.status };
     });
     if (status === 'CANCELLED' || status === 'INVENTORY_RESERVED') {

@@ -145,8 +145,7 @@ class RequestPayment extends Move {
     return super.expect(m);
   }
   async apply(r: Real): Promise<boolean> {
-    const holdUntil = new Date(Date.now() + 3_600_000);
-    return (await r.transitions.markPaymentPending(r.orderId, holdUntil, 'model')).changed;
+    return (await r.transitions.markPaymentPending(r.orderId, 'model')).changed;
   }
 }
 

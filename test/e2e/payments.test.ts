@@ -104,6 +104,20 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(again.body.code).toBe('ORDER_NOT_PAYABLE');
   }, 30_000);
 
+  it('starting a payment does not extend the reservation: an unpaid order holds stock for the configured window only (API.md)', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const due = await t.db.pool.query(
+      `UPDATE orders SET reservation_expires_at = now() + interval '30 seconds' WHERE id = $1 RETURNING reservation_expires_at`,
+      [order.body.id],
+    );
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(pay.status).toBe(201);
+    const row = await t.db.pool.query(`SELECT status, reservation_expires_at FROM orders WHERE id = $1`, [order.body.id]);
+    expect(row.rows[0]).toEqual({ status: 'PAYMENT_PENDING', reservation_expires_at: due.rows[0].reservation_expires_at });
+    expect((await statusOf(order.body.id)).reservationExpiresAt).toBe(due.rows[0].reservation_expires_at.toISOString());
+  });
+
   it('an order past its reservation deadline cannot start a payment, even before the expiry job has run (409, nothing extended)', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
@@ -119,7 +133,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const payments = await t.db.pool.query(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id]);
     expect(payments.rows[0].n).toBe(0);
     // the guarded move itself refuses an overdue order too (the deadline passing mid-request)
-    const moved = await worker.get(OrderTransitionsService).markPaymentPending(order.body.id, new Date(Date.now() + 60_000), 'test');
+    const moved = await worker.get(OrderTransitionsService).markPaymentPending(order.body.id, 'test');
     expect(moved.changed).toBe(false);
   });
 
