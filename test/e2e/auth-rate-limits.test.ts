@@ -112,6 +112,23 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(60); // the hour window
   });
 
+  it('limits registration per account too (API.md: per IP and per account), across clients and instances', async () => {
+    const email = `Target.${randomUUID()}@x.io`;
+    const statuses = [];
+    for (let i = 0; i < 11; i++) {
+      const app = i % 2 ? b : a;
+      const spelling = i % 3 ? email : ` ${email.toUpperCase()} `; // one account, however it is written
+      statuses.push((await app.http.post('/v1/auth/register', { email: spelling, password: 'short' }, xff(`10.12.0.${i + 1}`))).status);
+    }
+    expect(statuses.slice(0, 10).every((s) => s === 400)).toBe(true);
+    expect(statuses[10]).toBe(429);
+    const res = await a.http.post('/v1/auth/register', { email, password: 'short' }, xff('10.12.1.1'));
+    expect(res.status).toBe(429);
+    expect(res.headers.get('ratelimit-policy')).toContain('"register-account";q=10;w=3600');
+    // another account from those same clients is not held back
+    expect((await a.http.post('/v1/auth/register', { email: `${randomUUID()}@x.io`, password: 'short' }, xff('10.12.0.1'))).status).toBe(400);
+  });
+
   it('limits every route per client IP and says so in RateLimit headers, even before authentication', async () => {
     const refresh = (app: TestApp) =>
       app.http.post('/v1/auth/refresh', { refreshToken: 'never-issued' }, xff('10.7.0.1'));

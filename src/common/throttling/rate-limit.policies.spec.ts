@@ -23,8 +23,10 @@ describe('rate-limit policies', () => {
       tracker: 'ip',
       failClosed: false,
     });
-    // no request limit per account: failed sign-ins are counted instead (signInBuckets)
-    expect(RATE_LIMIT_POLICIES.some((p) => p.tracker === 'account')).toBe(false);
+    // per account, only registration (API.md): failed sign-ins are counted instead (signInBuckets),
+    // so that a stranger's requests never lock an owner out of signing in
+    expect(RATE_LIMIT_POLICIES.filter((p) => p.tracker === 'account').map((p) => p.name)).toEqual(['register-account']);
+    expect(policy('register-account')).toMatchObject({ limit: 10, windowSeconds: 3600, scope: 'register' });
     expect(policy('login-ip')).toMatchObject({
       limit: 20,
       windowSeconds: 60,
@@ -43,7 +45,7 @@ describe('rate-limit policies', () => {
     const closed = RATE_LIMIT_POLICIES.filter((p) => p.failClosed)
       .map((p) => p.name)
       .sort();
-    expect(closed).toEqual(['login-ip', 'password-change', 'register-ip']);
+    expect(closed).toEqual(['login-ip', 'password-change', 'register-account', 'register-ip']);
   });
 
   it('applies unscoped policies everywhere and scoped ones only on their routes', () => {

@@ -47,6 +47,16 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     failClosed: true,
   },
   {
+    // API.md: registration is limited per IP and per account — the account being the email
+    // asked for, normalized (many clients trying one address, e.g. to learn it is taken)
+    name: 'register-account',
+    limit: 10,
+    windowSeconds: 3600,
+    tracker: 'account',
+    scope: 'register',
+    failClosed: true,
+  },
+  {
     name: 'order-create',
     limit: 30,
     windowSeconds: 60,
