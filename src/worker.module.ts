@@ -8,6 +8,7 @@ import { NotificationsModule } from './notifications/notifications.module';
 import { OutboxPublisher } from './outbox/outbox.publisher';
 import { OutboxRelay } from './outbox/outbox.relay';
 import { paymentsBackoff } from './payments/refund-settle.job';
+import { emailBackoff } from './notifications/email-job';
 import { JobHandlers } from './queue/job-handlers';
 import { QueueModule } from './queue/queue.module';
 import { QueueName } from './queue/queues';
@@ -32,6 +33,8 @@ export class WorkerModule {
         ...queueProcessors({
           // the custom backoff of payments.settle-refund (SETTLE_REFUND_JOB_OPTIONS)
           [QueueName.Payments]: { settings: { backoffStrategy: paymentsBackoff } },
+          // email.send's capped backoff, a day of retries (EMAIL_JOB_OPTIONS)
+          [QueueName.Email]: { settings: { backoffStrategy: emailBackoff } },
         }),
         JobHandlers,
         Schedulers,

@@ -31,16 +31,28 @@ export function emailJobId(job: EmailJob): string {
   return `email.${emailKey(job)}`;
 }
 
+/** The email queue's own backoff type (emailBackoff, installed on its worker). */
+export const EMAIL_BACKOFF = 'email';
+const EMAIL_BACKOFF_CAP_MS = 30 * 60_000;
+
 /**
- * Mail servers can be down for a while: 12 attempts 2 s, 4 s … apart (about 68 min in all).
- * Permanent failures stay in the failed set (removeOnFail keeps them for 7 days). A delivery
- * that another live attempt is sending right now is not a failure: the job's handler puts it
- * back for EMAIL_BUSY_RETRY_MS without spending an attempt (at most EMAIL_BUSY_RETRIES times).
+ * Mail servers can be down for a long while (a provider's outage, an expired credential found on
+ * a Sunday): 60 attempts, 2 s, 4 s … apart, then every 30 min — a little over a day in all —
+ * before a job fails for good (a failed job stays in the failed set: removeOnFail keeps it for 7
+ * days). A delivery that another live attempt is sending right now is not a failure: the job's
+ * handler puts it back for EMAIL_BUSY_RETRY_MS without spending an attempt (at most
+ * EMAIL_BUSY_RETRIES times).
  */
 export const EMAIL_JOB_OPTIONS: Pick<JobsOptions, 'attempts' | 'backoff'> = {
-  attempts: 12,
-  backoff: { type: 'exponential', delay: 2000 },
+  attempts: 60,
+  backoff: { type: EMAIL_BACKOFF },
 };
+
+/** BullMQ backoff strategy of the email queue: 2 s doubling, capped at 30 min. */
+export function emailBackoff(attemptsMade: number, type?: string): number {
+  if (type !== EMAIL_BACKOFF) return 2_000;
+  return Math.min(2_000 * 2 ** Math.max(0, attemptsMade - 1), EMAIL_BACKOFF_CAP_MS);
+}
 
 /** How long a job waits when its delivery is being sent by another attempt. */
 export const EMAIL_BUSY_RETRY_MS = 2_000;
