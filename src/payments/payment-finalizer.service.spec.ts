@@ -89,13 +89,14 @@ const refund = (over: Partial<Refund> = {}): Refund => ({
 
 function mockPayments(): MockOf<
   PaymentRepository,
-  'findByIntent' | 'findByOrder' | 'recordIntent' | 'findStalePending' | 'setStatus'
+  'findByIntent' | 'findByOrder' | 'recordIntent' | 'findStalePending' | 'findOpenOfCancelled' | 'setStatus'
 > {
   return {
     findByIntent: jest.fn().mockResolvedValue(payment()),
     findByOrder: jest.fn().mockResolvedValue(payment()),
     recordIntent: jest.fn(),
     findStalePending: jest.fn().mockResolvedValue([]),
+    findOpenOfCancelled: jest.fn().mockResolvedValue([]),
     setStatus: jest.fn().mockResolvedValue(undefined),
   };
 }

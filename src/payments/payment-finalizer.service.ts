@@ -106,7 +106,8 @@ export class PaymentFinalizer {
   /**
    * The safety net for webhooks that never arrive: payments whose order has been
    * PAYMENT_PENDING without news for `staleMs` are settled from the gateway's current state,
-   * and refunds whose provider call never got an answer are sent again.
+   * accepted events whose job gave up are processed, the intents of cancelled orders still open
+   * are cancelled, and refunds whose provider call never got an answer are sent again.
    */
   async reconcile(staleMs = RECONCILE_AFTER_MS): Promise<number> {
     const now = this.clock.now().getTime();
@@ -122,7 +123,28 @@ export class PaymentFinalizer {
       }
     }
     settled += await this.sweepUnprocessedEvents(new Date(now - UNPROCESSED_EVENT_AFTER_MS));
+    settled += await this.sweepOpenIntentsOfCancelled(new Date(now - staleMs));
     return settled + (await this.refunds.retryStale(RETRY_REFUND_AFTER_MS));
+  }
+
+  /**
+   * Cancelled orders whose intent is still open at the gateway: their intent-cancel job gave up
+   * (the gateway down longer than its retries) or was lost with Redis. Cancelled now, so the
+   * intent can no longer be paid (a payment that got in first is converged: refunded). One that
+   * stays open (in flight) is looked at again after another `staleMs`.
+   */
+  private async sweepOpenIntentsOfCancelled(before: Date): Promise<number> {
+    let done = 0;
+    for (const payment of await this.payments.findOpenOfCancelled(before)) {
+      try {
+        const outcome = await this.cancelIntentOf(payment.orderId);
+        if (outcome.kind !== 'intent-open') done++;
+      } catch (err) {
+        this.logger.warn(`intent ${payment.intentId} of a cancelled order still open: ${(err as Error).message}`);
+        await this.tx.run(() => this.payments.setStatus(payment.id, payment.status, this.clock.now())).catch(() => undefined);
+      }
+    }
+    return done;
   }
 
   /**

@@ -115,6 +115,28 @@ export class PaymentRepository {
   }
 
   /**
+   * Payments still open at the gateway (neither succeeded nor canceled) of CANCELLED orders,
+   * unchanged since `before`, oldest first: their intent-cancel job gave up or was lost, so the
+   * intent may still be paid. Few rows: the open payments are filtered first.
+   */
+  async findOpenOfCancelled(before: Date, limit = 100): Promise<Payment[]> {
+    return this.tx.withManager(async (m) => {
+      const cancelled = this.orders.idsInStatusQuery(m, ['CANCELLED']);
+      const found = await m
+        .getRepository(PaymentEntity)
+        .createQueryBuilder('p')
+        .where('p.status NOT IN (:...final)', { final: FINAL_STATUSES })
+        .andWhere('p.updatedAt < :before', { before })
+        .andWhere(`p.order_id IN (${cancelled.getQuery()})`)
+        .setParameters(cancelled.getParameters())
+        .orderBy('p.updatedAt', 'ASC')
+        .limit(limit)
+        .getMany();
+      return found.map(toPayment);
+    });
+  }
+
+  /**
    * Records the intent's status as last seen. Never out of a final state: a worker that read
    * `processing` just before another one saw `succeeded` cannot write it back.
    */

@@ -285,6 +285,20 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect((await orderOf(order.body.id)).status).toBe('CANCELLED');
   }, 30_000);
 
+  it('a cancelled order whose intent-cancel job was lost: the reconciliation cancels the intent, so it can no longer be paid', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const intent = await startPayment(order.body.id);
+    // cancelled, but its payments.cancel-intent job gave up (Stripe down for longer than its
+    // retries) or was lost with Redis: the order says CANCELLED, the intent is still payable
+    await t.db.pool.query(`UPDATE orders SET status = 'CANCELLED', cancellation_reason = 'CUSTOMER_REQUESTED' WHERE id = $1`, [order.body.id]);
+    await t.db.pool.query(`UPDATE payments SET updated_at = now() - interval '1 hour' WHERE order_id = $1`, [order.body.id]);
+    expect(stripe.intent(intent)?.status).toBe('requires_payment_method');
+    await worker.get(PaymentFinalizer).reconcile();
+    expect(stripe.intent(intent)?.status).toBe('canceled');
+    expect((await orderOf(order.body.id)).payment.status).toBe('canceled');
+  }, 30_000);
+
   it("a payment's recorded status never moves out of succeeded (a slower worker's stale read)", async () => {
     const { orderId } = await paidOrder();
     const payments = worker.get(PaymentRepository);
