@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { EntityManager, FindOptionsWhere } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
+import type { OrderStatus } from '../orders/order-state-machine';
 import { OrderRepository } from '../orders/order.repository';
 import { PaymentEntity } from './entities/payment.entity';
 import type { GatewayIntent, IntentStatus } from './payment-gateway';
@@ -98,40 +99,36 @@ export class PaymentRepository {
    * Payments of orders still PAYMENT_PENDING whose row has not changed since `before`, oldest
    * first — one statement; which orders are pending is OrderRepository's subquery.
    */
-  async findStalePending(before: Date, limit = 100): Promise<Payment[]> {
-    return this.tx.withManager(async (m) => {
-      const pending = this.orders.idsInStatusQuery(m, ['PAYMENT_PENDING']);
-      const found = await m
-        .getRepository(PaymentEntity)
-        .createQueryBuilder('p')
-        .where(`p.order_id IN (${pending.getQuery()})`)
-        .andWhere('p.updatedAt < :before', { before })
-        .setParameters(pending.getParameters())
-        .orderBy('p.updatedAt', 'ASC')
-        .limit(limit)
-        .getMany();
-      return found.map(toPayment);
-    });
+  findStalePending(before: Date, limit = 100): Promise<Payment[]> {
+    return this.unchangedSince(before, limit, ['PAYMENT_PENDING']);
   }
 
   /**
    * Payments still open at the gateway (neither succeeded nor canceled) of CANCELLED orders,
    * unchanged since `before`, oldest first: their intent-cancel job gave up or was lost, so the
-   * intent may still be paid. Few rows: the open payments are filtered first.
+   * intent may still be paid.
    */
-  async findOpenOfCancelled(before: Date, limit = 100): Promise<Payment[]> {
+  findOpenOfCancelled(before: Date, limit = 100): Promise<Payment[]> {
+    return this.unchangedSince(before, limit, ['CANCELLED'], { openOnly: true });
+  }
+
+  /** Payments of orders in `orderStatuses` (optionally only those not final) unchanged since `before`. */
+  private unchangedSince(
+    before: Date,
+    limit: number,
+    orderStatuses: OrderStatus[],
+    opts: { openOnly?: boolean } = {},
+  ): Promise<Payment[]> {
     return this.tx.withManager(async (m) => {
-      const cancelled = this.orders.idsInStatusQuery(m, ['CANCELLED']);
-      const found = await m
+      const orders = this.orders.idsInStatusQuery(m, orderStatuses);
+      const query = m
         .getRepository(PaymentEntity)
         .createQueryBuilder('p')
-        .where('p.status NOT IN (:...final)', { final: FINAL_STATUSES })
+        .where(`p.order_id IN (${orders.getQuery()})`)
         .andWhere('p.updatedAt < :before', { before })
-        .andWhere(`p.order_id IN (${cancelled.getQuery()})`)
-        .setParameters(cancelled.getParameters())
-        .orderBy('p.updatedAt', 'ASC')
-        .limit(limit)
-        .getMany();
+        .setParameters(orders.getParameters());
+      if (opts.openOnly) query.andWhere('p.status NOT IN (:...final)', { final: FINAL_STATUSES });
+      const found = await query.orderBy('p.updatedAt', 'ASC').limit(limit).getMany();
       return found.map(toPayment);
     });
   }

@@ -1,5 +1,6 @@
 import { IdempotencyService } from '../../src/idempotency/idempotency.service';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { holdIdempotencyKey } from '../support/idempotency-keys';
 
 /**
  * In-progress records left behind by requests that are gone (their clean-up failed with the
@@ -28,21 +29,16 @@ describe('the idempotency purge and in-progress records', () => {
     await record('orphan', '1 hour');
     await record('running', '1 hour');
     await record('recent', '5 seconds');
-    const holder = await t.db.pool.connect();
+    // the key's lock, as the running request's process holds it
+    const holder = await holdIdempotencyKey(t.db.pool, 'user:orphans', 'running');
     try {
-      // the key's lock, as the running request's process holds it
-      await holder.query(`SELECT pg_advisory_lock(hashtextextended($1::text || E'\\n' || $2::text, 7))`, [
-        'user:orphans',
-        'running',
-      ]);
       await t.app.get(IdempotencyService).purgeExpired();
       const left = await t.db.pool.query(
         `SELECT key FROM idempotency_keys WHERE principal = 'user:orphans' ORDER BY key`,
       );
       expect(left.rows.map((r) => r.key)).toEqual(['recent', 'running']);
     } finally {
-      await holder.query(`SELECT pg_advisory_unlock_all()`);
-      holder.release();
+      await holder.release();
     }
   });
 });

@@ -15,6 +15,7 @@ import { createAdmin } from '../support/auth';
 import { createProduct } from '../support/catalog';
 import { LocalS3, presignedSignatureProblem, startLocalS3 } from '../support/local-s3';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { holdIdempotencyKey } from '../support/idempotency-keys';
 
 const TOKEN = randomBytes(24).toString('hex');
 
@@ -342,15 +343,13 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     expect(replay.headers.get('idempotent-replayed')).toBe('true');
     const { principal } = (await t.db.pool.query(`SELECT principal FROM idempotency_keys WHERE key = $1`, [key])).rows[0];
     const held = `${key}-held`;
-    const holder = await t.db.pool.connect();
+    const holder = await holdIdempotencyKey(t.db.pool, principal, held);
     try {
-      await holder.query(`SELECT pg_advisory_lock(hashtextextended($1::text || E'\\n' || $2::text, 7))`, [principal, held]);
       const refused = await keyed({ Records: [] }, 'Bearer wrong', held);
       expect(refused.status).toBe(400);
       expect(refused.body.code).toBe('WEBHOOK_SIGNATURE_INVALID');
     } finally {
-      await holder.query(`SELECT pg_advisory_unlock_all()`);
-      holder.release();
+      await holder.release();
     }
   });
 

@@ -10,6 +10,7 @@ import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { drain } from '../support/drain';
+import { holdIdempotencyKey } from '../support/idempotency-keys';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
@@ -379,16 +380,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     }, 30_000);
 
     /** The key's lock as a request that is still running holds it (released: that request is gone). */
-    const holdKey = async (key: string) => {
-      const c = await t.db.pool.connect();
-      await c.query(`SELECT pg_advisory_lock(hashtextextended($1::text || E'\\n' || $2::text, 7))`, [`user:${admin.user.id}`, key]);
-      return {
-        release: async () => {
-          await c.query(`SELECT pg_advisory_unlock_all()`);
-          c.release();
-        },
-      };
-    };
+    const holdKey = (key: string) => holdIdempotencyKey(t.db.pool, `user:${admin.user.id}`, key);
 
     it('a claim blocks twins while its request runs; once that request is gone the retry takes over at once, continuing the same refund', async () => {
       const { orderId, intent } = await paidOrder(10_000, 1);

@@ -9,6 +9,7 @@ import { drain } from '../support/drain';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
+import { holdIdempotencyKey } from '../support/idempotency-keys';
 
 const stripe = new Stripe('sk_test_unused');
 
@@ -251,15 +252,13 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       // a key whose lock is held (its first request still running): an unsigned caller is
       // refused for its signature at once, never queued on, or told about, the key
       const held = `${key}-held`;
-      const holder = await t.db.pool.connect();
+      const holder = await holdIdempotencyKey(t.db.pool, principal, held);
       try {
-        await holder.query(`SELECT pg_advisory_lock(hashtextextended($1::text || E'\\n' || $2::text, 7))`, [principal, held]);
         const bad = await keyed(body, 'garbage', held);
         expect(bad.status).toBe(400);
         expect(bad.body.code).toBe('WEBHOOK_SIGNATURE_INVALID');
       } finally {
-        await holder.query(`SELECT pg_advisory_unlock_all()`);
-        holder.release();
+        await holder.release();
       }
     });
 
