@@ -228,12 +228,19 @@ export class OrderRepository {
     });
   }
 
-  /** Orders still holding their reservation whose window has passed (for the sweeper), oldest first. */
-  async findOverdueReservations(now: Date, limit: number): Promise<string[]> {
+  /**
+   * Orders still holding their reservation whose window has passed (for the sweeper), oldest
+   * first, except `excluding` (those the sweeper has looked at and left, e.g. a debit in flight).
+   */
+  async findOverdueReservations(now: Date, limit: number, excluding: string[] = []): Promise<string[]> {
     const due = await this.tx.withManager((m) =>
       m.getRepository(OrderEntity).find({
         select: { id: true },
-        where: { status: In(HOLDS_RESERVATION), reservationExpiresAt: LessThanOrEqual(now) },
+        where: {
+          status: In(HOLDS_RESERVATION),
+          reservationExpiresAt: LessThanOrEqual(now),
+          ...(excluding.length ? { id: Not(In(excluding)) } : {}),
+        },
         order: { reservationExpiresAt: 'ASC' },
         take: limit,
       }),

@@ -10,6 +10,7 @@ import { SimulatedPaymentIntentEntity } from './entities/simulated-payment-inten
 import { SimulatedRefundEntity } from './entities/simulated-refund.entity';
 import { WebhookEventEntity } from './entities/webhook-event.entity';
 import { PAYMENT_GATEWAY } from './payment-gateway';
+import { OverdueOrders } from './overdue-orders.service';
 import { PaymentFinalizer } from './payment-finalizer.service';
 import { PaymentRepository } from './payment.repository';
 import { AdminRefundsService } from './admin-refunds.service';
@@ -67,6 +68,7 @@ export class PaymentsModule {
         AdminRefundsService,
         WebhooksService,
         PaymentFinalizer,
+        OverdueOrders,
         stripeKey
           ? { provide: PAYMENT_GATEWAY, useValue: new StripeGateway(stripeKey, config.stripe.apiUrl) }
           : { provide: PAYMENT_GATEWAY, useExisting: SimulatedGateway },

@@ -2,6 +2,7 @@ import { INestApplicationContext } from '@nestjs/common';
 import { getQueueToken } from '@nestjs/bullmq';
 import type { Queue } from 'bullmq';
 import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
+import { OverdueOrders } from '../../src/payments/overdue-orders.service';
 import { OutboxPublisher } from '../../src/outbox/outbox.publisher';
 import { OutboxRepository } from '../../src/outbox/outbox.repository';
 import { OutboxRelay } from '../../src/outbox/outbox.relay';
@@ -31,11 +32,13 @@ describe('reservation expiry', () => {
   let t: TestApp;
   let alice: Buyer;
   let expiry: ReservationExpiryService;
+  let overdue: OverdueOrders;
 
   beforeAll(async () => {
     t = await bootTestApp();
     [alice] = await buyers(t.http, 1);
     expiry = t.app.get(ReservationExpiryService);
+    overdue = t.app.get(OverdueOrders);
   });
   afterAll(async () => {
     await t?.close();
@@ -55,9 +58,9 @@ describe('reservation expiry', () => {
 
     const results = await Promise.all([
       expiry.expire(order.body.id),
-      expiry.sweep(),
-      expiry.expire(order.body.id),
-      expiry.sweep(),
+      overdue.sweep(),
+      overdue.settle(order.body.id),
+      overdue.sweep(),
     ]);
 
     expect(results.filter((r) => r === true || r === 1)).toHaveLength(1);
@@ -76,7 +79,7 @@ describe('reservation expiry', () => {
       const [cancelled] = await Promise.all([
         t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() }),
         expiry.expire(order.body.id),
-        expiry.sweep(),
+        overdue.sweep(),
       ]);
       expect(cancelled.status).toBe(200);
       expect(cancelled.body.status).toBe('CANCELLED');

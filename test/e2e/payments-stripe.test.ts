@@ -2,6 +2,7 @@ import { INestApplicationContext } from '@nestjs/common';
 import type Stripe from 'stripe';
 import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
+import { OverdueOrders } from '../../src/payments/overdue-orders.service';
 import { PaymentRepository } from '../../src/payments/payment.repository';
 import { RefundRepository } from '../../src/payments/refund.repository';
 import { RefundsService } from '../../src/payments/refunds.service';
@@ -245,6 +246,59 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(stripe.intent(intent)?.status).toBe('canceled');
     expect((await orderOf(order.body.id)).payment.status).toBe('canceled');
   }, 30_000);
+
+  describe('the reservation deadline of an order whose payment has started (asked of Stripe first)', () => {
+    const overdue = async (orderId: string) =>
+      t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [orderId]);
+
+    it('paid just before the deadline, its event not processed yet: the order is paid, not expired and refunded', async () => {
+      const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 5000 });
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      const intent = await startPayment(order.body.id);
+      stripe.succeed(intent); // at 14:59.8; its webhook is still on its way
+      await overdue(order.body.id);
+      await worker.get(OverdueOrders).settle(order.body.id);
+      const o = await orderOf(order.body.id);
+      expect(o.status).toBe('CONFIRMED');
+      expect(o.payment.refunds).toEqual([]);
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 });
+    }, 30_000);
+
+    it('not paid: its intent is cancelled at Stripe, then the order expires', async () => {
+      const p = await insertProduct(t.db.pool, { stock: 5 });
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      const intent = await startPayment(order.body.id);
+      await overdue(order.body.id);
+      expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(true);
+      expect(stripe.intent(intent)?.status).toBe('canceled');
+      expect(await orderOf(order.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    }, 30_000);
+
+    it('a bank debit still processing keeps the order until it settles; its failure then cancels it', async () => {
+      const p = await insertProduct(t.db.pool, { stock: 5 });
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      const intent = await startPayment(order.body.id);
+      stripe.process(intent);
+      await overdue(order.body.id);
+      expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(false);
+      expect((await orderOf(order.body.id)).status).toBe('PAYMENT_PENDING');
+      const failed = stripe.decline(intent);
+      await deliver(failed);
+      await processed(failed.id);
+      expect(await orderOf(order.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    }, 30_000);
+
+    it('not due yet (a job that ran early): nothing is asked of Stripe, nothing changes', async () => {
+      const p = await insertProduct(t.db.pool, { stock: 5 });
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      const intent = await startPayment(order.body.id);
+      expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(false);
+      expect(stripe.intent(intent)?.status).toBe('requires_payment_method');
+      expect((await orderOf(order.body.id)).status).toBe('PAYMENT_PENDING');
+    }, 30_000);
+  });
 
   it('cancelling an order cancels its intent at Stripe, so it can no longer be paid', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
