@@ -49,14 +49,17 @@ export class PaymentsService {
   async start(me: Principal, orderId: string): Promise<PaymentIntentView> {
     const order = await this.orders.findById(orderId);
     if (!order || order.userId !== me.userId) throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
+    // past its deadline and not yet paying, the order is the expiry's (its job may not have run
+    // yet): not revived — also on a retry after a first call whose move the deadline refused
+    const overdue = order.reservationExpiresAt !== null && order.reservationExpiresAt <= this.clock.now();
+    if (order.status === 'INVENTORY_RESERVED' && overdue) throw reservationExpired();
     // calling again returns the one intent (also once paid); a cancelled order is not payable
     const existing = await this.payments.findByOrder(orderId);
     if (existing && order.status !== 'CANCELLED') return view(existing);
     if (order.status !== 'INVENTORY_RESERVED' && order.status !== 'PAYMENT_PENDING') {
       throw new DomainError('ORDER_NOT_PAYABLE', `An order in ${order.status} cannot be paid.`);
     }
-    // past its deadline, the order is the expiry's (its job may not have run yet): not revived
-    if (order.reservationExpiresAt && order.reservationExpiresAt <= this.clock.now()) throw reservationExpired();
+    if (overdue) throw reservationExpired();
     const intent = await this.gateway.createIntent({
       orderId,
       amount: order.totalAmount,

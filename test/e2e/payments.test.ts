@@ -136,6 +136,16 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     // the guarded move itself refuses an overdue order too (the deadline passing mid-request)
     const moved = await worker.get(OrderTransitionsService).markPaymentPending(order.body.id, 'test');
     expect(moved.changed).toBe(false);
+    // …after which the intent is recorded but the order never moved: a retry is still a 409
+    const other = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const first = await t.http.post(`/v1/orders/${other.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(first.status).toBe(201);
+    await t.db.pool.query(
+      `UPDATE orders SET status = 'INVENTORY_RESERVED', reservation_expires_at = now() - interval '1 second' WHERE id = $1`,
+      [other.body.id],
+    );
+    const retry = await t.http.post(`/v1/orders/${other.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect([retry.status, retry.body.code]).toEqual([409, 'ORDER_NOT_PAYABLE']);
   });
 
   it('reconciles a payment whose webhook never arrived', async () => {
