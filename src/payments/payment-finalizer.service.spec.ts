@@ -481,8 +481,9 @@ describe('PaymentFinalizer', () => {
         payment(),
         payment({ id: 'pay-2', orderId: 'other-order', intentId: 'pi_2' }),
       ]);
+      // its own failure (the provider refuses to read it), not the gateway being down
       s.gateway.retrieveIntent.mockImplementation(async (id) => {
-        if (id === 'pi_1') throw new GatewayError('unavailable', undefined, 'timeout');
+        if (id === 'pi_1') throw new GatewayError('rejected', 'resource_missing', 'No such payment_intent');
         return intent({ id, status: 'succeeded' });
       });
       s.refunds.retryStale.mockResolvedValue(1);
@@ -491,6 +492,22 @@ describe('PaymentFinalizer', () => {
       // the failing one goes to the back of the line (its last-seen status, touched)
       expect(s.payments.setStatus).toHaveBeenCalledWith('pay-1', 'requires_payment_method', NOW);
       expect(s.refunds.retryStale).toHaveBeenCalled();
+    });
+
+    it('stops asking the gateway once it is unavailable: one timeout per pass, not one per stale payment', async () => {
+      const s = await setup();
+      s.payments.findStalePending.mockResolvedValue(
+        Array.from({ length: 50 }, (_, i) => payment({ id: `pay-${i}`, intentId: `pi_${i}` })),
+      );
+      s.payments.findOpenOfCancelled.mockResolvedValue(
+        Array.from({ length: 50 }, (_, i) => payment({ id: `c-${i}`, orderId: `o-${i}`, intentId: `pc_${i}` })),
+      );
+      s.gateway.retrieveIntent.mockRejectedValue(new GatewayError('unavailable', undefined, 'timeout'));
+      s.gateway.cancelIntent.mockRejectedValue(new GatewayError('unavailable', undefined, 'timeout'));
+      s.payments.findByOrder.mockImplementation(async (orderId) => payment({ orderId }));
+      await s.finalizer.reconcile();
+      expect(s.gateway.retrieveIntent).toHaveBeenCalledTimes(1);
+      expect(s.gateway.cancelIntent).toHaveBeenCalledTimes(1);
     });
 
     it('processes accepted events whose job gave up; one that fails again waits for the next run', async () => {

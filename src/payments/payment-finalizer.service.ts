@@ -49,6 +49,12 @@ export type CancelIntentOutcome =
   /** The customer had paid just before: converged (refunded, as the order is cancelled). */
   | ConvergeOutcome;
 
+/**
+ * The gateway did not answer (timeout, 5xx): a sweep stops there rather than wait for the same
+ * timeout once per item (holding the payments queue, webhooks included); the next run goes on.
+ */
+const gatewayUnavailable = (err: unknown): boolean => err instanceof GatewayError && err.kind === 'unavailable';
+
 /** A pending payment without news for this long is checked against the gateway. */
 export const RECONCILE_AFTER_MS = 10 * 60 * 1000;
 /**
@@ -114,12 +120,13 @@ export class PaymentFinalizer {
     const stale = await this.payments.findStalePending(new Date(now - staleMs));
     let settled = 0;
     for (const payment of stale) {
-      // one that fails (the gateway, a lock) waits at the back of the line; the rest go on
+      // one that fails (a lock, a rejection) waits at the back of the line; the rest go on
       try {
         if ((await this.converge(payment)).kind !== 'pending') settled++;
       } catch (err) {
         this.logger.warn(`stale payment ${payment.intentId} not settled yet: ${(err as Error).message}`);
         await this.tx.run(() => this.payments.setStatus(payment.id, payment.status, this.clock.now())).catch(() => undefined);
+        if (gatewayUnavailable(err)) break;
       }
     }
     settled += await this.sweepUnprocessedEvents(new Date(now - UNPROCESSED_EVENT_AFTER_MS));
@@ -142,6 +149,7 @@ export class PaymentFinalizer {
       } catch (err) {
         this.logger.warn(`intent ${payment.intentId} of a cancelled order still open: ${(err as Error).message}`);
         await this.tx.run(() => this.payments.setStatus(payment.id, payment.status, this.clock.now())).catch(() => undefined);
+        if (gatewayUnavailable(err)) break;
       }
     }
     return done;
@@ -162,6 +170,7 @@ export class PaymentFinalizer {
         done++;
       } catch (err) {
         this.logger.warn(`webhook event ${eventId} still not processed: ${(err as Error).message}`);
+        if (gatewayUnavailable(err)) break;
       }
     }
     return done;

@@ -639,6 +639,17 @@ describe('RefundsService', () => {
       expect(s.refunds.touch).toHaveBeenCalledWith(held, NOW); // still pending there: looked at again later
     });
 
+    it('stops once the provider is unavailable: one timeout, not one per stale refund', async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockRejectedValue(new GatewayError('unavailable', undefined, 'timeout'));
+      for (const key of ['a', 'b', 'c']) {
+        await s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: key });
+      }
+      s.gateway.createRefund.mockClear();
+      expect(await s.service.retryStale(60_000)).toBe(0);
+      expect(s.gateway.createRefund).toHaveBeenCalledTimes(1);
+    });
+
     it('one refund that keeps failing is moved to the back and does not stop the others', async () => {
       const s = await setup();
       s.gateway.createRefund.mockRejectedValue(new GatewayError('unavailable', undefined, 'timeout'));

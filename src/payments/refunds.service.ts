@@ -174,29 +174,36 @@ export class RefundsService {
     let settled = 0;
     for (const refund of stale) {
       // one that fails (a dashboard refund waiting for ours, the database) waits at the back of
-      // the line; the rest go on
+      // the line; the rest go on — unless the provider itself is unavailable: then the rest
+      // would only wait for the same timeout each, and the next run tries again
+      let outcome: 'settled' | 'pending' | 'unavailable';
       try {
-        if (await this.retryOne(refund)) settled++;
+        outcome = await this.retryOne(refund);
       } catch (err) {
         this.logger.warn(`stale refund ${refund.id} not settled yet: ${(err as Error).message}`);
         await this.tx.run(() => this.refunds.touch(refund.id, this.clock.now())).catch(() => undefined);
+        outcome = err instanceof GatewayError && err.kind === 'unavailable' ? 'unavailable' : 'pending';
       }
+      if (outcome === 'settled') settled++;
+      if (outcome === 'unavailable') break;
     }
     return settled;
   }
 
-  /** One stale refund: whether it has settled now. */
-  private async retryOne(refund: Refund): Promise<boolean> {
+  /** One stale refund: settled now, still pending, or the provider did not answer. */
+  private async retryOne(refund: Refund): Promise<'settled' | 'pending' | 'unavailable'> {
     const payment = await this.payments.findById(refund.paymentId);
-    if (!payment) return false;
+    if (!payment) return 'pending';
     if (refund.providerRefundId) {
       await this.syncFromGateway(payment);
       const now = await this.refunds.findById(refund.id);
-      if (now?.status !== 'pending') return true;
+      if (now?.status !== 'pending') return 'settled';
       await this.tx.run(() => this.refunds.touch(refund.id, this.clock.now()));
-      return false;
+      return 'pending';
     }
-    return (await this.execute(refund, payment)).status !== 'pending';
+    const { refund: after, unanswered } = await this.attempt(refund, payment);
+    if (unanswered) return 'unavailable';
+    return after.status !== 'pending' ? 'settled' : 'pending';
   }
 
   /**
@@ -230,6 +237,11 @@ export class RefundsService {
 
   /** Step 2 and 3: the provider call (same key every time), then settle from its answer. */
   private async execute(refund: Refund, payment: Payment): Promise<Refund> {
+    return (await this.attempt(refund, payment)).refund;
+  }
+
+  /** execute(), also saying whether the provider left the call unanswered (unknown outcome). */
+  private async attempt(refund: Refund, payment: Payment): Promise<{ refund: Refund; unanswered: boolean }> {
     let remote: GatewayRefund;
     try {
       remote = await this.gateway.createRefund({
@@ -244,14 +256,14 @@ export class RefundsService {
         const failed = await this.tx.run(() =>
           this.refunds.settle(refund.id, 'failed', { failure: err.code ?? err.message }, this.clock.now()),
         );
-        return failed ?? (await this.refunds.findById(refund.id))!;
+        return { refund: failed ?? (await this.refunds.findById(refund.id))!, unanswered: false };
       }
       // Unknown outcome: the refund stays pending and retryStale asks again with the same key.
       this.logger.warn(`refund ${refund.id}: provider unavailable (${(err as Error).message}); will retry`);
       await this.tx.run(() => this.refunds.touch(refund.id, this.clock.now()));
-      return refund;
+      return { refund, unanswered: true };
     }
-    return this.settle(refund, remote);
+    return { refund: await this.settle(refund, remote), unanswered: false };
   }
 
   private async settle(refund: Refund, remote: GatewayRefund): Promise<Refund> {
