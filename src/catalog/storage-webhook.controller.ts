@@ -4,6 +4,7 @@ import { ApiHeader, ApiNoContentResponse, ApiOperation, ApiTags } from '@nestjs/
 import type { FastifyRequest } from 'fastify';
 import { ApiProblems } from '../common/http/api-problems';
 import { Public } from '../common/http/public.decorator';
+import { RateLimit } from '../common/throttling/rate-limit.decorator';
 import { HonourIdempotencyKeyOutsideTransaction } from '../idempotency/idempotency.decorator';
 import { ImagesService } from './images.service';
 import { StorageTokenGuard } from './storage-token.guard';
@@ -42,6 +43,7 @@ export class StorageWebhookController {
     ],
     [503, '`SERVICE_UNAVAILABLE`: the store could not be asked; it retries later'],
   )
+  @RateLimit('webhook')
   @UseGuards(StorageTokenGuard)
   // a key, when sent, is honoured without a transaction around the handler: it calls the store
   // (HeadObject), and no network call runs inside a transaction; confirming is safe to repeat

@@ -2,6 +2,7 @@ import { Controller, HttpCode, Post, Req, UseGuards } from '@nestjs/common';
 import { ApiHeader, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { ApiProblems } from '../common/http/api-problems';
 import { Public } from '../common/http/public.decorator';
+import { RateLimit } from '../common/throttling/rate-limit.decorator';
 import { WebhookAckDto } from './dto/payment.dto';
 import { StripeSignatureGuard, StripeWebhookRequest } from './stripe-signature.guard';
 import { WebhooksService } from './webhooks.service';
@@ -30,6 +31,7 @@ export class StripeWebhookController {
   })
   @ApiOkResponse({ type: WebhookAckDto })
   @ApiProblems([400, '`WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST`'])
+  @RateLimit('webhook')
   @UseGuards(StripeSignatureGuard)
   receive(@Req() req: StripeWebhookRequest): Promise<WebhookAckDto> {
     return this.webhooks.receive(req.stripeEvent!);

@@ -129,6 +129,21 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect((await a.http.post('/v1/auth/register', { email: `${randomUUID()}@x.io`, password: 'short' }, xff('10.12.0.1'))).status).toBe(400);
   });
 
+  it("counts webhooks in their own per-IP budget, not the default one: the provider's few addresses deliver a sale's events", async () => {
+    const res = await a.http.request('POST', '/v1/webhooks/stripe', undefined, {
+      raw: '{}',
+      headers: { 'stripe-signature': 'garbage', 'x-forwarded-for': '10.13.0.1' },
+    });
+    expect(res.status).toBe(400);
+    expect(res.headers.get('ratelimit-policy')).toBe('"webhook-ip";q=6000;w=60');
+    const storage = await a.http.request('POST', '/v1/webhooks/storage', undefined, {
+      raw: '{}',
+      headers: { authorization: 'Bearer wrong', 'x-forwarded-for': '10.13.0.1' },
+    });
+    expect(storage.status).toBe(400);
+    expect(storage.headers.get('ratelimit')).toMatch(/^"webhook-ip";r=5998;t=\d+$/);
+  });
+
   it('limits every route per client IP and says so in RateLimit headers, even before authentication', async () => {
     const refresh = (app: TestApp) =>
       app.http.post('/v1/auth/refresh', { refreshToken: 'never-issued' }, xff('10.7.0.1'));

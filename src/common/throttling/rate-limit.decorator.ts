@@ -6,9 +6,12 @@ import { SetMetadata } from '@nestjs/common';
  *
  * - `login`: `login-ip` (20/min per client IP); failed logins are counted separately, per
  *   account and client (FailedAttemptLimiter, in AuthService.login)
- * - `register`: `register-ip` (10/hour per client IP)
+ * - `register`: `register-ip` (10/hour per client IP) and `register-account` (10/hour per email)
  * - `order-create`: `order-create` (30/min per signed-in user)
  * - `password-change`: `password-change` (5/min per signed-in user)
+ * - `webhook`: `webhook-ip` (6,000/min per client IP) *instead of* the default: a payment
+ *   provider delivers a whole sale's events from a handful of addresses; the signature (or the
+ *   store's token) is checked right after, before anything is stored
  *
  * Usage, e.g. on the order creation route:
  *
@@ -19,7 +22,7 @@ import { SetMetadata } from '@nestjs/common';
  * Refusals are 429 RATE_LIMITED with Retry-After; every limited answer carries the IETF
  * `RateLimit-Policy` and `RateLimit` headers. `RATE_LIMIT_ENABLED=false` switches all of it off.
  */
-export type RateLimitScope = 'login' | 'register' | 'order-create' | 'password-change';
+export type RateLimitScope = 'login' | 'register' | 'order-create' | 'password-change' | 'webhook';
 
 export const RATE_LIMIT_SCOPE = 'rateLimit:scope';
 

@@ -17,8 +17,10 @@ export interface RateLimitPolicy {
   limit: number;
   windowSeconds: number;
   tracker: Tracker;
-  /** Only on routes marked @RateLimit(scope); undefined = every route. */
+  /** Only on routes marked @RateLimit(scope); undefined = every route (but `exceptScopes`). */
   scope?: RateLimitScope;
+  /** Routes of these scopes have their own budget instead of this one. */
+  exceptScopes?: readonly RateLimitScope[];
   /**
    * Redis unreachable or too slow: `true` refuses the request (429 RATE_LIMITED with
    * Retry-After) — for login, registration and password changes, where brute force matters
@@ -29,7 +31,15 @@ export interface RateLimitPolicy {
 
 /** The named policies. Limits are shared by every API instance (counters live in Redis). */
 export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
-  { name: 'default', limit: 300, windowSeconds: 60, tracker: 'ip', failClosed: false },
+  { name: 'default', limit: 300, windowSeconds: 60, tracker: 'ip', failClosed: false, exceptScopes: ['webhook'] },
+  {
+    name: 'webhook-ip',
+    limit: 6000,
+    windowSeconds: 60,
+    tracker: 'ip',
+    scope: 'webhook',
+    failClosed: false,
+  },
   {
     name: 'login-ip',
     limit: 20,
@@ -79,6 +89,7 @@ export function phaseOf(policy: RateLimitPolicy): RateLimitPhase {
 }
 
 export function appliesTo(policy: RateLimitPolicy, scope: RateLimitScope | undefined): boolean {
+  if (scope !== undefined && policy.exceptScopes?.includes(scope)) return false;
   return policy.scope === undefined || policy.scope === scope;
 }
 
