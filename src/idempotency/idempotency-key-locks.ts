@@ -1,6 +1,7 @@
 import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { AdvisoryLockSession, SessionLockHold } from '../database/advisory-lock-session';
+import { DbCircuitBreaker } from '../database/db-circuit-breaker';
 import { KEY_LOCK_ID } from './idempotency.repository';
 
 /** A key held by a request of this process; `release()` never throws. */
@@ -23,16 +24,21 @@ export type KeyHold = SessionLockHold;
 export class IdempotencyKeyLocks implements OnApplicationShutdown {
   private readonly session: AdvisoryLockSession;
 
-  constructor(@Inject(APP_CONFIG) config: AppConfig) {
+  constructor(
+    @Inject(APP_CONFIG) config: AppConfig,
+    private readonly breaker: DbCircuitBreaker,
+  ) {
     this.session = new AdvisoryLockSession(config.database.url, { applicationName: 'shop-orders-key-locks' });
   }
 
   /**
    * Takes the key without waiting: a hold, or null while another request (of any process, in
-   * either claim mode) has it. Throws when the database cannot be reached.
+   * either claim mode) has it. Through the database circuit breaker, like every other use of
+   * the database: while it is unreachable, 503 SERVICE_UNAVAILABLE with Retry-After (failing fast
+   * once the breaker is open), and its connection failures count towards opening it.
    */
   tryHold(principal: string, key: string): Promise<KeyHold | null> {
-    return this.session.tryHold(`${principal}\n${key}`, KEY_LOCK_ID, [principal, key]);
+    return this.breaker.execute(() => this.session.tryHold(`${principal}\n${key}`, KEY_LOCK_ID, [principal, key]));
   }
 
   async onApplicationShutdown(): Promise<void> {

@@ -72,6 +72,21 @@ describe('an Idempotency-Key after a request that a database outage ended', () =
     expect(replay.body).toEqual(retry.body);
   }, 60_000);
 
+  it('while the database is down, a keyed payment start answers 503 with Retry-After, like every other route', async () => {
+    const productId = await insertProduct(db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    await pg.stop('immediate');
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+        expect([res.status, res.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+        expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+      }
+    } finally {
+      await pg.start();
+    }
+  }, 60_000);
+
   it('the key of that failed request is free on a transactional route too', async () => {
     const productId = await insertProduct(db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
