@@ -73,6 +73,16 @@ describe('OutboxRelay', () => {
     }
   });
 
+  it('any other error reply of Redis (WRONGTYPE, a script refusing) is the event\'s fault: counted', async () => {
+    const wrongType = Object.assign(new Error('WRONGTYPE Operation against a key holding the wrong kind of value'), { name: 'ReplyError' });
+    const { relay, repo } = setup([row('a', 1)], async () => {
+      throw wrongType;
+    });
+    expect(await relay.relayOnce()).toEqual({ published: 0, failed: 1 });
+    expect(repo.markFailed).toHaveBeenCalledWith('a', wrongType.message, 1000, false);
+    expect(repo.release).not.toHaveBeenCalled();
+  });
+
   it('stops at a publish lost with the connection and gives the untried rows back uncounted', async () => {
     const { relay, repo, publisher } = setup([row('a', 1), row('b', 9), row('c', 2)], async (r) => {
       if (r.id === 'b') throw new Error('Connection is closed.');

@@ -15,13 +15,18 @@ const IDLE_POLL_MS = 250;
 /** While the queues are unreachable: probe again after 0.5 s, 1 s, 2 s … at most every 5 s. */
 const UNAVAILABLE_POLL_MAX_MS = 5_000;
 
+/** Redis error replies that mean "not now" (the server's state), whatever the command. */
+const OUTAGE_REPLY = /^(OOM|READONLY|LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MISCONF)\b/;
+
 /**
- * A publish that failed because of the queue, not the event: Redis refused the write (an error
- * reply — OOM under `noeviction`, READONLY after a failover, LOADING) or did not answer in time.
+ * A publish that failed because of the queue, not the event: Redis refused the write for its own
+ * state (OOM under `noeviction`, READONLY after a failover, LOADING …) or did not answer in time.
  * Like a lost connection, that is an outage: the rows wait, uncounted, and none is parked as dead.
+ * Any other error (a script's refusal, WRONGTYPE) is the event's: counted, and parked in the end.
  */
 function queueFault(err: unknown): boolean {
-  return err instanceof TimeoutError || (err instanceof Error && err.name === 'ReplyError');
+  if (err instanceof TimeoutError) return true;
+  return err instanceof Error && err.name === 'ReplyError' && OUTAGE_REPLY.test(err.message);
 }
 
 /** 1 s, 2 s, 4 s … capped at 5 min. */
