@@ -377,6 +377,27 @@ describe('RefundsService', () => {
       ]);
     });
 
+    it('a retry after a refusal first asks the provider: an attempt it made after all is the answer, not a second refund', async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockRejectedValueOnce(new GatewayError('rejected', 'insufficient_funds', 'refused'));
+      await expect(
+        s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY }).catch(domainCode),
+      ).resolves.toBe('PAYMENT_PROVIDER_REJECTED');
+      // yet the provider lists that attempt as made (the reinstate case)
+      s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_late', amount: 1_000, refundId: REFUND_ID })]);
+      const retried = await s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY });
+      expect(retried).toMatchObject({ id: REFUND_ID, status: 'succeeded', amount: 1_000 });
+      expect(s.gateway.createRefund).toHaveBeenCalledTimes(1);
+    });
+
+    it('the same key with another amount than its refund is refused (a key reused after its record expired)', async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockResolvedValue(remote({ amount: 1_000 }));
+      await s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY });
+      const other = s.service.request({ orderId: ORDER, amount: 500, actor: ADMIN, idempotencyKey: KEY });
+      await expect(other.catch(domainCode)).resolves.toBe('IDEMPOTENCY_KEY_REUSED');
+    });
+
     it('the same key used for another order is refused', async () => {
       const s = await setup();
       await s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });

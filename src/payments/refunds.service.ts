@@ -60,7 +60,13 @@ export class RefundsService {
     idempotencyKey: string;
   }): Promise<Refund> {
     const payment = await this.payments.findByOrder(input.orderId);
-    const attempt = await this.currentAttempt(input.actor, input.idempotencyKey, input.orderId);
+    let attempt = await this.currentAttempt(input.actor, input.idempotencyKey, input.orderId);
+    if (!attempt.refund && attempt.number > 1 && payment) {
+      // before a new attempt: an earlier one the provider made after all (we recorded a refusal)
+      // is reinstated from its list, and is then the answer — never a second refund
+      await this.syncFromGateway(payment);
+      attempt = await this.currentAttempt(input.actor, input.idempotencyKey, input.orderId);
+    }
     const id = attempt.id;
     let refund = attempt.refund;
     if (!refund) {
@@ -90,7 +96,8 @@ export class RefundsService {
         actor: input.actor,
       });
     }
-    if (refund.orderId !== input.orderId) {
+    // another order, or another amount (the key's record expired after 24 h, its refund did not)
+    if (refund.orderId !== input.orderId || (input.amount !== undefined && input.amount !== refund.amount)) {
       throw new DomainError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used for another refund.');
     }
     const result = refund.status === 'pending' ? await this.execute(refund, payment!) : refund;
@@ -108,12 +115,16 @@ export class RefundsService {
    * `…:attempt:2`, …) that is not a failure of this order, or the free id after the last failure.
    * Same-key requests never run at once (the idempotency interceptor holds the key).
    */
-  private async currentAttempt(actor: string, key: string, orderId: string): Promise<{ id: string; refund: Refund | null }> {
+  private async currentAttempt(
+    actor: string,
+    key: string,
+    orderId: string,
+  ): Promise<{ id: string; number: number; refund: Refund | null }> {
     for (let attempt = 1; ; attempt++) {
       const id = uuidFromName(attempt === 1 ? `refund:${actor}:${key}` : `refund:${actor}:${key}:attempt:${attempt}`);
       const refund = await this.refunds.findById(id);
       if (!refund || refund.status !== 'failed' || refund.orderId !== orderId || attempt >= MAX_ATTEMPTS_PER_KEY) {
-        return { id, refund };
+        return { id, number: attempt, refund };
       }
     }
   }
