@@ -101,10 +101,15 @@ export class ImagesService {
   async uploaded(rawBody: Buffer | undefined): Promise<void> {
     const records = this.parse(rawBody);
     let changed = false;
-    for (const record of records) {
-      if (await this.confirm(record)) changed = true;
+    try {
+      for (const record of records) {
+        if (await this.confirm(record)) changed = true;
+      }
+    } finally {
+      // also when a later record fails (503, the store retries): the ones confirmed are ready
+      // now, and a retry would find them ready and change nothing, so nothing would invalidate
+      if (changed) await this.cache.invalidate();
     }
-    if (changed) await this.cache.invalidate();
   }
 
   /**

@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { ImageRepository } from '../../src/catalog/image.repository';
+import { ObjectStorage, ObjectStorageUnavailable } from '../../src/catalog/object-storage';
 import { Clock } from '../../src/common/time/clock';
 import { createAdmin } from '../support/auth';
 import { createProduct } from '../support/catalog';
@@ -351,6 +352,27 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     } finally {
       await holder.release();
     }
+  });
+
+  it('a notification whose second record cannot be confirmed (503) still shows the first one at once: the cache is invalidated', async () => {
+    const p = await createProduct(t, admin);
+    const [a, b] = [await requestUpload(p.id, 'image/png', 64), await requestUpload(p.id, 'image/png', 64)];
+    for (const up of [a, b]) expect((await put(up.uploadUrl, 'image/png', randomBytes(64))).status).toBe(200);
+    expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBeNull(); // cached now, without images
+    const storage = t.app.get(ObjectStorage);
+    const head = storage.head.bind(storage);
+    const spy = jest.spyOn(storage, 'head').mockImplementation(async (key: string) => {
+      if (key.endsWith(b.imageId)) throw new ObjectStorageUnavailable('the store did not answer');
+      return head(key);
+    });
+    try {
+      const record = (imageId: string) => ({ eventName: 'ObjectCreated:Put', s3: { bucket: { name: s3.bucket }, object: { key: `products/${p.id}/${imageId}` } } });
+      expect((await notify({ Records: [record(a.imageId), record(b.imageId)] })).status).toBe(503);
+    } finally {
+      spy.mockRestore();
+    }
+    expect((await imageRow(a.imageId)).status).toBe('ready');
+    expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBe(`${s3.endpoint}/${s3.bucket}/products/${p.id}/${a.imageId}`);
   });
 
   it('acknowledges notifications for keys, buckets or events that are not ours without effect', async () => {
