@@ -35,11 +35,11 @@ export class OrderTransitionsService {
     orderId: string,
     reason: CancellationReason,
     actor: string,
-    opts: { onlyIfReservationDue?: boolean } = {},
+    opts: { onlyIfReservationDue?: boolean; onlyIfNoOpenPayment?: boolean } = {},
   ): Promise<TransitionResult> {
     return this.move(
       orderId,
-      { to: 'CANCELLED', reason, actor, dueOnly: opts.onlyIfReservationDue },
+      { to: 'CANCELLED', reason, actor, dueOnly: opts.onlyIfReservationDue, noOpenPayment: opts.onlyIfNoOpenPayment },
       async (previous) => {
         if (HOLDS_RESERVATION.includes(previous)) await this.stock.release(orderId);
         await this.outbox.add('order.cancelled', orderId, { orderId, reason });
@@ -106,7 +106,14 @@ export class OrderTransitionsService {
   /** The guarded UPDATE, then — only for the winner — the transition's side effects. */
   private move(
     orderId: string,
-    t: { to: OrderStatus; actor: string; reason?: CancellationReason; dueOnly?: boolean; liveOnly?: boolean },
+    t: {
+      to: OrderStatus;
+      actor: string;
+      reason?: CancellationReason;
+      dueOnly?: boolean;
+      liveOnly?: boolean;
+      noOpenPayment?: boolean;
+    },
     effects?: (previous: OrderStatus) => Promise<void>,
   ): Promise<TransitionResult> {
     return this.tx.run(async () => {
@@ -118,6 +125,7 @@ export class OrderTransitionsService {
         at: now,
         reservationDueBy: t.dueOnly ? now : undefined,
         reservationLiveAt: t.liveOnly ? now : undefined,
+        noOpenPayment: t.noOpenPayment,
       });
       if (!previous) return { changed: false, previous: null };
       await effects?.(previous);

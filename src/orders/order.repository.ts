@@ -38,6 +38,8 @@ export interface Transition {
   reservationDueBy?: Date;
   /** Extra guard, the other way: only while the deadline has not passed (start a payment). */
   reservationLiveAt?: Date;
+  /** Extra guard: only if no payment of the order is open at the gateway (the expiry's). */
+  noOpenPayment?: boolean;
 }
 
 const toLine = (i: OrderItemEntity): OrderLine => ({
@@ -129,6 +131,12 @@ export class OrderRepository {
       }
       if (t.reservationLiveAt) {
         update.andWhere('reservation_expires_at > :liveAt', { liveAt: t.reservationLiveAt });
+      }
+      if (t.noOpenPayment) {
+        // a read of the payments table (written by payments/): an open intent may still be paid
+        update.andWhere(
+          `NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = :orderId AND p.status NOT IN ('succeeded', 'canceled'))`,
+        );
       }
       if (!(await update.execute()).affected) return null;
       await this.recordChange(m, orderId, { from: previous, to: t.to, reason: t.reason ?? null, actor: t.actor, at: t.at });

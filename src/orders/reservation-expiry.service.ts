@@ -11,10 +11,15 @@ import { OrderTransitionsService } from './order-transitions.service';
 export class ReservationExpiryService {
   constructor(private readonly transitions: OrderTransitionsService) {}
 
-  /** Expires one order if (and only if) it is still unpaid and past its deadline. */
-  async expire(orderId: string): Promise<boolean> {
+  /**
+   * Expires one order if (and only if) it is still unpaid and past its deadline — and, with
+   * `unlessPaymentOpen`, only if no payment of it is open at the gateway (one started after the
+   * caller looked must be asked of the gateway first).
+   */
+  async expire(orderId: string, opts: { unlessPaymentOpen?: boolean } = {}): Promise<boolean> {
     const result = await this.transitions.cancel(orderId, 'RESERVATION_EXPIRED', 'system:expiry', {
       onlyIfReservationDue: true,
+      onlyIfNoOpenPayment: opts.unlessPaymentOpen,
     });
     return result.changed;
   }

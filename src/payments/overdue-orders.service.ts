@@ -5,6 +5,7 @@ import { ReservationExpiryService } from '../orders/reservation-expiry.service';
 import { delayJob } from '../queue/delay-job';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobOf, JobPayloads } from '../queue/queues';
+import { isGatewayUnavailable } from './payment-gateway';
 import { PaymentFinalizer } from './payment-finalizer.service';
 import { PaymentRepository } from './payment.repository';
 
@@ -37,17 +38,25 @@ export class OverdueOrders {
     private readonly clock: Clock,
   ) {}
 
-  /** Settles one order if its deadline has passed; true when it expired now. */
-  async settle(orderId: string): Promise<boolean> {
+  /**
+   * Settles one order if its deadline has passed; true when it expired now. `askGateway: false`
+   * (the gateway is down for this run) leaves an order whose payment is open for a later run —
+   * an order without one still expires on time, whatever the gateway is doing.
+   */
+  async settle(orderId: string, opts: { askGateway?: boolean } = {}): Promise<boolean> {
     const deadline = await this.orders.findReservationDeadline(orderId);
     if (!deadline || deadline > this.clock.now()) return false; // not holding, or not due yet
     const payment = await this.payments.findByOrder(orderId);
     if (payment && payment.status !== 'canceled') {
-      // outside any transaction: a gateway call
-      const outcome = await this.finalizer.cancelIntentOf(orderId);
+      // a debit in flight was submitted in time: its event (or the stale-payment pass) settles it
+      if (payment.status === 'processing' || opts.askGateway === false) return false;
+      // outside any transaction: gateway calls
+      const outcome = await this.finalizer.settleOverdue(orderId);
       if (outcome.kind === 'intent-open') return false;
     }
-    return this.expiry.expire(orderId); // guarded: a no-op for an order the answer made PAID
+    // guarded: a no-op for an order the answer made PAID, and for one whose payment was started
+    // after the read above (its intent must be asked first, on the next run)
+    return this.expiry.expire(orderId, { unlessPaymentOpen: true });
   }
 
   /**
@@ -61,7 +70,15 @@ export class OverdueOrders {
     job: JobOf<JobName.ExpireReservation>,
     token?: string,
   ): Promise<boolean> {
-    if (await this.settle(orderId)) return true;
+    try {
+      if (await this.settle(orderId)) return true;
+    } catch (err) {
+      // the gateway is down: the sweeper asks again every minute; retrying here would hold the
+      // orders queue (and the expiry of orders without a payment) on the gateway's timeouts
+      if (!isGatewayUnavailable(err)) throw err;
+      this.logger.warn(`order ${orderId}: its payment could not be asked of the gateway; left to the sweeper`);
+      return false;
+    }
     const deadline = await this.orders.findReservationDeadline(orderId);
     if (!deadline || deadline <= this.clock.now() || !token) return false;
     return delayJob(job, token, deadline.getTime() + EXPIRY_GRACE_MS);
@@ -71,15 +88,18 @@ export class OverdueOrders {
   @OnJob(JobName.SweepExpiredReservations)
   async sweep(): Promise<number> {
     let expired = 0;
+    let gatewayDown = false;
     const seen: string[] = [];
     for (;;) {
       const due = await this.orders.findOverdueReservations(this.clock.now(), SWEEP_BATCH, seen);
       for (const id of due) {
         seen.push(id);
         try {
-          if (await this.settle(id)) expired++;
+          if (await this.settle(id, { askGateway: !gatewayDown })) expired++;
         } catch (err) {
           this.logger.warn(`overdue order ${id} not settled yet: ${(err as Error).message}`);
+          // one timeout per run, not one per order with a payment; the others still expire
+          if (isGatewayUnavailable(err)) gatewayDown = true;
         }
       }
       if (due.length < SWEEP_BATCH) break;

@@ -7,7 +7,7 @@ import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobPayloads } from '../queue/queues';
-import { GatewayError, GatewayIntent, PAYMENT_GATEWAY, PaymentGateway } from './payment-gateway';
+import { GatewayError, GatewayIntent, PAYMENT_GATEWAY, PaymentGateway, isGatewayUnavailable } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
 import { RefundsService } from './refunds.service';
 import { WebhookEventRepository } from './webhook-event.repository';
@@ -48,12 +48,6 @@ export type CancelIntentOutcome =
   | { kind: 'intent-open'; orderId: string; intentStatus: 'requires_payment_method' | 'processing' }
   /** The customer had paid just before: converged (refunded, as the order is cancelled). */
   | ConvergeOutcome;
-
-/**
- * The gateway did not answer (timeout, 5xx): a sweep stops there rather than wait for the same
- * timeout once per item (holding the payments queue, webhooks included); the next run goes on.
- */
-const gatewayUnavailable = (err: unknown): boolean => err instanceof GatewayError && err.kind === 'unavailable';
 
 /** A pending payment without news for this long is checked against the gateway. */
 export const RECONCILE_AFTER_MS = 10 * 60 * 1000;
@@ -126,7 +120,7 @@ export class PaymentFinalizer {
       } catch (err) {
         this.logger.warn(`stale payment ${payment.intentId} not settled yet: ${(err as Error).message}`);
         await this.tx.run(() => this.payments.setStatus(payment.id, payment.status, this.clock.now())).catch(() => undefined);
-        if (gatewayUnavailable(err)) break;
+        if (isGatewayUnavailable(err)) break;
       }
     }
     settled += await this.sweepUnprocessedEvents(new Date(now - UNPROCESSED_EVENT_AFTER_MS));
@@ -149,7 +143,7 @@ export class PaymentFinalizer {
       } catch (err) {
         this.logger.warn(`intent ${payment.intentId} of a cancelled order still open: ${(err as Error).message}`);
         await this.tx.run(() => this.payments.setStatus(payment.id, payment.status, this.clock.now())).catch(() => undefined);
-        if (gatewayUnavailable(err)) break;
+        if (isGatewayUnavailable(err)) break;
       }
     }
     return done;
@@ -170,7 +164,7 @@ export class PaymentFinalizer {
         done++;
       } catch (err) {
         this.logger.warn(`webhook event ${eventId} still not processed: ${(err as Error).message}`);
-        if (gatewayUnavailable(err)) break;
+        if (isGatewayUnavailable(err)) break;
       }
     }
     return done;
@@ -197,6 +191,24 @@ export class PaymentFinalizer {
     return intentStatus === 'canceled'
       ? { kind: 'intent-cancelled', orderId }
       : { kind: 'intent-open', orderId, intentStatus };
+  }
+
+  /**
+   * The order's reservation deadline has passed while its payment was open: asked of the gateway
+   * (OverdueOrders). A debit in flight (processing) is left alone — Stripe can cancel one "in rare
+   * cases", and it was submitted in time; its event or the stale-payment pass settles it. Anything
+   * else is cancelled there, as for a cancelled order, and a success that got in first converges.
+   */
+  async settleOverdue(orderId: string): Promise<CancelIntentOutcome> {
+    const payment = await this.payments.findByOrder(orderId);
+    if (payment && payment.status !== 'succeeded' && payment.status !== 'canceled') {
+      const intent = await this.gateway.retrieveIntent(payment.intentId);
+      if (intent.status === 'processing') {
+        if (payment.status !== 'processing') await this.tx.run(() => this.payments.setStatus(payment.id, 'processing', this.clock.now()));
+        return { kind: 'intent-open', orderId, intentStatus: 'processing' };
+      }
+    }
+    return this.cancelIntentOf(orderId);
   }
 
   /**

@@ -43,6 +43,12 @@ export class GatewayError extends Error {
 }
 
 /**
+ * The gateway did not answer (timeout, 5xx): a sweep stops asking it for the rest of its run
+ * rather than wait for the same timeout once per item; the next run goes on.
+ */
+export const isGatewayUnavailable = (err: unknown): boolean => err instanceof GatewayError && err.kind === 'unavailable';
+
+/**
  * Every outbound write carries a deterministic idempotency key derived from our own ids, so a
  * retry after a crash or timeout replays the provider's first answer instead of acting twice.
  */

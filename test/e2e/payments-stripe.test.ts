@@ -283,12 +283,45 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       await overdue(order.body.id);
       expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(false);
       expect((await orderOf(order.body.id)).status).toBe('PAYMENT_PENDING');
+      expect(stripe.intent(intent)?.status).toBe('processing'); // never asked to cancel a debit in flight
+      // the next sweeps leave it to its event (or the stale-payment pass): no call a minute
+      const calls = stripe.requests.length;
+      expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(false);
+      expect(stripe.requests.length).toBe(calls);
       const failed = stripe.decline(intent);
       await deliver(failed);
       await processed(failed.id);
       expect(await orderOf(order.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     }, 30_000);
+
+    it('Stripe down: orders without a payment still expire on time; the gateway is asked once per run, not once per order', async () => {
+      const p = await insertProduct(t.db.pool, { stock: 10 });
+      const paying = await Promise.all([1, 2, 3].map(() => placeOrder(t.http, alice, [{ productId: p, quantity: 1 }])));
+      const intents = await Promise.all(paying.map((o) => startPayment(o.body.id)));
+      const unpaid = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      // the orders with a payment are the oldest overdue ones, so the sweep meets them first
+      for (const [i, o] of paying.entries()) {
+        await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 hour' - $2 * interval '1 second' WHERE id = $1`, [o.body.id, i]);
+      }
+      await overdue(unpaid.body.id);
+      stripe.failNext('/v1/payment_intents', 503, 100);
+      const asked = () => stripe.requests.filter((r) => intents.some((i) => r.path.startsWith(`/v1/payment_intents/${i}`))).length;
+      const before = asked();
+      try {
+        const job = worker.get(OverdueOrders);
+        // the per-order job does not throw (and retry on the orders queue): the sweeper asks later
+        await expect(job.expireReservation({ orderId: paying[0].body.id }, {} as never)).resolves.toBe(false);
+        const afterJob = asked();
+        await job.sweep();
+        expect(asked() - afterJob).toBeLessThanOrEqual(3); // one call (the SDK's own retries included)
+        expect(afterJob - before).toBeLessThanOrEqual(3);
+      } finally {
+        stripe.failNext('/v1/payment_intents', 503, 0);
+      }
+      expect(await orderOf(unpaid.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+      for (const o of paying) expect((await orderOf(o.body.id)).status).toBe('PAYMENT_PENDING');
+    }, 60_000);
 
     it('not due yet (a job that ran early): nothing is asked of Stripe, nothing changes', async () => {
       const p = await insertProduct(t.db.pool, { stock: 5 });

@@ -30,6 +30,7 @@ export interface FakeStripe {
     event: Stripe.Event,
     opts?: { secret?: string; timestamp?: number },
   ): { body: string; signature: string };
+  /** The next `times` requests on the path fail with `status`; `times` 0 clears the path's failures. */
   failNext(pathPrefix: string, status: number, times?: number): void;
   /**
    * The next request whose path starts with `pathPrefix` takes effect (and is stored for
@@ -540,6 +541,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     },
     failNext(pathPrefix, status, times = 1) {
       if (times > 0) failures.push({ prefix: pathPrefix, status, remaining: times });
+      else for (const f of failures.filter((x) => x.prefix === pathPrefix)) failures.splice(failures.indexOf(f), 1);
     },
     hangAfterEffect(pathPrefix) {
       return new Promise<void>((reached) => hangs.push({ prefix: pathPrefix, reached }));
