@@ -157,10 +157,9 @@ export class ImagesService {
     } catch (err) {
       if (err instanceof ObjectStorageUnavailable) {
         this.logger.warn(err.message);
-        throw new DomainError(
-          'SERVICE_UNAVAILABLE',
-          'Object storage is unavailable; retry the notification later.',
-        );
+        throw new DomainError('SERVICE_UNAVAILABLE', 'Object storage is unavailable; retry the notification later.', {
+          headers: { 'Retry-After': '5' },
+        });
       }
       throw err;
     }

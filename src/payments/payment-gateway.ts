@@ -1,3 +1,5 @@
+import { DomainError } from '../common/errors/domain-error';
+
 /** The payment provider, behind a port: Stripe in production, a simulated one in development. */
 export const PAYMENT_GATEWAY = Symbol('PAYMENT_GATEWAY');
 
@@ -39,6 +41,18 @@ export class GatewayError extends Error {
   ) {
     super(message);
     this.name = 'GatewayError';
+  }
+
+  /**
+   * The answer to a request that met it (ProblemDetailsFilter): unavailable → 503 with
+   * Retry-After, a refusal → 502. The provider's own message stays in the logs.
+   */
+  toDomainError(): DomainError {
+    return this.kind === 'unavailable'
+      ? new DomainError('SERVICE_UNAVAILABLE', 'The payment provider is unavailable; retry later.', {
+          headers: { 'Retry-After': '5' },
+        })
+      : new DomainError('PAYMENT_PROVIDER_REJECTED', `The payment provider refused the request (${this.code ?? 'no reason given'}).`);
   }
 }
 

@@ -417,6 +417,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
         headers: { authorization: `Bearer ${TOKEN}` },
       });
       expect([res.status, res.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
       expect((await imageRow(up.imageId)).status).toBe('pending');
     } finally {
       await down.close();

@@ -97,6 +97,18 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(done.payment).toMatchObject({ provider: 'stripe', paymentIntentId: intent, status: 'succeeded' });
   }, 30_000);
 
+  it('Stripe unavailable when a payment starts: 503 with Retry-After (not 500), and the retry with the same key goes through', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const key = newKey();
+    stripe.failNext('/v1/payment_intents', 503, 3); // the SDK's own two retries included
+    const down = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: key });
+    expect([down.status, down.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+    expect(Number(down.headers.get('retry-after'))).toBeGreaterThan(0);
+    const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: key });
+    expect(again.status).toBe(201);
+  }, 30_000);
+
   it('a stale payment_failed after success changes nothing', async () => {
     const { orderId, intent } = await paidOrder();
     const stale = stripe.eventFor('payment_intent.payment_failed', intent);

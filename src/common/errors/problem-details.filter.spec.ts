@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host';
 import { QueryFailedError } from 'typeorm';
+import { DomainError } from './domain-error';
 import { ProblemDetailsFilter } from './problem-details.filter';
 
 const SECRETS = ['$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA', 'victim@example.com', 'pi_secret_123'];
@@ -24,12 +25,12 @@ function failedQuery(code: string, extra: Record<string, unknown> = {}): QueryFa
 }
 
 function render(error: unknown) {
-  const sent: { status?: number; body?: Record<string, unknown> } = {};
+  const sent: { status?: number; body?: Record<string, unknown>; headers?: Record<string, string> } = {};
   const reply = {
     status: (s: number) => ((sent.status = s), reply),
     type: () => reply,
     header: () => reply,
-    headers: () => reply,
+    headers: (h: Record<string, string>) => ((sent.headers = h), reply),
     send: (b: Record<string, unknown>) => ((sent.body = b), reply),
   };
   const request = { id: 'req-12345678', method: 'POST', url: '/v1/auth/register' };
@@ -67,6 +68,28 @@ describe('ProblemDetailsFilter and database errors', () => {
     const body = JSON.stringify(other.body);
     for (const secret of SECRETS) expect(body).not.toContain(secret);
     expect(body).not.toContain('INSERT');
+  });
+
+  it('answers a serialization failure or deadlock its retries did not get past as 503 with Retry-After, not 500', () => {
+    for (const code of ['40001', '40P01']) {
+      expect(render(failedQuery(code))).toMatchObject({
+        status: 503,
+        body: { code: 'SERVICE_UNAVAILABLE' },
+        headers: { 'Retry-After': '1' },
+      });
+    }
+  });
+
+  it("renders an error that knows its problem (toDomainError, e.g. a payment gateway's) as that problem", () => {
+    const gatewayDown = Object.assign(new Error('connect ETIMEDOUT api.stripe.com'), {
+      toDomainError: () =>
+        new DomainError('SERVICE_UNAVAILABLE', 'The payment provider is unavailable; retry later.', {
+          headers: { 'Retry-After': '5' },
+        }),
+    });
+    const sent = render(gatewayDown);
+    expect(sent).toMatchObject({ status: 503, body: { code: 'SERVICE_UNAVAILABLE' }, headers: { 'Retry-After': '5' } });
+    expect(JSON.stringify(sent.body)).not.toContain('stripe.com');
   });
 
   it('logs a database error by SQLSTATE, constraint and statement head only: no values, statement or detail', () => {

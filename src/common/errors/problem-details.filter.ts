@@ -56,7 +56,18 @@ export class RequestValidationError extends DomainError {
   }
 }
 
-function render(exception: unknown): Rendered | null {
+/**
+ * An error raised below the HTTP layer that knows which problem it is (a payment gateway's:
+ * unavailable → 503 with Retry-After, a refusal → 502) renders as that DomainError.
+ */
+interface KnowsItsProblem {
+  toDomainError(): DomainError;
+}
+const knowsItsProblem = (e: unknown): e is KnowsItsProblem =>
+  typeof (e as Partial<KnowsItsProblem> | null)?.toDomainError === 'function';
+
+function render(thrown: unknown): Rendered | null {
+  const exception = knowsItsProblem(thrown) ? thrown.toDomainError() : thrown;
   if (exception instanceof DomainError) {
     return {
       status: exception.status,
@@ -96,6 +107,15 @@ function render(exception: unknown): Rendered | null {
   // a text PostgreSQL cannot store) or a constraint that a race tripped: the client's problem
   // or a conflict, never a 500.
   const sqlState = sqlStateOf(exception);
+  if (sqlState === '40001' || sqlState === '40P01') {
+    // a serialization failure or deadlock its transaction's retries did not get past: busy, not broken
+    return {
+      status: 503,
+      code: 'SERVICE_UNAVAILABLE',
+      detail: 'The request collided with others running at the same time; retry it.',
+      headers: { 'Retry-After': '1' },
+    };
+  }
   if (sqlState?.startsWith('22') || sqlState === '23502') {
     return { status: 400, code: 'VALIDATION_FAILED', detail: 'A value in the request is malformed or out of range.' };
   }
