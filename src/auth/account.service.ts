@@ -52,17 +52,18 @@ export class AccountService {
       // only over the hash the current password was checked against: of two changes racing
       // with the same old password, the second finds it gone
       if (!(await this.users.setPasswordHash(userId, hash, now, user.passwordHash))) return null;
-      return this.refreshTokens.revokeAllOfUser(
+      const revoked = await this.refreshTokens.revokeAllOfUser(
         userId,
         'password-changed',
         now,
         this.revoked.accessTokensValidSince(now),
       );
+      await this.revoked.beforeCommit(revoked); // their access tokens stop working too
+      return revoked;
     });
     if (families === null) {
       throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
     }
-    await this.revoked.add(families); // their access tokens stop working too
     this.events.record({ event: 'password_changed', userId });
   }
 
@@ -81,7 +82,7 @@ export class AccountService {
     const passwordHash =
       existing && samePassword ? existing.passwordHash : await this.hasher.hash(password);
     const now = this.clock.now();
-    const { user, revokedFamilies } = await this.tx.run(async () => {
+    const user = await this.tx.run(async () => {
       const upserted = await this.users.upsertWithRole(
         { email: normalized, name, role, passwordHash },
         now,
@@ -96,9 +97,9 @@ export class AccountService {
             now,
             this.revoked.accessTokensValidSince(now),
           );
-      return { user: upserted, revokedFamilies: families };
+      await this.revoked.beforeCommit(families);
+      return upserted;
     });
-    await this.revoked.add(revokedFamilies);
     return mapUser(user);
   }
 }

@@ -42,7 +42,7 @@ function setup() {
     'refreshTokens',
   );
   const revoked = mockOf<RevokedSessions>(
-    { add: jest.fn().mockResolvedValue(undefined) },
+    { beforeCommit: jest.fn().mockResolvedValue(undefined) },
     'revoked',
   );
   const sessions = mockOf<SessionIssuer>(
@@ -246,7 +246,7 @@ describe('AuthService', () => {
       expect(s.sessions.rotate).toHaveBeenCalledWith('f-1', NOW);
       expect(res.refreshToken).toBe('r-next');
       expect(s.refreshTokens.revokeFamily).not.toHaveBeenCalled();
-      expect(s.revoked.add).not.toHaveBeenCalled();
+      expect(s.revoked.beforeCommit).not.toHaveBeenCalled();
     });
 
     it('issues nothing when the family was revoked while the token was being spent (a password change)', async () => {
@@ -264,7 +264,7 @@ describe('AuthService', () => {
       expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_REUSED');
       expect(s.refreshTokens.revokeFamily).toHaveBeenCalledWith('f-1', 'reuse-detected', NOW);
       expect(s.tx.runOwn).toHaveBeenCalledTimes(1); // never joined to a caller's transaction
-      expect(s.revoked.add).toHaveBeenCalledWith(['f-1']); // its access tokens die too
+      expect(s.revoked.beforeCommit).toHaveBeenCalledWith(['f-1']); // its access tokens die too
       expect(s.events.record).toHaveBeenCalledWith({
         event: 'refresh_token_reuse',
         userId: 'u-1',
@@ -287,6 +287,6 @@ describe('AuthService', () => {
     await s.service.logout('r-1');
     expect(s.refreshTokens.revokeFamilyOfToken).toHaveBeenCalledWith('hash(r-1)', 'logout', NOW);
     expect(s.tx.runOwn).toHaveBeenCalledTimes(1);
-    expect(s.revoked.add).toHaveBeenCalledWith(['f-1']);
+    expect(s.revoked.beforeCommit).toHaveBeenCalledWith(['f-1']);
   });
 });

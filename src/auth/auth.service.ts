@@ -124,6 +124,7 @@ export class AuthService {
       if (spent.status === 'invalid') return spent;
       if (spent.status === 'reused') {
         await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected', now);
+        await this.revoked.beforeCommit([spent.familyId]); // its access tokens stop working too
         return spent;
       }
       // The spend read the family as live without locking it: a revocation (password change,
@@ -137,7 +138,6 @@ export class AuthService {
       case 'invalid':
         throw invalidRefresh();
       case 'reused':
-        await this.revoked.add([result.familyId]); // its access tokens stop working too
         this.events.record({
           event: 'refresh_token_reuse',
           userId: result.userId,
@@ -156,9 +156,9 @@ export class AuthService {
   async logout(refreshToken: string): Promise<void> {
     const tokenHash = this.sessions.hashOf(refreshToken);
     const now = this.clock.now();
-    const families = await this.tx.runOwn(() =>
-      this.refreshTokens.revokeFamilyOfToken(tokenHash, 'logout', now),
-    );
-    await this.revoked.add(families); // its access tokens stop working too
+    await this.tx.runOwn(async () => {
+      const families = await this.refreshTokens.revokeFamilyOfToken(tokenHash, 'logout', now);
+      await this.revoked.beforeCommit(families); // its access tokens stop working too
+    });
   }
 }

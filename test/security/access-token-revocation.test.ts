@@ -89,6 +89,34 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
     expect(await meStatus(b.http, otherUser.accessToken)).toBe(200);
   });
 
+  it('a password change whose COMMIT fails (its answer lost with the connection) has its sessions\' access tokens refused everywhere', async () => {
+    const s = await registerCustomer(a.http);
+    expect(await meStatus(b.http, s.accessToken)).toBe(200);
+    // COMMIT itself fails, after every statement of the change ran: as when the connection goes
+    // before its answer arrives (the outcome is unknown to the app, which answers 5xx)
+    const trigger = `fail_commit_${s.user.id.replace(/-/g, '')}`;
+    await a.db.pool.query(`
+      CREATE FUNCTION ${trigger}() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.user_id = '${s.user.id}' AND NEW.revoked_reason = 'password-changed' THEN
+          RAISE EXCEPTION 'the connection went at COMMIT' USING ERRCODE = '08006';
+        END IF;
+        RETURN NEW;
+      END $$`);
+    await a.db.pool.query(
+      `CREATE CONSTRAINT TRIGGER ${trigger} AFTER UPDATE ON refresh_token_families
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${trigger}()`,
+    );
+    try {
+      const res = await a.http.post('/v1/me/password', { currentPassword: s.password, newPassword: 'another-long-password-1' }, { token: s.accessToken });
+      expect(res.status).toBeGreaterThanOrEqual(500);
+    } finally {
+      await a.db.pool.query(`DROP TRIGGER ${trigger} ON refresh_token_families`);
+      await a.db.pool.query(`DROP FUNCTION ${trigger}()`);
+    }
+    expect(await meStatusBecomes(b.http, s.accessToken, 401)).toBe(401);
+  });
+
   it('a sign-in with the old password still being verified when the change commits gets no session', async () => {
     const s = await registerCustomer(a.http);
     const families = async () =>
