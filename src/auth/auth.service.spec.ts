@@ -189,6 +189,21 @@ describe('AuthService', () => {
       expect(s.hasher.verify).not.toHaveBeenCalled();
     });
 
+    it('reports success to the sign-in limits only once the session committed: a change that won the race counts as a failure', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValueOnce(true).mockResolvedValueOnce(false); // the old password, then the new hash
+      s.users.lockPasswordHash.mockResolvedValue('the-new-hash');
+      let answered: unknown = 'not called';
+      s.signIns.signIn.mockImplementationOnce(async (_c, _a, _i, verify) => {
+        answered = await verify();
+        return answered;
+      });
+      expect(await codeOf(s.service.login({ email: 'a@b.io', password: 'the-old-one' }, '10.0.0.9'))).toBe('INVALID_CREDENTIALS');
+      expect(answered).toBeNull(); // counted as a failed guess, the client not remembered as the owner's
+      expect(s.sessions.open).not.toHaveBeenCalled();
+    });
+
     it('re-hashes a password whose hash has weaker parameters', async () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(user);

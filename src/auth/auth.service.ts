@@ -4,7 +4,7 @@ import { Clock } from '../common/time/clock';
 import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import { TransactionHost } from '../database/transaction-host';
 import { normalizeEmail } from '../common/email';
-import { UserRepository } from '../users/user.repository';
+import { User, UserRepository } from '../users/user.repository';
 import { LoginDto, RegisterDto, TokensDto } from './dto/auth.dto';
 import { PasswordHasher } from './password-hasher';
 import { RefreshTokenRepository } from './refresh-token.repository';
@@ -83,21 +83,31 @@ export class AuthService {
    */
   async login(dto: LoginDto, clientIp: string): Promise<TokensDto> {
     const email = normalizeEmail(dto.email);
-    // counted (in Redis, outside any transaction) before the password is verified; a success
-    // gives the attempt back, a failure stays counted although this request fails
-    const user = await this.signIns.signIn('login', email, clientIp, async () => {
+    // counted (in Redis, outside any transaction) before the password is verified; a success —
+    // reported only once the session has committed — gives the attempt back and remembers the
+    // client as the owner's; a failure stays counted although this request fails
+    const signedIn = await this.signIns.signIn('login', email, clientIp, async () => {
       const found = await this.users.findByEmail(email);
       const ok = found
         ? await this.hasher.verify(found.passwordHash, dto.password)
         : await this.hasher.verifyDummy(dto.password);
-      return found && ok ? found : null;
+      if (!found || !ok) return null;
+      const session = await this.openSession(found, dto.password);
+      return session ? { user: found, session } : null;
     });
-    if (!user) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
-    const upgraded = this.hasher.needsRehash(user.passwordHash)
-      ? await this.hasher.hash(dto.password)
-      : null;
+    if (!signedIn) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
+    return this.sessions.tokensFor(signedIn.user, signedIn.session);
+  }
+
+  /**
+   * The session of a sign-in whose password was verified against `user.passwordHash`, or null
+   * when that password is no longer the account's. A hash made with parameters weaker than
+   * today's is replaced by a new one.
+   */
+  private async openSession(user: User, password: string) {
+    const upgraded = this.hasher.needsRehash(user.passwordHash) ? await this.hasher.hash(password) : null;
     const now = this.clock.now();
-    const session = await this.tx.run(async () => {
+    return this.tx.run(async () => {
       // The password was verified against the hash read before argon2 ran. A password change
       // that committed since revoked every session of the account — this one must not open
       // after it: the hash is read again, locked against a change until this commits. Changed
@@ -105,12 +115,10 @@ export class AuthService {
       // deadlock retry after one, still sign in).
       const current = await this.users.lockPasswordHash(user.id);
       const unchanged = current === user.passwordHash;
-      if (!unchanged && !(current !== null && (await this.hasher.verify(current, dto.password)))) return null;
+      if (!unchanged && !(current !== null && (await this.hasher.verify(current, password)))) return null;
       if (upgraded && unchanged) await this.users.setPasswordHash(user.id, upgraded, now, user.passwordHash);
       return this.sessions.open(user.id, now);
     });
-    if (!session) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
-    return this.sessions.tokensFor(user, session);
   }
 
   /** Spends the refresh token and issues the next pair of its family (see the class comment). */
