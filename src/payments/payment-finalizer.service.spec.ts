@@ -346,6 +346,8 @@ describe('PaymentFinalizer', () => {
     it('cancelled: a canceled intent cancels the order (PAYMENT_FAILED)', async () => {
       const s = await setup();
       s.gateway.retrieveIntent.mockResolvedValue(intent({ status: 'canceled' }));
+      // not past its deadline: not the expiry's cancellation
+      s.transitions.cancel.mockResolvedValueOnce({ changed: false, previous: null });
       expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'cancelled', orderId: ORDER });
       expect(s.transitions.cancel).toHaveBeenCalledWith(ORDER, 'PAYMENT_FAILED', 'system:payments');
       expect(s.payments.setStatus).toHaveBeenCalledWith('pay-1', 'canceled', NOW);

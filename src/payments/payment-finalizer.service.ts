@@ -247,7 +247,8 @@ export class PaymentFinalizer {
   /** Re-reads the intent (outside any transaction) and moves the order to match. */
   private async converge(payment: Payment, eventId?: string): Promise<ConvergeOutcome> {
     let intent = await this.gateway.retrieveIntent(payment.intentId);
-    if (intent.status === 'requires_payment_method' && intent.lastError) {
+    const declined = intent.status === 'requires_payment_method' && !!intent.lastError;
+    if (declined) {
       // A declined attempt cancels the order (API.md), so the intent is cancelled first: a
       // payment racing this cancel wins at the gateway, and the answer says succeeded.
       intent = await this.gateway.cancelIntent(intent.id);
@@ -273,7 +274,14 @@ export class PaymentFinalizer {
           result = { kind: 'confirmed', orderId };
         }
       } else if (status === 'canceled') {
-        await this.transitions.cancel(orderId, 'PAYMENT_FAILED', ACTOR);
+        // not declined (no payment error) and past the deadline: cancelled by the expiry, whose
+        // own order step has not run yet (it died in between) — the order expired, it was not a
+        // failed payment
+        const expired =
+          !declined &&
+          !intent.lastError &&
+          (await this.transitions.cancel(orderId, 'RESERVATION_EXPIRED', 'system:expiry', { onlyIfReservationDue: true })).changed;
+        if (!expired) await this.transitions.cancel(orderId, 'PAYMENT_FAILED', ACTOR);
         result = { kind: 'cancelled', orderId };
       } else {
         result = { kind: 'pending', orderId, intentStatus: status };

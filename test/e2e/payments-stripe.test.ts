@@ -335,6 +335,19 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       for (const o of paying) expect((await orderOf(o.body.id)).status).toBe('PAYMENT_PENDING');
     }, 60_000);
 
+    it('the expiry cancelled the intent and died before the order: the canceled event expires it (RESERVATION_EXPIRED, not PAYMENT_FAILED)', async () => {
+      const p = await insertProduct(t.db.pool, { stock: 5 });
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      const intent = await startPayment(order.body.id);
+      await overdue(order.body.id);
+      await stripe.client().paymentIntents.cancel(intent, { cancellation_reason: 'abandoned' });
+      const event = stripe.eventFor('payment_intent.canceled', intent);
+      await deliver(event);
+      await processed(event.id);
+      expect(await orderOf(order.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    }, 30_000);
+
     it('not due yet (a job that ran early): nothing is asked of Stripe, nothing changes', async () => {
       const p = await insertProduct(t.db.pool, { stock: 5 });
       const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
