@@ -390,6 +390,18 @@ describe('RefundsService', () => {
       expect(s.gateway.createRefund).toHaveBeenCalledTimes(1);
     });
 
+    it('a retry while the provider still holds the refused attempt as pending: 503 retry later, never a second refund', async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockRejectedValueOnce(new GatewayError('rejected', 'insufficient_funds', 'refused'));
+      await s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY }).catch(() => undefined);
+      s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_slow', amount: 1_000, status: 'pending', refundId: REFUND_ID })]);
+      const err: unknown = await s.service
+        .request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY })
+        .catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'SERVICE_UNAVAILABLE', options: { headers: { 'Retry-After': expect.any(String) } } });
+      expect(s.gateway.createRefund).toHaveBeenCalledTimes(1);
+    });
+
     it('the same key with another amount than its refund is refused (a key reused after its record expired)', async () => {
       const s = await setup();
       s.gateway.createRefund.mockResolvedValue(remote({ amount: 1_000 }));

@@ -19,6 +19,17 @@ const EXCEEDS = new Set(['amount_too_large', 'charge_already_refunded']);
 /** Refused attempts one Idempotency-Key may retry afresh; the last refusal is then its answer. */
 const MAX_ATTEMPTS_PER_KEY = 10;
 
+/** The id of the key's `n`-th attempt: `refund:<actor>:<key>`, then `…:attempt:<n>`. */
+const attemptId = (actor: string, key: string, n: number): string =>
+  uuidFromName(n === 1 ? `refund:${actor}:${key}` : `refund:${actor}:${key}:attempt:${n}`);
+
+/** The ids of the key's first `count` attempts. */
+const attemptIds = (actor: string, key: string, count: number): string[] =>
+  Array.from({ length: count }, (_, i) => attemptId(actor, key, i + 1));
+
+const retryShortly = (detail: string): DomainError =>
+  new DomainError('SERVICE_UNAVAILABLE', detail, { headers: { 'Retry-After': '30' } });
+
 /**
  * Refunds, in three short steps with the provider call between them (never inside a
  * transaction): reserve the amount against the captured payment and record the refund as
@@ -63,9 +74,20 @@ export class RefundsService {
     let attempt = await this.currentAttempt(input.actor, input.idempotencyKey, input.orderId);
     if (!attempt.refund && attempt.number > 1 && payment) {
       // before a new attempt: an earlier one the provider made after all (we recorded a refusal)
-      // is reinstated from its list, and is then the answer — never a second refund
-      await this.syncFromGateway(payment);
+      // is reinstated from its list, and is then the answer — never a second refund; one it still
+      // holds as pending may yet be made, so the retry must wait
+      let remotes: GatewayRefund[];
+      try {
+        remotes = await this.syncFromGateway(payment);
+      } catch (err) {
+        if (err instanceof GatewayError) throw err;
+        throw retryShortly('Earlier refunds of this payment are still settling; retry shortly.');
+      }
       attempt = await this.currentAttempt(input.actor, input.idempotencyKey, input.orderId);
+      const earlier = new Set(attemptIds(input.actor, input.idempotencyKey, attempt.number - 1));
+      if (!attempt.refund && remotes.some((r) => r.status === 'pending' && r.refundId !== undefined && earlier.has(r.refundId))) {
+        throw retryShortly('An earlier attempt of this refund is still pending at the payment provider; retry shortly.');
+      }
     }
     const id = attempt.id;
     let refund = attempt.refund;
@@ -121,7 +143,7 @@ export class RefundsService {
     orderId: string,
   ): Promise<{ id: string; number: number; refund: Refund | null }> {
     for (let attempt = 1; ; attempt++) {
-      const id = uuidFromName(attempt === 1 ? `refund:${actor}:${key}` : `refund:${actor}:${key}:attempt:${attempt}`);
+      const id = attemptId(actor, key, attempt);
       const refund = await this.refunds.findById(id);
       if (!refund || refund.status !== 'failed' || refund.orderId !== orderId || attempt >= MAX_ATTEMPTS_PER_KEY) {
         return { id, number: attempt, refund };
@@ -161,8 +183,9 @@ export class RefundsService {
    * Converges our refunds with the provider's list for the payment (after `charge.refunded`):
    * settles our pending ones, and records refunds made at the provider that we never asked for.
    */
-  async syncFromGateway(payment: Payment): Promise<void> {
-    for (const remote of await this.gateway.listRefunds(payment.intentId)) {
+  async syncFromGateway(payment: Payment): Promise<GatewayRefund[]> {
+    const remotes = await this.gateway.listRefunds(payment.intentId);
+    for (const remote of remotes) {
       const ours =
         (isUuid(remote.refundId) ? await this.refunds.findById(remote.refundId) : null) ??
         (await this.refunds.findByProviderId(remote.id));
@@ -173,6 +196,7 @@ export class RefundsService {
         await this.adoptExternal(payment, remote);
       }
     }
+    return remotes;
   }
 
   /**
