@@ -262,11 +262,15 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
   describe('the reservation deadline of an order whose payment has started (asked of Stripe first)', () => {
     const overdue = async (orderId: string) =>
       t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [orderId]);
+    /** One unit of a new product (5 in stock) ordered, its payment started. */
+    const paying = async (priceAmount = 10_000) => {
+      const p = await insertProduct(t.db.pool, { stock: 5, priceAmount });
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      return { p, order, intent: await startPayment(order.body.id) };
+    };
 
     it('paid just before the deadline, its event not processed yet: the order is paid, not expired and refunded', async () => {
-      const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 5000 });
-      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-      const intent = await startPayment(order.body.id);
+      const { p, order, intent } = await paying(5000);
       stripe.succeed(intent); // at 14:59.8; its webhook is still on its way
       await overdue(order.body.id);
       await worker.get(OverdueOrders).settle(order.body.id);
@@ -277,9 +281,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     }, 30_000);
 
     it('not paid: its intent is cancelled at Stripe, then the order expires', async () => {
-      const p = await insertProduct(t.db.pool, { stock: 5 });
-      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-      const intent = await startPayment(order.body.id);
+      const { p, order, intent } = await paying();
       await overdue(order.body.id);
       expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(true);
       expect(stripe.intent(intent)?.status).toBe('canceled');
@@ -288,9 +290,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     }, 30_000);
 
     it('a bank debit still processing keeps the order until it settles; its failure then cancels it', async () => {
-      const p = await insertProduct(t.db.pool, { stock: 5 });
-      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-      const intent = await startPayment(order.body.id);
+      const { p, order, intent } = await paying();
       stripe.process(intent);
       await overdue(order.body.id);
       expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(false);
@@ -336,9 +336,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     }, 60_000);
 
     it('the expiry cancelled the intent and died before the order: the canceled event expires it (RESERVATION_EXPIRED, not PAYMENT_FAILED)', async () => {
-      const p = await insertProduct(t.db.pool, { stock: 5 });
-      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-      const intent = await startPayment(order.body.id);
+      const { p, order, intent } = await paying();
       await overdue(order.body.id);
       await stripe.client().paymentIntents.cancel(intent, { cancellation_reason: 'abandoned' });
       const event = stripe.eventFor('payment_intent.canceled', intent);
@@ -349,9 +347,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     }, 30_000);
 
     it('not due yet (a job that ran early): nothing is asked of Stripe, nothing changes', async () => {
-      const p = await insertProduct(t.db.pool, { stock: 5 });
-      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-      const intent = await startPayment(order.body.id);
+      const { order, intent } = await paying();
       expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(false);
       expect(stripe.intent(intent)?.status).toBe('requires_payment_method');
       expect((await orderOf(order.body.id)).status).toBe('PAYMENT_PENDING');
