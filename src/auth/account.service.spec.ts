@@ -37,7 +37,7 @@ function setup() {
   );
   const revoked = mockOf<RevokedSessions>(
     {
-      beforeCommit: jest.fn().mockResolvedValue(undefined),
+      add: jest.fn().mockResolvedValue(undefined),
       accessTokensValidSince: jest.fn(() => SINCE),
     },
     'revoked',
@@ -115,7 +115,7 @@ describe('AccountService', () => {
         SINCE,
       );
       expect(s.tx.runOwn).toHaveBeenCalledTimes(1); // never joined to a caller's transaction
-      expect(s.revoked.beforeCommit).toHaveBeenCalledWith(['f-1', 'f-2']);
+      expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);
       expect(s.events.record).toHaveBeenCalledWith({ event: 'password_changed', userId: 'u-1' });
     });
   });
@@ -174,7 +174,7 @@ describe('AccountService', () => {
         NOW,
         SINCE,
       );
-      expect(s.revoked.beforeCommit).toHaveBeenCalledWith(['f-1', 'f-2']);
+      expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);
     });
   });
 });

@@ -58,7 +58,7 @@ export class AccountService {
         now,
         this.revoked.accessTokensValidSince(now),
       );
-      await this.revoked.beforeCommit(revoked); // their access tokens stop working too
+      await this.revoked.add(revoked); // their access tokens stop working too
       return revoked;
     });
     if (families === null) {
@@ -97,7 +97,7 @@ export class AccountService {
             now,
             this.revoked.accessTokensValidSince(now),
           );
-      await this.revoked.beforeCommit(families);
+      await this.revoked.add(families);
       return upserted;
     });
     return mapUser(user);

@@ -42,7 +42,7 @@ function setup() {
     'refreshTokens',
   );
   const revoked = mockOf<RevokedSessions>(
-    { beforeCommit: jest.fn().mockResolvedValue(undefined) },
+    { add: jest.fn().mockResolvedValue(undefined) },
     'revoked',
   );
   const sessions = mockOf<SessionIssuer>(
@@ -261,7 +261,7 @@ describe('AuthService', () => {
       expect(s.sessions.rotate).toHaveBeenCalledWith('f-1', NOW);
       expect(res.refreshToken).toBe('r-next');
       expect(s.refreshTokens.revokeFamily).not.toHaveBeenCalled();
-      expect(s.revoked.beforeCommit).not.toHaveBeenCalled();
+      expect(s.revoked.add).not.toHaveBeenCalled();
     });
 
     it('issues nothing when the family was revoked while the token was being spent (a password change)', async () => {
@@ -279,7 +279,7 @@ describe('AuthService', () => {
       expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_REUSED');
       expect(s.refreshTokens.revokeFamily).toHaveBeenCalledWith('f-1', 'reuse-detected', NOW);
       expect(s.tx.runOwn).toHaveBeenCalledTimes(1); // never joined to a caller's transaction
-      expect(s.revoked.beforeCommit).toHaveBeenCalledWith(['f-1']); // its access tokens die too
+      expect(s.revoked.add).toHaveBeenCalledWith(['f-1']); // its access tokens die too
       expect(s.events.record).toHaveBeenCalledWith({
         event: 'refresh_token_reuse',
         userId: 'u-1',
@@ -302,6 +302,6 @@ describe('AuthService', () => {
     await s.service.logout('r-1');
     expect(s.refreshTokens.revokeFamilyOfToken).toHaveBeenCalledWith('hash(r-1)', 'logout', NOW);
     expect(s.tx.runOwn).toHaveBeenCalledTimes(1);
-    expect(s.revoked.beforeCommit).toHaveBeenCalledWith(['f-1']);
+    expect(s.revoked.add).toHaveBeenCalledWith(['f-1']);
   });
 });

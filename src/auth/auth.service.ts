@@ -132,7 +132,7 @@ export class AuthService {
       if (spent.status === 'invalid') return spent;
       if (spent.status === 'reused') {
         await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected', now);
-        await this.revoked.beforeCommit([spent.familyId]); // its access tokens stop working too
+        await this.revoked.add([spent.familyId]); // its access tokens stop working too
         return spent;
       }
       // The spend read the family as live without locking it: a revocation (password change,
@@ -166,7 +166,7 @@ export class AuthService {
     const now = this.clock.now();
     await this.tx.runOwn(async () => {
       const families = await this.refreshTokens.revokeFamilyOfToken(tokenHash, 'logout', now);
-      await this.revoked.beforeCommit(families); // its access tokens stop working too
+      await this.revoked.add(families); // its access tokens stop working too
     });
   }
 }

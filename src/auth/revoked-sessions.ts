@@ -69,19 +69,14 @@ export class RevokedSessions implements OnApplicationShutdown {
   }
 
   /**
-   * add(), from inside the revocation's transaction, before its COMMIT: a commit whose answer is
+   * Marks the families revoked. Remembered in this process at once; written to Redis before
+   * returning, or retried in the background when Redis is unavailable. Never throws.
+   *
+   * Called from inside the revocation's transaction, before its COMMIT: a commit whose answer is
    * lost (the connection drops; the request answers 503) may still have revoked the families, and
    * a retry finds nothing left to revoke — so the marks go out first. Should the transaction roll
    * back instead, the marks only end those sessions' access tokens early (at most one access-token
    * lifetime), the safe side of a security effect.
-   */
-  beforeCommit(familyIds: readonly string[]): Promise<void> {
-    return this.add(familyIds);
-  }
-
-  /**
-   * Marks the families revoked. Remembered in this process at once; written to Redis before
-   * returning, or retried in the background when Redis is unavailable. Never throws.
    */
   async add(familyIds: readonly string[]): Promise<void> {
     if (familyIds.length === 0) return;

@@ -114,13 +114,10 @@ export class PaymentFinalizer {
     const stale = await this.payments.findStalePending(new Date(now - staleMs));
     let settled = 0;
     for (const payment of stale) {
-      // one that fails (a lock, a rejection) waits at the back of the line; the rest go on
       try {
         if ((await this.converge(payment)).kind !== 'pending') settled++;
       } catch (err) {
-        this.logger.warn(`stale payment ${payment.intentId} not settled yet: ${(err as Error).message}`);
-        await this.tx.run(() => this.payments.setStatus(payment.id, payment.status, this.clock.now())).catch(() => undefined);
-        if (isGatewayUnavailable(err)) break;
+        if (await this.setAside(payment, 'stale payment', err)) break;
       }
     }
     settled += await this.sweepUnprocessedEvents(new Date(now - UNPROCESSED_EVENT_AFTER_MS));
@@ -141,12 +138,21 @@ export class PaymentFinalizer {
         const outcome = await this.cancelIntentOf(payment.orderId);
         if (outcome.kind !== 'intent-open') done++;
       } catch (err) {
-        this.logger.warn(`intent ${payment.intentId} of a cancelled order still open: ${(err as Error).message}`);
-        await this.tx.run(() => this.payments.setStatus(payment.id, payment.status, this.clock.now())).catch(() => undefined);
-        if (isGatewayUnavailable(err)) break;
+        if (await this.setAside(payment, 'open intent of a cancelled order', err)) break;
       }
     }
     return done;
+  }
+
+  /**
+   * A sweep's item that failed: logged, and moved to the back of the line (its last-seen status
+   * recorded again, which touches it) so it does not hold the others' turn. True when the gateway
+   * itself is unavailable: the pass stops there rather than wait for the same timeout per item.
+   */
+  private async setAside(payment: Payment, what: string, err: unknown): Promise<boolean> {
+    this.logger.warn(`${what} ${payment.intentId} not settled yet: ${(err as Error).message}`);
+    await this.tx.run(() => this.payments.setStatus(payment.id, payment.status, this.clock.now())).catch(() => undefined);
+    return isGatewayUnavailable(err);
   }
 
   /**
