@@ -3,12 +3,18 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ClientBase, QueryResult } from 'pg';
 import { DataSource, EntityManager, QueryFailedError, QueryRunner } from 'typeorm';
 import { IdleCounter } from '../common/idle-counter';
-import { DbCircuitBreaker } from './db-circuit-breaker';
+import { DbCircuitBreaker, isConnectionFailure } from './db-circuit-breaker';
 import type { OpeningRead } from './opening-reads';
 import { inlineParams } from './sql-literal';
 
 const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadlock detected
 const MAX_ATTEMPTS = 3;
+/** How long a COMMIT whose answer was lost is asked after while its backend is still finishing it. */
+const OUTCOME_POLLS = 40;
+const OUTCOME_POLL_MS = 50;
+
+/** What the database says became of a transaction whose COMMIT was sent but never answered. */
+export type CommitOutcome = 'committed' | 'aborted' | 'unknown';
 
 export function pgErrorCode(err: unknown): string | undefined {
   if (err instanceof QueryFailedError) {
@@ -255,34 +261,40 @@ export class TransactionHost {
       opened: new Map(),
     };
     let value: T;
+    /** This transaction's id, taken with BEGIN: what to ask the database should COMMIT go unanswered. */
+    let xid = '';
     try {
       let opened: unknown[][] = [];
       if (opening) {
         // marked first: if the opening statement fails, the server's transaction block is open
         // (aborted) and must be rolled back before the connection goes back to the pool
         markTransaction(runner, true);
-        const results = await this.simple(runner, `START TRANSACTION;\n${opening.sql}`);
-        opened = results.slice(1).map((r): unknown[] => r.rows ?? []);
+        const results = await this.simple(runner, `${BEGIN};\n${opening.sql}`);
+        xid = xidOf(results[1]);
+        opened = results.slice(2).map((r): unknown[] => r.rows ?? []);
         // the opening reads' rows come last; work() gets the statements' own
         const reads = opened.splice(opened.length - opening.reads.length);
         opening.reads.forEach((read, i) => ctx.opened.set(read.key, reads[i]));
       } else {
-        await runner.startTransaction();
+        markTransaction(runner, true);
+        xid = xidOf((await this.simple(runner, BEGIN))[1]);
       }
       value = await this.als.run(ctx, () => work(opened));
       if (ctx.withCommit.length > 0) {
         const statements = [...ctx.withCommit.filter((w) => !w.last), ...ctx.withCommit.filter((w) => w.last)];
-        let results: QueryResult[];
+        let results: QueryResult[] | undefined;
         try {
           results = await this.simple(runner, `${statements.map((w) => w.sql).join(';\n')};\nCOMMIT`);
         } catch (err) {
-          const mapped = statements.map((w) => w.mapError?.(err)).find((e) => e !== undefined && e !== err);
-          throw mapped ?? err;
+          if ((await this.outcomeAfter(err, xid)) !== 'committed') {
+            const mapped = statements.map((w) => w.mapError?.(err)).find((e) => e !== undefined && e !== err);
+            throw mapped ?? err;
+          }
         }
         markTransaction(runner, false);
-        // the result before COMMIT's is the last statement's final one
+        // the result before COMMIT's is the last statement's final one (lost with a lost answer)
         const onRows = statements[statements.length - 1].onRows;
-        if (onRows) {
+        if (onRows && results) {
           try {
             onRows((results[results.length - 2]?.rows ?? []) as unknown[]);
           } catch (err) {
@@ -291,7 +303,12 @@ export class TransactionHost {
           }
         }
       } else {
-        await runner.commitTransaction();
+        try {
+          await this.simple(runner, 'COMMIT');
+        } catch (err) {
+          if ((await this.outcomeAfter(err, xid)) !== 'committed') throw err;
+        }
+        markTransaction(runner, false);
       }
       for (const fn of ctx.afterCommit) fn();
     } catch (err) {
@@ -308,6 +325,39 @@ export class TransactionHost {
   }
 
   /**
+   * What became of transaction `xid` after its COMMIT (or the message carrying it) failed with
+   * `err`. An error the server answered means it rolled back. A lost connection says nothing:
+   * the server may have committed and lost only the answer — so ask it, on another connection,
+   * while its backend finishes (pg_xact_status: `in progress` until then). 'unknown' when it
+   * cannot be asked (the database is away): the caller answers 503 as before, and a retry with
+   * the same Idempotency-Key then finds the record if it did commit.
+   */
+  async outcomeAfter(err: unknown, xid: string): Promise<CommitOutcome> {
+    if (!isConnectionFailure(err)) return 'aborted';
+    if (!xid) return 'unknown';
+    for (let poll = 0; poll < OUTCOME_POLLS; poll++) {
+      let status: string | null;
+      try {
+        const rows = await this.dataSource.query<{ status: string | null }[]>(
+          'SELECT pg_xact_status($1::text::xid8) AS status',
+          [xid],
+        );
+        status = rows[0]?.status ?? null;
+      } catch (e) {
+        this.logger.warn(`commit outcome of transaction ${xid} unknown: ${(e as Error).message}`);
+        return 'unknown';
+      }
+      if (status === 'committed' || status === 'aborted') {
+        this.logger.warn(`the answer to COMMIT was lost (${(err as Error).message}); the transaction ${status}`);
+        return status;
+      }
+      if (status !== 'in progress') return 'unknown';
+      await new Promise((r) => setTimeout(r, OUTCOME_POLL_MS));
+    }
+    return 'unknown';
+  }
+
+  /**
    * Several statements in one simple-protocol message on the runner's connection, with every
    * result returned (TypeORM's query() keeps only a single result's rows).
    */
@@ -321,6 +371,11 @@ export class TransactionHost {
     }
   }
 }
+
+/** BEGIN, and the transaction's id: assigned at once, so a COMMIT whose answer is lost can be looked up. */
+const BEGIN = 'START TRANSACTION;\nSELECT pg_current_xact_id()::text AS xid';
+
+const xidOf = (result: QueryResult | undefined): string => (result?.rows?.[0] as { xid?: string } | undefined)?.xid ?? '';
 
 /** TypeORM's transaction bookkeeping, set as its own startTransaction()/commitTransaction() would. */
 function markTransaction(runner: QueryRunner, active: boolean): void {

@@ -1,0 +1,142 @@
+import { DomainError } from '../../src/common/errors/domain-error';
+import { TransactionHost } from '../../src/database/transaction-host';
+import { login, registerCustomer } from '../support/auth';
+import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
+import { PgCommitProxy, startPgCommitProxy } from '../support/pg-commit-proxy';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { createTestDatabase } from '../support/test-database';
+
+// A COMMIT whose answer is lost (the connection dies after the server committed) used to answer
+// 503 for work that was done: a refresh retried then found its token spent and revoked the
+// session as a reuse, and effects after the commit (cache versions, sold-out marks) were skipped.
+// TransactionHost now asks the database what became of the transaction (pg_xact_status).
+describe('a COMMIT whose answer is lost', () => {
+  let t: TestApp;
+  let proxy: PgCommitProxy;
+  let tx: TransactionHost;
+
+  beforeAll(async () => {
+    const db = await createTestDatabase();
+    proxy = await startPgCommitProxy(db.url);
+    t = await bootTestApp({ db, env: { DATABASE_URL: proxy.through(db.url) } });
+    tx = t.app.get(TransactionHost);
+    await t.db.pool.query(`CREATE TABLE commit_probe (v int)`);
+  });
+  afterAll(async () => {
+    await t?.close();
+    await t?.db.drop();
+    await proxy?.close();
+  });
+
+  const probeRows = async () =>
+    (await t.db.pool.query<{ v: number }>(`SELECT v FROM commit_probe ORDER BY v`)).rows.map(
+      (r) => r.v,
+    );
+
+  beforeEach(async () => {
+    await t.db.pool.query(`DELETE FROM commit_probe`);
+  });
+
+  it('is found committed: run() returns its value and runs what waits for the commit', async () => {
+    const cuts = proxy.cuts;
+    const lost = proxy.loseNextCommitAnswer();
+    const after: string[] = [];
+    const value = await tx.run(async () => {
+      await tx.query(`INSERT INTO commit_probe VALUES (1)`);
+      tx.afterCommit(() => after.push('afterCommit'));
+      await tx.whenCommitted(async () => {
+        after.push('whenCommitted');
+      });
+      return 'done';
+    });
+    await lost;
+    expect(proxy.cuts).toBe(cuts + 1);
+    expect(value).toBe('done');
+    expect(after).toEqual(['afterCommit', 'whenCommitted']);
+    expect(await probeRows()).toEqual([1]);
+  });
+
+  it('is found committed when statements travel with the COMMIT (their rows are lost, not the commit)', async () => {
+    const lost = proxy.loseNextCommitAnswer();
+    const seen: unknown[][] = [];
+    const value = await tx.runOpeningWith('SELECT $1::int AS v', [5], async (rows) => {
+      tx.sendWithCommit('INSERT INTO commit_probe VALUES ($1::int)', [2]);
+      tx.sendWithCommit('INSERT INTO commit_probe VALUES ($1::int) RETURNING v', [3], {
+        last: true,
+        onRows: (r) => seen.push(r),
+      });
+      return rows;
+    });
+    await lost;
+    expect(value).toEqual([{ v: 5 }]);
+    expect(seen).toEqual([]);
+    expect(await probeRows()).toEqual([2, 3]);
+  });
+
+  it('is found rolled back when the COMMIT never reached the server: 503, nothing written', async () => {
+    const cut = proxy.cutBeforeNextCommit();
+    const after: string[] = [];
+    const outcome = await tx
+      .run(async () => {
+        await tx.query(`INSERT INTO commit_probe VALUES (4)`);
+        tx.afterCommit(() => after.push('afterCommit'));
+      })
+      .then(
+        () => 'resolved',
+        (err: unknown) => err,
+      );
+    await cut;
+    expect(outcome).toBeInstanceOf(DomainError);
+    expect((outcome as DomainError).code).toBe('SERVICE_UNAVAILABLE');
+    expect(after).toEqual([]);
+    expect(await probeRows()).toEqual([]);
+    // the pool recovers: the next transaction goes through
+    await tx.run(() => tx.query(`INSERT INTO commit_probe VALUES (5)`));
+    expect(await probeRows()).toEqual([5]);
+  });
+
+  it('a refresh whose commit answer was lost answers its new pair; the session lives on', async () => {
+    const session = await registerCustomer(t.http);
+    const lost = proxy.loseNextCommitAnswer();
+    const res = await t.http.post('/v1/auth/refresh', { refreshToken: session.refreshToken });
+    await lost;
+    expect(res.status).toBe(200);
+    // the new pair is the one that was committed: it works, and so does the next rotation
+    expect((await t.http.get('/v1/me', { token: res.body.accessToken })).status).toBe(200);
+    const next = await t.http.post('/v1/auth/refresh', { refreshToken: res.body.refreshToken });
+    expect(next.status).toBe(200);
+    // the old token is spent, as API.md says; nothing was revoked as a reuse before
+    expect(
+      (
+        await t.db.pool.query(
+          `SELECT count(*)::int AS n FROM refresh_token_families WHERE user_id = $1 AND revoked_at IS NOT NULL`,
+          [session.user.id],
+        )
+      ).rows[0].n,
+    ).toBe(0);
+    await login(t.http, session.email, session.password);
+  });
+
+  it('a checkout whose commit answer was lost answers 201; its retry with the key replays that order', async () => {
+    const buyer = await registerCustomer(t.http);
+    const productId = await insertProduct(t.db.pool, { stock: 3 });
+    const key = newKey();
+    const body = { items: [{ productId, quantity: 2 }] };
+    const lost = proxy.loseNextCommitAnswer();
+    const first = await t.http.post('/v1/orders', body, {
+      token: buyer.accessToken,
+      idempotencyKey: key,
+    });
+    await lost;
+    expect(first.status).toBe(201);
+    const again = await t.http.post('/v1/orders', body, {
+      token: buyer.accessToken,
+      idempotencyKey: key,
+    });
+    expect(again.status).toBe(201);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(again.body.id).toBe(first.body.id);
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 3, reserved: 2 });
+    await assertStockInvariants(t.db.pool, [productId]);
+  });
+});

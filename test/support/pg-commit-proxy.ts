@@ -1,0 +1,134 @@
+import { AddressInfo, Server, Socket, createServer, connect } from 'node:net';
+
+/**
+ * A TCP pass-through in front of PostgreSQL that can cut one connection around its next COMMIT:
+ *
+ * - `loseNextCommitAnswer()`: the server runs the COMMIT; the connection is cut as its answer
+ *   (CommandComplete `COMMIT`) comes back, before the client sees it — the transaction committed,
+ *   the client cannot know.
+ * - `cutBeforeNextCommit()`: the connection is cut as a simple query ending in COMMIT goes out,
+ *   before the server sees it — the server rolls back.
+ *
+ * Assumes no TLS (node-postgres without `ssl` sends no SSLRequest). Only simple-protocol
+ * COMMITs are seen (how TransactionHost commits).
+ */
+export interface PgCommitProxy {
+  /** The same connection string, through the proxy. */
+  through(url: string): string;
+  loseNextCommitAnswer(): Promise<void>;
+  cutBeforeNextCommit(): Promise<void>;
+  /** Connections cut so far. */
+  readonly cuts: number;
+  close(): Promise<void>;
+}
+
+type Armed = { side: 'answer' | 'query'; done: () => void } | undefined;
+
+export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
+  const pg = new URL(url);
+  const target = { host: pg.hostname, port: Number(pg.port || 5432) };
+  let armed: Armed;
+  let cuts = 0;
+  const sockets = new Set<Socket>();
+
+  const server: Server = createServer((client) => {
+    const upstream = connect(target.port, target.host);
+    sockets.add(client).add(upstream);
+    const cut = () => {
+      cuts++;
+      client.destroy();
+      upstream.destroy();
+    };
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+
+    // client → server: the startup message has no type byte; every later one does
+    let started = false;
+    let fromClient = Buffer.alloc(0);
+    client.on('data', (chunk: Buffer) => {
+      fromClient = Buffer.concat([fromClient, chunk]);
+      for (;;) {
+        const typed = started ? 1 : 0;
+        if (fromClient.length < typed + 4) return;
+        const length = fromClient.readInt32BE(typed) + typed;
+        if (fromClient.length < length) return;
+        const message = fromClient.subarray(0, length);
+        fromClient = fromClient.subarray(length);
+        if (started && armed?.side === 'query' && message[0] === 0x51 /* Q */) {
+          const text = message.subarray(5, message.length - 1).toString('utf8');
+          if (/\bCOMMIT\s*;?\s*$/i.test(text)) {
+            const { done } = armed;
+            armed = undefined;
+            cut();
+            done();
+            return;
+          }
+        }
+        started = true;
+        upstream.write(message);
+      }
+    });
+
+    // server → client: typed messages from the start
+    let fromServer = Buffer.alloc(0);
+    upstream.on('data', (chunk: Buffer) => {
+      fromServer = Buffer.concat([fromServer, chunk]);
+      let forward = 0;
+      while (fromServer.length - forward >= 5) {
+        const length = fromServer.readInt32BE(forward + 1) + 1;
+        if (fromServer.length - forward < length) break;
+        const type = fromServer[forward];
+        if (armed?.side === 'answer' && type === 0x43 /* C */) {
+          const tag = fromServer.subarray(forward + 5, forward + length - 1).toString('utf8');
+          if (tag === 'COMMIT') {
+            const { done } = armed;
+            armed = undefined;
+            // what came before the COMMIT's answer (the statements sent with it) goes through
+            client.write(fromServer.subarray(0, forward), () => {
+              cut();
+              done();
+            });
+            fromServer = Buffer.alloc(0);
+            return;
+          }
+        }
+        forward += length;
+      }
+      client.write(fromServer.subarray(0, forward));
+      fromServer = fromServer.subarray(forward);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+
+  const arm = (side: 'answer' | 'query') =>
+    new Promise<void>((done) => {
+      if (armed) throw new Error('the proxy is already armed');
+      armed = { side, done };
+    });
+
+  return {
+    through: (url) => {
+      const via = new URL(url);
+      via.hostname = '127.0.0.1';
+      via.port = String(port);
+      return via.toString();
+    },
+    loseNextCommitAnswer: () => arm('answer'),
+    cutBeforeNextCommit: () => arm('query'),
+    get cuts() {
+      return cuts;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
