@@ -27,7 +27,8 @@ export function breachesOf(err: unknown): PurchaseLimitBreach[] | null {
 const CHECKOUT_LOCK_CLASS = 0x504c;
 
 /**
- * What a customer holds in open unpaid orders (the statuses that hold a reservation), checked
+ * What a customer holds in open unpaid orders (the statuses that hold a reservation, less reserved
+ * orders past their reservation, which can no longer be paid), checked
  * against the purchase caps atomically: one customer's checkouts are serialised by a transaction-scoped
  * advisory lock on the customer, and the count runs after it in a statement of its own, so its
  * snapshot sees every order a previous checkout of the same customer committed.
@@ -58,6 +59,9 @@ export class PurchaseLimitRepository {
        WITH unpaid AS (
          SELECT id FROM orders
           WHERE user_id = $1::uuid AND status = ANY($5::text[])
+            -- a reserved order past its reservation can no longer be paid (the expiry just has not
+            -- reached it yet); one paying may still be, so it counts until settled
+            AND (status <> 'INVENTORY_RESERVED' OR reservation_expires_at > now())
        ), breaches AS (
          SELECT NULL::uuid AS product_id,
                 jsonb_build_object('cap', 'openOrders', 'limit', $3::int, 'held', count(*)) AS breach

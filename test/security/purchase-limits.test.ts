@@ -156,6 +156,28 @@ describe('per-customer purchase limits', () => {
     expect(await stockOf(t.db.pool, hot)).toEqual({ onHand: 100, reserved: 4 });
   });
 
+  it('an order past its reservation, not yet reached by the expiry, no longer counts: it cannot be paid', async () => {
+    const [erin] = await buyers(t.http, 1);
+    const p = await insertProduct(t.db.pool, { stock: 100 });
+    const first = await order(erin, p, 5);
+    expect(first.status).toBe(201);
+    expect((await order(erin, p, 1)).status).toBe(409);
+    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [
+      first.body.id,
+    ]);
+    const pay = await t.http.post(`/v1/orders/${first.body.id}/payment`, {}, { token: erin.token, idempotencyKey: newKey() });
+    expect(pay.status).toBe(409);
+    expect(pay.body.code).toBe('ORDER_NOT_PAYABLE');
+    // the units cap and the open-orders cap both leave the overdue order out
+    expect((await order(erin, p, 5)).status).toBe(201);
+    const q = await insertProduct(t.db.pool, { stock: 100 });
+    expect((await order(erin, q, 1)).status).toBe(201);
+    expect((await order(erin, q, 1)).status).toBe(201);
+    const fourth = await order(erin, q, 1);
+    expect(fourth.status).toBe(409);
+    expect(fourth.body.limits).toEqual([{ cap: 'openOrders', limit: 3, held: 4 }]);
+  });
+
   it('with both caps at 0 a customer may hold as much as there is (the old behaviour)', async () => {
     const unlimited = await bootTestApp({
       db: t.db,
