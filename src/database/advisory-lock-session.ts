@@ -14,7 +14,26 @@ export interface AdvisoryLockSessionOptions {
   /** A statement on the session that hangs longer than this ends the session. */
   queryTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /**
+   * When the session ends under live holds (its connection cut, its backend terminated), take
+   * their locks again on a new session at once, so another process cannot take them while their
+   * holders still run: a hold whose lock someone else took meanwhile is lost (`held` false). Only
+   * for holders that need the lock while they run, not its continuity: a hold that was lost for a
+   * moment and re-taken reads `held` true again (the email sender needs continuity: not for it).
+   */
+  retakeLostHolds?: boolean;
 }
+
+/** A lock granted to a hold of this process, and the session that holds it now. */
+interface Granted {
+  lockSql: string;
+  params: unknown[];
+  session: Client;
+  /** Someone else took the lock while it was being re-taken. */
+  lost: boolean;
+}
+
+const RETAKE_BACKOFF_MS = [50, 100, 250, 500, 1_000, 2_000];
 
 /**
  * "This process is doing X", held as a session-level advisory lock on one dedicated connection
@@ -36,8 +55,11 @@ export class AdvisoryLockSession {
   private readonly logger: Logger;
   private session?: Client;
   private connecting?: Promise<Client>;
-  /** Names held by this process. */
+  /** Names held (or being taken) by this process. */
   private readonly holds = new Set<string>();
+  /** Granted locks by name, until released. */
+  private readonly granted = new Map<string, Granted>();
+  private retaking?: Promise<void>;
   private closed = false;
   /** The session's statements, one at a time (a pg client runs one query at a time). */
   private tail: Promise<unknown> = Promise.resolve();
@@ -75,9 +97,10 @@ export class AdvisoryLockSession {
         }
       }
     }
-    const locked = session;
+    const grant: Granted = { lockSql, params, session, lost: false };
+    this.granted.set(name, grant);
     let released = false;
-    const isHeld = () => !released && this.session === locked;
+    const isHeld = () => !released && !grant.lost && this.session === grant.session;
     return {
       get held() {
         return isHeld();
@@ -85,9 +108,11 @@ export class AdvisoryLockSession {
       release: async () => {
         if (released) return;
         released = true;
+        this.granted.delete(name);
+        const locked = grant.session;
         try {
           // a session that died took the lock with it
-          if (this.session === locked) await this.run(locked, `SELECT pg_advisory_unlock(${lockSql})`, params);
+          if (this.session === locked && !grant.lost) await this.run(locked, `SELECT pg_advisory_unlock(${lockSql})`, params);
         } catch (err) {
           this.logger.warn(`could not release a lock (${(err as Error).message}); ending the lock session`);
           this.drop(locked);
@@ -156,5 +181,56 @@ export class AdvisoryLockSession {
   private drop(session: Client): void {
     if (this.session === session) this.session = undefined;
     void session.end().catch(() => undefined);
+    if (this.options.retakeLostHolds) this.retakeOrphans();
+  }
+
+  /** Granted locks whose session is gone: to take again, while their holders still run. */
+  private orphans(): [string, Granted][] {
+    return [...this.granted].filter(([, g]) => !g.lost && g.session !== this.session);
+  }
+
+  /**
+   * Takes the orphaned locks again on a new session, retrying the connection with backoff until
+   * none is left (each re-taken, lost to another holder, or released) or the session is closed.
+   */
+  private retakeOrphans(): void {
+    if (this.retaking || this.closed || this.orphans().length === 0) return;
+    this.retaking = (async () => {
+      for (let attempt = 0; !this.closed; attempt++) {
+        const orphans = this.orphans();
+        if (orphans.length === 0) return;
+        try {
+          const session = await this.connect();
+          for (const [name, grant] of orphans) {
+            const rows = await this.run<{ held: boolean }>(
+              session,
+              `SELECT pg_try_advisory_lock(${grant.lockSql}) AS held`,
+              grant.params,
+            );
+            if (!this.granted.has(name)) {
+              // released while it was being re-taken: let go of it again
+              if (rows[0]?.held) await this.run(session, `SELECT pg_advisory_unlock(${grant.lockSql})`, grant.params);
+            } else if (rows[0]?.held) {
+              grant.session = session;
+            } else {
+              grant.lost = true;
+              this.logger.warn(`a lock of ${this.options.applicationName} was taken by another holder while its session was down`);
+            }
+          }
+        } catch (err) {
+          this.logger.warn(`re-taking ${orphans.length} lock(s) failed: ${(err as Error).message}`);
+          const session = this.session;
+          if (session) {
+            this.session = undefined;
+            void session.end().catch(() => undefined);
+          }
+          await new Promise((r) => setTimeout(r, RETAKE_BACKOFF_MS[Math.min(attempt, RETAKE_BACKOFF_MS.length - 1)]));
+        }
+      }
+    })().finally(() => {
+      this.retaking = undefined;
+      // a session lost while re-taking leaves orphans for another round
+      if (this.orphans().length > 0) this.retakeOrphans();
+    });
   }
 }

@@ -14,7 +14,10 @@ export type KeyHold = SessionLockHold;
  * (AdvisoryLockSession, `application_name = shop-orders-key-locks`). The lock dies with what
  * holds it: released when the request ends, and by PostgreSQL itself when the process dies or
  * the database restarts (the session ends). A twin that finds a key's `in_progress` record but
- * can take its lock knows the holder is gone and takes over at once.
+ * can take its lock knows the holder is gone and takes over at once. Should the session end while
+ * its requests still run (its connection cut, its backend terminated), their keys are taken again
+ * on a new session at once (`retakeLostHolds`); only a twin arriving in that gap can take one over,
+ * and the record's token then fences the first request's `finish`.
  *
  * The session needs a direct connection to PostgreSQL (session locks do not survive a
  * transaction-pooling PgBouncer). Two requests of this process with one key are told apart by
@@ -28,7 +31,11 @@ export class IdempotencyKeyLocks implements OnApplicationShutdown {
     @Inject(APP_CONFIG) config: AppConfig,
     private readonly breaker: DbCircuitBreaker,
   ) {
-    this.session = new AdvisoryLockSession(config.database.url, { applicationName: 'shop-orders-key-locks' });
+    // a key must stay taken while its request runs, even across a cut of the lock's connection
+    this.session = new AdvisoryLockSession(config.database.url, {
+      applicationName: 'shop-orders-key-locks',
+      retakeLostHolds: true,
+    });
   }
 
   /**

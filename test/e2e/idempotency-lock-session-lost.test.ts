@@ -1,0 +1,170 @@
+import { AdvisoryLockSession } from '../../src/database/advisory-lock-session';
+import { KEY_LOCK_ID } from '../../src/idempotency/idempotency.repository';
+import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
+import { insertProduct, newKey } from '../support/fixtures';
+import { HoldingProxy, startHoldingProxy } from '../support/holding-proxy';
+import { Buyer, buyers, placeOrder } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { TestDatabase, createTestDatabase } from '../support/test-database';
+import { waitFor } from '../support/wait-for';
+
+/**
+ * The key of a request running outside one transaction (the payment routes) is held as an
+ * advisory lock on the process's key-lock session. When that session's connection alone is cut
+ * (its backend terminated, a network path reset) while the request still runs, PostgreSQL frees
+ * the lock: a twin from another process used to take the key over and run the request a second
+ * time beside the first. The locks are now taken again on a new session at once.
+ */
+describe('a key whose lock session is cut while its request runs', () => {
+  let stripe: FakeStripe;
+  let proxy: HoldingProxy;
+  let t: TestApp;
+  let alice: Buyer;
+
+  beforeAll(async () => {
+    stripe = await startFakeStripe();
+    proxy = await startHoldingProxy(stripe.url);
+    t = await bootTestApp({
+      env: {
+        STRIPE_SECRET_KEY: stripe.secretKey,
+        STRIPE_API_URL: proxy.url,
+        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+      },
+    });
+    [alice] = await buyers(t.http, 1);
+  });
+  afterAll(async () => {
+    await t?.close();
+    await proxy?.close();
+    await stripe?.close();
+  });
+
+  /** The key-lock session's backend and the advisory locks it holds. */
+  async function lockSession(): Promise<{ pid: number; locks: number } | undefined> {
+    const { rows } = await t.db.pool.query<{ pid: number; locks: number }>(
+      `SELECT a.pid, (SELECT count(*)::int FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) AS locks
+         FROM pg_stat_activity a WHERE a.datname = $1 AND a.application_name = 'shop-orders-key-locks'`,
+      [t.db.name],
+    );
+    return rows[0];
+  }
+
+  it('takes the key again at once: a twin from elsewhere is told 409 IN_USE, not run beside it', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    const key = newKey();
+    const pay = () =>
+      t.http.post(
+        `/v1/orders/${order.body.id}/payment`,
+        {},
+        { token: alice.token, idempotencyKey: key },
+      );
+
+    const gate = proxy.holdNext('POST', '/v1/payment_intents');
+    const first = pay();
+    await gate.reached; // the key is held; the request waits for Stripe
+    const before = await lockSession();
+    expect(before?.locks).toBe(1);
+    await t.db.pool.query('SELECT pg_terminate_backend($1)', [before!.pid]);
+
+    // the lock is held again, by a new session
+    await waitFor('the key lock to be taken again', lockSession, {
+      until: (s) => s !== undefined && s.pid !== before!.pid && s.locks === 1,
+      timeoutMs: 10_000,
+    });
+    // a twin of another process: this process's own twins are told apart in memory, so ask the
+    // database as another process would — the key's lock cannot be taken
+    const { rows } = await t.db.pool.query<{ free: boolean }>(
+      `SELECT pg_try_advisory_xact_lock(${KEY_LOCK_ID}) AS free`,
+      [`user:${alice.userId}`, key],
+    );
+    expect(rows[0].free).toBe(false);
+    const twin = await pay();
+    expect([twin.status, twin.body.code]).toEqual([409, 'IDEMPOTENCY_KEY_IN_USE']);
+
+    gate.release();
+    const answered = await first;
+    expect(answered.status).toBe(201);
+    const replay = await pay();
+    expect([replay.status, replay.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+    expect(replay.body).toEqual(answered.body);
+    // released with its request: nothing left on the session
+    await waitFor('the key lock to be released', lockSession, { until: (s) => s?.locks === 0 });
+  });
+});
+
+describe('AdvisoryLockSession with retakeLostHolds, its session cut', () => {
+  let db: TestDatabase;
+  let session: AdvisoryLockSession;
+  const LOCK = 'hashtextextended($1::text, 99)';
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    session = new AdvisoryLockSession(db.url, {
+      applicationName: 'lock-retake-probe',
+      retakeLostHolds: true,
+    });
+  });
+  afterAll(async () => {
+    await session?.close();
+    await db?.drop();
+  });
+
+  const probe = async () =>
+    (
+      await db.pool.query<{ pid: number; locks: number }>(
+        `SELECT a.pid, (SELECT count(*)::int FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) AS locks
+           FROM pg_stat_activity a WHERE a.datname = $1 AND a.application_name = 'lock-retake-probe'`,
+        [db.name],
+      )
+    ).rows[0];
+
+  it('re-takes a live hold on a new session: held again', async () => {
+    const hold = await session.tryHold('a', LOCK, ['a']);
+    const before = await probe();
+    await db.pool.query('SELECT pg_terminate_backend($1)', [before.pid]);
+    await waitFor('the lock to be taken again', probe, {
+      until: (s) => s !== undefined && s.pid !== before.pid && s.locks === 1,
+    });
+    expect(hold?.held).toBe(true);
+    await hold!.release();
+    expect((await probe()).locks).toBe(0);
+  });
+
+  it('a lock another holder took in the gap is lost: held false, and its release leaves theirs alone', async () => {
+    const hold = await session.tryHold('b', LOCK, ['b']);
+    const before = await probe();
+    const other = await db.pool.connect();
+    try {
+      // queued for the lock before the cut session's backend has gone: granted as it ends
+      await other.query('SELECT pg_terminate_backend($1)', [before.pid]);
+      await other.query(`SELECT pg_advisory_lock(${LOCK})`, ['b']);
+      await waitFor('the re-take to give up', async () => hold!.held, { until: (held) => !held });
+      await waitFor('a new session', probe, {
+        until: (s) => s !== undefined && s.pid !== before.pid,
+      });
+      await hold!.release();
+      const { rows } = await other.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND granted`,
+      );
+      expect(rows[0].n).toBe(1);
+      expect((await probe()).locks).toBe(0);
+    } finally {
+      await other.query(`SELECT pg_advisory_unlock_all()`);
+      other.release();
+    }
+  });
+
+  it('a hold released while its session was down is not taken again', async () => {
+    const hold = await session.tryHold('c', LOCK, ['c']);
+    const before = await probe();
+    await db.pool.query('SELECT pg_terminate_backend($1)', [before.pid]);
+    await hold!.release();
+    // a later hold opens the new session if the re-take did not; either way nothing is held but it
+    const next = await session.tryHold('d', LOCK, ['d']);
+    await waitFor('one lock on the new session', probe, {
+      until: (s) => s !== undefined && s.pid !== before.pid && s.locks === 1,
+    });
+    await next!.release();
+    expect((await probe()).locks).toBe(0);
+  });
+});
