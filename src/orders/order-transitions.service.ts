@@ -123,8 +123,8 @@ export class OrderTransitionsService {
         reason: t.reason,
         actor: t.actor,
         at: now,
-        reservationDueBy: t.dueOnly ? now : undefined,
-        reservationLiveAt: t.liveOnly ? now : undefined,
+        reservationDue: t.dueOnly,
+        reservationLive: t.liveOnly,
         noOpenPayment: t.noOpenPayment,
       });
       if (!previous) return { changed: false, previous: null };

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { EntityManager, In, IsNull, LessThanOrEqual, Not, SelectQueryBuilder } from 'typeorm';
+import { EntityManager, In, Not, Raw, SelectQueryBuilder } from 'typeorm';
 import { SqlFragment, sql } from '../database/sql-fragment';
 import { TransactionHost } from '../database/transaction-host';
 import { OrderItemEntity } from './entities/order-item.entity';
@@ -34,10 +34,13 @@ export interface Transition {
   reason?: CancellationReason | null;
   actor: string;
   at: Date;
-  /** Extra guard, e.g. only expire when the deadline has really passed. */
-  reservationDueBy?: Date;
+  /**
+   * Extra guard, e.g. only expire when the deadline has really passed — on PostgreSQL's clock, the
+   * one every process judges a deadline on (the API's and the workers' may disagree).
+   */
+  reservationDue?: boolean;
   /** Extra guard, the other way: only while the deadline has not passed (start a payment). */
-  reservationLiveAt?: Date;
+  reservationLive?: boolean;
   /** Extra guard: only if no payment of the order is open at the gateway (the expiry's). */
   noOpenPayment?: boolean;
 }
@@ -126,12 +129,8 @@ export class OrderRepository {
         })
         .where('id = :orderId', { orderId })
         .andWhere('status IN (:...from)', { from: sourcesOf(t.to) });
-      if (t.reservationDueBy) {
-        update.andWhere('reservation_expires_at <= :dueBy', { dueBy: t.reservationDueBy });
-      }
-      if (t.reservationLiveAt) {
-        update.andWhere('reservation_expires_at > :liveAt', { liveAt: t.reservationLiveAt });
-      }
+      if (t.reservationDue) update.andWhere('reservation_expires_at <= statement_timestamp()');
+      if (t.reservationLive) update.andWhere('reservation_expires_at > statement_timestamp()');
       if (t.noOpenPayment) {
         // a read of the payments table (written by payments/): an open intent may still be paid
         update.andWhere(
@@ -240,13 +239,13 @@ export class OrderRepository {
    * Orders still holding their reservation whose window has passed (for the sweeper), oldest
    * first, except `excluding` (those the sweeper has looked at and left, e.g. a debit in flight).
    */
-  async findOverdueReservations(now: Date, limit: number, excluding: string[] = []): Promise<string[]> {
+  async findOverdueReservations(limit: number, excluding: string[] = []): Promise<string[]> {
     const due = await this.tx.withManager((m) =>
       m.getRepository(OrderEntity).find({
         select: { id: true },
         where: {
           status: In(HOLDS_RESERVATION),
-          reservationExpiresAt: LessThanOrEqual(now),
+          reservationExpiresAt: Raw((deadline) => `${deadline} <= statement_timestamp()`),
           ...(excluding.length ? { id: Not(In(excluding)) } : {}),
         },
         order: { reservationExpiresAt: 'ASC' },
@@ -257,17 +256,25 @@ export class OrderRepository {
   }
 
   /**
-   * The reservation deadline of an order that still holds its reservation (null otherwise), so
-   * an expiry job that ran early learns when to look again.
+   * How long until the reservation of an order that still holds one is due, in milliseconds on
+   * PostgreSQL's clock (0 once due); null when it holds none. The expiry decides on this, never on
+   * its own clock, and an expiry job that ran early learns when to look again.
    */
-  async findReservationDeadline(id: string): Promise<Date | null> {
-    const order = await this.tx.withManager((m) =>
-      m.getRepository(OrderEntity).findOne({
-        select: { id: true, reservationExpiresAt: true },
-        where: { id, status: In(HOLDS_RESERVATION), reservationExpiresAt: Not(IsNull()) },
-      }),
+  async reservationDueIn(id: string): Promise<number | null> {
+    const rows = await this.tx.withManager((m) =>
+      m
+        .getRepository(OrderEntity)
+        .createQueryBuilder('o')
+        .select(
+          `GREATEST(0, ceil(extract(epoch FROM o.reservation_expires_at - statement_timestamp()) * 1000))::float8`,
+          'dueInMs',
+        )
+        .where('o.id = :id', { id })
+        .andWhere('o.status IN (:...holding)', { holding: HOLDS_RESERVATION })
+        .andWhere('o.reservation_expires_at IS NOT NULL')
+        .getRawMany<{ dueInMs: number }>(),
     );
-    return order?.reservationExpiresAt ?? null;
+    return rows[0] ? Number(rows[0].dueInMs) : null;
   }
 
   /** The order's status, its row locked until the transaction ends (the guarded updates' read). */

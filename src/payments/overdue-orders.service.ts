@@ -1,5 +1,4 @@
 import { Injectable, Logger } from '@nestjs/common';
-import { Clock } from '../common/time/clock';
 import { OrderRepository } from '../orders/order.repository';
 import { ReservationExpiryService } from '../orders/reservation-expiry.service';
 import { delayJob } from '../queue/delay-job';
@@ -35,7 +34,6 @@ export class OverdueOrders {
     private readonly payments: PaymentRepository,
     private readonly finalizer: PaymentFinalizer,
     private readonly expiry: ReservationExpiryService,
-    private readonly clock: Clock,
   ) {}
 
   /**
@@ -44,8 +42,8 @@ export class OverdueOrders {
    * an order without one still expires on time, whatever the gateway is doing.
    */
   async settle(orderId: string, opts: { askGateway?: boolean } = {}): Promise<boolean> {
-    const deadline = await this.orders.findReservationDeadline(orderId);
-    if (!deadline || deadline > this.clock.now()) return false; // not holding, or not due yet
+    const dueIn = await this.orders.reservationDueIn(orderId);
+    if (dueIn === null || dueIn > 0) return false; // not holding, or not due yet (PostgreSQL's clock)
     const payment = await this.payments.findByOrder(orderId);
     if (payment && payment.status !== 'canceled') {
       // a debit in flight was submitted in time: its event (or the stale-payment pass) settles it
@@ -61,7 +59,8 @@ export class OverdueOrders {
 
   /**
    * The per-order expiry job: settles the order if it is due. If it still holds its reservation
-   * but the deadline has not come yet (the job ran early: a clock between Redis and PostgreSQL),
+   * but the deadline has not come yet (the job ran early: the clocks of the worker that scheduled it,
+   * of the one that promoted it and of PostgreSQL, which judges the deadline, disagree),
    * the same job looks again just after the deadline, not at the next sweep.
    */
   @OnJob(JobName.ExpireReservation)
@@ -79,9 +78,10 @@ export class OverdueOrders {
       this.logger.warn(`order ${orderId}: its payment could not be asked of the gateway; left to the sweeper`);
       return false;
     }
-    const deadline = await this.orders.findReservationDeadline(orderId);
-    if (!deadline || deadline <= this.clock.now() || !token) return false;
-    return delayJob(job, token, deadline.getTime() + EXPIRY_GRACE_MS);
+    const dueIn = await this.orders.reservationDueIn(orderId);
+    if (dueIn === null || dueIn === 0 || !token) return false;
+    // BullMQ promotes a delayed job on the clock of the worker that fetches it: relative to ours
+    return delayJob(job, token, Date.now() + dueIn + EXPIRY_GRACE_MS);
   }
 
   /** The safety net: settles every overdue order, in batches (one that fails waits for the next run). */
@@ -91,7 +91,7 @@ export class OverdueOrders {
     let gatewayDown = false;
     const seen: string[] = [];
     for (;;) {
-      const due = await this.orders.findOverdueReservations(this.clock.now(), SWEEP_BATCH, seen);
+      const due = await this.orders.findOverdueReservations(SWEEP_BATCH, seen);
       for (const id of due) {
         seen.push(id);
         try {

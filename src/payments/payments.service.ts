@@ -51,7 +51,8 @@ export class PaymentsService {
     if (!order || order.userId !== me.userId) throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
     // past its deadline and not yet paying, the order is the expiry's (its job may not have run
     // yet): not revived — also on a retry after a first call whose move the deadline refused
-    const overdue = order.reservationExpiresAt !== null && order.reservationExpiresAt <= this.clock.now();
+    // on PostgreSQL's clock, as the expiry and the guarded move to PAYMENT_PENDING judge it
+    const overdue = (await this.orders.reservationDueIn(orderId)) === 0;
     if (order.status === 'INVENTORY_RESERVED' && overdue) throw reservationExpired();
     // calling again returns the one intent (also once paid); a cancelled order is not payable
     const existing = await this.payments.findByOrder(orderId);
