@@ -18,6 +18,7 @@ import { JwtStrategy } from './jwt.strategy';
 import { PasswordHasher } from './password-hasher';
 import { PermissionsGuard } from './permissions.guard';
 import { RefreshTokenRepository } from './refresh-token.repository';
+import { PendingRevocations } from './pending-revocations';
 import { RevokedSessions } from './revoked-sessions';
 import { SecureRandom } from './secure-random';
 import { SecurityEvents } from './security-events';
@@ -51,6 +52,7 @@ import { TokenService } from './token.service';
     TokenService,
     JwtStrategy,
     RevokedSessions,
+    PendingRevocations,
     SecureRandom,
     SecurityEvents,
     RefreshTokenRepository,

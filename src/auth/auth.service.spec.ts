@@ -3,6 +3,7 @@ import type { FailedAttemptLimiter } from '../common/throttling/failed-attempt-l
 import type { TransactionHost } from '../database/transaction-host';
 import type { User, UserRepository } from '../users/user.repository';
 import { AuthService } from './auth.service';
+import type { PendingRevocations } from './pending-revocations';
 import type { PasswordHasher } from './password-hasher';
 import type { RefreshTokenRepository } from './refresh-token.repository';
 import type { RevokedSessions } from './revoked-sessions';
@@ -90,6 +91,7 @@ function setup() {
     },
     'signIns',
   );
+  const pendingRevocations = mockOf<PendingRevocations>({ revokeFamily: jest.fn() }, 'pendingRevocations');
   const service = new AuthService(
     users,
     refreshTokens,
@@ -100,8 +102,9 @@ function setup() {
     clock,
     revoked,
     signIns,
+    pendingRevocations,
   );
-  return { service, users, refreshTokens, sessions, hasher, events, tx, revoked, signIns };
+  return { service, users, refreshTokens, sessions, hasher, events, tx, revoked, signIns, pendingRevocations };
 }
 
 const codeOf = (p: Promise<unknown>) =>
@@ -286,6 +289,25 @@ describe('AuthService', () => {
         familyId: 'f-1',
       });
       expect(s.sessions.rotate).not.toHaveBeenCalled();
+    });
+
+    it('a reuse whose revocation failed to commit still answers REFRESH_TOKEN_REUSED and leaves the revocation to be retried', async () => {
+      const s = setup();
+      s.refreshTokens.spend.mockResolvedValue({ status: 'reused', familyId: 'f-1', userId: 'u-1' });
+      s.tx.runOwn.mockImplementationOnce(async <T>(work: () => Promise<T>) => {
+        await work();
+        throw new Error('Connection terminated unexpectedly'); // the COMMIT
+      });
+      expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_REUSED');
+      expect(s.pendingRevocations.revokeFamily).toHaveBeenCalledWith('f-1', 'reuse-detected', NOW);
+      expect(s.events.record).toHaveBeenCalledWith({ event: 'refresh_token_reuse', userId: 'u-1', familyId: 'f-1' });
+    });
+
+    it('a refresh that failed before any reuse was seen fails as it did, leaving nothing to retry', async () => {
+      const s = setup();
+      s.refreshTokens.spend.mockRejectedValue(new Error('Connection terminated unexpectedly'));
+      expect(await codeOf(s.service.refresh('r-old'))).toEqual(new Error('Connection terminated unexpectedly'));
+      expect(s.pendingRevocations.revokeFamily).not.toHaveBeenCalled();
     });
 
     it('answers REFRESH_TOKEN_INVALID for unknown, expired or revoked tokens, revoking nothing', async () => {

@@ -7,7 +7,8 @@ import { normalizeEmail } from '../common/email';
 import { User, UserRepository } from '../users/user.repository';
 import { LoginDto, RegisterDto, TokensDto } from './dto/auth.dto';
 import { PasswordHasher } from './password-hasher';
-import { RefreshTokenRepository } from './refresh-token.repository';
+import { PendingRevocations } from './pending-revocations';
+import { RefreshTokenRepository, SpendOutcome } from './refresh-token.repository';
 import { RevokedSessions } from './revoked-sessions';
 import { SecurityEvents } from './security-events';
 import { SessionIssuer } from './session-issuer';
@@ -51,6 +52,7 @@ export class AuthService {
     private readonly clock: Clock,
     private readonly revoked: RevokedSessions,
     private readonly signIns: FailedAttemptLimiter,
+    private readonly pendingRevocations: PendingRevocations,
   ) {}
 
   /**
@@ -127,21 +129,31 @@ export class AuthService {
     const tokenHash = this.sessions.hashOf(refreshToken);
     // a transaction of its own: the revocation below commits before the 401 is answered, and
     // nothing the caller does afterwards (a failing request around it) can roll it back
-    const result = await this.tx.runOwn(async () => {
-      const spent = await this.refreshTokens.spend(tokenHash, now);
-      if (spent.status === 'invalid') return spent;
-      if (spent.status === 'reused') {
-        await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected', now);
-        await this.revoked.add([spent.familyId]); // its access tokens stop working too
-        return spent;
-      }
+    let reuse: (SpendOutcome & { status: 'reused' }) | undefined;
+    const result = await this.tx
+      .runOwn(async () => {
+        const spent = await this.refreshTokens.spend(tokenHash, now);
+        if (spent.status === 'invalid') return spent;
+        if (spent.status === 'reused') {
+          reuse = spent;
+          await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected', now);
+          await this.revoked.add([spent.familyId]); // its access tokens stop working too
+          return spent;
+        }
       // The spend read the family as live without locking it: a revocation (password change,
       // logout elsewhere) committing meanwhile must not be outlived by the pair issued here.
       if (!(await this.refreshTokens.lockLiveFamily(spent.familyId))) return { status: 'invalid' as const };
-      const user = await this.users.findById(spent.userId);
-      if (!user) throw invalidRefresh(); // cannot happen: families are deleted with their user
-      return { ...spent, user, session: await this.sessions.rotate(spent.familyId, now) };
-    });
+        const user = await this.users.findById(spent.userId);
+        if (!user) throw invalidRefresh(); // cannot happen: families are deleted with their user
+        return { ...spent, user, session: await this.sessions.rotate(spent.familyId, now) };
+      })
+      .catch((err: unknown) => {
+        if (!reuse) throw err;
+        // the reuse is history (the token was spent), only its revocation failed to commit: it
+        // is retried until it does, and the answer is the reuse's
+        this.pendingRevocations.revokeFamily(reuse.familyId, 'reuse-detected', now);
+        return reuse;
+      });
     switch (result.status) {
       case 'invalid':
         throw invalidRefresh();

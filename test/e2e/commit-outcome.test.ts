@@ -1,4 +1,5 @@
 import { DomainError } from '../../src/common/errors/domain-error';
+import { PendingRevocations } from '../../src/auth/pending-revocations';
 import { TransactionHost } from '../../src/database/transaction-host';
 import { login, registerCustomer } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
@@ -115,6 +116,26 @@ describe('a COMMIT whose answer is lost', () => {
       ).rows[0].n,
     ).toBe(0);
     await login(t.http, session.email, session.password);
+  });
+
+  it('a reuse whose revocation never reached the server answers 401 and is revoked all the same', async () => {
+    const session = await registerCustomer(t.http);
+    const rotated = await t.http.post('/v1/auth/refresh', { refreshToken: session.refreshToken });
+    expect(rotated.status).toBe(200);
+    const cut = proxy.cutBeforeNextCommit();
+    const reuse = await t.http.post('/v1/auth/refresh', { refreshToken: session.refreshToken });
+    await cut;
+    expect([reuse.status, reuse.body.code]).toEqual([401, 'REFRESH_TOKEN_REUSED']);
+    await t.app.get(PendingRevocations).settled();
+    const { rows } = await t.db.pool.query(
+      `SELECT revoked_reason AS reason FROM refresh_token_families WHERE user_id = $1`,
+      [session.user.id],
+    );
+    expect(rows).toEqual([{ reason: 'reuse-detected' }]);
+    // whoever holds the newest token of the family is out too
+    const newest = await t.http.post('/v1/auth/refresh', { refreshToken: rotated.body.refreshToken });
+    expect(newest.status).toBe(401);
+    expect((await t.http.get('/v1/me', { token: rotated.body.accessToken })).status).toBe(401);
   });
 
   it('a checkout whose commit answer was lost answers 201; its retry with the key replays that order', async () => {
