@@ -8,7 +8,7 @@ import { InFlightTracker } from './common/http/in-flight';
 import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
 import { QueryAllowListGuard } from './common/http/query-allow-list.guard';
-import { clientErrorHandler, frameworkErrors, limitBodyDepth } from './common/http/request-limits';
+import { WEBHOOK_BODY_LIMIT, clientErrorHandler, frameworkErrors, limitBodies } from './common/http/request-limits';
 import { mountOpenApi } from './openapi/openapi';
 import { MetricsListener } from './metrics/metrics-listener';
 import { MetricsService } from './metrics/metrics.service';
@@ -27,7 +27,7 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
   return new FastifyAdapter({
     genReqId,
     trustProxy: config.http.trustProxy,
-    bodyLimit: 1024 * 1024,
+    bodyLimit: WEBHOOK_BODY_LIMIT, // the API's own routes: API_BODY_LIMIT (limitBodies)
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     // a path parameter over 100 characters (414), a malformed URL (400), headers over 16 KB
@@ -58,7 +58,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   fastify.addHook('onRequest', async (request, reply) => {
     void reply.header('X-Request-Id', request.id);
   });
-  limitBodyDepth(fastify);
+  limitBodies(app);
   const browserHeaders = await registerBrowserSecurity(app, config);
   // ahead of Nest middleware and of the hooks above: they put those hooks' headers on their
   // own answers

@@ -11,21 +11,35 @@ export function hasControlCharacters(value: string): boolean {
 }
 
 /**
- * The path (`items.0.comment`, `` for the value itself) of the first string inside `value`
- * that holds a control character, or null. Walks objects and arrays iteratively (no recursion,
- * so no depth can overflow the stack); property names are checked too.
+ * Property names refused in every body and query: the prototype-pollution names, which the
+ * validation pipe would otherwise drop without a word (an unknown field must be a 400, and a
+ * dropped one would let `?constructor=<random>` bust the catalog cache).
  */
-export function findControlCharacters(value: unknown): string | null {
+const REFUSED_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/** The first refused input inside a value: where it is (`items.0.comment`, `` for the value itself) and why. */
+export interface RefusedInput {
+  path: string;
+  reason: 'control-characters' | 'reserved-name';
+}
+
+/**
+ * The first string inside `value` (property names included) that holds a control character, or
+ * the first property named `__proto__`, `constructor` or `prototype`; null when there is none.
+ * Walks objects and arrays iteratively (no recursion, so no depth can overflow the stack).
+ */
+export function findRefusedInput(value: unknown): RefusedInput | null {
   const stack: [unknown, string][] = [[value, '']];
   while (stack.length > 0) {
     const [current, path] = stack.pop()!;
     if (typeof current === 'string') {
-      if (hasControlCharacters(current)) return path;
+      if (hasControlCharacters(current)) return { path, reason: 'control-characters' };
     } else if (typeof current === 'object' && current !== null) {
-      for (const [key, child] of Object.entries(current)) {
+      for (const key of Object.keys(current)) {
         const childPath = path ? `${path}.${key}` : key;
-        if (hasControlCharacters(key)) return childPath;
-        stack.push([child, childPath]);
+        if (hasControlCharacters(key)) return { path: childPath, reason: 'control-characters' };
+        if (REFUSED_KEYS.has(key)) return { path: childPath, reason: 'reserved-name' };
+        stack.push([(current as Record<string, unknown>)[key], childPath]);
       }
     }
   }

@@ -1,4 +1,5 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
@@ -7,33 +8,64 @@ import { RequestValidationError, problemBody, sendProblem } from '../errors/prob
 
 /** Deepest JSON body accepted; request DTOs nest 3 levels, Stripe events about 10. */
 const MAX_BODY_DEPTH = 32;
+/** Widest JSON body accepted: properties of one object, elements of one array, values in all. */
+const MAX_BODY_WIDTH = 1_000;
+const MAX_BODY_NODES = 10_000;
 
-/** Whether `value` nests objects/arrays deeper than `max` levels (iterative: no recursion). */
-function nestsDeeperThan(value: unknown, max: number): boolean {
+/**
+ * Body size limits: the API's own routes take at most 64 KB (their largest body, an order of 100
+ * lines, is about 7 KB); the webhooks take a provider's events, up to 1 MB.
+ */
+export const API_BODY_LIMIT = 64 * 1024;
+export const WEBHOOK_BODY_LIMIT = 1024 * 1024;
+const WEBHOOK_ROUTES = '/v1/webhooks/';
+
+/** What makes a body too deep or too wide, if anything (iterative: no recursion). */
+function shapeProblem(value: unknown): string | null {
   const stack: [unknown, number][] = [[value, 1]];
+  let nodes = 0;
   while (stack.length > 0) {
     const [current, depth] = stack.pop()!;
     if (typeof current !== 'object' || current === null) continue;
-    if (depth > max) return true;
-    for (const child of Object.values(current)) {
+    if (depth > MAX_BODY_DEPTH) return `body must not nest deeper than ${MAX_BODY_DEPTH} levels`;
+    const children = Object.values(current);
+    if (children.length > MAX_BODY_WIDTH) {
+      return `body must not hold more than ${MAX_BODY_WIDTH} elements or properties in one array or object`;
+    }
+    nodes += children.length;
+    if (nodes > MAX_BODY_NODES) return `body must not hold more than ${MAX_BODY_NODES} values`;
+    for (const child of children) {
       if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
     }
   }
-  return false;
+  return null;
 }
 
 /**
- * A JSON body nested deeper than MAX_BODY_DEPTH is a 400 before anything else reads it: parsing
- * is iterative and safe, but the recursive walks after it (class-transformer, the idempotency
- * fingerprint) would overflow the stack and answer 500.
+ * Bodies, before anything reads them:
+ * - JSON only (API.md: JSON in). Nest would also parse form bodies and Fastify plain text — a form
+ *   POST needs no CORS preflight, so any web page could send the API credentials (a sign-in with a
+ *   wrong password counts against its owner); anything else is 415.
+ * - 64 KB on the API's own routes, 1 MB on the webhooks (413).
+ * - A JSON body nested deeper than 32 levels, or wider than 1,000 properties or elements in one
+ *   object or array, or 10,000 values in all, is a 400: parsing is iterative and fast, but the
+ *   walks after it (class-transformer's, quadratic in an object's width; the validation errors;
+ *   the idempotency fingerprint) would take seconds of this process's CPU, or overflow the stack.
+ * Called before the app initialises (Nest then registers no parsers of its own).
  */
-export function limitBodyDepth(fastify: FastifyInstance): void {
+export function limitBodies(app: NestFastifyApplication): void {
+  const fastify = app.getHttpAdapter().getInstance();
+  const json = fastify.getDefaultJsonParser('error', 'error');
+  app.useBodyParser('application/json', { bodyLimit: WEBHOOK_BODY_LIMIT }, (request, body, done) =>
+    json(request as FastifyRequest, body as unknown as string, done), // it takes a Buffer as well
+  );
+  fastify.removeContentTypeParser('text/plain');
+  fastify.addHook('onRoute', (route) => {
+    if (!route.url.startsWith(WEBHOOK_ROUTES)) route.bodyLimit ??= API_BODY_LIMIT;
+  });
   fastify.addHook('preValidation', async (request) => {
-    if (typeof request.body === 'object' && nestsDeeperThan(request.body, MAX_BODY_DEPTH)) {
-      throw new RequestValidationError([
-        { field: 'body', message: `body must not nest deeper than ${MAX_BODY_DEPTH} levels` },
-      ]);
-    }
+    const problem = typeof request.body === 'object' ? shapeProblem(request.body) : null;
+    if (problem) throw new RequestValidationError([{ field: 'body', message: problem }]);
   });
 }
 

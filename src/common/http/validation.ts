@@ -1,16 +1,23 @@
 import { ArgumentMetadata, ValidationError, ValidationPipe } from '@nestjs/common';
 import { FieldError } from '../errors/domain-error';
 import { RequestValidationError } from '../errors/problem-details.filter';
-import { findControlCharacters } from './control-characters';
+import { findRefusedInput } from './control-characters';
 
-function flattenValidationErrors(errors: ValidationError[], parent = ''): FieldError[] {
+/** At most this many field errors are listed (a body of thousands of bad items lists the first). */
+const MAX_FIELD_ERRORS = 50;
+
+/** The field errors of a validation, depth first, at most MAX_FIELD_ERRORS (iterative: no recursion). */
+function flattenValidationErrors(errors: ValidationError[]): FieldError[] {
   const out: FieldError[] = [];
-  for (const error of errors) {
+  const stack: [ValidationError, string][] = errors.map((e): [ValidationError, string] => [e, '']).reverse();
+  while (stack.length > 0 && out.length < MAX_FIELD_ERRORS) {
+    const [error, parent] = stack.pop()!;
     const field = parent ? `${parent}.${error.property}` : error.property;
     for (const message of Object.values(error.constraints ?? {})) {
-      out.push({ field, message });
+      if (out.length < MAX_FIELD_ERRORS) out.push({ field, message });
     }
-    if (error.children?.length) out.push(...flattenValidationErrors(error.children, field));
+    const children = error.children ?? [];
+    for (let i = children.length - 1; i >= 0; i--) stack.push([children[i], field]);
   }
   return out;
 }
@@ -23,18 +30,32 @@ function flattenValidationErrors(errors: ValidationError[], parent = ''): FieldE
  */
 class EdgeValidationPipe extends ValidationPipe {
   override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
+    // a body of `null` is not a left-out body (which may mean "all", e.g. the whole cart or a full
+    // refund): the pipe would turn it into {} — nor is a string, a number or an array
+    if (metadata.type === 'body' && !metadata.data && value !== undefined && !isPlainObject(value)) {
+      throw new RequestValidationError([{ field: 'body', message: 'body must be a JSON object' }]);
+    }
     if (metadata.type === 'body' || metadata.type === 'query' || metadata.type === 'param') {
-      const path = findControlCharacters(value);
-      if (path !== null) {
-        const field = [metadata.data, path].filter(Boolean).join('.') || metadata.type;
+      const refused = findRefusedInput(value);
+      if (refused !== null) {
+        const field = [metadata.data, refused.path].filter(Boolean).join('.') || metadata.type;
         throw new RequestValidationError([
-          { field, message: `${field} must not contain control characters` },
+          {
+            field,
+            message:
+              refused.reason === 'control-characters'
+                ? `${field} must not contain control characters`
+                : `property ${field} should not exist`,
+          },
         ]);
       }
     }
     return super.transform(value, metadata);
   }
 }
+
+const isPlainObject = (value: unknown): boolean =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
 
 export function createValidationPipe(): ValidationPipe {
   return new EdgeValidationPipe({

@@ -1,0 +1,205 @@
+import { randomUUID } from 'node:crypto';
+import { createAdmin, registerCustomer } from '../support/auth';
+import { createProduct } from '../support/catalog';
+import { newKey } from '../support/fixtures';
+import type { HttpResponse } from '../support/http';
+import { Buyer, buyers, placeOrder } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+/**
+ * Clients that lie about their bodies (an adversarial review of the HTTP edge):
+ * - a body of `null` passed as a left-out body: a full refund, the whole cart checked out;
+ * - form-encoded and plain-text bodies were parsed: a web page could send credentials to the API
+ *   without a CORS preflight and lock a customer's sign-in;
+ * - very wide JSON (50,000 keys, 35,000 items) took seconds of the process's CPU and could answer
+ *   500 (a stack overflow listing the errors);
+ * - `__proto__`, `constructor` and `prototype` were dropped silently instead of refused.
+ */
+
+function expectProblem(res: HttpResponse, status: number, code: string): void {
+  expect({ status: res.status, code: res.body?.code }).toEqual({ status, code });
+  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  expect(res.body.requestId).toBe(res.headers.get('x-request-id'));
+}
+
+describe('clients that lie about their bodies', () => {
+  let t: TestApp;
+  let admin: string;
+  let alice: Buyer;
+  let productId: string;
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+    admin = (await createAdmin(t)).accessToken;
+    [alice] = await buyers(t.http, 1);
+    productId = (await createProduct(t, admin, { stock: 50 })).id;
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  const count = async (sql: string, params: unknown[] = []) =>
+    (await t.db.pool.query(sql, params)).rows[0].n as number;
+
+  it('a body of null is not a left-out body: no full refund, no cart checkout, no PATCH — with and without a key', async () => {
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [order.body.id]);
+    for (const idempotencyKey of [newKey(), undefined]) {
+      const refund = await t.http.request(
+        'POST',
+        `/v1/admin/orders/${order.body.id}/refunds`,
+        undefined,
+        {
+          raw: 'null',
+          token: admin,
+          idempotencyKey,
+        },
+      );
+      if (idempotencyKey) expectProblem(refund, 400, 'VALIDATION_FAILED');
+      else expect(refund.status).toBe(400); // the key is required there: refused either way
+    }
+    expect(
+      await count(`SELECT count(*)::int AS n FROM refunds WHERE order_id = $1`, [order.body.id]),
+    ).toBe(0);
+
+    expect(
+      (await t.http.put(`/v1/cart/items/${productId}`, { quantity: 2 }, { token: alice.token }))
+        .status,
+    ).toBe(200);
+    const ordersBefore = await count(`SELECT count(*)::int AS n FROM orders`);
+    for (const raw of ['null', '"items"', '42', '[]', 'true']) {
+      const checkout = await t.http.request('POST', '/v1/orders', undefined, {
+        raw,
+        token: alice.token,
+        idempotencyKey: newKey(),
+      });
+      expectProblem(checkout, 400, 'VALIDATION_FAILED');
+      expect(checkout.body.errors).toEqual([
+        { field: 'body', message: 'body must be a JSON object' },
+      ]);
+    }
+    expect(await count(`SELECT count(*)::int AS n FROM orders`)).toBe(ordersBefore);
+    expect((await t.http.get('/v1/cart', { token: alice.token })).body.items).toHaveLength(1);
+
+    const before = (await t.http.get(`/v1/products/${productId}`)).body;
+    const patch = await t.http.request('PATCH', `/v1/admin/products/${productId}`, undefined, {
+      raw: 'null',
+      token: admin,
+    });
+    expectProblem(patch, 400, 'VALIDATION_FAILED');
+    expect((await t.http.get(`/v1/products/${productId}`)).body).toEqual(before);
+  });
+
+  it('takes JSON only: form-encoded and plain-text bodies are 415, so a web page cannot lock its visitor out of signing in', async () => {
+    const owner = await registerCustomer(t.http);
+    const form = `email=${encodeURIComponent(owner.email)}&password=wrong-password`;
+    for (let i = 0; i < 10; i++) {
+      const res = await t.http.request('POST', '/v1/auth/login', undefined, {
+        raw: form,
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      });
+      expectProblem(res, 415, 'UNSUPPORTED_MEDIA_TYPE');
+    }
+    const text = await t.http.request('POST', '/v1/auth/login', undefined, {
+      raw: JSON.stringify({ email: owner.email, password: 'wrong-password' }),
+      headers: { 'content-type': 'text/plain' },
+    });
+    expectProblem(text, 415, 'UNSUPPORTED_MEDIA_TYPE');
+    // none of them counted as a failed sign-in
+    expect(
+      (await t.http.post('/v1/auth/login', { email: owner.email, password: owner.password }))
+        .status,
+    ).toBe(200);
+    // JSON with a charset parameter is still JSON
+    const charset = await t.http.request('POST', '/v1/auth/login', undefined, {
+      raw: JSON.stringify({ email: owner.email, password: owner.password }),
+      headers: { 'content-type': 'application/json; charset=utf-8' },
+    });
+    expect(charset.status).toBe(200);
+  });
+
+  it('refuses very wide JSON at once with a short 400: 50,000 keys, 35,000 items — anonymous and as a customer', async () => {
+    const wideObject = JSON.stringify({
+      refreshToken: 'x',
+      ...Object.fromEntries(Array.from({ length: 50_000 }, (_, i) => [`k${i}`, 1])),
+    });
+    const wideItems = JSON.stringify({ items: Array.from({ length: 35_000 }, () => ({})) });
+    const cases: [string, string, { token?: string; idempotencyKey?: string }][] = [
+      ['/v1/auth/refresh', wideObject, {}],
+      ['/v1/orders', wideItems, { token: alice.token, idempotencyKey: newKey() }],
+      ['/v1/orders', wideItems, { token: alice.token }],
+    ];
+    for (const [path, raw, opts] of cases) {
+      const started = performance.now();
+      const res = await t.http.request('POST', path, undefined, { raw, ...opts });
+      const took = performance.now() - started;
+      expect(res.status).toBeGreaterThanOrEqual(400);
+      expect(res.status).toBeLessThan(500);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(res.text.length).toBeLessThan(10_000);
+      expect(took).toBeLessThan(1_000); // was seconds (quadratic in an object's width)
+    }
+    // a body of many invalid items lists a bounded number of errors, never a 500
+    const manyBad = await t.http.post(
+      '/v1/orders',
+      { items: Array.from({ length: 900 }, () => ({})) },
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    expectProblem(manyBad, 400, 'VALIDATION_FAILED');
+    expect(manyBad.body.errors.length).toBeLessThanOrEqual(50);
+  });
+
+  it('limits bodies to 64 KB on the API routes (413), 1 MB on the webhooks', async () => {
+    const big = JSON.stringify({
+      name: 'x'.repeat(100 * 1024),
+      slug: `big-${randomUUID().slice(0, 8)}`,
+    });
+    expectProblem(
+      await t.http.request('POST', '/v1/admin/categories', undefined, {
+        raw: big,
+        token: admin,
+        idempotencyKey: newKey(),
+      }),
+      413,
+      'PAYLOAD_TOO_LARGE',
+    );
+    expectProblem(
+      await t.http.request('POST', '/v1/auth/login', undefined, { raw: big }),
+      413,
+      'PAYLOAD_TOO_LARGE',
+    );
+    // a webhook of that size reaches its signature check (refused there, not for its size)
+    const hook = await t.http.request('POST', '/v1/webhooks/stripe', undefined, {
+      raw: JSON.stringify({ id: 'evt_big', data: { object: { pad: 'x'.repeat(100 * 1024) } } }),
+      headers: { 'stripe-signature': 't=1,v1=00' },
+    });
+    expect(hook.status).toBe(400);
+    expect(hook.body.code).toBe('WEBHOOK_SIGNATURE_INVALID');
+  });
+
+  it('refuses __proto__, constructor and prototype in queries and bodies instead of dropping them', async () => {
+    for (const path of [
+      '/v1/products?constructor=x',
+      '/v1/products?prototype=1',
+      '/v1/products?__proto__=x',
+    ]) {
+      expectProblem(await t.http.get(path), 400, 'VALIDATION_FAILED');
+    }
+    expectProblem(
+      await t.http.get('/v1/orders?constructor=x', { token: alice.token }),
+      400,
+      'VALIDATION_FAILED',
+    );
+    for (const raw of [
+      JSON.stringify({ items: [{ productId, quantity: 1 }], constructor: 1 }),
+      JSON.stringify({ items: [{ productId, quantity: 1, prototype: 'x' }] }),
+    ]) {
+      const res = await t.http.request('POST', '/v1/orders', undefined, {
+        raw,
+        token: alice.token,
+        idempotencyKey: newKey(),
+      });
+      expectProblem(res, 400, 'VALIDATION_FAILED');
+    }
+  });
+});
