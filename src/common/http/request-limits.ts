@@ -16,7 +16,7 @@ const MAX_BODY_NODES = 10_000;
  * Body size limits: the API's own routes take at most 64 KB (their largest body, an order of 100
  * lines, is about 7 KB); the webhooks take a provider's events, up to 1 MB.
  */
-export const API_BODY_LIMIT = 64 * 1024;
+const API_BODY_LIMIT = 64 * 1024;
 export const WEBHOOK_BODY_LIMIT = 1024 * 1024;
 const WEBHOOK_ROUTES = '/v1/webhooks/';
 
