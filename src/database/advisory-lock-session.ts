@@ -219,11 +219,8 @@ export class AdvisoryLockSession {
           }
         } catch (err) {
           this.logger.warn(`re-taking ${orphans.length} lock(s) failed: ${(err as Error).message}`);
-          const session = this.session;
-          if (session) {
-            this.session = undefined;
-            void session.end().catch(() => undefined);
-          }
+          // a new session for the next round (drop() leaves the re-take to this loop, already running)
+          if (this.session) this.drop(this.session);
           await new Promise((r) => setTimeout(r, RETAKE_BACKOFF_MS[Math.min(attempt, RETAKE_BACKOFF_MS.length - 1)]));
         }
       }

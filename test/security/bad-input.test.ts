@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createAdmin, registerCustomer } from '../support/auth';
 import { createProduct } from '../support/catalog';
 import { newKey } from '../support/fixtures';
-import type { HttpResponse } from '../support/http';
+import { type HttpResponse, expectProblem } from '../support/http';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
 
@@ -12,13 +12,6 @@ import { TestApp, bootTestApp } from '../support/test-app';
  */
 
 const cursor = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
-
-function expectProblem(res: HttpResponse, status: number, code: string): void {
-  expect({ status: res.status, code: res.body?.code }).toEqual({ status, code });
-  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-  expect(res.body.requestId).toBe(res.headers.get('x-request-id'));
-  expect(typeof res.body.requestId).toBe('string');
-}
 
 const nested = (depth: number, open: string, close: string) =>
   `${open.repeat(depth)}1${close.repeat(depth)}`;

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createAdmin, registerCustomer } from '../support/auth';
 import { createProduct } from '../support/catalog';
 import { newKey } from '../support/fixtures';
-import type { HttpResponse } from '../support/http';
+import { expectProblem } from '../support/http';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
 
@@ -15,12 +15,6 @@ import { TestApp, bootTestApp } from '../support/test-app';
  *   500 (a stack overflow listing the errors);
  * - `__proto__`, `constructor` and `prototype` were dropped silently instead of refused.
  */
-
-function expectProblem(res: HttpResponse, status: number, code: string): void {
-  expect({ status: res.status, code: res.body?.code }).toEqual({ status, code });
-  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-  expect(res.body.requestId).toBe(res.headers.get('x-request-id'));
-}
 
 describe('clients that lie about their bodies', () => {
   let t: TestApp;

@@ -59,3 +59,11 @@ export class HttpClient {
     return this.request<T>('DELETE', path, undefined, opts);
   }
 }
+
+/** A problem+json answer with this status and code, carrying the request id of its header. */
+export function expectProblem(res: HttpResponse, status: number, code: string): void {
+  expect({ status: res.status, code: res.body?.code }).toEqual({ status, code });
+  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  expect(res.body.requestId).toBe(res.headers.get('x-request-id'));
+  expect(typeof res.body.requestId).toBe('string');
+}
