@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { Client } from 'pg';
+import { SERVER_KEEPALIVES } from './data-source-options';
 
 /** A lock held on the process's lock session; `release()` never throws. */
 export interface SessionLockHold {
@@ -151,7 +152,7 @@ export class AdvisoryLockSession {
         keepAliveInitialDelayMillis: 10_000,
         // the server's side: a holder whose host vanished (no FIN/RST, unlike a killed process)
         // is noticed in about 25 s instead of the OS default two hours, and its locks released
-        options: '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3',
+        options: SERVER_KEEPALIVES,
       });
       // the server going away (restart, terminated backend) ends the session and its locks
       session.on('error', (err) => {

@@ -3,12 +3,23 @@ import type { DataSourceOptions } from 'typeorm';
 import { SafeTypeOrmLogger } from './typeorm-logger';
 
 /**
+ * How long the server lets a pool connection sit inside a transaction with nothing to do before
+ * it ends the session (and its row locks). No request holds a transaction open this long; a
+ * process that froze, or a host that vanished without FIN/RST, would otherwise keep its locks on
+ * hot rows for as long as the TCP connection lives (two hours by the OS defaults).
+ */
+export const IDLE_IN_TRANSACTION_MS = 15_000;
+
+/** The server's own TCP keepalive probes: a vanished client is noticed in about 25 s. */
+export const SERVER_KEEPALIVES = '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3';
+
+/**
  * The one description of the PostgreSQL connection, shared by the app (TypeOrmModule),
  * the migration CLI (ormconfig.ts) and the test harness.
  */
 export function dataSourceOptions(
   url: string,
-  opts: { poolSize?: number; withMigrations?: boolean; rootDir?: string } = {},
+  opts: { poolSize?: number; withMigrations?: boolean; rootDir?: string; idleInTransactionMs?: number } = {},
 ): DataSourceOptions {
   const root = opts.rootDir ?? join(__dirname, '..', '..');
   return {
@@ -24,6 +35,10 @@ export function dataSourceOptions(
       connectionTimeoutMillis: 5000,
       idleTimeoutMillis: 30_000,
       application_name: 'shop-orders',
+      // the client's side: a server that vanished is noticed on idle pool connections too
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+      options: `-c idle_in_transaction_session_timeout=${opts.idleInTransactionMs ?? IDLE_IN_TRANSACTION_MS} ${SERVER_KEEPALIVES}`,
     },
     // failed queries by SQLSTATE and statement head only, never with their parameters
     logger: new SafeTypeOrmLogger(),

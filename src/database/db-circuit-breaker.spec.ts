@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { DataSource, QueryFailedError } from 'typeorm';
+import { DataSource, QueryFailedError, QueryRunnerAlreadyReleasedError } from 'typeorm';
 import { DomainError } from '../common/errors/domain-error';
 import type { AppConfig } from '../config/config';
 import { DbCircuitBreaker, isConnectionFailure } from './db-circuit-breaker';
@@ -15,7 +15,7 @@ function breaker(failures = 3) {
 describe('isConnectionFailure', () => {
   beforeAll(() => Logger.overrideLogger(false));
 
-  it.each(['08006', '08001', '08P01', '57P01', '57P02', '57P03'])('counts SQLSTATE %s', (code) => {
+  it.each(['08006', '08001', '08P01', '57P01', '57P02', '57P03', '25P03', '57P05'])('counts SQLSTATE %s', (code) => {
     expect(isConnectionFailure(queryFailed(code))).toBe(true);
   });
 
@@ -26,6 +26,10 @@ describe('isConnectionFailure', () => {
   it('counts pool timeouts and dropped connections', () => {
     expect(isConnectionFailure(new Error('timeout exceeded when trying to connect'))).toBe(true);
     expect(isConnectionFailure(new Error('Connection terminated unexpectedly'))).toBe(true);
+  });
+
+  it('counts a statement on a transaction whose connection TypeORM released after an error', () => {
+    expect(isConnectionFailure(new QueryRunnerAlreadyReleasedError())).toBe(true);
   });
 
   it.each(['23505', '23514', '40001', '40P01', '22P02', 'P0001'])('never counts SQLSTATE %s', (code) => {

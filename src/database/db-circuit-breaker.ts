@@ -9,7 +9,7 @@ import {
   circuitBreaker,
   handleWhen,
 } from 'cockatiel';
-import { DataSource, QueryFailedError } from 'typeorm';
+import { DataSource, QueryFailedError, QueryRunnerAlreadyReleasedError } from 'typeorm';
 import { DomainError } from '../common/errors/domain-error';
 import { APP_CONFIG, AppConfig } from '../config/config';
 
@@ -22,8 +22,11 @@ const STATE_NAMES: Record<CircuitState, BreakerState> = {
   [CircuitState.Isolated]: 'isolated',
 };
 
-/** connection_exception (class 08), admin/crash shutdown, cannot connect now (starting up). */
-const CONNECTION_SQLSTATES = new Set(['57P01', '57P02', '57P03']);
+/**
+ * connection_exception (class 08), admin/crash shutdown, cannot connect now (starting up), and
+ * the server ending a session it found idle (in a transaction, 25P03, or at all, 57P05).
+ */
+const CONNECTION_SQLSTATES = new Set(['57P01', '57P02', '57P03', '25P03', '57P05']);
 const CONNECTION_ERRNOS = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
@@ -49,6 +52,10 @@ const CONNECTION_MESSAGES = [
  * 40001, deadlocks 40P01, …): those are the request's business, not the server's health.
  */
 export function isConnectionFailure(err: unknown): boolean {
+  // TypeORM releases a transaction's runner when its connection reports an error (a restart, a
+  // terminated backend, the server's idle-in-transaction limit): the transaction's next
+  // statement then fails with this, not with the connection's own error
+  if (err instanceof QueryRunnerAlreadyReleasedError) return true;
   const e = err instanceof QueryFailedError ? (err.driverError as unknown) : err;
   if (!e || typeof e !== 'object') return false;
   const code = (e as { code?: unknown }).code;
