@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
 import { EmailDeliveryEntity } from './entities/email-delivery.entity';
-import type { EmailKind } from './email-job';
+import { EMAIL_OF_TOPIC, EmailKind } from './email-job';
 
 export interface DeliveryClaim {
   id: string;
@@ -11,6 +11,16 @@ export interface DeliveryClaim {
   recipient: string;
   messageId: string;
   now: Date;
+}
+
+/** An email an outbox event owes and no delivery has recorded as sent (see findUnsent). */
+export interface OwedEmail {
+  outboxId: string;
+  publishedAt: Date;
+  orderId: string;
+  kind: EmailKind;
+  /** The refund's id for refund emails, '' otherwise. */
+  ref: string;
 }
 
 /** How much of a failed attempt's error is kept (characters). */
@@ -49,6 +59,48 @@ export class EmailDeliveryRepository {
     );
     const row = rows[0];
     return row ? { id: row.id, attempt: row.attempts } : null;
+  }
+
+  /**
+   * Emails owed and not sent: outbox events that owe one (EMAIL_OF_TOPIC), published between
+   * `windowMs` and `graceMs` ago (on the database's clock), with no delivery recorded as sent —
+   * and only those the email job would send (the order and its customer exist; a refund email's
+   * refund belongs to the order and did not fail), so a job that rightly skipped one is not
+   * added back forever. Keyset-paged by (published_at, id) after `after`.
+   */
+  findUnsent(opts: {
+    windowMs: number;
+    graceMs: number;
+    limit: number;
+    after?: { publishedAt: Date; outboxId: string };
+  }): Promise<OwedEmail[]> {
+    return this.tx.query<OwedEmail>(
+      `SELECT o.id AS "outboxId", o.published_at AS "publishedAt", ord.id AS "orderId",
+              $1::jsonb ->> o.topic AS kind, coalesce(o.payload ->> 'refundId', '') AS ref
+         FROM outbox o
+         JOIN orders ord ON ord.id = (o.payload ->> 'orderId')::uuid
+         JOIN users u ON u.id = ord.user_id
+         LEFT JOIN refunds r ON o.topic = 'order.refunded' AND r.id = (o.payload ->> 'refundId')::uuid
+         LEFT JOIN email_deliveries d
+                ON d.order_id = ord.id AND d.kind = $1::jsonb ->> o.topic
+               AND d.ref = coalesce(o.payload ->> 'refundId', '')
+        WHERE o.status = 'published' AND $1::jsonb ? o.topic
+          AND o.published_at >= now() - ($2::text || ' milliseconds')::interval
+          AND o.published_at < now() - ($3::text || ' milliseconds')::interval
+          AND (o.published_at, o.id) > ($4::timestamptz, $5::uuid)
+          AND d.status IS DISTINCT FROM 'sent'
+          AND (o.topic <> 'order.refunded' OR (r.order_id = ord.id AND r.status <> 'failed'))
+        ORDER BY o.published_at, o.id
+        LIMIT $6`,
+      [
+        JSON.stringify(EMAIL_OF_TOPIC),
+        String(opts.windowMs),
+        String(opts.graceMs),
+        opts.after?.publishedAt ?? new Date(0),
+        opts.after?.outboxId ?? '00000000-0000-0000-0000-000000000000',
+        opts.limit,
+      ],
+    );
   }
 
   find(orderId: string, kind: EmailKind, ref: string): Promise<EmailDeliveryEntity | null> {

@@ -1,4 +1,7 @@
 import type { JobsOptions } from 'bullmq';
+import type { OutboxTopic } from '../outbox/outbox-events';
+import type { JobQueues } from '../queue/job-queues';
+import { JobName } from '../queue/queues';
 
 /** The emails the shop sends, one per (order, kind) — per (order, kind, refund) for refunds. */
 export type EmailKind = 'order_confirmation' | 'payment_receipt' | 'cancellation' | 'refund';
@@ -10,6 +13,16 @@ export interface EmailJob {
   /** Only for kind 'refund': an order can be refunded several times, one email each. */
   refundId?: string;
 }
+
+/** The outbox events that owe the customer an email, and which email. */
+export const EMAIL_OF_TOPIC = {
+  'order.paid': 'payment_receipt',
+  'order.confirmed': 'order_confirmation',
+  'order.cancelled': 'cancellation',
+  'order.refunded': 'refund',
+} as const satisfies Partial<Record<OutboxTopic, EmailKind>>;
+
+export type EmailTopic = keyof typeof EMAIL_OF_TOPIC;
 
 /** The part of the delivery key that tells two emails of one kind apart ('' if only one). */
 export function emailRef(job: EmailJob): string {
@@ -29,6 +42,14 @@ export function emailKey(job: EmailJob): string {
 /** Deterministic, so relaying the same outbox event twice adds no second job. */
 export function emailJobId(job: EmailJob): string {
   return `email.${emailKey(job)}`;
+}
+
+/**
+ * Adds the email's job: one per (order, kind, refund), however often this runs (the outbox
+ * relaying an event twice, the reconciliation adding back a job Redis lost).
+ */
+export async function enqueueEmail(jobs: JobQueues, job: EmailJob): Promise<void> {
+  await jobs.add(JobName.SendEmail, job, { jobId: emailJobId(job), ...EMAIL_JOB_OPTIONS });
 }
 
 /** The email queue's own backoff type (emailBackoff, installed on its worker). */

@@ -7,16 +7,18 @@ import { UsersModule } from '../users/users.module';
 import { EmailDeliveryEntity } from './entities/email-delivery.entity';
 import { EmailDeliveryLocks } from './email-delivery-locks';
 import { EmailDeliveryRepository } from './email-delivery.repository';
+import { EmailReconciler } from './email-reconciler';
 import { EmailService } from './email.service';
 import { mailTransportProvider } from './mail-transport';
 
 /**
  * Customer emails about their orders, fed by outbox events through the `email` queue (worker
- * role: EmailService.handleSendEmail runs the `email.send` jobs).
+ * role: EmailService.handleSendEmail runs the `email.send` jobs; EmailReconciler adds back the
+ * jobs Redis lost).
  */
 @Module({
   imports: [TypeOrmModule.forFeature([EmailDeliveryEntity, OrderEntity]), OrdersModule, UsersModule, PaymentReaderModule],
-  providers: [EmailDeliveryRepository, EmailDeliveryLocks, EmailService, mailTransportProvider],
+  providers: [EmailDeliveryRepository, EmailDeliveryLocks, EmailService, EmailReconciler, mailTransportProvider],
   exports: [EmailService],
 })
 export class NotificationsModule {}

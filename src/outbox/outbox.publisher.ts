@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { Clock } from '../common/time/clock';
-import { EMAIL_JOB_OPTIONS, EmailJob, emailJobId } from '../notifications/email-job';
+import { EMAIL_OF_TOPIC, EmailJob, enqueueEmail } from '../notifications/email-job';
 import { SETTLE_REFUND_AFTER_MS, SETTLE_REFUND_JOB_OPTIONS, settleRefundJobId } from '../payments/refund-settle.job';
 import { JobQueues } from '../queue/job-queues';
 import { JobName } from '../queue/queues';
@@ -41,23 +41,20 @@ export class OutboxPublisher {
         await this.jobs.add(JobName.ProcessPaymentEvent, { eventId }, { jobId: eventId });
         return;
       }
-      case 'order.paid': {
-        const { orderId } = row.payload as unknown as OutboxEvents['order.paid'];
-        return this.sendEmail({ orderId, kind: 'payment_receipt' });
-      }
+      case 'order.paid':
       case 'order.confirmed': {
-        const { orderId } = row.payload as unknown as OutboxEvents['order.confirmed'];
-        return this.sendEmail({ orderId, kind: 'order_confirmation' });
+        const { orderId } = row.payload as unknown as OutboxEvents[typeof row.topic];
+        return this.sendEmail({ orderId, kind: EMAIL_OF_TOPIC[row.topic] });
       }
       case 'order.cancelled': {
         const { orderId } = row.payload as unknown as OutboxEvents['order.cancelled'];
         // so the customer cannot pay a cancelled order any more (one job per order)
         await this.jobs.add(JobName.CancelPaymentIntent, { orderId }, { jobId: `cancel-intent.${orderId}` });
-        return this.sendEmail({ orderId, kind: 'cancellation' });
+        return this.sendEmail({ orderId, kind: EMAIL_OF_TOPIC[row.topic] });
       }
       case 'order.refunded': {
         const { orderId, refundId } = row.payload as unknown as OutboxEvents['order.refunded'];
-        return this.sendEmail({ orderId, kind: 'refund', refundId });
+        return this.sendEmail({ orderId, kind: EMAIL_OF_TOPIC[row.topic], refundId });
       }
       case 'refund.requested': {
         const { refundId } = row.payload as unknown as OutboxEvents['refund.requested'];
@@ -74,8 +71,7 @@ export class OutboxPublisher {
     }
   }
 
-  /** jobId per (order, kind, refund): one job per email, however often the event is relayed. */
-  private async sendEmail(job: EmailJob): Promise<void> {
-    await this.jobs.add(JobName.SendEmail, job, { jobId: emailJobId(job), ...EMAIL_JOB_OPTIONS });
+  private sendEmail(job: EmailJob): Promise<void> {
+    return enqueueEmail(this.jobs, job);
   }
 }

@@ -17,6 +17,11 @@ export class JobQueues {
     return (await this.queueOf(name).add(name, data, opts)) as JobOf<N>;
   }
 
+  /** The job `name` with id `jobId`, in whatever state the queue keeps it; undefined when it has none. */
+  async find<N extends JobName>(name: N, jobId: string): Promise<JobOf<N> | undefined> {
+    return ((await this.queueOf(name).getJob(jobId)) ?? undefined) as JobOf<N> | undefined;
+  }
+
   /**
    * Creates or updates the repeatable job `name` (an idempotent upsert keyed by the job's name:
    * every worker may call it).

@@ -41,6 +41,8 @@ export enum JobName {
   PurgeOutbox = 'maintenance.purge-outbox',
   /** Send one order email (at most once per order and kind; per refund for refunds). */
   SendEmail = 'email.send',
+  /** Safety net: re-add the email jobs Redis lost (an email owed, not sent, and no job for it). */
+  ReconcileEmails = 'maintenance.reconcile-emails',
 }
 
 /** Nothing: the job's name says it all (scheduled sweeps). */
@@ -61,6 +63,7 @@ interface Payloads {
     /** Set by the handler only: how often it found the delivery busy (see EmailService). */
     busyRetries?: number;
   };
+  [JobName.ReconcileEmails]: NoData;
 }
 
 /** The data each job carries (a job name missing from Payloads is a compile error here). */
@@ -79,6 +82,7 @@ export const JOB_QUEUE: Readonly<Record<JobName, QueueName>> = {
   [JobName.PurgeRefreshTokens]: QueueName.Maintenance,
   [JobName.PurgeOutbox]: QueueName.Maintenance,
   [JobName.SendEmail]: QueueName.Email,
+  [JobName.ReconcileEmails]: QueueName.Maintenance,
 };
 
 export const JOB_NAMES: readonly JobName[] = Object.values(JobName);

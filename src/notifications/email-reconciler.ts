@@ -1,0 +1,69 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { JobQueues } from '../queue/job-queues';
+import { OnJob } from '../queue/on-job.decorator';
+import { JobName } from '../queue/queues';
+import { EmailDeliveryRepository, OwedEmail } from './email-delivery.repository';
+import { EmailJob, emailJobId, emailKey, enqueueEmail } from './email-job';
+
+/**
+ * How far back published email events are checked: past an email job's own retries (a little
+ * over a day) and well inside the outbox's retention (7 days).
+ */
+export const RECONCILE_WINDOW_MS = 3 * 86_400_000;
+/** An event published this recently is left to its job (normally sent within seconds). */
+export const RECONCILE_GRACE_MS = 60_000;
+const PAGE = 500;
+
+/**
+ * The safety net under the outbox → queue hand-off for emails. Once its event is published an
+ * email lives only in Redis; a Redis that loses recent writes (a restart without persistence, a
+ * failover to a replica behind) loses it for good — the outbox row says "published" and nothing
+ * else remembers. Every few minutes this compares what the published events owe with the
+ * deliveries recorded as sent and adds back, under the same job id, each owed email whose job
+ * the queue no longer has in any state (a job still waiting, retrying, running or failed for
+ * good is left alone). Adding is idempotent by job id and sending by the delivery's claim, so a
+ * pass racing the original job sends nothing twice.
+ */
+@Injectable()
+export class EmailReconciler {
+  private readonly logger = new Logger(EmailReconciler.name);
+
+  constructor(
+    private readonly deliveries: EmailDeliveryRepository,
+    private readonly jobs: JobQueues,
+  ) {}
+
+  /** One pass; returns how many jobs it added back. */
+  @OnJob(JobName.ReconcileEmails)
+  async reconcile(): Promise<number> {
+    let added = 0;
+    let after: OwedEmail | undefined;
+    for (;;) {
+      const owed = await this.deliveries.findUnsent({
+        windowMs: RECONCILE_WINDOW_MS,
+        graceMs: RECONCILE_GRACE_MS,
+        limit: PAGE,
+        after,
+      });
+      for (const email of owed) if (await this.addBackIfLost(email)) added++;
+      if (owed.length < PAGE) break;
+      after = owed[owed.length - 1];
+    }
+    if (added > 0) this.logger.warn(`re-added ${added} email job(s) missing from the queue`);
+    return added;
+  }
+
+  private async addBackIfLost(email: OwedEmail): Promise<boolean> {
+    const job: EmailJob = {
+      orderId: email.orderId,
+      kind: email.kind,
+      ...(email.ref ? { refundId: email.ref } : {}),
+    };
+    if (await this.jobs.find(JobName.SendEmail, emailJobId(job))) return false;
+    await enqueueEmail(this.jobs, job);
+    this.logger.warn(
+      `email ${emailKey(job)} is owed and its job was gone from the queue: added again`,
+    );
+    return true;
+  }
+}

@@ -1,0 +1,217 @@
+import { INestApplicationContext } from '@nestjs/common';
+import { getQueueToken } from '@nestjs/bullmq';
+import type { Queue } from 'bullmq';
+import { randomUUID } from 'node:crypto';
+import { EmailReconciler } from '../../src/notifications/email-reconciler';
+import { emailJobId } from '../../src/notifications/email-job';
+import { JobQueues } from '../../src/queue/job-queues';
+import { JobName, QueueName } from '../../src/queue/queues';
+import { registerCustomer } from '../support/auth';
+import { drain } from '../support/drain';
+import { insertProduct, newKey } from '../support/fixtures';
+import { Buyer, placeOrder } from '../support/orders';
+import { PrivateRedis } from '../support/private-redis';
+import { SmtpCapture } from '../support/smtp-capture';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { bootTestWorker } from '../support/test-worker';
+import { waitFor } from '../support/wait-for';
+
+// Once an outbox event is published, its email lives only in Redis. A Redis that loses recent
+// writes (restarted without persistence, a failover to a replica behind) used to lose the
+// email for good: the outbox row said "published" and nothing else remembered it.
+describe('emails whose jobs Redis lost', () => {
+  let redis: PrivateRedis;
+  let smtp: SmtpCapture;
+  let t: TestApp;
+  let worker: INestApplicationContext;
+  let buyer: Buyer;
+
+  beforeAll(async () => {
+    redis = await PrivateRedis.start();
+    smtp = await SmtpCapture.start();
+    t = await bootTestApp({ env: { REDIS_URL: redis.url, SMTP_URL: smtp.url } });
+    worker = await bootTestWorker(t.config);
+    const alice = await registerCustomer(t.http);
+    buyer = { userId: alice.user.id, token: alice.accessToken };
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await t?.close();
+    await smtp?.stop();
+    await redis?.down();
+  });
+
+  const emailQueue = () => worker.get<Queue>(getQueueToken(QueueName.Email));
+  const reconcile = () => worker.get(EmailReconciler).reconcile();
+  const find = (jobId: string) => worker.get(JobQueues).find(JobName.SendEmail, jobId);
+  const deliveries = async (orderId: string) =>
+    (
+      await t.db.pool.query(
+        `SELECT kind, ref, status FROM email_deliveries WHERE order_id = $1 ORDER BY kind, ref`,
+        [orderId],
+      )
+    ).rows;
+  /** As if the events had been published a few minutes ago (past the pass's grace period). */
+  const age = (orderId: string) =>
+    t.db.pool.query(
+      `UPDATE outbox SET published_at = published_at - interval '5 minutes'
+        WHERE status = 'published' AND payload ->> 'orderId' = $1`,
+      [orderId],
+    );
+
+  async function pay(orderId: string): Promise<void> {
+    const intent = await t.http.post(
+      `/v1/orders/${orderId}/payment`,
+      {},
+      { token: buyer.token, idempotencyKey: newKey() },
+    );
+    expect(intent.status).toBe(201);
+    const confirm = await t.http.post(
+      `/v1/dev/payment-intents/${intent.body.paymentIntentId}/confirm`,
+      { outcome: 'succeeded' },
+      { token: buyer.token },
+    );
+    expect(confirm.status).toBe(200);
+  }
+
+  async function order(): Promise<string> {
+    const productId = await insertProduct(t.db.pool, { stock: 10 });
+    const res = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }]);
+    expect(res.status).toBe(201);
+    return res.body.id;
+  }
+
+  it('emails lost with Redis (a cancellation, a receipt, a confirmation, a refund) are sent once by the next pass; nothing for a failed refund or a sent email', async () => {
+    // an order whose emails went out normally
+    const sentOrder = await order();
+    const cancelSent = await t.http.post(
+      `/v1/orders/${sentOrder}/cancel`,
+      {},
+      { token: buyer.token, idempotencyKey: newKey() },
+    );
+    expect(cancelSent.status).toBe(200);
+    await drain(worker, t.db.pool);
+    expect(await deliveries(sentOrder)).toEqual([
+      { kind: 'cancellation', ref: '', status: 'sent' },
+    ]);
+
+    // the worker stops taking email jobs; one order is cancelled, another paid and refunded
+    // twice (one refund failed: no email owed for it)
+    await emailQueue().pause();
+    const lostOrder = await order();
+    const cancel = await t.http.post(
+      `/v1/orders/${lostOrder}/cancel`,
+      {},
+      { token: buyer.token, idempotencyKey: newKey() },
+    );
+    expect(cancel.status).toBe(200);
+    const paidOrder = await order();
+    await pay(paidOrder);
+    const receiptJob = emailJobId({ orderId: paidOrder, kind: 'payment_receipt' });
+    const confirmationJob = emailJobId({ orderId: paidOrder, kind: 'order_confirmation' });
+    await waitFor(
+      'the payment finalized',
+      async () => (await find(receiptJob)) && (await find(confirmationJob)),
+    );
+    const refunded = randomUUID();
+    const failed = randomUUID();
+    for (const [id, status] of [
+      [refunded, 'succeeded'],
+      [failed, 'failed'],
+    ]) {
+      await t.db.pool.query(
+        `INSERT INTO refunds (id, order_id, payment_id, amount, currency, status, reason, actor, created_at, updated_at)
+         SELECT $1, $2, p.id, 100, p.currency, $3, 'requested', 'test', now(), now() FROM payments p WHERE p.order_id = $2`,
+        [id, paidOrder, status],
+      );
+      await t.db.pool.query(
+        `INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
+         VALUES ($1, 'order.refunded', $2, $3, 'pending', 0, now(), now())`,
+        [randomUUID(), paidOrder, JSON.stringify({ orderId: paidOrder, refundId: id })],
+      );
+    }
+    const cancellationJob = emailJobId({ orderId: lostOrder, kind: 'cancellation' });
+    const refundJob = emailJobId({ orderId: paidOrder, kind: 'refund', refundId: refunded });
+    const failedRefundJob = emailJobId({ orderId: paidOrder, kind: 'refund', refundId: failed });
+    await waitFor('the events published into the paused queue', async () => {
+      const { rows } = await t.db.pool.query(
+        `SELECT count(*)::int AS n FROM outbox WHERE payload ->> 'orderId' IN ($1, $2) AND status <> 'published'`,
+        [lostOrder, paidOrder],
+      );
+      return (
+        rows[0].n === 0 &&
+        (await find(cancellationJob)) &&
+        (await find(refundJob)) &&
+        (await find(failedRefundJob))
+      );
+    });
+
+    // Redis restarts without its data: the jobs are gone, the outbox rows say "published"
+    await redis.down();
+    await redis.up();
+    await waitFor('the worker back on the new Redis', () => worker.get(JobQueues).connected(), {
+      retryErrors: true,
+    });
+    expect(await find(cancellationJob)).toBeUndefined();
+    await drain(worker, t.db.pool);
+    expect(await deliveries(lostOrder)).toEqual([]);
+    expect(await deliveries(paidOrder)).toEqual([]);
+    // the pass leaves events inside its grace period to their own jobs
+    expect(await reconcile()).toBe(0);
+
+    await age(lostOrder);
+    await age(paidOrder);
+    await age(sentOrder);
+    expect(await reconcile()).toBe(4);
+    // twice in a row, or racing the added job: nothing more
+    expect(await reconcile()).toBe(0);
+    await drain(worker, t.db.pool);
+
+    expect(await deliveries(lostOrder)).toEqual([
+      { kind: 'cancellation', ref: '', status: 'sent' },
+    ]);
+    expect(await deliveries(paidOrder)).toEqual([
+      { kind: 'order_confirmation', ref: '', status: 'sent' },
+      { kind: 'payment_receipt', ref: '', status: 'sent' },
+      { kind: 'refund', ref: refunded, status: 'sent' },
+    ]);
+    expect(await find(failedRefundJob)).toBeUndefined();
+    const messageIds = (orderId: string) =>
+      smtp
+        .forOrder(orderId)
+        .map((m) => m.messageId.replace(/@.*$/, '>'))
+        .sort();
+    expect(messageIds(lostOrder)).toEqual([`<${lostOrder}.cancellation>`]);
+    expect(messageIds(paidOrder)).toEqual(
+      [
+        `<${paidOrder}.order_confirmation>`,
+        `<${paidOrder}.payment_receipt>`,
+        `<${paidOrder}.refund.${refunded}>`,
+      ].sort(),
+    );
+    expect(smtp.forOrder(sentOrder)).toHaveLength(1);
+
+    // sent, and the completed jobs later removed from Redis: still nothing to add
+    await emailQueue().clean(0, 1000, 'completed');
+    expect(await reconcile()).toBe(0);
+  });
+
+  it('a job still in the queue (a mail server down: retrying) is left alone', async () => {
+    const orderId = await order();
+    await emailQueue().pause();
+    const cancel = await t.http.post(
+      `/v1/orders/${orderId}/cancel`,
+      {},
+      { token: buyer.token, idempotencyKey: newKey() },
+    );
+    expect(cancel.status).toBe(200);
+    const jobId = emailJobId({ orderId, kind: 'cancellation' });
+    await waitFor('the cancellation job queued', () => find(jobId));
+    await age(orderId);
+    expect(await reconcile()).toBe(0);
+    await emailQueue().resume();
+    await drain(worker, t.db.pool);
+    expect(await deliveries(orderId)).toEqual([{ kind: 'cancellation', ref: '', status: 'sent' }]);
+    expect(smtp.forOrder(orderId)).toHaveLength(1);
+  });
+});
