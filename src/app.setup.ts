@@ -30,6 +30,14 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
     bodyLimit: WEBHOOK_BODY_LIMIT, // the API's own routes: API_BODY_LIMIT (limitBodies)
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // slow clients (a request announced and then trickled, or never finished) get 408 and lose
+    // the connection instead of holding it. Node checks every connectionsCheckingInterval and,
+    // were the headers' limit the longer one, would apply it to the whole request.
+    requestTimeout: config.http.requestTimeoutMs,
+    http: {
+      headersTimeout: config.http.headersTimeoutMs,
+      connectionsCheckingInterval: Math.min(1_000, Math.floor(config.http.headersTimeoutMs / 2)),
+    },
     // a path parameter over 100 characters (414), a malformed URL (400), headers over 16 KB
     // (431): problem+json too
     frameworkErrors,

@@ -113,6 +113,11 @@ const envSchema = z.object({
   CATALOG_CACHE_ENABLED: bool(true),
   TRUST_PROXY: z.string().default('false'),
   SHUTDOWN_TIMEOUT_MS: int(10_000, 100, 120_000),
+  // a client that announces a request and then sends it slowly (or never) is answered 408 and
+  // its connection closed: headers within HTTP_HEADERS_TIMEOUT_MS, the whole request within
+  // HTTP_REQUEST_TIMEOUT_MS (the handler's own time is not counted)
+  HTTP_HEADERS_TIMEOUT_MS: int(10_000, 500, 600_000),
+  HTTP_REQUEST_TIMEOUT_MS: int(30_000, 500, 600_000),
   // S3-compatible object storage (MinIO, R2, S3) for product images
   STORAGE_ENDPOINT: url(['http:', 'https:']).default('http://localhost:9000'),
   STORAGE_BUCKET: z
@@ -153,6 +158,9 @@ export interface AppConfig {
     host: string;
     trustProxy: boolean | number | string;
     shutdownTimeoutMs: number;
+    /** Time a client has to send the request's headers / the whole request (408 after). */
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
     /** API processes sharing the port (API_PROCESSES; 0 = one per CPU core). */
     processes: number;
   };
@@ -420,6 +428,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   problems.push(...cors.problems);
   const proxies = parseTrustProxy(cleaned.TRUST_PROXY, cleaned.NODE_ENV === 'development');
   problems.push(...proxies.problems);
+  if (parsed.success && parsed.data.HTTP_HEADERS_TIMEOUT_MS > parsed.data.HTTP_REQUEST_TIMEOUT_MS) {
+    // Node would swap them silently: the longer one would bound the headers
+    problems.push('HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS');
+  }
   if (problems.length || missing.length || !parsed.success) {
     throw new ConfigError([...problems, ...missing], missing.length ? SECRETS_HINT : undefined);
   }
@@ -439,6 +451,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       host: e.HOST,
       trustProxy: proxies.trustProxy,
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+      headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
       processes: e.API_PROCESSES === 0 ? availableParallelism() : e.API_PROCESSES,
     },
     metricsHost: e.METRICS_HOST,

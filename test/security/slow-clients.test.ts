@@ -1,0 +1,109 @@
+import { Socket, connect } from 'node:net';
+import { loadConfig } from '../../src/config/config';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+/** What came back on a raw connection, and when it closed (ms after the first byte was sent). */
+interface Exchange {
+  text: string;
+  closedAfterMs: number;
+}
+
+/** Writes `parts` (pausing `gapMs` between them) and collects the answer until the server closes. */
+function exchange(
+  baseUrl: string,
+  parts: string[],
+  gapMs = 0,
+  giveUpMs = 10_000,
+): Promise<Exchange> {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const socket: Socket = connect(Number(port), hostname);
+    let text = '';
+    let started = 0;
+    const giveUp = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no close within ${giveUpMs} ms; received: ${JSON.stringify(text)}`));
+    }, giveUpMs);
+    socket.on('data', (d) => (text += d.toString('utf8')));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      clearTimeout(giveUp);
+      resolve({ text, closedAfterMs: Date.now() - started });
+    });
+    socket.on('connect', () => {
+      started = Date.now();
+      const send = (i: number) => {
+        if (i >= parts.length || socket.destroyed) return;
+        socket.write(parts[i]);
+        setTimeout(() => send(i + 1), gapMs);
+      };
+      send(0);
+    });
+  });
+}
+
+const statusOf = (text: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]);
+const problemOf = (text: string) => JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4));
+
+// A client that announced a request and then sent it slowly, or never finished it, used to hold
+// its connection for as long as it liked (Fastify turns Node's request timeout off): a few
+// hundred such sockets and the API stops accepting buyers.
+describe('slow clients', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await bootTestApp({
+      env: { HTTP_HEADERS_TIMEOUT_MS: '1000', HTTP_REQUEST_TIMEOUT_MS: '2000' },
+    });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('headers never finished: 408 problem+json after the headers limit, connection closed', async () => {
+    const res = await exchange(t.baseUrl, ['GET /v1/products HTTP/1.1\r\nHost: shop\r\nX-Slow: 1']);
+    expect(statusOf(res.text)).toBe(408);
+    expect(res.text).toMatch(/content-type: application\/problem\+json/i);
+    expect(problemOf(res.text)).toMatchObject({ status: 408, code: 'REQUEST_TIMEOUT' });
+    expect(res.closedAfterMs).toBeGreaterThanOrEqual(900);
+    expect(res.closedAfterMs).toBeLessThan(4_000);
+  });
+
+  it('a body announced and never sent in full: 408 after the request limit, before any handler', async () => {
+    const head =
+      'POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n';
+    const res = await exchange(t.baseUrl, [head, '{"email":']);
+    expect(statusOf(res.text)).toBe(408);
+    expect(problemOf(res.text)).toMatchObject({ status: 408, code: 'REQUEST_TIMEOUT' });
+    expect(res.closedAfterMs).toBeGreaterThanOrEqual(1_900);
+    expect(res.closedAfterMs).toBeLessThan(5_000);
+  });
+
+  it('a body trickled a byte at a time is cut off at the request limit however steadily it comes', async () => {
+    const body = JSON.stringify({ email: 'someone@example.com', password: 'x'.repeat(40) });
+    const head = `POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;
+    const res = await exchange(t.baseUrl, [head, ...body.split('')], 100);
+    expect(statusOf(res.text)).toBe(408);
+    expect(res.closedAfterMs).toBeLessThan(5_000);
+  });
+
+  it('a complete request, even one sent in pieces, is served; the connection stays usable', async () => {
+    const first = 'GET /health/live HTTP/1.1\r\nHost: shop\r\n';
+    const res = await exchange(
+      t.baseUrl,
+      [first, '\r\n', 'GET /health/live HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n'],
+      200,
+    );
+    expect(res.text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 200']);
+  });
+
+  it('defaults: 10 s for the headers, 30 s for the request; a headers limit above the request limit refuses to boot', () => {
+    const base = { NODE_ENV: 'development' };
+    expect(loadConfig(base).http).toMatchObject({
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
+    });
+    expect(() => loadConfig({ ...base, HTTP_HEADERS_TIMEOUT_MS: '40000' })).toThrow(
+      /HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS/,
+    );
+  });
+});
