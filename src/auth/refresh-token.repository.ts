@@ -143,6 +143,18 @@ export class RefreshTokenRepository {
     });
   }
 
+  /** Families revoked at or after `since`, with when (the record the revocation marks mirror). */
+  revokedSince(since: Date): Promise<{ id: string; revokedAt: Date }[]> {
+    return this.tx.withManager(async (m) =>
+      (
+        await families(m).find({
+          select: { id: true, revokedAt: true },
+          where: { revokedAt: MoreThanOrEqual(since) },
+        })
+      ).map((f) => ({ id: f.id, revokedAt: f.revokedAt! })),
+    );
+  }
+
   /** Deletes families (and, by cascade, their tokens) that ended before `before`. */
   async purgeEnded(before: Date, batch = 5000): Promise<number> {
     const result = await this.tx.withManager((m) => {

@@ -15,7 +15,7 @@ const config = loadConfig({
   JWT_ACCESS_TTL_SECONDS: '900',
   REDIS_KEY_PREFIX: 'unit',
 });
-const LIFETIME_MS = 900_000 + 5_000;
+const LIFETIME_MS = 900_000 + 60_000;
 
 /** A Redis stand-in: a key → value map, which can be switched to failing or hanging. */
 function fakeRedis() {
@@ -62,8 +62,12 @@ function setup() {
   const r = fakeRedis();
   let now = Date.parse('2026-01-01T10:00:00Z');
   const clock: Clock = { now: () => new Date(now) };
-  const sessions = new RevokedSessions(r.redis, config, clock);
-  return { ...r, sessions, advance: (ms: number) => (now += ms) };
+  const revoked: { id: string; revokedAt: Date }[] = [];
+  const families = {
+    revokedSince: jest.fn(async (since: Date) => revoked.filter((f) => f.revokedAt >= since)),
+  };
+  const sessions = new RevokedSessions(r.redis, config, clock, families);
+  return { ...r, sessions, revoked, families, advance: (ms: number) => (now += ms), now: () => now };
 }
 
 describe('RevokedSessions', () => {
@@ -141,6 +145,44 @@ describe('RevokedSessions', () => {
     });
     await jest.advanceTimersByTimeAsync(REVOCATION_RETRY_MS * 5);
     expect(s.state.execs).toBe(3); // written once: nothing left to retry
+    s.sessions.onApplicationShutdown();
+  });
+
+  it('re-writes the marks of families revoked within the lifetime from the record, each with what it has left', async () => {
+    const s = setup();
+    s.revoked.push(
+      { id: 'recent', revokedAt: new Date(s.now() - 60_000) },
+      { id: 'old', revokedAt: new Date(s.now() - LIFETIME_MS - 1) },
+    );
+    expect(await s.sessions.reseed()).toBe(1);
+    expect(s.families.revokedSince).toHaveBeenCalledWith(new Date(s.now() - LIFETIME_MS));
+    expect([...s.store]).toEqual([['unit:revoked-session:recent', { value: '1', px: LIFETIME_MS - 60_000 }]]);
+    // remembered here as well: refused with Redis down
+    s.state.mode = 'down';
+    expect(await s.sessions.isRevoked('recent')).toBe(true);
+    s.sessions.onApplicationShutdown();
+  });
+
+  it('re-seeds when the Redis connection becomes ready (Redis back without its data), one pass at a time', async () => {
+    const s = setup();
+    const listeners: (() => void)[] = [];
+    Object.assign(s.redis, { on: (event: string, fn: () => void) => event === 'ready' && listeners.push(fn) });
+    s.revoked.push({ id: 'f-1', revokedAt: new Date(s.now()) });
+    s.sessions.onApplicationBootstrap();
+    await s.sessions.reseed(); // the boot's pass, already running: joined, not repeated
+    expect(s.families.revokedSince).toHaveBeenCalledTimes(1);
+    s.store.clear(); // Redis restarted empty
+    listeners.forEach((fn) => fn());
+    await s.sessions.reseed();
+    expect(s.families.revokedSince).toHaveBeenCalledTimes(2);
+    expect(s.store.has('unit:revoked-session:f-1')).toBe(true);
+    s.sessions.onApplicationShutdown();
+  });
+
+  it('a record that cannot be read leaves the marks as they are and does not throw', async () => {
+    const s = setup();
+    s.families.revokedSince.mockRejectedValueOnce(new Error('database down'));
+    await expect(s.sessions.reseed()).resolves.toBe(0);
     s.sessions.onApplicationShutdown();
   });
 });

@@ -1,9 +1,10 @@
-import { Inject, Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { REDIS } from '../redis/redis.module';
 import { withTimeout } from '../common/with-timeout';
+import { RefreshTokenRepository } from './refresh-token.repository';
 
 /** A Redis slower than this counts as unavailable for the revocation check or mark. */
 export const REVOCATION_REDIS_TIMEOUT_MS = 250;
@@ -13,10 +14,14 @@ export const REVOCATION_REDIS_BACKOFF_MS = 1000;
 export const REVOCATION_RETRY_MS = 1000;
 /** Revoked sessions remembered in process memory (oldest forgotten first). */
 const REVOCATION_MEMORY_LIMIT = 100_000;
-/** On top of the access-token lifetime: clocks of API hosts may disagree a little. */
-const CLOCK_SKEW_MS = 5_000;
+/**
+ * On top of the access-token lifetime: the host that checks a token's `exp` may run behind the
+ * one that revoked its session (NTP keeps hosts within milliseconds; a host whose sync failed
+ * drifts by seconds a day). A mark that outlives the token by a minute costs nothing.
+ */
+const CLOCK_SKEW_MS = 60_000;
 
-type RedisClient = Pick<Redis, 'exists' | 'pipeline'>;
+type RedisClient = Pick<Redis, 'exists' | 'pipeline'> & Partial<Pick<Redis, 'on'>>;
 
 /**
  * Revoked sessions (refresh-token families), so that their access tokens stop working at once
@@ -37,9 +42,13 @@ type RedisClient = Pick<Redis, 'exists' | 'pipeline'>;
  * REVOCATION_RETRY_MS until they land or no longer matter, so other processes learn of them
  * once Redis is back. Lost for good only if this process dies before Redis returns: those
  * access tokens then live until they expire (at most JWT_ACCESS_TTL_SECONDS), as before.
+ *
+ * Redis that comes back without its data (a restart without persistence, a failover to a
+ * replica behind) would forget every mark: at boot and whenever its connection becomes ready,
+ * each process writes the marks again from the record (reseed()).
  */
 @Injectable()
-export class RevokedSessions implements OnApplicationShutdown {
+export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(RevokedSessions.name);
   private readonly prefix: string;
   private readonly lifetimeMs: number;
@@ -50,11 +59,13 @@ export class RevokedSessions implements OnApplicationShutdown {
   private retryTimer?: NodeJS.Timeout;
   private skipRedisUntil = 0;
   private lastWarningAt = 0;
+  private reseeding?: Promise<number>;
 
   constructor(
     @Inject(REDIS) private readonly redis: RedisClient,
     @Inject(APP_CONFIG) config: AppConfig,
     private readonly clock: Clock,
+    @Inject(RefreshTokenRepository) private readonly families: Pick<RefreshTokenRepository, 'revokedSince'>,
   ) {
     this.prefix = `${config.redis.keyPrefix}:revoked-session:`;
     this.lifetimeMs = config.jwt.accessTtlSeconds * 1000 + CLOCK_SKEW_MS;
@@ -109,6 +120,43 @@ export class RevokedSessions implements OnApplicationShutdown {
       this.unavailable(err, now);
       return false;
     }
+  }
+
+  onApplicationBootstrap(): void {
+    this.redis.on?.('ready', () => void this.reseed());
+    void this.reseed();
+  }
+
+  /**
+   * Writes the marks of every family revoked within the last access-token lifetime again, from
+   * the database (the record), each with the lifetime it has left; remembered here too. One pass
+   * at a time; never throws (a database that cannot answer leaves the marks as they are).
+   * Returns how many families it marked.
+   */
+  reseed(): Promise<number> {
+    this.reseeding ??= this.reseedOnce().finally(() => (this.reseeding = undefined));
+    return this.reseeding;
+  }
+
+  private async reseedOnce(): Promise<number> {
+    let revoked: { id: string; revokedAt: Date }[];
+    try {
+      revoked = await this.families.revokedSince(new Date(this.clock.now().getTime() - this.lifetimeMs));
+    } catch (err) {
+      this.logger.warn(`revocation marks not re-written: ${err instanceof Error ? err.message : String(err)}`);
+      return 0;
+    }
+    const now = this.clock.now().getTime();
+    let marked = 0;
+    for (const { id, revokedAt } of revoked) {
+      const until = revokedAt.getTime() + this.lifetimeMs;
+      if (until <= now) continue;
+      this.remember(id, Math.max(this.known.get(id) ?? 0, until));
+      this.pending.set(id, Math.max(this.pending.get(id) ?? 0, until));
+      marked++;
+    }
+    await this.flush();
+    return marked;
   }
 
   onApplicationShutdown(): void {

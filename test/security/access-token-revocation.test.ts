@@ -234,4 +234,33 @@ describe('security: access-token revocation with Redis down (fail open, remember
     expect(await meStatusBecomes(b.http, s.accessToken, 401, 10_000)).toBe(401);
     expect(await meStatus(b.http, otherUser.accessToken)).toBe(200);
   });
+  it('Redis back without its data: the marks are written again from the database, and a process that never saw them refuses', async () => {
+    const s = await registerCustomer(a.http);
+    const otherUser = await registerCustomer(a.http);
+    expect((await a.http.post('/v1/auth/logout', { refreshToken: s.refreshToken })).status).toBe(204);
+    const mark = `${a.config.redis.keyPrefix}:revoked-session:${familyClaim(s.accessToken)}`;
+    const probe = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+    try {
+      await probe.connect();
+      expect(await probe.exists(mark)).toBe(1);
+      probe.disconnect();
+
+      // restarted empty (no persistence): b never checked this token, so only Redis could tell it
+      await redis.down();
+      redisDown = true;
+      await redis.up();
+      redisDown = false;
+      await probe.connect();
+      const ttl = await waitFor('the mark written again', () => probe.pttl(mark), {
+        until: (ms) => ms > 0,
+        timeoutMs: 10_000,
+        retryErrors: true,
+      });
+      expect(ttl).toBeLessThanOrEqual((a.config.jwt.accessTtlSeconds + 60) * 1000);
+    } finally {
+      probe.disconnect();
+    }
+    expect(await meStatusBecomes(b.http, s.accessToken, 401, 5_000)).toBe(401);
+    expect(await meStatus(b.http, otherUser.accessToken)).toBe(200);
+  });
 });
