@@ -65,6 +65,27 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
       expect(allowed).toContain(h);
     }
     expect(res.headers.get('vary')?.toLowerCase()).toContain('origin');
+    expectSecurityHeaders(res);
+  });
+
+  it('an OPTIONS that is not a preflight is a 400 problem+json (not text/plain), with the security headers', async () => {
+    for (const headers of [{}, { origin: WEB }, { 'access-control-request-method': 'POST' }]) {
+      const res = await t.http.request('OPTIONS', '/v1/orders', undefined, { headers });
+      expect(res.status).toBe(400);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(res.body).toMatchObject({ status: 400, code: 'BAD_REQUEST' });
+      expect(res.headers.get('x-request-id')).toBeTruthy();
+      expectSecurityHeaders(res);
+    }
+  });
+
+  it("Fastify's own refusals before routing (414, malformed URL) carry the security headers too", async () => {
+    for (const path of [`/v1/products/${'a'.repeat(200)}`, '/v1/products/%E0%A4%A']) {
+      const res = await t.http.get(path);
+      expect([400, 414]).toContain(res.status);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expectSecurityHeaders(res);
+    }
   });
 
   it('does not allow a preflight (or an answer) for an origin that is not listed', async () => {

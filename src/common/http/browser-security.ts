@@ -3,6 +3,8 @@ import cors, { type FastifyCorsOptions } from '@fastify/cors';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyReply } from 'fastify';
 import type { AppConfig } from '../../config/config';
+import { DomainError } from '../errors/domain-error';
+import { sendProblem } from '../errors/problem-details.filter';
 
 /** Response headers a browser client may read (everything else stays hidden from scripts). */
 const CORS_EXPOSED_HEADERS = [
@@ -102,6 +104,17 @@ async function helmetHeaders(
   }
 }
 
+/** helmet's headers once computed (they are the same for every app of this process). */
+let securityHeadersOfProcess: Record<string, string> = {};
+
+/**
+ * The security headers, for answers made before any request hook runs (Fastify's own refusals:
+ * frameworkErrors). Empty until the first app registered them (registerBrowserSecurity).
+ */
+export function securityHeaders(): Record<string, string> {
+  return securityHeadersOfProcess;
+}
+
 /** Puts the browser-security headers on an answer made before @fastify/cors and helmet's hook run. */
 export type BrowserHeaders = (reply: FastifyReply, origin: string | undefined) => void;
 
@@ -133,18 +146,29 @@ export async function registerBrowserSecurity(
   app: NestFastifyApplication,
   config: AppConfig,
 ): Promise<BrowserHeaders> {
-  // (Not app.enableCors(): its wrapper copies all reply headers to the raw response per request.)
-  await app.register(cors, corsOptions(config));
   const headers = await helmetHeaders();
   if (!headers['content-security-policy'])
     throw new Error('helmet produced no Content-Security-Policy');
-  app
-    .getHttpAdapter()
-    .getInstance()
-    .addHook('onRequest', (_request, reply, done) => {
-      void reply.headers(headers);
-      done();
-    });
+  securityHeadersOfProcess = headers;
+  const fastify = app.getHttpAdapter().getInstance();
+  // before @fastify/cors's hook: the answers it ends the request with (preflights) carry them too
+  fastify.addHook('onRequest', (_request, reply, done) => {
+    void reply.headers(headers);
+    done();
+  });
+  // an OPTIONS that is not a CORS preflight (no Origin or no Access-Control-Request-Method):
+  // refused like any other bad request, as problem+json (@fastify/cors answers text/plain)
+  fastify.addHook('onRequest', (request, reply, done) => {
+    if (request.raw.method !== 'OPTIONS') return done();
+    if (request.headers.origin && request.headers['access-control-request-method']) return done();
+    sendProblem(
+      new DomainError('BAD_REQUEST', 'OPTIONS is answered only as a CORS preflight (with Origin and Access-Control-Request-Method).'),
+      request,
+      reply,
+    );
+  });
+  // (Not app.enableCors(): its wrapper copies all reply headers to the raw response per request.)
+  await app.register(cors, corsOptions(config));
   const corsFor = corsResponseHeaders(config);
   return (reply, origin) => void reply.headers(headers).headers(corsFor(origin));
 }

@@ -5,6 +5,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors/error-codes';
 import { RequestValidationError, problemBody, sendProblem } from '../errors/problem-details.filter';
+import { securityHeaders } from './browser-security';
 
 /** Deepest JSON body accepted; request DTOs nest 3 levels, Stripe events about 10. */
 const MAX_BODY_DEPTH = 32;
@@ -71,11 +72,12 @@ export function limitBodies(app: NestFastifyApplication): void {
 
 /**
  * Fastify's own refusals before routing (a path parameter over maxParamLength → 414, a
- * malformed percent-encoding → 400) as problem+json with the request id, like every other error.
+ * malformed percent-encoding → 400) as problem+json with the request id and the security
+ * headers, like every other error.
  * Passed as the adapter's `frameworkErrors` option.
  */
 export function frameworkErrors(error: Error, request: FastifyRequest, reply: FastifyReply): void {
-  void reply.header('X-Request-Id', request.id);
+  void reply.headers(securityHeaders()).header('X-Request-Id', request.id);
   sendProblem(error, request, reply);
 }
 
