@@ -69,7 +69,8 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
   });
 
   it('an OPTIONS that is not a preflight is a 400 problem+json (not text/plain), with the security headers', async () => {
-    for (const headers of [{}, { origin: WEB }, { 'access-control-request-method': 'POST' }]) {
+    const notPreflights: Record<string, string>[] = [{}, { origin: WEB }, { 'access-control-request-method': 'POST' }];
+    for (const headers of notPreflights) {
       const res = await t.http.request('OPTIONS', '/v1/orders', undefined, { headers });
       expect(res.status).toBe(400);
       expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
