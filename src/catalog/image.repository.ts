@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { LessThan } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
 import { ProductImageEntity, ProductImageStatus } from './entities/product-image.entity';
 import { ProductRepository } from './product.repository';
@@ -9,6 +10,14 @@ interface StoredImage {
   contentType: string;
   sizeBytes: number;
   status: ProductImageStatus;
+}
+
+/** A pending image as the reconciliation pass needs it. */
+export interface PendingImage {
+  key: string;
+  contentType: string;
+  sizeBytes: number;
+  createdAt: Date;
 }
 
 /** Product images (pending until the storage reports the upload). */
@@ -76,5 +85,26 @@ export class ImageRepository {
       if (productId !== null) await this.products.setImageIfNone(productId, url, at);
       return productId;
     });
+  }
+
+  /** Pending images created before `before`, oldest first. */
+  async findPending(before: Date, limit: number): Promise<PendingImage[]> {
+    const rows = await this.tx.withManager((m) =>
+      m.getRepository(ProductImageEntity).find({
+        select: { storageKey: true, contentType: true, sizeBytes: true, createdAt: true },
+        where: { status: 'pending', createdAt: LessThan(before) },
+        order: { createdAt: 'ASC' },
+        take: limit,
+      }),
+    );
+    return rows.map((r) => ({ key: r.storageKey, contentType: r.contentType, sizeBytes: r.sizeBytes, createdAt: r.createdAt }));
+  }
+
+  /** Removes an image that is still pending (guarded: one made ready meanwhile stays). */
+  async deletePending(key: string): Promise<boolean> {
+    const result = await this.tx.withManager((m) =>
+      m.getRepository(ProductImageEntity).delete({ storageKey: key, status: 'pending' }),
+    );
+    return (result.affected ?? 0) > 0;
   }
 }

@@ -8,7 +8,9 @@ import { APP_CONFIG, AppConfig } from '../config/config';
 import { CatalogCache } from './catalog-cache';
 import { CreateImageUploadDto, ImageUploadDto } from './dto/catalog.dto';
 import { ImageRepository } from './image.repository';
-import { ObjectStorage, ObjectStorageUnavailable } from './object-storage';
+import { ObjectStorage, ObjectStorageUnavailable, UPLOAD_URL_TTL_SECONDS } from './object-storage';
+import { OnJob } from '../queue/on-job.decorator';
+import { JobName } from '../queue/queues';
 import { ProductRepository } from './product.repository';
 import { productNotFound } from './product-not-found';
 
@@ -44,6 +46,19 @@ function decodeEventKey(raw: string): string | null {
     return null;
   }
 }
+
+/** A pending image younger than this is left to the store's notification. */
+const NOTIFICATION_GRACE_MS = 2 * 60_000;
+/**
+ * A pending image whose object is still missing (or not as declared) this long after its upload
+ * URL was signed was abandoned: its URL expired long ago (a PUT begun just before expiry has had
+ * an hour to finish), so the row is removed.
+ */
+const ABANDONED_AFTER_MS = UPLOAD_URL_TTL_SECONDS * 1000 + 60 * 60_000;
+/** Pending images looked at per pass (oldest first). */
+const RECONCILE_BATCH = 200;
+
+type Settled = 'ready' | 'unchanged' | 'absent' | 'mismatch';
 
 const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
 
@@ -151,9 +166,9 @@ export class ImagesService {
     const image = await this.images.findByKey(key);
     if (!image || image.status === 'ready') return false;
 
-    let stored;
+    let outcome: Settled;
     try {
-      stored = await this.storage.head(key);
+      outcome = await this.settle(key, image);
     } catch (err) {
       if (err instanceof ObjectStorageUnavailable) {
         this.logger.warn(err.message);
@@ -163,22 +178,60 @@ export class ImagesService {
       }
       throw err;
     }
-    if (!stored) {
-      this.logger.warn(`storage notification for ${key}, but the store has no such object`);
-      return false;
+    if (outcome === 'absent') this.logger.warn(`storage notification for ${key}, but the store has no such object`);
+    return outcome === 'ready';
+  }
+
+  /**
+   * The safety net under the store's notifications (lost, or a webhook target never
+   * configured): every few minutes, each image pending for over NOTIFICATION_GRACE_MS is looked
+   * up in the store and made ready when its object is there as declared — the same check and
+   * the same guarded update as a notification, so the two racing change it once. An image whose
+   * object is still missing or wrong ABANDONED_AFTER_MS after its URL was signed is removed. A
+   * store that cannot be asked ends the pass; the next one tries again.
+   */
+  @OnJob(JobName.ReconcileImages)
+  async reconcilePending(): Promise<{ ready: number; removed: number }> {
+    const now = this.clock.now().getTime();
+    const pending = await this.images.findPending(new Date(now - NOTIFICATION_GRACE_MS), RECONCILE_BATCH);
+    let ready = 0;
+    let removed = 0;
+    try {
+      for (const image of pending) {
+        const outcome = await this.settle(image.key, image);
+        if (outcome === 'ready') ready++;
+        const abandoned = image.createdAt.getTime() <= now - ABANDONED_AFTER_MS;
+        if ((outcome === 'absent' || outcome === 'mismatch') && abandoned && (await this.images.deletePending(image.key))) {
+          removed++;
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof ObjectStorageUnavailable)) throw err;
+      this.logger.warn(`pending images not reconciled: ${err.message}`);
+    } finally {
+      if (ready > 0) await this.cache.invalidate();
     }
+    if (ready > 0 || removed > 0) {
+      this.logger.warn(`pending images reconciled: ${ready} made ready (no notification came), ${removed} abandoned removed`);
+    }
+    return { ready, removed };
+  }
+
+  /**
+   * Asks the store about a pending image: marked ready (guarded) when the object is there with
+   * the declared size and type. Throws ObjectStorageUnavailable when the store cannot be asked.
+   */
+  private async settle(key: string, image: { contentType: string; sizeBytes: number }): Promise<Settled> {
+    const stored = await this.storage.head(key);
+    if (!stored) return 'absent';
     if (stored.sizeBytes !== image.sizeBytes || stored.contentType !== image.contentType) {
       this.logger.warn(
         `storage object ${key} is ${stored.sizeBytes} bytes of ${stored.contentType ?? 'no type'}, ` +
           `not the declared ${image.sizeBytes} bytes of ${image.contentType}: left pending`,
       );
-      return false;
+      return 'mismatch';
     }
-    const productId = await this.images.markReady(
-      key,
-      this.storage.publicUrl(key),
-      this.clock.now(),
-    );
-    return productId !== null;
+    const productId = await this.images.markReady(key, this.storage.publicUrl(key), this.clock.now());
+    return productId !== null ? 'ready' : 'unchanged';
   }
 }

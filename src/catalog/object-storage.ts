@@ -10,7 +10,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { APP_CONFIG, AppConfig } from '../config/config';
 
 /** How long a pre-signed upload URL is valid (the store refuses it afterwards). */
-const UPLOAD_URL_TTL_SECONDS = 15 * 60;
+export const UPLOAD_URL_TTL_SECONDS = 15 * 60;
 
 export interface PresignedUpload {
   url: string;

@@ -43,6 +43,8 @@ export enum JobName {
   SendEmail = 'email.send',
   /** Safety net: re-add the email jobs Redis lost (an email owed, not sent, and no job for it). */
   ReconcileEmails = 'maintenance.reconcile-emails',
+  /** Safety net: settle product images whose storage notification never came. */
+  ReconcileImages = 'maintenance.reconcile-images',
 }
 
 /** Nothing: the job's name says it all (scheduled sweeps). */
@@ -64,6 +66,7 @@ interface Payloads {
     busyRetries?: number;
   };
   [JobName.ReconcileEmails]: NoData;
+  [JobName.ReconcileImages]: NoData;
 }
 
 /** The data each job carries (a job name missing from Payloads is a compile error here). */
@@ -83,6 +86,7 @@ export const JOB_QUEUE: Readonly<Record<JobName, QueueName>> = {
   [JobName.PurgeOutbox]: QueueName.Maintenance,
   [JobName.SendEmail]: QueueName.Email,
   [JobName.ReconcileEmails]: QueueName.Maintenance,
+  [JobName.ReconcileImages]: QueueName.Maintenance,
 };
 
 export const JOB_NAMES: readonly JobName[] = Object.values(JobName);

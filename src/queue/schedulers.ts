@@ -19,6 +19,7 @@ export const SCHEDULES: readonly JobSchedule[] = [
   every(60_000, JobName.SweepExpiredReservations, {}),
   every(60_000, JobName.ReconcilePayments, {}),
   every(300_000, JobName.ReconcileEmails, {}),
+  every(300_000, JobName.ReconcileImages, {}),
   every(600_000, JobName.RecomputeRecommendations, {}),
   every(3_600_000, JobName.PurgeIdempotencyKeys, {}),
   every(3_600_000, JobName.PurgeOutbox, {}),

@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { ImageRepository } from '../../src/catalog/image.repository';
+import { ImagesService } from '../../src/catalog/images.service';
 import { ObjectStorage, ObjectStorageUnavailable } from '../../src/catalog/object-storage';
 import { Clock } from '../../src/common/time/clock';
 import { createAdmin } from '../support/auth';
@@ -422,5 +423,65 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     } finally {
       await down.close();
     }
+  });
+
+  describe('the reconciliation pass (notifications lost, or never configured)', () => {
+    const reconcile = () => t.app.get(ImagesService).reconcilePending();
+    const age = (imageId: string, interval: string) =>
+      t.db.pool.query(`UPDATE product_images SET created_at = created_at - $2::interval WHERE id = $1`, [imageId, interval]);
+
+    it('an uploaded image whose notification never came is made ready by the pass (after a grace period), once', async () => {
+      const p = await createProduct(t, admin);
+      const bytes = randomBytes(512);
+      const up = await requestUpload(p.id, 'image/png', bytes.length);
+      expect((await put(up.uploadUrl, 'image/png', bytes)).status).toBe(200);
+      expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBeNull(); // cached, no image
+
+      // within the grace period the store's notification is waited for
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0 });
+      expect((await imageRow(up.imageId)).status).toBe('pending');
+
+      await age(up.imageId, '3 minutes');
+      expect(await reconcile()).toEqual({ ready: 1, removed: 0 });
+      expect((await imageRow(up.imageId)).status).toBe('ready');
+      // visible at once: the catalog cache was invalidated
+      const key = `products/${p.id}/${up.imageId}`;
+      expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBe(`${s3.endpoint}/${s3.bucket}/${key}`);
+      // again, or a late notification: nothing changes
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0 });
+      const late = await notify({ Records: [{ eventName: 'ObjectCreated:Put', s3: { bucket: { name: s3.bucket }, object: { key } } }] });
+      expect(late.status).toBe(204);
+    });
+
+    it('an upload that never happened stays pending while its URL could still be used, then is removed', async () => {
+      const p = await createProduct(t, admin);
+      const up = await requestUpload(p.id, 'image/png', 64);
+      await age(up.imageId, '30 minutes'); // URL expired, but a PUT begun in time may still be arriving
+      expect(await reconcile()).toEqual({ ready: 0, removed: 0 });
+      expect((await imageRow(up.imageId)).status).toBe('pending');
+      await age(up.imageId, '2 hours');
+      expect(await reconcile()).toEqual({ ready: 0, removed: 1 });
+      expect(await imageRow(up.imageId)).toBeUndefined();
+      expect((await t.http.get(`/v1/products/${p.id}`)).body.images).toEqual([]);
+    });
+
+    it('a store that cannot be asked ends the pass quietly; the image stays pending for the next one', async () => {
+      const down = await bootTestApp({
+        db: t.db,
+        env: { ...s3.env, STORAGE_ENDPOINT: 'http://127.0.0.1:9', STORAGE_WEBHOOK_TOKEN: TOKEN },
+      });
+      try {
+        const p = await createProduct(t, admin);
+        const bytes = randomBytes(32);
+        const up = await requestUpload(p.id, 'image/png', bytes.length);
+        expect((await put(up.uploadUrl, 'image/png', bytes)).status).toBe(200);
+        await age(up.imageId, '2 hours');
+        expect(await down.app.get(ImagesService).reconcilePending()).toEqual({ ready: 0, removed: 0 });
+        expect((await imageRow(up.imageId)).status).toBe('pending');
+        expect(await reconcile()).toEqual({ ready: 1, removed: 0 });
+      } finally {
+        await down.close();
+      }
+    });
   });
 });
