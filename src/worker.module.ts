@@ -8,7 +8,7 @@ import { NotificationsModule } from './notifications/notifications.module';
 import { OutboxPublisher } from './outbox/outbox.publisher';
 import { OutboxRelay } from './outbox/outbox.relay';
 import { paymentsBackoff } from './payments/refund-settle.job';
-import { emailBackoff } from './notifications/email-job';
+import { EMAIL_MAX_STALLS, emailBackoff } from './notifications/email-job';
 import { JobHandlers } from './queue/job-handlers';
 import { QueueModule } from './queue/queue.module';
 import { QueueName } from './queue/queues';
@@ -33,8 +33,10 @@ export class WorkerModule {
         ...queueProcessors({
           // the custom backoff of payments.settle-refund (SETTLE_REFUND_JOB_OPTIONS)
           [QueueName.Payments]: { settings: { backoffStrategy: paymentsBackoff } },
-          // email.send's capped backoff, a day of retries (EMAIL_JOB_OPTIONS)
-          [QueueName.Email]: { settings: { backoffStrategy: emailBackoff } },
+          // email.send's capped backoff, a day of retries (EMAIL_JOB_OPTIONS); an email whose
+          // workers were killed under it more than twice is still sent, not failed for good (a
+          // stall costs at most a resend with the same Message-ID, a failure the whole email)
+          [QueueName.Email]: { settings: { backoffStrategy: emailBackoff }, maxStalledCount: EMAIL_MAX_STALLS },
         }),
         JobHandlers,
         Schedulers,

@@ -143,9 +143,13 @@ async function main(): Promise<number> {
     const convStart = Date.now();
     let left: string[] = [];
     let shown = '';
+    // converged: two probes in a row, 2 s apart, find nothing left (one probe reads the database
+    // and each queue one after another, not one snapshot: work can pass between them unseen)
+    let clean = 0;
     for (;;) {
       left = await inspector.unsettled();
-      if (left.length === 0 || Date.now() - convStart > convergeMs) break;
+      clean = left.length === 0 ? clean + 1 : 0;
+      if (clean >= 2 || Date.now() - convStart > convergeMs) break;
       // what it is still waiting for, whenever that changes (evidence for a slow convergence)
       if (left.join('; ') !== shown)
         log(`converging, ${secs(Date.now() - convStart)} s: ${(shown = left.join('; '))}`);

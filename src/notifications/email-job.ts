@@ -75,6 +75,9 @@ export function emailBackoff(attemptsMade: number, type?: string): number {
   return Math.min(2_000 * 2 ** Math.max(0, attemptsMade - 1), EMAIL_BACKOFF_CAP_MS);
 }
 
+/** Worker deaths under one email job before BullMQ fails it (the other queues: 2). */
+export const EMAIL_MAX_STALLS = 10;
+
 /** How long a job waits when its delivery is being sent by another attempt. */
 export const EMAIL_BUSY_RETRY_MS = 2_000;
 /**

@@ -1,9 +1,10 @@
 import { INestApplicationContext } from '@nestjs/common';
+import { DiscoveryService } from '@nestjs/core';
 import { getQueueToken } from '@nestjs/bullmq';
 import type { Queue } from 'bullmq';
 import { randomUUID } from 'node:crypto';
 import { EmailReconciler } from '../../src/notifications/email-reconciler';
-import { emailJobId } from '../../src/notifications/email-job';
+import { EMAIL_MAX_STALLS, emailJobId } from '../../src/notifications/email-job';
 import { JobQueues } from '../../src/queue/job-queues';
 import { JobName, QueueName } from '../../src/queue/queues';
 import { registerCustomer } from '../support/auth';
@@ -213,5 +214,16 @@ describe('emails whose jobs Redis lost', () => {
     await drain(worker, t.db.pool);
     expect(await deliveries(orderId)).toEqual([{ kind: 'cancellation', ref: '', status: 'sent' }]);
     expect(smtp.forOrder(orderId)).toHaveLength(1);
+  });
+
+  it('an email job outlives ten deaths of its workers before BullMQ fails it (the other queues: two)', () => {
+    const workers = worker
+      .get(DiscoveryService)
+      .getProviders()
+      .map((p) => p.instance as { queue?: string; worker?: { opts: { maxStalledCount?: number } } } | undefined)
+      .filter((i) => i?.queue !== undefined && i.worker !== undefined);
+    const stalls = Object.fromEntries(workers.map((i) => [i!.queue, i!.worker!.opts.maxStalledCount]));
+    expect(stalls).toMatchObject({ [QueueName.Email]: EMAIL_MAX_STALLS, [QueueName.Payments]: 2, [QueueName.Orders]: 2 });
+    expect(EMAIL_MAX_STALLS).toBe(10);
   });
 });
