@@ -239,9 +239,26 @@ describe('AuthService', () => {
       s.hasher.verify.mockResolvedValue(true);
       s.hasher.needsRehash.mockReturnValue(true);
       s.users.lockPasswordHash.mockResolvedValue('rehashed-by-the-twin');
+      // argon2 never runs inside a transaction (it would hold the row lock and a connection)
+      let inTransaction = false;
+      const verifiedInside: boolean[] = [];
+      s.tx.run.mockImplementation(async <T>(work: () => Promise<T>) => {
+        inTransaction = true;
+        try {
+          return await work();
+        } finally {
+          inTransaction = false;
+        }
+      });
+      s.hasher.verify.mockImplementation(async () => {
+        verifiedInside.push(inTransaction);
+        return true;
+      });
       await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(s.sessions.open).toHaveBeenCalledWith('u-1', NOW);
       expect(s.users.setPasswordHash).not.toHaveBeenCalled(); // the twin's rehash stands
+      expect(verifiedInside).toEqual([false, false]);
+      expect(s.tx.run).toHaveBeenCalledTimes(2); // the second transaction re-checks the new hash
     });
 
     it('leaves a current hash alone', async () => {

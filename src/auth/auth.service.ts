@@ -19,6 +19,9 @@ const invalidRefresh = () =>
     'The refresh token is invalid or expired; sign in again.',
   );
 
+/** Times a sign-in re-checks a password hash that changed under it before giving up. */
+const MAX_HASH_RECHECKS = 3;
+
 /**
  * Sessions: register, login, refresh rotation with reuse detection, logout.
  *
@@ -108,19 +111,28 @@ export class AuthService {
    */
   private async openSession(user: User, password: string) {
     const upgraded = this.hasher.needsRehash(user.passwordHash) ? await this.hasher.hash(password) : null;
-    const now = this.clock.now();
-    return this.tx.run(async () => {
-      // The password was verified against the hash read before argon2 ran. A password change
-      // that committed since revoked every session of the account — this one must not open
-      // after it: the hash is read again, locked against a change until this commits. Changed
-      // meanwhile, it is checked once more (a twin sign-in's rehash of the same password, a
-      // deadlock retry after one, still sign in).
-      const current = await this.users.lockPasswordHash(user.id);
-      const unchanged = current === user.passwordHash;
-      if (!unchanged && !(current !== null && (await this.hasher.verify(current, password)))) return null;
-      if (upgraded && unchanged) await this.users.setPasswordHash(user.id, upgraded, now, user.passwordHash);
-      return this.sessions.open(user.id, now);
-    });
+    let verified = user.passwordHash;
+    for (let attempt = 0; attempt < MAX_HASH_RECHECKS; attempt++) {
+      const now = this.clock.now();
+      const outcome = await this.tx.run(async () => {
+        // The password was verified against `verified`. A password change that committed since
+        // revoked every session of the account — this one must not open after it: the hash is
+        // read again, locked against a change until this commits.
+        const current = await this.users.lockPasswordHash(user.id);
+        if (current !== verified) return { changed: current };
+        if (upgraded && verified === user.passwordHash) {
+          await this.users.setPasswordHash(user.id, upgraded, now, verified);
+        }
+        return { session: await this.sessions.open(user.id, now) };
+      });
+      if ('session' in outcome) return outcome.session;
+      // Changed meanwhile (a twin sign-in's rehash of the same password still signs in; a new
+      // password does not): checked again with no transaction open and no row locked while
+      // argon2 runs, then the next transaction makes sure it is still that hash.
+      if (outcome.changed === null || !(await this.hasher.verify(outcome.changed, password))) return null;
+      verified = outcome.changed;
+    }
+    return null;
   }
 
   /** Spends the refresh token and issues the next pair of its family (see the class comment). */
