@@ -8,7 +8,7 @@ import { SafeTypeOrmLogger } from './typeorm-logger';
  * process that froze, or a host that vanished without FIN/RST, would otherwise keep its locks on
  * hot rows for as long as the TCP connection lives (two hours by the OS defaults).
  */
-export const IDLE_IN_TRANSACTION_MS = 15_000;
+const IDLE_IN_TRANSACTION_MS = 15_000;
 
 /** The server's own TCP keepalive probes: a vanished client is noticed in about 25 s. */
 export const SERVER_KEEPALIVES = '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3';

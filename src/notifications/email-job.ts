@@ -22,8 +22,6 @@ export const EMAIL_OF_TOPIC = {
   'order.refunded': 'refund',
 } as const satisfies Partial<Record<OutboxTopic, EmailKind>>;
 
-export type EmailTopic = keyof typeof EMAIL_OF_TOPIC;
-
 /** The part of the delivery key that tells two emails of one kind apart ('' if only one). */
 export function emailRef(job: EmailJob): string {
   return job.kind === 'refund' ? (job.refundId ?? '') : '';

@@ -9,9 +9,9 @@ import { EmailJob, emailJobId, emailKey, enqueueEmail } from './email-job';
  * How far back published email events are checked: past an email job's own retries (a little
  * over a day) and well inside the outbox's retention (7 days).
  */
-export const RECONCILE_WINDOW_MS = 3 * 86_400_000;
+const RECONCILE_WINDOW_MS = 3 * 86_400_000;
 /** An event published this recently is left to its job (normally sent within seconds). */
-export const RECONCILE_GRACE_MS = 60_000;
+const RECONCILE_GRACE_MS = 60_000;
 const PAGE = 500;
 
 /**
