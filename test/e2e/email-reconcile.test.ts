@@ -10,7 +10,7 @@ import { JobName, QueueName } from '../../src/queue/queues';
 import { registerCustomer } from '../support/auth';
 import { drain } from '../support/drain';
 import { insertProduct, newKey } from '../support/fixtures';
-import { Buyer, placeOrder } from '../support/orders';
+import { Buyer, payOrder, placeOrder } from '../support/orders';
 import { PrivateRedis } from '../support/private-redis';
 import { SmtpCapture } from '../support/smtp-capture';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -60,21 +60,6 @@ describe('emails whose jobs Redis lost', () => {
       [orderId],
     );
 
-  async function pay(orderId: string): Promise<void> {
-    const intent = await t.http.post(
-      `/v1/orders/${orderId}/payment`,
-      {},
-      { token: buyer.token, idempotencyKey: newKey() },
-    );
-    expect(intent.status).toBe(201);
-    const confirm = await t.http.post(
-      `/v1/dev/payment-intents/${intent.body.paymentIntentId}/confirm`,
-      { outcome: 'succeeded' },
-      { token: buyer.token },
-    );
-    expect(confirm.status).toBe(200);
-  }
-
   async function order(): Promise<string> {
     const productId = await insertProduct(t.db.pool, { stock: 10 });
     const res = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }]);
@@ -107,7 +92,7 @@ describe('emails whose jobs Redis lost', () => {
     );
     expect(cancel.status).toBe(200);
     const paidOrder = await order();
-    await pay(paidOrder);
+    await payOrder(t.http, buyer, paidOrder);
     const receiptJob = emailJobId({ orderId: paidOrder, kind: 'payment_receipt' });
     const confirmationJob = emailJobId({ orderId: paidOrder, kind: 'order_confirmation' });
     await waitFor(

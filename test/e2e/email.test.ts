@@ -14,7 +14,7 @@ import { JobHandlers } from '../../src/queue/job-handlers';
 import { JobName, QueueName } from '../../src/queue/queues';
 import { Session, registerCustomer } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
-import { Buyer, placeOrder } from '../support/orders';
+import { Buyer, payOrder, placeOrder } from '../support/orders';
 import { SmtpCapture } from '../support/smtp-capture';
 import { drain } from '../support/drain';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -46,20 +46,8 @@ async function twoLineOrder(t: TestApp, buyer: Buyer): Promise<string> {
   return order.body.id;
 }
 
-async function pay(t: TestApp, buyer: Buyer, orderId: string, outcome: 'succeeded' | 'failed') {
-  const intent = await t.http.post(
-    `/v1/orders/${orderId}/payment`,
-    {},
-    { token: buyer.token, idempotencyKey: newKey() },
-  );
-  expect(intent.status).toBe(201);
-  const confirm = await t.http.post(
-    `/v1/dev/payment-intents/${intent.body.paymentIntentId}/confirm`,
-    { outcome },
-    { token: buyer.token },
-  );
-  expect(confirm.status).toBe(200);
-}
+const pay = (t: TestApp, buyer: Buyer, orderId: string, outcome: 'succeeded' | 'failed') =>
+  payOrder(t.http, buyer, orderId, outcome);
 
 async function cancel(t: TestApp, buyer: Buyer, orderId: string) {
   const res = await t.http.post(

@@ -27,3 +27,23 @@ export function placeOrder(
 ): Promise<HttpResponse> {
   return http.post('/v1/orders', items ? { items } : {}, { token: buyer.token, idempotencyKey: key });
 }
+
+/**
+ * Starts the order's payment and confirms it with the development gateway (the customer's
+ * payment app), as the buyer; asserts both answers.
+ */
+export async function payOrder(
+  http: HttpClient,
+  buyer: Buyer,
+  orderId: string,
+  outcome: 'succeeded' | 'failed' = 'succeeded',
+): Promise<void> {
+  const intent = await http.post(`/v1/orders/${orderId}/payment`, {}, { token: buyer.token, idempotencyKey: newKey() });
+  if (intent.status !== 201) throw new Error(`payment of ${orderId}: ${intent.status} ${JSON.stringify(intent.body)}`);
+  const confirm = await http.post(
+    `/v1/dev/payment-intents/${intent.body.paymentIntentId}/confirm`,
+    { outcome },
+    { token: buyer.token },
+  );
+  if (confirm.status !== 200) throw new Error(`confirming ${orderId}: ${confirm.status} ${JSON.stringify(confirm.body)}`);
+}
