@@ -35,6 +35,8 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
     // were the headers' limit the longer one, would apply it to the whole request.
     requestTimeout: config.http.requestTimeoutMs,
     http: {
+      // both at creation: Node refuses a headers limit above its default request limit (300 s)
+      requestTimeout: config.http.requestTimeoutMs,
       headersTimeout: config.http.headersTimeoutMs,
       connectionsCheckingInterval: Math.min(1_000, Math.floor(config.http.headersTimeoutMs / 2)),
     },

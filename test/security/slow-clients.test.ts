@@ -1,4 +1,5 @@
 import { Socket, connect } from 'node:net';
+import { createFastifyAdapter } from '../../src/app.setup';
 import { loadConfig } from '../../src/config/config';
 import { TestApp, bootTestApp } from '../support/test-app';
 
@@ -86,6 +87,17 @@ describe('slow clients', () => {
     expect(res.closedAfterMs).toBeLessThan(5_000);
   });
 
+  it('a request refused before its body arrived gets that one answer, no 408 written after it', async () => {
+    // refused at once (413, or 400 for an OPTIONS that is no preflight) while the body trickles in
+    for (const [head, status] of [
+      ['POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n', 413],
+      ['OPTIONS /v1/orders HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n', 400],
+    ] as const) {
+      const res = await exchange(t.baseUrl, [head, '{"email":']);
+      expect(res.text.match(/HTTP\/1\.1 \d{3}/g)).toEqual([`HTTP/1.1 ${status}`]);
+    }
+  });
+
   it('a complete request, even one sent in pieces, is served; the connection stays usable', async () => {
     const first = 'GET /health/live HTTP/1.1\r\nHost: shop\r\n';
     const res = await exchange(
@@ -96,12 +108,17 @@ describe('slow clients', () => {
     expect(res.text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 200']);
   });
 
-  it('defaults: 10 s for the headers, 30 s for the request; a headers limit above the request limit refuses to boot', () => {
+  it('defaults: 10 s for the headers, 30 s for the request; a headers limit above the request limit refuses to boot', async () => {
     const base = { NODE_ENV: 'development' };
     expect(loadConfig(base).http).toMatchObject({
       headersTimeoutMs: 10_000,
       requestTimeoutMs: 30_000,
     });
+    // limits above Node's default request limit (300 s) boot
+    const long = loadConfig({ ...base, HTTP_HEADERS_TIMEOUT_MS: '400000', HTTP_REQUEST_TIMEOUT_MS: '500000' });
+    const adapter = createFastifyAdapter(long);
+    expect(adapter.getInstance().server.headersTimeout).toBe(400_000);
+    void adapter.close();
     expect(() => loadConfig({ ...base, HTTP_HEADERS_TIMEOUT_MS: '40000' })).toThrow(
       /HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS/,
     );

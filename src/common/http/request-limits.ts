@@ -7,6 +7,9 @@ import type { ErrorCode } from '../errors/error-codes';
 import { RequestValidationError, problemBody, sendProblem } from '../errors/problem-details.filter';
 import { securityHeaders } from './browser-security';
 
+/** Connections whose current request was answered before its body had fully arrived. */
+const answeredEarly = new WeakSet<Socket>();
+
 /** Deepest JSON body accepted; request DTOs nest 3 levels, Stripe events about 10. */
 const MAX_BODY_DEPTH = 32;
 /** Widest JSON body accepted: properties of one object, elements of one array, values in all. */
@@ -61,6 +64,11 @@ export function limitBodies(app: NestFastifyApplication): void {
     json(request as FastifyRequest, body as unknown as string, done), // it takes a Buffer as well
   );
   fastify.removeContentTypeParser('text/plain');
+  fastify.addHook('onResponse', (request, _reply, done) => {
+    if (!request.raw.complete) answeredEarly.add(request.raw.socket);
+    else answeredEarly.delete(request.raw.socket); // a later request on the connection, read in full
+    done();
+  });
   fastify.addHook('onRoute', (route) => {
     if (!route.url.startsWith(WEBHOOK_ROUTES)) route.bodyLimit ??= API_BODY_LIMIT;
   });
@@ -96,7 +104,9 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
         : [400, 'BAD_REQUEST', 'The request is malformed.'];
   const requestId = randomUUID();
   const body = JSON.stringify(problemBody({ status, code, detail }, requestId));
-  if (socket.writable) {
+  // the request that timed out was already answered (refused while its body still trickled
+  // in): one answer per request, so the connection is only closed
+  if (socket.writable && !answeredEarly.has(socket)) {
     socket.write(
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
         `Content-Type: application/problem+json; charset=utf-8\r\n` +
