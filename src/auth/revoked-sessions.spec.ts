@@ -179,10 +179,25 @@ describe('RevokedSessions', () => {
     s.sessions.onApplicationShutdown();
   });
 
-  it('a record that cannot be read leaves the marks as they are and does not throw', async () => {
+  it('a record that cannot be read leaves the marks as they are, does not throw, and is read again shortly', async () => {
+    jest.useFakeTimers();
     const s = setup();
+    s.revoked.push({ id: 'f-1', revokedAt: new Date(s.now()) });
     s.families.revokedSince.mockRejectedValueOnce(new Error('database down'));
     await expect(s.sessions.reseed()).resolves.toBe(0);
+    expect(s.store.size).toBe(0);
+    await jest.advanceTimersByTimeAsync(5_000);
+    expect(s.families.revokedSince).toHaveBeenCalledTimes(2);
+    expect(s.store.has('unit:revoked-session:f-1')).toBe(true);
+    s.sessions.onApplicationShutdown();
+  });
+
+  it('writes thousands of marks in pipelines of 500', async () => {
+    const s = setup();
+    for (let i = 0; i < 1_200; i++) s.revoked.push({ id: `f-${i}`, revokedAt: new Date(s.now()) });
+    expect(await s.sessions.reseed()).toBe(1_200);
+    expect(s.redis.pipeline).toHaveBeenCalledTimes(3);
+    expect(s.store.size).toBe(1_200);
     s.sessions.onApplicationShutdown();
   });
 });

@@ -12,6 +12,10 @@ export const REVOCATION_REDIS_TIMEOUT_MS = 250;
 export const REVOCATION_REDIS_BACKOFF_MS = 1000;
 /** How often marks that could not be written are tried again. */
 export const REVOCATION_RETRY_MS = 1000;
+/** Marks written per Redis pipeline. */
+const FLUSH_CHUNK = 500;
+/** How soon a re-seed that could not read the database is tried again. */
+const RESEED_RETRY_MS = 5_000;
 /** Revoked sessions remembered in process memory (oldest forgotten first). */
 const REVOCATION_MEMORY_LIMIT = 100_000;
 /**
@@ -60,6 +64,8 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   private skipRedisUntil = 0;
   private lastWarningAt = 0;
   private reseeding?: Promise<number>;
+  private reseedTimer?: NodeJS.Timeout;
+  private closed = false;
 
   constructor(
     @Inject(REDIS) private readonly redis: RedisClient,
@@ -143,7 +149,14 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
     try {
       revoked = await this.families.revokedSince(new Date(this.clock.now().getTime() - this.lifetimeMs));
     } catch (err) {
-      this.logger.warn(`revocation marks not re-written: ${err instanceof Error ? err.message : String(err)}`);
+      this.logger.warn(
+        `revocation marks not re-written (again in ${RESEED_RETRY_MS} ms): ${err instanceof Error ? err.message : String(err)}`,
+      );
+      if (!this.closed) {
+        clearTimeout(this.reseedTimer);
+        this.reseedTimer = setTimeout(() => void this.reseed(), RESEED_RETRY_MS);
+        this.reseedTimer.unref();
+      }
       return 0;
     }
     const now = this.clock.now().getTime();
@@ -160,6 +173,8 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   }
 
   onApplicationShutdown(): void {
+    this.closed = true;
+    clearTimeout(this.reseedTimer);
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
   }
@@ -180,17 +195,22 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
       this.pending.delete(id);
       return false;
     });
-    if (batch.length === 0) return;
-    const pipeline = this.redis.pipeline();
-    for (const [id, until] of batch) pipeline.set(this.prefix + id, '1', 'PX', until - now);
-    try {
-      const results = await withTimeout(pipeline.exec(), REVOCATION_REDIS_TIMEOUT_MS);
-      batch.forEach(([id, until], i) => {
-        // a newer add() for the same family keeps its own, later, entry
-        if (!results?.[i]?.[0] && this.pending.get(id) === until) this.pending.delete(id);
-      });
-    } catch (err) {
-      this.unavailable(err, now);
+    // in pipelines of FLUSH_CHUNK (a re-seed after Redis lost its data writes thousands), each
+    // within the timeout: a large batch must not look like an unavailable Redis
+    for (let from = 0; from < batch.length; from += FLUSH_CHUNK) {
+      const chunk = batch.slice(from, from + FLUSH_CHUNK);
+      const pipeline = this.redis.pipeline();
+      for (const [id, until] of chunk) pipeline.set(this.prefix + id, '1', 'PX', until - now);
+      try {
+        const results = await withTimeout(pipeline.exec(), REVOCATION_REDIS_TIMEOUT_MS);
+        chunk.forEach(([id, until], i) => {
+          // a newer add() for the same family keeps its own, later, entry
+          if (!results?.[i]?.[0] && this.pending.get(id) === until) this.pending.delete(id);
+        });
+      } catch (err) {
+        this.unavailable(err, now);
+        break;
+      }
     }
     if (this.pending.size > 0) this.scheduleRetry();
   }

@@ -1,5 +1,4 @@
 import { Injectable } from '@nestjs/common';
-import { LessThan } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
 import { ProductImageEntity, ProductImageStatus } from './entities/product-image.entity';
 import { ProductRepository } from './product.repository';
@@ -14,6 +13,7 @@ interface StoredImage {
 
 /** A pending image as the reconciliation pass needs it. */
 export interface PendingImage {
+  id: string;
   key: string;
   contentType: string;
   sizeBytes: number;
@@ -87,17 +87,30 @@ export class ImageRepository {
     });
   }
 
-  /** Pending images created before `before`, oldest first. */
-  async findPending(before: Date, limit: number): Promise<PendingImage[]> {
+  /** Pending images created before `before`, oldest first, keyset-paged after `after`. */
+  async findPending(before: Date, limit: number, after?: PendingImage): Promise<PendingImage[]> {
     const rows = await this.tx.withManager((m) =>
-      m.getRepository(ProductImageEntity).find({
-        select: { storageKey: true, contentType: true, sizeBytes: true, createdAt: true },
-        where: { status: 'pending', createdAt: LessThan(before) },
-        order: { createdAt: 'ASC' },
-        take: limit,
-      }),
+      m
+        .getRepository(ProductImageEntity)
+        .createQueryBuilder('i')
+        .select(['i.id', 'i.storageKey', 'i.contentType', 'i.sizeBytes', 'i.createdAt'])
+        .where(`i.status = 'pending' AND i.createdAt < :before`, { before })
+        .andWhere('(i.createdAt, i.id) > (:afterAt, :afterId)', {
+          afterAt: after?.createdAt ?? new Date(0),
+          afterId: after?.id ?? '00000000-0000-0000-0000-000000000000',
+        })
+        .orderBy('i.createdAt', 'ASC')
+        .addOrderBy('i.id', 'ASC')
+        .limit(limit)
+        .getMany(),
     );
-    return rows.map((r) => ({ key: r.storageKey, contentType: r.contentType, sizeBytes: r.sizeBytes, createdAt: r.createdAt }));
+    return rows.map((r) => ({
+      id: r.id,
+      key: r.storageKey,
+      contentType: r.contentType,
+      sizeBytes: r.sizeBytes,
+      createdAt: r.createdAt,
+    }));
   }
 
   /** Removes an image that is still pending (guarded: one made ready meanwhile stays). */

@@ -7,7 +7,7 @@ import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { CatalogCache } from './catalog-cache';
 import { CreateImageUploadDto, ImageUploadDto } from './dto/catalog.dto';
-import { ImageRepository } from './image.repository';
+import { ImageRepository, PendingImage } from './image.repository';
 import { ObjectStorage, ObjectStorageUnavailable, UPLOAD_URL_TTL_SECONDS } from './object-storage';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName } from '../queue/queues';
@@ -55,8 +55,9 @@ const NOTIFICATION_GRACE_MS = 2 * 60_000;
  * an hour to finish), so the row is removed.
  */
 const ABANDONED_AFTER_MS = UPLOAD_URL_TTL_SECONDS * 1000 + 60 * 60_000;
-/** Pending images looked at per pass (oldest first). */
+/** Pending images read per page (oldest first), and pages per pass. */
 const RECONCILE_BATCH = 200;
+const RECONCILE_PAGES = 10;
 
 type Settled = 'ready' | 'unchanged' | 'absent' | 'mismatch';
 
@@ -193,17 +194,23 @@ export class ImagesService {
   @OnJob(JobName.ReconcileImages)
   async reconcilePending(): Promise<{ ready: number; removed: number }> {
     const now = this.clock.now().getTime();
-    const pending = await this.images.findPending(new Date(now - NOTIFICATION_GRACE_MS), RECONCILE_BATCH);
+    const before = new Date(now - NOTIFICATION_GRACE_MS);
     let ready = 0;
     let removed = 0;
     try {
-      for (const image of pending) {
-        const outcome = await this.settle(image.key, image);
-        if (outcome === 'ready') ready++;
-        const abandoned = image.createdAt.getTime() <= now - ABANDONED_AFTER_MS;
-        if ((outcome === 'absent' || outcome === 'mismatch') && abandoned && (await this.images.deletePending(image.key))) {
-          removed++;
+      let after: PendingImage | undefined;
+      for (let page = 0; page < RECONCILE_PAGES; page++) {
+        const pending = await this.images.findPending(before, RECONCILE_BATCH, after);
+        for (const image of pending) {
+          const outcome = await this.settle(image.key, image);
+          if (outcome === 'ready') ready++;
+          const abandoned = image.createdAt.getTime() <= now - ABANDONED_AFTER_MS;
+          if ((outcome === 'absent' || outcome === 'mismatch') && abandoned && (await this.images.deletePending(image.key))) {
+            removed++;
+          }
         }
+        if (pending.length < RECONCILE_BATCH) break;
+        after = pending[pending.length - 1];
       }
     } catch (err) {
       if (!(err instanceof ObjectStorageUnavailable)) throw err;

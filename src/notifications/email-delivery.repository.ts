@@ -23,6 +23,13 @@ export interface OwedEmail {
   ref: string;
 }
 
+/**
+ * A text expression as a uuid, or NULL when it is not one: a malformed outbox payload must not
+ * make every reconciliation pass fail (a bare cast would throw for the whole statement).
+ */
+const asUuid = (text: string): string =>
+  `CASE WHEN ${text} ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' THEN (${text})::uuid END`;
+
 /** How much of a failed attempt's error is kept (characters). */
 const MAX_ERROR_LENGTH = 2000;
 
@@ -78,9 +85,9 @@ export class EmailDeliveryRepository {
       `SELECT o.id AS "outboxId", o.published_at AS "publishedAt", ord.id AS "orderId",
               $1::jsonb ->> o.topic AS kind, coalesce(o.payload ->> 'refundId', '') AS ref
          FROM outbox o
-         JOIN orders ord ON ord.id = (o.payload ->> 'orderId')::uuid
+         JOIN orders ord ON ord.id = ${asUuid(`o.payload ->> 'orderId'`)}
          JOIN users u ON u.id = ord.user_id
-         LEFT JOIN refunds r ON o.topic = 'order.refunded' AND r.id = (o.payload ->> 'refundId')::uuid
+         LEFT JOIN refunds r ON o.topic = 'order.refunded' AND r.id = ${asUuid(`o.payload ->> 'refundId'`)}
          LEFT JOIN email_deliveries d
                 ON d.order_id = ord.id AND d.kind = $1::jsonb ->> o.topic
                AND d.ref = coalesce(o.payload ->> 'refundId', '')

@@ -201,6 +201,18 @@ describe('emails whose jobs Redis lost', () => {
     expect(smtp.forOrder(orderId)).toHaveLength(1);
   });
 
+  it('a malformed published event (no uuid where one belongs) is skipped, not a failed pass', async () => {
+    const orderId = await order();
+    for (const payload of [{ orderId: 'not-a-uuid' }, { orderId, refundId: 'nor-this' }, {}]) {
+      await t.db.pool.query(
+        `INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at, published_at)
+         VALUES ($1, 'order.refunded', NULL, $2, 'published', 1, now(), now(), now() - interval '10 minutes')`,
+        [randomUUID(), JSON.stringify(payload)],
+      );
+    }
+    await expect(reconcile()).resolves.toBe(0);
+  });
+
   it('an email job outlives ten deaths of its workers before BullMQ fails it (the other queues: two)', () => {
     const workers = worker
       .get(DiscoveryService)

@@ -6,6 +6,7 @@ import { UserEntity } from '../../users/entities/user.entity';
  * (absolute lifetime) or when revoked (logout, reuse detected, password changed).
  */
 @Entity('refresh_token_families')
+@Index('refresh_token_families_revoked_idx', ['revokedAt'], { where: 'revoked_at IS NOT NULL' })
 export class RefreshTokenFamilyEntity {
   @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'refresh_token_families_pkey' })
   id!: string;
