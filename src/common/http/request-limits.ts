@@ -65,8 +65,14 @@ export function limitBodies(app: NestFastifyApplication): void {
   );
   fastify.removeContentTypeParser('text/plain');
   fastify.addHook('onResponse', (request, _reply, done) => {
-    if (!request.raw.complete) answeredEarly.add(request.raw.socket);
-    else answeredEarly.delete(request.raw.socket); // a later request on the connection, read in full
+    const { raw } = request;
+    if (!raw.complete && raw.socket) {
+      // until its body has arrived (Node reads and drops the rest): a later request's own
+      // refusal on this connection is answered as usual
+      const socket = raw.socket;
+      answeredEarly.add(socket);
+      raw.once('end', () => answeredEarly.delete(socket));
+    }
     done();
   });
   fastify.addHook('onRoute', (route) => {
