@@ -88,7 +88,7 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
         if (queueFault(err) || !(await this.publisher.connected())) {
           // Redis refused or dropped it: give this row and the untried rest back, uncounted
           unavailable = true;
-          await this.outbox.release(rows.slice(i).map((r) => r.id), new Date());
+          await this.outbox.release(rows.slice(i).map((r) => r.id));
           this.logger.warn(`outbox relay paused, queues unreachable: ${message}`);
           break;
         }

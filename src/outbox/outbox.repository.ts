@@ -15,7 +15,11 @@ const truncate = (text: string, max: number): string => {
   return chars.length <= max ? text : chars.slice(0, max).join('');
 };
 
-/** The outbox table (OutboxEntity): the only code that reads or writes it. */
+/**
+ * The outbox table (OutboxEntity): the only code that reads or writes it. When a row is due
+ * (`next_attempt_at`) is set and judged on PostgreSQL's clock, never a process's: a writer whose
+ * clock ran ahead would hold its events back, a relay whose clock lagged would not see them due.
+ */
 @Injectable()
 export class OutboxRepository {
   constructor(
@@ -40,7 +44,7 @@ export class OutboxRepository {
         payload: { ...payload },
         status: PENDING,
         attempts: 0,
-        nextAttemptAt: now,
+        nextAttemptAt: () => 'statement_timestamp()',
         createdAt: now,
       }),
     );
@@ -58,7 +62,7 @@ export class OutboxRepository {
     const now = this.clock.now();
     return sql`INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
             VALUES (${this.ids.uuid()}::uuid, ${topic}::text, ${aggregateId}::uuid, ${JSON.stringify(payload)}::jsonb,
-                    'pending', 0, ${now}::timestamptz, ${now}::timestamptz)`;
+                    'pending', 0, statement_timestamp(), ${now}::timestamptz)`;
   }
 
   /**
@@ -67,22 +71,18 @@ export class OutboxRepository {
    * only delays its rows). Each claim counts as an attempt.
    */
   async claimDue(limit: number, leaseMs: number): Promise<OutboxRow[]> {
-    // raw SQL: the outbox claim — an UPDATE … FROM a FOR UPDATE SKIP LOCKED subquery, one round
-    // trip per batch for any number of relays; every event of bench:flash-sale's checkouts goes
-    // through it, and the failure drill (npm run test:drills) checks that the outbox drains.
-    const now = this.clock.now();
     return this.tx.query(
       `UPDATE outbox o
           SET attempts = o.attempts + 1,
-              next_attempt_at = $2::timestamptz + ($3 || ' milliseconds')::interval
+              next_attempt_at = statement_timestamp() + ($2 || ' milliseconds')::interval
          FROM (SELECT id FROM outbox
-                WHERE status = 'pending' AND next_attempt_at <= $2
+                WHERE status = 'pending' AND next_attempt_at <= statement_timestamp()
                 ORDER BY next_attempt_at, id
                 LIMIT $1
                 FOR UPDATE SKIP LOCKED) due
         WHERE o.id = due.id
        RETURNING o.id, o.topic, o.aggregate_id AS "aggregateId", o.payload, o.attempts`,
-      [limit, now, String(leaseMs)],
+      [limit, String(leaseMs)],
     );
   }
 
@@ -97,27 +97,33 @@ export class OutboxRepository {
   }
 
   /**
-   * Gives leased rows back untried (the queue was unreachable): due again at `at`, and their
+   * Gives leased rows back untried (the queue was unreachable): due again at once, and their
    * claim does not count as an attempt — an outage of Redis is not a fault of the event.
    */
-  async release(ids: string[], at: Date): Promise<void> {
+  async release(ids: string[]): Promise<void> {
     if (ids.length === 0) return;
     await this.tx.withManager((m) =>
       m
         .getRepository(OutboxEntity)
-        .update({ id: In(ids), status: PENDING }, { attempts: () => 'GREATEST(attempts - 1, 0)', nextAttemptAt: at }),
+        .update(
+          { id: In(ids), status: PENDING },
+          { attempts: () => 'GREATEST(attempts - 1, 0)', nextAttemptAt: () => 'statement_timestamp()' },
+        ),
     );
   }
 
   /** Schedules a retry after `delayMs`, or parks the row as dead once attempts are spent. */
   async markFailed(id: string, error: string, delayMs: number, dead: boolean): Promise<void> {
-    const nextAttemptAt = new Date(this.clock.now().getTime() + delayMs);
     await this.tx.withManager((m) =>
       m
         .getRepository(OutboxEntity)
         .update(
           { id, status: PENDING },
-          { status: dead ? 'dead' : PENDING, lastError: truncate(error, 2000), nextAttemptAt },
+          {
+            status: dead ? 'dead' : PENDING,
+            lastError: truncate(error, 2000),
+            nextAttemptAt: () => `statement_timestamp() + interval '${Math.max(0, Math.round(delayMs))} milliseconds'`,
+          },
         ),
     );
   }

@@ -1,5 +1,6 @@
 import type { INestApplicationContext } from '@nestjs/common';
 import { Clock } from '../../src/common/time/clock';
+import { OutboxRelay } from '../../src/outbox/outbox.relay';
 import { OverdueOrders } from '../../src/payments/overdue-orders.service';
 import { insertProduct, newKey } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
@@ -82,5 +83,29 @@ describe('reservation deadlines are judged on PostgreSQL’s clock, whatever the
     expect([pay.status, pay.body.code]).toEqual([409, 'ORDER_NOT_PAYABLE']);
     expect(await worker.get(OverdueOrders).settle(id)).toBe(true);
     expect(await statusOf(id)).toEqual({ status: 'CANCELLED', reason: 'RESERVATION_EXPIRED' });
+  });
+
+  it("outbox events are due on PostgreSQL's clock: a writer an hour ahead and a relay an hour behind still publish at once", async () => {
+    skew(t.app, 3_600_000);
+    skew(worker, -3_600_000);
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    expect(order.status).toBe(201);
+    const cancel = await t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(cancel.status).toBe(200);
+    const events = await t.db.pool.query<{ topic: string; due: boolean }>(
+      `SELECT topic, next_attempt_at <= now() + interval '1 minute' AS due FROM outbox WHERE aggregate_id = $1 ORDER BY topic`,
+      [order.body.id],
+    );
+    expect(events.rows).toEqual([
+      { topic: 'order.cancelled', due: true },
+      { topic: 'order.created', due: true },
+    ]);
+    const relayed = await worker.get(OutboxRelay).relayOnce();
+    expect(relayed.published).toBeGreaterThanOrEqual(2);
+    const left = await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE aggregate_id = $1 AND status <> 'published'`, [
+      order.body.id,
+    ]);
+    expect(left.rows).toEqual([{ n: 0 }]);
   });
 });
