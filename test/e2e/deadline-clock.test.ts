@@ -101,8 +101,8 @@ describe('reservation deadlines are judged on PostgreSQL’s clock, whatever the
       { topic: 'order.cancelled', due: true },
       { topic: 'order.created', due: true },
     ]);
-    const relayed = await worker.get(OutboxRelay).relayOnce();
-    expect(relayed.published).toBeGreaterThanOrEqual(2);
+    // one pass of the relay by hand (its own loop may have published some already)
+    await worker.get(OutboxRelay).relayOnce();
     const left = await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE aggregate_id = $1 AND status <> 'published'`, [
       order.body.id,
     ]);
