@@ -267,6 +267,8 @@ describe('PaymentFinalizer', () => {
 
     it('refunds-synced: a refund event converges our refunds with the provider, the order stays', async () => {
       const s = await setup();
+      s.payments.findByIntent.mockResolvedValue(payment({ status: 'succeeded' }));
+      s.orders.findById.mockResolvedValue(orderIn('CONFIRMED'));
       for (const type of ['charge.refunded', 'charge.refund.updated', 'refund.failed']) {
         s.events.find.mockResolvedValue(event({ type }));
         expect(await s.finalizer.processEvent(EVENT)).toEqual({
@@ -275,9 +277,26 @@ describe('PaymentFinalizer', () => {
         });
       }
       expect(s.refunds.syncFromGateway).toHaveBeenCalledTimes(3);
-      expect(s.refunds.syncFromGateway).toHaveBeenCalledWith(payment());
+      expect(s.refunds.syncFromGateway).toHaveBeenCalledWith(payment({ status: 'succeeded' }));
       expect(s.events.markProcessed).toHaveBeenCalledTimes(3);
       expect(s.transitions.markPaid).not.toHaveBeenCalled();
+    });
+
+    it('a refund event that overtakes the success: the payment is converged (order paid) before the refunds are synced', async () => {
+      for (const [paymentStatus, orderStatus] of [
+        ['requires_payment_method', 'PAYMENT_PENDING'],
+        ['succeeded', 'PAYMENT_PENDING'],
+      ] as const) {
+        const s = await setup();
+        s.payments.findByIntent.mockResolvedValue(payment({ status: paymentStatus }));
+        s.orders.findById.mockResolvedValue(orderIn(orderStatus));
+        s.events.find.mockResolvedValue(event({ type: 'charge.refunded' }));
+        expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'refunds-synced', orderId: ORDER });
+        expect(s.transitions.markPaid).toHaveBeenCalledWith(ORDER, 'system:payments');
+        expect(s.transitions.markPaid.mock.invocationCallOrder[0]).toBeLessThan(
+          s.refunds.syncFromGateway.mock.invocationCallOrder[0],
+        );
+      }
     });
 
     it('confirmed: a succeeded intent makes the order PAID then CONFIRMED in one transaction, with the event marked', async () => {

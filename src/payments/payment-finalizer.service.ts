@@ -96,6 +96,10 @@ export class PaymentFinalizer {
       return { kind: 'no-payment', eventId };
     }
     if (event.type === 'charge.refunded' || event.type.startsWith('charge.refund.') || event.type.startsWith('refund.')) {
+      // a refund's event can overtake the payment's own (a success job still retrying, or late):
+      // the payment is settled from the gateway first, so a refund made at the provider is
+      // recorded against a paid order — never dropped while the order goes on to be confirmed
+      if (payment.status !== 'succeeded' || (await this.awaitsSettlement(payment.orderId))) await this.converge(payment);
       await this.refunds.syncFromGateway(payment);
       await this.events.markProcessed(eventId, this.clock.now());
       return { kind: 'refunds-synced', orderId: payment.orderId };
@@ -308,6 +312,12 @@ export class PaymentFinalizer {
       return { kind: 'refunded-after-cancel', orderId, refundId: refund?.id ?? null };
     }
     return outcome;
+  }
+
+  /** The order has not been moved past its payment yet (a success recorded, its order step not). */
+  private async awaitsSettlement(orderId: string): Promise<boolean> {
+    const status = (await this.orders.findById(orderId))?.status;
+    return status === 'PAYMENT_PENDING' || status === 'PAID';
   }
 
   // The jobs this service runs (JobHandlers finds them at worker boot).

@@ -97,8 +97,8 @@ export class RefundRepository {
    * Locks the payment row for the rest of the caller's transaction: refunds that must be recorded
    * at most once (automatic, or seen at the provider) check for themselves under this lock.
    */
-  async lockPayment(paymentId: string): Promise<void> {
-    await this.inTransaction((m) => this.lockedPayment(m, paymentId));
+  async lockPayment(paymentId: string): Promise<PaymentEntity['status'] | null> {
+    return (await this.inTransaction((m) => this.lockedPayment(m, paymentId)))?.status ?? null;
   }
 
   findByProviderId(providerRefundId: string): Promise<Refund | null> {

@@ -110,7 +110,7 @@ function mockRefunds(captured = 24_900) {
       rows.set(row.id, row);
       return row;
     }),
-    lockPayment: jest.fn().mockResolvedValue(undefined),
+    lockPayment: jest.fn().mockResolvedValue('succeeded'),
     findById: jest.fn(async (id: string) => rows.get(id) ?? null),
     findByProviderId: jest.fn(
       async (id: string) => [...rows.values()].find((r) => r.providerRefundId === id) ?? null,
@@ -576,6 +576,17 @@ describe('RefundsService', () => {
       await s.service.syncFromGateway(payment());
       expect(s.transitions.applyRefund).not.toHaveBeenCalled();
       expect(s.rows.size).toBe(3);
+    });
+  });
+
+  describe('syncFromGateway: a refund made at the provider for a payment not recorded as succeeded', () => {
+    it('is thrown (the event is retried once the success is ours), not logged and dropped', async () => {
+      const s = await setup({ captured: 10_000 });
+      s.refunds.lockPayment.mockResolvedValue('requires_payment_method');
+      s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_early', amount: 3_000, refundId: undefined })]);
+      await expect(s.service.syncFromGateway(payment())).rejects.toThrow(/not recorded as succeeded yet/);
+      expect([...s.rows.values()].some((r) => r.providerRefundId === 're_early')).toBe(false);
+      expect(s.transitions.applyRefund).not.toHaveBeenCalled();
     });
   });
 

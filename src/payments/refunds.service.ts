@@ -330,8 +330,13 @@ export class RefundsService {
 
   private async adoptExternal(payment: Payment, remote: GatewayRefund): Promise<void> {
     await this.tx.run(async () => {
-      await this.refunds.lockPayment(payment.id);
+      const status = await this.refunds.lockPayment(payment.id);
       if (await this.refunds.findByProviderId(remote.id)) return;
+      if (status !== 'succeeded') {
+        // the provider refunded a payment whose success we have not recorded yet (its event is
+        // late or still retrying): thrown, so the refund is adopted once the success is ours
+        throw new Error(`provider refund ${remote.id}: payment ${payment.intentId} is not recorded as succeeded yet`);
+      }
       const refund = await this.refunds.reserve(
         { ...this.newRefund(this.ids.uuid(), payment, 'external', 'system:provider'), providerRefundId: remote.id },
         remote.amount,

@@ -650,6 +650,38 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(o.refunded.amount).toBe(3000);
     }, 30_000);
 
+    it('a dashboard refund whose event overtakes the payment\'s success: the order is paid, then refunded — never confirmed with the refund dropped', async () => {
+      const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      const intent = await startPayment(order.body.id);
+      const success = stripe.succeed(intent); // its delivery is late (or its job still retrying)
+      const refunded = stripe.refundFromDashboard(intent, 3000);
+      await deliver(refunded);
+      await processed(refunded.id);
+      expect(await orderOf(order.body.id)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 3000 } });
+      await deliver(success);
+      await processed(success.id);
+      await drain(worker, t.db.pool);
+      const o = await orderOf(order.body.id);
+      expect(o).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 3000 } });
+      expect(o.payment.refunds).toEqual([expect.objectContaining({ reason: 'external', status: 'succeeded', amount: { amount: 3000, currency: 'INR' } })]);
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 }); // sold once, committed once
+    }, 30_000);
+
+    it('a refund event after the success was recorded but before the order moved (a job that died between): the order is paid, then refunded', async () => {
+      const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      const intent = await startPayment(order.body.id);
+      stripe.succeed(intent);
+      await t.db.pool.query(`UPDATE payments SET status = 'succeeded' WHERE intent_id = $1`, [intent]);
+      const refunded = stripe.refundFromDashboard(intent); // all of it
+      await deliver(refunded);
+      await processed(refunded.id);
+      expect(await orderOf(order.body.id)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+      const history = await t.db.pool.query(`SELECT to_status FROM order_status_history WHERE order_id = $1 ORDER BY id`, [order.body.id]);
+      expect(history.rows.map((r) => r.to_status)).toEqual(['CREATED', 'INVENTORY_RESERVED', 'PAYMENT_PENDING', 'PAID', 'CONFIRMED', 'REFUNDED']);
+    }, 30_000);
+
     it('charge.refunded for a refund made in the Stripe dashboard is adopted once', async () => {
       const { orderId } = await paidOrder(10_000, 1);
       const intent = (await orderOf(orderId)).payment.paymentIntentId;
