@@ -185,6 +185,7 @@ export class RefundsService {
    */
   async syncFromGateway(payment: Payment): Promise<GatewayRefund[]> {
     const remotes = await this.gateway.listRefunds(payment.intentId);
+    const external: GatewayRefund[] = [];
     for (const remote of remotes) {
       const ours =
         (isUuid(remote.refundId) ? await this.refunds.findById(remote.refundId) : null) ??
@@ -193,9 +194,13 @@ export class RefundsService {
         if (ours.status === 'pending') await this.settle(ours, remote);
         else if (ours.status === 'failed' && remote.status === 'succeeded') await this.reinstate(ours, remote);
       } else if (remote.status === 'succeeded') {
-        await this.adoptExternal(payment, remote);
+        external.push(remote);
       }
     }
+    // ours first: the provider lists the newest first, and a refund made at the provider after
+    // one of ours failed there waits for ours to settle (adoptExternal) — were it taken first,
+    // every pass would stop at it and ours would never settle
+    for (const remote of external) await this.adoptExternal(payment, remote);
     return remotes;
   }
 

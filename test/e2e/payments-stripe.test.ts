@@ -682,6 +682,24 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(history.rows.map((r) => r.to_status)).toEqual(['CREATED', 'INVENTORY_RESERVED', 'PAYMENT_PENDING', 'PAID', 'CONFIRMED', 'REFUNDED']);
     }, 30_000);
 
+    it('one of ours failed at the bank while pending, then a dashboard refund: ours settles as failed and the dashboard one is adopted (Stripe lists newest first)', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      stripe.holdRefunds(intent);
+      const ours = await refund(orderId, {});
+      expect([ours.status, ours.body.status]).toEqual([201, 'pending']);
+      const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
+      stripe.settleRefund(remote.id, 'failed'); // its event lost in an outage
+      const dashboard = stripe.refundFromDashboard(intent, 10_000);
+      await deliver(dashboard);
+      await processed(dashboard.id);
+      const rows = await t.db.pool.query(`SELECT reason, status, amount FROM refunds WHERE order_id = $1 ORDER BY created_at`, [orderId]);
+      expect(rows.rows.map((r) => [r.reason, r.status, Number(r.amount)])).toEqual([
+        ['requested', 'failed', 10_000],
+        ['external', 'succeeded', 10_000],
+      ]);
+      expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+    }, 30_000);
+
     it('charge.refunded for a refund made in the Stripe dashboard is adopted once', async () => {
       const { orderId } = await paidOrder(10_000, 1);
       const intent = (await orderOf(orderId)).payment.paymentIntentId;

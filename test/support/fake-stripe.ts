@@ -44,8 +44,8 @@ export interface FakeStripe {
   acceptRefunds(intentId: string): void;
   /** From now on, refunds of this intent created through the API stay 'pending' until `settleRefund`. */
   holdRefunds(intentId: string): void;
-  /** The bank settles a pending refund; returns the `charge.refund.updated` event. */
-  settleRefund(refundId: string): Stripe.Event;
+  /** The bank settles a pending refund (succeeded unless told); returns the `charge.refund.updated` event. */
+  settleRefund(refundId: string, outcome?: 'succeeded' | 'failed'): Stripe.Event;
   intent(id: string): Stripe.PaymentIntent | undefined;
   /** A real SDK client pointed at this fake, configured as the app configures its own. */
   client(config?: Stripe.StripeConfig): Stripe;
@@ -555,10 +555,14 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     holdRefunds(intentId) {
       heldRefunds.add(intentId);
     },
-    settleRefund(refundId) {
+    settleRefund(refundId, outcome = 'succeeded') {
       const refund = refunds.get(refundId);
       if (!refund || refund.status !== 'pending') throw new Error(`fake-stripe: ${refundId} is not pending`);
-      refund.status = 'succeeded';
+      refund.status = outcome;
+      if (outcome === 'failed') {
+        refund.failure_reason = 'declined';
+        return event('charge.refund.updated', refund);
+      }
       const charge = charges.get(refund.charge as string) as Obj;
       charge.amount_refunded += refund.amount;
       charge.refunded = charge.amount_refunded === charge.amount;
