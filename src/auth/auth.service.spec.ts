@@ -43,7 +43,7 @@ function setup() {
     'refreshTokens',
   );
   const revoked = mockOf<RevokedSessions>(
-    { add: jest.fn().mockResolvedValue(undefined) },
+    { add: jest.fn().mockResolvedValue(undefined), isRevoked: jest.fn().mockResolvedValue(false) },
     'revoked',
   );
   const sessions = mockOf<SessionIssuer>(
@@ -290,6 +290,15 @@ describe('AuthService', () => {
       s.refreshTokens.lockLiveFamily.mockResolvedValue(false);
       expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_INVALID');
       expect(s.refreshTokens.lockLiveFamily).toHaveBeenCalledWith('f-1');
+      expect(s.sessions.rotate).not.toHaveBeenCalled();
+    });
+
+    it('issues nothing for a family marked revoked whose revocation has not committed yet', async () => {
+      const s = setup();
+      s.refreshTokens.spend.mockResolvedValue({ status: 'spent', familyId: 'f-1', userId: 'u-1' });
+      s.revoked.isRevoked.mockResolvedValue(true);
+      expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_INVALID');
+      expect(s.revoked.isRevoked).toHaveBeenCalledWith('f-1');
       expect(s.sessions.rotate).not.toHaveBeenCalled();
     });
 

@@ -152,9 +152,13 @@ export class AuthService {
           await this.revoked.add([spent.familyId]); // its access tokens stop working too
           return spent;
         }
-      // The spend read the family as live without locking it: a revocation (password change,
-      // logout elsewhere) committing meanwhile must not be outlived by the pair issued here.
-      if (!(await this.refreshTokens.lockLiveFamily(spent.familyId))) return { status: 'invalid' as const };
+        // The spend read the family as live without locking it: a revocation (password change,
+        // logout elsewhere) committing meanwhile must not be outlived by the pair issued here —
+        // nor one decided but not committed yet (a reuse whose revocation a database blink
+        // interrupted: marked revoked at once, committed by PendingRevocations later).
+        if (!(await this.refreshTokens.lockLiveFamily(spent.familyId)) || (await this.revoked.isRevoked(spent.familyId))) {
+          return { status: 'invalid' as const };
+        }
         const user = await this.users.findById(spent.userId);
         if (!user) throw invalidRefresh(); // cannot happen: families are deleted with their user
         return { ...spent, user, session: await this.sessions.rotate(spent.familyId, now) };

@@ -1,44 +1,118 @@
-import { Injectable, Logger, OnApplicationShutdown } from '@nestjs/common';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  OnApplicationBootstrap,
+  OnApplicationShutdown,
+} from '@nestjs/common';
+import type Redis from 'ioredis';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { withTimeout } from '../common/with-timeout';
+import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
+import { REDIS } from '../redis/redis.module';
 import { RefreshTokenRepository } from './refresh-token.repository';
+import { RevokedSessions } from './revoked-sessions';
 
-/** How long a revocation is retried before it is given up (logged as an error). */
+/** How long this process retries a revocation before leaving it to the sweeps. */
 const RETRY_FOR_MS = 10 * 60_000;
 const BACKOFF_MAX_MS = 5_000;
+/** How often each process sweeps the revocations recorded as pending (any process's). */
+export const PENDING_SWEEP_MS = 30_000;
+/** A Redis slower than this counts as unavailable for the record (the in-process retry goes on). */
+const REDIS_TIMEOUT_MS = 250;
+
+type RedisClient = Pick<Redis, 'hset' | 'hdel' | 'hgetall'>;
 
 /**
  * Revocations that must commit whatever became of the request that decided them. A detected
  * refresh-token reuse is history (the token was spent), but the transaction that revokes its family
- * can fail at its COMMIT (a database blink): the family is then retried here, in a transaction of its
- * own, with backoff (100 ms doubling to 5 s) until it commits — not left live for whoever holds its
- * newest token because the client that tripped the detection never came back. In-process: a process
- * that dies meanwhile loses it (the family's access tokens stay refused by their revocation marks
- * for their lifetime, see RevokedSessions).
+ * can fail (a database blink before or at its COMMIT). Then, at once:
+ *  - the family is marked revoked (RevokedSessions): its access tokens and its refresh tokens are
+ *    refused from now on, though the database does not say so yet;
+ *  - it is recorded as pending in Redis (`<REDIS_KEY_PREFIX>:pending-revocations`, a hash), so
+ *    that a process stopped or killed before it commits does not take it with it;
+ *  - this process retries it in a transaction of its own, with backoff (100 ms doubling to 5 s),
+ *    for up to 10 minutes.
+ * Every PENDING_SWEEP_MS each process (API and worker) tries once each recorded revocation it is not
+ * retrying itself, renewing its mark first — so the family stays refused however long the
+ * database is out. The record is removed once the revocation has committed (and its mark renewed
+ * for a whole access-token lifetime). Committing twice is harmless: `revokeFamily` only touches a
+ * live family.
  */
 @Injectable()
-export class PendingRevocations implements OnApplicationShutdown {
+export class PendingRevocations implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(PendingRevocations.name);
   private readonly stop = new AbortController();
   private readonly running = new Set<Promise<void>>();
+  /** Families this process is retrying. */
+  private readonly retrying = new Set<string>();
+  private readonly key: string;
+  private sweepTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly tx: TransactionHost,
     private readonly refreshTokens: RefreshTokenRepository,
-  ) {}
+    private readonly revoked: RevokedSessions,
+    @Inject(REDIS) private readonly redis: RedisClient,
+    @Inject(APP_CONFIG) config: AppConfig,
+  ) {
+    this.key = `${config.redis.keyPrefix}:pending-revocations`;
+  }
 
-  /** Revokes the family in the background until that commits; `revokeFamily` is idempotent. */
+  /** Marks and records the family, then revokes it in the background until that commits. Never throws. */
   revokeFamily(familyId: string, reason: string, at: Date): void {
-    const run = this.retry(familyId, reason, at).finally(() => this.running.delete(run));
+    const marked = this.revoked.add([familyId]);
+    const recorded = this.record(familyId, reason, at);
+    if (this.retrying.has(familyId)) return;
+    this.retrying.add(familyId);
+    const run = Promise.all([marked, recorded])
+      .then(() => this.retry(familyId, reason, at))
+      .finally(() => {
+        this.running.delete(run);
+        this.retrying.delete(familyId);
+      });
     this.running.add(run);
   }
 
-  /** Settles once every pending revocation has committed or been given up (tests, shutdown). */
+  /** Settles once every retry of this process has committed or been left to the sweeps (tests, shutdown). */
   async settled(): Promise<void> {
     while (this.running.size > 0) await Promise.allSettled([...this.running]);
   }
 
+  /**
+   * One pass over the recorded revocations no retry of this process holds: each is marked again
+   * and tried once. Returns how many committed. Never throws.
+   */
+  async sweep(): Promise<number> {
+    let entries: Record<string, string>;
+    try {
+      entries = await withTimeout(this.redis.hgetall(this.key), REDIS_TIMEOUT_MS);
+    } catch {
+      return 0; // Redis unavailable: the records wait for the next pass
+    }
+    let committed = 0;
+    for (const [familyId, value] of Object.entries(entries)) {
+      if (this.retrying.has(familyId) || this.stop.signal.aborted) continue;
+      const pending = parseRecord(value);
+      if (!pending) {
+        await this.forget(familyId);
+        continue;
+      }
+      await this.revoked.add([familyId]);
+      if ((await this.commit(familyId, pending.reason, pending.at)) === true) committed++;
+    }
+    return committed;
+  }
+
+  onApplicationBootstrap(): void {
+    this.sweepTimer = setInterval(() => void this.sweep(), PENDING_SWEEP_MS);
+    this.sweepTimer.unref();
+    void this.sweep();
+  }
+
   async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.sweepTimer);
     this.stop.abort();
     await this.settled();
   }
@@ -46,23 +120,70 @@ export class PendingRevocations implements OnApplicationShutdown {
   private async retry(familyId: string, reason: string, at: Date): Promise<void> {
     const started = performance.now();
     for (let attempt = 1; ; attempt++) {
-      try {
-        await this.tx.runOwn(() => this.refreshTokens.revokeFamily(familyId, reason, at));
-        this.logger.warn(`session ${familyId}: revocation (${reason}) committed after ${attempt} attempt(s)`);
+      const outcome = await this.commit(familyId, reason, at);
+      if (outcome === true) {
+        this.logger.warn(
+          `session ${familyId}: revocation (${reason}) committed after ${attempt} attempt(s)`,
+        );
         return;
-      } catch (err) {
-        const elapsed = performance.now() - started;
-        if (elapsed >= RETRY_FOR_MS || this.stop.signal.aborted) {
-          this.logger.error(`session ${familyId}: revocation (${reason}) given up: ${(err as Error).message}`);
-          return;
-        }
-        try {
-          await sleep(Math.min(100 * 2 ** (attempt - 1), BACKOFF_MAX_MS), undefined, { signal: this.stop.signal });
-        } catch {
-          this.logger.error(`session ${familyId}: revocation (${reason}) not committed before shutdown`);
-          return;
-        }
+      }
+      if (performance.now() - started >= RETRY_FOR_MS || this.stop.signal.aborted) {
+        this.logger.error(
+          `session ${familyId}: revocation (${reason}) not committed yet, left to the sweeps: ${outcome.message}`,
+        );
+        return;
+      }
+      try {
+        await sleep(Math.min(100 * 2 ** (attempt - 1), BACKOFF_MAX_MS), undefined, {
+          signal: this.stop.signal,
+        });
+      } catch {
+        this.logger.error(
+          `session ${familyId}: revocation (${reason}) not committed before shutdown, left to the sweeps`,
+        );
+        return;
       }
     }
+  }
+
+  /** The revocation in a transaction of its own: true once committed, else what failed. */
+  private async commit(familyId: string, reason: string, at: Date): Promise<true | Error> {
+    try {
+      await this.tx.runOwn(() => this.refreshTokens.revokeFamily(familyId, reason, at));
+    } catch (err) {
+      return err as Error;
+    }
+    await this.revoked.add([familyId]); // a whole access-token lifetime from now
+    await this.forget(familyId);
+    return true;
+  }
+
+  private async record(familyId: string, reason: string, at: Date): Promise<void> {
+    try {
+      await withTimeout(
+        this.redis.hset(this.key, familyId, JSON.stringify({ reason, at: at.toISOString() })),
+        REDIS_TIMEOUT_MS,
+      );
+    } catch (err) {
+      this.logger.warn(
+        `session ${familyId}: revocation not recorded as pending (only this process retries it): ${(err as Error).message}`,
+      );
+    }
+  }
+
+  private async forget(familyId: string): Promise<void> {
+    // a record left behind is committed again by a sweep (a no-op) and removed then
+    await withTimeout(this.redis.hdel(this.key, familyId), REDIS_TIMEOUT_MS).catch(() => undefined);
+  }
+}
+
+function parseRecord(value: string): { reason: string; at: Date } | null {
+  try {
+    const parsed = JSON.parse(value) as { reason?: unknown; at?: unknown };
+    const at = typeof parsed.at === 'string' ? new Date(parsed.at) : null;
+    if (typeof parsed.reason !== 'string' || !at || Number.isNaN(at.getTime())) return null;
+    return { reason: parsed.reason, at };
+  } catch {
+    return null;
   }
 }

@@ -1,5 +1,9 @@
 import { DomainError } from '../../src/common/errors/domain-error';
 import { PendingRevocations } from '../../src/auth/pending-revocations';
+import { RefreshTokenRepository } from '../../src/auth/refresh-token.repository';
+import { RevokedSessions } from '../../src/auth/revoked-sessions';
+import { REDIS } from '../../src/redis/redis.module';
+import type Redis from 'ioredis';
 import { TransactionHost } from '../../src/database/transaction-host';
 import { login, registerCustomer } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
@@ -116,6 +120,53 @@ describe('a COMMIT whose answer is lost', () => {
       ).rows[0].n,
     ).toBe(0);
     await login(t.http, session.email, session.password);
+  });
+
+  it('a reuse whose revoking statement never reached the server: the session is refused at once, and the revocation commits later, even after the process that saw it stopped', async () => {
+    const session = await registerCustomer(t.http);
+    const rotated = await t.http.post('/v1/auth/refresh', { refreshToken: session.refreshToken });
+    expect(rotated.status).toBe(200);
+    const pending = t.app.get(PendingRevocations);
+    const redis = t.app.get<Redis>(REDIS);
+    // the database unreachable for the revocation, however often it is tried
+    const reopen = proxy.cutStatements(/^UPDATE "refresh_token_families" SET "revoked_at"/);
+    let reopened = false;
+    try {
+      const reuse = await t.http.post('/v1/auth/refresh', { refreshToken: session.refreshToken });
+      expect([reuse.status, reuse.body.code]).toEqual([401, 'REFRESH_TOKEN_REUSED']);
+      // not committed, yet whoever holds the newest pair is out: its access token and its refresh token
+      expect((await t.http.get('/v1/me', { token: rotated.body.accessToken })).status).toBe(401);
+      const newest = await t.http.post('/v1/auth/refresh', { refreshToken: rotated.body.refreshToken });
+      expect(newest.status).toBe(401);
+      const family = (
+        await t.db.pool.query(`SELECT id, revoked_at FROM refresh_token_families WHERE user_id = $1`, [session.user.id])
+      ).rows[0];
+      expect(family.revoked_at).toBeNull();
+      // recorded as pending, shared; the process that saw it stops (its retry gives up)
+      const recordKey = `${t.config.redis.keyPrefix}:pending-revocations`;
+      expect(await redis.hexists(recordKey, family.id)).toBe(1);
+      await pending.onApplicationShutdown();
+      reopen();
+      reopened = true;
+      expect(
+        (await t.db.pool.query(`SELECT revoked_at FROM refresh_token_families WHERE id = $1`, [family.id])).rows[0].revoked_at,
+      ).toBeNull();
+      // another process's sweep commits it
+      const other = new PendingRevocations(
+        t.app.get(TransactionHost),
+        t.app.get(RefreshTokenRepository),
+        t.app.get(RevokedSessions),
+        redis,
+        t.config,
+      );
+      expect(await other.sweep()).toBeGreaterThanOrEqual(1);
+      const { rows } = await t.db.pool.query(`SELECT revoked_reason AS reason FROM refresh_token_families WHERE id = $1`, [family.id]);
+      expect(rows).toEqual([{ reason: 'reuse-detected' }]);
+      expect(await redis.hexists(recordKey, family.id)).toBe(0);
+      expect((await t.http.get('/v1/me', { token: rotated.body.accessToken })).status).toBe(401);
+    } finally {
+      if (!reopened) reopen();
+    }
   });
 
   it('a reuse whose revocation never reached the server answers 401 and is revoked all the same', async () => {

@@ -17,6 +17,12 @@ export interface PgCommitProxy {
   through(url: string): string;
   loseNextCommitAnswer(): Promise<void>;
   cutBeforeNextCommit(): Promise<void>;
+  /**
+   * Until the returned function is called, the connection is cut as any statement matching
+   * `pattern` goes out (simple query or Parse), before the server sees it: the database is
+   * unreachable for that statement, every time.
+   */
+  cutStatements(pattern: RegExp): () => void;
   /** Connections cut so far. */
   readonly cuts: number;
   close(): Promise<void>;
@@ -28,6 +34,7 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
   const pg = new URL(url);
   const target = { host: pg.hostname, port: Number(pg.port || 5432) };
   let armed: Armed;
+  let blocked: RegExp | undefined;
   let cuts = 0;
   const sockets = new Set<Socket>();
 
@@ -60,6 +67,15 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
         if (fromClient.length < length) return;
         const message = fromClient.subarray(0, length);
         fromClient = fromClient.subarray(length);
+        if (started && blocked && (message[0] === 0x51 /* Q */ || message[0] === 0x50) /* P */) {
+          const body = message.subarray(5);
+          // Parse: statement name, then the query (NUL-terminated each); Query: the query
+          const text = (message[0] === 0x50 ? body.subarray(body.indexOf(0) + 1) : body).toString('utf8').split('\0')[0];
+          if (blocked.test(text)) {
+            cut();
+            return;
+          }
+        }
         if (started && armed?.side === 'query' && message[0] === 0x51 /* Q */) {
           const text = message.subarray(5, message.length - 1).toString('utf8');
           if (/\bCOMMIT\s*;?\s*$/i.test(text)) {
@@ -122,6 +138,12 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
     },
     loseNextCommitAnswer: () => arm('answer'),
     cutBeforeNextCommit: () => arm('query'),
+    cutStatements: (pattern) => {
+      blocked = pattern;
+      return () => {
+        blocked = undefined;
+      };
+    },
     get cuts() {
       return cuts;
     },
