@@ -174,6 +174,16 @@ describe('loadConfig', () => {
         '10.0.0.0/8,127.0.0.1,fd00::/8,loopback',
       );
       expect(loadConfig({ ...prod, TRUST_PROXY: 'false' }).http.trustProxy).toBe(false);
+      // ranges and hop counts that trust (nearly) everyone are "true" under another name
+      for (const wide of ['0.0.0.0/0', '::/0', '10.0.0.0/8,0.0.0.0/1', '::ffff:0:0/96', '::ffff:0.0.0.0/100', '2000::/3', 'f000::/4', '::/1']) {
+        expect(problemsOf({ ...prod, TRUST_PROXY: wide })).toEqual([expect.stringMatching(/^TRUST_PROXY: ".*" covers \(nearly\) every address/)]);
+        expect(loadConfig({ NODE_ENV: 'development', TRUST_PROXY: wide }).http.trustProxy).toBe(wide);
+      }
+      expect(problemsOf({ ...prod, TRUST_PROXY: '50' })).toEqual([expect.stringMatching(/^TRUST_PROXY: 50 hops trusts more proxies/)]);
+      expect(loadConfig({ ...prod, TRUST_PROXY: '5' }).http.trustProxy).toBe(5);
+      expect(loadConfig({ ...prod, TRUST_PROXY: '172.16.0.0/12,2001:db8::/32,::ffff:10.0.0.0/104,fc00::/7,fe80::/10' }).http.trustProxy).toBe(
+        '172.16.0.0/12,2001:db8::/32,::ffff:10.0.0.0/104,fc00::/7,fe80::/10',
+      );
       expect(loadConfig(prod).http.trustProxy).toBe(false);
       for (const bad of ['lb.internal', '10.0', '10.0.0.0/33', '10.0.0.1/8/8', 'yes']) {
         expect(problemsOf({ ...prod, TRUST_PROXY: bad })).toEqual([expect.stringMatching(/^TRUST_PROXY: ".*" is not an IP address/)]);

@@ -279,15 +279,53 @@ function parseTrustProxy(
           ],
         };
   }
-  if (/^\d+$/.test(v)) return { trustProxy: Number(v), problems: [] };
+  if (/^\d+$/.test(v)) {
+    const hops = Number(v);
+    return {
+      trustProxy: hops,
+      problems:
+        hops > MAX_PROXY_HOPS && !isDevelopment
+          ? [
+              `TRUST_PROXY: ${hops} hops trusts more proxies than any deployment has: the hops past the real ones are ` +
+                `the client's own X-Forwarded-For entries, and every per-IP limit stops counting it; at most ${MAX_PROXY_HOPS} (more only with NODE_ENV=development)`,
+            ]
+          : [],
+    };
+  }
   const items = v.split(',').map((item) => item.trim());
   const bad = items.filter((item) => !PROXY_RANGE_NAMES.has(item) && !isAddressOrRange(item));
+  const wide = isDevelopment ? [] : items.filter((item) => !bad.includes(item) && isWideRange(item));
   return {
     trustProxy: items.join(','),
-    problems: bad.map(
-      (item) => `TRUST_PROXY: "${item}" is not an IP address or CIDR range (e.g. 10.0.0.0/8), a hop count, or false`,
-    ),
+    problems: [
+      ...bad.map((item) => `TRUST_PROXY: "${item}" is not an IP address or CIDR range (e.g. 10.0.0.0/8), a hop count, or false`),
+      ...wide.map(
+        (item) =>
+          `TRUST_PROXY: "${item}" covers (nearly) every address, as "true" does: any client could set its own address; ` +
+          `name the load balancers' range (at least /8 for IPv4, /32 for IPv6) — wider only with NODE_ENV=development`,
+      ),
+    ],
   };
+}
+
+/** More trusted hops than this refuses the boot outside development. */
+const MAX_PROXY_HOPS = 5;
+
+/**
+ * A CIDR range wider than /8 (IPv4, also IPv4-mapped IPv6) or /32 (IPv6, unless it lies within the
+ * private fc00::/7 or link-local fe80::/10): the internet, near enough.
+ */
+function isWideRange(item: string): boolean {
+  const [address, prefix] = item.split('/');
+  if (prefix === undefined) return false;
+  const bits = Number(prefix);
+  if (isIP(address) === 4) return bits < 8;
+  if (/^::ffff:[\d.]+$/i.test(address) || /^::ffff:0:0$/i.test(address)) return bits < 96 + 8;
+  const first = /^([0-9a-f]{1,4}):/i.exec(address);
+  const word = first ? parseInt(first[1], 16) : 0;
+  if ((word & 0xfe00) === 0xfc00 && bits >= 7) return false; // unique local
+  if ((word & 0xffc0) === 0xfe80 && bits >= 10) return false; // link-local
+  return bits < 32;
 }
 
 /** Empty strings count as unset (e.g. `JWT_SECRET=` in a .env file). */
