@@ -86,10 +86,12 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...dev2, STORAGE_WEBHOOK_TOKEN: 'has a space in it, too short?' })).toThrow(/STORAGE_WEBHOOK_TOKEN/);
   });
 
-  it('keeps the failed sign-in limits on in production even when RATE_LIMIT_ENABLED=false', () => {
-    const c = loadConfig({ ...SECRETS, NODE_ENV: 'production', RATE_LIMIT_ENABLED: 'false' });
-    expect(c.rateLimitEnabled).toBe(false);
-    expect(c.signIn.enabled).toBe(true);
+  it('keeps the failed sign-in limits on outside development (NODE_ENV unset included) even when RATE_LIMIT_ENABLED=false', () => {
+    for (const nodeEnv of ['production', 'test', 'staging', undefined]) {
+      const c = loadConfig({ ...SECRETS, ...(nodeEnv ? { NODE_ENV: nodeEnv } : {}), RATE_LIMIT_ENABLED: 'false' });
+      expect(c.rateLimitEnabled).toBe(false);
+      expect(c.signIn.enabled).toBe(true);
+    }
     expect(loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).signIn.enabled).toBe(false);
     expect(loadConfig({ NODE_ENV: 'development' }).signIn.enabled).toBe(true);
   });

@@ -222,7 +222,7 @@ export interface AppConfig {
   rateLimitEnabled: boolean;
   /**
    * Failed password sign-ins (login, queue board); see rate-limit.policies.ts signInBuckets.
-   * `enabled` follows RATE_LIMIT_ENABLED, except in production, where brute-force protection
+   * `enabled` follows RATE_LIMIT_ENABLED only in development; anywhere else brute-force protection
    * stays on whatever the throttling flag says (a load test switches throttling off, never this).
    */
   signIn: { enabled: boolean; failuresPerClient: number; failuresPerAccount: number };
@@ -540,7 +540,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     currency: e.SHOP_CURRENCY,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,
     signIn: {
-      enabled: e.RATE_LIMIT_ENABLED || e.NODE_ENV === 'production',
+      enabled: e.RATE_LIMIT_ENABLED || e.NODE_ENV !== 'development',
       failuresPerClient: e.SIGN_IN_FAILURES_PER_CLIENT,
       failuresPerAccount: e.SIGN_IN_FAILURES_PER_ACCOUNT,
     },
