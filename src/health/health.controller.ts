@@ -14,6 +14,9 @@ import { RedisHealthIndicator } from './redis.health';
 @SkipThrottle()
 @Controller('health')
 export class HealthController {
+  /** The readiness check running now, if any (see ready()). */
+  private probe?: Promise<ReadinessBody>;
+
   constructor(
     private readonly health: HealthCheckService,
     private readonly db: DatabaseHealthIndicator,
@@ -49,8 +52,15 @@ export class HealthController {
   @ApiOkResponse({ type: ReadinessDto })
   @ApiProblems([503, '`SERVICE_UNAVAILABLE`: a dependency is down; `details` names which'])
   ready(): Promise<ReadinessBody> {
-    return this.health
+    // probes that arrive while one is running share its answer: the route is public and not
+    // throttled (load balancers), so a flood of probes costs one `SELECT 1` and one `PING` at a
+    // time, never a pool backed up with pings; a probe that arrives after it ends checks afresh
+    this.probe ??= this.health
       .check([() => this.db.isHealthy('database'), () => this.redis.isHealthy('redis')])
-      .then(readinessBody, toReadinessError);
+      .then(readinessBody, toReadinessError)
+      .finally(() => {
+        this.probe = undefined;
+      });
+    return this.probe;
   }
 }

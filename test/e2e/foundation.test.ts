@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DatabaseHealthIndicator } from '../../src/health/database.health';
 import { buildOpenApiDocument } from '../../src/openapi/openapi';
 import { registerCustomer } from '../support/auth';
 import { holdNextGatedRequest, slowRequestsStarted, withProbe } from '../support/probe.module';
@@ -21,6 +22,29 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     const ready = await t.http.get('/health/ready');
     expect(ready.status).toBe(200);
     expect(ready.body.details).toEqual({ database: { status: 'up', breaker: 'closed' }, redis: { status: 'up' } });
+  });
+
+  it('a flood of readiness probes (public, not throttled) shares the checks running: no ping per probe queues on the pool', async () => {
+    const db = t.app.get(DatabaseHealthIndicator);
+    const check = db.isHealthy.bind(db);
+    // a database slow to answer (when a flood hurts most): each check takes 300 ms
+    const checks = jest.spyOn(db, 'isHealthy').mockImplementation(async (key, timeoutMs) => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return check(key, timeoutMs);
+    });
+    try {
+      const answers = await Promise.all(Array.from({ length: 100 }, () => t.http.get('/health/ready')));
+      expect(answers.every((r) => r.status === 200 && r.body.details.database.status === 'up')).toBe(true);
+      expect(checks.mock.calls.length).toBeGreaterThanOrEqual(1);
+      expect(checks.mock.calls.length).toBeLessThan(25);
+      // one after another, each probe checks afresh (a change is seen by the next probe)
+      checks.mockClear();
+      await t.http.get('/health/ready');
+      await t.http.get('/health/ready');
+      expect(checks).toHaveBeenCalledTimes(2);
+    } finally {
+      checks.mockRestore();
+    }
   });
 
   it('generates an X-Request-Id, and keeps a well-formed incoming one', async () => {
