@@ -164,6 +164,29 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     expect(new Set(order.body.errors.map((e: { field: string }) => e.field))).toEqual(new Set(['items']));
   });
 
+  it('an array where an object belongs (order lines, a price) is a 400 naming it, not a line or price read as empty', async () => {
+    for (const items of [[[]], [[{ productId, quantity: 1 }]], [[], []], ['x'], [7]]) {
+      for (const key of [newKey(), undefined]) {
+        const res = await t.http.post('/v1/orders', { items }, { token: alice.token, ...(key ? { idempotencyKey: key } : {}) });
+        if (!key) {
+          expect(res.status).toBe(400); // the key is required: refused before the body matters
+          continue;
+        }
+        expectProblem(res, 400, 'VALIDATION_FAILED');
+        expect(res.body.errors.map((e: { field: string }) => e.field)).toContain('items');
+      }
+    }
+    for (const price of [[], [{ amount: 100, currency: 'INR' }]]) {
+      const created = await t.http.post(
+        '/v1/admin/products',
+        { sku: `ARR-${newKey().slice(0, 8)}`, name: 'Arrayed', description: 'x', price, initialStock: 1 },
+        { token: admin, idempotencyKey: newKey() },
+      );
+      expectProblem(created, 400, 'VALIDATION_FAILED');
+      expect(created.body.errors.map((e: { field: string }) => e.field)).toContain('price');
+    }
+  });
+
   it('answers an over-long path parameter (414), a malformed URL (400) and an over-long request line (431) as problem+json', async () => {
     const long = await t.http.get(`/v1/products/${'a'.repeat(500)}`, { headers: { 'x-request-id': 'trace-long-param' } });
     expectProblem(long, 414, 'URI_TOO_LONG');

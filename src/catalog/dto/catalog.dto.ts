@@ -57,6 +57,7 @@ export class CreateProductDto {
   @MaxChars(10_000)
   description!: string;
   @ApiProperty({ type: MoneyInputDto })
+  @IsObject()
   @ValidateNested()
   @Type(() => MoneyInputDto)
   price!: MoneyInputDto;

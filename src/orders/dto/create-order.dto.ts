@@ -8,6 +8,7 @@ import {
   IsUUID,
   Max,
   Min,
+  IsObject,
   ValidateNested,
 } from 'class-validator';
 import { Omittable } from '../../common/http/omittable';
@@ -44,6 +45,7 @@ export class CreateOrderDto {
   @IsArray()
   @ArrayMinSize(1)
   @ArrayMaxSize(MAX_ORDER_LINES)
+  @IsObject({ each: true }) // ValidateNested steps into an inner array ([[…]]) as if it were a line
   @ValidateNested({ each: true })
   @Type(() => OrderItemInputDto)
   items?: OrderItemInputDto[];
