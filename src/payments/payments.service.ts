@@ -6,7 +6,7 @@ import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
-import { PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
+import { GatewayError, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
 
 export interface PaymentIntentView {
@@ -26,6 +26,9 @@ const view = (p: Payment): PaymentIntentView => ({
 /** Starting a payment: one intent per order, whatever retries and double clicks do. */
 const reservationExpired = () =>
   new DomainError('ORDER_NOT_PAYABLE', "The order's reservation has expired; it can no longer be paid.");
+
+/** The provider's refusals of an amount as such (Stripe's codes). */
+const AMOUNT_REFUSALS = new Set(['amount_too_small', 'amount_too_large']);
 
 @Injectable()
 export class PaymentsService {
@@ -61,12 +64,24 @@ export class PaymentsService {
       throw new DomainError('ORDER_NOT_PAYABLE', `An order in ${order.status} cannot be paid.`);
     }
     if (overdue) throw reservationExpired();
-    const intent = await this.gateway.createIntent({
-      orderId,
-      amount: order.totalAmount,
-      currency: order.currency,
-      idempotencyKey: gatewayKeys.createIntent(orderId),
-    });
+    // a total of nothing (free products only) cannot be charged: a 409, not the provider's
+    // refusal as a 502 on every retry
+    if (order.totalAmount <= 0) throw new DomainError('ORDER_NOT_PAYABLE', 'The order totals nothing: there is nothing to charge.');
+    const intent = await this.gateway
+      .createIntent({
+        orderId,
+        amount: order.totalAmount,
+        currency: order.currency,
+        idempotencyKey: gatewayKeys.createIntent(orderId),
+      })
+      .catch((err: unknown) => {
+        // below the provider's minimum charge (₹0.50, $0.50…) or above its maximum: the same
+        // answer every time for this order, so the order's problem, not the provider's
+        if (err instanceof GatewayError && err.kind === 'rejected' && AMOUNT_REFUSALS.has(err.code ?? '')) {
+          throw new DomainError('ORDER_NOT_PAYABLE', `The payment provider cannot charge this total (${err.code}).`);
+        }
+        throw err;
+      });
     const { payment, status } = await this.tx.run(async () => {
       const now = this.clock.now();
       const payment = await this.payments.recordIntent(this.ids.uuid(), this.gateway.provider, intent, now);

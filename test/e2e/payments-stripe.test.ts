@@ -109,6 +109,22 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(again.status).toBe(201);
   }, 30_000);
 
+  it('an order Stripe cannot charge (nothing to pay, or under its minimum) is 409 ORDER_NOT_PAYABLE on every try, not a 502', async () => {
+    for (const priceAmount of [0, 25]) {
+      const p = await insertProduct(t.db.pool, { stock: 5, priceAmount });
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      expect(order.status).toBe(201);
+      for (let i = 0; i < 2; i++) {
+        const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+        expect([pay.status, pay.body.code]).toEqual([409, 'ORDER_NOT_PAYABLE']);
+      }
+      const creates = stripe.requests.filter((r) => r.path === '/v1/payment_intents' && r.idempotencyKey === `order:${order.body.id}:payment-intent`);
+      expect(creates.length).toBe(priceAmount === 0 ? 0 : 2); // nothing asked of Stripe for a zero total
+      expect((await orderOf(order.body.id)).status).toBe('INVENTORY_RESERVED'); // left to expire, or be cancelled
+      expect((await t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() })).status).toBe(200);
+    }
+  }, 30_000);
+
   it('a stale payment_failed after success changes nothing', async () => {
     const { orderId, intent } = await paidOrder();
     const stale = stripe.eventFor('payment_intent.payment_failed', intent);
@@ -166,7 +182,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const before = (await orderOf(order.body.id)).status;
     // made in the Stripe dashboard, or by another integration on the same account, and paid
     const foreign = [
-      { amount: 1, currency: 'inr', metadata: { orderId: order.body.id } },
+      { amount: 4999, currency: 'inr', metadata: { orderId: order.body.id } },
       { amount: 5000, currency: 'usd', metadata: { orderId: order.body.id } },
       { amount: 5000, currency: 'inr', metadata: { orderId: 'ORD-123' } },
       { amount: 5000, currency: 'inr', metadata: { orderId: order.body.id.toUpperCase().replace(/-/g, '') } },

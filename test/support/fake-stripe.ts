@@ -184,6 +184,10 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     if (typeof body.currency !== 'string' || body.currency === '') {
       throw paramError('currency', 'parameter_missing', 'Missing required param: currency.');
     }
+    if (amount < 50) {
+      // Stripe's minimum charge is about 50 of the smallest unit in two-decimal currencies
+      throw paramError('amount', 'amount_too_small', `Amount must be at least ${money(50, body.currency)} ${body.currency}`);
+    }
     const id = newId('pi');
     const apm = body.automatic_payment_methods as Obj | undefined;
     const pi = {
