@@ -1,6 +1,6 @@
 import { CallHandler, ExecutionContext, Injectable, Logger, NestInterceptor } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Observable, from, lastValueFrom } from 'rxjs';
 import type { AuthenticatedRequest } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
@@ -75,9 +75,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
       principal: request.user ? userPrincipal(request.user.userId) : `ip:${request.ip}`,
       key,
       method: request.method,
-      // lower case: a route's only variable segments are UUIDs, lower-cased for the handler too
-      // (UuidParamPipe), so /orders/ABC…/cancel and /orders/abc…/cancel are one request
-      route: request.url.split('?')[0].toLowerCase(),
+      route: canonicalRoute(request),
       fingerprint: fingerprint(request.body),
     };
     const outside = this.reflector.get<boolean>(IDEMPOTENCY_OUTSIDE_TRANSACTION, context.getHandler());
@@ -212,3 +210,17 @@ const inUse = () =>
 
 const reused = () =>
   new DomainError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used with a different request.');
+
+/**
+ * The route a request is scoped to: the matched pattern with its parameters filled in as the
+ * router decoded them, in lower case — a route's only variable segments are UUIDs, lower-cased
+ * for the handler too (UuidParamPipe) — so /orders/ABC…/cancel, /orders/abc…/cancel and the same
+ * with any character percent-encoded (%2D, %6F) are one request, as they are to the handler.
+ * The raw path when no route matched.
+ */
+function canonicalRoute(request: Pick<FastifyRequest, 'url' | 'params' | 'routeOptions'>): string {
+  const pattern = request.routeOptions?.url;
+  if (!pattern) return request.url.split('?')[0].toLowerCase();
+  const params = (request.params ?? {}) as Record<string, string | undefined>;
+  return pattern.replace(/:(\w+)/g, (_, name: string) => encodeURIComponent(params[name] ?? '')).toLowerCase();
+}

@@ -84,6 +84,28 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     expect(order.body.status).toBe('INVENTORY_RESERVED');
   });
 
+  it('one route however its URL is written: a retry with the path percent-encoded or upper-cased replays, it is not a 422', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    const id = order.body.id as string;
+    const key = newKey();
+    const first = await t.http.post(`/v1/orders/${id}/cancel`, {}, { token: alice.token, idempotencyKey: key });
+    expect(first.status).toBe(200);
+    for (const path of [
+      `/v1/orders/${id.replace(/-/g, '%2D')}/cancel`,
+      `/v1/orders/${id.toUpperCase()}/cancel`,
+      `/v1/orders/${id.replace(/a/g, '%61')}/cancel`,
+    ]) {
+      const again = await t.http.post(path, {}, { token: alice.token, idempotencyKey: key });
+      expect([again.status, again.headers.get('idempotent-replayed')]).toEqual([200, 'true']);
+      expect(again.body).toEqual(first.body);
+    }
+    // another order's route with that key is still another request
+    const other = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    const reused = await t.http.post(`/v1/orders/${other.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: key });
+    expect([reused.status, reused.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
+  });
+
   it('50 concurrent identical requests with one key → exactly one order; the rest replay it or get 409 with Retry-After', async () => {
     const productId = await insertProduct(t.db.pool, { stock: 100 });
     const key = newKey();
