@@ -286,6 +286,7 @@ describe('PaymentFinalizer', () => {
       for (const [paymentStatus, orderStatus] of [
         ['requires_payment_method', 'PAYMENT_PENDING'],
         ['succeeded', 'PAYMENT_PENDING'],
+        ['succeeded', 'INVENTORY_RESERVED'], // an intent adopted from the refund event itself
       ] as const) {
         const s = await setup();
         s.payments.findByIntent.mockResolvedValue(payment({ status: paymentStatus }));

@@ -49,6 +49,9 @@ export type CancelIntentOutcome =
   /** The customer had paid just before: converged (refunded, as the order is cancelled). */
   | ConvergeOutcome;
 
+/** Order statuses a succeeded payment has already been applied to (or that it can no longer move). */
+const SETTLED_ORDER_STATUSES: ReadonlySet<string> = new Set(['CONFIRMED', 'FULFILLED', 'PARTIALLY_REFUNDED', 'REFUNDED', 'CANCELLED']);
+
 /** A pending payment without news for this long is checked against the gateway. */
 export const RECONCILE_AFTER_MS = 10 * 60 * 1000;
 /**
@@ -314,10 +317,13 @@ export class PaymentFinalizer {
     return outcome;
   }
 
-  /** The order has not been moved past its payment yet (a success recorded, its order step not). */
+  /**
+   * The order has not been moved past its payment yet (a success recorded, its order step not;
+   * or an intent adopted as succeeded from a refund event while its order still waits).
+   */
   private async awaitsSettlement(orderId: string): Promise<boolean> {
     const status = (await this.orders.findById(orderId))?.status;
-    return status === 'PAYMENT_PENDING' || status === 'PAID';
+    return status !== undefined && !SETTLED_ORDER_STATUSES.has(status);
   }
 
   // The jobs this service runs (JobHandlers finds them at worker boot).

@@ -588,6 +588,14 @@ describe('RefundsService', () => {
       expect([...s.rows.values()].some((r) => r.providerRefundId === 're_early')).toBe(false);
       expect(s.transitions.applyRefund).not.toHaveBeenCalled();
     });
+
+    it('is logged and left for a payment recorded as canceled (it never becomes succeeded: no endless retry)', async () => {
+      const s = await setup({ captured: 10_000 });
+      s.refunds.lockPayment.mockResolvedValue('canceled');
+      s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_odd', amount: 3_000, refundId: undefined })]);
+      await expect(s.service.syncFromGateway(payment())).resolves.toBeDefined();
+      expect([...s.rows.values()].some((r) => r.providerRefundId === 're_odd')).toBe(false);
+    });
   });
 
   describe('syncFromGateway: a dashboard refund while one of ours is pending', () => {

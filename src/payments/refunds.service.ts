@@ -337,6 +337,11 @@ export class RefundsService {
     await this.tx.run(async () => {
       const status = await this.refunds.lockPayment(payment.id);
       if (await this.refunds.findByProviderId(remote.id)) return;
+      if (status === 'canceled') {
+        // never becomes succeeded: nothing to adopt against, and retrying would never end
+        this.logger.error(`provider refund ${remote.id} names ${payment.intentId}, recorded as canceled: not adopted`);
+        return;
+      }
       if (status !== 'succeeded') {
         // the provider refunded a payment whose success we have not recorded yet (its event is
         // late or still retrying): thrown, so the refund is adopted once the success is ours
