@@ -49,6 +49,7 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
   private readonly retrying = new Set<string>();
   private readonly key: string;
   private sweepTimer?: NodeJS.Timeout;
+  private sweeping = false;
 
   constructor(
     private readonly tx: TransactionHost,
@@ -106,9 +107,22 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
   }
 
   onApplicationBootstrap(): void {
-    this.sweepTimer = setInterval(() => void this.sweep(), PENDING_SWEEP_MS);
+    this.sweepTimer = setInterval(() => this.sweepInBackground(), PENDING_SWEEP_MS);
     this.sweepTimer.unref();
-    void this.sweep();
+    this.sweepInBackground();
+  }
+
+  /** A timer's pass: skipped while the previous one still runs; awaited at shutdown. */
+  private sweepInBackground(): void {
+    if (this.sweeping || this.stop.signal.aborted) return;
+    const run = this.sweep()
+      .then(() => undefined)
+      .finally(() => {
+        this.running.delete(run);
+        this.sweeping = false;
+      });
+    this.sweeping = true;
+    this.running.add(run);
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -119,7 +133,14 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
 
   private async retry(familyId: string, reason: string, at: Date): Promise<void> {
     const started = performance.now();
+    let markedAt = started;
     for (let attempt = 1; ; attempt++) {
+      if (performance.now() - markedAt >= PENDING_SWEEP_MS) {
+        // the mark outlives the retry however short the access-token lifetime (the sweeps do
+        // the same for records no process retries)
+        markedAt = performance.now();
+        await this.revoked.add([familyId]);
+      }
       const outcome = await this.commit(familyId, reason, at);
       if (outcome === true) {
         this.logger.warn(
