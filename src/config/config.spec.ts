@@ -177,7 +177,7 @@ describe('loadConfig', () => {
       );
       expect(loadConfig({ ...prod, TRUST_PROXY: 'false' }).http.trustProxy).toBe(false);
       // ranges and hop counts that trust (nearly) everyone are "true" under another name
-      for (const wide of ['0.0.0.0/0', '::/0', '10.0.0.0/8,0.0.0.0/1', '::ffff:0:0/96', '::ffff:0.0.0.0/100', '2000::/3', 'f000::/4', '::/1']) {
+      for (const wide of ['0.0.0.0/0', '::/0', '10.0.0.0/8,0.0.0.0/1', '::ffff:0:0/96', '::ffff:0.0.0.0/100', '2000::/3', 'f000::/4', '::/1', '0:0:0:0:0:ffff:0:0/96', '0::ffff:0:0/96', '::ffff:0:1/96', '::ffff:a00:0/96', '::FFFF:0:0/100']) {
         expect(problemsOf({ ...prod, TRUST_PROXY: wide })).toEqual([expect.stringMatching(/^TRUST_PROXY: ".*" covers \(nearly\) every address/)]);
         expect(loadConfig({ NODE_ENV: 'development', TRUST_PROXY: wide }).http.trustProxy).toBe(wide);
       }

@@ -320,12 +320,27 @@ function isWideRange(item: string): boolean {
   if (prefix === undefined) return false;
   const bits = Number(prefix);
   if (isIP(address) === 4) return bits < 8;
-  if (/^::ffff:[\d.]+$/i.test(address) || /^::ffff:0:0$/i.test(address)) return bits < 96 + 8;
-  const first = /^([0-9a-f]{1,4}):/i.exec(address);
-  const word = first ? parseInt(first[1], 16) : 0;
-  if ((word & 0xfe00) === 0xfc00 && bits >= 7) return false; // unique local
-  if ((word & 0xffc0) === 0xfe80 && bits >= 10) return false; // link-local
+  const words = ipv6Words(address);
+  // IPv4-mapped (::ffff:a.b.c.d, however written): proxy-addr matches IPv4 peers against it
+  if (words.slice(0, 5).every((w) => w === 0) && words[5] === 0xffff) return bits < 96 + 8;
+  if ((words[0] & 0xfe00) === 0xfc00 && bits >= 7) return false; // unique local
+  if ((words[0] & 0xffc0) === 0xfe80 && bits >= 10) return false; // link-local
   return bits < 32;
+}
+
+/** The eight 16-bit words of a valid IPv6 address (`::` expanded, a trailing dotted quad as two words). */
+function ipv6Words(address: string): number[] {
+  let text = address.toLowerCase();
+  const quad = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (quad) {
+    const [a, b, c, d] = quad.slice(1).map(Number);
+    text = `${text.slice(0, quad.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, tail] = text.split('::');
+  const part = (s: string | undefined) => (s ? s.split(':').map((w) => parseInt(w, 16)) : []);
+  const front = part(head);
+  const back = part(tail);
+  return tail === undefined ? front : [...front, ...Array<number>(8 - front.length - back.length).fill(0), ...back];
 }
 
 /** Empty strings count as unset (e.g. `JWT_SECRET=` in a .env file). */
