@@ -230,6 +230,12 @@ describe('loadConfig', () => {
 
     it('lets migration tools read the database settings without any secret', () => {
       expect(loadDatabaseConfig({ DATABASE_URL: 'postgres://a@b/c' }).url).toBe('postgres://a@b/c');
+      // the lock sessions follow DATABASE_URL unless given their own (a PgBouncer in between)
+      expect(loadDatabaseConfig({ DATABASE_URL: 'postgres://a@b/c' }).lockUrl).toBe('postgres://a@b/c');
+      expect(loadDatabaseConfig({ DATABASE_URL: 'postgres://a@bouncer/c', DATABASE_LOCK_URL: 'postgres://a@b/c' }).lockUrl).toBe(
+        'postgres://a@b/c',
+      );
+      expect(() => loadDatabaseConfig({ DATABASE_LOCK_URL: 'mysql://x' })).toThrow(/DATABASE_LOCK_URL/);
       expect(() => loadDatabaseConfig({ DATABASE_URL: 'mysql://x' })).toThrow(/DATABASE_URL/);
     });
   });

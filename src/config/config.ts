@@ -72,6 +72,9 @@ const envSchema = z.object({
   DATABASE_URL: url(['postgres:', 'postgresql:']).default(
     'postgres://shop:shop@127.0.0.1:5432/shop',
   ),
+  // the dedicated lock sessions' connection (session advisory locks): PostgreSQL itself or a
+  // session-mode pool, when DATABASE_URL points at a transaction-mode PgBouncer; unset = DATABASE_URL
+  DATABASE_LOCK_URL: url(['postgres:', 'postgresql:']).optional(),
   DATABASE_POOL_SIZE: int(20, 1, 500),
   DB_BREAKER_FAILURES: int(5, 1, 1000),
   DB_BREAKER_HALF_OPEN_MS: int(5000, 100, 600_000),
@@ -180,6 +183,11 @@ export interface AppConfig {
   logLevel: string;
   database: {
     url: string;
+    /**
+     * Where the dedicated lock sessions connect (AdvisoryLockSession): the same database as `url`,
+     * reached directly or through a session-mode pool (DATABASE_LOCK_URL; `url` when unset).
+     */
+    lockUrl: string;
     poolSize: number;
     /** Circuit breaker: opens after `failures` consecutive connection failures, probes after `halfOpenAfterMs`. */
     breaker: { failures: number; halfOpenAfterMs: number };
@@ -403,6 +411,7 @@ export function loadDatabaseConfig(
   const parsed = envSchema
     .pick({
       DATABASE_URL: true,
+      DATABASE_LOCK_URL: true,
       DATABASE_POOL_SIZE: true,
       DB_BREAKER_FAILURES: true,
       DB_BREAKER_HALF_OPEN_MS: true,
@@ -412,6 +421,7 @@ export function loadDatabaseConfig(
   const d = parsed.data;
   return {
     url: d.DATABASE_URL,
+    lockUrl: d.DATABASE_LOCK_URL ?? d.DATABASE_URL,
     poolSize: d.DATABASE_POOL_SIZE,
     breaker: { failures: d.DB_BREAKER_FAILURES, halfOpenAfterMs: d.DB_BREAKER_HALF_OPEN_MS },
   };
@@ -516,6 +526,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: e.LOG_LEVEL,
     database: {
       url: e.DATABASE_URL,
+      lockUrl: e.DATABASE_LOCK_URL ?? e.DATABASE_URL,
       poolSize: e.DATABASE_POOL_SIZE,
       breaker: { failures: e.DB_BREAKER_FAILURES, halfOpenAfterMs: e.DB_BREAKER_HALF_OPEN_MS },
     },

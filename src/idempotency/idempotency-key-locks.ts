@@ -32,7 +32,7 @@ export class IdempotencyKeyLocks implements OnApplicationShutdown {
     private readonly breaker: DbCircuitBreaker,
   ) {
     // a key must stay taken while its request runs, even across a cut of the lock's connection
-    this.session = new AdvisoryLockSession(config.database.url, {
+    this.session = new AdvisoryLockSession(config.database.lockUrl, {
       applicationName: 'shop-orders-key-locks',
       retakeLostHolds: true,
     });

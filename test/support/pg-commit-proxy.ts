@@ -25,6 +25,8 @@ export interface PgCommitProxy {
   cutStatements(pattern: RegExp): () => void;
   /** Connections cut so far. */
   readonly cuts: number;
+  /** Client connections accepted so far. */
+  readonly connections: number;
   close(): Promise<void>;
 }
 
@@ -36,9 +38,11 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
   let armed: Armed;
   let blocked: RegExp | undefined;
   let cuts = 0;
+  let connections = 0;
   const sockets = new Set<Socket>();
 
   const server: Server = createServer((client) => {
+    connections++;
     const upstream = connect(target.port, target.host);
     sockets.add(client).add(upstream);
     const cut = () => {
@@ -146,6 +150,9 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
     },
     get cuts() {
       return cuts;
+    },
+    get connections() {
+      return connections;
     },
     close: () =>
       new Promise<void>((resolve) => {
