@@ -48,3 +48,20 @@ describe('CatalogCache memory copies', () => {
     expect(memoryOf(cache).size).toBe(2_000);
   });
 });
+
+describe('CatalogCache: a shared entry written by a host whose clock runs ahead', () => {
+  it('is copied into memory for at most an entry lifetime, not until the writer\'s clock says', async () => {
+    const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
+    const now = Date.parse('2026-12-01T10:00:00Z');
+    const clock = mockOf<Clock>({ now: () => new Date(now) }, 'clock');
+    // written 10 minutes "from now" by a host 10 minutes fast
+    const shared = mockOf<Cache>(
+      { get: async () => ({ json: '"stale"', expiresAt: now + 10 * 60_000 }), set: async (_k: string, v: unknown) => v },
+      'shared',
+    );
+    const cache = new CatalogCache(fakeRedis(), shared, config, clock, noTransaction);
+    expect(await cache.getOrBuild('/v1/products/x', async () => 'fresh')).toBe('"stale"');
+    const copy = cache['memory'].get('/v1/products/x');
+    expect(copy!.expiresAt - now).toBeLessThanOrEqual(6_000);
+  });
+});

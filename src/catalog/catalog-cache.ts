@@ -22,6 +22,8 @@ interface SharedEntry {
 
 /** Cached pages live briefly: availability (on_hand − reserved) moves with every order. */
 const CATALOG_TTL_MS = 5_000;
+/** The longest an entry lives (the TTL plus up to 20% jitter), here and in Redis. */
+const MAX_ENTRY_TTL_MS = CATALOG_TTL_MS * 1.2;
 /** Bound on the in-process copies (a listing page of 20 is ~10 KB, of 100 ~50 KB). */
 const MEMORY_ENTRIES = 2_000;
 /**
@@ -152,7 +154,7 @@ export class CatalogCache {
     const rebuild = (async () => {
       const json = JSON.stringify(await build());
       if (version !== undefined) {
-        const ttl = CATALOG_TTL_MS + Math.floor(Math.random() * CATALOG_TTL_MS * 0.2);
+        const ttl = CATALOG_TTL_MS + Math.floor(Math.random() * (MAX_ENTRY_TTL_MS - CATALOG_TTL_MS));
         const entry: SharedEntry = { json, expiresAt: this.clock.now().getTime() + ttl };
         const stored = await this.safe(() => this.shared.set(sharedKey, entry, ttl));
         if (stored) this.remember(version, key, json, ttl);
@@ -196,7 +198,9 @@ export class CatalogCache {
     if (local && local.expiresAt > now) return local.json;
     const found = await this.safe(() => this.shared.get<SharedEntry>(this.sharedKey(version, key)));
     if (!found) return null;
-    this.remember(version, key, found.json, found.expiresAt - now);
+    // never longer than an entry can live: `expiresAt` is on the writer's clock, which may run
+    // minutes ahead of this host's
+    this.remember(version, key, found.json, Math.min(found.expiresAt - now, MAX_ENTRY_TTL_MS));
     return found.json;
   }
 
