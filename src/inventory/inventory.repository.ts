@@ -4,6 +4,9 @@ import { InventoryItemEntity } from './entities/inventory-item.entity';
 import { StockMovementEntity } from './entities/stock-movement.entity';
 import { recordOnCommit } from './stock-ledger';
 
+/** The most units one product can have on hand (the column is a PostgreSQL integer). */
+export const MAX_ON_HAND = 2_147_483_647;
+
 export interface StockLevel {
   onHand: number;
   reserved: number;
@@ -58,8 +61,10 @@ export class InventoryRepository {
           .update(InventoryItemEntity)
           .set({ onHand: () => 'on_hand + :delta', updatedAt: at })
           .where('product_id = :productId', { productId, delta })
-          .andWhere('on_hand + :delta >= reserved')
-          .andWhere('on_hand + :delta >= 0')
+          // in bigint: an int4 sum past its range would fail the statement instead of the guard
+          .andWhere('on_hand::bigint + :delta >= reserved')
+          .andWhere('on_hand::bigint + :delta >= 0')
+          .andWhere(`on_hand::bigint + :delta <= ${MAX_ON_HAND}`)
           .returning(['onHand', 'reserved'])
           .execute();
         const row = (moved.raw as { on_hand: number; reserved: number }[])[0];

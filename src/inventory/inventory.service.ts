@@ -5,7 +5,7 @@ import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { StockAdjustmentDto, StockLevelDto } from './dto/inventory.dto';
-import { InventoryRepository } from './inventory.repository';
+import { InventoryRepository, MAX_ON_HAND } from './inventory.repository';
 import { SoldOutMarks } from './sold-out';
 import { productNotFound } from '../catalog/product-not-found';
 
@@ -47,6 +47,11 @@ export class InventoryService {
     if (!level) {
       const current = await this.inventory.level(productId);
       if (!current) throw productNotFound();
+      if (current.onHand + dto.delta > MAX_ON_HAND) {
+        throw new DomainError('VALIDATION_FAILED', `On-hand stock cannot exceed ${MAX_ON_HAND} units.`, {
+          errors: [{ field: 'delta', message: `on hand would be ${current.onHand + dto.delta}, above ${MAX_ON_HAND}` }],
+        });
+      }
       throw new DomainError(
         'STOCK_BELOW_RESERVED',
         'On-hand stock cannot fall below what is reserved.',

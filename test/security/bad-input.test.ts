@@ -164,6 +164,27 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     expect(new Set(order.body.errors.map((e: { field: string }) => e.field))).toEqual(new Set(['items']));
   });
 
+  it('a stock adjustment within its bounds whose sum would pass what on-hand can hold is a 400 naming delta, and writes nothing', async () => {
+    const p = (await createProduct(t, admin, { stock: 5 })).id;
+    await t.db.pool.query(`UPDATE inventory_items SET on_hand = 2147483600 WHERE product_id = $1`, [p]);
+    const ledger = async () =>
+      (await t.db.pool.query(`SELECT count(*)::int AS n FROM stock_movements WHERE product_id = $1`, [p])).rows[0].n as number;
+    const before = await ledger();
+    for (const key of [newKey(), undefined]) {
+      const res = await t.http.post(`/v1/admin/products/${p}/stock-adjustments`, { delta: 100, reason: 'delivery' }, {
+        token: admin,
+        ...(key ? { idempotencyKey: key } : {}),
+      });
+      expectProblem(res, 400, 'VALIDATION_FAILED');
+      expect(res.body.errors.map((e: { field: string }) => e.field)).toEqual(['delta']);
+    }
+    expect((await t.db.pool.query(`SELECT on_hand FROM inventory_items WHERE product_id = $1`, [p])).rows[0].on_hand).toBe(2147483600);
+    expect(await ledger()).toBe(before);
+    // what still fits goes through
+    const fits = await t.http.post(`/v1/admin/products/${p}/stock-adjustments`, { delta: 47, reason: 'delivery' }, { token: admin });
+    expect([fits.status, fits.body.onHand]).toEqual([200, 2147483647]);
+  });
+
   it('an array where an object belongs (order lines, a price) is a 400 naming it, not a line or price read as empty', async () => {
     for (const items of [[[]], [[{ productId, quantity: 1 }]], [[], []], ['x'], [7]]) {
       for (const key of [newKey(), undefined]) {
