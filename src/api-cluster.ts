@@ -76,8 +76,9 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
       process.exit(exitCode);
     });
   }
-  process.once('SIGTERM', () => stop(0));
-  process.once('SIGINT', () => stop(0));
+  // `on`: a second signal while the API processes drain is ignored (see closeOnSignals)
+  process.on('SIGTERM', () => stop(0));
+  process.on('SIGINT', () => stop(0));
 
   log.info({ processes: count }, 'starting API processes');
   for (let i = 0; i < count; i++) fork();

@@ -18,7 +18,7 @@ import { RevokedSessions } from './revoked-sessions';
 const RETRY_FOR_MS = 10 * 60_000;
 const BACKOFF_MAX_MS = 5_000;
 /** How often each process sweeps the revocations recorded as pending (any process's). */
-export const PENDING_SWEEP_MS = 30_000;
+const PENDING_SWEEP_MS = 30_000;
 /** A Redis slower than this counts as unavailable for the record (the in-process retry goes on). */
 const REDIS_TIMEOUT_MS = 250;
 

@@ -23,6 +23,9 @@ export function closeOnSignals(app: INestApplicationContext, timeoutMs: number):
       },
     );
   };
-  process.once('SIGTERM', close);
-  process.once('SIGINT', close);
+  // `on`, not `once`: a second signal while draining (a supervisor signalling the whole process
+  // group, an impatient operator) must find a listener that ignores it, not Node's default
+  // action, which ends the process mid-drain; the timer above bounds the drain
+  process.on('SIGTERM', close);
+  process.on('SIGINT', close);
 }

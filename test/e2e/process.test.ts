@@ -52,6 +52,20 @@ describe('process lifecycle (real node processes)', () => {
   }, 60_000);
 });
 
+describe('shutdown signals', () => {
+  it('a second SIGTERM (or a SIGINT) while draining is ignored: the drain finishes and the process exits 0', async () => {
+    for (const second of ['SIGTERM', 'SIGINT'] as const) {
+      const p = run('test/support/slow-close.ts', {});
+      await waitFor('the process to be up', () => p.output(), { until: (o) => o.includes('ready'), timeoutMs: 20_000 });
+      p.proc.kill('SIGTERM');
+      await waitFor('its drain to start', () => p.output(), { until: (o) => o.includes('closing') });
+      p.proc.kill(second); // a supervisor signalling the whole group, an impatient operator
+      expect(await p.exited).toBe(0);
+      expect(p.output()).toContain('closed');
+    }
+  }, 60_000);
+});
+
 describe('API_PROCESSES: several API processes on one port (node:cluster)', () => {
   let db: TestDatabase;
   beforeAll(async () => {
