@@ -16,7 +16,8 @@ export interface DeliveryClaim {
 /** An email an outbox event owes and no delivery has recorded as sent (see findUnsent). */
 export interface OwedEmail {
   outboxId: string;
-  publishedAt: Date;
+  /** When its event was published (published events) or written (dead ones): the page's key. */
+  eventAt: Date;
   orderId: string;
   kind: EmailKind;
   /** The refund's id for refund emails, '' otherwise. */
@@ -70,7 +71,8 @@ export class EmailDeliveryRepository {
 
   /**
    * Emails owed and not sent: outbox events that owe one (EMAIL_OF_TOPIC), published between
-   * `windowMs` and `graceMs` ago (on the database's clock), with no delivery recorded as sent —
+   * `windowMs` and `graceMs` ago (on the database's clock) — or, with `events: 'dead'`, parked
+   * as dead by the relay (never published: written that long ago) — with no delivery recorded as sent —
    * and only those the email job would send (the order and its customer exist; a refund email's
    * refund belongs to the order and did not fail), so a job that rightly skipped one is not
    * added back forever. Keyset-paged by (published_at, id) after `after`.
@@ -79,10 +81,14 @@ export class EmailDeliveryRepository {
     windowMs: number;
     graceMs: number;
     limit: number;
-    after?: { publishedAt: Date; outboxId: string };
+    events?: 'published' | 'dead';
+    after?: { eventAt: Date; outboxId: string };
   }): Promise<OwedEmail[]> {
+    const dead = opts.events === 'dead';
+    // each through its own partial index: outbox_published_idx, outbox_dead_idx
+    const at = dead ? 'o.created_at' : 'o.published_at';
     return this.tx.query<OwedEmail>(
-      `SELECT o.id AS "outboxId", o.published_at AS "publishedAt", ord.id AS "orderId",
+      `SELECT o.id AS "outboxId", ${at} AS "eventAt", ord.id AS "orderId",
               $1::jsonb ->> o.topic AS kind, coalesce(o.payload ->> 'refundId', '') AS ref
          FROM outbox o
          JOIN orders ord ON ord.id = ${asUuid(`o.payload ->> 'orderId'`)}
@@ -91,19 +97,19 @@ export class EmailDeliveryRepository {
          LEFT JOIN email_deliveries d
                 ON d.order_id = ord.id AND d.kind = $1::jsonb ->> o.topic
                AND d.ref = coalesce(o.payload ->> 'refundId', '')
-        WHERE o.status = 'published' AND $1::jsonb ? o.topic
-          AND o.published_at >= now() - ($2::text || ' milliseconds')::interval
-          AND o.published_at < now() - ($3::text || ' milliseconds')::interval
-          AND (o.published_at, o.id) > ($4::timestamptz, $5::uuid)
+        WHERE o.status = '${dead ? 'dead' : 'published'}' AND $1::jsonb ? o.topic
+          AND ${at} >= now() - ($2::text || ' milliseconds')::interval
+          AND ${at} < now() - ($3::text || ' milliseconds')::interval
+          AND (${at}, o.id) > ($4::timestamptz, $5::uuid)
           AND d.status IS DISTINCT FROM 'sent'
           AND (o.topic <> 'order.refunded' OR (r.order_id = ord.id AND r.status <> 'failed'))
-        ORDER BY o.published_at, o.id
+        ORDER BY ${at}, o.id
         LIMIT $6`,
       [
         JSON.stringify(EMAIL_OF_TOPIC),
         String(opts.windowMs),
         String(opts.graceMs),
-        opts.after?.publishedAt ?? new Date(0),
+        opts.after?.eventAt ?? new Date(0),
         opts.after?.outboxId ?? '00000000-0000-0000-0000-000000000000',
         opts.limit,
       ],

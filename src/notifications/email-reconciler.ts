@@ -37,17 +37,22 @@ export class EmailReconciler {
   @OnJob(JobName.ReconcileEmails)
   async reconcile(): Promise<number> {
     let added = 0;
-    let after: OwedEmail | undefined;
-    for (;;) {
-      const owed = await this.deliveries.findUnsent({
-        windowMs: RECONCILE_WINDOW_MS,
-        graceMs: RECONCILE_GRACE_MS,
-        limit: PAGE,
-        after,
-      });
-      for (const email of owed) if (await this.addBackIfLost(email)) added++;
-      if (owed.length < PAGE) break;
-      after = owed[owed.length - 1];
+    // published events whose job Redis lost, then events the relay parked as dead (never
+    // published: their email was never queued; the row stays dead, for the operator)
+    for (const events of ['published', 'dead'] as const) {
+      let after: OwedEmail | undefined;
+      for (;;) {
+        const owed = await this.deliveries.findUnsent({
+          windowMs: RECONCILE_WINDOW_MS,
+          graceMs: RECONCILE_GRACE_MS,
+          limit: PAGE,
+          events,
+          after,
+        });
+        for (const email of owed) if (await this.addBackIfLost(email)) added++;
+        if (owed.length < PAGE) break;
+        after = owed[owed.length - 1];
+      }
     }
     if (added > 0) this.logger.warn(`re-added ${added} email job(s) missing from the queue`);
     return added;

@@ -201,6 +201,23 @@ describe('emails whose jobs Redis lost', () => {
     expect(smtp.forOrder(orderId)).toHaveLength(1);
   });
 
+  it('an email whose event the relay parked as dead (never published, never queued) is sent once by the next pass; the row stays dead', async () => {
+    const orderId = await order();
+    // as the relay leaves an event that failed to publish ten times (not an outage): dead
+    const id = randomUUID();
+    await t.db.pool.query(
+      `INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, last_error, next_attempt_at, created_at)
+       VALUES ($1, 'order.cancelled', $2, $3, 'dead', 10, 'NOPERM', now(), now() - interval '5 minutes')`,
+      [id, orderId, JSON.stringify({ orderId, reason: 'CUSTOMER_REQUESTED' })],
+    );
+    expect(await reconcile()).toBe(1);
+    await drain(worker, t.db.pool);
+    expect(await deliveries(orderId)).toEqual([{ kind: 'cancellation', ref: '', status: 'sent' }]);
+    expect(smtp.forOrder(orderId)).toHaveLength(1);
+    expect(await reconcile()).toBe(0); // sent: owed no more
+    expect((await t.db.pool.query(`SELECT status FROM outbox WHERE id = $1`, [id])).rows[0].status).toBe('dead');
+  });
+
   it('a malformed published event (no uuid where one belongs) is skipped, not a failed pass', async () => {
     const orderId = await order();
     for (const payload of [{ orderId: 'not-a-uuid' }, { orderId, refundId: 'nor-this' }, {}]) {

@@ -13,6 +13,7 @@ export type OutboxStatus = (typeof OUTBOX_STATUSES)[number];
 @Check('outbox_status_check', `status IN (${OUTBOX_STATUSES.map((s) => `'${s}'`).join(', ')})`)
 @Index('outbox_pending_idx', ['nextAttemptAt'], { where: `status = 'pending'` })
 @Index('outbox_published_idx', ['publishedAt', 'id'], { where: `status = 'published'` })
+@Index('outbox_dead_idx', ['createdAt', 'id'], { where: `status = 'dead'` })
 export class OutboxEntity {
   @PrimaryColumn('uuid', { primaryKeyConstraintName: 'outbox_pkey' })
   id!: string;
