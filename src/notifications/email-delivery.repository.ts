@@ -101,7 +101,7 @@ export class EmailDeliveryRepository {
           AND ${at} >= now() - ($2::text || ' milliseconds')::interval
           AND ${at} < now() - ($3::text || ' milliseconds')::interval
           AND (${at}, o.id) > ($4::timestamptz, $5::uuid)
-          AND d.status IS DISTINCT FROM 'sent'
+          AND (d.status IS NULL OR d.status = 'sending')
           AND (o.topic <> 'order.refunded' OR (r.order_id = ord.id AND r.status <> 'failed'))
         ORDER BY ${at}, o.id
         LIMIT $6`,
@@ -130,6 +130,26 @@ export class EmailDeliveryRepository {
         .update(
           { id, status: 'sending' },
           { status: 'sent', sentAt: at, claimedAt: null, updatedAt: at },
+        ),
+    );
+  }
+
+  /**
+   * After the mail server refused the email for good (a 5xx): final, never claimed or owed
+   * again — only if it is still this attempt's claim.
+   */
+  async markRejected(id: string, attempt: number, error: string, at: Date): Promise<void> {
+    await this.tx.withManager((m) =>
+      m
+        .getRepository(EmailDeliveryEntity)
+        .update(
+          { id, attempts: attempt, status: 'sending' },
+          {
+            status: 'rejected',
+            claimedAt: null,
+            lastError: Array.from(error).slice(0, MAX_ERROR_LENGTH).join(''),
+            updatedAt: at,
+          },
         ),
     );
   }

@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import { UnrecoverableError } from 'bullmq';
 import { logOrder } from '../common/logging/order-log';
 import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
@@ -118,6 +119,9 @@ export class EmailService {
       now: this.clock.now(),
     });
     if (!claim) {
+      // sent, or refused for good by the mail server: final either way
+      const final = await this.deliveries.find(job.orderId, job.kind, emailRef(job));
+      if (final?.status === 'rejected') return 'skipped';
       logOrder({ orderId: job.orderId, action: 'email.already-sent', kind: job.kind });
       return 'already-sent';
     }
@@ -135,7 +139,16 @@ export class EmailService {
       if (!hold.held) throw new Error(`lost the lock of email ${key} before sending`);
       await this.transport.send(message);
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
+      // the server's reply usually quotes the address: kept out of logs and records
+      const message = withoutAddresses(err instanceof Error ? err.message : String(err));
+      if (isPermanentRejection(err)) {
+        // a hard bounce (no such mailbox, refused as such): another try would be refused the
+        // same way, a day long, and hurt the sender's standing — final, not retried, not owed
+        this.logger.warn(`email ${key} refused by the mail server for good: ${message}`);
+        await this.deliveries.markRejected(claim.id, claim.attempt, message, this.clock.now());
+        logOrder({ orderId: job.orderId, action: 'email.rejected', kind: job.kind });
+        throw new UnrecoverableError(`email ${key} refused by the mail server: ${message}`);
+      }
       this.logger.warn(`email ${key} attempt ${claim.attempt} failed: ${message}`);
       // if even this fails, the row stays 'sending' unclaimed-in-fact: the next attempt takes
       // it over under the lock
@@ -236,4 +249,24 @@ export class EmailService {
 export function mailDomain(from: string): string {
   const match = /@([A-Za-z0-9.-]+)>?\s*$/.exec(from);
   return match?.[1] ?? 'shop.local';
+}
+
+/**
+ * The mail server refused the recipient or the message for good: a 5xx reply to RCPT TO
+ * (nodemailer's EENVELOPE) or to the message itself (EMESSAGE). A 4xx, a refused connection or a
+ * timeout is not: retried.
+ */
+function isPermanentRejection(err: unknown): boolean {
+  const { code, responseCode } = (err ?? {}) as { code?: unknown; responseCode?: unknown };
+  return (
+    (code === 'EENVELOPE' || code === 'EMESSAGE') &&
+    typeof responseCode === 'number' &&
+    responseCode >= 500 &&
+    responseCode < 600
+  );
+}
+
+/** `text` with every email address in it replaced by `[address]`. */
+function withoutAddresses(text: string): string {
+  return text.replace(/[^\s<>"'(),;:]+@[^\s<>"'(),;:]+/g, '[address]');
 }

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmailDeliveryBusyError, EmailService } from '../../src/notifications/email.service';
 import { emailJobId } from '../../src/notifications/email-job';
+import { EmailReconciler } from '../../src/notifications/email-reconciler';
 import { OutboxPublisher } from '../../src/outbox/outbox.publisher';
 import { JobHandlers } from '../../src/queue/job-handlers';
 import { JobName, QueueName } from '../../src/queue/queues';
@@ -239,6 +240,30 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     await drain(worker, t.db.pool);
     expect(smtp.forOrder(orderId)).toHaveLength(1);
   }, 40_000);
+
+  it('a recipient the mail server refuses for good (550): one attempt, recorded as rejected, never retried or owed again; the address stays out of the record', async () => {
+    const bounced = await registerCustomer(t.http, { name: 'Gone' });
+    smtp.refusedRecipients.add(bounced.email.toLowerCase());
+    const who: Buyer = { userId: bounced.user.id, token: bounced.accessToken };
+    const orderId = await twoLineOrder(t, who);
+    await cancel(t, who, orderId);
+    const queue = worker.get<Queue>(getQueueToken(QueueName.Email));
+    const job = await waitFor('the email job to fail', () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })), {
+      until: (j) => j?.finishedOn != null,
+    });
+    expect(job?.attemptsMade).toBe(1); // not 60 tries over a day
+    expect(job?.failedReason).toMatch(/refused by the mail server/);
+    expect(job?.failedReason).not.toContain(bounced.email);
+    const rows = await deliveriesOf(t, orderId);
+    expect(rows).toMatchObject([{ kind: 'cancellation', status: 'rejected', attempts: 1, claimed_at: null }]);
+    expect(rows[0].last_error).toMatch(/550|rejected/i);
+    expect(rows[0].last_error).not.toContain(bounced.email);
+    // not owed: the reconciliation leaves it, and a rerun of the job sends nothing
+    await t.db.pool.query(`UPDATE outbox SET published_at = published_at - interval '5 minutes' WHERE payload ->> 'orderId' = $1`, [orderId]);
+    expect(await worker.get(EmailReconciler).reconcile()).toBe(0);
+    expect(await worker.get(EmailService).send({ orderId, kind: 'cancellation' })).toBe('skipped');
+    expect(smtp.forOrder(orderId)).toHaveLength(0);
+  }, 30_000);
 
   it('one refund email per refund, with the amount from the refund row', async () => {
     const orderId = await twoLineOrder(t, buyer);

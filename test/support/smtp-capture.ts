@@ -22,6 +22,8 @@ export interface CapturedMail {
  */
 export class SmtpCapture {
   readonly messages: CapturedMail[] = [];
+  /** Recipients refused for good at RCPT TO (550), as a server refuses an unknown mailbox. */
+  readonly refusedRecipients = new Set<string>();
   private server?: SMTPServer;
 
   private constructor(private port: number) {}
@@ -41,6 +43,13 @@ export class SmtpCapture {
       authOptional: true,
       disabledCommands: ['AUTH', 'STARTTLS'],
       logger: false,
+      onRcptTo: (address, _session, callback) => {
+        if (!this.refusedRecipients.has(address.address.toLowerCase())) return callback();
+        const err = Object.assign(new Error(`5.1.1 <${address.address}>: Recipient address rejected: User unknown`), {
+          responseCode: 550,
+        });
+        callback(err);
+      },
       onData: (stream, session, callback) => {
         const chunks: Buffer[] = [];
         stream.on('data', (c: Buffer) => chunks.push(c));

@@ -6,7 +6,8 @@ import type { EmailKind } from '../email-job';
  * The `email_deliveries` table (migrations …-Emails.ts): one row per email the shop means to
  * send, claimed BEFORE the message goes to the mail server. `email_deliveries_once` makes it at
  * most one email per (order, kind, ref) — `ref` is the refund id for refund emails, '' otherwise.
- * A 'sent' row is final.
+ * A 'sent' row is final; so is a 'rejected' one (the mail server refused it for good: a 5xx
+ * for the recipient or the message).
  */
 @Entity('email_deliveries')
 @Unique('email_deliveries_once', ['orderId', 'kind', 'ref'])
@@ -14,7 +15,7 @@ import type { EmailKind } from '../email-job';
   'email_deliveries_kind_check',
   `kind IN ('order_confirmation', 'payment_receipt', 'cancellation', 'refund')`,
 )
-@Check('email_deliveries_status_check', `status IN ('sending', 'sent')`)
+@Check('email_deliveries_status_check', `status IN ('sending', 'sent', 'rejected')`)
 @Check('email_deliveries_attempts_check', `attempts >= 0`)
 @Check('email_deliveries_sent_at', `(status = 'sent') = (sent_at IS NOT NULL)`)
 @Check('email_deliveries_refund_ref', `(kind = 'refund') = (ref <> '')`)
@@ -39,7 +40,7 @@ export class EmailDeliveryEntity {
   recipient!: string;
 
   @Column('text')
-  status!: 'sending' | 'sent';
+  status!: 'sending' | 'sent' | 'rejected';
 
   /** Claims so far; the current claim's number is its token (see EmailDeliveryRepository.release). */
   @Column('integer', { default: 0 })
