@@ -9,12 +9,15 @@ import { WorkerModule } from './worker.module';
 async function bootstrap(): Promise<void> {
   loadEnvFile(); // .env, if any; the real environment wins
   const config = loadConfig(process.env);
-  const app = await NestFactory.createApplicationContext(WorkerModule.register(config), {
+  // creating the context initializes it: its queue workers take jobs and the outbox relay runs
+  // before it resolves, so the signals are handled from the start (a SIGTERM during boot drains
+  // what has started instead of killing it)
+  const booting = NestFactory.createApplicationContext(WorkerModule.register(config), {
     bufferLogs: true,
   });
+  closeOnSignals(booting, config.http.shutdownTimeoutMs);
+  const app = await booting;
   app.useLogger(app.get(Logger));
-  closeOnSignals(app, config.http.shutdownTimeoutMs);
-  await app.init();
   app.get(Logger).log('worker started');
 }
 

@@ -1,11 +1,14 @@
 import type { INestApplicationContext } from '@nestjs/common';
 
 /**
- * SIGTERM/SIGINT → `app.close()`: the HTTP server stops accepting and drains in-flight
+ * SIGTERM/SIGINT → `app.close()` (also of an app still booting, once it exists): the HTTP server stops accepting and drains in-flight
  * requests (and the worker drains its jobs) *before* the database and Redis pools close. (Nest's
  * own enableShutdownHooks runs the shutdown hooks without closing the server first.)
  */
-export function closeOnSignals(app: INestApplicationContext, timeoutMs: number): void {
+export function closeOnSignals(
+  app: INestApplicationContext | Promise<INestApplicationContext>,
+  timeoutMs: number,
+): void {
   let closing = false;
   const close = (signal: NodeJS.Signals) => {
     if (closing) return;
@@ -15,7 +18,10 @@ export function closeOnSignals(app: INestApplicationContext, timeoutMs: number):
       process.exit(1);
     }, timeoutMs + 5000);
     force.unref();
-    app.close().then(
+    // an app still booting is closed once it exists (the timer above bounds a boot that hangs)
+    Promise.resolve(app)
+      .then((ready) => ready.close())
+      .then(
       () => process.exit(0),
       (err: unknown) => {
         console.error('error during shutdown', err);

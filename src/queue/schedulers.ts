@@ -38,8 +38,18 @@ export class Schedulers implements OnApplicationBootstrap {
 
   constructor(private readonly jobs: JobQueues) {}
 
-  async onApplicationBootstrap(): Promise<void> {
-    await this.register();
+  /**
+   * In the background, not awaited: with Redis unreachable at boot the upserts wait for it, and
+   * the worker must still finish booting (its logs out, its signals handled) — it registers
+   * them once Redis answers.
+   */
+  onApplicationBootstrap(): void {
+    this.start().catch((err: unknown) =>
+      this.logger.warn(`job schedulers not registered at boot (registered on the next reconnect): ${String(err)}`),
+    );
+  }
+
+  private async start(): Promise<void> {
     const queues = new Set(SCHEDULES.map((s) => JOB_QUEUE[s.job]));
     for (const name of queues) {
       const client = await this.jobs.queue(name).client;
@@ -49,6 +59,7 @@ export class Schedulers implements OnApplicationBootstrap {
         );
       });
     }
+    await this.register();
   }
 
   private async register(): Promise<void> {

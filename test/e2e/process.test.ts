@@ -50,6 +50,18 @@ describe('process lifecycle (real node processes)', () => {
     expect(await p.exited).toBe(0);
     await expect(fetch(`http://127.0.0.1:${port}/health/live`)).rejects.toThrow();
   }, 60_000);
+
+  it('a worker whose Redis is down at boot still finishes booting (its logs out, its signals handled) and exits on SIGTERM', async () => {
+    // nothing listens there: Redis is down for this worker
+    const p = run('src/worker.ts', { DATABASE_URL: db.url, REDIS_URL: 'redis://127.0.0.1:6390' });
+    await waitFor('the worker to have booted', () => p.output(), {
+      until: (o) => o.includes('worker started'),
+      timeoutMs: 30_000,
+      context: () => p.output().slice(-3000),
+    });
+    p.proc.kill('SIGTERM');
+    expect(await p.exited).toBe(0);
+  }, 60_000);
 });
 
 describe('shutdown signals', () => {
