@@ -127,10 +127,11 @@ function mockTransitions(): MockOf<OrderTransitionsService, 'markPaid' | 'confir
 
 function mockRefunds(): MockOf<
   RefundsService,
-  'syncFromGateway' | 'reservePaidAfterCancel' | 'refundPaidAfterCancel' | 'retryStale'
+  'syncFromGateway' | 'refundRestOfCancelled' | 'reservePaidAfterCancel' | 'refundPaidAfterCancel' | 'retryStale'
 > {
   return {
     syncFromGateway: jest.fn().mockResolvedValue(undefined),
+    refundRestOfCancelled: jest.fn().mockResolvedValue(null),
     reservePaidAfterCancel: jest.fn().mockResolvedValue(refund({ status: 'pending', providerRefundId: null })),
     refundPaidAfterCancel: jest.fn().mockResolvedValue(refund()),
     retryStale: jest.fn().mockResolvedValue(0),

@@ -104,6 +104,8 @@ export class PaymentFinalizer {
       // recorded against a paid order — never dropped while the order goes on to be confirmed
       if (payment.status !== 'succeeded' || (await this.awaitsSettlement(payment.orderId))) await this.converge(payment);
       await this.refunds.syncFromGateway(payment);
+      // a cancelled order's payment: what the provider's refunds and ours leave is refunded too
+      await this.refunds.refundRestOfCancelled(payment);
       await this.events.markProcessed(eventId, this.clock.now());
       return { kind: 'refunds-synced', orderId: payment.orderId };
     }

@@ -101,6 +101,14 @@ export class RefundRepository {
     return (await this.inTransaction((m) => this.lockedPayment(m, paymentId)))?.status ?? null;
   }
 
+  /** lockPayment(), returning what the payment holds: captured amount and what is reserved for refunds. */
+  async lockBalance(
+    paymentId: string,
+  ): Promise<{ status: PaymentEntity['status']; amount: number; refundReserved: number } | null> {
+    const p = await this.inTransaction((m) => this.lockedPayment(m, paymentId));
+    return p && { status: p.status, amount: p.amount, refundReserved: p.refundReserved };
+  }
+
   findByProviderId(providerRefundId: string): Promise<Refund | null> {
     return this.findOne({ providerRefundId });
   }

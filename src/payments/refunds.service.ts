@@ -180,6 +180,28 @@ export class RefundsService {
   }
 
   /**
+   * The rest of a payment for a cancelled (or expired) order, refunded too. The automatic refund
+   * is sized when the success is recorded (refundPaidAfterCancel); a refund made at the provider
+   * before we knew of it makes the provider refuse that one as too large — failed, and once the
+   * provider's refund is adopted (syncFromGateway) the rest would stay charged. Called after a
+   * sync: nothing while a refund of the payment is pending, or once nothing is left. One refund
+   * per remaining amount (its id derives from it: reason `requested`, actor `system:payments`),
+   * so a rerun adds nothing, and a rest the bank refuses is not asked again and again.
+   */
+  async refundRestOfCancelled(payment: Payment): Promise<Refund | null> {
+    if ((await this.orders.findById(payment.orderId))?.status !== 'CANCELLED') return null;
+    const refund = await this.tx.run(async () => {
+      const held = await this.refunds.lockBalance(payment.id);
+      if (held?.status !== 'succeeded' || (await this.refunds.findPending(payment.id))) return null;
+      const rest = held.amount - held.refundReserved;
+      if (rest <= 0) return null;
+      const id = uuidFromName(`paid-after-cancel:${payment.id}:rest:${rest}`);
+      return (await this.refunds.findById(id)) ?? this.reserve(this.newRefund(id, payment, 'requested', SYSTEM), rest);
+    });
+    return refund?.status === 'pending' ? this.execute(refund, payment) : refund;
+  }
+
+  /**
    * Converges our refunds with the provider's list for the payment (after `charge.refunded`):
    * settles our pending ones, and records refunds made at the provider that we never asked for.
    */

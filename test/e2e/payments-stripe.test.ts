@@ -227,6 +227,30 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
   }, 30_000);
 
+  it('paid after expiry, and partly refunded in the dashboard before we heard of either: the rest is refunded too, once', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 7000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
+    const intent = await startPayment(order.body.id);
+    const success = stripe.succeed(intent); // the customer paid; the event is late
+    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
+    expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
+    const dashboard = stripe.refundFromDashboard(intent, 3000); // staff refund part of it by hand
+    await deliver(dashboard);
+    await processed(dashboard.id);
+    await deliver(success);
+    await processed(success.id);
+    await drain(worker, t.db.pool);
+    const atStripe = (await stripe.client().refunds.list({ payment_intent: intent })).data;
+    expect(atStripe.filter((r) => r.status === 'succeeded').reduce((sum, r) => sum + r.amount, 0)).toBe(14_000);
+    const rows = await t.db.pool.query(`SELECT reason, status, amount FROM refunds WHERE order_id = $1 AND status = 'succeeded' ORDER BY amount`, [order.body.id]);
+    expect(rows.rows.map((r) => [r.reason, Number(r.amount)])).toEqual([['external', 3000], ['requested', 11_000]]);
+    expect((await orderOf(order.body.id)).status).toBe('CANCELLED');
+    // every event again: nothing more is refunded
+    await worker.get(PaymentFinalizer).processEvent(dashboard.id);
+    await worker.get(PaymentFinalizer).processEvent(success.id);
+    expect((await stripe.client().refunds.list({ payment_intent: intent })).data.filter((r) => r.status === 'succeeded')).toHaveLength(2);
+  }, 30_000);
+
   it('a success after expiry whose refund step failed and whose job gave up is still refunded, once', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 6000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
