@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { EntityManager, FindOptionsWhere, LessThan } from 'typeorm';
+import { EntityManager, FindOptionsWhere, IsNull, LessThan } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
 import { PaymentEntity } from './entities/payment.entity';
 import { RefundEntity, RefundReason } from './entities/refund.entity';
@@ -99,6 +99,19 @@ export class RefundRepository {
    */
   async lockPayment(paymentId: string): Promise<PaymentEntity['status'] | null> {
     return (await this.inTransaction((m) => this.lockedPayment(m, paymentId)))?.status ?? null;
+  }
+
+  /**
+   * Notes, once, that the provider reversed a refund we recorded as succeeded (the bank returned
+   * it): `failure` set, the status left as it is. True only for the call that noted it.
+   */
+  async noteReversed(id: string, reason: string, at: Date): Promise<boolean> {
+    const result = await this.tx.withManager((m) =>
+      m
+        .getRepository(RefundEntity)
+        .update({ id, status: 'succeeded', failure: IsNull() }, { failure: reason, updatedAt: at }),
+    );
+    return (result.affected ?? 0) > 0;
   }
 
   /** lockPayment(), returning what the payment holds: captured amount and what is reserved for refunds. */

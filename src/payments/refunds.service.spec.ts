@@ -11,6 +11,7 @@ import { GatewayError, GatewayRefund, PAYMENT_GATEWAY, PaymentGateway } from './
 import { Payment, PaymentRepository } from './payment.repository';
 import { NewRefund, Refund, RefundRepository } from './refund.repository';
 import { RefundsService } from './refunds.service';
+import { MetricsService } from '../metrics/metrics.service';
 
 const NOW = new Date('2026-03-01T12:00:00Z');
 const ORDER = '0c8e4f2a-1111-4222-8333-944445555666';
@@ -96,6 +97,7 @@ function mockRefunds(captured = 24_900) {
     | 'settle'
     | 'attachProviderId'
     | 'reinstate'
+    | 'noteReversed'
     | 'touch'
   > = {
     reserve: jest.fn(async (r: NewRefund, amount: number | null, _at: Date) => {
@@ -148,6 +150,12 @@ function mockRefunds(captured = 24_900) {
       rows.set(id, back);
       return back;
     }),
+    noteReversed: jest.fn(async (id: string, reason: string, _at: Date) => {
+      const row = rows.get(id);
+      if (row?.status !== 'succeeded' || row.failure !== null) return false;
+      rows.set(id, { ...row, failure: reason });
+      return true;
+    }),
     touch: jest.fn().mockResolvedValue(undefined),
   };
   return { repo, rows };
@@ -199,9 +207,11 @@ async function setup(opts: { captured?: number } = {}) {
   const clock: Pick<Clock, 'now'> = { now: () => NOW };
   let n = 0;
   const ids: Pick<IdGenerator, 'uuid'> = { uuid: () => `generated-${++n}` };
+  const reversals = jest.fn();
   const moduleRef = await Test.createTestingModule({
     providers: [
       RefundsService,
+      { provide: MetricsService, useValue: { counter: () => ({ inc: reversals }) } },
       { provide: RefundRepository, useValue: refunds.repo },
       { provide: PaymentRepository, useValue: m.payments },
       { provide: OrderRepository, useValue: m.orders },
@@ -217,6 +227,7 @@ async function setup(opts: { captured?: number } = {}) {
     service: moduleRef.get(RefundsService),
     refunds: refunds.repo,
     rows: refunds.rows,
+    reversals,
     ...m,
   };
 }
@@ -576,6 +587,23 @@ describe('RefundsService', () => {
       await s.service.syncFromGateway(payment());
       expect(s.transitions.applyRefund).not.toHaveBeenCalled();
       expect(s.rows.size).toBe(3);
+    });
+  });
+
+  describe('syncFromGateway: a refund the provider reversed after reporting it succeeded (the bank returned it)', () => {
+    it('is raised once (error log, refunds_reversed_total) and noted on the refund; the order is not touched', async () => {
+      const s = await setup({ captured: 10_000 });
+      await s.service.request({ orderId: ORDER, amount: 4_000, actor: ADMIN, idempotencyKey: 'k' });
+      const ours = [...s.rows.values()].find((r) => r.status === 'succeeded')!;
+      s.transitions.applyRefund.mockClear();
+      s.gateway.listRefunds.mockResolvedValue([
+        remote({ id: ours.providerRefundId!, amount: 4_000, refundId: ours.id, status: 'failed' }),
+      ]);
+      await s.service.syncFromGateway(payment());
+      await s.service.syncFromGateway(payment()); // the next refund event of the payment
+      expect(s.reversals).toHaveBeenCalledTimes(1);
+      expect(s.rows.get(ours.id)).toMatchObject({ status: 'succeeded', failure: 'reversed_at_provider' });
+      expect(s.transitions.applyRefund).not.toHaveBeenCalled();
     });
   });
 

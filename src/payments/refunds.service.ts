@@ -1,4 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import type { Counter } from 'prom-client';
 import { logOrder } from '../common/logging/order-log';
 import { DomainError } from '../common/errors/domain-error';
 import { IdGenerator, isUuid, uuidFromName } from '../common/ids';
@@ -7,6 +8,7 @@ import { TransactionHost } from '../database/transaction-host';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { OutboxRepository } from '../outbox/outbox.repository';
+import { MetricsService } from '../metrics/metrics.service';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobPayloads } from '../queue/queues';
 import { GatewayError, GatewayRefund, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
@@ -52,7 +54,15 @@ export class RefundsService {
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
-  ) {}
+    metrics: MetricsService,
+  ) {
+    this.reversals = metrics.counter(
+      'refunds_reversed_total',
+      'Refunds the payment provider failed after reporting them succeeded (the customer was not refunded)',
+    );
+  }
+
+  private readonly reversals: Counter<string>;
 
   /**
    * An admin's refund of `amount` (all that remains when omitted; `currency`, when an amount is
@@ -215,6 +225,7 @@ export class RefundsService {
       if (ours) {
         if (ours.status === 'pending') await this.settle(ours, remote);
         else if (ours.status === 'failed' && remote.status === 'succeeded') await this.reinstate(ours, remote);
+        else if (ours.status === 'succeeded' && remote.status === 'failed') await this.reversed(ours);
       } else if (remote.status === 'succeeded') {
         external.push(remote);
       }
@@ -345,6 +356,21 @@ export class RefundsService {
       if (settled?.status === 'succeeded') await this.announce(settled);
       return settled ?? (await this.refunds.findById(refund.id))!;
     });
+  }
+
+  /**
+   * The provider failed a refund it had reported as succeeded (the customer's bank returned it):
+   * the money is back in the shop's balance and the customer has not been refunded. Nothing here
+   * can undo the order's REFUNDED / PARTIALLY_REFUNDED (API.md: no transition leaves them), so
+   * it is raised for a person, once: an error log and `refunds_reversed_total`.
+   */
+  private async reversed(refund: Refund): Promise<void> {
+    if (!(await this.tx.run(() => this.refunds.noteReversed(refund.id, 'reversed_at_provider', this.clock.now())))) return;
+    this.reversals.inc();
+    this.logger.error(
+      `refund ${refund.id} of order ${refund.orderId} (${refund.amount} ${refund.currency}) was reversed by the provider: ` +
+        'the customer has not been refunded — refund them another way',
+    );
   }
 
   private async reinstate(refund: Refund, remote: GatewayRefund): Promise<void> {

@@ -1,6 +1,7 @@
 import { INestApplicationContext } from '@nestjs/common';
 import type Stripe from 'stripe';
 import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
+import { MetricsService } from '../../src/metrics/metrics.service';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
 import { OverdueOrders } from '../../src/payments/overdue-orders.service';
 import { PaymentRepository } from '../../src/payments/payment.repository';
@@ -738,6 +739,26 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
         ['external', 'succeeded', 10_000],
       ]);
       expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+    }, 30_000);
+
+    it('a refund the bank returns after Stripe reported it succeeded is raised once for a person (log, refunds_reversed_total); the order is left as it is', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      const ours = await refund(orderId, { amount: { amount: 4000, currency: 'INR' } });
+      expect([ours.status, ours.body.status]).toEqual([201, 'succeeded']);
+      const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
+      const metric = async () =>
+        Number(/^refunds_reversed_total (\d+)/m.exec(await worker.get(MetricsService).render())?.[1] ?? 0);
+      const before = await metric();
+      const event = stripe.reverseRefund(remote.id);
+      await deliver(event);
+      await processed(event.id);
+      const again = stripe.eventFor('charge.refund.updated', intent); // a later event of the payment
+      await deliver(again);
+      await processed(again.id);
+      expect(await metric()).toBe(before + 1);
+      const row = await t.db.pool.query(`SELECT status, failure FROM refunds WHERE id = $1`, [ours.body.id]);
+      expect(row.rows[0]).toEqual({ status: 'succeeded', failure: 'reversed_at_provider' });
+      expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 4000 } });
     }, 30_000);
 
     it('charge.refunded for a refund made in the Stripe dashboard is adopted once', async () => {

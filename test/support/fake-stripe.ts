@@ -44,6 +44,8 @@ export interface FakeStripe {
   acceptRefunds(intentId: string): void;
   /** From now on, refunds of this intent created through the API stay 'pending' until `settleRefund`. */
   holdRefunds(intentId: string): void;
+  /** The bank returns a refund reported as succeeded: it becomes failed; returns the `charge.refund.updated` event. */
+  reverseRefund(refundId: string): Stripe.Event;
   /** The bank settles a pending refund (succeeded unless told); returns the `charge.refund.updated` event. */
   settleRefund(refundId: string, outcome?: 'succeeded' | 'failed'): Stripe.Event;
   intent(id: string): Stripe.PaymentIntent | undefined;
@@ -558,6 +560,16 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     },
     holdRefunds(intentId) {
       heldRefunds.add(intentId);
+    },
+    reverseRefund(refundId) {
+      const refund = refunds.get(refundId);
+      if (!refund || refund.status !== 'succeeded') throw new Error(`fake-stripe: ${refundId} has not succeeded`);
+      refund.status = 'failed';
+      refund.failure_reason = 'expired_or_canceled_card';
+      const charge = charges.get(refund.charge as string) as Obj;
+      charge.amount_refunded -= refund.amount;
+      charge.refunded = charge.amount_refunded === charge.amount;
+      return event('charge.refund.updated', refund);
     },
     settleRefund(refundId, outcome = 'succeeded') {
       const refund = refunds.get(refundId);
