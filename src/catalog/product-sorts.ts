@@ -8,7 +8,10 @@ import type { ProductSort } from './dto/catalog.dto';
  *             (+ ts_rank of the search query when `q` is set)
  * where popularity_norm = units_sold / max(units_sold) over the active catalog and
  * rating_norm = average rating / 5. The reference time and the maximum are fixed by the first
- * page and carried in the cursor, so a product's score is the same on every page.
+ * page and carried in the cursor, so the age term and the normalisation do not move between
+ * pages. Sales, ratings and prices still do: a product whose key crosses the cursor between two
+ * page requests (paid orders for `popular`, a review for `relevance`, a price change) can be
+ * skipped or listed twice — keyset paging over live data, accepted for a shop's catalog.
  */
 export interface SortSpec {
   key: string;
