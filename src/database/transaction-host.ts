@@ -303,14 +303,26 @@ export class TransactionHost {
           }
         }
       } else {
+        let answer: QueryResult[] | undefined;
         try {
-          await this.simple(runner, 'COMMIT');
+          answer = await this.simple(runner, 'COMMIT');
         } catch (err) {
           if ((await this.outcomeAfter(err, xid)) !== 'committed') throw err;
         }
         markTransaction(runner, false);
+        // the server answers COMMIT of a transaction a failed statement aborted with ROLLBACK, not
+        // an error: work that caught that statement's error must not be reported as committed
+        if (answer?.[answer.length - 1]?.command === 'ROLLBACK') throw new RolledBackAtCommit();
       }
-      for (const fn of ctx.afterCommit) fn();
+      for (const fn of ctx.afterCommit) {
+        try {
+          fn();
+        } catch (err) {
+          // committed: a failing observer must neither turn the request into an error nor keep
+          // the callbacks after it from running
+          this.logger.warn(`after commit failed: ${(err as Error).message}`);
+        }
+      }
     } catch (err) {
       if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
       throw err;
@@ -369,6 +381,17 @@ export class TransactionHost {
     } catch (err) {
       throw new QueryFailedError(text, [], err as Error);
     }
+  }
+}
+
+/**
+ * A transaction whose COMMIT the server answered with ROLLBACK: a statement in it failed and the
+ * work went on as if it had not. Nothing of it was written; the error is the code's, not the request's.
+ */
+export class RolledBackAtCommit extends Error {
+  constructor() {
+    super('COMMIT was answered with ROLLBACK: a statement of the transaction failed and its error was swallowed');
+    this.name = 'RolledBackAtCommit';
   }
 }
 

@@ -1,4 +1,4 @@
-import { TransactionHost } from '../../src/database/transaction-host';
+import { RolledBackAtCommit, TransactionHost } from '../../src/database/transaction-host';
 import { TestApp, bootTestApp } from '../support/test-app';
 
 /** The one-message BEGIN/COMMIT paths must never hand a connection back inside a transaction. */
@@ -63,6 +63,38 @@ describe('TransactionHost (pool of one connection)', () => {
       a: [{ a: 1 }],
     });
     expect(tx.takeOpened('a')).toBeUndefined(); // outside the transaction
+    await healthy();
+  });
+  it('work that swallowed a failed statement is not reported as committed (COMMIT answered ROLLBACK)', async () => {
+    await tx.query(`CREATE TABLE IF NOT EXISTS tx_swallow (v int)`);
+    const observed: string[] = [];
+    await expect(
+      tx.run(async () => {
+        await tx.query(`INSERT INTO tx_swallow VALUES (1)`);
+        tx.afterCommit(() => observed.push('after commit'));
+        await tx.query('SELECT 1/$1::int', [0]).catch(() => undefined);
+        return 'pretends to have written';
+      }),
+    ).rejects.toBeInstanceOf(RolledBackAtCommit);
+    expect(observed).toEqual([]);
+    expect(await tx.query(`SELECT count(*)::int AS n FROM tx_swallow`)).toEqual([{ n: 0 }]);
+    await healthy();
+  });
+
+  it('a throwing after-commit callback neither fails the committed work nor skips the others', async () => {
+    await tx.query(`CREATE TABLE IF NOT EXISTS tx_after (v int)`);
+    const observed: string[] = [];
+    const value = await tx.run(async () => {
+      await tx.query(`INSERT INTO tx_after VALUES (1)`);
+      tx.afterCommit(() => {
+        throw new Error('a broken metric');
+      });
+      tx.afterCommit(() => observed.push('second'));
+      return 'written';
+    });
+    expect(value).toBe('written');
+    expect(observed).toEqual(['second']);
+    expect(await tx.query(`SELECT count(*)::int AS n FROM tx_after`)).toEqual([{ n: 1 }]);
     await healthy();
   });
 });
