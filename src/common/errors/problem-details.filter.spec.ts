@@ -80,6 +80,22 @@ describe('ProblemDetailsFilter and database errors', () => {
     }
   });
 
+  it('answers a cancelled statement, a lock timeout or a server short of resources as 503 with Retry-After', () => {
+    for (const code of ['57014', '55P03', '53300', '53200', '53100']) {
+      expect(render(failedQuery(code))).toMatchObject({
+        status: 503,
+        body: { code: 'SERVICE_UNAVAILABLE' },
+        headers: { 'Retry-After': '1' },
+      });
+    }
+  });
+
+  it('answers a value beyond a server limit (class 54, e.g. an index row too large) as 400, not 500', () => {
+    for (const code of ['54000', '54001', '54023']) {
+      expect(render(failedQuery(code))).toMatchObject({ status: 400, body: { code: 'VALIDATION_FAILED' } });
+    }
+  });
+
   it("renders an error that knows its problem (toDomainError, e.g. a payment gateway's) as that problem", () => {
     const gatewayDown = Object.assign(new Error('connect ETIMEDOUT api.stripe.com'), {
       toDomainError: () =>

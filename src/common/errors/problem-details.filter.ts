@@ -116,6 +116,21 @@ function render(thrown: unknown): Rendered | null {
       headers: { 'Retry-After': '1' },
     };
   }
+  if (sqlState === '57014' || sqlState === '55P03' || sqlState?.startsWith('53')) {
+    // a statement cancelled (statement_timeout, an operator's pg_cancel_backend), a lock not had
+    // within lock_timeout, or the server short of resources (connections, memory, disk): nothing
+    // was written, the request was fine and may succeed in a moment
+    return {
+      status: 503,
+      code: 'SERVICE_UNAVAILABLE',
+      detail: 'The database could not finish the request in time; retry it.',
+      headers: { 'Retry-After': '1' },
+    };
+  }
+  if (sqlState?.startsWith('54')) {
+    // program_limit_exceeded: a value too large for the server to index or process
+    return { status: 400, code: 'VALIDATION_FAILED', detail: 'A value in the request is too large.' };
+  }
   if (sqlState?.startsWith('22') || sqlState === '23502') {
     return { status: 400, code: 'VALIDATION_FAILED', detail: 'A value in the request is malformed or out of range.' };
   }
