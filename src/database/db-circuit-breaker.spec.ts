@@ -7,15 +7,21 @@ import { DbCircuitBreaker, isConnectionFailure } from './db-circuit-breaker';
 const pgError = (code: string, message = 'x') => Object.assign(new Error(message), { code });
 const queryFailed = (code: string) => new QueryFailedError('SELECT 1', [], pgError(code));
 
-function breaker(failures = 3) {
-  const config = { database: { breaker: { failures, halfOpenAfterMs: 60_000 } } } as AppConfig;
-  return new DbCircuitBreaker({} as DataSource, config);
+function breaker(failures = 3, halfOpenAfterMs = 60_000, dataSource = {} as DataSource) {
+  const config = { database: { breaker: { failures, halfOpenAfterMs } } } as AppConfig;
+  return new DbCircuitBreaker(dataSource, config);
+}
+
+async function openBreaker(b: DbCircuitBreaker, failures: number): Promise<void> {
+  const down = () => Promise.reject(pgError('ECONNREFUSED'));
+  for (let i = 0; i < failures; i++) await b.execute(down).catch(() => undefined);
+  expect(b.state).toBe('open');
 }
 
 describe('isConnectionFailure', () => {
   beforeAll(() => Logger.overrideLogger(false));
 
-  it.each(['08006', '08001', '08P01', '57P01', '57P02', '57P03', '25P03', '57P05'])('counts SQLSTATE %s', (code) => {
+  it.each(['08006', '08001', '08003', '57P01', '57P02', '57P03', '25P03', '57P05'])('counts SQLSTATE %s', (code) => {
     expect(isConnectionFailure(queryFailed(code))).toBe(true);
   });
 
@@ -32,7 +38,7 @@ describe('isConnectionFailure', () => {
     expect(isConnectionFailure(new QueryRunnerAlreadyReleasedError())).toBe(true);
   });
 
-  it.each(['23505', '23514', '40001', '40P01', '22P02', 'P0001'])('never counts SQLSTATE %s', (code) => {
+  it.each(['23505', '23514', '40001', '40P01', '22P02', 'P0001', '08P01'])('never counts SQLSTATE %s', (code) => {
     expect(isConnectionFailure(queryFailed(code))).toBe(false);
   });
 });
@@ -59,5 +65,37 @@ describe('DbCircuitBreaker', () => {
       await expect(b.execute(() => Promise.reject(err))).rejects.toBe(err);
     }
     expect(b.state).toBe('closed');
+  });
+  describe('after the half-open wait', () => {
+    beforeEach(() => jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] }));
+    afterEach(() => jest.useRealTimers());
+
+    it("probes with SELECT 1, not the caller's work, and closes on its answer before running the work", async () => {
+      const query = jest.fn().mockResolvedValue([{ '?column?': 1 }]);
+      const b = breaker(2, 1000, { query } as unknown as DataSource);
+      await openBreaker(b, 2);
+      jest.advanceTimersByTime(1000);
+      const order: string[] = [];
+      query.mockImplementation(async (sql: string) => (order.push(sql), []));
+      const work = jest.fn(async () => (order.push('work'), 'done'));
+      await expect(b.execute(work)).resolves.toBe('done');
+      expect(order).toEqual(['SELECT 1', 'work']);
+      expect(b.state).toBe('closed');
+    });
+
+    it('a probe that gets no answer in time opens the breaker again, and the work never runs', async () => {
+      const query = jest.fn().mockReturnValue(new Promise(() => undefined)); // a black-holed connection
+      const b = breaker(2, 1000, { query } as unknown as DataSource);
+      await openBreaker(b, 2);
+      jest.advanceTimersByTime(1000);
+      const work = jest.fn().mockResolvedValue('done');
+      const answer = b.execute(work).catch((e: unknown) => e);
+      // meanwhile every other caller is refused at once
+      await expect(b.execute(work)).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+      await jest.advanceTimersByTimeAsync(3000);
+      expect(await answer).toMatchObject({ code: 'SERVICE_UNAVAILABLE', status: 503 });
+      expect(work).not.toHaveBeenCalled();
+      expect(b.state).toBe('open');
+    });
   });
 });

@@ -22,8 +22,12 @@ const STATE_NAMES: Record<CircuitState, BreakerState> = {
   [CircuitState.Isolated]: 'isolated',
 };
 
+/** How long the half-open probe may take before it counts as a connection failure. */
+const PROBE_TIMEOUT_MS = 3000;
+
 /**
- * connection_exception (class 08), admin/crash shutdown, cannot connect now (starting up), and
+ * connection_exception (class 08; not 08P01, a protocol violation: what this client sent, not
+ * whether the server can be reached, and a request must not be able to open the breaker), admin/crash shutdown, cannot connect now (starting up), and
  * the server ending a session it found idle (in a transaction, 25P03, or at all, 57P05).
  */
 const CONNECTION_SQLSTATES = new Set(['57P01', '57P02', '57P03', '25P03', '57P05']);
@@ -60,7 +64,7 @@ export function isConnectionFailure(err: unknown): boolean {
   if (!e || typeof e !== 'object') return false;
   const code = (e as { code?: unknown }).code;
   if (typeof code === 'string') {
-    if (/^[0-9A-Z]{5}$/.test(code)) return code.startsWith('08') || CONNECTION_SQLSTATES.has(code);
+    if (/^[0-9A-Z]{5}$/.test(code)) return (code.startsWith('08') && code !== '08P01') || CONNECTION_SQLSTATES.has(code);
     if (CONNECTION_ERRNOS.has(code)) return true;
   }
   const message = (e as { message?: unknown }).message;
@@ -73,9 +77,10 @@ export function isConnectionFailure(err: unknown): boolean {
  * A circuit breaker in front of PostgreSQL (cockatiel). After `failures` consecutive
  * connection-class failures (isConnectionFailure) it opens: every use of the database fails at
  * once with 503 SERVICE_UNAVAILABLE and Retry-After, without touching the pool, instead of
- * each request waiting for a connection that will not come. After `halfOpenAfterMs` one call
- * is let through as a probe (callers arriving meanwhile fail fast too); its success closes the
- * breaker, a connection failure opens it again.
+ * each request waiting for a connection that will not come. After `halfOpenAfterMs` the next
+ * caller first sends a probe (`SELECT 1`, at most PROBE_TIMEOUT_MS; callers arriving meanwhile
+ * fail fast too); its success closes the breaker and the caller's work runs, a connection
+ * failure or timeout opens it again.
  *
  * It sits where work gets a connection: TransactionHost wraps each transaction attempt and
  * each pooled statement in execute(); every other use of the DataSource (TypeORM managers,
@@ -130,6 +135,19 @@ export class DbCircuitBreaker implements OnModuleInit {
     if (this.guarded.getStore()) return fn();
     // cockatiel queues callers behind a half-open probe; we fail them fast instead
     if (this.policy.state === CircuitState.HalfOpen) throw this.unavailable();
+    if (this.policy.state === CircuitState.Open) {
+      // the probe is a bounded SELECT 1, not the caller's work: a use case that waits on a row
+      // lock (or runs long) would keep the breaker half-open, failing everyone else, meanwhile
+      try {
+        await this.through(() => this.probe());
+      } catch (err) {
+        throw err instanceof DomainError ? err : this.unavailable(err);
+      }
+    }
+    return this.through(fn);
+  }
+
+  private async through<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await this.policy.execute(() => this.guarded.run(true, fn));
     } catch (err) {
@@ -137,6 +155,20 @@ export class DbCircuitBreaker implements OnModuleInit {
       if (isConnectionFailure(err)) throw this.unavailable(err);
       throw err;
     }
+  }
+
+  /** One round trip on a pooled connection, failed as a connection failure if it takes too long. */
+  private probe(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`connection timeout: no answer to the breaker's probe within ${PROBE_TIMEOUT_MS} ms`)),
+        PROBE_TIMEOUT_MS,
+      );
+      this.dataSource
+        .query('SELECT 1')
+        .then(() => resolve(), reject)
+        .finally(() => clearTimeout(timer));
+    });
   }
 
   private unavailable(cause?: unknown): DomainError {

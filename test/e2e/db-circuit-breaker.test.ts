@@ -124,4 +124,44 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
     expect(await stockOf(t.db.pool, product)).toEqual({ onHand: 100, reserved: 2 });
     await assertStockInvariants(t.db.pool, [product]);
   });
+  it('after an outage, a first request that waits on a row lock does not hold everyone else at 503', async () => {
+    await pg.stop();
+    for (let i = 0; i < FAILURES; i++) {
+      expect((await t.http.get('/v1/orders', { token: buyer.token })).status).toBe(503);
+    }
+    expect(await breakerGauge(t)).toBe(1);
+    await pg.start();
+
+    // another process holds the product's inventory row (a slow transaction elsewhere)
+    const holder = await waitFor('the private PostgreSQL to accept connections', () => t.db.pool.connect(), {
+      retryErrors: true,
+    });
+    let checkout: Promise<HttpResponse> | undefined;
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE', [product]);
+      // the first caller once the breaker may half-open: a checkout that will wait on that lock
+      await new Promise((r) => setTimeout(r, 1100));
+      checkout = placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
+      await waitFor(
+        'the checkout to wait on the inventory row',
+        async () =>
+          (
+            await t.db.pool.query(
+              `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+            )
+          ).rowCount,
+        { until: (n) => n === 1, timeoutMs: 10_000, intervalMs: 20 },
+      );
+      // while it waits, the breaker is closed and other requests are served
+      const read = await t.http.get('/v1/orders', { token: buyer.token });
+      expect(read.status).toBe(200);
+      expect(await breakerGauge(t)).toBe(0);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+    }
+    expect((await checkout).status).toBe(201);
+    await assertStockInvariants(t.db.pool, [product]);
+  });
 });
