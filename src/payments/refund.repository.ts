@@ -96,9 +96,13 @@ export class RefundRepository {
   /**
    * Locks the payment row for the rest of the caller's transaction: refunds that must be recorded
    * at most once (automatic, or seen at the provider) check for themselves under this lock.
+   * Answers what the payment holds then: its status, captured amount and what is reserved for refunds.
    */
-  async lockPayment(paymentId: string): Promise<PaymentEntity['status'] | null> {
-    return (await this.inTransaction((m) => this.lockedPayment(m, paymentId)))?.status ?? null;
+  async lockPayment(
+    paymentId: string,
+  ): Promise<{ status: PaymentEntity['status']; amount: number; refundReserved: number } | null> {
+    const p = await this.inTransaction((m) => this.lockedPayment(m, paymentId));
+    return p && { status: p.status, amount: p.amount, refundReserved: p.refundReserved };
   }
 
   /**
@@ -112,14 +116,6 @@ export class RefundRepository {
         .update({ id, status: 'succeeded', failure: IsNull() }, { failure: reason, updatedAt: at }),
     );
     return (result.affected ?? 0) > 0;
-  }
-
-  /** lockPayment(), returning what the payment holds: captured amount and what is reserved for refunds. */
-  async lockBalance(
-    paymentId: string,
-  ): Promise<{ status: PaymentEntity['status']; amount: number; refundReserved: number } | null> {
-    const p = await this.inTransaction((m) => this.lockedPayment(m, paymentId));
-    return p && { status: p.status, amount: p.amount, refundReserved: p.refundReserved };
   }
 
   findByProviderId(providerRefundId: string): Promise<Refund | null> {

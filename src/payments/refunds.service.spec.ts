@@ -112,7 +112,7 @@ function mockRefunds(captured = 24_900) {
       rows.set(row.id, row);
       return row;
     }),
-    lockPayment: jest.fn().mockResolvedValue('succeeded'),
+    lockPayment: jest.fn().mockResolvedValue({ status: 'succeeded', amount: 0, refundReserved: 0 }),
     findById: jest.fn(async (id: string) => rows.get(id) ?? null),
     findByProviderId: jest.fn(
       async (id: string) => [...rows.values()].find((r) => r.providerRefundId === id) ?? null,
@@ -610,7 +610,7 @@ describe('RefundsService', () => {
   describe('syncFromGateway: a refund made at the provider for a payment not recorded as succeeded', () => {
     it('is thrown (the event is retried once the success is ours), not logged and dropped', async () => {
       const s = await setup({ captured: 10_000 });
-      s.refunds.lockPayment.mockResolvedValue('requires_payment_method');
+      s.refunds.lockPayment.mockResolvedValue({ status: 'requires_payment_method', amount: 0, refundReserved: 0 });
       s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_early', amount: 3_000, refundId: undefined })]);
       await expect(s.service.syncFromGateway(payment())).rejects.toThrow(/not recorded as succeeded yet/);
       expect([...s.rows.values()].some((r) => r.providerRefundId === 're_early')).toBe(false);
@@ -619,7 +619,7 @@ describe('RefundsService', () => {
 
     it('is logged and left for a payment recorded as canceled (it never becomes succeeded: no endless retry)', async () => {
       const s = await setup({ captured: 10_000 });
-      s.refunds.lockPayment.mockResolvedValue('canceled');
+      s.refunds.lockPayment.mockResolvedValue({ status: 'canceled', amount: 0, refundReserved: 0 });
       s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_odd', amount: 3_000, refundId: undefined })]);
       await expect(s.service.syncFromGateway(payment())).resolves.toBeDefined();
       expect([...s.rows.values()].some((r) => r.providerRefundId === 're_odd')).toBe(false);

@@ -201,7 +201,7 @@ export class RefundsService {
   async refundRestOfCancelled(payment: Payment): Promise<Refund | null> {
     if ((await this.orders.findById(payment.orderId))?.status !== 'CANCELLED') return null;
     const refund = await this.tx.run(async () => {
-      const held = await this.refunds.lockBalance(payment.id);
+      const held = await this.refunds.lockPayment(payment.id);
       if (held?.status !== 'succeeded' || (await this.refunds.findPending(payment.id))) return null;
       const rest = held.amount - held.refundReserved;
       if (rest <= 0) return null;
@@ -383,7 +383,7 @@ export class RefundsService {
 
   private async adoptExternal(payment: Payment, remote: GatewayRefund): Promise<void> {
     await this.tx.run(async () => {
-      const status = await this.refunds.lockPayment(payment.id);
+      const status = (await this.refunds.lockPayment(payment.id))?.status;
       if (await this.refunds.findByProviderId(remote.id)) return;
       if (status === 'canceled') {
         // never becomes succeeded: nothing to adopt against, and retrying would never end
