@@ -37,7 +37,7 @@ function setup() {
     {
       spend: jest.fn(),
       revokeFamily: jest.fn(),
-      revokeFamilyOfToken: jest.fn().mockResolvedValue(['f-1']),
+      familyOfToken: jest.fn().mockResolvedValue('f-1'),
       lockLiveFamily: jest.fn().mockResolvedValue(true),
     },
     'refreshTokens',
@@ -348,8 +348,24 @@ describe('AuthService', () => {
   it('logout revokes the family of the presented token and its access tokens', async () => {
     const s = setup();
     await s.service.logout('r-1');
-    expect(s.refreshTokens.revokeFamilyOfToken).toHaveBeenCalledWith('hash(r-1)', 'logout', NOW);
+    expect(s.refreshTokens.familyOfToken).toHaveBeenCalledWith('hash(r-1)');
+    expect(s.refreshTokens.revokeFamily).toHaveBeenCalledWith('f-1', 'logout', NOW);
     expect(s.tx.runOwn).toHaveBeenCalledTimes(1);
     expect(s.revoked.add).toHaveBeenCalledWith(['f-1']);
+    expect(s.pendingRevocations.revokeFamily).not.toHaveBeenCalled();
+  });
+
+  it('a logout whose revocation fails to commit hands it to PendingRevocations and still answers', async () => {
+    const s = setup();
+    s.refreshTokens.revokeFamily.mockRejectedValue(new Error('Connection terminated unexpectedly'));
+    await s.service.logout('r-1');
+    expect(s.pendingRevocations.revokeFamily).toHaveBeenCalledWith('f-1', 'logout', NOW);
+  });
+
+  it('a logout that fails before its token is found fails (nothing known to revoke)', async () => {
+    const s = setup();
+    s.refreshTokens.familyOfToken.mockRejectedValue(new Error('Connection terminated unexpectedly'));
+    await expect(s.service.logout('r-1')).rejects.toThrow('Connection terminated');
+    expect(s.pendingRevocations.revokeFamily).not.toHaveBeenCalled();
   });
 });

@@ -191,13 +191,26 @@ export class AuthService {
     }
   }
 
-  /** Revokes the token's family. Idempotent; an unknown token is not an error (204 either way). */
+  /**
+   * Revokes the token's family. Idempotent; an unknown token is not an error (204 either way).
+   * Once the family is known, the logout holds whatever becomes of its transaction: a revocation
+   * that fails to commit (a database blink at its UPDATE or COMMIT) is marked at once and retried
+   * until it commits (PendingRevocations), as a detected reuse's is — never undone by the failure.
+   */
   async logout(refreshToken: string): Promise<void> {
     const tokenHash = this.sessions.hashOf(refreshToken);
     const now = this.clock.now();
-    await this.tx.runOwn(async () => {
-      const families = await this.refreshTokens.revokeFamilyOfToken(tokenHash, 'logout', now);
-      await this.revoked.add(families); // its access tokens stop working too
-    });
+    let family: string | null = null;
+    await this.tx
+      .runOwn(async () => {
+        family = await this.refreshTokens.familyOfToken(tokenHash);
+        if (!family) return;
+        await this.refreshTokens.revokeFamily(family, 'logout', now);
+        await this.revoked.add([family]); // its access tokens stop working too
+      })
+      .catch((err: unknown) => {
+        if (!family) throw err;
+        this.pendingRevocations.revokeFamily(family, 'logout', now);
+      });
   }
 }

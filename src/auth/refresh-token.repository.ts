@@ -101,17 +101,12 @@ export class RefreshTokenRepository {
     );
   }
 
-  /**
-   * Revokes the family the token belongs to, whatever the token's state, and returns its id
-   * (also when it was revoked before; none for an unknown token).
-   */
-  async revokeFamilyOfToken(tokenHash: string, reason: string, now: Date): Promise<string[]> {
+  /** The family the token belongs to, whatever the token's state; null for an unknown token. */
+  async familyOfToken(tokenHash: string): Promise<string | null> {
     const token = await this.tx.withManager((m) =>
       tokens(m).findOne({ select: { familyId: true }, where: { tokenHash } }),
     );
-    if (!token) return [];
-    await this.revokeFamily(token.familyId, reason, now);
-    return [token.familyId];
+    return token?.familyId ?? null;
   }
 
   /**

@@ -189,6 +189,24 @@ describe('a COMMIT whose answer is lost', () => {
     expect((await t.http.get('/v1/me', { token: rotated.body.accessToken })).status).toBe(401);
   });
 
+  it('a logout whose revocation never reached the server answers 204 and is revoked all the same', async () => {
+    const session = await registerCustomer(t.http);
+    const cut = proxy.cutBeforeNextCommit();
+    const res = await t.http.post('/v1/auth/logout', { refreshToken: session.refreshToken });
+    await cut;
+    expect(res.status).toBe(204);
+    // refused at once, and committed by the retry: not a mark that expires with the access token
+    expect((await t.http.get('/v1/me', { token: session.accessToken })).status).toBe(401);
+    await t.app.get(PendingRevocations).settled();
+    const { rows } = await t.db.pool.query(
+      `SELECT revoked_reason AS reason FROM refresh_token_families WHERE user_id = $1`,
+      [session.user.id],
+    );
+    expect(rows).toEqual([{ reason: 'logout' }]);
+    const refresh = await t.http.post('/v1/auth/refresh', { refreshToken: session.refreshToken });
+    expect(refresh.status).toBe(401);
+  });
+
   it('a checkout whose commit answer was lost answers 201; its retry with the key replays that order', async () => {
     const buyer = await registerCustomer(t.http);
     const productId = await insertProduct(t.db.pool, { stock: 3 });
