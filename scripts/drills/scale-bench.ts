@@ -83,7 +83,7 @@ async function main(): Promise<void> {
       STORAGE_WEBHOOK_TOKEN: 'bench-only-storage-webhook-token',
       STRIPE_SECRET_KEY: 'sk_test_bench_unused',
       STRIPE_TEST_MODE: 'true',
-      STRIPE_WEBHOOK_SECRET: 'whsec_bench_unused',
+      STRIPE_WEBHOOK_SECRET: 'whsec_bench_unused_bench_unused',
       RATE_LIMIT_ENABLED: 'false',
       PURCHASE_LIMIT_OPEN_ORDERS: '0',
       PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0',

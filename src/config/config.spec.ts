@@ -8,7 +8,7 @@ const SECRETS = {
   STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32),
   STRIPE_SECRET_KEY: 'sk_test_123',
   STRIPE_TEST_MODE: 'true',
-  STRIPE_WEBHOOK_SECRET: 'whsec_abc',
+  STRIPE_WEBHOOK_SECRET: 'whsec_abcdefghijklmnopqrstuvwx',
   SMTP_URL: 'smtp://mail.example.test:587',
 };
 /** The secrets proper (STRIPE_TEST_MODE only says the Stripe key above may be a test key). */
@@ -144,16 +144,29 @@ describe('loadConfig', () => {
       expect(loadConfig({ NODE_ENV: 'development' }).mail.outboxDir).toBe('var/mail');
     });
 
-    it('refuses a Stripe test key in production unless STRIPE_TEST_MODE says this is a staging instance', () => {
+    it('refuses a Stripe test key outside development (NODE_ENV unset or mistyped too) unless STRIPE_TEST_MODE says so', () => {
       const { STRIPE_TEST_MODE: _mode, ...live } = SECRETS;
       for (const key of ['sk_test_51abc', 'rk_test_51abc']) {
-        expect(problemsOf({ ...live, NODE_ENV: 'production', STRIPE_SECRET_KEY: key })).toEqual([
-          expect.stringMatching(/^STRIPE_SECRET_KEY: a test-mode key in production/),
-        ]);
-        expect(loadConfig({ ...live, NODE_ENV: 'production', STRIPE_SECRET_KEY: key, STRIPE_TEST_MODE: 'true' }).stripe.secretKey).toBe(key);
-        expect(loadConfig({ ...live, NODE_ENV: 'test', STRIPE_SECRET_KEY: key }).stripe.secretKey).toBe(key);
+        for (const nodeEnv of ['production', 'Production', 'prod', 'test', undefined]) {
+          const env = nodeEnv === undefined ? { ...live } : { ...live, NODE_ENV: nodeEnv };
+          expect(problemsOf({ ...env, STRIPE_SECRET_KEY: key })).toEqual([
+            expect.stringMatching(/^STRIPE_SECRET_KEY: a test-mode key outside development/),
+          ]);
+          expect(loadConfig({ ...env, STRIPE_SECRET_KEY: key, STRIPE_TEST_MODE: 'true' }).stripe.secretKey).toBe(key);
+        }
+        expect(loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: key }).stripe.secretKey).toBe(key);
       }
       expect(loadConfig({ ...live, NODE_ENV: 'production', STRIPE_SECRET_KEY: 'sk_live_51abc' }).stripe.secretKey).toBe('sk_live_51abc');
+    });
+
+    it('refuses a webhook secret anyone could guess: a stub or the placeholder', () => {
+      for (const stub of ['whsec_', 'whsec_x', 'whsec_…', 'whsec_short12345', 'whsec_ spaces in it here ok?', 'wh_abcdefghijklmnopqrstuvwx']) {
+        expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', STRIPE_WEBHOOK_SECRET: stub })).toEqual([
+          expect.stringMatching(/^STRIPE_WEBHOOK_SECRET: /),
+        ]);
+      }
+      const real = 'whsec_' + 'A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6';
+      expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', STRIPE_WEBHOOK_SECRET: real }).stripe.webhookSecret).toBe(real);
     });
 
     it('refuses a guessable JWT_SECRET: long enough is not enough', () => {

@@ -96,7 +96,14 @@ const envSchema = z.object({
   REFRESH_TOKEN_TTL_SECONDS: int(30 * 86_400, 3600, 365 * 86_400),
   REFRESH_TOKEN_IDLE_SECONDS: int(7 * 86_400, 600, 365 * 86_400),
   STRIPE_SECRET_KEY: z.string().min(1).optional(),
-  STRIPE_WEBHOOK_SECRET: z.string().startsWith('whsec_').optional(),
+  // Stripe's are `whsec_` and 32 characters: a stub (`whsec_`, `whsec_x`) or the `whsec_…` placeholder
+  // would let anyone sign webhook events
+  STRIPE_WEBHOOK_SECRET: z
+    .string()
+    .regex(/^whsec_[\x21-\x7e]{16,}$/, {
+      message: "a webhook signing secret from Stripe: 'whsec_' then at least 16 printable characters",
+    })
+    .optional(),
   STRIPE_API_URL: url(['http:', 'https:']).optional(),
   STRIPE_TEST_MODE: bool(false),
   SMTP_URL: url(['smtp:', 'smtps:']).optional(),
@@ -449,11 +456,12 @@ function secretProblems(env: Record<string, string>): string[] {
       `SMTP_URL: ${why} (or MAIL_OUTBOX_DIR, to write outgoing mail as .eml files on purpose)`,
     );
   }
-  // A Stripe test key takes test cards: in production, orders would be paid for with 4242….
-  if (nodeEnv === 'production' && /^(sk|rk)_test_/.test(env.STRIPE_SECRET_KEY ?? '') && !['true', '1'].includes(env.STRIPE_TEST_MODE ?? '')) {
+  // A Stripe test key takes test cards: in production, orders would be paid for with 4242…. Refused
+  // outside development (NODE_ENV unset or mistyped included) unless a staging instance says so.
+  if (nodeEnv !== 'development' && /^(sk|rk)_test_/.test(env.STRIPE_SECRET_KEY ?? '') && !['true', '1'].includes(env.STRIPE_TEST_MODE ?? '')) {
     problems.push(
-      'STRIPE_SECRET_KEY: a test-mode key in production (test cards would pay for orders); use a live key, ' +
-        'or STRIPE_TEST_MODE=true for a staging instance',
+      'STRIPE_SECRET_KEY: a test-mode key outside development (test cards would pay for orders); use a live key, ' +
+        'or STRIPE_TEST_MODE=true for a staging or test instance',
     );
   }
   for (const [name, value] of Object.entries(DEV_SECRETS)) {

@@ -160,7 +160,7 @@ describe('CORS_ORIGINS defaults and validation', () => {
     STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32),
     STRIPE_SECRET_KEY: 'sk_test_123',
     STRIPE_TEST_MODE: 'true',
-    STRIPE_WEBHOOK_SECRET: 'whsec_abc',
+    STRIPE_WEBHOOK_SECRET: 'whsec_abcdefghijklmnopqrstuvwx',
     SMTP_URL: 'smtp://mail.example.test:587',
   };
 

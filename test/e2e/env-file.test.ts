@@ -217,7 +217,7 @@ describe('.env: read by a real parser, by every process, the real environment wi
         STORAGE_WEBHOOK_TOKEN: 't'.repeat(32),
         STRIPE_SECRET_KEY: 'sk_test_dummy',
         STRIPE_TEST_MODE: 'true',
-        STRIPE_WEBHOOK_SECRET: 'whsec_dummy',
+        STRIPE_WEBHOOK_SECRET: 'whsec_dummy_dummy_dummy_dummy',
         SMTP_URL: 'smtp://127.0.0.1:9',
         REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
         REDIS_KEY_PREFIX: `adm${process.pid}`,
