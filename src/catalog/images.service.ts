@@ -8,7 +8,7 @@ import { APP_CONFIG, AppConfig } from '../config/config';
 import { CatalogCache } from './catalog-cache';
 import { CreateImageUploadDto, ImageUploadDto } from './dto/catalog.dto';
 import { ImageRepository, PendingImage } from './image.repository';
-import { ObjectStorage, ObjectStorageUnavailable, UPLOAD_URL_TTL_SECONDS } from './object-storage';
+import { ObjectStorage, ObjectStorageRefused, ObjectStorageUnavailable, UPLOAD_URL_TTL_SECONDS } from './object-storage';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName } from '../queue/queues';
 import { ProductRepository } from './product.repository';
@@ -189,7 +189,9 @@ export class ImagesService {
    * up in the store and made ready when its object is there as declared — the same check and
    * the same guarded update as a notification, so the two racing change it once. An image whose
    * object is still missing or wrong ABANDONED_AFTER_MS after its URL was signed is removed. A
-   * store that cannot be asked ends the pass; the next one tries again.
+   * store that cannot be asked ends the pass; the next one tries again. One object the store
+   * refuses to describe (403: a key without s3:ListBucket is refused, not told 404, for a missing
+   * object) is logged and left pending, and the pass goes on to the others.
    */
   @OnJob(JobName.ReconcileImages)
   async reconcilePending(): Promise<{ ready: number; removed: number }> {
@@ -202,7 +204,17 @@ export class ImagesService {
       for (let page = 0; page < RECONCILE_PAGES; page++) {
         const pending = await this.images.findPending(before, RECONCILE_BATCH, after);
         for (const image of pending) {
-          const outcome = await this.settle(image.key, image);
+          let outcome: Settled;
+          try {
+            outcome = await this.settle(image.key, image);
+          } catch (err) {
+            if (!(err instanceof ObjectStorageRefused)) throw err;
+            this.logger.warn(
+              `pending image ${image.key} left pending: the store refuses to describe it (${err.status}; ` +
+                `a missing object answers 403 to a key without s3:ListBucket)`,
+            );
+            continue;
+          }
           if (outcome === 'ready') ready++;
           const abandoned = image.createdAt.getTime() <= now - ABANDONED_AFTER_MS;
           if ((outcome === 'absent' || outcome === 'mismatch') && abandoned && (await this.images.deletePending(image.key))) {

@@ -32,6 +32,21 @@ export class ObjectStorageUnavailable extends Error {
 }
 
 /**
+ * The store answered about one object with a refusal other than 404 (403: a key without
+ * s3:ListBucket gets 403 for a missing object; another 4xx). Other objects may still be asked.
+ */
+export class ObjectStorageRefused extends ObjectStorageUnavailable {
+  constructor(
+    readonly key: string,
+    readonly status: number,
+    cause: unknown,
+  ) {
+    super(cause);
+    this.name = 'ObjectStorageRefused';
+  }
+}
+
+/**
  * The S3-compatible object store (MinIO, R2, S3) product images live in, behind one injectable
  * so tests can point it at a local server. Endpoint, bucket, region, credentials and path style
  * come from the configuration (STORAGE_*).
@@ -100,7 +115,9 @@ export class ObjectStorage implements OnApplicationShutdown {
       return { sizeBytes: res.ContentLength ?? -1, contentType: res.ContentType };
     } catch (err) {
       if (err instanceof NotFound) return null;
-      if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 404) return null;
+      const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
+      if (status === 404) return null;
+      if (status !== undefined && status >= 400 && status < 500) throw new ObjectStorageRefused(key, status, err);
       throw new ObjectStorageUnavailable(err);
     }
   }

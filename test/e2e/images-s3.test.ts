@@ -8,7 +8,7 @@
  * image ready. The store is s3rver (npm) behind a SigV4 query-signature gate (see local-s3.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { HeadObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { ImageRepository } from '../../src/catalog/image.repository';
 import { ImagesService } from '../../src/catalog/images.service';
 import { ObjectStorage, ObjectStorageUnavailable } from '../../src/catalog/object-storage';
@@ -463,6 +463,35 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect(await reconcile()).toEqual({ ready: 0, removed: 1 });
       expect(await imageRow(up.imageId)).toBeUndefined();
       expect((await t.http.get(`/v1/products/${p.id}`)).body.images).toEqual([]);
+    });
+
+    it('an object the store refuses to describe (403) is left pending; the pass goes on to the others', async () => {
+      const p = await createProduct(t, admin);
+      const bytes = randomBytes(256);
+      // the older image's HEAD is refused (a key without s3:ListBucket asking for a missing object)
+      const refused = await requestUpload(p.id, 'image/png', 64);
+      const uploaded = await requestUpload(p.id, 'image/png', bytes.length);
+      expect((await put(uploaded.uploadUrl, 'image/png', bytes)).status).toBe(200);
+      await age(refused.imageId, '4 minutes');
+      await age(uploaded.imageId, '3 minutes');
+      const client = (t.app.get(ObjectStorage) as unknown as { client: S3Client }).client;
+      const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+      const refusedKey = `products/${p.id}/${refused.imageId}`;
+      const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) => {
+        if (command instanceof HeadObjectCommand && command.input.Key === refusedKey) {
+          return Promise.reject(
+            new S3ServiceException({ name: 'Forbidden', $fault: 'client', $metadata: { httpStatusCode: 403 }, message: 'Forbidden' }),
+          );
+        }
+        return send(command);
+      }) as never);
+      try {
+        expect(await reconcile()).toEqual({ ready: 1, removed: 0 });
+      } finally {
+        spy.mockRestore();
+      }
+      expect((await imageRow(refused.imageId)).status).toBe('pending');
+      expect((await imageRow(uploaded.imageId)).status).toBe('ready');
     });
 
     it('a store that cannot be asked ends the pass quietly; the image stays pending for the next one', async () => {
