@@ -208,10 +208,14 @@ async function setup(opts: { captured?: number } = {}) {
   let n = 0;
   const ids: Pick<IdGenerator, 'uuid'> = { uuid: () => `generated-${++n}` };
   const reversals = jest.fn();
+  const automaticFailures = jest.fn();
   const moduleRef = await Test.createTestingModule({
     providers: [
       RefundsService,
-      { provide: MetricsService, useValue: { counter: () => ({ inc: reversals }) } },
+      {
+        provide: MetricsService,
+        useValue: { counter: (name: string) => ({ inc: name === 'refunds_reversed_total' ? reversals : automaticFailures }) },
+      },
       { provide: RefundRepository, useValue: refunds.repo },
       { provide: PaymentRepository, useValue: m.payments },
       { provide: OrderRepository, useValue: m.orders },
@@ -228,6 +232,7 @@ async function setup(opts: { captured?: number } = {}) {
     refunds: refunds.repo,
     rows: refunds.rows,
     reversals,
+    automaticFailures,
     ...m,
   };
 }
@@ -521,6 +526,33 @@ describe('RefundsService', () => {
       expect(again).toEqual(first);
       expect(s.refunds.reserve).toHaveBeenCalledTimes(1);
       expect(s.gateway.createRefund).toHaveBeenCalledTimes(1);
+    });
+
+    it('a refund the provider refuses is raised once (error log, automatic_refunds_failed_total); an admin refund refused is not', async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockRejectedValueOnce(new GatewayError('rejected', 'charge_disputed', 'disputed'));
+      expect(await s.service.refundPaidAfterCancel(payment())).toMatchObject({ status: 'failed', actor: 'system:payments' });
+      expect(await s.service.refundPaidAfterCancel(payment())).toMatchObject({ status: 'failed' }); // a rerun
+      expect(s.automaticFailures).toHaveBeenCalledTimes(1);
+
+      const admin = await setup();
+      admin.gateway.createRefund.mockRejectedValueOnce(new GatewayError('rejected', 'charge_disputed', 'disputed'));
+      await admin.service
+        .request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: 'k' })
+        .catch(() => undefined);
+      expect(admin.automaticFailures).not.toHaveBeenCalled();
+    });
+
+    it('a refund the provider accepts and later fails is raised once too', async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockResolvedValueOnce(remote({ id: 're_auto', amount: 24_900, refundId: undefined, status: 'pending' }));
+      const pending = await s.service.refundPaidAfterCancel(payment());
+      expect(pending).toMatchObject({ status: 'pending' });
+      s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_auto', amount: 24_900, refundId: pending!.id, status: 'failed' })]);
+      await s.service.syncFromGateway(payment());
+      await s.service.syncFromGateway(payment());
+      expect(s.rows.get(pending!.id)).toMatchObject({ status: 'failed' });
+      expect(s.automaticFailures).toHaveBeenCalledTimes(1);
     });
 
     it('nothing left to refund: null, and no provider call', async () => {

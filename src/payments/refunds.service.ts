@@ -60,9 +60,14 @@ export class RefundsService {
       'refunds_reversed_total',
       'Refunds the payment provider failed after reporting them succeeded (the customer was not refunded)',
     );
+    this.automaticFailures = metrics.counter(
+      'automatic_refunds_failed_total',
+      'Automatic refunds of a cancelled order the payment provider refused or failed (the customer is still charged)',
+    );
   }
 
   private readonly reversals: Counter<string>;
+  private readonly automaticFailures: Counter<string>;
 
   /**
    * An admin's refund of `amount` (all that remains when omitted; `currency`, when an amount is
@@ -329,6 +334,7 @@ export class RefundsService {
         const failed = await this.tx.run(() =>
           this.refunds.settle(refund.id, 'failed', { failure: err.code ?? err.message }, this.clock.now()),
         );
+        if (failed) this.raiseIfAutomatic(failed);
         return { refund: failed ?? (await this.refunds.findById(refund.id))!, unanswered: false };
       }
       // Unknown outcome: the refund stays pending and retryStale asks again with the same key.
@@ -346,7 +352,7 @@ export class RefundsService {
       return refund;
     }
     const outcome = remote.status;
-    return this.tx.run(async () => {
+    const settled = await this.tx.run(async () => {
       const settled = await this.refunds.settle(
         refund.id,
         outcome,
@@ -354,8 +360,26 @@ export class RefundsService {
         now,
       );
       if (settled?.status === 'succeeded') await this.announce(settled);
-      return settled ?? (await this.refunds.findById(refund.id))!;
+      return settled;
     });
+    if (settled) this.raiseIfAutomatic(settled);
+    return settled ?? (await this.refunds.findById(refund.id))!;
+  }
+
+  /**
+   * A refund of ours for a cancelled order (the automatic one, or its rest) that the provider
+   * refused or failed — once, by the call that settled it so: the customer is still charged for
+   * an order they do not get, and no retry here would change the provider's answer (the same key
+   * replays it; a disputed charge or an empty balance needs a person). Raised: an error log and
+   * `automatic_refunds_failed_total`, which the README says to alert on.
+   */
+  private raiseIfAutomatic(refund: Refund): void {
+    if (refund.status !== 'failed' || refund.actor !== SYSTEM) return;
+    this.automaticFailures.inc();
+    this.logger.error(
+      `automatic refund ${refund.id} of cancelled order ${refund.orderId} (${refund.amount} ${refund.currency}) ` +
+        `failed (${refund.failure ?? 'refused'}): the customer is still charged — refund them another way`,
+    );
   }
 
   /**
