@@ -242,6 +242,18 @@ describe('PaymentFinalizer', () => {
       expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
     });
 
+    it('no-payment: a second intent for an order already paid through another is not adopted, nor converged as that one', async () => {
+      const s = await setup();
+      s.payments.findByIntent.mockResolvedValue(null);
+      s.gateway.retrieveIntent.mockResolvedValue({ ...intent(), id: 'pi_made_elsewhere', status: 'succeeded' });
+      s.orders.findById.mockResolvedValue(orderIn('PAID'));
+      s.payments.recordIntent.mockResolvedValue(payment()); // the order's standing payment, another intent
+      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
+      expect(s.gateway.retrieveIntent).toHaveBeenCalledTimes(1); // ours was not re-read on its event
+      expect(s.transitions.markPaid).not.toHaveBeenCalled();
+      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+    });
+
     it('a gateway outage while adopting is thrown, so the job is retried', async () => {
       const s = await setup();
       s.payments.findByIntent.mockResolvedValue(null);

@@ -256,7 +256,19 @@ export class PaymentFinalizer {
       );
       return null;
     }
-    return this.payments.recordIntent(this.ids.uuid(), this.gateway.provider, intent, this.clock.now());
+    const standing = await this.payments.recordIntent(this.ids.uuid(), this.gateway.provider, intent, this.clock.now());
+    if (standing.intentId !== intent.id) {
+      // the order is paid through another intent (ours): this one, made elsewhere with the order's
+      // own id and total, is not its payment — converging ours on its event would record nothing
+      // of it. Money it took is the business of whoever made it, so it is raised, not guessed at.
+      const log = intent.status === 'succeeded' ? 'error' : 'warn';
+      this.logger[log](
+        `intent ${intent.id} (${intent.status}) names order ${order.id}, whose payment is intent ` +
+          `${standing.intentId}: not adopted${intent.status === 'succeeded' ? ' — it took money; refund it at the provider' : ''}`,
+      );
+      return null;
+    }
+    return standing;
   }
 
   /** Re-reads the intent (outside any transaction) and moves the order to match. */
