@@ -101,11 +101,12 @@ function mockPayments(): MockOf<
   };
 }
 
-function mockEvents(): MockOf<WebhookEventRepository, 'find' | 'markProcessed' | 'findUnprocessed'> {
+function mockEvents(): MockOf<WebhookEventRepository, 'find' | 'markProcessed' | 'findUnprocessed' | 'noteSweepFailed'> {
   return {
     find: jest.fn().mockResolvedValue(event()),
     markProcessed: jest.fn().mockResolvedValue(undefined),
     findUnprocessed: jest.fn().mockResolvedValue([]),
+    noteSweepFailed: jest.fn().mockResolvedValue(undefined),
   };
 }
 
@@ -560,6 +561,23 @@ describe('PaymentFinalizer', () => {
       expect(s.events.findUnprocessed).toHaveBeenCalledWith(new Date(NOW.getTime() - UNPROCESSED_EVENT_AFTER_MS), 100);
       expect(s.events.markProcessed).toHaveBeenCalledTimes(1);
       expect(s.events.markProcessed).toHaveBeenCalledWith('evt_lost', NOW);
+      expect(s.events.noteSweepFailed).not.toHaveBeenCalled(); // an outage moves nothing
+    });
+
+    it('an event that fails again (not an outage) goes to the back of the line; the run goes on', async () => {
+      const s = await setup();
+      s.payments.findStalePending.mockResolvedValue([]);
+      s.refunds.retryStale.mockResolvedValue(0);
+      s.events.findUnprocessed.mockResolvedValue(['evt_stuck', 'evt_behind']);
+      s.events.find.mockImplementation(async (id) => ({ id, type: 'payment_intent.succeeded', intentId: 'pi_1', processedAt: null }));
+      s.payments.findByIntent.mockResolvedValue(payment());
+      s.gateway.retrieveIntent
+        .mockRejectedValueOnce(new Error('waits for the pending refunds'))
+        .mockResolvedValueOnce(intent({ status: 'succeeded' }));
+      s.orders.findById.mockResolvedValue(orderIn('PAID'));
+      expect(await s.finalizer.reconcile()).toBe(1);
+      expect(s.events.noteSweepFailed).toHaveBeenCalledWith('evt_stuck', NOW);
+      expect(s.events.markProcessed).toHaveBeenCalledWith('evt_behind', NOW);
     });
   });
 });

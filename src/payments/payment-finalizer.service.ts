@@ -169,7 +169,8 @@ export class PaymentFinalizer {
    * success on a cancelled order (to refund), a refund made in the dashboard (to record) would
    * otherwise be lost for good. Each is processed again — processEvent re-reads the gateway and
    * is idempotent, so a job still retrying it at the same time changes nothing — and one that
-   * fails again stays for the next run.
+   * fails again goes to the back of the line for the next run (a provider outage ends the run,
+   * and moves nothing).
    */
   private async sweepUnprocessedEvents(before: Date): Promise<number> {
     let done = 0;
@@ -180,6 +181,8 @@ export class PaymentFinalizer {
       } catch (err) {
         this.logger.warn(`webhook event ${eventId} still not processed: ${(err as Error).message}`);
         if (isGatewayUnavailable(err)) break;
+        // to the back of the line: events that keep failing must not hold the batch for ever
+        await this.events.noteSweepFailed(eventId, this.clock.now()).catch(() => undefined);
       }
     }
     return done;

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { IsNull, LessThan } from 'typeorm';
+import { IsNull } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
 import { WebhookEventEntity } from './entities/webhook-event.entity';
 
@@ -55,17 +55,31 @@ export class WebhookEventRepository {
     );
   }
 
-  /** Events received before `before` and still not processed, oldest first (the sweep's work). */
+  /**
+   * Events received before `before` and still not processed (the sweep's work), oldest first —
+   * an event the sweep tried and failed (noteSweepFailed) counts from that try, so one that keeps
+   * failing goes to the back of the line rather than holding its front.
+   */
   async findUnprocessed(before: Date, limit: number): Promise<string[]> {
     const rows = await this.tx.withManager((m) =>
-      m.getRepository(WebhookEventEntity).find({
-        select: { id: true },
-        where: { processedAt: IsNull(), receivedAt: LessThan(before) },
-        order: { receivedAt: 'ASC' },
-        take: limit,
-      }),
+      m
+        .getRepository(WebhookEventEntity)
+        .createQueryBuilder('e')
+        .select('e.id', 'id')
+        .where('e.processed_at IS NULL')
+        .andWhere('COALESCE(e.swept_at, e.received_at) < :before', { before })
+        .orderBy('COALESCE(e.swept_at, e.received_at)', 'ASC')
+        .limit(limit)
+        .getRawMany<{ id: string }>(),
     );
     return rows.map((r) => r.id);
+  }
+
+  /** The sweep tried the event and it failed again: it goes to the back of the sweep's line. */
+  async noteSweepFailed(id: string, at: Date): Promise<void> {
+    await this.tx.withManager((m) =>
+      m.getRepository(WebhookEventEntity).update({ id, processedAt: IsNull() }, { sweptAt: at }),
+    );
   }
 
   /** The first processing time stands (a rerun of the event's job does not move it). */

@@ -5,7 +5,9 @@ import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
  * provider event id (a duplicate delivery finds its row and does nothing).
  */
 @Entity('webhook_events')
-@Index('webhook_events_unprocessed_idx', ['receivedAt'], { where: 'processed_at IS NULL' })
+// the sweep's order, COALESCE(swept_at, received_at) WHERE processed_at IS NULL: an expression
+// index, declared in 1763800018000-WebhookEventsSweepOrder.ts
+@Index('webhook_events_unprocessed_idx', { synchronize: false })
 export class WebhookEventEntity {
   /** The provider's event id (`evt_…`). */
   @PrimaryColumn('text', { primaryKeyConstraintName: 'webhook_events_pkey' })
@@ -27,4 +29,8 @@ export class WebhookEventEntity {
 
   @Column('timestamptz', { name: 'processed_at', nullable: true })
   processedAt!: Date | null;
+
+  /** When the unprocessed-event sweep last tried it and it failed again (its place in the sweep's line). */
+  @Column('timestamptz', { name: 'swept_at', nullable: true })
+  sweptAt!: Date | null;
 }
