@@ -110,6 +110,10 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       ['sku', t.http.post('/v1/admin/products', { sku: `V${doubled(40)}`, name: 'v', description: 'd', price: { amount: 100, currency: 'INR' }, initialStock: 1 }, { token: admin })],
       ['product name', t.http.post('/v1/admin/products', { sku: `V-${randomUUID().slice(0, 8)}`, name: doubled(150), description: 'd', price: { amount: 100, currency: 'INR' }, initialStock: 1 }, { token: admin })],
       ['category name', t.http.post('/v1/admin/categories', { name: doubled(150), slug: `v-${randomUUID().slice(0, 8)}` }, { token: admin })],
+      ['search text', t.http.get(`/v1/products?q=${encodeURIComponent(doubled(150))}`)],
+      ['register password', t.http.post('/v1/auth/register', { email: `v-${randomUUID()}@test.local`, password: doubled(100), name: 'v' })],
+      ['login password', t.http.post('/v1/auth/login', { email: 'nobody@test.local', password: doubled(100) })],
+      ['refresh token', t.http.post('/v1/auth/refresh', { refreshToken: doubled(150) })],
     ];
     for (const [label, pending] of cases) {
       const res = await pending;

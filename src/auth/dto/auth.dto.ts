@@ -1,6 +1,6 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
-import { IsEmail, IsString, Length, MaxLength, MinLength } from 'class-validator';
+import { IsEmail, IsString } from 'class-validator';
 import { normalizeEmail } from '../../common/email';
 import { ROLES, Role } from '../permissions';
 import { CharLength, MaxChars } from '../../common/http/char-length';
@@ -25,7 +25,7 @@ export class RegisterDto {
 
   @ApiProperty({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX, example: 'correct-horse-battery' })
   @IsString()
-  @Length(PASSWORD_MIN, PASSWORD_MAX)
+  @CharLength(PASSWORD_MIN, PASSWORD_MAX)
   password!: string;
 
   @ApiProperty({ example: 'Asha', minLength: 1, maxLength: 200 })
@@ -39,12 +39,12 @@ export class LoginDto {
   @ApiProperty({ example: 'asha@example.com', maxLength: 254 })
   @Transform(toNormalizedEmail)
   @IsString()
-  @MaxLength(254)
+  @MaxChars(254)
   email!: string;
 
   @ApiProperty({ maxLength: PASSWORD_MAX, example: 'correct-horse-battery' })
   @IsString()
-  @MaxLength(PASSWORD_MAX)
+  @MaxChars(PASSWORD_MAX)
   password!: string;
 }
 
@@ -56,20 +56,19 @@ export class RefreshDto {
     example: 'q3Jd0u2mZr9V7yR1cL8wXb4TnE6sK5pHfA0gYiUoWlM',
   })
   @IsString()
-  @MinLength(1)
-  @MaxLength(200)
+  @CharLength(1, 200)
   refreshToken!: string;
 }
 
 export class ChangePasswordDto {
   @ApiProperty({ maxLength: PASSWORD_MAX, example: 'correct-horse-battery' })
   @IsString()
-  @MaxLength(PASSWORD_MAX)
+  @MaxChars(PASSWORD_MAX)
   currentPassword!: string;
 
   @ApiProperty({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX, example: 'staple-lamp-orbit-42' })
   @IsString()
-  @Length(PASSWORD_MIN, PASSWORD_MAX)
+  @CharLength(PASSWORD_MIN, PASSWORD_MAX)
   newPassword!: string;
 }
 

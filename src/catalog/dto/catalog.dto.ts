@@ -8,7 +8,6 @@ import {
   IsOptional,
   IsString,
   IsUUID,
-  Length,
   Matches,
   Max,
   MaxLength,
@@ -97,7 +96,7 @@ export class ListProductsDto extends PageQueryDto {
   @ApiPropertyOptional({ description: 'Full-text search in name and description', minLength: 1, maxLength: 200 })
   @IsOptional()
   @IsString()
-  @Length(1, 200)
+  @CharLength(1, 200)
   q?: string;
   @ApiPropertyOptional({ enum: PRODUCT_SORTS, default: 'relevance' })
   @IsOptional()

@@ -1,6 +1,7 @@
 import { ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { IsInt, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
+import { IsInt, IsOptional, IsString, Max, Min } from 'class-validator';
+import { MaxChars } from '../http/char-length';
 
 /** `?limit=1..100&cursor=…`; a limit above 100 is a 400, never silently clamped. */
 export class PageQueryDto {
@@ -15,7 +16,7 @@ export class PageQueryDto {
   @ApiPropertyOptional({ description: 'Opaque: the `nextCursor` of the previous page', maxLength: 512 })
   @IsOptional()
   @IsString()
-  @MaxLength(512)
+  @MaxChars(512)
   cursor?: string;
 }
 
