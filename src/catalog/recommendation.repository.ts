@@ -18,7 +18,7 @@ export class RecommendationRepository {
   constructor(private readonly tx: TransactionHost) {}
 
   /**
-   * Recomputes every product's top-K neighbours from paid orders (how many paid orders
+   * Recomputes every product's top-K neighbours on sale from paid orders (how many paid orders
    * contained both), replacing the table's content. Call inside a transaction: readers see the
    * old set until it commits.
    */
@@ -46,6 +46,9 @@ export class RecommendationRepository {
                 'b',
                 'b.order_id = a.order_id AND b.product_id <> a.product_id',
               )
+              // neighbours on sale only: ten taken off sale would otherwise fill the top K and
+              // leave nothing to show (readers still skip one taken off sale since)
+              .innerJoin('products', 'bp', 'bp.id = b.product_id AND bp.active')
               .innerJoin('orders', 'o', 'o.id = a.order_id AND o.status IN (:...paid)', {
                 paid: PAID_STATUSES,
               })

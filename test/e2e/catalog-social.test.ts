@@ -111,6 +111,19 @@ describe('catalog: reviews, recommendations, images', () => {
     expect((await t.http.get('/v1/me/recommendations')).status).toBe(401);
   });
 
+  it('recommends neighbours on sale: ten better ones taken off sale do not leave the list empty', async () => {
+    const [a, c, ...better] = await Promise.all(Array.from({ length: 12 }, () => createProduct(t, admin, { stock: 50 })));
+    const [x, y] = await buyers(t.http, 2);
+    await paidOrder(x, [a.id, c.id, ...better.map((b) => b.id)]);
+    await paidOrder(y, [a.id, ...better.map((b) => b.id)]);
+    for (const b of better) {
+      expect((await t.http.patch(`/v1/admin/products/${b.id}`, { active: false }, { token: admin })).status).toBe(200);
+    }
+    await t.app.get(RecommendationsService).recompute();
+    const also = await t.http.get(`/v1/products/${a.id}/also-bought`);
+    expect(also.body.items.map((i: { id: string }) => i.id)).toEqual([c.id]);
+  });
+
   it('hands out a pre-signed S3 upload URL and refuses an unauthenticated storage notification', async () => {
     // the upload → notification → ready flow runs against a real S3 server in images-s3.test.ts
     const p = await createProduct(t, admin);
