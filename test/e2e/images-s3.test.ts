@@ -474,7 +474,8 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect((await put(uploaded.uploadUrl, 'image/png', bytes)).status).toBe(200);
       await age(refused.imageId, '4 minutes');
       await age(uploaded.imageId, '3 minutes');
-      const client = (t.app.get(ObjectStorage) as unknown as { client: S3Client }).client;
+      const storage: ObjectStorage = t.app.get(ObjectStorage);
+      const client = (storage as unknown as { client: S3Client }).client;
       const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
       const refusedKey = `products/${p.id}/${refused.imageId}`;
       const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) => {
