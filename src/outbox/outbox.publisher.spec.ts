@@ -1,4 +1,3 @@
-import type { Clock } from '../common/time/clock';
 import type { JobQueues } from '../queue/job-queues';
 import { JobName } from '../queue/queues';
 import type { OutboxRow } from './outbox-events';
@@ -8,7 +7,7 @@ describe('OutboxPublisher', () => {
   const setup = () => {
     const add = jest.fn().mockResolvedValue(undefined);
     const jobs = { add } as unknown as JobQueues;
-    const clock = { now: () => new Date('2026-12-01T10:00:00Z') } as Clock;
+    const clock = { now: () => new Date('2026-12-01T10:00:00Z') };
     return { add, publisher: new OutboxPublisher(jobs, clock) };
   };
   const row = (topic: string, payload: Record<string, unknown>): OutboxRow =>
