@@ -66,7 +66,8 @@ interface KnowsItsProblem {
 const knowsItsProblem = (e: unknown): e is KnowsItsProblem =>
   typeof (e as Partial<KnowsItsProblem> | null)?.toDomainError === 'function';
 
-function render(thrown: unknown): Rendered | null {
+/** The problem an error is answered with; null for one answered as a bare 500 (unexpected). */
+export function render(thrown: unknown): Rendered | null {
   const exception = knowsItsProblem(thrown) ? thrown.toDomainError() : thrown;
   if (exception instanceof DomainError) {
     return {
@@ -197,6 +198,12 @@ export class ProblemDetailsFilter implements ExceptionFilter {
     const database = databaseErrorSummary(exception);
     if (database && rendered) {
       this.logger.warn({ database, requestId, method: request?.method }, 'Database refused a request');
+    }
+    if (knowsItsProblem(exception) && !(exception instanceof DomainError)) {
+      // an upstream's own words (the payment provider's refusal or outage) are not the client's to
+      // see, but they are the operator's: the answer alone says only 502 or 503
+      const cause = exception instanceof Error ? exception.message : 'no message';
+      this.logger.warn({ requestId, method: request?.method, cause }, 'Upstream error answered as a problem');
     }
     if (!rendered) {
       this.logger.error(

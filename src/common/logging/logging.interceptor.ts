@@ -1,7 +1,6 @@
 import {
   CallHandler,
   ExecutionContext,
-  HttpException,
   Inject,
   Injectable,
   Logger,
@@ -10,7 +9,7 @@ import {
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { performance } from 'node:perf_hooks';
 import { Observable, tap } from 'rxjs';
-import { DomainError } from '../errors/domain-error';
+import { render } from '../errors/problem-details.filter';
 import { storage } from 'nestjs-pino/storage';
 import { idempotencyOf } from './order-log';
 import { APP_CONFIG, AppConfig } from '../../config/config';
@@ -78,13 +77,12 @@ function orderOf(request: FastifyRequest, body: unknown): { orderId?: string; to
     : { orderId };
 }
 
+/** The status the client is answered with: the error filter's rendering (a bare 500 when it has none). */
 function statusOf(err: unknown): number {
-  if (err instanceof DomainError) return err.status;
-  if (err instanceof HttpException) return err.getStatus();
-  return 500;
+  return render(err)?.status ?? 500;
 }
 
+/** The answer's problem code, or the error's name for an unexpected one (answered INTERNAL_ERROR). */
 function codeOf(err: unknown): string {
-  if (err instanceof DomainError) return err.code;
-  return err instanceof Error ? err.name : 'Error';
+  return render(err)?.code ?? (err instanceof Error ? err.name : 'Error');
 }
