@@ -106,6 +106,9 @@ describe('ProblemDetailsFilter and database errors', () => {
     const sent = render(gatewayDown);
     expect(sent).toMatchObject({ status: 503, body: { code: 'SERVICE_UNAVAILABLE' }, headers: { 'Retry-After': '5' } });
     expect(JSON.stringify(sent.body)).not.toContain('stripe.com');
+    // the provider's own words are the operator's: logged, with the request id
+    expect(JSON.stringify(logged)).toContain('connect ETIMEDOUT api.stripe.com');
+    expect(JSON.stringify(logged)).toContain('req-12345678');
   });
 
   it('logs a database error by SQLSTATE, constraint and statement head only: no values, statement or detail', () => {
