@@ -174,8 +174,8 @@ export class IdempotencyInterceptor implements NestInterceptor {
       IdempotencyRepository.claimStatements(scope.principal, scope.key, now),
       async (results): Promise<Outcome> => {
         const { claimed, stored } = IdempotencyRepository.claimed(results);
-        if (!claimed) throw inUse();
         if (stored) return { replay: this.checkSameRequest(scope, stored) };
+        if (!claimed) throw inUse();
         note('first');
         // next.handle() is called inside the transaction's async context, so the handler's
         // repositories join this transaction.

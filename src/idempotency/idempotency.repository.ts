@@ -74,11 +74,19 @@ export class IdempotencyRepository {
     ];
   }
 
-  /** What the claim statements found: whether the key is ours, and a completed record to replay. */
+  /**
+   * What the claim statements found: whether the key is ours, and a completed record to replay —
+   * also when the key is not ours: a completed request's answer stands whoever holds the lock now
+   * (a twin retry replaying it, the sold-out path's brief check), so a retry gets it, not a 409.
+   */
   static claimed(results: unknown[][]): { claimed: boolean; stored: StoredResponse | null } {
     const [lock, records] = results as [{ claimed: boolean }[], (StoredResponse & { state: string })[]];
     const row = records[0];
-    if (!lock[0]?.claimed) return { claimed: false, stored: null };
+    if (!lock[0]?.claimed) {
+      if (row?.state !== 'completed') return { claimed: false, stored: null };
+      const { state: _state, ...stored } = row;
+      return { claimed: false, stored };
+    }
     // an in-progress record without its lock was left by a request that is gone (dropped above)
     if (!row || row.state === 'in_progress') return { claimed: true, stored: null };
     const { state: _state, ...stored } = row;

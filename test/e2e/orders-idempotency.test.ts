@@ -1,5 +1,6 @@
 import { insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
+import { holdIdempotencyKey } from '../support/idempotency-keys';
 import { TestApp, bootTestApp } from '../support/test-app';
 
 describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
@@ -129,6 +130,26 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     }
     expect(ids.size).toBe(1);
     expect(responses.filter((r) => r.status === 201).length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a retry of a completed request replays it even while another request holds the key (a twin retry): not 409', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 10 });
+    const key = newKey();
+    const first = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
+    expect(first.status).toBe(201);
+    const twin = await holdIdempotencyKey(t.db.pool, `user:${alice.userId}`, key);
+    try {
+      const retry = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
+      expect(retry.status).toBe(201);
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+      expect(retry.body.id).toBe(first.body.id);
+      // another body with the key is still refused as a reuse
+      const other = await placeOrder(t.http, alice, [{ productId, quantity: 2 }], key);
+      expect([other.status, other.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
+    } finally {
+      await twin.release();
+    }
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 10, reserved: 1 });
   });
 
   it('stores nothing when the first request fails validation: a retry with the same key runs afresh', async () => {
