@@ -81,6 +81,7 @@ export class CatalogAdminService {
         this.clock.now(),
       );
       if (!found) throw productNotFound();
+      if (dto.active === false) this.inventory.takenOffSale(id);
       return this.read(id); // in the transaction, as for a create
     });
     await this.cache.invalidate();
@@ -91,6 +92,7 @@ export class CatalogAdminService {
   async deactivate(id: string): Promise<void> {
     const found = await this.products.update(id, { active: false }, this.clock.now());
     if (!found) throw productNotFound();
+    this.inventory.takenOffSale(id);
     await this.cache.invalidate();
   }
 

@@ -21,6 +21,15 @@ export class InventoryService {
   ) {}
 
   /**
+   * A product taken off sale: its sold-out mark is dropped once that commits, so checkouts of it
+   * get the normal path's 409 PRODUCT_UNAVAILABLE rather than the fast path's INSUFFICIENT_STOCK
+   * (no reservation reaches an inactive product to set or renew the mark meanwhile).
+   */
+  takenOffSale(productId: string): void {
+    this.tx.afterCommit(() => this.soldOut.cleared([productId]));
+  }
+
+  /**
    * The stock of a product being created, with its 'initial' ledger row. Call inside the
    * transaction that inserts the product (CatalogAdminService.createProduct).
    */

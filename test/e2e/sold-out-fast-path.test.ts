@@ -130,6 +130,18 @@ describe('sold-out fast path', () => {
     expect(await stockOf(a.db.pool, productId)).toEqual({ onHand: 3, reserved: 3 });
   }, 120_000);
 
+  it('a sold-out product taken off sale is answered as unavailable at once, as the normal path answers it', async () => {
+    const productId = await insertProduct(a.db.pool, { stock: 1 });
+    expect((await placeOrder(a.http, crowd[3], [{ productId, quantity: 1 }])).status).toBe(201);
+    await untilFastPathRefuses(b, productId, crowd[4]);
+    const off = await a.http.patch(`/v1/admin/products/${productId}`, { active: false }, { token: admin });
+    expect(off.status).toBe(200);
+    for (const t of instances()) {
+      const res = await placeOrder(t.http, crowd[5], [{ productId, quantity: 1 }]);
+      expect([res.status, res.body.code]).toEqual([409, 'PRODUCT_UNAVAILABLE']);
+    }
+  }, 60_000);
+
   it('a cancel in one instance lets the next buyer in the other one buy at once', async () => {
     const productId = await insertProduct(a.db.pool, { stock: 1 });
     const first = await placeOrder(a.http, crowd[0], [{ productId, quantity: 1 }]);
