@@ -2,7 +2,7 @@ import { registerCustomer } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
-import { waitFor } from '../support/wait-for';
+import { untilWaitingOnLocks } from '../support/lock-waiters';
 
 /**
  * A statement the server cancels (statement_timeout set on the role by a DBA, an operator's
@@ -35,18 +35,11 @@ describe('a checkout whose statement the server cancels', () => {
       ]);
       pending = placeOrder(t.http, buyer, [{ productId: product, quantity: 2 }], key);
       // the checkout's reservation waits on the row the holder locked: cancel that statement
-      const waiting = await waitFor(
+      const waiting = await untilWaitingOnLocks(
+        t.db.pool,
         'the checkout to wait on the inventory row',
-        async () =>
-          (
-            await t.db.pool.query<{ pid: number }>(
-              `SELECT pid FROM pg_stat_activity
-                WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,
-            )
-          ).rows,
-        { until: (rows) => rows.length === 1, timeoutMs: 10_000, intervalMs: 20 },
       );
-      await t.db.pool.query('SELECT pg_cancel_backend($1)', [waiting[0].pid]);
+      await t.db.pool.query('SELECT pg_cancel_backend($1)', [waiting[0]]);
       const res = await pending;
       expect(res.status).toBe(503);
       expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);

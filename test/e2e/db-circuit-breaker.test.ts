@@ -7,6 +7,7 @@ import type { HttpResponse } from '../support/http';
 import { Buyer, placeOrder } from '../support/orders';
 import { PrivatePostgres } from '../support/private-postgres';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { untilWaitingOnLocks } from '../support/lock-waiters';
 import { waitFor } from '../support/wait-for';
 
 async function timed(request: () => Promise<HttpResponse>): Promise<HttpResponse & { ms: number }> {
@@ -143,16 +144,7 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
       // the first caller once the breaker may half-open: a checkout that will wait on that lock
       await new Promise((r) => setTimeout(r, 1100));
       checkout = placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
-      await waitFor(
-        'the checkout to wait on the inventory row',
-        async () =>
-          (
-            await t.db.pool.query(
-              `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
-            )
-          ).rowCount,
-        { until: (n) => n === 1, timeoutMs: 10_000, intervalMs: 20 },
-      );
+      await untilWaitingOnLocks(t.db.pool, 'the checkout to wait on the inventory row');
       // while it waits, the breaker is closed and other requests are served
       const read = await t.http.get('/v1/orders', { token: buyer.token });
       expect(read.status).toBe(200);

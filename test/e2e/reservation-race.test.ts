@@ -6,8 +6,8 @@ import { InventoryRepository } from '../../src/inventory/inventory.repository';
 import { StockLine, StockReservationRepository, shortfallsOf } from '../../src/inventory/stock-reservation.repository';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { buyers, placeOrder } from '../support/orders';
+import { untilWaitingOnLocks } from '../support/lock-waiters';
 import { TestApp, bootTestApp } from '../support/test-app';
-import { waitFor } from '../support/wait-for';
 
 /**
  * Issue 11, defect 1: the reservation statement (StockReservationRepository.reserveAllOnCommit)
@@ -59,18 +59,7 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
 
   /** Waits until the reservation statement is blocked on a lock. */
   async function untilTheReservationWaitsForALock(): Promise<void> {
-    await waitFor(
-      'the reservation to wait for the row lock',
-      async () =>
-        (
-          await t.db.pool.query(
-            `SELECT count(*)::int AS n FROM pg_stat_activity
-              WHERE datname = current_database() AND wait_event_type = 'Lock'
-                AND query LIKE '%reserve_stock(%'`,
-          )
-        ).rows[0].n as number,
-      { until: (n) => n > 0, timeoutMs: 15_000, intervalMs: 10 },
-    );
+    await untilWaitingOnLocks(t.db.pool, 'the reservation to wait for the row lock', { matching: '%reserve_stock(%' });
   }
 
   it('a release committed while the reservation waits for the row is seen: the unit is reserved', async () => {
