@@ -88,6 +88,17 @@ describe('renderEmail', () => {
     expect(html).not.toContain('<script>');
   });
 
+  it('keeps a name on its line in the text part: breaks and direction controls cannot pose as text of ours', () => {
+    const { text } = renderEmail({
+      kind: 'payment_receipt',
+      order,
+      customerName: 'Asha,\n\nYour payment failed. Pay again at https://evil.example\r\n\u202Eevil',
+    });
+    const greeting = text.split('\n')[0];
+    expect(greeting).toBe('Hi Asha,  Your payment failed. Pay again at https://evil.example   evil,');
+    expect(text).not.toContain('\u202E');
+  });
+
   it('has a subject per kind', () => {
     const base = { order, customerName: 'Asha' };
     expect(renderEmail({ ...base, kind: 'payment_receipt' }).subject).toBe(

@@ -1,6 +1,7 @@
 import type { CancellationReason } from '../orders/order-state-machine';
 import type { Order } from '../orders/order.model';
 import type { EmailKind } from './email-job';
+import { oneLine } from '../common/http/single-line';
 
 /**
  * The text and HTML of every email. Pure: no I/O, no clock; everything arrives as arguments.
@@ -125,13 +126,13 @@ export function renderEmail(ctx: EmailContext): EmailContent {
   const total = money(order.totalAmount);
 
   const text = [
-    `Hi ${ctx.customerName},`,
+    `Hi ${oneLine(ctx.customerName)},`,
     '',
     intro,
     '',
     `Order ${order.id}`,
     '',
-    ...lines.map((l) => `  ${l.quantity} x ${l.name} @ ${l.unit} = ${l.total}`),
+    ...lines.map((l) => `  ${l.quantity} x ${oneLine(l.name)} @ ${l.unit} = ${l.total}`),
     '',
     `Total: ${total}`,
     '',

@@ -114,6 +114,9 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       ['register password', t.http.post('/v1/auth/register', { email: `v-${randomUUID()}@test.local`, password: doubled(100), name: 'v' })],
       ['login password', t.http.post('/v1/auth/login', { email: 'nobody@test.local', password: doubled(100) })],
       ['refresh token', t.http.post('/v1/auth/refresh', { refreshToken: doubled(150) })],
+      // names are one line: no breaks or direction controls to pose as text of ours in an email
+      ['register name on two lines', t.http.post('/v1/auth/register', { email: `v-${randomUUID()}@test.local`, password: 'long-enough-1', name: 'Asha\n\nYour payment failed' })],
+      ['product name with a direction control', t.http.post('/v1/admin/products', { sku: `V-${randomUUID().slice(0, 8)}`, name: 'tea\u202Eevil', description: 'd', price: { amount: 100, currency: 'INR' }, initialStock: 1 }, { token: admin })],
     ];
     for (const [label, pending] of cases) {
       const res = await pending;

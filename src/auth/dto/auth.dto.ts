@@ -4,6 +4,7 @@ import { IsEmail, IsString } from 'class-validator';
 import { normalizeEmail } from '../../common/email';
 import { ROLES, Role } from '../permissions';
 import { CharLength, MaxChars } from '../../common/http/char-length';
+import { SingleLine } from '../../common/http/single-line';
 
 // Request DTOs accept exactly these fields: the global ValidationPipe refuses any other
 // (`role`, `userId`, …) with a 400, so mass assignment is impossible.
@@ -32,6 +33,7 @@ export class RegisterDto {
   @Transform(trimmed)
   @IsString()
   @CharLength(1, 200)
+  @SingleLine()
   name!: string;
 }
 

@@ -18,6 +18,7 @@ import { Omittable } from '../../common/http/omittable';
 import { PageQueryDto } from '../../common/pagination/page-query.dto';
 import { MoneyDto } from '../../common/money/money.dto';
 import { CharLength, MaxChars } from '../../common/http/char-length';
+import { SingleLine } from '../../common/http/single-line';
 
 /** The largest money amount accepted in a request (minor units: 10 million in a 2-decimal currency). */
 export const MAX_MONEY_AMOUNT = 1_000_000_000;
@@ -41,7 +42,7 @@ export class MoneyInputDto {
 }
 
 export class CreateCategoryDto {
-  @ApiProperty({ example: 'Healthy snacks', minLength: 1, maxLength: 200 }) @IsString() @CharLength(1, 200) name!: string;
+  @ApiProperty({ example: 'Healthy snacks', minLength: 1, maxLength: 200 }) @IsString() @CharLength(1, 200) @SingleLine() name!: string;
   @ApiProperty({ example: 'healthy-snacks', maxLength: 100 })
   @Matches(/^[a-z0-9]+(-[a-z0-9]+)*$/)
   @MaxLength(100)
@@ -49,8 +50,8 @@ export class CreateCategoryDto {
 }
 
 export class CreateProductDto {
-  @ApiProperty({ example: 'TEA-ASSAM-250', minLength: 1, maxLength: 64 }) @IsString() @CharLength(1, 64) sku!: string;
-  @ApiProperty({ example: 'Assam tea, 250 g', minLength: 1, maxLength: 200 }) @IsString() @CharLength(1, 200) name!: string;
+  @ApiProperty({ example: 'TEA-ASSAM-250', minLength: 1, maxLength: 64 }) @IsString() @CharLength(1, 64) @SingleLine() sku!: string;
+  @ApiProperty({ example: 'Assam tea, 250 g', minLength: 1, maxLength: 200 }) @IsString() @CharLength(1, 200) @SingleLine() name!: string;
   @ApiProperty({ example: 'Malty, strong black tea.', maxLength: 10_000 })
   @IsString()
   @MaxChars(10_000)
@@ -73,6 +74,7 @@ export class UpdateProductDto {
   @Omittable()
   @IsString()
   @CharLength(1, 200)
+  @SingleLine()
   name?: string;
   @ApiPropertyOptional({ maxLength: 10_000 }) @Omittable() @IsString() @MaxChars(10_000) description?: string;
   @ApiPropertyOptional({ type: MoneyInputDto })
