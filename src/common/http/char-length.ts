@@ -6,7 +6,7 @@ import { ValidateBy, ValidationOptions, buildMessage } from 'class-validator';
  * (validator's isLength) do not count variation selectors (U+FE0E, U+FE0F), so a name of 150
  * emoji-style letters passed @Length(1, 200) as 150 and reached a CHECK that counts 300.
  */
-function charLength(value: string): number {
+export function charLength(value: string): number {
   let n = 0;
   for (const _ of value) n++;
   return n;
