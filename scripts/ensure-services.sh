@@ -48,8 +48,17 @@ PG_LAST_ERROR=''
 # Succeeds when the URL connects, its role may create databases (the tests clone per-worker
 # databases) and it may create tables in schema public (migrations).
 pg_url_ok() {
-  local out
-  if out="$(psql -X -w -q -At "$DATABASE_URL" -c "select (select rolcreatedb or rolsuper
+  local out parts=()
+  # the password reaches psql in its environment, never in its arguments (the process list)
+  mapfile -d '' parts < <(node -e '
+    const u = new URL(process.env.DATABASE_URL);
+    const pw = decodeURIComponent(u.password || "");
+    u.password = "";
+    process.stdout.write([u.toString(), pw].join("\0") + "\0");
+  ' 2>/dev/null)
+  if [ "${#parts[@]}" -ne 2 ]; then PG_LAST_ERROR="DATABASE_URL is not a valid URL"; return 1; fi
+  local -x PGPASSWORD="${parts[1]:-${PGPASSWORD:-}}"
+  if out="$(psql -X -w -q -At "${parts[0]}" -c "select (select rolcreatedb or rolsuper
       from pg_roles where rolname = current_user) and coalesce((select has_schema_privilege(oid,
       'CREATE') from pg_namespace where nspname = 'public'), true)" 2>&1)"; then
     PG_LAST_ERROR=''
