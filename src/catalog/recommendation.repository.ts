@@ -13,6 +13,9 @@ const INSERT_CHUNK = 1000;
  * "Bought together" neighbours. They are computed from paid orders: the orders folder's
  * `orders` and `order_items` tables, read here by name (aggregate reads only, never written).
  */
+
+/** Advisory lock class of the recomputation ('RE'): one run at a time. */
+const RECOMPUTE_LOCK_CLASS = 0x5245;
 @Injectable()
 export class RecommendationRepository {
   constructor(private readonly tx: TransactionHost) {}
@@ -23,6 +26,10 @@ export class RecommendationRepository {
    * old set until it commits.
    */
   async recompute(topK: number, at: Date): Promise<number> {
+    // one run at a time (a run outlasting its interval, a stalled job run again): a second run's
+    // DELETE would miss the first one's rows, committed after its snapshot, and its INSERT would
+    // then hit them. Under the lock, its statements see everything the first one committed.
+    await this.tx.query(`SELECT pg_advisory_xact_lock(${RECOMPUTE_LOCK_CLASS}, 0)`);
     return this.tx.withManager(async (m) => {
       await m.createQueryBuilder().delete().from(ProductRecommendationEntity).execute();
       const ranked = await m

@@ -165,8 +165,8 @@ describe('operational commands', () => {
     });
     if (opts.input !== undefined) p.stdin!.end(opts.input);
     let out = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     return new Promise<{ code: number | null; out: string }>((resolve) =>
       p.on('exit', (code) => resolve({ code, out })),
     );
