@@ -24,7 +24,8 @@ const RESTART_MEMORY_MS = 60_000;
  * AggregatorRegistry.aggregate; see clusterMetricsCollector), and `GET /health/live`.
  *
  * SIGTERM/SIGINT: no more forks; each worker gets SIGTERM and drains (closeOnSignals); the
- * primary exits 0 once all have exited, or 1 after SHUTDOWN_TIMEOUT_MS + 5 s (the rest killed).
+ * primary exits 0 once all have exited cleanly, 1 if one that had served did not (killed,
+ * crashed, or a failed shutdown of its own; one still booting has nothing to lose), or 1 after SHUTDOWN_TIMEOUT_MS + 5 s (the rest killed).
  */
 export async function runApiCluster(config: AppConfig): Promise<void> {
   const log = pino({ level: config.logLevel }).child({ context: 'ApiCluster' });
@@ -35,8 +36,12 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
 
   const fork = (): Worker => cluster.fork({ API_CLUSTER_WORKER: '1' });
 
-  cluster.on('listening', () => {
+  /** Processes that have served (started listening): only their stop can cut requests off. */
+  const served = new WeakSet<Worker>();
+  cluster.on('listening', (worker) => {
     everListened = true;
+    served.add(worker);
+    log.info({ workerPid: worker.process.pid }, 'API process serving');
   });
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
@@ -67,13 +72,25 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
       process.exit(1);
     }, config.http.shutdownTimeoutMs + 5_000);
     force.unref();
+    // a process that served and did not drain cleanly (killed, crashed, its own shutdown failed)
+    // makes the primary's exit code 1: a supervisor must not read a stop that cut requests off as
+    // clean. One still booting (a replacement) has nothing in flight: its signal death is no news.
+    const unclean: { pid?: number; code: number | null; signal: string | null }[] = [];
     const exited = workers.map((w) =>
-      w.isDead() ? Promise.resolve() : new Promise<void>((resolve) => w.once('exit', () => resolve())),
+      w.isDead()
+        ? Promise.resolve()
+        : new Promise<void>((resolve) =>
+            w.once('exit', (code: number | null, signal: string | null) => {
+              if ((code !== 0 || signal) && served.has(w)) unclean.push({ pid: w.process.pid, code, signal });
+              resolve();
+            }),
+          ),
     );
     for (const w of workers) if (!w.isDead()) w.process.kill('SIGTERM');
     void Promise.all(exited).then(() => {
       metrics?.close();
-      process.exit(exitCode);
+      if (unclean.length > 0) log.error({ processes: unclean }, 'API processes did not stop cleanly');
+      process.exit(unclean.length > 0 ? 1 : exitCode);
     });
   }
   // `on`: a second signal while the API processes drain is ignored (see closeOnSignals)

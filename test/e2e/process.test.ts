@@ -134,6 +134,23 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
     await expect(fetch(`${base}/health/live`)).rejects.toThrow();
   }, 180_000);
 
+  it('exits 1 when an API process that served does not stop cleanly during its SIGTERM (killed mid-drain)', async () => {
+    const port = await freePort();
+    const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', API_PROCESSES: '2' });
+    // both serving (the primary logs each one's first listen): a process still booting has nothing to lose
+    const serving = () => childrenOf(p.proc.pid!).filter((pid) => p.output().includes(`"workerPid":${pid},"msg":"API process serving"`));
+    for (let i = 0; i < 600 && serving().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    const [frozen, other] = serving();
+    // frozen, it cannot drain: the primary's SIGTERM waits for it; it dies by SIGKILL once the
+    // other one has drained and exited
+    process.kill(frozen, 'SIGSTOP');
+    p.proc.kill('SIGTERM');
+    for (let i = 0; i < 600 && childrenOf(p.proc.pid!).includes(other); i++) await new Promise((r) => setTimeout(r, 50));
+    process.kill(frozen, 'SIGKILL');
+    expect(await p.exited).toBe(1);
+    expect(p.output()).toMatch(/API processes did not stop cleanly/);
+  }, 180_000);
+
   it('exits 1 when its processes die before serving (the port is taken)', async () => {
     const taken = createServer();
     const port = await freePort();
