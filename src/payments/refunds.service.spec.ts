@@ -541,6 +541,12 @@ describe('RefundsService', () => {
         .request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: 'k' })
         .catch(() => undefined);
       expect(admin.automaticFailures).not.toHaveBeenCalled();
+
+      // refused as more than is left (a dashboard refund came first): the rest is handled, no alert
+      const exceeded = await setup();
+      exceeded.gateway.createRefund.mockRejectedValueOnce(new GatewayError('rejected', 'amount_too_large', 'too much'));
+      expect(await exceeded.service.refundPaidAfterCancel(payment())).toMatchObject({ status: 'failed' });
+      expect(exceeded.automaticFailures).not.toHaveBeenCalled();
     });
 
     it('a refund the provider accepts and later fails is raised once too', async () => {

@@ -368,13 +368,16 @@ export class RefundsService {
 
   /**
    * A refund of ours for a cancelled order (the automatic one, or its rest) that the provider
-   * refused or failed — once, by the call that settled it so: the customer is still charged for
+   * refused (other than as more than is left) or failed — once, by the call that settled it so: the customer is still charged for
    * an order they do not get, and no retry here would change the provider's answer (the same key
    * replays it; a disputed charge or an empty balance needs a person). Raised: an error log and
    * `automatic_refunds_failed_total`, which the README says to alert on.
    */
   private raiseIfAutomatic(refund: Refund): void {
     if (refund.status !== 'failed' || refund.actor !== SYSTEM) return;
+    // refused as more than is left: a refund made at the provider came first, and what it leaves
+    // (if anything) is refunded after its event (refundRestOfCancelled) — expected, not news
+    if (EXCEEDS.has(refund.failure ?? '')) return;
     this.automaticFailures.inc();
     this.logger.error(
       `automatic refund ${refund.id} of cancelled order ${refund.orderId} (${refund.amount} ${refund.currency}) ` +
