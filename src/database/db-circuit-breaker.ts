@@ -26,8 +26,8 @@ const STATE_NAMES: Record<CircuitState, BreakerState> = {
 const PROBE_TIMEOUT_MS = 3000;
 
 /**
- * connection_exception (class 08; not 08P01, a protocol violation: what this client sent, not
- * whether the server can be reached, and a request must not be able to open the breaker), admin/crash shutdown, cannot connect now (starting up), and
+ * connection_exception (class 08 — 08P01 included: PgBouncer answers with it when it cannot reach
+ * PostgreSQL, a query waited too long for a server connection, or one crashed), admin/crash shutdown, cannot connect now (starting up), and
  * the server ending a session it found idle (in a transaction, 25P03, or at all, 57P05).
  */
 const CONNECTION_SQLSTATES = new Set(['57P01', '57P02', '57P03', '25P03', '57P05']);
@@ -64,7 +64,7 @@ export function isConnectionFailure(err: unknown): boolean {
   if (!e || typeof e !== 'object') return false;
   const code = (e as { code?: unknown }).code;
   if (typeof code === 'string') {
-    if (/^[0-9A-Z]{5}$/.test(code)) return (code.startsWith('08') && code !== '08P01') || CONNECTION_SQLSTATES.has(code);
+    if (/^[0-9A-Z]{5}$/.test(code)) return code.startsWith('08') || CONNECTION_SQLSTATES.has(code);
     if (CONNECTION_ERRNOS.has(code)) return true;
   }
   const message = (e as { message?: unknown }).message;
