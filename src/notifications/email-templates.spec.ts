@@ -94,6 +94,8 @@ describe('renderEmail', () => {
       order,
       customerName: 'Asha,\n\nYour payment failed. Pay again at https://evil.example\r\n\u202Eevil',
     });
+    const { html } = renderEmail({ kind: 'payment_receipt', order, customerName: 'Asha\u202Eevil' });
+    expect(html).not.toContain('\u202E');
     const greeting = text.split('\n')[0];
     expect(greeting).toBe('Hi Asha,  Your payment failed. Pay again at https://evil.example   evil,');
     expect(text).not.toContain('\u202E');

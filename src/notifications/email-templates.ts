@@ -117,8 +117,10 @@ export function renderEmail(ctx: EmailContext): EmailContent {
   const { subject, intro } = subjectAndIntro(ctx);
   const { order } = ctx;
   const money = (amount: number) => formatMoney(amount, order.currency);
+  // names on one line in both parts (ones stored before SingleLine may hold breaks or direction controls)
+  const customerName = oneLine(ctx.customerName);
   const lines = order.items.map((l) => ({
-    name: l.name,
+    name: oneLine(l.name),
     quantity: l.quantity,
     unit: money(l.unitPriceAmount),
     total: money(l.lineTotalAmount),
@@ -126,13 +128,13 @@ export function renderEmail(ctx: EmailContext): EmailContent {
   const total = money(order.totalAmount);
 
   const text = [
-    `Hi ${oneLine(ctx.customerName)},`,
+    `Hi ${customerName},`,
     '',
     intro,
     '',
     `Order ${order.id}`,
     '',
-    ...lines.map((l) => `  ${l.quantity} x ${oneLine(l.name)} @ ${l.unit} = ${l.total}`),
+    ...lines.map((l) => `  ${l.quantity} x ${l.name} @ ${l.unit} = ${l.total}`),
     '',
     `Total: ${total}`,
     '',
@@ -145,7 +147,7 @@ export function renderEmail(ctx: EmailContext): EmailContent {
   const html = [
     '<!doctype html>',
     `<html><head><meta charset="utf-8"><title>${e(subject)}</title></head><body>`,
-    `<p>Hi ${e(ctx.customerName)},</p>`,
+    `<p>Hi ${e(customerName)},</p>`,
     `<p>${e(intro)}</p>`,
     `<p>Order <code>${e(order.id)}</code></p>`,
     '<table style="border-collapse:collapse">',
