@@ -58,6 +58,8 @@ const ABANDONED_AFTER_MS = UPLOAD_URL_TTL_SECONDS * 1000 + 60 * 60_000;
 /** Pending images read per page (oldest first), and pages per pass. */
 const RECONCILE_BATCH = 200;
 const RECONCILE_PAGES = 10;
+/** Refusals in a row that end a reconciliation pass: the store refuses the key, not one object. */
+const REFUSALS_ENDING_A_PASS = 20;
 
 type Settled = 'ready' | 'unchanged' | 'absent' | 'mismatch';
 
@@ -191,7 +193,8 @@ export class ImagesService {
    * object is still missing or wrong ABANDONED_AFTER_MS after its URL was signed is removed. A
    * store that cannot be asked ends the pass; the next one tries again. One object the store
    * refuses to describe (403: a key without s3:ListBucket is refused, not told 404, for a missing
-   * object) is logged and left pending, and the pass goes on to the others.
+   * object) is left pending, and the pass goes on to the others (one warning per pass counts
+   * them); REFUSALS_ENDING_A_PASS in a row end it, as a store that cannot be asked does.
    */
   @OnJob(JobName.ReconcileImages)
   async reconcilePending(): Promise<{ ready: number; removed: number }> {
@@ -199,6 +202,8 @@ export class ImagesService {
     const before = new Date(now - NOTIFICATION_GRACE_MS);
     let ready = 0;
     let removed = 0;
+    const refused: ObjectStorageRefused[] = [];
+    let refusedInARow = 0;
     try {
       let after: PendingImage | undefined;
       for (let page = 0; page < RECONCILE_PAGES; page++) {
@@ -207,12 +212,12 @@ export class ImagesService {
           let outcome: Settled;
           try {
             outcome = await this.settle(image.key, image);
+            refusedInARow = 0;
           } catch (err) {
             if (!(err instanceof ObjectStorageRefused)) throw err;
-            this.logger.warn(
-              `pending image ${image.key} left pending: the store refuses to describe it (${err.status}; ` +
-                `a missing object answers 403 to a key without s3:ListBucket)`,
-            );
+            refused.push(err);
+            // refused about everything (the key itself): the store cannot be asked, as above
+            if (++refusedInARow >= REFUSALS_ENDING_A_PASS) throw err;
             continue;
           }
           if (outcome === 'ready') ready++;
@@ -229,6 +234,12 @@ export class ImagesService {
       this.logger.warn(`pending images not reconciled: ${err.message}`);
     } finally {
       if (ready > 0) await this.cache.invalidate();
+    }
+    if (refused.length > 0) {
+      this.logger.warn(
+        `${refused.length} pending image(s) left pending, the store refusing to describe them ` +
+          `(${refused[0].status} for ${refused[0].key}, …): a key without s3:ListBucket gets 403 for a missing object`,
+      );
     }
     if (ready > 0 || removed > 0) {
       this.logger.warn(`pending images reconciled: ${ready} made ready (no notification came), ${removed} abandoned removed`);

@@ -495,6 +495,30 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect((await imageRow(uploaded.imageId)).status).toBe('ready');
     });
 
+    it('a store that refuses every object (the key itself) ends the pass after 20 refusals in a row', async () => {
+      const p = await createProduct(t, admin);
+      const ups = [];
+      for (let i = 0; i < 22; i++) ups.push(await requestUpload(p.id, 'image/png', 64));
+      for (const up of ups) await age(up.imageId, '3 minutes');
+      const storage: ObjectStorage = t.app.get(ObjectStorage);
+      const client = (storage as unknown as { client: S3Client }).client;
+      let heads = 0;
+      const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) => {
+        if (command instanceof HeadObjectCommand) heads++;
+        return Promise.reject(
+          new S3ServiceException({ name: 'Forbidden', $fault: 'client', $metadata: { httpStatusCode: 403 }, message: 'Forbidden' }),
+        );
+      }) as never);
+      try {
+        expect(await reconcile()).toEqual({ ready: 0, removed: 0 });
+      } finally {
+        spy.mockRestore();
+      }
+      expect(heads).toBe(20);
+      for (const up of ups) expect((await imageRow(up.imageId)).status).toBe('pending');
+      await t.db.pool.query(`DELETE FROM product_images WHERE product_id = $1`, [p.id]);
+    });
+
     it('a store that cannot be asked ends the pass quietly; the image stays pending for the next one', async () => {
       const down = await bootTestApp({
         db: t.db,
