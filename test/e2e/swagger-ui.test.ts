@@ -95,8 +95,11 @@ describeWithChromium('Swagger UI at /docs in a real browser (under the CSP)', ()
     if (!(await op.evaluate((el) => el.classList.contains('is-open')))) {
       await op.locator('.opblock-summary').first().click();
     }
-    const tryOut = op.locator('button.try-out__btn', { hasText: 'Try it out' });
-    if (await tryOut.count()) await tryOut.click();
+    // the expanded block renders after the click: wait for its button (count() does not wait, and
+    // a block still rendering read as "already trying out" left the body read-only)
+    const button = op.locator('button.try-out__btn').first();
+    await button.waitFor();
+    if ((await button.innerText()).includes('Try it out')) await button.click();
     await op.locator('textarea.body-param__text').fill(JSON.stringify(body, null, 2));
     const live = op.locator('.live-responses-table .response .response-col_status').first();
     // a previous execution's answer is cleared first, so the status read is this call's
