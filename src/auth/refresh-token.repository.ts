@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { EntityManager, In, IsNull, MoreThanOrEqual, Repository } from 'typeorm';
+import { EntityManager, IsNull, MoreThanOrEqual, Repository } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
 import { RefreshTokenFamilyEntity } from './entities/refresh-token-family.entity';
 import { RefreshTokenEntity } from './entities/refresh-token.entity';
@@ -129,10 +129,14 @@ export class RefreshTokenRepository {
         .execute();
       const ids = (revoked.raw as { id: string }[]).map((r) => r.id);
       if (ids.length === 0) return [];
-      const recent = await tokens(m).find({
-        select: { familyId: true },
-        where: { familyId: In(ids), issuedAt: MoreThanOrEqual(issuedSince) },
-      });
+      // the ids as one array parameter: a user with more live families than PostgreSQL takes bind
+      // parameters (65,535) would otherwise fail the password change, and so revoke nothing
+      const recent = await tokens(m)
+        .createQueryBuilder('t')
+        .select('DISTINCT t.family_id', 'familyId')
+        .where('t.family_id = ANY(CAST(:ids AS uuid[]))', { ids })
+        .andWhere('t.issued_at >= :issuedSince', { issuedSince })
+        .getRawMany<{ familyId: string }>();
       const withRecent = new Set(recent.map((t) => t.familyId));
       return ids.filter((id) => withRecent.has(id));
     });

@@ -233,6 +233,27 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       expect(wrongBody.code).toBe('INVALID_CREDENTIALS');
     });
 
+    it('a password change revokes every session even past 65,535 of them (one array parameter, not one each)', async () => {
+      const s = await registerCustomer(t.http);
+      await t.db.pool.query(
+        `INSERT INTO refresh_token_families (user_id, created_at, expires_at)
+         SELECT $1, now(), now() + interval '1 day' FROM generate_series(1, 70000)`,
+        [s.user.id],
+      );
+      const changed = await t.http.post(
+        '/v1/me/password',
+        { currentPassword: TEST_PASSWORD, newPassword: 'a-brand-new-password' },
+        { token: s.accessToken },
+      );
+      expect(changed.status).toBe(204);
+      const { rows } = await t.db.pool.query(
+        `SELECT count(*)::int AS live FROM refresh_token_families WHERE user_id = $1 AND revoked_at IS NULL`,
+        [s.user.id],
+      );
+      expect(rows[0].live).toBe(0);
+      expect((await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken })).status).toBe(401);
+    });
+
     it('changes the password: needs the current one, then revokes every session', async () => {
       const s = await registerCustomer(t.http);
       const other = await login(t.http, s.email, TEST_PASSWORD);
