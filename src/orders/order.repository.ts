@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { EntityManager, In, Not, Raw, SelectQueryBuilder } from 'typeorm';
+import { EntityManager, In, Raw, SelectQueryBuilder } from 'typeorm';
 import { SqlFragment, sql } from '../database/sql-fragment';
 import { TransactionHost } from '../database/transaction-host';
 import { OrderItemEntity } from './entities/order-item.entity';
@@ -246,7 +246,11 @@ export class OrderRepository {
         where: {
           status: In(HOLDS_RESERVATION),
           reservationExpiresAt: Raw((deadline) => `${deadline} <= statement_timestamp()`),
-          ...(excluding.length ? { id: Not(In(excluding)) } : {}),
+          // one array parameter: a long sweep's list could pass the 65,535 bind parameters a
+          // statement may have (refused as a protocol violation, counted as the database down)
+          ...(excluding.length
+            ? { id: Raw((id) => `${id} <> ALL(CAST(:excluding AS uuid[]))`, { excluding }) }
+            : {}),
         },
         order: { reservationExpiresAt: 'ASC' },
         take: limit,

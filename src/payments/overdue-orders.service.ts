@@ -89,14 +89,23 @@ export class OverdueOrders {
   async sweep(): Promise<number> {
     let expired = 0;
     let gatewayDown = false;
+    // left as they are this run (not expired): excluded from the next batches. Expired ones leave
+    // the query by themselves, so the list stays as short as what is left, however long the run.
     const seen: string[] = [];
+    const asked = new Set<string>();
     for (;;) {
       const due = await this.orders.findOverdueReservations(SWEEP_BATCH, seen);
       for (const id of due) {
-        seen.push(id);
+        if (asked.has(id)) {
+          seen.push(id); // reported expired, yet still due: never asked twice in one run
+          continue;
+        }
+        asked.add(id);
         try {
           if (await this.settle(id, { askGateway: !gatewayDown })) expired++;
+          else seen.push(id); // left as it is (a debit in flight): not asked again this run
         } catch (err) {
+          seen.push(id);
           this.logger.warn(`overdue order ${id} not settled yet: ${(err as Error).message}`);
           // one timeout per run, not one per order with a payment; the others still expire
           if (isGatewayUnavailable(err)) gatewayDown = true;

@@ -1,6 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { INestApplicationContext } from '@nestjs/common';
 import { getQueueToken } from '@nestjs/bullmq';
 import type { Queue } from 'bullmq';
+import { OrderRepository } from '../../src/orders/order.repository';
 import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
 import { OverdueOrders } from '../../src/payments/overdue-orders.service';
 import { OutboxPublisher } from '../../src/outbox/outbox.publisher';
@@ -69,6 +71,20 @@ describe('reservation expiry', () => {
     const got = await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token });
     expect(got.body).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
     await assertStockInvariants(t.db.pool, [p]);
+  });
+
+  it('a sweep leaving more orders than a statement takes bind parameters still asks for the next batch', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    await makeDue(t, order.body.id);
+    // 70,000 orders left as they are earlier in the run (a debit in flight each): one array parameter
+    const left = Array.from({ length: 70_000 }, () => randomUUID());
+    expect(await t.app.get(OrderRepository).findOverdueReservations(10, left)).toContain(order.body.id);
+    expect(await t.app.get(OrderRepository).findOverdueReservations(10, [...left, order.body.id])).not.toContain(
+      order.body.id,
+    );
+    expect(await overdue.sweep()).toBeGreaterThanOrEqual(1);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
   });
 
   it('customer cancel racing expiry: one wins, stock is released once', async () => {
