@@ -9,6 +9,8 @@ import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
 import { QueryAllowListGuard } from './common/http/query-allow-list.guard';
 import { WEBHOOK_BODY_LIMIT, clientErrorHandler, frameworkErrors, limitBodies } from './common/http/request-limits';
+import { webhookPrecheck } from './payments/webhook-precheck';
+import { ImagesService } from './catalog/images.service';
 import { mountOpenApi } from './openapi/openapi';
 import { MetricsListener } from './metrics/metrics-listener';
 import { MetricsService } from './metrics/metrics.service';
@@ -70,6 +72,10 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   });
   limitBodies(app);
   const browserHeaders = await registerBrowserSecurity(app, config);
+  // the webhooks' signature and token, as far as the headers tell, before their bodies are read
+  // (after the security headers' hook: its headers are on these answers too)
+  const images = app.get(ImagesService);
+  fastify.addHook('onRequest', webhookPrecheck((authorization) => images.checkToken(authorization)));
   // ahead of Nest middleware and of the hooks above: they put those hooks' headers on their
   // own answers
   const strategy = app.get(JwtStrategy);

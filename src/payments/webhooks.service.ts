@@ -7,7 +7,7 @@ import { TransactionHost } from '../database/transaction-host';
 import { OutboxRepository } from '../outbox/outbox.repository';
 import { WebhookEventRepository } from './webhook-event.repository';
 
-const SIGNATURE_TOLERANCE_SECONDS = 300;
+export const SIGNATURE_TOLERANCE_SECONDS = 300;
 
 /**
  * The webhook inbox: verify the Stripe-Signature over the raw bytes before anything is parsed or

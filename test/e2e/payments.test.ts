@@ -245,6 +245,28 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       expect(await stored()).toBe(0);
     });
 
+    it('refuses a missing, malformed or stale signature before the body is read: not even invalid JSON is looked at', async () => {
+      const notJson = '{"not json';
+      const stale = header(body, undefined, Math.floor(Date.now() / 1000) - 301);
+      for (const signature of [undefined, 'garbage', 't=abc,v1=00', `t=${Math.floor(Date.now() / 1000)}`, stale]) {
+        const res = await t.http.request('POST', '/v1/webhooks/stripe', undefined, {
+          raw: notJson,
+          headers: signature === undefined ? {} : { 'stripe-signature': signature },
+        });
+        expect([res.status, res.body.code]).toEqual([400, 'WEBHOOK_SIGNATURE_INVALID']);
+        expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+        expect(res.headers.get('content-security-policy')).toBeTruthy();
+      }
+      // a fresh, well-formed signature reaches the body: then it is read (and this one is no JSON)
+      const fresh = await t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw: notJson, headers: { 'stripe-signature': header(notJson) } });
+      expect(fresh.status).toBe(400);
+      expect(fresh.body.code).not.toBe('WEBHOOK_SIGNATURE_INVALID');
+      // the store's token, checked in full before its body is read
+      const storage = await t.http.request('POST', '/v1/webhooks/storage', undefined, { raw: notJson, headers: { authorization: 'Bearer nope' } });
+      expect([storage.status, storage.body.code]).toEqual([400, 'WEBHOOK_SIGNATURE_INVALID']);
+      expect(await stored()).toBe(0);
+    });
+
     it('checks the signature before the Idempotency-Key is looked at; a signed delivery with a key is honoured (API.md)', async () => {
       const key = `webhook-${Date.now()}`;
       const keyed = (raw: string, signature: string, k = key) =>
