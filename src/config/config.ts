@@ -119,6 +119,7 @@ const envSchema = z.object({
   RATE_LIMIT_ENABLED: bool(true),
   SIGN_IN_FAILURES_PER_CLIENT: int(5, 1, 1000),
   SIGN_IN_FAILURES_PER_ACCOUNT: int(100, 1, 1_000_000),
+  SIGN_IN_FAILURES_PER_IP: int(50, 1, 1_000_000),
   PASSWORD_HASH_CONCURRENCY: int(1, 1, 64), // see DEFAULT_HASH_CONCURRENCY
   CATALOG_CACHE_ENABLED: bool(true),
   TRUST_PROXY: z.string().default('false'),
@@ -240,7 +241,7 @@ export interface AppConfig {
    * `enabled` follows RATE_LIMIT_ENABLED only in development; anywhere else brute-force protection
    * stays on whatever the throttling flag says (a load test switches throttling off, never this).
    */
-  signIn: { enabled: boolean; failuresPerClient: number; failuresPerAccount: number };
+  signIn: { enabled: boolean; failuresPerClient: number; failuresPerAccount: number; failuresPerIp: number };
   /** argon2 hashes/verifications running at once per process (the rest wait, bounded). */
   passwordHashConcurrency: number;
   catalogCacheEnabled: boolean;
@@ -577,6 +578,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       enabled: e.RATE_LIMIT_ENABLED || e.NODE_ENV !== 'development',
       failuresPerClient: e.SIGN_IN_FAILURES_PER_CLIENT,
       failuresPerAccount: e.SIGN_IN_FAILURES_PER_ACCOUNT,
+      failuresPerIp: e.SIGN_IN_FAILURES_PER_IP,
     },
     passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY,
     catalogCacheEnabled: e.CATALOG_CACHE_ENABLED,

@@ -122,3 +122,33 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect((await signIn(a, other.email, TEST_PASSWORD, '10.42.200.1')).status).toBe(200);
   });
 });
+
+describe('login: one client trying a fresh email each time meets a ceiling over all accounts', () => {
+  const PER_IP = 4; // SIGN_IN_FAILURES_PER_IP, set low for this file
+  let t: TestApp;
+
+  beforeAll(async () => {
+    t = await bootTestApp({
+      env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1', SIGN_IN_FAILURES_PER_IP: String(PER_IP) },
+    });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('refuses its next failure-prone tries with 429 (no argon2 run for them); another client and the owner\'s own are not held', async () => {
+    const owner = await registerCustomer(t.http, fromClient('10.43.0.1'));
+    const hashes = jest.spyOn(t.app.get(PasswordHasher), 'verify');
+    const sprayed = [];
+    for (let i = 0; i < PER_IP + 2; i++) {
+      sprayed.push(await signIn(t, `nobody-${i}@spray.test`, 'not-a-password', '10.43.0.1'));
+    }
+    expect(sprayed.map((r) => r.status)).toEqual([...Array(PER_IP).fill(401), 429, 429]);
+    expect(retryAfter(sprayed[PER_IP])).toBeGreaterThan(0);
+    expect(hashes).toHaveBeenCalledTimes(PER_IP); // the refused ones cost no hash
+    hashes.mockRestore();
+    expect((await signIn(t, 'nobody-x@spray.test', 'not-a-password', '10.43.0.2')).status).toBe(401);
+    // the owner registered from that client: it is one of the account's own, and still signs in
+    expect((await signIn(t, owner.email, TEST_PASSWORD, '10.43.0.1')).status).toBe(200);
+  });
+});

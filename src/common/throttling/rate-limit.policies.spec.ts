@@ -97,7 +97,7 @@ describe('rate-limit policies', () => {
 });
 
 describe('failed sign-in buckets', () => {
-  const limits = { failuresPerClient: 5, failuresPerAccount: 100 };
+  const limits = { failuresPerClient: 5, failuresPerAccount: 100, failuresPerIp: 50 };
 
   it('delays progressively from the limit-th failure: base, then doubling, up to the cap', () => {
     const bucket = { limit: 5, baseMs: 1_000, capMs: 15 * 60_000 };
@@ -120,6 +120,14 @@ describe('failed sign-in buckets', () => {
     expect(otherAccount.key).toBe(account.key);
     // no email in clear in Redis
     expect(JSON.stringify([pair, account])).not.toContain('a@b.io');
+  });
+
+  it("login: the client's ceiling over all accounts (fresh emails each try), not from the account's own clients", () => {
+    const [, , ip] = signInBuckets('login', 'a@b.io', '203.0.113.7', limits);
+    expect(ip).toMatchObject({ kind: 'window', limit: 50 });
+    expect(signInBuckets('login', 'someone-else@b.io', '203.0.113.7', limits)[2].key).toBe(ip.key);
+    expect(signInBuckets('login', 'a@b.io', '198.51.100.1', limits)[2].key).not.toBe(ip.key);
+    expect(signInBuckets('login', 'a@b.io', '203.0.113.7', limits, true)).toHaveLength(1); // the owner's own client
   });
 
   it('queue board: per client over all accounts, plus the ceiling it shares with login', () => {

@@ -162,6 +162,12 @@ export interface SignInLimits {
   failuresPerClient: number;
   /** Failures per account from all clients together per SIGN_IN_ACCOUNT_WINDOW_MS. */
   failuresPerAccount: number;
+  /**
+   * Failed logins per client over all accounts per SIGN_IN_ACCOUNT_WINDOW_MS: a client trying a
+   * fresh email each time meets no per-account bucket, yet each try costs a full argon2 hash
+   * (a dummy one for an unknown email), and a few such clients would hold the hashing gate.
+   */
+  failuresPerIp: number;
 }
 
 /** First delay after the free failures of one client for one account; doubles each failure. */
@@ -204,8 +210,8 @@ export function knownClientKey(account: string, ip: string): string {
 /**
  * The buckets a password sign-in is counted in:
  * - login: per (account, client) with progressive delay — a stranger elsewhere never slows the
- *   owner down — and the account's ceiling over all clients, except from the account's own
- *   clients (`knownClient`: knownClientKey);
+ *   owner down — the account's ceiling over all clients, and the client's ceiling over all
+ *   accounts; the last two not from the account's own clients (`knownClient`: knownClientKey);
  * - queue board: per client over all accounts (a hard window: the board is for a few admins,
  *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
  *   login so that two doors do not double an attacker's budget.
@@ -240,6 +246,14 @@ export function signInBuckets(
       ceiling,
     ];
   }
+  const clientCeiling: FailureBucket = {
+    key: `signin-ip:${digest(client)}`,
+    kind: 'window',
+    limit: limits.failuresPerIp,
+    windowMs: SIGN_IN_ACCOUNT_WINDOW_MS,
+    baseMs: 0,
+    capMs: 0,
+  };
   return [
     {
       key: `signin-client:${digest(email, client)}`,
@@ -249,6 +263,6 @@ export function signInBuckets(
       baseMs: SIGN_IN_DELAY_BASE_MS,
       capMs: SIGN_IN_DELAY_CAP_MS,
     },
-    ...(knownClient ? [] : [ceiling]),
+    ...(knownClient ? [] : [ceiling, clientCeiling]),
   ];
 }
