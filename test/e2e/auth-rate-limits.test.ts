@@ -130,18 +130,26 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
   });
 
   it("counts webhooks in their own per-IP budget, not the default one: the provider's few addresses deliver a sale's events", async () => {
+    // a well-formed, fresh signature that is wrong: it gets past the header check, to the guards
+    const wrong = `t=${Math.floor(Date.now() / 1000)},v1=${'0'.repeat(64)}`;
     const res = await a.http.request('POST', '/v1/webhooks/stripe', undefined, {
       raw: '{}',
-      headers: { 'stripe-signature': 'garbage', 'x-forwarded-for': '10.13.0.1' },
+      headers: { 'stripe-signature': wrong, 'x-forwarded-for': '10.13.0.1' },
     });
     expect(res.status).toBe(400);
     expect(res.headers.get('ratelimit-policy')).toBe('"webhook-ip";q=6000;w=60');
     const storage = await a.http.request('POST', '/v1/webhooks/storage', undefined, {
       raw: '{}',
-      headers: { authorization: 'Bearer wrong', 'x-forwarded-for': '10.13.0.1' },
+      headers: { authorization: `Bearer ${a.config.storage.webhookToken}`, 'x-forwarded-for': '10.13.0.1' },
     });
-    expect(storage.status).toBe(400);
     expect(storage.headers.get('ratelimit')).toMatch(/^"webhook-ip";r=5998;t=\d+$/);
+    // one refused from its headers alone (no signature) is answered before any budget is spent
+    const unsigned = await a.http.request('POST', '/v1/webhooks/stripe', undefined, {
+      raw: '{}',
+      headers: { 'x-forwarded-for': '10.13.0.1' },
+    });
+    expect([unsigned.status, unsigned.body.code]).toEqual([400, 'WEBHOOK_SIGNATURE_INVALID']);
+    expect(unsigned.headers.get('ratelimit')).toBeNull();
   });
 
   it('limits every route per client IP and says so in RateLimit headers, even before authentication', async () => {
