@@ -207,6 +207,11 @@ export function knownClientKey(account: string, ip: string): string {
   return `signin-known:${digest(normalizeEmail(account), clientOf(ip))}`;
 }
 
+/** A hard window: `limit` failures per `windowMs`, then refused until the window ends. */
+function windowBucket(key: string, limit: number, windowMs: number): FailureBucket {
+  return { key, kind: 'window', limit, windowMs, baseMs: 0, capMs: 0 };
+}
+
 /**
  * The buckets a password sign-in is counted in:
  * - login: per (account, client) with progressive delay — a stranger elsewhere never slows the
@@ -225,35 +230,11 @@ export function signInBuckets(
 ): FailureBucket[] {
   const email = normalizeEmail(account);
   const client = clientOf(ip);
-  const ceiling: FailureBucket = {
-    key: `signin-account:${digest(email)}`,
-    kind: 'window',
-    limit: limits.failuresPerAccount,
-    windowMs: SIGN_IN_ACCOUNT_WINDOW_MS,
-    baseMs: 0,
-    capMs: 0,
-  };
+  const ceiling = windowBucket(`signin-account:${digest(email)}`, limits.failuresPerAccount, SIGN_IN_ACCOUNT_WINDOW_MS);
   if (channel === 'queue-board') {
-    return [
-      {
-        key: `board-client:${digest(client)}`,
-        kind: 'window',
-        limit: BOARD_FAILURES_PER_CLIENT,
-        windowMs: BOARD_CLIENT_WINDOW_MS,
-        baseMs: 0,
-        capMs: 0,
-      },
-      ceiling,
-    ];
+    return [windowBucket(`board-client:${digest(client)}`, BOARD_FAILURES_PER_CLIENT, BOARD_CLIENT_WINDOW_MS), ceiling];
   }
-  const clientCeiling: FailureBucket = {
-    key: `signin-ip:${digest(client)}`,
-    kind: 'window',
-    limit: limits.failuresPerIp,
-    windowMs: SIGN_IN_ACCOUNT_WINDOW_MS,
-    baseMs: 0,
-    capMs: 0,
-  };
+  const clientCeiling = windowBucket(`signin-ip:${digest(client)}`, limits.failuresPerIp, SIGN_IN_ACCOUNT_WINDOW_MS);
   return [
     {
       key: `signin-client:${digest(email, client)}`,
