@@ -27,8 +27,9 @@ const PROBE_TIMEOUT_MS = 3000;
 
 /**
  * connection_exception (class 08 — 08P01 included: PgBouncer answers with it when it cannot reach
- * PostgreSQL, a query waited too long for a server connection, or one crashed), admin/crash shutdown, cannot connect now (starting up), and
- * the server ending a session it found idle (in a transaction, 25P03, or at all, 57P05).
+ * PostgreSQL, a query waited too long for a server connection, or one crashed), admin/crash
+ * shutdown, cannot connect now (starting up), and the server ending a session it found idle (in a
+ * transaction, 25P03, or at all, 57P05).
  */
 const CONNECTION_SQLSTATES = new Set(['57P01', '57P02', '57P03', '25P03', '57P05']);
 const CONNECTION_ERRNOS = new Set([

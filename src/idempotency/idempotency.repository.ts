@@ -82,15 +82,12 @@ export class IdempotencyRepository {
   static claimed(results: unknown[][]): { claimed: boolean; stored: StoredResponse | null } {
     const [lock, records] = results as [{ claimed: boolean }[], (StoredResponse & { state: string })[]];
     const row = records[0];
-    if (!lock[0]?.claimed) {
-      if (row?.state !== 'completed') return { claimed: false, stored: null };
-      const { state: _state, ...stored } = row;
-      return { claimed: false, stored };
-    }
-    // an in-progress record without its lock was left by a request that is gone (dropped above)
-    if (!row || row.state === 'in_progress') return { claimed: true, stored: null };
+    const claimed = lock[0]?.claimed === true;
+    // an in-progress record is a running twin's (not claimed), or was left by a request that is
+    // gone (claimed: dropped above): nothing to replay either way
+    if (row?.state !== 'completed') return { claimed, stored: null };
     const { state: _state, ...stored } = row;
-    return { claimed: true, stored };
+    return { claimed, stored };
   }
 
   /**
