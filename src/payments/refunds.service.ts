@@ -368,10 +368,11 @@ export class RefundsService {
 
   /**
    * A refund of ours for a cancelled order (the automatic one, or its rest) that the provider
-   * refused (other than as more than is left) or failed — once, by the call that settled it so: the customer is still charged for
-   * an order they do not get, and no retry here would change the provider's answer (the same key
-   * replays it; a disputed charge or an empty balance needs a person). Raised: an error log and
-   * `automatic_refunds_failed_total`, which the README says to alert on.
+   * refused (other than as more than is left) or failed — once, by the call that settled it so:
+   * the customer is still charged for an order they do not get, and no retry here would change
+   * the provider's answer (the same key replays it; a disputed charge or an empty balance needs a
+   * person). Raised: an error log and `automatic_refunds_failed_total`, which the README says to
+   * alert on.
    */
   private raiseIfAutomatic(refund: Refund): void {
     if (refund.status !== 'failed' || refund.actor !== SYSTEM) return;
