@@ -57,7 +57,12 @@ export class LoggingInterceptor implements NestInterceptor {
     return next.handle().pipe(
       tap({
         next: (body) => done(reply.statusCode, body),
-        error: (err: unknown) => done(statusOf(err), undefined, codeOf(err)),
+        error: (err: unknown) => {
+          // the filter's rendering: the status and code the client is answered with (a bare 500,
+          // named by the error's class, for an unexpected one)
+          const answered = render(err);
+          done(answered?.status ?? 500, undefined, answered?.code ?? (err instanceof Error ? err.name : 'Error'));
+        },
       }),
     );
   }
@@ -77,12 +82,4 @@ function orderOf(request: FastifyRequest, body: unknown): { orderId?: string; to
     : { orderId };
 }
 
-/** The status the client is answered with: the error filter's rendering (a bare 500 when it has none). */
-function statusOf(err: unknown): number {
-  return render(err)?.status ?? 500;
-}
 
-/** The answer's problem code, or the error's name for an unexpected one (answered INTERNAL_ERROR). */
-function codeOf(err: unknown): string {
-  return render(err)?.code ?? (err instanceof Error ? err.name : 'Error');
-}
