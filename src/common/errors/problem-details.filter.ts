@@ -66,6 +66,14 @@ interface KnowsItsProblem {
 const knowsItsProblem = (e: unknown): e is KnowsItsProblem =>
   typeof (e as Partial<KnowsItsProblem> | null)?.toDomainError === 'function';
 
+/** 503 with Retry-After: 1 — the database was busy, not broken, and nothing was written. */
+const retryShortly = (detail: string): Rendered => ({
+  status: 503,
+  code: 'SERVICE_UNAVAILABLE',
+  detail,
+  headers: { 'Retry-After': '1' },
+});
+
 /** The problem an error is answered with; null for one answered as a bare 500 (unexpected). */
 export function render(thrown: unknown): Rendered | null {
   const exception = knowsItsProblem(thrown) ? thrown.toDomainError() : thrown;
@@ -110,23 +118,13 @@ export function render(thrown: unknown): Rendered | null {
   const sqlState = sqlStateOf(exception);
   if (sqlState === '40001' || sqlState === '40P01') {
     // a serialization failure or deadlock its transaction's retries did not get past: busy, not broken
-    return {
-      status: 503,
-      code: 'SERVICE_UNAVAILABLE',
-      detail: 'The request collided with others running at the same time; retry it.',
-      headers: { 'Retry-After': '1' },
-    };
+    return retryShortly('The request collided with others running at the same time; retry it.');
   }
   if (sqlState === '57014' || sqlState === '55P03' || sqlState?.startsWith('53')) {
     // a statement cancelled (statement_timeout, an operator's pg_cancel_backend), a lock not had
     // within lock_timeout, or the server short of resources (connections, memory, disk): nothing
     // was written, the request was fine and may succeed in a moment
-    return {
-      status: 503,
-      code: 'SERVICE_UNAVAILABLE',
-      detail: 'The database could not finish the request in time; retry it.',
-      headers: { 'Retry-After': '1' },
-    };
+    return retryShortly('The database could not finish the request in time; retry it.');
   }
   if (sqlState?.startsWith('54')) {
     // program_limit_exceeded: a value too large for the server to index or process
