@@ -202,7 +202,8 @@ export class ImagesService {
     const before = new Date(now - NOTIFICATION_GRACE_MS);
     let ready = 0;
     let removed = 0;
-    const refused: ObjectStorageRefused[] = [];
+    let refused = 0;
+    let firstRefused: ObjectStorageRefused | undefined;
     let refusedInARow = 0;
     try {
       let after: PendingImage | undefined;
@@ -215,7 +216,8 @@ export class ImagesService {
             refusedInARow = 0;
           } catch (err) {
             if (!(err instanceof ObjectStorageRefused)) throw err;
-            refused.push(err);
+            refused++;
+            firstRefused ??= err;
             // refused about everything (the key itself): the store cannot be asked, as above
             if (++refusedInARow >= REFUSALS_ENDING_A_PASS) throw err;
             continue;
@@ -235,10 +237,10 @@ export class ImagesService {
     } finally {
       if (ready > 0) await this.cache.invalidate();
     }
-    if (refused.length > 0) {
+    if (firstRefused) {
       this.logger.warn(
-        `${refused.length} pending image(s) left pending, the store refusing to describe them ` +
-          `(${refused[0].status} for ${refused[0].key}, …): a key without s3:ListBucket gets 403 for a missing object`,
+        `${refused} pending image(s) left pending, the store refusing to describe them ` +
+          `(${firstRefused.status} for ${firstRefused.key}, …): a key without s3:ListBucket gets 403 for a missing object`,
       );
     }
     if (ready > 0 || removed > 0) {
