@@ -101,6 +101,40 @@ export class RefreshTokenRepository {
     );
   }
 
+  /**
+   * Revokes the user's live families other than `opened` beyond the newest `keep` of them (by
+   * start), returning their ids. `opened`, the session being opened, is never among them, even
+   * when a sign-in that started later committed first. Callers hold the user's row lock (a
+   * sign-in's `lockPasswordHash`), so concurrent sign-ins of one account count in turn.
+   */
+  async revokeOthersBeyond(
+    userId: string,
+    opened: string,
+    keep: number,
+    reason: string,
+    now: Date,
+  ): Promise<string[]> {
+    return this.tx.withManager(async (m) => {
+      const beyond = families(m)
+        .createQueryBuilder('f')
+        .select('f.id')
+        .where('f.user_id = :userId AND f.id <> :opened', { userId, opened })
+        .andWhere('f.revoked_at IS NULL AND f.expires_at > :now', { now })
+        .orderBy('f.created_at', 'DESC')
+        .addOrderBy('f.id', 'DESC')
+        .offset(keep);
+      const revoked = await m
+        .createQueryBuilder()
+        .update(RefreshTokenFamilyEntity)
+        .set({ revokedAt: now, revokedReason: reason })
+        .where(`id IN (${beyond.getQuery()})`)
+        .setParameters(beyond.getParameters())
+        .returning('id')
+        .execute();
+      return (revoked.raw as { id: string }[]).map((r) => r.id);
+    });
+  }
+
   /** The family the token belongs to, whatever the token's state; null for an unknown token. */
   async familyOfToken(tokenHash: string): Promise<string | null> {
     const token = await this.tx.withManager((m) =>

@@ -3,6 +3,7 @@ import { APP_CONFIG, AppConfig } from '../config/config';
 import type { User } from '../users/user.repository';
 import { TokensDto, mapUser } from './dto/auth.dto';
 import { RefreshTokenRepository } from './refresh-token.repository';
+import { RevokedSessions } from './revoked-sessions';
 import { TokenService } from './token.service';
 
 /** A sign-in session as the client holds it: the family and its current refresh token. */
@@ -24,15 +25,30 @@ export class SessionIssuer {
   constructor(
     private readonly refreshTokens: RefreshTokenRepository,
     private readonly tokens: TokenService,
+    private readonly revoked: RevokedSessions,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
+  /**
+   * A new session of the user. An account holds at most `config.jwt.sessionsPerAccount` live
+   * sessions: the oldest beyond it end here (revoked as `session-limit`, their access tokens
+   * refused at once), so a script signing in in a loop cannot grow the account's rows for ever.
+   * The caller holds the user's row (a new account's insert, a sign-in's password-hash lock).
+   */
   async open(userId: string, now: Date): Promise<Session> {
     const familyId = await this.refreshTokens.createFamily(
       userId,
       now,
       plusSeconds(now, this.config.jwt.refreshTtlSeconds),
     );
+    const ended = await this.refreshTokens.revokeOthersBeyond(
+      userId,
+      familyId,
+      this.config.jwt.sessionsPerAccount - 1,
+      'session-limit',
+      now,
+    );
+    await this.revoked.add(ended); // their access tokens stop working too
     return this.rotate(familyId, now);
   }
 

@@ -95,6 +95,7 @@ const envSchema = z.object({
   JWT_ACCESS_TTL_SECONDS: int(900, 30, 86_400),
   REFRESH_TOKEN_TTL_SECONDS: int(30 * 86_400, 3600, 365 * 86_400),
   REFRESH_TOKEN_IDLE_SECONDS: int(7 * 86_400, 600, 365 * 86_400),
+  SESSIONS_PER_ACCOUNT: int(100, 1, 10_000),
   STRIPE_SECRET_KEY: z.string().min(1).optional(),
   // Stripe's are `whsec_` and 32 characters: a stub (`whsec_`, `whsec_x`) or the `whsec_…` placeholder
   // would let anyone sign webhook events
@@ -208,6 +209,8 @@ export interface AppConfig {
     accessTtlSeconds: number;
     refreshTtlSeconds: number;
     refreshIdleSeconds: number;
+    /** Live sessions (refresh-token families) an account may hold; a new sign-in ends the oldest beyond it. */
+    sessionsPerAccount: number;
   };
   stripe: { secretKey?: string; webhookSecret: string; apiUrl?: string };
   mail: { smtpUrl?: string; from: string; outboxDir: string };
@@ -547,6 +550,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       accessTtlSeconds: e.JWT_ACCESS_TTL_SECONDS,
       refreshTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
       refreshIdleSeconds: e.REFRESH_TOKEN_IDLE_SECONDS,
+      sessionsPerAccount: e.SESSIONS_PER_ACCOUNT,
     },
     stripe: {
       secretKey: e.STRIPE_SECRET_KEY,

@@ -566,6 +566,80 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
     });
   });
 
+  describe('sessions per account (SESSIONS_PER_ACCOUNT=3)', () => {
+    let capped: TestApp;
+    beforeAll(async () => {
+      capped = await bootTestApp({ env: { SESSIONS_PER_ACCOUNT: '3' } });
+    });
+    afterAll(async () => {
+      await capped?.close();
+    });
+
+    const families = async (userId: string) =>
+      (
+        await capped.db.pool.query(
+          `SELECT id, revoked_reason FROM refresh_token_families WHERE user_id = $1 ORDER BY created_at, id`,
+          [userId],
+        )
+      ).rows as { id: string; revoked_reason: string | null }[];
+
+    it('ends the oldest sessions beyond the limit, also under concurrent sign-ins, never the new one', async () => {
+      const first = await registerCustomer(capped.http);
+      const signIns = await Promise.all(
+        Array.from({ length: 5 }, () => login(capped.http, first.email, TEST_PASSWORD)),
+      );
+      const rows = await families(first.user.id);
+      expect(rows).toHaveLength(6);
+      expect(rows.filter((r) => r.revoked_reason === null)).toHaveLength(3);
+      expect(rows.filter((r) => r.revoked_reason !== null).map((r) => r.revoked_reason)).toEqual([
+        'session-limit',
+        'session-limit',
+        'session-limit',
+      ]);
+      // the registration's session is the oldest: ended, its access token refused at once
+      expect(rows[0].revoked_reason).toBe('session-limit');
+      const me = await capped.http.get('/v1/me', { token: first.accessToken });
+      expect(me.status).toBe(401);
+      const stale = await capped.http.post('/v1/auth/refresh', {
+        refreshToken: first.refreshToken,
+      });
+      expect(stale.status).toBe(401);
+      expect(stale.body.code).toBe('REFRESH_TOKEN_INVALID');
+
+      // a sign-in that has just answered always works, and the live ones still refresh
+      const newest = await login(capped.http, first.email, TEST_PASSWORD);
+      expect((await capped.http.get('/v1/me', { token: newest.accessToken })).status).toBe(200);
+      const live = new Set(
+        (await families(first.user.id)).filter((r) => !r.revoked_reason).map((r) => r.id),
+      );
+      expect(live.size).toBe(3);
+      for (const s of [...signIns, newest]) {
+        const fam = (
+          await capped.db.pool.query(`SELECT family_id FROM refresh_tokens WHERE token_hash = $1`, [
+            sha256(s.refreshToken),
+          ])
+        ).rows[0].family_id as string;
+        const refreshed = await capped.http.post('/v1/auth/refresh', {
+          refreshToken: s.refreshToken,
+        });
+        expect(refreshed.status).toBe(live.has(fam) ? 200 : 401);
+      }
+    });
+
+    it('counts only live sessions: ended ones (logout) leave room', async () => {
+      const s = await registerCustomer(capped.http);
+      const a = await login(capped.http, s.email, TEST_PASSWORD);
+      expect(
+        (await capped.http.post('/v1/auth/logout', { refreshToken: a.refreshToken })).status,
+      ).toBe(204);
+      await login(capped.http, s.email, TEST_PASSWORD);
+      // registration + one more sign-in: 3 live with the logged-out one not counted
+      const rows = await families(s.user.id);
+      expect(rows.map((r) => r.revoked_reason)).toEqual([null, 'logout', null]);
+      expect((await capped.http.get('/v1/me', { token: s.accessToken })).status).toBe(200);
+    });
+  });
+
   it('never throttles with RATE_LIMIT_ENABLED=false (the harness default)', async () => {
     expect(t.config.rateLimitEnabled).toBe(false);
     const s = await registerCustomer(t.http);
