@@ -179,6 +179,67 @@ describe('loadConfig', () => {
       expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', JWT_SECRET: '3f9a0c1be27d4856a9c0f1e2d3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f70' }).jwt.secret).toHaveLength(64);
     });
 
+    it('refuses a JWT_SECRET that is a placeholder, words, the development secret dressed up, or another secret', () => {
+      const prod = { ...SECRETS, NODE_ENV: 'production' };
+      for (const placeholder of [
+        '<at least 32 chars, 12 different: openssl rand -base64 48>',
+        'replace-with-a-long-random-secret',
+        'my jwt secret is long and has Many Words 42',
+      ]) {
+        expect(problemsOf({ ...prod, JWT_SECRET: placeholder })).toEqual([
+          expect.stringMatching(/^JWT_SECRET: looks like a placeholder or words/),
+        ]);
+      }
+      expect(problemsOf({ ...prod, JWT_SECRET: `${DEV_SECRETS.JWT_SECRET}-Prod-2026` })).toEqual([
+        'JWT_SECRET: contains the public development secret',
+      ]);
+      const reused = 'Kq3vN8xT2mW9pL5rZ7yB4cF6hJ1dG0sAeUo';
+      expect(problemsOf({ ...prod, JWT_SECRET: reused, STORAGE_SECRET_ACCESS_KEY: reused })).toEqual([
+        'JWT_SECRET: the same value as STORAGE_SECRET_ACCESS_KEY',
+      ]);
+      // base64 and hex keys pass; in development anything long enough goes
+      expect(loadConfig({ ...prod, JWT_SECRET: reused }).jwt.secret).toBe(reused);
+      expect(loadConfig({ NODE_ENV: 'development', JWT_SECRET: 'replace-with-a-long-random-secret' }).jwt.secret).toBe(
+        'replace-with-a-long-random-secret',
+      );
+    });
+
+    it('refuses a Stripe key that is not one, and a plain-http STRIPE_API_URL off this host, outside development', () => {
+      const prod = { ...SECRETS, NODE_ENV: 'production' };
+      for (const key of ['sk_live_\u2026', ' ', 'pk_live_abc', 'sk_live_abc def']) {
+        expect(problemsOf({ ...prod, STRIPE_SECRET_KEY: key })).toEqual([
+          expect.stringMatching(/^STRIPE_SECRET_KEY: not a Stripe secret or restricted key/),
+        ]);
+      }
+      expect(problemsOf({ ...prod, STRIPE_API_URL: 'http://stripe-fake.internal:12111' })).toEqual([
+        expect.stringMatching(/^STRIPE_API_URL: must use https/),
+      ]);
+      expect(loadConfig({ ...prod, STRIPE_API_URL: 'http://127.0.0.1:12111' }).stripe.apiUrl).toBe('http://127.0.0.1:12111');
+      expect(loadConfig({ ...prod, STRIPE_API_URL: 'https://stripe-fake.internal' }).stripe.apiUrl).toBe(
+        'https://stripe-fake.internal',
+      );
+    });
+
+    it('refuses a number made of spaces (it would coerce to 0 and switch a cap off)', () => {
+      const prod = { ...SECRETS, NODE_ENV: 'production' };
+      for (const blank of [' ', '\t', ' 3', '3.5', '-1', '1e3']) {
+        expect(named(problemsOf({ ...prod, PURCHASE_LIMIT_OPEN_ORDERS: blank, PORT: blank }))).toEqual([
+          'PORT',
+          'PURCHASE_LIMIT_OPEN_ORDERS',
+        ]);
+      }
+      expect(loadConfig({ ...prod, PURCHASE_LIMIT_OPEN_ORDERS: '0' }).purchaseLimits.openOrders).toBe(0);
+    });
+
+    it('names a URL that does not parse without quoting it (a password with / or # in it)', () => {
+      const prod = { ...SECRETS, NODE_ENV: 'production' };
+      for (const name of ['SMTP_URL', 'DATABASE_URL', 'REDIS_URL', 'STRIPE_API_URL', 'STORAGE_ENDPOINT']) {
+        const problems = problemsOf({ ...prod, [name]: 'smtps://AKIA:Bx/ab#c+d@email-smtp.example:465' });
+        expect(named(problems)).toEqual([name]);
+        expect(problems.join('\n')).not.toContain('Bx/ab');
+      }
+    });
+
     it('refuses TRUST_PROXY=true outside development, and anything that is not an address, a range or a hop count', () => {
       const prod = { ...SECRETS, NODE_ENV: 'production' };
       expect(problemsOf({ ...prod, TRUST_PROXY: 'true' })).toEqual([expect.stringMatching(/^TRUST_PROXY: "true" lets any client/)]);

@@ -38,16 +38,31 @@ const bool = (def: boolean) =>
     .default(def ? 'true' : 'false')
     .transform((v) => v === 'true' || v === '1');
 
+// digits only: a value of spaces or a tab (kept by a quoted .env entry) would coerce to 0, which
+// switches a cap off or picks a random port
 const int = (def: number, min: number, max: number) =>
-  z.coerce.number().int().min(min).max(max).default(def);
-
-const url = (protocols: string[]) =>
   z
     .string()
-    .url()
-    .refine((v) => protocols.includes(new URL(v).protocol), {
-      message: `must use ${protocols.join(' or ')}`,
-    });
+    .regex(/^\d{1,12}$/, 'must be a whole number (digits only)')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+    .default(String(def));
+
+/**
+ * A URL of one of `protocols`. One that does not parse is an issue naming the variable — never
+ * the parser's own error, which quotes the whole value (a password with `/` or `#` in it).
+ */
+const url = (protocols: string[]) =>
+  z.string().refine(
+    (v) => {
+      try {
+        return protocols.includes(new URL(v).protocol);
+      } catch {
+        return false;
+      }
+    },
+    { message: `must be a URL using ${protocols.join(' or ')} (characters such as / # ? @ in a password percent-encoded)` },
+  );
 
 /**
  * A JWT_SECRET with fewer different characters than this is refused (32 × "a", "changeme…"):
@@ -473,6 +488,73 @@ function secretProblems(env: Record<string, string>): string[] {
       problems.push(
         `${name}: the built-in development value is refused unless NODE_ENV=development`,
       );
+    }
+  }
+  problems.push(...jwtSecretProblems(env));
+  problems.push(...stripeProblems(env));
+  return problems;
+}
+
+/** The other secrets a JWT_SECRET must not repeat (whoever reads one of them would sign tokens). */
+const OTHER_SECRETS = [
+  'STRIPE_SECRET_KEY',
+  'STRIPE_WEBHOOK_SECRET',
+  'STORAGE_ACCESS_KEY_ID',
+  'STORAGE_SECRET_ACCESS_KEY',
+  'STORAGE_WEBHOOK_TOKEN',
+] as const;
+
+/**
+ * Outside development, a JWT_SECRET that is a placeholder (`<…>`, spaces), words
+ * (`replace-with-a-long-random-secret`: one kind of character), the public development secret
+ * with something added, or another secret of this deployment is refused: each can be guessed or
+ * read elsewhere, and it signs admin tokens. Random output (`openssl rand -base64 48` or `-hex
+ * 32`) mixes at least two of lower case, upper case and digits.
+ */
+function jwtSecretProblems(env: Record<string, string>): string[] {
+  const secret = env.JWT_SECRET;
+  // (too short or too few different characters: the schema says so already)
+  if (!secret || secret === DEV_SECRETS.JWT_SECRET || secret.length < 32) return [];
+  if (new Set(secret).size < JWT_SECRET_MIN_DISTINCT) return [];
+  const problems: string[] = [];
+  const kinds = [/[a-z]/, /[A-Z]/, /[0-9]/].filter((kind) => kind.test(secret)).length;
+  if (/[\s<>\u2026]/.test(secret) || kinds < 2) {
+    problems.push(
+      'JWT_SECRET: looks like a placeholder or words, not a random key (use e.g. openssl rand -base64 48)',
+    );
+  }
+  if (secret.toLowerCase().includes(DEV_SECRETS.JWT_SECRET)) {
+    problems.push('JWT_SECRET: contains the public development secret');
+  }
+  for (const other of OTHER_SECRETS) {
+    if (env[other] === secret) problems.push(`JWT_SECRET: the same value as ${other}`);
+  }
+  return problems;
+}
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/**
+ * Outside development: a Stripe key must look like one (`sk_live_…`, `rk_test_…`; not a
+ * placeholder such as `sk_live_…` or a stray space, which would boot and fail every checkout), and
+ * STRIPE_API_URL, which receives that key with every call, must be https unless it is this host
+ * (a local fake).
+ */
+function stripeProblems(env: Record<string, string>): string[] {
+  const problems: string[] = [];
+  const key = env.STRIPE_SECRET_KEY;
+  if (key !== undefined && !/^(sk|rk)_(live|test)_[A-Za-z0-9_]+$/.test(key)) {
+    problems.push("STRIPE_SECRET_KEY: not a Stripe secret or restricted key ('sk_live_…', 'rk_live_…', or a test one)");
+  }
+  if (env.STRIPE_API_URL) {
+    let target: URL | null = null;
+    try {
+      target = new URL(env.STRIPE_API_URL);
+    } catch {
+      target = null; // the schema names it
+    }
+    if (target && target.protocol !== 'https:' && !LOOPBACK_HOSTS.has(target.hostname)) {
+      problems.push('STRIPE_API_URL: must use https (it receives the secret key) unless it is on this host');
     }
   }
   return problems;
