@@ -41,6 +41,10 @@ function setup() {
     },
     'hasher',
   );
+  // the real one's dispatch, over the mocked verifications
+  hasher.verifySignIn = jest.fn((account: { passwordHash: string } | null, password: string) =>
+    account ? hasher.verify(account.passwordHash, password) : hasher.verifyDummy(password),
+  ) as typeof hasher.verifySignIn;
   // the real limiter reserves an attempt, runs `verify`, and keeps it counted when it is null
   const settled: unknown[] = [];
   const signIns = mockOf<FailedAttemptLimiter>(

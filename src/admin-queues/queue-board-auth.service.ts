@@ -111,9 +111,7 @@ export class QueueBoardAuth {
     const principal = await this.signIns.signIn('queue-board', email, ip, async () => {
       // The same work for an unknown email as for a wrong password (see AuthService.login).
       const user = await this.users.findByEmail(email);
-      const ok = user
-        ? await this.hasher.verify(user.passwordHash, credentials.password)
-        : await this.hasher.verifyDummy(credentials.password);
+      const ok = await this.hasher.verifySignIn(user, credentials.password);
       if (!user || !ok) return null;
       const permissions = permissionsOf(user.role);
       // a right password without the permission is a failure like any other (no oracle)

@@ -71,6 +71,10 @@ function setup() {
     },
     'hasher',
   );
+  // the real one's dispatch, over the mocked verifications
+  hasher.verifySignIn = jest.fn((account: { passwordHash: string } | null, password: string) =>
+    account ? hasher.verify(account.passwordHash, password) : hasher.verifyDummy(password),
+  ) as typeof hasher.verifySignIn;
   const events = mockOf<SecurityEvents>({ record: jest.fn() }, 'events');
   const tx = mockOf<TransactionHost>(
     {

@@ -93,9 +93,7 @@ export class AuthService {
     // client as the owner's; a failure stays counted although this request fails
     const signedIn = await this.signIns.signIn('login', email, clientIp, async () => {
       const found = await this.users.findByEmail(email);
-      const ok = found
-        ? await this.hasher.verify(found.passwordHash, dto.password)
-        : await this.hasher.verifyDummy(dto.password);
+      const ok = await this.hasher.verifySignIn(found, dto.password);
       if (!found || !ok) return null;
       const session = await this.openSession(found, dto.password);
       return session ? { user: found, session } : null;

@@ -1,6 +1,7 @@
 import { Inject, Injectable, OnModuleInit, Optional } from '@nestjs/common';
 import { Algorithm, hash, verify } from '@node-rs/argon2';
 import { ConcurrencyGate } from '../common/throttling/concurrency-gate';
+import { isPublishedDemoCredential } from './demo-credentials';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { SecureRandom } from './secure-random';
 
@@ -53,13 +54,15 @@ export class PasswordHasher implements OnModuleInit {
   readonly gate: ConcurrencyGate;
   /** A real hash of a random secret, verified against for unknown emails (equal timing). */
   private dummy?: Promise<string>;
+  private readonly isDevelopment: boolean;
 
   constructor(
     private readonly random: SecureRandom,
     @Optional() @Inject(PASSWORD_HASH_PARAMS) params?: Argon2Params,
-    @Optional() @Inject(APP_CONFIG) config?: Pick<AppConfig, 'passwordHashConcurrency'>,
+    @Optional() @Inject(APP_CONFIG) config?: Pick<AppConfig, 'passwordHashConcurrency'> & Partial<Pick<AppConfig, 'isDevelopment'>>,
   ) {
     this.params = params ?? ARGON2_PARAMS;
+    this.isDevelopment = config?.isDevelopment ?? false;
     this.gate = new ConcurrencyGate({
       concurrency: config?.passwordHashConcurrency ?? DEFAULT_HASH_CONCURRENCY,
       maxQueued: HASH_QUEUE_LIMIT,
@@ -96,6 +99,18 @@ export class PasswordHasher implements OnModuleInit {
         return false;
       }
     });
+  }
+
+  /**
+   * A sign-in's check of `password` against the account found by its email (null: unknown email,
+   * verified against the dummy hash for equal timing). Outside development a published demo
+   * password (auth/demo-credentials) fails the same way, whatever the account's stored hash.
+   */
+  verifySignIn(account: { email: string; passwordHash: string } | null, password: string): Promise<boolean> {
+    if (!account || (!this.isDevelopment && isPublishedDemoCredential(account.email, password))) {
+      return this.verifyDummy(password);
+    }
+    return this.verify(account.passwordHash, password);
   }
 
   /** Spends the same work as a real verification, then fails. */

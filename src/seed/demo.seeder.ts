@@ -1,10 +1,8 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { AccountService } from '../auth/account.service';
 import { CatalogSeeder } from '../catalog/catalog.seeder';
+import { DEMO_ADMIN, DEMO_CUSTOMER } from '../auth/demo-credentials';
 import { APP_CONFIG, AppConfig } from '../config/config';
-
-export const DEMO_ADMIN = { email: 'admin@shop.local', password: 'admin-demo-password' };
-export const DEMO_CUSTOMER = { email: 'customer@shop.local', password: 'customer-demo-password' };
 
 /**
  * Demo data for development: each feature contributes its part here, idempotently

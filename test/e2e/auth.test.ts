@@ -1,7 +1,8 @@
 import { Algorithm, hash } from '@node-rs/argon2';
 import { createHash, createHmac, randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
-import { DEMO_ADMIN, DEMO_CUSTOMER, DemoSeeder } from '../../src/seed/demo.seeder';
+import { DEMO_ADMIN, DEMO_CUSTOMER } from '../../src/auth/demo-credentials';
+import { DemoSeeder } from '../../src/seed/demo.seeder';
 import {
   TEST_PASSWORD,
   createAdmin,

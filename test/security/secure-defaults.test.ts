@@ -12,7 +12,10 @@
  */
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { createServer } from 'node:net';
+import { AccountService } from '../../src/auth/account.service';
+import { DEMO_ADMIN, DEMO_CUSTOMER } from '../../src/auth/demo-credentials';
 import { MetricsListener } from '../../src/metrics/metrics-listener';
+import { DemoSeeder } from '../../src/seed/demo.seeder';
 import { createAdmin } from '../support/auth';
 import { withAdminClient } from '../support/databases';
 import { HttpResponse } from '../support/http';
@@ -172,6 +175,36 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
       expect((await t.http.get('/v1/admin/orders', { token: admin.accessToken })).status).toBe(200);
     } finally {
       await t.close();
+    }
+  });
+
+  it('demo accounts seeded into a non-development database never sign in with their published passwords', async () => {
+    // `npm start` (development) run once against the wrong DATABASE_URL seeds them there
+    const dev = await bootTestApp();
+    const prod = await bootTestApp({ db: dev.db, env: { NODE_ENV: 'production', ...SECRETS } });
+    try {
+      await dev.app.get(DemoSeeder).run();
+      const basic = (email: string, password: string) => ({
+        headers: { authorization: `Basic ${Buffer.from(`${email}:${password}`).toString('base64')}` },
+      });
+      const outcomes: string[] = [];
+      for (const demo of [DEMO_ADMIN, DEMO_CUSTOMER]) {
+        outcomes.push(line(`production login ${demo.email}`, await prod.http.post('/v1/auth/login', demo)));
+      }
+      outcomes.push(line('production queue board', await prod.http.get('/admin/queues', basic(DEMO_ADMIN.email, DEMO_ADMIN.password))));
+      expect(outcomes).toEqual([
+        `production login ${DEMO_ADMIN.email} → 401 INVALID_CREDENTIALS`,
+        `production login ${DEMO_CUSTOMER.email} → 401 INVALID_CREDENTIALS`,
+        'production queue board → 401 INVALID_CREDENTIALS',
+      ]);
+      // control: the same accounts sign in on the development instance, and in production once an
+      // operator has given the account a password of its own
+      expect((await dev.http.post('/v1/auth/login', DEMO_ADMIN)).status).toBe(200);
+      await prod.app.get(AccountService).ensureAccount(DEMO_ADMIN.email, 'an-operator-chosen-password', 'admin', 'Ops');
+      expect((await prod.http.post('/v1/auth/login', { email: DEMO_ADMIN.email, password: 'an-operator-chosen-password' })).status).toBe(200);
+    } finally {
+      await prod.close();
+      await dev.close();
     }
   });
 
