@@ -39,7 +39,12 @@ stop() {
 trap stop TERM INT
 node -r ./scripts/ts-register.js src/main.ts & pids+=($!)
 node -r ./scripts/ts-register.js src/worker.ts & pids+=($!)
-echo "[start] NODE_ENV=$NODE_ENV: API on http://localhost:${PORT:-3000} (Swagger UI: /docs unless DOCS_ENABLED=false; metrics on :${METRICS_PORT:-9465}), worker running; Ctrl-C stops both"
+if [ "${DOCS_ENABLED:-$([ "$NODE_ENV" = development ] && echo true || echo false)}" = true ] || [ "${DOCS_ENABLED:-}" = 1 ]; then
+  docs="Swagger UI: /docs"
+else
+  docs="Swagger UI off (DOCS_ENABLED)"
+fi
+echo "[start] NODE_ENV=$NODE_ENV: API on http://localhost:${PORT:-3000} ($docs; metrics on :${METRICS_PORT:-9465}), worker running; Ctrl-C stops both"
 # If either process dies, stop the other and exit with its status.
 set +e
 wait -n "${pids[@]}"
