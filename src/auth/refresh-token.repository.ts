@@ -102,10 +102,13 @@ export class RefreshTokenRepository {
   }
 
   /**
-   * Revokes the user's live families other than `opened` beyond the newest `keep` of them (by
-   * start), returning their ids. `opened`, the session being opened, is never among them, even
-   * when a sign-in that started later committed first. Callers hold the user's row lock (a
-   * sign-in's `lockPasswordHash`), so concurrent sign-ins of one account count in turn.
+   * Revokes the user's families other than `opened` beyond the `keep` most recently used (a
+   * family's last use: its newest token still usable, i.e. unspent and within its idle timeout),
+   * returning their ids. Families that cannot be used any more (idle-expired) rank after every
+   * usable one, so a script that signs in and abandons each session never pushes out the one in
+   * daily use. `opened`, the session being opened, is never among them, even when a sign-in that
+   * started later committed first. Callers hold the user's row lock (a sign-in's
+   * `lockPasswordHash`), so concurrent sign-ins of one account count in turn.
    */
   async revokeOthersBeyond(
     userId: string,
@@ -115,12 +118,17 @@ export class RefreshTokenRepository {
     now: Date,
   ): Promise<string[]> {
     return this.tx.withManager(async (m) => {
+      const lastUse = tokens(m)
+        .createQueryBuilder('t')
+        .select('max(t.issued_at)')
+        .where('t.family_id = f.id AND t.spent_at IS NULL AND t.idle_expires_at > :now');
       const beyond = families(m)
         .createQueryBuilder('f')
         .select('f.id')
         .where('f.user_id = :userId AND f.id <> :opened', { userId, opened })
         .andWhere('f.revoked_at IS NULL AND f.expires_at > :now', { now })
-        .orderBy('f.created_at', 'DESC')
+        .orderBy(`(${lastUse.getQuery()})`, 'DESC', 'NULLS LAST')
+        .addOrderBy('f.created_at', 'DESC')
         .addOrderBy('f.id', 'DESC')
         .offset(keep);
       const revoked = await m

@@ -31,7 +31,7 @@ export class SessionIssuer {
 
   /**
    * A new session of the user. An account holds at most `config.jwt.sessionsPerAccount` live
-   * sessions: the oldest beyond it end here (revoked as `session-limit`, their access tokens
+   * sessions: the least recently used beyond it end here (revoked as `session-limit`, their access tokens
    * refused at once), so a script signing in in a loop cannot grow the account's rows for ever.
    * The caller holds the user's row (a new account's insert, a sign-in's password-hash lock).
    */

@@ -627,6 +627,23 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       }
     });
 
+    it('keeps the session in use and ends abandoned ones first (by last use, not by start)', async () => {
+      const daily = await registerCustomer(capped.http);
+      // a script signs in again and again and abandons each session (past its idle timeout)
+      for (let i = 0; i < 4; i++) {
+        const abandoned = await login(capped.http, daily.email, TEST_PASSWORD);
+        await capped.db.pool.query(
+          `UPDATE refresh_tokens SET idle_expires_at = now() - interval '1 second' WHERE token_hash = $1`,
+          [sha256(abandoned.refreshToken)],
+        );
+      }
+      const refreshed = await capped.http.post('/v1/auth/refresh', { refreshToken: daily.refreshToken });
+      expect(refreshed.status).toBe(200);
+      const rows = await families(daily.user.id);
+      // the registration's session, in use, and the two newest abandoned ones are kept
+      expect(rows.map((r) => r.revoked_reason)).toEqual([null, 'session-limit', 'session-limit', null, null]);
+    });
+
     it('counts only live sessions: ended ones (logout) leave room', async () => {
       const s = await registerCustomer(capped.http);
       const a = await login(capped.http, s.email, TEST_PASSWORD);
