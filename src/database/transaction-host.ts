@@ -12,6 +12,13 @@ const MAX_ATTEMPTS = 3;
 /** How long a COMMIT whose answer was lost is asked after while its backend is still finishing it. */
 const OUTCOME_POLLS = 40;
 const OUTCOME_POLL_MS = 50;
+/**
+ * How long the outcome of a COMMIT whose answer was lost is asked for while the database cannot
+ * be reached (a restart, a crash recovery, a 10 ms blink): the question is asked again, 50 ms
+ * doubling to 1 s apart, within this time. Answering 503 instead is not harmless: the retry of a
+ * refresh that did commit finds its token spent and ends the session as a theft.
+ */
+const OUTCOME_UNREACHABLE_MS = 5_000;
 
 /** What the database says became of a transaction whose COMMIT was sent but never answered. */
 export type CommitOutcome = 'committed' | 'aborted' | 'unknown';
@@ -340,14 +347,17 @@ export class TransactionHost {
    * What became of transaction `xid` after its COMMIT (or the message carrying it) failed with
    * `err`. An error the server answered means it rolled back. A lost connection says nothing:
    * the server may have committed and lost only the answer — so ask it, on another connection,
-   * while its backend finishes (pg_xact_status: `in progress` until then). 'unknown' when it
-   * cannot be asked (the database is away): the caller answers 503 as before, and a retry with
-   * the same Idempotency-Key then finds the record if it did commit.
+   * while its backend finishes (pg_xact_status: `in progress` until then). While the database
+   * cannot be reached the question is asked again for up to OUTCOME_UNREACHABLE_MS; 'unknown'
+   * after that: the caller answers 503 as before, and a retry with the same Idempotency-Key then
+   * finds the record if it did commit.
    */
   async outcomeAfter(err: unknown, xid: string): Promise<CommitOutcome> {
     if (!isConnectionFailure(err)) return 'aborted';
     if (!xid) return 'unknown';
-    for (let poll = 0; poll < OUTCOME_POLLS; poll++) {
+    const giveUpAt = performance.now() + OUTCOME_UNREACHABLE_MS;
+    let unreachable = 0;
+    for (let poll = 0; poll < OUTCOME_POLLS; ) {
       let status: string | null;
       try {
         const rows = await this.dataSource.query<{ status: string | null }[]>(
@@ -356,9 +366,16 @@ export class TransactionHost {
         );
         status = rows[0]?.status ?? null;
       } catch (e) {
+        // the database is away (restarting, recovering): ask again once it is back, for a while
+        const wait = Math.min(OUTCOME_POLL_MS * 2 ** unreachable++, 1_000);
+        if (isConnectionFailure(e) && performance.now() + wait < giveUpAt) {
+          await new Promise((r) => setTimeout(r, wait));
+          continue;
+        }
         this.logger.warn(`commit outcome of transaction ${xid} unknown: ${(e as Error).message}`);
         return 'unknown';
       }
+      poll++;
       if (status === 'committed' || status === 'aborted') {
         this.logger.warn(`the answer to COMMIT was lost (${(err as Error).message}); the transaction ${status}`);
         return status;

@@ -10,6 +10,7 @@ import { assertStockInvariants, insertProduct, newKey, stockOf } from '../suppor
 import { PgCommitProxy, startPgCommitProxy } from '../support/pg-commit-proxy';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { createTestDatabase } from '../support/test-database';
+import { waitFor } from '../support/wait-for';
 
 // A COMMIT whose answer is lost (the connection dies after the server committed) used to answer
 // 503 for work that was done: a refresh retried then found its token spent and revoked the
@@ -120,6 +121,30 @@ describe('a COMMIT whose answer is lost', () => {
       ).rows[0].n,
     ).toBe(0);
     await login(t.http, session.email, session.password);
+  });
+
+  it('a refresh whose commit answer was lost while the database could not be asked for a moment answers its new pair', async () => {
+    const session = await registerCustomer(t.http);
+    const cutsBefore = proxy.cuts;
+    const lost = proxy.loseNextCommitAnswer();
+    // the database is unreachable for the outcome's question (a restart, a crash recovery)
+    const reachable = proxy.cutStatements(/pg_xact_status/);
+    const pending = t.http.post('/v1/auth/refresh', { refreshToken: session.refreshToken });
+    try {
+      // the COMMIT's answer and two questions cut
+      await waitFor('the outcome asked twice', () => proxy.cuts >= cutsBefore + 3);
+    } finally {
+      reachable();
+    }
+    const res = await pending;
+    await lost;
+    expect(res.status).toBe(200);
+    expect((await t.http.post('/v1/auth/refresh', { refreshToken: res.body.refreshToken })).status).toBe(200);
+    const revoked = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM refresh_token_families WHERE user_id = $1 AND revoked_at IS NOT NULL`,
+      [session.user.id],
+    );
+    expect(revoked.rows[0].n).toBe(0);
   });
 
   it('a reuse whose revoking statement never reached the server: the session is refused at once, and the revocation commits later, even after the process that saw it stopped', async () => {
