@@ -9,6 +9,7 @@ import { AsyncResource } from 'node:async_hooks';
  * - `oneAtATime`: while a call is in flight, new asks wait for it to end and then share the next
  *   one — under load, one call per round trip instead of one per turn, for a store that is
  *   busy with other work (the database during a sale).
+ * - `maxBatch`: at most this many asks per call; the rest wait for the next one.
  *
  * `answer` gets the asks in arrival order and returns one answer per ask, in the same order;
  * when it fails, every ask of the batch gets `fallback(error)`. It runs in the async context the
@@ -24,7 +25,7 @@ export class TurnBatch<Q, A> {
   constructor(
     private readonly answer: (asks: Q[]) => Promise<A[]>,
     private readonly fallback: (err: unknown) => A,
-    private readonly options: { oneAtATime?: boolean } = {},
+    private readonly options: { oneAtATime?: boolean; maxBatch?: number } = {},
   ) {}
 
   ask(ask: Q): Promise<A> {
@@ -42,8 +43,8 @@ export class TurnBatch<Q, A> {
 
   private async flush(): Promise<void> {
     this.scheduled = false;
-    const batch = this.waiting;
-    this.waiting = [];
+    const batch = this.options.maxBatch ? this.waiting.splice(0, this.options.maxBatch) : this.waiting;
+    if (!this.options.maxBatch) this.waiting = [];
     this.inFlight = true;
     let answers: A[];
     try {
@@ -54,6 +55,6 @@ export class TurnBatch<Q, A> {
     }
     this.inFlight = false;
     batch.forEach((w, i) => w.resolve(answers[i]));
-    if (this.options.oneAtATime) this.schedule();
+    if (this.options.oneAtATime || this.waiting.length > 0) this.schedule();
   }
 }

@@ -104,6 +104,28 @@ export class TransactionHost {
   }
 
   /**
+   * One statement outside any transaction, built only once a pool connection is in hand: `build`
+   * runs after the wait for a connection (null: nothing to ask any more, the connection goes back
+   * unused). For a question whose askers may give up while the pool is busy, so a statement sent
+   * late does not ask (and lock) on behalf of callers that have gone another way meanwhile.
+   */
+  async queryWhenConnected<T = Record<string, unknown>>(
+    build: () => { sql: string; params: unknown[] } | null,
+  ): Promise<T[]> {
+    return this.breaker.execute(async () => {
+      const own = this.dataSource.createQueryRunner();
+      try {
+        await own.connect();
+        const statement = build();
+        if (!statement) return [];
+        return (await own.query(statement.sql, statement.params, true)).records as T[];
+      } finally {
+        await own.release();
+      }
+    });
+  }
+
+  /**
    * Runs TypeORM repository / query-builder work on the current transaction's manager, or
    * outside a transaction on the pool through the database circuit breaker (as `query()` does).
    * Repositories use this for every entity read and write:

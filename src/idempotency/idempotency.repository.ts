@@ -181,13 +181,18 @@ export class IdempotencyRepository {
    * read under a snapshot taken after the locks were tried), outside any transaction, so the
    * locks it tries are released as it ends.
    */
-  async keysInUse(pairs: { principal: string; key: string }[], now: Date): Promise<Set<string>> {
+  async keysInUse(pairs: () => { principal: string; key: string }[], now: Date): Promise<Set<string>> {
     // raw SQL: a server-side function (two statements, two snapshots, in one round trip), on the
-    // hot path of bench:flash-sale's sold-out refusals
-    const rows: { principal: string; key: string }[] = await this.tx.query(
-      'SELECT principal, key FROM idempotency_keys_in_use($1::text[], $2::text[], $3::timestamptz)',
-      [pairs.map((p) => p.principal), pairs.map((p) => p.key), now],
-    );
+    // hot path of bench:flash-sale's sold-out refusals. The pairs are taken once a connection is
+    // in hand: a caller that gave up while the pool was busy is not asked (nor locked) for.
+    const rows = await this.tx.queryWhenConnected<{ principal: string; key: string }>(() => {
+      const asked = pairs();
+      if (asked.length === 0) return null;
+      return {
+        sql: 'SELECT principal, key FROM idempotency_keys_in_use($1::text[], $2::text[], $3::timestamptz)',
+        params: [asked.map((p) => p.principal), asked.map((p) => p.key), now],
+      };
+    });
     return new Set(rows.map((r) => `${r.principal}\n${r.key}`));
   }
 

@@ -18,7 +18,7 @@ describe('IdempotencyService#keyInUse (may a request with this key be answered w
     ]);
     expect(answers).toEqual([true, false, true, false]);
     expect(records.keysInUse).toHaveBeenCalledTimes(1);
-    expect(records.keysInUse.mock.calls[0][0]).toHaveLength(4);
+    expect(records.keysInUse.mock.calls[0][0]()).toHaveLength(4);
   });
 
   it('answers "in use" on any doubt: the database failing, or slower than 250 ms', async () => {

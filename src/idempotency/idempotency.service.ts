@@ -1,17 +1,23 @@
 import { Injectable } from '@nestjs/common';
 import { TurnBatch } from '../common/turn-batch';
 import { Clock } from '../common/time/clock';
-import { withTimeout } from '../common/with-timeout';
 import { IdempotencyRepository } from './idempotency.repository';
 
 /** An in-progress record this old whose key nobody holds was left by a request that is gone. */
 const ABANDONED_AFTER_MS = 10 * 60 * 1000;
 /** A key-in-use read slower than this counts as "in use" (the caller takes the normal path). */
 const KEY_READ_TIMEOUT_MS = 250;
+/**
+ * Pairs per key-in-use statement: each one holds an advisory lock until the statement ends, and
+ * PostgreSQL's lock table is shared by the whole server (64 × max_connections entries by default).
+ */
+const KEY_READ_MAX_BATCH = 256;
 
 interface KeyAsk {
   principal: string;
   key: string;
+  /** The asker stopped waiting (KEY_READ_TIMEOUT_MS) and took the normal path: not to be asked for. */
+  gaveUp: boolean;
 }
 
 @Injectable()
@@ -25,11 +31,13 @@ export class IdempotencyService {
   ) {
     this.keyReads = new TurnBatch(
       async (asks) => {
-        const inUse = await withTimeout(this.records.keysInUse(asks, this.clock.now()), KEY_READ_TIMEOUT_MS);
+        // (no timeout here: the next statement waits until this one has ended — at most one per
+        // process, so its locks are bounded; the askers' own timeout is in keyInUse)
+        const inUse = await this.records.keysInUse(() => asks.filter((a) => !a.gaveUp), this.clock.now());
         return asks.map((a) => inUse.has(`${a.principal}\n${a.key}`));
       },
       () => true,
-      { oneAtATime: true },
+      { oneAtATime: true, maxBatch: KEY_READ_MAX_BATCH },
     );
   }
 
@@ -45,7 +53,20 @@ export class IdempotencyService {
    * call was made.
    */
   keyInUse(principal: string, key: string): Promise<boolean> {
-    return this.keyReads.ask({ principal, key });
+    const ask: KeyAsk = { principal, key, gaveUp: false };
+    return new Promise((resolve) => {
+      // slower than KEY_READ_TIMEOUT_MS (the pool busy, the database slow): "in use", and the
+      // request takes the normal path — whose claim must not then find the key locked by this
+      // question, sent late: an ask given up before its statement has a connection is left out
+      const timer = setTimeout(() => {
+        ask.gaveUp = true;
+        resolve(true);
+      }, KEY_READ_TIMEOUT_MS);
+      void this.keyReads.ask(ask).then((inUse) => {
+        clearTimeout(timer);
+        resolve(inUse);
+      });
+    });
   }
 
   /**
