@@ -29,4 +29,16 @@ describe('IdempotencyService#keyInUse (may a request with this key be answered w
     expect(await new IdempotencyService(stalled, new Clock()).keyInUse('user:u1', 'k1')).toBe(true);
     expect(Date.now() - started).toBeLessThan(1_000);
   });
+
+  it('keeps at most 4,096 askers waiting behind a statement that hangs; more are answered "in use" at once', async () => {
+    const stalled = mockOf<IdempotencyRepository>({ keysInUse: () => new Promise<Set<string>>(() => undefined) });
+    const service = new IdempotencyService(stalled, new Clock());
+    const waiting = Array.from({ length: 4_096 }, (_, i) => service.keyInUse('user:u1', `k${i}`));
+    let settled = false;
+    const extra = service.keyInUse('user:u1', 'one-more').then((v) => ((settled = true), v));
+    await new Promise((r) => setImmediate(r));
+    expect(settled).toBe(true);
+    expect(await extra).toBe(true);
+    expect(new Set(await Promise.all(waiting))).toEqual(new Set([true])); // after their 250 ms
+  });
 });

@@ -12,6 +12,11 @@ const KEY_READ_TIMEOUT_MS = 250;
  * PostgreSQL's lock table is shared by the whole server (64 × max_connections entries by default).
  */
 const KEY_READ_MAX_BATCH = 256;
+/**
+ * Askers waiting at once beyond which more are answered "in use" at once: while a statement hangs
+ * (a database that stopped answering), the ones waiting behind it are not kept without bound.
+ */
+const KEY_READ_MAX_WAITING = 4_096;
 
 interface KeyAsk {
   principal: string;
@@ -24,6 +29,8 @@ interface KeyAsk {
 export class IdempotencyService {
   /** The key-in-use reads, one statement for all callers waiting (TurnBatch, one at a time). */
   private readonly keyReads: TurnBatch<KeyAsk, boolean>;
+  /** Asks whose statement has not answered yet (given up or not). */
+  private keyAsksWaiting = 0;
 
   constructor(
     private readonly records: IdempotencyRepository,
@@ -53,7 +60,9 @@ export class IdempotencyService {
    * call was made.
    */
   keyInUse(principal: string, key: string): Promise<boolean> {
+    if (this.keyAsksWaiting >= KEY_READ_MAX_WAITING) return Promise.resolve(true);
     const ask: KeyAsk = { principal, key, gaveUp: false };
+    this.keyAsksWaiting++;
     return new Promise((resolve) => {
       // slower than KEY_READ_TIMEOUT_MS (the pool busy, the database slow): "in use", and the
       // request takes the normal path — whose claim must not then find the key locked by this
@@ -63,6 +72,7 @@ export class IdempotencyService {
         resolve(true);
       }, KEY_READ_TIMEOUT_MS);
       void this.keyReads.ask(ask).then((inUse) => {
+        this.keyAsksWaiting--;
         clearTimeout(timer);
         resolve(inUse);
       });
