@@ -51,6 +51,18 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect((await signIn(b, owner.email, TEST_PASSWORD, '10.41.0.2')).status).toBe(200);
   });
 
+  it('a stranger filling the account\'s login ceiling does not stop the signed-in owner changing the password from a new network', async () => {
+    const owner = await registerCustomer(a.http, fromClient('10.44.0.1'));
+    const spray = await Promise.all(
+      Array.from({ length: CEILING + 2 }, (_, i) => signIn(i % 2 ? b : a, owner.email, `guess-${i}-guess`, `10.44.${i + 1}.1`)),
+    );
+    expect(spray.filter((r) => r.status === 429).length).toBeGreaterThan(0); // the login ceiling is full
+    expect((await signIn(a, owner.email, TEST_PASSWORD, '10.44.250.1')).status).toBe(429);
+    // the owner, signed in, from a network never used before
+    const changed = await b.http.post('/v1/me/password', { currentPassword: TEST_PASSWORD, newPassword: 'a-brand-new-password' }, { token: owner.accessToken, ...fromClient('10.44.250.1') });
+    expect(changed.status).toBe(204);
+  });
+
   it('a stranger hammering the account from one client does not keep the owner out of their own client', async () => {
     const owner = await registerCustomer(a.http, fromClient('10.40.0.1'));
     const verify = [a, b].map((t) => jest.spyOn(t.app.get(PasswordHasher), 'verify'));

@@ -7,6 +7,7 @@ import {
   policyHeaderItem,
   progressiveDelayMs,
   signInBuckets,
+  PASSWORD_CHANGE_FAILURES_PER_ACCOUNT,
   stateHeaderItem,
   trackerFor,
 } from './rate-limit.policies';
@@ -128,6 +129,17 @@ describe('failed sign-in buckets', () => {
     expect(signInBuckets('login', 'someone-else@b.io', '203.0.113.7', limits)[2].key).toBe(ip.key);
     expect(signInBuckets('login', 'a@b.io', '198.51.100.1', limits)[2].key).not.toBe(ip.key);
     expect(signInBuckets('login', 'a@b.io', '203.0.113.7', limits, true)).toHaveLength(1); // the owner's own client
+  });
+
+  it("password change: login's per-(account, client) bucket and a ceiling of its own, never login's ceiling", () => {
+    const [loginPair, loginCeiling] = signInBuckets('login', 'a@b.io', '203.0.113.7', limits);
+    const buckets = signInBuckets('password-change', 'a@b.io', '203.0.113.7', limits);
+    expect(buckets).toHaveLength(2);
+    const [pair, ceiling] = buckets;
+    expect(pair.key).toBe(loginPair.key);
+    expect(ceiling).toMatchObject({ kind: 'window', limit: PASSWORD_CHANGE_FAILURES_PER_ACCOUNT });
+    expect(ceiling.key).not.toBe(loginCeiling.key);
+    expect(signInBuckets('password-change', 'a@b.io', '198.51.100.1', limits)[1].key).toBe(ceiling.key);
   });
 
   it('queue board: per client over all accounts, plus the ceiling it shares with login', () => {

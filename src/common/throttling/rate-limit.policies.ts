@@ -155,7 +155,7 @@ export interface FailureBucket {
 }
 
 /** Where a password is presented. */
-export type SignInChannel = 'login' | 'queue-board';
+export type SignInChannel = 'login' | 'queue-board' | 'password-change';
 
 export interface SignInLimits {
   /** Free failures per (account, client) before the progressive delay starts. */
@@ -181,6 +181,8 @@ const SIGN_IN_ACCOUNT_WINDOW_MS = 15 * 60_000;
 /** The queue board: failed Basic sign-ins per client, whatever the accounts, per window. */
 export const BOARD_FAILURES_PER_CLIENT = 10;
 const BOARD_CLIENT_WINDOW_MS = 15 * 60_000;
+/** A signed-in account's wrong current passwords (password change) from all clients, per window. */
+export const PASSWORD_CHANGE_FAILURES_PER_ACCOUNT = 10;
 
 /** The delay a progressive bucket imposes after its `failures`-th failure (0 = none). */
 export function progressiveDelayMs(
@@ -219,7 +221,12 @@ function windowBucket(key: string, limit: number, windowMs: number): FailureBuck
  *   accounts; the last two not from the account's own clients (`knownClient`: knownClientKey);
  * - queue board: per client over all accounts (a hard window: the board is for a few admins,
  *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
- *   login so that two doors do not double an attacker's budget.
+ *   login so that two doors do not double an attacker's budget;
+ * - password change (the current password, from a signed-in session): the same per-(account,
+ *   client) bucket as login and a ceiling of its own, PASSWORD_CHANGE_FAILURES_PER_ACCOUNT per
+ *   window — not the login ceiling, which any stranger can fill with wrong logins for the email:
+ *   the owner must be able to change a leaked password from a new network just then. A stolen
+ *   session gets those 10 guesses per window and no more.
  */
 export function signInBuckets(
   channel: SignInChannel,
@@ -234,16 +241,20 @@ export function signInBuckets(
   if (channel === 'queue-board') {
     return [windowBucket(`board-client:${digest(client)}`, BOARD_FAILURES_PER_CLIENT, BOARD_CLIENT_WINDOW_MS), ceiling];
   }
+  const pair: FailureBucket = {
+    key: `signin-client:${digest(email, client)}`,
+    kind: 'progressive',
+    limit: limits.failuresPerClient,
+    windowMs: SIGN_IN_PAIR_MEMORY_MS,
+    baseMs: SIGN_IN_DELAY_BASE_MS,
+    capMs: SIGN_IN_DELAY_CAP_MS,
+  };
+  if (channel === 'password-change') {
+    return [
+      pair,
+      windowBucket(`password-change:${digest(email)}`, PASSWORD_CHANGE_FAILURES_PER_ACCOUNT, SIGN_IN_ACCOUNT_WINDOW_MS),
+    ];
+  }
   const clientCeiling = windowBucket(`signin-ip:${digest(client)}`, limits.failuresPerIp, SIGN_IN_ACCOUNT_WINDOW_MS);
-  return [
-    {
-      key: `signin-client:${digest(email, client)}`,
-      kind: 'progressive',
-      limit: limits.failuresPerClient,
-      windowMs: SIGN_IN_PAIR_MEMORY_MS,
-      baseMs: SIGN_IN_DELAY_BASE_MS,
-      capMs: SIGN_IN_DELAY_CAP_MS,
-    },
-    ...(knownClient ? [] : [ceiling, clientCeiling]),
-  ];
+  return [pair, ...(knownClient ? [] : [ceiling, clientCeiling])];
 }
