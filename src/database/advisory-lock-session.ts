@@ -208,8 +208,10 @@ export class AdvisoryLockSession {
               `SELECT pg_try_advisory_lock(${grant.lockSql}) AS held`,
               grant.params,
             );
-            if (!this.granted.has(name)) {
-              // released while it was being re-taken: let go of it again
+            if (this.granted.get(name) !== grant) {
+              // released while it was being re-taken — and perhaps held again meanwhile by a new
+              // hold on this very session, on which session locks stack: let go of this one
+              // again, once, leaving the new hold's
               if (rows[0]?.held) await this.run(session, `SELECT pg_advisory_unlock(${grant.lockSql})`, grant.params);
             } else if (rows[0]?.held) {
               grant.session = session;

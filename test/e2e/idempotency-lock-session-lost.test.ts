@@ -154,6 +154,40 @@ describe('AdvisoryLockSession with retakeLostHolds, its session cut', () => {
     }
   });
 
+  it('a hold released and taken again under the same name during the re-take is not locked twice', async () => {
+    const first = await session.tryHold('e', LOCK, ['e']);
+    const twin = await session.tryHold('f', LOCK, ['f']);
+    const before = await probe();
+    // the re-take reaches 'e' first; just then 'f' is released (its session is gone) and a new
+    // request of this process holds 'f' again, on the new session
+    let again: Awaited<ReturnType<AdvisoryLockSession['tryHold']>> | undefined;
+    const internals = session as unknown as { run: (s: unknown, sql: string, params: unknown[]) => Promise<unknown> };
+    const run = internals.run.bind(session);
+    let interposed = false;
+    internals.run = async (s, sql, params) => {
+      if (!interposed && sql.includes('pg_try_advisory_lock') && params[0] === 'e' && again === undefined) {
+        interposed = true;
+        await twin!.release();
+        again = await session.tryHold('f', LOCK, ['f']);
+      }
+      return run(s, sql, params);
+    };
+    try {
+      await db.pool.query('SELECT pg_terminate_backend($1)', [before.pid]);
+      await waitFor('both re-taken', probe, {
+        until: (p) => p !== undefined && p.pid !== before.pid && p.locks === 2 && interposed,
+      });
+      await waitFor('the re-take to end', () => (session as unknown as { retaking?: unknown }).retaking === undefined);
+    } finally {
+      internals.run = run;
+    }
+    expect(again?.held).toBe(true);
+    await again!.release();
+    await first!.release();
+    // nothing left behind: 'f' is free for another process
+    expect((await probe()).locks).toBe(0);
+  });
+
   it('a hold released while its session was down is not taken again', async () => {
     const hold = await session.tryHold('c', LOCK, ['c']);
     const before = await probe();
