@@ -79,7 +79,7 @@ export class OrderTransitionsService {
     );
   }
 
-  /** CONFIRMED → FULFILLED (admin). */
+  /** CONFIRMED (or PARTIALLY_REFUNDED, never fulfilled before) → FULFILLED (admin). */
   fulfil(orderId: string, actor: string): Promise<TransitionResult> {
     return this.move(orderId, { to: 'FULFILLED', actor }, () =>
       this.outbox.add('order.fulfilled', orderId, { orderId }).then(() => undefined),
