@@ -213,6 +213,25 @@ describe('catalog: admin writes, reads, cache', () => {
     }
   });
 
+  it('refuses a cursor replayed under another sort, category or search with 400 (it would page from an arbitrary place)', async () => {
+    const cat = await createCategory(t, admin);
+    await Promise.all(Array.from({ length: 5 }, (_, i) => createProduct(t, admin, { categoryId: cat.id, price: 100 + i })));
+    const first = await t.http.get(`/v1/products?categoryId=${cat.id}&sort=price_asc&limit=2`);
+    const cursor = first.body.nextCursor as string;
+    expect(cursor).toEqual(expect.any(String));
+    for (const other of [
+      `categoryId=${cat.id}&sort=popular`,
+      `categoryId=${cat.id}&sort=price_desc`,
+      'sort=price_asc',
+      `categoryId=${cat.id}&sort=price_asc&q=widget`,
+    ]) {
+      const res = await t.http.get(`/v1/products?${other}&limit=2&cursor=${cursor}`);
+      expect([other, res.status, res.body.code]).toEqual([other, 400, 'VALIDATION_FAILED']);
+    }
+    // the same listing pages on, whatever the page size
+    expect((await t.http.get(`/v1/products?categoryId=${cat.id}&sort=price_asc&limit=3&cursor=${cursor}`)).status).toBe(200);
+  });
+
   it('validates list parameters: limit above 100 and malformed cursors are 400', async () => {
     expect((await t.http.get('/v1/products?limit=101')).status).toBe(400);
     expect((await t.http.get('/v1/products?cursor=bad')).status).toBe(400);
