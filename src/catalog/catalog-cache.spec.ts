@@ -65,3 +65,42 @@ describe('CatalogCache: a shared entry written by a host whose clock runs ahead'
     expect(copy!.expiresAt - now).toBeLessThanOrEqual(6_000);
   });
 });
+
+describe('CatalogCache version bump', () => {
+  const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
+
+  it('outlasts a Redis reconnect, then keeps trying in the background until the bump lands', async () => {
+    let failures = 8; // a reconnect longer than the write's own tries
+    let bumped = 0;
+    const redis = mockOf<Redis>(
+      {
+        get: async () => '1',
+        incr: async () => {
+          if (failures-- > 0) throw new Error("Stream isn't writeable and enableOfflineQueue options is false");
+          return ++bumped;
+        },
+      },
+      'redis',
+    );
+    const cache = new CatalogCache(redis, fakeShared(), config, new Clock(), noTransaction);
+    const started = Date.now();
+    await cache.invalidate(); // answers after ~1 s of tries, the bump still owed
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_000);
+    expect(bumped).toBe(0);
+    const deadline = Date.now() + 5_000;
+    while (bumped === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(bumped).toBe(1);
+  });
+
+  it('a short blink costs no background work: the write\'s own tries land it', async () => {
+    let failures = 3;
+    const incr = jest.fn(async () => {
+      if (failures-- > 0) throw new Error('ECONNRESET');
+      return 2;
+    });
+    const cache = new CatalogCache(mockOf<Redis>({ get: async () => '1', incr }, 'redis'), fakeShared(), config, new Clock(), noTransaction);
+    await cache.invalidate();
+    expect(incr).toHaveBeenCalledTimes(4);
+    expect(cache['bumpOwed']).toBeUndefined();
+  });
+});

@@ -42,6 +42,12 @@ const MEMORY_MAX_ENTRY_CHARS = 1024 * 1024;
 const CACHE_REDIS_TIMEOUT_MS = 250;
 /** After a read failed or timed out, reads skip Redis this long (no 250 ms toll per request). */
 const BYPASS_AFTER_FAILURE_MS = 1_000;
+/** Waits between a write's version-bump tries before it answers (~1.1 s in all). */
+const BUMP_RETRY_MS = [50, 100, 200, 300, 450];
+/** A bump that failed before the answer is retried this often in the background … */
+const BUMP_OWED_RETRY_MS = 250;
+/** … for this long (Redis down longer than this has long lost or expired its pages anyway). */
+const BUMP_OWED_MS = 10 * 60_000;
 
 interface MemoryEntry {
   json: string;
@@ -106,6 +112,8 @@ export class CatalogCache {
   private readonly versions: CoalescedVersionReader;
   /** Reads skip Redis until then (it just failed or stalled). */
   private bypassUntil = 0;
+  /** A version bump retried in the background (bumpLater). */
+  private bumpOwed?: Promise<void>;
 
   constructor(
     /**
@@ -169,10 +177,10 @@ export class CatalogCache {
    * Call after a write that changes what catalog readers see: the version is bumped once the
    * current transaction has committed (TransactionHost.whenCommitted — a handler inside the
    * idempotency interceptor's transaction used to bump it before the COMMIT, and a reader in
-   * between cached the old rows under the new version), before the request answers. Retried
-   * briefly: if Redis stays unreachable, readers go to PostgreSQL anyway (their version read
-   * fails too); only a Redis that answers reads but not this write could serve the old page,
-   * until its TTL.
+   * between cached the old rows under the new version), before the request answers. Retried for
+   * about a second (past the Redis client's reconnect), then in the background until Redis
+   * takes it: while Redis is unreachable readers go to PostgreSQL anyway (their version read
+   * fails too), and once it is back the old pages stop at the next try.
    */
   invalidate(): Promise<void> {
     return this.tx.whenCommitted(() => this.bumpVersion());
@@ -180,11 +188,41 @@ export class CatalogCache {
 
   private async bumpVersion(): Promise<void> {
     this.forgetAll();
-    for (let attempt = 1; attempt <= 3; attempt++) {
-      if ((await this.safe(() => this.redis.incr(this.versionKey))) !== undefined) return;
-      await new Promise((r) => setTimeout(r, 50 * attempt));
+    // longer than the Redis client's first reconnect (200 ms): a connection reset during the
+    // write must not cost the bump
+    for (const wait of BUMP_RETRY_MS) {
+      if (await this.tryBump()) return;
+      await new Promise((r) => setTimeout(r, wait));
     }
-    this.logger.error(`catalog version not bumped: cached pages may be stale for up to ${CATALOG_TTL_MS} ms`);
+    if (await this.tryBump()) return;
+    this.logger.error('catalog version not bumped yet: retrying until Redis takes it');
+    this.bumpLater();
+  }
+
+  private async tryBump(): Promise<boolean> {
+    return (await this.safe(() => this.redis.incr(this.versionKey))) !== undefined;
+  }
+
+  /**
+   * One bump owed, retried in the background until Redis takes it (for up to BUMP_OWED_MS):
+   * while Redis is unreachable readers go to PostgreSQL anyway; once it answers again, its pages
+   * under the old version stop being served at the next try, not after their TTL.
+   */
+  private bumpLater(): void {
+    if (this.bumpOwed) return;
+    const until = this.clock.now().getTime() + BUMP_OWED_MS;
+    this.bumpOwed = (async () => {
+      while (this.clock.now().getTime() < until) {
+        await new Promise((r) => setTimeout(r, BUMP_OWED_RETRY_MS).unref());
+        if (await this.tryBump()) {
+          this.logger.warn('catalog version bumped after Redis came back');
+          return;
+        }
+      }
+      this.logger.error(`catalog version never bumped: cached pages may be stale for up to ${CATALOG_TTL_MS} ms`);
+    })().finally(() => {
+      this.bumpOwed = undefined;
+    });
   }
 
   /** Memory first, then Redis (remembering what it finds for as long as Redis keeps it). */
