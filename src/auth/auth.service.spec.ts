@@ -95,7 +95,7 @@ function setup() {
     },
     'signIns',
   );
-  const pendingRevocations = mockOf<PendingRevocations>({ revokeFamily: jest.fn() }, 'pendingRevocations');
+  const pendingRevocations = mockOf<PendingRevocations>({ revokeFamily: jest.fn(), recordAhead: jest.fn().mockResolvedValue(undefined) }, 'pendingRevocations');
   const service = new AuthService(
     users,
     refreshTokens,

@@ -148,6 +148,7 @@ export class AuthService {
           reuse = spent;
           await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected', now);
           await this.revoked.add([spent.familyId]); // its access tokens stop working too
+          await this.pendingRevocations.recordAhead(spent.familyId, 'reuse-detected', now);
           return spent;
         }
         // The spend read the family as live without locking it: a revocation (password change,
@@ -205,6 +206,8 @@ export class AuthService {
         if (!family) return;
         await this.refreshTokens.revokeFamily(family, 'logout', now);
         await this.revoked.add([family]); // its access tokens stop working too
+        // a process killed before its COMMIT leaves the revocation to the sweeps
+        await this.pendingRevocations.recordAhead(family, 'logout', now);
       })
       .catch((err: unknown) => {
         if (!family) throw err;

@@ -31,7 +31,9 @@ type RedisClient = Pick<Redis, 'hset' | 'hdel' | 'hgetall'>;
  *  - the family is marked revoked (RevokedSessions): its access tokens and its refresh tokens are
  *    refused from now on, though the database does not say so yet;
  *  - it is recorded as pending in Redis (`<REDIS_KEY_PREFIX>:pending-revocations`, a hash), so
- *    that a process stopped or killed before it commits does not take it with it;
+ *    that a process stopped or killed before it commits does not take it with it — logout and
+ *    reuse record it before their COMMIT already (`recordAhead`), for a process killed before it
+ *    could see its COMMIT fail;
  *  - this process retries it in a transaction of its own, with backoff (100 ms doubling to 5 s),
  *    for up to 10 minutes.
  * Every PENDING_SWEEP_MS each process (API and worker) tries once each recorded revocation it is not
@@ -74,6 +76,18 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
         this.retrying.delete(familyId);
       });
     this.running.add(run);
+  }
+
+  /**
+   * For a revocation about to COMMIT in the caller's transaction: recorded as pending first, so
+   * that a process killed before its COMMIT (or before it could see the COMMIT fail) leaves the
+   * record to the sweeps instead of taking the revocation with it; the record goes once the
+   * transaction has committed. Never throws (Redis unavailable: the caller's own failure path
+   * still hands a failed revocation to `revokeFamily`).
+   */
+  async recordAhead(familyId: string, reason: string, at: Date): Promise<void> {
+    await this.record(familyId, reason, at);
+    this.tx.afterCommit(() => void this.forget(familyId));
   }
 
   /** Settles once every retry of this process has committed or been left to the sweeps (tests, shutdown). */

@@ -232,6 +232,45 @@ describe('a COMMIT whose answer is lost', () => {
     expect(refresh.status).toBe(401);
   });
 
+  it('a logout whose process dies before its COMMIT is committed by another process\'s sweep', async () => {
+    const session = await registerCustomer(t.http);
+    const pending = t.app.get(PendingRevocations);
+    // the process dies as its COMMIT goes out: it never sees the failure, so never retries it
+    const died = jest.spyOn(pending, 'revokeFamily').mockImplementation(() => undefined);
+    const cut = proxy.cutBeforeNextCommit();
+    try {
+      await t.http.post('/v1/auth/logout', { refreshToken: session.refreshToken });
+      await cut;
+    } finally {
+      died.mockRestore();
+    }
+    const family = (
+      await t.db.pool.query(`SELECT id, revoked_at FROM refresh_token_families WHERE user_id = $1`, [session.user.id])
+    ).rows[0];
+    expect(family.revoked_at).toBeNull();
+    const other = new PendingRevocations(
+      t.app.get(TransactionHost),
+      t.app.get(RefreshTokenRepository),
+      t.app.get(RevokedSessions),
+      t.app.get<Redis>(REDIS),
+      t.config,
+    );
+    await other.sweep();
+    const { rows } = await t.db.pool.query(`SELECT revoked_reason AS reason FROM refresh_token_families WHERE id = $1`, [family.id]);
+    expect(rows).toEqual([{ reason: 'logout' }]);
+    expect((await t.http.post('/v1/auth/refresh', { refreshToken: session.refreshToken })).status).toBe(401);
+  });
+
+  it('a logout that commits leaves no pending record behind', async () => {
+    const session = await registerCustomer(t.http);
+    expect((await t.http.post('/v1/auth/logout', { refreshToken: session.refreshToken })).status).toBe(204);
+    const records = await t.app.get<Redis>(REDIS).hgetall(`${t.config.redis.keyPrefix}:pending-revocations`);
+    const family = (
+      await t.db.pool.query(`SELECT id FROM refresh_token_families WHERE user_id = $1`, [session.user.id])
+    ).rows[0];
+    expect(Object.keys(records)).not.toContain(family.id);
+  });
+
   it('a checkout whose commit answer was lost answers 201; its retry with the key replays that order', async () => {
     const buyer = await registerCustomer(t.http);
     const productId = await insertProduct(t.db.pool, { stock: 3 });
