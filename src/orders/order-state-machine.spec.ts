@@ -43,9 +43,7 @@ const MODEL: Record<Event, { from: readonly OrderStatus[]; to: OrderStatus }> = 
   customerCancel: { from: ['CREATED', 'INVENTORY_RESERVED', 'PAYMENT_PENDING'], to: 'CANCELLED' },
   expire: { from: ['CREATED', 'INVENTORY_RESERVED', 'PAYMENT_PENDING'], to: 'CANCELLED' },
   confirm: { from: ['PAID'], to: 'CONFIRMED' },
-  // from PARTIALLY_REFUNDED too (refunded in part before it shipped); "only once" is the
-  // repository's guard (the history), beyond this table: test/e2e/order-transitions-model.test.ts
-  fulfil: { from: ['CONFIRMED', 'PARTIALLY_REFUNDED'], to: 'FULFILLED' },
+  fulfil: { from: ['CONFIRMED'], to: 'FULFILLED' },
   refundPart: {
     from: ['PAID', 'CONFIRMED', 'FULFILLED', 'PARTIALLY_REFUNDED'],
     to: 'PARTIALLY_REFUNDED',

@@ -30,9 +30,7 @@ export const ORDER_TRANSITIONS: Readonly<Record<OrderStatus, readonly OrderStatu
   PAID: ['CONFIRMED', 'REFUNDED', 'PARTIALLY_REFUNDED'],
   CONFIRMED: ['FULFILLED', 'REFUNDED', 'PARTIALLY_REFUNDED'],
   FULFILLED: ['REFUNDED', 'PARTIALLY_REFUNDED'],
-  // a paid order refunded in part before it shipped (an item missing, a goodwill discount) still
-  // ships: FULFILLED once — OrderRepository.transition refuses an order fulfilled before
-  PARTIALLY_REFUNDED: ['PARTIALLY_REFUNDED', 'REFUNDED', 'FULFILLED'],
+  PARTIALLY_REFUNDED: ['PARTIALLY_REFUNDED', 'REFUNDED'],
   CANCELLED: [],
   REFUNDED: [],
 };

@@ -79,7 +79,7 @@ export class OrderTransitionsService {
     );
   }
 
-  /** CONFIRMED (or PARTIALLY_REFUNDED, never fulfilled before) → FULFILLED (admin). */
+  /** CONFIRMED → FULFILLED (admin). */
   fulfil(orderId: string, actor: string): Promise<TransitionResult> {
     return this.move(orderId, { to: 'FULFILLED', actor }, () =>
       this.outbox.add('order.fulfilled', orderId, { orderId }).then(() => undefined),

@@ -131,12 +131,6 @@ export class OrderRepository {
         .andWhere('status IN (:...from)', { from: sourcesOf(t.to) });
       if (t.reservationDue) update.andWhere('reservation_expires_at <= statement_timestamp()');
       if (t.reservationLive) update.andWhere('reservation_expires_at > statement_timestamp()');
-      if (t.to === 'FULFILLED') {
-        // once: a fulfilled order refunded in part since (→ PARTIALLY_REFUNDED) has shipped already
-        update.andWhere(
-          `NOT EXISTS (SELECT 1 FROM order_status_history h WHERE h.order_id = :orderId AND h.to_status = 'FULFILLED')`,
-        );
-      }
       if (t.noOpenPayment) {
         // a read of the payments table (written by payments/): an open intent may still be paid
         update.andWhere(
