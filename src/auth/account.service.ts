@@ -35,15 +35,19 @@ export class AccountService {
   /**
    * Needs the current password; revokes every session (refresh-token family) of the user. The
    * current password is a password guess like a sign-in's: counted per (account, client) as
-   * login's and in a ceiling of its own, 10 per 15 min (rate-limit.policies.ts signInBuckets
-   * 'password-change'; 429 once spent), so a stolen session gets no more than that — and not
-   * in the login ceiling, which a stranger fills with wrong logins for the email.
+   * login's and in a ceiling per session, 10 per 15 min (rate-limit.policies.ts signInBuckets
+   * 'password-change'; 429 once spent), so a stolen session gets no more than that and cannot
+   * spend the owner's — and not in the login ceiling, which a stranger fills with wrong logins.
    */
-  async changePassword(userId: string, dto: ChangePasswordDto, clientIp: string): Promise<void> {
+  async changePassword(userId: string, dto: ChangePasswordDto, clientIp: string, sessionId?: string): Promise<void> {
     const user = await this.users.findById(userId);
     if (!user) throw new DomainError('UNAUTHENTICATED', 'The account no longer exists.');
-    const verified = await this.signIns.signIn('password-change', user.email, clientIp, async () =>
-      (await this.hasher.verify(user.passwordHash, dto.currentPassword)) ? true : null,
+    const verified = await this.signIns.signIn(
+      'password-change',
+      user.email,
+      clientIp,
+      async () => ((await this.hasher.verify(user.passwordHash, dto.currentPassword)) ? true : null),
+      sessionId,
     );
     if (!verified) throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
     const hash = await this.hasher.hash(dto.newPassword);

@@ -34,6 +34,7 @@ describe('JwtStrategy (passport-jwt)', () => {
     email: 'a@b.io',
     role: 'customer',
     permissions: permissionsOf('customer'),
+    sessionId: 'f-1',
   };
   const now = () => Math.floor(Date.now() / 1000);
   const valid = () => ({

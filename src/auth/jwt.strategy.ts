@@ -90,7 +90,7 @@ export class JwtStrategy
       throw tokenInvalid('The session has ended; sign in again.');
     }
     const role = payload.role as Role;
-    return { userId: payload.sub, email: payload.email, role, permissions: permissionsOf(role) };
+    return { userId: payload.sub, email: payload.email, role, permissions: permissionsOf(role), sessionId: payload.fam };
   }
 
   /**

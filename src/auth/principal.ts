@@ -8,6 +8,8 @@ export interface Principal {
   email: string;
   role: Role;
   permissions: readonly Permission[];
+  /** The session (refresh-token family) of the access token, where one was presented. */
+  sessionId?: string;
 }
 
 export type AuthenticatedRequest = FastifyRequest & { user?: Principal };

@@ -1,5 +1,5 @@
 import { PasswordHasher } from '../../src/auth/password-hasher';
-import { TEST_PASSWORD, registerCustomer } from '../support/auth';
+import { TEST_PASSWORD, login, registerCustomer } from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
 
 // Issue 10, finding 5: the per-account login limit counted every attempt from anyone before
@@ -61,6 +61,26 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     // the owner, signed in, from a network never used before
     const changed = await b.http.post('/v1/me/password', { currentPassword: TEST_PASSWORD, newPassword: 'a-brand-new-password' }, { token: owner.accessToken, ...fromClient('10.44.250.1') });
     expect(changed.status).toBe(204);
+  });
+
+  it('a stolen session guessing the current password spends its own budget, never the owner\'s session\'s', async () => {
+    const owner = await registerCustomer(a.http, fromClient('10.46.0.1'));
+    const thief = await login(b.http, owner.email, TEST_PASSWORD, fromClient('10.46.9.9').headers);
+    const guesses: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const res = await b.http.post(
+        '/v1/me/password',
+        { currentPassword: `guess-${i}-guess`, newPassword: 'thief-owns-it-now' },
+        { token: thief.accessToken, ...fromClient(`10.46.9.${i + 10}`) },
+      );
+      guesses.push(res.status);
+    }
+    expect(guesses.filter((s) => s === 403).length).toBeGreaterThan(0);
+    expect(guesses.at(-1)).toBe(429); // the thief's session is held
+    // the owner's own session changes the password, which ends the thief's
+    const changed = await a.http.post('/v1/me/password', { currentPassword: TEST_PASSWORD, newPassword: 'a-brand-new-password' }, { token: owner.accessToken, ...fromClient('10.46.0.1') });
+    expect(changed.status).toBe(204);
+    expect((await b.http.get('/v1/me', { token: thief.accessToken })).status).toBe(401);
   });
 
   it('a stranger hammering the account from one client does not keep the owner out of their own client', async () => {

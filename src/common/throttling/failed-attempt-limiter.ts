@@ -140,8 +140,11 @@ export class FailedAttemptLimiter {
     account: string,
     ip: string,
     verify: () => Promise<T | null>,
+    session?: string,
   ): Promise<T | null> {
-    if (channel !== 'login') return this.attempt(signInBuckets(channel, account, ip, this.config.signIn), verify);
+    if (channel !== 'login') {
+      return this.attempt(signInBuckets(channel, account, ip, this.config.signIn, false, session), verify);
+    }
     const known = this.prefix + knownClientKey(account, ip);
     const isKnown = this.config.signIn.enabled && (await this.isKnownClient(known));
     const result = await this.attempt(signInBuckets(channel, account, ip, this.config.signIn, isKnown), verify);

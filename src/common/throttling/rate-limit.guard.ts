@@ -25,7 +25,7 @@ import {
 import { RedisThrottlerStorage } from './redis-throttler.storage';
 
 /** What the per-user policies read: the access-token guard's principal, when it has set one. */
-type RequestWithUser = FastifyRequest & { user?: { userId: string } };
+type RequestWithUser = FastifyRequest & { user?: { userId: string; sessionId?: string } };
 
 const byName = new Map(RATE_LIMIT_POLICIES.map((p) => [p.name, p]));
 
@@ -82,6 +82,7 @@ abstract class RateLimitGuard extends ThrottlerGuard {
     const tracker = trackerFor(policy.tracker, {
       ip: request.ip,
       userId: request.user?.userId,
+      sessionId: request.user?.sessionId,
       body: request.body,
     });
     if (tracker === null) return true;

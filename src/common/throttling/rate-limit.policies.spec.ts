@@ -7,7 +7,7 @@ import {
   policyHeaderItem,
   progressiveDelayMs,
   signInBuckets,
-  PASSWORD_CHANGE_FAILURES_PER_ACCOUNT,
+  PASSWORD_CHANGE_FAILURES_PER_SESSION,
   stateHeaderItem,
   trackerFor,
 } from './rate-limit.policies';
@@ -137,7 +137,7 @@ describe('failed sign-in buckets', () => {
     expect(buckets).toHaveLength(2);
     const [pair, ceiling] = buckets;
     expect(pair.key).toBe(loginPair.key);
-    expect(ceiling).toMatchObject({ kind: 'window', limit: PASSWORD_CHANGE_FAILURES_PER_ACCOUNT });
+    expect(ceiling).toMatchObject({ kind: 'window', limit: PASSWORD_CHANGE_FAILURES_PER_SESSION });
     expect(ceiling.key).not.toBe(loginCeiling.key);
     expect(signInBuckets('password-change', 'a@b.io', '198.51.100.1', limits)[1].key).toBe(ceiling.key);
   });

@@ -4,7 +4,8 @@ import type { RateLimitScope } from './rate-limit.decorator';
 import { normalizeEmail } from '../email';
 
 /** What a policy counts by. */
-export type Tracker = 'ip' | 'account' | 'user';
+/** `session`: the access token's session (a stolen one spends its own budget, not the owner's). */
+export type Tracker = 'ip' | 'account' | 'user' | 'session';
 
 /**
  * Client policies (IP, account) run before authentication, so unauthenticated and badly
@@ -78,14 +79,14 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     name: 'password-change',
     limit: 5,
     windowSeconds: 60,
-    tracker: 'user',
+    tracker: 'session',
     scope: 'password-change',
     failClosed: true,
   },
 ];
 
 export function phaseOf(policy: RateLimitPolicy): RateLimitPhase {
-  return policy.tracker === 'user' ? 'after-auth' : 'before-auth';
+  return policy.tracker === 'user' || policy.tracker === 'session' ? 'after-auth' : 'before-auth';
 }
 
 export function appliesTo(policy: RateLimitPolicy, scope: RateLimitScope | undefined): boolean {
@@ -97,6 +98,7 @@ export interface TrackedRequest {
   /** The client IP as Fastify resolved it (X-Forwarded-For only behind a trusted proxy). */
   ip: string;
   userId?: string;
+  sessionId?: string;
   body?: unknown;
 }
 
@@ -110,6 +112,9 @@ export function trackerFor(tracker: Tracker, request: TrackedRequest): string | 
     case 'ip':
       return `ip:${normalizeIp(request.ip)}`;
     case 'user':
+      return request.userId ? `user:${request.userId}` : `ip:${normalizeIp(request.ip)}`;
+    case 'session':
+      if (request.sessionId) return `session:${request.sessionId}`;
       return request.userId ? `user:${request.userId}` : `ip:${normalizeIp(request.ip)}`;
     case 'account': {
       const email = (request.body as { email?: unknown } | null | undefined)?.email;
@@ -181,8 +186,8 @@ const SIGN_IN_ACCOUNT_WINDOW_MS = 15 * 60_000;
 /** The queue board: failed Basic sign-ins per client, whatever the accounts, per window. */
 export const BOARD_FAILURES_PER_CLIENT = 10;
 const BOARD_CLIENT_WINDOW_MS = 15 * 60_000;
-/** A signed-in account's wrong current passwords (password change) from all clients, per window. */
-export const PASSWORD_CHANGE_FAILURES_PER_ACCOUNT = 10;
+/** Wrong current passwords (password change) of one session from all its clients, per window. */
+export const PASSWORD_CHANGE_FAILURES_PER_SESSION = 10;
 
 /** The delay a progressive bucket imposes after its `failures`-th failure (0 = none). */
 export function progressiveDelayMs(
@@ -223,10 +228,11 @@ function windowBucket(key: string, limit: number, windowMs: number): FailureBuck
  *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
  *   login so that two doors do not double an attacker's budget;
  * - password change (the current password, from a signed-in session): the same per-(account,
- *   client) bucket as login and a ceiling of its own, PASSWORD_CHANGE_FAILURES_PER_ACCOUNT per
- *   window — not the login ceiling, which any stranger can fill with wrong logins for the email:
- *   the owner must be able to change a leaked password from a new network just then. A stolen
- *   session gets those 10 guesses per window and no more.
+ *   client) bucket as login and a ceiling per session, PASSWORD_CHANGE_FAILURES_PER_SESSION per
+ *   window — not the login ceiling, which any stranger can fill with wrong logins for the email,
+ *   nor one per account, which a stolen session could fill: the owner must be able to change a
+ *   leaked password just then, from any network. A stolen session gets 10 guesses per window,
+ *   and opening another one takes the password.
  */
 export function signInBuckets(
   channel: SignInChannel,
@@ -234,6 +240,7 @@ export function signInBuckets(
   ip: string,
   limits: SignInLimits,
   knownClient = false,
+  session?: string,
 ): FailureBucket[] {
   const email = normalizeEmail(account);
   const client = clientOf(ip);
@@ -252,7 +259,7 @@ export function signInBuckets(
   if (channel === 'password-change') {
     return [
       pair,
-      windowBucket(`password-change:${digest(email)}`, PASSWORD_CHANGE_FAILURES_PER_ACCOUNT, SIGN_IN_ACCOUNT_WINDOW_MS),
+      windowBucket(`password-change:${digest(session ?? email)}`, PASSWORD_CHANGE_FAILURES_PER_SESSION, SIGN_IN_ACCOUNT_WINDOW_MS),
     ];
   }
   const clientCeiling = windowBucket(`signin-ip:${digest(client)}`, limits.failuresPerIp, SIGN_IN_ACCOUNT_WINDOW_MS);
