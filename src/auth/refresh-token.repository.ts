@@ -4,6 +4,9 @@ import { TransactionHost } from '../database/transaction-host';
 import { RefreshTokenFamilyEntity } from './entities/refresh-token-family.entity';
 import { RefreshTokenEntity } from './entities/refresh-token.entity';
 
+/** Advisory lock class of a user's session-limit count (pg_advisory_xact_lock(class, key)). */
+const SESSION_LIMIT_LOCK_CLASS = 0x534c;
+
 /** What presenting a refresh token amounted to. */
 export type SpendOutcome =
   /** This call spent a live token: the caller may issue the next one in the family. */
@@ -107,8 +110,9 @@ export class RefreshTokenRepository {
    * returning their ids. Families that cannot be used any more (idle-expired) rank after every
    * usable one, so a script that signs in and abandons each session never pushes out the one in
    * daily use. `opened`, the session being opened, is never among them, even when a sign-in that
-   * started later committed first. Callers hold the user's row lock (a sign-in's
-   * `lockPasswordHash`), so concurrent sign-ins of one account count in turn.
+   * started later committed first. Sign-ins of one account take their turn here (a transaction
+   * lock per user: the user row is only read-locked, FOR SHARE, by a sign-in), so concurrent ones
+   * count each other; a family revoked meanwhile (logout, reuse) keeps its own reason.
    */
   async revokeOthersBeyond(
     userId: string,
@@ -117,6 +121,8 @@ export class RefreshTokenRepository {
     reason: string,
     now: Date,
   ): Promise<string[]> {
+    // raw SQL for the lock: an advisory transaction lock the query builder cannot say
+    await this.tx.query(`SELECT pg_advisory_xact_lock(${SESSION_LIMIT_LOCK_CLASS}, hashtext($1::text))`, [userId]);
     return this.tx.withManager(async (m) => {
       const lastUse = tokens(m)
         .createQueryBuilder('t')
@@ -135,7 +141,7 @@ export class RefreshTokenRepository {
         .createQueryBuilder()
         .update(RefreshTokenFamilyEntity)
         .set({ revokedAt: now, revokedReason: reason })
-        .where(`id IN (${beyond.getQuery()})`)
+        .where(`id IN (${beyond.getQuery()}) AND revoked_at IS NULL`)
         .setParameters(beyond.getParameters())
         .returning('id')
         .execute();

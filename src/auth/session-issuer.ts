@@ -4,6 +4,7 @@ import type { User } from '../users/user.repository';
 import { TokensDto, mapUser } from './dto/auth.dto';
 import { RefreshTokenRepository } from './refresh-token.repository';
 import { RevokedSessions } from './revoked-sessions';
+import { TransactionHost } from '../database/transaction-host';
 import { TokenService } from './token.service';
 
 /** A sign-in session as the client holds it: the family and its current refresh token. */
@@ -26,6 +27,7 @@ export class SessionIssuer {
     private readonly refreshTokens: RefreshTokenRepository,
     private readonly tokens: TokenService,
     private readonly revoked: RevokedSessions,
+    private readonly tx: TransactionHost,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
@@ -33,7 +35,6 @@ export class SessionIssuer {
    * A new session of the user. An account holds at most `config.jwt.sessionsPerAccount` live
    * sessions: the least recently used beyond it end here (revoked as `session-limit`, their access tokens
    * refused at once), so a script signing in in a loop cannot grow the account's rows for ever.
-   * The caller holds the user's row (a new account's insert, a sign-in's password-hash lock).
    */
   async open(userId: string, now: Date): Promise<Session> {
     const familyId = await this.refreshTokens.createFamily(
@@ -48,7 +49,9 @@ export class SessionIssuer {
       'session-limit',
       now,
     );
-    await this.revoked.add(ended); // their access tokens stop working too
+    // their access tokens stop working too — once the ending has committed: marks set before it
+    // would end live sessions for good should the sign-in roll back
+    if (ended.length > 0) this.tx.afterCommit(() => void this.revoked.add(ended));
     return this.rotate(familyId, now);
   }
 

@@ -524,7 +524,7 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       }
     });
 
-    it('puts the principal on the request (userId, email, role, permissions)', async () => {
+    it('puts the principal on the request (userId, email, role, permissions, session)', async () => {
       const s = await registerCustomer(t.http);
       const res = await t.http.get('/v1/__auth-probe/whoami', { token: s.accessToken });
       expect(res.body).toEqual({
@@ -532,6 +532,7 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
         email: s.user.email,
         role: 'customer',
         permissions: [],
+        sessionId: (await familyOf(s.refreshToken)).id,
       });
     });
 
@@ -569,11 +570,26 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
 
   describe('sessions per account (SESSIONS_PER_ACCOUNT=3)', () => {
     let capped: TestApp;
+    let twin: TestApp; // a second API process on the same database
     beforeAll(async () => {
-      capped = await bootTestApp({ env: { SESSIONS_PER_ACCOUNT: '3' } });
+      const env = { SESSIONS_PER_ACCOUNT: '3', PASSWORD_HASH_CONCURRENCY: '4' };
+      capped = await bootTestApp({ env });
+      twin = await bootTestApp({ db: capped.db, env: { ...env, REDIS_KEY_PREFIX: capped.config.redis.keyPrefix } });
     });
     afterAll(async () => {
+      await twin?.close();
       await capped?.close();
+    });
+
+    it('holds the limit when sign-ins of one account really overlap (two processes, hashing in parallel)', async () => {
+      const s = await registerCustomer(capped.http);
+      const signIns = await Promise.all(
+        Array.from({ length: 16 }, (_, i) => login(i % 2 ? twin.http : capped.http, s.email, TEST_PASSWORD)),
+      );
+      expect(signIns).toHaveLength(16);
+      const rows = await families(s.user.id);
+      expect(rows).toHaveLength(17);
+      expect(rows.filter((r) => r.revoked_reason === null)).toHaveLength(3);
     });
 
     const families = async (userId: string) =>

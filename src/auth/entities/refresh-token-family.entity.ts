@@ -7,6 +7,8 @@ import { UserEntity } from '../../users/entities/user.entity';
  */
 @Entity('refresh_token_families')
 @Index('refresh_token_families_revoked_idx', ['revokedAt'], { where: 'revoked_at IS NOT NULL' })
+// a sign-in's session-limit count reads only live families (migration 1763800020000)
+@Index('refresh_token_families_live_idx', ['userId'], { where: 'revoked_at IS NULL' })
 export class RefreshTokenFamilyEntity {
   @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'refresh_token_families_pkey' })
   id!: string;

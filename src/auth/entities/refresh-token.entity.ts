@@ -7,6 +7,8 @@ import { RefreshTokenFamilyEntity } from './refresh-token-family.entity';
  */
 @Entity('refresh_tokens')
 @Index('refresh_tokens_token_hash_key', ['tokenHash'], { unique: true })
+// a family's last use, read by a sign-in's session-limit count (migration 1763800020000)
+@Index('refresh_tokens_unspent_idx', ['familyId', 'issuedAt'], { where: 'spent_at IS NULL' })
 export class RefreshTokenEntity {
   @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'refresh_tokens_pkey' })
   id!: string;
