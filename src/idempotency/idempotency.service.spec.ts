@@ -30,6 +30,17 @@ describe('IdempotencyService#keyInUse (may a request with this key be answered w
     expect(Date.now() - started).toBeLessThan(1_000);
   });
 
+  it('an asker whose pair is in a running statement waits for its answer past 250 ms (its lock ends with the statement)', async () => {
+    const slow = mockOf<IdempotencyRepository>({
+      keysInUse: async (pairs: () => unknown[]) => {
+        pairs(); // the statement has its connection and is sent with this pair
+        await new Promise((r) => setTimeout(r, 400));
+        return new Set<string>();
+      },
+    });
+    expect(await new IdempotencyService(slow, new Clock()).keyInUse('user:u1', 'k1')).toBe(false);
+  });
+
   it('keeps at most 4,096 askers waiting behind a statement that hangs; more are answered "in use" at once', async () => {
     const stalled = mockOf<IdempotencyRepository>({ keysInUse: () => new Promise<Set<string>>(() => undefined) });
     const service = new IdempotencyService(stalled, new Clock());

@@ -23,7 +23,16 @@ interface KeyAsk {
   key: string;
   /** The asker stopped waiting (KEY_READ_TIMEOUT_MS) and took the normal path: not to be asked for. */
   gaveUp: boolean;
+  /** In a statement that has its connection: the asker waits for its answer (up to KEY_READ_SENT_TIMEOUT_MS). */
+  sent: boolean;
 }
+
+/**
+ * How long an asker whose pair is in a statement already running waits for its answer: giving up
+ * sooner would send the request down the normal path while the statement still holds the pair's
+ * lock, and its claim would answer 409 IDEMPOTENCY_KEY_IN_USE to a first request.
+ */
+const KEY_READ_SENT_TIMEOUT_MS = 2_000;
 
 @Injectable()
 export class IdempotencyService {
@@ -40,7 +49,12 @@ export class IdempotencyService {
       async (asks) => {
         // (no timeout here: the next statement waits until this one has ended — at most one per
         // process, so its locks are bounded; the askers' own timeout is in keyInUse)
-        const inUse = await this.records.keysInUse(() => asks.filter((a) => !a.gaveUp), this.clock.now());
+        if (asks.every((a) => a.gaveUp)) return asks.map(() => true); // nobody left to ask for
+        const inUse = await this.records.keysInUse(() => {
+          const asked = asks.filter((a) => !a.gaveUp);
+          for (const a of asked) a.sent = true;
+          return asked;
+        }, this.clock.now());
         return asks.map((a) => inUse.has(`${a.principal}\n${a.key}`));
       },
       () => true,
@@ -61,15 +75,20 @@ export class IdempotencyService {
    */
   keyInUse(principal: string, key: string): Promise<boolean> {
     if (this.keyAsksWaiting >= KEY_READ_MAX_WAITING) return Promise.resolve(true);
-    const ask: KeyAsk = { principal, key, gaveUp: false };
+    const ask: KeyAsk = { principal, key, gaveUp: false, sent: false };
     this.keyAsksWaiting++;
     return new Promise((resolve) => {
       // slower than KEY_READ_TIMEOUT_MS (the pool busy, the database slow): "in use", and the
       // request takes the normal path — whose claim must not then find the key locked by this
-      // question, sent late: an ask given up before its statement has a connection is left out
-      const timer = setTimeout(() => {
-        ask.gaveUp = true;
-        resolve(true);
+      // question, sent late: an ask given up before its statement has a connection is left out,
+      // and one already in a running statement waits for it (its lock ends with it)
+      let timer = setTimeout(() => {
+        if (!ask.sent) {
+          ask.gaveUp = true;
+          resolve(true);
+          return;
+        }
+        timer = setTimeout(() => resolve(true), KEY_READ_SENT_TIMEOUT_MS - KEY_READ_TIMEOUT_MS);
       }, KEY_READ_TIMEOUT_MS);
       void this.keyReads.ask(ask).then((inUse) => {
         this.keyAsksWaiting--;
