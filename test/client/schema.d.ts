@@ -841,7 +841,7 @@ export interface components {
              * Format: uuid
              * @description `null` takes the product out of its category
              */
-            categoryId?: Record<string, never> | null;
+            categoryId?: string | null;
             /** @example true */
             active?: boolean;
         };

@@ -83,7 +83,12 @@ export class UpdateProductDto {
   @ValidateNested()
   @Type(() => MoneyInputDto)
   price?: MoneyInputDto;
-  @ApiPropertyOptional({ format: 'uuid', nullable: true, description: '`null` takes the product out of its category' })
+  @ApiPropertyOptional({
+    type: String,
+    format: 'uuid',
+    nullable: true,
+    description: '`null` takes the product out of its category',
+  })
   @IsOptional()
   @IsUUID()
   categoryId?: string | null;
