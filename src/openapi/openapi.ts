@@ -108,6 +108,9 @@ const REPLAYED: HeaderObject = {
 
 const isParameter = (p: ParameterObject | ReferenceObject): p is ParameterObject => 'in' in p;
 
+/** What parseIdempotencyKey accepts: printable ASCII (not only spaces, which it also refuses). */
+const PRINTABLE_ASCII_PATTERN = '^[\\x20-\\x7E]+$';
+
 const IDEMPOTENCY_PARAMETER: Record<
   Exclude<RouteContract['idempotency'], 'none'>,
   ParameterObject
@@ -122,6 +125,7 @@ const IDEMPOTENCY_PARAMETER: Record<
       type: 'string',
       minLength: 1,
       maxLength: 255,
+      pattern: PRINTABLE_ASCII_PATTERN,
       example: '3f0c9a52-6a1e-4d7e-9a57-0b7f2d1c8e41',
     },
   },
@@ -131,7 +135,7 @@ const IDEMPOTENCY_PARAMETER: Record<
     required: false,
     description:
       'Optional: when sent, a retry with the same key and body replays the first response for 24 h',
-    schema: { type: 'string', minLength: 1, maxLength: 255 },
+    schema: { type: 'string', minLength: 1, maxLength: 255, pattern: PRINTABLE_ASCII_PATTERN },
   },
   ignored: {
     name: 'Idempotency-Key',

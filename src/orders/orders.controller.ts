@@ -1,5 +1,5 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Query, UseGuards } from '@nestjs/common';
-import { ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiBody, ApiCreatedResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { OpeningReads } from '../database/opening-reads';
 import { CurrentPrincipal, Principal } from '../auth/principal';
@@ -39,6 +39,8 @@ export class OrdersController {
     [400, '`VALIDATION_FAILED` (e.g. a duplicate line), `ORDER_EMPTY` or `BAD_REQUEST`'],
     [409, '`INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE` or `PURCHASE_LIMIT_EXCEEDED` (with `limits`)'],
   )
+  // a missing body is valid (API.md: `{...?}`), so the document must not require one
+  @ApiBody({ type: CreateOrderDto, required: false })
   create(@CurrentPrincipal() me: Principal, @Body() dto: CreateOrderDto): Promise<OrderDto> {
     return this.checkout.create(me, dto);
   }

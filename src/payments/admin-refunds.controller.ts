@@ -1,5 +1,5 @@
 import { Body, Controller, Headers, Param, Post } from '@nestjs/common';
-import { ApiCreatedResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiBody, ApiCreatedResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { RequirePermission } from '../auth/require-permission.decorator';
@@ -35,6 +35,8 @@ export class AdminRefundsController {
     [422, '`IDEMPOTENCY_KEY_REUSED`: the key was used with another body, route or order'],
     [502, '`PAYMENT_PROVIDER_REJECTED`: the provider refused the refund'],
   )
+  // a missing body is valid (API.md: `{...?}`), so the document must not require one
+  @ApiBody({ type: CreateRefundDto, required: false })
   refund(
     @CurrentPrincipal() me: Principal,
     @Param('id', new UuidParamPipe()) id: string,

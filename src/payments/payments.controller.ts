@@ -25,7 +25,11 @@ export class PaymentsController {
   })
   @ApiUuidParam('id', 'Order id')
   @ApiCreatedResponse({ type: PaymentIntentDto })
-  @ApiProblems([404, '`ORDER_NOT_FOUND`'], [409, '`ORDER_NOT_PAYABLE`'])
+  @ApiProblems(
+    [404, '`ORDER_NOT_FOUND`'],
+    [409, '`ORDER_NOT_PAYABLE`'],
+    [502, '`PAYMENT_PROVIDER_REJECTED`: the provider refused to create the payment (e.g. no payment method enabled for the currency)'],
+  )
   start(
     @CurrentPrincipal() me: Principal,
     @Param('id', new UuidParamPipe()) id: string,

@@ -36,7 +36,7 @@ interface Operation {
   tags?: string[];
   security?: Array<Record<string, string[]>>;
   parameters?: Parameter[];
-  requestBody?: { content: Record<string, { schema?: Schema }> };
+  requestBody?: { required?: boolean; content: Record<string, { schema?: Schema }> };
   responses: Record<string, Response>;
 }
 interface Document {
@@ -237,6 +237,12 @@ describe('the committed OpenAPI document', () => {
       if (!hasExample(schema)) missing.push(where);
     }
     expect(missing).toEqual([]);
+  });
+
+  it('does not require the bodies API.md lets a client leave out, and declares the provider\'s refusal where it can happen', () => {
+    // POST /v1/orders without a body checks out the cart; a refund without one refunds the rest
+    for (const id of ['createOrder', 'refundOrder']) expect([id, byId.get(id)?.op.requestBody?.required]).toEqual([id, false]);
+    for (const id of ['startPayment', 'refundOrder']) expect([id, Object.keys(byId.get(id)!.op.responses)]).toEqual([id, expect.arrayContaining(['502'])]);
   });
 
   it('leaves the development-only routes out', () => {

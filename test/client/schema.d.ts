@@ -693,6 +693,7 @@ export interface components {
         };
         RegisterDto: {
             /**
+             * Format: email
              * @description Stored trimmed and lower-cased
              * @example asha@example.com
              */
@@ -1029,6 +1030,18 @@ export interface components {
             status: "requires_payment_method" | "processing" | "succeeded" | "canceled";
             amount: components["schemas"]["MoneyDto"];
         };
+        RefundAmountDto: {
+            /**
+             * @description Integer minor units, at least 1
+             * @example 10000
+             */
+            amount: number;
+            /**
+             * @description ISO 4217; the shop's currency
+             * @example INR
+             */
+            currency: string;
+        };
         CreateRefundDto: {
             /**
              * @description Omitted: all that remains refundable. At least 1.
@@ -1037,7 +1050,7 @@ export interface components {
              *       "currency": "INR"
              *     }
              */
-            amount?: components["schemas"]["MoneyInputDto"];
+            amount?: components["schemas"]["RefundAmountDto"];
         };
         RefundDto: {
             /** Format: uuid */
@@ -3077,7 +3090,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 "application/json": components["schemas"]["CreateOrderDto"];
             };
@@ -3643,6 +3656,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `PAYMENT_PROVIDER_REJECTED`: the provider refused to create the payment (e.g. no payment method enabled for the currency) */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
             503: {
                 headers: {
@@ -3669,7 +3691,7 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
                 "application/json": components["schemas"]["CreateRefundDto"];
             };

@@ -18,7 +18,7 @@ export const PASSWORD_MIN = 8;
 export const PASSWORD_MAX = 128;
 
 export class RegisterDto {
-  @ApiProperty({ example: 'asha@example.com', description: 'Stored trimmed and lower-cased' })
+  @ApiProperty({ example: 'asha@example.com', format: 'email', maxLength: 254, description: 'Stored trimmed and lower-cased' })
   @Transform(toNormalizedEmail)
   @IsEmail()
   @MaxChars(254)

@@ -41,10 +41,13 @@ export class MoneyInputDto {
   currency!: string;
 }
 
+/** Lower-case words of letters and digits joined by single hyphens. */
+const SLUG_PATTERN = /^[a-z0-9]+(-[a-z0-9]+)*$/;
+
 export class CreateCategoryDto {
   @ApiProperty({ example: 'Healthy snacks', minLength: 1, maxLength: 200 }) @IsString() @CharLength(1, 200) @SingleLine() name!: string;
-  @ApiProperty({ example: 'healthy-snacks', maxLength: 100 })
-  @Matches(/^[a-z0-9]+(-[a-z0-9]+)*$/)
+  @ApiProperty({ example: 'healthy-snacks', maxLength: 100, pattern: SLUG_PATTERN.source })
+  @Matches(SLUG_PATTERN)
   @MaxLength(100)
   slug!: string;
 }

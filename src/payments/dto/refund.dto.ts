@@ -8,6 +8,7 @@ import type { Refund } from '../refund.repository';
 
 export class RefundAmountDto extends MoneyInputDto {
   // all of them: class-validator drops every inherited rule of a property the subclass decorates
+  @ApiProperty({ type: 'integer', description: 'Integer minor units, at least 1', example: 10000, minimum: 1, maximum: MAX_MONEY_AMOUNT })
   @IsInt()
   @Min(1)
   @Max(MAX_MONEY_AMOUNT)
@@ -16,7 +17,7 @@ export class RefundAmountDto extends MoneyInputDto {
 
 export class CreateRefundDto {
   @ApiPropertyOptional({
-    type: MoneyInputDto,
+    type: RefundAmountDto,
     description: 'Omitted: all that remains refundable. At least 1.',
     example: { amount: 10000, currency: 'INR' },
   })
