@@ -137,6 +137,8 @@ describe('the committed OpenAPI document', () => {
       'code',
       'detail',
       'errors',
+      'limits', // PURCHASE_LIMIT_EXCEEDED's caps
+      'products', // INSUFFICIENT_STOCK's and PRODUCT_UNAVAILABLE's products
       'requestId',
       'status',
       'title',

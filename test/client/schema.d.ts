@@ -643,6 +643,38 @@ export interface components {
             /** @example quantity must not be less than 1 */
             message: string;
         };
+        /** @description A product an INSUFFICIENT_STOCK or PRODUCT_UNAVAILABLE problem names */
+        ProblemProduct: {
+            /** Format: uuid */
+            productId: string;
+            /**
+             * @description Units asked for (INSUFFICIENT_STOCK)
+             * @example 3
+             */
+            requested?: number;
+            /**
+             * @description Units available when refused (INSUFFICIENT_STOCK; absent when only known to be short)
+             * @example 1
+             */
+            available?: number;
+        };
+        /** @description A per-customer cap a PURCHASE_LIMIT_EXCEEDED order would pass */
+        PurchaseLimitBreach: {
+            /** @enum {string} */
+            cap: "openOrders" | "unitsPerProduct";
+            /** @example 5 */
+            limit: number;
+            /**
+             * @description What the customer would then hold against the cap
+             * @example 6
+             */
+            held: number;
+            /**
+             * Format: uuid
+             * @description The product (unitsPerProduct)
+             */
+            productId?: string;
+        };
         /** @description RFC 9457 problem details, the body of every error (`application/problem+json`). Some codes add extension members: `products` on INSUFFICIENT_STOCK and PRODUCT_UNAVAILABLE, `limits` on PURCHASE_LIMIT_EXCEEDED, `details` on SERVICE_UNAVAILABLE from the readiness probe. */
         Problem: {
             /**
@@ -662,6 +694,10 @@ export interface components {
             detail: string;
             /** @description Every invalid field (VALIDATION_FAILED) */
             errors?: components["schemas"]["FieldError"][];
+            /** @description The products short (INSUFFICIENT_STOCK) or not for sale (PRODUCT_UNAVAILABLE) */
+            products?: components["schemas"]["ProblemProduct"][];
+            /** @description The caps passed (PURCHASE_LIMIT_EXCEEDED) */
+            limits?: components["schemas"]["PurchaseLimitBreach"][];
         };
         DependencyStatusDto: {
             /** @enum {string} */

@@ -25,6 +25,40 @@ export class FieldErrorDto {
   message!: string;
 }
 
+@ApiSchema({
+  name: 'ProblemProduct',
+  description: 'A product an INSUFFICIENT_STOCK or PRODUCT_UNAVAILABLE problem names',
+})
+export class ProblemProductDto {
+  @ApiProperty({ format: 'uuid' })
+  productId!: string;
+
+  @ApiPropertyOptional({ type: 'integer', description: 'Units asked for (INSUFFICIENT_STOCK)', example: 3 })
+  requested?: number;
+
+  @ApiPropertyOptional({
+    type: 'integer',
+    description: 'Units available when refused (INSUFFICIENT_STOCK; absent when only known to be short)',
+    example: 1,
+  })
+  available?: number;
+}
+
+@ApiSchema({ name: 'PurchaseLimitBreach', description: 'A per-customer cap a PURCHASE_LIMIT_EXCEEDED order would pass' })
+export class PurchaseLimitBreachDto {
+  @ApiProperty({ enum: ['openOrders', 'unitsPerProduct'] })
+  cap!: 'openOrders' | 'unitsPerProduct';
+
+  @ApiProperty({ type: 'integer', example: 5 })
+  limit!: number;
+
+  @ApiProperty({ type: 'integer', description: 'What the customer would then hold against the cap', example: 6 })
+  held!: number;
+
+  @ApiPropertyOptional({ format: 'uuid', description: 'The product (unitsPerProduct)' })
+  productId?: string;
+}
+
 const PROBLEM_DESCRIPTION =
   'RFC 9457 problem details, the body of every error (`application/problem+json`). Some codes ' +
   'add extension members: `products` on INSUFFICIENT_STOCK and PRODUCT_UNAVAILABLE, `limits` ' +
@@ -62,6 +96,18 @@ export class ProblemDto {
     description: 'Every invalid field (VALIDATION_FAILED)',
   })
   errors?: FieldErrorDto[];
+
+  @ApiPropertyOptional({
+    type: [ProblemProductDto],
+    description: 'The products short (INSUFFICIENT_STOCK) or not for sale (PRODUCT_UNAVAILABLE)',
+  })
+  products?: ProblemProductDto[];
+
+  @ApiPropertyOptional({
+    type: [PurchaseLimitBreachDto],
+    description: 'The caps passed (PURCHASE_LIMIT_EXCEEDED)',
+  })
+  limits?: PurchaseLimitBreachDto[];
 }
 
 export type ProblemStatus = 400 | 401 | 403 | 404 | 409 | 413 | 415 | 422 | 429 | 500 | 502 | 503;
