@@ -1,3 +1,4 @@
+import { MetricsService } from '../metrics/metrics.service';
 import { Logger } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { IdGenerator } from '../common/ids';
@@ -179,6 +180,7 @@ async function setup() {
       { provide: TransactionHost, useValue: m.tx },
       { provide: Clock, useValue: clock },
       { provide: IdGenerator, useValue: ids },
+      { provide: MetricsService, useValue: { counter: () => ({ inc: jest.fn() }) } },
     ],
   }).compile();
   return { finalizer: moduleRef.get(PaymentFinalizer), ...m };

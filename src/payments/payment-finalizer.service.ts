@@ -1,8 +1,10 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import type { Counter } from 'prom-client';
 import { IdGenerator, isCanonicalUuid } from '../common/ids';
 import { logOrder } from '../common/logging/order-log';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
+import { MetricsService } from '../metrics/metrics.service';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { OnJob } from '../queue/on-job.decorator';
@@ -86,7 +88,15 @@ export class PaymentFinalizer {
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
-  ) {}
+    metrics: MetricsService,
+  ) {
+    this.amountMismatches = metrics.counter(
+      'payments_amount_mismatch_total',
+      'Payments that succeeded for another amount or currency than their order (changed at the provider): cancelled and refunded',
+    );
+  }
+
+  private readonly amountMismatches: Counter<string>;
 
   async processEvent(eventId: string): Promise<EventOutcome> {
     const event = await this.events.find(eventId);
@@ -287,10 +297,33 @@ export class PaymentFinalizer {
     const { orderId } = payment;
     // paid after cancel: the refund is reserved in the transaction, its provider call follows it
     type Settled = Exclude<ConvergeOutcome, { kind: 'refunded-after-cancel' }> | { kind: 'paid-after-cancel' };
+    // the provider took another amount or currency than the order's (the intent was changed at
+    // the provider after it was made): not this order's payment — the order is cancelled as a
+    // failed payment and what was taken refunded in full, never confirmed for what it was not paid
+    const mismatch = status === 'succeeded' && (intent.amount !== payment.amount || intent.currency !== payment.currency);
+    const paid = mismatch ? { ...payment, status, amount: intent.amount, currency: intent.currency } : { ...payment, status };
     const outcome = await this.tx.run(async (): Promise<Settled> => {
       await this.payments.setStatus(payment.id, status, this.clock.now());
       let result: Settled;
-      if (status === 'succeeded') {
+      if (mismatch) {
+        await this.payments.setCaptured(payment.id, intent.amount, intent.currency, this.clock.now());
+        await this.transitions.cancel(orderId, 'PAYMENT_FAILED', ACTOR);
+        const order = await this.orders.findById(orderId);
+        if (order?.status === 'CANCELLED') {
+          await this.refunds.reservePaidAfterCancel(paid);
+          result = { kind: 'paid-after-cancel' };
+        } else {
+          result = { kind: 'confirmed', orderId }; // settled before the change: nothing to undo here
+        }
+        this.tx.afterCommit(() => {
+          this.amountMismatches.inc();
+          this.logger.error(
+            `intent ${intent.id} of order ${orderId} succeeded for ${intent.amount} ${intent.currency}, not the ` +
+              `${payment.amount} ${payment.currency} it was made for (changed at the provider): ` +
+              (order?.status === 'CANCELLED' ? 'order cancelled, refunded in full' : `order left ${order?.status}`),
+          );
+        });
+      } else if (status === 'succeeded') {
         await this.transitions.markPaid(orderId, ACTOR);
         const order = await this.orders.findById(orderId);
         if (order?.status === 'PAID') await this.transitions.confirm(orderId, ACTOR);
@@ -328,7 +361,7 @@ export class PaymentFinalizer {
       eventId,
     });
     if (outcome.kind === 'paid-after-cancel') {
-      const refund = await this.refunds.refundPaidAfterCancel({ ...payment, status });
+      const refund = await this.refunds.refundPaidAfterCancel(paid);
       return { kind: 'refunded-after-cancel', orderId, refundId: refund?.id ?? null };
     }
     return outcome;

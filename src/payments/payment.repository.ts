@@ -137,6 +137,16 @@ export class PaymentRepository {
    * Records the intent's status as last seen. Never out of a final state: a worker that read
    * `processing` just before another one saw `succeeded` cannot write it back.
    */
+  /**
+   * What the provider really took, when it differs from what the intent was made for (changed at
+   * the provider): refunds are sized, and capped by the CHECK, from it.
+   */
+  async setCaptured(id: string, amount: number, currency: string, at: Date): Promise<void> {
+    await this.tx.withManager((m) =>
+      m.getRepository(PaymentEntity).update({ id }, { amount, currency, updatedAt: at }),
+    );
+  }
+
   async setStatus(id: string, status: IntentStatus, at: Date): Promise<void> {
     await this.tx.withManager((m) =>
       m

@@ -162,6 +162,26 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 });
   });
 
+  it('a payment that succeeded for another amount than its order (the intent changed at the provider) is not confirmed: cancelled and refunded in full', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    // someone with access to the provider account lowered the amount; the customer then paid 1
+    await t.db.pool.query(`UPDATE simulated_payment_intents SET amount = 1, status = 'succeeded' WHERE id = $1`, [pay.body.paymentIntentId]);
+    await t.db.pool.query(`UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    await worker.get(PaymentFinalizer).reconcile();
+    const o = await statusOf(order.body.id);
+    expect(o).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    const refunded = await t.db.pool.query(
+      `SELECT coalesce(sum(amount), 0)::int AS n FROM simulated_refunds WHERE intent_id = $1`,
+      [pay.body.paymentIntentId],
+    );
+    expect(refunded.rows[0].n).toBe(1); // what was taken, all of it
+    const recorded = await t.db.pool.query(`SELECT amount::int AS amount FROM payments WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    expect(recorded.rows[0].amount).toBe(1);
+  });
+
   it('refunds through the simulated gateway: partial, then the rest; concurrent ones never exceed the capture', async () => {
     const admin = await createAdmin(t);
     const { p, order, pay } = await paidOrder(10_000);
