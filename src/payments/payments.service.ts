@@ -59,7 +59,18 @@ export class PaymentsService {
     if (order.status === 'INVENTORY_RESERVED' && overdue) throw reservationExpired();
     // calling again returns the one intent (also once paid); a cancelled order is not payable
     const existing = await this.payments.findByOrder(orderId);
-    if (existing && order.status !== 'CANCELLED') return view(existing);
+    if (existing && order.status !== 'CANCELLED') {
+      if (order.status === 'INVENTORY_RESERVED') {
+        // recorded from an event that overtook this call's first attempt (the finalizer adopted
+        // the intent) while the order's step to PAYMENT_PENDING is still owed: taken now, so
+        // the payment is followed as every pending one is (API.md: order → PAYMENT_PENDING)
+        await this.transitions.markPaymentPending(orderId, `user:${me.userId}`);
+        const moved = (await this.orders.findById(orderId))?.status;
+        if (moved === 'INVENTORY_RESERVED') throw reservationExpired();
+        if (moved === 'CANCELLED') throw new DomainError('ORDER_NOT_PAYABLE', 'The order was cancelled.');
+      }
+      return view(existing);
+    }
     if (order.status !== 'INVENTORY_RESERVED' && order.status !== 'PAYMENT_PENDING') {
       throw new DomainError('ORDER_NOT_PAYABLE', `An order in ${order.status} cannot be paid.`);
     }

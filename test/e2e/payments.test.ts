@@ -162,6 +162,19 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 });
   });
 
+  it('starting a payment the finalizer already recorded (its event overtook the first call) moves the order to PAYMENT_PENDING', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const first = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(first.status).toBe(201);
+    // as left by a first call whose transaction failed after the intent was made, and an event
+    // that recorded (adopted) the intent: a payment row, the order still INVENTORY_RESERVED
+    await t.db.pool.query(`UPDATE orders SET status = 'INVENTORY_RESERVED' WHERE id = $1`, [order.body.id]);
+    const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect([again.status, again.body.paymentIntentId]).toEqual([201, first.body.paymentIntentId]);
+    expect((await statusOf(order.body.id)).status).toBe('PAYMENT_PENDING');
+  });
+
   it('a payment that succeeded for another amount than its order (the intent changed at the provider) is not confirmed: cancelled and refunded in full', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
