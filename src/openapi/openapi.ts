@@ -106,6 +106,24 @@ const REPLAYED: HeaderObject = {
   schema: { type: 'string', enum: ['true'] },
 };
 
+/** On every answer (API.md): the id to quote, also the problem's `requestId`. */
+const REQUEST_ID: HeaderObject = {
+  description: "This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId`",
+  schema: { type: 'string' },
+};
+
+/** On the answers of throttled routes, when the limits' store answered (draft-ietf-httpapi-ratelimit-headers). */
+const RATE_LIMIT_HEADERS: Record<string, HeaderObject> = {
+  'RateLimit-Policy': {
+    description: 'The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit',
+    schema: { type: 'string' },
+  },
+  RateLimit: {
+    description: 'What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>`',
+    schema: { type: 'string' },
+  },
+};
+
 const isParameter = (p: ParameterObject | ReferenceObject): p is ParameterObject => 'in' in p;
 
 /** What parseIdempotencyKey accepts: printable ASCII (not only spaces, which it also refuses). */
@@ -205,6 +223,13 @@ function applyContract(operation: OperationObject, contract: RouteContract): voi
     if (!response.description) response.description = SUCCESS[status] ?? 'Success';
     if (contract.idempotency === 'required' || contract.idempotency === 'optional') {
       response.headers = { ...response.headers, 'Idempotent-Replayed': REPLAYED };
+    }
+  }
+  for (const [status, response] of Object.entries(operation.responses)) {
+    if (!response || !('description' in response)) continue;
+    response.headers = { ...response.headers, 'X-Request-Id': REQUEST_ID };
+    if (contract.throttled && (status.startsWith('2') || status === '429')) {
+      response.headers = { ...response.headers, ...RATE_LIMIT_HEADERS };
     }
   }
   // stable order: 2xx, then problems by status

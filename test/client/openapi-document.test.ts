@@ -247,6 +247,18 @@ describe('the committed OpenAPI document', () => {
     for (const id of ['startPayment', 'refundOrder']) expect([id, Object.keys(byId.get(id)!.op.responses)]).toEqual([id, expect.arrayContaining(['502'])]);
   });
 
+  it('declares X-Request-Id on every answer and the RateLimit headers on every 429 (API.md)', () => {
+    const missing: string[] = [];
+    for (const { where, op } of operations) {
+      for (const [status, response] of Object.entries(op.responses)) {
+        if (!response.headers?.['X-Request-Id']) missing.push(`${where} ${status} X-Request-Id`);
+        if (status === '429' && !(response.headers?.['RateLimit'] && response.headers?.['RateLimit-Policy']))
+          missing.push(`${where} 429 RateLimit`);
+      }
+    }
+    expect(missing).toEqual([]);
+  });
+
   it('leaves the development-only routes out', () => {
     expect(Object.keys(doc.paths).filter((p) => p.startsWith('/v1/dev'))).toEqual([]);
   });

@@ -1146,6 +1146,8 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1155,6 +1157,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1164,6 +1168,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1175,6 +1181,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1195,6 +1203,8 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1204,6 +1214,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1213,6 +1225,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1224,6 +1238,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1251,6 +1267,12 @@ export interface operations {
             /** @description Created */
             201: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1260,6 +1282,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (e.g. a password not 8..128 characters) or `BAD_REQUEST` */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1269,6 +1293,8 @@ export interface operations {
             /** @description `EMAIL_TAKEN` */
             409: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1280,6 +1306,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1289,6 +1321,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1300,6 +1334,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1327,6 +1363,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1336,6 +1378,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1345,6 +1389,8 @@ export interface operations {
             /** @description `INVALID_CREDENTIALS` */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1356,6 +1402,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1365,6 +1417,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1376,6 +1430,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1403,6 +1459,12 @@ export interface operations {
             /** @description A new pair; the presented token is spent */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1412,6 +1474,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1421,6 +1485,8 @@ export interface operations {
             /** @description `REFRESH_TOKEN_INVALID`, or `REFRESH_TOKEN_REUSED` (its session is revoked) */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1432,6 +1498,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1441,6 +1513,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1452,6 +1526,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1479,6 +1555,12 @@ export interface operations {
             /** @description The session (refresh-token family) is revoked */
             204: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -1486,6 +1568,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1497,6 +1581,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1506,6 +1596,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1517,6 +1609,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1537,6 +1631,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1546,6 +1646,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1555,6 +1657,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1566,6 +1670,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1575,6 +1685,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1586,6 +1698,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1613,6 +1727,12 @@ export interface operations {
             /** @description Changed; every session of the user is revoked */
             204: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -1620,6 +1740,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1629,6 +1751,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1638,6 +1762,8 @@ export interface operations {
             /** @description `CURRENT_PASSWORD_INCORRECT` */
             403: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1649,6 +1775,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1658,6 +1790,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1669,6 +1803,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1697,6 +1833,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1706,6 +1848,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1717,6 +1861,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1726,6 +1876,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1737,6 +1889,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1760,6 +1914,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1769,6 +1929,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1778,6 +1940,8 @@ export interface operations {
             /** @description `PRODUCT_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1789,6 +1953,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1798,6 +1968,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1809,6 +1981,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1829,6 +2003,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1838,6 +2018,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1849,6 +2031,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1858,6 +2046,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1869,6 +2059,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1898,6 +2090,12 @@ export interface operations {
                 headers: {
                     /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
                     "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1907,6 +2105,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1916,6 +2116,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1925,6 +2127,8 @@ export interface operations {
             /** @description `FORBIDDEN`: the signed-in user lacks the permission */
             403: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1934,6 +2138,8 @@ export interface operations {
             /** @description `CATEGORY_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1945,6 +2151,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1954,6 +2162,8 @@ export interface operations {
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1965,6 +2175,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1974,6 +2190,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1985,6 +2203,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2008,6 +2228,12 @@ export interface operations {
             /** @description Deactivated */
             204: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2015,6 +2241,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2024,6 +2252,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2033,6 +2263,8 @@ export interface operations {
             /** @description `FORBIDDEN`: the signed-in user lacks the permission */
             403: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2042,6 +2274,8 @@ export interface operations {
             /** @description `PRODUCT_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2053,6 +2287,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2062,6 +2302,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2073,6 +2315,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2100,6 +2344,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2109,6 +2359,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2118,6 +2370,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2127,6 +2381,8 @@ export interface operations {
             /** @description `FORBIDDEN`: the signed-in user lacks the permission */
             403: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2136,6 +2392,8 @@ export interface operations {
             /** @description `PRODUCT_NOT_FOUND` or `CATEGORY_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2147,6 +2405,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2156,6 +2420,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2167,6 +2433,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2196,6 +2464,12 @@ export interface operations {
                 headers: {
                     /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
                     "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2205,6 +2479,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2214,6 +2490,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2223,6 +2501,8 @@ export interface operations {
             /** @description `FORBIDDEN`: the signed-in user lacks the permission */
             403: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2234,6 +2514,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2243,6 +2525,8 @@ export interface operations {
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2254,6 +2538,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2263,6 +2553,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2274,6 +2566,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2306,6 +2600,12 @@ export interface operations {
                 headers: {
                     /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
                     "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2315,6 +2615,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2324,6 +2626,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2333,6 +2637,8 @@ export interface operations {
             /** @description `FORBIDDEN`: the signed-in user lacks the permission */
             403: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2342,6 +2648,8 @@ export interface operations {
             /** @description `PRODUCT_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2353,6 +2661,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2362,6 +2672,8 @@ export interface operations {
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2373,6 +2685,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2382,6 +2700,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2393,6 +2713,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2420,6 +2742,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2429,6 +2757,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2438,6 +2768,8 @@ export interface operations {
             /** @description `PRODUCT_NOT_FOUND` (also for a product off sale) */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2449,6 +2781,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2458,6 +2796,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2469,6 +2809,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2501,6 +2843,12 @@ export interface operations {
                 headers: {
                     /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
                     "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2510,6 +2858,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2519,6 +2869,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2528,6 +2880,8 @@ export interface operations {
             /** @description `REVIEW_NOT_ALLOWED`: no paid order contains the product */
             403: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2537,6 +2891,8 @@ export interface operations {
             /** @description `PRODUCT_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2548,6 +2904,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2557,6 +2915,8 @@ export interface operations {
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2568,6 +2928,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2577,6 +2943,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2588,6 +2956,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2611,6 +2981,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2620,6 +2996,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2629,6 +3007,8 @@ export interface operations {
             /** @description `PRODUCT_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2640,6 +3020,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2649,6 +3035,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2660,6 +3048,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2680,6 +3070,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2689,6 +3085,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2698,6 +3096,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2709,6 +3109,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2718,6 +3124,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2729,6 +3137,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2756,6 +3166,12 @@ export interface operations {
                 headers: {
                     /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
                     "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2763,6 +3179,8 @@ export interface operations {
             /** @description `WEBHOOK_SIGNATURE_INVALID` (missing or wrong token) or `BAD_REQUEST` (not an S3 event notification); or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2774,6 +3192,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2783,6 +3203,8 @@ export interface operations {
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2794,6 +3216,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2803,6 +3231,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2814,6 +3244,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2834,6 +3266,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2843,6 +3281,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2852,6 +3292,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2863,6 +3305,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2872,6 +3320,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2883,6 +3333,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2903,6 +3355,12 @@ export interface operations {
             /** @description Emptied */
             204: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2910,6 +3368,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2919,6 +3379,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2930,6 +3392,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2939,6 +3407,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2950,6 +3420,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2977,6 +3449,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2986,6 +3464,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2995,6 +3475,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3004,6 +3486,8 @@ export interface operations {
             /** @description `PRODUCT_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3015,6 +3499,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3024,6 +3514,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3035,6 +3527,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3059,6 +3553,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3068,6 +3568,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3077,6 +3579,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3088,6 +3592,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3097,6 +3607,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3108,6 +3620,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3137,6 +3651,12 @@ export interface operations {
                 headers: {
                     /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
                     "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3146,6 +3666,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (e.g. a duplicate line), `ORDER_EMPTY` or `BAD_REQUEST`; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3155,6 +3677,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3166,6 +3690,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3175,6 +3701,8 @@ export interface operations {
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3186,6 +3714,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3195,6 +3729,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3206,6 +3742,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3229,6 +3767,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3238,6 +3782,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3247,6 +3793,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3256,6 +3804,8 @@ export interface operations {
             /** @description `ORDER_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3267,6 +3817,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3276,6 +3832,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3287,6 +3845,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3315,6 +3875,12 @@ export interface operations {
                 headers: {
                     /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
                     "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3324,6 +3890,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3333,6 +3901,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3342,6 +3912,8 @@ export interface operations {
             /** @description `ORDER_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3353,6 +3925,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3362,6 +3936,8 @@ export interface operations {
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3373,6 +3949,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3382,6 +3964,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3393,6 +3977,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3418,6 +4004,12 @@ export interface operations {
             /** @description OK */
             200: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3427,6 +4019,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3436,6 +4030,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3445,6 +4041,8 @@ export interface operations {
             /** @description `FORBIDDEN`: the signed-in user lacks the permission */
             403: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3456,6 +4054,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3465,6 +4069,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3476,6 +4082,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3504,6 +4112,12 @@ export interface operations {
                 headers: {
                     /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
                     "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3513,6 +4127,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3522,6 +4138,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3531,6 +4149,8 @@ export interface operations {
             /** @description `FORBIDDEN`: the signed-in user lacks the permission */
             403: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3540,6 +4160,8 @@ export interface operations {
             /** @description `ORDER_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3551,6 +4173,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3560,6 +4184,8 @@ export interface operations {
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3571,6 +4197,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3580,6 +4212,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3591,6 +4225,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3619,6 +4255,12 @@ export interface operations {
                 headers: {
                     /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
                     "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3628,6 +4270,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3637,6 +4281,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3646,6 +4292,8 @@ export interface operations {
             /** @description `ORDER_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3657,6 +4305,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3666,6 +4316,8 @@ export interface operations {
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3677,6 +4329,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3686,6 +4344,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3695,6 +4355,8 @@ export interface operations {
             /** @description `PAYMENT_PROVIDER_REJECTED`: the provider refused to create the payment (e.g. no payment method enabled for the currency) */
             502: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3706,6 +4368,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3738,6 +4402,12 @@ export interface operations {
                 headers: {
                     /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
                     "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3747,6 +4417,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3756,6 +4428,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3765,6 +4439,8 @@ export interface operations {
             /** @description `FORBIDDEN`: the signed-in user lacks the permission */
             403: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3774,6 +4450,8 @@ export interface operations {
             /** @description `ORDER_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3785,6 +4463,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3794,6 +4474,8 @@ export interface operations {
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body, route or order */
             422: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3805,6 +4487,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3814,6 +4502,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3823,6 +4513,8 @@ export interface operations {
             /** @description `PAYMENT_PROVIDER_REJECTED`: the provider refused the refund */
             502: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3834,6 +4526,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3861,6 +4555,12 @@ export interface operations {
                 headers: {
                     /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
                     "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3870,6 +4570,8 @@ export interface operations {
             /** @description `WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST`; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3881,6 +4583,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3890,6 +4594,8 @@ export interface operations {
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3901,6 +4607,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3910,6 +4622,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3921,6 +4635,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3953,6 +4669,12 @@ export interface operations {
                 headers: {
                     /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
                     "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3962,6 +4684,8 @@ export interface operations {
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3971,6 +4695,8 @@ export interface operations {
             /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
             401: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3980,6 +4706,8 @@ export interface operations {
             /** @description `FORBIDDEN`: the signed-in user lacks the permission */
             403: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3989,6 +4717,8 @@ export interface operations {
             /** @description `PRODUCT_NOT_FOUND` */
             404: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4000,6 +4730,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4009,6 +4741,8 @@ export interface operations {
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4020,6 +4754,12 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4029,6 +4769,8 @@ export interface operations {
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4040,6 +4782,8 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
