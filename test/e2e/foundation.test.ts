@@ -157,6 +157,7 @@ describe('foundation: readiness with Redis down', () => {
     expect(res.status).toBe(503);
     expect(res.body.details.redis.status).toBe('down');
     expect(res.body.details.database.status).toBe('up');
+    expect(res.headers.get('retry-after')).toBe('5'); // as the document declares for every 503
     expect(Date.now() - started).toBeLessThan(5000);
     expect((await t.http.get('/health/live')).status).toBe(200);
   });

@@ -101,6 +101,8 @@ export function render(thrown: unknown): Rendered | null {
         code: 'SERVICE_UNAVAILABLE',
         detail: 'A dependency is unavailable.',
         extensions: details,
+        // as every 503 the document declares: when to ask again (the probes run every few seconds)
+        headers: { 'Retry-After': '5' },
       };
     }
     if (status >= 500) return null;
