@@ -75,6 +75,7 @@ export class CatalogAdminService {
           name: dto.name,
           description: dto.description,
           priceAmount: dto.price?.amount,
+          currency: dto.price?.currency,
           categoryId: dto.categoryId,
           active: dto.active,
         },

@@ -50,6 +50,8 @@ interface ProductPatch {
   name?: string;
   description?: string;
   priceAmount?: number;
+  /** Written with the amount: a product priced before a SHOP_CURRENCY change is repriced into the new one. */
+  currency?: string;
   /** `null` takes the product out of its category. */
   categoryId?: string | null;
   active?: boolean;
@@ -156,6 +158,7 @@ export class ProductRepository {
     if (patch.name !== undefined) changes.name = patch.name;
     if (patch.description !== undefined) changes.description = patch.description;
     if (patch.priceAmount !== undefined) changes.priceAmount = patch.priceAmount;
+    if (patch.currency !== undefined) changes.currency = patch.currency;
     if (patch.categoryId !== undefined) changes.categoryId = patch.categoryId;
     if (patch.active !== undefined) changes.active = patch.active;
     const result = await this.tx.withManager((m) =>

@@ -4,6 +4,7 @@ import type { Redis, RedisKey } from 'ioredis';
 import { REDIS } from '../../src/redis/redis.module';
 import { ProductRepository } from '../../src/catalog/product.repository';
 import { newKey } from '../support/fixtures';
+import { buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
 
 /** The smallest valid POST /v1/admin/products body. */
@@ -79,6 +80,16 @@ describe('catalog: admin writes, reads, cache', () => {
     );
     expect(unknownCat.status).toBe(404);
     expect((await t.http.post('/v1/admin/categories', { name: 'x', slug: 'x' }, { token: customer })).status).toBe(403);
+  });
+
+  it('a product priced before a SHOP_CURRENCY change is repriced into the shop\'s currency by a PATCH, and sells again', async () => {
+    const p = await createProduct(t, admin, { price: 500 });
+    await t.db.pool.query(`UPDATE products SET currency = 'USD' WHERE id = $1`, [p.id]); // priced when the shop sold in USD
+    const patched = await t.http.patch(`/v1/admin/products/${p.id}`, { price: { amount: 41_500, currency: 'INR' } }, { token: admin });
+    expect([patched.status, patched.body.price]).toEqual([200, { amount: 41_500, currency: 'INR' }]);
+    const [buyer] = await buyers(t.http, 1);
+    const order = await placeOrder(t.http, buyer, [{ productId: p.id, quantity: 1 }]);
+    expect([order.status, order.body.total]).toEqual([201, { amount: 41_500, currency: 'INR' }]);
   });
 
   it('serves the new price right after the admin call returns (cache invalidation)', async () => {
