@@ -7,7 +7,7 @@ import type { UserRepository } from '../users/user.repository';
 import type { EmailDeliveryRepository } from './email-delivery.repository';
 import type { EmailDeliveryEntity } from './entities/email-delivery.entity';
 import type { EmailDeliveryLocks } from './email-delivery-locks';
-import { EmailDeliveryBusyError, EmailService, mailDomain } from './email.service';
+import { EmailDeliveryBusyError, EmailService, isPermanentRejection, mailDomain } from './email.service';
 import { mockOf } from '../../test/support/mocks';
 
 const NOW = new Date('2025-01-01T10:00:00Z');
@@ -249,5 +249,34 @@ describe('EmailService', () => {
     expect(mailDomain('Shop <orders@shop.example>')).toBe('shop.example');
     expect(mailDomain('orders@mail.example.org')).toBe('mail.example.org');
     expect(mailDomain('no address')).toBe('shop.local');
+  });
+});
+
+describe('isPermanentRejection (a bounce for good, or the shop\'s own problem?)', () => {
+  const refusal = (command: string, response: string, code = 'EENVELOPE') => ({
+    code,
+    command,
+    response,
+    responseCode: Number(/^\d+/.exec(response)?.[0]),
+  });
+
+  it('is final for a bad address at RCPT TO only', () => {
+    expect(isPermanentRejection(refusal('RCPT TO', '550 5.1.1 <x@y.z>: Recipient address rejected: User unknown'))).toBe(true);
+    expect(isPermanentRejection(refusal('RCPT TO', '550 Requested action not taken: mailbox unavailable'))).toBe(true);
+    expect(isPermanentRejection(refusal('RCPT TO', '553 5.1.3 Bad recipient address syntax'))).toBe(true);
+  });
+
+  it('is not final for what concerns the sender, a policy or a quota, nor for a 4xx', () => {
+    for (const [command, response, code] of [
+      ['MAIL FROM', '530 5.7.0 Authentication required'],
+      ['RCPT TO', '550 5.7.1 Relaying denied'],
+      ['RCPT TO', '550 Relay not permitted'],
+      ['RCPT TO', '550 5.4.5 Daily sending quota exceeded'],
+      ['DATA', '554 Message rejected: Email address is not verified', 'EMESSAGE'],
+      ['RCPT TO', '450 4.2.1 Mailbox busy'],
+    ] as const) {
+      expect([response, isPermanentRejection(refusal(command, response, code))]).toEqual([response, false]);
+    }
+    expect(isPermanentRejection(new Error('ECONNREFUSED'))).toBe(false);
   });
 });

@@ -252,18 +252,27 @@ export function mailDomain(from: string): string {
 }
 
 /**
- * The mail server refused the recipient or the message for good: a 5xx reply to RCPT TO
- * (nodemailer's EENVELOPE) or to the message itself (EMESSAGE). A 4xx, a refused connection or a
- * timeout is not: retried.
+ * The mail server refused the recipient's address for good: a 5xx reply to RCPT TO whose
+ * enhanced status says the address is bad (5.1.x: no such mailbox, bad domain), or, without an
+ * enhanced status, 550/551/553 not naming a policy. Anything about the shop's own account is
+ * not final — a 5xx at MAIL FROM or DATA (authentication required, sender not verified, a daily
+ * quota reached), 5.7.x (relaying denied, policy) or 5.4.x: retried for a day like a server that
+ * is down, so mail of a misconfigured or throttled sender is late, never lost. Neither is a 4xx,
+ * a refused connection or a timeout.
  */
-function isPermanentRejection(err: unknown): boolean {
-  const { code, responseCode } = (err ?? {}) as { code?: unknown; responseCode?: unknown };
-  return (
-    (code === 'EENVELOPE' || code === 'EMESSAGE') &&
-    typeof responseCode === 'number' &&
-    responseCode >= 500 &&
-    responseCode < 600
-  );
+export function isPermanentRejection(err: unknown): boolean {
+  const { code, responseCode, command, response } = (err ?? {}) as {
+    code?: unknown;
+    responseCode?: unknown;
+    command?: unknown;
+    response?: unknown;
+  };
+  if (code !== 'EENVELOPE' || command !== 'RCPT TO') return false;
+  if (typeof responseCode !== 'number' || responseCode < 500 || responseCode >= 600) return false;
+  const reply = typeof response === 'string' ? response : '';
+  const enhanced = /\b5\.(\d{1,3})\.\d{1,3}\b/.exec(reply);
+  if (enhanced) return enhanced[1] === '1';
+  return [550, 551, 553].includes(responseCode) && !/relay|auth|quota|limit|polic|spam|block|rate|sender/i.test(reply);
 }
 
 /** `text` with every email address in it replaced by `[address]`. */

@@ -265,6 +265,16 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     expect(smtp.forOrder(orderId)).toHaveLength(0);
   }, 30_000);
 
+  it('a sender the mail server refuses (530 at MAIL FROM: credentials missing) is retried, not taken for a bounce: sent once fixed', async () => {
+    smtp.refuseSenderTimes = 1;
+    const orderId = await twoLineOrder(t, buyer);
+    await cancel(t, buyer, orderId);
+    await smtp.awaitMessages(() => smtp.forOrder(orderId), 1);
+    expect(smtp.refuseSenderTimes).toBe(0); // it was refused once first
+    const rows = await deliveriesOf(t, orderId);
+    expect(rows).toMatchObject([{ kind: 'cancellation', status: 'sent', attempts: 2 }]);
+  }, 30_000);
+
   it('one refund email per refund, with the amount from the refund row', async () => {
     const orderId = await twoLineOrder(t, buyer);
     await pay(t, buyer, orderId, 'succeeded');

@@ -24,6 +24,12 @@ export class SmtpCapture {
   readonly messages: CapturedMail[] = [];
   /** Recipients refused for good at RCPT TO (550), as a server refuses an unknown mailbox. */
   readonly refusedRecipients = new Set<string>();
+  /**
+   * The next this-many messages are refused at MAIL FROM with `530 5.7.0 Authentication required`,
+   * as a server refuses a sender whose credentials are missing — the shop's problem, not the
+   * recipient's.
+   */
+  refuseSenderTimes = 0;
   private server?: SMTPServer;
 
   private constructor(private port: number) {}
@@ -43,6 +49,11 @@ export class SmtpCapture {
       authOptional: true,
       disabledCommands: ['AUTH', 'STARTTLS'],
       logger: false,
+      onMailFrom: (_address, _session, callback) => {
+        if (this.refuseSenderTimes <= 0) return callback();
+        this.refuseSenderTimes--;
+        callback(Object.assign(new Error('5.7.0 Authentication required'), { responseCode: 530 }));
+      },
       onRcptTo: (address, _session, callback) => {
         if (!this.refusedRecipients.has(address.address.toLowerCase())) return callback();
         const err = Object.assign(new Error(`5.1.1 <${address.address}>: Recipient address rejected: User unknown`), {
