@@ -45,6 +45,14 @@ describe('formatMoney', () => {
     expect(formatMoney(1500, 'KWD')).toBe('KWD 1.500');
   });
 
+  it('counts ISO 4217 minor units, not the digits ICU displays (which drop them for IDR, PKR, HUF, IQD…)', () => {
+    expect(formatMoney(249_900, 'PKR')).toBe('PKR 2,499.00');
+    expect(formatMoney(1_500_000, 'IDR')).toBe('IDR 15,000.00');
+    expect(formatMoney(99_900, 'HUF')).toBe('HUF 999.00');
+    expect(formatMoney(1500, 'IQD')).toBe('IQD 1.500');
+    expect(formatMoney(1500, 'ISK')).toBe('ISK 1,500');
+  });
+
   it('is exact up to the largest safe integer and refuses fractions', () => {
     expect(formatMoney(Number.MAX_SAFE_INTEGER, 'INR')).toBe('INR 90,071,992,547,409.91');
     expect(() => formatMoney(1.5, 'INR')).toThrow(/integer/);

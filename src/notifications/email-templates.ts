@@ -28,16 +28,25 @@ export interface EmailContent {
   html: string;
 }
 
-/** Digits after the decimal point of a currency's minor unit (2 unless ICU says otherwise). */
+/**
+ * ISO 4217 minor-unit exponents other than 2 — the unit amounts are counted in (API.md). Not
+ * ICU's display digits, which round some two-decimal currencies to whole units (IDR, PKR, HUF,
+ * IQD…) and differ between Node releases: a receipt must say what was charged.
+ */
+// prettier-ignore
+const ISO_4217_EXPONENTS: Readonly<Record<string, number>> = {
+  // no minor unit
+  BIF: 0, CLP: 0, DJF: 0, GNF: 0, ISK: 0, JPY: 0, KMF: 0, KRW: 0, PYG: 0, RWF: 0, UGX: 0,
+  UYI: 0, VND: 0, VUV: 0, XAF: 0, XOF: 0, XPF: 0,
+  // thousandths
+  BHD: 3, IQD: 3, JOD: 3, KWD: 3, LYD: 3, OMR: 3, TND: 3,
+  // ten-thousandths
+  CLF: 4, UYW: 4,
+};
+
+/** Digits after the decimal point of a currency's minor unit (ISO 4217; 2 for all others). */
 function minorDigits(currency: string): number {
-  try {
-    return (
-      new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions()
-        .maximumFractionDigits ?? 2
-    );
-  } catch {
-    return 2; // not a currency ICU knows: assume cents
-  }
+  return ISO_4217_EXPONENTS[currency.toUpperCase()] ?? 2;
 }
 
 /** 123450, 'INR' → 'INR 1,234.50'; 1500, 'JPY' → 'JPY 1,500'. Exact for any safe integer. */
