@@ -6,10 +6,10 @@ import { EmailDeliveryRepository, OwedEmail } from './email-delivery.repository'
 import { EmailJob, emailJobId, emailKey, enqueueEmail } from './email-job';
 
 /**
- * How far back published email events are checked: past an email job's own retries (a little
- * over a day) and well inside the outbox's retention (7 days).
+ * How far back published email events are checked: several rounds of an email job's own retries
+ * (a little over a day each) and inside the outbox's retention (7 days).
  */
-const RECONCILE_WINDOW_MS = 3 * 86_400_000;
+const RECONCILE_WINDOW_MS = 6 * 86_400_000;
 /** An event published this recently is left to its job (normally sent within seconds). */
 const RECONCILE_GRACE_MS = 60_000;
 const PAGE = 500;
@@ -20,9 +20,10 @@ const PAGE = 500;
  * failover to a replica behind) loses it for good — the outbox row says "published" and nothing
  * else remembers. Every few minutes this compares what the published events owe with the
  * deliveries recorded as sent and adds back, under the same job id, each owed email whose job
- * the queue no longer has in any state (a job still waiting, retrying, running or failed for
- * good is left alone). Adding is idempotent by job id and sending by the delivery's claim, so a
- * pass racing the original job sends nothing twice.
+ * the queue no longer has in any state (a job still waiting, retrying or running is left alone),
+ * and retries each owed email whose job failed after all its retries (a mail outage longer than
+ * a day: late, not lost). Adding is idempotent by job id and sending by the delivery's claim, so
+ * a pass racing the original job sends nothing twice.
  */
 @Injectable()
 export class EmailReconciler {
@@ -64,7 +65,15 @@ export class EmailReconciler {
       kind: email.kind,
       ...(email.ref ? { refundId: email.ref } : {}),
     };
-    if (await this.jobs.find(JobName.SendEmail, emailJobId(job))) return false;
+    const existing = await this.jobs.find(JobName.SendEmail, emailJobId(job));
+    if (existing) {
+      // failed after its day of retries (a mail server or credential down longer than that) while
+      // still owed — a refusal for good is recorded `rejected`, never owed: another round
+      if ((await existing.getState()) !== 'failed') return false;
+      await existing.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+      this.logger.warn(`email ${emailKey(job)} is owed and its job had failed after its retries: retried`);
+      return true;
+    }
     await enqueueEmail(this.jobs, job);
     this.logger.warn(
       `email ${emailKey(job)} is owed and its job was gone from the queue: added again`,

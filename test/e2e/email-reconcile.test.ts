@@ -201,6 +201,28 @@ describe('emails whose jobs Redis lost', () => {
     expect(smtp.forOrder(orderId)).toHaveLength(1);
   });
 
+  it('a job that failed after all its retries (a mail outage longer than a day) is retried by the next pass: late, not lost', async () => {
+    const orderId = await order();
+    await emailQueue().pause();
+    const cancel = await t.http.post(`/v1/orders/${orderId}/cancel`, {}, { token: buyer.token, idempotencyKey: newKey() });
+    expect(cancel.status).toBe(200);
+    const jobId = emailJobId({ orderId, kind: 'cancellation' });
+    const queued = await waitFor('the cancellation job queued', () => find(jobId));
+    // its day of retries spent while the mail server was down (as BullMQ leaves it: failed)
+    await queued.remove();
+    await emailQueue().add(JobName.SendEmail, queued.data, { jobId, attempts: 1 });
+    await smtp.stop();
+    await emailQueue().resume();
+    await waitFor('the job to fail for good', async () => (await find(jobId))?.getState(), { until: (s) => s === 'failed' });
+    await smtp.start();
+    await age(orderId);
+    expect(await reconcile()).toBe(1);
+    await drain(worker, t.db.pool);
+    expect(await deliveries(orderId)).toEqual([{ kind: 'cancellation', ref: '', status: 'sent' }]);
+    expect(smtp.forOrder(orderId)).toHaveLength(1);
+    expect(await reconcile()).toBe(0); // sent: owed no more
+  }, 30_000);
+
   it('an email whose event the relay parked as dead (never published, never queued) is sent once by the next pass; the row stays dead', async () => {
     const orderId = await order();
     // as the relay leaves an event that failed to publish ten times (not an outage): dead
