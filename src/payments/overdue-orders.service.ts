@@ -12,6 +12,8 @@ import { PaymentRepository } from './payment.repository';
 const EXPIRY_GRACE_MS = 250;
 /** Overdue orders the sweeper looks at per query. */
 const SWEEP_BATCH = 200;
+/** How long a gateway that did not answer is not asked again by the expiry (the sweeper runs every minute). */
+const GATEWAY_DOWN_MEMO_MS = 30_000;
 
 /**
  * Orders past their reservation deadline (API.md: a reservation not paid for within the window
@@ -28,6 +30,12 @@ const SWEEP_BATCH = 200;
 @Injectable()
 export class OverdueOrders {
   private readonly logger = new Logger(OverdueOrders.name);
+  /**
+   * Until then this process does not ask the gateway about overdue orders (it just failed to
+   * answer): each per-order job would otherwise wait out its timeouts (~25 s) in turn, holding the
+   * orders queue — and the expiry of every order without a payment — behind them.
+   */
+  private gatewayDownUntil = 0;
 
   constructor(
     private readonly orders: OrderRepository,
@@ -70,11 +78,12 @@ export class OverdueOrders {
     token?: string,
   ): Promise<boolean> {
     try {
-      if (await this.settle(orderId)) return true;
+      if (await this.settle(orderId, { askGateway: !this.gatewayDown() })) return true;
     } catch (err) {
       // the gateway is down: the sweeper asks again every minute; retrying here would hold the
       // orders queue (and the expiry of orders without a payment) on the gateway's timeouts
       if (!isGatewayUnavailable(err)) throw err;
+      this.noteGatewayDown();
       this.logger.warn(`order ${orderId}: its payment could not be asked of the gateway; left to the sweeper`);
       return false;
     }
@@ -88,7 +97,7 @@ export class OverdueOrders {
   @OnJob(JobName.SweepExpiredReservations)
   async sweep(): Promise<number> {
     let expired = 0;
-    let gatewayDown = false;
+    let gatewayDown = this.gatewayDown();
     // left as they are this run (not expired): excluded from the next batches. Expired ones leave
     // the query by themselves, so the list stays as short as what is left, however long the run.
     const seen: string[] = [];
@@ -108,12 +117,23 @@ export class OverdueOrders {
           seen.push(id);
           this.logger.warn(`overdue order ${id} not settled yet: ${(err as Error).message}`);
           // one timeout per run, not one per order with a payment; the others still expire
-          if (isGatewayUnavailable(err)) gatewayDown = true;
+          if (isGatewayUnavailable(err)) {
+            gatewayDown = true;
+            this.noteGatewayDown();
+          }
         }
       }
       if (due.length < SWEEP_BATCH) break;
     }
     if (expired > 0) this.logger.log(`expired ${expired} overdue reservations`);
     return expired;
+  }
+
+  private gatewayDown(): boolean {
+    return Date.now() < this.gatewayDownUntil;
+  }
+
+  private noteGatewayDown(): void {
+    this.gatewayDownUntil = Date.now() + GATEWAY_DOWN_MEMO_MS;
   }
 }

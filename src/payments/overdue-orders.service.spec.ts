@@ -1,0 +1,50 @@
+import { OrderRepository } from '../orders/order.repository';
+import { ReservationExpiryService } from '../orders/reservation-expiry.service';
+import type { JobOf, JobName } from '../queue/queues';
+import { mockOf } from '../../test/support/mocks';
+import { OverdueOrders } from './overdue-orders.service';
+import { GatewayError } from './payment-gateway';
+import { PaymentFinalizer } from './payment-finalizer.service';
+import { PaymentRepository } from './payment.repository';
+
+describe('OverdueOrders with the gateway not answering', () => {
+  function setup() {
+    const orders = mockOf<OrderRepository>(
+      { reservationDueIn: async () => 0, findOverdueReservations: async () => ['paying-4'] },
+      'orders',
+    );
+    const payments = mockOf<PaymentRepository>(
+      // every overdue order here has started paying, but the one without a payment
+      {
+        findByOrder: async (orderId: string) =>
+          orderId === 'no-payment' ? null : { status: 'requires_payment_method' },
+      },
+      'payments',
+    );
+    const finalizer = mockOf<PaymentFinalizer>(
+      {
+        settleOverdue: async () =>
+          Promise.reject(new GatewayError('unavailable', undefined, 'timed out')),
+      },
+      'finalizer',
+    );
+    const expiry = mockOf<ReservationExpiryService>({ expire: async () => true }, 'expiry');
+    const overdue = new OverdueOrders(orders, payments, finalizer, expiry);
+    const job = {} as JobOf<JobName.ExpireReservation>;
+    return { overdue, finalizer, expiry, job };
+  }
+
+  it('asks it once, not once per order: the expiries behind it do not wait out its timeouts in turn', async () => {
+    const { overdue, finalizer, expiry, job } = setup();
+    expect(await overdue.expireReservation({ orderId: 'paying-1' }, job)).toBe(false);
+    expect(await overdue.expireReservation({ orderId: 'paying-2' }, job)).toBe(false);
+    expect(await overdue.expireReservation({ orderId: 'paying-3' }, job)).toBe(false);
+    expect(finalizer.settleOverdue).toHaveBeenCalledTimes(1);
+    // an order without a payment still expires on time
+    expect(await overdue.expireReservation({ orderId: 'no-payment' }, job)).toBe(true);
+    expect(expiry.expire).toHaveBeenCalledWith('no-payment', { unlessPaymentOpen: true });
+    // nor does the sweeper ask it again within the memo
+    expect(await overdue.sweep()).toBe(0);
+    expect(finalizer.settleOverdue).toHaveBeenCalledTimes(1);
+  });
+});
