@@ -10,7 +10,7 @@ import tseslint from 'typescript-eslint';
 const SRC_NAMES = readdirSync(`${import.meta.dirname}/src`, { withFileTypes: true }).map((e) =>
   e.isDirectory() ? e.name : e.name.replace(/\.ts$/, ''),
 );
-const ROOTS = ['app.module', 'app.setup', 'main', 'worker.module', 'worker'];
+const ROOTS = ['app.module', 'app.setup', 'main', 'worker.module', 'worker', 'api-cluster'];
 const LAYERS = {
   config: [],
   redis: ['config'],

@@ -224,7 +224,7 @@ export interface AppConfig {
     accessTtlSeconds: number;
     refreshTtlSeconds: number;
     refreshIdleSeconds: number;
-    /** Live sessions (refresh-token families) an account may hold; a new sign-in ends the oldest beyond it. */
+    /** Live sessions (refresh-token families) an account may hold; a new sign-in ends the least recently used beyond it. */
     sessionsPerAccount: number;
   };
   stripe: { secretKey?: string; webhookSecret: string; apiUrl?: string };

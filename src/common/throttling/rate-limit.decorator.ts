@@ -8,7 +8,7 @@ import { SetMetadata } from '@nestjs/common';
  *   account and client (FailedAttemptLimiter, in AuthService.login)
  * - `register`: `register-ip` (10/hour per client IP) and `register-account` (10/hour per email)
  * - `order-create`: `order-create` (30/min per signed-in user)
- * - `password-change`: `password-change` (5/min per signed-in user)
+ * - `password-change`: `password-change` (5/min per session: a stolen one spends only its own)
  * - `webhook`: `webhook-ip` (6,000/min per client IP) *instead of* the default: a payment
  *   provider delivers a whole sale's events from a handful of addresses; the signature (or the
  *   store's token) is checked right after, before anything is stored
