@@ -90,6 +90,12 @@ describe('ProblemDetailsFilter and database errors', () => {
     }
   });
 
+  it('answers a body the client stopped sending (Node\'s `aborted`, as Fastify passes it on) as 400, logged as no error', () => {
+    const aborted = Object.assign(new Error('aborted'), { code: 'ECONNRESET', statusCode: 400 });
+    expect(render(aborted)).toMatchObject({ status: 400, body: { code: 'BAD_REQUEST' } });
+    expect(logged).toEqual([]);
+  });
+
   it('answers a value beyond a server limit (class 54, e.g. an index row too large) as 400, not 500', () => {
     for (const code of ['54000', '54001', '54023']) {
       expect(render(failedQuery(code))).toMatchObject({ status: 400, body: { code: 'VALIDATION_FAILED' } });

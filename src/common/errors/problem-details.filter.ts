@@ -161,6 +161,12 @@ export function render(thrown: unknown): Rendered | null {
         : (fastifyError.message ?? 'Bad request');
     return { status, code: STATUS_CODE[status] ?? 'BAD_REQUEST', detail };
   }
+  // The client went away (or was cut off) while its body was still arriving: Node's `aborted`
+  // (ECONNRESET), with the 400 Fastify's body reader put on it. The client's doing, not a fault
+  // of ours to raise as an unhandled error (nobody reads this answer).
+  if (fastifyError?.code === 'ECONNRESET' && fastifyError.statusCode === 400) {
+    return { status: 400, code: 'BAD_REQUEST', detail: 'The request body was not received in full.' };
+  }
   return null;
 }
 
