@@ -98,6 +98,30 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     expect(rows[0].n).toBe(0);
   });
 
+  it('refuses text that is not what it says: lone surrogates (400), another charset (415), bytes that are not UTF-8 (400); nothing written', async () => {
+    const slug = () => `enc-${randomUUID().slice(0, 8)}`;
+    const lone = await t.http.post('/v1/admin/categories', { name: 'Tea \ud83c', slug: slug() }, { token: admin });
+    expectProblem(lone, 400, 'VALIDATION_FAILED');
+    const password = await t.http.post('/v1/auth/register', { email: `n-${randomUUID()}@test.local`, password: 'long-enough-\udfff', name: 'A' });
+    expectProblem(password, 400, 'VALIDATION_FAILED');
+    const send = (contentType: string, bytes: Buffer) =>
+      fetch(`${t.baseUrl}/v1/admin/categories`, {
+        method: 'POST',
+        headers: { 'content-type': contentType, authorization: `Bearer ${admin}` },
+        body: bytes,
+      });
+    const latin1Slug = slug();
+    const latin1 = await send('application/json; charset=iso-8859-1', Buffer.from(`{"name":"Caf\u00e9","slug":"${latin1Slug}"}`, 'latin1'));
+    expect([latin1.status, ((await latin1.json()) as { code: string }).code]).toEqual([415, 'UNSUPPORTED_MEDIA_TYPE']);
+    const broken = await send('application/json', Buffer.concat([Buffer.from(`{"name":"Caf`), Buffer.from([0xe9]), Buffer.from(`","slug":"${slug()}"}`)]));
+    expect([broken.status, ((await broken.json()) as { code: string }).code]).toEqual([400, 'BAD_REQUEST']);
+    const { rows } = await t.db.pool.query(`SELECT count(*)::int AS n FROM categories WHERE slug LIKE 'enc-%'`);
+    expect(rows[0].n).toBe(0);
+    // control: UTF-8, said so in any case, is fine
+    const ok = await send('application/json; charset="UTF-8"', Buffer.from(`{"name":"Caf\u00e9","slug":"${slug()}"}`, 'utf8'));
+    expect(ok.status).toBe(201);
+  });
+
   it('counts length as PostgreSQL does: variation selectors are characters, an over-long value is a 400', async () => {
     // U+FE0F after each letter: 2 characters for PostgreSQL's length() and the CHECKs, 1 for
     // validator's isLength — a value at twice the limit reached the database (409 CONFLICT)

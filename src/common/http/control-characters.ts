@@ -6,8 +6,16 @@
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/;
 
+/**
+ * A UTF-16 surrogate without its other half (`"\ud83c"` in JSON): no character at all, which
+ * PostgreSQL's driver stores as U+FFFD — what was answered would differ from what was written,
+ * two different SKUs would collide, two different passwords would verify alike. Refused with the
+ * control characters.
+ */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 export function hasControlCharacters(value: string): boolean {
-  return CONTROL.test(value);
+  return CONTROL.test(value) || LONE_SURROGATE.test(value);
 }
 
 /**

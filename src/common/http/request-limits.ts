@@ -1,3 +1,4 @@
+import { DomainError } from '../errors/domain-error';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
@@ -45,6 +46,11 @@ function shapeProblem(value: unknown): string | null {
   return null;
 }
 
+/** The `charset` parameter of a Content-Type, quoted or not. */
+const CHARSET = /;\s*charset\s*=\s*("?)([^";\s]+)\1/i;
+/** Refuses bytes that are not UTF-8 instead of replacing them. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+
 /**
  * Bodies, before anything reads them:
  * - JSON only (API.md: JSON in). Nest would also parse form bodies and Fastify plain text — a form
@@ -60,9 +66,24 @@ function shapeProblem(value: unknown): string | null {
 export function limitBodies(app: NestFastifyApplication): void {
   const fastify = app.getHttpAdapter().getInstance();
   const json = fastify.getDefaultJsonParser('error', 'error');
-  app.useBodyParser('application/json', { bodyLimit: WEBHOOK_BODY_LIMIT }, (request, body, done) =>
-    json(request as FastifyRequest, body as unknown as string, done), // it takes a Buffer as well
-  );
+  app.useBodyParser('application/json', { bodyLimit: WEBHOOK_BODY_LIMIT }, (request, body, done) => {
+    // JSON is UTF-8 (RFC 8259): another charset would be read as UTF-8 and its letters replaced
+    // with U+FFFD — stored, and different from what was sent — so it is refused, as are bytes
+    // that are not UTF-8 at all
+    const charset = CHARSET.exec(String(request.headers['content-type'] ?? ''))?.[2];
+    if (charset !== undefined && !/^utf-?8$/i.test(charset)) {
+      done(new DomainError('UNSUPPORTED_MEDIA_TYPE', 'JSON bodies are UTF-8: send charset=utf-8 or none.'), undefined);
+      return;
+    }
+    let text: string;
+    try {
+      text = UTF8.decode(body);
+    } catch {
+      done(new DomainError('BAD_REQUEST', 'The request body is not valid UTF-8.'), undefined);
+      return;
+    }
+    void json(request as FastifyRequest, text, done);
+  });
   fastify.removeContentTypeParser('text/plain');
   fastify.addHook('onResponse', (request, _reply, done) => {
     const { raw } = request;

@@ -44,7 +44,7 @@ class EdgeValidationPipe extends ValidationPipe {
             field,
             message:
               refused.reason === 'control-characters'
-                ? `${field} must not contain control characters`
+                ? `${field} must not contain control characters or unpaired surrogates`
                 : `property ${field} should not exist`,
           },
         ]);
