@@ -1,13 +1,13 @@
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter as BullBoardFastifyAdapter } from '@bull-board/fastify';
-import { Injectable, OnModuleInit } from '@nestjs/common';
+import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuthenticatedRequest } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
-import { ProblemDetailsFilter } from '../common/errors/problem-details.filter';
+import { ProblemDetailsFilter, problemBody, render } from '../common/errors/problem-details.filter';
 import { QueueBoardAuth } from './queue-board-auth.service';
 import { QueueBoardQueues } from './queue-board-queues';
 
@@ -17,6 +17,7 @@ const QUEUE_BOARD_PATH = '/admin/queues';
 const BASIC_CHALLENGE = 'Basic realm="queues", charset="UTF-8"';
 
 const problems = new ProblemDetailsFilter();
+const logger = new Logger('QueueBoard');
 
 /** Renders an error exactly like the API's global filter (RFC 9457 problem+json). */
 function sendProblem(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
@@ -81,6 +82,30 @@ export class QueueBoardRegistrar implements OnModuleInit {
             { headers: { 'Retry-After': '5' } },
           );
           return sendProblem(unavailable, request, reply);
+        });
+        // the board's own refusals and failures (its error handler answers `{error, message}`, a
+        // 500 with the raw message for, e.g., a `%` its handlers decode a second time) as the
+        // API's problems: a 4xx with its status, a malformed query value a 400, anything else a
+        // logged 500 that says nothing of the error
+        board.addHook('onSend', async (request, reply, payload) => {
+          if (reply.statusCode < 400 || String(reply.getHeader('content-type') ?? '').includes('problem+json')) {
+            return payload;
+          }
+          let message = '';
+          try {
+            const said = (JSON.parse(String(payload)) as { message?: unknown }).message;
+            message = typeof said === 'string' ? said : '';
+          } catch {
+            /* not JSON: no message to keep */
+          }
+          const status = reply.statusCode >= 500 && /URI malformed/i.test(message) ? 400 : reply.statusCode;
+          let rendered = status < 500 ? render({ statusCode: status, code: 'FST_QUEUE_BOARD', message: message || 'Bad request' }) : null;
+          if (!rendered) {
+            logger.error({ requestId: request.id, url: request.url, cause: message }, 'Queue board error');
+            rendered = { status: 500, code: 'INTERNAL_ERROR', detail: `An unexpected error occurred. Quote request id ${request.id} when reporting it.` };
+          }
+          void reply.code(rendered.status).type('application/problem+json');
+          return JSON.stringify(problemBody(rendered, request.id));
         });
         await board.register(serverAdapter.registerPlugin());
       },

@@ -81,6 +81,20 @@ describe('admin: queue board at /admin/queues', () => {
     expect(api.body.queues.every((q: { readOnlyMode: boolean }) => q.readOnlyMode)).toBe(true);
   });
 
+  it("answers the board's own refusals and failures as problems: a malformed query value 400, an unknown queue 4xx, never a raw 500", async () => {
+    const admin = await createAdmin(t);
+    for (const path of ['/admin/queues/api/queues?activeQueue=%25', '/admin/queues/api/job-schedulers?queueName=%25']) {
+      const res = await t.http.get(path, { token: admin.accessToken });
+      expect([path, res.status]).toEqual([path, 400]);
+      expectProblem(res, 400, 'BAD_REQUEST');
+    }
+    const unknown = await t.http.get('/admin/queues/api/queues/no-such-queue/no-such-job', { token: admin.accessToken });
+    expect(unknown.status).toBeGreaterThanOrEqual(400);
+    expect(unknown.status).toBeLessThan(500);
+    expect(unknown.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(unknown.body.requestId).toBe(unknown.headers.get('x-request-id'));
+  });
+
   it('serves the board to an admin signing in with HTTP Basic (email:password)', async () => {
     const admin = await createAdmin(t);
     const authorization = basic(admin.email.toUpperCase(), TEST_PASSWORD);
