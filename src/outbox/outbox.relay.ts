@@ -15,8 +15,12 @@ const IDLE_POLL_MS = 250;
 /** While the queues are unreachable: probe again after 0.5 s, 1 s, 2 s … at most every 5 s. */
 const UNAVAILABLE_POLL_MAX_MS = 5_000;
 
-/** Redis error replies that mean "not now" (the server's state), whatever the command. */
-const OUTAGE_REPLY = /^(OOM|READONLY|LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MISCONF)\b/;
+/**
+ * Redis error replies that mean "not now" (the server's state), whatever the command — also as
+ * relayed from inside a Lua script (BullMQ's adds are scripts: `ERR Error running script …:
+ * OOM command not allowed …`).
+ */
+const OUTAGE_REPLY = /(?:^|: )(OOM|READONLY|LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MISCONF)\b/;
 
 /**
  * A publish that failed because of the queue, not the event: Redis refused the write for its own
