@@ -306,14 +306,16 @@ export class PaymentFinalizer {
       await this.payments.setStatus(payment.id, status, this.clock.now());
       let result: Settled;
       if (mismatch) {
-        await this.payments.setCaptured(payment.id, intent.amount, intent.currency, this.clock.now());
         await this.transitions.cancel(orderId, 'PAYMENT_FAILED', ACTOR);
         const order = await this.orders.findById(orderId);
         if (order?.status === 'CANCELLED') {
+          // what was taken, refunded in full (refunds are sized and capped from it)
+          await this.payments.setCaptured(payment.id, intent.amount, intent.currency, this.clock.now());
           await this.refunds.reservePaidAfterCancel(paid);
           result = { kind: 'paid-after-cancel' };
         } else {
-          result = { kind: 'confirmed', orderId }; // settled before the change: nothing to undo here
+          // settled before (paid, perhaps refunded in part): its record stays as it is — raised
+          result = { kind: 'confirmed', orderId };
         }
         this.tx.afterCommit(() => {
           this.amountMismatches.inc();

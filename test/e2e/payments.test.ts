@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { INestApplicationContext } from '@nestjs/common';
 import Stripe from 'stripe';
 import { OrderTransitionsService } from '../../src/orders/order-transitions.service';
@@ -193,6 +194,30 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(refunded.rows[0].n).toBe(1); // what was taken, all of it
     const recorded = await t.db.pool.query(`SELECT amount::int AS amount FROM payments WHERE intent_id = $1`, [pay.body.paymentIntentId]);
     expect(recorded.rows[0].amount).toBe(1);
+  });
+
+  it('a settled order whose intent shows another amount later (refunded in part since) keeps its payment record; its events still settle', async () => {
+    const admin = await createAdmin(t);
+    const { order, pay } = await paidOrder(10_000);
+    const refund = await t.http.post(
+      `/v1/admin/orders/${order.body.id}/refunds`,
+      { amount: { amount: 8_000, currency: 'INR' } },
+      { token: admin.accessToken, idempotencyKey: newKey() },
+    );
+    expect(refund.status).toBe(201);
+    // the intent's amount shows otherwise at the provider after the fact; a late event replays it
+    await t.db.pool.query(`UPDATE simulated_payment_intents SET amount = 1 WHERE id = $1`, [pay.body.paymentIntentId]);
+    const eventId = `evt_late_${randomUUID()}`;
+    await t.db.pool.query(
+      `INSERT INTO webhook_events (id, type, intent_id, payload, received_at) VALUES ($1, 'payment_intent.succeeded', $2, '{}', now())`,
+      [eventId, pay.body.paymentIntentId],
+    );
+    await worker.get(PaymentFinalizer).processEvent(eventId);
+    const processed = await t.db.pool.query(`SELECT processed_at FROM webhook_events WHERE id = $1`, [eventId]);
+    expect(processed.rows[0].processed_at).not.toBeNull();
+    const recorded = await t.db.pool.query(`SELECT amount::int AS amount FROM payments WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    expect(recorded.rows[0].amount).toBe(10_000);
+    expect((await statusOf(order.body.id)).status).toBe('PARTIALLY_REFUNDED');
   });
 
   it('refunds through the simulated gateway: partial, then the rest; concurrent ones never exceed the capture', async () => {
