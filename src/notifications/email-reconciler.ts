@@ -13,6 +13,12 @@ const RECONCILE_WINDOW_MS = 6 * 86_400_000;
 /** An event published this recently is left to its job (normally sent within seconds). */
 const RECONCILE_GRACE_MS = 60_000;
 const PAGE = 500;
+/**
+ * Rounds of retries (each a day of attempts) the pass gives a failed job: a mail outage of a few
+ * days is outlasted, while a mailbox the server keeps refusing in a way not known to be final is
+ * not tried for a week.
+ */
+const MAX_RECONCILER_RETRIES = 3;
 
 /**
  * The safety net under the outbox → queue hand-off for emails. Once its event is published an
@@ -70,8 +76,13 @@ export class EmailReconciler {
       // failed after its day of retries (a mail server or credential down longer than that) while
       // still owed — a refusal for good is recorded `rejected`, never owed: another round
       if ((await existing.getState()) !== 'failed') return false;
+      const rounds = existing.data.reconcilerRetries ?? 0;
+      if (rounds >= MAX_RECONCILER_RETRIES) return false; // left failed, for the operator
+      await existing.updateData({ ...existing.data, reconcilerRetries: rounds + 1 });
       await existing.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-      this.logger.warn(`email ${emailKey(job)} is owed and its job had failed after its retries: retried`);
+      this.logger.warn(
+        `email ${emailKey(job)} is owed and its job had failed after its retries: retried (round ${rounds + 1} of ${MAX_RECONCILER_RETRIES})`,
+      );
       return true;
     }
     await enqueueEmail(this.jobs, job);

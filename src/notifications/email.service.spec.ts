@@ -264,6 +264,14 @@ describe('isPermanentRejection (a bounce for good, or the shop\'s own problem?)'
     expect(isPermanentRejection(refusal('RCPT TO', '550 5.1.1 <x@y.z>: Recipient address rejected: User unknown'))).toBe(true);
     expect(isPermanentRejection(refusal('RCPT TO', '550 Requested action not taken: mailbox unavailable'))).toBe(true);
     expect(isPermanentRejection(refusal('RCPT TO', '553 5.1.3 Bad recipient address syntax'))).toBe(true);
+    expect(isPermanentRejection(refusal('RCPT TO', '550 5.5.0 Requested action not taken: mailbox unavailable'))).toBe(true);
+    // an address in the reply is not its words ("separate" holds "rate")
+    expect(isPermanentRejection(refusal('RCPT TO', '550 <kate@separate.com>: user unknown'))).toBe(true);
+  });
+
+  it('reads the enhanced status right after the reply code, not a number like it further on', () => {
+    expect(isPermanentRejection(refusal('RCPT TO', '550 5.7.1 rejected by 10.5.1.20: relay access denied'))).toBe(false);
+    expect(isPermanentRejection(refusal('RCPT TO', '550-5.1.1 The email account that you tried to reach does not exist'))).toBe(true);
   });
 
   it('is not final for what concerns the sender, a policy or a quota, nor for a 4xx', () => {

@@ -251,6 +251,9 @@ export function mailDomain(from: string): string {
   return match?.[1] ?? 'shop.local';
 }
 
+/** A reply that names the mailbox as gone (with a 5.5.x status, as Outlook answers it). */
+const MAILBOX_GONE = /mailbox (unavailable|not found|does not exist)|user unknown|no such (user|mailbox|recipient)|does not exist/i;
+
 /**
  * The mail server refused the recipient's address for good: a 5xx reply to RCPT TO whose
  * enhanced status says the address is bad (5.1.x: no such mailbox, bad domain), or, without an
@@ -269,10 +272,19 @@ export function isPermanentRejection(err: unknown): boolean {
   };
   if (code !== 'EENVELOPE' || command !== 'RCPT TO') return false;
   if (typeof responseCode !== 'number' || responseCode < 500 || responseCode >= 600) return false;
-  const reply = typeof response === 'string' ? response : '';
-  const enhanced = /\b5\.(\d{1,3})\.\d{1,3}\b/.exec(reply);
-  if (enhanced) return enhanced[1] === '1';
-  return [550, 551, 553].includes(responseCode) && !/relay|auth|quota|limit|polic|spam|block|rate|sender/i.test(reply);
+  // the words of the reply without the addresses it quotes (`kate@separate.com` says nothing)
+  const reply = (typeof response === 'string' ? response : '').replace(/<[^>]*>|\S+@\S+/g, ' ');
+  // the enhanced status right after the reply code (`550 5.1.1 …`, `550-5.1.1 …`), not any
+  // number that looks like one further on (an IP address)
+  const enhanced = /^\d{3}[ -]5\.(\d{1,3})\.\d{1,3}\b/.exec(reply);
+  const policy = /relay|auth|quota|limit|polic|spam|block|rate|sender|reputation/i;
+  if (enhanced) {
+    if (enhanced[1] === '1') return true; // 5.1.x: bad mailbox, bad domain
+    // 5.5.0 naming the mailbox (Outlook: "550 5.5.0 Requested action not taken: mailbox unavailable")
+    if (enhanced[1] === '5') return MAILBOX_GONE.test(reply) && !policy.test(reply);
+    return false; // 5.7.x policy, 5.4.x routing or quota, 5.2.x mailbox full, 5.3.x system
+  }
+  return [550, 551, 553].includes(responseCode) && !policy.test(reply);
 }
 
 /** `text` with every email address in it replaced by `[address]`. */

@@ -64,6 +64,8 @@ interface Payloads {
   [JobName.SendEmail]: EmailJob & {
     /** Set by the handler only: how often it found the delivery busy (see EmailService). */
     busyRetries?: number;
+    /** Set by EmailReconciler only: how often it retried the job after it failed for good. */
+    reconcilerRetries?: number;
   };
   [JobName.ReconcileEmails]: NoData;
   [JobName.ReconcileImages]: NoData;

@@ -223,6 +223,29 @@ describe('emails whose jobs Redis lost', () => {
     expect(await reconcile()).toBe(0); // sent: owed no more
   }, 30_000);
 
+  it('a failed job is given three more rounds at most, then left failed for the operator', async () => {
+    const orderId = await order();
+    await emailQueue().pause();
+    const cancel = await t.http.post(`/v1/orders/${orderId}/cancel`, {}, { token: buyer.token, idempotencyKey: newKey() });
+    expect(cancel.status).toBe(200);
+    const jobId = emailJobId({ orderId, kind: 'cancellation' });
+    const queued = await waitFor('the cancellation job queued', () => find(jobId));
+    await queued.remove();
+    await emailQueue().add(JobName.SendEmail, queued.data, { jobId, attempts: 1 });
+    await smtp.stop();
+    try {
+      await emailQueue().resume();
+      await age(orderId);
+      for (let round = 1; round <= 4; round++) {
+        await waitFor('the job to fail for good', async () => (await find(jobId))?.getState(), { until: (s) => s === 'failed' });
+        expect([round, await reconcile()]).toEqual([round, round <= 3 ? 1 : 0]);
+      }
+      expect((await find(jobId))?.data.reconcilerRetries).toBe(3);
+    } finally {
+      await smtp.start();
+    }
+  }, 60_000);
+
   it('an email whose event the relay parked as dead (never published, never queued) is sent once by the next pass; the row stays dead', async () => {
     const orderId = await order();
     // as the relay leaves an event that failed to publish ten times (not an outage): dead
