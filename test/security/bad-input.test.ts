@@ -120,6 +120,8 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     // control: UTF-8, said so in any case, is fine
     const ok = await send('application/json; charset="UTF-8"', Buffer.from(`{"name":"Caf\u00e9","slug":"${slug()}"}`, 'utf8'));
     expect(ok.status).toBe(201);
+    const ascii = await send('application/json;charset=us-ascii', Buffer.from(`{"name":"Cafe","slug":"${slug()}"}`, 'ascii'));
+    expect(ascii.status).toBe(201);
   });
 
   it('counts length as PostgreSQL does: variation selectors are characters, an over-long value is a 400', async () => {

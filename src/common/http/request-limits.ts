@@ -71,7 +71,8 @@ export function limitBodies(app: NestFastifyApplication): void {
     // with U+FFFD — stored, and different from what was sent — so it is refused, as are bytes
     // that are not UTF-8 at all
     const charset = CHARSET.exec(String(request.headers['content-type'] ?? ''))?.[2];
-    if (charset !== undefined && !/^utf-?8$/i.test(charset)) {
+    // (US-ASCII is a part of UTF-8: such a body reads the same; the decode below holds it to that)
+    if (charset !== undefined && !/^(utf-?8|us-ascii|ascii)$/i.test(charset)) {
       done(new DomainError('UNSUPPORTED_MEDIA_TYPE', 'JSON bodies are UTF-8: send charset=utf-8 or none.'), undefined);
       return;
     }
