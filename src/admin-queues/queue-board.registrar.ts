@@ -92,14 +92,18 @@ export class QueueBoardRegistrar implements OnModuleInit {
             return payload;
           }
           let message = '';
+          let said: Record<string, unknown> = {};
           try {
-            const said = (JSON.parse(String(payload)) as { message?: unknown }).message;
-            message = typeof said === 'string' ? said : '';
+            const parsed = JSON.parse(String(payload)) as unknown;
+            if (typeof parsed === 'object' && parsed !== null) said = parsed as Record<string, unknown>;
+            message = typeof said.message === 'string' ? said.message : '';
           } catch {
             /* not JSON: no message to keep */
           }
           const status = reply.statusCode >= 500 && /URI malformed/i.test(message) ? 400 : reply.statusCode;
           let rendered = status < 500 ? render({ statusCode: status, code: 'FST_QUEUE_BOARD', message: message || 'Bad request' }) : null;
+          // a refusal of the board's own keeps its `error` and `message` (its UI shows them)
+          if (rendered && reply.statusCode < 500) rendered = { ...rendered, extensions: { error: said.error, message: said.message } };
           if (!rendered) {
             logger.error({ requestId: request.id, url: request.url, cause: message }, 'Queue board error');
             rendered = { status: 500, code: 'INTERNAL_ERROR', detail: `An unexpected error occurred. Quote request id ${request.id} when reporting it.` };

@@ -93,6 +93,8 @@ describe('admin: queue board at /admin/queues', () => {
     expect(unknown.status).toBeLessThan(500);
     expect(unknown.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     expect(unknown.body.requestId).toBe(unknown.headers.get('x-request-id'));
+    // what the board's UI reads of its own refusals is still there
+    expect(unknown.body).toHaveProperty('error');
   });
 
   it('serves the board to an admin signing in with HTTP Basic (email:password)', async () => {
