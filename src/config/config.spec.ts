@@ -220,6 +220,15 @@ describe('loadConfig', () => {
       );
     });
 
+    it('refuses a shop currency Stripe counts in other units than ISO minor units (a receipt would not say what was charged)', () => {
+      const prod = { ...SECRETS, NODE_ENV: 'production' };
+      for (const currency of ['ISK', 'MGA', 'UGX']) {
+        expect(problemsOf({ ...prod, SHOP_CURRENCY: currency })).toEqual([expect.stringMatching(/^SHOP_CURRENCY: Stripe counts/)]);
+      }
+      expect(loadConfig({ ...prod, SHOP_CURRENCY: 'JPY' }).currency).toBe('JPY');
+      expect(loadConfig({ NODE_ENV: 'development', SHOP_CURRENCY: 'ISK' }).currency).toBe('ISK'); // the simulated gateway
+    });
+
     it('refuses a number made of spaces (it would coerce to 0 and switch a cap off)', () => {
       const prod = { ...SECRETS, NODE_ENV: 'production' };
       for (const blank of [' ', '\t', ' 3', '3.5', '-1', '1e3']) {

@@ -535,6 +535,14 @@ function jwtSecretProblems(env: Record<string, string>): string[] {
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
 /**
+ * Currencies Stripe counts in other units than ISO 4217 minor units, which are the API's (API.md)
+ * and what is sent to Stripe as is: ISK and UGX (Stripe wants hundredths of a unit ISO has no
+ * minor unit for), MGA (Stripe: no minor unit; ISO: two decimals), IQD and LYD (three decimals,
+ * not taken by Stripe). A shop in one of them would charge a different amount from its prices.
+ */
+const STRIPE_UNIT_MISMATCH = new Set(['ISK', 'UGX', 'MGA', 'IQD', 'LYD']);
+
+/**
  * Outside development: a Stripe key must look like one (`sk_live_…`, `rk_test_…`; not a
  * placeholder such as `sk_live_…` or a stray space, which would boot and fail every checkout), and
  * STRIPE_API_URL, which receives that key with every call, must be https unless it is this host
@@ -545,6 +553,12 @@ function stripeProblems(env: Record<string, string>): string[] {
   const key = env.STRIPE_SECRET_KEY;
   if (key !== undefined && !/^(sk|rk)_(live|test)_[A-Za-z0-9_]+$/.test(key)) {
     problems.push("STRIPE_SECRET_KEY: not a Stripe secret or restricted key ('sk_live_…', 'rk_live_…', or a test one)");
+  }
+  const currency = env.SHOP_CURRENCY ?? 'INR';
+  if (key !== undefined && STRIPE_UNIT_MISMATCH.has(currency)) {
+    problems.push(
+      `SHOP_CURRENCY: Stripe counts ${currency} in other units than ISO 4217 minor units (the API's amounts): not supported with Stripe`,
+    );
   }
   if (env.STRIPE_API_URL) {
     let target: URL | null = null;
