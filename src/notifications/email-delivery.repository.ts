@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { MoreThanOrEqual } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
 import { EmailDeliveryEntity } from './entities/email-delivery.entity';
 import { EMAIL_OF_TOPIC, EmailKind } from './email-job';
@@ -138,6 +139,27 @@ export class EmailDeliveryRepository {
    * After the mail server refused the email for good (a 5xx): final, never claimed or owed
    * again — only if it is still this attempt's claim.
    */
+  /** How many `kind` emails went to `recipient` since `since` (sent ones). */
+  async sentTo(recipient: string, kind: EmailKind, since: Date): Promise<number> {
+    return this.tx.withManager((m) =>
+      m.getRepository(EmailDeliveryEntity).count({
+        where: { recipient, kind, status: 'sent', sentAt: MoreThanOrEqual(since) },
+      }),
+    );
+  }
+
+  /** A claimed delivery that is not to be sent (over an allowance): final, never owed again. */
+  async markSuppressed(id: string, attempt: number, reason: string, at: Date): Promise<void> {
+    await this.tx.withManager((m) =>
+      m
+        .getRepository(EmailDeliveryEntity)
+        .update(
+          { id, attempts: attempt, status: 'sending' },
+          { status: 'suppressed', claimedAt: null, lastError: reason, updatedAt: at },
+        ),
+    );
+  }
+
   async markRejected(id: string, attempt: number, error: string, at: Date): Promise<void> {
     await this.tx.withManager((m) =>
       m

@@ -23,6 +23,13 @@ import { MailTransport } from './mail-transport';
  */
 const EMAIL_RECORD_RETRY_MS = 2 * 60_000;
 const RECORD_BACKOFF_MAX_MS = 5_000;
+/**
+ * Cancellation emails one address gets per 24 h; more are recorded 'suppressed', never sent.
+ * Registration needs no proof of the address, and cancelling (or leaving to expire) an unpaid
+ * order is free: without a bound a script could mail someone's inbox thousands of times a day in
+ * the shop's name. Receipts, confirmations and refunds — money moved — are never held back.
+ */
+export const CANCELLATION_EMAILS_PER_DAY = 10;
 
 export type EmailOutcome = 'sent' | 'already-sent' | 'skipped';
 
@@ -119,9 +126,9 @@ export class EmailService {
       now: this.clock.now(),
     });
     if (!claim) {
-      // sent, or refused for good by the mail server: final either way
+      // sent, refused for good by the mail server, or suppressed: final either way
       const final = await this.deliveries.find(job.orderId, job.kind, emailRef(job));
-      if (final?.status === 'rejected') return 'skipped';
+      if (final?.status === 'rejected' || final?.status === 'suppressed') return 'skipped';
       logOrder({ orderId: job.orderId, action: 'email.already-sent', kind: job.kind });
       return 'already-sent';
     }
@@ -132,6 +139,14 @@ export class EmailService {
       this.logger.warn(`email ${key} was delivered by an earlier attempt: recording it, not resending`);
       await this.recordSent(claim.id, key);
       return 'already-sent';
+    }
+    if (job.kind === 'cancellation' && (await this.overAllowance(recipient))) {
+      // a loop of orders cancelled (or left to expire) with someone else's address must not
+      // turn the shop into a mail cannon: over the allowance, recorded and never sent
+      this.logger.warn(`email ${key} suppressed: over ${CANCELLATION_EMAILS_PER_DAY} cancellation emails to one address in a day`);
+      await this.deliveries.markSuppressed(claim.id, claim.attempt, 'over the daily allowance of cancellation emails', this.clock.now());
+      logOrder({ orderId: job.orderId, action: 'email.suppressed', kind: job.kind });
+      return 'skipped';
     }
     try {
       // the lock's session ended (a database restart) since it was taken: another attempt may
@@ -162,6 +177,12 @@ export class EmailService {
     await this.recordSent(claim.id, key);
     logOrder({ orderId: job.orderId, action: 'email.sent', kind: job.kind, attempt: claim.attempt });
     return 'sent';
+  }
+
+  /** Whether `recipient` has had its daily allowance of cancellation emails already. */
+  private async overAllowance(recipient: string): Promise<boolean> {
+    const since = new Date(this.clock.now().getTime() - 86_400_000);
+    return (await this.deliveries.sentTo(recipient, 'cancellation', since)) >= CANCELLATION_EMAILS_PER_DAY;
   }
 
   /**

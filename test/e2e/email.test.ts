@@ -18,6 +18,7 @@ import { insertProduct, newKey } from '../support/fixtures';
 import { Buyer, payOrder, placeOrder } from '../support/orders';
 import { SmtpCapture } from '../support/smtp-capture';
 import { drain } from '../support/drain';
+import { CANCELLATION_EMAILS_PER_DAY } from '../../src/notifications/email.service';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
@@ -274,6 +275,35 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     const rows = await deliveriesOf(t, orderId);
     expect(rows).toMatchObject([{ kind: 'cancellation', status: 'sent', attempts: 2 }]);
   }, 30_000);
+
+  it(`an address gets at most ${CANCELLATION_EMAILS_PER_DAY} cancellation emails a day; the rest are recorded suppressed, never sent nor owed; a receipt still goes`, async () => {
+    const victim = await registerCustomer(t.http); // someone else's address, registered by a script
+    const who: Buyer = { userId: victim.user.id, token: victim.accessToken };
+    const product = await insertProduct(t.db.pool, { stock: 100, priceAmount: 1_000 });
+    const orders: string[] = [];
+    for (let i = 0; i < CANCELLATION_EMAILS_PER_DAY + 2; i++) {
+      const order = await placeOrder(t.http, who, [{ productId: product, quantity: 1 }]);
+      orders.push(order.body.id);
+      await cancel(t, who, order.body.id);
+      await drain(worker, t.db.pool); // one after the other, as a script would
+    }
+    const statuses = (
+      await t.db.pool.query(
+        `SELECT status FROM email_deliveries WHERE order_id = ANY($1) AND kind = 'cancellation'`,
+        [orders],
+      )
+    ).rows.map((r) => r.status as string);
+    expect(statuses.filter((s) => s === 'sent')).toHaveLength(CANCELLATION_EMAILS_PER_DAY);
+    expect(statuses.filter((s) => s === 'suppressed')).toHaveLength(2);
+    expect(orders.flatMap((id) => smtp.forOrder(id))).toHaveLength(CANCELLATION_EMAILS_PER_DAY);
+    // not owed: the reconciliation leaves them
+    await t.db.pool.query(`UPDATE outbox SET published_at = published_at - interval '5 minutes' WHERE payload ->> 'orderId' = ANY($1)`, [orders]);
+    expect(await worker.get(EmailReconciler).reconcile()).toBe(0);
+    // money moving is never held back
+    const paid = await placeOrder(t.http, who, [{ productId: product, quantity: 1 }]);
+    await pay(t, who, paid.body.id, 'succeeded');
+    await smtp.awaitMessages(() => smtp.forOrder(paid.body.id), 2);
+  }, 60_000);
 
   it('one refund email per refund, with the amount from the refund row', async () => {
     const orderId = await twoLineOrder(t, buyer);

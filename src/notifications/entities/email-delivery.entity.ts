@@ -1,4 +1,4 @@
-import { Check, Column, Entity, JoinColumn, ManyToOne, PrimaryColumn, Unique } from 'typeorm';
+import { Check, Column, Entity, Index, JoinColumn, ManyToOne, PrimaryColumn, Unique } from 'typeorm';
 import { OrderEntity } from '../../orders/entities/order.entity';
 import type { EmailKind } from '../email-job';
 
@@ -7,7 +7,8 @@ import type { EmailKind } from '../email-job';
  * send, claimed BEFORE the message goes to the mail server. `email_deliveries_once` makes it at
  * most one email per (order, kind, ref) — `ref` is the refund id for refund emails, '' otherwise.
  * A 'sent' row is final; so is a 'rejected' one (the mail server refused it for good: a 5xx
- * for the recipient or the message).
+ * for the recipient or the message), and a 'suppressed' one (a cancellation email over the
+ * recipient's daily allowance: never sent).
  */
 @Entity('email_deliveries')
 @Unique('email_deliveries_once', ['orderId', 'kind', 'ref'])
@@ -15,7 +16,9 @@ import type { EmailKind } from '../email-job';
   'email_deliveries_kind_check',
   `kind IN ('order_confirmation', 'payment_receipt', 'cancellation', 'refund')`,
 )
-@Check('email_deliveries_status_check', `status IN ('sending', 'sent', 'rejected')`)
+@Check('email_deliveries_status_check', `status IN ('sending', 'sent', 'rejected', 'suppressed')`)
+// a recipient's cancellation emails of the last day (EmailService: the daily allowance)
+@Index('email_deliveries_recipient_sent_idx', ['recipient', 'kind', 'sentAt'], { where: "status = 'sent'" })
 @Check('email_deliveries_attempts_check', `attempts >= 0`)
 @Check('email_deliveries_sent_at', `(status = 'sent') = (sent_at IS NOT NULL)`)
 @Check('email_deliveries_refund_ref', `(kind = 'refund') = (ref <> '')`)
@@ -40,7 +43,7 @@ export class EmailDeliveryEntity {
   recipient!: string;
 
   @Column('text')
-  status!: 'sending' | 'sent' | 'rejected';
+  status!: 'sending' | 'sent' | 'rejected' | 'suppressed';
 
   /** Claims so far; the current claim's number is its token (see EmailDeliveryRepository.release). */
   @Column('integer', { default: 0 })
