@@ -295,6 +295,8 @@ export class Inspector {
     const delivered = new Set(perMessage.keys());
     const emailProblems: string[] = [];
     for (const d of deliveries) {
+      // refused for good by the mail server, or over an address's daily allowance: never sent, by design
+      if (d.status === 'rejected' || d.status === 'suppressed') continue;
       if (d.status === 'sending') emailProblems.push(`${d.order_id}.${d.kind}${d.ref ? `.${d.ref}` : ''} still 'sending' (attempts ${d.attempts}, claimed ${w.when(d.claimed_at)}${delivered.has(d.message_id) ? '; the mail server HAS it' : ''})`);
       else if (!delivered.has(d.message_id)) emailProblems.push(`${d.message_id} recorded sent, never reached the mail server`);
     }
@@ -305,11 +307,17 @@ export class Inspector {
         WHERE o.status = ANY($1)
       UNION ALL SELECT r.order_id, 'refund', r.id::text FROM refunds r WHERE r.status = 'succeeded'`, [PAID]);
     // the mail server is the truth here (Message-ID `<order.kind[.ref]@…>`); the records are checked above
+    // (a delivery recorded rejected or suppressed is not owed)
+    const final = new Set(
+      deliveries
+        .filter((d) => d.status === 'rejected' || d.status === 'suppressed')
+        .map((d) => `${d.order_id}.${d.kind}${d.ref ? `.${d.ref}` : ''}`),
+    );
     const received = new Set([...perMessage.keys()].map((id) => id.replace(/^</, '').replace(/@.*$/, '')));
     const key = (d: { order_id: string; kind: string; ref: string }) => `${d.order_id}.${d.kind}${d.ref ? `.${d.ref}` : ''}`;
     add(
       'every email due reached the mail server (cancellation, receipt + confirmation, refund)',
-      due.filter((d) => !received.has(key(d))).map((d) => `${key(d)} never received`),
+      due.filter((d) => !received.has(key(d)) && !final.has(key(d))).map((d) => `${key(d)} never received`),
       `${due.length} emails due`,
     );
 

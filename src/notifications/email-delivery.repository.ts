@@ -135,10 +135,6 @@ export class EmailDeliveryRepository {
     );
   }
 
-  /**
-   * After the mail server refused the email for good (a 5xx): final, never claimed or owed
-   * again — only if it is still this attempt's claim.
-   */
   /** How many `kind` emails went to `recipient` since `since` (sent ones). */
   async sentTo(recipient: string, kind: EmailKind, since: Date): Promise<number> {
     return this.tx.withManager((m) =>
@@ -160,6 +156,10 @@ export class EmailDeliveryRepository {
     );
   }
 
+  /**
+   * After the mail server refused the email for good (a 5xx): final, never claimed or owed
+   * again — only if it is still this attempt's claim.
+   */
   async markRejected(id: string, attempt: number, error: string, at: Date): Promise<void> {
     await this.tx.withManager((m) =>
       m

@@ -275,6 +275,19 @@ describe('isPermanentRejection (a bounce for good, or the shop\'s own problem?)'
     expect(isPermanentRejection(refusal('RCPT TO', '550-5.1.1 The email account that you tried to reach does not exist'))).toBe(true);
   });
 
+  it("knows the replies that are about the shop's own sending, whatever their shape", () => {
+    // qmail's status at the end; a relay refusal is not the customer's mailbox
+    expect(isPermanentRejection(refusal('RCPT TO', "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"))).toBe(false);
+    // Postfix checks the sender at RCPT TO: 5.1.8 is the shop's address, not the customer's
+    expect(isPermanentRejection(refusal('RCPT TO', '550 5.1.8 <orders@shop.example>: Sender address rejected: Domain not found'))).toBe(false);
+    expect(isPermanentRejection(refusal('RCPT TO', '550 5.1.7 Bad sender mailbox address syntax'))).toBe(false);
+    // qmail's own bounce of a missing mailbox stays final
+    expect(isPermanentRejection(refusal('RCPT TO', "550 sorry, no mailbox here by that name. (#5.1.1)"))).toBe(true);
+    // Exchange Online refusing a mailbox its directory does not have
+    expect(isPermanentRejection(refusal('RCPT TO', '550 5.4.1 Recipient address rejected: Access denied. AS(201806281)'))).toBe(true);
+    expect(isPermanentRejection(refusal('RCPT TO', '550 5.4.1 Relay Access Denied'))).toBe(false);
+  });
+
   it('is not final for what concerns the sender, a policy or a quota, nor for a 4xx', () => {
     for (const [command, response, code] of [
       ['MAIL FROM', '530 5.7.0 Authentication required'],

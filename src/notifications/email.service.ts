@@ -295,15 +295,22 @@ export function isPermanentRejection(err: unknown): boolean {
   if (typeof responseCode !== 'number' || responseCode < 500 || responseCode >= 600) return false;
   // the words of the reply without the addresses it quotes (`kate@separate.com` says nothing)
   const reply = (typeof response === 'string' ? response : '').replace(/<[^>]*>|\S+@\S+/g, ' ');
-  // the enhanced status right after the reply code (`550 5.1.1 …`, `550-5.1.1 …`), not any
-  // number that looks like one further on (an IP address)
-  const enhanced = /^\d{3}[ -]5\.(\d{1,3})\.\d{1,3}\b/.exec(reply);
-  const policy = /relay|auth|quota|limit|polic|spam|block|rate|sender|reputation/i;
+  // a policy refusal wherever its status stands (5.7.x: relaying, authentication, blocks)
+  if (/\b5\.7\.\d{1,3}\b/.test(reply)) return false;
+  // the enhanced status right after the reply code (`550 5.1.1 …`, `550-5.1.1 …`) or in qmail's
+  // trailing `(#5.1.1)` — not any number that looks like one elsewhere (an IP address)
+  const enhanced = /^\d{3}[ -]5\.(\d{1,3})\.(\d{1,3})\b/.exec(reply) ?? /\(#5\.(\d{1,3})\.(\d{1,3})\)/.exec(reply);
+  const policy = /relay|auth|quota|limit|polic|spam|block|rate|sender|reputation|rcpthosts/i;
   if (enhanced) {
-    if (enhanced[1] === '1') return true; // 5.1.x: bad mailbox, bad domain
+    const [, subject, detail] = enhanced;
+    // 5.1.x: bad mailbox or domain — but 5.1.7/5.1.8 (and a 5.1.x naming the sender) are about
+    // the shop's own address, which Postfix checks at RCPT TO
+    if (subject === '1') return detail !== '7' && detail !== '8' && !/sender/i.test(reply);
     // 5.5.0 naming the mailbox (Outlook: "550 5.5.0 Requested action not taken: mailbox unavailable")
-    if (enhanced[1] === '5') return MAILBOX_GONE.test(reply) && !policy.test(reply);
-    return false; // 5.7.x policy, 5.4.x routing or quota, 5.2.x mailbox full, 5.3.x system
+    if (subject === '5') return MAILBOX_GONE.test(reply) && !policy.test(reply);
+    // Exchange Online's directory-based edge blocking of a mailbox it does not have
+    if (subject === '4' && detail === '1') return /recipient address rejected/i.test(reply) && !/relay/i.test(reply);
+    return false; // 5.4.x routing or quota, 5.2.x mailbox full, 5.3.x system
   }
   return [550, 551, 553].includes(responseCode) && !policy.test(reply);
 }
