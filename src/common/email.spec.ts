@@ -1,4 +1,4 @@
-import { normalizeEmail } from './email';
+import { inboxKey, normalizeEmail } from './email';
 
 describe('normalizeEmail', () => {
   it('trims and lower-cases', () => {
@@ -15,5 +15,14 @@ describe('normalizeEmail, Unicode', () => {
     const composed = 'jos\u00e9@example.com';
     expect(normalizeEmail(composed.normalize('NFD'))).toBe(composed);
     expect(normalizeEmail('JOSE\u0301@EXAMPLE.COM')).toBe(composed);
+  });
+});
+
+describe('inboxKey', () => {
+  it('counts the sub-addresses of one inbox as one: +tags, and Gmail dots and alias domain', () => {
+    expect(inboxKey('Victim+1@Example.com')).toBe('victim@example.com');
+    expect(inboxKey('vic.tim+promo@googlemail.com')).toBe('victim@gmail.com');
+    expect(inboxKey('v.ictim@gmail.com')).toBe('victim@gmail.com');
+    expect(inboxKey('first.last@outlook.com')).toBe('first.last@outlook.com'); // dots count elsewhere
   });
 });

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { MoreThanOrEqual } from 'typeorm';
+import { inboxKey } from '../common/email';
 import { TransactionHost } from '../database/transaction-host';
 import { EmailDeliveryEntity } from './entities/email-delivery.entity';
 import { EMAIL_OF_TOPIC, EmailKind } from './email-job';
@@ -54,17 +55,18 @@ export class EmailDeliveryRepository {
   async claim(c: DeliveryClaim): Promise<{ id: string; attempt: number } | null> {
     const rows = await this.tx.query<{ id: string; attempts: number }>(
       `INSERT INTO email_deliveries AS d
-              (id, order_id, kind, ref, recipient, status, attempts, message_id, claimed_at,
+              (id, order_id, kind, ref, recipient, inbox, status, attempts, message_id, claimed_at,
                created_at, updated_at)
-       VALUES ($1, $2, $3, $4, $5, 'sending', 1, $6, $7, $7, $7)
+       VALUES ($1, $2, $3, $4, $5, $8, 'sending', 1, $6, $7, $7, $7)
        ON CONFLICT (order_id, kind, ref) DO UPDATE
           SET attempts = d.attempts + 1,
               claimed_at = EXCLUDED.claimed_at,
               recipient = EXCLUDED.recipient,
+              inbox = EXCLUDED.inbox,
               updated_at = EXCLUDED.updated_at
         WHERE d.status = 'sending'
        RETURNING d.id, d.attempts`,
-      [c.id, c.orderId, c.kind, c.ref, c.recipient, c.messageId, c.now],
+      [c.id, c.orderId, c.kind, c.ref, c.recipient, c.messageId, c.now, inboxKey(c.recipient)],
     );
     const row = rows[0];
     return row ? { id: row.id, attempt: row.attempts } : null;
@@ -135,11 +137,11 @@ export class EmailDeliveryRepository {
     );
   }
 
-  /** How many `kind` emails went to `recipient` since `since` (sent ones). */
+  /** How many `kind` emails went to the inbox `recipient` reaches since `since` (sent ones). */
   async sentTo(recipient: string, kind: EmailKind, since: Date): Promise<number> {
     return this.tx.withManager((m) =>
       m.getRepository(EmailDeliveryEntity).count({
-        where: { recipient, kind, status: 'sent', sentAt: MoreThanOrEqual(since) },
+        where: { inbox: inboxKey(recipient), kind, status: 'sent', sentAt: MoreThanOrEqual(since) },
       }),
     );
   }

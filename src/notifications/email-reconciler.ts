@@ -27,8 +27,9 @@ const MAX_RECONCILER_RETRIES = 3;
  * else remembers. Every few minutes this compares what the published events owe with the
  * deliveries recorded as sent and adds back, under the same job id, each owed email whose job
  * the queue no longer has in any state (a job still waiting, retrying or running is left alone),
- * and retries each owed email whose job failed after all its retries (a mail outage longer than
- * a day: late, not lost). Adding is idempotent by job id and sending by the delivery's claim, so
+ * and retries each owed email whose job failed after all its retries, three rounds at most (a
+ * mail outage of up to about four days: late, not lost; longer, the job stays failed for the
+ * operator). Adding is idempotent by job id and sending by the delivery's claim, so
  * a pass racing the original job sends nothing twice.
  */
 @Injectable()

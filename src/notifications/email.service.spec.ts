@@ -42,6 +42,7 @@ const delivery = (status: EmailDeliveryEntity['status']): EmailDeliveryEntity =>
   kind: 'payment_receipt',
   ref: '',
   recipient: 'asha@example.com',
+  inbox: 'asha@example.com',
   status,
   attempts: 1,
   messageId: `<${orderId}.payment_receipt@shop.example>`,

@@ -179,7 +179,7 @@ export class EmailService {
     return 'sent';
   }
 
-  /** Whether `recipient` has had its daily allowance of cancellation emails already. */
+  /** Whether the inbox `recipient` reaches (sub-addresses together) has had its daily allowance of cancellation emails. */
   private async overAllowance(recipient: string): Promise<boolean> {
     const since = new Date(this.clock.now().getTime() - 86_400_000);
     return (await this.deliveries.sentTo(recipient, 'cancellation', since)) >= CANCELLATION_EMAILS_PER_DAY;

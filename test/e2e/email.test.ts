@@ -303,6 +303,14 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     const paid = await placeOrder(t.http, who, [{ productId: product, quantity: 1 }]);
     await pay(t, who, paid.body.id, 'succeeded');
     await smtp.awaitMessages(() => smtp.forOrder(paid.body.id), 2);
+    // a sub-address of the same inbox, registered again, shares its allowance
+    const [local, domain] = victim.email.split('@');
+    const alias = await registerCustomer(t.http, { email: `${local}+again@${domain}` });
+    const aliasBuyer: Buyer = { userId: alias.user.id, token: alias.accessToken };
+    const aliasOrder = await placeOrder(t.http, aliasBuyer, [{ productId: product, quantity: 1 }]);
+    await cancel(t, aliasBuyer, aliasOrder.body.id);
+    await drain(worker, t.db.pool);
+    expect(await deliveriesOf(t, aliasOrder.body.id)).toMatchObject([{ kind: 'cancellation', status: 'suppressed' }]);
   }, 60_000);
 
   it('one refund email per refund, with the amount from the refund row', async () => {

@@ -17,8 +17,8 @@ import type { EmailKind } from '../email-job';
   `kind IN ('order_confirmation', 'payment_receipt', 'cancellation', 'refund')`,
 )
 @Check('email_deliveries_status_check', `status IN ('sending', 'sent', 'rejected', 'suppressed')`)
-// a recipient's cancellation emails of the last day (EmailService: the daily allowance)
-@Index('email_deliveries_recipient_sent_idx', ['recipient', 'kind', 'sentAt'], { where: "status = 'sent'" })
+// an inbox's cancellation emails of the last day (EmailService: the daily allowance)
+@Index('email_deliveries_inbox_sent_idx', ['inbox', 'kind', 'sentAt'], { where: "status = 'sent'" })
 @Check('email_deliveries_attempts_check', `attempts >= 0`)
 @Check('email_deliveries_sent_at', `(status = 'sent') = (sent_at IS NOT NULL)`)
 @Check('email_deliveries_refund_ref', `(kind = 'refund') = (ref <> '')`)
@@ -41,6 +41,10 @@ export class EmailDeliveryEntity {
 
   @Column('text')
   recipient!: string;
+
+  /** The inbox the recipient reaches (`inboxKey`: `+tag` and Gmail dots dropped), for allowances. */
+  @Column('text', { nullable: true })
+  inbox!: string | null;
 
   @Column('text')
   status!: 'sending' | 'sent' | 'rejected' | 'suppressed';
