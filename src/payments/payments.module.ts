@@ -24,6 +24,7 @@ import { StripeGateway } from './stripe.gateway';
 import { PaymentsService } from './payments.service';
 import { SimulatedGateway } from './simulated.gateway';
 import { WebhookEventRepository } from './webhook-event.repository';
+import { WebhookEventRetention } from './webhook-event-retention';
 import { WebhooksService } from './webhooks.service';
 
 /**
@@ -63,6 +64,7 @@ export class PaymentsModule {
         PaymentRepository,
         RefundRepository,
         WebhookEventRepository,
+        WebhookEventRetention,
         PaymentsService,
         RefundsService,
         AdminRefundsService,

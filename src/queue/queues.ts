@@ -39,6 +39,8 @@ export enum JobName {
   PurgeRefreshTokens = 'maintenance.purge-refresh-tokens',
   /** Remove published outbox rows past their retention. */
   PurgeOutbox = 'maintenance.purge-outbox',
+  /** Remove payment provider events processed long ago (their payloads hold customer details). */
+  PurgeWebhookEvents = 'maintenance.purge-webhook-events',
   /** Send one order email (at most once per order and kind; per refund for refunds). */
   SendEmail = 'email.send',
   /** Safety net: re-add the email jobs Redis lost (an email owed, not sent, and no job for it). */
@@ -61,6 +63,7 @@ interface Payloads {
   [JobName.PurgeIdempotencyKeys]: NoData;
   [JobName.PurgeRefreshTokens]: NoData;
   [JobName.PurgeOutbox]: NoData;
+  [JobName.PurgeWebhookEvents]: NoData;
   [JobName.SendEmail]: EmailJob & {
     /** Set by the handler only: how often it found the delivery busy (see EmailService). */
     busyRetries?: number;
@@ -86,6 +89,7 @@ export const JOB_QUEUE: Readonly<Record<JobName, QueueName>> = {
   [JobName.PurgeIdempotencyKeys]: QueueName.Maintenance,
   [JobName.PurgeRefreshTokens]: QueueName.Maintenance,
   [JobName.PurgeOutbox]: QueueName.Maintenance,
+  [JobName.PurgeWebhookEvents]: QueueName.Maintenance,
   [JobName.SendEmail]: QueueName.Email,
   [JobName.ReconcileEmails]: QueueName.Maintenance,
   [JobName.ReconcileImages]: QueueName.Maintenance,

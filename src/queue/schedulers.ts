@@ -23,6 +23,7 @@ export const SCHEDULES: readonly JobSchedule[] = [
   every(600_000, JobName.RecomputeRecommendations, {}),
   every(3_600_000, JobName.PurgeIdempotencyKeys, {}),
   every(3_600_000, JobName.PurgeOutbox, {}),
+  every(3_600_000, JobName.PurgeWebhookEvents, {}),
   every(3_600_000, JobName.PurgeRefreshTokens, {}),
 ];
 

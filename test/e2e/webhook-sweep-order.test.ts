@@ -1,4 +1,5 @@
 import { WebhookEventRepository } from '../../src/payments/webhook-event.repository';
+import { WebhookEventRetention } from '../../src/payments/webhook-event-retention';
 import { TestApp, bootTestApp } from '../support/test-app';
 
 /**
@@ -52,5 +53,38 @@ describe('the unprocessed webhook events sweep: its line', () => {
     await events.markProcessed('evt_sweep_new', new Date());
     await events.noteSweepFailed('evt_sweep_new', minutesAgo(20));
     expect(await events.findUnprocessed(before, 10)).toEqual(['evt_sweep_old']);
+  });
+});
+
+// A processed provider event is never read again, yet its payload holds the customer's payment
+// details: kept 30 days, then removed; an unprocessed one is never removed.
+describe('processed webhook events: retention', () => {
+  let t: TestApp;
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('removes events processed more than 30 days ago, keeps newer and unprocessed ones', async () => {
+    const daysAgo = (d: number) => new Date(Date.now() - d * 86_400_000);
+    const rows: [string, Date, Date | null][] = [
+      ['evt_ret_old_done', daysAgo(40), daysAgo(31)],
+      ['evt_ret_new_done', daysAgo(40), daysAgo(29)],
+      ['evt_ret_old_open', daysAgo(40), null],
+    ];
+    for (const [id, received, processed] of rows) {
+      await t.db.pool.query(
+        `INSERT INTO webhook_events (id, type, intent_id, payload, received_at, processed_at)
+         VALUES ($1, 'payment_intent.succeeded', NULL, '{"data":{"object":{"receipt_email":"a@b.c"}}}', $2, $3)`,
+        [id, received, processed],
+      );
+    }
+    expect(await t.app.get(WebhookEventRetention).purge()).toBe(1);
+    const left = await t.db.pool.query(`SELECT id FROM webhook_events WHERE id LIKE 'evt_ret_%' ORDER BY id`);
+    expect(left.rows.map((r) => r.id)).toEqual(['evt_ret_new_done', 'evt_ret_old_open']);
+    expect(await t.app.get(WebhookEventRetention).purge()).toBe(0);
   });
 });

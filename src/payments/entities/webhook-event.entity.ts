@@ -8,6 +8,8 @@ import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
 // the sweep's order, COALESCE(swept_at, received_at) WHERE processed_at IS NULL: an expression
 // index, declared in 1763800018000-WebhookEventsSweepOrder.ts
 @Index('webhook_events_unprocessed_idx', { synchronize: false })
+// the retention purge's: processed events by when (migration 1763800023000)
+@Index('webhook_events_processed_idx', ['processedAt'], { where: 'processed_at IS NOT NULL' })
 export class WebhookEventEntity {
   /** The provider's event id (`evt_…`). */
   @PrimaryColumn('text', { primaryKeyConstraintName: 'webhook_events_pkey' })
