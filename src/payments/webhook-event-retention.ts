@@ -5,7 +5,7 @@ import { JobName } from '../queue/queues';
 import { WebhookEventRepository } from './webhook-event.repository';
 
 /** How long a processed provider event is kept (for an investigation), then removed. */
-export const WEBHOOK_EVENT_RETENTION_MS = 30 * 86_400_000;
+const WEBHOOK_EVENT_RETENTION_MS = 30 * 86_400_000;
 
 /**
  * Removes payment provider events processed more than 30 days ago, in batches, hourly. Each holds
