@@ -272,7 +272,10 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     await cancel(t, buyer, orderId);
     await smtp.awaitMessages(() => smtp.forOrder(orderId), 1);
     expect(smtp.refuseSenderTimes).toBe(0); // it was refused once first
-    const rows = await deliveriesOf(t, orderId);
+    // recorded once the server has accepted it (a moment after the message arrived there)
+    const rows = await waitFor('the delivery recorded as sent', () => deliveriesOf(t, orderId), {
+      until: (r) => r[0]?.status !== 'sending',
+    });
     expect(rows).toMatchObject([{ kind: 'cancellation', status: 'sent', attempts: 2 }]);
   }, 30_000);
 
