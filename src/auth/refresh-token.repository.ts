@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { EntityManager, IsNull, MoreThanOrEqual, Repository } from 'typeorm';
+import { deleteSelected } from '../database/batched-delete';
 import { TransactionHost } from '../database/transaction-host';
 import { RefreshTokenFamilyEntity } from './entities/refresh-token-family.entity';
 import { RefreshTokenEntity } from './entities/refresh-token.entity';
@@ -204,21 +205,17 @@ export class RefreshTokenRepository {
 
   /** Deletes families (and, by cascade, their tokens) that ended before `before`. */
   async purgeEnded(before: Date, batch = 5000): Promise<number> {
-    const result = await this.tx.withManager((m) => {
-      const ended = families(m)
-        .createQueryBuilder('f')
-        .select('f.id')
-        .where('f.expiresAt < :before OR f.revokedAt < :before', { before })
-        .limit(batch);
-      return m
-        .createQueryBuilder()
-        .delete()
-        .from(RefreshTokenFamilyEntity)
-        .where(`id IN (${ended.getQuery()})`)
-        .setParameters(ended.getParameters())
-        .execute();
-    });
-    return result.affected ?? 0;
+    return this.tx.withManager((m) =>
+      deleteSelected(
+        m,
+        RefreshTokenFamilyEntity,
+        families(m)
+          .createQueryBuilder('f')
+          .select('f.id')
+          .where('f.expiresAt < :before OR f.revokedAt < :before', { before })
+          .limit(batch),
+      ),
+    );
   }
 }
 

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { MoreThan } from 'typeorm';
+import { deleteSelected } from '../database/batched-delete';
 import { TransactionHost, pgConstraint, pgErrorCode } from '../database/transaction-host';
 import { IdempotencyKeyEntity } from './entities/idempotency-key.entity';
 
@@ -219,22 +220,19 @@ export class IdempotencyRepository {
 
   /** Deletes records past their expiry, one batch; returns how many. */
   async purgeExpired(now: Date, batch = 5000): Promise<number> {
-    return this.tx.withManager(async (m) => {
-      const expired = m
-        .getRepository(IdempotencyKeyEntity)
-        .createQueryBuilder('expired')
-        .select('expired.ctid')
-        .where('expired.expiresAt <= :now', { now })
-        .limit(batch);
-      const result = await m
-        .createQueryBuilder()
-        .delete()
-        .from(IdempotencyKeyEntity)
-        .where(`ctid IN (${expired.getQuery()})`)
-        .setParameters(expired.getParameters())
-        .execute();
-      return result.affected ?? 0;
-    });
+    return this.tx.withManager((m) =>
+      deleteSelected(
+        m,
+        IdempotencyKeyEntity,
+        m
+          .getRepository(IdempotencyKeyEntity)
+          .createQueryBuilder('expired')
+          .select('expired.ctid')
+          .where('expired.expiresAt <= :now', { now })
+          .limit(batch),
+        'ctid',
+      ),
+    );
   }
 
   /**

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { RefreshTokenRepository } from '../auth/refresh-token.repository';
 import { Clock } from '../common/time/clock';
+import { drainBatches } from '../database/batched-delete';
 import { IdempotencyService } from '../idempotency/idempotency.service';
 import { OutboxRepository } from '../outbox/outbox.repository';
 import { OnJob } from '../queue/on-job.decorator';
@@ -27,22 +28,17 @@ export class MaintenanceService {
 
   @OnJob(JobName.PurgeOutbox)
   purgeOutbox(): Promise<number> {
-    return drain((before) => this.outbox.purgePublished(before), this.ago(OUTBOX_RETENTION_MS));
+    const before = this.ago(OUTBOX_RETENTION_MS);
+    return drainBatches(() => this.outbox.purgePublished(before));
   }
 
   @OnJob(JobName.PurgeRefreshTokens)
   purgeRefreshTokens(): Promise<number> {
-    return drain((before) => this.refreshTokens.purgeEnded(before), this.ago(REFRESH_FAMILY_RETENTION_MS));
+    const before = this.ago(REFRESH_FAMILY_RETENTION_MS);
+    return drainBatches(() => this.refreshTokens.purgeEnded(before));
   }
 
   private ago(ms: number): Date {
     return new Date(this.clock.now().getTime() - ms);
   }
-}
-
-/** Repeats a batched delete until a batch removes nothing; returns the total removed. */
-async function drain(batch: (before: Date) => Promise<number>, before: Date): Promise<number> {
-  let total = 0;
-  for (let n = await batch(before); n > 0; n = await batch(before)) total += n;
-  return total;
 }

@@ -3,6 +3,7 @@ import { In } from 'typeorm';
 import { Clock } from '../common/time/clock';
 import { IdGenerator } from '../common/ids';
 import { SqlFragment, sql } from '../database/sql-fragment';
+import { deleteSelected } from '../database/batched-delete';
 import { TransactionHost } from '../database/transaction-host';
 import { OutboxEntity, OutboxStatus } from './entities/outbox.entity';
 import { OutboxEvents, OutboxRow, OutboxTopic } from './outbox-events';
@@ -147,22 +148,18 @@ export class OutboxRepository {
 
   /** Deletes published rows older than `before`, one batch; returns how many. */
   async purgePublished(before: Date, batch = 5000): Promise<number> {
-    return this.tx.withManager(async (m) => {
-      const old = m
-        .getRepository(OutboxEntity)
-        .createQueryBuilder('old')
-        .select('old.id')
-        .where('old.status = :published', { published: 'published' satisfies OutboxStatus })
-        .andWhere('old.publishedAt < :before', { before })
-        .limit(batch);
-      const result = await m
-        .createQueryBuilder()
-        .delete()
-        .from(OutboxEntity)
-        .where(`id IN (${old.getQuery()})`)
-        .setParameters(old.getParameters())
-        .execute();
-      return result.affected ?? 0;
-    });
+    return this.tx.withManager((m) =>
+      deleteSelected(
+        m,
+        OutboxEntity,
+        m
+          .getRepository(OutboxEntity)
+          .createQueryBuilder('old')
+          .select('old.id')
+          .where('old.status = :published', { published: 'published' satisfies OutboxStatus })
+          .andWhere('old.publishedAt < :before', { before })
+          .limit(batch),
+      ),
+    );
   }
 }

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { Clock } from '../common/time/clock';
+import { drainBatches } from '../database/batched-delete';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName } from '../queue/queues';
 import { WebhookEventRepository } from './webhook-event.repository';
@@ -22,15 +23,8 @@ export class WebhookEventRetention {
   ) {}
 
   @OnJob(JobName.PurgeWebhookEvents)
-  async purge(): Promise<number> {
+  purge(): Promise<number> {
     const before = new Date(this.clock.now().getTime() - WEBHOOK_EVENT_RETENTION_MS);
-    let total = 0;
-    for (
-      let n = await this.events.purgeProcessed(before);
-      n > 0;
-      n = await this.events.purgeProcessed(before)
-    )
-      total += n;
-    return total;
+    return drainBatches(() => this.events.purgeProcessed(before));
   }
 }

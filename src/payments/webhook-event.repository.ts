@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { IsNull } from 'typeorm';
+import { deleteSelected } from '../database/batched-delete';
 import { TransactionHost } from '../database/transaction-host';
 import { WebhookEventEntity } from './entities/webhook-event.entity';
 
@@ -52,22 +53,18 @@ export class WebhookEventRepository {
    * redelivering an event after three days. Returns how many went.
    */
   async purgeProcessed(before: Date, batch = 5000): Promise<number> {
-    const result = await this.tx.withManager((m) => {
-      const old = m
-        .getRepository(WebhookEventEntity)
-        .createQueryBuilder('e')
-        .select('e.id')
-        .where('e.processedAt < :before', { before })
-        .limit(batch);
-      return m
-        .createQueryBuilder()
-        .delete()
-        .from(WebhookEventEntity)
-        .where(`id IN (${old.getQuery()})`)
-        .setParameters(old.getParameters())
-        .execute();
-    });
-    return result.affected ?? 0;
+    return this.tx.withManager((m) =>
+      deleteSelected(
+        m,
+        WebhookEventEntity,
+        m
+          .getRepository(WebhookEventEntity)
+          .createQueryBuilder('e')
+          .select('e.id')
+          .where('e.processedAt < :before', { before })
+          .limit(batch),
+      ),
+    );
   }
 
   find(id: string): Promise<WebhookEvent | null> {
