@@ -106,7 +106,7 @@ describe('AccountService', () => {
       s.hasher.verify.mockResolvedValue(true);
       await s.service.changePassword('u-1', { currentPassword: 'old', newPassword: 'new-password' }, '10.0.0.1');
       // the current password counts as a sign-in attempt, in login's buckets
-      expect(s.signIns.signIn).toHaveBeenCalledWith('password-change', user.email, '10.0.0.1', expect.any(Function), undefined);
+      expect(s.signIns.signIn).toHaveBeenCalledWith('password-change', user.email, '10.0.0.1', expect.any(Function), { session: undefined });
       expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash);
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(
         'u-1',

@@ -47,7 +47,7 @@ export class AccountService {
       user.email,
       clientIp,
       async () => ((await this.hasher.verify(user.passwordHash, dto.currentPassword)) ? true : null),
-      sessionId,
+      { session: sessionId },
     );
     if (!verified) throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
     const hash = await this.hasher.hash(dto.newPassword);

@@ -129,7 +129,7 @@ describe('AuthService', () => {
         role: 'customer',
         passwordHash: 'new-hash',
       });
-      expect(s.sessions.open).toHaveBeenCalledWith('u-1', NOW);
+      expect(s.sessions.open).toHaveBeenCalledWith('u-1', NOW, expect.any(String));
       expect(s.tx.run).toHaveBeenCalledTimes(1);
       expect(res.refreshToken).toBe('r-new');
       // the client it registered from is the account's own (the ceiling of failures spares it)
@@ -186,6 +186,7 @@ describe('AuthService', () => {
         'a@b.io',
         '10.0.0.9',
         expect.any(Function),
+        { ownClientOnRecord: expect.any(Function) },
       );
       // a refused attempt (429) verifies nothing
       s.signIns.signIn.mockRejectedValueOnce(new DomainError('RATE_LIMITED'));
@@ -259,7 +260,7 @@ describe('AuthService', () => {
         return true;
       });
       await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
-      expect(s.sessions.open).toHaveBeenCalledWith('u-1', NOW);
+      expect(s.sessions.open).toHaveBeenCalledWith('u-1', NOW, expect.any(String));
       expect(s.users.setPasswordHash).not.toHaveBeenCalled(); // the twin's rehash stands
       expect(verifiedInside).toEqual([false, false]);
       expect(s.tx.run).toHaveBeenCalledTimes(2); // the second transaction re-checks the new hash
@@ -271,7 +272,7 @@ describe('AuthService', () => {
       s.hasher.verify.mockResolvedValue(true);
       await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(s.users.setPasswordHash).not.toHaveBeenCalled();
-      expect(s.sessions.open).toHaveBeenCalledWith('u-1', NOW);
+      expect(s.sessions.open).toHaveBeenCalledWith('u-1', NOW, expect.any(String));
     });
   });
 

@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
+import { accountClientDigest } from '../common/throttling/rate-limit.policies';
 import { TransactionHost } from '../database/transaction-host';
 import { normalizeEmail } from '../common/email';
 import { User, UserRepository } from '../users/user.repository';
@@ -73,7 +74,8 @@ export class AuthService {
         passwordHash,
       });
       if (!created) throw new DomainError('EMAIL_TAKEN', 'An account with this email exists.');
-      return { user: created, session: await this.sessions.open(created.id, now) };
+      const session = await this.sessions.open(created.id, now, accountClientDigest(created.email, clientIp));
+      return { user: created, session };
     });
     this.signIns.rememberClient(user.email, clientIp);
     return this.sessions.tokensFor(user, session);
@@ -91,13 +93,21 @@ export class AuthService {
     // counted (in Redis, outside any transaction) before the password is verified; a success —
     // reported only once the session has committed — gives the attempt back and remembers the
     // client as the owner's; a failure stays counted although this request fails
-    const signedIn = await this.signIns.signIn('login', email, clientIp, async () => {
-      const found = await this.users.findByEmail(email);
-      const ok = await this.hasher.verifySignIn(found, dto.password);
-      if (!found || !ok) return null;
-      const session = await this.openSession(found, dto.password);
-      return session ? { user: found, session } : null;
-    });
+    const clientKey = accountClientDigest(email, clientIp);
+    const signedIn = await this.signIns.signIn(
+      'login',
+      email,
+      clientIp,
+      async () => {
+        const found = await this.users.findByEmail(email);
+        const ok = await this.hasher.verifySignIn(found, dto.password);
+        if (!found || !ok) return null;
+        const session = await this.openSession(found, dto.password, clientKey);
+        return session ? { user: found, session } : null;
+      },
+      // Redis's marks of the owner's clients may be gone: the sessions on record still know them
+      { ownClientOnRecord: () => this.refreshTokens.openedFrom(clientKey) },
+    );
     if (!signedIn) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
     return this.sessions.tokensFor(signedIn.user, signedIn.session);
   }
@@ -107,7 +117,7 @@ export class AuthService {
    * when that password is no longer the account's. A hash made with parameters weaker than
    * today's is replaced by a new one.
    */
-  private async openSession(user: User, password: string) {
+  private async openSession(user: User, password: string, clientKey: string) {
     const upgraded = this.hasher.needsRehash(user.passwordHash) ? await this.hasher.hash(password) : null;
     let verified = user.passwordHash;
     for (let attempt = 0; attempt < MAX_HASH_RECHECKS; attempt++) {
@@ -121,7 +131,7 @@ export class AuthService {
         if (upgraded && verified === user.passwordHash) {
           await this.users.setPasswordHash(user.id, upgraded, now, verified);
         }
-        return { session: await this.sessions.open(user.id, now) };
+        return { session: await this.sessions.open(user.id, now, clientKey) };
       });
       if ('session' in outcome) return outcome.session;
       // Changed meanwhile (a twin sign-in's rehash of the same password still signs in; a new

@@ -25,13 +25,18 @@ export type SpendOutcome =
 export class RefreshTokenRepository {
   constructor(private readonly tx: TransactionHost) {}
 
-  /** Starts a family (one sign-in) and returns its id. */
-  async createFamily(userId: string, now: Date, expiresAt: Date): Promise<string> {
+  /** Starts a family (one sign-in from the client `clientKey`) and returns its id. */
+  async createFamily(userId: string, now: Date, expiresAt: Date, clientKey: string | null): Promise<string> {
     return this.tx.withManager(async (m) => {
-      const family = families(m).create({ userId, createdAt: now, expiresAt });
+      const family = families(m).create({ userId, createdAt: now, expiresAt, clientKey });
       await families(m).insert(family); // fills in the generated id
       return family.id;
     });
+  }
+
+  /** Whether a family on record (live or ended, until purged) was opened from `clientKey`. */
+  async openedFrom(clientKey: string): Promise<boolean> {
+    return this.tx.withManager((m) => families(m).exists({ where: { clientKey } }));
   }
 
   async addToken(

@@ -35,12 +35,14 @@ export class SessionIssuer {
    * A new session of the user. An account holds at most `config.jwt.sessionsPerAccount` live
    * sessions: the least recently used beyond it end here (revoked as `session-limit`, their access tokens
    * refused at once), so a script signing in in a loop cannot grow the account's rows for ever.
+   * `clientKey` (rate-limit.policies.ts accountClientDigest) records the client it was opened from.
    */
-  async open(userId: string, now: Date): Promise<Session> {
+  async open(userId: string, now: Date, clientKey: string): Promise<Session> {
     const familyId = await this.refreshTokens.createFamily(
       userId,
       now,
       plusSeconds(now, this.config.jwt.refreshTtlSeconds),
+      clientKey,
     );
     const ended = await this.refreshTokens.revokeOthersBeyond(
       userId,

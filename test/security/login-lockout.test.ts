@@ -1,6 +1,9 @@
+import type Redis from 'ioredis';
 import { PasswordHasher } from '../../src/auth/password-hasher';
+import { REDIS } from '../../src/redis/redis.module';
 import { TEST_PASSWORD, login, registerCustomer } from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { waitFor } from '../support/wait-for';
 
 // Issue 10, finding 5: the per-account login limit counted every attempt from anyone before
 // the password was checked, so six requests a minute kept the owner (admins too) out.
@@ -152,6 +155,29 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     // another account is not affected
     const other = await registerCustomer(a.http, fromClient('10.42.0.2'));
     expect((await signIn(a, other.email, TEST_PASSWORD, '10.42.200.1')).status).toBe(200);
+  });
+
+  it('Redis losing its marks of the owner\'s clients (a restart without persistence, a failover) does not let a stranger lock the owner out: the sessions on record still know them', async () => {
+    const owner = await registerCustomer(a.http, fromClient('10.43.0.1'));
+    expect((await signIn(a, owner.email, TEST_PASSWORD, '10.43.0.2')).status).toBe(200); // a second device
+    // Redis comes back without the marks (only those: the other keys of this shared Redis stay)
+    const redis = a.app.get<Redis>(REDIS);
+    const marks = await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`);
+    expect(marks.length).toBeGreaterThanOrEqual(2);
+    await redis.del(...marks);
+    const guesses = await Promise.all(
+      Array.from({ length: CEILING + 4 }, (_, i) =>
+        signIn(i % 2 ? b : a, owner.email, `guess-${i}-guess`, `10.43.${i + 1}.1`),
+      ),
+    );
+    expect(guesses.filter((r) => r.status === 401)).toHaveLength(CEILING);
+    expect(guesses.filter((r) => r.status === 429)).toHaveLength(4);
+    // a stranger's client is refused even with the right password; the owner's two are not
+    expect((await signIn(b, owner.email, TEST_PASSWORD, '10.43.250.1')).status).toBe(429);
+    expect((await signIn(b, owner.email, TEST_PASSWORD, '10.43.0.1')).status).toBe(200);
+    expect((await signIn(a, owner.email, TEST_PASSWORD, '10.43.0.2')).status).toBe(200);
+    // and the marks are written back, so the next sign-ins need not ask the database
+    await waitFor('the marks written back', async () => (await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`)).length >= 2);
   });
 });
 

@@ -32,4 +32,12 @@ export class RefreshTokenFamilyEntity {
 
   @Column('text', { name: 'revoked_reason', nullable: true })
   revokedReason!: string | null;
+
+  /**
+   * The (account, client) digest of the sign-in that opened it (rate-limit.policies.ts
+   * accountClientDigest): the durable record of the owner's own clients (migration 1763800024000).
+   */
+  @Index('refresh_token_families_client_idx', { where: 'client_key IS NOT NULL' })
+  @Column('text', { name: 'client_key', nullable: true })
+  clientKey!: string | null;
 }

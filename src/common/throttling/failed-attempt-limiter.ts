@@ -102,6 +102,16 @@ return 0
 
 export type Outcome = 'success' | 'unused' | 'failure';
 
+export interface SignInOptions {
+  /** The signed-in session a password change comes from (its own failure ceiling). */
+  session?: string;
+  /**
+   * Login: whether the account's records say the client is one of the owner's (a session was
+   * opened from it), asked only when Redis holds no mark for it.
+   */
+  ownClientOnRecord?: () => Promise<boolean>;
+}
+
 /** How long a client stays one of the account's own after its last sign-in there. */
 const KNOWN_CLIENT_MS = 90 * 24 * 3600 * 1000;
 const IS_KNOWN = `return redis.call('EXISTS', KEYS[1])`;
@@ -140,16 +150,28 @@ export class FailedAttemptLimiter {
     account: string,
     ip: string,
     verify: () => Promise<T | null>,
-    session?: string,
+    options: SignInOptions = {},
   ): Promise<T | null> {
     if (channel !== 'login') {
-      return this.attempt(signInBuckets(channel, account, ip, this.config.signIn, false, session), verify);
+      return this.attempt(signInBuckets(channel, account, ip, this.config.signIn, false, options.session), verify);
     }
     const known = this.prefix + knownClientKey(account, ip);
-    const isKnown = this.config.signIn.enabled && (await this.isKnownClient(known));
+    const isKnown = this.config.signIn.enabled && (await this.isOwnClient(known, options.ownClientOnRecord));
     const result = await this.attempt(signInBuckets(channel, account, ip, this.config.signIn, isKnown), verify);
     if (result !== null) this.remember(known);
     return result;
+  }
+
+  /**
+   * Redis's mark first; without one, the durable record (a session opened from the client —
+   * Redis may have lost its marks: a restart without persistence, a failover, a flush), which
+   * writes the mark back. Neither can say: unknown, the stricter answer.
+   */
+  private async isOwnClient(key: string, onRecord?: () => Promise<boolean>): Promise<boolean> {
+    if (await this.isKnownClient(key)) return true;
+    if (!onRecord || !(await onRecord().catch(() => false))) return false;
+    this.remember(key);
+    return true;
   }
 
   /** `ip` is one of the account's own clients from now on (a registration from it). */

@@ -211,7 +211,15 @@ const clientOf = (ip: string) => normalizeIp(ip);
  * signs in); its own per-(account, client) bucket still does.
  */
 export function knownClientKey(account: string, ip: string): string {
-  return `signin-known:${digest(normalizeEmail(account), clientOf(ip))}`;
+  return `signin-known:${accountClientDigest(account, ip)}`;
+}
+
+/**
+ * The (account, client) pair as a digest: what a session records as the client it was opened
+ * from, so that the account's own clients outlive a loss of Redis's marks (knownClientKey).
+ */
+export function accountClientDigest(account: string, ip: string): string {
+  return digest(normalizeEmail(account), clientOf(ip));
 }
 
 /** A hard window: `limit` failures per `windowMs`, then refused until the window ends. */
