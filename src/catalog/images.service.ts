@@ -58,8 +58,18 @@ const ABANDONED_AFTER_MS = UPLOAD_URL_TTL_SECONDS * 1000 + 60 * 60_000;
 /** Pending images read per page (oldest first), and pages per pass. */
 const RECONCILE_BATCH = 200;
 const RECONCILE_PAGES = 10;
-/** Refusals in a row that end a reconciliation pass: the store refuses the key, not one object. */
+/**
+ * Refusals in a row that end a reconciliation pass: the store refuses the key, not one object.
+ * Only of images not yet abandoned: a missing object under a key without s3:ListBucket is refused
+ * too, and the oldest-first pass must get past any number of those to the uploads behind them.
+ */
 const REFUSALS_ENDING_A_PASS = 20;
+/**
+ * A pending image the store still refuses to describe this long after its upload URL was signed
+ * is removed, as an abandoned one is: a week of passes has warned about it, and pending rows the
+ * store never answers for must not pile up without end.
+ */
+const REFUSED_ABANDONED_AFTER_MS = 7 * 86_400_000;
 
 type Settled = 'ready' | 'unchanged' | 'absent' | 'mismatch';
 
@@ -194,7 +204,8 @@ export class ImagesService {
    * store that cannot be asked ends the pass; the next one tries again. One object the store
    * refuses to describe (403: a key without s3:ListBucket is refused, not told 404, for a missing
    * object) is left pending, and the pass goes on to the others (one warning per pass counts
-   * them); REFUSALS_ENDING_A_PASS in a row end it, as a store that cannot be asked does.
+   * them); REFUSALS_ENDING_A_PASS in a row of images not yet abandoned end it, as a store that
+   * cannot be asked does; one still refused REFUSED_ABANDONED_AFTER_MS after signing is removed.
    */
   @OnJob(JobName.ReconcileImages)
   async reconcilePending(): Promise<{ ready: number; removed: number }> {
@@ -210,6 +221,7 @@ export class ImagesService {
       for (let page = 0; page < RECONCILE_PAGES; page++) {
         const pending = await this.images.findPending(before, RECONCILE_BATCH, after);
         for (const image of pending) {
+          const age = now - image.createdAt.getTime();
           let outcome: Settled;
           try {
             outcome = await this.settle(image.key, image);
@@ -218,12 +230,13 @@ export class ImagesService {
             if (!(err instanceof ObjectStorageRefused)) throw err;
             refused++;
             firstRefused ??= err;
+            if (age >= REFUSED_ABANDONED_AFTER_MS && (await this.images.deletePending(image.key))) removed++;
             // refused about everything (the key itself): the store cannot be asked, as above
-            if (++refusedInARow >= REFUSALS_ENDING_A_PASS) throw err;
+            if (age < ABANDONED_AFTER_MS && ++refusedInARow >= REFUSALS_ENDING_A_PASS) throw err;
             continue;
           }
           if (outcome === 'ready') ready++;
-          const abandoned = image.createdAt.getTime() <= now - ABANDONED_AFTER_MS;
+          const abandoned = age >= ABANDONED_AFTER_MS;
           if ((outcome === 'absent' || outcome === 'mismatch') && abandoned && (await this.images.deletePending(image.key))) {
             removed++;
           }

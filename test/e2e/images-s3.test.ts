@@ -519,6 +519,38 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       await t.db.pool.query(`DELETE FROM product_images WHERE product_id = $1`, [p.id]);
     });
 
+    it('abandoned uploads the store refuses to describe (a key without s3:ListBucket) do not stall the pass: the uploads behind them are reached, and a week on they are removed', async () => {
+      const p = await createProduct(t, admin);
+      const stale = [];
+      for (let i = 0; i < 22; i++) stale.push(await requestUpload(p.id, 'image/png', 64));
+      for (const up of stale) await age(up.imageId, '2 hours');
+      const bytes = randomBytes(128);
+      const uploaded = await requestUpload(p.id, 'image/png', bytes.length);
+      expect((await put(uploaded.uploadUrl, 'image/png', bytes)).status).toBe(200);
+      await age(uploaded.imageId, '3 minutes'); // its notification was lost
+      const staleKeys = new Set(stale.map((up) => `products/${p.id}/${up.imageId}`));
+      const storage: ObjectStorage = t.app.get(ObjectStorage);
+      const client = (storage as unknown as { client: S3Client }).client;
+      const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+      const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) => {
+        if (command instanceof HeadObjectCommand && staleKeys.has(command.input.Key!)) {
+          return Promise.reject(
+            new S3ServiceException({ name: 'Forbidden', $fault: 'client', $metadata: { httpStatusCode: 403 }, message: 'Forbidden' }),
+          );
+        }
+        return send(command);
+      }) as never);
+      try {
+        expect(await reconcile()).toEqual({ ready: 1, removed: 0 });
+        for (const up of stale) await age(up.imageId, '8 days');
+        expect(await reconcile()).toEqual({ ready: 0, removed: 22 });
+      } finally {
+        spy.mockRestore();
+      }
+      expect((await imageRow(uploaded.imageId)).status).toBe('ready');
+      for (const up of stale) expect(await imageRow(up.imageId)).toBeUndefined();
+    });
+
     it('a store that cannot be asked ends the pass quietly; the image stays pending for the next one', async () => {
       const down = await bootTestApp({
         db: t.db,
