@@ -1,5 +1,4 @@
 import { Injectable } from '@nestjs/common';
-import { Not } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
 import { CartItemEntity } from './entities/cart-item.entity';
 
@@ -40,7 +39,9 @@ export class CartRepository {
   /**
    * Sets (not adds) the line's quantity, creating the line if needed — a new line only while the
    * cart shows fewer than `maxLines` others (lines of products off sale are hidden and not
-   * counted: the customer could neither see nor remove them, only empty the whole cart).
+   * counted: the customer could neither see nor remove them, only empty the whole cart). A line
+   * already in the cart is always updated: products back on sale can make the cart show more
+   * than `maxLines`, and the customer must still be able to change (and remove) its lines.
    * Inside a transaction: the customer's cart lock is taken first, so concurrent additions are
    * counted one after the other (no two both see 99). False when the cart is full (nothing written).
    */
@@ -49,7 +50,8 @@ export class CartRepository {
     await this.tx.query(`SELECT pg_advisory_xact_lock(${CART_LOCK_CLASS}, hashtext($1::text))`, [userId]);
     return this.tx.withManager(async (m) => {
       const items = m.getRepository(CartItemEntity);
-      const shown = await items.count({ where: { userId, productId: Not(productId), product: { active: true } } });
+      if ((await items.update({ userId, productId }, { quantity, updatedAt: at })).affected) return true;
+      const shown = await items.count({ where: { userId, product: { active: true } } });
       if (shown >= maxLines) return false;
       await items.upsert({ userId, productId, quantity, updatedAt: at }, ['userId', 'productId']);
       return true;

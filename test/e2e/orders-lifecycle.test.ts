@@ -190,6 +190,18 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     const added = await t.http.put(`/v1/cart/items/${ids[100]}`, { quantity: 1 }, { token: dan.token });
     expect(added.status).toBe(200);
     expect(added.body.items).toHaveLength(98);
+    // back on sale: the cart shows 101 lines — each still changes, and one removed, it checks out
+    await t.db.pool.query(`UPDATE products SET active = true WHERE id = ANY($1)`, [ids.slice(0, 3)]);
+    const changed = await t.http.put(`/v1/cart/items/${ids[0]}`, { quantity: 2 }, { token: dan.token });
+    expect(changed.status).toBe(200);
+    expect(changed.body.items).toHaveLength(101);
+    expect((await placeOrder(t.http, dan, undefined)).status).toBe(400);
+    expect((await t.http.put(`/v1/cart/items/${ids[1]}`, { quantity: 0 }, { token: dan.token })).body.items).toHaveLength(100);
+    const order = await placeOrder(t.http, dan, undefined);
+    expect(order.status).toBe(201);
+    expect(order.body.items).toHaveLength(100);
+    expect(order.body.items.find((i: { productId: string }) => i.productId === ids[0]).quantity).toBe(2);
+    await assertStockInvariants(t.db.pool, ids);
   }, 60_000);
 
   it("hides another customer's order behind a 404", async () => {

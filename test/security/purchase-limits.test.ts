@@ -134,6 +134,17 @@ describe('per-customer purchase limits', () => {
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 20, reserved: 5 });
   });
 
+  it('a cart line cannot hold more units than the per-customer cap lets one order buy (a cart checkout would be refused every time)', async () => {
+    const [erin] = await buyers(t.http, 1);
+    const p = await insertProduct(t.db.pool, { stock: 50, priceAmount: 100 });
+    const over = await t.http.put(`/v1/cart/items/${p}`, { quantity: 6 }, { token: erin.token });
+    expect(over.status).toBe(400);
+    expect(over.body).toMatchObject({ code: 'VALIDATION_FAILED', errors: [{ field: 'quantity' }] });
+    expect((await t.http.get('/v1/cart', { token: erin.token })).body.items).toEqual([]);
+    expect((await t.http.put(`/v1/cart/items/${p}`, { quantity: 5 }, { token: erin.token })).status).toBe(200);
+    expect((await placeOrder(t.http, erin, undefined)).status).toBe(201);
+  });
+
   it('20 parallel orders of one customer never pass a cap together', async () => {
     const [eve, frank] = await buyers(t.http, 2);
     const distinct = await Promise.all(Array.from({ length: 20 }, () => insertProduct(t.db.pool, { stock: 10 })));
