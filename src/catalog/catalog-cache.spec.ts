@@ -104,3 +104,33 @@ describe('CatalogCache version bump', () => {
     expect(cache['bumpOwed']).toBeUndefined();
   });
 });
+
+describe('CatalogCache with the version unknown (Redis failed a moment ago)', () => {
+  it('does not join a build already running: it may have begun before a write another process has since answered', async () => {
+    const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
+    const redis = mockOf<Redis>(
+      {
+        get: async () => {
+          throw new Error('ETIMEDOUT');
+        },
+        incr: async () => 2,
+      },
+      'redis',
+    );
+    const cache = new CatalogCache(redis, fakeShared(), config, new Clock(), noTransaction);
+    let release!: () => void;
+    const before = cache.getOrBuild(
+      '/v1/products/p',
+      () =>
+        new Promise((r) => {
+          release = () => r({ price: 100 });
+        }),
+    );
+    await new Promise((r) => setImmediate(r)); // the first build is running
+    // the write commits and answers elsewhere; a read that arrives now builds from the database
+    const after = await cache.getOrBuild('/v1/products/p', async () => ({ price: 120 }));
+    expect(JSON.parse(after)).toEqual({ price: 120 });
+    release();
+    expect(JSON.parse(await before)).toEqual({ price: 100 });
+  });
+});

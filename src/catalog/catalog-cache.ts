@@ -90,8 +90,9 @@ export function createCatalogStore(config: AppConfig): Keyv {
  *   requests arriving in the same event-loop turn (CoalescedVersionReader) — so no reader, in
  *   any process, gets the old data once the write has returned. Memory copies of older
  *   versions are dropped as soon as a new version is seen.
- * - Stampedes: one rebuild per key at a time in this process (single flight), and TTL jitter so
- *   keys written together do not expire together.
+ * - Stampedes: one rebuild per key and version at a time in this process (single flight), and
+ *   TTL jitter so keys written together do not expire together. With the version unknown no
+ *   build is shared: one that began before another process's write returned is not joined after.
  * - Availability may be up to CATALOG_TTL_MS (+20%) stale in a cached page (a memory copy expires
  *   with its Redis entry); orders always check stock under row locks, so it can never oversell.
  * - Redis down or stalled: reads go straight to PostgreSQL (the client fails fast, and every
@@ -156,17 +157,19 @@ export class CatalogCache {
       const found = await this.lookup(version, key);
       if (found !== null) return found;
     }
-    const sharedKey = this.sharedKey(version ?? 'none', key);
+    // Without the version (Redis failed or stalled a moment ago), a build already running may
+    // have begun before a write that another process has since committed and answered: this
+    // request, which came after that answer, must not join it — it reads for itself.
+    if (version === undefined) return JSON.stringify(await build());
+    const sharedKey = this.sharedKey(version, key);
     const running = this.inflight.get(sharedKey);
     if (running) return running;
     const rebuild = (async () => {
       const json = JSON.stringify(await build());
-      if (version !== undefined) {
-        const ttl = CATALOG_TTL_MS + Math.floor(Math.random() * (MAX_ENTRY_TTL_MS - CATALOG_TTL_MS));
-        const entry: SharedEntry = { json, expiresAt: this.clock.now().getTime() + ttl };
-        const stored = await this.safe(() => this.shared.set(sharedKey, entry, ttl));
-        if (stored) this.remember(version, key, json, ttl);
-      }
+      const ttl = CATALOG_TTL_MS + Math.floor(Math.random() * (MAX_ENTRY_TTL_MS - CATALOG_TTL_MS));
+      const entry: SharedEntry = { json, expiresAt: this.clock.now().getTime() + ttl };
+      const stored = await this.safe(() => this.shared.set(sharedKey, entry, ttl));
+      if (stored) this.remember(version, key, json, ttl);
       return json;
     })().finally(() => this.inflight.delete(sharedKey));
     this.inflight.set(sharedKey, rebuild);
