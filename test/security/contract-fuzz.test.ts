@@ -16,7 +16,8 @@ import { TestApp, bootTestApp } from '../support/test-app';
  *   - the answer is never a 5xx;
  *   - every error is application/problem+json with a `code` and the request's `requestId`;
  *   - a refused request writes nothing (the business tables are the same before and after).
- * Seeded and bounded: RUNS requests per operation, the same ones on every run.
+ * Seeded and bounded: RUNS random requests per operation, the same ones on every run, after
+ * the sample itself from each caller and every body field set to each of FIELD_EDGES.
  */
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 60);
@@ -331,20 +332,35 @@ function caseArb(op: Operation): fc.Arbitrary<FuzzCase> {
   });
 }
 
-/** The operation's sample, sent as a well-behaved client would, once per caller. */
-function validCases(op: Operation): [FuzzCase][] {
-  return (['customer', 'admin', 'anonymous'] as const).map((caller) => [
+/** Values every field of a write's body gets once, from a caller allowed to write it. */
+const FIELD_EDGES: unknown[] = [null, -1, 2 ** 31, 1e308, '', 'x'.repeat(20_000), '\u0000', [], {}];
+
+/**
+ * The operation's sample, sent as a well-behaved client would, once per caller; then, for a
+ * body, each of its fields replaced by each of FIELD_EDGES by a caller the route lets in — so
+ * the services, not only the door, meet every edge value at least once.
+ */
+function validCases(op: Operation, fx: Fixtures): [FuzzCase][] {
+  const base = (caller: Caller, body: BodyMutation): [FuzzCase] => [
     {
       caller,
       idempotencyKey: 'valid',
       path: Object.fromEntries(op.parameters.filter((p) => p.in === 'path').map((p) => [p.name, undefined])),
       query: Object.fromEntries(op.parameters.filter((p) => p.in === 'query').map((p) => [p.name, 'valid'])),
       unknownQuery: undefined,
-      body: { kind: 'sample' },
+      body,
       contentType: 'application/json',
       signature: undefined,
     },
-  ]);
+  ];
+  const samples = (['customer', 'admin', 'anonymous'] as const).map((caller) => base(caller, { kind: 'sample' }));
+  if (!op.body) return samples;
+  const caller: Caller = op.path.startsWith('/v1/admin/') ? 'admin' : 'customer';
+  const leaves = pathsOf(sample(op.body, '', fx)).length;
+  const edges = Array.from({ length: leaves }, (_, pick) =>
+    FIELD_EDGES.map((value) => base(caller, { kind: 'field', pick, value })),
+  ).flat();
+  return [...samples, ...edges];
 }
 
 interface Sent {
@@ -470,6 +486,7 @@ describe('contract fuzzing: every operation of openapi.json', () => {
     const statuses: Record<string, Record<number, number>> = {};
     for (const [index, op] of OPERATIONS.entries()) {
       const seen: Record<number, number> = (statuses[`${op.method} ${op.path}`] = {});
+      const examples = validCases(op, fx);
       const result = await fc.check(
         fc.asyncProperty(caseArb(op), async (c) => {
           const sent = build(op, c, fx);
@@ -498,7 +515,8 @@ describe('contract fuzzing: every operation of openapi.json', () => {
         }),
         // first the sample itself, as each kind of caller would send it: every operation's
         // services are reached at least by these, whatever the random cases hit
-        { seed: SEED + index, numRuns: RUNS, endOnFailure: true, examples: validCases(op) },
+        // (fast-check counts them in numRuns)
+        { seed: SEED + index, numRuns: RUNS + examples.length, endOnFailure: true, examples },
       );
       if (result.failed) {
         const error = result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance);
