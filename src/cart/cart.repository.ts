@@ -8,6 +8,7 @@ interface CartLine {
   name: string;
   quantity: number;
   priceAmount: number;
+  currency: string;
   active: boolean;
 }
 
@@ -32,26 +33,35 @@ export class CartRepository {
       name: i.product!.name,
       quantity: i.quantity,
       priceAmount: i.product!.priceAmount,
+      currency: i.product!.currency,
       active: i.product!.active,
     }));
   }
 
   /**
    * Sets (not adds) the line's quantity, creating the line if needed — a new line only while the
-   * cart shows fewer than `maxLines` others (lines of products off sale are hidden and not
+   * cart shows fewer than `maxLines` others (lines of products off sale, or priced in another
+   * currency than the shop's after a SHOP_CURRENCY change, are hidden and not
    * counted: the customer could neither see nor remove them, only empty the whole cart). A line
    * already in the cart is always updated: products back on sale can make the cart show more
    * than `maxLines`, and the customer must still be able to change (and remove) its lines.
    * Inside a transaction: the customer's cart lock is taken first, so concurrent additions are
    * counted one after the other (no two both see 99). False when the cart is full (nothing written).
    */
-  async setQuantity(userId: string, productId: string, quantity: number, at: Date, maxLines: number): Promise<boolean> {
+  async setQuantity(
+    userId: string,
+    productId: string,
+    quantity: number,
+    at: Date,
+    maxLines: number,
+    currency: string,
+  ): Promise<boolean> {
     // raw SQL: a transaction-scoped advisory lock, which the query builder has no words for
     await this.tx.query(`SELECT pg_advisory_xact_lock(${CART_LOCK_CLASS}, hashtext($1::text))`, [userId]);
     return this.tx.withManager(async (m) => {
       const items = m.getRepository(CartItemEntity);
       if ((await items.update({ userId, productId }, { quantity, updatedAt: at })).affected) return true;
-      const shown = await items.count({ where: { userId, product: { active: true } } });
+      const shown = await items.count({ where: { userId, product: { active: true, currency } } });
       if (shown >= maxLines) return false;
       await items.upsert({ userId, productId, quantity, updatedAt: at }, ['userId', 'productId']);
       return true;
@@ -68,18 +78,19 @@ export class CartRepository {
   }
 
   /**
-   * Takes the lines the cart shows — those of products on sale — out of the cart and returns them
+   * Takes the lines the cart shows — those of products on sale, priced in `currency` (the
+   * shop's) — out of the cart and returns them
    * (a cart checkout reads and clears in one statement). Lines of products off sale stay, hidden
    * as the cart hides them, and come back if the product does.
    */
-  async takeShown(userId: string): Promise<{ productId: string; quantity: number }[]> {
+  async takeShown(userId: string, currency: string): Promise<{ productId: string; quantity: number }[]> {
     const result = await this.tx.withManager((m) =>
       m
         .createQueryBuilder()
         .delete()
         .from(CartItemEntity)
         .where('user_id = :userId', { userId })
-        .andWhere('product_id IN (SELECT id FROM products WHERE active)')
+        .andWhere('product_id IN (SELECT id FROM products WHERE active AND currency = :currency)', { currency })
         .returning(['productId', 'quantity'])
         .execute(),
     );

@@ -22,8 +22,10 @@ export class CartService {
   ) {}
 
   async get(userId: string): Promise<CartDto> {
-    const lines = (await this.carts.lines(userId)).filter((l) => l.active);
     const currency = this.config.currency;
+    // shown: lines a checkout would sell — products on sale, priced in the shop's currency (one
+    // priced before a SHOP_CURRENCY change waits, hidden, until it is repriced)
+    const lines = (await this.carts.lines(userId)).filter((l) => l.active && l.currency === currency);
     const items = lines.map((l) => {
       const unit = l.priceAmount;
       return {
@@ -50,7 +52,7 @@ export class CartService {
         if (!(await this.products.findById(productId, { activeOnly: false }))) throw productNotFound();
         return this.carts.removeLine(userId, productId);
       }
-      if (!(await this.products.isActive(productId))) throw productNotFound();
+      if (!(await this.products.isBuyable(productId, this.config.currency))) throw productNotFound();
       const cap = this.config.purchaseLimits.unitsPerProduct;
       if (cap > 0 && quantity > cap) {
         // the checkout would refuse the line every time (409 PURCHASE_LIMIT_EXCEEDED): a cart
@@ -59,7 +61,7 @@ export class CartService {
           errors: [{ field: 'quantity', message: `must not be greater than ${cap} (the per-customer cap)` }],
         });
       }
-      if (!(await this.carts.setQuantity(userId, productId, quantity, this.clock.now(), MAX_ORDER_LINES))) {
+      if (!(await this.carts.setQuantity(userId, productId, quantity, this.clock.now(), MAX_ORDER_LINES, this.config.currency))) {
         throw new DomainError('VALIDATION_FAILED', `A cart holds at most ${MAX_ORDER_LINES} products.`, {
           errors: [{ field: 'productId', message: `the cart already holds ${MAX_ORDER_LINES} products` }],
         });

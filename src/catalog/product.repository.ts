@@ -204,9 +204,10 @@ export class ProductRepository {
   }
 
   /** Whether the product exists and is active (can be put in a cart). */
-  async isActive(id: string): Promise<boolean> {
+  /** On sale and priced in `currency` (the shop's): one a cart takes and a checkout sells. */
+  async isBuyable(id: string, currency: string): Promise<boolean> {
     return this.tx.withManager((m) =>
-      m.getRepository(ProductEntity).existsBy({ id, active: true }),
+      m.getRepository(ProductEntity).existsBy({ id, active: true, currency }),
     );
   }
 

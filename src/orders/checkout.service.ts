@@ -66,7 +66,7 @@ export class CheckoutService {
    */
   async create(me: Principal, dto: CreateOrderDto): Promise<OrderDto> {
     const order = await this.tx.run(async (): Promise<Order> => {
-      const requested = dto.items ?? (await this.carts.takeShown(me.userId));
+      const requested = dto.items ?? (await this.carts.takeShown(me.userId, this.config.currency));
       if (requested.length === 0) {
         throw new DomainError('ORDER_EMPTY', 'The order has no items and the cart is empty.');
       }

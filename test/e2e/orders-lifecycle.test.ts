@@ -204,6 +204,28 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     await assertStockInvariants(t.db.pool, ids);
   }, 60_000);
 
+  it('a product still priced in the old currency after a SHOP_CURRENCY change is not taken into a cart, and a line of it waits hidden until it is repriced', async () => {
+    const [fay] = await buyers(t.http, 1);
+    const rupees = await insertProduct(t.db.pool, { stock: 5, priceAmount: 100 });
+    const euros = await insertProduct(t.db.pool, { stock: 5, priceAmount: 900, currency: 'EUR' });
+    expect((await t.http.put(`/v1/cart/items/${euros}`, { quantity: 1 }, { token: fay.token })).status).toBe(404);
+    expect((await t.http.put(`/v1/cart/items/${rupees}`, { quantity: 2 }, { token: fay.token })).status).toBe(200);
+    // a line already in the cart whose product is left in the old currency (as after the change)
+    const later = await insertProduct(t.db.pool, { stock: 5, priceAmount: 300 });
+    expect((await t.http.put(`/v1/cart/items/${later}`, { quantity: 1 }, { token: fay.token })).status).toBe(200);
+    await t.db.pool.query(`UPDATE products SET currency = 'EUR' WHERE id = $1`, [later]);
+    const cart = (await t.http.get('/v1/cart', { token: fay.token })).body;
+    expect(cart.items.map((i: { productId: string }) => i.productId)).toEqual([rupees]);
+    expect(cart.total).toEqual({ amount: 200, currency: 'INR' }); // no sum of two currencies
+    // the cart checks out what it shows; the hidden line stays for when the product is repriced
+    const order = await placeOrder(t.http, fay, undefined);
+    expect(order.status).toBe(201);
+    expect(order.body.items.map((i: { productId: string }) => i.productId)).toEqual([rupees]);
+    await t.db.pool.query(`UPDATE products SET currency = 'INR' WHERE id = $1`, [later]);
+    expect((await t.http.get('/v1/cart', { token: fay.token })).body.items.map((i: { productId: string }) => i.productId)).toEqual([later]);
+    await assertStockInvariants(t.db.pool, [rupees, euros, later]);
+  });
+
   it("hides another customer's order behind a 404", async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
