@@ -183,6 +183,7 @@ export async function startApi(
       ...process.env,
       NODE_ENV: 'production',
       NODE_OPTIONS: API_NODE_OPTIONS,
+      REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
       JWT_SECRET: 'bench-only-secret-bench-only-secret-0123456789',
       STORAGE_ACCESS_KEY_ID: 'bench-only-access-key',
       STORAGE_SECRET_ACCESS_KEY: 'bench-only-storage-secret-0123456789',

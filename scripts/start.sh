@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 while IFS= read -r -d '' key && IFS= read -r -d '' val; do
   export "$key=$val"
 done < <(node scripts/dotenv.js)
-# A local run is a development instance (demo data, simulated payments, built-in secrets) unless
-# the operator chose otherwise: the processes themselves never assume development.
-export NODE_ENV="${NODE_ENV:-development}"
+# A local run is a development instance (demo data, simulated payments, built-in secrets; on
+# loopback only) unless the operator chose otherwise: the processes themselves never assume
+# development. Only an unset NODE_ENV becomes development — a set but empty one stays what the
+# processes take it for (not development), so this script and `node dist/main.js` agree.
+export NODE_ENV="${NODE_ENV-development}"
 bash scripts/ensure-services.sh
 if [ -L node_modules ]; then
   # A linked node_modules is shared (e.g. git worktrees): `npm ci` would empty the link's target

@@ -2,6 +2,8 @@ import { ConfigError, DEV_SECRETS, loadConfig, loadDatabaseConfig } from './conf
 
 /** Every secret a non-development process needs, none of them a built-in one. */
 const SECRETS = {
+  DATABASE_URL: 'postgres://shop:pw@db.internal:5432/shop',
+  REDIS_URL: 'redis://cache.internal:6379',
   JWT_SECRET: 'spec-secret-0123456789-abcdefghij-KLMNOP',
   STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
   STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
@@ -31,6 +33,10 @@ describe('loadConfig', () => {
     const c = loadConfig({ NODE_ENV: 'development' });
     expect(c.http.port).toBe(3000);
     expect(c.metricsHost).toBe('127.0.0.1'); // the operational listeners: loopback unless told
+    // and the API itself: a development instance's secrets and demo admin are public knowledge
+    expect(c.http.host).toBe('127.0.0.1');
+    expect(loadConfig({ ...SECRETS, NODE_ENV: 'production' }).http.host).toBe('0.0.0.0');
+    expect(loadConfig({ NODE_ENV: 'development', HOST: '0.0.0.0' }).http.host).toBe('0.0.0.0');
     expect(c.metricsPort).toBe(9465);
     expect(c.workerMetricsPort).toBe(9464);
     expect(c.reservationTtlSeconds).toBe(900);

@@ -24,6 +24,10 @@ export const DEV_SECRETS = {
  * only in development, hence STRIPE_SECRET_KEY).
  */
 const REQUIRED_OUTSIDE_DEVELOPMENT = [
+  // their defaults are a local checkout's services: a deployment that forgot one would quietly
+  // use whatever listens there (a Redis without persistence, a stale `shop` database)
+  'DATABASE_URL',
+  'REDIS_URL',
   'JWT_SECRET',
   'STORAGE_ACCESS_KEY_ID',
   'STORAGE_SECRET_ACCESS_KEY',
@@ -78,7 +82,9 @@ const envSchema = z.object({
   PORT: int(3000, 0, 65535),
   METRICS_PORT: int(9465, 0, 65535),
   WORKER_METRICS_PORT: int(9464, 0, 65535),
-  HOST: z.string().default('0.0.0.0'),
+  // unset: loopback in development (its secrets, demo admin and dev routes are public knowledge:
+  // never reachable from the network by default), every interface otherwise
+  HOST: z.string().optional(),
   // the operational listeners: loopback unless a deployment says where its Prometheus reaches them
   METRICS_HOST: z.string().default('127.0.0.1'),
   // API processes serving PORT together (node:cluster); 0 = one per CPU core
@@ -619,7 +625,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     isDevelopment,
     http: {
       port: e.PORT,
-      host: e.HOST,
+      host: e.HOST ?? (isDevelopment ? '127.0.0.1' : '0.0.0.0'),
       trustProxy: proxies.trustProxy,
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,

@@ -5,6 +5,9 @@ import { join } from 'node:path';
 // confirm route and the built-in development secrets. Nothing else gets them: suites that
 // prove so (test/security/) boot with NODE_ENV unset/test/production and their own secrets.
 process.env.NODE_ENV = 'development';
+// given explicitly, as a deployment must (outside development they have no default): suites that
+// boot with another NODE_ENV reach the same local services
+process.env.REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 process.env.LOG_LEVEL = process.env.TEST_LOG_LEVEL ?? 'silent';
 process.env.RATE_LIMIT_ENABLED = process.env.RATE_LIMIT_ENABLED ?? 'false';
 // Many apps and processes run at once: no Prometheus listeners unless a test asks for one.
