@@ -2,6 +2,7 @@ import type Redis from 'ioredis';
 import type { Clock } from '../common/time/clock';
 import { loadConfig } from '../config/config';
 import {
+  REVOCATION_POLL_MS,
   REVOCATION_REDIS_BACKOFF_MS,
   REVOCATION_REDIS_TIMEOUT_MS,
   REVOCATION_RETRY_MS,
@@ -115,6 +116,34 @@ describe('RevokedSessions', () => {
     s.state.mode = 'up';
     expect(await s.sessions.isRevoked('f-1')).toBe(false);
     expect(s.state.exists).toBe(2);
+  });
+
+  it('with Redis down, learns of revocations made by other processes from the record within a poll', async () => {
+    jest.useFakeTimers();
+    const s = setup();
+    s.state.mode = 'down';
+    expect(await s.sessions.isRevoked('f-elsewhere')).toBe(false); // fails open, and starts polling
+    await jest.advanceTimersByTimeAsync(0);
+    expect(s.families.revokedSince).toHaveBeenCalledTimes(1);
+    // another process logs the session out meanwhile (its mark cannot reach Redis)
+    s.revoked.push({ id: 'f-elsewhere', revokedAt: new Date(s.now()) });
+    s.advance(REVOCATION_POLL_MS);
+    await jest.advanceTimersByTimeAsync(REVOCATION_POLL_MS);
+    expect(await s.sessions.isRevoked('f-elsewhere')).toBe(true);
+    expect(await s.sessions.isRevoked('f-live')).toBe(false);
+    // the later polls read only what is new (with an overlap), not the whole lifetime again
+    const sinceOf = (call: number) => s.families.revokedSince.mock.calls[call][0].getTime();
+    expect(sinceOf(1) - sinceOf(0)).toBeGreaterThan(LIFETIME_MS - 10_000);
+    // Redis answers again: the polling stops once no failure is recent
+    s.state.mode = 'up';
+    s.advance(REVOCATION_REDIS_BACKOFF_MS);
+    expect(await s.sessions.isRevoked('f-live')).toBe(false);
+    s.advance(3 * REVOCATION_POLL_MS);
+    await jest.advanceTimersByTimeAsync(3 * REVOCATION_POLL_MS);
+    const calls = s.families.revokedSince.mock.calls.length;
+    s.advance(10 * REVOCATION_POLL_MS);
+    await jest.advanceTimersByTimeAsync(10 * REVOCATION_POLL_MS);
+    expect(s.families.revokedSince.mock.calls.length).toBe(calls);
   });
 
   it('does not wait on a Redis that stops answering', async () => {

@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { Clock } from '../common/time/clock';
@@ -14,6 +15,13 @@ export const REVOCATION_REDIS_BACKOFF_MS = 1000;
 export const REVOCATION_RETRY_MS = 1000;
 /** Marks written per Redis pipeline. */
 const FLUSH_CHUNK = 500;
+/**
+ * While Redis is unavailable, how often the record is read for revocations made in other
+ * processes (one query per process, never one per request), and how far each read reaches back
+ * past the previous one (the revoking host's clock may run behind).
+ */
+export const REVOCATION_POLL_MS = 2_000;
+const POLL_OVERLAP_MS = 5_000;
 /** How soon a re-seed that could not read the database is tried again. */
 const RESEED_RETRY_MS = 5_000;
 /** Revoked sessions remembered in process memory (oldest forgotten first). */
@@ -42,7 +50,9 @@ type RedisClient = Pick<Redis, 'exists' | 'pipeline'> & Partial<Pick<Redis, 'on'
  * refusing every signed-in request while Redis is out would turn a cache outage into a full
  * outage — and skips Redis for REVOCATION_REDIS_BACKOFF_MS, so requests do not each wait on it.
  * What stays refused meanwhile: every family this process revoked or has seen revoked (kept in
- * memory for the same lifetime). Marks that could not be written are retried every
+ * memory for the same lifetime), and every family the record says was revoked, read every
+ * REVOCATION_POLL_MS while Redis stays unavailable (so a logout handled by another process
+ * ends its access tokens here within seconds too). Marks that could not be written are retried every
  * REVOCATION_RETRY_MS until they land or no longer matter, so other processes learn of them
  * once Redis is back. Lost for good only if this process dies before Redis returns: those
  * access tokens then live until they expire (at most JWT_ACCESS_TTL_SECONDS), as before.
@@ -66,6 +76,12 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   private reseeding?: Promise<number>;
   private reseedTimer?: NodeJS.Timeout;
   private closed = false;
+  /** When Redis last failed (epoch ms): the record is polled while that is recent. */
+  private lastFailureAt = Number.NEGATIVE_INFINITY;
+  private pollTimer?: NodeJS.Timeout;
+  /** Where the last poll of the record started (epoch ms); undefined before the first. */
+  private polledFrom?: number;
+  private readonly rootContext = new AsyncResource('RevocationPoll');
 
   constructor(
     @Inject(REDIS) private readonly redis: RedisClient,
@@ -144,6 +160,39 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
     return this.reseeding;
   }
 
+  /**
+   * Reads the families revoked since the previous poll (the whole lifetime at first) into memory,
+   * then again after REVOCATION_POLL_MS — for as long as Redis keeps failing. A database that
+   * cannot answer either leaves memory as it is until the next tick.
+   */
+  private poll(): void {
+    if (this.pollTimer || this.closed) return;
+    const tick = async () => {
+      const now = this.clock.now().getTime();
+      if (this.closed || now - this.lastFailureAt > REVOCATION_REDIS_BACKOFF_MS + 2 * REVOCATION_POLL_MS) {
+        this.pollTimer = undefined; // Redis answers again (or nobody asked): its marks are the truth
+        this.polledFrom = undefined;
+        return;
+      }
+      const since = this.polledFrom === undefined ? now - this.lifetimeMs : this.polledFrom - POLL_OVERLAP_MS;
+      try {
+        for (const { id, revokedAt } of await this.families.revokedSince(new Date(since))) {
+          const until = revokedAt.getTime() + this.lifetimeMs;
+          if (until > now) this.remember(id, Math.max(this.known.get(id) ?? 0, until));
+        }
+        this.polledFrom = now;
+      } catch {
+        // the database is unreachable too: the next tick reads from the same point
+      }
+      this.pollTimer = setTimeout(() => void tick(), REVOCATION_POLL_MS);
+      this.pollTimer.unref();
+    };
+    // in the context this service was built in, not the request's whose Redis check failed:
+    // the reads must not join (or outlive) that request's transaction
+    this.pollTimer = this.rootContext.runInAsyncScope(() => setTimeout(() => void tick(), 0));
+    this.pollTimer.unref();
+  }
+
   private async reseedOnce(): Promise<number> {
     let revoked: { id: string; revokedAt: Date }[];
     try {
@@ -176,6 +225,7 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
     this.closed = true;
     clearTimeout(this.reseedTimer);
     clearTimeout(this.retryTimer);
+    clearTimeout(this.pollTimer);
     this.retryTimer = undefined;
   }
 
@@ -226,6 +276,8 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
 
   private unavailable(err: unknown, now: number): void {
     this.skipRedisUntil = now + REVOCATION_REDIS_BACKOFF_MS;
+    this.lastFailureAt = now;
+    this.poll();
     if (now - this.lastWarningAt < 10_000) return;
     this.lastWarningAt = now;
     this.logger.warn(
