@@ -9,7 +9,8 @@ import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
 import { QueryAllowListGuard } from './common/http/query-allow-list.guard';
 import { WEBHOOK_BODY_LIMIT, clientErrorHandler, frameworkErrors, limitBodies } from './common/http/request-limits';
-import { webhookPrecheck } from './payments/webhook-precheck';
+import { stripeSignatureFirst, webhookPrecheck } from './payments/webhook-precheck';
+import { WebhooksService } from './payments/webhooks.service';
 import { ImagesService } from './catalog/images.service';
 import { mountOpenApi } from './openapi/openapi';
 import { MetricsListener } from './metrics/metrics-listener';
@@ -76,6 +77,9 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   // (after the security headers' hook: its headers are on these answers too)
   const images = app.get(ImagesService);
   fastify.addHook('onRequest', webhookPrecheck((authorization) => images.checkToken(authorization)));
+  // and Stripe's HMAC over the raw body before any parser looks at it
+  const webhooks = app.get(WebhooksService);
+  fastify.addHook('preParsing', stripeSignatureFirst((raw, signature) => webhooks.signed(raw, signature)));
   // ahead of Nest middleware and of the hooks above: they put those hooks' headers on their
   // own answers
   const strategy = app.get(JwtStrategy);

@@ -1,6 +1,8 @@
-import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
+import { Readable } from 'node:stream';
+import type { FastifyReply, FastifyRequest, onRequestHookHandler, preParsingHookHandler } from 'fastify';
 import { DomainError } from '../common/errors/domain-error';
 import { sendProblem } from '../common/errors/problem-details.filter';
+import { WEBHOOK_BODY_LIMIT } from '../common/http/request-limits';
 import { SIGNATURE_TOLERANCE_SECONDS } from './webhooks.service';
 
 const STRIPE_ROUTE = '/v1/webhooks/stripe';
@@ -42,5 +44,58 @@ export function webhookPrecheck(checkStorageToken: (authorization: string | unde
       return;
     }
     done();
+  };
+}
+
+/**
+ * Stripe's HMAC over the raw bytes, before any parser sees them (API.md: a bad signature is
+ * refused "before anything is parsed or stored"): the body of `POST /v1/webhooks/stripe` is read
+ * here (up to WEBHOOK_BODY_LIMIT; a declared larger one is left to the parser's 413, unread), its
+ * signature verified, and only a signed body handed on — to the JSON parser, whose content-type,
+ * charset and shape checks (415, 400) an unsigned caller therefore never reaches, and to
+ * StripeSignatureGuard, which verifies it again and builds the event.
+ */
+export function stripeSignatureFirst(signed: (raw: Buffer, signature: string) => boolean): preParsingHookHandler {
+  return (request, reply, payload, done) => {
+    if (request.method !== 'POST' || request.routeOptions.url !== STRIPE_ROUTE) return done(null, payload);
+    if (Number(request.headers['content-length']) > WEBHOOK_BODY_LIMIT) return done(null, payload);
+    const signature = request.headers['stripe-signature'];
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let settled = false;
+    const refuse = (error: DomainError) => {
+      settled = true;
+      payload.removeAllListeners('data');
+      payload.resume(); // the rest is read and dropped; the answer goes out now
+      // and the request goes no further: `done` is not called (its onSend hooks still running,
+      // the reply does not count as sent yet, and the parser's own refusal would overwrite it)
+      sendProblem(error, request, reply);
+    };
+    payload.on('data', (chunk: Buffer) => {
+      if (settled) return;
+      size += chunk.length;
+      if (size > WEBHOOK_BODY_LIMIT) {
+        refuse(new DomainError('PAYLOAD_TOO_LARGE', 'The request body is too large.'));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    payload.once('error', (err) => {
+      if (settled) return;
+      settled = true;
+      done(err);
+    });
+    payload.once('end', () => {
+      if (settled) return;
+      const raw = Buffer.concat(chunks, size);
+      if (typeof signature !== 'string' || !signed(raw, signature)) {
+        refuse(new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The Stripe-Signature is invalid or stale.'));
+        return;
+      }
+      settled = true;
+      // the same bytes for the parser (Fastify reads the stream's length for its body limit)
+      const body = Object.assign(Readable.from([raw]), { receivedEncodedLength: size });
+      done(null, body);
+    });
   };
 }

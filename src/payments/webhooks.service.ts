@@ -43,6 +43,20 @@ export class WebhooksService {
     }
   }
 
+  /** Whether `signature` is Stripe's over these exact bytes, not older than 300 s (nothing parsed). */
+  signed(rawBody: Buffer, signature: string): boolean {
+    try {
+      return this.stripe.webhooks.signature.verifyHeader(
+        rawBody.toString('utf8'),
+        signature,
+        this.config.stripe.webhookSecret,
+        SIGNATURE_TOLERANCE_SECONDS,
+      );
+    } catch {
+      return false;
+    }
+  }
+
   /** Records a verified event once (its id), with the outbox row that becomes its job. */
   async receive(event: Stripe.Event): Promise<{ received: true; duplicate: boolean }> {
     const object = event.data.object as { id?: string; object?: string; payment_intent?: string | null };

@@ -325,6 +325,30 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       expect(await stored()).toBe(0);
     });
 
+    it('a fresh, well-formed signature that is not Stripe\'s is refused before the body is parsed: whatever the body or its type, the answer is the signature\'s', async () => {
+      const forged = `t=${Math.floor(Date.now() / 1000)},v1=${'0'.repeat(64)}`;
+      const deep = `${'{"a":'.repeat(40)}1${'}'.repeat(40)}`;
+      for (const [raw, type] of [
+        ['{"not json', 'application/json'],
+        [deep, 'application/json'],
+        [body, 'text/plain'],
+        [body, 'application/json; charset=latin1'],
+        [Buffer.from([0x7b, 0xff, 0x7d]).toString('latin1'), 'application/json'],
+        ['', 'application/json'],
+      ]) {
+        const res = await t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw, headers: { 'stripe-signature': forged, 'content-type': type } });
+        expect([res.status, res.body.code, type]).toEqual([400, 'WEBHOOK_SIGNATURE_INVALID', type]);
+        expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+        expect(res.body.requestId).toBe(res.headers.get('x-request-id'));
+      }
+      // signed, the same bytes meet the body's own checks
+      const signed = (raw: string, type: string) =>
+        t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw, headers: { 'stripe-signature': header(raw), 'content-type': type } });
+      expect((await signed(deep, 'application/json')).body.code).toBe('VALIDATION_FAILED');
+      expect((await signed(body, 'text/plain')).status).toBe(415);
+      expect(await stored()).toBe(0);
+    });
+
     it('checks the signature before the Idempotency-Key is looked at; a signed delivery with a key is honoured (API.md)', async () => {
       const key = `webhook-${Date.now()}`;
       const keyed = (raw: string, signature: string, k = key) =>
