@@ -142,7 +142,7 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     // one refused for its signature — from its headers alone (none), or by its HMAC (a fresh,
     // well-formed one that is wrong) — is answered before any budget is spent
     const wrong = `t=${Math.floor(Date.now() / 1000)},v1=${'0'.repeat(64)}`;
-    for (const headers of [{}, { 'stripe-signature': wrong }]) {
+    for (const headers of [{}, { 'stripe-signature': wrong }] as Record<string, string>[]) {
       const refused = await a.http.request('POST', '/v1/webhooks/stripe', undefined, {
         raw: '{}',
         headers: { ...headers, 'x-forwarded-for': '10.13.0.1' },
