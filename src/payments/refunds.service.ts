@@ -86,7 +86,7 @@ export class RefundsService {
     idempotencyKey: string;
   }): Promise<Refund> {
     const payment = await this.payments.findByOrder(input.orderId);
-    let attempt = await this.currentAttempt(input.actor, input.idempotencyKey, input.orderId);
+    let attempt = await this.currentAttempt(input.actor, input.idempotencyKey);
     if (!attempt.refund && attempt.number > 1 && payment) {
       // before a new attempt: an earlier one the provider made after all (we recorded a refusal)
       // is reinstated from its list, and is then the answer — never a second refund; one it still
@@ -98,7 +98,7 @@ export class RefundsService {
         if (err instanceof GatewayError) throw err;
         throw retryShortly('Earlier refunds of this payment are still settling; retry shortly.');
       }
-      attempt = await this.currentAttempt(input.actor, input.idempotencyKey, input.orderId);
+      attempt = await this.currentAttempt(input.actor, input.idempotencyKey);
       const earlier = new Set(attemptIds(input.actor, input.idempotencyKey, attempt.number - 1));
       if (!attempt.refund && remotes.some((r) => r.status === 'pending' && r.refundId !== undefined && earlier.has(r.refundId))) {
         throw retryShortly('An earlier attempt of this refund is still pending at the payment provider; retry shortly.');
@@ -149,18 +149,15 @@ export class RefundsService {
 
   /**
    * The key's attempt to continue: the first refund in its chain (`refund:<actor>:<key>`, then
-   * `…:attempt:2`, …) that is not a failure of this order, or the free id after the last failure.
-   * Same-key requests never run at once (the idempotency interceptor holds the key).
+   * `…:attempt:2`, …) that is not a failure, or the free id after the last failure — of this
+   * order or another: a refused refund stored no answer, so its key runs afresh (API.md), for
+   * any refund. Same-key requests never run at once (the idempotency interceptor holds the key).
    */
-  private async currentAttempt(
-    actor: string,
-    key: string,
-    orderId: string,
-  ): Promise<{ id: string; number: number; refund: Refund | null }> {
+  private async currentAttempt(actor: string, key: string): Promise<{ id: string; number: number; refund: Refund | null }> {
     for (let attempt = 1; ; attempt++) {
       const id = attemptId(actor, key, attempt);
       const refund = await this.refunds.findById(id);
-      if (!refund || refund.status !== 'failed' || refund.orderId !== orderId || attempt >= MAX_ATTEMPTS_PER_KEY) {
+      if (!refund || refund.status !== 'failed' || attempt >= MAX_ATTEMPTS_PER_KEY) {
         return { id, number: attempt, refund };
       }
     }

@@ -633,6 +633,18 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
     }, 30_000);
 
+    it('a key whose refund the provider refused (502, nothing stored) is free for a refund of another order', async () => {
+      const a = await paidOrder(10_000, 1);
+      const b = await paidOrder(10_000, 1);
+      stripe.declineRefunds(a.intent);
+      const key = newKey();
+      expect((await refund(a.orderId, {}, key)).status).toBe(502);
+      const other = await refund(b.orderId, {}, key);
+      expect([other.status, other.body.status, other.body.code]).toEqual([201, 'succeeded', undefined]);
+      expect(await orderOf(b.orderId)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+      expect((await orderOf(a.orderId)).status).toBe('CONFIRMED');
+    }, 30_000);
+
     it('a refund pending at Stripe is checked, not re-sent, and settles from the refund event', async () => {
       const { orderId, intent } = await paidOrder(10_000, 1);
       stripe.holdRefunds(intent);
