@@ -133,6 +133,9 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     const login = await t.http.post('/v1/auth/login', { email: alice.email, password: TEST_PASSWORD }, xff('10.9.0.2'));
     expect(login.status).toBe(429);
     expect(login.headers.get('retry-after')).toBeTruthy();
+    // with the policy it was refused under, as every 429 (API.md): nothing left until the retry
+    expect(login.headers.get('ratelimit-policy')).toMatch(/^"[a-z-]+";q=\d+;w=\d+$/);
+    expect(login.headers.get('ratelimit')).toBe(`${login.headers.get('ratelimit-policy')!.split(';')[0]};r=0;t=${login.headers.get('retry-after')}`);
     expect((await t.http.get('/v1/me', { token: buyer.token, ...xff('10.9.0.2') })).status).toBe(200);
 
     // readiness names the dependency that is down

@@ -88,10 +88,10 @@ abstract class RateLimitGuard extends ThrottlerGuard {
     if (tracker === null) return true;
     const key = `${policy.name}:${createHash('sha256').update(tracker).digest('base64url')}`;
 
-    const record = await this.count(policy, key, ttl, limit);
+    const reply = context.switchToHttp().getResponse<FastifyReply>();
+    const record = await this.count(policy, key, ttl, limit, reply);
     if (!record) return true; // store unavailable, fail-open policy
 
-    const reply = context.switchToHttp().getResponse<FastifyReply>();
     appendHeader(reply, 'RateLimit-Policy', policyHeaderItem(policy.name, limit, ttl / 1000));
     appendHeader(
       reply,
@@ -106,12 +106,17 @@ abstract class RateLimitGuard extends ThrottlerGuard {
     return true;
   }
 
-  /** The policy's counter after this hit; null when the store is unavailable and it fails open. */
+  /**
+   * The policy's counter after this hit; null when the store is unavailable and it fails open.
+   * A fail-closed policy's refusal says so in its headers as any 429 does (API.md): the policy,
+   * nothing remaining, and the retry as the reset.
+   */
   private async count(
     policy: RateLimitPolicy,
     key: string,
     ttl: number,
     limit: number,
+    reply: FastifyReply,
   ): Promise<ThrottlerStorageRecord | null> {
     try {
       const record = await this.storageService.increment(key, ttl, limit, ttl, policy.name);
@@ -126,6 +131,8 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       }
       this.storeDown = true;
       if (!policy.failClosed) return null;
+      appendHeader(reply, 'RateLimit-Policy', policyHeaderItem(policy.name, limit, ttl / 1000));
+      appendHeader(reply, 'RateLimit', stateHeaderItem(policy.name, 0, STORE_DOWN_RETRY_AFTER_SECONDS));
       throw new DomainError(
         'RATE_LIMITED',
         'Temporarily unable to accept this request; retry shortly.',
