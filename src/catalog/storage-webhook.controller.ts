@@ -1,6 +1,6 @@
 import { Controller, HttpCode, Post, Req, UseGuards } from '@nestjs/common';
 import type { RawBodyRequest } from '@nestjs/common';
-import { ApiHeader, ApiNoContentResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiBody, ApiHeader, ApiNoContentResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { FastifyRequest } from 'fastify';
 import { ApiProblems } from '../common/http/api-problems';
 import { Public } from '../common/http/public.decorator';
@@ -34,6 +34,16 @@ export class StorageWebhookController {
     name: 'Authorization',
     required: true,
     description: '`Bearer <STORAGE_WEBHOOK_TOKEN>`',
+  })
+  @ApiBody({
+    required: true,
+    description: 'An S3 event notification: `{Records: [{eventName, s3: {bucket: {name}, object: {key}}}]}`',
+    schema: {
+      type: 'object',
+      additionalProperties: true,
+      properties: { Records: { type: 'array', items: { type: 'object', additionalProperties: true } } },
+      required: ['Records'],
+    },
   })
   @ApiNoContentResponse({ description: 'Recorded (or not ours, and ignored)' })
   @ApiProblems(

@@ -126,8 +126,8 @@ const RATE_LIMIT_HEADERS: Record<string, HeaderObject> = {
 
 const isParameter = (p: ParameterObject | ReferenceObject): p is ParameterObject => 'in' in p;
 
-/** What parseIdempotencyKey accepts: printable ASCII (not only spaces, which it also refuses). */
-const PRINTABLE_ASCII_PATTERN = '^[\\x20-\\x7E]+$';
+/** What parseIdempotencyKey accepts: printable ASCII, not only spaces. */
+const PRINTABLE_ASCII_PATTERN = '^[\\x20-\\x7E]*[\\x21-\\x7E][\\x20-\\x7E]*$';
 
 const IDEMPOTENCY_PARAMETER: Record<
   Exclude<RouteContract['idempotency'], 'none'>,
@@ -169,7 +169,11 @@ const IDEMPOTENCY_PARAMETER: Record<
  * the Idempotency-Key header (declared once, whatever the decorators said), and the problem
  * responses every such route can give.
  */
-function applyContract(operation: OperationObject, contract: RouteContract): void {
+function applyContract(
+  operation: OperationObject,
+  contract: RouteContract,
+  request: { takesBody: boolean; hasPathParameters: boolean },
+): void {
   operation.security = contract.isPublic ? [] : [{ bearer: [] }];
 
   // each header once (HTTP names are case-insensitive): the declared one (@ApiHeader, with a
@@ -198,6 +202,9 @@ function applyContract(operation: OperationObject, contract: RouteContract): voi
   if (contract.throttled) problems.push([429]);
   if (contract.idempotency === 'optional' || contract.idempotency === 'required')
     problems.push([422]);
+  // the framework's own refusals (API.md): of a body, before any route code; of a path parameter
+  if (request.takesBody) problems.push([413], [415]);
+  if (request.hasPathParameters) problems.push([414]);
   for (const [status] of problems) operation.responses[status] ??= problemResponse(status);
 
   // the idempotency problems, after what the route itself documents at that status
@@ -303,7 +310,10 @@ export function buildOpenApiDocument(
         continue;
       }
       seen.add(id);
-      applyContract(operation, contract);
+      applyContract(operation, contract, {
+        takesBody: !['get', 'head', 'options'].includes(method),
+        hasPathParameters: path.includes('{'),
+      });
     }
   }
   return document;

@@ -1,5 +1,5 @@
 import { Controller, HttpCode, Post, Req, UseGuards } from '@nestjs/common';
-import { ApiHeader, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiBody, ApiHeader, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { ApiProblems } from '../common/http/api-problems';
 import { Public } from '../common/http/public.decorator';
 import { RateLimit } from '../common/throttling/rate-limit.decorator';
@@ -28,6 +28,20 @@ export class StripeWebhookController {
     name: 'Stripe-Signature',
     required: true,
     description: "Stripe's `t=…,v1=…` signature of the raw body",
+  })
+  @ApiBody({
+    required: true,
+    description: 'A Stripe event object (`{id, type, data: {object}}`), JSON, exactly as Stripe signed it',
+    schema: {
+      type: 'object',
+      additionalProperties: true,
+      properties: {
+        id: { type: 'string', example: 'evt_1QabcXYZ' },
+        type: { type: 'string', example: 'payment_intent.succeeded' },
+        data: { type: 'object', additionalProperties: true },
+      },
+      required: ['id', 'type', 'data'],
+    },
   })
   @ApiOkResponse({ type: WebhookAckDto })
   @ApiProblems([400, '`WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST`'])

@@ -1301,6 +1301,28 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -1388,6 +1410,28 @@ export interface operations {
             };
             /** @description `INVALID_CREDENTIALS` */
             401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -1493,6 +1537,28 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -1567,6 +1633,28 @@ export interface operations {
             };
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -1770,6 +1858,28 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -1939,6 +2049,17 @@ export interface operations {
             };
             /** @description `PRODUCT_NOT_FOUND` */
             404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -2159,6 +2280,28 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
@@ -2273,6 +2416,39 @@ export interface operations {
             };
             /** @description `PRODUCT_NOT_FOUND` */
             404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -2400,6 +2576,39 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -2514,6 +2723,28 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -2669,6 +2900,39 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
@@ -2767,6 +3031,17 @@ export interface operations {
             };
             /** @description `PRODUCT_NOT_FOUND` (also for a product off sale) */
             404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -2912,6 +3187,39 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
@@ -3006,6 +3314,17 @@ export interface operations {
             };
             /** @description `PRODUCT_NOT_FOUND` */
             404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -3159,7 +3478,18 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        /** @description An S3 event notification: `{Records: [{eventName, s3: {bucket: {name}, object: {key}}}]}` */
+        requestBody: {
+            content: {
+                "application/json": {
+                    Records: {
+                        [key: string]: unknown;
+                    }[];
+                } & {
+                    [key: string]: unknown;
+                };
+            };
+        };
         responses: {
             /** @description Recorded (or not ours, and ignored) */
             204: {
@@ -3192,6 +3522,28 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -3387,6 +3739,28 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -3485,6 +3859,39 @@ export interface operations {
             };
             /** @description `PRODUCT_NOT_FOUND` */
             404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -3698,6 +4105,28 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
@@ -3803,6 +4232,17 @@ export interface operations {
             };
             /** @description `ORDER_NOT_FOUND` */
             404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -3925,6 +4365,39 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -4181,6 +4654,39 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
@@ -4305,6 +4811,39 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -4471,6 +5010,39 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body, route or order */
             422: {
                 headers: {
@@ -4548,7 +5120,22 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        /** @description A Stripe event object (`{id, type, data: {object}}`), JSON, exactly as Stripe signed it */
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @example evt_1QabcXYZ */
+                    id: string;
+                    /** @example payment_intent.succeeded */
+                    type: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                } & {
+                    [key: string]: unknown;
+                };
+            };
+        };
         responses: {
             /** @description OK */
             200: {
@@ -4583,6 +5170,28 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;
@@ -4730,6 +5339,39 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying */
                     "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
                     [name: string]: unknown;

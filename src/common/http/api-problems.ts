@@ -110,7 +110,7 @@ export class ProblemDto {
   limits?: PurchaseLimitBreachDto[];
 }
 
-export type ProblemStatus = 400 | 401 | 403 | 404 | 409 | 413 | 415 | 422 | 429 | 500 | 502 | 503;
+export type ProblemStatus = 400 | 401 | 403 | 404 | 409 | 413 | 414 | 415 | 422 | 429 | 500 | 502 | 503;
 
 const RETRY_AFTER: Record<string, HeaderObject> = {
   'Retry-After': {
@@ -126,8 +126,9 @@ export const DEFAULT_PROBLEM: Record<ProblemStatus, string> = {
   403: '`FORBIDDEN`: the signed-in user lacks the permission',
   404: '`NOT_FOUND`: no such resource',
   409: '`CONFLICT`: the request conflicts with the current state',
-  413: '`PAYLOAD_TOO_LARGE`',
-  415: '`UNSUPPORTED_MEDIA_TYPE`',
+  413: '`PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB)',
+  414: '`URI_TOO_LONG`: a path parameter is too long',
+  415: '`UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8',
   422: '`IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route',
   429: '`RATE_LIMITED`: retry after `Retry-After` seconds',
   500: '`INTERNAL_ERROR`: quote `requestId` when reporting it',
