@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { bearerToken } from '../auth/jwt.strategy';
 import type { AuthenticatedRequest, Principal } from '../auth/principal';
 import { sendProblem } from '../common/errors/problem-details.filter';
+import { markRateLimitsCounted } from '../common/throttling/rate-limit.guard';
 import type { BrowserHeaders } from '../common/http/browser-security';
 import type { FirstRequestHook } from '../common/http/first-request-hooks';
 import { CheckoutSoldOutGuard, fastPathKey, markJudged } from './checkout-sold-out.guard';
@@ -55,11 +56,13 @@ export interface SoldOutCheckoutDeps {
  *   JwtStrategy (pinned algorithm, issuer, audience, expiry, the access-token claims, the
  *   revoked-session check); a token it refuses goes the normal path, which answers 401 the
  *   same way;
- * - then the key, for the verified user (CheckoutSoldOutGuard#keyInUse, a database read): a key
- *   that holds something goes the normal path, marked as judged;
  * - the rate limits: the global ClientRateLimitGuard and UserRateLimitGuard themselves, run
  *   with the route's metadata, so a refusal counts against the same Redis counters, carries
- *   the same RateLimit headers, and a client over a limit gets the same 429;
+ *   the same RateLimit headers, and a client over a limit gets the same 429 — before the key's
+ *   question, which such a client never joins;
+ * - then the key, for the verified user (CheckoutSoldOutGuard#keyInUse, a database read): a key
+ *   that holds something goes the normal path, marked as judged and as counted (its guards do
+ *   not count it again);
  * - the answer: the filter's 409 INSUFFICIENT_STOCK problem (sendProblem), with the request
  *   id, CORS and security headers, the fast path's metric, and pino-http's completion line
  *   when the log level writes one (the metrics' onResponse hook runs for it as for any answer).
@@ -138,24 +141,29 @@ async function judge(
   } catch {
     return false; // the access-token guard refuses it the same way
   }
-  if (await deps.decision.keyInUse(principal.userId, key)) {
-    markJudged(request);
-    return false;
-  }
-  deps.browserHeaders(reply, request.headers.origin);
-  void reply.header('X-Request-Id', request.id);
-  let answer: unknown = refusal;
+  // the rate limits before the key's question: a client over a limit gets its 429 here, as the
+  // normal path's guards would give it first, and never joins the batched key question
   (request as AuthenticatedRequest).user = principal;
   const context = new ExecutionContextHost(
     [request, reply, undefined],
     OrdersController,
     OrdersController.prototype.create,
   );
+  let answer: unknown = refusal;
   try {
     for (const guard of deps.rateLimits) await guard.canActivate(context);
   } catch (err) {
     answer = err; // 429 RATE_LIMITED (or a fail-closed policy's refusal), as the guard's
   }
+  if (answer === refusal && (await deps.decision.keyInUse(principal.userId, key))) {
+    // the normal path replays or refuses by the key; its guards do not count the request again
+    markRateLimitsCounted(request);
+    (request as AuthenticatedRequest).user = undefined;
+    markJudged(request);
+    return false;
+  }
+  deps.browserHeaders(reply, request.headers.origin);
+  void reply.header('X-Request-Id', request.id);
   if (answer === refusal) deps.decision.counted(refusal);
   logCompletion(request, reply, started);
   sendProblem(answer, request, reply);

@@ -468,6 +468,37 @@ describe('sold-out fast path', () => {
     expect(await totalFastRefusals()).toBe(counted);
   }, 60_000);
 
+  it('with rate limits on, a replay judged at the front is counted once, and a client over its limit is refused before its key is asked about', async () => {
+    const c = await bootTestApp({ db: a.db, env: { ...env, RATE_LIMIT_ENABLED: 'true' } });
+    try {
+      const remaining = (res: HttpResponse) => Number(/"order-create";r=(\d+)/.exec(res.headers.get('ratelimit') ?? '')?.[1]);
+      const productId = await insertProduct(a.db.pool, { stock: 1 });
+      const buyer = crowd[26];
+      const key = newKey();
+      const first = await placeOrder(c.http, buyer, [{ productId, quantity: 1 }], key);
+      expect([first.status, remaining(first)]).toEqual([201, 29]);
+      await untilFastPathRefuses(c, productId, crowd[27]);
+      // the retry is judged at the front (sold out), its key holds the 201: the normal path
+      // replays it, and its guards do not count it a second time
+      const replay = await placeOrder(c.http, buyer, [{ productId, quantity: 1 }], key);
+      expect([replay.status, replay.headers.get('idempotent-replayed'), remaining(replay)]).toEqual([201, 'true', 28]);
+      for (let left = 27; left >= 0; left--) {
+        const refused = await placeOrder(c.http, buyer, [{ productId, quantity: 1 }]);
+        expect([refused.status, remaining(refused)]).toEqual([409, left]);
+      }
+      const asked = jest.spyOn(c.app.get(CheckoutSoldOutGuard), 'keyInUse');
+      try {
+        const limited = await placeOrder(c.http, buyer, [{ productId, quantity: 1 }]);
+        expect([limited.status, limited.body.code]).toEqual([429, 'RATE_LIMITED']);
+        expect(asked).not.toHaveBeenCalled();
+      } finally {
+        asked.mockRestore();
+      }
+    } finally {
+      await c.close();
+    }
+  }, 60_000);
+
   it('with rate limits on, refusals at the front count against the same limits and get the same 429', async () => {
     const c = await bootTestApp({ db: a.db, env: { ...env, RATE_LIMIT_ENABLED: 'true' } });
     try {

@@ -29,6 +29,18 @@ type RequestWithUser = FastifyRequest & { user?: { userId: string; sessionId?: s
 
 const byName = new Map(RATE_LIMIT_POLICIES.map((p) => [p.name, p]));
 
+/** Set on a request whose limits were counted ahead of the guards (markRateLimitsCounted). */
+const COUNTED = Symbol('rate limits counted');
+
+/**
+ * The request's limits were counted by running these guards early (the sold-out checkout's
+ * front hook), and it then went the normal way: its guards let it through without counting it
+ * twice (its RateLimit headers are already on the reply).
+ */
+export function markRateLimitsCounted(request: FastifyRequest): void {
+  (request as FastifyRequest & { [COUNTED]?: true })[COUNTED] = true;
+}
+
 /** Retry-After when the counters cannot be reached and a fail-closed policy refuses. */
 export const STORE_DOWN_RETRY_AFTER_SECONDS = 5;
 
@@ -65,7 +77,8 @@ abstract class RateLimitGuard extends ThrottlerGuard {
   protected abstract phase(): RateLimitPhase;
 
   protected override async shouldSkip(context: ExecutionContext): Promise<boolean> {
-    return !this.config.rateLimitEnabled || context.getType() !== 'http';
+    if (!this.config.rateLimitEnabled || context.getType() !== 'http') return true;
+    return (context.switchToHttp().getRequest<FastifyRequest & { [COUNTED]?: true }>())[COUNTED] === true;
   }
 
   protected override async handleRequest(props: ThrottlerRequest): Promise<boolean> {
