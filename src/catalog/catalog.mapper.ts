@@ -1,7 +1,18 @@
 import type { ProductDto, ProductSummaryDto } from './dto/catalog.dto';
 import type { ProductDetailView, ProductView } from './product.repository';
 
-export function mapProductSummary(r: ProductView): ProductSummaryDto {
+/** Turns a storage key into its public URL (ObjectStorage#publicUrl). */
+type UrlOf = (key: string) => string;
+
+/**
+ * The main image's URL: `image_url` holds an uploaded image's storage key — its URL is built
+ * now, from today's STORAGE_BASE_URL — or an absolute URL (the seed's, or one written before keys
+ * were kept), shown as it is.
+ */
+const mainImageUrl = (stored: string | null, urlOf: UrlOf): string | null =>
+  stored === null ? null : /^https?:\/\//i.test(stored) ? stored : urlOf(stored);
+
+export function mapProductSummary(r: ProductView, urlOf: UrlOf): ProductSummaryDto {
   return {
     id: r.id,
     sku: r.sku,
@@ -13,7 +24,7 @@ export function mapProductSummary(r: ProductView): ProductSummaryDto {
       count: r.ratingCount,
     },
     categoryId: r.categoryId,
-    imageUrl: r.imageUrl,
+    imageUrl: mainImageUrl(r.imageUrl, urlOf),
   };
 }
 
@@ -22,10 +33,11 @@ export function mapProductSummary(r: ProductView): ProductSummaryDto {
  * one set by the seed), then every other ready image in the order it became ready; `urlOf`
  * turns a storage key into its public URL (ObjectStorage#publicUrl).
  */
-export function mapProduct(r: ProductDetailView, urlOf: (key: string) => string): ProductDto {
-  const images = [...new Set([...(r.imageUrl ? [r.imageUrl] : []), ...r.imageKeys.map(urlOf)])];
+export function mapProduct(r: ProductDetailView, urlOf: UrlOf): ProductDto {
+  const main = mainImageUrl(r.imageUrl, urlOf);
+  const images = [...new Set([...(main ? [main] : []), ...r.imageKeys.map(urlOf)])];
   return {
-    ...mapProductSummary(r),
+    ...mapProductSummary(r, urlOf),
     description: r.description,
     images,
     active: r.active,

@@ -98,6 +98,6 @@ export class CatalogService {
       const k = spec.keyType === 'timestamp' ? String(last.sortKey) : Number(last.sortKey);
       nextCursor = encodeCursor({ k, i: last.id, t: asOf.toISOString(), m: maxUnits, l: listing });
     }
-    return { items: items.map(mapProductSummary), nextCursor };
+    return { items: items.map((r) => mapProductSummary(r, (key) => this.storage.publicUrl(key))), nextCursor };
   }
 }

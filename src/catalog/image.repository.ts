@@ -69,7 +69,7 @@ export class ImageRepository {
    * notifications only one changes anything. Returns the product id, or null when nothing was
    * pending under this key.
    */
-  markReady(key: string, url: string, at: Date): Promise<string | null> {
+  markReady(key: string, at: Date): Promise<string | null> {
     return this.tx.run(async () => {
       const result = await this.tx.withManager((m) =>
         m
@@ -82,7 +82,7 @@ export class ImageRepository {
           .execute(),
       );
       const productId = (result.raw as { product_id: string }[])[0]?.product_id ?? null;
-      if (productId !== null) await this.products.setImageIfNone(productId, url, at);
+      if (productId !== null) await this.products.setImageIfNone(productId, key, at);
       return productId;
     });
   }

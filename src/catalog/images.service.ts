@@ -276,7 +276,7 @@ export class ImagesService {
       );
       return 'mismatch';
     }
-    const productId = await this.images.markReady(key, this.storage.publicUrl(key), this.clock.now());
+    const productId = await this.images.markReady(key, this.clock.now());
     return productId !== null ? 'ready' : 'unchanged';
   }
 }

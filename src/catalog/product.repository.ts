@@ -306,13 +306,16 @@ export class ProductRepository {
     );
   }
 
-  /** Makes `url` the product's main image unless it has one already. */
-  async setImageIfNone(productId: string, url: string, at: Date): Promise<void> {
+  /**
+   * Makes the uploaded image `key` the product's main image unless it has one already (its
+   * storage key: the URL is built when read, from the STORAGE_BASE_URL of then).
+   */
+  async setImageIfNone(productId: string, key: string, at: Date): Promise<void> {
     await this.tx.withManager((m) =>
       m
         .createQueryBuilder()
         .update(ProductEntity)
-        .set({ imageUrl: url, updatedAt: at })
+        .set({ imageUrl: key, updatedAt: at })
         .where('id = :id', { id: productId })
         .andWhere('image_url IS NULL')
         .execute(),

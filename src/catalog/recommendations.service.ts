@@ -6,7 +6,8 @@ import { OnJob } from '../queue/on-job.decorator';
 import { JobName } from '../queue/queues';
 import { mapProductSummary } from './catalog.mapper';
 import { ProductListDto } from './dto/catalog.dto';
-import { ProductRepository } from './product.repository';
+import { ObjectStorage } from './object-storage';
+import { ProductRepository, ProductView } from './product.repository';
 import { RecommendationRepository } from './recommendation.repository';
 import { productNotFound } from './product-not-found';
 
@@ -22,7 +23,10 @@ export class RecommendationsService {
     private readonly products: ProductRepository,
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
+    private readonly storage: ObjectStorage,
   ) {}
+
+  private summary = (r: ProductView) => mapProductSummary(r, (key) => this.storage.publicUrl(key));
 
   /** Replaces every product's top-K neighbours in one transaction. Idempotent. */
   @OnJob(JobName.RecomputeRecommendations)
@@ -36,13 +40,13 @@ export class RecommendationsService {
     if (!(await this.products.findById(productId, { activeOnly: true }))) {
       throw productNotFound();
     }
-    return { items: (await this.recommendations.alsoBought(productId, TOP_K)).map(mapProductSummary) };
+    return { items: (await this.recommendations.alsoBought(productId, TOP_K)).map(this.summary) };
   }
 
   /** Neighbours of the customer's purchases; top-ranked products for a new customer. */
   async forCustomer(me: Principal): Promise<ProductListDto> {
     const rows = await this.recommendations.forCustomer(me.userId, TOP_K);
-    if (rows.length > 0) return { items: rows.map(mapProductSummary) };
+    if (rows.length > 0) return { items: rows.map(this.summary) };
     const top = await this.products.page({
       sort: 'relevance',
       limit: TOP_K,
@@ -50,6 +54,6 @@ export class RecommendationsService {
       maxUnits: await this.products.maxUnitsSold(),
       after: null,
     });
-    return { items: top.map(mapProductSummary) };
+    return { items: top.map(this.summary) };
   }
 }

@@ -64,6 +64,7 @@ export class ProductEntity {
   @Column('boolean', { default: true })
   active!: boolean;
 
+  /** The main image: an uploaded image's storage key, or an absolute URL (the seed's; older rows). */
   @Column('text', { name: 'image_url', nullable: true })
   imageUrl!: string | null;
 
