@@ -92,6 +92,20 @@ describe('CatalogCache version bump', () => {
     expect(bumped).toBe(1);
   });
 
+  it('a Redis that refuses writes (out of memory) but still serves reads: the version key is deleted, so the old pages stop at once', async () => {
+    const refusal = Object.assign(new Error("OOM command not allowed when used memory > 'maxmemory'."), { name: 'ReplyError' });
+    const incr = jest.fn(async () => {
+      throw refusal;
+    });
+    const del = jest.fn(async () => 1);
+    const cache = new CatalogCache(mockOf<Redis>({ get: async () => '7', incr, del }, 'redis'), fakeShared(), config, new Clock(), noTransaction);
+    const started = Date.now();
+    await cache.invalidate();
+    expect(Date.now() - started).toBeLessThan(500); // no retries: it took
+    expect([incr.mock.calls.length, del.mock.calls.length]).toEqual([1, 1]);
+    expect(cache['bumpOwed']).toBeUndefined();
+  });
+
   it('a short blink costs no background work: the write\'s own tries land it', async () => {
     let failures = 3;
     const incr = jest.fn(async () => {

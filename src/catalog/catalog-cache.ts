@@ -203,7 +203,17 @@ export class CatalogCache {
   }
 
   private async tryBump(): Promise<boolean> {
-    return (await this.safe(() => this.redis.incr(this.versionKey))) !== undefined;
+    try {
+      await withTimeout(this.redis.incr(this.versionKey), CACHE_REDIS_TIMEOUT_MS);
+      return true;
+    } catch (err) {
+      this.failed(err);
+      // Redis answered, refusing the write (out of memory under noeviction, which BullMQ needs):
+      // its reads still serve the old version's pages. DEL is taken even then: readers fall back
+      // to version '0', under which no page can be stored while writes are refused.
+      if (!(err instanceof Error && err.name === 'ReplyError')) return false;
+      return (await this.safe(() => this.redis.del(this.versionKey))) !== undefined;
+    }
   }
 
   /**
