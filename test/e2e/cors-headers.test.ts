@@ -154,6 +154,8 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
 
 describe('CORS_ORIGINS defaults and validation', () => {
   const secrets = {
+    DATABASE_URL: 'postgres://shop:pw@db.internal:5432/shop',
+    REDIS_URL: 'redis://cache.internal:6379',
     JWT_SECRET: 'cors-secret-0123456789-abcdefghij-KLMNOP',
     STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
     STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
