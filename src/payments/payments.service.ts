@@ -59,6 +59,13 @@ export class PaymentsService {
     if (order.status === 'INVENTORY_RESERVED' && overdue) throw reservationExpired();
     // calling again returns the one intent (also once paid); a cancelled order is not payable
     const existing = await this.payments.findByOrder(orderId);
+    if (existing && order.status === 'PAYMENT_PENDING' && overdue && existing.status === 'requires_payment_method') {
+      // started in time but not paid, and the deadline has passed (its expiry may be queued
+      // behind others): its client secret is not handed out again — a payment made after the
+      // window would revive the order (API.md: released after the window). One already
+      // submitted (processing) or made (succeeded) is still shown as it is.
+      throw reservationExpired();
+    }
     if (existing && order.status !== 'CANCELLED') {
       if (order.status === 'INVENTORY_RESERVED') {
         // recorded from an event that overtook this call's first attempt (the finalizer adopted

@@ -147,6 +147,16 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     );
     const retry = await t.http.post(`/v1/orders/${other.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
     expect([retry.status, retry.body.code]).toEqual([409, 'ORDER_NOT_PAYABLE']);
+    // a payment started in time and not paid: past the deadline (its expiry not run yet), the
+    // start is not answered with the intent's client secret again — paying it now would be late
+    const third = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const started = await t.http.post(`/v1/orders/${third.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(started.status).toBe(201);
+    const again = await t.http.post(`/v1/orders/${third.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect([again.status, again.body.paymentIntentId]).toEqual([201, started.body.paymentIntentId]);
+    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [third.body.id]);
+    const late = await t.http.post(`/v1/orders/${third.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect([late.status, late.body.code, late.body.clientSecret]).toEqual([409, 'ORDER_NOT_PAYABLE', undefined]);
   });
 
   it('reconciles a payment whose webhook never arrived', async () => {
