@@ -1,6 +1,7 @@
 import Redis from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { TEST_PASSWORD, registerCustomer, withAuthProbe } from '../support/auth';
+import { insertProduct } from '../support/fixtures';
 import { PrivateRedis } from '../support/private-redis';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { waitFor } from '../support/wait-for';
@@ -151,6 +152,30 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
       expect(refused.headers.get('ratelimit')).toBeNull();
     }
     expect((await storage('{}')).headers.get('ratelimit')).toMatch(/^"webhook-ip";r=5997;t=\d+$/);
+  });
+
+  it("counts a signed-in user's writes per account across addresses (120 a minute), not their reads, and no anonymous caller", async () => {
+    const user = await registerCustomer(a.http, xff('10.14.0.1'));
+    const productId = await insertProduct(a.db.pool, { stock: 5 });
+    const put = (i: number) =>
+      (i % 2 ? b : a).http.put(`/v1/cart/items/${productId}`, { quantity: 1 + (i % 3) }, { token: user.accessToken, ...xff(`10.14.${1 + (i % 200)}.9`) });
+    const first = await put(0);
+    expect(first.status).toBe(200);
+    expect(first.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60, "user-writes";q=120;w=60');
+    expect(first.headers.get('ratelimit')).toMatch(/"user-writes";r=119;t=\d+$/);
+    // a read is not a write
+    const read = await a.http.get('/v1/cart', { token: user.accessToken, ...xff('10.14.0.1') });
+    expect(read.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60');
+    const rest = await Promise.all(Array.from({ length: 119 }, (_, i) => put(i + 1)));
+    expect(rest.every((r) => r.status === 200)).toBe(true);
+    const over = await put(120);
+    expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
+    expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(0);
+    // another account, and an anonymous write, are not held by it
+    const other = await registerCustomer(a.http, xff('10.14.0.2'));
+    expect((await a.http.put(`/v1/cart/items/${productId}`, { quantity: 1 }, { token: other.accessToken, ...xff('10.14.0.2') })).status).toBe(200);
+    const anonymous = await a.http.post('/v1/auth/refresh', { refreshToken: 'never-issued' }, xff('10.14.0.3'));
+    expect(anonymous.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60');
   });
 
   it('limits every route per client IP and says so in RateLimit headers, even before authentication', async () => {

@@ -28,6 +28,7 @@ import { RedisThrottlerStorage } from './redis-throttler.storage';
 type RequestWithUser = FastifyRequest & { user?: { userId: string; sessionId?: string } };
 
 const byName = new Map(RATE_LIMIT_POLICIES.map((p) => [p.name, p]));
+const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /** Set on a request whose limits were counted ahead of the guards (markRateLimitsCounted). */
 const COUNTED = Symbol('rate limits counted');
@@ -90,6 +91,8 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       context.getHandler(),
     );
     if (!appliesTo(policy, scope)) return true;
+    const method = context.switchToHttp().getRequest<FastifyRequest>().method;
+    if (policy.writesOnly && READS.has(method)) return true;
 
     const request = context.switchToHttp().getRequest<RequestWithUser>();
     const tracker = trackerFor(policy.tracker, {

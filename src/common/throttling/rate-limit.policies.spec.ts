@@ -61,6 +61,16 @@ describe('rate-limit policies', () => {
     expect(phaseOf(policy('default'))).toBe('before-auth');
     expect(phaseOf(policy('login-ip'))).toBe('before-auth');
     expect(phaseOf(policy('order-create'))).toBe('after-auth');
+    expect(phaseOf(policy('user-writes'))).toBe('after-auth');
+  });
+
+  it("counts every other write of a signed-in user per account, and never an anonymous caller's", () => {
+    expect(policy('user-writes')).toMatchObject({ limit: 120, windowSeconds: 60, writesOnly: true, failClosed: false });
+    expect(appliesTo(policy('user-writes'), undefined)).toBe(true);
+    expect(appliesTo(policy('user-writes'), 'order-create')).toBe(false); // its own budget
+    expect(appliesTo(policy('user-writes'), 'password-change')).toBe(false);
+    expect(trackerFor('signed-in', { ip: '203.0.113.7', userId: 'u-1' })).toBe('user:u-1');
+    expect(trackerFor('signed-in', { ip: '203.0.113.7' })).toBeNull();
   });
 
   describe('trackerFor', () => {

@@ -5,7 +5,8 @@ import { normalizeEmail } from '../email';
 
 /** What a policy counts by. */
 /** `session`: the access token's session (a stolen one spends its own budget, not the owner's). */
-export type Tracker = 'ip' | 'account' | 'user' | 'session';
+/** `signed-in`: the signed-in user, and no one else (an anonymous request is not counted). */
+export type Tracker = 'ip' | 'account' | 'user' | 'session' | 'signed-in';
 
 /**
  * Client policies (IP, account) run before authentication, so unauthenticated and badly
@@ -22,6 +23,8 @@ export interface RateLimitPolicy {
   scope?: RateLimitScope;
   /** Routes of these scopes have their own budget instead of this one. */
   exceptScopes?: readonly RateLimitScope[];
+  /** Only requests that may write (not GET, HEAD or OPTIONS). */
+  writesOnly?: boolean;
   /**
    * Redis unreachable or too slow: `true` refuses the request (429 RATE_LIMITED with
    * Retry-After) — for login, registration and password changes, where brute force matters
@@ -76,6 +79,18 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     failClosed: false,
   },
   {
+    // every other write of a signed-in user — each may store a 24 h idempotency record (the whole
+    // order, for a repeated cancel or payment start), a refresh of the cart, a review — counted
+    // per account: one account on many addresses cannot grow the database at many per-IP rates
+    name: 'user-writes',
+    limit: 120,
+    windowSeconds: 60,
+    tracker: 'signed-in',
+    writesOnly: true,
+    exceptScopes: ['order-create', 'password-change'],
+    failClosed: false,
+  },
+  {
     name: 'password-change',
     limit: 5,
     windowSeconds: 60,
@@ -86,7 +101,7 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
 ];
 
 export function phaseOf(policy: RateLimitPolicy): RateLimitPhase {
-  return policy.tracker === 'user' || policy.tracker === 'session' ? 'after-auth' : 'before-auth';
+  return policy.tracker === 'ip' || policy.tracker === 'account' ? 'before-auth' : 'after-auth';
 }
 
 export function appliesTo(policy: RateLimitPolicy, scope: RateLimitScope | undefined): boolean {
@@ -116,6 +131,8 @@ export function trackerFor(tracker: Tracker, request: TrackedRequest): string | 
     case 'session':
       if (request.sessionId) return `session:${request.sessionId}`;
       return request.userId ? `user:${request.userId}` : `ip:${normalizeIp(request.ip)}`;
+    case 'signed-in':
+      return request.userId ? `user:${request.userId}` : null;
     case 'account': {
       const email = (request.body as { email?: unknown } | null | undefined)?.email;
       return typeof email === 'string' ? `account:${normalizeEmail(email)}` : null;
