@@ -225,12 +225,28 @@ export class OrderRepository {
       }
       const orders = await query.getMany();
       if (orders.length === 0) return [];
-      const items = await m.getRepository(OrderItemEntity).find({
-        where: { orderId: In(orders.map((o) => o.id)) },
-        order: { orderId: 'ASC', productId: 'ASC' },
-      });
+      // a page holds up to 101 orders of up to 100 lines: read as plain rows, not hydrated as
+      // entities (10,000 of them cost a request ~150 ms of this process's CPU)
+      const items = await m
+        .getRepository(OrderItemEntity)
+        .createQueryBuilder('i')
+        .select('i.order_id', 'orderId')
+        .addSelect('i.product_id', 'productId')
+        .addSelect('i.sku', 'sku')
+        .addSelect('i.name', 'name')
+        .addSelect('i.quantity', 'quantity')
+        .addSelect('i.unit_price_amount::float8', 'unitPriceAmount')
+        .addSelect('i.line_total_amount::float8', 'lineTotalAmount')
+        .where('i.order_id IN (:...ids)', { ids: orders.map((o) => o.id) })
+        .orderBy('i.order_id')
+        .addOrderBy('i.product_id')
+        .getRawMany<OrderItemEntity>();
       const byOrder = new Map<string, OrderItemEntity[]>();
-      for (const item of items) byOrder.set(item.orderId, [...(byOrder.get(item.orderId) ?? []), item]);
+      for (const item of items) {
+        const lines = byOrder.get(item.orderId);
+        if (lines) lines.push(item);
+        else byOrder.set(item.orderId, [item]);
+      }
       return orders.map((o) => toOrder(o, byOrder.get(o.id) ?? []));
     });
   }
