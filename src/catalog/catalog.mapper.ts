@@ -1,5 +1,5 @@
 import type { ProductDto, ProductSummaryDto } from './dto/catalog.dto';
-import type { ProductDetailView, ProductView } from './product.repository';
+import type { ProductDetailView, ProductSummaryView } from './product.repository';
 
 /** Turns a storage key into its public URL (ObjectStorage#publicUrl). */
 type UrlOf = (key: string) => string;
@@ -12,7 +12,7 @@ type UrlOf = (key: string) => string;
 const mainImageUrl = (stored: string | null, urlOf: UrlOf): string | null =>
   stored === null ? null : /^https?:\/\//i.test(stored) ? stored : urlOf(stored);
 
-export function mapProductSummary(r: ProductView, urlOf: UrlOf): ProductSummaryDto {
+export function mapProductSummary(r: ProductSummaryView, urlOf: UrlOf): ProductSummaryDto {
   return {
     id: r.id,
     sku: r.sku,

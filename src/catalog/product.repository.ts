@@ -31,7 +31,10 @@ export interface ProductDetailView extends ProductView {
 }
 
 /** A listing row: the product and its sort key (the next page's cursor). */
-interface ProductPageRow extends ProductView {
+/** What a listing shows of a product: its view without the description (up to 10,000 characters). */
+export type ProductSummaryView = Omit<ProductView, 'description'>;
+
+interface ProductPageRow extends ProductSummaryView {
   sortKey: string | number;
 }
 
@@ -114,7 +117,8 @@ const VIEW_COLUMNS = [
   'p.created_at AS "createdAt"',
   'p.updated_at AS "updatedAt"',
 ];
-const PAGE_COLUMNS = VIEW_COLUMNS.join(', ');
+/** A listing's: no description, which the summary does not show. */
+const PAGE_COLUMNS = VIEW_COLUMNS.filter((c) => !c.startsWith('p.description ')).join(', ');
 
 /** A row of VIEW_COLUMNS through the entity's own column transformers (bigint → number, char(3) → code). */
 function fromViewRow<R extends { priceAmount: unknown; currency: unknown }>(

@@ -7,7 +7,7 @@ import { JobName } from '../queue/queues';
 import { mapProductSummary } from './catalog.mapper';
 import { ProductListDto } from './dto/catalog.dto';
 import { ObjectStorage } from './object-storage';
-import { ProductRepository, ProductView } from './product.repository';
+import { ProductRepository, ProductSummaryView } from './product.repository';
 import { RecommendationRepository } from './recommendation.repository';
 import { productNotFound } from './product-not-found';
 
@@ -26,7 +26,7 @@ export class RecommendationsService {
     private readonly storage: ObjectStorage,
   ) {}
 
-  private summary = (r: ProductView) => mapProductSummary(r, (key) => this.storage.publicUrl(key));
+  private summary = (r: ProductSummaryView) => mapProductSummary(r, (key) => this.storage.publicUrl(key));
 
   /** Replaces every product's top-K neighbours in one transaction. Idempotent. */
   @OnJob(JobName.RecomputeRecommendations)
