@@ -225,6 +225,26 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect(statuses).toEqual([403, 403, 403, 403, 403, 429]);
   });
 
+  it('limits password-change attempts per address too (10 a minute), however many sessions it signs in', async () => {
+    const s = await registerCustomer(a.http, xff('10.15.0.1'));
+    const statuses: number[] = [];
+    for (let session = 0; session < 3; session++) {
+      const signedIn = await a.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD }, xff('10.15.0.1'));
+      expect(signedIn.status).toBe(200);
+      for (let i = 0; i < 4; i++) {
+        const r = await a.http.post(
+          '/v1/me/password',
+          { currentPassword: `guess-${session}-${i}-guess`, newPassword: 'a-new-password' },
+          { token: signedIn.body.accessToken, ...xff('10.15.0.1') },
+        );
+        statuses.push(r.status);
+        if (r.status === 429) expect(r.headers.get('ratelimit')).toMatch(/"password-change-ip";r=0;t=\d+/);
+      }
+    }
+    expect(statuses.filter((status) => status === 403)).toHaveLength(10);
+    expect(statuses.slice(10)).toEqual([429, 429]);
+  });
+
   it('keeps its counters in Redis under REDIS_KEY_PREFIX', async () => {
     const redis = new Redis(a.config.redis.url, { lazyConnect: true });
     try {

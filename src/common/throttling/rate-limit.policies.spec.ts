@@ -46,7 +46,7 @@ describe('rate-limit policies', () => {
     const closed = RATE_LIMIT_POLICIES.filter((p) => p.failClosed)
       .map((p) => p.name)
       .sort();
-    expect(closed).toEqual(['login-ip', 'password-change', 'register-account', 'register-ip']);
+    expect(closed).toEqual(['login-ip', 'password-change', 'password-change-ip', 'register-account', 'register-ip']);
   });
 
   it('applies unscoped policies everywhere and scoped ones only on their routes', () => {

@@ -91,6 +91,16 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     failClosed: false,
   },
   {
+    // each checks a password (argon2, behind one gate per process): with login's 20 a minute,
+    // one address gets at most 30 hashes a minute, however many sessions it signs in
+    name: 'password-change-ip',
+    limit: 10,
+    windowSeconds: 60,
+    tracker: 'ip',
+    scope: 'password-change',
+    failClosed: true,
+  },
+  {
     name: 'password-change',
     limit: 5,
     windowSeconds: 60,
