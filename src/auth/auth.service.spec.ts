@@ -39,7 +39,6 @@ function setup() {
       revokeFamily: jest.fn(),
       familyOfToken: jest.fn().mockResolvedValue('f-1'),
       lockLiveFamily: jest.fn().mockResolvedValue(true),
-      forgetSpentBeyond: jest.fn().mockResolvedValue(undefined),
     },
     'refreshTokens',
   );

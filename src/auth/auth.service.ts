@@ -44,12 +44,6 @@ const MAX_HASH_RECHECKS = 3;
  * whatever surrounds them never rolls a revocation back. The controller ignores Idempotency-Key
  * (@IgnoreIdempotencyKey): no token-bearing response is ever stored.
  */
-/**
- * Spent refresh tokens kept per session for reuse detection (the most recent ones): a copy of
- * any of them presented again revokes the session; an older one is merely unknown.
- */
-const SPENT_TOKENS_KEPT = 16;
-
 @Injectable()
 export class AuthService {
   constructor(
@@ -179,7 +173,6 @@ export class AuthService {
         if (!live || marked) return { status: 'invalid' as const };
         const user = await this.users.findById(spent.userId);
         if (!user) throw invalidRefresh(); // cannot happen: families are deleted with their user
-        await this.refreshTokens.forgetSpentBeyond(spent.familyId, SPENT_TOKENS_KEPT);
         return { ...spent, user, session: await this.sessions.rotate(spent.familyId, now) };
       })
       .catch((err: unknown) => {

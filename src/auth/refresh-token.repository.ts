@@ -51,28 +51,6 @@ export class RefreshTokenRepository {
   }
 
   /**
-   * Forgets the family's spent tokens but its `keep` most recently spent: a session refreshed
-   * in a loop would otherwise keep a row per rotation for as long as the family lives (and its
-   * purge delete them all in one cascade). A token spent longer ago than that is then unknown
-   * (401 REFRESH_TOKEN_INVALID) instead of a detected reuse: a thief holding one gets nothing
-   * either way; a reuse of a recent one still revokes the session.
-   */
-  async forgetSpentBeyond(familyId: string, keep: number): Promise<void> {
-    await this.tx.withManager((m) =>
-      tokens(m)
-        .createQueryBuilder()
-        .delete()
-        .where('family_id = :familyId AND spent_at IS NOT NULL', { familyId })
-        .andWhere(
-          `id NOT IN (SELECT t.id FROM refresh_tokens t WHERE t.family_id = :familyId AND t.spent_at IS NOT NULL
-                      ORDER BY t.spent_at DESC LIMIT :keep)`,
-          { keep },
-        )
-        .execute(),
-    );
-  }
-
-  /**
    * Spends the token if it is live, with one guarded UPDATE (`… AND spent_at IS NULL
    * RETURNING`): the database decides. Of N concurrent calls with one token exactly one gets
    * the row back; the others block on its row lock, re-check `spent_at IS NULL` once the winner
