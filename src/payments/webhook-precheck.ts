@@ -80,9 +80,12 @@ export function stripeSignatureFirst(signed: (raw: Buffer, signature: string) =>
       }
       chunks.push(chunk);
     });
-    payload.once('error', (err) => {
+    payload.once('error', (err: Error & { statusCode?: number }) => {
       if (settled) return;
       settled = true;
+      // the client went away mid-body (Node's `aborted`): a 400, as Fastify's own body reader
+      // marks it — nobody reads the answer, and it is no fault of ours to log as unhandled
+      err.statusCode ??= 400;
       done(err);
     });
     payload.once('end', () => {
