@@ -7,6 +7,9 @@ import { TransactionHost } from '../database/transaction-host';
 import { OutboxRepository } from '../outbox/outbox.repository';
 import { WebhookEventRepository } from './webhook-event.repository';
 
+/** How Stripe's SDK decodes a body given as bytes before checking its signature. */
+const UTF8 = new TextDecoder('utf8');
+
 export const SIGNATURE_TOLERANCE_SECONDS = 300;
 
 /**
@@ -47,7 +50,9 @@ export class WebhooksService {
   signed(rawBody: Buffer, signature: string): boolean {
     try {
       return this.stripe.webhooks.signature.verifyHeader(
-        rawBody.toString('utf8'),
+        // as the SDK reads a body given as bytes (constructEvent, in the guard): WHATWG UTF-8,
+        // a byte-order mark dropped — so the two checks always agree
+        UTF8.decode(rawBody),
         signature,
         this.config.stripe.webhookSecret,
         SIGNATURE_TOLERANCE_SECONDS,

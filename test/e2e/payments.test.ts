@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import { randomUUID } from 'node:crypto';
 import { INestApplicationContext } from '@nestjs/common';
 import Stripe from 'stripe';
@@ -343,9 +344,9 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
         [deep, 'application/json'],
         [body, 'text/plain'],
         [body, 'application/json; charset=latin1'],
-        [Buffer.from([0x7b, 0xff, 0x7d]).toString('latin1'), 'application/json'],
+        [Buffer.from([0x7b, 0xff, 0x7d]), 'application/json'], // not UTF-8
         ['', 'application/json'],
-      ]) {
+      ] as [string | Buffer, string][]) {
         const res = await t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw, headers: { 'stripe-signature': forged, 'content-type': type } });
         expect([res.status, res.body.code, type]).toEqual([400, 'WEBHOOK_SIGNATURE_INVALID', type]);
         expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
@@ -356,6 +357,16 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
         t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw, headers: { 'stripe-signature': header(raw), 'content-type': type } });
       expect((await signed(deep, 'application/json')).body.code).toBe('VALIDATION_FAILED');
       expect((await signed(body, 'text/plain')).status).toBe(415);
+      // bytes that are not UTF-8, with an HMAC over exactly those bytes: the signature is checked
+      // over the body as UTF-8 text (as Stripe's SDK does), so no such body can be Stripe's
+      const latin1 = Buffer.from([0x7b, 0xff, 0x7d]);
+      const ts = Math.floor(Date.now() / 1000);
+      const mac = createHmac('sha256', t.config.stripe.webhookSecret).update(`${ts}.`).update(latin1).digest('hex');
+      const signedBytes = await t.http.request('POST', '/v1/webhooks/stripe', undefined, {
+        raw: latin1,
+        headers: { 'stripe-signature': `t=${ts},v1=${mac}` },
+      });
+      expect([signedBytes.status, signedBytes.body.code]).toEqual([400, 'WEBHOOK_SIGNATURE_INVALID']);
       expect(await stored()).toBe(0);
     });
 

@@ -10,7 +10,8 @@ export interface RequestOptions {
   token?: string;
   headers?: Record<string, string>;
   idempotencyKey?: string;
-  raw?: string;
+  /** The body as sent: a string (sent as UTF-8) or exact bytes. */
+  raw?: string | Buffer;
 }
 
 export class HttpClient {
@@ -31,7 +32,7 @@ export class HttpClient {
     const res = await fetch(`${this.baseUrl}${path}`, {
       method,
       headers,
-      body: opts.raw ?? (body === undefined ? undefined : JSON.stringify(body)),
+      body: opts.raw === undefined ? (body === undefined ? undefined : JSON.stringify(body)) : Buffer.isBuffer(opts.raw) ? new Uint8Array(opts.raw) : opts.raw,
     });
     const text = await res.text();
     let parsed: unknown = text;
