@@ -60,11 +60,14 @@ export class PaymentsService {
     // calling again returns the one intent (also once paid); a cancelled order is not payable
     const existing = await this.payments.findByOrder(orderId);
     if (existing && order.status === 'PAYMENT_PENDING' && overdue && existing.status === 'requires_payment_method') {
-      // started in time but not paid, and the deadline has passed (its expiry may be queued
-      // behind others): its client secret is not handed out again — a payment made after the
-      // window would revive the order (API.md: released after the window). One already
-      // submitted (processing) or made (succeeded) is still shown as it is.
-      throw reservationExpired();
+      // started in time, not paid as far as we know, and the deadline has passed (its expiry may
+      // be queued behind others). Our record may lag the provider (its event still on the way):
+      // the provider says. Still waiting for the customer: its client secret is not handed out
+      // again — a payment made after the window would revive the order (API.md: released after
+      // the window). Submitted in time (processing) or made (succeeded): shown as it is.
+      const remote = await this.gateway.retrieveIntent(existing.intentId);
+      if (remote.status === 'requires_payment_method' || remote.status === 'canceled') throw reservationExpired();
+      return view({ ...existing, status: remote.status });
     }
     if (existing && order.status !== 'CANCELLED') {
       if (order.status === 'INVENTORY_RESERVED') {

@@ -158,6 +158,14 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [third.body.id]);
     const late = await t.http.post(`/v1/orders/${third.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
     expect([late.status, late.body.code, late.body.clientSecret]).toEqual([409, 'ORDER_NOT_PAYABLE', undefined]);
+    // … unless the provider says it was paid in time (its event not here yet): shown as it is
+    const fourth = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const submitted = await t.http.post(`/v1/orders/${fourth.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(submitted.status).toBe(201);
+    await t.db.pool.query(`UPDATE simulated_payment_intents SET status = 'succeeded' WHERE id = $1`, [submitted.body.paymentIntentId]);
+    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [fourth.body.id]);
+    const shown = await t.http.post(`/v1/orders/${fourth.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect([shown.status, shown.body.paymentIntentId, shown.body.status]).toEqual([201, submitted.body.paymentIntentId, 'succeeded']);
   });
 
   it('reconciles a payment whose webhook never arrived', async () => {
