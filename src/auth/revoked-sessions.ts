@@ -17,11 +17,11 @@ export const REVOCATION_RETRY_MS = 1000;
 const FLUSH_CHUNK = 500;
 /**
  * While Redis is unavailable, how often the record is read for revocations made in other
- * processes (one query per process, never one per request), and how far each read reaches back
- * past the previous one (the revoking host's clock may run behind).
+ * processes (one query per process, never one per request; the whole access-token lifetime each
+ * time: a revocation's `revoked_at` is when it was decided, and one retried until its commit —
+ * PendingRevocations — or stamped by a host whose clock runs behind lands with an older one).
  */
 export const REVOCATION_POLL_MS = 2_000;
-const POLL_OVERLAP_MS = 5_000;
 /** How soon a re-seed that could not read the database is tried again. */
 const RESEED_RETRY_MS = 5_000;
 /** Revoked sessions remembered in process memory (oldest forgotten first). */
@@ -79,8 +79,6 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   /** When Redis last failed (epoch ms): the record is polled while that is recent. */
   private lastFailureAt = Number.NEGATIVE_INFINITY;
   private pollTimer?: NodeJS.Timeout;
-  /** Where the last poll of the record started (epoch ms); undefined before the first. */
-  private polledFrom?: number;
   private readonly rootContext = new AsyncResource('RevocationPoll');
 
   constructor(
@@ -161,9 +159,9 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   }
 
   /**
-   * Reads the families revoked since the previous poll (the whole lifetime at first) into memory,
-   * then again after REVOCATION_POLL_MS — for as long as Redis keeps failing. A database that
-   * cannot answer either leaves memory as it is until the next tick.
+   * Reads the families revoked within the access-token lifetime into memory, then again every
+   * REVOCATION_POLL_MS — for as long as Redis keeps failing. A database that cannot answer
+   * either leaves memory as it is until the next tick.
    */
   private poll(): void {
     if (this.pollTimer || this.closed) return;
@@ -171,18 +169,15 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
       const now = this.clock.now().getTime();
       if (this.closed || now - this.lastFailureAt > REVOCATION_REDIS_BACKOFF_MS + 2 * REVOCATION_POLL_MS) {
         this.pollTimer = undefined; // Redis answers again (or nobody asked): its marks are the truth
-        this.polledFrom = undefined;
         return;
       }
-      const since = this.polledFrom === undefined ? now - this.lifetimeMs : this.polledFrom - POLL_OVERLAP_MS;
       try {
-        for (const { id, revokedAt } of await this.families.revokedSince(new Date(since))) {
+        for (const { id, revokedAt } of await this.families.revokedSince(new Date(now - this.lifetimeMs))) {
           const until = revokedAt.getTime() + this.lifetimeMs;
           if (until > now) this.remember(id, Math.max(this.known.get(id) ?? 0, until));
         }
-        this.polledFrom = now;
       } catch {
-        // the database is unreachable too: the next tick reads from the same point
+        // the database is unreachable too: the next tick asks again
       }
       this.pollTimer = setTimeout(() => void tick(), REVOCATION_POLL_MS);
       this.pollTimer.unref();
