@@ -1,8 +1,8 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 
 /**
- * The client a session was opened from, as the (account, client) digest the sign-in limits use
- * (rate-limit.policies.ts accountClientDigest). Redis marks an account's own clients — their
+ * The client a session was opened from: the (account, client) pair as an HMAC under a server
+ * secret (SessionIssuer#clientKeyOf; never the address itself). Redis marks an account's own clients — their
  * logins skip the ceilings a stranger can fill — but Redis may lose its data; a login whose client
  * has no mark asks this record (FailedAttemptLimiter#isOwnClient), so a stranger cannot lock
  * every owner out after a Redis restart. Sessions from before this migration have none.

@@ -51,6 +51,7 @@ function setup() {
       open: jest.fn().mockResolvedValue({ familyId: 'f-new', refreshToken: 'r-new' }),
       rotate: jest.fn().mockResolvedValue({ familyId: 'f-1', refreshToken: 'r-next' }),
       hashOf: jest.fn((t: string) => `hash(${t})`),
+      clientKeyOf: jest.fn((email: string, ip: string) => `client(${email},${ip})`),
       tokensFor: jest.fn((u: User, s: { refreshToken: string }) =>
         Promise.resolve({
           user: u,

@@ -2,7 +2,6 @@ import { Injectable } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
-import { accountClientDigest } from '../common/throttling/rate-limit.policies';
 import { TransactionHost } from '../database/transaction-host';
 import { normalizeEmail } from '../common/email';
 import { User, UserRepository } from '../users/user.repository';
@@ -74,7 +73,7 @@ export class AuthService {
         passwordHash,
       });
       if (!created) throw new DomainError('EMAIL_TAKEN', 'An account with this email exists.');
-      const session = await this.sessions.open(created.id, now, accountClientDigest(created.email, clientIp));
+      const session = await this.sessions.open(created.id, now, this.sessions.clientKeyOf(created.email, clientIp));
       return { user: created, session };
     });
     this.signIns.rememberClient(user.email, clientIp);
@@ -93,7 +92,7 @@ export class AuthService {
     // counted (in Redis, outside any transaction) before the password is verified; a success —
     // reported only once the session has committed — gives the attempt back and remembers the
     // client as the owner's; a failure stays counted although this request fails
-    const clientKey = accountClientDigest(email, clientIp);
+    const clientKey = this.sessions.clientKeyOf(email, clientIp);
     const signedIn = await this.signIns.signIn(
       'login',
       email,

@@ -1,4 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { createHmac } from 'node:crypto';
+import { accountClientDigest } from '../common/throttling/rate-limit.policies';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import type { User } from '../users/user.repository';
 import { TokensDto, mapUser } from './dto/auth.dto';
@@ -35,8 +37,19 @@ export class SessionIssuer {
    * A new session of the user. An account holds at most `config.jwt.sessionsPerAccount` live
    * sessions: the least recently used beyond it end here (revoked as `session-limit`, their access tokens
    * refused at once), so a script signing in in a loop cannot grow the account's rows for ever.
-   * `clientKey` (rate-limit.policies.ts accountClientDigest) records the client it was opened from.
+   * `clientKey` (clientKeyOf) records the client it was opened from.
    */
+  /**
+   * What a session records of the client it was opened from: the (account, client) pair as an
+   * HMAC under a server secret — never the address, nor a plain digest of it and the email,
+   * which anyone reading the database could reverse by trying every IPv4 address.
+   */
+  clientKeyOf(email: string, clientIp: string): string {
+    return createHmac('sha256', this.config.jwt.secret)
+      .update(`session-client\0${accountClientDigest(email, clientIp)}`)
+      .digest('base64url');
+  }
+
   async open(userId: string, now: Date, clientKey: string): Promise<Session> {
     const familyId = await this.refreshTokens.createFamily(
       userId,

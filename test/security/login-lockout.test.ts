@@ -1,5 +1,6 @@
 import type Redis from 'ioredis';
 import { PasswordHasher } from '../../src/auth/password-hasher';
+import { accountClientDigest } from '../../src/common/throttling/rate-limit.policies';
 import { REDIS } from '../../src/redis/redis.module';
 import { TEST_PASSWORD, login, registerCustomer } from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -160,6 +161,16 @@ describe('login: failures slow the guesser down, never the owner (two API instan
   it('Redis losing its marks of the owner\'s clients (a restart without persistence, a failover) does not let a stranger lock the owner out: the sessions on record still know them', async () => {
     const owner = await registerCustomer(a.http, fromClient('10.43.0.1'));
     expect((await signIn(a, owner.email, TEST_PASSWORD, '10.43.0.2')).status).toBe(200); // a second device
+    // the record keeps neither the address nor a digest anyone could reverse by trying addresses
+    const recorded = await a.db.pool.query<{ client_key: string }>(
+      `SELECT f.client_key FROM refresh_token_families f JOIN users u ON u.id = f.user_id WHERE u.email = $1`,
+      [owner.email],
+    );
+    expect(recorded.rows).toHaveLength(2);
+    for (const { client_key } of recorded.rows) {
+      expect(client_key).toMatch(/^[A-Za-z0-9_-]{43}$/);
+      expect(['10.43.0.1', '10.43.0.2'].map((ip) => accountClientDigest(owner.email, ip))).not.toContain(client_key);
+    }
     // Redis comes back without the marks (only those: the other keys of this shared Redis stay)
     const redis = a.app.get<Redis>(REDIS);
     const marks = await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`);

@@ -34,8 +34,8 @@ export class RefreshTokenFamilyEntity {
   revokedReason!: string | null;
 
   /**
-   * The (account, client) digest of the sign-in that opened it (rate-limit.policies.ts
-   * accountClientDigest): the durable record of the owner's own clients (migration 1763800024000).
+   * The (account, client) pair of the sign-in that opened it, as an HMAC under a server secret
+   * (SessionIssuer#clientKeyOf): the durable record of the owner's own clients (migration 1763800024000).
    */
   @Index('refresh_token_families_client_idx', { where: 'client_key IS NOT NULL' })
   @Column('text', { name: 'client_key', nullable: true })

@@ -242,8 +242,9 @@ export function knownClientKey(account: string, ip: string): string {
 }
 
 /**
- * The (account, client) pair as a digest: what a session records as the client it was opened
- * from, so that the account's own clients outlive a loss of Redis's marks (knownClientKey).
+ * The (account, client) pair as a digest (knownClientKey; a session records it, keyed with a
+ * server secret — SessionIssuer#clientKeyOf — so the account's own clients outlive a loss of
+ * Redis's marks).
  */
 export function accountClientDigest(account: string, ip: string): string {
   return digest(normalizeEmail(account), clientOf(ip));
