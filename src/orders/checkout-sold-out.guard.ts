@@ -73,11 +73,11 @@ export function fastPathKey(headers: IncomingHttpHeaders): string | undefined {
  * runs both — is made in one of two places, with the same code:
  * - the adapter's first request hook (sold-out-checkout.hook.ts), ahead of Nest's middleware
  *   and pipeline, for a plain, small JSON body with a bearer token: between the two steps it
- *   verifies the token with the access-token guard's own strategy, and it counts the rate
- *   limits with the global guards themselves before it refuses (after the key question, so a
- *   request that goes on to the normal path is not counted twice; the question costs a client
- *   over its limit no more than a share of the one statement in flight); on any doubt it lets
- *   the request through, marked as judged when its check ran and found nothing to refuse;
+ *   verifies the token with the access-token guard's own strategy, then counts the rate limits
+ *   with the global guards themselves (before the key question, so a client over its limit is
+ *   refused without joining it; a request that then goes on to the normal path is marked as
+ *   counted — markRateLimitsCounted — and its guards do not count it twice); on any doubt it
+ *   lets the request through, marked as judged when its check ran and found nothing to refuse;
  * - otherwise this guard, the route's own: after authentication, the per-IP and per-user rate
  *   limits and the permission check (global guards), before the idempotency interceptor opens
  *   its transaction.
