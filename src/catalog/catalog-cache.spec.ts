@@ -148,3 +148,37 @@ describe('CatalogCache with the version unknown (Redis failed a moment ago)', ()
     expect(JSON.parse(await before)).toEqual({ price: 100 });
   });
 });
+
+describe('CatalogCache version counter', () => {
+  it('is started from the clock when missing, so a counter deleted (or lost) never comes back to a number whose pages may still be stored', async () => {
+    const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
+    const store = new Map<string, string>();
+    let now = 1_000;
+    const clock = mockOf<Clock>({ now: () => new Date(now) }, 'clock');
+    const redis = mockOf<Redis>(
+      {
+        get: async (key: string) => store.get(key) ?? null,
+        set: async (key: string, value: string, nx: string) => {
+          if (nx === 'NX' && store.has(key)) return null;
+          store.set(key, value);
+          return 'OK';
+        },
+        incr: async (key: string) => {
+          const next = Number(store.get(key) ?? '0') + 1;
+          store.set(key, String(next));
+          return next;
+        },
+        del: async (key: string) => Number(store.delete(key)),
+      },
+      'redis',
+    );
+    const cache = new CatalogCache(redis, fakeShared(), config, clock, noTransaction);
+    const version = () => cache['versions'].current();
+    expect(await version()).toBe('1000'); // first read: started from the clock, not 0
+    await cache.invalidate();
+    expect(await version()).toBe('1001');
+    store.clear(); // deleted by a refused bump, or Redis lost its data
+    now = 9_000;
+    expect(await version()).toBe('9000'); // not 0, 1 or 1001 again
+  });
+});

@@ -133,12 +133,26 @@ export class CatalogCache {
     this.versions = new CoalescedVersionReader(async () => {
       if (this.bypassed()) return undefined;
       try {
-        return (await withTimeout(this.redis.get(this.versionKey), CACHE_REDIS_TIMEOUT_MS)) ?? '0';
+        const current = await withTimeout(this.redis.get(this.versionKey), CACHE_REDIS_TIMEOUT_MS);
+        return current ?? (await this.startVersion());
       } catch (err) {
         this.failed(err);
         return undefined;
       }
     });
+  }
+
+  /**
+   * No version counter (a first start, a Redis that lost its data, or one deleted by a bump
+   * Redis refused): one is started from the clock — never a number an earlier counter may have
+   * had pages under (starting from 0 again would serve those). A Redis refusing writes refuses
+   * this too: readers then go to PostgreSQL, and store nothing.
+   */
+  private async startVersion(): Promise<string | undefined> {
+    const fresh = String(this.clock.now().getTime());
+    const set = await withTimeout(this.redis.set(this.versionKey, fresh, 'NX'), CACHE_REDIS_TIMEOUT_MS);
+    if (set === 'OK') return fresh;
+    return (await withTimeout(this.redis.get(this.versionKey), CACHE_REDIS_TIMEOUT_MS)) ?? undefined;
   }
 
   /** The cached JSON for `key` if present, else null. */
@@ -209,8 +223,9 @@ export class CatalogCache {
     } catch (err) {
       this.failed(err);
       // Redis answered, refusing the write (out of memory under noeviction, which BullMQ needs):
-      // its reads still serve the old version's pages. DEL is taken even then: readers fall back
-      // to version '0', under which no page can be stored while writes are refused.
+      // its reads still serve the old version's pages. DEL is taken even then: readers find no
+      // counter and start one from the clock (startVersion) — or, while writes are refused, go to
+      // PostgreSQL and store nothing.
       if (!(err instanceof Error && err.name === 'ReplyError')) return false;
       return (await this.safe(() => this.redis.del(this.versionKey))) !== undefined;
     }
