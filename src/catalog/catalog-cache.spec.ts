@@ -141,6 +141,11 @@ describe('CatalogCache with the version unknown (Redis failed a moment ago)', ()
         }),
     );
     await new Promise((r) => setImmediate(r)); // the first build is running
+    // requests of one turn share a build begun after all of them arrived
+    const builds = jest.fn(async () => ({ price: 110 }));
+    const together = await Promise.all([cache.getOrBuild('/v1/products/q', builds), cache.getOrBuild('/v1/products/q', builds)]);
+    expect(together.map((j) => JSON.parse(j))).toEqual([{ price: 110 }, { price: 110 }]);
+    expect(builds).toHaveBeenCalledTimes(1);
     // the write commits and answers elsewhere; a read that arrives now builds from the database
     const after = await cache.getOrBuild('/v1/products/p', async () => ({ price: 120 }));
     expect(JSON.parse(after)).toEqual({ price: 120 });

@@ -91,8 +91,9 @@ export function createCatalogStore(config: AppConfig): Keyv {
  *   any process, gets the old data once the write has returned. Memory copies of older
  *   versions are dropped as soon as a new version is seen.
  * - Stampedes: one rebuild per key and version at a time in this process (single flight), and
- *   TTL jitter so keys written together do not expire together. With the version unknown no
- *   build is shared: one that began before another process's write returned is not joined after.
+ *   TTL jitter so keys written together do not expire together. With the version unknown only
+ *   requests of one event-loop turn share a build, begun after the last of them arrived: one
+ *   that began before another process's write returned is never joined after it.
  * - Availability may be up to CATALOG_TTL_MS (+20%) stale in a cached page (a memory copy expires
  *   with its Redis entry); orders always check stock under row locks, so it can never oversell.
  * - Redis down or stalled: reads go straight to PostgreSQL (the client fails fast, and every
@@ -104,6 +105,8 @@ export function createCatalogStore(config: AppConfig): Keyv {
 export class CatalogCache {
   private readonly logger = new Logger(CatalogCache.name);
   private readonly inflight = new Map<string, Promise<string>>();
+  /** With the version unknown: builds not yet begun, by key (buildThisTurn). */
+  private readonly turnBuilds = new Map<string, Promise<string>>();
   private readonly memory = new Map<string, MemoryEntry>();
   /** Sum of the memory copies' JSON and key lengths (bounded by MEMORY_CHARS). */
   private memoryChars = 0;
@@ -173,8 +176,8 @@ export class CatalogCache {
     }
     // Without the version (Redis failed or stalled a moment ago), a build already running may
     // have begun before a write that another process has since committed and answered: this
-    // request, which came after that answer, must not join it — it reads for itself.
-    if (version === undefined) return JSON.stringify(await build());
+    // request, which came after that answer, must not join it — only one not yet begun.
+    if (version === undefined) return this.buildThisTurn(key, build);
     const sharedKey = this.sharedKey(version, key);
     const running = this.inflight.get(sharedKey);
     if (running) return running;
@@ -188,6 +191,25 @@ export class CatalogCache {
     })().finally(() => this.inflight.delete(sharedKey));
     this.inflight.set(sharedKey, rebuild);
     return rebuild;
+  }
+
+  /**
+   * One build for the requests of `key` arriving in this event-loop turn, begun once the turn is
+   * over: every request it answers arrived before it began (so it reads what any of them could
+   * expect), and one arriving later begins its own. A Redis outage at peak still sends one
+   * query per URL per turn to PostgreSQL, not one per request.
+   */
+  private buildThisTurn(key: string, build: () => Promise<unknown>): Promise<string> {
+    const waiting = this.turnBuilds.get(key);
+    if (waiting) return waiting;
+    const built = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => {
+        this.turnBuilds.delete(key); // begun: later requests wait for no build begun before them
+        return build();
+      })
+      .then((value) => JSON.stringify(value));
+    this.turnBuilds.set(key, built);
+    return built;
   }
 
   /**
