@@ -208,7 +208,27 @@ export class RefreshTokenRepository {
     );
   }
 
-  /** Deletes families (and, by cascade, their tokens) that ended before `before`. */
+  /**
+   * Deletes up to `batch` tokens of families that ended before `before` — ahead of the families
+   * themselves (purgeEnded), so that a family refreshed thousands of times is not removed with
+   * all its tokens in one cascading statement.
+   */
+  async purgeTokensOfEnded(before: Date, batch = 5000): Promise<number> {
+    return this.tx.withManager((m) =>
+      deleteSelected(
+        m,
+        RefreshTokenEntity,
+        tokens(m)
+          .createQueryBuilder('t')
+          .select('t.id')
+          .innerJoin('t.family', 'f')
+          .where('f.expiresAt < :before OR f.revokedAt < :before', { before })
+          .limit(batch),
+      ),
+    );
+  }
+
+  /** Deletes families (and, by cascade, what is left of their tokens) that ended before `before`. */
   async purgeEnded(before: Date, batch = 5000): Promise<number> {
     return this.tx.withManager((m) =>
       deleteSelected(

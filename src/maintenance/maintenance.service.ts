@@ -33,8 +33,10 @@ export class MaintenanceService {
   }
 
   @OnJob(JobName.PurgeRefreshTokens)
-  purgeRefreshTokens(): Promise<number> {
+  async purgeRefreshTokens(): Promise<number> {
     const before = this.ago(REFRESH_FAMILY_RETENTION_MS);
+    // the tokens first, in batches: a family's cascade would take all of its tokens at once
+    await drainBatches(() => this.refreshTokens.purgeTokensOfEnded(before));
     return drainBatches(() => this.refreshTokens.purgeEnded(before));
   }
 

@@ -3,6 +3,7 @@ import { createHash, createHmac, randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
 import { DEMO_ADMIN, DEMO_CUSTOMER } from '../../src/auth/demo-credentials';
 import { DemoSeeder } from '../../src/seed/demo.seeder';
+import { RefreshTokenRepository } from '../../src/auth/refresh-token.repository';
 import {
   TEST_PASSWORD,
   createAdmin,
@@ -423,6 +424,26 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       expect(
         (await t.http.post('/v1/auth/refresh', { refreshToken: again.refreshToken })).status,
       ).toBe(200);
+    });
+
+    it("purges an ended family's tokens in batches before the family itself, and nothing of a live one", async () => {
+      const ended = await registerCustomer(t.http);
+      let token = ended.refreshToken;
+      for (let i = 0; i < 3; i++) token = (await t.http.post('/v1/auth/refresh', { refreshToken: token })).body.refreshToken;
+      const live = await registerCustomer(t.http);
+      const family = (await familyOf(token)).id;
+      await t.db.pool.query(`UPDATE refresh_token_families SET expires_at = now() - interval '31 days' WHERE id = $1`, [family]);
+      const repo = t.app.get(RefreshTokenRepository);
+      const before = new Date(Date.now() - 30 * 86_400_000);
+      const count = async (f: string) => (await t.db.pool.query(`SELECT count(*)::int AS n FROM refresh_tokens WHERE family_id = $1`, [f])).rows[0].n;
+      expect(await count(family)).toBe(4);
+      expect(await repo.purgeTokensOfEnded(before, 3)).toBe(3);
+      expect(await repo.purgeTokensOfEnded(before, 3)).toBe(1);
+      expect(await repo.purgeTokensOfEnded(before, 3)).toBe(0);
+      expect(await repo.purgeEnded(before)).toBe(1);
+      expect(await familyOf(token)).toBeUndefined();
+      const liveFamily = (await familyOf(live.refreshToken)).id;
+      expect(await count(liveFamily)).toBe(1);
     });
 
     it('lets exactly one of 10 concurrent refreshes with one token win; the others count as reuse', async () => {
