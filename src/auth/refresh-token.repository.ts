@@ -5,6 +5,9 @@ import { TransactionHost } from '../database/transaction-host';
 import { RefreshTokenFamilyEntity } from './entities/refresh-token-family.entity';
 import { RefreshTokenEntity } from './entities/refresh-token.entity';
 
+/** A family `f` that ended (expired or was revoked) before `:before`: the purges'. */
+const ENDED_BEFORE = 'f.expiresAt < :before OR f.revokedAt < :before';
+
 /** Advisory lock class of a user's session-limit count (pg_advisory_xact_lock(class, key)). */
 const SESSION_LIMIT_LOCK_CLASS = 0x534c;
 
@@ -222,7 +225,7 @@ export class RefreshTokenRepository {
           .createQueryBuilder('t')
           .select('t.id')
           .innerJoin('t.family', 'f')
-          .where('f.expiresAt < :before OR f.revokedAt < :before', { before })
+          .where(ENDED_BEFORE, { before })
           .limit(batch),
       ),
     );
@@ -237,7 +240,7 @@ export class RefreshTokenRepository {
         families(m)
           .createQueryBuilder('f')
           .select('f.id')
-          .where('f.expiresAt < :before OR f.revokedAt < :before', { before })
+          .where(ENDED_BEFORE, { before })
           .limit(batch),
       ),
     );

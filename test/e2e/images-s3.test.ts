@@ -443,6 +443,27 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     const reconcile = () => t.app.get(ImagesService).reconcilePending();
     const age = (imageId: string, interval: string) =>
       t.db.pool.query(`UPDATE product_images SET created_at = created_at - $2::interval WHERE id = $1`, [imageId, interval]);
+    /**
+     * The store refuses to describe (403) the objects whose key `refused` picks — as it answers a
+     * key without s3:ListBucket asking for a missing object — and answers the rest as it is.
+     */
+    const refuseHeads = (refused: (key: string) => boolean) => {
+      const client = (t.app.get<ObjectStorage>(ObjectStorage) as unknown as { client: S3Client }).client;
+      const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
+      let heads = 0;
+      const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) => {
+        if (command instanceof HeadObjectCommand) {
+          heads++;
+          if (refused(command.input.Key!)) {
+            return Promise.reject(
+              new S3ServiceException({ name: 'Forbidden', $fault: 'client', $metadata: { httpStatusCode: 403 }, message: 'Forbidden' }),
+            );
+          }
+        }
+        return send(command);
+      }) as never);
+      return { restore: () => spy.mockRestore(), heads: () => heads };
+    };
 
     it('an uploaded image whose notification never came is made ready by the pass (after a grace period), once', async () => {
       const p = await createProduct(t, admin);
@@ -488,22 +509,11 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect((await put(uploaded.uploadUrl, 'image/png', bytes)).status).toBe(200);
       await age(refused.imageId, '4 minutes');
       await age(uploaded.imageId, '3 minutes');
-      const storage: ObjectStorage = t.app.get(ObjectStorage);
-      const client = (storage as unknown as { client: S3Client }).client;
-      const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
-      const refusedKey = `products/${p.id}/${refused.imageId}`;
-      const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) => {
-        if (command instanceof HeadObjectCommand && command.input.Key === refusedKey) {
-          return Promise.reject(
-            new S3ServiceException({ name: 'Forbidden', $fault: 'client', $metadata: { httpStatusCode: 403 }, message: 'Forbidden' }),
-          );
-        }
-        return send(command);
-      }) as never);
+      const store = refuseHeads((key) => key === `products/${p.id}/${refused.imageId}`);
       try {
         expect(await reconcile()).toEqual({ ready: 1, removed: 0 });
       } finally {
-        spy.mockRestore();
+        store.restore();
       }
       expect((await imageRow(refused.imageId)).status).toBe('pending');
       expect((await imageRow(uploaded.imageId)).status).toBe('ready');
@@ -514,21 +524,13 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       const ups = [];
       for (let i = 0; i < 22; i++) ups.push(await requestUpload(p.id, 'image/png', 64));
       for (const up of ups) await age(up.imageId, '3 minutes');
-      const storage: ObjectStorage = t.app.get(ObjectStorage);
-      const client = (storage as unknown as { client: S3Client }).client;
-      let heads = 0;
-      const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) => {
-        if (command instanceof HeadObjectCommand) heads++;
-        return Promise.reject(
-          new S3ServiceException({ name: 'Forbidden', $fault: 'client', $metadata: { httpStatusCode: 403 }, message: 'Forbidden' }),
-        );
-      }) as never);
+      const store = refuseHeads(() => true);
       try {
         expect(await reconcile()).toEqual({ ready: 0, removed: 0 });
       } finally {
-        spy.mockRestore();
+        store.restore();
       }
-      expect(heads).toBe(20);
+      expect(store.heads()).toBe(20);
       for (const up of ups) expect((await imageRow(up.imageId)).status).toBe('pending');
       await t.db.pool.query(`DELETE FROM product_images WHERE product_id = $1`, [p.id]);
     });
@@ -543,23 +545,13 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect((await put(uploaded.uploadUrl, 'image/png', bytes)).status).toBe(200);
       await age(uploaded.imageId, '3 minutes'); // its notification was lost
       const staleKeys = new Set(stale.map((up) => `products/${p.id}/${up.imageId}`));
-      const storage: ObjectStorage = t.app.get(ObjectStorage);
-      const client = (storage as unknown as { client: S3Client }).client;
-      const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
-      const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) => {
-        if (command instanceof HeadObjectCommand && staleKeys.has(command.input.Key!)) {
-          return Promise.reject(
-            new S3ServiceException({ name: 'Forbidden', $fault: 'client', $metadata: { httpStatusCode: 403 }, message: 'Forbidden' }),
-          );
-        }
-        return send(command);
-      }) as never);
+      const store = refuseHeads((key) => staleKeys.has(key));
       try {
         expect(await reconcile()).toEqual({ ready: 1, removed: 0 });
         for (const up of stale) await age(up.imageId, '8 days');
         expect(await reconcile()).toEqual({ ready: 0, removed: 22 });
       } finally {
-        spy.mockRestore();
+        store.restore();
       }
       expect((await imageRow(uploaded.imageId)).status).toBe('ready');
       for (const up of stale) expect(await imageRow(up.imageId)).toBeUndefined();
