@@ -12,10 +12,10 @@ import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
 import { REDIS } from '../redis/redis.module';
 import { RefreshTokenRepository } from './refresh-token.repository';
-import { RevokedSessions } from './revoked-sessions';
+import { PENDING_REVOCATION_RETRY_MS, RevokedSessions } from './revoked-sessions';
 
 /** How long this process retries a revocation before leaving it to the sweeps. */
-const RETRY_FOR_MS = 10 * 60_000;
+const RETRY_FOR_MS = PENDING_REVOCATION_RETRY_MS;
 const BACKOFF_MAX_MS = 5_000;
 /** How often each process sweeps the revocations recorded as pending (any process's). */
 const PENDING_SWEEP_MS = 30_000;

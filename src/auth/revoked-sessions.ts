@@ -15,13 +15,16 @@ export const REVOCATION_REDIS_BACKOFF_MS = 1000;
 export const REVOCATION_RETRY_MS = 1000;
 /** Marks written per Redis pipeline. */
 const FLUSH_CHUNK = 500;
-/**
- * While Redis is unavailable, how often the record is read for revocations made in other
- * processes (one query per process, never one per request; the whole access-token lifetime each
- * time: a revocation's `revoked_at` is when it was decided, and one retried until its commit —
- * PendingRevocations — or stamped by a host whose clock runs behind lands with an older one).
- */
+/** How long a revocation that failed to commit is retried (PendingRevocations). */
+export const PENDING_REVOCATION_RETRY_MS = 10 * 60_000;
+/** While Redis is unavailable, how often the record is read for revocations made elsewhere. */
 export const REVOCATION_POLL_MS = 2_000;
+/**
+ * How far back past the previous poll each one reads: a revocation's `revoked_at` is when it was
+ * decided, and one retried until its commit (PendingRevocations, up to 10 min) or stamped
+ * by a host whose clock runs behind (CLOCK_SKEW_MS) lands that much older.
+ */
+const POLL_OVERLAP_MS = PENDING_REVOCATION_RETRY_MS + 60_000;
 /** How soon a re-seed that could not read the database is tried again. */
 const RESEED_RETRY_MS = 5_000;
 /** Revoked sessions remembered in process memory (oldest forgotten first). */
@@ -79,6 +82,8 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   /** When Redis last failed (epoch ms): the record is polled while that is recent. */
   private lastFailureAt = Number.NEGATIVE_INFINITY;
   private pollTimer?: NodeJS.Timeout;
+  /** Where the last poll that answered began (epoch ms); undefined before the first. */
+  private polledAt?: number;
   private readonly rootContext = new AsyncResource('RevocationPoll');
 
   constructor(
@@ -159,9 +164,10 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   }
 
   /**
-   * Reads the families revoked within the access-token lifetime into memory, then again every
-   * REVOCATION_POLL_MS — for as long as Redis keeps failing. A database that cannot answer
-   * either leaves memory as it is until the next tick.
+   * Reads the families revoked within the access-token lifetime into memory, then every
+   * REVOCATION_POLL_MS those revoked since the previous read (less POLL_OVERLAP_MS) — for as long
+   * as Redis keeps failing. A database that cannot answer leaves memory as it is until the next
+   * tick, which reads from the same point.
    */
   private poll(): void {
     if (this.pollTimer || this.closed) return;
@@ -169,15 +175,18 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
       const now = this.clock.now().getTime();
       if (this.closed || now - this.lastFailureAt > REVOCATION_REDIS_BACKOFF_MS + 2 * REVOCATION_POLL_MS) {
         this.pollTimer = undefined; // Redis answers again (or nobody asked): its marks are the truth
+        this.polledAt = undefined;
         return;
       }
+      const since = Math.max(now - this.lifetimeMs, (this.polledAt ?? -Infinity) - POLL_OVERLAP_MS);
       try {
-        for (const { id, revokedAt } of await this.families.revokedSince(new Date(now - this.lifetimeMs))) {
+        for (const { id, revokedAt } of await this.families.revokedSince(new Date(since))) {
           const until = revokedAt.getTime() + this.lifetimeMs;
           if (until > now) this.remember(id, Math.max(this.known.get(id) ?? 0, until));
         }
+        this.polledAt = now;
       } catch {
-        // the database is unreachable too: the next tick asks again
+        // the database is unreachable too: the next tick reads from the same point
       }
       this.pollTimer = setTimeout(() => void tick(), REVOCATION_POLL_MS);
       this.pollTimer.unref();
