@@ -8,7 +8,7 @@ import { mockOf } from '../../test/support/mocks';
 
 /** Just enough of ioredis for the cache's version counter. */
 function fakeRedis(): Redis {
-  return mockOf<Redis>({ get: async () => '1', incr: async () => 2 }, 'redis');
+  return mockOf<Redis>({ get: async () => '1', eval: async () => 2 }, 'redis');
 }
 
 /** The shared tier, always a miss. */
@@ -75,7 +75,7 @@ describe('CatalogCache version bump', () => {
     const redis = mockOf<Redis>(
       {
         get: async () => '1',
-        incr: async () => {
+        eval: async () => {
           if (failures-- > 0) throw new Error("Stream isn't writeable and enableOfflineQueue options is false");
           return ++bumped;
         },
@@ -94,27 +94,27 @@ describe('CatalogCache version bump', () => {
 
   it('a Redis that refuses writes (out of memory) but still serves reads: the version key is deleted, so the old pages stop at once', async () => {
     const refusal = Object.assign(new Error("OOM command not allowed when used memory > 'maxmemory'."), { name: 'ReplyError' });
-    const incr = jest.fn(async () => {
+    const bump = jest.fn(async () => {
       throw refusal;
     });
     const del = jest.fn(async () => 1);
-    const cache = new CatalogCache(mockOf<Redis>({ get: async () => '7', incr, del }, 'redis'), fakeShared(), config, new Clock(), noTransaction);
+    const cache = new CatalogCache(mockOf<Redis>({ get: async () => '7', eval: bump, del }, 'redis'), fakeShared(), config, new Clock(), noTransaction);
     const started = Date.now();
     await cache.invalidate();
     expect(Date.now() - started).toBeLessThan(500); // no retries: it took
-    expect([incr.mock.calls.length, del.mock.calls.length]).toEqual([1, 1]);
+    expect([bump.mock.calls.length, del.mock.calls.length]).toEqual([1, 1]);
     expect(cache['bumpOwed']).toBeUndefined();
   });
 
   it('a short blink costs no background work: the write\'s own tries land it', async () => {
     let failures = 3;
-    const incr = jest.fn(async () => {
+    const bump = jest.fn(async () => {
       if (failures-- > 0) throw new Error('ECONNRESET');
       return 2;
     });
-    const cache = new CatalogCache(mockOf<Redis>({ get: async () => '1', incr }, 'redis'), fakeShared(), config, new Clock(), noTransaction);
+    const cache = new CatalogCache(mockOf<Redis>({ get: async () => '1', eval: bump }, 'redis'), fakeShared(), config, new Clock(), noTransaction);
     await cache.invalidate();
-    expect(incr).toHaveBeenCalledTimes(4);
+    expect(bump).toHaveBeenCalledTimes(4);
     expect(cache['bumpOwed']).toBeUndefined();
   });
 });
@@ -127,7 +127,7 @@ describe('CatalogCache with the version unknown (Redis failed a moment ago)', ()
         get: async () => {
           throw new Error('ETIMEDOUT');
         },
-        incr: async () => 2,
+        eval: async () => 2,
       },
       'redis',
     );
@@ -168,8 +168,10 @@ describe('CatalogCache version counter', () => {
           store.set(key, value);
           return 'OK';
         },
-        incr: async (key: string) => {
-          const next = Number(store.get(key) ?? '0') + 1;
+        // the bump's script: a counter started from the clock (ARGV[1]) when there is none
+        eval: async (_script: string, _keys: number, key: string, start: string) => {
+          if (!store.has(key)) store.set(key, start);
+          const next = Number(store.get(key)) + 1;
           store.set(key, String(next));
           return next;
         },
@@ -185,5 +187,10 @@ describe('CatalogCache version counter', () => {
     store.clear(); // deleted by a refused bump, or Redis lost its data
     now = 9_000;
     expect(await version()).toBe('9000'); // not 0, 1 or 1001 again
+    // a write that finds no counter before any reader does starts it from the clock too
+    store.clear();
+    now = 20_000;
+    await cache.invalidate();
+    expect(await version()).toBe('20001'); // not 1
   });
 });

@@ -101,6 +101,14 @@ export function createCatalogStore(config: AppConfig): Keyv {
  *   a second), never a 500 and never a wait on Redis; the cache works again as soon as Redis
  *   answers.
  */
+/**
+ * The version bump: INCR — of a counter started from the clock (ARGV[1], epoch ms) when there is
+ * none, as a reader starts one (startVersion), never from 0: a counter deleted or lost comes
+ * back to no number an earlier one may have had pages under.
+ */
+const BUMP = `if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[1]) end
+return redis.call('INCR', KEYS[1])`;
+
 @Injectable()
 export class CatalogCache {
   private readonly logger = new Logger(CatalogCache.name);
@@ -240,7 +248,10 @@ export class CatalogCache {
 
   private async tryBump(): Promise<boolean> {
     try {
-      await withTimeout(this.redis.incr(this.versionKey), CACHE_REDIS_TIMEOUT_MS);
+      await withTimeout(
+        this.redis.eval(BUMP, 1, this.versionKey, String(this.clock.now().getTime())),
+        CACHE_REDIS_TIMEOUT_MS,
+      );
       return true;
     } catch (err) {
       this.failed(err);

@@ -1,6 +1,6 @@
 import { createAdmin, registerCustomer } from '../support/auth';
 import { createCategory, createProduct } from '../support/catalog';
-import type { Redis, RedisKey } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { REDIS } from '../../src/redis/redis.module';
 import { ProductRepository } from '../../src/catalog/product.repository';
 import { newKey } from '../support/fixtures';
@@ -108,15 +108,16 @@ describe('catalog: admin writes, reads, cache', () => {
     // reader in between cached the old rows under the new version. Seen from another connection
     // at the moment of the bump, the write must be committed.
     const redis = t.app.get<Redis>(REDIS);
-    const incr = redis.incr.bind(redis);
+    const evaluate = redis.eval.bind(redis) as (...args: unknown[]) => Promise<unknown>;
     const seen: boolean[] = [];
     const sku = `BUMP-${Date.now()}`;
-    jest.spyOn(redis, 'incr').mockImplementation(async (key: RedisKey) => {
-      if (String(key).endsWith(':catalog:version')) {
+    const spy = jest.spyOn(redis, 'eval') as unknown as jest.SpyInstance<Promise<unknown>, unknown[]>;
+    spy.mockImplementation(async (...args: unknown[]) => {
+      if (String(args[2]).endsWith(':catalog:version')) {
         const { rows } = await t.db.pool.query(`SELECT 1 FROM products WHERE sku = $1`, [sku]);
         seen.push(rows.length === 1);
       }
-      return incr(key);
+      return evaluate(...args);
     });
     try {
       const body = minimalProduct(sku);
