@@ -1,12 +1,14 @@
 import { Injectable } from '@nestjs/common';
 import { EntityManager, IsNull, MoreThanOrEqual, Repository } from 'typeorm';
-import { deleteSelected } from '../database/batched-delete';
+import { deleteSelected, drainBatches } from '../database/batched-delete';
 import { TransactionHost } from '../database/transaction-host';
 import { RefreshTokenFamilyEntity } from './entities/refresh-token-family.entity';
 import { RefreshTokenEntity } from './entities/refresh-token.entity';
 
-/** A family `f` that ended (expired or was revoked) before `:before`: the purges'. */
+/** A family `f` that ended (expired or was revoked) before `:before`: the purge's. */
 const ENDED_BEFORE = 'f.expiresAt < :before OR f.revokedAt < :before';
+/** Tokens deleted per statement by the purge. */
+const TOKEN_CHUNK = 5000;
 
 /** Advisory lock class of a user's session-limit count (pg_advisory_xact_lock(class, key)). */
 const SESSION_LIMIT_LOCK_CLASS = 0x534c;
@@ -212,39 +214,32 @@ export class RefreshTokenRepository {
   }
 
   /**
-   * Deletes up to `batch` tokens of families that ended before `before` — ahead of the families
-   * themselves (purgeEnded), so that a family refreshed thousands of times is not removed with
-   * all its tokens in one cascading statement.
+   * One batch of the purge of sessions that ended before `before`: up to `batch` such families,
+   * their tokens first, TOKEN_CHUNK at a time (a family refreshed thousands of times is not
+   * removed with all its tokens by one cascading statement), then the families themselves.
+   * Returns how many families went.
    */
-  async purgeTokensOfEnded(before: Date, batch = 5000): Promise<number> {
-    return this.tx.withManager((m) =>
-      deleteSelected(
-        m,
-        RefreshTokenEntity,
-        tokens(m)
-          .createQueryBuilder('t')
-          .select('t.id')
-          .innerJoin('t.family', 'f')
-          .where(ENDED_BEFORE, { before })
-          .limit(batch),
-      ),
-    );
+  async purgeEnded(before: Date, batch = 500): Promise<number> {
+    return this.tx.withManager(async (m) => {
+      const ended = await families(m)
+        .createQueryBuilder('f')
+        .select('f.id', 'id')
+        .where(ENDED_BEFORE, { before })
+        .limit(batch)
+        .getRawMany<{ id: string }>();
+      if (ended.length === 0) return 0;
+      const ids = ended.map((f) => f.id);
+      await drainBatches(() =>
+        deleteSelected(
+          m,
+          RefreshTokenEntity,
+          tokens(m).createQueryBuilder('t').select('t.id').where('t.familyId IN (:...ids)', { ids }).limit(TOKEN_CHUNK),
+        ),
+      );
+      return (await families(m).delete(ids)).affected ?? 0;
+    });
   }
 
-  /** Deletes families (and, by cascade, what is left of their tokens) that ended before `before`. */
-  async purgeEnded(before: Date, batch = 5000): Promise<number> {
-    return this.tx.withManager((m) =>
-      deleteSelected(
-        m,
-        RefreshTokenFamilyEntity,
-        families(m)
-          .createQueryBuilder('f')
-          .select('f.id')
-          .where(ENDED_BEFORE, { before })
-          .limit(batch),
-      ),
-    );
-  }
 }
 
 const families = (m: EntityManager): Repository<RefreshTokenFamilyEntity> =>

@@ -33,10 +33,8 @@ export class MaintenanceService {
   }
 
   @OnJob(JobName.PurgeRefreshTokens)
-  async purgeRefreshTokens(): Promise<number> {
+  purgeRefreshTokens(): Promise<number> {
     const before = this.ago(REFRESH_FAMILY_RETENTION_MS);
-    // the tokens first, in batches: a family's cascade would take all of its tokens at once
-    await drainBatches(() => this.refreshTokens.purgeTokensOfEnded(before));
     return drainBatches(() => this.refreshTokens.purgeEnded(before));
   }
 
