@@ -154,8 +154,6 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
 
 describe('CORS_ORIGINS defaults and validation', () => {
   const secrets = {
-    DATABASE_URL: 'postgres://shop:pw@db.internal:5432/shop',
-    REDIS_URL: 'redis://cache.internal:6379',
     JWT_SECRET: 'cors-secret-0123456789-abcdefghij-KLMNOP',
     STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
     STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
@@ -166,18 +164,21 @@ describe('CORS_ORIGINS defaults and validation', () => {
     SMTP_URL: 'smtp://mail.example.test:587',
   };
 
+  /** What a deployment also gives (required outside development; a booted test app has its own). */
+  const services = { DATABASE_URL: 'postgres://shop:pw@db.internal:5432/shop', REDIS_URL: 'redis://cache.internal:6379' };
+
   it('allows no origin by default outside development, any origin in development', () => {
-    expect(loadConfig({ NODE_ENV: 'production', ...secrets }).corsOrigins).toEqual([]);
-    expect(loadConfig({ ...secrets }).corsOrigins).toEqual([]);
+    expect(loadConfig({ NODE_ENV: 'production', ...secrets, ...services }).corsOrigins).toEqual([]);
+    expect(loadConfig({ ...secrets, ...services }).corsOrigins).toEqual([]);
     expect(loadConfig({ NODE_ENV: 'development' }).corsOrigins).toBe('*');
     expect(loadConfig({ NODE_ENV: 'development', CORS_ORIGINS: WEB }).corsOrigins).toEqual([WEB]);
-    expect(loadConfig({ NODE_ENV: 'production', ...secrets, CORS_ORIGINS: '*' }).corsOrigins).toBe(
+    expect(loadConfig({ NODE_ENV: 'production', ...secrets, ...services, CORS_ORIGINS: '*' }).corsOrigins).toBe(
       '*',
     );
     expect(
       loadConfig({
         NODE_ENV: 'production',
-        ...secrets,
+        ...secrets, ...services,
         CORS_ORIGINS: 'https://Web.Shop.Example:443/',
       }).corsOrigins,
     ).toEqual([WEB]);
@@ -190,7 +191,7 @@ describe('CORS_ORIGINS defaults and validation', () => {
       'ftp://x.example',
       'https://a.example,*',
     ]) {
-      expect(() => loadConfig({ NODE_ENV: 'production', ...secrets, CORS_ORIGINS: bad })).toThrow(
+      expect(() => loadConfig({ NODE_ENV: 'production', ...secrets, ...services, CORS_ORIGINS: bad })).toThrow(
         /CORS_ORIGINS/,
       );
     }
