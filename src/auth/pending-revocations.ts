@@ -181,10 +181,16 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
     }
   }
 
-  /** The revocation in a transaction of its own: true once committed, else what failed. */
+  /**
+   * The revocation in a transaction of its own: true once committed, else what failed. Stamped
+   * with the time it commits, not the time it was decided (`at`, possibly minutes before): the
+   * processes that read revocations from the record while Redis is down (RevokedSessions) read
+   * what is new since their previous read, and a late one must look new.
+   */
   private async commit(familyId: string, reason: string, at: Date): Promise<true | Error> {
+    const stamped = new Date(Math.max(at.getTime(), Date.now()));
     try {
-      await this.tx.runOwn(() => this.refreshTokens.revokeFamily(familyId, reason, at));
+      await this.tx.runOwn(() => this.refreshTokens.revokeFamily(familyId, reason, stamped));
     } catch (err) {
       return err as Error;
     }

@@ -255,9 +255,13 @@ describe('a COMMIT whose answer is lost', () => {
       t.app.get<Redis>(REDIS),
       t.config,
     );
+    const sweptAt = new Date();
     await other.sweep();
-    const { rows } = await t.db.pool.query(`SELECT revoked_reason AS reason FROM refresh_token_families WHERE id = $1`, [family.id]);
-    expect(rows).toEqual([{ reason: 'logout' }]);
+    const { rows } = await t.db.pool.query(`SELECT revoked_reason AS reason, revoked_at FROM refresh_token_families WHERE id = $1`, [family.id]);
+    expect(rows).toEqual([{ reason: 'logout', revoked_at: expect.any(Date) }]);
+    // stamped when it committed, not when it was decided: it looks new to the processes reading
+    // revocations from the record while Redis is down
+    expect(rows[0].revoked_at.getTime()).toBeGreaterThanOrEqual(sweptAt.getTime());
     expect((await t.http.post('/v1/auth/refresh', { refreshToken: session.refreshToken })).status).toBe(401);
   });
 
