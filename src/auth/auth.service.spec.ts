@@ -1,4 +1,5 @@
 import { DomainError } from '../common/errors/domain-error';
+import type { AccountRateLimit } from '../common/throttling/account-rate-limit';
 import type { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import type { TransactionHost } from '../database/transaction-host';
 import type { User, UserRepository } from '../users/user.repository';
@@ -108,6 +109,7 @@ function setup() {
     revoked,
     signIns,
     pendingRevocations,
+    mockOf<AccountRateLimit>({ take: jest.fn().mockResolvedValue(undefined) }, 'accountLimits'),
   );
   return { service, users, refreshTokens, sessions, hasher, events, tx, revoked, signIns, pendingRevocations };
 }

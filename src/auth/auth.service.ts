@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
+import { AccountRateLimit } from '../common/throttling/account-rate-limit';
 import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import { TransactionHost } from '../database/transaction-host';
 import { normalizeEmail } from '../common/email';
@@ -56,6 +57,7 @@ export class AuthService {
     private readonly revoked: RevokedSessions,
     private readonly signIns: FailedAttemptLimiter,
     private readonly pendingRevocations: PendingRevocations,
+    private readonly accountLimits: AccountRateLimit,
   ) {}
 
   /**
@@ -170,6 +172,10 @@ export class AuthService {
           this.revoked.isRevoked(spent.familyId),
         ]);
         if (!live || marked) return { status: 'invalid' as const };
+        // one account's refreshes are limited (each rotation keeps a row while its session
+        // lives): over the limit, a 429, and this transaction — the spend — rolls back, so the
+        // same token works once the window has passed
+        await this.accountLimits.take('refresh-account', spent.userId);
         const user = await this.users.findById(spent.userId);
         if (!user) throw invalidRefresh(); // cannot happen: families are deleted with their user
         return { ...spent, user, session: await this.sessions.rotate(spent.familyId, now) };

@@ -1,5 +1,5 @@
 import Redis from 'ioredis';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { TEST_PASSWORD, registerCustomer, withAuthProbe } from '../support/auth';
 import { insertProduct } from '../support/fixtures';
 import { PrivateRedis } from '../support/private-redis';
@@ -209,6 +209,31 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect(fromBob.status).toBe(200);
     expect(fromBob.headers.get('ratelimit-policy')).toContain('"order-create";q=30;w=60');
     expect(fromBob.headers.get('ratelimit')).toMatch(/"order-create";r=29;t=\d+/);
+  });
+
+  it("limits one account's refreshes (60 a minute) inside the refresh: the refused one's token is not spent", async () => {
+    const s = await registerCustomer(a.http, xff('10.16.0.1'));
+    let token = s.refreshToken;
+    for (let i = 0; i < 60; i++) {
+      const next = await (i % 2 ? b : a).http.post('/v1/auth/refresh', { refreshToken: token }, xff('10.16.0.1'));
+      expect(next.status).toBe(200);
+      token = next.body.refreshToken;
+    }
+    const over = await a.http.post('/v1/auth/refresh', { refreshToken: token }, xff('10.16.0.1'));
+    expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
+    expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(over.headers.get('ratelimit-policy')).toContain('"refresh-account";q=60;w=60');
+    expect(over.headers.get('ratelimit')).toMatch(/"refresh-account";r=0;t=\d+/);
+    // the refused refresh rolled back: its token is still the session's live one, and the
+    // session was not taken for a reuse
+    const row = await a.db.pool.query(
+      `SELECT t.spent_at, f.revoked_at FROM refresh_tokens t JOIN refresh_token_families f ON f.id = t.family_id WHERE t.token_hash = $1`,
+      [createHash('sha256').update(token).digest('hex')],
+    );
+    expect(row.rows).toEqual([{ spent_at: null, revoked_at: null }]);
+    // another account is not held by it
+    const other = await registerCustomer(a.http, xff('10.16.0.2'));
+    expect((await a.http.post('/v1/auth/refresh', { refreshToken: other.refreshToken }, xff('10.16.0.2'))).status).toBe(200);
   });
 
   it('limits password-change attempts per user', async () => {

@@ -91,6 +91,17 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     failClosed: false,
   },
   {
+    // refreshes of one account's sessions (each rotation keeps a row for reuse detection as long
+    // as its session lives): counted per account inside the refresh, whose token names the
+    // account (AccountRateLimit) — never by the guards, the route being anonymous
+    name: 'refresh-account',
+    limit: 60,
+    windowSeconds: 60,
+    tracker: 'signed-in',
+    scope: 'refresh',
+    failClosed: false,
+  },
+  {
     // each checks a password (argon2, behind one gate per process): with login's 20 a minute,
     // one address gets at most 30 hashes a minute, however many sessions it signs in
     name: 'password-change-ip',

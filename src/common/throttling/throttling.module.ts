@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { ThrottlerModule } from '@nestjs/throttler';
+import { AccountRateLimit } from './account-rate-limit';
 import { FailedAttemptLimiter } from './failed-attempt-limiter';
 import { ClientRateLimitGuard, UserRateLimitGuard } from './rate-limit.guard';
 import { RATE_LIMIT_POLICIES } from './rate-limit.policies';
@@ -27,7 +28,8 @@ import { RedisThrottlerStorage } from './redis-throttler.storage';
     ClientRateLimitGuard,
     UserRateLimitGuard,
     FailedAttemptLimiter,
+    AccountRateLimit,
   ],
-  exports: [ClientRateLimitGuard, UserRateLimitGuard, FailedAttemptLimiter],
+  exports: [ClientRateLimitGuard, UserRateLimitGuard, FailedAttemptLimiter, AccountRateLimit],
 })
 export class ThrottlingModule {}

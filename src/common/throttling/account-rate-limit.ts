@@ -1,0 +1,43 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { createHash } from 'node:crypto';
+import { APP_CONFIG, AppConfig } from '../../config/config';
+import { DomainError } from '../errors/domain-error';
+import { RATE_LIMIT_POLICIES, policyHeaderItem, stateHeaderItem } from './rate-limit.policies';
+import { RedisThrottlerStorage } from './redis-throttler.storage';
+
+/**
+ * A per-account limit counted where the account is known only inside the handler — a refresh,
+ * whose token names it — in the same Redis counters and with the same 429 as the guards'
+ * (RateLimit-Policy / RateLimit / Retry-After). Fails open when Redis cannot be asked;
+ * RATE_LIMIT_ENABLED=false switches it off.
+ */
+@Injectable()
+export class AccountRateLimit {
+  constructor(
+    private readonly storage: RedisThrottlerStorage,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
+
+  /** Counts one request of `userId` under the named policy; over its limit: 429 RATE_LIMITED. */
+  async take(policyName: string, userId: string): Promise<void> {
+    if (!this.config.rateLimitEnabled) return;
+    const policy = RATE_LIMIT_POLICIES.find((p) => p.name === policyName);
+    if (!policy) throw new Error(`no rate-limit policy ${policyName}`);
+    const windowMs = policy.windowSeconds * 1000;
+    const key = `${policy.name}:${createHash('sha256').update(`user:${userId}`).digest('base64url')}`;
+    let record;
+    try {
+      record = await this.storage.increment(key, windowMs, policy.limit, windowMs, policy.name);
+    } catch {
+      return; // fail open, as the policy says
+    }
+    if (!record.isBlocked) return;
+    throw new DomainError('RATE_LIMITED', 'Too many requests for this account; retry later.', {
+      headers: {
+        'Retry-After': String(Math.max(1, record.timeToBlockExpire)),
+        'RateLimit-Policy': policyHeaderItem(policy.name, policy.limit, policy.windowSeconds),
+        RateLimit: stateHeaderItem(policy.name, 0, record.timeToExpire),
+      },
+    });
+  }
+}
