@@ -1,8 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { createHash } from 'node:crypto';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
-import { RATE_LIMIT_POLICIES, policyHeaderItem, stateHeaderItem } from './rate-limit.policies';
+import { RATE_LIMIT_POLICIES, counterKey, policyHeaderItem, stateHeaderItem } from './rate-limit.policies';
 import { RedisThrottlerStorage } from './redis-throttler.storage';
 
 /**
@@ -24,7 +23,8 @@ export class AccountRateLimit {
     const policy = RATE_LIMIT_POLICIES.find((p) => p.name === policyName);
     if (!policy) throw new Error(`no rate-limit policy ${policyName}`);
     const windowMs = policy.windowSeconds * 1000;
-    const key = `${policy.name}:${createHash('sha256').update(`user:${userId}`).digest('base64url')}`;
+    // the guards' key for a signed-in user's counter (trackerFor 'signed-in')
+    const key = counterKey(policy.name, `user:${userId}`);
     let record;
     try {
       record = await this.storage.increment(key, windowMs, policy.limit, windowMs, policy.name);

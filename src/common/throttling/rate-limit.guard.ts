@@ -8,7 +8,6 @@ import {
 } from '@nestjs/throttler';
 import type { ThrottlerStorageRecord } from '@nestjs/throttler/dist/throttler-storage-record.interface';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { createHash } from 'node:crypto';
 import { RATE_LIMIT_SCOPE, RateLimitScope } from './rate-limit.decorator';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
@@ -17,6 +16,7 @@ import {
   RateLimitPhase,
   RateLimitPolicy,
   appliesTo,
+  counterKey,
   phaseOf,
   policyHeaderItem,
   stateHeaderItem,
@@ -102,7 +102,7 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       body: request.body,
     });
     if (tracker === null) return true;
-    const key = `${policy.name}:${createHash('sha256').update(tracker).digest('base64url')}`;
+    const key = counterKey(policy.name, tracker);
 
     const reply = context.switchToHttp().getResponse<FastifyReply>();
     const record = await this.count(policy, key, ttl, limit, reply);

@@ -166,6 +166,11 @@ export function policyHeaderItem(name: string, limit: number, windowSeconds: num
   return `"${name}";q=${limit};w=${windowSeconds}`;
 }
 
+/** A policy's Redis counter for one tracked identity (the identity hashed, never stored as is). */
+export function counterKey(policyName: string, tracker: string): string {
+  return `${policyName}:${createHash('sha256').update(tracker).digest('base64url')}`;
+}
+
 /** `RateLimit` item: remaining quota and seconds until the window resets. */
 export function stateHeaderItem(name: string, remaining: number, resetSeconds: number): string {
   return `"${name}";r=${Math.max(0, remaining)};t=${Math.max(0, resetSeconds)}`;
