@@ -82,6 +82,14 @@ export function createCatalogStore(config: AppConfig): Keyv {
 }
 
 /**
+ * The version bump: INCR — of a counter started from the clock (ARGV[1], epoch ms) when there is
+ * none, as a reader starts one (startVersion), never from 0: a counter deleted or lost comes
+ * back to no number an earlier one may have had pages under.
+ */
+const BUMP = `if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[1]) end
+return redis.call('INCR', KEYS[1])`;
+
+/**
  * Cache-aside for catalog reads: JSON in Redis through cache-manager (shared by every API
  * process), with a copy in process memory, both keyed by the catalog version.
  *
@@ -101,14 +109,6 @@ export function createCatalogStore(config: AppConfig): Keyv {
  *   a second), never a 500 and never a wait on Redis; the cache works again as soon as Redis
  *   answers.
  */
-/**
- * The version bump: INCR — of a counter started from the clock (ARGV[1], epoch ms) when there is
- * none, as a reader starts one (startVersion), never from 0: a counter deleted or lost comes
- * back to no number an earlier one may have had pages under.
- */
-const BUMP = `if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[1]) end
-return redis.call('INCR', KEYS[1])`;
-
 @Injectable()
 export class CatalogCache {
   private readonly logger = new Logger(CatalogCache.name);
