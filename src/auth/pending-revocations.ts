@@ -14,8 +14,6 @@ import { REDIS } from '../redis/redis.module';
 import { RefreshTokenRepository } from './refresh-token.repository';
 import { PENDING_REVOCATION_RETRY_MS, RevokedSessions } from './revoked-sessions';
 
-/** How long this process retries a revocation before leaving it to the sweeps. */
-const RETRY_FOR_MS = PENDING_REVOCATION_RETRY_MS;
 const BACKOFF_MAX_MS = 5_000;
 /** How often each process sweeps the revocations recorded as pending (any process's). */
 const PENDING_SWEEP_MS = 30_000;
@@ -162,7 +160,7 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
         );
         return;
       }
-      if (performance.now() - started >= RETRY_FOR_MS || this.stop.signal.aborted) {
+      if (performance.now() - started >= PENDING_REVOCATION_RETRY_MS || this.stop.signal.aborted) {
         this.logger.error(
           `session ${familyId}: revocation (${reason}) not committed yet, left to the sweeps: ${outcome.message}`,
         );
