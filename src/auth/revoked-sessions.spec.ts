@@ -141,16 +141,34 @@ describe('RevokedSessions', () => {
     expect(await s.sessions.isRevoked('f-late')).toBe(true);
     const since = s.families.revokedSince.mock.calls[polled][0].getTime();
     expect(s.now() - REVOCATION_POLL_MS - since).toBe(11 * 60_000);
-    // Redis answers again: the polling stops once no failure is recent
+    // Redis answers again: the record is still read, a poll at a time, until shutdown
     s.state.mode = 'up';
     s.advance(REVOCATION_REDIS_BACKOFF_MS);
     expect(await s.sessions.isRevoked('f-live')).toBe(false);
-    s.advance(3 * REVOCATION_POLL_MS);
-    await jest.advanceTimersByTimeAsync(3 * REVOCATION_POLL_MS);
     const calls = s.families.revokedSince.mock.calls.length;
     s.advance(10 * REVOCATION_POLL_MS);
     await jest.advanceTimersByTimeAsync(10 * REVOCATION_POLL_MS);
-    expect(s.families.revokedSince.mock.calls.length).toBe(calls);
+    expect(s.families.revokedSince.mock.calls.length).toBe(calls + 10);
+    s.sessions.onApplicationShutdown();
+    await jest.advanceTimersByTimeAsync(10 * REVOCATION_POLL_MS);
+    expect(s.families.revokedSince.mock.calls.length).toBe(calls + 10);
+  });
+
+  it('with Redis up but refusing writes, learns of revocations made elsewhere from the record within a poll', async () => {
+    jest.useFakeTimers();
+    const s = setup();
+    Object.assign(s.redis, { on: jest.fn() });
+    s.sessions.onApplicationBootstrap(); // the record is read from boot on, Redis answering or not
+    await jest.advanceTimersByTimeAsync(0);
+    // another process revoked the family; its mark was refused (OOM / READONLY), so Redis
+    // answers "not revoked" — an answer, not a failure
+    s.revoked.push({ id: 'f-elsewhere', revokedAt: new Date(s.now()) });
+    expect(await s.sessions.isRevoked('f-elsewhere')).toBe(false);
+    s.advance(REVOCATION_POLL_MS);
+    await jest.advanceTimersByTimeAsync(REVOCATION_POLL_MS);
+    expect(await s.sessions.isRevoked('f-elsewhere')).toBe(true);
+    expect(await s.sessions.isRevoked('f-live')).toBe(false);
+    s.sessions.onApplicationShutdown();
   });
 
   it('does not wait on a Redis that stops answering', async () => {

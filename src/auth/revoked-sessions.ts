@@ -17,7 +17,7 @@ export const REVOCATION_RETRY_MS = 1000;
 const FLUSH_CHUNK = 500;
 /** How long a revocation that failed to commit is retried (PendingRevocations). */
 export const PENDING_REVOCATION_RETRY_MS = 10 * 60_000;
-/** While Redis is unavailable, how often the record is read for revocations made elsewhere. */
+/** How often each process reads the record for revocations made elsewhere (whatever Redis says). */
 export const REVOCATION_POLL_MS = 2_000;
 /**
  * How far back past the previous poll each one reads: a revocation's `revoked_at` is when it was
@@ -49,16 +49,19 @@ type RedisClient = Pick<Redis, 'exists' | 'pipeline'> & Partial<Pick<Redis, 'on'
  * than the revocations of the last access-token lifetime. The database (`revoked_at`) stays the
  * record; the marks are written after the revoking transaction commits.
  *
+ * The record is read too, whatever Redis says: every REVOCATION_POLL_MS each process reads the
+ * families revoked since its previous read (one indexed query) into memory. A Redis that is
+ * down, slow, emptied, or up but refusing writes (maxmemory under `noeviction`, a replica
+ * answering READONLY after a failover — its reads still answer "not revoked") therefore never
+ * keeps a revocation made elsewhere from reaching this process for longer than a poll: a logout
+ * handled by another process ends its access tokens here within seconds (API.md).
+ *
  * Redis unavailable (down, or slower than REVOCATION_REDIS_TIMEOUT_MS): the check FAILS OPEN —
  * refusing every signed-in request while Redis is out would turn a cache outage into a full
- * outage — and skips Redis for REVOCATION_REDIS_BACKOFF_MS, so requests do not each wait on it.
- * What stays refused meanwhile: every family this process revoked or has seen revoked (kept in
- * memory for the same lifetime), and every family the record says was revoked, read every
- * REVOCATION_POLL_MS while Redis stays unavailable (so a logout handled by another process
- * ends its access tokens here within seconds too). Marks that could not be written are retried every
- * REVOCATION_RETRY_MS until they land or no longer matter, so other processes learn of them
- * once Redis is back. Lost for good only if this process dies before Redis returns: those
- * access tokens then live until they expire (at most JWT_ACCESS_TTL_SECONDS), as before.
+ * outage — and skips Redis for REVOCATION_REDIS_BACKOFF_MS, so requests do not each wait on it;
+ * what stays refused is what memory holds (this process's own revocations and those the polls
+ * read). Marks that could not be written are retried every REVOCATION_RETRY_MS until they land
+ * or no longer matter.
  *
  * Redis that comes back without its data (a restart without persistence, a failover to a
  * replica behind) would forget every mark: at boot and whenever its connection becomes ready,
@@ -79,8 +82,6 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   private reseeding?: Promise<number>;
   private reseedTimer?: NodeJS.Timeout;
   private closed = false;
-  /** When Redis last failed (epoch ms): the record is polled while that is recent. */
-  private lastFailureAt = Number.NEGATIVE_INFINITY;
   private pollTimer?: NodeJS.Timeout;
   /** Where the last poll that answered began (epoch ms); undefined before the first. */
   private polledAt?: number;
@@ -150,6 +151,7 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   onApplicationBootstrap(): void {
     this.redis.on?.('ready', () => void this.reseed());
     void this.reseed();
+    this.poll();
   }
 
   /**
@@ -165,19 +167,16 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
 
   /**
    * Reads the families revoked within the access-token lifetime into memory, then every
-   * REVOCATION_POLL_MS those revoked since the previous read (less POLL_OVERLAP_MS) — for as long
-   * as Redis keeps failing. A database that cannot answer leaves memory as it is until the next
-   * tick, which reads from the same point.
+   * REVOCATION_POLL_MS those revoked since the previous read (less POLL_OVERLAP_MS), until
+   * shutdown. A database that cannot answer leaves memory as it is until the next tick, which
+   * reads from the same point. Started at bootstrap (and by a failing Redis check, should that
+   * come first).
    */
   private poll(): void {
     if (this.pollTimer || this.closed) return;
     const tick = async () => {
+      if (this.closed) return;
       const now = this.clock.now().getTime();
-      if (this.closed || now - this.lastFailureAt > REVOCATION_REDIS_BACKOFF_MS + 2 * REVOCATION_POLL_MS) {
-        this.pollTimer = undefined; // Redis answers again (or nobody asked): its marks are the truth
-        this.polledAt = undefined;
-        return;
-      }
       const since = Math.max(now - this.lifetimeMs, (this.polledAt ?? -Infinity) - POLL_OVERLAP_MS);
       try {
         for (const { id, revokedAt } of await this.families.revokedSince(new Date(since))) {
@@ -280,7 +279,6 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
 
   private unavailable(err: unknown, now: number): void {
     this.skipRedisUntil = now + REVOCATION_REDIS_BACKOFF_MS;
-    this.lastFailureAt = now;
     this.poll();
     if (now - this.lastWarningAt < 10_000) return;
     this.lastWarningAt = now;

@@ -279,3 +279,42 @@ describe('security: access-token revocation with Redis down (fail open, remember
     expect(await meStatus(b.http, otherUser.accessToken)).toBe(200);
   });
 });
+
+describe('security: access-token revocation with Redis up but refusing writes (maxmemory, READONLY replica)', () => {
+  let redis: PrivateRedis;
+  let admin: Redis;
+  let a: TestApp;
+  let b: TestApp;
+  beforeAll(async () => {
+    redis = await PrivateRedis.start();
+    admin = new Redis(redis.url, { maxRetriesPerRequest: 0 });
+    const env = { REDIS_URL: redis.url, RATE_LIMIT_ENABLED: 'false' };
+    a = await bootTestApp({ env });
+    b = await bootTestApp({ db: a.db, env: { ...env, REDIS_KEY_PREFIX: a.config.redis.keyPrefix } });
+  });
+  afterAll(async () => {
+    await admin?.config('SET', 'maxmemory', '0').catch(() => undefined);
+    admin?.disconnect();
+    await b?.close();
+    await a?.close();
+    await redis?.down();
+  });
+
+  it('a logout on one process ends the access token on another within seconds, though no mark can be written', async () => {
+    const s = await registerCustomer(a.http);
+    const otherUser = await registerCustomer(a.http);
+    expect(await meStatus(b.http, s.accessToken)).toBe(200); // b asked Redis: not revoked
+
+    // Redis keeps answering reads but refuses every write (OOM under noeviction)
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', '1');
+    await expect(admin.set('probe', '1')).rejects.toThrow(/OOM/);
+
+    expect((await a.http.post('/v1/auth/logout', { refreshToken: s.refreshToken })).status).toBe(204);
+    const mark = `${a.config.redis.keyPrefix}:revoked-session:${familyClaim(s.accessToken)}`;
+    expect(await admin.exists(mark)).toBe(0); // the mark was refused: Redis tells b "not revoked"
+    // b reads the record every 2 s whatever Redis says (API.md: "within seconds")
+    expect(await meStatusBecomes(b.http, s.accessToken, 401, 6_000)).toBe(401);
+    expect(await meStatus(b.http, otherUser.accessToken)).toBe(200);
+  });
+});
