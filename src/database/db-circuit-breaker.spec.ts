@@ -34,6 +34,11 @@ describe('isConnectionFailure', () => {
     expect(isConnectionFailure(new Error('Connection terminated unexpectedly'))).toBe(true);
   });
 
+  it("counts a lone pg Client's own connect and query timeouts (a server that accepts and never answers)", () => {
+    expect(isConnectionFailure(new Error('timeout expired'))).toBe(true);
+    expect(isConnectionFailure(new Error('Query read timeout'))).toBe(true);
+  });
+
   it('counts a statement on a transaction whose connection TypeORM released after an error', () => {
     expect(isConnectionFailure(new QueryRunnerAlreadyReleasedError())).toBe(true);
   });

@@ -42,13 +42,19 @@ const CONNECTION_ERRNOS = new Set([
   'ENOTFOUND',
   'EAI_AGAIN',
 ]);
-/** What node-postgres and pg-pool say when a connection dies or cannot be had in time. */
+/**
+ * What node-postgres and pg-pool say when a connection dies or cannot be had in time — among them
+ * a lone Client's own timeouts (the lock sessions' connect, `timeout expired`, and their
+ * `query_timeout`, `Query read timeout`): a server that accepts and never answers.
+ */
 const CONNECTION_MESSAGES = [
   'timeout exceeded when trying to connect',
   'Connection terminated',
   'connection timeout',
   'Client has encountered a connection error',
   'Client was closed and is not queryable',
+  'timeout expired',
+  'Query read timeout',
 ];
 
 /**

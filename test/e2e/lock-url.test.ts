@@ -1,3 +1,5 @@
+import { Server, Socket, createServer } from 'node:net';
+import { AddressInfo } from 'node:net';
 import { insertProduct, newKey } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { PgCommitProxy, startPgCommitProxy } from '../support/pg-commit-proxy';
@@ -52,4 +54,55 @@ describe('DATABASE_LOCK_URL', () => {
     expect(rows[0].n).toBe(1);
     expect(proxy.connections).toBe(1); // one session for the process, kept
   });
+});
+
+/**
+ * A lock URL whose server accepts the connection and never answers (a partition, a failover that
+ * moved the address, a stalled server): the lock session's connect gives up after its 5 s
+ * timeout with node-postgres's own "timeout expired", which carries no error code. That is the
+ * database being unreachable — 503 with Retry-After, like every route in an outage — not a 500.
+ */
+describe('DATABASE_LOCK_URL that never answers', () => {
+  let t: TestApp;
+  let silent: Server;
+  const sockets = new Set<Socket>();
+  let alice: Buyer;
+
+  beforeAll(async () => {
+    silent = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    const db = await createTestDatabase();
+    const lockUrl = new URL(db.url);
+    lockUrl.host = `127.0.0.1:${port}`;
+    t = await bootTestApp({ db, env: { DATABASE_LOCK_URL: lockUrl.toString() } });
+    [alice] = await buyers(t.http, 1);
+  });
+  afterAll(async () => {
+    await t?.close();
+    await t?.db.drop();
+    sockets.forEach((s) => s.destroy());
+    await new Promise((resolve) => silent?.close(resolve));
+  });
+
+  it('a keyed payment start answers 503 SERVICE_UNAVAILABLE with Retry-After; nothing is left in use', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    expect(order.status).toBe(201);
+    const key = newKey();
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: key });
+    expect([pay.status, pay.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+    expect(Number(pay.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(pay.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    const { rows } = await t.db.pool.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM idempotency_keys WHERE key = $1`,
+      [key],
+    );
+    expect(rows[0].n).toBe(0);
+    const { rows: orders } = await t.db.pool.query<{ status: string }>(`SELECT status FROM orders WHERE id = $1`, [order.body.id]);
+    expect(orders[0].status).toBe('INVENTORY_RESERVED');
+  }, 30_000);
 });
