@@ -55,8 +55,11 @@ describe('.env: read by a real parser, by every process, the real environment wi
     // simulated payments, dev-only routes): without NODE_ENV the process refuses to boot
     expect(env.NODE_ENV).toBeUndefined();
     expect(() => loadConfig(env)).toThrow(/JWT_SECRET/);
+    // nor does it name the local checkout's database and Redis for a deployment: outside
+    // development they must be given, or the process refuses to boot
+    expect([env.DATABASE_URL, env.REDIS_URL]).toEqual([undefined, undefined]);
+    expect(() => loadConfig(env)).toThrow(/DATABASE_URL[\s\S]*REDIS_URL/);
     env.NODE_ENV = 'development'; // as npm start exports it
-    expect(env.DATABASE_URL).toBe('postgres://shop:shop@127.0.0.1:5432/shop');
     expect(env.JWT_SECRET).toBe(''); // empty: unset for loadConfig
 
     const byNode = await nodeEnvFile(path);
@@ -70,6 +73,7 @@ describe('.env: read by a real parser, by every process, the real environment wi
     expect(config.isDevelopment).toBe(true);
     expect(config.http.port).toBe(3000);
     expect(config.corsOrigins).toBe('*');
+    expect(config.database.url).toBe('postgres://shop:shop@127.0.0.1:5432/shop'); // the dev default
   });
 
   it('a value in .env reaches loadConfig; one in the real environment wins over it', async () => {
