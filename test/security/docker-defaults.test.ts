@@ -1,0 +1,43 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadConfig } from '../../src/config/config';
+
+const ROOT = join(__dirname, '..', '..');
+
+/** The `ENV name=value …` pairs of the Dockerfile's runtime stage (continuation lines joined). */
+function runtimeEnv(): Record<string, string> {
+  const text = readFileSync(join(ROOT, 'docker', 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ');
+  const runtime = text.slice(text.lastIndexOf('FROM '));
+  const env: Record<string, string> = {};
+  for (const line of runtime.split('\n')) {
+    const m = /^ENV\s+(.*)$/.exec(line.trim());
+    if (!m) continue;
+    for (const pair of m[1].trim().split(/\s+/)) {
+      const [name, ...value] = pair.split('=');
+      env[name] = value.join('=');
+    }
+  }
+  return env;
+}
+
+/**
+ * The image must not undo the config's secure defaults. A development instance (public built-in
+ * JWT secret, demo admin, simulated payments) binds loopback unless HOST says otherwise; an image
+ * that set HOST=0.0.0.0 made `docker run -e NODE_ENV=development -p 3000:3000` reachable from the
+ * network, where anyone could sign an admin token with the built-in secret.
+ */
+describe('the Docker image keeps the secure defaults', () => {
+  it('sets NODE_ENV=production and no HOST: production binds every interface, development only loopback', () => {
+    const env = runtimeEnv();
+    expect(env.NODE_ENV).toBe('production');
+    expect(env.HOST).toBeUndefined();
+    const dev = loadConfig({ ...env, NODE_ENV: 'development' });
+    expect(dev.http.host).toBe('127.0.0.1');
+    expect(dev.metricsHost).toBe('127.0.0.1');
+  });
+
+  it('the compose file sets no HOST either (production there binds every interface by default)', () => {
+    const compose = readFileSync(join(ROOT, 'docker', 'compose.yml'), 'utf8');
+    expect(compose).not.toMatch(/^\s+HOST:/m);
+  });
+});
