@@ -313,7 +313,7 @@ function caseArb(op: Operation): fc.Arbitrary<FuzzCase> {
     unknownQuery: fc.oneof(
       { arbitrary: fc.constant(undefined), weight: 6 },
       {
-        arbitrary: fc.tuple(fc.constantFrom('cb', 'limit[]', '__proto__', 'constructor', 'LIMIT', 'sort ', 'x\u0000'), badString),
+        arbitrary: fc.tuple(fc.constantFrom('cb', 'limit[]', '__proto__', 'constructor', 'toString', 'valueOf', 'LIMIT', 'sort ', 'x\u0000'), badString),
         weight: 1,
       },
     ),

@@ -196,4 +196,24 @@ describe('clients that lie about their bodies', () => {
       expectProblem(res, 400, 'VALIDATION_FAILED');
     }
   });
+
+  it("refuses every other name Object.prototype holds (toString, valueOf, hasOwnProperty, …): class-transformer skipped them, so they were dropped, not refused", async () => {
+    for (const name of ['toString', 'valueOf', 'hasOwnProperty', 'isPrototypeOf', 'toLocaleString', '__defineGetter__']) {
+      const products = await t.http.get(`/v1/products?${name}=${name}-x`);
+      expectProblem(products, 400, 'VALIDATION_FAILED');
+      expect(products.body.errors).toEqual([{ field: name, message: `property ${name} should not exist` }]);
+      expectProblem(await t.http.get(`/v1/orders?${name}=1`, { token: alice.token }), 400, 'VALIDATION_FAILED');
+    }
+    const register = await t.http.request('POST', '/v1/auth/register', undefined, {
+      raw: JSON.stringify({ email: `${newKey()}@example.com`, password: 'a-long-password-1', name: 'X', hasOwnProperty: 1 }),
+    });
+    expectProblem(register, 400, 'VALIDATION_FAILED');
+    const order = await t.http.request('POST', '/v1/orders', undefined, {
+      raw: JSON.stringify({ items: [{ productId, quantity: 1, valueOf: 2 }] }),
+      token: alice.token,
+      idempotencyKey: newKey(),
+    });
+    expectProblem(order, 400, 'VALIDATION_FAILED');
+    expect(order.body.errors).toEqual([{ field: 'items.0.valueOf', message: 'property items.0.valueOf should not exist' }]);
+  });
 });

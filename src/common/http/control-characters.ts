@@ -19,11 +19,13 @@ export function hasControlCharacters(value: string): boolean {
 }
 
 /**
- * Property names refused in every body and query: the prototype-pollution names, which the
- * validation pipe would otherwise drop without a word (an unknown field must be a 400, and a
- * dropped one would let `?constructor=<random>` bust the catalog cache).
+ * Property names refused in every body and query: the prototype-pollution names and every other
+ * name Object.prototype holds (`toString`, `valueOf`, `hasOwnProperty`, …), which class-transformer
+ * skips (a function of that name already sits on the DTO) and the validation pipe therefore
+ * drops without a word (an unknown field must be a 400, and a dropped one would let
+ * `?toString=<random>` bust the catalog cache). No DTO field bears any of these names.
  */
-const REFUSED_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+const REFUSED_KEYS: ReadonlySet<string> = new Set([...Object.getOwnPropertyNames(Object.prototype), 'prototype']);
 
 /** The first refused input inside a value: where it is (`items.0.comment`, `` for the value itself) and why. */
 export interface RefusedInput {
@@ -33,7 +35,7 @@ export interface RefusedInput {
 
 /**
  * The first string inside `value` (property names included) that holds a control character, or
- * the first property named `__proto__`, `constructor` or `prototype`; null when there is none.
+ * the first property with a refused name (REFUSED_KEYS); null when there is none.
  * Walks objects and arrays iteratively (no recursion, so no depth can overflow the stack).
  */
 export function findRefusedInput(value: unknown): RefusedInput | null {
