@@ -1,7 +1,7 @@
-import { Controller, Get } from '@nestjs/common';
+import { Controller, Get, Logger, ServiceUnavailableException } from '@nestjs/common';
 import { ApiExtraModels, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { ApiProblems } from '../common/http/api-problems';
-import { HealthCheck, HealthCheckService } from '@nestjs/terminus';
+import { HealthCheck, HealthCheckResult, HealthCheckService } from '@nestjs/terminus';
 import { SkipThrottle } from '@nestjs/throttler';
 import { Public } from '../common/http/public.decorator';
 import { DatabaseHealthIndicator } from './database.health';
@@ -14,8 +14,11 @@ import { RedisHealthIndicator } from './redis.health';
 @SkipThrottle()
 @Controller('health')
 export class HealthController {
+  private readonly logger = new Logger('Readiness');
   /** The readiness check running now, if any (see ready()). */
   private probe?: Promise<ReadinessBody>;
+  /** The dependencies' statuses the last check found (`database=up redis=down`), as last logged. */
+  private lastStatuses?: string;
 
   constructor(
     private readonly health: HealthCheckService,
@@ -57,10 +60,45 @@ export class HealthController {
     // time, never a pool backed up with pings; a probe that arrives after it ends checks afresh
     this.probe ??= this.health
       .check([() => this.db.isHealthy('database'), () => this.redis.isHealthy('redis')])
-      .then(readinessBody, toReadinessError)
+      .then(
+        (result) => {
+          this.report(result);
+          return readinessBody(result);
+        },
+        (err: unknown) => {
+          if (err instanceof ServiceUnavailableException) this.report(err.getResponse() as Partial<HealthCheckResult>);
+          return toReadinessError(err);
+        },
+      )
       .finally(() => {
         this.probe = undefined;
       });
     return this.probe;
+  }
+
+  /**
+   * Logs readiness when it changes, not per probe: terminus's own logger (one error line per
+   * failed check) is off, since anyone may probe this public, unthrottled route and an outage
+   * would otherwise turn every probe into an error line — thousands a second at will, when the
+   * logs matter most. A dependency that goes down is one warning naming it (with its driver's
+   * message, which stays out of the body); its return, one line.
+   */
+  private report(result: Partial<HealthCheckResult>): void {
+    const details = result.details ?? {};
+    const statuses = Object.entries(details)
+      .map(([name, v]) => `${name}=${String(v.status)}`)
+      .join(' ');
+    const previous = this.lastStatuses;
+    if (statuses === previous) return;
+    this.lastStatuses = statuses;
+    if (result.status === 'ok') {
+      if (previous !== undefined) this.logger.log(`ready again (${statuses})`);
+      return;
+    }
+    const why = Object.entries(details)
+      .filter(([, v]) => v.status !== 'up')
+      .map(([name, v]) => (typeof v.message === 'string' ? `${name}: ${v.message}` : name))
+      .join('; ');
+    this.logger.warn(`not ready (${statuses}): ${why}`);
   }
 }
