@@ -120,7 +120,7 @@ describe('loadConfig', () => {
       for (const nodeEnv of ['staging', 'Development', 'dev']) {
         expect(named(problemsOf({ NODE_ENV: nodeEnv }))).toEqual([...ALL_SECRET_NAMES].sort());
         const c = loadConfig({ ...SECRETS, NODE_ENV: nodeEnv });
-        expect([c.env, c.isDevelopment, c.docsEnabled]).toEqual([nodeEnv, false, false]);
+        expect([c.env, c.isDevelopment, c.docsEnabled]).toEqual([nodeEnv, false, true]);
       }
     });
 
@@ -292,11 +292,11 @@ describe('loadConfig', () => {
       }
     });
 
-    it('accepts any non-development environment once every secret is given: no dev behaviour, no docs', () => {
+    it('accepts any non-development environment once every secret is given: no dev behaviour; the documented /docs stays', () => {
       for (const nodeEnv of [undefined, 'test', 'production']) {
         const c = loadConfig({ ...SECRETS, ...(nodeEnv ? { NODE_ENV: nodeEnv } : {}) });
         expect(c.isDevelopment).toBe(false);
-        expect(c.docsEnabled).toBe(false);
+        expect(c.docsEnabled).toBe(true); // API.md: /docs and /docs-json are part of the surface
         expect(c.jwt.secret).toBe(SECRETS.JWT_SECRET);
         expect(c.stripe.secretKey).toBe(SECRETS.STRIPE_SECRET_KEY);
       }
@@ -314,7 +314,7 @@ describe('loadConfig', () => {
 
     it('lets DOCS_ENABLED override the default either way', () => {
       expect(loadConfig({ NODE_ENV: 'development', DOCS_ENABLED: 'false' }).docsEnabled).toBe(false);
-      expect(loadConfig({ NODE_ENV: 'production', ...SECRETS, DOCS_ENABLED: 'true' }).docsEnabled).toBe(true);
+      expect(loadConfig({ NODE_ENV: 'production', ...SECRETS, DOCS_ENABLED: 'false' }).docsEnabled).toBe(false);
     });
 
     it('lets migration tools read the database settings without any secret', () => {

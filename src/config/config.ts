@@ -635,7 +635,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     metricsHost: e.METRICS_HOST,
     metricsPort: e.METRICS_PORT,
     workerMetricsPort: e.WORKER_METRICS_PORT,
-    docsEnabled: e.DOCS_ENABLED ?? isDevelopment,
+    // API.md lists /docs and /docs-json as part of the surface (clients generate from the document,
+    // admins use Swagger UI): on everywhere unless an operator turns them off
+    docsEnabled: e.DOCS_ENABLED ?? true,
     corsOrigins: cors.origins,
     logLevel: e.LOG_LEVEL,
     database: {

@@ -43,7 +43,7 @@ describeWithChromium('Swagger UI at /docs in a real browser (under the CSP)', ()
 
   beforeAll(async () => {
     const { chromium } = await import('playwright-core');
-    t = await bootTestApp({ env: { DOCS_ENABLED: 'true' } });
+    t = await bootTestApp();
     adminToken = (await createAdmin(t)).accessToken;
     customerToken = (await registerCustomer(t.http)).accessToken;
     browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
