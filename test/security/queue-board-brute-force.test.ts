@@ -145,6 +145,33 @@ describe('queue board Basic sign-in: the account ceiling', () => {
     expect(verify).toHaveBeenCalledTimes(8);
     expect((await board(t, '10.23.2.1', basic(admin, TEST_PASSWORD))).status).toBe(429);
   });
+
+  it("a stranger spending the ceiling never locks the admin out of the board from the admin's own clients", async () => {
+    const admin = await newAccount(t, 'admin');
+    // a verified Basic header is served from a cache whatever the client: each check below
+    // spells the email its own way (emails are case-insensitive), so each is verified afresh
+    const spelling = (n: number) => admin.slice(0, n).toUpperCase() + admin.slice(n);
+    // the admin's own clients: one signed in to the board, one to the API
+    expect((await board(t, '10.26.0.1', basic(admin, TEST_PASSWORD))).status).toBe(200);
+    const login = await t.http.post(
+      '/v1/auth/login',
+      { email: admin, password: TEST_PASSWORD },
+      { headers: { 'x-forwarded-for': '10.26.0.2' } },
+    );
+    expect(login.status).toBe(200);
+    // a stranger on many addresses spends the account's ceiling (8 here) and more
+    const guesses = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => board(t, `10.26.1.${i + 1}`, basic(admin, `g-${i}`))),
+    );
+    expect(guesses.filter((r) => r.status === 429).length).toBeGreaterThan(0);
+    // the stranger's next guess, and the right password from a new client, are refused unverified
+    expect((await board(t, '10.26.2.1', basic(spelling(1), TEST_PASSWORD))).status).toBe(429);
+    // the admin's own clients still get in
+    expect((await board(t, '10.26.0.1', basic(spelling(2), TEST_PASSWORD))).status).toBe(200);
+    expect((await board(t, '10.26.0.2', basic(spelling(3), TEST_PASSWORD))).status).toBe(200);
+    // and a wrong password from an own client still counts there (board-client bucket)
+    expect((await board(t, '10.26.0.2', basic(admin, 'wrong-guess'))).status).toBe(401);
+  });
 });
 
 describe('queue board Basic sign-in: bounded argon2 work', () => {

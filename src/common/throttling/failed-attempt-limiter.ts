@@ -152,9 +152,11 @@ export class FailedAttemptLimiter {
     verify: () => Promise<T | null>,
     options: SignInOptions = {},
   ): Promise<T | null> {
-    if (channel !== 'login') {
+    if (channel === 'password-change') {
       return this.attempt(signInBuckets(channel, account, ip, this.config.signIn, false, options.session), verify);
     }
+    // login and the queue board: a client the owner has signed in from (through either) is
+    // spared the account's ceiling, so a stranger spending it cannot lock the owner out
     const known = this.prefix + knownClientKey(account, ip);
     const isKnown = this.config.signIn.enabled && (await this.isOwnClient(known, options.ownClientOnRecord));
     const result = await this.attempt(signInBuckets(channel, account, ip, this.config.signIn, isKnown), verify);

@@ -278,7 +278,8 @@ function windowBucket(key: string, limit: number, windowMs: number): FailureBuck
  *   accounts; the last two not from the account's own clients (`knownClient`: knownClientKey);
  * - queue board: per client over all accounts (a hard window: the board is for a few admins,
  *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
- *   login so that two doors do not double an attacker's budget;
+ *   login so that two doors do not double an attacker's budget — not from the account's own
+ *   clients either (the same mark: a sign-in through login or the board remembers the client);
  * - password change (the current password, from a signed-in session): the same per-(account,
  *   client) bucket as login and a ceiling per session, PASSWORD_CHANGE_FAILURES_PER_SESSION per
  *   window — not the login ceiling, which any stranger can fill with wrong logins for the email,
@@ -298,7 +299,8 @@ export function signInBuckets(
   const client = clientOf(ip);
   const ceiling = windowBucket(`signin-account:${digest(email)}`, limits.failuresPerAccount, SIGN_IN_ACCOUNT_WINDOW_MS);
   if (channel === 'queue-board') {
-    return [windowBucket(`board-client:${digest(client)}`, BOARD_FAILURES_PER_CLIENT, BOARD_CLIENT_WINDOW_MS), ceiling];
+    const boardClient = windowBucket(`board-client:${digest(client)}`, BOARD_FAILURES_PER_CLIENT, BOARD_CLIENT_WINDOW_MS);
+    return [boardClient, ...(knownClient ? [] : [ceiling])];
   }
   const pair: FailureBucket = {
     key: `signin-client:${digest(email, client)}`,
