@@ -16,6 +16,11 @@ const QUEUE_BOARD_PATH = '/admin/queues';
 /** Sent with every 401, so a browser asks for the email and password. */
 const BASIC_CHALLENGE = 'Basic realm="queues", charset="UTF-8"';
 
+/** How soon a board request refused for Redis being away may be tried again. */
+const REDIS_RETRY_AFTER_SECONDS = 5;
+/** What ioredis says of a connection that is gone (the board's handlers pass it on as a 500). */
+const REDIS_LOST = /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|ETIMEDOUT|max retries per request|Command timed out/i;
+
 const problems = new ProblemDetailsFilter();
 const logger = new Logger('QueueBoard');
 
@@ -73,15 +78,14 @@ export class QueueBoardRegistrar implements OnModuleInit {
             return sendProblem(readOnly, request, reply);
           }
         });
+        const unavailable = () =>
+          new DomainError('SERVICE_UNAVAILABLE', 'Redis is unavailable; the queues cannot be read right now.', {
+            headers: { 'Retry-After': String(REDIS_RETRY_AFTER_SECONDS) },
+          });
         board.addHook('preHandler', async (request, reply) => {
           if (!request.url.startsWith(`${QUEUE_BOARD_PATH}/api/`)) return;
           if (this.board.redisReady) return;
-          const unavailable = new DomainError(
-            'SERVICE_UNAVAILABLE',
-            'Redis is unavailable; the queues cannot be read right now.',
-            { headers: { 'Retry-After': '5' } },
-          );
-          return sendProblem(unavailable, request, reply);
+          return sendProblem(unavailable(), request, reply);
         });
         // the board's own refusals and failures (its error handler answers `{error, message}`, a
         // 500 with the raw message for, e.g., a `%` its handlers decode a second time) as the
@@ -99,6 +103,13 @@ export class QueueBoardRegistrar implements OnModuleInit {
             message = typeof said.message === 'string' ? said.message : '';
           } catch {
             /* not JSON: no message to keep */
+          }
+          // Redis lost after the preHandler's check (a restart, a dropped connection mid-request):
+          // the outage it is, 503 with Retry-After, as before the request
+          if (reply.statusCode >= 500 && (!this.board.redisReady || REDIS_LOST.test(message))) {
+            const rendered = render(unavailable())!;
+            void reply.code(rendered.status).type('application/problem+json').header('Retry-After', String(REDIS_RETRY_AFTER_SECONDS));
+            return JSON.stringify(problemBody(rendered, request.id));
           }
           const status = reply.statusCode >= 500 && /URI malformed/i.test(message) ? 400 : reply.statusCode;
           let rendered = status < 500 ? render({ statusCode: status, code: 'FST_QUEUE_BOARD', message: message || 'Bad request' }) : null;

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { AccountService } from '../../src/auth/account.service';
 import { QUEUES } from '../../src/queue/queues';
+import { QueueBoardQueues } from '../../src/admin-queues/queue-board-queues';
 import { TEST_PASSWORD, createAdmin, createStaff, registerCustomer } from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
 
@@ -95,6 +96,21 @@ describe('admin: queue board at /admin/queues', () => {
     expect(unknown.body.requestId).toBe(unknown.headers.get('x-request-id'));
     // what the board's UI reads of its own refusals is still there
     expect(unknown.body).toHaveProperty('error');
+  });
+
+  it('Redis lost during a board request (after the readiness check): 503 with Retry-After, not a 500', async () => {
+    const admin = await createAdmin(t);
+    const [queue] = t.app.get(QueueBoardQueues).queues;
+    const spy = jest.spyOn(queue, 'getJobCounts').mockRejectedValue(new Error('Connection is closed.'));
+    try {
+      const res = await t.http.get('/admin/queues/api/queues', { token: admin.accessToken });
+      expectProblem(res, 503, 'SERVICE_UNAVAILABLE');
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(JSON.stringify(res.body)).not.toContain('Connection is closed');
+    } finally {
+      spy.mockRestore();
+    }
+    expect((await t.http.get('/admin/queues/api/queues', { token: admin.accessToken })).status).toBe(200);
   });
 
   it('serves the board to an admin signing in with HTTP Basic (email:password)', async () => {
