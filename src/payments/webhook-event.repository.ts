@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { IsNull } from 'typeorm';
 import { deleteSelected } from '../database/batched-delete';
+import { jsonbStorable } from '../database/jsonb-text';
 import { TransactionHost } from '../database/transaction-host';
 import { WebhookEventEntity } from './entities/webhook-event.entity';
 
@@ -17,7 +18,8 @@ export class WebhookEventRepository {
   constructor(private readonly tx: TransactionHost) {}
 
   /**
-   * Stores a verified event once; false for a duplicate id. The primary key decides, also
+   * Stores a verified event once; false for a duplicate id. The payload as PostgreSQL can store
+   * it (jsonbStorable: a NUL in a string becomes U+FFFD). The primary key decides, also
    * between two concurrent deliveries of one event: the second insert waits for the first to
    * commit and then inserts nothing (ON CONFLICT DO NOTHING), so only one of them enqueues it.
    */
@@ -37,7 +39,9 @@ export class WebhookEventRepository {
           id: e.id,
           type: e.type,
           intentId: e.intentId,
-          payload: e.payload,
+          // a NUL in text the customer typed (a billing name) would make jsonb refuse the event on
+          // every delivery; the payload is kept for the record only (nothing reads it back)
+          payload: jsonbStorable(e.payload),
           receivedAt: e.at,
         })
         .orIgnore()

@@ -126,6 +126,22 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     }
   }, 30_000);
 
+  it('a signed event carrying a NUL in a customer-typed field (a billing name) is recorded and processed, not refused forever', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 5_000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const intent = await startPayment(order.body.id);
+    const event = stripe.succeed(intent);
+    // PostgreSQL's jsonb refuses the \u0000 escape (22P05): the stored copy must do without it
+    Object.assign(event.data.object, { shipping: { name: 'Ann\u0000Lee', address: { line1: 'x\u0000' } }, metadata: { 'k\u0000': 'v' } });
+    const res = await deliver(event);
+    expect(res.status).toBe(200);
+    expect(await processed(event.id)).toBeTruthy();
+    await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED');
+    const stored = (await t.db.pool.query(`SELECT payload FROM webhook_events WHERE id = $1`, [event.id])).rows[0]?.payload;
+    expect(stored?.data?.object?.shipping?.name).toBe('Ann\ufffdLee');
+    expect(stored?.data?.object?.metadata).toEqual({ 'k\ufffd': 'v' });
+  });
+
   it('a stale payment_failed after success changes nothing', async () => {
     const { orderId, intent } = await paidOrder();
     const stale = stripe.eventFor('payment_intent.payment_failed', intent);

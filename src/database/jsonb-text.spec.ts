@@ -1,0 +1,24 @@
+import { jsonbStorable } from './jsonb-text';
+
+describe('jsonbStorable', () => {
+  it('returns a value without NUL as it is (the same object); a backslash followed by u0000 is text, kept', () => {
+    const value = { a: 'x', b: [1, 'y'], c: null };
+    expect(jsonbStorable(value)).toBe(value);
+    const literal = { text: 'C:\\u0000 is not a NUL' };
+    expect(jsonbStorable(literal)).toEqual(literal);
+  });
+
+  it('replaces NUL in strings and property names at any depth, leaving the rest unchanged', () => {
+    const value = {
+      name: 'Ann\u0000Lee',
+      list: ['\u0000', 2, true, null],
+      deep: { 'k\u0000': { v: 'a\u0000\u0000b' } },
+    };
+    expect(jsonbStorable(value)).toEqual({
+      name: 'Ann\uFFFDLee',
+      list: ['\uFFFD', 2, true, null],
+      deep: { 'k\uFFFD': { v: 'a\uFFFD\uFFFDb' } },
+    });
+    expect(value.name).toBe('Ann\u0000Lee'); // the original is not changed
+  });
+});
