@@ -24,6 +24,25 @@ describe('PasswordHasher', () => {
     expect(await hasher.verify(phc, 'correct-horse-batterz')).toBe(false);
   });
 
+  it('the same password typed on another keyboard verifies: precomposed or combining marks, full-width digits (NFKC)', async () => {
+    const precomposed = 'Ph\u1edf-secret-\u0661'; // "Phở-secret-" + an Arabic-Indic digit
+    const combining = 'Pho\u031b\u0309-secret-\u0661'; // o + horn + hook above
+    expect(precomposed).not.toBe(combining);
+    const phc = await hasher.hash(precomposed);
+    expect(await hasher.verify(phc, combining)).toBe(true);
+    expect(await hasher.verify(phc, precomposed)).toBe(true);
+    const wide = await hasher.hash('pass\uff11\uff12\uff13word'); // full-width １２３
+    expect(await hasher.verify(wide, 'pass123word')).toBe(true);
+    expect(await hasher.verify(phc, 'Pho-secret-\u0661')).toBe(false);
+  });
+
+  it('still verifies a hash made before passwords were normalized, as the password was typed', async () => {
+    const typed = 'Pho\u031b\u0309-secret-1'; // hashed as is by the earlier code
+    const legacy = await hash(typed, { algorithm: Algorithm.Argon2id, ...OWASP_MINIMUM });
+    expect(await hasher.verify(legacy, typed)).toBe(true);
+    expect(await hasher.verify(legacy, 'Pho\u031b\u0309-secret-2')).toBe(false);
+  });
+
   it('answers false, never throws, for a malformed stored hash', async () => {
     expect(await hasher.verify('not-a-hash', 'whatever')).toBe(false);
   });

@@ -33,6 +33,13 @@ export const HASH_QUEUE_LIMIT = 32;
 /** A caller still waiting for a slot after this long is refused (503). */
 const HASH_MAX_WAIT_MS = 5_000;
 
+/**
+ * The form a password is hashed and verified in: Unicode NFKC (NIST SP 800-63B §5.1.1.2), so the
+ * same password typed on two keyboards — precomposed `ở` on one, `o` + combining marks on another,
+ * full-width digits from an IME — is the same password.
+ */
+const normalizePassword = (password: string): string => password.normalize('NFKC');
+
 /** Reads m, t and p from an argon2id PHC string `$argon2id$v=19$m=…,t=…,p=…$salt$hash`. */
 export function parseParams(phc: string): { m: number; t: number; p: number } | null {
   const match = /^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$/.exec(phc);
@@ -82,16 +89,26 @@ export class PasswordHasher implements OnModuleInit {
     this.dummyHash().catch(() => undefined);
   }
 
-  /** Throws 503 SERVICE_UNAVAILABLE when the gate is full (see the class comment). */
+  /** The password's NFKC form, hashed. Throws 503 SERVICE_UNAVAILABLE when the gate is full (see the class comment). */
   hash(password: string): Promise<string> {
-    return this.gate.run(() => hash(password, { algorithm: Algorithm.Argon2id, ...this.params }));
+    const normalized = normalizePassword(password);
+    return this.gate.run(() => hash(normalized, { algorithm: Algorithm.Argon2id, ...this.params }));
   }
 
   /**
    * False for a wrong password and for a malformed stored hash; throws only 503
-   * SERVICE_UNAVAILABLE when the gate is full (nothing was verified then).
+   * SERVICE_UNAVAILABLE when the gate is full (nothing was verified then). The password's NFKC
+   * form is verified first; a password that normalization changes is also verified as typed, for
+   * hashes made before passwords were normalized (the same second verification for an unknown
+   * email's dummy hash, so the timing tells nothing).
    */
-  verify(phc: string, password: string): Promise<boolean> {
+  async verify(phc: string, password: string): Promise<boolean> {
+    const normalized = normalizePassword(password);
+    if (await this.verifyOnce(phc, normalized)) return true;
+    return normalized !== password && this.verifyOnce(phc, password);
+  }
+
+  private verifyOnce(phc: string, password: string): Promise<boolean> {
     return this.gate.run(async () => {
       try {
         return await verify(phc, password);
@@ -107,7 +124,8 @@ export class PasswordHasher implements OnModuleInit {
    * password (auth/demo-credentials) fails the same way, whatever the account's stored hash.
    */
   verifySignIn(account: { email: string; passwordHash: string } | null, password: string): Promise<boolean> {
-    if (!account || (!this.isDevelopment && isPublishedDemoCredential(account.email, password))) {
+    // the demo pair in any spelling that normalizes to it (full-width letters, say) is the demo pair
+    if (!account || (!this.isDevelopment && isPublishedDemoCredential(account.email, normalizePassword(password)))) {
       return this.verifyDummy(password);
     }
     return this.verify(account.passwordHash, password);

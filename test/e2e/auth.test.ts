@@ -44,6 +44,24 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
     ).rows[0];
 
   describe('accounts', () => {
+    it('a password typed on another keyboard (precomposed vs combining marks) signs in, and changes', async () => {
+      const email = `viet.${randomUUID()}@example.com`;
+      const precomposed = 'Ph\u1edf-b\u00f2-secret'; // "Phở-bò-secret", as most phone keyboards type it
+      const combining = precomposed.normalize('NFD'); // as a desktop keyboard may send it
+      expect(combining).not.toBe(precomposed);
+      const reg = await t.http.post('/v1/auth/register', { email, password: precomposed, name: 'Viet' });
+      expect(reg.status).toBe(201);
+      const login = await t.http.post('/v1/auth/login', { email, password: combining });
+      expect(login.status).toBe(200);
+      const change = await t.http.post(
+        '/v1/me/password',
+        { currentPassword: combining, newPassword: 'Ｎew-ｐassword-1' }, // full-width letters
+        { token: login.body.accessToken },
+      );
+      expect(change.status).toBe(204);
+      expect((await t.http.post('/v1/auth/login', { email, password: 'New-password-1' })).status).toBe(200);
+    });
+
     it('registers, logs in, reads /me, refreshes and logs out', async () => {
       const email = `  Asha.${randomUUID()}@Example.COM `;
       const normalized = email.trim().toLowerCase();

@@ -194,10 +194,16 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
         outcomes.push(line(`production login ${demo.email}`, await prod.http.post('/v1/auth/login', demo)));
       }
       outcomes.push(line('production queue board', await prod.http.get('/admin/queues', basic(DEMO_ADMIN.email, DEMO_ADMIN.password))));
+      // the same password in full-width letters is the same password once normalized (NFKC):
+      // it must not get past the demo check either
+      const wide = [...DEMO_ADMIN.password].map((c) => String.fromCodePoint(c.codePointAt(0)! + 0xfee0)).join('');
+      expect(wide.normalize('NFKC')).toBe(DEMO_ADMIN.password);
+      outcomes.push(line('production login, full-width', await prod.http.post('/v1/auth/login', { email: DEMO_ADMIN.email, password: wide })));
       expect(outcomes).toEqual([
         `production login ${DEMO_ADMIN.email} → 401 INVALID_CREDENTIALS`,
         `production login ${DEMO_CUSTOMER.email} → 401 INVALID_CREDENTIALS`,
         'production queue board → 401 INVALID_CREDENTIALS',
+        'production login, full-width → 401 INVALID_CREDENTIALS',
       ]);
       // control: the same accounts sign in on the development instance, and in production once an
       // operator has given the account a password of its own
