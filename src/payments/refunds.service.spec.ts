@@ -757,6 +757,29 @@ describe('RefundsService', () => {
       expect(s.refunds.touch).toHaveBeenCalledWith(held, NOW); // still pending there: looked at again later
     });
 
+    it("a refund older than the provider's memory of keys is looked for in its list before any resend: never a second refund", async () => {
+      const s = await setup();
+      s.gateway.createRefund.mockRejectedValue(new GatewayError('unavailable', undefined, 'timeout'));
+      for (const key of ['made', 'not-made', 'unlisted']) {
+        await s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: key });
+      }
+      const [made, notMade, unlisted] = ['made', 'not-made', 'unlisted'].map((k) => uuidFromName(`refund:${ADMIN}:${k}`));
+      // the answers were lost, then the shop was down for over a day: Stripe may have forgotten
+      // the keys, so the same key could make each refund a second time
+      const dayAgo = new Date(NOW.getTime() - 25 * 3600_000);
+      for (const id of [made, notMade, unlisted]) s.rows.set(id, { ...s.rows.get(id)!, createdAt: dayAgo });
+      s.gateway.createRefund.mockReset().mockImplementation(async (input) => remote({ id: 're_now', amount: input.amount, refundId: input.refundId }));
+      s.gateway.listRefunds.mockResolvedValueOnce([remote({ id: 're_made', amount: 1_000, refundId: made })]); // for `made`
+      s.gateway.listRefunds.mockResolvedValueOnce([remote({ id: 're_made', amount: 1_000, refundId: made })]); // for `not-made`
+      s.gateway.listRefunds.mockRejectedValueOnce(new GatewayError('unavailable', undefined, 'timeout')); // for `unlisted`
+
+      expect(await s.service.retryStale(60_000)).toBe(2);
+      expect(s.rows.get(made)).toMatchObject({ status: 'succeeded', providerRefundId: 're_made' }); // settled from the list
+      expect(s.rows.get(notMade)).toMatchObject({ status: 'succeeded', providerRefundId: 're_now' }); // not there: sent
+      expect(s.rows.get(unlisted)).toMatchObject({ status: 'pending' }); // no list, no resend
+      expect(s.gateway.createRefund.mock.calls.map(([c]) => c.refundId)).toEqual([notMade]);
+    });
+
     it('stops once the provider is unavailable: one timeout, not one per stale refund', async () => {
       const s = await setup();
       s.gateway.createRefund.mockRejectedValue(new GatewayError('unavailable', undefined, 'timeout'));

@@ -20,6 +20,12 @@ const SYSTEM = 'system:payments';
 const EXCEEDS = new Set(['amount_too_large', 'charge_already_refunded']);
 /** Refused attempts one Idempotency-Key may retry afresh; the last refusal is then its answer. */
 const MAX_ATTEMPTS_PER_KEY = 10;
+/**
+ * A pending refund older than this is looked for in the provider's list before it is sent again:
+ * the provider forgets idempotency keys (Stripe: after at least 24 h), and the same key would then
+ * make a second refund. Well inside that window, so a resend never relies on a forgotten key.
+ */
+export const RESEND_LIST_FIRST_AFTER_MS = 60 * 60_000;
 
 /** The id of the key's `n`-th attempt: `refund:<actor>:<key>`, then `…:attempt:<n>`. */
 const attemptId = (actor: string, key: string, n: number): string =>
@@ -317,9 +323,20 @@ export class RefundsService {
 
   /** execute(), also saying whether the provider left the call unanswered (unknown outcome). */
   private async attempt(refund: Refund, payment: Payment): Promise<{ refund: Refund; unanswered: boolean }> {
-    let remote: GatewayRefund;
+    let remote: GatewayRefund | undefined;
+    // The same key makes a resend safe only while the provider remembers it (Stripe: at least
+    // 24 h). A refund older than RESEND_LIST_FIRST_AFTER_MS — an answer lost to a crash, then a
+    // long outage — is looked for in the provider's list first (by our id in its metadata): made
+    // there already, it is settled from it, never sent a second time. No list, no resend.
+    if (this.clock.now().getTime() - refund.createdAt.getTime() > RESEND_LIST_FIRST_AFTER_MS) {
+      try {
+        remote = (await this.gateway.listRefunds(payment.intentId)).find((r) => r.refundId === refund.id);
+      } catch (err) {
+        return this.unanswered(refund, err);
+      }
+    }
     try {
-      remote = await this.gateway.createRefund({
+      remote ??= await this.gateway.createRefund({
         intentId: payment.intentId,
         amount: refund.amount,
         refundId: refund.id,
@@ -334,12 +351,16 @@ export class RefundsService {
         if (failed) this.raiseIfAutomatic(failed);
         return { refund: failed ?? (await this.refunds.findById(refund.id))!, unanswered: false };
       }
-      // Unknown outcome: the refund stays pending and retryStale asks again with the same key.
-      this.logger.warn(`refund ${refund.id}: provider unavailable (${(err as Error).message}); will retry`);
-      await this.tx.run(() => this.refunds.touch(refund.id, this.clock.now()));
-      return { refund, unanswered: true };
+      return this.unanswered(refund, err);
     }
     return { refund: await this.settle(refund, remote), unanswered: false };
+  }
+
+  /** Unknown outcome: the refund stays pending and retryStale asks again (same key). */
+  private async unanswered(refund: Refund, err: unknown): Promise<{ refund: Refund; unanswered: true }> {
+    this.logger.warn(`refund ${refund.id}: provider unavailable (${(err as Error).message}); will retry`);
+    await this.tx.run(() => this.refunds.touch(refund.id, this.clock.now()));
+    return { refund, unanswered: true };
   }
 
   private async settle(refund: Refund, remote: GatewayRefund): Promise<Refund> {
