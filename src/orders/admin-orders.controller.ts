@@ -18,7 +18,9 @@ export class AdminOrdersController {
   @ApiOperation({
     operationId: 'listAllOrders',
     summary: "Every customer's orders (permission `orders:read_all`)",
-    description: 'Cursor-paginated, newest first, optionally of one `status`.',
+    description:
+      'Cursor-paginated, newest first, optionally of one `status`. A page holds up to `limit` orders and at most 1,000 order lines in all: ' +
+      'one cut short by lines has fewer orders and a `nextCursor`.',
   })
   @ApiOkResponse({ type: OrderPageDto })
   list(@Query() query: AdminListOrdersDto) {
@@ -31,7 +33,8 @@ export class AdminOrdersController {
   @ApiOperation({
     operationId: 'fulfilOrder',
     summary: 'Mark an order fulfilled (permission `orders:fulfil`)',
-    description: 'A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing.',
+    description:
+      'A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing.',
   })
   @ApiUuidParam('id', 'Order id')
   @ApiOkResponse({ type: OrderDetailDto })

@@ -49,7 +49,9 @@ export class OrdersController {
   @ApiOperation({
     operationId: 'listOrders',
     summary: "The signed-in customer's orders",
-    description: 'Cursor-paginated, newest first.',
+    description:
+      'Cursor-paginated, newest first. A page holds up to `limit` orders and at most 1,000 order lines in all: ' +
+      'one cut short by lines has fewer orders and a `nextCursor`.',
   })
   @ApiOkResponse({ type: OrderPageDto })
   list(@CurrentPrincipal() me: Principal, @Query() query: PageQueryDto) {

@@ -8,7 +8,7 @@ import { PaymentReader } from '../payments/payment-reader';
 import { AdminListOrdersDto } from './dto/list-orders.dto';
 import { OrderDetailDto, OrderDto, mapOrder, mapOrderDetail } from './dto/order.response';
 import { OrderTransitionsService } from './order-transitions.service';
-import { Order, OrderWithHistory } from './order.model';
+import { OrderWithHistory } from './order.model';
 import { OrderRepository } from './order.repository';
 
 /** Customer and admin order use cases after checkout: reading, cancelling, fulfilling. */
@@ -68,19 +68,15 @@ export class OrdersService {
     query: PageQueryDto,
   ): Promise<Page<OrderDto>> {
     const after = decodeCursor<{ c: string; i: string }>(query.cursor, { c: 'timestamp', i: 'uuid' });
-    const rows: Order[] = await this.orders.page(
+    const { orders: items, more } = await this.orders.page(
       filter,
-      query.limit + 1,
+      query.limit,
       after ? { createdAt: new Date(after.c), id: after.i } : null,
     );
-    const items = rows.slice(0, query.limit);
     const last = items[items.length - 1];
     return {
       items: items.map(mapOrder),
-      nextCursor:
-        rows.length > query.limit && last
-          ? encodeCursor({ c: last.createdAt.toISOString(), i: last.id })
-          : null,
+      nextCursor: more && last ? encodeCursor({ c: last.createdAt.toISOString(), i: last.id }) : null,
     };
   }
 

@@ -445,7 +445,7 @@ export interface paths {
         };
         /**
          * The signed-in customer's orders
-         * @description Cursor-paginated, newest first.
+         * @description Cursor-paginated, newest first. A page holds up to `limit` orders and at most 1,000 order lines in all: one cut short by lines has fewer orders and a `nextCursor`.
          */
         get: operations["listOrders"];
         put?: never;
@@ -509,7 +509,7 @@ export interface paths {
         };
         /**
          * Every customer's orders (permission `orders:read_all`)
-         * @description Cursor-paginated, newest first, optionally of one `status`.
+         * @description Cursor-paginated, newest first, optionally of one `status`. A page holds up to `limit` orders and at most 1,000 order lines in all: one cut short by lines has fewer orders and a `nextCursor`.
          */
         get: operations["listAllOrders"];
         put?: never;

@@ -2,6 +2,7 @@ import { createAdmin } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { ORDER_PAGE_LINE_BUDGET } from '../../src/orders/order.repository';
 
 describe('orders: cart checkout, reads, cancel, admin', () => {
   let t: TestApp;
@@ -285,6 +286,40 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     expect(seen).toEqual([...ids].reverse());
     expect((await t.http.get('/v1/orders?limit=101', { token: carol.token })).status).toBe(400);
     expect((await t.http.get('/v1/orders?cursor=garbage', { token: carol.token })).status).toBe(400);
+  });
+
+  it(`a page carries at most ${ORDER_PAGE_LINE_BUDGET} order lines: cut short (with a cursor) before 100 orders of 100 lines, nothing skipped`, async () => {
+    const [dave] = await buyers(t.http, 1);
+    const products = await Promise.all(Array.from({ length: 100 }, () => insertProduct(t.db.pool, { stock: 50 })));
+    const ids: string[] = [];
+    for (let i = 0; i < 13; i++) {
+      const lines = i === 6 ? products.slice(0, 7) : products; // one small order among the big ones
+      ids.push((await placeOrder(t.http, dave, lines.map((productId) => ({ productId, quantity: 1 })))).body.id);
+    }
+    const pages: { orders: number; lines: number }[] = [];
+    const seen: string[] = [];
+    for (const caller of [dave.token, admin]) {
+      let cursor: string | null = null;
+      do {
+        const page: any = await t.http.get(`/v1/${caller === admin ? 'admin/' : ''}orders?limit=100${cursor ? `&cursor=${cursor}` : ''}`, { token: caller });
+        expect(page.status).toBe(200);
+        const mine = page.body.items.filter((o: { id: string }) => ids.includes(o.id));
+        const lines = page.body.items.reduce((n: number, o: { items: unknown[] }) => n + o.items.length, 0);
+        expect(lines).toBeLessThanOrEqual(ORDER_PAGE_LINE_BUDGET);
+        if (caller === dave.token) {
+          pages.push({ orders: page.body.items.length, lines });
+          seen.push(...mine.map((o: { id: string }) => o.id));
+        }
+        cursor = page.body.nextCursor;
+      } while (cursor);
+    }
+    // newest first: 6 orders of 100 lines, the 7-line one, 3 more of 100 (907); the next would
+    // pass 1,000 lines: the page ends there, and the cursor goes on from its last order
+    expect(pages).toEqual([
+      { orders: 10, lines: 907 },
+      { orders: 3, lines: 300 },
+    ]);
+    expect(seen).toEqual([...ids].reverse());
   });
 
   it('guards admin routes by permission and fulfils only CONFIRMED orders', async () => {
