@@ -63,13 +63,15 @@ export class EmailDeliveryBusyError extends Error {
  * commits, so a database restart between the send and the record costs a delay, not a second
  * email.
  *
- * Trade-off: if the worker dies after the server accepted the message but before 'sent' is
- * recorded, the row stays 'sending' and the rerun takes it over. Before sending again it asks
- * the transport whether it already delivered this message (the `.eml` transport knows: the file
- * is its record) and then only records it; over SMTP it cannot know, and the message goes out a
- * second time — with the same deterministic Message-ID, so it is the same message (RFC 5322)
- * and mail clients fold it. We accept that rare redelivery over the alternative (marking before
- * sending, which loses the email whenever the send then fails).
+ * If 'sent' is never recorded — the worker dies after the send, or the database stays away past
+ * EMAIL_RECORD_RETRY_MS — the row stays 'sending' and a later attempt takes it over. Before
+ * sending again it asks the transport whether it already delivered this message (the `.eml`
+ * transport's file is its record; the SMTP transport marks each message the server accepted in
+ * Redis) and then only records it. Only a worker killed between the server taking the message
+ * and its "250 OK" reaching us (or a Redis that refused the mark) sends it a second time — with
+ * the same deterministic Message-ID, so it is the same message (RFC 5322) and mail clients fold
+ * it. We accept that rare redelivery over the alternative (marking before sending, which loses
+ * the email whenever the send then fails).
  */
 @Injectable()
 export class EmailService {

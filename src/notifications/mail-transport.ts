@@ -6,7 +6,10 @@ import { createTransport, type Transporter } from 'nodemailer';
 import { parseConnectionUrl } from 'nodemailer/lib/shared';
 import type SMTPTransport from 'nodemailer/lib/smtp-transport';
 import type StreamTransport from 'nodemailer/lib/stream-transport';
+import type Redis from 'ioredis';
+import { withTimeout } from '../common/with-timeout';
 import { APP_CONFIG, AppConfig } from '../config/config';
+import { REDIS } from '../redis/redis.module';
 
 export interface OutgoingEmail {
   /** `orderId.kind[.ref]`: names the .eml file; the Message-ID is derived from it. */
@@ -27,7 +30,7 @@ export abstract class MailTransport {
   abstract send(message: OutgoingEmail): Promise<void>;
   /**
    * Whether this transport has its own record of having delivered `message` (optional: a
-   * transport that cannot know, like SMTP, leaves it out). Asked before sending again a message
+   * transport that cannot know leaves it out). Asked before sending again a message
    * whose earlier attempt may have sent it and died before recording it.
    */
   alreadyDelivered?(message: OutgoingEmail): Promise<boolean>;
@@ -49,17 +52,56 @@ const toMail = (m: OutgoingEmail) => ({
   messageId: m.messageId,
 });
 
-/** Sends through the mail server at SMTP_URL (smtp:// with STARTTLS when offered, or smtps://). */
+/**
+ * How long the record of a message the mail server accepted is kept: past the longest an email
+ * stays owed (the reconciler's 6 days), so every retry of it still finds the record.
+ */
+const ACCEPTED_MARK_MS = 7 * 24 * 3600_000;
+/** A Redis slower than this leaves the mark unwritten or unread (the stricter answer: not known). */
+const ACCEPTED_MARK_TIMEOUT_MS = 500;
+
+/**
+ * Sends through the mail server at SMTP_URL (smtp:// with STARTTLS when offered, or smtps://).
+ *
+ * SMTP cannot say afterwards whether it delivered a message, so this transport keeps its own
+ * record: once the server has said "250 OK", a Redis mark `<prefix>:email-accepted:<key>`
+ * (7 days). An attempt that takes over a delivery left 'sending' — its worker died after the send,
+ * or the database stayed away past the two minutes the 'sent' record is retried — finds the mark
+ * and records the delivery instead of mailing the customer again. Redis unavailable: no mark, and
+ * such a takeover sends again (the same Message-ID), as without the record.
+ */
 class SmtpMailTransport extends MailTransport implements OnApplicationShutdown {
   private readonly transporter: Transporter<SMTPTransport.SentMessageInfo>;
+  private readonly markPrefix: string;
 
-  constructor(smtpUrl: string) {
+  constructor(
+    smtpUrl: string,
+    private readonly redis: Pick<Redis, 'set' | 'exists'>,
+    keyPrefix: string,
+  ) {
     super();
     this.transporter = createTransport({ ...SMTP_TIMEOUTS, ...parseConnectionUrl(smtpUrl) });
+    this.markPrefix = `${keyPrefix}:email-accepted:`;
   }
 
   async send(message: OutgoingEmail): Promise<void> {
     await this.transporter.sendMail(toMail(message));
+    await withTimeout(
+      this.redis.set(this.markPrefix + message.key, '1', 'PX', ACCEPTED_MARK_MS),
+      ACCEPTED_MARK_TIMEOUT_MS,
+    ).catch(
+      () => undefined, // sent all the same; only a takeover would not know it
+    );
+  }
+
+  override async alreadyDelivered(message: OutgoingEmail): Promise<boolean> {
+    return withTimeout(
+      this.redis.exists(this.markPrefix + message.key),
+      ACCEPTED_MARK_TIMEOUT_MS,
+    ).then(
+      (n) => n === 1,
+      () => false,
+    );
   }
 
   onApplicationShutdown(): void {
@@ -103,9 +145,9 @@ class FileMailTransport extends MailTransport {
 
 export const mailTransportProvider: Provider = {
   provide: MailTransport,
-  inject: [APP_CONFIG],
-  useFactory: (config: AppConfig): MailTransport =>
+  inject: [APP_CONFIG, REDIS],
+  useFactory: (config: AppConfig, redis: Redis): MailTransport =>
     config.mail.smtpUrl
-      ? new SmtpMailTransport(config.mail.smtpUrl)
+      ? new SmtpMailTransport(config.mail.smtpUrl, redis, config.redis.keyPrefix)
       : new FileMailTransport(config.mail.outboxDir),
 };

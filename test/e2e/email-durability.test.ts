@@ -83,6 +83,33 @@ describe('an email that went out stays recorded as sent across a database restar
     await drain(worker, t.db.pool);
     expect(smtp.forOrder(orderId).filter((m) => /cancel/i.test(m.subject))).toHaveLength(1);
   });
+
+  it("the 'sent' record never landed (an outage past its two minutes of retries, or a worker killed after the 250 OK): the takeover records the accepted message, it does not mail it again", async () => {
+    const customer = await registerCustomer(t.http);
+    const buyer = { userId: customer.user.id, token: customer.accessToken };
+    const product = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
+    const orderId = order.body.id as string;
+    const cancelled = await t.http.post(`/v1/orders/${orderId}/cancel`, {}, { token: buyer.token, idempotencyKey: newKey() });
+    expect(cancelled.status).toBe(200);
+    await drain(worker, t.db.pool);
+    expect(smtp.forOrder(orderId)).toHaveLength(1);
+
+    // as if recording 'sent' had given up: the row still 'sending', its attempt gone
+    await t.db.pool.query(
+      `UPDATE email_deliveries SET status = 'sending', sent_at = NULL, claimed_at = now() - interval '10 minutes'
+        WHERE order_id = $1 AND kind = 'cancellation'`,
+      [orderId],
+    );
+    const outcome = await worker.get(EmailService, { strict: false }).send({ orderId, kind: 'cancellation' });
+    expect(outcome).toBe('already-sent');
+    const { rows } = await t.db.pool.query<{ status: string; attempts: number }>(
+      `SELECT status, attempts FROM email_deliveries WHERE order_id = $1 AND kind = 'cancellation'`,
+      [orderId],
+    );
+    expect(rows).toEqual([{ status: 'sent', attempts: 2 }]);
+    expect(smtp.forOrder(orderId)).toHaveLength(1); // one message at the server, not two
+  });
 });
 
 describe('a worker that died between the send and the record (.eml transport)', () => {
