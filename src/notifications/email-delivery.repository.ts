@@ -1,5 +1,4 @@
 import { Injectable } from '@nestjs/common';
-import { MoreThanOrEqual } from 'typeorm';
 import { inboxKey } from '../common/email';
 import { TransactionHost } from '../database/transaction-host';
 import { EmailDeliveryEntity } from './entities/email-delivery.entity';
@@ -14,6 +13,9 @@ export interface DeliveryClaim {
   messageId: string;
   now: Date;
 }
+
+/** Advisory-lock class of an inbox's allowance decisions (two-int4 key space); "EA" in ASCII. */
+const INBOX_LOCK_CLASS = 0x4541;
 
 /** An email an outbox event owes and no delivery has recorded as sent (see findUnsent). */
 export interface OwedEmail {
@@ -137,13 +139,39 @@ export class EmailDeliveryRepository {
     );
   }
 
-  /** How many `kind` emails went to the inbox `recipient` reaches since `since` (sent ones). */
-  async sentTo(recipient: string, kind: EmailKind, since: Date): Promise<number> {
-    return this.tx.withManager((m) =>
-      m.getRepository(EmailDeliveryEntity).count({
-        where: { inbox: inboxKey(recipient), kind, status: 'sent', sentAt: MoreThanOrEqual(since) },
-      }),
-    );
+  /**
+   * Over an allowance of `limit` `kind` emails per inbox since `since`: the claimed delivery is
+   * recorded suppressed (answers true), or left to be sent (false). Counted are the inbox's emails
+   * sent since then and the others claimed since then and not yet settled (another worker's send
+   * in flight, or one owed a retry), under a transaction lock on the inbox: workers deciding at
+   * once for one inbox decide one after the other, each seeing the others' claims — so N workers
+   * can never each find room for one more and send N past the allowance.
+   */
+  async suppressOverAllowance(
+    claim: { id: string; attempt: number; recipient: string; kind: EmailKind },
+    limit: number,
+    since: Date,
+    reason: string,
+    at: Date,
+  ): Promise<boolean> {
+    const inbox = inboxKey(claim.recipient);
+    return this.tx.run(async () => {
+      const held = await this.tx.withManager(async (m) => {
+        await m.query(`SELECT pg_advisory_xact_lock(${INBOX_LOCK_CLASS}, hashtext($1::text))`, [inbox]);
+        return m
+          .getRepository(EmailDeliveryEntity)
+          .createQueryBuilder('d')
+          .where('d.inbox = :inbox AND d.kind = :kind AND d.id <> :id', { inbox, kind: claim.kind, id: claim.id })
+          .andWhere(
+            "((d.status = 'sent' AND d.sentAt >= :since) OR (d.status = 'sending' AND d.createdAt >= :since))",
+            { since },
+          )
+          .getCount();
+      });
+      if (held < limit) return false;
+      await this.markSuppressed(claim.id, claim.attempt, reason, at);
+      return true;
+    });
   }
 
   /** A claimed delivery that is not to be sent (over an allowance): final, never owed again. */

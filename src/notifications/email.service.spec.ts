@@ -59,7 +59,7 @@ function setup() {
     find: jest.fn().mockResolvedValue(null),
     markSent: jest.fn().mockResolvedValue(undefined),
     release: jest.fn().mockResolvedValue(undefined),
-    sentTo: jest.fn().mockResolvedValue(0),
+    suppressOverAllowance: jest.fn().mockResolvedValue(false),
   }, 'deliveries');
   const payments = mockOf<PaymentReader>({ findRefund: jest.fn().mockResolvedValue(null) }, 'payments');
   const orders = mockOf<OrderRepository>({ findById: jest.fn().mockResolvedValue(order) }, 'orders');

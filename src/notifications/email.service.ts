@@ -142,11 +142,10 @@ export class EmailService {
       await this.recordSent(claim.id, key);
       return 'already-sent';
     }
-    if (job.kind === 'cancellation' && (await this.overAllowance(recipient))) {
+    if (job.kind === 'cancellation' && (await this.suppressedOverAllowance(claim, recipient))) {
       // a loop of orders cancelled (or left to expire) with someone else's address must not
       // turn the shop into a mail cannon: over the allowance, recorded and never sent
       this.logger.warn(`email ${key} suppressed: over ${CANCELLATION_EMAILS_PER_DAY} cancellation emails to one address in a day`);
-      await this.deliveries.markSuppressed(claim.id, claim.attempt, 'over the daily allowance of cancellation emails', this.clock.now());
       logOrder({ orderId: job.orderId, action: 'email.suppressed', kind: job.kind });
       return 'skipped';
     }
@@ -181,10 +180,20 @@ export class EmailService {
     return 'sent';
   }
 
-  /** Whether the inbox `recipient` reaches (sub-addresses together) has had its daily allowance of cancellation emails. */
-  private async overAllowance(recipient: string): Promise<boolean> {
-    const since = new Date(this.clock.now().getTime() - 86_400_000);
-    return (await this.deliveries.sentTo(recipient, 'cancellation', since)) >= CANCELLATION_EMAILS_PER_DAY;
+  /**
+   * Whether the inbox `recipient` reaches (sub-addresses together) has had its daily allowance of
+   * cancellation emails (sent, or being sent by another worker): then this claim is recorded
+   * suppressed.
+   */
+  private suppressedOverAllowance(claim: { id: string; attempt: number }, recipient: string): Promise<boolean> {
+    const now = this.clock.now();
+    return this.deliveries.suppressOverAllowance(
+      { ...claim, recipient, kind: 'cancellation' },
+      CANCELLATION_EMAILS_PER_DAY,
+      new Date(now.getTime() - 86_400_000),
+      'over the daily allowance of cancellation emails',
+      now,
+    );
   }
 
   /**

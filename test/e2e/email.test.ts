@@ -316,6 +316,35 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     expect(await deliveriesOf(t, aliasOrder.body.id)).toMatchObject([{ kind: 'cancellation', status: 'suppressed' }]);
   }, 60_000);
 
+  it(`workers sending one inbox's cancellation emails at once never pass the ${CANCELLATION_EMAILS_PER_DAY} a day between them`, async () => {
+    const victim = await registerCustomer(t.http);
+    const who: Buyer = { userId: victim.user.id, token: victim.accessToken };
+    const product = await insertProduct(t.db.pool, { stock: 100, priceAmount: 1_000 });
+    const orders: string[] = [];
+    for (let i = 0; i < CANCELLATION_EMAILS_PER_DAY - 2; i++) {
+      const order = await placeOrder(t.http, who, [{ productId: product, quantity: 1 }]);
+      orders.push(order.body.id);
+      await cancel(t, who, order.body.id);
+    }
+    await drain(worker, t.db.pool);
+    // room for two more; four are sent at once (as by four workers), besides the worker's own jobs
+    const racing: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const order = await placeOrder(t.http, who, [{ productId: product, quantity: 1 }]);
+      racing.push(order.body.id);
+      await cancel(t, who, order.body.id);
+    }
+    const emails = worker.get(EmailService, { strict: false });
+    await Promise.allSettled(racing.map((orderId) => emails.send({ orderId, kind: 'cancellation' })));
+    await drain(worker, t.db.pool);
+    const statuses = (
+      await t.db.pool.query(`SELECT status FROM email_deliveries WHERE order_id = ANY($1) AND kind = 'cancellation'`, [[...orders, ...racing]])
+    ).rows.map((r) => r.status as string);
+    expect(statuses.filter((s) => s === 'sent')).toHaveLength(CANCELLATION_EMAILS_PER_DAY);
+    expect(statuses.filter((s) => s === 'suppressed')).toHaveLength(2);
+    expect([...orders, ...racing].flatMap((id) => smtp.forOrder(id))).toHaveLength(CANCELLATION_EMAILS_PER_DAY);
+  }, 60_000);
+
   it('one refund email per refund, with the amount from the refund row', async () => {
     const orderId = await twoLineOrder(t, buyer);
     await pay(t, buyer, orderId, 'succeeded');
