@@ -75,6 +75,7 @@ async function main(): Promise<void> {
     REDIS_KEY_PREFIX: `bench-cpu-${Date.now()}`,
     PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0',
     PURCHASE_LIMIT_OPEN_ORDERS: '0',
+    PURCHASE_LIMIT_ABANDONED_PER_DAY: '0',
   });
   try {
     const tokens = await registerBuyers(api, BUYERS);

@@ -224,6 +224,7 @@ async function main(): Promise<void> {
     // each buyer places many orders of the hot SKU: the per-customer caps would refuse them
     PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0',
     PURCHASE_LIMIT_OPEN_ORDERS: '0',
+    PURCHASE_LIMIT_ABANDONED_PER_DAY: '0',
   });
   try {
     console.log(`registering ${BUYERS} buyers…`);

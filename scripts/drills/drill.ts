@@ -112,6 +112,7 @@ async function main(): Promise<number> {
       RATE_LIMIT_ENABLED: 'false',
       PURCHASE_LIMIT_OPEN_ORDERS: '0',
       PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0',
+      PURCHASE_LIMIT_ABANDONED_PER_DAY: '0',
     });
     log('migrating');
     cluster.migrate(env());

@@ -87,6 +87,7 @@ async function main(): Promise<void> {
       RATE_LIMIT_ENABLED: 'false',
       PURCHASE_LIMIT_OPEN_ORDERS: '0',
       PURCHASE_LIMIT_UNITS_PER_PRODUCT: '0',
+      PURCHASE_LIMIT_ABANDONED_PER_DAY: '0',
       MAIL_OUTBOX_DIR: join(tmpdir(), 'shop-scale-bench-mail'),
     });
     cluster.migrate(env());

@@ -134,6 +134,7 @@ const envSchema = z.object({
   RESERVATION_TTL_SECONDS: int(900, 10, 86_400),
   PURCHASE_LIMIT_UNITS_PER_PRODUCT: int(5, 0, 1_000_000),
   PURCHASE_LIMIT_OPEN_ORDERS: int(3, 0, 1_000_000),
+  PURCHASE_LIMIT_ABANDONED_PER_DAY: int(10, 0, 1_000_000),
   SHOP_CURRENCY: z
     .string()
     .regex(/^[A-Z]{3}$/)
@@ -238,9 +239,11 @@ export interface AppConfig {
   reservationTtlSeconds: number;
   /**
    * Per-customer caps on open unpaid orders (INVENTORY_RESERVED / PAYMENT_PENDING), the new one
-   * included: units of one product held, and number of such orders. 0 switches a cap off.
+   * included: units of one product held, and number of such orders; and on unpaid orders
+   * abandoned (cancelled by the customer or expired) among those placed in the last 24 h — so
+   * re-ordering when a reservation ends cannot hold stock all day. 0 switches a cap off.
    */
-  purchaseLimits: { unitsPerProduct: number; openOrders: number };
+  purchaseLimits: { unitsPerProduct: number; openOrders: number; abandonedPerDay: number };
   /**
    * S3-compatible object storage for product images: clients upload straight to it with
    * pre-signed PUT URLs (SigV4); it notifies POST /v1/webhooks/storage with a bearer token.
@@ -666,6 +669,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     purchaseLimits: {
       unitsPerProduct: e.PURCHASE_LIMIT_UNITS_PER_PRODUCT,
       openOrders: e.PURCHASE_LIMIT_OPEN_ORDERS,
+      abandonedPerDay: e.PURCHASE_LIMIT_ABANDONED_PER_DAY,
     },
     storage: {
       endpoint: e.STORAGE_ENDPOINT.replace(/\/$/, ''),

@@ -24,7 +24,9 @@ function purchaseLimitExceeded(breaches: PurchaseLimitBreach[]): DomainError {
   const sentences = breaches.map((b) =>
     b.cap === 'openOrders'
       ? `A customer may have at most ${b.limit} unpaid orders open at a time (this order would make ${b.held}); pay for or cancel one first.`
-      : `A customer may hold at most ${b.limit} units of a product in unpaid orders (product ${b.productId}: this order would make ${b.held}).`,
+      : b.cap === 'abandonedPerDay'
+        ? `A customer may leave at most ${b.limit} orders unpaid (cancelled or expired) in 24 hours (${b.held} so far); new orders wait until the oldest of them is a day old.`
+        : `A customer may hold at most ${b.limit} units of a product in unpaid orders (product ${b.productId}: this order would make ${b.held}).`,
   );
   return new DomainError('PURCHASE_LIMIT_EXCEEDED', sentences.join(' '), { extensions: { limits: breaches } });
 }
@@ -112,7 +114,7 @@ export class CheckoutService {
       // Per-customer caps (OWASP API6): checked in the same message, after the insert (the new
       // order counts) and before the inventory row locks, under a lock on the customer.
       const caps = this.config.purchaseLimits;
-      if (caps.unitsPerProduct > 0 || caps.openOrders > 0) {
+      if (caps.unitsPerProduct > 0 || caps.openOrders > 0 || caps.abandonedPerDay > 0) {
         this.limits.checkOnCommit(me.userId, lines.map((l) => l.productId), caps, (err) => {
           const breaches = breachesOf(err);
           return breaches ? purchaseLimitExceeded(breaches) : err;

@@ -2,16 +2,24 @@ import { Injectable } from '@nestjs/common';
 import { TransactionHost, pgErrorCode } from '../database/transaction-host';
 import { HOLDS_RESERVATION } from './order-state-machine';
 
-/** Per-customer caps on open unpaid orders (0 = cap off). */
+/** Per-customer caps on open unpaid orders, and on unpaid orders abandoned in a day (0 = cap off). */
 export interface PurchaseCaps {
   unitsPerProduct: number;
   openOrders: number;
+  abandonedPerDay: number;
 }
 
-/** A cap the new order would pass: what the customer would then hold against the limit. */
+/**
+ * A cap the new order would pass: what the customer would then hold against the limit (for
+ * `abandonedPerDay`, the unpaid orders already abandoned among those placed in the last 24 h).
+ */
 export type PurchaseLimitBreach =
   | { cap: 'openOrders'; limit: number; held: number }
+  | { cap: 'abandonedPerDay'; limit: number; held: number }
   | { cap: 'unitsPerProduct'; limit: number; held: number; productId: string };
+
+/** Cancellations that mean "held stock, never paid": not a declined card (the bank's doing). */
+const ABANDONED_REASONS = ['CUSTOMER_REQUESTED', 'RESERVATION_EXPIRED'];
 
 /** The breaches carried by the limit check's `purchase_limit_exceeded` error; null for any other error. */
 export function breachesOf(err: unknown): PurchaseLimitBreach[] | null {
@@ -69,6 +77,15 @@ export class PurchaseLimitRepository {
           WHERE $3::int > 0
          HAVING count(*) > $3::int
          UNION ALL
+         -- orders placed in the last 24 h and abandoned unpaid (the customer's recent orders:
+         -- orders_user_recent_idx); at the cap, no new one until the oldest is a day old
+         SELECT NULL::uuid AS product_id,
+                jsonb_build_object('cap', 'abandonedPerDay', 'limit', $6::int, 'held', count(*)) AS breach
+           FROM orders
+          WHERE $6::int > 0 AND user_id = $1::uuid AND created_at > now() - interval '24 hours'
+            AND status = 'CANCELLED' AND cancellation_reason = ANY($7::text[])
+         HAVING $6::int > 0 AND count(*) >= $6::int
+         UNION ALL
          SELECT i.product_id,
                 jsonb_build_object('cap', 'unitsPerProduct', 'limit', $4::int, 'held', sum(i.quantity),
                                    'productId', i.product_id)
@@ -79,7 +96,7 @@ export class PurchaseLimitRepository {
        )
        SELECT raise_purchase_limit_exceeded(jsonb_agg(breach ORDER BY product_id NULLS FIRST))
          FROM breaches HAVING count(*) > 0`,
-      [userId, productIds, caps.openOrders, caps.unitsPerProduct, HOLDS_RESERVATION],
+      [userId, productIds, caps.openOrders, caps.unitsPerProduct, HOLDS_RESERVATION, caps.abandonedPerDay, ABANDONED_REASONS],
       { mapError },
     );
   }

@@ -661,11 +661,11 @@ export interface components {
         /** @description A per-customer cap a PURCHASE_LIMIT_EXCEEDED order would pass */
         PurchaseLimitBreach: {
             /** @enum {string} */
-            cap: "openOrders" | "unitsPerProduct";
+            cap: "openOrders" | "unitsPerProduct" | "abandonedPerDay";
             /** @example 5 */
             limit: number;
             /**
-             * @description What the customer would then hold against the cap
+             * @description What the customer would then hold against the cap (abandonedPerDay: unpaid orders abandoned in the last 24 h)
              * @example 6
              */
             held: number;

@@ -1,5 +1,6 @@
 import { INestApplicationContext } from '@nestjs/common';
 import { loadConfig } from '../../src/config/config';
+import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
 import { insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -58,8 +59,47 @@ describe('per-customer purchase limits', () => {
     );
   }
 
-  it('is on by default: 5 units per product, 3 open unpaid orders', () => {
-    expect(loadConfig({ NODE_ENV: 'development' }).purchaseLimits).toEqual({ unitsPerProduct: 5, openOrders: 3 });
+  it('is on by default: 5 units per product, 3 open unpaid orders, 10 abandoned unpaid orders a day', () => {
+    expect(loadConfig({ NODE_ENV: 'development' }).purchaseLimits).toEqual({ unitsPerProduct: 5, openOrders: 3, abandonedPerDay: 10 });
+  });
+
+  it('a customer who keeps abandoning unpaid orders (cancelled, expired) gets no new one that day: re-ordering cannot hold stock all day', async () => {
+    const capped = await bootTestApp({
+      db: t.db,
+      env: { PURCHASE_LIMIT_UNITS_PER_PRODUCT: '5', PURCHASE_LIMIT_OPEN_ORDERS: '3', PURCHASE_LIMIT_ABANDONED_PER_DAY: '3' },
+    });
+    try {
+      const [erin, frank] = await buyers(capped.http, 2);
+      const p = await insertProduct(t.db.pool, { stock: 10 });
+      const placed: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const res = await placeOrder(capped.http, erin, [{ productId: p, quantity: 5 }]);
+        expect(res.status).toBe(201);
+        placed.push(res.body.id as string);
+        if (i < 2) {
+          const cancel = await capped.http.post(`/v1/orders/${res.body.id}/cancel`, {}, { token: erin.token, idempotencyKey: newKey() });
+          expect(cancel.status).toBe(200);
+        }
+      }
+      // the third one is left to expire (released as RESERVATION_EXPIRED)
+      await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [placed[2]]);
+      expect(await capped.app.get(ReservationExpiryService).expire(placed[2])).toBe(true);
+      const expired = await capped.http.get(`/v1/orders/${placed[2]}`, { token: erin.token });
+      expect([expired.body.status, expired.body.cancellationReason]).toEqual(['CANCELLED', 'RESERVATION_EXPIRED']);
+
+      const refused = await placeOrder(capped.http, erin, [{ productId: p, quantity: 5 }]);
+      expect([refused.status, refused.body.code]).toEqual([409, 'PURCHASE_LIMIT_EXCEEDED']);
+      expect(refused.body.limits).toEqual([{ cap: 'abandonedPerDay', limit: 3, held: 3 }]);
+      expect(refused.body.detail).toMatch(/at most 3 orders unpaid/);
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 0 });
+      // another customer is not affected
+      expect((await placeOrder(capped.http, frank, [{ productId: p, quantity: 1 }])).status).toBe(201);
+      // a day later the abandoned orders no longer count
+      await t.db.pool.query(`UPDATE orders SET created_at = created_at - interval '25 hours' WHERE id = ANY($1)`, [placed]);
+      expect((await placeOrder(capped.http, erin, [{ productId: p, quantity: 5 }])).status).toBe(201);
+    } finally {
+      await capped.close();
+    }
   });
 
   it('refuses more units of one product than the cap, counting open unpaid orders, with 409', async () => {

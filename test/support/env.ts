@@ -17,6 +17,7 @@ process.env.WORKER_METRICS_PORT = '0';
 // test/security/purchase-limits.test.ts switches them on
 process.env.PURCHASE_LIMIT_UNITS_PER_PRODUCT = process.env.PURCHASE_LIMIT_UNITS_PER_PRODUCT ?? '0';
 process.env.PURCHASE_LIMIT_OPEN_ORDERS = process.env.PURCHASE_LIMIT_OPEN_ORDERS ?? '0';
+process.env.PURCHASE_LIMIT_ABANDONED_PER_DAY = process.env.PURCHASE_LIMIT_ABANDONED_PER_DAY ?? '0';
 // A developer's .env (README: copy .env.example) must not reach the processes tests spawn: the
 // harness's environment is the whole configuration. test/e2e/env-file.test.ts opts back in.
 process.env.ENV_FILE = '';
