@@ -25,7 +25,7 @@ const MAX_ATTEMPTS_PER_KEY = 10;
  * the provider forgets idempotency keys (Stripe: after at least 24 h), and the same key would then
  * make a second refund. Well inside that window, so a resend never relies on a forgotten key.
  */
-export const RESEND_LIST_FIRST_AFTER_MS = 60 * 60_000;
+const RESEND_LIST_FIRST_AFTER_MS = 60 * 60_000;
 
 /** The id of the key's `n`-th attempt: `refund:<actor>:<key>`, then `…:attempt:<n>`. */
 const attemptId = (actor: string, key: string, n: number): string =>
