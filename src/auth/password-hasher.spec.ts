@@ -36,11 +36,36 @@ describe('PasswordHasher', () => {
     expect(await hasher.verify(phc, 'Pho-secret-\u0661')).toBe(false);
   });
 
-  it('still verifies a hash made before passwords were normalized, as the password was typed', async () => {
+  it('still verifies a hash made before passwords were normalized, as the password was typed, and asks for its rehash', async () => {
     const typed = 'Pho\u031b\u0309-secret-1'; // hashed as is by the earlier code
     const legacy = await hash(typed, { algorithm: Algorithm.Argon2id, ...OWASP_MINIMUM });
     expect(await hasher.verify(legacy, typed)).toBe(true);
     expect(await hasher.verify(legacy, 'Pho\u031b\u0309-secret-2')).toBe(false);
+    expect(hasher.needsRehash(legacy)).toBe(true); // upgraded to the NFKC form at the next sign-in
+    expect(hasher.needsRehash(await hasher.hash(typed))).toBe(false);
+  });
+
+  it('one turn of the gate per check; a hash of the NFKC form is checked once, whatever the input', async () => {
+    const gate = jest.spyOn(hasher.gate, 'run');
+    const argon2 = jest.requireActual<typeof import('@node-rs/argon2')>('@node-rs/argon2');
+    const verifications = jest.spyOn(argon2, 'verify');
+    try {
+      const phc = await hasher.hash('plain-ascii-secret');
+      gate.mockClear();
+      verifications.mockClear();
+      // a wrong guess that NFKC changes (full-width letters): one argon2 run, not two
+      expect(await hasher.verify(phc, '\uff50lain-ascii-secreT')).toBe(false);
+      expect([gate.mock.calls.length, verifications.mock.calls.length]).toEqual([1, 1]);
+      // a legacy hash: both forms, still one turn of the gate
+      const legacy = await hash('x-legacy-secret', { algorithm: Algorithm.Argon2id, ...OWASP_MINIMUM });
+      gate.mockClear();
+      verifications.mockClear();
+      expect(await hasher.verify(legacy, '\uff58-legacy-secreT')).toBe(false);
+      expect([gate.mock.calls.length, verifications.mock.calls.length]).toEqual([1, 2]);
+    } finally {
+      gate.mockRestore();
+      verifications.mockRestore();
+    }
   });
 
   it('answers false, never throws, for a malformed stored hash', async () => {

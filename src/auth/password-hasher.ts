@@ -1,5 +1,7 @@
 import { Inject, Injectable, OnModuleInit, Optional } from '@nestjs/common';
 import { Algorithm, hash, verify } from '@node-rs/argon2';
+import { randomBytes } from 'node:crypto';
+import { normalizePassword } from './password-form';
 import { ConcurrencyGate } from '../common/throttling/concurrency-gate';
 import { isPublishedDemoCredential } from './demo-credentials';
 import { APP_CONFIG, AppConfig } from '../config/config';
@@ -33,12 +35,17 @@ export const HASH_QUEUE_LIMIT = 32;
 /** A caller still waiting for a slot after this long is refused (503). */
 const HASH_MAX_WAIT_MS = 5_000;
 
+
 /**
- * The form a password is hashed and verified in: Unicode NFKC (NIST SP 800-63B §5.1.1.2), so the
- * same password typed on two keyboards — precomposed `ở` on one, `o` + combining marks on another,
- * full-width digits from an IME — is the same password.
+ * Salt length of hashes made from the NFKC form: its mark. Hashes made before passwords were
+ * normalized carry the library's 16-byte salts; a 24-byte salt (32 base64 characters in the PHC
+ * string) says the hash holds the NFKC form, so only that form is ever verified against it.
  */
-const normalizePassword = (password: string): string => password.normalize('NFKC');
+const NFKC_SALT_BYTES = 24;
+const NFKC_SALT_B64_LENGTH = 32;
+
+/** True when `phc` was made from a password's NFKC form (its salt is NFKC_SALT_BYTES long). */
+const holdsNormalized = (phc: string): boolean => phc.split('$')[4]?.length === NFKC_SALT_B64_LENGTH;
 
 /** Reads m, t and p from an argon2id PHC string `$argon2id$v=19$m=…,t=…,p=…$salt$hash`. */
 export function parseParams(phc: string): { m: number; t: number; p: number } | null {
@@ -89,32 +96,37 @@ export class PasswordHasher implements OnModuleInit {
     this.dummyHash().catch(() => undefined);
   }
 
-  /** The password's NFKC form, hashed. Throws 503 SERVICE_UNAVAILABLE when the gate is full (see the class comment). */
+  /**
+   * The password's NFKC form, hashed (marked by its salt's length, NFKC_SALT_BYTES). Throws 503
+   * SERVICE_UNAVAILABLE when the gate is full (see the class comment).
+   */
   hash(password: string): Promise<string> {
     const normalized = normalizePassword(password);
-    return this.gate.run(() => hash(normalized, { algorithm: Algorithm.Argon2id, ...this.params }));
+    const salt = randomBytes(NFKC_SALT_BYTES);
+    return this.gate.run(() => hash(normalized, { algorithm: Algorithm.Argon2id, ...this.params, salt }));
   }
 
   /**
    * False for a wrong password and for a malformed stored hash; throws only 503
-   * SERVICE_UNAVAILABLE when the gate is full (nothing was verified then). The password's NFKC
-   * form is verified first; a password that normalization changes is also verified as typed, for
-   * hashes made before passwords were normalized (the same second verification for an unknown
-   * email's dummy hash, so the timing tells nothing).
+   * SERVICE_UNAVAILABLE when the gate is full (nothing was verified then). A hash made from the
+   * NFKC form is verified against the password's NFKC form only. One made before passwords were
+   * normalized is verified against that form and, when normalization changes the password, as
+   * typed too — both in one turn of the gate, so a wait cannot cut the second check short once
+   * the first has run (a guess checked must be a guess counted); such a hash is rehashed at the
+   * next sign-in (needsRehash).
    */
-  async verify(phc: string, password: string): Promise<boolean> {
+  verify(phc: string, password: string): Promise<boolean> {
     const normalized = normalizePassword(password);
-    if (await this.verifyOnce(phc, normalized)) return true;
-    return normalized !== password && this.verifyOnce(phc, password);
-  }
-
-  private verifyOnce(phc: string, password: string): Promise<boolean> {
+    const forms = holdsNormalized(phc) || normalized === password ? [normalized] : [normalized, password];
     return this.gate.run(async () => {
-      try {
-        return await verify(phc, password);
-      } catch {
-        return false;
+      for (const form of forms) {
+        try {
+          if (await verify(phc, form)) return true;
+        } catch {
+          return false; // a malformed stored hash
+        }
       }
+      return false;
     });
   }
 
@@ -146,11 +158,15 @@ export class PasswordHasher implements OnModuleInit {
     return this.dummy;
   }
 
-  /** True when the stored hash is not argon2id v19 or was made with weaker parameters. */
+  /**
+   * True when the stored hash is not argon2id v19, was made with weaker parameters, or was made
+   * before passwords were normalized (holdsNormalized).
+   */
   needsRehash(phc: string): boolean {
     const p = parseParams(phc);
     return (
       !p ||
+      !holdsNormalized(phc) ||
       p.m < this.params.memoryCost ||
       p.t < this.params.timeCost ||
       p.p < this.params.parallelism

@@ -59,7 +59,15 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
         { token: login.body.accessToken },
       );
       expect(change.status).toBe(204);
-      expect((await t.http.post('/v1/auth/login', { email, password: 'New-password-1' })).status).toBe(200);
+      const again = await t.http.post('/v1/auth/login', { email, password: 'New-password-1' });
+      expect(again.status).toBe(200);
+      // eight characters typed, four once normalized (e + combining acute → é): too short, as a
+      // new password too
+      const short = 'e\u0301'.repeat(4);
+      const refused = await t.http.post('/v1/auth/register', { email: `short.${randomUUID()}@example.com`, password: short, name: 'S' });
+      expect([refused.status, refused.body.errors]).toEqual([400, [{ field: 'password', message: 'password must be between 8 and 128 characters long' }]]);
+      const change2 = await t.http.post('/v1/me/password', { currentPassword: 'New-password-1', newPassword: short }, { token: again.body.accessToken });
+      expect(change2.status).toBe(400);
     });
 
     it('registers, logs in, reads /me, refreshes and logs out', async () => {

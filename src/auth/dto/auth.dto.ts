@@ -5,6 +5,7 @@ import { normalizeEmail } from '../../common/email';
 import { ROLES, Role } from '../permissions';
 import { CharLength, MaxChars } from '../../common/http/char-length';
 import { SingleLine } from '../../common/http/single-line';
+import { PasswordLength } from '../password-form';
 
 // Request DTOs accept exactly these fields: the global ValidationPipe refuses any other
 // (`role`, `userId`, …) with a 400, so mass assignment is impossible.
@@ -26,7 +27,7 @@ export class RegisterDto {
 
   @ApiProperty({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX, example: 'correct-horse-battery' })
   @IsString()
-  @CharLength(PASSWORD_MIN, PASSWORD_MAX)
+  @PasswordLength(PASSWORD_MIN, PASSWORD_MAX)
   password!: string;
 
   @ApiProperty({ example: 'Asha', minLength: 1, maxLength: 200 })
@@ -70,7 +71,7 @@ export class ChangePasswordDto {
 
   @ApiProperty({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX, example: 'staple-lamp-orbit-42' })
   @IsString()
-  @CharLength(PASSWORD_MIN, PASSWORD_MAX)
+  @PasswordLength(PASSWORD_MIN, PASSWORD_MAX)
   newPassword!: string;
 }
 
