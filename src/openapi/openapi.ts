@@ -319,12 +319,23 @@ export function buildOpenApiDocument(
   return document;
 }
 
-/** Swagger UI at /docs and the document at /docs-json. */
+/**
+ * Swagger UI at /docs and the document at /docs-json (API.md), public and outside the Nest
+ * guards (so unthrottled): each answer is built once, never per request. The UI's init script
+ * embeds the document (@nestjs/swagger builds it on first use and keeps it); the JSON is
+ * serialized here once — @nestjs/swagger's own route would stringify ~300 KB per request, and
+ * its `/docs-yaml` dump it as YAML each time (not in API.md: not served).
+ */
 export function mountOpenApi(app: INestApplication): OpenAPIObject {
   const document = buildOpenApiDocument(app);
   SwaggerModule.setup('docs', app, document, {
-    jsonDocumentUrl: 'docs-json',
+    raw: false,
     swaggerOptions: { persistAuthorization: true },
+  });
+  const json = JSON.stringify(document);
+  app.getHttpAdapter().get('/docs-json', (_request: unknown, reply: { type(t: string): unknown; send(body: string): unknown }) => {
+    reply.type('application/json; charset=utf-8');
+    reply.send(json);
   });
   return document;
 }

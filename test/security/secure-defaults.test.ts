@@ -172,6 +172,9 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
       expect(doc.status).toBe(200);
       expect(Object.keys(doc.body.paths as object).length).toBeGreaterThan(20);
       expect(Object.keys(doc.body.paths as object).filter((p) => p.includes('/dev/'))).toEqual([]);
+      // built once, the same bytes every time; no YAML dump per request (not in API.md)
+      expect((await t.http.get('/docs-json')).text).toBe(doc.text);
+      expect((await t.http.get('/docs-yaml')).status).toBe(404);
       // control: the configured secret works, so the 401 above is the signature, not the setup
       const admin = await createAdmin(t);
       expect((await t.http.get('/v1/admin/orders', { token: admin.accessToken })).status).toBe(200);
