@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { EntityManager, IsNull, MoreThanOrEqual, Repository } from 'typeorm';
+import { EntityManager, IsNull, Repository } from 'typeorm';
 import { deleteSelected, drainBatches } from '../database/batched-delete';
 import { TransactionHost } from '../database/transaction-host';
 import { RefreshTokenFamilyEntity } from './entities/refresh-token-family.entity';
@@ -203,13 +203,14 @@ export class RefreshTokenRepository {
 
   /** Families revoked at or after `since`, with when (the record the revocation marks mirror). */
   revokedSince(since: Date): Promise<{ id: string; revokedAt: Date }[]> {
-    return this.tx.withManager(async (m) =>
-      (
-        await families(m).find({
-          select: { id: true, revokedAt: true },
-          where: { revokedAt: MoreThanOrEqual(since) },
-        })
-      ).map((f) => ({ id: f.id, revokedAt: f.revokedAt! })),
+    // plain rows, not entities: every API process reads this every 2 s (RevokedSessions)
+    return this.tx.withManager((m) =>
+      families(m)
+        .createQueryBuilder('f')
+        .select('f.id', 'id')
+        .addSelect('f.revoked_at', 'revokedAt')
+        .where('f.revoked_at >= :since', { since })
+        .getRawMany<{ id: string; revokedAt: Date }>(),
     );
   }
 

@@ -20,11 +20,12 @@ export const PENDING_REVOCATION_RETRY_MS = 10 * 60_000;
 /** How often each process reads the record for revocations made elsewhere (whatever Redis says). */
 export const REVOCATION_POLL_MS = 2_000;
 /**
- * How far back past the previous poll each one reads: a revocation's `revoked_at` is when it was
- * decided, and one retried until its commit (PendingRevocations, up to 10 min) or stamped
- * by a host whose clock runs behind (CLOCK_SKEW_MS) lands that much older.
+ * How far back past the previous poll each one reads: a revocation's `revoked_at` is stamped by
+ * the host that made it, whose clock may run behind (CLOCK_SKEW_MS), and commits a moment after
+ * (a retried one is stamped when it finally commits: PendingRevocations) — a minute more for that.
+ * Not more: every poll re-reads this window.
  */
-const POLL_OVERLAP_MS = PENDING_REVOCATION_RETRY_MS + 60_000;
+const POLL_OVERLAP_MS = 2 * 60_000;
 /** How soon a re-seed that could not read the database is tried again. */
 const RESEED_RETRY_MS = 5_000;
 /** Revoked sessions remembered in process memory (oldest forgotten first). */
@@ -49,8 +50,9 @@ type RedisClient = Pick<Redis, 'exists' | 'pipeline'> & Partial<Pick<Redis, 'on'
  * than the revocations of the last access-token lifetime. The database (`revoked_at`) stays the
  * record; the marks are written after the revoking transaction commits.
  *
- * The record is read too, whatever Redis says: every REVOCATION_POLL_MS each process reads the
- * families revoked since its previous read (one indexed query) into memory. A Redis that is
+ * The record is read too, whatever Redis says: every REVOCATION_POLL_MS each process that checks
+ * access tokens (from its first check on; a worker never does) reads the families revoked since
+ * its previous read (one indexed query) into memory. A Redis that is
  * down, slow, emptied, or up but refusing writes (maxmemory under `noeviction`, a replica
  * answering READONLY after a failover — its reads still answer "not revoked") therefore never
  * keeps a revocation made elsewhere from reaching this process for longer than a poll: a logout
@@ -127,6 +129,7 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
 
   /** True when the family is known revoked. Fails open (false) when Redis is unavailable. */
   async isRevoked(familyId: string): Promise<boolean> {
+    if (!this.pollTimer) this.poll(); // this process checks tokens: it reads the record from now on
     const now = this.clock.now().getTime();
     const until = this.known.get(familyId);
     if (until !== undefined) {
@@ -151,7 +154,6 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   onApplicationBootstrap(): void {
     this.redis.on?.('ready', () => void this.reseed());
     void this.reseed();
-    this.poll();
   }
 
   /**
@@ -169,8 +171,8 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
    * Reads the families revoked within the access-token lifetime into memory, then every
    * REVOCATION_POLL_MS those revoked since the previous read (less POLL_OVERLAP_MS), until
    * shutdown. A database that cannot answer leaves memory as it is until the next tick, which
-   * reads from the same point. Started at bootstrap (and by a failing Redis check, should that
-   * come first).
+   * reads from the same point. Started by the process's first check (isRevoked): a process that
+   * never checks an access token (the worker) never polls.
    */
   private poll(): void {
     if (this.pollTimer || this.closed) return;
