@@ -154,6 +154,20 @@ export class DbCircuitBreaker implements OnModuleInit {
     return this.through(fn);
   }
 
+  /**
+   * Runs `fn` on a connection that is not the database's own pools (a lock session on a separate
+   * DATABASE_LOCK_URL): its connection failures answer 503 with Retry-After like the database's,
+   * but neither count toward the breaker nor wait on it — an unreachable lock endpoint must not
+   * take every route down while the database itself answers.
+   */
+  async uncounted<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw isConnectionFailure(err) ? this.unavailable(err) : err;
+    }
+  }
+
   private async through<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await this.policy.execute(() => this.guarded.run(true, fn));

@@ -26,11 +26,14 @@ export type KeyHold = SessionLockHold;
 @Injectable()
 export class IdempotencyKeyLocks implements OnApplicationShutdown {
   private readonly session: AdvisoryLockSession;
+  /** DATABASE_LOCK_URL names another endpoint than the pools' (a session-mode pooler, say). */
+  private readonly separateEndpoint: boolean;
 
   constructor(
     @Inject(APP_CONFIG) config: AppConfig,
     private readonly breaker: DbCircuitBreaker,
   ) {
+    this.separateEndpoint = config.database.lockUrl !== config.database.url;
     // a key must stay taken while its request runs, even across a cut of the lock's connection
     this.session = new AdvisoryLockSession(config.database.lockUrl, {
       applicationName: 'shop-orders-key-locks',
@@ -42,10 +45,13 @@ export class IdempotencyKeyLocks implements OnApplicationShutdown {
    * Takes the key without waiting: a hold, or null while another request (of any process, in
    * either claim mode) has it. Through the database circuit breaker, like every other use of
    * the database: while it is unreachable, 503 SERVICE_UNAVAILABLE with Retry-After (failing fast
-   * once the breaker is open), and its connection failures count towards opening it.
+   * once the breaker is open), and its connection failures count towards opening it — unless the
+   * lock session connects elsewhere (DATABASE_LOCK_URL): then its failures are that endpoint's,
+   * answered 503 without opening the breaker every route goes through.
    */
   tryHold(principal: string, key: string): Promise<KeyHold | null> {
-    return this.breaker.execute(() => this.session.tryHold(`${principal}\n${key}`, KEY_LOCK_ID, [principal, key]));
+    const hold = () => this.session.tryHold(`${principal}\n${key}`, KEY_LOCK_ID, [principal, key]);
+    return this.separateEndpoint ? this.breaker.uncounted(hold) : this.breaker.execute(hold);
   }
 
   async onApplicationShutdown(): Promise<void> {

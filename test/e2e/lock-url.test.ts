@@ -105,4 +105,20 @@ describe('DATABASE_LOCK_URL that never answers', () => {
     const { rows: orders } = await t.db.pool.query<{ status: string }>(`SELECT status FROM orders WHERE id = $1`, [order.body.id]);
     expect(orders[0].status).toBe('INVENTORY_RESERVED');
   }, 30_000);
+
+  it('its failures are its own: more keyed payments failing than the breaker counts never take the database routes down', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 20 });
+    const orders = [];
+    for (let i = 0; i < t.config.database.breaker.failures + 2; i++) {
+      orders.push(await placeOrder(t.http, alice, [{ productId, quantity: 1 }]));
+    }
+    const paid = await Promise.all(
+      orders.map((o) => t.http.post(`/v1/orders/${o.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() })),
+    );
+    expect(paid.map((r) => r.status)).toEqual(orders.map(() => 503));
+    // the database itself answers: its routes and readiness stay up
+    expect((await t.http.get('/v1/orders', { token: alice.token })).status).toBe(200);
+    const ready = await t.http.get('/health/ready');
+    expect([ready.status, ready.body.details?.database]).toEqual([200, { status: 'up', breaker: 'closed' }]);
+  }, 60_000);
 });
