@@ -140,6 +140,7 @@ export class EmailService {
     if (claim.attempt > 1 && (await this.transport.alreadyDelivered?.(message))) {
       this.logger.warn(`email ${key} was delivered by an earlier attempt: recording it, not resending`);
       await this.recordSent(claim.id, key);
+      await this.transport.recorded?.(message);
       return 'already-sent';
     }
     if (job.kind === 'cancellation' && (await this.suppressedOverAllowance(claim, recipient))) {
@@ -176,6 +177,7 @@ export class EmailService {
       throw err;
     }
     await this.recordSent(claim.id, key);
+    await this.transport.recorded?.(message);
     logOrder({ orderId: job.orderId, action: 'email.sent', kind: job.kind, attempt: claim.attempt });
     return 'sent';
   }

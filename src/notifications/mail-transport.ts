@@ -34,6 +34,11 @@ export abstract class MailTransport {
    * whose earlier attempt may have sent it and died before recording it.
    */
   alreadyDelivered?(message: OutgoingEmail): Promise<boolean>;
+  /**
+   * Told once the delivery of `message` is recorded as sent: a record of the transport's own that
+   * only served alreadyDelivered may go. Never throws.
+   */
+  recorded?(message: OutgoingEmail): Promise<void>;
 }
 
 /**
@@ -64,11 +69,12 @@ const ACCEPTED_MARK_TIMEOUT_MS = 500;
  * Sends through the mail server at SMTP_URL (smtp:// with STARTTLS when offered, or smtps://).
  *
  * SMTP cannot say afterwards whether it delivered a message, so this transport keeps its own
- * record: once the server has said "250 OK", a Redis mark `<prefix>:email-accepted:<key>`
- * (7 days). An attempt that takes over a delivery left 'sending' — its worker died after the send,
- * or the database stayed away past the two minutes the 'sent' record is retried — finds the mark
- * and records the delivery instead of mailing the customer again. Redis unavailable: no mark, and
- * such a takeover sends again (the same Message-ID), as without the record.
+ * record: once the server has said "250 OK", a Redis mark `<prefix>:email-accepted:<key>` (7
+ * days; deleted once 'sent' is recorded). An attempt that takes over a delivery left 'sending' —
+ * its worker died after the send, or the database stayed away past the two minutes the 'sent'
+ * record is retried — finds the mark and records the delivery instead of mailing the customer
+ * again. Redis unavailable: no mark, and such a takeover sends again (the same Message-ID), as
+ * without the record.
  */
 class SmtpMailTransport extends MailTransport implements OnApplicationShutdown {
   private readonly transporter: Transporter<SMTPTransport.SentMessageInfo>;
@@ -76,7 +82,7 @@ class SmtpMailTransport extends MailTransport implements OnApplicationShutdown {
 
   constructor(
     smtpUrl: string,
-    private readonly redis: Pick<Redis, 'set' | 'exists'>,
+    private readonly redis: Pick<Redis, 'set' | 'exists' | 'del'>,
     keyPrefix: string,
   ) {
     super();
@@ -101,6 +107,13 @@ class SmtpMailTransport extends MailTransport implements OnApplicationShutdown {
     ).then(
       (n) => n === 1,
       () => false,
+    );
+  }
+
+  /** 'sent' is recorded: the mark has served (left to expire if Redis cannot take the delete). */
+  override async recorded(message: OutgoingEmail): Promise<void> {
+    await withTimeout(this.redis.del(this.markPrefix + message.key), ACCEPTED_MARK_TIMEOUT_MS).catch(
+      () => undefined,
     );
   }
 

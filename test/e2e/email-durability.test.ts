@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmailService } from '../../src/notifications/email.service';
 import { MailTransport, OutgoingEmail } from '../../src/notifications/mail-transport';
+import type Redis from 'ioredis';
+import { REDIS } from '../../src/redis/redis.module';
 import { registerCustomer } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
 import { placeOrder } from '../support/orders';
@@ -94,6 +96,11 @@ describe('an email that went out stays recorded as sent across a database restar
     expect(cancelled.status).toBe(200);
     await drain(worker, t.db.pool);
     expect(smtp.forOrder(orderId)).toHaveLength(1);
+    // the mark served until 'sent' was recorded: gone since (nothing kept for a week per email)
+    const mark = `${t.config.redis.keyPrefix}:email-accepted:${orderId}.cancellation`;
+    expect(await worker.get<Redis>(REDIS, { strict: false }).exists(mark)).toBe(0);
+    // as if 'sent' had not been recorded, the worker killed right after the server's 250 OK
+    await worker.get<Redis>(REDIS, { strict: false }).set(mark, '1', 'PX', 60_000);
 
     // as if recording 'sent' had given up: the row still 'sending', its attempt gone
     await t.db.pool.query(
@@ -109,6 +116,7 @@ describe('an email that went out stays recorded as sent across a database restar
     );
     expect(rows).toEqual([{ status: 'sent', attempts: 2 }]);
     expect(smtp.forOrder(orderId)).toHaveLength(1); // one message at the server, not two
+    expect(await worker.get<Redis>(REDIS, { strict: false }).exists(mark)).toBe(0);
   });
 });
 
