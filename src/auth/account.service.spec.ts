@@ -118,6 +118,31 @@ describe('AccountService', () => {
       expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);
       expect(s.events.record).toHaveBeenCalledWith({ event: 'password_changed', userId: 'u-1' });
     });
+
+    it("a sign-in's rehash of the same password landing meanwhile does not refuse the right current password", async () => {
+      const s = setup();
+      const rehashed = { ...user, passwordHash: 'rehashed-same-password' };
+      s.users.findById.mockResolvedValueOnce(user).mockResolvedValueOnce(rehashed);
+      s.hasher.verify.mockResolvedValue(true);
+      s.users.setPasswordHash.mockResolvedValueOnce(false); // the hash checked is gone: rehashed
+      await s.service.changePassword('u-1', { currentPassword: 'old', newPassword: 'new-password' }, '10.0.0.1');
+      expect(s.hasher.verify).toHaveBeenLastCalledWith('rehashed-same-password', 'old');
+      expect(s.users.setPasswordHash.mock.calls.map((c) => c[3])).toEqual([user.passwordHash, 'rehashed-same-password']);
+      expect(s.events.record).toHaveBeenCalledWith({ event: 'password_changed', userId: 'u-1' });
+    });
+
+    it('another change landing meanwhile (the current password no longer right) still refuses', async () => {
+      const s = setup();
+      s.users.findById.mockResolvedValueOnce(user).mockResolvedValueOnce({ ...user, passwordHash: 'someone-elses-new' });
+      s.hasher.verify.mockResolvedValueOnce(true).mockResolvedValueOnce(false);
+      s.users.setPasswordHash.mockResolvedValueOnce(false);
+      const err = await s.service
+        .changePassword('u-1', { currentPassword: 'old', newPassword: 'new-password' }, '10.0.0.1')
+        .catch((e: DomainError) => e);
+      expect(err).toMatchObject({ code: 'CURRENT_PASSWORD_INCORRECT' });
+      expect(s.users.setPasswordHash).toHaveBeenCalledTimes(1);
+      expect(s.revoked.add).not.toHaveBeenCalled();
+    });
   });
 
   describe('ensureAccount', () => {

@@ -51,23 +51,32 @@ export class AccountService {
     );
     if (!verified) throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
     const hash = await this.hasher.hash(dto.newPassword);
-    const now = this.clock.now();
-    // a transaction of its own: the revocation never rides on (and dies with) a caller's one
-    const families = await this.tx.runOwn(async () => {
-      // only over the hash the current password was checked against: of two changes racing
-      // with the same old password, the second finds it gone
-      if (!(await this.users.setPasswordHash(userId, hash, now, user.passwordHash))) return null;
-      const revoked = await this.refreshTokens.revokeAllOfUser(
-        userId,
-        'password-changed',
-        now,
-        this.revoked.accessTokensValidSince(now),
-      );
-      await this.revoked.add(revoked); // their access tokens stop working too
-      return revoked;
-    });
-    if (families === null) {
-      throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
+    let checked = user.passwordHash;
+    for (let attempt = 1; ; attempt++) {
+      const now = this.clock.now();
+      // a transaction of its own: the revocation never rides on (and dies with) a caller's one
+      const families = await this.tx.runOwn(async () => {
+        // only over the hash the current password was checked against: of two changes racing
+        // with the same old password, the second finds it gone
+        if (!(await this.users.setPasswordHash(userId, hash, now, checked))) return null;
+        const revoked = await this.refreshTokens.revokeAllOfUser(
+          userId,
+          'password-changed',
+          now,
+          this.revoked.accessTokensValidSince(now),
+        );
+        await this.revoked.add(revoked); // their access tokens stop working too
+        return revoked;
+      });
+      if (families !== null) break;
+      // The hash changed since it was checked: another change (the current password is then no
+      // longer right), or a sign-in's rehash of the same password (a new hash of it, the upgrade
+      // at an old hash's first sign-in) — checked once more against what is there now.
+      const current = attempt === 1 ? await this.users.findById(userId) : null;
+      if (!current || !(await this.hasher.verify(current.passwordHash, dto.currentPassword))) {
+        throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
+      }
+      checked = current.passwordHash;
     }
     this.events.record({ event: 'password_changed', userId });
   }

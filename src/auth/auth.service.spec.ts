@@ -226,6 +226,17 @@ describe('AuthService', () => {
       expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash);
     });
 
+    it('signs in on the old hash when the rehash cannot be had (argon2 gate full): a verified password is never a 503', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(true);
+      s.hasher.needsRehash.mockReturnValue(true);
+      s.hasher.hash.mockRejectedValue(new DomainError('SERVICE_UNAVAILABLE', 'busy'));
+      const tokens = await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
+      expect(tokens).toHaveProperty('accessToken');
+      expect(s.users.setPasswordHash).not.toHaveBeenCalled(); // upgraded at a later sign-in
+    });
+
     it('opens no session when the password changed while it was being verified (401)', async () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(user);

@@ -116,10 +116,14 @@ export class AuthService {
   /**
    * The session of a sign-in whose password was verified against `user.passwordHash`, or null
    * when that password is no longer the account's. A hash made with parameters weaker than
-   * today's is replaced by a new one.
+   * today's (or before passwords were normalized) is replaced by a new one — best effort: with
+   * the argon2 gate full, the sign-in goes on with the old hash (upgraded at a later one), never
+   * a 503 for a password already verified.
    */
   private async openSession(user: User, password: string, clientKey: string) {
-    const upgraded = this.hasher.needsRehash(user.passwordHash) ? await this.hasher.hash(password) : null;
+    const upgraded = this.hasher.needsRehash(user.passwordHash)
+      ? await this.hasher.hash(password).catch(() => null)
+      : null;
     let verified = user.passwordHash;
     for (let attempt = 0; attempt < MAX_HASH_RECHECKS; attempt++) {
       const now = this.clock.now();

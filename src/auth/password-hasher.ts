@@ -108,25 +108,21 @@ export class PasswordHasher implements OnModuleInit {
 
   /**
    * False for a wrong password and for a malformed stored hash; throws only 503
-   * SERVICE_UNAVAILABLE when the gate is full (nothing was verified then). A hash made from the
-   * NFKC form is verified against the password's NFKC form only. One made before passwords were
-   * normalized is verified against that form and, when normalization changes the password, as
-   * typed too — both in one turn of the gate, so a wait cannot cut the second check short once
-   * the first has run (a guess checked must be a guess counted); such a hash is rehashed at the
-   * next sign-in (needsRehash).
+   * SERVICE_UNAVAILABLE when the gate is full (nothing was verified then). One argon2 run, always:
+   * a hash made from the NFKC form is verified against the password's NFKC form; one made before
+   * passwords were normalized, against the password as typed — as it was made — and it is
+   * rehashed from the NFKC form at the next sign-in (needsRehash). Never two runs: that would
+   * double what an attacker's guess costs, and tell by its timing which accounts hold an old hash
+   * (an unknown email's dummy hash is a new one).
    */
   verify(phc: string, password: string): Promise<boolean> {
-    const normalized = normalizePassword(password);
-    const forms = holdsNormalized(phc) || normalized === password ? [normalized] : [normalized, password];
+    const form = holdsNormalized(phc) ? normalizePassword(password) : password;
     return this.gate.run(async () => {
-      for (const form of forms) {
-        try {
-          if (await verify(phc, form)) return true;
-        } catch {
-          return false; // a malformed stored hash
-        }
+      try {
+        return await verify(phc, form);
+      } catch {
+        return false; // a malformed stored hash
       }
-      return false;
     });
   }
 

@@ -160,6 +160,22 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       ).toBe(200);
     });
 
+    it('a hash made before passwords were normalized: the password as typed signs in once, then the hash holds its NFKC form', async () => {
+      const s = await registerCustomer(t.http);
+      const typed = 'Pho\u031b\u0309-secret-9'; // combining marks, as a desktop keyboard may send it
+      const legacy = await hash(typed, { algorithm: Algorithm.Argon2id, memoryCost: 19456, timeCost: 2, parallelism: 1 });
+      await t.db.pool.query(`UPDATE users SET password_hash = $2 WHERE id = $1`, [s.user.id, legacy]);
+      // before its first sign-in, only the form it was made from verifies
+      expect((await t.http.post('/v1/auth/login', { email: s.email, password: typed.normalize('NFC') })).status).toBe(401);
+      expect((await t.http.post('/v1/auth/login', { email: s.email, password: typed })).status).toBe(200);
+      const upgraded = (await t.db.pool.query(`SELECT password_hash FROM users WHERE id = $1`, [s.user.id])).rows[0].password_hash as string;
+      expect(upgraded).not.toBe(legacy);
+      expect(upgraded.split('$')[4]).toHaveLength(32); // a 24-byte salt: holds the NFKC form
+      // from then on, the password on any keyboard
+      expect((await t.http.post('/v1/auth/login', { email: s.email, password: typed.normalize('NFC') })).status).toBe(200);
+      expect((await t.http.post('/v1/auth/login', { email: s.email, password: typed })).status).toBe(200);
+    });
+
     it('refuses passwords outside 8..128 characters with 400', async () => {
       for (const password of ['short', 'seven77', 'p'.repeat(129)]) {
         const res = await t.http.post('/v1/auth/register', {
