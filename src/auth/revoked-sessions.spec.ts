@@ -71,6 +71,13 @@ function setup() {
   return { ...r, sessions, revoked, families, advance: (ms: number) => (now += ms), now: () => now };
 }
 
+/** A process's first check, which waits (briefly) for its first read of the record: fake timers run it. */
+async function firstCheck(sessions: RevokedSessions, familyId: string): Promise<boolean> {
+  const answer = sessions.isRevoked(familyId);
+  await jest.advanceTimersByTimeAsync(0);
+  return answer;
+}
+
 describe('RevokedSessions', () => {
   afterEach(() => jest.useRealTimers());
 
@@ -122,8 +129,7 @@ describe('RevokedSessions', () => {
     jest.useFakeTimers();
     const s = setup();
     s.state.mode = 'down';
-    expect(await s.sessions.isRevoked('f-elsewhere')).toBe(false); // fails open, and starts polling
-    await jest.advanceTimersByTimeAsync(0);
+    expect(await firstCheck(s.sessions, 'f-elsewhere')).toBe(false); // fails open; polling started
     expect(s.families.revokedSince).toHaveBeenCalledTimes(1);
     // another process logs the session out meanwhile (its mark cannot reach Redis)
     s.revoked.push({ id: 'f-elsewhere', revokedAt: new Date(s.now()) });
@@ -158,8 +164,7 @@ describe('RevokedSessions', () => {
     jest.useFakeTimers();
     const s = setup();
     // the first check starts the reads of the record, Redis answering or not
-    expect(await s.sessions.isRevoked('f-other')).toBe(false);
-    await jest.advanceTimersByTimeAsync(0);
+    expect(await firstCheck(s.sessions, 'f-other')).toBe(false);
     expect(s.families.revokedSince).toHaveBeenCalledTimes(1);
     // another process revoked the family; its mark was refused (OOM / READONLY), so Redis
     // answers "not revoked" — an answer, not a failure
@@ -186,7 +191,7 @@ describe('RevokedSessions', () => {
     const s = setup();
     s.state.mode = 'down';
     await s.sessions.add(['f-1']);
-    expect(await s.sessions.isRevoked('f-1')).toBe(true);
+    expect(await firstCheck(s.sessions, 'f-1')).toBe(true);
     expect(s.store.size).toBe(0);
 
     await jest.advanceTimersByTimeAsync(REVOCATION_RETRY_MS); // still down: tried, kept
@@ -215,6 +220,18 @@ describe('RevokedSessions', () => {
     // remembered here as well: refused with Redis down
     s.state.mode = 'down';
     expect(await s.sessions.isRevoked('recent')).toBe(true);
+    s.sessions.onApplicationShutdown();
+  });
+
+  it("a process's first check waits for its first read of the record: a revocation since the boot's re-seed is known at once", async () => {
+    jest.useFakeTimers();
+    const s = setup();
+    Object.assign(s.redis, { on: jest.fn() });
+    s.sessions.onApplicationBootstrap();
+    await jest.advanceTimersByTimeAsync(0);
+    // revoked elsewhere after the re-seed; its mark refused by Redis (which answers "not revoked")
+    s.revoked.push({ id: 'f-since-boot', revokedAt: new Date(s.now()) });
+    expect(await firstCheck(s.sessions, 'f-since-boot')).toBe(true);
     s.sessions.onApplicationShutdown();
   });
 

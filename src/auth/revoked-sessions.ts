@@ -87,6 +87,8 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   private pollTimer?: NodeJS.Timeout;
   /** Where the last poll that answered began (epoch ms); undefined before the first. */
   private polledAt?: number;
+  /** Settles once the first poll has read the record (or failed to): the first checks wait for it. */
+  private firstRead?: Promise<void>;
   private readonly rootContext = new AsyncResource('RevocationPoll');
 
   constructor(
@@ -130,6 +132,9 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   /** True when the family is known revoked. Fails open (false) when Redis is unavailable. */
   async isRevoked(familyId: string): Promise<boolean> {
     if (!this.pollTimer) this.poll(); // this process checks tokens: it reads the record from now on
+    // the first checks wait for that first read (briefly): a revocation made elsewhere since the
+    // boot's re-seed, its mark refused by Redis, would otherwise pass here until the next poll
+    if (this.firstRead) await withTimeout(this.firstRead, REVOCATION_REDIS_TIMEOUT_MS).catch(() => undefined);
     const now = this.clock.now().getTime();
     const until = this.known.get(familyId);
     if (until !== undefined) {
@@ -176,6 +181,8 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
    */
   private poll(): void {
     if (this.pollTimer || this.closed) return;
+    let firstDone!: () => void;
+    this.firstRead = new Promise<void>((resolve) => (firstDone = resolve));
     const tick = async () => {
       if (this.closed) return;
       const now = this.clock.now().getTime();
@@ -188,6 +195,10 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
         this.polledAt = now;
       } catch {
         // the database is unreachable too: the next tick reads from the same point
+      }
+      if (this.firstRead) {
+        this.firstRead = undefined; // read (or tried): later checks never wait
+        firstDone();
       }
       this.pollTimer = setTimeout(() => void tick(), REVOCATION_POLL_MS);
       this.pollTimer.unref();
