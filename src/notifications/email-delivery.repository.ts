@@ -127,16 +127,20 @@ export class EmailDeliveryRepository {
     );
   }
 
-  /** Final: a sent delivery is never claimed again. */
-  async markSent(id: string, at: Date): Promise<void> {
-    await this.tx.withManager((m) =>
+  /**
+   * Final: a sent delivery is never claimed again. Only while it is still this attempt's claim
+   * (another attempt that took it over records it itself); true when it was recorded here.
+   */
+  async markSent(id: string, attempt: number, at: Date): Promise<boolean> {
+    const result = await this.tx.withManager((m) =>
       m
         .getRepository(EmailDeliveryEntity)
         .update(
-          { id, status: 'sending' },
+          { id, status: 'sending', attempts: attempt },
           { status: 'sent', sentAt: at, claimedAt: null, updatedAt: at },
         ),
     );
+    return (result.affected ?? 0) > 0;
   }
 
   /**

@@ -57,7 +57,7 @@ function setup() {
   const deliveries = mockOf<EmailDeliveryRepository>({
     claim: jest.fn().mockResolvedValue({ id: 'd1', attempt: 1 }),
     find: jest.fn().mockResolvedValue(null),
-    markSent: jest.fn().mockResolvedValue(undefined),
+    markSent: jest.fn().mockResolvedValue(true),
     release: jest.fn().mockResolvedValue(undefined),
     suppressOverAllowance: jest.fn().mockResolvedValue(false),
   }, 'deliveries');
@@ -116,7 +116,7 @@ describe('EmailService', () => {
     expect(deliveries.claim.mock.invocationCallOrder[0]).toBeLessThan(
       transport.send.mock.invocationCallOrder[0],
     );
-    expect(deliveries.markSent).toHaveBeenCalledWith('d1', NOW);
+    expect(deliveries.markSent).toHaveBeenCalledWith('d1', 1, NOW);
     expect(hold.release.mock.invocationCallOrder[0]).toBeGreaterThan(
       deliveries.markSent.mock.invocationCallOrder[0],
     );
@@ -188,7 +188,7 @@ describe('EmailService', () => {
     deliveries.markSent
       .mockRejectedValueOnce(new Error('Connection terminated unexpectedly'))
       .mockRejectedValueOnce(new Error('connect ECONNREFUSED'))
-      .mockResolvedValue(undefined);
+      .mockResolvedValue(true);
     expect(await service.send({ orderId, kind: 'cancellation' })).toBe('sent');
     expect(transport.send).toHaveBeenCalledTimes(1);
     expect(deliveries.markSent).toHaveBeenCalledTimes(3);
@@ -204,7 +204,21 @@ describe('EmailService', () => {
       expect.objectContaining({ messageId: `<${orderId}.cancellation@shop.example>` }),
     );
     expect(transport.send).not.toHaveBeenCalled();
-    expect(deliveries.markSent).toHaveBeenCalledWith('d1', NOW);
+    expect(deliveries.markSent).toHaveBeenCalledWith('d1', 2, NOW);
+  });
+
+  it("tells the transport its record may go only once this attempt recorded the delivery (not when another took it over)", async () => {
+    const { service, deliveries, transport } = setup();
+    const recorded = jest.fn().mockResolvedValue(undefined);
+    Object.assign(transport, { recorded });
+    expect(await service.send({ orderId, kind: 'cancellation' })).toBe('sent');
+    expect(recorded).toHaveBeenCalledTimes(1);
+    // this attempt's claim was taken over while it recorded (its lock session dropped): the
+    // other attempt still needs the transport's record to know the message went out
+    deliveries.markSent.mockResolvedValueOnce(false);
+    expect(await service.send({ orderId, kind: 'cancellation' })).toBe('sent');
+    expect(recorded).toHaveBeenCalledTimes(1);
+    expect(transport.send).toHaveBeenCalledTimes(2);
   });
 
   it('skips an order that is gone, without claiming', async () => {

@@ -139,8 +139,7 @@ export class EmailService {
     // a takeover of an abandoned claim: its worker may have sent it and died before recording
     if (claim.attempt > 1 && (await this.transport.alreadyDelivered?.(message))) {
       this.logger.warn(`email ${key} was delivered by an earlier attempt: recording it, not resending`);
-      await this.recordSent(claim.id, key);
-      await this.transport.recorded?.(message);
+      if (await this.recordSent(claim, key)) await this.transport.recorded?.(message);
       return 'already-sent';
     }
     if (job.kind === 'cancellation' && (await this.suppressedOverAllowance(claim, recipient))) {
@@ -176,8 +175,9 @@ export class EmailService {
         );
       throw err;
     }
-    await this.recordSent(claim.id, key);
-    await this.transport.recorded?.(message);
+    // the transport's own record goes only once this attempt has recorded the delivery: were
+    // it taken over meanwhile, the attempt that took it needs that record to not send again
+    if (await this.recordSent(claim, key)) await this.transport.recorded?.(message);
     logOrder({ orderId: job.orderId, action: 'email.sent', kind: job.kind, attempt: claim.attempt });
     return 'sent';
   }
@@ -201,16 +201,17 @@ export class EmailService {
   /**
    * Records a delivery the mail server has accepted. Retried with backoff until it commits (a
    * database restart must not leave it 'sending', to be taken over and sent again); markSent is
-   * a guarded, idempotent update, so repeating it is harmless. Gives up after
-   * EMAIL_RECORD_RETRY_MS.
+   * a guarded, idempotent update (this attempt's claim only), so repeating it is harmless. Gives
+   * up after EMAIL_RECORD_RETRY_MS. True when this attempt recorded it; false when another
+   * attempt had taken the delivery over (it records it itself).
    */
-  private async recordSent(id: string, key: string): Promise<void> {
+  private async recordSent(claim: { id: string; attempt: number }, key: string): Promise<boolean> {
     const started = performance.now();
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.deliveries.markSent(id, this.clock.now());
-        if (attempt > 1) this.logger.log(`email ${key}: 'sent' recorded after ${attempt} attempts`);
-        return;
+        const recorded = await this.deliveries.markSent(claim.id, claim.attempt, this.clock.now());
+        if (attempt > 1) this.logger.log(`email ${key}: 'sent' ${recorded ? 'recorded' : 'taken over meanwhile'} after ${attempt} attempts`);
+        return recorded;
       } catch (err) {
         const elapsed = performance.now() - started;
         if (elapsed >= EMAIL_RECORD_RETRY_MS) {
