@@ -146,8 +146,8 @@ export class EmailDeliveryRepository {
   /**
    * Over an allowance of `limit` `kind` emails per inbox since `since`: the claimed delivery is
    * recorded suppressed (answers true), or left to be sent (false). Counted are the inbox's emails
-   * sent since then and the others claimed since then and not yet settled (another worker's send
-   * in flight, or one owed a retry), under a transaction lock on the inbox: workers deciding at
+   * sent since then and the others claimed or tried since then and not yet settled (another
+   * worker's send in flight, or one owed a retry — however old the delivery), under a transaction lock on the inbox: workers deciding at
    * once for one inbox decide one after the other, each seeing the others' claims — so N workers
    * can never each find room for one more and send N past the allowance.
    */
@@ -167,7 +167,7 @@ export class EmailDeliveryRepository {
           .createQueryBuilder('d')
           .where('d.inbox = :inbox AND d.kind = :kind AND d.id <> :id', { inbox, kind: claim.kind, id: claim.id })
           .andWhere(
-            "((d.status = 'sent' AND d.sentAt >= :since) OR (d.status = 'sending' AND d.createdAt >= :since))",
+            "((d.status = 'sent' AND d.sentAt >= :since) OR (d.status = 'sending' AND d.updatedAt >= :since))",
             { since },
           )
           .getCount();

@@ -19,7 +19,7 @@ import type { EmailKind } from '../email-job';
 @Check('email_deliveries_status_check', `status IN ('sending', 'sent', 'rejected', 'suppressed')`)
 // an inbox's cancellation emails of the last day (EmailService: the daily allowance)
 @Index('email_deliveries_inbox_sent_idx', ['inbox', 'kind', 'sentAt'], { where: "status = 'sent'" })
-@Index('email_deliveries_inbox_sending_idx', ['inbox', 'kind', 'createdAt'], { where: "status = 'sending'" })
+@Index('email_deliveries_inbox_sending_idx', ['inbox', 'kind', 'updatedAt'], { where: "status = 'sending'" })
 @Check('email_deliveries_attempts_check', `attempts >= 0`)
 @Check('email_deliveries_sent_at', `(status = 'sent') = (sent_at IS NOT NULL)`)
 @Check('email_deliveries_refund_ref', `(kind = 'refund') = (ref <> '')`)
