@@ -1,3 +1,4 @@
+import { policyHeaderItem, stateHeaderItem } from '../common/throttling/rate-limit.policies';
 import { Inject, Injectable } from '@nestjs/common';
 import type { Principal } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
@@ -19,16 +20,38 @@ import { OrderRepository } from './order.repository';
 import { priceLines } from './order-pricing';
 import { PurchaseLimitBreach, PurchaseLimitRepository, breachesOf } from './purchase-limit.repository';
 
-/** 409 PURCHASE_LIMIT_EXCEEDED, its detail naming each cap the order would pass. */
+/** The rate limit on abandoned checkouts, as its 429 names it (RateLimit-Policy). */
+const ABANDONED_POLICY = 'abandoned-orders';
+
+/**
+ * 409 PURCHASE_LIMIT_EXCEEDED, its detail naming each cap on what the customer holds that the
+ * order would pass (API.md: units per product, open unpaid orders). Past none of those but the
+ * day's allowance of abandoned unpaid orders: a rate limit on placing orders — 429 RATE_LIMITED
+ * with Retry-After (when the oldest of them is a day old) and the RateLimit headers.
+ */
 function purchaseLimitExceeded(breaches: PurchaseLimitBreach[]): DomainError {
-  const sentences = breaches.map((b) =>
+  const held = breaches.filter((b) => b.cap !== 'abandonedPerDay');
+  const abandoned = breaches.find((b) => b.cap === 'abandonedPerDay');
+  if (held.length === 0 && abandoned) {
+    const wait = Math.max(1, abandoned.retryAfter);
+    return new DomainError(
+      'RATE_LIMITED',
+      `A customer may leave at most ${abandoned.limit} orders unpaid (cancelled or expired) in 24 hours (${abandoned.held} so far); new orders wait until the oldest of them is a day old.`,
+      {
+        headers: {
+          'Retry-After': String(wait),
+          'RateLimit-Policy': policyHeaderItem(ABANDONED_POLICY, abandoned.limit, 86_400),
+          RateLimit: stateHeaderItem(ABANDONED_POLICY, 0, wait),
+        },
+      },
+    );
+  }
+  const sentences = held.map((b) =>
     b.cap === 'openOrders'
       ? `A customer may have at most ${b.limit} unpaid orders open at a time (this order would make ${b.held}); pay for or cancel one first.`
-      : b.cap === 'abandonedPerDay'
-        ? `A customer may leave at most ${b.limit} orders unpaid (cancelled or expired) in 24 hours (${b.held} so far); new orders wait until the oldest of them is a day old.`
-        : `A customer may hold at most ${b.limit} units of a product in unpaid orders (product ${b.productId}: this order would make ${b.held}).`,
+      : `A customer may hold at most ${b.limit} units of a product in unpaid orders (product ${b.productId}: this order would make ${b.held}).`,
   );
-  return new DomainError('PURCHASE_LIMIT_EXCEEDED', sentences.join(' '), { extensions: { limits: breaches } });
+  return new DomainError('PURCHASE_LIMIT_EXCEEDED', sentences.join(' '), { extensions: { limits: held } });
 }
 
 /**

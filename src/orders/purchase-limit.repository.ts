@@ -11,11 +11,12 @@ export interface PurchaseCaps {
 
 /**
  * A cap the new order would pass: what the customer would then hold against the limit (for
- * `abandonedPerDay`, the unpaid orders already abandoned among those placed in the last 24 h).
+ * `abandonedPerDay`, the unpaid orders already abandoned among those placed in the last 24 h,
+ * and the seconds until the oldest of them is a day old).
  */
 export type PurchaseLimitBreach =
   | { cap: 'openOrders'; limit: number; held: number }
-  | { cap: 'abandonedPerDay'; limit: number; held: number }
+  | { cap: 'abandonedPerDay'; limit: number; held: number; retryAfter: number }
   | { cap: 'unitsPerProduct'; limit: number; held: number; productId: string };
 
 /** Cancellations that mean "held stock, never paid": not a declined card (the bank's doing). */
@@ -80,7 +81,8 @@ export class PurchaseLimitRepository {
          -- orders placed in the last 24 h and abandoned unpaid (the customer's recent orders:
          -- orders_user_recent_idx); at the cap, no new one until the oldest is a day old
          SELECT NULL::uuid AS product_id,
-                jsonb_build_object('cap', 'abandonedPerDay', 'limit', $6::int, 'held', count(*)) AS breach
+                jsonb_build_object('cap', 'abandonedPerDay', 'limit', $6::int, 'held', count(*),
+                                   'retryAfter', ceil(extract(epoch FROM min(created_at) + interval '24 hours' - now()))::int) AS breach
            FROM orders
           WHERE $6::int > 0 AND user_id = $1::uuid AND created_at > now() - interval '24 hours'
             AND status = 'CANCELLED' AND cancellation_reason = ANY($7::text[])

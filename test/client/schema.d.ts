@@ -661,11 +661,11 @@ export interface components {
         /** @description A per-customer cap a PURCHASE_LIMIT_EXCEEDED order would pass */
         PurchaseLimitBreach: {
             /** @enum {string} */
-            cap: "openOrders" | "unitsPerProduct" | "abandonedPerDay";
+            cap: "openOrders" | "unitsPerProduct";
             /** @example 5 */
             limit: number;
             /**
-             * @description What the customer would then hold against the cap (abandonedPerDay: unpaid orders abandoned in the last 24 h)
+             * @description What the customer would then hold against the cap
              * @example 6
              */
             held: number;

@@ -63,7 +63,7 @@ describe('per-customer purchase limits', () => {
     expect(loadConfig({ NODE_ENV: 'development' }).purchaseLimits).toEqual({ unitsPerProduct: 5, openOrders: 3, abandonedPerDay: 10 });
   });
 
-  it('a customer who keeps abandoning unpaid orders (cancelled, expired) gets no new one that day: re-ordering cannot hold stock all day', async () => {
+  it('a customer who keeps abandoning unpaid orders (cancelled, expired) gets no new one that day (429): re-ordering cannot hold stock all day', async () => {
     const capped = await bootTestApp({
       db: t.db,
       env: { PURCHASE_LIMIT_UNITS_PER_PRODUCT: '5', PURCHASE_LIMIT_OPEN_ORDERS: '3', PURCHASE_LIMIT_ABANDONED_PER_DAY: '3' },
@@ -87,10 +87,16 @@ describe('per-customer purchase limits', () => {
       const expired = await capped.http.get(`/v1/orders/${placed[2]}`, { token: erin.token });
       expect([expired.body.status, expired.body.cancellationReason]).toEqual(['CANCELLED', 'RESERVATION_EXPIRED']);
 
+      // not a cap on what erin holds (she holds nothing: API.md's 409 caps do not apply) but a
+      // limit on placing orders: 429 with when to retry (the oldest abandoned order a day old)
       const refused = await placeOrder(capped.http, erin, [{ productId: p, quantity: 5 }]);
-      expect([refused.status, refused.body.code]).toEqual([409, 'PURCHASE_LIMIT_EXCEEDED']);
-      expect(refused.body.limits).toEqual([{ cap: 'abandonedPerDay', limit: 3, held: 3 }]);
+      expect([refused.status, refused.body.code]).toEqual([429, 'RATE_LIMITED']);
       expect(refused.body.detail).toMatch(/at most 3 orders unpaid/);
+      const retryAfter = Number(refused.headers.get('retry-after'));
+      expect(retryAfter).toBeGreaterThan(86_400 - 120);
+      expect(retryAfter).toBeLessThanOrEqual(86_400);
+      expect(refused.headers.get('ratelimit-policy')).toBe('"abandoned-orders";q=3;w=86400');
+      expect(refused.headers.get('ratelimit')).toBe(`"abandoned-orders";r=0;t=${retryAfter}`);
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 0 });
       // another customer is not affected
       expect((await placeOrder(capped.http, frank, [{ productId: p, quantity: 1 }])).status).toBe(201);

@@ -46,17 +46,13 @@ export class ProblemProductDto {
 
 @ApiSchema({ name: 'PurchaseLimitBreach', description: 'A per-customer cap a PURCHASE_LIMIT_EXCEEDED order would pass' })
 export class PurchaseLimitBreachDto {
-  @ApiProperty({ enum: ['openOrders', 'unitsPerProduct', 'abandonedPerDay'] })
-  cap!: 'openOrders' | 'unitsPerProduct' | 'abandonedPerDay';
+  @ApiProperty({ enum: ['openOrders', 'unitsPerProduct'] })
+  cap!: 'openOrders' | 'unitsPerProduct';
 
   @ApiProperty({ type: 'integer', example: 5 })
   limit!: number;
 
-  @ApiProperty({
-    type: 'integer',
-    description: 'What the customer would then hold against the cap (abandonedPerDay: unpaid orders abandoned in the last 24 h)',
-    example: 6,
-  })
+  @ApiProperty({ type: 'integer', description: 'What the customer would then hold against the cap', example: 6 })
   held!: number;
 
   @ApiPropertyOptional({ format: 'uuid', description: 'The product (unitsPerProduct)' })
