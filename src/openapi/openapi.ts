@@ -321,21 +321,26 @@ export function buildOpenApiDocument(
 
 /**
  * Swagger UI at /docs and the document at /docs-json (API.md), public and outside the Nest
- * guards (so unthrottled): each answer is built once, never per request. The UI's init script
- * embeds the document (@nestjs/swagger builds it on first use and keeps it); the JSON is
- * serialized here once — @nestjs/swagger's own route would stringify ~300 KB per request, and
- * its `/docs-yaml` dump it as YAML each time (not in API.md: not served).
+ * guards (so unthrottled): each answer is built once, never per request. The JSON is built and
+ * serialized on the first request for it and kept — @nestjs/swagger's own route would stringify
+ * ~300 KB per request, and its `/docs-yaml` dump it as YAML each time (not in API.md: not
+ * served) — and the UI loads it from /docs-json rather than carrying its own copy in its init
+ * script: the process keeps that one string, not the document's object graph as well, and a
+ * process nobody asks for the document never builds it (memory: issue 14's 200 MiB per process;
+ * building it at boot raised an API process's resident peak by ~3 MiB).
  */
-export function mountOpenApi(app: INestApplication): OpenAPIObject {
-  const document = buildOpenApiDocument(app);
-  SwaggerModule.setup('docs', app, document, {
+export function mountOpenApi(app: INestApplication): void {
+  let json: string | undefined;
+  // an empty document: the UI's init script then embeds no spec and fetches `swaggerUrl` (which
+  // also wins over a `?url=` in the page's address, so the page shows only this API)
+  SwaggerModule.setup('docs', app, {} as OpenAPIObject, {
     raw: false,
+    swaggerUrl: '/docs-json',
     swaggerOptions: { persistAuthorization: true },
   });
-  const json = JSON.stringify(document);
   app.getHttpAdapter().get('/docs-json', (_request: unknown, reply: { type(t: string): unknown; send(body: string): unknown }) => {
+    json ??= JSON.stringify(buildOpenApiDocument(app));
     reply.type('application/json; charset=utf-8');
     reply.send(json);
   });
-  return document;
 }
