@@ -235,6 +235,19 @@ describe('RevokedSessions', () => {
     s.sessions.onApplicationShutdown();
   });
 
+  it('a first read that hangs (the database black-holed) holds the first checks up once, 250 ms at most, never each check', async () => {
+    jest.useFakeTimers();
+    const s = setup();
+    s.families.revokedSince.mockImplementation(() => new Promise(() => undefined));
+    const first = s.sessions.isRevoked('f-1');
+    s.advance(REVOCATION_REDIS_TIMEOUT_MS);
+    await jest.advanceTimersByTimeAsync(REVOCATION_REDIS_TIMEOUT_MS);
+    expect(await first).toBe(false);
+    // later checks answer at once: no timer needs to run for them
+    expect(await s.sessions.isRevoked('f-2')).toBe(false);
+    s.sessions.onApplicationShutdown();
+  });
+
   it('a process that never checks an access token (the worker) never reads the record after its boot', async () => {
     jest.useFakeTimers();
     const s = setup();

@@ -89,6 +89,8 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   private polledAt?: number;
   /** Settles once the first poll has read the record (or failed to): the first checks wait for it. */
   private firstRead?: Promise<void>;
+  /** Until when (epoch ms) checks wait for that first read: once, REVOCATION_REDIS_TIMEOUT_MS at most. */
+  private firstReadUntil = 0;
   private readonly rootContext = new AsyncResource('RevocationPoll');
 
   constructor(
@@ -134,7 +136,9 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
     if (!this.pollTimer) this.poll(); // this process checks tokens: it reads the record from now on
     // the first checks wait for that first read (briefly): a revocation made elsewhere since the
     // boot's re-seed, its mark refused by Redis, would otherwise pass here until the next poll
-    if (this.firstRead) await withTimeout(this.firstRead, REVOCATION_REDIS_TIMEOUT_MS).catch(() => undefined);
+    // (a read that hangs — a database black-holed — holds checks up only until then, not each one)
+    const wait = this.firstRead ? this.firstReadUntil - this.clock.now().getTime() : 0;
+    if (wait > 0) await withTimeout(this.firstRead!, wait).catch(() => undefined);
     const now = this.clock.now().getTime();
     const until = this.known.get(familyId);
     if (until !== undefined) {
@@ -183,6 +187,7 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
     if (this.pollTimer || this.closed) return;
     let firstDone!: () => void;
     this.firstRead = new Promise<void>((resolve) => (firstDone = resolve));
+    this.firstReadUntil = this.clock.now().getTime() + REVOCATION_REDIS_TIMEOUT_MS;
     const tick = async () => {
       if (this.closed) return;
       const now = this.clock.now().getTime();
