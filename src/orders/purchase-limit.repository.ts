@@ -12,7 +12,7 @@ export interface PurchaseCaps {
 /**
  * A cap the new order would pass: what the customer would then hold against the limit (for
  * `abandonedPerDay`, the unpaid orders already abandoned among those placed in the last 24 h,
- * and the seconds until the oldest of them is a day old).
+ * and the seconds until enough of them are a day old to leave room for one more).
  */
 export type PurchaseLimitBreach =
   | { cap: 'openOrders'; limit: number; held: number }
@@ -82,7 +82,10 @@ export class PurchaseLimitRepository {
          -- orders_user_recent_idx); at the cap, no new one until the oldest is a day old
          SELECT NULL::uuid AS product_id,
                 jsonb_build_object('cap', 'abandonedPerDay', 'limit', $6::int, 'held', count(*),
-                                   'retryAfter', ceil(extract(epoch FROM min(created_at) + interval '24 hours' - now()))::int) AS breach
+                                   -- until enough of them are a day old to leave room for one more
+                                   'retryAfter', ceil(extract(epoch FROM
+                                     (array_agg(created_at ORDER BY created_at))[(count(*) - $6::int + 1)::int]
+                                     + interval '24 hours' - now()))::int) AS breach
            FROM orders
           WHERE $6::int > 0 AND user_id = $1::uuid AND created_at > now() - interval '24 hours'
             AND status = 'CANCELLED' AND cancellation_reason = ANY($7::text[])

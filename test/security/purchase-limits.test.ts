@@ -97,6 +97,28 @@ describe('per-customer purchase limits', () => {
       expect(retryAfter).toBeLessThanOrEqual(86_400);
       expect(refused.headers.get('ratelimit-policy')).toBe('"abandoned-orders";q=3;w=86400');
       expect(refused.headers.get('ratelimit')).toBe(`"abandoned-orders";r=0;t=${retryAfter}`);
+      // more abandoned than the allowance (orders placed while under it, expired since): the wait
+      // is until enough are a day old — here the second oldest, 20 h old (4 h left)
+      const [spare] = await buyers(capped.http, 1);
+      const older: string[] = [];
+      const cancelOne = async (id: string) =>
+        expect((await capped.http.post(`/v1/orders/${id}/cancel`, {}, { token: spare.token, idempotencyKey: newKey() })).status).toBe(200);
+      for (let i = 0; i < 4; i++) {
+        const o = await placeOrder(capped.http, spare, [{ productId: p, quantity: 1 }]);
+        expect(o.status).toBe(201);
+        older.push(o.body.id as string);
+        if (i < 2) await cancelOne(o.body.id as string); // two abandoned, two still open
+      }
+      await cancelOne(older[2]);
+      await cancelOne(older[3]); // four abandoned: one past the allowance of three
+      for (const [i, hours] of [22, 20, 2, 1].entries()) {
+        await t.db.pool.query(`UPDATE orders SET created_at = now() - make_interval(hours => $2) WHERE id = $1`, [older[i], hours]);
+      }
+      const waitMore = await placeOrder(capped.http, spare, [{ productId: p, quantity: 1 }]);
+      expect(waitMore.status).toBe(429);
+      const secs = Number(waitMore.headers.get('retry-after'));
+      expect(secs).toBeGreaterThan(4 * 3600 - 60);
+      expect(secs).toBeLessThanOrEqual(4 * 3600);
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 0 });
       // another customer is not affected
       expect((await placeOrder(capped.http, frank, [{ productId: p, quantity: 1 }])).status).toBe(201);
