@@ -66,7 +66,12 @@ describe('per-customer purchase limits', () => {
   it('a customer who keeps abandoning unpaid orders (cancelled, expired) gets no new one that day (429): re-ordering cannot hold stock all day', async () => {
     const capped = await bootTestApp({
       db: t.db,
-      env: { PURCHASE_LIMIT_UNITS_PER_PRODUCT: '5', PURCHASE_LIMIT_OPEN_ORDERS: '3', PURCHASE_LIMIT_ABANDONED_PER_DAY: '3' },
+      env: {
+        PURCHASE_LIMIT_UNITS_PER_PRODUCT: '5',
+        PURCHASE_LIMIT_OPEN_ORDERS: '3',
+        PURCHASE_LIMIT_ABANDONED_PER_DAY: '3',
+        RATE_LIMIT_ENABLED: 'true', // the request limits' RateLimit items must survive the 429
+      },
     });
     try {
       const [erin, frank] = await buyers(capped.http, 2);
@@ -95,8 +100,11 @@ describe('per-customer purchase limits', () => {
       const retryAfter = Number(refused.headers.get('retry-after'));
       expect(retryAfter).toBeGreaterThan(86_400 - 120);
       expect(retryAfter).toBeLessThanOrEqual(86_400);
-      expect(refused.headers.get('ratelimit-policy')).toBe('"abandoned-orders";q=3;w=86400');
-      expect(refused.headers.get('ratelimit')).toBe(`"abandoned-orders";r=0;t=${retryAfter}`);
+      // one item per limit counting the request: the guards' ones, then this one
+      const policies = refused.headers.get('ratelimit-policy')!.split(', ');
+      expect(policies).toEqual(expect.arrayContaining(['"order-create";q=30;w=60', '"abandoned-orders";q=3;w=86400']));
+      expect(policies[policies.length - 1]).toBe('"abandoned-orders";q=3;w=86400');
+      expect(refused.headers.get('ratelimit')!.split(', ').pop()).toBe(`"abandoned-orders";r=0;t=${retryAfter}`);
       // more abandoned than the allowance (orders placed while under it, expired since): the wait
       // is until enough are a day old — here the second oldest, 20 h old (4 h left)
       const [spare] = await buyers(capped.http, 1);

@@ -1,3 +1,4 @@
+import { LIST_HEADERS, appendListHeader } from '../http/list-header';
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host';
 import { ThrottlerException } from '@nestjs/throttler';
@@ -229,7 +230,11 @@ export class ProblemDetailsFilter implements ExceptionFilter {
     }
 
     const body = problemBody(rendered, requestId);
-    if (rendered.headers) void reply.headers(rendered.headers);
+    // a limit's RateLimit items add to those the guards already set for this request
+    for (const [name, value] of Object.entries(rendered.headers ?? {})) {
+      if (LIST_HEADERS.has(name.toLowerCase())) appendListHeader(reply, name, value);
+      else void reply.header(name, value);
+    }
     void reply.status(rendered.status).type('application/problem+json').send(body);
   }
 }

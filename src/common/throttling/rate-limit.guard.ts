@@ -1,3 +1,4 @@
+import { appendListHeader } from '../http/list-header';
 import { ExecutionContext, Inject, Injectable, Logger } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import {
@@ -108,8 +109,8 @@ abstract class RateLimitGuard extends ThrottlerGuard {
     const record = await this.count(policy, key, ttl, limit, reply);
     if (!record) return true; // store unavailable, fail-open policy
 
-    appendHeader(reply, 'RateLimit-Policy', policyHeaderItem(policy.name, limit, ttl / 1000));
-    appendHeader(
+    appendListHeader(reply, 'RateLimit-Policy', policyHeaderItem(policy.name, limit, ttl / 1000));
+    appendListHeader(
       reply,
       'RateLimit',
       stateHeaderItem(policy.name, limit - record.totalHits, record.timeToExpire),
@@ -147,8 +148,8 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       }
       this.storeDown = true;
       if (!policy.failClosed) return null;
-      appendHeader(reply, 'RateLimit-Policy', policyHeaderItem(policy.name, limit, ttl / 1000));
-      appendHeader(reply, 'RateLimit', stateHeaderItem(policy.name, 0, STORE_DOWN_RETRY_AFTER_SECONDS));
+      appendListHeader(reply, 'RateLimit-Policy', policyHeaderItem(policy.name, limit, ttl / 1000));
+      appendListHeader(reply, 'RateLimit', stateHeaderItem(policy.name, 0, STORE_DOWN_RETRY_AFTER_SECONDS));
       throw new DomainError(
         'RATE_LIMITED',
         'Temporarily unable to accept this request; retry shortly.',
@@ -174,7 +175,3 @@ export class UserRateLimitGuard extends RateLimitGuard {
   }
 }
 
-function appendHeader(reply: FastifyReply, name: string, value: string): void {
-  const existing = reply.getHeader(name);
-  void reply.header(name, existing ? `${String(existing)}, ${value}` : value);
-}
