@@ -128,19 +128,19 @@ export class EmailDeliveryRepository {
   }
 
   /**
-   * Final: a sent delivery is never claimed again. Only while it is still this attempt's claim
-   * (another attempt that took it over records it itself); true when it was recorded here.
+   * Final: a sent delivery is never claimed again. Recorded whenever it is still 'sending' —
+   * the mail server has the message, whichever attempt holds the claim now. True when the
+   * delivery is sent and still this attempt's (no other attempt took it over meanwhile, which
+   * then needs the transport's own record of the send), also when this attempt's earlier try
+   * committed but its answer was lost.
    */
   async markSent(id: string, attempt: number, at: Date): Promise<boolean> {
-    const result = await this.tx.withManager((m) =>
-      m
-        .getRepository(EmailDeliveryEntity)
-        .update(
-          { id, status: 'sending', attempts: attempt },
-          { status: 'sent', sentAt: at, claimedAt: null, updatedAt: at },
-        ),
-    );
-    return (result.affected ?? 0) > 0;
+    return this.tx.withManager(async (m) => {
+      const deliveries = m.getRepository(EmailDeliveryEntity);
+      await deliveries.update({ id, status: 'sending' }, { status: 'sent', sentAt: at, claimedAt: null, updatedAt: at });
+      const row = await deliveries.findOne({ select: { status: true, attempts: true }, where: { id } });
+      return row?.status === 'sent' && row.attempts === attempt;
+    });
   }
 
   /**

@@ -84,6 +84,9 @@ describe('an email that went out stays recorded as sent across a database restar
     expect(rows).toEqual([{ status: 'sent', attempts: 1 }]);
     await drain(worker, t.db.pool);
     expect(smtp.forOrder(orderId).filter((m) => /cancel/i.test(m.subject))).toHaveLength(1);
+    // recorded by the attempt that sent it: its accepted-mark served and is gone
+    const mark = `${t.config.redis.keyPrefix}:email-accepted:${orderId}.cancellation`;
+    expect(await worker.get<Redis>(REDIS, { strict: false }).exists(mark)).toBe(0);
   });
 
   it("the 'sent' record never landed (an outage past its two minutes of retries, or a worker killed after the 250 OK): the takeover records the accepted message, it does not mail it again", async () => {
