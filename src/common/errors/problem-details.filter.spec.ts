@@ -29,8 +29,8 @@ function render(error: unknown) {
   const reply = {
     status: (s: number) => ((sent.status = s), reply),
     type: () => reply,
-    header: () => reply,
-    headers: (h: Record<string, string>) => ((sent.headers = h), reply),
+    header: (name: string, value: string) => ((sent.headers = { ...sent.headers, [name]: value }), reply),
+    getHeader: (name: string) => sent.headers?.[name],
     send: (b: Record<string, unknown>) => ((sent.body = b), reply),
   };
   const request = { id: 'req-12345678', method: 'POST', url: '/v1/auth/register' };
