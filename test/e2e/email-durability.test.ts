@@ -16,6 +16,19 @@ import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
 
+/**
+ * The order's cancellation email as an attempt that died after the send would leave it (still
+ * 'sending', its claim old), then sent again by a new attempt, which takes it over: its outcome.
+ */
+async function retakeAbandoned(t: TestApp, worker: INestApplicationContext, orderId: string) {
+  await t.db.pool.query(
+    `UPDATE email_deliveries SET status = 'sending', sent_at = NULL, claimed_at = now() - interval '10 minutes'
+      WHERE order_id = $1 AND kind = 'cancellation'`,
+    [orderId],
+  );
+  return worker.get(EmailService, { strict: false }).send({ orderId, kind: 'cancellation' });
+}
+
 describe('an email that went out stays recorded as sent across a database restart', () => {
   let pg: PrivatePostgres;
   let smtp: SmtpCapture;
@@ -106,12 +119,7 @@ describe('an email that went out stays recorded as sent across a database restar
     await worker.get<Redis>(REDIS, { strict: false }).set(mark, '1', 'PX', 60_000);
 
     // as if recording 'sent' had given up: the row still 'sending', its attempt gone
-    await t.db.pool.query(
-      `UPDATE email_deliveries SET status = 'sending', sent_at = NULL, claimed_at = now() - interval '10 minutes'
-        WHERE order_id = $1 AND kind = 'cancellation'`,
-      [orderId],
-    );
-    const outcome = await worker.get(EmailService, { strict: false }).send({ orderId, kind: 'cancellation' });
+    const outcome = await retakeAbandoned(t, worker, orderId);
     expect(outcome).toBe('already-sent');
     const { rows } = await t.db.pool.query<{ status: string; attempts: number }>(
       `SELECT status, attempts FROM email_deliveries WHERE order_id = $1 AND kind = 'cancellation'`,
@@ -166,12 +174,7 @@ describe('a worker that died between the send and the record (.eml transport)', 
     const content = await readFile(file, 'utf8');
 
     // as if the worker had died right after writing the message: still 'sending', claim expired
-    await t.db.pool.query(
-      `UPDATE email_deliveries SET status = 'sending', sent_at = NULL, claimed_at = now() - interval '10 minutes'
-        WHERE order_id = $1 AND kind = 'cancellation'`,
-      [orderId],
-    );
-    const outcome = await worker.get(EmailService, { strict: false }).send({ orderId, kind: 'cancellation' });
+    const outcome = await retakeAbandoned(t, worker, orderId);
 
     expect(outcome).toBe('already-sent');
     expect(await statusOf()).toEqual({ status: 'sent', attempts: 2 });
