@@ -35,7 +35,6 @@ export const HASH_QUEUE_LIMIT = 32;
 /** A caller still waiting for a slot after this long is refused (503). */
 const HASH_MAX_WAIT_MS = 5_000;
 
-
 /**
  * Salt length of hashes made from the NFKC form: its mark. Hashes made before passwords were
  * normalized carry the library's 16-byte salts; a 24-byte salt (32 base64 characters in the PHC

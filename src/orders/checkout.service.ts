@@ -27,7 +27,8 @@ const ABANDONED_POLICY = 'abandoned-orders';
  * 409 PURCHASE_LIMIT_EXCEEDED, its detail naming each cap on what the customer holds that the
  * order would pass (API.md: units per product, open unpaid orders). Past none of those but the
  * day's allowance of abandoned unpaid orders: a rate limit on placing orders — 429 RATE_LIMITED
- * with Retry-After (when the oldest of them is a day old) and the RateLimit headers.
+ * with Retry-After (until enough of them are a day old to leave room for one more) and the
+ * RateLimit headers.
  */
 function purchaseLimitExceeded(breaches: PurchaseLimitBreach[]): DomainError {
   const held = breaches.filter((b) => b.cap !== 'abandonedPerDay');
@@ -36,7 +37,7 @@ function purchaseLimitExceeded(breaches: PurchaseLimitBreach[]): DomainError {
     const wait = Math.max(1, abandoned.retryAfter);
     return new DomainError(
       'RATE_LIMITED',
-      `A customer may leave at most ${abandoned.limit} orders unpaid (cancelled or expired) in 24 hours (${abandoned.held} so far); new orders wait until the oldest of them is a day old.`,
+      `A customer may leave at most ${abandoned.limit} orders unpaid (cancelled or expired) in 24 hours (${abandoned.held} so far); new orders wait until enough of them are a day old.`,
       {
         headers: {
           'Retry-After': String(wait),

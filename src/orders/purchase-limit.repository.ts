@@ -79,7 +79,7 @@ export class PurchaseLimitRepository {
          HAVING count(*) > $3::int
          UNION ALL
          -- orders placed in the last 24 h and abandoned unpaid (the customer's recent orders:
-         -- orders_user_recent_idx); at the cap, no new one until the oldest is a day old
+         -- orders_user_recent_idx); at the cap, no new one until enough of them are a day old
          SELECT NULL::uuid AS product_id,
                 jsonb_build_object('cap', 'abandonedPerDay', 'limit', $6::int, 'held', count(*),
                                    -- until enough of them are a day old to leave room for one more
