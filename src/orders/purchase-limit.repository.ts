@@ -86,9 +86,11 @@ export class PurchaseLimitRepository {
                                    'retryAfter', ceil(extract(epoch FROM
                                      (array_agg(created_at ORDER BY created_at))[(count(*) - $6::int + 1)::int]
                                      + interval '24 hours' - now()))::int) AS breach
-           FROM orders
-          WHERE $6::int > 0 AND user_id = $1::uuid AND created_at > now() - interval '24 hours'
-            AND status = 'CANCELLED' AND cancellation_reason = ANY($7::text[])
+           FROM orders o
+          WHERE $6::int > 0 AND o.user_id = $1::uuid AND o.created_at > now() - interval '24 hours'
+            AND o.status = 'CANCELLED' AND o.cancellation_reason = ANY($7::text[])
+            -- paid after all (late, then refunded): the customer did not walk away from it
+            AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id AND p.status = 'succeeded')
          HAVING $6::int > 0 AND count(*) >= $6::int
          UNION ALL
          SELECT i.product_id,

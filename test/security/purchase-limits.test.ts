@@ -130,6 +130,17 @@ describe('per-customer purchase limits', () => {
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 0 });
       // another customer is not affected
       expect((await placeOrder(capped.http, frank, [{ productId: p, quantity: 1 }])).status).toBe(201);
+      // an order that was paid after all (late: it had expired; the payment is refunded) was not
+      // walked away from: it does not count
+      await t.db.pool.query(
+        `INSERT INTO payments (id, order_id, provider, intent_id, client_secret, amount, currency, status, created_at, updated_at)
+         VALUES (gen_random_uuid(), $1::uuid, 'simulated', 'pi_late_' || md5($1::text), 'secret', 500, 'INR', 'succeeded', now(), now())`,
+        [placed[2]],
+      );
+      const afterLatePayment = await placeOrder(capped.http, erin, [{ productId: p, quantity: 1 }]);
+      expect(afterLatePayment.status).toBe(201);
+      await capped.http.post(`/v1/orders/${afterLatePayment.body.id}/cancel`, {}, { token: erin.token, idempotencyKey: newKey() });
+      placed.push(afterLatePayment.body.id as string);
       // a day later the abandoned orders no longer count
       await t.db.pool.query(`UPDATE orders SET created_at = created_at - interval '25 hours' WHERE id = ANY($1)`, [placed]);
       expect((await placeOrder(capped.http, erin, [{ productId: p, quantity: 5 }])).status).toBe(201);
