@@ -297,7 +297,6 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
 
   private unavailable(err: unknown, now: number): void {
     this.skipRedisUntil = now + REVOCATION_REDIS_BACKOFF_MS;
-    this.poll();
     if (now - this.lastWarningAt < 10_000) return;
     this.lastWarningAt = now;
     this.logger.warn(
