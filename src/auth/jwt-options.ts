@@ -1,29 +1,67 @@
-import type { JwtModuleOptions } from '@nestjs/jwt';
-import { createSecretKey } from 'node:crypto';
+import type { JwtModuleOptions, JwtSignOptions } from '@nestjs/jwt';
+import { KeyObject, createPrivateKey, createPublicKey, createSecretKey, hkdfSync } from 'node:crypto';
 import type { AppConfig } from '../config/config';
 
-/** The one algorithm access tokens are signed and accepted with. */
-export const JWT_ALGORITHM = 'HS256';
+/** The algorithm access tokens are signed with when JWT_SECRET is the key. */
+const HMAC_ALGORITHM = 'HS256';
+
+/**
+ * The one algorithm access tokens are signed and accepted with: HS256 under JWT_SECRET, or the
+ * key pair's (ES256, ES384, RS256). Never both: a verifier that took HS256 with a public key
+ * as its secret would accept tokens anyone can sign (the key is public).
+ */
+export function jwtAlgorithm(config: AppConfig): NonNullable<JwtSignOptions['algorithm']> {
+  return config.jwt.keyPair?.algorithm ?? HMAC_ALGORITHM;
+}
+
+/** The keys access tokens are signed and verified with (one KeyObject each per call). */
+export function accessTokenKeys(config: AppConfig): { sign: KeyObject; verify: KeyObject } {
+  const pair = config.jwt.keyPair;
+  if (pair) {
+    return { sign: createPrivateKey(pair.privateKeyPem), verify: createPublicKey(pair.publicKeyPem) };
+  }
+  // One KeyObject for the process: jsonwebtoken would otherwise rebuild it from the secret
+  // string on every verification (measured: ~14% of the API's CPU under load).
+  if (!config.jwt.secret) throw new Error('no access-token key: JWT_SECRET or a key pair');
+  const secret = createSecretKey(Buffer.from(config.jwt.secret, 'utf8'));
+  return { sign: secret, verify: secret };
+}
 
 /**
  * Signing and verification options for access tokens: pinned algorithm (so `alg: none` and
  * any other algorithm are refused), issuer, audience and lifetime from the configuration.
  */
 export function jwtModuleOptions(config: AppConfig): JwtModuleOptions {
+  const keys = accessTokenKeys(config);
+  const algorithm = jwtAlgorithm(config);
   return {
-    // One KeyObject for the process: jsonwebtoken would otherwise rebuild it from the
-    // secret string on every verification (measured: ~14% of the API's CPU under load).
-    secret: createSecretKey(Buffer.from(config.jwt.secret, 'utf8')),
+    // KeyObjects (jsonwebtoken accepts them): `secret` would win over the pair in JwtService
+    ...(config.jwt.keyPair
+      ? { privateKey: keys.sign, publicKey: keys.verify }
+      : { secret: keys.sign }),
     signOptions: {
-      algorithm: JWT_ALGORITHM,
+      algorithm,
       issuer: config.jwt.issuer,
       audience: config.jwt.audience,
       expiresIn: config.jwt.accessTtlSeconds,
     },
     verifyOptions: {
-      algorithms: [JWT_ALGORITHM],
+      algorithms: [algorithm],
       issuer: config.jwt.issuer,
       audience: config.jwt.audience,
     },
   };
+}
+
+/**
+ * The server secret sessions' recorded clients are an HMAC under (SessionIssuer.clientKeyOf):
+ * JWT_SECRET itself (as before key pairs existed: the records stay valid), or with a key pair a
+ * key derived from the private key (HKDF-SHA-256) — the public key, which others hold, would let
+ * them reverse the records.
+ */
+export function sessionClientSecret(config: AppConfig): Buffer | string {
+  const pair = config.jwt.keyPair;
+  if (!pair) return config.jwt.secret ?? '';
+  const der = createPrivateKey(pair.privateKeyPem).export({ type: 'pkcs8', format: 'der' });
+  return Buffer.from(hkdfSync('sha256', der, Buffer.alloc(0), 'shop session-client key', 32));
 }

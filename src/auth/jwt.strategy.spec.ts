@@ -1,5 +1,5 @@
 import { JwtService } from '@nestjs/jwt';
-import { createHmac } from 'node:crypto';
+import { createHmac, createSign, generateKeyPairSync } from 'node:crypto';
 import { loadConfig } from '../config/config';
 import { DomainError } from '../common/errors/domain-error';
 import { jwtModuleOptions } from './jwt-options';
@@ -98,4 +98,53 @@ describe('JwtStrategy (passport-jwt)', () => {
   it('refuses another key', () =>
     refused(forge({ alg: 'HS256' }, valid(), 'another-secret-another-secret-0000')));
   it('refuses garbage', () => refused('garbage'));
+});
+
+describe('JwtStrategy with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY)', () => {
+  const pem = (curve: string) => {
+    const pair = generateKeyPairSync('ec', { namedCurve: curve });
+    return {
+      privateKey: pair.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+      publicKey: pair.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+    };
+  };
+  const ours = pem('P-256');
+  const pairConfig = loadConfig({
+    NODE_ENV: 'development',
+    JWT_PRIVATE_KEY: ours.privateKey,
+    JWT_PUBLIC_KEY: ours.publicKey,
+    JWT_ISSUER: 'iss-1',
+    JWT_AUDIENCE: 'aud-1',
+  });
+  const strategy = new JwtStrategy(pairConfig, revoked);
+  const tokens = new TokenService(new JwtService(jwtModuleOptions(pairConfig)), new SecureRandom());
+  const now = () => Math.floor(Date.now() / 1000);
+  const valid = () => ({
+    sub: 'u-1', email: 'a@b.io', role: 'customer', fam: 'f-1', typ: 'access',
+    iss: 'iss-1', aud: 'aud-1', iat: now(), exp: now() + 60,
+  });
+  const es256 = (payload: object, privateKey: string) => {
+    const body = `${b64({ alg: 'ES256', typ: 'JWT' })}.${b64(payload)}`;
+    const sig = createSign('SHA256').update(body).sign({ key: privateKey, dsaEncoding: 'ieee-p1363' });
+    return `${body}.${sig.toString('base64url')}`;
+  };
+  const refused = async (token: string) => {
+    const err: unknown = await strategy.verifyAccess(token).catch((e: unknown) => e);
+    expect((err as DomainError).code).toBe('TOKEN_INVALID');
+  };
+
+  it('signs ES256 tokens that the public key alone verifies', async () => {
+    const token = await tokens.signAccess({ sub: 'u-1', email: 'a@b.io', role: 'customer', fam: 'f-1' });
+    expect(JSON.parse(Buffer.from(token.split('.')[0], 'base64url').toString())).toMatchObject({ alg: 'ES256' });
+    await expect(strategy.verifyAccess(token)).resolves.toMatchObject({ userId: 'u-1', sessionId: 'f-1' });
+    await expect(strategy.verifyAccess(es256(valid(), ours.privateKey))).resolves.toMatchObject({ userId: 'u-1' });
+  });
+
+  it('refuses HS256 made with the public key as its secret (algorithm confusion)', () =>
+    refused(forge({ alg: 'HS256' }, valid(), ours.publicKey)));
+  it('refuses a token of another key pair', () => refused(es256(valid(), pem('P-256').privateKey)));
+  it('refuses HS256 under the development secret', () =>
+    refused(forge({ alg: 'HS256' }, valid(), 'dev-only-insecure-jwt-secret-change-me')));
+  it('refuses alg none', () => refused(`${b64({ alg: 'none' })}.${b64(valid())}.`));
+  it('refuses an expired token of its own key', () => refused(es256({ ...valid(), exp: now() - 1 }, ours.privateKey)));
 });

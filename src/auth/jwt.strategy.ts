@@ -5,7 +5,7 @@ import passport from 'passport';
 import { Strategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
 import { DomainError } from '../common/errors/domain-error';
 import { APP_CONFIG, AppConfig } from '../config/config';
-import { JWT_ALGORITHM, jwtModuleOptions } from './jwt-options';
+import { accessTokenKeys, jwtAlgorithm } from './jwt-options';
 import { ROLES, Role, permissionsOf } from './permissions';
 import type { Principal } from './principal';
 import { RevokedSessions } from './revoked-sessions';
@@ -26,8 +26,9 @@ export const tokenInvalid = (detail = 'The access token is invalid or expired.')
 
 /**
  * Access-token verification, the one path for the API's guard and the queue board:
- * passport-jwt (jsonwebtoken) with the options of jwtModuleOptions() pinned — HS256 only (so
- * `alg: none` and every other algorithm are refused), iss, aud, exp — then validate(): the
+ * passport-jwt (jsonwebtoken) with the options of jwtModuleOptions() pinned — the one algorithm
+ * of the configured key (HS256, or the key pair's; `alg: none` and every other algorithm are
+ * refused), iss, aud, exp — then validate(): the
  * claims must be an access token's (`typ: 'access'`, exp, sub, fam, email, a known role) and
  * its session (`fam`) not revoked (RevokedSessions: logout, password change, refresh-token
  * reuse), checked on every authenticated request.
@@ -50,14 +51,13 @@ export class JwtStrategy
     @Inject(APP_CONFIG) config: AppConfig,
     private readonly revoked: RevokedSessions,
   ) {
-    // The very options tokens are signed with and were verified with before passport.
-    const pinned = jwtModuleOptions(config);
+    // The very key and algorithm tokens are signed with (jwtModuleOptions()).
     const options: StrategyOptionsWithoutRequest = {
       jwtFromRequest: (req: { headers?: Record<string, unknown> }) =>
         bearerToken(req.headers?.authorization),
       // a KeyObject (jsonwebtoken accepts it), built once for the process
-      secretOrKey: pinned.secret as string,
-      algorithms: [JWT_ALGORITHM],
+      secretOrKey: accessTokenKeys(config).verify as unknown as string,
+      algorithms: [jwtAlgorithm(config)],
       issuer: config.jwt.issuer,
       audience: config.jwt.audience,
       ignoreExpiration: false,

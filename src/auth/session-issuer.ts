@@ -8,6 +8,7 @@ import { RefreshTokenRepository } from './refresh-token.repository';
 import { RevokedSessions } from './revoked-sessions';
 import { TransactionHost } from '../database/transaction-host';
 import { TokenService } from './token.service';
+import { sessionClientSecret } from './jwt-options';
 
 /** A sign-in session as the client holds it: the family and its current refresh token. */
 export interface Session {
@@ -25,13 +26,17 @@ const plusSeconds = (at: Date, seconds: number) => new Date(at.getTime() + secon
  */
 @Injectable()
 export class SessionIssuer {
+  private readonly clientSecret: Buffer | string;
+
   constructor(
     private readonly refreshTokens: RefreshTokenRepository,
     private readonly tokens: TokenService,
     private readonly revoked: RevokedSessions,
     private readonly tx: TransactionHost,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
-  ) {}
+  ) {
+    this.clientSecret = sessionClientSecret(config);
+  }
 
   /**
    * A new session of the user. An account holds at most `config.jwt.sessionsPerAccount` live
@@ -45,7 +50,7 @@ export class SessionIssuer {
    * which anyone reading the database could reverse by trying every IPv4 address.
    */
   clientKeyOf(email: string, clientIp: string): string {
-    return createHmac('sha256', this.config.jwt.secret)
+    return createHmac('sha256', this.clientSecret)
       .update(`session-client\0${accountClientDigest(email, clientIp)}`)
       .digest('base64url');
   }

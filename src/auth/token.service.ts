@@ -17,7 +17,8 @@ export interface AccessClaims {
 const REFRESH_TOKEN_BYTES = 32;
 
 /**
- * Access tokens: JWTs signed with the options of jwtModuleOptions() (HS256, iss, aud, exp)
+ * Access tokens: JWTs signed with the options of jwtModuleOptions() (HS256 or the key pair's
+ * algorithm, iss, aud, exp)
  * carrying `typ: 'access'` and their session (`fam`); verified by JwtStrategy (passport-jwt),
  * which refuses them once that session is revoked. Refresh tokens: opaque CSPRNG strings,
  * stored hashed.

@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { ConfigError, DEV_SECRETS, loadConfig, loadDatabaseConfig } from './config';
 
 /** Every secret a non-development process needs, none of them a built-in one. */
@@ -208,6 +209,59 @@ describe('loadConfig', () => {
       expect(loadConfig({ NODE_ENV: 'development', JWT_SECRET: 'replace-with-a-long-random-secret' }).jwt.secret).toBe(
         'replace-with-a-long-random-secret',
       );
+    });
+
+    describe('an access-token key pair instead of JWT_SECRET (API.md: "or key pair variables")', () => {
+      const pemPair = (type: 'ec' | 'rsa' | 'ed25519', opts: object) => {
+        const k = generateKeyPairSync(type as 'ec', opts as { namedCurve: string });
+        return {
+          JWT_PRIVATE_KEY: k.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+          JWT_PUBLIC_KEY: k.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+        };
+      };
+      const p256 = pemPair('ec', { namedCurve: 'P-256' });
+      const { JWT_SECRET: _secret, ...noSecret } = SECRETS;
+      const prod = { ...noSecret, NODE_ENV: 'production' };
+
+      it('boots in production with a pair and no JWT_SECRET, and picks the algorithm from the key', () => {
+        const c = loadConfig({ ...prod, ...p256 });
+        expect(c.jwt.secret).toBeUndefined();
+        expect(c.jwt.keyPair?.algorithm).toBe('ES256');
+        expect(loadConfig({ ...prod, ...pemPair('ec', { namedCurve: 'P-384' }) }).jwt.keyPair?.algorithm).toBe('ES384');
+        expect(loadConfig({ ...prod, ...pemPair('rsa', { modulusLength: 2048 }) }).jwt.keyPair?.algorithm).toBe('RS256');
+        // one-line values with \n escapes, as .env files and secret stores carry PEMs
+        const oneLine = Object.fromEntries(Object.entries(p256).map(([k, v]) => [k, v.replace(/\n/g, '\\n')]));
+        expect(oneLine.JWT_PRIVATE_KEY).not.toContain('\n');
+        expect(loadConfig({ ...prod, ...oneLine }).jwt.keyPair?.publicKeyPem).toBe(p256.JWT_PUBLIC_KEY);
+      });
+
+      it('still names JWT_SECRET (and the pair) when neither is set', () => {
+        expect(problemsOf(prod)).toEqual([
+          'JWT_SECRET: required in production (or the key pair JWT_PRIVATE_KEY and JWT_PUBLIC_KEY)',
+        ]);
+      });
+
+      it('refuses half a pair, a pair with JWT_SECRET, a mismatched pair, weak or unsupported keys — never quoting a key', () => {
+        const other = pemPair('ec', { namedCurve: 'P-256' });
+        const cases: Array<[Record<string, string>, string]> = [
+          [{ JWT_PRIVATE_KEY: p256.JWT_PRIVATE_KEY }, 'JWT_PUBLIC_KEY: required with JWT_PRIVATE_KEY (the two halves of one key pair)'],
+          [{ JWT_PUBLIC_KEY: p256.JWT_PUBLIC_KEY }, 'JWT_PRIVATE_KEY: required with JWT_PUBLIC_KEY (the two halves of one key pair)'],
+          [{ ...p256, JWT_SECRET: SECRETS.JWT_SECRET }, 'JWT_SECRET: set together with JWT_PRIVATE_KEY/JWT_PUBLIC_KEY; set one or the other'],
+          [{ ...p256, JWT_PUBLIC_KEY: other.JWT_PUBLIC_KEY }, 'JWT_PUBLIC_KEY: not the public half of JWT_PRIVATE_KEY'],
+          [{ ...p256, JWT_PUBLIC_KEY: p256.JWT_PRIVATE_KEY }, 'JWT_PUBLIC_KEY: not a PEM public key'],
+          [{ ...p256, JWT_PRIVATE_KEY: 'not a key' }, 'JWT_PRIVATE_KEY: not a PEM private key'],
+          [pemPair('rsa', { modulusLength: 1024 }), 'JWT_PRIVATE_KEY: an RSA key of 1024 bits (at least 2048)'],
+          [pemPair('ec', { namedCurve: 'secp256k1' }), 'JWT_PRIVATE_KEY: an EC key on secp256k1 (use P-256 or P-384)'],
+          [pemPair('ed25519', {}), 'JWT_PRIVATE_KEY: key type ed25519 (use EC P-256, P-384 or RSA)'],
+        ];
+        for (const [vars, problem] of cases) {
+          const problems = problemsOf({ ...prod, ...vars });
+          expect(problems).toEqual([problem]);
+          expect(problems.join()).not.toMatch(/BEGIN|MII/);
+        }
+        // in development too: a broken pair is a boot error, not the built-in secret
+        expect(problemsOf({ NODE_ENV: 'development', JWT_PRIVATE_KEY: p256.JWT_PRIVATE_KEY })).toHaveLength(1);
+      });
     });
 
     it('refuses a Stripe key that is not one, and a plain-http STRIPE_API_URL off this host, outside development', () => {

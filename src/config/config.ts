@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
+import { JwtKeyPair, parseJwtKeyPair } from './jwt-keys';
 
 /** Injection token for the parsed, immutable configuration. */
 export const APP_CONFIG = Symbol('APP_CONFIG');
@@ -28,7 +29,6 @@ const REQUIRED_OUTSIDE_DEVELOPMENT = [
   // use whatever listens there (a Redis without persistence, a stale `shop` database)
   'DATABASE_URL',
   'REDIS_URL',
-  'JWT_SECRET',
   'STORAGE_ACCESS_KEY_ID',
   'STORAGE_SECRET_ACCESS_KEY',
   'STORAGE_WEBHOOK_TOKEN',
@@ -111,6 +111,9 @@ const envSchema = z.object({
       message: `too predictable: fewer than ${JWT_SECRET_MIN_DISTINCT} different characters (use e.g. openssl rand -base64 48)`,
     })
     .optional(),
+  // the alternative to JWT_SECRET: an access-token key pair, PEM (jwt-keys.ts checks them)
+  JWT_PRIVATE_KEY: z.string().optional(),
+  JWT_PUBLIC_KEY: z.string().optional(),
   JWT_ISSUER: z.string().default('shop-orders'),
   JWT_AUDIENCE: z.string().default('shop-orders-api'),
   JWT_ACCESS_TTL_SECONDS: int(900, 30, 86_400),
@@ -225,7 +228,10 @@ export interface AppConfig {
   };
   redis: { url: string; keyPrefix: string };
   jwt: {
-    secret: string;
+    /** The HS256 key; absent when a key pair signs instead. */
+    secret?: string;
+    /** JWT_PRIVATE_KEY/JWT_PUBLIC_KEY: tokens signed with an asymmetric key (ES256/ES384/RS256). */
+    keyPair?: JwtKeyPair;
     issuer: string;
     audience: string;
     accessTtlSeconds: number;
@@ -477,6 +483,9 @@ function secretProblems(env: Record<string, string>): string[] {
   const problems: string[] = REQUIRED_OUTSIDE_DEVELOPMENT.filter((name) => !env[name]).map(
     (name) => `${name}: ${why}`,
   );
+  if (!env.JWT_SECRET && !env.JWT_PRIVATE_KEY && !env.JWT_PUBLIC_KEY) {
+    problems.unshift(`JWT_SECRET: ${why} (or the key pair JWT_PRIVATE_KEY and JWT_PUBLIC_KEY)`);
+  }
   // Without a mail server, mail goes to .eml files (and is recorded as sent): a development
   // convenience that a deployment gets only by asking for it, never by forgetting SMTP_URL.
   if (!env.SMTP_URL && !env.MAIL_OUTBOX_DIR) {
@@ -608,6 +617,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   problems.push(...cors.problems);
   const proxies = parseTrustProxy(cleaned.TRUST_PROXY, cleaned.NODE_ENV === 'development');
   problems.push(...proxies.problems);
+  const jwtKeys = parseJwtKeyPair(cleaned);
+  problems.push(...jwtKeys.problems);
   if (parsed.success && parsed.data.HTTP_HEADERS_TIMEOUT_MS > parsed.data.HTTP_REQUEST_TIMEOUT_MS) {
     // Node would swap them silently: the longer one would bound the headers
     problems.push('HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS');
@@ -651,7 +662,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     redis: { url: e.REDIS_URL, keyPrefix: e.REDIS_KEY_PREFIX },
     jwt: {
-      secret: e.JWT_SECRET ?? devSecret('JWT_SECRET'),
+      secret: jwtKeys.keyPair ? undefined : (e.JWT_SECRET ?? devSecret('JWT_SECRET')),
+      keyPair: jwtKeys.keyPair,
       issuer: e.JWT_ISSUER,
       audience: e.JWT_AUDIENCE,
       accessTtlSeconds: e.JWT_ACCESS_TTL_SECONDS,

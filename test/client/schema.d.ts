@@ -750,7 +750,7 @@ export interface components {
         };
         TokensDto: {
             user: components["schemas"]["UserDto"];
-            /** @description JWT (HS256) for `Authorization: Bearer …` */
+            /** @description JWT (HS256; ES256, ES384 or RS256 when the deployment signs with a key pair) for `Authorization: Bearer …` */
             accessToken: string;
             /** @description Opaque; single use: each refresh returns the next one */
             refreshToken: string;

@@ -354,7 +354,7 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
     const now = () => Math.floor(Date.now() / 1000);
 
     beforeAll(async () => {
-      secret = t.config.jwt.secret;
+      secret = t.config.jwt.secret as string;
       const s = await registerCustomer(t.http);
       const claims = decode(s.accessToken.split('.')[1]);
       good = { sub: claims.sub, email: claims.email, role: claims.role, fam: claims.fam };

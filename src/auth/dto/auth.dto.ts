@@ -84,7 +84,7 @@ export class UserDto {
 
 export class TokensDto {
   @ApiProperty({ type: UserDto }) user!: UserDto;
-  @ApiProperty({ description: 'JWT (HS256) for `Authorization: Bearer …`' }) accessToken!: string;
+  @ApiProperty({ description: 'JWT (HS256; ES256, ES384 or RS256 when the deployment signs with a key pair) for `Authorization: Bearer …`' }) accessToken!: string;
   @ApiProperty({ description: 'Opaque; single use: each refresh returns the next one' })
   refreshToken!: string;
   @ApiProperty({ type: 'integer', description: 'Access-token lifetime in seconds', example: 900 })

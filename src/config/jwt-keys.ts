@@ -1,0 +1,99 @@
+import { KeyObject, createPrivateKey, createPublicKey } from 'node:crypto';
+
+/** The asymmetric algorithms access tokens can be signed with, by the private key's type. */
+type JwtKeyPairAlgorithm = 'ES256' | 'ES384' | 'RS256';
+
+/** An access-token key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY), checked at boot. */
+export interface JwtKeyPair {
+  algorithm: JwtKeyPairAlgorithm;
+  /** PEM (PKCS#8 or SEC1/PKCS#1), as given with `\n` escapes unfolded. */
+  privateKeyPem: string;
+  /** PEM (SPKI), the private key's own public half. */
+  publicKeyPem: string;
+}
+
+/** RSA keys shorter than this are refused (NIST SP 800-57: 2048 bits at least). */
+const RSA_MIN_BITS = 2048;
+
+const EC_CURVES: Record<string, JwtKeyPairAlgorithm> = { prime256v1: 'ES256', secp384r1: 'ES384' };
+
+/**
+ * A PEM from an environment variable: a one-line value with `\n` escapes (how .env files,
+ * compose and most secret stores carry it) is unfolded; surrounding spaces are dropped.
+ */
+function unfold(value: string): string {
+  return value.replace(/\\n/g, '\n').trim();
+}
+
+/** The key's algorithm, or what is wrong with it. */
+function algorithmOf(key: KeyObject): string {
+  const details = key.asymmetricKeyDetails ?? {};
+  if (key.asymmetricKeyType === 'ec') {
+    return EC_CURVES[details.namedCurve ?? ''] ?? `an EC key on ${details.namedCurve ?? 'an unknown curve'} (use P-256 or P-384)`;
+  }
+  if (key.asymmetricKeyType === 'rsa') {
+    const bits = details.modulusLength ?? 0;
+    return bits >= RSA_MIN_BITS ? 'RS256' : `an RSA key of ${bits} bits (at least ${RSA_MIN_BITS})`;
+  }
+  return `key type ${key.asymmetricKeyType ?? 'unknown'} (use EC P-256, P-384 or RSA)`;
+}
+
+const isSupported = (algorithm: string): algorithm is JwtKeyPairAlgorithm =>
+  algorithm === 'ES256' || algorithm === 'ES384' || algorithm === 'RS256';
+
+const spki = (key: KeyObject) => key.export({ type: 'spki', format: 'der' });
+
+/**
+ * JWT_PRIVATE_KEY and JWT_PUBLIC_KEY, the alternative to JWT_SECRET that API.md allows ("or key
+ * pair variables"): tokens are signed with the private key (ES256 for EC P-256, ES384 for P-384,
+ * RS256 for RSA ≥ 2048 bits) and verified with the public one, so other services can check them
+ * without being able to sign. Both or neither; never together with JWT_SECRET (which of the two
+ * would sign would be a guess); the public key must be the private key's own (a mismatch would
+ * boot and refuse every token it issued). Problems name the variable, never quote its value.
+ */
+export function parseJwtKeyPair(env: Record<string, string>): { keyPair?: JwtKeyPair; problems: string[] } {
+  const privateValue = env.JWT_PRIVATE_KEY;
+  const publicValue = env.JWT_PUBLIC_KEY;
+  if (privateValue === undefined && publicValue === undefined) return { problems: [] };
+  if (privateValue === undefined || publicValue === undefined) {
+    const missing = privateValue === undefined ? 'JWT_PRIVATE_KEY' : 'JWT_PUBLIC_KEY';
+    return { problems: [`${missing}: required with ${missing === 'JWT_PRIVATE_KEY' ? 'JWT_PUBLIC_KEY' : 'JWT_PRIVATE_KEY'} (the two halves of one key pair)`] };
+  }
+  const problems: string[] = [];
+  if (env.JWT_SECRET !== undefined) {
+    problems.push('JWT_SECRET: set together with JWT_PRIVATE_KEY/JWT_PUBLIC_KEY; set one or the other');
+  }
+  let privateKey: KeyObject | null = null;
+  let publicKey: KeyObject | null = null;
+  try {
+    privateKey = createPrivateKey(unfold(privateValue));
+  } catch {
+    problems.push('JWT_PRIVATE_KEY: not a PEM private key');
+  }
+  try {
+    // createPublicKey() would take a private key too (and derive its public half): a private key
+    // pasted here would sit in a variable meant to be shared
+    if (unfold(publicValue).includes('PRIVATE KEY')) throw new Error('a private key');
+    publicKey = createPublicKey(unfold(publicValue));
+  } catch {
+    problems.push('JWT_PUBLIC_KEY: not a PEM public key');
+  }
+  if (!privateKey || !publicKey) return { problems };
+  const algorithm = algorithmOf(privateKey);
+  if (!isSupported(algorithm)) {
+    problems.push(`JWT_PRIVATE_KEY: ${algorithm}`);
+    return { problems };
+  }
+  if (!spki(createPublicKey(privateKey)).equals(spki(publicKey))) {
+    problems.push('JWT_PUBLIC_KEY: not the public half of JWT_PRIVATE_KEY');
+  }
+  if (problems.length) return { problems };
+  return {
+    problems,
+    keyPair: {
+      algorithm,
+      privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+      publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }) as string,
+    },
+  };
+}
