@@ -42,8 +42,9 @@ export class CartService {
 
   /**
    * Sets a line's quantity (0 removes it); idempotent by nature. A cart holds at most
-   * MAX_ORDER_LINES products (it is checked out as one order): one more is a 400, as is a
-   * quantity above the per-customer cap of units per product (PURCHASE_LIMIT_UNITS_PER_PRODUCT).
+   * MAX_ORDER_LINES products (it is checked out as one order): one more is a 400. A quantity
+   * above the per-customer cap of units per product is kept (API.md: a cart PUT answers 200; a
+   * cart line holds nothing) — its checkout is refused with 409 PURCHASE_LIMIT_EXCEEDED.
    */
   async setQuantity(userId: string, productId: string, quantity: number): Promise<CartDto> {
     await this.tx.run(async () => {
@@ -53,14 +54,6 @@ export class CartService {
         return this.carts.removeLine(userId, productId);
       }
       if (!(await this.products.isBuyable(productId, this.config.currency))) throw productNotFound();
-      const cap = this.config.purchaseLimits.unitsPerProduct;
-      if (cap > 0 && quantity > cap) {
-        // the checkout would refuse the line every time (409 PURCHASE_LIMIT_EXCEEDED): a cart
-        // showing a total the customer can never pay helps no one
-        throw new DomainError('VALIDATION_FAILED', `At most ${cap} units of a product per customer.`, {
-          errors: [{ field: 'quantity', message: `must not be greater than ${cap} (the per-customer cap)` }],
-        });
-      }
       if (!(await this.carts.setQuantity(userId, productId, quantity, this.clock.now(), MAX_ORDER_LINES, this.config.currency))) {
         throw new DomainError('VALIDATION_FAILED', `A cart holds at most ${MAX_ORDER_LINES} products.`, {
           errors: [{ field: 'productId', message: `the cart already holds ${MAX_ORDER_LINES} products` }],

@@ -944,7 +944,7 @@ export interface components {
         };
         SetCartQuantityDto: {
             /**
-             * @description 0 removes the line. A quantity above the per-customer cap of units per product (PURCHASE_LIMIT_UNITS_PER_PRODUCT, 5 by default; 0 = off) is a 400: the checkout would refuse it
+             * @description 0 removes the line. A quantity above the per-customer cap of units per product (PURCHASE_LIMIT_UNITS_PER_PRODUCT, 5 by default; 0 = off) is kept; checking the cart out then answers 409 PURCHASE_LIMIT_EXCEEDED
              * @example 2
              */
             quantity: number;

@@ -221,13 +221,16 @@ describe('per-customer purchase limits', () => {
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 20, reserved: 5 });
   });
 
-  it('a cart line cannot hold more units than the per-customer cap lets one order buy (a cart checkout would be refused every time)', async () => {
+  it('a cart line may hold more units than the cap (API.md: PUT answers 200); its checkout is the 409, and nothing is held', async () => {
     const [erin] = await buyers(t.http, 1);
     const p = await insertProduct(t.db.pool, { stock: 50, priceAmount: 100 });
     const over = await t.http.put(`/v1/cart/items/${p}`, { quantity: 6 }, { token: erin.token });
-    expect(over.status).toBe(400);
-    expect(over.body).toMatchObject({ code: 'VALIDATION_FAILED', errors: [{ field: 'quantity' }] });
-    expect((await t.http.get('/v1/cart', { token: erin.token })).body.items).toEqual([]);
+    expect(over.status).toBe(200);
+    expect(over.body.items).toMatchObject([{ productId: p, quantity: 6 }]);
+    const refused = await placeOrder(t.http, erin, undefined);
+    expect(refused.status).toBe(409);
+    expect(refused.body.code).toBe('PURCHASE_LIMIT_EXCEEDED');
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 50, reserved: 0 });
     expect((await t.http.put(`/v1/cart/items/${p}`, { quantity: 5 }, { token: erin.token })).status).toBe(200);
     expect((await placeOrder(t.http, erin, undefined)).status).toBe(201);
   });
