@@ -63,6 +63,11 @@ describe('per-customer purchase limits', () => {
     expect(loadConfig({ NODE_ENV: 'development' }).purchaseLimits).toEqual({ unitsPerProduct: 5, openOrders: 3, abandonedPerDay: 10 });
   });
 
+  it('RATE_LIMIT_ENABLED=false switches the abandoned-orders limit off with all other throttling (API.md), not the 409 caps', () => {
+    expect(loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).purchaseLimits).toEqual({ unitsPerProduct: 5, openOrders: 3, abandonedPerDay: 0 });
+    expect(loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false', PURCHASE_LIMIT_ABANDONED_PER_DAY: '4' }).purchaseLimits.abandonedPerDay).toBe(0);
+  });
+
   it('a customer who keeps abandoning unpaid orders (cancelled, expired) gets no new one that day (429): re-ordering cannot hold stock all day', async () => {
     const capped = await bootTestApp({
       db: t.db,
