@@ -97,9 +97,14 @@ export class CatalogAdminService {
     await this.cache.invalidate();
   }
 
+  /**
+   * In a transaction, as createProduct: a create whose COMMIT answer is lost is found committed
+   * (TransactionHost asks the database) and answered 201 — not 503, after which the admin's retry
+   * would be told SLUG_TAKEN about a category it never saw.
+   */
   async createCategory(dto: CreateCategoryDto): Promise<CategoryDto> {
     const category = { id: this.ids.uuid(), name: dto.name, slug: dto.slug };
-    if (!(await this.products.insertCategory(category))) {
+    if (!(await this.tx.run(() => this.products.insertCategory(category)))) {
       throw new DomainError('SLUG_TAKEN', 'A category with this slug exists.');
     }
     await this.cache.invalidate();

@@ -5,7 +5,7 @@ import { RevokedSessions } from '../../src/auth/revoked-sessions';
 import { REDIS } from '../../src/redis/redis.module';
 import type Redis from 'ioredis';
 import { TransactionHost } from '../../src/database/transaction-host';
-import { login, registerCustomer } from '../support/auth';
+import { createAdmin, login, registerCustomer } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { PgCommitProxy, startPgCommitProxy } from '../support/pg-commit-proxy';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -99,6 +99,20 @@ describe('a COMMIT whose answer is lost', () => {
     // the pool recovers: the next transaction goes through
     await tx.run(() => tx.query(`INSERT INTO commit_probe VALUES (5)`));
     expect(await probeRows()).toEqual([5]);
+  });
+
+  it('a category create whose commit answer was lost answers 201 with the category (a retry would be told SLUG_TAKEN)', async () => {
+    const admin = await createAdmin(t);
+    const slug = `lost-${Date.now()}`;
+    const cutsBefore = proxy.cuts;
+    const lost = proxy.loseNextCommitAnswer();
+    const res = await t.http.post('/v1/admin/categories', { name: 'Lost answer', slug }, { token: admin.accessToken });
+    expect(proxy.cuts).toBe(cutsBefore + 1); // the create's own COMMIT was the one cut
+    await lost;
+    expect(res.status).toBe(201);
+    expect(res.body).toMatchObject({ slug, name: 'Lost answer' });
+    const stored = await t.db.pool.query(`SELECT id FROM categories WHERE slug = $1`, [slug]);
+    expect(stored.rows).toEqual([{ id: res.body.id }]);
   });
 
   it('a refresh whose commit answer was lost answers its new pair; the session lives on', async () => {
