@@ -25,6 +25,14 @@ export class CartRepository {
       m.getRepository(CartItemEntity).find({
         where: { userId },
         relations: { product: true },
+        // what a line shows, not the whole product row: 100 lines of 10,000-character
+        // descriptions were read on every cart GET and PUT and thrown away
+        select: {
+          userId: true,
+          productId: true,
+          quantity: true,
+          product: { id: true, name: true, priceAmount: true, currency: true, active: true },
+        },
         order: { productId: 'ASC' },
       }),
     );
