@@ -1,6 +1,7 @@
 import Redis from 'ioredis';
 import { createHash, randomUUID } from 'node:crypto';
-import { TEST_PASSWORD, registerCustomer, withAuthProbe } from '../support/auth';
+import { TEST_PASSWORD, createAdmin, registerCustomer, withAuthProbe } from '../support/auth';
+import { counterKey } from '../../src/common/throttling/rate-limit.policies';
 import { insertProduct } from '../support/fixtures';
 import { PrivateRedis } from '../support/private-redis';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -161,8 +162,8 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
       (i % 2 ? b : a).http.put(`/v1/cart/items/${productId}`, { quantity: 1 + (i % 3) }, { token: user.accessToken, ...xff(`10.14.${1 + (i % 200)}.9`) });
     const first = await put(0);
     expect(first.status).toBe(200);
-    expect(first.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60, "user-writes";q=120;w=60');
-    expect(first.headers.get('ratelimit')).toMatch(/"user-writes";r=119;t=\d+$/);
+    expect(first.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60, "user-writes";q=120;w=60, "user-writes-day";q=2000;w=86400');
+    expect(first.headers.get('ratelimit')).toMatch(/"user-writes";r=119;t=\d+, "user-writes-day";r=1999;t=\d+$/);
     // a read is not a write
     const read = await a.http.get('/v1/cart', { token: user.accessToken, ...xff('10.14.0.1') });
     expect(read.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60');
@@ -176,6 +177,35 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect((await a.http.put(`/v1/cart/items/${productId}`, { quantity: 1 }, { token: other.accessToken, ...xff('10.14.0.2') })).status).toBe(200);
     const anonymous = await a.http.post('/v1/auth/refresh', { refreshToken: 'never-issued' }, xff('10.14.0.3'));
     expect(anonymous.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60');
+  });
+
+  it("counts a customer's writes over a day too (2000): one account cannot store a day of 120-a-minute idempotency records; staff and admins are not counted", async () => {
+    const user = await registerCustomer(a.http, xff('10.15.0.1'));
+    const productId = await insertProduct(a.db.pool, { stock: 5 });
+    // 1998 writes already counted today (as that many requests would have left it)
+    const redis = new Redis(a.config.redis.url, { lazyConnect: true });
+    await redis.connect();
+    try {
+      const key = `${a.config.redis.keyPrefix}:rl:${counterKey('user-writes-day', `user:${user.user.id}`)}`;
+      await redis.set(key, '1998', 'PX', 86_400_000);
+    } finally {
+      redis.disconnect();
+    }
+    const put = (quantity: number) =>
+      a.http.put(`/v1/cart/items/${productId}`, { quantity }, { token: user.accessToken, ...xff('10.15.0.1') });
+    const last = await put(1);
+    expect(last.status).toBe(200);
+    expect(last.headers.get('ratelimit')).toMatch(/"user-writes-day";r=1;t=\d+$/);
+    expect((await put(2)).status).toBe(200);
+    const over = await put(3);
+    expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
+    expect(over.headers.get('ratelimit-policy')).toContain('"user-writes-day";q=2000;w=86400');
+    expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(86_000); // the day's window
+    // reads still answer; an admin's writes carry no day's count
+    expect((await a.http.get('/v1/cart', { token: user.accessToken, ...xff('10.15.0.1') })).status).toBe(200);
+    const admin = await createAdmin(a);
+    const adminWrite = await a.http.put(`/v1/cart/items/${productId}`, { quantity: 1 }, { token: admin.accessToken, ...xff('10.15.0.2') });
+    expect(adminWrite.headers.get('ratelimit-policy')).not.toContain('user-writes-day');
   });
 
   it('limits every route per client IP and says so in RateLimit headers, even before authentication', async () => {

@@ -26,7 +26,7 @@ import {
 import { RedisThrottlerStorage } from './redis-throttler.storage';
 
 /** What the per-user policies read: the access-token guard's principal, when it has set one. */
-type RequestWithUser = FastifyRequest & { user?: { userId: string; sessionId?: string } };
+type RequestWithUser = FastifyRequest & { user?: { userId: string; sessionId?: string; role?: string } };
 
 const byName = new Map(RATE_LIMIT_POLICIES.map((p) => [p.name, p]));
 const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -100,6 +100,7 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       ip: request.ip,
       userId: request.user?.userId,
       sessionId: request.user?.sessionId,
+      role: request.user?.role,
       body: request.body,
     });
     if (tracker === null) return true;

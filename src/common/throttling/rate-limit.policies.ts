@@ -6,7 +6,7 @@ import { normalizeEmail } from '../email';
 /** What a policy counts by. */
 /** `session`: the access token's session (a stolen one spends its own budget, not the owner's). */
 /** `signed-in`: the signed-in user, and no one else (an anonymous request is not counted). */
-export type Tracker = 'ip' | 'account' | 'user' | 'session' | 'signed-in';
+export type Tracker = 'ip' | 'account' | 'user' | 'session' | 'signed-in' | 'customer';
 
 /**
  * Client policies (IP, account) run before authentication, so unauthenticated and badly
@@ -91,6 +91,19 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     failClosed: false,
   },
   {
+    // the same writes of a customer account over a day: at 120 a minute one account stored
+    // 172,800 idempotency records a day (a repeated cancel of a 100-line order keeps its ~25 KB
+    // answer for 24 h: gigabytes); a customer's day is far below this. Staff and admins are
+    // not counted (a catalog import is many writes, by people the shop trusts).
+    name: 'user-writes-day',
+    limit: 2000,
+    windowSeconds: 86_400,
+    tracker: 'customer',
+    writesOnly: true,
+    exceptScopes: ['order-create', 'password-change'],
+    failClosed: false,
+  },
+  {
     // refreshes of one account's sessions (each rotation keeps a row for reuse detection as long
     // as its session lives): counted per account inside the refresh, whose token names the
     // account (AccountRateLimit) — never by the guards, the route being anonymous
@@ -135,6 +148,8 @@ export interface TrackedRequest {
   ip: string;
   userId?: string;
   sessionId?: string;
+  /** The signed-in principal's role. */
+  role?: string;
   body?: unknown;
 }
 
@@ -154,6 +169,8 @@ export function trackerFor(tracker: Tracker, request: TrackedRequest): string | 
       return request.userId ? `user:${request.userId}` : `ip:${normalizeIp(request.ip)}`;
     case 'signed-in':
       return request.userId ? `user:${request.userId}` : null;
+    case 'customer':
+      return request.userId && request.role === 'customer' ? `user:${request.userId}` : null;
     case 'account': {
       const email = (request.body as { email?: unknown } | null | undefined)?.email;
       return typeof email === 'string' ? `account:${normalizeEmail(email)}` : null;
