@@ -62,6 +62,9 @@ export function jwtModuleOptions(config: AppConfig): JwtModuleOptions {
 export function sessionClientSecret(config: AppConfig): Buffer | string {
   const pair = config.jwt.keyPair;
   if (!pair) return config.jwt.secret ?? '';
-  const der = createPrivateKey(pair.privateKeyPem).export({ type: 'pkcs8', format: 'der' });
-  return Buffer.from(hkdfSync('sha256', der, Buffer.alloc(0), 'shop session-client key', 32));
+  // the private value itself (JWK `d`), not an encoding of the key: PKCS#8 with or without the
+  // optional public key, or SEC1, are one key and must give one HMAC key on every instance
+  const { d } = createPrivateKey(pair.privateKeyPem).export({ format: 'jwk' });
+  if (!d) throw new Error('the access-token private key has no private value');
+  return Buffer.from(hkdfSync('sha256', Buffer.from(d, 'base64url'), Buffer.alloc(0), 'shop session-client key', 32));
 }

@@ -1,8 +1,8 @@
 import { JwtService } from '@nestjs/jwt';
-import { createHmac, createSign, generateKeyPairSync } from 'node:crypto';
+import { createHmac, createPrivateKey, createSign, generateKeyPairSync } from 'node:crypto';
 import { loadConfig } from '../config/config';
 import { DomainError } from '../common/errors/domain-error';
-import { jwtModuleOptions } from './jwt-options';
+import { jwtModuleOptions, sessionClientSecret } from './jwt-options';
 import { JwtStrategy } from './jwt.strategy';
 import { permissionsOf } from './permissions';
 import type { RevokedSessions } from './revoked-sessions';
@@ -147,4 +147,20 @@ describe('JwtStrategy with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY)', () =>
     refused(forge({ alg: 'HS256' }, valid(), 'dev-only-insecure-jwt-secret-change-me')));
   it('refuses alg none', () => refused(`${b64({ alg: 'none' })}.${b64(valid())}.`));
   it('refuses an expired token of its own key', () => refused(es256({ ...valid(), exp: now() - 1 }, ours.privateKey)));
+
+  it("derives the sessions' client key from the private value: every encoding of the key gives the same one", () => {
+    // SEC1 without the optional public key (openssl ec -no_public), built by hand
+    const d = Buffer.from(createPrivateKey(ours.privateKey).export({ format: 'jwk' }).d!, 'base64url');
+    const der = Buffer.concat([
+      Buffer.from('30310201010420', 'hex'),
+      d,
+      Buffer.from('a00a06082a8648ce3d030107', 'hex'),
+    ]);
+    const sec1 = `-----BEGIN EC PRIVATE KEY-----\n${der.toString('base64')}\n-----END EC PRIVATE KEY-----\n`;
+    const other = loadConfig({ NODE_ENV: 'development', JWT_PRIVATE_KEY: sec1, JWT_PUBLIC_KEY: ours.publicKey });
+    expect(sessionClientSecret(other)).toEqual(sessionClientSecret(pairConfig));
+    expect(sessionClientSecret(pairConfig)).toHaveLength(32);
+    // and it is not the public key's (which others hold) nor the development secret
+    expect(sessionClientSecret(pairConfig)).not.toEqual(sessionClientSecret(config));
+  });
 });
