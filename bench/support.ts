@@ -185,6 +185,8 @@ export async function startApi(
       NODE_OPTIONS: API_NODE_OPTIONS,
       REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
       JWT_SECRET: 'bench-only-secret-bench-only-secret-0123456789',
+      JWT_PRIVATE_KEY: '', // (a shell's key pair would refuse the boot beside JWT_SECRET)
+      JWT_PUBLIC_KEY: '',
       STORAGE_ACCESS_KEY_ID: 'bench-only-access-key',
       STORAGE_SECRET_ACCESS_KEY: 'bench-only-storage-secret-0123456789',
       STORAGE_WEBHOOK_TOKEN: 'bench-only-storage-webhook-token',

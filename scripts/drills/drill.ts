@@ -100,6 +100,8 @@ async function main(): Promise<number> {
       REDIS_URL: cluster.redisUrl,
       REDIS_KEY_PREFIX: keyPrefix,
       JWT_SECRET: 'drill-only-jwt-secret-0123456789abcdef0123456789',
+      JWT_PRIVATE_KEY: '',
+      JWT_PUBLIC_KEY: '',
       STORAGE_ACCESS_KEY_ID: 'drill-access-key',
       STORAGE_SECRET_ACCESS_KEY: 'drill-only-storage-secret-0123456789',
       STORAGE_WEBHOOK_TOKEN: 'drill-only-storage-webhook-token',

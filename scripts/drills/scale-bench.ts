@@ -78,6 +78,8 @@ async function main(): Promise<void> {
       REDIS_URL: cluster.redisUrl,
       REDIS_KEY_PREFIX: 'bench',
       JWT_SECRET: 'bench-only-jwt-secret-0123456789abcdef0123456789',
+      JWT_PRIVATE_KEY: '',
+      JWT_PUBLIC_KEY: '',
       STORAGE_ACCESS_KEY_ID: 'bench-access-key',
       STORAGE_SECRET_ACCESS_KEY: 'bench-only-storage-secret-0123456789',
       STORAGE_WEBHOOK_TOKEN: 'bench-only-storage-webhook-token',

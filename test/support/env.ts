@@ -21,6 +21,10 @@ process.env.PURCHASE_LIMIT_ABANDONED_PER_DAY = process.env.PURCHASE_LIMIT_ABANDO
 // A developer's .env (README: copy .env.example) must not reach the processes tests spawn: the
 // harness's environment is the whole configuration. test/e2e/env-file.test.ts opts back in.
 process.env.ENV_FILE = '';
+// nor a developer's shell's access-token key pair: suites sign with JWT_SECRET (or the built-in
+// development key) unless they pass a pair themselves (test/security/jwt-key-pair.test.ts)
+delete process.env.JWT_PRIVATE_KEY;
+delete process.env.JWT_PUBLIC_KEY;
 // No mail server in tests: outgoing mail is written as .eml files, asked for explicitly (outside
 // development a deployment without SMTP_URL refuses to boot unless MAIL_OUTBOX_DIR is set).
 process.env.MAIL_OUTBOX_DIR =
