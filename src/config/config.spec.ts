@@ -250,6 +250,10 @@ describe('loadConfig', () => {
           [{ ...p256, JWT_PUBLIC_KEY: other.JWT_PUBLIC_KEY }, 'JWT_PUBLIC_KEY: not the public half of JWT_PRIVATE_KEY'],
           [{ ...p256, JWT_PUBLIC_KEY: p256.JWT_PRIVATE_KEY }, 'JWT_PUBLIC_KEY: not a PEM public key'],
           [{ ...p256, JWT_PRIVATE_KEY: 'not a key' }, 'JWT_PRIVATE_KEY: not a PEM private key'],
+          [
+            { ...p256, JWT_PRIVATE_KEY: generateKeyPairSync('ec', { namedCurve: 'P-256', privateKeyEncoding: { type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'pw' }, publicKeyEncoding: { type: 'spki', format: 'pem' } }).privateKey },
+            'JWT_PRIVATE_KEY: an encrypted key (no passphrase is read: give it unencrypted, from a secret store)',
+          ],
           [pemPair('rsa', { modulusLength: 1024 }), 'JWT_PRIVATE_KEY: an RSA key of 1024 bits (at least 2048)'],
           [pemPair('ec', { namedCurve: 'secp256k1' }), 'JWT_PRIVATE_KEY: an EC key on secp256k1 (use P-256 or P-384)'],
           [pemPair('ed25519', {}), 'JWT_PRIVATE_KEY: key type ed25519 (use EC P-256, P-384 or RSA)'],

@@ -68,7 +68,11 @@ export function parseJwtKeyPair(env: Record<string, string>): { keyPair?: JwtKey
   try {
     privateKey = createPrivateKey(unfold(privateValue));
   } catch {
-    problems.push('JWT_PRIVATE_KEY: not a PEM private key');
+    problems.push(
+      /ENCRYPTED/.test(privateValue)
+        ? 'JWT_PRIVATE_KEY: an encrypted key (no passphrase is read: give it unencrypted, from a secret store)'
+        : 'JWT_PRIVATE_KEY: not a PEM private key',
+    );
   }
   try {
     // createPublicKey() would take a private key too (and derive its public half): a private key
