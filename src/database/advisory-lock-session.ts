@@ -36,6 +36,15 @@ interface Granted {
 
 const RETAKE_BACKOFF_MS = [50, 100, 250, 500, 1_000, 2_000];
 
+/** How long a new session waits for a dropped session's backend to end (pg_terminate_backend). */
+const TERMINATE_WAIT_MS = 2_000;
+
+/** A session's backend: its pid and start (a pid alone may be another's after a restart). */
+interface Backend {
+  pid: number;
+  started: string;
+}
+
 /**
  * "This process is doing X", held as a session-level advisory lock on one dedicated connection
  * per process and purpose (not a pooled one: a lock held across a request or a job must not cost
@@ -61,6 +70,15 @@ export class AdvisoryLockSession {
   /** Granted locks by name, until released. */
   private readonly granted = new Map<string, Granted>();
   private retaking?: Promise<void>;
+  /**
+   * Backends of sessions this process dropped that may still be running on the server: a
+   * statement that timed out (the server stalled) may have been granted its lock there, and the
+   * backend keeps every lock until it notices the connection is gone — after its statement.
+   * A new session ends them first (connect()), so a lock this process dropped is never held
+   * by nobody: a first request is not told its own key is in use, nor a re-take lost.
+   */
+  private readonly doubtful = new Map<number, Backend>();
+  private readonly backends = new WeakMap<Client, Backend>();
   private closed = false;
   /** The session's statements, one at a time (a pg client runs one query at a time). */
   private tail: Promise<unknown> = Promise.resolve();
@@ -170,6 +188,16 @@ export class AdvisoryLockSession {
         await session.end().catch(() => undefined);
         throw new Error(`${what} is closed`);
       }
+      try {
+        const { rows } = await session.query<{ pid: number; started: string }>(
+          `SELECT pid, backend_start::text AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()`,
+        );
+        if (rows[0]) this.backends.set(session, rows[0]);
+        await this.endDoubtful(session);
+      } catch (err) {
+        await session.end().catch(() => undefined);
+        throw err;
+      }
       this.session = session;
       return session;
     })().finally(() => {
@@ -178,8 +206,43 @@ export class AdvisoryLockSession {
     return this.connecting;
   }
 
+  /**
+   * Ends (and waits for) the backends of dropped sessions that are still there, on a new
+   * session before it is used; throws when one does not end in time (the caller answers as
+   * for a database that cannot be reached: a 503, or the re-take's next round).
+   */
+  private async endDoubtful(session: Client): Promise<void> {
+    if (this.doubtful.size === 0) return;
+    const dropped = [...this.doubtful.values()];
+    const { rows } = await session.query<{ pid: number }>(
+      `SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity
+        WHERE (pid, backend_start) IN (SELECT * FROM unnest($1::int[], $2::timestamptz[]))`,
+      [dropped.map((b) => b.pid), dropped.map((b) => b.started)],
+    );
+    if (rows.length > 0) {
+      this.logger.warn(`ending ${rows.length} dropped session backend(s) that may still hold locks`);
+    }
+    // gone, locks included (a backend releases them on its way out); polled: the one-argument
+    // pg_terminate_backend does not wait (its timeout form needs PostgreSQL 14)
+    for (const deadline = Date.now() + TERMINATE_WAIT_MS; rows.length > 0; ) {
+      const left = await session.query<{ pid: number }>(
+        `SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])
+         UNION SELECT pid FROM pg_locks WHERE pid = ANY($1::int[]) AND locktype = 'advisory'`,
+        [rows.map((r) => r.pid)],
+      );
+      if (left.rows.length === 0) break;
+      if (Date.now() >= deadline) {
+        throw new Error(`a dropped ${this.options.applicationName} session (pid ${left.rows[0].pid}) did not end`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    for (const b of dropped) if (this.doubtful.get(b.pid) === b) this.doubtful.delete(b.pid);
+  }
+
   /** Forgets a session (its locks are gone, or must be): the next hold opens a new one. */
   private drop(session: Client): void {
+    const backend = this.backends.get(session);
+    if (backend) this.doubtful.set(backend.pid, backend);
     if (this.session === session) this.session = undefined;
     void session.end().catch(() => undefined);
     if (this.options.retakeLostHolds) this.retakeOrphans();

@@ -202,3 +202,78 @@ describe('AdvisoryLockSession with retakeLostHolds, its session cut', () => {
     expect((await probe()).locks).toBe(0);
   });
 });
+
+describe('AdvisoryLockSession whose lock statement outlives its timeout (the server stalled)', () => {
+  // The server grants the lock, but the answer comes after the client's query timeout: the
+  // session is dropped, and its backend keeps the lock until it notices — after its statement.
+  // The retry on a new session was told "held by another", and a first request answered 409
+  // IDEMPOTENCY_KEY_IN_USE for its own key (a re-take marked its holds lost the same way).
+  let db: TestDatabase;
+  const LOCK = 'hashtextextended($1::text, 98)';
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(() => db?.drop());
+
+  const held = async (name: string) =>
+    (
+      await db.pool.query<{ pid: number }>(
+        `SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1`,
+        [name],
+      )
+    ).rows.map((r) => r.pid);
+
+  /** The session's first try-lock is granted, then the backend stays busy for a minute. */
+  function stallFirstTryLock(session: AdvisoryLockSession): void {
+    const internals = session as unknown as { run: (s: unknown, sql: string, params: unknown[]) => Promise<unknown> };
+    const run = internals.run.bind(session);
+    let stalled = false;
+    internals.run = (s, sql, params) => {
+      if (!stalled && sql.includes('pg_try_advisory_lock')) {
+        stalled = true;
+        return run(s, sql.replace(' AS held', ' AS held, pg_sleep(60) AS stall'), params);
+      }
+      return run(s, sql, params);
+    };
+  }
+
+  it('the retry ends the stalled backend first and takes the lock: a hold, not "in use"', async () => {
+    const session = new AdvisoryLockSession(db.url, { applicationName: 'lock-stall-probe', queryTimeoutMs: 500 });
+    try {
+      stallFirstTryLock(session);
+      const hold = await session.tryHold('k', LOCK, ['k']);
+      expect(hold?.held).toBe(true);
+      // held by the new session alone; the stalled backend is gone
+      const pids = await held('lock-stall-probe');
+      expect(pids).toHaveLength(1);
+      const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'lock-stall-probe'`);
+      expect(rows[0].n).toBe(1);
+      await hold!.release();
+      expect(await held('lock-stall-probe')).toEqual([]);
+    } finally {
+      await session.close();
+    }
+  });
+
+  it('a re-take after such a drop keeps its holds (not lost to its own old backend)', async () => {
+    const session = new AdvisoryLockSession(db.url, { applicationName: 'lock-stall-retake', queryTimeoutMs: 500, retakeLostHolds: true });
+    try {
+      const first = await session.tryHold('a', LOCK, ['a']);
+      stallFirstTryLock(session);
+      // the second hold's statement stalls: the session (holding 'a') is dropped, 'a' re-taken
+      const second = await session.tryHold('b', LOCK, ['b']);
+      expect(second?.held).toBe(true);
+      await waitFor('the re-take to end', () => (session as unknown as { retaking?: unknown }).retaking === undefined);
+      expect(first?.held).toBe(true);
+      const pids = await held('lock-stall-retake');
+      expect(pids).toHaveLength(2);
+      expect(new Set(pids).size).toBe(1);
+      await first!.release();
+      await second!.release();
+      expect(await held('lock-stall-retake')).toEqual([]);
+    } finally {
+      await session.close();
+    }
+  });
+});
