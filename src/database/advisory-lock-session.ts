@@ -232,7 +232,12 @@ export class AdvisoryLockSession {
       );
       if (left.rows.length === 0) break;
       if (Date.now() >= deadline) {
-        throw new Error(`a dropped ${this.options.applicationName} session (pid ${left.rows[0].pid}) did not end`);
+        // the server too busy to end a backend: unreachable in effect (ETIMEDOUT: a 503, and
+        // counted by the breaker like any connection timeout)
+        throw Object.assign(
+          new Error(`a dropped ${this.options.applicationName} session (pid ${left.rows[0].pid}) did not end in ${TERMINATE_WAIT_MS} ms`),
+          { code: 'ETIMEDOUT' },
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, 20));
     }

@@ -1,4 +1,6 @@
+import { Client } from 'pg';
 import { AdvisoryLockSession } from '../../src/database/advisory-lock-session';
+import { isConnectionFailure } from '../../src/database/db-circuit-breaker';
 import { KEY_LOCK_ID } from '../../src/idempotency/idempotency.repository';
 import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
 import { insertProduct, newKey } from '../support/fixtures';
@@ -252,6 +254,27 @@ describe('AdvisoryLockSession whose lock statement outlives its timeout (the ser
       await hold!.release();
       expect(await held('lock-stall-probe')).toEqual([]);
     } finally {
+      await session.close();
+    }
+  });
+
+  it('a stalled backend that does not end in time: the hold fails as an unreachable database (503), not as "in use"', async () => {
+    const session = new AdvisoryLockSession(db.url, { applicationName: 'lock-stall-stuck', queryTimeoutMs: 500 });
+    // the server never reports the old backend gone (as if too busy to end it)
+    const query = Client.prototype.query;
+    const stuck = jest.spyOn(Client.prototype, 'query').mockImplementation(function (this: Client, ...args: unknown[]) {
+      if (typeof args[0] === 'string' && args[0].includes('UNION SELECT pid FROM pg_locks')) {
+        return Promise.resolve({ rows: [{ pid: 1 }] }) as never;
+      }
+      return (query as (...a: unknown[]) => unknown).apply(this, args) as never;
+    });
+    try {
+      stallFirstTryLock(session);
+      const err: unknown = await session.tryHold('k', LOCK, ['k']).catch((e: unknown) => e);
+      expect(String(err)).toMatch(/did not end/);
+      expect(isConnectionFailure(err)).toBe(true);
+    } finally {
+      stuck.mockRestore();
       await session.close();
     }
   });
