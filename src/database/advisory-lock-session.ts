@@ -16,6 +16,11 @@ export interface AdvisoryLockSessionOptions {
   queryTimeoutMs?: number;
   connectTimeoutMs?: number;
   /**
+   * After a connect that timed out, holds fail at once (as an unreachable database) for this
+   * long instead of each waiting for its own connect timeout (default 5 s).
+   */
+  failFastMs?: number;
+  /**
    * When the session ends under live holds (its connection cut, its backend terminated), take
    * their locks again on a new session at once, so another process cannot take them while their
    * holders still run: a hold whose lock someone else took meanwhile is lost (`held` false). Only
@@ -79,6 +84,8 @@ export class AdvisoryLockSession {
    */
   private readonly doubtful = new Map<number, Backend>();
   private readonly backends = new WeakMap<Client, Backend>();
+  /** Until then connect() fails at once: its last attempt could not connect. */
+  private unreachableUntil = 0;
   private closed = false;
   /** The session's statements, one at a time (a pg client runs one query at a time). */
   private tail: Promise<unknown> = Promise.resolve();
@@ -160,6 +167,13 @@ export class AdvisoryLockSession {
     if (this.session) return Promise.resolve(this.session);
     const what = `the ${this.options.applicationName} lock session`;
     if (this.closed) return Promise.reject(new Error(`${what} is closed`));
+    if (!this.connecting && Date.now() < this.unreachableUntil) {
+      // a black-holed endpoint (a separate DATABASE_LOCK_URL) would otherwise cost every keyed
+      // request its whole connect timeout; ETIMEDOUT: answered 503 like the failed connect
+      return Promise.reject(
+        Object.assign(new Error(`${what} could not connect just now; not retried for a moment`), { code: 'ETIMEDOUT' }),
+      );
+    }
     this.connecting ??= (async () => {
       const session = new Client({
         connectionString: this.url,
@@ -181,6 +195,9 @@ export class AdvisoryLockSession {
       try {
         await session.connect();
       } catch (err) {
+        // only a connect that timed out (an endpoint that never answers): a refused one costs
+        // nothing to try again, and the database may be back the next moment
+        if (/timeout/i.test((err as Error).message)) this.unreachableUntil = Date.now() + (this.options.failFastMs ?? 5_000);
         await session.end().catch(() => undefined);
         throw err;
       }

@@ -38,6 +38,7 @@ export class IdempotencyKeyLocks implements OnApplicationShutdown {
     this.session = new AdvisoryLockSession(config.database.lockUrl, {
       applicationName: 'shop-orders-key-locks',
       retakeLostHolds: true,
+      failFastMs: config.database.breaker.halfOpenAfterMs,
     });
   }
 

@@ -104,6 +104,12 @@ describe('DATABASE_LOCK_URL that never answers', () => {
     expect(rows[0].n).toBe(0);
     const { rows: orders } = await t.db.pool.query<{ status: string }>(`SELECT status FROM orders WHERE id = $1`, [order.body.id]);
     expect(orders[0].status).toBe('INVENTORY_RESERVED');
+    // the next keyed request fails fast (the endpoint was unreachable a moment ago), not after
+    // another 5 s connect timeout of its own
+    const started = Date.now();
+    const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect([again.status, again.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+    expect(Date.now() - started).toBeLessThan(2_000);
   }, 30_000);
 
   it('its failures are its own: more keyed payments failing than the breaker counts never take the database routes down', async () => {
