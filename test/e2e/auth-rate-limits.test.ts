@@ -201,6 +201,10 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
     expect(over.headers.get('ratelimit-policy')).toContain('"user-writes-day";q=2000;w=86400');
     expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(86_000); // the day's window
+    // nor a new order (it could be placed, but neither paid nor cancelled, past the cap)
+    const order = await a.http.post('/v1/orders', { items: [{ productId, quantity: 1 }] }, { token: user.accessToken, idempotencyKey: randomUUID(), ...xff('10.15.0.1') });
+    expect([order.status, order.body.code]).toEqual([429, 'RATE_LIMITED']);
+    expect(order.headers.get('ratelimit-policy')).toContain('"user-writes-day";q=2000;w=86400');
     // reads still answer; an admin's writes carry no day's count
     expect((await a.http.get('/v1/cart', { token: user.accessToken, ...xff('10.15.0.1') })).status).toBe(200);
     const admin = await createAdmin(a);

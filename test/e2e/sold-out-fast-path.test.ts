@@ -517,7 +517,7 @@ describe('sold-out fast path', () => {
       }
       // the per-user order-create limit (30 a minute) and the per-IP default one, as the guards count
       expect(answers.slice(0, 30).map((r) => r.status)).toEqual(Array(30).fill(409));
-      expect(answers[0].headers.get('ratelimit-policy')).toBe('"default";q=300;w=60, "order-create";q=30;w=60');
+      expect(answers[0].headers.get('ratelimit-policy')).toBe('"default";q=300;w=60, "order-create";q=30;w=60, "user-writes-day";q=2000;w=86400');
       expect(answers[29].headers.get('ratelimit')).toMatch(/"order-create";r=0;t=\d+/);
       const limited = answers[30];
       expect(limited.status).toBe(429);

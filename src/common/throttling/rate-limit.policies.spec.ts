@@ -74,7 +74,8 @@ describe('rate-limit policies', () => {
     // the day's writes: customers only (staff and admins are not counted)
     expect(policy('user-writes-day')).toMatchObject({ limit: 2000, windowSeconds: 86_400, tracker: 'customer', writesOnly: true, failClosed: false });
     expect(phaseOf(policy('user-writes-day'))).toBe('after-auth');
-    expect(appliesTo(policy('user-writes-day'), 'order-create')).toBe(false);
+    expect(appliesTo(policy('user-writes-day'), 'order-create')).toBe(true); // else an order past the cap could be placed, not paid
+    expect(appliesTo(policy('user-writes-day'), 'password-change')).toBe(false);
     expect(trackerFor('customer', { ip: '203.0.113.7', userId: 'u-1', role: 'customer' })).toBe('user:u-1');
     expect(trackerFor('customer', { ip: '203.0.113.7', userId: 'u-2', role: 'admin' })).toBeNull();
     expect(trackerFor('customer', { ip: '203.0.113.7' })).toBeNull();

@@ -91,16 +91,17 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     failClosed: false,
   },
   {
-    // the same writes of a customer account over a day: at 120 a minute one account stored
-    // 172,800 idempotency records a day (a repeated cancel of a 100-line order keeps its ~25 KB
-    // answer for 24 h: gigabytes); a customer's day is far below this. Staff and admins are
-    // not counted (a catalog import is many writes, by people the shop trusts).
+    // a customer account's writes over a day: at 120 a minute one account stored 172,800
+    // idempotency records a day (a repeated cancel of a 100-line order keeps its ~25 KB answer
+    // for 24 h: gigabytes); a customer's day is far below this. Orders count too: past the cap
+    // no new order either (one could be placed but neither paid nor cancelled). Staff and admins
+    // are not counted (a catalog import is many writes, by people the shop trusts).
     name: 'user-writes-day',
     limit: 2000,
     windowSeconds: 86_400,
     tracker: 'customer',
     writesOnly: true,
-    exceptScopes: ['order-create', 'password-change'],
+    exceptScopes: ['password-change'],
     failClosed: false,
   },
   {
