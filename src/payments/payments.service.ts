@@ -59,6 +59,11 @@ export class PaymentsService {
     if (order.status === 'INVENTORY_RESERVED' && overdue) throw reservationExpired();
     // calling again returns the one intent (also once paid); a cancelled order is not payable
     const existing = await this.payments.findByOrder(orderId);
+    // an intent recorded as cancelled is never handed out (the expiry cancelled it and its move
+    // to CANCELLED is still owed — a worker that died between the two, say): nothing to pay with
+    if (existing?.status === 'canceled') {
+      throw overdue ? reservationExpired() : new DomainError('ORDER_NOT_PAYABLE', 'The payment was cancelled.');
+    }
     if (existing && order.status === 'PAYMENT_PENDING' && overdue && existing.status === 'requires_payment_method') {
       // started in time, not paid as far as we know, and the deadline has passed (its expiry may
       // be queued behind others). Our record may lag the provider (its event still on the way):

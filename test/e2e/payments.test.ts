@@ -166,6 +166,16 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [fourth.body.id]);
     const shown = await t.http.post(`/v1/orders/${fourth.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
     expect([shown.status, shown.body.paymentIntentId, shown.body.status]).toEqual([201, submitted.body.paymentIntentId, 'succeeded']);
+    // … and an intent the expiry already cancelled (its move to CANCELLED still owed: the worker
+    // died between the two) is never handed out as a 201
+    const fifth = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const begun = await t.http.post(`/v1/orders/${fifth.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect(begun.status).toBe(201);
+    await t.db.pool.query(`UPDATE simulated_payment_intents SET status = 'canceled' WHERE id = $1`, [begun.body.paymentIntentId]);
+    await t.db.pool.query(`UPDATE payments SET status = 'canceled' WHERE intent_id = $1`, [begun.body.paymentIntentId]);
+    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [fifth.body.id]);
+    const cancelled = await t.http.post(`/v1/orders/${fifth.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    expect([cancelled.status, cancelled.body.code, cancelled.body.clientSecret]).toEqual([409, 'ORDER_NOT_PAYABLE', undefined]);
   });
 
   it('reconciles a payment whose webhook never arrived', async () => {
