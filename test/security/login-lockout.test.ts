@@ -122,6 +122,10 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect(first.status).toBe(429);
     expect(first.body).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
     expect(retryAfter(first)).toBeGreaterThan(0);
+    // its RateLimit headers name the limit that refused, with nothing left until Retry-After
+    // (beside the request limits' items, whose own budgets are not what refused it)
+    expect(first.headers.get('ratelimit-policy')).toMatch(/"signin-client";q=\d+;w=\d+$/);
+    expect(first.headers.get('ratelimit')).toMatch(new RegExp(`"signin-client";r=0;t=${retryAfter(first)}$`));
     await waitSeconds(retryAfter(first)); // the delay is over: one more guess is verified …
     expect((await signIn(a, owner.email, 'late-typo', ip)).status).toBe(401);
     const second = await signIn(b, owner.email, 'another-typo', ip); // … and the delay grows

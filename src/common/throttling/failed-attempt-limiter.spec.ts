@@ -17,7 +17,7 @@ function setup(reserveAnswer: () => Promise<unknown>, env: Record<string, string
   const redis = {
     eval: jest.fn((...args: unknown[]) => {
       calls.push(args);
-      return calls.length === 1 ? reserveAnswer() : Promise.resolve(0);
+      return calls.length === 1 ? reserveAnswer() : Promise.resolve([0, 0]);
     }),
   };
   const config = loadConfig({ NODE_ENV: 'development', REDIS_KEY_PREFIX: 'unit', ...env });
@@ -32,7 +32,7 @@ const settle = (p: Promise<unknown>) =>
 
 describe('FailedAttemptLimiter', () => {
   it('reserves before verifying and gives a success back', async () => {
-    const s = setup(() => Promise.resolve(0));
+    const s = setup(() => Promise.resolve([0, 0]));
     const verify = jest.fn().mockResolvedValue('principal');
     expect(await s.limiter.attempt([bucket], verify)).toBe('principal');
     expect(s.calls).toHaveLength(2);
@@ -44,13 +44,13 @@ describe('FailedAttemptLimiter', () => {
   });
 
   it('keeps a failure counted: nothing is given back', async () => {
-    const s = setup(() => Promise.resolve(0));
+    const s = setup(() => Promise.resolve([0, 0]));
     expect(await s.limiter.attempt([bucket], () => Promise.resolve(null))).toBeNull();
     expect(s.calls).toHaveLength(1);
   });
 
   it('restarts the lock of a progressive bucket when its failure is known', async () => {
-    const s = setup(() => Promise.resolve(0));
+    const s = setup(() => Promise.resolve([0, 0]));
     const progressive: FailureBucket = { ...bucket, kind: 'progressive', baseMs: 1_000 };
     expect(await s.limiter.attempt([progressive, bucket], () => Promise.resolve(null))).toBeNull();
     expect(s.calls).toHaveLength(2);
@@ -58,7 +58,7 @@ describe('FailedAttemptLimiter', () => {
   });
 
   it('gives back an attempt whose verification threw (nothing was verified), and rethrows', async () => {
-    const s = setup(() => Promise.resolve(0));
+    const s = setup(() => Promise.resolve([0, 0]));
     const busy = new DomainError('SERVICE_UNAVAILABLE');
     expect(await settle(s.limiter.attempt([bucket], () => Promise.reject(busy)))).toMatchObject({
       code: 'SERVICE_UNAVAILABLE',
@@ -67,11 +67,14 @@ describe('FailedAttemptLimiter', () => {
   });
 
   it('refuses an exhausted bucket with 429 and Retry-After in whole seconds, without verifying', async () => {
-    const s = setup(() => Promise.resolve(2_500));
+    const s = setup(() => Promise.resolve([2_500, 1]));
     const verify = jest.fn();
+    // the bucket that refused is in the RateLimit headers (API.md: a 429 says its limit)
     expect(await settle(s.limiter.attempt([bucket], verify))).toEqual({
       code: 'RATE_LIMITED',
-      options: { headers: { 'Retry-After': '3' } },
+      options: {
+        headers: { 'Retry-After': '3', 'RateLimit-Policy': '"signin-account";q=3;w=60', RateLimit: '"signin-account";r=0;t=3' },
+      },
     });
     expect(verify).not.toHaveBeenCalled();
   });
@@ -87,8 +90,8 @@ describe('FailedAttemptLimiter', () => {
   });
 
   it('lets a success through when the give-back fails (the attempt just stays counted)', async () => {
-    const s = setup(() => Promise.resolve(0));
-    s.redis.eval.mockResolvedValueOnce(0).mockRejectedValueOnce(new Error('gone'));
+    const s = setup(() => Promise.resolve([0, 0]));
+    s.redis.eval.mockResolvedValueOnce([0, 0]).mockRejectedValueOnce(new Error('gone'));
     expect(await s.limiter.attempt([bucket], () => Promise.resolve('ok'))).toBe('ok');
   });
 

@@ -4,7 +4,7 @@ import { APP_CONFIG, AppConfig } from '../../config/config';
 import { REDIS } from '../../redis/redis.module';
 import { DomainError } from '../errors/domain-error';
 import { withTimeout } from '../with-timeout';
-import { FailureBucket, SignInChannel, knownClientKey, signInBuckets } from './rate-limit.policies';
+import { FailureBucket, SignInChannel, knownClientKey, policyHeaderItem, signInBuckets, stateHeaderItem } from './rate-limit.policies';
 import { STORE_DOWN_RETRY_AFTER_SECONDS } from './rate-limit.guard';
 import { STORE_TIMEOUT_MS } from './redis-throttler.storage';
 
@@ -22,12 +22,13 @@ const RESERVE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local wait = 0
+local refusing = 0
 for i, key in ipairs(KEYS) do
   local o = (i - 1) * ${FIELDS}
   local limit = tonumber(ARGV[o + 2])
   if ARGV[o + 1] == '1' then
     local lockedUntil = tonumber(redis.call('HGET', key, 'u') or '0')
-    if lockedUntil > now then wait = math.max(wait, lockedUntil - now) end
+    if lockedUntil - now > wait then wait = lockedUntil - now; refusing = i end
   else
     local failures = tonumber(redis.call('GET', key) or '0')
     if failures >= limit then
@@ -36,11 +37,11 @@ for i, key in ipairs(KEYS) do
         ttl = tonumber(ARGV[o + 3])
         redis.call('PEXPIRE', key, ttl)
       end
-      wait = math.max(wait, ttl)
+      if ttl > wait then wait = ttl; refusing = i end
     end
   end
 end
-if wait > 0 then return wait end
+if wait > 0 then return { wait, refusing } end
 for i, key in ipairs(KEYS) do
   local o = (i - 1) * ${FIELDS}
   local limit = tonumber(ARGV[o + 2])
@@ -59,7 +60,7 @@ for i, key in ipairs(KEYS) do
     if failures == 1 or redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, window) end
   end
 end
-return 0
+return { 0, 0 }
 `;
 
 /**
@@ -222,13 +223,14 @@ export class FailedAttemptLimiter {
 
   private async reserve(buckets: readonly FailureBucket[]): Promise<void> {
     let waitMs: number;
+    let refusing: FailureBucket | undefined;
     try {
-      waitMs = Number(
-        await withTimeout(
-          this.redis.eval(RESERVE, buckets.length, ...this.keys(buckets), ...args(buckets)),
-          STORE_TIMEOUT_MS,
-        ),
-      );
+      const [wait, index] = (await withTimeout(
+        this.redis.eval(RESERVE, buckets.length, ...this.keys(buckets), ...args(buckets)),
+        STORE_TIMEOUT_MS,
+      )) as [number, number];
+      waitMs = Number(wait);
+      refusing = buckets[Number(index) - 1];
     } catch (err) {
       if (!this.storeDown) {
         this.log.warn(`${String(err)}: password sign-ins are refused until Redis answers`);
@@ -243,9 +245,16 @@ export class FailedAttemptLimiter {
     if (this.storeDown) this.log.log('sign-in limit store reachable again');
     this.storeDown = false;
     if (waitMs > 0) {
-      throw new DomainError('RATE_LIMITED', 'Too many failed sign-ins; retry later.', {
-        headers: { 'Retry-After': String(Math.max(1, Math.ceil(waitMs / 1000))) },
-      });
+      const seconds = Math.max(1, Math.ceil(waitMs / 1000));
+      // the limit that refused, in the 429's RateLimit headers (API.md) beside the request
+      // limits the guards counted: nothing remaining, reset when Retry-After says
+      const name = refusing?.key.split(':')[0] ?? 'failed-sign-ins';
+      const headers: Record<string, string> = { 'Retry-After': String(seconds) };
+      if (refusing) {
+        headers['RateLimit-Policy'] = policyHeaderItem(name, refusing.limit, Math.ceil(Math.max(refusing.windowMs, waitMs) / 1000));
+        headers.RateLimit = stateHeaderItem(name, 0, seconds);
+      }
+      throw new DomainError('RATE_LIMITED', 'Too many failed sign-ins; retry later.', { headers });
     }
   }
 
