@@ -81,7 +81,8 @@ export function cachedReadsHook(cache: CatalogCache, options: CachedReadsOptions
       ? new LocalRateLimiter(policy.limit, policy.windowSeconds * 1000)
       : undefined;
   const policyHeader = policy ? policyHeaderItem(policy.name, policy.limit, policy.windowSeconds) : '';
-  const now = options.now ?? Date.now;
+  // windows measured on the monotonic clock: a wall clock stepped back must not stretch them
+  const now = options.now ?? (() => performance.now());
   const trackers = new Map<string, string>(); // per app: its trust-proxy setting decides
 
   const { browserHeaders } = options;

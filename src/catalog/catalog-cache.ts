@@ -294,7 +294,7 @@ export class CatalogCache {
     }
     const now = this.clock.now().getTime();
     const local = this.memory.get(key);
-    if (local && local.expiresAt > now) return local.json;
+    if (local && local.expiresAt > performance.now()) return local.json;
     const found = await this.safe(() => this.shared.get<SharedEntry>(this.sharedKey(version, key)));
     if (!found) return null;
     // never longer than an entry can live: `expiresAt` is on the writer's clock, which may run
@@ -307,7 +307,8 @@ export class CatalogCache {
     if (version !== this.memoryVersion || ttlMs <= 0) return;
     this.forget(key);
     if (json.length > MEMORY_MAX_ENTRY_CHARS) return;
-    this.memory.set(key, { json, expiresAt: this.clock.now().getTime() + ttlMs });
+    // on this process's monotonic clock: a wall clock stepped back must not keep a copy longer
+    this.memory.set(key, { json, expiresAt: performance.now() + ttlMs });
     this.memoryChars += key.length + json.length;
     // oldest first (Map keeps insertion order)
     while (this.memory.size > MEMORY_ENTRIES || this.memoryChars > MEMORY_CHARS) {
@@ -342,11 +343,11 @@ export class CatalogCache {
   }
 
   private bypassed(): boolean {
-    return this.clock.now().getTime() < this.bypassUntil;
+    return performance.now() < this.bypassUntil;
   }
 
   private failed(err: unknown): void {
     this.logger.debug(`catalog cache bypassed for ${BYPASS_AFTER_FAILURE_MS} ms: ${String(err)}`);
-    this.bypassUntil = this.clock.now().getTime() + BYPASS_AFTER_FAILURE_MS;
+    this.bypassUntil = performance.now() + BYPASS_AFTER_FAILURE_MS;
   }
 }

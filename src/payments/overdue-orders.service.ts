@@ -130,10 +130,10 @@ export class OverdueOrders {
   }
 
   private gatewayDown(): boolean {
-    return Date.now() < this.gatewayDownUntil;
+    return performance.now() < this.gatewayDownUntil;
   }
 
   private noteGatewayDown(): void {
-    this.gatewayDownUntil = Date.now() + GATEWAY_DOWN_MEMO_MS;
+    this.gatewayDownUntil = performance.now() + GATEWAY_DOWN_MEMO_MS;
   }
 }
