@@ -2,7 +2,13 @@ import { createHash } from 'node:crypto';
 import { DomainError } from '../common/errors/domain-error';
 
 export const IDEMPOTENCY_HEADER = 'idempotency-key';
-export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
+/**
+ * How long a key's record lives from the clock of the host that stamps it: API.md's 24 h, plus
+ * 5 minutes for clock skew — the record is judged (a replay, the purge) on other hosts' clocks,
+ * and one running ahead would otherwise drop it before 24 h (a retry at 23 h 59 m then runs the
+ * request again).
+ */
+export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000 + 5 * 60 * 1000;
 
 /** Whose keys these are: a signed-in user's (an anonymous request's are its client address's). */
 export const userPrincipal = (userId: string): string => `user:${userId}`;

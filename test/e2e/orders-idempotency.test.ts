@@ -209,6 +209,24 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 2 });
   });
 
+  it('a record outlives 24 h by a clock-skew margin (5 min): a host running ahead never judges it gone before 24 h', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const key = newKey();
+    expect((await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key)).status).toBe(201);
+    const { rows } = await t.db.pool.query<{ lives: string }>(
+      `SELECT (expires_at - created_at)::text AS lives FROM idempotency_keys WHERE key = $1`,
+      [key],
+    );
+    expect(rows).toEqual([{ lives: '1 day 00:05:00' }]);
+    // what a purge on a worker 4 minutes ahead sees 23 h 59 m after the order: nothing to purge
+    await t.db.pool.query(`UPDATE idempotency_keys SET created_at = created_at - interval '23 hours 59 minutes', expires_at = expires_at - interval '23 hours 59 minutes' WHERE key = $1`, [key]);
+    const { IdempotencyRepository } = await import('../../src/idempotency/idempotency.repository');
+    const { rows: clock } = await t.db.pool.query<{ ahead: Date }>(`SELECT now() + interval '4 minutes' AS ahead`);
+    await t.app.get(IdempotencyRepository).purgeExpired(clock[0].ahead);
+    const replay = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
+    expect([replay.status, replay.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+  });
+
   it('expired records are purged by the maintenance job and the key can be used afresh', async () => {
     const productId = await insertProduct(t.db.pool, { stock: 5 });
     const key = newKey();
