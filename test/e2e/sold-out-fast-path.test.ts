@@ -102,22 +102,32 @@ describe('sold-out fast path', () => {
     expect(normal.body.products).toEqual([{ productId, requested: 1, available: 0 }]);
 
     await untilFastPathRefuses(a, productId, crowd[30]);
-    const refusedBefore = await totalFastRefusals();
-    const tx = countTransactions();
-    let refusals: HttpResponse[];
-    try {
-      refusals = await Promise.all(
-        crowd.slice(24, 48).map((buyer, i) =>
-          placeOrder(instances()[i % 2].http, buyer, [{ productId, quantity: 1 + (i % 3) }]),
-        ),
-      );
-      // not one transaction opened for 24 refusals, in either instance
-      expect(tx.count()).toBe(0);
-    } finally {
-      tx.restore();
+    let refusals: HttpResponse[] = [];
+    // on a quiet machine all 24 are the fast path's at the first try; on a loaded one (the whole
+    // suite on two cores) a read slower than the fast path's 250 ms deadline makes it stand aside
+    // for a moment, as designed, and those take the normal path: tried again then
+    for (let attempt = 0, fast = 0, fastInB = 0; fast < 24 && attempt < 5; attempt++) {
+      const refusedBefore = await totalFastRefusals();
+      const inBBefore = await fastRefusals(b);
+      const tx = countTransactions();
+      let opened: number;
+      try {
+        refusals = await Promise.all(
+          crowd.slice(24, 48).map((buyer, i) =>
+            placeOrder(instances()[i % 2].http, buyer, [{ productId, quantity: 1 + (i % 3) }]),
+          ),
+        );
+        opened = tx.count();
+      } finally {
+        tx.restore();
+      }
+      fast = (await totalFastRefusals()) - refusedBefore;
+      fastInB += (await fastRefusals(b)) - inBBefore;
+      // not one transaction opened for a refusal the fast path answered, in either instance
+      expect(opened).toBe(24 - fast);
+      if (fast === 24) expect(fastInB).toBeGreaterThan(0);
+      else if (attempt === 4) throw new Error(`the fast path answered ${fast} of 24 at the fifth try`);
     }
-    expect(await totalFastRefusals()).toBe(refusedBefore + 24);
-    expect(await fastRefusals(b)).toBeGreaterThan(0);
     refusals.forEach((r, i) => {
       expect(r.status).toBe(409);
       expect(r.headers.get('content-type')).toMatch(/^application\/problem\+json/);
