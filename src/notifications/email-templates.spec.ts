@@ -72,10 +72,9 @@ describe('renderEmail', () => {
     const { subject, text, html } = renderEmail({
       kind: 'order_confirmation',
       order,
-      customerName: 'Asha',
     });
     expect(subject).toBe('Order 0C8E4F2A confirmed');
-    expect(text).toContain('Hi Asha,');
+    expect(text.split('\n')[0]).toBe('Hello,');
     expect(text).toContain('2 x Trail <mix> & "nuts" @ INR 249.00 = INR 498.00');
     expect(text).toContain('1 x Hamper @ INR 1,234.50 = INR 1,234.50');
     expect(text).toContain('Total: INR 1,732.50');
@@ -86,31 +85,14 @@ describe('renderEmail', () => {
     expect(html).not.toContain('<mix>');
   });
 
-  it('escapes the customer name in HTML', () => {
-    const { html } = renderEmail({
-      kind: 'payment_receipt',
-      order,
-      customerName: '<script>x</script>',
-    });
-    expect(html).toContain('Hi &lt;script&gt;x&lt;/script&gt;,');
-    expect(html).not.toContain('<script>');
-  });
-
-  it('keeps a name on its line in the text part: breaks and direction controls cannot pose as text of ours', () => {
-    const { text } = renderEmail({
-      kind: 'payment_receipt',
-      order,
-      customerName: 'Asha,\n\nYour payment failed. Pay again at https://evil.example\r\n\u202Eevil',
-    });
-    const { html } = renderEmail({ kind: 'payment_receipt', order, customerName: 'Asha\u202Eevil' });
-    expect(html).not.toContain('\u202E');
-    const greeting = text.split('\n')[0];
-    expect(greeting).toBe('Hi Asha,  Your payment failed. Pay again at https://evil.example   evil,');
-    expect(text).not.toContain('\u202E');
+  it('says nothing the customer typed (no account name: an address is not proven, its name could be anyone\'s text)', () => {
+    const { text, html } = renderEmail({ kind: 'payment_receipt', order });
+    expect(text.split('\n')[0]).toBe('Hello,');
+    expect(html).toContain('<p>Hello,</p>');
   });
 
   it('has a subject per kind', () => {
-    const base = { order, customerName: 'Asha' };
+    const base = { order };
     expect(renderEmail({ ...base, kind: 'payment_receipt' }).subject).toBe(
       'Receipt for order 0C8E4F2A',
     );
@@ -121,7 +103,7 @@ describe('renderEmail', () => {
   });
 
   it('states the amount paid on the receipt and the amount refunded on a refund', () => {
-    const base = { order, customerName: 'Asha' };
+    const base = { order };
     expect(renderEmail({ ...base, kind: 'payment_receipt' }).text).toContain(
       'We have received your payment of INR 1,732.50 for order 0C8E4F2A.',
     );
@@ -135,7 +117,6 @@ describe('renderEmail', () => {
       renderEmail({
         kind: 'cancellation',
         order: { ...order, cancellationReason: reason },
-        customerName: 'A',
       }).text;
     expect(text('CUSTOMER_REQUESTED')).toContain('has been cancelled, as you requested.');
     expect(text('PAYMENT_FAILED')).toContain('because the payment did not go through.');

@@ -13,12 +13,17 @@ export type EmailOrder = Pick<
   'id' | 'currency' | 'totalAmount' | 'items' | 'cancellationReason'
 >;
 
+/**
+ * What an email says: the order (its lines are the shop's product names) and, for a refund, its
+ * amount — nothing a customer typed. Not the account's name: accounts are opened without proof
+ * of the address, so whoever opens one with someone's address and a name such as "your card was
+ * declined, pay at https://…" would have the shop mail that text, from its own address, to them.
+ */
 export type EmailContext =
-  | { kind: Exclude<EmailKind, 'refund'>; order: EmailOrder; customerName: string }
+  | { kind: Exclude<EmailKind, 'refund'>; order: EmailOrder }
   | {
       kind: 'refund';
       order: EmailOrder;
-      customerName: string;
       refund: { amount: number; currency: string };
     };
 
@@ -126,8 +131,7 @@ export function renderEmail(ctx: EmailContext): EmailContent {
   const { subject, intro } = subjectAndIntro(ctx);
   const { order } = ctx;
   const money = (amount: number) => formatMoney(amount, order.currency);
-  // names on one line in both parts (ones stored before SingleLine may hold breaks or direction controls)
-  const customerName = oneLine(ctx.customerName);
+  // product names on one line in both parts (ones stored before SingleLine may hold breaks or direction controls)
   const lines = order.items.map((l) => ({
     name: oneLine(l.name),
     quantity: l.quantity,
@@ -137,7 +141,7 @@ export function renderEmail(ctx: EmailContext): EmailContent {
   const total = money(order.totalAmount);
 
   const text = [
-    `Hi ${customerName},`,
+    'Hello,',
     '',
     intro,
     '',
@@ -156,7 +160,7 @@ export function renderEmail(ctx: EmailContext): EmailContent {
   const html = [
     '<!doctype html>',
     `<html><head><meta charset="utf-8"><title>${e(subject)}</title></head><body>`,
-    `<p>Hi ${e(customerName)},</p>`,
+    '<p>Hello,</p>',
     `<p>${e(intro)}</p>`,
     `<p>Order <code>${e(order.id)}</code></p>`,
     '<table style="border-collapse:collapse">',

@@ -238,7 +238,7 @@ export class EmailService {
       this.logger.warn(`email ${key} skipped: customer not found`);
       return null;
     }
-    const base = { order, customerName: user.name };
+    const base = { order };
     if (job.kind !== 'refund') {
       return { recipient: user.email, context: { ...base, kind: job.kind } };
     }
