@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
 import { isEmail } from 'class-validator';
+import { PLAIN_ADDRESS } from '../src/common/email';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { AppModule } from '../src/app.module';
@@ -56,7 +57,7 @@ async function main(): Promise<void> {
     : (values.password ?? process.env.ADMIN_PASSWORD ?? '');
   const email = values.email?.trim();
   const name = values.name?.trim() || 'Administrator';
-  if (!email || !isEmail(email)) usage('--email: an email address');
+  if (!email || !isEmail(email) || !PLAIN_ADDRESS.test(email)) usage('--email: an email address (no quotes, backslashes or spaces)');
   const length = charLength(password);
   if (length < PASSWORD_MIN || length > PASSWORD_MAX || hasControlCharacters(password)) {
     usage(`the password: ${PASSWORD_MIN}..${PASSWORD_MAX} characters, no control characters`);

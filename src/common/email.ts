@@ -6,6 +6,13 @@ export function normalizeEmail(email: string): string {
   return email.trim().toLowerCase().normalize('NFC');
 }
 
+/**
+ * An address as people have them: no quoted local part, backslash or white space (RFC 5321
+ * allows `"\\victim"@x` and `" victim"@x`; mail software delivers them to `victim@x`, so each
+ * would be another account, and another inbox to the per-inbox allowances, for one mailbox).
+ */
+export const PLAIN_ADDRESS = /^[^\s"\\]+@[^\s"\\@]+$/u;
+
 /** Providers that ignore dots in the local part (and their alias domain). */
 const DOTLESS_DOMAINS = new Map([
   ['gmail.com', 'gmail.com'],
@@ -21,7 +28,8 @@ export function inboxKey(email: string): string {
   const normalized = normalizeEmail(email);
   const at = normalized.lastIndexOf('@');
   if (at <= 0) return normalized;
-  let local = normalized.slice(0, at).split('+')[0];
+  // quoting and escapes as delivered (`"\\vi ctim"` → `victim`), for rows stored before PLAIN_ADDRESS
+  let local = normalized.slice(0, at).replace(/["\\\s]/gu, '').split('+')[0];
   let domain = normalized.slice(at + 1);
   const dotless = DOTLESS_DOMAINS.get(domain);
   if (dotless) {

@@ -924,7 +924,10 @@ export interface components {
         CreateReviewDto: {
             /** @example 5 */
             rating: number;
-            /** @example Strong and fresh. */
+            /**
+             * @description Line breaks allowed; text-direction controls (U+202A–202E, U+2066–2069) are refused
+             * @example Strong and fresh.
+             */
             comment: string;
         };
         ProductListDto: {

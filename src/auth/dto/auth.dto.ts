@@ -1,10 +1,10 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
-import { IsEmail, IsString } from 'class-validator';
-import { normalizeEmail } from '../../common/email';
+import { IsEmail, IsString, Matches } from 'class-validator';
+import { PLAIN_ADDRESS, normalizeEmail } from '../../common/email';
 import { ROLES, Role } from '../permissions';
 import { CharLength, MaxChars } from '../../common/http/char-length';
-import { SingleLine } from '../../common/http/single-line';
+import { SingleLine, VisibleName } from '../../common/http/single-line';
 import { PasswordLength } from '../password-form';
 
 // Request DTOs accept exactly these fields: the global ValidationPipe refuses any other
@@ -22,6 +22,7 @@ export class RegisterDto {
   @ApiProperty({ example: 'asha@example.com', format: 'email', maxLength: 254, description: 'Stored trimmed and lower-cased' })
   @Transform(toNormalizedEmail)
   @IsEmail()
+  @Matches(PLAIN_ADDRESS, { message: 'email must be a plain address: no quotes, backslashes or spaces' })
   @MaxChars(254)
   email!: string;
 
@@ -35,6 +36,7 @@ export class RegisterDto {
   @IsString()
   @CharLength(1, 200)
   @SingleLine()
+  @VisibleName()
   name!: string;
 }
 

@@ -18,7 +18,7 @@ import { Omittable } from '../../common/http/omittable';
 import { PageQueryDto } from '../../common/pagination/page-query.dto';
 import { MoneyDto } from '../../common/money/money.dto';
 import { CharLength, MaxChars } from '../../common/http/char-length';
-import { SingleLine } from '../../common/http/single-line';
+import { NoDirectionControls, SingleLine } from '../../common/http/single-line';
 
 /** The largest money amount accepted in a request (minor units: 10 million in a 2-decimal currency). */
 export const MAX_MONEY_AMOUNT = 1_000_000_000;
@@ -156,7 +156,11 @@ export class ProductPageDto {
 
 export class CreateReviewDto {
   @ApiProperty({ type: 'integer', minimum: 1, maximum: 5, example: 5 }) @IsInt() @Min(1) @Max(5) rating!: number;
-  @ApiProperty({ maxLength: 4000, example: 'Strong and fresh.' }) @IsString() @MaxChars(4000) comment!: string;
+  @ApiProperty({ maxLength: 4000, example: 'Strong and fresh.', description: 'Line breaks allowed; text-direction controls (U+202A–202E, U+2066–2069) are refused' })
+  @IsString()
+  @MaxChars(4000)
+  @NoDirectionControls()
+  comment!: string;
 }
 
 export class ReviewDto {

@@ -26,6 +26,56 @@ export function SingleLine(options?: ValidationOptions): PropertyDecorator {
   );
 }
 
+/** The bidirectional embedding, override and isolate controls. */
+const DIRECTION_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/;
+
+/**
+ * Refuses the bidirectional controls in text shown to other people (a review): with them,
+ * `\u202Emoc.elpmaxe-live//:sptth` shows as a link to another site, and one left open reorders
+ * whatever a client shows after it. Line breaks stay allowed.
+ */
+export function NoDirectionControls(options?: ValidationOptions): PropertyDecorator {
+  return ValidateBy(
+    {
+      name: 'noDirectionControls',
+      validator: {
+        validate: (value: unknown) => typeof value === 'string' && !DIRECTION_CONTROLS.test(value),
+        defaultMessage: buildMessage((each) => `${each}$property must not contain text-direction controls`, options),
+      },
+    },
+    options,
+  );
+}
+
+/** Characters that are letters or symbols by category yet show nothing (Hangul fillers, the braille blank). */
+const BLANK_LETTERS = /[\u115F\u1160\u3164\uFFA0\u2800]/gu;
+/**
+ * Invisible format characters — zero-width space, word joiner, LRM/RLM/ALM, soft hyphen, BOM, … —
+ * but for ZWNJ and ZWJ, which Indic and Persian names (and emoji sequences) need.
+ */
+const HIDDEN_FORMAT = /(?![\u200C\u200D])\p{Cf}/u;
+
+/**
+ * A name people can see and tell apart: at least one visible letter or digit, and no hidden
+ * format characters (`Admin\u200B` beside `Admin`, a name of one Hangul filler shown as nothing).
+ */
+export function VisibleName(options?: ValidationOptions): PropertyDecorator {
+  return ValidateBy(
+    {
+      name: 'visibleName',
+      validator: {
+        validate: (value: unknown) =>
+          typeof value === 'string' && !HIDDEN_FORMAT.test(value) && /[\p{L}\p{N}]/u.test(value.replace(BLANK_LETTERS, '')),
+        defaultMessage: buildMessage(
+          (each) => `${each}$property must show a letter or digit, without invisible characters`,
+          options,
+        ),
+      },
+    },
+    options,
+  );
+}
+
 /** `value` on one line: what SingleLine refuses becomes a space (for names stored before it existed). */
 export function oneLine(value: string): string {
   return value.replace(new RegExp(NOT_ONE_LINE.source, 'g'), ' ');

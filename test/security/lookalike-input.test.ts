@@ -1,0 +1,73 @@
+/**
+ * Text one person types and another is shown (or mailed): addresses, names, reviews.
+ *
+ * - An address with a quoted local part, a backslash or white space (`"\victim"@x`, `" victim"@x`)
+ *   is delivered to `victim@x` by mail software: each was another account — and another inbox to
+ *   the per-inbox allowances (cancellation emails) — for one mailbox. Refused (400).
+ * - A name must show a letter or digit and hold no hidden format characters (a Hangul filler
+ *   alone; `Admin` + U+200B beside `Admin`); ZWNJ and ZWJ stay (Persian, Indic names need them).
+ * - A review's comment must not carry text-direction controls (`\u202Emoc.elpmaxe-live//:sptth`
+ *   shows as a link to another site); an author name stored before names were checked is shown on
+ *   one line.
+ */
+import { randomUUID } from 'node:crypto';
+import { inboxKey } from '../../src/common/email';
+import { TEST_PASSWORD, createAdmin, registerCustomer } from '../support/auth';
+import { createProduct } from '../support/catalog';
+import { expectProblem } from '../support/http';
+import { placeOrder } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+describe('look-alike input: addresses, names, review text', () => {
+  let t: TestApp;
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+  });
+  afterAll(() => t?.close());
+
+  const register = (email: string, name = 'Test Customer') =>
+    t.http.post('/v1/auth/register', { email, password: TEST_PASSWORD, name });
+
+  it('refuses addresses that mail software delivers to another one (quoted, escaped, spaced local parts)', async () => {
+    const victim = `v${randomUUID().slice(0, 8)}`;
+    for (const email of [`"\\\\${victim}"@gmail.com`, `"${victim}"@gmail.com`, `" ${victim}"@gmail.com`, `"${victim} "@gmail.com`, `"v\\\\${victim}"@gmail.com`]) {
+      const res = await register(email);
+      expect({ email, status: res.status }).toEqual({ email, status: 400 });
+      expectProblem(res, 400, 'VALIDATION_FAILED');
+    }
+    expect((await register(`${victim}@gmail.com`)).status).toBe(201);
+    // and rows stored before the check count as the inbox they reach
+    expect(inboxKey(`"\\${victim}"@gmail.com`)).toBe(`${victim}@gmail.com`);
+    expect(inboxKey(`" ${victim}"@gmail.com`)).toBe(`${victim}@gmail.com`);
+  });
+
+  it('refuses names that show nothing or hide characters, and keeps the joiners real names need', async () => {
+    for (const name of ['\u3164', '\u2800', '\u200B', 'Admin\u200B', 'Asha\u200E', 'As\uFEFFha', 'As\u00ADha']) {
+      const res = await register(`${randomUUID()}@example.com`, name);
+      expect({ name, status: res.status }).toEqual({ name, status: 400 });
+    }
+    for (const name of ['Asha Rao', 'مریم می\u200Cخواهد', '\u0915\u094D\u200D\u0937', 'Jean-Luc O\u2019Neil', '李雷', '42']) {
+      const res = await register(`${randomUUID()}@example.com`, name);
+      expect({ name, status: res.status }).toEqual({ name, status: 201 });
+    }
+  });
+
+  it('refuses text-direction controls in a review and shows a legacy author name on one line', async () => {
+    const admin = (await createAdmin(t)).accessToken;
+    const p = await createProduct(t, admin);
+    const s = await registerCustomer(t.http);
+    const order = await placeOrder(t.http, { userId: s.user.id, token: s.accessToken }, [{ productId: p.id, quantity: 1 }]);
+    await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [order.body.id]);
+    for (const comment of ['Refunds: \u202Emoc.elpmaxe-live//:sptth\u202C', 'nice \u2067tea']) {
+      const res = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 5, comment }, { token: s.accessToken });
+      expectProblem(res, 400, 'VALIDATION_FAILED');
+    }
+    // a name stored before names were checked, with a break and an override in it
+    await t.db.pool.query(`UPDATE users SET name = $2 WHERE id = $1`, [s.user.id, 'Asha\nSupport: call us\u202Enow']);
+    const ok = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 5, comment: 'Strong.\nFresh.' }, { token: s.accessToken });
+    expect(ok.status).toBe(201);
+    expect(ok.body.comment).toBe('Strong.\nFresh.');
+    expect(ok.body.authorName).toBe('Asha Support: call us now');
+  });
+});
