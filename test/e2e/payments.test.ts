@@ -259,6 +259,13 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
         { token: admin.accessToken, idempotencyKey: newKey() },
       );
     expect((await refund(4000)).body).toMatchObject({ status: 'succeeded', amount: { amount: 4000 } });
+    // more than remains is the refund's 409 however large (API.md), not a 400 above some bound
+    // (an order may total more than one price may be)
+    for (const over of [6001, 1_100_000_000, Number.MAX_SAFE_INTEGER]) {
+      const res = await refund(over);
+      expect([over, res.status, res.body.code]).toEqual([over, 409, 'REFUND_EXCEEDS_CAPTURED']);
+    }
+    expect((await refund(Number.MAX_SAFE_INTEGER + 1)).status).toBe(400);
     const racing = await Promise.all([refund(), refund(), refund(), refund(5000)]);
     const won = racing.filter((r) => r.status === 201);
     expect(won.reduce((sum, r) => sum + r.body.amount.amount, 0)).toBeLessThanOrEqual(6000);

@@ -2,16 +2,19 @@ import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { IsInt, IsObject, Max, Min, ValidateNested } from 'class-validator';
 import { Omittable } from '../../common/http/omittable';
-import { MAX_MONEY_AMOUNT, MoneyInputDto } from '../../catalog/dto/catalog.dto';
+import { MoneyInputDto } from '../../catalog/dto/catalog.dto';
 import { MoneyDto } from '../../common/money/money.dto';
 import type { Refund } from '../refund.repository';
 
 export class RefundAmountDto extends MoneyInputDto {
   // all of them: class-validator drops every inherited rule of a property the subclass decorates
-  @ApiProperty({ type: 'integer', description: 'Integer minor units, at least 1', example: 10000, minimum: 1, maximum: MAX_MONEY_AMOUNT })
+  // up to what an order can total (prices up to MAX_MONEY_AMOUNT × 1000 units × 100 lines, kept
+  // below 2^53): more than remains refundable is the refund's 409 REFUND_EXCEEDS_CAPTURED (API.md),
+  // not a 400 for an amount a paid order can hold
+  @ApiProperty({ type: 'integer', description: 'Integer minor units, at least 1', example: 10000, minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
   @IsInt()
   @Min(1)
-  @Max(MAX_MONEY_AMOUNT)
+  @Max(Number.MAX_SAFE_INTEGER)
   declare amount: number;
 }
 
