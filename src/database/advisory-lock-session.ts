@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { SERVER_KEEPALIVES } from './data-source-options';
 
@@ -10,14 +11,19 @@ export interface SessionLockHold {
 }
 
 export interface AdvisoryLockSessionOptions {
-  /** Shown in pg_stat_activity, so the lock sessions of a deployment can be counted. */
+  /**
+   * Shown in pg_stat_activity, so the lock sessions of a deployment can be counted: each session
+   * is `<applicationName>/<8 hex digits>` (its own name: see endDoubtful).
+   */
   applicationName: string;
   /** A statement on the session that hangs longer than this ends the session. */
   queryTimeoutMs?: number;
   connectTimeoutMs?: number;
   /**
    * After a connect that timed out, holds fail at once (as an unreachable database) for this
-   * long instead of each waiting for its own connect timeout (default 5 s).
+   * long instead of each waiting for its own connect timeout; 0 (the default) = off. For a lock
+   * endpoint of its own (DATABASE_LOCK_URL elsewhere): one shared with the pools has the
+   * database circuit breaker for that.
    */
   failFastMs?: number;
   /**
@@ -44,10 +50,15 @@ const RETAKE_BACKOFF_MS = [50, 100, 250, 500, 1_000, 2_000];
 /** How long a new session waits for a dropped session's backend to end (pg_terminate_backend). */
 const TERMINATE_WAIT_MS = 2_000;
 
-/** A session's backend: its pid and start (a pid alone may be another's after a restart). */
+/**
+ * A session's backend: its pid, start and the session's own application_name. A pid alone may
+ * be another's after a restart; pid and start may be a session-mode pooler's server connection
+ * handed to another client since (PgBouncer sets the new client's application_name on it).
+ */
 interface Backend {
   pid: number;
   started: string;
+  name: string;
 }
 
 /**
@@ -167,7 +178,7 @@ export class AdvisoryLockSession {
     if (this.session) return Promise.resolve(this.session);
     const what = `the ${this.options.applicationName} lock session`;
     if (this.closed) return Promise.reject(new Error(`${what} is closed`));
-    if (!this.connecting && Date.now() < this.unreachableUntil) {
+    if (!this.connecting && performance.now() < this.unreachableUntil) {
       // a black-holed endpoint (a separate DATABASE_LOCK_URL) would otherwise cost every keyed
       // request its whole connect timeout; ETIMEDOUT: answered 503 like the failed connect
       return Promise.reject(
@@ -175,9 +186,10 @@ export class AdvisoryLockSession {
       );
     }
     this.connecting ??= (async () => {
+      const name = `${this.options.applicationName}/${randomBytes(4).toString('hex')}`;
       const session = new Client({
         connectionString: this.url,
-        application_name: this.options.applicationName,
+        application_name: name,
         connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000,
         query_timeout: this.options.queryTimeoutMs ?? 5_000,
         keepAlive: true,
@@ -197,7 +209,8 @@ export class AdvisoryLockSession {
       } catch (err) {
         // only a connect that timed out (an endpoint that never answers): a refused one costs
         // nothing to try again, and the database may be back the next moment
-        if (/timeout/i.test((err as Error).message)) this.unreachableUntil = Date.now() + (this.options.failFastMs ?? 5_000);
+        const failFastMs = this.options.failFastMs ?? 0;
+        if (failFastMs > 0 && /timeout/i.test((err as Error).message)) this.unreachableUntil = performance.now() + failFastMs;
         await session.end().catch(() => undefined);
         throw err;
       }
@@ -209,7 +222,8 @@ export class AdvisoryLockSession {
         const { rows } = await session.query<{ pid: number; started: string }>(
           `SELECT pid, backend_start::text AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()`,
         );
-        if (rows[0]) this.backends.set(session, rows[0]);
+        if (rows[0]) this.backends.set(session, { ...rows[0], name });
+        this.unreachableUntil = 0;
         await this.endDoubtful(session);
       } catch (err) {
         await session.end().catch(() => undefined);
@@ -233,8 +247,8 @@ export class AdvisoryLockSession {
     const dropped = [...this.doubtful.values()];
     const { rows } = await session.query<{ pid: number }>(
       `SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity
-        WHERE (pid, backend_start) IN (SELECT * FROM unnest($1::int[], $2::timestamptz[]))`,
-      [dropped.map((b) => b.pid), dropped.map((b) => b.started)],
+        WHERE (pid, backend_start, application_name) IN (SELECT * FROM unnest($1::int[], $2::timestamptz[], $3::text[]))`,
+      [dropped.map((b) => b.pid), dropped.map((b) => b.started), dropped.map((b) => b.name)],
     );
     if (rows.length > 0) {
       this.logger.warn(`ending ${rows.length} dropped session backend(s) that may still hold locks`);

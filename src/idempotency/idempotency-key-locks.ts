@@ -11,7 +11,7 @@ export type KeyHold = SessionLockHold;
  * "A request with this key is running", for requests outside one transaction (the routes that
  * call a payment provider): a session-level advisory lock on (principal, key) — the same lock the
  * transactional claim takes for its transaction — held on the process's key-lock session
- * (AdvisoryLockSession, `application_name = shop-orders-key-locks`). The lock dies with what
+ * (AdvisoryLockSession, `application_name = shop-orders-key-locks/<8 hex>`). The lock dies with what
  * holds it: released when the request ends, and by PostgreSQL itself when the process dies or
  * the database restarts (the session ends). A twin that finds a key's `in_progress` record but
  * can take its lock knows the holder is gone and takes over at once. Should the session end while
@@ -38,7 +38,9 @@ export class IdempotencyKeyLocks implements OnApplicationShutdown {
     this.session = new AdvisoryLockSession(config.database.lockUrl, {
       applicationName: 'shop-orders-key-locks',
       retakeLostHolds: true,
-      failFastMs: config.database.breaker.halfOpenAfterMs,
+      // an endpoint of its own fails fast after a connect that timed out; one shared with the
+      // pools has the database circuit breaker for that
+      failFastMs: this.separateEndpoint ? config.database.breaker.halfOpenAfterMs : 0,
     });
   }
 

@@ -7,7 +7,7 @@ const EMAIL_LOCK_CLASS = 0x454d;
 
 /**
  * "This process is sending email <key> now": a session-level advisory lock on the delivery key,
- * held on the process's email-lock session (`application_name = shop-orders-email-locks`) from
+ * held on the process's email-lock session (`application_name = shop-orders-email-locks/<8 hex>`) from
  * before the claim until the outcome is recorded. It dies with the worker: PostgreSQL ends a
  * killed process's session, and with it the lock, as soon as the socket closes. So a delivery
  * left 'sending' whose lock can be taken is abandoned — the next attempt takes it over at once,

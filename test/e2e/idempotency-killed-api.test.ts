@@ -82,7 +82,7 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
     const keyLockSessions = async () =>
       (
         await db.pool.query<{ pid: number }>(
-          `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'shop-orders-key-locks'`,
+          `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'shop-orders-key-locks/%'`,
           [db.name],
         )
       ).rows.map((r) => r.pid);

@@ -45,7 +45,7 @@ describe('a key whose lock session is cut while its request runs', () => {
   async function lockSession(): Promise<{ pid: number; locks: number } | undefined> {
     const { rows } = await t.db.pool.query<{ pid: number; locks: number }>(
       `SELECT a.pid, (SELECT count(*)::int FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) AS locks
-         FROM pg_stat_activity a WHERE a.datname = $1 AND a.application_name = 'shop-orders-key-locks'`,
+         FROM pg_stat_activity a WHERE a.datname = $1 AND a.application_name LIKE 'shop-orders-key-locks/%'`,
       [t.db.name],
     );
     return rows[0];
@@ -115,7 +115,7 @@ describe('AdvisoryLockSession with retakeLostHolds, its session cut', () => {
     (
       await db.pool.query<{ pid: number; locks: number }>(
         `SELECT a.pid, (SELECT count(*)::int FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted) AS locks
-           FROM pg_stat_activity a WHERE a.datname = $1 AND a.application_name = 'lock-retake-probe'`,
+           FROM pg_stat_activity a WHERE a.datname = $1 AND a.application_name LIKE 'lock-retake-probe/%'`,
         [db.name],
       )
     ).rows[0];
@@ -221,7 +221,7 @@ describe('AdvisoryLockSession whose lock statement outlives its timeout (the ser
     (
       await db.pool.query<{ pid: number }>(
         `SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-          WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1`,
+          WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE $1 || '/%'`,
         [name],
       )
     ).rows.map((r) => r.pid);
@@ -249,7 +249,7 @@ describe('AdvisoryLockSession whose lock statement outlives its timeout (the ser
       // held by the new session alone; the stalled backend is gone
       const pids = await held('lock-stall-probe');
       expect(pids).toHaveLength(1);
-      const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'lock-stall-probe'`);
+      const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'lock-stall-probe/%'`);
       expect(rows[0].n).toBe(1);
       await hold!.release();
       expect(await held('lock-stall-probe')).toEqual([]);
@@ -275,6 +275,27 @@ describe('AdvisoryLockSession whose lock statement outlives its timeout (the ser
       expect(isConnectionFailure(err)).toBe(true);
     } finally {
       stuck.mockRestore();
+      await session.close();
+    }
+  });
+
+  it("never ends a backend that is no longer its session's (a session-mode pooler's server handed to another client)", async () => {
+    const session = new AdvisoryLockSession(db.url, { applicationName: 'lock-stall-pooled', queryTimeoutMs: 500 });
+    const other = await db.pool.connect();
+    try {
+      // as a pooler would leave it: the dropped session's server connection (same pid and
+      // start) now another client's, whose application_name it carries
+      const { rows } = await other.query<{ pid: number; started: string }>(
+        `SELECT pid, backend_start::text AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()`,
+      );
+      const internals = session as unknown as { doubtful: Map<number, { pid: number; started: string; name: string }> };
+      internals.doubtful.set(rows[0].pid, { ...rows[0], name: 'lock-stall-pooled/0badc0de' });
+      const hold = await session.tryHold('p', LOCK, ['p']);
+      expect(hold?.held).toBe(true);
+      expect((await other.query('SELECT 1 AS alive')).rows).toEqual([{ alive: 1 }]);
+      await hold!.release();
+    } finally {
+      other.release();
       await session.close();
     }
   });

@@ -48,7 +48,7 @@ describe('DATABASE_LOCK_URL', () => {
     );
     expect([replay.status, replay.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
     const { rows } = await t.db.pool.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'shop-orders-key-locks'`,
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'shop-orders-key-locks/%'`,
       [t.db.name],
     );
     expect(rows[0].n).toBe(1);
