@@ -182,29 +182,37 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
   it("counts a customer's writes over a day too (2000): one account cannot store a day of 120-a-minute idempotency records; staff and admins are not counted", async () => {
     const user = await registerCustomer(a.http, xff('10.15.0.1'));
     const productId = await insertProduct(a.db.pool, { stock: 5 });
-    // 1998 writes already counted today (as that many requests would have left it)
+    // 1993 writes already counted today (as that many requests would have left it)
     const redis = new Redis(a.config.redis.url, { lazyConnect: true });
     await redis.connect();
     try {
       const key = `${a.config.redis.keyPrefix}:rl:${counterKey('user-writes-day', `user:${user.user.id}`)}`;
-      await redis.set(key, '1998', 'PX', 86_400_000);
+      await redis.set(key, '1993', 'PX', 86_400_000);
     } finally {
       redis.disconnect();
     }
+    const order = () =>
+      a.http.post('/v1/orders', { items: [{ productId, quantity: 1 }] }, { token: user.accessToken, idempotencyKey: randomUUID(), ...xff('10.15.0.1') });
+    // an order is placed only while the day leaves room to pay for or cancel it and the others
+    // open (6 writes): the 1994th is, the 1995th is not …
+    const placed = await order();
+    expect(placed.status).toBe(201);
+    const refused = await order();
+    expect([refused.status, refused.body.code]).toEqual([429, 'RATE_LIMITED']);
+    expect(refused.headers.get('ratelimit-policy')).toContain('"user-writes-day";q=2000;w=86400');
+    expect(refused.headers.get('ratelimit')).toMatch(/"user-writes-day";r=0;t=\d+$/);
+    // … and that room is there: the order can be paid for (and other writes go on to 2000)
+    const pay = await a.http.post(`/v1/orders/${placed.body.id}/payment`, {}, { token: user.accessToken, idempotencyKey: randomUUID(), ...xff('10.15.0.1') });
+    expect(pay.status).toBe(201);
     const put = (quantity: number) =>
       a.http.put(`/v1/cart/items/${productId}`, { quantity }, { token: user.accessToken, ...xff('10.15.0.1') });
+    for (let i = 0; i < 3; i++) expect((await put(1 + i)).status).toBe(200);
     const last = await put(1);
     expect(last.status).toBe(200);
-    expect(last.headers.get('ratelimit')).toMatch(/"user-writes-day";r=1;t=\d+$/);
-    expect((await put(2)).status).toBe(200);
+    expect(last.headers.get('ratelimit')).toMatch(/"user-writes-day";r=0;t=\d+$/);
     const over = await put(3);
     expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
-    expect(over.headers.get('ratelimit-policy')).toContain('"user-writes-day";q=2000;w=86400');
     expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(86_000); // the day's window
-    // nor a new order (it could be placed, but neither paid nor cancelled, past the cap)
-    const order = await a.http.post('/v1/orders', { items: [{ productId, quantity: 1 }] }, { token: user.accessToken, idempotencyKey: randomUUID(), ...xff('10.15.0.1') });
-    expect([order.status, order.body.code]).toEqual([429, 'RATE_LIMITED']);
-    expect(order.headers.get('ratelimit-policy')).toContain('"user-writes-day";q=2000;w=86400');
     // reads still answer; an admin's writes carry no day's count
     expect((await a.http.get('/v1/cart', { token: user.accessToken, ...xff('10.15.0.1') })).status).toBe(200);
     const admin = await createAdmin(a);

@@ -107,14 +107,17 @@ abstract class RateLimitGuard extends ThrottlerGuard {
     const key = counterKey(policy.name, tracker);
 
     const reply = context.switchToHttp().getResponse<FastifyReply>();
-    const record = await this.count(policy, key, ttl, limit, reply);
+    // a request that needs room left after it (policy.headroom) is refused that much earlier
+    const headroom = policy.headroom && policy.headroom.scope === scope ? policy.headroom.requests : 0;
+    const allowed = limit - headroom;
+    const record = await this.count(policy, key, ttl, allowed, reply);
     if (!record) return true; // store unavailable, fail-open policy
 
     appendListHeader(reply, 'RateLimit-Policy', policyHeaderItem(policy.name, limit, ttl / 1000));
     appendListHeader(
       reply,
       'RateLimit',
-      stateHeaderItem(policy.name, limit - record.totalHits, record.timeToExpire),
+      stateHeaderItem(policy.name, allowed - record.totalHits, record.timeToExpire),
     );
     if (record.isBlocked) {
       throw new DomainError('RATE_LIMITED', 'Too many requests; retry later.', {

@@ -26,6 +26,11 @@ export interface RateLimitPolicy {
   /** Only requests that may write (not GET, HEAD or OPTIONS). */
   writesOnly?: boolean;
   /**
+   * Requests of this scope are refused while fewer than `requests` would be left after them:
+   * what they start needs those (an order its payment start or cancel).
+   */
+  headroom?: { scope: RateLimitScope; requests: number };
+  /**
    * Redis unreachable or too slow: `true` refuses the request (429 RATE_LIMITED with
    * Retry-After) — for login, registration and password changes, where brute force matters
    * more than availability; `false` lets it through (fail open) — for everything else.
@@ -93,14 +98,16 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
   {
     // a customer account's writes over a day: at 120 a minute one account stored 172,800
     // idempotency records a day (a repeated cancel of a 100-line order keeps its ~25 KB answer
-    // for 24 h: gigabytes); a customer's day is far below this. Orders count too: past the cap
-    // no new order either (one could be placed but neither paid nor cancelled). Staff and admins
-    // are not counted (a catalog import is many writes, by people the shop trusts).
+    // for 24 h: gigabytes); a customer's day is far below this. Orders count too, and one is
+    // placed only while the day leaves room to pay for or cancel it — and the others open (two
+    // writes each for PURCHASE_LIMIT_OPEN_ORDERS' 3) — never one that could be neither. Staff and
+    // admins are not counted (a catalog import is many writes, by people the shop trusts).
     name: 'user-writes-day',
     limit: 2000,
     windowSeconds: 86_400,
     tracker: 'customer',
     writesOnly: true,
+    headroom: { scope: 'order-create', requests: 6 },
     exceptScopes: ['password-change'],
     failClosed: false,
   },
