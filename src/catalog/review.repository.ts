@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { EntityManager } from 'typeorm';
-import { oneLine } from '../common/http/single-line';
+import { oneLine, withoutDirectionControls } from '../common/http/single-line';
 import { TransactionHost } from '../database/transaction-host';
 import { PAID_STATUSES } from '../orders/order-state-machine';
 import { ReviewEntity } from './entities/review.entity';
@@ -20,7 +20,8 @@ const withAuthor = (m: EntityManager) =>
 const toReview = (r: ReviewEntity): Review => ({
   id: r.id,
   rating: r.rating,
-  comment: r.comment,
+  // (comments stored before direction controls were refused are shown without them)
+  comment: withoutDirectionControls(r.comment),
   // on one line: names stored before SingleLine may hold breaks or direction controls
   authorName: oneLine(r.user!.name),
   createdAt: r.createdAt,

@@ -5,10 +5,12 @@
  *   is delivered to `victim@x` by mail software: each was another account — and another inbox to
  *   the per-inbox allowances (cancellation emails) — for one mailbox. Refused (400).
  * - A name must show a letter or digit and hold no hidden format characters (a Hangul filler
- *   alone; `Admin` + U+200B beside `Admin`); ZWNJ and ZWJ stay (Persian, Indic names need them).
+ *   alone; `Admin` + U+200B beside `Admin`); ZWNJ and ZWJ (Persian, Indic names, emoji), subdivision
+ *   flags and the Mongolian vowel separator stay; LRM/RLM/ALM, which right-to-left keyboards
+ *   insert, are dropped.
  * - A review's comment must not carry text-direction controls (`\u202Emoc.elpmaxe-live//:sptth`
  *   shows as a link to another site); an author name stored before names were checked is shown on
- *   one line.
+ *   one line, and a comment stored before without the controls.
  */
 import { randomUUID } from 'node:crypto';
 import { inboxKey } from '../../src/common/email';
@@ -43,14 +45,28 @@ describe('look-alike input: addresses, names, review text', () => {
   });
 
   it('refuses names that show nothing or hide characters, and keeps the joiners real names need', async () => {
-    for (const name of ['\u3164', '\u2800', '\u200B', 'Admin\u200B', 'Asha\u200E', 'As\uFEFFha', 'As\u00ADha']) {
+    for (const name of ['\u3164', '\u2800', '\u200B', 'Admin\u200B', 'As\u2060ha', 'As\uFEFFha', 'As\u00ADha']) {
       const res = await register(`${randomUUID()}@example.com`, name);
       expect({ name, status: res.status }).toEqual({ name, status: 400 });
     }
-    for (const name of ['Asha Rao', 'مریم می\u200Cخواهد', '\u0915\u094D\u200D\u0937', 'Jean-Luc O\u2019Neil', '李雷', '42']) {
+    for (const name of [
+      'Asha Rao',
+      'مریم می\u200Cخواهد', // ZWNJ (Persian)
+      '\u0915\u094D\u200D\u0937', // ZWJ (Devanagari)
+      'Jean-Luc O\u2019Neil',
+      '李雷',
+      '42',
+      'Rhys \u{1F3F4}\u{E0067}\u{E0062}\u{E0077}\u{E006C}\u{E0073}\u{E007F}', // the Welsh flag: TAG characters
+      '\u182E\u1823\u1829\u182D\u1823\u180E\u1828', // the Mongolian vowel separator
+      'Family \u{1F468}\u200D\u{1F469}\u200D\u{1F467}',
+    ]) {
       const res = await register(`${randomUUID()}@example.com`, name);
       expect({ name, status: res.status }).toEqual({ name, status: 201 });
+      expect(res.body.user.name).toBe(name);
     }
+    // the invisible direction marks a right-to-left keyboard inserts are dropped, not refused
+    const hebrew = await register(`${randomUUID()}@example.com`, '\u05D3\u05E0\u05D4 \u200F\u05DB\u05D4\u05DF');
+    expect([hebrew.status, hebrew.body.user?.name]).toEqual([201, '\u05D3\u05E0\u05D4 \u05DB\u05D4\u05DF']);
   });
 
   it('refuses text-direction controls in a review and shows a legacy author name on one line', async () => {
@@ -69,5 +85,9 @@ describe('look-alike input: addresses, names, review text', () => {
     expect(ok.status).toBe(201);
     expect(ok.body.comment).toBe('Strong.\nFresh.');
     expect(ok.body.authorName).toBe('Asha Support: call us now');
+    // and a comment stored before the controls were refused is shown without them
+    await t.db.pool.query(`UPDATE reviews SET comment = $2 WHERE id = $1`, [ok.body.id, 'Refunds: \u202Emoc.elpmaxe-live//:sptth\u202C']);
+    const listed = await t.http.get(`/v1/products/${p.id}/reviews`);
+    expect(listed.body.items[0].comment).toBe('Refunds: moc.elpmaxe-live//:sptth');
   });
 });

@@ -4,7 +4,7 @@ import { IsEmail, IsString, Matches } from 'class-validator';
 import { PLAIN_ADDRESS, normalizeEmail } from '../../common/email';
 import { ROLES, Role } from '../permissions';
 import { CharLength, MaxChars } from '../../common/http/char-length';
-import { SingleLine, VisibleName } from '../../common/http/single-line';
+import { SingleLine, VisibleName, withoutDirectionMarks } from '../../common/http/single-line';
 import { PasswordLength } from '../password-form';
 
 // Request DTOs accept exactly these fields: the global ValidationPipe refuses any other
@@ -12,8 +12,10 @@ import { PasswordLength } from '../password-form';
 
 const toNormalizedEmail = ({ value }: { value: unknown }) =>
   typeof value === 'string' ? normalizeEmail(value) : value;
-const trimmed = ({ value }: { value: unknown }) =>
-  typeof value === 'string' ? value.trim() : value;
+
+/** A name trimmed, without the invisible direction marks right-to-left keyboards insert. */
+const nameForm = ({ value }: { value: unknown }) =>
+  typeof value === 'string' ? withoutDirectionMarks(value).trim() : value;
 
 export const PASSWORD_MIN = 8;
 export const PASSWORD_MAX = 128;
@@ -32,7 +34,7 @@ export class RegisterDto {
   password!: string;
 
   @ApiProperty({ example: 'Asha', minLength: 1, maxLength: 200 })
-  @Transform(trimmed)
+  @Transform(nameForm)
   @IsString()
   @CharLength(1, 200)
   @SingleLine()

@@ -29,6 +29,11 @@ export function SingleLine(options?: ValidationOptions): PropertyDecorator {
 /** The bidirectional embedding, override and isolate controls. */
 const DIRECTION_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/;
 
+/** `text` without bidirectional controls (for text stored before they were refused). */
+export function withoutDirectionControls(text: string): string {
+  return text.replace(new RegExp(DIRECTION_CONTROLS.source, 'g'), '');
+}
+
 /**
  * Refuses the bidirectional controls in text shown to other people (a review): with them,
  * `\u202Emoc.elpmaxe-live//:sptth` shows as a link to another site, and one left open reorders
@@ -50,10 +55,22 @@ export function NoDirectionControls(options?: ValidationOptions): PropertyDecora
 /** Characters that are letters or symbols by category yet show nothing (Hangul fillers, the braille blank). */
 const BLANK_LETTERS = /[\u115F\u1160\u3164\uFFA0\u2800]/gu;
 /**
- * Invisible format characters — zero-width space, word joiner, LRM/RLM/ALM, soft hyphen, BOM, … —
- * but for ZWNJ and ZWJ, which Indic and Persian names (and emoji sequences) need.
+ * Invisible format characters — zero-width space, word joiner, soft hyphen, BOM, … — but for
+ * ZWNJ and ZWJ, which Indic and Persian names (and emoji sequences) need, and the Mongolian vowel
+ * separator (U+180E), which Mongolian spelling needs. (LRM, RLM and ALM are dropped before: see
+ * withoutDirectionMarks.)
  */
-const HIDDEN_FORMAT = /(?![\u200C\u200D])\p{Cf}/u;
+const HIDDEN_FORMAT = /(?!\u200C|\u200D|\u180E)\p{Cf}/u;
+/** Subdivision flags (🏴 + TAG letters + CANCEL TAG: England, Scotland, Wales): emoji, not hidden text. */
+const TAG_FLAG = /\u{1F3F4}[\u{E0020}-\u{E007E}]+\u{E007F}/gu;
+
+/**
+ * `text` without the direction marks (LRM, RLM, ALM) that right-to-left keyboards insert and
+ * nobody sees: dropped from a name rather than refused.
+ */
+export function withoutDirectionMarks(text: string): string {
+  return text.replace(/[\u200E\u200F\u061C]/g, '');
+}
 
 /**
  * A name people can see and tell apart: at least one visible letter or digit, and no hidden
@@ -65,7 +82,9 @@ export function VisibleName(options?: ValidationOptions): PropertyDecorator {
       name: 'visibleName',
       validator: {
         validate: (value: unknown) =>
-          typeof value === 'string' && !HIDDEN_FORMAT.test(value) && /[\p{L}\p{N}]/u.test(value.replace(BLANK_LETTERS, '')),
+          typeof value === 'string' &&
+          !HIDDEN_FORMAT.test(value.replace(TAG_FLAG, '')) &&
+          /[\p{L}\p{N}]/u.test(value.replace(BLANK_LETTERS, '')),
         defaultMessage: buildMessage(
           (each) => `${each}$property must show a letter or digit, without invisible characters`,
           options,
