@@ -29,7 +29,10 @@ function unfold(value: string): string {
 function algorithmOf(key: KeyObject): string {
   const details = key.asymmetricKeyDetails ?? {};
   if (key.asymmetricKeyType === 'ec') {
-    return EC_CURVES[details.namedCurve ?? ''] ?? `an EC key on ${details.namedCurve ?? 'an unknown curve'} (use P-256 or P-384)`;
+    return (
+      EC_CURVES[details.namedCurve ?? ''] ??
+      `an EC key on ${details.namedCurve ?? 'an unknown curve'} (use P-256 or P-384)`
+    );
   }
   if (key.asymmetricKeyType === 'rsa') {
     const bits = details.modulusLength ?? 0;
@@ -51,17 +54,26 @@ const spki = (key: KeyObject) => key.export({ type: 'spki', format: 'der' });
  * would sign would be a guess); the public key must be the private key's own (a mismatch would
  * boot and refuse every token it issued). Problems name the variable, never quote its value.
  */
-export function parseJwtKeyPair(env: Record<string, string>): { keyPair?: JwtKeyPair; problems: string[] } {
+export function parseJwtKeyPair(env: Record<string, string>): {
+  keyPair?: JwtKeyPair;
+  problems: string[];
+} {
   const privateValue = env.JWT_PRIVATE_KEY;
   const publicValue = env.JWT_PUBLIC_KEY;
   if (privateValue === undefined && publicValue === undefined) return { problems: [] };
   if (privateValue === undefined || publicValue === undefined) {
     const missing = privateValue === undefined ? 'JWT_PRIVATE_KEY' : 'JWT_PUBLIC_KEY';
-    return { problems: [`${missing}: required with ${missing === 'JWT_PRIVATE_KEY' ? 'JWT_PUBLIC_KEY' : 'JWT_PRIVATE_KEY'} (the two halves of one key pair)`] };
+    return {
+      problems: [
+        `${missing}: required with ${missing === 'JWT_PRIVATE_KEY' ? 'JWT_PUBLIC_KEY' : 'JWT_PRIVATE_KEY'} (the two halves of one key pair)`,
+      ],
+    };
   }
   const problems: string[] = [];
   if (env.JWT_SECRET !== undefined) {
-    problems.push('JWT_SECRET: set together with JWT_PRIVATE_KEY/JWT_PUBLIC_KEY; set one or the other');
+    problems.push(
+      'JWT_SECRET: set together with JWT_PRIVATE_KEY/JWT_PUBLIC_KEY; set one or the other',
+    );
   }
   let privateKey: KeyObject | null = null;
   let publicKey: KeyObject | null = null;

@@ -5,8 +5,9 @@
  * refresh and logout; tokens made with the public key as an HMAC secret, with the development
  * secret or with another key pair are refused.
  */
-import { createHmac, generateKeyPairSync, randomBytes, randomUUID, sign, verify } from 'node:crypto';
+import { createHmac, generateKeyPairSync, randomUUID, sign, verify } from 'node:crypto';
 import { registerCustomer } from '../support/auth';
+import { deploymentSecrets } from '../support/deployment-secrets';
 import { expectProblem } from '../support/http';
 import { TestApp, bootTestApp } from '../support/test-app';
 
@@ -34,13 +35,7 @@ describe('access tokens signed with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY
         // one line with \n escapes, as a .env file or a secret store carries a PEM
         JWT_PRIVATE_KEY: keys.privateKey.replace(/\n/g, '\\n'),
         JWT_PUBLIC_KEY: keys.publicKey.replace(/\n/g, '\\n'),
-        STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
-        STORAGE_SECRET_ACCESS_KEY: randomBytes(20).toString('hex'),
-        STORAGE_WEBHOOK_TOKEN: randomBytes(16).toString('hex'),
-        STRIPE_SECRET_KEY: 'sk_test_key_pair_suite_unused',
-        STRIPE_TEST_MODE: 'true',
-        STRIPE_WEBHOOK_SECRET: `whsec_${randomBytes(16).toString('hex')}`,
-        STRIPE_API_URL: 'http://127.0.0.1:9',
+        ...deploymentSecrets(),
       },
     });
   });
@@ -54,8 +49,15 @@ describe('access tokens signed with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY
   const adminClaims = () => {
     const now = Math.floor(Date.now() / 1000);
     return {
-      sub: randomUUID(), email: 'mallory@evil.test', role: 'admin', fam: randomUUID(), typ: 'access',
-      iss: t.config.jwt.issuer, aud: t.config.jwt.audience, iat: now, exp: now + 300,
+      sub: randomUUID(),
+      email: 'mallory@evil.test',
+      role: 'admin',
+      fam: randomUUID(),
+      typ: 'access',
+      iss: t.config.jwt.issuer,
+      aud: t.config.jwt.audience,
+      iat: now,
+      exp: now + 300,
     };
   };
 
@@ -64,25 +66,45 @@ describe('access tokens signed with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY
     expect(part(s.accessToken, 0)).toMatchObject({ alg: 'ES256' });
     const [h, p, sig] = s.accessToken.split('.');
     expect(
-      verify('sha256', Buffer.from(`${h}.${p}`), { key: keys.publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig, 'base64url')),
+      verify(
+        'sha256',
+        Buffer.from(`${h}.${p}`),
+        { key: keys.publicKey, dsaEncoding: 'ieee-p1363' },
+        Buffer.from(sig, 'base64url'),
+      ),
     ).toBe(true);
     expect((await t.http.get('/v1/me', { token: s.accessToken })).status).toBe(200);
 
     const refreshed = await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
     expect(refreshed.status).toBe(200);
     expect((await t.http.get('/v1/me', { token: refreshed.body.accessToken })).status).toBe(200);
-    expect((await t.http.post('/v1/auth/logout', { refreshToken: refreshed.body.refreshToken }, { token: refreshed.body.accessToken })).status).toBe(204);
-    expectProblem(await t.http.get('/v1/me', { token: refreshed.body.accessToken }), 401, 'TOKEN_INVALID');
+    expect(
+      (
+        await t.http.post(
+          '/v1/auth/logout',
+          { refreshToken: refreshed.body.refreshToken },
+          { token: refreshed.body.accessToken },
+        )
+      ).status,
+    ).toBe(204);
+    expectProblem(
+      await t.http.get('/v1/me', { token: refreshed.body.accessToken }),
+      401,
+      'TOKEN_INVALID',
+    );
   });
 
   it('refuses admin tokens made with the public key as an HMAC secret, the development secret, or another key pair', async () => {
     const attempts = {
       'HS256 under the public key (algorithm confusion)': forged('HS256', adminClaims(), (body) =>
-        createHmac('sha256', keys.publicKey).update(body).digest()),
+        createHmac('sha256', keys.publicKey).update(body).digest(),
+      ),
       'HS256 under the development secret': forged('HS256', adminClaims(), (body) =>
-        createHmac('sha256', 'dev-only-insecure-jwt-secret-change-me').update(body).digest()),
+        createHmac('sha256', 'dev-only-insecure-jwt-secret-change-me').update(body).digest(),
+      ),
       'ES256 under another key pair': forged('ES256', adminClaims(), (body) =>
-        sign('sha256', Buffer.from(body), { key: pemPair().privateKey, dsaEncoding: 'ieee-p1363' })),
+        sign('sha256', Buffer.from(body), { key: pemPair().privateKey, dsaEncoding: 'ieee-p1363' }),
+      ),
       'alg none': `${b64({ alg: 'none' })}.${b64(adminClaims())}.`,
     };
     const outcomes: string[] = [];

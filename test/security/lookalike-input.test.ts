@@ -33,7 +33,13 @@ describe('look-alike input: addresses, names, review text', () => {
 
   it('refuses addresses that mail software delivers to another one (quoted, escaped, spaced local parts)', async () => {
     const victim = `v${randomUUID().slice(0, 8)}`;
-    for (const email of [`"\\\\${victim}"@gmail.com`, `"${victim}"@gmail.com`, `" ${victim}"@gmail.com`, `"${victim} "@gmail.com`, `"v\\\\${victim}"@gmail.com`]) {
+    for (const email of [
+      `"\\\\${victim}"@gmail.com`,
+      `"${victim}"@gmail.com`,
+      `" ${victim}"@gmail.com`,
+      `"${victim} "@gmail.com`,
+      `"v\\\\${victim}"@gmail.com`,
+    ]) {
       const res = await register(email);
       expect({ email, status: res.status }).toEqual({ email, status: 400 });
       expectProblem(res, 400, 'VALIDATION_FAILED');
@@ -45,7 +51,15 @@ describe('look-alike input: addresses, names, review text', () => {
   });
 
   it('refuses names that show nothing or hide characters, and keeps the joiners real names need', async () => {
-    for (const name of ['\u3164', '\u2800', '\u200B', 'Admin\u200B', 'As\u2060ha', 'As\uFEFFha', 'As\u00ADha']) {
+    for (const name of [
+      '\u3164',
+      '\u2800',
+      '\u200B',
+      'Admin\u200B',
+      'As\u2060ha',
+      'As\uFEFFha',
+      'As\u00ADha',
+    ]) {
       const res = await register(`${randomUUID()}@example.com`, name);
       expect({ name, status: res.status }).toEqual({ name, status: 400 });
     }
@@ -65,28 +79,50 @@ describe('look-alike input: addresses, names, review text', () => {
       expect(res.body.user.name).toBe(name);
     }
     // the invisible direction marks a right-to-left keyboard inserts are dropped, not refused
-    const hebrew = await register(`${randomUUID()}@example.com`, '\u05D3\u05E0\u05D4 \u200F\u05DB\u05D4\u05DF');
-    expect([hebrew.status, hebrew.body.user?.name]).toEqual([201, '\u05D3\u05E0\u05D4 \u05DB\u05D4\u05DF']);
+    const hebrew = await register(
+      `${randomUUID()}@example.com`,
+      '\u05D3\u05E0\u05D4 \u200F\u05DB\u05D4\u05DF',
+    );
+    expect([hebrew.status, hebrew.body.user?.name]).toEqual([
+      201,
+      '\u05D3\u05E0\u05D4 \u05DB\u05D4\u05DF',
+    ]);
   });
 
   it('refuses text-direction controls in a review and shows a legacy author name on one line', async () => {
     const admin = (await createAdmin(t)).accessToken;
     const p = await createProduct(t, admin);
     const s = await registerCustomer(t.http);
-    const order = await placeOrder(t.http, { userId: s.user.id, token: s.accessToken }, [{ productId: p.id, quantity: 1 }]);
+    const order = await placeOrder(t.http, { userId: s.user.id, token: s.accessToken }, [
+      { productId: p.id, quantity: 1 },
+    ]);
     await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [order.body.id]);
     for (const comment of ['Refunds: \u202Emoc.elpmaxe-live//:sptth\u202C', 'nice \u2067tea']) {
-      const res = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 5, comment }, { token: s.accessToken });
+      const res = await t.http.post(
+        `/v1/products/${p.id}/reviews`,
+        { rating: 5, comment },
+        { token: s.accessToken },
+      );
       expectProblem(res, 400, 'VALIDATION_FAILED');
     }
     // a name stored before names were checked, with a break and an override in it
-    await t.db.pool.query(`UPDATE users SET name = $2 WHERE id = $1`, [s.user.id, 'Asha\nSupport: call us\u202Enow']);
-    const ok = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 5, comment: 'Strong.\nFresh.' }, { token: s.accessToken });
+    await t.db.pool.query(`UPDATE users SET name = $2 WHERE id = $1`, [
+      s.user.id,
+      'Asha\nSupport: call us\u202Enow',
+    ]);
+    const ok = await t.http.post(
+      `/v1/products/${p.id}/reviews`,
+      { rating: 5, comment: 'Strong.\nFresh.' },
+      { token: s.accessToken },
+    );
     expect(ok.status).toBe(201);
     expect(ok.body.comment).toBe('Strong.\nFresh.');
     expect(ok.body.authorName).toBe('Asha Support: call us now');
     // and a comment stored before the controls were refused is shown without them
-    await t.db.pool.query(`UPDATE reviews SET comment = $2 WHERE id = $1`, [ok.body.id, 'Refunds: \u202Emoc.elpmaxe-live//:sptth\u202C']);
+    await t.db.pool.query(`UPDATE reviews SET comment = $2 WHERE id = $1`, [
+      ok.body.id,
+      'Refunds: \u202Emoc.elpmaxe-live//:sptth\u202C',
+    ]);
     const listed = await t.http.get(`/v1/products/${p.id}/reviews`);
     expect(listed.body.items[0].comment).toBe('Refunds: moc.elpmaxe-live//:sptth');
   });

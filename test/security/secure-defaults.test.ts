@@ -17,6 +17,7 @@ import { DEMO_ADMIN, DEMO_CUSTOMER } from '../../src/auth/demo-credentials';
 import { MetricsListener } from '../../src/metrics/metrics-listener';
 import { DemoSeeder } from '../../src/seed/demo.seeder';
 import { createAdmin } from '../support/auth';
+import { deploymentSecrets } from '../support/deployment-secrets';
 import { withAdminClient } from '../support/databases';
 import { HttpResponse } from '../support/http';
 import { freePort, runScript } from '../support/processes';
@@ -34,16 +35,7 @@ const BUILT_IN = {
 };
 
 /** Real secrets for a non-development instance. Stripe is a placeholder no test reaches. */
-const SECRETS = {
-  JWT_SECRET: randomBytes(32).toString('hex'),
-  STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
-  STORAGE_SECRET_ACCESS_KEY: randomBytes(20).toString('hex'),
-  STORAGE_WEBHOOK_TOKEN: randomBytes(16).toString('hex'),
-  STRIPE_SECRET_KEY: 'sk_test_security_suite_unused',
-  STRIPE_TEST_MODE: 'true',
-  STRIPE_WEBHOOK_SECRET: `whsec_${randomBytes(16).toString('hex')}`,
-  STRIPE_API_URL: 'http://127.0.0.1:9',
-};
+const SECRETS = { JWT_SECRET: randomBytes(32).toString('hex'), ...deploymentSecrets() };
 const NO_SECRETS = {
   JWT_SECRET: '',
   STORAGE_ACCESS_KEY_ID: '',

@@ -21,7 +21,7 @@ import { CharLength, MaxChars } from '../../common/http/char-length';
 import { NoDirectionControls, SingleLine } from '../../common/http/single-line';
 
 /** The largest money amount accepted in a request (minor units: 10 million in a 2-decimal currency). */
-export const MAX_MONEY_AMOUNT = 1_000_000_000;
+const MAX_MONEY_AMOUNT = 1_000_000_000;
 
 export class MoneyInputDto {
   @ApiProperty({
