@@ -5,9 +5,10 @@
  * refresh and logout; tokens made with the public key as an HMAC secret, with the development
  * secret or with another key pair are refused.
  */
-import { createHmac, generateKeyPairSync, randomUUID, sign, verify } from 'node:crypto';
+import { createHmac, generateKeyPairSync, sign, verify } from 'node:crypto';
 import { registerCustomer } from '../support/auth';
 import { deploymentSecrets } from '../support/deployment-secrets';
+import { forgeToken, forgedAdminClaims } from '../support/forged-tokens';
 import { expectProblem } from '../support/http';
 import { TestApp, bootTestApp } from '../support/test-app';
 
@@ -41,25 +42,8 @@ describe('access tokens signed with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY
   });
   afterAll(() => t?.close());
 
-  /** A token with `claims`, made the way an attacker holding only public material would. */
-  const forged = (alg: string, claims: object, sign: (body: string) => Buffer) => {
-    const body = `${b64({ alg, typ: 'JWT' })}.${b64(claims)}`;
-    return `${body}.${sign(body).toString('base64url')}`;
-  };
-  const adminClaims = () => {
-    const now = Math.floor(Date.now() / 1000);
-    return {
-      sub: randomUUID(),
-      email: 'mallory@evil.test',
-      role: 'admin',
-      fam: randomUUID(),
-      typ: 'access',
-      iss: t.config.jwt.issuer,
-      aud: t.config.jwt.audience,
-      iat: now,
-      exp: now + 300,
-    };
-  };
+  const forged = forgeToken;
+  const adminClaims = () => forgedAdminClaims(t.config);
 
   it('signs ES256 tokens the public key alone verifies, and they work through refresh and logout', async () => {
     const s = await registerCustomer(t.http);

@@ -18,6 +18,7 @@ import { MetricsListener } from '../../src/metrics/metrics-listener';
 import { DemoSeeder } from '../../src/seed/demo.seeder';
 import { createAdmin } from '../support/auth';
 import { deploymentSecrets } from '../support/deployment-secrets';
+import { forgeToken, forgedAdminClaims } from '../support/forged-tokens';
 import { withAdminClient } from '../support/databases';
 import { HttpResponse } from '../support/http';
 import { freePort, runScript } from '../support/processes';
@@ -49,23 +50,9 @@ const SECRET_NAMES = Object.keys(NO_SECRETS);
 /** NODE_ENV values that are not development: '' is unset (empty counts as unset). */
 const NOT_DEVELOPMENT = ['', 'test', 'production'];
 
-const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
-
 /** An HS256 access token claiming `role: admin`, signed with `secret`. */
 function adminToken(t: TestApp, secret: string): string {
-  const now = Math.floor(Date.now() / 1000);
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({
-    sub: randomUUID(),
-    email: 'mallory@evil.test',
-    role: 'admin',
-    fam: randomUUID(),
-    typ: 'access',
-    iss: t.config.jwt.issuer,
-    aud: t.config.jwt.audience,
-    iat: now,
-    exp: now + 300,
-  })}`;
-  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+  return forgeToken('HS256', forgedAdminClaims(t.config), (body) => createHmac('sha256', secret).update(body).digest());
 }
 
 const line = (what: string, res: HttpResponse) =>
