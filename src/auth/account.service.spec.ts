@@ -111,7 +111,6 @@ describe('AccountService', () => {
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(
         'u-1',
         'password-changed',
-        NOW,
         SINCE,
       );
       expect(s.tx.runOwn).toHaveBeenCalledTimes(1); // never joined to a caller's transaction
@@ -158,7 +157,7 @@ describe('AccountService', () => {
       expect(res.role).toBe('admin');
       // no sessions to end for a new account — unless one registered it in between (the
       // upsert then promoted that account): so its sessions are always revoked
-      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-reset', NOW, SINCE);
+      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-reset', SINCE);
     });
 
     it('changes nothing when the account already has the role and the password', async () => {
@@ -196,7 +195,6 @@ describe('AccountService', () => {
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(
         'u-1',
         'password-reset',
-        NOW,
         SINCE,
       );
       expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);

@@ -62,7 +62,6 @@ export class AccountService {
         const revoked = await this.refreshTokens.revokeAllOfUser(
           userId,
           'password-changed',
-          now,
           this.revoked.accessTokensValidSince(now),
         );
         await this.revoked.add(revoked); // their access tokens stop working too
@@ -108,7 +107,6 @@ export class AccountService {
         : await this.refreshTokens.revokeAllOfUser(
             upserted.id,
             'password-reset',
-            now,
             this.revoked.accessTokensValidSince(now),
           );
       await this.revoked.add(families);

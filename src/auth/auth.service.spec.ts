@@ -325,7 +325,7 @@ describe('AuthService', () => {
       const s = setup();
       s.refreshTokens.spend.mockResolvedValue({ status: 'reused', familyId: 'f-1', userId: 'u-1' });
       expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_REUSED');
-      expect(s.refreshTokens.revokeFamily).toHaveBeenCalledWith('f-1', 'reuse-detected', NOW);
+      expect(s.refreshTokens.revokeFamily).toHaveBeenCalledWith('f-1', 'reuse-detected');
       expect(s.tx.runOwn).toHaveBeenCalledTimes(1); // never joined to a caller's transaction
       expect(s.revoked.add).toHaveBeenCalledWith(['f-1']); // its access tokens die too
       expect(s.events.record).toHaveBeenCalledWith({
@@ -368,7 +368,7 @@ describe('AuthService', () => {
     const s = setup();
     await s.service.logout('r-1');
     expect(s.refreshTokens.familyOfToken).toHaveBeenCalledWith('hash(r-1)');
-    expect(s.refreshTokens.revokeFamily).toHaveBeenCalledWith('f-1', 'logout', NOW);
+    expect(s.refreshTokens.revokeFamily).toHaveBeenCalledWith('f-1', 'logout');
     expect(s.tx.runOwn).toHaveBeenCalledTimes(1);
     expect(s.revoked.add).toHaveBeenCalledWith(['f-1']);
     expect(s.pendingRevocations.revokeFamily).not.toHaveBeenCalled();

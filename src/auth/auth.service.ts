@@ -161,7 +161,7 @@ export class AuthService {
         if (spent.status === 'invalid') return spent;
         if (spent.status === 'reused') {
           reuse = spent;
-          await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected', now);
+          await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected');
           await this.revoked.add([spent.familyId]); // its access tokens stop working too
           await this.pendingRevocations.recordAhead(spent.familyId, 'reuse-detected', now);
           return spent;
@@ -223,7 +223,7 @@ export class AuthService {
       .runOwn(async () => {
         family = await this.refreshTokens.familyOfToken(tokenHash);
         if (!family) return;
-        await this.refreshTokens.revokeFamily(family, 'logout', now);
+        await this.refreshTokens.revokeFamily(family, 'logout');
         await this.revoked.add([family]); // its access tokens stop working too
         // a process killed before its COMMIT leaves the revocation to the sweeps
         await this.pendingRevocations.recordAhead(family, 'logout', now);

@@ -68,7 +68,7 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
     if (this.retrying.has(familyId)) return;
     this.retrying.add(familyId);
     const run = Promise.all([marked, recorded])
-      .then(() => this.retry(familyId, reason, at))
+      .then(() => this.retry(familyId, reason))
       .finally(() => {
         this.running.delete(run);
         this.retrying.delete(familyId);
@@ -113,7 +113,7 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
         continue;
       }
       await this.revoked.add([familyId]);
-      if ((await this.commit(familyId, pending.reason, pending.at)) === true) committed++;
+      if ((await this.commit(familyId, pending.reason)) === true) committed++;
     }
     return committed;
   }
@@ -143,7 +143,7 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
     await this.settled();
   }
 
-  private async retry(familyId: string, reason: string, at: Date): Promise<void> {
+  private async retry(familyId: string, reason: string): Promise<void> {
     const started = performance.now();
     let markedAt = started;
     for (let attempt = 1; ; attempt++) {
@@ -153,7 +153,7 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
         markedAt = performance.now();
         await this.revoked.add([familyId]);
       }
-      const outcome = await this.commit(familyId, reason, at);
+      const outcome = await this.commit(familyId, reason);
       if (outcome === true) {
         this.logger.warn(
           `session ${familyId}: revocation (${reason}) committed after ${attempt} attempt(s)`,
@@ -181,14 +181,13 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
 
   /**
    * The revocation in a transaction of its own: true once committed, else what failed. Stamped
-   * with the time it commits, not the time it was decided (`at`, possibly minutes before): the
+   * by the database when it is made, not when it was decided (possibly minutes before): the
    * processes that read revocations from the record while Redis is down (RevokedSessions) read
    * what is new since their previous read, and a late one must look new.
    */
-  private async commit(familyId: string, reason: string, at: Date): Promise<true | Error> {
-    const stamped = new Date(Math.max(at.getTime(), Date.now()));
+  private async commit(familyId: string, reason: string): Promise<true | Error> {
     try {
-      await this.tx.runOwn(() => this.refreshTokens.revokeFamily(familyId, reason, stamped));
+      await this.tx.runOwn(() => this.refreshTokens.revokeFamily(familyId, reason));
     } catch (err) {
       return err as Error;
     }

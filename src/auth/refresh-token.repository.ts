@@ -10,6 +10,13 @@ const ENDED_BEFORE = 'f.expiresAt < :before OR f.revokedAt < :before';
 /** Tokens deleted per statement by the purge. */
 const TOKEN_CHUNK = 5000;
 
+/**
+ * When a family is revoked: the database's clock at the revoking statement — one clock for every
+ * host, so the processes reading revocations from the record (RevokedSessions) miss none for a
+ * host's clock running behind theirs, nor for a revocation committed late (a pending one).
+ */
+const revokedNow = () => 'statement_timestamp()';
+
 /** Advisory lock class of a user's session-limit count (pg_advisory_xact_lock(class, key)). */
 const SESSION_LIMIT_LOCK_CLASS = 0x534c;
 
@@ -106,11 +113,11 @@ export class RefreshTokenRepository {
     return family !== null;
   }
 
-  async revokeFamily(familyId: string, reason: string, now: Date): Promise<void> {
+  async revokeFamily(familyId: string, reason: string): Promise<void> {
     await this.tx.withManager((m) =>
       families(m).update(
         { id: familyId, revokedAt: IsNull() },
-        { revokedAt: now, revokedReason: reason },
+        { revokedAt: revokedNow, revokedReason: reason },
       ),
     );
   }
@@ -151,7 +158,7 @@ export class RefreshTokenRepository {
       const revoked = await m
         .createQueryBuilder()
         .update(RefreshTokenFamilyEntity)
-        .set({ revokedAt: now, revokedReason: reason })
+        .set({ revokedAt: revokedNow, revokedReason: reason })
         .where(`id IN (${beyond.getQuery()}) AND revoked_at IS NULL`)
         .setParameters(beyond.getParameters())
         .returning('id')
@@ -172,17 +179,12 @@ export class RefreshTokenRepository {
    * Revokes every live family of the user; returns the ids of those among them that issued a
    * token since `issuedSince` (the ones whose access tokens may still be valid).
    */
-  async revokeAllOfUser(
-    userId: string,
-    reason: string,
-    now: Date,
-    issuedSince: Date,
-  ): Promise<string[]> {
+  async revokeAllOfUser(userId: string, reason: string, issuedSince: Date): Promise<string[]> {
     return this.tx.withManager(async (m) => {
       const revoked = await m
         .createQueryBuilder()
         .update(RefreshTokenFamilyEntity)
-        .set({ revokedAt: now, revokedReason: reason })
+        .set({ revokedAt: revokedNow, revokedReason: reason })
         .where('user_id = :userId AND revoked_at IS NULL', { userId })
         .returning('id')
         .execute();
@@ -201,17 +203,26 @@ export class RefreshTokenRepository {
     });
   }
 
-  /** Families revoked at or after `since`, with when (the record the revocation marks mirror). */
-  revokedSince(since: Date): Promise<{ id: string; revokedAt: Date }[]> {
-    // plain rows, not entities: every API process reads this every 2 s (RevokedSessions)
-    return this.tx.withManager((m) =>
-      families(m)
-        .createQueryBuilder('f')
-        .select('f.id', 'id')
-        .addSelect('f.revoked_at', 'revokedAt')
-        .where('f.revoked_at >= :since', { since })
-        .getRawMany<{ id: string; revokedAt: Date }>(),
+  /**
+   * Families revoked at or after `since` and within the last `withinMs` — both on the database's
+   * clock, which stamps revocations (`revokedNow`) — with when (the record the revocation marks
+   * mirror), and the database's clock as read: where the next read starts, whatever this
+   * host's clock says.
+   */
+  async revokedSince(since: Date | null, withinMs: number): Promise<{ readAt: Date; revoked: { id: string; revokedAt: Date }[] }> {
+    // raw SQL: plain rows (every API process reads this every 2 s, RevokedSessions) and the
+    // statement's own clock on a row of its own, which the query builder cannot say
+    const rows: { readAt: Date; id: string | null; revokedAt: Date | null }[] = await this.tx.query(
+      `SELECT now.at AS "readAt", f.id, f.revoked_at AS "revokedAt"
+         FROM (SELECT statement_timestamp() AS at) now
+         LEFT JOIN refresh_token_families f
+           ON f.revoked_at >= GREATEST(COALESCE($1::timestamptz, '-infinity'), now.at - $2::bigint * interval '1 millisecond')`,
+      [since, withinMs],
     );
+    return {
+      readAt: rows[0].readAt,
+      revoked: rows.flatMap((r) => (r.id !== null && r.revokedAt !== null ? [{ id: r.id, revokedAt: r.revokedAt }] : [])),
+    };
   }
 
   /**

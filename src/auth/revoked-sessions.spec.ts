@@ -64,11 +64,26 @@ function setup() {
   let now = Date.parse('2026-01-01T10:00:00Z');
   const clock: Clock = { now: () => new Date(now) };
   const revoked: { id: string; revokedAt: Date }[] = [];
+  // the database's clock minus this host's (it stamps the revocations and answers the reads)
+  let dbOffset = 0;
   const families = {
-    revokedSince: jest.fn(async (since: Date) => revoked.filter((f) => f.revokedAt >= since)),
+    revokedSince: jest.fn(async (since: Date | null, withinMs: number) => {
+      const at = now + dbOffset;
+      const from = Math.max(since?.getTime() ?? -Infinity, at - withinMs);
+      return { readAt: new Date(at), revoked: revoked.filter((f) => f.revokedAt.getTime() >= from) };
+    }),
   };
   const sessions = new RevokedSessions(r.redis, config, clock, families);
-  return { ...r, sessions, revoked, families, advance: (ms: number) => (now += ms), now: () => now };
+  return {
+    ...r,
+    sessions,
+    revoked,
+    families,
+    advance: (ms: number) => (now += ms),
+    now: () => now,
+    dbNow: () => now + dbOffset,
+    hostAheadOfDatabase: (ms: number) => (dbOffset = -ms),
+  };
 }
 
 /** A process's first check, which waits (briefly) for its first read of the record: fake timers run it. */
@@ -145,7 +160,7 @@ describe('RevokedSessions', () => {
     s.advance(REVOCATION_POLL_MS);
     await jest.advanceTimersByTimeAsync(REVOCATION_POLL_MS);
     expect(await s.sessions.isRevoked('f-late')).toBe(true);
-    const since = s.families.revokedSince.mock.calls[polled][0].getTime();
+    const since = s.families.revokedSince.mock.calls[polled][0]!.getTime();
     expect(s.now() - REVOCATION_POLL_MS - since).toBe(2 * 60_000);
     // Redis answers again: the record is still read, a poll at a time, until shutdown
     s.state.mode = 'up';
@@ -158,6 +173,20 @@ describe('RevokedSessions', () => {
     s.sessions.onApplicationShutdown();
     await jest.advanceTimersByTimeAsync(10 * REVOCATION_POLL_MS);
     expect(s.families.revokedSince.mock.calls.length).toBe(calls + 10);
+  });
+
+  it("reads on the database's clock: a host whose clock runs ahead (10 min) still learns of revocations made since its previous read", async () => {
+    jest.useFakeTimers();
+    const s = setup();
+    s.hostAheadOfDatabase(10 * 60_000);
+    expect(await firstCheck(s.sessions, 'f-other')).toBe(false);
+    // revoked elsewhere a second after that read, stamped by the database; its mark was refused
+    s.advance(1_000);
+    s.revoked.push({ id: 'f-elsewhere', revokedAt: new Date(s.dbNow()) });
+    s.advance(REVOCATION_POLL_MS);
+    await jest.advanceTimersByTimeAsync(REVOCATION_POLL_MS);
+    expect(await s.sessions.isRevoked('f-elsewhere')).toBe(true);
+    s.sessions.onApplicationShutdown();
   });
 
   it('with Redis up but refusing writes, learns of revocations made elsewhere from the record within a poll', async () => {
@@ -215,7 +244,7 @@ describe('RevokedSessions', () => {
       { id: 'old', revokedAt: new Date(s.now() - LIFETIME_MS - 1) },
     );
     expect(await s.sessions.reseed()).toBe(1);
-    expect(s.families.revokedSince).toHaveBeenCalledWith(new Date(s.now() - LIFETIME_MS));
+    expect(s.families.revokedSince).toHaveBeenCalledWith(null, LIFETIME_MS); // the lifetime back, on the database's clock
     expect([...s.store]).toEqual([['unit:revoked-session:recent', { value: '1', px: LIFETIME_MS - 60_000 }]]);
     // remembered here as well: refused with Redis down
     s.state.mode = 'down';

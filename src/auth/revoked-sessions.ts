@@ -85,7 +85,7 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   private reseedTimer?: NodeJS.Timeout;
   private closed = false;
   private pollTimer?: NodeJS.Timeout;
-  /** Where the last poll that answered began (epoch ms); undefined before the first. */
+  /** The database's clock when the last poll that answered read (epoch ms); undefined before the first. */
   private polledAt?: number;
   /** Settles once the first poll has read the record (or failed to): the first checks wait for it. */
   private firstRead?: Promise<void>;
@@ -191,13 +191,16 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
     const tick = async () => {
       if (this.closed) return;
       const now = this.clock.now().getTime();
-      const since = Math.max(now - this.lifetimeMs, (this.polledAt ?? -Infinity) - POLL_OVERLAP_MS);
+      // from the previous read (less the overlap) on the database's clock, which stamps the
+      // revocations: a host whose clock runs ahead of the others' would otherwise start after them
+      const since = this.polledAt === undefined ? null : new Date(this.polledAt - POLL_OVERLAP_MS);
       try {
-        for (const { id, revokedAt } of await this.families.revokedSince(new Date(since))) {
+        const { readAt, revoked } = await this.families.revokedSince(since, this.lifetimeMs);
+        for (const { id, revokedAt } of revoked) {
           const until = revokedAt.getTime() + this.lifetimeMs;
           if (until > now) this.remember(id, Math.max(this.known.get(id) ?? 0, until));
         }
-        this.polledAt = now;
+        this.polledAt = readAt.getTime();
       } catch {
         // the database is unreachable too: the next tick reads from the same point
       }
@@ -217,7 +220,7 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
   private async reseedOnce(): Promise<number> {
     let revoked: { id: string; revokedAt: Date }[];
     try {
-      revoked = await this.families.revokedSince(new Date(this.clock.now().getTime() - this.lifetimeMs));
+      revoked = (await this.families.revokedSince(null, this.lifetimeMs)).revoked;
     } catch (err) {
       this.logger.warn(
         `revocation marks not re-written (again in ${RESEED_RETRY_MS} ms): ${err instanceof Error ? err.message : String(err)}`,
