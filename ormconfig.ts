@@ -1,8 +1,8 @@
 import 'reflect-metadata';
-import { DataSource } from 'typeorm';
 import { loadDatabaseConfig } from './src/config/config';
 import { loadEnvFile } from './src/config/env-file';
 import { dataSourceOptions } from './src/database/data-source-options';
+import { MigratingDataSource } from './src/database/migrating-data-source';
 
 /**
  * The DataSource used by the TypeORM CLI (migration:run / revert / generate), built from the
@@ -12,6 +12,6 @@ import { dataSourceOptions } from './src/database/data-source-options';
  */
 loadEnvFile(); // .env in the working directory, if any; the real environment wins
 const database = loadDatabaseConfig(process.env);
-export default new DataSource(
+export default new MigratingDataSource(
   dataSourceOptions(database.url, { withMigrations: true, rootDir: __dirname }),
 );

@@ -11,6 +11,9 @@ import { SafeTypeOrmLogger } from './typeorm-logger';
 const IDLE_IN_TRANSACTION_MS = 15_000;
 
 /** The server's own TCP keepalive probes: a vanished client is noticed in about 25 s. */
+/** How long a migration waits for a table lock before it fails (and rolls back): run it again later. */
+const MIGRATION_LOCK_TIMEOUT_MS = 5_000;
+
 export const SERVER_KEEPALIVES = '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3';
 
 /**
@@ -30,6 +33,9 @@ export function dataSourceOptions(
     migrationsTableName: 'schema_migrations',
     entities: [join(root, 'src', '**', '*.entity.{ts,js}')],
     migrations: opts.withMigrations ? [join(root, 'migrations', '*.{ts,js}')] : [],
+    // each migration commits on its own: one run's locks (an index build on orders, a constraint on
+    // users) are held for that migration, not until the last of the batch commits
+    migrationsTransactionMode: 'each',
     extra: {
       max: opts.poolSize ?? 20,
       connectionTimeoutMillis: 5000,
@@ -38,7 +44,11 @@ export function dataSourceOptions(
       // the client's side: a server that vanished is noticed on idle pool connections too
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
-      options: `-c idle_in_transaction_session_timeout=${opts.idleInTransactionMs ?? IDLE_IN_TRANSACTION_MS} ${SERVER_KEEPALIVES}`,
+      options:
+        `-c idle_in_transaction_session_timeout=${opts.idleInTransactionMs ?? IDLE_IN_TRANSACTION_MS} ${SERVER_KEEPALIVES}` +
+        // a migration that cannot have its lock at once (a long reader, a pg_dump) gives up after
+        // MIGRATION_LOCK_TIMEOUT instead of queueing every request on that table behind it
+        (opts.withMigrations ? ` -c lock_timeout=${MIGRATION_LOCK_TIMEOUT_MS}` : ''),
     },
     // failed queries by SQLSTATE and statement head only, never with their parameters
     logger: new SafeTypeOrmLogger(),

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { DataSource } from 'typeorm';
 import { dataSourceOptions } from '../../src/database/data-source-options';
@@ -263,5 +264,50 @@ describe('operational commands', () => {
     );
     expect(functions.rows).toEqual([]);
     expect((await cli([...typeorm, 'migration:run', '-d', 'ormconfig.ts'])).code).toBe(0);
+  }, 120_000);
+
+  const migrationCount = async () =>
+    (await db.pool.query(`SELECT count(*)::int AS n, count(DISTINCT name)::int AS names FROM schema_migrations`)).rows[0] as { n: number; names: number };
+  const migrationFiles = () => readdirSync(join(ROOT, 'migrations')).filter((f) => f.endsWith('.ts')).length;
+  const runMigrations = () => cli(['node_modules/typeorm/cli.js', 'migration:run', '-d', 'ormconfig.ts']);
+
+  it('two migration runs at once take turns: both succeed, each migration applied and recorded once', async () => {
+    const source = new DataSource(dataSourceOptions(db.url, { withMigrations: true, rootDir: ROOT }));
+    await source.initialize();
+    try {
+      while ((await migrationCount()).n > 0) await source.undoLastMigration();
+    } finally {
+      await source.destroy();
+    }
+    const [first, second] = await Promise.all([runMigrations(), runMigrations()]);
+    expect([first.code, second.code]).toEqual([0, 0]);
+    expect(await migrationCount()).toEqual({ n: migrationFiles(), names: migrationFiles() });
+  }, 120_000);
+
+  it('a migration that cannot have its table lock gives up after 5 s (no queue of requests behind it), and runs once the table is free', async () => {
+    const source = new DataSource(dataSourceOptions(db.url, { withMigrations: true, rootDir: ROOT }));
+    await source.initialize();
+    try {
+      await source.undoLastMigration(); // an index on email_deliveries, which takes a SHARE lock
+    } finally {
+      await source.destroy();
+    }
+    const before = (await migrationCount()).n;
+    const writer = await db.pool.connect(); // a transaction that wrote to the table, still open
+    try {
+      await writer.query('BEGIN');
+      await writer.query('LOCK TABLE email_deliveries IN ROW EXCLUSIVE MODE');
+      const started = Date.now();
+      const blocked = await runMigrations();
+      expect(blocked.code).not.toBe(0);
+      expect(blocked.out).toMatch(/lock timeout/);
+      expect(Date.now() - started).toBeLessThan(30_000);
+      expect((await migrationCount()).n).toBe(before);
+    } finally {
+      await writer.query('COMMIT');
+      writer.release();
+    }
+    expect((await runMigrations()).code).toBe(0);
+    expect((await migrationCount()).n).toBe(before + 1);
   }, 120_000);
 });
