@@ -17,6 +17,19 @@ export interface OutboxEvents {
 
 export type OutboxTopic = keyof OutboxEvents;
 
+/** Every topic this build knows (the record makes the compiler hold it to OutboxEvents). */
+const KNOWN: Record<OutboxTopic, true> = {
+  'order.created': true,
+  'order.cancelled': true,
+  'order.paid': true,
+  'order.confirmed': true,
+  'order.fulfilled': true,
+  'order.refunded': true,
+  'refund.requested': true,
+  'payment.event': true,
+};
+export const OUTBOX_TOPICS = Object.keys(KNOWN) as OutboxTopic[];
+
 export interface OutboxRow {
   id: string;
   topic: OutboxTopic;

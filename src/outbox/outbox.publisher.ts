@@ -70,8 +70,8 @@ export class OutboxPublisher {
         return;
       default: {
         // a topic this build does not know (a newer API's during a rolling deploy, a renamed one):
-        // thrown, so the row is retried and parked as dead — visible, and relayed again once a
-        // worker that knows it runs — never marked published with nothing done
+        // thrown, so the row is retried and parked as dead — visible, and relayed again when a
+        // worker that knows it boots (OutboxRelay) — never marked published with nothing done
         const topic: never = row.topic;
         throw new Error(`outbox row ${row.id}: unknown topic ${JSON.stringify(topic)}`);
       }

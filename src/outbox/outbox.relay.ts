@@ -7,6 +7,7 @@ import {
 import { TimeoutError, withTimeout } from '../common/with-timeout';
 import { OutboxRepository } from './outbox.repository';
 import { OutboxPublisher } from './outbox.publisher';
+import { OUTBOX_TOPICS } from './outbox-events';
 
 export const OUTBOX_MAX_ATTEMPTS = 10;
 const LEASE_MS = 30_000;
@@ -63,7 +64,19 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
     private readonly publisher: OutboxPublisher,
   ) {}
 
-  onApplicationBootstrap(): void {
+  /**
+   * Starts relaying — after giving the dead rows of every topic this build knows another round
+   * of attempts: parked by a worker of an older build that did not know their topic (a rolling
+   * deploy), or by a failure a new build mends. Best effort: a database that cannot answer now
+   * leaves them for the next boot.
+   */
+  async onApplicationBootstrap(): Promise<void> {
+    try {
+      const n = await this.outbox.redriveDead(OUTBOX_TOPICS);
+      if (n > 0) this.logger.warn(`${n} dead outbox row(s) of known topics relayed again`);
+    } catch (err) {
+      this.logger.warn(`dead outbox rows not relayed again: ${String(err)}`);
+    }
     this.schedule(0);
   }
 

@@ -129,6 +129,23 @@ export class OutboxRepository {
     );
   }
 
+  /**
+   * Gives dead rows of these topics their attempts back (pending, due now); how many. For a
+   * worker that knows them: rows parked by an older one that did not (a rolling deploy), or by a
+   * failure since mended.
+   */
+  async redriveDead(topics: readonly string[]): Promise<number> {
+    const result = await this.tx.withManager((m) =>
+      m
+        .getRepository(OutboxEntity)
+        .update(
+          { status: 'dead', topic: In([...topics]) },
+          { status: PENDING, attempts: 0, nextAttemptAt: () => 'statement_timestamp()' },
+        ),
+    );
+    return result.affected ?? 0;
+  }
+
   /** Backlog: pending and dead rows (published ones are history and are purged). */
   async countBacklog(): Promise<{ pending: number; dead: number }> {
     const rows: { status: 'pending' | 'dead'; n: number }[] = await this.tx.withManager((m) =>
