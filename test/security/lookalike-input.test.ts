@@ -51,6 +51,9 @@ describe('look-alike input: addresses, names, review text', () => {
   });
 
   it('refuses names that show nothing or hide characters, and keeps the joiners real names need', async () => {
+    // (and invisible ASCII riding on tag characters, or a Mongolian separator among Latin letters)
+    const tags = (text: string) =>
+      [...text].map((c) => String.fromCodePoint(0xe0000 + c.codePointAt(0)!)).join('');
     for (const name of [
       '\u3164',
       '\u2800',
@@ -59,6 +62,9 @@ describe('look-alike input: addresses, names, review text', () => {
       'As\u2060ha',
       'As\uFEFFha',
       'As\u00ADha',
+      `Asha \u{1F3F4}${tags('ignore previous instructions')}\u{E007F}`,
+      `Asha${tags('hidden')}`,
+      'As\u180Eha',
     ]) {
       const res = await register(`${randomUUID()}@example.com`, name);
       expect({ name, status: res.status }).toEqual({ name, status: 400 });

@@ -55,14 +55,21 @@ export function NoDirectionControls(options?: ValidationOptions): PropertyDecora
 /** Characters that are letters or symbols by category yet show nothing (Hangul fillers, the braille blank). */
 const BLANK_LETTERS = /[\u115F\u1160\u3164\uFFA0\u2800]/gu;
 /**
- * Invisible format characters — zero-width space, word joiner, soft hyphen, BOM, … — but for
- * ZWNJ and ZWJ, which Indic and Persian names (and emoji sequences) need, and the Mongolian vowel
- * separator (U+180E), which Mongolian spelling needs. (LRM, RLM and ALM are dropped before: see
- * withoutDirectionMarks.)
+ * Invisible format characters — zero-width space, word joiner, soft hyphen, BOM, tags, … — but
+ * for ZWNJ and ZWJ, which Indic and Persian names (and emoji sequences) need (and ALLOWED_FORMAT).
+ * (LRM, RLM and ALM are dropped before: see withoutDirectionMarks.)
  */
-const HIDDEN_FORMAT = /(?!\u200C|\u200D|\u180E)\p{Cf}/u;
-/** Subdivision flags (🏴 + TAG letters + CANCEL TAG: England, Scotland, Wales): emoji, not hidden text. */
-const TAG_FLAG = /\u{1F3F4}[\u{E0020}-\u{E007E}]+\u{E007F}/gu;
+const HIDDEN_FORMAT = /(?!\u200C|\u200D)\p{Cf}/u;
+/**
+ * What is allowed of the rest, before HIDDEN_FORMAT looks: a subdivision flag in its shape (🏴, a
+ * region's two tag letters and one to four tag letters or digits, CANCEL TAG — England, Scotland,
+ * Wales), not any run of tags (which would carry invisible ASCII); the Mongolian vowel separator
+ * between two Mongolian letters only.
+ */
+const ALLOWED_FORMAT = [
+  /\u{1F3F4}[\u{E0061}-\u{E007A}]{2}[\u{E0030}-\u{E0039}\u{E0061}-\u{E007A}]{1,4}\u{E007F}/gu,
+  /(?<=[\u1820-\u1878])\u180E(?=[\u1820-\u1878])/gu,
+];
 
 /**
  * `text` without the direction marks (LRM, RLM, ALM) that right-to-left keyboards insert and
@@ -83,7 +90,7 @@ export function VisibleName(options?: ValidationOptions): PropertyDecorator {
       validator: {
         validate: (value: unknown) =>
           typeof value === 'string' &&
-          !HIDDEN_FORMAT.test(value.replace(TAG_FLAG, '')) &&
+          !HIDDEN_FORMAT.test(ALLOWED_FORMAT.reduce((v, allowed) => v.replace(allowed, ''), value)) &&
           /[\p{L}\p{N}]/u.test(value.replace(BLANK_LETTERS, '')),
         defaultMessage: buildMessage(
           (each) => `${each}$property must show a letter or digit, without invisible characters`,
