@@ -10,6 +10,11 @@ import { OutboxEvents, OutboxRow } from './outbox-events';
  * What each outbox event becomes in BullMQ. Job ids derive from the outbox row id, so
  * publishing the same row twice (a relay that died before marking it) adds no second job.
  */
+/** A row whose topic this build does not know: not the event's fault (OutboxRelay). */
+export class UnknownTopicError extends Error {
+  override readonly name = 'UnknownTopicError';
+}
+
 @Injectable()
 export class OutboxPublisher {
   constructor(
@@ -70,10 +75,10 @@ export class OutboxPublisher {
         return;
       default: {
         // a topic this build does not know (a newer API's during a rolling deploy, a renamed one):
-        // thrown, so the row is retried and parked as dead — visible, and relayed again when a
-        // worker that knows it boots (OutboxRelay) — never marked published with nothing done
+        // never marked published with nothing done; the relay puts it back, uncounted, for a
+        // worker that knows it
         const topic: never = row.topic;
-        throw new Error(`outbox row ${row.id}: unknown topic ${JSON.stringify(topic)}`);
+        throw new UnknownTopicError(`outbox row ${row.id}: unknown topic ${JSON.stringify(topic)}`);
       }
     }
   }

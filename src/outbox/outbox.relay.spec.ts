@@ -1,6 +1,6 @@
 import { OUTBOX_MAX_ATTEMPTS, OutboxRelay, outboxBackoffMs } from './outbox.relay';
 import type { OutboxRepository } from './outbox.repository';
-import type { OutboxPublisher } from './outbox.publisher';
+import { type OutboxPublisher, UnknownTopicError } from './outbox.publisher';
 import type { OutboxRow } from './outbox-events';
 import { mockOf } from '../../test/support/mocks';
 import { TimeoutError } from '../common/with-timeout';
@@ -20,6 +20,7 @@ function setup(rows: OutboxRow[], publish: (r: OutboxRow) => Promise<void>) {
       markPublished: jest.fn().mockResolvedValue(undefined),
       markFailed: jest.fn().mockResolvedValue(undefined),
       release: jest.fn().mockResolvedValue(undefined),
+      deferUncounted: jest.fn().mockResolvedValue(undefined),
     },
     'repo',
   );
@@ -39,6 +40,16 @@ describe('OutboxRelay', () => {
     expect(await relay.relayOnce()).toEqual({ published: 1, failed: 1 });
     expect(repo.markPublished).toHaveBeenCalledWith(['a']);
     expect(repo.markFailed).toHaveBeenCalledWith('b', 'redis down', 4000, false);
+  });
+
+  it('never parks a row of a topic it does not know (a newer build\'s): back, uncounted, for a worker that knows it', async () => {
+    const { relay, repo } = setup([row('n', OUTBOX_MAX_ATTEMPTS), row('o', 1)], async (r) => {
+      if (r.id === 'n') throw new UnknownTopicError('outbox row n: unknown topic "order.teleported"');
+    });
+    expect(await relay.relayOnce()).toEqual({ published: 1, failed: 0 });
+    expect(repo.deferUncounted).toHaveBeenCalledWith('n', 'outbox row n: unknown topic "order.teleported"', 60_000);
+    expect(repo.markFailed).not.toHaveBeenCalled();
+    expect(repo.markPublished).toHaveBeenCalledWith(['o']);
   });
 
   it(`parks a row as dead after ${OUTBOX_MAX_ATTEMPTS} failed attempts`, async () => {

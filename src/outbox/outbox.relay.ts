@@ -6,13 +6,15 @@ import {
 } from '@nestjs/common';
 import { TimeoutError, withTimeout } from '../common/with-timeout';
 import { OutboxRepository } from './outbox.repository';
-import { OutboxPublisher } from './outbox.publisher';
+import { OutboxPublisher, UnknownTopicError } from './outbox.publisher';
 import { OUTBOX_TOPICS } from './outbox-events';
 
 export const OUTBOX_MAX_ATTEMPTS = 10;
 const LEASE_MS = 30_000;
 const PUBLISH_TIMEOUT_MS = 5_000;
 const IDLE_POLL_MS = 250;
+/** How soon a row of a topic this worker does not know is offered again (to any worker). */
+const UNKNOWN_TOPIC_RETRY_MS = 60_000;
 /** While the queues are unreachable: probe again after 0.5 s, 1 s, 2 s … at most every 5 s. */
 const UNAVAILABLE_POLL_MAX_MS = 5_000;
 
@@ -108,6 +110,13 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
           await this.outbox.release(rows.slice(i).map((r) => r.id));
           this.logger.warn(`outbox relay paused, queues unreachable: ${message}`);
           break;
+        }
+        if (err instanceof UnknownTopicError) {
+          // an older worker than the API that wrote it (a rolling deploy): not the event's
+          // fault, so never parked as dead by this worker — back, uncounted, for one that knows it
+          await this.outbox.deferUncounted(row.id, message, UNKNOWN_TOPIC_RETRY_MS);
+          this.logger.warn(`${message}: left for a worker that knows it`);
+          continue;
         }
         failed++;
         const dead = row.attempts >= OUTBOX_MAX_ATTEMPTS;

@@ -113,6 +113,25 @@ export class OutboxRepository {
     );
   }
 
+  /**
+   * Gives a leased row back, its claim uncounted, due again after `delayMs` (a topic this worker
+   * does not know: a newer one will relay it).
+   */
+  async deferUncounted(id: string, error: string, delayMs: number): Promise<void> {
+    await this.tx.withManager((m) =>
+      m
+        .getRepository(OutboxEntity)
+        .update(
+          { id, status: PENDING },
+          {
+            attempts: () => 'GREATEST(attempts - 1, 0)',
+            lastError: truncate(error, 2000),
+            nextAttemptAt: () => `statement_timestamp() + interval '${Math.max(0, Math.round(delayMs))} milliseconds'`,
+          },
+        ),
+    );
+  }
+
   /** Schedules a retry after `delayMs`, or parks the row as dead once attempts are spent. */
   async markFailed(id: string, error: string, delayMs: number, dead: boolean): Promise<void> {
     await this.tx.withManager((m) =>
