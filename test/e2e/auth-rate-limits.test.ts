@@ -197,16 +197,19 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     // open (6 writes): the 1994th is, the 1995th is not …
     const placed = await order();
     expect(placed.status).toBe(201);
-    const refused = await order();
-    expect([refused.status, refused.body.code]).toEqual([429, 'RATE_LIMITED']);
-    expect(refused.headers.get('ratelimit-policy')).toContain('"user-writes-day";q=2000;w=86400');
-    expect(refused.headers.get('ratelimit')).toMatch(/"user-writes-day";r=0;t=\d+$/);
+    // (clicked again and again: a refusal does not spend the room it was refused for)
+    for (let i = 0; i < 8; i++) {
+      const refused = await order();
+      expect([refused.status, refused.body.code]).toEqual([429, 'RATE_LIMITED']);
+      expect(refused.headers.get('ratelimit-policy')).toContain('"user-writes-day";q=2000;w=86400');
+      expect(refused.headers.get('ratelimit')).toMatch(/"user-writes-day";r=0;t=\d+$/);
+    }
     // … and that room is there: the order can be paid for (and other writes go on to 2000)
     const pay = await a.http.post(`/v1/orders/${placed.body.id}/payment`, {}, { token: user.accessToken, idempotencyKey: randomUUID(), ...xff('10.15.0.1') });
     expect(pay.status).toBe(201);
     const put = (quantity: number) =>
       a.http.put(`/v1/cart/items/${productId}`, { quantity }, { token: user.accessToken, ...xff('10.15.0.1') });
-    for (let i = 0; i < 3; i++) expect((await put(1 + i)).status).toBe(200);
+    for (let i = 0; i < 4; i++) expect((await put(1 + (i % 3))).status).toBe(200);
     const last = await put(1);
     expect(last.status).toBe(200);
     expect(last.headers.get('ratelimit')).toMatch(/"user-writes-day";r=0;t=\d+$/);

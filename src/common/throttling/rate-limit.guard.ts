@@ -69,11 +69,11 @@ abstract class RateLimitGuard extends ThrottlerGuard {
     @InjectThrottlerOptions() options: ThrottlerModuleOptions,
     // explicit: the base class's own @InjectThrottlerStorage() (the in-memory store) would
     // otherwise be inherited for this parameter
-    @Inject(RedisThrottlerStorage) storage: RedisThrottlerStorage,
+    @Inject(RedisThrottlerStorage) private readonly counters: RedisThrottlerStorage,
     reflector: Reflector,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {
-    super(options, storage, reflector);
+    super(options, counters, reflector);
   }
 
   protected abstract phase(): RateLimitPhase;
@@ -112,6 +112,12 @@ abstract class RateLimitGuard extends ThrottlerGuard {
     const allowed = limit - headroom;
     const record = await this.count(policy, key, ttl, allowed, reply);
     if (!record) return true; // store unavailable, fail-open policy
+    if (record.isBlocked && headroom > 0) {
+      // refused for the room it needed: the refusal does not spend that room (a customer
+      // clicking "order" again keeps the writes that pay for or cancel the order placed)
+      await this.counters.giveBack(key);
+      record.totalHits--;
+    }
 
     appendListHeader(reply, 'RateLimit-Policy', policyHeaderItem(policy.name, limit, ttl / 1000));
     appendListHeader(

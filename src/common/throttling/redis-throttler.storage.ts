@@ -18,6 +18,13 @@ if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1])
 return { hits, ttl }
 `;
 
+/** One hit back, never below zero, the window's expiry kept. */
+const GIVE_BACK = `
+local hits = tonumber(redis.call('GET', KEYS[1]) or '0')
+if hits > 0 then redis.call('DECR', KEYS[1]) end
+return hits
+`;
+
 /** A Redis that answers slower than this counts as unavailable (no request waits on it). */
 export const STORE_TIMEOUT_MS = 500;
 
@@ -46,6 +53,14 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
     @Inject(APP_CONFIG) config: AppConfig,
   ) {
     this.prefix = `${config.redis.keyPrefix}:rl:`;
+  }
+
+  /**
+   * Takes one hit back from a window (a request refused for the room it needed left after it:
+   * the refusal itself must not spend that room). Best effort: a Redis that cannot answer keeps it.
+   */
+  async giveBack(key: string): Promise<void> {
+    await withTimeout(this.redis.eval(GIVE_BACK, 1, this.prefix + key), STORE_TIMEOUT_MS).catch(() => undefined);
   }
 
   async increment(
