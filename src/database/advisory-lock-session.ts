@@ -95,7 +95,7 @@ export class AdvisoryLockSession {
    */
   private readonly doubtful = new Map<number, Backend>();
   private readonly backends = new WeakMap<Client, Backend>();
-  /** Until then connect() fails at once: its last attempt could not connect. */
+  /** Until then (performance.now()) connect() fails at once: its last attempt timed out (failFastMs). */
   private unreachableUntil = 0;
   private closed = false;
   /** The session's statements, one at a time (a pg client runs one query at a time). */
@@ -255,14 +255,14 @@ export class AdvisoryLockSession {
     }
     // gone, locks included (a backend releases them on its way out); polled: the one-argument
     // pg_terminate_backend does not wait (its timeout form needs PostgreSQL 14)
-    for (const deadline = Date.now() + TERMINATE_WAIT_MS; rows.length > 0; ) {
+    for (const deadline = performance.now() + TERMINATE_WAIT_MS; rows.length > 0; ) {
       const left = await session.query<{ pid: number }>(
         `SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])
          UNION SELECT pid FROM pg_locks WHERE pid = ANY($1::int[]) AND locktype = 'advisory'`,
         [rows.map((r) => r.pid)],
       );
       if (left.rows.length === 0) break;
-      if (Date.now() >= deadline) {
+      if (performance.now() >= deadline) {
         // the server too busy to end a backend: unreachable in effect (ETIMEDOUT: a 503, and
         // counted by the breaker like any connection timeout)
         throw Object.assign(
