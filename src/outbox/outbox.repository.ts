@@ -21,6 +21,10 @@ const truncate = (text: string, max: number): string => {
  * (`next_attempt_at`) is set and judged on PostgreSQL's clock, never a process's: a writer whose
  * clock ran ahead would hold its events back, a relay whose clock lagged would not see them due.
  */
+/** A row's next attempt `delayMs` from now, on the database's clock. */
+const dueAfter = (delayMs: number) => () =>
+  `statement_timestamp() + interval '${Math.max(0, Math.round(delayMs))} milliseconds'`;
+
 @Injectable()
 export class OutboxRepository {
   constructor(
@@ -126,7 +130,7 @@ export class OutboxRepository {
           {
             attempts: () => 'GREATEST(attempts - 1, 0)',
             lastError: truncate(error, 2000),
-            nextAttemptAt: () => `statement_timestamp() + interval '${Math.max(0, Math.round(delayMs))} milliseconds'`,
+            nextAttemptAt: dueAfter(delayMs),
           },
         ),
     );
@@ -142,7 +146,7 @@ export class OutboxRepository {
           {
             status: dead ? 'dead' : PENDING,
             lastError: truncate(error, 2000),
-            nextAttemptAt: () => `statement_timestamp() + interval '${Math.max(0, Math.round(delayMs))} milliseconds'`,
+            nextAttemptAt: dueAfter(delayMs),
           },
         ),
     );
