@@ -1,12 +1,16 @@
 import { ValidateBy, ValidationOptions, buildMessage } from 'class-validator';
 
+/** The bidirectional embedding, override and isolate controls (U+202A–U+202E, U+2066–U+2069). */
+const DIRECTION_RANGES = '\\u202A-\\u202E\\u2066-\\u2069';
+const DIRECTION_CONTROLS = new RegExp(`[${DIRECTION_RANGES}]`);
+
 /**
  * What a name must not hold: line and paragraph breaks (CR, LF, NEL, U+2028/2029), TAB, and the
- * bidirectional controls (U+202A–U+202E, U+2066–U+2069). A name is shown on one line — in an
- * email's greeting, an order line, a page — and one with breaks or reordering controls could pose
- * as text of its own there (a customer naming themselves "…\n\nYour payment failed. Pay at …").
+ * bidirectional controls. A name is shown on one line — on an order, a review, a page — and one
+ * with breaks or reordering controls could pose as text of its own there (a customer naming
+ * themselves "…\n\nYour payment failed. Pay at …").
  */
-const NOT_ONE_LINE = /[\t\n\r\u0085\u2028\u2029\u202A-\u202E\u2066-\u2069]/;
+const NOT_ONE_LINE = new RegExp(`[\\t\\n\\r\\u0085\\u2028\\u2029${DIRECTION_RANGES}]`);
 
 /** Refuses a string that is not a single line of plain text (see NOT_ONE_LINE). */
 export function SingleLine(options?: ValidationOptions): PropertyDecorator {
@@ -25,9 +29,6 @@ export function SingleLine(options?: ValidationOptions): PropertyDecorator {
     options,
   );
 }
-
-/** The bidirectional embedding, override and isolate controls. */
-const DIRECTION_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/;
 
 /** `text` without bidirectional controls (for text stored before they were refused). */
 export function withoutDirectionControls(text: string): string {
