@@ -175,7 +175,12 @@ export class AuthService {
           this.refreshTokens.lockLiveFamily(spent.familyId),
           this.revoked.isRevoked(spent.familyId),
         ]);
-        if (!live || marked) return { status: 'invalid' as const };
+        if (!live) return { status: 'invalid' as const };
+        // Marked but live: a revocation not committed yet (a reuse's, PendingRevocations
+        // commits it) — or none ever will (a password change rolled back after marking). The
+        // spend rolls back with the 401, so the token works again once the mark lapses (one
+        // access-token lifetime) rather than dying with a change that did not happen.
+        if (marked) throw invalidRefresh();
         // one account's refreshes are limited (each rotation keeps a row while its session
         // lives): over the limit, a 429, and this transaction — the spend — rolls back, so the
         // same token works once the window has passed

@@ -115,6 +115,26 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
       await a.db.pool.query(`DROP FUNCTION ${trigger}()`);
     }
     expect(await meStatusBecomes(b.http, s.accessToken, 401)).toBe(401);
+
+    // The change rolled back, so the sessions are live in the database and only marked: a
+    // refresh meanwhile is refused, but its spend rolls back with the 401 — the token works again
+    // once the mark lapses (one access-token lifetime), it is neither spent for good nor, shown
+    // again, taken for a stolen token's reuse.
+    const tokenRow = async () =>
+      (
+        await a.db.pool.query(
+          `SELECT t.spent_at, f.revoked_at FROM refresh_tokens t JOIN refresh_token_families f ON f.id = t.family_id WHERE t.token_hash = $1`,
+          [sha256(s.refreshToken)],
+        )
+      ).rows[0] as { spent_at: Date | null; revoked_at: Date | null };
+    for (const http of [a.http, b.http]) {
+      const refreshed = await http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
+      expect(refreshed.status).toBe(401);
+      expect(refreshed.body.code).toBe('REFRESH_TOKEN_INVALID');
+    }
+    expect(await tokenRow()).toEqual({ spent_at: null, revoked_at: null });
+    // and the password is still the old one
+    expect((await a.http.post('/v1/auth/login', { email: s.email, password: s.password })).status).toBe(200);
   });
 
   it('a sign-in with the old password still being verified when the change commits gets no session', async () => {
