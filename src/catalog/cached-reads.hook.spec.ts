@@ -1,4 +1,5 @@
-import { onlyKnownQuery } from './cached-reads.hook';
+import type { FastifyRequest } from 'fastify';
+import { TRACKER_MEMO_KEY_CHARS, clientOf, onlyKnownQuery } from './cached-reads.hook';
 
 describe('cached reads: which URLs may be answered from the cache', () => {
   const id = '3da1f5e3-96cc-4350-843a-cc3b8e0f6cab';
@@ -16,5 +17,23 @@ describe('cached reads: which URLs may be answered from the cache', () => {
     ]) {
       expect({ url, ok: onlyKnownQuery(url) }).toEqual({ url, ok: false });
     }
+  });
+});
+
+describe('cached reads: the per-client tracker memo', () => {
+  const request = (forwarded: string, ip: string) =>
+    ({ headers: { 'x-forwarded-for': forwarded }, socket: { remoteAddress: '10.0.0.1' }, ip }) as unknown as FastifyRequest;
+
+  it('remembers a short X-Forwarded-For chain, never a long one (anonymous clients write it)', () => {
+    const trackers = new Map<string, string>();
+    expect(clientOf(request('203.0.113.7, 10.0.0.2', '203.0.113.7'), trackers)).toBe('ip:203.0.113.7');
+    expect(trackers.size).toBe(1);
+    // 16 KiB headers, each different: answered all the same, none kept
+    for (let i = 0; i < 50; i++) {
+      const long = `${'198.51.100.1, '.repeat(1200)}${i}`;
+      expect(clientOf(request(long, '198.51.100.9'), trackers)).toBe('ip:198.51.100.9');
+    }
+    expect(trackers.size).toBe(1);
+    expect([...trackers.keys()].every((k) => k.length <= TRACKER_MEMO_KEY_CHARS)).toBe(true);
   });
 });

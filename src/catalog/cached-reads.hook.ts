@@ -117,13 +117,18 @@ export function cachedReadsHook(cache: CatalogCache, options: CachedReadsOptions
  * The per-IP tracker of the `default` policy (IPv6 per /64). Behind a trusted proxy, resolving
  * `request.ip` parses X-Forwarded-For against the trust list (about a microsecond, a few
  * percent of a cache hit), and its result depends only on the socket address and that header:
- * remembered for the next request of the same client (a bounded memo, dropped when full).
+ * remembered for the next request of the same client (a bounded memo, dropped when full). The
+ * header is the client's to write: only a short one is remembered, so that anonymous requests
+ * with long, distinct headers (up to Node's 16 KiB each) cannot pin 10,000 of them in memory.
  */
 const TRACKER_MEMO = 10_000;
-function clientOf(request: FastifyRequest, trackers: Map<string, string>): string {
+/** The longest memo key (socket address, `|`, X-Forwarded-For): a chain of a few hops. */
+export const TRACKER_MEMO_KEY_CHARS = 256;
+export function clientOf(request: FastifyRequest, trackers: Map<string, string>): string {
   const forwarded = request.headers['x-forwarded-for'];
   if (forwarded === undefined) return trackerOf(request.ip);
   const key = `${request.socket.remoteAddress ?? ''}|${String(forwarded)}`;
+  if (key.length > TRACKER_MEMO_KEY_CHARS) return trackerOf(request.ip);
   let tracker = trackers.get(key);
   if (tracker === undefined) {
     tracker = trackerOf(request.ip);
