@@ -7,13 +7,16 @@ export const REDIS = Symbol('REDIS');
 
 /**
  * Fail fast instead of queueing: when Redis is down, callers get an error at once and
- * fall back (cache → database, health → 503) rather than hanging.
+ * fall back (cache → database, health → 503) rather than hanging. A command whose reply the
+ * dropped connection took is failed too, never sent again on the next connection
+ * (`maxRetriesPerRequest: 0`): Redis may have run it already, and the counters here (failed
+ * sign-ins, rate limits) must not count one request twice — the caller's error path decides.
  */
-function createRedisClient(url: string, name: string): Redis {
+export function createRedisClient(url: string, name: string): Redis {
   return new Redis(url, {
     connectionName: name,
     enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
+    maxRetriesPerRequest: 0,
     connectTimeout: 2000,
     retryStrategy: (times) => Math.min(times * 200, 2000),
   });

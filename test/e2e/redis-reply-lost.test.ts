@@ -1,0 +1,90 @@
+import { randomUUID } from 'node:crypto';
+import { AddressInfo, Server, Socket, createServer, connect } from 'node:net';
+import Redis from 'ioredis';
+import { createRedisClient } from '../../src/redis/redis.module';
+import { waitFor } from '../support/wait-for';
+
+// A Redis connection that drops after Redis ran a command but before its reply arrived: the
+// app's client fails that command, and never sends it again on the next connection — the
+// failed-sign-in and rate-limit counters are INCRs and scripts, which must count a request once.
+
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/** A TCP proxy to Redis that can swallow the next reply and drop the client's connection. */
+async function startReplyDroppingProxy(target: URL): Promise<{
+  url: string;
+  loseNextReply(): void;
+  close(): Promise<void>;
+}> {
+  let lose = false;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const upstream = connect(Number(target.port || 6379), target.hostname);
+    sockets.add(client).add(upstream);
+    client.on('data', (d) => upstream.write(d));
+    upstream.on('data', (d) => {
+      if (!lose) return void client.write(d);
+      lose = false; // Redis has run it; the client never hears
+      client.destroy();
+      upstream.destroy();
+    });
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('close', end).on('error', end);
+    upstream.on('close', end).on('error', end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    loseNextReply: () => {
+      lose = true;
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+describe('Redis: a command whose reply was lost', () => {
+  let direct: Redis;
+  beforeAll(() => {
+    direct = new Redis(REDIS_URL);
+  });
+  afterAll(async () => {
+    await direct.quit();
+  });
+
+  it('fails, and is not run a second time when the client reconnects', async () => {
+    const proxy = await startReplyDroppingProxy(new URL(REDIS_URL));
+    const client = createRedisClient(proxy.url, 'reply-lost-test');
+    client.on('error', () => undefined);
+    const key = `test:reply-lost:${randomUUID()}`;
+    try {
+      await waitFor('the client to connect', () => client.ping(), {
+        timeoutMs: 5000,
+        intervalMs: 50,
+        retryErrors: true,
+      });
+      proxy.loseNextReply();
+      await expect(client.incr(key)).rejects.toThrow();
+      // back on a new connection: whatever it would resend has been sent before this answers
+      await waitFor('the client to reconnect', () => client.ping(), {
+        timeoutMs: 10_000,
+        intervalMs: 50,
+        retryErrors: true,
+      });
+      expect(await client.get(key)).toBe('1');
+      expect(await direct.get(key)).toBe('1');
+    } finally {
+      client.disconnect();
+      await proxy.close();
+      await direct.del(key);
+    }
+  });
+});
