@@ -27,7 +27,7 @@ const RELEVANCE_SCORE = `(
   0.5 * (p.units_sold::float8 / greatest($maxUnits::float8, 1))
   + 0.3 * (CASE WHEN p.rating_count = 0 THEN 0 ELSE p.rating_sum::float8 / p.rating_count / 5 END)
   + 0.2 * greatest(0, 1 - extract(epoch FROM ($asOf::timestamptz - p.created_at)) / 2592000)
-  + CASE WHEN $q::text IS NULL THEN 0 ELSE ts_rank(p.search, websearch_to_tsquery('simple', $q::text)) END
+  + CASE WHEN $q::text IS NULL THEN 0 ELSE ts_rank(p.search, websearch_to_tsquery('simple', normalize($q::text, NFKC))) END
 )`;
 
 export const SORTS: Record<ProductSort, SortSpec> = {

@@ -257,7 +257,8 @@ export class ProductRepository {
     }
     const where = ['p.active'];
     if (query.categoryId) where.push(`p.category_id = ${bind(query.categoryId)}`);
-    if (query.q) where.push(`p.search @@ websearch_to_tsquery('simple', ${bind(query.q)})`);
+    // the query's words in the NFKC form the vector holds (1763800028000-SearchNormalized.ts)
+    if (query.q) where.push(`p.search @@ websearch_to_tsquery('simple', normalize(${bind(query.q)}, NFKC))`);
     const dir = spec.descending ? 'DESC' : 'ASC';
     if (query.after) {
       const cmp = spec.descending ? '<' : '>';

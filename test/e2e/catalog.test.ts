@@ -187,6 +187,25 @@ describe('catalog: admin writes, reads, cache', () => {
     expect(pans.body.items.map((i: { id: string }) => i.id)).toEqual([b.id]);
   });
 
+  it('finds a word whatever Unicode form it was entered or searched in (NFKC on both sides)', async () => {
+    const cumin = await createProduct(t, admin, { name: 'Jeera \u095B\u0940\u0930\u093E', description: 'Whole seeds' });
+    const cafe = await createProduct(t, admin, { name: 'Caf\u00E9 blend', description: 'Ground coffee' });
+    const tea = await createProduct(t, admin, { name: 'Masala chai', description: 'Loose \uFF34\uFF25\uFF21 leaves' });
+    const found = async (q: string) => {
+      const res = await t.http.get(`/v1/products?q=${encodeURIComponent(q)}&limit=100`);
+      expect(res.status).toBe(200);
+      return res.body.items.map((i: { id: string }) => i.id) as string[];
+    };
+    expect(await found('\u091C\u093C\u0940\u0930\u093E')).toContain(cumin.id); // decomposed nukta
+    expect(await found('\u095B\u0940\u0930\u093E')).toContain(cumin.id);
+    expect(await found('Cafe\u0301')).toContain(cafe.id); // combining acute
+    expect(await found('tea')).toContain(tea.id); // full-width letters in the description
+    expect(await found('\uFF43\uFF41\uFF46\uFF45\u0301')).toContain(cafe.id);
+    // ranked by the same words (the relevance sort's ts_rank reads the normalized query too)
+    const ranked = await t.http.get(`/v1/products?q=${encodeURIComponent('Cafe\u0301')}&sort=relevance&limit=100`);
+    expect(ranked.body.items.map((i: { id: string }) => i.id)).toContain(cafe.id);
+  });
+
   it('ranks by relevance: popularity, rating and recency weighted 0.5 / 0.3 / 0.2', async () => {
     const cat = await createCategory(t, admin);
     const popular = await createProduct(t, admin, { categoryId: cat.id });
