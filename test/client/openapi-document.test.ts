@@ -135,11 +135,15 @@ describe('the committed OpenAPI document', () => {
     expect(problem?.required?.sort()).toEqual(['code', 'detail', 'requestId', 'status', 'title', 'type']);
     expect(Object.keys(problem?.properties ?? {}).sort()).toEqual([
       'code',
+      'delta', // STOCK_BELOW_RESERVED's figures
       'detail',
+      'details', // the readiness probe's dependencies
       'errors',
       'limits', // PURCHASE_LIMIT_EXCEEDED's caps
+      'onHand',
       'products', // INSUFFICIENT_STOCK's and PRODUCT_UNAVAILABLE's products
       'requestId',
+      'reserved',
       'status',
       'title',
       'type',

@@ -675,7 +675,7 @@ export interface components {
              */
             productId?: string;
         };
-        /** @description RFC 9457 problem details, the body of every error (`application/problem+json`). Some codes add extension members: `products` on INSUFFICIENT_STOCK and PRODUCT_UNAVAILABLE, `limits` on PURCHASE_LIMIT_EXCEEDED, `details` on SERVICE_UNAVAILABLE from the readiness probe. */
+        /** @description RFC 9457 problem details, the body of every error (`application/problem+json`). Some codes add extension members: `products` on INSUFFICIENT_STOCK and PRODUCT_UNAVAILABLE, `limits` on PURCHASE_LIMIT_EXCEEDED, `onHand`, `reserved` and `delta` on STOCK_BELOW_RESERVED, `details` on SERVICE_UNAVAILABLE from the readiness probe. */
         Problem: {
             /**
              * Format: uri
@@ -698,6 +698,41 @@ export interface components {
             products?: components["schemas"]["ProblemProduct"][];
             /** @description The caps passed (PURCHASE_LIMIT_EXCEEDED) */
             limits?: components["schemas"]["PurchaseLimitBreach"][];
+            /**
+             * @description Units on hand when refused (STOCK_BELOW_RESERVED)
+             * @example 12
+             */
+            onHand?: number;
+            /**
+             * @description Units reserved when refused (STOCK_BELOW_RESERVED)
+             * @example 12
+             */
+            reserved?: number;
+            /**
+             * @description The adjustment refused (STOCK_BELOW_RESERVED)
+             * @example -4
+             */
+            delta?: number;
+            /**
+             * @description Each dependency and its status, with the database breaker's state (SERVICE_UNAVAILABLE from the readiness probe)
+             * @example {
+             *       "database": {
+             *         "status": "up",
+             *         "breaker": "closed"
+             *       },
+             *       "redis": {
+             *         "status": "down"
+             *       }
+             *     }
+             */
+            details?: {
+                [key: string]: {
+                    /** @example down */
+                    status: string;
+                    /** @example open */
+                    breaker?: string;
+                };
+            };
         };
         DependencyStatusDto: {
             /** @enum {string} */
@@ -902,7 +937,7 @@ export interface components {
             imageId: string;
             /**
              * Format: uri
-             * @description PUT the image bytes here, with the declared Content-Type
+             * @description PUT exactly `sizeBytes` bytes here with the declared Content-Type (both are signed into the URL: another Content-Length or a chunked body is refused by the store), before `expiresAt`
              */
             uploadUrl: string;
             /** Format: date-time */

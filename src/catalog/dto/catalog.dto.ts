@@ -193,7 +193,11 @@ export class CreateImageUploadDto {
 
 export class ImageUploadDto {
   @ApiProperty({ format: 'uuid' }) imageId!: string;
-  @ApiProperty({ format: 'uri', description: 'PUT the image bytes here, with the declared Content-Type' })
+  @ApiProperty({
+    format: 'uri',
+    description:
+      'PUT exactly `sizeBytes` bytes here with the declared Content-Type (both are signed into the URL: another Content-Length or a chunked body is refused by the store), before `expiresAt`',
+  })
   uploadUrl!: string;
   @ApiProperty({ format: 'date-time' }) expiresAt!: string;
 }

@@ -62,7 +62,8 @@ export class PurchaseLimitBreachDto {
 const PROBLEM_DESCRIPTION =
   'RFC 9457 problem details, the body of every error (`application/problem+json`). Some codes ' +
   'add extension members: `products` on INSUFFICIENT_STOCK and PRODUCT_UNAVAILABLE, `limits` ' +
-  'on PURCHASE_LIMIT_EXCEEDED, `details` on SERVICE_UNAVAILABLE from the readiness probe.';
+  'on PURCHASE_LIMIT_EXCEEDED, `onHand`, `reserved` and `delta` on STOCK_BELOW_RESERVED, ' +
+  '`details` on SERVICE_UNAVAILABLE from the readiness probe.';
 
 /** The `Problem` schema of the OpenAPI document. */
 @ApiSchema({ name: 'Problem', description: PROBLEM_DESCRIPTION })
@@ -108,6 +109,28 @@ export class ProblemDto {
     description: 'The caps passed (PURCHASE_LIMIT_EXCEEDED)',
   })
   limits?: PurchaseLimitBreachDto[];
+
+  @ApiPropertyOptional({ type: 'integer', description: 'Units on hand when refused (STOCK_BELOW_RESERVED)', example: 12 })
+  onHand?: number;
+
+  @ApiPropertyOptional({ type: 'integer', description: 'Units reserved when refused (STOCK_BELOW_RESERVED)', example: 12 })
+  reserved?: number;
+
+  @ApiPropertyOptional({ type: 'integer', description: 'The adjustment refused (STOCK_BELOW_RESERVED)', example: -4 })
+  delta?: number;
+
+  @ApiPropertyOptional({
+    type: 'object',
+    description:
+      "Each dependency and its status, with the database breaker's state (SERVICE_UNAVAILABLE from the readiness probe)",
+    additionalProperties: {
+      type: 'object',
+      properties: { status: { type: 'string', example: 'down' }, breaker: { type: 'string', example: 'open' } },
+      required: ['status'],
+    },
+    example: { database: { status: 'up', breaker: 'closed' }, redis: { status: 'down' } },
+  })
+  details?: Record<string, { status: string; breaker?: string }>;
 }
 
 export type ProblemStatus = 400 | 401 | 403 | 404 | 409 | 413 | 414 | 415 | 422 | 429 | 500 | 502 | 503;
