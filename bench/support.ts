@@ -169,6 +169,12 @@ const API_NODE_OPTIONS =
   process.env.API_NODE_OPTIONS ?? '--max-old-space-size=384 --max-semi-space-size=12';
 
 /**
+ * Node flags NODE_OPTIONS refuses, for the API's command line: `API_NODE_ARGS='--cpu-prof
+ * --cpu-prof-dir=/tmp/prof'` profiles the API under a benchmark's load (written when it stops).
+ */
+const API_NODE_ARGS = (process.env.API_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
+/**
  * Starts the built API (`node dist/main.js`) with production settings and its own secrets;
  * resolves when ready. The Stripe key is a placeholder the benchmarks never use (no payments),
  * aimed at a closed port so nothing can reach Stripe.
@@ -177,7 +183,7 @@ export async function startApi(
   env: Record<string, string>,
 ): Promise<{ url: string; proc: ChildProcess }> {
   const port = await freePort();
-  const proc = spawn(process.execPath, ['dist/main.js'], {
+  const proc = spawn(process.execPath, [...API_NODE_ARGS, 'dist/main.js'], {
     cwd: ROOT,
     env: {
       ...process.env,
