@@ -169,6 +169,19 @@ describe('EmailService', () => {
     expect(deliveries.markSent).not.toHaveBeenCalled();
   });
 
+  it('fails the job without the address a temporary refusal quotes (the job record is kept in Redis)', async () => {
+    const { service, deliveries, transport } = setup();
+    deliveries.claim.mockResolvedValue({ id: 'd1', attempt: 2 });
+    transport.send.mockRejectedValue(
+      Object.assign(new Error("Can't send mail - all recipients were rejected: 450 4.2.0 <alice@example.com>: Recipient address rejected: Greylisted"), { responseCode: 450 }),
+    );
+    const failure = await service.send({ orderId, kind: 'payment_receipt' }).catch((e: Error) => e);
+    expect(failure).toBeInstanceOf(Error);
+    expect((failure as Error).message).toMatch(/Greylisted/);
+    expect((failure as Error).message).not.toMatch(/@|alice/);
+    expect(deliveries.release.mock.calls[0][2]).not.toMatch(/@|alice/);
+  });
+
   it('rethrows the send error even when releasing the claim fails too', async () => {
     const { service, deliveries, transport } = setup();
     transport.send.mockRejectedValue(new Error('smtp down'));

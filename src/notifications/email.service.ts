@@ -173,7 +173,9 @@ export class EmailService {
         .catch((e: unknown) =>
           this.logger.error(`email ${key}: could not release claim: ${String(e)}`),
         );
-      throw err;
+      // the job's failure reason is a record too (BullMQ keeps it in Redis, Bull Board shows
+      // it, for a day of retries and a week after): the cleaned message, never the server's
+      throw new Error(`email ${key} attempt ${claim.attempt} failed: ${message}`);
     }
     // the transport's own record goes only once this attempt has recorded the delivery: were
     // it taken over meanwhile, the attempt that took it needs that record to not send again
