@@ -189,6 +189,10 @@ pg_provision() {
     log "creating role '$PG_USER'"
     pg_admin postgres <<<"CREATE ROLE $PG_USER_IDENT $attrs" >/dev/null || fail "CREATE ROLE failed"
   fi
+  # the app's failing statements are not copied into the server log (a superuser-only setting):
+  # the checkout sends its values inlined, and a refused reservation would log the whole order
+  pg_admin postgres <<<"ALTER ROLE $PG_USER_IDENT SET log_min_error_statement = 'panic'" >/dev/null ||
+    fail "ALTER ROLE … SET log_min_error_statement failed"
   local owner
   owner="$(pg_admin postgres <<<"select pg_get_userbyid(datdba) from pg_database where datname = $PG_DB_LIT")"
   if [ -z "$owner" ]; then

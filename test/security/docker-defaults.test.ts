@@ -36,6 +36,11 @@ describe('the Docker image keeps the secure defaults', () => {
     expect(dev.metricsHost).toBe('127.0.0.1');
   });
 
+  it("the compose file's PostgreSQL copies no failing statement into its log (the checkout's values are inlined)", () => {
+    const compose = readFileSync(join(ROOT, 'docker', 'compose.yml'), 'utf8');
+    expect(compose).toMatch(/command: \["postgres", "-c", "log_min_error_statement=panic"\]/);
+  });
+
   it('the compose file sets no HOST either (production there binds every interface by default)', () => {
     const compose = readFileSync(join(ROOT, 'docker', 'compose.yml'), 'utf8');
     expect(compose).not.toMatch(/^\s+HOST:/m);
