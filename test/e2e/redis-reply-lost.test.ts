@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { AddressInfo, Server, Socket, createServer, connect } from 'node:net';
+import { AddressInfo, Server, Socket, createServer } from 'node:net';
 import Redis from 'ioredis';
 import { createRedisClient } from '../../src/redis/redis.module';
+import { connectUpstream } from '../support/tcp-pair';
 import { waitFor } from '../support/wait-for';
 
 // A Redis connection that drops after Redis ran a command but before its reply arrived: the
@@ -19,23 +20,17 @@ async function startReplyDroppingProxy(target: URL): Promise<{
   let lose = false;
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
-    const upstream = connect(Number(target.port || 6379), target.hostname);
-    sockets.add(client).add(upstream);
+    const { upstream, end } = connectUpstream(
+      client,
+      { host: target.hostname, port: Number(target.port || 6379) },
+      sockets,
+    );
     client.on('data', (d) => upstream.write(d));
     upstream.on('data', (d) => {
       if (!lose) return void client.write(d);
       lose = false; // Redis has run it; the client never hears
-      client.destroy();
-      upstream.destroy();
+      end();
     });
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;

@@ -1,4 +1,5 @@
-import { AddressInfo, Server, Socket, createServer, connect } from 'node:net';
+import { AddressInfo, Server, Socket, createServer } from 'node:net';
+import { connectUpstream } from './tcp-pair';
 
 /**
  * A TCP pass-through in front of PostgreSQL that can cut one connection around its next COMMIT:
@@ -43,21 +44,12 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
 
   const server: Server = createServer((client) => {
     connections++;
-    const upstream = connect(target.port, target.host);
-    sockets.add(client).add(upstream);
+    const { upstream } = connectUpstream(client, target, sockets);
     const cut = () => {
       cuts++;
       client.destroy();
       upstream.destroy();
     };
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
 
     // client → server: the startup message has no type byte; every later one does
     let started = false;
