@@ -246,7 +246,7 @@ export interface AppConfig {
   /**
    * Per-customer caps on open unpaid orders (INVENTORY_RESERVED / PAYMENT_PENDING), the new one
    * included: units of one product held, and number of such orders; and on unpaid orders
-   * abandoned (cancelled by the customer or expired) among those placed in the last 24 h — so
+   * abandoned (cancelled by the customer, expired or declined) among those placed in the last 24 h — so
    * re-ordering when a reservation ends cannot hold stock all day. 0 switches a cap off.
    */
   purchaseLimits: { unitsPerProduct: number; openOrders: number; abandonedPerDay: number };

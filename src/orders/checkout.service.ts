@@ -37,7 +37,7 @@ function purchaseLimitExceeded(breaches: PurchaseLimitBreach[]): DomainError {
     const wait = Math.max(1, abandoned.retryAfter);
     return new DomainError(
       'RATE_LIMITED',
-      `A customer may leave at most ${abandoned.limit} orders unpaid (cancelled or expired) in 24 hours (${abandoned.held} so far); new orders wait until enough of them are a day old.`,
+      `A customer may leave at most ${abandoned.limit} orders unpaid (cancelled, expired or declined) in 24 hours (${abandoned.held} so far); new orders wait until enough of them are a day old.`,
       {
         headers: {
           'Retry-After': String(wait),

@@ -19,8 +19,14 @@ export type PurchaseLimitBreach =
   | { cap: 'abandonedPerDay'; limit: number; held: number; retryAfter: number }
   | { cap: 'unitsPerProduct'; limit: number; held: number; productId: string };
 
-/** Cancellations that mean "held stock, never paid": not a declined card (the bank's doing). */
-const ABANDONED_REASONS = ['CUSTOMER_REQUESTED', 'RESERVATION_EXPIRED'];
+/**
+ * Cancellations that mean "held stock, never paid": cancelled, expired — and declined, which the
+ * customer can cause at will (a 3-D Secure challenge failed on purpose, a wrong CVC) and which
+ * releases the stock at once for the next order: uncounted, one account re-ordered ~1,000 times
+ * a day, each a PaymentIntent at Stripe. Counting declines is also the usual guard against card
+ * testing. A late success refunded is excluded below (the customer did pay).
+ */
+const ABANDONED_REASONS = ['CUSTOMER_REQUESTED', 'RESERVATION_EXPIRED', 'PAYMENT_FAILED'];
 
 /** The breaches carried by the limit check's `purchase_limit_exceeded` error; null for any other error. */
 export function breachesOf(err: unknown): PurchaseLimitBreach[] | null {

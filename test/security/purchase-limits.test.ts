@@ -154,6 +154,32 @@ describe('per-customer purchase limits', () => {
     }
   });
 
+  it('declined payments count as abandoned orders: failing one\'s own card (3-D Secure) in a loop cannot hold stock all day', async () => {
+    const capped = await bootTestApp({
+      db: t.db,
+      env: { PURCHASE_LIMIT_ABANDONED_PER_DAY: '2', RATE_LIMIT_ENABLED: 'true' },
+    });
+    try {
+      const [gina] = await buyers(capped.http, 1);
+      const p = await insertProduct(t.db.pool, { stock: 10 });
+      for (let i = 0; i < 2; i++) {
+        const placed = await placeOrder(capped.http, gina, [{ productId: p, quantity: 5 }]);
+        expect(placed.status).toBe(201);
+        const pay = await capped.http.post(`/v1/orders/${placed.body.id}/payment`, {}, { token: gina.token, idempotencyKey: newKey() });
+        expect(pay.status).toBe(201);
+        await capped.http.post(`/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`, { outcome: 'failed' }, { token: gina.token });
+        await waitForStatus(gina, placed.body.id as string, ['CANCELLED']);
+        const row = await t.db.pool.query(`SELECT cancellation_reason FROM orders WHERE id = $1`, [placed.body.id]);
+        expect(row.rows[0].cancellation_reason).toBe('PAYMENT_FAILED');
+      }
+      const refused = await placeOrder(capped.http, gina, [{ productId: p, quantity: 5 }]);
+      expect([refused.status, refused.body.code]).toEqual([429, 'RATE_LIMITED']);
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 0 });
+    } finally {
+      await capped.close();
+    }
+  }, 60_000);
+
   it('refuses more units of one product than the cap, counting open unpaid orders, with 409', async () => {
     const p = await insertProduct(t.db.pool, { stock: 100 });
 
