@@ -3,7 +3,6 @@ import { Clock } from '../common/time/clock';
 import { TransactionHost, pgErrorCode } from '../database/transaction-host';
 import { InventoryItemEntity } from './entities/inventory-item.entity';
 import { StockMovementEntity } from './entities/stock-movement.entity';
-import { recordOnCommit } from './stock-ledger';
 
 export interface StockLine {
   productId: string;
@@ -134,45 +133,21 @@ export class StockReservationRepository {
   }
 
   /**
-   * Applies the move to the (already locked) rows, one UPDATE per line, and records it
-   * in the ledger with the transaction's COMMIT (recordOnCommit: no round trip of its own while
-   * the rows are locked). release: reserved −= q. commit: on_hand −= q and reserved −= q (the
-   * units leave the shop). CHECK constraints back every bound.
+   * Settles the order's reservation — release: reserved −= q; commit: on_hand −= q and
+   * reserved −= q (the units leave the shop) — with its ledger rows, as a statement sent in the
+   * message that carries the transaction's COMMIT (not last: a checkout's reservation is): the
+   * inventory row locks are taken there, in product id order, and held only while the server
+   * runs the message's statements and commits — not across the transition's round trips and the
+   * event loop's turns, queueing every checkout of a hot product behind each cancel and payment.
+   * The statement calls `settle_stock` (migrations/1763800029000-SettleStock.ts). CHECK
+   * constraints back every bound; the ledger's unique (order, product, kind) makes a second
+   * settle of one kind fail the transaction.
    */
-  async apply(kind: SettleKind, orderId: string, lines: StockLine[]): Promise<void> {
-    const onHandSign = kind === 'commit' ? -1 : 0;
-    const at = this.clock.now();
-    await this.tx.withManager(async (m) => {
-      const moved: StockLine[] = [];
-      for (const line of lines) {
-        const result = await m
-          .createQueryBuilder()
-          .update(InventoryItemEntity)
-          .set({
-            onHand: () => 'on_hand + :onHandDelta',
-            reserved: () => 'reserved - :quantity',
-            updatedAt: at,
-          })
-          .where('product_id = :productId', {
-            productId: line.productId,
-            quantity: line.quantity,
-            onHandDelta: onHandSign * line.quantity,
-          })
-          .execute();
-        if (result.affected) moved.push(line);
-      }
-      recordOnCommit(
-        this.tx,
-        moved.map((line) => ({
-          productId: line.productId,
-          kind,
-          onHandDelta: onHandSign * line.quantity,
-          reservedDelta: -line.quantity,
-          reason: 'order',
-          orderId,
-          createdAt: at,
-        })),
-      );
-    });
+  settleOnCommit(kind: SettleKind, orderId: string, lines: StockLine[]): void {
+    if (lines.length === 0) return;
+    this.tx.sendWithCommit(
+      `SELECT settle_stock($1::text, $2::uuid, $3::uuid[], $4::int[], $5::timestamptz)`,
+      [kind, orderId, lines.map((l) => l.productId), lines.map((l) => l.quantity), this.clock.now()],
+    );
   }
 }

@@ -86,21 +86,19 @@ export class StockReservationService {
    */
   async release(orderId: string): Promise<void> {
     const lines = await this.stock.reservedLines(orderId);
-    const productIds = lines.map((l) => l.productId);
-    await this.stock.lock(productIds);
-    await this.stock.apply('release', orderId, lines);
-    this.tx.afterCommit(() => this.soldOut.cleared(productIds));
+    // the inventory rows are locked and updated in the COMMIT's message (settleOnCommit)
+    this.stock.settleOnCommit('release', orderId, lines);
+    this.tx.afterCommit(() => this.soldOut.cleared(lines.map((l) => l.productId)));
   }
 
   /**
-   * Turns an order's reservation into a sale, counted towards the products' popularity (the
-   * catalog's units_sold, after the inventory rows are locked: once per order). Call only from
-   * the transition to PAID.
+   * Turns an order's reservation into a sale (settled in the COMMIT's message), counted towards
+   * the products' popularity (the catalog's units_sold: once per order, as the transition to PAID
+   * happens once — its guarded UPDATE holds the order row). Call only from that transition.
    */
   async commit(orderId: string): Promise<void> {
     const lines = await this.stock.reservedLines(orderId);
-    await this.stock.lock(lines.map((l) => l.productId));
-    await this.stock.apply('commit', orderId, lines);
+    this.stock.settleOnCommit('commit', orderId, lines);
     await this.products.addUnitsSold(lines, 1);
   }
 

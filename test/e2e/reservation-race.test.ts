@@ -44,7 +44,7 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
     tx.run(async () => {
       const [row] = await stock.lock([productId]);
       if (row.reserved < 1) return false;
-      await stock.apply(kind, randomUUID(), [{ productId, quantity: 1 }]);
+      stock.settleOnCommit(kind, randomUUID(), [{ productId, quantity: 1 }]);
       return true;
     });
 
