@@ -21,6 +21,9 @@ import { WorkerDrain } from './queue/worker-drain';
  * housekeeping), the queues with one processor each, the job handlers (service methods marked
  * `@OnJob`, found at boot), the outbox relay and the schedulers.
  */
+/** Jobs of the orders queue one worker process runs at once (expiries and their sweep). */
+const ORDERS_QUEUE_CONCURRENCY = 4;
+
 @Module({})
 export class WorkerModule {
   static register(config: AppConfig): DynamicModule {
@@ -31,6 +34,10 @@ export class WorkerModule {
         OutboxPublisher,
         OutboxRelay,
         ...queueProcessors({
+          // several jobs at once (their handlers are guarded transitions, safe side by side): an
+          // expiry that asks a slow payment provider about an intent (seconds) must not hold the
+          // expiry of unpaid orders, nor the sweep, behind it
+          [QueueName.Orders]: { concurrency: ORDERS_QUEUE_CONCURRENCY },
           // the custom backoff of payments.settle-refund (SETTLE_REFUND_JOB_OPTIONS)
           [QueueName.Payments]: { settings: { backoffStrategy: paymentsBackoff } },
           // email.send's capped backoff, a day of retries (EMAIL_JOB_OPTIONS); an email whose

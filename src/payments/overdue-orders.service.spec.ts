@@ -48,3 +48,52 @@ describe('OverdueOrders with the gateway not answering', () => {
     expect(finalizer.settleOverdue).toHaveBeenCalledTimes(1);
   });
 });
+
+describe('OverdueOrders sweep with a slow gateway', () => {
+  it('releases every overdue order without a payment before asking the gateway about any (oldest first within each pass)', async () => {
+    const calls: string[] = [];
+    const live = new Set(['paying-old', 'unpaid-new', 'paying-new', 'unpaid-newer']);
+    const orders = mockOf<OrderRepository>(
+      {
+        reservationDueIn: async (id: string) => (live.has(id) ? 0 : null),
+        findOverdueReservations: async (_limit: number, excluding: string[] = []) =>
+          ['paying-old', 'unpaid-new', 'paying-new', 'unpaid-newer'].filter((id) => live.has(id) && !excluding.includes(id)),
+      },
+      'orders',
+    );
+    const payments = mockOf<PaymentRepository>(
+      { findByOrder: async (id: string) => (id.startsWith('paying') ? { status: 'requires_payment_method' } : null) },
+      'payments',
+    );
+    const finalizer = mockOf<PaymentFinalizer>(
+      {
+        // seconds per answer at a slow gateway: the intent is cancelled there, the order may expire
+        settleOverdue: async (id: string) => {
+          calls.push(`ask ${id}`);
+          return { kind: 'cancelled', orderId: id };
+        },
+      },
+      'finalizer',
+    );
+    const expiry = mockOf<ReservationExpiryService>(
+      {
+        expire: async (id: string) => {
+          calls.push(`expire ${id}`);
+          live.delete(id);
+          return true;
+        },
+      },
+      'expiry',
+    );
+    const overdue = new OverdueOrders(orders, payments, finalizer, expiry);
+    expect(await overdue.sweep()).toBe(4);
+    expect(calls).toEqual([
+      'expire unpaid-new',
+      'expire unpaid-newer',
+      'ask paying-old',
+      'expire paying-old',
+      'ask paying-new',
+      'expire paying-new',
+    ]);
+  });
+});

@@ -93,12 +93,23 @@ export class OverdueOrders {
     return delayJob(job, token, Date.now() + dueIn + EXPIRY_GRACE_MS);
   }
 
-  /** The safety net: settles every overdue order, in batches (one that fails waits for the next run). */
+  /**
+   * The safety net: settles every overdue order, in batches (one that fails waits for the next
+   * run). Two passes: first every order without an open payment (the database alone decides,
+   * milliseconds each), then those whose payment the gateway must be asked about — so a slow
+   * gateway (seconds per answer, under its timeout) never holds the release of unpaid stock
+   * behind the paying orders whose deadlines came first.
+   */
   @OnJob(JobName.SweepExpiredReservations)
   async sweep(): Promise<number> {
+    const unpaid = await this.sweepPass(false);
+    return unpaid + (this.gatewayDown() ? 0 : await this.sweepPass(true));
+  }
+
+  private async sweepPass(askGateway: boolean): Promise<number> {
     let expired = 0;
-    let gatewayDown = this.gatewayDown();
-    // left as they are this run (not expired): excluded from the next batches. Expired ones leave
+    let gatewayDown = !askGateway;
+    // left as they are this pass (not expired): excluded from the next batches. Expired ones leave
     // the query by themselves, so the list stays as short as what is left, however long the run.
     const seen: string[] = [];
     const asked = new Set<string>();
@@ -106,13 +117,13 @@ export class OverdueOrders {
       const due = await this.orders.findOverdueReservations(SWEEP_BATCH, seen);
       for (const id of due) {
         if (asked.has(id)) {
-          seen.push(id); // reported expired, yet still due: never asked twice in one run
+          seen.push(id); // reported expired, yet still due: never asked twice in one pass
           continue;
         }
         asked.add(id);
         try {
           if (await this.settle(id, { askGateway: !gatewayDown })) expired++;
-          else seen.push(id); // left as it is (a debit in flight): not asked again this run
+          else seen.push(id); // left as it is (a payment open, a debit in flight): not asked again this pass
         } catch (err) {
           seen.push(id);
           this.logger.warn(`overdue order ${id} not settled yet: ${(err as Error).message}`);
