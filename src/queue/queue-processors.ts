@@ -1,6 +1,7 @@
 import { Processor, WorkerHost } from '@nestjs/bullmq';
 import { Inject, Type } from '@nestjs/common';
 import type { Job } from 'bullmq';
+import { delayJob } from './delay-job';
 import { JobHandlers } from './job-handlers';
 import { JOB_QUEUE, QUEUES, QueueName, isJobName } from './queues';
 import { WORKER_OPTIONS, type QueueWorkerOptions } from './worker-options';
@@ -17,13 +18,28 @@ export abstract class QueueProcessor extends WorkerHost {
     super();
   }
 
+  /**
+   * A job name this build does not know comes from a newer one (a rolling deploy: its API or
+   * worker added the job while this worker still runs): put back for a minute without spending an
+   * attempt, for a worker that knows it — as the outbox relay does with a topic it does not know —
+   * rather than failed after its attempts while such a worker sits idle. Past an hour it is no
+   * deploy any more: refused as any other (BullMQ's attempts, then the failed set).
+   */
   async process(job: Job, token?: string): Promise<unknown> {
+    if (!isJobName(job.name) && token && Date.now() - job.timestamp < UNKNOWN_JOB_PATIENCE_MS) {
+      return delayJob(job, token, Date.now() + UNKNOWN_JOB_RETRY_MS);
+    }
     if (!isJobName(job.name) || JOB_QUEUE[job.name] !== this.queue) {
       throw new Error(`the ${this.queue} queue has no job ${job.name}`);
     }
     return this.handlers.process(job, token);
   }
 }
+
+/** How long a job of a name this build does not know waits for a worker that knows it. */
+const UNKNOWN_JOB_RETRY_MS = 60_000;
+/** How old such a job may be and still be waited for (a rolling deploy's length, generously). */
+const UNKNOWN_JOB_PATIENCE_MS = 60 * 60_000;
 
 function queueProcessor(queue: QueueName, options: QueueWorkerOptions): Type<QueueProcessor> {
   @Processor(queue, { ...WORKER_OPTIONS, ...options })
