@@ -14,6 +14,21 @@ const EXPIRY_GRACE_MS = 250;
 const SWEEP_BATCH = 200;
 /** How long a gateway that did not answer is not asked again by the expiry (the sweeper runs every minute). */
 const GATEWAY_DOWN_MEMO_MS = 30_000;
+/**
+ * Questions to the gateway about overdue orders one process asks at once. The orders queue runs
+ * a few jobs at once (worker.module.ts): a slow gateway (seconds per answer, under its timeout)
+ * may hold at most this many of them, so the expiry of unpaid orders always finds a free one.
+ */
+const GATEWAY_ASKERS = 2;
+/** When a per-order expiry found every asker busy: it looks again this much later. */
+const ASKERS_BUSY_RETRY_MS = 10_000;
+
+/** Every asker of this process is waiting on the gateway: the order is asked about later. */
+class AskersBusy extends Error {
+  constructor() {
+    super('every gateway asker is busy');
+  }
+}
 
 /**
  * Orders past their reservation deadline (API.md: a reservation not paid for within the window
@@ -36,6 +51,10 @@ export class OverdueOrders {
    * orders queue — and the expiry of every order without a payment — behind them.
    */
   private gatewayDownUntil = 0;
+  /** Gateway questions this process is waiting on now (at most GATEWAY_ASKERS). */
+  private asking = 0;
+  /** A sweep is running in this process: the scheduler's next one (BullMQ adds it when this one starts) skips. */
+  private sweeping = false;
 
   constructor(
     private readonly orders: OrderRepository,
@@ -56,9 +75,15 @@ export class OverdueOrders {
     if (payment && payment.status !== 'canceled') {
       // a debit in flight was submitted in time: its event (or the stale-payment pass) settles it
       if (payment.status === 'processing' || opts.askGateway === false) return false;
-      // outside any transaction: gateway calls
-      const outcome = await this.finalizer.settleOverdue(orderId);
-      if (outcome.kind === 'intent-open') return false;
+      if (this.asking >= GATEWAY_ASKERS) throw new AskersBusy();
+      this.asking++;
+      try {
+        // outside any transaction: gateway calls
+        const outcome = await this.finalizer.settleOverdue(orderId);
+        if (outcome.kind === 'intent-open') return false;
+      } finally {
+        this.asking--;
+      }
     }
     // guarded: a no-op for an order the answer made PAID, and for one whose payment was started
     // after the read above (its intent must be asked first, on the next run)
@@ -80,6 +105,8 @@ export class OverdueOrders {
     try {
       if (await this.settle(orderId, { askGateway: !this.gatewayDown() })) return true;
     } catch (err) {
+      // the gateway is slow and this process already waits on it enough: not another slot held
+      if (err instanceof AskersBusy && token) return delayJob(job, token, Date.now() + ASKERS_BUSY_RETRY_MS);
       // the gateway is down: the sweeper asks again every minute; retrying here would hold the
       // orders queue (and the expiry of orders without a payment) on the gateway's timeouts
       if (!isGatewayUnavailable(err)) throw err;
@@ -102,8 +129,14 @@ export class OverdueOrders {
    */
   @OnJob(JobName.SweepExpiredReservations)
   async sweep(): Promise<number> {
-    const unpaid = await this.sweepPass(false);
-    return unpaid + (this.gatewayDown() ? 0 : await this.sweepPass(true));
+    if (this.sweeping) return 0;
+    this.sweeping = true;
+    try {
+      const unpaid = await this.sweepPass(false);
+      return unpaid + (this.gatewayDown() ? 0 : await this.sweepPass(true));
+    } finally {
+      this.sweeping = false;
+    }
   }
 
   private async sweepPass(askGateway: boolean): Promise<number> {
@@ -126,6 +159,7 @@ export class OverdueOrders {
           else seen.push(id); // left as it is (a payment open, a debit in flight): not asked again this pass
         } catch (err) {
           seen.push(id);
+          if (err instanceof AskersBusy) continue; // the per-order jobs are asking: the next run
           this.logger.warn(`overdue order ${id} not settled yet: ${(err as Error).message}`);
           // one timeout per run, not one per order with a payment; the others still expire
           if (isGatewayUnavailable(err)) {
