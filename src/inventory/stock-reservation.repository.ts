@@ -1,18 +1,11 @@
 import { Injectable } from '@nestjs/common';
 import { Clock } from '../common/time/clock';
 import { TransactionHost, pgErrorCode } from '../database/transaction-host';
-import { InventoryItemEntity } from './entities/inventory-item.entity';
 import { StockMovementEntity } from './entities/stock-movement.entity';
 
 export interface StockLine {
   productId: string;
   quantity: number;
-}
-
-export interface LockedStock {
-  productId: string;
-  onHand: number;
-  reserved: number;
 }
 
 /** A product's availability (on_hand − reserved) as a committed reservation left it. */
@@ -51,21 +44,6 @@ export class StockReservationRepository {
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
   ) {}
-
-  /** SELECT … FOR UPDATE the inventory rows of these products, in id order. */
-  async lock(productIds: string[]): Promise<LockedStock[]> {
-    if (productIds.length === 0) return [];
-    const items = await this.tx.withManager((m) =>
-      m
-        .getRepository(InventoryItemEntity)
-        .createQueryBuilder('i')
-        .where('i.productId IN (:...productIds)', { productIds })
-        .orderBy('i.productId')
-        .setLock('pessimistic_write')
-        .getMany(),
-    );
-    return items.map((i) => ({ productId: i.productId, onHand: i.onHand, reserved: i.reserved }));
-  }
 
   /**
    * Reserves every line or none, as the order transaction's final statement, sent together with

@@ -36,17 +36,15 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
     await t?.close();
   });
 
-  const reserve = (lines: StockLine[]) =>
-    tx.run(async () => stock.reserveAllOnCommit(randomUUID(), lines, (err) => err));
+  const reserve = (lines: StockLine[], orderId = randomUUID()) =>
+    tx.run(async () => stock.reserveAllOnCommit(orderId, lines, (err) => err));
 
-  /** Gives back (release) or sells (commit) one reserved unit, as the order transitions do. */
-  const settleOne = (productId: string, kind: 'release' | 'commit') =>
-    tx.run(async () => {
-      const [row] = await stock.lock([productId]);
-      if (row.reserved < 1) return false;
-      stock.settleOnCommit(kind, randomUUID(), [{ productId, quantity: 1 }]);
-      return true;
-    });
+  /**
+   * Gives back (release) or sells (commit) a reservation made earlier, as the order transitions
+   * do: settle_stock sent with the COMMIT, which takes the row lock itself (no lock here first).
+   */
+  const settle = (kind: 'release' | 'commit', orderId: string, lines: StockLine[]) =>
+    tx.run(async () => stock.settleOnCommit(kind, orderId, lines));
 
   async function ledgerOf(productId: string) {
     const { rows } = await t.db.pool.query(
@@ -107,10 +105,15 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
     const loop = async (step: (i: number) => Promise<void>) => {
       for (let i = 0; going(); i++) await step(i);
     };
+    // reservations made and not settled yet, for the settlers to release or sell
+    const held: { orderId: string; lines: StockLine[] }[] = [];
     const reserver = (n: number) =>
       loop(async (i) => {
         try {
-          await reserve([{ productId, quantity: 1 + ((n + i) % 2) }]);
+          const orderId = randomUUID();
+          const lines = [{ productId, quantity: 1 + ((n + i) % 2) }];
+          await reserve(lines, orderId);
+          held.push({ orderId, lines });
           seen.reserved++;
         } catch (err) {
           if (shortfallsOf(err)) seen.short++;
@@ -120,7 +123,15 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
       });
     const settler = (kind: 'release' | 'commit') =>
       loop(async () => {
-        if (await settleOne(productId, kind)) seen[kind === 'release' ? 'released' : 'sold']++;
+        const reservation = held.shift();
+        if (!reservation) return void (await new Promise((r) => setTimeout(r, 1)));
+        try {
+          await settle(kind, reservation.orderId, reservation.lines);
+          seen[kind === 'release' ? 'released' : 'sold']++;
+        } catch (err) {
+          if (pgErrorCode(err) === '23514') seen.checkViolations++;
+          else unexpected.push(String(err));
+        }
       });
     const restocker = () =>
       loop(async () => {
