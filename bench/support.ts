@@ -205,6 +205,7 @@ export async function startApi(
       MAIL_OUTBOX_DIR: join(tmpdir(), 'shop-bench-mail'),
       LOG_LEVEL: 'warn',
       RATE_LIMIT_ENABLED: 'false',
+      SHUTDOWN_DELAY_MS: '0', // no load balancer to wait for
       PORT: String(port),
       HOST: '127.0.0.1',
       ...env,
