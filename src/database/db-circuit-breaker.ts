@@ -101,6 +101,8 @@ export class DbCircuitBreaker implements OnModuleInit {
   /** Set inside execute(), so the connection acquisition below it is not counted twice. */
   private readonly guarded = new AsyncLocalStorage<true>();
   readonly retryAfterSeconds: number;
+  /** When (monotonic ms) the database last answered a statement of this process, if ever. */
+  private lastAnsweredAt = -Infinity;
 
   constructor(
     private readonly dataSource: DataSource,
@@ -130,7 +132,8 @@ export class DbCircuitBreaker implements OnModuleInit {
     };
     const obtain = driver.obtainMasterConnection?.bind(driver);
     if (!obtain) return;
-    driver.obtainMasterConnection = () => (this.guarded.getStore() ? obtain() : this.execute(obtain));
+    // (a connection handed out is no answer from the database: an idle one needs no round trip)
+    driver.obtainMasterConnection = () => (this.guarded.getStore() ? obtain() : this.execute(obtain, false));
   }
 
   /**
@@ -138,7 +141,7 @@ export class DbCircuitBreaker implements OnModuleInit {
    * with 503 while the breaker is open or a probe is in flight; a connection failure of `fn`
    * is counted and also answered as 503 (the database is unavailable, the request was fine).
    */
-  async execute<T>(fn: () => Promise<T>): Promise<T> {
+  async execute<T>(fn: () => Promise<T>, answers = true): Promise<T> {
     if (this.guarded.getStore()) return fn();
     // cockatiel queues callers behind a half-open probe; we fail them fast instead
     if (this.policy.state === CircuitState.HalfOpen) throw this.unavailable();
@@ -151,7 +154,7 @@ export class DbCircuitBreaker implements OnModuleInit {
         throw err instanceof DomainError ? err : this.unavailable(err);
       }
     }
-    return this.through(fn);
+    return this.through(fn, answers);
   }
 
   /**
@@ -168,12 +171,29 @@ export class DbCircuitBreaker implements OnModuleInit {
     }
   }
 
-  private async through<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Whether the database answered a statement of this process within the last `ms` (any answer:
+   * an error about the statement is one too) while the breaker is closed. Readiness asks this
+   * first: during a sale the pool's queue can be seconds long while PostgreSQL answers all the
+   * time, and a probe queued behind it would time out on every instance at once.
+   */
+  answeredWithin(ms: number): boolean {
+    return this.policy.state === CircuitState.Closed && performance.now() - this.lastAnsweredAt <= ms;
+  }
+
+  /** `answers`: whether `fn` succeeding (or failing about its statement) means the database answered. */
+  private async through<T>(fn: () => Promise<T>, answers = true): Promise<T> {
     try {
-      return await this.policy.execute(() => this.guarded.run(true, fn));
+      const result = await this.policy.execute(() => this.guarded.run(true, fn));
+      if (answers) this.lastAnsweredAt = performance.now();
+      return result;
     } catch (err) {
       if (err instanceof BrokenCircuitError || err instanceof IsolatedCircuitError) throw this.unavailable();
-      if (isConnectionFailure(err)) throw this.unavailable(err);
+      if (isConnectionFailure(err)) {
+        this.lastAnsweredAt = -Infinity; // whatever it answered before, it is not answering now
+        throw this.unavailable(err);
+      }
+      if (answers) this.lastAnsweredAt = performance.now(); // the database answered, about the statement
       throw err;
     }
   }

@@ -80,6 +80,12 @@ export class TransactionHost {
     private readonly breaker: DbCircuitBreaker,
   ) {}
 
+  /** Callers waiting for a connection of the pool right now (0 when one is free). */
+  poolWaiting(): number {
+    const pool = (this.dataSource.driver as unknown as { master?: { waitingCount?: number } }).master;
+    return pool?.waitingCount ?? 0;
+  }
+
   /** The transaction's manager inside run(), otherwise the pool-backed default manager. */
   get manager(): EntityManager {
     return this.als.getStore()?.manager ?? this.dataSource.manager;

@@ -1,0 +1,45 @@
+import { TransactionHost } from '../../src/database/transaction-host';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { waitFor } from '../support/wait-for';
+
+/**
+ * During a sale the pool's queue can be seconds long while PostgreSQL answers all the time.
+ * Readiness used to queue its `SELECT 1` behind it and time out after 1.5 s — on every API process
+ * at once (they share the database and the spike), so the load balancer pulled them all and a
+ * spike became an outage. A statement answered in the last 2 s (breaker closed) now counts as
+ * "PostgreSQL answers"; only an idle process probes.
+ */
+describe('readiness while the pool is busy but the database answers', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await bootTestApp({ env: { DATABASE_POOL_SIZE: '2' } });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('stays 200 with a queue of ~2.5 s in front of the pool', async () => {
+    expect((await t.http.get('/health/ready')).status).toBe(200);
+    const tx = t.app.get(TransactionHost);
+    // 100 statements of 50 ms on 2 connections: answers every 50 ms, a queue of ~2.5 s
+    let answered = 0;
+    const busy = Promise.all(
+      Array.from({ length: 100 }, () => tx.query('SELECT pg_sleep(0.05)').then(() => answered++)),
+    );
+    try {
+      await waitFor('the first answers from the busy pool', () => answered, {
+        until: (n) => n >= 4,
+        intervalMs: 10,
+      });
+      const started = Date.now();
+      const ready = await t.http.get('/health/ready');
+      expect([ready.status, ready.body.details?.database]).toEqual([
+        200,
+        { status: 'up', breaker: 'closed' },
+      ]);
+      expect(Date.now() - started).toBeLessThan(1000);
+    } finally {
+      await busy;
+    }
+  }, 30_000);
+});
