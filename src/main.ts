@@ -14,7 +14,7 @@ async function bootstrap(): Promise<void> {
   const { createApp } = await import('./app.setup');
   const { closeOnSignals } = await import('./common/shutdown');
   const app = await createApp(config);
-  closeOnSignals(app, config.http.shutdownTimeoutMs);
+  closeOnSignals(app, config.http.shutdownTimeoutMs, config.http.shutdownDelayMs);
   await app.listen({ port: config.http.port, host: config.http.host });
 }
 

@@ -5,21 +5,36 @@ import type { INestApplicationContext } from '@nestjs/common';
  * requests (and the worker drains its jobs) *before* the database and Redis pools close. (Nest's
  * own enableShutdownHooks runs the shutdown hooks without closing the server first.)
  */
+let draining = false;
+
+/** A signal came: readiness answers 503 (the process still serves until its delay has passed). */
+export function isDraining(): boolean {
+  return draining;
+}
+
+/**
+ * `delayMs` (the API's SHUTDOWN_DELAY_MS): after the signal the process keeps serving that long
+ * with readiness 503 — a load balancer takes it out of rotation — and only then stops accepting.
+ * Closing at once refused the connections the balancer still sent it meanwhile.
+ */
 export function closeOnSignals(
   app: INestApplicationContext | Promise<INestApplicationContext>,
   timeoutMs: number,
+  delayMs = 0,
 ): void {
   let closing = false;
   const close = (signal: NodeJS.Signals) => {
     if (closing) return;
     closing = true;
+    draining = true;
     const force = setTimeout(() => {
-      console.error(`shutdown after ${signal} took longer than ${timeoutMs} ms; exiting`);
+      console.error(`shutdown after ${signal} took longer than ${delayMs + timeoutMs} ms; exiting`);
       process.exit(1);
-    }, timeoutMs + 5000);
+    }, delayMs + timeoutMs + 5000);
     force.unref();
     // an app still booting is closed once it exists (the timer above bounds a boot that hangs)
     Promise.resolve(app)
+      .then((ready) => new Promise<INestApplicationContext>((resolve) => setTimeout(() => resolve(ready), delayMs)))
       .then((ready) => ready.close())
       .then(
       () => process.exit(0),

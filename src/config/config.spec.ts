@@ -136,6 +136,16 @@ describe('loadConfig', () => {
       }
     });
 
+    it('SHUTDOWN_DELAY_MS: 5 s outside development (a load balancer drains first), 0 in development, digits only', () => {
+      expect(loadConfig({ ...SECRETS, NODE_ENV: 'production' }).http.shutdownDelayMs).toBe(5000);
+      expect(loadConfig({ NODE_ENV: 'development' }).http.shutdownDelayMs).toBe(0);
+      expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '0' }).http.shutdownDelayMs).toBe(0);
+      expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '' }).http.shutdownDelayMs).toBe(5000);
+      expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '5s' })).toEqual([
+        expect.stringMatching(/^SHUTDOWN_DELAY_MS: /),
+      ]);
+    });
+
     it('refuses a deployment without SMTP_URL unless MAIL_OUTBOX_DIR asks for mail as files', () => {
       const { SMTP_URL: _smtp, ...withoutSmtp } = SECRETS;
       for (const nodeEnv of [undefined, 'test', 'production']) {

@@ -150,6 +150,9 @@ const envSchema = z.object({
   CATALOG_CACHE_ENABLED: bool(true),
   TRUST_PROXY: z.string().default('false'),
   SHUTDOWN_TIMEOUT_MS: int(10_000, 100, 120_000),
+  // after SIGTERM the API answers readiness 503 this long while still serving, so a load balancer
+  // takes it out before it stops accepting; unset: 5 s, 0 in development
+  SHUTDOWN_DELAY_MS: z.string().regex(/^\d{1,6}$/, 'must be a whole number (digits only)').optional(),
   // a client that announces a request and then sends it slowly (or never) is answered 408 and
   // its connection closed: headers within HTTP_HEADERS_TIMEOUT_MS, the whole request within
   // HTTP_REQUEST_TIMEOUT_MS (the handler's own time is not counted)
@@ -195,6 +198,8 @@ export interface AppConfig {
     host: string;
     trustProxy: boolean | number | string;
     shutdownTimeoutMs: number;
+    /** After SIGTERM: readiness 503 while still serving, this long, before the server closes. */
+    shutdownDelayMs: number;
     /** Time a client has to send the request's headers / the whole request (408 after). */
     headersTimeoutMs: number;
     requestTimeoutMs: number;
@@ -642,6 +647,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       host: e.HOST ?? (isDevelopment ? '127.0.0.1' : '0.0.0.0'),
       trustProxy: proxies.trustProxy,
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+      shutdownDelayMs: e.SHUTDOWN_DELAY_MS !== undefined ? Number(e.SHUTDOWN_DELAY_MS) : isDevelopment ? 0 : 5_000,
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
       requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
       processes: e.API_PROCESSES === 0 ? availableParallelism() : e.API_PROCESSES,

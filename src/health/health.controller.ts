@@ -4,6 +4,7 @@ import { ApiProblems } from '../common/http/api-problems';
 import { HealthCheck, HealthCheckResult, HealthCheckService } from '@nestjs/terminus';
 import { SkipThrottle } from '@nestjs/throttler';
 import { Public } from '../common/http/public.decorator';
+import { isDraining } from '../common/shutdown';
 import { DatabaseHealthIndicator } from './database.health';
 import { DependencyStatusDto, LivenessDto, ReadinessDto } from './dto/health.dto';
 import { ReadinessBody, readinessBody, toReadinessError } from './readiness';
@@ -55,6 +56,12 @@ export class HealthController {
   @ApiOkResponse({ type: ReadinessDto })
   @ApiProblems([503, '`SERVICE_UNAVAILABLE`: a dependency is down; `details` names which'])
   ready(): Promise<ReadinessBody> {
+    // SIGTERM came: out of rotation while still serving (SHUTDOWN_DELAY_MS), whatever the dependencies say
+    if (isDraining()) {
+      return Promise.reject(
+        new ServiceUnavailableException(readinessBody({ status: 'shutting_down', details: { shutdown: { status: 'down' } } })),
+      );
+    }
     // probes that arrive while one is running share its answer: the route is public and not
     // throttled (load balancers), so a flood of probes costs one `SELECT 1` and one `PING` at a
     // time, never a pool backed up with pings; a probe that arrives after it ends checks afresh

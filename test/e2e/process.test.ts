@@ -26,9 +26,9 @@ describe('process lifecycle (real node processes)', () => {
     expect(prod.output()).toMatch(/JWT_SECRET: required in production/);
   }, 60_000);
 
-  it('serves, then exits 0 on SIGTERM with its pools closed', async () => {
+  it('serves, then on SIGTERM leaves the load balancer time to take it out (readiness 503 while it still serves), then exits 0 with its pools closed', async () => {
     const port = await freePort();
-    const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1' });
+    const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', SHUTDOWN_DELAY_MS: '3000' });
     await waitFor('the API to be ready', () => fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.status, () => 0), {
       until: (status) => status === 200,
       timeoutMs: 30_000,
@@ -48,6 +48,13 @@ describe('process lifecycle (real node processes)', () => {
     // (That an in-flight request completes during shutdown is proven with a slow route in
     // foundation.test.ts, through the same app.close() path SIGTERM takes.)
     p.proc.kill('SIGTERM');
+    // the delay: out of rotation, still serving — a request the balancer sends meanwhile is answered
+    const ready = await waitFor('readiness to answer 503 after SIGTERM', () => fetch(`http://127.0.0.1:${port}/health/ready`), {
+      until: (r) => r.status === 503,
+    });
+    expect(await ready.json()).toMatchObject({ code: 'SERVICE_UNAVAILABLE', details: { shutdown: { status: 'down' } } });
+    expect((await fetch(`http://127.0.0.1:${port}/health/live`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${port}/v1/products?limit=1`)).status).toBe(200);
     expect(await p.exited).toBe(0);
     await expect(fetch(`http://127.0.0.1:${port}/health/live`)).rejects.toThrow();
   }, 60_000);
