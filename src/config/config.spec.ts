@@ -13,9 +13,13 @@ const SECRETS = {
   STRIPE_TEST_MODE: 'true',
   STRIPE_WEBHOOK_SECRET: 'whsec_abcdefghijklmnopqrstuvwx',
   SMTP_URL: 'smtp://mail.example.test:587',
+  MAIL_FROM: 'Shop <orders@shop.example.test>',
 };
-/** The secrets proper (STRIPE_TEST_MODE only says the Stripe key above may be a test key). */
-const ALL_SECRET_NAMES = Object.keys(SECRETS).filter((name) => name !== 'STRIPE_TEST_MODE');
+/**
+ * The secrets proper (STRIPE_TEST_MODE only says the Stripe key above may be a test key;
+ * MAIL_FROM is required beside SMTP_URL, no secret).
+ */
+const ALL_SECRET_NAMES = Object.keys(SECRETS).filter((name) => name !== 'STRIPE_TEST_MODE' && name !== 'MAIL_FROM');
 
 function problemsOf(env: Record<string, string>): string[] {
   try {
@@ -144,6 +148,16 @@ describe('loadConfig', () => {
       expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '5s' })).toEqual([
         expect.stringMatching(/^SHUTDOWN_DELAY_MS: /),
       ]);
+    });
+
+    it('refuses a mail server without MAIL_FROM (the placeholder sender would be refused or filed as spam)', () => {
+      const { MAIL_FROM: _from, ...withoutFrom } = SECRETS;
+      for (const nodeEnv of [undefined, 'test', 'production']) {
+        const env = { ...withoutFrom, ...(nodeEnv ? { NODE_ENV: nodeEnv } : {}) };
+        expect(problemsOf(env)).toEqual([expect.stringMatching(/^MAIL_FROM: required .*with SMTP_URL/)]);
+        expect(problemsOf({ ...env, MAIL_FROM: '' })).toEqual([expect.stringMatching(/^MAIL_FROM: required/)]);
+      }
+      expect(loadConfig({ ...withoutFrom, NODE_ENV: 'development' }).mail.from).toBe('Shop <orders@shop.example>');
     });
 
     it('refuses a deployment without SMTP_URL unless MAIL_OUTBOX_DIR asks for mail as files', () => {

@@ -498,6 +498,11 @@ function secretProblems(env: Record<string, string>): string[] {
       `SMTP_URL: ${why} (or MAIL_OUTBOX_DIR, to write outgoing mail as .eml files on purpose)`,
     );
   }
+  // The sender a mail provider verifies (SES, Postmark) and SPF/DMARC judge: the built-in
+  // placeholder would have every confirmation refused or filed as spam, with nothing at boot to say so.
+  if (env.SMTP_URL && !env.MAIL_FROM) {
+    problems.push(`MAIL_FROM: ${why} with SMTP_URL (the shop's sender, e.g. "Shop <orders@your-shop.example>")`);
+  }
   // A Stripe test key takes test cards: in production, orders would be paid for with 4242…. Refused
   // outside development (NODE_ENV unset or mistyped included) unless a staging instance says so.
   if (nodeEnv !== 'development' && /^(sk|rk)_test_/.test(env.STRIPE_SECRET_KEY ?? '') && !['true', '1'].includes(env.STRIPE_TEST_MODE ?? '')) {

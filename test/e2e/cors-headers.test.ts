@@ -162,6 +162,7 @@ describe('CORS_ORIGINS defaults and validation', () => {
     STRIPE_TEST_MODE: 'true',
     STRIPE_WEBHOOK_SECRET: 'whsec_abcdefghijklmnopqrstuvwx',
     SMTP_URL: 'smtp://mail.example.test:587',
+    MAIL_FROM: 'Shop <orders@shop.example.test>',
   };
 
   /** What a deployment also gives (required outside development; a booted test app has its own). */

@@ -223,6 +223,7 @@ describe('.env: read by a real parser, by every process, the real environment wi
         STRIPE_TEST_MODE: 'true',
         STRIPE_WEBHOOK_SECRET: 'whsec_dummy_dummy_dummy_dummy',
         SMTP_URL: 'smtp://127.0.0.1:9',
+        MAIL_FROM: 'Shop <orders@shop.example.test>',
         REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
         REDIS_KEY_PREFIX: `adm${process.pid}`,
         METRICS_PORT: '0',

@@ -41,6 +41,23 @@ describe('the Docker image keeps the secure defaults', () => {
     expect(compose).toMatch(/command: \["postgres", "-c", "log_min_error_statement=panic"\]/);
   });
 
+  it('the compose file passes on the settings a deployment behind a proxy must be able to give (they were dropped)', () => {
+    const compose = readFileSync(join(ROOT, 'docker', 'compose.yml'), 'utf8');
+    for (const name of [
+      'TRUST_PROXY',
+      'MAIL_FROM',
+      'SHOP_CURRENCY',
+      'PURCHASE_LIMIT_UNITS_PER_PRODUCT',
+      'PURCHASE_LIMIT_OPEN_ORDERS',
+      'PURCHASE_LIMIT_ABANDONED_PER_DAY',
+      'API_PROCESSES',
+      'LOG_LEVEL',
+      'SHUTDOWN_DELAY_MS',
+    ]) {
+      expect({ name, passed: new RegExp(`^ {4}${name}: \\$\\{${name}:-`, 'm').test(compose) }).toEqual({ name, passed: true });
+    }
+  });
+
   it('the compose file sets no HOST either (production there binds every interface by default)', () => {
     const compose = readFileSync(join(ROOT, 'docker', 'compose.yml'), 'utf8');
     expect(compose).not.toMatch(/^\s+HOST:/m);
