@@ -25,7 +25,7 @@ const RESTART_MEMORY_MS = 60_000;
  *
  * SIGTERM/SIGINT: no more forks; each worker gets SIGTERM and drains (closeOnSignals); the
  * primary exits 0 once all have exited cleanly, 1 if one that had served did not (killed,
- * crashed, or a failed shutdown of its own; one still booting has nothing to lose), or 1 after SHUTDOWN_TIMEOUT_MS + 5 s (the rest killed).
+ * crashed, or a failed shutdown of its own; one still booting has nothing to lose), or 1 after SHUTDOWN_DELAY_MS + SHUTDOWN_TIMEOUT_MS + 5 s (the rest killed).
  */
 export async function runApiCluster(config: AppConfig): Promise<void> {
   const log = pino({ level: config.logLevel }).child({ context: 'ApiCluster' });
@@ -70,7 +70,7 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
       log.error('API processes still running after the shutdown timeout; killing them');
       for (const w of workers) w.process.kill('SIGKILL');
       process.exit(1);
-    }, config.http.shutdownTimeoutMs + 5_000);
+    }, config.http.shutdownDelayMs + config.http.shutdownTimeoutMs + 5_000); // as long as the processes' own bound
     force.unref();
     // a process that served and did not drain cleanly (killed, crashed, its own shutdown failed)
     // makes the primary's exit code 1: a supervisor must not read a stop that cut requests off as

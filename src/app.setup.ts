@@ -24,6 +24,7 @@ import { CheckoutSoldOutGuard } from './orders/checkout-sold-out.guard';
 import { soldOutCheckoutHooks } from './orders/sold-out-checkout.hook';
 import { registerBrowserSecurity } from './common/http/browser-security';
 import { TransactionHost } from './database/transaction-host';
+import { isDraining } from './common/shutdown';
 import { isApiClusterWorker, shareMetricsWithPrimary } from './api-cluster';
 
 export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
@@ -102,7 +103,9 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     closing = true;
   });
   fastify.addHook('onSend', async (_request, reply) => {
-    if (closing) void reply.header('connection', 'close');
+    // (from the signal on: during SHUTDOWN_DELAY_MS keep-alive clients and TCP-level balancers
+    // move to another instance instead of reusing a socket that will be closed under them)
+    if (closing || isDraining()) void reply.header('connection', 'close');
   });
   // After the server stops accepting: let handlers and transactions still running (even for
   // clients that hung up) finish before the pools close.

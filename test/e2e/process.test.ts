@@ -54,7 +54,10 @@ describe('process lifecycle (real node processes)', () => {
     });
     expect(await ready.json()).toMatchObject({ code: 'SERVICE_UNAVAILABLE', details: { shutdown: { status: 'down' } } });
     expect((await fetch(`http://127.0.0.1:${port}/health/live`)).status).toBe(200);
-    expect((await fetch(`http://127.0.0.1:${port}/v1/products?limit=1`)).status).toBe(200);
+    const served = await fetch(`http://127.0.0.1:${port}/v1/products?limit=1`);
+    expect(served.status).toBe(200);
+    // and its keep-alive clients are told to go elsewhere before the sockets close under them
+    expect(served.headers.get('connection')).toBe('close');
     expect(await p.exited).toBe(0);
     await expect(fetch(`http://127.0.0.1:${port}/health/live`)).rejects.toThrow();
   }, 60_000);
