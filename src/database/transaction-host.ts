@@ -118,17 +118,20 @@ export class TransactionHost {
   async queryWhenConnected<T = Record<string, unknown>>(
     build: () => { sql: string; params: unknown[] } | null,
   ): Promise<T[]> {
+    // (counted as the database's answer only when a statement was sent: see DbCircuitBreaker)
     return this.breaker.execute(async () => {
       const own = this.dataSource.createQueryRunner();
       try {
         await own.connect();
         const statement = build();
         if (!statement) return [];
-        return (await own.query(statement.sql, statement.params, true)).records as T[];
+        const rows = (await own.query(statement.sql, statement.params, true)).records as T[];
+        this.breaker.noteAnswer();
+        return rows;
       } finally {
         await own.release();
       }
-    });
+    }, false);
   }
 
   /**

@@ -54,7 +54,8 @@ export class IdempotencyKeyLocks implements OnApplicationShutdown {
    */
   tryHold(principal: string, key: string): Promise<KeyHold | null> {
     const hold = () => this.session.tryHold(`${principal}\n${key}`, KEY_LOCK_ID, [principal, key]);
-    return this.separateEndpoint ? this.breaker.uncounted(hold) : this.breaker.execute(hold);
+    // (a key this process holds already is refused with no round trip: no answer from the database)
+    return this.separateEndpoint ? this.breaker.uncounted(hold) : this.breaker.execute(hold, false);
   }
 
   async onApplicationShutdown(): Promise<void> {

