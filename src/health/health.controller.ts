@@ -50,11 +50,14 @@ export class HealthController {
     summary: 'Readiness probe',
     description:
       'Answers 200 when PostgreSQL and Redis answer, otherwise 503 (a problem with the same ' +
-      '`details`). Load balancers route on it. The body names each dependency and its status only.',
+      '`details`). Load balancers route on it. The body names each dependency and its status only. ' +
+      'PostgreSQL counts as answering while this process has callers queued for its pool and a ' +
+      'statement answered in the last 2 s (no probe queued behind a sale). After SIGTERM: 503 with ' +
+      '`details.shutdown` for SHUTDOWN_DELAY_MS while the process still serves (drain first).',
   })
   @ApiExtraModels(DependencyStatusDto)
   @ApiOkResponse({ type: ReadinessDto })
-  @ApiProblems([503, '`SERVICE_UNAVAILABLE`: a dependency is down; `details` names which'])
+  @ApiProblems([503, '`SERVICE_UNAVAILABLE`: a dependency is down, or the process is draining after SIGTERM; `details` names which'])
   ready(): Promise<ReadinessBody> {
     // SIGTERM came: out of rotation while still serving (SHUTDOWN_DELAY_MS), whatever the dependencies say
     if (isDraining()) {
