@@ -1,7 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Server } from 'node:http';
 import pino from 'pino';
-import { AggregatorRegistry, type Registry } from 'prom-client';
+import { AggregatorRegistry, Gauge, type Registry } from 'prom-client';
 import type { AppConfig } from './config/config';
 import { serveMetrics } from './metrics/metrics-http';
 
@@ -181,9 +181,22 @@ function clusterMetricsCollector(): { scrape(): Promise<string> } {
       worker.send({ type: METRICS_REQUEST, id } satisfies MetricsMessage);
     });
   return {
+    /**
+     * Every process's metrics, summed, from those that answered: one that does not (frozen,
+     * overloaded — when an operator needs the figures most) no longer fails the whole scrape with
+     * a 500; `cluster_metrics_missing_processes` says how many are missing from the sums.
+     */
     async scrape() {
-      const answers = await Promise.all([...ready].filter((w) => w.isConnected()).map(ask));
-      return AggregatorRegistry.aggregate(answers).metrics();
+      const asked = [...ready].filter((w) => w.isConnected());
+      const settled = await Promise.allSettled(asked.map(ask));
+      const answers = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      const registry = AggregatorRegistry.aggregate(answers);
+      new Gauge({
+        name: 'cluster_metrics_missing_processes',
+        help: 'API processes that did not answer this scrape (their figures are missing from the sums)',
+        registers: [registry],
+      }).set(asked.length - answers.length);
+      return registry.metrics();
     },
   };
 }

@@ -127,6 +127,17 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
     const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text());
     const served = /^http_request_duration_seconds_count\{method="GET",route="\/v1\/categories",status="200"\} (\d+)$/m.exec(text);
     expect(Number(served?.[1])).toBe(10);
+    expect(text).toMatch(/^cluster_metrics_missing_processes 0$/m);
+
+    // a process that does not answer (frozen) leaves its figures out; the scrape still answers
+    process.kill(workers[1], 'SIGSTOP');
+    try {
+      const partial = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+      expect(partial.status).toBe(200);
+      expect(await partial.text()).toMatch(/^cluster_metrics_missing_processes 1$/m);
+    } finally {
+      process.kill(workers[1], 'SIGCONT');
+    }
 
     // a process that dies is replaced; the other one serves meanwhile
     process.kill(workers[0], 'SIGKILL');
