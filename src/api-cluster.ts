@@ -192,6 +192,11 @@ function clusterMetricsCollector(): { scrape(): Promise<string> } {
       const answers = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
       const registry = AggregatorRegistry.aggregate(answers);
       new Gauge({
+        name: 'cluster_metrics_processes',
+        help: 'API processes whose figures this scrape sums',
+        registers: [registry],
+      }).set(answers.length);
+      new Gauge({
         name: 'cluster_metrics_missing_processes',
         help: 'API processes that did not answer this scrape (their figures are missing from the sums)',
         registers: [registry],

@@ -130,11 +130,16 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
     expect(text).toMatch(/^cluster_metrics_missing_processes 0$/m);
 
     // a process that does not answer (frozen) leaves its figures out; the scrape still answers
+    await waitFor('both processes in the scrape', () => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text()), {
+      until: (t) => /^cluster_metrics_processes 2$/m.test(t),
+    });
     process.kill(workers[1], 'SIGSTOP');
     try {
       const partial = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
       expect(partial.status).toBe(200);
-      expect(await partial.text()).toMatch(/^cluster_metrics_missing_processes 1$/m);
+      const partialText = await partial.text();
+      expect(partialText).toMatch(/^cluster_metrics_missing_processes 1$/m);
+      expect(partialText).toMatch(/^cluster_metrics_processes 1$/m);
     } finally {
       process.kill(workers[1], 'SIGCONT');
     }
