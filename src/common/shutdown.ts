@@ -1,10 +1,5 @@
 import type { INestApplicationContext } from '@nestjs/common';
 
-/**
- * SIGTERM/SIGINT → `app.close()` (also of an app still booting, once it exists): the HTTP server stops accepting and drains in-flight
- * requests (and the worker drains its jobs) *before* the database and Redis pools close. (Nest's
- * own enableShutdownHooks runs the shutdown hooks without closing the server first.)
- */
 let draining = false;
 
 /** A signal came: readiness answers 503 (the process still serves until its delay has passed). */
@@ -13,6 +8,10 @@ export function isDraining(): boolean {
 }
 
 /**
+ * SIGTERM/SIGINT → `app.close()` (also of an app still booting, once it exists): the HTTP server stops accepting and drains in-flight
+ * requests (and the worker drains its jobs) *before* the database and Redis pools close. (Nest's
+ * own enableShutdownHooks runs the shutdown hooks without closing the server first.)
+ *
  * `delayMs` (the API's SHUTDOWN_DELAY_MS): after the signal the process keeps serving that long
  * with readiness 503 — a load balancer takes it out of rotation — and only then stops accepting.
  * Closing at once refused the connections the balancer still sent it meanwhile.

@@ -171,17 +171,17 @@ export class DbCircuitBreaker implements OnModuleInit {
     }
   }
 
+  /** The database answered a statement sent outside execute()'s own count (see answeredWithin). */
+  noteAnswer(): void {
+    this.lastAnsweredAt = performance.now();
+  }
+
   /**
    * Whether the database answered a statement of this process within the last `ms` (any answer:
    * an error about the statement is one too) while the breaker is closed. Readiness asks this
    * first: during a sale the pool's queue can be seconds long while PostgreSQL answers all the
    * time, and a probe queued behind it would time out on every instance at once.
    */
-  /** The database answered a statement sent outside execute()'s own count (see answeredWithin). */
-  noteAnswer(): void {
-    this.lastAnsweredAt = performance.now();
-  }
-
   answeredWithin(ms: number): boolean {
     return this.policy.state === CircuitState.Closed && performance.now() - this.lastAnsweredAt <= ms;
   }
