@@ -54,14 +54,24 @@ describe('sold-out fast path', () => {
   }
   const totalFastRefusals = async () => (await fastRefusals(a)) + (await fastRefusals(b));
 
-  /** Counts every transaction either instance opens from now on. */
+  /**
+   * Counts every transaction either instance opens from now on: a call that joins the one already
+   * open (a checkout's own run() inside the idempotency interceptor's) opens none.
+   */
   function countTransactions(): { count: () => number; restore: () => void } {
+    let opened = 0;
     const spies = instances().flatMap((t) => {
       const tx = t.app.get(TransactionHost);
-      return [jest.spyOn(tx, 'run'), jest.spyOn(tx, 'runOpening'), jest.spyOn(tx, 'runOwn')];
+      return (['run', 'runOpening', 'runOwn'] as const).map((method) => {
+        const original = tx[method].bind(tx) as (...args: unknown[]) => Promise<unknown>;
+        return jest.spyOn(tx, method).mockImplementation(((...args: unknown[]) => {
+          if (method === 'runOwn' || !tx.inTransaction) opened++;
+          return original(...args);
+        }));
+      });
     });
     return {
-      count: () => spies.reduce((n, s) => n + s.mock.calls.length, 0),
+      count: () => opened,
       restore: () => spies.forEach((s) => s.mockRestore()),
     };
   }
