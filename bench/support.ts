@@ -193,6 +193,7 @@ export async function startApi(
       JWT_SECRET: 'bench-only-secret-bench-only-secret-0123456789',
       JWT_PRIVATE_KEY: '', // (a shell's key pair would refuse the boot beside JWT_SECRET)
       JWT_PUBLIC_KEY: '',
+      STORAGE_ENDPOINT: 'http://127.0.0.1:9',
       STORAGE_ACCESS_KEY_ID: 'bench-only-access-key',
       STORAGE_SECRET_ACCESS_KEY: 'bench-only-storage-secret-0123456789',
       STORAGE_WEBHOOK_TOKEN: 'bench-only-storage-webhook-token',

@@ -6,6 +6,7 @@ const SECRETS = {
   DATABASE_URL: 'postgres://shop:pw@db.internal:5432/shop',
   REDIS_URL: 'redis://cache.internal:6379',
   JWT_SECRET: 'spec-secret-0123456789-abcdefghij-KLMNOP',
+  STORAGE_ENDPOINT: 'https://storage.shop.example.test',
   STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
   STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
   STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32),

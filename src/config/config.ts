@@ -29,6 +29,8 @@ const REQUIRED_OUTSIDE_DEVELOPMENT = [
   // use whatever listens there (a Redis without persistence, a stale `shop` database)
   'DATABASE_URL',
   'REDIS_URL',
+  // the default is a local MinIO: upload URLs handed to clients would point at their own machine
+  'STORAGE_ENDPOINT',
   'STORAGE_ACCESS_KEY_ID',
   'STORAGE_SECRET_ACCESS_KEY',
   'STORAGE_WEBHOOK_TOKEN',

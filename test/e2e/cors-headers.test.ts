@@ -155,6 +155,7 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
 describe('CORS_ORIGINS defaults and validation', () => {
   const secrets = {
     JWT_SECRET: 'cors-secret-0123456789-abcdefghij-KLMNOP',
+    STORAGE_ENDPOINT: 'https://storage.shop.example.test',
     STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
     STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
     STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32),

@@ -216,6 +216,7 @@ describe('.env: read by a real parser, by every process, the real environment wi
         PATH: process.env.PATH ?? '',
         NODE_ENV: 'production',
         JWT_SECRET: 'image-secret-0123456789-abcdefghij-KLMNOP',
+        STORAGE_ENDPOINT: 'https://storage.shop.example.test',
         STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
         STORAGE_SECRET_ACCESS_KEY: 's'.repeat(40),
         STORAGE_WEBHOOK_TOKEN: 't'.repeat(32),

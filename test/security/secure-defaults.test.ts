@@ -39,6 +39,7 @@ const BUILT_IN = {
 const SECRETS = { JWT_SECRET: randomBytes(32).toString('hex'), ...deploymentSecrets() };
 const NO_SECRETS = {
   JWT_SECRET: '',
+  STORAGE_ENDPOINT: '',
   STORAGE_ACCESS_KEY_ID: '',
   STORAGE_SECRET_ACCESS_KEY: '',
   STORAGE_WEBHOOK_TOKEN: '',
