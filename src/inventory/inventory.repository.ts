@@ -42,10 +42,13 @@ export class InventoryRepository {
   }
 
   /**
-   * Adds `delta` to on-hand with its ledger row: a guarded UPDATE (never below what is reserved,
-   * nor below zero) decides; the ledger row goes with the COMMIT (recordOnCommit), so the row
-   * lock is held for the UPDATE and the commit only. Returns null when the guard refused or the
-   * product is unknown.
+   * Adds `delta` to on-hand with its ledger row, unless that would take it below what is reserved,
+   * below zero or past MAX_ON_HAND. The row is locked first (waiting for a reservation or release
+   * being committed) and the guarded UPDATE is a statement of its own, so it decides on the
+   * committed row: a single UPDATE would judge a row still being released by its snapshot and skip
+   * it without waiting — a write-off refused while the stock for it was being freed. The ledger row
+   * goes with the COMMIT (recordOnCommit). Returns the new level, `{ refused: row }` (the locked row
+   * the guard refused), or null for an unknown product.
    */
   adjust(
     productId: string,
@@ -53,9 +56,15 @@ export class InventoryRepository {
     reason: string,
     actorId: string,
     at: Date,
-  ): Promise<StockLevel | null> {
+  ): Promise<StockLevel | { refused: StockLevel } | null> {
     return this.tx.run(() =>
       this.tx.withManager(async (m) => {
+        const items = m.getRepository(InventoryItemEntity);
+        const locked = await items.findOne({
+          where: { productId },
+          lock: { mode: 'pessimistic_write' },
+        });
+        if (!locked) return null;
         const moved = await m
           .createQueryBuilder()
           .update(InventoryItemEntity)
@@ -68,7 +77,7 @@ export class InventoryRepository {
           .returning(['onHand', 'reserved'])
           .execute();
         const row = (moved.raw as { on_hand: number; reserved: number }[])[0];
-        if (!row) return null;
+        if (!row) return { refused: { onHand: locked.onHand, reserved: locked.reserved } };
         recordOnCommit(this.tx, [
           {
             productId,

@@ -53,9 +53,9 @@ export class InventoryService {
       actor.userId,
       this.clock.now(),
     );
-    if (!level) {
-      const current = await this.inventory.level(productId);
-      if (!current) throw productNotFound();
+    if (!level) throw productNotFound();
+    if ('refused' in level) {
+      const current = level.refused;
       if (current.onHand + dto.delta > MAX_ON_HAND) {
         throw new DomainError('VALIDATION_FAILED', `On-hand stock cannot exceed ${MAX_ON_HAND} units.`, {
           errors: [{ field: 'delta', message: `on hand would be ${current.onHand + dto.delta}, above ${MAX_ON_HAND}` }],
