@@ -52,6 +52,11 @@ export class ReviewRepository {
     return row !== undefined;
   }
 
+  /** Whether the customer has reviewed the product (once is all they get). */
+  async hasReviewed(userId: string, productId: string): Promise<boolean> {
+    return this.tx.withManager((m) => m.getRepository(ReviewEntity).existsBy({ userId, productId }));
+  }
+
   /** Inserts the review; false (nothing written) if this customer already reviewed the product. */
   async insert(r: {
     id: string;

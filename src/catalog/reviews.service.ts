@@ -12,6 +12,8 @@ import { ProductRepository } from './product.repository';
 import { ReviewRepository } from './review.repository';
 import { productNotFound } from './product-not-found';
 
+const reviewExists = () => new DomainError('REVIEW_EXISTS', 'You already reviewed this product.');
+
 /** Reviews: only by customers who bought the product (paid order), once each. */
 @Injectable()
 export class ReviewsService {
@@ -29,11 +31,13 @@ export class ReviewsService {
     const at = this.clock.now();
     const review = await this.tx.run(async () => {
       if (!(await this.products.findById(productId, { activeOnly: true }))) throw productNotFound();
+      // a second review is the "once" case (409) even if the purchase has since been refunded
+      if (await this.reviews.hasReviewed(me.userId, productId)) throw reviewExists();
       if (!(await this.reviews.hasBought(me.userId, productId))) {
         throw new DomainError('REVIEW_NOT_ALLOWED', 'Only customers who bought this product can review it.');
       }
       const inserted = await this.reviews.insert({ id, productId, userId: me.userId, rating: dto.rating, comment: dto.comment, at });
-      if (!inserted) throw new DomainError('REVIEW_EXISTS', 'You already reviewed this product.');
+      if (!inserted) throw reviewExists();
       // atomic increments under the product's row lock: concurrent reviews never lose an update
       await this.products.addRating(productId, dto.rating);
       return (await this.reviews.findById(id))!; // as the listing shows it: the author's name too

@@ -36,12 +36,16 @@ describe('catalog: reviews, recommendations, images', () => {
     const unpaid = await placeOrder(t.http, alice, [{ productId: p.id, quantity: 1 }]);
     expect(unpaid.status).toBe(201);
     expect((await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 5, comment: 'yum' }, { token: alice.token })).status).toBe(403);
-    await paidOrder(alice, [p.id]);
+    const paid = await paidOrder(alice, [p.id]);
     const ok = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 4, comment: 'good' }, { token: alice.token });
     expect(ok.status).toBe(201);
     const again = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 1, comment: 'changed my mind' }, { token: alice.token });
     expect(again.status).toBe(409);
     expect(again.body.code).toBe('REVIEW_EXISTS');
+    // refunded in full since: reviewing again is still "once" (409), not "never bought" (403)
+    await t.db.pool.query(`UPDATE orders SET status = 'REFUNDED' WHERE id = $1`, [paid]);
+    const afterRefund = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 1, comment: 'x' }, { token: alice.token });
+    expect([afterRefund.status, afterRefund.body.code]).toEqual([409, 'REVIEW_EXISTS']);
     expect((await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 6, comment: 'x' }, { token: alice.token })).status).toBe(400);
     const list = await t.http.get(`/v1/products/${p.id}/reviews`);
     expect(list.body.items).toEqual([expect.objectContaining({ rating: 4, comment: 'good' })]);
