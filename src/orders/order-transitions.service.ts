@@ -97,8 +97,18 @@ export class OrderTransitionsService {
       this.tx.afterCommit(() =>
         logOrder({ orderId, action: 'refund.applied', to: applied.status, refundId, amount, actor }),
       );
-      if (applied.status === 'REFUNDED') await this.stock.uncountSale(orderId);
+      if (applied.status === 'REFUNDED' && applied.previous !== 'REFUNDED') await this.stock.uncountSale(orderId);
       await this.outbox.add('order.refunded', orderId, { orderId, refundId });
+      return true;
+    });
+  }
+
+  /** A refund the provider reversed, taken off the order's refunded amount (its status stays). */
+  withdrawRefund(orderId: string, refundId: string, amount: number, actor: string): Promise<boolean> {
+    return this.tx.run(async () => {
+      const status = await this.orders.withdrawRefund(orderId, amount, actor, this.clock.now());
+      if (!status) return false;
+      this.tx.afterCommit(() => logOrder({ orderId, action: 'refund.reversed', to: status, refundId, amount, actor }));
       return true;
     });
   }

@@ -149,8 +149,9 @@ export class OrderRepository {
   /**
    * Adds a refund to the order, guarded in one statement: only from a status the table lets reach
    * PARTIALLY_REFUNDED (after PAID), and never beyond the total (the CHECK constraint backs this
-   * too). The status becomes REFUNDED when the whole total is refunded, else PARTIALLY_REFUNDED.
-   * Returns null when the guard refused. Inside a transaction only.
+   * too). The status becomes REFUNDED when the whole total is refunded, else PARTIALLY_REFUNDED;
+   * a REFUNDED order whose refund the provider reversed (withdrawRefund) takes a new one and stays
+   * REFUNDED (no transition leaves it). Returns null when the guard refused. Inside a transaction only.
    */
   async applyRefund(
     orderId: string,
@@ -168,20 +169,46 @@ export class OrderRepository {
         .update(OrderEntity)
         .set({
           refundedAmount: () => 'refunded_amount + CAST(:amount AS bigint)',
-          status: () => 'CASE WHEN refunded_amount + CAST(:amount AS bigint) = total_amount THEN :full ELSE :partial END',
+          status: () =>
+            'CASE WHEN status = :full OR refunded_amount + CAST(:amount AS bigint) = total_amount THEN :full ELSE :partial END',
           updatedAt: at,
         })
         .where('id = :orderId')
         .andWhere('status IN (:...from)')
         .andWhere('CAST(:amount AS bigint) > 0')
         .andWhere('refunded_amount + CAST(:amount AS bigint) <= total_amount')
-        .setParameters({ orderId, amount, full, partial, from: sourcesOf(partial) })
+        .setParameters({ orderId, amount, full, partial, from: [...sourcesOf(partial), full] })
         .returning(['status'])
         .execute();
       const row = (result.raw as { status: OrderStatus }[])[0];
       if (!row) return null;
       await this.recordChange(m, orderId, { from: previous, to: row.status, reason: `refund ${amount}`, actor, at });
       return { previous, status: row.status };
+    });
+  }
+
+  /**
+   * Takes a refund the provider reversed off the order's refunded amount; the status stays (a
+   * history row says what happened). Null unless the order is REFUNDED / PARTIALLY_REFUNDED with
+   * at least that much refunded (a cancelled order's refunds are never added to it). Inside a
+   * transaction only.
+   */
+  async withdrawRefund(orderId: string, amount: number, actor: string, at: Date): Promise<OrderStatus | null> {
+    return this.tx.withManager(async (m) => {
+      const result = await m
+        .createQueryBuilder()
+        .update(OrderEntity)
+        .set({ refundedAmount: () => 'refunded_amount - CAST(:amount AS bigint)', updatedAt: at })
+        .where('id = :orderId')
+        .andWhere('status IN (:...refunded)')
+        .andWhere('CAST(:amount AS bigint) BETWEEN 1 AND refunded_amount')
+        .setParameters({ orderId, amount, refunded: ['REFUNDED', 'PARTIALLY_REFUNDED'] })
+        .returning(['status'])
+        .execute();
+      const row = (result.raw as { status: OrderStatus }[])[0];
+      if (!row) return null;
+      await this.recordChange(m, orderId, { from: row.status, to: row.status, reason: `refund ${amount} reversed`, actor, at });
+      return row.status;
     });
   }
 

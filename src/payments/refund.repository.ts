@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { EntityManager, FindOptionsWhere, IsNull, LessThan } from 'typeorm';
+import { EntityManager, FindOptionsWhere, LessThan } from 'typeorm';
 import { TransactionHost } from '../database/transaction-host';
 import { PaymentEntity } from './entities/payment.entity';
 import { RefundEntity, RefundReason } from './entities/refund.entity';
@@ -106,16 +106,24 @@ export class RefundRepository {
   }
 
   /**
-   * Notes, once, that the provider reversed a refund we recorded as succeeded (the bank returned
-   * it): `failure` set, the status left as it is. True only for the call that noted it.
+   * succeeded → failed, once: the provider reversed a refund it had reported as succeeded (the
+   * bank returned it), so the customer has not been refunded and that amount is refundable again
+   * (as it is at the provider): the reservation gives it back, as for a refund that failed while
+   * pending. The refund as reversed, or null when it was no longer recorded as succeeded.
    */
-  async noteReversed(id: string, reason: string, at: Date): Promise<boolean> {
-    const result = await this.tx.withManager((m) =>
-      m
-        .getRepository(RefundEntity)
-        .update({ id, status: 'succeeded', failure: IsNull() }, { failure: reason, updatedAt: at }),
-    );
-    return (result.affected ?? 0) > 0;
+  async reverse(id: string, failure: string, at: Date): Promise<Refund | null> {
+    return this.inTransaction(async (m) => {
+      const reversed = await m
+        .createQueryBuilder()
+        .update(RefundEntity)
+        .set({ status: 'failed', failure, updatedAt: at })
+        .where(`id = :id AND status = 'succeeded'`, { id })
+        .execute();
+      if (!reversed.affected) return null;
+      const refund = await m.getRepository(RefundEntity).findOneByOrFail({ id });
+      await this.addReserved(m, refund.paymentId, -refund.amount, at);
+      return toRefund(refund);
+    });
   }
 
   findByProviderId(providerRefundId: string): Promise<Refund | null> {

@@ -97,7 +97,7 @@ function mockRefunds(captured = 24_900) {
     | 'settle'
     | 'attachProviderId'
     | 'reinstate'
-    | 'noteReversed'
+    | 'reverse'
     | 'touch'
   > = {
     reserve: jest.fn(async (r: NewRefund, amount: number | null, _at: Date) => {
@@ -150,11 +150,12 @@ function mockRefunds(captured = 24_900) {
       rows.set(id, back);
       return back;
     }),
-    noteReversed: jest.fn(async (id: string, reason: string, _at: Date) => {
+    reverse: jest.fn(async (id: string, failure: string, _at: Date) => {
       const row = rows.get(id);
-      if (row?.status !== 'succeeded' || row.failure !== null) return false;
-      rows.set(id, { ...row, failure: reason });
-      return true;
+      if (row?.status !== 'succeeded') return null;
+      const reversed: Refund = { ...row, status: 'failed', failure };
+      rows.set(id, reversed);
+      return reversed;
     }),
     touch: jest.fn().mockResolvedValue(undefined),
   };
@@ -172,8 +173,8 @@ function mockOrders(): MockOf<OrderRepository, 'exists'> {
   return { exists: jest.fn().mockResolvedValue(true) };
 }
 
-function mockTransitions(): MockOf<OrderTransitionsService, 'applyRefund'> {
-  return { applyRefund: jest.fn().mockResolvedValue(true) };
+function mockTransitions(): MockOf<OrderTransitionsService, 'applyRefund' | 'withdrawRefund'> {
+  return { applyRefund: jest.fn().mockResolvedValue(true), withdrawRefund: jest.fn().mockResolvedValue(true) };
 }
 
 function mockOutbox(): MockOf<OutboxRepository, 'add'> {
@@ -629,7 +630,7 @@ describe('RefundsService', () => {
   });
 
   describe('syncFromGateway: a refund the provider reversed after reporting it succeeded (the bank returned it)', () => {
-    it('is raised once (error log, refunds_reversed_total) and noted on the refund; the order is not touched', async () => {
+    it('is raised once (error log, refunds_reversed_total), becomes failed and comes off the order; the amount fits again', async () => {
       const s = await setup({ captured: 10_000 });
       await s.service.request({ orderId: ORDER, amount: 4_000, actor: ADMIN, idempotencyKey: 'k' });
       const ours = [...s.rows.values()].find((r) => r.status === 'succeeded')!;
@@ -640,8 +641,13 @@ describe('RefundsService', () => {
       await s.service.syncFromGateway(payment());
       await s.service.syncFromGateway(payment()); // the next refund event of the payment
       expect(s.reversals).toHaveBeenCalledTimes(1);
-      expect(s.rows.get(ours.id)).toMatchObject({ status: 'succeeded', failure: 'reversed_at_provider' });
+      expect(s.rows.get(ours.id)).toMatchObject({ status: 'failed', failure: 'reversed_at_provider' });
+      expect(s.transitions.withdrawRefund).toHaveBeenCalledTimes(1);
+      expect(s.transitions.withdrawRefund).toHaveBeenCalledWith(ORDER, ours.id, 4_000, 'refund:provider');
       expect(s.transitions.applyRefund).not.toHaveBeenCalled();
+      // all of the capture is refundable again
+      const again = await s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: 'k2' });
+      expect(again).toMatchObject({ amount: 10_000, status: 'succeeded' });
     });
   });
 

@@ -406,16 +406,24 @@ export class RefundsService {
 
   /**
    * The provider failed a refund it had reported as succeeded (the customer's bank returned it):
-   * the money is back in the shop's balance and the customer has not been refunded. Nothing here
-   * can undo the order's REFUNDED / PARTIALLY_REFUNDED (API.md: no transition leaves them), so
-   * it is raised for a person, once: an error log and `refunds_reversed_total`.
+   * the money is back in the shop's balance and the customer has not been refunded. The refund
+   * becomes failed, its amount refundable again and off the order's refunded amount (the status
+   * stays: API.md has no transition out of REFUNDED / PARTIALLY_REFUNDED), so an admin's refund
+   * or one made in the Stripe dashboard fits and is recorded, and a cancelled order's rest is
+   * refunded again by itself (refundRestOfCancelled, after this sync). Raised for a person, once:
+   * an error log and `refunds_reversed_total`.
    */
   private async reversed(refund: Refund): Promise<void> {
-    if (!(await this.tx.run(() => this.refunds.noteReversed(refund.id, 'reversed_at_provider', this.clock.now())))) return;
+    const back = await this.tx.run(async () => {
+      const reversed = await this.refunds.reverse(refund.id, 'reversed_at_provider', this.clock.now());
+      if (reversed) await this.transitions.withdrawRefund(reversed.orderId, reversed.id, reversed.amount, 'refund:provider');
+      return reversed;
+    });
+    if (!back) return;
     this.reversals.inc();
     this.logger.error(
       `refund ${refund.id} of order ${refund.orderId} (${refund.amount} ${refund.currency}) was reversed by the provider: ` +
-        'the customer has not been refunded — refund them another way',
+        'the customer has not been refunded — it is refundable again; refund them',
     );
   }
 

@@ -769,7 +769,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
     }, 30_000);
 
-    it('a refund the bank returns after Stripe reported it succeeded is raised once for a person (log, refunds_reversed_total); the order is left as it is', async () => {
+    it('a refund the bank returns after Stripe reported it succeeded is raised once for a person (log, refunds_reversed_total), becomes failed and refundable again', async () => {
       const { orderId, intent } = await paidOrder(10_000, 1);
       const ours = await refund(orderId, { amount: { amount: 4000, currency: 'INR' } });
       expect([ours.status, ours.body.status]).toEqual([201, 'succeeded']);
@@ -785,8 +785,46 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       await processed(again.id);
       expect(await metric()).toBe(before + 1);
       const row = await t.db.pool.query(`SELECT status, failure FROM refunds WHERE id = $1`, [ours.body.id]);
-      expect(row.rows[0]).toEqual({ status: 'succeeded', failure: 'reversed_at_provider' });
-      expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 4000 } });
+      expect(row.rows[0]).toEqual({ status: 'failed', failure: 'reversed_at_provider' });
+      // no transition leaves PARTIALLY_REFUNDED; what was refunded is what reached the customer
+      expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 0 } });
+      // the admin refunds them again: all of it is refundable (it was a 409 while the reversed
+      // refund still counted)
+      const all = await refund(orderId, {});
+      expect([all.status, all.body.status, all.body.amount?.amount]).toEqual([201, 'succeeded', 10_000]);
+      expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+      const paid = await t.db.pool.query(`SELECT refund_reserved FROM payments WHERE intent_id = $1`, [intent]);
+      expect(Number(paid.rows[0].refund_reserved)).toBe(10_000);
+    }, 30_000);
+
+    it('a full refund the bank returns: the order stays REFUNDED and a dashboard refund made instead is adopted', async () => {
+      const { orderId, intent, productId } = await paidOrder(10_000, 1);
+      const ours = await refund(orderId, {});
+      expect([ours.status, ours.body.status]).toEqual([201, 'succeeded']);
+      const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
+      const event = stripe.reverseRefund(remote.id);
+      await deliver(event);
+      await processed(event.id);
+      expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 0 } });
+      const dashboard = stripe.refundFromDashboard(intent, 10_000);
+      await deliver(dashboard);
+      await processed(dashboard.id);
+      const rows = await t.db.pool.query(`SELECT reason, status, amount FROM refunds WHERE order_id = $1 ORDER BY created_at`, [orderId]);
+      expect(rows.rows.map((r) => [r.reason, r.status, Number(r.amount)])).toEqual([
+        ['requested', 'failed', 10_000],
+        ['external', 'succeeded', 10_000],
+      ]);
+      const o = await orderOf(orderId);
+      expect(o).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+      // the sale is uncounted once, not again for the second refund
+      const history = await t.db.pool.query(`SELECT to_status, reason FROM order_status_history WHERE order_id = $1 ORDER BY id`, [orderId]);
+      expect(history.rows.slice(-3)).toEqual([
+        { to_status: 'REFUNDED', reason: 'refund 10000' },
+        { to_status: 'REFUNDED', reason: 'refund 10000 reversed' },
+        { to_status: 'REFUNDED', reason: 'refund 10000' },
+      ]);
+      const sold = await t.db.pool.query(`SELECT units_sold FROM products WHERE id = $1`, [productId]);
+      expect(sold.rows[0].units_sold).toBe(0);
     }, 30_000);
 
     it('charge.refunded for a refund made in the Stripe dashboard is adopted once', async () => {
