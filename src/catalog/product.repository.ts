@@ -215,8 +215,15 @@ export class ProductRepository {
     );
   }
 
+  /** Whether a product has this SKU, in any letter case or Unicode form (products_sku_key). */
   async skuExists(sku: string): Promise<boolean> {
-    return this.tx.withManager((m) => m.getRepository(ProductEntity).existsBy({ sku }));
+    return this.tx.withManager((m) =>
+      m
+        .getRepository(ProductEntity)
+        .createQueryBuilder('p')
+        .where('upper(normalize(p.sku, NFKC)) = upper(normalize(:sku, NFKC))', { sku })
+        .getExists(),
+    );
   }
 
   /** The largest units_sold among active products (the popularity normalizer). */

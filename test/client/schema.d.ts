@@ -892,7 +892,10 @@ export interface components {
             currency: string;
         };
         CreateProductDto: {
-            /** @example TEA-ASSAM-250 */
+            /**
+             * @description Unique regardless of letter case and Unicode form (`tea-assam-250` is taken by `TEA-ASSAM-250`: 409 `SKU_TAKEN`); in NFKC form, without blanks at either end or invisible characters (400)
+             * @example TEA-ASSAM-250
+             */
             sku: string;
             /** @example Assam tea, 250 g */
             name: string;

@@ -67,6 +67,21 @@ describe('catalog: admin writes, reads, cache', () => {
     );
     expect(racing.map((r) => r.status).sort()).toEqual([201, 409, 409, 409]);
     expect(racing.find((r) => r.status === 409)!.body.code).toBe('SKU_TAKEN');
+    // the same SKU in another letter case or Unicode form is taken too; one padded or with an
+    // invisible character would pass for it on an order: refused as bad input
+    const fullWidth = sku.replace(/[A-Z0-9]/g, (c) => String.fromCodePoint(c.codePointAt(0)! + 0xfee0));
+    for (const other of [sku.toLowerCase(), `${sku.slice(0, 2)}${sku.slice(2).toLowerCase()}`]) {
+      const again = await t.http.post('/v1/admin/products', minimalProduct(other), { token: admin });
+      expect([other, again.status, again.body.code]).toEqual([other, 409, 'SKU_TAKEN']);
+    }
+    for (const bad of [`${sku}\u200B`, ` ${sku}`, `${sku} `, `${sku}\u00AD`, fullWidth, `${sku}\u2060`]) {
+      const refused = await t.http.post('/v1/admin/products', minimalProduct(bad), { token: admin });
+      expect([JSON.stringify(bad), refused.status, refused.body.code]).toEqual([JSON.stringify(bad), 400, 'VALIDATION_FAILED']);
+    }
+    // a form stored before the API refused it still takes the SKU (the index is on the NFKC form)
+    await t.db.pool.query(`UPDATE products SET sku = $1 WHERE sku = $2`, [fullWidth, sku]);
+    const plain = await t.http.post('/v1/admin/products', minimalProduct(sku), { token: admin });
+    expect([plain.status, plain.body.code]).toEqual([409, 'SKU_TAKEN']);
   });
 
   it('refuses customers (403), foreign currencies (400), unknown categories (404)', async () => {

@@ -18,7 +18,7 @@ import { Omittable } from '../../common/http/omittable';
 import { PageQueryDto } from '../../common/pagination/page-query.dto';
 import { MoneyDto } from '../../common/money/money.dto';
 import { CharLength, MaxChars } from '../../common/http/char-length';
-import { NoDirectionControls, SingleLine } from '../../common/http/single-line';
+import { NoDirectionControls, PlainCode, SingleLine } from '../../common/http/single-line';
 
 /** The largest money amount accepted in a request (minor units: 10 million in a 2-decimal currency). */
 const MAX_MONEY_AMOUNT = 1_000_000_000;
@@ -53,7 +53,19 @@ export class CreateCategoryDto {
 }
 
 export class CreateProductDto {
-  @ApiProperty({ example: 'TEA-ASSAM-250', minLength: 1, maxLength: 64 }) @IsString() @CharLength(1, 64) @SingleLine() sku!: string;
+  @ApiProperty({
+    example: 'TEA-ASSAM-250',
+    minLength: 1,
+    maxLength: 64,
+    description:
+      'Unique regardless of letter case and Unicode form (`tea-assam-250` is taken by `TEA-ASSAM-250`: 409 `SKU_TAKEN`); ' +
+      'in NFKC form, without blanks at either end or invisible characters (400)',
+  })
+  @IsString()
+  @CharLength(1, 64)
+  @SingleLine()
+  @PlainCode()
+  sku!: string;
   @ApiProperty({ example: 'Assam tea, 250 g', minLength: 1, maxLength: 200 }) @IsString() @CharLength(1, 200) @SingleLine() name!: string;
   @ApiProperty({ example: 'Malty, strong black tea.', maxLength: 10_000 })
   @IsString()

@@ -19,7 +19,9 @@ import { CategoryEntity } from './category.entity';
  * product); `unitsSold` and the rating counters are the ranking inputs of the listings.
  */
 @Entity('products')
-@Index('products_sku_key', ['sku'], { unique: true })
+// unique on upper(normalize(sku, NFKC)): TypeORM cannot declare an expression index
+// (migrations/1763800030000-SkuCaseInsensitive.ts)
+@Index('products_sku_key', { synchronize: false })
 @Index('products_category_idx', ['categoryId'])
 // the keyset indexes of the listing sorts (product-sorts.ts), over active products; TypeORM cannot
 // declare a descending column, nor a GIN index (the full-text search): those are left as the

@@ -103,6 +103,32 @@ export function VisibleName(options?: ValidationOptions): PropertyDecorator {
   );
 }
 
+/**
+ * A code people read and type (a SKU): in NFKC form (no full-width or ligature look-alikes of a
+ * plain spelling), no blank at either end, and no control or format character — none of them
+ * shows, so `TEA-250\u200B` or `TEA-250 ` would pass for `TEA-250` on an order or a label.
+ */
+export function PlainCode(options?: ValidationOptions): PropertyDecorator {
+  return ValidateBy(
+    {
+      name: 'plainCode',
+      validator: {
+        validate: (value: unknown) =>
+          typeof value === 'string' &&
+          value === value.normalize('NFKC') &&
+          value === value.trim() &&
+          !/[\p{Cc}\p{Cf}]/u.test(value),
+        defaultMessage: buildMessage(
+          (each) =>
+            `${each}$property must be in Unicode NFKC form, without blanks at either end or invisible characters`,
+          options,
+        ),
+      },
+    },
+    options,
+  );
+}
+
 /** `value` on one line: what SingleLine refuses becomes a space (for names stored before it existed). */
 export function oneLine(value: string): string {
   return value.replace(new RegExp(NOT_ONE_LINE.source, 'g'), ' ');
