@@ -2,6 +2,14 @@ import { Injectable } from '@nestjs/common';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /**
+ * The longest a gauge's scrape-time read (Redis queue depths, the outbox count) may hold up a
+ * scrape: past it the gauge is left out of this page and the rest is served. A stalled Redis or a
+ * pool with a queue used to hold the whole page past Prometheus' scrape timeout — the target went
+ * `up 0`, taking the breaker state and the HTTP latencies with it, when they were needed most.
+ */
+export const COLLECT_TIMEOUT_MS = 1_000;
+
+/**
  * Owns this process's Prometheus registry. Features register their own business counters
  * through `counter()` / `gauge()` so every metric lives in one registry.
  */
@@ -37,7 +45,14 @@ export class MetricsService {
     if (existing) return existing as Gauge<L>;
     // With several API processes (API_PROCESSES) the primary sums their metrics; a gauge here
     // reads shared state (queue depths, the outbox) or a worst-of state (the breaker): the max.
-    return new Gauge({ name, help, labelNames, registers: [this.registry], collect, aggregator: 'max' });
+    return new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [this.registry],
+      collect: collect && boundedCollect(collect),
+      aggregator: 'max',
+    });
   }
 
   observeHttp(method: string, route: string, status: number, seconds: number): void {
@@ -47,4 +62,25 @@ export class MetricsService {
   render(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+/**
+ * `collect`, answering within COLLECT_TIMEOUT_MS: a read still running then is left to finish (its
+ * samples go to the next page); this page has none of the gauge's samples rather than stale ones.
+ */
+function boundedCollect<L extends string>(
+  collect: (this: Gauge<L>) => Promise<void> | void,
+): (this: Gauge<L>) => Promise<void> {
+  return async function (this: Gauge<L>) {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), COLLECT_TIMEOUT_MS);
+      timer.unref();
+    });
+    try {
+      if ((await Promise.race([Promise.resolve(collect.call(this)), late])) === 'late') this.reset();
+    } finally {
+      clearTimeout(timer);
+    }
+  };
 }

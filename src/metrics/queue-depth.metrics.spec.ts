@@ -2,7 +2,7 @@ import type Redis from 'ioredis';
 import { mockOf } from '../../test/support/mocks';
 import { loadConfig } from '../config/config';
 import { OutboxRepository } from '../outbox/outbox.repository';
-import { MetricsService } from './metrics.service';
+import { COLLECT_TIMEOUT_MS, MetricsService } from './metrics.service';
 import { QueueDepthMetrics } from './queue-depth.metrics';
 
 describe('QueueDepthMetrics (read at scrape time)', () => {
@@ -17,5 +17,28 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
       expect(page).toMatch(/^outbox_backlog\{status="dead"\} 1$/m);
     }
     expect(outbox.countBacklog).toHaveBeenCalledTimes(1);
+  });
+
+  it('a stalled Redis or database leaves its gauge out of the page, not the page past the scrape timeout', async () => {
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
+    try {
+      const metrics = new MetricsService();
+      metrics.counter('orders_created_total', 'orders').inc(7);
+      const never = () => new Promise<never>(() => undefined);
+      const outbox = mockOf<OutboxRepository>({ countBacklog: never }, 'outbox');
+      const redis = mockOf<Redis>({ pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: never }) }, 'redis');
+      new QueueDepthMetrics(metrics, outbox, redis, loadConfig({ NODE_ENV: 'development' })).onModuleInit();
+      let page: string | undefined;
+      const rendering = metrics.render().then((p) => (page = p));
+      await jest.advanceTimersByTimeAsync(COLLECT_TIMEOUT_MS - 1);
+      expect(page).toBeUndefined(); // (the old code: never, whatever the time)
+      await jest.advanceTimersByTimeAsync(1);
+      await rendering;
+      expect(page).toMatch(/^orders_created_total 7$/m);
+      expect(page).not.toMatch(/^outbox_backlog\{/m);
+      expect(page).not.toMatch(/^queue_jobs\{/m);
+    } finally {
+      jest.useRealTimers();
+    }
   });
 });
