@@ -85,6 +85,21 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     expect(order.body.status).toBe('INVENTORY_RESERVED');
   });
 
+  it('a JSON null sent with the key of a body-less cart checkout is another request (422), not a replay of it', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    expect((await t.http.put(`/v1/cart/items/${productId}`, { quantity: 1 }, { token: bob.token })).status).toBe(200);
+    const key = newKey();
+    const checkout = (raw?: string) =>
+      t.http.request('POST', '/v1/orders', undefined, { token: bob.token, idempotencyKey: key, ...(raw ? { raw } : {}) });
+    const first = await checkout();
+    expect(first.status).toBe(201);
+    const nul = await checkout('null');
+    expect([nul.status, nul.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
+    const retry = await checkout();
+    expect([retry.status, retry.headers.get('idempotent-replayed'), retry.body.id]).toEqual([201, 'true', first.body.id]);
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 1 });
+  });
+
   it('one route however its URL is written: a retry with the path percent-encoded or upper-cased replays, it is not a 422', async () => {
     const productId = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
