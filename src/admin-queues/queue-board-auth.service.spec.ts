@@ -50,8 +50,8 @@ function setup() {
   const signIns = mockOf<FailedAttemptLimiter>(
     {
       signIn: jest.fn(
-        async (_channel: string, _account: string, _ip: string, verify: () => Promise<unknown>) => {
-          const result = await verify();
+        async (_channel: string, _account: string, _ip: string, verify: (client: { own: boolean }) => Promise<unknown>) => {
+          const result = await verify({ own: false });
           settled.push(result);
           return result;
         },

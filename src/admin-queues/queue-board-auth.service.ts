@@ -108,10 +108,10 @@ export class QueueBoardAuth {
     const email = normalizeEmail(credentials.email);
 
     let passwordHash = '';
-    const principal = await this.signIns.signIn('queue-board', email, ip, async () => {
+    const principal = await this.signIns.signIn('queue-board', email, ip, async (client) => {
       // The same work for an unknown email as for a wrong password (see AuthService.login).
       const user = await this.users.findByEmail(email);
-      const ok = await this.hasher.verifySignIn(user, credentials.password);
+      const ok = await this.hasher.verifySignIn(user, credentials.password, { priority: client.own });
       if (!user || !ok) return null;
       const permissions = permissionsOf(user.role);
       // a right password without the permission is a failure like any other (no oracle)

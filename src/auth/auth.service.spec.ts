@@ -90,8 +90,8 @@ function setup() {
   const signIns = mockOf<FailedAttemptLimiter>(
     {
       signIn: jest.fn(
-        (_channel: string, _account: string, _ip: string, verify: () => Promise<unknown>) =>
-          verify(),
+        (_channel: string, _account: string, _ip: string, verify: (client: { own: boolean }) => Promise<unknown>) =>
+          verify({ own: false }),
       ),
       rememberClient: jest.fn(),
     },
@@ -207,7 +207,7 @@ describe('AuthService', () => {
       s.users.lockPasswordHash.mockResolvedValue('the-new-hash');
       let answered: unknown = 'not called';
       s.signIns.signIn.mockImplementationOnce(async (_c, _a, _i, verify) => {
-        answered = await verify();
+        answered = await verify({ own: false });
         return answered;
       });
       expect(await codeOf(s.service.login({ email: 'a@b.io', password: 'the-old-one' }, '10.0.0.9'))).toBe('INVALID_CREDENTIALS');

@@ -99,9 +99,10 @@ export class AuthService {
       'login',
       email,
       clientIp,
-      async () => {
+      async (client) => {
         const found = await this.users.findByEmail(email);
-        const ok = await this.hasher.verifySignIn(found, dto.password);
+        // the owner's own client ahead of strangers' guesses in the argon2 queue
+        const ok = await this.hasher.verifySignIn(found, dto.password, { priority: client.own });
         if (!found || !ok) return null;
         const session = await this.openSession(found, dto.password, clientKey);
         return session ? { user: found, session } : null;

@@ -59,7 +59,9 @@ export function parseParams(phc: string): { m: number; t: number; p: number } | 
  * at once (each takes one of libuv's 4 pool threads and ~19 MiB; default 1), at most HASH_QUEUE_LIMIT wait,
  * none longer than HASH_MAX_WAIT_MS; the others get 503 SERVICE_UNAVAILABLE with Retry-After.
  * So a burst of sign-in attempts is answered quickly instead of stalling file I/O and every other
- * sign-in behind a growing queue of argon2 work.
+ * sign-in behind a growing queue of argon2 work. A sign-in from one of the account owner's own
+ * clients (FailedAttemptLimiter.signIn says which) waits in the gate's priority lane: strangers'
+ * guesses at random emails fill the other one, not the owner's way in.
  */
 @Injectable()
 export class PasswordHasher implements OnModuleInit {
@@ -114,7 +116,7 @@ export class PasswordHasher implements OnModuleInit {
    * double what an attacker's guess costs, and tell by its timing which accounts hold an old hash
    * (an unknown email's dummy hash is a new one).
    */
-  verify(phc: string, password: string): Promise<boolean> {
+  verify(phc: string, password: string, options: { priority?: boolean } = {}): Promise<boolean> {
     const form = holdsNormalized(phc) ? normalizePassword(password) : password;
     return this.gate.run(async () => {
       try {
@@ -122,7 +124,7 @@ export class PasswordHasher implements OnModuleInit {
       } catch {
         return false; // a malformed stored hash
       }
-    });
+    }, options);
   }
 
   /**
@@ -130,17 +132,21 @@ export class PasswordHasher implements OnModuleInit {
    * verified against the dummy hash for equal timing). Outside development a published demo
    * password (auth/demo-credentials) fails the same way, whatever the account's stored hash.
    */
-  verifySignIn(account: { email: string; passwordHash: string } | null, password: string): Promise<boolean> {
+  verifySignIn(
+    account: { email: string; passwordHash: string } | null,
+    password: string,
+    options: { priority?: boolean } = {},
+  ): Promise<boolean> {
     // the demo pair in any spelling that normalizes to it (full-width letters, say) is the demo pair
     if (!account || (!this.isDevelopment && isPublishedDemoCredential(account.email, normalizePassword(password)))) {
-      return this.verifyDummy(password);
+      return this.verifyDummy(password, options);
     }
-    return this.verify(account.passwordHash, password);
+    return this.verify(account.passwordHash, password, options);
   }
 
   /** Spends the same work as a real verification, then fails. */
-  async verifyDummy(password: string): Promise<false> {
-    await this.verify(await this.dummyHash(), password);
+  async verifyDummy(password: string, options: { priority?: boolean } = {}): Promise<false> {
+    await this.verify(await this.dummyHash(), password, options);
     return false;
   }
 

@@ -1,5 +1,5 @@
 import type Redis from 'ioredis';
-import { PasswordHasher } from '../../src/auth/password-hasher';
+import { HASH_QUEUE_LIMIT, PasswordHasher } from '../../src/auth/password-hasher';
 import { accountClientDigest } from '../../src/common/throttling/rate-limit.policies';
 import { REDIS } from '../../src/redis/redis.module';
 import { TEST_PASSWORD, login, registerCustomer } from '../support/auth';
@@ -224,4 +224,48 @@ describe('login: one client trying a fresh email each time meets a ceiling over 
     // the owner registered from that client: it is one of the account's own, and still signs in
     expect((await signIn(t, owner.email, TEST_PASSWORD, '10.43.0.1')).status).toBe(200);
   });
+});
+
+describe('login: strangers filling the argon2 queue do not keep the owner out', () => {
+  let t: TestApp;
+
+  beforeAll(async () => {
+    t = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1' } });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it("the owner's own client goes ahead of a full queue of guesses at random emails; a stranger is refused 503", async () => {
+    const owner = await registerCustomer(t.http, fromClient('10.45.0.1'));
+    const gate = t.app.get(PasswordHasher).gate;
+    // the slot taken and the queue filled, as a flood of guesses from many networks does
+    let free!: () => void;
+    const held = gate.run(() => new Promise<void>((resolve) => (free = resolve)));
+    // which verification each slot went to next, in order: the owner's (priority) or a guess
+    const started: string[] = [];
+    const run = gate.run.bind(gate);
+    jest.spyOn(gate, 'run').mockImplementation((task, options) =>
+      run(async () => {
+        started.push(options?.priority ? 'owner' : 'guess');
+        return task();
+      }, options),
+    );
+    const guesses = Array.from({ length: HASH_QUEUE_LIMIT }, (_, i) =>
+      signIn(t, `nobody-${i}@flood.test`, 'not-a-password', `10.45.${1 + i}.1`),
+    );
+    await waitFor('the queue full of guesses', async () => gate.queued, { until: (n) => n === HASH_QUEUE_LIMIT });
+    const stranger = await signIn(t, 'nobody-else@flood.test', 'not-a-password', '10.45.200.1');
+    expect([stranger.status, stranger.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+    const ownerSignIn = signIn(t, owner.email, TEST_PASSWORD, '10.45.0.1');
+    await waitFor('the owner waiting', async () => gate.queued, { until: (n) => n === HASH_QUEUE_LIMIT + 1 });
+    free();
+    await held;
+    const answered = await ownerSignIn;
+    expect(answered.status).toBe(200);
+    expect((await Promise.all(guesses)).map((r) => r.status)).toEqual(Array(HASH_QUEUE_LIMIT).fill(401));
+    jest.restoreAllMocks();
+    // the owner's verification had the slot first, ahead of every guess that came before it
+    expect(started).toEqual(['owner', ...Array(HASH_QUEUE_LIMIT).fill('guess')]);
+  }, 60_000);
 });

@@ -40,6 +40,33 @@ describe('ConcurrencyGate', () => {
     expect(gate.active).toBe(0);
   });
 
+  it('serves the priority lane first, with its own queue: a full ordinary queue never refuses it', async () => {
+    const gate = new ConcurrencyGate({ concurrency: 1, maxQueued: 2, maxWaitMs: 5_000 });
+    const started: string[] = [];
+    const task = (name: string, t: { done: Promise<void> }) => async () => {
+      started.push(name);
+      await t.done;
+    };
+    const first = deferred();
+    const running = gate.run(task('running', first));
+    const strangers = [deferred(), deferred()];
+    const queued = strangers.map((t, i) => gate.run(task(`stranger ${i}`, t)));
+    // the ordinary queue is full: a third stranger is refused, the owner is not
+    expect(await outcome(gate.run(task('stranger 2', deferred())))).toBe('SERVICE_UNAVAILABLE');
+    const owner = deferred();
+    const owners = gate.run(task('owner', owner), { priority: true });
+    expect(gate.queued).toBe(3);
+    first.finish();
+    await running;
+    await Promise.resolve();
+    expect(started).toEqual(['running', 'owner']); // ahead of the strangers who came first
+    owner.finish();
+    strangers.forEach((t) => t.finish());
+    await Promise.all([owners, ...queued]);
+    expect(started).toEqual(['running', 'owner', 'stranger 0', 'stranger 1']);
+    expect(gate.active).toBe(0);
+  });
+
   it('frees the slot of a task that throws', async () => {
     const gate = new ConcurrencyGate({ concurrency: 1, maxQueued: 1, maxWaitMs: 5_000 });
     await expect(gate.run(() => Promise.reject(new Error('boom')))).rejects.toThrow('boom');

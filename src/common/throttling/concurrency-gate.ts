@@ -6,7 +6,7 @@ export const GATE_BUSY_RETRY_AFTER_SECONDS = 1;
 export interface ConcurrencyGateOptions {
   /** Tasks running at once. */
   concurrency: number;
-  /** Callers allowed to wait for a slot; one more is refused at once. */
+  /** Callers allowed to wait for a slot (in each lane); one more is refused at once. */
   maxQueued: number;
   /** A caller still waiting after this long is refused (and leaves the queue). */
   maxWaitMs: number;
@@ -17,10 +17,16 @@ export interface ConcurrencyGateOptions {
  * tasks run, at most `maxQueued` callers wait (first come, first served), none waits longer
  * than `maxWaitMs`. A refused caller gets 503 SERVICE_UNAVAILABLE with Retry-After, so a burst
  * is answered quickly instead of piling up work on libuv's thread pool for everyone.
+ *
+ * A caller may ask for the priority lane (`{ priority: true }`): its own queue of `maxQueued`,
+ * served before the other. The password hasher gives it to sign-ins from the account owner's own
+ * clients, so strangers filling the queue with guesses at random emails (each a full argon2 run)
+ * cannot keep the owner from signing in.
  */
 export class ConcurrencyGate {
   private running = 0;
   private readonly waiting: Array<() => void> = [];
+  private readonly priorityWaiting: Array<() => void> = [];
 
   constructor(private readonly options: ConcurrencyGateOptions) {
     if (options.concurrency < 1) throw new Error('ConcurrencyGate: concurrency must be >= 1');
@@ -31,13 +37,13 @@ export class ConcurrencyGate {
     return this.running;
   }
 
-  /** Callers waiting for a slot now. */
+  /** Callers waiting for a slot now (both lanes). */
   get queued(): number {
-    return this.waiting.length;
+    return this.waiting.length + this.priorityWaiting.length;
   }
 
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    await this.acquire();
+  async run<T>(task: () => Promise<T>, options: { priority?: boolean } = {}): Promise<T> {
+    await this.acquire(options.priority ? this.priorityWaiting : this.waiting);
     try {
       return await task();
     } finally {
@@ -45,29 +51,29 @@ export class ConcurrencyGate {
     }
   }
 
-  private acquire(): Promise<void> {
+  private acquire(lane: Array<() => void>): Promise<void> {
     if (this.running < this.options.concurrency) {
       this.running += 1;
       return Promise.resolve();
     }
-    if (this.waiting.length >= this.options.maxQueued) return Promise.reject(busy());
+    if (lane.length >= this.options.maxQueued) return Promise.reject(busy());
     return new Promise<void>((resolve, reject) => {
       const wake = () => {
         clearTimeout(timer);
         resolve(); // the releasing task handed its slot over: `running` is unchanged
       };
       const timer = setTimeout(() => {
-        const at = this.waiting.indexOf(wake);
-        if (at >= 0) this.waiting.splice(at, 1);
+        const at = lane.indexOf(wake);
+        if (at >= 0) lane.splice(at, 1);
         reject(busy());
       }, this.options.maxWaitMs);
       timer.unref();
-      this.waiting.push(wake);
+      lane.push(wake);
     });
   }
 
   private release(): void {
-    const next = this.waiting.shift();
+    const next = this.priorityWaiting.shift() ?? this.waiting.shift();
     if (next) next();
     else this.running -= 1;
   }

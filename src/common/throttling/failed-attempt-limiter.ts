@@ -150,17 +150,22 @@ export class FailedAttemptLimiter {
     channel: SignInChannel,
     account: string,
     ip: string,
-    verify: () => Promise<T | null>,
+    verify: (client: { own: boolean }) => Promise<T | null>,
     options: SignInOptions = {},
   ): Promise<T | null> {
     if (channel === 'password-change') {
-      return this.attempt(signInBuckets(channel, account, ip, this.config.signIn, false, options.session), verify);
+      return this.attempt(signInBuckets(channel, account, ip, this.config.signIn, false, options.session), () =>
+        verify({ own: false }),
+      );
     }
     // login and the queue board: a client the owner has signed in from (through either) is
     // spared the account's ceiling, so a stranger spending it cannot lock the owner out
     const known = this.prefix + knownClientKey(account, ip);
     const isKnown = this.config.signIn.enabled && (await this.isOwnClient(known, options.ownClientOnRecord));
-    const result = await this.attempt(signInBuckets(channel, account, ip, this.config.signIn, isKnown), verify);
+    // `own`: the verification may go first (the password hasher's priority lane)
+    const result = await this.attempt(signInBuckets(channel, account, ip, this.config.signIn, isKnown), () =>
+      verify({ own: isKnown }),
+    );
     if (result !== null) this.remember(known);
     return result;
   }
