@@ -30,6 +30,10 @@ import { bullPrefix, redisOptionsFromUrl } from './redis-connection';
           backoff: { type: 'exponential', delay: 1000 },
           removeOnComplete: { age: 3600, count: 1000 },
           removeOnFail: { age: 7 * 86_400 },
+          // the stack of the last failure only: BullMQ keeps one per failed attempt by default,
+          // and an email job fails 60 times a day (more with the reconciler's rounds) while a
+          // mail server is down — ~1 KB each, per owed email, in a Redis that must not evict
+          stackTraceLimit: 1,
         },
       }),
       extraOptions: { manualRegistration: true },
