@@ -16,13 +16,21 @@ import { queueProcessors } from './queue/queue-processors';
 import { Schedulers } from './queue/schedulers';
 import { WorkerDrain } from './queue/worker-drain';
 
+/** Jobs of the orders queue one worker process runs at once (expiries and their sweep). */
+const ORDERS_QUEUE_CONCURRENCY = 4;
+/**
+ * Emails one worker process sends at once. One at a time, a flash sale's thousands of receipts
+ * took hours (a mail conversation per message: connect, TLS, AUTH, DATA — and up to 60 s on a
+ * hung server, holding the only slot); each delivery is guarded by its own lock and claim row, so
+ * several run side by side safely.
+ */
+const EMAIL_QUEUE_CONCURRENCY = 4;
+
 /**
  * The worker role: the API's modules (AppModule) plus the worker-only ones (emails,
  * housekeeping), the queues with one processor each, the job handlers (service methods marked
  * `@OnJob`, found at boot), the outbox relay and the schedulers.
  */
-/** Jobs of the orders queue one worker process runs at once (expiries and their sweep). */
-const ORDERS_QUEUE_CONCURRENCY = 4;
 
 @Module({})
 export class WorkerModule {
@@ -43,7 +51,11 @@ export class WorkerModule {
           // email.send's capped backoff, a day of retries (EMAIL_JOB_OPTIONS); an email whose
           // workers were killed under it more than twice is still sent, not failed for good (a
           // stall costs at most a resend with the same Message-ID, a failure the whole email)
-          [QueueName.Email]: { settings: { backoffStrategy: emailBackoff }, maxStalledCount: EMAIL_MAX_STALLS },
+          [QueueName.Email]: {
+            concurrency: EMAIL_QUEUE_CONCURRENCY,
+            settings: { backoffStrategy: emailBackoff },
+            maxStalledCount: EMAIL_MAX_STALLS,
+          },
         }),
         JobHandlers,
         Schedulers,

@@ -15,7 +15,7 @@ import { JobHandlers } from '../../src/queue/job-handlers';
 import { JobName, QueueName } from '../../src/queue/queues';
 import { Session, registerCustomer } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
-import { Buyer, payOrder, placeOrder } from '../support/orders';
+import { Buyer, buyers, payOrder, placeOrder } from '../support/orders';
 import { SmtpCapture } from '../support/smtp-capture';
 import { drain } from '../support/drain';
 import { CANCELLATION_EMAILS_PER_DAY } from '../../src/notifications/email.service';
@@ -153,6 +153,22 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     const [byPayment] = await smtp.awaitMessages(() => smtp.forOrder(failed));
     expect(byPayment.text).toContain('because the payment did not go through.');
     expect(byPayment.text).not.toContain('PAYMENT_FAILED');
+  }, 30_000);
+
+  it('a slow mail server does not send the emails one at a time: a worker keeps several conversations open', async () => {
+    const customers = await buyers(t.http, 3);
+    const orders = await Promise.all(customers.map((b) => twoLineOrder(t, b)));
+    const release = smtp.holdMessages();
+    try {
+      await Promise.all(orders.map((id, i) => cancel(t, customers[i], id)));
+      // one at a time, the second would not start before the first is answered
+      await waitFor('two messages received at once', async () => smtp.receiving, { until: (n) => n >= 2 });
+    } finally {
+      release();
+    }
+    for (const id of orders) expect(await smtp.awaitMessages(() => smtp.forOrder(id))).toHaveLength(1);
+    await drain(worker, t.db.pool);
+    expect(orders.map((id) => smtp.forOrder(id).length)).toEqual([1, 1, 1]);
   }, 30_000);
 
   it('the same email.send job processed 5 times (3 at once) sends exactly one message', async () => {

@@ -30,6 +30,10 @@ export class SmtpCapture {
    * recipient's.
    */
   refuseSenderTimes = 0;
+  /** Messages being received right now (their DATA started, not yet answered). */
+  receiving = 0;
+  /** While set, each message's DATA is answered only once it settles (holdMessages). */
+  private held?: Promise<void>;
   private server?: SMTPServer;
 
   private constructor(private port: number) {}
@@ -64,7 +68,10 @@ export class SmtpCapture {
       onData: (stream, session, callback) => {
         const chunks: Buffer[] = [];
         stream.on('data', (c: Buffer) => chunks.push(c));
-        stream.on('end', () => {
+        this.receiving++;
+        const answer = async () => {
+          await this.held;
+          this.receiving--;
           const from = session.envelope.mailFrom;
           this.messages.push(
             parseMail(
@@ -74,7 +81,8 @@ export class SmtpCapture {
             ),
           );
           callback();
-        });
+        };
+        stream.on('end', () => void answer());
       },
     });
     await new Promise<void>((resolve, reject) => {
@@ -89,6 +97,19 @@ export class SmtpCapture {
     const server = this.server;
     this.server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /**
+   * Holds every message's answer (the 250 after DATA) until the returned release() — a slow mail
+   * server — so a test sees how many conversations a sender keeps open at once.
+   */
+  holdMessages(): () => void {
+    let release!: () => void;
+    this.held = new Promise<void>((resolve) => (release = resolve));
+    return () => {
+      this.held = undefined;
+      release();
+    };
   }
 
   /** Messages about one order (its id is in every Message-ID). */
