@@ -182,6 +182,18 @@ describe('EmailService', () => {
     expect(deliveries.release.mock.calls[0][2]).not.toMatch(/@|alice/);
   });
 
+  it("leaves no part of an address out that holds the other characters a local part may ('+!#$%&*/=?^`{|}~)", async () => {
+    const { service, deliveries, transport } = setup();
+    deliveries.claim.mockResolvedValue({ id: 'd1', attempt: 2 });
+    const address = "mary.o'neil+shop!#$%&*/=?^`{|}~@example.com";
+    transport.send.mockRejectedValue(
+      Object.assign(new Error(`450 4.2.1 <${address}>: Recipient address rejected: Try again later`), { responseCode: 450 }),
+    );
+    const failure = (await service.send({ orderId, kind: 'payment_receipt' }).catch((e: Error) => e)) as Error;
+    expect(failure.message).toMatch(/: 450 4\.2\.1 <\[address\]>: Recipient address rejected: Try again later$/);
+    expect(deliveries.release.mock.calls[0][2]).toBe('450 4.2.1 <[address]>: Recipient address rejected: Try again later');
+  });
+
   it('rethrows the send error even when releasing the claim fails too', async () => {
     const { service, deliveries, transport } = setup();
     transport.send.mockRejectedValue(new Error('smtp down'));

@@ -331,7 +331,11 @@ export function isPermanentRejection(err: unknown): boolean {
   return [550, 551, 553].includes(responseCode) && !policy.test(reply);
 }
 
-/** `text` with every email address in it replaced by `[address]`. */
+/**
+ * `text` with every email address in it replaced by `[address]`. A local part may hold `'` and
+ * the other atext characters (`mary.o'neil@…`): only blanks, brackets, quotes and the separators
+ * end it — a `'` did, and left `mary.o` in logs and job records.
+ */
 function withoutAddresses(text: string): string {
-  return text.replace(/[^\s<>"'(),;:]+@[^\s<>"'(),;:]+/g, '[address]');
+  return text.replace(/[^\s<>"(),;:]+@[^\s<>"'(),;:]+/g, '[address]');
 }
