@@ -36,4 +36,6 @@ export interface OutboxRow {
   aggregateId: string | null;
   payload: Record<string, unknown>;
   attempts: number;
+  /** How long ago the row was written, on the database's clock (as claimed). */
+  ageMs: number;
 }

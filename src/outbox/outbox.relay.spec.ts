@@ -5,12 +5,13 @@ import type { OutboxRow } from './outbox-events';
 import { mockOf } from '../../test/support/mocks';
 import { TimeoutError } from '../common/with-timeout';
 
-const row = (id: string, attempts: number): OutboxRow => ({
+const row = (id: string, attempts: number, ageMs = 1_000): OutboxRow => ({
   id,
   topic: 'order.created',
   aggregateId: id,
   payload: { orderId: id, reservationExpiresAt: new Date().toISOString() },
   attempts,
+  ageMs,
 });
 
 function setup(rows: OutboxRow[], publish: (r: OutboxRow) => Promise<void>) {
@@ -50,6 +51,17 @@ describe('OutboxRelay', () => {
     expect(repo.deferUncounted).toHaveBeenCalledWith('n', 'outbox row n: unknown topic "order.teleported"', 60_000);
     expect(repo.markFailed).not.toHaveBeenCalled();
     expect(repo.markPublished).toHaveBeenCalledWith(['o']);
+  });
+
+  it('counts a row of an unknown topic written over an hour ago (no deploy takes that long: a rollback, a rename), then parks it', async () => {
+    const unknown = new UnknownTopicError('outbox row n: unknown topic "order.teleported"');
+    const { relay, repo } = setup([row('n', 3, 61 * 60_000), row('m', OUTBOX_MAX_ATTEMPTS, 2 * 3600_000)], async () => {
+      throw unknown;
+    });
+    expect(await relay.relayOnce()).toEqual({ published: 0, failed: 2 });
+    expect(repo.deferUncounted).not.toHaveBeenCalled();
+    expect(repo.markFailed).toHaveBeenCalledWith('n', unknown.message, outboxBackoffMs(3), false);
+    expect(repo.markFailed).toHaveBeenCalledWith('m', unknown.message, expect.any(Number), true);
   });
 
   it(`parks a row as dead after ${OUTBOX_MAX_ATTEMPTS} failed attempts`, async () => {

@@ -15,6 +15,8 @@ const PUBLISH_TIMEOUT_MS = 5_000;
 const IDLE_POLL_MS = 250;
 /** How soon a row of a topic this worker does not know is offered again (to any worker). */
 const UNKNOWN_TOPIC_RETRY_MS = 60_000;
+/** How old a row of an unknown topic may be and still be waited for (a rolling deploy, generously). */
+const UNKNOWN_TOPIC_PATIENCE_MS = 60 * 60_000;
 /** While the queues are unreachable: probe again after 0.5 s, 1 s, 2 s … at most every 5 s. */
 const UNAVAILABLE_POLL_MAX_MS = 5_000;
 
@@ -111,9 +113,11 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
           this.logger.warn(`outbox relay paused, queues unreachable: ${message}`);
           break;
         }
-        if (err instanceof UnknownTopicError) {
+        if (err instanceof UnknownTopicError && row.ageMs < UNKNOWN_TOPIC_PATIENCE_MS) {
           // an older worker than the API that wrote it (a rolling deploy): not the event's
-          // fault, so never parked as dead by this worker — back, uncounted, for one that knows it
+          // fault, so never parked as dead by this worker — back, uncounted, for one that knows it;
+          // past UNKNOWN_TOPIC_PATIENCE_MS it is no deploy any more (a rollback, a renamed topic):
+          // counted as any failure, then parked dead (a build that knows it relays it at its boot)
           await this.outbox.deferUncounted(row.id, message, UNKNOWN_TOPIC_RETRY_MS);
           this.logger.warn(`${message}: left for a worker that knows it`);
           continue;

@@ -86,7 +86,8 @@ export class OutboxRepository {
                 LIMIT $1
                 FOR UPDATE SKIP LOCKED) due
         WHERE o.id = due.id
-       RETURNING o.id, o.topic, o.aggregate_id AS "aggregateId", o.payload, o.attempts`,
+       RETURNING o.id, o.topic, o.aggregate_id AS "aggregateId", o.payload, o.attempts,
+                 (extract(epoch FROM statement_timestamp() - o.created_at) * 1000)::float8 AS "ageMs"`,
       [limit, String(leaseMs)],
     );
   }

@@ -408,6 +408,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
       aggregateId: orderId,
       payload: again,
       attempts: 1,
+      ageMs: 0,
     });
     expect(await worker.get(EmailService).send({ ...again, kind: 'refund' })).toBe('already-sent');
     await drain(worker, t.db.pool);
