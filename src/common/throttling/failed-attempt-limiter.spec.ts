@@ -79,12 +79,18 @@ describe('FailedAttemptLimiter', () => {
     expect(verify).not.toHaveBeenCalled();
   });
 
-  it('fails closed when Redis is unavailable: 429 with Retry-After, nothing verified', async () => {
+  it('fails closed when Redis is unavailable: 429 with Retry-After and the RateLimit headers (API.md), nothing verified', async () => {
     const s = setup(() => Promise.reject(new Error("Stream isn't writeable")));
     const verify = jest.fn();
     expect(await settle(s.limiter.attempt([bucket], verify))).toEqual({
       code: 'RATE_LIMITED',
-      options: { headers: { 'Retry-After': '5' } },
+      options: {
+        headers: {
+          'Retry-After': '5',
+          'RateLimit-Policy': '"signin-account";q=3;w=60',
+          RateLimit: '"signin-account";r=0;t=5',
+        },
+      },
     });
     expect(verify).not.toHaveBeenCalled();
   });

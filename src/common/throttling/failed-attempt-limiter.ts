@@ -241,10 +241,20 @@ export class FailedAttemptLimiter {
         this.log.warn(`${String(err)}: password sign-ins are refused until Redis answers`);
       }
       this.storeDown = true;
+      // the RateLimit headers API.md asks of every 429, as the guards give on their store-down
+      // path: the first of the limits that could not be counted, nothing remaining for now
+      const first = buckets[0];
+      const name = first.key.split(':')[0];
       throw new DomainError(
         'RATE_LIMITED',
         'Temporarily unable to accept this request; retry shortly.',
-        { headers: { 'Retry-After': String(STORE_DOWN_RETRY_AFTER_SECONDS) } },
+        {
+          headers: {
+            'Retry-After': String(STORE_DOWN_RETRY_AFTER_SECONDS),
+            'RateLimit-Policy': policyHeaderItem(name, first.limit, Math.ceil(first.windowMs / 1000)),
+            RateLimit: stateHeaderItem(name, 0, STORE_DOWN_RETRY_AFTER_SECONDS),
+          },
+        },
       );
     }
     if (this.storeDown) this.log.log('sign-in limit store reachable again');
