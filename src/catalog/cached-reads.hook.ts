@@ -10,6 +10,7 @@ import {
   trackerFor,
 } from '../common/throttling/rate-limit.policies';
 import { CatalogCache } from './catalog-cache';
+import { catalogCacheKey } from './catalog-cache-key';
 import { LocalRateLimiter } from './cached-reads.limiter';
 import { ListProductsDto } from './dto/catalog.dto';
 
@@ -29,7 +30,7 @@ function listQueryParameters(): ReadonlySet<string> {
 
 /**
  * Whether the URL's query names only parameters its route accepts. Anything else (`?cb=…`, a
- * malformed or empty segment) is never answered from the cache: the route refuses it (400).
+ * malformed segment) is never answered from the cache: the route refuses it (400).
  */
 export function onlyKnownQuery(url: string): boolean {
   const start = url.indexOf('?');
@@ -37,6 +38,7 @@ export function onlyKnownQuery(url: string): boolean {
   if (!url.startsWith('/v1/products?')) return false; // detail and categories take no query
   const allowed = listQueryParameters();
   for (const segment of url.slice(start + 1).split('&')) {
+    if (segment === '') continue; // dropped by the query-string parser (and the cache key)
     const end = segment.indexOf('=');
     const raw = end === -1 ? segment : segment.slice(0, end);
     let name: string;
@@ -100,7 +102,7 @@ export function cachedReadsHook(cache: CatalogCache, options: CachedReadsOptions
         return refuse(request, reply, policyHeader, limitHeader, state.resetSeconds);
       }
     }
-    cache.peek(request.url).then(
+    cache.peek(catalogCacheKey(request.url)).then(
       (hit) => {
         if (hit === null) return done();
         browserHeaders(reply, request.headers.origin);

@@ -4,6 +4,7 @@ import { DomainError } from '../common/errors/domain-error';
 import { decodeCursor, encodeCursor } from '../common/pagination/cursor';
 import { Clock } from '../common/time/clock';
 import { CatalogCache } from './catalog-cache';
+import { catalogCacheKey } from './catalog-cache-key';
 import { mapProduct, mapProductSummary } from './catalog.mapper';
 import { CategoryDto, ListProductsDto, ProductPageDto } from './dto/catalog.dto';
 import { ProductRepository } from './product.repository';
@@ -47,7 +48,7 @@ export class CatalogService {
    * the cache key, so the cached-GET fast path (cached-reads.hook.ts) finds the same entry.
    */
   product(id: string, url: string): Promise<string> {
-    return this.cache.getOrBuild(url, async () => {
+    return this.cache.getOrBuild(catalogCacheKey(url), async () => {
       const row = await this.products.findDetail(id, { activeOnly: true });
       if (!row) throw productNotFound();
       return mapProduct(row, (key) => this.storage.publicUrl(key));
@@ -55,11 +56,11 @@ export class CatalogService {
   }
 
   list(query: ListProductsDto, url: string): Promise<string> {
-    return this.cache.getOrBuild(url, () => this.page(query));
+    return this.cache.getOrBuild(catalogCacheKey(url), () => this.page(query));
   }
 
   categories(url: string): Promise<string> {
-    return this.cache.getOrBuild(url, async () => ({
+    return this.cache.getOrBuild(catalogCacheKey(url), async () => ({
       items: (await this.products.categories()) satisfies CategoryDto[],
     }));
   }

@@ -283,6 +283,37 @@ describe('catalog: admin writes, reads, cache', () => {
     expect((await t.http.get('/v1/products?cursor=bad')).status).toBe(400);
     expect((await t.http.get('/v1/products?sort=cheapest')).status).toBe(400);
     expect((await t.http.get('/v1/categories')).status).toBe(200);
+    // a number has one spelling (so it has one cache entry)
+    for (const limit of ['020', '2e1', '%2B20', '%2020', '20.0', '0x14', '-0']) {
+      const res = await t.http.get(`/v1/products?limit=${limit}`);
+      expect([limit, res.status, res.body.code]).toEqual([limit, 400, 'VALIDATION_FAILED']);
+    }
+  });
+
+  it('serves every spelling of one listing from one cache entry: reordered, empty segments, percent-encoded names', async () => {
+    const products = t.app.get(ProductRepository);
+    const page = jest.spyOn(products, 'page');
+    try {
+      const sort = `sort=newest&limit=${7 + Math.floor(Math.random() * 90)}`; // a listing no other test cached
+      const [name, value] = sort.split('&')[1].split('=');
+      const spellings = [
+        `/v1/products?${sort}`,
+        `/v1/products?${sort.split('&').reverse().join('&')}`,
+        `/v1/products?${sort}&`,
+        `/v1/products?&&${sort}&&&`,
+        `/v1/products?sort=newest&${encodeURIComponent(name).replace('l', '%6C')}=${value}`,
+      ];
+      const bodies = [];
+      for (const url of spellings) {
+        const res = await t.http.get(url);
+        expect([url, res.status]).toEqual([url, 200]);
+        bodies.push(res.body);
+      }
+      expect(page).toHaveBeenCalledTimes(1); // was one full listing query per spelling
+      for (const body of bodies) expect(body).toEqual(bodies[0]);
+    } finally {
+      page.mockRestore();
+    }
   });
 });
 

@@ -1,0 +1,39 @@
+import { catalogCacheKey } from './catalog-cache-key';
+
+describe('catalogCacheKey (one cache entry per listing, however its URL is spelled)', () => {
+  it('gives every spelling of one query the same key', () => {
+    const key = catalogCacheKey('/v1/products?limit=20&sort=newest');
+    for (const url of [
+      '/v1/products?sort=newest&limit=20',
+      '/v1/products?limit=20&sort=newest&',
+      '/v1/products?&&limit=20&&sort=newest&&&',
+      '/v1/products?%6cimit=20&sort=%6Eewest',
+      '/V1/Products?limit=20&sort=newest',
+    ]) {
+      expect([url, catalogCacheKey(url)]).toEqual([url, key]);
+    }
+    const id = 'a3bb189e-8bf9-3888-9912-ace4e6543002';
+    expect(catalogCacheKey(`/v1/products/${id.toUpperCase()}`)).toBe(
+      catalogCacheKey(`/v1/products/${id}`),
+    );
+    expect(catalogCacheKey('/v1/categories?')).toBe('/v1/categories');
+    expect(catalogCacheKey('/v1/products?q=tea+bag')).toBe(
+      catalogCacheKey('/v1/products?q=tea%20bag'),
+    );
+  });
+
+  it('keeps different queries apart', () => {
+    const keys = [
+      '/v1/products?q=007',
+      '/v1/products?q=7',
+      '/v1/products?q=a%26b',
+      '/v1/products?q=a&b',
+      '/v1/products?limit=20',
+      '/v1/products?limit=21',
+      '/v1/products?limit=20&limit=20',
+      '/v1/products?q=%E0%A4', // not UTF-8: kept as sent
+      '/v1/products',
+    ].map(catalogCacheKey);
+    expect(new Set(keys).size).toBe(keys.length);
+  });
+});

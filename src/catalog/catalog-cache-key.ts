@@ -1,0 +1,34 @@
+/**
+ * The cache key of a catalog GET: its URL in one spelling. Keyed on the URL as sent, every
+ * spelling of one listing the route accepts — parameters in another order, an empty segment
+ * (`?limit=20&`), a percent-encoded name or value, an upper-case id — was an entry of its own,
+ * so an anonymous client could make each request a miss that ran the listing's full query. Here:
+ * the path lower-cased (ids are hex), the query's names and values decoded (`+` a space), empty
+ * segments dropped, the pairs sorted, and encoded again. What the route refuses (400) is never
+ * stored, so only spellings of an accepted query matter (a number has one: PageQueryDto's limit).
+ */
+export function catalogCacheKey(url: string): string {
+  const start = url.indexOf('?');
+  const path = (start === -1 ? url : url.slice(0, start)).toLowerCase();
+  if (start === -1) return path;
+  const pairs: [string, string][] = [];
+  for (const segment of url.slice(start + 1).split('&')) {
+    if (segment === '') continue;
+    const eq = segment.indexOf('=');
+    const name = decoded(eq === -1 ? segment : segment.slice(0, eq));
+    const value = eq === -1 ? '' : decoded(segment.slice(eq + 1));
+    pairs.push([name, value]);
+  }
+  if (pairs.length === 0) return path;
+  pairs.sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : x > y ? 1 : 0));
+  return `${path}?${pairs.map(([n, v]) => `${encodeURIComponent(n)}=${encodeURIComponent(v)}`).join('&')}`;
+}
+
+/** A query component decoded as the query-string parser does; as sent if it cannot be. */
+function decoded(component: string): string {
+  try {
+    return decodeURIComponent(component.replace(/\+/g, ' '));
+  } catch {
+    return component;
+  }
+}
