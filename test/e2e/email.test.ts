@@ -233,7 +233,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
       await cancel(t, buyer, orderId);
       // two attempts failed (2 s apart): the job keeps the stack of its last failure only
       const failed = await waitFor('two attempts to fail', () => deliveriesOf(t, orderId), {
-        until: (r) => r[0]?.last_error != null && r[0].attempts >= 2,
+        until: (r) => r[0]?.last_error != null && r[0].attempts >= 2 && r[0].claimed_at === null, // (not mid-attempt)
       });
       expect(failed).toMatchObject([{ kind: 'cancellation', status: 'sending', claimed_at: null }]);
       expect(failed[0].last_error).toMatch(/ECONNREFUSED/);
