@@ -18,9 +18,18 @@ export function createRedisClient(url: string, name: string): Redis {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     connectTimeout: 2000,
+    // a Redis that keeps the connection but stops answering (stalled, or gone without a reset):
+    // callers give up at once (withTimeout), but their commands stayed queued on the connection
+    // until a reply that never came — every request added its own, and the heap filled. No data
+    // for this long while commands wait: the connection is dropped, they fail, and it reconnects.
+    socketTimeout: REDIS_SOCKET_TIMEOUT_MS,
+    keepAlive: 10_000,
     retryStrategy: (times) => Math.min(times * 200, 2000),
   });
 }
+
+/** How long the shared client waits for any reply before it drops the connection (see above). */
+export const REDIS_SOCKET_TIMEOUT_MS = 3_000;
 
 @Global()
 @Module({

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { AddressInfo, Server, Socket, createServer } from 'node:net';
 import Redis from 'ioredis';
-import { createRedisClient } from '../../src/redis/redis.module';
+import { REDIS_SOCKET_TIMEOUT_MS, createRedisClient } from '../../src/redis/redis.module';
 import { connectUpstream } from '../support/tcp-pair';
 import { waitFor } from '../support/wait-for';
 
@@ -15,9 +15,12 @@ const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 async function startReplyDroppingProxy(target: URL): Promise<{
   url: string;
   loseNextReply(): void;
+  /** From now on, replies are swallowed and the connection kept: a Redis that stopped answering. */
+  stall(): void;
   close(): Promise<void>;
 }> {
   let lose = false;
+  let stalled = false;
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
     const { upstream, end } = connectUpstream(
@@ -27,6 +30,7 @@ async function startReplyDroppingProxy(target: URL): Promise<{
     );
     client.on('data', (d) => upstream.write(d));
     upstream.on('data', (d) => {
+      if (stalled) return;
       if (!lose) return void client.write(d);
       lose = false; // Redis has run it; the client never hears
       end();
@@ -38,6 +42,9 @@ async function startReplyDroppingProxy(target: URL): Promise<{
     url: `redis://127.0.0.1:${port}`,
     loseNextReply: () => {
       lose = true;
+    },
+    stall: () => {
+      stalled = true;
     },
     close: async () => {
       for (const s of sockets) s.destroy();
@@ -82,4 +89,24 @@ describe('Redis: a command whose reply was lost', () => {
       await direct.del(key);
     }
   });
+
+  it('a Redis that keeps the connection and stops answering: commands fail within the socket timeout, none pile up', async () => {
+    const proxy = await startReplyDroppingProxy(new URL(REDIS_URL));
+    const client = createRedisClient(proxy.url, 'stalled-test');
+    client.on('error', () => undefined);
+    try {
+      await waitFor('the client to connect', () => client.ping(), { timeoutMs: 5000, intervalMs: 50, retryErrors: true });
+      proxy.stall();
+      const started = performance.now();
+      const outcomes = await Promise.allSettled(Array.from({ length: 200 }, (_, i) => client.get(`test:stalled:${i}`)));
+      const waited = performance.now() - started;
+      expect(outcomes.every((o) => o.status === 'rejected')).toBe(true);
+      // (the old client: never — every command waited on the connection for a reply)
+      expect(waited).toBeLessThan(REDIS_SOCKET_TIMEOUT_MS + 2_000);
+      expect((client as unknown as { commandQueue: { length: number } }).commandQueue.length).toBe(0);
+    } finally {
+      client.disconnect();
+      await proxy.close();
+    }
+  }, 20_000);
 });
