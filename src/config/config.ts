@@ -99,6 +99,9 @@ const envSchema = z.object({
   // session-mode pool, when DATABASE_URL points at a transaction-mode PgBouncer; unset = DATABASE_URL
   DATABASE_LOCK_URL: url(['postgres:', 'postgresql:']).optional(),
   DATABASE_POOL_SIZE: int(20, 1, 500),
+  // a statement PostgreSQL sends nothing back for this long fails (503) and its connection is
+  // dropped: a stalled or vanished server frees the pool instead of holding it for TCP's ~15 min
+  DATABASE_QUERY_TIMEOUT_MS: int(60_000, 1_000, 3_600_000),
   DB_BREAKER_FAILURES: int(5, 1, 1000),
   DB_BREAKER_HALF_OPEN_MS: int(5000, 100, 600_000),
   REDIS_URL: url(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
@@ -230,6 +233,8 @@ export interface AppConfig {
      */
     lockUrl: string;
     poolSize: number;
+    /** A statement the server sends nothing back for this long fails, its connection dropped. */
+    queryTimeoutMs: number;
     /** Circuit breaker: opens after `failures` consecutive connection failures, probes after `halfOpenAfterMs`. */
     breaker: { failures: number; halfOpenAfterMs: number };
   };
@@ -461,16 +466,32 @@ export function loadDatabaseConfig(
       DATABASE_URL: true,
       DATABASE_LOCK_URL: true,
       DATABASE_POOL_SIZE: true,
+      DATABASE_QUERY_TIMEOUT_MS: true,
       DB_BREAKER_FAILURES: true,
       DB_BREAKER_HALF_OPEN_MS: true,
     })
     .safeParse(present(env));
   if (!parsed.success) throw new ConfigError(describe(parsed.error));
-  const d = parsed.data;
+  return databaseOf(parsed.data);
+}
+
+/** The database part of the configuration, from the parsed variables. */
+function databaseOf(
+  d: Pick<
+    z.infer<typeof envSchema>,
+    | 'DATABASE_URL'
+    | 'DATABASE_LOCK_URL'
+    | 'DATABASE_POOL_SIZE'
+    | 'DATABASE_QUERY_TIMEOUT_MS'
+    | 'DB_BREAKER_FAILURES'
+    | 'DB_BREAKER_HALF_OPEN_MS'
+  >,
+): AppConfig['database'] {
   return {
     url: d.DATABASE_URL,
     lockUrl: d.DATABASE_LOCK_URL ?? d.DATABASE_URL,
     poolSize: d.DATABASE_POOL_SIZE,
+    queryTimeoutMs: d.DATABASE_QUERY_TIMEOUT_MS,
     breaker: { failures: d.DB_BREAKER_FAILURES, halfOpenAfterMs: d.DB_BREAKER_HALF_OPEN_MS },
   };
 }
@@ -667,12 +688,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     docsEnabled: e.DOCS_ENABLED ?? true,
     corsOrigins: cors.origins,
     logLevel: e.LOG_LEVEL,
-    database: {
-      url: e.DATABASE_URL,
-      lockUrl: e.DATABASE_LOCK_URL ?? e.DATABASE_URL,
-      poolSize: e.DATABASE_POOL_SIZE,
-      breaker: { failures: e.DB_BREAKER_FAILURES, halfOpenAfterMs: e.DB_BREAKER_HALF_OPEN_MS },
-    },
+    database: databaseOf(e),
     redis: { url: e.REDIS_URL, keyPrefix: e.REDIS_KEY_PREFIX },
     jwt: {
       secret: jwtKeys.keyPair ? undefined : (e.JWT_SECRET ?? devSecret('JWT_SECRET')),

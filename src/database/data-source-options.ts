@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { DataSourceOptions } from 'typeorm';
+import { stallAwareClient } from './stall-aware-client';
 import { SafeTypeOrmLogger } from './typeorm-logger';
 
 /**
@@ -10,10 +11,10 @@ import { SafeTypeOrmLogger } from './typeorm-logger';
  */
 const IDLE_IN_TRANSACTION_MS = 15_000;
 
-/** The server's own TCP keepalive probes: a vanished client is noticed in about 25 s. */
 /** How long a migration waits for a table lock before it fails (and rolls back): run it again later. */
 const MIGRATION_LOCK_TIMEOUT_MS = 5_000;
 
+/** The server's own TCP keepalive probes: a vanished client is noticed in about 25 s. */
 export const SERVER_KEEPALIVES = '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3';
 
 /**
@@ -22,7 +23,14 @@ export const SERVER_KEEPALIVES = '-c tcp_keepalives_idle=10 -c tcp_keepalives_in
  */
 export function dataSourceOptions(
   url: string,
-  opts: { poolSize?: number; withMigrations?: boolean; rootDir?: string; idleInTransactionMs?: number } = {},
+  opts: {
+    poolSize?: number;
+    withMigrations?: boolean;
+    rootDir?: string;
+    idleInTransactionMs?: number;
+    /** A statement the server sends nothing back for this long fails, its connection dropped. */
+    queryTimeoutMs?: number;
+  } = {},
 ): DataSourceOptions {
   const root = opts.rootDir ?? join(__dirname, '..', '..');
   return {
@@ -37,6 +45,8 @@ export function dataSourceOptions(
     // users) are held for that migration, not until the last of the batch commits
     migrationsTransactionMode: 'each',
     extra: {
+      // the pool's clients (pg-pool's `Client` option): see stallAwareClient
+      ...(opts.queryTimeoutMs ? { Client: stallAwareClient(opts.queryTimeoutMs) } : {}),
       max: opts.poolSize ?? 20,
       connectionTimeoutMillis: 5000,
       idleTimeoutMillis: 30_000,

@@ -12,7 +12,10 @@ import { TransactionHost } from './transaction-host';
     TypeOrmModule.forRootAsync({
       inject: [APP_CONFIG],
       useFactory: (config: AppConfig) => ({
-        ...dataSourceOptions(config.database.url, { poolSize: config.database.poolSize }),
+        ...dataSourceOptions(config.database.url, {
+          poolSize: config.database.poolSize,
+          queryTimeoutMs: config.database.queryTimeoutMs,
+        }),
         entities: [],
         autoLoadEntities: true,
         retryAttempts: 3,

@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -90,6 +90,27 @@ export class PrivatePostgres {
    */
   async stop(mode: 'immediate' | 'fast' = 'immediate'): Promise<void> {
     await this.run('pg_ctl', ['-D', this.dataDir, '-m', mode, '-w', '-t', '60', 'stop']);
+  }
+
+  /**
+   * Freezes the server (SIGSTOP to the postmaster and every backend): connections stay open, the
+   * kernel still acknowledges what is sent, and nothing is answered — a stalled disk or host.
+   * `thaw()` lets it run on.
+   */
+  freeze(): void {
+    this.signalAll('STOP');
+  }
+
+  thaw(): void {
+    this.signalAll('CONT');
+  }
+
+  private signalAll(signal: 'STOP' | 'CONT'): void {
+    const pid = readFileSync(join(this.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0].trim();
+    const children = execFileSync('pgrep', ['-P', pid], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    // the postmaster first on the way down (it starts no new backend), last on the way up
+    const order = signal === 'STOP' ? [pid, ...children] : [...children, pid];
+    for (const p of order) process.kill(Number(p), `SIG${signal}`);
   }
 
   async restart(mode: 'immediate' | 'fast' = 'immediate'): Promise<void> {

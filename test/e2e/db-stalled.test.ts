@@ -1,0 +1,78 @@
+import { registerCustomer } from '../support/auth';
+import type { HttpResponse } from '../support/http';
+import { PrivatePostgres } from '../support/private-postgres';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { waitFor } from '../support/wait-for';
+
+const SILENCE_MS = 1_500;
+
+async function timed(
+  request: () => Promise<HttpResponse>,
+): Promise<{ status: number; ms: number }> {
+  const started = performance.now();
+  const res = await request();
+  return { status: res.status, ms: performance.now() - started };
+}
+
+/**
+ * A PostgreSQL that keeps its connections and answers nothing (SIGSTOP: a stalled disk or host;
+ * the kernel still acknowledges what is sent, so TCP notices nothing for ~15 minutes). Statements
+ * sent to it used to wait that long, each holding its pool connection; now each fails after
+ * DATABASE_QUERY_TIMEOUT_MS of silence with its connection dropped, and once the server answers
+ * again the pool serves a full load — no connection is left waiting on the stalled server.
+ */
+describe('a stalled PostgreSQL (frozen, connections kept open)', () => {
+  let pg: PrivatePostgres;
+  let t: TestApp;
+  let token: string;
+
+  beforeAll(async () => {
+    pg = await PrivatePostgres.start();
+    t = await bootTestApp({
+      db: await pg.migratedDatabase(),
+      env: {
+        DATABASE_QUERY_TIMEOUT_MS: String(SILENCE_MS),
+        DATABASE_POOL_SIZE: '4',
+        DB_BREAKER_FAILURES: '100', // this test is about the statements, not the breaker
+      },
+    });
+    token = (await registerCustomer(t.http)).accessToken;
+  });
+  afterAll(async () => {
+    pg?.thaw();
+    await t?.close();
+    await t?.db.drop();
+    await pg?.destroy();
+  });
+
+  it('answers 503 after the silence limit instead of hanging, and the pool is whole once the server answers again', async () => {
+    expect((await t.http.get('/v1/orders', { token })).status).toBe(200);
+    pg.freeze();
+    let thawed = false;
+    try {
+      // more requests than the pool has connections: each statement sent fails after the limit
+      // (the old client: every one waits until the server answers again)
+      const stalled = await Promise.all(
+        Array.from({ length: 6 }, () => timed(() => t.http.get('/v1/orders', { token }))),
+      );
+      for (const r of stalled) {
+        expect(r.status).toBe(503);
+        expect(r.ms).toBeLessThan(3 * SILENCE_MS + 5_000);
+      }
+      pg.thaw();
+      thawed = true;
+    } finally {
+      if (!thawed) pg.thaw();
+    }
+    // no connection is still waiting on an answer from the stall: a full load is served at once
+    await waitFor(
+      'the API to read again',
+      async () => (await t.http.get('/v1/orders', { token })).status,
+      { until: (s) => s === 200 },
+    );
+    const after = await Promise.all(
+      Array.from({ length: 12 }, () => t.http.get('/v1/orders', { token })),
+    );
+    expect(after.map((r) => r.status)).toEqual(Array(12).fill(200));
+  }, 60_000);
+});
