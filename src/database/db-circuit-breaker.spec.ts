@@ -63,6 +63,31 @@ describe('DbCircuitBreaker', () => {
     expect(work).not.toHaveBeenCalled();
   });
 
+  it('counts the statements a restart fails together (all begun before the first failure) as one failure', async () => {
+    const b = breaker(3);
+    // five statements under way when the connections drop: they fail one after another, each 503
+    let drop!: () => void;
+    const dropped = new Promise<void>((resolve) => (drop = resolve));
+    const inFlight = Array.from({ length: 5 }, () =>
+      b.execute(async () => {
+        await dropped;
+        await new Promise((r) => setTimeout(r, 2));
+        throw pgError('ECONNRESET');
+      }),
+    );
+    drop();
+    for (const outcome of await Promise.allSettled(inFlight)) {
+      expect(outcome).toMatchObject({ status: 'rejected', reason: { code: 'SERVICE_UNAVAILABLE' } });
+    }
+    expect(b.state).toBe('closed'); // (it opened after three of them)
+    // an outage goes on: the failures of statements begun since count, one after another
+    const down = () => Promise.reject(pgError('ECONNREFUSED'));
+    await b.execute(down).catch(() => undefined);
+    expect(b.state).toBe('closed');
+    await b.execute(down).catch(() => undefined);
+    expect(b.state).toBe('open');
+  });
+
   it('never opens on constraint violations or serialization failures, and passes them through', async () => {
     const b = breaker(2);
     for (const code of ['23505', '40001', '23514', '40P01']) {

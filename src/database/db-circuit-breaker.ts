@@ -103,6 +103,16 @@ export class DbCircuitBreaker implements OnModuleInit {
   readonly retryAfterSeconds: number;
   /** When (monotonic ms) the database last answered a statement of this process, if ever. */
   private lastAnsweredAt = -Infinity;
+  /**
+   * When (monotonic ms) the last counted connection failure happened. The attempts already under
+   * way then fail with it — a 10 ms restart fails every statement in flight together — and were
+   * counted as that many consecutive failures: the breaker opened, and every instance answered
+   * 503 for DB_BREAKER_HALF_OPEN_MS although the database was back 10 ms later. Only attempts
+   * begun after it count now: "consecutive" means one failure after another.
+   */
+  private lastFailureAt = -Infinity;
+  /** Connection failures of attempts begun before lastFailureAt (not counted). */
+  private readonly sameEpisode = new WeakSet<object>();
 
   constructor(
     private readonly dataSource: DataSource,
@@ -110,7 +120,9 @@ export class DbCircuitBreaker implements OnModuleInit {
   ) {
     const { failures, halfOpenAfterMs } = config.database.breaker;
     this.retryAfterSeconds = Math.max(1, Math.ceil(halfOpenAfterMs / 1000));
-    this.policy = circuitBreaker(handleWhen(isConnectionFailure), {
+    // a connection failure of an attempt begun before the last counted one is that same episode
+    // (a restart fails every statement in flight at once): not counted again
+    this.policy = circuitBreaker(handleWhen((err) => isConnectionFailure(err) && !this.sameEpisode.has(err)), {
       halfOpenAfter: halfOpenAfterMs,
       breaker: new ConsecutiveBreaker(failures),
     });
@@ -188,8 +200,20 @@ export class DbCircuitBreaker implements OnModuleInit {
 
   /** `answers`: whether `fn` succeeding (or failing about its statement) means the database answered. */
   private async through<T>(fn: () => Promise<T>, answers = true): Promise<T> {
+    const startedAt = performance.now();
+    const attempt = async () => {
+      try {
+        return await fn();
+      } catch (err) {
+        if (isConnectionFailure(err) && typeof err === 'object' && err !== null) {
+          if (startedAt < this.lastFailureAt) this.sameEpisode.add(err);
+          else this.lastFailureAt = performance.now();
+        }
+        throw err;
+      }
+    };
     try {
-      const result = await this.policy.execute(() => this.guarded.run(true, fn));
+      const result = await this.policy.execute(() => this.guarded.run(true, attempt));
       if (answers) this.lastAnsweredAt = performance.now();
       return result;
     } catch (err) {
