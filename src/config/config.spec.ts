@@ -157,6 +157,10 @@ describe('loadConfig', () => {
         const env = { ...withoutFrom, ...(nodeEnv ? { NODE_ENV: nodeEnv } : {}) };
         expect(problemsOf(env)).toEqual([expect.stringMatching(/^MAIL_FROM: required .*with SMTP_URL/)]);
         expect(problemsOf({ ...env, MAIL_FROM: '' })).toEqual([expect.stringMatching(/^MAIL_FROM: required/)]);
+        // the placeholder of .env.example, copied to a server: refused as if not given
+        for (const placeholder of ['Shop <orders@shop.example>', 'orders@SHOP.example']) {
+          expect(problemsOf({ ...env, MAIL_FROM: placeholder })).toEqual([expect.stringMatching(/^MAIL_FROM: the placeholder sender/)]);
+        }
       }
       expect(loadConfig({ ...withoutFrom, NODE_ENV: 'development' }).mail.from).toBe('Shop <orders@shop.example>');
     });

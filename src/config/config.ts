@@ -38,6 +38,9 @@ const REQUIRED_OUTSIDE_DEVELOPMENT = [
   'STRIPE_WEBHOOK_SECRET',
 ] as const;
 
+/** The sender development mails from (and .env.example shows): a domain no provider verifies. */
+const PLACEHOLDER_MAIL_FROM = 'Shop <orders@shop.example>';
+
 const bool = (def: boolean) =>
   z
     .enum(['true', 'false', '1', '0'])
@@ -137,7 +140,7 @@ const envSchema = z.object({
   STRIPE_API_URL: url(['http:', 'https:']).optional(),
   STRIPE_TEST_MODE: bool(false),
   SMTP_URL: url(['smtp:', 'smtps:']).optional(),
-  MAIL_FROM: z.string().default('Shop <orders@shop.example>'),
+  MAIL_FROM: z.string().default(PLACEHOLDER_MAIL_FROM),
   MAIL_OUTBOX_DIR: z.string().default('var/mail'),
   RESERVATION_TTL_SECONDS: int(900, 10, 86_400),
   PURCHASE_LIMIT_UNITS_PER_PRODUCT: int(5, 0, 1_000_000),
@@ -525,6 +528,9 @@ function secretProblems(env: Record<string, string>): string[] {
   // placeholder would have every confirmation refused or filed as spam, with nothing at boot to say so.
   if (env.SMTP_URL && !env.MAIL_FROM) {
     problems.push(`MAIL_FROM: ${why} with SMTP_URL (the shop's sender, e.g. "Shop <orders@your-shop.example>")`);
+  } else if (env.SMTP_URL && /@shop\.example>?\s*$/i.test(env.MAIL_FROM ?? '')) {
+    // the placeholder, given explicitly (a copy of .env.example): as good as not given
+    problems.push(`MAIL_FROM: the placeholder sender (${env.MAIL_FROM}) is refused unless NODE_ENV=development; use the address your mail provider verifies`);
   }
   // A Stripe test key takes test cards: in production, orders would be paid for with 4242…. Refused
   // outside development (NODE_ENV unset or mistyped included) unless a staging instance says so.
