@@ -21,7 +21,7 @@ async function openBreaker(b: DbCircuitBreaker, failures: number): Promise<void>
 describe('isConnectionFailure', () => {
   beforeAll(() => Logger.overrideLogger(false));
 
-  it.each(['08006', '08001', '08003', '08P01', '57P01', '57P02', '57P03', '25P03', '57P05'])('counts SQLSTATE %s', (code) => {
+  it.each(['08006', '08001', '08003', '08P01', '57P01', '57P02', '57P03', '25P03', '57P05', '28P01', '28000', '3D000'])('counts SQLSTATE %s', (code) => {
     expect(isConnectionFailure(queryFailed(code))).toBe(true);
   });
 

@@ -29,9 +29,12 @@ const PROBE_TIMEOUT_MS = 3000;
  * connection_exception (class 08 — 08P01 included: PgBouncer answers with it when it cannot reach
  * PostgreSQL, a query waited too long for a server connection, or one crashed), admin/crash
  * shutdown, cannot connect now (starting up), and the server ending a session it found idle (in a
- * transaction, 25P03, or at all, 57P05).
+ * transaction, 25P03, or at all, 57P05); and a connection refused at its start for what the
+ * deployment gave it — the password or role (28P01, 28000, after a rotation or a pg_hba change) or
+ * the database name (3D000): no statement's fault, so 503 and counted (they were 500s, each request
+ * trying a fresh sign-in against the server), not the request's business.
  */
-const CONNECTION_SQLSTATES = new Set(['57P01', '57P02', '57P03', '25P03', '57P05']);
+const CONNECTION_SQLSTATES = new Set(['57P01', '57P02', '57P03', '25P03', '57P05', '28P01', '28000', '3D000']);
 const CONNECTION_ERRNOS = new Set([
   'ECONNREFUSED',
   'ECONNRESET',

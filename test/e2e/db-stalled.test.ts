@@ -1,3 +1,4 @@
+import { Client } from 'pg';
 import { registerCustomer } from '../support/auth';
 import type { HttpResponse } from '../support/http';
 import { PrivatePostgres } from '../support/private-postgres';
@@ -74,5 +75,24 @@ describe('a stalled PostgreSQL (frozen, connections kept open)', () => {
       Array.from({ length: 12 }, () => t.http.get('/v1/orders', { token })),
     );
     expect(after.map((r) => r.status)).toEqual(Array(12).fill(200));
+  }, 60_000);
+
+  it('a database the server no longer has under that name (3D000) answers 503, not 500, and serves again once it is back', async () => {
+    const admin = new Client({ connectionString: pg.url('postgres') });
+    await admin.connect();
+    const rename = async (from: string, to: string) => {
+      await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, [from]);
+      await admin.query(`ALTER DATABASE ${from} RENAME TO ${to}`);
+    };
+    try {
+      await rename('shop', 'shop_elsewhere');
+      const res = await t.http.get('/v1/orders', { token });
+      expect([res.status, res.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+      expect(res.headers.get('retry-after')).toBeTruthy();
+    } finally {
+      await admin.query(`ALTER DATABASE shop_elsewhere RENAME TO shop`).catch(() => undefined);
+      await admin.end();
+    }
+    await waitFor('the API to read again', async () => (await t.http.get('/v1/orders', { token })).status, { until: (s) => s === 200 });
   }, 60_000);
 });
