@@ -8,7 +8,14 @@ import { InFlightTracker } from './common/http/in-flight';
 import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
 import { QueryAllowListGuard } from './common/http/query-allow-list.guard';
-import { WEBHOOK_BODY_LIMIT, clientErrorHandler, frameworkErrors, limitBodies } from './common/http/request-limits';
+import {
+  WEBHOOK_BODY_LIMIT,
+  clientErrorHandler,
+  frameworkErrors,
+  limitBodies,
+  refuseExpectation,
+  requireHost,
+} from './common/http/request-limits';
 import { stripeSignatureFirst, webhookPrecheck } from './payments/webhook-precheck';
 import { WebhooksService } from './payments/webhooks.service';
 import { ImagesService } from './catalog/images.service';
@@ -43,6 +50,8 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
       requestTimeout: config.http.requestTimeoutMs,
       headersTimeout: config.http.headersTimeoutMs,
       connectionsCheckingInterval: Math.min(1_000, Math.floor(config.http.headersTimeoutMs / 2)),
+      // answered by requireHost instead: problem+json with a request id, not Node's empty 400
+      requireHostHeader: false,
     },
     // a path parameter over 100 characters (414), a malformed URL (400), headers over 16 KB
     // (431): problem+json too
@@ -91,7 +100,9 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     browserHeaders,
   });
   fastify.addHook('preParsing', soldOut.preParsing);
+  fastify.server.on('checkExpectation', refuseExpectation);
   setFirstRequestHooks(app.getHttpAdapter() as unknown as FastifyAdapter, [
+    requireHost,
     cachedReadsHook(app.get(CatalogCache), { rateLimitEnabled: config.rateLimitEnabled, browserHeaders }),
     soldOut.onRequest,
   ]);

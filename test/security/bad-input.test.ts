@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { connect } from 'node:net';
 import { createAdmin, registerCustomer } from '../support/auth';
 import { createProduct } from '../support/catalog';
 import { newKey } from '../support/fixtures';
@@ -254,7 +255,35 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     expect(huge.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     expect(huge.body).toMatchObject({ status: 431, code: 'HEADERS_TOO_LARGE', requestId: huge.headers.get('x-request-id') });
   });
+
+  it("answers Node's own refusals as problem+json with a request id: no Host header (400), an Expect it cannot meet (417)", async () => {
+    const port = Number(new URL(t.baseUrl).port);
+    for (const [head, status] of [
+      ['GET /v1/categories HTTP/1.1\r\nConnection: close\r\n\r\n', 400],
+      [`GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nExpect: x-teapot\r\nConnection: close\r\n\r\n`, 417],
+    ] as const) {
+      const raw = await rawExchange(port, head);
+      const [statusLine, ...rest] = raw.split('\r\n');
+      const headers = rest.slice(0, rest.indexOf('')).join('\n').toLowerCase();
+      const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as { status: number; requestId: string };
+      expect(statusLine).toBe(`HTTP/1.1 ${status} ${status === 400 ? 'Bad Request' : 'Expectation Failed'}`);
+      expect(headers).toMatch(/^content-type: application\/problem\+json/m);
+      expect(headers).toContain(`x-request-id: ${body.requestId.toLowerCase()}`);
+      expect(body.status).toBe(status);
+    }
+  });
 });
+
+/** Sends `head` as is on a new connection and returns all the server wrote before it closed. */
+function rawExchange(port: number, head: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(head));
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
+  });
+}
 
 describe('cached catalog reads: rate limited, and unknown query parameters refused (finding 9)', () => {
   let t: TestApp;

@@ -2,7 +2,7 @@ import { DomainError } from '../errors/domain-error';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
+import { type IncomingMessage, STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors/error-codes';
 import { RequestValidationError, problemBody, sendProblem } from '../errors/problem-details.filter';
@@ -115,6 +115,36 @@ export function limitBodies(app: NestFastifyApplication): void {
 export function frameworkErrors(error: Error, request: FastifyRequest, reply: FastifyReply): void {
   void reply.headers(securityHeaders()).header('X-Request-Id', request.id);
   sendProblem(error, request, reply);
+}
+
+/**
+ * An HTTP/1.1 request without a Host header (RFC 9112 §3.2) is a 400 problem like any other bad
+ * request: Node's own check (`requireHostHeader`, off in createFastifyAdapter) answered it with an
+ * empty body and no request id. A first request hook (setFirstRequestHooks), ahead of the others.
+ */
+export function requireHost(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
+  if (request.headers.host !== undefined || request.raw.httpVersion === '1.0') return done();
+  void reply.headers(securityHeaders()).header('X-Request-Id', request.id);
+  sendProblem(new DomainError('BAD_REQUEST', 'An HTTP/1.1 request must carry a Host header.'), request, reply);
+}
+
+/**
+ * An `Expect` header other than `100-continue`: 417 as problem+json with a request id (Node
+ * answered a bare 417 itself). Listens to the server's `checkExpectation`.
+ */
+export function refuseExpectation(_request: IncomingMessage, response: ServerResponse): void {
+  const requestId = randomUUID();
+  const body = JSON.stringify(
+    problemBody({ status: 417, code: 'BAD_REQUEST', detail: 'Only "Expect: 100-continue" is supported.' }, requestId),
+  );
+  response.writeHead(417, {
+    ...securityHeaders(),
+    'Content-Type': 'application/problem+json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+    'X-Request-Id': requestId,
+    Connection: 'close',
+  });
+  response.end(body);
 }
 
 /**
