@@ -13,7 +13,7 @@ export const REDIS = Symbol('REDIS');
  * sign-ins, rate limits) must not count one request twice — the caller's error path decides.
  */
 export function createRedisClient(url: string, name: string): Redis {
-  return new Redis(url, {
+  const client = new Redis(url, {
     connectionName: name,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
@@ -26,6 +26,15 @@ export function createRedisClient(url: string, name: string): Redis {
     keepAlive: 10_000,
     retryStrategy: (times) => Math.min(times * 200, 2000),
   });
+  // ioredis (5.11) keeps the socket timer of a connection that closed for another reason and
+  // lets it destroy whichever connection is current when it fires — the healthy next one, up to
+  // 3 s after a reconnect — while commands on that one start no timer of their own. Cleared here.
+  client.on('close', () => {
+    const internal = client as unknown as { socketTimeoutTimer?: NodeJS.Timeout };
+    clearTimeout(internal.socketTimeoutTimer);
+    internal.socketTimeoutTimer = undefined;
+  });
+  return client;
 }
 
 /** How long the shared client waits for any reply before it drops the connection (see above). */

@@ -62,7 +62,7 @@ describe('Redis: a command whose reply was lost', () => {
     await direct.quit();
   });
 
-  it('fails, and is not run a second time when the client reconnects', async () => {
+  it('fails, and is not run a second time when the client reconnects; the new connection lives on', async () => {
     const proxy = await startReplyDroppingProxy(new URL(REDIS_URL));
     const client = createRedisClient(proxy.url, 'reply-lost-test');
     client.on('error', () => undefined);
@@ -83,6 +83,14 @@ describe('Redis: a command whose reply was lost', () => {
       });
       expect(await client.get(key)).toBe('1');
       expect(await direct.get(key)).toBe('1');
+      // the lost connection's socket timer must not end the new, healthy one (ioredis kept it)
+      const failures: string[] = [];
+      const until = performance.now() + REDIS_SOCKET_TIMEOUT_MS + 1_000;
+      while (performance.now() < until) {
+        await client.ping().catch((e: Error) => failures.push(e.message));
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(failures).toEqual([]);
     } finally {
       client.disconnect();
       await proxy.close();
