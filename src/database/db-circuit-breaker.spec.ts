@@ -80,7 +80,26 @@ describe('DbCircuitBreaker', () => {
       expect(outcome).toMatchObject({ status: 'rejected', reason: { code: 'SERVICE_UNAVAILABLE' } });
     }
     expect(b.state).toBe('closed'); // (it opened after three of them)
-    // an outage goes on: the failures of statements begun since count, one after another
+  });
+
+  it('in a slow outage, attempts begun before a counted failure that fail well after it count, one after another', async () => {
+    const b = breaker(3);
+    // each waited for a pool connection that never came
+    const slow = [300, 600].map((ms) =>
+      b.execute(async () => {
+        await new Promise((r) => setTimeout(r, ms));
+        throw new Error('timeout exceeded when trying to connect');
+      }),
+    );
+    await b.execute(() => Promise.reject(pgError('ECONNREFUSED'))).catch(() => undefined);
+    await Promise.allSettled(slow);
+    expect(b.state).toBe('open'); // (counted by start time alone: never, while requests keep coming)
+  });
+
+  it('counts the failures of attempts begun after the last one, however quickly they come', async () => {
+    const b = breaker(3);
+    b.execute(() => Promise.reject(pgError('ECONNREFUSED'))).catch(() => undefined);
+    await new Promise((r) => setImmediate(r));
     const down = () => Promise.reject(pgError('ECONNREFUSED'));
     await b.execute(down).catch(() => undefined);
     expect(b.state).toBe('closed');

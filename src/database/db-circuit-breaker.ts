@@ -22,6 +22,9 @@ const STATE_NAMES: Record<CircuitState, BreakerState> = {
   [CircuitState.Isolated]: 'isolated',
 };
 
+/** How close after a counted connection failure those of attempts already under way are the same one. */
+const SAME_EPISODE_MS = 250;
+
 /** How long the half-open probe may take before it counts as a connection failure. */
 const PROBE_TIMEOUT_MS = 3000;
 
@@ -110,8 +113,10 @@ export class DbCircuitBreaker implements OnModuleInit {
    * When (monotonic ms) the last counted connection failure happened. The attempts already under
    * way then fail with it — a 10 ms restart fails every statement in flight together — and were
    * counted as that many consecutive failures: the breaker opened, and every instance answered
-   * 503 for DB_BREAKER_HALF_OPEN_MS although the database was back 10 ms later. Only attempts
-   * begun after it count now: "consecutive" means one failure after another.
+   * 503 for DB_BREAKER_HALF_OPEN_MS although the database was back 10 ms later. A failure of an
+   * attempt begun before it, within SAME_EPISODE_MS of it, is that same failure now. Not every
+   * attempt begun before it: in a slow outage (pool waits of 5 s) each failure has attempts begun
+   * before it, and the breaker would open only after failures × 5 s.
    */
   private lastFailureAt = -Infinity;
   /** Connection failures of attempts begun before lastFailureAt (not counted). */
@@ -209,8 +214,9 @@ export class DbCircuitBreaker implements OnModuleInit {
         return await fn();
       } catch (err) {
         if (isConnectionFailure(err) && typeof err === 'object' && err !== null) {
-          if (startedAt < this.lastFailureAt) this.sameEpisode.add(err);
-          else this.lastFailureAt = performance.now();
+          const now = performance.now();
+          if (startedAt < this.lastFailureAt && now - this.lastFailureAt < SAME_EPISODE_MS) this.sameEpisode.add(err);
+          else this.lastFailureAt = now;
         }
         throw err;
       }
