@@ -40,24 +40,14 @@ export function canonicalJson(value: unknown): string {
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 
-/** A request without a body ('' is no JSON text: no body can have it). */
-export const NO_BODY_FINGERPRINT = sha256('');
-/** What a request without a body was fingerprinted as before it had its own: JSON `null`'s. */
-export const LEGACY_NO_BODY_FINGERPRINT = sha256('null');
-
 /**
- * The body's fingerprint: its canonical JSON, hashed. No body at all is not the JSON body `null`
- * (which the validation pipe refuses): a `null` sent with the key of a stored body-less checkout
- * is another request (422), not a replay.
+ * The body's fingerprint: its canonical JSON, hashed. A request without a body keeps the
+ * fingerprint it always had (JSON `null`'s: an instance of the previous build, mid-deploy or
+ * after a rollback, computes the same for a retry of it); the JSON body `null` itself — which the
+ * validation pipe refuses, so it is never stored — gets one of its own, so sent with the key of a
+ * stored body-less checkout it is another request (422), not a replay of it.
  */
 export function fingerprint(body: unknown): string {
-  return body === undefined ? NO_BODY_FINGERPRINT : sha256(canonicalJson(body));
-}
-
-/**
- * Whether a request's body fingerprint matches a stored one; a body-less request also matches a
- * record stored before body-less requests had their own fingerprint (a retry across the deploy).
- */
-export function sameBody(requested: string, stored: string): boolean {
-  return requested === stored || (requested === NO_BODY_FINGERPRINT && stored === LEGACY_NO_BODY_FINGERPRINT);
+  if (body === null) return sha256('<the JSON body null>');
+  return sha256(canonicalJson(body ?? null));
 }

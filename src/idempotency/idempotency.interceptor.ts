@@ -17,7 +17,6 @@ import {
   IDEMPOTENCY_HEADER,
   IDEMPOTENCY_TTL_MS,
   fingerprint,
-  sameBody,
   parseIdempotencyKey,
   userPrincipal,
 } from './idempotency-key';
@@ -200,7 +199,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
 
 /** Same principal and key already hold it; the same route, method and body make it the same request. */
 const sameRequest = (scope: IdempotencyScope, stored: StoredResponse): boolean =>
-  sameBody(scope.fingerprint, stored.fingerprint) && stored.route === scope.route && stored.method === scope.method;
+  stored.fingerprint === scope.fingerprint && stored.route === scope.route && stored.method === scope.method;
 
 const inUse = () =>
   new DomainError(
