@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify';
-import { TRACKER_MEMO_KEY_CHARS, clientOf, onlyKnownQuery } from './cached-reads.hook';
+import { TRACKER_MEMO_KEY_CHARS, answerableFromCache, clientOf, onlyKnownQuery } from './cached-reads.hook';
 
 describe('cached reads: which URLs may be answered from the cache', () => {
   const id = '3da1f5e3-96cc-4350-843a-cc3b8e0f6cab';
@@ -9,6 +9,9 @@ describe('cached reads: which URLs may be answered from the cache', () => {
     expect(onlyKnownQuery('/v1/products?limit=5&sort=newest&q=nuts&cursor=abc&categoryId=x')).toBe(true);
     // empty segments: the query-string parser drops them, the route answers, the key has none
     expect(onlyKnownQuery('/v1/products?limit=5&')).toBe(true);
+    // the path as the router matches it: `/V1/CATEGORIES` is its 404, whatever the cache holds
+    for (const url of ['/V1/CATEGORIES', '/v1/Products?limit=5']) expect(answerableFromCache(url)).toBe(false);
+    expect(answerableFromCache(`/v1/products/${id.toUpperCase()}`)).toBe(true);
     for (const url of [
       '/v1/categories?cb=1',
       `/v1/products/${id}?cb=1`,

@@ -14,8 +14,12 @@ import { catalogCacheKey } from './catalog-cache-key';
 import { LocalRateLimiter } from './cached-reads.limiter';
 import { ListProductsDto } from './dto/catalog.dto';
 
-/** Public catalog GETs whose answers are cached under their URL (see CatalogController). */
-const CACHEABLE = /^\/v1\/(products(\/[0-9a-f-]{36})?|categories)(\?|$)/i;
+/**
+ * Public catalog GETs whose answers are cached under their URL (see CatalogController). The path as
+ * the router matches it (case-sensitive: `/V1/CATEGORIES` is a 404 there, so never a hit here);
+ * an id in either case (the route takes both: one cache key, catalogCacheKey).
+ */
+const CACHEABLE = /^\/v1\/(products(\/[0-9a-fA-F-]{36})?|categories)(\?|$)/;
 
 /** The query parameters the product list accepts (its DTO's properties); other routes none. */
 let listQuery: ReadonlySet<string> | undefined;
@@ -50,6 +54,11 @@ export function onlyKnownQuery(url: string): boolean {
     if (!allowed.has(name)) return false;
   }
   return true;
+}
+
+/** Whether a GET of `url` may be answered from the cache (a cacheable route, known parameters). */
+export function answerableFromCache(url: string): boolean {
+  return CACHEABLE.test(url) && onlyKnownQuery(url);
 }
 
 export interface CachedReadsOptions {
@@ -89,7 +98,7 @@ export function cachedReadsHook(cache: CatalogCache, options: CachedReadsOptions
 
   const { browserHeaders } = options;
   return (request, reply, done) => {
-    if (request.method !== 'GET' || !CACHEABLE.test(request.url) || !onlyKnownQuery(request.url)) {
+    if (request.method !== 'GET' || !answerableFromCache(request.url)) {
       return done();
     }
     let limitHeader: string | undefined;

@@ -9,6 +9,7 @@
  */
 export function catalogCacheKey(url: string): string {
   const start = url.indexOf('?');
+  // (ids are hex: their case does not matter; the rest of the path is matched case-sensitively)
   const path = (start === -1 ? url : url.slice(0, start)).toLowerCase();
   if (start === -1) return path;
   const pairs: [string, string][] = [];
