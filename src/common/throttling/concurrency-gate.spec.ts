@@ -67,6 +67,24 @@ describe('ConcurrencyGate', () => {
     expect(gate.active).toBe(0);
   });
 
+  it('a priority lane kept full does not shut the other out: after 3 priority slots in a row, one of the others', async () => {
+    const gate = new ConcurrencyGate({ concurrency: 1, maxQueued: 10, maxWaitMs: 5_000 });
+    const started: string[] = [];
+    const all: Promise<unknown>[] = [];
+    const queue = (name: string, priority: boolean) =>
+      all.push(gate.run(async () => void started.push(name), { priority }));
+    let free!: () => void;
+    const running = gate.run(() => new Promise<void>((resolve) => (free = resolve)));
+    queue('o1', false);
+    queue('o2', false);
+    for (const p of ['p1', 'p2', 'p3', 'p4', 'p5']) queue(p, true);
+    await new Promise((r) => setImmediate(r)); // the first task has the slot
+    free();
+    await Promise.all([running, ...all]);
+    expect(started).toEqual(['p1', 'p2', 'p3', 'o1', 'p4', 'p5', 'o2']);
+    expect(gate.active).toBe(0);
+  });
+
   it('frees the slot of a task that throws', async () => {
     const gate = new ConcurrencyGate({ concurrency: 1, maxQueued: 1, maxWaitMs: 5_000 });
     await expect(gate.run(() => Promise.reject(new Error('boom')))).rejects.toThrow('boom');

@@ -1,5 +1,8 @@
 import { DomainError } from '../errors/domain-error';
 
+/** Slots the priority lane gets in a row while the other lane waits, before one goes to the other. */
+const PRIORITY_TURNS = 3;
+
 /** Retry-After of the 503 a full or too-slow gate answers. */
 export const GATE_BUSY_RETRY_AFTER_SECONDS = 1;
 
@@ -19,14 +22,18 @@ export interface ConcurrencyGateOptions {
  * is answered quickly instead of piling up work on libuv's thread pool for everyone.
  *
  * A caller may ask for the priority lane (`{ priority: true }`): its own queue of `maxQueued`,
- * served before the other. The password hasher gives it to sign-ins from the account owner's own
- * clients, so strangers filling the queue with guesses at random emails (each a full argon2 run)
- * cannot keep the owner from signing in.
+ * served ahead of the other — PRIORITY_TURNS slots in a row at most while the other has callers
+ * waiting, then one of those — so a priority lane kept full (anyone can be "known" to an account
+ * of their own) slows the rest down but cannot shut them out. The password hasher gives it to
+ * sign-ins from the account owner's own clients, so strangers filling the queue with guesses at
+ * random emails (each a full argon2 run) cannot keep the owner from signing in.
  */
 export class ConcurrencyGate {
   private running = 0;
   private readonly waiting: Array<() => void> = [];
   private readonly priorityWaiting: Array<() => void> = [];
+  /** Slots handed to the priority lane in a row while the other lane had callers waiting. */
+  private priorityStreak = 0;
 
   constructor(private readonly options: ConcurrencyGateOptions) {
     if (options.concurrency < 1) throw new Error('ConcurrencyGate: concurrency must be >= 1');
@@ -73,7 +80,13 @@ export class ConcurrencyGate {
   }
 
   private release(): void {
-    const next = this.priorityWaiting.shift() ?? this.waiting.shift();
+    const ordinaryTurn =
+      this.waiting.length > 0 &&
+      (this.priorityStreak >= PRIORITY_TURNS || this.priorityWaiting.length === 0);
+    const next = ordinaryTurn
+      ? this.waiting.shift()
+      : (this.priorityWaiting.shift() ?? this.waiting.shift());
+    this.priorityStreak = ordinaryTurn || this.waiting.length === 0 ? 0 : this.priorityStreak + 1;
     if (next) next();
     else this.running -= 1;
   }
