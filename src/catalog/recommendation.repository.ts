@@ -22,14 +22,18 @@ export class RecommendationRepository {
 
   /**
    * Recomputes every product's top-K neighbours on sale from paid orders (how many paid orders
-   * contained both), replacing the table's content. Call inside a transaction: readers see the
-   * old set until it commits.
+   * contained both), replacing the table's content; null when another run is under way. Call
+   * inside a transaction: readers see the old set until it commits.
    */
-  async recompute(topK: number, at: Date): Promise<number> {
+  async recompute(topK: number, at: Date): Promise<number | null> {
     // one run at a time (a run outlasting its interval, a stalled job run again): a second run's
     // DELETE would miss the first one's rows, committed after its snapshot, and its INSERT would
-    // then hit them. Under the lock, its statements see everything the first one committed.
-    await this.tx.query(`SELECT pg_advisory_xact_lock(${RECOMPUTE_LOCK_CLASS}, 0)`);
+    // then hit them. A run that finds another under way leaves it the work (null) instead of
+    // waiting for it — for as long as a large shop's recomputation takes, on a connection.
+    const [lock] = await this.tx.query<{ taken: boolean }>(
+      `SELECT pg_try_advisory_xact_lock(${RECOMPUTE_LOCK_CLASS}, 0) AS taken`,
+    );
+    if (!lock?.taken) return null;
     return this.tx.withManager(async (m) => {
       await m.createQueryBuilder().delete().from(ProductRecommendationEntity).execute();
       const ranked = await m

@@ -28,11 +28,11 @@ export class RecommendationsService {
 
   private summary = (r: ProductSummaryView) => mapProductSummary(r, (key) => this.storage.publicUrl(key));
 
-  /** Replaces every product's top-K neighbours in one transaction. Idempotent. */
+  /** Replaces every product's top-K neighbours in one transaction (null: another run is at it). Idempotent. */
   @OnJob(JobName.RecomputeRecommendations)
-  async recompute(): Promise<number> {
+  async recompute(): Promise<number | null> {
     const n = await this.tx.run(() => this.recommendations.recompute(TOP_K, this.clock.now()));
-    this.logger.log(`recomputed ${n} recommendations`);
+    this.logger.log(n === null ? 'recommendations: another run is under way' : `recomputed ${n} recommendations`);
     return n;
   }
 

@@ -19,6 +19,7 @@ import { Buyer, buyers, payOrder, placeOrder } from '../support/orders';
 import { SmtpCapture } from '../support/smtp-capture';
 import { drain } from '../support/drain';
 import { CANCELLATION_EMAILS_PER_DAY } from '../../src/notifications/email.service';
+import { APP_CONFIG, AppConfig } from '../../src/config/config';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
@@ -78,6 +79,11 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     await worker?.close();
     await t?.close();
     await smtp?.stop();
+  });
+
+  it("the worker's pool allows its batch statements at least 10 min of silence; the API's the configured 60 s", () => {
+    expect(worker.get<AppConfig>(APP_CONFIG).database.queryTimeoutMs).toBe(10 * 60_000);
+    expect(t.config.database.queryTimeoutMs).toBe(60_000);
   });
 
   it('paying sends a receipt and a confirmation, each with the lines and totals', async () => {
