@@ -119,7 +119,7 @@ export class DbCircuitBreaker implements OnModuleInit {
    * before it, and the breaker would open only after failures × 5 s.
    */
   private lastFailureAt = -Infinity;
-  /** Connection failures of attempts begun before lastFailureAt (not counted). */
+  /** Connection failures of that same episode (see lastFailureAt): not counted. */
   private readonly sameEpisode = new WeakSet<object>();
 
   constructor(
@@ -128,8 +128,8 @@ export class DbCircuitBreaker implements OnModuleInit {
   ) {
     const { failures, halfOpenAfterMs } = config.database.breaker;
     this.retryAfterSeconds = Math.max(1, Math.ceil(halfOpenAfterMs / 1000));
-    // a connection failure of an attempt begun before the last counted one is that same episode
-    // (a restart fails every statement in flight at once): not counted again
+    // a connection failure of an attempt begun before the last counted one, within SAME_EPISODE_MS
+    // of it, is that same episode (a restart fails every statement in flight at once): not counted
     this.policy = circuitBreaker(handleWhen((err) => isConnectionFailure(err) && !this.sameEpisode.has(err)), {
       halfOpenAfter: halfOpenAfterMs,
       breaker: new ConsecutiveBreaker(failures),
