@@ -38,8 +38,9 @@ const REQUIRED_OUTSIDE_DEVELOPMENT = [
   'STRIPE_WEBHOOK_SECRET',
 ] as const;
 
-/** The sender development mails from (and .env.example shows): a domain no provider verifies. */
-const PLACEHOLDER_MAIL_FROM = 'Shop <orders@shop.example>';
+/** The domain of the sender development mails from (and .env.example shows): none a provider verifies. */
+const PLACEHOLDER_MAIL_DOMAIN = 'shop.example';
+const PLACEHOLDER_MAIL_FROM = `Shop <orders@${PLACEHOLDER_MAIL_DOMAIN}>`;
 
 const bool = (def: boolean) =>
   z
@@ -528,7 +529,7 @@ function secretProblems(env: Record<string, string>): string[] {
   // placeholder would have every confirmation refused or filed as spam, with nothing at boot to say so.
   if (env.SMTP_URL && !env.MAIL_FROM) {
     problems.push(`MAIL_FROM: ${why} with SMTP_URL (the shop's sender, e.g. "Shop <orders@your-shop.example>")`);
-  } else if (env.SMTP_URL && /@shop\.example>?\s*$/i.test(env.MAIL_FROM ?? '')) {
+  } else if (env.SMTP_URL && mailDomainOf(env.MAIL_FROM ?? '') === PLACEHOLDER_MAIL_DOMAIN) {
     // the placeholder, given explicitly (a copy of .env.example): as good as not given
     problems.push(`MAIL_FROM: the placeholder sender (${env.MAIL_FROM}) is refused unless NODE_ENV=development; use the address your mail provider verifies`);
   }
@@ -550,6 +551,11 @@ function secretProblems(env: Record<string, string>): string[] {
   problems.push(...jwtSecretProblems(env));
   problems.push(...stripeProblems(env));
   return problems;
+}
+
+/** The domain of a sender (`Name <user@domain>` or `user@domain`), lower-cased. */
+function mailDomainOf(from: string): string {
+  return (/@([^\s@>]+)>?\s*$/.exec(from)?.[1] ?? '').toLowerCase();
 }
 
 /** The other secrets a JWT_SECRET must not repeat (whoever reads one of them would sign tokens). */

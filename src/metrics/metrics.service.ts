@@ -65,22 +65,25 @@ export class MetricsService {
 }
 
 /**
- * `collect`, answering within COLLECT_TIMEOUT_MS: a read still running then is left to finish (its
- * samples go to the next page); this page has none of the gauge's samples rather than stale ones.
+ * `collect`, answering within COLLECT_TIMEOUT_MS: a read still running then is left to finish;
+ * this page has none of the gauge's samples rather than stale ones. A collect that reads in-process
+ * state (no promise) is just run.
  */
 function boundedCollect<L extends string>(
   collect: (this: Gauge<L>) => Promise<void> | void,
-): (this: Gauge<L>) => Promise<void> {
-  return async function (this: Gauge<L>) {
+): (this: Gauge<L>) => Promise<void> | void {
+  return function (this: Gauge<L>) {
+    const reading = collect.call(this);
+    if (!(reading instanceof Promise)) return;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((resolve) => {
       timer = setTimeout(() => resolve('late'), COLLECT_TIMEOUT_MS);
       timer.unref();
     });
-    try {
-      if ((await Promise.race([Promise.resolve(collect.call(this)), late])) === 'late') this.reset();
-    } finally {
-      clearTimeout(timer);
-    }
+    return Promise.race([reading, late])
+      .then((outcome) => {
+        if (outcome === 'late') this.reset();
+      })
+      .finally(() => clearTimeout(timer));
   };
 }
