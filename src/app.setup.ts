@@ -14,6 +14,7 @@ import {
   frameworkErrors,
   limitBodies,
   refuseExpectation,
+  refuseWhileClosing,
   requireHost,
 } from './common/http/request-limits';
 import { stripeSignatureFirst, webhookPrecheck } from './payments/webhook-precheck';
@@ -39,7 +40,8 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
     genReqId,
     trustProxy: config.http.trustProxy,
     bodyLimit: WEBHOOK_BODY_LIMIT, // the API's own routes: API_BODY_LIMIT (limitBodies)
-    return503OnClosing: true,
+    // a request arriving while the server closes: refuseWhileClosing answers it as problem+json
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     // slow clients (a request announced and then trickled, or never finished) get 408 and lose
     // the connection instead of holding it. Node checks every connectionsCheckingInterval and,
@@ -101,18 +103,19 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   });
   fastify.addHook('preParsing', soldOut.preParsing);
   fastify.server.on('checkExpectation', refuseExpectation);
+  // While shutting down, answer in-flight requests with Connection: close so keep-alive
+  // sockets do not hold the process open after their last response; refuse new ones.
+  let closing = false;
+  fastify.addHook('preClose', async () => {
+    closing = true;
+  });
   setFirstRequestHooks(app.getHttpAdapter() as unknown as FastifyAdapter, [
+    refuseWhileClosing(() => closing),
     requireHost,
     cachedReadsHook(app.get(CatalogCache), { rateLimitEnabled: config.rateLimitEnabled, browserHeaders }),
     soldOut.onRequest,
   ]);
 
-  // While shutting down, answer in-flight requests with Connection: close so keep-alive
-  // sockets do not hold the process open after their last response.
-  let closing = false;
-  fastify.addHook('preClose', async () => {
-    closing = true;
-  });
   fastify.addHook('onSend', async (_request, reply) => {
     // (from the signal on: during SHUTDOWN_DELAY_MS keep-alive clients and TCP-level balancers
     // move to another instance instead of reusing a socket that will be closed under them)

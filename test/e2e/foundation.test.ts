@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { DatabaseHealthIndicator } from '../../src/health/database.health';
 import { buildOpenApiDocument } from '../../src/openapi/openapi';
@@ -175,6 +176,38 @@ describe('foundation: graceful shutdown', () => {
     expect(res.status).toBe(200);
     expect(res.body).toEqual({ done: true });
     await expect(fetch(`${t.baseUrl}/health/live`)).rejects.toThrow();
+  });
+
+  it('refuses a request that arrives while the app closes as a 503 problem with a request id (not a bare 503)', async () => {
+    const t = await bootTestApp();
+    // a connection whose request is in transit when the close begins: it is not idle, so the
+    // close waits for it, and its request reaches the router after the routes are closed
+    const socket = connect(Number(new URL(t.baseUrl).port), '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    let answer = '';
+    socket.on('data', (chunk) => (answer += chunk.toString()));
+    const ended = new Promise((resolve) => socket.once('close', resolve));
+    socket.write('GET /v1/products HTTP/1.1\r\nHost: shop.test\r\n');
+    // (Node's own list of connections whose request has begun: what its close leaves open)
+    const server = t.app.getHttpServer();
+    const connections = Object.getOwnPropertySymbols(server).find((k) => k.description === 'http.server.connections')!;
+    const list = (server as unknown as Record<symbol, { active(): unknown[] }>)[connections];
+    await waitFor('the request to be in transit', () => list.active().length, { until: (n) => n === 1, intervalMs: 10 });
+    const closing = t.close();
+    await waitFor('the server to stop listening', () => t.app.getHttpServer().listening, {
+      until: (listening) => !listening,
+      intervalMs: 10,
+    });
+    socket.write('Accept: application/json\r\n\r\n');
+    await ended;
+    await closing;
+    const [head, body] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 503 /);
+    expect(head).toMatch(/\r\ncontent-type: application\/problem\+json/i);
+    expect(head).toMatch(/\r\nretry-after: 1\r\n/i);
+    expect(head).toMatch(/\r\nconnection: close\r\n/i);
+    const requestId = /\r\nx-request-id: ([^\r]+)/i.exec(head)?.[1];
+    expect(JSON.parse(body)).toMatchObject({ status: 503, code: 'SERVICE_UNAVAILABLE', requestId });
   });
 
   it('authenticates a request that reaches its guard while the app is closing (no 500)', async () => {

@@ -129,6 +129,24 @@ export function requireHost(request: FastifyRequest, reply: FastifyReply, done: 
 }
 
 /**
+ * A request that arrives while the server closes (on a connection that was busy when the close
+ * began: pipelined, or its headers still in transit) is refused as a 503 problem with a request
+ * id, Retry-After and `Connection: close`, instead of Fastify's own bare JSON 503
+ * (`return503OnClosing`, off in createFastifyAdapter): the client retries on another instance.
+ * A first request hook (setFirstRequestHooks), ahead of the others.
+ */
+export function refuseWhileClosing(isClosing: () => boolean) {
+  return (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
+    if (!isClosing()) return done();
+    void reply.headers(securityHeaders()).header('X-Request-Id', request.id).header('Connection', 'close');
+    const closing = new DomainError('SERVICE_UNAVAILABLE', 'This instance is shutting down; retry the request.', {
+      headers: { 'Retry-After': '1' },
+    });
+    sendProblem(closing, request, reply);
+  };
+}
+
+/**
  * An `Expect` header other than `100-continue`: 417 as problem+json with a request id (Node
  * answered a bare 417 itself). Listens to the server's `checkExpectation`.
  */
