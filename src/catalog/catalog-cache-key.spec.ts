@@ -22,6 +22,12 @@ describe('catalogCacheKey (one cache entry per listing, however its URL is spell
     );
   });
 
+  it('reads a component it cannot percent-decode as the query parser does: its `+` still a space', () => {
+    // the route sees `100% cotton` here, and `100%+cotton` in the second: two listings, two keys
+    expect(catalogCacheKey('/v1/products?q=100%+cotton')).toBe(catalogCacheKey('/v1/products?q=100%25%20cotton'));
+    expect(catalogCacheKey('/v1/products?q=100%+cotton')).not.toBe(catalogCacheKey('/v1/products?q=100%25%2Bcotton'));
+  });
+
   it('keeps different queries apart', () => {
     const keys = [
       '/v1/products?q=007',

@@ -25,11 +25,16 @@ export function catalogCacheKey(url: string): string {
   return `${path}?${pairs.map(([n, v]) => `${encodeURIComponent(n)}=${encodeURIComponent(v)}`).join('&')}`;
 }
 
-/** A query component decoded as the query-string parser does; as sent if it cannot be. */
+/**
+ * A query component decoded as the query-string parser (fast-querystring) does: `+` a space,
+ * then percent-decoded — or, when that fails (a stray `%`), left with its spaces but otherwise
+ * as sent: `q=100%+cotton` is the route's `100% cotton`, not `100%+cotton` (`q=100%25%2Bcotton`).
+ */
 function decoded(component: string): string {
+  const spaced = component.replace(/\+/g, ' ');
   try {
-    return decodeURIComponent(component.replace(/\+/g, ' '));
+    return decodeURIComponent(spaced);
   } catch {
-    return component;
+    return spaced;
   }
 }
