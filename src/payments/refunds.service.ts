@@ -409,9 +409,11 @@ export class RefundsService {
    * the money is back in the shop's balance and the customer has not been refunded. The refund
    * becomes failed, its amount refundable again and off the order's refunded amount (the status
    * stays: API.md has no transition out of REFUNDED / PARTIALLY_REFUNDED), so an admin's refund
-   * or one made in the Stripe dashboard fits and is recorded, and a cancelled order's rest is
-   * refunded again by itself (refundRestOfCancelled, after this sync). Raised for a person, once:
-   * an error log and `refunds_reversed_total`.
+   * or one made in the Stripe dashboard fits and is recorded. A cancelled order's automatic
+   * refund reversed is sent once more by itself, as its rest (refundRestOfCancelled, after this
+   * sync); that rest reversed in turn is not (one refund per remaining amount: a card the bank
+   * keeps returning money from is not paid again and again) — a person refunds it. Raised for a
+   * person, once: an error log and `refunds_reversed_total`.
    */
   private async reversed(refund: Refund): Promise<void> {
     const back = await this.tx.run(async () => {
