@@ -28,6 +28,7 @@ function setup() {
       findByEmail: jest.fn(),
       setPasswordHash: jest.fn().mockResolvedValue(true),
       upsertWithRole: jest.fn(),
+      lockPasswordHash: jest.fn(async () => user.passwordHash),
     },
     'users',
   );
@@ -180,6 +181,21 @@ describe('AccountService', () => {
         NOW,
       );
       expect(s.refreshTokens.revokeAllOfUser).not.toHaveBeenCalled();
+    });
+
+    it('sets the password anew, revoking sessions, when it changed between the read and the promotion', async () => {
+      // the owner changed their password (and signed in with the new one) meanwhile: the hash
+      // read must not be written back, nor the session opened with the new password survive
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(true);
+      s.users.lockPasswordHash.mockResolvedValue('changed-meanwhile');
+      s.users.upsertWithRole.mockResolvedValue({ ...user, role: 'admin', passwordHash: 'new-hash' });
+      await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
+      expect(s.users.lockPasswordHash).toHaveBeenCalledWith('u-1', true);
+      expect(s.users.upsertWithRole).toHaveBeenCalledWith(expect.objectContaining({ passwordHash: 'new-hash' }), NOW);
+      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-reset', SINCE);
+      expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);
     });
 
     it('revokes the sessions of an existing account whose password it resets', async () => {

@@ -92,17 +92,24 @@ export class AccountService {
       ? await this.hasher.verify(existing.passwordHash, password)
       : false;
     if (existing && samePassword && existing.role === role) return mapUser(existing);
-    const passwordHash =
-      existing && samePassword ? existing.passwordHash : await this.hasher.hash(password);
+    const fresh = existing && samePassword ? null : await this.hasher.hash(password);
     const now = this.clock.now();
     const user = await this.tx.run(async () => {
+      // the hash read is kept only while it is still the account's: changed in between (its
+      // owner's password change, and a session opened with the new one), writing it back would
+      // undo that change and leave that session alive, promoted — the password is set anew
+      const kept =
+        existing && samePassword && (await this.users.lockPasswordHash(existing.id, true)) === existing.passwordHash
+          ? existing.passwordHash
+          : null;
+      const passwordHash = kept ?? fresh ?? (await this.hasher.hash(password));
       const upserted = await this.users.upsertWithRole(
         { email: normalized, name, role, passwordHash },
         now,
       );
       // whenever the password is set anew — also for an account that did not exist when read:
       // one registered in between by someone else (its sessions must not survive the promotion)
-      const families = samePassword
+      const families = kept
         ? []
         : await this.refreshTokens.revokeAllOfUser(
             upserted.id,

@@ -74,14 +74,15 @@ export class UserRepository {
 
   /**
    * The account's password hash now, locked against a change until this transaction ends
-   * (FOR SHARE: a password change's UPDATE waits for it, and it waits for one in progress).
+   * (FOR SHARE: a password change's UPDATE waits for it, and it waits for one in progress;
+   * `forUpdate`, FOR UPDATE: for a caller that writes the row itself afterwards).
    */
-  async lockPasswordHash(id: string): Promise<string | null> {
+  async lockPasswordHash(id: string, forUpdate = false): Promise<string | null> {
     const found = await this.tx.withManager((m) =>
       users(m)
         .createQueryBuilder('u')
         .select(['u.id', 'u.passwordHash'])
-        .setLock('pessimistic_read')
+        .setLock(forUpdate ? 'pessimistic_write' : 'pessimistic_read')
         .where('u.id = :id', { id })
         .getOne(),
     );
