@@ -47,6 +47,9 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
     // the connection instead of holding it. Node checks every connectionsCheckingInterval and,
     // were the headers' limit the longer one, would apply it to the whole request.
     requestTimeout: config.http.requestTimeoutMs,
+    // and a connection on which nothing moves (a client that stopped reading its answers: a full
+    // TCP window held the socket, and its buffered answer, for good) is closed
+    connectionTimeout: config.http.socketTimeoutMs,
     http: {
       // both at creation: Node refuses a headers limit above its default request limit (300 s)
       requestTimeout: config.http.requestTimeoutMs,

@@ -50,13 +50,13 @@ const bool = (def: boolean) =>
 
 // digits only: a value of spaces or a tab (kept by a quoted .env entry) would coerce to 0, which
 // switches a cap off or picks a random port
-const int = (def: number, min: number, max: number) =>
+const optionalInt = (min: number, max: number) =>
   z
     .string()
     .regex(/^\d{1,12}$/, 'must be a whole number (digits only)')
     .transform(Number)
-    .pipe(z.number().int().min(min).max(max))
-    .default(String(def));
+    .pipe(z.number().int().min(min).max(max));
+const int = (def: number, min: number, max: number) => optionalInt(min, max).default(String(def));
 
 /**
  * A URL of one of `protocols`. One that does not parse is an issue naming the variable — never
@@ -167,6 +167,11 @@ const envSchema = z.object({
   // HTTP_REQUEST_TIMEOUT_MS (the handler's own time is not counted)
   HTTP_HEADERS_TIMEOUT_MS: int(10_000, 500, 600_000),
   HTTP_REQUEST_TIMEOUT_MS: int(30_000, 500, 600_000),
+  // a connection on which nothing moves either way this long — a client that stopped reading
+  // its answers (a full TCP window holds the socket forever otherwise), or a handler that never
+  // answers — is closed; above every handler's own limits (DATABASE_QUERY_TIMEOUT_MS, 60 s).
+  // Unset: 120 s, or HTTP_REQUEST_TIMEOUT_MS if that is longer
+  HTTP_SOCKET_TIMEOUT_MS: optionalInt(1_000, 3_600_000).optional(),
   // S3-compatible object storage (MinIO, R2, S3) for product images
   STORAGE_ENDPOINT: url(['http:', 'https:']).default('http://localhost:9000'),
   STORAGE_BUCKET: z
@@ -212,6 +217,8 @@ export interface AppConfig {
     /** Time a client has to send the request's headers / the whole request (408 after). */
     headersTimeoutMs: number;
     requestTimeoutMs: number;
+    /** A connection with no traffic either way this long is closed (a client not reading). */
+    socketTimeoutMs: number;
     /** API processes sharing the port (API_PROCESSES; 0 = one per CPU core). */
     processes: number;
   };
@@ -668,6 +675,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     // Node would swap them silently: the longer one would bound the headers
     problems.push('HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS');
   }
+  const socketTimeout = parsed.success ? parsed.data.HTTP_SOCKET_TIMEOUT_MS : undefined;
+  if (parsed.success && socketTimeout !== undefined && socketTimeout < parsed.data.HTTP_REQUEST_TIMEOUT_MS) {
+    // a request still arriving within its limit would lose its connection first
+    problems.push('HTTP_SOCKET_TIMEOUT_MS: must not be below HTTP_REQUEST_TIMEOUT_MS');
+  }
   if (problems.length || missing.length || !parsed.success) {
     throw new ConfigError([...problems, ...missing], missing.length ? SECRETS_HINT : undefined);
   }
@@ -690,6 +702,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       shutdownDelayMs: e.SHUTDOWN_DELAY_MS !== undefined ? Number(e.SHUTDOWN_DELAY_MS) : isDevelopment ? 0 : 5_000,
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
       requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
+      socketTimeoutMs: e.HTTP_SOCKET_TIMEOUT_MS ?? Math.max(120_000, e.HTTP_REQUEST_TIMEOUT_MS),
       processes: e.API_PROCESSES === 0 ? availableParallelism() : e.API_PROCESSES,
     },
     metricsHost: e.METRICS_HOST,

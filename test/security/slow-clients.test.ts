@@ -56,7 +56,7 @@ describe('slow clients', () => {
   let t: TestApp;
   beforeAll(async () => {
     t = await bootTestApp({
-      env: { HTTP_HEADERS_TIMEOUT_MS: '1000', HTTP_REQUEST_TIMEOUT_MS: '2000' },
+      env: { HTTP_HEADERS_TIMEOUT_MS: '1000', HTTP_REQUEST_TIMEOUT_MS: '2000', HTTP_SOCKET_TIMEOUT_MS: '2500' },
     });
   });
   afterAll(async () => {
@@ -141,16 +141,49 @@ describe('slow clients', () => {
     expect(res.text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 200']);
   });
 
+  it('a client that stops reading its answers loses the connection once nothing moves (it held it for good)', async () => {
+    // a slow-read attack: requests pipelined, answers never read — the TCP window fills, the
+    // server's writes stall, and the socket with its buffered answers stayed open forever
+    const server = t.app.getHttpServer();
+    const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
+    const { hostname, port } = new URL(t.baseUrl);
+    const socket = connect(Number(port), hostname);
+    socket.on('error', () => undefined);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.pause(); // reads nothing from here on
+    const ours = await accepted; // (the server's end of this connection)
+    expect(ours.remotePort).toBe(socket.localPort);
+    let closed = false;
+    ours.once('close', () => (closed = true));
+    const request = 'GET /docs-json HTTP/1.1\r\nHost: shop\r\n\r\n';
+    // each answer is the OpenAPI document (~150 KB): far more than the kernels' buffers hold
+    socket.write(request.repeat(300));
+    const stalledSince = Date.now();
+    await waitFor('the server to be stuck writing to it', () => ours.writableLength, { until: (n) => n > 0, intervalMs: 20 });
+    await waitFor('the stalled connection to be closed', () => closed, { intervalMs: 100 });
+    expect(Date.now() - stalledSince).toBeGreaterThanOrEqual(2_000);
+    socket.destroy();
+    // and a client that reads is served as before
+    expect((await t.http.get('/health/live')).status).toBe(200);
+  });
+
   it('defaults: 10 s for the headers, 30 s for the request; a headers limit above the request limit refuses to boot', async () => {
     const base = { NODE_ENV: 'development' };
     expect(loadConfig(base).http).toMatchObject({
       headersTimeoutMs: 10_000,
       requestTimeoutMs: 30_000,
+      socketTimeoutMs: 120_000,
     });
+    expect(() => loadConfig({ ...base, HTTP_SOCKET_TIMEOUT_MS: '20000' })).toThrow(
+      /HTTP_SOCKET_TIMEOUT_MS: must not be below HTTP_REQUEST_TIMEOUT_MS/,
+    );
     // limits above Node's default request limit (300 s) boot
     const long = loadConfig({ ...base, HTTP_HEADERS_TIMEOUT_MS: '400000', HTTP_REQUEST_TIMEOUT_MS: '500000' });
     const adapter = createFastifyAdapter(long);
     expect(adapter.getInstance().server.headersTimeout).toBe(400_000);
+    // (and a connection is not closed under a request still arriving within its limit)
+    expect(long.http.socketTimeoutMs).toBe(500_000);
+    expect(adapter.getInstance().server.timeout).toBe(500_000);
     void adapter.close();
     expect(() => loadConfig({ ...base, HTTP_HEADERS_TIMEOUT_MS: '40000' })).toThrow(
       /HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS/,
