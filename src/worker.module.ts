@@ -27,19 +27,6 @@ const ORDERS_QUEUE_CONCURRENCY = 4;
 const EMAIL_QUEUE_CONCURRENCY = 4;
 
 /**
- * The worker's statements include batch work the API never runs (recommendations over every paid
- * order, retention sweeps), which on a large shop can be silent for more than the API's
- * DATABASE_QUERY_TIMEOUT_MS: its pool waits at least this long before it takes a silent statement
- * for a stalled server.
- */
-const WORKER_MIN_QUERY_TIMEOUT_MS = 10 * 60_000;
-
-function withBatchStatements(config: AppConfig): AppConfig {
-  const queryTimeoutMs = Math.max(config.database.queryTimeoutMs, WORKER_MIN_QUERY_TIMEOUT_MS);
-  return { ...config, database: { ...config.database, queryTimeoutMs } };
-}
-
-/**
  * The worker role: the API's modules (AppModule) plus the worker-only ones (emails,
  * housekeeping), the queues with one processor each, the job handlers (service methods marked
  * `@OnJob`, found at boot), the outbox relay and the schedulers.
@@ -51,7 +38,7 @@ export class WorkerModule {
     return {
       module: WorkerModule,
       imports: [
-        AppModule.register(withBatchStatements(config)),
+        AppModule.register(config),
         DiscoveryModule,
         QueueModule,
         NotificationsModule,

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { ObjectLiteral, SelectQueryBuilder } from 'typeorm';
+import { LONG_RUNNING } from '../database/stall-aware-client';
 import { TransactionHost } from '../database/transaction-host';
 import { PAID_STATUSES } from '../orders/order-state-machine';
 import { ProductRecommendationEntity } from './entities/product-recommendation.entity';
@@ -38,6 +39,9 @@ export class RecommendationRepository {
       await m.createQueryBuilder().delete().from(ProductRecommendationEntity).execute();
       const ranked = await m
         .createQueryBuilder()
+        // over every paid order: on a large shop silent for longer than the ordinary statements'
+        // DATABASE_QUERY_TIMEOUT_MS, which would take it for a stalled server
+        .comment(LONG_RUNNING)
         .select('ranked.product_id', 'productId')
         .addSelect('ranked.recommended_id', 'recommendedId')
         .addSelect('ranked.score', 'score')

@@ -11,6 +11,13 @@ import { SafeTypeOrmLogger } from './typeorm-logger';
  */
 const IDLE_IN_TRANSACTION_MS = 15_000;
 
+/**
+ * The silence a statement marked LONG_RUNNING is allowed (at least; DATABASE_QUERY_TIMEOUT_MS if
+ * longer): the recommendations' recomputation over every paid order can be silent for minutes on
+ * a large shop. Every other statement has DATABASE_QUERY_TIMEOUT_MS.
+ */
+const LONG_RUNNING_SILENCE_MS = 10 * 60_000;
+
 /** How long a migration waits for a table lock before it fails (and rolls back): run it again later. */
 const MIGRATION_LOCK_TIMEOUT_MS = 5_000;
 
@@ -46,7 +53,9 @@ export function dataSourceOptions(
     migrationsTransactionMode: 'each',
     extra: {
       // the pool's clients (pg-pool's `Client` option): see stallAwareClient
-      ...(opts.queryTimeoutMs ? { Client: stallAwareClient(opts.queryTimeoutMs) } : {}),
+      ...(opts.queryTimeoutMs
+        ? { Client: stallAwareClient(opts.queryTimeoutMs, Math.max(opts.queryTimeoutMs, LONG_RUNNING_SILENCE_MS)) }
+        : {}),
       max: opts.poolSize ?? 20,
       connectionTimeoutMillis: 5000,
       idleTimeoutMillis: 30_000,

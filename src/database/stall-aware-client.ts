@@ -2,9 +2,18 @@ import type { Socket } from 'node:net';
 import { Client, type ClientConfig } from 'pg';
 
 /**
+ * Marks a statement that may legitimately be silent for minutes (batch work over a whole table:
+ * the recommendations' recomputation): TypeORM's `.comment(LONG_RUNNING)` puts it first in the
+ * statement's text, and stallAwareClient allows such a statement `longRunningMs` of silence.
+ */
+export const LONG_RUNNING = 'long-running';
+const LONG_RUNNING_PREFIX = `/* ${LONG_RUNNING} */`;
+
+/**
  * A node-postgres Client that gives up on a server that went silent: while a statement is out and
- * nothing at all has come back for `silenceMs`, its connection is destroyed — the statement fails
- * (a connection failure: 503, counted by the circuit breaker) and the pool drops the client.
+ * nothing at all has come back for `silenceMs` (`longRunningMs` for a statement marked
+ * LONG_RUNNING), its connection is destroyed — the statement fails (a connection failure: 503,
+ * counted by the circuit breaker) and the pool drops the client.
  *
  * A PostgreSQL that keeps its connections and stops answering (a disk stall, a frozen host) or
  * vanishes without a reset (a failover) otherwise holds every statement sent to it for as long as
@@ -12,20 +21,36 @@ import { Client, type ClientConfig } from 'pg';
  * and the kernel of a frozen server still acknowledges. Each such statement kept its pool
  * connection (node-postgres' own `query_timeout` fails the caller but leaves the connection busy),
  * so a few of them wedged the pool and every request waited for a slot. Idle connections are left
- * alone: the server owes them nothing.
+ * alone: the server owes them nothing. Only the marked statements get the long allowance: the
+ * worker's ordinary ones (the outbox relay's claims, expiries, email claims) give up as soon as
+ * the API's, so a stalled server does not stop its jobs for the batch statements' allowance.
  */
-export function stallAwareClient(silenceMs: number): typeof Client {
+export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): typeof Client {
   return class StallAwareClient extends Client {
     constructor(config?: string | ClientConfig) {
       super(config);
-      const self = this as unknown as { connection: { stream: Socket }; _activeQuery?: unknown };
+      const self = this as unknown as {
+        connection: { stream: Socket };
+        _activeQuery?: { text?: unknown };
+      };
       const stream = self.connection.stream;
+      // how long the statement out has had nothing back, in whole timeouts (any byte resets it)
+      let silentMs = 0;
+      stream.on('data', () => (silentMs = 0));
       stream.setTimeout(silenceMs);
       stream.on('timeout', () => {
-        if (!self._activeQuery) return;
-        stream.destroy(
-          new Error(`Query read timeout: PostgreSQL sent nothing for ${silenceMs} ms`),
-        );
+        const active = self._activeQuery;
+        if (!active) return;
+        silentMs += silenceMs;
+        const allowed =
+          typeof active.text === 'string' && active.text.startsWith(LONG_RUNNING_PREFIX)
+            ? longRunningMs
+            : silenceMs;
+        if (silentMs < allowed) {
+          stream.setTimeout(silenceMs); // (fires again after another silence of that length)
+          return;
+        }
+        stream.destroy(new Error(`Query read timeout: PostgreSQL sent nothing for ${silentMs} ms`));
       });
     }
   };

@@ -1,0 +1,71 @@
+import type { INestApplicationContext } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { LONG_RUNNING, stallAwareClient } from '../../src/database/stall-aware-client';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { bootTestWorker } from '../support/test-worker';
+
+/** Runs one statement on a fresh stall-aware client; its error message, or 'answered'. */
+async function outcome(
+  silenceMs: number,
+  longRunningMs: number,
+  url: string,
+  sql: string,
+): Promise<string> {
+  const StallAware = stallAwareClient(silenceMs, longRunningMs);
+  const client = new StallAware({ connectionString: url });
+  client.on('error', () => undefined); // (the destroyed connection's own error event)
+  await client.connect();
+  try {
+    await client.query(sql);
+    return 'answered';
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * The silence limit of a pool connection (DATABASE_QUERY_TIMEOUT_MS) is the same in the worker
+ * as in the API; only a statement marked LONG_RUNNING (the recommendations' recomputation) may be
+ * silent for minutes. The worker used to allow every statement 10 minutes — its outbox relay,
+ * expiries and emails stood still that long behind a stalled or failed-over server — for the sake
+ * of that one batch statement. (pg_sleep is a statement with nothing to send back meanwhile.)
+ */
+describe('statements the server is silent on', () => {
+  let t: TestApp;
+  let worker: INestApplicationContext | undefined;
+  beforeAll(async () => {
+    t = await bootTestApp({ env: { DATABASE_QUERY_TIMEOUT_MS: '1000' } });
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await t?.close();
+    await t?.db.drop();
+  });
+
+  it('an ordinary statement is given up after the silence limit; one marked long-running only after its own', async () => {
+    const url = t.db.url;
+    expect(await outcome(300, 1_500, url, 'SELECT pg_sleep(0.9)')).toMatch(
+      /Query read timeout: PostgreSQL sent nothing for 300 ms/,
+    );
+    expect(await outcome(300, 1_500, url, `/* ${LONG_RUNNING} */ SELECT pg_sleep(0.9)`)).toBe(
+      'answered',
+    );
+    expect(await outcome(300, 1_500, url, `/* ${LONG_RUNNING} */ SELECT pg_sleep(3)`)).toMatch(
+      /Query read timeout: PostgreSQL sent nothing for 1500 ms/,
+    );
+    // a statement that keeps sending (rows as they come) is not silent, however long it runs
+    expect(await outcome(300, 300, url, 'SELECT 1')).toBe('answered');
+  });
+
+  it("the worker's pool gives an ordinary statement the same limit as the API's", async () => {
+    worker = await bootTestWorker(t.config);
+    const db = worker.get(DataSource);
+    const started = Date.now();
+    await expect(db.query('SELECT pg_sleep(4)')).rejects.toThrow(/Query read timeout/);
+    expect(Date.now() - started).toBeLessThan(3_500);
+    // the marked statement is allowed its minutes
+    await expect(db.query(`/* ${LONG_RUNNING} */ SELECT pg_sleep(2)`)).resolves.toBeDefined();
+  });
+});
