@@ -19,6 +19,14 @@ import { WorkerDrain } from './queue/worker-drain';
 /** Jobs of the orders queue one worker process runs at once (expiries and their sweep). */
 const ORDERS_QUEUE_CONCURRENCY = 4;
 /**
+ * Payment jobs one worker process runs at once: each asks the provider (an event's intent, a
+ * refund to settle, the reconciliation's passes of up to 100 calls each), and one at a time a slow
+ * provider or a long reconciliation held every `payment_intent.succeeded` — paid orders stayed
+ * PAYMENT_PENDING behind it. Their handlers are guarded transitions with provider idempotency
+ * keys, safe side by side (two worker processes already run them so).
+ */
+const PAYMENTS_QUEUE_CONCURRENCY = 4;
+/**
  * Emails one worker process sends at once. One at a time, a flash sale's thousands of receipts
  * took hours (a mail conversation per message: connect, TLS, AUTH, DATA — and up to 60 s on a
  * hung server, holding the only slot); each delivery is guarded by its own lock and claim row, so
@@ -53,7 +61,7 @@ export class WorkerModule {
           // expiry of unpaid orders, nor the sweep, behind it
           [QueueName.Orders]: { concurrency: ORDERS_QUEUE_CONCURRENCY },
           // the custom backoff of payments.settle-refund (SETTLE_REFUND_JOB_OPTIONS)
-          [QueueName.Payments]: { settings: { backoffStrategy: paymentsBackoff } },
+          [QueueName.Payments]: { concurrency: PAYMENTS_QUEUE_CONCURRENCY, settings: { backoffStrategy: paymentsBackoff } },
           // email.send's capped backoff, a day of retries (EMAIL_JOB_OPTIONS); an email whose
           // workers were killed under it more than twice is still sent, not failed for good (a
           // stall costs at most a resend with the same Message-ID, a failure the whole email)

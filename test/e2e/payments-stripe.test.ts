@@ -488,6 +488,24 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect((await payments.findByOrder(orderId))!.status).toBe('succeeded');
   }, 30_000);
 
+  it('a payment event whose provider call hangs does not hold the next ones: another order is confirmed meanwhile', async () => {
+    const place = async () => {
+      const p = await insertProduct(t.db.pool, { stock: 5 });
+      const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      return { orderId: order.body.id as string, intent: await startPayment(order.body.id) };
+    };
+    const [slow, quick] = [await place(), await place()];
+    // the first event's job asks Stripe for its intent and gets no answer (until the SDK's timeout)
+    const hung = stripe.hangAfterEffect(`/v1/payment_intents/${slow.intent}`, 'GET');
+    await deliver(stripe.succeed(slow.intent));
+    await hung;
+    await deliver(stripe.succeed(quick.intent));
+    // one job at a time, the second waited for the first's timeout and retry (the first confirmed first)
+    await orderWhen(quick.orderId, 'CONFIRMED', (o) => o.status === 'CONFIRMED');
+    expect((await orderOf(slow.orderId)).status).toBe('PAYMENT_PENDING');
+    await orderWhen(slow.orderId, 'CONFIRMED once the SDK retries', (o) => o.status === 'CONFIRMED');
+  }, 40_000);
+
   it('reconciliation finalizes a payment whose webhook never arrives', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);

@@ -33,11 +33,11 @@ export interface FakeStripe {
   /** The next `times` requests on the path fail with `status`; `times` 0 clears the path's failures. */
   failNext(pathPrefix: string, status: number, times?: number): void;
   /**
-   * The next request whose path starts with `pathPrefix` takes effect (and is stored for
-   * idempotent replay) but its answer never leaves: the caller hangs as if the network died
-   * after Stripe acted. Resolves once that request has taken effect.
+   * The next request (a POST unless `method` says otherwise) whose path starts with `pathPrefix`
+   * takes effect (and is stored for idempotent replay) but its answer never leaves: the caller
+   * hangs as if the network died after Stripe acted. Resolves once that request has taken effect.
    */
-  hangAfterEffect(pathPrefix: string): Promise<void>;
+  hangAfterEffect(pathPrefix: string, method?: string): Promise<void>;
   /** From now on, refunds of this intent created through the API are declined by the bank (status 'failed'). */
   declineRefunds(intentId: string): void;
   /** Undoes declineRefunds: the bank accepts this intent's refunds again. */
@@ -122,7 +122,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
   const failures: { prefix: string; status: number; remaining: number }[] = [];
   const declinedRefunds = new Set<string>();
   const heldRefunds = new Set<string>();
-  const hangs: { prefix: string; reached: () => void }[] = [];
+  const hangs: { prefix: string; method: string; reached: () => void }[] = [];
   const idempotency = new Map<
     string,
     { path: string; params: string; status: number; body: string; requestId: string }
@@ -443,7 +443,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     const text = JSON.stringify(payload, null, 2);
     if (idempotent && status < 500)
       idempotency.set(idempotencyKey, { path, params, status, body: text, requestId });
-    const hang = hangs.find((h) => method === 'POST' && path.startsWith(h.prefix));
+    const hang = hangs.find((h) => method === h.method && path.startsWith(h.prefix));
     if (hang) {
       hangs.splice(hangs.indexOf(hang), 1);
       hang.reached();
@@ -549,8 +549,8 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       if (times > 0) failures.push({ prefix: pathPrefix, status, remaining: times });
       else for (const f of failures.filter((x) => x.prefix === pathPrefix)) failures.splice(failures.indexOf(f), 1);
     },
-    hangAfterEffect(pathPrefix) {
-      return new Promise<void>((reached) => hangs.push({ prefix: pathPrefix, reached }));
+    hangAfterEffect(pathPrefix, method = 'POST') {
+      return new Promise<void>((reached) => hangs.push({ prefix: pathPrefix, method, reached }));
     },
     declineRefunds(intentId) {
       declinedRefunds.add(intentId);
