@@ -41,6 +41,18 @@ export class PrivateRedis {
     );
   }
 
+  /**
+   * Stops the server without closing anything (SIGSTOP): a Redis that is slow, not down —
+   * commands are taken by the kernel and run, in order, once `thaw()` lets it go on.
+   */
+  freeze(): void {
+    this.proc?.kill('SIGSTOP');
+  }
+
+  thaw(): void {
+    this.proc?.kill('SIGCONT');
+  }
+
   async down(): Promise<void> {
     const p = this.proc;
     if (!p || p.exitCode !== null) return;

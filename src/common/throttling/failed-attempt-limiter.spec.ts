@@ -95,6 +95,42 @@ describe('FailedAttemptLimiter', () => {
     expect(verify).not.toHaveBeenCalled();
   });
 
+  it('gives back a reservation Redis ran after the limiter gave up on it (refused 429 unverified: not a failure)', async () => {
+    let answer!: (v: unknown) => void;
+    const s = setup(() => new Promise((resolve) => (answer = resolve)));
+    const verify = jest.fn();
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
+    try {
+      const attempt = settle(s.limiter.attempt([bucket], verify));
+      await jest.advanceTimersByTimeAsync(600);
+      expect(await attempt).toMatchObject({ code: 'RATE_LIMITED' });
+    } finally {
+      jest.useRealTimers();
+    }
+    expect(verify).not.toHaveBeenCalled();
+    expect(s.calls).toHaveLength(1);
+    answer([0, 0]); // Redis was slow, not down: it counted the attempt
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(s.calls).toHaveLength(2);
+    expect(s.calls[1].slice(1, 4)).toEqual([1, 'unit:rl:signin-account:abc', 'unused']);
+  });
+
+  it('gives nothing back for a late reservation that Redis refused (nothing was counted)', async () => {
+    let answer!: (v: unknown) => void;
+    const s = setup(() => new Promise((resolve) => (answer = resolve)));
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
+    try {
+      const attempt = settle(s.limiter.attempt([bucket], jest.fn()));
+      await jest.advanceTimersByTimeAsync(600);
+      expect(await attempt).toMatchObject({ code: 'RATE_LIMITED' });
+    } finally {
+      jest.useRealTimers();
+    }
+    answer([2_500, 1]);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(s.calls).toHaveLength(1);
+  });
+
   it('lets a success through when the give-back fails (the attempt just stays counted)', async () => {
     const s = setup(() => Promise.resolve([0, 0]));
     s.redis.eval.mockResolvedValueOnce([0, 0]).mockRejectedValueOnce(new Error('gone'));

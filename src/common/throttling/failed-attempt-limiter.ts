@@ -229,14 +229,21 @@ export class FailedAttemptLimiter {
   private async reserve(buckets: readonly FailureBucket[]): Promise<void> {
     let waitMs: number;
     let refusing: FailureBucket | undefined;
+    const reserving = this.redis.eval(RESERVE, buckets.length, ...this.keys(buckets), ...args(buckets)) as Promise<
+      [number, number]
+    >;
     try {
-      const [wait, index] = (await withTimeout(
-        this.redis.eval(RESERVE, buckets.length, ...this.keys(buckets), ...args(buckets)),
-        STORE_TIMEOUT_MS,
-      )) as [number, number];
+      const [wait, index] = await withTimeout(reserving, STORE_TIMEOUT_MS);
       waitMs = Number(wait);
       refusing = buckets[Number(index) - 1];
     } catch (err) {
+      // Redis slower than the limit still runs the reservation: the attempt would stay counted
+      // though this request is refused unverified — a slow minute's retries were an admin's (or
+      // a shared address's) lockout for the rest of the window. Given back once it answers.
+      reserving.then(
+        ([wait]) => (Number(wait) === 0 ? this.settle(buckets, 'unused') : undefined),
+        () => undefined, // not run, or unknowable (a reply lost with its connection)
+      );
       if (!this.storeDown) {
         this.log.warn(`${String(err)}: password sign-ins are refused until Redis answers`);
       }
