@@ -8,6 +8,8 @@ import type {
   ParameterObject,
   ReferenceObject,
 } from '@nestjs/swagger/dist/interfaces/open-api-spec.interface';
+import type { FastifyInstance } from 'fastify';
+import { RequestValidationError, sendProblem } from '../common/errors/problem-details.filter';
 import { THROTTLER_SKIP } from '@nestjs/throttler/dist/throttler.constants';
 import { REQUIRED_PERMISSIONS } from '../auth/require-permission.decorator';
 import { IDEMPOTENCY_IGNORED, IDEMPOTENCY_REQUIRED, IGNORED_KEY_DESCRIPTION } from '../idempotency/idempotency.decorator';
@@ -331,6 +333,20 @@ export function buildOpenApiDocument(
  */
 export function mountOpenApi(app: INestApplication): void {
   let json: string | undefined;
+  // unknown query parameters are a 400 on every route (API.md), these too: they are mounted on
+  // Fastify, outside the Nest guard that refuses them elsewhere (QueryAllowListGuard)
+  const fastify = (app.getHttpAdapter() as unknown as { getInstance(): FastifyInstance }).getInstance();
+  fastify.addHook('onRequest', (request, reply, done) => {
+    const route = request.routeOptions.url;
+    const query = request.query as Record<string, unknown> | undefined;
+    if (route === undefined || !/^\/docs(-json|\/|$)/.test(route) || !query || Object.keys(query).length === 0) return done();
+    const names = Object.keys(query);
+    sendProblem(
+      new RequestValidationError(names.map((field) => ({ field, message: `query parameter ${field} should not exist` }))),
+      request,
+      reply,
+    );
+  });
   // an empty document: the UI's init script then embeds no spec and fetches `swaggerUrl` (which
   // also wins over a `?url=` in the page's address, so the page shows only this API)
   SwaggerModule.setup('docs', app, {} as OpenAPIObject, {

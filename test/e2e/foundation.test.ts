@@ -123,6 +123,15 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     const doc = await t.http.get('/docs-json');
     expect(doc.body.openapi).toMatch(/^3\./);
     expect(doc.body.components.securitySchemes.bearer).toMatchObject({ scheme: 'bearer' });
+    // unknown query parameters are a 400 on every route (API.md), these too (mounted outside
+    // the Nest guard that refuses them elsewhere)
+    for (const path of ['/docs-json?cb=1', '/docs?url=https://evil.example/spec.json', '/docs/swagger-ui-init.js?x=1']) {
+      const refused = await t.http.get(path);
+      expect([path, refused.status, refused.body.code]).toEqual([path, 400, 'VALIDATION_FAILED']);
+      expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(refused.body.requestId).toBe(refused.headers.get('x-request-id'));
+    }
+    expect((await t.http.get('/docs/swagger-ui-init.js')).status).toBe(200);
   });
 });
 
