@@ -254,6 +254,11 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     expect(huge.status).toBe(431);
     expect(huge.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     expect(huge.body).toMatchObject({ status: 431, code: 'HEADERS_TOO_LARGE', requestId: huge.headers.get('x-request-id') });
+    // with the security headers of every other answer (it is written by hand, before Fastify)
+    for (const refused of [huge, long]) {
+      expect(refused.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(refused.headers.get('content-security-policy')).toBeTruthy();
+    }
   });
 
   it("answers Node's own refusals as problem+json with a request id: no Host header (400), an Expect it cannot meet (417)", async () => {

@@ -183,9 +183,14 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
   // the request that timed out was already answered (refused while its body still trickled
   // in): one answer per request, so the connection is only closed
   if (socket.writable && !answeredEarly.has(socket)) {
+    // the security headers every other answer carries, problems included
+    const security = Object.entries(securityHeaders())
+      .map(([name, value]) => `${name}: ${value}\r\n`)
+      .join('');
     socket.write(
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
         `Content-Type: application/problem+json; charset=utf-8\r\n` +
+        security +
         `Content-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\n` +
         `Connection: close\r\n\r\n${body}`,
     );
