@@ -80,7 +80,14 @@ export class EmailReconciler {
       const rounds = existing.data.reconcilerRetries ?? 0;
       if (rounds >= MAX_RECONCILER_RETRIES) return false; // left failed, for the operator
       await existing.updateData({ ...existing.data, reconcilerRetries: rounds + 1 });
-      await existing.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+      try {
+        await existing.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+      } catch (err) {
+        // another pass (a second worker's, or one that outlasted its interval) retried it first:
+        // BullMQ refuses a job no longer failed — nothing to add, and the rest of this pass goes on
+        if ((await existing.getState()) !== 'failed') return false;
+        throw err;
+      }
       this.logger.warn(
         `email ${emailKey(job)} is owed and its job had failed after its retries: retried (round ${rounds + 1} of ${MAX_RECONCILER_RETRIES})`,
       );

@@ -1,7 +1,7 @@
 import { INestApplicationContext } from '@nestjs/common';
 import { DiscoveryService } from '@nestjs/core';
 import { getQueueToken } from '@nestjs/bullmq';
-import type { Queue } from 'bullmq';
+import { Job, type Queue } from 'bullmq';
 import { randomUUID } from 'node:crypto';
 import { EmailReconciler } from '../../src/notifications/email-reconciler';
 import { EMAIL_MAX_STALLS, emailJobId } from '../../src/notifications/email-job';
@@ -231,6 +231,34 @@ describe('emails whose jobs Redis lost', () => {
     expect(await deliveries(orderId)).toEqual([{ kind: 'cancellation', ref: '', status: 'sent' }]);
     expect(smtp.forOrder(orderId)).toHaveLength(1);
     expect(await reconcile()).toBe(0); // sent: owed no more
+  }, 30_000);
+
+  it('two passes at once (on two workers, one outlasting its interval) retry a failed job once, and neither pass fails', async () => {
+    const { orderId, jobId } = await cancellationFailingForGood();
+    await failedForGood(jobId);
+    await smtp.start();
+    await age(orderId);
+    // both passes read the job failed before either retries it (the overlap, made certain)
+    const getState = Job.prototype.getState;
+    let reads = 0;
+    let bothRead!: () => void;
+    const barrier = new Promise<void>((resolve) => (bothRead = resolve));
+    const spy = jest.spyOn(Job.prototype, 'getState').mockImplementation(async function (this: Job) {
+      const state = await getState.call(this);
+      if (this.id === jobId && ++reads === 2) bothRead();
+      if (this.id === jobId && reads <= 2) await barrier;
+      return state;
+    });
+    let passes: number[];
+    try {
+      passes = await Promise.all([reconcile(), reconcile()]);
+    } finally {
+      spy.mockRestore();
+    }
+    // the second pass found it retried under it: nothing of its own added, the rest of its pass done
+    expect(passes.sort()).toEqual([0, 1]);
+    await drain(worker, t.db.pool);
+    expect(smtp.forOrder(orderId)).toHaveLength(1);
   }, 30_000);
 
   it('a failed job is given three more rounds at most, then left failed for the operator', async () => {
