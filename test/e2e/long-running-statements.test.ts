@@ -41,7 +41,6 @@ describe('statements the server is silent on', () => {
   afterAll(async () => {
     await worker?.close();
     await t?.close();
-    await t?.db.drop();
   });
 
   it('an ordinary statement is given up after the silence limit; one marked long-running only after its own', async () => {

@@ -74,8 +74,12 @@ describe('worker killed mid-job (real processes)', () => {
 
     first.proc.kill('SIGKILL'); // mid-job: Stripe refunded, our side never heard back
     await first.exited;
+    // one refund, pending — or already settled by the cancel's own job (order.cancelled →
+    // cancel-intent finds the intent paid and refunds it too: same refund, same provider key, so
+    // Stripe replays the hung call's answer to it), which the worker runs beside the hung one
     const midway = await t.db.pool.query(`SELECT status FROM refunds WHERE order_id = $1`, [orderId]);
-    expect(midway.rows).toEqual([{ status: 'pending' }]);
+    expect(midway.rows).toHaveLength(1);
+    expect(['pending', 'succeeded']).toContain(midway.rows[0].status);
 
     const metricsPort = await freePort(); // the kernel's pick: a random one collided with ephemeral ports
     startWorker(metricsPort);

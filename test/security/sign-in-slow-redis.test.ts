@@ -28,7 +28,6 @@ describe('sign-in limits when Redis is slow, not down', () => {
   afterAll(async () => {
     redis?.thaw();
     await t?.close();
-    await t?.db.drop();
     await redis?.down();
   });
 
