@@ -224,6 +224,8 @@ describe('AuthService', () => {
       expect(s.hasher.hash).toHaveBeenCalledWith('pw-pw-pw-pw');
       // only over the hash it verified: a change committed meanwhile is never overwritten
       expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash);
+      // the row locked FOR UPDATE for that write (FOR SHARE, two twins' updates deadlocked)
+      expect(s.users.lockPasswordHash).toHaveBeenCalledWith('u-1', true);
     });
 
     it('signs in on the old hash when the rehash cannot be had (argon2 gate full): a verified password is never a 503', async () => {

@@ -132,9 +132,12 @@ export class AuthService {
         // The password was verified against `verified`. A password change that committed since
         // revoked every session of the account — this one must not open after it: the hash is
         // read again, locked against a change until this commits.
-        const current = await this.users.lockPasswordHash(user.id);
+        // (FOR UPDATE when this transaction writes the upgrade: two sign-ins each holding the
+        // row FOR SHARE and each then updating it deadlocked)
+        const upgrading = upgraded !== null && verified === user.passwordHash;
+        const current = await this.users.lockPasswordHash(user.id, upgrading);
         if (current !== verified) return { changed: current };
-        if (upgraded && verified === user.passwordHash) {
+        if (upgraded && upgrading) {
           await this.users.setPasswordHash(user.id, upgraded, now, verified);
         }
         return { session: await this.sessions.open(user.id, now, clientKey) };

@@ -1,6 +1,8 @@
 import { Algorithm, hash } from '@node-rs/argon2';
 import { createHash, createHmac, randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
+import { TransactionHost } from '../../src/database/transaction-host';
+import { UserRepository } from '../../src/users/user.repository';
 import { DEMO_ADMIN, DEMO_CUSTOMER } from '../../src/auth/demo-credentials';
 import { DemoSeeder } from '../../src/seed/demo.seeder';
 import { RefreshTokenRepository } from '../../src/auth/refresh-token.repository';
@@ -158,6 +160,38 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       expect(
         (await t.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD })).status,
       ).toBe(200);
+    });
+
+    it('sign-ins at once over a hash being upgraded queue on the row, none deadlocks (each took it FOR SHARE, then updated it)', async () => {
+      const s = await registerCustomer(t.http);
+      const weak = await hash(TEST_PASSWORD, { algorithm: Algorithm.Argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
+      await t.db.pool.query(`UPDATE users SET password_hash = $2 WHERE id = $1`, [s.user.id, weak]);
+      // a transaction PostgreSQL aborted as deadlocked is retried (and logged so) by TransactionHost
+      const host: { logger: { warn: (m: string) => void } } = t.app.get<{ logger: { warn: (m: string) => void } }>(TransactionHost);
+      const warn = jest.spyOn(host.logger, 'warn');
+      // the two transactions made to overlap: each, having its lock, waits for the other to have
+      // one too (at most 500 ms: a lock that excludes the other is never shared, by design)
+      const users = t.app.get(UserRepository);
+      const lock = users.lockPasswordHash.bind(users);
+      let holding = 0;
+      let bothHold!: () => void;
+      const both = new Promise<void>((resolve) => (bothHold = resolve));
+      const spy = jest.spyOn(users, 'lockPasswordHash').mockImplementation(async (...args) => {
+        const hash = await lock(...args);
+        if (++holding === 2) bothHold();
+        await Promise.race([both, new Promise((resolve) => setTimeout(resolve, 500))]);
+        return hash;
+      });
+      try {
+        const signIns = await Promise.all(
+          Array.from({ length: 2 }, () => t.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD })),
+        );
+        expect(signIns.map((r) => r.status)).toEqual([200, 200]);
+        expect(warn.mock.calls.map(([m]) => m).filter((m) => /40P01/.test(m))).toEqual([]);
+      } finally {
+        spy.mockRestore();
+        warn.mockRestore();
+      }
     });
 
     it('a hash made before passwords were normalized: the password as typed signs in once, then the hash holds its NFKC form', async () => {
