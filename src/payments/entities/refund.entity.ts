@@ -15,6 +15,7 @@ export type RefundReason = 'requested' | 'paid_after_cancel' | 'external';
 @Entity('refunds')
 @Index('refunds_provider_id', ['providerRefundId'], { unique: true })
 @Index('refunds_by_order', ['orderId'])
+@Index('refunds_by_payment', ['paymentId'])
 @Index('refunds_pending', ['updatedAt'], { where: `status = 'pending'` })
 @Index('refunds_one_automatic_per_payment', ['paymentId'], {
   unique: true,
