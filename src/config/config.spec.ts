@@ -165,6 +165,15 @@ describe('loadConfig', () => {
       expect(loadConfig({ ...withoutFrom, NODE_ENV: 'development' }).mail.from).toBe('Shop <orders@shop.example>');
     });
 
+    it('refuses a MAIL_FROM that is not an address (the mail server would refuse every email at MAIL FROM)', () => {
+      for (const from of ['orders', 'Shop <orders@myshop>', 'orders@myshop', 'Shop <orders@my-shop.com', 'a b@my-shop.com']) {
+        expect([from, problemsOf({ ...SECRETS, MAIL_FROM: from })]).toEqual([from, [expect.stringMatching(/^MAIL_FROM: must be an address/)]]);
+      }
+      for (const from of ['orders@my-shop.com', 'Shop <orders@my-shop.co.in>', '"Shop, Ltd" <orders@my-shop.com>']) {
+        expect(loadConfig({ ...SECRETS, MAIL_FROM: from }).mail.from).toBe(from);
+      }
+    });
+
     it('refuses a deployment without SMTP_URL unless MAIL_OUTBOX_DIR asks for mail as files', () => {
       const { SMTP_URL: _smtp, ...withoutSmtp } = SECRETS;
       for (const nodeEnv of [undefined, 'test', 'production']) {
@@ -320,6 +329,16 @@ describe('loadConfig', () => {
       }
       expect(loadConfig({ ...prod, SHOP_CURRENCY: 'JPY' }).currency).toBe('JPY');
       expect(loadConfig({ NODE_ENV: 'development', SHOP_CURRENCY: 'ISK' }).currency).toBe('ISK'); // the simulated gateway
+    });
+
+    it('refuses a shop currency that is no ISO 4217 code (a typo booted, and every payment was refused)', () => {
+      for (const currency of ['IRN', 'EUX', 'ABC']) {
+        expect([currency, problemsOf({ ...SECRETS, SHOP_CURRENCY: currency })]).toEqual([
+          currency,
+          [expect.stringMatching(/^SHOP_CURRENCY: must be an ISO 4217 currency code/)],
+        ]);
+      }
+      expect(loadConfig({ NODE_ENV: 'development', SHOP_CURRENCY: 'EUR' }).currency).toBe('EUR');
     });
 
     it('refuses a number made of spaces (it would coerce to 0 and switch a cap off)', () => {

@@ -41,6 +41,8 @@ const REQUIRED_OUTSIDE_DEVELOPMENT = [
 /** The domain of the sender development mails from (and .env.example shows): none a provider verifies. */
 const PLACEHOLDER_MAIL_DOMAIN = 'shop.example';
 const PLACEHOLDER_MAIL_FROM = `Shop <orders@${PLACEHOLDER_MAIL_DOMAIN}>`;
+/** A sender: `user@domain.tld`, or that in angle brackets after a display name. */
+const SENDER = /^(?:[^<>]*<[^\s@<>"]+@[^\s@<>".]+(?:\.[^\s@<>".]+)+>|[^\s@<>"]+@[^\s@<>".]+(?:\.[^\s@<>".]+)+)$/;
 
 const bool = (def: boolean) =>
   z
@@ -141,15 +143,22 @@ const envSchema = z.object({
   STRIPE_API_URL: url(['http:', 'https:']).optional(),
   STRIPE_TEST_MODE: bool(false),
   SMTP_URL: url(['smtp:', 'smtps:']).optional(),
-  MAIL_FROM: z.string().default(PLACEHOLDER_MAIL_FROM),
+  // an address (`orders@your-shop.com` or `Shop <orders@your-shop.com>`): anything else the mail
+  // server refuses at MAIL FROM, each email retried for a day while the process looks healthy
+  MAIL_FROM: z
+    .string()
+    .refine((v) => SENDER.test(v.trim()), 'must be an address, user@domain.tld or "Name <user@domain.tld>"')
+    .default(PLACEHOLDER_MAIL_FROM),
   MAIL_OUTBOX_DIR: z.string().default('var/mail'),
   RESERVATION_TTL_SECONDS: int(900, 10, 86_400),
   PURCHASE_LIMIT_UNITS_PER_PRODUCT: int(5, 0, 1_000_000),
   PURCHASE_LIMIT_OPEN_ORDERS: int(3, 0, 1_000_000),
   PURCHASE_LIMIT_ABANDONED_PER_DAY: int(10, 0, 1_000_000),
+  // an ISO 4217 code this runtime knows (`IRN` for INR would boot, and every payment be refused)
   SHOP_CURRENCY: z
     .string()
     .regex(/^[A-Z]{3}$/)
+    .refine((code) => Intl.supportedValuesOf('currency').includes(code), 'must be an ISO 4217 currency code (e.g. INR, EUR, USD)')
     .default('INR'),
   RATE_LIMIT_ENABLED: bool(true),
   SIGN_IN_FAILURES_PER_CLIENT: int(5, 1, 1000),
