@@ -165,6 +165,16 @@ describe('loadConfig', () => {
       expect(loadConfig({ ...withoutFrom, NODE_ENV: 'development' }).mail.from).toBe('Shop <orders@shop.example>');
     });
 
+    it('refuses a METRICS_HOST that is no address (it failed to listen, and the process ran without metrics)', () => {
+      for (const host of ['127.0.0.l', 'metrics.internal', '0.0.0.0 ']) {
+        expect([host, problemsOf({ ...SECRETS, METRICS_HOST: host })]).toEqual([host, [expect.stringMatching(/^METRICS_HOST: must be an IP address/)]]);
+      }
+      expect(loadConfig({ ...SECRETS, METRICS_HOST: '' }).metricsHost).toBe('127.0.0.1'); // empty: unset
+      for (const host of ['0.0.0.0', '::', '10.1.2.3', 'localhost']) {
+        expect(loadConfig({ ...SECRETS, METRICS_HOST: host }).metricsHost).toBe(host);
+      }
+    });
+
     it('refuses a MAIL_FROM that is not an address (the mail server would refuse every email at MAIL FROM)', () => {
       for (const from of ['orders', 'Shop <orders@myshop>', 'orders@myshop', 'Shop <orders@my-shop.com', 'a b@my-shop.com']) {
         expect([from, problemsOf({ ...SECRETS, MAIL_FROM: from })]).toEqual([from, [expect.stringMatching(/^MAIL_FROM: must be an address/)]]);

@@ -93,8 +93,13 @@ const envSchema = z.object({
   // unset: loopback in development (its secrets, demo admin and dev routes are public knowledge:
   // never reachable from the network by default), every interface otherwise
   HOST: z.string().optional(),
-  // the operational listeners: loopback unless a deployment says where its Prometheus reaches them
-  METRICS_HOST: z.string().default('127.0.0.1'),
+  // the operational listeners: loopback unless a deployment says where its Prometheus reaches them.
+  // An address (or `localhost`): a mistyped name failed to listen, and the process ran on without
+  // metrics, a warning its only trace
+  METRICS_HOST: z
+    .string()
+    .refine((host) => isIP(host) !== 0 || host === 'localhost', 'must be an IP address (e.g. 127.0.0.1, 0.0.0.0, ::) or localhost')
+    .default('127.0.0.1'),
   // API processes serving PORT together (node:cluster); 0 = one per CPU core
   API_PROCESSES: int(1, 0, 64),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
