@@ -33,6 +33,7 @@ import { soldOutCheckoutHooks } from './orders/sold-out-checkout.hook';
 import { registerBrowserSecurity } from './common/http/browser-security';
 import { TransactionHost } from './database/transaction-host';
 import { isDraining } from './common/shutdown';
+import { warnUntrustedForwarding } from './common/http/untrusted-forwarding';
 import { isApiClusterWorker, shareMetricsWithPrimary } from './api-cluster';
 
 export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
@@ -115,6 +116,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   setFirstRequestHooks(app.getHttpAdapter() as unknown as FastifyAdapter, [
     refuseWhileClosing(() => closing),
     requireHost,
+    warnUntrustedForwarding(),
     cachedReadsHook(app.get(CatalogCache), { rateLimitEnabled: config.rateLimitEnabled, browserHeaders }),
     soldOut.onRequest,
   ]);

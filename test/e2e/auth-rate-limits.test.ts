@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import Redis from 'ioredis';
 import { createHash, randomUUID } from 'node:crypto';
 import { TEST_PASSWORD, createAdmin, registerCustomer, withAuthProbe } from '../support/auth';
@@ -354,6 +355,33 @@ describe('rate limits without a trusted proxy', () => {
     }
     expect(statuses.slice(0, 10).every((s) => s === 400)).toBe(true);
     expect(statuses[10]).toBe(429);
+  });
+
+  it('says once that X-Forwarded-For came from a peer TRUST_PROXY does not trust (a balancer nobody named: every client one address)', async () => {
+    // a fresh instance: the warning is said once per process
+    const fresh = await bootTestApp({ db: t.db });
+    const warned: string[] = [];
+    const spy = jest.spyOn(Logger.prototype, 'warn').mockImplementation((message: unknown) => void warned.push(String(message)));
+    try {
+      expect((await fresh.http.get('/health/live')).status).toBe(200);
+      expect(warned.filter((m) => /TRUST_PROXY/.test(m))).toEqual([]); // no header: nothing to say
+      for (let i = 0; i < 3; i++) expect((await fresh.http.get('/v1/categories', xff(`10.9.9.${i}`))).status).toBe(200);
+      expect(warned.filter((m) => /TRUST_PROXY/.test(m))).toEqual([
+        expect.stringMatching(/^X-Forwarded-For came from 127\.0\.0\.1, a peer TRUST_PROXY does not trust/),
+      ]);
+      // behind the proxy it trusts: nothing to say
+      const behind = await bootTestApp({ db: t.db, env: { TRUST_PROXY: '127.0.0.1' } });
+      try {
+        warned.length = 0;
+        expect((await behind.http.get('/v1/categories', xff('10.9.9.9'))).status).toBe(200);
+        expect(warned.filter((m) => /TRUST_PROXY/.test(m))).toEqual([]);
+      } finally {
+        await behind.close();
+      }
+    } finally {
+      spy.mockRestore();
+      await fresh.close();
+    }
   });
 });
 
