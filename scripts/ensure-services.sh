@@ -186,11 +186,29 @@ pg_provision() {
   pg_find_admin ||
     fail "cannot reach PostgreSQL as a superuser to create role '$PG_USER' / database '$PG_DB' (last error: ${PG_LAST_ERROR:-unknown}); create them yourself with LOGIN CREATEDB"
   local attrs="LOGIN CREATEDB"
-  [ -n "$PG_PASS_LIT" ] && attrs="$attrs PASSWORD $PG_PASS_LIT"
-  if [ "$(pg_admin postgres <<<"select 1 from pg_roles where rolname = $PG_USER_LIT")" = 1 ]; then
-    log "updating role '$PG_USER' (LOGIN CREATEDB, password from DATABASE_URL)"
+  local existing
+  existing="$(pg_admin postgres <<<"select rolsuper::text || ' ' || (rolpassword is not null)::text from pg_authid where rolname = $PG_USER_LIT")"
+  if [ -n "$existing" ]; then
+    # An existing role is given what the app needs, never a password over its own: the URL's may
+    # be a typo, and the role another service's (or the superuser) — that is for a person to fix.
+    if [ "${existing%% *}" = true ]; then
+      fail "cannot use DATABASE_URL as role '$PG_USER' (${PG_LAST_ERROR:-unknown}); it is a superuser, which this script does not change: fix DATABASE_URL"
+    fi
+    if [ "${existing##* }" = true ]; then
+      case "$PG_LAST_ERROR" in
+        *authentication*) fail "cannot sign in as role '$PG_USER' with the password in DATABASE_URL ($PG_LAST_ERROR); the role has a password of its own, which this script does not replace: fix DATABASE_URL (or ALTER ROLE yourself)" ;;
+      esac
+    elif [ -n "$PG_PASS_LIT" ]; then
+      attrs="$attrs PASSWORD $PG_PASS_LIT" # a role without one: the URL's is its first
+    fi
+    if [ "$attrs" = "LOGIN CREATEDB" ]; then
+      log "updating role '$PG_USER' (LOGIN CREATEDB)"
+    else
+      log "updating role '$PG_USER' (LOGIN CREATEDB, its first password: the one in DATABASE_URL)"
+    fi
     pg_admin postgres <<<"ALTER ROLE $PG_USER_IDENT $attrs" >/dev/null || fail "ALTER ROLE failed"
   else
+    [ -n "$PG_PASS_LIT" ] && attrs="$attrs PASSWORD $PG_PASS_LIT"
     log "creating role '$PG_USER'"
     pg_admin postgres <<<"CREATE ROLE $PG_USER_IDENT $attrs" >/dev/null || fail "CREATE ROLE failed"
   fi
