@@ -4,11 +4,11 @@
 #     root), then creates the URL's role (LOGIN, CREATEDB) and database when connecting fails.
 #   - Redis: starts a local redis-server if it is down (installs it when missing and root).
 # Quiet and fast when everything already works. Never prints passwords.
-# Alternative when this cannot fix things: docker compose -f docker/compose.yml up -d postgres redis
+# Alternative when this cannot fix things: docker compose -f docker/compose.services.yml up -d
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-COMPOSE_HINT='docker compose -f docker/compose.yml up -d postgres redis'
+COMPOSE_HINT='docker compose -f docker/compose.services.yml up -d'
 
 log() { echo "[services] $*"; }
 warn() { echo "[services] $*" >&2; }

@@ -58,6 +58,24 @@ describe('the Docker image keeps the secure defaults', () => {
     }
   });
 
+  it("the full stack keeps PostgreSQL and Redis to itself, with passwords it requires; the development one is a file of its own", () => {
+    // published at a local checkout's default URLs with shop/shop and no Redis password, the
+    // production databases were open to any process on the host — `npm start` there joined them
+    const compose = readFileSync(join(ROOT, 'docker', 'compose.yml'), 'utf8');
+    const services = compose.slice(compose.indexOf('\nservices:'));
+    const block = (name: string) => services.slice(services.indexOf(`\n  ${name}:`), services.indexOf('\n\n', services.indexOf(`\n  ${name}:`)));
+    for (const name of ['postgres', 'redis']) expect({ name, ports: /\n {4}ports:/.test(block(name)) }).toEqual({ name, ports: false });
+    expect(block('postgres')).toMatch(/POSTGRES_PASSWORD: \$\{POSTGRES_PASSWORD:\?/);
+    expect(block('redis')).toMatch(/"--requirepass", "\$\{REDIS_PASSWORD:\?/);
+    expect(compose).toMatch(/DATABASE_URL: postgres:\/\/shop:\$\{POSTGRES_PASSWORD:\?[^}]*\}@postgres:5432\/shop/);
+    expect(compose).toMatch(/REDIS_URL: redis:\/\/:\$\{REDIS_PASSWORD:\?[^}]*\}@redis:6379/);
+    expect(compose).not.toMatch(/shop:shop@/);
+    const dev = readFileSync(join(ROOT, 'docker', 'compose.services.yml'), 'utf8');
+    expect(dev).toMatch(/"127\.0\.0\.1:5432:5432"/);
+    expect(dev).toMatch(/command: \["postgres", "-c", "log_min_error_statement=panic"\]/);
+    expect(dev).not.toMatch(/\n {2}(api|worker|migrate):/);
+  });
+
   it('the compose file sets no HOST either (production there binds every interface by default)', () => {
     const compose = readFileSync(join(ROOT, 'docker', 'compose.yml'), 'utf8');
     expect(compose).not.toMatch(/^\s+HOST:/m);
