@@ -41,7 +41,7 @@ stop() {
 trap stop TERM INT
 node -r ./scripts/ts-register.js src/main.ts & pids+=($!)
 node -r ./scripts/ts-register.js src/worker.ts & pids+=($!)
-if [ "${DOCS_ENABLED:-$([ "$NODE_ENV" = development ] && echo true || echo false)}" = true ] || [ "${DOCS_ENABLED:-}" = 1 ]; then
+if [ "${DOCS_ENABLED:-true}" = true ] || [ "${DOCS_ENABLED:-}" = 1 ]; then
   docs="Swagger UI: /docs"
 else
   docs="Swagger UI off (DOCS_ENABLED)"
