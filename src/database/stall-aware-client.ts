@@ -33,14 +33,21 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
         connection: { stream: Socket };
         _activeQuery?: { text?: unknown };
       };
+      // (the raw socket: over TLS, node-postgres reads from a TLS socket wrapped around it, whose
+      // traffic still refreshes this one's idle timer)
       const stream = self.connection.stream;
-      // how long the statement out has had nothing back, in whole timeouts (any byte resets it)
+      // the silence of the statement out, in whole timeouts: a statement's own, so counted anew
+      // for each statement — not reset by the raw socket's 'data', which over TLS never comes
+      let counted: unknown;
       let silentMs = 0;
-      stream.on('data', () => (silentMs = 0));
       stream.setTimeout(silenceMs);
       stream.on('timeout', () => {
         const active = self._activeQuery;
         if (!active) return;
+        if (active !== counted) {
+          counted = active;
+          silentMs = 0;
+        }
         silentMs += silenceMs;
         const allowed =
           typeof active.text === 'string' && active.text.startsWith(LONG_RUNNING_PREFIX)
