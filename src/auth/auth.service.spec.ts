@@ -224,7 +224,7 @@ describe('AuthService', () => {
       expect(s.hasher.hash).toHaveBeenCalledWith('pw-pw-pw-pw');
       // only over the hash it verified: a change committed meanwhile is never overwritten
       expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash);
-      // the row locked FOR UPDATE for that write (FOR SHARE, two twins' updates deadlocked)
+      // the row locked FOR NO KEY UPDATE for that write (FOR SHARE, two twins' updates deadlocked)
       expect(s.users.lockPasswordHash).toHaveBeenCalledWith('u-1', true);
     });
 

@@ -132,8 +132,8 @@ export class AuthService {
         // The password was verified against `verified`. A password change that committed since
         // revoked every session of the account — this one must not open after it: the hash is
         // read again, locked against a change until this commits.
-        // (FOR UPDATE when this transaction writes the upgrade: two sign-ins each holding the
-        // row FOR SHARE and each then updating it deadlocked)
+        // (FOR NO KEY UPDATE when this transaction writes the upgrade: two sign-ins each holding
+        // the row FOR SHARE and each then updating it deadlocked)
         const upgrading = upgraded !== null && verified === user.passwordHash;
         const current = await this.users.lockPasswordHash(user.id, upgrading);
         if (current !== verified) return { changed: current };

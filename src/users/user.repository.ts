@@ -75,14 +75,16 @@ export class UserRepository {
   /**
    * The account's password hash now, locked against a change until this transaction ends
    * (FOR SHARE: a password change's UPDATE waits for it, and it waits for one in progress;
-   * `forUpdate`, FOR UPDATE: for a caller that writes the row itself afterwards).
+   * `forUpdate`, FOR NO KEY UPDATE: for a caller that writes the row itself afterwards — two
+   * holding it FOR SHARE and each then updating it deadlock; not FOR UPDATE, which would also hold
+   * off the customer's own inserts that reference the row: orders, cart lines, sessions).
    */
   async lockPasswordHash(id: string, forUpdate = false): Promise<string | null> {
     const found = await this.tx.withManager((m) =>
       users(m)
         .createQueryBuilder('u')
         .select(['u.id', 'u.passwordHash'])
-        .setLock(forUpdate ? 'pessimistic_write' : 'pessimistic_read')
+        .setLock(forUpdate ? 'for_no_key_update' : 'pessimistic_read')
         .where('u.id = :id', { id })
         .getOne(),
     );
