@@ -183,8 +183,8 @@ const envSchema = z.object({
   HTTP_REQUEST_TIMEOUT_MS: int(30_000, 500, 600_000),
   // a connection on which nothing moves either way this long — a client that stopped reading
   // its answers (a full TCP window holds the socket forever otherwise), or a handler that never
-  // answers — is closed; above every handler's own limits (DATABASE_QUERY_TIMEOUT_MS, 60 s).
-  // Unset: 120 s, or HTTP_REQUEST_TIMEOUT_MS if that is longer
+  // answers — is closed; above every handler's own limit (a statement's DATABASE_QUERY_TIMEOUT_MS).
+  // Unset: 120 s, or HTTP_REQUEST_TIMEOUT_MS, or DATABASE_QUERY_TIMEOUT_MS + 60 s, the longest
   HTTP_SOCKET_TIMEOUT_MS: optionalInt(1_000, 3_600_000).optional(),
   // S3-compatible object storage (MinIO, R2, S3) for product images
   STORAGE_ENDPOINT: url(['http:', 'https:']).default('http://localhost:9000'),
@@ -694,6 +694,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     // a request still arriving within its limit would lose its connection first
     problems.push('HTTP_SOCKET_TIMEOUT_MS: must not be below HTTP_REQUEST_TIMEOUT_MS');
   }
+  if (parsed.success && socketTimeout !== undefined && socketTimeout <= parsed.data.DATABASE_QUERY_TIMEOUT_MS) {
+    // a handler waiting that long on a statement is within its limits: its connection is not cut
+    // under it (the client would get no answer to a request that commits)
+    problems.push('HTTP_SOCKET_TIMEOUT_MS: must be above DATABASE_QUERY_TIMEOUT_MS');
+  }
   if (problems.length || missing.length || !parsed.success) {
     throw new ConfigError([...problems, ...missing], missing.length ? SECRETS_HINT : undefined);
   }
@@ -716,7 +721,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       shutdownDelayMs: e.SHUTDOWN_DELAY_MS !== undefined ? Number(e.SHUTDOWN_DELAY_MS) : isDevelopment ? 0 : 5_000,
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
       requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
-      socketTimeoutMs: e.HTTP_SOCKET_TIMEOUT_MS ?? Math.max(120_000, e.HTTP_REQUEST_TIMEOUT_MS),
+      socketTimeoutMs:
+        e.HTTP_SOCKET_TIMEOUT_MS ?? Math.max(120_000, e.HTTP_REQUEST_TIMEOUT_MS, e.DATABASE_QUERY_TIMEOUT_MS + 60_000),
       processes: e.API_PROCESSES === 0 ? availableParallelism() : e.API_PROCESSES,
     },
     metricsHost: e.METRICS_HOST,

@@ -56,7 +56,13 @@ describe('slow clients', () => {
   let t: TestApp;
   beforeAll(async () => {
     t = await bootTestApp({
-      env: { HTTP_HEADERS_TIMEOUT_MS: '1000', HTTP_REQUEST_TIMEOUT_MS: '2000', HTTP_SOCKET_TIMEOUT_MS: '2500' },
+      env: {
+        HTTP_HEADERS_TIMEOUT_MS: '1000',
+        HTTP_REQUEST_TIMEOUT_MS: '2000',
+        // (above a statement's silence limit, as it must be: nothing here waits on the database)
+        DATABASE_QUERY_TIMEOUT_MS: '2000',
+        HTTP_SOCKET_TIMEOUT_MS: '2500',
+      },
     });
   });
   afterAll(async () => {
@@ -176,6 +182,11 @@ describe('slow clients', () => {
     });
     expect(() => loadConfig({ ...base, HTTP_SOCKET_TIMEOUT_MS: '20000' })).toThrow(
       /HTTP_SOCKET_TIMEOUT_MS: must not be below HTTP_REQUEST_TIMEOUT_MS/,
+    );
+    // above the database's silence limit: a handler waiting on a statement within it keeps its connection
+    expect(loadConfig({ ...base, DATABASE_QUERY_TIMEOUT_MS: '300000' }).http.socketTimeoutMs).toBe(360_000);
+    expect(() => loadConfig({ ...base, DATABASE_QUERY_TIMEOUT_MS: '300000', HTTP_SOCKET_TIMEOUT_MS: '200000' })).toThrow(
+      /HTTP_SOCKET_TIMEOUT_MS: must be above DATABASE_QUERY_TIMEOUT_MS/,
     );
     // limits above Node's default request limit (300 s) boot
     const long = loadConfig({ ...base, HTTP_HEADERS_TIMEOUT_MS: '400000', HTTP_REQUEST_TIMEOUT_MS: '500000' });
