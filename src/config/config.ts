@@ -41,8 +41,12 @@ const REQUIRED_OUTSIDE_DEVELOPMENT = [
 /** The domain of the sender development mails from (and .env.example shows): none a provider verifies. */
 const PLACEHOLDER_MAIL_DOMAIN = 'shop.example';
 const PLACEHOLDER_MAIL_FROM = `Shop <orders@${PLACEHOLDER_MAIL_DOMAIN}>`;
-/** A sender: `user@domain.tld`, or that in angle brackets after a display name. */
-const SENDER = /^(?:[^<>]*<[^\s@<>"]+@[^\s@<>".]+(?:\.[^\s@<>".]+)+>|[^\s@<>"]+@[^\s@<>".]+(?:\.[^\s@<>".]+)+)$/;
+/**
+ * A sender: `user@host`, or that in angle brackets after a display name (outside development with
+ * SMTP_URL the host must be a domain with a dot: secretProblems; a local catcher's `@localhost`
+ * or `@mailpit` serves development).
+ */
+const SENDER = /^(?:[^<>]*<[^\s@<>"]+@[^\s@<>".]+(?:\.[^\s@<>".]+)*>|[^\s@<>"]+@[^\s@<>".]+(?:\.[^\s@<>".]+)*)$/;
 
 const bool = (def: boolean) =>
   z
@@ -553,6 +557,9 @@ function secretProblems(env: Record<string, string>): string[] {
   } else if (env.SMTP_URL && mailDomainOf(env.MAIL_FROM ?? '') === PLACEHOLDER_MAIL_DOMAIN) {
     // the placeholder, given explicitly (a copy of .env.example): as good as not given
     problems.push(`MAIL_FROM: the placeholder sender (${env.MAIL_FROM}) is refused unless NODE_ENV=development; use the address your mail provider verifies`);
+  } else if (env.SMTP_URL && env.MAIL_FROM && SENDER.test(env.MAIL_FROM.trim()) && !mailDomainOf(env.MAIL_FROM).includes('.')) {
+    // `orders@myshop`: every mail server out there refuses it at MAIL FROM
+    problems.push(`MAIL_FROM: the sender's domain must be a real one (user@domain.tld) unless NODE_ENV=development`);
   }
   // A Stripe test key takes test cards: in production, orders would be paid for with 4242…. Refused
   // outside development (NODE_ENV unset or mistyped included) unless a staging instance says so.
