@@ -165,12 +165,12 @@ describe('loadConfig', () => {
       expect(loadConfig({ ...withoutFrom, NODE_ENV: 'development' }).mail.from).toBe('Shop <orders@shop.example>');
     });
 
-    it('refuses a METRICS_HOST that is no address (it failed to listen, and the process ran without metrics)', () => {
-      for (const host of ['127.0.0.l', 'metrics.internal', '0.0.0.0 ']) {
+    it('refuses a METRICS_HOST that is no address or host name, or a mistyped IPv4 address (it failed to listen, and the process ran without metrics)', () => {
+      for (const host of ['127.0.0.l', '10.0.O.1', '0.0.0.0 ', 'metrics host', 'metrics_host']) {
         expect([host, problemsOf({ ...SECRETS, METRICS_HOST: host })]).toEqual([host, [expect.stringMatching(/^METRICS_HOST: must be an IP address/)]]);
       }
       expect(loadConfig({ ...SECRETS, METRICS_HOST: '' }).metricsHost).toBe('127.0.0.1'); // empty: unset
-      for (const host of ['0.0.0.0', '::', '10.1.2.3', 'localhost']) {
+      for (const host of ['0.0.0.0', '::', '10.1.2.3', 'localhost', 'ip6-localhost', 'metrics.internal', 'fe80::1%eth0']) {
         expect(loadConfig({ ...SECRETS, METRICS_HOST: host }).metricsHost).toBe(host);
       }
     });

@@ -64,6 +64,14 @@ const optionalInt = (min: number, max: number) =>
     .pipe(z.number().int().min(min).max(max));
 const int = (def: number, min: number, max: number) => optionalInt(min, max).default(String(def));
 
+/** An IP address, or a host name that is not a mistyped IPv4 address (three of four labels numeric). */
+function isBindHost(host: string): boolean {
+  if (isIP(host) !== 0) return true;
+  const labels = host.split('.');
+  if (labels.length === 4 && labels.filter((l) => /^\d+$/.test(l)).length >= 3) return false;
+  return labels.every((l) => /^[a-z\d]([a-z\d-]{0,61}[a-z\d])?$/i.test(l));
+}
+
 /**
  * A URL of one of `protocols`. One that does not parse is an issue naming the variable — never
  * the parser's own error, which quotes the whole value (a password with `/` or `#` in it).
@@ -98,11 +106,11 @@ const envSchema = z.object({
   // never reachable from the network by default), every interface otherwise
   HOST: z.string().optional(),
   // the operational listeners: loopback unless a deployment says where its Prometheus reaches them.
-  // An address (or `localhost`): a mistyped name failed to listen, and the process ran on without
-  // metrics, a warning its only trace
+  // An IP address or a host name (RFC 1123) — not an IPv4 address mistyped (`127.0.0.l`), which
+  // failed to listen and left the process running without metrics, a warning its only trace
   METRICS_HOST: z
     .string()
-    .refine((host) => isIP(host) !== 0 || host === 'localhost', 'must be an IP address (e.g. 127.0.0.1, 0.0.0.0, ::) or localhost')
+    .refine(isBindHost, 'must be an IP address (e.g. 127.0.0.1, 0.0.0.0, ::) or a host name')
     .default('127.0.0.1'),
   // API processes serving PORT together (node:cluster); 0 = one per CPU core
   API_PROCESSES: int(1, 0, 64),
