@@ -191,22 +191,26 @@ pg_provision() {
   if [ -n "$existing" ]; then
     # An existing role is given what the app needs, never a password over its own: the URL's may
     # be a typo, and the role another service's (or the superuser) — that is for a person to fix.
+    local refused=''
+    case "$PG_LAST_ERROR" in *authentication*) refused=1 ;; esac
+    if [ -n "$refused" ] && [ "${existing%% *}" = true ]; then
+      fail "cannot sign in as role '$PG_USER' with the password in DATABASE_URL ($PG_LAST_ERROR); it is a superuser, whose password this script does not set: fix DATABASE_URL (or ALTER ROLE yourself)"
+    elif [ -n "$refused" ] && [ "${existing##* }" = true ]; then
+      fail "cannot sign in as role '$PG_USER' with the password in DATABASE_URL ($PG_LAST_ERROR); the role has a password of its own, which this script does not replace: fix DATABASE_URL (or ALTER ROLE yourself)"
+    fi
     if [ "${existing%% *}" = true ]; then
-      fail "cannot use DATABASE_URL as role '$PG_USER' (${PG_LAST_ERROR:-unknown}); it is a superuser, which this script does not change: fix DATABASE_URL"
-    fi
-    if [ "${existing##* }" = true ]; then
-      case "$PG_LAST_ERROR" in
-        *authentication*) fail "cannot sign in as role '$PG_USER' with the password in DATABASE_URL ($PG_LAST_ERROR); the role has a password of its own, which this script does not replace: fix DATABASE_URL (or ALTER ROLE yourself)" ;;
-      esac
-    elif [ -n "$PG_PASS_LIT" ]; then
-      attrs="$attrs PASSWORD $PG_PASS_LIT" # a role without one: the URL's is its first
-    fi
-    if [ "$attrs" = "LOGIN CREATEDB" ]; then
-      log "updating role '$PG_USER' (LOGIN CREATEDB)"
+      : # a superuser has every right the app needs: nothing to change
     else
-      log "updating role '$PG_USER' (LOGIN CREATEDB, its first password: the one in DATABASE_URL)"
+      if [ "${existing##* }" != true ] && [ -n "$PG_PASS_LIT" ]; then
+        attrs="$attrs PASSWORD $PG_PASS_LIT" # a role without one: the URL's is its first
+      fi
+      if [ "$attrs" = "LOGIN CREATEDB" ]; then
+        log "updating role '$PG_USER' (LOGIN CREATEDB)"
+      else
+        log "updating role '$PG_USER' (LOGIN CREATEDB, its first password: the one in DATABASE_URL)"
+      fi
+      pg_admin postgres <<<"ALTER ROLE $PG_USER_IDENT $attrs" >/dev/null || fail "ALTER ROLE failed"
     fi
-    pg_admin postgres <<<"ALTER ROLE $PG_USER_IDENT $attrs" >/dev/null || fail "ALTER ROLE failed"
   else
     [ -n "$PG_PASS_LIT" ] && attrs="$attrs PASSWORD $PG_PASS_LIT"
     log "creating role '$PG_USER'"
