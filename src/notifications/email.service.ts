@@ -33,6 +33,9 @@ export const CANCELLATION_EMAILS_PER_DAY = 10;
 
 export type EmailOutcome = 'sent' | 'already-sent' | 'skipped';
 
+/** Order statuses that make its confirmation ("we are getting it ready") untrue: not sent then. */
+const OVERTAKEN_CONFIRMATION: ReadonlySet<string> = new Set(['REFUNDED', 'CANCELLED']);
+
 /**
  * Another attempt, alive, is sending this delivery right now (it holds the delivery's lock:
  * a concurrent duplicate of the job). Thrown so the job is retried a little later
@@ -93,7 +96,7 @@ export class EmailService {
     const key = emailKey(job);
     const ctx = await this.load(job);
     if (!ctx) return 'skipped';
-    const { recipient, context } = ctx;
+    const { recipient, context, status } = ctx;
     const content = renderEmail(context);
     const messageId = `<${key}@${mailDomain(this.config.mail.from)}>`;
 
@@ -104,7 +107,10 @@ export class EmailService {
       throw new EmailDeliveryBusyError(key);
     }
     try {
-      return await this.sendHolding(job, key, messageId, recipient, content, hold);
+      // "confirmed, we are getting it ready" for an order refunded or cancelled since (its job
+      // retried through a mail outage, the refund's email going out first): recorded, not sent
+      const stale = job.kind === 'order_confirmation' && OVERTAKEN_CONFIRMATION.has(status);
+      return await this.sendHolding(job, key, messageId, recipient, content, hold, stale ? status : null);
     } finally {
       await hold.release();
     }
@@ -117,6 +123,7 @@ export class EmailService {
     recipient: string,
     content: EmailContent,
     hold: SessionLockHold,
+    overtakenBy: string | null,
   ): Promise<EmailOutcome> {
     const claim = await this.deliveries.claim({
       id: this.ids.uuid(),
@@ -141,6 +148,12 @@ export class EmailService {
       this.logger.warn(`email ${key} was delivered by an earlier attempt: recording it, not resending`);
       if (await this.recordSent(claim, key)) await this.transport.recorded?.(message);
       return 'already-sent';
+    }
+    if (overtakenBy) {
+      await this.deliveries.markSuppressed(claim.id, claim.attempt, `order ${overtakenBy} before it went out`, this.clock.now());
+      this.logger.log(`email ${key} suppressed: the order is ${overtakenBy} now`);
+      logOrder({ orderId: job.orderId, action: 'email.suppressed', kind: job.kind });
+      return 'skipped';
     }
     if (job.kind === 'cancellation' && (await this.suppressedOverAllowance(claim, recipient))) {
       // a loop of orders cancelled (or left to expire) with someone else's address must not
@@ -228,7 +241,7 @@ export class EmailService {
   }
 
   /** Everything the email needs, reloaded; null (skip) when what it is about is gone. */
-  private async load(job: EmailJob): Promise<{ recipient: string; context: EmailContext } | null> {
+  private async load(job: EmailJob): Promise<{ recipient: string; context: EmailContext; status: string } | null> {
     const key = emailKey(job);
     const order = await this.orders.findById(job.orderId);
     if (!order) {
@@ -242,7 +255,7 @@ export class EmailService {
     }
     const base = { order };
     if (job.kind !== 'refund') {
-      return { recipient: user.email, context: { ...base, kind: job.kind } };
+      return { recipient: user.email, context: { ...base, kind: job.kind }, status: order.status };
     }
     const refund = job.refundId ? await this.payments.findRefund(job.refundId) : null;
     if (!refund || refund.orderId !== order.id || refund.status === 'failed') {
@@ -256,6 +269,7 @@ export class EmailService {
         kind: 'refund',
         refund: { amount: refund.amount, currency: refund.currency },
       },
+      status: order.status,
     };
   }
 
