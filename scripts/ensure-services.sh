@@ -194,7 +194,7 @@ pg_provision() {
     local refused=''
     case "$PG_LAST_ERROR" in *authentication*) refused=1 ;; esac
     if [ -n "$refused" ] && [ "${existing%% *}" = true ]; then
-      fail "cannot sign in as role '$PG_USER' with the password in DATABASE_URL ($PG_LAST_ERROR); it is a superuser, whose password this script does not set: fix DATABASE_URL (or ALTER ROLE yourself)"
+      fail "cannot sign in as role '$PG_USER' with DATABASE_URL ($PG_LAST_ERROR); it is a superuser, which this script does not change: fix DATABASE_URL (or the server's authentication)"
     elif [ -n "$refused" ] && [ "${existing##* }" = true ]; then
       fail "cannot sign in as role '$PG_USER' with the password in DATABASE_URL ($PG_LAST_ERROR); the role has a password of its own, which this script does not replace: fix DATABASE_URL (or ALTER ROLE yourself)"
     fi

@@ -166,7 +166,7 @@ describe('loadConfig', () => {
     });
 
     it('refuses a METRICS_HOST that is no address or host name, or a mistyped IPv4 address (it failed to listen, and the process ran without metrics)', () => {
-      for (const host of ['127.0.0.l', '10.0.O.1', '0.0.0.0 ', 'metrics host', 'metrics_host']) {
+      for (const host of ['127.0.0.l', '10.0.O.1', '192.168.110', '127.0.0.1.1', '9465', '0.0.0.0 ', 'metrics host', 'metrics_host']) {
         expect([host, problemsOf({ ...SECRETS, METRICS_HOST: host })]).toEqual([host, [expect.stringMatching(/^METRICS_HOST: must be an IP address/)]]);
       }
       expect(loadConfig({ ...SECRETS, METRICS_HOST: '' }).metricsHost).toBe('127.0.0.1'); // empty: unset

@@ -64,11 +64,15 @@ const optionalInt = (min: number, max: number) =>
     .pipe(z.number().int().min(min).max(max));
 const int = (def: number, min: number, max: number) => optionalInt(min, max).default(String(def));
 
-/** An IP address, or a host name that is not a mistyped IPv4 address (three of four labels numeric). */
+/**
+ * An IP address, or a host name that is not a mistyped IPv4 address: all labels numeric
+ * (`192.168.110`, `127.0.0.1.1`), or three of four (`127.0.0.l`).
+ */
 function isBindHost(host: string): boolean {
   if (isIP(host) !== 0) return true;
   const labels = host.split('.');
-  if (labels.length === 4 && labels.filter((l) => /^\d+$/.test(l)).length >= 3) return false;
+  const numeric = labels.filter((l) => /^\d+$/.test(l)).length;
+  if (numeric === labels.length || (labels.length === 4 && numeric >= 3)) return false;
   return labels.every((l) => /^[a-z\d]([a-z\d-]{0,61}[a-z\d])?$/i.test(l));
 }
 

@@ -11,9 +11,9 @@ const LONG_RUNNING_PREFIX = `/* ${LONG_RUNNING} */`;
 
 /**
  * A node-postgres Client that gives up on a server that went silent: while a statement is out and
- * nothing at all has come back for `silenceMs` (`longRunningMs` for a statement marked
- * LONG_RUNNING), its connection is destroyed — the statement fails (a connection failure: 503,
- * counted by the circuit breaker) and the pool drops the client.
+ * nothing at all has come back for `silenceMs` — for a statement marked LONG_RUNNING, once its
+ * silences of that length add up to `longRunningMs` — its connection is destroyed: the statement
+ * fails (a connection failure: 503, counted by the circuit breaker) and the pool drops the client.
  *
  * A PostgreSQL that keeps its connections and stops answering (a disk stall, a frozen host) or
  * vanishes without a reset (a failover) otherwise holds every statement sent to it for as long as
@@ -43,7 +43,10 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
       stream.setTimeout(silenceMs);
       stream.on('timeout', () => {
         const active = self._activeQuery;
-        if (!active) return;
+        if (!active) {
+          counted = undefined; // (not holding on to a finished statement and its rows)
+          return;
+        }
         if (active !== counted) {
           counted = active;
           silentMs = 0;

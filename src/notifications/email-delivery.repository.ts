@@ -80,7 +80,8 @@ export class EmailDeliveryRepository {
    * as dead by the relay (never published: written that long ago) — with no delivery recorded as sent —
    * and only those the email job would send (the order and its customer exist; a refund email's
    * refund belongs to the order and did not fail), so a job that rightly skipped one is not
-   * added back forever. Keyset-paged by (published_at, id) after `after`.
+   * added back forever (a confirmation the job finds overtaken by a refund is listed, and its job
+   * added back once: it records it `suppressed`, which is final). Keyset-paged by (published_at, id) after `after`.
    */
   findUnsent(opts: {
     windowMs: number;

@@ -27,14 +27,18 @@ const RECORD_BACKOFF_MAX_MS = 5_000;
  * Cancellation emails one address gets per 24 h; more are recorded 'suppressed', never sent.
  * Registration needs no proof of the address, and cancelling (or leaving to expire) an unpaid
  * order is free: without a bound a script could mail someone's inbox thousands of times a day in
- * the shop's name. Receipts, confirmations and refunds — money moved — are never held back.
+ * the shop's name. Receipts, confirmations and refunds — money moved — are never held back by
+ * it (a confirmation whose order was refunded before it went out is not sent: no longer true).
  */
 export const CANCELLATION_EMAILS_PER_DAY = 10;
 
 export type EmailOutcome = 'sent' | 'already-sent' | 'skipped';
 
-/** Order statuses that make its confirmation ("we are getting it ready") untrue: not sent then. */
-const OVERTAKEN_CONFIRMATION: ReadonlySet<string> = new Set(['REFUNDED', 'CANCELLED']);
+/**
+ * Order statuses that make its confirmation ("we are getting it ready") untrue: not sent then. (A
+ * confirmed order is never cancelled: it is refunded.)
+ */
+const OVERTAKEN_CONFIRMATION: ReadonlySet<string> = new Set(['REFUNDED']);
 
 /**
  * Another attempt, alive, is sending this delivery right now (it holds the delivery's lock:
@@ -107,7 +111,7 @@ export class EmailService {
       throw new EmailDeliveryBusyError(key);
     }
     try {
-      // "confirmed, we are getting it ready" for an order refunded or cancelled since (its job
+      // "confirmed, we are getting it ready" for an order refunded since (its job
       // retried through a mail outage, the refund's email going out first): recorded, not sent
       const stale = job.kind === 'order_confirmation' && OVERTAKEN_CONFIRMATION.has(status);
       return await this.sendHolding(job, key, messageId, recipient, content, hold, stale ? status : null);
