@@ -1,3 +1,5 @@
+import type { PoolClient } from 'pg';
+import { queryPlan } from '../support/query-plan';
 import { createTestDatabase, type TestDatabase } from '../support/test-database';
 
 /**
@@ -16,10 +18,8 @@ describe('payments still open at the provider', () => {
   });
 
   it('the sweep for open intents of cancelled orders starts from the open payments, not from every cancelled order', async () => {
-    const client = await db.pool.connect();
-    try {
-      await client.query('BEGIN');
-      // a shop's history: thousands of cancelled orders whose intents were cancelled, a few open
+    // a shop's history: thousands of cancelled orders whose intents were cancelled, a few open
+    const history = async (client: PoolClient) => {
       const [{ id: user }] = (
         await client.query<{ id: string }>(
           `INSERT INTO users (email, name, password_hash) VALUES ('sweep@test.local', 'Sweep', 'x') RETURNING id`,
@@ -40,23 +40,17 @@ describe('payments still open at the provider', () => {
       );
       await client.query('ANALYZE orders');
       await client.query('ANALYZE payments');
-      // the statement's shape (PaymentRepository.unchangedSince with openOnly), values bound as
-      // node-postgres binds them
-      const plan = (
-        await client.query<{ 'QUERY PLAN': string }>(
-          `EXPLAIN SELECT p.id FROM payments p
-            WHERE p.order_id IN (SELECT o.id FROM orders o WHERE o.status IN ($1))
-              AND p.updated_at < $2 AND p.status NOT IN ($3, $4)
-            ORDER BY p.updated_at ASC LIMIT 100`,
-          ['CANCELLED', new Date(), 'succeeded', 'canceled'],
-        )
-      ).rows
-        .map((r) => r['QUERY PLAN'])
-        .join('\n');
-      expect(plan).toMatch(/payments_open_by_updated/);
-    } finally {
-      await client.query('ROLLBACK');
-      client.release();
-    }
+    };
+    // the statement's shape (PaymentRepository.unchangedSince with openOnly)
+    const plan = await queryPlan(
+      db,
+      `SELECT p.id FROM payments p
+        WHERE p.order_id IN (SELECT o.id FROM orders o WHERE o.status IN ($1))
+          AND p.updated_at < $2 AND p.status NOT IN ($3, $4)
+        ORDER BY p.updated_at ASC LIMIT 100`,
+      ['CANCELLED', new Date(), 'succeeded', 'canceled'],
+      history,
+    );
+    expect(plan).toMatch(/payments_open_by_updated/);
   });
 });

@@ -1,19 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import { queryPlan } from '../support/query-plan';
 import { createTestDatabase, type TestDatabase } from '../support/test-database';
 
 /** The plan PostgreSQL picks for `sql` when a scan of a whole table is its last resort. */
-async function planOf(db: TestDatabase, sql: string, params: unknown[]): Promise<string> {
-  const client = await db.pool.connect();
-  try {
-    await client.query('BEGIN');
-    await client.query('SET LOCAL enable_seqscan = off');
-    const rows = (await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, params)).rows;
-    return rows.map((r) => r['QUERY PLAN']).join('\n');
-  } finally {
-    await client.query('ROLLBACK');
-    client.release();
-  }
-}
+const planOf = (db: TestDatabase, sql: string, params: unknown[]) =>
+  queryPlan(db, sql, params, (client) => client.query('SET LOCAL enable_seqscan = off'));
 
 /**
  * The order detail (GET /v1/orders/{id}, cancel, fulfil) reads its payment with the payment's
