@@ -13,6 +13,7 @@ import { JobHandlers } from './queue/job-handlers';
 import { QueueModule } from './queue/queue.module';
 import { QueueName } from './queue/queues';
 import { queueProcessors } from './queue/queue-processors';
+import { ScheduledPassLocks } from './queue/scheduled-pass-locks';
 import { Schedulers } from './queue/schedulers';
 import { WorkerDrain } from './queue/worker-drain';
 
@@ -71,6 +72,7 @@ export class WorkerModule {
             maxStalledCount: EMAIL_MAX_STALLS,
           },
         }),
+        ScheduledPassLocks,
         JobHandlers,
         Schedulers,
         WorkerDrain,

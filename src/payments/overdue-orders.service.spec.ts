@@ -97,32 +97,3 @@ describe('OverdueOrders sweep with a slow gateway', () => {
     ]);
   });
 });
-
-describe('OverdueOrders sweep runs one at a time per process', () => {
-  it("a sweep started while one is running (BullMQ adds the scheduler's next job as the last one starts) returns at once", async () => {
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    const orders = mockOf<OrderRepository>(
-      {
-        reservationDueIn: async () => 0,
-        findOverdueReservations: jest.fn(async (_limit: number, excluding: string[] = []) => {
-          await held;
-          return excluding.includes('unpaid') ? [] : ['unpaid'];
-        }),
-      },
-      'orders',
-    );
-    const payments = mockOf<PaymentRepository>({ findByOrder: async () => null }, 'payments');
-    const finalizer = mockOf<PaymentFinalizer>({}, 'finalizer');
-    const expiry = mockOf<ReservationExpiryService>({ expire: async () => false }, 'expiry');
-    const overdue = new OverdueOrders(orders, payments, finalizer, expiry);
-    const first = overdue.sweep();
-    expect(await overdue.sweep()).toBe(0);
-    expect(orders.findOverdueReservations).toHaveBeenCalledTimes(1);
-    release();
-    expect(await first).toBe(0);
-    // and once it is over, the next one runs
-    await overdue.sweep();
-    expect((orders.findOverdueReservations as jest.Mock).mock.calls.length).toBeGreaterThan(1);
-  });
-});

@@ -53,8 +53,6 @@ export class OverdueOrders {
   private gatewayDownUntil = 0;
   /** Gateway questions this process is waiting on now (at most GATEWAY_ASKERS). */
   private asking = 0;
-  /** A sweep is running in this process: the scheduler's next one (BullMQ adds it when this one starts) skips. */
-  private sweeping = false;
 
   constructor(
     private readonly orders: OrderRepository,
@@ -129,14 +127,8 @@ export class OverdueOrders {
    */
   @OnJob(JobName.SweepExpiredReservations)
   async sweep(): Promise<number> {
-    if (this.sweeping) return 0;
-    this.sweeping = true;
-    try {
-      const unpaid = await this.sweepPass(false);
-      return unpaid + (this.gatewayDown() ? 0 : await this.sweepPass(true));
-    } finally {
-      this.sweeping = false;
-    }
+    const unpaid = await this.sweepPass(false);
+    return unpaid + (this.gatewayDown() ? 0 : await this.sweepPass(true));
   }
 
   private async sweepPass(askGateway: boolean): Promise<number> {

@@ -4,7 +4,17 @@ import { DiscoveryService, MetadataScanner, ModuleRef, Reflector } from '@nestjs
 import type { Job } from 'bullmq';
 import { ON_JOB } from './on-job.decorator';
 import { JOB_NAMES, JobName, isJobName } from './queues';
+import { ScheduledPassLocks } from './scheduled-pass-locks';
+import { SCHEDULES } from './schedulers';
 import { withJobLogContext } from '../common/logging/job-log-context';
+
+/** The jobs that are passes over the whole shop, run by schedule (a job of theirs added by hand too). */
+const SCHEDULED_JOBS: ReadonlySet<string> = new Set(SCHEDULES.map((s) => s.job));
+
+/** What a scheduled job answers when it did not run: a pass of it was running already. */
+interface SkippedPass {
+  skipped: 'pass-running';
+}
 
 /** A method marked `@OnJob(job)`, bound to its instance. */
 export interface FoundHandler {
@@ -18,22 +28,29 @@ export interface FoundHandler {
  * One handler per registry job, or an error naming every problem at once: a handler of a job
  * the registry does not know, a job with two handlers, a job with none.
  */
-export function indexJobHandlers(found: readonly FoundHandler[]): ReadonlyMap<JobName, FoundHandler> {
+export function indexJobHandlers(
+  found: readonly FoundHandler[],
+): ReadonlyMap<JobName, FoundHandler> {
   const problems: string[] = [];
   const byJob = new Map<JobName, FoundHandler>();
   for (const handler of found) {
     if (!isJobName(handler.job)) {
-      problems.push(`${handler.label} handles "${handler.job}", which is not a job in the registry (src/queue/queues.ts)`);
+      problems.push(
+        `${handler.label} handles "${handler.job}", which is not a job in the registry (src/queue/queues.ts)`,
+      );
       continue;
     }
     const first = byJob.get(handler.job);
-    if (first) problems.push(`${handler.job} has two handlers: ${first.label} and ${handler.label}`);
+    if (first)
+      problems.push(`${handler.job} has two handlers: ${first.label} and ${handler.label}`);
     else byJob.set(handler.job, handler);
   }
   for (const name of JOB_NAMES) {
-    if (!byJob.has(name)) problems.push(`${name} has no handler (mark the service method that runs it with @OnJob)`);
+    if (!byJob.has(name))
+      problems.push(`${name} has no handler (mark the service method that runs it with @OnJob)`);
   }
-  if (problems.length > 0) throw new Error(`Job handlers do not match the registry: ${problems.join('; ')}`);
+  if (problems.length > 0)
+    throw new Error(`Job handlers do not match the registry: ${problems.join('; ')}`);
   return byJob;
 }
 
@@ -54,6 +71,7 @@ export class JobHandlers implements OnModuleInit {
     private readonly scanner: MetadataScanner,
     private readonly reflector: Reflector,
     private readonly moduleRef: ModuleRef,
+    private readonly passLocks: ScheduledPassLocks,
   ) {}
 
   onModuleInit(): void {
@@ -62,11 +80,43 @@ export class JobHandlers implements OnModuleInit {
     this.moduleRef.get(BullRegistrar, { strict: false }).register();
   }
 
-  /** Runs the job's handler with the job's data (and the job and its token). */
+  /**
+   * Runs the job's handler with the job's data (and the job and its token). A scheduled pass runs
+   * only while no other pass of it runs, in any worker (ScheduledPassLocks): one that finds its
+   * pass running ends at once, `{ skipped: 'pass-running' }` — the running pass does its work.
+   */
   async process(job: Job, token?: string): Promise<unknown> {
     const handler = isJobName(job.name) ? this.handlers.get(job.name) : undefined;
     if (!handler) throw new Error(`no handler for job ${job.name}`);
-    return withJobLogContext(job, () => handler.run(job.data, job, token));
+    const run = () => withJobLogContext(job, () => handler.run(job.data, job, token));
+    return SCHEDULED_JOBS.has(job.name) ? this.singlePass(job.name, run) : run();
+  }
+
+  private async singlePass(name: string, run: () => Promise<unknown>): Promise<unknown> {
+    let hold;
+    try {
+      hold = await this.passLocks.tryHold(name);
+    } catch (err) {
+      // the lock session cannot reach the database: the pass runs as it would without the lock
+      // (its steps are guarded and idempotent; the lock only spares doubled work), and meets the
+      // same database on its own
+      this.logger.warn(
+        `${name}: pass lock not taken (${(err as Error).message}); running without it`,
+      );
+      return run();
+    }
+    if (!hold) {
+      this.logger.warn(
+        `${name}: the previous pass is still running (outlasted its period); this one is skipped`,
+      );
+      const skipped: SkippedPass = { skipped: 'pass-running' };
+      return skipped;
+    }
+    try {
+      return await run();
+    } finally {
+      await hold.release();
+    }
   }
 
   private discover(): FoundHandler[] {
@@ -76,7 +126,9 @@ export class JobHandlers implements OnModuleInit {
       if (!wrapper.isDependencyTreeStatic() || !instance || typeof instance !== 'object') continue;
       const prototype = Object.getPrototypeOf(instance) as object | null;
       for (const key of this.scanner.getAllMethodNames(prototype)) {
-        const method = (instance as Record<string, unknown>)[key] as (...args: unknown[]) => Promise<unknown>;
+        const method = (instance as Record<string, unknown>)[key] as (
+          ...args: unknown[]
+        ) => Promise<unknown>;
         const job = this.reflector.get<string | undefined>(ON_JOB, method);
         if (job === undefined) continue;
         found.push({

@@ -1,0 +1,36 @@
+import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
+import { APP_CONFIG, AppConfig } from '../config/config';
+import { AdvisoryLockSession, SessionLockHold } from '../database/advisory-lock-session';
+
+/** The advisory lock class of scheduled passes (two-int form: 'SP', hashtext(job name)). */
+export const PASS_LOCK_CLASS = 0x5350;
+
+/**
+ * "A pass of scheduled job <name> is running": a session-level advisory lock on the job's name,
+ * held on the worker's pass-lock session (`application_name = shop-orders-pass-locks/<8 hex>`)
+ * while the pass runs. BullMQ's job scheduler adds a period's job when the previous one starts,
+ * not when it ends, so a pass that outlasts its period (a slow payment provider, a big purge)
+ * would otherwise run beside the next ones — on every worker and several per worker — each
+ * asking the same provider about the same payments. The lock dies with the worker (PostgreSQL
+ * ends a killed process's session at once), so the next period's pass is never held back by a
+ * pass that is no longer running.
+ */
+@Injectable()
+export class ScheduledPassLocks implements OnApplicationShutdown {
+  private readonly session: AdvisoryLockSession;
+
+  constructor(@Inject(APP_CONFIG) config: AppConfig) {
+    this.session = new AdvisoryLockSession(config.database.lockUrl, {
+      applicationName: 'shop-orders-pass-locks',
+    });
+  }
+
+  /** The pass's lock without waiting, or null while a pass of the same job runs (here or in another worker). */
+  tryHold(job: string): Promise<SessionLockHold | null> {
+    return this.session.tryHold(job, `${PASS_LOCK_CLASS}, hashtext($1::text)`, [job]);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.session.close();
+  }
+}
