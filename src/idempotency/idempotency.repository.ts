@@ -231,6 +231,8 @@ export class IdempotencyRepository {
           .where('expired.expiresAt <= :now', { now })
           .limit(batch),
         'ctid',
+        // a record a request took over meanwhile (begin(): in progress again, a fresh expiry) stays
+        'expires_at <= :now',
       ),
     );
   }
