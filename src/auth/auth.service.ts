@@ -179,7 +179,10 @@ export class AuthService {
           this.refreshTokens.lockLiveFamily(spent.familyId),
           this.revoked.isRevoked(spent.familyId),
         ]);
-        if (!live) return { status: 'invalid' as const };
+        // revoked meanwhile: the spend rolls back with the 401 — committed, the same token
+        // presented again (a retry, a second tab) would read as a reuse: a theft alarm for a
+        // session that was only ended
+        if (!live) throw invalidRefresh();
         // Marked but live: a revocation not committed yet (a reuse's, PendingRevocations
         // commits it) — or none ever will (a password change rolled back after marking). The
         // spend rolls back with the 401, so the token works again once the mark lapses (one

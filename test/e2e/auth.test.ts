@@ -14,6 +14,7 @@ import {
   registerCustomer,
   withAuthProbe,
 } from '../support/auth';
+import { untilWaitingOnLocks } from '../support/lock-waiters';
 import { TestApp, bootTestApp } from '../support/test-app';
 
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
@@ -599,6 +600,32 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
         204,
       );
       expect((await t.http.post('/v1/auth/refresh', {})).status).toBe(400);
+    });
+
+    it('a refresh that meets a revocation committing meanwhile is invalid, and so is its retry — no "reuse", no theft alarm', async () => {
+      const s = await registerCustomer(t.http);
+      const family = await familyOf(s.refreshToken);
+      // a logout elsewhere (or a password change), its transaction still open on the family row
+      const revoker = await t.db.pool.connect();
+      try {
+        await revoker.query('BEGIN');
+        await revoker.query(`UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = 'logout' WHERE id = $1`, [
+          family.id,
+        ]);
+        const refreshing = t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
+        await untilWaitingOnLocks(t.db.pool, 'the refresh to wait on the family being revoked', {
+          matching: '%refresh_token_families%',
+        });
+        await revoker.query('COMMIT');
+        const raced = await refreshing;
+        expect([raced.status, raced.body.code]).toEqual([401, 'REFRESH_TOKEN_INVALID']);
+      } finally {
+        revoker.release();
+      }
+      // the same token again (a retry, a second tab): the session was ended, not stolen
+      const retry = await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
+      expect([retry.status, retry.body.code]).toEqual([401, 'REFRESH_TOKEN_INVALID']);
+      expect((await familyOf(s.refreshToken)).revoked_reason).toBe('logout');
     });
   });
 
