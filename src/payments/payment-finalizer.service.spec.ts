@@ -129,7 +129,7 @@ function mockTransitions(): MockOf<OrderTransitionsService, 'markPaid' | 'confir
 
 function mockRefunds(): MockOf<
   RefundsService,
-  'syncFromGateway' | 'refundRestOfCancelled' | 'reservePaidAfterCancel' | 'refundPaidAfterCancel' | 'retryStale'
+  'syncFromGateway' | 'refundRestOfCancelled' | 'reservePaidAfterCancel' | 'refundPaidAfterCancel' | 'retryStale' | 'recheckWatched'
 > {
   return {
     syncFromGateway: jest.fn().mockResolvedValue(undefined),
@@ -137,6 +137,7 @@ function mockRefunds(): MockOf<
     reservePaidAfterCancel: jest.fn().mockResolvedValue(refund({ status: 'pending', providerRefundId: null })),
     refundPaidAfterCancel: jest.fn().mockResolvedValue(refund()),
     retryStale: jest.fn().mockResolvedValue(0),
+    recheckWatched: jest.fn().mockResolvedValue(0),
   };
 }
 

@@ -126,7 +126,8 @@ export class PaymentFinalizer {
    * The safety net for webhooks that never arrive: payments whose order has been
    * PAYMENT_PENDING without news for `staleMs` are settled from the gateway's current state,
    * accepted events whose job gave up are processed, the intents of cancelled orders still open
-   * are cancelled, and refunds whose provider call never got an answer are sent again.
+   * are cancelled, refunds whose provider call never got an answer are sent again, and the
+   * refunds of payments refunded lately are read from the provider again (RefundsService.recheckWatched).
    */
   async reconcile(staleMs = RECONCILE_AFTER_MS): Promise<number> {
     const now = this.clock.now().getTime();
@@ -141,7 +142,8 @@ export class PaymentFinalizer {
     }
     settled += await this.sweepUnprocessedEvents(new Date(now - UNPROCESSED_EVENT_AFTER_MS));
     settled += await this.sweepOpenIntentsOfCancelled(new Date(now - staleMs));
-    return settled + (await this.refunds.retryStale(RETRY_REFUND_AFTER_MS));
+    settled += await this.refunds.retryStale(RETRY_REFUND_AFTER_MS);
+    return settled + (await this.refunds.recheckWatched());
   }
 
   /**

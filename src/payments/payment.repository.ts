@@ -112,6 +112,45 @@ export class PaymentRepository {
     return this.unchangedSince(before, limit, ['CANCELLED'], { openOnly: true });
   }
 
+  /**
+   * Succeeded payments whose refunds are watched at `now` (`refunds_watched_until` ahead of it:
+   * payments_refunds_watched) and not asked about since `checkedBefore`, least recently asked first.
+   */
+  findRefundsToRecheck(now: Date, checkedBefore: Date, limit: number): Promise<Payment[]> {
+    return this.tx.withManager(async (m) => {
+      const found = await m
+        .getRepository(PaymentEntity)
+        .createQueryBuilder('p')
+        .where('p.refundsWatchedUntil > :now', { now })
+        .andWhere('p.status = :succeeded', { succeeded: 'succeeded' satisfies IntentStatus })
+        .andWhere('(p.refundsCheckedAt IS NULL OR p.refundsCheckedAt < :checkedBefore)', { checkedBefore })
+        .orderBy('p.refundsCheckedAt', 'ASC', 'NULLS FIRST')
+        .limit(limit)
+        .getMany();
+      return found.map(toPayment);
+    });
+  }
+
+  /**
+   * The provider was asked about the payment's refunds at `at`; `watchUntil` extends how long
+   * they are watched (never shortens it). Touches nothing else (not `updated_at`, the sweeps' order).
+   */
+  async noteRefundsChecked(paymentId: string, at: Date, watchUntil?: Date): Promise<void> {
+    await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .update(PaymentEntity)
+        .set({
+          refundsCheckedAt: at,
+          ...(watchUntil
+            ? { refundsWatchedUntil: () => 'GREATEST(refunds_watched_until, CAST(:watchUntil AS timestamptz))' }
+            : {}),
+        })
+        .where('id = :paymentId', { paymentId, watchUntil })
+        .execute(),
+    );
+  }
+
   /** Payments of orders in `orderStatuses` (optionally only those not final) unchanged since `before`. */
   private unchangedSince(
     before: Date,

@@ -46,6 +46,13 @@ const toRefund = (e: RefundEntity): Refund => ({
 });
 
 /**
+ * How long after its last refund (or the last sync that found one) a payment's refunds are asked
+ * of the provider again: a card refund can be failed by the customer's bank weeks after it was
+ * reported succeeded.
+ */
+export const REFUND_WATCH_MS = 30 * 24 * 3600_000;
+
+/**
  * Refunds and the payment's refund reservation. `payments.refund_reserved` (pending + succeeded
  * refunds) is raised under the payment row's lock by a guarded UPDATE, under a CHECK that it
  * never exceeds the captured amount: two concurrent refunds serialize on that row and the second
@@ -70,7 +77,13 @@ export class RefundRepository {
       const reserved = await m
         .createQueryBuilder()
         .update(PaymentEntity)
-        .set({ refundReserved: () => 'refund_reserved + :want', updatedAt: at })
+        // a refund may still change at the provider for weeks: watched from now (REFUND_WATCH_MS)
+        .set({
+          refundReserved: () => 'refund_reserved + :want',
+          updatedAt: at,
+          refundsWatchedUntil: new Date(at.getTime() + REFUND_WATCH_MS),
+          refundsCheckedAt: at,
+        })
         .where('id = :id AND refund_reserved + :want <= amount', { id: r.paymentId, want })
         .execute();
       if (!reserved.affected) return null;

@@ -162,10 +162,11 @@ function mockRefunds(captured = 24_900) {
   return { repo, rows };
 }
 
-function mockPayments(): MockOf<PaymentRepository, 'findByOrder' | 'findById'> {
+function mockPayments(): MockOf<PaymentRepository, 'findByOrder' | 'findById' | 'noteRefundsChecked'> {
   return {
     findByOrder: jest.fn().mockResolvedValue(payment()),
     findById: jest.fn().mockResolvedValue(payment()),
+    noteRefundsChecked: jest.fn().mockResolvedValue(undefined),
   };
 }
 

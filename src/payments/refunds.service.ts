@@ -13,7 +13,7 @@ import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobPayloads } from '../queue/queues';
 import { GatewayError, GatewayRefund, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
-import { NewRefund, Refund, RefundRepository } from './refund.repository';
+import { NewRefund, REFUND_WATCH_MS, Refund, RefundRepository } from './refund.repository';
 
 const SYSTEM = 'system:payments';
 /** Answers from the provider that mean "not that much is left to refund". */
@@ -37,6 +37,11 @@ const attemptIds = (actor: string, key: string, count: number): string[] =>
 
 const retryShortly = (detail: string): DomainError =>
   new DomainError('SERVICE_UNAVAILABLE', detail, { headers: { 'Retry-After': '30' } });
+
+/** How often a watched payment's refunds are read from the provider again (recheckWatched). */
+const REFUND_RECHECK_MS = 6 * 3600_000;
+/** Watched payments read per reconciliation run (every minute): a provider call each. */
+const REFUND_RECHECK_BATCH = 20;
 
 /**
  * Refunds, in three short steps with the provider call between them (never inside a
@@ -242,7 +247,44 @@ export class RefundsService {
     // one of ours failed there waits for ours to settle (adoptExternal) — were it taken first,
     // every pass would stop at it and ours would never settle
     for (const remote of external) await this.adoptExternal(payment, remote);
+    // asked just now; and a payment with refunds at the provider (one of them pending in the
+    // dashboard, not recorded yet) is watched for a while more (recheckWatched)
+    const now = this.clock.now();
+    await this.payments.noteRefundsChecked(
+      payment.id,
+      now,
+      remotes.length > 0 ? new Date(now.getTime() + REFUND_WATCH_MS) : undefined,
+    );
     return remotes;
+  }
+
+  /**
+   * The net under the refund events: the provider fails a refund it reported succeeded (the
+   * customer's bank returned it) or settles a dashboard refund that started pending days later,
+   * and says so only in events that an endpoint subscribed as API.md lists never receives (and
+   * any event can be lost). Each watched payment (a refund in the last 30 days) has its refunds
+   * read from the provider again every REFUND_RECHECK_MS: a returned refund becomes failed
+   * (`reversed`: logged, counted, refundable again), a settled dashboard refund is recorded, and
+   * what a cancelled order's refunds leave is refunded. Returns how many payments were read.
+   */
+  async recheckWatched(batch = REFUND_RECHECK_BATCH): Promise<number> {
+    const now = this.clock.now();
+    const due = await this.payments.findRefundsToRecheck(now, new Date(now.getTime() - REFUND_RECHECK_MS), batch);
+    let read = 0;
+    for (const payment of due) {
+      try {
+        await this.syncFromGateway(payment);
+        await this.refundRestOfCancelled(payment);
+        read++;
+      } catch (err) {
+        this.logger.warn(`refunds of payment ${payment.intentId} not rechecked: ${(err as Error).message}`);
+        // the provider down: the rest would only wait for the same timeout each (next run)
+        if (err instanceof GatewayError && err.kind === 'unavailable') break;
+        // to the back of the line, so one that keeps failing does not hold the batch for ever
+        await this.payments.noteRefundsChecked(payment.id, this.clock.now()).catch(() => undefined);
+      }
+    }
+    return read;
   }
 
   /**

@@ -822,6 +822,57 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(Number(paid.rows[0].refund_reserved)).toBe(10_000);
     }, 30_000);
 
+    it('a refund the bank returns whose event never comes (not among the events API.md lists) is found by the reconciliation, once per period while it is watched', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      const ours = await refund(orderId, { amount: { amount: 4000, currency: 'INR' } });
+      expect([ours.status, ours.body.status]).toEqual([201, 'succeeded']);
+      const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
+      stripe.reverseRefund(remote.id); // its charge.refund.updated: never delivered
+      const lists = () =>
+        stripe.requests.filter((r) => r.method === 'GET' && r.path === '/v1/refunds' && r.body.payment_intent === intent).length;
+      const reconcile = () => worker.get(PaymentFinalizer).reconcile();
+      const statusOf = async () => (await t.db.pool.query(`SELECT status, failure FROM refunds WHERE id = $1`, [ours.body.id])).rows[0];
+      const listed = lists();
+      // just refunded (and so just looked at): not asked again within the period
+      await reconcile();
+      expect(lists()).toBe(listed);
+      expect(await statusOf()).toEqual({ status: 'succeeded', failure: null });
+      // the period passes: the provider is asked, and the refund it failed is failed here too
+      await t.db.pool.query(`UPDATE payments SET refunds_checked_at = now() - interval '7 hours' WHERE intent_id = $1`, [intent]);
+      await reconcile();
+      expect(lists()).toBe(listed + 1);
+      expect(await statusOf()).toEqual({ status: 'failed', failure: 'reversed_at_provider' });
+      expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 0 } });
+      await reconcile();
+      expect(lists()).toBe(listed + 1);
+      // past the watch (30 days after its last refund): never asked again
+      await t.db.pool.query(
+        `UPDATE payments SET refunds_checked_at = now() - interval '7 hours', refunds_watched_until = now() - interval '1 second'
+          WHERE intent_id = $1`,
+        [intent],
+      );
+      await reconcile();
+      expect(lists()).toBe(listed + 1);
+    }, 30_000);
+
+    it('a dashboard refund still pending at its charge.refunded, settled later without an event that reaches us, is recorded by the reconciliation', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      const dashboard = stripe.refundFromDashboard(intent, 3000, { pending: true });
+      await deliver(dashboard);
+      await processed(dashboard.id);
+      // pending at the provider: not the customer's money yet, not recorded
+      expect(await orderOf(orderId)).toMatchObject({ status: 'CONFIRMED', refunded: { amount: 0 } });
+      const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
+      expect(remote.status).toBe('pending');
+      stripe.settleRefund(remote.id); // its charge.refund.updated: never delivered
+      // the charge.refunded sync found a refund at the provider: the payment is watched
+      await t.db.pool.query(`UPDATE payments SET refunds_checked_at = now() - interval '7 hours' WHERE intent_id = $1`, [intent]);
+      await worker.get(PaymentFinalizer).reconcile();
+      expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 3000 } });
+      const rows = await t.db.pool.query(`SELECT reason, status, amount FROM refunds WHERE order_id = $1`, [orderId]);
+      expect(rows.rows.map((r) => [r.reason, r.status, Number(r.amount)])).toEqual([['external', 'succeeded', 3000]]);
+    }, 30_000);
+
     it('a full refund the bank returns: the order stays REFUNDED and a dashboard refund made instead is adopted', async () => {
       const { orderId, intent, productId } = await paidOrder(10_000, 1);
       const ours = await refund(orderId, {});

@@ -24,7 +24,8 @@ export interface FakeStripe {
   decline(intentId: string): Stripe.Event;
   /** The customer confirmed with a delayed method (a bank debit): `processing`, which Stripe will not cancel. */
   process(intentId: string): void;
-  refundFromDashboard(intentId: string, amount?: number): Stripe.Event;
+  /** A refund made in the Stripe dashboard (`pending`: one the bank has not settled yet, until `settleRefund`). */
+  refundFromDashboard(intentId: string, amount?: number, opts?: { pending?: boolean }): Stripe.Event;
   eventFor(type: string, intentId: string): Stripe.Event;
   signed(
     event: Stripe.Event,
@@ -240,7 +241,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     return pi;
   }
 
-  function createRefund(body: Obj, viaApi: boolean): Obj {
+  function createRefund(body: Obj, viaApi: boolean, pendingInDashboard = false): Obj {
     let charge: Obj | undefined;
     if (typeof body.payment_intent === 'string') {
       const pi = intents.get(body.payment_intent);
@@ -280,7 +281,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       );
     }
     const failed = viaApi && declinedRefunds.has(charge.payment_intent);
-    const held = viaApi && !failed && heldRefunds.has(charge.payment_intent);
+    const held = (viaApi && !failed && heldRefunds.has(charge.payment_intent)) || pendingInDashboard;
     const refund = {
       id: newId('re'),
       object: 'refund',
@@ -512,12 +513,13 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       };
       return event('payment_intent.payment_failed', pi);
     },
-    refundFromDashboard(intentId, amount) {
+    refundFromDashboard(intentId, amount, opts = {}) {
       const pi = intentOrThrow(intentId);
       try {
         const refund = createRefund(
           { payment_intent: pi.id, ...(amount === undefined ? {} : { amount: String(amount) }) },
           false,
+          opts.pending,
         );
         return event('charge.refunded', charges.get(refund.charge as string) as Obj);
       } catch (e) {

@@ -23,6 +23,7 @@ import { RefundEntity } from './refund.entity';
 @Index('payments_one_per_order', ['orderId'], { unique: true })
 @Index('payments_intent_key', ['intentId'], { unique: true })
 @Index('payments_open_by_updated', ['updatedAt'], { where: `status NOT IN ('succeeded', 'canceled')` })
+@Index('payments_refunds_watched', ['refundsWatchedUntil'], { where: 'refunds_watched_until IS NOT NULL' })
 @Check('payments_provider_check', `provider IN ('stripe', 'simulated')`)
 @Check('payments_amount_check', `amount >= 0`)
 @Check('payments_refund_reserved_non_negative', `refund_reserved >= 0`)
@@ -59,6 +60,18 @@ export class PaymentEntity {
 
   @Column('bigint', { name: 'refund_reserved', default: 0, transformer: BIGINT_NUMBER })
   refundReserved!: number;
+
+  /**
+   * Until when the reconciliation asks the provider about this payment's refunds (a refund can be
+   * failed, or a dashboard one settle, days after its event): set by every refund and every sync
+   * that finds one (migrations …-RefundWatch.ts).
+   */
+  @Column('timestamptz', { name: 'refunds_watched_until', nullable: true })
+  refundsWatchedUntil!: Date | null;
+
+  /** When the provider was last asked about this payment's refunds. */
+  @Column('timestamptz', { name: 'refunds_checked_at', nullable: true })
+  refundsCheckedAt!: Date | null;
 
   @Column('timestamptz', { name: 'created_at' })
   createdAt!: Date;
