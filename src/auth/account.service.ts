@@ -46,11 +46,13 @@ export class AccountService {
       'password-change',
       user.email,
       clientIp,
-      async () => ((await this.hasher.verify(user.passwordHash, dto.currentPassword)) ? true : null),
+      // a signed-in session's guesses are capped (per session, above): its argon2 work waits in
+      // the gate's priority lane, ahead of strangers' sign-in guesses filling the other one
+      async () => ((await this.hasher.verify(user.passwordHash, dto.currentPassword, { priority: true })) ? true : null),
       { session: sessionId },
     );
     if (!verified) throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
-    const hash = await this.hasher.hash(dto.newPassword);
+    const hash = await this.hasher.hash(dto.newPassword, { priority: true });
     let checked = user.passwordHash;
     for (let attempt = 1; ; attempt++) {
       const now = this.clock.now();
@@ -72,7 +74,7 @@ export class AccountService {
       // longer right), or a sign-in's rehash of the same password (a new hash of it, the upgrade
       // at an old hash's first sign-in) — checked once more against what is there now.
       const current = attempt === 1 ? await this.users.findById(userId) : null;
-      if (!current || !(await this.hasher.verify(current.passwordHash, dto.currentPassword))) {
+      if (!current || !(await this.hasher.verify(current.passwordHash, dto.currentPassword, { priority: true }))) {
         throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
       }
       checked = current.passwordHash;

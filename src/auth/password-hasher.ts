@@ -61,7 +61,9 @@ export function parseParams(phc: string): { m: number; t: number; p: number } | 
  * So a burst of sign-in attempts is answered quickly instead of stalling file I/O and every other
  * sign-in behind a growing queue of argon2 work. A sign-in from one of the account owner's own
  * clients (FailedAttemptLimiter.signIn says which) waits in the gate's priority lane: strangers'
- * guesses at random emails fill the other one, not the owner's way in.
+ * guesses at random emails fill the other one, not the owner's way in — and so do a signed-in
+ * session's password change (its check of the current password and the new hash): the owner must
+ * be able to change a leaked password while strangers flood the sign-in.
  */
 @Injectable()
 export class PasswordHasher implements OnModuleInit {
@@ -101,10 +103,10 @@ export class PasswordHasher implements OnModuleInit {
    * The password's NFKC form, hashed (marked by its salt's length, NFKC_SALT_BYTES). Throws 503
    * SERVICE_UNAVAILABLE when the gate is full (see the class comment).
    */
-  hash(password: string): Promise<string> {
+  hash(password: string, options: { priority?: boolean } = {}): Promise<string> {
     const normalized = normalizePassword(password);
     const salt = randomBytes(NFKC_SALT_BYTES);
-    return this.gate.run(() => hash(normalized, { algorithm: Algorithm.Argon2id, ...this.params, salt }));
+    return this.gate.run(() => hash(normalized, { algorithm: Algorithm.Argon2id, ...this.params, salt }), options);
   }
 
   /**

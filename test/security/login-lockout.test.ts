@@ -268,4 +268,39 @@ describe('login: strangers filling the argon2 queue do not keep the owner out', 
     // the owner's verification had the slot first, ahead of every guess that came before it
     expect(started).toEqual(['owner', ...Array(HASH_QUEUE_LIMIT).fill('guess')]);
   }, 60_000);
+
+  it("a signed-in owner changes a leaked password while guesses fill the queue: the check and the new hash go ahead of them", async () => {
+    const owner = await registerCustomer(t.http, fromClient('10.46.0.1'));
+    const gate = t.app.get(PasswordHasher).gate;
+    let free!: () => void;
+    const held = gate.run(() => new Promise<void>((resolve) => (free = resolve)));
+    const started: string[] = [];
+    const run = gate.run.bind(gate);
+    jest.spyOn(gate, 'run').mockImplementation((task, options) =>
+      run(async () => {
+        started.push(options?.priority ? 'owner' : 'guess');
+        return task();
+      }, options),
+    );
+    const guesses = Array.from({ length: HASH_QUEUE_LIMIT }, (_, i) =>
+      signIn(t, `nobody-${i}@flood2.test`, 'not-a-password', `10.46.${1 + i}.1`),
+    );
+    await waitFor('the queue full of guesses', async () => gate.queued, { until: (n) => n === HASH_QUEUE_LIMIT });
+    const change = t.http.post(
+      '/v1/me/password',
+      { currentPassword: TEST_PASSWORD, newPassword: 'a-new-password-1' },
+      { token: owner.accessToken, ...fromClient('10.46.0.1') },
+    );
+    await waitFor('the owner waiting', async () => gate.queued, { until: (n) => n === HASH_QUEUE_LIMIT + 1 });
+    free();
+    await held;
+    expect((await change).status).toBe(204);
+    expect((await Promise.all(guesses)).map((r) => r.status)).toEqual(Array(HASH_QUEUE_LIMIT).fill(401));
+    jest.restoreAllMocks();
+    // the check first; the new hash right after the guess that took the slot meanwhile
+    expect(started.filter((s) => s === 'owner')).toHaveLength(2);
+    expect(started[0]).toBe('owner');
+    expect(started.lastIndexOf('owner')).toBeLessThanOrEqual(3);
+    expect((await signIn(t, owner.email, 'a-new-password-1', '10.46.0.1')).status).toBe(200);
+  }, 60_000);
 });
