@@ -1,3 +1,5 @@
+import { domainToUnicode } from 'node:url';
+
 /**
  * Emails are compared and stored trimmed, lower-cased and in Unicode NFC (the users table checks
  * all three): `josé@…` typed as é or as e + a combining accent is one address, one account.
@@ -9,9 +11,18 @@ export function normalizeEmail(email: string): string {
 /**
  * An address as people have them: no quoted local part, backslash or white space (RFC 5321
  * allows `"\\victim"@x` and `" victim"@x`; mail software delivers them to `victim@x`, so each
- * would be another account, and another inbox to the per-inbox allowances, for one mailbox).
+ * would be another account, and another inbox to the per-inbox allowances, for one mailbox) —
+ * and no invisible characters (format or default-ignorable: `asha\u200B@x`, `as\u00ADha@x` show
+ * as `asha@x` and would be accounts of their own beside it).
  */
-export const PLAIN_ADDRESS = /^[^\s"\\]+@[^\s"\\@]+$/u;
+export const PLAIN_ADDRESS = /^[^\s"\\\p{Cf}\p{Default_Ignorable_Code_Point}]+@[^\s"\\@\p{Cf}\p{Default_Ignorable_Code_Point}]+$/u;
+
+/**
+ * A domain written in its own letters, not its ASCII (`xn--`) form: `asha@xn--bcher-kva.de` is
+ * delivered to `asha@bücher.de` (mail software sends the Unicode form as that), so it would be a
+ * second account, and a second inbox to the allowances, for one mailbox.
+ */
+export const UNICODE_DOMAIN = /^[^@]+@(?!(?:[^.@]+\.)*xn--)[^@]+$/iu;
 
 /** Providers that ignore dots in the local part (and their alias domain). */
 const DOTLESS_DOMAINS = new Map([
@@ -30,7 +41,8 @@ export function inboxKey(email: string): string {
   if (at <= 0) return normalized;
   // quoting and escapes as delivered (`"\\vi ctim"` → `victim`), for rows stored before PLAIN_ADDRESS
   let local = normalized.slice(0, at).replace(/["\\\s]/gu, '').split('+')[0];
-  let domain = normalized.slice(at + 1);
+  // rows stored before UNICODE_DOMAIN: an `xn--` domain is the inbox of its Unicode form
+  let domain = domainToUnicode(normalized.slice(at + 1)) || normalized.slice(at + 1);
   const dotless = DOTLESS_DOMAINS.get(domain);
   if (dotless) {
     local = local.replaceAll('.', '');

@@ -50,6 +50,27 @@ describe('look-alike input: addresses, names, review text', () => {
     expect(inboxKey(`" ${victim}"@gmail.com`)).toBe(`${victim}@gmail.com`);
   });
 
+  it('refuses addresses that show as another one (invisible characters) or spell its domain another way (xn--)', async () => {
+    const victim = `v${randomUUID().slice(0, 8)}`;
+    expect((await register(`${victim}@b\u00fccher.de`)).status).toBe(201);
+    for (const email of [
+      `${victim}\u200B@b\u00fccher.de`,
+      `${victim.slice(0, 3)}\u00AD${victim.slice(3)}@b\u00fccher.de`,
+      `${victim}\u2060@b\u00fccher.de`,
+      `${victim}\u202E@b\u00fccher.de`,
+      `${victim}\u034F@b\u00fccher.de`,
+      `${victim}@b\u00fccher.de\u200B`,
+      `${victim}@xn--bcher-kva.de`, // the same mailbox: mail software sends the Unicode form as this
+      `${victim}@mail.XN--bcher-kva.de`,
+    ]) {
+      const res = await register(email);
+      expect({ email, status: res.status }).toEqual({ email, status: 400 });
+      expectProblem(res, 400, 'VALIDATION_FAILED');
+    }
+    // and a row stored before the check counts as the inbox it reaches
+    expect(inboxKey(`${victim}@xn--bcher-kva.de`)).toBe(`${victim}@b\u00fccher.de`);
+  });
+
   it('refuses names that show nothing or hide characters, and keeps the joiners real names need', async () => {
     // (and invisible ASCII riding on tag characters, or a Mongolian separator among Latin letters)
     const tags = (text: string) =>

@@ -1,7 +1,7 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
 import { IsEmail, IsString, Matches } from 'class-validator';
-import { PLAIN_ADDRESS, normalizeEmail } from '../../common/email';
+import { PLAIN_ADDRESS, UNICODE_DOMAIN, normalizeEmail } from '../../common/email';
 import { ROLES, Role } from '../permissions';
 import { CharLength, MaxChars } from '../../common/http/char-length';
 import { SingleLine, VisibleName, withoutDirectionMarks } from '../../common/http/single-line';
@@ -24,7 +24,8 @@ export class RegisterDto {
   @ApiProperty({ example: 'asha@example.com', format: 'email', maxLength: 254, description: 'Stored trimmed and lower-cased' })
   @Transform(toNormalizedEmail)
   @IsEmail()
-  @Matches(PLAIN_ADDRESS, { message: 'email must be a plain address: no quotes, backslashes or spaces' })
+  @Matches(PLAIN_ADDRESS, { message: 'email must be a plain address: no quotes, backslashes, spaces or invisible characters' })
+  @Matches(UNICODE_DOMAIN, { message: 'email must write its domain in its own letters (bücher.de), not its xn-- form' })
   @MaxChars(254)
   email!: string;
 
