@@ -1,0 +1,142 @@
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { PrivatePostgres } from '../support/private-postgres';
+
+/** What scripts/ensure-services.sh did: its exit code and what it said. */
+interface Run {
+  code: number;
+  out: string;
+}
+
+/**
+ * scripts/ensure-services.sh against a PostgreSQL of its own whose roles sign in with passwords
+ * (scram), as a shared server's do; only `postgres` over TCP is trusted (the script's superuser
+ * path). It creates what DATABASE_URL names when it is missing, gives an existing role what the app
+ * needs — and never replaces a role's password, nor changes a superuser, when the URL's password
+ * is wrong (a typo would otherwise rewrite another service's password).
+ */
+describe('scripts/ensure-services.sh (PostgreSQL with password sign-in)', () => {
+  let pg: PrivatePostgres;
+
+  beforeAll(async () => {
+    pg = await PrivatePostgres.start();
+    // instead of initdb's "trust all": passwords for every role but postgres over TCP
+    writeFileSync(
+      join(pg.dataDir, 'pg_hba.conf'),
+      [
+        'local all all trust',
+        'host all postgres 127.0.0.1/32 trust',
+        'host all all 127.0.0.1/32 scram-sha-256',
+        'host all all ::1/128 scram-sha-256',
+        '',
+      ].join('\n'),
+    );
+    await admin(`SELECT pg_reload_conf()`);
+  }, 60_000);
+  afterAll(async () => {
+    await pg?.destroy();
+  });
+
+  async function admin(sql: string): Promise<Record<string, unknown>[]> {
+    const c = new Client({ connectionString: pg.url() });
+    await c.connect();
+    try {
+      return (await c.query(sql)).rows;
+    } finally {
+      await c.end();
+    }
+  }
+
+  const url = (user: string, password: string, db: string) =>
+    `postgres://${user}:${encodeURIComponent(password)}@127.0.0.1:${pg.port}/${db}`;
+
+  /** Whether `user` signs in with `password`. */
+  async function signsIn(user: string, password: string): Promise<boolean> {
+    const c = new Client({ connectionString: url(user, password, 'postgres') });
+    try {
+      await c.connect();
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+
+  function ensure(databaseUrl: string): Promise<Run> {
+    return new Promise((resolve) => {
+      execFile(
+        'bash',
+        ['scripts/ensure-services.sh'],
+        {
+          cwd: join(__dirname, '..', '..'),
+          // Redis: the one the tests use (answers, so nothing is started)
+          env: {
+            ...process.env,
+            DATABASE_URL: databaseUrl,
+            REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+          },
+          timeout: 60_000,
+        },
+        (err, stdout, stderr) =>
+          resolve({
+            code: err ? ((err as { code?: number }).code ?? 1) : 0,
+            out: `${stdout}${stderr}`,
+          }),
+      );
+    });
+  }
+
+  it('creates the role (with the URL password) and its database, then has nothing to do', async () => {
+    const first = await ensure(url('shop_app', 'first secret', 'shop_app_db'));
+    expect(first).toMatchObject({ code: 0 });
+    expect(first.out).toContain("creating role 'shop_app'");
+    expect(first.out).toContain("creating database 'shop_app_db' owned by 'shop_app'");
+    expect(first.out).not.toContain('first secret');
+    expect(await signsIn('shop_app', 'first secret')).toBe(true);
+    expect(
+      await admin(`SELECT rolcreatedb, rolsuper FROM pg_roles WHERE rolname = 'shop_app'`),
+    ).toEqual([{ rolcreatedb: true, rolsuper: false }]);
+    const again = await ensure(url('shop_app', 'first secret', 'shop_app_db'));
+    expect(again).toEqual({ code: 0, out: '' });
+  }, 60_000);
+
+  it("refuses a wrong password for a role that has one, and leaves the role's password as it was", async () => {
+    await admin(`CREATE ROLE other_service LOGIN PASSWORD 'theirs'`);
+    const run = await ensure(url('other_service', 'a typo', 'other_db'));
+    expect(run.code).toBe(1);
+    expect(run.out).toContain(
+      'the role has a password of its own, which this script does not replace',
+    );
+    expect(run.out).not.toContain('a typo');
+    expect(await signsIn('other_service', 'theirs')).toBe(true);
+    expect(await signsIn('other_service', 'a typo')).toBe(false);
+    expect(await admin(`SELECT 1 FROM pg_database WHERE datname = 'other_db'`)).toEqual([]);
+  }, 60_000);
+
+  it('never changes a superuser, whatever the URL says', async () => {
+    await admin(`CREATE ROLE boss SUPERUSER LOGIN PASSWORD 'boss secret'`);
+    const run = await ensure(url('boss', 'guess', 'boss_db'));
+    expect(run.code).toBe(1);
+    expect(run.out).toContain('it is a superuser, which this script does not change');
+    expect(await signsIn('boss', 'boss secret')).toBe(true);
+    expect(await admin(`SELECT rolsuper FROM pg_roles WHERE rolname = 'boss'`)).toEqual([
+      { rolsuper: true },
+    ]);
+  }, 60_000);
+
+  it('gives an existing role without a password what the app needs, and the URL password as its first', async () => {
+    await admin(`CREATE ROLE bare NOLOGIN`);
+    const run = await ensure(url('bare', 'its first', 'bare_db'));
+    expect(run).toMatchObject({ code: 0 });
+    expect(run.out).toContain(
+      "updating role 'bare' (LOGIN CREATEDB, its first password: the one in DATABASE_URL)",
+    );
+    expect(await signsIn('bare', 'its first')).toBe(true);
+    expect(await admin(`SELECT rolcreatedb FROM pg_roles WHERE rolname = 'bare'`)).toEqual([
+      { rolcreatedb: true },
+    ]);
+  }, 60_000);
+});
