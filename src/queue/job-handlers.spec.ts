@@ -126,6 +126,26 @@ describe('JobHandlers (at boot)', () => {
       expect(await booted.handlers!.process(pass)).toEqual({ skipped: 'pass-running' });
       passLocks.next = 'unreachable';
       expect(await booted.handlers!.process(pass)).toBe(ran);
+      // while a pass runs here (its lock session unable to reach the database), another of the
+      // same job in this process is skipped without asking; one of another job runs
+      let finish!: () => void;
+      const running = new Promise<void>((resolve) => (finish = resolve));
+      passLocks.tryHold.mockClear();
+      const internals = booted.handlers as unknown as {
+        singlePass(n: string, r: () => Promise<unknown>): Promise<unknown>;
+      };
+      const first = internals.singlePass(JobName.ReconcilePayments, async () => {
+        await running;
+        return 'first';
+      });
+      expect(await booted.handlers!.process(pass)).toEqual({ skipped: 'pass-running' });
+      expect(passLocks.tryHold).toHaveBeenCalledTimes(1);
+      expect(await booted.handlers!.process({ name: JobName.PurgeOutbox, data: {} } as Job)).toBe(
+        `${JobName.PurgeOutbox}:{}`,
+      );
+      finish();
+      expect(await first).toBe('first');
+      expect(await booted.handlers!.process(pass)).toBe(ran);
       // a job that is not a scheduled pass never asks for a lock
       passLocks.tryHold.mockClear();
       expect(

@@ -65,6 +65,8 @@ export function indexJobHandlers(
 export class JobHandlers implements OnModuleInit {
   private readonly logger = new Logger(JobHandlers.name);
   private handlers: ReadonlyMap<JobName, FoundHandler> = new Map();
+  /** Scheduled passes running in this process. */
+  private readonly runningPasses = new Set<string>();
 
   constructor(
     private readonly discovery: DiscoveryService,
@@ -82,8 +84,9 @@ export class JobHandlers implements OnModuleInit {
 
   /**
    * Runs the job's handler with the job's data (and the job and its token). A scheduled pass runs
-   * only while no other pass of it runs, in any worker (ScheduledPassLocks): one that finds its
-   * pass running ends at once, `{ skipped: 'pass-running' }` — the running pass does its work.
+   * only while no other pass of it runs — in this process (always), and in any other worker while
+   * the lock session reaches the database (ScheduledPassLocks): one that finds its pass running
+   * ends at once, `{ skipped: 'pass-running' }` — the running pass does its work.
    */
   async process(job: Job, token?: string): Promise<unknown> {
     const handler = isJobName(job.name) ? this.handlers.get(job.name) : undefined;
@@ -93,30 +96,39 @@ export class JobHandlers implements OnModuleInit {
   }
 
   private async singlePass(name: string, run: () => Promise<unknown>): Promise<unknown> {
-    let hold;
+    // in this process first, without the database: a pass here is never doubled, even while the
+    // lock session cannot reach it
+    if (this.runningPasses.has(name)) return this.skip(name);
+    this.runningPasses.add(name);
     try {
-      hold = await this.passLocks.tryHold(name);
-    } catch (err) {
-      // the lock session cannot reach the database: the pass runs as it would without the lock
-      // (its steps are guarded and idempotent; the lock only spares doubled work), and meets the
-      // same database on its own
-      this.logger.warn(
-        `${name}: pass lock not taken (${(err as Error).message}); running without it`,
-      );
-      return run();
-    }
-    if (!hold) {
-      this.logger.warn(
-        `${name}: the previous pass is still running (outlasted its period); this one is skipped`,
-      );
-      const skipped: SkippedPass = { skipped: 'pass-running' };
-      return skipped;
-    }
-    try {
-      return await run();
+      let hold;
+      try {
+        hold = await this.passLocks.tryHold(name);
+      } catch (err) {
+        // the lock session cannot reach the database: the pass runs as it would without the lock
+        // (its steps are guarded and idempotent; the lock only spares doubled work across
+        // workers), and meets the same database on its own
+        this.logger.warn(
+          `${name}: pass lock not taken (${(err as Error).message}); running without it`,
+        );
+        return await run();
+      }
+      if (!hold) return this.skip(name);
+      try {
+        return await run();
+      } finally {
+        await hold.release();
+      }
     } finally {
-      await hold.release();
+      this.runningPasses.delete(name);
     }
+  }
+
+  private skip(name: string): SkippedPass {
+    this.logger.warn(
+      `${name}: the previous pass is still running (outlasted its period); this one is skipped`,
+    );
+    return { skipped: 'pass-running' };
   }
 
   private discover(): FoundHandler[] {

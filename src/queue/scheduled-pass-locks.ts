@@ -22,6 +22,15 @@ export class ScheduledPassLocks implements OnApplicationShutdown {
   constructor(@Inject(APP_CONFIG) config: AppConfig) {
     this.session = new AdvisoryLockSession(config.database.lockUrl, {
       applicationName: 'shop-orders-pass-locks',
+      // a pass keeps its lock across a cut of the session's connection (taken again at once), so
+      // another worker does not start the same pass beside it
+      retakeLostHolds: true,
+      // an endpoint of its own (DATABASE_LOCK_URL) that does not answer: every pass would wait out
+      // its connect timeout first; one shared with the pools has the circuit breaker for that
+      failFastMs:
+        config.database.lockUrl !== config.database.url
+          ? config.database.breaker.halfOpenAfterMs
+          : 0,
     });
   }
 
