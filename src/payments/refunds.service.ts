@@ -229,8 +229,17 @@ export class RefundsService {
    * settles our pending ones, and records refunds made at the provider that we never asked for.
    */
   async syncFromGateway(payment: Payment): Promise<GatewayRefund[]> {
+    return (await this.syncRefunds(payment)).remotes;
+  }
+
+  /**
+   * syncFromGateway, also saying whether it found money come back to the shop or go out without
+   * us: a refund reversed, or one made at the provider adopted (`moved`).
+   */
+  private async syncRefunds(payment: Payment): Promise<{ remotes: GatewayRefund[]; moved: boolean }> {
     const remotes = await this.gateway.listRefunds(payment.intentId);
     const external: GatewayRefund[] = [];
+    let moved = false;
     for (const remote of remotes) {
       const ours =
         (isUuid(remote.refundId) ? await this.refunds.findById(remote.refundId) : null) ??
@@ -238,7 +247,7 @@ export class RefundsService {
       if (ours) {
         if (ours.status === 'pending') await this.settle(ours, remote);
         else if (ours.status === 'failed' && remote.status === 'succeeded') await this.reinstate(ours, remote);
-        else if (ours.status === 'succeeded' && remote.status === 'failed') await this.reversed(ours);
+        else if (ours.status === 'succeeded' && remote.status === 'failed') moved = (await this.reversed(ours)) || moved;
       } else if (remote.status === 'succeeded') {
         external.push(remote);
       }
@@ -246,16 +255,17 @@ export class RefundsService {
     // ours first: the provider lists the newest first, and a refund made at the provider after
     // one of ours failed there waits for ours to settle (adoptExternal) — were it taken first,
     // every pass would stop at it and ours would never settle
-    for (const remote of external) await this.adoptExternal(payment, remote);
-    // asked just now; and a payment with refunds at the provider (one of them pending in the
-    // dashboard, not recorded yet) is watched for a while more (recheckWatched)
+    for (const remote of external) moved = (await this.adoptExternal(payment, remote)) || moved;
+    // asked just now; a refund still pending at the provider (a dashboard one, not recorded until
+    // it succeeds) keeps the payment watched for a while more (recheckWatched) — only that: the
+    // watch otherwise ends 30 days after the payment's last refund of ours (RefundRepository.reserve)
     const now = this.clock.now();
     await this.payments.noteRefundsChecked(
       payment.id,
       now,
-      remotes.length > 0 ? new Date(now.getTime() + REFUND_WATCH_MS) : undefined,
+      remotes.some((r) => r.status === 'pending') ? new Date(now.getTime() + REFUND_WATCH_MS) : undefined,
     );
-    return remotes;
+    return { remotes, moved };
   }
 
   /**
@@ -273,8 +283,10 @@ export class RefundsService {
     let read = 0;
     for (const payment of due) {
       try {
-        await this.syncFromGateway(payment);
-        await this.refundRestOfCancelled(payment);
+        // the rest of a cancelled order's payment only after money moved (as a refund event would
+        // bring it): an automatic refund refused when it was sent is raised for a person to refund
+        // another way, and must not be sent again, unasked, hours later
+        if ((await this.syncRefunds(payment)).moved) await this.refundRestOfCancelled(payment);
         read++;
       } catch (err) {
         this.logger.warn(`refunds of payment ${payment.intentId} not rechecked: ${(err as Error).message}`);
@@ -457,18 +469,20 @@ export class RefundsService {
    * keeps returning money from is not paid again and again) — a person refunds it. Raised for a
    * person, once: an error log and `refunds_reversed_total`.
    */
-  private async reversed(refund: Refund): Promise<void> {
+  /** True when this call reversed it (not another sync before it). */
+  private async reversed(refund: Refund): Promise<boolean> {
     const back = await this.tx.run(async () => {
       const reversed = await this.refunds.reverse(refund.id, 'reversed_at_provider', this.clock.now());
       if (reversed) await this.transitions.withdrawRefund(reversed.orderId, reversed.id, reversed.amount, 'refund:provider');
       return reversed;
     });
-    if (!back) return;
+    if (!back) return false;
     this.reversals.inc();
     this.logger.error(
       `refund ${refund.id} of order ${refund.orderId} (${refund.amount} ${refund.currency}) was reversed by the provider: ` +
         'the customer has not been refunded — it is refundable again; refund them',
     );
+    return true;
   }
 
   private async reinstate(refund: Refund, remote: GatewayRefund): Promise<void> {
@@ -479,14 +493,15 @@ export class RefundsService {
     });
   }
 
-  private async adoptExternal(payment: Payment, remote: GatewayRefund): Promise<void> {
-    await this.tx.run(async () => {
+  /** True when this call recorded it (not another sync before it). */
+  private async adoptExternal(payment: Payment, remote: GatewayRefund): Promise<boolean> {
+    return this.tx.run(async () => {
       const status = (await this.refunds.lockPayment(payment.id))?.status;
-      if (await this.refunds.findByProviderId(remote.id)) return;
+      if (await this.refunds.findByProviderId(remote.id)) return false;
       if (status === 'canceled') {
         // never becomes succeeded: nothing to adopt against, and retrying would never end
         this.logger.error(`provider refund ${remote.id} names ${payment.intentId}, recorded as canceled: not adopted`);
-        return;
+        return false;
       }
       if (status !== 'succeeded') {
         // the provider refunded a payment whose success we have not recorded yet (its event is
@@ -500,14 +515,16 @@ export class RefundsService {
       );
       if (refund) {
         await this.announce(refund);
-      } else if (await this.refunds.findPending(payment.id)) {
+        return true;
+      }
+      if (await this.refunds.findPending(payment.id)) {
         // Ours, still pending, holds part of the amount, and the provider will refuse it (both
         // would exceed what was captured); this one happened. Thrown: the event's job (or the
         // reconciliation sweep) adopts it once ours has settled, instead of dropping it.
         throw new Error(`provider refund ${remote.id} waits for the pending refunds of ${payment.intentId} to settle`);
-      } else {
-        this.logger.error(`provider refund ${remote.id} exceeds what we hold as refundable for ${payment.intentId}`);
       }
+      this.logger.error(`provider refund ${remote.id} exceeds what we hold as refundable for ${payment.intentId}`);
+      return false;
     });
   }
 

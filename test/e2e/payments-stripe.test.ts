@@ -236,6 +236,28 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect((await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED')).status).toBe('CONFIRMED');
   }, 30_000);
 
+  it('an automatic refund the provider refused is raised for a person once, and never sent again unasked by the refund watch', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 7000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const intent = await startPayment(order.body.id);
+    const event = stripe.succeed(intent);
+    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
+    expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
+    stripe.declineRefunds(intent); // an empty balance, say
+    await deliver(event);
+    await processed(event.id);
+    await drain(worker, t.db.pool);
+    const refunds = () => t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id]);
+    expect((await refunds()).rows).toEqual([{ amount: 7000, status: 'failed', reason: 'paid_after_cancel' }]);
+    // a person refunds the customer another way; the balance is topped up; hours pass
+    stripe.acceptRefunds(intent);
+    await t.db.pool.query(`UPDATE payments SET refunds_checked_at = now() - interval '7 hours' WHERE intent_id = $1`, [intent]);
+    await worker.get(PaymentFinalizer).reconcile();
+    expect((await refunds()).rows).toEqual([{ amount: 7000, status: 'failed', reason: 'paid_after_cancel' }]);
+    const sent = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent);
+    expect(new Set(sent.map((r) => r.idempotencyKey)).size).toBe(1);
+  }, 30_000);
+
   it('a success after the reservation expired is refunded automatically, once', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 7000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
@@ -833,6 +855,9 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const reconcile = () => worker.get(PaymentFinalizer).reconcile();
       const statusOf = async () => (await t.db.pool.query(`SELECT status, failure FROM refunds WHERE id = $1`, [ours.body.id])).rows[0];
       const listed = lists();
+      const watch = async () =>
+        (await t.db.pool.query(`SELECT refunds_watched_until AS until FROM payments WHERE intent_id = $1`, [intent])).rows[0].until as Date;
+      const watchedUntil = await watch();
       // just refunded (and so just looked at): not asked again within the period
       await reconcile();
       expect(lists()).toBe(listed);
@@ -845,6 +870,8 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 0 } });
       await reconcile();
       expect(lists()).toBe(listed + 1);
+      // reading the refunds does not extend the watch: it ends 30 days after the last refund
+      expect(await watch()).toEqual(watchedUntil);
       // past the watch (30 days after its last refund): never asked again
       await t.db.pool.query(
         `UPDATE payments SET refunds_checked_at = now() - interval '7 hours', refunds_watched_until = now() - interval '1 second'
