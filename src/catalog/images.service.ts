@@ -183,6 +183,13 @@ export class ImagesService {
     try {
       outcome = await this.settle(key, image);
     } catch (err) {
+      if (err instanceof ObjectStorageRefused) {
+        // about this object (403: a key without s3:ListBucket asking for a missing one), not the
+        // store: acknowledged — a 503 would have the store retry it for as long as the object is
+        // gone (days) — and left pending for the reconciliation pass, which asks again
+        this.logger.warn(`storage notification for ${key}: ${err.message}; left to the reconciliation pass`);
+        return false;
+      }
       if (err instanceof ObjectStorageUnavailable) {
         this.logger.warn(err.message);
         throw new DomainError('SERVICE_UNAVAILABLE', 'Object storage is unavailable; retry the notification later.', {

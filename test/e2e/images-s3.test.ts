@@ -519,6 +519,30 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect((await imageRow(uploaded.imageId)).status).toBe('ready');
     });
 
+    it('a notification for an object the store refuses to describe is acknowledged, its image left to the pass; the others in it are confirmed', async () => {
+      const p = await createProduct(t, admin);
+      const bytes = randomBytes(128);
+      const gone = await requestUpload(p.id, 'image/png', 64); // deleted before its notification came
+      const uploaded = await requestUpload(p.id, 'image/png', bytes.length);
+      expect((await put(uploaded.uploadUrl, 'image/png', bytes)).status).toBe(200);
+      const goneKey = `products/${p.id}/${gone.imageId}`;
+      const store = refuseHeads((key) => key === goneKey);
+      try {
+        const res = await notify({
+          Records: [goneKey, `products/${p.id}/${uploaded.imageId}`].map((key) => ({
+            eventName: 'ObjectCreated:Put',
+            s3: { bucket: { name: s3.bucket }, object: { key } },
+          })),
+        });
+        // not a 503: the store would retry it for as long as the object stays gone
+        expect(res.status).toBe(204);
+      } finally {
+        store.restore();
+      }
+      expect((await imageRow(gone.imageId)).status).toBe('pending');
+      expect((await imageRow(uploaded.imageId)).status).toBe('ready');
+    });
+
     it('a store that refuses every object (the key itself) ends the pass after 20 refusals in a row', async () => {
       const p = await createProduct(t, admin);
       const ups = [];
