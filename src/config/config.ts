@@ -1,10 +1,13 @@
 import { isIP } from 'node:net';
-import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { JwtKeyPair, parseJwtKeyPair } from './jwt-keys';
+import { usableCpus } from './usable-cpus';
 
 /** Injection token for the parsed, immutable configuration. */
 export const APP_CONFIG = Symbol('APP_CONFIG');
+
+/** The most API processes one primary forks (API_PROCESSES, or one per usable CPU for 0). */
+const MAX_API_PROCESSES = 64;
 
 /**
  * Built-in secrets for a local development instance. Public (they are in the source), so they
@@ -116,8 +119,8 @@ const envSchema = z.object({
     .string()
     .refine(isBindHost, 'must be an IP address (e.g. 127.0.0.1, 0.0.0.0, ::) or a host name')
     .default('127.0.0.1'),
-  // API processes serving PORT together (node:cluster); 0 = one per CPU core
-  API_PROCESSES: int(1, 0, 64),
+  // API processes serving PORT together (node:cluster); 0 = one per CPU the process can use
+  API_PROCESSES: int(1, 0, MAX_API_PROCESSES),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   DATABASE_URL: url(['postgres:', 'postgresql:']).default(
     'postgres://shop:shop@127.0.0.1:5432/shop',
@@ -742,7 +745,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
       socketTimeoutMs:
         e.HTTP_SOCKET_TIMEOUT_MS ?? Math.max(120_000, e.HTTP_REQUEST_TIMEOUT_MS, e.DATABASE_QUERY_TIMEOUT_MS + 60_000),
-      processes: e.API_PROCESSES === 0 ? availableParallelism() : e.API_PROCESSES,
+      // 0: one per CPU the process can really use (a container's quota counts), never more than
+      // an explicit value may ask for
+      processes: e.API_PROCESSES === 0 ? Math.min(MAX_API_PROCESSES, usableCpus()) : e.API_PROCESSES,
     },
     metricsHost: e.METRICS_HOST,
     metricsPort: e.METRICS_PORT,
