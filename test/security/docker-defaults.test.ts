@@ -53,21 +53,49 @@ describe('the Docker image keeps the secure defaults', () => {
       'API_PROCESSES',
       'LOG_LEVEL',
       'SHUTDOWN_DELAY_MS',
+      'SHUTDOWN_TIMEOUT_MS',
     ]) {
-      expect({ name, passed: new RegExp(`^ {4}${name}: \\$\\{${name}:-`, 'm').test(compose) }).toEqual({ name, passed: true });
+      expect({
+        name,
+        passed: new RegExp(`^ {4}${name}: \\$\\{${name}:-`, 'm').test(compose),
+      }).toEqual({ name, passed: true });
     }
   });
 
-  it("the full stack keeps PostgreSQL and Redis to itself, with passwords it requires; the development one is a file of its own", () => {
+  it("the supervisor's grace period outlasts the processes' drain by default, and moves with it (STOP_GRACE_PERIOD)", () => {
+    const compose = readFileSync(join(ROOT, 'docker', 'compose.yml'), 'utf8');
+    const grace = /^ {2}stop_grace_period: \$\{STOP_GRACE_PERIOD:-(\d+)s\}$/m.exec(compose);
+    expect(grace).not.toBeNull();
+    const defaults = (name: string) =>
+      Number(new RegExp(`^ {4}${name}: \\$\\{${name}:-(\\d+)\\}`, 'm').exec(compose)?.[1]);
+    const config = loadConfig({
+      NODE_ENV: 'development', // (only the two values below are read)
+      SHUTDOWN_DELAY_MS: String(defaults('SHUTDOWN_DELAY_MS')),
+      SHUTDOWN_TIMEOUT_MS: String(defaults('SHUTDOWN_TIMEOUT_MS')),
+    });
+    // the processes' own bound (src/common/shutdown.ts): delay + timeout + 5 s
+    expect(Number(grace![1]) * 1000).toBeGreaterThan(
+      config.http.shutdownDelayMs + config.http.shutdownTimeoutMs + 5_000,
+    );
+  });
+
+  it('the full stack keeps PostgreSQL and Redis to itself, with passwords it requires; the development one is a file of its own', () => {
     // published at a local checkout's default URLs with shop/shop and no Redis password, the
     // production databases were open to any process on the host — `npm start` there joined them
     const compose = readFileSync(join(ROOT, 'docker', 'compose.yml'), 'utf8');
     const services = compose.slice(compose.indexOf('\nservices:'));
-    const block = (name: string) => services.slice(services.indexOf(`\n  ${name}:`), services.indexOf('\n\n', services.indexOf(`\n  ${name}:`)));
-    for (const name of ['postgres', 'redis']) expect({ name, ports: /\n {4}ports:/.test(block(name)) }).toEqual({ name, ports: false });
+    const block = (name: string) =>
+      services.slice(
+        services.indexOf(`\n  ${name}:`),
+        services.indexOf('\n\n', services.indexOf(`\n  ${name}:`)),
+      );
+    for (const name of ['postgres', 'redis'])
+      expect({ name, ports: /\n {4}ports:/.test(block(name)) }).toEqual({ name, ports: false });
     expect(block('postgres')).toMatch(/POSTGRES_PASSWORD: \$\{POSTGRES_PASSWORD:\?/);
     expect(block('redis')).toMatch(/"--requirepass", "\$\{REDIS_PASSWORD:\?/);
-    expect(compose).toMatch(/DATABASE_URL: postgres:\/\/shop:\$\{POSTGRES_PASSWORD:\?[^}]*\}@postgres:5432\/shop/);
+    expect(compose).toMatch(
+      /DATABASE_URL: postgres:\/\/shop:\$\{POSTGRES_PASSWORD:\?[^}]*\}@postgres:5432\/shop/,
+    );
     expect(compose).toMatch(/REDIS_URL: redis:\/\/:\$\{REDIS_PASSWORD:\?[^}]*\}@redis:6379/);
     expect(compose).not.toMatch(/shop:shop@/);
     const dev = readFileSync(join(ROOT, 'docker', 'compose.services.yml'), 'utf8');
