@@ -97,7 +97,9 @@ export function fastPathKey(headers: IncomingHttpHeaders): string | undefined {
  * after the marks were read, so a twin that committed before the marks said "sold out" is seen.
  *
  * Where both would apply, the fast path answers INSUFFICIENT_STOCK where the normal path would
- * have named a purchase cap (PURCHASE_LIMIT_EXCEEDED) first: either way nothing is reserved.
+ * have named a per-customer limit first — a purchase cap (409 PURCHASE_LIMIT_EXCEEDED) or the
+ * day's allowance of abandoned orders (429 RATE_LIMITED), both decided in the checkout's COMMIT
+ * message: either way nothing is reserved, and the products are sold out.
  */
 @Injectable()
 export class CheckoutSoldOutGuard implements CanActivate {
