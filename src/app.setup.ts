@@ -114,7 +114,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     closing = true;
   });
   setFirstRequestHooks(app.getHttpAdapter() as unknown as FastifyAdapter, [
-    refuseWhileClosing(() => closing),
+    refuseWhileClosing(() => closing, browserHeaders),
     requireHost,
     warnUntrustedForwarding(),
     cachedReadsHook(app.get(CatalogCache), { rateLimitEnabled: config.rateLimitEnabled, browserHeaders }),

@@ -187,8 +187,8 @@ describe('foundation: graceful shutdown', () => {
     await expect(fetch(`${t.baseUrl}/health/live`)).rejects.toThrow();
   });
 
-  it('refuses a request that arrives while the app closes as a 503 problem with a request id (not a bare 503)', async () => {
-    const t = await bootTestApp();
+  it('refuses a request that arrives while the app closes as a 503 problem with a request id (not a bare 503), which a browser may read', async () => {
+    const t = await bootTestApp({ env: { CORS_ORIGINS: 'https://app.shop.test' } });
     // a connection whose request is in transit when the close begins: it is not idle, so the
     // close waits for it, and its request reaches the router after the routes are closed
     const socket = connect(Number(new URL(t.baseUrl).port), '127.0.0.1');
@@ -207,7 +207,7 @@ describe('foundation: graceful shutdown', () => {
       until: (listening) => !listening,
       intervalMs: 10,
     });
-    socket.write('Accept: application/json\r\n\r\n');
+    socket.write('Accept: application/json\r\nOrigin: https://app.shop.test\r\n\r\n');
     await ended;
     await closing;
     const [head, body] = answer.split('\r\n\r\n');
@@ -215,6 +215,9 @@ describe('foundation: graceful shutdown', () => {
     expect(head).toMatch(/\r\ncontent-type: application\/problem\+json/i);
     expect(head).toMatch(/\r\nretry-after: 1\r\n/i);
     expect(head).toMatch(/\r\nconnection: close\r\n/i);
+    // CORS's headers: a browser client sees the 503 and its Retry-After, not an opaque failure
+    expect(head).toMatch(/\r\naccess-control-allow-origin: https:\/\/app\.shop\.test\r\n/i);
+    expect(head).toMatch(/\r\ncontent-security-policy: /i);
     const requestId = /\r\nx-request-id: ([^\r]+)/i.exec(head)?.[1];
     expect(JSON.parse(body)).toMatchObject({ status: 503, code: 'SERVICE_UNAVAILABLE', requestId });
   });

@@ -6,7 +6,7 @@ import { type IncomingMessage, STATUS_CODES, type ServerResponse } from 'node:ht
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors/error-codes';
 import { RequestValidationError, problemBody, sendProblem } from '../errors/problem-details.filter';
-import { securityHeaders } from './browser-security';
+import { type BrowserHeaders, securityHeaders } from './browser-security';
 
 /** Connections whose current request was answered before its body had fully arrived. */
 const answeredEarly = new WeakSet<Socket>();
@@ -135,10 +135,13 @@ export function requireHost(request: FastifyRequest, reply: FastifyReply, done: 
  * (`return503OnClosing`, off in createFastifyAdapter): the client retries on another instance.
  * A first request hook (setFirstRequestHooks), ahead of the others.
  */
-export function refuseWhileClosing(isClosing: () => boolean) {
+export function refuseWhileClosing(isClosing: () => boolean, browserHeaders: BrowserHeaders) {
   return (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
     if (!isClosing()) return done();
-    void reply.headers(securityHeaders()).header('X-Request-Id', request.id).header('Connection', 'close');
+    // with CORS's headers too: a browser client reads the 503 and its Retry-After (without them,
+    // only an opaque network error) — this answer leaves before @fastify/cors's hook
+    browserHeaders(reply, request.headers.origin);
+    void reply.header('X-Request-Id', request.id).header('Connection', 'close');
     const closing = new DomainError('SERVICE_UNAVAILABLE', 'This instance is shutting down; retry the request.', {
       headers: { 'Retry-After': '1' },
     });
