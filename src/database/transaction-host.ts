@@ -300,7 +300,7 @@ export class TransactionHost {
     };
     let value: T;
     /** This transaction's id, taken with BEGIN: what to ask the database should COMMIT go unanswered. */
-    let xid = '';
+    let xid: TransactionId | null = null;
     try {
       let opened: unknown[][] = [];
       if (opening) {
@@ -308,14 +308,14 @@ export class TransactionHost {
         // (aborted) and must be rolled back before the connection goes back to the pool
         markTransaction(runner, true);
         const results = await this.simple(runner, `${BEGIN};\n${opening.sql}`);
-        xid = xidOf(results[1]);
+        xid = transactionIdOf(results[1]);
         opened = results.slice(2).map((r): unknown[] => r.rows ?? []);
         // the opening reads' rows come last; work() gets the statements' own
         const reads = opened.splice(opened.length - opening.reads.length);
         opening.reads.forEach((read, i) => ctx.opened.set(read.key, reads[i]));
       } else {
         markTransaction(runner, true);
-        xid = xidOf((await this.simple(runner, BEGIN))[1]);
+        xid = transactionIdOf((await this.simple(runner, BEGIN))[1]);
       }
       value = await this.als.run(ctx, () => work(opened));
       if (ctx.withCommit.length > 0) {
@@ -382,8 +382,14 @@ export class TransactionHost {
    * cannot be reached the question is asked again for up to OUTCOME_UNREACHABLE_MS; 'unknown'
    * after that: the caller answers 503 as before, and a retry with the same Idempotency-Key then
    * finds the record if it did commit.
+   *
+   * Across a restart of the server (its start time is asked with the status) a "committed" or
+   * "in progress" says nothing about this transaction: PostgreSQL logs nothing when it hands an id
+   * out, so the id of a transaction none of whose work reached the log before a crash is handed
+   * out again after recovery — the status is then the new owner's. 'unknown' then; "aborted"
+   * stays true (had this one committed, its id would have been in the log, and kept).
    */
-  async outcomeAfter(err: unknown, xid: string): Promise<CommitOutcome> {
+  async outcomeAfter(err: unknown, xid: TransactionId | null): Promise<CommitOutcome> {
     if (!isConnectionFailure(err)) return 'aborted';
     if (!xid) return 'unknown';
     const giveUpAt = performance.now() + OUTCOME_UNREACHABLE_MS;
@@ -391,11 +397,17 @@ export class TransactionHost {
     for (let poll = 0; poll < OUTCOME_POLLS; ) {
       let status: string | null;
       try {
-        const rows = await this.dataSource.query<{ status: string | null }[]>(
-          'SELECT pg_xact_status($1::text::xid8) AS status',
-          [xid],
+        const rows = await this.dataSource.query<{ status: string | null; started: string }[]>(
+          'SELECT pg_xact_status($1::text::xid8) AS status, pg_postmaster_start_time()::text AS started',
+          [xid.id],
         );
         status = rows[0]?.status ?? null;
+        if (rows[0]?.started !== xid.serverStarted && status !== 'aborted') {
+          this.logger.warn(
+            `commit outcome of transaction ${xid.id} unknown: the database restarted since it began (its id may be another's now)`,
+          );
+          return 'unknown';
+        }
       } catch (e) {
         // the database is away (restarting, recovering): ask again once it is back, for a while
         const wait = Math.min(OUTCOME_POLL_MS * 2 ** unreachable++, 1_000);
@@ -403,7 +415,7 @@ export class TransactionHost {
           await new Promise((r) => setTimeout(r, wait));
           continue;
         }
-        this.logger.warn(`commit outcome of transaction ${xid} unknown: ${(e as Error).message}`);
+        this.logger.warn(`commit outcome of transaction ${xid.id} unknown: ${(e as Error).message}`);
         return 'unknown';
       }
       poll++;
@@ -443,10 +455,23 @@ export class RolledBackAtCommit extends Error {
   }
 }
 
-/** BEGIN, and the transaction's id: assigned at once, so a COMMIT whose answer is lost can be looked up. */
-const BEGIN = 'START TRANSACTION;\nSELECT pg_current_xact_id()::text AS xid';
+/**
+ * BEGIN, and the transaction's id: assigned at once, so a COMMIT whose answer is lost can be looked
+ * up — with the server's start time, which tells whether an id looked up later is still its own.
+ */
+const BEGIN =
+  'START TRANSACTION;\nSELECT pg_current_xact_id()::text AS xid, pg_postmaster_start_time()::text AS started';
 
-const xidOf = (result: QueryResult | undefined): string => (result?.rows?.[0] as { xid?: string } | undefined)?.xid ?? '';
+/** A transaction's id, and when the server that handed it out started. */
+interface TransactionId {
+  id: string;
+  serverStarted: string;
+}
+
+const transactionIdOf = (result: QueryResult | undefined): TransactionId | null => {
+  const row = result?.rows?.[0] as { xid?: string; started?: string } | undefined;
+  return row?.xid && row.started ? { id: row.xid, serverStarted: row.started } : null;
+};
 
 /** TypeORM's transaction bookkeeping, set as its own startTransaction()/commitTransaction() would. */
 function markTransaction(runner: QueryRunner, active: boolean): void {

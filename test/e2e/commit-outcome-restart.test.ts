@@ -1,0 +1,70 @@
+import { Client } from 'pg';
+import { TransactionHost } from '../../src/database/transaction-host';
+import { PrivatePostgres } from '../support/private-postgres';
+import { TestApp, bootTestApp } from '../support/test-app';
+import type { TestDatabase } from '../support/test-database';
+
+/**
+ * A COMMIT whose answer was lost is looked up by the transaction's id (pg_xact_status). PostgreSQL
+ * writes nothing when it hands an id out, so after a crash the id of a transaction none of whose
+ * work reached the log (a checkout's: all of it travels with the COMMIT) is handed out again — and
+ * the lookup found that other transaction committed: the request answered 201 (or 204: a logout,
+ * a password change) for work that never happened. After a restart a "committed" cannot be told
+ * from the new owner's: unknown (503; a retry with the key runs afresh or is replayed).
+ */
+describe('a COMMIT lost to a database crash, its transaction id handed out again after the restart', () => {
+  let pg: PrivatePostgres;
+  let db: TestDatabase;
+  let t: TestApp;
+
+  beforeAll(async () => {
+    pg = await PrivatePostgres.start();
+    db = await pg.migratedDatabase();
+    await db.pool.query(`CREATE TABLE crash_probe (v int)`);
+    t = await bootTestApp({ db });
+  }, 120_000);
+  afterAll(async () => {
+    await t?.close();
+    await db?.drop();
+    await pg?.destroy();
+  });
+
+  /** A transaction of another client, committed, with its id. */
+  async function commitElsewhere(): Promise<string> {
+    const c = new Client({ connectionString: db.url });
+    await c.connect();
+    try {
+      await c.query('BEGIN');
+      const { rows } = await c.query<{ xid: string }>(`SELECT pg_current_xact_id()::text AS xid`);
+      await c.query(`INSERT INTO crash_probe VALUES (2)`);
+      await c.query('COMMIT');
+      return rows[0].xid;
+    } finally {
+      await c.end();
+    }
+  }
+
+  it('is not reported committed for the id\'s new owner', async () => {
+    const tx = t.app.get(TransactionHost);
+    let ours = '';
+    let theirs = '';
+    const outcome = await tx
+      .run(async () => {
+        ours = (await tx.query<{ xid: string }>(`SELECT pg_current_xact_id()::text AS xid`))[0].xid;
+        // the work, sent with the COMMIT: nothing of it in the log before the crash
+        tx.sendWithCommit(`INSERT INTO crash_probe VALUES (1)`, []);
+        await pg.stop('immediate');
+        await pg.start();
+        theirs = await commitElsewhere();
+        return 'answered';
+      })
+      .then(
+        (v) => v,
+        (err: Error) => `failed: ${err.message}`,
+      );
+    // the scenario itself: the id was handed out again, and its new owner committed
+    expect(theirs).toBe(ours);
+    expect((await db.pool.query(`SELECT v FROM crash_probe ORDER BY v`)).rows).toEqual([{ v: 2 }]);
+    expect(outcome).toMatch(/^failed: /);
+  }, 120_000);
+});
