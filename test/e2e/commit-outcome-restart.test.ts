@@ -44,7 +44,7 @@ describe('a COMMIT lost to a database crash, its transaction id handed out again
     }
   }
 
-  it('is not reported committed for the id\'s new owner', async () => {
+  it("is not reported committed for the id's new owner", async () => {
     const tx = t.app.get(TransactionHost);
     let ours = '';
     let theirs = '';
