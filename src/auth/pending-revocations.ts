@@ -6,7 +6,6 @@ import {
   OnApplicationShutdown,
 } from '@nestjs/common';
 import type Redis from 'ioredis';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { withTimeout } from '../common/with-timeout';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
@@ -33,7 +32,9 @@ type RedisClient = Pick<Redis, 'hset' | 'hdel' | 'hgetall'>;
  *    reuse record it before their COMMIT already (`recordAhead`), for a process killed before it
  *    could see its COMMIT fail;
  *  - this process retries it in a transaction of its own, with backoff (100 ms doubling to 5 s),
- *    for up to 10 minutes.
+ *    for up to 10 minutes — and past them for as long as the record could not be written (Redis
+ *    down or slow when it was decided): the sweeps cannot see what is not recorded, so it is
+ *    recorded again with every renewal of the mark, and once more at shutdown.
  * Every PENDING_SWEEP_MS each process (API and worker) tries once each recorded revocation it is not
  * retrying itself, renewing its mark first — so the family stays refused however long the
  * database is out. The record is removed once the revocation has committed (and its mark renewed
@@ -68,7 +69,7 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
     if (this.retrying.has(familyId)) return;
     this.retrying.add(familyId);
     const run = Promise.all([marked, recorded])
-      .then(() => this.retry(familyId, reason))
+      .then(([, isRecorded]) => this.retry(familyId, reason, at, isRecorded))
       .finally(() => {
         this.running.delete(run);
         this.retrying.delete(familyId);
@@ -143,15 +144,17 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
     await this.settled();
   }
 
-  private async retry(familyId: string, reason: string): Promise<void> {
+  private async retry(familyId: string, reason: string, at: Date, recorded: boolean): Promise<void> {
     const started = performance.now();
     let markedAt = started;
     for (let attempt = 1; ; attempt++) {
       if (performance.now() - markedAt >= PENDING_SWEEP_MS) {
         // the mark outlives the retry however short the access-token lifetime (the sweeps do
-        // the same for records no process retries)
+        // the same for records no process retries); and a record that could not be written is
+        // tried again with it
         markedAt = performance.now();
         await this.revoked.add([familyId]);
+        if (!recorded) recorded = await this.record(familyId, reason, at);
       }
       const outcome = await this.commit(familyId, reason);
       if (outcome === true) {
@@ -160,23 +163,50 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
         );
         return;
       }
-      if (performance.now() - started >= PENDING_REVOCATION_RETRY_MS || this.stop.signal.aborted) {
-        this.logger.error(
-          `session ${familyId}: revocation (${reason}) not committed yet, left to the sweeps: ${outcome.message}`,
-        );
-        return;
+      const stopping = this.stop.signal.aborted;
+      if (performance.now() - started >= PENDING_REVOCATION_RETRY_MS || stopping) {
+        if (!recorded) recorded = await this.record(familyId, reason, at);
+        if (recorded) {
+          this.logger.error(
+            `session ${familyId}: revocation (${reason}) not committed yet, left to the sweeps: ${outcome.message}`,
+          );
+          return;
+        }
+        if (stopping) {
+          this.logger.error(
+            `session ${familyId}: revocation (${reason}) neither committed nor recorded before shutdown: ` +
+              `its mark lapses within an access-token lifetime; revoke the session by hand`,
+          );
+          return;
+        }
+        // not recorded: nobody else knows of it — this process goes on
       }
-      try {
-        await sleep(Math.min(100 * 2 ** (attempt - 1), BACKOFF_MAX_MS), undefined, {
-          signal: this.stop.signal,
-        });
-      } catch {
+      if (!(await this.pause(Math.min(100 * 2 ** (attempt - 1), BACKOFF_MAX_MS)))) {
+        if (!recorded) recorded = await this.record(familyId, reason, at);
         this.logger.error(
-          `session ${familyId}: revocation (${reason}) not committed before shutdown, left to the sweeps`,
+          `session ${familyId}: revocation (${reason}) not committed before shutdown, ` +
+            (recorded ? 'left to the sweeps' : 'nor recorded: revoke the session by hand'),
         );
         return;
       }
     }
+  }
+
+  /** Waits `ms`; false when shutdown came first. */
+  private pause(ms: number): Promise<boolean> {
+    const signal = this.stop.signal;
+    if (signal.aborted) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        signal.removeEventListener('abort', stopped);
+        resolve(true);
+      }, ms);
+      const stopped = () => {
+        clearTimeout(timer);
+        resolve(false);
+      };
+      signal.addEventListener('abort', stopped, { once: true });
+    });
   }
 
   /**
@@ -196,16 +226,19 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
     return true;
   }
 
-  private async record(familyId: string, reason: string, at: Date): Promise<void> {
+  /** True once the record is written. */
+  private async record(familyId: string, reason: string, at: Date): Promise<boolean> {
     try {
       await withTimeout(
         this.redis.hset(this.key, familyId, JSON.stringify({ reason, at: at.toISOString() })),
         REDIS_TIMEOUT_MS,
       );
+      return true;
     } catch (err) {
       this.logger.warn(
         `session ${familyId}: revocation not recorded as pending (only this process retries it): ${(err as Error).message}`,
       );
+      return false;
     }
   }
 
