@@ -4,6 +4,7 @@ import { Client } from 'pg';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
 import { JobQueues } from '../../src/queue/job-queues';
 import { JobName } from '../../src/queue/queues';
+import { Schedulers } from '../../src/queue/schedulers';
 import { PASS_LOCK_CLASS } from '../../src/queue/scheduled-pass-locks';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
@@ -27,6 +28,8 @@ describe('scheduled passes run one at a time across workers', () => {
 
   beforeAll(async () => {
     t = await bootTestApp();
+    // no job schedulers: the passes here are the test's own (a scheduled one would run beside them)
+    jest.spyOn(Schedulers.prototype, 'onApplicationBootstrap').mockImplementation(() => undefined);
     for (let i = 0; i < 2; i++) workers.push(await bootTestWorker(t.config));
     gate = new Promise<void>((resolve) => (open = resolve));
     for (const worker of workers) {
@@ -52,8 +55,10 @@ describe('scheduled passes run one at a time across workers', () => {
   const states = (ids: string[]) =>
     Promise.all(
       ids.map(async (id) => {
+        const state = await (await jobs().find(JobName.ReconcilePayments, id))?.getState();
+        // read again once its state is known: a job read while active has no return value yet
         const job = await jobs().find(JobName.ReconcilePayments, id);
-        return { state: await job?.getState(), value: job?.returnvalue };
+        return { state, value: job?.returnvalue };
       }),
     );
 
