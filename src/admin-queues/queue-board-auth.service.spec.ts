@@ -4,6 +4,8 @@ import { Role, permissionsOf } from '../auth/permissions';
 import { DomainError } from '../common/errors/domain-error';
 import type { User, UserRepository } from '../users/user.repository';
 import type { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
+import type { RefreshTokenRepository } from '../auth/refresh-token.repository';
+import type { SessionIssuer } from '../auth/session-issuer';
 import { BASIC_CACHE_TTL_MS, QueueBoardAuth, parseBasic } from './queue-board-auth.service';
 import { mockOf } from '../../test/support/mocks';
 
@@ -50,7 +52,12 @@ function setup() {
   const signIns = mockOf<FailedAttemptLimiter>(
     {
       signIn: jest.fn(
-        async (_channel: string, _account: string, _ip: string, verify: (client: { own: boolean }) => Promise<unknown>) => {
+        async (
+          _channel: string,
+          _account: string,
+          _ip: string,
+          verify: (client: { own: boolean }) => Promise<unknown>,
+        ) => {
           const result = await verify({ own: false });
           settled.push(result);
           return result;
@@ -59,7 +66,17 @@ function setup() {
     },
     'signIns',
   );
-  const auth = new QueueBoardAuth(tokens, users, hasher, { now: () => new Date(now) }, signIns);
+  const sessions = { clientKeyOf: () => 'client-key' } as unknown as SessionIssuer;
+  const refreshTokens = { openedFrom: async () => false } as unknown as RefreshTokenRepository;
+  const auth = new QueueBoardAuth(
+    tokens,
+    users,
+    hasher,
+    { now: () => new Date(now) },
+    signIns,
+    sessions,
+    refreshTokens,
+  );
   return { auth, tokens, users, hasher, signIns, settled, advance: (ms: number) => (now += ms) };
 }
 
@@ -136,6 +153,7 @@ describe('QueueBoardAuth', () => {
       'boss@x.io',
       '10.0.0.7',
       expect.any(Function),
+      { ownClientOnRecord: expect.any(Function) },
     );
     // a refused attempt (429) verifies nothing
     s.signIns.signIn.mockRejectedValueOnce(new DomainError('RATE_LIMITED'));

@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 import { authenticateBearer } from '../auth/access-token.guard';
 import { JwtStrategy } from '../auth/jwt.strategy';
 import { PasswordHasher } from '../auth/password-hasher';
+import { RefreshTokenRepository } from '../auth/refresh-token.repository';
+import { SessionIssuer } from '../auth/session-issuer';
 import { Permission, permissionsOf } from '../auth/permissions';
 import type { Principal } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
@@ -63,6 +65,8 @@ export class QueueBoardAuth {
     private readonly hasher: PasswordHasher,
     private readonly clock: Clock,
     private readonly signIns: FailedAttemptLimiter,
+    private readonly sessions: SessionIssuer,
+    private readonly refreshTokens: RefreshTokenRepository,
   ) {}
 
   /**
@@ -118,6 +122,10 @@ export class QueueBoardAuth {
       if (!permissions.includes(QUEUE_BOARD_PERMISSION)) return null;
       passwordHash = user.passwordHash;
       return { userId: user.id, email: user.email, role: user.role, permissions };
+    }, {
+      // Redis's marks of the admin's own clients may be gone (a restart without its data, a
+      // failover): the sessions on record (API sign-ins) still know them, as for login
+      ownClientOnRecord: () => this.refreshTokens.openedFrom(this.sessions.clientKeyOf(email, ip)),
     });
     if (!principal) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
     prune(this.verified, now);

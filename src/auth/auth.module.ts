@@ -68,6 +68,7 @@ import { TokenService } from './token.service';
     TokenService,
     JwtStrategy,
     PasswordHasher,
+    SessionIssuer,
   ],
 })
 export class AuthModule {}

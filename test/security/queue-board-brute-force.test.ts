@@ -5,6 +5,8 @@ import { BOARD_FAILURES_PER_CLIENT } from '../../src/common/throttling/rate-limi
 import { TEST_PASSWORD, registerCustomer } from '../support/auth';
 import type { HttpResponse } from '../support/http';
 import { TestApp, bootTestApp } from '../support/test-app';
+import type Redis from 'ioredis';
+import { REDIS } from '../../src/redis/redis.module';
 
 // Issue 10, finding 2: the queue board's HTTP Basic sign-in was a brute-forceable password
 // oracle (limit checked before and counted after argon2, per process, 403 vs 401).
@@ -171,6 +173,28 @@ describe('queue board Basic sign-in: the account ceiling', () => {
     expect((await board(t, '10.26.0.2', basic(spelling(3), TEST_PASSWORD))).status).toBe(200);
     // and a wrong password from an own client still counts there (board-client bucket)
     expect((await board(t, '10.26.0.2', basic(admin, 'wrong-guess'))).status).toBe(401);
+  });
+
+  it("Redis losing its marks of the admin's clients does not let a stranger lock the admin out of the board: the sessions on record still know them", async () => {
+    const admin = await newAccount(t, 'admin');
+    const login = await t.http.post(
+      '/v1/auth/login',
+      { email: admin, password: TEST_PASSWORD },
+      { headers: { 'x-forwarded-for': '10.27.0.2' } },
+    );
+    expect(login.status).toBe(200);
+    // Redis comes back without the marks (only those: the other keys of this shared Redis stay)
+    const redis = t.app.get<Redis>(REDIS);
+    const marks = await redis.keys(`${t.config.redis.keyPrefix}:rl:signin-known:*`);
+    expect(marks.length).toBeGreaterThan(0);
+    await redis.del(...marks);
+    const guesses = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => board(t, `10.27.1.${i + 1}`, basic(admin, `g-${i}`))),
+    );
+    expect(guesses.filter((r) => r.status === 429).length).toBeGreaterThan(0);
+    expect((await board(t, '10.27.2.1', basic(admin, TEST_PASSWORD))).status).toBe(429);
+    // the client the admin signed in from (recorded with its session) still gets in
+    expect((await board(t, '10.27.0.2', basic(admin.toUpperCase(), TEST_PASSWORD))).status).toBe(200);
   });
 });
 
