@@ -236,13 +236,15 @@ describe('login: strangers filling the argon2 queue do not keep the owner out', 
     await t?.close();
   });
 
-  it("the owner's own client goes ahead of a full queue of guesses at random emails; a stranger is refused 503", async () => {
-    const owner = await registerCustomer(t.http, fromClient('10.45.0.1'));
+  /**
+   * The gate's slot taken and its queue filled with guesses at random emails from many networks
+   * (`net`: the addresses' second octet); `started` records, in order, whom each slot went to next:
+   * the owner (the priority lane) or a guess. `release()` frees the slot and awaits the guesses.
+   */
+  async function floodTheGate(net: number) {
     const gate = t.app.get(PasswordHasher).gate;
-    // the slot taken and the queue filled, as a flood of guesses from many networks does
     let free!: () => void;
     const held = gate.run(() => new Promise<void>((resolve) => (free = resolve)));
-    // which verification each slot went to next, in order: the owner's (priority) or a guess
     const started: string[] = [];
     const run = gate.run.bind(gate);
     jest.spyOn(gate, 'run').mockImplementation((task, options) =>
@@ -252,55 +254,53 @@ describe('login: strangers filling the argon2 queue do not keep the owner out', 
       }, options),
     );
     const guesses = Array.from({ length: HASH_QUEUE_LIMIT }, (_, i) =>
-      signIn(t, `nobody-${i}@flood.test`, 'not-a-password', `10.45.${1 + i}.1`),
+      signIn(t, `nobody-${i}@flood${net}.test`, 'not-a-password', `10.${net}.${1 + i}.1`),
     );
     await waitFor('the queue full of guesses', async () => gate.queued, { until: (n) => n === HASH_QUEUE_LIMIT });
+    return {
+      started,
+      ownerWaiting: () =>
+        waitFor('the owner waiting', async () => gate.queued, { until: (n) => n === HASH_QUEUE_LIMIT + 1 }),
+      release: async () => {
+        free();
+        await held;
+        const answered = await Promise.all(guesses);
+        jest.restoreAllMocks();
+        return answered;
+      },
+    };
+  }
+
+  it("the owner's own client goes ahead of a full queue of guesses at random emails; a stranger is refused 503", async () => {
+    const owner = await registerCustomer(t.http, fromClient('10.45.0.1'));
+    const flood = await floodTheGate(45);
     const stranger = await signIn(t, 'nobody-else@flood.test', 'not-a-password', '10.45.200.1');
     expect([stranger.status, stranger.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
     const ownerSignIn = signIn(t, owner.email, TEST_PASSWORD, '10.45.0.1');
-    await waitFor('the owner waiting', async () => gate.queued, { until: (n) => n === HASH_QUEUE_LIMIT + 1 });
-    free();
-    await held;
-    const answered = await ownerSignIn;
-    expect(answered.status).toBe(200);
-    expect((await Promise.all(guesses)).map((r) => r.status)).toEqual(Array(HASH_QUEUE_LIMIT).fill(401));
-    jest.restoreAllMocks();
+    await flood.ownerWaiting();
+    const guesses = await flood.release();
+    expect((await ownerSignIn).status).toBe(200);
+    expect(guesses.map((r) => r.status)).toEqual(Array(HASH_QUEUE_LIMIT).fill(401));
     // the owner's verification had the slot first, ahead of every guess that came before it
-    expect(started).toEqual(['owner', ...Array(HASH_QUEUE_LIMIT).fill('guess')]);
+    expect(flood.started).toEqual(['owner', ...Array(HASH_QUEUE_LIMIT).fill('guess')]);
   }, 60_000);
 
-  it("a signed-in owner changes a leaked password while guesses fill the queue: the check and the new hash go ahead of them", async () => {
+  it('a signed-in owner changes a leaked password while guesses fill the queue: the check and the new hash go ahead of them', async () => {
     const owner = await registerCustomer(t.http, fromClient('10.46.0.1'));
-    const gate = t.app.get(PasswordHasher).gate;
-    let free!: () => void;
-    const held = gate.run(() => new Promise<void>((resolve) => (free = resolve)));
-    const started: string[] = [];
-    const run = gate.run.bind(gate);
-    jest.spyOn(gate, 'run').mockImplementation((task, options) =>
-      run(async () => {
-        started.push(options?.priority ? 'owner' : 'guess');
-        return task();
-      }, options),
-    );
-    const guesses = Array.from({ length: HASH_QUEUE_LIMIT }, (_, i) =>
-      signIn(t, `nobody-${i}@flood2.test`, 'not-a-password', `10.46.${1 + i}.1`),
-    );
-    await waitFor('the queue full of guesses', async () => gate.queued, { until: (n) => n === HASH_QUEUE_LIMIT });
+    const flood = await floodTheGate(46);
     const change = t.http.post(
       '/v1/me/password',
       { currentPassword: TEST_PASSWORD, newPassword: 'a-new-password-1' },
       { token: owner.accessToken, ...fromClient('10.46.0.1') },
     );
-    await waitFor('the owner waiting', async () => gate.queued, { until: (n) => n === HASH_QUEUE_LIMIT + 1 });
-    free();
-    await held;
+    await flood.ownerWaiting();
+    const guesses = await flood.release();
     expect((await change).status).toBe(204);
-    expect((await Promise.all(guesses)).map((r) => r.status)).toEqual(Array(HASH_QUEUE_LIMIT).fill(401));
-    jest.restoreAllMocks();
+    expect(guesses.map((r) => r.status)).toEqual(Array(HASH_QUEUE_LIMIT).fill(401));
     // the check first; the new hash right after the guess that took the slot meanwhile
-    expect(started.filter((s) => s === 'owner')).toHaveLength(2);
-    expect(started[0]).toBe('owner');
-    expect(started.lastIndexOf('owner')).toBeLessThanOrEqual(3);
+    expect(flood.started.filter((s) => s === 'owner')).toHaveLength(2);
+    expect(flood.started[0]).toBe('owner');
+    expect(flood.started.lastIndexOf('owner')).toBeLessThanOrEqual(3);
     expect((await signIn(t, owner.email, 'a-new-password-1', '10.46.0.1')).status).toBe(200);
   }, 60_000);
 });
