@@ -303,11 +303,22 @@ export class TransactionHost {
     let xid: TransactionId | null = null;
     try {
       let opened: unknown[][] = [];
+      // the server's life as this connection first saw it (read with its first BEGIN: a crash ends
+      // every connection, so one that is still open has not outlived a recovery)
+      const client = (await runner.connect()) as ClientBase;
+      const known = serverLives.get(client);
+      const begin = known === undefined ? BEGIN_READING_LIFE : BEGIN;
+      const transactionIdOf = (result: QueryResult | undefined): TransactionId | null => {
+        const row = result?.rows?.[0] as { xid?: string; life?: string } | undefined;
+        const life = known ?? row?.life;
+        if (row?.life !== undefined) serverLives.set(client, row.life);
+        return row?.xid && life !== undefined ? { id: row.xid, serverLife: life } : null;
+      };
       if (opening) {
         // marked first: if the opening statement fails, the server's transaction block is open
         // (aborted) and must be rolled back before the connection goes back to the pool
         markTransaction(runner, true);
-        const results = await this.simple(runner, `${BEGIN};\n${opening.sql}`);
+        const results = await this.simple(runner, `${begin};\n${opening.sql}`);
         xid = transactionIdOf(results[1]);
         opened = results.slice(2).map((r): unknown[] => r.rows ?? []);
         // the opening reads' rows come last; work() gets the statements' own
@@ -315,7 +326,7 @@ export class TransactionHost {
         opening.reads.forEach((read, i) => ctx.opened.set(read.key, reads[i]));
       } else {
         markTransaction(runner, true);
-        xid = transactionIdOf((await this.simple(runner, BEGIN))[1]);
+        xid = transactionIdOf((await this.simple(runner, begin))[1]);
       }
       value = await this.als.run(ctx, () => work(opened));
       if (ctx.withCommit.length > 0) {
@@ -383,11 +394,11 @@ export class TransactionHost {
    * after that: the caller answers 503 as before, and a retry with the same Idempotency-Key then
    * finds the record if it did commit.
    *
-   * Across a restart of the server (its start time is asked with the status) a "committed" or
-   * "in progress" says nothing about this transaction: PostgreSQL logs nothing when it hands an id
-   * out, so the id of a transaction none of whose work reached the log before a crash is handed
-   * out again after recovery — the status is then the new owner's. 'unknown' then; "aborted"
-   * stays true (had this one committed, its id would have been in the log, and kept).
+   * Across a restart or a crash recovery of the server (SERVER_LIFE, asked with the status) a
+   * "committed" or "in progress" says nothing about this transaction: PostgreSQL logs nothing when
+   * it hands an id out, so the id of a transaction none of whose work reached the log before a
+   * crash is handed out again after recovery — the status is then the new owner's. 'unknown' then;
+   * "aborted" stays true (had this one committed, its id would have been in the log, and kept).
    */
   async outcomeAfter(err: unknown, xid: TransactionId | null): Promise<CommitOutcome> {
     if (!isConnectionFailure(err)) return 'aborted';
@@ -397,14 +408,14 @@ export class TransactionHost {
     for (let poll = 0; poll < OUTCOME_POLLS; ) {
       let status: string | null;
       try {
-        const rows = await this.dataSource.query<{ status: string | null; started: string }[]>(
-          'SELECT pg_xact_status($1::text::xid8) AS status, pg_postmaster_start_time()::text AS started',
+        const rows = await this.dataSource.query<{ status: string | null; life: string }[]>(
+          `SELECT pg_xact_status($1::text::xid8) AS status, ${SERVER_LIFE} AS life`,
           [xid.id],
         );
         status = rows[0]?.status ?? null;
-        if (rows[0]?.started !== xid.serverStarted && status !== 'aborted') {
+        if (rows[0]?.life !== xid.serverLife && status !== 'aborted') {
           this.logger.warn(
-            `commit outcome of transaction ${xid.id} unknown: the database restarted since it began (its id may be another's now)`,
+            `commit outcome of transaction ${xid.id} unknown: the database restarted or recovered from a crash since it began (its id may be another's now)`,
           );
           return 'unknown';
         }
@@ -455,23 +466,26 @@ export class RolledBackAtCommit extends Error {
   }
 }
 
-/**
- * BEGIN, and the transaction's id: assigned at once, so a COMMIT whose answer is lost can be looked
- * up — with the server's start time, which tells whether an id looked up later is still its own.
- */
-const BEGIN =
-  'START TRANSACTION;\nSELECT pg_current_xact_id()::text AS xid, pg_postmaster_start_time()::text AS started';
+/** BEGIN, and the transaction's id: assigned at once, so a COMMIT whose answer is lost can be looked up. */
+const BEGIN = 'START TRANSACTION;\nSELECT pg_current_xact_id()::text AS xid';
 
-/** A transaction's id, and when the server that handed it out started. */
+/**
+ * Which life of the server this is: its start (a restart) and when its shared statistics were last
+ * reset — they are discarded by a crash recovery, which restarts no postmaster (one backend killed:
+ * every session ends, the server recovers, pg_postmaster_start_time() stays). Any role may read both.
+ * Read with a connection's first BEGIN only (BEGIN_READING_LIFE); asked again with a lost COMMIT's status.
+ */
+const SERVER_LIFE = `pg_postmaster_start_time()::text || ' ' || coalesce((pg_stat_get_wal()).stats_reset::text, '')`;
+const BEGIN_READING_LIFE = `${BEGIN}, ${SERVER_LIFE} AS life`;
+
+/** The server life each pool connection first saw (a connection does not outlive its server's life). */
+const serverLives = new WeakMap<ClientBase, string>();
+
+/** A transaction's id, and the life of the server that handed it out. */
 interface TransactionId {
   id: string;
-  serverStarted: string;
+  serverLife: string;
 }
-
-const transactionIdOf = (result: QueryResult | undefined): TransactionId | null => {
-  const row = result?.rows?.[0] as { xid?: string; started?: string } | undefined;
-  return row?.xid && row.started ? { id: row.xid, serverStarted: row.started } : null;
-};
 
 /** TypeORM's transaction bookkeeping, set as its own startTransaction()/commitTransaction() would. */
 function markTransaction(runner: QueryRunner, active: boolean): void {
