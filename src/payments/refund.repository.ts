@@ -152,6 +152,13 @@ export class RefundRepository {
     return this.findOne({ paymentId, status: 'pending' });
   }
 
+  /** The payment's failed refunds by `actor`. */
+  findFailedBy(paymentId: string, actor: string): Promise<Refund[]> {
+    return this.tx.withManager(async (m) =>
+      (await m.getRepository(RefundEntity).findBy({ paymentId, actor, status: 'failed' })).map(toRefund),
+    );
+  }
+
   findAutomatic(paymentId: string): Promise<Refund | null> {
     return this.findOne({ paymentId, reason: 'paid_after_cancel' });
   }

@@ -18,6 +18,17 @@ import { NewRefund, REFUND_WATCH_MS, Refund, RefundRepository } from './refund.r
 const SYSTEM = 'system:payments';
 /** Answers from the provider that mean "not that much is left to refund". */
 const EXCEEDS = new Set(['amount_too_large', 'charge_already_refunded']);
+/** What a refund the provider failed after reporting it succeeded is recorded as failing with. */
+const REVERSED = 'reversed_at_provider';
+
+/**
+ * A failed automatic refund that is raised for a person (raiseIfAutomatic): refused or failed by
+ * the provider — not as more than is left (a refund made at the provider came first, and what it
+ * leaves is refunded after it: expected, not news), and not reversed (raised by `reversed`, and
+ * refunded once more as the rest, by design).
+ */
+const raisedForAPerson = (refund: Refund): boolean =>
+  !EXCEEDS.has(refund.failure ?? '') && refund.failure !== REVERSED;
 /** Refused attempts one Idempotency-Key may retry afresh; the last refusal is then its answer. */
 const MAX_ATTEMPTS_PER_KEY = 10;
 /**
@@ -216,6 +227,9 @@ export class RefundsService {
     const refund = await this.tx.run(async () => {
       const held = await this.refunds.lockPayment(payment.id);
       if (held?.status !== 'succeeded' || (await this.refunds.findPending(payment.id))) return null;
+      // an automatic refund that failed and was raised for a person ("refund them another way"):
+      // never sent again unasked — they may have refunded the customer already
+      if ((await this.refunds.findFailedBy(payment.id, SYSTEM)).some(raisedForAPerson)) return null;
       const rest = held.amount - held.refundReserved;
       if (rest <= 0) return null;
       const id = uuidFromName(`paid-after-cancel:${payment.id}:rest:${rest}`);
@@ -229,17 +243,8 @@ export class RefundsService {
    * settles our pending ones, and records refunds made at the provider that we never asked for.
    */
   async syncFromGateway(payment: Payment): Promise<GatewayRefund[]> {
-    return (await this.syncRefunds(payment)).remotes;
-  }
-
-  /**
-   * syncFromGateway, also saying whether it found money come back to the shop or go out without
-   * us: a refund reversed, or one made at the provider adopted (`moved`).
-   */
-  private async syncRefunds(payment: Payment): Promise<{ remotes: GatewayRefund[]; moved: boolean }> {
     const remotes = await this.gateway.listRefunds(payment.intentId);
     const external: GatewayRefund[] = [];
-    let moved = false;
     for (const remote of remotes) {
       const ours =
         (isUuid(remote.refundId) ? await this.refunds.findById(remote.refundId) : null) ??
@@ -247,7 +252,7 @@ export class RefundsService {
       if (ours) {
         if (ours.status === 'pending') await this.settle(ours, remote);
         else if (ours.status === 'failed' && remote.status === 'succeeded') await this.reinstate(ours, remote);
-        else if (ours.status === 'succeeded' && remote.status === 'failed') moved = (await this.reversed(ours)) || moved;
+        else if (ours.status === 'succeeded' && remote.status === 'failed') await this.reversed(ours);
       } else if (remote.status === 'succeeded') {
         external.push(remote);
       }
@@ -255,7 +260,7 @@ export class RefundsService {
     // ours first: the provider lists the newest first, and a refund made at the provider after
     // one of ours failed there waits for ours to settle (adoptExternal) — were it taken first,
     // every pass would stop at it and ours would never settle
-    for (const remote of external) moved = (await this.adoptExternal(payment, remote)) || moved;
+    for (const remote of external) await this.adoptExternal(payment, remote);
     // asked just now; a refund still pending at the provider (a dashboard one, not recorded until
     // it succeeds) keeps the payment watched for a while more (recheckWatched) — only that: the
     // watch otherwise ends 30 days after the payment's last refund of ours (RefundRepository.reserve)
@@ -265,7 +270,7 @@ export class RefundsService {
       now,
       remotes.some((r) => r.status === 'pending') ? new Date(now.getTime() + REFUND_WATCH_MS) : undefined,
     );
-    return { remotes, moved };
+    return remotes;
   }
 
   /**
@@ -283,10 +288,8 @@ export class RefundsService {
     let read = 0;
     for (const payment of due) {
       try {
-        // the rest of a cancelled order's payment only after money moved (as a refund event would
-        // bring it): an automatic refund refused when it was sent is raised for a person to refund
-        // another way, and must not be sent again, unasked, hours later
-        if ((await this.syncRefunds(payment)).moved) await this.refundRestOfCancelled(payment);
+        await this.syncFromGateway(payment);
+        await this.refundRestOfCancelled(payment);
         read++;
       } catch (err) {
         this.logger.warn(`refunds of payment ${payment.intentId} not rechecked: ${(err as Error).message}`);
@@ -447,10 +450,7 @@ export class RefundsService {
    * alert on.
    */
   private raiseIfAutomatic(refund: Refund): void {
-    if (refund.status !== 'failed' || refund.actor !== SYSTEM) return;
-    // refused as more than is left: a refund made at the provider came first, and what it leaves
-    // (if anything) is refunded after its event (refundRestOfCancelled) — expected, not news
-    if (EXCEEDS.has(refund.failure ?? '')) return;
+    if (refund.status !== 'failed' || refund.actor !== SYSTEM || !raisedForAPerson(refund)) return;
     this.automaticFailures.inc();
     this.logger.error(
       `automatic refund ${refund.id} of cancelled order ${refund.orderId} (${refund.amount} ${refund.currency}) ` +
@@ -469,20 +469,18 @@ export class RefundsService {
    * keeps returning money from is not paid again and again) — a person refunds it. Raised for a
    * person, once: an error log and `refunds_reversed_total`.
    */
-  /** True when this call reversed it (not another sync before it). */
-  private async reversed(refund: Refund): Promise<boolean> {
+  private async reversed(refund: Refund): Promise<void> {
     const back = await this.tx.run(async () => {
-      const reversed = await this.refunds.reverse(refund.id, 'reversed_at_provider', this.clock.now());
+      const reversed = await this.refunds.reverse(refund.id, REVERSED, this.clock.now());
       if (reversed) await this.transitions.withdrawRefund(reversed.orderId, reversed.id, reversed.amount, 'refund:provider');
       return reversed;
     });
-    if (!back) return false;
+    if (!back) return;
     this.reversals.inc();
     this.logger.error(
       `refund ${refund.id} of order ${refund.orderId} (${refund.amount} ${refund.currency}) was reversed by the provider: ` +
         'the customer has not been refunded — it is refundable again; refund them',
     );
-    return true;
   }
 
   private async reinstate(refund: Refund, remote: GatewayRefund): Promise<void> {
@@ -493,15 +491,14 @@ export class RefundsService {
     });
   }
 
-  /** True when this call recorded it (not another sync before it). */
-  private async adoptExternal(payment: Payment, remote: GatewayRefund): Promise<boolean> {
-    return this.tx.run(async () => {
+  private async adoptExternal(payment: Payment, remote: GatewayRefund): Promise<void> {
+    await this.tx.run(async () => {
       const status = (await this.refunds.lockPayment(payment.id))?.status;
-      if (await this.refunds.findByProviderId(remote.id)) return false;
+      if (await this.refunds.findByProviderId(remote.id)) return;
       if (status === 'canceled') {
         // never becomes succeeded: nothing to adopt against, and retrying would never end
         this.logger.error(`provider refund ${remote.id} names ${payment.intentId}, recorded as canceled: not adopted`);
-        return false;
+        return;
       }
       if (status !== 'succeeded') {
         // the provider refunded a payment whose success we have not recorded yet (its event is
@@ -515,7 +512,7 @@ export class RefundsService {
       );
       if (refund) {
         await this.announce(refund);
-        return true;
+        return;
       }
       if (await this.refunds.findPending(payment.id)) {
         // Ours, still pending, holds part of the amount, and the provider will refuse it (both
@@ -524,7 +521,6 @@ export class RefundsService {
         throw new Error(`provider refund ${remote.id} waits for the pending refunds of ${payment.intentId} to settle`);
       }
       this.logger.error(`provider refund ${remote.id} exceeds what we hold as refundable for ${payment.intentId}`);
-      return false;
     });
   }
 

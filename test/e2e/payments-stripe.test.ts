@@ -258,6 +258,30 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(new Set(sent.map((r) => r.idempotencyKey)).size).toBe(1);
   }, 30_000);
 
+  it('an automatic refund the bank fails later (its event delivered) is raised for a person, and its amount not sent again as a rest', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 6000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const intent = await startPayment(order.body.id);
+    const event = stripe.succeed(intent);
+    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
+    expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
+    stripe.holdRefunds(intent); // pending at the bank
+    await deliver(event);
+    await processed(event.id);
+    await drain(worker, t.db.pool);
+    const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
+    expect(remote.status).toBe('pending');
+    const failed = stripe.settleRefund(remote.id, 'failed');
+    await deliver(failed);
+    await processed(failed.id);
+    await drain(worker, t.db.pool);
+    const refunds = await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id]);
+    expect(refunds.rows).toEqual([{ amount: 6000, status: 'failed', reason: 'paid_after_cancel' }]);
+    // (the one refund, asked again with its own key by its follow-up: no other refund)
+    const sent = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent);
+    expect(new Set(sent.map((r) => r.idempotencyKey)).size).toBe(1);
+  }, 30_000);
+
   it('a success after the reservation expired is refunded automatically, once', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 7000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
