@@ -22,7 +22,9 @@ if [ -L node_modules ]; then
   fi
 elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "[start] installing dependencies (npm ci)"
-  npm ci --no-audit --no-fund
+  # dev dependencies too (ts-node, swc run the sources here): a NODE_ENV=production from .env or
+  # the shell would make npm leave them out
+  npm ci --no-audit --no-fund --include=dev
 fi
 echo "[start] applying migrations"
 npm run --silent migration:run
@@ -32,11 +34,17 @@ if [ "$NODE_ENV" = "development" ]; then
 fi
 pids=()
 stop() {
-  trap - TERM INT
+  # ignored, not reset: Ctrl-C reaches this shell from the terminal and again from npm, and the
+  # second one must not end it while the API and the worker drain
+  trap '' TERM INT
   echo "[start] stopping API and worker"
   kill -TERM "${pids[@]}" 2>/dev/null || true
-  wait "${pids[@]}" 2>/dev/null || true
-  exit 0
+  local code=0
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || code=$?
+  done
+  echo "[start] stopped"
+  exit "$code"
 }
 trap stop TERM INT
 node -r ./scripts/ts-register.js src/main.ts & pids+=($!)

@@ -4,10 +4,12 @@
 # failure drill (`npm run test:drills`, ~1.5 min) when no jest arguments narrow the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/ensure-services.sh
+# the servers the tests use: their defaults and this shell's DATABASE_URL / REDIS_URL — not .env's,
+# which the tests do not read (each suite makes its own configuration)
+ENV_FILE= bash scripts/ensure-services.sh
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "[test] installing dependencies (npm ci)"
-  npm ci --no-audit --no-fund
+  npm ci --no-audit --no-fund --include=dev
 fi
 # Swagger UI is tested in a real browser (test/e2e/swagger-ui.test.ts): Debian's chromium,
 # installed here when missing; only where that is impossible does that suite skip (it says so).
@@ -24,8 +26,10 @@ fi
 echo "[test] lint + typecheck"
 npx eslint . --max-warnings 0 & lint=$!
 npx tsc -p tsconfig.json --noEmit & typecheck=$!
-wait "$lint"
-wait "$typecheck"
+checks=0
+wait "$lint" || checks=1
+wait "$typecheck" || checks=1
+[ "$checks" = 0 ] || exit 1
 # unused files, exports and dependencies, unlisted dependencies (knip.json)
 echo "[test] knip";      npx knip --no-progress
 # the committed contract: zero problems under redocly.yaml and .spectral.yaml (offline)
@@ -34,6 +38,8 @@ npm run --silent lint:openapi
 echo "[test] jest (unit + integration + e2e)"
 mkdir -p var
 status=0
+# (a run whose setup fails writes no results: an old file must not be read as this run's)
+rm -f var/jest-results.json
 npx jest --ci --json --outputFile=var/jest-results.json "$@" || status=$?
 jest_line=$(node -e '
   const r = require("./var/jest-results.json");
