@@ -40,7 +40,8 @@ export async function withAdminClient<T>(fn: (c: Client) => Promise<T>): Promise
   }
 }
 
-function alive(pid: number): boolean {
+/** Whether process `pid` still runs (the owner of a run's leftovers). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -1,6 +1,7 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import Redis from 'ioredis';
 import type { DynamicModule } from '@nestjs/common';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { createApp } from '../../src/app.setup';
@@ -78,6 +79,27 @@ export async function bootTestApp(options: TestAppOptions = {}): Promise<TestApp
     close: async () => {
       await app.close();
       if (!options.db) await db.drop();
+      // the file's keys (its own prefix): nothing of a passing run stays in the shared Redis
+      if (!options.env?.REDIS_KEY_PREFIX) await deleteRedisKeys(config.redis.url, config.redis.keyPrefix);
     },
   };
+}
+
+/** Deletes every key under `prefix:` (best effort: a Redis that is away keeps them). */
+async function deleteRedisKeys(url: string, prefix: string): Promise<void> {
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 1_000 });
+  redis.on('error', () => undefined);
+  try {
+    await redis.connect();
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.unlink(...keys);
+    } while (cursor !== '0');
+  } catch {
+    // (a suite that stopped Redis on purpose, or a Redis gone: nothing to clean)
+  } finally {
+    redis.disconnect();
+  }
 }
