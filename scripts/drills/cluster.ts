@@ -28,8 +28,19 @@ function postgresBin(): string {
   const versions = existsSync(base)
     ? readdirSync(base).filter((v) => existsSync(join(base, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a))
     : [];
-  if (versions.length === 0) throw new Error('no PostgreSQL server binaries under /usr/lib/postgresql/*/bin');
-  return join(base, versions[0], 'bin');
+  if (versions[0]) return join(base, versions[0], 'bin');
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    if (dir && existsSync(join(dir, 'initdb'))) return dir;
+  }
+  throw new Error('no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin or on PATH');
+}
+
+/** initdb refuses root: as root the server runs as the `postgres` user; otherwise as this one. */
+const runningAsRoot = (): boolean => process.getuid?.() === 0;
+
+/** The command line that runs a PostgreSQL binary as its server's user. */
+function asServerUser(binary: string, args: string[]): [string, string[]] {
+  return runningAsRoot() ? ['runuser', ['-u', 'postgres', '--', binary, ...args]] : [binary, args];
 }
 
 function uidGid(user: string): { uid: number; gid: number } {
@@ -151,9 +162,11 @@ export class Cluster {
     this.pgData = join(pgRoot, 'data');
     this.pgSock = join(pgRoot, 'sock');
     mkdirSync(this.pgSock);
-    const { uid, gid } = uidGid('postgres');
-    chownSync(pgRoot, uid, gid);
-    chownSync(this.pgSock, uid, gid);
+    if (runningAsRoot()) {
+      const { uid, gid } = uidGid('postgres');
+      chownSync(pgRoot, uid, gid);
+      chownSync(this.pgSock, uid, gid);
+    }
     mkdirSync(join(this.tmp, 'redis'));
   }
 
@@ -166,9 +179,8 @@ export class Cluster {
   }
 
   private asPostgres(bin: string, args: string[]): void {
-    execFileSync('runuser', ['-u', 'postgres', '--', join(this.pgBin, bin), ...args], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const [command, argv] = asServerUser(join(this.pgBin, bin), args);
+    execFileSync(command, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
   }
 
   async startPostgres(): Promise<void> {
@@ -192,10 +204,11 @@ export class Cluster {
 
   /** `pg_ctl restart -m immediate`: every connection dies, the server runs crash recovery. */
   async restartPostgresImmediate(): Promise<void> {
-    await execFileAsync('runuser', [
-      '-u', 'postgres', '--', join(this.pgBin, 'pg_ctl'), '-D', this.pgData, '-l', join(this.pgData, '..', 'server.log'),
-      '-m', 'immediate', '-w', 'restart',
-    ]);
+    await execFileAsync(
+      ...asServerUser(join(this.pgBin, 'pg_ctl'), [
+        '-D', this.pgData, '-l', join(this.pgData, '..', 'server.log'), '-m', 'immediate', '-w', 'restart',
+      ]),
+    );
   }
 
   async startRedis(): Promise<void> {
