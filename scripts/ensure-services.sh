@@ -247,13 +247,28 @@ pg_quiet_statements() {
 
 ensure_postgres() {
   ensure_postgres_usable
-  pg_quiet_statements
+  if have psql; then pg_quiet_statements; fi
+}
+
+# A TCP connect to host:port within 3 s (no client needed).
+tcp_answers() {
+  with_timeout 5 node -e '
+    const s = require("net").connect(Number(process.argv[2]), process.argv[1]);
+    s.setTimeout(3000, () => process.exit(1));
+    s.on("connect", () => process.exit(0)).on("error", () => process.exit(1));
+  ' "$1" "$2" >/dev/null 2>&1
 }
 
 ensure_postgres_usable() {
   if have psql && pg_url_ok; then return 0; fi
   pg_parse
   local where="$PG_HOST:$PG_PORT"
+  if ! have psql && [[ "$PG_HOST" != /* ]] && tcp_answers "$PG_HOST" "$PG_PORT"; then
+    # (e.g. docker/compose.services.yml's server, and no client here): its role and database
+    # cannot be checked or created without psql — the migrations will say if they are missing
+    log "PostgreSQL answers on $where; psql is not installed, so role '$PG_USER' and database '$PG_DB' are not checked (install the PostgreSQL client to have them created)"
+    return 0
+  fi
   if ! have psql || ! have pg_isready; then
     if is_local_host "$PG_HOST" && ! pg_server_installed; then
       pg_start_local # installs the server (with the client) when root
