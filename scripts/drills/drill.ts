@@ -63,13 +63,18 @@ async function main(): Promise<number> {
   );
 
   const cluster = new Cluster();
+  // kept installed (not once): Ctrl-C under npm arrives twice (the terminal's, then npm's), and
+  // the second one, meeting no handler, killed the drill in the middle of its cleanup
+  let stopping = false;
   const onSignal = (sig: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
     log(`${sig}: cleaning up`);
     cluster.cleanup();
     process.exit(130);
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   process.once('exit', () => cluster.cleanup());
   // A process killed mid-conversation resets its sockets to our fake Stripe or mail server; a
   // reset the servers do not handle themselves must not end the drill.
