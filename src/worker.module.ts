@@ -29,7 +29,7 @@ const ORDERS_QUEUE_CONCURRENCY = 4;
 const PAYMENTS_QUEUE_CONCURRENCY = 4;
 /**
  * Emails one worker process sends at once. One at a time, a flash sale's thousands of receipts
- * took hours (a mail conversation per message: connect, TLS, AUTH, DATA — and up to 60 s on a
+ * took hours (a mail conversation per message: connect, TLS, AUTH, DATA — and minutes on a
  * hung server, holding the only slot); each delivery is guarded by its own lock and claim row, so
  * several run side by side safely.
  */

@@ -80,7 +80,7 @@ export const EMAIL_MAX_STALLS = 10;
 export const EMAIL_BUSY_RETRY_MS = 2_000;
 /**
  * How many such waits before the job counts a failed attempt anyway (a holder that never lets
- * go would be a bug; this keeps it visible instead of looping). 60 × 2 s, past any SMTP
- * conversation (SMTP_TIMEOUTS in mail-transport.ts).
+ * go would be a bug; this keeps it visible instead of looping). 330 × 2 s, past any SMTP
+ * conversation (SMTP_TIMEOUTS in mail-transport.ts: 10 minutes for the answer to the message).
  */
-export const EMAIL_BUSY_RETRIES = 60;
+export const EMAIL_BUSY_RETRIES = 330;

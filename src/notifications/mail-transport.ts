@@ -43,10 +43,13 @@ export abstract class MailTransport {
 
 /**
  * Upper bounds on one SMTP conversation, so a send always ends (success or error) and releases
- * the delivery's lock: a twin job waiting for it (EMAIL_BUSY_RETRIES × EMAIL_BUSY_RETRY_MS, two
- * minutes) outlives it. Query parameters of SMTP_URL override them.
+ * the delivery's lock: a twin job waiting for it (EMAIL_BUSY_RETRIES × EMAIL_BUSY_RETRY_MS, 11
+ * minutes) outlives it. The server's answer to the message (after DATA's final ".") is waited for
+ * the 10 minutes RFC 5321 (4.5.3.2.6) sets: a server still writing the message to its queue has
+ * accepted it, and giving up sooner sent it again — a second copy per retry of a slow server.
+ * Query parameters of SMTP_URL override them.
  */
-const SMTP_TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 60_000 };
+export const SMTP_TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 10 * 60_000 };
 
 const toMail = (m: OutgoingEmail) => ({
   from: m.from,

@@ -1,0 +1,18 @@
+import { EMAIL_BUSY_RETRIES, EMAIL_BUSY_RETRY_MS } from './email-job';
+import { SMTP_TIMEOUTS } from './mail-transport';
+
+/**
+ * A reply to the message (after DATA's ".") that comes late must not be taken for a failure: the
+ * server has the message, and a retry sends it again. RFC 5321 4.5.3.2.6: 10 minutes. And a twin
+ * job waiting for a delivery being sent must outlast the longest conversation.
+ */
+describe('SMTP timeouts', () => {
+  it("wait the RFC's 10 minutes for the answer to a message", () => {
+    expect(SMTP_TIMEOUTS.socketTimeout).toBeGreaterThanOrEqual(10 * 60_000);
+  });
+
+  it('a twin job waits out a whole conversation before it counts an attempt', () => {
+    const conversation = SMTP_TIMEOUTS.connectionTimeout + SMTP_TIMEOUTS.greetingTimeout + SMTP_TIMEOUTS.socketTimeout;
+    expect(EMAIL_BUSY_RETRIES * EMAIL_BUSY_RETRY_MS).toBeGreaterThan(conversation);
+  });
+});
