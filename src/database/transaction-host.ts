@@ -472,10 +472,11 @@ const BEGIN = 'START TRANSACTION;\nSELECT pg_current_xact_id()::text AS xid';
 /**
  * Which life of the server this is: its start (a restart) and when its shared statistics were last
  * reset — they are discarded by a crash recovery, which restarts no postmaster (one backend killed:
- * every session ends, the server recovers, pg_postmaster_start_time() stays). Any role may read both.
+ * every session ends, the server recovers, pg_postmaster_start_time() stays). Any role may read both,
+ * on every supported version (the bgwriter's reset time: pg_stat_wal is PostgreSQL 14's).
  * Read with a connection's first BEGIN only (BEGIN_READING_LIFE); asked again with a lost COMMIT's status.
  */
-const SERVER_LIFE = `pg_postmaster_start_time()::text || ' ' || coalesce((pg_stat_get_wal()).stats_reset::text, '')`;
+const SERVER_LIFE = `pg_postmaster_start_time()::text || ' ' || coalesce(pg_stat_get_bgwriter_stat_reset_time()::text, '')`;
 const BEGIN_READING_LIFE = `${BEGIN}, ${SERVER_LIFE} AS life`;
 
 /** The server life each pool connection first saw (a connection does not outlive its server's life). */
