@@ -303,22 +303,11 @@ export class TransactionHost {
     let xid: TransactionId | null = null;
     try {
       let opened: unknown[][] = [];
-      // the server's life as this connection first saw it (read with its first BEGIN: a crash ends
-      // every connection, so one that is still open has not outlived a recovery)
-      const client = (await runner.connect()) as ClientBase;
-      const known = serverLives.get(client);
-      const begin = known === undefined ? BEGIN_READING_LIFE : BEGIN;
-      const transactionIdOf = (result: QueryResult | undefined): TransactionId | null => {
-        const row = result?.rows?.[0] as { xid?: string; life?: string } | undefined;
-        const life = known ?? row?.life;
-        if (row?.life !== undefined) serverLives.set(client, row.life);
-        return row?.xid && life !== undefined ? { id: row.xid, serverLife: life } : null;
-      };
       if (opening) {
         // marked first: if the opening statement fails, the server's transaction block is open
         // (aborted) and must be rolled back before the connection goes back to the pool
         markTransaction(runner, true);
-        const results = await this.simple(runner, `${begin};\n${opening.sql}`);
+        const results = await this.simple(runner, `${BEGIN};\n${opening.sql}`);
         xid = transactionIdOf(results[1]);
         opened = results.slice(2).map((r): unknown[] => r.rows ?? []);
         // the opening reads' rows come last; work() gets the statements' own
@@ -326,7 +315,7 @@ export class TransactionHost {
         opening.reads.forEach((read, i) => ctx.opened.set(read.key, reads[i]));
       } else {
         markTransaction(runner, true);
-        xid = transactionIdOf((await this.simple(runner, begin))[1]);
+        xid = transactionIdOf((await this.simple(runner, BEGIN))[1]);
       }
       value = await this.als.run(ctx, () => work(opened));
       if (ctx.withCommit.length > 0) {
@@ -466,21 +455,24 @@ export class RolledBackAtCommit extends Error {
   }
 }
 
-/** BEGIN, and the transaction's id: assigned at once, so a COMMIT whose answer is lost can be looked up. */
-const BEGIN = 'START TRANSACTION;\nSELECT pg_current_xact_id()::text AS xid';
 
 /**
  * Which life of the server this is: its start (a restart) and when its shared statistics were last
  * reset — they are discarded by a crash recovery, which restarts no postmaster (one backend killed:
  * every session ends, the server recovers, pg_postmaster_start_time() stays). Any role may read both,
- * on every supported version (the bgwriter's reset time: pg_stat_wal is PostgreSQL 14's).
- * Read with a connection's first BEGIN only (BEGIN_READING_LIFE); asked again with a lost COMMIT's status.
+ * on every supported version (the bgwriter's reset time: pg_stat_wal is PostgreSQL 14's). Read with
+ * every BEGIN — a connection through a pooler outlives the server's connections, and its life — and
+ * asked again with a lost COMMIT's status.
  */
 const SERVER_LIFE = `pg_postmaster_start_time()::text || ' ' || coalesce(pg_stat_get_bgwriter_stat_reset_time()::text, '')`;
-const BEGIN_READING_LIFE = `${BEGIN}, ${SERVER_LIFE} AS life`;
 
-/** The server life each pool connection first saw (a connection does not outlive its server's life). */
-const serverLives = new WeakMap<ClientBase, string>();
+/** BEGIN, and the transaction's id: assigned at once, so a COMMIT whose answer is lost can be looked up. */
+const BEGIN = `START TRANSACTION;\nSELECT pg_current_xact_id()::text AS xid, ${SERVER_LIFE} AS life`;
+
+const transactionIdOf = (result: QueryResult | undefined): TransactionId | null => {
+  const row = result?.rows?.[0] as { xid?: string; life?: string } | undefined;
+  return row?.xid && row.life !== undefined ? { id: row.xid, serverLife: row.life } : null;
+};
 
 /** A transaction's id, and the life of the server that handed it out. */
 interface TransactionId {
