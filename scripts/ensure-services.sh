@@ -247,7 +247,12 @@ pg_quiet_statements() {
 
 ensure_postgres() {
   ensure_postgres_usable
-  if have psql; then pg_quiet_statements; fi
+  if have psql; then
+    pg_quiet_statements
+  else
+    warn "psql is not installed: role '$PG_USER' may copy failing statements into the server log (the checkout's values are inlined);"
+    warn "  as a superuser: ALTER ROLE \"$PG_USER\" SET log_min_error_statement = 'panic'"
+  fi
 }
 
 # A TCP connect to host:port within 3 s (no client needed).
@@ -263,7 +268,8 @@ ensure_postgres_usable() {
   if have psql && pg_url_ok; then return 0; fi
   pg_parse
   local where="$PG_HOST:$PG_PORT"
-  if ! have psql && [[ "$PG_HOST" != /* ]] && tcp_answers "$PG_HOST" "$PG_PORT"; then
+  # (as root with apt-get the client is installed below instead, and everything checked)
+  if ! have psql && ! can_apt && [[ "$PG_HOST" != /* ]] && tcp_answers "$PG_HOST" "$PG_PORT"; then
     # (e.g. docker/compose.services.yml's server, and no client here): its role and database
     # cannot be checked or created without psql — the migrations will say if they are missing
     log "PostgreSQL answers on $where; psql is not installed, so role '$PG_USER' and database '$PG_DB' are not checked (install the PostgreSQL client to have them created)"
