@@ -54,8 +54,14 @@ describe('a COMMIT lost to a database crash, its transaction id handed out again
     }
   }
 
-  it("is not reported committed for the id's new owner", async () => {
+  /**
+   * A transaction whose work travels with its COMMIT, the database crashing (`crash`) before that
+   * COMMIT is sent, and another client's transaction committing after the recovery: the outcome
+   * run() answered, and the two transaction ids.
+   */
+  async function lostToCrash(crash: () => Promise<void>) {
     const tx = t.app.get(TransactionHost);
+    await db.pool.query(`DELETE FROM crash_probe`);
     let ours = '';
     let theirs = '';
     const outcome = await tx
@@ -63,8 +69,7 @@ describe('a COMMIT lost to a database crash, its transaction id handed out again
         ours = (await tx.query<{ xid: string }>(`SELECT pg_current_xact_id()::text AS xid`))[0].xid;
         // the work, sent with the COMMIT: nothing of it in the log before the crash
         tx.sendWithCommit(`INSERT INTO crash_probe VALUES (1)`, []);
-        await pg.stop('immediate');
-        await pg.start();
+        await crash();
         theirs = await commitElsewhere();
         return 'answered';
       })
@@ -75,35 +80,28 @@ describe('a COMMIT lost to a database crash, its transaction id handed out again
     // the scenario itself: the id was handed out again, and its new owner committed
     expect(theirs).toBe(ours);
     expect((await db.pool.query(`SELECT v FROM crash_probe ORDER BY v`)).rows).toEqual([{ v: 2 }]);
+    return outcome;
+  }
+
+  it("is not reported committed for the id's new owner", async () => {
+    const outcome = await lostToCrash(async () => {
+      await pg.stop('immediate');
+      await pg.start();
+    });
     expect(outcome).toMatch(/^failed: /);
   }, 120_000);
 
   it("is not reported committed for the id's new owner after one backend crashed (the server reinitialised without restarting)", async () => {
-    const tx = t.app.get(TransactionHost);
-    await db.pool.query(`DELETE FROM crash_probe`);
-    let ours = '';
-    let theirs = '';
-    const outcome = await tx
-      .run(async () => {
-        ours = (await tx.query<{ xid: string }>(`SELECT pg_current_xact_id()::text AS xid`))[0].xid;
-        tx.sendWithCommit(`INSERT INTO crash_probe VALUES (1)`, []);
-        // a backend killed (the OOM killer, a segfault): PostgreSQL ends every session and recovers,
-        // its postmaster — and pg_postmaster_start_time() — unchanged
-        const victim = new Client({ connectionString: db.url });
-        victim.on('error', () => undefined);
-        await victim.connect();
-        const pid = (await victim.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
-        process.kill(pid, 'SIGKILL');
-        theirs = await commitElsewhere();
-        await victim.end().catch(() => undefined);
-        return 'answered';
-      })
-      .then(
-        (v) => v,
-        (err: Error) => `failed: ${err.message}`,
-      );
-    expect(theirs).toBe(ours);
-    expect((await db.pool.query(`SELECT v FROM crash_probe ORDER BY v`)).rows).toEqual([{ v: 2 }]);
+    // a backend killed (the OOM killer, a segfault): PostgreSQL ends every session and recovers,
+    // its postmaster — and pg_postmaster_start_time() — unchanged
+    const victim = new Client({ connectionString: db.url });
+    victim.on('error', () => undefined);
+    await victim.connect();
+    const pid = (await victim.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    const outcome = await lostToCrash(async () => {
+      process.kill(pid, 'SIGKILL');
+    });
+    await victim.end().catch(() => undefined);
     expect(outcome).toMatch(/^failed: /);
   }, 120_000);
 });

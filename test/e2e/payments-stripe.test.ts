@@ -236,50 +236,54 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect((await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED')).status).toBe('CONFIRMED');
   }, 30_000);
 
-  it('an automatic refund the provider refused is raised for a person once, and never sent again unasked by the refund watch', async () => {
-    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 7000 });
+  /**
+   * One unit of a new product paid for after the order expired, the bank set up by `bank` before
+   * the success is processed: the automatic refund is sent then (its event, jobs drained).
+   */
+  const paidAfterExpiry = async (priceAmount: number, bank: (intent: string) => void) => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     const intent = await startPayment(order.body.id);
     const event = stripe.succeed(intent);
     await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
     expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
-    stripe.declineRefunds(intent); // an empty balance, say
+    bank(intent);
     await deliver(event);
     await processed(event.id);
     await drain(worker, t.db.pool);
-    const refunds = () => t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id]);
-    expect((await refunds()).rows).toEqual([{ amount: 7000, status: 'failed', reason: 'paid_after_cancel' }]);
+    const refunds = async () =>
+      (await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id])).rows;
+    // the keys of the refunds sent for it (one refund asked again by its follow-up: one key)
+    const refundKeys = () =>
+      new Set(
+        stripe.requests
+          .filter((r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent)
+          .map((r) => r.idempotencyKey),
+      );
+    return { intent, refunds, refundKeys };
+  };
+
+  it('an automatic refund the provider refused is raised for a person once, and never sent again unasked by the refund watch', async () => {
+    const paid = await paidAfterExpiry(7000, (intent) => stripe.declineRefunds(intent)); // an empty balance, say
+    expect(await paid.refunds()).toEqual([{ amount: 7000, status: 'failed', reason: 'paid_after_cancel' }]);
     // a person refunds the customer another way; the balance is topped up; hours pass
-    stripe.acceptRefunds(intent);
-    await t.db.pool.query(`UPDATE payments SET refunds_checked_at = now() - interval '7 hours' WHERE intent_id = $1`, [intent]);
+    stripe.acceptRefunds(paid.intent);
+    await t.db.pool.query(`UPDATE payments SET refunds_checked_at = now() - interval '7 hours' WHERE intent_id = $1`, [paid.intent]);
     await worker.get(PaymentFinalizer).reconcile();
-    expect((await refunds()).rows).toEqual([{ amount: 7000, status: 'failed', reason: 'paid_after_cancel' }]);
-    const sent = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent);
-    expect(new Set(sent.map((r) => r.idempotencyKey)).size).toBe(1);
+    expect(await paid.refunds()).toEqual([{ amount: 7000, status: 'failed', reason: 'paid_after_cancel' }]);
+    expect(paid.refundKeys().size).toBe(1);
   }, 30_000);
 
   it('an automatic refund the bank fails later (its event delivered) is raised for a person, and its amount not sent again as a rest', async () => {
-    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 6000 });
-    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const intent = await startPayment(order.body.id);
-    const event = stripe.succeed(intent);
-    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
-    expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
-    stripe.holdRefunds(intent); // pending at the bank
-    await deliver(event);
-    await processed(event.id);
-    await drain(worker, t.db.pool);
-    const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
+    const paid = await paidAfterExpiry(6000, (intent) => stripe.holdRefunds(intent)); // pending at the bank
+    const [remote] = (await stripe.client().refunds.list({ payment_intent: paid.intent })).data;
     expect(remote.status).toBe('pending');
     const failed = stripe.settleRefund(remote.id, 'failed');
     await deliver(failed);
     await processed(failed.id);
     await drain(worker, t.db.pool);
-    const refunds = await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id]);
-    expect(refunds.rows).toEqual([{ amount: 6000, status: 'failed', reason: 'paid_after_cancel' }]);
-    // (the one refund, asked again with its own key by its follow-up: no other refund)
-    const sent = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent);
-    expect(new Set(sent.map((r) => r.idempotencyKey)).size).toBe(1);
+    expect(await paid.refunds()).toEqual([{ amount: 6000, status: 'failed', reason: 'paid_after_cancel' }]);
+    expect(paid.refundKeys().size).toBe(1);
   }, 30_000);
 
   it('a success after the reservation expired is refunded automatically, once', async () => {
