@@ -116,7 +116,7 @@ export function isApiClusterWorker(): boolean {
 const METRICS_READY = 'shop:metrics-ready';
 const METRICS_REQUEST = 'shop:metrics-request';
 const METRICS_ANSWER = 'shop:metrics-answer';
-/** A process that is ready but does not answer within this long fails the scrape (500). */
+/** A process that is ready but does not answer within this long is left out of the scrape (cluster_metrics_missing_processes). */
 const METRICS_ANSWER_TIMEOUT_MS = 5_000;
 
 type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;

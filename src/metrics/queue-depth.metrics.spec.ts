@@ -19,6 +19,26 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
     expect(outbox.countBacklog).toHaveBeenCalledTimes(1);
   });
 
+  it('a database that fails the count leaves the backlog out of the page, not the last numbers it read', async () => {
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
+    try {
+      const metrics = new MetricsService();
+      let up = true;
+      const outbox = mockOf<OutboxRepository>(
+        { countBacklog: async () => (up ? { pending: 3, dead: 1 } : Promise.reject(new Error('circuit breaker open'))) },
+        'outbox',
+      );
+      const redis = mockOf<Redis>({ pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: async () => [] }) }, 'redis');
+      new QueueDepthMetrics(metrics, outbox, redis, loadConfig({ NODE_ENV: 'development' })).onModuleInit();
+      expect(await metrics.render()).toMatch(/^outbox_backlog\{status="pending"\} 3$/m);
+      up = false;
+      await jest.advanceTimersByTimeAsync(6_000); // past the shared count's reuse
+      expect(await metrics.render()).not.toMatch(/^outbox_backlog\{/m);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
   it('a stalled Redis or database leaves its gauge out of the page, not the page past the scrape timeout', async () => {
     jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
     try {

@@ -57,6 +57,8 @@ export class QueueDepthMetrics implements OnModuleInit {
       return last.counts;
     };
     this.metrics.gauge('outbox_backlog', 'Outbox rows not yet published', ['status'], async function () {
+      // the last scrape's numbers must not stand in for this one's when the count fails
+      this.reset();
       try {
         const counts = await backlog();
         this.set({ status: 'pending' }, counts.pending);
