@@ -455,7 +455,6 @@ export class RolledBackAtCommit extends Error {
   }
 }
 
-
 /**
  * Which life of the server this is: its start (a restart) and when its shared statistics were last
  * reset — they are discarded by a crash recovery, which restarts no postmaster (one backend killed:
