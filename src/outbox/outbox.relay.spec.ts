@@ -118,6 +118,16 @@ describe('OutboxRelay', () => {
     expect(repo.markPublished).toHaveBeenCalledWith(['a']);
   });
 
+  it('a database blink in a row\'s bookkeeping still marks the rows published before it and gives the untried ones back uncounted', async () => {
+    const { relay, repo } = setup([row('a', 1), row('b', 2), row('c', 3), row('d', 4)], async (r) => {
+      if (r.id === 'b') throw new Error('a script refused it');
+    });
+    repo.markFailed.mockRejectedValueOnce(new Error('Connection terminated unexpectedly'));
+    await expect(relay.relayOnce()).rejects.toThrow('Connection terminated unexpectedly');
+    expect(repo.markPublished).toHaveBeenCalledWith(['a']);
+    expect(repo.release).toHaveBeenCalledWith(['c', 'd']);
+  });
+
   it('backs off 1 s, 2 s, 4 s … up to 5 minutes', () => {
     expect([1, 2, 3, 4].map(outboxBackoffMs)).toEqual([1000, 2000, 4000, 8000]);
     expect(outboxBackoffMs(30)).toBe(300_000);

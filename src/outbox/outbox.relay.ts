@@ -100,33 +100,46 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
     const published: string[] = [];
     let failed = 0;
     let unavailable = false;
-    for (const [i, row] of rows.entries()) {
-      try {
-        await withTimeout(this.publisher.publish(row), PUBLISH_TIMEOUT_MS, 'publish not acknowledged');
-        published.push(row.id);
-      } catch (err) {
-        const message = err instanceof Error ? err.message : String(err);
-        if (queueFault(err) || !(await this.publisher.connected())) {
-          // Redis refused or dropped it: give this row and the untried rest back, uncounted
-          unavailable = true;
-          await this.outbox.release(rows.slice(i).map((r) => r.id));
-          this.logger.warn(`outbox relay paused, queues unreachable: ${message}`);
-          break;
+    let next = 0; // the first row neither published nor given its outcome yet
+    try {
+      for (const [i, row] of rows.entries()) {
+        next = i;
+        try {
+          await withTimeout(this.publisher.publish(row), PUBLISH_TIMEOUT_MS, 'publish not acknowledged');
+          published.push(row.id);
+        } catch (err) {
+          const message = err instanceof Error ? err.message : String(err);
+          if (queueFault(err) || !(await this.publisher.connected())) {
+            // Redis refused or dropped it: give this row and the untried rest back, uncounted
+            unavailable = true;
+            await this.outbox.release(rows.slice(i).map((r) => r.id));
+            this.logger.warn(`outbox relay paused, queues unreachable: ${message}`);
+            break;
+          }
+          if (err instanceof UnknownTopicError && row.ageMs < UNKNOWN_TOPIC_PATIENCE_MS) {
+            // an older worker than the API that wrote it (a rolling deploy): not the event's
+            // fault, so never parked as dead by this worker — back, uncounted, for one that knows it;
+            // past UNKNOWN_TOPIC_PATIENCE_MS it is no deploy any more (a rollback, a renamed topic):
+            // counted as any failure, then parked dead (a build that knows it relays it at its boot)
+            await this.outbox.deferUncounted(row.id, message, UNKNOWN_TOPIC_RETRY_MS);
+            this.logger.warn(`${message}: left for a worker that knows it`);
+            continue;
+          }
+          failed++;
+          const dead = row.attempts >= OUTBOX_MAX_ATTEMPTS;
+          await this.outbox.markFailed(row.id, message, outboxBackoffMs(row.attempts), dead);
+          if (dead) this.logger.error(`outbox row ${row.id} (${row.topic}) parked as dead: ${message}`);
         }
-        if (err instanceof UnknownTopicError && row.ageMs < UNKNOWN_TOPIC_PATIENCE_MS) {
-          // an older worker than the API that wrote it (a rolling deploy): not the event's
-          // fault, so never parked as dead by this worker — back, uncounted, for one that knows it;
-          // past UNKNOWN_TOPIC_PATIENCE_MS it is no deploy any more (a rollback, a renamed topic):
-          // counted as any failure, then parked dead (a build that knows it relays it at its boot)
-          await this.outbox.deferUncounted(row.id, message, UNKNOWN_TOPIC_RETRY_MS);
-          this.logger.warn(`${message}: left for a worker that knows it`);
-          continue;
-        }
-        failed++;
-        const dead = row.attempts >= OUTBOX_MAX_ATTEMPTS;
-        await this.outbox.markFailed(row.id, message, outboxBackoffMs(row.attempts), dead);
-        if (dead) this.logger.error(`outbox row ${row.id} (${row.topic}) parked as dead: ${message}`);
       }
+      next = rows.length;
+    } catch (err) {
+      // the database failed a row's bookkeeping (a blink): the rows published so far are still
+      // marked, and the untried ones given back uncounted, so a blink neither publishes them
+      // again after the lease nor brings them closer to being parked as dead (best effort: a
+      // database still down leaves both to the lease)
+      await this.outbox.release(rows.slice(next + 1).map((r) => r.id)).catch(() => undefined);
+      await this.outbox.markPublished(published).catch(() => undefined);
+      throw err;
     }
     await this.outbox.markPublished(published);
     return unavailable ? { published: published.length, failed, unavailable } : { published: published.length, failed };
