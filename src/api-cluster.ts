@@ -152,6 +152,14 @@ export function shareMetricsWithPrimary(registry: Registry): void {
 function clusterMetricsCollector(): { scrape(): Promise<string> } {
   const ready = new Set<Worker>();
   const waiting = new Map<number, { worker: Worker; resolve(m: MetricsJson): void }>();
+  /** Each live process's last answer: stands in for it in a scrape it does not answer. */
+  const last = new Map<Worker, MetricsJson>();
+  /**
+   * The counters and histograms of processes that died, as they last answered: still summed, so
+   * a death or a missed answer never makes a counter go down (which Prometheus takes for a
+   * reset, counting everything the other processes ever served as new). Their gauges go.
+   */
+  let retired: MetricsJson[] = [];
   let nextId = 0;
   cluster.on('message', (worker, m: unknown) => {
     if (!isMetricsMessage(m)) return;
@@ -160,7 +168,11 @@ function clusterMetricsCollector(): { scrape(): Promise<string> } {
   });
   cluster.on('exit', (worker) => {
     ready.delete(worker);
-    // a process that died has no metrics any more: the scrape goes on without it
+    const lastAnswer = last.get(worker);
+    last.delete(worker);
+    // (the JSON's type is the metric type's name, though prom-client declares it an enum)
+    if (lastAnswer) retired.push(lastAnswer.filter((metric) => (metric.type as unknown) !== 'gauge'));
+    // a process that died answers no more: the scrape goes on with what it last said
     for (const w of waiting.values()) if (w.worker === worker) w.resolve([]);
   });
   const ask = (worker: Worker): Promise<MetricsJson> =>
@@ -182,15 +194,27 @@ function clusterMetricsCollector(): { scrape(): Promise<string> } {
     });
   return {
     /**
-     * Every process's metrics, summed, from those that answered: one that does not (frozen,
-     * overloaded — when an operator needs the figures most) no longer fails the whole scrape with
-     * a 500; `cluster_metrics_missing_processes` says how many are missing from the sums.
+     * Every process's metrics, summed: one that does not answer (frozen, overloaded — when an
+     * operator needs the figures most) no longer fails the whole scrape with a 500, and is summed
+     * as it last answered (`cluster_metrics_missing_processes` says how many), as are the
+     * counters of processes that died.
      */
     async scrape() {
       const asked = [...ready].filter((w) => w.isConnected());
       const settled = await Promise.allSettled(asked.map(ask));
-      const answers = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
-      const registry = AggregatorRegistry.aggregate(answers);
+      const answers: MetricsJson[] = [];
+      const stale: MetricsJson[] = [];
+      settled.forEach((r, i) => {
+        if (r.status === 'fulfilled') {
+          if (asked[i].isConnected()) last.set(asked[i], r.value);
+          answers.push(r.value);
+        } else {
+          const before = last.get(asked[i]);
+          if (before) stale.push(before);
+        }
+      });
+      if (retired.length > 1) retired = [await AggregatorRegistry.aggregate(retired).getMetricsAsJSON()];
+      const registry = AggregatorRegistry.aggregate([...answers, ...stale, ...retired]);
       new Gauge({
         name: 'cluster_metrics_processes',
         help: 'API processes whose figures this scrape sums',
@@ -198,7 +222,7 @@ function clusterMetricsCollector(): { scrape(): Promise<string> } {
       }).set(answers.length);
       new Gauge({
         name: 'cluster_metrics_missing_processes',
-        help: 'API processes that did not answer this scrape (their figures are missing from the sums)',
+        help: 'API processes that did not answer this scrape (summed as they last answered, if ever)',
         registers: [registry],
       }).set(asked.length - answers.length);
       return registry.metrics();

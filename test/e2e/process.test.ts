@@ -125,11 +125,13 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
     // the primary's /metrics is every process's, summed
     for (let i = 0; i < 10; i++) expect((await fetch(`${base}/v1/categories`)).status).toBe(200);
     const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text());
-    const served = /^http_request_duration_seconds_count\{method="GET",route="\/v1\/categories",status="200"\} (\d+)$/m.exec(text);
-    expect(Number(served?.[1])).toBe(10);
+    const servedIn = (t: string) =>
+      Number(/^http_request_duration_seconds_count\{method="GET",route="\/v1\/categories",status="200"\} (\d+)$/m.exec(t)?.[1]);
+    expect(servedIn(text)).toBe(10);
     expect(text).toMatch(/^cluster_metrics_missing_processes 0$/m);
 
-    // a process that does not answer (frozen) leaves its figures out; the scrape still answers
+    // a process that does not answer (frozen) is summed as it last answered (a counter that went
+    // down would be taken for a reset); the scrape still answers
     await waitFor('both processes in the scrape', () => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text()), {
       until: (t) => /^cluster_metrics_processes 2$/m.test(t),
     });
@@ -140,6 +142,7 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
       const partialText = await partial.text();
       expect(partialText).toMatch(/^cluster_metrics_missing_processes 1$/m);
       expect(partialText).toMatch(/^cluster_metrics_processes 1$/m);
+      expect(servedIn(partialText)).toBe(10);
     } finally {
       process.kill(workers[1], 'SIGCONT');
     }
@@ -152,7 +155,10 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
     expect(childrenOf(p.proc.pid!)).toHaveLength(2);
     expect(childrenOf(p.proc.pid!)).not.toContain(workers[0]);
     // the replacement answers the primary's scrape while it is still booting (else: 500 after 5 s)
-    expect((await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).status).toBe(200);
+    const afterDeath = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    expect(afterDeath.status).toBe(200);
+    // and the dead process's counters are still in the sums
+    expect(servedIn(await afterDeath.text())).toBe(10);
     expect((await fetch(`${base}/v1/categories`)).status).toBe(200);
     expect(p.output()).toMatch(/API process died; starting another/);
 
