@@ -69,6 +69,7 @@ export class CatalogAdminService {
     if (dto.price) this.checkCurrency(dto.price);
     const product = await this.tx.run(async () => {
       if (dto.categoryId) await this.mustHaveCategory(dto.categoryId);
+      if (dto.active === false) await this.inventory.takingOffSale(id);
       const found = await this.products.update(
         id,
         {
@@ -82,7 +83,6 @@ export class CatalogAdminService {
         this.clock.now(),
       );
       if (!found) throw productNotFound();
-      if (dto.active === false) this.inventory.takenOffSale(id);
       return this.read(id); // in the transaction, as for a create
     });
     await this.cache.invalidate();
@@ -91,9 +91,11 @@ export class CatalogAdminService {
 
   /** Deactivates (orders keep their snapshots; the product leaves the catalog). */
   async deactivate(id: string): Promise<void> {
-    const found = await this.products.update(id, { active: false }, this.clock.now());
+    const found = await this.tx.run(async () => {
+      await this.inventory.takingOffSale(id);
+      return this.products.update(id, { active: false }, this.clock.now());
+    });
     if (!found) throw productNotFound();
-    this.inventory.takenOffSale(id);
     await this.cache.invalidate();
   }
 

@@ -94,6 +94,20 @@ export class InventoryRepository {
     );
   }
 
+  /**
+   * Locks the product's stock row until the caller's transaction ends (`FOR UPDATE`, as a
+   * reservation does), waiting for the reservations and releases that hold it to commit.
+   */
+  async lockItem(productId: string): Promise<void> {
+    await this.tx.withManager((m) =>
+      m.getRepository(InventoryItemEntity).findOne({
+        select: { productId: true },
+        where: { productId },
+        lock: { mode: 'pessimistic_write' },
+      }),
+    );
+  }
+
   async level(productId: string): Promise<StockLevel | null> {
     const item = await this.tx.withManager((m) =>
       m.getRepository(InventoryItemEntity).findOneBy({ productId }),

@@ -21,11 +21,18 @@ export class InventoryService {
   ) {}
 
   /**
-   * A product taken off sale: its sold-out mark is dropped once that commits, so checkouts of it
-   * get the normal path's 409 PRODUCT_UNAVAILABLE rather than the fast path's INSUFFICIENT_STOCK
-   * (no reservation reaches an inactive product to set or renew the mark meanwhile).
+   * A product being taken off sale: call in the transaction that does it, before its UPDATE.
+   *
+   * - Its stock row is locked first, so the change waits for the checkouts that hold the row (they
+   *   commit before it is answered), and the reservations after it find it off sale
+   *   (`reserve_stock` checks under that lock: a checkout's price snapshot, read at its BEGIN
+   *   without a lock, may be older than the change).
+   * - Its sold-out mark is dropped once that commits, so checkouts of it get the normal path's
+   *   409 PRODUCT_UNAVAILABLE rather than the fast path's INSUFFICIENT_STOCK (no reservation
+   *   reaches an inactive product to set or renew the mark meanwhile).
    */
-  takenOffSale(productId: string): void {
+  async takingOffSale(productId: string): Promise<void> {
+    await this.inventory.lockItem(productId);
     this.tx.afterCommit(() => this.soldOut.cleared([productId]));
   }
 

@@ -23,12 +23,18 @@ export interface Shortfall {
   available: number;
 }
 
-/** The shortfalls carried by the reservation's `insufficient_stock` error; null for any other error. */
-export function shortfallsOf(err: unknown): Shortfall[] | null {
+/** The JSON detail of the reservation's own error `message` (raised by reserve_stock); null for any other error. */
+function raisedDetail<T>(err: unknown, message: string): T | null {
   const driverError = (err as { driverError?: { message?: string; detail?: string } }).driverError;
-  if (pgErrorCode(err) !== 'P0001' || driverError?.message !== 'insufficient_stock') return null;
-  return JSON.parse(driverError.detail ?? '[]') as Shortfall[];
+  if (pgErrorCode(err) !== 'P0001' || driverError?.message !== message) return null;
+  return JSON.parse(driverError.detail ?? '[]') as T;
 }
+
+/** The shortfalls carried by the reservation's `insufficient_stock` error; null for any other error. */
+export const shortfallsOf = (err: unknown): Shortfall[] | null => raisedDetail<Shortfall[]>(err, 'insufficient_stock');
+
+/** The products off sale named by the reservation's `product_unavailable` error; null for any other error. */
+export const offSaleOf = (err: unknown): string[] | null => raisedDetail<string[]>(err, 'product_unavailable');
 
 /**
  * Moving stock on behalf of an order. Callers hold the order's transaction; every method locks
@@ -60,6 +66,11 @@ export class StockReservationRepository {
    *    writes from that same version; lines it did not move are short and raise
    *    `insufficient_stock` with the shortfalls as JSON in the error's detail (`shortfallsOf`),
    *    which aborts the transaction, the lines that did move included.
+   *
+   * Between the two, a statement of its own raises `product_unavailable` (`offSaleOf`) for a
+   * product taken off sale: the price snapshot was read without a lock at BEGIN, and a checkout
+   * queued on a hot row committed orders for a product whose deactivation had been answered
+   * (migrations/1763800034000-ReserveOnSaleOnly.ts; the deactivation locks this row first).
    *
    * Why not one statement (issue 11, defect 1): every part of a statement shares the snapshot
    * taken when it started, before it waited for the row locks. The old single statement tested

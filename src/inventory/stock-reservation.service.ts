@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { ProductRepository } from '../catalog/product.repository';
+import { productsUnavailable } from '../catalog/product-not-found';
 import { DomainError } from '../common/errors/domain-error';
 import { TransactionHost, pgConstraint, pgErrorCode } from '../database/transaction-host';
 import { SoldOutMarks } from './sold-out';
@@ -8,6 +9,7 @@ import {
   Shortfall,
   StockLine,
   StockReservationRepository,
+  offSaleOf,
   shortfallsOf,
 } from './stock-reservation.repository';
 
@@ -21,7 +23,7 @@ export const insufficient = (products: (Shortfall | Omit<Shortfall, 'available'>
 
 /**
  * The reservation's failure as the client sees it: its own shortfall → 409 INSUFFICIENT_STOCK
- * naming the short products. So is a CHECK `inventory_reserved_within_on_hand` violation (23514):
+ * naming the short products; a product taken off sale meanwhile → 409 PRODUCT_UNAVAILABLE. So is a CHECK `inventory_reserved_within_on_hand` violation (23514):
  * the statement tests availability itself and should never let one through (issue 11, defect 1),
  * but if it ever does the constraint has refused an oversell, which is a 409, never a 500. The
  * product is read from the violation's "Failing row contains (product_id, …)" detail when it is
@@ -30,6 +32,8 @@ export const insufficient = (products: (Shortfall | Omit<Shortfall, 'available'>
 function reservationError(err: unknown, lines: StockLine[]): unknown {
   const short = shortfallsOf(err);
   if (short) return insufficient(short);
+  const offSale = offSaleOf(err);
+  if (offSale) return productsUnavailable(offSale);
   if (pgErrorCode(err) === '23514' && pgConstraint(err) === 'inventory_reserved_within_on_hand') {
     const detail = (err as { driverError?: { detail?: string } }).driverError?.detail ?? '';
     const failing = /\(([0-9a-f-]{36}),/i.exec(detail)?.[1]?.toLowerCase();

@@ -1,6 +1,7 @@
 import { DomainError } from '../common/errors/domain-error';
 import type { OrderLine } from './order.model';
 import type { ProductSnapshot } from '../catalog/product-snapshot.repository';
+import { productsUnavailable } from '../catalog/product-not-found';
 
 /**
  * Turns requested lines into priced order lines from catalog snapshots. Pure. Refuses
@@ -27,11 +28,7 @@ export function priceLines(
     .map((l) => byId.get(l.productId))
     .map((p, i) => (!p || !p.active || p.currency !== currency ? requested[i].productId : null))
     .filter((id): id is string => id !== null);
-  if (unavailable.length > 0) {
-    throw new DomainError('PRODUCT_UNAVAILABLE', 'Some products are not available.', {
-      extensions: { products: unavailable.map((productId) => ({ productId })) },
-    });
-  }
+  if (unavailable.length > 0) throw productsUnavailable(unavailable);
   const lines = requested.map((l) => {
     const p = byId.get(l.productId)!;
     return {

@@ -1,0 +1,131 @@
+import type { PoolClient } from 'pg';
+import { createAdmin } from '../support/auth';
+import { assertStockInvariants, insertProduct, stockOf } from '../support/fixtures';
+import { expectProblem } from '../support/http';
+import { untilWaitingOnLocks } from '../support/lock-waiters';
+import { buyers, placeOrder } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+/**
+ * A checkout's price snapshot (which says whether a product is on sale) is read with its BEGIN,
+ * without a lock; its reservation waits on the inventory row behind the other checkouts of a hot
+ * product. An admin taking the product off sale meanwhile (a recall, a pricing error) was
+ * answered at once, and the checkouts queued on the row then committed orders for it. Now the
+ * reservation checks the product under the row lock, and the deactivation takes that lock first:
+ * no order for the product commits after the deactivation has been answered.
+ */
+describe('taking a product off sale while checkouts of it wait on its stock row', () => {
+  let t: TestApp;
+  let admin: string;
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+    admin = (await createAdmin(t)).accessToken;
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  /** Holds the product's inventory row (as a checkout of it being committed does) until `release`. */
+  async function holdStockRow(
+    productId: string,
+  ): Promise<{ client: PoolClient; release(): Promise<void> }> {
+    const client = await t.db.pool.connect();
+    await client.query('BEGIN');
+    await client.query('SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE', [
+      productId,
+    ]);
+    return {
+      client,
+      release: async () => {
+        await client.query('COMMIT');
+        client.release();
+      },
+    };
+  }
+
+  const ordersOf = async (productId: string): Promise<number> =>
+    Number(
+      (await t.db.pool.query('SELECT count(*) FROM order_items WHERE product_id = $1', [productId]))
+        .rows[0].count,
+    );
+
+  it.each([
+    ["the order's own lines", true],
+    ['the cart', false],
+  ])(
+    'a checkout (%s) queued on the row when the deactivation commits is refused 409 PRODUCT_UNAVAILABLE, nothing reserved',
+    async (_, ownLines) => {
+      const p = await insertProduct(t.db.pool, { stock: 10 });
+      const [buyer] = await buyers(t.http, 1);
+      if (!ownLines)
+        expect(
+          (await t.http.put(`/v1/cart/items/${p}`, { quantity: 2 }, { token: buyer.token })).status,
+        ).toBe(200);
+      const row = await holdStockRow(p);
+      let checkout;
+      try {
+        checkout = placeOrder(
+          t.http,
+          buyer,
+          ownLines ? [{ productId: p, quantity: 2 }] : undefined,
+        );
+        await untilWaitingOnLocks(t.db.pool, 'the checkout queued on the stock row');
+        // a deactivation that committed while the checkout waited (here behind the row's holder,
+        // which does not lock the product itself)
+        await t.db.pool.query('UPDATE products SET active = false WHERE id = $1', [p]);
+      } finally {
+        await row.release();
+      }
+      const res = await checkout;
+      expectProblem(res, 409, 'PRODUCT_UNAVAILABLE');
+      expect(res.body.products).toEqual([{ productId: p }]);
+      expect(await ordersOf(p)).toBe(0);
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 0 });
+      await assertStockInvariants(t.db.pool, [p]);
+    },
+  );
+
+  it.each([
+    ['DELETE', (p: string) => t.http.delete(`/v1/admin/products/${p}`, { token: admin }), 204],
+    [
+      'PATCH active: false',
+      (p: string) => t.http.patch(`/v1/admin/products/${p}`, { active: false }, { token: admin }),
+      200,
+    ],
+  ] as const)(
+    "the admin's %s waits for a checkout already queued on the row: answered only once that order has committed",
+    async (_, takeOffSale, status) => {
+      const p = await insertProduct(t.db.pool, { stock: 10 });
+      const [buyer, late] = await buyers(t.http, 2);
+      const row = await holdStockRow(p);
+      let checkout;
+      let deactivation;
+      try {
+        checkout = placeOrder(t.http, buyer, [{ productId: p, quantity: 1 }]);
+        await untilWaitingOnLocks(t.db.pool, 'the checkout queued on the stock row');
+        deactivation = takeOffSale(p);
+        // the old code answered the deactivation here, with the checkout still queued
+        await untilWaitingOnLocks(
+          t.db.pool,
+          'the checkout and the deactivation queued on the row',
+          { count: 2 },
+        );
+      } finally {
+        await row.release();
+      }
+      expect((await deactivation).status).toBe(status);
+      // when the admin is answered, the order that was queued has committed (not the reverse)
+      expect(await ordersOf(p)).toBe(1);
+      expect((await checkout).status).toBe(201);
+      // and a checkout after it is refused
+      expectProblem(
+        await placeOrder(t.http, late, [{ productId: p, quantity: 1 }]),
+        409,
+        'PRODUCT_UNAVAILABLE',
+      );
+      expect(await ordersOf(p)).toBe(1);
+      await assertStockInvariants(t.db.pool, [p]);
+    },
+  );
+});
