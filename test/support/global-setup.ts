@@ -1,3 +1,4 @@
+import { sweepPrivateServers } from './leftover-servers';
 import { dropTestDatabases, migrate, serverUrl, templateDatabase, withAdminClient } from './databases';
 
 /**
@@ -6,6 +7,7 @@ import { dropTestDatabases, migrate, serverUrl, templateDatabase, withAdminClien
  */
 export default async function globalSetup(): Promise<void> {
   process.env.SHOP_TEST_RUN = String(process.pid);
+  sweepPrivateServers({ own: false });
   await withAdminClient(async (c) => {
     await dropTestDatabases(c, { own: true });
     await c.query(`CREATE DATABASE "${templateDatabase()}"`);

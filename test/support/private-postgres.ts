@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Pool } from 'pg';
 import { migrate } from './databases';
+import { markPostgres } from './leftover-servers';
 import type { TestDatabase } from './test-database';
 
 /**
@@ -31,9 +32,10 @@ export class PrivatePostgres {
     const dataDir = mkdtempSync(join(tmpdir(), 'pg-'));
     if (runningAsRoot()) chownSync(dataDir, postgresUid(), postgresGid());
     const pg = new PrivatePostgres(await freePort(), dataDir, bin);
-    // a test process that exits without destroy() (a crash, process.exit) leaves no server behind
-    process.once('exit', () => pg.destroySync());
     await pg.run('initdb', ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
+    // a run that ends without destroy() (Ctrl-C, a crash) leaves the server to the next global
+    // setup or teardown (leftover-servers.ts)
+    markPostgres(dataDir);
     await pg.start();
     return pg;
   }
@@ -121,18 +123,6 @@ export class PrivatePostgres {
   /** Stops the server if it runs and removes its files. */
   async destroy(): Promise<void> {
     if (existsSync(join(this.dataDir, 'postmaster.pid'))) await this.stop('immediate').catch(() => undefined);
-    rmSync(this.dataDir, { recursive: true, force: true });
-  }
-
-  private destroySync(): void {
-    if (!existsSync(this.dataDir)) return;
-    if (existsSync(join(this.dataDir, 'postmaster.pid'))) {
-      try {
-        execFileSync(...this.command('pg_ctl', ['-D', this.dataDir, '-m', 'immediate', '-w', 'stop']), { stdio: 'ignore' });
-      } catch {
-        /* already stopped */
-      }
-    }
     rmSync(this.dataDir, { recursive: true, force: true });
   }
 

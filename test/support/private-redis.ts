@@ -1,6 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import Redis from 'ioredis';
+import { markRedis, unmarkRedis } from './leftover-servers';
 import { waitFor } from './wait-for';
 
 /** A throwaway redis-server of our own, so a test can stop and restart "Redis" safely. */
@@ -26,6 +27,8 @@ export class PrivateRedis {
       ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
       { stdio: 'ignore' },
     );
+    // a run that ends without down() leaves it to the next global setup or teardown
+    if (this.proc.pid) markRedis(this.port, this.proc.pid);
     await waitFor(
       `the private redis-server on port ${this.port} to answer`,
       async () => {
@@ -60,6 +63,7 @@ export class PrivateRedis {
       p.once('exit', () => res());
       p.kill('SIGKILL');
     });
+    unmarkRedis(this.port);
   }
 }
 

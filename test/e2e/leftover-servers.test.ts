@@ -1,0 +1,63 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Redis from 'ioredis';
+import { alive } from '../support/databases';
+import { sweepPrivateServers } from '../support/leftover-servers';
+import { ROOT } from '../support/processes';
+
+/**
+ * A run interrupted (Ctrl-C, a killed jest) used to leave its tests' private PostgreSQL and Redis
+ * servers running for good: the `exit` handler meant to stop them never fires under jest. The
+ * global setup and teardown now stop the servers of runs that are gone.
+ */
+describe('private servers left by a run that is gone', () => {
+  it("are stopped and removed by the next sweep; a live run's are left alone", () => {
+    const deadRun = String(
+      Number(execFileSync('sh', ['-c', 'echo $$'], { encoding: 'utf8' }).trim()),
+    );
+    const start = (run: string) =>
+      execFileSync(
+        process.execPath,
+        ['-r', './scripts/ts-register.js', 'test/support/abandon-private-servers.ts'],
+        {
+          cwd: ROOT,
+          env: { ...process.env, SHOP_TEST_RUN: run },
+          encoding: 'utf8',
+        },
+      )
+        .trim()
+        .split(' ');
+    const [deadDir, deadPort] = start(deadRun);
+    const [liveDir, livePort] = start(String(process.pid)); // a run still going: this test's process
+    const postmaster = (dir: string) =>
+      Number(readFileSync(join(dir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    const deadPostmaster = postmaster(deadDir);
+    const livePostmaster = postmaster(liveDir);
+    try {
+      expect(alive(deadPostmaster)).toBe(true);
+      const swept = sweepPrivateServers({ own: false });
+      expect(swept).toEqual(expect.arrayContaining([deadDir, `redis:${deadPort}`]));
+      expect(swept).not.toContain(liveDir);
+      expect(alive(deadPostmaster)).toBe(false);
+      expect(existsSync(deadDir)).toBe(false);
+      expect(alive(livePostmaster)).toBe(true);
+    } finally {
+      // this test's own (the teardown would also take them: they are marked with this run's pid)
+      sweepPrivateServers({ own: true });
+    }
+    expect(alive(livePostmaster)).toBe(false);
+    return Promise.all(
+      [deadPort, livePort].map(async (port) => {
+        const c = new Redis(Number(port), '127.0.0.1', {
+          lazyConnect: true,
+          maxRetriesPerRequest: 0,
+          retryStrategy: () => null,
+        });
+        c.on('error', () => undefined);
+        await expect(c.connect()).rejects.toThrow();
+        c.disconnect();
+      }),
+    );
+  }, 60_000);
+});
