@@ -1,5 +1,5 @@
-import { Processor, WorkerHost } from '@nestjs/bullmq';
-import { Inject, Type } from '@nestjs/common';
+import { OnWorkerEvent, Processor, WorkerHost } from '@nestjs/bullmq';
+import { Inject, Logger, Type } from '@nestjs/common';
 import type { Job } from 'bullmq';
 import { delayJob } from './delay-job';
 import { JobHandlers } from './job-handlers';
@@ -13,9 +13,20 @@ import { WORKER_OPTIONS, type QueueWorkerOptions } from './worker-options';
  */
 export abstract class QueueProcessor extends WorkerHost {
   abstract readonly queue: QueueName;
+  private readonly logger = new Logger(QueueProcessor.name);
 
   constructor(@Inject(JobHandlers) private readonly handlers: JobHandlers) {
     super();
+  }
+
+  /**
+   * The worker's own errors (a Redis reply refusing its wait for jobs: a failover's UNBLOCKED or
+   * READONLY, OOM): one line in the log. Without a listener BullMQ writes each, stack and all, to
+   * stderr, outside the structured log.
+   */
+  @OnWorkerEvent('error')
+  onWorkerError(err: Error): void {
+    this.logger.warn(`${this.queue} worker: ${err.message}`);
   }
 
   /**

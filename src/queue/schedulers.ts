@@ -1,4 +1,4 @@
-import { Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import { BeforeApplicationShutdown, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
 import { JobQueues } from './job-queues';
 import { JOB_QUEUE, JobName, JobPayloads } from './queues';
 
@@ -27,43 +27,92 @@ export const SCHEDULES: readonly JobSchedule[] = [
   every(3_600_000, JobName.PurgeRefreshTokens, {}),
 ];
 
+/** How often every worker checks that each schedule is still in Redis (once it is known complete). */
+export const SCHEDULES_CHECK_MS = 60_000;
+/** After a failed check: again in 1 s, 2 s, 4 s … at most this long. */
+const RETRY_MAX_MS = 30_000;
+
 /**
- * Registers the repeatable jobs (idempotent upserts: every worker may do it) — at boot, and
- * again whenever a queue's Redis connection comes back: a Redis that restarted without its
- * data (no persistence, a failover to an empty replica) has lost them, and the sweepers and
- * reconciliation must not wait for a worker restart to run again.
+ * Registers the repeatable jobs that Redis does not hold (idempotent: every worker may do it) —
+ * at boot, whenever a queue's Redis connection comes back, and every SCHEDULES_CHECK_MS besides.
+ * A Redis that restarted without its data (no persistence, a failover to an empty replica) has
+ * lost them, and the sweepers and reconciliation must not wait for a worker restart to run
+ * again; nor for another reconnect when the one after the loss found Redis refusing writes
+ * (OOM under `noeviction`, MISCONF, READONLY, NOREPLICAS): a failed registration is tried again,
+ * 1 s doubling to 30 s, each schedule on its own (one refused does not skip the others).
  */
 @Injectable()
-export class Schedulers implements OnApplicationBootstrap {
+export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger(Schedulers.name);
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+  private failures = 0;
+  private stopped = false;
 
   constructor(private readonly jobs: JobQueues) {}
 
   /**
-   * In the background, not awaited: with Redis unreachable at boot the upserts wait for it, and
-   * the worker must still finish booting (its logs out, its signals handled) — it registers
-   * them once Redis answers.
+   * In the background, not awaited: with Redis unreachable at boot the checks wait for it, and
+   * the worker must still finish booting (its logs out, its signals handled).
    */
   onApplicationBootstrap(): void {
-    this.start().catch((err: unknown) =>
-      this.logger.warn(`job schedulers not registered at boot (registered on the next reconnect): ${String(err)}`),
-    );
-  }
-
-  private async start(): Promise<void> {
-    const queues = new Set(SCHEDULES.map((s) => JOB_QUEUE[s.job]));
-    for (const name of queues) {
-      const client = await this.jobs.queue(name).client;
-      client.on('ready', () => {
-        this.register().catch((err: unknown) =>
-          this.logger.warn(`job schedulers not re-registered after a reconnect: ${String(err)}`),
-        );
-      });
+    for (const name of new Set(SCHEDULES.map((s) => JOB_QUEUE[s.job]))) {
+      void this.jobs.queue(name).client.then(
+        (client) => client.on('ready', () => this.checkIn(0)),
+        () => undefined, // closed before it connected: shutting down
+      );
     }
-    await this.register();
+    this.checkIn(0);
   }
 
-  private async register(): Promise<void> {
-    for (const { job, everyMs, data } of SCHEDULES) await this.jobs.schedule(job, everyMs, data);
+  async beforeApplicationShutdown(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /** Runs the check `delayMs` from now (sooner replaces later; never two at once). */
+  private checkIn(delayMs: number): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      if (this.running) return this.checkIn(1_000); // one at a time: after it, soon
+      this.running = this.check().finally(() => (this.running = undefined));
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  private async check(): Promise<void> {
+    try {
+      const added = await this.registerMissing();
+      if (added > 0) this.logger.log(`${added} job schedule(s) registered`);
+      this.failures = 0;
+      this.checkIn(SCHEDULES_CHECK_MS);
+    } catch (err) {
+      this.failures++;
+      const retryMs = Math.min(1_000 * 2 ** (this.failures - 1), RETRY_MAX_MS);
+      this.logger.warn(`job schedules not all registered (again in ${retryMs} ms): ${String(err)}`);
+      this.checkIn(retryMs);
+    }
+  }
+
+  /** Upserts each schedule its queue does not hold; how many. Throws the first refusal, after trying them all. */
+  private async registerMissing(): Promise<number> {
+    let added = 0;
+    let refused: Error | undefined;
+    for (const name of new Set(SCHEDULES.map((s) => JOB_QUEUE[s.job]))) {
+      const held = new Set((await this.jobs.queue(name).getJobSchedulers()).map((j) => j.key));
+      for (const { job, everyMs, data } of SCHEDULES.filter((s) => JOB_QUEUE[s.job] === name)) {
+        if (held.has(job)) continue;
+        try {
+          await this.jobs.schedule(job, everyMs, data);
+          added++;
+        } catch (err) {
+          refused ??= err instanceof Error ? err : new Error(String(err));
+        }
+      }
+    }
+    if (refused !== undefined) throw refused;
+    return added;
   }
 }

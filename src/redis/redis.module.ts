@@ -25,6 +25,7 @@ export function createRedisClient(url: string, name: string): Redis {
     socketTimeout: REDIS_SOCKET_TIMEOUT_MS,
     keepAlive: 10_000,
     retryStrategy: (times) => Math.min(times * 200, 2000),
+    reconnectOnError: reconnectOnReadOnly(1),
   });
   // ioredis (5.11) keeps the socket timer of a connection that closed for another reason and
   // lets it destroy whichever connection is current when it fires — the healthy next one, up to
@@ -36,6 +37,18 @@ export function createRedisClient(url: string, name: string): Redis {
   });
   return client;
 }
+
+/**
+ * After a failover the old primary may keep its clients' connections and answer every write
+ * `READONLY` (it is a replica now; the URL's name points at the new primary), and ioredis
+ * reconnects only when a connection drops: the client would stay on the replica for good. On that
+ * reply it reconnects (`1`: the command fails, as any refused one; `2`, for clients that queue
+ * and retry — BullMQ's — also sends it again on the new connection).
+ */
+export const reconnectOnReadOnly =
+  (resend: 1 | 2) =>
+  (err: Error): false | 1 | 2 =>
+    /^READONLY\b/.test(err.message) ? resend : false;
 
 /** How long the shared client waits for any reply before it drops the connection (see above). */
 export const REDIS_SOCKET_TIMEOUT_MS = 3_000;

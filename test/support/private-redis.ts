@@ -1,5 +1,8 @@
 import { ChildProcess, spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Redis from 'ioredis';
 import { markRedis, unmarkRedis } from './leftover-servers';
 import { waitFor } from './wait-for';
@@ -17,6 +20,10 @@ export class PrivateRedis {
     return r;
   }
 
+  private get dumpFile(): string {
+    return `shop-test-redis-${this.port}.rdb`;
+  }
+
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
@@ -24,7 +31,21 @@ export class PrivateRedis {
   async up(): Promise<void> {
     this.proc = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      // (a replica's full sync writes its copy to disk however `save` is set: not into the project)
+      [
+        '--port',
+        String(this.port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        tmpdir(),
+        '--dbfilename',
+        this.dumpFile,
+      ],
       { stdio: 'ignore' },
     );
     // a run that ends without down() leaves it to the next global setup or teardown
@@ -32,7 +53,11 @@ export class PrivateRedis {
     await waitFor(
       `the private redis-server on port ${this.port} to answer`,
       async () => {
-        const c = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+        const c = new Redis(this.url, {
+          lazyConnect: true,
+          maxRetriesPerRequest: 0,
+          retryStrategy: () => null,
+        });
         try {
           await c.connect();
           return (await c.ping()) === 'PONG';
@@ -64,6 +89,7 @@ export class PrivateRedis {
       p.kill('SIGKILL');
     });
     unmarkRedis(this.port);
+    rmSync(join(tmpdir(), this.dumpFile), { force: true });
   }
 }
 
@@ -72,7 +98,9 @@ function freePort(): Promise<number> {
     const srv = createServer();
     srv.listen(0, '127.0.0.1', () => {
       const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+      srv.close(() =>
+        typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port')),
+      );
     });
   });
 }

@@ -1,0 +1,164 @@
+import { INestApplicationContext } from '@nestjs/common';
+import { getQueueToken } from '@nestjs/bullmq';
+import type { Queue } from 'bullmq';
+import Redis from 'ioredis';
+import { Server, Socket, createServer } from 'node:net';
+import { insertProduct } from '../support/fixtures';
+import { buyers, placeOrder } from '../support/orders';
+import { JOB_QUEUE, JobName } from '../../src/queue/queues';
+import { SCHEDULES } from '../../src/queue/schedulers';
+import { PrivateRedis } from '../support/private-redis';
+import { connectUpstream } from '../support/tcp-pair';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { bootTestWorker } from '../support/test-worker';
+import { waitFor } from '../support/wait-for';
+
+/**
+ * Redis coming back in a state the app's connections do not notice:
+ *
+ * - a failover behind one address (a managed Redis's DNS name): the old primary becomes a replica
+ *   and keeps its clients' connections, answering every write READONLY. ioredis reconnects only
+ *   when a connection drops, so the worker stayed on the replica: the outbox relay paused for good,
+ *   no job ran.
+ * - a Redis that lost its data and refused writes when the worker reconnected (OOM under
+ *   noeviction, MISCONF …): the job schedules were registered again only on a reconnect, so that
+ *   one failed attempt left the sweeps, reconciliations and purges gone until a restart.
+ */
+describe('Redis back in a state the connections do not notice', () => {
+  /** A TCP proxy: each new connection goes to the current `target` (as a DNS name does after a failover). */
+  async function switchableProxy(
+    port: number,
+  ): Promise<{ url: string; target: { port: number }; close(): Promise<void> }> {
+    const target = { port };
+    const sockets = new Set<Socket>();
+    const server: Server = createServer((client) => {
+      const { upstream } = connectUpstream(
+        client,
+        { host: '127.0.0.1', port: target.port },
+        sockets,
+      );
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = server.address();
+    const proxyPort = typeof address === 'object' && address ? address.port : 0;
+    return {
+      url: `redis://127.0.0.1:${proxyPort}`,
+      target,
+      close: () =>
+        new Promise<void>((resolve) => {
+          for (const s of sockets) s.destroy();
+          server.close(() => resolve());
+        }),
+    };
+  }
+
+  const outboxStatus = async (t: TestApp, orderId: string): Promise<string> =>
+    (
+      await t.db.pool.query<{ status: string }>(
+        `SELECT status FROM outbox WHERE aggregate_id = $1 AND topic = 'order.created'`,
+        [orderId],
+      )
+    ).rows[0]?.status ?? 'none';
+
+  it('after a failover behind the same address, the worker leaves the demoted primary (READONLY) and relays again', async () => {
+    const [first, second] = [await PrivateRedis.start(), await PrivateRedis.start()];
+    const proxy = await switchableProxy(first.port);
+    const [a, b] = [new Redis(first.url), new Redis(second.url)];
+    let t: TestApp | undefined;
+    let worker: INestApplicationContext | undefined;
+    try {
+      await b.call('REPLICAOF', '127.0.0.1', String(first.port));
+      t = await bootTestApp({ env: { REDIS_URL: proxy.url } });
+      worker = await bootTestWorker(t.config);
+      const product = await insertProduct(t.db.pool, { stock: 5 });
+      const [buyer] = await buyers(t.http, 1);
+      const before = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
+      expect(before.status).toBe(201);
+      await waitFor('the first event relayed', () => outboxStatus(t!, before.body.id), {
+        until: (s) => s === 'published',
+      });
+      await waitFor('the replica in sync', async () => String(await b.info('replication')), {
+        until: (info) => /master_link_status:up/.test(info),
+      });
+
+      // the failover: the replica is promoted, the old primary follows it (keeping its clients'
+      // connections), and the address now leads to the new primary
+      await b.call('REPLICAOF', 'NO', 'ONE');
+      await a.call('REPLICAOF', '127.0.0.1', String(second.port));
+      proxy.target.port = second.port;
+
+      const after = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
+      expect(after.status).toBe(201);
+      await waitFor('the event relayed to the new primary', () => outboxStatus(t!, after.body.id), {
+        until: (s) => s === 'published',
+        timeoutMs: 20_000,
+      });
+      const queue = worker.get<Queue>(getQueueToken(JOB_QUEUE[JobName.ExpireReservation]));
+      expect(await queue.getJob(await firstOutboxId(t, after.body.id))).toBeTruthy();
+    } finally {
+      await worker?.close();
+      await t?.close();
+      a.disconnect();
+      b.disconnect();
+      await proxy.close();
+      await first.down();
+      await second.down();
+    }
+  }, 90_000);
+
+  async function firstOutboxId(t: TestApp, orderId: string): Promise<string> {
+    return (
+      await t.db.pool.query<{ id: string }>(
+        `SELECT id FROM outbox WHERE aggregate_id = $1 AND topic = 'order.created'`,
+        [orderId],
+      )
+    ).rows[0].id;
+  }
+
+  it('job schedules lost with the data come back although Redis refused writes when the worker reconnected', async () => {
+    const redis = await PrivateRedis.start();
+    const admin = new Redis(redis.url);
+    let t: TestApp | undefined;
+    let worker: INestApplicationContext | undefined;
+    try {
+      t = await bootTestApp({ env: { REDIS_URL: redis.url } });
+      worker = await bootTestWorker(t.config);
+      const queues = [...new Set(SCHEDULES.map((s) => JOB_QUEUE[s.job]))].map((name) =>
+        worker!.get<Queue>(getQueueToken(name)),
+      );
+      const registered = async () =>
+        (await Promise.all(queues.map((q) => q.getJobSchedulers()))).flat().length;
+      await waitFor('the schedules registered at boot', registered, {
+        until: (n) => n === SCHEDULES.length,
+      });
+
+      // Redis loses its data and, when the worker reconnects, refuses every write
+      const ooms = async () =>
+        Number(/errorstat_OOM:count=(\d+)/.exec(String(await admin.info('errorstats')))?.[1] ?? 0);
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      await admin.flushall();
+      await admin.config('SET', 'maxmemory', '1');
+      const refusedBefore = await ooms();
+      await admin.client('KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+      await waitFor("a write refused after the reconnect (the schedules' registration)", ooms, {
+        until: (n) => n > refusedBefore,
+      });
+      await admin.config('SET', 'maxmemory', '0');
+
+      // no other reconnect happens: the schedules must come back by themselves
+      expect(
+        await waitFor('the schedules registered again', registered, {
+          until: (n) => n === SCHEDULES.length,
+          timeoutMs: 20_000,
+        }),
+      ).toBe(SCHEDULES.length);
+    } finally {
+      await admin.config('SET', 'maxmemory', '0').catch(() => undefined);
+      await worker?.close();
+      await t?.close();
+      admin.disconnect();
+      await redis.down();
+    }
+  }, 90_000);
+});
