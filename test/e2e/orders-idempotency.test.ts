@@ -97,7 +97,28 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     expect([nul.status, nul.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
     const retry = await checkout();
     expect([retry.status, retry.headers.get('idempotent-replayed'), retry.body.id]).toEqual([201, 'true', first.body.id]);
+    // an empty body typed application/json (a generated client's way of sending none) is no body:
+    // the same request, replayed
+    const typedEmpty = await t.http.request('POST', '/v1/orders', undefined, { token: bob.token, idempotencyKey: key, raw: '' });
+    expect([typedEmpty.status, typedEmpty.headers.get('idempotent-replayed'), typedEmpty.body.id]).toEqual([201, 'true', first.body.id]);
     expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 1 });
+  });
+
+  it('a cart checkout sent as a generated client sends it (Content-Type: application/json, no body) checks the cart out', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    expect((await t.http.put(`/v1/cart/items/${productId}`, { quantity: 2 }, { token: bob.token })).status).toBe(200);
+    for (const raw of ['', ' \r\n']) {
+      const key = newKey();
+      const res = await t.http.request('POST', '/v1/orders', undefined, { token: bob.token, idempotencyKey: key, raw });
+      if (raw === '') {
+        expect(res.status).toBe(201);
+        expect(res.body.items).toEqual([expect.objectContaining({ productId, quantity: 2 })]);
+      } else {
+        // the cart is empty now: the cart checkout's own answer, not a refusal of the body
+        expect([res.status, res.body.code]).toEqual([400, 'ORDER_EMPTY']);
+      }
+    }
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 2 });
   });
 
   it('one route however its URL is written: a retry with the path percent-encoded or upper-cased replays, it is not a 422', async () => {

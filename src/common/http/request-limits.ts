@@ -57,6 +57,7 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
  *   POST needs no CORS preflight, so any web page could send the API credentials (a sign-in with a
  *   wrong password counts against its owner); anything else is 415.
  * - 64 KB on the API's own routes, 1 MB on the webhooks (413).
+ * - An empty JSON body (whitespace at most) is no body, as when no Content-Type comes with it.
  * - A JSON body nested deeper than 32 levels, or wider than 1,000 properties or elements in one
  *   object or array, or 10,000 values in all, is a 400: parsing is iterative and fast, but the
  *   walks after it (class-transformer's, quadratic in an object's width; the validation errors;
@@ -81,6 +82,14 @@ export function limitBodies(app: NestFastifyApplication): void {
       text = UTF8.decode(body);
     } catch {
       done(new DomainError('BAD_REQUEST', 'The request body is not valid UTF-8.'), undefined);
+      return;
+    }
+    // no body at all, though typed JSON (generated clients send their operation's Content-Type
+    // whatever they send): as without the header, where a route's body is optional (a cart
+    // checkout, a refund of the rest) — Fastify's parser refused it 400, so such a client could
+    // never leave the body out
+    if (/^[ \t\n\r]*$/.test(text)) {
+      done(null, undefined);
       return;
     }
     void json(request as FastifyRequest, text, done);
