@@ -113,9 +113,9 @@ export class PaymentFinalizer {
       // the payment is settled from the gateway first, so a refund made at the provider is
       // recorded against a paid order — never dropped while the order goes on to be confirmed
       if (payment.status !== 'succeeded' || (await this.awaitsSettlement(payment.orderId))) await this.converge(payment);
-      await this.refunds.syncFromGateway(payment);
+      const remotes = await this.refunds.syncFromGateway(payment);
       // a cancelled order's payment: what the provider's refunds and ours leave is refunded too
-      await this.refunds.refundRestOfCancelled(payment);
+      await this.refunds.refundRestOfCancelled(payment, remotes);
       await this.events.markProcessed(eventId, this.clock.now());
       return { kind: 'refunds-synced', orderId: payment.orderId };
     }

@@ -37,6 +37,11 @@ const MAX_ATTEMPTS_PER_KEY = 10;
  * make a second refund. Well inside that window, so a resend never relies on a forgotten key.
  */
 const RESEND_LIST_FIRST_AFTER_MS = 60 * 60_000;
+/**
+ * Refunds of one remaining amount the provider may refuse as more than is left (a refund made at
+ * the provider meanwhile, pending there) before the rest of that amount is no longer asked.
+ */
+const MAX_REST_ATTEMPTS = 5;
 
 /** The id of the key's `n`-th attempt: `refund:<actor>:<key>`, then `…:attempt:<n>`. */
 const attemptId = (actor: string, key: string, n: number): string =>
@@ -218,12 +223,17 @@ export class RefundsService {
    * is sized when the success is recorded (refundPaidAfterCancel); a refund made at the provider
    * before we knew of it makes the provider refuse that one as too large — failed, and once the
    * provider's refund is adopted (syncFromGateway) the rest would stay charged. Called after a
-   * sync: nothing while a refund of the payment is pending, or once nothing is left. One refund
-   * per remaining amount (its id derives from it: reason `requested`, actor `system:payments`),
-   * so a rerun adds nothing, and a rest the bank refuses is not asked again and again.
+   * sync (`remotes`: the provider's list it read): nothing while a refund of the payment is
+   * pending, ours or one made at the provider (which the provider counts against what is left,
+   * while we record it only once it succeeds: the rest would be refused as too large), or once
+   * nothing is left. One refund per remaining amount (its id derives from it: reason `requested`,
+   * actor `system:payments`), so a rerun adds nothing and a rest the bank refuses is not asked
+   * again and again — except after a refusal as more than is left (a provider's refund pending
+   * then, since failed, leaves the same amount): then another, up to MAX_REST_ATTEMPTS.
    */
-  async refundRestOfCancelled(payment: Payment): Promise<Refund | null> {
+  async refundRestOfCancelled(payment: Payment, remotes: GatewayRefund[] = []): Promise<Refund | null> {
     if ((await this.orders.findById(payment.orderId))?.status !== 'CANCELLED') return null;
+    if (remotes.some((r) => r.status === 'pending')) return null;
     const refund = await this.tx.run(async () => {
       const held = await this.refunds.lockPayment(payment.id);
       if (held?.status !== 'succeeded' || (await this.refunds.findPending(payment.id))) return null;
@@ -232,8 +242,17 @@ export class RefundsService {
       if ((await this.refunds.findFailedBy(payment.id, SYSTEM)).some(raisedForAPerson)) return null;
       const rest = held.amount - held.refundReserved;
       if (rest <= 0) return null;
-      const id = uuidFromName(`paid-after-cancel:${payment.id}:rest:${rest}`);
-      return (await this.refunds.findById(id)) ?? this.reserve(this.newRefund(id, payment, 'requested', SYSTEM), rest);
+      const base = `paid-after-cancel:${payment.id}:rest:${rest}`;
+      for (let n = 1; n <= MAX_REST_ATTEMPTS; n++) {
+        const id = uuidFromName(n === 1 ? base : `${base}:attempt:${n}`);
+        const found = await this.refunds.findById(id);
+        if (!found) return this.reserve(this.newRefund(id, payment, 'requested', SYSTEM), rest);
+        if (found.status !== 'failed' || !EXCEEDS.has(found.failure ?? '')) return found;
+      }
+      this.logger.error(
+        `payment ${payment.intentId}: the rest (${rest}) of a cancelled order's payment was refused as more than is left ${MAX_REST_ATTEMPTS} times; refund it by hand`,
+      );
+      return null;
     });
     return refund?.status === 'pending' ? this.execute(refund, payment) : refund;
   }
@@ -288,8 +307,7 @@ export class RefundsService {
     let read = 0;
     for (const payment of due) {
       try {
-        await this.syncFromGateway(payment);
-        await this.refundRestOfCancelled(payment);
+        await this.refundRestOfCancelled(payment, await this.syncFromGateway(payment));
         read++;
       } catch (err) {
         this.logger.warn(`refunds of payment ${payment.intentId} not rechecked: ${(err as Error).message}`);

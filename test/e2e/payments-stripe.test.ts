@@ -286,6 +286,36 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(paid.refundKeys().size).toBe(1);
   }, 30_000);
 
+  it('paid after expiry while a dashboard refund of it is pending: once that fails, the whole payment is refunded (not blocked by the earlier "too large" refusals)', async () => {
+    let dashboardRefund = '';
+    const paid = await paidAfterExpiry(8000, (intent) => {
+      // staff refund it in the dashboard before we heard of the payment; the bank holds it pending
+      const made = stripe.refundFromDashboard(intent, undefined, { pending: true });
+      dashboardRefund = (made.data.object as Stripe.Charge).refunds!.data[0].id;
+    });
+    // ours was refused as more than is left (Stripe counts the pending one); nothing refunded yet
+    expect(await paid.refunds()).toEqual([{ amount: 8000, status: 'failed', reason: 'paid_after_cancel' }]);
+    // every event about it meanwhile: no rest is asked while the dashboard's is pending
+    const meanwhile = stripe.eventFor('charge.refunded', paid.intent);
+    await deliver(meanwhile);
+    await processed(meanwhile.id);
+    await drain(worker, t.db.pool);
+    // the bank fails the dashboard refund: the customer must still get their money back
+    const failed = stripe.settleRefund(dashboardRefund, 'failed');
+    await deliver(failed);
+    await processed(failed.id);
+    await drain(worker, t.db.pool);
+    const atStripe = (await stripe.client().refunds.list({ payment_intent: paid.intent })).data;
+    expect(atStripe.filter((r) => r.status === 'succeeded').reduce((sum, r) => sum + r.amount, 0)).toBe(8000);
+    expect(await paid.refunds()).toEqual(
+      expect.arrayContaining([{ amount: 8000, status: 'succeeded', reason: 'requested' }]),
+    );
+    // and every event again refunds nothing more
+    await worker.get(PaymentFinalizer).processEvent(failed.id);
+    await worker.get(RefundsService).recheckWatched();
+    expect((await stripe.client().refunds.list({ payment_intent: paid.intent })).data.filter((r) => r.status === 'succeeded')).toHaveLength(1);
+  }, 30_000);
+
   it('a success after the reservation expired is refunded automatically, once', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 7000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);

@@ -300,7 +300,10 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     refunds.set(refund.id, refund);
     charge.refunds.data.unshift(refund);
     charge.refunds.total_count += 1;
-    if (!failed && !held) {
+    // as Stripe: a pending refund counts against what is left to refund from its creation (a
+    // second refund of the whole charge is refused while the first is pending), and is given
+    // back if it fails
+    if (!failed) {
       charge.amount_refunded += amount;
       charge.refunded = charge.amount_refunded === charge.amount;
     }
@@ -579,11 +582,10 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       refund.status = outcome;
       if (outcome === 'failed') {
         refund.failure_reason = 'declined';
-        return event('charge.refund.updated', refund);
+        const charge = charges.get(refund.charge as string) as Obj;
+        charge.amount_refunded -= refund.amount; // counted while it was pending
+        charge.refunded = charge.amount_refunded === charge.amount;
       }
-      const charge = charges.get(refund.charge as string) as Obj;
-      charge.amount_refunded += refund.amount;
-      charge.refunded = charge.amount_refunded === charge.amount;
       return event('charge.refund.updated', refund);
     },
     intent(id) {
