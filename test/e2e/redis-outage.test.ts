@@ -6,6 +6,7 @@ import { Session, TEST_PASSWORD, registerCustomer } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
 import { placeOrder } from '../support/orders';
 import { OutboxRelay } from '../../src/outbox/outbox.relay';
+import { REDIS } from '../../src/redis/redis.module';
 import { JOB_QUEUE, QueueName } from '../../src/queue/queues';
 import { SCHEDULES } from '../../src/queue/schedulers';
 import { PrivateRedis } from '../support/private-redis';
@@ -55,6 +56,20 @@ describe('Redis outage: a private redis-server stopped for a while, then started
       // bounded by the cache's and the rate limiter's Redis timeouts, not by the 6 s stall
       expect(elapsed).toBeLessThan(3500);
       await admin.ping(); // answered once the pause is over
+    } finally {
+      admin.disconnect();
+    }
+  });
+
+  it('readiness stays 200 while the Redis client replaces a connection Redis dropped (Redis answering all along)', async () => {
+    const client = t.app.get<Redis>(REDIS);
+    await waitFor('the client connected', () => client.status, { until: (s) => s === 'ready' });
+    const admin = new Redis(redis.url);
+    try {
+      await admin.client('KILL', 'TYPE', 'normal', 'SKIPME', 'yes'); // a failover's or a restart's cut
+      await waitFor('the client to notice', () => client.status, { until: (s) => s !== 'ready', intervalMs: 1 });
+      const ready = await t.http.get('/health/ready');
+      expect([ready.status, ready.body.details?.redis?.status]).toEqual([200, 'up']);
     } finally {
       admin.disconnect();
     }
