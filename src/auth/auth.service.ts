@@ -192,6 +192,7 @@ export class AuthService {
         // lives): over the limit, a 429, and this transaction — the spend — rolls back, so the
         // same token works once the window has passed
         await this.accountLimits.take('refresh-account', spent.userId);
+        await this.accountLimits.take('refresh-account-day', spent.userId);
         const user = await this.users.findById(spent.userId);
         if (!user) throw invalidRefresh(); // cannot happen: families are deleted with their user
         return { ...spent, user, session: await this.sessions.rotate(spent.familyId, now) };

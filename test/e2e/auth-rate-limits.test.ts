@@ -282,6 +282,28 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect((await a.http.post('/v1/auth/refresh', { refreshToken: other.refreshToken }, xff('10.16.0.2'))).status).toBe(200);
   });
 
+  it("limits one account's refreshes over a day too (2,000): each keeps a token row for as long as its session lives", async () => {
+    const s = await registerCustomer(a.http, xff('10.16.1.1'));
+    const redis = new Redis(a.config.redis.url, { lazyConnect: true });
+    await redis.connect();
+    try {
+      // the day's refreshes so far (2,000 at 60 a minute would take this test 33 minutes)
+      await redis.set(`${a.config.redis.keyPrefix}:rl:${counterKey('refresh-account-day', `user:${s.user.id}`)}`, '2000', 'PX', 86_400_000);
+    } finally {
+      redis.disconnect();
+    }
+    const over = await a.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken }, xff('10.16.1.1'));
+    expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
+    expect(over.headers.get('ratelimit-policy')).toContain('"refresh-account-day";q=2000;w=86400');
+    expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(3600);
+    // its token was not spent: no row was added
+    const rows = await a.db.pool.query(
+      `SELECT count(*)::int AS n, count(spent_at)::int AS spent FROM refresh_tokens t JOIN refresh_token_families f ON f.id = t.family_id WHERE f.user_id = $1`,
+      [s.user.id],
+    );
+    expect(rows.rows).toEqual([{ n: 1, spent: 0 }]);
+  });
+
   it('limits password-change attempts per user', async () => {
     const s = await registerCustomer(a.http, xff('10.9.0.1'));
     const statuses = [];

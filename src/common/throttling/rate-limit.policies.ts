@@ -123,6 +123,18 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     failClosed: false,
   },
   {
+    // and over a day: at 60 a minute one account kept 86,400 token rows a day for as long as its
+    // sessions live (30 days) and 30 days after — every sign-in of its own slower for them (a
+    // password change reads them all). A client refreshing every access token's 15 minutes
+    // needs 96 a day per device.
+    name: 'refresh-account-day',
+    limit: 2000,
+    windowSeconds: 86_400,
+    tracker: 'signed-in',
+    scope: 'refresh',
+    failClosed: false,
+  },
+  {
     // each checks a password (argon2, behind one gate per process): with login's 20 a minute,
     // one address gets at most 30 hashes a minute, however many sessions it signs in
     name: 'password-change-ip',
