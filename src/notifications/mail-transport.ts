@@ -51,6 +51,21 @@ export abstract class MailTransport {
  */
 export const SMTP_TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 10 * 60_000 };
 
+const LOOPBACK_HOST = /^(localhost|127(\.\d{1,3}){3}|\[?::1\]?)$/i;
+
+/**
+ * The transport's options from SMTP_URL. An `smtp://` server is upgraded with STARTTLS only when
+ * it offers it, and anyone on the path can strike the offer from its EHLO reply: the credentials
+ * and every receipt then travel in clear. So outside development STARTTLS is required (the send
+ * fails without it) unless the server is on this host or the URL says `?requireTLS=false`.
+ */
+export function smtpTransportOptions(smtpUrl: string, development: boolean): SMTPTransport.Options {
+  const parsed = parseConnectionUrl(smtpUrl) as SMTPTransport.Options;
+  const local = LOOPBACK_HOST.test(parsed.host ?? '');
+  const requireTLS = parsed.requireTLS ?? (!parsed.secure && !development && !local);
+  return { ...SMTP_TIMEOUTS, ...parsed, requireTLS };
+}
+
 const toMail = (m: OutgoingEmail) => ({
   from: m.from,
   to: m.to,
@@ -69,7 +84,8 @@ const ACCEPTED_MARK_MS = 7 * 24 * 3600_000;
 const ACCEPTED_MARK_TIMEOUT_MS = 500;
 
 /**
- * Sends through the mail server at SMTP_URL (smtp:// with STARTTLS when offered, or smtps://).
+ * Sends through the mail server at SMTP_URL (smtp:// with STARTTLS — required outside development
+ * but to this host: smtpTransportOptions — or smtps://).
  *
  * SMTP cannot say afterwards whether it delivered a message, so this transport keeps its own
  * record: once the server has said "250 OK", a Redis mark `<prefix>:email-accepted:<key>` (7
@@ -87,9 +103,10 @@ class SmtpMailTransport extends MailTransport implements OnApplicationShutdown {
     smtpUrl: string,
     private readonly redis: Pick<Redis, 'set' | 'exists' | 'del'>,
     keyPrefix: string,
+    development: boolean,
   ) {
     super();
-    this.transporter = createTransport({ ...SMTP_TIMEOUTS, ...parseConnectionUrl(smtpUrl) });
+    this.transporter = createTransport(smtpTransportOptions(smtpUrl, development));
     this.markPrefix = `${keyPrefix}:email-accepted:`;
   }
 
@@ -164,6 +181,6 @@ export const mailTransportProvider: Provider = {
   inject: [APP_CONFIG, REDIS],
   useFactory: (config: AppConfig, redis: Redis): MailTransport =>
     config.mail.smtpUrl
-      ? new SmtpMailTransport(config.mail.smtpUrl, redis, config.redis.keyPrefix)
+      ? new SmtpMailTransport(config.mail.smtpUrl, redis, config.redis.keyPrefix, config.isDevelopment)
       : new FileMailTransport(config.mail.outboxDir),
 };
