@@ -7,7 +7,13 @@ cd "$(dirname "$0")/.."
 # the servers the tests use: their defaults and this shell's DATABASE_URL / REDIS_URL — not .env's,
 # which the tests do not read (each suite makes its own configuration)
 ENV_FILE= bash scripts/ensure-services.sh
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+if [ -L node_modules ]; then
+  # a linked node_modules is shared (git worktrees): `npm ci` would empty the link's target for
+  # everyone using it (as in scripts/start.sh); never install through it
+  if [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    echo "[test] note: node_modules is a link and older than package-lock.json; not reinstalling through it" >&2
+  fi
+elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "[test] installing dependencies (npm ci)"
   npm ci --no-audit --no-fund --include=dev
 fi
