@@ -276,6 +276,12 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       expect(headers).toContain(`x-request-id: ${body.requestId.toLowerCase()}`);
       expect(body.status).toBe(status);
     }
+    // a well-formed request id of the client's is kept (API.md), here too
+    const raw = await rawExchange(
+      port,
+      `GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nExpect: x-teapot\r\nX-Request-Id: client-0001-abc\r\nConnection: close\r\n\r\n`,
+    );
+    expect(raw.toLowerCase()).toContain('x-request-id: client-0001-abc');
   });
 });
 

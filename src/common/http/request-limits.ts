@@ -1,7 +1,7 @@
 import { DomainError } from '../errors/domain-error';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { randomUUID } from 'node:crypto';
+import { resolveRequestId } from './request-id';
 import { type IncomingMessage, STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors/error-codes';
@@ -162,8 +162,8 @@ export function refuseWhileClosing(isClosing: () => boolean, browserHeaders: Bro
  * An `Expect` header other than `100-continue`: 417 as problem+json with a request id (Node
  * answered a bare 417 itself). Listens to the server's `checkExpectation`.
  */
-export function refuseExpectation(_request: IncomingMessage, response: ServerResponse): void {
-  const requestId = randomUUID();
+export function refuseExpectation(request: IncomingMessage, response: ServerResponse): void {
+  const requestId = resolveRequestId(request.headers['x-request-id']); // a well-formed one kept, as everywhere
   const body = JSON.stringify(
     problemBody({ status: 417, code: 'BAD_REQUEST', detail: 'Only "Expect: 100-continue" is supported.' }, requestId),
   );
@@ -190,7 +190,7 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? [408, 'REQUEST_TIMEOUT', 'The request was not received in time.']
         : [400, 'BAD_REQUEST', 'The request is malformed.'];
-  const requestId = randomUUID();
+  const requestId = resolveRequestId(undefined); // (no headers were read: a new one)
   const body = JSON.stringify(problemBody({ status, code, detail }, requestId));
   // the request that timed out was already answered (refused while its body still trickled
   // in): one answer per request, so the connection is only closed
