@@ -40,6 +40,28 @@ function sendProblem(error: unknown, request: FastifyRequest, reply: FastifyRepl
  * Nest controllers, so they are absent from the OpenAPI document. Nothing here waits for Redis;
  * the board's API answers 503 while Redis is away.
  */
+/** The board's paging bounds: pages of at most this many jobs, and page numbers that stay exact. */
+const MAX_JOBS_PER_PAGE = 1000;
+const MAX_PAGE = 1_000_000;
+
+/** A 400 for a `page` or `jobsPerPage` that is not a whole number in its bounds; null when both are fine or absent. */
+function pagingProblem(query: unknown): DomainError | null {
+  const q = (query ?? {}) as Record<string, unknown>;
+  for (const [name, max] of [
+    ['page', MAX_PAGE],
+    ['jobsPerPage', MAX_JOBS_PER_PAGE],
+  ] as const) {
+    const value = q[name];
+    if (value === undefined) continue;
+    if (typeof value !== 'string' || !/^\d{1,7}$/.test(value) || Number(value) < 1 || Number(value) > max) {
+      return new DomainError('VALIDATION_FAILED', `${name} must be a whole number from 1 to ${max}.`, {
+        errors: [{ field: name, message: `must be a whole number from 1 to ${max}` }],
+      });
+    }
+  }
+  return null;
+}
+
 @Injectable()
 export class QueueBoardRegistrar implements OnModuleInit {
   constructor(
@@ -84,6 +106,10 @@ export class QueueBoardRegistrar implements OnModuleInit {
           });
         board.addHook('preHandler', async (request, reply) => {
           if (!request.url.startsWith(`${QUEUE_BOARD_PATH}/api/`)) return;
+          // the board takes any integer (1e300 too) and hands the range to Redis, which refused
+          // it (a 500), or read a whole state's jobs in one script for a huge page size
+          const badPaging = pagingProblem(request.query);
+          if (badPaging) return sendProblem(badPaging, request, reply);
           if (this.board.redisReady) return;
           return sendProblem(unavailable(), request, reply);
         });
