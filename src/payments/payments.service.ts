@@ -64,10 +64,11 @@ export class PaymentsService {
     if (existing?.status === 'canceled') {
       throw overdue ? reservationExpired() : new DomainError('ORDER_NOT_PAYABLE', 'The payment was cancelled.');
     }
-    if (existing && order.status === 'PAYMENT_PENDING' && overdue && existing.status === 'requires_payment_method') {
+    if (existing && order.status === 'PAYMENT_PENDING' && overdue && existing.status !== 'succeeded') {
       // started in time, not paid as far as we know, and the deadline has passed (its expiry may
-      // be queued behind others). Our record may lag the provider (its event still on the way):
-      // the provider says. Still waiting for the customer: its client secret is not handed out
+      // be queued behind others). Our record may lag the provider (its event still on the way —
+      // a bank debit recorded processing may have failed since, its intent payable again): the
+      // provider says. Still waiting for the customer: its client secret is not handed out
       // again — a payment made after the window would revive the order (API.md: released after
       // the window). Submitted in time (processing) or made (succeeded): shown as it is.
       const remote = await this.gateway.retrieveIntent(existing.intentId);

@@ -14,6 +14,7 @@ import { Buyer, buyers, placeOrder } from '../support/orders';
 import { drain } from '../support/drain';
 import { holdIdempotencyKey } from '../support/idempotency-keys';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { expectProblem } from '../support/http';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
 
@@ -457,6 +458,17 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       await processed(failed.id);
       expect(await orderOf(order.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    }, 30_000);
+
+    it('a bank debit that failed past the deadline (its event not processed yet) does not hand the client secret out again', async () => {
+      const { order, intent } = await paying();
+      stripe.process(intent);
+      await overdue(order.body.id);
+      expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(false); // our record: processing
+      stripe.decline(intent); // the debit failed; the intent is payable again at Stripe, its event on its way
+      const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+      expectProblem(again, 409, 'ORDER_NOT_PAYABLE');
+      expect(again.body.clientSecret).toBeUndefined();
     }, 30_000);
 
     it('Stripe down: orders without a payment still expire on time; the gateway is asked once per run, not once per order', async () => {
