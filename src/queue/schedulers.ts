@@ -28,7 +28,7 @@ export const SCHEDULES: readonly JobSchedule[] = [
 ];
 
 /** How often every worker checks that each schedule is still in Redis (once it is known complete). */
-export const SCHEDULES_CHECK_MS = 60_000;
+const SCHEDULES_CHECK_MS = 60_000;
 /** After a failed check: again in 1 s, 2 s, 4 s … at most this long. */
 const RETRY_MAX_MS = 30_000;
 

@@ -17,7 +17,7 @@ const RUN_MARK = 'shop-test-run';
 const REDIS_MARK = /^shop-test-redis-(\d+)$/;
 
 /** The run a server belongs to: the jest process's pid (its global setup sets it). */
-export function testRun(): string {
+function testRun(): string {
   return process.env.SHOP_TEST_RUN ?? String(process.pid);
 }
 
