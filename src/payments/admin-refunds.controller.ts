@@ -25,7 +25,9 @@ export class AdminRefundsController {
       'Without `amount`, refunds all that remains refundable. A full refund makes the order ' +
       '`REFUNDED`, a partial one `PARTIALLY_REFUNDED`. Never more than captured minus already ' +
       'refunded. `status: pending` means the provider has not answered yet (retried ' +
-      'automatically). Requires an Idempotency-Key.',
+      'automatically with the same key) or has accepted it as pending (its balance, an unsettled ' +
+      'charge: it settles by itself, sometimes days later): never issue another refund for it. ' +
+      'Requires an Idempotency-Key.',
   })
   @ApiUuidParam('id', 'Order id')
   @ApiCreatedResponse({ type: RefundDto })

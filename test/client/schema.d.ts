@@ -571,7 +571,7 @@ export interface paths {
         put?: never;
         /**
          * Refund a paid order, fully or partly (permission `orders:refund`)
-         * @description Without `amount`, refunds all that remains refundable. A full refund makes the order `REFUNDED`, a partial one `PARTIALLY_REFUNDED`. Never more than captured minus already refunded. `status: pending` means the provider has not answered yet (retried automatically). Requires an Idempotency-Key.
+         * @description Without `amount`, refunds all that remains refundable. A full refund makes the order `REFUNDED`, a partial one `PARTIALLY_REFUNDED`. Never more than captured minus already refunded. `status: pending` means the provider has not answered yet (retried automatically with the same key) or has accepted it as pending (its balance, an unsettled charge: it settles by itself, sometimes days later): never issue another refund for it. Requires an Idempotency-Key.
          */
         post: operations["refundOrder"];
         delete?: never;
@@ -1024,7 +1024,7 @@ export interface components {
             refunded: components["schemas"]["MoneyDto"];
             /**
              * Format: date-time
-             * @description While stock is held unpaid
+             * @description The reservation deadline set at checkout, kept on the order afterwards: it binds only while the status is INVENTORY_RESERVED or PAYMENT_PENDING (unpaid by then, the order is released); in any other status it is history, not an offer to pay
              */
             reservationExpiresAt: string | null;
             /** Format: date-time */
@@ -1082,14 +1082,15 @@ export interface components {
             refunded: components["schemas"]["MoneyDto"];
             /**
              * Format: date-time
-             * @description While stock is held unpaid
+             * @description The reservation deadline set at checkout, kept on the order afterwards: it binds only while the status is INVENTORY_RESERVED or PAYMENT_PENDING (unpaid by then, the order is released); in any other status it is history, not an offer to pay
              */
             reservationExpiresAt: string | null;
             /** Format: date-time */
             createdAt: string;
             /** Format: date-time */
             updatedAt: string;
-            payment: components["schemas"]["PaymentSummaryDto"] | null;
+            /** @description null until a payment is started */
+            payment: components["schemas"]["PaymentSummaryDto"] | (never | null);
             history: components["schemas"]["StatusChangeDto"][];
         };
         PaymentIntentDto: {

@@ -1,4 +1,4 @@
-import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { ApiExtraModels, ApiProperty, ApiPropertyOptional, getSchemaPath } from '@nestjs/swagger';
 import { CANCELLATION_REASONS, ORDER_STATUSES } from '../order-state-machine';
 import { Order, OrderWithHistory, PaymentSummary } from '../order.model';
 import { MoneyDto } from '../../common/money/money.dto';
@@ -13,7 +13,14 @@ export class OrderItemDto {
 }
 
 export class StatusChangeDto {
-  @ApiProperty({ enum: ORDER_STATUSES, nullable: true, description: 'null for the first entry' }) from!: string | null;
+  // (OpenAPI 3.0: `nullable` lets null through an enum only when the enum lists it)
+  @ApiProperty({
+    type: String,
+    enum: [...ORDER_STATUSES, null] as unknown as string[],
+    nullable: true,
+    description: 'null for the first entry',
+  })
+  from!: string | null;
   @ApiProperty({ enum: ORDER_STATUSES }) to!: string;
   @ApiProperty({ type: String, nullable: true }) reason!: string | null;
   @ApiProperty({ format: 'date-time' }) at!: string;
@@ -26,7 +33,15 @@ export class OrderDto {
   @ApiProperty({ type: [OrderItemDto] }) items!: OrderItemDto[];
   @ApiProperty({ type: MoneyDto }) total!: MoneyDto;
   @ApiProperty({ type: MoneyDto }) refunded!: MoneyDto;
-  @ApiProperty({ type: String, format: 'date-time', nullable: true, description: 'While stock is held unpaid' })
+  @ApiProperty({
+    type: String,
+    format: 'date-time',
+    nullable: true,
+    description:
+      'The reservation deadline set at checkout, kept on the order afterwards: it binds only while the ' +
+      'status is INVENTORY_RESERVED or PAYMENT_PENDING (unpaid by then, the order is released); ' +
+      'in any other status it is history, not an offer to pay',
+  })
   reservationExpiresAt!: string | null;
   @ApiProperty({ format: 'date-time' }) createdAt!: string;
   @ApiProperty({ format: 'date-time' }) updatedAt!: string;
@@ -49,8 +64,15 @@ export class PaymentSummaryDto {
   @ApiProperty({ type: [RefundSummaryDto] }) refunds!: RefundSummaryDto[];
 }
 
+@ApiExtraModels(PaymentSummaryDto)
 export class OrderDetailDto extends OrderDto {
-  @ApiProperty({ type: PaymentSummaryDto, nullable: true }) payment!: PaymentSummaryDto | null;
+  // (OpenAPI 3.0: `nullable` beside an allOf/$ref lets no null through; a validator needs the
+  // null as its own alternative)
+  @ApiProperty({
+    description: 'null until a payment is started',
+    anyOf: [{ $ref: getSchemaPath(PaymentSummaryDto) }, { type: 'object', nullable: true, enum: [null] }],
+  })
+  payment!: PaymentSummaryDto | null;
   @ApiProperty({ type: [StatusChangeDto] }) history!: StatusChangeDto[];
 }
 
