@@ -6,7 +6,7 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  * read with BEGIN, without a lock, so a checkout queued on a hot row during a sale used to commit
  * an order for a product an admin had deactivated meanwhile — a recall, a pricing error —
  * after the admin had been answered 204. The deactivation (CatalogAdminService) now locks the
- * product's inventory row before its UPDATE, so it waits for a checkout holding that lock, and a
+ * product's inventory row after its UPDATE, so it waits for a checkout holding that lock, and a
  * checkout that locks after it sees `active = false` here.
  */
 const OFF_SALE_GUARD = `-- 1b. a statement of its own too (a snapshot taken once the locks are ours): a product

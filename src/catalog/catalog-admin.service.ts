@@ -69,7 +69,6 @@ export class CatalogAdminService {
     if (dto.price) this.checkCurrency(dto.price);
     const product = await this.tx.run(async () => {
       if (dto.categoryId) await this.mustHaveCategory(dto.categoryId);
-      if (dto.active === false) await this.inventory.takingOffSale(id);
       const found = await this.products.update(
         id,
         {
@@ -83,6 +82,7 @@ export class CatalogAdminService {
         this.clock.now(),
       );
       if (!found) throw productNotFound();
+      if (dto.active === false) await this.inventory.takingOffSale(id);
       return this.read(id); // in the transaction, as for a create
     });
     await this.cache.invalidate();
@@ -92,8 +92,9 @@ export class CatalogAdminService {
   /** Deactivates (orders keep their snapshots; the product leaves the catalog). */
   async deactivate(id: string): Promise<void> {
     const found = await this.tx.run(async () => {
+      if (!(await this.products.update(id, { active: false }, this.clock.now()))) return false;
       await this.inventory.takingOffSale(id);
-      return this.products.update(id, { active: false }, this.clock.now());
+      return true;
     });
     if (!found) throw productNotFound();
     await this.cache.invalidate();

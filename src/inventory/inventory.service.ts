@@ -21,12 +21,14 @@ export class InventoryService {
   ) {}
 
   /**
-   * A product being taken off sale: call in the transaction that does it, before its UPDATE.
+   * A product being taken off sale: call in the transaction that does it, after its UPDATE of
+   * the product (the order every other writer of both rows takes: a payment updates the product's
+   * units sold, then settles its stock in the COMMIT message — the reverse deadlocked).
    *
-   * - Its stock row is locked first, so the change waits for the checkouts that hold the row (they
-   *   commit before it is answered), and the reservations after it find it off sale
-   *   (`reserve_stock` checks under that lock: a checkout's price snapshot, read at its BEGIN
-   *   without a lock, may be older than the change).
+   * - Its stock row is locked, so the change waits for the checkouts that hold the row (they
+   *   read the product's uncommitted change as on sale, and commit before it is answered), and
+   *   the reservations after it find it off sale (`reserve_stock` checks under that lock: a
+   *   checkout's price snapshot, read at its BEGIN without a lock, may be older than the change).
    * - Its sold-out mark is dropped once that commits, so checkouts of it get the normal path's
    *   409 PRODUCT_UNAVAILABLE rather than the fast path's INSUFFICIENT_STOCK (no reservation
    *   reaches an inactive product to set or renew the mark meanwhile).

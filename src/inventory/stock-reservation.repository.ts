@@ -70,7 +70,7 @@ export class StockReservationRepository {
    * Between the two, a statement of its own raises `product_unavailable` (`offSaleOf`) for a
    * product taken off sale: the price snapshot was read without a lock at BEGIN, and a checkout
    * queued on a hot row committed orders for a product whose deactivation had been answered
-   * (migrations/1763800034000-ReserveOnSaleOnly.ts; the deactivation locks this row first).
+   * (migrations/1763800034000-ReserveOnSaleOnly.ts; the deactivation locks this row too, after its UPDATE).
    *
    * Why not one statement (issue 11, defect 1): every part of a statement shares the snapshot
    * taken when it started, before it waited for the row locks. The old single statement tested

@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import type { PoolClient } from 'pg';
 import { createAdmin } from '../support/auth';
 import { assertStockInvariants, insertProduct, stockOf } from '../support/fixtures';
@@ -128,4 +129,28 @@ describe('taking a product off sale while checkouts of it wait on its stock row'
       await assertStockInvariants(t.db.pool, [p]);
     },
   );
+
+  it('does not deadlock with a payment of the product (units sold updated first, its stock settled in the COMMIT message)', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 10 });
+    const retries = jest.spyOn(Logger.prototype, 'warn');
+    const payment = await t.db.pool.connect();
+    try {
+      // a payment's transaction: the product's units sold first …
+      await payment.query('BEGIN');
+      await payment.query('UPDATE products SET units_sold = units_sold + 1 WHERE id = $1', [p]);
+      const deactivation = t.http.delete(`/v1/admin/products/${p}`, { token: admin });
+      await untilWaitingOnLocks(t.db.pool, 'the deactivation queued behind the payment');
+      // … then its stock, in its COMMIT message: the deactivation must not hold that row meanwhile
+      await payment.query('SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE', [p]);
+      await payment.query('COMMIT');
+      expect((await deactivation).status).toBe(204);
+      expect(
+        retries.mock.calls.map((c) => String(c[0])).filter((m) => m.includes('40P01')),
+      ).toEqual([]);
+    } finally {
+      retries.mockRestore();
+      await payment.query('ROLLBACK').catch(() => undefined);
+      payment.release();
+    }
+  });
 });
