@@ -29,7 +29,10 @@ describe('private servers left by a run that is gone', () => {
         .trim()
         .split(' ');
     const [deadDir, deadPort] = start(deadRun);
-    const [liveDir, livePort] = start(String(process.pid)); // a run still going: this test's process
+    // a run still going (this test's process: alive, and not this jest run, whose other test
+    // files' servers this test must never touch)
+    const liveRun = String(process.pid);
+    const [liveDir, livePort] = start(liveRun);
     const postmaster = (dir: string) =>
       Number(readFileSync(join(dir, 'postmaster.pid'), 'utf8').split('\n')[0]);
     const deadPostmaster = postmaster(deadDir);
@@ -43,8 +46,9 @@ describe('private servers left by a run that is gone', () => {
       expect(existsSync(deadDir)).toBe(false);
       expect(alive(livePostmaster)).toBe(true);
     } finally {
-      // this test's own (the teardown would also take them: they are marked with this run's pid)
-      sweepPrivateServers({ own: true });
+      // the servers this test started as a live run's, and only those
+      sweepPrivateServers({ run: liveRun });
+      sweepPrivateServers({ run: deadRun });
     }
     expect(alive(livePostmaster)).toBe(false);
     return Promise.all(

@@ -35,14 +35,22 @@ export function unmarkRedis(port: number): void {
   rmSync(join(tmpdir(), `shop-test-redis-${port}`), { force: true });
 }
 
-const leftOver = (run: string, opts: { own: boolean }): boolean => {
+const leftOver = (run: string, opts: SweepOptions): boolean => {
+  if (opts.run !== undefined) return run === opts.run;
   const own = run === testRun();
   const pid = Number(run);
-  return own ? opts.own : Number.isInteger(pid) && pid > 0 && !alive(pid);
+  return own ? opts.own === true : Number.isInteger(pid) && pid > 0 && !alive(pid);
 };
 
+/**
+ * Which servers: those of runs that are gone (and this run's, with `own`: only once every test
+ * is over — the global teardown — since the other test files of the run may be using theirs), or
+ * those marked with exactly `run`.
+ */
+type SweepOptions = { own?: boolean; run?: string };
+
 /** Stops and removes the private servers of runs that are gone (and this run's, with `own`). */
-export function sweepPrivateServers(opts: { own: boolean }): string[] {
+export function sweepPrivateServers(opts: SweepOptions): string[] {
   const swept: string[] = [];
   for (const name of readdirSync(tmpdir())) {
     const path = join(tmpdir(), name);
