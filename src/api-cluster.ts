@@ -187,6 +187,8 @@ function clusterMetricsCollector(): { scrape(): Promise<string> } {
         resolve: (metrics) => {
           clearTimeout(timer);
           waiting.delete(id);
+          // kept at once, before an exit of the process can retire what it said last
+          if (metrics.length > 0 && ready.has(worker)) last.set(worker, metrics);
           resolve(metrics);
         },
       });
@@ -202,29 +204,26 @@ function clusterMetricsCollector(): { scrape(): Promise<string> } {
     async scrape() {
       const asked = [...ready].filter((w) => w.isConnected());
       const settled = await Promise.allSettled(asked.map(ask));
-      const answers: MetricsJson[] = [];
-      const stale: MetricsJson[] = [];
-      settled.forEach((r, i) => {
-        if (r.status === 'fulfilled') {
-          if (asked[i].isConnected()) last.set(asked[i], r.value);
-          answers.push(r.value);
-        } else {
-          const before = last.get(asked[i]);
-          if (before) stale.push(before);
-        }
-      });
+      const answered = settled.filter((r) => r.status === 'fulfilled' && r.value.length > 0).length;
       if (retired.length > 1) retired = [await AggregatorRegistry.aggregate(retired).getMetricsAsJSON()];
-      const registry = AggregatorRegistry.aggregate([...answers, ...stale, ...retired]);
+      // each live process once, as it last answered (now, or before if it did not now), and the
+      // processes that died once, in `retired` (one that died during this scrape is there, with
+      // its answer if it gave one: never in both)
+      const live = [...ready].flatMap((w) => {
+        const figures = last.get(w);
+        return figures ? [figures] : [];
+      });
+      const registry = AggregatorRegistry.aggregate([...live, ...retired]);
       new Gauge({
         name: 'cluster_metrics_processes',
         help: 'API processes whose figures this scrape sums',
         registers: [registry],
-      }).set(answers.length);
+      }).set(answered);
       new Gauge({
         name: 'cluster_metrics_missing_processes',
         help: 'API processes that did not answer this scrape (summed as they last answered, if ever)',
         registers: [registry],
-      }).set(asked.length - answers.length);
+      }).set(asked.length - answered);
       return registry.metrics();
     },
   };
