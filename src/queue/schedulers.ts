@@ -48,6 +48,7 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
   private running?: Promise<void>;
   private failures = 0;
   private stopped = false;
+  private again = false;
 
   constructor(private readonly jobs: JobQueues) {}
 
@@ -76,7 +77,11 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
     if (this.stopped) return;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
-      if (this.running) return this.checkIn(1_000); // one at a time: after it, soon
+      if (this.running) {
+        this.again = true; // asked while one runs (a reconnect): another right after it
+        return;
+      }
+      this.again = false;
       this.running = this.check().finally(() => (this.running = undefined));
     }, delayMs);
     this.timer.unref();
@@ -87,7 +92,7 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
       const added = await this.registerMissing();
       if (added > 0) this.logger.log(`${added} job schedule(s) registered`);
       this.failures = 0;
-      this.checkIn(SCHEDULES_CHECK_MS);
+      this.checkIn(this.again ? 0 : SCHEDULES_CHECK_MS);
     } catch (err) {
       this.failures++;
       const retryMs = Math.min(1_000 * 2 ** (this.failures - 1), RETRY_MAX_MS);
