@@ -70,7 +70,7 @@ export class OrderDetailDto extends OrderDto {
   // null as its own alternative)
   @ApiProperty({
     description: 'null until a payment is started',
-    anyOf: [{ $ref: getSchemaPath(PaymentSummaryDto) }, { type: 'object', nullable: true, enum: [null] }],
+    anyOf: [{ $ref: getSchemaPath(PaymentSummaryDto) }, { enum: [null] }],
   })
   payment!: PaymentSummaryDto | null;
   @ApiProperty({ type: [StatusChangeDto] }) history!: StatusChangeDto[];
