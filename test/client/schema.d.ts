@@ -764,8 +764,8 @@ export interface components {
         };
         RegisterDto: {
             /**
-             * Format: email
-             * @description Stored trimmed and lower-cased
+             * Format: idn-email
+             * @description Stored trimmed and lower-cased. An internationalized domain in its own letters (bücher.de), not its xn-- form (refused)
              * @example asha@example.com
              */
             email: string;
@@ -777,7 +777,7 @@ export interface components {
         UserDto: {
             /** Format: uuid */
             id: string;
-            /** Format: email */
+            /** Format: idn-email */
             email: string;
             name: string;
             /** @enum {string} */
@@ -1090,7 +1090,7 @@ export interface components {
             /** Format: date-time */
             updatedAt: string;
             /** @description null until a payment is started */
-            payment: components["schemas"]["PaymentSummaryDto"] | (never | null);
+            payment: components["schemas"]["PaymentSummaryDto"] | null;
             history: components["schemas"]["StatusChangeDto"][];
         };
         PaymentIntentDto: {

@@ -21,7 +21,17 @@ export const PASSWORD_MIN = 8;
 export const PASSWORD_MAX = 128;
 
 export class RegisterDto {
-  @ApiProperty({ example: 'asha@example.com', format: 'email', maxLength: 254, description: 'Stored trimmed and lower-cased' })
+  @ApiProperty({
+    example: 'asha@example.com',
+    // an internationalized address is taken in its Unicode form (asha@bücher.de), never as xn--:
+    // JSON Schema's `email` format is ASCII only, so a validating client would refuse the one
+    // form this route accepts
+    format: 'idn-email',
+    maxLength: 254,
+    description:
+      'Stored trimmed and lower-cased. An internationalized domain in its own letters (bücher.de), ' +
+      'not its xn-- form (refused)',
+  })
   @Transform(toNormalizedEmail)
   @IsEmail()
   @Matches(PLAIN_ADDRESS, { message: 'email must be a plain address: no quotes, backslashes, spaces or invisible characters' })
@@ -82,7 +92,7 @@ export class ChangePasswordDto {
 
 export class UserDto {
   @ApiProperty({ format: 'uuid' }) id!: string;
-  @ApiProperty({ format: 'email' }) email!: string;
+  @ApiProperty({ format: 'idn-email' }) email!: string;
   @ApiProperty() name!: string;
   @ApiProperty({ enum: ROLES }) role!: Role;
 }
