@@ -66,10 +66,14 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
     this.checkIn(0);
   }
 
-  async beforeApplicationShutdown(): Promise<void> {
+  /**
+   * No new check starts; one running is not waited for: its upserts are idempotent, and with
+   * Redis unreachable it would wait for Redis (the queue connection retries for ever), holding
+   * the worker's shutdown past its deadline.
+   */
+  beforeApplicationShutdown(): void {
     this.stopped = true;
     clearTimeout(this.timer);
-    await this.running;
   }
 
   /** Runs the check `delayMs` from now (sooner replaces later; never two at once). */
