@@ -55,7 +55,8 @@ export function sweepPrivateServers(opts: SweepOptions): string[] {
   for (const name of readdirSync(tmpdir())) {
     const path = join(tmpdir(), name);
     if (name.startsWith('pg-') && existsSync(join(path, RUN_MARK))) {
-      if (!leftOver(readFileSync(join(path, RUN_MARK), 'utf8').trim(), opts)) continue;
+      const run = readIfExists(join(path, RUN_MARK)).trim();
+      if (!run || !leftOver(run, opts)) continue;
       stopPostgres(path);
       rmSync(path, { recursive: true, force: true });
       swept.push(path);
@@ -63,7 +64,9 @@ export function sweepPrivateServers(opts: SweepOptions): string[] {
     }
     const port = REDIS_MARK.exec(name)?.[1];
     if (!port) continue;
-    const [run, pid] = readFileSync(path, 'utf8').trim().split(' ');
+    // (read as it may go: its server being stopped by its own test meanwhile)
+    const [run, pid] = readIfExists(path).trim().split(' ');
+    if (!run) continue;
     if (!leftOver(run, opts)) continue;
     // only that very server: a pid reused since by another process is left alone
     const cmdline = readIfExists(`/proc/${pid}/cmdline`);
