@@ -66,7 +66,7 @@ describe('checkout under concurrency', () => {
     );
 
     const statuses = responses.map((r) => r.status);
-    expect(statuses.filter((s) => s >= 500)).toEqual([]);
+    expect(responses.filter((r) => r.status >= 500).map((r) => `${r.status} ${r.body?.code} ${r.body?.detail}`)).toEqual([]);
     expect(statuses.every((s) => s === 201 || s === 409)).toBe(true);
     for (const r of responses.filter((x) => x.status === 409)) {
       expect(r.body.code).toBe('INSUFFICIENT_STOCK');
