@@ -12,6 +12,7 @@ import { assertStockInvariants, insertProduct, newKey, stockOf } from '../suppor
 import type { HttpResponse } from '../support/http';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { untilWaitingOnLocks } from '../support/lock-waiters';
 import { waitFor } from '../support/wait-for';
 
 /**
@@ -340,6 +341,32 @@ describe('sold-out fast path', () => {
     expect(again.body.code).toBe('INSUFFICIENT_STOCK');
     expect(await totalFastRefusals()).toBe(refusedBefore + 1);
   }, 60_000);
+
+  it('a key question stuck behind a lock on the records table lets the request go the normal path with its key free (not 409 IN_USE)', async () => {
+    const p = await insertProduct(a.db.pool, { stock: 1 });
+    const [buyer, late] = [crowd[40], crowd[41]];
+    expect((await placeOrder(a.http, buyer, [{ productId: p, quantity: 1 }])).status).toBe(201);
+    await untilFastPathRefuses(a, p, buyer);
+    const table = await a.db.pool.connect();
+    try {
+      await table.query('BEGIN');
+      await table.query('LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE'); // an ALTER TABLE, say
+      const checkout = placeOrder(a.http, late, [{ productId: p, quantity: 1 }], newKey());
+      // the request's own claim, on the normal path, waits on the table (the question gave up on it
+      // after its lock_timeout, its locks gone with it; the old one still held the key's then)
+      await untilWaitingOnLocks(a.db.pool, 'the normal path\'s claim waiting on the table', { matching: '%pg_try_advisory_xact_lock%', count: 1 });
+      await waitFor('the key question gone', async () =>
+        (await a.db.pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%idempotency_keys_in_use%' AND state = 'active' AND pid <> pg_backend_pid()`)).rows[0].n,
+        { until: (n) => n === 0 },
+      );
+      await table.query('COMMIT');
+      const res = await checkout;
+      expect([res.status, res.body.code]).toEqual([409, 'INSUFFICIENT_STOCK']);
+    } finally {
+      await table.query('ROLLBACK').catch(() => undefined);
+      table.release();
+    }
+  });
 
   it('a mark observed before a release that cleared first is never written (generation compare-and-set)', async () => {
     const productId = await insertProduct(a.db.pool, { stock: 1 });
