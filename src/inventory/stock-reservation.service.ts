@@ -23,7 +23,8 @@ export const insufficient = (products: (Shortfall | Omit<Shortfall, 'available'>
 
 /**
  * The reservation's failure as the client sees it: its own shortfall → 409 INSUFFICIENT_STOCK
- * naming the short products; a product taken off sale meanwhile → 409 PRODUCT_UNAVAILABLE. So is a CHECK `inventory_reserved_within_on_hand` violation (23514):
+ * naming the short products; a product taken off sale meanwhile → 409 PRODUCT_UNAVAILABLE. A
+ * CHECK `inventory_reserved_within_on_hand` violation (23514) → INSUFFICIENT_STOCK too:
  * the statement tests availability itself and should never let one through (issue 11, defect 1),
  * but if it ever does the constraint has refused an oversell, which is a 409, never a 500. The
  * product is read from the violation's "Failing row contains (product_id, …)" detail when it is
