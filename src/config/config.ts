@@ -638,7 +638,13 @@ function jwtSecretProblems(env: Record<string, string>): string[] {
   return problems;
 }
 
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+/**
+ * Whether a URL's host name is this machine (localhost, 127.0.0.0/8, ::1 with or without its
+ * brackets): a plain-text connection to it never crosses a network (STRIPE_API_URL, SMTP_URL).
+ */
+export function isLoopbackHost(hostname: string): boolean {
+  return /^(localhost|127(\.\d{1,3}){3}|\[?::1\]?)$/i.test(hostname);
+}
 
 /**
  * Currencies Stripe counts in other units than ISO 4217 minor units, which are the API's (API.md)
@@ -673,7 +679,7 @@ function stripeProblems(env: Record<string, string>): string[] {
     } catch {
       target = null; // the schema names it
     }
-    if (target && target.protocol !== 'https:' && !LOOPBACK_HOSTS.has(target.hostname)) {
+    if (target && target.protocol !== 'https:' && !isLoopbackHost(target.hostname)) {
       problems.push('STRIPE_API_URL: must use https (it receives the secret key) unless it is on this host');
     }
   }

@@ -8,7 +8,7 @@ import type SMTPTransport from 'nodemailer/lib/smtp-transport';
 import type StreamTransport from 'nodemailer/lib/stream-transport';
 import type Redis from 'ioredis';
 import { withTimeout } from '../common/with-timeout';
-import { APP_CONFIG, AppConfig } from '../config/config';
+import { APP_CONFIG, AppConfig, isLoopbackHost } from '../config/config';
 import { REDIS } from '../redis/redis.module';
 
 export interface OutgoingEmail {
@@ -51,8 +51,6 @@ export abstract class MailTransport {
  */
 export const SMTP_TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 10 * 60_000 };
 
-const LOOPBACK_HOST = /^(localhost|127(\.\d{1,3}){3}|\[?::1\]?)$/i;
-
 /**
  * The transport's options from SMTP_URL. An `smtp://` server is upgraded with STARTTLS only when
  * it offers it, and anyone on the path can strike the offer from its EHLO reply: the credentials
@@ -61,7 +59,7 @@ const LOOPBACK_HOST = /^(localhost|127(\.\d{1,3}){3}|\[?::1\]?)$/i;
  */
 export function smtpTransportOptions(smtpUrl: string, development: boolean): SMTPTransport.Options {
   const parsed = parseConnectionUrl(smtpUrl) as SMTPTransport.Options;
-  const local = LOOPBACK_HOST.test(parsed.host ?? '');
+  const local = isLoopbackHost(parsed.host ?? '');
   const requireTLS = parsed.requireTLS ?? (!parsed.secure && !development && !local);
   return { ...SMTP_TIMEOUTS, ...parsed, requireTLS };
 }
