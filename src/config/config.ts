@@ -129,6 +129,9 @@ const envSchema = z.object({
   // session-mode pool, when DATABASE_URL points at a transaction-mode PgBouncer; unset = DATABASE_URL
   DATABASE_LOCK_URL: url(['postgres:', 'postgresql:']).optional(),
   DATABASE_POOL_SIZE: int(20, 1, 500),
+  // how long a request waits for a free pool connection while every one is in use (a sale's queue
+  // in front of a database that answers) before 503; opening a connection still gives up after 5 s
+  DATABASE_POOL_WAIT_MS: int(15_000, 100, 600_000),
   // a statement PostgreSQL sends nothing back for this long fails (503) and its connection is
   // dropped: a stalled or vanished server frees the pool instead of holding it for TCP's ~15 min
   DATABASE_QUERY_TIMEOUT_MS: int(60_000, 1_000, 3_600_000),
@@ -277,6 +280,8 @@ export interface AppConfig {
      */
     lockUrl: string;
     poolSize: number;
+    /** How long a request waits for a free pool connection while all are in use (not a connect). */
+    poolWaitMs: number;
     /** A statement the server sends nothing back for this long fails, its connection dropped. */
     queryTimeoutMs: number;
     /** Circuit breaker: opens after `failures` consecutive connection failures, probes after `halfOpenAfterMs`. */
@@ -510,6 +515,7 @@ export function loadDatabaseConfig(
       DATABASE_URL: true,
       DATABASE_LOCK_URL: true,
       DATABASE_POOL_SIZE: true,
+      DATABASE_POOL_WAIT_MS: true,
       DATABASE_QUERY_TIMEOUT_MS: true,
       DB_BREAKER_FAILURES: true,
       DB_BREAKER_HALF_OPEN_MS: true,
@@ -526,6 +532,7 @@ function databaseOf(
     | 'DATABASE_URL'
     | 'DATABASE_LOCK_URL'
     | 'DATABASE_POOL_SIZE'
+    | 'DATABASE_POOL_WAIT_MS'
     | 'DATABASE_QUERY_TIMEOUT_MS'
     | 'DB_BREAKER_FAILURES'
     | 'DB_BREAKER_HALF_OPEN_MS'
@@ -535,6 +542,7 @@ function databaseOf(
     url: d.DATABASE_URL,
     lockUrl: d.DATABASE_LOCK_URL ?? d.DATABASE_URL,
     poolSize: d.DATABASE_POOL_SIZE,
+    poolWaitMs: d.DATABASE_POOL_WAIT_MS,
     queryTimeoutMs: d.DATABASE_QUERY_TIMEOUT_MS,
     breaker: { failures: d.DB_BREAKER_FAILURES, halfOpenAfterMs: d.DB_BREAKER_HALF_OPEN_MS },
   };

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { DataSourceOptions } from 'typeorm';
-import { stallAwareClient } from './stall-aware-client';
+import { Client } from 'pg';
+import { connectBoundedClient, stallAwareClient } from './stall-aware-client';
 import { SafeTypeOrmLogger } from './typeorm-logger';
 
 /**
@@ -18,6 +19,13 @@ const IDLE_IN_TRANSACTION_MS = 15_000;
  */
 const LONG_RUNNING_SILENCE_MS = 10 * 60_000;
 
+/**
+ * How long opening a pool connection (TCP connect, TLS, sign-in) may take before it fails — a
+ * connection failure (503, counted by the circuit breaker). Not how long a request waits for a
+ * connection another request is using: that is `poolWaitMs` (DATABASE_POOL_WAIT_MS).
+ */
+const CONNECT_TIMEOUT_MS = 5000;
+
 /** How long a migration waits for a table lock before it fails (and rolls back): run it again later. */
 const MIGRATION_LOCK_TIMEOUT_MS = 5_000;
 
@@ -32,6 +40,11 @@ export function dataSourceOptions(
   url: string,
   opts: {
     poolSize?: number;
+    /**
+     * How long a caller waits for a free connection while every one is in use (default: the
+     * connect timeout). A sale's queue in front of a database that answers is not an outage.
+     */
+    poolWaitMs?: number;
     withMigrations?: boolean;
     rootDir?: string;
     idleInTransactionMs?: number;
@@ -52,12 +65,17 @@ export function dataSourceOptions(
     // users) are held for that migration, not until the last of the batch commits
     migrationsTransactionMode: 'each',
     extra: {
-      // the pool's clients (pg-pool's `Client` option): see stallAwareClient
-      ...(opts.queryTimeoutMs
-        ? { Client: stallAwareClient(opts.queryTimeoutMs, Math.max(opts.queryTimeoutMs, LONG_RUNNING_SILENCE_MS)) }
-        : {}),
+      // the pool's clients (pg-pool's `Client` option): see stallAwareClient and connectBoundedClient
+      Client: connectBoundedClient(
+        opts.queryTimeoutMs
+          ? stallAwareClient(opts.queryTimeoutMs, Math.max(opts.queryTimeoutMs, LONG_RUNNING_SILENCE_MS))
+          : Client,
+        CONNECT_TIMEOUT_MS,
+      ),
       max: opts.poolSize ?? 20,
-      connectionTimeoutMillis: 5000,
+      // pg-pool's one timeout: for the wait in its queue, and for a connect it opens (which the
+      // client's own connect timeout above ends first when the wait is the longer)
+      connectionTimeoutMillis: Math.max(opts.poolWaitMs ?? CONNECT_TIMEOUT_MS, CONNECT_TIMEOUT_MS),
       idleTimeoutMillis: 30_000,
       application_name: 'shop-orders',
       // the client's side: a server that vanished is noticed on idle pool connections too

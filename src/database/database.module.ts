@@ -14,6 +14,7 @@ import { TransactionHost } from './transaction-host';
       useFactory: (config: AppConfig) => ({
         ...dataSourceOptions(config.database.url, {
           poolSize: config.database.poolSize,
+          poolWaitMs: config.database.poolWaitMs,
           queryTimeoutMs: config.database.queryTimeoutMs,
         }),
         entities: [],

@@ -65,3 +65,18 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
     }
   };
 }
+
+/**
+ * `base` with its own connect timeout: pg-pool hands each client the pool's options, whose
+ * `connectionTimeoutMillis` is also how long a caller waits in the pool's queue. A queue seconds
+ * long in front of a database that answers (a sale on one hot product) answered 503 "database
+ * unavailable" after the connect timeout; the wait now has its own budget (DATABASE_POOL_WAIT_MS)
+ * while a connect that hangs still fails after `connectTimeoutMs` (`timeout expired`).
+ */
+export function connectBoundedClient(base: typeof Client, connectTimeoutMs: number): typeof Client {
+  return class ConnectBoundedClient extends base {
+    constructor(config?: string | ClientConfig) {
+      super(typeof config === 'object' ? { ...config, connectionTimeoutMillis: connectTimeoutMs } : config);
+    }
+  };
+}

@@ -1,4 +1,5 @@
 import { TransactionHost } from '../../src/database/transaction-host';
+import { registerCustomer } from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { waitFor } from '../support/wait-for';
 
@@ -36,6 +37,23 @@ describe('readiness while the pool is busy but the database answers', () => {
         200,
         { status: 'up', breaker: 'closed' },
       ]);
+    } finally {
+      await busy;
+    }
+  }, 30_000);
+
+  it('serves a request that waited longer than the connect timeout for a free connection', async () => {
+    // Every connection busy for 6.5 s (a sale's lock queue, say) while the database answers: the
+    // pool's queue wait was its connect timeout (5 s), and the request behind them answered 503
+    // "The database is unavailable" — a full run saw two in a 150-buyer checkout burst
+    const { accessToken: token } = await registerCustomer(t.http);
+    const tx = t.app.get(TransactionHost);
+    const busy = Promise.all([tx.query('SELECT pg_sleep(6.5)'), tx.query('SELECT pg_sleep(6.5)')]);
+    try {
+      const startedAt = Date.now();
+      const r = await t.http.get('/v1/orders', { token });
+      expect([r.status, r.body?.detail]).toEqual([200, undefined]);
+      expect(Date.now() - startedAt).toBeGreaterThan(5_000);
     } finally {
       await busy;
     }
