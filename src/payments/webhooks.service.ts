@@ -12,6 +12,37 @@ const UTF8 = new TextDecoder('utf8');
 
 export const SIGNATURE_TOLERANCE_SECONDS = 300;
 
+const isText = (v: unknown, max: number): v is string =>
+  typeof v === 'string' && v.length > 0 && v.length <= max;
+
+/**
+ * What a signed event must carry to be recorded: an id (its duplicates are found by it) and a type,
+ * as text; and the payment intent it is about, if its object names one — none for an object of
+ * another kind or a thin event (Stripe's v2 events carry no `data.object`), recorded and later
+ * marked processed with nothing to do. Anything else signed with our secret (an array, `null`, an
+ * event without an id) was answered 500 — the code read `event.data.object` of whatever it got —
+ * and Stripe retries a 5xx for days: 400 VALIDATION_FAILED, nothing stored.
+ */
+function recordable(event: unknown): { id: string; type: string; intentId: string | null } {
+  const e = (typeof event === 'object' && event !== null && !Array.isArray(event) ? event : {}) as {
+    id?: unknown;
+    type?: unknown;
+    data?: { object?: unknown } | null;
+  };
+  if (!isText(e.id, 255) || !isText(e.type, 255)) {
+    throw new DomainError('VALIDATION_FAILED', 'The event has no id or type.');
+  }
+  const object = (typeof e.data === 'object' && e.data !== null ? e.data.object : undefined) as
+    { id?: unknown; object?: unknown; payment_intent?: unknown } | null | undefined;
+  const named =
+    typeof object !== 'object' || object === null
+      ? undefined
+      : object.object === 'payment_intent'
+        ? object.id
+        : object.payment_intent;
+  return { id: e.id, type: e.type, intentId: isText(named, 255) ? named : null };
+}
+
 /**
  * The webhook inbox: verify the Stripe-Signature over the raw bytes before anything is parsed or
  * stored, then record the event once (unique event id) together with an outbox row that becomes
@@ -62,19 +93,21 @@ export class WebhooksService {
     }
   }
 
-  /** Records a verified event once (its id), with the outbox row that becomes its job. */
+  /**
+   * Records a verified event once (its id), with the outbox row that becomes its job; 400
+   * VALIDATION_FAILED for a signed body that is no event (see recordable).
+   */
   async receive(event: Stripe.Event): Promise<{ received: true; duplicate: boolean }> {
-    const object = event.data.object as { id?: string; object?: string; payment_intent?: string | null };
-    const intentId = object.object === 'payment_intent' ? (object.id ?? null) : (object.payment_intent ?? null);
+    const { id, type, intentId } = recordable(event);
     const stored = await this.tx.run(async () => {
       const fresh = await this.events.record({
-        id: event.id,
-        type: event.type,
+        id,
+        type,
         intentId,
         payload: event,
         at: this.clock.now(),
       });
-      if (fresh) await this.outbox.add('payment.event', null, { eventId: event.id });
+      if (fresh) await this.outbox.add('payment.event', null, { eventId: id });
       return fresh;
     });
     return { received: true, duplicate: !stored };
