@@ -215,10 +215,20 @@ describe('queue board Basic sign-in: bounded argon2 work', () => {
     const original = argon2.verify;
     let running = 0;
     let peak = 0;
+    // the first verification is held until the burst has been refused in part, so the queue fills
+    // however slowly a loaded machine brings the requests to it (unheld, a full run once verified
+    // every guess as it trickled in and refused none); at most 10 s, after which the test fails
+    let release!: () => void;
+    const refusedOne = new Promise<void>((resolve) => (release = resolve));
+    let held = false;
     const spy = jest.spyOn(argon2, 'verify').mockImplementation(async (...args) => {
       running += 1;
       peak = Math.max(peak, running);
       try {
+        if (!held) {
+          held = true;
+          await Promise.race([refusedOne, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+        }
         return await original(...args);
       } finally {
         running -= 1;
@@ -227,7 +237,10 @@ describe('queue board Basic sign-in: bounded argon2 work', () => {
     try {
       const burst = await Promise.all(
         Array.from({ length: 60 }, (_, i) =>
-          board(t, `10.24.${i}.1`, basic(`nobody-${randomUUID()}@test.local`, 'guess-guess')),
+          board(t, `10.24.${i}.1`, basic(`nobody-${randomUUID()}@test.local`, 'guess-guess')).then((r) => {
+            if (r.status === 503) release();
+            return r;
+          }),
         ),
       );
       const busy = burst.filter((r) => r.status === 503);
