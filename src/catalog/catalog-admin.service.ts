@@ -83,6 +83,7 @@ export class CatalogAdminService {
       );
       if (!found) throw productNotFound();
       if (dto.active === false) await this.inventory.takingOffSale(id);
+      else if (dto.price) await this.inventory.repricing(id);
       return this.read(id); // in the transaction, as for a create
     });
     await this.cache.invalidate();

@@ -39,6 +39,17 @@ export class InventoryService {
   }
 
   /**
+   * A product being repriced: call in the transaction that does it, after its UPDATE of the
+   * product (the same order as takingOffSale). Its stock row is locked, so the change waits for
+   * the checkouts holding the row (their orders carry the old price and commit before it is
+   * answered), and the reservations after it find their lines priced from an older snapshot:
+   * `reserve_stock` then fails the attempt with 40001 and the checkout runs again at the new price.
+   */
+  async repricing(productId: string): Promise<void> {
+    await this.inventory.lockItem(productId);
+  }
+
+  /**
    * The stock of a product being created, with its 'initial' ledger row. Call inside the
    * transaction that inserts the product (CatalogAdminService.createProduct).
    */

@@ -130,6 +130,79 @@ describe('taking a product off sale while checkouts of it wait on its stock row'
     },
   );
 
+  it.each([
+    ["the order's own lines", true],
+    ['the cart', false],
+  ])(
+    'a checkout (%s) queued on the row when a price change commits is placed at the new price, never the old one',
+    async (_, ownLines) => {
+      const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 1000 });
+      const [buyer] = await buyers(t.http, 1);
+      if (!ownLines)
+        expect(
+          (await t.http.put(`/v1/cart/items/${p}`, { quantity: 2 }, { token: buyer.token })).status,
+        ).toBe(200);
+      const row = await holdStockRow(p);
+      let checkout;
+      try {
+        checkout = placeOrder(
+          t.http,
+          buyer,
+          ownLines ? [{ productId: p, quantity: 2 }] : undefined,
+        );
+        await untilWaitingOnLocks(t.db.pool, 'the checkout queued on the stock row');
+        // a price correction that committed while the checkout waited with the old price in hand
+        await t.db.pool.query('UPDATE products SET price_amount = 100000 WHERE id = $1', [p]);
+      } finally {
+        await row.release();
+      }
+      const res = await checkout;
+      expect(res.status).toBe(201);
+      expect([res.body.items[0].unitPrice.amount, res.body.total.amount]).toEqual([100000, 200000]);
+      const stored = await t.db.pool.query(
+        `SELECT o.total_amount::int AS total, i.unit_price_amount::int AS unit
+           FROM orders o JOIN order_items i ON i.order_id = o.id WHERE i.product_id = $1`,
+        [p],
+      );
+      expect(stored.rows).toEqual([{ total: 200000, unit: 100000 }]);
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 2 });
+      await assertStockInvariants(t.db.pool, [p]);
+    },
+  );
+
+  it("the admin's price change waits for a checkout already queued on the row: answered only once that order has committed", async () => {
+    const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 1000 });
+    const [buyer, late] = await buyers(t.http, 2);
+    const row = await holdStockRow(p);
+    let checkout;
+    let repricing;
+    try {
+      checkout = placeOrder(t.http, buyer, [{ productId: p, quantity: 1 }]);
+      await untilWaitingOnLocks(t.db.pool, 'the checkout queued on the stock row');
+      const currency = (await t.db.pool.query('SELECT currency FROM products WHERE id = $1', [p]))
+        .rows[0].currency;
+      repricing = t.http.patch(
+        `/v1/admin/products/${p}`,
+        { price: { amount: 100000, currency } },
+        { token: admin },
+      );
+      // the old code answered the change here, with the checkout still queued
+      await untilWaitingOnLocks(t.db.pool, 'the checkout and the price change queued on the row', {
+        count: 2,
+      });
+    } finally {
+      await row.release();
+    }
+    expect((await repricing).status).toBe(200);
+    // when the admin is answered, the order that was queued has committed, at the price it read
+    expect(await ordersOf(p)).toBe(1);
+    expect((await checkout).body.items[0].unitPrice.amount).toBe(1000);
+    // and a checkout after it pays the new one
+    const after = await placeOrder(t.http, late, [{ productId: p, quantity: 1 }]);
+    expect([after.status, after.body.items[0].unitPrice.amount]).toEqual([201, 100000]);
+    await assertStockInvariants(t.db.pool, [p]);
+  });
+
   it('does not deadlock with a payment of the product (units sold updated first, its stock settled in the COMMIT message)', async () => {
     const p = await insertProduct(t.db.pool, { stock: 10 });
     const retries = jest.spyOn(Logger.prototype, 'warn');

@@ -2,6 +2,7 @@ import type { INestApplicationContext } from '@nestjs/common';
 import Stripe from 'stripe';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
 import { WebhookEventRepository } from '../../src/payments/webhook-event.repository';
+import { QueueName } from '../../src/queue/queues';
 import { drain } from '../support/drain';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
@@ -101,7 +102,7 @@ describe('signed webhook bodies of unexpected shapes', () => {
         { received: true, duplicate: false },
       ]);
     }
-    await drain(worker, t.db.pool, { queues: ['payments'] });
+    await drain(worker, t.db.pool, { queues: [QueueName.Payments] });
     const rows = await t.db.pool.query(
       `SELECT id, intent_id, processed_at IS NOT NULL AS processed FROM webhook_events WHERE id = ANY($1) ORDER BY id`,
       [bodies.map((b) => b.id)],
