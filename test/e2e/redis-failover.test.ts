@@ -53,6 +53,20 @@ describe('Redis back in a state the connections do not notice', () => {
     };
   }
 
+  /**
+   * `work`, failed with its name after `ms`: a full run once hit the test's 90 s limit here without
+   * saying where (not reproduced alone or under CPU load), so each step names itself.
+   */
+  const step = <T>(name: string, work: () => Promise<T>, ms = 30_000): Promise<T> => {
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      work(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`step "${name}" took over ${ms} ms`)), ms);
+      }),
+    ]).finally(() => clearTimeout(timer));
+  };
+
   const outboxStatus = async (t: TestApp, orderId: string): Promise<string> =>
     (
       await t.db.pool.query<{ status: string }>(
@@ -62,18 +76,25 @@ describe('Redis back in a state the connections do not notice', () => {
     ).rows[0]?.status ?? 'none';
 
   it('after a failover behind the same address, the worker leaves the demoted primary (READONLY) and relays again', async () => {
-    const [first, second] = [await PrivateRedis.start(), await PrivateRedis.start()];
+    const [first, second] = await step('two Redis servers', async () => [
+      await PrivateRedis.start(),
+      await PrivateRedis.start(),
+    ]);
     const proxy = await switchableProxy(first.port);
     const [a, b] = [new Redis(first.url), new Redis(second.url)];
     let t: TestApp | undefined;
     let worker: INestApplicationContext | undefined;
     try {
-      await b.call('REPLICAOF', '127.0.0.1', String(first.port));
-      t = await bootTestApp({ env: { REDIS_URL: proxy.url } });
-      worker = await bootTestWorker(t.config);
+      await step('replica follows the first', () =>
+        b.call('REPLICAOF', '127.0.0.1', String(first.port)),
+      );
+      t = await step('API boot', () => bootTestApp({ env: { REDIS_URL: proxy.url } }));
+      worker = await step('worker boot', () => bootTestWorker(t!.config));
       const product = await insertProduct(t.db.pool, { stock: 5 });
-      const [buyer] = await buyers(t.http, 1);
-      const before = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
+      const [buyer] = await step('buyer', () => buyers(t!.http, 1));
+      const before = await step('first order', () =>
+        placeOrder(t!.http, buyer, [{ productId: product, quantity: 1 }]),
+      );
       expect(before.status).toBe(201);
       await waitFor('the first event relayed', () => outboxStatus(t!, before.body.id), {
         until: (s) => s === 'published',
@@ -84,21 +105,25 @@ describe('Redis back in a state the connections do not notice', () => {
 
       // the failover: the replica is promoted, the old primary follows it (keeping its clients'
       // connections), and the address now leads to the new primary
-      await b.call('REPLICAOF', 'NO', 'ONE');
-      await a.call('REPLICAOF', '127.0.0.1', String(second.port));
+      await step('promotion', () => b.call('REPLICAOF', 'NO', 'ONE'));
+      await step('demotion', () => a.call('REPLICAOF', '127.0.0.1', String(second.port)));
       proxy.target.port = second.port;
 
-      const after = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
+      const after = await step('order after the failover', () =>
+        placeOrder(t!.http, buyer, [{ productId: product, quantity: 1 }]),
+      );
       expect(after.status).toBe(201);
       await waitFor('the event relayed to the new primary', () => outboxStatus(t!, after.body.id), {
         until: (s) => s === 'published',
         timeoutMs: 20_000,
       });
       const queue = worker.get<Queue>(getQueueToken(JOB_QUEUE[JobName.ExpireReservation]));
-      expect(await queue.getJob(await firstOutboxId(t, after.body.id))).toBeTruthy();
+      expect(
+        await step('the job', async () => queue.getJob(await firstOutboxId(t!, after.body.id))),
+      ).toBeTruthy();
     } finally {
-      await worker?.close();
-      await t?.close();
+      await step('worker close', async () => worker?.close(), 15_000);
+      await step('API close', async () => t?.close(), 15_000);
       a.disconnect();
       b.disconnect();
       await proxy.close();
