@@ -52,7 +52,8 @@ export class HealthController {
       'Answers 200 when PostgreSQL and Redis answer, otherwise 503 (a problem with the same ' +
       '`details`). Load balancers route on it. The body names each dependency and its status only. ' +
       'PostgreSQL counts as answering while this process has callers queued for its pool and a ' +
-      'statement answered in the last 2 s (no probe queued behind a sale). After SIGTERM: 503 with ' +
+      'statement answered in the last 2 s (no probe queued behind a sale); with callers queued and ' +
+      'no such answer, it is probed over a connection of its own. After SIGTERM: 503 with ' +
       '`details.shutdown` for SHUTDOWN_DELAY_MS while the process still serves (drain first).',
   })
   @ApiExtraModels(DependencyStatusDto)

@@ -1,3 +1,4 @@
+import { DbCircuitBreaker } from '../../src/database/db-circuit-breaker';
 import { TransactionHost } from '../../src/database/transaction-host';
 import { registerCustomer } from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -40,6 +41,54 @@ describe('readiness while the pool is busy but the database answers', () => {
     } finally {
       await busy;
     }
+  }, 30_000);
+
+  it('stays 200 while every connection waits on a lock (no answer for seconds): probed over a connection of its own', async () => {
+    // every pool connection a checkout waiting on a hot row whose holder froze (up to the
+    // server's 15 s idle-in-transaction limit), more callers queued: no statement is answered,
+    // and the probe queued behind them timed out — on every API process at once
+    const tx = t.app.get(TransactionHost);
+    const breaker = t.app.get(DbCircuitBreaker);
+    const holder = await t.db.pool.connect();
+    await holder.query('BEGIN');
+    await holder.query(`SELECT pg_advisory_xact_lock(4242)`);
+    const waiting = Promise.all(
+      Array.from({ length: 3 }, () =>
+        tx.query('SELECT pg_advisory_xact_lock_shared(4242)').catch(() => undefined),
+      ),
+    );
+    try {
+      await waitFor('callers queued for the pool', () => tx.poolWaiting(), {
+        until: (n) => n > 0,
+        intervalMs: 10,
+      });
+      await waitFor('no statement answered for 2 s', () => breaker.answeredWithin(2000), {
+        until: (a) => !a,
+      });
+      const ready = await t.http.get('/health/ready');
+      expect([ready.status, ready.body.details?.database]).toEqual([
+        200,
+        { status: 'up', breaker: 'closed' },
+      ]);
+    } finally {
+      await holder.query('COMMIT');
+      holder.release();
+      await waiting;
+    }
+    // and the connection is let go once the pool has no queue again
+    expect((await t.http.get('/health/ready')).status).toBe(200);
+    await waitFor(
+      'the side connection closed',
+      async () =>
+        Number(
+          (
+            await t.db.pool.query(
+              `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'shop-orders/readiness' AND datname = current_database()`,
+            )
+          ).rows[0].count,
+        ),
+      { until: (n) => n === 0 },
+    );
   }, 30_000);
 
   it('serves a request that waited longer than the connect timeout for a free connection', async () => {
