@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { AppModule } from '../src/app.module';
 import { AccountService } from '../src/auth/account.service';
 import { PASSWORD_MAX, PASSWORD_MIN } from '../src/auth/dto/auth.dto';
+import { passwordFits } from '../src/auth/password-form';
 import { charLength } from '../src/common/http/char-length';
 import { hasControlCharacters } from '../src/common/http/control-characters';
 import { oneLine } from '../src/common/http/single-line';
@@ -58,8 +59,8 @@ async function main(): Promise<void> {
   const email = values.email?.trim();
   const name = values.name?.trim() || 'Administrator';
   if (!email || !isEmail(email) || !PLAIN_ADDRESS.test(email)) usage('--email: an email address (no quotes, backslashes or spaces)');
-  const length = charLength(password);
-  if (length < PASSWORD_MIN || length > PASSWORD_MAX || hasControlCharacters(password)) {
+  // as the API holds a new password: as typed and in the form it is hashed in (NFKC)
+  if (!passwordFits(password, PASSWORD_MIN, PASSWORD_MAX) || hasControlCharacters(password)) {
     usage(`the password: ${PASSWORD_MIN}..${PASSWORD_MAX} characters, no control characters`);
   }
   if (charLength(name) > 200 || hasControlCharacters(name) || oneLine(name) !== name)

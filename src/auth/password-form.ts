@@ -8,6 +8,12 @@ import { charLength } from '../common/http/char-length';
  */
 export const normalizePassword = (password: string): string => password.normalize('NFKC');
 
+/** Whether `password` has `min`..`max` characters both as typed and as hashed (PasswordLength). */
+export function passwordFits(password: string, min: number, max: number): boolean {
+  const fits = (s: string) => charLength(s) >= min && charLength(s) <= max;
+  return fits(password) && fits(normalizePassword(password));
+}
+
 /**
  * A new password of `min`..`max` characters both as typed and in the form it is hashed in
  * (normalizePassword): `e` + a combining accent, four times, is 8 characters typed but the
@@ -18,14 +24,13 @@ export function PasswordLength(
   max: number,
   options?: ValidationOptions,
 ): PropertyDecorator {
-  const fits = (s: string) => charLength(s) >= min && charLength(s) <= max;
   return ValidateBy(
     {
       name: 'passwordLength',
       constraints: [min, max],
       validator: {
         validate: (value: unknown) =>
-          typeof value === 'string' && fits(value) && fits(normalizePassword(value)),
+          typeof value === 'string' && passwordFits(value, min, max),
         defaultMessage: buildMessage(
           (each) =>
             `${each}$property must be between $constraint1 and $constraint2 characters long`,

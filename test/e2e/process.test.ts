@@ -253,6 +253,7 @@ describe('operational commands', () => {
     const emoji = '\u{1F600}';
     const refused = [
       [script, '--email', 'a@shop.test', '--password', emoji.repeat(4)], // 8 units, 4 characters: too short
+      [script, '--email', 'a@shop.test', '--password', 'e\u0301'.repeat(4)], // 8 characters typed, `éééé` (4) as hashed
       [script, '--email', 'a@shop.test', '--password', 'ok-password-12\u0007'],
       [script, '--email', 'a@shop.test', '--password', 'ok-password-12', '--name', 'Boss\nYour payment failed'],
     ];
