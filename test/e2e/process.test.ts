@@ -263,7 +263,7 @@ describe('operational commands', () => {
     expect(both.code).toBe(2);
     const { rows } = await db.pool.query(`SELECT email FROM users WHERE role = 'admin' AND email LIKE '%-admin@shop.test' ORDER BY email`);
     expect(rows.map((r) => r.email)).toEqual(['argv-admin@shop.test', 'emoji-admin@shop.test', 'env-admin@shop.test', 'stdin-admin@shop.test']);
-  }, 90_000);
+  }, 180_000); // ten starts of the command, each compiling it: over 90 s once in a loaded full run
 
   it('every migration can be reverted and re-applied', async () => {
     const typeorm = ['node_modules/typeorm/cli.js'];
