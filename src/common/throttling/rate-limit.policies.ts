@@ -136,7 +136,8 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
   },
   {
     // each checks a password (argon2, behind one gate per process): with login's 20 a minute,
-    // one address gets at most 30 hashes a minute, however many sessions it signs in
+    // one address gets at most 30 checks a minute, however many sessions it signs in (40 argon2
+    // runs with the new password's hash of each successful change)
     name: 'password-change-ip',
     limit: 10,
     windowSeconds: 60,
