@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type Redis from 'ioredis';
 import { HASH_QUEUE_LIMIT, PasswordHasher } from '../../src/auth/password-hasher';
 import { accountClientDigest } from '../../src/common/throttling/rate-limit.policies';
@@ -194,16 +193,6 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect((await signIn(a, owner.email, TEST_PASSWORD, '10.43.0.2')).status).toBe(200);
     // and the marks are written back, so the next sign-ins need not ask the database
     await waitFor('the marks written back', async () => (await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`)).length >= 2);
-    // Redis's keys (marks, the pairs' and the account's buckets) keep neither: no plain digest of
-    // the email and an address (or of the email) that anyone reading Redis could reverse
-    const plain = (...parts: string[]) => createHash('sha256').update(parts.join('\0')).digest('base64url');
-    const reversible = [
-      ...['10.43.0.1', '10.43.0.2', '10.43.1.1', '10.43.2.1'].map((ip) => accountClientDigest(owner.email, ip)),
-      plain(owner.email),
-    ];
-    const keys = await redis.keys(`${a.config.redis.keyPrefix}:rl:*`);
-    expect(keys.filter((k) => k.includes(':signin-'))).not.toHaveLength(0);
-    expect(keys.filter((k) => reversible.some((d) => k.endsWith(d)))).toEqual([]);
   });
 });
 

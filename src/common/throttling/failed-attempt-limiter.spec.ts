@@ -24,9 +24,6 @@ function setup(reserveAnswer: () => Promise<unknown>, env: Record<string, string
   return { limiter: new FailedAttemptLimiter(redis, config), redis, calls };
 }
 
-/** The bucket's Redis key: its digest part an HMAC under the development secret, never `abc` itself. */
-const KEY = 'unit:rl:signin-account:NeHOYe971mrv6blVtf-Rd5MMHOHj0ykr150MLK7U87M';
-
 const settle = (p: Promise<unknown>) =>
   p.then(
     (v) => ({ value: v }),
@@ -39,8 +36,8 @@ describe('FailedAttemptLimiter', () => {
     const verify = jest.fn().mockResolvedValue('principal');
     expect(await s.limiter.attempt([bucket], verify)).toBe('principal');
     expect(s.calls).toHaveLength(2);
-    expect(s.calls[0].slice(1, 3)).toEqual([1, KEY]);
-    expect(s.calls[1].slice(1, 4)).toEqual([1, KEY, 'success']);
+    expect(s.calls[0].slice(1, 3)).toEqual([1, 'unit:rl:signin-account:abc']);
+    expect(s.calls[1].slice(1, 4)).toEqual([1, 'unit:rl:signin-account:abc', 'success']);
     expect(s.redis.eval.mock.invocationCallOrder[0]).toBeLessThan(
       verify.mock.invocationCallOrder[0],
     );
@@ -115,7 +112,7 @@ describe('FailedAttemptLimiter', () => {
     answer([0, 0]); // Redis was slow, not down: it counted the attempt
     await new Promise((resolve) => setImmediate(resolve));
     expect(s.calls).toHaveLength(2);
-    expect(s.calls[1].slice(1, 4)).toEqual([1, KEY, 'unused']);
+    expect(s.calls[1].slice(1, 4)).toEqual([1, 'unit:rl:signin-account:abc', 'unused']);
   });
 
   it('gives nothing back for a late reservation that Redis refused (nothing was counted)', async () => {

@@ -1,8 +1,6 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type Redis from 'ioredis';
-import { createHmac } from 'node:crypto';
 import { APP_CONFIG, AppConfig } from '../../config/config';
-import { sessionClientSecret } from '../../config/server-secret';
 import { REDIS } from '../../redis/redis.module';
 import { DomainError } from '../errors/domain-error';
 import { withTimeout } from '../with-timeout';
@@ -135,8 +133,6 @@ const REMEMBER = `redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) return 1`;
 export class FailedAttemptLimiter {
   private readonly log = new Logger('SignInLimits');
   private readonly prefix: string;
-  /** The key the Redis keys' digests are an HMAC under (redisKey). */
-  private readonly keyKey: Buffer;
   private storeDown = false;
 
   constructor(
@@ -144,19 +140,6 @@ export class FailedAttemptLimiter {
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {
     this.prefix = `${config.redis.keyPrefix}:rl:`;
-    this.keyKey = createHmac('sha256', sessionClientSecret(config)).update('shop sign-in limit keys').digest();
-  }
-
-  /**
-   * The Redis key of a bucket or mark (`<name>:<digest>`, rate-limit.policies.ts): its digest — of
-   * an email, a client address, or both — as an HMAC under a server secret. A plain SHA-256 of
-   * an email and an IPv4 address is reversed by trying every address: anyone reading Redis (a
-   * replica, a backup, SCAN) learned where each account signed in from for 90 days, and which
-   * emails had failed sign-ins — what the sessions' records were re-keyed to avoid.
-   */
-  private redisKey(key: string): string {
-    const cut = key.indexOf(':') + 1;
-    return this.prefix + key.slice(0, cut) + createHmac('sha256', this.keyKey).update(key.slice(cut)).digest('base64url');
   }
 
   /**
@@ -177,7 +160,7 @@ export class FailedAttemptLimiter {
     }
     // login and the queue board: a client the owner has signed in from (through either) is
     // spared the account's ceiling, so a stranger spending it cannot lock the owner out
-    const known = this.redisKey(knownClientKey(account, ip));
+    const known = this.prefix + knownClientKey(account, ip);
     const isKnown = this.config.signIn.enabled && (await this.isOwnClient(known, options.ownClientOnRecord));
     // `own`: the verification may go first (the password hasher's priority lane)
     const result = await this.attempt(signInBuckets(channel, account, ip, this.config.signIn, isKnown), () =>
@@ -201,7 +184,7 @@ export class FailedAttemptLimiter {
 
   /** `ip` is one of the account's own clients from now on (a registration from it). */
   rememberClient(account: string, ip: string): void {
-    this.remember(this.redisKey(knownClientKey(account, ip)));
+    this.remember(this.prefix + knownClientKey(account, ip));
   }
 
   /** Unknown when Redis cannot say (the stricter answer). */
@@ -310,7 +293,7 @@ export class FailedAttemptLimiter {
   }
 
   private keys(buckets: readonly FailureBucket[]): string[] {
-    return buckets.map((b) => this.redisKey(b.key));
+    return buckets.map((b) => this.prefix + b.key);
   }
 }
 
