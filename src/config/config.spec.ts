@@ -438,6 +438,13 @@ describe('loadConfig', () => {
       expect(loadConfig({ NODE_ENV: 'production', ...SECRETS, DOCS_ENABLED: 'false' }).docsEnabled).toBe(false);
     });
 
+    it("keeps the pool's queue wait below the shutdown's drain: a request queued when the process stops is answered", () => {
+      const dev = { NODE_ENV: 'development' };
+      expect(loadConfig(dev).database.poolWaitMs).toBeLessThan(loadConfig(dev).http.shutdownTimeoutMs);
+      expect(() => loadConfig({ ...dev, DATABASE_POOL_WAIT_MS: '10000' })).toThrow(/DATABASE_POOL_WAIT_MS: must be below SHUTDOWN_TIMEOUT_MS/);
+      expect(loadConfig({ ...dev, DATABASE_POOL_WAIT_MS: '20000', SHUTDOWN_TIMEOUT_MS: '30000' }).database.poolWaitMs).toBe(20_000);
+    });
+
     it('lets migration tools read the database settings without any secret', () => {
       expect(loadDatabaseConfig({ DATABASE_URL: 'postgres://a@b/c' }).url).toBe('postgres://a@b/c');
       // the lock sessions follow DATABASE_URL unless given their own (a PgBouncer in between)

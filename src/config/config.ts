@@ -130,8 +130,9 @@ const envSchema = z.object({
   DATABASE_LOCK_URL: url(['postgres:', 'postgresql:']).optional(),
   DATABASE_POOL_SIZE: int(20, 1, 500),
   // how long a request waits for a free pool connection while every one is in use (a sale's queue
-  // in front of a database that answers) before 503; opening a connection still gives up after 5 s
-  DATABASE_POOL_WAIT_MS: int(15_000, 100, 600_000),
+  // in front of a database that answers) before 503; opening a connection gives up after 5 s (or
+  // this, if shorter). Below SHUTDOWN_TIMEOUT_MS: a request queued when the process stops is answered
+  DATABASE_POOL_WAIT_MS: int(8_000, 100, 600_000),
   // a statement PostgreSQL sends nothing back for this long fails (503) and its connection is
   // dropped: a stalled or vanished server frees the pool instead of holding it for TCP's ~15 min
   DATABASE_QUERY_TIMEOUT_MS: int(60_000, 1_000, 3_600_000),
@@ -734,6 +735,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     // a handler waiting that long on a statement is within its limits: its connection is not cut
     // under it (the client would get no answer to a request that commits)
     problems.push('HTTP_SOCKET_TIMEOUT_MS: must be above DATABASE_QUERY_TIMEOUT_MS');
+  }
+  if (parsed.success && parsed.data.DATABASE_POOL_WAIT_MS >= parsed.data.SHUTDOWN_TIMEOUT_MS) {
+    // a request queued for a connection when the process stops would still be waiting when the
+    // pools close: its client would get a reset instead of an answer
+    problems.push('DATABASE_POOL_WAIT_MS: must be below SHUTDOWN_TIMEOUT_MS');
   }
   if (problems.length || missing.length || !parsed.success) {
     throw new ConfigError([...problems, ...missing], missing.length ? SECRETS_HINT : undefined);

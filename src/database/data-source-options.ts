@@ -53,6 +53,7 @@ export function dataSourceOptions(
   } = {},
 ): DataSourceOptions {
   const root = opts.rootDir ?? join(__dirname, '..', '..');
+  const poolWaitMs = opts.poolWaitMs ?? CONNECT_TIMEOUT_MS;
   return {
     type: 'postgres',
     url,
@@ -70,12 +71,12 @@ export function dataSourceOptions(
         opts.queryTimeoutMs
           ? stallAwareClient(opts.queryTimeoutMs, Math.max(opts.queryTimeoutMs, LONG_RUNNING_SILENCE_MS))
           : Client,
-        CONNECT_TIMEOUT_MS,
+        Math.min(CONNECT_TIMEOUT_MS, poolWaitMs),
       ),
       max: opts.poolSize ?? 20,
       // pg-pool's one timeout: for the wait in its queue, and for a connect it opens (which the
       // client's own connect timeout above ends first when the wait is the longer)
-      connectionTimeoutMillis: Math.max(opts.poolWaitMs ?? CONNECT_TIMEOUT_MS, CONNECT_TIMEOUT_MS),
+      connectionTimeoutMillis: poolWaitMs,
       idleTimeoutMillis: 30_000,
       application_name: 'shop-orders',
       // the client's side: a server that vanished is noticed on idle pool connections too
