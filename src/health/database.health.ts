@@ -90,7 +90,10 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
   private async sideProbe(timeoutMs: number): Promise<void> {
     this.side ??= (async () => {
       const client = new Client({
-        connectionString: this.config.database.url,
+        // the lock sessions' endpoint: PostgreSQL itself or a session-mode pool — behind a
+        // transaction-mode PgBouncer (DATABASE_URL) the probe would wait for a server connection
+        // the checkouts hold, as it did in the pool
+        connectionString: this.config.database.lockUrl,
         application_name: 'shop-orders/readiness',
         connectionTimeoutMillis: timeoutMs,
         query_timeout: timeoutMs,
