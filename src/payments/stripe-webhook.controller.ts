@@ -44,7 +44,7 @@ export class StripeWebhookController {
     },
   })
   @ApiOkResponse({ type: WebhookAckDto })
-  @ApiProblems([400, '`WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST`'])
+  @ApiProblems([400, '`WEBHOOK_SIGNATURE_INVALID`, `BAD_REQUEST` (no JSON), or `VALIDATION_FAILED` (a signed body that is no event: no `evt_…` id or no type)'])
   @RateLimit('webhook')
   @UseGuards(StripeSignatureGuard)
   receive(@Req() req: StripeWebhookRequest): Promise<WebhookAckDto> {

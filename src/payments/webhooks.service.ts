@@ -16,12 +16,19 @@ const isText = (v: unknown, max: number): v is string =>
   typeof v === 'string' && v.length > 0 && v.length <= max;
 
 /**
- * What a signed event must carry to be recorded: an id (its duplicates are found by it) and a type,
- * as text; and the payment intent it is about, if its object names one — none for an object of
- * another kind or a thin event (Stripe's v2 events carry no `data.object`), recorded and later
- * marked processed with nothing to do. Anything else signed with our secret (an array, `null`, an
- * event without an id) was answered 500 — the code read `event.data.object` of whatever it got —
- * and Stripe retries a 5xx for days: 400 VALIDATION_FAILED, nothing stored.
+ * An event id as Stripe makes them (`evt_…`, v1 and v2 alike) — and one the event's job can be
+ * named by: BullMQ refuses a job id of digits only or with a `:`, and the outbox row that would
+ * become the job was parked dead after its retries.
+ */
+const EVENT_ID = /^evt_[A-Za-z0-9_]{1,251}$/;
+
+/**
+ * What a signed event must carry to be recorded: an id (EVENT_ID; its duplicates are found by it)
+ * and a type, as text; and the payment intent it is about, if its object names one — none for an
+ * object of another kind or a thin event (Stripe's v2 events carry no `data.object`), recorded and
+ * later marked processed with nothing to do. Anything else signed with our secret (an array,
+ * `null`, an event without an id) was answered 500 — the code read `event.data.object` of whatever
+ * it got: bad input is a 400 VALIDATION_FAILED, with nothing stored.
  */
 function recordable(event: unknown): { id: string; type: string; intentId: string | null } {
   const e = (typeof event === 'object' && event !== null && !Array.isArray(event) ? event : {}) as {
@@ -29,7 +36,7 @@ function recordable(event: unknown): { id: string; type: string; intentId: strin
     type?: unknown;
     data?: { object?: unknown } | null;
   };
-  if (!isText(e.id, 255) || !isText(e.type, 255)) {
+  if (typeof e.id !== 'string' || !EVENT_ID.test(e.id) || !isText(e.type, 255)) {
     throw new DomainError('VALIDATION_FAILED', 'The event has no id or type.');
   }
   const object = (typeof e.data === 'object' && e.data !== null ? e.data.object : undefined) as

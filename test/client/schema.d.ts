@@ -5196,7 +5196,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookAckDto"];
                 };
             };
-            /** @description `WEBHOOK_SIGNATURE_INVALID` or `BAD_REQUEST`; or `IDEMPOTENCY_KEY_INVALID` */
+            /** @description `WEBHOOK_SIGNATURE_INVALID`, `BAD_REQUEST` (no JSON), or `VALIDATION_FAILED` (a signed body that is no event: no `evt_…` id or no type); or `IDEMPOTENCY_KEY_INVALID` */
             400: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */

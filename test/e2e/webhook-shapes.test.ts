@@ -62,6 +62,10 @@ describe('signed webhook bodies of unexpected shapes', () => {
       { id: '', type: 'payment_intent.succeeded' },
       { id: 'evt_long', type: 'x'.repeat(256) },
       { id: ['evt_array'], type: 'payment_intent.succeeded' },
+      // ids no job can be named by (BullMQ: not digits only, no `:`), nor Stripe's form
+      { id: '12345', type: 'payment_intent.succeeded' },
+      { id: 'evt_a:b', type: 'payment_intent.succeeded' },
+      { id: 'evt_' + 'x'.repeat(252), type: 'payment_intent.succeeded' },
     ]) {
       const res = await post(JSON.stringify(body));
       expect([JSON.stringify(body), res.status, res.body?.code]).toEqual([
