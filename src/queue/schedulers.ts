@@ -1,6 +1,6 @@
 import { BeforeApplicationShutdown, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
 import { JobQueues } from './job-queues';
-import { JOB_QUEUE, JobName, JobPayloads } from './queues';
+import { JOB_QUEUE, JobName, JobPayloads, QUEUES } from './queues';
 
 /** A repeatable job: which, how often, with what data. */
 export interface JobSchedule {
@@ -33,7 +33,8 @@ const SCHEDULES_CHECK_MS = 60_000;
 const RETRY_MAX_MS = 30_000;
 
 /**
- * Registers the repeatable jobs that Redis does not hold (idempotent: every worker may do it) —
+ * Registers the repeatable jobs that Redis does not hold as SCHEDULES says, and removes those no
+ * longer scheduled (idempotent: every worker may do it; see registerMissing) —
  * at boot, whenever a queue's Redis connection comes back, and every SCHEDULES_CHECK_MS besides.
  * A Redis that restarted without its data (no persistence, a failover to an empty replica) has
  * lost them, and the sweepers and reconciliation must not wait for a worker restart to run
@@ -94,7 +95,7 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
   private async check(): Promise<void> {
     try {
       const added = await this.registerMissing();
-      if (added > 0) this.logger.log(`${added} job schedule(s) registered`);
+      if (added > 0) this.logger.log(`${added} job schedule(s) registered, updated or removed`);
       this.failures = 0;
       this.checkIn(this.again ? 0 : SCHEDULES_CHECK_MS);
     } catch (err) {
@@ -105,23 +106,38 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
     }
   }
 
-  /** Upserts each schedule its queue does not hold; how many. Throws the first refusal, after trying them all. */
+  /**
+   * Upserts each schedule its queue does not hold as SCHEDULES says (missing, or another interval
+   * or data: a build that changed one — Redis keeps its schedulers across deploys, and a held key
+   * used to be enough, so a new interval never took effect), and removes the schedulers of jobs no
+   * longer scheduled (their jobs kept coming, each failed for good as unknown after an hour of
+   * retries); how many changed. Throws the first refusal, after trying them all.
+   */
   private async registerMissing(): Promise<number> {
-    let added = 0;
+    let changed = 0;
     let refused: Error | undefined;
-    for (const name of new Set(SCHEDULES.map((s) => JOB_QUEUE[s.job]))) {
-      const held = new Set((await this.jobs.queue(name).getJobSchedulers()).map((j) => j.key));
-      for (const { job, everyMs, data } of SCHEDULES.filter((s) => JOB_QUEUE[s.job] === name)) {
-        if (held.has(job)) continue;
-        try {
-          await this.jobs.schedule(job, everyMs, data);
-          added++;
-        } catch (err) {
-          refused ??= err instanceof Error ? err : new Error(String(err));
-        }
+    const attempt = async (work: () => Promise<unknown>) => {
+      try {
+        await work();
+        changed++;
+      } catch (err) {
+        refused ??= err instanceof Error ? err : new Error(String(err));
+      }
+    };
+    for (const name of QUEUES) {
+      const queue = this.jobs.queue(name);
+      const held = new Map((await queue.getJobSchedulers()).map((j) => [j.key, j]));
+      const wanted = SCHEDULES.filter((s) => JOB_QUEUE[s.job] === name);
+      for (const { job, everyMs, data } of wanted) {
+        const found = held.get(job);
+        if (found && found.every === everyMs && JSON.stringify(found.template?.data ?? {}) === JSON.stringify(data)) continue;
+        await attempt(() => this.jobs.schedule(job, everyMs, data));
+      }
+      for (const key of held.keys()) {
+        if (!wanted.some((s) => s.job === key)) await attempt(() => queue.removeJobScheduler(key));
       }
     }
     if (refused !== undefined) throw refused;
-    return added;
+    return changed;
   }
 }

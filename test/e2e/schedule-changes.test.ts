@@ -1,0 +1,62 @@
+import type { INestApplicationContext } from '@nestjs/common';
+import { JobQueues } from '../../src/queue/job-queues';
+import { JOB_QUEUE, JobName } from '../../src/queue/queues';
+import { SCHEDULES } from '../../src/queue/schedulers';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { bootTestWorker } from '../support/test-worker';
+import { waitFor } from '../support/wait-for';
+
+/**
+ * Redis keeps the job schedulers across deploys. A worker only added the ones it did not find,
+ * so a build that changed a pass's interval never got it (the old one ran on), and a pass that
+ * was dropped kept making jobs that each failed for good as unknown after an hour of retries.
+ */
+describe('job schedules a new build changed or dropped', () => {
+  let t: TestApp;
+  let worker: INestApplicationContext | undefined;
+
+  beforeAll(async () => {
+    t = await bootTestApp();
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await t?.close();
+  });
+
+  it('a changed interval replaces the held one, a scheduler no longer scheduled is removed, the rest are left alone', async () => {
+    worker = await bootTestWorker(t.config);
+    const changed = SCHEDULES.find((s) => s.job === JobName.ReconcileEmails)!;
+    const queue = worker.get(JobQueues).queue(JOB_QUEUE[changed.job]);
+    const schedulers = async () =>
+      Object.fromEntries((await queue.getJobSchedulers()).map((j) => [j.key, j.every]));
+    await waitFor('the schedules registered at boot', schedulers, {
+      until: (held) => held[changed.job] === changed.everyMs,
+    });
+
+    // what an older build left in Redis: another interval, and a pass this build no longer has
+    await queue.upsertJobScheduler(
+      changed.job,
+      { every: changed.everyMs * 2 },
+      { name: changed.job, data: {} },
+    );
+    await queue.upsertJobScheduler(
+      'maintenance.dropped-pass',
+      { every: 60_000 },
+      { name: 'maintenance.dropped-pass', data: {} },
+    );
+    const upserts = jest.spyOn(worker.get(JobQueues), 'schedule');
+    // a check (as at a deploy's boot): the queue's connection comes back
+    (await queue.client).disconnect(true);
+    await waitFor('the schedules as this build says', schedulers, {
+      until: (held) =>
+        held[changed.job] === changed.everyMs && !('maintenance.dropped-pass' in held),
+    });
+    const held = await schedulers();
+    for (const s of SCHEDULES.filter((x) => JOB_QUEUE[x.job] === JOB_QUEUE[changed.job])) {
+      expect([s.job, held[s.job]]).toEqual([s.job, s.everyMs]);
+    }
+    // only the changed one was upserted: the others' next runs are not pushed back at each check
+    expect(upserts.mock.calls.map((c) => c[0])).toEqual([changed.job]);
+    upserts.mockRestore();
+  });
+});
