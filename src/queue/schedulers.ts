@@ -134,7 +134,7 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
         await attempt(() => this.jobs.schedule(job, everyMs, data));
       }
       for (const key of held.keys()) {
-        if (!wanted.some((s) => s.job === key)) await attempt(() => queue.removeJobScheduler(key));
+        if (!wanted.some((s) => String(s.job) === key)) await attempt(() => queue.removeJobScheduler(key));
       }
     }
     if (refused !== undefined) throw refused;
