@@ -232,6 +232,17 @@ describe('EmailService', () => {
     expect(deliveries.markSent).toHaveBeenCalledWith('d1', 2, NOW);
   });
 
+  it('taking over, when the record of an earlier delivery cannot be read, gives the claim back and fails the attempt: never sends on a guess', async () => {
+    const { service, deliveries, transport, hold } = setup();
+    deliveries.claim.mockResolvedValue({ id: 'd1', attempt: 2 });
+    Object.assign(transport, { alreadyDelivered: jest.fn().mockRejectedValue(new Error('Stream is not writeable')) });
+    await expect(service.send({ orderId, kind: 'cancellation' })).rejects.toThrow(/could not be read/);
+    expect(transport.send).not.toHaveBeenCalled();
+    expect(deliveries.markSent).not.toHaveBeenCalled();
+    expect(deliveries.release).toHaveBeenCalledWith('d1', 2, expect.stringMatching(/could not be read/), NOW);
+    expect(hold.release).toHaveBeenCalledTimes(1);
+  });
+
   it("tells the transport its record may go only once this attempt recorded the delivery (not when another took it over)", async () => {
     const { service, deliveries, transport } = setup();
     const recorded = jest.fn().mockResolvedValue(undefined);

@@ -15,7 +15,7 @@ import { EmailDeliveryRepository } from './email-delivery.repository';
 import { EMAIL_BUSY_RETRIES, EMAIL_BUSY_RETRY_MS, EmailJob, emailKey, emailRef } from './email-job';
 import { EmailDeliveryLocks } from './email-delivery-locks';
 import { EmailContent, EmailContext, renderEmail } from './email-templates';
-import { MailTransport } from './mail-transport';
+import { MailTransport, OutgoingEmail } from './mail-transport';
 
 /**
  * How long the 'sent' record is retried after the server accepted the message (a database blip
@@ -148,7 +148,7 @@ export class EmailService {
 
     const message = { key, messageId, from: this.config.mail.from, to: recipient, ...content };
     // a takeover of an abandoned claim: its worker may have sent it and died before recording
-    if (claim.attempt > 1 && (await this.transport.alreadyDelivered?.(message))) {
+    if (claim.attempt > 1 && (await this.deliveredBefore(claim, key, message))) {
       this.logger.warn(`email ${key} was delivered by an earlier attempt: recording it, not resending`);
       if (await this.recordSent(claim, key)) await this.transport.recorded?.(message);
       return 'already-sent';
@@ -199,6 +199,23 @@ export class EmailService {
     if (await this.recordSent(claim, key)) await this.transport.recorded?.(message);
     logOrder({ orderId: job.orderId, action: 'email.sent', kind: job.kind, attempt: claim.attempt });
     return 'sent';
+  }
+
+  /**
+   * The transport's record of an earlier attempt's delivery; when it cannot be read just now, the
+   * claim is given back and the attempt fails (tried again later): sending on a guess mailed the
+   * customer twice whenever the record existed but did not answer.
+   */
+  private async deliveredBefore(claim: { id: string; attempt: number }, key: string, message: OutgoingEmail): Promise<boolean> {
+    try {
+      return (await this.transport.alreadyDelivered?.(message)) ?? false;
+    } catch (err) {
+      const reason = `the record of an earlier attempt could not be read: ${String(err)}`;
+      await this.deliveries
+        .release(claim.id, claim.attempt, reason, this.clock.now())
+        .catch((e: unknown) => this.logger.error(`email ${key}: could not release claim: ${String(e)}`));
+      throw new Error(`email ${key} attempt ${claim.attempt}: ${reason}`);
+    }
   }
 
   /**

@@ -31,7 +31,8 @@ export abstract class MailTransport {
   /**
    * Whether this transport has its own record of having delivered `message` (optional: a
    * transport that cannot know leaves it out). Asked before sending again a message
-   * whose earlier attempt may have sent it and died before recording it.
+   * whose earlier attempt may have sent it and died before recording it. Rejects when the record
+   * cannot be read just now: the attempt is then tried later, never sent on a guess.
    */
   alreadyDelivered?(message: OutgoingEmail): Promise<boolean>;
   /**
@@ -90,8 +91,10 @@ const ACCEPTED_MARK_TIMEOUT_MS = 500;
  * days; deleted once 'sent' is recorded). An attempt that takes over a delivery left 'sending' —
  * its worker died after the send, or the database stayed away past the two minutes the 'sent'
  * record is retried — finds the mark and records the delivery instead of mailing the customer
- * again. Redis unavailable: no mark, and such a takeover sends again (the same Message-ID), as
- * without the record.
+ * again. Redis unavailable when the mark is written: no mark, and such a takeover sends again
+ * (the same Message-ID), as without the record; when it is read: the takeover is tried later (a
+ * mark that cannot be read was taken for none, and the receipt went out twice — while the job
+ * runs at all, BullMQ's Redis answers, so the shared client is back in a moment).
  */
 class SmtpMailTransport extends MailTransport implements OnApplicationShutdown {
   private readonly transporter: Transporter<SMTPTransport.SentMessageInfo>;
@@ -119,13 +122,7 @@ class SmtpMailTransport extends MailTransport implements OnApplicationShutdown {
   }
 
   override async alreadyDelivered(message: OutgoingEmail): Promise<boolean> {
-    return withTimeout(
-      this.redis.exists(this.markPrefix + message.key),
-      ACCEPTED_MARK_TIMEOUT_MS,
-    ).then(
-      (n) => n === 1,
-      () => false,
-    );
+    return (await withTimeout(this.redis.exists(this.markPrefix + message.key), ACCEPTED_MARK_TIMEOUT_MS)) === 1;
   }
 
   /** 'sent' is recorded: the mark has served (left to expire if Redis cannot take the delete). */
