@@ -14,7 +14,7 @@ describe('SMTP transport: the record of an earlier delivery', () => {
       config,
       {
         exists: jest.fn(exists),
-      } as unknown as Redis,
+      },
     );
   const message = {
     key: 'k1',
