@@ -1,4 +1,3 @@
-import type Redis from 'ioredis';
 import { loadConfig } from '../config/config';
 import { MailTransport, mailTransportProvider } from './mail-transport';
 
