@@ -9,7 +9,7 @@ import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
 import { QueryAllowListGuard } from './common/http/query-allow-list.guard';
 import {
-  WEBHOOK_BODY_LIMIT,
+  API_BODY_LIMIT,
   clientErrorHandler,
   frameworkErrors,
   limitBodies,
@@ -40,7 +40,7 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
   return new FastifyAdapter({
     genReqId,
     trustProxy: config.http.trustProxy,
-    bodyLimit: WEBHOOK_BODY_LIMIT, // the API's own routes: API_BODY_LIMIT (limitBodies)
+    bodyLimit: API_BODY_LIMIT, // the webhooks' routes: WEBHOOK_BODY_LIMIT (limitBodies)
     // a request arriving while the server closes: refuseWhileClosing answers it as problem+json
     return503OnClosing: false,
     forceCloseConnections: 'idle',

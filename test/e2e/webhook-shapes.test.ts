@@ -97,6 +97,12 @@ describe('signed webhook bodies of unexpected shapes', () => {
         type: 'charge.refunded',
         data: { object: { object: 'charge', payment_intent: 12 } },
       },
+      // larger than the API's 64 KB: the webhooks take up to 1 MB
+      {
+        id: 'evt_large',
+        type: 'customer.updated',
+        data: { object: { object: 'customer', pad: 'x'.repeat(200 * 1024) } },
+      },
     ];
     for (const body of bodies) {
       const res = await post(JSON.stringify(body));

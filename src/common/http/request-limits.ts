@@ -21,7 +21,7 @@ const MAX_BODY_NODES = 10_000;
  * Body size limits: the API's own routes take at most 64 KB (their largest body, an order of 100
  * lines, is about 7 KB); the webhooks take a provider's events, up to 1 MB.
  */
-const API_BODY_LIMIT = 64 * 1024;
+export const API_BODY_LIMIT = 64 * 1024;
 export const WEBHOOK_BODY_LIMIT = 1024 * 1024;
 const WEBHOOK_ROUTES = '/v1/webhooks/';
 
@@ -67,7 +67,9 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 export function limitBodies(app: NestFastifyApplication): void {
   const fastify = app.getHttpAdapter().getInstance();
   const json = fastify.getDefaultJsonParser('error', 'error');
-  app.useBodyParser('application/json', { bodyLimit: WEBHOOK_BODY_LIMIT }, (request, body, done) => {
+  // (the parser's own limit is what a request no route matched is read up to: a 404 read and
+  // parsed a megabyte of JSON; the webhooks' routes get theirs below)
+  app.useBodyParser('application/json', { bodyLimit: API_BODY_LIMIT }, (request, body, done) => {
     // JSON is UTF-8 (RFC 8259): another charset would be read as UTF-8 and its letters replaced
     // with U+FFFD — stored, and different from what was sent — so it is refused, as are bytes
     // that are not UTF-8 at all
@@ -107,7 +109,7 @@ export function limitBodies(app: NestFastifyApplication): void {
     done();
   });
   fastify.addHook('onRoute', (route) => {
-    if (!route.url.startsWith(WEBHOOK_ROUTES)) route.bodyLimit ??= API_BODY_LIMIT;
+    route.bodyLimit ??= route.url.startsWith(WEBHOOK_ROUTES) ? WEBHOOK_BODY_LIMIT : API_BODY_LIMIT;
   });
   fastify.addHook('preValidation', async (request) => {
     const problem = typeof request.body === 'object' ? shapeProblem(request.body) : null;
