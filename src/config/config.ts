@@ -256,7 +256,7 @@ export interface AppConfig {
     requestTimeoutMs: number;
     /** A connection with no traffic either way this long is closed (a client not reading). */
     socketTimeoutMs: number;
-    /** API processes sharing the port (API_PROCESSES; 0 = one per CPU core). */
+    /** API processes sharing the port (API_PROCESSES; 0 = one per CPU the process can use, at most 64). */
     processes: number;
   };
   /** The API's own Prometheus listener (GET /metrics, GET /health/live); 0 = none. */
@@ -265,7 +265,7 @@ export interface AppConfig {
   metricsPort: number;
   /** The worker's own /metrics and /health/live listener (0 = none). */
   workerMetricsPort: number;
-  /** Swagger UI at /docs and the document at /docs-json (default: only in development). */
+  /** Swagger UI at /docs and the document at /docs-json (DOCS_ENABLED, default on everywhere). */
   docsEnabled: boolean;
   /**
    * Browser origins allowed to call the API (CORS): a list of exact origins, or `'*'` for any.
