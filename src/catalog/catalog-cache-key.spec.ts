@@ -42,4 +42,17 @@ describe('catalogCacheKey (one cache entry per listing, however its URL is spell
     ].map(catalogCacheKey);
     expect(new Set(keys).size).toBe(keys.length);
   });
+
+  it('gives every spelling of a path the router takes as one path one key: percent-encoded, absolute-form', () => {
+    const id = '7d3c0a3e-1b2c-4d5e-8f90-a1b2c3d4e5f6';
+    const keys = [
+      `/v1/products/${id}?limit=5`,
+      `/v1/pr%6Fducts/${id}?limit=5`,
+      `http://x123.example/v1/products/${id}?limit=5`,
+      `HTTPS://other.example:8443/v1/products/${id.toUpperCase()}?limit=5`,
+    ].map(catalogCacheKey);
+    expect(new Set(keys)).toEqual(new Set([`/v1/products/${id}?limit=5`]));
+    // an encoded slash is not a path separator: another resource
+    expect(catalogCacheKey('/v1/products/a%2Fb')).not.toBe(catalogCacheKey('/v1/products/a/b'));
+  });
 });

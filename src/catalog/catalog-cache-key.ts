@@ -10,7 +10,7 @@
 export function catalogCacheKey(url: string): string {
   const start = url.indexOf('?');
   // (ids are hex: their case does not matter; the rest of the path is matched case-sensitively)
-  const path = (start === -1 ? url : url.slice(0, start)).toLowerCase();
+  const path = canonicalPath(start === -1 ? url : url.slice(0, start)).toLowerCase();
   if (start === -1) return path;
   const pairs: [string, string][] = [];
   for (const segment of url.slice(start + 1).split('&')) {
@@ -23,6 +23,26 @@ export function catalogCacheKey(url: string): string {
   if (pairs.length === 0) return path;
   pairs.sort(([a, x], [b, y]) => (a < b ? -1 : a > b ? 1 : x < y ? -1 : x > y ? 1 : 0));
   return `${path}?${pairs.map(([n, v]) => `${encodeURIComponent(n)}=${encodeURIComponent(v)}`).join('&')}`;
+}
+
+/**
+ * The path in one spelling: an absolute-form request target's scheme and host dropped (`GET
+ * http://any.host/v1/products/…` reaches the same route, and each made-up host was an entry of its
+ * own, pushing hot pages out of the memory cache) and each segment percent-decoded and encoded
+ * again (`/v1/pr%6Fducts/…` is `/v1/products/…`; an encoded `/` stays encoded).
+ */
+function canonicalPath(path: string): string {
+  const local = path.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/]*/i, '');
+  return local
+    .split('/')
+    .map((segment) => {
+      try {
+        return encodeURIComponent(decodeURIComponent(segment));
+      } catch {
+        return segment; // a stray `%`: the router refuses it (400), nothing is stored
+      }
+    })
+    .join('/');
 }
 
 /**
