@@ -9,6 +9,16 @@ import { inlineParams } from './sql-literal';
 
 const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadlock detected
 const MAX_ATTEMPTS = 3;
+/**
+ * Attempts a checkout may run again, besides those, because a line's price changed under it
+ * (`reserve_stock` raises `price_changed` with 40001): an admin repricing a sale's products one
+ * by one would otherwise spend the three attempts of a checkout queued on them and answer 503.
+ */
+const MAX_REPRICED_ATTEMPTS = 10;
+const isRepriced = (err: unknown): boolean => {
+  const e = err instanceof QueryFailedError ? (err.driverError as unknown) : err;
+  return (e as { message?: unknown } | undefined)?.message === 'price_changed';
+};
 /** How long a COMMIT whose answer was lost is asked after while its backend is still finishing it. */
 const OUTCOME_POLLS = 40;
 const OUTCOME_POLL_MS = 50;
@@ -275,15 +285,20 @@ export class TransactionHost {
   }
 
   private async runWithRetry<T>(work: (opened: unknown[][]) => Promise<T>, opening?: Opening): Promise<T> {
+    let repriced = 0;
     for (let attempt = 1; ; attempt++) {
       try {
         // the circuit breaker fails the attempt fast while the database is unreachable
         return await this.breaker.execute(() => this.once(work, opening));
       } catch (err) {
         const code = pgErrorCode(err);
+        if (code === '40001' && isRepriced(err) && repriced < MAX_REPRICED_ATTEMPTS) {
+          repriced++;
+          attempt--; // (not one of the collisions' attempts)
+        }
         if (!code || !RETRYABLE.has(code) || attempt >= MAX_ATTEMPTS) throw err;
-        this.logger.warn(`transaction retry ${attempt} after ${code}`);
-        await new Promise((r) => setTimeout(r, 5 * attempt + Math.random() * 20));
+        this.logger.warn(`transaction retry after ${code}${isRepriced(err) ? " (a line's price changed)" : ''}`);
+        await new Promise((r) => setTimeout(r, 5 * Math.max(attempt, 1) + Math.random() * 20));
       }
     }
   }

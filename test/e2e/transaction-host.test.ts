@@ -13,12 +13,33 @@ describe('TransactionHost (pool of one connection)', () => {
     await t?.close();
   });
 
-  const healthy = async () => expect(await tx.query<{ v: number }>('SELECT 1 AS v')).toEqual([{ v: 1 }]);
+  const healthy = async () =>
+    expect(await tx.query<{ v: number }>('SELECT 1 AS v')).toEqual([{ v: 1 }]);
 
   it('a failing opening statement is rolled back; the connection stays usable', async () => {
-    await expect(tx.runOpeningWith('SELECT 1/$1::int', [0], async () => 'never')).rejects.toThrow(/division by zero/);
+    await expect(tx.runOpeningWith('SELECT 1/$1::int', [0], async () => 'never')).rejects.toThrow(
+      /division by zero/,
+    );
     await healthy();
-    expect(await tx.runOpeningWith('SELECT $1::int AS v', [7], async (rows) => rows)).toEqual([{ v: 7 }]);
+    expect(await tx.runOpeningWith('SELECT $1::int AS v', [7], async (rows) => rows)).toEqual([
+      { v: 7 },
+    ]);
+    await healthy();
+  });
+
+  it("runs a checkout again past the collisions' 3 attempts when a line's price changed under it (up to 10 times more), then gives up", async () => {
+    // reserve_stock's price_changed (40001) in the COMMIT message, as repricings one by one make it
+    const repricedUntil = (n: number) => {
+      let attempts = 0;
+      return tx.run(async () => {
+        attempts++;
+        if (attempts <= n)
+          tx.sendWithCommit(`SELECT raise_price_changed('[]'::jsonb)`, [], { last: true });
+        return attempts;
+      });
+    };
+    expect(await repricedUntil(5)).toBe(6);
+    await expect(repricedUntil(20)).rejects.toThrow(/price_changed/);
     await healthy();
   });
 
@@ -28,7 +49,10 @@ describe('TransactionHost (pool of one connection)', () => {
       tx.run(async () => {
         await tx.query(`INSERT INTO tx_probe VALUES (1)`);
         tx.sendWithCommit('INSERT INTO tx_probe VALUES ($1::int)', [2]);
-        tx.sendWithCommit('SELECT 1/$1::int', [0], { last: true, mapError: () => new Error('mapped') });
+        tx.sendWithCommit('SELECT 1/$1::int', [0], {
+          last: true,
+          mapError: () => new Error('mapped'),
+        });
       }),
     ).rejects.toThrow('mapped');
     expect(await tx.query(`SELECT count(*)::int AS n FROM tx_probe`)).toEqual([{ n: 0 }]);
