@@ -51,34 +51,41 @@ describe('taking a product off sale while checkouts of it wait on its stock row'
         .rows[0].count,
     );
 
+  /**
+   * A checkout of 2 units of a new product (1000 each) — its own lines, or the cart's — queued on
+   * the product's stock row while `change` commits; its answer.
+   */
+  async function checkoutQueuedDuring(ownLines: boolean, change: string) {
+    const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 1000 });
+    const [buyer] = await buyers(t.http, 1);
+    if (!ownLines)
+      expect(
+        (await t.http.put(`/v1/cart/items/${p}`, { quantity: 2 }, { token: buyer.token })).status,
+      ).toBe(200);
+    const row = await holdStockRow(p);
+    let checkout;
+    try {
+      checkout = placeOrder(t.http, buyer, ownLines ? [{ productId: p, quantity: 2 }] : undefined);
+      await untilWaitingOnLocks(t.db.pool, 'the checkout queued on the stock row');
+      // the change commits while the checkout waits (here behind the row's holder, which does not
+      // lock the product itself), its snapshot read before
+      await t.db.pool.query(change, [p]);
+    } finally {
+      await row.release();
+    }
+    return { p, res: await checkout };
+  }
+
   it.each([
     ["the order's own lines", true],
     ['the cart', false],
   ])(
     'a checkout (%s) queued on the row when the deactivation commits is refused 409 PRODUCT_UNAVAILABLE, nothing reserved',
     async (_, ownLines) => {
-      const p = await insertProduct(t.db.pool, { stock: 10 });
-      const [buyer] = await buyers(t.http, 1);
-      if (!ownLines)
-        expect(
-          (await t.http.put(`/v1/cart/items/${p}`, { quantity: 2 }, { token: buyer.token })).status,
-        ).toBe(200);
-      const row = await holdStockRow(p);
-      let checkout;
-      try {
-        checkout = placeOrder(
-          t.http,
-          buyer,
-          ownLines ? [{ productId: p, quantity: 2 }] : undefined,
-        );
-        await untilWaitingOnLocks(t.db.pool, 'the checkout queued on the stock row');
-        // a deactivation that committed while the checkout waited (here behind the row's holder,
-        // which does not lock the product itself)
-        await t.db.pool.query('UPDATE products SET active = false WHERE id = $1', [p]);
-      } finally {
-        await row.release();
-      }
-      const res = await checkout;
+      const { p, res } = await checkoutQueuedDuring(
+        ownLines,
+        'UPDATE products SET active = false WHERE id = $1',
+      );
       expectProblem(res, 409, 'PRODUCT_UNAVAILABLE');
       expect(res.body.products).toEqual([{ productId: p }]);
       expect(await ordersOf(p)).toBe(0);
@@ -136,27 +143,11 @@ describe('taking a product off sale while checkouts of it wait on its stock row'
   ])(
     'a checkout (%s) queued on the row when a price change commits is placed at the new price, never the old one',
     async (_, ownLines) => {
-      const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 1000 });
-      const [buyer] = await buyers(t.http, 1);
-      if (!ownLines)
-        expect(
-          (await t.http.put(`/v1/cart/items/${p}`, { quantity: 2 }, { token: buyer.token })).status,
-        ).toBe(200);
-      const row = await holdStockRow(p);
-      let checkout;
-      try {
-        checkout = placeOrder(
-          t.http,
-          buyer,
-          ownLines ? [{ productId: p, quantity: 2 }] : undefined,
-        );
-        await untilWaitingOnLocks(t.db.pool, 'the checkout queued on the stock row');
-        // a price correction that committed while the checkout waited with the old price in hand
-        await t.db.pool.query('UPDATE products SET price_amount = 100000 WHERE id = $1', [p]);
-      } finally {
-        await row.release();
-      }
-      const res = await checkout;
+      // a price correction (1000 → 100000) made while the checkout waited with the old price in hand
+      const { p, res } = await checkoutQueuedDuring(
+        ownLines,
+        'UPDATE products SET price_amount = 100000 WHERE id = $1',
+      );
       expect(res.status).toBe(201);
       expect([res.body.items[0].unitPrice.amount, res.body.total.amount]).toEqual([100000, 200000]);
       const stored = await t.db.pool.query(
