@@ -84,8 +84,9 @@ describe('DbCircuitBreaker', () => {
 
   it('in a slow outage, attempts begun before a counted failure that fail well after it count, one after another', async () => {
     const b = breaker(3);
-    // each waited for a pool connection that never came
-    const slow = [300, 600].map((ms) =>
+    // each waited for a pool connection that never came (well past the 250 ms episode: a loaded
+    // full run once had the first refusal counted ~100 ms late, and 300 ms fell inside it)
+    const slow = [1000, 2000].map((ms) =>
       b.execute(async () => {
         await new Promise((r) => setTimeout(r, ms));
         throw new Error('timeout exceeded when trying to connect');
