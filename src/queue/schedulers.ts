@@ -1,4 +1,9 @@
-import { BeforeApplicationShutdown, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import {
+  BeforeApplicationShutdown,
+  Injectable,
+  Logger,
+  OnApplicationBootstrap,
+} from '@nestjs/common';
 import { JobQueues } from './job-queues';
 import { JOB_QUEUE, JobName, JobPayloads, QUEUES } from './queues';
 
@@ -26,6 +31,16 @@ export const SCHEDULES: readonly JobSchedule[] = [
   every(3_600_000, JobName.PurgeWebhookEvents, {}),
   every(3_600_000, JobName.PurgeRefreshTokens, {}),
 ];
+
+/**
+ * The revision of SCHEDULES: raise it with every change to them (schedulers.spec.ts holds the
+ * digest of this revision's list and fails until it is raised). During a rolling deploy two builds
+ * run side by side; only a build whose revision is not below the one Redis records
+ * (`<queue>:schedules-revision`) changes or removes schedulers — an older one only adds those
+ * missing — so the two do not undo each other every minute (each upsert of a new interval runs
+ * the pass at once).
+ */
+export const SCHEDULES_REVISION = 1;
 
 /** How often every worker checks that each schedule is still in Redis (once it is known complete). */
 const SCHEDULES_CHECK_MS = 60_000;
@@ -111,7 +126,8 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
    * or data: a build that changed one — Redis keeps its schedulers across deploys, and a held key
    * used to be enough, so a new interval never took effect), and removes the schedulers of jobs no
    * longer scheduled (their jobs kept coming, each failed for good as unknown after an hour of
-   * retries); how many changed. Throws the first refusal, after trying them all.
+   * retries) — the last two only while no newer build has recorded its SCHEDULES_REVISION; how
+   * many changed. Throws the first refusal, after trying them all.
    */
   private async registerMissing(): Promise<number> {
     let changed = 0;
@@ -126,16 +142,30 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
     };
     for (const name of QUEUES) {
       const queue = this.jobs.queue(name);
-      const held = new Map((await queue.getJobSchedulers()).map((j) => [j.key, j]));
+      const client = await queue.client;
+      const revisionKey = `${queue.qualifiedName}:schedules-revision`;
+      const recorded = Number((await client.get(revisionKey)) ?? 0);
+      const current = recorded <= SCHEDULES_REVISION;
+      // (a scheduler removed by another worker between the list and its read comes back undefined)
+      const held = new Map((await queue.getJobSchedulers()).filter(Boolean).map((j) => [j.key, j]));
       const wanted = SCHEDULES.filter((s) => JOB_QUEUE[s.job] === name);
       for (const { job, everyMs, data } of wanted) {
         const found = held.get(job);
-        if (found && found.every === everyMs && JSON.stringify(found.template?.data ?? {}) === JSON.stringify(data)) continue;
+        if (
+          found &&
+          (!current ||
+            (found.every === everyMs &&
+              JSON.stringify(found.template?.data ?? {}) === JSON.stringify(data)))
+        )
+          continue;
         await attempt(() => this.jobs.schedule(job, everyMs, data));
       }
+      if (!current) continue;
       for (const key of held.keys()) {
-        if (!wanted.some((s) => String(s.job) === key)) await attempt(() => queue.removeJobScheduler(key));
+        if (!wanted.some((s) => String(s.job) === key))
+          await attempt(() => queue.removeJobScheduler(key));
       }
+      if (recorded < SCHEDULES_REVISION) await client.set(revisionKey, String(SCHEDULES_REVISION));
     }
     if (refused !== undefined) throw refused;
     return changed;

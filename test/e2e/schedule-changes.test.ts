@@ -1,7 +1,7 @@
 import type { INestApplicationContext } from '@nestjs/common';
 import { JobQueues } from '../../src/queue/job-queues';
 import { JOB_QUEUE, JobName } from '../../src/queue/queues';
-import { SCHEDULES } from '../../src/queue/schedulers';
+import { SCHEDULES, SCHEDULES_REVISION } from '../../src/queue/schedulers';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
@@ -58,5 +58,48 @@ describe('job schedules a new build changed or dropped', () => {
     // only the changed one was upserted: the others' next runs are not pushed back at each check
     expect(upserts.mock.calls.map((c) => c[0])).toEqual([changed.job]);
     upserts.mockRestore();
+  });
+
+  it('a newer build (a higher revision recorded) is not undone: this one only adds what is missing', async () => {
+    worker ??= await bootTestWorker(t.config);
+    const changed = SCHEDULES.find((s) => s.job === JobName.ReconcileEmails)!;
+    const dropped = SCHEDULES.find((s) => s.job === JobName.PurgeOutbox)!;
+    const queue = worker.get(JobQueues).queue(JOB_QUEUE[changed.job]);
+    const client = await queue.client;
+    const schedulers = async () =>
+      Object.fromEntries((await queue.getJobSchedulers()).map((j) => [j.key, j.every]));
+    // the newer build's doing: another interval for one pass, a pass of its own, one it dropped
+    await client.set(`${queue.qualifiedName}:schedules-revision`, String(SCHEDULES_REVISION + 1));
+    await queue.upsertJobScheduler(
+      changed.job,
+      { every: changed.everyMs * 3 },
+      { name: changed.job, data: {} },
+    );
+    await queue.upsertJobScheduler(
+      'maintenance.newer-pass',
+      { every: 60_000 },
+      { name: 'maintenance.newer-pass', data: {} },
+    );
+    await queue.removeJobScheduler(dropped.job);
+    const upserts = jest.spyOn(worker.get(JobQueues), 'schedule');
+    try {
+      (await queue.client).disconnect(true); // a check
+      // what is missing is added back (a Redis that lost it must not stay without it) …
+      await waitFor('the missing schedule added', schedulers, {
+        until: (held) => held[dropped.job] === dropped.everyMs,
+      });
+      // … and nothing else is touched
+      const held = await schedulers();
+      expect([held[changed.job], held['maintenance.newer-pass']]).toEqual([
+        changed.everyMs * 3,
+        60_000,
+      ]);
+      expect(upserts.mock.calls.map((c) => c[0])).toEqual([dropped.job]);
+      expect(await client.get(`${queue.qualifiedName}:schedules-revision`)).toBe(
+        String(SCHEDULES_REVISION + 1),
+      );
+    } finally {
+      upserts.mockRestore();
+    }
   });
 });
