@@ -1,29 +1,53 @@
 import { WorkerHost } from '@nestjs/bullmq';
-import { BeforeApplicationShutdown, Injectable } from '@nestjs/common';
+import { BeforeApplicationShutdown, Inject, Injectable, Logger } from '@nestjs/common';
 import { DiscoveryService } from '@nestjs/core';
+import { APP_CONFIG, AppConfig } from '../config/config';
 
 /**
  * On shutdown, before any pool closes: stop taking jobs and wait for the running ones to
  * finish (a job cut off anyway is retried by BullMQ once its lock expires; handlers are
- * idempotent).
+ * idempotent) — for SHUTDOWN_TIMEOUT_MS at most, then the workers are closed without waiting:
+ * a job stuck on a Redis that failed over under it held the close for good (a test's worker never
+ * closed; a process only by its forced exit, its pools never closed in order).
  */
 @Injectable()
 export class WorkerDrain implements BeforeApplicationShutdown {
-  constructor(private readonly discovery: DiscoveryService) {}
+  private readonly logger = new Logger(WorkerDrain.name);
+
+  constructor(
+    private readonly discovery: DiscoveryService,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
 
   async beforeApplicationShutdown(): Promise<void> {
     const hosts = this.discovery
       .getProviders()
       .map((w) => w.instance as unknown)
       .filter((i): i is WorkerHost => i instanceof WorkerHost);
-    await Promise.all(
-      hosts.map(async (h): Promise<void> => {
-        try {
-          await h.worker.close();
-        } catch {
-          /* never started (e.g. boot failed before the workers ran) */
-        }
-      }),
-    );
+    await Promise.all(hosts.map((h) => this.drain(h)));
+  }
+
+  private async drain(host: WorkerHost): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), this.config.http.shutdownTimeoutMs);
+    });
+    try {
+      const closing = host.worker.close().then(() => 'closed' as const);
+      if ((await Promise.race([closing, waited])) === 'timeout') {
+        this.logger.warn(
+          `queue ${host.worker.name}: jobs still running after ${this.config.http.shutdownTimeoutMs} ms; closing without them (they are retried)`,
+        );
+        void closing.catch(() => undefined);
+        await Promise.race([
+          host.worker.close(true),
+          new Promise((r) => setTimeout(r, 1_000).unref()),
+        ]);
+      }
+    } catch {
+      /* never started (e.g. boot failed before the workers ran) */
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
