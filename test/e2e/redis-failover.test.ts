@@ -122,8 +122,8 @@ describe('Redis back in a state the connections do not notice', () => {
         await step('the job', async () => queue.getJob(await firstOutboxId(t!, after.body.id))),
       ).toBeTruthy();
     } finally {
-      await step('worker close', async () => worker?.close(), 15_000);
-      await step('API close', async () => t?.close(), 15_000);
+      await step('worker close', async () => worker?.close(), 30_000); // (its jobs waited for SHUTDOWN_TIMEOUT_MS at most)
+      await step('API close', async () => t?.close(), 30_000);
       a.disconnect();
       b.disconnect();
       await proxy.close();
