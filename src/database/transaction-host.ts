@@ -285,20 +285,19 @@ export class TransactionHost {
   }
 
   private async runWithRetry<T>(work: (opened: unknown[][]) => Promise<T>, opening?: Opening): Promise<T> {
+    let collisions = 0;
     let repriced = 0;
-    for (let attempt = 1; ; attempt++) {
+    for (;;) {
       try {
         // the circuit breaker fails the attempt fast while the database is unreachable
         return await this.breaker.execute(() => this.once(work, opening));
       } catch (err) {
         const code = pgErrorCode(err);
-        if (code === '40001' && isRepriced(err) && repriced < MAX_REPRICED_ATTEMPTS) {
-          repriced++;
-          attempt--; // (not one of the collisions' attempts)
-        }
-        if (!code || !RETRYABLE.has(code) || attempt >= MAX_ATTEMPTS) throw err;
-        this.logger.warn(`transaction retry after ${code}${isRepriced(err) ? " (a line's price changed)" : ''}`);
-        await new Promise((r) => setTimeout(r, 5 * Math.max(attempt, 1) + Math.random() * 20));
+        const priceChanged = code === '40001' && isRepriced(err);
+        if (priceChanged && repriced < MAX_REPRICED_ATTEMPTS) repriced++;
+        else if (!code || !RETRYABLE.has(code) || ++collisions >= MAX_ATTEMPTS) throw err;
+        this.logger.warn(`transaction retry after ${code}${priceChanged ? " (a line's price changed)" : ''}`);
+        await new Promise((r) => setTimeout(r, 5 * Math.max(collisions, 1) + Math.random() * 20));
       }
     }
   }

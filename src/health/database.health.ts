@@ -25,7 +25,7 @@ const RECENT_ANSWER_MS = 2000;
  *
  * Callers queueing for the pool with no answer for 2 s (every connection a checkout waiting on a
  * hot row whose holder froze: up to the server's 15 s idle-in-transaction limit) is no outage
- * either: the `SELECT 1` then goes over a connection of its own, opened for it and closed after
+ * either: the `SELECT 1` then goes over a connection of its own, kept while the queue lasts
  * (`sideProbe`) — queued behind the checkouts it timed out, on every API process at once, and the
  * load balancer pulled them all while PostgreSQL answered.
  */

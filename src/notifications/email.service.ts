@@ -183,13 +183,7 @@ export class EmailService {
         throw new UnrecoverableError(`email ${key} refused by the mail server: ${message}`);
       }
       this.logger.warn(`email ${key} attempt ${claim.attempt} failed: ${message}`);
-      // if even this fails, the row stays 'sending' unclaimed-in-fact: the next attempt takes
-      // it over under the lock
-      await this.deliveries
-        .release(claim.id, claim.attempt, message, this.clock.now())
-        .catch((e: unknown) =>
-          this.logger.error(`email ${key}: could not release claim: ${String(e)}`),
-        );
+      await this.releaseClaim(claim, key, message);
       // the job's failure reason is a record too (BullMQ keeps it in Redis, Bull Board shows
       // it, for a day of retries and a week after): the cleaned message, never the server's
       throw new Error(`email ${key} attempt ${claim.attempt} failed: ${message}`);
@@ -211,11 +205,19 @@ export class EmailService {
       return (await this.transport.alreadyDelivered?.(message)) ?? false;
     } catch (err) {
       const reason = `the record of an earlier attempt could not be read: ${String(err)}`;
-      await this.deliveries
-        .release(claim.id, claim.attempt, reason, this.clock.now())
-        .catch((e: unknown) => this.logger.error(`email ${key}: could not release claim: ${String(e)}`));
+      await this.releaseClaim(claim, key, reason);
       throw new Error(`email ${key} attempt ${claim.attempt}: ${reason}`);
     }
+  }
+
+  /**
+   * Gives the claim back for a later attempt; if even this fails, the row stays 'sending'
+   * unclaimed-in-fact: the next attempt takes it over under the lock.
+   */
+  private async releaseClaim(claim: { id: string; attempt: number }, key: string, reason: string): Promise<void> {
+    await this.deliveries
+      .release(claim.id, claim.attempt, reason, this.clock.now())
+      .catch((e: unknown) => this.logger.error(`email ${key}: could not release claim: ${String(e)}`));
   }
 
   /**
