@@ -50,6 +50,9 @@ describe('job schedules a new build changed or dropped', () => {
     await waitFor('the schedules as this build says', schedulers, {
       until: (held) =>
         held[changed.job] === changed.everyMs && !('maintenance.dropped-pass' in held),
+      // the reconnect's check, or at the latest the next minute's (a loaded full run once saw
+      // neither within 15 s of the reconnect)
+      timeoutMs: 75_000,
     });
     const held = await schedulers();
     for (const s of SCHEDULES.filter((x) => JOB_QUEUE[x.job] === JOB_QUEUE[changed.job])) {
@@ -58,7 +61,7 @@ describe('job schedules a new build changed or dropped', () => {
     // only the changed one was upserted: the others' next runs are not pushed back at each check
     expect(upserts.mock.calls.map((c) => c[0])).toEqual([changed.job]);
     upserts.mockRestore();
-  });
+  }, 90_000);
 
   it('a newer build (a higher revision recorded) is not undone: this one only adds what is missing', async () => {
     worker ??= await bootTestWorker(t.config);
@@ -87,6 +90,7 @@ describe('job schedules a new build changed or dropped', () => {
       // what is missing is added back (a Redis that lost it must not stay without it) …
       await waitFor('the missing schedule added', schedulers, {
         until: (held) => held[dropped.job] === dropped.everyMs,
+        timeoutMs: 75_000,
       });
       // … and nothing else is touched
       const held = await schedulers();
@@ -101,5 +105,5 @@ describe('job schedules a new build changed or dropped', () => {
     } finally {
       upserts.mockRestore();
     }
-  });
+  }, 90_000);
 });
