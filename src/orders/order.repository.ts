@@ -375,9 +375,12 @@ export class OrderRepository {
 
   // ---- Reads for other modules: they ask here instead of reading the orders tables themselves.
 
-  /** Whether the order exists (payments: refuses to pay or refund an unknown order). */
-  async exists(orderId: string): Promise<boolean> {
-    return this.tx.withManager((m) => m.getRepository(OrderEntity).existsBy({ id: orderId }));
+  /** The order's status, null for an unknown order (payments: what a refund may be taken of). */
+  async statusOf(orderId: string): Promise<OrderStatus | null> {
+    const row = await this.tx.withManager((m) =>
+      m.getRepository(OrderEntity).findOne({ where: { id: orderId }, select: { id: true, status: true } }),
+    );
+    return row?.status ?? null;
   }
 
   /**

@@ -111,10 +111,10 @@ function mockEvents(): MockOf<WebhookEventRepository, 'find' | 'markProcessed' |
   };
 }
 
-function mockOrders(): MockOf<OrderRepository, 'findById' | 'exists'> {
+function mockOrders(): MockOf<OrderRepository, 'findById' | 'statusOf'> {
   return {
     findById: jest.fn().mockResolvedValue(orderIn('PAID')),
-    exists: jest.fn().mockResolvedValue(true),
+    statusOf: jest.fn().mockResolvedValue('CONFIRMED'),
   };
 }
 

@@ -170,8 +170,8 @@ function mockPayments(): MockOf<PaymentRepository, 'findByOrder' | 'findById' | 
   };
 }
 
-function mockOrders(): MockOf<OrderRepository, 'exists'> {
-  return { exists: jest.fn().mockResolvedValue(true) };
+function mockOrders(): MockOf<OrderRepository, 'statusOf'> {
+  return { statusOf: jest.fn().mockResolvedValue('CONFIRMED') };
 }
 
 function mockTransitions(): MockOf<OrderTransitionsService, 'applyRefund' | 'withdrawRefund'> {
@@ -453,7 +453,7 @@ describe('RefundsService', () => {
 
     it('an unknown order is a 404; an order without a captured payment is not refundable', async () => {
       const s = await setup();
-      s.orders.exists.mockResolvedValueOnce(false);
+      s.orders.statusOf.mockResolvedValueOnce(null);
       s.payments.findByOrder.mockResolvedValueOnce(null);
       const unknown = s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });
       await expect(unknown.catch(domainCode)).resolves.toBe('ORDER_NOT_FOUND');
@@ -464,6 +464,18 @@ describe('RefundsService', () => {
       const inFlight = s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY });
       await expect(inFlight.catch(domainCode)).resolves.toBe('ORDER_NOT_REFUNDABLE');
       expect(s.refunds.reserve).not.toHaveBeenCalled();
+    });
+
+    it('a payment recorded as succeeded for an order not yet moved to PAID is not refunded yet (409, retry shortly)', async () => {
+      for (const status of ['INVENTORY_RESERVED', 'PAYMENT_PENDING'] as const) {
+        const s = await setup();
+        s.orders.statusOf.mockResolvedValueOnce(status);
+        const err: unknown = await s.service
+          .request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY })
+          .catch((e: unknown) => e);
+        expect(err).toMatchObject({ code: 'ORDER_NOT_REFUNDABLE', options: { headers: { 'Retry-After': '30' } } });
+        expect(s.refunds.reserve).not.toHaveBeenCalled();
+      }
     });
 
     it('a refusal by the provider fails the refund (its reservation given back) and says why', async () => {

@@ -7,6 +7,7 @@ import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
+import { CANCELLABLE } from '../orders/order-state-machine';
 import { OutboxRepository } from '../outbox/outbox.repository';
 import { MetricsService } from '../metrics/metrics.service';
 import { OnJob } from '../queue/on-job.decorator';
@@ -134,11 +135,21 @@ export class RefundsService {
     const id = attempt.id;
     let refund = attempt.refund;
     if (!refund) {
-      if (!(await this.orders.exists(input.orderId))) {
+      const status = await this.orders.statusOf(input.orderId);
+      if (!status) {
         throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
       }
       if (!payment || payment.status !== 'succeeded') {
         throw new DomainError('ORDER_NOT_REFUNDABLE', 'The order has no captured payment to refund.');
+      }
+      if (CANCELLABLE.includes(status)) {
+        // the payment's success is recorded, the order's move to PAID not yet (the finalizer is
+        // between its steps): a refund now would leave the order to be confirmed as never refunded
+        throw new DomainError(
+          'ORDER_NOT_REFUNDABLE',
+          'The payment succeeded but the order is not recorded as paid yet; retry shortly.',
+          { headers: { 'Retry-After': '30' } },
+        );
       }
       // the order's own currency, not the shop's today (SHOP_CURRENCY may have changed since)
       if (input.currency !== undefined && input.currency !== payment.currency) {

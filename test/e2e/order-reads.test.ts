@@ -42,9 +42,10 @@ describe('OrderRepository reads for other modules', () => {
     await t?.close();
   });
 
-  it('exists', async () => {
-    expect(await orders.exists(paid)).toBe(true);
-    expect(await orders.exists(randomUUID())).toBe(false);
+  it('statusOf', async () => {
+    expect(await orders.statusOf(paid)).toBe('PAID');
+    expect(await orders.statusOf(unpaid)).toBe('INVENTORY_RESERVED');
+    expect(await orders.statusOf(randomUUID())).toBeNull();
   });
 
   it('whether a customer has a paid order with a product, and which products they bought', async () => {

@@ -282,6 +282,32 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(atGateway.rows[0].n).toBe(10_000);
   }, 30_000);
 
+  it('an order whose payment is recorded as succeeded but not yet moved to PAID is not refunded (409): it is then confirmed with nothing refunded behind its back', async () => {
+    const admin = await createAdmin(t);
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    // as the finalizer leaves it between adopting a succeeded intent and converging the order
+    await t.db.pool.query(`UPDATE simulated_payment_intents SET status = 'succeeded' WHERE id = $1`, [pay.body.paymentIntentId]);
+    await t.db.pool.query(`UPDATE payments SET status = 'succeeded' WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    const refund = () =>
+      t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, {}, { token: admin.accessToken, idempotencyKey: newKey() });
+    const early = await refund();
+    expect([early.status, early.body.code, early.headers.get('retry-after')]).toEqual([409, 'ORDER_NOT_REFUNDABLE', '30']);
+    const atGateway = await t.db.pool.query(`SELECT count(*)::int AS n FROM simulated_refunds WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    expect(atGateway.rows[0].n).toBe(0);
+    // the finalizer converges the order (on the intent's event); the refund then goes through
+    const eventId = `evt_paid_${randomUUID().replace(/-/g, '')}`;
+    await t.db.pool.query(
+      `INSERT INTO webhook_events (id, type, intent_id, payload, received_at) VALUES ($1, 'payment_intent.succeeded', $2, '{}', now())`,
+      [eventId, pay.body.paymentIntentId],
+    );
+    await worker.get(PaymentFinalizer).processEvent(eventId);
+    await reaches(order.body.id, 'CONFIRMED');
+    expect((await refund()).status).toBe(201);
+    expect(await statusOf(order.body.id)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+  }, 30_000);
+
   it('refunds once under an upper-case order id, and replays it under either case (it used to pay, then answer 422)', async () => {
     const admin = await createAdmin(t);
     const { order, pay } = await paidOrder(10_000);
