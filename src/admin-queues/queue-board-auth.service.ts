@@ -112,9 +112,9 @@ export class QueueBoardAuth {
     const email = normalizeEmail(credentials.email);
 
     let passwordHash = '';
+    // The same work for an unknown email as for a wrong password (see AuthService.login).
+    const user = await this.users.findByEmail(email);
     const principal = await this.signIns.signIn('queue-board', email, ip, async (client) => {
-      // The same work for an unknown email as for a wrong password (see AuthService.login).
-      const user = await this.users.findByEmail(email);
       const ok = await this.hasher.verifySignIn(user, credentials.password, { priority: client.own });
       if (!user || !ok) return null;
       const permissions = permissionsOf(user.role);
@@ -123,6 +123,7 @@ export class QueueBoardAuth {
       passwordHash = user.passwordHash;
       return { userId: user.id, email: user.email, role: user.role, permissions };
     }, {
+      passwordHash: user?.passwordHash ?? null,
       // Redis's marks of the admin's own clients may be gone (a restart without its data, a
       // failover): the sessions on record (API sign-ins) still know them, as for login
       ownClientOnRecord: () => this.refreshTokens.openedFrom(this.sessions.clientKeyOf(email, ip)),

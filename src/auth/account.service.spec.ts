@@ -7,6 +7,7 @@ import type { PasswordHasher } from './password-hasher';
 import type { RefreshTokenRepository } from './refresh-token.repository';
 import type { RevokedSessions } from './revoked-sessions';
 import type { SecurityEvents } from './security-events';
+import type { SessionIssuer } from './session-issuer';
 import { mockOf } from '../../test/support/mocks';
 
 const NOW = new Date('2026-01-01T10:00:00Z');
@@ -33,7 +34,7 @@ function setup() {
     'users',
   );
   const refreshTokens = mockOf<RefreshTokenRepository>(
-    { revokeAllOfUser: jest.fn().mockResolvedValue(['f-1', 'f-2']) },
+    { revokeAllOfUser: jest.fn().mockResolvedValue(['f-1', 'f-2']), forgetClients: jest.fn().mockResolvedValue(undefined) },
     'refreshTokens',
   );
   const revoked = mockOf<RevokedSessions>(
@@ -61,9 +62,11 @@ function setup() {
       signIn: jest.fn(
         (_channel: string, _account: string, _ip: string, verify: () => Promise<unknown>) => verify(),
       ),
+      rememberClient: jest.fn(),
     },
     'signIns',
   );
+  const sessions = mockOf<SessionIssuer>({ clientKeyOf: jest.fn((email: string, ip: string) => `key:${email}:${ip}`) }, 'sessions');
   const service = new AccountService(
     users,
     refreshTokens,
@@ -73,6 +76,7 @@ function setup() {
     { now: () => NOW },
     revoked,
     signIns,
+    sessions,
   );
   return { service, users, refreshTokens, hasher, events, tx, revoked, signIns };
 }
@@ -116,6 +120,10 @@ describe('AccountService', () => {
       );
       expect(s.tx.runOwn).toHaveBeenCalledTimes(1); // never joined to a caller's transaction
       expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);
+      // the clients that signed in with the old password are no longer the owner's: all but the
+      // one it was changed from, which is remembered under the new password
+      expect(s.refreshTokens.forgetClients).toHaveBeenCalledWith('u-1', 'key:a@b.io:10.0.0.1');
+      expect(s.signIns.rememberClient).toHaveBeenCalledWith(user.email, '10.0.0.1', 'new-hash');
       expect(s.events.record).toHaveBeenCalledWith({ event: 'password_changed', userId: 'u-1' });
     });
 
@@ -214,6 +222,7 @@ describe('AccountService', () => {
         SINCE,
       );
       expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);
+      expect(s.refreshTokens.forgetClients).toHaveBeenCalledWith('u-1'); // every client: none set it
     });
   });
 });

@@ -10,6 +10,7 @@ import type { Role } from './permissions';
 import { RefreshTokenRepository } from './refresh-token.repository';
 import { RevokedSessions } from './revoked-sessions';
 import { SecurityEvents } from './security-events';
+import { SessionIssuer } from './session-issuer';
 import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 
 /** The signed-in user's own account, and provisioning of accounts with a role. */
@@ -24,6 +25,7 @@ export class AccountService {
     private readonly clock: Clock,
     private readonly revoked: RevokedSessions,
     private readonly signIns: FailedAttemptLimiter,
+    private readonly sessions: SessionIssuer,
   ) {}
 
   async me(userId: string): Promise<UserDto> {
@@ -67,6 +69,10 @@ export class AccountService {
           this.revoked.accessTokensValidSince(now),
         );
         await this.revoked.add(revoked); // their access tokens stop working too
+        // and the clients that signed in with the old password are no longer the owner's — but
+        // the one the owner changed it from (after a sign-in with the new password there, a
+        // stranger filling the account's ceiling still cannot keep them out)
+        await this.refreshTokens.forgetClients(userId, this.sessions.clientKeyOf(user.email, clientIp));
         return revoked;
       });
       if (families !== null) break;
@@ -79,6 +85,7 @@ export class AccountService {
       }
       checked = current.passwordHash;
     }
+    this.signIns.rememberClient(user.email, clientIp, hash);
     this.events.record({ event: 'password_changed', userId });
   }
 
@@ -119,6 +126,7 @@ export class AccountService {
             this.revoked.accessTokensValidSince(now),
           );
       await this.revoked.add(families);
+      if (!kept) await this.refreshTokens.forgetClients(upserted.id);
       return upserted;
     });
     return mapUser(user);

@@ -136,7 +136,7 @@ describe('AuthService', () => {
       expect(s.tx.run).toHaveBeenCalledTimes(1);
       expect(res.refreshToken).toBe('r-new');
       // the client it registered from is the account's own (the ceiling of failures spares it)
-      expect(s.signIns.rememberClient).toHaveBeenCalledWith(user.email, '10.0.0.7');
+      expect(s.signIns.rememberClient).toHaveBeenCalledWith(user.email, '10.0.0.7', 'new-hash');
     });
 
     it('answers EMAIL_TAKEN when the unique index refuses the email', async () => {
@@ -189,7 +189,8 @@ describe('AuthService', () => {
         'a@b.io',
         '10.0.0.9',
         expect.any(Function),
-        { ownClientOnRecord: expect.any(Function) },
+        // the account's password now: a client is the owner's only under the one it signed in with
+        { passwordHash: user.passwordHash, ownClientOnRecord: expect.any(Function) },
       );
       // a refused attempt (429) verifies nothing
       s.signIns.signIn.mockRejectedValueOnce(new DomainError('RATE_LIMITED'));

@@ -78,7 +78,7 @@ export class AuthService {
       const session = await this.sessions.open(created.id, now, this.sessions.clientKeyOf(created.email, clientIp));
       return { user: created, session };
     });
-    this.signIns.rememberClient(user.email, clientIp);
+    this.signIns.rememberClient(user.email, clientIp, passwordHash);
     return this.sessions.tokensFor(user, session);
   }
 
@@ -95,12 +95,14 @@ export class AuthService {
     // reported only once the session has committed — gives the attempt back and remembers the
     // client as the owner's; a failure stays counted although this request fails
     const clientKey = this.sessions.clientKeyOf(email, clientIp);
+    // read first (the same read for an unknown email): whether the client is the owner's
+    // depends on the password it signed in with being the account's still
+    const found = await this.users.findByEmail(email);
     const signedIn = await this.signIns.signIn(
       'login',
       email,
       clientIp,
       async (client) => {
-        const found = await this.users.findByEmail(email);
         // the owner's own client ahead of strangers' guesses in the argon2 queue
         const ok = await this.hasher.verifySignIn(found, dto.password, { priority: client.own });
         if (!found || !ok) return null;
@@ -108,7 +110,7 @@ export class AuthService {
         return session ? { user: found, session } : null;
       },
       // Redis's marks of the owner's clients may be gone: the sessions on record still know them
-      { ownClientOnRecord: () => this.refreshTokens.openedFrom(clientKey) },
+      { passwordHash: found?.passwordHash ?? null, ownClientOnRecord: () => this.refreshTokens.openedFrom(clientKey) },
     );
     if (!signedIn) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
     return this.sessions.tokensFor(signedIn.user, signedIn.session);

@@ -46,7 +46,10 @@ export class RefreshTokenRepository {
     });
   }
 
-  /** Whether a family on record (live or ended, until purged) was opened from `clientKey`. */
+  /**
+   * Whether a family on record (live or ended, until purged) was opened from `clientKey` since
+   * the account's password was last set (forgetClients).
+   */
   async openedFrom(clientKey: string): Promise<boolean> {
     return this.tx.withManager((m) => families(m).exists({ where: { clientKey } }));
   }
@@ -173,6 +176,23 @@ export class RefreshTokenRepository {
       tokens(m).findOne({ select: { familyId: true }, where: { tokenHash } }),
     );
     return token?.familyId ?? null;
+  }
+
+  /**
+   * The user's sessions on record (live or ended) no longer name the clients they were opened
+   * from: a new password (a change, a reset) — a client is the owner's only under the password
+   * it signed in with (`openedFrom`; FailedAttemptLimiter's marks hold the password's digest) —
+   * except `keep`, the client the new password was set from (a change by the signed-in owner).
+   */
+  async forgetClients(userId: string, keep: string | null = null): Promise<void> {
+    await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .update(RefreshTokenFamilyEntity)
+        .set({ clientKey: null })
+        .where('user_id = :userId AND client_key IS NOT NULL AND client_key IS DISTINCT FROM :keep', { userId, keep })
+        .execute(),
+    );
   }
 
   /**

@@ -194,6 +194,34 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     // and the marks are written back, so the next sign-ins need not ask the database
     await waitFor('the marks written back', async () => (await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`)).length >= 2);
   });
+
+  it('a client that signed in with a password the owner has since changed is no longer spared the ceiling (Redis\'s marks and the sessions on record alike); the client the owner changed it from still is', async () => {
+    const owner = await registerCustomer(a.http, fromClient('10.47.0.1'));
+    const NEW = 'a-password-only-the-owner-knows';
+    // a thief with the leaked password signs in from a network of their own: one of the account's clients so far
+    expect((await signIn(b, owner.email, TEST_PASSWORD, '10.47.0.9')).status).toBe(200);
+    const changed = await a.http.post(
+      '/v1/me/password',
+      { currentPassword: TEST_PASSWORD, newPassword: NEW },
+      { token: owner.accessToken, ...fromClient('10.47.0.1') },
+    );
+    expect(changed.status).toBe(204);
+    // a distributed guesser fills the account's ceiling
+    const guesses = await Promise.all(
+      Array.from({ length: CEILING + 2 }, (_, i) => signIn(i % 2 ? b : a, owner.email, `guess-${i}-guess`, `10.47.${i + 1}.1`)),
+    );
+    expect(guesses.filter((r) => r.status === 401)).toHaveLength(CEILING);
+    const redis = a.app.get<Redis>(REDIS);
+    for (const marks of ['kept', 'lost'] as const) {
+      if (marks === 'lost') await redis.del(...(await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`)));
+      // the thief's network is a stranger's now, even with the new password (say it leaked too)
+      const thief = await signIn(b, owner.email, NEW, '10.47.0.9');
+      expect([marks, thief.status]).toEqual([marks, 429]);
+      // the owner's client, which the password was changed from, signs in
+      const own = await signIn(a, owner.email, NEW, '10.47.0.1');
+      expect([marks, own.status]).toEqual([marks, 200]);
+    }
+  });
 });
 
 describe('login: one client trying a fresh email each time meets a ceiling over all accounts', () => {

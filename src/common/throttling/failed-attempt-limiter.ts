@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../../config/config';
@@ -107,16 +108,30 @@ export interface SignInOptions {
   /** The signed-in session a password change comes from (its own failure ceiling). */
   session?: string;
   /**
+   * Login and the queue board: the account's password hash now (null: no such account). A
+   * client is the owner's only under the password it signed in with: its mark holds a digest of
+   * the hash, so a new password (a change, a reset by admin:create) makes every earlier mark
+   * count for nothing — a client that signed in with a stolen password is no longer spared the
+   * account's ceiling once the owner has changed it.
+   */
+  passwordHash?: string | null;
+  /**
    * Login: whether the account's records say the client is one of the owner's (a session was
-   * opened from it), asked only when Redis holds no mark for it.
+   * opened from it since the password was last set), asked only when Redis holds no mark for it
+   * under the current password.
    */
   ownClientOnRecord?: () => Promise<boolean>;
 }
 
+/** What a mark of an own client holds: a digest of the password hash it was made under. */
+function credentialTag(passwordHash: string): string {
+  return createHash('sha256').update(`signin-credential\0${passwordHash}`).digest('base64url').slice(0, 22);
+}
+
 /** How long a client stays one of the account's own after its last sign-in there. */
 const KNOWN_CLIENT_MS = 90 * 24 * 3600 * 1000;
-const IS_KNOWN = `return redis.call('EXISTS', KEYS[1])`;
-const REMEMBER = `redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) return 1`;
+const IS_KNOWN = `if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end return 0`;
+const REMEMBER = `redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1]) return 1`;
 
 /**
  * Counts failed password sign-ins in Redis, shared by every process: the one mechanism behind
@@ -161,12 +176,14 @@ export class FailedAttemptLimiter {
     // login and the queue board: a client the owner has signed in from (through either) is
     // spared the account's ceiling, so a stranger spending it cannot lock the owner out
     const known = this.prefix + knownClientKey(account, ip);
-    const isKnown = this.config.signIn.enabled && (await this.isOwnClient(known, options.ownClientOnRecord));
+    const credential = options.passwordHash ? credentialTag(options.passwordHash) : null;
+    const isKnown =
+      this.config.signIn.enabled && credential !== null && (await this.isOwnClient(known, credential, options.ownClientOnRecord));
     // `own`: the verification may go first (the password hasher's priority lane)
     const result = await this.attempt(signInBuckets(channel, account, ip, this.config.signIn, isKnown), () =>
       verify({ own: isKnown }),
     );
-    if (result !== null) this.remember(known);
+    if (result !== null && credential !== null) this.remember(known, credential);
     return result;
   }
 
@@ -175,30 +192,33 @@ export class FailedAttemptLimiter {
    * Redis may have lost its marks: a restart without persistence, a failover, a flush), which
    * writes the mark back. Neither can say: unknown, the stricter answer.
    */
-  private async isOwnClient(key: string, onRecord?: () => Promise<boolean>): Promise<boolean> {
-    if (await this.isKnownClient(key)) return true;
+  private async isOwnClient(key: string, credential: string, onRecord?: () => Promise<boolean>): Promise<boolean> {
+    if (await this.isKnownClient(key, credential)) return true;
     if (!onRecord || !(await onRecord().catch(() => false))) return false;
-    this.remember(key);
+    this.remember(key, credential);
     return true;
   }
 
-  /** `ip` is one of the account's own clients from now on (a registration from it). */
-  rememberClient(account: string, ip: string): void {
-    this.remember(this.prefix + knownClientKey(account, ip));
+  /**
+   * `ip` is one of the account's own clients from now on (a registration from it), under the
+   * account's password hash `passwordHash`.
+   */
+  rememberClient(account: string, ip: string, passwordHash: string): void {
+    this.remember(this.prefix + knownClientKey(account, ip), credentialTag(passwordHash));
   }
 
-  /** Unknown when Redis cannot say (the stricter answer). */
-  private async isKnownClient(key: string): Promise<boolean> {
+  /** Marked under `credential` (the current password); unknown when Redis cannot say (the stricter answer). */
+  private async isKnownClient(key: string, credential: string): Promise<boolean> {
     try {
-      return Number(await withTimeout(this.redis.eval(IS_KNOWN, 1, key), STORE_TIMEOUT_MS)) === 1;
+      return Number(await withTimeout(this.redis.eval(IS_KNOWN, 1, key, credential), STORE_TIMEOUT_MS)) === 1;
     } catch {
       return false;
     }
   }
 
-  private remember(key: string): void {
+  private remember(key: string, credential: string): void {
     if (!this.config.signIn.enabled) return;
-    this.redis.eval(REMEMBER, 1, key, KNOWN_CLIENT_MS).catch(() => undefined); // lost: only stricter
+    this.redis.eval(REMEMBER, 1, key, KNOWN_CLIENT_MS, credential).catch(() => undefined); // lost: only stricter
   }
 
   /**
