@@ -42,6 +42,8 @@ export interface PaymentSummary {
   paymentIntentId: string;
   status: string;
   amount: number;
+  /** The payment's own (its amounts' and its refunds'): the order's unless the intent was changed at the provider. */
+  currency: string;
   refundedAmount: number;
   refunds: { id: string; amount: number; status: string; reason: string; createdAt: Date }[];
 }

@@ -50,6 +50,7 @@ export class PaymentReader {
       paymentIntentId: payment.intentId,
       status: payment.status,
       amount: payment.amount,
+      currency: payment.currency,
       refundedAmount: refunds
         .filter((r) => r.status === 'succeeded')
         .reduce((sum, r) => sum + r.amount, 0),

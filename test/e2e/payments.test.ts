@@ -209,8 +209,8 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
-    // someone with access to the provider account lowered the amount; the customer then paid 1
-    await t.db.pool.query(`UPDATE simulated_payment_intents SET amount = 1, status = 'succeeded' WHERE id = $1`, [pay.body.paymentIntentId]);
+    // someone with access to the provider account lowered the amount (in another currency); the customer then paid 1
+    await t.db.pool.query(`UPDATE simulated_payment_intents SET amount = 1, currency = 'USD', status = 'succeeded' WHERE id = $1`, [pay.body.paymentIntentId]);
     await t.db.pool.query(`UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`, [pay.body.paymentIntentId]);
     await worker.get(PaymentFinalizer).reconcile();
     const o = await statusOf(order.body.id);
@@ -223,6 +223,9 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(refunded.rows[0].n).toBe(1); // what was taken, all of it
     const recorded = await t.db.pool.query(`SELECT amount::int AS amount FROM payments WHERE intent_id = $1`, [pay.body.paymentIntentId]);
     expect(recorded.rows[0].amount).toBe(1);
+    // the order's detail shows the payment and its refund in the payment's currency, not the order's
+    expect(o.payment).toMatchObject({ amount: { amount: 1, currency: 'USD' }, refunded: { amount: 1, currency: 'USD' } });
+    expect(o.payment.refunds).toEqual([expect.objectContaining({ amount: { amount: 1, currency: 'USD' } })]);
   });
 
   it('a settled order whose intent shows another amount later (refunded in part since) keeps its payment record; its events still settle', async () => {

@@ -104,7 +104,8 @@ export function mapOrder(order: Order): OrderDto {
   };
 }
 
-function mapPayment(p: PaymentSummary, currency: string): PaymentSummaryDto {
+function mapPayment(p: PaymentSummary): PaymentSummaryDto {
+  const currency = p.currency;
   return {
     provider: p.provider,
     paymentIntentId: p.paymentIntentId,
@@ -124,7 +125,7 @@ function mapPayment(p: PaymentSummary, currency: string): PaymentSummaryDto {
 export function mapOrderDetail(order: OrderWithHistory, payment: PaymentSummary | null): OrderDetailDto {
   return {
     ...mapOrder(order),
-    payment: payment ? mapPayment(payment, order.currency) : null,
+    payment: payment ? mapPayment(payment) : null,
     history: order.history.map((h) => ({
       from: h.from,
       to: h.to,
