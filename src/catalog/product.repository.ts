@@ -1,4 +1,5 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import { APP_CONFIG, AppConfig } from '../config/config';
 import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
 import { BIGINT_NUMBER, CURRENCY_CODE } from '../database/column-transformers';
 import { TransactionHost } from '../database/transaction-host';
@@ -137,7 +138,10 @@ function fromViewRow<R extends { priceAmount: unknown; currency: unknown }>(
  */
 @Injectable()
 export class ProductRepository {
-  constructor(private readonly tx: TransactionHost) {}
+  constructor(
+    private readonly tx: TransactionHost,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
 
   /** The product row only: its stock is the inventory's (InventoryService.createItem). */
   async insert(p: NewProduct): Promise<void> {
@@ -189,7 +193,9 @@ export class ProductRepository {
         .innerJoin('p.inventory', 'i')
         .select(columns)
         .where('p.id = :id', { id });
-      if (opts.activeOnly) query.andWhere('p.active');
+      // on sale: active and priced in the shop's currency (after a SHOP_CURRENCY change, one not
+      // yet repriced is not shown as if a cart could take it)
+      if (opts.activeOnly) query.andWhere('p.active AND p.currency = :currency', { currency: this.config.currency });
       return query.getRawOne<R>();
     });
   }
@@ -207,7 +213,6 @@ export class ProductRepository {
     return row ? { ...fromViewRow(row), imageKeys: row.imageKeys } : null;
   }
 
-  /** Whether the product exists and is active (can be put in a cart). */
   /** On sale and priced in `currency` (the shop's): one a cart takes and a checkout sells. */
   async isBuyable(id: string, currency: string): Promise<boolean> {
     return this.tx.withManager((m) =>
@@ -262,7 +267,7 @@ export class ProductRepository {
     ] as const) {
       if (key.includes(token)) key = key.split(token).join(bind(value));
     }
-    const where = ['p.active'];
+    const where = ['p.active', `p.currency = ${bind(this.config.currency)}`]; // on sale (oneView)
     if (query.categoryId) where.push(`p.category_id = ${bind(query.categoryId)}`);
     // the query's words in the NFKC form the vector holds (1763800028000-SearchNormalized.ts)
     if (query.q) where.push(`p.search @@ websearch_to_tsquery('simple', normalize(${bind(query.q)}, NFKC))`);

@@ -1,4 +1,5 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import { APP_CONFIG, AppConfig } from '../config/config';
 import type { ObjectLiteral, SelectQueryBuilder } from 'typeorm';
 import { LONG_RUNNING } from '../database/stall-aware-client';
 import { TransactionHost } from '../database/transaction-host';
@@ -19,7 +20,10 @@ const INSERT_CHUNK = 1000;
 const RECOMPUTE_LOCK_CLASS = 0x5245;
 @Injectable()
 export class RecommendationRepository {
-  constructor(private readonly tx: TransactionHost) {}
+  constructor(
+    private readonly tx: TransactionHost,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
 
   /**
    * Recomputes every product's top-K neighbours on sale from paid orders (how many paid orders
@@ -89,7 +93,7 @@ export class RecommendationRepository {
       m
         .getRepository(ProductRecommendationEntity)
         .createQueryBuilder('r')
-        .innerJoinAndSelect('r.recommended', 'p', 'p.active')
+        .innerJoinAndSelect('r.recommended', 'p', 'p.active AND p.currency = :currency', { currency: this.config.currency })
         .innerJoinAndSelect('p.inventory', 'i')
         .where('r.productId = :productId', { productId })
         .orderBy('r.score', 'DESC')
@@ -126,8 +130,8 @@ export class RecommendationRepository {
           's',
           's.recommended_id = p.id',
         )
-        .where('p.active')
-        .setParameters({ userId, paid: PAID_STATUSES })
+        .where('p.active AND p.currency = :currency') // on sale (ProductRepository)
+        .setParameters({ userId, paid: PAID_STATUSES, currency: this.config.currency })
         .orderBy('s.score', 'DESC')
         .addOrderBy('p.id')
         .limit(limit)

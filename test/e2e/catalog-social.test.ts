@@ -1,3 +1,4 @@
+import { RecommendationRepository } from '../../src/catalog/recommendation.repository';
 import { RecommendationsService } from '../../src/catalog/recommendations.service';
 import { createAdmin } from '../support/auth';
 import { createProduct } from '../support/catalog';
@@ -115,6 +116,13 @@ describe('catalog: reviews, recommendations, images', () => {
     expect(fallback.status).toBe(200);
     expect(fallback.body.items.length).toBeGreaterThan(0);
     expect((await t.http.get('/v1/me/recommendations')).status).toBe(401);
+
+    // one priced in another currency than the shop's (before a SHOP_CURRENCY change) is not on sale: not recommended
+    await t.db.pool.query(`UPDATE products SET currency = 'USD' WHERE id = $1`, [lemon.id]);
+    const recommendations = t.app.get(RecommendationRepository);
+    expect((await recommendations.alsoBought(tea.id, 10)).map((p) => p.id)).toEqual([honey.id]);
+    expect((await recommendations.forCustomer(dave.userId, 10)).map((p) => p.id)).toEqual([tea.id]);
+    await t.db.pool.query(`UPDATE products SET currency = 'INR' WHERE id = $1`, [lemon.id]);
   });
 
   it('recommends neighbours on sale: ten better ones taken off sale do not leave the list empty', async () => {

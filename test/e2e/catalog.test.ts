@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { createAdmin, registerCustomer } from '../support/auth';
 import { createCategory, createProduct } from '../support/catalog';
 import type { Redis } from 'ioredis';
@@ -97,14 +98,20 @@ describe('catalog: admin writes, reads, cache', () => {
     expect((await t.http.post('/v1/admin/categories', { name: 'x', slug: 'x' }, { token: customer })).status).toBe(403);
   });
 
-  it('a product priced before a SHOP_CURRENCY change is repriced into the shop\'s currency by a PATCH, and sells again', async () => {
-    const p = await createProduct(t, admin, { price: 500 });
+  it('a product priced before a SHOP_CURRENCY change is not shown publicly (a cart could not take it) until a PATCH reprices it into the shop\'s currency; it then sells again', async () => {
+    const name = `Old-currency muesli ${randomUUID().slice(0, 8)}`;
+    const p = await createProduct(t, admin, { price: 500, name });
     await t.db.pool.query(`UPDATE products SET currency = 'USD' WHERE id = $1`, [p.id]); // priced when the shop sold in USD
+    expect((await t.http.get(`/v1/products/${p.id}`)).status).toBe(404);
+    const listed = await t.http.get(`/v1/products?q=${encodeURIComponent(name)}`);
+    expect([listed.status, listed.body.items]).toEqual([200, []]);
     const patched = await t.http.patch(`/v1/admin/products/${p.id}`, { price: { amount: 41_500, currency: 'INR' } }, { token: admin });
     expect([patched.status, patched.body.price]).toEqual([200, { amount: 41_500, currency: 'INR' }]);
     const [buyer] = await buyers(t.http, 1);
     const order = await placeOrder(t.http, buyer, [{ productId: p.id, quantity: 1 }]);
     expect([order.status, order.body.total]).toEqual([201, { amount: 41_500, currency: 'INR' }]);
+    expect((await t.http.get(`/v1/products/${p.id}`)).body.price).toEqual({ amount: 41_500, currency: 'INR' });
+    expect((await t.http.get(`/v1/products?q=${encodeURIComponent(name)}`)).body.items).toEqual([expect.objectContaining({ id: p.id })]);
   });
 
   it('serves the new price right after the admin call returns (cache invalidation)', async () => {
