@@ -7,7 +7,7 @@ import { ProblemDetailsFilter } from './common/errors/problem-details.filter';
 import { InFlightTracker } from './common/http/in-flight';
 import { genReqId } from './common/http/request-id';
 import { createValidationPipe } from './common/http/validation';
-import { QueryAllowListGuard } from './common/http/query-allow-list.guard';
+import { UnreadInputGuard } from './common/http/unread-input.guard';
 import {
   API_BODY_LIMIT,
   clientErrorHandler,
@@ -75,8 +75,8 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
 async function configureApp(app: NestFastifyApplication): Promise<void> {
   app.useLogger(app.get(Logger));
   app.useGlobalPipes(createValidationPipe());
-  // after the APP_GUARDs (rate limits, authentication, permissions): unknown query → 400
-  app.useGlobalGuards(new QueryAllowListGuard());
+  // after the APP_GUARDs (rate limits, authentication, permissions): unknown query, unread body → 400
+  app.useGlobalGuards(new UnreadInputGuard());
   app.useGlobalFilters(new ProblemDetailsFilter());
   const inFlight = new InFlightTracker();
   app.useGlobalInterceptors(inFlight);

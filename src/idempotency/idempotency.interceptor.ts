@@ -17,6 +17,7 @@ import {
   IDEMPOTENCY_HEADER,
   IDEMPOTENCY_TTL_MS,
   fingerprint,
+  sameBodyFingerprints,
   parseIdempotencyKey,
   userPrincipal,
 } from './idempotency-key';
@@ -77,6 +78,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
       method: request.method,
       route: canonicalRoute(request),
       fingerprint: fingerprint(request.body),
+      sameBody: sameBodyFingerprints(request.body),
     };
     const outside = this.reflector.get<boolean>(IDEMPOTENCY_OUTSIDE_TRANSACTION, context.getHandler());
     // the outcome, for the logs: recorded before the handler runs (first), or when answered
@@ -199,7 +201,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
 
 /** Same principal and key already hold it; the same route, method and body make it the same request. */
 const sameRequest = (scope: IdempotencyScope, stored: StoredResponse): boolean =>
-  stored.fingerprint === scope.fingerprint && stored.route === scope.route && stored.method === scope.method;
+  scope.sameBody.includes(stored.fingerprint) && stored.route === scope.route && stored.method === scope.method;
 
 const inUse = () =>
   new DomainError(

@@ -10,6 +10,8 @@ export interface IdempotencyScope {
   method: string;
   route: string;
   fingerprint: string;
+  /** The fingerprints of the bodies that are the same request (sameBodyFingerprints): `fingerprint` among them. */
+  sameBody: readonly string[];
 }
 
 export interface StoredResponse {

@@ -334,7 +334,7 @@ export function buildOpenApiDocument(
 export function mountOpenApi(app: INestApplication): void {
   let json: string | undefined;
   // unknown query parameters are a 400 on every route (API.md), these too: they are mounted on
-  // Fastify, outside the Nest guard that refuses them elsewhere (QueryAllowListGuard)
+  // Fastify, outside the Nest guard that refuses them elsewhere (UnreadInputGuard)
   const fastify = (app.getHttpAdapter() as unknown as { getInstance(): FastifyInstance }).getInstance();
   fastify.addHook('onRequest', (request, reply, done) => {
     const route = request.routeOptions.url;

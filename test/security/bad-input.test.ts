@@ -71,6 +71,38 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     }
   });
 
+  it('a route that reads no body refuses one (400 naming it, nothing done) but takes none or {}; a retry sending {} where the first sent nothing replays it', async () => {
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    const id = order.body.id;
+    const stray = { reason: 'changed my mind\u0000' };
+    const refused = [
+      await t.http.post(`/v1/orders/${id}/payment`, stray, { token: alice.token, idempotencyKey: newKey() }),
+      await t.http.post(`/v1/orders/${id}/cancel`, stray, { token: alice.token, idempotencyKey: newKey() }),
+      await t.http.post(`/v1/orders/${id}/cancel`, [], { token: alice.token, idempotencyKey: newKey() }),
+      await t.http.request('POST', `/v1/orders/${id}/cancel`, null, { token: alice.token, idempotencyKey: newKey() }),
+      await t.http.post(`/v1/admin/orders/${id}/fulfil`, { force: true }, { token: admin, idempotencyKey: newKey() }),
+      await t.http.request('DELETE', '/v1/cart', { all: true }, { token: alice.token }),
+      await t.http.request('DELETE', `/v1/admin/products/${productId}`, { hard: true }, { token: admin }),
+    ];
+    for (const res of refused) {
+      expectProblem(res, 400, 'VALIDATION_FAILED');
+      expect(res.body.errors).toEqual([expect.objectContaining({ field: 'body' })]);
+    }
+    expect((await t.http.get(`/v1/orders/${id}`, { token: alice.token })).body.status).toBe('INVENTORY_RESERVED');
+    expect((await t.http.get(`/v1/products/${productId}`)).status).toBe(200);
+    // none and {} are one request: the key's answer is replayed, whichever the retry sends
+    const key = newKey();
+    const first = await t.http.request('POST', `/v1/orders/${id}/payment`, undefined, { token: alice.token, idempotencyKey: key });
+    expect(first.status).toBe(201);
+    const retry = await t.http.post(`/v1/orders/${id}/payment`, {}, { token: alice.token, idempotencyKey: key });
+    expect([retry.status, retry.headers.get('idempotent-replayed'), retry.body]).toEqual([201, 'true', first.body]);
+    const cancelKey = newKey();
+    const cancelled = await t.http.post(`/v1/orders/${id}/cancel`, {}, { token: alice.token, idempotencyKey: cancelKey });
+    expect([cancelled.status, cancelled.body.status]).toEqual([200, 'CANCELLED']);
+    const again = await t.http.request('POST', `/v1/orders/${id}/cancel`, undefined, { token: alice.token, idempotencyKey: cancelKey });
+    expect([again.status, again.headers.get('idempotent-replayed')]).toEqual([200, 'true']);
+  });
+
   it('refuses NUL and other control characters in every string: q, email, name, comment, sku, reason, path', async () => {
     // a paid order, so the review reaches the INSERT on the old code
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
