@@ -6,15 +6,19 @@ import { JobQueues } from '../queue/job-queues';
 import { JobName } from '../queue/queues';
 import { OutboxEvents, OutboxRow } from './outbox-events';
 
-/**
- * What each outbox event becomes in BullMQ. Job ids derive from the outbox row id, so
- * publishing the same row twice (a relay that died before marking it) adds no second job.
- */
 /** A row whose topic this build does not know: not the event's fault (OutboxRelay). */
 export class UnknownTopicError extends Error {
   override readonly name = 'UnknownTopicError';
 }
 
+/**
+ * What each outbox event becomes in BullMQ. Each job's id is fixed by its event (the outbox row
+ * id, the provider's event id, `cancel-intent.<order>`, `settle-refund.<refund>`,
+ * `email.<order>.<kind>[.<refund>]`), so publishing a row again (a relay that died before
+ * marking it, a lease overrun) adds no second job while BullMQ keeps the first — completed ones
+ * only for an hour (the last 1,000): past that it does, and every handler must be idempotent
+ * (guarded transitions, the email's claim row, the provider's idempotency key).
+ */
 @Injectable()
 export class OutboxPublisher {
   constructor(

@@ -73,10 +73,11 @@ export class OutboxRepository {
   /**
    * Leases up to `limit` due rows to this relay: rows locked by another relay are skipped, and a
    * leased row is invisible to others until `leaseMs` passes (so a relay that dies mid-batch
-   * only delays its rows). Each claim counts as an attempt, so an event that kills the relay
-   * while it is published (no process lives to count it) is parked in the end instead of killing
-   * every worker for ever; the relay gives back uncounted the rows it did not try (the queues
-   * unreachable, a database blink in a row's bookkeeping), so only a dying process counts them.
+   * only delays its rows). Each claim counts as an attempt (the relay parks a row as dead when
+   * an attempt at or past OUTBOX_MAX_ATTEMPTS fails; a claim whose process died is simply leased
+   * again — publishing is a queue add, which no payload can crash); the relay gives back
+   * uncounted the rows it did not try (the queues unreachable, a database blink in a row's
+   * bookkeeping).
    */
   async claimDue(limit: number, leaseMs: number): Promise<OutboxRow[]> {
     return this.tx.query(
