@@ -1343,7 +1343,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -1461,7 +1461,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -1579,7 +1579,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -1684,7 +1684,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -1900,7 +1900,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -2322,7 +2322,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -2467,7 +2467,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -2618,7 +2618,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -2773,7 +2773,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -2942,7 +2942,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -3229,7 +3229,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -3572,7 +3572,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -3781,7 +3781,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -3910,7 +3910,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -4147,7 +4147,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -4415,7 +4415,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -4696,7 +4696,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -4861,7 +4861,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -5052,7 +5052,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -5220,7 +5220,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -5389,7 +5389,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB) */
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */

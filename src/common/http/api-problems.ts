@@ -149,7 +149,7 @@ export const DEFAULT_PROBLEM: Record<ProblemStatus, string> = {
   403: '`FORBIDDEN`: the signed-in user lacks the permission',
   404: '`NOT_FOUND`: no such resource',
   409: '`CONFLICT`: the request conflicts with the current state',
-  413: '`PAYLOAD_TOO_LARGE`: the body is over the limit (64 KB; the webhooks 1 MB)',
+  413: '`PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB)',
   414: '`URI_TOO_LONG`: a path parameter is too long',
   415: '`UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8',
   422: '`IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route',
