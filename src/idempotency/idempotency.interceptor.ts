@@ -1,6 +1,6 @@
 import { CallHandler, ExecutionContext, Injectable, Logger, NestInterceptor } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply } from 'fastify';
 import { Observable, from, lastValueFrom } from 'rxjs';
 import type { AuthenticatedRequest } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
@@ -13,14 +13,8 @@ import {
   IDEMPOTENCY_OUTSIDE_TRANSACTION,
   IDEMPOTENCY_REQUIRED,
 } from './idempotency.decorator';
-import {
-  IDEMPOTENCY_HEADER,
-  IDEMPOTENCY_TTL_MS,
-  fingerprint,
-  sameBodyFingerprints,
-  parseIdempotencyKey,
-  userPrincipal,
-} from './idempotency-key';
+import { IDEMPOTENCY_HEADER, IDEMPOTENCY_TTL_MS, parseIdempotencyKey } from './idempotency-key';
+import { requestScope, sameRequest } from './idempotency-scope';
 import { IdempotencyKeyLocks } from './idempotency-key-locks';
 import { IdempotencyRepository, IdempotencyScope, StoredResponse } from './idempotency.repository';
 
@@ -72,14 +66,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     }
 
     const reply = context.switchToHttp().getResponse<FastifyReply>();
-    const scope: IdempotencyScope = {
-      principal: request.user ? userPrincipal(request.user.userId) : `ip:${request.ip}`,
-      key,
-      method: request.method,
-      route: canonicalRoute(request),
-      fingerprint: fingerprint(request.body),
-      sameBody: sameBodyFingerprints(request.body),
-    };
+    const scope = requestScope(request, key);
     const outside = this.reflector.get<boolean>(IDEMPOTENCY_OUTSIDE_TRANSACTION, context.getHandler());
     // the outcome, for the logs: recorded before the handler runs (first), or when answered
     const note = (outcome: IdempotencyOutcome) => recordIdempotency(request, outcome);
@@ -199,10 +186,6 @@ export class IdempotencyInterceptor implements NestInterceptor {
   }
 }
 
-/** Same principal and key already hold it; the same route, method and body make it the same request. */
-const sameRequest = (scope: IdempotencyScope, stored: StoredResponse): boolean =>
-  scope.sameBody.includes(stored.fingerprint) && stored.route === scope.route && stored.method === scope.method;
-
 const inUse = () =>
   new DomainError(
     'IDEMPOTENCY_KEY_IN_USE',
@@ -212,17 +195,3 @@ const inUse = () =>
 
 const reused = () =>
   new DomainError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used with a different request.');
-
-/**
- * The route a request is scoped to: the matched pattern with its parameters filled in as the
- * router decoded them, in lower case — a route's only variable segments are UUIDs, lower-cased
- * for the handler too (UuidParamPipe) — so /orders/ABC…/cancel, /orders/abc…/cancel and the same
- * with any character percent-encoded (%2D, %6F) are one request, as they are to the handler.
- * The raw path when no route matched.
- */
-function canonicalRoute(request: Pick<FastifyRequest, 'url' | 'params' | 'routeOptions'>): string {
-  const pattern = request.routeOptions?.url;
-  if (!pattern) return request.url.split('?')[0].toLowerCase();
-  const params = (request.params ?? {}) as Record<string, string | undefined>;
-  return pattern.replace(/:(\w+)/g, (_, name: string) => encodeURIComponent(params[name] ?? '')).toLowerCase();
-}

@@ -6,6 +6,8 @@ import { IdempotencyInterceptor } from './idempotency.interceptor';
 import { IdempotencyKeyLocks } from './idempotency-key-locks';
 import { IdempotencyRepository } from './idempotency.repository';
 import { IdempotencyService } from './idempotency.service';
+import { IdempotencyStoredAnswers } from './stored-answers';
+import { STORED_ANSWERS } from '../common/throttling/rate-limit.guard';
 
 @Module({
   imports: [TypeOrmModule.forFeature([IdempotencyKeyEntity])],
@@ -15,6 +17,8 @@ import { IdempotencyService } from './idempotency.service';
     IdempotencyKeyLocks,
     IdempotencyInterceptor,
     { provide: APP_INTERCEPTOR, useExisting: IdempotencyInterceptor },
+    // asked by the per-user rate limits before a refusal (RateLimitGuard)
+    { provide: STORED_ANSWERS, useClass: IdempotencyStoredAnswers },
   ],
   exports: [IdempotencyService],
 })

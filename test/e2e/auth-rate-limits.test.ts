@@ -257,6 +257,30 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect(fromBob.headers.get('ratelimit')).toMatch(/"order-create";r=29;t=\d+/);
   });
 
+  it('a retry of a completed order (its answer lost) past the order-create limit gets the stored 201, not a 429 — within one more window\'s worth', async () => {
+    const carol = await registerCustomer(a.http, xff('10.9.0.1'));
+    const productId = await insertProduct(a.db.pool, { stock: 5 });
+    const key = `lost-answer-${randomUUID()}`;
+    const order = (app: TestApp, idempotencyKey: string, items: unknown = [{ productId, quantity: 1 }]) =>
+      app.http.post('/v1/orders', { items }, { token: carol.accessToken, idempotencyKey, ...xff('10.9.1.1') });
+    const first = await order(a, key);
+    expect(first.status).toBe(201);
+    // the rest of the minute's 30 spent on orders refused as invalid (counted before validation)
+    for (let i = 0; i < 29; i++) expect((await order(i % 2 ? b : a, `bad-${i}-${randomUUID()}`, 'x')).status).toBe(400);
+    expect((await order(a, `new-${randomUUID()}`)).status).toBe(429);
+    for (const app of [a, b]) {
+      const retry = await order(app, key);
+      expect([retry.status, retry.headers.get('idempotent-replayed'), retry.body.id]).toEqual([201, 'true', first.body.id]);
+    }
+    // the same key with another body is no replay: refused as any other request over the limit
+    expect((await order(b, key, [{ productId, quantity: 2 }])).status).toBe(429);
+    // replays are counted: past another window's worth they are refused too
+    for (let i = 0; i < 30; i++) await order(i % 2 ? b : a, `more-${i}-${randomUUID()}`, 'x');
+    expect((await order(a, key)).status).toBe(429);
+    const orders = await a.db.pool.query(`SELECT count(*)::int AS n FROM orders o JOIN users u ON u.id = o.user_id WHERE u.email = $1`, [carol.email]);
+    expect(orders.rows[0].n).toBe(1);
+  });
+
   it("limits one account's refreshes (60 a minute) inside the refresh: the refused one's token is not spent", async () => {
     const s = await registerCustomer(a.http, xff('10.16.0.1'));
     let token = s.refreshToken;

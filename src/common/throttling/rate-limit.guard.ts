@@ -1,6 +1,6 @@
 import { appendListHeader } from '../http/list-header';
 import { ExecutionContext, Inject, Injectable, Logger } from '@nestjs/common';
-import { Reflector } from '@nestjs/core';
+import { ModuleRef, Reflector } from '@nestjs/core';
 import {
   InjectThrottlerOptions,
   ThrottlerGuard,
@@ -43,6 +43,15 @@ export function markRateLimitsCounted(request: FastifyRequest): void {
   (request as FastifyRequest & { [COUNTED]?: true })[COUNTED] = true;
 }
 
+/**
+ * Whether a request repeats a completed one whose stored answer will be replayed (provided by
+ * IdempotencyModule under STORED_ANSWERS; absent — the worker's queue board — none is).
+ */
+export interface StoredAnswers {
+  holdsAnswer(context: ExecutionContext): Promise<boolean>;
+}
+export const STORED_ANSWERS = Symbol('StoredAnswers');
+
 /** Retry-After when the counters cannot be reached and a fail-closed policy refuses. */
 export const STORE_DOWN_RETRY_AFTER_SECONDS = 5;
 
@@ -64,6 +73,7 @@ export const STORE_DOWN_RETRY_AFTER_SECONDS = 5;
 abstract class RateLimitGuard extends ThrottlerGuard {
   private readonly log = new Logger('RateLimit');
   private storeDown = false;
+  private storedAnswers: StoredAnswers | null | undefined;
 
   constructor(
     @InjectThrottlerOptions() options: ThrottlerModuleOptions,
@@ -72,6 +82,7 @@ abstract class RateLimitGuard extends ThrottlerGuard {
     @Inject(RedisThrottlerStorage) private readonly counters: RedisThrottlerStorage,
     reflector: Reflector,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly moduleRef: ModuleRef,
   ) {
     super(options, counters, reflector);
   }
@@ -112,6 +123,12 @@ abstract class RateLimitGuard extends ThrottlerGuard {
     const allowed = limit - headroom;
     const record = await this.count(policy, key, ttl, allowed, reply);
     if (!record) return true; // store unavailable, fail-open policy
+    if (record.isBlocked && record.totalHits <= 2 * limit && (await this.repeatsAnswered(context))) {
+      // a retry of a completed request (its answer lost on the way): the interceptor replays the
+      // stored answer — API.md's "after completion", not a 429. Counted all the same, so replays
+      // get one more window's worth at most (a database read each), then are refused like the rest.
+      return true;
+    }
     if (record.isBlocked && headroom > 0) {
       // refused for the room it needed: the refusal does not spend that room (a customer
       // clicking "order" again keeps the writes that pay for or cancel the order placed)
@@ -131,6 +148,19 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       });
     }
     return true;
+  }
+
+  /** Per-user policies only: the principal the idempotency record is scoped to is known. */
+  private async repeatsAnswered(context: ExecutionContext): Promise<boolean> {
+    if (this.phase() !== 'after-auth') return false;
+    if (this.storedAnswers === undefined) {
+      try {
+        this.storedAnswers = this.moduleRef.get<StoredAnswers>(STORED_ANSWERS, { strict: false });
+      } catch {
+        this.storedAnswers = null;
+      }
+    }
+    return this.storedAnswers !== null && this.storedAnswers.holdsAnswer(context);
   }
 
   /**
