@@ -65,7 +65,7 @@ export class UnreadInputGuard implements CanActivate {
 }
 
 /** `{}`: what a left-out body means on every route (the ValidationPipe makes it an empty DTO). */
-export function isEmptyObject(value: unknown): boolean {
+function isEmptyObject(value: unknown): boolean {
   return (
     typeof value === 'object' &&
     value !== null &&
