@@ -227,6 +227,8 @@ describe('AuthService', () => {
       expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash);
       // the row locked FOR NO KEY UPDATE for that write (FOR SHARE, two twins' updates deadlocked)
       expect(s.users.lockPasswordHash).toHaveBeenCalledWith('u-1', true);
+      // the client is the owner's under the new hash (its marks hold the hash's digest)
+      expect(s.signIns.rememberClient).toHaveBeenCalledWith('a@b.io', '10.0.0.1', 'new-hash');
     });
 
     it('signs in on the old hash when the rehash cannot be had (argon2 gate full): a verified password is never a 503', async () => {
@@ -238,6 +240,7 @@ describe('AuthService', () => {
       const tokens = await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(tokens).toHaveProperty('accessToken');
       expect(s.users.setPasswordHash).not.toHaveBeenCalled(); // upgraded at a later sign-in
+      expect(s.signIns.rememberClient).not.toHaveBeenCalled(); // the limiter remembers it under the hash it read
     });
 
     it('opens no session when the password changed while it was being verified (401)', async () => {
@@ -281,6 +284,7 @@ describe('AuthService', () => {
       expect(s.users.setPasswordHash).not.toHaveBeenCalled(); // the twin's rehash stands
       expect(verifiedInside).toEqual([false, false]);
       expect(s.tx.run).toHaveBeenCalledTimes(2); // the second transaction re-checks the new hash
+      expect(s.signIns.rememberClient).toHaveBeenCalledWith('a@b.io', '10.0.0.1', 'rehashed-by-the-twin');
     });
 
     it('leaves a current hash alone', async () => {

@@ -12,7 +12,7 @@ import { PendingRevocations } from './pending-revocations';
 import { RefreshTokenRepository, SpendOutcome } from './refresh-token.repository';
 import { RevokedSessions } from './revoked-sessions';
 import { SecurityEvents } from './security-events';
-import { SessionIssuer } from './session-issuer';
+import { Session, SessionIssuer } from './session-issuer';
 
 const invalidRefresh = () =>
   new DomainError(
@@ -106,13 +106,15 @@ export class AuthService {
         // the owner's own client ahead of strangers' guesses in the argon2 queue
         const ok = await this.hasher.verifySignIn(found, dto.password, { priority: client.own });
         if (!found || !ok) return null;
-        const session = await this.openSession(found, dto.password, clientKey);
-        return session ? { user: found, session } : null;
+        const opened = await this.openSession(found, dto.password, clientKey);
+        return opened ? { user: found, ...opened } : null;
       },
       // Redis's marks of the owner's clients may be gone: the sessions on record still know them
       { passwordHash: found?.passwordHash ?? null, ownClientOnRecord: () => this.refreshTokens.openedFrom(clientKey) },
     );
     if (!signedIn) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
+    // a hash made anew (parameters raised, or a twin's rehash): the client is the owner's under it
+    if (signedIn.passwordHash !== found?.passwordHash) this.signIns.rememberClient(email, clientIp, signedIn.passwordHash);
     return this.sessions.tokensFor(signedIn.user, signedIn.session);
   }
 
@@ -123,14 +125,18 @@ export class AuthService {
    * the argon2 gate full, the sign-in goes on with the old hash (upgraded at a later one), never
    * a 503 for a password already verified.
    */
-  private async openSession(user: User, password: string, clientKey: string) {
+  private async openSession(
+    user: User,
+    password: string,
+    clientKey: string,
+  ): Promise<{ session: Session; passwordHash: string } | null> {
     const upgraded = this.hasher.needsRehash(user.passwordHash)
       ? await this.hasher.hash(password).catch(() => null)
       : null;
     let verified = user.passwordHash;
     for (let attempt = 0; attempt < MAX_HASH_RECHECKS; attempt++) {
       const now = this.clock.now();
-      const outcome = await this.tx.run(async () => {
+      const outcome = await this.tx.run(async (): Promise<{ changed: string | null } | { session: Session; passwordHash: string }> => {
         // The password was verified against `verified`. A password change that committed since
         // revoked every session of the account — this one must not open after it: the hash is
         // read again, locked against a change until this commits.
@@ -142,9 +148,10 @@ export class AuthService {
         if (upgraded && upgrading) {
           await this.users.setPasswordHash(user.id, upgraded, now, verified);
         }
-        return { session: await this.sessions.open(user.id, now, clientKey) };
+        const session = await this.sessions.open(user.id, now, clientKey);
+        return { session, passwordHash: upgraded && upgrading ? upgraded : verified };
       });
-      if ('session' in outcome) return outcome.session;
+      if ('session' in outcome) return outcome;
       // Changed meanwhile (a twin sign-in's rehash of the same password still signs in; a new
       // password does not): checked again with no transaction open and no row locked while
       // argon2 runs, then the next transaction makes sure it is still that hash.

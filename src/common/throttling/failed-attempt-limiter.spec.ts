@@ -24,6 +24,9 @@ function setup(reserveAnswer: () => Promise<unknown>, env: Record<string, string
   return { limiter: new FailedAttemptLimiter(redis, config), redis, calls };
 }
 
+/** The own-client mark's check (failed-attempt-limiter.ts IS_KNOWN). */
+const IS_KNOWN_SCRIPT = "redis.call('GET', KEYS[1]) == ARGV[1]";
+
 const settle = (p: Promise<unknown>) =>
   p.then(
     (v) => ({ value: v }),
@@ -135,6 +138,28 @@ describe('FailedAttemptLimiter', () => {
     const s = setup(() => Promise.resolve([0, 0]));
     s.redis.eval.mockResolvedValueOnce([0, 0]).mockRejectedValueOnce(new Error('gone'));
     expect(await s.limiter.attempt([bucket], () => Promise.resolve('ok'))).toBe('ok');
+  });
+
+  it("asks an unknown account the same questions as a known one (Redis's mark, the sessions on record: no timing tells them apart) and remembers no client for it", async () => {
+    const calls: unknown[][] = [];
+    const redis = {
+      eval: jest.fn((...args: unknown[]) => {
+        calls.push(args);
+        return Promise.resolve(String(args[0]).includes(IS_KNOWN_SCRIPT) ? 0 : [0, 0]);
+      }),
+    };
+    const limiter = new FailedAttemptLimiter(redis, loadConfig({ NODE_ENV: 'development', REDIS_KEY_PREFIX: 'unit' }));
+    const asked = (script: string) => calls.filter((c) => String(c[0]).includes(script)).length;
+    for (const passwordHash of [null, '$argon2id$v=19$known']) {
+      calls.length = 0;
+      const onRecord = jest.fn().mockResolvedValue(false);
+      await limiter.signIn('login', 'a@b.io', '10.0.0.1', () => Promise.resolve(null), { passwordHash, ownClientOnRecord: onRecord });
+      expect([passwordHash, asked(IS_KNOWN_SCRIPT), onRecord.mock.calls.length]).toEqual([passwordHash, 1, 1]);
+    }
+    // a right password for an account with no hash cannot happen; none is ever remembered without one
+    calls.length = 0;
+    await limiter.signIn('login', 'a@b.io', '10.0.0.1', () => Promise.resolve('ok'), { passwordHash: null });
+    expect(asked("'SET', KEYS[1], ARGV[2], 'PX'")).toBe(0);
   });
 
   it('is off with RATE_LIMIT_ENABLED=false: verifies without Redis', async () => {

@@ -176,14 +176,15 @@ export class FailedAttemptLimiter {
     // login and the queue board: a client the owner has signed in from (through either) is
     // spared the account's ceiling, so a stranger spending it cannot lock the owner out
     const known = this.prefix + knownClientKey(account, ip);
-    const credential = options.passwordHash ? credentialTag(options.passwordHash) : null;
-    const isKnown =
-      this.config.signIn.enabled && credential !== null && (await this.isOwnClient(known, credential, options.ownClientOnRecord));
+    // an unknown account (no hash) is asked the same questions as a known one — Redis's mark, the
+    // sessions on record — under a tag no mark holds: the same work, no timing to tell them apart
+    const credential = credentialTag(options.passwordHash ?? '');
+    const isKnown = this.config.signIn.enabled && (await this.isOwnClient(known, credential, options.ownClientOnRecord));
     // `own`: the verification may go first (the password hasher's priority lane)
     const result = await this.attempt(signInBuckets(channel, account, ip, this.config.signIn, isKnown), () =>
       verify({ own: isKnown }),
     );
-    if (result !== null && credential !== null) this.remember(known, credential);
+    if (result !== null && options.passwordHash) this.remember(known, credential);
     return result;
   }
 
