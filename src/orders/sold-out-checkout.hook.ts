@@ -150,10 +150,15 @@ async function judge(
     OrdersController.prototype.create,
   );
   let answer: unknown = refusal;
+  // the body as the parser will make it (the limits ask whether it repeats a request whose
+  // answer the key holds: its fingerprint); Fastify's parser sets it again on the normal path
+  request.body = body;
   try {
     for (const guard of deps.rateLimits) await guard.canActivate(context);
   } catch (err) {
     answer = err; // 429 RATE_LIMITED (or a fail-closed policy's refusal), as the guard's
+  } finally {
+    request.body = undefined;
   }
   if (answer === refusal && (await deps.decision.keyInUse(principal.userId, key))) {
     // the normal path replays or refuses by the key; its guards do not count the request again

@@ -192,11 +192,12 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     } finally {
       redis.disconnect();
     }
-    const order = () =>
-      a.http.post('/v1/orders', { items: [{ productId, quantity: 1 }] }, { token: user.accessToken, idempotencyKey: randomUUID(), ...xff('10.15.0.1') });
+    const order = (idempotencyKey = randomUUID()) =>
+      a.http.post('/v1/orders', { items: [{ productId, quantity: 1 }] }, { token: user.accessToken, idempotencyKey, ...xff('10.15.0.1') });
     // an order is placed only while the day leaves room to pay for or cancel it and the others
     // open (6 writes): the 1994th is, the 1995th is not …
-    const placed = await order();
+    const placedKey = randomUUID();
+    const placed = await order(placedKey);
     expect(placed.status).toBe(201);
     // (clicked again and again: a refusal does not spend the room it was refused for)
     for (let i = 0; i < 8; i++) {
@@ -204,6 +205,9 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
       expect([refused.status, refused.body.code]).toEqual([429, 'RATE_LIMITED']);
       expect(refused.headers.get('ratelimit-policy')).toContain('"user-writes-day";q=2000;w=86400');
       expect(refused.headers.get('ratelimit')).toMatch(/"user-writes-day";r=0;t=\d+$/);
+      // nor does the placed order's answer, lost and asked for again: replayed, writing nothing
+      const again = await order(placedKey);
+      expect([again.status, again.headers.get('idempotent-replayed'), again.body.id]).toEqual([201, 'true', placed.body.id]);
     }
     // … and that room is there: the order can be paid for (and other writes go on to 2000)
     const pay = await a.http.post(`/v1/orders/${placed.body.id}/payment`, {}, { token: user.accessToken, idempotencyKey: randomUUID(), ...xff('10.15.0.1') });

@@ -541,6 +541,10 @@ describe('sold-out fast path', () => {
       } finally {
         asked.mockRestore();
       }
+      // over the limit, a retry of the stored 201 (its answer lost) still gets it, judged at the
+      // front too (the limits compare the body the hook read, not an unparsed one)
+      const late = await placeOrder(c.http, buyer, [{ productId, quantity: 1 }], key);
+      expect([late.status, late.headers.get('idempotent-replayed'), late.body.id]).toEqual([201, 'true', first.body.id]);
     } finally {
       await c.close();
     }

@@ -126,7 +126,11 @@ abstract class RateLimitGuard extends ThrottlerGuard {
     if (record.isBlocked && record.totalHits <= 2 * limit && (await this.repeatsAnswered(context))) {
       // a retry of a completed request (its answer lost on the way): the interceptor replays the
       // stored answer — API.md's "after completion", not a 429. Counted all the same, so replays
-      // get one more window's worth at most (a database read each), then are refused like the rest.
+      // get one more window's worth at most (a database read each), then are refused like the
+      // rest — but for the room a policy keeps (headroom: the day's writes that pay for or cancel
+      // the order), which a replay writing nothing must not spend; the order's own per-minute
+      // policy still counts it
+      if (headroom > 0) await this.counters.giveBack(key);
       return true;
     }
     if (record.isBlocked && headroom > 0) {
