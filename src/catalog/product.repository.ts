@@ -231,14 +231,14 @@ export class ProductRepository {
     );
   }
 
-  /** The largest units_sold among active products (the popularity normalizer). */
+  /** The largest units_sold among products on sale (the popularity normalizer: over what is listed). */
   async maxUnitsSold(): Promise<number> {
     const row = await this.tx.withManager((m) =>
       m
         .getRepository(ProductEntity)
         .createQueryBuilder('p')
         .select('coalesce(max(p.units_sold), 0)::int', 'm')
-        .where('p.active')
+        .where('p.active AND p.currency = :currency', { currency: this.config.currency })
         .getRawOne<{ m: number }>(),
     );
     return row?.m ?? 0;

@@ -65,9 +65,11 @@ export class RecommendationRepository {
                 'b',
                 'b.order_id = a.order_id AND b.product_id <> a.product_id',
               )
-              // neighbours on sale only: ten taken off sale would otherwise fill the top K and
+              // neighbours on sale only (active, in the shop's currency): ten taken off sale would otherwise fill the top K and
               // leave nothing to show (readers still skip one taken off sale since)
-              .innerJoin('products', 'bp', 'bp.id = b.product_id AND bp.active')
+              .innerJoin('products', 'bp', 'bp.id = b.product_id AND bp.active AND bp.currency = :currency', {
+                currency: this.config.currency,
+              })
               .innerJoin('orders', 'o', 'o.id = a.order_id AND o.status IN (:...paid)', {
                 paid: PAID_STATUSES,
               })

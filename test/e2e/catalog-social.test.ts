@@ -1,3 +1,4 @@
+import { ProductRepository } from '../../src/catalog/product.repository';
 import { RecommendationRepository } from '../../src/catalog/recommendation.repository';
 import { RecommendationsService } from '../../src/catalog/recommendations.service';
 import { createAdmin } from '../support/auth';
@@ -136,6 +137,22 @@ describe('catalog: reviews, recommendations, images', () => {
     await t.app.get(RecommendationsService).recompute();
     const also = await t.http.get(`/v1/products/${a.id}/also-bought`);
     expect(also.body.items.map((i: { id: string }) => i.id)).toEqual([c.id]);
+  });
+
+  it("recommends neighbours on sale in the shop's currency: ten better ones priced in another (before a SHOP_CURRENCY change) neither fill the list nor set the popularity scale", async () => {
+    const [a, c, ...better] = await Promise.all(Array.from({ length: 12 }, () => createProduct(t, admin, { stock: 50 })));
+    const [x, y] = await buyers(t.http, 2);
+    await paidOrder(x, [a.id, c.id, ...better.map((b) => b.id)]);
+    await paidOrder(y, [a.id, ...better.map((b) => b.id)]);
+    const ids = better.map((b) => b.id);
+    await t.db.pool.query(`UPDATE products SET currency = 'USD' WHERE id = ANY($1::uuid[])`, [ids]);
+    await t.app.get(RecommendationsService).recompute();
+    const also = await t.http.get(`/v1/products/${a.id}/also-bought`);
+    expect(also.body.items.map((i: { id: string }) => i.id)).toEqual([c.id]);
+    // the relevance sort's popularity scale is the best seller that is listed
+    await t.db.pool.query(`UPDATE products SET units_sold = 1000000 WHERE id = $1`, [ids[0]]);
+    expect(await t.app.get(ProductRepository).maxUnitsSold()).toBeLessThan(1_000_000);
+    await t.db.pool.query(`UPDATE products SET currency = 'INR', units_sold = 0, active = false WHERE id = ANY($1::uuid[])`, [ids]);
   });
 
   it('hands out a pre-signed S3 upload URL and refuses an unauthenticated storage notification', async () => {
