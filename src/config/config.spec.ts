@@ -42,7 +42,14 @@ describe('loadConfig', () => {
     // and the API itself: a development instance's secrets and demo admin are public knowledge
     expect(c.http.host).toBe('127.0.0.1');
     expect(loadConfig({ ...SECRETS, NODE_ENV: 'production' }).http.host).toBe('0.0.0.0');
-    expect(loadConfig({ NODE_ENV: 'development', HOST: '0.0.0.0' }).http.host).toBe('0.0.0.0');
+    // beyond loopback a development instance needs a signing key of its own: anyone reaching it
+    // could sign an admin token with the built-in one
+    expect(problemsOf({ NODE_ENV: 'development', HOST: '0.0.0.0' })).toEqual([expect.stringMatching(/^HOST: 0\.0\.0\.0 makes this development instance reachable/)]);
+    expect(problemsOf({ NODE_ENV: 'development', HOST: '192.168.1.20', JWT_SECRET: DEV_SECRETS.JWT_SECRET })).toHaveLength(1);
+    expect(loadConfig({ NODE_ENV: 'development', HOST: '0.0.0.0', JWT_SECRET: 'a-lan-demo-secret-of-its-own-0123456789abcdef' }).http.host).toBe('0.0.0.0');
+    for (const host of ['127.0.0.1', 'localhost', '::1', '127.0.0.2']) {
+      expect(loadConfig({ NODE_ENV: 'development', HOST: host }).http.host).toBe(host);
+    }
     expect(c.metricsPort).toBe(9465);
     expect(c.workerMetricsPort).toBe(9464);
     expect(c.reservationTtlSeconds).toBe(900);
@@ -116,6 +123,13 @@ describe('loadConfig', () => {
     it('refuses an unset NODE_ENV without secrets, naming every missing one in one message', () => {
       expect(named(problemsOf({}))).toEqual([...ALL_SECRET_NAMES].sort());
       expect(() => loadConfig({})).toThrow(/NODE_ENV is not set[\s\S]*NODE_ENV=development/);
+    });
+
+    it('never points a deployment that says what it is (production, staging) at development mode to get past missing secrets', () => {
+      for (const nodeEnv of ['production', 'staging']) {
+        expect(() => loadConfig({ NODE_ENV: nodeEnv })).toThrow(ConfigError);
+        expect(() => loadConfig({ NODE_ENV: nodeEnv })).not.toThrow(/NODE_ENV=development runs|for a local instance/);
+      }
     });
 
     it('refuses NODE_ENV=test without secrets, like any other non-development value', () => {

@@ -704,8 +704,25 @@ function defaultPublicBaseUrl(endpoint: string, bucket: string, pathStyle: boole
     : `${u.protocol}//${bucket}.${u.host}${base}`;
 }
 
+/** Only where NODE_ENV was not given at all: a production deployment is never pointed at development mode. */
 const SECRETS_HINT =
-  'Set the secrets above, or NODE_ENV=development for a local instance with built-in development secrets.';
+  'Set the secrets above (NODE_ENV is not set: on a local checkout only, NODE_ENV=development runs with built-in development secrets).';
+
+/**
+ * A development instance listening beyond this machine (HOST 0.0.0.0, a LAN address: a container
+ * or VM with its port published) with the built-in JWT_SECRET: anyone who can reach it signs an
+ * admin token with the published secret. Refused unless the instance has a signing key of its own.
+ */
+function developmentExposure(env: Record<string, string>): string[] {
+  if (env.NODE_ENV !== 'development' || env.HOST === undefined || isLoopbackHost(env.HOST.trim())) return [];
+  const ownKey = (env.JWT_SECRET !== undefined && env.JWT_SECRET !== DEV_SECRETS.JWT_SECRET) || env.JWT_PRIVATE_KEY !== undefined;
+  return ownKey
+    ? []
+    : [
+        `HOST: ${env.HOST} makes this development instance reachable from the network, where anyone could sign an admin token with the built-in JWT_SECRET; ` +
+          'leave HOST unset (loopback) or give JWT_SECRET a secret of its own',
+      ];
+}
 
 /**
  * Parses and validates the environment once. Throws one ConfigError naming every bad or
@@ -722,6 +739,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   problems.push(...proxies.problems);
   const jwtKeys = parseJwtKeyPair(cleaned);
   problems.push(...jwtKeys.problems);
+  problems.push(...developmentExposure(cleaned));
   if (parsed.success && parsed.data.HTTP_HEADERS_TIMEOUT_MS > parsed.data.HTTP_REQUEST_TIMEOUT_MS) {
     // Node would swap them silently: the longer one would bound the headers
     problems.push('HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS');
@@ -742,7 +760,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('DATABASE_POOL_WAIT_MS: must be below SHUTDOWN_TIMEOUT_MS');
   }
   if (problems.length || missing.length || !parsed.success) {
-    throw new ConfigError([...problems, ...missing], missing.length ? SECRETS_HINT : undefined);
+    throw new ConfigError([...problems, ...missing], missing.length && cleaned.NODE_ENV === undefined ? SECRETS_HINT : undefined);
   }
   const e = parsed.data;
   const isDevelopment = e.NODE_ENV === 'development';
