@@ -153,7 +153,8 @@ describe('QueueBoardAuth', () => {
       'boss@x.io',
       '10.0.0.7',
       expect.any(Function),
-      { ownClientOnRecord: expect.any(Function) },
+      // the account's password now: a client is the admin's own only under the one it signed in with
+      { passwordHash: 'hash', ownClientOnRecord: expect.any(Function) },
     );
     // a refused attempt (429) verifies nothing
     s.signIns.signIn.mockRejectedValueOnce(new DomainError('RATE_LIMITED'));

@@ -129,7 +129,7 @@ describe('slow clients', () => {
   it('a request refused before its body arrived gets that one answer, no 408 written after it', async () => {
     // refused at once (413, or 400 for an OPTIONS that is no preflight) while the body trickles in
     for (const [head, status] of [
-      ['POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n', 413],
+      ['POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 200000\r\n\r\n', 413],
       ['OPTIONS /v1/orders HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n', 400],
     ] as const) {
       const res = await exchange(t.baseUrl, [head, '{"email":']);
