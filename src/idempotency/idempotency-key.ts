@@ -56,12 +56,11 @@ const LEFT_OUT = fingerprint(undefined);
 const EMPTY_OBJECT = fingerprint({});
 
 /**
- * The fingerprints a body is the same request as: its own; a left-out body and `{}` are one
+ * The fingerprints a body (its fingerprint `own`) is the same request as: its own; a left-out body and `{}` are one
  * another's too — every route reads them alike (the ValidationPipe makes either an empty DTO,
  * UnreadInputGuard lets only these through where no body is read), so a client's retry that
  * sends `{}` where the first attempt sent nothing (or the reverse) is a replay, not a 422.
  */
-export function sameBodyFingerprints(body: unknown): readonly string[] {
-  const own = fingerprint(body);
+export function sameBodyFingerprints(own: string): readonly string[] {
   return own === LEFT_OUT || own === EMPTY_OBJECT ? [LEFT_OUT, EMPTY_OBJECT] : [own];
 }

@@ -5,13 +5,14 @@ import type { IdempotencyScope, StoredResponse } from './idempotency.repository'
 
 /** What a request with Idempotency-Key `key` is scoped to: its principal, key, route and body. */
 export function requestScope(request: AuthenticatedRequest, key: string): IdempotencyScope {
+  const own = fingerprint(request.body);
   return {
     principal: request.user ? userPrincipal(request.user.userId) : `ip:${request.ip}`,
     key,
     method: request.method,
     route: canonicalRoute(request),
-    fingerprint: fingerprint(request.body),
-    sameBody: sameBodyFingerprints(request.body),
+    fingerprint: own,
+    sameBody: sameBodyFingerprints(own),
   };
 }
 
