@@ -1,7 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Server } from 'node:http';
 import pino from 'pino';
-import { AggregatorRegistry, Gauge, type Registry } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, type Registry } from 'prom-client';
 import type { AppConfig } from './config/config';
 import { serveMetrics } from './metrics/metrics-http';
 
@@ -33,6 +33,8 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
   let stopping = false;
   let everListened = false;
   const deaths: number[] = [];
+  /** Processes that died after serving began and were replaced (api_process_deaths_total). */
+  let replaced = 0;
 
   const fork = (): Worker => cluster.fork({ API_CLUSTER_WORKER: '1' });
 
@@ -53,6 +55,7 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
     const now = Date.now();
     while (deaths.length > 0 && deaths[0] < now - RESTART_MEMORY_MS) deaths.shift();
     deaths.push(now);
+    replaced++;
     const delay = Math.min(RESTART_DELAY_CAP_MS, RESTART_DELAY_MS * 2 ** (deaths.length - 1));
     log.error({ workerPid: worker.process.pid, code, signal, restartInMs: delay }, 'API process died; starting another');
     setTimeout(() => {
@@ -60,7 +63,7 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
     }, delay);
   });
 
-  const metrics = await serveClusterMetrics(config, log);
+  const metrics = await serveClusterMetrics(config, log, { configured: count, deaths: () => replaced });
 
   function stop(exitCode: number): void {
     if (stopping) return;
@@ -148,8 +151,19 @@ export function shareMetricsWithPrimary(registry: Registry): void {
   process.send?.({ type: METRICS_READY } satisfies MetricsMessage);
 }
 
+/**
+ * What the primary itself knows of its processes: how many it runs, and how many died and were
+ * replaced — a process in a crash loop (an OOM, a throw on some input) resets its requests at each
+ * death, yet readiness and liveness, answered by whichever process the primary hands them to,
+ * stay 200: this is what an alert can watch.
+ */
+interface ProcessCounts {
+  configured: number;
+  deaths(): number;
+}
+
 /** The primary's side: which processes answer, and one scrape of them all, summed. */
-function clusterMetricsCollector(): { scrape(): Promise<string> } {
+function clusterMetricsCollector(counts: ProcessCounts): { scrape(): Promise<string> } {
   const ready = new Set<Worker>();
   const waiting = new Map<number, { worker: Worker; resolve(m: MetricsJson): void }>();
   /** Each live process's last answer: stands in for it in a scrape it does not answer. */
@@ -224,14 +238,24 @@ function clusterMetricsCollector(): { scrape(): Promise<string> } {
         help: 'API processes that did not answer this scrape (summed as they last answered, if ever)',
         registers: [registry],
       }).set(asked.length - answered);
+      new Gauge({
+        name: 'api_processes_configured',
+        help: 'API processes the primary runs (API_PROCESSES)',
+        registers: [registry],
+      }).set(counts.configured);
+      new Counter({
+        name: 'api_process_deaths_total',
+        help: 'API processes that died after serving began and were replaced (a crash loop: alert on its rate)',
+        registers: [registry],
+      }).inc(counts.deaths());
       return registry.metrics();
     },
   };
 }
 
-function serveClusterMetrics(config: AppConfig, log: pino.Logger): Promise<Server | undefined> {
+function serveClusterMetrics(config: AppConfig, log: pino.Logger, counts: ProcessCounts): Promise<Server | undefined> {
   if (config.metricsPort === 0) return Promise.resolve(undefined);
-  const collector = clusterMetricsCollector();
+  const collector = clusterMetricsCollector(counts);
   return serveMetrics(
     config.metricsPort,
     config.metricsHost,

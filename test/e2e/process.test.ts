@@ -129,6 +129,8 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
       Number(/^http_request_duration_seconds_count\{method="GET",route="\/v1\/categories",status="200"\} (\d+)$/m.exec(t)?.[1]);
     expect(servedIn(text)).toBe(10);
     expect(text).toMatch(/^cluster_metrics_missing_processes 0$/m);
+    expect(text).toMatch(/^api_processes_configured 2$/m);
+    expect(text).toMatch(/^api_process_deaths_total 0$/m);
 
     // a process that does not answer (frozen) is summed as it last answered (a counter that went
     // down would be taken for a reset); the scrape still answers
@@ -157,8 +159,10 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
     // the replacement answers the primary's scrape while it is still booting (else: 500 after 5 s)
     const afterDeath = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
     expect(afterDeath.status).toBe(200);
-    // and the dead process's counters are still in the sums
-    expect(servedIn(await afterDeath.text())).toBe(10);
+    // and the dead process's counters are still in the sums; the death is counted (a crash loop shows)
+    const afterDeathText = await afterDeath.text();
+    expect(servedIn(afterDeathText)).toBe(10);
+    expect(afterDeathText).toMatch(/^api_process_deaths_total 1$/m);
     expect((await fetch(`${base}/v1/categories`)).status).toBe(200);
     expect(p.output()).toMatch(/API process died; starting another/);
 
