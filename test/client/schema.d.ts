@@ -4180,7 +4180,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds — the `order-create` throttle (30 a minute), or the day's allowance of abandoned unpaid orders (policy `abandoned-orders` in `RateLimit-Policy`; `Retry-After` up to 24 h: not a moment's throttle, tell the customer) */
             429: {
                 headers: {
                     /** @description Seconds to wait before retrying */
