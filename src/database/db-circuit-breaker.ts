@@ -53,10 +53,8 @@ const CONNECTION_ERRNOS = new Set([
  * a lone Client's own timeouts (the lock sessions' connect, `timeout expired`, and their
  * `query_timeout`, `Query read timeout`): a server that accepts and never answers.
  */
-/** pg-pool's answer to a caller that waited DATABASE_POOL_WAIT_MS in its queue (its own connects time out otherwise). */
-const POOL_QUEUE_TIMEOUT = 'timeout exceeded when trying to connect';
 const CONNECTION_MESSAGES = [
-  POOL_QUEUE_TIMEOUT,
+  'timeout exceeded when trying to connect',
   'Connection terminated',
   'connection timeout',
   'Client has encountered a connection error',
@@ -86,19 +84,6 @@ export function isConnectionFailure(err: unknown): boolean {
   if (typeof message === 'string' && CONNECTION_MESSAGES.some((m) => message.includes(m))) return true;
   const cause = (e as { cause?: unknown }).cause;
   return cause !== undefined && cause !== e && isConnectionFailure(cause);
-}
-
-/**
- * A wait in this process's pool queue that ran out: a 503 for its request, but no sign of the
- * database's health — every connection may be busy on a row lock whose holder froze (up to the
- * idle-in-transaction limit) while PostgreSQL answers all along. Counted, a sale's queue opened
- * the breaker on every instance at once: readiness then skipped its side probe and every instance
- * answered 503 (the fleet pulled). A real outage still fails connects and statements, which count.
- */
-export function isPoolQueueTimeout(err: unknown): boolean {
-  const e = err instanceof QueryFailedError ? (err.driverError as unknown) : err;
-  if (!e || typeof e !== 'object') return false;
-  return (e as { message?: unknown }).message === POOL_QUEUE_TIMEOUT;
 }
 
 /**
@@ -145,8 +130,7 @@ export class DbCircuitBreaker implements OnModuleInit {
     this.retryAfterSeconds = Math.max(1, Math.ceil(halfOpenAfterMs / 1000));
     // a connection failure of an attempt begun before the last counted one, within SAME_EPISODE_MS
     // of it, is that same episode (a restart fails every statement in flight at once): not counted
-    // (a wait in the pool's own queue that ran out is not counted: isPoolQueueTimeout)
-    this.policy = circuitBreaker(handleWhen((err) => this.counts(err) && !this.sameEpisode.has(err)), {
+    this.policy = circuitBreaker(handleWhen((err) => isConnectionFailure(err) && !this.sameEpisode.has(err)), {
       halfOpenAfter: halfOpenAfterMs,
       breaker: new ConsecutiveBreaker(failures),
     });
@@ -229,7 +213,7 @@ export class DbCircuitBreaker implements OnModuleInit {
       try {
         return await fn();
       } catch (err) {
-        if (this.counts(err) && typeof err === 'object' && err !== null) {
+        if (isConnectionFailure(err) && typeof err === 'object' && err !== null) {
           const now = performance.now();
           if (startedAt < this.lastFailureAt && now - this.lastFailureAt < SAME_EPISODE_MS) this.sameEpisode.add(err);
           else this.lastFailureAt = now;
@@ -250,11 +234,6 @@ export class DbCircuitBreaker implements OnModuleInit {
       if (answers) this.lastAnsweredAt = performance.now(); // the database answered, about the statement
       throw err;
     }
-  }
-
-  /** A failure that says the database cannot be reached (not this process's own queue). */
-  private counts(err: unknown): boolean {
-    return isConnectionFailure(err) && !isPoolQueueTimeout(err);
   }
 
   /** One round trip on a pooled connection, failed as a connection failure if it takes too long. */
