@@ -1,6 +1,8 @@
 import { Algorithm, hash } from '@node-rs/argon2';
 import { HASH_QUEUE_LIMIT, OWASP_MINIMUM, PasswordHasher, parseParams } from './password-hasher';
 import { SecureRandom } from './secure-random';
+import { DEMO_ADMIN } from './demo-credentials';
+import type { AppConfig } from '../config/config';
 
 describe('PasswordHasher', () => {
   const hasher = new PasswordHasher(new SecureRandom());
@@ -16,6 +18,21 @@ describe('PasswordHasher', () => {
 
   it('salts: the same password hashes differently each time', async () => {
     expect(await hasher.hash('same-password')).not.toBe(await hasher.hash('same-password'));
+  });
+
+  it('takes the published demo passwords only in development on loopback (bound beyond it, anyone reaching it would be the demo admin)', async () => {
+    const account = { email: DEMO_ADMIN.email, passwordHash: await hasher.hash(DEMO_ADMIN.password) };
+    const on = (isDevelopment: boolean, host?: string) =>
+      new PasswordHasher(new SecureRandom(), undefined, {
+        passwordHashConcurrency: 1,
+        isDevelopment,
+        ...(host === undefined ? {} : { http: { host } as AppConfig['http'] }),
+      }).verifySignIn(account, DEMO_ADMIN.password);
+    expect(await on(true, '127.0.0.1')).toBe(true);
+    expect(await on(true)).toBe(true);
+    expect(await on(true, '0.0.0.0')).toBe(false);
+    expect(await on(true, '192.168.1.20')).toBe(false);
+    expect(await on(false, '127.0.0.1')).toBe(false);
   });
 
   it('verifies the right password and refuses a wrong one', async () => {

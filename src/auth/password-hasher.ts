@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { normalizePassword } from './password-form';
 import { ConcurrencyGate } from '../common/throttling/concurrency-gate';
 import { isPublishedDemoCredential } from './demo-credentials';
-import { APP_CONFIG, AppConfig } from '../config/config';
+import { APP_CONFIG, AppConfig, isLoopbackHost } from '../config/config';
 import { SecureRandom } from './secure-random';
 
 export interface Argon2Params {
@@ -71,15 +71,20 @@ export class PasswordHasher implements OnModuleInit {
   readonly gate: ConcurrencyGate;
   /** A real hash of a random secret, verified against for unknown emails (equal timing). */
   private dummy?: Promise<string>;
-  private readonly isDevelopment: boolean;
+  /**
+   * Whether the published demo passwords sign in: only a development instance on loopback — one
+   * bound beyond it (HOST 0.0.0.0: a container, a LAN demo) would let anyone reaching it in as the
+   * demo admin, whatever JWT_SECRET it was given.
+   */
+  private readonly demoPasswordsWork: boolean;
 
   constructor(
     private readonly random: SecureRandom,
     @Optional() @Inject(PASSWORD_HASH_PARAMS) params?: Argon2Params,
-    @Optional() @Inject(APP_CONFIG) config?: Pick<AppConfig, 'passwordHashConcurrency'> & Partial<Pick<AppConfig, 'isDevelopment'>>,
+    @Optional() @Inject(APP_CONFIG) config?: Pick<AppConfig, 'passwordHashConcurrency'> & Partial<Pick<AppConfig, 'isDevelopment' | 'http'>>,
   ) {
     this.params = params ?? ARGON2_PARAMS;
-    this.isDevelopment = config?.isDevelopment ?? false;
+    this.demoPasswordsWork = (config?.isDevelopment ?? false) && (config?.http === undefined || isLoopbackHost(config.http.host));
     this.gate = new ConcurrencyGate({
       concurrency: config?.passwordHashConcurrency ?? DEFAULT_HASH_CONCURRENCY,
       maxQueued: HASH_QUEUE_LIMIT,
@@ -131,8 +136,9 @@ export class PasswordHasher implements OnModuleInit {
 
   /**
    * A sign-in's check of `password` against the account found by its email (null: unknown email,
-   * verified against the dummy hash for equal timing). Outside development a published demo
-   * password (auth/demo-credentials) fails the same way, whatever the account's stored hash.
+   * verified against the dummy hash for equal timing). Outside development — or in development
+   * bound beyond loopback — a published demo password (auth/demo-credentials) fails the same way,
+   * whatever the account's stored hash.
    */
   verifySignIn(
     account: { email: string; passwordHash: string } | null,
@@ -140,7 +146,7 @@ export class PasswordHasher implements OnModuleInit {
     options: { priority?: boolean } = {},
   ): Promise<boolean> {
     // the demo pair in any spelling that normalizes to it (full-width letters, say) is the demo pair
-    if (!account || (!this.isDevelopment && isPublishedDemoCredential(account.email, normalizePassword(password)))) {
+    if (!account || (!this.demoPasswordsWork && isPublishedDemoCredential(account.email, normalizePassword(password)))) {
       return this.verifyDummy(password, options);
     }
     return this.verify(account.passwordHash, password, options);
