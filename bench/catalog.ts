@@ -73,6 +73,10 @@ async function main(): Promise<void> {
   const url = await freshDatabase('shop_bench_catalog');
   const pool = new Pool({ connectionString: url, max: 2 });
   const ids = await seed(pool);
+  // the planner's statistics, as autovacuum keeps them on a live catalog: a table loaded a moment
+  // ago has none until its first autoanalyze (up to a minute), which made the runs measure
+  // whichever plan the moment happened to have
+  await pool.query('ANALYZE products; ANALYZE inventory_items');
   const cached = await startApi({ DATABASE_URL: url, REDIS_KEY_PREFIX: 'bench-catalog' });
   const uncached = await startApi({ DATABASE_URL: url, REDIS_KEY_PREFIX: 'bench-catalog-off', CATALOG_CACHE_ENABLED: 'false' });
   const baseline = await startBaseline();
