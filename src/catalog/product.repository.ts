@@ -122,6 +122,15 @@ const VIEW_COLUMNS = [
 const PAGE_COLUMNS = VIEW_COLUMNS.filter((c) => !c.startsWith('p.description ')).join(', ');
 
 /** A row of VIEW_COLUMNS through the entity's own column transformers (bigint → number, char(3) → code). */
+/**
+ * On sale, as the public catalog shows it: active and priced in the shop's currency (`currency`)
+ * — after a SHOP_CURRENCY change, a product not yet repriced is neither listed nor recommended,
+ * as a cart and a checkout refuse it. A query-builder condition on `alias` and its parameters.
+ */
+export function onSale(alias: string, currency: string): [string, { shopCurrency: string }] {
+  return [`${alias}.active AND ${alias}.currency = :shopCurrency`, { shopCurrency: currency }];
+}
+
 function fromViewRow<R extends { priceAmount: unknown; currency: unknown }>(
   r: R,
 ): Omit<R, 'priceAmount' | 'currency'> & { priceAmount: number; currency: string } {
@@ -193,9 +202,7 @@ export class ProductRepository {
         .innerJoin('p.inventory', 'i')
         .select(columns)
         .where('p.id = :id', { id });
-      // on sale: active and priced in the shop's currency (after a SHOP_CURRENCY change, one not
-      // yet repriced is not shown as if a cart could take it)
-      if (opts.activeOnly) query.andWhere('p.active AND p.currency = :currency', { currency: this.config.currency });
+      if (opts.activeOnly) query.andWhere(...onSale('p', this.config.currency));
       return query.getRawOne<R>();
     });
   }
@@ -238,7 +245,7 @@ export class ProductRepository {
         .getRepository(ProductEntity)
         .createQueryBuilder('p')
         .select('coalesce(max(p.units_sold), 0)::int', 'm')
-        .where('p.active AND p.currency = :currency', { currency: this.config.currency })
+        .where(...onSale('p', this.config.currency))
         .getRawOne<{ m: number }>(),
     );
     return row?.m ?? 0;
@@ -267,7 +274,7 @@ export class ProductRepository {
     ] as const) {
       if (key.includes(token)) key = key.split(token).join(bind(value));
     }
-    const where = ['p.active', `p.currency = ${bind(this.config.currency)}`]; // on sale (oneView)
+    const where = ['p.active', `p.currency = ${bind(this.config.currency)}`]; // on sale (onSale, in raw SQL)
     if (query.categoryId) where.push(`p.category_id = ${bind(query.categoryId)}`);
     // the query's words in the NFKC form the vector holds (1763800028000-SearchNormalized.ts)
     if (query.q) where.push(`p.search @@ websearch_to_tsquery('simple', normalize(${bind(query.q)}, NFKC))`);

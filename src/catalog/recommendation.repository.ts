@@ -6,7 +6,7 @@ import { TransactionHost } from '../database/transaction-host';
 import { PAID_STATUSES } from '../orders/order-state-machine';
 import { ProductRecommendationEntity } from './entities/product-recommendation.entity';
 import { ProductEntity } from './entities/product.entity';
-import { ProductView, productView } from './product.repository';
+import { ProductView, onSale, productView } from './product.repository';
 
 /** Recommendations written per INSERT statement when the table is recomputed. */
 const INSERT_CHUNK = 1000;
@@ -39,6 +39,7 @@ export class RecommendationRepository {
       `SELECT pg_try_advisory_xact_lock(${RECOMPUTE_LOCK_CLASS}, 0) AS taken`,
     );
     if (!lock?.taken) return null;
+    const [neighbourOnSale, shop] = onSale('bp', this.config.currency);
     return this.tx.withManager(async (m) => {
       await m.createQueryBuilder().delete().from(ProductRecommendationEntity).execute();
       const ranked = await m
@@ -65,11 +66,9 @@ export class RecommendationRepository {
                 'b',
                 'b.order_id = a.order_id AND b.product_id <> a.product_id',
               )
-              // neighbours on sale only (active, in the shop's currency): ten taken off sale would otherwise fill the top K and
+              // neighbours on sale only (onSale): ten taken off sale would otherwise fill the top K and
               // leave nothing to show (readers still skip one taken off sale since)
-              .innerJoin('products', 'bp', 'bp.id = b.product_id AND bp.active AND bp.currency = :currency', {
-                currency: this.config.currency,
-              })
+              .innerJoin('products', 'bp', `bp.id = b.product_id AND ${neighbourOnSale}`, shop)
               .innerJoin('orders', 'o', 'o.id = a.order_id AND o.status IN (:...paid)', {
                 paid: PAID_STATUSES,
               })
@@ -95,7 +94,7 @@ export class RecommendationRepository {
       m
         .getRepository(ProductRecommendationEntity)
         .createQueryBuilder('r')
-        .innerJoinAndSelect('r.recommended', 'p', 'p.active AND p.currency = :currency', { currency: this.config.currency })
+        .innerJoinAndSelect('r.recommended', 'p', ...onSale('p', this.config.currency))
         .innerJoinAndSelect('p.inventory', 'i')
         .where('r.productId = :productId', { productId })
         .orderBy('r.score', 'DESC')
@@ -108,6 +107,7 @@ export class RecommendationRepository {
 
   /** Neighbours of everything the customer bought, minus what they bought, by summed score. */
   async forCustomer(userId: string, limit: number): Promise<ProductView[]> {
+    const [productOnSale, shop] = onSale('p', this.config.currency);
     const products = await this.tx.withManager((m) => {
       const query = m.getRepository(ProductEntity).createQueryBuilder('p');
       const bought = query
@@ -132,8 +132,8 @@ export class RecommendationRepository {
           's',
           's.recommended_id = p.id',
         )
-        .where('p.active AND p.currency = :currency') // on sale (ProductRepository)
-        .setParameters({ userId, paid: PAID_STATUSES, currency: this.config.currency })
+        .where(productOnSale)
+        .setParameters({ userId, paid: PAID_STATUSES, ...shop })
         .orderBy('s.score', 'DESC')
         .addOrderBy('p.id')
         .limit(limit)
