@@ -7,10 +7,20 @@ import { DbCircuitBreaker, isConnectionFailure } from './db-circuit-breaker';
 const pgError = (code: string, message = 'x') => Object.assign(new Error(message), { code });
 const queryFailed = (code: string) => new QueryFailedError('SELECT 1', [], pgError(code));
 
+/** The side probe's `SELECT 1` over a connection of its own: unanswered unless a test says otherwise. */
+const sideProbe = jest.fn<Promise<void>, [number]>();
+
 function breaker(failures = 3, halfOpenAfterMs = 60_000, dataSource = {} as DataSource) {
-  const config = { database: { breaker: { failures, halfOpenAfterMs } } } as AppConfig;
-  return new DbCircuitBreaker(dataSource, config);
+  const config = { database: { breaker: { failures, halfOpenAfterMs }, lockUrl: 'postgres://side' } } as AppConfig;
+  const b = new DbCircuitBreaker(dataSource, config);
+  Object.assign(b, { side: { selectOne: sideProbe, close: () => undefined } });
+  return b;
 }
+
+beforeEach(() => {
+  sideProbe.mockReset();
+  sideProbe.mockRejectedValue(new Error('connection timeout: no answer within 3000 ms'));
+});
 
 async function openBreaker(b: DbCircuitBreaker, failures: number): Promise<void> {
   const down = () => Promise.reject(pgError('ECONNREFUSED'));
@@ -95,6 +105,41 @@ describe('DbCircuitBreaker', () => {
     await b.execute(() => Promise.reject(pgError('ECONNREFUSED'))).catch(() => undefined);
     await Promise.allSettled(slow);
     expect(b.state).toBe('open'); // (counted by start time alone: never, while requests keep coming)
+  });
+
+  it("never opens on waits in the pool's own queue that ran out while a connection of its own is answered (every connection busy on a lock), but answers each 503", async () => {
+    sideProbe.mockResolvedValue(undefined);
+    const b = breaker(2);
+    const queueTimeout = () => Promise.reject(new Error('timeout exceeded when trying to connect'));
+    // a burst of them is one side probe (its verdict stands for the ones right after it)
+    const burst = await Promise.allSettled(Array.from({ length: 5 }, () => b.execute(queueTimeout)));
+    for (const outcome of burst) {
+      expect(outcome).toMatchObject({ status: 'rejected', reason: { code: 'SERVICE_UNAVAILABLE' } });
+    }
+    expect(sideProbe).toHaveBeenCalledTimes(1);
+    for (let i = 0; i < 3; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 5)); // (not one episode)
+      await expect(b.execute(queueTimeout)).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+    }
+    expect(b.state).toBe('closed');
+    // nor do they reset the count of real failures between them
+    await b.execute(() => Promise.reject(pgError('ECONNREFUSED'))).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await b.execute(queueTimeout).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await b.execute(() => Promise.reject(pgError('ECONNREFUSED'))).catch(() => undefined);
+    expect(b.state).toBe('open');
+  });
+
+  it("counts waits in the pool's own queue that ran out while a connection of its own is not answered either (an outage without resets)", async () => {
+    const b = breaker(2);
+    const queueTimeout = () => Promise.reject(new Error('timeout exceeded when trying to connect'));
+    await b.execute(queueTimeout).catch(() => undefined);
+    expect(b.state).toBe('closed');
+    await new Promise((resolve) => setTimeout(resolve, 5)); // (not one episode)
+    await expect(b.execute(queueTimeout)).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+    expect(b.state).toBe('open');
+    expect(sideProbe).toHaveBeenCalledTimes(1); // (the second within the first's verdict)
   });
 
   it('counts the failures of attempts begun after the last one, however quickly they come', async () => {

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import {
   BrokenCircuitError,
@@ -12,6 +12,7 @@ import {
 import { DataSource, QueryFailedError, QueryRunnerAlreadyReleasedError } from 'typeorm';
 import { DomainError } from '../common/errors/domain-error';
 import { APP_CONFIG, AppConfig } from '../config/config';
+import { SideConnection } from './side-connection';
 
 export type BreakerState = 'closed' | 'open' | 'half-open' | 'isolated';
 
@@ -25,8 +26,11 @@ const STATE_NAMES: Record<CircuitState, BreakerState> = {
 /** How close after a counted connection failure those of attempts already under way are the same one. */
 const SAME_EPISODE_MS = 250;
 
-/** How long the half-open probe may take before it counts as a connection failure. */
+/** How long the half-open probe (and the side probe of a pool queue timeout) may take before it counts as a connection failure. */
 const PROBE_TIMEOUT_MS = 3000;
+
+/** How long the side probe's verdict on a pool queue timeout stands for the next ones. */
+const QUEUE_VERDICT_MS = 1000;
 
 /**
  * connection_exception (class 08 — 08P01 included: PgBouncer answers with it when it cannot reach
@@ -48,13 +52,15 @@ const CONNECTION_ERRNOS = new Set([
   'ENOTFOUND',
   'EAI_AGAIN',
 ]);
+/** pg-pool's answer to a caller that waited DATABASE_POOL_WAIT_MS in its queue (its own connects time out otherwise). */
+const POOL_QUEUE_TIMEOUT = 'timeout exceeded when trying to connect';
 /**
  * What node-postgres and pg-pool say when a connection dies or cannot be had in time — among them
  * a lone Client's own timeouts (the lock sessions' connect, `timeout expired`, and their
  * `query_timeout`, `Query read timeout`): a server that accepts and never answers.
  */
 const CONNECTION_MESSAGES = [
-  'timeout exceeded when trying to connect',
+  POOL_QUEUE_TIMEOUT,
   'Connection terminated',
   'connection timeout',
   'Client has encountered a connection error',
@@ -86,6 +92,12 @@ export function isConnectionFailure(err: unknown): boolean {
   return cause !== undefined && cause !== e && isConnectionFailure(cause);
 }
 
+/** A wait in this process's pool queue that ran out (DATABASE_POOL_WAIT_MS). */
+function isPoolQueueTimeout(err: unknown): boolean {
+  const e = err instanceof QueryFailedError ? (err.driverError as unknown) : err;
+  return !!e && typeof e === 'object' && (e as { message?: unknown }).message === POOL_QUEUE_TIMEOUT;
+}
+
 /**
  * A circuit breaker in front of PostgreSQL (cockatiel). After `failures` consecutive
  * connection-class failures (isConnectionFailure) it opens: every use of the database fails at
@@ -99,9 +111,18 @@ export function isConnectionFailure(err: unknown): boolean {
  * each pooled statement in execute(); every other use of the DataSource (TypeORM managers,
  * health pings) goes through the driver's connection acquisition, wrapped in onModuleInit.
  * A transaction rejected by the open breaker never started, so nothing is half-written.
+ *
+ * A wait in the pool's own queue that ran out is no sign of the database's health by itself:
+ * every connection may be busy on a row lock whose holder froze while PostgreSQL answers all
+ * along — counted, that opened the breaker on every instance at once (and readiness, seeing it
+ * open, pulled them all). Nor is it never one: in an outage without resets (a frozen or vanished
+ * host) nearly every caller's failure under load is the queue's, and uncounted the breaker never
+ * opened. So it counts only when a `SELECT 1` over a connection of its own (SideConnection, at
+ * most PROBE_TIMEOUT_MS) is not answered either; that verdict stands for QUEUE_VERDICT_MS, for
+ * the queue timeouts that follow. Each such request is a 503 either way.
  */
 @Injectable()
-export class DbCircuitBreaker implements OnModuleInit {
+export class DbCircuitBreaker implements OnModuleInit, OnModuleDestroy {
   private readonly logger = new Logger(DbCircuitBreaker.name);
   private readonly policy: CircuitBreakerPolicy;
   /** Set inside execute(), so the connection acquisition below it is not counted twice. */
@@ -121,6 +142,12 @@ export class DbCircuitBreaker implements OnModuleInit {
   private lastFailureAt = -Infinity;
   /** Connection failures of that same episode (see lastFailureAt): not counted. */
   private readonly sameEpisode = new WeakSet<object>();
+  /** Pool queue timeouts while the database answered a connection of its own: not counted. */
+  private readonly queueOnly = new WeakSet<object>();
+  /** The side probe asked about pool queue timeouts (see the class comment). */
+  private readonly side: SideConnection;
+  /** Whether that probe was answered; `settledAt` once it has been (monotonic ms). */
+  private verdict?: { answered: Promise<boolean>; settledAt?: number };
 
   constructor(
     private readonly dataSource: DataSource,
@@ -128,9 +155,11 @@ export class DbCircuitBreaker implements OnModuleInit {
   ) {
     const { failures, halfOpenAfterMs } = config.database.breaker;
     this.retryAfterSeconds = Math.max(1, Math.ceil(halfOpenAfterMs / 1000));
+    this.side = new SideConnection(config.database.lockUrl, 'shop-orders/breaker');
     // a connection failure of an attempt begun before the last counted one, within SAME_EPISODE_MS
-    // of it, is that same episode (a restart fails every statement in flight at once): not counted
-    this.policy = circuitBreaker(handleWhen((err) => isConnectionFailure(err) && !this.sameEpisode.has(err)), {
+    // of it, is that same episode (a restart fails every statement in flight at once): not counted;
+    // nor is a pool queue timeout while the database answers a connection of its own
+    this.policy = circuitBreaker(handleWhen((err) => this.counts(err) && !this.sameEpisode.has(err)), {
       halfOpenAfter: halfOpenAfterMs,
       breaker: new ConsecutiveBreaker(failures),
     });
@@ -154,6 +183,10 @@ export class DbCircuitBreaker implements OnModuleInit {
     if (!obtain) return;
     // (a connection handed out is no answer from the database: an idle one needs no round trip)
     driver.obtainMasterConnection = () => (this.guarded.getStore() ? obtain() : this.execute(obtain, false));
+  }
+
+  onModuleDestroy(): void {
+    this.side.close();
   }
 
   /**
@@ -213,7 +246,10 @@ export class DbCircuitBreaker implements OnModuleInit {
       try {
         return await fn();
       } catch (err) {
-        if (isConnectionFailure(err) && typeof err === 'object' && err !== null) {
+        if (isPoolQueueTimeout(err) && typeof err === 'object' && err !== null && (await this.answersAside())) {
+          this.queueOnly.add(err);
+        }
+        if (this.counts(err) && typeof err === 'object' && err !== null) {
           const now = performance.now();
           if (startedAt < this.lastFailureAt && now - this.lastFailureAt < SAME_EPISODE_MS) this.sameEpisode.add(err);
           else this.lastFailureAt = now;
@@ -228,12 +264,38 @@ export class DbCircuitBreaker implements OnModuleInit {
     } catch (err) {
       if (err instanceof BrokenCircuitError || err instanceof IsolatedCircuitError) throw this.unavailable();
       if (isConnectionFailure(err)) {
-        this.lastAnsweredAt = -Infinity; // whatever it answered before, it is not answering now
+        // whatever it answered before, it is not answering now (unless only the queue was long)
+        if (!this.queueOnly.has(err as object)) this.lastAnsweredAt = -Infinity;
         throw this.unavailable(err);
       }
       if (answers) this.lastAnsweredAt = performance.now(); // the database answered, about the statement
       throw err;
     }
+  }
+
+  /** A failure that says the database cannot be reached (see the class comment for the pool's queue). */
+  private counts(err: unknown): boolean {
+    return isConnectionFailure(err) && !(typeof err === 'object' && err !== null && this.queueOnly.has(err));
+  }
+
+  /**
+   * Whether the database answers a `SELECT 1` over a connection of its own: one probe at a time,
+   * its verdict standing for QUEUE_VERDICT_MS after it came.
+   */
+  private answersAside(): Promise<boolean> {
+    const last = this.verdict;
+    if (last && (last.settledAt === undefined || performance.now() - last.settledAt <= QUEUE_VERDICT_MS)) {
+      return last.answered;
+    }
+    const verdict: { answered: Promise<boolean>; settledAt?: number } = {
+      answered: this.side.selectOne(PROBE_TIMEOUT_MS).then(
+        () => true,
+        () => false,
+      ),
+    };
+    void verdict.answered.then(() => (verdict.settledAt = performance.now()));
+    this.verdict = verdict;
+    return verdict.answered;
   }
 
   /** One round trip on a pooled connection, failed as a connection failure if it takes too long. */

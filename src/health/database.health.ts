@@ -1,8 +1,8 @@
 import { Inject, Injectable, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
 import { HealthIndicatorResult, HealthIndicatorService } from '@nestjs/terminus';
-import { Client } from 'pg';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { BreakerState, DbCircuitBreaker } from '../database/db-circuit-breaker';
+import { SideConnection } from '../database/side-connection';
 import { TransactionHost } from '../database/transaction-host';
 import { MetricsService } from '../metrics/metrics.service';
 
@@ -26,7 +26,7 @@ const RECENT_ANSWER_MS = 2000;
  * Callers queueing for the pool with no answer for 2 s (every connection a checkout waiting on a
  * hot row whose holder froze: up to the server's 15 s idle-in-transaction limit) is no outage
  * either: the `SELECT 1` then goes over a connection of its own, kept while the queue lasts
- * (`sideProbe`) — queued behind the checkouts it timed out, on every API process at once, and the
+ * (SideConnection) — queued behind the checkouts it timed out, on every API process at once, and the
  * load balancer pulled them all while PostgreSQL answered.
  */
 @Injectable()
@@ -36,11 +36,17 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
     private readonly tx: TransactionHost,
     private readonly indicator: HealthIndicatorService,
     private readonly metrics: MetricsService,
-    @Inject(APP_CONFIG) private readonly config: AppConfig,
-  ) {}
+    @Inject(APP_CONFIG) config: AppConfig,
+  ) {
+    this.side = new SideConnection(config.database.lockUrl, 'shop-orders/readiness');
+  }
 
-  /** The side probe's connection, while the pool has a queue (sideProbe). */
-  private side?: Promise<Client>;
+  /**
+   * The probe's connection of its own while the pool has a queue (see the class comment): kept for
+   * the next probes (a flood of them during a sale is one probe at a time — HealthController — and
+   * would otherwise open a connection each), dropped once the pool has no queue again.
+   */
+  private readonly side: SideConnection;
 
   onModuleInit(): void {
     const breaker = this.breaker;
@@ -63,11 +69,11 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
       return check.up({ breaker: this.breaker.state });
     }
     const queued = this.tx.poolWaiting() > 0 && this.breaker.state === 'closed';
-    if (!queued) this.closeSideProbe();
+    if (!queued) this.side.close();
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
-        queued ? this.sideProbe(timeoutMs) : this.tx.query('SELECT 1'),
+        queued ? this.side.selectOne(timeoutMs) : this.tx.query('SELECT 1'),
         new Promise((_, reject) => {
           timer = setTimeout(() => reject(new Error(`timeout after ${timeoutMs} ms`)), timeoutMs);
         }),
@@ -81,53 +87,7 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
     }
   }
 
-  /**
-   * One `SELECT 1` on a connection of its own, not the pool's (see the class comment): opened at the
-   * first such probe and kept for the next ones (a flood of probes during a sale is one probe at a
-   * time — HealthController — and would otherwise open a connection each), dropped on a failure and
-   * once the pool has no queue again (closeSideProbe).
-   */
-  private async sideProbe(timeoutMs: number): Promise<void> {
-    this.side ??= (async () => {
-      const client = new Client({
-        // the lock sessions' endpoint: PostgreSQL itself or a session-mode pool — behind a
-        // transaction-mode PgBouncer (DATABASE_URL) the probe would wait for a server connection
-        // the checkouts hold, as it did in the pool
-        connectionString: this.config.database.lockUrl,
-        application_name: 'shop-orders/readiness',
-        connectionTimeoutMillis: timeoutMs,
-        query_timeout: timeoutMs,
-      });
-      client.on('error', () => this.closeSideProbe(client));
-      client.on('end', () => this.closeSideProbe(client));
-      await client.connect();
-      return client;
-    })();
-    const side = this.side;
-    try {
-      await (await side).query('SELECT 1');
-    } catch (err) {
-      this.closeSideProbe(await side.catch(() => undefined));
-      throw err;
-    }
-  }
-
-  private closeSideProbe(which?: Client): void {
-    const side = this.side;
-    if (!side) return;
-    void side.then(
-      (client) => {
-        if (which && client !== which) return;
-        if (this.side === side) this.side = undefined;
-        client.end().catch(() => undefined);
-      },
-      () => {
-        if (this.side === side) this.side = undefined;
-      },
-    );
-  }
-
   onModuleDestroy(): void {
-    this.closeSideProbe();
+    this.side.close();
   }
 }

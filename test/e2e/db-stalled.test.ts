@@ -1,4 +1,6 @@
 import { Client } from 'pg';
+import { DbCircuitBreaker } from '../../src/database/db-circuit-breaker';
+import { TransactionHost } from '../../src/database/transaction-host';
 import { registerCustomer } from '../support/auth';
 import type { HttpResponse } from '../support/http';
 import { PrivatePostgres } from '../support/private-postgres';
@@ -78,6 +80,56 @@ describe('a stalled PostgreSQL (frozen, connections kept open)', () => {
       Array.from({ length: 12 }, () => t.http.get('/v1/orders', { token })),
     );
     expect(after.map((r) => r.status)).toEqual(Array(12).fill(200));
+  }, 60_000);
+
+  it("opens the breaker on waits in the pool's queue that run out while a connection of its own gets no answer either, long before the statements' own limit", async () => {
+    // Under load in an outage without resets nearly every caller's failure is the pool queue's:
+    // the statements out wait DATABASE_QUERY_TIMEOUT_MS (here 60 s). Such a wait counts once a
+    // SELECT 1 over a connection of its own is not answered either (a frozen lock holder's queue
+    // is no outage: readiness-busy-pool.test.ts), so the breaker opens within seconds and the
+    // requests after it are 503 at once instead of each waiting for the pool.
+    const app = await bootTestApp({
+      db: t.db,
+      env: {
+        DATABASE_QUERY_TIMEOUT_MS: '60000',
+        DATABASE_POOL_SIZE: '2',
+        DATABASE_POOL_WAIT_MS: '400',
+        DB_BREAKER_FAILURES: '3',
+        DB_BREAKER_HALF_OPEN_MS: '1000',
+      },
+    });
+    const breaker = app.app.get(DbCircuitBreaker);
+    const tx = app.app.get(TransactionHost);
+    expect((await app.http.get('/v1/orders', { token })).status).toBe(200);
+    pg.freeze();
+    let thawed = false;
+    const pending: Promise<unknown>[] = [];
+    try {
+      const frozenAt = performance.now();
+      // a steady load: a few requests every 150 ms until the breaker opens
+      await waitFor(
+        'the breaker to open',
+        () => {
+          for (let i = 0; i < 3; i++) pending.push(tx.query('SELECT 1').catch(() => undefined));
+          return breaker.state;
+        },
+        { until: (state) => state === 'open', intervalMs: 150, timeoutMs: 20_000 },
+      );
+      expect(performance.now() - frozenAt).toBeLessThan(15_000);
+      const fast = await timed(() => app.http.get('/v1/orders', { token }));
+      expect(fast.status).toBe(503);
+      expect(fast.ms).toBeLessThan(300);
+      pg.thaw();
+      thawed = true;
+      await Promise.all(pending);
+      await waitFor('the API to read again', async () => (await app.http.get('/v1/orders', { token })).status, {
+        until: (s) => s === 200,
+      });
+    } finally {
+      if (!thawed) pg.thaw();
+      await Promise.all(pending);
+      await app.close();
+    }
   }, 60_000);
 
   it('a database the server no longer has under that name (3D000) answers 503, not 500, and serves again once it is back', async () => {

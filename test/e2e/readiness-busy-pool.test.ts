@@ -91,6 +91,65 @@ describe('readiness while the pool is busy but the database answers', () => {
     );
   }, 30_000);
 
+  it('stays 200, its breaker closed, when waits in the pool queue run out behind such a lock (each a 503 of its own)', async () => {
+    // the lock held past DATABASE_POOL_WAIT_MS: queued callers give up one after another; counted
+    // as outages, they opened the breaker, readiness skipped its side probe, and every instance
+    // behind the same frozen holder answered 503 — the database answers a connection of its own
+    const short = await bootTestApp({ db: t.db, env: { DATABASE_POOL_SIZE: '2', DATABASE_POOL_WAIT_MS: '500', DB_BREAKER_FAILURES: '2' } });
+    const holder = await t.db.pool.connect();
+    try {
+      const tx = short.app.get(TransactionHost);
+      const breaker = short.app.get(DbCircuitBreaker);
+      await holder.query('BEGIN');
+      await holder.query(`SELECT pg_advisory_xact_lock(4243)`);
+      const stuck = [1, 2].map(() => tx.query('SELECT pg_advisory_xact_lock_shared(4243)').catch(() => undefined));
+      await waitFor(
+        'both connections waiting on the lock',
+        async () =>
+          Number((await t.db.pool.query(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4243 AND NOT granted`)).rows[0].count),
+        { until: (n) => n >= 2 },
+      );
+      let gaveUp = 0;
+      for (let wave = 0; wave < 4; wave++) {
+        await Promise.all(
+          Array.from({ length: 3 }, () =>
+            tx.query('SELECT 1').catch((e: { code?: string }) => {
+              if (e.code === 'SERVICE_UNAVAILABLE') gaveUp++;
+            }),
+          ),
+        );
+      }
+      expect(gaveUp).toBe(12);
+      expect(breaker.state).toBe('closed');
+      // the sale goes on: callers still queued when the balancer asks
+      const more = Array.from({ length: 3 }, () => tx.query('SELECT 1').catch(() => undefined));
+      await waitFor('callers queued for the pool', () => tx.poolWaiting(), { until: (n) => n > 0, intervalMs: 10 });
+      const ready = await short.http.get('/health/ready');
+      expect([ready.status, ready.body.details?.database]).toEqual([200, { status: 'up', breaker: 'closed' }]);
+      await Promise.all(more);
+      expect(breaker.state).toBe('closed');
+      await holder.query('COMMIT');
+      await Promise.all(stuck);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      await short.close();
+    }
+    // the breaker's side connection is let go with its app
+    await waitFor(
+      'the side connection closed',
+      async () =>
+        Number(
+          (
+            await t.db.pool.query(
+              `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'shop-orders/breaker' AND datname = current_database()`,
+            )
+          ).rows[0].count,
+        ),
+      { until: (n) => n === 0 },
+    );
+  }, 30_000);
+
   it('serves a request that waited longer than the connect timeout for a free connection', async () => {
     // Every connection busy for 6.5 s (a sale's lock queue, say) while the database answers: the
     // pool's queue wait was its connect timeout (5 s), and the request behind them answered 503
