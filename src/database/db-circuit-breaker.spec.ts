@@ -11,9 +11,9 @@ const queryFailed = (code: string) => new QueryFailedError('SELECT 1', [], pgErr
 const sideProbe = jest.fn<Promise<void>, [number]>();
 
 function breaker(failures = 3, halfOpenAfterMs = 60_000, dataSource = {} as DataSource) {
-  const config = { database: { breaker: { failures, halfOpenAfterMs }, lockUrl: 'postgres://side' } } as AppConfig;
+  const config = { database: { breaker: { failures, halfOpenAfterMs }, url: 'postgres://db', lockUrl: 'postgres://db' } } as AppConfig;
   const b = new DbCircuitBreaker(dataSource, config);
-  Object.assign(b, { side: { selectOne: sideProbe, close: () => undefined } });
+  Object.assign(b, { sides: [{ selectOne: sideProbe, close: () => undefined }] });
   return b;
 }
 
@@ -142,6 +142,18 @@ describe('DbCircuitBreaker', () => {
     expect(sideProbe).toHaveBeenCalledTimes(1); // (the second within the first's verdict)
   });
 
+  it('with a separate lock endpoint (a pooler in front of the pool), an answer over either route keeps a queue timeout uncounted', async () => {
+    const config = { database: { breaker: { failures: 1, halfOpenAfterMs: 60_000 }, url: 'postgres://pooler', lockUrl: 'postgres://direct' } } as AppConfig;
+    const b = new DbCircuitBreaker({} as DataSource, config);
+    const routes = (b as unknown as { sides: { connectionString: string }[] }).sides.map((side) => side.connectionString);
+    expect(routes).toEqual(['postgres://pooler', 'postgres://direct']);
+    const pooler = jest.fn().mockRejectedValue(new Error('connection timeout')); // its server connections all held
+    const direct = jest.fn().mockResolvedValue(undefined);
+    Object.assign(b, { sides: [{ selectOne: pooler, close: () => undefined }, { selectOne: direct, close: () => undefined }] });
+    await expect(b.execute(() => Promise.reject(new Error('timeout exceeded when trying to connect')))).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+    expect(b.state).toBe('closed');
+  });
+
   it('counts the failures of attempts begun after the last one, however quickly they come', async () => {
     const b = breaker(3);
     b.execute(() => Promise.reject(pgError('ECONNREFUSED'))).catch(() => undefined);
@@ -176,6 +188,34 @@ describe('DbCircuitBreaker', () => {
       await expect(b.execute(work)).resolves.toBe('done');
       expect(order).toEqual(['SELECT 1', 'work']);
       expect(b.state).toBe('closed');
+    });
+
+    it("closes, counting anew, when the probe's wait in the pool runs out while a connection of its own is answered (a frozen lock holder's queue)", async () => {
+      sideProbe.mockResolvedValue(undefined);
+      const query = jest.fn().mockReturnValue(new Promise(() => undefined)); // queued behind the holder's checkouts
+      const b = breaker(2, 1000, { query } as unknown as DataSource);
+      await openBreaker(b, 2);
+      jest.advanceTimersByTime(1000);
+      const work = jest.fn().mockResolvedValue('done');
+      const answer = b.execute(work);
+      await jest.advanceTimersByTimeAsync(3000);
+      await expect(answer).resolves.toBe('done');
+      expect(b.state).toBe('closed');
+      // one failure after it is one of DB_BREAKER_FAILURES, not the one past the old count
+      await b.execute(() => Promise.reject(pgError('ECONNREFUSED'))).catch(() => undefined);
+      expect(b.state).toBe('closed');
+    });
+
+    it("closes counting anew when the probe's own wait in the pool's queue runs out while a connection of its own is answered", async () => {
+      sideProbe.mockResolvedValue(undefined);
+      const query = jest.fn().mockRejectedValue(new Error('timeout exceeded when trying to connect'));
+      const b = breaker(2, 1000, { query } as unknown as DataSource);
+      await openBreaker(b, 2);
+      jest.advanceTimersByTime(1000);
+      await expect(b.execute(jest.fn())).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+      expect(b.state).toBe('closed');
+      await b.execute(() => Promise.reject(pgError('ECONNREFUSED'))).catch(() => undefined);
+      expect(b.state).toBe('closed'); // (cockatiel kept the count at 2: this reopened it)
     });
 
     it('a probe that gets no answer in time opens the breaker again, and the work never runs', async () => {

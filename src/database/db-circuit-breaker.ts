@@ -32,6 +32,9 @@ const PROBE_TIMEOUT_MS = 3000;
 /** How long the side probe's verdict on a pool queue timeout stands for the next ones. */
 const QUEUE_VERDICT_MS = 1000;
 
+/** How long the side probes' connections are kept without a probe. */
+const SIDE_IDLE_MS = 10_000;
+
 /**
  * connection_exception (class 08 — 08P01 included: PgBouncer answers with it when it cannot reach
  * PostgreSQL, a query waited too long for a server connection, or one crashed), admin/crash
@@ -118,8 +121,14 @@ function isPoolQueueTimeout(err: unknown): boolean {
  * open, pulled them all). Nor is it never one: in an outage without resets (a frozen or vanished
  * host) nearly every caller's failure under load is the queue's, and uncounted the breaker never
  * opened. So it counts only when a `SELECT 1` over a connection of its own (SideConnection, at
- * most PROBE_TIMEOUT_MS) is not answered either; that verdict stands for QUEUE_VERDICT_MS, for
- * the queue timeouts that follow. Each such request is a 503 either way.
+ * most PROBE_TIMEOUT_MS) is not answered either — over the pool's own route (DATABASE_URL) and,
+ * where the lock sessions have another (DATABASE_LOCK_URL: PostgreSQL behind a transaction-mode
+ * pooler), over that one too, any answer sufficing: behind a pooler a frozen holder's checkouts
+ * also hold its server connections, and only the direct route can tell PostgreSQL answers (a hung
+ * pooler is then noticed by the statements' own silence limit, DATABASE_QUERY_TIMEOUT_MS). The
+ * verdict stands for QUEUE_VERDICT_MS, for the queue timeouts that follow. Each such request is a
+ * 503 either way. The half-open probe, once its PROBE_TIMEOUT_MS has passed in the pool, asks the
+ * same question: a frozen holder's queue does not keep the breaker open either.
  */
 @Injectable()
 export class DbCircuitBreaker implements OnModuleInit, OnModuleDestroy {
@@ -144,8 +153,10 @@ export class DbCircuitBreaker implements OnModuleInit, OnModuleDestroy {
   private readonly sameEpisode = new WeakSet<object>();
   /** Pool queue timeouts while the database answered a connection of its own: not counted. */
   private readonly queueOnly = new WeakSet<object>();
-  /** The side probe asked about pool queue timeouts (see the class comment). */
-  private readonly side: SideConnection;
+  /** The side probes asked about pool queue timeouts (see the class comment). */
+  private readonly sides: SideConnection[];
+  /** Set once the process stops: a queue timeout then counts without a side probe (none is opened). */
+  private stopping = false;
   /** Whether that probe was answered; `settledAt` once it has been (monotonic ms). */
   private verdict?: { answered: Promise<boolean>; settledAt?: number };
 
@@ -155,15 +166,20 @@ export class DbCircuitBreaker implements OnModuleInit, OnModuleDestroy {
   ) {
     const { failures, halfOpenAfterMs } = config.database.breaker;
     this.retryAfterSeconds = Math.max(1, Math.ceil(halfOpenAfterMs / 1000));
-    this.side = new SideConnection(config.database.lockUrl, 'shop-orders/breaker');
+    const { url, lockUrl } = config.database;
+    this.sides = [...new Set([url, lockUrl])].map((route) => new SideConnection(route, 'shop-orders/breaker', SIDE_IDLE_MS));
+    const consecutive = new ConsecutiveBreaker(failures);
     // a connection failure of an attempt begun before the last counted one, within SAME_EPISODE_MS
     // of it, is that same episode (a restart fails every statement in flight at once): not counted;
     // nor is a pool queue timeout while the database answers a connection of its own
     this.policy = circuitBreaker(handleWhen((err) => this.counts(err) && !this.sameEpisode.has(err)), {
       halfOpenAfter: halfOpenAfterMs,
-      breaker: new ConsecutiveBreaker(failures),
+      breaker: consecutive,
     });
     this.policy.onStateChange((state) => {
+      // closed starts counting anew (cockatiel closes a half-open breaker on an error it does not
+      // count — a probe's queue timeout while PostgreSQL answers — without resetting the count)
+      if (state === CircuitState.Closed) consecutive.success();
       const name = STATE_NAMES[state];
       if (name === 'open') this.logger.error(`database circuit breaker open: failing fast for ${halfOpenAfterMs} ms`);
       else this.logger.warn(`database circuit breaker ${name}`);
@@ -186,7 +202,8 @@ export class DbCircuitBreaker implements OnModuleInit, OnModuleDestroy {
   }
 
   onModuleDestroy(): void {
-    this.side.close();
+    this.stopping = true;
+    for (const side of this.sides) side.close();
   }
 
   /**
@@ -283,12 +300,13 @@ export class DbCircuitBreaker implements OnModuleInit, OnModuleDestroy {
    * its verdict standing for QUEUE_VERDICT_MS after it came.
    */
   private answersAside(): Promise<boolean> {
+    if (this.stopping) return Promise.resolve(false);
     const last = this.verdict;
     if (last && (last.settledAt === undefined || performance.now() - last.settledAt <= QUEUE_VERDICT_MS)) {
       return last.answered;
     }
     const verdict: { answered: Promise<boolean>; settledAt?: number } = {
-      answered: this.side.selectOne(PROBE_TIMEOUT_MS).then(
+      answered: Promise.any(this.sides.map((side) => side.selectOne(PROBE_TIMEOUT_MS))).then(
         () => true,
         () => false,
       ),
@@ -298,13 +316,19 @@ export class DbCircuitBreaker implements OnModuleInit, OnModuleDestroy {
     return verdict.answered;
   }
 
-  /** One round trip on a pooled connection, failed as a connection failure if it takes too long. */
+  /**
+   * One round trip on a pooled connection; if it takes too long, failed as a connection failure
+   * unless a connection of its own is answered (answersAside: the pool's queue, not the database).
+   */
   private probe(): Promise<void> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`connection timeout: no answer to the breaker's probe within ${PROBE_TIMEOUT_MS} ms`)),
-        PROBE_TIMEOUT_MS,
-      );
+      const timer = setTimeout(() => {
+        void this.answersAside().then((answered) =>
+          answered
+            ? resolve()
+            : reject(new Error(`connection timeout: no answer to the breaker's probe within ${PROBE_TIMEOUT_MS} ms`)),
+        );
+      }, PROBE_TIMEOUT_MS);
       this.dataSource
         .query('SELECT 1')
         .then(() => resolve(), reject)

@@ -10,7 +10,7 @@ import { Client } from 'pg';
  * the checkouts hold, as it did in the pool).
  *
  * Opened at the first probe and kept for the next ones (a flood of probes is one connection, not
- * one each), dropped on any failure, by close(), and after `idleMs` without a probe.
+ * one each), dropped on any failure, by close(), and after `idleMs` without a probe (if given).
  */
 export class SideConnection {
   private client?: Promise<Client>;
@@ -19,7 +19,7 @@ export class SideConnection {
   constructor(
     private readonly connectionString: string,
     private readonly applicationName: string,
-    private readonly idleMs = 10_000,
+    private readonly idleMs?: number,
   ) {}
 
   /** `SELECT 1` answered within `timeoutMs` (connecting included), or a rejection saying why not. */
@@ -40,7 +40,7 @@ export class SideConnection {
     } finally {
       clearTimeout(timer);
     }
-    this.idleTimer = setTimeout(() => this.close(), this.idleMs).unref();
+    if (this.idleMs !== undefined) this.idleTimer = setTimeout(() => this.close(), this.idleMs).unref();
   }
 
   /**

@@ -95,7 +95,7 @@ describe('a stalled PostgreSQL (frozen, connections kept open)', () => {
         DATABASE_POOL_SIZE: '2',
         DATABASE_POOL_WAIT_MS: '400',
         DB_BREAKER_FAILURES: '3',
-        DB_BREAKER_HALF_OPEN_MS: '1000',
+        DB_BREAKER_HALF_OPEN_MS: '3000', // (long enough to see it open and answer at once)
       },
     });
     const breaker = app.app.get(DbCircuitBreaker);
