@@ -57,6 +57,16 @@ describe('JwtStrategy (passport-jwt)', () => {
     await expect(strategy.verifyAccess(token)).resolves.toEqual(principal);
   });
 
+  it('refuses a token that lives longer than JWT_ACCESS_TTL_SECONDS (signed before a deploy shortened it: its revocation marks would be gone before it expires), or has no iat', async () => {
+    const ttl = config.jwt.accessTtlSeconds;
+    const sign = (payload: object) => forge({ alg: 'HS256', typ: 'JWT' }, payload);
+    await expect(strategy.verifyAccess(sign({ ...valid(), exp: now() + ttl }))).resolves.toEqual(principal);
+    await refused(sign({ ...valid(), exp: now() + ttl + 1 }));
+    await refused(sign({ ...valid(), iat: now() - 3000, exp: now() + ttl }));
+    const { iat: _iat, ...withoutIat } = valid();
+    await refused(sign(withoutIat));
+  });
+
   it('accepts a correctly made token (control for the refusals below)', async () => {
     await expect(
       strategy.verifyAccess(forge({ alg: 'HS256', typ: 'JWT' }, valid())),

@@ -29,8 +29,8 @@ export const tokenInvalid = (detail = 'The access token is invalid or expired.')
  * passport-jwt (jsonwebtoken) with the options of jwtModuleOptions() pinned — the one algorithm
  * of the configured key (HS256, or the key pair's; `alg: none` and every other algorithm are
  * refused), iss, aud, exp — then validate(): the
- * claims must be an access token's (`typ: 'access'`, exp, sub, fam, email, a known role) and
- * its session (`fam`) not revoked (RevokedSessions: logout, password change, refresh-token
+ * claims must be an access token's (`typ: 'access'`, exp, iat at most JWT_ACCESS_TTL_SECONDS
+ * before exp, sub, fam, email, a known role) and its session (`fam`) not revoked (RevokedSessions: logout, password change, refresh-token
  * reuse), checked on every authenticated request.
  */
 @Injectable()
@@ -46,6 +46,14 @@ export class JwtStrategy
    * runs a fresh Object.create() of the instance per request.
    */
   readonly registeredAs = `${JWT_STRATEGY}:${randomUUID()}`;
+
+  /**
+   * The longest life (exp − iat, seconds) an accepted access token may have: this deployment's
+   * JWT_ACCESS_TTL_SECONDS. A revocation's marks live that long (RevokedSessions), so a token
+   * signed under a longer setting (before a deploy that shortened it, or by an instance still on
+   * the old one) would be accepted again once its session's marks are gone.
+   */
+  private readonly maxLifetimeSeconds: number;
 
   constructor(
     @Inject(APP_CONFIG) config: AppConfig,
@@ -63,6 +71,7 @@ export class JwtStrategy
       ignoreExpiration: false,
     };
     super(options);
+    this.maxLifetimeSeconds = config.jwt.accessTtlSeconds;
     passport.use(this.registeredAs, this);
   }
 
@@ -79,6 +88,8 @@ export class JwtStrategy
     if (
       payload.typ !== 'access' ||
       typeof payload.exp !== 'number' ||
+      typeof payload.iat !== 'number' ||
+      payload.exp - payload.iat > this.maxLifetimeSeconds ||
       typeof payload.sub !== 'string' ||
       typeof payload.fam !== 'string' ||
       typeof payload.email !== 'string' ||
