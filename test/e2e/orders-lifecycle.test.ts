@@ -128,6 +128,44 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     expect((await t.http.get('/v1/cart', { token: bob.token })).body.items).toEqual([]);
   });
 
+  it('two checkouts of one cart at once (two keys: a double click on two tabs) make one order; the other finds the cart empty', async () => {
+    const p1 = await insertProduct(t.db.pool, { stock: 10, priceAmount: 300 });
+    const p2 = await insertProduct(t.db.pool, { stock: 10, priceAmount: 500 });
+    for (const erin of await buyers(t.http, 5)) {
+      expect((await t.http.put(`/v1/cart/items/${p1}`, { quantity: 1 }, { token: erin.token })).status).toBe(200);
+      expect((await t.http.put(`/v1/cart/items/${p2}`, { quantity: 1 }, { token: erin.token })).status).toBe(200);
+      const answers = await Promise.all([placeOrder(t.http, erin, undefined), placeOrder(t.http, erin, undefined)]);
+      const statuses = answers.map((r) => r.status).sort();
+      expect(statuses).toEqual([201, 400]);
+      expect(answers.find((r) => r.status === 400)?.body.code).toBe('ORDER_EMPTY');
+      expect(answers.find((r) => r.status === 201)?.body.total.amount).toBe(800);
+    }
+    expect(await stockOf(t.db.pool, p1)).toEqual({ onHand: 10, reserved: 5 });
+    expect(await stockOf(t.db.pool, p2)).toEqual({ onHand: 10, reserved: 5 });
+    await assertStockInvariants(t.db.pool, [p1, p2]);
+  });
+
+  it('a checkout racing a change to its cart buys one consistent cart: the quantity before or after, never a mix, and the line is gone after', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 20, priceAmount: 100 });
+    let reserved = 0;
+    for (const fay of await buyers(t.http, 5)) {
+      expect((await t.http.put(`/v1/cart/items/${p}`, { quantity: 1 }, { token: fay.token })).status).toBe(200);
+      const [order, put] = await Promise.all([
+        placeOrder(t.http, fay, undefined),
+        t.http.put(`/v1/cart/items/${p}`, { quantity: 3 }, { token: fay.token }),
+      ]);
+      expect([order.status, put.status]).toEqual([201, 200]);
+      const bought = order.body.items[0].quantity as number;
+      expect([1, 3]).toContain(bought);
+      const cart = (await t.http.get('/v1/cart', { token: fay.token })).body.items as { quantity: number }[];
+      // the change came first (bought with it, cart empty after) or after (a new line of 3)
+      expect(bought === 3 ? cart : cart.map((i) => i.quantity)).toEqual(bought === 3 ? [] : [3]);
+      reserved += bought;
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 20, reserved });
+    }
+    await assertStockInvariants(t.db.pool, [p]);
+  });
+
   it('a cart checkout buys what the cart shows: a line of a product taken off sale neither shows nor blocks it', async () => {
     const [dora] = await buyers(t.http, 1);
     const kept = await insertProduct(t.db.pool, { stock: 5, priceAmount: 400 });
