@@ -218,6 +218,22 @@ describe('DbCircuitBreaker', () => {
       expect(b.state).toBe('closed'); // (cockatiel kept the count at 2: this reopened it)
     });
 
+    it("stays open when only the lock sessions' route answers past the probe's 3 s (a hung pooler in front of the pool)", async () => {
+      const query = jest.fn().mockReturnValue(new Promise(() => undefined));
+      const b = breaker(2, 1000, { query } as unknown as DataSource);
+      const pooler = jest.fn().mockRejectedValue(new Error('connection timeout'));
+      const direct = jest.fn().mockResolvedValue(undefined);
+      Object.assign(b, { sides: [{ selectOne: pooler, close: () => undefined }, { selectOne: direct, close: () => undefined }] });
+      await openBreaker(b, 2);
+      jest.advanceTimersByTime(1000);
+      const work = jest.fn().mockResolvedValue('done');
+      const answer = b.execute(work).catch((e: unknown) => e);
+      await jest.advanceTimersByTimeAsync(3000);
+      expect(await answer).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+      expect([pooler.mock.calls.length, direct.mock.calls.length, b.state]).toEqual([1, 0, 'open']);
+      expect(work).not.toHaveBeenCalled();
+    });
+
     it('a probe that gets no answer in time opens the breaker again, and the work never runs', async () => {
       const query = jest.fn().mockReturnValue(new Promise(() => undefined)); // a black-holed connection
       const b = breaker(2, 1000, { query } as unknown as DataSource);

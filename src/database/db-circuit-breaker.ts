@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, OnModuleDestroy, OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import {
   BrokenCircuitError,
@@ -128,10 +128,11 @@ function isPoolQueueTimeout(err: unknown): boolean {
  * pooler is then noticed by the statements' own silence limit, DATABASE_QUERY_TIMEOUT_MS). The
  * verdict stands for QUEUE_VERDICT_MS, for the queue timeouts that follow. Each such request is a
  * 503 either way. The half-open probe, once its PROBE_TIMEOUT_MS has passed in the pool, asks the
- * same question: a frozen holder's queue does not keep the breaker open either.
+ * same question over the pool's route alone: a frozen holder's queue does not keep the breaker
+ * open either.
  */
 @Injectable()
-export class DbCircuitBreaker implements OnModuleInit, OnModuleDestroy {
+export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(DbCircuitBreaker.name);
   private readonly policy: CircuitBreakerPolicy;
   /** Set inside execute(), so the connection acquisition below it is not counted twice. */
@@ -155,7 +156,7 @@ export class DbCircuitBreaker implements OnModuleInit, OnModuleDestroy {
   private readonly queueOnly = new WeakSet<object>();
   /** The side probes asked about pool queue timeouts (see the class comment). */
   private readonly sides: SideConnection[];
-  /** Set once the process stops: a queue timeout then counts without a side probe (none is opened). */
+  /** Set once the process has stopped serving: a queue timeout then counts without a side probe (none is opened). */
   private stopping = false;
   /** Whether that probe was answered; `settledAt` once it has been (monotonic ms). */
   private verdict?: { answered: Promise<boolean>; settledAt?: number };
@@ -201,7 +202,12 @@ export class DbCircuitBreaker implements OnModuleInit, OnModuleDestroy {
     driver.obtainMasterConnection = () => (this.guarded.getStore() ? obtain() : this.execute(obtain, false));
   }
 
-  onModuleDestroy(): void {
+  /**
+   * After the HTTP server's drain (Nest runs onModuleDestroy before it; requests still running
+   * then keep their side probes, or a frozen holder's queue would open the breaker on an
+   * instance being stopped, failing their retries and completions at once).
+   */
+  onApplicationShutdown(): void {
     this.stopping = true;
     for (const side of this.sides) side.close();
   }
@@ -318,16 +324,15 @@ export class DbCircuitBreaker implements OnModuleInit, OnModuleDestroy {
 
   /**
    * One round trip on a pooled connection; if it takes too long, failed as a connection failure
-   * unless a connection of its own is answered (answersAside: the pool's queue, not the database).
+   * unless a connection of its own over the pool's route (DATABASE_URL) answers within another
+   * PROBE_TIMEOUT_MS: the pool's queue, not the database. Only that route: an answer over the
+   * lock sessions' (PostgreSQL behind a hung pooler) would close the breaker on a dead route.
    */
   private probe(): Promise<void> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        void this.answersAside().then((answered) =>
-          answered
-            ? resolve()
-            : reject(new Error(`connection timeout: no answer to the breaker's probe within ${PROBE_TIMEOUT_MS} ms`)),
-        );
+        const failed = () => reject(new Error(`connection timeout: no answer to the breaker's probe within ${PROBE_TIMEOUT_MS} ms`));
+        this.stopping ? failed() : this.sides[0].selectOne(PROBE_TIMEOUT_MS).then(() => resolve(), failed);
       }, PROBE_TIMEOUT_MS);
       this.dataSource
         .query('SELECT 1')
