@@ -332,7 +332,8 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         const failed = () => reject(new Error(`connection timeout: no answer to the breaker's probe within ${PROBE_TIMEOUT_MS} ms`));
-        this.stopping ? failed() : this.sides[0].selectOne(PROBE_TIMEOUT_MS).then(() => resolve(), failed);
+        if (this.stopping) failed();
+        else this.sides[0].selectOne(PROBE_TIMEOUT_MS).then(() => resolve(), failed);
       }, PROBE_TIMEOUT_MS);
       this.dataSource
         .query('SELECT 1')
