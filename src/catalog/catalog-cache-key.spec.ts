@@ -49,9 +49,17 @@ describe('catalogCacheKey (one cache entry per listing, however its URL is spell
       `/v1/products/${id}?limit=5`,
       `/v1/pr%6Fducts/${id}?limit=5`,
       `http://x123.example/v1/products/${id}?limit=5`,
-      `HTTPS://other.example:8443/v1/products/${id.toUpperCase()}?limit=5`,
+      `https://other.example:8443/v1/products/${id.toUpperCase()}?limit=5`,
+      `http://h?x${Math.random()}/v1/products/${id}?limit=5`, // (the router drops all before the first / after http://)
+      `http://h#x/v1/products/${id}#limit=5`, // (and reads a query after # as after ?)
     ].map(catalogCacheKey);
     expect(new Set(keys)).toEqual(new Set([`/v1/products/${id}?limit=5`]));
+    expect(catalogCacheKey('/v1/products#limit=5&&&')).toBe(catalogCacheKey('/v1/products?limit=5'));
+    // two routes never share a key (split at the first ? for both, these two were one key)
+    expect(catalogCacheKey('http://h?x=/v1/products?q=/v1/categories')).toBe('/v1/products?q=%2Fv1%2Fcategories');
+    expect(catalogCacheKey('http://h?x=%2Fv1%2Fproducts%3Fq%3D/v1/categories')).toBe('/v1/categories');
+    // a target the router does not strip (another scheme, upper case) is no route: not the listing's key
+    expect(catalogCacheKey('HTTPS://h/v1/products')).not.toBe('/v1/products');
     // an encoded slash is not a path separator: another resource
     expect(catalogCacheKey('/v1/products/a%2Fb')).not.toBe(catalogCacheKey('/v1/products/a/b'));
   });

@@ -8,12 +8,13 @@
  * stored, so only spellings of an accepted query matter (a number has one: PageQueryDto's limit).
  */
 export function catalogCacheKey(url: string): string {
-  const start = url.indexOf('?');
+  const target = routedTarget(url);
+  const start = queryStart(target);
   // (ids are hex: their case does not matter; the rest of the path is matched case-sensitively)
-  const path = canonicalPath(start === -1 ? url : url.slice(0, start)).toLowerCase();
+  const path = canonicalPath(start === -1 ? target : target.slice(0, start)).toLowerCase();
   if (start === -1) return path;
   const pairs: [string, string][] = [];
-  for (const segment of url.slice(start + 1).split('&')) {
+  for (const segment of target.slice(start + 1).split('&')) {
     if (segment === '') continue;
     const eq = segment.indexOf('=');
     const name = decoded(eq === -1 ? segment : segment.slice(0, eq));
@@ -26,14 +27,35 @@ export function catalogCacheKey(url: string): string {
 }
 
 /**
- * The path in one spelling: an absolute-form request target's scheme and host dropped (`GET
- * http://any.host/v1/products/…` reaches the same route, and each made-up host was an entry of its
- * own, pushing hot pages out of the memory cache) and each segment percent-decoded and encoded
- * again (`/v1/pr%6Fducts/…` is `/v1/products/…`; an encoded `/` stays encoded).
+ * The request target as the router (find-my-way) reads it: one not starting with `/` loses
+ * everything up to the first `/` after `http://` or `https://` (`GET http://any.host/v1/products/…`
+ * reaches the same route, and each made-up host was an entry of its own, pushing hot pages out of
+ * the memory cache) — so a `?` or `#` inside that made-up host (`http://h?x/v1/products`) is gone
+ * with it, as it is for the router, not the start of a query.
+ */
+function routedTarget(url: string): string {
+  return url.charCodeAt(0) === 0x2f ? url : url.replace(/^https?:\/\/.*?\//, '/');
+}
+
+/**
+ * Where the router's query string starts: after the first `?` or `#` (it answers
+ * `/v1/products#limit=5` as `?limit=5`; a key split only at `?` made each such spelling an entry
+ * of its own, and `#` part of the lower-cased path), from the second character on; -1 for none.
+ */
+function queryStart(target: string): number {
+  for (let i = 1; i < target.length; i++) {
+    const c = target.charCodeAt(i);
+    if (c === 0x3f || c === 0x23) return i;
+  }
+  return -1;
+}
+
+/**
+ * The path in one spelling: each segment percent-decoded and encoded again (`/v1/pr%6Fducts/…` is
+ * `/v1/products/…`; an encoded `/` stays encoded).
  */
 function canonicalPath(path: string): string {
-  const local = path.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/]*/i, '');
-  return local
+  return path
     .split('/')
     .map((segment) => {
       try {
