@@ -34,6 +34,14 @@ export interface AdvisoryLockSessionOptions {
    * moment and re-taken reads `held` true again (the email sender needs continuity: not for it).
    */
   retakeLostHolds?: boolean;
+  /**
+   * The server ends the session after this long without a statement (`idle_session_timeout`,
+   * PostgreSQL ≥ 14; older servers ignore it), and the process sends a `SELECT 1` every third of
+   * it: a holder that is alive keeps its locks, one frozen (SIGSTOP, a paused container, a hung
+   * event loop) loses them. The kernel of a frozen host still answers the server's keepalives, so
+   * without it such a holder kept its locks for as long as it stayed frozen. Unset: no limit.
+   */
+  idleSessionTimeoutMs?: number;
 }
 
 /** A lock granted to a hold of this process, and the session that holds it now. */
@@ -100,6 +108,8 @@ export class AdvisoryLockSession {
   private closed = false;
   /** The session's statements, one at a time (a pg client runs one query at a time). */
   private tail: Promise<unknown> = Promise.resolve();
+  /** The current session's heartbeat (idleSessionTimeoutMs). */
+  private heartbeat?: NodeJS.Timeout;
 
   constructor(
     private readonly url: string,
@@ -163,6 +173,7 @@ export class AdvisoryLockSession {
   /** Ends the session (and with it every lock it holds); later holds are refused. */
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.heartbeat);
     const session = this.session;
     this.session = undefined;
     await session?.end().catch(() => undefined);
@@ -225,11 +236,13 @@ export class AdvisoryLockSession {
         if (rows[0]) this.backends.set(session, { ...rows[0], name });
         this.unreachableUntil = 0;
         await this.endDoubtful(session);
+        await this.limitIdleness(session);
       } catch (err) {
         await session.end().catch(() => undefined);
         throw err;
       }
       this.session = session;
+      this.startHeartbeat(session);
       return session;
     })().finally(() => {
       this.connecting = undefined;
@@ -275,11 +288,37 @@ export class AdvisoryLockSession {
     for (const b of dropped) if (this.doubtful.get(b.pid) === b) this.doubtful.delete(b.pid);
   }
 
+  /** The server's idle limit for the session (idleSessionTimeoutMs); a server without it (PostgreSQL 13) keeps none. */
+  private async limitIdleness(session: Client): Promise<void> {
+    const limitMs = this.options.idleSessionTimeoutMs;
+    if (!limitMs) return;
+    await session.query(`SELECT set_config('idle_session_timeout', $1, false)`, [`${limitMs}ms`]).catch((err: { code?: string }) => {
+      if (err.code !== '42704') throw err; // (undefined_object: a server before PostgreSQL 14)
+    });
+  }
+
+  /** A `SELECT 1` every third of the idle limit while `session` is the current one (limitIdleness). */
+  private startHeartbeat(session: Client): void {
+    const limitMs = this.options.idleSessionTimeoutMs;
+    if (!limitMs) return;
+    clearInterval(this.heartbeat);
+    this.heartbeat = setInterval(() => {
+      if (this.session !== session) return;
+      this.run(session, 'SELECT 1', []).catch((err: Error) => {
+        this.logger.warn(`the lock session's heartbeat failed (${err.message}); ending the session`);
+        this.drop(session);
+      });
+    }, Math.max(1, Math.floor(limitMs / 3))).unref();
+  }
+
   /** Forgets a session (its locks are gone, or must be): the next hold opens a new one. */
   private drop(session: Client): void {
     const backend = this.backends.get(session);
     if (backend) this.doubtful.set(backend.pid, backend);
-    if (this.session === session) this.session = undefined;
+    if (this.session === session) {
+      this.session = undefined;
+      clearInterval(this.heartbeat);
+    }
     void session.end().catch(() => undefined);
     if (this.options.retakeLostHolds) this.retakeOrphans();
   }
