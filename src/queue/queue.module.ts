@@ -2,10 +2,9 @@ import { BullModule, getQueueToken } from '@nestjs/bullmq';
 import { Global, Module } from '@nestjs/common';
 import type { Queue } from 'bullmq';
 import { APP_CONFIG, AppConfig } from '../config/config';
-import { reconnectOnReadOnly } from '../redis/redis.module';
 import { JobQueues } from './job-queues';
 import { QUEUES } from './queues';
-import { bullPrefix, redisOptionsFromUrl } from './redis-connection';
+import { bullPrefix, queueConnectionOptions } from './redis-connection';
 
 /**
  * BullMQ on REDIS_URL, every key under `<REDIS_KEY_PREFIX>:bull`. Registers every queue of the
@@ -18,15 +17,7 @@ import { bullPrefix, redisOptionsFromUrl } from './redis-connection';
     BullModule.forRootAsync({
       inject: [APP_CONFIG],
       useFactory: (config: AppConfig) => ({
-        connection: {
-          ...redisOptionsFromUrl(config.redis.url),
-          maxRetriesPerRequest: null,
-          // reconnect at most 5 s after Redis is back (BullMQ's default backs off to 20 s), so
-          // the relay, the workers and the schedulers resume soon after an outage
-          retryStrategy: (times: number) => Math.min(500 * times, 5_000),
-          // a failover's demoted primary answers READONLY on the connections it keeps: move on
-          reconnectOnError: reconnectOnReadOnly(2),
-        },
+        connection: queueConnectionOptions(config.redis.url),
         prefix: bullPrefix(config.redis.keyPrefix),
         defaultJobOptions: {
           attempts: 8,
