@@ -1,7 +1,7 @@
 import type { INestApplicationContext } from '@nestjs/common';
 import { JobQueues } from '../../src/queue/job-queues';
 import { JOB_QUEUE, JobName } from '../../src/queue/queues';
-import { SCHEDULES, SCHEDULES_REVISION } from '../../src/queue/schedulers';
+import { SCHEDULES, SCHEDULES_REVISION, Schedulers } from '../../src/queue/schedulers';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
@@ -23,15 +23,34 @@ describe('job schedules a new build changed or dropped', () => {
     await t?.close();
   });
 
+  /**
+   * Every schedule of SCHEDULES held as it says and no check running: the boot's check is done (a
+   * loaded full run once had it still upserting the queue's other schedules when the spy below
+   * was installed, and counted them as this test's check's).
+   */
+  async function settled(w: INestApplicationContext): Promise<void> {
+    const jobs = w.get(JobQueues);
+    await waitFor(
+      'every schedule registered and no check running',
+      async () => {
+        for (const s of SCHEDULES) {
+          const held = await jobs.queue(JOB_QUEUE[s.job]).getJobScheduler(s.job);
+          if (held?.every !== s.everyMs) return false;
+        }
+        const schedulers: unknown = w.get(Schedulers);
+        return (schedulers as { running?: Promise<void> }).running === undefined;
+      },
+      { until: (done) => done, timeoutMs: 30_000 },
+    );
+  }
+
   it('a changed interval replaces the held one, a scheduler no longer scheduled is removed, the rest are left alone', async () => {
     worker = await bootTestWorker(t.config);
     const changed = SCHEDULES.find((s) => s.job === JobName.ReconcileEmails)!;
     const queue = worker.get(JobQueues).queue(JOB_QUEUE[changed.job]);
     const schedulers = async () =>
       Object.fromEntries((await queue.getJobSchedulers()).map((j) => [j.key, j.every]));
-    await waitFor('the schedules registered at boot', schedulers, {
-      until: (held) => held[changed.job] === changed.everyMs,
-    });
+    await settled(worker);
 
     // what an older build left in Redis: another interval, and a pass this build no longer has
     await queue.upsertJobScheduler(
@@ -65,6 +84,7 @@ describe('job schedules a new build changed or dropped', () => {
 
   it('a newer build (a higher revision recorded) is not undone: this one only adds what is missing', async () => {
     worker ??= await bootTestWorker(t.config);
+    await settled(worker);
     const changed = SCHEDULES.find((s) => s.job === JobName.ReconcileEmails)!;
     const dropped = SCHEDULES.find((s) => s.job === JobName.PurgeOutbox)!;
     const queue = worker.get(JobQueues).queue(JOB_QUEUE[changed.job]);
