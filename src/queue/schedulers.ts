@@ -4,6 +4,7 @@ import {
   Logger,
   OnApplicationBootstrap,
 } from '@nestjs/common';
+import type { JobSchedulerJson, Queue } from 'bullmq';
 import { JobQueues } from './job-queues';
 import { JOB_QUEUE, JobName, JobPayloads, QUEUES } from './queues';
 
@@ -44,6 +45,8 @@ export const SCHEDULES_REVISION = 1;
 
 /** How often every worker checks that each schedule is still in Redis (once it is known complete). */
 const SCHEDULES_CHECK_MS = 60_000;
+/** How far past two periods a scheduler's next run may be before lostItsNextJob looks for its job. */
+const LOST_NEXT_MARGIN_MS = 60_000;
 /** After a failed check: again in 1 s, 2 s, 4 s … at most this long. */
 const RETRY_MAX_MS = 30_000;
 
@@ -129,6 +132,19 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
    * retries) — the last two only while no newer build has recorded its SCHEDULES_REVISION; how
    * many changed. Throws the first refusal, after trying them all.
    */
+  /**
+   * A scheduler that is held but makes no more jobs: its next run is well past (two periods and a
+   * minute) and that run's job is gone or failed for good. BullMQ schedules the next job when one
+   * starts; when that write is refused (Redis at `maxmemory` under `noeviction`) the started job
+   * is left to stall and, after its stalls, fails — and no job comes after it, while the scheduler
+   * still matches SCHEDULES: its pass never ran again. Upserted, it makes jobs again.
+   */
+  private async lostItsNextJob(queue: Queue, found: JobSchedulerJson, everyMs: number): Promise<boolean> {
+    if (typeof found.next !== 'number' || found.next > Date.now() - 2 * everyMs - LOST_NEXT_MARGIN_MS) return false;
+    const next = await queue.getJob(`repeat:${found.key}:${found.next}`);
+    return !next || (await next.getState()) === 'failed';
+  }
+
   private async registerMissing(): Promise<number> {
     let changed = 0;
     let refused: Error | undefined;
@@ -155,7 +171,8 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
           found &&
           (!current ||
             (found.every === everyMs &&
-              JSON.stringify(found.template?.data ?? {}) === JSON.stringify(data)))
+              JSON.stringify(found.template?.data ?? {}) === JSON.stringify(data))) &&
+          !(await this.lostItsNextJob(queue, found, everyMs))
         )
           continue;
         await attempt(() => this.jobs.schedule(job, everyMs, data));
