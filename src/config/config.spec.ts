@@ -468,6 +468,11 @@ describe('loadConfig', () => {
       );
       expect(() => loadDatabaseConfig({ DATABASE_LOCK_URL: 'mysql://x' })).toThrow(/DATABASE_LOCK_URL/);
       expect(() => loadDatabaseConfig({ DATABASE_URL: 'mysql://x' })).toThrow(/DATABASE_URL/);
+      // a deployment's migration without it: refused, not the local default's database migrated
+      expect(() => loadDatabaseConfig({ NODE_ENV: 'production' })).toThrow(/DATABASE_URL: required/);
+      expect(loadDatabaseConfig({ NODE_ENV: 'production', DATABASE_URL: 'postgres://a@b/c' }).url).toBe('postgres://a@b/c');
+      expect(loadDatabaseConfig({ NODE_ENV: 'development' }).url).toMatch(/127\.0\.0\.1/);
+      expect(loadDatabaseConfig({}).url).toMatch(/127\.0\.0\.1/);
     });
   });
 });

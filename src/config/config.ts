@@ -506,7 +506,8 @@ function describe(error: z.ZodError): string[] {
 
 /**
  * Just the database settings, for tools that only migrate or create databases (the TypeORM
- * CLI, benchmarks): they need no application secrets.
+ * CLI, benchmarks): they need no application secrets — but DATABASE_URL itself once NODE_ENV
+ * names anything but development (or test).
  */
 export function loadDatabaseConfig(
   env: Record<string, string | undefined> = process.env,
@@ -523,6 +524,12 @@ export function loadDatabaseConfig(
     })
     .safeParse(present(env));
   if (!parsed.success) throw new ConfigError(describe(parsed.error));
+  // a deployment's migration that forgot it would migrate whatever answers at the local default
+  // (a stale `shop` database a checkout once created) and exit 0, the real database left behind
+  const nodeEnv = env.NODE_ENV?.trim();
+  if (nodeEnv && nodeEnv !== 'development' && nodeEnv !== 'test' && !env.DATABASE_URL?.trim()) {
+    throw new ConfigError([`DATABASE_URL: required with NODE_ENV=${nodeEnv} (the default is a local development database)`]);
+  }
   return databaseOf(parsed.data);
 }
 
