@@ -97,6 +97,8 @@ async function main(): Promise<number> {
     const env = (): Record<string, string> => ({
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '/root',
+      // (a developer's .env must not reach the drill's processes: they read it from the repo root)
+      ENV_FILE: '',
       NODE_ENV: 'development',
       LOG_LEVEL: 'warn',
       HOST: '127.0.0.1',

@@ -7,6 +7,8 @@ import { dropTestDatabases, migrate, serverUrl, templateDatabase, withAdminClien
  */
 export default async function globalSetup(): Promise<void> {
   process.env.SHOP_TEST_RUN = String(process.pid);
+  // the template's migration runs the CLI in the repo root: a developer's .env must not reach it
+  process.env.ENV_FILE = '';
   sweepPrivateServers({ own: false });
   await withAdminClient(async (c) => {
     await dropTestDatabases(c, { own: true });
