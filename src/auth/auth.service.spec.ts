@@ -37,7 +37,7 @@ function setup() {
   const refreshTokens = mockOf<RefreshTokenRepository>(
     {
       spend: jest.fn(),
-      revokeFamily: jest.fn(),
+      revokeFamily: jest.fn().mockResolvedValue(true),
       familyOfToken: jest.fn().mockResolvedValue('f-1'),
       lockLiveFamily: jest.fn().mockResolvedValue(true),
     },
@@ -341,6 +341,16 @@ describe('AuthService', () => {
         familyId: 'f-1',
       });
       expect(s.sessions.rotate).not.toHaveBeenCalled();
+    });
+
+    it('a replay of a spent token of a family revoked before answers REFRESH_TOKEN_REUSED quietly: no second alarm, marks or writes', async () => {
+      const s = setup();
+      s.refreshTokens.spend.mockResolvedValue({ status: 'reused', familyId: 'f-1', userId: 'u-1' });
+      s.refreshTokens.revokeFamily.mockResolvedValue(false); // (revoked by the first reuse)
+      expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_REUSED');
+      expect(s.revoked.add).not.toHaveBeenCalled();
+      expect(s.pendingRevocations.recordAhead).not.toHaveBeenCalled();
+      expect(s.events.record).not.toHaveBeenCalled();
     });
 
     it('a reuse whose revocation failed to commit still answers REFRESH_TOKEN_REUSED and leaves the revocation to be retried', async () => {

@@ -167,17 +167,22 @@ export class AuthService {
     const tokenHash = this.sessions.hashOf(refreshToken);
     // a transaction of its own: the revocation below commits before the 401 is answered, and
     // nothing the caller does afterwards (a failing request around it) can roll it back
-    let reuse: (SpendOutcome & { status: 'reused' }) | undefined;
+    let reuse: (SpendOutcome & { status: 'reused'; detected: boolean }) | undefined;
     const result = await this.tx
       .runOwn(async () => {
         const spent = await this.refreshTokens.spend(tokenHash, now);
         if (spent.status === 'invalid') return spent;
         if (spent.status === 'reused') {
-          reuse = spent;
-          await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected');
+          // (until its revocation commits, a reuse counts as detected now: see the catch below)
+          reuse = { ...spent, detected: true };
+          // a family revoked before (by an earlier reuse, a logout, a password change) has its
+          // marks and its alarm already: a replay of its spent token in a loop is refused
+          // quietly — each was a security warning, marks and writes, at 300 a minute per address
+          reuse.detected = await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected');
+          if (!reuse.detected) return reuse;
           await this.revoked.add([spent.familyId]); // its access tokens stop working too
           await this.pendingRevocations.recordAhead(spent.familyId, 'reuse-detected', now);
-          return spent;
+          return reuse;
         }
         // The spend read the family as live without locking it: a revocation (password change,
         // logout elsewhere) committing meanwhile must not be outlived by the pair issued here —
@@ -217,11 +222,13 @@ export class AuthService {
       case 'invalid':
         throw invalidRefresh();
       case 'reused':
-        this.events.record({
-          event: 'refresh_token_reuse',
-          userId: result.userId,
-          familyId: result.familyId,
-        });
+        if (result.detected) {
+          this.events.record({
+            event: 'refresh_token_reuse',
+            userId: result.userId,
+            familyId: result.familyId,
+          });
+        }
         throw new DomainError(
           'REFRESH_TOKEN_REUSED',
           'This refresh token was already used; the session is revoked. Sign in again.',

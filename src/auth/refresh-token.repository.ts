@@ -116,13 +116,15 @@ export class RefreshTokenRepository {
     return family !== null;
   }
 
-  async revokeFamily(familyId: string, reason: string): Promise<void> {
-    await this.tx.withManager((m) =>
+  /** Revokes the family if it is live; whether this revoked it (false: revoked before). */
+  async revokeFamily(familyId: string, reason: string): Promise<boolean> {
+    const result = await this.tx.withManager((m) =>
       families(m).update(
         { id: familyId, revokedAt: IsNull() },
         { revokedAt: revokedNow, revokedReason: reason },
       ),
     );
+    return (result.affected ?? 0) > 0;
   }
 
   /**
