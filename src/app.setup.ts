@@ -36,6 +36,9 @@ import { isDraining } from './common/shutdown';
 import { warnUntrustedForwarding } from './common/http/untrusted-forwarding';
 import { isApiClusterWorker, shareMetricsWithPrimary } from './api-cluster';
 
+/** How long past SHUTDOWN_TIMEOUT_MS a close waits for running handlers before cutting the connections left (the forced exit comes 5 s after it). */
+const CUT_AFTER_HANDLERS_MS = 3_000;
+
 export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
   return new FastifyAdapter({
     genReqId,
@@ -110,8 +113,18 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   // While shutting down, answer in-flight requests with Connection: close so keep-alive
   // sockets do not hold the process open after their last response; refuse new ones.
   let closing = false;
+  const { shutdownTimeoutMs } = config.http;
   fastify.addHook('preClose', async () => {
     closing = true;
+    // Node's server.close() ends idle connections only, and stops the checks that enforce the
+    // header and request timeouts: a connection mid-request (headers trickled a byte a minute, a
+    // body uploaded slowly) held the close until its socket timeout — the process was then
+    // force-exited with code 1, its pools and lock sessions never closed. After the timeout, once
+    // no handler runs (or CUT_AFTER_HANDLERS_MS more), what is left is cut: no handler of its
+    // ran, and the close — Nest's shutdown hooks after it — finishes before the forced exit.
+    setTimeout(() => {
+      void inFlight.waitForIdle(CUT_AFTER_HANDLERS_MS).then(() => fastify.server.closeAllConnections());
+    }, shutdownTimeoutMs).unref();
   });
   setFirstRequestHooks(app.getHttpAdapter() as unknown as FastifyAdapter, [
     refuseWhileClosing(() => closing, browserHeaders),
@@ -128,7 +141,6 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   });
   // After the server stops accepting: let handlers and transactions still running (even for
   // clients that hung up) finish before the pools close.
-  const { shutdownTimeoutMs } = config.http;
   const transactions = app.get(TransactionHost).open;
   fastify.addHook('onClose', async () => {
     await inFlight.waitForIdle(shutdownTimeoutMs);

@@ -11,6 +11,7 @@ import {
 } from 'cockatiel';
 import { DataSource, QueryFailedError, QueryRunnerAlreadyReleasedError } from 'typeorm';
 import { DomainError } from '../common/errors/domain-error';
+import { isDraining } from '../common/shutdown';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { SideConnection } from './side-connection';
 
@@ -307,6 +308,11 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
    */
   private answersAside(): Promise<boolean> {
     if (this.stopping) return Promise.resolve(false);
+    // a process draining after its signal: a queue timeout counts as the queue's, with no probe —
+    // the probe's 3 s would push the 503 of a request queued at the signal past the drain's
+    // end (SHUTDOWN_TIMEOUT_MS, which DATABASE_POOL_WAIT_MS is below), and an outage matters
+    // little to an instance on its way out
+    if (isDraining()) return Promise.resolve(true);
     const last = this.verdict;
     if (last && (last.settledAt === undefined || performance.now() - last.settledAt <= QUEUE_VERDICT_MS)) {
       return last.answered;

@@ -201,3 +201,30 @@ describe('slow clients', () => {
     );
   });
 });
+
+// A client mid-request when the process stops: Node's server.close() ends idle connections only
+// and stops the checks behind the header and request timeouts, so a trickling client held the
+// close until its socket timeout (120 s by default) — the process was force-exited with code 1,
+// its pools and lock sessions never closed in order.
+describe('a slow client at shutdown', () => {
+  it('does not hold the close past SHUTDOWN_TIMEOUT_MS (its connection is cut once no handler runs)', async () => {
+    const t = await bootTestApp({ env: { SHUTDOWN_TIMEOUT_MS: '1000', DATABASE_POOL_WAIT_MS: '500' } });
+    const { hostname, port } = new URL(t.baseUrl);
+    const socket = connect(Number(port), hostname);
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.on('connect', () => resolve()));
+    const closedSocket = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    // headers trickled, a byte at a time, never finished
+    socket.write('GET /v1/products HTTP/1.1\r\nHost: shop\r\nX-Slow: ');
+    const trickle = setInterval(() => socket.write('a'), 200);
+    try {
+      const startedAt = Date.now();
+      await t.close();
+      expect(Date.now() - startedAt).toBeLessThan(1_000 + 3_000);
+      await closedSocket;
+    } finally {
+      clearInterval(trickle);
+      socket.destroy();
+    }
+  }, 30_000);
+});
