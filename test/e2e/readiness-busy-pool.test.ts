@@ -13,6 +13,21 @@ import { waitFor } from '../support/wait-for';
  */
 describe('readiness while the pool is busy but the database answers', () => {
   let t: TestApp;
+  /** Waits until this database has no session named `applicationName` (a side connection let go). */
+  const sideConnectionClosed = (applicationName: string) =>
+    waitFor(
+      `the side connection ${applicationName} closed`,
+      async () =>
+        Number(
+          (
+            await t.db.pool.query(
+              `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()`,
+              [applicationName],
+            )
+          ).rows[0].count,
+        ),
+      { until: (n) => n === 0 },
+    );
   beforeAll(async () => {
     t = await bootTestApp({ env: { DATABASE_POOL_SIZE: '2' } });
   });
@@ -77,18 +92,7 @@ describe('readiness while the pool is busy but the database answers', () => {
     }
     // and the connection is let go once the pool has no queue again
     expect((await t.http.get('/health/ready')).status).toBe(200);
-    await waitFor(
-      'the side connection closed',
-      async () =>
-        Number(
-          (
-            await t.db.pool.query(
-              `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'shop-orders/readiness' AND datname = current_database()`,
-            )
-          ).rows[0].count,
-        ),
-      { until: (n) => n === 0 },
-    );
+    await sideConnectionClosed('shop-orders/readiness');
   }, 30_000);
 
   it('stays 200, its breaker closed, when waits in the pool queue run out behind such a lock (each a 503 of its own)', async () => {
@@ -136,18 +140,7 @@ describe('readiness while the pool is busy but the database answers', () => {
       await short.close();
     }
     // the breaker's side connection is let go with its app
-    await waitFor(
-      'the side connection closed',
-      async () =>
-        Number(
-          (
-            await t.db.pool.query(
-              `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'shop-orders/breaker' AND datname = current_database()`,
-            )
-          ).rows[0].count,
-        ),
-      { until: (n) => n === 0 },
-    );
+    await sideConnectionClosed('shop-orders/breaker');
   }, 30_000);
 
   it('serves a request that waited longer than the connect timeout for a free connection', async () => {
