@@ -37,7 +37,9 @@ import { warnUntrustedForwarding } from './common/http/untrusted-forwarding';
 import { isApiClusterWorker, shareMetricsWithPrimary } from './api-cluster';
 
 /** How long past SHUTDOWN_TIMEOUT_MS a close waits for running handlers before cutting the connections left (the forced exit comes 5 s after it). */
-const CUT_AFTER_HANDLERS_MS = 3_000;
+const CUT_AFTER_HANDLERS_MS = 4_000;
+/** How long after the last handler returned the connections left are cut (its answer is written meanwhile). */
+const LAST_ANSWER_GRACE_MS = 500;
 
 export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
   return new FastifyAdapter({
@@ -123,7 +125,10 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     // no handler runs (or CUT_AFTER_HANDLERS_MS more), what is left is cut: no handler of its
     // ran, and the close — Nest's shutdown hooks after it — finishes before the forced exit.
     setTimeout(() => {
-      void inFlight.waitForIdle(CUT_AFTER_HANDLERS_MS).then(() => fastify.server.closeAllConnections());
+      // (a moment after the last handler returns: its answer is still on its way to the socket)
+      void inFlight
+        .waitForIdle(CUT_AFTER_HANDLERS_MS)
+        .then(() => setTimeout(() => fastify.server.closeAllConnections(), LAST_ANSWER_GRACE_MS).unref());
     }, shutdownTimeoutMs).unref();
   });
   setFirstRequestHooks(app.getHttpAdapter() as unknown as FastifyAdapter, [

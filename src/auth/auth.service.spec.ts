@@ -37,7 +37,8 @@ function setup() {
   const refreshTokens = mockOf<RefreshTokenRepository>(
     {
       spend: jest.fn(),
-      revokeFamily: jest.fn().mockResolvedValue(true),
+      revokeFamily: jest.fn(),
+      markReuse: jest.fn().mockResolvedValue(true),
       familyOfToken: jest.fn().mockResolvedValue('f-1'),
       lockLiveFamily: jest.fn().mockResolvedValue(true),
     },
@@ -332,7 +333,7 @@ describe('AuthService', () => {
       const s = setup();
       s.refreshTokens.spend.mockResolvedValue({ status: 'reused', familyId: 'f-1', userId: 'u-1' });
       expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_REUSED');
-      expect(s.refreshTokens.revokeFamily).toHaveBeenCalledWith('f-1', 'reuse-detected');
+      expect(s.refreshTokens.markReuse).toHaveBeenCalledWith('f-1');
       expect(s.tx.runOwn).toHaveBeenCalledTimes(1); // never joined to a caller's transaction
       expect(s.revoked.add).toHaveBeenCalledWith(['f-1']); // its access tokens die too
       expect(s.events.record).toHaveBeenCalledWith({
@@ -343,10 +344,10 @@ describe('AuthService', () => {
       expect(s.sessions.rotate).not.toHaveBeenCalled();
     });
 
-    it('a replay of a spent token of a family revoked before answers REFRESH_TOKEN_REUSED quietly: no second alarm, marks or writes', async () => {
+    it('a replay of a spent token whose reuse was recorded before answers REFRESH_TOKEN_REUSED quietly: no second alarm, marks or writes', async () => {
       const s = setup();
       s.refreshTokens.spend.mockResolvedValue({ status: 'reused', familyId: 'f-1', userId: 'u-1' });
-      s.refreshTokens.revokeFamily.mockResolvedValue(false); // (revoked by the first reuse)
+      s.refreshTokens.markReuse.mockResolvedValue(false); // (recorded by the first reuse)
       expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_REUSED');
       expect(s.revoked.add).not.toHaveBeenCalled();
       expect(s.pendingRevocations.recordAhead).not.toHaveBeenCalled();

@@ -175,10 +175,10 @@ export class AuthService {
         if (spent.status === 'reused') {
           // (until its revocation commits, a reuse counts as detected now: see the catch below)
           reuse = { ...spent, detected: true };
-          // a family revoked before (by an earlier reuse, a logout, a password change) has its
-          // marks and its alarm already: a replay of its spent token in a loop is refused
+          // the family's first reuse revokes it (if live) and alarms; a reuse recorded before
+          // has its marks and its alarm already: a replay of the spent token in a loop is refused
           // quietly — each was a security warning, marks and writes, at 300 a minute per address
-          reuse.detected = await this.refreshTokens.revokeFamily(spent.familyId, 'reuse-detected');
+          reuse.detected = await this.refreshTokens.markReuse(spent.familyId);
           if (!reuse.detected) return reuse;
           await this.revoked.add([spent.familyId]); // its access tokens stop working too
           await this.pendingRevocations.recordAhead(spent.familyId, 'reuse-detected', now);

@@ -17,6 +17,9 @@ const TOKEN_CHUNK = 5000;
  */
 const revokedNow = () => 'statement_timestamp()';
 
+/** The revocation reason of a family whose spent token was presented again. */
+const REUSE_DETECTED = 'reuse-detected';
+
 /** Advisory lock class of a user's session-limit count (pg_advisory_xact_lock(class, key)). */
 const SESSION_LIMIT_LOCK_CLASS = 0x534c;
 
@@ -116,13 +119,29 @@ export class RefreshTokenRepository {
     return family !== null;
   }
 
-  /** Revokes the family if it is live; whether this revoked it (false: revoked before). */
-  async revokeFamily(familyId: string, reason: string): Promise<boolean> {
-    const result = await this.tx.withManager((m) =>
+  async revokeFamily(familyId: string, reason: string): Promise<void> {
+    await this.tx.withManager((m) =>
       families(m).update(
         { id: familyId, revokedAt: IsNull() },
         { revokedAt: revokedNow, revokedReason: reason },
       ),
+    );
+  }
+
+  /**
+   * Records a reuse of the family's spent token: revokes it if live, and marks it `reuse-detected`
+   * if it was revoked for another reason (a logout, a password change: its stolen token replayed
+   * afterwards is a theft all the same); whether this was the family's first reuse (false: one
+   * was recorded before — a replay in a loop).
+   */
+  async markReuse(familyId: string): Promise<boolean> {
+    const result = await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .update(RefreshTokenFamilyEntity)
+        .set({ revokedAt: () => 'coalesce(revoked_at, statement_timestamp())', revokedReason: REUSE_DETECTED })
+        .where('id = :familyId AND revoked_reason IS DISTINCT FROM :reason', { familyId, reason: REUSE_DETECTED })
+        .execute(),
     );
     return (result.affected ?? 0) > 0;
   }

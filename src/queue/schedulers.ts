@@ -175,7 +175,13 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
           !(await this.lostItsNextJob(queue, found, everyMs))
         )
           continue;
-        await attempt(() => this.jobs.schedule(job, everyMs, data));
+        // (an older build re-registers a lost one as held, not as it would have it: a newer
+        // build's interval and data stand)
+        await attempt(() =>
+          !current && found
+            ? this.jobs.schedule(job, found.every ?? everyMs, (found.template?.data ?? data) as typeof data)
+            : this.jobs.schedule(job, everyMs, data),
+        );
       }
       if (!current) continue;
       for (const key of held.keys()) {

@@ -1,3 +1,4 @@
+import { SecurityEvents } from '../../src/auth/security-events';
 import { Algorithm, hash } from '@node-rs/argon2';
 import { createHash, createHmac, randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
@@ -501,6 +502,25 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       expect(
         (await t.http.post('/v1/auth/refresh', { refreshToken: again.refreshToken })).status,
       ).toBe(200);
+    });
+
+    it('a spent token replayed after its owner logged out alarms once (the family marked reuse-detected); replays after that are refused quietly', async () => {
+      const events = jest.spyOn(t.app.get(SecurityEvents), 'record');
+      try {
+        const s = await registerCustomer(t.http);
+        const first = await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
+        expect(first.status).toBe(200);
+        expect((await t.http.post('/v1/auth/logout', { refreshToken: first.body.refreshToken }, { token: first.body.accessToken })).status).toBe(204);
+        const reuses = () => events.mock.calls.filter(([e]) => e.event === 'refresh_token_reuse').length;
+        for (let i = 0; i < 5; i++) {
+          const replay = await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
+          expect([replay.status, replay.body.code]).toEqual([401, 'REFRESH_TOKEN_REUSED']);
+        }
+        expect(reuses()).toBe(1);
+        expect((await familyOf(s.refreshToken)).revoked_reason).toBe('reuse-detected');
+      } finally {
+        events.mockRestore();
+      }
     });
 
     it("purges an ended family, its tokens first, and nothing of a live one", async () => {

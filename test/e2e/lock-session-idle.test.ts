@@ -3,7 +3,7 @@ import { runScript } from '../support/processes';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
 import { waitFor } from '../support/wait-for';
 
-const IDLE_MS = 1_500;
+const IDLE_MS = 3_000;
 
 /**
  * A lock session with an idle limit (the scheduled passes' locks): a holder frozen mid-pass

@@ -219,9 +219,11 @@ describe('a slow client at shutdown', () => {
     const trickle = setInterval(() => socket.write('a'), 200);
     try {
       const startedAt = Date.now();
-      await t.close();
-      expect(Date.now() - startedAt).toBeLessThan(1_000 + 3_000);
+      const closing = t.close();
       await closedSocket;
+      // (SHUTDOWN_TIMEOUT_MS and the last answer's grace, with room for a loaded machine)
+      expect(Date.now() - startedAt).toBeLessThan(1_000 + 500 + 3_000);
+      await closing;
     } finally {
       clearInterval(trickle);
       socket.destroy();
