@@ -40,6 +40,8 @@ export class SideConnection {
     } finally {
       clearTimeout(timer);
     }
+    // (one timer however many probes overlapped: an earlier one's would close it under a later probe)
+    clearTimeout(this.idleTimer);
     if (this.idleMs !== undefined) this.idleTimer = setTimeout(() => this.close(), this.idleMs).unref();
   }
 
