@@ -1,4 +1,4 @@
 // Runs TypeScript sources directly (dev, migrations, scripts): swc transpile, no type-check.
-process.env.TS_NODE_TRANSPILE_ONLY = 'true';
-process.env.TS_NODE_SWC = 'true';
-require('ts-node').register();
+// (ts-node reads no TS_NODE_SWC variable: the option is given here, or TypeScript's own
+// transpiler compiles every file, ~2 s of each start)
+require('ts-node').register({ swc: true });
