@@ -1,5 +1,6 @@
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, NestFastifyApplication } from '@nestjs/platform-fastify';
+import type { FastifyRequest } from 'fastify';
 import { Logger } from 'nestjs-pino';
 import { AppModule } from './app.module';
 import { APP_CONFIG, AppConfig } from './config/config';
@@ -40,6 +41,11 @@ import { isApiClusterWorker, shareMetricsWithPrimary } from './api-cluster';
 const CUT_AFTER_HANDLERS_MS = 4_000;
 /** How long after the last handler returned the connections left are cut (its answer is written meanwhile). */
 const LAST_ANSWER_GRACE_MS = 500;
+
+/** A request that carries credentials (any Authorization) or asks for tokens (the auth routes). */
+function holdsCredentials(request: FastifyRequest): boolean {
+  return request.headers.authorization !== undefined || (request.routeOptions.url?.startsWith('/v1/auth/') ?? false);
+}
 
 export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
   return new FastifyAdapter({
@@ -139,10 +145,13 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     soldOut.onRequest,
   ]);
 
-  fastify.addHook('onSend', async (_request, reply) => {
+  fastify.addHook('onSend', async (request, reply) => {
     // (from the signal on: during SHUTDOWN_DELAY_MS keep-alive clients and TCP-level balancers
     // move to another instance instead of reusing a socket that will be closed under them)
     if (closing || isDraining()) void reply.header('connection', 'close');
+    // an answer to a request with credentials, or one handing out tokens, is kept by no cache
+    // (a browser's disk, a proxy): RFC 6749 5.1 for token answers, the same for a customer's data
+    if (holdsCredentials(request) && !reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store');
   });
   // After the server stops accepting: let handlers and transactions still running (even for
   // clients that hung up) finish before the pools close.

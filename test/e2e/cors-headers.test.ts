@@ -150,6 +150,35 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
     expectCorsAllowed(notFound);
     expectSecurityHeaders(notFound);
   });
+
+  it('token answers and answers to credentialed requests are no-store; a public catalog answer is not marked', async () => {
+    const email = `nostore-${Date.now()}@test.local`;
+    const registered = await t.http.post('/v1/auth/register', { email, password: 'correct-horse-battery', name: 'N' });
+    expect(registered.status).toBe(201);
+    const loggedIn = await t.http.post('/v1/auth/login', { email, password: 'correct-horse-battery' });
+    const refreshed = await t.http.post('/v1/auth/refresh', { refreshToken: loggedIn.body.refreshToken });
+    const refused = await t.http.post('/v1/auth/login', { email, password: 'wrong-horse-battery' });
+    expect([loggedIn.status, refreshed.status, refused.status]).toEqual([200, 200, 401]);
+    const me = await t.http.get('/v1/me', { token: registered.body.accessToken });
+    const p = await createProduct(t, admin);
+    const anonymous = await t.http.get(`/v1/products/${p.id}`);
+    expect(anonymous.status).toBe(200);
+    expect(anonymous.headers.get('cache-control')).toBeNull();
+    // (the same page again, from the cache's fast path, to a request with a token)
+    const withToken = await t.http.get(`/v1/products/${p.id}`, { token: registered.body.accessToken });
+    for (const res of [registered, loggedIn, refreshed, refused, me, withToken]) {
+      expect(res.headers.get('cache-control')).toBe('no-store');
+    }
+  });
+
+  it('a 401 names the Bearer scheme (a bad token as invalid_token)', async () => {
+    const none = await t.http.get('/v1/me');
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toBe('Bearer');
+    const bad = await t.http.get('/v1/me', { token: 'not-a-token' });
+    expect(bad.status).toBe(401);
+    expect(bad.headers.get('www-authenticate')).toBe('Bearer error="invalid_token"');
+  });
 });
 
 describe('CORS_ORIGINS defaults and validation', () => {

@@ -235,6 +235,11 @@ export class ProblemDetailsFilter implements ExceptionFilter {
       if (LIST_HEADERS.has(name.toLowerCase())) appendListHeader(reply, name, value);
       else void reply.header(name, value);
     }
+    // a 401 names its scheme (RFC 9110 15.5.2, RFC 6750 3): clients that follow the standard
+    // (and HTTP libraries that retry with credentials) need it; a bad token says so
+    if (rendered.status === 401 && !reply.hasHeader('www-authenticate')) {
+      void reply.header('WWW-Authenticate', rendered.code === 'TOKEN_INVALID' ? 'Bearer error="invalid_token"' : 'Bearer');
+    }
     void reply.status(rendered.status).type('application/problem+json').send(body);
   }
 }
