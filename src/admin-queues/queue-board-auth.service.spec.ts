@@ -95,6 +95,11 @@ describe('parseBasic', () => {
     expect(parseBasic(basic('a@b.io'))).toBeNull();
     expect(parseBasic('Basic %%%')).toBeNull();
   });
+
+  it('refuses credentials no account can hold: control characters (a NUL reached PostgreSQL: 400, not 401)', () => {
+    expect(parseBasic(basic('a\u0000@b.io:password-12'))).toBeNull();
+    expect(parseBasic(basic('a@b.io:pass\u0007word-12'))).toBeNull();
+  });
 });
 
 describe('QueueBoardAuth', () => {

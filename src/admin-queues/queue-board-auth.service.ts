@@ -8,6 +8,7 @@ import { SessionIssuer } from '../auth/session-issuer';
 import { Permission, permissionsOf } from '../auth/permissions';
 import type { Principal } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
+import { hasControlCharacters } from '../common/http/control-characters';
 import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
 import { Clock } from '../common/time/clock';
 import { normalizeEmail } from '../common/email';
@@ -39,6 +40,9 @@ export function parseBasic(header: string): { email: string; password: string } 
   const decoded = Buffer.from(match[1], 'base64').toString('utf8');
   const colon = decoded.indexOf(':');
   if (colon <= 0) return null;
+  // what no account can hold (the API refuses it in emails and passwords): a NUL in the email
+  // reached PostgreSQL, which refuses it in text (a 400 where a sign-in failure is a 401)
+  if (hasControlCharacters(decoded)) return null;
   return { email: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }
 

@@ -96,7 +96,9 @@ export class QueueBoardRegistrar implements OnModuleInit {
             return sendProblem(error, request, reply);
           }
           if (request.method !== 'GET' && request.method !== 'HEAD') {
-            const readOnly = new DomainError('METHOD_NOT_ALLOWED', 'The queue board is read-only.');
+            const readOnly = new DomainError('METHOD_NOT_ALLOWED', 'The queue board is read-only.', {
+              headers: { Allow: 'GET, HEAD' }, // what a 405 must name (RFC 9110 15.5.6)
+            });
             return sendProblem(readOnly, request, reply);
           }
         });

@@ -165,6 +165,15 @@ describe('admin: queue board at /admin/queues', () => {
       token: admin.accessToken,
     });
     expectProblem(res, 405, 'METHOD_NOT_ALLOWED');
+    expect(res.headers.get('allow')).toBe('GET, HEAD');
+  });
+
+  it('a Basic header with a control character in it is a failed sign-in (401), not a database error (400)', async () => {
+    for (const email of ['a\u0000@shop.test', 'a@shop.test\u0007']) {
+      const res = await t.http.get('/admin/queues', { headers: { authorization: basic(email, 'password-12') } });
+      expectProblem(res, 401, 'UNAUTHENTICATED');
+      expect(res.headers.get('www-authenticate')).toMatch(/^Basic realm="queues"/);
+    }
   });
 
   it('stays out of the OpenAPI document', async () => {
