@@ -1,3 +1,4 @@
+import { deflateSync, gzipSync } from 'node:zlib';
 import { randomUUID } from 'node:crypto';
 import { createAdmin, registerCustomer } from '../support/auth';
 import { createProduct } from '../support/catalog';
@@ -110,6 +111,21 @@ describe('clients that lie about their bodies', () => {
       headers: { 'content-type': 'application/json; charset=utf-8' },
     });
     expect(charset.status).toBe(200);
+  });
+
+  it('a compressed body is 415 (not read, not a 400 about UTF-8); Content-Encoding identity is no coding', async () => {
+    const owner = await registerCustomer(t.http);
+    const body = JSON.stringify({ email: owner.email, password: owner.password });
+    for (const [coding, raw] of [
+      ['gzip', gzipSync(body)],
+      ['deflate', deflateSync(body)],
+      ['br', Buffer.from(body)],
+    ] as const) {
+      const res = await t.http.request('POST', '/v1/auth/login', undefined, { raw, headers: { 'content-encoding': coding } });
+      expectProblem(res, 415, 'UNSUPPORTED_MEDIA_TYPE');
+    }
+    const identity = await t.http.request('POST', '/v1/auth/login', undefined, { raw: body, headers: { 'content-encoding': 'identity' } });
+    expect(identity.status).toBe(200);
   });
 
   it('refuses very wide JSON at once with a short 400: 50,000 keys, 35,000 items — anonymous and as a customer', async () => {
