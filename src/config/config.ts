@@ -188,6 +188,9 @@ const envSchema = z.object({
     .regex(/^[A-Z]{3}$/)
     .refine((code) => Intl.supportedValuesOf('currency').includes(code), 'must be an ISO 4217 currency code (e.g. INR, EUR, USD)')
     .default('INR'),
+  // the smallest order total (minor units of SHOP_CURRENCY) the payment provider can charge:
+  // Stripe's minimum is 50 in INR, USD, EUR and most currencies (GBP 30; see its currency list)
+  ORDER_MINIMUM_AMOUNT: int(50, 1, 1_000_000_000),
   RATE_LIMIT_ENABLED: bool(true),
   SIGN_IN_FAILURES_PER_CLIENT: int(5, 1, 1000),
   SIGN_IN_FAILURES_PER_ACCOUNT: int(100, 1, 1_000_000),
@@ -330,6 +333,8 @@ export interface AppConfig {
   };
   /** The one ISO 4217 currency the shop sells in. */
   currency: string;
+  /** The smallest order total (minor units) checkout takes: less cannot be charged. */
+  orderMinimumAmount: number;
   rateLimitEnabled: boolean;
   /**
    * Failed password sign-ins (login, queue board); see rate-limit.policies.ts signInBuckets.
@@ -842,6 +847,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       ).replace(/\/$/, ''),
     },
     currency: e.SHOP_CURRENCY,
+    orderMinimumAmount: e.ORDER_MINIMUM_AMOUNT,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,
     signIn: {
       enabled: e.RATE_LIMIT_ENABLED || e.NODE_ENV !== 'development',

@@ -104,6 +104,15 @@ export class CheckoutService {
       }
       const snapshots = await this.products.findByIds(requested.map((l) => l.productId));
       const lines: OrderLine[] = priceLines(requested, snapshots, this.config.currency);
+      const totalAmount = lines.reduce((sum, l) => sum + l.lineTotalAmount, 0);
+      if (totalAmount < this.config.orderMinimumAmount) {
+        // (free products alone, or a total under the provider's smallest charge): it could never
+        // be paid — its stock held until it expired, and each such order counted as abandoned
+        throw new DomainError(
+          'ORDER_NOT_PAYABLE',
+          `An order must total at least ${this.config.orderMinimumAmount} minor units of ${this.config.currency}: the payment provider charges nothing smaller.`,
+        );
+      }
       const now = this.clock.now();
       const reservationExpiresAt = new Date(now.getTime() + this.config.reservationTtlSeconds * 1000);
       const created: Order = {
@@ -112,7 +121,7 @@ export class CheckoutService {
         status: 'INVENTORY_RESERVED',
         cancellationReason: null,
         currency: this.config.currency,
-        totalAmount: lines.reduce((sum, l) => sum + l.lineTotalAmount, 0),
+        totalAmount,
         refundedAmount: 0,
         reservationExpiresAt,
         createdAt: now,

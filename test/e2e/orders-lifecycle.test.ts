@@ -1,6 +1,7 @@
 import { createAdmin } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
+import { expectProblem } from '../support/http';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { ORDER_PAGE_LINE_BUDGET } from '../../src/orders/order.repository';
 
@@ -99,6 +100,33 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     expect(emptyCart.status).toBe(400);
     expect(emptyCart.body.code).toBe('ORDER_EMPTY');
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 1 });
+  });
+
+  it('an order under the smallest charge (free products alone, 10 paise) is refused 409 ORDER_NOT_PAYABLE before anything is held — its key retried, from the cart too', async () => {
+    const free = await insertProduct(t.db.pool, { stock: 5, priceAmount: 0 });
+    const cheap = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10 });
+    const carol = (await buyers(t.http, 1))[0];
+    for (const items of [[{ productId: free, quantity: 5 }], [{ productId: cheap, quantity: 4 }]]) {
+      const idempotencyKey = newKey();
+      for (let attempt = 0; attempt < 2; attempt++) {
+        // (the same key again: refused the same way)
+        const res = await t.http.post('/v1/orders', { items }, { token: carol.token, idempotencyKey });
+        expectProblem(res, 409, 'ORDER_NOT_PAYABLE');
+      }
+    }
+    expect((await t.http.put(`/v1/cart/items/${free}`, { quantity: 2 }, { token: carol.token })).status).toBe(200);
+    expectProblem(await t.http.post('/v1/orders', {}, { token: carol.token, idempotencyKey: newKey() }), 409, 'ORDER_NOT_PAYABLE');
+    // nothing held, nothing written, the cart as it was
+    expect(await stockOf(t.db.pool, free)).toMatchObject({ reserved: 0 });
+    expect(await stockOf(t.db.pool, cheap)).toMatchObject({ reserved: 0 });
+    const { rows } = await t.db.pool.query(`SELECT count(*)::int AS n FROM orders WHERE user_id = $1`, [carol.userId]);
+    expect(rows[0].n).toBe(0);
+    expect((await t.http.get('/v1/cart', { token: carol.token })).body.items).toHaveLength(1);
+    // a free product beside a paid one is fine: the order totals enough
+    const paid = await insertProduct(t.db.pool, { stock: 5, priceAmount: 500 });
+    const mixed = await placeOrder(t.http, carol, [{ productId: free, quantity: 1 }, { productId: paid, quantity: 1 }]);
+    expect(mixed.status).toBe(201);
+    expect(mixed.body.total.amount).toBe(500);
   });
 
   it('checks out the cart (current prices) and empties it in the same transaction', async () => {
