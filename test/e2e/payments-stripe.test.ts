@@ -76,7 +76,13 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
   beforeAll(async () => {
     stripe = await startFakeStripe();
     t = await bootTestApp({
-      env: { STRIPE_SECRET_KEY: stripe.secretKey, STRIPE_API_URL: stripe.url, STRIPE_WEBHOOK_SECRET: stripe.webhookSecret },
+      env: {
+        STRIPE_SECRET_KEY: stripe.secretKey,
+        STRIPE_API_URL: stripe.url,
+        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+        // below Stripe's own minimum (50), so the payment side's guard is reached too
+        ORDER_MINIMUM_AMOUNT: '1',
+      },
     });
     worker = await bootTestWorker(t.config);
     [alice] = await buyers(t.http, 1);
@@ -127,7 +133,12 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
   }, 30_000);
 
   it('an order Stripe cannot charge (nothing to pay, or under its minimum) is 409 ORDER_NOT_PAYABLE on every try, not a 502', async () => {
-    for (const priceAmount of [0, 25]) {
+    // nothing to pay: refused at checkout, before anything is held (ORDER_MINIMUM_AMOUNT)
+    const free = await insertProduct(t.db.pool, { stock: 5, priceAmount: 0 });
+    const refused = await placeOrder(t.http, alice, [{ productId: free, quantity: 1 }]);
+    expect([refused.status, refused.body.code]).toEqual([409, 'ORDER_NOT_PAYABLE']);
+    // under Stripe's minimum, where ORDER_MINIMUM_AMOUNT is set lower than it: the payment says so
+    for (const priceAmount of [25]) {
       const p = await insertProduct(t.db.pool, { stock: 5, priceAmount });
       const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
       expect(order.status).toBe(201);
@@ -136,7 +147,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
         expect([pay.status, pay.body.code]).toEqual([409, 'ORDER_NOT_PAYABLE']);
       }
       const creates = stripe.requests.filter((r) => r.path === '/v1/payment_intents' && r.idempotencyKey === `order:${order.body.id}:payment-intent`);
-      expect(creates.length).toBe(priceAmount === 0 ? 0 : 2); // nothing asked of Stripe for a zero total
+      expect(creates.length).toBe(2);
       expect((await orderOf(order.body.id)).status).toBe('INVENTORY_RESERVED'); // left to expire, or be cancelled
       expect((await t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() })).status).toBe(200);
     }
