@@ -1,4 +1,6 @@
 import { INestApplicationContext } from '@nestjs/common';
+import { getQueueToken } from '@nestjs/bullmq';
+import type { Queue } from 'bullmq';
 import type Stripe from 'stripe';
 import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
 import { MetricsService } from '../../src/metrics/metrics.service';
@@ -7,6 +9,8 @@ import { OverdueOrders } from '../../src/payments/overdue-orders.service';
 import { PaymentRepository } from '../../src/payments/payment.repository';
 import { RefundRepository } from '../../src/payments/refund.repository';
 import { RefundsService } from '../../src/payments/refunds.service';
+import { settleRefundJobId } from '../../src/payments/refund-settle.job';
+import { QueueName } from '../../src/queue/queues';
 import { Session, createAdmin } from '../support/auth';
 import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
@@ -22,6 +26,9 @@ import { waitFor } from '../support/wait-for';
  * The Stripe adapter: the real `stripe` SDK against a local fake of the Stripe API, webhooks
  * signed like Stripe's, the worker processing them.
  */
+/** A drain that also runs each refund's settle-refund follow-up now (not 5 s later, after the test). */
+const SETTLE_REFUNDS_NOW = { due: (jobId: string) => jobId.startsWith('settle-refund.') };
+
 describe('payments through Stripe (real SDK, fake Stripe API)', () => {
   let stripe: FakeStripe;
   let t: TestApp;
@@ -113,7 +120,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const done = await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED');
     expect(done.status).toBe('CONFIRMED');
     await worker.get(PaymentFinalizer).processEvent(event.id); // a rerun changes nothing
-    await drain(worker, t.db.pool);
+    await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 8, reserved: 0 });
     expect(await count(`SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'PAID'`, [order.body.id])).toBe(1);
     expect(await count(`SELECT count(*)::int AS n FROM webhook_events WHERE id = $1`, [event.id])).toBe(1);
@@ -185,7 +192,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     await Promise.all([deliver(event), deliver(event)]);
     const done = await orderWhen(order.body.id, 'CANCELLED', (o) => o.status === 'CANCELLED');
     expect(done).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
-    await drain(worker, t.db.pool);
+    await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     expect(stripe.intent(intent)?.status).toBe('canceled');
     const cancels = stripe.requests.filter((r) => r.path === `/v1/payment_intents/${intent}/cancel`);
     // each cancel is a request of its own (no fixed key whose stored answer Stripe would replay)
@@ -237,7 +244,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect((await deliver(event)).status).toBe(200);
       await processed(event.id); // settled as "not ours", at once: no job failing and retrying
     }
-    await drain(worker, t.db.pool);
+    await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     expect((await orderOf(order.body.id)).status).toBe(before);
     expect(await count(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id])).toBe(0);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 1 });
@@ -262,7 +269,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     bank(intent);
     await deliver(event);
     await processed(event.id);
-    await drain(worker, t.db.pool);
+    await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     const refunds = async () =>
       (await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id])).rows;
     // the keys of the refunds sent for it (one refund asked again by its follow-up: one key)
@@ -282,6 +289,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     stripe.acceptRefunds(paid.intent);
     await t.db.pool.query(`UPDATE payments SET refunds_checked_at = now() - interval '7 hours' WHERE intent_id = $1`, [paid.intent]);
     await worker.get(PaymentFinalizer).reconcile();
+    await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     expect(await paid.refunds()).toEqual([{ amount: 7000, status: 'failed', reason: 'paid_after_cancel' }]);
     expect(paid.refundKeys().size).toBe(1);
   }, 30_000);
@@ -293,7 +301,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const failed = stripe.settleRefund(remote.id, 'failed');
     await deliver(failed);
     await processed(failed.id);
-    await drain(worker, t.db.pool);
+    await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     expect(await paid.refunds()).toEqual([{ amount: 6000, status: 'failed', reason: 'paid_after_cancel' }]);
     expect(paid.refundKeys().size).toBe(1);
   }, 30_000);
@@ -311,12 +319,12 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const meanwhile = stripe.eventFor('charge.refunded', paid.intent);
     await deliver(meanwhile);
     await processed(meanwhile.id);
-    await drain(worker, t.db.pool);
+    await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     // the bank fails the dashboard refund: the customer must still get their money back
     const failed = stripe.settleRefund(dashboardRefund, 'failed');
     await deliver(failed);
     await processed(failed.id);
-    await drain(worker, t.db.pool);
+    await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     const atStripe = (await stripe.client().refunds.list({ payment_intent: paid.intent })).data;
     expect(atStripe.filter((r) => r.status === 'succeeded').reduce((sum, r) => sum + r.amount, 0)).toBe(8000);
     expect(await paid.refunds()).toEqual(
@@ -340,7 +348,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     await Promise.all([deliver(event), deliver(event)]);
     await processed(event.id);
     await worker.get(PaymentFinalizer).processEvent(event.id); // rerun: still one refund
-    await drain(worker, t.db.pool);
+    await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     const refunds = await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id]);
     expect(refunds.rows).toEqual([{ amount: 14000, status: 'succeeded', reason: 'paid_after_cancel' }]);
     const atStripe = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent);
@@ -363,7 +371,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     await processed(dashboard.id);
     await deliver(success);
     await processed(success.id);
-    await drain(worker, t.db.pool);
+    await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     const atStripe = (await stripe.client().refunds.list({ payment_intent: intent })).data;
     expect(atStripe.filter((r) => r.status === 'succeeded').reduce((sum, r) => sum + r.amount, 0)).toBe(14_000);
     const rows = await t.db.pool.query(`SELECT reason, status, amount FROM refunds WHERE order_id = $1 AND status = 'succeeded' ORDER BY amount`, [order.body.id]);
@@ -400,7 +408,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     }
     // the safety nets run: the reconciliation sweep, then whatever jobs it left
     await worker.get(PaymentFinalizer).reconcile();
-    await drain(worker, t.db.pool);
+    await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     const rows = await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id]);
     expect(rows.rows).toEqual([{ amount: 6000, status: 'succeeded', reason: 'paid_after_cancel' }]);
     expect((await orderOf(order.body.id)).status).toBe('CANCELLED');
@@ -418,7 +426,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const failed = stripe.decline(intent);
     await deliver(failed);
     await processed(failed.id);
-    await drain(worker, t.db.pool);
+    await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     expect(stripe.intent(intent)?.status).toBe('canceled');
     expect((await orderOf(order.body.id)).payment.status).toBe('canceled');
   }, 30_000);
@@ -556,11 +564,11 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     try {
       const cancelled = await t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() });
       expect(cancelled.status).toBe(200);
-      await drain(worker, t.db.pool); // the cancel job ran (and failed once, and was retried)
+      await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW); // the cancel job ran (and failed once, and was retried)
       expect(failOnce).toHaveBeenCalled();
       // whether the queue's retry or this rerun does it, the money goes back, once
       await worker.get(PaymentFinalizer).cancelIntentOf(order.body.id);
-      await drain(worker, t.db.pool);
+      await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     } finally {
       failOnce.mockRestore();
     }
@@ -804,6 +812,9 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect([first.status, first.body.status]).toEqual([201, 'pending']);
       await t.db.pool.query(`UPDATE refunds SET updated_at = now() - interval '1 hour' WHERE id = $1`, [first.body.id]);
       expect(await worker.get(RefundsService).retryStale(60_000)).toBe(0); // still pending at Stripe
+      await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW); // and its follow-up job has looked too
+      const followUp = await worker.get<Queue>(getQueueToken(QueueName.Payments)).getJob(settleRefundJobId(first.body.id));
+      expect(followUp?.finishedOn).toBeDefined();
       const creates = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent);
       expect(creates).toHaveLength(1); // read, not asked again
       const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
@@ -866,7 +877,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(await orderOf(order.body.id)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 3000 } });
       await deliver(success);
       await processed(success.id);
-      await drain(worker, t.db.pool);
+      await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
       const o = await orderOf(order.body.id);
       expect(o).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 3000 } });
       expect(o.payment.refunds).toEqual([expect.objectContaining({ reason: 'external', status: 'succeeded', amount: { amount: 3000, currency: 'INR' } })]);

@@ -10,12 +10,19 @@ export interface DrainOptions {
   /** The queues to wait for (default: all of them). */
   queues?: readonly QueueName[];
   /**
-   * Queues whose delayed jobs count as work still to do (default: email, whose delayed jobs are
-   * retries). Elsewhere delayed jobs are timers that are not due during a test (a reservation's
-   * expiry, the repeatable sweeps, the refund safety net): add a queue here when the test
-   * expects its delayed jobs to run.
+   * Queues whose delayed jobs all count as work still to do (default: email, whose delayed jobs
+   * are retries). Elsewhere delayed jobs are timers that are not due during a test (a
+   * reservation's expiry, the repeatable sweeps, the refund safety net): add a queue here when
+   * the test expects its delayed jobs to run. A failed job waiting for its retry counts on every
+   * queue (it is work that will run: its effects are yet to come).
    */
   delayed?: readonly QueueName[];
+  /**
+   * Delayed jobs to run now rather than when their timer is due (promoted once each, then
+   * waited for like any job): e.g. a refund's settle-refund follow-up (5 s after the request),
+   * whose effects a test asserting "once" must have seen.
+   */
+  due?: (jobId: string) => boolean;
   timeoutMs?: number;
 }
 
@@ -33,6 +40,44 @@ const STATES = [
   'completed',
   'failed',
 ] as const;
+
+/**
+ * Delayed jobs waiting for a retry (attempted before, their backoff not over) on the queues whose
+ * delayed jobs are otherwise timers; the schedulers' next runs (`repeat:…`) are not retries.
+ */
+async function retriesPending(
+  queues: { name: QueueName; queue: Queue }[],
+  counted: ReadonlySet<QueueName>,
+): Promise<string[]> {
+  const pending: string[] = [];
+  for (const { name, queue } of queues) {
+    if (counted.has(name)) continue;
+    const client = await queue.client;
+    const ids = (await client.zrange(queue.keys.delayed, 0, -1)).filter((id) => !id.startsWith('repeat:'));
+    if (ids.length === 0) continue;
+    const attempts = await Promise.all(ids.map((id) => client.hget(queue.toKey(id), 'atm')));
+    ids.forEach((id, i) => {
+      if (Number(attempts[i] ?? 0) > 0) pending.push(`${name}: ${id}`);
+    });
+  }
+  return pending;
+}
+
+/** Promotes the delayed jobs `due` names (each once): they run now. */
+async function promoteDue(
+  queues: { queue: Queue }[],
+  due: (jobId: string) => boolean,
+  promoted: Set<string>,
+): Promise<void> {
+  for (const { queue } of queues) {
+    const client = await queue.client;
+    for (const id of await client.zrange(queue.keys.delayed, 0, -1)) {
+      if (!due(id) || promoted.has(`${queue.name}:${id}`)) continue;
+      promoted.add(`${queue.name}:${id}`);
+      await (await queue.getJob(id))?.promote().catch(() => undefined); // (it ran meanwhile)
+    }
+  }
+}
 
 /**
  * Waits, without sleeping a fixed time, until everything the outbox and the queues had to do is
@@ -61,10 +106,12 @@ export async function drain(
   }
   let previous: string | undefined;
   let last: Drained | undefined;
+  const promoted = new Set<string>();
   return waitFor(
     'the outbox and the job queues to drain',
     async (): Promise<Drained | undefined> => {
       if (relay) while ((await relay.relayOnce()).published > 0);
+      if (options.due) await promoteDue(queues, options.due, promoted);
       const counts: Drained['queues'] = {};
       let busy = 0;
       for (const { name, queue } of queues) {
@@ -82,7 +129,9 @@ export async function drain(
       );
       const snapshot: Drained = { outbox: rows[0], queues: counts };
       last = snapshot;
-      const idle = busy === 0 && rows[0].pending === 0;
+      const retries = busy === 0 && rows[0].pending === 0 ? await retriesPending(queues, delayed) : [];
+      if (retries.length > 0) last = { ...snapshot, retries } as Drained;
+      const idle = busy === 0 && rows[0].pending === 0 && retries.length === 0;
       const key = JSON.stringify(snapshot);
       const stable = idle && key === previous;
       previous = idle ? key : undefined;
