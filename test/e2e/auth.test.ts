@@ -17,6 +17,7 @@ import {
 } from '../support/auth';
 import { untilWaitingOnLocks } from '../support/lock-waiters';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { waitFor } from '../support/wait-for';
 
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
 const decode = (part: string) => JSON.parse(Buffer.from(part, 'base64url').toString());
@@ -171,17 +172,32 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       // a transaction PostgreSQL aborted as deadlocked is retried (and logged so) by TransactionHost
       const host: { logger: { warn: (m: string) => void } } = t.app.get<{ logger: { warn: (m: string) => void } }>(TransactionHost);
       const warn = jest.spyOn(host.logger, 'warn');
-      // the two transactions made to overlap: each, having its lock, waits for the other to have
-      // one too (at most 500 ms: a lock that excludes the other is never shared, by design)
+      // the two transactions made to overlap: each, having its lock, waits until the other has one
+      // too (the old FOR SHARE) or is seen waiting on the row in PostgreSQL (a lock that excludes
+      // the other) — no timer: on a loaded machine the second may come late, never unobserved
       const users = t.app.get(UserRepository);
       const lock = users.lockPasswordHash.bind(users);
       let holding = 0;
       let bothHold!: () => void;
       const both = new Promise<void>((resolve) => (bothHold = resolve));
+      let settled = false;
+      void both.then(() => (settled = true));
+      const othersWaiting = waitFor(
+        'the other sign-in to hold the row too, or to wait for it',
+        async () => {
+          if (settled) return true;
+          const { rows } = await t.db.pool.query(
+            `SELECT 1 FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FROM "users"%'`,
+          );
+          return rows.length > 0 ? true : undefined;
+        },
+        { timeoutMs: 30_000, intervalMs: 10 },
+      );
       const spy = jest.spyOn(users, 'lockPasswordHash').mockImplementation(async (...args) => {
         const hash = await lock(...args);
         if (++holding === 2) bothHold();
-        await Promise.race([both, new Promise((resolve) => setTimeout(resolve, 500))]);
+        await Promise.race([both, othersWaiting]);
         return hash;
       });
       try {

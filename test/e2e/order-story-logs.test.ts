@@ -125,7 +125,12 @@ describe('an order’s story in the logs of the API and the worker (real process
       expect(l.jobId).toEqual(expect.any(String));
     }
 
-    // nothing secret in either log
+    // nothing secret in either log — once the last work of the story (its two emails) is done
+    await waitFor('the worker to log both emails of the order sent', () => grep(worker.output(), orderId), {
+      until: (lines) =>
+        ['order_confirmation', 'payment_receipt'].every((kind) => lines.some((l) => l.action === 'email.sent' && l.kind === kind)),
+      timeoutMs: 30_000,
+    });
     const all = api.output() + worker.output();
     for (const secret of [customer.accessToken, customer.refreshToken, TEST_PASSWORD, key, payKey, pay.body.clientSecret]) {
       expect(all).not.toContain(secret);

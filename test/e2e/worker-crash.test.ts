@@ -1,8 +1,13 @@
+import { getQueueToken } from '@nestjs/bullmq';
+import type { Queue } from 'bullmq';
+import { QueueName } from '../../src/queue/queues';
+import { drain } from '../support/drain';
 import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
 import { insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { freePort, runScript } from '../support/processes';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { bootPublisherContext } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
 
 /**
@@ -87,6 +92,17 @@ describe('worker killed mid-job (real processes)', () => {
       const r = await t.db.pool.query(`SELECT status FROM refunds WHERE order_id = $1`, [orderId]);
       return r.rows[0]?.status === 'succeeded' ? true : undefined;
     });
+    // "once" only holds once the killed job has been run again (the stall check hands it to the
+    // second worker 5-15 s after the kill, which may be after the refund settled): the payments
+    // queue drained, nothing active, and the killed event's job finished
+    const ctx = await bootPublisherContext(t.config);
+    try {
+      await drain(ctx, t.db.pool, { queues: [QueueName.Payments], timeoutMs: 45_000 });
+      const rerun = await ctx.get<Queue>(getQueueToken(QueueName.Payments)).getJob(event.id);
+      expect(rerun?.finishedOn).toBeDefined();
+    } finally {
+      await ctx.close();
+    }
 
     const atStripe = await stripe.client().refunds.list({ payment_intent: intent });
     expect(atStripe.data.map((r) => r.amount)).toEqual([12_000]);
