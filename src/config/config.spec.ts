@@ -66,6 +66,13 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ ...dev, DOCS_ENABLED: 'yes' })).toThrow(/DOCS_ENABLED/);
   });
 
+  it("takes orders from the payment provider's smallest charge: 50 with Stripe, 1 with the development gateway, or ORDER_MINIMUM_AMOUNT", () => {
+    expect(loadConfig({ ...SECRETS, NODE_ENV: 'production' }).orderMinimumAmount).toBe(50);
+    expect(loadConfig({ NODE_ENV: 'development' }).orderMinimumAmount).toBe(1);
+    expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', ORDER_MINIMUM_AMOUNT: '30' }).orderMinimumAmount).toBe(30);
+    expect(named(problemsOf({ NODE_ENV: 'development', ORDER_MINIMUM_AMOUNT: '0' }))).toEqual(['ORDER_MINIMUM_AMOUNT']);
+  });
+
   it('treats empty strings as unset', () => {
     expect(loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: '' }).stripe.secretKey).toBeUndefined();
   });

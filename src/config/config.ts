@@ -65,6 +65,9 @@ const optionalInt = (min: number, max: number) =>
     .regex(/^\d{1,12}$/, 'must be a whole number (digits only)')
     .transform(Number)
     .pipe(z.number().int().min(min).max(max));
+/** Stripe's smallest charge in INR, USD, EUR and most currencies (minor units). */
+const STRIPE_MINIMUM_CHARGE = 50;
+
 const int = (def: number, min: number, max: number) => optionalInt(min, max).default(String(def));
 
 /**
@@ -188,9 +191,10 @@ const envSchema = z.object({
     .regex(/^[A-Z]{3}$/)
     .refine((code) => Intl.supportedValuesOf('currency').includes(code), 'must be an ISO 4217 currency code (e.g. INR, EUR, USD)')
     .default('INR'),
-  // the smallest order total (minor units of SHOP_CURRENCY) the payment provider can charge:
-  // Stripe's minimum is 50 in INR, USD, EUR and most currencies (GBP 30; see its currency list)
-  ORDER_MINIMUM_AMOUNT: int(50, 1, 1_000_000_000),
+  // the smallest order total (minor units of SHOP_CURRENCY) the payment provider can charge;
+  // unset: 50 with Stripe (its minimum in INR, USD, EUR and most currencies; GBP 30), 1 with the
+  // development gateway (which charges any amount; a total of nothing is never charged)
+  ORDER_MINIMUM_AMOUNT: optionalInt(1, 1_000_000_000).optional(),
   RATE_LIMIT_ENABLED: bool(true),
   SIGN_IN_FAILURES_PER_CLIENT: int(5, 1, 1000),
   SIGN_IN_FAILURES_PER_ACCOUNT: int(100, 1, 1_000_000),
@@ -847,7 +851,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       ).replace(/\/$/, ''),
     },
     currency: e.SHOP_CURRENCY,
-    orderMinimumAmount: e.ORDER_MINIMUM_AMOUNT,
+    orderMinimumAmount: e.ORDER_MINIMUM_AMOUNT ?? (e.STRIPE_SECRET_KEY ? STRIPE_MINIMUM_CHARGE : 1),
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,
     signIn: {
       enabled: e.RATE_LIMIT_ENABLED || e.NODE_ENV !== 'development',
