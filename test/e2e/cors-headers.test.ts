@@ -178,6 +178,12 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
     const bad = await t.http.get('/v1/me', { token: 'not-a-token' });
     expect(bad.status).toBe(401);
     expect(bad.headers.get('www-authenticate')).toBe('Bearer error="invalid_token"');
+    // a token that verifies, of an account gone since: refused as a token too
+    const gone = await registerCustomer(t.http);
+    await t.db.pool.query(`DELETE FROM users WHERE id = $1`, [gone.user.id]);
+    const orphan = await t.http.get('/v1/me', { token: gone.accessToken });
+    expect([orphan.status, orphan.body.code]).toEqual([401, 'UNAUTHENTICATED']);
+    expect(orphan.headers.get('www-authenticate')).toBe('Bearer error="invalid_token"');
   });
 });
 

@@ -238,7 +238,9 @@ export class ProblemDetailsFilter implements ExceptionFilter {
     // a 401 names its scheme (RFC 9110 15.5.2, RFC 6750 3): clients that follow the standard
     // (and HTTP libraries that retry with credentials) need it; a bad token says so
     if (rendered.status === 401 && !reply.hasHeader('www-authenticate')) {
-      void reply.header('WWW-Authenticate', rendered.code === 'TOKEN_INVALID' ? 'Bearer error="invalid_token"' : 'Bearer');
+      // (a bearer token was sent and refused — bad, expired, revoked, its account gone — or none)
+      const refusedToken = rendered.code === 'TOKEN_INVALID' || (rendered.code === 'UNAUTHENTICATED' && /^bearer\s/i.test(request?.headers?.authorization ?? ''));
+      void reply.header('WWW-Authenticate', refusedToken ? 'Bearer error="invalid_token"' : 'Bearer');
     }
     void reply.status(rendered.status).type('application/problem+json').send(body);
   }
