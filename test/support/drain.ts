@@ -29,6 +29,8 @@ export interface DrainOptions {
 export interface Drained {
   outbox: { pending: number; total: number };
   queues: Partial<Record<QueueName, Record<string, number>>>;
+  /** Failed jobs still waiting for their retry (only while drain waits for them). */
+  retries?: string[];
 }
 
 const STATES = [
@@ -130,7 +132,7 @@ export async function drain(
       const snapshot: Drained = { outbox: rows[0], queues: counts };
       last = snapshot;
       const retries = busy === 0 && rows[0].pending === 0 ? await retriesPending(queues, delayed) : [];
-      if (retries.length > 0) last = { ...snapshot, retries } as Drained;
+      if (retries.length > 0) last = { ...snapshot, retries };
       const idle = busy === 0 && rows[0].pending === 0 && retries.length === 0;
       const key = JSON.stringify(snapshot);
       const stable = idle && key === previous;

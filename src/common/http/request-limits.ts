@@ -73,9 +73,6 @@ export function limitBodies(app: NestFastifyApplication): void {
   // (the parser's own limit is what a request no route matched is read up to: a 404 read and
   // parsed a megabyte of JSON; the webhooks' routes get theirs below)
   app.useBodyParser('application/json', { bodyLimit: API_BODY_LIMIT }, (request, body, done) => {
-    // JSON is UTF-8 (RFC 8259): another charset would be read as UTF-8 and its letters replaced
-    // with U+FFFD — stored, and different from what was sent — so it is refused, as are bytes
-    // that are not UTF-8 at all
     // a compressed body is not read (no decompression, so no decompression bomb either): named
     // as what it is, an unsupported coding (RFC 9110 8.4), not as bytes that are not UTF-8
     const coding = request.headers['content-encoding']?.trim().toLowerCase();
@@ -83,6 +80,9 @@ export function limitBodies(app: NestFastifyApplication): void {
       done(new DomainError('UNSUPPORTED_MEDIA_TYPE', 'Request bodies are not compressed: send them without Content-Encoding.'), undefined);
       return;
     }
+    // JSON is UTF-8 (RFC 8259): another charset would be read as UTF-8 and its letters replaced
+    // with U+FFFD — stored, and different from what was sent — so it is refused, as are bytes
+    // that are not UTF-8 at all
     const charset = CHARSET.exec(String(request.headers['content-type'] ?? ''))?.[2];
     // (US-ASCII is a part of UTF-8: such a body reads the same; the decode below holds it to that)
     if (charset !== undefined && !/^(utf-?8|us-ascii|ascii)$/i.test(charset)) {
