@@ -143,9 +143,9 @@ function mockRefunds(captured = 24_900) {
       if (row?.status === 'pending')
         rows.set(id, { ...row, providerRefundId: row.providerRefundId ?? providerRefundId });
     }),
-    reinstate: jest.fn(async (id: string, providerRefundId: string, _at: Date) => {
+    reinstate: jest.fn(async (id: string, providerRefundId: string, final: string, _at: Date) => {
       const row = rows.get(id);
-      if (row?.status !== 'failed') return null;
+      if (row?.status !== 'failed' || row.failure === final) return null;
       const back: Refund = { ...row, status: 'succeeded', providerRefundId, failure: null };
       rows.set(id, back);
       return back;
@@ -616,7 +616,7 @@ describe('RefundsService', () => {
         status: 'succeeded',
         providerRefundId: 're_p',
       });
-      expect(s.refunds.reinstate).toHaveBeenCalledWith(failedId, 're_f', NOW);
+      expect(s.refunds.reinstate).toHaveBeenCalledWith(failedId, 're_f', 'reversed_at_provider', NOW);
       expect(s.rows.get(failedId)).toMatchObject({ status: 'succeeded' });
       const adopted = [...s.rows.values()].find((r) => r.providerRefundId === 're_dashboard');
       expect(adopted).toMatchObject({
@@ -659,6 +659,31 @@ describe('RefundsService', () => {
       expect(s.transitions.withdrawRefund).toHaveBeenCalledWith(ORDER, ours.id, 4_000, 'refund:provider');
       expect(s.transitions.applyRefund).not.toHaveBeenCalled();
       // all of the capture is refundable again
+      const again = await s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: 'k2' });
+      expect(again).toMatchObject({ amount: 10_000, status: 'succeeded' });
+    });
+  });
+
+  describe('syncFromGateway: a list read before a reversal committed (another pass, still showing it succeeded)', () => {
+    it('does not reinstate the reversed refund: it stays failed, off the order, and is announced once', async () => {
+      const s = await setup({ captured: 10_000 });
+      await s.service.request({ orderId: ORDER, amount: 4_000, actor: ADMIN, idempotencyKey: 'k' });
+      const ours = [...s.rows.values()].find((r) => r.status === 'succeeded')!;
+      s.transitions.applyRefund.mockClear();
+      const succeeded = remote({ id: ours.providerRefundId!, amount: 4_000, refundId: ours.id });
+      // pass A reads the list (still succeeded) and waits on the provider's answer meanwhile ...
+      let answerA!: (list: GatewayRefund[]) => void;
+      s.gateway.listRefunds.mockImplementationOnce(() => new Promise((resolve) => (answerA = resolve)));
+      const passA = s.service.syncFromGateway(payment());
+      // ... pass B (the reversal's event) reads it failed and records the reversal
+      s.gateway.listRefunds.mockResolvedValueOnce([{ ...succeeded, status: 'failed' }]);
+      await s.service.syncFromGateway(payment());
+      answerA([succeeded]);
+      await passA;
+      expect(s.rows.get(ours.id)).toMatchObject({ status: 'failed', failure: 'reversed_at_provider' });
+      expect(s.transitions.applyRefund).not.toHaveBeenCalled();
+      expect(s.reversals).toHaveBeenCalledTimes(1);
+      // the amount is refundable again (it was not reserved back)
       const again = await s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: 'k2' });
       expect(again).toMatchObject({ amount: 10_000, status: 'succeeded' });
     });

@@ -281,7 +281,10 @@ export class RefundsService {
         (await this.refunds.findByProviderId(remote.id));
       if (ours) {
         if (ours.status === 'pending') await this.settle(ours, remote);
-        else if (ours.status === 'failed' && remote.status === 'succeeded') await this.reinstate(ours, remote);
+        // (a refund the provider reversed never succeeds again: a list read before the reversal
+        // — another payment's pass, an event's job — still shows it succeeded, and is stale)
+        else if (ours.status === 'failed' && remote.status === 'succeeded' && ours.failure !== REVERSED)
+          await this.reinstate(ours, remote);
         else if (ours.status === 'succeeded' && remote.status === 'failed') await this.reversed(ours);
       } else if (remote.status === 'succeeded') {
         external.push(remote);
@@ -515,7 +518,7 @@ export class RefundsService {
   private async reinstate(refund: Refund, remote: GatewayRefund): Promise<void> {
     this.logger.warn(`refund ${refund.id} was recorded as failed but succeeded at the provider: reinstated`);
     await this.tx.run(async () => {
-      const back = await this.refunds.reinstate(refund.id, remote.id, this.clock.now());
+      const back = await this.refunds.reinstate(refund.id, remote.id, REVERSED, this.clock.now());
       if (back) await this.announce(back);
     });
   }
