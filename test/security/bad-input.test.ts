@@ -71,6 +71,27 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     }
   });
 
+  it("Swagger UI's files refuse odd paths and preconditions with a 4xx problem (the static plugin's own refusals), never a 500", async () => {
+    const cases: [string, Record<string, string>, number][] = [
+      ['/docs//swagger-ui.css', {}, 403], // not a canonical path
+      ['/docs/a%5cb', {}, 403],
+      ['/docs/%00', {}, 400],
+      ['/docs/swagger-ui.css', { 'if-match': '"x"' }, 412],
+      ['/docs/swagger-ui.css', { 'if-unmodified-since': 'Thu, 01 Jan 1970 00:00:00 GMT' }, 412],
+      ['/docs/swagger-ui.css', { range: 'bytes=99999999-' }, 416],
+    ];
+    for (const [path, headers, status] of cases) {
+      const res = await t.http.get(path, { headers });
+      expect([path, res.status]).toEqual([path, status]);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(res.body).toMatchObject({ status, requestId: res.headers.get('x-request-id') });
+      expect(res.body.detail).not.toMatch(/\/|node_modules/); // no file system path
+    }
+    // the files themselves are still served, ranges too
+    expect((await t.http.get('/docs/swagger-ui.css')).status).toBe(200);
+    expect((await t.http.get('/docs/swagger-ui.css', { headers: { range: 'bytes=0-9' } })).status).toBe(206);
+  });
+
   it('a route that reads no body refuses one (400 naming it, nothing done) but takes none or {}; a retry sending {} where the first sent nothing replays it', async () => {
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
     const id = order.body.id;

@@ -168,6 +168,13 @@ export function render(thrown: unknown): Rendered | null {
   if (fastifyError?.code === 'ECONNRESET' && fastifyError.statusCode === 400) {
     return { status: 400, code: 'BAD_REQUEST', detail: 'The request body was not received in full.' };
   }
+  // Another plugin's refusal with its own 4xx (Swagger UI's static files: a path that is not
+  // canonical, a NUL, a failed If-Match / If-Unmodified-Since, a range past the end): the
+  // client's doing, answered with its status and a fixed detail (its message may name a file)
+  if (typeof fastifyError?.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
+    const status = fastifyError.statusCode;
+    return { status, code: STATUS_CODE[status] ?? 'BAD_REQUEST', detail: `${httpTitle(status)}.` };
+  }
   return null;
 }
 
@@ -255,9 +262,11 @@ function httpTitle(status: number): string {
     405: 'Method not allowed',
     408: 'Request timeout',
     409: 'Conflict',
+    412: 'Precondition failed',
     413: 'Payload too large',
     414: 'URI too long',
     415: 'Unsupported media type',
+    416: 'Range not satisfiable',
     431: 'Request header fields too large',
     422: 'Unprocessable content',
     429: 'Too many requests',
