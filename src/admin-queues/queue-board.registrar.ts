@@ -7,6 +7,7 @@ import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-hos
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuthenticatedRequest } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
+import { ClientRateLimitGuard } from '../common/throttling/rate-limit.guard';
 import { ProblemDetailsFilter, problemBody, render } from '../common/errors/problem-details.filter';
 import { QueueBoardAuth } from './queue-board-auth.service';
 import { QueueBoardQueues } from './queue-board-queues';
@@ -68,7 +69,11 @@ export class QueueBoardRegistrar implements OnModuleInit {
     private readonly adapterHost: HttpAdapterHost,
     private readonly auth: QueueBoardAuth,
     private readonly board: QueueBoardQueues,
+    private readonly clientLimits: ClientRateLimitGuard,
   ) {}
+
+  /** The board's requests, as the global guard sees a route: no scope, so the per-IP `default` policy. */
+  boardRequest(): void {}
 
   onModuleInit(): void {
     const httpAdapter = this.adapterHost.httpAdapter;
@@ -88,6 +93,12 @@ export class QueueBoardRegistrar implements OnModuleInit {
       async (board) => {
         board.addHook('onRequest', async (request, reply) => {
           try {
+            // the global per-IP limit first, as for every API route: a sign-in costs database
+            // reads (the account, the client's sessions) before its failures are counted, and
+            // the board's routes are not Nest's, so the global guard never ran for them
+            await this.clientLimits.canActivate(
+              new ExecutionContextHost([request, reply, undefined], QueueBoardRegistrar, this.boardRequest),
+            );
             (request as AuthenticatedRequest).user = await this.auth.authorize(
               request.headers.authorization,
               request.ip,

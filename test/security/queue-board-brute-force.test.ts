@@ -7,6 +7,7 @@ import type { HttpResponse } from '../support/http';
 import { TestApp, bootTestApp } from '../support/test-app';
 import type Redis from 'ioredis';
 import { REDIS } from '../../src/redis/redis.module';
+import { UserRepository } from '../../src/users/user.repository';
 
 // Issue 10, finding 2: the queue board's HTTP Basic sign-in was a brute-forceable password
 // oracle (limit checked before and counted after argon2, per process, 403 vs 401).
@@ -109,6 +110,40 @@ describe('queue board Basic sign-in against brute force (two API instances, one 
       );
     }
     expect(statuses).toEqual([...Array(BOARD_FAILURES_PER_CLIENT).fill(401), 429]);
+  });
+});
+
+describe('queue board: the per-IP request limit of every route', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1' } });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('counts every board request against `default` (300 a minute per client) before any database read: a client past its sign-in budget cannot keep PostgreSQL busy', async () => {
+    const lookups = jest.spyOn(t.app.get(UserRepository), 'findByEmail');
+    const statuses: number[] = [];
+    let last: HttpResponse | undefined;
+    for (let round = 0; round < 16; round++) {
+      const batch = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => board(t, '10.30.0.1', basic(`nobody-${round}-${i}@x.io`, 'guess-guess'))),
+      );
+      statuses.push(...batch.map((r) => r.status));
+      last = batch[batch.length - 1];
+    }
+    // the first BOARD_FAILURES_PER_CLIENT are verified (401), the rest of the first 300 refused
+    // by the sign-in budget, and past 300 by the per-IP limit, without reading anything
+    expect(statuses.filter((s) => s === 401)).toHaveLength(BOARD_FAILURES_PER_CLIENT);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(320 - BOARD_FAILURES_PER_CLIENT);
+    expect(lookups.mock.calls.length).toBeLessThanOrEqual(300);
+    expect(last!.body).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+    expect(last!.headers.get('ratelimit-policy')).toMatch(/"default";q=300;w=60/);
+    expect(Number(last!.headers.get('retry-after'))).toBeGreaterThan(0);
+    // another client is not affected
+    expect((await board(t, '10.30.0.2', '')).status).toBe(401);
+    lookups.mockRestore();
   });
 });
 
