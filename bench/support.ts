@@ -196,10 +196,10 @@ export async function startApi(
       STORAGE_ENDPOINT: 'http://127.0.0.1:9',
       STORAGE_ACCESS_KEY_ID: 'bench-only-access-key',
       STORAGE_SECRET_ACCESS_KEY: 'bench-only-storage-secret-0123456789',
-      STORAGE_WEBHOOK_TOKEN: 'bench-only-storage-webhook-token',
+      STORAGE_WEBHOOK_TOKEN: 'bench-only-storage-webhook-token-2026',
       STRIPE_SECRET_KEY: 'sk_test_bench_only_unused',
       STRIPE_TEST_MODE: 'true',
-      STRIPE_WEBHOOK_SECRET: 'whsec_bench_only_unused',
+      STRIPE_WEBHOOK_SECRET: 'whsec_bench_only_unused_2026',
       STRIPE_API_URL: 'http://127.0.0.1:9',
       METRICS_PORT: '0',
       // no mail server: the API sends none, and a production boot needs one or this, on purpose

@@ -111,7 +111,7 @@ async function main(): Promise<number> {
       JWT_PUBLIC_KEY: '',
       STORAGE_ACCESS_KEY_ID: 'drill-access-key',
       STORAGE_SECRET_ACCESS_KEY: 'drill-only-storage-secret-0123456789',
-      STORAGE_WEBHOOK_TOKEN: 'drill-only-storage-webhook-token',
+      STORAGE_WEBHOOK_TOKEN: 'drill-only-storage-webhook-token-2026',
       STRIPE_SECRET_KEY: fake.secretKey,
       STRIPE_API_URL: fake.url,
       STRIPE_WEBHOOK_SECRET: fake.webhookSecret,

@@ -9,10 +9,10 @@ const SECRETS = {
   STORAGE_ENDPOINT: 'https://storage.shop.example.test',
   STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
   STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
-  STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32),
+  STORAGE_WEBHOOK_TOKEN: 'z'.repeat(16) + '0123456789abcdef',
   STRIPE_SECRET_KEY: 'sk_test_123',
   STRIPE_TEST_MODE: 'true',
-  STRIPE_WEBHOOK_SECRET: 'whsec_abcdefghijklmnopqrstuvwx',
+  STRIPE_WEBHOOK_SECRET: 'whsec_abcdefghijklmnopqrstuvwx12',
   SMTP_URL: 'smtp://mail.example.test:587',
   MAIL_FROM: 'Shop <orders@shop.example.test>',
 };
@@ -248,6 +248,31 @@ describe('loadConfig', () => {
       }
       const real = 'whsec_' + 'A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6';
       expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', STRIPE_WEBHOOK_SECRET: real }).stripe.webhookSecret).toBe(real);
+    });
+
+    it("refuses the webhooks' secrets that are placeholders, words or the development value with something added", () => {
+      const refused: [string, string][] = [
+        ['STRIPE_WEBHOOK_SECRET', 'whsec_<your-signing-secret>'],
+        ['STRIPE_WEBHOOK_SECRET', 'whsec_dummy_dummy_dummy_dummy'],
+        ['STRIPE_WEBHOOK_SECRET', `${DEV_SECRETS.STRIPE_WEBHOOK_SECRET}_prod`],
+        ['STORAGE_WEBHOOK_TOKEN', `${DEV_SECRETS.STORAGE_WEBHOOK_TOKEN}-2`],
+        ['STORAGE_WEBHOOK_TOKEN', 'z'.repeat(32)],
+        ['STORAGE_WEBHOOK_TOKEN', '<storage-webhook-token>'],
+      ];
+      for (const [name, value] of refused) {
+        const problems = problemsOf({ ...SECRETS, NODE_ENV: 'production', [name]: value });
+        expect([value, problems.length > 0 && problems.every((p) => p.startsWith(`${name}: `))]).toEqual([value, true]);
+      }
+      // Stripe's own (base64 from the dashboard, hex from its CLI) and openssl rand output boot
+      for (const [name, value] of [
+        ['STRIPE_WEBHOOK_SECRET', 'whsec_' + 'a3f9'.repeat(16)],
+        ['STRIPE_WEBHOOK_SECRET', 'whsec_Zk9+Qm2/xT7pLw4RvN8sHc1J'],
+        ['STORAGE_WEBHOOK_TOKEN', '5be1c0d9a2f84e67b3c2d1e0f9a8b7c6'],
+      ]) {
+        expect(() => loadConfig({ ...SECRETS, NODE_ENV: 'production', [name]: value })).not.toThrow();
+      }
+      // development takes anything the schema does
+      expect(loadConfig({ NODE_ENV: 'development', STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32) }).storage.webhookToken).toBe('z'.repeat(32));
     });
 
     it('refuses a guessable JWT_SECRET: long enough is not enough', () => {

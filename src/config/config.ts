@@ -14,6 +14,12 @@ const MAX_API_PROCESSES = 64;
  * are used only with NODE_ENV=development set explicitly, and refused everywhere else even
  * when given on purpose.
  */
+/** The webhooks' secrets' formats (the schema's; webhookSecretProblems judges the values that have them). */
+const WEBHOOK_SECRET_FORMAT = {
+  STRIPE_WEBHOOK_SECRET: /^whsec_[\x21-\x7e]{16,}$/,
+  STORAGE_WEBHOOK_TOKEN: /^[\x21-\x7e]{16,512}$/,
+} as const;
+
 export const DEV_SECRETS = {
   JWT_SECRET: 'dev-only-insecure-jwt-secret-change-me',
   STRIPE_WEBHOOK_SECRET: 'whsec_dev_only_insecure_webhook_secret',
@@ -167,7 +173,7 @@ const envSchema = z.object({
   // would let anyone sign webhook events
   STRIPE_WEBHOOK_SECRET: z
     .string()
-    .regex(/^whsec_[\x21-\x7e]{16,}$/, {
+    .regex(WEBHOOK_SECRET_FORMAT.STRIPE_WEBHOOK_SECRET, {
       message: "a webhook signing secret from Stripe: 'whsec_' then at least 16 printable characters",
     })
     .optional(),
@@ -233,7 +239,7 @@ const envSchema = z.object({
     .string()
     .min(16)
     .max(512)
-    .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
+    .regex(WEBHOOK_SECRET_FORMAT.STORAGE_WEBHOOK_TOKEN, 'must be printable ASCII without spaces')
     .optional(),
   STORAGE_BASE_URL: url(['http:', 'https:']).optional(),
   CORS_ORIGINS: z.string().optional(),
@@ -617,6 +623,7 @@ function secretProblems(env: Record<string, string>): string[] {
     }
   }
   problems.push(...jwtSecretProblems(env));
+  problems.push(...webhookSecretProblems(env));
   problems.push(...stripeProblems(env));
   return problems;
 }
@@ -648,8 +655,7 @@ function jwtSecretProblems(env: Record<string, string>): string[] {
   if (!secret || secret === DEV_SECRETS.JWT_SECRET || secret.length < 32) return [];
   if (new Set(secret).size < JWT_SECRET_MIN_DISTINCT) return [];
   const problems: string[] = [];
-  const kinds = [/[a-z]/, /[A-Z]/, /[0-9]/].filter((kind) => kind.test(secret)).length;
-  if (/[\s<>\u2026]/.test(secret) || kinds < 2) {
+  if (looksLikePlaceholder(secret)) {
     problems.push(
       'JWT_SECRET: looks like a placeholder or words, not a random key (use e.g. openssl rand -base64 48)',
     );
@@ -659,6 +665,37 @@ function jwtSecretProblems(env: Record<string, string>): string[] {
   }
   for (const other of OTHER_SECRETS) {
     if (env[other] === secret) problems.push(`JWT_SECRET: the same value as ${other}`);
+  }
+  return problems;
+}
+
+/**
+ * A placeholder (`<…>`, spaces, an ellipsis) or words (one kind of character: random output
+ * mixes at least two of lower case, upper case and digits).
+ */
+function looksLikePlaceholder(secret: string): boolean {
+  const kinds = [/[a-z]/, /[A-Z]/, /[0-9]/].filter((kind) => kind.test(secret)).length;
+  return /[\s<>\u2026]/.test(secret) || kinds < 2;
+}
+
+/**
+ * Outside development, the webhooks' secrets as JWT_SECRET: whoever guesses one has forged
+ * events accepted (each a stored event, a job and a provider call) — so no placeholder
+ * (`whsec_<your-signing-secret>`), no words, and not the public development value with something
+ * added (`…_prod`, `…-2`). Stripe's own (`whsec_` and base64 or hex) and `openssl rand` output pass.
+ */
+function webhookSecretProblems(env: Record<string, string>): string[] {
+  const problems: string[] = [];
+  for (const name of ['STRIPE_WEBHOOK_SECRET', 'STORAGE_WEBHOOK_TOKEN'] as const) {
+    const value = env[name];
+    // (absent, malformed, or the development value itself: said already)
+    if (!value || !WEBHOOK_SECRET_FORMAT[name].test(value) || value === DEV_SECRETS[name]) continue;
+    if (looksLikePlaceholder(value.replace(/^whsec_/, ''))) {
+      problems.push(`${name}: looks like a placeholder or words, not a random secret (use the provider's, or e.g. openssl rand -hex 32)`);
+    }
+    if (value.toLowerCase().includes(DEV_SECRETS[name].toLowerCase())) {
+      problems.push(`${name}: contains the public development value`);
+    }
   }
   return problems;
 }

@@ -193,10 +193,10 @@ describe('CORS_ORIGINS defaults and validation', () => {
     STORAGE_ENDPOINT: 'https://storage.shop.example.test',
     STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
     STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
-    STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32),
+    STORAGE_WEBHOOK_TOKEN: 'z'.repeat(16) + '0123456789abcdef',
     STRIPE_SECRET_KEY: 'sk_test_123',
     STRIPE_TEST_MODE: 'true',
-    STRIPE_WEBHOOK_SECRET: 'whsec_abcdefghijklmnopqrstuvwx',
+    STRIPE_WEBHOOK_SECRET: 'whsec_abcdefghijklmnopqrstuvwx12',
     SMTP_URL: 'smtp://mail.example.test:587',
     MAIL_FROM: 'Shop <orders@shop.example.test>',
   };
