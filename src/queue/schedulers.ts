@@ -37,9 +37,9 @@ export const SCHEDULES: readonly JobSchedule[] = [
  * The revision of SCHEDULES: raise it with every change to them (schedulers.spec.ts holds the
  * digest of this revision's list and fails until it is raised). During a rolling deploy two builds
  * run side by side; only a build whose revision is not below the one Redis records
- * (`<queue>:schedules-revision`) changes or removes schedulers — an older one only adds those
- * missing — so the two do not undo each other every minute (each upsert of a new interval runs
- * the pass at once).
+ * (`<queue>:schedules-revision`) adds, changes or removes schedulers — an older one only repairs
+ * those it holds that stopped making jobs — so the two do not undo each other every minute (each
+ * upsert of a new interval, or of a pass dropped, runs the pass at once).
  */
 export const SCHEDULES_REVISION = 1;
 
@@ -167,6 +167,11 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
       const wanted = SCHEDULES.filter((s) => JOB_QUEUE[s.job] === name);
       for (const { job, everyMs, data } of wanted) {
         const found = held.get(job);
+        // an older build (a newer revision recorded) adds nothing: a pass Redis does not hold was
+        // dropped by the newer build (a Redis that lost its schedulers lost the revision with
+        // them, and every build counts as current again) — re-added, it ran at once and was
+        // removed within the minute, over and over for the whole rollout
+        if (!current && !found) continue;
         if (
           found &&
           (!current ||
@@ -175,7 +180,7 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
           !(await this.lostItsNextJob(queue, found, everyMs))
         )
           continue;
-        // (an older build re-registers a lost one as held, not as it would have it: a newer
+        // (an older build re-registers a stuck one as held, not as it would have it: a newer
         // build's interval and data stand)
         await attempt(() =>
           !current && found
