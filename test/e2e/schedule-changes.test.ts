@@ -134,7 +134,7 @@ describe('job schedules a new build changed or dropped', () => {
     await queue.removeJobScheduler(dropped.job);
     const upserts = jest.spyOn(worker.get(JobQueues), 'schedule');
     // the checks that finished from here on (registerMissing is the check's work)
-    const checks = worker.get(Schedulers) as unknown as { registerMissing: () => Promise<number> };
+    const checks = worker.get<Schedulers, { registerMissing: () => Promise<number> }>(Schedulers);
     const original = checks.registerMissing.bind(checks);
     let finished = 0;
     const spy = jest.spyOn(checks, 'registerMissing').mockImplementation(async () => {
