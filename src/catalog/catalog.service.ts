@@ -81,7 +81,8 @@ export class CatalogService {
       });
     }
     const asOf = cursor ? new Date(cursor.t) : this.clock.now();
-    const maxUnits = cursor ? cursor.m : await this.products.maxUnitsSold();
+    // (the best seller's units scale relevance only: the other sorts neither read nor page by it)
+    const maxUnits = cursor ? cursor.m : query.sort === 'relevance' ? await this.products.maxUnitsSold() : 0;
     const rows = await this.products.page({
       sort: query.sort,
       limit: query.limit + 1,

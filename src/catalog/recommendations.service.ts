@@ -4,6 +4,7 @@ import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName } from '../queue/queues';
+import { CatalogCache } from './catalog-cache';
 import { mapProductSummary } from './catalog.mapper';
 import { ProductListDto } from './dto/catalog.dto';
 import { ObjectStorage } from './object-storage';
@@ -12,6 +13,12 @@ import { RecommendationRepository } from './recommendation.repository';
 import { productNotFound } from './product-not-found';
 
 const TOP_K = 10;
+/**
+ * The cache key of what a customer without purchases is shown (not a URL: the cached-read hook
+ * serves none of it). The same list for every such customer, and each build scores every product
+ * on sale (relevance has no index): built once per catalog version, as the listings are.
+ */
+const NEW_CUSTOMER_TOP = 'recommendations:new-customer-top';
 
 /** "Bought together" from paid orders: recomputed by a scheduled job, served from a table. */
 @Injectable()
@@ -24,6 +31,7 @@ export class RecommendationsService {
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
     private readonly storage: ObjectStorage,
+    private readonly cache: CatalogCache,
   ) {}
 
   private summary = (r: ProductSummaryView) => mapProductSummary(r, (key) => this.storage.publicUrl(key));
@@ -47,13 +55,16 @@ export class RecommendationsService {
   async forCustomer(me: Principal): Promise<ProductListDto> {
     const rows = await this.recommendations.forCustomer(me.userId, TOP_K);
     if (rows.length > 0) return { items: rows.map(this.summary) };
-    const top = await this.products.page({
-      sort: 'relevance',
-      limit: TOP_K,
-      asOf: this.clock.now(),
-      maxUnits: await this.products.maxUnitsSold(),
-      after: null,
+    const top = await this.cache.getOrBuild(NEW_CUSTOMER_TOP, async (): Promise<ProductListDto> => {
+      const page = await this.products.page({
+        sort: 'relevance',
+        limit: TOP_K,
+        asOf: this.clock.now(),
+        maxUnits: await this.products.maxUnitsSold(),
+        after: null,
+      });
+      return { items: page.map(this.summary) };
     });
-    return { items: top.map(this.summary) };
+    return JSON.parse(top) as ProductListDto;
   }
 }

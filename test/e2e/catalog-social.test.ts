@@ -126,6 +126,45 @@ describe('catalog: reviews, recommendations, images', () => {
     await t.db.pool.query(`UPDATE products SET currency = 'INR' WHERE id = $1`, [lemon.id]);
   });
 
+  it("builds a new customer's recommendations once per catalog version (each build scores every product on sale), not once per request", async () => {
+    await createProduct(t, admin, { stock: 5 }); // (a write: a new catalog version)
+    const newcomers = await buyers(t.http, 3);
+    const pages = jest.spyOn(t.app.get(ProductRepository), 'page');
+    try {
+      const lists = [];
+      for (const b of newcomers) lists.push(await t.http.get('/v1/me/recommendations', { token: b.token }));
+      expect(lists.map((r) => r.status)).toEqual([200, 200, 200]);
+      expect(lists[0].body.items.length).toBeGreaterThan(0);
+      expect(lists[1].body).toEqual(lists[0].body);
+      expect(lists[2].body).toEqual(lists[0].body);
+      expect(pages).toHaveBeenCalledTimes(1);
+      // a catalog write: the next one is built afresh, and shows it
+      const fresh = await createProduct(t, admin, { stock: 5 });
+      await t.db.pool.query(`UPDATE products SET units_sold = 1000000 WHERE id = $1`, [fresh.id]);
+      await createProduct(t, admin, { stock: 5 }); // (the UPDATE above went around the admin API)
+      const after = await t.http.get('/v1/me/recommendations', { token: newcomers[0].token });
+      expect(pages).toHaveBeenCalledTimes(2);
+      expect(after.body.items[0].id).toBe(fresh.id);
+      await t.db.pool.query(`UPDATE products SET units_sold = 0 WHERE id = $1`, [fresh.id]); // (not the next tests' best seller)
+    } finally {
+      pages.mockRestore();
+    }
+  });
+
+  it('a listing sorted by anything but relevance does not ask for the best seller (it scales relevance only)', async () => {
+    const best = jest.spyOn(t.app.get(ProductRepository), 'maxUnitsSold');
+    try {
+      for (const sort of ['newest', 'price_asc', 'price_desc', 'popular']) {
+        expect((await t.http.get(`/v1/products?sort=${sort}&limit=${40 + Math.floor(Math.random() * 50)}`)).status).toBe(200);
+      }
+      expect(best).not.toHaveBeenCalled();
+      expect((await t.http.get(`/v1/products?sort=relevance&limit=${40 + Math.floor(Math.random() * 50)}`)).status).toBe(200);
+      expect(best).toHaveBeenCalledTimes(1);
+    } finally {
+      best.mockRestore();
+    }
+  });
+
   it('recommends neighbours on sale: ten better ones taken off sale do not leave the list empty', async () => {
     const [a, c, ...better] = await Promise.all(Array.from({ length: 12 }, () => createProduct(t, admin, { stock: 50 })));
     const [x, y] = await buyers(t.http, 2);
