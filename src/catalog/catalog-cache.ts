@@ -10,6 +10,7 @@ import { APP_CONFIG, AppConfig } from '../config/config';
 import { REDIS } from '../redis/redis.module';
 import { CoalescedVersionReader } from './catalog-version';
 import { withTimeout } from '../common/with-timeout';
+import { ConcurrencyGate } from '../common/throttling/concurrency-gate';
 
 /**
  * What the shared tier keeps per page: the JSON and when it expires (epoch ms), so that one GET
@@ -48,6 +49,16 @@ const BUMP_RETRY_MS = [50, 100, 200, 300, 450];
 const BUMP_OWED_RETRY_MS = 250;
 /** … for this long (Redis down longer than this has long lost or expired its pages anyway). */
 const BUMP_OWED_MS = 10 * 60_000;
+
+/**
+ * Builds running at once in a process: a quarter of its pool (at least 2), so that misses —
+ * which anyone can make with distinct URLs (a cursor of their own making, a `q`), each a read
+ * that may score every product on sale — cannot take the connections checkouts need.
+ */
+const buildSlots = (poolSize: number) => Math.max(2, Math.floor(poolSize / 4));
+/** Misses waiting for a build slot, and for how long, before a 503 with Retry-After. */
+const BUILDS_QUEUED = 100;
+const BUILD_WAIT_MS = 2_000;
 
 interface MemoryEntry {
   json: string;
@@ -104,6 +115,9 @@ return redis.call('INCR', KEYS[1])`;
  *   that began before another process's write returned is never joined after it.
  * - Availability may be up to CATALOG_TTL_MS (+20%) stale in a cached page (a memory copy expires
  *   with its Redis entry); orders always check stock under row locks, so it can never oversell.
+ * - Misses: at most a quarter of the pool's connections build at once (buildSlots), the rest
+ *   wait up to BUILD_WAIT_MS, then 503 with Retry-After — a flood of distinct URLs slows the
+ *   catalog's misses, not checkout.
  * - Redis down or stalled: reads go straight to PostgreSQL (the client fails fast, and every
  *   Redis call here gives up after CACHE_REDIS_TIMEOUT_MS; after a failure reads skip Redis for
  *   a second), never a 500 and never a wait on Redis; the cache works again as soon as Redis
@@ -126,6 +140,8 @@ export class CatalogCache {
   private bypassUntil = 0;
   /** A version bump retried in the background (bumpLater). */
   private bumpOwed?: Promise<void>;
+  /** Every build (a miss's reads of PostgreSQL) runs through it: buildSlots. */
+  private readonly builds: ConcurrencyGate;
 
   constructor(
     /**
@@ -141,6 +157,11 @@ export class CatalogCache {
   ) {
     this.versionKey = `${config.redis.keyPrefix}:catalog:version`;
     this.enabled = config.catalogCacheEnabled;
+    this.builds = new ConcurrencyGate({
+      concurrency: buildSlots(config.database.poolSize),
+      maxQueued: BUILDS_QUEUED,
+      maxWaitMs: BUILD_WAIT_MS,
+    });
     this.versions = new CoalescedVersionReader(async () => {
       if (this.bypassed()) return undefined;
       try {
@@ -175,7 +196,8 @@ export class CatalogCache {
   }
 
   /** The cached JSON for `key`, or `build()`'s result (serialized and stored). */
-  async getOrBuild(key: string, build: () => Promise<unknown>): Promise<string> {
+  async getOrBuild(key: string, unbounded: () => Promise<unknown>): Promise<string> {
+    const build = () => this.builds.run(unbounded);
     if (!this.enabled) return JSON.stringify(await build());
     const version = await this.versions.current();
     if (version !== undefined) {

@@ -1,0 +1,69 @@
+import { ProductRepository } from '../../src/catalog/product.repository';
+import { TransactionHost } from '../../src/database/transaction-host';
+import { createAdmin } from '../support/auth';
+import { createProduct } from '../support/catalog';
+import { buyers, placeOrder } from '../support/orders';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { waitFor } from '../support/wait-for';
+
+/**
+ * Anyone can make catalog misses (a listing URL of their own: a limit, a `q`, a cursor they
+ * made), each a read of PostgreSQL that may score every product on sale. They used to take as
+ * many pool connections as came in at once, and checkouts waited behind them for the pool, then
+ * failed. Builds now run at most a quarter of the pool at once (at least 2); the rest wait a
+ * while, then get 503 with Retry-After.
+ */
+describe('a flood of catalog misses leaves checkout its connections', () => {
+  let t: TestApp;
+
+  beforeAll(async () => {
+    t = await bootTestApp({ env: { DATABASE_POOL_SIZE: '4', DATABASE_POOL_WAIT_MS: '1000' } });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('8 slow listings at once: at most 2 build, a checkout meanwhile is placed at once; every listing is 200 or 503 with Retry-After', async () => {
+    const admin = (await createAdmin(t)).accessToken;
+    const product = await createProduct(t, admin, { stock: 10 });
+    const [buyer] = await buyers(t.http, 1);
+    const repository = t.app.get(ProductRepository);
+    const tx = t.app.get(TransactionHost);
+    const page = repository.page.bind(repository);
+    let building = 0;
+    let most = 0;
+    // each listing's read made slow: a second and a half of a pool connection
+    const slow = jest.spyOn(repository, 'page').mockImplementation(async (query) => {
+      most = Math.max(most, ++building);
+      try {
+        await tx.query('SELECT pg_sleep(1.5)');
+        return await page(query);
+      } finally {
+        building--;
+      }
+    });
+    try {
+      // distinct, valid listings: each a miss
+      const listings = Array.from({ length: 8 }, (_, i) => t.http.get(`/v1/products?sort=newest&limit=${20 + i}`));
+      await waitFor('two builds under way', async () => building, { until: (n) => n >= 2 });
+      const started = Date.now();
+      const order = await placeOrder(t.http, buyer, [{ productId: product.id, quantity: 1 }]);
+      expect(order.status).toBe(201);
+      expect(Date.now() - started).toBeLessThan(1000);
+      const answers = await Promise.all(listings);
+      expect(most).toBe(2);
+      for (const res of answers) {
+        expect([200, 503]).toContain(res.status);
+        if (res.status === 503) {
+          expect(res.body).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+          expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+        }
+      }
+      expect(answers.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(2);
+    } finally {
+      slow.mockRestore();
+    }
+    // the gate lets go: a listing afterwards is built and answered
+    expect((await t.http.get('/v1/products?sort=newest&limit=41')).status).toBe(200);
+  });
+});
