@@ -6,6 +6,7 @@ import { ReservationExpiryService } from '../../src/orders/reservation-expiry.se
 import { MetricsService } from '../../src/metrics/metrics.service';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
 import { OverdueOrders } from '../../src/payments/overdue-orders.service';
+import { PAYMENT_GATEWAY, PaymentGateway } from '../../src/payments/payment-gateway';
 import { PaymentRepository } from '../../src/payments/payment.repository';
 import { RefundRepository } from '../../src/payments/refund.repository';
 import { RefundsService } from '../../src/payments/refunds.service';
@@ -549,6 +550,42 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     // our record follows once the worker has the gateway's answer
     const o = await orderWhen(order.body.id, 'payment canceled', (x) => (x as { payment?: { status: string } }).payment?.status === 'canceled');
     expect(o.payment.status).toBe('canceled');
+  }, 30_000);
+
+  it('cancelled while its payment was starting (the intent being made at Stripe): 409 ORDER_NOT_PAYABLE, no client secret, the intent cancelled at once, stock released', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const gateway = t.app.get<symbol, PaymentGateway>(PAYMENT_GATEWAY);
+    const create = gateway.createIntent.bind(gateway);
+    let answer!: () => void;
+    const held = new Promise<void>((resolve) => (answer = resolve));
+    let asked!: () => void;
+    const reached = new Promise<void>((resolve) => (asked = resolve));
+    let intent = '';
+    const spy = jest.spyOn(gateway, 'createIntent').mockImplementation(async (input) => {
+      const made = await create(input); // made at Stripe …
+      intent = made.id;
+      asked();
+      await held; // … its answer on the way while the customer cancels
+      return made;
+    });
+    try {
+      const paying = t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+      await reached;
+      const cancelled = await t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() });
+      expect(cancelled.status).toBe(200);
+      answer();
+      const pay = await paying;
+      expectProblem(pay, 409, 'ORDER_NOT_PAYABLE');
+      expect(pay.body.clientSecret).toBeUndefined();
+    } finally {
+      spy.mockRestore();
+    }
+    expect(stripe.intent(intent)?.status).toBe('canceled'); // by the payment call itself, before it answered
+    expect(await orderOf(order.body.id)).toMatchObject({ status: 'CANCELLED' });
+    await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    await assertStockInvariants(t.db.pool, [p]);
   }, 30_000);
 
   it('paid just before the cancel, and the refund step failed once: the cancel job\'s rerun still refunds, once', async () => {
