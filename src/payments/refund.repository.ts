@@ -226,16 +226,16 @@ export class RefundRepository {
   /**
    * failed → succeeded: the provider did refund after all (we had classified an answer as a
    * refusal). Takes the amount back into the reservation; the CHECK still caps it at the capture.
-   * Never one that failed as `final` (reversed by the provider: a list read before the reversal
+   * Never one whose failure is among `final` (the provider's own: a list read before it
    * committed says succeeded, and is stale).
    */
-  async reinstate(id: string, providerRefundId: string, final: string, at: Date): Promise<Refund | null> {
+  async reinstate(id: string, providerRefundId: string, final: string[], at: Date): Promise<Refund | null> {
     return this.inTransaction(async (m) => {
       const back = await m
         .createQueryBuilder()
         .update(RefundEntity)
         .set({ status: 'succeeded', providerRefundId, failure: null, updatedAt: at })
-        .where(`id = :id AND status = 'failed' AND failure IS DISTINCT FROM :final`, { id, final })
+        .where(`id = :id AND status = 'failed' AND (failure IS NULL OR failure <> ALL(:final))`, { id, final })
         .execute();
       if (!back.affected) return null;
       const refund = await m.getRepository(RefundEntity).findOneByOrFail({ id });

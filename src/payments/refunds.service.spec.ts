@@ -143,9 +143,9 @@ function mockRefunds(captured = 24_900) {
       if (row?.status === 'pending')
         rows.set(id, { ...row, providerRefundId: row.providerRefundId ?? providerRefundId });
     }),
-    reinstate: jest.fn(async (id: string, providerRefundId: string, final: string, _at: Date) => {
+    reinstate: jest.fn(async (id: string, providerRefundId: string, final: string[], _at: Date) => {
       const row = rows.get(id);
-      if (row?.status !== 'failed' || row.failure === final) return null;
+      if (row?.status !== 'failed' || final.includes(row.failure ?? '')) return null;
       const back: Refund = { ...row, status: 'succeeded', providerRefundId, failure: null };
       rows.set(id, back);
       return back;
@@ -616,7 +616,7 @@ describe('RefundsService', () => {
         status: 'succeeded',
         providerRefundId: 're_p',
       });
-      expect(s.refunds.reinstate).toHaveBeenCalledWith(failedId, 're_f', 'reversed_at_provider', NOW);
+      expect(s.refunds.reinstate).toHaveBeenCalledWith(failedId, 're_f', ['reversed_at_provider', 'failed_at_provider'], NOW);
       expect(s.rows.get(failedId)).toMatchObject({ status: 'succeeded' });
       const adopted = [...s.rows.values()].find((r) => r.providerRefundId === 're_dashboard');
       expect(adopted).toMatchObject({
@@ -686,6 +686,31 @@ describe('RefundsService', () => {
       // the amount is refundable again (it was not reserved back)
       const again = await s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: 'k2' });
       expect(again).toMatchObject({ amount: 10_000, status: 'succeeded' });
+    });
+  });
+
+  describe('syncFromGateway: a list read before the provider failed a refund still pending with us', () => {
+    it('does not reinstate it: the provider\'s failed is final; it stays failed, never announced', async () => {
+      const s = await setup({ captured: 10_000 });
+      // ours: asked, no answer yet (pending)
+      s.gateway.createRefund.mockRejectedValueOnce(new GatewayError('unavailable', undefined, 'timeout'));
+      await s.service.request({ orderId: ORDER, amount: 4_000, actor: ADMIN, idempotencyKey: 'k' });
+      const oursId = uuidFromName(`refund:${ADMIN}:k`);
+      expect(s.rows.get(oursId)).toMatchObject({ status: 'pending' });
+      s.transitions.applyRefund.mockClear();
+      const succeeded = remote({ id: 're_1', amount: 4_000, refundId: oursId });
+      // pass A (the success's event) reads the list, succeeded, and is slow …
+      let answerA!: (list: GatewayRefund[]) => void;
+      s.gateway.listRefunds.mockImplementationOnce(() => new Promise((resolve) => (answerA = resolve)));
+      const passA = s.service.syncFromGateway(payment());
+      // … pass B (the failure's event) settles ours as failed at the provider
+      s.gateway.listRefunds.mockResolvedValueOnce([{ ...succeeded, status: 'failed' }]);
+      await s.service.syncFromGateway(payment());
+      expect(s.rows.get(oursId)).toMatchObject({ status: 'failed', failure: 'failed_at_provider' });
+      answerA([succeeded]);
+      await passA;
+      expect(s.rows.get(oursId)).toMatchObject({ status: 'failed', failure: 'failed_at_provider' });
+      expect(s.transitions.applyRefund).not.toHaveBeenCalled();
     });
   });
 

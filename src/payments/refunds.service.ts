@@ -21,6 +21,14 @@ const SYSTEM = 'system:payments';
 const EXCEEDS = new Set(['amount_too_large', 'charge_already_refunded']);
 /** What a refund the provider failed after reporting it succeeded is recorded as failing with. */
 const REVERSED = 'reversed_at_provider';
+/** The provider's own refusal of a refund it had accepted (its `failed`, final there). */
+const FAILED_THERE = 'failed_at_provider';
+/**
+ * Failures no later list can undo: the provider's `failed` is final — a list that still says
+ * succeeded was read before it (another pass, an event's job), and is stale. Only a failure we
+ * inferred from an answer (a refusal we classified) can turn out to have succeeded after all.
+ */
+const FINAL_FAILURES = [REVERSED, FAILED_THERE];
 
 /**
  * A failed automatic refund that is raised for a person (raiseIfAutomatic): refused or failed by
@@ -281,9 +289,7 @@ export class RefundsService {
         (await this.refunds.findByProviderId(remote.id));
       if (ours) {
         if (ours.status === 'pending') await this.settle(ours, remote);
-        // (a refund the provider reversed never succeeds again: a list read before the reversal
-        // — another payment's pass, an event's job — still shows it succeeded, and is stale)
-        else if (ours.status === 'failed' && remote.status === 'succeeded' && ours.failure !== REVERSED)
+        else if (ours.status === 'failed' && remote.status === 'succeeded' && !FINAL_FAILURES.includes(ours.failure ?? ''))
           await this.reinstate(ours, remote);
         else if (ours.status === 'succeeded' && remote.status === 'failed') await this.reversed(ours);
       } else if (remote.status === 'succeeded') {
@@ -463,7 +469,7 @@ export class RefundsService {
       const settled = await this.refunds.settle(
         refund.id,
         outcome,
-        { providerRefundId: remote.id, failure: remote.status === 'failed' ? 'failed_at_provider' : undefined },
+        { providerRefundId: remote.id, failure: remote.status === 'failed' ? FAILED_THERE : undefined },
         now,
       );
       if (settled?.status === 'succeeded') await this.announce(settled);
@@ -518,7 +524,7 @@ export class RefundsService {
   private async reinstate(refund: Refund, remote: GatewayRefund): Promise<void> {
     this.logger.warn(`refund ${refund.id} was recorded as failed but succeeded at the provider: reinstated`);
     await this.tx.run(async () => {
-      const back = await this.refunds.reinstate(refund.id, remote.id, REVERSED, this.clock.now());
+      const back = await this.refunds.reinstate(refund.id, remote.id, FINAL_FAILURES, this.clock.now());
       if (back) await this.announce(back);
     });
   }

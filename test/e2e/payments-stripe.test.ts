@@ -964,7 +964,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(row.rows[0]).toEqual({ status: 'failed', failure: 'reversed_at_provider' });
       // a pass that read the list before the reversal (it still said succeeded) cannot bring it
       // back: the guarded UPDATE never reinstates a refund the provider reversed
-      expect(await worker.get(RefundRepository).reinstate(ours.body.id, remote.id, 'reversed_at_provider', new Date())).toBeNull();
+      expect(await worker.get(RefundRepository).reinstate(ours.body.id, remote.id, ['reversed_at_provider', 'failed_at_provider'], new Date())).toBeNull();
       // no transition leaves PARTIALLY_REFUNDED; what was refunded is what reached the customer
       expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 0 } });
       // the admin refunds them again: all of it is refundable (it was a 409 while the reversed
