@@ -39,12 +39,26 @@ export const SCHEDULES: readonly JobSchedule[] = [
  * run side by side; only a build whose revision is not below the one Redis records
  * (`<queue>:schedules-revision`) adds, changes or removes schedulers — an older one only repairs
  * those it holds that stopped making jobs — so the two do not undo each other every minute (each
- * upsert of a new interval, or of a pass dropped, runs the pass at once).
+ * upsert of a new interval, or of a pass dropped, runs the pass at once). The recorded revision
+ * lives REVISION_TTL_MS past the last check of a build that has it: after a rollback the older
+ * build takes over.
  */
 export const SCHEDULES_REVISION = 1;
 
 /** How often every worker checks that each schedule is still in Redis (once it is known complete). */
 const SCHEDULES_CHECK_MS = 60_000;
+/**
+ * How long a recorded revision outlives the last check of a build that has it: every such check
+ * renews it. Once no build of a newer revision runs (a rollback), it expires and the older build
+ * takes over — adds the passes the newer one dropped, puts its intervals back — instead of
+ * leaving them unscheduled for ever.
+ */
+const REVISION_TTL_MS = 5 * SCHEDULES_CHECK_MS;
+/** Records ARGV[1] with a TTL of ARGV[2] ms unless a higher revision is recorded (1 if it did). */
+const RECORD_REVISION = `local held = tonumber(redis.call('GET', KEYS[1]) or '0')
+if held > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`;
 /** How far past two periods a scheduler's next run may be before lostItsNextJob looks for its job. */
 const LOST_NEXT_MARGIN_MS = 60_000;
 /** After a failed check: again in 1 s, 2 s, 4 s … at most this long. */
@@ -193,7 +207,7 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
         if (!wanted.some((s) => String(s.job) === key))
           await attempt(() => queue.removeJobScheduler(key));
       }
-      if (recorded < SCHEDULES_REVISION) await client.set(revisionKey, String(SCHEDULES_REVISION));
+      await client.runCommand('eval', [RECORD_REVISION, 1, revisionKey, String(SCHEDULES_REVISION), String(REVISION_TTL_MS)]);
     }
     if (refused !== undefined) throw refused;
     return changed;

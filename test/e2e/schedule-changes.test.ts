@@ -164,4 +164,30 @@ describe('job schedules a new build changed or dropped', () => {
       upserts.mockRestore();
     }
   }, 90_000);
+
+  it('a rollback: once the newer revision is no longer renewed (no build of it checks in), this build takes over — the dropped pass back, its intervals, the newer pass gone', async () => {
+    worker ??= await bootTestWorker(t.config);
+    const changed = SCHEDULES.find((s) => s.job === JobName.ReconcileEmails)!;
+    const dropped = SCHEDULES.find((s) => s.job === JobName.PurgeOutbox)!;
+    const queue = worker.get(JobQueues).queue(JOB_QUEUE[changed.job]);
+    const client = await queue.client;
+    const revisionKey = `${queue.qualifiedName}:schedules-revision`;
+    const schedulers = async () =>
+      Object.fromEntries((await queue.getJobSchedulers()).map((j) => [j.key, j.every]));
+    // a newer build ran (its revision, its interval, its pass, one it dropped) and was rolled back:
+    // its revision expires (PX 1 ms: the expiry of REVISION_TTL_MS without its checks)
+    await client.set(revisionKey, String(SCHEDULES_REVISION + 1), { PX: 1 });
+    await queue.upsertJobScheduler(changed.job, { every: changed.everyMs * 3 }, { name: changed.job, data: {} });
+    await queue.upsertJobScheduler('maintenance.newer-pass', { every: 60_000 }, { name: 'maintenance.newer-pass', data: {} });
+    await queue.removeJobScheduler(dropped.job);
+    client.disconnect(true); // a check
+    const held = await waitFor('this build to take over', schedulers, {
+      until: (h) => h[dropped.job] === dropped.everyMs && h[changed.job] === changed.everyMs && !('maintenance.newer-pass' in h),
+      timeoutMs: 75_000,
+    });
+    expect(held[dropped.job]).toBe(dropped.everyMs);
+    // this build's revision recorded, and renewed by its checks (it expires without them)
+    expect(await client.get(revisionKey)).toBe(String(SCHEDULES_REVISION));
+    expect(await client.runCommand('pttl', [revisionKey])).toBeGreaterThan(0);
+  }, 90_000);
 });
