@@ -53,12 +53,18 @@ const BUMP_OWED_MS = 10 * 60_000;
 /**
  * Builds running at once in a process: a quarter of its pool (at least 2), so that misses —
  * which anyone can make with distinct URLs (a cursor of their own making, a `q`), each a read
- * that may score every product on sale — cannot take the connections checkouts need.
+ * that may score every product on sale — cannot take the connections checkouts need. The rest
+ * wait as long as they would have waited for a pool connection (DATABASE_POOL_WAIT_MS), then 503.
  */
 const buildSlots = (poolSize: number) => Math.max(2, Math.floor(poolSize / 4));
-/** Misses waiting for a build slot, and for how long, before a 503 with Retry-After. */
-const BUILDS_QUEUED = 100;
-const BUILD_WAIT_MS = 2_000;
+/** Misses waiting for a build slot (in each lane) before one more is answered 503 at once. */
+const BUILDS_QUEUED = 1_000;
+/**
+ * Keys read from the cache lately (a page asked for again, not a one-off URL), the most recent
+ * last: their rebuilds wait in the gate's priority lane, so a flood of one-off misses delays
+ * the pages shoppers actually read (the home listing, a popular product) only a little.
+ */
+const READ_AGAIN_KEYS = 1_000;
 
 interface MemoryEntry {
   json: string;
@@ -116,8 +122,9 @@ return redis.call('INCR', KEYS[1])`;
  * - Availability may be up to CATALOG_TTL_MS (+20%) stale in a cached page (a memory copy expires
  *   with its Redis entry); orders always check stock under row locks, so it can never oversell.
  * - Misses: at most a quarter of the pool's connections build at once (buildSlots), the rest
- *   wait up to BUILD_WAIT_MS, then 503 with Retry-After — a flood of distinct URLs slows the
- *   catalog's misses, not checkout.
+ *   wait up to DATABASE_POOL_WAIT_MS (beyond BUILDS_QUEUED waiting: at once), then 503 with
+ *   Retry-After — a flood of distinct URLs slows the catalog's misses, not checkout; pages read
+ *   from the cache lately rebuild ahead of one-off URLs (READ_AGAIN_KEYS).
  * - Redis down or stalled: reads go straight to PostgreSQL (the client fails fast, and every
  *   Redis call here gives up after CACHE_REDIS_TIMEOUT_MS; after a failure reads skip Redis for
  *   a second), never a 500 and never a wait on Redis; the cache works again as soon as Redis
@@ -140,8 +147,10 @@ export class CatalogCache {
   private bypassUntil = 0;
   /** A version bump retried in the background (bumpLater). */
   private bumpOwed?: Promise<void>;
-  /** Every build (a miss's reads of PostgreSQL) runs through it: buildSlots. */
-  private readonly builds: ConcurrencyGate;
+  /** Every build (a miss's reads of PostgreSQL) runs through it (buildSlots); none with the cache off. */
+  private readonly builds: ConcurrencyGate | undefined;
+  /** READ_AGAIN_KEYS: hits, the most recent last. */
+  private readonly readAgain = new Set<string>();
 
   constructor(
     /**
@@ -157,11 +166,15 @@ export class CatalogCache {
   ) {
     this.versionKey = `${config.redis.keyPrefix}:catalog:version`;
     this.enabled = config.catalogCacheEnabled;
-    this.builds = new ConcurrencyGate({
-      concurrency: buildSlots(config.database.poolSize),
-      maxQueued: BUILDS_QUEUED,
-      maxWaitMs: BUILD_WAIT_MS,
-    });
+    // (with the cache off every read is a build — the operator's choice — and waits for the pool
+    // as it always did)
+    this.builds = this.enabled
+      ? new ConcurrencyGate({
+          concurrency: buildSlots(config.database.poolSize),
+          maxQueued: BUILDS_QUEUED,
+          maxWaitMs: config.database.poolWaitMs,
+        })
+      : undefined;
     this.versions = new CoalescedVersionReader(async () => {
       if (this.bypassed()) return undefined;
       try {
@@ -197,8 +210,9 @@ export class CatalogCache {
 
   /** The cached JSON for `key`, or `build()`'s result (serialized and stored). */
   async getOrBuild(key: string, unbounded: () => Promise<unknown>): Promise<string> {
-    const build = () => this.builds.run(unbounded);
-    if (!this.enabled) return JSON.stringify(await build());
+    if (!this.enabled || !this.builds) return JSON.stringify(await unbounded());
+    const gate = this.builds;
+    const build = () => gate.run(unbounded, { priority: this.readAgain.has(key) });
     const version = await this.versions.current();
     if (version !== undefined) {
       const found = await this.lookup(version, key);
@@ -316,13 +330,24 @@ export class CatalogCache {
     }
     const now = this.clock.now().getTime();
     const local = this.memory.get(key);
-    if (local && local.expiresAt > performance.now()) return local.json;
+    if (local && local.expiresAt > performance.now()) {
+      this.readAgainNow(key);
+      return local.json;
+    }
     const found = await this.safe(() => this.shared.get<SharedEntry>(this.sharedKey(version, key)));
     if (!found) return null;
+    this.readAgainNow(key);
     // never longer than an entry can live: `expiresAt` is on the writer's clock, which may run
     // minutes ahead of this host's
     this.remember(version, key, found.json, Math.min(found.expiresAt - now, MAX_ENTRY_TTL_MS));
     return found.json;
+  }
+
+  /** A hit: `key` moves to the recent end of READ_AGAIN_KEYS (the oldest leaves past the bound). */
+  private readAgainNow(key: string): void {
+    this.readAgain.delete(key);
+    this.readAgain.add(key);
+    if (this.readAgain.size > READ_AGAIN_KEYS) this.readAgain.delete(this.readAgain.values().next().value!);
   }
 
   private remember(version: string, key: string, json: string, ttlMs: number): void {

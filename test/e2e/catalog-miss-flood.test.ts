@@ -1,3 +1,4 @@
+import { CatalogCache } from '../../src/catalog/catalog-cache';
 import { ProductRepository } from '../../src/catalog/product.repository';
 import { TransactionHost } from '../../src/database/transaction-host';
 import { createAdmin } from '../support/auth';
@@ -10,14 +11,15 @@ import { waitFor } from '../support/wait-for';
  * Anyone can make catalog misses (a listing URL of their own: a limit, a `q`, a cursor they
  * made), each a read of PostgreSQL that may score every product on sale. They used to take as
  * many pool connections as came in at once, and checkouts waited behind them for the pool, then
- * failed. Builds now run at most a quarter of the pool at once (at least 2); the rest wait a
- * while, then get 503 with Retry-After.
+ * failed. Builds now run at most a quarter of the pool at once (at least 2); the rest wait as
+ * long as for a pool connection, then get 503 with Retry-After; a page read from the cache lately
+ * rebuilds ahead of one-off URLs.
  */
 describe('a flood of catalog misses leaves checkout its connections', () => {
   let t: TestApp;
 
   beforeAll(async () => {
-    t = await bootTestApp({ env: { DATABASE_POOL_SIZE: '4', DATABASE_POOL_WAIT_MS: '1000' } });
+    t = await bootTestApp({ env: { DATABASE_POOL_SIZE: '4', DATABASE_POOL_WAIT_MS: '5000' } });
   });
   afterAll(async () => {
     await t?.close();
@@ -65,5 +67,41 @@ describe('a flood of catalog misses leaves checkout its connections', () => {
     }
     // the gate lets go: a listing afterwards is built and answered
     expect((await t.http.get('/v1/products?sort=newest&limit=41')).status).toBe(200);
+  });
+
+  it('a page shoppers read (a cache hit lately) rebuilds ahead of the one-off URLs queued before it', async () => {
+    const admin = (await createAdmin(t)).accessToken;
+    const home = '/v1/products?sort=price_asc&limit=12';
+    expect((await t.http.get(home)).status).toBe(200);
+    expect((await t.http.get(home)).status).toBe(200); // a hit: read again
+    await createProduct(t, admin, { stock: 1 }); // a write: every page is built again
+    const repository = t.app.get(ProductRepository);
+    const tx = t.app.get(TransactionHost);
+    const page = repository.page.bind(repository);
+    const started: string[] = [];
+    let building = 0;
+    const slow = jest.spyOn(repository, 'page').mockImplementation(async (query) => {
+      started.push(`${query.sort}:${query.limit - 1}`);
+      building++;
+      try {
+        await tx.query('SELECT pg_sleep(0.5)');
+        return await page(query);
+      } finally {
+        building--;
+      }
+    });
+    try {
+      const oneOffs = Array.from({ length: 6 }, (_, i) => t.http.get(`/v1/products?sort=newest&limit=${60 + i}`));
+      await waitFor('two builds under way', async () => building, { until: (n) => n >= 2 });
+      const gate = t.app.get<CatalogCache, { builds: { queued: number } }>(CatalogCache).builds;
+      await waitFor('the four others queued', async () => gate.queued, { until: (n) => n === 4 });
+      const read = t.http.get(home);
+      const answers = await Promise.all([read, ...oneOffs]);
+      expect(answers.map((r) => r.status)).toEqual(Array(7).fill(200));
+      // the page went third: the first slot to free up, ahead of four one-offs queued before it
+      expect(started.indexOf('price_asc:12')).toBe(2);
+    } finally {
+      slow.mockRestore();
+    }
   });
 });
