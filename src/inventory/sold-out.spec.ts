@@ -51,6 +51,40 @@ describe('SoldOutMarks (the sold-out knowledge refuses only when sure)', () => {
     expect(Date.now() - started).toBeLessThan(1_000);
   });
 
+  it('a clear that lands while a later one of the same product failed leaves the later one pending (retried, unrefused meanwhile)', async () => {
+    jest.useFakeTimers({ doNotFake: ['performance'] });
+    try {
+      const values: Record<string, string> = { [mark(P)]: 'g', 'x:stock:generation': 'g' };
+      let answerFirst!: () => void;
+      const evals: string[][] = [];
+      const redis = mockOf<Redis>({
+        mget: (...keys: string[]) => Promise.resolve(keys.map((k) => values[k] ?? null)),
+        eval: (_script: string, n: number, ...args: string[]) => {
+          evals.push(args.slice(1, n));
+          if (evals.length === 1) return new Promise((resolve) => (answerFirst = () => resolve(1))); // slow, then lands
+          if (evals.length === 2) return Promise.reject(new Error('ECONNRESET')); // the later one fails
+          delete values[mark(P)]; // the retry lands
+          return Promise.resolve(1);
+        },
+        set: () => Promise.resolve('OK'),
+      }, 'redis');
+      marks = new SoldOutMarks(redis, config);
+      marks.cleared([P]);
+      marks.cleared([P]);
+      await jest.advanceTimersByTimeAsync(0);
+      answerFirst();
+      await jest.advanceTimersByTimeAsync(0);
+      // meanwhile a buyer elsewhere marked it again (under the first clear's generation)
+      values[mark(P)] = 'g';
+      expect(await marks.knownSoldOut([P])).toBe(false); // still pending here: not refused
+      await jest.advanceTimersByTimeAsync(1_000); // the retry
+      expect(evals.length).toBe(3);
+      expect(evals[2]).toEqual([mark(P)]);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
   it('never refuses a product whose clear has not reached Redis yet, in the process that made it', async () => {
     marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g', [mark(Q)]: 'g' }, evalFails: true }), config);
     marks.cleared([P]);

@@ -79,10 +79,13 @@ export class SoldOutMarks implements OnApplicationShutdown {
   private lastGeneration: string | null = null;
   private bypassUntil = 0;
   /**
-   * Products whose clear has not reached Redis yet (retried; this process never refuses them).
-   * A set of product ids: however long Redis is away, no larger than the catalog.
+   * Products whose clear has not reached Redis yet (retried; this process never refuses them),
+   * each with the number of its latest clear: a clear that lands takes off only the products no
+   * later clear has named since (that one may have failed, and must be retried). However long
+   * Redis is away, no larger than the catalog.
    */
-  private readonly pendingClears = new Set<string>();
+  private readonly pendingClears = new Map<string, number>();
+  private clears = 0;
   private retryTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -137,11 +140,17 @@ export class SoldOutMarks implements OnApplicationShutdown {
    */
   cleared(productIds: string[]): void {
     if (productIds.length === 0) return;
-    for (const p of productIds) this.pendingClears.add(p);
+    const clear = ++this.clears;
+    for (const p of productIds) this.pendingClears.set(p, clear);
     void this.sendClear(productIds).then((ok) => {
       if (!ok) return this.retryLater(); // they stay pending (and unrefused here) until it lands
-      for (const p of productIds) this.pendingClears.delete(p);
+      this.landed(productIds.map((p) => [p, clear]));
     });
+  }
+
+  /** Takes these products off the pending clears, each unless a later clear named it since. */
+  private landed(sent: [string, number][]): void {
+    for (const [p, clear] of sent) if (this.pendingClears.get(p) === clear) this.pendingClears.delete(p);
   }
 
   private async sendClear(productIds: string[]): Promise<boolean> {
@@ -183,8 +192,8 @@ export class SoldOutMarks implements OnApplicationShutdown {
 
   private async retry(): Promise<void> {
     if (this.pendingClears.size > 0) {
-      const products = [...this.pendingClears];
-      if (await this.sendClear(products)) for (const p of products) this.pendingClears.delete(p);
+      const sent = [...this.pendingClears];
+      if (await this.sendClear(sent.map(([p]) => p))) this.landed(sent);
     }
     if (this.pendingClears.size === 0 && this.retryTimer) {
       clearInterval(this.retryTimer);
