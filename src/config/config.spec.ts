@@ -268,6 +268,7 @@ describe('loadConfig', () => {
         ['STRIPE_WEBHOOK_SECRET', 'whsec_' + 'a3f9'.repeat(16)],
         ['STRIPE_WEBHOOK_SECRET', 'whsec_Zk9+Qm2/xT7pLw4RvN8sHc1J'],
         ['STORAGE_WEBHOOK_TOKEN', '5be1c0d9a2f84e67b3c2d1e0f9a8b7c6'],
+        ['STORAGE_WEBHOOK_TOKEN', 'Kq3v>N8xT2mW9pL5rZ7y<B4cF6hJ1dG0sAe'],
       ]) {
         expect(() => loadConfig({ ...SECRETS, NODE_ENV: 'production', [name]: value })).not.toThrow();
       }
@@ -303,8 +304,9 @@ describe('loadConfig', () => {
       expect(problemsOf({ ...prod, JWT_SECRET: reused, STORAGE_SECRET_ACCESS_KEY: reused })).toEqual([
         'JWT_SECRET: the same value as STORAGE_SECRET_ACCESS_KEY',
       ]);
-      // base64 and hex keys pass; in development anything long enough goes
+      // base64 and hex keys pass, and a password manager's with a lone < or >; in development anything long enough goes
       expect(loadConfig({ ...prod, JWT_SECRET: reused }).jwt.secret).toBe(reused);
+      expect(() => loadConfig({ ...prod, JWT_SECRET: 'Kq3v>N8xT2mW9pL5rZ7y<B4cF6hJ1dG0sAe' })).not.toThrow();
       expect(loadConfig({ NODE_ENV: 'development', JWT_SECRET: 'replace-with-a-long-random-secret' }).jwt.secret).toBe(
         'replace-with-a-long-random-secret',
       );

@@ -670,12 +670,13 @@ function jwtSecretProblems(env: Record<string, string>): string[] {
 }
 
 /**
- * A placeholder (`<…>`, spaces, an ellipsis) or words (one kind of character: random output
- * mixes at least two of lower case, upper case and digits).
+ * A placeholder (`<…>`, a space, an ellipsis) or words in one kind of character (random output
+ * mixes at least two of lower case, upper case and digits). A lone `<` or `>` among random
+ * characters (a password manager's symbols) is no placeholder.
  */
 function looksLikePlaceholder(secret: string): boolean {
   const kinds = [/[a-z]/, /[A-Z]/, /[0-9]/].filter((kind) => kind.test(secret)).length;
-  return /[\s<>\u2026]/.test(secret) || kinds < 2;
+  return /\s|\u2026|<[^<>]*>/.test(secret) || kinds < 2;
 }
 
 /**
