@@ -24,47 +24,50 @@ describe('a flood of catalog misses leaves checkout its connections', () => {
   afterAll(async () => {
     await t?.close();
   });
+  afterEach(() => jest.restoreAllMocks());
+
+  /** Each listing's read made slow (a pool connection held `seconds`): the builds begun, running now, at most at once. */
+  function slowPages(seconds: number) {
+    const repository = t.app.get(ProductRepository);
+    const tx = t.app.get(TransactionHost);
+    const page = repository.page.bind(repository);
+    const builds = { started: [] as string[], running: 0, most: 0 };
+    jest.spyOn(repository, 'page').mockImplementation(async (query) => {
+      builds.started.push(`${query.sort}:${query.limit - 1}`);
+      builds.most = Math.max(builds.most, ++builds.running);
+      try {
+        await tx.query(`SELECT pg_sleep(${seconds})`);
+        return await page(query);
+      } finally {
+        builds.running--;
+      }
+    });
+    return builds;
+  }
 
   it('8 slow listings at once: at most 2 build, a checkout meanwhile is placed at once; every listing is 200 or 503 with Retry-After', async () => {
     const admin = (await createAdmin(t)).accessToken;
     const product = await createProduct(t, admin, { stock: 10 });
     const [buyer] = await buyers(t.http, 1);
-    const repository = t.app.get(ProductRepository);
-    const tx = t.app.get(TransactionHost);
-    const page = repository.page.bind(repository);
-    let building = 0;
-    let most = 0;
-    // each listing's read made slow: a second and a half of a pool connection
-    const slow = jest.spyOn(repository, 'page').mockImplementation(async (query) => {
-      most = Math.max(most, ++building);
-      try {
-        await tx.query('SELECT pg_sleep(1.5)');
-        return await page(query);
-      } finally {
-        building--;
+    const builds = slowPages(1.5);
+    // distinct, valid listings: each a miss
+    const listings = Array.from({ length: 8 }, (_, i) => t.http.get(`/v1/products?sort=newest&limit=${20 + i}`));
+    await waitFor('two builds under way', async () => builds.running, { until: (n) => n >= 2 });
+    const started = Date.now();
+    const order = await placeOrder(t.http, buyer, [{ productId: product.id, quantity: 1 }]);
+    expect(order.status).toBe(201);
+    expect(Date.now() - started).toBeLessThan(1000);
+    const answers = await Promise.all(listings);
+    expect(builds.most).toBe(2);
+    for (const res of answers) {
+      expect([200, 503]).toContain(res.status);
+      if (res.status === 503) {
+        expect(res.body).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+        expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
       }
-    });
-    try {
-      // distinct, valid listings: each a miss
-      const listings = Array.from({ length: 8 }, (_, i) => t.http.get(`/v1/products?sort=newest&limit=${20 + i}`));
-      await waitFor('two builds under way', async () => building, { until: (n) => n >= 2 });
-      const started = Date.now();
-      const order = await placeOrder(t.http, buyer, [{ productId: product.id, quantity: 1 }]);
-      expect(order.status).toBe(201);
-      expect(Date.now() - started).toBeLessThan(1000);
-      const answers = await Promise.all(listings);
-      expect(most).toBe(2);
-      for (const res of answers) {
-        expect([200, 503]).toContain(res.status);
-        if (res.status === 503) {
-          expect(res.body).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
-          expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
-        }
-      }
-      expect(answers.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(2);
-    } finally {
-      slow.mockRestore();
     }
+    expect(answers.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(2);
+    jest.restoreAllMocks();
     // the gate lets go: a listing afterwards is built and answered
     expect((await t.http.get('/v1/products?sort=newest&limit=41')).status).toBe(200);
   });
@@ -75,33 +78,15 @@ describe('a flood of catalog misses leaves checkout its connections', () => {
     expect((await t.http.get(home)).status).toBe(200);
     expect((await t.http.get(home)).status).toBe(200); // a hit: read again
     await createProduct(t, admin, { stock: 1 }); // a write: every page is built again
-    const repository = t.app.get(ProductRepository);
-    const tx = t.app.get(TransactionHost);
-    const page = repository.page.bind(repository);
-    const started: string[] = [];
-    let building = 0;
-    const slow = jest.spyOn(repository, 'page').mockImplementation(async (query) => {
-      started.push(`${query.sort}:${query.limit - 1}`);
-      building++;
-      try {
-        await tx.query('SELECT pg_sleep(0.5)');
-        return await page(query);
-      } finally {
-        building--;
-      }
-    });
-    try {
-      const oneOffs = Array.from({ length: 6 }, (_, i) => t.http.get(`/v1/products?sort=newest&limit=${60 + i}`));
-      await waitFor('two builds under way', async () => building, { until: (n) => n >= 2 });
-      const gate = t.app.get<CatalogCache, { builds: { queued: number } }>(CatalogCache).builds;
-      await waitFor('the four others queued', async () => gate.queued, { until: (n) => n === 4 });
-      const read = t.http.get(home);
-      const answers = await Promise.all([read, ...oneOffs]);
-      expect(answers.map((r) => r.status)).toEqual(Array(7).fill(200));
-      // the page went third: the first slot to free up, ahead of four one-offs queued before it
-      expect(started.indexOf('price_asc:12')).toBe(2);
-    } finally {
-      slow.mockRestore();
-    }
+    const builds = slowPages(0.5);
+    const oneOffs = Array.from({ length: 6 }, (_, i) => t.http.get(`/v1/products?sort=newest&limit=${60 + i}`));
+    await waitFor('two builds under way', async () => builds.running, { until: (n) => n >= 2 });
+    const gate = t.app.get<CatalogCache, { builds: { queued: number } }>(CatalogCache).builds;
+    await waitFor('the four others queued', async () => gate.queued, { until: (n) => n === 4 });
+    const read = t.http.get(home);
+    const answers = await Promise.all([read, ...oneOffs]);
+    expect(answers.map((r) => r.status)).toEqual(Array(7).fill(200));
+    // the page went third: the first slot to free up, ahead of four one-offs queued before it
+    expect(builds.started.indexOf('price_asc:12')).toBe(2);
   });
 });
