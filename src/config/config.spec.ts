@@ -306,7 +306,12 @@ describe('loadConfig', () => {
       ]);
       // base64 and hex keys pass, and a password manager's with a lone < or >; in development anything long enough goes
       expect(loadConfig({ ...prod, JWT_SECRET: reused }).jwt.secret).toBe(reused);
-      expect(() => loadConfig({ ...prod, JWT_SECRET: 'Kq3v>N8xT2mW9pL5rZ7y<B4cF6hJ1dG0sAe' })).not.toThrow();
+      for (const random of ['Kq3v>N8xT2mW9pL5rZ7y<B4cF6hJ1dG0sAe', 'Kq3v<N8xT2mW9pL5rZ7y>B4cF6hJ1dG0sAe']) {
+        expect(() => loadConfig({ ...prod, JWT_SECRET: random })).not.toThrow();
+      }
+      expect(problemsOf({ ...prod, JWT_SECRET: 'Kq3vN8xT2mW9pL5r<JWT_SECRET>Zy7B4cF6' })).toEqual([
+        expect.stringMatching(/^JWT_SECRET: looks like a placeholder or words/),
+      ]);
       expect(loadConfig({ NODE_ENV: 'development', JWT_SECRET: 'replace-with-a-long-random-secret' }).jwt.secret).toBe(
         'replace-with-a-long-random-secret',
       );

@@ -670,13 +670,14 @@ function jwtSecretProblems(env: Record<string, string>): string[] {
 }
 
 /**
- * A placeholder (`<…>`, a space, an ellipsis) or words in one kind of character (random output
- * mixes at least two of lower case, upper case and digits). A lone `<` or `>` among random
- * characters (a password manager's symbols) is no placeholder.
+ * A placeholder (`<your-signing-secret>`, `<SECRET>`: a word in angle brackets; a space; an
+ * ellipsis) or words in one kind of character (random output mixes at least two of lower case,
+ * upper case and digits). Angle brackets among random characters (a password manager's
+ * symbols) are no placeholder.
  */
 function looksLikePlaceholder(secret: string): boolean {
   const kinds = [/[a-z]/, /[A-Z]/, /[0-9]/].filter((kind) => kind.test(secret)).length;
-  return /\s|\u2026|<[^<>]*>/.test(secret) || kinds < 2;
+  return /\s|\u2026|<[a-z_-]{4,}>|<[A-Z_-]{4,}>/.test(secret) || kinds < 2;
 }
 
 /**
