@@ -57,12 +57,13 @@ const BUMP_OWED_MS = 10 * 60_000;
  * wait as long as they would have waited for a pool connection (DATABASE_POOL_WAIT_MS), then 503.
  */
 const buildSlots = (poolSize: number) => Math.max(2, Math.floor(poolSize / 4));
-/** Misses waiting for a build slot (in each lane) before one more is answered 503 at once. */
+/** Misses waiting for a build slot, in each of the gate's two lanes, before one more is answered 503 at once. */
 const BUILDS_QUEUED = 1_000;
 /**
  * Keys read from the cache lately (a page asked for again, not a one-off URL), the most recent
  * last: their rebuilds wait in the gate's priority lane, so a flood of one-off misses delays
- * the pages shoppers actually read (the home listing, a popular product) only a little.
+ * the pages shoppers actually read (the home listing, a popular product) only a little. A
+ * heuristic, not a wall: a client that reads its own URLs twice puts them in that lane too.
  */
 const READ_AGAIN_KEYS = 1_000;
 
@@ -147,8 +148,8 @@ export class CatalogCache {
   private bypassUntil = 0;
   /** A version bump retried in the background (bumpLater). */
   private bumpOwed?: Promise<void>;
-  /** Every build (a miss's reads of PostgreSQL) runs through it (buildSlots); none with the cache off. */
-  private readonly builds: ConcurrencyGate | undefined;
+  /** Every build (a miss's reads of PostgreSQL; every read with the cache off) runs through it (buildSlots). */
+  private readonly builds: ConcurrencyGate;
   /** READ_AGAIN_KEYS: hits, the most recent last. */
   private readonly readAgain = new Set<string>();
 
@@ -166,15 +167,13 @@ export class CatalogCache {
   ) {
     this.versionKey = `${config.redis.keyPrefix}:catalog:version`;
     this.enabled = config.catalogCacheEnabled;
-    // (with the cache off every read is a build — the operator's choice — and waits for the pool
-    // as it always did)
-    this.builds = this.enabled
-      ? new ConcurrencyGate({
-          concurrency: buildSlots(config.database.poolSize),
-          maxQueued: BUILDS_QUEUED,
-          maxWaitMs: config.database.poolWaitMs,
-        })
-      : undefined;
+    // (with the cache off too: every read is then a build, and a flood of them would take
+    // checkout's connections all the same)
+    this.builds = new ConcurrencyGate({
+      concurrency: buildSlots(config.database.poolSize),
+      maxQueued: BUILDS_QUEUED,
+      maxWaitMs: config.database.poolWaitMs,
+    });
     this.versions = new CoalescedVersionReader(async () => {
       if (this.bypassed()) return undefined;
       try {
@@ -210,9 +209,8 @@ export class CatalogCache {
 
   /** The cached JSON for `key`, or `build()`'s result (serialized and stored). */
   async getOrBuild(key: string, unbounded: () => Promise<unknown>): Promise<string> {
-    if (!this.enabled || !this.builds) return JSON.stringify(await unbounded());
-    const gate = this.builds;
-    const build = () => gate.run(unbounded, { priority: this.readAgain.has(key) });
+    const build = () => this.builds.run(unbounded, { priority: this.readAgain.has(key) });
+    if (!this.enabled) return JSON.stringify(await build());
     const version = await this.versions.current();
     if (version !== undefined) {
       const found = await this.lookup(version, key);
