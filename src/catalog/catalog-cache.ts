@@ -53,10 +53,12 @@ const BUMP_OWED_MS = 10 * 60_000;
 /**
  * Builds running at once in a process: a quarter of its pool (at least 2), so that misses —
  * which anyone can make with distinct URLs (a cursor of their own making, a `q`), each a read
- * that may score every product on sale — cannot take the connections checkouts need. The rest
- * wait as long as they would have waited for a pool connection (DATABASE_POOL_WAIT_MS), then 503.
+ * that may score every product on sale — cannot take the connections checkouts need. With the
+ * cache off every catalog read is a build: half the pool (a quarter capped uncached listings
+ * at ~330/s on the development machine), the other half still checkout's. The rest wait as long
+ * as they would have waited for a pool connection (DATABASE_POOL_WAIT_MS), then 503.
  */
-const buildSlots = (poolSize: number) => Math.max(2, Math.floor(poolSize / 4));
+const buildSlots = (poolSize: number, cacheOn: boolean) => Math.max(2, Math.floor(poolSize / (cacheOn ? 4 : 2)));
 /** Misses waiting for a build slot, in each of the gate's two lanes, before one more is answered 503 at once. */
 const BUILDS_QUEUED = 1_000;
 /**
@@ -170,7 +172,7 @@ export class CatalogCache {
     // (with the cache off too: every read is then a build, and a flood of them would take
     // checkout's connections all the same)
     this.builds = new ConcurrencyGate({
-      concurrency: buildSlots(config.database.poolSize),
+      concurrency: buildSlots(config.database.poolSize, this.enabled),
       maxQueued: BUILDS_QUEUED,
       maxWaitMs: config.database.poolWaitMs,
     });
