@@ -124,8 +124,9 @@ return redis.call('INCR', KEYS[1])`;
  *   that began before another process's write returned is never joined after it.
  * - Availability may be up to CATALOG_TTL_MS (+20%) stale in a cached page (a memory copy expires
  *   with its Redis entry); orders always check stock under row locks, so it can never oversell.
- * - Misses: at most a quarter of the pool's connections build at once (buildSlots), the rest
- *   wait up to DATABASE_POOL_WAIT_MS (beyond BUILDS_QUEUED waiting: at once), then 503 with
+ * - Misses: at most a quarter of the pool's connections build at once (half with the cache off:
+ *   buildSlots), the rest wait up to DATABASE_POOL_WAIT_MS (beyond BUILDS_QUEUED waiting in a
+ *   lane: at once), then 503 with
  *   Retry-After — a flood of distinct URLs slows the catalog's misses, not checkout; pages read
  *   from the cache lately rebuild ahead of one-off URLs (READ_AGAIN_KEYS).
  * - Redis down or stalled: reads go straight to PostgreSQL (the client fails fast, and every
