@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
 import { DomainError } from '../common/errors/domain-error';
 
 export const IDEMPOTENCY_HEADER = 'idempotency-key';
@@ -14,17 +15,42 @@ export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000 + 5 * 60 * 1000;
 export const userPrincipal = (userId: string): string => `user:${userId}`;
 const PRINTABLE_ASCII = /^[\x20-\x7E]{1,255}$/;
 
+const invalidKey = () =>
+  new DomainError(
+    'IDEMPOTENCY_KEY_INVALID',
+    'Idempotency-Key must be sent once, as 1 to 255 printable ASCII characters.',
+  );
+
 /** Returns the key, undefined when absent, or throws IDEMPOTENCY_KEY_INVALID. */
 export function parseIdempotencyKey(header: string | string[] | undefined): string | undefined {
   if (header === undefined) return undefined;
   const value = Array.isArray(header) ? header.join(',') : header;
-  if (!PRINTABLE_ASCII.test(value) || value.trim() === '') {
-    throw new DomainError(
-      'IDEMPOTENCY_KEY_INVALID',
-      'Idempotency-Key must be 1 to 255 printable ASCII characters.',
-    );
-  }
+  if (!PRINTABLE_ASCII.test(value) || value.trim() === '') throw invalidKey();
   return value;
+}
+
+/** What of a request the key is read from: its headers, and the raw request's header lines. */
+export interface KeyedRequest {
+  headers: IncomingHttpHeaders;
+  raw: { rawHeaders: string[] };
+}
+
+/**
+ * The request's Idempotency-Key (parseIdempotencyKey). A key sent in more than one header line is
+ * IDEMPOTENCY_KEY_INVALID: Node joins repeated lines into one value (`K, K`), which would pass as
+ * another key — a retry whose key a client middleware or a proxy added a second time would run
+ * the request again (a second order) instead of replaying it.
+ */
+export function idempotencyKeyOf(request: KeyedRequest): string | undefined {
+  const header = request.headers[IDEMPOTENCY_HEADER];
+  if (header === undefined) return undefined;
+  const lines = request.raw.rawHeaders;
+  let sent = 0;
+  for (let i = 0; i < lines.length; i += 2) {
+    if (lines[i].length === IDEMPOTENCY_HEADER.length && lines[i].toLowerCase() === IDEMPOTENCY_HEADER) sent++;
+  }
+  if (sent > 1) throw invalidKey();
+  return parseIdempotencyKey(header);
 }
 
 /** JSON with object keys sorted at every level, so equal bodies give equal fingerprints. */

@@ -13,7 +13,7 @@ import {
   IDEMPOTENCY_OUTSIDE_TRANSACTION,
   IDEMPOTENCY_REQUIRED,
 } from './idempotency.decorator';
-import { IDEMPOTENCY_HEADER, IDEMPOTENCY_TTL_MS, parseIdempotencyKey } from './idempotency-key';
+import { IDEMPOTENCY_TTL_MS, idempotencyKeyOf } from './idempotency-key';
 import { requestScope, sameRequest } from './idempotency-scope';
 import { IdempotencyKeyLocks } from './idempotency-key-locks';
 import { IdempotencyRepository, IdempotencyScope, StoredResponse } from './idempotency.repository';
@@ -54,7 +54,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     if (this.reflector.getAllAndOverride<boolean>(IDEMPOTENCY_IGNORED, targets)) return next.handle();
 
     const required = this.reflector.get<boolean>(IDEMPOTENCY_REQUIRED, context.getHandler());
-    const key = parseIdempotencyKey(request.headers[IDEMPOTENCY_HEADER]);
+    const key = idempotencyKeyOf(request);
     if (key === undefined) {
       if (required) {
         throw new DomainError(

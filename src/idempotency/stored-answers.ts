@@ -4,7 +4,7 @@ import type { AuthenticatedRequest } from '../auth/principal';
 import type { StoredAnswers } from '../common/throttling/rate-limit.guard';
 import { Clock } from '../common/time/clock';
 import { IDEMPOTENCY_IGNORED } from './idempotency.decorator';
-import { IDEMPOTENCY_HEADER, parseIdempotencyKey } from './idempotency-key';
+import { idempotencyKeyOf } from './idempotency-key';
 import { requestScope, sameRequest } from './idempotency-scope';
 import { IdempotencyRepository } from './idempotency.repository';
 
@@ -31,7 +31,7 @@ export class IdempotencyStoredAnswers implements StoredAnswers {
     }
     let key: string | undefined;
     try {
-      key = parseIdempotencyKey(request.headers[IDEMPOTENCY_HEADER]);
+      key = idempotencyKeyOf(request);
     } catch {
       return false; // an invalid key: the interceptor says so, after the limits
     }

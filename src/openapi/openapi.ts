@@ -140,7 +140,7 @@ const IDEMPOTENCY_PARAMETER: Record<
     in: 'header',
     required: true,
     description:
-      '1..255 printable ASCII characters, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h',
+      '1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h',
     schema: {
       type: 'string',
       minLength: 1,

@@ -1,11 +1,10 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
-import type { IncomingHttpHeaders } from 'node:http';
 import type { Counter } from 'prom-client';
 import { isUUID } from 'class-validator';
 import type { AuthenticatedRequest } from '../auth/principal';
 import type { DomainError } from '../common/errors/domain-error';
 import { isCanonicalUuid } from '../common/ids';
-import { IDEMPOTENCY_HEADER, parseIdempotencyKey, userPrincipal } from '../idempotency/idempotency-key';
+import { KeyedRequest, idempotencyKeyOf, userPrincipal } from '../idempotency/idempotency-key';
 import { IdempotencyService } from '../idempotency/idempotency.service';
 import { SoldOutMarks } from '../inventory/sold-out';
 import { insufficient } from '../inventory/stock-reservation.service';
@@ -56,9 +55,9 @@ export function markJudged(request: object): void {
 }
 
 /** The request's Idempotency-Key; undefined when missing or invalid (the interceptor answers 400). */
-export function fastPathKey(headers: IncomingHttpHeaders): string | undefined {
+export function fastPathKey(request: KeyedRequest): string | undefined {
   try {
-    return parseIdempotencyKey(headers[IDEMPOTENCY_HEADER]);
+    return idempotencyKeyOf(request);
   } catch {
     return undefined;
   }
@@ -147,7 +146,7 @@ export class CheckoutSoldOutGuard implements CanActivate {
     const request = context.switchToHttp().getRequest<AuthenticatedRequest & Judged>();
     const user = request.user;
     if (!user) return true;
-    const key = fastPathKey(request.headers);
+    const key = fastPathKey(request);
     if (key === undefined) return true; // the interceptor answers 400 IDEMPOTENCY_KEY_MISSING / _INVALID
 
     if (!request[JUDGED]) {

@@ -76,7 +76,7 @@ export function soldOutCheckoutHooks(deps: SoldOutCheckoutDeps): {
     const started = Date.now();
     const { headers } = request;
     const token = bearerToken(headers.authorization);
-    const key = fastPathKey(headers);
+    const key = fastPathKey(request);
     const length = Number(headers['content-length']);
     if (
       token === null ||

@@ -4083,7 +4083,7 @@ export interface operations {
         parameters: {
             query?: never;
             header: {
-                /** @description 1..255 printable ASCII characters, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
+                /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
                 "Idempotency-Key": string;
             };
             path?: never;
@@ -4341,7 +4341,7 @@ export interface operations {
         parameters: {
             query?: never;
             header: {
-                /** @description 1..255 printable ASCII characters, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
+                /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
                 "Idempotency-Key": string;
             };
             path: {
@@ -4787,7 +4787,7 @@ export interface operations {
         parameters: {
             query?: never;
             header: {
-                /** @description 1..255 printable ASCII characters, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
+                /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
                 "Idempotency-Key": string;
             };
             path: {
@@ -4963,7 +4963,7 @@ export interface operations {
         parameters: {
             query?: never;
             header: {
-                /** @description 1..255 printable ASCII characters, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
+                /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
                 "Idempotency-Key": string;
             };
             path: {

@@ -64,6 +64,7 @@ describe('Idempotency-Key claimed concurrently through two API instances', () =>
       method: 'POST',
       url: '/v1/race',
       headers: { 'idempotency-key': key },
+      raw: { rawHeaders: ['Idempotency-Key', key] },
       user: { userId: 'race' },
       ip: '127.0.0.1',
       body: { quantity: 1 },

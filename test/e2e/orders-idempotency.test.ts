@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { holdIdempotencyKey } from '../support/idempotency-keys';
@@ -31,6 +32,40 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     expect(res.status).toBe(400);
     expect(res.body.code).toBe('IDEMPOTENCY_KEY_MISSING');
     expect(await ordersOf(alice.userId)).toBe(before);
+  });
+
+  it('refuses a key sent in two header lines (Node joins them as "K, K": another key) with 400 IDEMPOTENCY_KEY_INVALID', async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const key = newKey();
+    const first = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
+    expect(first.status).toBe(201);
+    const body = JSON.stringify({ items: [{ productId, quantity: 1 }] });
+    // a retry whose key a middleware or proxy added once more: never a second order
+    for (const keys of [[key, key], [newKey(), newKey()]]) {
+      const res = await new Promise<{ status: number; body: { code?: string } }>((resolve, reject) => {
+        const req = httpRequest(
+          `${t.baseUrl}/v1/orders`,
+          {
+            method: 'POST',
+            headers: {
+              authorization: `Bearer ${alice.token}`,
+              'content-type': 'application/json',
+              'idempotency-key': keys, // two header lines
+            },
+          },
+          (answer) => {
+            let text = '';
+            answer.setEncoding('utf8').on('data', (c: string) => (text += c));
+            answer.on('end', () => resolve({ status: answer.statusCode ?? 0, body: JSON.parse(text) as { code?: string } }));
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+      expect(res.status).toBe(400);
+      expect(res.body.code).toBe('IDEMPOTENCY_KEY_INVALID');
+    }
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 1 });
   });
 
   it.each([
