@@ -9,7 +9,8 @@ import type {
   ReferenceObject,
 } from '@nestjs/swagger/dist/interfaces/open-api-spec.interface';
 import type { FastifyInstance } from 'fastify';
-import { RequestValidationError, sendProblem } from '../common/errors/problem-details.filter';
+import { sendProblem } from '../common/errors/problem-details.filter';
+import { unknownQueryParameters } from '../common/http/validation';
 import { THROTTLER_SKIP } from '@nestjs/throttler/dist/throttler.constants';
 import { REQUIRED_PERMISSIONS } from '../auth/require-permission.decorator';
 import { IDEMPOTENCY_IGNORED, IDEMPOTENCY_REQUIRED, IGNORED_KEY_DESCRIPTION } from '../idempotency/idempotency.decorator';
@@ -341,11 +342,7 @@ export function mountOpenApi(app: INestApplication): void {
     const query = request.query as Record<string, unknown> | undefined;
     if (route === undefined || !/^\/docs(-json|\/|$)/.test(route) || !query || Object.keys(query).length === 0) return done();
     const names = Object.keys(query);
-    sendProblem(
-      new RequestValidationError(names.map((field) => ({ field, message: `query parameter ${field} should not exist` }))),
-      request,
-      reply,
-    );
+    sendProblem(unknownQueryParameters(names), request, reply);
   });
   // an empty document: the UI's init script then embeds no spec and fetches `swaggerUrl` (which
   // also wins over a `?url=` in the page's address, so the page shows only this API)

@@ -387,6 +387,23 @@ describe('cached catalog reads: rate limited, and unknown query parameters refus
     expect((await t.http.get('/v1/products?limit=5&sort=newest')).status).toBe(200);
   });
 
+  it('a query of thousands of unknown names lists the first 50: the answer stays small (also on the unthrottled health routes)', async () => {
+    const names = Array.from({ length: 3000 }, (_, i) => i.toString(36)).join('&');
+    const customer = await registerCustomer(t.http);
+    for (const [label, url, token] of [
+      ['health', '/health/live', undefined],
+      ['cart (no query DTO)', '/v1/cart', customer.accessToken],
+      ['list (query DTO)', '/v1/products', undefined],
+      ['docs', '/docs-json', undefined],
+    ] as const) {
+      const res = await t.http.get(`${url}?${names}`, { token });
+      expect({ label, status: res.status }).toEqual({ label, status: 400 });
+      expectProblem(res, 400, 'VALIDATION_FAILED');
+      expect({ label, listed: res.body.errors.length }).toEqual({ label, listed: 50 });
+      expect(res.body.errors[0].field).toBe('0');
+    }
+  });
+
   it('rate limits cached reads per client: 429 with Retry-After and RateLimit headers', async () => {
     expect((await t.http.get('/v1/categories')).status).toBe(200); // cached from here on
     const statuses: number[] = [];

@@ -3,6 +3,7 @@ import { ROUTE_ARGS_METADATA } from '@nestjs/common/constants';
 import { RouteParamtypes } from '@nestjs/common/enums/route-paramtypes.enum';
 import type { FastifyRequest } from 'fastify';
 import { RequestValidationError } from '../errors/problem-details.filter';
+import { unknownQueryParameters } from './validation';
 
 /** What a handler reads of the request, from its parameter decorators. */
 interface ReadInput {
@@ -43,9 +44,7 @@ export class UnreadInputGuard implements CanActivate {
     if (allowed === 'dto') return;
     const unknown = names.filter((name) => !allowed.has(name));
     if (unknown.length === 0) return;
-    throw new RequestValidationError(
-      unknown.map((field) => ({ field, message: `query parameter ${field} should not exist` })),
-    );
+    throw unknownQueryParameters(unknown);
   }
 
   private checkBody(body: unknown, context: ExecutionContext): void {

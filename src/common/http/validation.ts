@@ -6,6 +6,17 @@ import { findRefusedInput } from './control-characters';
 /** At most this many field errors are listed (a body of thousands of bad items lists the first). */
 const MAX_FIELD_ERRORS = 50;
 
+/**
+ * The 400 for query parameters a route does not accept, listing the first MAX_FIELD_ERRORS: a
+ * 16 KiB query of thousands of one-letter names would otherwise answer ~300 KiB (also on the
+ * unthrottled health routes).
+ */
+export function unknownQueryParameters(names: string[]): RequestValidationError {
+  return new RequestValidationError(
+    names.slice(0, MAX_FIELD_ERRORS).map((field) => ({ field, message: `query parameter ${field} should not exist` })),
+  );
+}
+
 /** The field errors of a validation, depth first, at most MAX_FIELD_ERRORS (iterative: no recursion). */
 function flattenValidationErrors(errors: ValidationError[]): FieldError[] {
   const out: FieldError[] = [];
