@@ -30,6 +30,22 @@ const OUTCOME_POLL_MS = 50;
  */
 const OUTCOME_UNREACHABLE_MS = 5_000;
 
+/**
+ * Thrown by a transaction's work (or by a statement's mapError) for a failure that work outside
+ * the transaction can remove: after the rollback, outside any transaction, `repair` runs; when it
+ * changed something the whole transaction runs again (once per run()), else `failure` is thrown.
+ * (A checkout refused by a purchase cap only because of the customer's own overdue reservations,
+ * not yet released by the expiry: they are expired, and the checkout counts again.)
+ */
+export class RetryAfterRepair extends Error {
+  constructor(
+    readonly failure: unknown,
+    readonly repair: () => Promise<boolean>,
+  ) {
+    super('the transaction is run again after a repair');
+  }
+}
+
 /** What the database says became of a transaction whose COMMIT was sent but never answered. */
 export type CommitOutcome = 'committed' | 'aborted' | 'unknown';
 
@@ -287,11 +303,17 @@ export class TransactionHost {
   private async runWithRetry<T>(work: (opened: unknown[][]) => Promise<T>, opening?: Opening): Promise<T> {
     let collisions = 0;
     let repriced = 0;
+    let repaired = false;
     for (;;) {
       try {
         // the circuit breaker fails the attempt fast while the database is unreachable
         return await this.breaker.execute(() => this.once(work, opening));
       } catch (err) {
+        if (err instanceof RetryAfterRepair) {
+          if (repaired || !(await err.repair().catch(() => false))) throw err.failure;
+          repaired = true;
+          continue;
+        }
         const code = pgErrorCode(err);
         const priceChanged = code === '40001' && isRepriced(err);
         if (priceChanged && repriced < MAX_REPRICED_ATTEMPTS) repriced++;

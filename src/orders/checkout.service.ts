@@ -5,7 +5,7 @@ import { DomainError } from '../common/errors/domain-error';
 import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
-import { TransactionHost } from '../database/transaction-host';
+import { RetryAfterRepair, TransactionHost } from '../database/transaction-host';
 import { CartRepository } from '../cart/cart.repository';
 import { ProductSnapshotRepository } from '../catalog/product-snapshot.repository';
 import type { OpeningReadsOf } from '../database/opening-reads';
@@ -18,7 +18,8 @@ import { Order, OrderLine } from './order.model';
 import { OrderMetrics } from './order-metrics';
 import { OrderRepository } from './order.repository';
 import { priceLines } from './order-pricing';
-import { PurchaseLimitBreach, PurchaseLimitRepository, breachesOf } from './purchase-limit.repository';
+import { PurchaseLimitBreach, PurchaseLimitRepository, limitRefusalOf } from './purchase-limit.repository';
+import { ReservationExpiryService } from './reservation-expiry.service';
 
 /** The rate limit on abandoned checkouts, as its 429 names it (RateLimit-Policy). */
 const ABANDONED_POLICY = 'abandoned-orders';
@@ -81,6 +82,7 @@ export class CheckoutService {
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     private readonly metrics: OrderMetrics,
     private readonly limits: PurchaseLimitRepository,
+    private readonly expiry: ReservationExpiryService,
   ) {}
 
   /**
@@ -149,8 +151,15 @@ export class CheckoutService {
       const caps = this.config.purchaseLimits;
       if (caps.unitsPerProduct > 0 || caps.openOrders > 0 || caps.abandonedPerDay > 0) {
         this.limits.checkOnCommit(me.userId, lines.map((l) => l.productId), caps, (err) => {
-          const breaches = breachesOf(err);
-          return breaches ? purchaseLimitExceeded(breaches) : err;
+          const refusal = limitRefusalOf(err);
+          if (!refusal) return err;
+          const refused = purchaseLimitExceeded(refusal.breaches);
+          // a cap on what the customer holds passed with reservations past their deadline among
+          // it (the expiry late, or away): expire those, then count again — once
+          const holds = refusal.breaches.some((b) => b.cap !== 'abandonedPerDay');
+          return holds && refusal.overdueOrders.length > 0
+            ? new RetryAfterRepair(refused, () => this.expireOverdue(refusal.overdueOrders))
+            : refused;
         });
       }
       // The hot inventory row locks are taken last of all: in the message that carries the
@@ -162,5 +171,16 @@ export class CheckoutService {
     });
     // Answer from what was written: no re-read while the reservation's row locks are held.
     return mapOrder(order);
+  }
+
+  /**
+   * Expires these orders of the customer's that are past their reservation, as the expiry job
+   * would (guarded: still reserved, due, no payment open). The checkout counts again whatever
+   * became of them: a concurrent checkout of the customer's may have expired them first, and
+   * then failed (sold out) without taking the room.
+   */
+  private async expireOverdue(orderIds: string[]): Promise<boolean> {
+    for (const id of orderIds) await this.expiry.expire(id, { unlessPaymentOpen: true }).catch(() => false);
+    return true;
   }
 }

@@ -28,11 +28,30 @@ export type PurchaseLimitBreach =
  */
 const ABANDONED_REASONS = ['CUSTOMER_REQUESTED', 'RESERVATION_EXPIRED', 'PAYMENT_FAILED'];
 
-/** The breaches carried by the limit check's `purchase_limit_exceeded` error; null for any other error. */
-export function breachesOf(err: unknown): PurchaseLimitBreach[] | null {
+/**
+ * A refusal by the limit check: the caps the order would pass, and the customer's reserved
+ * orders past their reservation among what was counted (held stock the expiry has not released
+ * yet: counted, as they hold it; expiring them may leave room).
+ */
+export interface PurchaseLimitRefusal {
+  breaches: PurchaseLimitBreach[];
+  overdueOrders: string[];
+}
+
+/** At most this many overdue orders are named in a refusal (expired before the check runs again). */
+const OVERDUE_NAMED = 20;
+
+/** What the limit check's `purchase_limit_exceeded` error carries; null for any other error. */
+export function limitRefusalOf(err: unknown): PurchaseLimitRefusal | null {
   const driverError = (err as { driverError?: { message?: string; detail?: string } }).driverError;
   if (pgErrorCode(err) !== 'P0001' || driverError?.message !== 'purchase_limit_exceeded') return null;
-  return JSON.parse(driverError.detail ?? '[]') as PurchaseLimitBreach[];
+  const entries = JSON.parse(driverError.detail ?? '[]') as (PurchaseLimitBreach | { cap: 'overdue'; orderId: string })[];
+  const refusal: PurchaseLimitRefusal = { breaches: [], overdueOrders: [] };
+  for (const entry of entries) {
+    if (entry.cap === 'overdue') refusal.overdueOrders.push(entry.orderId);
+    else refusal.breaches.push(entry);
+  }
+  return refusal;
 }
 
 /**
@@ -42,8 +61,8 @@ export function breachesOf(err: unknown): PurchaseLimitBreach[] | null {
 const CHECKOUT_LOCK_CLASS = 0x504c;
 
 /**
- * What a customer holds in open unpaid orders (the statuses that hold a reservation, less reserved
- * orders past their reservation, which can no longer be paid), checked
+ * What a customer holds in open unpaid orders (the statuses that hold a reservation — a reserved
+ * order past its reservation too, until the expiry releases its stock), checked
  * against the purchase caps atomically: one customer's checkouts are serialised by a transaction-scoped
  * advisory lock on the customer, and the count runs after it in a statement of its own, so its
  * snapshot sees every order a previous checkout of the same customer committed.
@@ -59,7 +78,11 @@ export class PurchaseLimitRepository {
    * other way round (stock releases and sales never take the customer lock), so no deadlock. Two
    * statements: the lock (it may wait for the customer's other checkout to commit), then the count
    * with a fresh snapshot, raising `purchase_limit_exceeded` with the breaches as JSON in the detail
-   * (`breachesOf`), which aborts the transaction.
+   * (`limitRefusalOf`), which aborts the transaction. A reserved order past its reservation (no
+   * longer payable; the expiry has not reached it: late, or the workers or Redis are away) still
+   * holds its stock, so it counts — uncounted, a customer re-ordered up to the caps again every
+   * reservation window while the expiry was away — and the refusal names it, so the caller can
+   * expire it and count again (CheckoutService).
    */
   checkOnCommit(
     userId: string,
@@ -72,11 +95,9 @@ export class PurchaseLimitRepository {
     this.tx.sendWithCommit(
       `SELECT pg_advisory_xact_lock(${CHECKOUT_LOCK_CLASS}, hashtext($1::text));
        WITH unpaid AS (
-         SELECT id FROM orders
+         SELECT id, status = 'INVENTORY_RESERVED' AND reservation_expires_at <= now() AS overdue
+           FROM orders
           WHERE user_id = $1::uuid AND status = ANY($5::text[])
-            -- a reserved order past its reservation can no longer be paid (the expiry just has not
-            -- reached it yet); one paying may still be, so it counts until settled
-            AND (status <> 'INVENTORY_RESERVED' OR reservation_expires_at > now())
        ), breaches AS (
          SELECT NULL::uuid AS product_id,
                 jsonb_build_object('cap', 'openOrders', 'limit', $3::int, 'held', count(*)) AS breach
@@ -107,9 +128,22 @@ export class PurchaseLimitRepository {
           GROUP BY i.product_id
          HAVING sum(i.quantity) > $4::int
        )
-       SELECT raise_purchase_limit_exceeded(jsonb_agg(breach ORDER BY product_id NULLS FIRST))
+       SELECT raise_purchase_limit_exceeded(
+                jsonb_agg(breach ORDER BY product_id NULLS FIRST)
+                -- the reserved orders past their reservation counted here (the expiry's, not yet released)
+                || coalesce((SELECT jsonb_agg(jsonb_build_object('cap', 'overdue', 'orderId', o.id))
+                               FROM (SELECT id FROM unpaid WHERE overdue LIMIT $8::int) o), '[]'::jsonb))
          FROM breaches HAVING count(*) > 0`,
-      [userId, productIds, caps.openOrders, caps.unitsPerProduct, HOLDS_RESERVATION, caps.abandonedPerDay, ABANDONED_REASONS],
+      [
+        userId,
+        productIds,
+        caps.openOrders,
+        caps.unitsPerProduct,
+        HOLDS_RESERVATION,
+        caps.abandonedPerDay,
+        ABANDONED_REASONS,
+        OVERDUE_NAMED,
+      ],
       { mapError },
     );
   }

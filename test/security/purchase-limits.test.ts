@@ -288,26 +288,62 @@ describe('per-customer purchase limits', () => {
     expect(await stockOf(t.db.pool, hot)).toEqual({ onHand: 100, reserved: 4 });
   });
 
-  it('an order past its reservation, not yet reached by the expiry, no longer counts: it cannot be paid', async () => {
+  it('an order past its reservation, not yet reached by the expiry, holds its stock until a checkout that needs the room expires it', async () => {
     const [erin] = await buyers(t.http, 1);
     const p = await insertProduct(t.db.pool, { stock: 100 });
     const first = await order(erin, p, 5);
     expect(first.status).toBe(201);
     expect((await order(erin, p, 1)).status).toBe(409);
-    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [
-      first.body.id,
-    ]);
+    const overdue = (id: string) =>
+      t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [id]);
+    await overdue(first.body.id);
     const pay = await t.http.post(`/v1/orders/${first.body.id}/payment`, {}, { token: erin.token, idempotencyKey: newKey() });
     expect(pay.status).toBe(409);
     expect(pay.body.code).toBe('ORDER_NOT_PAYABLE');
-    // the units cap and the open-orders cap both leave the overdue order out
-    expect((await order(erin, p, 5)).status).toBe(201);
-    const q = await insertProduct(t.db.pool, { stock: 100 });
-    expect((await order(erin, q, 1)).status).toBe(201);
-    expect((await order(erin, q, 1)).status).toBe(201);
-    const fourth = await order(erin, q, 1);
-    expect(fourth.status).toBe(409);
-    expect(fourth.body.limits).toEqual([{ cap: 'openOrders', limit: 3, held: 4 }]);
+    // the checkout that needs the room expires the overdue order (its stock released once), then counts again
+    const second = await order(erin, p, 5);
+    expect(second.status).toBe(201);
+    const expired = await t.http.get(`/v1/orders/${first.body.id}`, { token: erin.token });
+    expect(expired.body).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 100, reserved: 5 });
+    expect(await heldBy(erin)).toEqual({ orders: 1, maxUnits: 5 });
+
+    // an overdue order whose payment is still open at the provider may yet be paid: it keeps
+    // counting (and its stock), and the checkout is refused — nothing else changes
+    await overdue(second.body.id);
+    await t.db.pool.query(
+      `INSERT INTO payments (id, order_id, provider, intent_id, client_secret, amount, currency, status, created_at, updated_at)
+       VALUES (gen_random_uuid(), $1::uuid, 'simulated', 'pi_open_' || md5($1::text), 'secret', 500, 'INR', 'requires_payment_method', now(), now())`,
+      [second.body.id],
+    );
+    const refused = await order(erin, p, 1);
+    expect(refused.status).toBe(409);
+    expect(refused.body.code).toBe('PURCHASE_LIMIT_EXCEEDED');
+    expect(refused.body.limits).toEqual([{ cap: 'unitsPerProduct', limit: 5, held: 6, productId: p }]);
+    expect((await t.http.get(`/v1/orders/${second.body.id}`, { token: erin.token })).body.status).toBe('INVENTORY_RESERVED');
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 100, reserved: 5 });
+  });
+
+  it('while the expiry is away, overdue orders still count: re-ordering every reservation window holds no more than the caps', async () => {
+    const [gina] = await buyers(t.http, 1);
+    const p = await insertProduct(t.db.pool, { stock: 100 });
+    const held: string[] = [];
+    // three windows of five units, each left to lapse: each checkout expires the previous order
+    for (let window = 0; window < 3; window++) {
+      const placed = await order(gina, p, 5);
+      expect(placed.status).toBe(201);
+      held.push(placed.body.id as string);
+      await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [placed.body.id]);
+    }
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 100, reserved: 5 });
+    const statuses = await t.db.pool.query<{ status: string }>(`SELECT status FROM orders WHERE id = ANY($1) ORDER BY created_at`, [held]);
+    expect(statuses.rows.map((r) => r.status)).toEqual(['CANCELLED', 'CANCELLED', 'INVENTORY_RESERVED']);
+    // 20 concurrent checkouts with the last one overdue: its room is taken once, by one of them
+    const rush = await Promise.all(Array.from({ length: 20 }, () => order(gina, p, 5)));
+    expect(rush.filter((r) => r.status === 201)).toHaveLength(1);
+    expect(rush.filter((r) => r.status === 409 && r.body.code === 'PURCHASE_LIMIT_EXCEEDED')).toHaveLength(19);
+    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 100, reserved: 5 });
+    expect(await heldBy(gina)).toEqual({ orders: 1, maxUnits: 5 });
   });
 
   it('with both caps at 0 a customer may hold as much as there is (the old behaviour)', async () => {
