@@ -541,9 +541,12 @@ export function loadDatabaseConfig(
   if (!parsed.success) throw new ConfigError(describe(parsed.error));
   // a deployment's migration that forgot it would migrate whatever answers at the local default
   // (a stale `shop` database a checkout once created) and exit 0, the real database left behind
+  // — NODE_ENV unset included, as everywhere else (a migration step of a deployment rarely sets it)
   const nodeEnv = env.NODE_ENV?.trim();
-  if (nodeEnv && nodeEnv !== 'development' && nodeEnv !== 'test' && !env.DATABASE_URL?.trim()) {
-    throw new ConfigError([`DATABASE_URL: required with NODE_ENV=${nodeEnv} (the default is a local development database)`]);
+  if (nodeEnv !== 'development' && nodeEnv !== 'test' && !env.DATABASE_URL?.trim()) {
+    throw new ConfigError([
+      `DATABASE_URL: required with NODE_ENV=${nodeEnv || '(not set)'} (the default, a local development database, is for NODE_ENV=development or test)`,
+    ]);
   }
   return databaseOf(parsed.data);
 }
