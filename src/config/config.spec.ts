@@ -50,6 +50,9 @@ describe('loadConfig', () => {
     for (const host of ['127.0.0.1', 'localhost', '::1', '127.0.0.2']) {
       expect(loadConfig({ NODE_ENV: 'development', HOST: host }).http.host).toBe(host);
     }
+    // a mistyped HOST names the variable (it died on getaddrinfo ENOTFOUND)
+    expect(named(problemsOf({ ...SECRETS, NODE_ENV: 'production', HOST: '0.0.0.O.' }))).toEqual(['HOST']);
+    expect(named(problemsOf({ ...SECRETS, NODE_ENV: 'production', HOST: '127.0.0.l' }))).toEqual(['HOST']);
     expect(c.metricsPort).toBe(9465);
     expect(c.workerMetricsPort).toBe(9464);
     expect(c.reservationTtlSeconds).toBe(900);
@@ -516,5 +519,39 @@ describe('loadConfig', () => {
       expect(() => loadDatabaseConfig({})).toThrow(/DATABASE_URL: required with NODE_ENV=\(not set\)/);
       expect(() => loadDatabaseConfig({ NODE_ENV: ' ' })).toThrow(/DATABASE_URL: required/);
     });
+  });
+});
+
+describe('values a deployment templated or copied wrong', () => {
+  const prod = { ...SECRETS, NODE_ENV: 'production' };
+
+  it('refuses a URL without a host (a template whose variable was unset): it would quietly reach this machine', () => {
+    for (const [name, value] of [
+      ['REDIS_URL', 'redis://'],
+      ['DATABASE_URL', 'postgres:///shop'],
+      ['SMTP_URL', 'smtp://'],
+    ]) {
+      const problems = problemsOf({ ...prod, [name]: value });
+      expect({ name, problems }).toEqual({ name, problems: [`${name}: must name a host (for a Unix socket: ?host=/path/to/socket-directory)`] });
+    }
+    // a Unix socket is named by ?host=
+    expect(loadConfig({ ...prod, DATABASE_URL: 'postgres:///shop?host=/var/run/postgresql' }).database.url).toBe(
+      'postgres:///shop?host=/var/run/postgresql',
+    );
+  });
+
+  it('refuses storage credentials with spaces or line breaks (a secret file\'s trailing newline)', () => {
+    expect(named(problemsOf({ ...prod, STORAGE_SECRET_ACCESS_KEY: `${'y'.repeat(40)}\n` }))).toEqual(['STORAGE_SECRET_ACCESS_KEY']);
+    expect(named(problemsOf({ ...prod, STORAGE_ACCESS_KEY_ID: 'shop writer' }))).toEqual(['STORAGE_ACCESS_KEY_ID']);
+    expect(loadConfig({ ...prod, STORAGE_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY' }).storage.secretAccessKey).toBe(
+      'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY',
+    );
+  });
+
+  it('refuses METRICS_PORT equal to PORT (the API died on EADDRINUSE, naming no variable); 0 is none', () => {
+    expect(problemsOf({ ...prod, PORT: '3000', METRICS_PORT: '3000' })).toEqual([
+      'METRICS_PORT: must differ from PORT (or be 0: no metrics listener)',
+    ]);
+    expect(loadConfig({ ...prod, PORT: '0', METRICS_PORT: '0' }).http.port).toBe(0);
   });
 });

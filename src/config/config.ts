@@ -93,16 +93,31 @@ function isBindHost(host: string): boolean {
  * the parser's own error, which quotes the whole value (a password with `/` or `#` in it).
  */
 const url = (protocols: string[]) =>
-  z.string().refine(
-    (v) => {
-      try {
-        return protocols.includes(new URL(v).protocol);
-      } catch {
-        return false;
-      }
-    },
-    { message: `must be a URL using ${protocols.join(' or ')} (characters such as / # ? @ in a password percent-encoded)` },
-  );
+  z.string().superRefine((v, ctx) => {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(v);
+    } catch {
+      parsed = undefined;
+    }
+    if (!parsed || !protocols.includes(parsed.protocol)) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        message: `must be a URL using ${protocols.join(' or ')} (characters such as / # ? @ in a password percent-encoded)`,
+      });
+    } else if (parsed.hostname === '' && !parsed.searchParams.has('host')) {
+      // `redis://${REDIS_HOST}` with the variable unset: every client library takes no host for
+      // this machine's, and the process would quietly use whatever listens here
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        message: 'must name a host (for a Unix socket: ?host=/path/to/socket-directory)',
+      });
+    }
+  });
+
+/** An access key or secret: printable, no spaces (a secret file's trailing newline, a quoted blank). */
+const credential = (min: number, max: number) =>
+  z.string().min(min).max(max).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces or line breaks');
 
 /**
  * A JWT_SECRET with fewer different characters than this is refused (32 × "a", "changeme…"):
@@ -120,7 +135,7 @@ const envSchema = z.object({
   WORKER_METRICS_PORT: int(9464, 0, 65535),
   // unset: loopback in development (its secrets, demo admin and dev routes are public knowledge:
   // never reachable from the network by default), every interface otherwise
-  HOST: z.string().optional(),
+  HOST: z.string().refine(isBindHost, 'must be an IP address (e.g. 127.0.0.1, 0.0.0.0, ::) or a host name').optional(),
   // the operational listeners: loopback unless a deployment says where its Prometheus reaches them.
   // An IP address or a host name (RFC 1123) — not an IPv4 address mistyped (`127.0.0.l`), which
   // failed to listen and left the process running without metrics, a warning its only trace
@@ -233,8 +248,8 @@ const envSchema = z.object({
     .regex(/^[a-z0-9-]{1,32}$/, 'must be a region name such as us-east-1 or auto')
     .default('us-east-1'),
   STORAGE_FORCE_PATH_STYLE: bool(true),
-  STORAGE_ACCESS_KEY_ID: z.string().min(3).max(128).optional(),
-  STORAGE_SECRET_ACCESS_KEY: z.string().min(8).max(256).optional(),
+  STORAGE_ACCESS_KEY_ID: credential(3, 128).optional(),
+  STORAGE_SECRET_ACCESS_KEY: credential(8, 256).optional(),
   STORAGE_WEBHOOK_TOKEN: z
     .string()
     .min(16)
@@ -811,6 +826,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     // a handler waiting that long on a statement is within its limits: its connection is not cut
     // under it (the client would get no answer to a request that commits)
     problems.push('HTTP_SOCKET_TIMEOUT_MS: must be above DATABASE_QUERY_TIMEOUT_MS');
+  }
+  if (parsed.success && parsed.data.PORT !== 0 && parsed.data.PORT === parsed.data.METRICS_PORT) {
+    // the metrics listener binds first: the API then died on EADDRINUSE, naming no variable
+    problems.push('METRICS_PORT: must differ from PORT (or be 0: no metrics listener)');
   }
   if (parsed.success && parsed.data.DATABASE_POOL_WAIT_MS >= parsed.data.SHUTDOWN_TIMEOUT_MS) {
     // a request queued for a connection when the process stops would still be waiting when the
