@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
-import { SERVER_KEEPALIVES } from './data-source-options';
+import { SERVER_KEEPALIVES, connectionSettings } from './data-source-options';
 
 /** A lock held on the process's lock session; `release()` never throws. */
 export interface SessionLockHold {
@@ -198,16 +198,17 @@ export class AdvisoryLockSession {
     }
     this.connecting ??= (async () => {
       const name = `${this.options.applicationName}/${randomBytes(4).toString('hex')}`;
+      // the server's side: a holder whose host vanished (no FIN/RST, unlike a killed process)
+      // is noticed in about 25 s instead of the OS default two hours, and its locks released
+      const connection = connectionSettings(this.url, SERVER_KEEPALIVES);
       const session = new Client({
-        connectionString: this.url,
+        connectionString: connection.url,
         application_name: name,
         connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000,
         query_timeout: this.options.queryTimeoutMs ?? 5_000,
         keepAlive: true,
         keepAliveInitialDelayMillis: 10_000,
-        // the server's side: a holder whose host vanished (no FIN/RST, unlike a killed process)
-        // is noticed in about 25 s instead of the OS default two hours, and its locks released
-        options: SERVER_KEEPALIVES,
+        options: connection.options,
       });
       // the server going away (restart, terminated backend) ends the session and its locks
       session.on('error', (err) => {

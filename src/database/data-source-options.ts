@@ -32,6 +32,32 @@ const MIGRATION_LOCK_TIMEOUT_MS = 5_000;
 /** The server's own TCP keepalive probes: a vanished client is noticed in about 25 s. */
 export const SERVER_KEEPALIVES = '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3';
 
+/** Connection parameters the app sets itself, which a connection URL must not replace. */
+const APP_SET_PARAMETERS = ['options', 'application_name'];
+
+/**
+ * A connection URL split into what node-postgres may take from it and the URL's own `options`
+ * (`-c search_path=…`, a provider's `endpoint=…`), to be sent after the app's. node-postgres lets a
+ * URL's parameters replace the config's: a DATABASE_URL with `?options=` dropped the app's server-side
+ * settings (idle_in_transaction_session_timeout, the keepalives, a migration's lock_timeout), one
+ * with `?application_name=` the lock sessions' unique names (which a new session matches to end a
+ * dropped one's backend). The URL's application_name is dropped; its options come after the
+ * app's, so the same setting given there wins and any other is added.
+ */
+export function connectionSettings(url: string, appOptions = ''): { url: string; options: string } {
+  const at = url.indexOf('?');
+  if (at === -1) return { url, options: appOptions };
+  const query = new URLSearchParams(url.slice(at + 1));
+  const own = query.get('options') ?? '';
+  if (!APP_SET_PARAMETERS.some((name) => query.has(name))) return { url, options: appOptions };
+  for (const name of APP_SET_PARAMETERS) query.delete(name);
+  const rest = query.toString();
+  return {
+    url: rest ? `${url.slice(0, at)}?${rest}` : url.slice(0, at),
+    options: [appOptions, own].filter(Boolean).join(' '),
+  };
+}
+
 /**
  * The one description of the PostgreSQL connection, shared by the app (TypeOrmModule),
  * the migration CLI (ormconfig.ts) and the test harness.
@@ -54,9 +80,16 @@ export function dataSourceOptions(
 ): DataSourceOptions {
   const root = opts.rootDir ?? join(__dirname, '..', '..');
   const poolWaitMs = opts.poolWaitMs ?? CONNECT_TIMEOUT_MS;
+  const connection = connectionSettings(
+    url,
+    `-c idle_in_transaction_session_timeout=${opts.idleInTransactionMs ?? IDLE_IN_TRANSACTION_MS} ${SERVER_KEEPALIVES}` +
+      // a migration that cannot have its lock at once (a long reader, a pg_dump) gives up after
+      // MIGRATION_LOCK_TIMEOUT instead of queueing every request on that table behind it
+      (opts.withMigrations ? ` -c lock_timeout=${MIGRATION_LOCK_TIMEOUT_MS}` : ''),
+  );
   return {
     type: 'postgres',
-    url,
+    url: connection.url,
     synchronize: false,
     migrationsRun: false,
     migrationsTableName: 'schema_migrations',
@@ -82,11 +115,7 @@ export function dataSourceOptions(
       // the client's side: a server that vanished is noticed on idle pool connections too
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
-      options:
-        `-c idle_in_transaction_session_timeout=${opts.idleInTransactionMs ?? IDLE_IN_TRANSACTION_MS} ${SERVER_KEEPALIVES}` +
-        // a migration that cannot have its lock at once (a long reader, a pg_dump) gives up after
-        // MIGRATION_LOCK_TIMEOUT instead of queueing every request on that table behind it
-        (opts.withMigrations ? ` -c lock_timeout=${MIGRATION_LOCK_TIMEOUT_MS}` : ''),
+      options: connection.options,
     },
     // failed queries by SQLSTATE and statement head only, never with their parameters
     logger: new SafeTypeOrmLogger(),

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { Client } from 'pg';
+import { connectionSettings } from './data-source-options';
 
 /**
  * One connection of its own to PostgreSQL, outside the pools, for asking "does the database
@@ -66,9 +67,11 @@ export class SideConnection {
 
   private open(timeoutMs: number): Promise<Client> {
     if (this.client) return this.client;
+    const connection = connectionSettings(this.connectionString);
     const client = new Client({
-      connectionString: this.connectionString,
+      connectionString: connection.url,
       application_name: this.applicationName,
+      options: connection.options || undefined,
       connectionTimeoutMillis: timeoutMs,
     });
     const opened: Promise<Client> = client.connect().then(() => client);
