@@ -23,6 +23,9 @@ export type KeyHold = SessionLockHold;
  * transaction-pooling PgBouncer). Two requests of this process with one key are told apart by
  * the session (a session's advisory locks are re-entrant).
  */
+/** A key-lock session silent this long is ended by the server (its holder frozen): see below. */
+const KEY_LOCK_IDLE_SESSION_MS = 10_000;
+
 @Injectable()
 export class IdempotencyKeyLocks implements OnApplicationShutdown {
   private readonly session: AdvisoryLockSession;
@@ -38,6 +41,13 @@ export class IdempotencyKeyLocks implements OnApplicationShutdown {
     this.session = new AdvisoryLockSession(config.database.lockUrl, {
       applicationName: 'shop-orders-key-locks',
       retakeLostHolds: true,
+      // a process frozen while it holds keys (SIGSTOP, a paused container, a hung event loop)
+      // keeps its session — its host's kernel still answers keepalives — and every retry of those
+      // keys was 409 IDEMPOTENCY_KEY_IN_USE for as long as it stayed frozen: ended after this idle
+      // time (a live one's heartbeat keeps it). The frozen request's late finish is fenced by its
+      // record's token; its provider call is idempotent at the provider (one intent per order, one
+      // refund per key attempt)
+      idleSessionTimeoutMs: KEY_LOCK_IDLE_SESSION_MS,
       // an endpoint of its own fails fast after a connect that timed out; one shared with the
       // pools has the database circuit breaker for that
       failFastMs: this.separateEndpoint ? config.database.breaker.halfOpenAfterMs : 0,

@@ -40,7 +40,7 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
     await stripe?.close();
   });
 
-  it('a retry through the other API process runs at once once the killed process is gone', async () => {
+  async function startApi(): Promise<number> {
     const port = await freePort();
     api = runScript(
       'src/main.ts',
@@ -60,7 +60,11 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
       timeoutMs: 60_000,
       context: () => api?.output().slice(-3000) ?? '',
     });
+    return port;
+  }
 
+  it('a retry through the other API process runs at once once the killed process is gone', async () => {
+    const port = await startApi();
     const productId = await insertProduct(db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
     const key = newKey();
@@ -89,8 +93,8 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
     const before = await keyLockSessions();
     expect(before.length).toBeGreaterThanOrEqual(1);
 
-    api.proc.kill('SIGKILL');
-    await api.exited;
+    api!.proc.kill('SIGKILL');
+    await api!.exited;
     expect(await doomed).toBe(0); // its client never got an answer
     gate.release();
     // PostgreSQL ends the dead process's session as soon as it sees its socket close
@@ -108,5 +112,51 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
     expect(retry.headers.get('idempotent-replayed')).toBeNull();
     const intents = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/payment_intents');
     expect(new Set(intents.map((r) => r.idempotencyKey))).toEqual(new Set([`order:${order.body.id}:payment-intent`]));
+  }, 90_000);
+
+  it('a process frozen while it holds the key (SIGSTOP) loses it after the idle limit: the retry runs; one intent', async () => {
+    const port = await startApi();
+    const productId = await insertProduct(db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
+    const key = newKey();
+    const path = `/v1/orders/${order.body.id}/payment`;
+    const gate = proxy.holdNext('POST', '/v1/payment_intents');
+    const frozen = fetch(`http://127.0.0.1:${port}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${alice.token}`, 'idempotency-key': key, 'content-type': 'application/json' },
+      body: '{}',
+    }).then(
+      (r) => r.status,
+      () => 0,
+    );
+    await gate.reached;
+    expect((await t.http.post(path, {}, { token: alice.token, idempotencyKey: key })).status).toBe(409);
+    api!.proc.kill('SIGSTOP');
+    const frozenAt = performance.now();
+    try {
+      // its key-lock session sends nothing now: the server ends it after the idle limit (10 s)
+      const retry = await waitFor(
+        'the key to be free for the retry',
+        () => t.http.post(path, {}, { token: alice.token, idempotencyKey: key }),
+        { until: (r) => r.status !== 409, timeoutMs: 30_000, intervalMs: 500 },
+      );
+      expect([retry.status, retry.body.code]).toEqual([201, undefined]);
+      expect(performance.now() - frozenAt).toBeLessThan(25_000);
+    } finally {
+      api!.proc.kill('SIGCONT');
+    }
+    // running again, the frozen request finishes at the provider with the same intent; the retry's answer stands
+    gate.release();
+    await frozen;
+    const replay = await t.http.post(path, {}, { token: alice.token, idempotencyKey: key });
+    expect([replay.status, replay.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+    const payments = await db.pool.query(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id]);
+    expect(payments.rows[0].n).toBe(1);
+    const intents = stripe.requests.filter(
+      (r) => r.method === 'POST' && r.path === '/v1/payment_intents' && r.idempotencyKey === `order:${order.body.id}:payment-intent`,
+    );
+    expect(intents.length).toBeGreaterThanOrEqual(1);
+    api!.proc.kill('SIGKILL');
+    await api!.exited;
   }, 90_000);
 });
