@@ -1,3 +1,6 @@
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadConfig } from '../config/config';
 import { MailTransport, mailTransportProvider } from './mail-transport';
 
@@ -39,5 +42,31 @@ describe('SMTP transport: the record of an earlier delivery', () => {
     await expect(
       transport(() => new Promise<number>(() => undefined)).alreadyDelivered!(message),
     ).rejects.toThrow();
+  });
+});
+
+/** Development's file transport: a send killed or failing halfway leaves nothing behind. */
+describe('file transport: no partial files left behind', () => {
+  const message = { key: 'order.1.receipt', messageId: '<k2@shop.example>', from: 'a@b.co', to: 'c@d.co', subject: 's', text: 't', html: 'h' };
+  let dir: string;
+  let transport: MailTransport;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mail-transport-'));
+    const config = loadConfig({ NODE_ENV: 'development', MAIL_OUTBOX_DIR: dir, REDIS_KEY_PREFIX: 'unit' });
+    transport = (mailTransportProvider as { useFactory: (c: unknown, r: unknown) => MailTransport }).useFactory(config, {});
+  });
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  it("a rerun overwrites a killed send's partial file; a failed send removes its own", async () => {
+    await writeFile(join(dir, 'order.1.receipt.eml.partial'), 'half a mess'); // a send killed halfway
+    await transport.send(message);
+    expect(await readdir(dir)).toEqual(['order.1.receipt.eml']);
+    expect(await transport.alreadyDelivered!(message)).toBe(true);
+
+    const other = { ...message, key: 'order.2.receipt' };
+    await mkdir(join(dir, 'order.2.receipt.eml')); // the rename cannot replace a directory
+    for (let attempt = 0; attempt < 3; attempt++) await expect(transport.send(other)).rejects.toThrow();
+    expect((await readdir(dir)).sort()).toEqual(['order.1.receipt.eml', 'order.2.receipt.eml']);
   });
 });

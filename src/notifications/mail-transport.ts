@@ -1,6 +1,5 @@
 import { OnApplicationShutdown, Provider } from '@nestjs/common';
-import { randomBytes } from 'node:crypto';
-import { access, mkdir, rename, writeFile } from 'node:fs/promises';
+import { access, mkdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createTransport, type Transporter } from 'nodemailer';
 import { parseConnectionUrl } from 'nodemailer/lib/shared';
@@ -152,10 +151,18 @@ class FileMailTransport extends MailTransport {
     if (!Buffer.isBuffer(raw)) throw new Error('stream transport did not return a buffer');
     await mkdir(this.dir, { recursive: true });
     const file = this.fileOf(message);
-    // written aside and renamed, so a reader never sees half a message
-    const partial = `${file}.${randomBytes(6).toString('hex')}.partial`;
-    await writeFile(partial, raw);
-    await rename(partial, file);
+    // written aside and renamed, so a reader never sees half a message. One name per message
+    // (its sends are one at a time: the delivery's lock): a send killed halfway leaves a partial
+    // file that its rerun overwrites, and one that fails removes its own — random names left one
+    // more file behind for every kill or failed write (ENOSPC: each retry ate more of the disk)
+    const partial = `${file}.partial`;
+    try {
+      await writeFile(partial, raw);
+      await rename(partial, file);
+    } catch (err) {
+      await unlink(partial).catch(() => undefined);
+      throw err;
+    }
   }
 
   /** The file is the record: it appears (renamed into place) only once the message is whole. */
