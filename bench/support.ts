@@ -11,16 +11,19 @@ import { loadConfig, loadDatabaseConfig } from '../src/config/config';
 
 const ROOT = join(__dirname, '..');
 
+/** The server the benchmarks use: DATABASE_URL, else (a development machine) the local default. */
+const serverUrl = (): string => loadDatabaseConfig({ NODE_ENV: 'development', ...process.env }).url;
+
 /** A URL on the same server as DATABASE_URL, for another database. */
 function databaseUrl(name: string): string {
-  const url = new URL(loadDatabaseConfig(process.env).url);
+  const url = new URL(serverUrl());
   url.pathname = `/${name}`;
   return url.toString();
 }
 
 /** Drops and recreates a benchmark database and migrates it with the real migration CLI. */
 export async function freshDatabase(name: string): Promise<string> {
-  const adminUrl = loadDatabaseConfig(process.env).url;
+  const adminUrl = serverUrl();
   const admin = new Client({ connectionString: adminUrl });
   await admin.connect();
   await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);

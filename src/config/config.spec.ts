@@ -528,16 +528,21 @@ describe('values a deployment templated or copied wrong', () => {
   it('refuses a URL without a host (a template whose variable was unset): it would quietly reach this machine', () => {
     for (const [name, value] of [
       ['REDIS_URL', 'redis://'],
-      ['DATABASE_URL', 'postgres:///shop'],
       ['SMTP_URL', 'smtp://'],
     ]) {
       const problems = problemsOf({ ...prod, [name]: value });
       expect({ name, problems }).toEqual({ name, problems: [`${name}: must name a host (for a Unix socket: ?host=/path/to/socket-directory)`] });
     }
-    // a Unix socket is named by ?host=
+    expect(problemsOf({ ...prod, DATABASE_URL: 'postgres:///shop' })).toEqual([
+      'DATABASE_URL: must name a host (for a Unix socket: ?host=/path/to/socket-directory; or set PGHOST)',
+    ]);
+    // a Unix socket is named by ?host=, or libpq's PGHOST names the host
     expect(loadConfig({ ...prod, DATABASE_URL: 'postgres:///shop?host=/var/run/postgresql' }).database.url).toBe(
       'postgres:///shop?host=/var/run/postgresql',
     );
+    expect(loadConfig({ ...prod, DATABASE_URL: 'postgres:///shop', PGHOST: '/var/run/postgresql' }).database.url).toBe('postgres:///shop');
+    expect(() => loadDatabaseConfig({ DATABASE_URL: 'postgres:///shop' })).toThrow(/DATABASE_URL: must name a host/);
+    expect(loadDatabaseConfig({ DATABASE_URL: 'postgres:///shop', PGHOST: 'db.internal' }).url).toBe('postgres:///shop');
   });
 
   it('refuses storage credentials with spaces or line breaks (a secret file\'s trailing newline)', () => {
@@ -549,9 +554,12 @@ describe('values a deployment templated or copied wrong', () => {
   });
 
   it('refuses METRICS_PORT equal to PORT (the API died on EADDRINUSE, naming no variable); 0 is none', () => {
-    expect(problemsOf({ ...prod, PORT: '3000', METRICS_PORT: '3000' })).toEqual([
-      'METRICS_PORT: must differ from PORT (or be 0: no metrics listener)',
-    ]);
+    const refused = ['METRICS_PORT: must differ from PORT (or be 0: no metrics listener) when HOST and METRICS_HOST may be the same address'];
+    expect(problemsOf({ ...prod, PORT: '3000', METRICS_PORT: '3000' })).toEqual(refused); // HOST 0.0.0.0
+    expect(problemsOf({ ...prod, PORT: '8080', METRICS_PORT: '8080', HOST: '127.0.0.1' })).toEqual(refused);
+    expect(problemsOf({ ...prod, PORT: '8080', METRICS_PORT: '8080', HOST: 'api.internal' })).toEqual(refused);
     expect(loadConfig({ ...prod, PORT: '0', METRICS_PORT: '0' }).http.port).toBe(0);
+    // two distinct addresses can share a port (a pod's IP for the API, loopback for metrics)
+    expect(loadConfig({ ...prod, PORT: '8080', METRICS_PORT: '8080', HOST: '10.0.0.5' }).http.port).toBe(8080);
   });
 });

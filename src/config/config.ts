@@ -92,7 +92,7 @@ function isBindHost(host: string): boolean {
  * A URL of one of `protocols`. One that does not parse is an issue naming the variable — never
  * the parser's own error, which quotes the whole value (a password with `/` or `#` in it).
  */
-const url = (protocols: string[]) =>
+const url = (protocols: string[], opts: { hostless?: 'checked-later' } = {}) =>
   z.string().superRefine((v, ctx) => {
     let parsed: URL | undefined;
     try {
@@ -105,7 +105,7 @@ const url = (protocols: string[]) =>
         code: z.ZodIssueCode.custom,
         message: `must be a URL using ${protocols.join(' or ')} (characters such as / # ? @ in a password percent-encoded)`,
       });
-    } else if (parsed.hostname === '' && !parsed.searchParams.has('host')) {
+    } else if (parsed.hostname === '' && !parsed.searchParams.has('host') && opts.hostless !== 'checked-later') {
       // `redis://${REDIS_HOST}` with the variable unset: every client library takes no host for
       // this machine's, and the process would quietly use whatever listens here
       ctx.addIssue({
@@ -146,12 +146,13 @@ const envSchema = z.object({
   // API processes serving PORT together (node:cluster); 0 = one per CPU the process can use
   API_PROCESSES: int(1, 0, MAX_API_PROCESSES),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  DATABASE_URL: url(['postgres:', 'postgresql:']).default(
+  // (a URL without a host may take it from libpq's PGHOST: databaseHostProblems)
+  DATABASE_URL: url(['postgres:', 'postgresql:'], { hostless: 'checked-later' }).default(
     'postgres://shop:shop@127.0.0.1:5432/shop',
   ),
   // the dedicated lock sessions' connection (session advisory locks): PostgreSQL itself or a
   // session-mode pool, when DATABASE_URL points at a transaction-mode PgBouncer; unset = DATABASE_URL
-  DATABASE_LOCK_URL: url(['postgres:', 'postgresql:']).optional(),
+  DATABASE_LOCK_URL: url(['postgres:', 'postgresql:'], { hostless: 'checked-later' }).optional(),
   DATABASE_POOL_SIZE: int(20, 1, 500),
   // how long a request waits for a free pool connection while every one is in use (a sale's queue
   // in front of a database that answers) before 503; opening a connection gives up after 5 s (or
@@ -535,6 +536,25 @@ function describe(error: z.ZodError): string[] {
 }
 
 /**
+ * A PostgreSQL URL without a host takes it from `?host=` or from libpq's PGHOST (node-postgres
+ * reads it too); with neither, it would quietly reach this machine (a template's unset variable).
+ */
+function databaseHostProblems(env: Record<string, string | undefined>): string[] {
+  return (['DATABASE_URL', 'DATABASE_LOCK_URL'] as const).flatMap((name) => {
+    const value = env[name]?.trim();
+    if (!value || env.PGHOST?.trim()) return [];
+    try {
+      const parsed = new URL(value);
+      return parsed.hostname === '' && !parsed.searchParams.has('host')
+        ? [`${name}: must name a host (for a Unix socket: ?host=/path/to/socket-directory; or set PGHOST)`]
+        : [];
+    } catch {
+      return []; // (the schema names it)
+    }
+  });
+}
+
+/**
  * Just the database settings, for tools that only migrate or create databases (the TypeORM
  * CLI, benchmarks): they need no application secrets — but DATABASE_URL itself once NODE_ENV
  * names anything but development (or test).
@@ -554,6 +574,8 @@ export function loadDatabaseConfig(
     })
     .safeParse(present(env));
   if (!parsed.success) throw new ConfigError(describe(parsed.error));
+  const hostless = databaseHostProblems(env);
+  if (hostless.length > 0) throw new ConfigError(hostless);
   // a deployment's migration that forgot it would migrate whatever answers at the local default
   // (a stale `shop` database a checkout once created) and exit 0, the real database left behind
   // — NODE_ENV unset included, as everywhere else (a migration step of a deployment rarely sets it)
@@ -797,6 +819,12 @@ function developmentExposure(env: Record<string, string>): string[] {
       ];
 }
 
+/** Whether listeners on these two hosts may take the same address (one port for both: EADDRINUSE). */
+function mayShareAddress(a: string, b: string): boolean {
+  const wildcard = (h: string) => h === '0.0.0.0' || h === '::' || h === '' || isIP(h) === 0; // (a name may resolve to the other)
+  return a === b || wildcard(a) || wildcard(b);
+}
+
 /**
  * Parses and validates the environment once. Throws one ConfigError naming every bad or
  * missing variable.
@@ -813,6 +841,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const jwtKeys = parseJwtKeyPair(cleaned);
   problems.push(...jwtKeys.problems);
   problems.push(...developmentExposure(cleaned));
+  problems.push(...databaseHostProblems(cleaned));
   if (parsed.success && parsed.data.HTTP_HEADERS_TIMEOUT_MS > parsed.data.HTTP_REQUEST_TIMEOUT_MS) {
     // Node would swap them silently: the longer one would bound the headers
     problems.push('HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS');
@@ -828,8 +857,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('HTTP_SOCKET_TIMEOUT_MS: must be above DATABASE_QUERY_TIMEOUT_MS');
   }
   if (parsed.success && parsed.data.PORT !== 0 && parsed.data.PORT === parsed.data.METRICS_PORT) {
-    // the metrics listener binds first: the API then died on EADDRINUSE, naming no variable
-    problems.push('METRICS_PORT: must differ from PORT (or be 0: no metrics listener)');
+    // the metrics listener binds first: the API then died on EADDRINUSE, naming no variable —
+    // unless the two bind distinct addresses (a pod's IP and loopback)
+    const apiHost = parsed.data.HOST ?? (cleaned.NODE_ENV === 'development' ? '127.0.0.1' : '0.0.0.0');
+    if (mayShareAddress(apiHost, parsed.data.METRICS_HOST)) {
+      problems.push('METRICS_PORT: must differ from PORT (or be 0: no metrics listener) when HOST and METRICS_HOST may be the same address');
+    }
   }
   if (parsed.success && parsed.data.DATABASE_POOL_WAIT_MS >= parsed.data.SHUTDOWN_TIMEOUT_MS) {
     // a request queued for a connection when the process stops would still be waiting when the
