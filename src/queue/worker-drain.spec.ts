@@ -9,19 +9,22 @@ class Host extends WorkerHost {
   }
 }
 
-/** A worker whose running job never ends: close() waits for good, close(true) does not. */
+/**
+ * A worker whose running job never ends, closing as BullMQ's does: pause() waits for the running
+ * job; close(force) waits for it unless forced, and every later close() gets the first one's promise.
+ */
 function stuckWorker() {
-  const close = jest.fn((force?: boolean) =>
-    force ? Promise.resolve() : new Promise<void>(() => undefined),
-  );
+  let closing: Promise<void> | undefined;
+  const close = jest.fn((force?: boolean) => (closing ??= force ? Promise.resolve() : new Promise<void>(() => undefined)));
+  const pause = jest.fn(() => new Promise<void>(() => undefined));
   const host = new Host();
-  Object.assign(host, { _worker: { name: 'payments', close } });
-  return { host, close };
+  Object.assign(host, { _worker: { name: 'payments', close, pause } });
+  return { host, close, pause };
 }
 
 describe('WorkerDrain', () => {
-  it('waits for running jobs at most SHUTDOWN_TIMEOUT_MS, then closes the worker without them', async () => {
-    const { host, close } = stuckWorker();
+  it('waits for running jobs at most SHUTDOWN_TIMEOUT_MS, then closes the worker without them; a later close() does not wait', async () => {
+    const { host, close, pause } = stuckWorker();
     const discovery = { getProviders: () => [{ instance: host }] } as unknown as DiscoveryService;
     const drain = new WorkerDrain(
       discovery,
@@ -34,6 +37,9 @@ describe('WorkerDrain', () => {
     const startedAt = Date.now();
     await drain.beforeApplicationShutdown();
     expect(Date.now() - startedAt).toBeLessThan(2_000);
-    expect(close.mock.calls).toEqual([[], [true]]);
+    expect(pause).toHaveBeenCalledTimes(1);
+    expect(close.mock.calls).toEqual([[true]]);
+    // @nestjs/bullmq closes the worker again in its own shutdown hook: settled at once
+    await expect(host.worker.close()).resolves.toBeUndefined();
   });
 });

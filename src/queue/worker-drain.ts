@@ -33,17 +33,19 @@ export class WorkerDrain implements BeforeApplicationShutdown {
       timer = setTimeout(() => resolve('timeout'), this.config.http.shutdownTimeoutMs);
     });
     try {
-      const closing = host.worker.close().then(() => 'closed' as const);
-      if ((await Promise.race([closing, waited])) === 'timeout') {
+      // pause, not close: BullMQ's close() hands every later call the first call's promise, so a
+      // close(true) after a close() that waits on a stuck job waited on it all the same (and so
+      // did @nestjs/bullmq's own close in the next hook: the forced exit again)
+      const idle = host.worker.pause().then(() => 'idle' as const);
+      if ((await Promise.race([idle, waited])) === 'timeout') {
         this.logger.warn(
           `queue ${host.worker.name}: jobs still running after ${this.config.http.shutdownTimeoutMs} ms; closing without them (they are retried)`,
         );
-        void closing.catch(() => undefined);
-        await Promise.race([
-          host.worker.close(true),
-          new Promise((r) => setTimeout(r, 1_000).unref()),
-        ]);
+        void idle.catch(() => undefined);
       }
+      // the first close, forced: it waits for no job (none runs, or one stuck is given up) and
+      // drops the connections instead of asking a Redis that may not answer to QUIT
+      await Promise.race([host.worker.close(true), new Promise((r) => setTimeout(r, 1_000).unref())]);
     } catch {
       /* never started (e.g. boot failed before the workers ran) */
     } finally {
