@@ -63,14 +63,18 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
     return port;
   }
 
-  it('a retry through the other API process runs at once once the killed process is gone', async () => {
+  /**
+   * A payment start sent to the second API process (with a new order and key), held at Stripe:
+   * the process holds the key until the gate is released. Its status, 0 if it never answers.
+   */
+  async function heldPaymentStart() {
     const port = await startApi();
     const productId = await insertProduct(db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
     const key = newKey();
     const path = `/v1/orders/${order.body.id}/payment`;
     const gate = proxy.holdNext('POST', '/v1/payment_intents');
-    const doomed = fetch(`http://127.0.0.1:${port}${path}`, {
+    const answered = fetch(`http://127.0.0.1:${port}${path}`, {
       method: 'POST',
       headers: { authorization: `Bearer ${alice.token}`, 'idempotency-key': key, 'content-type': 'application/json' },
       body: '{}',
@@ -78,6 +82,11 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
       (r) => r.status,
       () => 0,
     );
+    return { order, key, path, gate, answered };
+  }
+
+  it('a retry through the other API process runs at once once the killed process is gone', async () => {
+    const { order, key, path, gate, answered: doomed } = await heldPaymentStart();
     await gate.reached; // the killed process's request holds the key, waiting for Stripe
     const busy = await t.http.post(path, {}, { token: alice.token, idempotencyKey: key });
     expect([busy.status, busy.body.code]).toEqual([409, 'IDEMPOTENCY_KEY_IN_USE']);
@@ -115,20 +124,7 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
   }, 90_000);
 
   it('a process frozen while it holds the key (SIGSTOP) loses it after the idle limit: the retry runs; one intent', async () => {
-    const port = await startApi();
-    const productId = await insertProduct(db.pool, { stock: 5 });
-    const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
-    const key = newKey();
-    const path = `/v1/orders/${order.body.id}/payment`;
-    const gate = proxy.holdNext('POST', '/v1/payment_intents');
-    const frozen = fetch(`http://127.0.0.1:${port}${path}`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${alice.token}`, 'idempotency-key': key, 'content-type': 'application/json' },
-      body: '{}',
-    }).then(
-      (r) => r.status,
-      () => 0,
-    );
+    const { order, key, path, gate, answered: frozen } = await heldPaymentStart();
     await gate.reached;
     expect((await t.http.post(path, {}, { token: alice.token, idempotencyKey: key })).status).toBe(409);
     api!.proc.kill('SIGSTOP');
