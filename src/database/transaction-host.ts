@@ -37,6 +37,16 @@ const OUTCOME_UNREACHABLE_MS = 5_000;
  * (A checkout refused by a purchase cap only because of the customer's own overdue reservations,
  * not yet released by the expiry: they are expired, and the checkout counts again.)
  */
+/** read_only_sql_transaction: a write (or pg_current_xact_id) on a standby or a read-only server. */
+const READ_ONLY = '25006';
+
+/** Gives the runner's connection back to the pool as broken: the pool ends it instead of keeping it. */
+async function dropConnection(runner: QueryRunner, err: unknown): Promise<void> {
+  const pg = runner as unknown as { releasePostgresConnection?: (err: unknown) => Promise<void> };
+  if (pg.releasePostgresConnection) await pg.releasePostgresConnection(err);
+  else await runner.release();
+}
+
 export class RetryAfterRepair extends Error {
   constructor(
     readonly failure: unknown,
@@ -335,6 +345,7 @@ export class TransactionHost {
       opened: new Map(),
     };
     let value: T;
+    let readOnly: unknown;
     /** This transaction's id, taken with BEGIN: what to ask the database should COMMIT go unanswered. */
     let xid: TransactionId | null = null;
     try {
@@ -399,9 +410,13 @@ export class TransactionHost {
       }
     } catch (err) {
       if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
+      if (pgErrorCode(err) === READ_ONLY) readOnly = err;
       throw err;
     } finally {
-      await runner.release();
+      // a connection to a server that takes no writes (a standby a failover left it on) is
+      // dropped, not pooled: the next one is opened afresh (the address resolved again)
+      if (readOnly) await dropConnection(runner, readOnly);
+      else await runner.release();
     }
     // committed, and the connection back in the pool: not held while this work waits
     for (const work of ctx.whenCommitted) {

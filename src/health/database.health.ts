@@ -73,7 +73,7 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
-        queued ? this.side.selectOne(timeoutMs) : this.tx.query('SELECT 1'),
+        queued ? this.side.selectOne(timeoutMs) : this.writable(),
         new Promise((_, reject) => {
           timer = setTimeout(() => reject(new Error(`timeout after ${timeoutMs} ms`)), timeoutMs);
         }),
@@ -85,6 +85,18 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * A probe that PostgreSQL answers only as a server that takes writes: on a standby (a failover
+   * left the pool's address on it) or a server set read-only, every transaction fails (503), so
+   * the instance is not ready — it used to answer `SELECT 1` and stay in rotation.
+   */
+  private async writable(): Promise<void> {
+    const rows = await this.tx.query<{ read_only: boolean }>(
+      `SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' AS read_only`,
+    );
+    if (rows[0]?.read_only) throw new Error('the database is read-only (a standby, or set read-only): it takes no writes');
   }
 
   onModuleDestroy(): void {

@@ -129,6 +129,11 @@ export function render(thrown: unknown): Rendered | null {
     // was written, the request was fine and may succeed in a moment
     return retryShortly('The database could not finish the request in time; retry it.');
   }
+  if (sqlState === '25006') {
+    // read_only_sql_transaction: the pool reached a standby (a failover's stale address) or a
+    // server set read-only (some providers do on a full disk): nothing was written
+    return retryShortly('The database accepts no writes right now; retry it.');
+  }
   if (sqlState?.startsWith('54')) {
     // program_limit_exceeded: a value too large for the server to index or process
     return { status: 400, code: 'VALIDATION_FAILED', detail: 'A value in the request is too large.' };
