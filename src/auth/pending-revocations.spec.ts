@@ -82,4 +82,30 @@ describe('PendingRevocations, the record not written when the revocation was dec
     await pending.onApplicationShutdown();
     expect([...world.records.keys()]).toEqual(['family-3']);
   });
+
+  it('a record Redis lost while the deciding process retried (a restart without persistence, a flush) is written again before it hands over', async () => {
+    const { world, pending } = setup();
+    world.redisUp = true;
+    pending.revokeFamily('family-4', 'reuse-detected', new Date());
+    await jest.advanceTimersByTimeAsync(1_000);
+    expect([...world.records.keys()]).toEqual(['family-4']);
+    world.records.clear(); // Redis lost its data
+    let settled = false;
+    void pending.settled().then(() => (settled = true));
+    await jest.advanceTimersByTimeAsync(10 * 60_000 + 10_000);
+    expect(settled).toBe(true); // handed over to the sweeps after 10 minutes…
+    expect([...world.records.keys()]).toEqual(['family-4']); // …with a record they can see
+    world.databaseUp = true;
+    expect(await pending.sweep()).toBe(1);
+  });
+
+  it('at shutdown, a record Redis lost is written again', async () => {
+    const { world, pending } = setup();
+    world.redisUp = true;
+    pending.revokeFamily('family-5', 'logout', new Date());
+    await jest.advanceTimersByTimeAsync(1_000);
+    world.records.clear();
+    await pending.onApplicationShutdown();
+    expect([...world.records.keys()]).toEqual(['family-5']);
+  });
 });

@@ -150,11 +150,12 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
     for (let attempt = 1; ; attempt++) {
       if (performance.now() - markedAt >= PENDING_SWEEP_MS) {
         // the mark outlives the retry however short the access-token lifetime (the sweeps do
-        // the same for records no process retries); and a record that could not be written is
-        // tried again with it
+        // the same for records no process retries); and the record is written again with it
+        // (an HSET: the same record) — a Redis that lost its data since lost it too, and the
+        // sweeps cannot take over what is not recorded
         markedAt = performance.now();
         await this.revoked.add([familyId]);
-        if (!recorded) recorded = await this.record(familyId, reason, at);
+        recorded = await this.record(familyId, reason, at);
       }
       const outcome = await this.commit(familyId, reason);
       if (outcome === true) {
@@ -165,7 +166,7 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
       }
       const stopping = this.stop.signal.aborted;
       if (performance.now() - started >= PENDING_REVOCATION_RETRY_MS || stopping) {
-        if (!recorded) recorded = await this.record(familyId, reason, at);
+        recorded = await this.record(familyId, reason, at); // (again: handed over as it stands now)
         if (recorded) {
           this.logger.error(
             `session ${familyId}: revocation (${reason}) not committed yet, left to the sweeps: ${outcome.message}`,
@@ -182,7 +183,7 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
         // not recorded: nobody else knows of it — this process goes on
       }
       if (!(await this.pause(Math.min(100 * 2 ** (attempt - 1), BACKOFF_MAX_MS)))) {
-        if (!recorded) recorded = await this.record(familyId, reason, at);
+        recorded = await this.record(familyId, reason, at);
         this.logger.error(
           `session ${familyId}: revocation (${reason}) not committed before shutdown, ` +
             (recorded ? 'left to the sweeps' : 'nor recorded: revoke the session by hand'),
