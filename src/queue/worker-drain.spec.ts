@@ -42,4 +42,13 @@ describe('WorkerDrain', () => {
     // @nestjs/bullmq closes the worker again in its own shutdown hook: settled at once
     await expect(host.worker.close()).resolves.toBeUndefined();
   });
+
+  it('a pause that fails (Redis refusing its reconnect) still ends in the forced close', async () => {
+    const { host, close, pause } = stuckWorker();
+    pause.mockImplementation(() => Promise.reject(new Error('Connection is closed.')));
+    const discovery = { getProviders: () => [{ instance: host }] } as unknown as DiscoveryService;
+    const drain = new WorkerDrain(discovery, loadConfig({ NODE_ENV: 'development', SHUTDOWN_TIMEOUT_MS: '200', DATABASE_POOL_WAIT_MS: '100' }));
+    await drain.beforeApplicationShutdown();
+    expect(close.mock.calls).toEqual([[true]]);
+  });
 });

@@ -36,12 +36,15 @@ export class WorkerDrain implements BeforeApplicationShutdown {
       // pause, not close: BullMQ's close() hands every later call the first call's promise, so a
       // close(true) after a close() that waits on a stuck job waited on it all the same (and so
       // did @nestjs/bullmq's own close in the next hook: the forced exit again)
-      const idle = host.worker.pause().then(() => 'idle' as const);
+      // (a pause that fails — Redis refusing the reconnect after it — still ends in the forced close)
+      const idle = host.worker.pause().then(
+        () => 'idle' as const,
+        () => 'failed' as const,
+      );
       if ((await Promise.race([idle, waited])) === 'timeout') {
         this.logger.warn(
           `queue ${host.worker.name}: jobs still running after ${this.config.http.shutdownTimeoutMs} ms; closing without them (they are retried)`,
         );
-        void idle.catch(() => undefined);
       }
       // the first close, forced: it waits for no job (none runs, or one stuck is given up) and
       // drops the connections instead of asking a Redis that may not answer to QUIT
