@@ -23,14 +23,17 @@ export class SideConnection {
     private readonly idleMs?: number,
   ) {}
 
-  /** `SELECT 1` answered within `timeoutMs` (connecting included), or a rejection saying why not. */
-  async selectOne(timeoutMs: number): Promise<void> {
+  /**
+   * `SELECT 1` (or `sql`) answered within `timeoutMs` (connecting included), or a rejection saying
+   * why not; `check` may refuse the answer's first row (the connection is then dropped too).
+   */
+  async selectOne(timeoutMs: number, sql = 'SELECT 1', check?: (row: Record<string, unknown> | undefined) => void): Promise<void> {
     clearTimeout(this.idleTimer);
     let timer: NodeJS.Timeout | undefined;
     const pending = this.open(timeoutMs);
     try {
       await Promise.race([
-        pending.then((client) => client.query('SELECT 1')),
+        pending.then(async (client) => check?.((await client.query(sql)).rows[0] as Record<string, unknown> | undefined)),
         new Promise((_, reject) => {
           timer = setTimeout(() => reject(new Error(`connection timeout: no answer within ${timeoutMs} ms`)), timeoutMs);
         }),

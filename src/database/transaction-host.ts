@@ -37,8 +37,11 @@ const OUTCOME_UNREACHABLE_MS = 5_000;
  * (A checkout refused by a purchase cap only because of the customer's own overdue reservations,
  * not yet released by the expiry: they are expired, and the checkout counts again.)
  */
-/** read_only_sql_transaction: a write (or pg_current_xact_id) on a standby or a read-only server. */
+/** read_only_sql_transaction: a write on a standby (its BEGIN's pg_current_xact_id too) or a read-only server. */
 const READ_ONLY = '25006';
+
+/** Whether the server takes no writes (a standby, or set read-only): `read_only`. */
+export const WRITABLE_PROBE = `SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' AS read_only`;
 
 /** Gives the runner's connection back to the pool as broken: the pool ends it instead of keeping it. */
 async function dropConnection(runner: QueryRunner, err: unknown): Promise<void> {
@@ -110,6 +113,8 @@ export class TransactionHost {
   private readonly logger = new Logger(TransactionHost.name);
   /** Open transactions, so shutdown can let them finish before the pool closes. */
   readonly open = new IdleCounter();
+  /** When a statement was last answered 25006 (performance.now()). */
+  private lastReadOnlyAt = -Infinity;
 
   constructor(
     private readonly dataSource: DataSource,
@@ -137,12 +142,56 @@ export class TransactionHost {
     if (runner) return (await runner.query(sql, params, true)).records as T[];
     return this.breaker.execute(async () => {
       const own = this.dataSource.createQueryRunner();
+      let failure: unknown;
       try {
         return (await own.query(sql, params, true)).records as T[];
+      } catch (err) {
+        failure = err;
+        throw err;
       } finally {
-        await own.release();
+        await this.giveBack(own, failure);
       }
     });
+  }
+
+  /**
+   * Throws a 25006 error when the server takes no writes (a standby a failover left the pool's
+   * address on, or a server set read-only), its connection dropped as after any 25006; readiness
+   * asks this where it asked `SELECT 1`, which a standby answers.
+   */
+  async assertWritable(): Promise<void> {
+    return this.breaker.execute(async () => {
+      const own = this.dataSource.createQueryRunner();
+      let failure: unknown;
+      try {
+        const [row] = (
+          await own.query(WRITABLE_PROBE, [], true)
+        ).records as { read_only: boolean }[];
+        if (row?.read_only) {
+          failure = Object.assign(new Error('the database takes no writes (a standby, or set read-only)'), { code: READ_ONLY });
+        }
+      } catch (err) {
+        failure = err;
+      } finally {
+        await this.giveBack(own, failure);
+      }
+      if (failure) throw failure as Error;
+    });
+  }
+
+  /** A 25006 (read_only_sql_transaction) was answered within the last `ms`. */
+  readOnlyWithin(ms: number): boolean {
+    return performance.now() - this.lastReadOnlyAt < ms;
+  }
+
+  /** Back to the pool — or, after a 25006, dropped (see once()). */
+  private async giveBack(runner: QueryRunner, failure: unknown): Promise<void> {
+    if (pgErrorCode(failure) === READ_ONLY) {
+      this.lastReadOnlyAt = performance.now();
+      await dropConnection(runner, failure);
+    } else {
+      await runner.release();
+    }
   }
 
   /**
@@ -157,6 +206,7 @@ export class TransactionHost {
     // (counted as the database's answer only when a statement was sent: see DbCircuitBreaker)
     return this.breaker.execute(async () => {
       const own = this.dataSource.createQueryRunner();
+      let failure: unknown;
       try {
         await own.connect();
         const statement = build();
@@ -164,8 +214,11 @@ export class TransactionHost {
         const rows = (await own.query(statement.sql, statement.params, true)).records as T[];
         this.breaker.noteAnswer();
         return rows;
+      } catch (err) {
+        failure = err;
+        throw err;
       } finally {
-        await own.release();
+        await this.giveBack(own, failure);
       }
     }, false);
   }
@@ -345,7 +398,7 @@ export class TransactionHost {
       opened: new Map(),
     };
     let value: T;
-    let readOnly: unknown;
+    let failure: unknown;
     /** This transaction's id, taken with BEGIN: what to ask the database should COMMIT go unanswered. */
     let xid: TransactionId | null = null;
     try {
@@ -410,13 +463,13 @@ export class TransactionHost {
       }
     } catch (err) {
       if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
-      if (pgErrorCode(err) === READ_ONLY) readOnly = err;
+      failure = err;
       throw err;
     } finally {
-      // a connection to a server that takes no writes (a standby a failover left it on) is
-      // dropped, not pooled: the next one is opened afresh (the address resolved again)
-      if (readOnly) await dropConnection(runner, readOnly);
-      else await runner.release();
+      // a connection to a server that takes no writes (a standby a failover left it on, a
+      // server set read-only: its sessions stay read-only) is dropped, not pooled: the next one
+      // is opened afresh (the address resolved again)
+      await this.giveBack(runner, failure);
     }
     // committed, and the connection back in the pool: not held while this work waits
     for (const work of ctx.whenCommitted) {

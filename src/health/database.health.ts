@@ -3,7 +3,7 @@ import { HealthIndicatorResult, HealthIndicatorService } from '@nestjs/terminus'
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { BreakerState, DbCircuitBreaker } from '../database/db-circuit-breaker';
 import { SideConnection } from '../database/side-connection';
-import { TransactionHost } from '../database/transaction-host';
+import { TransactionHost, WRITABLE_PROBE } from '../database/transaction-host';
 import { MetricsService } from '../metrics/metrics.service';
 
 const GAUGE_VALUE: Record<BreakerState, number> = {
@@ -11,6 +11,15 @@ const GAUGE_VALUE: Record<BreakerState, number> = {
   open: 1,
   'half-open': 2,
   isolated: 3,
+};
+
+/**
+ * Readiness asks whether the server takes writes, not just whether it answers: a standby (a
+ * failover left the address on it) or a server set read-only answers `SELECT 1`, while every
+ * transaction fails (503) — the instance stayed in rotation.
+ */
+const refuseReadOnly = (row: Record<string, unknown> | undefined): void => {
+  if (row?.read_only === true) throw new Error('the database takes no writes (a standby, or set read-only)');
 };
 
 /** A statement answered this recently (breaker closed) counts as "PostgreSQL answers" for readiness. */
@@ -65,6 +74,11 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
     // a pool with a queue, answering this process's statements right now: up, with no probe
     // queued behind the others (a sale's pool queue is no reason for a load balancer to pull
     // every instance at once); an idle pool is probed (at once: nothing to wait behind)
+    // a statement answered "read-only" lately (25006, which the breaker counts as an answer): down
+    // with no probe — every write of this process fails while it lasts
+    if (this.tx.readOnlyWithin(RECENT_ANSWER_MS)) {
+      return check.down({ breaker: this.breaker.state, message: 'the database takes no writes (a standby, or set read-only)' });
+    }
     if (this.tx.poolWaiting() > 0 && this.breaker.answeredWithin(RECENT_ANSWER_MS)) {
       return check.up({ breaker: this.breaker.state });
     }
@@ -73,7 +87,7 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
-        queued ? this.side.selectOne(timeoutMs) : this.writable(),
+        queued ? this.side.selectOne(timeoutMs, WRITABLE_PROBE, refuseReadOnly) : this.tx.assertWritable(),
         new Promise((_, reject) => {
           timer = setTimeout(() => reject(new Error(`timeout after ${timeoutMs} ms`)), timeoutMs);
         }),
@@ -85,18 +99,6 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
     } finally {
       clearTimeout(timer);
     }
-  }
-
-  /**
-   * A probe that PostgreSQL answers only as a server that takes writes: on a standby (a failover
-   * left the pool's address on it) or a server set read-only, every transaction fails (503), so
-   * the instance is not ready — it used to answer `SELECT 1` and stay in rotation.
-   */
-  private async writable(): Promise<void> {
-    const rows = await this.tx.query<{ read_only: boolean }>(
-      `SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' AS read_only`,
-    );
-    if (rows[0]?.read_only) throw new Error('the database is read-only (a standby, or set read-only): it takes no writes');
   }
 
   onModuleDestroy(): void {
