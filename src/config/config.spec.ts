@@ -125,6 +125,28 @@ describe('loadConfig', () => {
     expect(loadConfig({ NODE_ENV: 'development' }).signIn.enabled).toBe(true);
   });
 
+  it("refuses an invalid value of every contract variable, naming it (API.md: invalid values stop the process at boot)", () => {
+    for (const [name, value] of [
+      ['PORT', 'abc'],
+      ['METRICS_PORT', '70000'],
+      ['WORKER_METRICS_PORT', '70000'],
+      ['WORKER_METRICS_PORT', '-1'],
+      ['RESERVATION_TTL_SECONDS', 'abc'],
+      ['RESERVATION_TTL_SECONDS', '5'],
+      ['RESERVATION_TTL_SECONDS', '1.5'],
+      ['PURCHASE_LIMIT_UNITS_PER_PRODUCT', 'five'],
+      ['PURCHASE_LIMIT_UNITS_PER_PRODUCT', '-1'],
+      ['PURCHASE_LIMIT_OPEN_ORDERS', ' '],
+      ['RATE_LIMIT_ENABLED', 'no'],
+      ['DATABASE_URL', 'mysql://db/shop'],
+      ['REDIS_URL', 'http://cache:6379'],
+      ['STRIPE_API_URL', 'not a url'],
+      ['SMTP_URL', 'mailto:x@y.z'],
+    ]) {
+      expect({ name, value, refused: named(problemsOf({ NODE_ENV: 'development', [name]: value })) }).toEqual({ name, value, refused: [name] });
+    }
+  });
+
   it('switches throttling off with RATE_LIMIT_ENABLED=false', () => {
     expect(loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).rateLimitEnabled).toBe(false);
   });

@@ -243,6 +243,48 @@ describe('catalog: admin writes, reads, cache', () => {
     expect(byPopular.body.items[0].id).toBe(popular.id);
   });
 
+  it('orders each sort as API.md names it, across pages: newest, price both ways, popular; no sort is relevance', async () => {
+    const cat = await createCategory(t, admin);
+    const prices = [700, 100, 500, 300, 900, 200, 800];
+    const made: { id: string; price: number }[] = [];
+    for (const [i, price] of prices.entries()) {
+      const p = await createProduct(t, admin, { categoryId: cat.id, price });
+      // distinct creation times and sales, none in the order of the prices
+      await t.db.pool.query(`UPDATE products SET created_at = now() - make_interval(hours => $2), units_sold = $3 WHERE id = $1`, [
+        p.id,
+        (i * 5) % 7,
+        (i * 3) % 7,
+      ]);
+      made.push({ id: p.id, price });
+    }
+    const all = async (sort?: string): Promise<string[]> => {
+      const ids: string[] = [];
+      let cursor: string | null = null;
+      do {
+        const page: any = await t.http.get(
+          `/v1/products?categoryId=${cat.id}${sort ? `&sort=${sort}` : ''}&limit=3${cursor ? `&cursor=${cursor}` : ''}`,
+        );
+        expect(page.status).toBe(200);
+        ids.push(...page.body.items.map((i: { id: string }) => i.id));
+        cursor = page.body.nextCursor;
+      } while (cursor);
+      return ids;
+    };
+    const rows = await t.db.pool.query<{ id: string; created_at: Date; units_sold: number }>(
+      `SELECT id, created_at, units_sold FROM products WHERE category_id = $1`,
+      [cat.id],
+    );
+    const created = new Map(rows.rows.map((r) => [r.id, r.created_at.getTime()]));
+    const sold = new Map(rows.rows.map((r) => [r.id, r.units_sold]));
+    const byPrice = [...made].sort((a, b) => a.price - b.price).map((p) => p.id);
+    expect(await all('price_asc')).toEqual(byPrice);
+    expect(await all('price_desc')).toEqual([...byPrice].reverse());
+    expect(await all('newest')).toEqual([...made].sort((a, b) => created.get(b.id)! - created.get(a.id)!).map((p) => p.id));
+    const popular = await all('popular');
+    expect(popular.map((id) => sold.get(id))).toEqual([...popular.map((id) => sold.get(id)!)].sort((a, b) => b - a));
+    expect(await all()).toEqual(await all('relevance'));
+  });
+
   it('returns every product exactly once per sort while products are being inserted', async () => {
     const cat = await createCategory(t, admin);
     const initial = await Promise.all(

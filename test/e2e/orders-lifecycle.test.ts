@@ -54,6 +54,29 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     ]);
   });
 
+  it('keeps the snapshot through the admin API: a product renamed, repriced, then deleted leaves the order as it was', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 3100 });
+    const placed = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
+    expect(placed.status).toBe(201);
+    const line = placed.body.items[0];
+    const renamed = await t.http.patch(
+      `/v1/admin/products/${p}`,
+      { name: 'Renamed later', price: { amount: 9900, currency: 'INR' } },
+      { token: admin },
+    );
+    expect(renamed.status).toBe(200);
+    expect((await t.http.delete(`/v1/admin/products/${p}`, { token: admin })).status).toBe(204);
+    const read = await t.http.get(`/v1/orders/${placed.body.id}`, { token: alice.token });
+    expect(read.status).toBe(200);
+    expect(read.body.items).toEqual([line]);
+    expect(read.body.items[0]).toMatchObject({ sku: line.sku, name: line.name, unitPrice: { amount: 3100, currency: 'INR' } });
+    expect(read.body.total).toEqual(placed.body.total);
+    const listed = await t.http.get('/v1/orders?limit=100', { token: alice.token });
+    expect(listed.body.items.find((o: { id: string }) => o.id === placed.body.id).items).toEqual([line]);
+    // and the product itself is gone from the catalog (404, as API.md says for inactive products)
+    expect((await t.http.get(`/v1/products/${p}`)).status).toBe(404);
+  });
+
   it('refuses empty orders, quantity < 1 and duplicate lines with 400, unknown or inactive products with 409', async () => {
     const p = await insertProduct(t.db.pool, { stock: 10 });
     const inactive = await insertProduct(t.db.pool, { stock: 10, active: false });

@@ -128,6 +128,11 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(done.payment).toMatchObject({ provider: 'stripe', paymentIntentId: intent, status: 'succeeded' });
   }, 30_000);
 
+  it('with Stripe configured (in development too) the simulated gateway\'s confirm route does not exist: 404', async () => {
+    const res = await t.http.post('/v1/dev/payment-intents/pi_anything/confirm', { outcome: 'succeeded' }, { token: alice.token });
+    expect([res.status, res.body.code]).toEqual([404, 'ROUTE_NOT_FOUND']);
+  });
+
   it('Stripe unavailable when a payment starts: 503 with Retry-After (not 500), and the retry with the same key goes through', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);

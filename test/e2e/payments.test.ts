@@ -345,6 +345,44 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect((await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token })).status).toBe(400);
   });
 
+  it('every route that requires an Idempotency-Key answers 400 IDEMPOTENCY_KEY_MISSING without one, and changes nothing', async () => {
+    const admin = (await createAdmin(t)).accessToken;
+    const { p, order } = await paidOrder(4200);
+    const open = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const before = await t.db.pool.query(
+      `SELECT (SELECT count(*) FROM orders)::int AS orders, (SELECT count(*) FROM payments)::int AS payments,
+              (SELECT count(*) FROM refunds)::int AS refunds, (SELECT count(*) FROM order_status_history)::int AS history`,
+    );
+    for (const [path, token] of [
+      ['/v1/orders', alice.token],
+      [`/v1/orders/${open.body.id}/payment`, alice.token],
+      [`/v1/orders/${open.body.id}/cancel`, alice.token],
+      [`/v1/admin/orders/${order.body.id}/refunds`, admin],
+    ] as const) {
+      const res = await t.http.post(path, path === '/v1/orders' ? { items: [{ productId: p, quantity: 1 }] } : {}, { token });
+      expect({ path, status: res.status, code: res.body.code }).toEqual({ path, status: 400, code: 'IDEMPOTENCY_KEY_MISSING' });
+    }
+    const after = await t.db.pool.query(
+      `SELECT (SELECT count(*) FROM orders)::int AS orders, (SELECT count(*) FROM payments)::int AS payments,
+              (SELECT count(*) FROM refunds)::int AS refunds, (SELECT count(*) FROM order_status_history)::int AS history`,
+    );
+    expect(after.rows).toEqual(before.rows);
+    expect((await statusOf(open.body.id)).status).toBe('INVENTORY_RESERVED');
+  });
+
+  it("the development confirm route is its order's owner's: another customer gets 404, an anonymous caller 401, and the order is unchanged", async () => {
+    const [bob] = await buyers(t.http, 1);
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const confirm = `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`;
+    const byBob = await t.http.post(confirm, { outcome: 'succeeded' }, { token: bob.token });
+    expect([byBob.status, byBob.body.code]).toEqual([404, expect.any(String)]);
+    expect((await t.http.post(confirm, { outcome: 'succeeded' })).status).toBe(401);
+    await drain(worker, t.db.pool);
+    expect((await statusOf(order.body.id)).status).toBe('PAYMENT_PENDING');
+  });
+
   describe('webhook signatures', () => {
     const body = JSON.stringify({ id: 'evt_sig_test', object: 'event', type: 'payment_intent.succeeded', data: { object: { id: 'pi_unknown', object: 'payment_intent' } } });
     const post = (raw: string, signature: string) =>

@@ -226,6 +226,22 @@ describe('operational commands', () => {
     );
   };
 
+  it('npm run seed loads demo data only with NODE_ENV=development: unset or production, it refuses and writes nothing', async () => {
+    const count = async () =>
+      (
+        await db.pool.query(
+          `SELECT (SELECT count(*) FROM users)::int + (SELECT count(*) FROM products)::int + (SELECT count(*) FROM categories)::int AS n`,
+        )
+      ).rows[0].n as number;
+    const before = await count();
+    for (const nodeEnv of ['', 'production']) {
+      const r = await cli(['scripts/seed.ts'], { env: { NODE_ENV: nodeEnv } });
+      expect({ nodeEnv, code: r.code }).toEqual({ nodeEnv, code: 1 });
+      expect(r.out).toMatch(/runs only with NODE_ENV=development/);
+    }
+    expect(await count()).toBe(before);
+  }, 60_000);
+
   it('admin:create creates, then promotes idempotently', async () => {
     await db.pool.query(
       `INSERT INTO users (email, name, role, password_hash) VALUES ('boss@shop.test', 'Boss', 'customer', 'x')`,
