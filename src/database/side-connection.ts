@@ -33,7 +33,11 @@ export class SideConnection {
     const pending = this.open(timeoutMs);
     try {
       await Promise.race([
-        pending.then(async (client) => check?.((await client.query(sql)).rows[0] as Record<string, unknown> | undefined)),
+        pending.then(async (client) => {
+          // (the statement is sent whether or not there is a check: `check?.(await …)` sent it only with one)
+          const { rows } = await client.query(sql);
+          check?.(rows[0] as Record<string, unknown> | undefined);
+        }),
         new Promise((_, reject) => {
           timer = setTimeout(() => reject(new Error(`connection timeout: no answer within ${timeoutMs} ms`)), timeoutMs);
         }),
