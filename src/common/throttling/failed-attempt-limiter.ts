@@ -65,7 +65,9 @@ return { 0, 0 }
 `;
 
 /**
- * Settles a reservation. ARGV[1]:
+ * Settles a reservation (a bucket given back to nothing is deleted: attempts refused unverified —
+ * the password hasher's queue full — with a new email each left a key per email for its window,
+ * which no per-IP ceiling bounded, as it was given back too). ARGV[1]:
  * - 'success' (the password was right): a progressive bucket, which belongs to one client and
  *   account, is cleared; a window bucket gets its one failure back;
  * - 'unused' (nothing was verified, e.g. the server was too busy): every bucket gets its one
@@ -93,10 +95,12 @@ for i, key in ipairs(KEYS) do
         redis.call('PEXPIRE', key, math.max(tonumber(ARGV[o + 3]), delay))
       end
     elseif failures > 0 then
-      if redis.call('HINCRBY', key, 'f', -1) < limit then redis.call('HDEL', key, 'u') end
+      local left = redis.call('HINCRBY', key, 'f', -1)
+      if left <= 0 then redis.call('DEL', key)
+      elseif left < limit then redis.call('HDEL', key, 'u') end
     end
   elseif mode ~= 'failure' and tonumber(redis.call('GET', key) or '0') > 0 then
-    redis.call('DECR', key)
+    if redis.call('DECR', key) <= 0 then redis.call('DEL', key) end
   end
 end
 return 0
