@@ -3,6 +3,7 @@
 // `node dist/main.js` and `node dist/worker.js` (the first admin: `node dist/scripts/admin-create.js`).
 const { writeFileSync } = require('node:fs');
 const { join } = require('node:path');
-const dist = join(__dirname, '..', 'dist');
+// (a directory of another build may be named: the tests build into one of their own)
+const dist = process.argv[2] ?? join(__dirname, '..', 'dist');
 writeFileSync(join(dist, 'main.js'), "require('./src/main');\n");
 writeFileSync(join(dist, 'worker.js'), "require('./src/worker');\n");

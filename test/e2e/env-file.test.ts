@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { loadConfig } from '../../src/config/config';
 import { loadEnvFile } from '../../src/config/env-file';
-import { ROOT } from '../support/processes';
+import { ROOT, freePort } from '../support/processes';
+import { waitFor } from '../support/wait-for';
 import { createTestDatabase } from '../support/test-database';
 
 const run = promisify(execFile);
@@ -193,7 +194,7 @@ describe('.env: read by a real parser, by every process, the real environment wi
     }
   }, 90_000);
 
-  it('the build has the first-admin script the Docker image runs: node dist/scripts/admin-create.js', async () => {
+  it('the build has the first-admin script the Docker image runs (node dist/scripts/admin-create.js), and node dist/main.js and dist/worker.js start and stop cleanly', async () => {
     // The image's build: `nest build` compiles tsconfig.build.json with tsc; here into a private
     // directory under the repo (so node_modules resolves), leaving dist/ alone.
     const out = join(ROOT, 'var', `build-${process.pid}-${Date.now()}`);
@@ -258,6 +259,38 @@ describe('.env: read by a real parser, by every process, the real environment wi
         code: 2,
         stderr: expect.stringContaining('usage:'),
       });
+
+      // API.md's commands: after the build, `node dist/main.js` starts the API and `node
+      // dist/worker.js` the worker (the shims `npm run build` writes); each serves, then stops
+      // cleanly on SIGTERM
+      await run(process.execPath, [join(ROOT, 'scripts', 'write-entrypoints.js'), out]);
+      const [apiPort, workerPort] = [await freePort(), await freePort()];
+      for (const [entry, url] of [
+        ['main.js', `http://127.0.0.1:${apiPort}/health/ready`],
+        ['worker.js', `http://127.0.0.1:${workerPort}/health/live`],
+      ] as const) {
+        const child = spawn(process.execPath, [join(out, entry)], {
+          cwd: dir,
+          env: { ...env, PORT: String(apiPort), HOST: '127.0.0.1', WORKER_METRICS_PORT: String(workerPort), SHUTDOWN_DELAY_MS: '0' },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let output = '';
+        child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+        const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+        try {
+          const status = await waitFor(`${entry} to serve ${url}`, () => fetch(url).then((r) => r.status, () => 0), {
+            until: (s) => s === 200,
+            timeoutMs: 60_000,
+            intervalMs: 200,
+            context: () => output.slice(-2000),
+          });
+          expect([entry, status]).toEqual([entry, 200]);
+        } finally {
+          child.kill('SIGTERM');
+        }
+        expect([entry, await exited]).toEqual([entry, 0]);
+      }
     } finally {
       rmSync(out, { recursive: true, force: true });
       await db.drop();
