@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import { type Socket, connect } from 'node:net';
 import { Client, type ClientConfig } from 'pg';
 
 /**
@@ -60,10 +60,40 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
           stream.setTimeout(silenceMs); // (fires again after another silence of that length)
           return;
         }
+        // the server's side first: its backend may be alive (a statement waiting on a lock, a
+        // long one), holding the transaction's locks — an idempotency key's, hot rows' — until it
+        // next writes to the socket dropped here (or a timeout ends it): asked to cancel, it ends
+        // at once and gives them up
+        cancelOnServer(this);
         stream.destroy(new Error(`Query read timeout: PostgreSQL sent nothing for ${silentMs} ms`));
       });
     }
   };
+}
+
+/** How long a cancel request may take to be delivered (a frozen server never accepts it). */
+const CANCEL_TIMEOUT_MS = 5_000;
+/** The protocol's CancelRequest code (1234 << 16 | 5678). */
+const CANCEL_REQUEST_CODE = 80877102;
+
+/**
+ * Asks the server, on a connection of its own, to cancel what `client`'s backend is running (the
+ * protocol's CancelRequest, authenticated by the backend's secret key: it can cancel nothing
+ * else, whoever has its process id since). Fire and forget: a server that does not take it
+ * (frozen, unreachable) has nothing running to give up, or will notice the dropped socket.
+ */
+export function cancelOnServer(client: Client): void {
+  const c = client as unknown as { processID: number | null; secretKey: number | null; host: string; port: number };
+  if (c.processID === null || c.secretKey === null) return;
+  const request = Buffer.alloc(16);
+  request.writeInt32BE(16, 0);
+  request.writeInt32BE(CANCEL_REQUEST_CODE, 4);
+  request.writeInt32BE(c.processID, 8);
+  request.writeInt32BE(c.secretKey, 12);
+  const socket = c.host.startsWith('/') ? connect(`${c.host}/.s.PGSQL.${c.port}`) : connect(c.port, c.host);
+  socket.setTimeout(CANCEL_TIMEOUT_MS, () => socket.destroy());
+  socket.on('error', () => undefined);
+  socket.on('connect', () => socket.end(request));
 }
 
 /**
