@@ -64,36 +64,47 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
         // long one), holding the transaction's locks — an idempotency key's, hot rows' — until it
         // next writes to the socket dropped here (or a timeout ends it): asked to cancel, it ends
         // at once and gives them up
-        cancelOnServer(this);
-        stream.destroy(new Error(`Query read timeout: PostgreSQL sent nothing for ${silentMs} ms`));
+        // — and the socket is closed only once the cancel was taken (a pooler such as PgBouncer
+        // closes its server connection when the client leaves, backend running, and then drops a
+        // cancel whose client is gone); the answer to the cancelled statement is not read
+        stream.pause();
+        void cancelOnServer(this).then(() =>
+          stream.destroy(new Error(`Query read timeout: PostgreSQL sent nothing for ${silentMs} ms`)),
+        );
       });
     }
   };
 }
 
-/** How long a cancel request may take to be delivered (a frozen server never accepts it). */
-const CANCEL_TIMEOUT_MS = 5_000;
+/** How long a cancel request may take to be taken (a frozen server never accepts it). */
+const CANCEL_TIMEOUT_MS = 2_000;
 /** The protocol's CancelRequest code (1234 << 16 | 5678). */
 const CANCEL_REQUEST_CODE = 80877102;
 
 /**
  * Asks the server, on a connection of its own, to cancel what `client`'s backend is running (the
  * protocol's CancelRequest, authenticated by the backend's secret key: it can cancel nothing
- * else, whoever has its process id since). Fire and forget: a server that does not take it
- * (frozen, unreachable) has nothing running to give up, or will notice the dropped socket.
+ * else, whoever has its process id since). Resolves once the server (or pooler) closed that
+ * connection — it has taken the cancel — or after CANCEL_TIMEOUT_MS: a server that does not take
+ * it (frozen, unreachable) has nothing running to give up, or will notice the dropped socket.
+ * Never rejects. (With synchronous replication, a COMMIT waiting for its standby is cancelled
+ * too: committed locally, as PostgreSQL warns — the outcome check already called it committed.)
  */
-export function cancelOnServer(client: Client): void {
+export function cancelOnServer(client: Client): Promise<void> {
   const c = client as unknown as { processID: number | null; secretKey: number | null; host: string; port: number };
-  if (c.processID === null || c.secretKey === null) return;
+  if (c.processID === null || c.secretKey === null) return Promise.resolve();
   const request = Buffer.alloc(16);
   request.writeInt32BE(16, 0);
   request.writeInt32BE(CANCEL_REQUEST_CODE, 4);
   request.writeInt32BE(c.processID, 8);
   request.writeInt32BE(c.secretKey, 12);
-  const socket = c.host.startsWith('/') ? connect(`${c.host}/.s.PGSQL.${c.port}`) : connect(c.port, c.host);
-  socket.setTimeout(CANCEL_TIMEOUT_MS, () => socket.destroy());
-  socket.on('error', () => undefined);
-  socket.on('connect', () => socket.end(request));
+  return new Promise((resolve) => {
+    const socket = c.host.startsWith('/') ? connect(`${c.host}/.s.PGSQL.${c.port}`) : connect(c.port, c.host);
+    socket.setTimeout(CANCEL_TIMEOUT_MS, () => socket.destroy());
+    socket.on('error', () => undefined);
+    socket.on('close', () => resolve());
+    socket.on('connect', () => socket.end(request));
+  });
 }
 
 /**
