@@ -90,7 +90,7 @@ const CANCEL_REQUEST_CODE = 80877102;
  * Never rejects. (With synchronous replication, a COMMIT waiting for its standby is cancelled
  * too: committed locally, as PostgreSQL warns — the outcome check already called it committed.)
  */
-export function cancelOnServer(client: Client): Promise<void> {
+function cancelOnServer(client: Client): Promise<void> {
   const c = client as unknown as { processID: number | null; secretKey: number | null; host: string; port: number };
   if (c.processID === null || c.secretKey === null) return Promise.resolve();
   const request = Buffer.alloc(16);
