@@ -40,8 +40,17 @@ const OUTCOME_UNREACHABLE_MS = 5_000;
 /** read_only_sql_transaction: a write on a standby (its BEGIN's pg_current_xact_id too) or a read-only server. */
 const READ_ONLY = '25006';
 
-/** Whether the server takes no writes (a standby, or set read-only): `read_only`. */
+/** Whether the server takes no writes (a standby, or set read-only): `read_only` (refuseReadOnly). */
 export const WRITABLE_PROBE = `SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on' AS read_only`;
+
+export const READ_ONLY_DETAIL = 'the database takes no writes (a standby, or set read-only)';
+
+/** Throws, as a 25006, when WRITABLE_PROBE's row says the server takes no writes. */
+export function refuseReadOnly(row: unknown): void {
+  if ((row as { read_only?: unknown } | undefined)?.read_only === true) {
+    throw Object.assign(new Error(READ_ONLY_DETAIL), { code: READ_ONLY });
+  }
+}
 
 /** Gives the runner's connection back to the pool as broken: the pool ends it instead of keeping it. */
 async function dropConnection(runner: QueryRunner, err: unknown): Promise<void> {
@@ -140,18 +149,9 @@ export class TransactionHost {
   async query<T = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
     const runner = this.als.getStore()?.manager.queryRunner;
     if (runner) return (await runner.query(sql, params, true)).records as T[];
-    return this.breaker.execute(async () => {
-      const own = this.dataSource.createQueryRunner();
-      let failure: unknown;
-      try {
-        return (await own.query(sql, params, true)).records as T[];
-      } catch (err) {
-        failure = err;
-        throw err;
-      } finally {
-        await this.giveBack(own, failure);
-      }
-    });
+    return this.breaker.execute(() =>
+      this.onOwnConnection(async (own) => (await own.query(sql, params, true)).records as T[]),
+    );
   }
 
   /**
@@ -160,28 +160,28 @@ export class TransactionHost {
    * asks this where it asked `SELECT 1`, which a standby answers.
    */
   async assertWritable(): Promise<void> {
-    return this.breaker.execute(async () => {
-      const own = this.dataSource.createQueryRunner();
-      let failure: unknown;
-      try {
-        const [row] = (
-          await own.query(WRITABLE_PROBE, [], true)
-        ).records as { read_only: boolean }[];
-        if (row?.read_only) {
-          failure = Object.assign(new Error('the database takes no writes (a standby, or set read-only)'), { code: READ_ONLY });
-        }
-      } catch (err) {
-        failure = err;
-      } finally {
-        await this.giveBack(own, failure);
-      }
-      if (failure) throw failure as Error;
-    });
+    return this.breaker.execute(() =>
+      this.onOwnConnection(async (own) => refuseReadOnly((await own.query(WRITABLE_PROBE, [], true)).records[0])),
+    );
   }
 
   /** A 25006 (read_only_sql_transaction) was answered within the last `ms`. */
   readOnlyWithin(ms: number): boolean {
     return performance.now() - this.lastReadOnlyAt < ms;
+  }
+
+  /** `work` on a pooled connection of its own, given back after it (giveBack). */
+  private async onOwnConnection<T>(work: (runner: QueryRunner) => Promise<T>): Promise<T> {
+    const own = this.dataSource.createQueryRunner();
+    let failure: unknown;
+    try {
+      return await work(own);
+    } catch (err) {
+      failure = err;
+      throw err;
+    } finally {
+      await this.giveBack(own, failure);
+    }
   }
 
   /** Back to the pool — or, after a 25006, dropped (see once()). */
@@ -204,23 +204,18 @@ export class TransactionHost {
     build: () => { sql: string; params: unknown[] } | null,
   ): Promise<T[]> {
     // (counted as the database's answer only when a statement was sent: see DbCircuitBreaker)
-    return this.breaker.execute(async () => {
-      const own = this.dataSource.createQueryRunner();
-      let failure: unknown;
-      try {
-        await own.connect();
-        const statement = build();
-        if (!statement) return [];
-        const rows = (await own.query(statement.sql, statement.params, true)).records as T[];
-        this.breaker.noteAnswer();
-        return rows;
-      } catch (err) {
-        failure = err;
-        throw err;
-      } finally {
-        await this.giveBack(own, failure);
-      }
-    }, false);
+    return this.breaker.execute(
+      () =>
+        this.onOwnConnection(async (own) => {
+          await own.connect();
+          const statement = build();
+          if (!statement) return [];
+          const rows = (await own.query(statement.sql, statement.params, true)).records as T[];
+          this.breaker.noteAnswer();
+          return rows;
+        }),
+      false,
+    );
   }
 
   /**

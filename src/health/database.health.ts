@@ -3,7 +3,7 @@ import { HealthIndicatorResult, HealthIndicatorService } from '@nestjs/terminus'
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { BreakerState, DbCircuitBreaker } from '../database/db-circuit-breaker';
 import { SideConnection } from '../database/side-connection';
-import { TransactionHost, WRITABLE_PROBE } from '../database/transaction-host';
+import { READ_ONLY_DETAIL, TransactionHost, WRITABLE_PROBE, refuseReadOnly } from '../database/transaction-host';
 import { MetricsService } from '../metrics/metrics.service';
 
 const GAUGE_VALUE: Record<BreakerState, number> = {
@@ -13,14 +13,6 @@ const GAUGE_VALUE: Record<BreakerState, number> = {
   isolated: 3,
 };
 
-/**
- * Readiness asks whether the server takes writes, not just whether it answers: a standby (a
- * failover left the address on it) or a server set read-only answers `SELECT 1`, while every
- * transaction fails (503) — the instance stayed in rotation.
- */
-const refuseReadOnly = (row: Record<string, unknown> | undefined): void => {
-  if (row?.read_only === true) throw new Error('the database takes no writes (a standby, or set read-only)');
-};
 
 /** A statement answered this recently (breaker closed) counts as "PostgreSQL answers" for readiness. */
 const RECENT_ANSWER_MS = 2000;
@@ -77,7 +69,7 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
     // a statement answered "read-only" lately (25006, which the breaker counts as an answer): down
     // with no probe — every write of this process fails while it lasts
     if (this.tx.readOnlyWithin(RECENT_ANSWER_MS)) {
-      return check.down({ breaker: this.breaker.state, message: 'the database takes no writes (a standby, or set read-only)' });
+      return check.down({ breaker: this.breaker.state, message: READ_ONLY_DETAIL });
     }
     if (this.tx.poolWaiting() > 0 && this.breaker.answeredWithin(RECENT_ANSWER_MS)) {
       return check.up({ breaker: this.breaker.state });
@@ -87,6 +79,9 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
+        // whether the server takes writes, not just whether it answers: a standby (a failover left
+        // the address on it) or a server set read-only answers `SELECT 1` while every transaction
+        // fails (503) — the instance stayed in rotation
         queued ? this.side.selectOne(timeoutMs, WRITABLE_PROBE, refuseReadOnly) : this.tx.assertWritable(),
         new Promise((_, reject) => {
           timer = setTimeout(() => reject(new Error(`timeout after ${timeoutMs} ms`)), timeoutMs);
