@@ -92,6 +92,9 @@ function isBindHost(host: string): boolean {
  * A URL of one of `protocols`. One that does not parse is an issue naming the variable — never
  * the parser's own error, which quotes the whole value (a password with `/` or `#` in it).
  */
+/** A URL with no host, in its authority or as `?host=` (a Unix socket's directory for PostgreSQL). */
+const namesNoHost = (parsed: URL): boolean => parsed.hostname === '' && !parsed.searchParams.has('host');
+
 const url = (protocols: string[], opts: { hostless?: 'checked-later' } = {}) =>
   z.string().superRefine((v, ctx) => {
     let parsed: URL | undefined;
@@ -105,7 +108,7 @@ const url = (protocols: string[], opts: { hostless?: 'checked-later' } = {}) =>
         code: z.ZodIssueCode.custom,
         message: `must be a URL using ${protocols.join(' or ')} (characters such as / # ? @ in a password percent-encoded)`,
       });
-    } else if (parsed.hostname === '' && !parsed.searchParams.has('host') && opts.hostless !== 'checked-later') {
+    } else if (namesNoHost(parsed) && opts.hostless !== 'checked-later') {
       // `redis://${REDIS_HOST}` with the variable unset: every client library takes no host for
       // this machine's, and the process would quietly use whatever listens here
       ctx.addIssue({
@@ -544,8 +547,7 @@ function databaseHostProblems(env: Record<string, string | undefined>): string[]
     const value = env[name]?.trim();
     if (!value || env.PGHOST?.trim()) return [];
     try {
-      const parsed = new URL(value);
-      return parsed.hostname === '' && !parsed.searchParams.has('host')
+      return namesNoHost(new URL(value))
         ? [`${name}: must name a host (for a Unix socket: ?host=/path/to/socket-directory; or set PGHOST)`]
         : [];
     } catch {
