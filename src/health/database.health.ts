@@ -19,14 +19,15 @@ const RECENT_ANSWER_MS = 2000;
 
 /**
  * PostgreSQL readiness with the circuit breaker's state in the detail: unless callers queue for the
- * pool and a statement of this process was answered in the last 2 s (breaker closed), one `SELECT 1` through
- * the breaker, so while it is open the answer is "down" at once (no ping queues on the pool),
+ * pool and a statement of this process was answered in the last 2 s (breaker closed), one writability
+ * probe (WRITABLE_PROBE: a standby or a read-only server is down; so is one that answered 25006 in
+ * the last 2 s, with no probe) through the breaker, so while it is open the answer is "down" at once (no ping queues on the pool),
  * and once its wait has passed a readiness probe can be the half-open probe that closes it. Also publishes the
  * breaker state as a gauge (0 closed, 1 open, 2 half-open, 3 isolated).
  *
  * Callers queueing for the pool with no answer for 2 s (every connection a checkout waiting on a
  * hot row whose holder froze: up to the server's 15 s idle-in-transaction limit) is no outage
- * either: the `SELECT 1` then goes over a connection of its own, kept while the queue lasts
+ * either: the probe then goes over a connection of its own, kept while the queue lasts
  * (SideConnection) — queued behind the checkouts it timed out, on every API process at once, and the
  * load balancer pulled them all while PostgreSQL answered.
  */
