@@ -1,27 +1,16 @@
 import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Client } from 'pg';
+import { restartablePort } from '../../test/support/ports';
 
 const execFileAsync = promisify(execFile);
 
 const ROOT = join(__dirname, '..', '..');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 function postgresBin(): string {
   const base = '/usr/lib/postgresql';
@@ -184,7 +173,7 @@ export class Cluster {
   }
 
   async startPostgres(): Promise<void> {
-    this.pgPort = await freePort();
+    this.pgPort = await restartablePort();
     this.asPostgres('initdb', ['-D', this.pgData, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync']);
     const opts = [
       `-p ${this.pgPort}`,
@@ -212,7 +201,7 @@ export class Cluster {
   }
 
   async startRedis(): Promise<void> {
-    if (!this.redisPort) this.redisPort = await freePort();
+    if (!this.redisPort) this.redisPort = await restartablePort();
     const log = openSync(join(this.logDir, 'redis.log'), 'a');
     this.redisProc = spawn(
       'redis-server',
@@ -257,7 +246,7 @@ export class Cluster {
   async addApps(env: () => Record<string, string>): Promise<void> {
     for (const role of ['api', 'worker'] as const) {
       for (const index of [0, 1]) {
-        const p = new AppProcess(role, index, await freePort(), await freePort(), env, this.logDir);
+        const p = new AppProcess(role, index, await restartablePort(), await restartablePort(), env, this.logDir);
         (role === 'api' ? this.apis : this.workers).push(p);
       }
     }

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { loadConfig } from '../../src/config/config';
 import { loadEnvFile } from '../../src/config/env-file';
-import { ROOT, freePort } from '../support/processes';
+import { ROOT } from '../support/processes';
+import { freePort } from '../support/ports';
 import { waitFor } from '../support/wait-for';
 import { createTestDatabase } from '../support/test-database';
 

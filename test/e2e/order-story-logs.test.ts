@@ -5,7 +5,8 @@ import { JobName } from '../../src/queue/queues';
 import { registerCustomer, TEST_PASSWORD } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
 import { HttpClient } from '../support/http';
-import { freePort, runScript } from '../support/processes';
+import { runScript } from '../support/processes';
+import { freePort } from '../support/ports';
 import { createTestDatabase, TestDatabase } from '../support/test-database';
 import { waitFor } from '../support/wait-for';
 

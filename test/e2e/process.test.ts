@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { DataSource } from 'typeorm';
 import { dataSourceOptions } from '../../src/database/data-source-options';
-import { ROOT, freePort, runScript as run } from '../support/processes';
+import { ROOT, runScript as run } from '../support/processes';
+import { freePort } from '../support/ports';
 import { createTestDatabase, TestDatabase } from '../support/test-database';
 import { waitFor } from '../support/wait-for';
 

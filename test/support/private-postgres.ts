@@ -1,11 +1,11 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Pool } from 'pg';
 import { migrate } from './databases';
 import { markPostgres } from './leftover-servers';
+import { restartablePort } from './ports';
 import type { TestDatabase } from './test-database';
 
 /**
@@ -22,7 +22,7 @@ import type { TestDatabase } from './test-database';
  */
 export class PrivatePostgres {
   private constructor(
-    readonly port: number,
+    private _port: number,
     readonly dataDir: string,
     private readonly bin: string,
   ) {}
@@ -31,13 +31,23 @@ export class PrivatePostgres {
     const bin = serverBinaries();
     const dataDir = mkdtempSync(join(tmpdir(), 'pg-'));
     if (runningAsRoot()) chownSync(dataDir, postgresUid(), postgresGid());
-    const pg = new PrivatePostgres(await freePort(), dataDir, bin);
+    const pg = new PrivatePostgres(await restartablePort(), dataDir, bin);
     await pg.run('initdb', ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
     // a run that ends without destroy() (Ctrl-C, a crash) leaves the server to the next global
     // setup or teardown (leftover-servers.ts)
     markPostgres(dataDir);
-    await pg.start();
+    // the port was free when picked, but a parallel test may have taken it during initdb: the
+    // first start may take another one (no client knows the port yet); restarts keep theirs
+    await pg.start().catch(async () => {
+      pg._port = await restartablePort();
+      await pg.start();
+    });
     return pg;
+  }
+
+  /** The port it listens on: the same across restarts, so clients reconnect to it. */
+  get port(): number {
+    return this._port;
   }
 
   /** A connection URL for `database` on this server. */
@@ -131,11 +141,18 @@ export class PrivatePostgres {
     return runningAsRoot() ? ['runuser', ['-u', 'postgres', '--', path, ...args]] : [path, args];
   }
 
+  /** The end of the server's log, which says why a start failed (pg_ctl only says "examine it"). */
+  private serverLogTail(): string {
+    const log = join(this.dataDir, 'server.log');
+    if (!existsSync(log)) return '';
+    return `\nserver.log (end):\n${readFileSync(log, 'utf8').split('\n').slice(-15).join('\n')}`;
+  }
+
   private run(tool: string, args: string[]): Promise<void> {
     const [cmd, argv] = this.command(tool, args);
     return new Promise((resolve, reject) => {
       execFile(cmd, argv, { cwd: this.dataDir }, (err, _stdout, stderr) =>
-        err ? reject(new Error(`${tool} failed: ${err.message}\n${stderr}`)) : resolve(),
+        err ? reject(new Error(`${tool} failed: ${err.message}\n${stderr}${this.serverLogTail()}`)) : resolve(),
       );
     });
   }
@@ -158,13 +175,3 @@ function serverBinaries(): string {
 const runningAsRoot = (): boolean => process.getuid?.() === 0;
 const postgresUid = (): number => Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
 const postgresGid = (): number => Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}

@@ -1,10 +1,10 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Redis from 'ioredis';
 import { markRedis, unmarkRedis } from './leftover-servers';
+import { restartablePort } from './ports';
 import { waitFor } from './wait-for';
 
 /** A throwaway redis-server of our own, so a test can stop and restart "Redis" safely. */
@@ -14,7 +14,7 @@ export class PrivateRedis {
   private constructor(readonly port: number) {}
 
   static async start(): Promise<PrivateRedis> {
-    const port = await freePort();
+    const port = await restartablePort();
     const r = new PrivateRedis(port);
     await r.up();
     return r;
@@ -91,16 +91,4 @@ export class PrivateRedis {
     unmarkRedis(this.port);
     rmSync(join(tmpdir(), this.dumpFile), { force: true });
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() =>
-        typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port')),
-      );
-    });
-  });
 }

@@ -1,0 +1,53 @@
+import { ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { restartablePort } from '../support/ports';
+import { PrivatePostgres } from '../support/private-postgres';
+
+/**
+ * A server a test stops and starts again keeps its port, and while it is down any outgoing
+ * connection on the machine may be given that port as its own (the kernel picks local ports from
+ * its ephemeral range): the restart then cannot bind. A CI run lost a private PostgreSQL that way.
+ */
+describe('ports for servers that restart', () => {
+  it('are picked outside the range the kernel hands out to outgoing connections', async () => {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    const ports = await Promise.all(Array.from({ length: 50 }, () => restartablePort()));
+    for (const port of ports) expect(port < low || port > high).toBe(true);
+  });
+
+  it('a restart whose port an outgoing connection holds fails, and says why (the server log)', async () => {
+    const pg = await PrivatePostgres.start();
+    let squatter: ChildProcess | undefined;
+    try {
+      await pg.stop('immediate');
+      // what the kernel did in CI: an outgoing connection (here to the shared PostgreSQL) whose
+      // local port is the stopped server's. Without SO_REUSEADDR, like the kernel's own pick for
+      // a client's connect() (Node's bind() always sets it, and a socket with it blocks nothing)
+      squatter = spawn('python3', ['-c', HOLD_PORT, String(pg.port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      await new Promise((resolve, reject) => {
+        squatter?.stdout?.once('data', resolve);
+        squatter?.once('exit', reject);
+      });
+      await expect(pg.start()).rejects.toThrow(/could not bind|Address already in use/);
+      const gone = new Promise((r) => squatter?.once('exit', r));
+      squatter.kill();
+      await gone;
+      await pg.start();
+      await pg.createDatabase('after_restart');
+    } finally {
+      squatter?.kill();
+      await pg.destroy();
+    }
+  });
+});
+
+const HOLD_PORT = `
+import socket, struct, sys, time
+s = socket.socket()
+# closed with a reset, not a FIN: no TIME_WAIT left on the port (that would hold it for a minute)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.connect(("127.0.0.1", 5432))
+print("held", flush=True)
+time.sleep(120)
+`;
