@@ -118,7 +118,9 @@ export class QueueBoardRegistrar implements OnModuleInit {
             headers: { 'Retry-After': String(REDIS_RETRY_AFTER_SECONDS) },
           });
         board.addHook('preHandler', async (request, reply) => {
-          if (!request.url.startsWith(`${QUEUE_BOARD_PATH}/api/`)) return;
+          // the matched route, not the raw target: the router decodes `%61pi` to `api` and drops
+          // an absolute form's `http://host`, which the raw URL would not start with
+          if (!request.routeOptions.url?.startsWith(`${QUEUE_BOARD_PATH}/api/`)) return;
           // the board takes any integer (1e300 too) and hands the range to Redis, which refused
           // it (a 500), or read a whole state's jobs in one script for a huge page size
           const badPaging = pagingProblem(request.query);

@@ -1,9 +1,24 @@
 import { randomUUID } from 'node:crypto';
+import { request } from 'node:http';
 import { AccountService } from '../../src/auth/account.service';
 import { QUEUES } from '../../src/queue/queues';
 import { QueueBoardQueues } from '../../src/admin-queues/queue-board-queues';
 import { TEST_PASSWORD, createAdmin, createStaff, registerCustomer } from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
+
+/** A GET whose request target is sent as written (fetch would normalise it). */
+function rawGet(base: string, target: string, token: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(base);
+    const req = request({ host: hostname, port, path: target, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
 
 const basic = (email: string, password: string) =>
   `Basic ${Buffer.from(`${email}:${password}`).toString('base64')}`;
@@ -94,6 +109,16 @@ describe('admin: queue board at /admin/queues', () => {
       const res = await t.http.get(`/admin/queues/api/queues?activeQueue=orders&status=waiting&${query}`, { token: admin.accessToken });
       expect([query, res.status]).toEqual([query, 400]);
       expectProblem(res, 400, 'VALIDATION_FAILED');
+    }
+    // the same route spelled otherwise (the router decodes %61 to `a`, and drops an absolute
+    // form's scheme and host): the check is the route's, not the raw target's
+    for (const target of [
+      '/admin/queues/%61pi/queues?activeQueue=orders&status=waiting&page=1e300',
+      `${t.baseUrl}/admin/queues/api/queues?activeQueue=orders&status=waiting&page=1e300`,
+    ]) {
+      const res = await rawGet(t.baseUrl, target, admin.accessToken);
+      expect([target, res.status]).toEqual([target, 400]);
+      expect(JSON.parse(res.body)).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
     }
     expect((await t.http.get('/admin/queues/api/queues?activeQueue=orders&status=waiting&page=2&jobsPerPage=50', { token: admin.accessToken })).status).toBe(200);
     const unknown = await t.http.get('/admin/queues/api/queues/no-such-queue/no-such-job', { token: admin.accessToken });
