@@ -80,12 +80,16 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
     }
   });
 
-  it("Fastify's own refusals before routing (414, malformed URL) carry the security headers too", async () => {
+  it("Fastify's own refusals before routing (414, malformed URL) carry the security and CORS headers too", async () => {
     for (const path of [`/v1/products/${'a'.repeat(200)}`, '/v1/products/%E0%A4%A']) {
-      const res = await t.http.get(path);
+      const res = await t.http.get(path, { headers: { origin: WEB } });
       expect([400, 414]).toContain(res.status);
       expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
       expectSecurityHeaders(res);
+      // a browser app reads the problem (without them, fetch fails with an opaque network error)
+      expectCorsAllowed(res);
+      const other = await t.http.get(path, { headers: { origin: OTHER } });
+      expect(other.headers.get('access-control-allow-origin')).toBeNull();
     }
   });
 

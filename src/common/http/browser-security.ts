@@ -1,7 +1,7 @@
 import helmet, { type FastifyHelmetOptions } from '@fastify/helmet';
 import cors, { type FastifyCorsOptions } from '@fastify/cors';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
 import { sendProblem } from '../errors/problem-details.filter';
@@ -118,6 +118,21 @@ export function securityHeaders(): Record<string, string> {
 /** Puts the browser-security headers on an answer made before @fastify/cors and helmet's hook run. */
 export type BrowserHeaders = (reply: FastifyReply, origin: string | undefined) => void;
 
+/** Each app's BrowserHeaders, by its Fastify instance (apps of one process differ in CORS_ORIGINS). */
+const browserHeadersOfServer = new WeakMap<object, BrowserHeaders>();
+
+/**
+ * The browser-security headers (helmet's, and CORS's for the request's Origin) on an answer
+ * Fastify makes before any request hook runs (frameworkErrors: a 414, a malformed URL), which
+ * are passed to the adapter before registerBrowserSecurity runs: looked up by the request's
+ * server. Only the security headers until the app registered them.
+ */
+export function earlyBrowserHeaders(request: FastifyRequest, reply: FastifyReply): void {
+  const headers = browserHeadersOfServer.get(request.server);
+  if (headers) headers(reply, request.headers.origin);
+  else void reply.headers(securityHeadersOfProcess);
+}
+
 /**
  * The headers @fastify/cors gives an actual (non-preflight) request, computed without it: for an
  * answer that leaves before its hook (the catalog cache's fast path runs ahead of Nest's
@@ -170,5 +185,7 @@ export async function registerBrowserSecurity(
   // (Not app.enableCors(): its wrapper copies all reply headers to the raw response per request.)
   await app.register(cors, corsOptions(config));
   const corsFor = corsResponseHeaders(config);
-  return (reply, origin) => void reply.headers(headers).headers(corsFor(origin));
+  const browserHeaders: BrowserHeaders = (reply, origin) => void reply.headers(headers).headers(corsFor(origin));
+  browserHeadersOfServer.set(fastify, browserHeaders);
+  return browserHeaders;
 }

@@ -6,7 +6,7 @@ import { type IncomingMessage, STATUS_CODES, type ServerResponse } from 'node:ht
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors/error-codes';
 import { RequestValidationError, problemBody, sendProblem } from '../errors/problem-details.filter';
-import { type BrowserHeaders, securityHeaders } from './browser-security';
+import { type BrowserHeaders, earlyBrowserHeaders, securityHeaders } from './browser-security';
 
 /** Connections whose current request was answered before its body had fully arrived. */
 const answeredEarly = new WeakSet<Socket>();
@@ -129,12 +129,13 @@ export function limitBodies(app: NestFastifyApplication): void {
 
 /**
  * Fastify's own refusals before routing (a path parameter over maxParamLength → 414, a
- * malformed percent-encoding → 400) as problem+json with the request id and the security
- * headers, like every other error.
+ * malformed percent-encoding → 400) as problem+json with the request id, the security headers
+ * and CORS's (a browser app reads the problem), like every other error.
  * Passed as the adapter's `frameworkErrors` option.
  */
 export function frameworkErrors(error: Error, request: FastifyRequest, reply: FastifyReply): void {
-  void reply.headers(securityHeaders()).header('X-Request-Id', request.id);
+  earlyBrowserHeaders(request, reply);
+  void reply.header('X-Request-Id', request.id);
   sendProblem(error, request, reply);
 }
 
