@@ -53,3 +53,29 @@ describe('IdempotencyService#keyInUse (may a request with this key be answered w
     expect(new Set(await Promise.all(waiting))).toEqual(new Set([true])); // after their 250 ms
   });
 });
+
+describe('IdempotencyService#purgeExpired (the hourly purge)', () => {
+  it('ends while records go on expiring: one cutoff for the whole run, each kind drained once', async () => {
+    // a table the day after a sale: a record expires every millisecond of the clock, and every
+    // batch takes a little of it (the clock moves on between batches)
+    let wall = Date.parse('2026-12-03T10:00:00Z');
+    const clock = mockOf<Clock>({ now: () => new Date(wall) });
+    let purgedUpTo = wall - 1_000; // 1,000 records past their expiry when the run starts
+    let batches = 0;
+    const records = mockOf<IdempotencyRepository>({
+      purgeExpired: async (now: Date) => {
+        if (++batches > 100) throw new Error('the purge does not end');
+        wall += 5;
+        const due = Math.min(now.getTime() - purgedUpTo, 1_000);
+        purgedUpTo += due;
+        return due;
+      },
+      purgeAbandoned: async () => ((wall += 5), 0),
+    });
+    const removed = await new IdempotencyService(records, clock).purgeExpired();
+    expect(removed).toBe(1_000);
+    const cutoffs = new Set(records.purgeExpired.mock.calls.map(([now]) => now.getTime()));
+    expect(cutoffs.size).toBe(1);
+    expect(records.purgeAbandoned).toHaveBeenCalledTimes(1);
+  });
+});
