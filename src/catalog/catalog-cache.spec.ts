@@ -30,6 +30,8 @@ describe('CatalogCache memory copies', () => {
     const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock(), noTransaction);
     const page = 'x'.repeat(900_000); // a listing page of 100 long items, give or take
     for (let i = 0; i < 60; i++) {
+      // each asked for twice: a first miss is kept nowhere
+      await cache.getOrBuild(`/v1/products?limit=100&q=${i}`, async () => page);
       await cache.getOrBuild(`/v1/products?limit=100&q=${i}`, async () => page);
     }
     const memory = memoryOf(cache);
@@ -42,10 +44,40 @@ describe('CatalogCache memory copies', () => {
 
   it('keeps small pages up to the entry bound, and never copies one answer over 1 Mi characters', async () => {
     const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock(), noTransaction);
-    await cache.getOrBuild('/v1/products/huge', async () => 'y'.repeat(1_100_000));
+    for (const _ of [1, 2]) await cache.getOrBuild('/v1/products/huge', async () => 'y'.repeat(1_100_000));
     expect(memoryOf(cache).has('/v1/products/huge')).toBe(false);
-    for (let i = 0; i < 2_100; i++) await cache.getOrBuild(`/v1/products?q=${i}`, async () => ({ i }));
+    for (let i = 0; i < 2_100; i++) {
+      for (const _ of [1, 2]) await cache.getOrBuild(`/v1/products?q=${i}`, async () => ({ i }));
+    }
     expect(memoryOf(cache).size).toBe(2_000);
+  });
+});
+
+describe('CatalogCache: one-off URLs', () => {
+  const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
+
+  it('a first miss is answered and stored nowhere; the page is kept from its second miss on', async () => {
+    const stored: string[] = [];
+    const shared = mockOf<Cache>(
+      { get: async () => undefined, set: async (k: string, v: unknown) => (stored.push(k), v) },
+      'shared',
+    );
+    const cache = new CatalogCache(fakeRedis(), shared, config, new Clock(), noTransaction);
+    // a flood of distinct cursors (each a key of its own): nothing written to Redis, nothing kept
+    for (let i = 0; i < 500; i++) {
+      expect(await cache.getOrBuild(`/v1/products?cursor=c${i}`, async () => ({ i }))).toBe(JSON.stringify({ i }));
+    }
+    expect(stored).toEqual([]);
+    expect(cache['memory'].size).toBe(0);
+    // a page asked for again is kept, in Redis and in memory
+    let builds = 0;
+    const home = async () => ((builds += 1), { home: true });
+    await cache.getOrBuild('/v1/products', home);
+    await cache.getOrBuild('/v1/products', home);
+    expect(await cache.getOrBuild('/v1/products', home)).toBe('{"home":true}');
+    expect(builds).toBe(2);
+    expect(stored).toHaveLength(1);
+    expect(stored[0]).toContain('/v1/products');
   });
 });
 

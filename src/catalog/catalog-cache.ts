@@ -68,6 +68,16 @@ const BUILDS_QUEUED = 1_000;
  * heuristic, not a wall: a client that reads its own URLs twice puts them in that lane too.
  */
 const READ_AGAIN_KEYS = 1_000;
+/**
+ * Keys missed lately (most recent last). A page is kept (in Redis and in memory) only from its
+ * second miss on in this process: a one-off URL — a cursor or `q` of a client's own making, each
+ * a distinct key — is built and answered, and stored nowhere. Otherwise an anonymous flood of
+ * them wrote ~40 KB pages to the Redis that BullMQ, the rate limits and the revocation marks
+ * share (noeviction: filled, it refuses their writes), at the build gate's pace, and pushed the
+ * pages shoppers read out of memory. A page asked for again costs one more build per process
+ * and version.
+ */
+const MISSED_KEYS = 5_000;
 
 interface MemoryEntry {
   json: string;
@@ -155,6 +165,8 @@ export class CatalogCache {
   private readonly builds: ConcurrencyGate;
   /** READ_AGAIN_KEYS: hits, the most recent last. */
   private readonly readAgain = new Set<string>();
+  /** MISSED_KEYS: misses, the most recent last. */
+  private readonly missed = new Set<string>();
 
   constructor(
     /**
@@ -226,8 +238,10 @@ export class CatalogCache {
     const sharedKey = this.sharedKey(version, key);
     const running = this.inflight.get(sharedKey);
     if (running) return running;
+    const keep = this.missedBefore(key);
     const rebuild = (async () => {
       const json = JSON.stringify(await build());
+      if (!keep) return json; // a first miss: answered, stored nowhere (MISSED_KEYS)
       const ttl = CATALOG_TTL_MS + Math.floor(Math.random() * (MAX_ENTRY_TTL_MS - CATALOG_TTL_MS));
       const entry: SharedEntry = { json, expiresAt: this.clock.now().getTime() + ttl };
       const stored = await this.safe(() => this.shared.set(sharedKey, entry, ttl));
@@ -346,9 +360,14 @@ export class CatalogCache {
 
   /** A hit: `key` moves to the recent end of READ_AGAIN_KEYS (the oldest leaves past the bound). */
   private readAgainNow(key: string): void {
-    this.readAgain.delete(key);
-    this.readAgain.add(key);
-    if (this.readAgain.size > READ_AGAIN_KEYS) this.readAgain.delete(this.readAgain.values().next().value!);
+    recentLast(this.readAgain, key, READ_AGAIN_KEYS);
+  }
+
+  /** A miss: whether `key` was asked for before (a hit, or a miss lately); it is noted as missed. */
+  private missedBefore(key: string): boolean {
+    const before = this.readAgain.has(key) || this.missed.has(key);
+    recentLast(this.missed, key, MISSED_KEYS);
+    return before;
   }
 
   private remember(version: string, key: string, json: string, ttlMs: number): void {
@@ -398,4 +417,11 @@ export class CatalogCache {
     this.logger.debug(`catalog cache bypassed for ${BYPASS_AFTER_FAILURE_MS} ms: ${String(err)}`);
     this.bypassUntil = performance.now() + BYPASS_AFTER_FAILURE_MS;
   }
+}
+
+/** Moves `key` to the recent end of `keys`; the oldest leaves past `bound`. */
+function recentLast(keys: Set<string>, key: string, bound: number): void {
+  keys.delete(key);
+  keys.add(key);
+  if (keys.size > bound) keys.delete(keys.values().next().value!);
 }

@@ -83,8 +83,8 @@ describe.each([
   it('a page shoppers read (a cache hit lately) rebuilds ahead of the one-off URLs queued before it', async () => {
     const admin = (await createAdmin(t)).accessToken;
     const home = '/v1/products?sort=price_asc&limit=12';
-    expect((await t.http.get(home)).status).toBe(200);
-    expect((await t.http.get(home)).status).toBe(200); // a hit: read again
+    // a first miss is kept nowhere, the second is kept, the third a hit: read again
+    for (let i = 0; i < 3; i++) expect((await t.http.get(home)).status).toBe(200);
     await createProduct(t, admin, { stock: 1 }); // a write: every page is built again
     const builds = slowPages(0.5);
     const oneOffs = Array.from({ length: 6 }, (_, i) => t.http.get(`/v1/products?sort=newest&limit=${60 + i}`));

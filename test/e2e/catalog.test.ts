@@ -358,7 +358,10 @@ describe('catalog: admin writes, reads, cache', () => {
         expect([url, res.status]).toEqual([url, 200]);
         bodies.push(res.body);
       }
-      expect(page).toHaveBeenCalledTimes(1); // was one full listing query per spelling
+      // was one full listing query per spelling; now the first spelling's miss (a first miss is
+      // kept nowhere; one if an earlier test happened to ask for this listing) and the second's
+      // (the key missed before: kept), then hits
+      expect(page.mock.calls.length).toBeLessThanOrEqual(2);
       for (const body of bodies) expect(body).toEqual(bodies[0]);
     } finally {
       page.mockRestore();
