@@ -178,17 +178,22 @@ describe('AccountService', () => {
       expect(s.hasher.hash).not.toHaveBeenCalled();
     });
 
-    it('promotes keeping the password hash when the password is unchanged', async () => {
+    it('promotes keeping the password hash when the password is unchanged, ending the sessions opened under the old role', async () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
       s.users.upsertWithRole.mockResolvedValue({ ...user, role: 'admin' });
+      s.refreshTokens.revokeAllOfUser.mockResolvedValue(['fam-laptop']);
       await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
       expect(s.users.upsertWithRole).toHaveBeenCalledWith(
         expect.objectContaining({ passwordHash: 'old-hash' }),
         NOW,
       );
-      expect(s.refreshTokens.revokeAllOfUser).not.toHaveBeenCalled();
+      // a customer's session (an old laptop, a lost phone) would otherwise refresh into admin
+      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(user.id, 'role-changed', expect.any(Date));
+      expect(s.revoked.add).toHaveBeenCalledWith(['fam-laptop']);
+      // the password is the same: its clients stay the owner's
+      expect(s.refreshTokens.forgetClients).not.toHaveBeenCalled();
     });
 
     it('sets the password anew, revoking sessions, when it changed between the read and the promotion', async () => {

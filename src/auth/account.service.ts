@@ -91,7 +91,7 @@ export class AccountService {
 
   /**
    * Creates the account with this role and password, or gives an existing one (same email)
-   * the role and the password; a changed password revokes its sessions. Idempotent: nothing
+   * the role and the password; a changed password or role revokes its sessions. Idempotent: nothing
    * changes when the account already has both. Used by `npm run admin:create` and the demo seed.
    */
   async ensureAccount(email: string, password: string, role: Role, name: string): Promise<UserDto> {
@@ -117,14 +117,18 @@ export class AccountService {
         now,
       );
       // whenever the password is set anew — also for an account that did not exist when read:
-      // one registered in between by someone else (its sessions must not survive the promotion)
-      const families = kept
-        ? []
-        : await this.refreshTokens.revokeAllOfUser(
-            upserted.id,
-            'password-reset',
-            this.revoked.accessTokensValidSince(now),
-          );
+      // one registered in between by someone else (its sessions must not survive the promotion) —
+      // and whenever the role changes: a session opened as a customer (an old laptop, a lost
+      // phone) got the new role at its next refresh, admin's rights without the password asked
+      const roleChanged = existing !== null && existing.role !== role;
+      const families =
+        kept && !roleChanged
+          ? []
+          : await this.refreshTokens.revokeAllOfUser(
+              upserted.id,
+              kept ? 'role-changed' : 'password-reset',
+              this.revoked.accessTokensValidSince(now),
+            );
       await this.revoked.add(families);
       if (!kept) await this.refreshTokens.forgetClients(upserted.id);
       return upserted;
