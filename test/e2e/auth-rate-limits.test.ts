@@ -115,6 +115,24 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(60); // the hour window
   });
 
+  it('limits registration per IPv6 /48 too (100 an hour): one host rotating through the /64s of its allocation', async () => {
+    const register = (app: TestApp, ip: string) =>
+      app.http.post('/v1/auth/register', { email: `${randomUUID()}@x.io`, password: 'short' }, xff(ip));
+    const statuses = [];
+    // each /64 well under its own 10; all in 2001:db8:77::/48
+    for (let i = 0; i < 101; i++) statuses.push((await register(i % 2 ? b : a, `2001:db8:77:${i.toString(16)}::1`)).status);
+    expect(statuses.slice(0, 100).every((s) => s === 400)).toBe(true);
+    expect(statuses[100]).toBe(429);
+    const refused = await register(a, '2001:db8:77:ff::1'); // a /64 never seen: its /48 is spent
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('ratelimit-policy')).toContain('"register-net";q=100;w=3600');
+    // another /48 is unaffected; an IPv4 client is counted by its address only
+    expect((await register(a, '2001:db8:78::1')).status).toBe(400);
+    const v4 = await register(a, '10.5.9.1');
+    expect(v4.status).toBe(400);
+    expect(v4.headers.get('ratelimit-policy')).not.toContain('register-net');
+  });
+
   it('limits registration per account too (API.md: per IP and per account), across clients and instances', async () => {
     const email = `Target.${randomUUID()}@x.io`;
     const statuses = [];

@@ -46,7 +46,16 @@ describe('rate-limit policies', () => {
     const closed = RATE_LIMIT_POLICIES.filter((p) => p.failClosed)
       .map((p) => p.name)
       .sort();
-    expect(closed).toEqual(['login-ip', 'password-change', 'password-change-ip', 'register-account', 'register-ip']);
+    expect(closed).toEqual([
+      'login-ip',
+      'login-net',
+      'password-change',
+      'password-change-ip',
+      'password-change-net',
+      'register-account',
+      'register-ip',
+      'register-net',
+    ]);
   });
 
   it('applies unscoped policies everywhere and scoped ones only on their routes', () => {
@@ -79,6 +88,33 @@ describe('rate-limit policies', () => {
     expect(trackerFor('customer', { ip: '203.0.113.7', userId: 'u-1', role: 'customer' })).toBe('user:u-1');
     expect(trackerFor('customer', { ip: '203.0.113.7', userId: 'u-2', role: 'admin' })).toBeNull();
     expect(trackerFor('customer', { ip: '203.0.113.7' })).toBeNull();
+  });
+
+  it('counts an IPv6 /48 as well, at ten clients\' worth: one host with a routed /48 is not 65,536 clients', () => {
+    for (const [ip, net] of [['login-ip', 'login-net'], ['register-ip', 'register-net'], ['password-change-ip', 'password-change-net']]) {
+      expect(policy(net)).toMatchObject({
+        tracker: 'network',
+        scope: policy(ip).scope,
+        limit: policy(ip).limit * 10,
+        windowSeconds: policy(ip).windowSeconds,
+        failClosed: true,
+      });
+      expect(phaseOf(policy(net))).toBe('before-auth');
+    }
+    const a = trackerFor('network', { ip: '2001:db8:1:2:aaaa::1' });
+    expect(a).toBe('net:2001:db8:1::/48');
+    expect(trackerFor('network', { ip: '2001:db8:1:ffff::7' })).toBe(a); // another /64 of the /48
+    expect(trackerFor('network', { ip: '2001:db8:2::1' })).not.toBe(a);
+    // IPv4 (mapped too): the address is the client, no network counted
+    expect(trackerFor('network', { ip: '203.0.113.7' })).toBeNull();
+    expect(trackerFor('network', { ip: '::ffff:203.0.113.7' })).toBeNull();
+    // failed sign-ins with fresh emails: a ceiling per /48 as well, ten clients' worth
+    const limits = { failuresPerClient: 5, failuresPerAccount: 100, failuresPerIp: 50 };
+    const [, , client, network] = signInBuckets('login', 'a@b.io', '2001:db8:1:2::1', limits);
+    expect(network).toMatchObject({ kind: 'window', limit: client.limit * 10 });
+    expect(signInBuckets('login', 'x@b.io', '2001:db8:1:3::9', limits)[3].key).toBe(network.key);
+    expect(signInBuckets('login', 'a@b.io', '203.0.113.7', limits)).toHaveLength(3);
+    expect(signInBuckets('login', 'a@b.io', '2001:db8:1:2::1', limits, true)).toHaveLength(1); // the owner's own client
   });
 
   describe('trackerFor', () => {

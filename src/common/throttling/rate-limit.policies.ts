@@ -6,7 +6,20 @@ import { normalizeEmail } from '../email';
 /** What a policy counts by. */
 /** `session`: the access token's session (a stolen one spends its own budget, not the owner's). */
 /** `signed-in`: the signed-in user, and no one else (an anonymous request is not counted). */
-export type Tracker = 'ip' | 'account' | 'user' | 'session' | 'signed-in' | 'customer';
+/**
+ * `network`: an IPv6 client's /48 (NETWORK_PREFIX) — not counted for IPv4. One host with a routed
+ * /48 (a tunnel broker gives them away) is 65,536 /64 "clients": per-/64 limits alone gave it
+ * 65,536 times their budget.
+ */
+export type Tracker = 'ip' | 'network' | 'account' | 'user' | 'session' | 'signed-in' | 'customer';
+
+/** The IPv6 prefix a `network` policy counts by: a site's usual allocation. */
+const NETWORK_PREFIX = 48;
+/**
+ * How many /64 clients' worth a /48 gets in the fail-closed policies: an office, a campus or a
+ * provider's customers behind one /48 share it; one attacker with all of it gets this, not 65,536.
+ */
+const NETWORK_SHARE = 10;
 
 /**
  * Client policies (IP, account) run before authentication, so unauthenticated and badly
@@ -57,11 +70,20 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     scope: 'login',
     failClosed: true,
   },
+  { name: 'login-net', limit: 20 * NETWORK_SHARE, windowSeconds: 60, tracker: 'network', scope: 'login', failClosed: true },
   {
     name: 'register-ip',
     limit: 10,
     windowSeconds: 3600,
     tracker: 'ip',
+    scope: 'register',
+    failClosed: true,
+  },
+  {
+    name: 'register-net',
+    limit: 10 * NETWORK_SHARE,
+    windowSeconds: 3600,
+    tracker: 'network',
     scope: 'register',
     failClosed: true,
   },
@@ -146,6 +168,14 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     failClosed: true,
   },
   {
+    name: 'password-change-net',
+    limit: 10 * NETWORK_SHARE,
+    windowSeconds: 60,
+    tracker: 'network',
+    scope: 'password-change',
+    failClosed: true,
+  },
+  {
     name: 'password-change',
     limit: 5,
     windowSeconds: 60,
@@ -156,7 +186,7 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
 ];
 
 export function phaseOf(policy: RateLimitPolicy): RateLimitPhase {
-  return policy.tracker === 'ip' || policy.tracker === 'account' ? 'before-auth' : 'after-auth';
+  return policy.tracker === 'ip' || policy.tracker === 'network' || policy.tracker === 'account' ? 'before-auth' : 'after-auth';
 }
 
 export function appliesTo(policy: RateLimitPolicy, scope: RateLimitScope | undefined): boolean {
@@ -183,6 +213,10 @@ export function trackerFor(tracker: Tracker, request: TrackedRequest): string | 
   switch (tracker) {
     case 'ip':
       return `ip:${normalizeIp(request.ip)}`;
+    case 'network': {
+      const network = networkOf(request.ip);
+      return network ? `net:${network}` : null;
+    }
     case 'user':
       return request.userId ? `user:${request.userId}` : `ip:${normalizeIp(request.ip)}`;
     case 'session':
@@ -285,6 +319,12 @@ const digest = (...parts: string[]) =>
 /** The client as the limits see it: the IP, IPv6 per /64. */
 const clientOf = (ip: string) => normalizeIp(ip);
 
+/** An IPv6 client's /48 (`2001:db8:1::/48`); undefined for IPv4 (and IPv4-mapped) addresses. */
+function networkOf(ip: string): string | undefined {
+  const network = normalizeIp(ip, NETWORK_PREFIX);
+  return network.endsWith(`/${NETWORK_PREFIX}`) ? network : undefined;
+}
+
 /**
  * The Redis key (under the limits' prefix) that marks `ip` as one of the account's own clients:
  * one it signed in or registered from. The account's ceiling does not apply to it (API.md: a
@@ -355,5 +395,10 @@ export function signInBuckets(
     ];
   }
   const clientCeiling = windowBucket(`signin-ip:${digest(client)}`, limits.failuresPerIp, SIGN_IN_ACCOUNT_WINDOW_MS);
-  return [pair, ...(knownClient ? [] : [ceiling, clientCeiling])];
+  // and its network's (IPv6 /48): fresh emails from many /64s of one allocation
+  const network = networkOf(ip);
+  const networkCeiling = network
+    ? [windowBucket(`signin-net:${digest(network)}`, limits.failuresPerIp * NETWORK_SHARE, SIGN_IN_ACCOUNT_WINDOW_MS)]
+    : [];
+  return [pair, ...(knownClient ? [] : [ceiling, clientCeiling, ...networkCeiling])];
 }
