@@ -89,6 +89,8 @@ export class EmailDeliveryRepository {
     limit: number;
     events?: 'published' | 'dead';
     after?: { eventAt: Date; outboxId: string };
+    /** Events before this were all settled when last looked at (EmailReconciler's watermark). */
+    notBefore?: Date;
   }): Promise<OwedEmail[]> {
     const dead = opts.events === 'dead';
     // each through its own partial index: outbox_published_idx, outbox_dead_idx
@@ -106,6 +108,7 @@ export class EmailDeliveryRepository {
         WHERE o.status = '${dead ? 'dead' : 'published'}' AND $1::jsonb ? o.topic
           AND ${at} >= now() - ($2::text || ' milliseconds')::interval
           AND ${at} < now() - ($3::text || ' milliseconds')::interval
+          AND ${at} >= $7::timestamptz
           AND (${at}, o.id) > ($4::timestamptz, $5::uuid)
           AND (d.status IS NULL OR d.status = 'sending')
           AND (o.topic <> 'order.refunded' OR (r.order_id = ord.id AND r.status <> 'failed'))
@@ -118,8 +121,15 @@ export class EmailDeliveryRepository {
         opts.after?.eventAt ?? new Date(0),
         opts.after?.outboxId ?? '00000000-0000-0000-0000-000000000000',
         opts.limit,
+        opts.notBefore ?? new Date(0),
       ],
     );
+  }
+
+  /** The database's clock (the one findUnsent's window is on). */
+  async databaseNow(): Promise<Date> {
+    const [row] = await this.tx.query<{ now: Date }>(`SELECT now() AS now`);
+    return row.now;
   }
 
   find(orderId: string, kind: EmailKind, ref: string): Promise<EmailDeliveryEntity | null> {

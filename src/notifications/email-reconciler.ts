@@ -14,6 +14,12 @@ const RECONCILE_WINDOW_MS = 6 * 86_400_000;
 const RECONCILE_GRACE_MS = 60_000;
 const PAGE = 500;
 /**
+ * How far behind a pass's start the next one begins, at the latest: an event committed late with
+ * an earlier `published_at` (the relay's transaction time; its transactions last seconds, their
+ * statements are cut after DATABASE_QUERY_TIMEOUT_MS) is still looked at.
+ */
+const SETTLED_MARGIN_MS = 60 * 60_000;
+/**
  * Rounds of retries (each a day of attempts) the pass gives a failed job: a mail outage of a few
  * days is outlasted, while a mailbox the server keeps refusing in a way not known to be final is
  * not tried for a week.
@@ -35,6 +41,15 @@ const MAX_RECONCILER_RETRIES = 3;
 @Injectable()
 export class EmailReconciler {
   private readonly logger = new Logger(EmailReconciler.name);
+  /**
+   * Published events before this (the database's clock) were all settled — their email sent,
+   * refused for good, suppressed, or owed by none — when this process last looked: the next
+   * pass starts here instead of RECONCILE_WINDOW_MS back. Every 5 minutes it read 6 days of
+   * events (and joined each email one to its order, customer and delivery), however few were
+   * owed: after a busy week, millions of rows per pass. A final state is never owed again; a
+   * restart starts from the window again.
+   */
+  private settledBefore?: Date;
 
   constructor(
     private readonly deliveries: EmailDeliveryRepository,
@@ -45,8 +60,11 @@ export class EmailReconciler {
   @OnJob(JobName.ReconcileEmails)
   async reconcile(): Promise<number> {
     let added = 0;
+    const started = await this.deliveries.databaseNow();
+    let firstOwed: Date | undefined;
     // published events whose job Redis lost, then events the relay parked as dead (never
-    // published: their email was never queued; the row stays dead, for the operator)
+    // published: their email was never queued; the row stays dead, for the operator — dead rows
+    // are few, and marked dead long after they were written: always the whole window)
     for (const events of ['published', 'dead'] as const) {
       let after: OwedEmail | undefined;
       for (;;) {
@@ -56,12 +74,17 @@ export class EmailReconciler {
           limit: PAGE,
           events,
           after,
+          ...(events === 'published' ? { notBefore: this.settledBefore } : {}),
         });
+        if (events === 'published') firstOwed ??= owed[0]?.eventAt; // (pages in event order)
         for (const email of owed) if (await this.addBackIfLost(email)) added++;
         if (owed.length < PAGE) break;
         after = owed[owed.length - 1];
       }
     }
+    // a whole pass done: before its first owed event, and before the margin, all were settled
+    const horizon = new Date(started.getTime() - SETTLED_MARGIN_MS);
+    this.settledBefore = firstOwed && firstOwed < horizon ? firstOwed : horizon;
     if (added > 0) this.logger.warn(`re-added ${added} email job(s) missing from the queue`);
     return added;
   }

@@ -1,0 +1,53 @@
+import { mockOf } from '../../test/support/mocks';
+import type { JobQueues } from '../queue/job-queues';
+import type { EmailDeliveryRepository, OwedEmail } from './email-delivery.repository';
+import { EmailReconciler } from './email-reconciler';
+
+const HOUR = 3_600_000;
+
+describe('EmailReconciler: where a pass starts', () => {
+  function setup(owedByPass: OwedEmail[][]) {
+    let pass = -1;
+    const starts = [Date.parse('2026-12-03T10:00:00Z'), Date.parse('2026-12-03T10:05:00Z'), Date.parse('2026-12-03T10:10:00Z')];
+    const deliveries = mockOf<EmailDeliveryRepository>({
+      databaseNow: async () => new Date(starts[++pass]),
+      findUnsent: async (opts: { events: string }) => (opts.events === 'published' ? (owedByPass[pass] ?? []) : []),
+    });
+    // every owed email's job still waiting in the queue: left alone
+    const jobs = mockOf<JobQueues>({ find: async () => ({ getState: async () => 'waiting' }) });
+    const reconciler = new EmailReconciler(deliveries, jobs);
+    const notBefore = (n: number) =>
+      (deliveries.findUnsent.mock.calls.filter(([o]) => (o as { events: string }).events === 'published')[n][0] as { notBefore?: Date })
+        .notBefore;
+    return { reconciler, notBefore, starts };
+  }
+  const owedAt = (at: number): OwedEmail => ({ outboxId: 'o', eventAt: new Date(at), orderId: 'x', kind: 'cancellation', ref: '' });
+
+  it('reads the whole window once, then from where everything before was settled: an hour before the last pass began', async () => {
+    const { reconciler, notBefore, starts } = setup([[], []]);
+    await reconciler.reconcile();
+    await reconciler.reconcile();
+    expect(notBefore(0)).toBeUndefined(); // a fresh process: the whole window
+    expect(notBefore(1)).toEqual(new Date(starts[0] - HOUR));
+  });
+
+  it('never past an email still owed: the next pass starts at the first one', async () => {
+    const stillOwed = Date.parse('2026-12-01T08:00:00Z'); // two days ago, its job retrying
+    const { reconciler, notBefore } = setup([[owedAt(stillOwed)], [owedAt(stillOwed)], []]);
+    await reconciler.reconcile();
+    await reconciler.reconcile();
+    await reconciler.reconcile();
+    expect(notBefore(1)).toEqual(new Date(stillOwed));
+    expect(notBefore(2)).toEqual(new Date(stillOwed));
+  });
+
+  it('a pass that fails moves nothing: the next one starts where this one did', async () => {
+    const { reconciler, notBefore } = setup([[], [owedAt(Date.parse('2026-12-03T09:50:00Z'))], []]);
+    await reconciler.reconcile();
+    const jobs = reconciler['jobs'] as unknown as { find: () => Promise<unknown> };
+    jobs.find = () => Promise.reject(new Error('Redis down'));
+    await expect(reconciler.reconcile()).rejects.toThrow('Redis down');
+    await reconciler.reconcile();
+    expect(notBefore(2)).toEqual(notBefore(1));
+  });
+});
