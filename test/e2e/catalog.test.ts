@@ -352,15 +352,17 @@ describe('catalog: admin writes, reads, cache', () => {
         `/v1/products?&&${sort}&&&`,
         `/v1/products?sort=newest&${encodeURIComponent(name).replace('l', '%6C')}=${value}`,
       ];
+      // a first miss is kept nowhere: this listing asked for once before, so the spellings below
+      // are its second miss (kept) and then hits
+      expect((await t.http.get(spellings[0])).status).toBe(200);
       const bodies = [];
       for (const url of spellings) {
         const res = await t.http.get(url);
         expect([url, res.status]).toEqual([url, 200]);
         bodies.push(res.body);
       }
-      // was one full listing query per spelling; now the first spelling's miss (a first miss is
-      // kept nowhere; one if an earlier test happened to ask for this listing) and the second's
-      // (the key missed before: kept), then hits
+      // was one full listing query per spelling; now the warm-up's and the first spelling's (one
+      // only, if an earlier test happened to ask for this listing), then hits of one entry
       expect(page.mock.calls.length).toBeLessThanOrEqual(2);
       for (const body of bodies) expect(body).toEqual(bodies[0]);
     } finally {
