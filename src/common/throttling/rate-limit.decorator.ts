@@ -4,13 +4,13 @@ import { SetMetadata } from '@nestjs/common';
  * Route-specific limits, on top of the default per-client-IP limit that every route has.
  * Each scope switches on the named policies of rate-limit.policies.ts:
  *
- * - `login`: `login-ip` (20/min per client IP) and `login-net` (200/min per IPv6 /48); failed
- *   logins are counted separately, per account and client (FailedAttemptLimiter, in AuthService.login)
- * - `register`: `register-ip` (10/hour per client IP), `register-net` (100/hour per IPv6 /48) and
+ * - `login`: `login-ip` (20/min per client IP); failed logins are counted separately, per account
+ *   and client (FailedAttemptLimiter, in AuthService.login)
+ * - `register`: `register-ip` (10/hour per client IP), `register-net` (2,560/hour per IPv6 /48) and
  *   `register-account` (10/hour per email)
  * - `order-create`: `order-create` (30/min per signed-in user)
- * - `password-change`: `password-change` (5/min per session: a stolen one spends only its own),
- *   `password-change-ip` (10/min per client IP) and `password-change-net` (100/min per IPv6 /48)
+ * - `password-change`: `password-change` (5/min per session: a stolen one spends only its own)
+ *   and `password-change-ip` (10/min per client IP)
  * - `webhook`: `webhook-ip` (6,000/min per client IP) *instead of* the default: a payment
  *   provider delivers a whole sale's events from a handful of addresses; the signature (or the
  *   store's token) is checked right after, before anything is stored

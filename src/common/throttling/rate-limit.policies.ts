@@ -13,13 +13,17 @@ import { normalizeEmail } from '../email';
  */
 export type Tracker = 'ip' | 'network' | 'account' | 'user' | 'session' | 'signed-in' | 'customer';
 
-/** The IPv6 prefix a `network` policy counts by: a site's usual allocation. */
+/** The IPv6 prefix a `network` policy or bucket counts by: a site's usual allocation. */
 const NETWORK_PREFIX = 48;
 /**
- * How many /64 clients' worth a /48 gets in the fail-closed policies: an office, a campus or a
- * provider's customers behind one /48 share it; one attacker with all of it gets this, not 65,536.
+ * Registrations a /48 gets, in /64 clients' worth: a /56's (a home connection's usual allocation;
+ * a /60 is common too). A /48 holds thousands of households — a provider's, a campus's — and one
+ * of them must not be able to spend it for the others; an attacker with all of it gets this, not
+ * 65,536. (Login and password change have no per-/48 request limit: a neighbour filling it would
+ * lock the owner out, own client and all. Their failed passwords count per /48 instead, sparing
+ * the account's own clients: SIGN_IN_NETWORK_SHARE.)
  */
-const NETWORK_SHARE = 10;
+const REGISTER_NETWORK_SHARE = 256;
 
 /**
  * Client policies (IP, account) run before authentication, so unauthenticated and badly
@@ -70,7 +74,6 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     scope: 'login',
     failClosed: true,
   },
-  { name: 'login-net', limit: 20 * NETWORK_SHARE, windowSeconds: 60, tracker: 'network', scope: 'login', failClosed: true },
   {
     name: 'register-ip',
     limit: 10,
@@ -81,7 +84,7 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
   },
   {
     name: 'register-net',
-    limit: 10 * NETWORK_SHARE,
+    limit: 10 * REGISTER_NETWORK_SHARE,
     windowSeconds: 3600,
     tracker: 'network',
     scope: 'register',
@@ -167,14 +170,7 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     scope: 'password-change',
     failClosed: true,
   },
-  {
-    name: 'password-change-net',
-    limit: 10 * NETWORK_SHARE,
-    windowSeconds: 60,
-    tracker: 'network',
-    scope: 'password-change',
-    failClosed: true,
-  },
+
   {
     name: 'password-change',
     limit: 5,
@@ -316,6 +312,14 @@ export function progressiveDelayMs(
 const digest = (...parts: string[]) =>
   createHash('sha256').update(parts.join('\0')).digest('base64url');
 
+/**
+ * Failed sign-ins a /48 gets over all accounts, in clients' worth (SIGN_IN_FAILURES_PER_IP each):
+ * one host rotating through the /64s of its /48 with a fresh email each try costs an argon2 hash
+ * per try. Like the client's ceiling it spares the account's own clients: a neighbour filling it
+ * keeps a new device from signing in for the window, never the owner's own.
+ */
+const SIGN_IN_NETWORK_SHARE = 10;
+
 /** The client as the limits see it: the IP, IPv6 per /64. */
 const clientOf = (ip: string) => normalizeIp(ip);
 
@@ -398,7 +402,7 @@ export function signInBuckets(
   // and its network's (IPv6 /48): fresh emails from many /64s of one allocation
   const network = networkOf(ip);
   const networkCeiling = network
-    ? [windowBucket(`signin-net:${digest(network)}`, limits.failuresPerIp * NETWORK_SHARE, SIGN_IN_ACCOUNT_WINDOW_MS)]
+    ? [windowBucket(`signin-net:${digest(network)}`, limits.failuresPerIp * SIGN_IN_NETWORK_SHARE, SIGN_IN_ACCOUNT_WINDOW_MS)]
     : [];
   return [pair, ...(knownClient ? [] : [ceiling, clientCeiling, ...networkCeiling])];
 }
