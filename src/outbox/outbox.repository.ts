@@ -96,13 +96,20 @@ export class OutboxRepository {
     );
   }
 
+  /**
+   * `published_at` on the database's clock (the statement's): what reads it — the email
+   * reconciler's window and watermark — compares it with the database's `now()`, and a worker
+   * whose clock ran behind wrote events into the past, behind a watermark already taken.
+   */
   async markPublished(ids: string[]): Promise<void> {
     if (ids.length === 0) return;
-    const publishedAt = this.clock.now();
     await this.tx.withManager((m) =>
       m
         .getRepository(OutboxEntity)
-        .update({ id: In(ids), status: PENDING }, { status: 'published', publishedAt, lastError: null }),
+        .update(
+          { id: In(ids), status: PENDING },
+          { status: 'published', publishedAt: () => 'statement_timestamp()', lastError: null },
+        ),
     );
   }
 
