@@ -15,9 +15,8 @@ const RECONCILE_GRACE_MS = 60_000;
 const PAGE = 500;
 /**
  * How far behind a pass's start the next one begins, at the latest: an event committed late with
- * an earlier `published_at` (set before its transaction commits, which takes seconds: statements
- * are cut after DATABASE_QUERY_TIMEOUT_MS) is still looked at — as is one whose relay's clock
- * runs behind the database's (`published_at` is the worker's clock), by less than this.
+ * an earlier `published_at` (the database's statement time, before its transaction commits,
+ * which takes seconds: statements are cut after DATABASE_QUERY_TIMEOUT_MS) is still looked at.
  */
 const SETTLED_MARGIN_MS = 60 * 60_000;
 /**
