@@ -166,9 +166,12 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
     expect([loggedIn.status, refreshed.status, refused.status]).toEqual([200, 200, 401]);
     const me = await t.http.get('/v1/me', { token: registered.body.accessToken });
     const p = await createProduct(t, admin);
+    // (read twice: a first miss is kept nowhere, the second is cached)
+    await t.http.get(`/v1/products/${p.id}`);
     const anonymous = await t.http.get(`/v1/products/${p.id}`);
     expect(anonymous.status).toBe(200);
     expect(anonymous.headers.get('cache-control')).toBeNull();
+    expect(await t.app.get(CatalogCache).peek(`/v1/products/${p.id}`)).not.toBeNull();
     // (the same page again, from the cache's fast path, to a request with a token)
     const withToken = await t.http.get(`/v1/products/${p.id}`, { token: registered.body.accessToken });
     for (const res of [registered, loggedIn, refreshed, refused, me, withToken]) {
