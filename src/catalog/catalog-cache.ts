@@ -222,6 +222,16 @@ export class CatalogCache {
     return this.lookup(version, key);
   }
 
+  /**
+   * A public catalog read that is not cached (a product's reviews, what was bought with it, a
+   * customer's recommendations) through the same gate as the misses: anyone can make them with
+   * URLs of their own, and unbounded they took the pool's connections from checkout as the
+   * misses did before the gate (buildSlots; 503 with Retry-After past the wait).
+   */
+  readBounded<T>(read: () => Promise<T>): Promise<T> {
+    return this.builds.run(read);
+  }
+
   /** The cached JSON for `key`, or `build()`'s result (serialized and stored). */
   async getOrBuild(key: string, unbounded: () => Promise<unknown>): Promise<string> {
     const build = () => this.builds.run(unbounded, { priority: this.readAgain.has(key) });

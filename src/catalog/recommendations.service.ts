@@ -44,16 +44,18 @@ export class RecommendationsService {
     return n;
   }
 
+  /** (Anonymous and uncached: through the catalog's read gate, CatalogCache#readBounded.) */
   async alsoBought(productId: string): Promise<ProductListDto> {
-    if (!(await this.products.findById(productId, { activeOnly: true }))) {
-      throw productNotFound();
-    }
-    return { items: (await this.recommendations.alsoBought(productId, TOP_K)).map(this.summary) };
+    const rows = await this.cache.readBounded(async () => {
+      if (!(await this.products.findById(productId, { activeOnly: true }))) throw productNotFound();
+      return this.recommendations.alsoBought(productId, TOP_K);
+    });
+    return { items: rows.map(this.summary) };
   }
 
   /** Neighbours of the customer's purchases; top-ranked products for a new customer. */
   async forCustomer(me: Principal): Promise<ProductListDto> {
-    const rows = await this.recommendations.forCustomer(me.userId, TOP_K);
+    const rows = await this.cache.readBounded(() => this.recommendations.forCustomer(me.userId, TOP_K));
     if (rows.length > 0) return { items: rows.map(this.summary) };
     const top = await this.cache.getOrBuild(NEW_CUSTOMER_TOP, async (): Promise<ProductListDto> => {
       const page = await this.products.page({

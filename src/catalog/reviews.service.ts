@@ -49,8 +49,11 @@ export class ReviewsService {
   /** A product's reviews; 404 for a product that does not exist or is off sale, as for the product. */
   async list(productId: string, query: PageQueryDto): Promise<ReviewPageDto> {
     const after = decodeCursor<{ t: string; i: string }>(query.cursor, { t: 'timestamp', i: 'uuid' });
-    if (!(await this.products.findById(productId, { activeOnly: true }))) throw productNotFound();
-    const rows = await this.reviews.page(productId, query.limit + 1, after ? { at: after.t, id: after.i } : null);
+    // (anonymous, uncached, any cursor: through the catalog's read gate)
+    const rows = await this.cache.readBounded(async () => {
+      if (!(await this.products.findById(productId, { activeOnly: true }))) throw productNotFound();
+      return this.reviews.page(productId, query.limit + 1, after ? { at: after.t, id: after.i } : null);
+    });
     const items = rows.slice(0, query.limit);
     const last = items[items.length - 1];
     return {

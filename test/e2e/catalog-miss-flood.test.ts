@@ -1,5 +1,7 @@
 import { CatalogCache } from '../../src/catalog/catalog-cache';
 import { ProductRepository } from '../../src/catalog/product.repository';
+import { RecommendationRepository } from '../../src/catalog/recommendation.repository';
+import { ReviewRepository } from '../../src/catalog/review.repository';
 import { TransactionHost } from '../../src/database/transaction-host';
 import { createAdmin } from '../support/auth';
 import { createProduct } from '../support/catalog';
@@ -75,6 +77,44 @@ describe.each([
     jest.restoreAllMocks();
     // the gate lets go: a listing afterwards is built and answered
     expect((await t.http.get('/v1/products?sort=newest&limit=41')).status).toBe(200);
+  });
+
+  it("uncached public reads (a product's reviews, what was bought with it) go through the same gate: at most 2 at once, a checkout meanwhile placed at once", async () => {
+    const admin = (await createAdmin(t)).accessToken;
+    const product = await createProduct(t, admin, { stock: 10 });
+    const [buyer] = await buyers(t.http, 1);
+    const tx = t.app.get(TransactionHost);
+    const reads = { running: 0, most: 0 };
+    const slow = <T>(read: () => Promise<T>) => async () => {
+      reads.most = Math.max(reads.most, ++reads.running);
+      try {
+        await tx.query('SELECT pg_sleep(1.5)');
+        return await read();
+      } finally {
+        reads.running--;
+      }
+    };
+    const reviews = t.app.get(ReviewRepository);
+    const page = reviews.page.bind(reviews);
+    jest.spyOn(reviews, 'page').mockImplementation((...args) => slow(() => page(...args))());
+    const recommendations = t.app.get(RecommendationRepository);
+    const alsoBought = recommendations.alsoBought.bind(recommendations);
+    jest.spyOn(recommendations, 'alsoBought').mockImplementation((...args) => slow(() => alsoBought(...args))());
+    // any cursor of one's own making: nothing is cached
+    const flood = Array.from({ length: 8 }, (_, i) =>
+      i % 2 ? t.http.get(`/v1/products/${product.id}/also-bought`) : t.http.get(`/v1/products/${product.id}/reviews?limit=${10 + i}`),
+    );
+    await waitFor('two reads under way', async () => reads.running, { until: (n) => n >= 2 });
+    const started = Date.now();
+    const order = await placeOrder(t.http, buyer, [{ productId: product.id, quantity: 1 }]);
+    expect(order.status).toBe(201);
+    expect(Date.now() - started).toBeLessThan(1000);
+    const answers = await Promise.all(flood);
+    expect(reads.most).toBe(2);
+    for (const res of answers) {
+      expect([200, 503]).toContain(res.status);
+      if (res.status === 503) expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+    }
   });
 
   // (a cache hit is what marks a page as read again)
