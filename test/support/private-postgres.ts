@@ -37,8 +37,10 @@ export class PrivatePostgres {
     // setup or teardown (leftover-servers.ts)
     markPostgres(dataDir);
     // the port was free when picked, but a parallel test may have taken it during initdb: the
-    // first start may take another one (no client knows the port yet); restarts keep theirs
-    await pg.start().catch(async () => {
+    // first start may take another one (no client knows the port yet); restarts keep theirs.
+    // Only then: another failure (a start slower than pg_ctl's wait) is the error to see.
+    await pg.start().catch(async (err: Error) => {
+      if (!/could not bind/.test(err.message)) throw err;
       pg._port = await restartablePort();
       await pg.start();
     });

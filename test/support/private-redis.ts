@@ -14,10 +14,17 @@ export class PrivateRedis {
   private constructor(readonly port: number) {}
 
   static async start(): Promise<PrivateRedis> {
-    const port = await restartablePort();
-    const r = new PrivateRedis(port);
-    await r.up();
-    return r;
+    for (let attempt = 1; ; attempt++) {
+      const r = new PrivateRedis(await restartablePort());
+      try {
+        await r.up();
+        return r;
+      } catch (err) {
+        // the port was free when picked, and taken before the server bound it (a parallel
+        // test's): another one, as no client knows this one yet; restarts keep theirs
+        if (!(err instanceof ExitedEarly) || attempt === 3) throw err;
+      }
+    }
   }
 
   private get dumpFile(): string {
@@ -48,24 +55,35 @@ export class PrivateRedis {
       ],
       { stdio: 'ignore' },
     );
+    const proc = this.proc;
     // a run that ends without down() leaves it to the next global setup or teardown
-    if (this.proc.pid) markRedis(this.port, this.proc.pid);
+    if (proc.pid) markRedis(this.port, proc.pid);
+    // until this server answers — not whichever answers on the port (another test's, had this
+    // one failed to bind it): its process id, and never once it has exited
     await waitFor(
       `the private redis-server on port ${this.port} to answer`,
       async () => {
+        if (proc.exitCode !== null || proc.signalCode !== null) {
+          unmarkRedis(this.port);
+          throw new ExitedEarly(`redis-server on port ${this.port} exited before answering (the port taken?)`);
+        }
         const c = new Redis(this.url, {
           lazyConnect: true,
           maxRetriesPerRequest: 0,
           retryStrategy: () => null,
         });
+        c.on('error', () => undefined);
         try {
           await c.connect();
-          return (await c.ping()) === 'PONG';
+          const info = await c.info('server');
+          return new RegExp(`^process_id:${proc.pid}\\r?$`, 'm').test(info) || undefined;
+        } catch {
+          return undefined; // not up yet
         } finally {
           c.disconnect();
         }
       },
-      { timeoutMs: 10_000, intervalMs: 50, retryErrors: true },
+      { timeoutMs: 10_000, intervalMs: 50 },
     );
   }
 
@@ -92,3 +110,6 @@ export class PrivateRedis {
     rmSync(join(tmpdir(), this.dumpFile), { force: true });
   }
 }
+
+/** The server's process ended before it answered: its port was taken, most likely. */
+class ExitedEarly extends Error {}
