@@ -83,6 +83,15 @@ const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').dig
 @Injectable()
 export class ImagesService {
   private readonly logger = new Logger(ImagesService.name);
+  /**
+   * Where the last reconciliation pass stopped, its pages used up before the pending images were
+   * (the next one goes on from there; one that read to the end leaves it unset: from the oldest).
+   * Pending images the store refuses to describe are kept a week, and more than a pass's pages of
+   * them (an admin client asking for upload URLs it never uses, on a key without s3:ListBucket)
+   * had every pass spend its pages on the same oldest ones: an upload whose notification was lost
+   * behind them stayed pending until they aged out.
+   */
+  private resumeAfter?: PendingImage;
   private readonly expectedAuthorization: Buffer;
 
   constructor(
@@ -223,8 +232,9 @@ export class ImagesService {
     let refused = 0;
     let firstRefused: ObjectStorageRefused | undefined;
     let refusedInARow = 0;
+    let after = this.resumeAfter;
+    this.resumeAfter = undefined; // (a pass ended early starts the next one from the oldest)
     try {
-      let after: PendingImage | undefined;
       for (let page = 0; page < RECONCILE_PAGES; page++) {
         const pending = await this.images.findPending(before, RECONCILE_BATCH, after);
         for (const image of pending) {
@@ -250,6 +260,7 @@ export class ImagesService {
         }
         if (pending.length < RECONCILE_BATCH) break;
         after = pending[pending.length - 1];
+        if (page === RECONCILE_PAGES - 1) this.resumeAfter = after; // pages used up: on from here next time
       }
     } catch (err) {
       if (!(err instanceof ObjectStorageUnavailable)) throw err;

@@ -581,6 +581,32 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       for (const up of stale) expect(await imageRow(up.imageId)).toBeUndefined();
     });
 
+    it("more refused uploads than a pass's pages (2,000) do not hide the ones behind them: the next pass goes on where the last stopped", async () => {
+      const p = await createProduct(t, admin);
+      // 2,100 abandoned uploads the store refuses to describe (kept a week), oldest first
+      await t.db.pool.query(
+        `INSERT INTO product_images (id, product_id, storage_key, content_type, size_bytes, status, created_at)
+         SELECT id, $1::uuid, 'products/' || $1::text || '/' || id, 'image/png', 64, 'pending', now() - interval '2 hours' - n * interval '1 ms'
+           FROM (SELECT gen_random_uuid() AS id, n FROM generate_series(1, 2100) n) s`,
+        [p.id],
+      );
+      const bytes = randomBytes(128);
+      const uploaded = await requestUpload(p.id, 'image/png', bytes.length);
+      expect((await put(uploaded.uploadUrl, 'image/png', bytes)).status).toBe(200);
+      await age(uploaded.imageId, '3 minutes'); // its notification was lost
+      const uploadedKey = `products/${p.id}/${uploaded.imageId}`;
+      const store = refuseHeads((key) => key !== uploadedKey);
+      try {
+        expect(await reconcile()).toEqual({ ready: 0, removed: 0 }); // the oldest 2,000
+        expect(store.heads()).toBe(2_000);
+        expect(await reconcile()).toEqual({ ready: 1, removed: 0 }); // on from there: the rest, and the upload
+      } finally {
+        store.restore();
+      }
+      expect((await imageRow(uploaded.imageId)).status).toBe('ready');
+      await t.db.pool.query(`DELETE FROM product_images WHERE product_id = $1`, [p.id]);
+    });
+
     it('a store that cannot be asked ends the pass quietly; the image stays pending for the next one', async () => {
       const down = await bootTestApp({
         db: t.db,
