@@ -84,8 +84,9 @@ const sha256 = (s: string): Buffer => createHash('sha256').update(s, 'utf8').dig
 export class ImagesService {
   private readonly logger = new Logger(ImagesService.name);
   /**
-   * Where the last reconciliation pass stopped, its pages used up before the pending images were
-   * (the next one goes on from there; one that read to the end leaves it unset: from the oldest).
+   * Where this process's last reconciliation pass stopped, its pages used up before the pending
+   * images were (its next one goes on from there; one that read to the end leaves it unset: from
+   * the oldest). Per process: two workers taking turns each keep their own place.
    * Pending images the store refuses to describe are kept a week, and more than a pass's pages of
    * them (an admin client asking for upload URLs it never uses, on a key without s3:ListBucket)
    * had every pass spend its pages on the same oldest ones: an upload whose notification was lost

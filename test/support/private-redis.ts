@@ -56,15 +56,12 @@ export class PrivateRedis {
       { stdio: 'ignore' },
     );
     const proc = this.proc;
-    // a run that ends without down() leaves it to the next global setup or teardown
-    if (proc.pid) markRedis(this.port, proc.pid);
     // until this server answers — not whichever answers on the port (another test's, had this
     // one failed to bind it): its process id, and never once it has exited
     await waitFor(
       `the private redis-server on port ${this.port} to answer`,
       async () => {
         if (proc.exitCode !== null || proc.signalCode !== null) {
-          unmarkRedis(this.port);
           throw new ExitedEarly(`redis-server on port ${this.port} exited before answering (the port taken?)`);
         }
         const c = new Redis(this.url, {
@@ -85,6 +82,10 @@ export class PrivateRedis {
       },
       { timeoutMs: 10_000, intervalMs: 50 },
     );
+    // a run that ends without down() leaves it to the next global setup or teardown — marked
+    // once it is known to be this server on the port (a marker by port: one written before
+    // would replace the marker of the server that held the port, had this one failed to bind)
+    if (proc.pid) markRedis(this.port, proc.pid);
   }
 
   /**

@@ -20,8 +20,9 @@ const NETWORK_PREFIX = 48;
  * a /60 is common too). A /48 holds thousands of households — a provider's, a campus's — and one
  * of them must not be able to spend it for the others; an attacker with all of it gets this, not
  * 65,536. (Login and password change have no per-/48 request limit: a neighbour filling it would
- * lock the owner out, own client and all. Their failed passwords count per /48 instead, sparing
- * the account's own clients: SIGN_IN_NETWORK_SHARE.)
+ * lock the owner out, own client and all. Failed logins count per /48 instead, sparing the
+ * account's own clients: SIGN_IN_NETWORK_SHARE; password changes need a session, and count per
+ * session and per /64.)
  */
 const REGISTER_NETWORK_SHARE = 256;
 
