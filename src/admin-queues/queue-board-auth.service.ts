@@ -119,7 +119,7 @@ export class QueueBoardAuth {
     // The same work for an unknown email as for a wrong password (see AuthService.login).
     const user = await this.users.findByEmail(email);
     const principal = await this.signIns.signIn('queue-board', email, ip, async (client) => {
-      const ok = await this.hasher.verifySignIn(user, credentials.password, { priority: client.own });
+      const ok = await this.hasher.verifySignIn(user, credentials.password, { priority: client.own, client: ip });
       if (!user || !ok) return null;
       const permissions = permissionsOf(user.role);
       // a right password without the permission is a failure like any other (no oracle)

@@ -65,7 +65,7 @@ export class AuthService {
    * `clientIp` becomes one of the account's own clients (FailedAttemptLimiter#rememberClient).
    */
   async register(dto: RegisterDto, clientIp: string): Promise<TokensDto> {
-    const passwordHash = await this.hasher.hash(dto.password); // CPU-bound: before the transaction
+    const passwordHash = await this.hasher.hash(dto.password, { client: clientIp }); // CPU-bound: before the transaction
     const now = this.clock.now();
     const { user, session } = await this.tx.run(async () => {
       const created = await this.users.create({
@@ -104,7 +104,7 @@ export class AuthService {
       clientIp,
       async (client) => {
         // the owner's own client ahead of strangers' guesses in the argon2 queue
-        const ok = await this.hasher.verifySignIn(found, dto.password, { priority: client.own });
+        const ok = await this.hasher.verifySignIn(found, dto.password, { priority: client.own, client: clientIp });
         if (!found || !ok) return null;
         const opened = await this.openSession(found, dto.password, clientKey);
         return opened ? { user: found, ...opened } : null;

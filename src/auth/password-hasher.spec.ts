@@ -1,5 +1,5 @@
 import { Algorithm, hash } from '@node-rs/argon2';
-import { HASH_QUEUE_LIMIT, OWASP_MINIMUM, PasswordHasher, parseParams } from './password-hasher';
+import { HASH_PLACES_PER_NETWORK, HASH_QUEUE_LIMIT, OWASP_MINIMUM, PasswordHasher, parseParams } from './password-hasher';
 import { SecureRandom } from './secure-random';
 import { DEMO_ADMIN } from './demo-credentials';
 import type { AppConfig } from '../config/config';
@@ -163,5 +163,27 @@ describe('PasswordHasher concurrency', () => {
     } finally {
       clearInterval(watch);
     }
+  });
+});
+
+describe('PasswordHasher places per client network', () => {
+  it('one IPv6 /48 holds at most HASH_PLACES_PER_NETWORK places; another network, IPv4 clients and loopback are not held back', async () => {
+    const hasher = new PasswordHasher(new SecureRandom(), undefined, { passwordHashConcurrency: 1 });
+    const phc = await hasher.hash('correct-horse-battery');
+    const verify = (client: string, priority = true) =>
+      hasher.verify(phc, 'correct-horse-battery', { client, priority }).then(
+        (ok) => (ok ? 'ok' : 'wrong'),
+        (e: { code?: string }) => e.code,
+      );
+    // a host signing in from many /64s of its /48 (each one of its account's own clients: the
+    // priority lane): the fifth at once is refused, whatever its /64
+    const flood = Array.from({ length: HASH_PLACES_PER_NETWORK + 1 }, (_, i) => verify(`2001:db8:5:${i + 1}::1`));
+    const v4 = Array.from({ length: HASH_PLACES_PER_NETWORK + 1 }, () => verify('203.0.113.9', false));
+    const owner = verify('2001:db8:6::1'); // another network: waits its turn
+    const local = Array.from({ length: HASH_PLACES_PER_NETWORK + 1 }, () => verify('127.0.0.1'));
+    const answers = await Promise.all([...flood, ...v4, owner, ...local]);
+    expect(answers.slice(0, 5).sort()).toEqual(['SERVICE_UNAVAILABLE', ...Array(4).fill('ok')]);
+    // an IPv4 client is one address: its own limits count it (login-ip), not this share
+    expect(answers.slice(5)).toEqual(Array(11).fill('ok'));
   });
 });

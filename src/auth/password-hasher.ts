@@ -6,6 +6,7 @@ import { ConcurrencyGate } from '../common/throttling/concurrency-gate';
 import { isPublishedDemoCredential } from './demo-credentials';
 import { APP_CONFIG, AppConfig, isLoopbackHost } from '../config/config';
 import { SecureRandom } from './secure-random';
+import { networkOf } from '../common/throttling/rate-limit.policies';
 
 export interface Argon2Params {
   /** KiB */
@@ -34,6 +35,22 @@ const DEFAULT_HASH_CONCURRENCY = 1;
 export const HASH_QUEUE_LIMIT = 32;
 /** A caller still waiting for a slot after this long is refused (503). */
 const HASH_MAX_WAIT_MS = 5_000;
+/**
+ * Places in the queue (running or waiting) one IPv6 /48 may hold at once (networkOf; IPv4
+ * clients are one address each, which the per-client limits count) — one more is refused at
+ * once (503). Per-client limits count requests per /64: a host with a routed /48 signing in to an
+ * account of its own from many /64s (each then one of the account's own clients, in the priority
+ * lane) filled the whole queue, the owners' way in included. A share, not a window: a neighbour
+ * in the /48 delays its own network's sign-ins while it floods, never anyone's afterwards.
+ */
+export const HASH_PLACES_PER_NETWORK = 4;
+
+/** How a hash or verification waits for its turn: the priority lane, and the client it is for. */
+export interface HashTurn {
+  priority?: boolean;
+  /** The client's IP: its IPv6 /48 holds at most HASH_PLACES_PER_NETWORK places. */
+  client?: string;
+}
 
 /**
  * Salt length of hashes made from the NFKC form: its mark. Hashes made before passwords were
@@ -89,6 +106,7 @@ export class PasswordHasher implements OnModuleInit {
       concurrency: config?.passwordHashConcurrency ?? DEFAULT_HASH_CONCURRENCY,
       maxQueued: HASH_QUEUE_LIMIT,
       maxWaitMs: HASH_MAX_WAIT_MS,
+      placesPerHolder: HASH_PLACES_PER_NETWORK,
     });
     if (
       this.params.memoryCost < OWASP_MINIMUM.memoryCost ||
@@ -108,10 +126,10 @@ export class PasswordHasher implements OnModuleInit {
    * The password's NFKC form, hashed (marked by its salt's length, NFKC_SALT_BYTES). Throws 503
    * SERVICE_UNAVAILABLE when the gate is full (see the class comment).
    */
-  hash(password: string, options: { priority?: boolean } = {}): Promise<string> {
+  hash(password: string, options: HashTurn = {}): Promise<string> {
     const normalized = normalizePassword(password);
     const salt = randomBytes(NFKC_SALT_BYTES);
-    return this.gate.run(() => hash(normalized, { algorithm: Algorithm.Argon2id, ...this.params, salt }), options);
+    return this.gate.run(() => hash(normalized, { algorithm: Algorithm.Argon2id, ...this.params, salt }), turn(options));
   }
 
   /**
@@ -123,7 +141,7 @@ export class PasswordHasher implements OnModuleInit {
    * double what an attacker's guess costs, and tell by its timing which accounts hold an old hash
    * (an unknown email's dummy hash is a new one).
    */
-  verify(phc: string, password: string, options: { priority?: boolean } = {}): Promise<boolean> {
+  verify(phc: string, password: string, options: HashTurn = {}): Promise<boolean> {
     const form = holdsNormalized(phc) ? normalizePassword(password) : password;
     return this.gate.run(async () => {
       try {
@@ -131,7 +149,7 @@ export class PasswordHasher implements OnModuleInit {
       } catch {
         return false; // a malformed stored hash
       }
-    }, options);
+    }, turn(options));
   }
 
   /**
@@ -143,7 +161,7 @@ export class PasswordHasher implements OnModuleInit {
   verifySignIn(
     account: { email: string; passwordHash: string } | null,
     password: string,
-    options: { priority?: boolean } = {},
+    options: HashTurn = {},
   ): Promise<boolean> {
     // the demo pair in any spelling that normalizes to it (full-width letters, say) is the demo pair
     if (!account || (!this.demoPasswordsWork && isPublishedDemoCredential(account.email, normalizePassword(password)))) {
@@ -153,7 +171,7 @@ export class PasswordHasher implements OnModuleInit {
   }
 
   /** Spends the same work as a real verification, then fails. */
-  async verifyDummy(password: string, options: { priority?: boolean } = {}): Promise<false> {
+  async verifyDummy(password: string, options: HashTurn = {}): Promise<false> {
     await this.verify(await this.dummyHash(), password, options);
     return false;
   }
@@ -181,4 +199,9 @@ export class PasswordHasher implements OnModuleInit {
       p.p < this.params.parallelism
     );
   }
+}
+
+/** The gate's turn for a hash: its lane, and the client's network as the holder of its place. */
+function turn(options: HashTurn): { priority?: boolean; holder?: string } {
+  return { priority: options.priority, holder: options.client === undefined ? undefined : networkOf(options.client) };
 }

@@ -13,6 +13,11 @@ export interface ConcurrencyGateOptions {
   maxQueued: number;
   /** A caller still waiting after this long is refused (and leaves the queue). */
   maxWaitMs: number;
+  /**
+   * Places (running or waiting, both lanes) one holder may have at once — a caller naming a
+   * `holder` beyond it is refused at once — so that no one holder fills the queue for all.
+   */
+  placesPerHolder?: number;
 }
 
 /**
@@ -34,6 +39,8 @@ export class ConcurrencyGate {
   private readonly priorityWaiting: Array<() => void> = [];
   /** Slots handed to the priority lane in a row while the other lane had callers waiting. */
   private priorityStreak = 0;
+  /** Places held per holder (placesPerHolder), running or waiting. */
+  private readonly held = new Map<string, number>();
 
   constructor(private readonly options: ConcurrencyGateOptions) {
     if (options.concurrency < 1) throw new Error('ConcurrencyGate: concurrency must be >= 1');
@@ -49,8 +56,24 @@ export class ConcurrencyGate {
     return this.waiting.length + this.priorityWaiting.length;
   }
 
-  async run<T>(task: () => Promise<T>, options: { priority?: boolean } = {}): Promise<T> {
-    await this.acquire(options.priority ? this.priorityWaiting : this.waiting);
+  async run<T>(task: () => Promise<T>, options: { priority?: boolean; holder?: string } = {}): Promise<T> {
+    const { holder } = options;
+    const limit = this.options.placesPerHolder;
+    if (holder === undefined || limit === undefined) return this.runInTurn(task, options.priority);
+    const held = this.held.get(holder) ?? 0;
+    if (held >= limit) throw busy();
+    this.held.set(holder, held + 1);
+    try {
+      return await this.runInTurn(task, options.priority);
+    } finally {
+      const left = this.held.get(holder)! - 1;
+      if (left > 0) this.held.set(holder, left);
+      else this.held.delete(holder);
+    }
+  }
+
+  private async runInTurn<T>(task: () => Promise<T>, priority?: boolean): Promise<T> {
+    await this.acquire(priority ? this.priorityWaiting : this.waiting);
     try {
       return await task();
     } finally {

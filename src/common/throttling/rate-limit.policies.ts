@@ -324,8 +324,11 @@ const SIGN_IN_NETWORK_SHARE = 10;
 /** The client as the limits see it: the IP, IPv6 per /64. */
 const clientOf = (ip: string) => normalizeIp(ip);
 
-/** An IPv6 client's /48 (`2001:db8:1::/48`); undefined for IPv4 (and IPv4-mapped) addresses. */
-function networkOf(ip: string): string | undefined {
+/**
+ * An IPv6 client's /48 (`2001:db8:1::/48`); undefined for IPv4 (and IPv4-mapped) addresses and
+ * loopback: an IPv4 client is one address, which the per-client limits already count as one.
+ */
+export function networkOf(ip: string): string | undefined {
   const network = normalizeIp(ip, NETWORK_PREFIX);
   return network.endsWith(`/${NETWORK_PREFIX}`) ? network : undefined;
 }
