@@ -134,7 +134,7 @@ describe('AccountService', () => {
       s.hasher.verify.mockResolvedValue(true);
       s.users.setPasswordHash.mockResolvedValueOnce(false); // the hash checked is gone: rehashed
       await s.service.changePassword('u-1', { currentPassword: 'old', newPassword: 'new-password' }, '10.0.0.1');
-      expect(s.hasher.verify).toHaveBeenLastCalledWith('rehashed-same-password', 'old', { priority: true });
+      expect(s.hasher.verify).toHaveBeenLastCalledWith('rehashed-same-password', 'old', { priority: true, client: '10.0.0.1' });
       expect(s.users.setPasswordHash.mock.calls.map((c) => c[3])).toEqual([user.passwordHash, 'rehashed-same-password']);
       expect(s.events.record).toHaveBeenCalledWith({ event: 'password_changed', userId: 'u-1' });
     });

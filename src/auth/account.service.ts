@@ -50,11 +50,11 @@ export class AccountService {
       clientIp,
       // a signed-in session's guesses are capped (per session, above): its argon2 work waits in
       // the gate's priority lane, ahead of strangers' sign-in guesses filling the other one
-      async () => ((await this.hasher.verify(user.passwordHash, dto.currentPassword, { priority: true })) ? true : null),
+      async () => ((await this.hasher.verify(user.passwordHash, dto.currentPassword, { priority: true, client: clientIp })) ? true : null),
       { session: sessionId },
     );
     if (!verified) throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
-    const hash = await this.hasher.hash(dto.newPassword, { priority: true });
+    const hash = await this.hasher.hash(dto.newPassword, { priority: true, client: clientIp });
     let checked = user.passwordHash;
     for (let attempt = 1; ; attempt++) {
       const now = this.clock.now();
@@ -80,7 +80,7 @@ export class AccountService {
       // longer right), or a sign-in's rehash of the same password (a new hash of it, the upgrade
       // at an old hash's first sign-in) — checked once more against what is there now.
       const current = attempt === 1 ? await this.users.findById(userId) : null;
-      if (!current || !(await this.hasher.verify(current.passwordHash, dto.currentPassword, { priority: true }))) {
+      if (!current || !(await this.hasher.verify(current.passwordHash, dto.currentPassword, { priority: true, client: clientIp }))) {
         throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
       }
       checked = current.passwordHash;

@@ -223,7 +223,7 @@ describe('AuthService', () => {
       s.hasher.verify.mockResolvedValue(true);
       s.hasher.needsRehash.mockReturnValue(true);
       await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
-      expect(s.hasher.hash).toHaveBeenCalledWith('pw-pw-pw-pw');
+      expect(s.hasher.hash).toHaveBeenCalledWith('pw-pw-pw-pw', { client: '10.0.0.1' });
       // only over the hash it verified: a change committed meanwhile is never overwritten
       expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash);
       // the row locked FOR NO KEY UPDATE for that write (FOR SHARE, two twins' updates deadlocked)
@@ -254,7 +254,7 @@ describe('AuthService', () => {
       expect(await codeOf(s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1'))).toBe(
         'INVALID_CREDENTIALS',
       );
-      expect(s.hasher.verify).toHaveBeenLastCalledWith('the-new-hash', 'pw-pw-pw-pw');
+      expect(s.hasher.verify).toHaveBeenLastCalledWith('the-new-hash', 'pw-pw-pw-pw', { client: '10.0.0.1' });
       expect(s.sessions.open).not.toHaveBeenCalled();
       expect(s.users.setPasswordHash).not.toHaveBeenCalled();
     });

@@ -106,7 +106,7 @@ export class AuthService {
         // the owner's own client ahead of strangers' guesses in the argon2 queue
         const ok = await this.hasher.verifySignIn(found, dto.password, { priority: client.own, client: clientIp });
         if (!found || !ok) return null;
-        const opened = await this.openSession(found, dto.password, clientKey);
+        const opened = await this.openSession(found, dto.password, clientKey, clientIp);
         return opened ? { user: found, ...opened } : null;
       },
       // Redis's marks of the owner's clients may be gone: the sessions on record still know them
@@ -129,9 +129,10 @@ export class AuthService {
     user: User,
     password: string,
     clientKey: string,
+    clientIp: string,
   ): Promise<{ session: Session; passwordHash: string } | null> {
     const upgraded = this.hasher.needsRehash(user.passwordHash)
-      ? await this.hasher.hash(password).catch(() => null)
+      ? await this.hasher.hash(password, { client: clientIp }).catch(() => null)
       : null;
     let verified = user.passwordHash;
     for (let attempt = 0; attempt < MAX_HASH_RECHECKS; attempt++) {
@@ -155,7 +156,7 @@ export class AuthService {
       // Changed meanwhile (a twin sign-in's rehash of the same password still signs in; a new
       // password does not): checked again with no transaction open and no row locked while
       // argon2 runs, then the next transaction makes sure it is still that hash.
-      if (outcome.changed === null || !(await this.hasher.verify(outcome.changed, password))) return null;
+      if (outcome.changed === null || !(await this.hasher.verify(outcome.changed, password, { client: clientIp }))) return null;
       verified = outcome.changed;
     }
     return null;

@@ -41,7 +41,9 @@ const HASH_MAX_WAIT_MS = 5_000;
  * once (503). Per-client limits count requests per /64: a host with a routed /48 signing in to an
  * account of its own from many /64s (each then one of the account's own clients, in the priority
  * lane) filled the whole queue, the owners' way in included. A share, not a window: a neighbour
- * in the /48 delays its own network's sign-ins while it floods, never anyone's afterwards.
+ * in the /48 gets its own network's sign-ins refused (503) while it floods, never anyone's
+ * afterwards. Every hash and verification of a request names its client (sign-in, the queue
+ * board, registration, password change); only the CLI's (admin:create) name none.
  */
 export const HASH_PLACES_PER_NETWORK = 4;
 
