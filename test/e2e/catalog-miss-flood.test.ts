@@ -33,23 +33,30 @@ describe.each([
   });
   afterEach(() => jest.restoreAllMocks());
 
-  /** Each listing's read made slow (a pool connection held `seconds`): the builds begun, running now, at most at once. */
-  function slowPages(seconds: number) {
-    const repository = t.app.get(ProductRepository);
+  /** Reads made slow (a pool connection held `seconds` first): those begun, running now, at most at once. */
+  function slowReads(seconds: number) {
     const tx = t.app.get(TransactionHost);
-    const page = repository.page.bind(repository);
-    const builds = { started: [] as string[], running: 0, most: 0 };
-    jest.spyOn(repository, 'page').mockImplementation(async (query) => {
-      builds.started.push(`${query.sort}:${query.limit - 1}`);
-      builds.most = Math.max(builds.most, ++builds.running);
+    const reads = { started: [] as string[], running: 0, most: 0 };
+    const slowly = async <T>(label: string, read: () => Promise<T>): Promise<T> => {
+      reads.started.push(label);
+      reads.most = Math.max(reads.most, ++reads.running);
       try {
         await tx.query(`SELECT pg_sleep(${seconds})`);
-        return await page(query);
+        return await read();
       } finally {
-        builds.running--;
+        reads.running--;
       }
-    });
-    return builds;
+    };
+    return { reads, slowly };
+  }
+
+  /** Each listing's read made slow: the builds begun (`sort:limit`), running now, at most at once. */
+  function slowPages(seconds: number) {
+    const repository = t.app.get(ProductRepository);
+    const page = repository.page.bind(repository);
+    const { reads, slowly } = slowReads(seconds);
+    jest.spyOn(repository, 'page').mockImplementation((query) => slowly(`${query.sort}:${query.limit - 1}`, () => page(query)));
+    return reads;
   }
 
   it('8 slow listings at once: at most 2 build, a checkout meanwhile is placed at once; every listing is 200 or 503 with Retry-After', async () => {
@@ -83,23 +90,13 @@ describe.each([
     const admin = (await createAdmin(t)).accessToken;
     const product = await createProduct(t, admin, { stock: 10 });
     const [buyer] = await buyers(t.http, 1);
-    const tx = t.app.get(TransactionHost);
-    const reads = { running: 0, most: 0 };
-    const slow = <T>(read: () => Promise<T>) => async () => {
-      reads.most = Math.max(reads.most, ++reads.running);
-      try {
-        await tx.query('SELECT pg_sleep(1.5)');
-        return await read();
-      } finally {
-        reads.running--;
-      }
-    };
+    const { reads, slowly } = slowReads(1.5);
     const reviews = t.app.get(ReviewRepository);
     const page = reviews.page.bind(reviews);
-    jest.spyOn(reviews, 'page').mockImplementation((...args) => slow(() => page(...args))());
+    jest.spyOn(reviews, 'page').mockImplementation((...args) => slowly('reviews', () => page(...args)));
     const recommendations = t.app.get(RecommendationRepository);
     const alsoBought = recommendations.alsoBought.bind(recommendations);
-    jest.spyOn(recommendations, 'alsoBought').mockImplementation((...args) => slow(() => alsoBought(...args))());
+    jest.spyOn(recommendations, 'alsoBought').mockImplementation((...args) => slowly('also-bought', () => alsoBought(...args)));
     // any cursor of one's own making: nothing is cached
     const flood = Array.from({ length: 8 }, (_, i) =>
       i % 2 ? t.http.get(`/v1/products/${product.id}/also-bought`) : t.http.get(`/v1/products/${product.id}/reviews?limit=${10 + i}`),
