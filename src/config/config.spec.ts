@@ -536,7 +536,8 @@ describe('loadConfig', () => {
       expect(() => loadDatabaseConfig({ NODE_ENV: 'production' })).toThrow(/DATABASE_URL: required/);
       expect(loadDatabaseConfig({ NODE_ENV: 'production', DATABASE_URL: 'postgres://a@b/c' }).url).toBe('postgres://a@b/c');
       expect(loadDatabaseConfig({ NODE_ENV: 'development' }).url).toMatch(/127\.0\.0\.1/);
-      expect(loadDatabaseConfig({ NODE_ENV: 'test' }).url).toMatch(/127\.0\.0\.1/);
+      // test is not development either (a staging deployment's migration, as its API and worker)
+      expect(() => loadDatabaseConfig({ NODE_ENV: 'test' })).toThrow(/DATABASE_URL: required with NODE_ENV=test/);
       // unset is not development: a deployment's migration step that forgot DATABASE_URL refuses
       expect(() => loadDatabaseConfig({})).toThrow(/DATABASE_URL: required with NODE_ENV=\(not set\)/);
       expect(() => loadDatabaseConfig({ NODE_ENV: ' ' })).toThrow(/DATABASE_URL: required/);

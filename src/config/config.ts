@@ -559,7 +559,7 @@ function databaseHostProblems(env: Record<string, string | undefined>): string[]
 /**
  * Just the database settings, for tools that only migrate or create databases (the TypeORM
  * CLI, benchmarks): they need no application secrets — but DATABASE_URL itself once NODE_ENV
- * names anything but development (or test).
+ * names anything but development (`test` included, as for the API and the worker).
  */
 export function loadDatabaseConfig(
   env: Record<string, string | undefined> = process.env,
@@ -580,11 +580,12 @@ export function loadDatabaseConfig(
   if (hostless.length > 0) throw new ConfigError(hostless);
   // a deployment's migration that forgot it would migrate whatever answers at the local default
   // (a stale `shop` database a checkout once created) and exit 0, the real database left behind
-  // — NODE_ENV unset included, as everywhere else (a migration step of a deployment rarely sets it)
+  // — NODE_ENV unset included, as everywhere else (a migration step of a deployment rarely sets it),
+  // and `test` (a staging deployment's value: its API and worker refuse to boot without it too)
   const nodeEnv = env.NODE_ENV?.trim();
-  if (nodeEnv !== 'development' && nodeEnv !== 'test' && !env.DATABASE_URL?.trim()) {
+  if (nodeEnv !== 'development' && !env.DATABASE_URL?.trim()) {
     throw new ConfigError([
-      `DATABASE_URL: required with NODE_ENV=${nodeEnv || '(not set)'} (the default, a local development database, is for NODE_ENV=development or test)`,
+      `DATABASE_URL: required with NODE_ENV=${nodeEnv || '(not set)'} (the default, a local development database, is for NODE_ENV=development)`,
     ]);
   }
   return databaseOf(parsed.data);

@@ -19,15 +19,21 @@ export function templateDatabase(): string {
   return `${runNamespace()}tpl`;
 }
 
+/**
+ * The test server's URL: DATABASE_URL, else the local development default (jest's global setup
+ * runs with NODE_ENV=test, which has no default).
+ */
+const testServerUrl = (): string => loadDatabaseConfig({ ...process.env, NODE_ENV: 'development' }).url;
+
 /** The server that hosts the test databases: the one DATABASE_URL points at. */
 export function serverUrl(database: string): string {
-  const url = new URL(loadDatabaseConfig(process.env).url);
+  const url = new URL(testServerUrl());
   url.pathname = `/${database}`;
   return url.toString();
 }
 
 function adminDatabase(): string {
-  return new URL(loadDatabaseConfig(process.env).url).pathname.slice(1) || 'postgres';
+  return new URL(testServerUrl()).pathname.slice(1) || 'postgres';
 }
 
 export async function withAdminClient<T>(fn: (c: Client) => Promise<T>): Promise<T> {
