@@ -7,6 +7,12 @@
 # Alternative when this cannot fix things: docker compose -f docker/compose.services.yml up -d
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `mapfile -d` here and `wait -n` in scripts/start.sh: bash 4.4 or later. macOS's /bin/bash is 3.2,
+# where they would fail later with a misleading message (a URL that "does not parse").
+if [ "${BASH_VERSINFO[0]}" -lt 4 ] || { [ "${BASH_VERSINFO[0]}" -eq 4 ] && [ "${BASH_VERSINFO[1]}" -lt 4 ]; }; then
+  echo "[services] ERROR: bash 4.4 or later is needed (this is bash $BASH_VERSION; on macOS: brew install bash, then run npm start / npm test again)" >&2
+  exit 1
+fi
 
 COMPOSE_HINT='docker compose -f docker/compose.services.yml up -d'
 
