@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one run command (`npm start`): services up, install, migrate, seed demo data,
-# then the API and the worker side by side until Ctrl-C / SIGTERM.
+# then the API and the worker side by side until Ctrl-C / SIGTERM (and, in development without
+# STORAGE_ENDPOINT, a local image store: scripts/local-storage.ts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # .env (if any) through Node's parser, never `source`d: the real environment wins. The API, the
@@ -49,12 +50,23 @@ stop() {
 trap stop TERM INT
 node -r ./scripts/ts-register.js src/main.ts & pids+=($!)
 node -r ./scripts/ts-register.js src/worker.ts & pids+=($!)
+# Product images need an S3-compatible store: in development without STORAGE_ENDPOINT, a local one
+# on its default (localhost:9000) unless something (a MinIO) already answers there
+storage="images: STORAGE_ENDPOINT"
+if [ "$NODE_ENV" = development ] && [ -z "${STORAGE_ENDPOINT:-}" ]; then
+  if node -e 'require("net").connect(9000, "127.0.0.1").on("connect", () => process.exit(0)).on("error", () => process.exit(1))'; then
+    storage="images: the store on localhost:9000"
+  else
+    node -r ./scripts/ts-register.js scripts/local-storage.ts & pids+=($!)
+    storage="images: a local store on localhost:9000, files in var/storage"
+  fi
+fi
 if [ "${DOCS_ENABLED:-true}" = true ] || [ "${DOCS_ENABLED:-}" = 1 ]; then
   docs="Swagger UI: /docs"
 else
   docs="Swagger UI off (DOCS_ENABLED)"
 fi
-echo "[start] NODE_ENV=$NODE_ENV: API on http://localhost:${PORT:-3000} ($docs; metrics on :${METRICS_PORT:-9465}), worker running; Ctrl-C stops both"
+echo "[start] NODE_ENV=$NODE_ENV: API on http://localhost:${PORT:-3000} ($docs; metrics on :${METRICS_PORT:-9465}; $storage), worker running; Ctrl-C stops them"
 # If either process dies, stop the other and exit with its status.
 set +e
 wait -n "${pids[@]}"

@@ -15,7 +15,7 @@ import { ObjectStorage, ObjectStorageUnavailable } from '../../src/catalog/objec
 import { Clock } from '../../src/common/time/clock';
 import { createAdmin } from '../support/auth';
 import { createProduct } from '../support/catalog';
-import { LocalS3, presignedSignatureProblem, startLocalS3 } from '../support/local-s3';
+import { LocalS3, presignedSignatureProblem, startLocalS3 } from '../../scripts/local-storage/local-s3';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { holdIdempotencyKey } from '../support/idempotency-keys';
 

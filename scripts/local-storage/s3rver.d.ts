@@ -1,4 +1,4 @@
-// Just what test/support/local-s3.ts uses of s3rver 3 (the package ships no types).
+// Just what scripts/local-storage/local-s3.ts uses of s3rver 3 (the package ships no types).
 declare module 's3rver' {
   import type { EventEmitter } from 'node:events';
   import type { AddressInfo } from 'node:net';

@@ -104,18 +104,33 @@ function s3Error(res: ServerResponse, status: number, code: string, message: str
   );
 }
 
+export interface LocalS3Options {
+  bucket?: string;
+  /** Where the gate listens: a random port on 127.0.0.1 unless given. */
+  port?: number;
+  /** Where the objects are kept (and stay): a temporary folder, removed on close, unless given. */
+  directory?: string;
+  /** The key pair the store accepts: a random one unless given. */
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  /** Called with each S3 event notification; without it they are kept in `events`. */
+  onEvent?: (event: unknown) => void;
+}
+
 /**
- * A local S3-compatible store for tests: s3rver (an npm implementation of the S3 API; it
+ * A local S3-compatible store (the tests' store, and `npm start`'s in development:
+ * scripts/local-storage.ts): s3rver (an npm implementation of the S3 API; it
  * checks access keys and the expiry of pre-signed URLs and emits S3 event notifications)
  * behind a small gate that verifies SigV4 query signatures, which s3rver 3 does not
  * (its v4 "calculation is unimplemented"), so a PUT with another Content-Type or
  * Content-Length than the URL was signed for is refused with 403 SignatureDoesNotMatch, as
  * MinIO, R2 and S3 refuse it. Header-signed SDK calls (CreateBucket, HeadObject) pass through.
  */
-export async function startLocalS3(bucket = 'shop-images'): Promise<LocalS3> {
-  const directory = mkdtempSync(join(tmpdir(), 'shop-s3-'));
-  const accessKeyId = `test-${randomBytes(6).toString('hex')}`;
-  const secretAccessKey = randomBytes(20).toString('hex');
+export async function startLocalS3(options: LocalS3Options = {}): Promise<LocalS3> {
+  const bucket = options.bucket ?? 'shop-images';
+  const directory = options.directory ?? mkdtempSync(join(tmpdir(), 'shop-s3-'));
+  const accessKeyId = options.accessKeyId ?? `test-${randomBytes(6).toString('hex')}`;
+  const secretAccessKey = options.secretAccessKey ?? randomBytes(20).toString('hex');
   DUMMY_ACCOUNT.createKeyPair(accessKeyId, secretAccessKey);
 
   const s3rver = new S3rver({
@@ -130,6 +145,7 @@ export async function startLocalS3(bucket = 'shop-images'): Promise<LocalS3> {
   const events: unknown[] = [];
   const waiters: (() => void)[] = [];
   s3rver.on('event', (event: unknown) => {
+    if (options.onEvent) return options.onEvent(event);
     events.push(event);
     for (const w of waiters.splice(0)) w();
   });
@@ -159,7 +175,16 @@ export async function startLocalS3(bucket = 'shop-images'): Promise<LocalS3> {
     upstream.on('error', () => s3Error(res, 502, 'BadGateway', 'local s3rver unreachable'));
     req.pipe(upstream);
   });
-  await new Promise<void>((resolve) => gate.listen(0, '127.0.0.1', resolve));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      gate.once('error', reject);
+      gate.listen(options.port ?? 0, '127.0.0.1', resolve);
+    });
+  } catch (err) {
+    await s3rver.close();
+    DUMMY_ACCOUNT.revokeAccessKey(accessKeyId);
+    throw err;
+  }
   const endpoint = `http://127.0.0.1:${(gate.address() as AddressInfo).port}`;
 
   return {
@@ -193,7 +218,7 @@ export async function startLocalS3(bucket = 'shop-images'): Promise<LocalS3> {
       await new Promise<void>((resolve) => gate.close(() => resolve()));
       await s3rver.close();
       DUMMY_ACCOUNT.revokeAccessKey(accessKeyId);
-      rmSync(directory, { recursive: true, force: true });
+      if (!options.directory) rmSync(directory, { recursive: true, force: true });
     },
   };
 }
