@@ -131,6 +131,9 @@ export class AuthService {
     clientKey: string,
     clientIp: string,
   ): Promise<{ session: Session; passwordHash: string } | null> {
+    // one account's sign-ins a day (each keeps its rows for 30 days after its session ends): a
+    // 429 here gives the failure buckets back (the password was right)
+    await this.accountLimits.take('login-account-day', user.id);
     const upgraded = this.hasher.needsRehash(user.passwordHash)
       ? await this.hasher.hash(password, { client: clientIp }).catch(() => null)
       : null;

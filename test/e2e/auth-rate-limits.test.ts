@@ -357,6 +357,39 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect(rows.rows).toEqual([{ n: 1, spent: 0 }]);
   });
 
+  it("limits one account's sign-ins over a day (500): each opens a session whose rows are kept 30 days after it ends", async () => {
+    const s = await registerCustomer(a.http, xff('10.16.2.1'));
+    const redis = new Redis(a.config.redis.url, { lazyConnect: true });
+    await redis.connect();
+    const counter = `${a.config.redis.keyPrefix}:rl:${counterKey('login-account-day', `user:${s.user.id}`)}`;
+    const families = async () =>
+      (await a.db.pool.query(`SELECT count(*)::int AS n FROM refresh_token_families WHERE user_id = $1`, [s.user.id])).rows[0].n;
+    try {
+      // one sign-in counts once
+      expect((await a.http.post('/v1/auth/login', { email: s.email, password: s.password }, xff('10.16.2.1'))).status).toBe(200);
+      expect(await redis.get(counter)).toBe('1');
+      // the day's sign-ins so far (500 would take this test 25 minutes at login-ip's 20 a minute)
+      await redis.set(counter, '500', 'PX', 86_400_000);
+      const before = await families();
+      const over = await a.http.post('/v1/auth/login', { email: s.email, password: s.password }, xff('10.16.2.1'));
+      expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
+      expect(over.headers.get('ratelimit-policy')).toContain('"login-account-day";q=500;w=86400');
+      expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(3600);
+      expect(await families()).toBe(before); // no session opened
+      // a stranger's guess is not counted there (nor answered 429 by it): only the password's holder spends it
+      expect((await wrongLogin(a, s.email, '10.16.2.9')).status).toBe(401);
+      expect(await redis.get(counter)).toBe('501');
+      // the refused sign-ins left no failure behind: once the day is over, the owner signs in
+      await redis.del(counter);
+      expect((await a.http.post('/v1/auth/login', { email: s.email, password: s.password }, xff('10.16.2.1'))).status).toBe(200);
+    } finally {
+      redis.disconnect();
+    }
+    // another account is not held by it
+    const other = await registerCustomer(a.http, xff('10.16.2.2'));
+    expect((await a.http.post('/v1/auth/login', { email: other.email, password: other.password }, xff('10.16.2.2'))).status).toBe(200);
+  });
+
   it('limits password-change attempts per user', async () => {
     const s = await registerCustomer(a.http, xff('10.9.0.1'));
     const statuses = [];

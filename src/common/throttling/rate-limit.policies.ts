@@ -161,6 +161,20 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     failClosed: false,
   },
   {
+    // sign-ins of one account (each opens a session: a family and a token row, kept while it lives
+    // and 30 days after its end — `session-limit` ends the 101st at once, but keeps its rows): at
+    // login-ip's 20 a minute, one address holding the password kept 28,800 of each a day, ~864k
+    // over the retention, and a password change updated them all. Counted inside the sign-in once
+    // the password is verified (AccountRateLimit): only the password's holder spends it, never a
+    // stranger guessing. A person signs in a few times a day per device.
+    name: 'login-account-day',
+    limit: 500,
+    windowSeconds: 86_400,
+    tracker: 'signed-in',
+    scope: 'login',
+    failClosed: false,
+  },
+  {
     // each checks a password (argon2, behind one gate per process): with login's 20 a minute,
     // one address gets at most 30 checks a minute, however many sessions it signs in (40 argon2
     // runs with the new password's hash of each successful change)
