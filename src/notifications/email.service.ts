@@ -1,5 +1,4 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { UnrecoverableError } from 'bullmq';
 import { logOrder } from '../common/logging/order-log';
 import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
@@ -32,7 +31,7 @@ const RECORD_BACKOFF_MAX_MS = 5_000;
  */
 export const CANCELLATION_EMAILS_PER_DAY = 10;
 
-export type EmailOutcome = 'sent' | 'already-sent' | 'skipped';
+export type EmailOutcome = 'sent' | 'already-sent' | 'skipped' | 'rejected';
 
 /**
  * Order statuses that make its confirmation ("we are getting it ready") untrue: not sent then. (A
@@ -180,7 +179,10 @@ export class EmailService {
         this.logger.warn(`email ${key} refused by the mail server for good: ${message}`);
         await this.deliveries.markRejected(claim.id, claim.attempt, message, this.clock.now());
         logOrder({ orderId: job.orderId, action: 'email.rejected', kind: job.kind });
-        throw new UnrecoverableError(`email ${key} refused by the mail server: ${message}`);
+        // the job's outcome, not a failure: failed jobs are kept a week (no count: the reconciler
+        // reads them), and registration proves no address — one refused mailbox per account and a
+        // cancellation each loop filled a Redis that must not evict. The row holds the reason.
+        return 'rejected';
       }
       this.logger.warn(`email ${key} attempt ${claim.attempt} failed: ${message}`);
       await this.releaseClaim(claim, key, message);

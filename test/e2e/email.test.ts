@@ -287,12 +287,13 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     const orderId = await twoLineOrder(t, who);
     await cancel(t, who, orderId);
     const queue = worker.get<Queue>(getQueueToken(QueueName.Email));
-    const job = await waitFor('the email job to fail', () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })), {
+    const job = await waitFor('the email job to finish', () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })), {
       until: (j) => j?.finishedOn != null,
     });
     expect(job?.attemptsMade).toBe(1); // not 60 tries over a day
-    expect(job?.failedReason).toMatch(/refused by the mail server/);
-    expect(job?.failedReason).not.toContain(bounced.email);
+    // completed with its outcome, not failed: the failed set is kept a week by age alone, and one
+    // refused mailbox per account grew it at an anonymous registrant's rate (the row says why)
+    expect([await job?.getState(), job?.returnvalue, job?.failedReason]).toEqual(['completed', 'rejected', undefined]);
     const rows = await deliveriesOf(t, orderId);
     expect(rows).toMatchObject([{ kind: 'cancellation', status: 'rejected', attempts: 1, claimed_at: null }]);
     expect(rows[0].last_error).toMatch(/550|rejected/i);
