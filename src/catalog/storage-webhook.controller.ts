@@ -1,8 +1,9 @@
 import { Controller, HttpCode, Post, Req, UseGuards } from '@nestjs/common';
 import type { RawBodyRequest } from '@nestjs/common';
-import { ApiBody, ApiHeader, ApiNoContentResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiBody, ApiNoContentResponse, ApiOperation, ApiSecurity, ApiTags } from '@nestjs/swagger';
 import type { FastifyRequest } from 'fastify';
 import { ApiProblems } from '../common/http/api-problems';
+import { STORAGE_TOKEN_SCHEME } from '../openapi/security-schemes';
 import { Public } from '../common/http/public.decorator';
 import { RateLimit } from '../common/throttling/rate-limit.decorator';
 import { HonourIdempotencyKeyOutsideTransaction } from '../idempotency/idempotency.decorator';
@@ -30,11 +31,9 @@ export class StorageWebhookController {
       'the body is read; each record is confirmed with HeadObject (declared size and type) before its image ' +
       'is marked ready. Records that are not ours are acknowledged and ignored.',
   })
-  @ApiHeader({
-    name: 'Authorization',
-    required: true,
-    description: '`Bearer <STORAGE_WEBHOOK_TOKEN>`',
-  })
+  // the credential as a security scheme: OpenAPI ignores a header parameter named Authorization
+  // (Swagger UI sends none, generators leave it out), which made the route read as anonymous
+  @ApiSecurity(STORAGE_TOKEN_SCHEME)
   @ApiBody({
     required: true,
     description: 'An S3 event notification: `{Records: [{eventName, s3: {bucket: {name}, object: {key}}}]}`',

@@ -20,6 +20,7 @@ import {
   ProblemStatus,
   problemResponse,
 } from '../common/http/api-problems';
+import { BEARER_SCHEME, STORAGE_TOKEN_SCHEME } from './security-schemes';
 import { IS_PUBLIC } from '../common/http/public.decorator';
 
 const TAGS: Array<[string, string]> = [
@@ -168,7 +169,8 @@ const IDEMPOTENCY_PARAMETER: Record<
 };
 
 /**
- * Completes one operation from its route contract: its security (bearer unless @Public()),
+ * Completes one operation from its route contract: its security (bearer unless @Public(), whose
+ * own @ApiSecurity stays),
  * the Idempotency-Key header (declared once, whatever the decorators said), and the problem
  * responses every such route can give.
  */
@@ -177,7 +179,8 @@ function applyContract(
   contract: RouteContract,
   request: { takesBody: boolean; hasPathParameters: boolean },
 ): void {
-  operation.security = contract.isPublic ? [] : [{ bearer: [] }];
+  // a public route's own scheme (@ApiSecurity: the object store's token) stays; else none
+  operation.security = contract.isPublic ? (operation.security ?? []) : [{ [BEARER_SCHEME]: [] }];
 
   // each header once (HTTP names are case-insensitive): the declared one (@ApiHeader, with a
   // description) wins over the one Nest reflects from @Headers('name')
@@ -279,7 +282,17 @@ export function buildOpenApiDocument(
         bearerFormat: 'JWT',
         description: 'The `accessToken` from register, login or refresh',
       },
-      'bearer',
+      BEARER_SCHEME,
+    )
+    .addBearerAuth(
+      {
+        type: 'http',
+        scheme: 'bearer',
+        description:
+          'The object store\'s webhook target only (`POST /v1/webhooks/storage`): `STORAGE_WEBHOOK_TOKEN`',
+        bearerFormat: 'opaque token',
+      },
+      STORAGE_TOKEN_SCHEME,
     );
   for (const [name, description] of TAGS) builder.addTag(name, description);
   const document = SwaggerModule.createDocument(app, builder.build(), {

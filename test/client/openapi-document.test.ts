@@ -69,9 +69,12 @@ const PUBLIC = [
   'listCategories',
   'listReviews',
   'listAlsoBought',
-  'receiveStorageNotification',
   'receiveStripeEvent',
 ];
+// public to the guards, authenticated by a scheme of their own (not a client's access token)
+const OWN_SCHEME: Record<string, unknown[]> = {
+  receiveStorageNotification: [{ storageToken: [] }],
+};
 
 describe('the committed OpenAPI document', () => {
   it('has a server, described tags, and for every operation a summary, description and readable operationId', () => {
@@ -94,15 +97,22 @@ describe('the committed OpenAPI document', () => {
     );
   });
 
-  it('marks exactly the @Public() routes `security: []` and every other one bearer', () => {
+  it('marks exactly the @Public() routes `security: []` (but the storage webhook: its token scheme) and every other one bearer', () => {
     const publicIds = operations
       .filter(({ op }) => op.security?.length === 0)
       .map(({ op }) => op.operationId);
     expect(publicIds.sort()).toEqual([...PUBLIC].sort());
     for (const { where, op } of operations) {
+      const own = OWN_SCHEME[op.operationId ?? ''];
       if (!PUBLIC.includes(op.operationId ?? ''))
-        expect({ where, security: op.security }).toEqual({ where, security: [{ bearer: [] }] });
+        expect({ where, security: op.security }).toEqual({ where, security: own ?? [{ bearer: [] }] });
+      // OpenAPI ignores a header parameter named Authorization: a credential is a scheme or nothing
+      expect({ where, authorizationParameter: (op.parameters ?? []).some((p) => 'name' in p && p.name.toLowerCase() === 'authorization') }).toEqual({
+        where,
+        authorizationParameter: false,
+      });
     }
+    expect(doc.components?.securitySchemes?.storageToken).toMatchObject({ type: 'http', scheme: 'bearer' });
   });
 
   it('serves every 4xx and 5xx as application/problem+json with the Problem schema; 401 and 403 where protected; Retry-After on 429', () => {
@@ -123,7 +133,8 @@ describe('the committed OpenAPI document', () => {
         });
         if (status === '429') expect(response.headers).toHaveProperty('Retry-After');
       }
-      if (op.security?.length)
+      // (the storage webhook's wrong token is a 400 WEBHOOK_SIGNATURE_INVALID, as Stripe's signature)
+      if (op.security?.some((s) => 'bearer' in s))
         expect({ where, s401: statuses.includes('401') }).toEqual({ where, s401: true });
     }
     expect(byId.get('createProduct')?.op.responses).toHaveProperty('403');

@@ -3511,9 +3511,7 @@ export interface operations {
     receiveStorageNotification: {
         parameters: {
             query?: never;
-            header: {
-                /** @description `Bearer <STORAGE_WEBHOOK_TOKEN>` */
-                Authorization: string;
+            header?: {
                 /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
                 "Idempotency-Key"?: string;
             };
