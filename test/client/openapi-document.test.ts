@@ -43,7 +43,7 @@ interface Document {
   servers?: Array<{ url: string }>;
   tags?: Array<{ name: string; description?: string }>;
   paths: Record<string, Record<string, Operation>>;
-  components: { schemas: Record<string, Schema> };
+  components: { schemas: Record<string, Schema>; securitySchemes: Record<string, { type: string; scheme?: string }> };
 }
 
 const doc: Document = JSON.parse(readFileSync(join(__dirname, '..', '..', 'openapi.json'), 'utf8'));
@@ -112,7 +112,7 @@ describe('the committed OpenAPI document', () => {
         authorizationParameter: false,
       });
     }
-    expect(doc.components?.securitySchemes?.storageToken).toMatchObject({ type: 'http', scheme: 'bearer' });
+    expect(doc.components.securitySchemes.storageToken).toMatchObject({ type: 'http', scheme: 'bearer' });
   });
 
   it('serves every 4xx and 5xx as application/problem+json with the Problem schema; 401 and 403 where protected; Retry-After on 429', () => {
