@@ -60,6 +60,32 @@ describe('an order’s story in the logs of the API and the worker (real process
     await db?.drop();
   });
 
+  it('a command refused before its handler (a guard: 401, 403, 429…) has its line too, with who sent it and why', async () => {
+    const customer = await registerCustomer(http);
+    const id = (what: string) => `refused-${what}-${randomUUID()}`;
+    const anonymous = id('anonymous');
+    const forbidden = id('forbidden');
+    const handled = id('handled');
+    expect((await http.post('/v1/orders', { items: [] }, { headers: { 'x-request-id': anonymous } })).status).toBe(401);
+    const product = { sku: 'REFUSED-1', name: 'Refused', priceAmount: 100, currency: 'EUR', stock: 1 };
+    expect((await http.post('/v1/admin/products', product, { token: customer.accessToken, headers: { 'x-request-id': forbidden } })).status).toBe(403);
+    // a handler's own refusal: one line (the interceptor's), not two
+    expect((await http.post('/v1/orders', { items: [] }, { token: customer.accessToken, headers: { 'x-request-id': handled } })).status).toBe(400);
+    const lines = (requestId: string) => grep(api.output(), requestId).filter((l) => l.msg === 'command completed');
+    // (the last request's lines are written once its answer has gone)
+    await waitFor('the three lines', () => [anonymous, forbidden, handled].every((r) => lines(r).length > 0));
+    const [anonymousLine] = lines(anonymous);
+    expect(lines(anonymous)).toEqual([
+      expect.objectContaining({ level: 30, requestId: anonymous, action: 'POST /v1/orders', status: 401, principalId: null, error: 'UNAUTHENTICATED', refused: true }),
+    ]);
+    expect(anonymousLine.durationMs).toEqual(expect.any(Number));
+    expect(lines(forbidden)).toEqual([
+      expect.objectContaining({ requestId: forbidden, action: 'POST /v1/admin/products', status: 403, principalId: customer.user.id, error: 'FORBIDDEN', refused: true }),
+    ]);
+    expect(lines(handled)).toEqual([expect.objectContaining({ requestId: handled, status: 400, principalId: customer.user.id })]);
+    expect(lines(handled)[0]).not.toHaveProperty('refused');
+  });
+
   it('tells created (first), replayed, payment pending, paid and confirmed, with ids and nothing secret', async () => {
     const customer = await registerCustomer(http);
     const productId = await insertProduct(db.pool, { stock: 5, priceAmount: 1500 });

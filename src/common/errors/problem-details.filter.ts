@@ -6,6 +6,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, FieldError } from './domain-error';
 import { ERROR_TITLE, ErrorCode } from './error-codes';
 import { databaseErrorSummary, sqlStateOf } from './database-errors';
+import { rememberAnsweredCode } from '../logging/command-log';
 
 export interface ProblemBody {
   type: string;
@@ -241,6 +242,7 @@ export class ProblemDetailsFilter implements ExceptionFilter {
       };
     }
 
+    rememberAnsweredCode(request, rendered.code);
     const body = problemBody(rendered, requestId);
     // a limit's RateLimit items add to those the guards already set for this request
     for (const [name, value] of Object.entries(rendered.headers ?? {})) {

@@ -1,11 +1,4 @@
-import {
-  CallHandler,
-  ExecutionContext,
-  Inject,
-  Injectable,
-  Logger,
-  NestInterceptor,
-} from '@nestjs/common';
+import { CallHandler, ExecutionContext, Inject, Injectable, NestInterceptor } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { performance } from 'node:perf_hooks';
 import { Observable, tap } from 'rxjs';
@@ -13,10 +6,7 @@ import { render } from '../errors/problem-details.filter';
 import { storage } from 'nestjs-pino/storage';
 import { idempotencyOf } from './order-log';
 import { APP_CONFIG, AppConfig } from '../../config/config';
-
-type CommandRequest = FastifyRequest & { user?: { userId?: string } };
-
-const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
+import { isCommand, markHandled, writeCommandLine } from './command-log';
 
 /**
  * One JSON line (info) per completed command — every request that is not a read — with its
@@ -24,11 +14,12 @@ const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
  * idempotency outcome, the error code when it failed, and for order routes the order's id (and
  * `to`, the state an answered order is in). `requestId` comes from the request's logger. Never
  * the body, headers or query: nothing secret. Above info (LOG_LEVEL=warn…) there is no line to
- * write, and the interceptor steps aside at once (no per-request work for nothing).
+ * write, and the interceptor steps aside at once (no per-request work for nothing). A command
+ * refused before its handler (a guard, the sold-out fast path) gets its line from the server's
+ * onResponse hook instead (command-log.ts), with `refused: true`.
  */
 @Injectable()
 export class LoggingInterceptor implements NestInterceptor {
-  private readonly logger = new Logger('Command');
   private readonly enabled: boolean;
 
   constructor(@Inject(APP_CONFIG) config: AppConfig) {
@@ -37,22 +28,21 @@ export class LoggingInterceptor implements NestInterceptor {
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     if (!this.enabled || context.getType() !== 'http') return next.handle();
-    const request = context.switchToHttp().getRequest<CommandRequest>();
-    if (READS.has(request.method)) return next.handle();
+    const request = context.switchToHttp().getRequest<FastifyRequest>();
+    if (!isCommand(request)) return next.handle();
+    markHandled(request);
     const reply = context.switchToHttp().getResponse<FastifyReply>();
     const started = performance.now();
     const done = (status: number, body: unknown, error?: string) => {
-      this.logger.log({
-        msg: 'command completed',
-        action: `${request.method} ${request.routeOptions.url ?? request.url.split('?')[0]}`,
-        status,
-        durationMs: Math.round((performance.now() - started) * 10) / 10,
-        principalId: request.user?.userId ?? null,
-        // inside the request's logging context the outcome is already bound (recordIdempotency)
-        idempotency: storage.getStore() ? undefined : idempotencyOf(request),
-        ...orderOf(request, body),
-        error,
-      });
+      writeCommandLine(
+        request,
+        { status, durationMs: performance.now() - started, error },
+        {
+          // inside the request's logging context the outcome is already bound (recordIdempotency)
+          idempotency: storage.getStore() ? undefined : idempotencyOf(request),
+          ...orderOf(request, body),
+        },
+      );
     };
     return next.handle().pipe(
       tap({

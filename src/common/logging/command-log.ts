@@ -1,0 +1,62 @@
+import { Logger } from '@nestjs/common';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { storage } from 'nestjs-pino/storage';
+
+/**
+ * The "command completed" line of a command (every request that is not a read) that no handler
+ * ran for: refused by a guard (401 token, 403 permission, 429 limit, 400 unread input, a webhook's
+ * signature or token) or by the sold-out fast path. LoggingInterceptor writes the line of every
+ * command a handler ran for; Nest runs guards before interceptors, so these had none, and a
+ * customer's 403 on an admin route showed in no line with who sent it. Written from the server's
+ * onResponse hook (configureApp), after the answer has gone.
+ */
+const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
+const logger = new Logger('Command');
+/** Requests whose line LoggingInterceptor writes. */
+const handled = new WeakSet<object>();
+/** The problem code each refused request was answered with (ProblemDetailsFilter). */
+const answeredCodes = new WeakMap<object, string>();
+
+type CommandRequest = FastifyRequest & { user?: { userId?: string } };
+
+export const isCommand = (request: FastifyRequest): boolean => !READS.has(request.method);
+
+/** LoggingInterceptor writes this request's line. */
+export function markHandled(request: FastifyRequest): void {
+  handled.add(request);
+}
+
+/** The code of the problem `request` is answered with. */
+export function rememberAnsweredCode(request: FastifyRequest | undefined, code: string): void {
+  if (request) answeredCodes.set(request, code);
+}
+
+/** One command's line: what it was, how it ended, whose it was. */
+export function writeCommandLine(
+  request: CommandRequest,
+  outcome: { status: number; durationMs: number; error?: string; refused?: boolean },
+  extra: Record<string, unknown> = {},
+): void {
+  logger.log({
+    msg: 'command completed',
+    action: `${request.method} ${request.routeOptions.url ?? request.url.split('?')[0]}`,
+    status: outcome.status,
+    durationMs: Math.round(outcome.durationMs * 10) / 10,
+    principalId: request.user?.userId ?? null,
+    ...extra,
+    error: outcome.error,
+    // answered before any handler ran (a guard's or the fast path's refusal)
+    ...(outcome.refused ? { refused: true } : {}),
+  });
+}
+
+/** onResponse: the line of a routed command no handler ran for. */
+export function logRefusedCommand(request: FastifyRequest, reply: FastifyReply): void {
+  if (!isCommand(request) || handled.has(request) || request.routeOptions.url === undefined) return;
+  writeCommandLine(
+    request,
+    { status: reply.statusCode, durationMs: reply.elapsedTime, error: answeredCodes.get(request), refused: true },
+    // (outside the request's logging context once the answer has gone: its id named here)
+    storage.getStore() ? {} : { requestId: request.id },
+  );
+}
