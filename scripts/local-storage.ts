@@ -29,8 +29,10 @@ async function main(): Promise<void> {
   }
   const directory = resolve(process.env.LOCAL_STORAGE_DIR || 'var/storage');
   mkdirSync(directory, { recursive: true });
-  // the API on loopback whatever it binds (a development instance binds loopback unless HOST says)
-  const webhook = `http://127.0.0.1:${config.http.port}/v1/webhooks/storage`;
+  // the API where it listens: HOST (a development instance binds loopback unless it says), on
+  // loopback when it names every address
+  const host = ['0.0.0.0', '::', ''].includes(config.http.host) ? '127.0.0.1' : config.http.host;
+  const webhook = `http://${host.includes(':') ? `[${host}]` : host}:${config.http.port}/v1/webhooks/storage`;
 
   const deliver = async (event: unknown): Promise<void> => {
     for (let attempt = 1; ; attempt++) {

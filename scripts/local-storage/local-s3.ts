@@ -38,33 +38,44 @@ const rfc3986 = (s: string) =>
 const hmac = (key: Buffer | string, data: string) =>
   createHmac('sha256', key).update(data, 'utf8').digest();
 
+type Headers = Record<string, string | string[] | undefined>;
+
+/** What a SigV4 signature covers, read off a request (its query or its Authorization header). */
+interface SignedParts {
+  signature: string;
+  signedHeaders: string;
+  credential: string;
+  date: string;
+  payloadHash: string;
+  /** The query parameter left out of the canonical query (the query signature itself). */
+  unsignedParam?: string;
+}
+
 /**
- * Recomputes the SigV4 query-string signature (AWS "Authenticating Requests: Using Query
- * Parameters") of a pre-signed request as received, from the AWS specification, not from the
- * SDK. Null when it matches, else why not.
+ * Recomputes a request's SigV4 signature (AWS "Authenticating Requests": query parameters or
+ * the Authorization header) as received, from the AWS specification, not from the SDK. Null
+ * when it matches and names `accessKeyId`, else why not. The payload hash is taken as declared
+ * (the body is not read here).
  */
-export function presignedSignatureProblem(
+function signatureProblem(
   method: string,
-  rawUrl: string,
-  headers: Record<string, string | string[] | undefined>,
+  url: URL,
+  headers: Headers,
+  parts: SignedParts,
+  accessKeyId: string,
   secretAccessKey: string,
 ): string | null {
-  const url = new URL(rawUrl, 'http://placeholder');
-  const q = url.searchParams;
-  const given = q.get('X-Amz-Signature');
-  const signedHeaders = q.get('X-Amz-SignedHeaders');
-  const credential = q.get('X-Amz-Credential');
-  const date = q.get('X-Amz-Date');
-  if (!given || !signedHeaders || !credential || !date) return 'incomplete query authentication';
-  const scope = credential.split('/').slice(1).join('/');
-  const canonicalQuery = [...q.entries()]
-    .filter(([k]) => k !== 'X-Amz-Signature')
+  const [keyId, ...scopeParts] = parts.credential.split('/');
+  if (keyId !== accessKeyId || scopeParts.length !== 4) return 'unknown access key';
+  const scope = scopeParts.join('/');
+  const canonicalQuery = [...url.searchParams.entries()]
+    .filter(([k]) => k !== parts.unsignedParam)
     .map(([k, v]) => [rfc3986(k), rfc3986(v)])
     .sort(([a, av], [b, bv]) => (a === b ? (av < bv ? -1 : 1) : a < b ? -1 : 1))
     .map(([k, v]) => `${k}=${v}`)
     .join('&');
-  const names = signedHeaders.split(';');
-  const canonicalHeaders = names
+  const canonicalHeaders = parts.signedHeaders
+    .split(';')
     .map((n) => {
       const v = headers[n];
       return `${n}:${(Array.isArray(v) ? v.join(',') : (v ?? '')).trim().replace(/\s+/g, ' ')}\n`;
@@ -76,25 +87,70 @@ export function presignedSignatureProblem(
     url.pathname,
     canonicalQuery,
     canonicalHeaders,
-    signedHeaders,
-    'UNSIGNED-PAYLOAD',
+    parts.signedHeaders,
+    parts.payloadHash,
   ].join('\n');
   const stringToSign = [
     'AWS4-HMAC-SHA256',
-    date,
+    parts.date,
     scope,
     createHash('sha256').update(canonicalRequest).digest('hex'),
   ].join('\n');
-  const [day, region, service] = scope.split('/');
+  const [day, region, service] = scopeParts;
   const key = hmac(
     hmac(hmac(hmac(`AWS4${secretAccessKey}`, day), region), service),
     'aws4_request',
   );
   const expected = hmac(key, stringToSign);
-  const provided = Buffer.from(given, 'hex');
+  const provided = Buffer.from(parts.signature, 'hex');
   return provided.length === expected.length && timingSafeEqual(provided, expected)
     ? null
     : 'signature does not match';
+}
+
+const header = (headers: Headers, name: string): string | undefined => {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
+};
+
+/**
+ * A pre-signed request's query signature (X-Amz-Signature …): null when it matches, else why
+ * not. (Expiry is s3rver's to check.)
+ */
+export function presignedSignatureProblem(
+  method: string,
+  rawUrl: string,
+  headers: Headers,
+  secretAccessKey: string,
+  accessKeyId?: string,
+): string | null {
+  const url = new URL(rawUrl, 'http://placeholder');
+  const q = url.searchParams;
+  const [signature, signedHeaders, credential, date] = ['X-Amz-Signature', 'X-Amz-SignedHeaders', 'X-Amz-Credential', 'X-Amz-Date'].map(
+    (name) => q.get(name),
+  );
+  if (!signature || !signedHeaders || !credential || !date) return 'incomplete query authentication';
+  const parts = { signature, signedHeaders, credential, date, payloadHash: 'UNSIGNED-PAYLOAD', unsignedParam: 'X-Amz-Signature' };
+  return signatureProblem(method, url, headers, parts, accessKeyId ?? credential.split('/')[0], secretAccessKey);
+}
+
+const AUTHORIZATION = /^AWS4-HMAC-SHA256 Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]+)$/;
+
+/** An SDK call's header signature (Authorization: AWS4-HMAC-SHA256 …): null when it matches, else why not. */
+function headerSignatureProblem(
+  method: string,
+  rawUrl: string,
+  headers: Headers,
+  accessKeyId: string,
+  secretAccessKey: string,
+): string | null {
+  const match = AUTHORIZATION.exec(header(headers, 'authorization') ?? '');
+  const date = header(headers, 'x-amz-date');
+  const payloadHash = header(headers, 'x-amz-content-sha256');
+  if (!match || !date || !payloadHash) return 'incomplete header authentication';
+  const [, credential, signedHeaders, signature] = match;
+  const url = new URL(rawUrl, 'http://placeholder');
+  return signatureProblem(method, url, headers, { signature, signedHeaders, credential, date, payloadHash }, accessKeyId, secretAccessKey);
 }
 
 function s3Error(res: ServerResponse, status: number, code: string, message: string): void {
@@ -121,10 +177,11 @@ export interface LocalS3Options {
  * A local S3-compatible store (the tests' store, and `npm start`'s in development:
  * scripts/local-storage.ts): s3rver (an npm implementation of the S3 API; it
  * checks access keys and the expiry of pre-signed URLs and emits S3 event notifications)
- * behind a small gate that verifies SigV4 query signatures, which s3rver 3 does not
- * (its v4 "calculation is unimplemented"), so a PUT with another Content-Type or
- * Content-Length than the URL was signed for is refused with 403 SignatureDoesNotMatch, as
- * MinIO, R2 and S3 refuse it. Header-signed SDK calls (CreateBucket, HeadObject) pass through.
+ * behind a small gate that verifies SigV4 signatures, which s3rver 3 does not (its v4
+ * "calculation is unimplemented"): a PUT with another Content-Type or Content-Length than the
+ * URL was signed for is refused with 403 SignatureDoesNotMatch, as MinIO, R2 and S3 refuse it,
+ * and so is any write (PUT, POST, DELETE) not signed with this store's key, by query or header.
+ * Reads are anyone's (the images' public URLs); a browser's CORS preflight is answered.
  */
 export async function startLocalS3(options: LocalS3Options = {}): Promise<LocalS3> {
   const bucket = options.bucket ?? 'shop-images';
@@ -152,23 +209,50 @@ export async function startLocalS3(options: LocalS3Options = {}): Promise<LocalS
 
   const gate = createServer((req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? '/';
-    if (url.includes('X-Amz-Signature=')) {
-      const problem = presignedSignatureProblem(
-        req.method ?? 'GET',
-        url,
-        req.headers,
-        secretAccessKey,
-      );
-      if (problem) {
-        req.resume();
-        s3Error(res, 403, 'SignatureDoesNotMatch', problem);
-        return;
-      }
+    const method = req.method ?? 'GET';
+    const origin = header(req.headers, 'origin');
+    // a browser's upload (an admin page on another origin): its preflight carries the pre-signed
+    // URL but no signature of its own; uploads still need one, reads are the public images
+    if (method === 'OPTIONS') {
+      req.resume();
+      res.writeHead(origin ? 204 : 403, {
+        ...(origin
+          ? {
+              'access-control-allow-origin': origin,
+              'access-control-allow-methods': 'GET, HEAD, PUT',
+              'access-control-allow-headers': header(req.headers, 'access-control-request-headers') ?? 'content-type',
+              'access-control-max-age': '600',
+              vary: 'origin',
+            }
+          : {}),
+      });
+      res.end();
+      return;
+    }
+    // What a private bucket takes, as MinIO, R2 and S3 do: reads by anyone (the images' public
+    // URLs), anything else only signed by this store's key — a pre-signed URL (query) or an SDK
+    // call (header). s3rver alone takes an unsigned PUT, DELETE or form POST from any local
+    // process, or any web page the developer has open.
+    const reading = method === 'GET' || method === 'HEAD';
+    const problem = url.includes('X-Amz-Signature=')
+      ? presignedSignatureProblem(method, url, req.headers, secretAccessKey, accessKeyId)
+      : req.headers.authorization !== undefined
+        ? headerSignatureProblem(method, url, req.headers, accessKeyId, secretAccessKey)
+        : reading
+          ? null
+          : 'anonymous writes are refused';
+    if (problem) {
+      req.resume();
+      s3Error(res, 403, problem === 'anonymous writes are refused' ? 'AccessDenied' : 'SignatureDoesNotMatch', problem);
+      return;
     }
     const upstream = httpRequest(
-      { host: '127.0.0.1', port: inner.port, method: req.method, path: url, headers: req.headers },
+      { host: '127.0.0.1', port: inner.port, method, path: url, headers: req.headers },
       (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
+        res.writeHead(up.statusCode ?? 502, {
+          ...up.headers,
+          ...(origin ? { 'access-control-allow-origin': origin, 'access-control-expose-headers': 'etag', vary: 'origin' } : {}),
+        });
         up.pipe(res);
       },
     );

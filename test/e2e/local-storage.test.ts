@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { createAdmin } from '../support/auth';
 import { createProduct } from '../support/catalog';
 import { freePort } from '../support/ports';
@@ -86,6 +87,71 @@ describe('the local image store of npm start (development)', () => {
     try {
       const again = await fetch(url);
       expect(Buffer.from(await again.arrayBuffer()).equals(bytes)).toBe(true);
+    } finally {
+      store.proc.kill('SIGTERM');
+      await store.exited;
+    }
+  });
+
+  it('takes writes signed with its key only, as a private bucket does; reads are anyone’s; answers a browser’s preflight', async () => {
+    const store = await startStore({ STORAGE_ENDPOINT: endpoint, PORT: new URL(t.baseUrl).port, LOCAL_STORAGE_DIR: dir });
+    try {
+      const object = `${endpoint}/shop-images/products/x/unsigned`;
+      // any local process, or any web page the developer has open (a form POST needs no preflight)
+      const unsigned = [
+        await fetch(object, { method: 'PUT', headers: { 'content-type': 'text/html' }, body: '<script>1</script>' }),
+        await fetch(object, { method: 'DELETE' }),
+        await fetch(`${endpoint}/shop-images`, {
+          method: 'POST',
+          headers: { origin: 'https://evil.example' },
+          body: (() => {
+            const form = new FormData();
+            form.set('key', 'products/x/form');
+            form.set('file', new Blob(['<script>1</script>'], { type: 'text/html' }));
+            return form;
+          })(),
+        }),
+        // a header signature it cannot have made without the secret
+        await fetch(object, {
+          method: 'PUT',
+          headers: {
+            authorization: `AWS4-HMAC-SHA256 Credential=minioadmin/20261203/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=${'0'.repeat(64)}`,
+            'x-amz-date': '20261203T000000Z',
+            'x-amz-content-sha256': 'UNSIGNED-PAYLOAD',
+          },
+          body: 'x',
+        }),
+      ];
+      expect(unsigned.map((r) => r.status)).toEqual([403, 403, 403, 403]);
+      expect((await fetch(object)).status).toBe(404);
+      // an SDK call signed with the store's key (the development pair) is taken, and read back by anyone
+      const sdk = new S3Client({
+        endpoint,
+        region: 'us-east-1',
+        forcePathStyle: true,
+        credentials: { accessKeyId: 'minioadmin', secretAccessKey: 'minioadmin' },
+      });
+      try {
+        await sdk.send(new PutObjectCommand({ Bucket: 'shop-images', Key: 'products/x/signed', Body: 'signed bytes', ContentType: 'image/png' }));
+      } finally {
+        sdk.destroy();
+      }
+      expect(await (await fetch(`${endpoint}/shop-images/products/x/signed`)).text()).toBe('signed bytes');
+      // a browser's upload from an admin page on another origin: preflight, then the signed PUT
+      const admin = (await createAdmin(t)).accessToken;
+      const p = await createProduct(t, admin);
+      const up = await t.http.post(`/v1/admin/products/${p.id}/images`, { contentType: 'image/png', sizeBytes: 4 }, { token: admin });
+      const origin = 'http://localhost:5173';
+      const preflight = await fetch(up.body.uploadUrl, {
+        method: 'OPTIONS',
+        headers: { origin, 'access-control-request-method': 'PUT', 'access-control-request-headers': 'content-type' },
+      });
+      expect(preflight.status).toBe(204);
+      expect(preflight.headers.get('access-control-allow-origin')).toBe(origin);
+      expect(preflight.headers.get('access-control-allow-methods')).toContain('PUT');
+      expect(preflight.headers.get('access-control-allow-headers')).toBe('content-type');
+      const put = await fetch(up.body.uploadUrl, { method: 'PUT', headers: { origin, 'content-type': 'image/png' }, body: 'png!' });
+      expect([put.status, put.headers.get('access-control-allow-origin')]).toEqual([200, origin]);
     } finally {
       store.proc.kill('SIGTERM');
       await store.exited;
