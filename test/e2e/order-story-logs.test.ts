@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { JobName } from '../../src/queue/queues';
@@ -84,6 +85,28 @@ describe('an order’s story in the logs of the API and the worker (real process
     ]);
     expect(lines(handled)).toEqual([expect.objectContaining({ requestId: handled, status: 400, principalId: customer.user.id })]);
     expect(lines(handled)[0]).not.toHaveProperty('refused');
+
+    // pipelined on one connection behind a slower command (a registration hashes a password):
+    // the refusal's answer goes out when the first one's has, and its line keeps its own id
+    const slow = id('slow');
+    const pipelined = id('pipelined');
+    const register = JSON.stringify({ email: `${slow}@test.local`, password: TEST_PASSWORD, name: 'Slow' });
+    const { host, hostname, port } = new URL(http.baseUrl);
+    const socket = connect(Number(port), hostname);
+    let answers = '';
+    socket.on('data', (d: Buffer) => (answers += d.toString()));
+    socket.write(
+      `POST /v1/auth/register HTTP/1.1\r\nhost: ${host}\r\nx-request-id: ${slow}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(register)}\r\n\r\n${register}` +
+        `POST /v1/orders HTTP/1.1\r\nhost: ${host}\r\nx-request-id: ${pipelined}\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}`,
+    );
+    try {
+      await waitFor('both answers', () => (answers.match(/HTTP\/1\.1 /g) ?? []).length === 2);
+      await waitFor('both lines', () => lines(slow).length > 0 && lines(pipelined).length > 0);
+    } finally {
+      socket.destroy();
+    }
+    expect(lines(slow)).toEqual([expect.objectContaining({ requestId: slow, action: 'POST /v1/auth/register', status: 201 })]);
+    expect(lines(pipelined)).toEqual([expect.objectContaining({ requestId: pipelined, action: 'POST /v1/orders', status: 401, refused: true })]);
   });
 
   it('tells created (first), replayed, payment pending, paid and confirmed, with ids and nothing secret', async () => {

@@ -53,10 +53,14 @@ export function writeCommandLine(
 /** onResponse: the line of a routed command no handler ran for. */
 export function logRefusedCommand(request: FastifyRequest, reply: FastifyReply): void {
   if (!isCommand(request) || handled.has(request) || request.routeOptions.url === undefined) return;
-  writeCommandLine(
-    request,
-    { status: reply.statusCode, durationMs: reply.elapsedTime, error: answeredCodes.get(request), refused: true },
-    // (outside the request's logging context once the answer has gone: its id named here)
-    storage.getStore() ? {} : { requestId: request.id },
+  // Written outside any request's logging context, its id named here: the hook runs on the
+  // answer's `finish`, in whichever context the socket's last write was made — with pipelined
+  // requests, the previous request's, whose id the line would have carried.
+  storage.exit(() =>
+    writeCommandLine(
+      request,
+      { status: reply.statusCode, durationMs: reply.elapsedTime, error: answeredCodes.get(request), refused: true },
+      { requestId: request.id },
+    ),
   );
 }
