@@ -82,7 +82,7 @@ describe('CatalogCache: one-off URLs', () => {
 });
 
 describe('CatalogCache: a shared entry written by a host whose clock runs ahead', () => {
-  it('is copied into memory for at most an entry lifetime, not until the writer\'s clock says', async () => {
+  it('is copied into memory for at most a second, not until the writer\'s clock says', async () => {
     const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
     const now = Date.parse('2026-12-01T10:00:00Z');
     const clock = mockOf<Clock>({ now: () => new Date(now) }, 'clock');
@@ -95,7 +95,9 @@ describe('CatalogCache: a shared entry written by a host whose clock runs ahead'
     expect(await cache.getOrBuild('/v1/products/x', async () => 'fresh')).toBe('"stale"');
     const copy = cache['memory'].get('/v1/products/x');
     // (the copy's deadline is on this process's monotonic clock)
-    expect(copy!.expiresAt - performance.now()).toBeLessThanOrEqual(6_000);
+    // (a second past the Redis entry at most, however far ahead the writer's clock runs: with it
+    // 5 s ahead the copy outlived the entry by 5 s — availability 12 s stale where 6 s is the bound)
+    expect(copy!.expiresAt - performance.now()).toBeLessThanOrEqual(1_000);
   });
 });
 

@@ -25,6 +25,12 @@ interface SharedEntry {
 const CATALOG_TTL_MS = 5_000;
 /** The longest an entry lives (the TTL plus up to 20% jitter), here and in Redis. */
 const MAX_ENTRY_TTL_MS = CATALOG_TTL_MS * 1.2;
+/**
+ * The longest a memory copy of an entry read from Redis lives: its `expiresAt` is on the writer's
+ * clock, and a reader whose clock runs behind it would keep the copy past the Redis entry (up
+ * to a whole entry lifetime more). A hot page costs one Redis read a second per process for it.
+ */
+const COPY_OF_SHARED_MS = 1_000;
 /** Bound on the in-process copies (a listing page of 20 is ~10 KB, of 100 ~50 KB). */
 const MEMORY_ENTRIES = 2_000;
 /**
@@ -133,7 +139,8 @@ return redis.call('INCR', KEYS[1])`;
  *   requests of one event-loop turn share a build, begun after the last of them arrived: one
  *   that began before another process's write returned is never joined after it.
  * - Availability may be up to CATALOG_TTL_MS (+20%) stale in a cached page (a memory copy expires
- *   with its Redis entry); orders always check stock under row locks, so it can never oversell.
+ *   with its Redis entry, or at most COPY_OF_SHARED_MS after it where this host's clock runs behind
+ *   the writer's); orders always check stock under row locks, so it can never oversell.
  * - Misses: at most a quarter of the pool's connections build at once (half with the cache off:
  *   buildSlots), the rest wait up to DATABASE_POOL_WAIT_MS (beyond BUILDS_QUEUED waiting in a
  *   lane: at once), then 503 with
@@ -362,9 +369,9 @@ export class CatalogCache {
     const found = await this.safe(() => this.shared.get<SharedEntry>(this.sharedKey(version, key)));
     if (!found) return null;
     this.readAgainNow(key);
-    // never longer than an entry can live: `expiresAt` is on the writer's clock, which may run
-    // minutes ahead of this host's
-    this.remember(version, key, found.json, Math.min(found.expiresAt - now, MAX_ENTRY_TTL_MS));
+    // never longer than the entry by more than COPY_OF_SHARED_MS: `expiresAt` is on the writer's
+    // clock, which may run seconds or minutes ahead of this host's
+    this.remember(version, key, found.json, Math.min(found.expiresAt - now, COPY_OF_SHARED_MS));
     return found.json;
   }
 
