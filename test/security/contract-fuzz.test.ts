@@ -17,7 +17,9 @@ import { TestApp, bootTestApp } from '../support/test-app';
  *   - every error is application/problem+json with a `code` and the request's `requestId`;
  *   - a refused request writes nothing (the business tables are the same before and after).
  * Seeded and bounded: RUNS random requests per operation, the same ones on every run, after
- * the sample itself from each caller and every body field set to each of FIELD_EDGES.
+ * the sample itself from each caller and every body field set to each of FIELD_EDGES. A second
+ * test checks each operation's answers in combination (401 anonymous or forged, 403 a customer
+ * on admin routes, every keyed POST replayed for its caller only and 422 elsewhere).
  */
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 60);
@@ -550,4 +552,103 @@ describe('contract fuzzing: every operation of openapi.json', () => {
     expect((await t.http.get('/health/ready')).status).toBe(200);
     expect((await t.http.get(`/v1/products/${fx.productId}`)).status).toBe(200);
   }, 240_000); // every operation × every caller × malformed inputs: 80–95 s seen on a loaded 2-core machine
+
+  /**
+   * The features in combination, for every operation of the document — what the fuzzing above
+   * only checks as "not a 5xx": the bearer routes refuse an anonymous caller and a forged token
+   * (401), the admin routes a customer (403), writing nothing; and every POST that honours an
+   * Idempotency-Key, once its sample succeeded, replays it for the same caller (same status and
+   * body, `Idempotent-Replayed`, nothing written), refuses it with another body (422, nothing
+   * written), and never replays it for another customer (their own order: 404, not the answer).
+   */
+  it('every operation: 401 anonymous or forged, 403 a customer on admin routes; every keyed POST replays for its caller only, 422 with another body', async () => {
+    // fresh orders: the fuzzing above may have cancelled or paid the fixtures'
+    const order = async () =>
+      (await t.http.post('/v1/orders', { items: [{ productId: fx.productId, quantity: 1 }] }, { token: fx.tokens.customer, idempotencyKey: newKey() })).body
+        .id as string;
+    await signInAgain();
+    const own: Fixtures = { ...fx, orderId: await order(), payableOrderId: await order() };
+    const other = await registerCustomer(t.http);
+    const send = async (sent: Sent, headers: Record<string, string> = {}, body = sent.body) => {
+      const res = await fetch(`${t.baseUrl}${sent.url}`, { method: sent.method, headers: { ...sent.headers, ...headers }, body });
+      const text = await res.text();
+      return { status: res.status, replayed: res.headers.get('idempotent-replayed'), text, code: res.status >= 400 ? (JSON.parse(text) as { code?: string }).code : undefined };
+    };
+    const failures: string[] = [];
+    const unchangedBy = async (what: string, request: () => Promise<{ status: number; code?: string }>, expected: { status: number; code?: string }) => {
+      const before = await snapshot();
+      const res = await request();
+      if (res.status !== expected.status || (expected.code && res.code !== expected.code)) {
+        failures.push(`${what}: ${res.status} ${res.code ?? ''}, expected ${expected.status} ${expected.code ?? ''}`);
+      }
+      const after = await snapshot();
+      for (const [table, value] of Object.entries(before)) if (after[table] !== value) failures.push(`${what} wrote ${table}`);
+    };
+    const sampleOf = (op: Operation, caller: Caller) => validCases(op, own)[(['customer', 'admin', 'anonymous'] as const).indexOf(caller as 'customer')][0];
+    const replayed: string[] = [];
+    for (const op of OPERATIONS) {
+      const name = `${op.method} ${op.path}`;
+      const security = document.paths[op.path][op.method.toLowerCase()].security ?? [];
+      if (security.some((s) => typeof s === 'object' && s !== null && 'bearer' in s)) {
+        for (const [caller, code] of [['anonymous', 'UNAUTHENTICATED'], ['forged', 'TOKEN_INVALID']] as const) {
+          const sent = build(op, { ...sampleOf(op, 'customer'), caller }, own);
+          await unchangedBy(`${name} as ${caller}`, () => send(sent), { status: 401, code });
+        }
+      }
+      if (op.path.startsWith('/v1/admin/')) {
+        const sent = build(op, sampleOf(op, 'customer'), own);
+        await unchangedBy(`${name} as a customer`, () => send(sent), { status: 403, code: 'FORBIDDEN' });
+      }
+      const key = (op.parameters.find((p) => p.in === 'header' && p.name === 'Idempotency-Key') ?? null) as { description?: string } | null;
+      if (op.method !== 'POST' || !key || /ignored/i.test(key.description ?? '')) continue;
+      const caller: Caller = op.path.startsWith('/v1/admin/') ? 'admin' : 'customer';
+      const sent = build(op, sampleOf(op, caller), own);
+      // a new product needs a SKU of its own (the sample's is the same every time)
+      const body = sent.body?.includes('"sku"') ? JSON.stringify({ ...(JSON.parse(sent.body) as object), sku: `REPLAY-${randomUUID().slice(0, 8)}` }) : sent.body;
+      const headers = { 'idempotency-key': newKey() };
+      const first = await send(sent, headers, body);
+      if (first.status >= 300) continue; // no sample succeeds at it (UNREACHABLE): nothing stored to replay
+      replayed.push(name);
+      const before = await snapshot();
+      const again = await send(sent, headers, body);
+      if (again.status !== first.status || again.replayed !== 'true' || again.text !== first.text) {
+        failures.push(`${name} replayed: ${again.status} replayed=${again.replayed}, first ${first.status}`);
+      }
+      const after = await snapshot();
+      for (const [table, value] of Object.entries(before)) if (after[table] !== value) failures.push(`${name} replayed wrote ${table}`);
+      // the key on another request: another order or product of the path (a valid request), or,
+      // without one, another body
+      if (op.path.includes('{id}')) {
+        const otherId = op.path.startsWith('/v1/orders/') ? await order() : (await createProduct(t, fx.tokens.admin, { stock: 5 })).id;
+        const elsewhere = build(op, { ...sampleOf(op, caller), path: { id: otherId } }, own);
+        await unchangedBy(`${name} on another ${op.path.split('/')[op.path.startsWith('/v1/admin/') ? 3 : 2]}`, () => send(elsewhere, headers, body), {
+          status: 422,
+          code: 'IDEMPOTENCY_KEY_REUSED',
+        });
+      } else {
+        const otherBody = JSON.stringify({ ...(JSON.parse(body ?? '{}') as object), replayProbe: 1 });
+        await unchangedBy(`${name} with another body`, () => send(sent, headers, otherBody), { status: 422, code: 'IDEMPOTENCY_KEY_REUSED' });
+      }
+      if (caller === 'customer') {
+        // the key is the customer's: another customer's same request is theirs (a new order),
+        // or their refusal (someone else's order: 404) — never this customer's stored answer
+        const theirs = await send(sent, { ...headers, authorization: `Bearer ${other.accessToken}` }, body);
+        if (theirs.replayed === 'true' || theirs.text === first.text) failures.push(`${name} replayed for another customer: ${theirs.status}`);
+        if (op.path.includes('{id}') && theirs.status !== 404) failures.push(`${name} by another customer: ${theirs.status}, expected 404`);
+      }
+    }
+    expect(failures).toEqual([]);
+    // every keyed POST a sample can succeed at was replayed (none skipped by a sample gone stale)
+    expect(replayed.sort()).toEqual(
+      [
+        'POST /v1/admin/categories',
+        'POST /v1/admin/products',
+        'POST /v1/admin/products/{id}/images',
+        'POST /v1/admin/products/{id}/stock-adjustments',
+        'POST /v1/orders',
+        'POST /v1/orders/{id}/cancel',
+        'POST /v1/orders/{id}/payment',
+      ].sort(),
+    );
+  }, 120_000);
 });
