@@ -19,7 +19,8 @@ import { TestApp, bootTestApp } from '../support/test-app';
  * Seeded and bounded: RUNS random requests per operation, the same ones on every run, after
  * the sample itself from each caller and every body field set to each of FIELD_EDGES. A second
  * test checks each operation's answers in combination (401 anonymous or forged, 403 a customer
- * on admin routes, every keyed POST replayed for its caller only and 422 elsewhere).
+ * on admin routes, a malformed path id 400, every keyed POST replayed for its caller only and 422
+ * elsewhere).
  */
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 60);
@@ -598,6 +599,15 @@ describe('contract fuzzing: every operation of openapi.json', () => {
       if (op.path.startsWith('/v1/admin/')) {
         const sent = build(op, sampleOf(op, 'customer'), own);
         await unchangedBy(`${name} as a customer`, () => send(sent), { status: 403, code: 'FORBIDDEN' });
+      }
+      // a malformed id in the path, from a caller the route lets in: 400, nothing written (not a
+      // 404 that read the database with it, nor a 2xx that ignored it)
+      for (const param of op.parameters.filter((p) => p.in === 'path')) {
+        const caller: Caller = op.path.startsWith('/v1/admin/') ? 'admin' : 'customer';
+        for (const bad of ['not-a-uuid', '00000000-0000-0000-0000-00000000000g', `${randomUUID()}x`]) {
+          const sent = build(op, { ...sampleOf(op, caller), path: { [param.name]: bad } }, own);
+          await unchangedBy(`${name} with ${param.name} ${bad}`, () => send(sent, { 'idempotency-key': newKey() }), { status: 400 });
+        }
       }
       const key = (op.parameters.find((p) => p.in === 'header' && p.name === 'Idempotency-Key') ?? null) as { description?: string } | null;
       if (op.method !== 'POST' || !key || /ignored/i.test(key.description ?? '')) continue;
