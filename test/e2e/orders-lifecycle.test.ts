@@ -180,6 +180,42 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     expect((await t.http.get('/v1/cart', { token: bob.token })).body.items).toEqual([]);
   });
 
+  it("one customer's cart changes never touch another's: removing, emptying and checking out act on the caller's lines only", async () => {
+    const shared = await insertProduct(t.db.pool, { stock: 20, priceAmount: 400 });
+    const alices = await insertProduct(t.db.pool, { stock: 20, priceAmount: 600 });
+    const cartOf = async (b: Buyer) =>
+      ((await t.http.get('/v1/cart', { token: b.token })).body.items as { productId: string; quantity: number }[])
+        .map((i) => [i.productId, i.quantity])
+        .sort();
+    const alicesCart = [
+      [alices, 1],
+      [shared, 3],
+    ].sort();
+    expect((await t.http.put(`/v1/cart/items/${shared}`, { quantity: 3 }, { token: alice.token })).status).toBe(200);
+    expect((await t.http.put(`/v1/cart/items/${alices}`, { quantity: 1 }, { token: alice.token })).status).toBe(200);
+    // Bob's line of the same product, then its removal; and a line of a product only Alice has
+    expect((await t.http.put(`/v1/cart/items/${shared}`, { quantity: 2 }, { token: bob.token })).status).toBe(200);
+    expect((await t.http.put(`/v1/cart/items/${shared}`, { quantity: 0 }, { token: bob.token })).body.items).toEqual([]);
+    expect((await t.http.put(`/v1/cart/items/${alices}`, { quantity: 0 }, { token: bob.token })).body.items).toEqual([]);
+    expect(await cartOf(alice)).toEqual(alicesCart);
+    // Bob empties his cart
+    await t.http.put(`/v1/cart/items/${shared}`, { quantity: 1 }, { token: bob.token });
+    expect((await t.http.delete('/v1/cart', { token: bob.token })).status).toBe(204);
+    expect(await cartOf(alice)).toEqual(alicesCart);
+    // Bob checks out his cart: his line only, priced for him, and Alice's is left as it was
+    await t.http.put(`/v1/cart/items/${shared}`, { quantity: 2 }, { token: bob.token });
+    const bobs = await placeOrder(t.http, bob, undefined);
+    expect(bobs.status).toBe(201);
+    expect(bobs.body.items.map((i: { productId: string; quantity: number }) => [i.productId, i.quantity])).toEqual([[shared, 2]]);
+    expect(await cartOf(alice)).toEqual(alicesCart);
+    expect(await cartOf(bob)).toEqual([]);
+    expect(await stockOf(t.db.pool, shared)).toEqual({ onHand: 20, reserved: 2 });
+    // and Alice's own checkout takes exactly her lines
+    const alicesOrder = await placeOrder(t.http, alice, undefined);
+    expect(alicesOrder.body.total.amount).toBe(3 * 400 + 600);
+    await t.http.delete('/v1/cart', { token: alice.token });
+  });
+
   it('two checkouts of one cart at once (two keys: a double click on two tabs) make one order; the other finds the cart empty', async () => {
     const p1 = await insertProduct(t.db.pool, { stock: 10, priceAmount: 300 });
     const p2 = await insertProduct(t.db.pool, { stock: 10, priceAmount: 500 });
