@@ -19,7 +19,7 @@ import { TestApp, bootTestApp } from '../support/test-app';
  * Seeded and bounded: RUNS random requests per operation, the same ones on every run, after
  * the sample itself from each caller and every body field set to each of FIELD_EDGES. A second
  * test checks each operation's answers in combination (401 anonymous or forged, 403 a customer
- * on admin routes, a malformed path id 400, every keyed POST replayed for its caller only and 422
+ * on admin routes, a malformed path id or a query value the document rules out 400, every keyed POST replayed for its caller only and 422
  * elsewhere).
  */
 
@@ -41,6 +41,7 @@ interface Schema {
   enum?: unknown[];
   example?: unknown;
   minimum?: number;
+  maximum?: number;
   properties?: Record<string, Schema>;
   required?: string[];
   items?: Schema;
@@ -607,6 +608,22 @@ describe('contract fuzzing: every operation of openapi.json', () => {
         for (const bad of ['not-a-uuid', '00000000-0000-0000-0000-00000000000g', `${randomUUID()}x`]) {
           const sent = build(op, { ...sampleOf(op, caller), path: { [param.name]: bad } }, own);
           await unchangedBy(`${name} with ${param.name} ${bad}`, () => send(sent, { 'idempotency-key': newKey() }), { status: 400 });
+        }
+      }
+      // a query value the document rules out: a number outside its range, a value outside its
+      // enum, a forged cursor, a malformed uuid — 400, never a filter quietly dropped
+      for (const param of op.parameters.filter((p) => p.in === 'query')) {
+        const schema = resolve(param.schema ?? {});
+        const bad = [
+          ...(schema.type === 'integer' ? [String((schema.maximum ?? 1000) + 1), String((schema.minimum ?? 0) - 1), '1.5', 'ten'] : []),
+          ...(schema.enum ? ['BOGUS', String(schema.enum[0]).toLowerCase() === schema.enum[0] ? String(schema.enum[0]).toUpperCase() : String(schema.enum[0]).toLowerCase()] : []),
+          ...(param.name === 'cursor' ? ['eyJmb3JnZWQiOnRydWV9', 'not a cursor'] : []),
+          ...(schema.format === 'uuid' ? ['not-a-uuid'] : []),
+        ];
+        const caller: Caller = op.path.startsWith('/v1/admin/') ? 'admin' : 'customer';
+        for (const value of bad) {
+          const sent = build(op, { ...sampleOf(op, caller), query: { [param.name]: value } }, own);
+          await unchangedBy(`${name} with ${param.name}=${value}`, () => send(sent), { status: 400 });
         }
       }
       const key = (op.parameters.find((p) => p.in === 'header' && p.name === 'Idempotency-Key') ?? null) as { description?: string } | null;
