@@ -59,7 +59,7 @@ interface SignedParts {
  */
 function signatureProblem(
   method: string,
-  url: URL,
+  rawUrl: string,
   headers: Headers,
   parts: SignedParts,
   accessKeyId: string,
@@ -68,6 +68,7 @@ function signatureProblem(
   const [keyId, ...scopeParts] = parts.credential.split('/');
   if (keyId !== accessKeyId || scopeParts.length !== 4) return 'unknown access key';
   const scope = scopeParts.join('/');
+  const url = new URL(rawUrl, 'http://placeholder');
   const canonicalQuery = [...url.searchParams.entries()]
     .filter(([k]) => k !== parts.unsignedParam)
     .map(([k, v]) => [rfc3986(k), rfc3986(v)])
@@ -81,10 +82,11 @@ function signatureProblem(
       return `${n}:${(Array.isArray(v) ? v.join(',') : (v ?? '')).trim().replace(/\s+/g, ' ')}\n`;
     })
     .join('');
-  // S3 paths are signed as sent (segments already URI-encoded once, never twice)
+  // S3 paths are signed as sent (segments already URI-encoded once, never twice, never
+  // normalized: the path s3rver acts on is the one signed)
   const canonicalRequest = [
     method,
-    url.pathname,
+    rawUrl.split('?')[0],
     canonicalQuery,
     canonicalHeaders,
     parts.signedHeaders,
@@ -113,9 +115,17 @@ const header = (headers: Headers, name: string): string | undefined => {
   return Array.isArray(v) ? v[0] : v;
 };
 
+/** `20261203T101500Z` (SigV4's X-Amz-Date) as epoch ms; NaN when it is not one. */
+const amzDate = (value: string): number => {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(value);
+  return m ? Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]) : NaN;
+};
+
 /**
- * A pre-signed request's query signature (X-Amz-Signature …): null when it matches, else why
- * not. (Expiry is s3rver's to check.)
+ * A pre-signed request's query signature (X-Amz-Signature …): null when it matches, has not
+ * expired and every `x-amz-*` header sent is signed (S3: "headers present in the request which
+ * were not signed" — an unsigned `x-amz-copy-source` turned an upload URL into a copy of another
+ * object), else why not.
  */
 export function presignedSignatureProblem(
   method: string,
@@ -123,15 +133,36 @@ export function presignedSignatureProblem(
   headers: Headers,
   secretAccessKey: string,
   accessKeyId?: string,
+  now = Date.now(),
 ): string | null {
-  const url = new URL(rawUrl, 'http://placeholder');
-  const q = url.searchParams;
-  const [signature, signedHeaders, credential, date] = ['X-Amz-Signature', 'X-Amz-SignedHeaders', 'X-Amz-Credential', 'X-Amz-Date'].map(
+  const q = new URL(rawUrl, 'http://placeholder').searchParams;
+  const [signature, signedHeaders, credential, date, expires] = ['X-Amz-Signature', 'X-Amz-SignedHeaders', 'X-Amz-Credential', 'X-Amz-Date', 'X-Amz-Expires'].map(
     (name) => q.get(name),
   );
-  if (!signature || !signedHeaders || !credential || !date) return 'incomplete query authentication';
+  if (!signature || !signedHeaders || !credential || !date || !expires) return 'incomplete query authentication';
+  const signed = new Set(signedHeaders.split(';'));
+  const unsigned = Object.keys(headers).filter((name) => name.startsWith('x-amz-') && !signed.has(name));
+  if (unsigned.length > 0) return `headers present in the request which were not signed: ${unsigned.join(', ')}`;
+  const issued = amzDate(date);
+  if (!/^\d{1,6}$/.test(expires) || Number.isNaN(issued)) return 'malformed query authentication';
+  if (now > issued + Number(expires) * 1000) return 'Request has expired';
   const parts = { signature, signedHeaders, credential, date, payloadHash: 'UNSIGNED-PAYLOAD', unsignedParam: 'X-Amz-Signature' };
-  return signatureProblem(method, url, headers, parts, accessKeyId ?? credential.split('/')[0], secretAccessKey);
+  return signatureProblem(method, rawUrl, headers, parts, accessKeyId ?? credential.split('/')[0], secretAccessKey);
+}
+
+/**
+ * A request line the gate and s3rver would read differently, refused before any check: a path
+ * with dot segments, encoded slashes, dots or backslashes, or empty segments (s3rver decodes a
+ * key such as `..%2F..%2Fx` and joins it onto its folder), or a query with empty or repeated
+ * parameters (its parser counts empty pairs against a limit, past which it saw no signature).
+ */
+function requestLineProblem(rawUrl: string): string | null {
+  const [path, query = ''] = rawUrl.split(/\?(.*)/s);
+  if (!path.startsWith('/') || /(^|\/)\.{1,2}(\/|$)|%2f|%2e|%5c|\\|\/\//i.test(path)) return 'a path the store does not take';
+  if (query === '') return null;
+  const names = query.split('&').map((pair) => pair.split('=')[0]);
+  if (names.some((n) => n === '') || new Set(names).size !== names.length) return 'a query with empty or repeated parameters';
+  return null;
 }
 
 const AUTHORIZATION = /^AWS4-HMAC-SHA256 Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]+)$/;
@@ -149,8 +180,7 @@ function headerSignatureProblem(
   const payloadHash = header(headers, 'x-amz-content-sha256');
   if (!match || !date || !payloadHash) return 'incomplete header authentication';
   const [, credential, signedHeaders, signature] = match;
-  const url = new URL(rawUrl, 'http://placeholder');
-  return signatureProblem(method, url, headers, { signature, signedHeaders, credential, date, payloadHash }, accessKeyId, secretAccessKey);
+  return signatureProblem(method, rawUrl, headers, { signature, signedHeaders, credential, date, payloadHash }, accessKeyId, secretAccessKey);
 }
 
 function s3Error(res: ServerResponse, status: number, code: string, message: string): void {
@@ -180,8 +210,10 @@ export interface LocalS3Options {
  * behind a small gate that verifies SigV4 signatures, which s3rver 3 does not (its v4
  * "calculation is unimplemented"): a PUT with another Content-Type or Content-Length than the
  * URL was signed for is refused with 403 SignatureDoesNotMatch, as MinIO, R2 and S3 refuse it,
- * and so is any write (PUT, POST, DELETE) not signed with this store's key, by query or header.
- * Reads are anyone's (the images' public URLs); a browser's CORS preflight is answered.
+ * and so is any request not signed with this store's key, by query (unexpired, every `x-amz-*`
+ * header signed) or header, but an object's read (the images' public URLs: not a listing); a
+ * path or query the gate and s3rver would read differently is refused; a browser's CORS
+ * preflight is answered.
  */
 export async function startLocalS3(options: LocalS3Options = {}): Promise<LocalS3> {
   const bucket = options.bucket ?? 'shop-images';
@@ -233,17 +265,20 @@ export async function startLocalS3(options: LocalS3Options = {}): Promise<LocalS
     // URLs), anything else only signed by this store's key — a pre-signed URL (query) or an SDK
     // call (header). s3rver alone takes an unsigned PUT, DELETE or form POST from any local
     // process, or any web page the developer has open.
-    const reading = method === 'GET' || method === 'HEAD';
-    const problem = url.includes('X-Amz-Signature=')
-      ? presignedSignatureProblem(method, url, req.headers, secretAccessKey, accessKeyId)
-      : req.headers.authorization !== undefined
-        ? headerSignatureProblem(method, url, req.headers, accessKeyId, secretAccessKey)
-        : reading
-          ? null
-          : 'anonymous writes are refused';
+    // (an object's read: a key under the bucket — not a listing, which would show every upload)
+    const readingObject = (method === 'GET' || method === 'HEAD') && /^\/[^/]+\/[^?]+/.test(url);
+    const problem =
+      requestLineProblem(url) ??
+      (url.includes('X-Amz-Signature=')
+        ? presignedSignatureProblem(method, url, req.headers, secretAccessKey, accessKeyId)
+        : req.headers.authorization !== undefined
+          ? headerSignatureProblem(method, url, req.headers, accessKeyId, secretAccessKey)
+          : readingObject
+            ? null
+            : 'anonymous requests are refused but an object\'s read');
     if (problem) {
       req.resume();
-      s3Error(res, 403, problem === 'anonymous writes are refused' ? 'AccessDenied' : 'SignatureDoesNotMatch', problem);
+      s3Error(res, 403, /^(signature does not match|incomplete|malformed|unknown access key)/.test(problem) ? 'SignatureDoesNotMatch' : 'AccessDenied', problem);
       return;
     }
     const upstream = httpRequest(

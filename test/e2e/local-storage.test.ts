@@ -5,7 +5,7 @@
  * of its own, as a real process, with the development key pair and webhook token (none given).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { IncomingMessage, createServer } from 'node:http';
+import { IncomingMessage, createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,20 @@ import { TestApp, bootTestApp } from '../support/test-app';
 import { waitFor } from '../support/wait-for';
 
 const SCRIPT = 'scripts/local-storage.ts';
+
+/** A PUT of `url` with its path exactly as written (no dot segments resolved): the status. */
+function rawPut(url: string, contentType: string, body: string): Promise<number> {
+  const { hostname, port } = new URL(url);
+  const path = url.slice(url.indexOf('/', url.indexOf('//') + 2));
+  return new Promise((resolve, reject) => {
+    const req = request({ host: hostname, port, method: 'PUT', path, headers: { 'content-type': contentType, 'content-length': Buffer.byteLength(body) } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
 
 /** The store as a process: resolves once it listens (its first line), with its output. */
 async function startStore(env: Record<string, string>) {
@@ -124,6 +138,9 @@ describe('the local image store of npm start (development)', () => {
       ];
       expect(unsigned.map((r) => r.status)).toEqual([403, 403, 403, 403]);
       expect((await fetch(object)).status).toBe(404);
+      // nor a listing of the bucket (every upload's key, pending ones too)
+      expect((await fetch(`${endpoint}/shop-images?list-type=2`)).status).toBe(403);
+      expect((await fetch(`${endpoint}/shop-images/`)).status).toBe(403);
       // an SDK call signed with the store's key (the development pair) is taken, and read back by anyone
       const sdk = new S3Client({
         endpoint,
@@ -150,6 +167,24 @@ describe('the local image store of npm start (development)', () => {
       expect(preflight.headers.get('access-control-allow-origin')).toBe(origin);
       expect(preflight.headers.get('access-control-allow-methods')).toContain('PUT');
       expect(preflight.headers.get('access-control-allow-headers')).toBe('content-type');
+      // an upload URL held by a client: not for a key outside it (the store's folder, another
+      // key), nor with headers it was not signed with (a copy of another object)
+      const signed = new URL(up.body.uploadUrl);
+      const tampered = [
+        `${endpoint}/shop-images/..%2F..%2F..%2Fescaped/../${signed.pathname.split('/shop-images/')[1]}${signed.search}`,
+        `${endpoint}/shop-images/x%2F..%2Fy/..${signed.pathname.slice('/shop-images'.length)}${signed.search}`,
+        `${endpoint}${signed.pathname.replace('/products/', '/products//')}${signed.search}`,
+      ];
+      for (const url of tampered) {
+        // as sent (fetch would resolve the dot segments before sending)
+        expect({ url, status: await rawPut(url, 'image/png', 'png!') }).toEqual({ url, status: 403 });
+      }
+      const copied = await fetch(up.body.uploadUrl, {
+        method: 'PUT',
+        headers: { 'content-type': 'image/png', 'x-amz-copy-source': '/shop-images/products/x/signed' },
+        body: 'png!',
+      });
+      expect([copied.status, await copied.text()]).toEqual([403, expect.stringContaining('not signed: x-amz-copy-source')]);
       const put = await fetch(up.body.uploadUrl, { method: 'PUT', headers: { origin, 'content-type': 'image/png' }, body: 'png!' });
       expect([put.status, put.headers.get('access-control-allow-origin')]).toEqual([200, origin]);
     } finally {
