@@ -101,6 +101,36 @@ describe('CatalogCache: a shared entry written by a host whose clock runs ahead'
   });
 });
 
+describe('CatalogCache: a page another process built', () => {
+  it('is read from Redis once for all the requests that find its memory copy gone at once', async () => {
+    const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
+    let reads = 0;
+    let answer: (entry: unknown) => void = () => undefined;
+    const shared = mockOf<Cache>(
+      {
+        get: () => ((reads += 1), new Promise((resolve) => (answer = resolve))),
+        set: async (_k: string, v: unknown) => v,
+      },
+      'shared',
+    );
+    const cache = new CatalogCache(fakeRedis(), shared, config, new Clock(), noTransaction);
+    let builds = 0;
+    const build = async () => ((builds += 1), 'built here');
+    const pending = Array.from({ length: 50 }, () => cache.getOrBuild('/v1/products/hot', build));
+    await new Promise((resolve) => setImmediate(resolve));
+    answer({ json: '"built elsewhere"', expiresAt: Date.now() + 5_000 });
+    expect(await Promise.all(pending)).toEqual(Array(50).fill('"built elsewhere"'));
+    expect([reads, builds]).toEqual([1, 0]);
+    // and the next lapse asks again (the read under way is not kept)
+    cache['memory'].clear();
+    const next = cache.getOrBuild('/v1/products/hot', build);
+    await new Promise((resolve) => setImmediate(resolve));
+    answer({ json: '"rebuilt elsewhere"', expiresAt: Date.now() + 5_000 });
+    expect(await next).toBe('"rebuilt elsewhere"');
+    expect(reads).toBe(2);
+  });
+});
+
 describe('CatalogCache version bump', () => {
   const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
 

@@ -28,7 +28,8 @@ const MAX_ENTRY_TTL_MS = CATALOG_TTL_MS * 1.2;
 /**
  * The longest a memory copy of an entry read from Redis lives: its `expiresAt` is on the writer's
  * clock, and a reader whose clock runs behind it would keep the copy past the Redis entry (up
- * to a whole entry lifetime more). A hot page costs one Redis read a second per process for it.
+ * to a whole entry lifetime more). A hot page costs one Redis read a second per process for it
+ * (requests that find the copy gone share the read under way: sharedReads).
  */
 const COPY_OF_SHARED_MS = 1_000;
 /** Bound on the in-process copies (a listing page of 20 is ~10 KB, of 100 ~50 KB). */
@@ -155,6 +156,8 @@ return redis.call('INCR', KEYS[1])`;
 export class CatalogCache {
   private readonly logger = new Logger(CatalogCache.name);
   private readonly inflight = new Map<string, Promise<string>>();
+  /** Redis reads of a page under way: the requests that find its memory copy gone share one. */
+  private readonly sharedReads = new Map<string, Promise<SharedEntry | null | undefined>>();
   /** With the version unknown: builds not yet begun, by key (buildThisTurn). */
   private readonly turnBuilds = new Map<string, Promise<string>>();
   private readonly memory = new Map<string, MemoryEntry>();
@@ -366,7 +369,15 @@ export class CatalogCache {
       this.readAgainNow(key);
       return local.json;
     }
-    const found = await this.safe(() => this.shared.get<SharedEntry>(this.sharedKey(version, key)));
+    // one read per page at a time: when a hot page's copy lapses (every second at most), the
+    // requests arriving during the round trip wait for it instead of each asking and parsing
+    const sharedKey = this.sharedKey(version, key);
+    let reading = this.sharedReads.get(sharedKey);
+    if (!reading) {
+      reading = this.safe(() => this.shared.get<SharedEntry>(sharedKey)).finally(() => this.sharedReads.delete(sharedKey));
+      this.sharedReads.set(sharedKey, reading);
+    }
+    const found = await reading;
     if (!found) return null;
     this.readAgainNow(key);
     // never longer than the entry by more than COPY_OF_SHARED_MS: `expiresAt` is on the writer's
