@@ -559,7 +559,8 @@ describe('contract fuzzing: every operation of openapi.json', () => {
    * The features in combination, for every operation of the document — what the fuzzing above
    * only checks as "not a 5xx": the bearer routes refuse an anonymous caller and a forged token
    * (401), the admin routes a customer (403), writing nothing; and every POST that honours an
-   * Idempotency-Key, once its sample succeeded, replays it for the same caller (same status and
+   * Idempotency-Key and whose sample succeeds (seven of eleven: a review, a fulfilment, a refund
+   * and the webhooks need what no sample has — their own tests replay them) replays it for the same caller (same status and
    * body, `Idempotent-Replayed`, nothing written), refuses it with another body (422, nothing
    * written), and never replays it for another customer (their own order: 404, not the answer).
    */
