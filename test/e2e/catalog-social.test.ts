@@ -3,6 +3,7 @@ import { RecommendationRepository } from '../../src/catalog/recommendation.repos
 import { RecommendationsService } from '../../src/catalog/recommendations.service';
 import { createAdmin } from '../support/auth';
 import { createProduct } from '../support/catalog';
+import { newKey } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
 
@@ -39,8 +40,15 @@ describe('catalog: reviews, recommendations, images', () => {
     expect(unpaid.status).toBe(201);
     expect((await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 5, comment: 'yum' }, { token: alice.token })).status).toBe(403);
     const paid = await paidOrder(alice, [p.id]);
-    const ok = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 4, comment: 'good' }, { token: alice.token });
+    const reviewKey = newKey();
+    const ok = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 4, comment: 'good' }, { token: alice.token, idempotencyKey: reviewKey });
     expect(ok.status).toBe(201);
+    // the same request again (a lost 201): its answer replayed, not 409 REVIEW_EXISTS; the key
+    // with another review: 422
+    const replayed = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 4, comment: 'good' }, { token: alice.token, idempotencyKey: reviewKey });
+    expect([replayed.status, replayed.headers.get('idempotent-replayed'), replayed.body]).toEqual([201, 'true', ok.body]);
+    const reused = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 2, comment: 'good' }, { token: alice.token, idempotencyKey: reviewKey });
+    expect([reused.status, reused.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
     const again = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 1, comment: 'changed my mind' }, { token: alice.token });
     expect(again.status).toBe(409);
     expect(again.body.code).toBe('REVIEW_EXISTS');

@@ -460,9 +460,18 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     expect(early.status).toBe(409);
     expect(early.body.code).toBe('ORDER_NOT_FULFILLABLE');
     await t.db.pool.query(`UPDATE orders SET status = 'CONFIRMED' WHERE id = $1`, [order.body.id]);
-    const done = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin });
+    const fulfilKey = newKey();
+    const done = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin, idempotencyKey: fulfilKey });
     expect(done.status).toBe(200);
     expect(done.body.status).toBe('FULFILLED');
+    // with its key again: the answer replayed (one history row); the key on another order: 422
+    const replayed = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin, idempotencyKey: fulfilKey });
+    expect([replayed.status, replayed.headers.get('idempotent-replayed'), replayed.body]).toEqual([200, 'true', done.body]);
+    const other = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const reused = await t.http.post(`/v1/admin/orders/${other.body.id}/fulfil`, {}, { token: admin, idempotencyKey: fulfilKey });
+    expect([reused.status, reused.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
+    const history = await t.db.pool.query(`SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'FULFILLED'`, [order.body.id]);
+    expect(history.rows[0].n).toBe(1);
     const again = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin });
     expect(again.status).toBe(200);
     const custFulfil = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: alice.token });
