@@ -268,6 +268,9 @@ const envSchema = z.object({
     .optional(),
 });
 
+/** Every variable the configuration reads (the deployment files must pass each one on). */
+export const CONFIG_VARIABLES: readonly string[] = Object.keys(envSchema.shape);
+
 export interface AppConfig {
   /** NODE_ENV as given; `undefined` when unset (which is NOT development). */
   env: string | undefined;

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig } from '../../src/config/config';
+import { CONFIG_VARIABLES, loadConfig } from '../../src/config/config';
 
 const ROOT = join(__dirname, '..', '..');
 
@@ -39,6 +39,16 @@ describe('the Docker image keeps the secure defaults', () => {
   it("the compose file's PostgreSQL copies no failing statement into its log (the checkout's values are inlined)", () => {
     const compose = readFileSync(join(ROOT, 'docker', 'compose.yml'), 'utf8');
     expect(compose).toMatch(/command: \["postgres", "-c", "log_min_error_statement=panic"\]/);
+  });
+
+  it('the compose file passes on every setting the app reads but HOST (one left out was silently ignored)', () => {
+    const compose = readFileSync(join(ROOT, 'docker', 'compose.yml'), 'utf8');
+    const fixed = ['NODE_ENV', 'PORT', 'DATABASE_URL', 'REDIS_URL', 'METRICS_PORT', 'METRICS_HOST', 'WORKER_METRICS_PORT'];
+    const missing = CONFIG_VARIABLES.filter(
+      (name) => name !== 'HOST' && !(fixed.includes(name) ? new RegExp(`^ {4}${name}: `, 'm') : new RegExp(`^ {4}${name}: \\$\\{${name}:-`, 'm')).test(compose),
+    );
+    expect(missing).toEqual([]);
+    expect(compose).not.toMatch(/^ {4}HOST: /m);
   });
 
   it('the compose file passes on the settings a deployment behind a proxy must be able to give (they were dropped)', () => {
