@@ -15,7 +15,7 @@ import { ConfigError, loadConfig } from '../src/config/config';
 import { loadEnvFile } from '../src/config/env-file';
 
 const USAGE =
-  `usage: ADMIN_PASSWORD=<password> npm run admin:create -- --email <email> [--name <name>]\n` +
+  `usage: npm run admin:create -- --email <email> [--name <name>]   (the password in ADMIN_PASSWORD: read -rs ADMIN_PASSWORD; export ADMIN_PASSWORD)\n` +
   `   or: npm run admin:create -- --email <email> --password-stdin [--name <name>]   (the password on stdin's first line)\n` +
   `   or: npm run admin:create -- --email <email> --password <password> [--name <name>]   (visible to ps and npm's logs)\n` +
   `the password: ${PASSWORD_MIN}..${PASSWORD_MAX} characters; the name: one line of at most 200`;
