@@ -426,6 +426,10 @@ function build(op: Operation, c: FuzzCase, fx: Fixtures): Sent {
   return { method: op.method, url: `${path}${query.length ? `?${query.join('&')}` : ''}`, headers, body };
 }
 
+/** The first business table whose snapshot differs between `before` and `after`, if any. */
+const changedTable = (before: Record<string, unknown>, after: Record<string, unknown>): string | undefined =>
+  Object.keys(before).find((table) => after[table] !== before[table]);
+
 /** The business tables: counts, stock sums and row digests (a refused request changes none). */
 const SNAPSHOT = `SELECT
   (SELECT count(*) FROM users) AS users,
@@ -515,10 +519,8 @@ describe('contract fuzzing: every operation of openapi.json', () => {
             throw new Error(`no requestId: ${where}`);
           }
           if (problem.status !== res.status) throw new Error(`status mismatch: ${where}`);
-          const after = await snapshot();
-          for (const [table, value] of Object.entries(before)) {
-            if (after[table] !== value) throw new Error(`refused request wrote ${table}: ${where}`);
-          }
+          const wrote = changedTable(before, await snapshot());
+          if (wrote) throw new Error(`refused request wrote ${wrote}: ${where}`);
         }),
         // first the sample itself, as each kind of caller would send it: every operation's
         // services are reached at least by these, whatever the random cases hit
@@ -578,15 +580,19 @@ describe('contract fuzzing: every operation of openapi.json', () => {
       return { status: res.status, replayed: res.headers.get('idempotent-replayed'), text, code: res.status >= 400 ? (JSON.parse(text) as { code?: string }).code : undefined };
     };
     const failures: string[] = [];
-    const unchangedBy = async (what: string, request: () => Promise<{ status: number; code?: string }>, expected: { status: number; code?: string }) => {
+    type Answer = Awaited<ReturnType<typeof send>>;
+    /** Sends `request`; records what is wrong with its answer (`problem`) and any table it wrote. */
+    const unchangedBy = async (what: string, request: () => Promise<Answer>, problem: (res: Answer) => string | undefined) => {
       const before = await snapshot();
       const res = await request();
-      if (res.status !== expected.status || (expected.code && res.code !== expected.code)) {
-        failures.push(`${what}: ${res.status} ${res.code ?? ''}, expected ${expected.status} ${expected.code ?? ''}`);
-      }
-      const after = await snapshot();
-      for (const [table, value] of Object.entries(before)) if (after[table] !== value) failures.push(`${what} wrote ${table}`);
+      const wrong = problem(res);
+      if (wrong) failures.push(`${what}: ${wrong}`);
+      const wrote = changedTable(before, await snapshot());
+      if (wrote) failures.push(`${what} wrote ${wrote}`);
     };
+    /** The answer is a refusal with this status (and code). */
+    const refused = (status: number, code?: string) => (res: Answer) =>
+      res.status !== status || (code && res.code !== code) ? `${res.status} ${res.code ?? ''}, expected ${status} ${code ?? ''}` : undefined;
     const sampleOf = (op: Operation, caller: Caller) => validCases(op, own)[(['customer', 'admin', 'anonymous'] as const).indexOf(caller as 'customer')][0];
     const replayed: string[] = [];
     for (const op of OPERATIONS) {
@@ -595,12 +601,12 @@ describe('contract fuzzing: every operation of openapi.json', () => {
       if (security.some((s) => typeof s === 'object' && s !== null && 'bearer' in s)) {
         for (const [caller, code] of [['anonymous', 'UNAUTHENTICATED'], ['forged', 'TOKEN_INVALID']] as const) {
           const sent = build(op, { ...sampleOf(op, 'customer'), caller }, own);
-          await unchangedBy(`${name} as ${caller}`, () => send(sent), { status: 401, code });
+          await unchangedBy(`${name} as ${caller}`, () => send(sent), refused(401, code));
         }
       }
       if (op.path.startsWith('/v1/admin/')) {
         const sent = build(op, sampleOf(op, 'customer'), own);
-        await unchangedBy(`${name} as a customer`, () => send(sent), { status: 403, code: 'FORBIDDEN' });
+        await unchangedBy(`${name} as a customer`, () => send(sent), refused(403, 'FORBIDDEN'));
       }
       // a malformed id in the path, from a caller the route lets in: 400, nothing written (not a
       // 404 that read the database with it, nor a 2xx that ignored it)
@@ -608,7 +614,7 @@ describe('contract fuzzing: every operation of openapi.json', () => {
         const caller: Caller = op.path.startsWith('/v1/admin/') ? 'admin' : 'customer';
         for (const bad of ['not-a-uuid', '00000000-0000-0000-0000-00000000000g', `${randomUUID()}x`]) {
           const sent = build(op, { ...sampleOf(op, caller), path: { [param.name]: bad } }, own);
-          await unchangedBy(`${name} with ${param.name} ${bad}`, () => send(sent, { 'idempotency-key': newKey() }), { status: 400 });
+          await unchangedBy(`${name} with ${param.name} ${bad}`, () => send(sent, { 'idempotency-key': newKey() }), refused(400));
         }
       }
       // a query value the document rules out: a number outside its range, a value outside its
@@ -624,7 +630,7 @@ describe('contract fuzzing: every operation of openapi.json', () => {
         const caller: Caller = op.path.startsWith('/v1/admin/') ? 'admin' : 'customer';
         for (const value of bad) {
           const sent = build(op, { ...sampleOf(op, caller), query: { [param.name]: value } }, own);
-          await unchangedBy(`${name} with ${param.name}=${value}`, () => send(sent), { status: 400 });
+          await unchangedBy(`${name} with ${param.name}=${value}`, () => send(sent), refused(400));
         }
       }
       const key = (op.parameters.find((p) => p.in === 'header' && p.name === 'Idempotency-Key') ?? null) as { description?: string } | null;
@@ -637,25 +643,24 @@ describe('contract fuzzing: every operation of openapi.json', () => {
       const first = await send(sent, headers, body);
       if (first.status >= 300) continue; // no sample succeeds at it (UNREACHABLE): nothing stored to replay
       replayed.push(name);
-      const before = await snapshot();
-      const again = await send(sent, headers, body);
-      if (again.status !== first.status || again.replayed !== 'true' || again.text !== first.text) {
-        failures.push(`${name} replayed: ${again.status} replayed=${again.replayed}, first ${first.status}`);
-      }
-      const after = await snapshot();
-      for (const [table, value] of Object.entries(before)) if (after[table] !== value) failures.push(`${name} replayed wrote ${table}`);
+      await unchangedBy(`${name} replayed`, () => send(sent, headers, body), (again) =>
+        again.status !== first.status || again.replayed !== 'true' || again.text !== first.text
+          ? `${again.status} replayed=${again.replayed}, first ${first.status}`
+          : undefined,
+      );
       // the key on another request: another order or product of the path (a valid request), or,
       // without one, another body
       if (op.path.includes('{id}')) {
         const otherId = op.path.startsWith('/v1/orders/') ? await order() : (await createProduct(t, fx.tokens.admin, { stock: 5 })).id;
         const elsewhere = build(op, { ...sampleOf(op, caller), path: { id: otherId } }, own);
-        await unchangedBy(`${name} on another ${op.path.split('/')[op.path.startsWith('/v1/admin/') ? 3 : 2]}`, () => send(elsewhere, headers, body), {
-          status: 422,
-          code: 'IDEMPOTENCY_KEY_REUSED',
-        });
+        await unchangedBy(
+          `${name} on another ${op.path.split('/')[op.path.startsWith('/v1/admin/') ? 3 : 2]}`,
+          () => send(elsewhere, headers, body),
+          refused(422, 'IDEMPOTENCY_KEY_REUSED'),
+        );
       } else {
         const otherBody = JSON.stringify({ ...(JSON.parse(body ?? '{}') as object), replayProbe: 1 });
-        await unchangedBy(`${name} with another body`, () => send(sent, headers, otherBody), { status: 422, code: 'IDEMPOTENCY_KEY_REUSED' });
+        await unchangedBy(`${name} with another body`, () => send(sent, headers, otherBody), refused(422, 'IDEMPOTENCY_KEY_REUSED'));
       }
       if (caller === 'customer') {
         // the key is the customer's: another customer's same request is theirs (a new order),
