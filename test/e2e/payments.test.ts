@@ -475,6 +475,15 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       const again = await keyed(other, header(other));
       expect(again.status).toBe(200);
       expect(again.headers.get('idempotent-replayed')).toBe('true');
+      // the same key on another signed event: 422, and that event is not recorded (API.md:
+      // nothing changes) — the provider delivers it again without the key
+      const third = body.replace('evt_sig_test', 'evt_sig_keyed_other');
+      const reused = await keyed(third, header(third));
+      expect([reused.status, reused.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
+      const recorded = await t.db.pool.query(
+        `SELECT id FROM webhook_events WHERE id IN ('evt_sig_keyed', 'evt_sig_keyed_other') ORDER BY id`,
+      );
+      expect(recorded.rows.map((r) => r.id)).toEqual(['evt_sig_keyed']);
       const { principal } = (await t.db.pool.query(`SELECT principal FROM idempotency_keys WHERE key = $1`, [key])).rows[0];
       // a key whose lock is held (its first request still running): an unsigned caller is
       // refused for its signature at once, never queued on, or told about, the key
