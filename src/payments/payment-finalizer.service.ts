@@ -74,6 +74,20 @@ export const RETRY_REFUND_AFTER_MS = 60 * 1000;
  * transition or carries a deterministic provider key, so a rerun after a crash at any point
  * converges to the same result.
  */
+/**
+ * The provider has no intent under this id (404 resource_missing) — for one of ours, recorded
+ * when it was made there: the provider key was changed (another account, test and live
+ * swapped), or, in development, the simulated intents went with their database. Nothing can be
+ * charged under it through this account, so it is taken as cancelled — only where the order is
+ * cancelled or past its deadline (cancelIntentOf, settleOverdue): such an order otherwise stayed
+ * PAYMENT_PENDING with its stock reserved, its expiry failing and every sweep asking again for
+ * good. An order still in its window is left to its deadline (a key mended in time finds the
+ * intent again).
+ */
+function isUnknownIntent(err: unknown): boolean {
+  return err instanceof GatewayError && err.kind === 'rejected' && err.code === 'resource_missing';
+}
+
 @Injectable()
 export class PaymentFinalizer {
   private readonly logger = new Logger(PaymentFinalizer.name);
@@ -214,7 +228,15 @@ export class PaymentFinalizer {
     const payment = await this.payments.findByOrder(orderId);
     if (!payment || payment.status === 'canceled') return { kind: 'nothing-to-cancel', orderId };
     if (payment.status === 'succeeded') return this.converge(payment);
-    const intent = await this.gateway.cancelIntent(payment.intentId);
+    const intent = await this.gateway.cancelIntent(payment.intentId).catch((err: unknown) => {
+      if (!isUnknownIntent(err)) throw err;
+      this.logger.error(
+        `intent ${payment.intentId} of order ${orderId} is unknown to the payment provider (resource_missing): ` +
+          'recorded as canceled — nothing can be charged under it through this account; if the provider key was ' +
+          'changed, look for a charge in the account the intent was made in',
+      );
+      return { status: 'canceled' as const };
+    });
     const intentStatus = intent.status;
     if (intentStatus === 'succeeded') return this.converge(payment);
     await this.payments.setStatus(payment.id, intentStatus, this.clock.now());
@@ -232,8 +254,12 @@ export class PaymentFinalizer {
   async settleOverdue(orderId: string): Promise<CancelIntentOutcome> {
     const payment = await this.payments.findByOrder(orderId);
     if (payment && payment.status !== 'succeeded' && payment.status !== 'canceled') {
-      const intent = await this.gateway.retrieveIntent(payment.intentId);
-      if (intent.status === 'processing') {
+      // (an intent the provider does not know is cancelled by cancelIntentOf: the order is past its deadline)
+      const intent = await this.gateway.retrieveIntent(payment.intentId).catch((err: unknown) => {
+        if (isUnknownIntent(err)) return null;
+        throw err;
+      });
+      if (intent?.status === 'processing') {
         if (payment.status !== 'processing') await this.tx.run(() => this.payments.setStatus(payment.id, 'processing', this.clock.now()));
         return { kind: 'intent-open', orderId, intentStatus: 'processing' };
       }
