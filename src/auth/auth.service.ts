@@ -133,7 +133,7 @@ export class AuthService {
   ): Promise<{ session: Session; passwordHash: string } | null> {
     // one account's sign-ins a day (each keeps its rows for 30 days after its session ends): a
     // 429 here gives the failure buckets back (the password was right)
-    await this.accountLimits.take('login-account-day', user.id);
+    await this.accountLimits.take('login-account-day', user.id, user.passwordHash);
     const upgraded = this.hasher.needsRehash(user.passwordHash)
       ? await this.hasher.hash(password, { client: clientIp }).catch(() => null)
       : null;
@@ -209,10 +209,10 @@ export class AuthService {
         // one account's refreshes are limited (each rotation keeps a row while its session
         // lives): over the limit, a 429, and this transaction — the spend — rolls back, so the
         // same token works once the window has passed
-        await this.accountLimits.take('refresh-account', spent.userId);
-        await this.accountLimits.take('refresh-account-day', spent.userId);
         const user = await this.users.findById(spent.userId);
         if (!user) throw invalidRefresh(); // cannot happen: families are deleted with their user
+        await this.accountLimits.take('refresh-account', user.id, user.passwordHash);
+        await this.accountLimits.take('refresh-account-day', user.id, user.passwordHash);
         return { ...spent, user, session: await this.sessions.rotate(spent.familyId, now) };
       })
       .catch((err: unknown) => {

@@ -3,6 +3,7 @@ import Redis from 'ioredis';
 import { createHash, randomUUID } from 'node:crypto';
 import { TEST_PASSWORD, createAdmin, registerCustomer, withAuthProbe } from '../support/auth';
 import { counterKey } from '../../src/common/throttling/rate-limit.policies';
+import { accountTracker } from '../../src/common/throttling/account-rate-limit';
 import { insertProduct } from '../support/fixtures';
 import { PrivateRedis } from '../support/private-redis';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -335,13 +336,23 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect((await a.http.post('/v1/auth/refresh', { refreshToken: other.refreshToken }, xff('10.16.0.2'))).status).toBe(200);
   });
 
+  /** The Redis key of an account's counter under a policy, for the password it has now. */
+  const accountCounter = async (policy: string, userId: string) => {
+    const { password_hash } = (await a.db.pool.query(`SELECT password_hash FROM users WHERE id = $1`, [userId])).rows[0];
+    return `${a.config.redis.keyPrefix}:rl:${counterKey(policy, accountTracker(userId, password_hash))}`;
+  };
+  const changePassword = async (s: { accessToken: string; password: string }, newPassword: string, ip: string) => {
+    const changed = await a.http.post('/v1/me/password', { currentPassword: s.password, newPassword }, { token: s.accessToken, ...xff(ip) });
+    expect(changed.status).toBe(204);
+  };
+
   it("limits one account's refreshes over a day too (2,000): each keeps a token row for as long as its session lives", async () => {
     const s = await registerCustomer(a.http, xff('10.16.1.1'));
     const redis = new Redis(a.config.redis.url, { lazyConnect: true });
     await redis.connect();
     try {
       // the day's refreshes so far (2,000 at 60 a minute would take this test 33 minutes)
-      await redis.set(`${a.config.redis.keyPrefix}:rl:${counterKey('refresh-account-day', `user:${s.user.id}`)}`, '2000', 'PX', 86_400_000);
+      await redis.set(await accountCounter('refresh-account-day', s.user.id), '2000', 'PX', 86_400_000);
     } finally {
       redis.disconnect();
     }
@@ -355,13 +366,20 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
       [s.user.id],
     );
     expect(rows.rows).toEqual([{ n: 1, spent: 0 }]);
+    // spent by whoever held a session (a stolen refresh token in a loop): the owner who changes
+    // the password (ending that session) refreshes the new one's sessions — not held for the day
+    await changePassword(s, 'the-owners-new-password', '10.16.1.1');
+    const fresh = await a.http.post('/v1/auth/login', { email: s.email, password: 'the-owners-new-password' }, xff('10.16.1.1'));
+    expect(fresh.status).toBe(200);
+    const refreshed = await a.http.post('/v1/auth/refresh', { refreshToken: fresh.body.refreshToken }, xff('10.16.1.1'));
+    expect(refreshed.status).toBe(200);
   });
 
   it("limits one account's sign-ins over a day (500): each opens a session whose rows are kept 30 days after it ends", async () => {
     const s = await registerCustomer(a.http, xff('10.16.2.1'));
     const redis = new Redis(a.config.redis.url, { lazyConnect: true });
     await redis.connect();
-    const counter = `${a.config.redis.keyPrefix}:rl:${counterKey('login-account-day', `user:${s.user.id}`)}`;
+    const counter = await accountCounter('login-account-day', s.user.id);
     const families = async () =>
       (await a.db.pool.query(`SELECT count(*)::int AS n FROM refresh_token_families WHERE user_id = $1`, [s.user.id])).rows[0].n;
     try {
@@ -382,6 +400,12 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
       // the refused sign-ins left no failure behind: once the day is over, the owner signs in
       await redis.del(counter);
       expect((await a.http.post('/v1/auth/login', { email: s.email, password: s.password }, xff('10.16.2.1'))).status).toBe(200);
+      // spent by a thief holding the password (API.md: a stranger can never lock the owner out):
+      // the owner changes it, and signs in with the new one the same day
+      await redis.set(counter, '500', 'PX', 86_400_000);
+      await changePassword(s, 'the-owners-new-password', '10.16.2.1');
+      const owner = await a.http.post('/v1/auth/login', { email: s.email, password: 'the-owners-new-password' }, xff('10.16.2.1'));
+      expect(owner.status).toBe(200);
     } finally {
       redis.disconnect();
     }

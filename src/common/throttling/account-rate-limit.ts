@@ -1,8 +1,21 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { createHash } from 'node:crypto';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
 import { RATE_LIMIT_POLICIES, counterKey, policyHeaderItem, stateHeaderItem } from './rate-limit.policies';
 import { RedisThrottlerStorage } from './redis-throttler.storage';
+
+/**
+ * The counter's tracker for an account under its password: `user:<id>:<digest of the password
+ * hash>`. A password change starts the account's budgets afresh: whoever spent them with the old
+ * password (a thief signing in or refreshing a stolen session in a loop) cannot hold the owner,
+ * who has changed it, out for the rest of the day (API.md: a stranger can never lock the owner
+ * out). Each password gets one budget (changes are limited: 5 a minute per session, 10 per address).
+ */
+export function accountTracker(userId: string, passwordHash: string): string {
+  const epoch = createHash('sha256').update(`account-limit\0${passwordHash}`).digest('base64url').slice(0, 16);
+  return `user:${userId}:${epoch}`;
+}
 
 /**
  * A per-account limit counted where the account is known only inside the handler — a refresh,
@@ -17,14 +30,16 @@ export class AccountRateLimit {
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
-  /** Counts one request of `userId` under the named policy; over its limit: 429 RATE_LIMITED. */
-  async take(policyName: string, userId: string): Promise<void> {
+  /**
+   * Counts one request of the account `userId`, whose password hash is `passwordHash` (see
+   * accountTracker), under the named policy; over its limit: 429 RATE_LIMITED.
+   */
+  async take(policyName: string, userId: string, passwordHash: string): Promise<void> {
     if (!this.config.rateLimitEnabled) return;
     const policy = RATE_LIMIT_POLICIES.find((p) => p.name === policyName);
     if (!policy) throw new Error(`no rate-limit policy ${policyName}`);
     const windowMs = policy.windowSeconds * 1000;
-    // the guards' key for a signed-in user's counter (trackerFor 'signed-in')
-    const key = counterKey(policy.name, `user:${userId}`);
+    const key = counterKey(policy.name, accountTracker(userId, passwordHash));
     let record;
     try {
       record = await this.storage.increment(key, windowMs, policy.limit, windowMs, policy.name);
