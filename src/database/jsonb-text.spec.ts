@@ -1,4 +1,4 @@
-import { jsonbStorable } from './jsonb-text';
+import { jsonbStorable, textStorable } from './jsonb-text';
 
 describe('jsonbStorable', () => {
   it('returns a value without NUL as it is (the same object); a backslash followed by u0000 is text, kept', () => {
@@ -20,5 +20,14 @@ describe('jsonbStorable', () => {
       deep: { 'k\uFFFD': { v: 'a\uFFFD\uFFFDb' } },
     });
     expect(value.name).toBe('Ann\u0000Lee'); // the original is not changed
+  });
+
+  it('replaces a lone surrogate (high or low, anywhere) but keeps a pair; an escaped backslash before ud800 is text', () => {
+    const value = { a: 'x\ud800', b: '\udc00y', c: '\ud83d\ude00', ['\udbff']: ['\ud83d\ude00\ud800'] };
+    expect(jsonbStorable(value)).toEqual({ a: 'x\ufffd', b: '\ufffdy', c: '\ud83d\ude00', ['\ufffd']: ['\ud83d\ude00\ufffd'] });
+    const literal = { text: 'C:\\ud800 is text' };
+    expect(jsonbStorable(literal)).toEqual(literal);
+    expect(textStorable('id\u0000\udfff')).toBe('id\ufffd\ufffd');
+    expect(textStorable('pi_123')).toBe('pi_123');
   });
 });

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { IsNull } from 'typeorm';
 import { deleteSelected } from '../database/batched-delete';
-import { jsonbStorable } from '../database/jsonb-text';
+import { jsonbStorable, textStorable } from '../database/jsonb-text';
 import { TransactionHost } from '../database/transaction-host';
 import { WebhookEventEntity } from './entities/webhook-event.entity';
 
@@ -19,7 +19,7 @@ export class WebhookEventRepository {
 
   /**
    * Stores a verified event once; false for a duplicate id. The payload as PostgreSQL can store
-   * it (jsonbStorable: a NUL in a string becomes U+FFFD). The primary key decides, also
+   * it (jsonbStorable: a NUL or a lone surrogate in a string becomes U+FFFD). The primary key decides, also
    * between two concurrent deliveries of one event: the second insert waits for the first to
    * commit and then inserts nothing (ON CONFLICT DO NOTHING), so only one of them enqueues it.
    */
@@ -36,9 +36,11 @@ export class WebhookEventRepository {
         .insert()
         .into(WebhookEventEntity)
         .values({
-          id: e.id,
-          type: e.type,
-          intentId: e.intentId,
+          // (signed by the provider, whose ids never hold a NUL or a lone surrogate — if one did,
+          // PostgreSQL's text would refuse the event on every delivery: kept as storable)
+          id: textStorable(e.id),
+          type: textStorable(e.type),
+          intentId: e.intentId === null ? null : textStorable(e.intentId),
           // a NUL in text the customer typed (a billing name) would make jsonb refuse the event on
           // every delivery; the payload is kept for the record only (nothing reads it back)
           payload: jsonbStorable(e.payload),

@@ -166,20 +166,25 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     }
   }, 30_000);
 
-  it('a signed event carrying a NUL in a customer-typed field (a billing name) is recorded and processed, not refused forever', async () => {
+  it('a signed event carrying a NUL or a lone surrogate in a customer-typed field (a billing name) is recorded and processed, not refused forever', async () => {
     const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 5_000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     const intent = await startPayment(order.body.id);
     const event = stripe.succeed(intent);
     // PostgreSQL's jsonb refuses the \u0000 escape (22P05): the stored copy must do without it
-    Object.assign(event.data.object, { shipping: { name: 'Ann\u0000Lee', address: { line1: 'x\u0000' } }, metadata: { 'k\u0000': 'v' } });
+    // (22P05), and a surrogate without its pair (22P02): the stored copy must do without them
+    Object.assign(event.data.object, {
+      shipping: { name: 'Ann\u0000Lee', address: { line1: 'x\u0000', line2: 'a\ud800b', city: '\udc00\ud83d\ude00' } },
+      metadata: { 'k\u0000': 'v', '\ud83d': 'w' },
+    });
     const res = await deliver(event);
     expect(res.status).toBe(200);
     expect(await processed(event.id)).toBeTruthy();
     await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED');
     const stored = (await t.db.pool.query(`SELECT payload FROM webhook_events WHERE id = $1`, [event.id])).rows[0]?.payload;
     expect(stored?.data?.object?.shipping?.name).toBe('Ann\ufffdLee');
-    expect(stored?.data?.object?.metadata).toEqual({ 'k\ufffd': 'v' });
+    expect(stored?.data?.object?.shipping?.address).toEqual({ line1: 'x\ufffd', line2: 'a\ufffdb', city: '\ufffd\ud83d\ude00' });
+    expect(stored?.data?.object?.metadata).toEqual({ 'k\ufffd': 'v', '\ufffd': 'w' });
   });
 
   it('a stale payment_failed after success changes nothing', async () => {
