@@ -16,6 +16,7 @@ import {
   frameworkErrors,
   limitBodies,
   refuseExpectation,
+  refuseConnect,
   refuseWhileClosing,
   requireHost,
 } from './common/http/request-limits';
@@ -119,6 +120,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   });
   fastify.addHook('preParsing', soldOut.preParsing);
   fastify.server.on('checkExpectation', refuseExpectation);
+  fastify.server.on('connect', refuseConnect);
   // While shutting down, answer in-flight requests with Connection: close so keep-alive
   // sockets do not hold the process open after their last response; refuse new ones.
   let closing = false;

@@ -314,20 +314,23 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     }
   });
 
-  it("answers Node's own refusals as problem+json with a request id: no Host header (400), an Expect it cannot meet (417)", async () => {
+  it("answers Node's own refusals as problem+json with a request id: no Host header (400), an Expect it cannot meet (417), a CONNECT (405, not a dropped connection)", async () => {
     const port = Number(new URL(t.baseUrl).port);
-    for (const [head, status] of [
-      ['GET /v1/categories HTTP/1.1\r\nConnection: close\r\n\r\n', 400],
-      [`GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nExpect: x-teapot\r\nConnection: close\r\n\r\n`, 417],
+    for (const [head, status, reason, title] of [
+      ['GET /v1/categories HTTP/1.1\r\nConnection: close\r\n\r\n', 400, 'Bad Request', 'Bad request'],
+      [`GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nExpect: x-teapot\r\nConnection: close\r\n\r\n`, 417, 'Expectation Failed', 'Expectation failed'],
+      [`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`, 405, 'Method Not Allowed', 'Method not allowed'],
+      [`CONNECT /v1/orders HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`, 405, 'Method Not Allowed', 'Method not allowed'],
     ] as const) {
       const raw = await rawExchange(port, head);
       const [statusLine, ...rest] = raw.split('\r\n');
       const headers = rest.slice(0, rest.indexOf('')).join('\n').toLowerCase();
-      const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as { status: number; requestId: string };
-      expect(statusLine).toBe(`HTTP/1.1 ${status} ${status === 400 ? 'Bad Request' : 'Expectation Failed'}`);
+      const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as { status: number; title: string; requestId: string };
+      expect(statusLine).toBe(`HTTP/1.1 ${status} ${reason}`);
       expect(headers).toMatch(/^content-type: application\/problem\+json/m);
       expect(headers).toContain(`x-request-id: ${body.requestId.toLowerCase()}`);
-      expect(body.status).toBe(status);
+      expect(headers).toContain('x-content-type-options: nosniff');
+      expect([body.status, body.title]).toEqual([status, title]);
     }
     // a well-formed request id of the client's is kept (API.md), here too
     const raw = await rawExchange(

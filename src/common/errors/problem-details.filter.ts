@@ -274,6 +274,7 @@ function httpTitle(status: number): string {
     414: 'URI too long',
     415: 'Unsupported media type',
     416: 'Range not satisfiable',
+    417: 'Expectation failed',
     431: 'Request header fields too large',
     422: 'Unprocessable content',
     429: 'Too many requests',

@@ -203,22 +203,43 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? [408, 'REQUEST_TIMEOUT', 'The request was not received in time.']
         : [400, 'BAD_REQUEST', 'The request is malformed.'];
-  const requestId = resolveRequestId(undefined); // (no headers were read: a new one)
-  const body = JSON.stringify(problemBody({ status, code, detail }, requestId));
   // the request that timed out was already answered (refused while its body still trickled
   // in): one answer per request, so the connection is only closed
-  if (socket.writable && !answeredEarly.has(socket)) {
-    // the security headers every other answer carries, problems included
-    const security = Object.entries(securityHeaders())
-      .map(([name, value]) => `${name}: ${value}\r\n`)
-      .join('');
-    socket.write(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
-        `Content-Type: application/problem+json; charset=utf-8\r\n` +
-        security +
-        `Content-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\n` +
-        `Connection: close\r\n\r\n${body}`,
-    );
-  }
+  if (!answeredEarly.has(socket)) writeRawProblem(socket, status, code, detail, resolveRequestId(undefined)); // (no headers read: a new id)
   socket.destroy(err);
+}
+
+/**
+ * A `CONNECT` request (a proxy tunnel): 405 as problem+json with a request id, then the
+ * connection is closed. Node hands CONNECT to the server's `connect` event, never to a route:
+ * with no listener it destroyed the socket without an answer.
+ */
+export function refuseConnect(request: IncomingMessage, socket: Socket): void {
+  writeRawProblem(
+    socket,
+    405,
+    'METHOD_NOT_ALLOWED',
+    'CONNECT is not supported: this is not a proxy.',
+    resolveRequestId(request.headers['x-request-id']), // a well-formed one kept, as everywhere
+  );
+  socket.destroySoon();
+}
+
+/**
+ * Writes a problem+json answer straight to a socket that has no response object (Node's own
+ * refusals), with the security headers every other answer carries, and `Connection: close`.
+ */
+function writeRawProblem(socket: Socket, status: number, code: ErrorCode, detail: string, requestId: string): void {
+  if (!socket.writable) return;
+  const body = JSON.stringify(problemBody({ status, code, detail }, requestId));
+  const security = Object.entries(securityHeaders())
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
+  socket.write(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
+      `Content-Type: application/problem+json; charset=utf-8\r\n` +
+      security +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\n` +
+      `Connection: close\r\n\r\n${body}`,
+  );
 }
