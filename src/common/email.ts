@@ -20,9 +20,11 @@ export const PLAIN_ADDRESS = /^[^\s"\\\p{Cf}\p{Default_Ignorable_Code_Point}]+@[
 /**
  * A domain written in its own letters, not its ASCII (`xn--`) form: `asha@xn--bcher-kva.de` is
  * delivered to `asha@bücher.de` (mail software sends the Unicode form as that), so it would be a
- * second account, and a second inbox to the allowances, for one mailbox.
+ * second account, and a second inbox to the allowances, for one mailbox. Likewise its labels
+ * separated by the full stop: IDNA takes the ideographic and fullwidth ones (`。`, `．`, `｡`) for
+ * it, so `asha@example。com` reaches `asha@example.com`.
  */
-export const UNICODE_DOMAIN = /^[^@]+@(?!(?:[^.@]+\.)*xn--)[^@]+$/iu;
+export const UNICODE_DOMAIN = /^[^@]+@(?!(?:[^.@]+\.)*xn--)[^@\u3002\uFF0E\uFF61]+$/iu;
 
 /** Providers that ignore dots in the local part (and their alias domain). */
 const DOTLESS_DOMAINS = new Map([

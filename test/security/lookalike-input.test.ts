@@ -50,7 +50,7 @@ describe('look-alike input: addresses, names, review text', () => {
     expect(inboxKey(`" ${victim}"@gmail.com`)).toBe(`${victim}@gmail.com`);
   });
 
-  it('refuses addresses that show as another one (invisible characters) or spell its domain another way (xn--)', async () => {
+  it('refuses addresses that show as another one (invisible characters) or spell its domain another way (xn--, other IDNA full stops)', async () => {
     const victim = `v${randomUUID().slice(0, 8)}`;
     expect((await register(`${victim}@b\u00fccher.de`)).status).toBe(201);
     for (const email of [
@@ -62,6 +62,11 @@ describe('look-alike input: addresses, names, review text', () => {
       `${victim}@b\u00fccher.de\u200B`,
       `${victim}@xn--bcher-kva.de`, // the same mailbox: mail software sends the Unicode form as this
       `${victim}@mail.XN--bcher-kva.de`,
+      // IDNA's other full stops: the same mailbox as mail.b\u00fccher.de (with a dot of its own
+      // too, or the address is no address at all)
+      `${victim}@mail\u3002b\u00fccher.de`,
+      `${victim}@mail\uFF0Eb\u00fccher.de`,
+      `${victim}@mail\uFF61b\u00fccher.de`,
     ]) {
       const res = await register(email);
       expect({ email, status: res.status }).toEqual({ email, status: 400 });

@@ -35,7 +35,7 @@ export class RegisterDto {
   @Transform(toNormalizedEmail)
   @IsEmail()
   @Matches(PLAIN_ADDRESS, { message: 'email must be a plain address: no quotes, backslashes, spaces or invisible characters' })
-  @Matches(UNICODE_DOMAIN, { message: 'email must write its domain in its own letters (bücher.de), not its xn-- form' })
+  @Matches(UNICODE_DOMAIN, { message: 'email must write its domain in its own letters (bücher.de), not its xn-- form, with plain dots' })
   @MaxChars(254)
   email!: string;
 
