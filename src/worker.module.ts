@@ -11,7 +11,7 @@ import { paymentsBackoff } from './payments/refund-settle.job';
 import { EMAIL_MAX_STALLS, emailBackoff } from './notifications/email-job';
 import { JobHandlers } from './queue/job-handlers';
 import { QueueModule } from './queue/queue.module';
-import { QueueName } from './queue/queues';
+import { JOB_NAMES, JOB_QUEUE, QueueName } from './queue/queues';
 import { queueProcessors } from './queue/queue-processors';
 import { ScheduledPassLocks } from './queue/scheduled-pass-locks';
 import { Schedulers } from './queue/schedulers';
@@ -34,6 +34,13 @@ const PAYMENTS_QUEUE_CONCURRENCY = 4;
  * several run side by side safely.
  */
 const EMAIL_QUEUE_CONCURRENCY = 4;
+/**
+ * Housekeeping passes one worker process runs at once: each of its kinds beside the others (a
+ * pass never beside itself: ScheduledPassLocks). One at a time, the image reconciliation against
+ * a slow store (2,000 lookups of up to 5 s each) or a purge after a sale held the emails' safety
+ * net (`maintenance.reconcile-emails`, every 5 minutes) behind it for as long as it took.
+ */
+const MAINTENANCE_QUEUE_CONCURRENCY = JOB_NAMES.filter((name) => JOB_QUEUE[name] === QueueName.Maintenance).length;
 
 /**
  * The worker role: the API's modules (AppModule) plus the worker-only ones (emails,
@@ -61,6 +68,7 @@ export class WorkerModule {
           // expiry that asks a slow payment provider about an intent (seconds) must not hold the
           // expiry of unpaid orders, nor the sweep, behind it
           [QueueName.Orders]: { concurrency: ORDERS_QUEUE_CONCURRENCY },
+          [QueueName.Maintenance]: { concurrency: MAINTENANCE_QUEUE_CONCURRENCY },
           // the custom backoff of payments.settle-refund (SETTLE_REFUND_JOB_OPTIONS)
           [QueueName.Payments]: { concurrency: PAYMENTS_QUEUE_CONCURRENCY, settings: { backoffStrategy: paymentsBackoff } },
           // email.send's capped backoff, a day of retries (EMAIL_JOB_OPTIONS); an email whose

@@ -1,6 +1,9 @@
 import type { INestApplicationContext } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
+import { ImagesService } from '../../src/catalog/images.service';
+import { MaintenanceService } from '../../src/maintenance/maintenance.service';
+import { EmailReconciler } from '../../src/notifications/email-reconciler';
 import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
 import { JobQueues } from '../../src/queue/job-queues';
 import { JobName } from '../../src/queue/queues';
@@ -133,5 +136,47 @@ describe('scheduled passes run one at a time across workers', () => {
     });
     expect(n.value).toBe(0);
     expect(entered).toBe(before + 1);
+  });
+
+  it("a slow housekeeping pass does not hold the others' on its queue: the emails' safety net runs beside a stalled image reconciliation", async () => {
+    let release!: () => void;
+    const stalled = new Promise<void>((resolve) => (release = resolve));
+    let slow = 0;
+    const reconciled: boolean[] = [];
+    // (the handlers are bound at boot: what they call is stood in for)
+    const inner = <T extends object>(service: object, field: string) => (service as Record<string, T>)[field];
+    for (const worker of workers) {
+      // a store that answers each lookup after seconds; a purge after a sale, thousands of rows
+      jest.spyOn(inner<{ findPending(): Promise<unknown[]> }>(worker.get(ImagesService), 'images'), 'findPending').mockImplementation(async () => {
+        slow++;
+        await stalled;
+        return [];
+      });
+      jest.spyOn(inner<{ purgePublished(): Promise<number> }>(worker.get(MaintenanceService), 'outbox'), 'purgePublished').mockImplementation(async () => {
+        slow++;
+        await stalled;
+        return 0;
+      });
+      const deliveries = inner<{ databaseNow(): Promise<Date> }>(worker.get(EmailReconciler), 'deliveries');
+      const databaseNow = deliveries.databaseNow.bind(deliveries);
+      jest.spyOn(deliveries, 'databaseNow').mockImplementation(() => {
+        reconciled.push(true); // (the reconciliation's first step)
+        return databaseNow();
+      });
+    }
+    try {
+      // the two slow passes take a slot on each of the two workers (one each, one at a time before)
+      await jobs().add(JobName.ReconcileImages, {}, { jobId: `test-images-${randomUUID()}` });
+      await jobs().add(JobName.PurgeOutbox, {}, { jobId: `test-purge-${randomUUID()}` });
+      await waitFor('both slow passes to be running', async () => slow === 2);
+      const emails = (await jobs().add(JobName.ReconcileEmails, {}, { jobId: `test-emails-${randomUUID()}` })).id as string;
+      await waitFor('the email reconciliation to run while they do', async () =>
+        (await (await jobs().find(JobName.ReconcileEmails, emails))?.getState()) === 'completed',
+      );
+      expect(reconciled).toEqual([true]);
+      expect(slow).toBe(2); // (still running)
+    } finally {
+      release();
+    }
   });
 });
