@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { Server, Socket, createServer } from 'node:net';
+import { join } from 'node:path';
 import { AddressInfo } from 'node:net';
 import { insertProduct, newKey } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
@@ -54,6 +56,27 @@ describe('DATABASE_LOCK_URL', () => {
     expect(rows[0].n).toBe(1);
     expect(proxy.connections).toBe(1); // one session for the process, kept
   });
+
+  it('carries the migration CLI (its run lock is a session advisory lock): DATABASE_URL is not used by it', async () => {
+    // DATABASE_URL at a port nothing listens on: a transaction-mode bouncer, as far as the CLI knows
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const pooled = new URL(t.db.url);
+    pooled.host = `127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise((resolve) => closed.close(resolve));
+    const before = proxy.connections;
+    const run = spawn(process.execPath, ['-r', './scripts/ts-register.js', 'node_modules/typeorm/cli.js', 'migration:run', '-d', 'ormconfig.ts'], {
+      cwd: join(__dirname, '..', '..'),
+      env: { ...process.env, DATABASE_URL: pooled.toString(), DATABASE_LOCK_URL: proxy.through(t.db.url), LOG_LEVEL: 'error' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    run.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    run.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const code = await new Promise<number | null>((resolve) => run.on('exit', resolve));
+    expect({ code, out }).toEqual({ code: 0, out: expect.stringContaining('No migrations are pending') });
+    expect(proxy.connections).toBeGreaterThan(before);
+  }, 60_000);
 });
 
 /**
