@@ -1,5 +1,6 @@
 import { DomainError } from '../common/errors/domain-error';
 import type { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
+import type { AccountRateLimit } from '../common/throttling/account-rate-limit';
 import type { TransactionHost } from '../database/transaction-host';
 import type { User, UserRepository } from '../users/user.repository';
 import { AccountService } from './account.service';
@@ -67,6 +68,7 @@ function setup() {
     'signIns',
   );
   const sessions = mockOf<SessionIssuer>({ clientKeyOf: jest.fn((email: string, ip: string) => `key:${email}:${ip}`) }, 'sessions');
+  const accountLimits = mockOf<AccountRateLimit>({ take: jest.fn(async () => undefined) }, 'accountLimits');
   const service = new AccountService(
     users,
     refreshTokens,
@@ -77,8 +79,9 @@ function setup() {
     revoked,
     signIns,
     sessions,
+    accountLimits,
   );
-  return { service, users, refreshTokens, hasher, events, tx, revoked, signIns };
+  return { service, users, refreshTokens, hasher, events, tx, revoked, signIns, accountLimits };
 }
 
 describe('AccountService', () => {

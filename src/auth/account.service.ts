@@ -12,6 +12,7 @@ import { RevokedSessions } from './revoked-sessions';
 import { SecurityEvents } from './security-events';
 import { SessionIssuer } from './session-issuer';
 import { FailedAttemptLimiter } from '../common/throttling/failed-attempt-limiter';
+import { AccountRateLimit } from '../common/throttling/account-rate-limit';
 
 /** The signed-in user's own account, and provisioning of accounts with a role. */
 @Injectable()
@@ -26,6 +27,7 @@ export class AccountService {
     private readonly revoked: RevokedSessions,
     private readonly signIns: FailedAttemptLimiter,
     private readonly sessions: SessionIssuer,
+    private readonly accountLimits: AccountRateLimit,
   ) {}
 
   async me(userId: string): Promise<UserDto> {
@@ -54,6 +56,9 @@ export class AccountService {
       { session: sessionId },
     );
     if (!verified) throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
+    // the account's changes a day (each starts its sign-in and refresh budgets afresh), counted
+    // once the current password is right
+    await this.accountLimits.take('password-change-day', userId);
     const hash = await this.hasher.hash(dto.newPassword, { priority: true, client: clientIp });
     let checked = user.passwordHash;
     for (let attempt = 1; ; attempt++) {

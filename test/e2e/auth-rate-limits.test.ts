@@ -414,6 +414,30 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect((await a.http.post('/v1/auth/login', { email: other.email, password: other.password }, xff('10.16.2.2'))).status).toBe(200);
   });
 
+  it("limits one account's password changes over a day (10), counting only those whose current password was right", async () => {
+    const s = await registerCustomer(a.http, xff('10.16.3.1'));
+    const counter = `${a.config.redis.keyPrefix}:rl:${counterKey('password-change-day', `user:${s.user.id}`)}`;
+    const redis = new Redis(a.config.redis.url, { lazyConnect: true });
+    await redis.connect();
+    try {
+      const change = (currentPassword: string) =>
+        a.http.post('/v1/me/password', { currentPassword, newPassword: 'a-new-password-1' }, { token: s.accessToken, ...xff('10.16.3.1') });
+      // a wrong guess (a stolen session's) is not counted: it cannot spend the owner's changes
+      expect((await change('a-wrong-guess-1')).status).toBe(403);
+      expect(await redis.get(counter)).toBeNull();
+      // the day's changes so far: each new password starts the sign-in and refresh budgets afresh,
+      // so changing it in a loop is bounded here
+      await redis.set(counter, '10', 'PX', 86_400_000);
+      const over = await change(s.password);
+      expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
+      expect(over.headers.get('ratelimit-policy')).toContain('"password-change-day";q=10;w=86400');
+      // nothing changed: the old password still signs in
+      expect((await a.http.post('/v1/auth/login', { email: s.email, password: s.password }, xff('10.16.3.1'))).status).toBe(200);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
   it('limits password-change attempts per user', async () => {
     const s = await registerCustomer(a.http, xff('10.9.0.1'));
     const statuses = [];

@@ -31,15 +31,15 @@ export class AccountRateLimit {
   ) {}
 
   /**
-   * Counts one request of the account `userId`, whose password hash is `passwordHash` (see
-   * accountTracker), under the named policy; over its limit: 429 RATE_LIMITED.
+   * Counts one request of the account `userId` under the named policy — per password when
+   * `passwordHash` is given (accountTracker), else per account; over its limit: 429 RATE_LIMITED.
    */
-  async take(policyName: string, userId: string, passwordHash: string): Promise<void> {
+  async take(policyName: string, userId: string, passwordHash?: string): Promise<void> {
     if (!this.config.rateLimitEnabled) return;
     const policy = RATE_LIMIT_POLICIES.find((p) => p.name === policyName);
     if (!policy) throw new Error(`no rate-limit policy ${policyName}`);
     const windowMs = policy.windowSeconds * 1000;
-    const key = counterKey(policy.name, accountTracker(userId, passwordHash));
+    const key = counterKey(policy.name, passwordHash === undefined ? `user:${userId}` : accountTracker(userId, passwordHash));
     let record;
     try {
       record = await this.storage.increment(key, windowMs, policy.limit, windowMs, policy.name);

@@ -54,6 +54,12 @@ export interface RateLimitPolicy {
    * more than availability; `false` lets it through (fail open) — for everything else.
    */
   failClosed: boolean;
+  /**
+   * Counted inside the handler once what it counts is known (AccountRateLimit: a refresh's
+   * account, a verified password), never by the guards — which would count every attempt, a
+   * wrong guess included.
+   */
+  inHandler?: true;
 }
 
 /** The named policies. Limits are shared by every API instance (counters live in Redis). */
@@ -147,6 +153,7 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     tracker: 'signed-in',
     scope: 'refresh',
     failClosed: false,
+    inHandler: true,
   },
   {
     // and over a day: at 60 a minute one account kept 86,400 token rows a day for as long as its
@@ -159,6 +166,7 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     tracker: 'signed-in',
     scope: 'refresh',
     failClosed: false,
+    inHandler: true,
   },
   {
     // sign-ins of one account (each opens a session: a family and a token row, kept while it lives
@@ -173,6 +181,7 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     tracker: 'signed-in',
     scope: 'login',
     failClosed: false,
+    inHandler: true,
   },
   {
     // each checks a password (argon2, behind one gate per process): with login's 20 a minute,
@@ -186,6 +195,20 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     failClosed: true,
   },
 
+  {
+    // password changes made (the current password verified) of one account a day: each new
+    // password starts the account's sign-in and refresh budgets afresh (accountTracker), so
+    // changing it in a loop would lift their bound — at 10, an account signs in at most 5,500
+    // times a day. Counted only once the current password is right: a stolen session's wrong
+    // guesses cannot spend the owner's changes.
+    name: 'password-change-day',
+    limit: 10,
+    windowSeconds: 86_400,
+    tracker: 'signed-in',
+    scope: 'password-change',
+    failClosed: false,
+    inHandler: true,
+  },
   {
     name: 'password-change',
     limit: 5,
@@ -201,6 +224,7 @@ export function phaseOf(policy: RateLimitPolicy): RateLimitPhase {
 }
 
 export function appliesTo(policy: RateLimitPolicy, scope: RateLimitScope | undefined): boolean {
+  if (policy.inHandler) return false;
   if (scope !== undefined && policy.exceptScopes?.includes(scope)) return false;
   return policy.scope === undefined || policy.scope === scope;
 }
