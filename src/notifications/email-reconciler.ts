@@ -102,7 +102,8 @@ export class EmailReconciler {
       if ((await existing.getState()) !== 'failed') return false;
       const rounds = existing.data.reconcilerRetries ?? 0;
       if (rounds >= MAX_RECONCILER_RETRIES) return false; // left failed, for the operator
-      await existing.updateData({ ...existing.data, reconcilerRetries: rounds + 1 });
+      // (a fresh round waits for a live twin afresh too)
+      await existing.updateData({ ...existing.data, reconcilerRetries: rounds + 1, busyRetries: 0 });
       try {
         await existing.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
       } catch (err) {

@@ -57,11 +57,18 @@ describe('EmailService.handleSendEmail (the email.send job)', () => {
     const capped = setup({ orderId, kind: 'cancellation', busyRetries: EMAIL_BUSY_RETRIES }, busy);
     await expect(capped.run()).rejects.toBe(busy);
     expect(capped.job.moveToDelayed).not.toHaveBeenCalled();
+    // the attempt spent, the count starts again: the next attempt waits for a twin as the first did
+    expect(capped.job.updateData).toHaveBeenCalledWith({ orderId, kind: 'cancellation', busyRetries: 0 });
 
     const down = new Error('connect ECONNREFUSED');
     const failing = setup({ orderId, kind: 'cancellation' }, down);
     await expect(failing.run()).rejects.toBe(down);
     expect(failing.job.moveToDelayed).not.toHaveBeenCalled();
+    expect(failing.job.updateData).not.toHaveBeenCalled(); // (nothing to start again)
+    // another error after some waits: an attempt, and the waits start again
+    const after = setup({ orderId, kind: 'cancellation', busyRetries: 5 }, down);
+    await expect(after.run()).rejects.toBe(down);
+    expect(after.job.updateData).toHaveBeenCalledWith({ orderId, kind: 'cancellation', busyRetries: 0 });
 
     // the same job one wait earlier is put back (so the cap, not the error, made the difference)
     const waiting = setup({ orderId, kind: 'cancellation', busyRetries: EMAIL_BUSY_RETRIES - 1 }, busy);

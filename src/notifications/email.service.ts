@@ -302,7 +302,10 @@ export class EmailService {
    * The `email.send` job. A delivery that another attempt, alive, is sending right now is not
    * a failure: the job looks again in EMAIL_BUSY_RETRY_MS without spending an attempt (nor the
    * exponential backoff meant for a mail server that is down), at most EMAIL_BUSY_RETRIES times
-   * (counted in the job's data); then, like any other error, it is a failed attempt.
+   * in a row (counted in the job's data); then, like any other error, it is a failed attempt —
+   * after which the count starts again: it counts one wait for a live twin, not the job's life
+   * (a wait used up once, by one long conversation, made every later one cost an attempt and
+   * its backoff of up to 30 minutes instead of 2 s).
    */
   @OnJob(JobName.SendEmail)
   async handleSendEmail(
@@ -314,7 +317,11 @@ export class EmailService {
       return await this.send(data);
     } catch (err) {
       const busy = data.busyRetries ?? 0;
-      if (!(err instanceof EmailDeliveryBusyError) || !token || busy >= EMAIL_BUSY_RETRIES) throw err;
+      if (!(err instanceof EmailDeliveryBusyError) || !token || busy >= EMAIL_BUSY_RETRIES) {
+        // an attempt spent: the next one waits for a twin afresh (best effort: the count only)
+        if (busy > 0) await job.updateData({ ...data, busyRetries: 0 }).catch(() => undefined);
+        throw err;
+      }
       await job.updateData({ ...data, busyRetries: busy + 1 });
       return delayJob(job, token, Date.now() + EMAIL_BUSY_RETRY_MS);
     }
