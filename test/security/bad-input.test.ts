@@ -332,6 +332,21 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       expect(headers).toContain('x-content-type-options: nosniff');
       expect([body.status, body.title]).toEqual([status, title]);
     }
+    // a client that resets the connection right after its CONNECT: the process lives on (Node took
+    // the socket's own error listener off before handing it over)
+    for (let i = 0; i < 5; i++) {
+      await new Promise<void>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => {
+          socket.write(`CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: x\r\n\r\n`);
+          setImmediate(() => {
+            socket.resetAndDestroy();
+            resolve();
+          });
+        });
+        socket.on('error', () => undefined);
+      });
+    }
+    expect((await t.http.get('/v1/categories')).status).toBe(200);
     // a well-formed request id of the client's is kept (API.md), here too
     const raw = await rawExchange(
       port,

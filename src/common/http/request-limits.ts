@@ -215,6 +215,9 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
  * with no listener it destroyed the socket without an answer.
  */
 export function refuseConnect(request: IncomingMessage, socket: Socket): void {
+  // Node took its own error listener off the socket before handing it over: a client that resets
+  // the connection would otherwise raise an uncaught 'error' and end the process
+  socket.on('error', () => socket.destroy());
   writeRawProblem(
     socket,
     405,
