@@ -79,11 +79,14 @@ export const RETRY_REFUND_AFTER_MS = 60 * 1000;
  * when it was made there: the provider key was changed (another account, test and live
  * swapped), or, in development, the simulated intents went with their database. Nothing can be
  * charged under it through this account, so it is taken as cancelled — only where the order is
- * cancelled or past its deadline (cancelIntentOf, settleOverdue): such an order otherwise stayed
- * PAYMENT_PENDING with its stock reserved, its expiry failing and every sweep asking again for
- * good. An order still in its window is left to its deadline (a key mended in time finds the
- * intent again).
+ * cancelled or past its deadline (cancelIntentOf, settleOverdue), and a day after that deadline
+ * (unknownLongEnough): such an order otherwise stayed PAYMENT_PENDING with its stock reserved,
+ * its expiry failing and every sweep asking again for good. Until then it waits (a key mended in
+ * time finds the intent again, and an order paid in time is confirmed).
  */
+/** How long past its order's deadline an intent the provider does not know is waited for. */
+export const UNKNOWN_INTENT_GRACE_MS = 24 * 60 * 60 * 1000;
+
 function isUnknownIntent(err: unknown): boolean {
   return err instanceof GatewayError && err.kind === 'rejected' && err.code === 'resource_missing';
 }
@@ -228,8 +231,8 @@ export class PaymentFinalizer {
     const payment = await this.payments.findByOrder(orderId);
     if (!payment || payment.status === 'canceled') return { kind: 'nothing-to-cancel', orderId };
     if (payment.status === 'succeeded') return this.converge(payment);
-    const intent = await this.gateway.cancelIntent(payment.intentId).catch((err: unknown) => {
-      if (!isUnknownIntent(err)) throw err;
+    const intent = await this.gateway.cancelIntent(payment.intentId).catch(async (err: unknown) => {
+      if (!isUnknownIntent(err) || !(await this.unknownLongEnough(orderId))) throw err;
       this.logger.error(
         `intent ${payment.intentId} of order ${orderId} is unknown to the payment provider (resource_missing): ` +
           'recorded as canceled — nothing can be charged under it through this account; if the provider key was ' +
@@ -243,6 +246,18 @@ export class PaymentFinalizer {
     return intentStatus === 'canceled'
       ? { kind: 'intent-cancelled', orderId }
       : { kind: 'intent-open', orderId, intentStatus };
+  }
+
+  /**
+   * Whether an intent the provider does not know may be taken as cancelled: only a day past its
+   * order's reservation deadline (UNKNOWN_INTENT_GRACE_MS). A wrong provider key deployed for a
+   * while (another account's, test for live) makes every intent unknown: an order paid in time
+   * in the right account must not expire meanwhile (its payment recorded cancelled, its real
+   * intent never cancelled after), but wait, as for a provider that does not answer.
+   */
+  private async unknownLongEnough(orderId: string): Promise<boolean> {
+    const deadline = (await this.orders.findById(orderId))?.reservationExpiresAt;
+    return !deadline || this.clock.now().getTime() - deadline.getTime() >= UNKNOWN_INTENT_GRACE_MS;
   }
 
   /**

@@ -540,22 +540,30 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     }, 30_000);
 
-    it('an intent Stripe does not know (the key changed to another account): the order still expires at its deadline, and not before', async () => {
+    it('an intent Stripe does not know (the key changed to another account): the order expires a day past its deadline, not before', async () => {
       const { p, order } = await paying();
       // Stripe answers 404 resource_missing for the recorded intent
       const vanished = `pi_vanished_${Date.now()}`;
       await t.db.pool.query(`UPDATE payments SET intent_id = $2 WHERE order_id = $1`, [order.body.id, vanished]);
       const payment = async () =>
         (await t.db.pool.query(`SELECT status FROM payments WHERE order_id = $1`, [order.body.id])).rows[0].status as string;
-      // within its window: left as it is (a key mended in time finds its intent again)
+      const pastDeadline = (interval: string) =>
+        t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - $2::interval WHERE id = $1`, [order.body.id, interval]);
+      // within its window: left as it is
       expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(false);
       await t.db.pool.query(`UPDATE payments SET updated_at = now() - interval '1 hour' WHERE order_id = $1`, [order.body.id]);
       await worker.get(PaymentFinalizer).reconcile();
+      // past it, but within the day: still waited for — a wrong key deployed for a while makes
+      // every intent unknown, and an order paid in time in the right account must not expire
+      await pastDeadline('23 hours');
+      await expect(worker.get(OverdueOrders).settle(order.body.id)).rejects.toThrow();
+      await expect(worker.get(PaymentFinalizer).cancelIntentOf(order.body.id)).rejects.toThrow();
       expect((await orderOf(order.body.id)).status).toBe('PAYMENT_PENDING');
       expect(await payment()).toBe('requires_payment_method');
-      // past it: the intent is taken as cancelled (nothing can be charged under it through this
-      // account) and the order expires, its stock released — it used to fail every sweep for good
-      await overdue(order.body.id);
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 1 });
+      // a day past it: the intent is taken as cancelled (nothing can be charged under it through
+      // this account) and the order expires, its stock released — it used to fail every sweep for good
+      await pastDeadline('25 hours');
       expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(true);
       expect(await orderOf(order.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
       expect(await payment()).toBe('canceled');
