@@ -9,8 +9,8 @@ import { RedisThrottlerStorage } from './redis-throttler.storage';
  * The counter's tracker for an account under its password: `user:<id>:<digest of the password
  * hash>`. A password change starts the account's budgets afresh: whoever spent them with the old
  * password (a thief signing in or refreshing a stolen session in a loop) cannot hold the owner,
- * who has changed it, out for the rest of the day (API.md: a stranger can never lock the owner
- * out). Each password gets one budget (changes are limited: 5 a minute per session, 10 per address).
+ * who has changed it (from a session still signed in), out for the rest of the day. Each password
+ * gets one budget; an account's changes are limited to 10 a day (`password-change-day`).
  */
 export function accountTracker(userId: string, passwordHash: string): string {
   const epoch = createHash('sha256').update(`account-limit\0${passwordHash}`).digest('base64url').slice(0, 16);
