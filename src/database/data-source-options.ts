@@ -27,7 +27,7 @@ const LONG_RUNNING_SILENCE_MS = 10 * 60_000;
 const CONNECT_TIMEOUT_MS = 5000;
 
 /** How long a migration waits for a table lock before it fails (and rolls back): run it again later. */
-const MIGRATION_LOCK_TIMEOUT_MS = 5_000;
+export const MIGRATION_LOCK_TIMEOUT_MS = 5_000;
 
 /** The server's own TCP keepalive probes: a vanished client is noticed in about 25 s. */
 export const SERVER_KEEPALIVES = '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3';
