@@ -67,6 +67,10 @@ describe('look-alike input: addresses, names, review text', () => {
       `${victim}@mail\u3002b\u00fccher.de`,
       `${victim}@mail\uFF0Eb\u00fccher.de`,
       `${victim}@mail\uFF61b\u00fccher.de`,
+      // and letters IDNA maps to others (UTS #46): mail software sends these as fish / example / iv
+      `${victim}@\uFB01sh.b\u00fccher.de`,
+      `${victim}@\u24D4xample.b\u00fccher.de`,
+      `${victim}@\u2173.b\u00fccher.de`,
     ]) {
       const res = await register(email);
       expect({ email, status: res.status }).toEqual({ email, status: 400 });

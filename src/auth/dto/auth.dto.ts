@@ -1,7 +1,7 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
-import { IsEmail, IsString, Matches } from 'class-validator';
-import { PLAIN_ADDRESS, UNICODE_DOMAIN, normalizeEmail } from '../../common/email';
+import { IsEmail, IsString, Matches, ValidateBy } from 'class-validator';
+import { PLAIN_ADDRESS, UNICODE_DOMAIN, hasCanonicalDomain, normalizeEmail } from '../../common/email';
 import { ROLES, Role } from '../permissions';
 import { CharLength, MaxChars } from '../../common/http/char-length';
 import { SingleLine, VisibleName, withoutDirectionMarks } from '../../common/http/single-line';
@@ -36,6 +36,13 @@ export class RegisterDto {
   @IsEmail()
   @Matches(PLAIN_ADDRESS, { message: 'email must be a plain address: no quotes, backslashes, spaces or invisible characters' })
   @Matches(UNICODE_DOMAIN, { message: 'email must write its domain in its own letters (bücher.de), not its xn-- form, with plain dots' })
+  @ValidateBy({
+    name: 'canonicalDomain',
+    validator: {
+      validate: (value: unknown) => typeof value !== 'string' || hasCanonicalDomain(value),
+      defaultMessage: () => 'email must write its domain as mail software sends it (fish.com, not ﬁsh.com or ⓕish.com)',
+    },
+  })
   @MaxChars(254)
   email!: string;
 
