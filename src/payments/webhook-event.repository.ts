@@ -36,9 +36,10 @@ export class WebhookEventRepository {
         .insert()
         .into(WebhookEventEntity)
         .values({
-          // (signed by the provider, whose ids never hold a NUL or a lone surrogate — if one did,
-          // PostgreSQL's text would refuse the event on every delivery: kept as storable)
-          id: textStorable(e.id),
+          // (the id is checked as ASCII before (EVENT_ID); the type and intent id are the
+          // provider's, never holding a NUL — if one did, PostgreSQL's text would refuse the event
+          // (22021) on every delivery: kept storable)
+          id: e.id,
           type: textStorable(e.type),
           intentId: e.intentId === null ? null : textStorable(e.intentId),
           // a NUL in text the customer typed (a billing name) would make jsonb refuse the event on
