@@ -85,7 +85,7 @@ export const RETRY_REFUND_AFTER_MS = 60 * 1000;
  * time finds the intent again, and an order paid in time is confirmed).
  */
 /** How long past its order's deadline an intent the provider does not know is waited for. */
-export const UNKNOWN_INTENT_GRACE_MS = 24 * 60 * 60 * 1000;
+const UNKNOWN_INTENT_GRACE_MS = 24 * 60 * 60 * 1000;
 
 function isUnknownIntent(err: unknown): boolean {
   return err instanceof GatewayError && err.kind === 'rejected' && err.code === 'resource_missing';
