@@ -27,15 +27,16 @@ export const PLAIN_ADDRESS = /^[^\s"\\\p{Cf}\p{Default_Ignorable_Code_Point}]+@[
 export const UNICODE_DOMAIN = /^[^@]+@(?!(?:[^.@]+\.)*xn--)[^@\u3002\uFF0E\uFF61]+$/iu;
 
 /**
- * Whether the address's domain is written as IDNA maps it (`domainToUnicode` gives it back
- * unchanged): mail software sends `ﬁsh.com` as `fish.com`, `ⓔxample.com` as `example.com` and
+ * Whether the address's domain — as stored (normalizeEmail) — is written as IDNA maps it
+ * (`domainToUnicode` gives it back unchanged, once normalized too): mail software sends `ﬁsh.com` as `fish.com`, `ⓔxample.com` as `example.com` and
  * `ⅳ.example.com` as `iv.example.com` (UTS #46 mapping) — each would be a second account, and a
  * second inbox to the allowances, for one mailbox. A domain that is none (empty) is not one.
  */
 export function hasCanonicalDomain(email: string): boolean {
   const at = email.lastIndexOf('@');
   const domain = email.slice(at + 1);
-  return at > 0 && domain !== '' && domainToUnicode(domain) === domain;
+  // (compared as stored: normalizeEmail lower-cases what IDNA maps to capitals, as in Cherokee)
+  return at > 0 && domain !== '' && normalizeEmail(domainToUnicode(domain)) === domain;
 }
 
 /** Providers that ignore dots in the local part (and their alias domain). */

@@ -269,7 +269,8 @@ export class PaymentFinalizer {
   async settleOverdue(orderId: string): Promise<CancelIntentOutcome> {
     const payment = await this.payments.findByOrder(orderId);
     if (payment && payment.status !== 'succeeded' && payment.status !== 'canceled') {
-      // (an intent the provider does not know is cancelled by cancelIntentOf: the order is past its deadline)
+      // (an intent the provider does not know is left to cancelIntentOf: taken as cancelled a day
+      // past the order's deadline, unknownLongEnough)
       const intent = await this.gateway.retrieveIntent(payment.intentId).catch((err: unknown) => {
         if (isUnknownIntent(err)) return null;
         throw err;
