@@ -15,21 +15,22 @@ export function normalizeEmail(email: string): string {
  * and no invisible characters (format or default-ignorable: `asha\u200B@x`, `as\u00ADha@x` show
  * as `asha@x` and would be accounts of their own beside it).
  */
-export const PLAIN_ADDRESS = /^[^\s"\\\p{Cf}\p{Default_Ignorable_Code_Point}]+@[^\s"\\@\p{Cf}\p{Default_Ignorable_Code_Point}]+$/u;
+export const PLAIN_ADDRESS =
+  /^[^\s"\\\p{Cf}\p{Default_Ignorable_Code_Point}]+@[^\s"\\@\p{Cf}\p{Default_Ignorable_Code_Point}]+$/u;
 
 /**
  * A domain written in its own letters, not its ASCII (`xn--`) form: `asha@xn--bcher-kva.de` is
  * delivered to `asha@bücher.de` (mail software sends the Unicode form as that), so it would be a
- * second account, and a second inbox to the allowances, for one mailbox. Likewise its labels
- * separated by the full stop: IDNA takes the ideographic and fullwidth ones (`。`, `．`, `｡`) for
- * it, so `asha@example。com` reaches `asha@example.com`.
+ * second account, and a second inbox to the allowances, for one mailbox. (hasCanonicalDomain
+ * refuses these too, and every other form IDNA maps — this one names the usual case.)
  */
-export const UNICODE_DOMAIN = /^[^@]+@(?!(?:[^.@]+\.)*xn--)[^@\u3002\uFF0E\uFF61]+$/iu;
+export const UNICODE_DOMAIN = /^[^@]+@(?!(?:[^.@]+\.)*xn--)[^@]+$/iu;
 
 /**
  * Whether the address's domain — as stored (normalizeEmail) — is written as IDNA maps it
- * (`domainToUnicode` gives it back unchanged, once normalized too): mail software sends `ﬁsh.com` as `fish.com`, `ⓔxample.com` as `example.com` and
- * `ⅳ.example.com` as `iv.example.com` (UTS #46 mapping) — each would be a second account, and a
+ * (`domainToUnicode` gives it back unchanged, once normalized too): mail software sends `ﬁsh.com`
+ * as `fish.com`, `ⓔxample.com` as `example.com`, `ⅳ.example.com` as `iv.example.com` and
+ * `example。com` (an ideographic or fullwidth full stop) as `example.com` (UTS #46 mapping) — each would be a second account, and a
  * second inbox to the allowances, for one mailbox. A domain that is none (empty) is not one.
  */
 export function hasCanonicalDomain(email: string): boolean {
@@ -55,7 +56,10 @@ export function inboxKey(email: string): string {
   const at = normalized.lastIndexOf('@');
   if (at <= 0) return normalized;
   // quoting and escapes as delivered (`"\\vi ctim"` → `victim`), for rows stored before PLAIN_ADDRESS
-  let local = normalized.slice(0, at).replace(/["\\\s]/gu, '').split('+')[0];
+  let local = normalized
+    .slice(0, at)
+    .replace(/["\\\s]/gu, '')
+    .split('+')[0];
   // rows stored before UNICODE_DOMAIN: an `xn--` domain is the inbox of its Unicode form
   let domain = domainToUnicode(normalized.slice(at + 1)) || normalized.slice(at + 1);
   const dotless = DOTLESS_DOMAINS.get(domain);

@@ -35,12 +35,12 @@ export class RegisterDto {
   @Transform(toNormalizedEmail)
   @IsEmail()
   @Matches(PLAIN_ADDRESS, { message: 'email must be a plain address: no quotes, backslashes, spaces or invisible characters' })
-  @Matches(UNICODE_DOMAIN, { message: 'email must write its domain in its own letters (bücher.de), not its xn-- form, with plain dots' })
+  @Matches(UNICODE_DOMAIN, { message: 'email must write its domain in its own letters (bücher.de), not its xn-- form' })
   @ValidateBy({
     name: 'canonicalDomain',
     validator: {
       validate: (value: unknown) => typeof value !== 'string' || hasCanonicalDomain(value),
-      defaultMessage: () => 'email must write its domain as mail software sends it (fish.com, not ﬁsh.com or ⓕish.com)',
+      defaultMessage: () => 'email must write its domain as mail software sends it (fish.com, not ﬁsh.com, ⓕish.com or fish。com)',
     },
   })
   @MaxChars(254)
