@@ -1,9 +1,6 @@
 import 'reflect-metadata';
-import { NestFactory } from '@nestjs/core';
-import { AppModule } from '../src/app.module';
 import { ConfigError, loadConfig } from '../src/config/config';
 import { loadEnvFile } from '../src/config/env-file';
-import { DemoSeeder } from '../src/seed/demo.seeder';
 
 /** `npm run seed`: loads demo data (only with NODE_ENV=development; refused otherwise). Idempotent. */
 async function main(): Promise<void> {
@@ -15,6 +12,12 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' });
+  // the application is loaded only once the command may run: a refusal answers at once
+  const [{ NestFactory }, { AppModule }, { DemoSeeder }] = await Promise.all([
+    import('@nestjs/core'),
+    import('../src/app.module'),
+    import('../src/seed/demo.seeder'),
+  ]);
   const app = await NestFactory.createApplicationContext(AppModule.register(config), {
     logger: ['error', 'warn'],
   });

@@ -1,14 +1,18 @@
 import 'reflect-metadata';
-import { NestFactory } from '@nestjs/core';
-import { Logger } from 'nestjs-pino';
 import { ConfigError, loadConfig } from './config/config';
 import { loadEnvFile } from './config/env-file';
-import { closeOnSignals } from './common/shutdown';
-import { WorkerModule } from './worker.module';
 
 async function bootstrap(): Promise<void> {
   loadEnvFile(); // .env, if any; the real environment wins
   const config = loadConfig(process.env);
+  // as the API (main.ts): the application is loaded once the configuration holds, so a refused
+  // one answers at once
+  const [{ NestFactory }, { Logger }, { closeOnSignals }, { WorkerModule }] = await Promise.all([
+    import('@nestjs/core'),
+    import('nestjs-pino'),
+    import('./common/shutdown'),
+    import('./worker.module'),
+  ]);
   // creating the context initializes it: its queue workers take jobs and the outbox relay runs
   // before it resolves, so the signals are handled from the start (a SIGTERM during boot drains
   // what has started instead of killing it)
