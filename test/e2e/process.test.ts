@@ -262,7 +262,8 @@ describe('operational commands', () => {
 
   it('admin:create takes the password from ADMIN_PASSWORD or stdin (out of ps and npm logs), warns on --password, holds it to the API rules', async () => {
     const script = 'scripts/admin-create.ts';
-    // the ten starts side by side (each compiles the command: ~3 s of CPU), each its own address
+    // the nine starts side by side, each its own address (the four that create an admin load the
+    // application, ~2.5 s of CPU each; a refusal answers before loading it)
     const emoji = '\u{1F600}';
     const [fromEnv, fromStdin, onArgv, longEmoji, both, ...refused] = await Promise.all([
       cli([script, '--email', 'env-admin@shop.test'], { env: { ADMIN_PASSWORD: 'env-password-12' } }),
@@ -286,7 +287,7 @@ describe('operational commands', () => {
     expect(both.code).toBe(2);
     const { rows } = await db.pool.query(`SELECT email FROM users WHERE role = 'admin' AND email LIKE '%-admin@shop.test' ORDER BY email`);
     expect(rows.map((r) => r.email)).toEqual(['argv-admin@shop.test', 'emoji-admin@shop.test', 'env-admin@shop.test', 'stdin-admin@shop.test']);
-  }, 180_000); // nine starts of the command, each compiling it: over 90 s once in a loaded full run (one by one)
+  }, 180_000); // nine starts of the command: over 90 s once in a loaded full run (one by one, each loading the application)
 
   it('every migration can be reverted and re-applied', async () => {
     const typeorm = ['node_modules/typeorm/cli.js'];
