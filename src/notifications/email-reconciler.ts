@@ -100,10 +100,20 @@ export class EmailReconciler {
       // failed after its day of retries (a mail server or credential down longer than that) while
       // still owed — a refusal for good is recorded `rejected`, never owed: another round
       if ((await existing.getState()) !== 'failed') return false;
-      const rounds = existing.data.reconcilerRetries ?? 0;
+      // A round is recorded, then the job retried: two Redis calls. A round counts once the job
+      // has failed again after it — a pass killed between the two left a round recorded for a
+      // failure (the same finishedOn) it never retried, and that round is given again.
+      const data = existing.data;
+      const unretried = data.reconcilerRound !== undefined && data.reconcilerRound === existing.finishedOn;
+      const rounds = (data.reconcilerRetries ?? 0) - (unretried ? 1 : 0);
       if (rounds >= MAX_RECONCILER_RETRIES) return false; // left failed, for the operator
       // (a fresh round waits for a live twin afresh too)
-      await existing.updateData({ ...existing.data, reconcilerRetries: rounds + 1, busyRetries: 0 });
+      await existing.updateData({
+        ...data,
+        reconcilerRetries: rounds + 1,
+        reconcilerRound: existing.finishedOn,
+        busyRetries: 0,
+      });
       try {
         await existing.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
       } catch (err) {

@@ -69,6 +69,8 @@ interface Payloads {
     busyRetries?: number;
     /** Set by EmailReconciler only: how often it retried the job after it failed for good. */
     reconcilerRetries?: number;
+    /** Set by EmailReconciler only: the failure (its finishedOn) its last round retried. */
+    reconcilerRound?: number;
   };
   [JobName.ReconcileEmails]: NoData;
   [JobName.ReconcileImages]: NoData;

@@ -275,6 +275,29 @@ describe('emails whose jobs Redis lost', () => {
     }
   }, 60_000);
 
+  it('a pass killed between recording its round and retrying the job (two Redis calls) does not spend the round: three rounds are still given', async () => {
+    const { orderId, jobId } = await cancellationFailingForGood();
+    try {
+      await age(orderId);
+      await failedForGood(jobId);
+      // the pass dies once the round is recorded, before the job is retried
+      const spy = jest.spyOn(Job.prototype, 'retry').mockRejectedValueOnce(new Error('killed'));
+      try {
+        await expect(reconcile()).rejects.toThrow('killed');
+      } finally {
+        spy.mockRestore();
+      }
+      expect((await find(jobId))?.data.reconcilerRetries).toBe(1);
+      for (let round = 1; round <= 4; round++) {
+        await failedForGood(jobId);
+        expect([round, await reconcile()]).toEqual([round, round <= 3 ? 1 : 0]);
+      }
+      expect((await find(jobId))?.data.reconcilerRetries).toBe(3);
+    } finally {
+      await smtp.start();
+    }
+  }, 60_000);
+
   it('an email whose event the relay parked as dead (never published, never queued) is sent once by the next pass; the row stays dead', async () => {
     const orderId = await order();
     // as the relay leaves an event that failed to publish ten times (not an outage): dead
