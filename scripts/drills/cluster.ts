@@ -173,7 +173,7 @@ export class Cluster {
   }
 
   async startPostgres(): Promise<void> {
-    this.pgPort = await restartablePort();
+    this.pgPort = await restartablePort('drill');
     this.asPostgres('initdb', ['-D', this.pgData, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync']);
     const opts = [
       `-p ${this.pgPort}`,
@@ -201,7 +201,7 @@ export class Cluster {
   }
 
   async startRedis(): Promise<void> {
-    if (!this.redisPort) this.redisPort = await restartablePort();
+    if (!this.redisPort) this.redisPort = await restartablePort('drill');
     const log = openSync(join(this.logDir, 'redis.log'), 'a');
     this.redisProc = spawn(
       'redis-server',
@@ -246,7 +246,7 @@ export class Cluster {
   async addApps(env: () => Record<string, string>): Promise<void> {
     for (const role of ['api', 'worker'] as const) {
       for (const index of [0, 1]) {
-        const p = new AppProcess(role, index, await restartablePort(), await restartablePort(), env, this.logDir);
+        const p = new AppProcess(role, index, await restartablePort('drill'), await restartablePort('drill'), env, this.logDir);
         (role === 'api' ? this.apis : this.workers).push(p);
       }
     }

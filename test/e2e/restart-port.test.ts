@@ -18,6 +18,12 @@ describe('ports for servers that restart', () => {
     for (const port of ports) expect(!room || port < low || port > high).toBe(true);
   });
 
+  it("the tests' and the failure drill's never meet (npm test runs them at once, each restarting its servers)", async () => {
+    const tests = await Promise.all(Array.from({ length: 50 }, () => restartablePort('tests')));
+    const drill = await Promise.all(Array.from({ length: 50 }, () => restartablePort('drill')));
+    expect(Math.max(...tests)).toBeLessThan(Math.min(...drill));
+  });
+
   it('a restart whose port an outgoing connection holds fails, and says why (the server log)', async () => {
     const pg = await PrivatePostgres.start();
     const listener = await listen(); // what the squatting connection connects to

@@ -17,12 +17,18 @@ export function freePort(): Promise<number> {
  * its own local port — the kernel hands those out from the ephemeral range — and the restart then
  * fails to bind: a CI run lost a private PostgreSQL that way ("could not start server" on
  * restart). Ports outside the range are never handed out; a random one is tried until one binds.
+ *
+ * The tests and the failure drill run at once (`npm test`) and each restarts its servers on their
+ * ports: each picks from its own half of that span (`band`), so neither can take a port the other's
+ * server is down from.
  */
-export async function restartablePort(): Promise<number> {
+export async function restartablePort(band: 'tests' | 'drill' = 'tests'): Promise<number> {
   const [low, high] = ephemeralRange();
-  const span: [number, number] | undefined =
+  const whole: [number, number] | undefined =
     low - 1 - FIRST >= 1000 ? [FIRST, low - 1] : 65535 - (high + 1) >= 1000 ? [high + 1, 65535] : undefined;
-  if (!span) return freePort(); // no room outside the range: the kernel's pick, as before
+  if (!whole) return freePort(); // no room outside the range: the kernel's pick, as before
+  const middle = Math.floor((whole[0] + whole[1]) / 2);
+  const span: [number, number] = band === 'tests' ? [whole[0], middle] : [middle + 1, whole[1]];
   for (let attempt = 0; attempt < 200; attempt++) {
     const port = await listensOn(span[0] + Math.floor(Math.random() * (span[1] - span[0] + 1)));
     if (port) return port;
