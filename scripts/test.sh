@@ -55,19 +55,31 @@ echo "[test] beside jest: lint, typecheck, knip and openapi lint$([ "$drill" = 1
   check knip npx knip --no-progress
   check openapi npm run --silent lint:openapi
   wait
-  if [ "$drill" = 1 ]; then
+  # (a check killed by a signal — Ctrl-C reaches them, not this subshell — starts no drill)
+  interrupted=0
+  for rc in var/checks/*.rc; do [ "$(cat "$rc")" -le 128 ] || interrupted=1; done
+  if [ "$drill" = 1 ] && [ "$interrupted" = 0 ]; then
     if npm run --silent test:drills -- --seed "${DRILL_SEED:-401}" > var/drills.log 2>&1; then echo 0; else echo $?; fi > var/drills.rc
   fi
 ) &
 beside=$!
+# A background subshell ignores Ctrl-C: stopping npm test stops it too, so it starts no drill
+# after it (a drill already running is interrupted like the rest: it cleans up on SIGINT).
+stop_beside() {
+  pkill -INT -P "$beside" 2>/dev/null || true
+  kill "$beside" 2>/dev/null || true
+}
+trap 'stop_beside; exit 130' INT
+trap 'stop_beside; exit 143' TERM
 echo "[test] jest (unit + integration + e2e)"
 status=0
 # (a run whose setup fails writes no results: an old file must not be read as this run's)
 rm -f var/jest-results.json
 npx jest --ci --json --outputFile=var/jest-results.json "$@" || status=$?
+# (a file that fails before its tests run — an import that throws — counts as one failure)
 jest_line=$(node -e '
   const r = require("./var/jest-results.json");
-  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed`);
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests + r.numRuntimeErrorTestSuites} failed`);
 ' 2>/dev/null || echo "0 passed, 1 failed")
 echo "jest: $jest_line"
 wait "$beside" || true
@@ -79,7 +91,7 @@ for name in lint typecheck knip openapi; do
     checks_passed=$((checks_passed + 1))
   else
     echo "[test] $name FAILED (exit $rc):"
-    cat "var/checks/$name.log"
+    cat "var/checks/$name.log" 2>/dev/null || true
     checks_failed=$((checks_failed + 1))
     status=1
   fi
@@ -89,10 +101,16 @@ echo "checks: $checks_line (lint, typecheck, knip, openapi lint)"
 drill_line=""
 if [ "$drill" = 1 ]; then
   echo "[test] failure drill (seed ${DRILL_SEED:-401}), run beside jest:"
-  cat var/drills.log
-  [ "$(cat var/drills.rc 2>/dev/null || echo 1)" = 0 ] || status=1
-  drill_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' var/drills.log | tail -1 || true)
-  [ -n "$drill_line" ] || { drill_line="0 passed, 1 failed"; status=1; }
+  cat var/drills.log 2>/dev/null || echo "(no drill output: it did not run)"
+  drill_rc=$(cat var/drills.rc 2>/dev/null || echo 1)
+  drill_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' var/drills.log 2>/dev/null | tail -1 || true)
+  [ -n "$drill_line" ] || drill_line="0 passed, 1 failed"
+  # (a drill that failed after its summary — its cleanup, say — still counts one failure)
+  if [ "$drill_rc" != 0 ]; then
+    status=1
+    case "$drill_line" in *" 0 failed") drill_line="${drill_line% 0 failed} 1 failed" ;; esac
+  fi
+  case "$drill_line" in *" 0 failed") ;; *) status=1 ;; esac
   echo "drills: $drill_line"
 fi
 # one plain summary line for CI: jest tests, the four static checks and drill invariants together
