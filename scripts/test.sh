@@ -28,43 +28,30 @@ if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
     echo "[test] WARNING: no chromium and no way to install it (needs root + apt-get): the Swagger UI browser test will be skipped" >&2
   fi
 fi
-# Beside jest, one after the other: the static checks, then the failure drill. Jest keeps this
-# 2-core machine ~85% busy (its files wait on timeouts, child processes and PostgreSQL); the
-# checks (lint ~40 s and typecheck ~20 s of one core each) and the drill (a 70 s timed workload,
-# the machine ~45% busy) fill what it leaves: ~95 s shorter than running them before and after it.
-#
-# The static checks, each into var/checks/<name>.log: lint, typecheck, unused code (knip.json)
-# and the committed contract (zero problems under redocly.yaml and .spectral.yaml, offline).
-# The failure drill (scripts/drills), into var/drills.log: its own PostgreSQL and Redis, 2 APIs +
-# 2 workers, faults injected, invariants checked on the database. A fixed seed (DRILL_SEED
-# overrides) keeps CI's plan reproducible; SKIP_DRILLS=1 leaves it out. Not run when jest
-# arguments narrow the run. Any of them failing fails the run; their output follows jest's.
+# The static checks run beside jest, each into var/checks/<name>.log (printed when it fails): lint,
+# typecheck, unused code (knip.json) and the committed contract (zero problems under redocly.yaml
+# and .spectral.yaml, offline). Jest keeps this 2-core machine ~80% busy (its files wait on
+# timeouts, child processes and PostgreSQL); the checks (lint ~40 s and typecheck ~20 s of one core
+# each) fill some of what it leaves instead of ~55 s before it. Any of them failing fails the run.
+# (The failure drill runs after jest: beside it too, the run was no shorter — 558–636 s against
+# 592 s — the oversubscribed cores costing jest about what the drill's 85 s saved.)
 mkdir -p var/checks
-rm -f var/checks/*.log var/checks/*.rc var/drills.log var/drills.rc
+rm -f var/checks/*.log var/checks/*.rc
 check() {
   local name=$1
   shift
   { if "$@" > "var/checks/$name.log" 2>&1; then echo 0; else echo $?; fi > "var/checks/$name.rc"; } &
 }
-drill=0
-[ $# -eq 0 ] && [ "${SKIP_DRILLS:-0}" != 1 ] && drill=1
-echo "[test] beside jest: lint, typecheck, knip and openapi lint$([ "$drill" = 1 ] && echo ", then the failure drill (seed ${DRILL_SEED:-401})") (their output follows jest's)"
+echo "[test] lint, typecheck, knip and openapi lint (beside jest; their output follows it)"
 (
   check lint npx eslint . --max-warnings 0
   check typecheck npx tsc -p tsconfig.json --noEmit
   check knip npx knip --no-progress
   check openapi npm run --silent lint:openapi
   wait
-  # (a check killed by a signal — Ctrl-C reaches them, not this subshell — starts no drill)
-  interrupted=0
-  for rc in var/checks/*.rc; do [ "$(cat "$rc")" -le 128 ] || interrupted=1; done
-  if [ "$drill" = 1 ] && [ "$interrupted" = 0 ]; then
-    if npm run --silent test:drills -- --seed "${DRILL_SEED:-401}" > var/drills.log 2>&1; then echo 0; else echo $?; fi > var/drills.rc
-  fi
 ) &
 beside=$!
-# A background subshell ignores Ctrl-C: stopping npm test stops it too, so it starts no drill
-# after it (a drill already running is interrupted like the rest: it cleans up on SIGINT).
+# A background subshell ignores Ctrl-C: stopping npm test stops it too.
 stop_beside() {
   pkill -INT -P "$beside" 2>/dev/null || true
   kill "$beside" 2>/dev/null || true
@@ -98,16 +85,18 @@ for name in lint typecheck knip openapi; do
 done
 checks_line="$checks_passed passed, $checks_failed failed"
 echo "checks: $checks_line (lint, typecheck, knip, openapi lint)"
+# The failure drill (scripts/drills): its own PostgreSQL and Redis, 2 APIs + 2 workers, faults
+# injected, invariants checked on the database. A fixed seed (DRILL_SEED overrides) keeps CI's
+# plan reproducible; SKIP_DRILLS=1 leaves it out. Not run when jest arguments narrow the run.
 drill_line=""
-if [ "$drill" = 1 ]; then
-  echo "[test] failure drill (seed ${DRILL_SEED:-401}), run beside jest:"
-  cat var/drills.log 2>/dev/null || echo "(no drill output: it did not run)"
-  drill_rc=$(cat var/drills.rc 2>/dev/null || echo 1)
-  drill_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' var/drills.log 2>/dev/null | tail -1 || true)
+if [ $# -eq 0 ] && [ "${SKIP_DRILLS:-0}" != 1 ]; then
+  echo "[test] failure drill (seed ${DRILL_SEED:-401})"
+  drill_rc=0
+  npm run --silent test:drills -- --seed "${DRILL_SEED:-401}" 2>&1 | tee var/drills.log || drill_rc=1
+  drill_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' var/drills.log | tail -1 || true)
   [ -n "$drill_line" ] || drill_line="0 passed, 1 failed"
   # (a drill that failed after its summary — its cleanup, say — still counts one failure)
   if [ "$drill_rc" != 0 ]; then
-    status=1
     case "$drill_line" in *" 0 failed") drill_line="${drill_line% 0 failed} 1 failed" ;; esac
   fi
   case "$drill_line" in *" 0 failed") ;; *) status=1 ;; esac
