@@ -18,10 +18,13 @@ describe('ports for servers that restart', () => {
     for (const port of ports) expect(!room || port < low || port > high).toBe(true);
   });
 
-  it("the tests' and the failure drill's never meet (npm test runs them at once, each restarting its servers)", async () => {
+  it("the tests' and the failure drill's never meet (run at once, each restarts its servers)", async () => {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
     const tests = await Promise.all(Array.from({ length: 50 }, () => restartablePort('tests')));
     const drill = await Promise.all(Array.from({ length: 50 }, () => restartablePort('drill')));
-    expect(Math.max(...tests)).toBeLessThan(Math.min(...drill));
+    // (no room outside the kernel's range: both get the kernel's pick, nothing to check)
+    const room = low - 10_000 > 1_000 || 65_535 - high > 1_000;
+    expect(!room || Math.max(...tests) < Math.min(...drill)).toBe(true);
   });
 
   it('a restart whose port an outgoing connection holds fails, and says why (the server log)', async () => {

@@ -18,9 +18,9 @@ export function freePort(): Promise<number> {
  * fails to bind: a CI run lost a private PostgreSQL that way ("could not start server" on
  * restart). Ports outside the range are never handed out; a random one is tried until one binds.
  *
- * The tests and the failure drill run at once (`npm test`) and each restarts its servers on their
- * ports: each picks from its own half of that span (`band`), so neither can take a port the other's
- * server is down from.
+ * The tests and the failure drill may run at once (the drill started by hand during a jest run),
+ * each restarting its servers on their ports: each picks from its own half of that span (`band`),
+ * so neither can take a port the other's server is down from.
  */
 export async function restartablePort(band: 'tests' | 'drill' = 'tests'): Promise<number> {
   const [low, high] = ephemeralRange();
