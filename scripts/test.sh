@@ -37,27 +37,30 @@ fi
 # 592 s — the oversubscribed cores costing jest about what the drill's 85 s saved.)
 mkdir -p var/checks
 rm -f var/checks/*.log var/checks/*.rc
+check_pids=()
 check() {
   local name=$1
   shift
   { if "$@" > "var/checks/$name.log" 2>&1; then echo 0; else echo $?; fi > "var/checks/$name.rc"; } &
+  check_pids+=("$!")
 }
 echo "[test] lint, typecheck, knip and openapi lint (beside jest; their output follows it)"
-(
-  check lint npx eslint . --max-warnings 0
-  check typecheck npx tsc -p tsconfig.json --noEmit
-  check knip npx knip --no-progress
-  check openapi npm run --silent lint:openapi
-  wait
-) &
-beside=$!
-# A background subshell ignores Ctrl-C: stopping npm test stops it too.
-stop_beside() {
-  pkill -INT -P "$beside" 2>/dev/null || true
-  kill "$beside" 2>/dev/null || true
+check lint npx eslint . --max-warnings 0
+check typecheck npx tsc -p tsconfig.json --noEmit
+check knip npx knip --no-progress
+check openapi npm run --silent lint:openapi
+# stopping npm test (Ctrl-C, a CI timeout) stops the checks too: each background subshell (which
+# ignores Ctrl-C) with everything under it (npx does not pass a SIGTERM on to its command)
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
 }
-trap 'stop_beside; exit 130' INT
-trap 'stop_beside; exit 143' TERM
+stop_checks() {
+  for pid in "${check_pids[@]}"; do kill_tree "$pid"; done
+}
+trap 'stop_checks; exit 130' INT
+trap 'stop_checks; exit 143' TERM
 echo "[test] jest (unit + integration + e2e)"
 status=0
 # (a run whose setup fails writes no results: an old file must not be read as this run's)
@@ -69,7 +72,7 @@ jest_line=$(node -e '
   console.log(`${r.numPassedTests} passed, ${r.numFailedTests + r.numRuntimeErrorTestSuites} failed`);
 ' 2>/dev/null || echo "0 passed, 1 failed")
 echo "jest: $jest_line"
-wait "$beside" || true
+wait "${check_pids[@]}" || true
 checks_passed=0
 checks_failed=0
 for name in lint typecheck knip openapi; do
@@ -96,9 +99,7 @@ if [ $# -eq 0 ] && [ "${SKIP_DRILLS:-0}" != 1 ]; then
   drill_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' var/drills.log | tail -1 || true)
   [ -n "$drill_line" ] || drill_line="0 passed, 1 failed"
   # (a drill that failed after its summary — its cleanup, say — still counts one failure)
-  if [ "$drill_rc" != 0 ]; then
-    case "$drill_line" in *" 0 failed") drill_line="${drill_line% 0 failed} 1 failed" ;; esac
-  fi
+  [ "$drill_rc" = 0 ] || drill_line="${drill_line/% 0 failed/ 1 failed}"
   case "$drill_line" in *" 0 failed") ;; *) status=1 ;; esac
   echo "drills: $drill_line"
 fi
