@@ -1,8 +1,10 @@
 // Unit specs live next to their source (src/**/*.spec.ts); integration and e2e suites in test/.
 const swc = ['@swc/jest', { jsc: { parser: { syntax: 'typescript', decorators: true }, transform: { legacyDecorator: true, decoratorMetadata: true }, target: 'es2022', keepClassNames: true } }];
 
+// test/support/test-environment.ts: node's, plus each file's AsyncLocalStorages disabled when it
+// is done (left enabled, they piled up in a worker and slowed every later file)
 module.exports = {
-  testEnvironment: 'node',
+  testEnvironment: '<rootDir>/test/support/test-environment.ts',
   transform: { '^.+\\.ts$': swc },
   moduleFileExtensions: ['ts', 'js', 'json'],
   // three files at once on this 2-core machine: the e2e files mostly wait (on timeouts, child
@@ -12,13 +14,13 @@ module.exports = {
   projects: [
     {
       displayName: 'unit',
-      testEnvironment: 'node',
+      testEnvironment: '<rootDir>/test/support/test-environment.ts',
       transform: { '^.+\\.ts$': swc },
       testMatch: ['<rootDir>/src/**/*.spec.ts'],
     },
     {
       displayName: 'integration',
-      testEnvironment: 'node',
+      testEnvironment: '<rootDir>/test/support/test-environment.ts',
       transform: { '^.+\\.ts$': swc },
       testMatch: ['<rootDir>/test/**/*.test.ts'],
       globalSetup: '<rootDir>/test/support/global-setup.ts',

@@ -1,0 +1,57 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { TestEnvironment } from 'jest-environment-node';
+
+/**
+ * jest's node environment, plus: when a test file is done, every AsyncLocalStorage it used is
+ * disabled.
+ *
+ * Each test file loads the application afresh (its own module registry), so each brings its own
+ * storages: nestjs-pino's request context, and per app the TransactionHost's and the circuit
+ * breaker's. Node (20) keeps every storage ever used in one process-wide list, and every promise
+ * or other async resource created afterwards visits the whole list (a loop, and one property on
+ * the resource per storage). Never disabled, they piled up in a jest worker file after file —
+ * 53 after 12 files, ~250 by the end of a full run — so the later files of a run paid for all
+ * the earlier ones in CPU and garbage collection. The application itself has one set per process.
+ *
+ * `node:async_hooks` is the one instance shared by all files of a worker (core modules are not
+ * re-loaded per file), so its prototype is wrapped once per worker: a storage is recorded when it
+ * is first run or entered, and disabled at teardown (after the file's last afterAll). A later
+ * `run()` would enable it again.
+ */
+const RECORDED = Symbol.for('shop.test.async-local-storages-used');
+
+type Recording = typeof AsyncLocalStorage & { [RECORDED]?: Set<AsyncLocalStorage<unknown>> };
+
+/** The storages used since the last teardown (kept on the shared class, not in this module). */
+function recordedStorages(): Set<AsyncLocalStorage<unknown>> {
+  const shared = AsyncLocalStorage as Recording;
+  const existing = shared[RECORDED];
+  if (existing) return existing;
+  const used = new Set<AsyncLocalStorage<unknown>>();
+  const proto = AsyncLocalStorage.prototype;
+  const { run, enterWith } = proto;
+  proto.run = function (this: AsyncLocalStorage<unknown>, ...args: Parameters<typeof run>) {
+    used.add(this);
+    return run.apply(this, args);
+  } as typeof run;
+  proto.enterWith = function (this: AsyncLocalStorage<unknown>, store: unknown) {
+    used.add(this);
+    return enterWith.call(this, store);
+  };
+  shared[RECORDED] = used;
+  return used;
+}
+
+export default class ShopTestEnvironment extends TestEnvironment {
+  override async setup(): Promise<void> {
+    recordedStorages();
+    await super.setup();
+  }
+
+  override async teardown(): Promise<void> {
+    const used = recordedStorages();
+    for (const storage of used) storage.disable();
+    used.clear();
+    await super.teardown();
+  }
+}
