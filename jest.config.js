@@ -1,5 +1,6 @@
 // Unit specs live next to their source (src/**/*.spec.ts); integration and e2e suites in test/.
-const swc = ['@swc/jest', { jsc: { parser: { syntax: 'typescript', decorators: true }, transform: { legacyDecorator: true, decoratorMetadata: true }, target: 'es2022', keepClassNames: true } }];
+// the same transpile options as scripts/ts-register.js (running sources outside jest)
+const swc = ['@swc/jest', require('./scripts/swc-options')];
 
 // test/support/test-environment.ts: node's, plus each file's AsyncLocalStorages disabled when it
 // is done (left enabled, they piled up in a worker and slowed every later file)

@@ -6,7 +6,7 @@ import { MigratingDataSource } from './src/database/migrating-data-source';
 
 /**
  * The DataSource used by the TypeORM CLI (migration:run / revert / generate), built from the
- * same configuration and options as the application. Works from sources (ts-node) and from dist/.
+ * same configuration and options as the application. Works from sources (scripts/ts-register.js) and from dist/.
  * Migrating needs only DATABASE_URL (from the environment or .env): no application secrets,
  * whatever NODE_ENV is. It connects over DATABASE_LOCK_URL when that is set — the route to
  * PostgreSQL directly (or a session-mode pool) beside a transaction-mode PgBouncer on

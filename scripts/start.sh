@@ -23,7 +23,7 @@ if [ -L node_modules ]; then
   fi
 elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "[start] installing dependencies (npm ci)"
-  # dev dependencies too (ts-node, swc run the sources here): a NODE_ENV=production from .env or
+  # dev dependencies too (swc runs the sources here: scripts/ts-register.js): a NODE_ENV=production from .env or
   # the shell would make npm leave them out
   npm ci --no-audit --no-fund --include=dev
 fi

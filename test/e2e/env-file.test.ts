@@ -136,7 +136,6 @@ describe('.env: read by a real parser, by every process, the real environment wi
     delete env.DATABASE_POOL_SIZE;
     delete env.ENV_FILE; // the harness switches .env off (test/support/env.ts): .env as in production
     Object.assign(env, {
-      TS_NODE_PROJECT: join(ROOT, 'tsconfig.json'),
       PORT: '0',
       METRICS_PORT: '0',
       WORKER_METRICS_PORT: '0',
