@@ -17,7 +17,7 @@
 const { addHook } = require('pirates');
 const { transformSync, version } = require('@swc/core');
 const { createHash } = require('node:crypto');
-const { mkdirSync, readFileSync, renameSync, writeFileSync } = require('node:fs');
+const { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } = require('node:fs');
 const { join } = require('node:path');
 const sourceMapSupport = require('source-map-support');
 const options = require('./swc-options');
@@ -42,13 +42,19 @@ function cachedTranspile(code, filename) {
     // not transpiled yet (or changed since)
   }
   const out = transformSync(code, { ...options, filename, sourceMaps: 'inline' }).code;
+  const partial = `${cached}.${process.pid}`;
   try {
     mkdirSync(cacheDir, { recursive: true });
-    const partial = `${cached}.${process.pid}`;
     writeFileSync(partial, out);
     renameSync(partial, cached);
   } catch {
-    // a cache that cannot be written only makes the next start slower
+    // a cache that cannot be written (a full disk, a read-only folder) only makes the next start
+    // slower; nothing half-written stays behind
+    try {
+      rmSync(partial, { force: true });
+    } catch {
+      // (nothing was written there either)
+    }
   }
   return out;
 }
