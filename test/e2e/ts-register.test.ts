@@ -1,7 +1,8 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import * as ts from 'typescript';
 import { ROOT } from '../support/processes';
 
 const run = promisify(execFile);
@@ -29,6 +30,41 @@ describe('scripts/ts-register.js', () => {
     expect(await node(file)).toEqual({ code: 0, out: 'first\n' }); // (from the cache)
     writeFileSync(file, "const said: string = 'second';\nconsole.log(said);\n");
     expect(await node(file)).toEqual({ code: 0, out: 'second\n' });
+  });
+
+  it('a cached file that was cut short is not used: the source is transpiled again', async () => {
+    const file = join(dir, 'damaged.ts');
+    const marker = `marker-${process.pid}-${Date.now()}`;
+    writeFileSync(file, `const said: string = '${marker}';\nconsole.log(said);\n`);
+    expect(await node(file)).toEqual({ code: 0, out: `${marker}\n` });
+    const cacheDir = join(ROOT, 'node_modules', '.cache', 'ts-register');
+    const cached = readdirSync(cacheDir).filter((f) => readFileSync(join(cacheDir, f), 'utf8').includes(marker));
+    expect(cached).toHaveLength(1);
+    writeFileSync(join(cacheDir, cached[0]), '"use strict";\n'); // as a crash before the data reached the disk
+    expect(await node(file)).toEqual({ code: 0, out: `${marker}\n` });
+  });
+
+  it("transpiles with tsc's semantics for tsconfig.json (which builds dist/): the options in scripts/swc-options.js follow it", () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const swc = require(join(ROOT, 'scripts', 'swc-options.js'));
+    const config = ts.getParsedCommandLineOfConfigFile(join(ROOT, 'tsconfig.json'), {}, {
+      ...ts.sys,
+      onUnRecoverableConfigFileDiagnostic: (d) => {
+        throw new Error(ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+      },
+    })!.options;
+    expect(ts.ScriptTarget[config.target!].toLowerCase()).toBe(swc.jsc.target);
+    expect(config.module).toBe(ts.ModuleKind.CommonJS);
+    expect(swc.module.type).toBe('commonjs');
+    // class fields by define when the target is ES2022 or later, unless said otherwise
+    expect(config.useDefineForClassFields ?? config.target! >= ts.ScriptTarget.ES2022).toBe(swc.jsc.transform.useDefineForClassFields);
+    expect(config.experimentalDecorators).toBe(swc.jsc.parser.decorators);
+    expect(config.experimentalDecorators).toBe(swc.jsc.transform.legacyDecorator);
+    expect(config.emitDecoratorMetadata).toBe(swc.jsc.transform.decoratorMetadata);
+    expect(!config.esModuleInterop).toBe(swc.module.noInterop);
+    expect(config.alwaysStrict ?? config.strict).toBe(swc.module.strictMode);
+    expect(config.target! >= ts.ScriptTarget.ES2016).toBe(swc.jsc.keepClassNames);
+    expect(config.paths).toBeUndefined(); // (swc would not map them)
   });
 
   it("stack traces name the .ts source's lines, not the transpiled ones; decorators get their metadata", async () => {
