@@ -10,7 +10,7 @@ import { TestEnvironment } from 'jest-environment-node';
  * breaker's. Node (20) keeps every storage ever used in one process-wide list, and every promise
  * or other async resource created afterwards visits the whole list (a loop, and one property on
  * the resource per storage). Never disabled, they piled up in a jest worker file after file —
- * 53 after 12 files, ~250 by the end of a full run — so the later files of a run paid for all
+ * 53 after 12 files, and a worker runs ~55 files in a full run — so the later files paid for all
  * the earlier ones in CPU and garbage collection. The application itself has one set per process.
  *
  * `node:async_hooks` is the one instance shared by all files of a worker (core modules are not
