@@ -28,8 +28,8 @@ const cacheDir = join(__dirname, '..', 'node_modules', '.cache', 'ts-register');
 const transformOptions = { ...options, sourceMaps: 'inline' };
 const salt = `ts-register 1\0${version}\0${JSON.stringify(transformOptions)}\0`;
 /** A transpiled file ends with its inline source map: one that does not was cut short. */
-const INLINE_MAP = /\n\/\/# sourceMappingURL=data:application\/json;base64,([A-Za-z0-9+/=]+)\s*$/;
-/** What each .ts file of this process was transpiled to, for its source map. */
+const INLINE_MAP = /\n\/\/# sourceMappingURL=data:application\/json;base64,[A-Za-z0-9+/=]+\s*$/;
+/** What each .ts file of this process was transpiled to (its source map at the end). */
 const transpiled = new Map();
 
 function transpile(code, filename) {
@@ -70,13 +70,9 @@ sourceMapSupport.install({
   environment: 'node',
   // the process's own handling of uncaught errors stays as it was
   handleUncaughtExceptions: false,
-  // only this hook's files are mapped: a package's frames keep their .js paths, and its .map
-  // files are never read (typeorm's are ~300 KB each: a stall on the first error through it)
+  // it reads files only through this: a transpiled file's inline map is found in what this
+  // process transpiled; a package's frames keep their .js paths, and its .map files are never
+  // read (typeorm's are ~300 KB each: a stall on the first error through it)
   overrideRetrieveFile: true,
   retrieveFile: (path) => transpiled.get(path) ?? null,
-  overrideRetrieveSourceMap: true,
-  retrieveSourceMap(source) {
-    const match = INLINE_MAP.exec(transpiled.get(source) ?? '');
-    return match ? { url: source, map: Buffer.from(match[1], 'base64').toString('utf8') } : null;
-  },
 });
