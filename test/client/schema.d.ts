@@ -1021,6 +1021,7 @@ export interface components {
             cancellationReason?: "CUSTOMER_REQUESTED" | "PAYMENT_FAILED" | "RESERVATION_EXPIRED";
             items: components["schemas"]["OrderItemDto"][];
             total: components["schemas"]["MoneyDto"];
+            /** @description Refunded of the order's sale (refunds of a paid order; at most `total`). A payment that succeeded after the order was cancelled is refunded in full automatically: that refund shows in the payment (`payment.refunded`, `payment.refunds` with reason `paid_after_cancel`), not here */
             refunded: components["schemas"]["MoneyDto"];
             /**
              * Format: date-time
@@ -1079,6 +1080,7 @@ export interface components {
             cancellationReason?: "CUSTOMER_REQUESTED" | "PAYMENT_FAILED" | "RESERVATION_EXPIRED";
             items: components["schemas"]["OrderItemDto"][];
             total: components["schemas"]["MoneyDto"];
+            /** @description Refunded of the order's sale (refunds of a paid order; at most `total`). A payment that succeeded after the order was cancelled is refunded in full automatically: that refund shows in the payment (`payment.refunded`, `payment.refunds` with reason `paid_after_cancel`), not here */
             refunded: components["schemas"]["MoneyDto"];
             /**
              * Format: date-time

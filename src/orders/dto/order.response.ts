@@ -32,7 +32,14 @@ export class OrderDto {
   @ApiPropertyOptional({ enum: CANCELLATION_REASONS }) cancellationReason?: string;
   @ApiProperty({ type: [OrderItemDto] }) items!: OrderItemDto[];
   @ApiProperty({ type: MoneyDto }) total!: MoneyDto;
-  @ApiProperty({ type: MoneyDto }) refunded!: MoneyDto;
+  @ApiProperty({
+    type: MoneyDto,
+    description:
+      "Refunded of the order's sale (refunds of a paid order; at most `total`). A payment that succeeded after " +
+      'the order was cancelled is refunded in full automatically: that refund shows in the payment ' +
+      '(`payment.refunded`, `payment.refunds` with reason `paid_after_cancel`), not here',
+  })
+  refunded!: MoneyDto;
   @ApiProperty({
     type: String,
     format: 'date-time',
