@@ -54,6 +54,8 @@ function setup() {
       rotate: jest.fn().mockResolvedValue({ familyId: 'f-1', refreshToken: 'r-next' }),
       hashOf: jest.fn((t: string) => `hash(${t})`),
       clientKeyOf: jest.fn((email: string, ip: string) => `client(${email},${ip})`),
+      deviceOf: jest.fn(() => null),
+      deviceTokenFor: jest.fn((email: string, hash: string) => `device(${email},${hash})`),
       tokensFor: jest.fn((u: User, s: { refreshToken: string }) =>
         Promise.resolve({
           user: u,
@@ -191,7 +193,8 @@ describe('AuthService', () => {
         '10.0.0.9',
         expect.any(Function),
         // the account's password now: a client is the owner's only under the one it signed in with
-        { passwordHash: user.passwordHash, ownClientOnRecord: expect.any(Function) },
+        // no device token sent: no device (counted as the address)
+        { passwordHash: user.passwordHash, ownClientOnRecord: expect.any(Function), device: null },
       );
       // a refused attempt (429) verifies nothing
       s.signIns.signIn.mockRejectedValueOnce(new DomainError('RATE_LIMITED'));

@@ -79,14 +79,16 @@ export class AuthService {
       return { user: created, session };
     });
     this.signIns.rememberClient(user.email, clientIp, passwordHash);
-    return this.sessions.tokensFor(user, session);
+    const tokens = await this.sessions.tokensFor(user, session);
+    return { ...tokens, deviceToken: this.sessions.deviceTokenFor(user.email, passwordHash) };
   }
 
   /**
    * The same 401 INVALID_CREDENTIALS for an unknown email and a wrong password, after the same
    * work (an unknown email is verified against a dummy hash). Failures are limited per (account,
    * client) with a growing delay and per account overall (429 RATE_LIMITED with Retry-After):
-   * a stranger elsewhere never locks the owner's own client out. A hash made with parameters
+   * a stranger elsewhere never locks the owner's own client out — nor one behind the same
+   * address, from a device that sends the device token its last sign-in answered. A hash made with parameters
    * weaker than today's is replaced by a new one.
    */
   async login(dto: LoginDto, clientIp: string): Promise<TokensDto> {
@@ -98,6 +100,8 @@ export class AuthService {
     // read first (the same read for an unknown email): whether the client is the owner's
     // depends on the password it signed in with being the account's still
     const found = await this.users.findByEmail(email);
+    // the account's device token: this device's failures are its own (signInBuckets)
+    const device = this.sessions.deviceOf(dto.deviceToken, email, found?.passwordHash);
     const signedIn = await this.signIns.signIn(
       'login',
       email,
@@ -110,12 +114,18 @@ export class AuthService {
         return opened ? { user: found, ...opened } : null;
       },
       // Redis's marks of the owner's clients may be gone: the sessions on record still know them
-      { passwordHash: found?.passwordHash ?? null, ownClientOnRecord: () => this.refreshTokens.openedFrom(clientKey) },
+      {
+        passwordHash: found?.passwordHash ?? null,
+        ownClientOnRecord: () => this.refreshTokens.openedFrom(clientKey),
+        device,
+      },
     );
     if (!signedIn) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
     // a hash made anew (parameters raised, or a twin's rehash): the client is the owner's under it
     if (signedIn.passwordHash !== found?.passwordHash) this.signIns.rememberClient(email, clientIp, signedIn.passwordHash);
-    return this.sessions.tokensFor(signedIn.user, signedIn.session);
+    const tokens = await this.sessions.tokensFor(signedIn.user, signedIn.session);
+    // the same device id while its token was valid (its failure count stays its own), under the hash now
+    return { ...tokens, deviceToken: this.sessions.deviceTokenFor(email, signedIn.passwordHash, device ?? undefined) };
   }
 
   /**

@@ -1,5 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { createHmac } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { normalizeEmail } from '../common/email';
 import { accountClientDigest } from '../common/throttling/rate-limit.policies';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import type { User } from '../users/user.repository';
@@ -52,6 +53,36 @@ export class SessionIssuer {
   clientKeyOf(email: string, clientIp: string): string {
     return createHmac('sha256', this.clientSecret)
       .update(`session-client\0${accountClientDigest(email, clientIp)}`)
+      .digest('base64url');
+  }
+
+  /**
+   * A device token (login and register answer one): `<device>.<mac>`, the device a random id,
+   * the mac an HMAC under the server secret of the account's email, its password hash now and
+   * the device. Presented at a later login (`deviceOf`), it makes that sign-in a client of its
+   * own, one of the owner's (rate-limit.policies.ts signInBuckets): the owner's device signs in
+   * whatever a stranger behind the same address has tried. Not a credential (the password is
+   * still verified), and bound to the password: once it changes, every earlier token counts for
+   * nothing — one taken with a stolen password stops sparing its holder when the owner changes it.
+   * `device` keeps the id of a token still valid (the device keeps its failure count).
+   */
+  deviceTokenFor(email: string, passwordHash: string, device: string = randomBytes(16).toString('base64url')): string {
+    return `${device}.${this.deviceMac(email, passwordHash, device)}`;
+  }
+
+  /** The device of a token `deviceTokenFor` made for this account and password hash; else null. */
+  deviceOf(token: string | undefined, email: string, passwordHash: string | null | undefined): string | null {
+    if (!token || !passwordHash) return null;
+    const match = /^([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$/.exec(token);
+    if (!match) return null;
+    const expected = Buffer.from(this.deviceMac(email, passwordHash, match[1]));
+    const given = Buffer.from(match[2]);
+    return given.length === expected.length && timingSafeEqual(given, expected) ? match[1] : null;
+  }
+
+  private deviceMac(email: string, passwordHash: string, device: string): string {
+    return createHmac('sha256', this.clientSecret)
+      .update(`device-token\0${normalizeEmail(email)}\0${passwordHash}\0${device}`)
       .digest('base64url');
   }
 

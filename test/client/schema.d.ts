@@ -794,12 +794,16 @@ export interface components {
              * @example 900
              */
             expiresIn: number;
+            /** @description Login and register: keep it on this device and send it with its next sign-in (`deviceToken` of login). Valid until the password changes */
+            deviceToken?: string;
         };
         LoginDto: {
             /** @example asha@example.com */
             email: string;
             /** @example correct-horse-battery */
             password: string;
+            /** @description The `deviceToken` of this account's last sign-in or registration on this device. Failed sign-ins are counted per device for it, not per network address: a stranger sharing the address (one NAT, a mobile carrier's shared address) cannot slow this device's sign-in down. Not a credential; one that is not valid for the account (another account's, from before a password change) is ignored */
+            deviceToken?: string;
         };
         RefreshDto: {
             /**

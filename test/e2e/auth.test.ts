@@ -89,6 +89,7 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
         accessToken: expect.any(String),
         refreshToken: expect.any(String),
         expiresIn: 900,
+        deviceToken: expect.stringMatching(/^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}$/),
       });
 
       const signedIn = await t.http.post('/v1/auth/login', {

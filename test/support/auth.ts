@@ -15,6 +15,8 @@ export interface Session {
   accessToken: string;
   refreshToken: string;
   expiresIn: number;
+  /** Login and register: the device token to send with this device's next login. */
+  deviceToken?: string;
   email: string;
   password: string;
 }

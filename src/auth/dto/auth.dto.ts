@@ -1,6 +1,6 @@
-import { ApiProperty } from '@nestjs/swagger';
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
-import { IsEmail, IsString, Matches, ValidateBy } from 'class-validator';
+import { IsEmail, IsOptional, IsString, Matches, ValidateBy } from 'class-validator';
 import { PLAIN_ADDRESS, UNICODE_DOMAIN, hasCanonicalDomain, normalizeEmail } from '../../common/email';
 import { ROLES, Role } from '../permissions';
 import { CharLength, MaxChars } from '../../common/http/char-length';
@@ -19,6 +19,8 @@ const nameForm = ({ value }: { value: unknown }) =>
 
 export const PASSWORD_MIN = 8;
 export const PASSWORD_MAX = 128;
+/** A device token is 66 characters (SessionIssuer#deviceTokenFor); some room for a later form. */
+const DEVICE_TOKEN_MAX = 200;
 
 export class RegisterDto {
   @ApiProperty({
@@ -71,6 +73,19 @@ export class LoginDto {
   @IsString()
   @MaxChars(PASSWORD_MAX)
   password!: string;
+
+  @ApiPropertyOptional({
+    maxLength: DEVICE_TOKEN_MAX,
+    description:
+      'The `deviceToken` of this account\'s last sign-in or registration on this device. Failed sign-ins are ' +
+      'counted per device for it, not per network address: a stranger sharing the address (one NAT, a ' +
+      "mobile carrier's shared address) cannot slow this device's sign-in down. Not a credential; one that " +
+      'is not valid for the account (another account\'s, from before a password change) is ignored',
+  })
+  @IsOptional()
+  @IsString()
+  @MaxChars(DEVICE_TOKEN_MAX)
+  deviceToken?: string;
 }
 
 export class RefreshDto {
@@ -111,6 +126,12 @@ export class TokensDto {
   refreshToken!: string;
   @ApiProperty({ type: 'integer', description: 'Access-token lifetime in seconds', example: 900 })
   expiresIn!: number;
+  @ApiPropertyOptional({
+    description:
+      'Login and register: keep it on this device and send it with its next sign-in (`deviceToken` of login). ' +
+      'Valid until the password changes',
+  })
+  deviceToken?: string;
 }
 
 export function mapUser(u: { id: string; email: string; name: string; role: Role }): UserDto {

@@ -125,6 +125,12 @@ export interface SignInOptions {
    * under the current password.
    */
   ownClientOnRecord?: () => Promise<boolean>;
+  /**
+   * Login: the device the sign-in presented a valid token of (SessionIssuer#deviceOf, checked
+   * against the account's current password hash): counted as that device, one of the owner's
+   * clients (signInBuckets).
+   */
+  device?: string | null;
 }
 
 /** What a mark of an own client holds: a digest of the password hash it was made under. */
@@ -183,11 +189,13 @@ export class FailedAttemptLimiter {
     // an unknown account (no hash) is asked the same questions as a known one — Redis's mark, the
     // sessions on record — under a tag no mark holds: the same work, no timing to tell them apart
     const credential = credentialTag(options.passwordHash ?? '');
-    const isKnown = this.config.signIn.enabled && (await this.isOwnClient(known, credential, options.ownClientOnRecord));
+    const device = channel === 'login' ? (options.device ?? undefined) : undefined;
+    const isKnown =
+      this.config.signIn.enabled &&
+      (device !== undefined || (await this.isOwnClient(known, credential, options.ownClientOnRecord)));
     // `own`: the verification may go first (the password hasher's priority lane)
-    const result = await this.attempt(signInBuckets(channel, account, ip, this.config.signIn, isKnown), () =>
-      verify({ own: isKnown }),
-    );
+    const buckets = signInBuckets(channel, account, ip, this.config.signIn, isKnown, undefined, device);
+    const result = await this.attempt(buckets, () => verify({ own: isKnown }));
     if (result !== null && options.passwordHash) this.remember(known, credential);
     return result;
   }

@@ -399,7 +399,11 @@ function windowBucket(key: string, limit: number, windowMs: number): FailureBuck
  * The buckets a password sign-in is counted in:
  * - login: per (account, client) with progressive delay — a stranger elsewhere never slows the
  *   owner down — the account's ceiling over all clients, and the client's ceiling over all
- *   accounts; the last two not from the account's own clients (`knownClient`: knownClientKey);
+ *   accounts; the last two not from the account's own clients (`knownClient`: knownClientKey).
+ *   A sign-in presenting the account's device token (`device`: SessionIssuer#deviceOf) is a
+ *   client of its own — its pair is (account, device), not (account, address) — and one of the
+ *   owner's: a stranger behind the owner's address (one NAT, a carrier's shared address) fills
+ *   the address's pair, never the device's;
  * - queue board: per client over all accounts (a hard window: the board is for a few admins,
  *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
  *   login so that two doors do not double an attacker's budget — not from the account's own
@@ -418,9 +422,22 @@ export function signInBuckets(
   limits: SignInLimits,
   knownClient = false,
   session?: string,
+  device?: string,
 ): FailureBucket[] {
   const email = normalizeEmail(account);
   const client = clientOf(ip);
+  if (channel === 'login' && device) {
+    return [
+      {
+        key: `signin-device:${digest(email, device)}`,
+        kind: 'progressive',
+        limit: limits.failuresPerClient,
+        windowMs: SIGN_IN_PAIR_MEMORY_MS,
+        baseMs: SIGN_IN_DELAY_BASE_MS,
+        capMs: SIGN_IN_DELAY_CAP_MS,
+      },
+    ];
+  }
   const ceiling = windowBucket(`signin-account:${digest(email)}`, limits.failuresPerAccount, SIGN_IN_ACCOUNT_WINDOW_MS);
   if (channel === 'queue-board') {
     const boardClient = windowBucket(`board-client:${digest(client)}`, BOARD_FAILURES_PER_CLIENT, BOARD_CLIENT_WINDOW_MS);
