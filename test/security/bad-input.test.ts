@@ -301,7 +301,14 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     expect(long.body.requestId).toBe('trace-long-param');
     expect(long.text).not.toContain('aaaaaaaaaa');
     expectProblem(await t.http.get('/v1/products/%zz'), 400, 'BAD_REQUEST');
-    expectProblem(await t.http.get('/v1/products/not-a-uuid'), 400, 'BAD_REQUEST');
+    // a path parameter that is not a UUID is an invalid field like any other: VALIDATION_FAILED naming it
+    // (upper case, braces, no hyphens, NUL alike)
+    for (const id of ['not-a-uuid', '%7Bb78aba9a-9136-4c6b-beed-4c41cb27fb9e%7D', 'b78aba9a91364c6bbeed4c41cb27fb9e', '%00']) {
+      const res = await t.http.get(`/v1/products/${id}`);
+      expectProblem(res, 400, 'VALIDATION_FAILED');
+      expect(res.body.errors).toEqual([expect.objectContaining({ field: 'id' })]);
+    }
+    expect((await t.http.get('/v1/products/B78ABA9A-9136-4C6B-BEED-4C41CB27FB9E')).status).toBe(404); // a UUID: looked up
     // a request line over Node's 16 KB header limit, refused before Fastify sees it
     const huge = await t.http.get(`/v1/products?q=${'x'.repeat(20_000)}`);
     expect(huge.status).toBe(431);

@@ -1,7 +1,11 @@
 import { ArgumentMetadata, Injectable, ParseUUIDPipe } from '@nestjs/common';
+import { DomainError } from '../errors/domain-error';
 
 /**
- * A UUID path parameter: Nest's ParseUUIDPipe (anything else is a 400), then lower-cased.
+ * A UUID path parameter: Nest's ParseUUIDPipe, then lower-cased; anything else is a 400
+ * VALIDATION_FAILED naming the parameter, as every other invalid field (Nest's own answer came
+ * out as BAD_REQUEST without `errors`, while a control character in the same parameter was a
+ * VALIDATION_FAILED: one kind of error, two codes for clients to branch on).
  * UUIDs are case-insensitive and PostgreSQL answers an upper-case one with the row's lower-case
  * id, so code comparing the two as strings took one resource for two: a refund asked for under
  * an upper-case order id was paid out, then answered 422 IDEMPOTENCY_KEY_REUSED (a fresh key
@@ -9,7 +13,19 @@ import { ArgumentMetadata, Injectable, ParseUUIDPipe } from '@nestjs/common';
  */
 @Injectable()
 export class UuidParamPipe extends ParseUUIDPipe {
+  constructor() {
+    super({ exceptionFactory: () => new DomainError('VALIDATION_FAILED', 'A path parameter is not a UUID.') });
+  }
+
   override async transform(value: string, metadata: ArgumentMetadata): Promise<string> {
-    return (await super.transform(value, metadata)).toLowerCase();
+    try {
+      return (await super.transform(value, metadata)).toLowerCase();
+    } catch (err) {
+      const field = metadata.data ?? 'id';
+      if (!(err instanceof DomainError)) throw err;
+      throw new DomainError('VALIDATION_FAILED', `The path parameter ${field} is not a UUID.`, {
+        errors: [{ field, message: `${field} must be a UUID` }],
+      });
+    }
   }
 }
