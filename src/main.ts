@@ -2,10 +2,12 @@ import 'reflect-metadata';
 import cluster from 'node:cluster';
 import { ConfigError, loadConfig } from './config/config';
 import { loadEnvFile } from './config/env-file';
+import { logProcessWarnings } from './common/logging/process-warnings';
 
 async function bootstrap(): Promise<void> {
   loadEnvFile(); // .env, if any; the real environment wins
   const config = loadConfig(process.env);
+  logProcessWarnings(config.logLevel);
   if (cluster.isPrimary && config.http.processes > 1) {
     // the primary loads no application code: it forks, restarts and serves /metrics
     const { runApiCluster } = await import('./api-cluster');

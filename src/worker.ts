@@ -1,10 +1,12 @@
 import 'reflect-metadata';
 import { ConfigError, loadConfig } from './config/config';
 import { loadEnvFile } from './config/env-file';
+import { logProcessWarnings } from './common/logging/process-warnings';
 
 async function bootstrap(): Promise<void> {
   loadEnvFile(); // .env, if any; the real environment wins
   const config = loadConfig(process.env);
+  logProcessWarnings(config.logLevel);
   // as the API (main.ts): the application is loaded once the configuration holds, so a refused
   // one answers at once
   const [{ NestFactory }, { Logger }, { closeOnSignals }, { WorkerModule }] = await Promise.all([
