@@ -60,11 +60,17 @@ const TIMESTAMP =
 /**
  * A real instant that PostgreSQL's timestamptz input accepts (no 30 February, no hour 24) and
  * JavaScript's Date reads too (a cursor's instant may be re-issued through `Date`: V8 reads
- * neither `T…+05`, an offset in hours only after a `T`, nor some other forms PostgreSQL takes).
+ * neither `T…+05`, an offset in hours only after a `T`, nor some other forms PostgreSQL takes),
+ * within years 1..9999 both as written and in UTC: re-issued, `toISOString` writes it in UTC —
+ * 9999-12-31T23:59:59-15:59 is in year 10000 there (`+010000-…`), 0001-01-01T00:00:00+15:59 in
+ * year 0, and a next cursor written so would be refused as malformed.
  */
 export function isTimestamp(value: string): boolean {
   const m = TIMESTAMP.exec(value);
-  if (!m || Number.isNaN(Date.parse(value))) return false;
+  const instant = Date.parse(value);
+  if (!m || Number.isNaN(instant)) return false;
+  const utcYear = new Date(instant).getUTCFullYear();
+  if (utcYear < 1 || utcYear > 9999) return false;
   const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number);
   const [offsetHours, offsetMinutes] = [Number(m[7] ?? 0), Number(m[8] ?? 0)];
   const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
