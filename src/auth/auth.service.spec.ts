@@ -55,7 +55,8 @@ function setup() {
       hashOf: jest.fn((t: string) => `hash(${t})`),
       clientKeyOf: jest.fn((email: string, ip: string) => `client(${email},${ip})`),
       deviceOf: jest.fn(() => null),
-      deviceTokenFor: jest.fn((email: string, hash: string) => `device(${email},${hash})`),
+      newDevice: jest.fn(() => 'device-1'),
+      deviceTokenFor: jest.fn((email: string, device: string) => `token(${email},${device})`),
       tokensFor: jest.fn((u: User, s: { refreshToken: string }) =>
         Promise.resolve({
           user: u,
@@ -97,6 +98,7 @@ function setup() {
           verify({ own: false }),
       ),
       rememberClient: jest.fn(),
+      rememberDevice: jest.fn(),
     },
     'signIns',
   );
@@ -233,6 +235,31 @@ describe('AuthService', () => {
       expect(s.users.lockPasswordHash).toHaveBeenCalledWith('u-1', true);
       // the client is the owner's under the new hash (its marks hold the hash's digest)
       expect(s.signIns.rememberClient).toHaveBeenCalledWith('a@b.io', '10.0.0.1', 'new-hash');
+    });
+
+    it("counts a sign-in with the account's device token as that device, and answers the token back; without one, a new device", async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(true);
+      s.hasher.needsRehash.mockReturnValue(false);
+      s.sessions.deviceOf.mockImplementation((token: string | null | undefined, email: string) =>
+        token === 'token-of-dev-9' && email === 'a@b.io' ? 'dev-9' : null,
+      );
+      const withToken = await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw', deviceToken: 'token-of-dev-9' }, '10.0.0.1');
+      expect(s.signIns.signIn).toHaveBeenCalledWith('login', 'a@b.io', '10.0.0.1', expect.any(Function), expect.objectContaining({ device: 'dev-9' }));
+      expect(withToken.deviceToken).toBe('token(a@b.io,dev-9)');
+      // the device is the owner's under the password it signed in with
+      expect(s.signIns.rememberDevice).toHaveBeenCalledWith('a@b.io', 'dev-9', user.passwordHash);
+
+      const without = await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
+      expect(s.signIns.signIn).toHaveBeenLastCalledWith('login', 'a@b.io', '10.0.0.1', expect.any(Function), expect.objectContaining({ device: null }));
+      expect(without.deviceToken).toBe('token(a@b.io,device-1)');
+      expect(s.signIns.rememberDevice).toHaveBeenLastCalledWith('a@b.io', 'device-1', user.passwordHash);
+      // an unknown email is asked no device (it has none): the same path as no token
+      s.users.findByEmail.mockResolvedValue(null);
+      s.sessions.deviceOf.mockClear();
+      await s.service.login({ email: 'nobody@b.io', password: 'pw-pw-pw-pw', deviceToken: 'token-of-dev-9' }, '10.0.0.1').catch(() => undefined);
+      expect(s.sessions.deviceOf).not.toHaveBeenCalled();
     });
 
     it('signs in on the old hash when the rehash cannot be had (argon2 gate full): a verified password is never a 503', async () => {

@@ -79,16 +79,18 @@ export class AuthService {
       return { user: created, session };
     });
     this.signIns.rememberClient(user.email, clientIp, passwordHash);
+    const device = this.sessions.newDevice();
+    this.signIns.rememberDevice(user.email, device, passwordHash);
     const tokens = await this.sessions.tokensFor(user, session);
-    return { ...tokens, deviceToken: this.sessions.deviceTokenFor(user.email, passwordHash) };
+    return { ...tokens, deviceToken: this.sessions.deviceTokenFor(user.email, device) };
   }
 
   /**
    * The same 401 INVALID_CREDENTIALS for an unknown email and a wrong password, after the same
    * work (an unknown email is verified against a dummy hash). Failures are limited per (account,
    * client) with a growing delay and per account overall (429 RATE_LIMITED with Retry-After):
-   * a stranger elsewhere never locks the owner's own client out — nor one behind the same
-   * address, from a device that sends the device token its last sign-in answered. A hash made with parameters
+   * a stranger elsewhere never locks the owner's own client out — nor, by failing, one behind the
+   * same address from a device that sends its device token (SessionIssuer#deviceTokenFor). A hash made with parameters
    * weaker than today's is replaced by a new one.
    */
   async login(dto: LoginDto, clientIp: string): Promise<TokensDto> {
@@ -100,8 +102,9 @@ export class AuthService {
     // read first (the same read for an unknown email): whether the client is the owner's
     // depends on the password it signed in with being the account's still
     const found = await this.users.findByEmail(email);
-    // the account's device token: this device's failures are its own (signInBuckets)
-    const device = this.sessions.deviceOf(dto.deviceToken, email, found?.passwordHash);
+    // the account's device token: this device's failures are its own (signInBuckets) — asked
+    // only of an account that exists (an unknown one has no devices)
+    const device = found ? this.sessions.deviceOf(dto.deviceToken, email) : null;
     const signedIn = await this.signIns.signIn(
       'login',
       email,
@@ -123,9 +126,12 @@ export class AuthService {
     if (!signedIn) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
     // a hash made anew (parameters raised, or a twin's rehash): the client is the owner's under it
     if (signedIn.passwordHash !== found?.passwordHash) this.signIns.rememberClient(email, clientIp, signedIn.passwordHash);
+    // a valid token is answered back as it is (the device keeps its own failure count), else a
+    // new device's; either is one of the owner's own under the password it signed in with
+    const signedInDevice = device ?? this.sessions.newDevice();
+    this.signIns.rememberDevice(email, signedInDevice, signedIn.passwordHash);
     const tokens = await this.sessions.tokensFor(signedIn.user, signedIn.session);
-    // the same device id while its token was valid (its failure count stays its own), under the hash now
-    return { ...tokens, deviceToken: this.sessions.deviceTokenFor(email, signedIn.passwordHash, device ?? undefined) };
+    return { ...tokens, deviceToken: this.sessions.deviceTokenFor(email, signedInDevice) };
   }
 
   /**

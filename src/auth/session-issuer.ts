@@ -58,31 +58,37 @@ export class SessionIssuer {
 
   /**
    * A device token (login and register answer one): `<device>.<mac>`, the device a random id,
-   * the mac an HMAC under the server secret of the account's email, its password hash now and
-   * the device. Presented at a later login (`deviceOf`), it makes that sign-in a client of its
-   * own, one of the owner's (rate-limit.policies.ts signInBuckets): the owner's device signs in
-   * whatever a stranger behind the same address has tried. Not a credential (the password is
-   * still verified), and bound to the password: once it changes, every earlier token counts for
-   * nothing — one taken with a stolen password stops sparing its holder when the owner changes it.
-   * `device` keeps the id of a token still valid (the device keeps its failure count).
+   * the mac an HMAC under the server secret of the account's email and the device — the same
+   * token for as long as the device sends it back. Presented at a later login (`deviceOf`), it
+   * makes that sign-in a client of its own: its failures are counted as the device's, so a
+   * stranger behind the same address cannot hold it back by failing sign-ins
+   * (rate-limit.policies.ts signInBuckets). It is one of the owner's clients (spared the
+   * ceilings) only while a sign-in from it marked it under the current password: a token taken
+   * with a stolen password stops sparing its holder once the owner changes it. Not a credential
+   * (the password is verified as ever); a copy of it can spend the device's failures, as a
+   * stranger at the device's address could without one.
    */
-  deviceTokenFor(email: string, passwordHash: string, device: string = randomBytes(16).toString('base64url')): string {
-    return `${device}.${this.deviceMac(email, passwordHash, device)}`;
+  deviceTokenFor(email: string, device: string): string {
+    return `${device}.${this.deviceMac(email, device)}`;
   }
 
-  /** The device of a token `deviceTokenFor` made for this account and password hash; else null. */
-  deviceOf(token: string | undefined, email: string, passwordHash: string | null | undefined): string | null {
-    if (!token || !passwordHash) return null;
-    const match = /^([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$/.exec(token);
+  /** A new device id (deviceTokenFor). */
+  newDevice(): string {
+    return randomBytes(16).toString('base64url');
+  }
+
+  /** The device of a token `deviceTokenFor` made for this account; else null. */
+  deviceOf(token: string | null | undefined, email: string): string | null {
+    const match = /^([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$/.exec(token ?? '');
     if (!match) return null;
-    const expected = Buffer.from(this.deviceMac(email, passwordHash, match[1]));
+    const expected = Buffer.from(this.deviceMac(email, match[1]));
     const given = Buffer.from(match[2]);
     return given.length === expected.length && timingSafeEqual(given, expected) ? match[1] : null;
   }
 
-  private deviceMac(email: string, passwordHash: string, device: string): string {
+  private deviceMac(email: string, device: string): string {
     return createHmac('sha256', this.clientSecret)
-      .update(`device-token\0${normalizeEmail(email)}\0${passwordHash}\0${device}`)
+      .update(`device-token\0${normalizeEmail(email)}\0${device}`)
       .digest('base64url');
   }
 

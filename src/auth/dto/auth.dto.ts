@@ -77,10 +77,10 @@ export class LoginDto {
   @ApiPropertyOptional({
     maxLength: DEVICE_TOKEN_MAX,
     description:
-      'The `deviceToken` of this account\'s last sign-in or registration on this device. Failed sign-ins are ' +
-      'counted per device for it, not per network address: a stranger sharing the address (one NAT, a ' +
-      "mobile carrier's shared address) cannot slow this device's sign-in down. Not a credential; one that " +
-      'is not valid for the account (another account\'s, from before a password change) is ignored',
+      'The `deviceToken` a login or registration of this account answered on this device. Failed sign-ins are ' +
+      'then counted for the device, not for its network address: the failures of a stranger sharing the address ' +
+      "(one NAT, a mobile carrier's shared address) do not hold this device back (the per-address request " +
+      'limits still count every request). Not a credential; one not made for this account is ignored',
   })
   @IsOptional()
   @IsString()
@@ -128,8 +128,8 @@ export class TokensDto {
   expiresIn!: number;
   @ApiPropertyOptional({
     description:
-      'Login and register: keep it on this device and send it with its next sign-in (`deviceToken` of login). ' +
-      'Valid until the password changes',
+      'Login and register: keep it on this device (like the refresh token) and send it with its sign-ins ' +
+      '(`deviceToken` of login); it is answered back unchanged',
   })
   deviceToken?: string;
 }

@@ -5,7 +5,15 @@ import { APP_CONFIG, AppConfig } from '../../config/config';
 import { REDIS } from '../../redis/redis.module';
 import { DomainError } from '../errors/domain-error';
 import { withTimeout } from '../with-timeout';
-import { FailureBucket, SignInChannel, knownClientKey, policyHeaderItem, signInBuckets, stateHeaderItem } from './rate-limit.policies';
+import {
+  FailureBucket,
+  SignInChannel,
+  knownClientKey,
+  knownDeviceKey,
+  policyHeaderItem,
+  signInBuckets,
+  stateHeaderItem,
+} from './rate-limit.policies';
 import { STORE_DOWN_RETRY_AFTER_SECONDS } from './rate-limit.guard';
 import { STORE_TIMEOUT_MS } from './redis-throttler.storage';
 
@@ -126,9 +134,10 @@ export interface SignInOptions {
    */
   ownClientOnRecord?: () => Promise<boolean>;
   /**
-   * Login: the device the sign-in presented a valid token of (SessionIssuer#deviceOf, checked
-   * against the account's current password hash): counted as that device, one of the owner's
-   * clients (signInBuckets).
+   * Login: the device the sign-in presented a token of (SessionIssuer#deviceOf): its failures
+   * are counted as that device's, not its address's, and it is one of the owner's clients while
+   * its mark holds the current password (a sign-in from it since the password was set), or its
+   * address is one (signInBuckets).
    */
   device?: string | null;
 }
@@ -190,9 +199,11 @@ export class FailedAttemptLimiter {
     // sessions on record — under a tag no mark holds: the same work, no timing to tell them apart
     const credential = credentialTag(options.passwordHash ?? '');
     const device = channel === 'login' ? (options.device ?? undefined) : undefined;
+    const knownDevice = device === undefined ? undefined : this.prefix + knownDeviceKey(account, device);
     const isKnown =
       this.config.signIn.enabled &&
-      (device !== undefined || (await this.isOwnClient(known, credential, options.ownClientOnRecord)));
+      ((knownDevice !== undefined && (await this.isKnownClient(knownDevice, credential))) ||
+        (await this.isOwnClient(known, credential, options.ownClientOnRecord)));
     // `own`: the verification may go first (the password hasher's priority lane)
     const buckets = signInBuckets(channel, account, ip, this.config.signIn, isKnown, undefined, device);
     const result = await this.attempt(buckets, () => verify({ own: isKnown }));
@@ -218,6 +229,14 @@ export class FailedAttemptLimiter {
    */
   rememberClient(account: string, ip: string, passwordHash: string): void {
     this.remember(this.prefix + knownClientKey(account, ip), credentialTag(passwordHash));
+  }
+
+  /**
+   * `device` (SessionIssuer#deviceOf) is one of the account's own clients from now on (a
+   * registration or sign-in from it), under the account's password hash `passwordHash`.
+   */
+  rememberDevice(account: string, device: string, passwordHash: string): void {
+    this.remember(this.prefix + knownDeviceKey(account, device), credentialTag(passwordHash));
   }
 
   /** Marked under `credential` (the current password); unknown when Redis cannot say (the stricter answer). */

@@ -381,6 +381,11 @@ export function knownClientKey(account: string, ip: string): string {
   return `signin-known:${accountClientDigest(account, ip)}`;
 }
 
+/** The Redis key of the mark that makes a device (SessionIssuer#deviceOf) one of the account's own clients. */
+export function knownDeviceKey(account: string, device: string): string {
+  return `signin-known-device:${digest(normalizeEmail(account), device)}`;
+}
+
 /**
  * The (account, client) pair as a digest (knownClientKey; a session records it, keyed with a
  * server secret — SessionIssuer#clientKeyOf — so the account's own clients outlive a loss of
@@ -400,10 +405,11 @@ function windowBucket(key: string, limit: number, windowMs: number): FailureBuck
  * - login: per (account, client) with progressive delay — a stranger elsewhere never slows the
  *   owner down — the account's ceiling over all clients, and the client's ceiling over all
  *   accounts; the last two not from the account's own clients (`knownClient`: knownClientKey).
- *   A sign-in presenting the account's device token (`device`: SessionIssuer#deviceOf) is a
- *   client of its own — its pair is (account, device), not (account, address) — and one of the
- *   owner's: a stranger behind the owner's address (one NAT, a carrier's shared address) fills
- *   the address's pair, never the device's;
+ *   A sign-in presenting a device token of the account (`device`: SessionIssuer#deviceOf) is a
+ *   client of its own — its pair is (account, device), not (account, address) — so a stranger
+ *   behind the owner's address (one NAT, a carrier's shared address) fills the address's pair,
+ *   never the device's; the device is one of the owner's own (`knownClient`) while it holds a
+ *   mark under the current password (knownDeviceKey: a sign-in from it), or its address does;
  * - queue board: per client over all accounts (a hard window: the board is for a few admins,
  *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
  *   login so that two doors do not double an attacker's budget — not from the account's own
@@ -426,25 +432,13 @@ export function signInBuckets(
 ): FailureBucket[] {
   const email = normalizeEmail(account);
   const client = clientOf(ip);
-  if (channel === 'login' && device) {
-    return [
-      {
-        key: `signin-device:${digest(email, device)}`,
-        kind: 'progressive',
-        limit: limits.failuresPerClient,
-        windowMs: SIGN_IN_PAIR_MEMORY_MS,
-        baseMs: SIGN_IN_DELAY_BASE_MS,
-        capMs: SIGN_IN_DELAY_CAP_MS,
-      },
-    ];
-  }
   const ceiling = windowBucket(`signin-account:${digest(email)}`, limits.failuresPerAccount, SIGN_IN_ACCOUNT_WINDOW_MS);
   if (channel === 'queue-board') {
     const boardClient = windowBucket(`board-client:${digest(client)}`, BOARD_FAILURES_PER_CLIENT, BOARD_CLIENT_WINDOW_MS);
     return [boardClient, ...(knownClient ? [] : [ceiling])];
   }
   const pair: FailureBucket = {
-    key: `signin-client:${digest(email, client)}`,
+    key: channel === 'login' && device ? `signin-device:${digest(email, device)}` : `signin-client:${digest(email, client)}`,
     kind: 'progressive',
     limit: limits.failuresPerClient,
     windowMs: SIGN_IN_PAIR_MEMORY_MS,
