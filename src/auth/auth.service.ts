@@ -90,8 +90,8 @@ export class AuthService {
    * work (an unknown email is verified against a dummy hash). Failures are limited per (account,
    * client) with a growing delay and per account overall (429 RATE_LIMITED with Retry-After):
    * a stranger elsewhere never locks the owner's own client out — nor, by failing, one behind the
-   * same address from a device that sends its device token (SessionIssuer#deviceTokenFor). A hash made with parameters
-   * weaker than today's is replaced by a new one.
+   * same address from a device that sends its device token (SessionIssuer#deviceTokenFor). A
+   * hash made with parameters weaker than today's is replaced by a new one.
    */
   async login(dto: LoginDto, clientIp: string): Promise<TokensDto> {
     const email = normalizeEmail(dto.email);

@@ -13,19 +13,13 @@ import { DomainError } from '../errors/domain-error';
  */
 @Injectable()
 export class UuidParamPipe extends ParseUUIDPipe {
-  constructor() {
-    super({ exceptionFactory: () => new DomainError('VALIDATION_FAILED', 'A path parameter is not a UUID.') });
-  }
-
   override async transform(value: string, metadata: ArgumentMetadata): Promise<string> {
-    try {
-      return (await super.transform(value, metadata)).toLowerCase();
-    } catch (err) {
+    const uuid = await super.transform(value, metadata).catch(() => {
       const field = metadata.data ?? 'id';
-      if (!(err instanceof DomainError)) throw err;
       throw new DomainError('VALIDATION_FAILED', `The path parameter ${field} is not a UUID.`, {
         errors: [{ field, message: `${field} must be a UUID` }],
       });
-    }
+    });
+    return uuid.toLowerCase();
   }
 }
