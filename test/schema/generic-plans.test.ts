@@ -1,0 +1,73 @@
+import { TestDatabase, createTestDatabase } from '../support/test-database';
+
+/**
+ * PL/pgSQL functions whose statements take an array parameter (`= ANY(p_product_ids)`,
+ * `unnest(…)`) plan those statements once per connection (migration CheckoutGenericPlans): with
+ * the default plan_cache_mode they were re-planned on every call (the generic plan's estimate
+ * never wins). `CREATE OR REPLACE FUNCTION` resets a function's settings unless it names them
+ * again, and a new function forgets them: both fail here.
+ */
+describe('stock and order functions keep their generic plans', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('every PL/pgSQL function with an array parameter is set to force_generic_plan', async () => {
+    const { rows } = await db.pool.query<{ name: string; config: string[] | null }>(
+      `SELECT p.proname AS name, p.proconfig AS config
+         FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+        WHERE p.pronamespace = 'public'::regnamespace AND l.lanname = 'plpgsql'
+          AND EXISTS (SELECT 1 FROM unnest(p.proargtypes::oid[]) t JOIN pg_type ty ON ty.oid = t
+                       WHERE ty.typcategory = 'A')
+        ORDER BY 1`,
+    );
+    expect(rows.map((r) => r.name)).toEqual([
+      'idempotency_keys_in_use',
+      'place_order',
+      'reserve_stock',
+      'settle_stock',
+    ]);
+    for (const row of rows) {
+      expect({ [row.name]: row.config }).toEqual({
+        [row.name]: expect.arrayContaining(['plan_cache_mode=force_generic_plan']),
+      });
+    }
+  });
+
+  it('the reservation reaches its rows by primary key under the generic plan (a shop of 2,000 products)', async () => {
+    const client = await db.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(
+        `INSERT INTO products (sku, name, price_amount, currency)
+         SELECT 'GP-' || g, 'Product ' || g, 100 + g, 'INR' FROM generate_series(1, 2000) g`,
+      );
+      await client.query(`INSERT INTO inventory_items (product_id, on_hand) SELECT id, 10 FROM products`);
+      await client.query('ANALYZE products, inventory_items');
+      await client.query('SET LOCAL plan_cache_mode = force_generic_plan');
+      await client.query(
+        `PREPARE locks(uuid[]) AS SELECT 1 FROM inventory_items i WHERE i.product_id = ANY($1) ORDER BY i.product_id FOR UPDATE`,
+      );
+      await client.query(
+        `PREPARE repriced(uuid) AS SELECT oi.product_id FROM order_items oi JOIN orders o ON o.id = oi.order_id
+           JOIN products p ON p.id = oi.product_id WHERE oi.order_id = $1 AND oi.unit_price_amount <> p.price_amount`,
+      );
+      const plan = async (sql: string) =>
+        (await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`)).rows.map((r) => r['QUERY PLAN']).join('\n');
+      const locks = await plan(`EXECUTE locks('{00000000-0000-4000-8000-000000000000}')`);
+      expect(locks).toContain('inventory_items_pkey');
+      expect(locks).not.toContain('Seq Scan');
+      const repriced = await plan(`EXECUTE repriced('00000000-0000-4000-8000-000000000000')`);
+      expect(repriced).toContain('order_items_pkey');
+      expect(repriced).not.toContain('Seq Scan');
+    } finally {
+      await client.query('ROLLBACK');
+      await client.query('DEALLOCATE ALL');
+      client.release();
+    }
+  });
+});
