@@ -29,7 +29,6 @@ export interface StoredResponse {
  */
 const keyLockId = (principal: string, key: string) => `hashtextextended(${principal} || E'\\n' || ${key}, 7)`;
 export const KEY_LOCK_ID = keyLockId('$1::text', '$2::text');
-const TRY_LOCK_KEY = `pg_try_advisory_xact_lock(${KEY_LOCK_ID})`;
 
 const toStored = (k: IdempotencyKeyEntity): StoredResponse => ({
   method: k.method,
@@ -45,51 +44,44 @@ export class IdempotencyRepository {
   constructor(private readonly tx: TransactionHost) {}
 
   /**
-   * The two statements that claim the key for the current transaction, sent together with BEGIN
-   * (TransactionHost.runOpening). The first takes the key's advisory lock without waiting
-   * (`claimed` is false while another request with the same principal and key is still running,
-   * in either mode; released at commit or rollback). The second, under its own snapshot — taken
-   * after the lock, so it sees every record committed by the key's previous holder — drops an
-   * expired record, and an `in_progress` one: its request (see `begin`) would hold the lock, so
-   * it is gone (its process died, or its database session with the lock did); and returns the
-   * live completed record if any, to replay. (In one statement, the snapshot would predate the
-   * lock: a twin that got the lock just after the first request committed would not see its
-   * record, would run the request again, and fail on the record's primary key — issue 11.)
+   * The statement that claims the key for the current transaction, sent together with BEGIN
+   * (TransactionHost.runOpening): `idempotency_claim` (migration IdempotencyClaimFunction) takes
+   * the key's advisory lock without waiting (`claimed` is false while another request with the
+   * same principal and key is still running, in either mode; released at commit or rollback).
+   * Then, in statements of its own — so under snapshots taken after the lock, which see every
+   * record committed by the key's previous holder — it drops an expired record, and an
+   * `in_progress` one: its request (see `begin`) would hold the lock, so it is gone (its process
+   * died, or its database session with the lock did); and returns the live record if any, to
+   * replay. (Under one snapshot, taken before the lock, a twin that got the lock just after the
+   * first request committed would not see its record, would run the request again, and fail on
+   * the record's primary key — issue 11.) One row: `claimed` and the record's columns, NULL
+   * without one.
    */
   static claimStatements(principal: string, key: string, now: Date): { sql: string; params: unknown[] }[] {
     // raw SQL: hot path of bench:flash-sale (the idempotency claim, sent in BEGIN's message, see
     // docs/BENCHMARKS.md)
     return [
-      { sql: `SELECT ${TRY_LOCK_KEY} AS claimed`, params: [principal, key] },
       {
-        sql: `WITH expired AS (
-           DELETE FROM idempotency_keys
-            WHERE principal = $1::text AND key = $2::text
-              AND (expires_at <= $3::timestamptz OR state = 'in_progress')
-              -- only under the lock (taken again: a no-op for its holder); unclaimed, we roll back
-              AND (SELECT ${TRY_LOCK_KEY})
-         )
-         SELECT state, method, route, fingerprint, response_status AS status, response_body AS body
-           FROM idempotency_keys
-          WHERE principal = $1::text AND key = $2::text AND expires_at > $3::timestamptz`,
+        sql: `SELECT claimed, state, method, route, fingerprint, status, body
+                FROM idempotency_claim($1::text, $2::text, $3::timestamptz)`,
         params: [principal, key, now],
       },
     ];
   }
 
   /**
-   * What the claim statements found: whether the key is ours, and a completed record to replay —
+   * What the claim statement found: whether the key is ours, and a completed record to replay —
    * also when the key is not ours: a completed request's answer stands whoever holds the lock now
    * (a twin retry replaying it, the sold-out path's brief check), so a retry gets it, not a 409.
    */
   static claimed(results: unknown[][]): { claimed: boolean; stored: StoredResponse | null } {
-    const [lock, records] = results as [{ claimed: boolean }[], (StoredResponse & { state: string })[]];
-    const row = records[0];
-    const claimed = lock[0]?.claimed === true;
+    const [rows] = results as [({ claimed: boolean; state: string | null } & StoredResponse)[]];
+    const row = rows[0];
+    const claimed = row?.claimed === true;
     // an in-progress record is a running twin's (not claimed), or was left by a request that is
-    // gone (claimed: dropped above): nothing to replay either way
+    // gone (claimed: dropped before the read): nothing to replay either way
     if (row?.state !== 'completed') return { claimed, stored: null };
-    const { state: _state, ...stored } = row;
+    const { state: _state, claimed: _claimed, ...stored } = row;
     return { claimed, stored };
   }
 
