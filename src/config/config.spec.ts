@@ -76,6 +76,16 @@ describe('loadConfig', () => {
     expect(named(problemsOf({ NODE_ENV: 'development', ORDER_MINIMUM_AMOUNT: '0' }))).toEqual(['ORDER_MINIMUM_AMOUNT']);
   });
 
+  it("takes orders up to the payment provider's largest charge: Stripe's eight digits, or ORDER_MAXIMUM_AMOUNT (not below the minimum)", () => {
+    expect(loadConfig({ ...SECRETS, NODE_ENV: 'production' }).orderMaximumAmount).toBe(99_999_999);
+    expect(loadConfig({ NODE_ENV: 'development' }).orderMaximumAmount).toBe(99_999_999);
+    expect(loadConfig({ NODE_ENV: 'development', ORDER_MAXIMUM_AMOUNT: '5000' }).orderMaximumAmount).toBe(5000);
+    expect(named(problemsOf({ NODE_ENV: 'development', ORDER_MAXIMUM_AMOUNT: '0' }))).toEqual(['ORDER_MAXIMUM_AMOUNT']);
+    // under the minimum given, or under Stripe's own when none is given: every checkout refused
+    expect(named(problemsOf({ NODE_ENV: 'development', ORDER_MINIMUM_AMOUNT: '100', ORDER_MAXIMUM_AMOUNT: '99' }))).toEqual(['ORDER_MAXIMUM_AMOUNT']);
+    expect(named(problemsOf({ ...SECRETS, NODE_ENV: 'production', ORDER_MAXIMUM_AMOUNT: '49' }))).toEqual(['ORDER_MAXIMUM_AMOUNT']);
+  });
+
   it('treats empty strings as unset', () => {
     expect(loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: '' }).stripe.secretKey).toBeUndefined();
   });

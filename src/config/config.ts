@@ -73,6 +73,11 @@ const optionalInt = (min: number, max: number) =>
     .pipe(z.number().int().min(min).max(max));
 /** Stripe's smallest charge in INR, USD, EUR and most currencies (minor units). */
 const STRIPE_MINIMUM_CHARGE = 50;
+/** The smallest order total taken: ORDER_MINIMUM_AMOUNT, or the payment provider's smallest charge. */
+const minimumOrderOf = (e: { ORDER_MINIMUM_AMOUNT?: number; STRIPE_SECRET_KEY?: string }): number =>
+  e.ORDER_MINIMUM_AMOUNT ?? (e.STRIPE_SECRET_KEY ? STRIPE_MINIMUM_CHARGE : 1);
+/** Stripe's largest charge: an amount of at most eight digits (minor units). */
+const STRIPE_MAXIMUM_CHARGE = 99_999_999;
 
 const int = (def: number, min: number, max: number) => optionalInt(min, max).default(String(def));
 
@@ -220,6 +225,10 @@ const envSchema = z.object({
   // unset: 50 with Stripe (its minimum in INR, USD, EUR and most currencies; GBP 30), 1 with the
   // development gateway (which charges any amount; a total of nothing is never charged)
   ORDER_MINIMUM_AMOUNT: optionalInt(1, 1_000_000_000).optional(),
+  // the largest order total (minor units) the payment provider can charge: Stripe takes at most
+  // eight digits (99,999,999: ₹999,999.99, $999,999.99); the development gateway is held to the
+  // same, so a shop sees in development what production will refuse
+  ORDER_MAXIMUM_AMOUNT: int(STRIPE_MAXIMUM_CHARGE, 1, Number.MAX_SAFE_INTEGER),
   RATE_LIMIT_ENABLED: bool(true),
   SIGN_IN_FAILURES_PER_CLIENT: int(5, 1, 1000),
   SIGN_IN_FAILURES_PER_ACCOUNT: int(100, 1, 1_000_000),
@@ -367,6 +376,8 @@ export interface AppConfig {
   currency: string;
   /** The smallest order total (minor units) checkout takes: less cannot be charged. */
   orderMinimumAmount: number;
+  /** The largest order total checkout takes (minor units): more could never be charged. */
+  orderMaximumAmount: number;
   rateLimitEnabled: boolean;
   /**
    * Failed password sign-ins (login, queue board); see rate-limit.policies.ts signInBuckets.
@@ -848,6 +859,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   problems.push(...jwtKeys.problems);
   problems.push(...developmentExposure(cleaned));
   problems.push(...databaseHostProblems(cleaned));
+  const orderMinimum = parsed.success ? minimumOrderOf(parsed.data) : 0;
+  if (parsed.success && parsed.data.ORDER_MAXIMUM_AMOUNT < orderMinimum) {
+    // no total would be both large enough and small enough: every checkout refused
+    problems.push('ORDER_MAXIMUM_AMOUNT: must not be below ORDER_MINIMUM_AMOUNT');
+  }
   if (parsed.success && parsed.data.HTTP_HEADERS_TIMEOUT_MS > parsed.data.HTTP_REQUEST_TIMEOUT_MS) {
     // Node would swap them silently: the longer one would bound the headers
     problems.push('HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS');
@@ -951,7 +967,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       ).replace(/\/$/, ''),
     },
     currency: e.SHOP_CURRENCY,
-    orderMinimumAmount: e.ORDER_MINIMUM_AMOUNT ?? (e.STRIPE_SECRET_KEY ? STRIPE_MINIMUM_CHARGE : 1),
+    orderMinimumAmount: minimumOrderOf(e),
+    orderMaximumAmount: e.ORDER_MAXIMUM_AMOUNT,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,
     signIn: {
       enabled: e.RATE_LIMIT_ENABLED || e.NODE_ENV !== 'development',

@@ -115,6 +115,14 @@ export class CheckoutService {
           `An order must total at least ${this.config.orderMinimumAmount} minor units of ${this.config.currency}: the payment provider charges nothing smaller.`,
         );
       }
+      if (totalAmount > this.config.orderMaximumAmount) {
+        // more than the provider charges at once: the payment would be refused on every try,
+        // the stock held until the order expired
+        throw new DomainError(
+          'ORDER_NOT_PAYABLE',
+          `An order may total at most ${this.config.orderMaximumAmount} minor units of ${this.config.currency} (this one: ${totalAmount}): the payment provider charges nothing larger; split it into smaller orders.`,
+        );
+      }
       const now = this.clock.now();
       const reservationExpiresAt = new Date(now.getTime() + this.config.reservationTtlSeconds * 1000);
       const created: Order = {

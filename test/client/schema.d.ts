@@ -4138,7 +4138,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE`, `PURCHASE_LIMIT_EXCEEDED` (with `limits`) or `ORDER_NOT_PAYABLE` (a total under `ORDER_MINIMUM_AMOUNT`, the smallest charge); or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            /** @description `INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE`, `PURCHASE_LIMIT_EXCEEDED` (with `limits`) or `ORDER_NOT_PAYABLE` (a total under `ORDER_MINIMUM_AMOUNT`, the smallest charge, or over `ORDER_MAXIMUM_AMOUNT`, the largest); or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying */

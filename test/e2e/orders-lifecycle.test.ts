@@ -153,6 +153,30 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     expect(mixed.body.total.amount).toBe(1);
   });
 
+  it("an order over the provider's largest charge (Stripe's eight digits) is refused 409 ORDER_NOT_PAYABLE before anything is held — its key retried, from the cart too; at the maximum it is taken", async () => {
+    // 2 × 50,000,000 = 100,000,000 minor units: one more than 99,999,999 (₹999,999.99)
+    const dear = await insertProduct(t.db.pool, { stock: 5, priceAmount: 50_000_000 });
+    const dave = (await buyers(t.http, 1))[0];
+    const idempotencyKey = newKey();
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const res = await t.http.post('/v1/orders', { items: [{ productId: dear, quantity: 2 }] }, { token: dave.token, idempotencyKey });
+      expectProblem(res, 409, 'ORDER_NOT_PAYABLE');
+      expect(res.body.detail).toContain('at most 99999999');
+    }
+    expect((await t.http.put(`/v1/cart/items/${dear}`, { quantity: 2 }, { token: dave.token })).status).toBe(200);
+    expectProblem(await t.http.post('/v1/orders', {}, { token: dave.token, idempotencyKey: newKey() }), 409, 'ORDER_NOT_PAYABLE');
+    // nothing held, nothing written, the cart as it was
+    expect(await stockOf(t.db.pool, dear)).toMatchObject({ reserved: 0 });
+    const { rows } = await t.db.pool.query(`SELECT count(*)::int AS n FROM orders WHERE user_id = $1`, [dave.userId]);
+    expect(rows[0].n).toBe(0);
+    expect((await t.http.get('/v1/cart', { token: dave.token })).body.items).toHaveLength(1);
+    // exactly the maximum is chargeable: taken
+    const most = await insertProduct(t.db.pool, { stock: 5, priceAmount: 99_999_999 });
+    const taken = await placeOrder(t.http, dave, [{ productId: most, quantity: 1 }]);
+    expect(taken.status).toBe(201);
+    expect(taken.body.total.amount).toBe(99_999_999);
+  });
+
   it('checks out the cart (current prices) and empties it in the same transaction', async () => {
     const p1 = await insertProduct(t.db.pool, { stock: 5, priceAmount: 500 });
     const p2 = await insertProduct(t.db.pool, { stock: 5, priceAmount: 700 });
