@@ -356,7 +356,7 @@ describe('sold-out fast path', () => {
       const checkout = placeOrder(a.http, late, [{ productId: p, quantity: 1 }], newKey());
       // the request's own claim, on the normal path, waits on the table (the question gave up on it
       // after its lock_timeout, its locks gone with it; the old one still held the key's then)
-      await untilWaitingOnLocks(a.db.pool, 'the normal path\'s claim waiting on the table', { matching: '%pg_try_advisory_xact_lock%', count: 1 });
+      await untilWaitingOnLocks(a.db.pool, 'the normal path\'s claim waiting on the table', { matching: '%idempotency_claim(%', count: 1 });
       await waitFor('the key question gone', async () =>
         (await a.db.pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%idempotency_keys_in_use%' AND state = 'active' AND pid <> pg_backend_pid()`)).rows[0].n,
         { until: (n) => n === 0 },
