@@ -41,7 +41,7 @@ export class CatalogAdminService {
    * about a product it never saw.
    */
   async createProduct(actor: Principal, dto: CreateProductDto): Promise<ProductDto> {
-    this.checkCurrency(dto.price);
+    this.checkPrice(dto.price);
     const id = this.ids.uuid();
     const product = await this.unique('products_sku_key', 'SKU_TAKEN', 'This SKU is taken.', () =>
       this.tx.run(async () => {
@@ -66,7 +66,7 @@ export class CatalogAdminService {
   }
 
   async updateProduct(id: string, dto: UpdateProductDto): Promise<ProductDto> {
-    if (dto.price) this.checkCurrency(dto.price);
+    if (dto.price) this.checkPrice(dto.price);
     const product = await this.tx.run(async () => {
       if (dto.categoryId) await this.mustHaveCategory(dto.categoryId);
       const found = await this.products.update(
@@ -121,11 +121,23 @@ export class CatalogAdminService {
     return mapProduct(row, (key) => this.storage.publicUrl(key));
   }
 
-  private checkCurrency(price: MoneyInputDto): void {
+  /**
+   * A price in the shop's currency that one unit of can be paid: above ORDER_MAXIMUM_AMOUNT the
+   * product would be listed and never sold (every checkout of it 409 ORDER_NOT_PAYABLE). Free
+   * (0) stays allowed: it sells beside paid products.
+   */
+  private checkPrice(price: MoneyInputDto): void {
     if (price.currency !== this.config.currency) {
       throw new DomainError('VALIDATION_FAILED', `Prices are in ${this.config.currency}.`, {
         errors: [{ field: 'price.currency', message: `must be ${this.config.currency}` }],
       });
+    }
+    if (price.amount > this.config.orderMaximumAmount) {
+      throw new DomainError(
+        'VALIDATION_FAILED',
+        `A price may be at most ${this.config.orderMaximumAmount} minor units: the largest order the payment provider charges.`,
+        { errors: [{ field: 'price.amount', message: `must not be greater than ${this.config.orderMaximumAmount}` }] },
+      );
     }
   }
 

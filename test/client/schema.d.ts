@@ -901,10 +901,14 @@ export interface components {
              * @example TEA-ASSAM-250
              */
             sku: string;
-            /** @example Assam tea, 250 g */
+            /**
+             * @description Shows a letter or digit; no invisible characters (400)
+             * @example Assam tea, 250 g
+             */
             name: string;
             /** @example Malty, strong black tea. */
             description: string;
+            /** @description The amount at most `ORDER_MAXIMUM_AMOUNT` (default 99,999,999), the largest order the payment provider charges (400) */
             price: components["schemas"]["MoneyInputDto"];
             /** Format: uuid */
             categoryId?: string;
@@ -912,9 +916,13 @@ export interface components {
             initialStock: number;
         };
         UpdateProductDto: {
-            /** @example Assam tea, 500 g */
+            /**
+             * @description Shows a letter or digit; no invisible characters (400)
+             * @example Assam tea, 500 g
+             */
             name?: string;
             description?: string;
+            /** @description The amount at most `ORDER_MAXIMUM_AMOUNT` (default 99,999,999), the largest order the payment provider charges (400) */
             price?: components["schemas"]["MoneyInputDto"];
             /**
              * Format: uuid
@@ -925,7 +933,10 @@ export interface components {
             active?: boolean;
         };
         CreateCategoryDto: {
-            /** @example Healthy snacks */
+            /**
+             * @description Shows a letter or digit; no invisible characters (400)
+             * @example Healthy snacks
+             */
             name: string;
             /** @example healthy-snacks */
             slug: string;
@@ -1164,7 +1175,10 @@ export interface components {
              * @example 25
              */
             delta: number;
-            /** @example Delivery from supplier */
+            /**
+             * @description Shows a letter or digit; no invisible characters (400)
+             * @example Delivery from supplier
+             */
             reason: string;
         };
         StockLevelDto: {

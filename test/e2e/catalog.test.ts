@@ -100,6 +100,29 @@ describe('catalog: admin writes, reads, cache', () => {
     expect((await t.http.post('/v1/admin/categories', { name: 'x', slug: 'x' }, { token: customer })).status).toBe(403);
   });
 
+  it('refuses a price no order could pay (over ORDER_MAXIMUM_AMOUNT) and blank or invisible names and reasons (400 naming the field), on create and update', async () => {
+    const body = { sku: `BIG-${Date.now()}`, name: 'Gold tea', description: '', price: { amount: 100_000_000, currency: 'INR' }, initialStock: 1 };
+    const dear = await t.http.post('/v1/admin/products', body, { token: admin, idempotencyKey: newKey() });
+    expect([dear.status, dear.body.code, dear.body.errors?.[0]?.field]).toEqual([400, 'VALIDATION_FAILED', 'price.amount']);
+    const atMost = await t.http.post('/v1/admin/products', { ...body, price: { amount: 99_999_999, currency: 'INR' } }, { token: admin });
+    expect(atMost.status).toBe(201);
+    const repriced = await t.http.patch(`/v1/admin/products/${atMost.body.id}`, { price: { amount: 100_000_000, currency: 'INR' } }, { token: admin });
+    expect([repriced.status, repriced.body.errors?.[0]?.field]).toEqual([400, 'price.amount']);
+    for (const name of ['   ', '\u200b', '\ufeff', 'a\u00adb']) {
+      const created = await t.http.post('/v1/admin/products', { ...body, sku: `INV-${randomUUID().slice(0, 8)}`, name, price: { amount: 100, currency: 'INR' } }, { token: admin });
+      expect([name, created.status, created.body.errors?.[0]?.field]).toEqual([name, 400, 'name']);
+      const renamed = await t.http.patch(`/v1/admin/products/${atMost.body.id}`, { name }, { token: admin });
+      expect([name, renamed.status, renamed.body.errors?.[0]?.field]).toEqual([name, 400, 'name']);
+      const category = await t.http.post('/v1/admin/categories', { name, slug: `inv-${randomUUID().slice(0, 8)}` }, { token: admin });
+      expect([name, category.status, category.body.errors?.[0]?.field]).toEqual([name, 400, 'name']);
+      const adjusted = await t.http.post(`/v1/admin/products/${atMost.body.id}/stock-adjustments`, { delta: 1, reason: name }, { token: admin, idempotencyKey: newKey() });
+      expect([name, adjusted.status, adjusted.body.errors?.[0]?.field]).toEqual([name, 400, 'reason']);
+    }
+    // nothing changed by the refusals
+    const after = await t.http.get(`/v1/products/${atMost.body.id}`);
+    expect([after.body.name, after.body.price.amount, after.body.availableQuantity]).toEqual(['Gold tea', 99_999_999, 1]);
+  });
+
   it('a product priced before a SHOP_CURRENCY change is not shown publicly (a cart could not take it) until a PATCH reprices it into the shop\'s currency; it then sells again', async () => {
     const name = `Old-currency muesli ${randomUUID().slice(0, 8)}`;
     const p = await createProduct(t, admin, { price: 500, name });

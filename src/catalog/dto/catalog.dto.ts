@@ -18,7 +18,7 @@ import { Omittable } from '../../common/http/omittable';
 import { PageQueryDto } from '../../common/pagination/page-query.dto';
 import { MoneyDto } from '../../common/money/money.dto';
 import { CharLength, MaxChars } from '../../common/http/char-length';
-import { NoDirectionControls, PlainCode, SingleLine } from '../../common/http/single-line';
+import { NoDirectionControls, PlainCode, SingleLine, VisibleName } from '../../common/http/single-line';
 
 /** The largest money amount accepted in a request (minor units: 10 million in a 2-decimal currency). */
 const MAX_MONEY_AMOUNT = 1_000_000_000;
@@ -45,7 +45,12 @@ export class MoneyInputDto {
 const SLUG_PATTERN = /^[a-z0-9]+(-[a-z0-9]+)*$/;
 
 export class CreateCategoryDto {
-  @ApiProperty({ example: 'Healthy snacks', minLength: 1, maxLength: 200 }) @IsString() @CharLength(1, 200) @SingleLine() name!: string;
+  @ApiProperty({ example: 'Healthy snacks', minLength: 1, maxLength: 200, description: 'Shows a letter or digit; no invisible characters (400)' })
+  @IsString()
+  @CharLength(1, 200)
+  @SingleLine()
+  @VisibleName()
+  name!: string;
   @ApiProperty({ example: 'healthy-snacks', maxLength: 100, pattern: SLUG_PATTERN.source })
   @Matches(SLUG_PATTERN)
   @MaxLength(100)
@@ -66,12 +71,17 @@ export class CreateProductDto {
   @SingleLine()
   @PlainCode()
   sku!: string;
-  @ApiProperty({ example: 'Assam tea, 250 g', minLength: 1, maxLength: 200 }) @IsString() @CharLength(1, 200) @SingleLine() name!: string;
+  @ApiProperty({ example: 'Assam tea, 250 g', minLength: 1, maxLength: 200, description: 'Shows a letter or digit; no invisible characters (400)' })
+  @IsString()
+  @CharLength(1, 200)
+  @SingleLine()
+  @VisibleName()
+  name!: string;
   @ApiProperty({ example: 'Malty, strong black tea.', maxLength: 10_000 })
   @IsString()
   @MaxChars(10_000)
   description!: string;
-  @ApiProperty({ type: MoneyInputDto })
+  @ApiProperty({ type: MoneyInputDto, description: 'The amount at most `ORDER_MAXIMUM_AMOUNT` (default 99,999,999), the largest order the payment provider charges (400)' })
   @IsObject()
   @ValidateNested()
   @Type(() => MoneyInputDto)
@@ -85,14 +95,15 @@ export class CreateProductDto {
 }
 
 export class UpdateProductDto {
-  @ApiPropertyOptional({ example: 'Assam tea, 500 g', minLength: 1, maxLength: 200 })
+  @ApiPropertyOptional({ example: 'Assam tea, 500 g', minLength: 1, maxLength: 200, description: 'Shows a letter or digit; no invisible characters (400)' })
   @Omittable()
   @IsString()
   @CharLength(1, 200)
   @SingleLine()
+  @VisibleName()
   name?: string;
   @ApiPropertyOptional({ maxLength: 10_000 }) @Omittable() @IsString() @MaxChars(10_000) description?: string;
-  @ApiPropertyOptional({ type: MoneyInputDto })
+  @ApiPropertyOptional({ type: MoneyInputDto, description: 'The amount at most `ORDER_MAXIMUM_AMOUNT` (default 99,999,999), the largest order the payment provider charges (400)' })
   @Omittable()
   @IsObject()
   @ValidateNested()

@@ -1,6 +1,7 @@
 import { ApiProperty } from '@nestjs/swagger';
 import { IsInt, IsString, Max, Min, NotEquals } from 'class-validator';
 import { CharLength } from '../../common/http/char-length';
+import { VisibleName } from '../../common/http/single-line';
 
 export class StockAdjustmentDto {
   @ApiProperty({
@@ -16,9 +17,10 @@ export class StockAdjustmentDto {
   @Max(10_000_000)
   delta!: number;
 
-  @ApiProperty({ example: 'Delivery from supplier', minLength: 1, maxLength: 500 })
+  @ApiProperty({ example: 'Delivery from supplier', minLength: 1, maxLength: 500, description: 'Shows a letter or digit; no invisible characters (400)' })
   @IsString()
   @CharLength(1, 500)
+  @VisibleName()
   reason!: string;
 }
 
