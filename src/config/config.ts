@@ -862,7 +862,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const orderMinimum = parsed.success ? minimumOrderOf(parsed.data) : 0;
   if (parsed.success && parsed.data.ORDER_MAXIMUM_AMOUNT < orderMinimum) {
     // no total would be both large enough and small enough: every checkout refused
-    problems.push('ORDER_MAXIMUM_AMOUNT: must not be below ORDER_MINIMUM_AMOUNT');
+    problems.push(
+      `ORDER_MAXIMUM_AMOUNT: must not be below the smallest order total, ${orderMinimum} (ORDER_MINIMUM_AMOUNT, or the payment provider's smallest charge)`,
+    );
   }
   if (parsed.success && parsed.data.HTTP_HEADERS_TIMEOUT_MS > parsed.data.HTTP_REQUEST_TIMEOUT_MS) {
     // Node would swap them silently: the longer one would bound the headers
