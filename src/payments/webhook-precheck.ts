@@ -15,7 +15,9 @@ function stripeSignatureProblem(header: string | string[] | undefined, nowSecond
   const t = items.find(([k]) => k === 't')?.[1];
   if (!t || !/^\d{1,12}$/.test(t)) return 'no timestamp';
   if (!items.some(([k, v]) => k === 'v1' && !!v && /^[0-9a-f]{64}$/.test(v))) return 'no v1 signature';
-  if (nowSeconds - Number(t) > SIGNATURE_TOLERANCE_SECONDS) return 'stale';
+  // stale, or dated ahead by more than the same tolerance (Stripe's SDK checks only the age: a
+  // header signed with a clock far ahead, or with a leaked secret, would stay good until its date)
+  if (Math.abs(nowSeconds - Number(t)) > SIGNATURE_TOLERANCE_SECONDS) return 'stale';
   return null;
 }
 
@@ -23,7 +25,7 @@ function stripeSignatureProblem(header: string | string[] | undefined, nowSecond
  * The webhooks are public and take bodies up to 1 MB; their checks (the Stripe signature over the
  * raw body, the store's bearer token) are guards, which run only after the body has been read
  * and parsed. What can be judged from the headers is judged here, before the body is read:
- * a Stripe-Signature that is missing, malformed or stale (API.md: refused "before anything is
+ * a Stripe-Signature that is missing, malformed, stale or dated more than the tolerance ahead (API.md: refused "before anything is
  * parsed"), and the store's token, checked in full (`checkStorageToken`, constant time). Same
  * answer as the guards: 400 WEBHOOK_SIGNATURE_INVALID. A well-formed, fresh signature still has
  * its HMAC verified by StripeSignatureGuard over the raw bytes.

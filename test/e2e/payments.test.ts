@@ -391,12 +391,14 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       stripe.webhooks.generateTestHeaderString({ payload, secret, timestamp });
     const stored = async () => (await t.db.pool.query(`SELECT count(*)::int AS n FROM webhook_events WHERE id = 'evt_sig_test'`)).rows[0].n;
 
-    it('refuses one altered byte, a wrong secret, a stale timestamp and a re-serialized body, storing nothing', async () => {
+    it('refuses one altered byte, a wrong secret, a stale or far-future timestamp and a re-serialized body, storing nothing', async () => {
       const altered = body.replace('pi_unknown', 'pi_unknowm');
       for (const res of [
         await post(altered, header(body)),
         await post(body, header(body, 'whsec_wrong_secret')),
         await post(body, header(body, undefined, Math.floor(Date.now() / 1000) - 301)),
+        await post(body, header(body, undefined, Math.floor(Date.now() / 1000) + 301)),
+        await post(body, header(body, undefined, Math.floor(Date.now() / 1000) + 10_000_000)),
         await post(JSON.stringify(JSON.parse(body), null, 2), header(body)),
         await post(body, 'garbage'),
       ]) {
@@ -409,7 +411,8 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     it('refuses a missing, malformed or stale signature before the body is read: not even invalid JSON is looked at', async () => {
       const notJson = '{"not json';
       const stale = header(body, undefined, Math.floor(Date.now() / 1000) - 301);
-      for (const signature of [undefined, 'garbage', 't=abc,v1=00', `t=${Math.floor(Date.now() / 1000)}`, stale]) {
+      const ahead = header(body, undefined, Math.floor(Date.now() / 1000) + 301);
+      for (const signature of [undefined, 'garbage', 't=abc,v1=00', `t=${Math.floor(Date.now() / 1000)}`, stale, ahead]) {
         const res = await t.http.request('POST', '/v1/webhooks/stripe', undefined, {
           raw: notJson,
           headers: signature === undefined ? {} : { 'stripe-signature': signature },
