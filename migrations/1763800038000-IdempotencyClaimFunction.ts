@@ -1,7 +1,7 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 
 /**
- * The transactional idempotency claim (IdempotencyRepository.claimStatement) as one function
+ * The transactional idempotency claim (IdempotencyRepository.claimStatements) as one function
  * call: the key's advisory lock, taken without waiting; then — a statement of its own, so a snapshot
  * taken after the lock, which sees every record committed by the key's previous holder — the
  * expired or `in_progress` record dropped (only when the lock is ours); then the live record, if

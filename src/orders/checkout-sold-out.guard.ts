@@ -99,7 +99,8 @@ export function fastPathKey(request: KeyedRequest): string | undefined {
  * have named a per-customer limit first — a purchase cap (409 PURCHASE_LIMIT_EXCEEDED) or the
  * day's allowance of abandoned orders (429 RATE_LIMITED), both decided in the checkout's COMMIT
  * message — or a total under ORDER_MINIMUM_AMOUNT or over ORDER_MAXIMUM_AMOUNT (409
- * ORDER_NOT_PAYABLE, from the price snapshot): either way nothing is reserved, and the products are sold out.
+ * ORDER_NOT_PAYABLE, from the price snapshot): either way nothing is reserved, and the products
+ * are sold out.
  */
 @Injectable()
 export class CheckoutSoldOutGuard implements CanActivate {

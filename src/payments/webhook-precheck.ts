@@ -25,8 +25,8 @@ function stripeSignatureProblem(header: string | string[] | undefined, nowSecond
  * The webhooks are public and take bodies up to 1 MB; their checks (the Stripe signature over the
  * raw body, the store's bearer token) are guards, which run only after the body has been read
  * and parsed. What can be judged from the headers is judged here, before the body is read:
- * a Stripe-Signature that is missing, malformed, stale or dated more than the tolerance ahead (API.md: refused "before anything is
- * parsed"), and the store's token, checked in full (`checkStorageToken`, constant time). Same
+ * a Stripe-Signature that is missing, malformed, stale or dated more than the tolerance ahead
+ * (API.md: refused "before anything is parsed"), and the store's token, checked in full (`checkStorageToken`, constant time). Same
  * answer as the guards: 400 WEBHOOK_SIGNATURE_INVALID. A well-formed, fresh signature still has
  * its HMAC verified by StripeSignatureGuard over the raw bytes.
  */
