@@ -34,6 +34,7 @@ import { JwtStrategy } from './auth/jwt.strategy';
 import { CheckoutSoldOutGuard } from './orders/checkout-sold-out.guard';
 import { soldOutCheckoutHooks } from './orders/sold-out-checkout.hook';
 import { registerBrowserSecurity } from './common/http/browser-security';
+import { answerMethodNotAllowed } from './common/http/method-not-allowed';
 import { TransactionHost } from './database/transaction-host';
 import { isDraining } from './common/shutdown';
 import { warnUntrustedForwarding } from './common/http/untrusted-forwarding';
@@ -101,6 +102,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     void reply.header('X-Request-Id', request.id);
   });
   limitBodies(app);
+  answerMethodNotAllowed(fastify);
   const browserHeaders = await registerBrowserSecurity(app, config);
   // the webhooks' signature and token, as far as the headers tell, before their bodies are read
   // (after the security headers' hook: its headers are on these answers too)

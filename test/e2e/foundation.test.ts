@@ -5,6 +5,7 @@ import { DatabaseHealthIndicator } from '../../src/health/database.health';
 import { buildOpenApiDocument } from '../../src/openapi/openapi';
 import { registerCustomer } from '../support/auth';
 import { holdNextGatedRequest, slowRequestsStarted, withProbe } from '../support/probe.module';
+import { expectProblem } from '../support/http';
 import { waitFor } from '../support/wait-for';
 import { TestApp, bootTestApp } from '../support/test-app';
 
@@ -64,6 +65,31 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     expect(res.body).toMatchObject({ status: 404, code: 'ROUTE_NOT_FOUND', requestId: 'trace-12345678' });
     expect(typeof res.body.type).toBe('string');
     expect(typeof res.body.title).toBe('string');
+  });
+
+  it('answers a path that exists, asked with a method it lacks, 405 with Allow (not 404), before reading the body', async () => {
+    const id = '00000000-0000-4000-8000-000000000000';
+    const cases: [string, string, string][] = [
+      ['DELETE', '/v1/products', 'GET, HEAD'],
+      ['POST', `/v1/products/${id}`, 'GET, HEAD'],
+      ['GET', `/v1/orders/${id}/cancel`, 'POST'],
+      ['PATCH', '/v1/cart', 'GET, HEAD, DELETE'],
+      ['PUT', '/v1/auth/login', 'POST'],
+      ['POST', '/health/live', 'GET, HEAD'],
+    ];
+    for (const [method, path, allow] of cases) {
+      // anonymous, with a body no parser could read: the method is what is wrong
+      const res = await t.http.request(method, path, undefined, { raw: method === 'GET' ? undefined : '{"broken' });
+      expectProblem(res, 405, 'METHOD_NOT_ALLOWED');
+      expect([method, path, res.headers.get('allow')]).toEqual([method, path, allow]);
+    }
+    // no route under any method (CORS's OPTIONS-for-any-path counts for none): still 404
+    // nor a path matched only with a parameter left empty (Nest's adapter routes none)
+    for (const path of ['/v1/nowhere', `/v1/products/${id}/images/x`, `/v1/orders/${id}/refund`, '/v1/products/', '/v1/orders//cancel']) {
+      const res = await t.http.request('DELETE', path);
+      expect([path, res.status, res.headers.get('allow')]).toEqual([path, 404, null]);
+      expectProblem(res, 404, 'ROUTE_NOT_FOUND');
+    }
   });
 
   it('lists every invalid field in a 400 VALIDATION_FAILED', async () => {

@@ -1,0 +1,45 @@
+import FindMyWay, { HTTPMethod } from 'find-my-way';
+import type { FastifyInstance, RouteOptions } from 'fastify';
+import { DomainError } from '../errors/domain-error';
+
+/** The methods a route can be asked for here (what `Allow` may name). */
+const METHODS: readonly HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
+
+const noop = (): void => undefined;
+
+/** A route that answers any path (CORS's `OPTIONS *`): it says nothing about which paths exist. */
+const anyPath = (url: string): boolean => url === '*' || url === '/*';
+
+/**
+ * A path that exists, asked for with a method it has no route for (`DELETE /v1/products`), is a
+ * 405 with `Allow` naming the methods it has (RFC 9110 15.5.6), not the 404 Fastify's router
+ * answers: a client generated from the document learns its call is wrong, not that the
+ * resource is gone. A second router holds every route's pattern (with Fastify's own matching
+ * rules: the same library, its defaults) and is asked only for a request no route matched.
+ * Registered before the routes are.
+ */
+export function answerMethodNotAllowed(fastify: FastifyInstance): void {
+  const known = FindMyWay();
+  fastify.addHook('onRoute', (route: RouteOptions) => {
+    if (anyPath(route.url)) return;
+    for (const method of [route.method].flat() as HTTPMethod[]) {
+      if (METHODS.includes(method) && !known.hasRoute(method, route.url)) known.on(method, route.url, noop);
+    }
+  });
+  // as Nest's adapter routes: a parameter matched empty (`/v1/products/`) is no match
+  const routes = (method: HTTPMethod, url: string): boolean => {
+    const found = known.find(method, url);
+    return found !== null && Object.entries(found.params).every(([name, value]) => value !== '' || name === '*');
+  };
+  fastify.addHook('onRequest', async (request) => {
+    const url = request.raw.url ?? '';
+    // (a target not starting with `/`, an absolute form, is a 404 whatever its method)
+    if (!request.is404 || !url.startsWith('/')) return;
+    const allowed = METHODS.filter((method) => routes(method, url));
+    // no such path (a 404), or one this very method has (Nest's 404 for another reason)
+    if (allowed.length === 0 || allowed.includes(request.method as HTTPMethod)) return;
+    throw new DomainError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; this path answers ${allowed.join(', ')}.`, {
+      headers: { Allow: allowed.join(', ') },
+    });
+  });
+}
