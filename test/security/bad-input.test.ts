@@ -321,10 +321,15 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     }
   });
 
-  it("answers Node's own refusals as problem+json with a request id: no Host header (400), an Expect it cannot meet (417), a CONNECT (405, not a dropped connection)", async () => {
+  it("answers Node's own refusals as problem+json with a request id: no Host header, two, or one that is no host (400), an Expect it cannot meet (417), a CONNECT (405, not a dropped connection)", async () => {
     const port = Number(new URL(t.baseUrl).port);
     for (const [head, status, reason, title] of [
       ['GET /v1/categories HTTP/1.1\r\nConnection: close\r\n\r\n', 400, 'Bad Request', 'Bad request'],
+      // two Host lines (a proxy may route on the second), or one that is no host: 400 too (RFC 9112 3.2)
+      [`GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nHost: admin.internal\r\nConnection: close\r\n\r\n`, 400, 'Bad Request', 'Bad request'],
+      [`GET /v1/categories HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n`, 400, 'Bad Request', 'Bad request'],
+      ['GET /v1/categories HTTP/1.1\r\nHost: evil.example/x?y\r\nConnection: close\r\n\r\n', 400, 'Bad Request', 'Bad request'],
+      ['GET /v1/categories HTTP/1.1\r\nHost: user@evil.example\r\nConnection: close\r\n\r\n', 400, 'Bad Request', 'Bad request'],
       [`GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nExpect: x-teapot\r\nConnection: close\r\n\r\n`, 417, 'Expectation Failed', 'Expectation failed'],
       [`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`, 405, 'Method Not Allowed', 'Method not allowed'],
       [`CONNECT /v1/orders HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`, 405, 'Method Not Allowed', 'Method not allowed'],
@@ -354,6 +359,10 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       });
     }
     expect((await t.http.get('/v1/categories')).status).toBe(200);
+    // one Host, as names, addresses and bracketed IPv6 literals with or without a port: answered
+    for (const host of ['shop.example', 'shop.example:443', '127.0.0.1', '[::1]:8080', 'xn--bcher-kva.example']) {
+      expect((await rawExchange(port, `GET /v1/categories HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`)).split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
+    }
     // a well-formed request id of the client's is kept (API.md), here too
     const raw = await rawExchange(
       port,

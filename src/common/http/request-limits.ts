@@ -139,15 +139,36 @@ export function frameworkErrors(error: Error, request: FastifyRequest, reply: Fa
   sendProblem(error, request, reply);
 }
 
+/** RFC 3986's host (a reg-name, an IPv4 address or a bracketed IP literal) and an optional port. */
+const HOST_VALUE = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$/;
+
+/** What is wrong with the request's Host header, if anything (RFC 9112 §3.2). */
+function hostProblem(request: FastifyRequest): string | null {
+  const { host } = request.headers;
+  if (host === undefined) return request.raw.httpVersion === '1.0' ? null : 'An HTTP/1.1 request must carry a Host header.';
+  // Node's parsed headers keep only the first of several: count the field lines
+  const { rawHeaders } = request.raw;
+  let lines = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i].length === 4 && rawHeaders[i].toLowerCase() === 'host') lines++;
+  }
+  if (lines > 1) return 'A request must carry one Host header, not several.';
+  return HOST_VALUE.test(host) ? null : 'The Host header is not a host name or address.';
+}
+
 /**
- * An HTTP/1.1 request without a Host header (RFC 9112 §3.2) is a 400 problem like any other bad
- * request: Node's own check (`requireHostHeader`, off in createFastifyAdapter) answered it with an
- * empty body and no request id. A first request hook (setFirstRequestHooks), ahead of the others.
+ * A request without a Host header (HTTP/1.1), with more than one, or with one that is no host
+ * (RFC 9112 §3.2: a server MUST answer 400) is a 400 problem like any other bad request: Node's
+ * own check (`requireHostHeader`, off in createFastifyAdapter) answered a missing one with an
+ * empty body and no request id, and Node kept the first of two (a proxy that routed on the other
+ * saw a different request than this process). A first request hook (setFirstRequestHooks),
+ * ahead of the others.
  */
 export function requireHost(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
-  if (request.headers.host !== undefined || request.raw.httpVersion === '1.0') return done();
+  const problem = hostProblem(request);
+  if (problem === null) return done();
   void reply.headers(securityHeaders()).header('X-Request-Id', request.id);
-  sendProblem(new DomainError('BAD_REQUEST', 'An HTTP/1.1 request must carry a Host header.'), request, reply);
+  sendProblem(new DomainError('BAD_REQUEST', problem), request, reply);
 }
 
 /**
