@@ -363,6 +363,16 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     for (const host of ['shop.example', 'shop.example:443', '127.0.0.1', '[::1]:8080', 'xn--bcher-kva.example']) {
       expect((await rawExchange(port, `GET /v1/categories HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`)).split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
     }
+    // a client that half-closes after its request (nc -N, some HTTP/1.0 clients) is answered, and
+    // the connection then ends; a keep-alive request the same, and so is a POST with its body
+    for (const head of [
+      `GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`,
+      `GET /v1/categories HTTP/1.0\r\n\r\n`,
+      `POST /v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`,
+    ]) {
+      const answer = await rawExchange(port, head, true);
+      expect([head, answer.split('\r\n')[0]]).toEqual([head, head.startsWith('POST') ? 'HTTP/1.1 400 Bad Request' : 'HTTP/1.1 200 OK']);
+    }
     // a well-formed request id of the client's is kept (API.md), here too
     const raw = await rawExchange(
       port,
@@ -373,9 +383,10 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
 });
 
 /** Sends `head` as is on a new connection and returns all the server wrote before it closed. */
-function rawExchange(port: number, head: string): Promise<string> {
+function rawExchange(port: number, head: string, halfClose = false): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1', () => socket.write(head));
+    // halfClose: the request, then the client's end of the connection (a FIN), reading on
+    const socket = connect(port, '127.0.0.1', () => (halfClose ? socket.end(head) : socket.write(head)));
     const chunks: Buffer[] = [];
     socket.on('data', (c: Buffer) => chunks.push(c));
     socket.on('error', reject);
