@@ -197,14 +197,18 @@ describe('loadConfig', () => {
       }
     });
 
-    it('SHUTDOWN_DELAY_MS: 5 s outside development (a load balancer drains first), 0 in development, digits only', () => {
+    it('SHUTDOWN_DELAY_MS: 5 s outside development (a load balancer drains first), 0 in development, digits only, at most 2 min', () => {
       expect(loadConfig({ ...SECRETS, NODE_ENV: 'production' }).http.shutdownDelayMs).toBe(5000);
       expect(loadConfig({ NODE_ENV: 'development' }).http.shutdownDelayMs).toBe(0);
       expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '0' }).http.shutdownDelayMs).toBe(0);
       expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '' }).http.shutdownDelayMs).toBe(5000);
-      expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '5s' })).toEqual([
-        expect.stringMatching(/^SHUTDOWN_DELAY_MS: /),
-      ]);
+      expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '0000000' }).http.shutdownDelayMs).toBe(0);
+      expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '120000' }).http.shutdownDelayMs).toBe(120_000);
+      for (const value of ['5s', '-1', '120001', '999999']) {
+        expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: value })).toEqual([
+          expect.stringMatching(/^SHUTDOWN_DELAY_MS: /),
+        ]);
+      }
     });
 
     it('refuses a mail server without MAIL_FROM (the placeholder sender would be refused or filed as spam)', () => {

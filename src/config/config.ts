@@ -239,7 +239,9 @@ const envSchema = z.object({
   SHUTDOWN_TIMEOUT_MS: int(10_000, 100, 120_000),
   // after SIGTERM the API answers readiness 503 this long while still serving, so a load balancer
   // takes it out before it stops accepting; unset: 5 s, 0 in development
-  SHUTDOWN_DELAY_MS: z.string().regex(/^\d{1,6}$/, 'must be a whole number (digits only)').optional(),
+  // (at most 2 min, as SHUTDOWN_TIMEOUT_MS: a typo's extra digit kept readiness 503 for minutes
+  // and ran every deploy into its supervisor's kill)
+  SHUTDOWN_DELAY_MS: optionalInt(0, 120_000).optional(),
   // a client that announces a request and then sends it slowly (or never) is answered 408 and
   // its connection closed: headers within HTTP_HEADERS_TIMEOUT_MS, the whole request within
   // HTTP_REQUEST_TIMEOUT_MS (the handler's own time is not counted)
