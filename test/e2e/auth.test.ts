@@ -559,6 +559,25 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       expect(await count(liveFamily)).toBe(1);
     });
 
+    it('purges a family left idle 30 days (within its lifetime), and not one whose newest token is still usable', async () => {
+      const repo = t.app.get(RefreshTokenRepository);
+      const before = new Date(Date.now() - 30 * 86_400_000);
+      const idle = await registerCustomer(t.http);
+      const idleNext = (await t.http.post('/v1/auth/refresh', { refreshToken: idle.refreshToken })).body.refreshToken;
+      const idleFamily = (await familyOf(idleNext)).id;
+      // signed in, refreshed once, then never again: both tokens idled out 31 days ago
+      await t.db.pool.query(`UPDATE refresh_tokens SET idle_expires_at = now() - interval '31 days' WHERE family_id = $1`, [idleFamily]);
+      const used = await registerCustomer(t.http);
+      const usedNext = (await t.http.post('/v1/auth/refresh', { refreshToken: used.refreshToken })).body.refreshToken;
+      const usedFamily = (await familyOf(usedNext)).id;
+      // its first (spent) token idled out long ago; the newest is usable
+      await t.db.pool.query(`UPDATE refresh_tokens SET idle_expires_at = now() - interval '40 days' WHERE family_id = $1 AND spent_at IS NOT NULL`, [usedFamily]);
+      expect(await repo.purgeEnded(before)).toBe(1);
+      expect(await familyOf(idleNext)).toBeUndefined();
+      expect((await familyOf(usedNext)).id).toBe(usedFamily);
+      expect((await t.http.post('/v1/auth/refresh', { refreshToken: usedNext })).status).toBe(200);
+    });
+
     it('lets exactly one of 10 concurrent refreshes with one token win; the others count as reuse', async () => {
       // Documented behaviour (AuthService): the guarded UPDATE picks one winner (200, new pair).
       // The others find the token spent, which cannot be told apart from a replayed copy: 401
