@@ -1,7 +1,8 @@
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../config/config';
+import { Logger } from '@nestjs/common';
+import { ConfigError, loadConfig } from '../config/config';
 import { MailTransport, mailTransportProvider } from './mail-transport';
 
 /** The SMTP transport's record of a 250 it got ("accepted" mark in Redis), as a takeover reads it. */
@@ -68,5 +69,40 @@ describe('file transport: no partial files left behind', () => {
     await mkdir(join(dir, 'order.2.receipt.eml')); // the rename cannot replace a directory
     for (let attempt = 0; attempt < 3; attempt++) await expect(transport.send(other)).rejects.toThrow();
     expect((await readdir(dir)).sort()).toEqual(['order.1.receipt.eml', 'order.2.receipt.eml']);
+  });
+});
+
+/** The file transport's folder is checked at the worker's boot, not at its first message. */
+describe('file transport: a folder that cannot be written refuses the boot', () => {
+  const fileTransport = (outboxDir: string, nodeEnv = 'development') =>
+    (mailTransportProvider as { useFactory: (c: unknown, r: unknown) => MailTransport & { onModuleInit(): Promise<void> } }).useFactory(
+      { ...loadConfig({ NODE_ENV: 'development', MAIL_OUTBOX_DIR: outboxDir, REDIS_KEY_PREFIX: 'unit' }), isDevelopment: nodeEnv === 'development' },
+      {},
+    );
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mail-outbox-'));
+  });
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  it('creates a missing folder and leaves no probe behind; a path through a file is a ConfigError naming MAIL_OUTBOX_DIR', async () => {
+    await fileTransport(join(dir, 'a', 'b')).onModuleInit();
+    expect(await readdir(join(dir, 'a', 'b'))).toEqual([]);
+    await writeFile(join(dir, 'plain'), 'x');
+    const refused = fileTransport(join(dir, 'plain', 'mail')).onModuleInit();
+    await expect(refused).rejects.toBeInstanceOf(ConfigError);
+    await expect(refused).rejects.toThrow(/MAIL_OUTBOX_DIR: the folder .* cannot be written \(ENOTDIR\)/);
+  });
+
+  it('says outside development that mail is written as files, not sent', async () => {
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    try {
+      await fileTransport(dir).onModuleInit();
+      expect(warn).not.toHaveBeenCalled();
+      await fileTransport(dir, 'production').onModuleInit();
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/written as files .* not sent/));
+    } finally {
+      warn.mockRestore();
+    }
   });
 });

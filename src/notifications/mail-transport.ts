@@ -1,4 +1,4 @@
-import { OnApplicationShutdown, Provider } from '@nestjs/common';
+import { Logger, OnApplicationShutdown, OnModuleInit, Provider } from '@nestjs/common';
 import { access, mkdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createTransport, type Transporter } from 'nodemailer';
@@ -7,7 +7,7 @@ import type SMTPTransport from 'nodemailer/lib/smtp-transport';
 import type StreamTransport from 'nodemailer/lib/stream-transport';
 import type Redis from 'ioredis';
 import { withTimeout } from '../common/with-timeout';
-import { APP_CONFIG, AppConfig, isLoopbackHost } from '../config/config';
+import { APP_CONFIG, AppConfig, ConfigError, isLoopbackHost } from '../config/config';
 import { REDIS } from '../redis/redis.module';
 
 export interface OutgoingEmail {
@@ -137,12 +137,36 @@ class SmtpMailTransport extends MailTransport implements OnApplicationShutdown {
 }
 
 /** Development without a mail server: each message becomes `<outboxDir>/<key>.eml`. */
-class FileMailTransport extends MailTransport {
+class FileMailTransport extends MailTransport implements OnModuleInit {
   private readonly transporter: Transporter<StreamTransport.SentMessageInfo>;
 
-  constructor(private readonly dir: string) {
+  constructor(
+    private readonly dir: string,
+    private readonly isDevelopment: boolean,
+  ) {
     super();
     this.transporter = createTransport({ streamTransport: true, buffer: true });
+  }
+
+  /**
+   * At the worker's boot: a folder the messages cannot be written to (a path through a file, a
+   * read-only or another user's folder) refuses the boot naming MAIL_OUTBOX_DIR — the worker
+   * booted healthy and every message failed, retried for a day. Outside development, mail
+   * written as files is said once: nothing is sent to anyone.
+   */
+  async onModuleInit(): Promise<void> {
+    const probe = join(this.dir, `.write-check-${process.pid}`);
+    try {
+      await mkdir(this.dir, { recursive: true });
+      await writeFile(probe, '');
+      await unlink(probe);
+    } catch (err) {
+      const reason = (err as NodeJS.ErrnoException).code ?? String(err);
+      throw new ConfigError([`MAIL_OUTBOX_DIR: the folder ${this.dir} cannot be written (${reason})`]);
+    }
+    if (!this.isDevelopment) {
+      new Logger('Mail').warn(`outgoing mail is written as files to ${this.dir} (MAIL_OUTBOX_DIR), not sent: set SMTP_URL to send it`);
+    }
   }
 
   async send(message: OutgoingEmail): Promise<void> {
@@ -184,5 +208,5 @@ export const mailTransportProvider: Provider = {
   useFactory: (config: AppConfig, redis: Redis): MailTransport =>
     config.mail.smtpUrl
       ? new SmtpMailTransport(config.mail.smtpUrl, redis, config.redis.keyPrefix, config.isDevelopment)
-      : new FileMailTransport(config.mail.outboxDir),
+      : new FileMailTransport(config.mail.outboxDir, config.isDevelopment),
 };
