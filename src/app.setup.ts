@@ -35,6 +35,7 @@ import { CheckoutSoldOutGuard } from './orders/checkout-sold-out.guard';
 import { soldOutCheckoutHooks } from './orders/sold-out-checkout.hook';
 import { registerBrowserSecurity } from './common/http/browser-security';
 import { answerMethodNotAllowed } from './common/http/method-not-allowed';
+import { bootLogger } from './common/logging/boot-logger';
 import { TransactionHost } from './database/transaction-host';
 import { isDraining } from './common/shutdown';
 import { warnUntrustedForwarding } from './common/http/untrusted-forwarding';
@@ -194,7 +195,8 @@ export async function createApp(
   const app = await NestFactory.create<NestFastifyApplication>(
     module,
     createFastifyAdapter(config),
-    { bufferLogs: true, rawBody: true },
+    // until nestjs-pino's logger is there: JSON lines too, also when the boot fails
+    { bufferLogs: true, rawBody: true, logger: bootLogger(config.logLevel) },
   );
   await configureApp(app);
   return app;

@@ -27,6 +27,26 @@ describe('process lifecycle (real node processes)', () => {
     expect(prod.output()).toMatch(/JWT_SECRET: required in production/);
   }, 60_000);
 
+  it('a boot that fails past the configuration (the database down) is logged as JSON lines, as every other line, and exits 1', async () => {
+    // nothing listens on port 1: the connection's retries fail, then the module's creation
+    for (const script of ['src/main.ts', 'src/worker.ts']) {
+      const p = run(script, { DATABASE_URL: db.url.replace(/:\d+\//, ':1/') });
+      expect(await p.exited).toBe(1);
+      const lines = p.output().split('\n').filter((l) => l.trim() !== '');
+      const notJson = lines.filter((l) => {
+        try {
+          return typeof JSON.parse(l) !== 'object';
+        } catch {
+          return true;
+        }
+      });
+      expect([script, notJson]).toEqual([script, []]);
+      expect(lines.map((l) => JSON.parse(l) as { level: number; msg?: string; err?: { message: string } })).toContainEqual(
+        expect.objectContaining({ level: 50, err: expect.objectContaining({ message: expect.stringContaining('ECONNREFUSED') }) }),
+      );
+    }
+  }, 60_000);
+
   it('serves, then on SIGTERM leaves the load balancer time to take it out (readiness 503 while it still serves), then exits 0 with its pools closed', async () => {
     const port = await freePort();
     const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', SHUTDOWN_DELAY_MS: '3000' });

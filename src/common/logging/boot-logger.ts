@@ -1,0 +1,36 @@
+import type { LoggerService } from '@nestjs/common';
+import pino from 'pino';
+
+type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+
+/**
+ * The logger Nest writes to while the application is being created, before nestjs-pino's (a
+ * provider, so not there until the modules are) takes over: the same JSON lines, with the
+ * `context` key nestjs-pino uses. A boot that fails — a database down past the connection's
+ * retries, a module that throws — is then logged as JSON like everything else; it was Nest's
+ * coloured text (its buffered lines and the stack flushed to its default console logger),
+ * which a pipeline reading JSON lines cannot parse.
+ */
+export function bootLogger(level: string, destination: pino.DestinationStream = pino.destination(1)): LoggerService {
+  const log = pino({ level }, destination);
+  // Nest calls (message, context), and error/fatal (message, stack, context); an exception
+  // handler passes the Error itself
+  const write =
+    (at: Level) =>
+    (message: unknown, ...rest: unknown[]): void => {
+      const context = rest.length > 0 && typeof rest[rest.length - 1] === 'string' ? rest[rest.length - 1] : undefined;
+      const stack = (at === 'error' || at === 'fatal') && rest.length > 1 ? rest[0] : undefined;
+      const fields = { ...(context !== undefined ? { context } : {}), ...(typeof stack === 'string' ? { stack } : {}) };
+      if (message instanceof Error) log[at]({ ...fields, err: message }, message.message);
+      else if (typeof message === 'string') log[at](fields, message);
+      else log[at]({ ...fields, detail: message });
+    };
+  return {
+    fatal: write('fatal'),
+    error: write('error'),
+    warn: write('warn'),
+    log: write('info'),
+    debug: write('debug'),
+    verbose: write('trace'),
+  };
+}
