@@ -70,8 +70,12 @@ export class PaymentsService {
       // a bank debit recorded processing may have failed since, its intent payable again): the
       // provider says. Still waiting for the customer: its client secret is not handed out
       // again — a payment made after the window would revive the order (API.md: released after
-      // the window). Submitted in time (processing) or made (succeeded): shown as it is.
-      const remote = await this.gateway.retrieveIntent(existing.intentId);
+      // the window) — and the intent is cancelled now, as the expiry will: the client holds the
+      // secret from its first call, and paid with it after this 409 said it no longer could.
+      // Submitted in time (processing) or made (succeeded, also just before the cancel): shown
+      // as it is.
+      let remote = await this.gateway.retrieveIntent(existing.intentId);
+      if (remote.status === 'requires_payment_method') remote = await this.gateway.cancelIntent(existing.intentId);
       if (remote.status === 'requires_payment_method' || remote.status === 'canceled') throw reservationExpired();
       return view({ ...existing, status: remote.status });
     }

@@ -499,6 +499,28 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
       expectProblem(again, 409, 'ORDER_NOT_PAYABLE');
       expect(again.body.clientSecret).toBeUndefined();
+      // and the 409 is true: the secret the client holds from its first call pays nothing now
+      expect(stripe.intent(intent)?.status).toBe('canceled');
+    }, 30_000);
+
+    it('past the deadline, not paid, its expiry not run yet: the 409 cancels the intent (the secret the client holds pays nothing), and the expiry then ends the order', async () => {
+      const { p, order, intent } = await paying();
+      await overdue(order.body.id);
+      const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+      expectProblem(again, 409, 'ORDER_NOT_PAYABLE');
+      expect(stripe.intent(intent)?.status).toBe('canceled');
+      expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(true);
+      expect(await orderOf(order.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    }, 30_000);
+
+    it('paid just before that 409 would have cancelled it: shown as paid, not cancelled', async () => {
+      const { order, intent } = await paying();
+      stripe.succeed(intent); // its webhook is still on its way
+      await overdue(order.body.id);
+      const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+      expect([again.status, again.body.status]).toEqual([201, 'succeeded']);
+      expect(stripe.intent(intent)?.status).toBe('succeeded');
     }, 30_000);
 
     it('Stripe down: orders without a payment still expire on time; the gateway is asked once per run, not once per order', async () => {
