@@ -20,6 +20,7 @@ const refund: Refund = {
   currency: 'INR',
   status: 'succeeded',
   reason: 'requested',
+  requestedRest: false,
   providerRefundId: 're_1',
   failure: null,
   actor: 'user:a-1',

@@ -80,6 +80,7 @@ const refund = (over: Partial<Refund> = {}): Refund => ({
   currency: 'INR',
   status: 'succeeded',
   reason: 'paid_after_cancel',
+  requestedRest: null,
   providerRefundId: 're_1',
   failure: null,
   actor: 'system:payments',

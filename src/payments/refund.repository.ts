@@ -13,6 +13,8 @@ export interface Refund {
   currency: string;
   status: RefundStatus;
   reason: RefundReason;
+  /** What its caller asked for: the rest (true), an amount (false); null if nobody asked or unknown. */
+  requestedRest: boolean | null;
   providerRefundId: string | null;
   failure: string | null;
   actor: string;
@@ -38,6 +40,7 @@ const toRefund = (e: RefundEntity): Refund => ({
   currency: e.currency,
   status: e.status,
   reason: e.reason,
+  requestedRest: e.requestedRest,
   providerRefundId: e.providerRefundId,
   failure: e.failure,
   actor: e.actor,
@@ -95,6 +98,7 @@ export class RefundRepository {
         currency: r.currency,
         status: r.providerRefundId ? 'succeeded' : 'pending',
         reason: r.reason,
+        requestedRest: r.reason === 'requested' ? amount === null : null,
         providerRefundId: r.providerRefundId ?? null,
         failure: null,
         actor: r.actor,

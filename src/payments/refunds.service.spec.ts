@@ -43,6 +43,7 @@ const refund = (over: Partial<Refund> = {}): Refund => ({
   currency: 'INR',
   status: 'pending',
   reason: 'requested',
+  requestedRest: false,
   providerRefundId: null,
   failure: null,
   actor: ADMIN,
@@ -106,6 +107,7 @@ function mockRefunds(captured = 24_900) {
       const row = refund({
         ...r,
         amount: want,
+        requestedRest: r.reason === 'requested' ? amount === null : null,
         status: r.providerRefundId ? 'succeeded' : 'pending',
         providerRefundId: r.providerRefundId ?? null,
       });

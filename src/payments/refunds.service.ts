@@ -179,8 +179,11 @@ export class RefundsService {
         actor: input.actor,
       });
     }
-    // another order, or another amount (the key's record expired after 24 h, its refund did not)
-    if (refund.orderId !== input.orderId || (input.amount !== undefined && input.amount !== refund.amount)) {
+    // another order, amount or currency, or the rest where an amount was asked (the key's record
+    // expired after 24 h, its refund did not): another request under the same key
+    const otherAmount = input.amount === undefined ? refund.requestedRest === false : input.amount !== refund.amount;
+    const otherCurrency = input.currency !== undefined && input.currency !== refund.currency;
+    if (refund.orderId !== input.orderId || otherAmount || otherCurrency) {
       throw new DomainError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used for another refund.');
     }
     const result = refund.status === 'pending' ? await this.execute(refund, payment!) : refund;

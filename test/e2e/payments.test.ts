@@ -8,6 +8,7 @@ import { createAdmin } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { drain } from '../support/drain';
+import { expectProblem } from '../support/http';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
@@ -335,6 +336,34 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       [pay.body.paymentIntentId],
     );
     expect(atGateway.rows[0].n).toBe(3000);
+  }, 30_000);
+
+  it('a refund key sent again after its 24 h record expired, asking otherwise (the rest, not its amount; another currency), is 422 — the same ask continues its refund', async () => {
+    const admin = await createAdmin(t);
+    const { order, pay } = await paidOrder(10_000);
+    const refund = (key: string, body: object) =>
+      t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, body, { token: admin.accessToken, idempotencyKey: key });
+    const expire = (key: string) => t.db.pool.query(`DELETE FROM idempotency_keys WHERE key = $1`, [key]); // as the 24 h purge does
+    const partial = newKey();
+    expect((await refund(partial, { amount: { amount: 3000, currency: 'INR' } })).status).toBe(201);
+    await expire(partial);
+    for (const body of [{}, { amount: { amount: 3000, currency: 'USD' } }, { amount: { amount: 2000, currency: 'INR' } }]) {
+      expectProblem(await refund(partial, body), 422, 'IDEMPOTENCY_KEY_REUSED');
+    }
+    // the same ask again: its refund, not a second one
+    const same = await refund(partial, { amount: { amount: 3000, currency: 'INR' } });
+    expect([same.status, same.body.amount]).toEqual([201, { amount: 3000, currency: 'INR' }]);
+    // the rest, asked and asked again after the record expired: the same refund of the rest
+    const rest = newKey();
+    const first = await refund(rest, {});
+    expect([first.status, first.body.amount.amount]).toEqual([201, 7000]);
+    await expire(rest);
+    const again = await refund(rest, {});
+    expect([again.status, again.body.id]).toEqual([201, first.body.id]);
+    expectProblem(await refund(rest, { amount: { amount: 1000, currency: 'INR' } }), 422, 'IDEMPOTENCY_KEY_REUSED');
+    expect(await statusOf(order.body.id)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+    const atGateway = await t.db.pool.query(`SELECT coalesce(sum(amount), 0)::int AS n FROM simulated_refunds WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    expect(atGateway.rows[0].n).toBe(10_000);
   }, 30_000);
 
   it("refuses to pay someone else's order (404) and needs an Idempotency-Key (400)", async () => {

@@ -61,6 +61,13 @@ export class RefundEntity {
   @Column('text', { nullable: true })
   failure!: string | null;
 
+  /**
+   * A requested refund's ask: the rest of the payment (true) or an amount (false); null where
+   * nobody asked, and for refunds recorded before it was (migration …-RefundRequestedRest).
+   */
+  @Column('boolean', { name: 'requested_rest', nullable: true })
+  requestedRest!: boolean | null;
+
   /** `user:<id>`, `system:payments` or `system:provider`. */
   @Column('text')
   actor!: string;
