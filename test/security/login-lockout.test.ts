@@ -1,6 +1,8 @@
 import type Redis from 'ioredis';
 import { HASH_QUEUE_LIMIT, PasswordHasher } from '../../src/auth/password-hasher';
-import { accountClientDigest } from '../../src/common/throttling/rate-limit.policies';
+import { DomainError } from '../../src/common/errors/domain-error';
+import { FailedAttemptLimiter } from '../../src/common/throttling/failed-attempt-limiter';
+import { FailureBucket, accountClientDigest } from '../../src/common/throttling/rate-limit.policies';
 import { REDIS } from '../../src/redis/redis.module';
 import { TEST_PASSWORD, login, registerCustomer } from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -136,6 +138,44 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect((await signIn(b, owner.email, TEST_PASSWORD, ip)).status).toBe(200);
     // a success clears this client's failures: a typo is verified again, not refused
     expect((await signIn(a, owner.email, 'one-more-typo', ip)).status).toBe(401);
+  });
+
+  it('concurrent sign-ins with the right password past the free failures: the extra ones are told to retry in a second (attempts in flight, not failures), and nothing stays locked', async () => {
+    const owner = await registerCustomer(a.http, fromClient('10.42.0.1'));
+    const ip = '10.42.0.2';
+    const answers = await Promise.all(Array.from({ length: FREE_FAILURES + 3 }, (_, i) => signIn(i % 2 ? b : a, owner.email, TEST_PASSWORD, ip)));
+    const refused = answers.filter((r) => r.status === 429);
+    expect(refused.length).toBeGreaterThan(0); // (each verification takes argon2's time: they overlap)
+    expect(answers.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(FREE_FAILURES);
+    expect(answers.every((r) => r.status === 200 || r.status === 429)).toBe(true);
+    for (const r of refused) {
+      expect([r.body.code, retryAfter(r)]).toEqual(['RATE_LIMITED', 1]);
+      expect(r.headers.get('ratelimit')).toMatch(/"signin-client";r=0;t=1$/);
+    }
+    // nothing was a failure: the client is not held — a typo is verified (401), the password signs in
+    expect((await signIn(a, owner.email, TEST_PASSWORD, ip)).status).toBe(200);
+    expect((await signIn(b, owner.email, 'a-typo-here', ip)).status).toBe(401);
+  });
+
+  it('window limits alike: attempts in flight fill a bucket for a second, failures for its window', async () => {
+    const limiter = a.app.get(FailedAttemptLimiter);
+    const bucket: FailureBucket = { key: `test-window:${Date.now()}`, kind: 'window', limit: 3, windowMs: 60_000, baseMs: 0, capMs: 0 };
+    let release!: (ok: boolean) => void;
+    const gate = new Promise<boolean>((resolve) => (release = resolve));
+    const refusal = (p: Promise<unknown>) =>
+      p.then(
+        () => null,
+        (e: DomainError) => [e.code, e.options.headers?.['Retry-After']],
+      );
+    // three verifications held in flight; a fourth is refused for a second, not the window
+    const inFlight = Array.from({ length: 3 }, () => limiter.attempt([bucket], async () => ((await gate) ? 'ok' : null)));
+    await waitFor('the three reservations', () => a.app.get<Redis>(REDIS).get(`${a.config.redis.keyPrefix}:rl:${bucket.key}:p`), { until: (v) => v === '3' });
+    expect(await refusal(limiter.attempt([bucket], async () => 'ok'))).toEqual(['RATE_LIMITED', '1']);
+    release(false); // all three fail
+    expect(await Promise.all(inFlight)).toEqual([null, null, null]);
+    const [code, wait] = (await refusal(limiter.attempt([bucket], async () => 'ok'))) as [string, string];
+    expect(code).toBe('RATE_LIMITED');
+    expect(Number(wait)).toBeGreaterThan(50); // the window's rest
   });
 
   it('refuses every other client once the account reaches the ceiling of failures from all clients — never the owner\'s own (API.md)', async () => {

@@ -39,17 +39,19 @@ describe('FailedAttemptLimiter', () => {
     const verify = jest.fn().mockResolvedValue('principal');
     expect(await s.limiter.attempt([bucket], verify)).toBe('principal');
     expect(s.calls).toHaveLength(2);
-    expect(s.calls[0].slice(1, 3)).toEqual([1, 'unit:rl:signin-account:abc']);
-    expect(s.calls[1].slice(1, 4)).toEqual([1, 'unit:rl:signin-account:abc', 'success']);
+    // each bucket's key, then its in-flight count's
+    expect(s.calls[0].slice(1, 4)).toEqual([2, 'unit:rl:signin-account:abc', 'unit:rl:signin-account:abc:p']);
+    expect(s.calls[1].slice(1, 5)).toEqual([2, 'unit:rl:signin-account:abc', 'unit:rl:signin-account:abc:p', 'success']);
     expect(s.redis.eval.mock.invocationCallOrder[0]).toBeLessThan(
       verify.mock.invocationCallOrder[0],
     );
   });
 
-  it('keeps a failure counted: nothing is given back', async () => {
+  it('keeps a failure counted: nothing is given back, the attempt is only no longer in flight', async () => {
     const s = setup(() => Promise.resolve([0, 0]));
     expect(await s.limiter.attempt([bucket], () => Promise.resolve(null))).toBeNull();
-    expect(s.calls).toHaveLength(1);
+    expect(s.calls).toHaveLength(2);
+    expect(s.calls[1][4]).toBe('failure');
   });
 
   it('restarts the lock of a progressive bucket when its failure is known', async () => {
@@ -57,7 +59,7 @@ describe('FailedAttemptLimiter', () => {
     const progressive: FailureBucket = { ...bucket, kind: 'progressive', baseMs: 1_000 };
     expect(await s.limiter.attempt([progressive, bucket], () => Promise.resolve(null))).toBeNull();
     expect(s.calls).toHaveLength(2);
-    expect(s.calls[1][4]).toBe('failure'); // script, 2, key, key, outcome, …
+    expect(s.calls[1][6]).toBe('failure'); // script, 4, key, key, key:p, key:p, outcome, …
   });
 
   it('gives back an attempt whose verification threw (nothing was verified), and rethrows', async () => {
@@ -66,7 +68,7 @@ describe('FailedAttemptLimiter', () => {
     expect(await settle(s.limiter.attempt([bucket], () => Promise.reject(busy)))).toMatchObject({
       code: 'SERVICE_UNAVAILABLE',
     });
-    expect(s.calls[1][3]).toBe('unused');
+    expect(s.calls[1][4]).toBe('unused');
   });
 
   it('refuses an exhausted bucket with 429 and Retry-After in whole seconds, without verifying', async () => {
@@ -115,7 +117,7 @@ describe('FailedAttemptLimiter', () => {
     answer([0, 0]); // Redis was slow, not down: it counted the attempt
     await new Promise((resolve) => setImmediate(resolve));
     expect(s.calls).toHaveLength(2);
-    expect(s.calls[1].slice(1, 4)).toEqual([1, 'unit:rl:signin-account:abc', 'unused']);
+    expect(s.calls[1].slice(1, 5)).toEqual([2, 'unit:rl:signin-account:abc', 'unit:rl:signin-account:abc:p', 'unused']);
   });
 
   it('gives nothing back for a late reservation that Redis refused (nothing was counted)', async () => {

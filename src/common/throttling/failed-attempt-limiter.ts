@@ -21,44 +21,75 @@ import { STORE_TIMEOUT_MS } from './redis-throttler.storage';
 const FIELDS = 5;
 
 /**
+ * How long an attempt counts as in flight at most (reserved, its verification not yet settled):
+ * far above any verification (the password hasher's queue gives up within seconds); a process
+ * killed mid-attempt leaves its count to this expiry.
+ */
+const IN_FLIGHT_MS = 60_000;
+
+/**
+ * When the attempts that fill a bucket are still being verified, not failed: the caller is asked
+ * to retry in a second — their outcome decides (a success gives its attempt back), not the
+ * window or a lock.
+ */
+const IN_FLIGHT_RETRY_MS = 1_000;
+
+/**
  * Refuses (answers the milliseconds to wait) when any bucket is exhausted; otherwise counts one
  * failure in every bucket and answers 0. All-or-nothing and atomic, so a burst of concurrent
  * attempts cannot get past a limit: exactly `limit` of them are reserved. Redis's clock, so every
  * process agrees. Window buckets are plain counters with the window as TTL; progressive ones a
- * hash {f: failures, u: locked until (ms)} forgotten windowMs after the last failure.
+ * hash {f: failures, p: of them still in flight, u: locked until (ms)} forgotten windowMs after
+ * the last failure. Attempts still in flight are counted (so concurrent guesses cannot all be
+ * verified before the first failure is known) but told apart: a bucket full of attempts not yet
+ * settled refuses for IN_FLIGHT_RETRY_MS, not for its window or a lock — concurrent sign-ins
+ * with the right password were told to wait a window (15 min on the queue board) for failures
+ * that never happened — and a progressive lock is set only for failures known (or, at a
+ * reservation, for the failures already known reaching the limit). A window bucket's in-flight
+ * count is its sibling key `<key>:p` (KEYS[n + i]).
  */
 const RESERVE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = #KEYS / 2
 local wait = 0
 local refusing = 0
-for i, key in ipairs(KEYS) do
+for i = 1, n do
+  local key = KEYS[i]
   local o = (i - 1) * ${FIELDS}
   local limit = tonumber(ARGV[o + 2])
+  local w = 0
   if ARGV[o + 1] == '1' then
     local lockedUntil = tonumber(redis.call('HGET', key, 'u') or '0')
-    if lockedUntil - now > wait then wait = lockedUntil - now; refusing = i end
+    local failures = tonumber(redis.call('HGET', key, 'f') or '0')
+    local inFlight = tonumber(redis.call('HGET', key, 'p') or '0')
+    if lockedUntil > now then w = lockedUntil - now
+    elseif inFlight > 0 and failures >= limit then w = ${IN_FLIGHT_RETRY_MS} end
   else
     local failures = tonumber(redis.call('GET', key) or '0')
     if failures >= limit then
+      local inFlight = tonumber(redis.call('GET', KEYS[n + i]) or '0')
       local ttl = redis.call('PTTL', key)
       if ttl < 0 then
         ttl = tonumber(ARGV[o + 3])
         redis.call('PEXPIRE', key, ttl)
       end
-      if ttl > wait then wait = ttl; refusing = i end
+      if failures - inFlight < limit then w = math.min(ttl, ${IN_FLIGHT_RETRY_MS}) else w = ttl end
     end
   end
+  if w > wait then wait = w; refusing = i end
 end
 if wait > 0 then return { wait, refusing } end
-for i, key in ipairs(KEYS) do
+for i = 1, n do
+  local key = KEYS[i]
   local o = (i - 1) * ${FIELDS}
   local limit = tonumber(ARGV[o + 2])
   local window = tonumber(ARGV[o + 3])
   if ARGV[o + 1] == '1' then
     local failures = redis.call('HINCRBY', key, 'f', 1)
+    local inFlight = redis.call('HINCRBY', key, 'p', 1)
     local delay = 0
-    if failures >= limit then
+    if failures - inFlight >= limit then
       delay = math.floor(math.min(tonumber(ARGV[o + 5]),
         tonumber(ARGV[o + 4]) * 2 ^ math.min(failures - limit, 40)))
       redis.call('HSET', key, 'u', now + delay)
@@ -67,6 +98,8 @@ for i, key in ipairs(KEYS) do
   else
     local failures = redis.call('INCR', key)
     if failures == 1 or redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, window) end
+    redis.call('INCR', KEYS[n + i])
+    redis.call('PEXPIRE', KEYS[n + i], ${IN_FLIGHT_MS})
   end
 end
 return { 0, 0 }
@@ -75,40 +108,51 @@ return { 0, 0 }
 /**
  * Settles a reservation (a bucket given back to nothing is deleted: attempts refused unverified —
  * the password hasher's queue full — with a new email each left a key per email for its window,
- * which no per-IP ceiling bounded, as it was given back too). ARGV[1]:
+ * which no per-IP ceiling bounded, as it was given back too); in every mode the attempt is no
+ * longer in flight. ARGV[1]:
  * - 'success' (the password was right): a progressive bucket, which belongs to one client and
  *   account, is cleared; a window bucket gets its one failure back;
  * - 'unused' (nothing was verified, e.g. the server was too busy): every bucket gets its one
  *   failure back; a progressive lock stays if the count still reaches the limit;
- * - 'failure': the failure stays counted, and a progressive lock restarts now (it was set when
- *   the attempt was reserved, so the wait is not eaten up by a slow verification).
+ * - 'failure': the failure stays counted, and a progressive lock (re)starts now once the known
+ *   failures reach the limit (so the wait is not eaten up by a slow verification).
  */
 const SETTLE = `
 local mode = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i, key in ipairs(KEYS) do
+local n = #KEYS / 2
+for i = 1, n do
+  local key = KEYS[i]
   local o = 1 + (i - 1) * ${FIELDS}
   local limit = tonumber(ARGV[o + 2])
   if ARGV[o + 1] == '1' then
     local failures = tonumber(redis.call('HGET', key, 'f') or '0')
     if mode == 'success' then
       redis.call('DEL', key)
-    elseif mode == 'failure' then
-      if failures >= limit then
-        local delay = math.floor(math.min(tonumber(ARGV[o + 5]),
-          tonumber(ARGV[o + 4]) * 2 ^ math.min(failures - limit, 40)))
-        local lockedUntil = tonumber(redis.call('HGET', key, 'u') or '0')
-        if now + delay > lockedUntil then redis.call('HSET', key, 'u', now + delay) end
-        redis.call('PEXPIRE', key, math.max(tonumber(ARGV[o + 3]), delay))
+    else
+      if tonumber(redis.call('HGET', key, 'p') or '0') > 0 then redis.call('HINCRBY', key, 'p', -1) end
+      if mode == 'failure' then
+        if failures >= limit then
+          local delay = math.floor(math.min(tonumber(ARGV[o + 5]),
+            tonumber(ARGV[o + 4]) * 2 ^ math.min(failures - limit, 40)))
+          local lockedUntil = tonumber(redis.call('HGET', key, 'u') or '0')
+          if now + delay > lockedUntil then redis.call('HSET', key, 'u', now + delay) end
+          redis.call('PEXPIRE', key, math.max(tonumber(ARGV[o + 3]), delay))
+        end
+      elseif failures > 0 then
+        local left = redis.call('HINCRBY', key, 'f', -1)
+        if left <= 0 then redis.call('DEL', key)
+        elseif left < limit then redis.call('HDEL', key, 'u') end
       end
-    elseif failures > 0 then
-      local left = redis.call('HINCRBY', key, 'f', -1)
-      if left <= 0 then redis.call('DEL', key)
-      elseif left < limit then redis.call('HDEL', key, 'u') end
     end
-  elseif mode ~= 'failure' and tonumber(redis.call('GET', key) or '0') > 0 then
-    if redis.call('DECR', key) <= 0 then redis.call('DEL', key) end
+  else
+    if mode ~= 'failure' and tonumber(redis.call('GET', key) or '0') > 0 then
+      if redis.call('DECR', key) <= 0 then redis.call('DEL', key) end
+    end
+    if tonumber(redis.call('GET', KEYS[n + i]) or '0') > 0 then
+      if redis.call('DECR', KEYS[n + i]) <= 0 then redis.call('DEL', KEYS[n + i]) end
+    end
   end
 end
 return 0
@@ -257,8 +301,8 @@ export class FailedAttemptLimiter {
    * Runs `verify` (a password verification) as one counted attempt: reserved first — 429
    * RATE_LIMITED with Retry-After if a bucket is exhausted or locked, and `verify` does not run
    * — then given back if it succeeds (answers non-null) or throws (nothing was verified, e.g.
-   * 503 busy). A null answer stays counted as a failure, and a progressive lock it triggered
-   * restarts once it is known (so it lasts its full time after the answer).
+   * 503 busy). A null answer stays counted as a failure (no longer in flight), and a progressive
+   * lock it triggered restarts once it is known (so it lasts its full time after the answer).
    */
   async attempt<T>(
     buckets: readonly FailureBucket[],
@@ -273,15 +317,15 @@ export class FailedAttemptLimiter {
       await this.settle(buckets, 'unused');
       throw err;
     }
-    if (result !== null) await this.settle(buckets, 'success');
-    else if (buckets.some((b) => b.kind === 'progressive')) await this.settle(buckets, 'failure');
+    // a failure too: no longer in flight (and a progressive lock restarts)
+    await this.settle(buckets, result !== null ? 'success' : 'failure');
     return result;
   }
 
   private async reserve(buckets: readonly FailureBucket[]): Promise<void> {
     let waitMs: number;
     let refusing: FailureBucket | undefined;
-    const reserving = this.redis.eval(RESERVE, buckets.length, ...this.keys(buckets), ...args(buckets)) as Promise<
+    const reserving = this.redis.eval(RESERVE, 2 * buckets.length, ...this.keys(buckets), ...args(buckets)) as Promise<
       [number, number]
     >;
     try {
@@ -336,7 +380,7 @@ export class FailedAttemptLimiter {
   private async settle(buckets: readonly FailureBucket[], outcome: Outcome): Promise<void> {
     try {
       await withTimeout(
-        this.redis.eval(SETTLE, buckets.length, ...this.keys(buckets), outcome, ...args(buckets)),
+        this.redis.eval(SETTLE, 2 * buckets.length, ...this.keys(buckets), outcome, ...args(buckets)),
         STORE_TIMEOUT_MS,
       );
     } catch (err) {
@@ -344,8 +388,9 @@ export class FailedAttemptLimiter {
     }
   }
 
+  /** The buckets' keys, then their in-flight counts' (a window bucket's `<key>:p`). */
   private keys(buckets: readonly FailureBucket[]): string[] {
-    return buckets.map((b) => this.prefix + b.key);
+    return [...buckets.map((b) => this.prefix + b.key), ...buckets.map((b) => `${this.prefix}${b.key}:p`)];
   }
 }
 
