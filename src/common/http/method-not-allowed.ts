@@ -31,15 +31,18 @@ export function answerMethodNotAllowed(fastify: FastifyInstance): void {
     const found = known.find(method, url);
     return found !== null && Object.entries(found.params).every(([name, value]) => value !== '' || name === '*');
   };
-  fastify.addHook('onRequest', async (request) => {
+  // (a callback hook: it runs for every request, and all but a few pass at the first test)
+  fastify.addHook('onRequest', (request, _reply, done) => {
     const url = request.raw.url ?? '';
     // (a target not starting with `/`, an absolute form, is a 404 whatever its method)
-    if (!request.is404 || !url.startsWith('/')) return;
+    if (!request.is404 || !url.startsWith('/')) return done();
     const allowed = METHODS.filter((method) => routes(method, url));
     // no such path (a 404), or one this very method has (Nest's 404 for another reason)
-    if (allowed.length === 0 || allowed.includes(request.method as HTTPMethod)) return;
-    throw new DomainError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; this path answers ${allowed.join(', ')}.`, {
-      headers: { Allow: allowed.join(', ') },
-    });
+    if (allowed.length === 0 || allowed.includes(request.method as HTTPMethod)) return done();
+    done(
+      new DomainError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; this path answers ${allowed.join(', ')}.`, {
+        headers: { Allow: allowed.join(', ') },
+      }),
+    );
   });
 }
