@@ -7,11 +7,13 @@ import { RefreshTokenEntity } from './entities/refresh-token.entity';
 
 /**
  * A family `f` that ended before `:before`: the purge's. Past its lifetime, revoked, or left idle
- * — none of its tokens usable at `:before` (its newest token's idle expiry is the latest; most
- * sessions end this way, and were kept until their lifetime was over: 53 days, not 30, after it).
+ * — opened before `:before` and none of its tokens usable at it (its newest token's idle expiry
+ * is the latest; most sessions end this way, and were kept until their lifetime was over: 53
+ * days, not 30, after it).
  */
 const ENDED_BEFORE = `f.expiresAt < :before OR f.revokedAt < :before
-  OR NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id AND t.idle_expires_at >= :before)`;
+  OR (f.createdAt < :before
+      AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.id AND t.idle_expires_at >= :before))`;
 /** Tokens deleted per statement by the purge. */
 const TOKEN_CHUNK = 5000;
 
