@@ -103,8 +103,9 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     void reply.header('X-Request-Id', request.id);
   });
   limitBodies(app);
-  answerMethodNotAllowed(fastify);
   const browserHeaders = await registerBrowserSecurity(app, config);
+  // after the security and CORS headers' hooks: a 405 carries them too (a browser app reads it)
+  answerMethodNotAllowed(fastify);
   // the webhooks' signature and token, as far as the headers tell, before their bodies are read
   // (after the security headers' hook: its headers are on these answers too)
   const images = app.get(ImagesService);

@@ -191,6 +191,19 @@ describe('admin: queue board at /admin/queues', () => {
     });
     expectProblem(res, 405, 'METHOD_NOT_ALLOWED');
     expect(res.headers.get('allow')).toBe('GET, HEAD');
+    // the board's routes are its own: a change it has a route for is signed in first (401 with its
+    // challenge), then refused 405; one it has none for is a 404 to anyone — never the app's
+    // 405 before the sign-in, naming methods a prefix's second spelling does not have
+    for (const [method, path, status] of [
+      ['PUT', '/admin/queues/api/queues/orders/pause', 401],
+      ['POST', '/admin/queues/', 404],
+      ['DELETE', '/admin/queues/api/queues', 404],
+    ] as const) {
+      const anonymous = await t.http.request(method, path);
+      expect([method, path, anonymous.status]).toEqual([method, path, status]);
+      const signedIn = await t.http.request(method, path, undefined, { token: admin.accessToken });
+      expect([method, path, signedIn.status]).toEqual([method, path, status === 401 ? 405 : 404]);
+    }
   });
 
   it('a Basic header with a control character in it is a failed sign-in (401), not a database error (400)', async () => {

@@ -82,7 +82,16 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
       const res = await t.http.request(method, path, undefined, { raw: method === 'GET' ? undefined : '{"broken' });
       expectProblem(res, 405, 'METHOD_NOT_ALLOWED');
       expect([method, path, res.headers.get('allow')]).toEqual([method, path, allow]);
+      // with every answer's security headers, and CORS's (a browser app reads the 405 and its Allow)
+      expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(res.headers.get('content-security-policy')).toBeTruthy();
     }
+    const fromBrowser = await t.http.request('DELETE', '/v1/categories', undefined, { headers: { origin: 'https://shop.example' } });
+    expectProblem(fromBrowser, 405, 'METHOD_NOT_ALLOWED');
+    expect(fromBrowser.headers.get('access-control-allow-origin')).toBeTruthy();
+    expect(fromBrowser.headers.get('access-control-expose-headers')).toMatch(/\bAllow\b/);
+    // a static folder's files are its own: a file not there is a 404 under any method
+    expectProblem(await t.http.request('POST', '/docs/nonexistent'), 404, 'ROUTE_NOT_FOUND');
     // no route under any method (CORS's OPTIONS-for-any-path counts for none): still 404
     // nor a path matched only with a parameter left empty (Nest's adapter routes none)
     for (const path of ['/v1/nowhere', `/v1/products/${id}/images/x`, `/v1/orders/${id}/refund`, '/v1/products/', '/v1/orders//cancel']) {

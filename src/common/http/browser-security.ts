@@ -14,6 +14,7 @@ const CORS_EXPOSED_HEADERS = [
   'RateLimit',
   'RateLimit-Policy',
   'Location',
+  'Allow', // a 405's
 ];
 
 /** Request headers a browser client may send cross-origin. */

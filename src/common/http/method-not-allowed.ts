@@ -7,8 +7,13 @@ const METHODS: readonly HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', '
 
 const noop = (): void => undefined;
 
-/** A route that answers any path (CORS's `OPTIONS *`): it says nothing about which paths exist. */
-const anyPath = (url: string): boolean => url === '*' || url === '/*';
+/**
+ * Routes this check leaves alone: one that answers any path below it (CORS's `OPTIONS *`, a
+ * static folder's `/docs/*`: they say nothing about which paths exist), and a plugin's under its
+ * prefix (the queue board answers its own, after its sign-in; Fastify tells no `onRoute` of
+ * the second spelling it adds for a prefix's root, so its methods would be named wrong).
+ */
+const notKnown = (route: RouteOptions & { prefix?: string }): boolean => route.url.includes('*') || (route.prefix ?? '') !== '';
 
 /**
  * A path that exists, asked for with a method it has no route for (`DELETE /v1/products`), is a
@@ -21,7 +26,7 @@ const anyPath = (url: string): boolean => url === '*' || url === '/*';
 export function answerMethodNotAllowed(fastify: FastifyInstance): void {
   const known = FindMyWay();
   fastify.addHook('onRoute', (route: RouteOptions) => {
-    if (anyPath(route.url)) return;
+    if (notKnown(route)) return;
     for (const method of [route.method].flat() as HTTPMethod[]) {
       if (METHODS.includes(method) && !known.hasRoute(method, route.url)) known.on(method, route.url, noop);
     }
