@@ -78,12 +78,21 @@ describe('slow clients', () => {
     expect(res.closedAfterMs).toBeLessThan(4_000);
   });
 
-  it('a body announced and never sent in full: 408 after the request limit, before any handler', async () => {
+  it('headers never finished after a first request answered on the connection: the 408 is the next request\'s, with a new id', async () => {
+    const res = await exchange(t.baseUrl, ['GET /v1/categories HTTP/1.1\r\nHost: shop\r\nX-Request-Id: answered-0001\r\n\r\n', 'GET /v1/products HTTP/1.1\r\nHost: shop\r\nX-Slow: 1']);
+    expect(statusOf(res.text)).toBe(200);
+    const refusal = res.text.slice(res.text.lastIndexOf('HTTP/1.1 '));
+    expect(statusOf(refusal)).toBe(408);
+    expect(problemOf(refusal).requestId).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('a body announced and never sent in full: 408 after the request limit, before any handler — under the request id its log lines carry', async () => {
     const head =
-      'POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n';
+      'POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nX-Request-Id: slow-body-0001\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n';
     const res = await exchange(t.baseUrl, [head, '{"email":']);
     expect(statusOf(res.text)).toBe(408);
-    expect(problemOf(res.text)).toMatchObject({ status: 408, code: 'REQUEST_TIMEOUT' });
+    expect(problemOf(res.text)).toMatchObject({ status: 408, code: 'REQUEST_TIMEOUT', requestId: 'slow-body-0001' });
+    expect(res.text).toMatch(/^x-request-id: slow-body-0001\r$/im);
     expect(res.closedAfterMs).toBeGreaterThanOrEqual(1_900);
     expect(res.closedAfterMs).toBeLessThan(5_000);
   });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 
 const REQUEST_ID_HEADER = 'x-request-id';
 const WELL_FORMED = /^[A-Za-z0-9._:-]{8,128}$/;
@@ -17,5 +18,19 @@ export function resolveRequestId(incoming: string | string[] | undefined): strin
 export function genReqId(raw: IncomingMessage): string {
   const id = resolveRequestId(raw.headers[REQUEST_ID_HEADER]);
   (raw as IncomingMessage & { id?: string }).id = id;
+  lastRequestOn.set(raw.socket, raw);
   return id;
+}
+
+/** Each connection's latest request (its headers read), for Node's own refusals of it. */
+const lastRequestOn = new WeakMap<Socket, IncomingMessage>();
+
+/**
+ * The id of the request a connection is still receiving (its headers read, its body not all
+ * there: a body trickling in past the request timeout), or undefined — none yet, or the last one
+ * was received whole (a refusal is then about the next request, whose headers never came).
+ */
+export function receivingRequestId(socket: Socket): string | undefined {
+  const raw = lastRequestOn.get(socket) as (IncomingMessage & { id?: string }) | undefined;
+  return raw && !raw.complete ? raw.id : undefined;
 }

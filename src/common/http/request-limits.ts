@@ -1,7 +1,7 @@
 import { DomainError } from '../errors/domain-error';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { resolveRequestId } from './request-id';
+import { receivingRequestId, resolveRequestId } from './request-id';
 import { type IncomingMessage, STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors/error-codes';
@@ -214,7 +214,8 @@ export function refuseExpectation(request: IncomingMessage, response: ServerResp
 /**
  * Node's own refusals, before there is a request at all (headers or URL over the 16 KB limit →
  * 431, an unparsable request → 400, a client too slow to send it → 408): problem+json with a
- * fresh request id, then the connection is closed. Passed as the adapter's `clientErrorHandler`.
+ * fresh request id — or, for a request whose body was still arriving, its own — then the
+ * connection is closed. Passed as the adapter's `clientErrorHandler`.
  */
 export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
@@ -226,7 +227,9 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
         : [400, 'BAD_REQUEST', 'The request is malformed.'];
   // the request that timed out was already answered (refused while its body still trickled
   // in): one answer per request, so the connection is only closed
-  if (!answeredEarly.has(socket)) writeRawProblem(socket, status, code, detail, resolveRequestId(undefined)); // (no headers read: a new id)
+  // the id of the request whose body was still arriving (its headers gave it one, which its log
+  // lines carry), else a new one: no headers were read
+  if (!answeredEarly.has(socket)) writeRawProblem(socket, status, code, detail, receivingRequestId(socket) ?? resolveRequestId(undefined));
   socket.destroy(err);
 }
 
