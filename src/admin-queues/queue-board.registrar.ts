@@ -28,7 +28,10 @@ const logger = new Logger('QueueBoard');
 /** Renders an error exactly like the API's global filter (RFC 9457 problem+json). */
 function sendProblem(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   if (error instanceof DomainError && error.status === 401) {
-    void reply.header('WWW-Authenticate', BASIC_CHALLENGE);
+    // the board takes a bearer token too: one that was sent and refused says so, beside the
+    // challenge for a browser's sign-in (RFC 9110 11.6.1: several challenges, one header)
+    const refusedBearer = /^bearer\s/i.test(request.headers.authorization ?? '');
+    void reply.header('WWW-Authenticate', refusedBearer ? `${BASIC_CHALLENGE}, Bearer error="invalid_token"` : BASIC_CHALLENGE);
   }
   problems.catch(error, new ExecutionContextHost([request, reply]));
   return reply;

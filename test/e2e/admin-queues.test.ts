@@ -206,6 +206,12 @@ describe('admin: queue board at /admin/queues', () => {
     }
   });
 
+  it('a refused bearer token is named in the 401 challenge beside the Basic one (the board takes both)', async () => {
+    const res = await t.http.get('/admin/queues/api/queues', { headers: { authorization: 'Bearer abc.def.ghi' } });
+    expectProblem(res, 401, 'TOKEN_INVALID');
+    expect(res.headers.get('www-authenticate')).toBe('Basic realm="queues", charset="UTF-8", Bearer error="invalid_token"');
+  });
+
   it('a Basic header with a control character in it is a failed sign-in (401), not a database error (400)', async () => {
     for (const email of ['a\u0000@shop.test', 'a@shop.test\u0007']) {
       const res = await t.http.get('/admin/queues', { headers: { authorization: basic(email, 'password-12') } });
