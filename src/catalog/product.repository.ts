@@ -145,6 +145,13 @@ function fromViewRow<R extends { priceAmount: unknown; currency: unknown }>(
  * The `products` and `categories` tables' repository: every write to them goes through here
  * (the inventory counts sales through addUnitsSold, reviews their ratings through addRating).
  */
+/**
+ * The key SKUs are told apart by — products_sku_key's expression (migrations/…-SkuCaseFolded.ts):
+ * Unicode's case mapping (ICU's, whatever the database's locale), lower then upper, so every
+ * case of a letter meets in one (ẞ and ß → SS).
+ */
+const skuKey = (value: string) => `upper(lower(normalize(${value}, NFKC) COLLATE "und-x-icu"))`;
+
 @Injectable()
 export class ProductRepository {
   constructor(
@@ -227,13 +234,13 @@ export class ProductRepository {
     );
   }
 
-  /** Whether a product has this SKU, in any letter case or Unicode form (products_sku_key). */
+  /** Whether a product has this SKU, in any letter case or Unicode form (products_sku_key's key). */
   async skuExists(sku: string): Promise<boolean> {
     return this.tx.withManager((m) =>
       m
         .getRepository(ProductEntity)
         .createQueryBuilder('p')
-        .where('upper(normalize(p.sku, NFKC)) = upper(normalize(:sku, NFKC))', { sku })
+        .where(`${skuKey('p.sku')} = ${skuKey(':sku')}`, { sku })
         .getExists(),
     );
   }

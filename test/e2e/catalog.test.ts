@@ -85,6 +85,15 @@ describe('catalog: admin writes, reads, cache', () => {
     await t.db.pool.query(`UPDATE products SET sku = $1 WHERE sku = $2`, [fullWidth, sku]);
     const plain = await t.http.post('/v1/admin/products', minimalProduct(sku), { token: admin });
     expect([plain.status, plain.body.code]).toEqual([409, 'SKU_TAKEN']);
+    // letter case as Unicode maps it, whatever the database's locale: ẞ/ß (→ SS), É/é, Σ/σ/ς
+    const tag = Date.now();
+    for (const [first, ...others] of [[`GROẞ-${tag}`, `groß-${tag}`, `GROSS-${tag}`], [`CAFÉ-${tag}`, `café-${tag}`], [`ΣΑ-${tag}`, `σα-${tag}`]]) {
+      expect((await t.http.post('/v1/admin/products', minimalProduct(first), { token: admin })).status).toBe(201);
+      for (const other of others) {
+        const again = await t.http.post('/v1/admin/products', minimalProduct(other), { token: admin });
+        expect([other, again.status, again.body.code]).toEqual([other, 409, 'SKU_TAKEN']);
+      }
+    }
   });
 
   it('refuses customers (403), foreign currencies (400), unknown categories (404)', async () => {

@@ -19,8 +19,8 @@ import { CategoryEntity } from './category.entity';
  * product); `unitsSold` and the rating counters are the ranking inputs of the listings.
  */
 @Entity('products')
-// unique on upper(normalize(sku, NFKC)): TypeORM cannot declare an expression index
-// (migrations/1763800030000-SkuCaseInsensitive.ts)
+// unique on Unicode's case mapping of normalize(sku, NFKC): TypeORM cannot declare an expression
+// index (migrations/1763800040000-SkuCaseFolded.ts)
 @Index('products_sku_key', { synchronize: false })
 @Index('products_category_idx', ['categoryId'])
 // the keyset indexes of the listing sorts (product-sorts.ts), over active products; TypeORM cannot
