@@ -1,4 +1,5 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
+import { rekeySkus } from '../src/database/sku-key-migration';
 
 /** The key SKUs are told apart by: letter case and Unicode form do not make another SKU. */
 const KEY = 'upper(normalize(sku, NFKC))';
@@ -15,18 +16,7 @@ export class SkuCaseInsensitive1763800030000 implements MigrationInterface {
   name = 'SkuCaseInsensitive1763800030000';
 
   async up(q: QueryRunner): Promise<void> {
-    const clashes = (await q.query(
-      `SELECT ${KEY} AS key, array_agg(sku ORDER BY created_at) AS skus
-         FROM products GROUP BY 1 HAVING count(*) > 1 ORDER BY 1 LIMIT 20`,
-    )) as { key: string; skus: string[] }[];
-    if (clashes.length > 0) {
-      throw new Error(
-        'SKUs that differ only in letter case or Unicode form (rename all but one of each, ' +
-          `e.g. UPDATE products SET sku = '…' WHERE sku = '…'): ${clashes.map((c) => c.skus.join(' / ')).join('; ')}`,
-      );
-    }
-    await q.query(`DROP INDEX products_sku_key`);
-    await q.query(`CREATE UNIQUE INDEX products_sku_key ON products (${KEY})`);
+    await rekeySkus(q, KEY);
   }
 
   async down(q: QueryRunner): Promise<void> {

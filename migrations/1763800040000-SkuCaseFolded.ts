@@ -1,4 +1,5 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
+import { rekeySkus } from '../src/database/sku-key-migration';
 
 /** The key before: the database's own case mapping, which follows its locale. */
 const OLD_KEY = 'upper(normalize(sku, NFKC))';
@@ -26,18 +27,7 @@ export class SkuCaseFolded1763800040000 implements MigrationInterface {
     if (icu.length === 0) {
       throw new Error('This PostgreSQL has no ICU collation ("und-x-icu"): SKUs are told apart by Unicode case mapping; use a build with ICU (--with-icu, as the official packages and images are).');
     }
-    const clashes = (await q.query(
-      `SELECT ${SKU_KEY('sku')} AS key, array_agg(sku ORDER BY created_at) AS skus
-         FROM products GROUP BY 1 HAVING count(*) > 1 ORDER BY 1 LIMIT 20`,
-    )) as { key: string; skus: string[] }[];
-    if (clashes.length > 0) {
-      throw new Error(
-        'SKUs that differ only in letter case or Unicode form (rename all but one of each, ' +
-          `e.g. UPDATE products SET sku = '…' WHERE sku = '…'): ${clashes.map((c) => c.skus.join(' / ')).join('; ')}`,
-      );
-    }
-    await q.query(`DROP INDEX products_sku_key`);
-    await q.query(`CREATE UNIQUE INDEX products_sku_key ON products ((${SKU_KEY('sku')}))`);
+    await rekeySkus(q, SKU_KEY('sku'));
   }
 
   async down(q: QueryRunner): Promise<void> {
