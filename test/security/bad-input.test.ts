@@ -360,7 +360,7 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     }
     expect((await t.http.get('/v1/categories')).status).toBe(200);
     // one Host, as names, addresses and bracketed IPv6 literals with or without a port: answered
-    for (const host of ['shop.example', 'shop.example:443', '127.0.0.1', '[::1]:8080', 'xn--bcher-kva.example']) {
+    for (const host of ['shop.example', 'SHOP.Example.:443', '127.0.0.1', '[::1]:8080', '[fe80::1%25eth0]', 'xn--bcher-kva.example']) {
       expect((await rawExchange(port, `GET /v1/categories HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`)).split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
     }
     // a client that half-closes after its request (nc -N, some HTTP/1.0 clients) is answered, and

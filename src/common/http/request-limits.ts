@@ -139,8 +139,11 @@ export function frameworkErrors(error: Error, request: FastifyRequest, reply: Fa
   sendProblem(error, request, reply);
 }
 
-/** RFC 3986's host (a reg-name, an IPv4 address or a bracketed IP literal) and an optional port. */
-const HOST_VALUE = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$/;
+/**
+ * RFC 3986's host (a reg-name, an IPv4 address, or a bracketed IP literal — an IPv6 address with
+ * a zone, RFC 6874, or an IPvFuture) and an optional port.
+ */
+const HOST_VALUE = /^(?:\[[A-Za-z0-9\-._~!$&'()*+,;=:%]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$/;
 
 /** What is wrong with the request's Host header, if anything (RFC 9112 §3.2). */
 function hostProblem(request: FastifyRequest): string | null {
