@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest, onRequestHookHandler, preParsingHookHandler } from 'fastify';
 import { DomainError } from '../common/errors/domain-error';
 import { sendProblem } from '../common/errors/problem-details.filter';
-import { WEBHOOK_BODY_LIMIT } from '../common/http/request-limits';
+import { WEBHOOK_BODY_LIMIT, closeIfBodyPending } from '../common/http/request-limits';
 import { SIGNATURE_TOLERANCE_SECONDS } from './webhooks.service';
 
 const STRIPE_ROUTE = '/v1/webhooks/stripe';
@@ -42,6 +42,7 @@ export function webhookPrecheck(checkStorageToken: (authorization: string | unde
         checkStorageToken(request.headers.authorization);
       }
     } catch (err) {
+      closeIfBodyPending(request, reply); // refused unread: its body is not read after it either
       sendProblem(err, request, reply);
       return;
     }

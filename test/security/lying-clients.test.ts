@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { randomUUID } from 'node:crypto';
 import { createAdmin, registerCustomer } from '../support/auth';
@@ -200,6 +201,37 @@ describe('clients that lie about their bodies', () => {
         raw: JSON.stringify(Array.from({ length: 20_000 }, () => ({ a: 1 }))),
       });
       expectProblem(res, status, code);
+    }
+    // answered before its body is read (a 405, a webhook refused on its headers): the connection
+    // closes after the answer, none of an announced 2 GB body is read to keep it alive
+    const { port } = new URL(t.baseUrl);
+    for (const head of [
+      'PUT /v1/products HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 2000000000\r\n\r\n',
+      'POST /v1/webhooks/stripe HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 2000000000\r\n\r\n',
+    ]) {
+      const outcome = await new Promise<{ answer: string; sent: number }>((resolve) => {
+        const socket = connect(Number(port), '127.0.0.1');
+        let answer = '';
+        let sent = 0;
+        const chunk = Buffer.alloc(64 * 1024, 0x20);
+        const pump = () => {
+          while (!socket.destroyed && socket.writable && sent < 512 * 1024 * 1024) {
+            sent += chunk.length;
+            if (!socket.write(chunk)) return void socket.once('drain', pump);
+          }
+        };
+        socket.on('connect', () => {
+          socket.write(head);
+          pump();
+        });
+        socket.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+        socket.on('error', () => undefined);
+        socket.on('close', () => resolve({ answer, sent }));
+        setTimeout(() => socket.destroy(), 10_000);
+      });
+      expect(outcome.answer.split('\r\n')[0]).toMatch(/^HTTP\/1\.1 (405|400) /);
+      expect(outcome.answer).toMatch(/^connection: close\r$/im);
+      expect(outcome.sent).toBeLessThan(256 * 1024 * 1024); // closed long before the pump ran out
     }
     // a webhook of that size reaches its signature check (refused there, not for its size)
     const hook = await t.http.request('POST', '/v1/webhooks/stripe', undefined, {

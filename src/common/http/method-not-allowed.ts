@@ -1,6 +1,7 @@
 import FindMyWay, { HTTPMethod } from 'find-my-way';
 import type { FastifyInstance, RouteOptions } from 'fastify';
 import { DomainError } from '../errors/domain-error';
+import { closeIfBodyPending } from './request-limits';
 
 /** The methods a route can be asked for here (what `Allow` may name). */
 const METHODS: readonly HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
@@ -37,13 +38,14 @@ export function answerMethodNotAllowed(fastify: FastifyInstance): void {
     return found !== null && Object.entries(found.params).every(([name, value]) => value !== '' || name === '*');
   };
   // (a callback hook: it runs for every request, and all but a few pass at the first test)
-  fastify.addHook('onRequest', (request, _reply, done) => {
+  fastify.addHook('onRequest', (request, reply, done) => {
     const url = request.raw.url ?? '';
     // (a target not starting with `/`, an absolute form, is a 404 whatever its method)
     if (!request.is404 || !url.startsWith('/')) return done();
     const allowed = METHODS.filter((method) => routes(method, url));
     // no such path (a 404), or one this very method has (Nest's 404 for another reason)
     if (allowed.length === 0 || allowed.includes(request.method as HTTPMethod)) return done();
+    closeIfBodyPending(request, reply); // answered unread: none of a body is read after it
     done(
       new DomainError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; this path answers ${allowed.join(', ')}.`, {
         headers: { Allow: allowed.join(', ') },

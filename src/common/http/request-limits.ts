@@ -128,6 +128,18 @@ export function limitBodies(app: NestFastifyApplication): void {
 }
 
 /**
+ * For an answer given before the request's body was read (a 405, a webhook refused on its
+ * headers): a body still to come closes the connection after the answer — Node would otherwise
+ * read and drop it to reuse the connection, however large it says it is (a 2 GB upload was
+ * drained at a gigabyte every few seconds until the request timeout, on every such connection).
+ */
+export function closeIfBodyPending(request: FastifyRequest, reply: FastifyReply): void {
+  const { headers } = request.raw;
+  const announced = headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0;
+  if (announced && !request.raw.complete) void reply.header('Connection', 'close');
+}
+
+/**
  * Fastify's own refusals before routing (a path parameter over maxParamLength → 414, a
  * malformed percent-encoding → 400) as problem+json with the request id, the security headers
  * and CORS's (a browser app reads the problem), like every other error.
