@@ -178,6 +178,26 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect(Number(wait)).toBeGreaterThan(50); // the window's rest
   });
 
+  it('an attempt whose settle was lost (a process killed mid-verification) stops counting as in flight after a minute: the right password then signs in', async () => {
+    const limiter = a.app.get(FailedAttemptLimiter);
+    const redis = a.app.get<Redis>(REDIS);
+    const bucket: FailureBucket = { key: `test-pair:${Date.now()}`, kind: 'progressive', limit: 3, windowMs: 3_600_000, baseMs: 1_000, capMs: 60_000 };
+    const key = `${a.config.redis.keyPrefix}:rl:${bucket.key}`;
+    const rightPassword = () =>
+      limiter.attempt([bucket], async () => 'signed-in').then(
+        (v) => v,
+        (e: DomainError) => [e.code, e.options.headers?.['Retry-After']],
+      );
+    // three failures counted, one of them reserved a moment ago and never settled
+    await redis.hset(key, { f: 3, p: 1, pt: Date.now() - 1_000 });
+    await redis.pexpire(key, bucket.windowMs);
+    expect(await rightPassword()).toEqual(['RATE_LIMITED', '1']); // it may still settle: a second
+    // … and a minute later it never will: a failure, no longer in flight
+    await redis.hset(key, { pt: Date.now() - 61_000 });
+    expect(await rightPassword()).toBe('signed-in');
+    expect(await redis.exists(key)).toBe(0); // the success cleared the pair
+  });
+
   it('refuses every other client once the account reaches the ceiling of failures from all clients — never the owner\'s own (API.md)', async () => {
     const owner = await registerCustomer(a.http, fromClient('10.42.0.1'));
     // a distributed guesser: one failure from each of many clients, all at once

@@ -39,8 +39,9 @@ const IN_FLIGHT_RETRY_MS = 1_000;
  * failure in every bucket and answers 0. All-or-nothing and atomic, so a burst of concurrent
  * attempts cannot get past a limit: exactly `limit` of them are reserved. Redis's clock, so every
  * process agrees. Window buckets are plain counters with the window as TTL; progressive ones a
- * hash {f: failures, p: of them still in flight, u: locked until (ms)} forgotten windowMs after
- * the last failure. Attempts still in flight are counted (so concurrent guesses cannot all be
+ * hash {f: failures, p: of them still in flight (pt: since when, ms), u: locked until (ms)}
+ * forgotten windowMs after the last failure; attempts in flight longer than IN_FLIGHT_MS (their
+ * settle lost) count as failures, no longer in flight. Attempts still in flight are counted (so concurrent guesses cannot all be
  * verified before the first failure is known) but told apart: a bucket full of attempts not yet
  * settled refuses for IN_FLIGHT_RETRY_MS, not for its window or a lock — concurrent sign-ins
  * with the right password were told to wait a window (15 min on the queue board) for failures
@@ -63,6 +64,12 @@ for i = 1, n do
     local lockedUntil = tonumber(redis.call('HGET', key, 'u') or '0')
     local failures = tonumber(redis.call('HGET', key, 'f') or '0')
     local inFlight = tonumber(redis.call('HGET', key, 'p') or '0')
+    if inFlight > 0 and now - tonumber(redis.call('HGET', key, 'pt') or '0') > ${IN_FLIGHT_MS} then
+      -- attempts in flight longer than any verification: their settle was lost (a process killed,
+      -- a connection dropped) — counted as the failures they may have been, no longer in flight
+      redis.call('HSET', key, 'p', 0)
+      inFlight = 0
+    end
     if lockedUntil > now then w = lockedUntil - now
     elseif inFlight > 0 and failures >= limit then w = ${IN_FLIGHT_RETRY_MS} end
   else
@@ -88,6 +95,7 @@ for i = 1, n do
   if ARGV[o + 1] == '1' then
     local failures = redis.call('HINCRBY', key, 'f', 1)
     local inFlight = redis.call('HINCRBY', key, 'p', 1)
+    redis.call('HSET', key, 'pt', now)
     local delay = 0
     if failures - inFlight >= limit then
       delay = math.floor(math.min(tonumber(ARGV[o + 5]),
