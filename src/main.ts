@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import cluster from 'node:cluster';
-import { ConfigError, loadConfig } from './config/config';
+import { loadConfig } from './config/config';
+import { logBootFailure } from './common/logging/boot-logger';
 import { loadEnvFile } from './config/env-file';
 import { logProcessWarnings } from './common/logging/process-warnings';
 
@@ -21,7 +22,7 @@ async function bootstrap(): Promise<void> {
 }
 
 bootstrap().catch((err: unknown) => {
-  // Config errors name the variable; everything else is a crash at boot.
-  console.error(err instanceof ConfigError ? err.message : err);
+  // one JSON line like every other (a configuration's names the variables), then exit
+  logBootFailure(err);
   process.exit(1);
 });

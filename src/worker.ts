@@ -1,5 +1,6 @@
 import 'reflect-metadata';
-import { ConfigError, loadConfig } from './config/config';
+import { loadConfig } from './config/config';
+import { logBootFailure } from './common/logging/boot-logger';
 import { loadEnvFile } from './config/env-file';
 import { logProcessWarnings } from './common/logging/process-warnings';
 
@@ -30,6 +31,7 @@ async function bootstrap(): Promise<void> {
 }
 
 bootstrap().catch((err: unknown) => {
-  console.error(err instanceof ConfigError ? err.message : err);
+  // one JSON line like every other (a configuration's names the variables), then exit
+  logBootFailure(err);
   process.exit(1);
 });

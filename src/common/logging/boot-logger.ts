@@ -34,3 +34,17 @@ export function bootLogger(level: string, destination: pino.DestinationStream = 
     verbose: write('trace'),
   };
 }
+
+/**
+ * A boot that failed, as the process's last JSON line (level fatal) before it exits: a refused
+ * configuration (its message names the variables; `problems` lists them), a port already taken,
+ * a hook that threw once the modules were up. It was printed by console.error — a
+ * configuration's lines as text, anything else as Node's multi-line dump of the error.
+ */
+export function logBootFailure(err: unknown, destination: pino.DestinationStream = pino.destination({ dest: 1, sync: true })): void {
+  const log = pino({ level: 'info' }, destination);
+  const problems = (err as { problems?: unknown }).problems;
+  if (Array.isArray(problems)) log.fatal({ problems }, (err as Error).message);
+  else if (err instanceof Error) log.fatal({ err }, `boot failed: ${err.message}`);
+  else log.fatal({ detail: err }, 'boot failed');
+}
