@@ -1,5 +1,6 @@
 import { Logger, OnApplicationShutdown, OnModuleInit, Provider } from '@nestjs/common';
 import { access, mkdir, rename, unlink, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { createTransport, type Transporter } from 'nodemailer';
 import { parseConnectionUrl } from 'nodemailer/lib/shared';
@@ -155,7 +156,8 @@ class FileMailTransport extends MailTransport implements OnModuleInit {
    * written as files is said once: nothing is sent to anyone.
    */
   async onModuleInit(): Promise<void> {
-    const probe = join(this.dir, `.write-check-${process.pid}`);
+    // (a name of its own: replicas sharing the folder often share a pid, 1 in a container)
+    const probe = join(this.dir, `.write-check-${randomUUID()}`);
     try {
       await mkdir(this.dir, { recursive: true });
       await writeFile(probe, '');
