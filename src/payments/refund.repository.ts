@@ -13,7 +13,7 @@ export interface Refund {
   currency: string;
   status: RefundStatus;
   reason: RefundReason;
-  /** What its caller asked for: the rest (true), an amount (false); null if nobody asked or unknown. */
+  /** What its caller asked for: the rest (true), an amount (false); null if nobody asked. */
   requestedRest: boolean | null;
   providerRefundId: string | null;
   failure: string | null;

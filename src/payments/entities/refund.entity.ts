@@ -63,7 +63,7 @@ export class RefundEntity {
 
   /**
    * A requested refund's ask: the rest of the payment (true) or an amount (false); null where
-   * nobody asked, and for refunds recorded before it was (migration …-RefundRequestedRest).
+   * nobody asked (migration …-RefundRequestedRest marked the earlier ones).
    */
   @Column('boolean', { name: 'requested_rest', nullable: true })
   requestedRest!: boolean | null;
