@@ -43,7 +43,7 @@ export function bootLogger(level: string, destination: pino.DestinationStream = 
  */
 export function logBootFailure(err: unknown, destination: pino.DestinationStream = pino.destination({ dest: 1, sync: true })): void {
   const log = pino({ level: 'info' }, destination);
-  const problems = (err as { problems?: unknown }).problems;
+  const problems = (err as { problems?: unknown } | null | undefined)?.problems;
   if (Array.isArray(problems)) log.fatal({ problems }, (err as Error).message);
   else if (err instanceof Error) log.fatal({ err }, `boot failed: ${err.message}`);
   else log.fatal({ detail: err }, 'boot failed');
