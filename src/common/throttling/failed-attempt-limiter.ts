@@ -40,14 +40,15 @@ const IN_FLIGHT_RETRY_MS = 1_000;
  * attempts cannot get past a limit: exactly `limit` of them are reserved. Redis's clock, so every
  * process agrees. Window buckets are plain counters with the window as TTL; progressive ones a
  * hash {f: failures, p: of them still in flight (pt: since when, ms), u: locked until (ms)}
- * forgotten windowMs after the last failure; attempts in flight longer than IN_FLIGHT_MS (their
- * settle lost) count as failures, no longer in flight. Attempts still in flight are counted (so concurrent guesses cannot all be
- * verified before the first failure is known) but told apart: a bucket full of attempts not yet
- * settled refuses for IN_FLIGHT_RETRY_MS, not for its window or a lock — concurrent sign-ins
- * with the right password were told to wait a window (15 min on the queue board) for failures
- * that never happened — and a progressive lock is set only for failures known (or, at a
- * reservation, for the failures already known reaching the limit). A window bucket's in-flight
- * count is its sibling key `<key>:p` (KEYS[n + i]).
+ * forgotten windowMs after the last failure. Attempts still in flight are counted (so
+ * concurrent guesses cannot all be verified before the first failure is known) but told apart:
+ * a bucket full of attempts not yet settled refuses for IN_FLIGHT_RETRY_MS, not for its window or
+ * a lock — concurrent sign-ins with the right password were told to wait a window (15 min on the
+ * queue board) for failures that never happened — and a progressive lock is set only for
+ * failures known (or, at a reservation, for the failures already known reaching the limit).
+ * Attempts in flight longer than IN_FLIGHT_MS (their settle lost) count as failures, no longer
+ * in flight. A window bucket's in-flight count is its sibling key `<key>:p` (KEYS[n + i]; a
+ * progressive bucket's sibling goes unused: its count is the hash's `p`).
  */
 const RESERVE = `
 local t = redis.call('TIME')
