@@ -16,6 +16,7 @@ const admin: User = {
   name: 'Boss',
   role: 'admin',
   passwordHash: 'hash',
+  passwordEpoch: 'epoch-of-the-password1',
   createdAt: new Date(T0),
   updatedAt: new Date(T0),
 };
@@ -159,7 +160,7 @@ describe('QueueBoardAuth', () => {
       '10.0.0.7',
       expect.any(Function),
       // the account's password now: a client is the admin's own only under the one it signed in with
-      { passwordHash: 'hash', ownClientOnRecord: expect.any(Function) },
+      { passwordEpoch: 'epoch-of-the-password1', ownClientOnRecord: expect.any(Function) },
     );
     // a refused attempt (429) verifies nothing
     s.signIns.signIn.mockRejectedValueOnce(new DomainError('RATE_LIMITED'));

@@ -28,8 +28,8 @@ const MAX_ENTRIES = 1_000;
 
 interface Verified {
   principal: Principal;
-  /** The stored hash the password was verified against: a changed password ends the entry. */
-  passwordHash: string;
+  /** The epoch of the password verified (users.password_epoch): a password set anew ends the entry. */
+  passwordEpoch: string;
   expiresAt: number;
 }
 
@@ -105,7 +105,7 @@ export class QueueBoardAuth {
     if (hit && hit.expiresAt > now) {
       // a password change, a role taken away or a deleted account ends the trust at once
       const user = await this.users.findByEmail(hit.principal.email);
-      if (user?.id === hit.principal.userId && user.passwordHash === hit.passwordHash && user.role === hit.principal.role) {
+      if (user?.id === hit.principal.userId && user.passwordEpoch === hit.passwordEpoch && user.role === hit.principal.role) {
         return hit.principal;
       }
       this.verified.delete(key);
@@ -115,7 +115,7 @@ export class QueueBoardAuth {
     if (!credentials) throw new DomainError('UNAUTHENTICATED', 'Malformed Basic credentials.');
     const email = normalizeEmail(credentials.email);
 
-    let passwordHash = '';
+    let passwordEpoch = '';
     // The same work for an unknown email as for a wrong password (see AuthService.login).
     const user = await this.users.findByEmail(email);
     const principal = await this.signIns.signIn('queue-board', email, ip, async (client) => {
@@ -124,17 +124,17 @@ export class QueueBoardAuth {
       const permissions = permissionsOf(user.role);
       // a right password without the permission is a failure like any other (no oracle)
       if (!permissions.includes(QUEUE_BOARD_PERMISSION)) return null;
-      passwordHash = user.passwordHash;
+      passwordEpoch = user.passwordEpoch;
       return { userId: user.id, email: user.email, role: user.role, permissions };
     }, {
-      passwordHash: user?.passwordHash ?? null,
+      passwordEpoch: user?.passwordEpoch ?? null,
       // Redis's marks of the admin's own clients may be gone (a restart without its data, a
       // failover): the sessions on record (API sign-ins) still know them, as for login
       ownClientOnRecord: () => this.refreshTokens.openedFrom(this.sessions.clientKeyOf(email, ip)),
     });
     if (!principal) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
     prune(this.verified, now);
-    this.verified.set(key, { principal, passwordHash, expiresAt: now + BASIC_CACHE_TTL_MS });
+    this.verified.set(key, { principal, passwordEpoch, expiresAt: now + BASIC_CACHE_TTL_MS });
     return principal;
   }
 }

@@ -10,6 +10,7 @@ import type { RevokedSessions } from './revoked-sessions';
 import type { SecurityEvents } from './security-events';
 import type { SessionIssuer } from './session-issuer';
 import { mockOf } from '../../test/support/mocks';
+import { passwordEpochOf } from '../users/password-epoch';
 
 const NOW = new Date('2026-01-01T10:00:00Z');
 const SINCE = new Date('2026-01-01T09:45:00Z');
@@ -19,6 +20,7 @@ const user: User = {
   name: 'A',
   role: 'customer',
   passwordHash: 'old-hash',
+  passwordEpoch: 'epoch-of-the-old-passw',
   createdAt: NOW,
   updatedAt: NOW,
 };
@@ -30,7 +32,7 @@ function setup() {
       findByEmail: jest.fn(),
       setPasswordHash: jest.fn().mockResolvedValue(true),
       upsertWithRole: jest.fn(),
-      lockPasswordHash: jest.fn(async () => user.passwordHash),
+      lockPassword: jest.fn(async () => ({ passwordHash: user.passwordHash, passwordEpoch: user.passwordEpoch })),
     },
     'users',
   );
@@ -115,7 +117,8 @@ describe('AccountService', () => {
       await s.service.changePassword('u-1', { currentPassword: 'old', newPassword: 'new-password' }, '10.0.0.1');
       // the current password counts as a sign-in attempt, in login's buckets
       expect(s.signIns.signIn).toHaveBeenCalledWith('password-change', user.email, '10.0.0.1', expect.any(Function), { session: undefined });
-      expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash);
+      // a new password: a new epoch (a rehash would keep it)
+      expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash, 'new-password');
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(
         'u-1',
         'password-changed',
@@ -126,7 +129,7 @@ describe('AccountService', () => {
       // the clients that signed in with the old password are no longer the owner's: all but the
       // one it was changed from, which is remembered under the new password
       expect(s.refreshTokens.forgetClients).toHaveBeenCalledWith('u-1', 'key:a@b.io:10.0.0.1');
-      expect(s.signIns.rememberClient).toHaveBeenCalledWith(user.email, '10.0.0.1', 'new-hash');
+      expect(s.signIns.rememberClient).toHaveBeenCalledWith(user.email, '10.0.0.1', passwordEpochOf('new-hash'));
       expect(s.events.record).toHaveBeenCalledWith({ event: 'password_changed', userId: 'u-1' });
     });
 
@@ -165,6 +168,7 @@ describe('AccountService', () => {
       expect(s.users.upsertWithRole).toHaveBeenCalledWith(
         { email: 'boss@x.io', name: 'Boss', role: 'admin', passwordHash: 'new-hash' },
         NOW,
+        false,
       );
       expect(res.role).toBe('admin');
       // no sessions to end for a new account — unless one registered it in between (the
@@ -188,10 +192,8 @@ describe('AccountService', () => {
       s.users.upsertWithRole.mockResolvedValue({ ...user, role: 'admin' });
       s.refreshTokens.revokeAllOfUser.mockResolvedValue(['fam-laptop']);
       await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
-      expect(s.users.upsertWithRole).toHaveBeenCalledWith(
-        expect.objectContaining({ passwordHash: 'old-hash' }),
-        NOW,
-      );
+      // the hash kept, and with it the password's epoch
+      expect(s.users.upsertWithRole).toHaveBeenCalledWith(expect.objectContaining({ passwordHash: 'old-hash' }), NOW, true);
       // a customer's session (an old laptop, a lost phone) would otherwise refresh into admin
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(user.id, 'role-changed', expect.any(Date));
       expect(s.revoked.add).toHaveBeenCalledWith(['fam-laptop']);
@@ -205,11 +207,11 @@ describe('AccountService', () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
-      s.users.lockPasswordHash.mockResolvedValue('changed-meanwhile');
+      s.users.lockPassword.mockResolvedValue({ passwordHash: 'changed-meanwhile', passwordEpoch: 'epoch-of-a-new-passwor' });
       s.users.upsertWithRole.mockResolvedValue({ ...user, role: 'admin', passwordHash: 'new-hash' });
       await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
-      expect(s.users.lockPasswordHash).toHaveBeenCalledWith('u-1', true);
-      expect(s.users.upsertWithRole).toHaveBeenCalledWith(expect.objectContaining({ passwordHash: 'new-hash' }), NOW);
+      expect(s.users.lockPassword).toHaveBeenCalledWith('u-1', true);
+      expect(s.users.upsertWithRole).toHaveBeenCalledWith(expect.objectContaining({ passwordHash: 'new-hash' }), NOW, false);
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-reset', SINCE);
       expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);
     });

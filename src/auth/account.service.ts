@@ -3,6 +3,7 @@ import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { normalizeEmail } from '../common/email';
+import { passwordEpochOf } from '../users/password-epoch';
 import { UserRepository } from '../users/user.repository';
 import { ChangePasswordDto, UserDto, mapUser } from './dto/auth.dto';
 import { PasswordHasher } from './password-hasher';
@@ -67,7 +68,7 @@ export class AccountService {
       const families = await this.tx.runOwn(async () => {
         // only over the hash the current password was checked against: of two changes racing
         // with the same old password, the second finds it gone
-        if (!(await this.users.setPasswordHash(userId, hash, now, checked))) return null;
+        if (!(await this.users.setPasswordHash(userId, hash, now, checked, 'new-password'))) return null;
         const revoked = await this.refreshTokens.revokeAllOfUser(
           userId,
           'password-changed',
@@ -90,7 +91,7 @@ export class AccountService {
       }
       checked = current.passwordHash;
     }
-    this.signIns.rememberClient(user.email, clientIp, hash);
+    this.signIns.rememberClient(user.email, clientIp, passwordEpochOf(hash));
     this.events.record({ event: 'password_changed', userId });
   }
 
@@ -113,14 +114,11 @@ export class AccountService {
       // owner's password change, and a session opened with the new one), writing it back would
       // undo that change and leave that session alive, promoted — the password is set anew
       const kept =
-        existing && samePassword && (await this.users.lockPasswordHash(existing.id, true)) === existing.passwordHash
+        existing && samePassword && (await this.users.lockPassword(existing.id, true))?.passwordHash === existing.passwordHash
           ? existing.passwordHash
           : null;
       const passwordHash = kept ?? fresh ?? (await this.hasher.hash(password));
-      const upserted = await this.users.upsertWithRole(
-        { email: normalized, name, role, passwordHash },
-        now,
-      );
+      const upserted = await this.users.upsertWithRole({ email: normalized, name, role, passwordHash }, now, kept !== null);
       // whenever the password is set anew — also for an account that did not exist when read:
       // one registered in between by someone else (its sessions must not survive the promotion) —
       // and whenever the role changes: a session opened as a customer (an old laptop, a lost

@@ -19,6 +19,7 @@ const user: User = {
   name: 'A',
   role: 'customer',
   passwordHash: '$argon2id$v=19$m=19456,t=2,p=1$salt$hash',
+  passwordEpoch: 'epoch-of-the-password1',
   createdAt: NOW,
   updatedAt: NOW,
 };
@@ -30,7 +31,7 @@ function setup() {
       findByEmail: jest.fn(),
       findById: jest.fn(),
       setPasswordHash: jest.fn().mockResolvedValue(true),
-      lockPasswordHash: jest.fn(async () => user.passwordHash),
+      lockPassword: jest.fn(async () => ({ passwordHash: user.passwordHash, passwordEpoch: user.passwordEpoch })),
     },
     'users',
   );
@@ -141,7 +142,7 @@ describe('AuthService', () => {
       expect(s.tx.run).toHaveBeenCalledTimes(1);
       expect(res.refreshToken).toBe('r-new');
       // the client it registered from is the account's own (the ceiling of failures spares it)
-      expect(s.signIns.rememberClient).toHaveBeenCalledWith(user.email, '10.0.0.7', 'new-hash');
+      expect(s.signIns.rememberClient).toHaveBeenCalledWith(user.email, '10.0.0.7', user.passwordEpoch); // the epoch the new row was given
     });
 
     it('answers EMAIL_TAKEN when the unique index refuses the email', async () => {
@@ -196,7 +197,7 @@ describe('AuthService', () => {
         expect.any(Function),
         // the account's password now: a client is the owner's only under the one it signed in with
         // no device token sent: no device (counted as the address)
-        { passwordHash: user.passwordHash, ownClientOnRecord: expect.any(Function), device: null },
+        { passwordEpoch: user.passwordEpoch, ownClientOnRecord: expect.any(Function), device: null },
       );
       // a refused attempt (429) verifies nothing
       s.signIns.signIn.mockRejectedValueOnce(new DomainError('RATE_LIMITED'));
@@ -211,7 +212,7 @@ describe('AuthService', () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValueOnce(true).mockResolvedValueOnce(false); // the old password, then the new hash
-      s.users.lockPasswordHash.mockResolvedValue('the-new-hash');
+      s.users.lockPassword.mockResolvedValue({ passwordHash: 'the-new-hash', passwordEpoch: 'epoch-of-a-new-password' });
       let answered: unknown = 'not called';
       s.signIns.signIn.mockImplementationOnce(async (_c, _a, _i, verify) => {
         answered = await verify({ own: false });
@@ -230,11 +231,12 @@ describe('AuthService', () => {
       await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(s.hasher.hash).toHaveBeenCalledWith('pw-pw-pw-pw', { client: '10.0.0.1' });
       // only over the hash it verified: a change committed meanwhile is never overwritten
-      expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash);
+      expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash, 'rehash');
       // the row locked FOR NO KEY UPDATE for that write (FOR SHARE, two twins' updates deadlocked)
-      expect(s.users.lockPasswordHash).toHaveBeenCalledWith('u-1', true);
-      // the client is the owner's under the new hash (its marks hold the hash's digest)
-      expect(s.signIns.rememberClient).toHaveBeenCalledWith('a@b.io', '10.0.0.1', 'new-hash');
+      expect(s.users.lockPassword).toHaveBeenCalledWith('u-1', true);
+      // the same password: its epoch stays, and with it every mark of the owner's other clients
+      expect(s.signIns.rememberClient).not.toHaveBeenCalled();
+      expect(s.signIns.rememberDevice).toHaveBeenCalledWith('a@b.io', 'device-1', user.passwordEpoch);
     });
 
     it("counts a sign-in with the account's device token as that device, and answers the token back; without one, a new device", async () => {
@@ -249,12 +251,12 @@ describe('AuthService', () => {
       expect(s.signIns.signIn).toHaveBeenCalledWith('login', 'a@b.io', '10.0.0.1', expect.any(Function), expect.objectContaining({ device: 'dev-9' }));
       expect(withToken.deviceToken).toBe('token(a@b.io,dev-9)');
       // the device is the owner's under the password it signed in with
-      expect(s.signIns.rememberDevice).toHaveBeenCalledWith('a@b.io', 'dev-9', user.passwordHash);
+      expect(s.signIns.rememberDevice).toHaveBeenCalledWith('a@b.io', 'dev-9', user.passwordEpoch);
 
       const without = await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(s.signIns.signIn).toHaveBeenLastCalledWith('login', 'a@b.io', '10.0.0.1', expect.any(Function), expect.objectContaining({ device: null }));
       expect(without.deviceToken).toBe('token(a@b.io,device-1)');
-      expect(s.signIns.rememberDevice).toHaveBeenLastCalledWith('a@b.io', 'device-1', user.passwordHash);
+      expect(s.signIns.rememberDevice).toHaveBeenLastCalledWith('a@b.io', 'device-1', user.passwordEpoch);
       // an unknown email is asked no device (it has none): the same path as no token
       s.users.findByEmail.mockResolvedValue(null);
       s.sessions.deviceOf.mockClear();
@@ -271,7 +273,7 @@ describe('AuthService', () => {
       const tokens = await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(tokens).toHaveProperty('accessToken');
       expect(s.users.setPasswordHash).not.toHaveBeenCalled(); // upgraded at a later sign-in
-      expect(s.signIns.rememberClient).not.toHaveBeenCalled(); // the limiter remembers it under the hash it read
+      expect(s.signIns.rememberClient).not.toHaveBeenCalled(); // the limiter remembers it under the epoch it read
     });
 
     it('opens no session when the password changed while it was being verified (401)', async () => {
@@ -279,7 +281,7 @@ describe('AuthService', () => {
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
       s.hasher.needsRehash.mockReturnValue(true);
-      s.users.lockPasswordHash.mockResolvedValue('the-new-hash');
+      s.users.lockPassword.mockResolvedValue({ passwordHash: 'the-new-hash', passwordEpoch: 'epoch-of-a-new-password' });
       s.hasher.verify.mockResolvedValueOnce(true).mockResolvedValueOnce(false); // not the new password
       expect(await codeOf(s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1'))).toBe(
         'INVALID_CREDENTIALS',
@@ -294,7 +296,7 @@ describe('AuthService', () => {
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
       s.hasher.needsRehash.mockReturnValue(true);
-      s.users.lockPasswordHash.mockResolvedValue('rehashed-by-the-twin');
+      s.users.lockPassword.mockResolvedValue({ passwordHash: 'rehashed-by-the-twin', passwordEpoch: user.passwordEpoch });
       // argon2 never runs inside a transaction (it would hold the row lock and a connection)
       let inTransaction = false;
       const verifiedInside: boolean[] = [];
@@ -315,7 +317,23 @@ describe('AuthService', () => {
       expect(s.users.setPasswordHash).not.toHaveBeenCalled(); // the twin's rehash stands
       expect(verifiedInside).toEqual([false, false]);
       expect(s.tx.run).toHaveBeenCalledTimes(2); // the second transaction re-checks the new hash
-      expect(s.signIns.rememberClient).toHaveBeenCalledWith('a@b.io', '10.0.0.1', 'rehashed-by-the-twin');
+      // the twin's rehash kept the epoch: nothing to remember anew but this device
+      expect(s.signIns.rememberClient).not.toHaveBeenCalled();
+      expect(s.signIns.rememberDevice).toHaveBeenCalledWith('a@b.io', 'device-1', user.passwordEpoch);
+    });
+
+    it('signs in under the new epoch when the password was set anew to the very one signed in with (a reset meanwhile)', async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(true);
+      s.hasher.needsRehash.mockReturnValue(false);
+      s.users.lockPassword
+        .mockResolvedValueOnce({ passwordHash: 'reset-to-the-same', passwordEpoch: 'epoch-of-the-reset-one' })
+        .mockResolvedValue({ passwordHash: 'reset-to-the-same', passwordEpoch: 'epoch-of-the-reset-one' });
+      await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
+      expect(s.sessions.open).toHaveBeenCalledTimes(1);
+      expect(s.signIns.rememberClient).toHaveBeenCalledWith('a@b.io', '10.0.0.1', 'epoch-of-the-reset-one');
+      expect(s.signIns.rememberDevice).toHaveBeenCalledWith('a@b.io', 'device-1', 'epoch-of-the-reset-one');
     });
 
     it('leaves a current hash alone', async () => {

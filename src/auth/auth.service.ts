@@ -78,9 +78,9 @@ export class AuthService {
       const session = await this.sessions.open(created.id, now, this.sessions.clientKeyOf(created.email, clientIp));
       return { user: created, session };
     });
-    this.signIns.rememberClient(user.email, clientIp, passwordHash);
+    this.signIns.rememberClient(user.email, clientIp, user.passwordEpoch);
     const device = this.sessions.newDevice();
-    this.signIns.rememberDevice(user.email, device, passwordHash);
+    this.signIns.rememberDevice(user.email, device, user.passwordEpoch);
     const tokens = await this.sessions.tokensFor(user, session);
     return { ...tokens, deviceToken: this.sessions.deviceTokenFor(user.email, device) };
   }
@@ -118,18 +118,19 @@ export class AuthService {
       },
       // Redis's marks of the owner's clients may be gone: the sessions on record still know them
       {
-        passwordHash: found?.passwordHash ?? null,
+        passwordEpoch: found?.passwordEpoch ?? null,
         ownClientOnRecord: () => this.refreshTokens.openedFrom(clientKey),
         device,
       },
     );
     if (!signedIn) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
-    // a hash made anew (parameters raised, or a twin's rehash): the client is the owner's under it
-    if (signedIn.passwordHash !== found?.passwordHash) this.signIns.rememberClient(email, clientIp, signedIn.passwordHash);
+    // a password set anew meanwhile (reset to the very one signed in with): the client is the
+    // owner's under it (a rehash — parameters raised, a twin's upgrade — keeps the epoch)
+    if (signedIn.passwordEpoch !== found?.passwordEpoch) this.signIns.rememberClient(email, clientIp, signedIn.passwordEpoch);
     // a valid token is answered back as it is (the device keeps its own failure count), else a
     // new device's; either is one of the owner's own under the password it signed in with
     const signedInDevice = device ?? this.sessions.newDevice();
-    this.signIns.rememberDevice(email, signedInDevice, signedIn.passwordHash);
+    this.signIns.rememberDevice(email, signedInDevice, signedIn.passwordEpoch);
     const tokens = await this.sessions.tokensFor(signedIn.user, signedIn.session);
     return { ...tokens, deviceToken: this.sessions.deviceTokenFor(email, signedInDevice) };
   }
@@ -146,30 +147,30 @@ export class AuthService {
     password: string,
     clientKey: string,
     clientIp: string,
-  ): Promise<{ session: Session; passwordHash: string } | null> {
+  ): Promise<{ session: Session; passwordEpoch: string } | null> {
     // one account's sign-ins a day (each keeps its rows for 30 days after its session ends): a
     // 429 here gives the failure buckets back (the password was right)
-    await this.accountLimits.take('login-account-day', user.id, user.passwordHash);
+    await this.accountLimits.take('login-account-day', user.id, user.passwordEpoch);
     const upgraded = this.hasher.needsRehash(user.passwordHash)
       ? await this.hasher.hash(password, { client: clientIp }).catch(() => null)
       : null;
     let verified = user.passwordHash;
     for (let attempt = 0; attempt < MAX_HASH_RECHECKS; attempt++) {
       const now = this.clock.now();
-      const outcome = await this.tx.run(async (): Promise<{ changed: string | null } | { session: Session; passwordHash: string }> => {
+      const outcome = await this.tx.run(async (): Promise<{ changed: string | null } | { session: Session; passwordEpoch: string }> => {
         // The password was verified against `verified`. A password change that committed since
         // revoked every session of the account — this one must not open after it: the hash is
         // read again, locked against a change until this commits.
         // (FOR NO KEY UPDATE when this transaction writes the upgrade: two sign-ins each holding
         // the row FOR SHARE and each then updating it deadlocked)
         const upgrading = upgraded !== null && verified === user.passwordHash;
-        const current = await this.users.lockPasswordHash(user.id, upgrading);
-        if (current !== verified) return { changed: current };
+        const current = await this.users.lockPassword(user.id, upgrading);
+        if (current?.passwordHash !== verified) return { changed: current?.passwordHash ?? null };
         if (upgraded && upgrading) {
-          await this.users.setPasswordHash(user.id, upgraded, now, verified);
+          await this.users.setPasswordHash(user.id, upgraded, now, verified, 'rehash');
         }
         const session = await this.sessions.open(user.id, now, clientKey);
-        return { session, passwordHash: upgraded && upgrading ? upgraded : verified };
+        return { session, passwordEpoch: current.passwordEpoch };
       });
       if ('session' in outcome) return outcome;
       // Changed meanwhile (a twin sign-in's rehash of the same password still signs in; a new
@@ -227,8 +228,8 @@ export class AuthService {
         // same token works once the window has passed
         const user = await this.users.findById(spent.userId);
         if (!user) throw invalidRefresh(); // cannot happen: families are deleted with their user
-        await this.accountLimits.take('refresh-account', user.id, user.passwordHash);
-        await this.accountLimits.take('refresh-account-day', user.id, user.passwordHash);
+        await this.accountLimits.take('refresh-account', user.id, user.passwordEpoch);
+        await this.accountLimits.take('refresh-account-day', user.id, user.passwordEpoch);
         return { ...spent, user, session: await this.sessions.rotate(spent.familyId, now) };
       })
       .catch((err: unknown) => {

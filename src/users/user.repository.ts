@@ -3,6 +3,7 @@ import type { EntityManager, Repository } from 'typeorm';
 import type { Role } from '../auth/permissions';
 import { TransactionHost } from '../database/transaction-host';
 import { UserEntity } from './entities/user.entity';
+import { passwordEpochOf } from './password-epoch';
 
 export interface User {
   id: string;
@@ -10,6 +11,8 @@ export interface User {
   name: string;
   role: Role;
   passwordHash: string;
+  /** Changed when a password is set, kept by a rehash of it (password-epoch.ts). */
+  passwordEpoch: string;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -23,6 +26,7 @@ function toUser(e: UserEntity): User {
     name: e.name,
     role: e.role,
     passwordHash: e.passwordHash,
+    passwordEpoch: e.passwordEpoch,
     createdAt: e.createdAt,
     updatedAt: e.updatedAt,
   };
@@ -44,7 +48,7 @@ export class UserRepository {
    */
   async create(u: NewUser): Promise<User | null> {
     return this.tx.withManager(async (m) => {
-      const user = users(m).create(u);
+      const user = users(m).create({ ...u, passwordEpoch: passwordEpochOf(u.passwordHash) });
       // the insert fills in what the database generated (id, timestamps) on `user`
       const result = await users(m).createQueryBuilder().insert().values(user).orIgnore().execute();
       return Array.isArray(result.raw) && result.raw.length > 0 ? toUser(user) : null;
@@ -63,45 +67,48 @@ export class UserRepository {
 
   /**
    * Replaces the password hash — only while it is still `verified`, the hash the caller checked
-   * the password against (a change committed in between wins; false: nothing written).
+   * the password against (a change committed in between wins; false: nothing written). A new
+   * password starts a new epoch; a `rehash` (the same password hashed anew) keeps the account's.
    */
-  async setPasswordHash(id: string, hash: string, now: Date, verified: string): Promise<boolean> {
+  async setPasswordHash(id: string, hash: string, now: Date, verified: string, kind: 'new-password' | 'rehash'): Promise<boolean> {
+    const epoch = kind === 'new-password' ? { passwordEpoch: passwordEpochOf(hash) } : {};
     const result = await this.tx.withManager((m) =>
-      users(m).update({ id, passwordHash: verified }, { passwordHash: hash, updatedAt: now }),
+      users(m).update({ id, passwordHash: verified }, { passwordHash: hash, ...epoch, updatedAt: now }),
     );
     return (result.affected ?? 0) > 0;
   }
 
   /**
-   * The account's password hash now, locked against a change until this transaction ends
+   * The account's password hash and epoch now, locked against a change until this transaction ends
    * (FOR SHARE: a password change's UPDATE waits for it, and it waits for one in progress;
    * `forUpdate`, FOR NO KEY UPDATE: for a caller that writes the row itself afterwards — two
    * holding it FOR SHARE and each then updating it deadlock; not FOR UPDATE, which would also hold
    * off the customer's own inserts that reference the row: orders, cart lines, sessions).
    */
-  async lockPasswordHash(id: string, forUpdate = false): Promise<string | null> {
+  async lockPassword(id: string, forUpdate = false): Promise<Pick<User, 'passwordHash' | 'passwordEpoch'> | null> {
     const found = await this.tx.withManager((m) =>
       users(m)
         .createQueryBuilder('u')
-        .select(['u.id', 'u.passwordHash'])
+        .select(['u.id', 'u.passwordHash', 'u.passwordEpoch'])
         .setLock(forUpdate ? 'for_no_key_update' : 'pessimistic_read')
         .where('u.id = :id', { id })
         .getOne(),
     );
-    return found?.passwordHash ?? null;
+    return found ? { passwordHash: found.passwordHash, passwordEpoch: found.passwordEpoch } : null;
   }
 
   /**
    * Creates the user, or gives an existing one (same email) this role and password hash; the
-   * name of an existing account is kept. Idempotent.
+   * name of an existing account is kept. Idempotent. `keptPassword`: the hash is the account's
+   * own, read and locked by the caller — its epoch stays; otherwise a new password's begins.
    */
-  async upsertWithRole(u: NewUser, now: Date): Promise<User> {
+  async upsertWithRole(u: NewUser, now: Date, keptPassword = false): Promise<User> {
     return this.tx.withManager(async (m) => {
       await users(m)
         .createQueryBuilder()
         .insert()
-        .values({ ...u, createdAt: now, updatedAt: now })
-        .orUpdate(['role', 'password_hash', 'updated_at'], ['email'])
+        .values({ ...u, passwordEpoch: passwordEpochOf(u.passwordHash), createdAt: now, updatedAt: now })
+        .orUpdate(['role', 'password_hash', ...(keptPassword ? [] : ['password_epoch']), 'updated_at'], ['email'])
         .execute();
       return toUser(await users(m).findOneByOrFail({ email: u.email }));
     });

@@ -338,8 +338,8 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
 
   /** The Redis key of an account's counter under a policy, for the password it has now. */
   const accountCounter = async (policy: string, userId: string) => {
-    const { password_hash } = (await a.db.pool.query(`SELECT password_hash FROM users WHERE id = $1`, [userId])).rows[0];
-    return `${a.config.redis.keyPrefix}:rl:${counterKey(policy, accountTracker(userId, password_hash))}`;
+    const { password_epoch } = (await a.db.pool.query(`SELECT password_epoch FROM users WHERE id = $1`, [userId])).rows[0];
+    return `${a.config.redis.keyPrefix}:rl:${counterKey(policy, accountTracker(userId, password_epoch))}`;
   };
   const changePassword = async (s: { accessToken: string; password: string }, newPassword: string, ip: string) => {
     const changed = await a.http.post('/v1/me/password', { currentPassword: s.password, newPassword }, { token: s.accessToken, ...xff(ip) });

@@ -177,7 +177,7 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       // too (the old FOR SHARE) or is seen waiting on the row in PostgreSQL (a lock that excludes
       // the other) — no timer: on a loaded machine the second may come late, never unobserved
       const users = t.app.get(UserRepository);
-      const lock = users.lockPasswordHash.bind(users);
+      const lock = users.lockPassword.bind(users);
       let holding = 0;
       let bothHold!: () => void;
       const both = new Promise<void>((resolve) => (bothHold = resolve));
@@ -195,7 +195,7 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
         },
         { timeoutMs: 30_000, intervalMs: 10 },
       );
-      const spy = jest.spyOn(users, 'lockPasswordHash').mockImplementation(async (...args) => {
+      const spy = jest.spyOn(users, 'lockPassword').mockImplementation(async (...args) => {
         const hash = await lock(...args);
         if (++holding === 2) bothHold();
         await Promise.race([both, othersWaiting]);

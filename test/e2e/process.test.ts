@@ -273,7 +273,7 @@ describe('operational commands', () => {
 
   it('admin:create creates, then promotes idempotently', async () => {
     await db.pool.query(
-      `INSERT INTO users (email, name, role, password_hash) VALUES ('boss@shop.test', 'Boss', 'customer', 'x')`,
+      `INSERT INTO users (email, name, role, password_hash, password_epoch) VALUES ('boss@shop.test', 'Boss', 'customer', 'x', 'epoch-of-a-test-user-1')`,
     );
     for (let i = 0; i < 2; i++) {
       const r = await cli(['scripts/admin-create.ts', '--email', 'Boss@Shop.test', '--password', 'boss-password-1']);

@@ -21,7 +21,7 @@ describe('migration LegacyEmailSessions', () => {
     const insertUser = async (email: string) =>
       (
         await db.pool.query<{ id: string }>(
-          `INSERT INTO users (email, name, role, password_hash) VALUES ($1, 'n', 'customer', 'x') RETURNING id`,
+          `INSERT INTO users (email, name, role, password_hash, password_epoch) VALUES ($1, 'n', 'customer', 'x', 'epoch-of-a-test-user-1') RETURNING id`,
           [email],
         )
       ).rows[0].id;

@@ -22,7 +22,7 @@ describe('payments still open at the provider', () => {
     const history = async (client: PoolClient) => {
       const [{ id: user }] = (
         await client.query<{ id: string }>(
-          `INSERT INTO users (email, name, password_hash) VALUES ('sweep@test.local', 'Sweep', 'x') RETURNING id`,
+          `INSERT INTO users (email, name, password_hash, password_epoch) VALUES ('sweep@test.local', 'Sweep', 'x', 'epoch-of-a-test-user-1') RETURNING id`,
         )
       ).rows;
       await client.query(

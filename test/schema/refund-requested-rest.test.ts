@@ -21,7 +21,7 @@ describe('migration RefundRequestedRest', () => {
     await new RefundRequestedRest1763800039000().down(runner);
     const user = (
       await db.pool.query<{ id: string }>(
-        `INSERT INTO users (email, name, role, password_hash) VALUES ('rest@shop.test', 'n', 'customer', 'x') RETURNING id`,
+        `INSERT INTO users (email, name, role, password_hash, password_epoch) VALUES ('rest@shop.test', 'n', 'customer', 'x', 'epoch-of-a-test-user-1') RETURNING id`,
       )
     ).rows[0].id;
     const order = (

@@ -20,7 +20,7 @@ describe('migration RefundWatch', () => {
     await new RefundWatch1763800033000().down(runner);
     const user = (
       await db.pool.query<{ id: string }>(
-        `INSERT INTO users (email, name, role, password_hash) VALUES ('watch@shop.test', 'n', 'customer', 'x') RETURNING id`,
+        `INSERT INTO users (email, name, role, password_hash, password_epoch) VALUES ('watch@shop.test', 'n', 'customer', 'x', 'epoch-of-a-test-user-1') RETURNING id`,
       )
     ).rows[0].id;
     /** A paid order's payment with refunds made `ages` ago (none: never refunded). */

@@ -1,3 +1,4 @@
+import { Algorithm, hash } from '@node-rs/argon2';
 import type Redis from 'ioredis';
 import { createHash } from 'node:crypto';
 import { accountClientDigest } from '../../src/common/throttling/rate-limit.policies';
@@ -125,6 +126,34 @@ describe("login: a device token makes the owner's device a client of its own", (
     // … so from anywhere it is spared the ceiling that still holds every other client
     expect((await signIn(owner.email, 'a-brand-new-password', '10.63.201.1', owner.deviceToken)).status).toBe(200);
     expect((await signIn(owner.email, 'a-brand-new-password', '10.63.202.1')).status).toBe(429);
+  });
+
+  it("a sign-in that rehashes the password (argon2 parameters raised) leaves the owner's other devices the owner's; the epoch stays", async () => {
+    const home = '10.65.0.1';
+    const owner = await registerCustomer(t.http, fromClient(home));
+    // the account's hash made with weaker parameters than today's (an older deployment's)
+    const weak = await hash(TEST_PASSWORD, { algorithm: Algorithm.Argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
+    await t.db.pool.query(`UPDATE users SET password_hash = $2 WHERE id = $1`, [owner.user.id, weak]);
+    const epoch = async () =>
+      (await t.db.pool.query(`SELECT password_hash, password_epoch FROM users WHERE id = $1`, [owner.user.id])).rows[0];
+    const before = await epoch();
+    // a sign-in from a second device (the owner's laptop, at work) upgrades the hash
+    const laptop = await signIn(owner.email, TEST_PASSWORD, '10.65.1.1');
+    expect(laptop.status).toBe(200);
+    const after = await epoch();
+    expect(after.password_hash).not.toBe(weak);
+    expect(after.password_hash).toMatch(/^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+    expect(after.password_epoch).toBe(before.password_epoch);
+    // strangers fill the account's ceiling from many addresses
+    const spray = await Promise.all(
+      Array.from({ length: CEILING + 2 }, (_, i) => signIn(owner.email, `guess-${i}-guess`, `10.65.${i + 2}.1`)),
+    );
+    expect(spray.filter((r) => r.status === 429)).toHaveLength(2);
+    // the phone registered before the rehash, away from home: still the owner's (its mark was made
+    // under the same password) — it was a stranger to the ceiling when marks held the hash's digest
+    const phone = await signIn(owner.email, TEST_PASSWORD, '10.65.200.1', owner.deviceToken);
+    expect(phone.status).toBe(200);
+    expect((await signIn(owner.email, TEST_PASSWORD, '10.65.201.1')).status).toBe(429); // others still held
   });
 
   it('a device token of the wrong type or length is a 400 (null is none); a refresh answers none', async () => {

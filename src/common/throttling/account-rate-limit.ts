@@ -6,15 +6,15 @@ import { RATE_LIMIT_POLICIES, counterKey, policyHeaderItem, stateHeaderItem } fr
 import { RedisThrottlerStorage } from './redis-throttler.storage';
 
 /**
- * The counter's tracker for an account under its password: `user:<id>:<digest of the password
- * hash>`. A password change starts the account's budgets afresh: whoever spent them with the old
+ * The counter's tracker for an account under its password: `user:<id>:<digest of the password's
+ * epoch>` (users.password_epoch: a rehash of the same password keeps it). A password change starts the account's budgets afresh: whoever spent them with the old
  * password (a thief signing in or refreshing a stolen session in a loop) cannot hold the owner,
  * who has changed it (from a session still signed in), out for the rest of the day. Each password
  * gets one budget; an account's changes are limited to 10 a day (`password-change-day`).
  */
-export function accountTracker(userId: string, passwordHash: string): string {
-  const epoch = createHash('sha256').update(`account-limit\0${passwordHash}`).digest('base64url').slice(0, 16);
-  return `user:${userId}:${epoch}`;
+export function accountTracker(userId: string, passwordEpoch: string): string {
+  const tag = createHash('sha256').update(`account-limit\0${passwordEpoch}`).digest('base64url').slice(0, 16);
+  return `user:${userId}:${tag}`;
 }
 
 /**
@@ -32,14 +32,14 @@ export class AccountRateLimit {
 
   /**
    * Counts one request of the account `userId` under the named policy — per password when
-   * `passwordHash` is given (accountTracker), else per account; over its limit: 429 RATE_LIMITED.
+   * `passwordEpoch` is given (accountTracker), else per account; over its limit: 429 RATE_LIMITED.
    */
-  async take(policyName: string, userId: string, passwordHash?: string): Promise<void> {
+  async take(policyName: string, userId: string, passwordEpoch?: string): Promise<void> {
     if (!this.config.rateLimitEnabled) return;
     const policy = RATE_LIMIT_POLICIES.find((p) => p.name === policyName);
     if (!policy) throw new Error(`no rate-limit policy ${policyName}`);
     const windowMs = policy.windowSeconds * 1000;
-    const key = counterKey(policy.name, passwordHash === undefined ? `user:${userId}` : accountTracker(userId, passwordHash));
+    const key = counterKey(policy.name, passwordEpoch === undefined ? `user:${userId}` : accountTracker(userId, passwordEpoch));
     let record;
     try {
       record = await this.storage.increment(key, windowMs, policy.limit, windowMs, policy.name);

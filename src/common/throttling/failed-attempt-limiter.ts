@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../../config/config';
@@ -173,13 +172,14 @@ export interface SignInOptions {
   /** The signed-in session a password change comes from (its own failure ceiling). */
   session?: string;
   /**
-   * Login and the queue board: the account's password hash now (null: no such account). A
-   * client is the owner's only under the password it signed in with: its mark holds a digest of
-   * the hash, so a new password (a change, a reset by admin:create) makes every earlier mark
-   * count for nothing — a client that signed in with a stolen password is no longer spared the
-   * account's ceiling once the owner has changed it.
+   * Login and the queue board: the account's password epoch now (users.password_epoch; null: no
+   * such account). A client is the owner's only under the password it signed in with: its mark
+   * holds the epoch, so a new password (a change, a reset by admin:create) makes every earlier
+   * mark count for nothing — a client that signed in with a stolen password is no longer spared
+   * the account's ceiling once the owner has changed it — while a rehash of the same password
+   * (argon2 parameters raised) keeps them all.
    */
-  passwordHash?: string | null;
+  passwordEpoch?: string | null;
   /**
    * Login: whether the account's records say the client is one of the owner's (a session was
    * opened from it since the password was last set), asked only when Redis holds no mark for it
@@ -195,10 +195,8 @@ export interface SignInOptions {
   device?: string | null;
 }
 
-/** What a mark of an own client holds: a digest of the password hash it was made under. */
-function credentialTag(passwordHash: string): string {
-  return createHash('sha256').update(`signin-credential\0${passwordHash}`).digest('base64url').slice(0, 22);
-}
+/** The tag an unknown account is asked under: no epoch is ever this (22 base64url characters). */
+const NO_EPOCH = '-';
 
 /** How long a client stays one of the account's own after its last sign-in there. */
 const KNOWN_CLIENT_MS = 90 * 24 * 3600 * 1000;
@@ -248,9 +246,9 @@ export class FailedAttemptLimiter {
     // login and the queue board: a client the owner has signed in from (through either) is
     // spared the account's ceiling, so a stranger spending it cannot lock the owner out
     const known = this.prefix + knownClientKey(account, ip);
-    // an unknown account (no hash) is asked the same questions as a known one — Redis's mark, the
+    // an unknown account (no epoch) is asked the same questions as a known one — Redis's mark, the
     // sessions on record — under a tag no mark holds: the same work, no timing to tell them apart
-    const credential = credentialTag(options.passwordHash ?? '');
+    const credential = options.passwordEpoch ?? NO_EPOCH;
     const device = channel === 'login' ? (options.device ?? undefined) : undefined;
     const knownDevice = device === undefined ? undefined : this.prefix + knownDeviceKey(account, device);
     const isKnown =
@@ -260,7 +258,7 @@ export class FailedAttemptLimiter {
     // `own`: the verification may go first (the password hasher's priority lane)
     const buckets = signInBuckets(channel, account, ip, this.config.signIn, isKnown, undefined, device);
     const result = await this.attempt(buckets, () => verify({ own: isKnown }));
-    if (result !== null && options.passwordHash) this.remember(known, credential);
+    if (result !== null && options.passwordEpoch) this.remember(known, credential);
     return result;
   }
 
@@ -278,18 +276,18 @@ export class FailedAttemptLimiter {
 
   /**
    * `ip` is one of the account's own clients from now on (a registration from it), under the
-   * account's password hash `passwordHash`.
+   * account's password epoch `passwordEpoch`.
    */
-  rememberClient(account: string, ip: string, passwordHash: string): void {
-    this.remember(this.prefix + knownClientKey(account, ip), credentialTag(passwordHash));
+  rememberClient(account: string, ip: string, passwordEpoch: string): void {
+    this.remember(this.prefix + knownClientKey(account, ip), passwordEpoch);
   }
 
   /**
    * `device` (SessionIssuer#deviceOf) is one of the account's own clients from now on (a
-   * registration or sign-in from it), under the account's password hash `passwordHash`.
+   * registration or sign-in from it), under the account's password epoch `passwordEpoch`.
    */
-  rememberDevice(account: string, device: string, passwordHash: string): void {
-    this.remember(this.prefix + knownDeviceKey(account, device), credentialTag(passwordHash));
+  rememberDevice(account: string, device: string, passwordEpoch: string): void {
+    this.remember(this.prefix + knownDeviceKey(account, device), passwordEpoch);
   }
 
   /** Marked under `credential` (the current password); unknown when Redis cannot say (the stricter answer). */

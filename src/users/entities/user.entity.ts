@@ -19,6 +19,7 @@ import type { Role } from '../../auth/permissions';
 @Check('users_email_nfc', `email IS NFC NORMALIZED`)
 @Check('users_name_check', `length(name) BETWEEN 1 AND 200`)
 @Check('users_role_check', `role IN ('customer', 'staff', 'admin')`)
+@Check('users_password_epoch_check', `password_epoch ~ '^[A-Za-z0-9_-]{22}$'`)
 export class UserEntity {
   @PrimaryGeneratedColumn('uuid', { primaryKeyConstraintName: 'users_pkey' })
   id!: string;
@@ -34,6 +35,10 @@ export class UserEntity {
 
   @Column('text', { name: 'password_hash' })
   passwordHash!: string;
+
+  /** Changed when a password is set, kept by a rehash of the same one (src/users/password-epoch.ts). */
+  @Column('text', { name: 'password_epoch' })
+  passwordEpoch!: string;
 
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' })
   createdAt!: Date;

@@ -1,0 +1,18 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * The epoch of a password newly set with this hash (users.password_epoch): 22 base64url
+ * characters. Made from the hash it was set with — the same tag the marks of own clients held
+ * before the column existed, so migration 1763800041000 computes it for old rows in SQL — and
+ * never recomputed when the same password is hashed anew (a rehash keeps the epoch).
+ */
+export function passwordEpochOf(passwordHash: string): string {
+  return createHash('sha256').update(`signin-credential\0${passwordHash}`).digest('base64url').slice(0, 22);
+}
+
+/**
+ * passwordEpochOf in SQL, of the text expression `hash` (migration 1763800041000's backfill; a
+ * schema test holds the two to the same answers).
+ */
+export const epochOfHashSql = (hash: string): string =>
+  `left(translate(encode(sha256(convert_to('signin-credential', 'UTF8') || '\\x00'::bytea || convert_to(${hash}, 'UTF8')), 'base64'), '+/', '-_'), 22)`;
