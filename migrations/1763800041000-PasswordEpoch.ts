@@ -1,5 +1,5 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
-import { epochOfHashSql } from '../src/users/password-epoch';
+import { REHASH_SETTING, epochOfHashSql } from '../src/users/password-epoch';
 
 /**
  * A password's epoch: a tag set whenever a password is set (a registration, a change, a reset by
@@ -11,7 +11,16 @@ import { epochOfHashSql } from '../src/users/password-epoch';
  *
  * Rows written before take the tag their marks already hold (src/users/password-epoch.ts: the
  * first 22 characters of the base64url SHA-256 of `signin-credential`, NUL, the hash), computed in
- * SQL: no own client is forgotten by this migration. It is no copy of the hash.
+ * SQL: no own client is forgotten by this migration. It is no copy of the hash. (The account's
+ * per-password budgets — login-account-day, refresh-account(-day) — start afresh once, at deploy:
+ * their keys were a digest of the hash, and cannot be told from the epoch.)
+ *
+ * A trigger keeps writers that know nothing of the column right — an older build still serving
+ * during a rolling deploy (or after a code-only rollback), an operator's UPDATE: a row inserted
+ * without an epoch gets its hash's, and a new hash written over an unchanged epoch starts a new
+ * one — unless the transaction says it is a rehash of the same password (REHASH_SETTING), which
+ * only this build's sign-in says. Without it, a password changed through an old instance kept the
+ * thief's marks valid, and the old build's inserts (registrations) failed on NOT NULL.
  */
 export class PasswordEpoch1763800041000 implements MigrationInterface {
   name = 'PasswordEpoch1763800041000';
@@ -21,9 +30,29 @@ export class PasswordEpoch1763800041000 implements MigrationInterface {
     await q.query(`UPDATE users SET password_epoch = ${epochOfHashSql('password_hash')}`);
     await q.query(`ALTER TABLE users ALTER COLUMN password_epoch SET NOT NULL`);
     await q.query(`ALTER TABLE users ADD CONSTRAINT users_password_epoch_check CHECK (password_epoch ~ '^[A-Za-z0-9_-]{22}$')`);
+    await q.query(`
+      CREATE FUNCTION users_password_epoch() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF TG_OP = 'INSERT' THEN
+          IF NEW.password_epoch IS NULL THEN
+            NEW.password_epoch := ${epochOfHashSql('NEW.password_hash')};
+          END IF;
+        ELSIF NEW.password_hash IS DISTINCT FROM OLD.password_hash
+          AND NEW.password_epoch IS NOT DISTINCT FROM OLD.password_epoch
+          AND current_setting('${REHASH_SETTING}', true) IS DISTINCT FROM 'on' THEN
+          NEW.password_epoch := ${epochOfHashSql('NEW.password_hash')};
+        END IF;
+        RETURN NEW;
+      END $$`);
+    await q.query(
+      `CREATE TRIGGER users_password_epoch BEFORE INSERT OR UPDATE OF password_hash ON users
+         FOR EACH ROW EXECUTE FUNCTION users_password_epoch()`,
+    );
   }
 
   async down(q: QueryRunner): Promise<void> {
+    await q.query(`DROP TRIGGER users_password_epoch ON users`);
+    await q.query(`DROP FUNCTION users_password_epoch()`);
     await q.query(`ALTER TABLE users DROP COLUMN password_epoch`);
   }
 }

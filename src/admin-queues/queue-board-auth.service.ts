@@ -19,7 +19,7 @@ const QUEUE_BOARD_PERMISSION: Permission = 'queues:view';
 
 /**
  * How long a verified Basic header is trusted without another argon2 verification — as long as
- * the account still has the password hash and the role it was verified with (read each time).
+ * the account still has the password (its epoch) and the role it was verified with (read each time).
  */
 export const BASIC_CACHE_TTL_MS = 60_000;
 

@@ -201,6 +201,19 @@ describe('AccountService', () => {
       expect(s.refreshTokens.forgetClients).not.toHaveBeenCalled();
     });
 
+    it("keeps the password when a sign-in's rehash of it landed between the read and the promotion (same epoch): no reset", async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue(user);
+      s.hasher.verify.mockResolvedValue(true);
+      s.users.lockPassword.mockResolvedValue({ passwordHash: 'rehashed-same-password', passwordEpoch: user.passwordEpoch });
+      s.users.upsertWithRole.mockResolvedValue({ ...user, role: 'admin', passwordHash: 'rehashed-same-password' });
+      await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
+      expect(s.hasher.hash).not.toHaveBeenCalled();
+      expect(s.users.upsertWithRole).toHaveBeenCalledWith(expect.objectContaining({ passwordHash: 'rehashed-same-password' }), NOW, true);
+      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'role-changed', SINCE);
+      expect(s.refreshTokens.forgetClients).not.toHaveBeenCalled();
+    });
+
     it('sets the password anew, revoking sessions, when it changed between the read and the promotion', async () => {
       // the owner changed their password (and signed in with the new one) meanwhile: the hash
       // read must not be written back, nor the session opened with the new password survive

@@ -113,10 +113,9 @@ export class AccountService {
       // the hash read is kept only while it is still the account's: changed in between (its
       // owner's password change, and a session opened with the new one), writing it back would
       // undo that change and leave that session alive, promoted — the password is set anew
-      const kept =
-        existing && samePassword && (await this.users.lockPassword(existing.id, true))?.passwordHash === existing.passwordHash
-          ? existing.passwordHash
-          : null;
+      // (a sign-in's rehash of the same password meanwhile keeps the epoch: that hash is kept)
+      const locked = existing && samePassword ? await this.users.lockPassword(existing.id, true) : null;
+      const kept = locked && locked.passwordEpoch === existing?.passwordEpoch ? locked.passwordHash : null;
       const passwordHash = kept ?? fresh ?? (await this.hasher.hash(password));
       const upserted = await this.users.upsertWithRole({ email: normalized, name, role, passwordHash }, now, kept !== null);
       // whenever the password is set anew — also for an account that did not exist when read:

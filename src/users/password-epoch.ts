@@ -11,8 +11,15 @@ export function passwordEpochOf(passwordHash: string): string {
 }
 
 /**
- * passwordEpochOf in SQL, of the text expression `hash` (migration 1763800041000's backfill; a
- * schema test holds the two to the same answers).
+ * passwordEpochOf in SQL, of the text expression `hash` (migration 1763800041000's backfill and
+ * trigger; a schema test holds the two to the same answers).
  */
 export const epochOfHashSql = (hash: string): string =>
-  `left(translate(encode(sha256(convert_to('signin-credential', 'UTF8') || '\\x00'::bytea || convert_to(${hash}, 'UTF8')), 'base64'), '+/', '-_'), 22)`;
+  `left(translate(encode(sha256(convert_to('signin-credential', 'UTF8') || decode('00', 'hex') || convert_to(${hash}, 'UTF8')), 'base64'), '+/', '-_'), 22)`;
+
+/**
+ * The transaction-local setting a rehash sets before it writes (UserRepository#setPasswordHash):
+ * the trigger of migration 1763800041000 then keeps the epoch; any other write of a new hash that
+ * leaves the epoch as it was (an older build's, an operator's UPDATE) gets a new one.
+ */
+export const REHASH_SETTING = 'shop.password_rehash';

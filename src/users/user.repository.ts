@@ -3,7 +3,7 @@ import type { EntityManager, Repository } from 'typeorm';
 import type { Role } from '../auth/permissions';
 import { TransactionHost } from '../database/transaction-host';
 import { UserEntity } from './entities/user.entity';
-import { passwordEpochOf } from './password-epoch';
+import { REHASH_SETTING, passwordEpochOf } from './password-epoch';
 
 export interface User {
   id: string;
@@ -71,10 +71,15 @@ export class UserRepository {
    * password starts a new epoch; a `rehash` (the same password hashed anew) keeps the account's.
    */
   async setPasswordHash(id: string, hash: string, now: Date, verified: string, kind: 'new-password' | 'rehash'): Promise<boolean> {
-    const epoch = kind === 'new-password' ? { passwordEpoch: passwordEpochOf(hash) } : {};
-    const result = await this.tx.withManager((m) =>
-      users(m).update({ id, passwordHash: verified }, { passwordHash: hash, ...epoch, updatedAt: now }),
-    );
+    const result = await this.tx.withManager(async (m) => {
+      if (kind === 'new-password') {
+        return users(m).update({ id, passwordHash: verified }, { passwordHash: hash, passwordEpoch: passwordEpochOf(hash), updatedAt: now });
+      }
+      // (for the rest of the caller's transaction: users_password_epoch keeps the epoch; outside
+      // one, the setting ends with its own statement and the rehash gets a new epoch — stricter)
+      await m.query(`SELECT set_config('${REHASH_SETTING}', 'on', true)`);
+      return users(m).update({ id, passwordHash: verified }, { passwordHash: hash, updatedAt: now });
+    });
     return (result.affected ?? 0) > 0;
   }
 

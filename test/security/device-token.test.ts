@@ -2,6 +2,7 @@ import { Algorithm, hash } from '@node-rs/argon2';
 import type Redis from 'ioredis';
 import { createHash } from 'node:crypto';
 import { accountClientDigest } from '../../src/common/throttling/rate-limit.policies';
+import { REHASH_SETTING } from '../../src/users/password-epoch';
 import { REDIS } from '../../src/redis/redis.module';
 import { TEST_PASSWORD, registerCustomer } from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -131,9 +132,14 @@ describe("login: a device token makes the owner's device a client of its own", (
   it("a sign-in that rehashes the password (argon2 parameters raised) leaves the owner's other devices the owner's; the epoch stays", async () => {
     const home = '10.65.0.1';
     const owner = await registerCustomer(t.http, fromClient(home));
-    // the account's hash made with weaker parameters than today's (an older deployment's)
+    // the account's hash made with weaker parameters than today's (an older deployment's): the
+    // same password, so written as a rehash (a bare UPDATE of the hash starts a new epoch)
     const weak = await hash(TEST_PASSWORD, { algorithm: Algorithm.Argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
-    await t.db.pool.query(`UPDATE users SET password_hash = $2 WHERE id = $1`, [owner.user.id, weak]);
+    await t.db.pool.query(
+      `WITH rehash AS (SELECT set_config('${REHASH_SETTING}', 'on', true))
+       UPDATE users SET password_hash = $2 FROM rehash WHERE id = $1`,
+      [owner.user.id, weak],
+    );
     const epoch = async () =>
       (await t.db.pool.query(`SELECT password_hash, password_epoch FROM users WHERE id = $1`, [owner.user.id])).rows[0];
     const before = await epoch();
