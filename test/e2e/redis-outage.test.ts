@@ -2,7 +2,7 @@ import { INestApplicationContext } from '@nestjs/common';
 import { getQueueToken } from '@nestjs/bullmq';
 import type { Queue } from 'bullmq';
 import Redis from 'ioredis';
-import { Session, TEST_PASSWORD, registerCustomer } from '../support/auth';
+import { Session, TEST_PASSWORD, registerCustomer, signInLimitsAnswering } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
 import { placeOrder } from '../support/orders';
 import { OutboxRelay } from '../../src/outbox/outbox.relay';
@@ -32,6 +32,7 @@ describe('Redis outage: a private redis-server stopped for a while, then started
       env: { REDIS_URL: redis.url, RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1', SMTP_URL: smtp.url },
     });
     worker = await bootTestWorker(t.config);
+    await signInLimitsAnswering(t.http, xff('10.250.0.1').headers);
     alice = await registerCustomer(t.http, xff('10.9.0.1'));
   });
   afterAll(async () => {

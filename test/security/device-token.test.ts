@@ -4,9 +4,8 @@ import { createHash } from 'node:crypto';
 import { accountClientDigest } from '../../src/common/throttling/rate-limit.policies';
 import { REHASH_SETTING } from '../../src/users/password-epoch';
 import { REDIS } from '../../src/redis/redis.module';
-import { TEST_PASSWORD, registerCustomer } from '../support/auth';
+import { TEST_PASSWORD, registerCustomer, signInLimitsAnswering } from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
-import { waitFor } from '../support/wait-for';
 
 // API.md (login): "a stranger can never lock the owner out: the right password from the owner's
 // own client still signs in". A client was only its address, and a stranger behind the same
@@ -44,14 +43,7 @@ describe("login: a device token makes the owner's device a client of its own", (
       env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1', SIGN_IN_FAILURES_PER_ACCOUNT: String(CEILING) },
     });
     redis = t.app.get<Redis>(REDIS);
-    // the sign-in routes' request limits fail closed: a store call slower than 500 ms (this
-    // worker's event loop still busy right after boot, under the full suite) is a 429 — wait
-    // until they answer, so the tests' first registrations are not refused for it
-    await waitFor(
-      'the fail-closed request limits to answer',
-      async () => (await t.http.post('/v1/auth/login', { email: 'warm-up@device.test', password: 'warm-up-password' }, fromClient('10.60.0.1'))).status,
-      { until: (status) => status === 401 },
-    );
+    await signInLimitsAnswering(t.http, fromClient('10.60.0.1').headers);
   });
   afterAll(async () => {
     await t?.close();

@@ -1,3 +1,4 @@
+import { signInLimitsAnswering } from '../support/auth';
 import { INestApplicationContext } from '@nestjs/common';
 import { loadConfig } from '../../src/config/config';
 import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
@@ -79,6 +80,7 @@ describe('per-customer purchase limits', () => {
       },
     });
     try {
+      await signInLimitsAnswering(capped.http);
       const [erin, frank] = await buyers(capped.http, 2);
       const p = await insertProduct(t.db.pool, { stock: 10 });
       const placed: string[] = [];
@@ -160,6 +162,7 @@ describe('per-customer purchase limits', () => {
       env: { PURCHASE_LIMIT_ABANDONED_PER_DAY: '2', RATE_LIMIT_ENABLED: 'true' },
     });
     try {
+      await signInLimitsAnswering(capped.http);
       const [gina] = await buyers(capped.http, 1);
       const p = await insertProduct(t.db.pool, { stock: 10 });
       for (let i = 0; i < 2; i++) {

@@ -2,6 +2,7 @@ import { Controller, DynamicModule, Get, HttpCode, Module, Post } from '@nestjs/
 import { randomUUID } from 'node:crypto';
 import type { HttpClient } from './http';
 import type { TestApp } from './test-app';
+import { waitFor } from './wait-for';
 import { AppModule } from '../../src/app.module';
 import { AccountService } from '../../src/auth/account.service';
 import type { Role } from '../../src/auth/permissions';
@@ -45,6 +46,21 @@ export async function registerCustomer(
   );
   if (res.status !== 201) throw new Error(`register failed: ${res.status} ${res.text}`);
   return { ...res.body, email, password };
+}
+
+/**
+ * Waits until a freshly booted app's sign-in limits answer in time. They fail closed: a store
+ * call slower than 500 ms is a 429 — as the first ones can be right after boot under the full
+ * suite (the worker's event loop still busy) — so a test's first registration or sign-in would
+ * be refused for it. A wrong password for an account that does not exist, from `headers`' client
+ * (an address of its own where TRUST_PROXY lets the test name one): one failure counted there.
+ */
+export async function signInLimitsAnswering(http: HttpClient, headers?: Record<string, string>): Promise<void> {
+  await waitFor(
+    'the fail-closed sign-in limits to answer',
+    async () => (await http.post('/v1/auth/login', { email: 'warm-up@limits.test', password: 'warm-up-password' }, { headers })).status,
+    { until: (status) => status === 401 },
+  );
 }
 
 /** Logs in over HTTP (POST /v1/auth/login). */
