@@ -60,8 +60,10 @@ describe('JwtStrategy (passport-jwt)', () => {
   it('refuses a token that lives longer than JWT_ACCESS_TTL_SECONDS (signed before a deploy shortened it: its revocation marks would be gone before it expires), or has no iat', async () => {
     const ttl = config.jwt.accessTtlSeconds;
     const sign = (payload: object) => forge({ alg: 'HS256', typ: 'JWT' }, payload);
-    await expect(strategy.verifyAccess(sign({ ...valid(), exp: now() + ttl }))).resolves.toEqual(principal);
-    await refused(sign({ ...valid(), exp: now() + ttl + 1 }));
+    // (iat and exp from one reading of the clock: a second ticking between two made it ttl + 1)
+    const iat = now();
+    await expect(strategy.verifyAccess(sign({ ...valid(), iat, exp: iat + ttl }))).resolves.toEqual(principal);
+    await refused(sign({ ...valid(), iat, exp: iat + ttl + 1 }));
     await refused(sign({ ...valid(), iat: now() - 3000, exp: now() + ttl }));
     const { iat: _iat, ...withoutIat } = valid();
     await refused(sign(withoutIat));

@@ -379,9 +379,15 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const admin = (await createAdmin(t)).accessToken;
     const { p, order } = await paidOrder(4200);
     const open = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    // what the refused requests could have touched — alice's orders, these two orders' rows (the
+    // worker's expiry sweep may end earlier tests' orders meanwhile: the whole tables may move)
+    const touched = [alice.userId, [open.body.id, order.body.id]];
     const before = await t.db.pool.query(
-      `SELECT (SELECT count(*) FROM orders)::int AS orders, (SELECT count(*) FROM payments)::int AS payments,
-              (SELECT count(*) FROM refunds)::int AS refunds, (SELECT count(*) FROM order_status_history)::int AS history`,
+      `SELECT (SELECT count(*) FROM orders WHERE user_id = $1)::int AS orders,
+              (SELECT count(*) FROM payments WHERE order_id = ANY($2::uuid[]))::int AS payments,
+              (SELECT count(*) FROM refunds r JOIN payments p ON p.id = r.payment_id WHERE p.order_id = ANY($2::uuid[]))::int AS refunds,
+              (SELECT count(*) FROM order_status_history WHERE order_id = ANY($2::uuid[]))::int AS history`,
+      touched,
     );
     for (const [path, token] of [
       ['/v1/orders', alice.token],
@@ -393,8 +399,11 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       expect({ path, status: res.status, code: res.body.code }).toEqual({ path, status: 400, code: 'IDEMPOTENCY_KEY_MISSING' });
     }
     const after = await t.db.pool.query(
-      `SELECT (SELECT count(*) FROM orders)::int AS orders, (SELECT count(*) FROM payments)::int AS payments,
-              (SELECT count(*) FROM refunds)::int AS refunds, (SELECT count(*) FROM order_status_history)::int AS history`,
+      `SELECT (SELECT count(*) FROM orders WHERE user_id = $1)::int AS orders,
+              (SELECT count(*) FROM payments WHERE order_id = ANY($2::uuid[]))::int AS payments,
+              (SELECT count(*) FROM refunds r JOIN payments p ON p.id = r.payment_id WHERE p.order_id = ANY($2::uuid[]))::int AS refunds,
+              (SELECT count(*) FROM order_status_history WHERE order_id = ANY($2::uuid[]))::int AS history`,
+      touched,
     );
     expect(after.rows).toEqual(before.rows);
     expect((await statusOf(open.body.id)).status).toBe('INVENTORY_RESERVED');
