@@ -31,6 +31,7 @@ function render(error: unknown) {
     type: () => reply,
     header: (name: string, value: string) => ((sent.headers = { ...sent.headers, [name]: value }), reply),
     getHeader: (name: string) => sent.headers?.[name],
+    hasHeader: (name: string) => Object.keys(sent.headers ?? {}).some((h) => h.toLowerCase() === name.toLowerCase()),
     send: (b: Record<string, unknown>) => ((sent.body = b), reply),
   };
   const request = { id: 'req-12345678', method: 'POST', url: '/v1/auth/register' };
@@ -60,6 +61,11 @@ describe('ProblemDetailsFilter and database errors', () => {
     expect(render(failedQuery('23505', { constraint: 'users_email_key' }))).toMatchObject({ status: 409, body: { code: 'CONFLICT' } });
     expect(render(failedQuery('23514'))).toMatchObject({ status: 409 });
     expect(render(failedQuery('23503'))).toMatchObject({ status: 409 });
+    // a row for the caller's account, gone under its still-valid access token: nobody, not a conflict
+    expect(render(failedQuery('23503', { constraint: 'cart_items_user_id_fkey' }))).toMatchObject({
+      status: 401,
+      body: { code: 'UNAUTHENTICATED' },
+    });
     expect(render(failedQuery('23502'))).toMatchObject({ status: 400 });
     expect(render(pgError('22021'))).toMatchObject({ status: 400 });
     // anything else stays a bare 500, without internals

@@ -142,6 +142,12 @@ export function render(thrown: unknown): Rendered | null {
   if (sqlState?.startsWith('22') || sqlState === '23502') {
     return { status: 400, code: 'VALIDATION_FAILED', detail: 'A value in the request is malformed or out of range.' };
   }
+  if (sqlState === '23503' && /_user_id_fkey$/.test(databaseErrorSummary(exception)?.constraint ?? '')) {
+    // a row written for the caller's account, which is gone (an operator deleted it; no route
+    // does): its access token outlived it — the caller is nobody now, as GET /v1/me says, not
+    // told to reload and retry in a loop
+    return { status: 401, code: 'UNAUTHENTICATED', detail: 'The account no longer exists.' };
+  }
   if (sqlState?.startsWith('23')) {
     return { status: 409, code: 'CONFLICT', detail: 'The request conflicts with the current state; reload and retry.' };
   }
