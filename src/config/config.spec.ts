@@ -599,4 +599,19 @@ describe('values a deployment templated or copied wrong', () => {
     // two distinct addresses can share a port (a pod's IP for the API, loopback for metrics)
     expect(loadConfig({ ...prod, PORT: '8080', METRICS_PORT: '8080', HOST: '10.0.0.5' }).http.port).toBe(8080);
   });
+
+  it('refuses WORKER_METRICS_PORT equal to METRICS_PORT, or to PORT on an address the API may share (the worker lost its metrics with a warning); 0 is none', () => {
+    expect(named(problemsOf({ ...prod, METRICS_PORT: '9465', WORKER_METRICS_PORT: '9465' }))).toEqual(['WORKER_METRICS_PORT']);
+    expect(named(problemsOf({ ...prod, PORT: '3000', WORKER_METRICS_PORT: '3000' }))).toEqual(['WORKER_METRICS_PORT']);
+    expect(loadConfig({ ...prod, PORT: '3000', WORKER_METRICS_PORT: '3000', HOST: '10.0.0.5' }).workerMetricsPort).toBe(3000);
+    expect(loadConfig({ ...prod, METRICS_PORT: '0', WORKER_METRICS_PORT: '0' }).workerMetricsPort).toBe(0);
+  });
+
+  it('refuses a session idle limit or lifetime shorter than an access token lives (every session over after one access token)', () => {
+    expect(named(problemsOf({ ...prod, JWT_ACCESS_TTL_SECONDS: '900', REFRESH_TOKEN_IDLE_SECONDS: '600' }))).toEqual(['REFRESH_TOKEN_IDLE_SECONDS']);
+    expect(named(problemsOf({ ...prod, JWT_ACCESS_TTL_SECONDS: '86400', REFRESH_TOKEN_TTL_SECONDS: '3600', REFRESH_TOKEN_IDLE_SECONDS: '86400' }))).toEqual([
+      'REFRESH_TOKEN_TTL_SECONDS',
+    ]);
+    expect(loadConfig({ ...prod, JWT_ACCESS_TTL_SECONDS: '600', REFRESH_TOKEN_IDLE_SECONDS: '600' }).jwt.refreshIdleSeconds).toBe(600);
+  });
 });

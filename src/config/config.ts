@@ -890,6 +890,26 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       problems.push('METRICS_PORT: must differ from PORT (or be 0: no metrics listener) when HOST and METRICS_HOST may be the same address');
     }
   }
+  const workerMetricsPort = parsed.success ? parsed.data.WORKER_METRICS_PORT : 0;
+  if (parsed.success && workerMetricsPort !== 0) {
+    // the API and the worker on one host (`npm start`, systemd units): the second to bind lost
+    // its metrics with a warning, and Prometheus's worker target scraped the API's series
+    const apiHost = parsed.data.HOST ?? (cleaned.NODE_ENV === 'development' ? '127.0.0.1' : '0.0.0.0');
+    if (workerMetricsPort === parsed.data.METRICS_PORT) {
+      problems.push('WORKER_METRICS_PORT: must differ from METRICS_PORT (or be 0: no metrics listener); both listen on METRICS_HOST');
+    } else if (workerMetricsPort === parsed.data.PORT && mayShareAddress(apiHost, parsed.data.METRICS_HOST)) {
+      problems.push('WORKER_METRICS_PORT: must differ from PORT (or be 0) when HOST and METRICS_HOST may be the same address');
+    }
+  }
+  if (parsed.success && parsed.data.REFRESH_TOKEN_IDLE_SECONDS < parsed.data.JWT_ACCESS_TTL_SECONDS) {
+    // a client refreshing when its access token expires would find its session idle-ended every
+    // time: every sign-in over after one access token's life, shop-wide
+    problems.push('REFRESH_TOKEN_IDLE_SECONDS: must not be below JWT_ACCESS_TTL_SECONDS');
+  }
+  if (parsed.success && parsed.data.REFRESH_TOKEN_TTL_SECONDS < parsed.data.JWT_ACCESS_TTL_SECONDS) {
+    // an access token would outlive its session (the documented longest life)
+    problems.push('REFRESH_TOKEN_TTL_SECONDS: must not be below JWT_ACCESS_TTL_SECONDS');
+  }
   if (parsed.success && parsed.data.DATABASE_POOL_WAIT_MS >= parsed.data.SHUTDOWN_TIMEOUT_MS) {
     // a request queued for a connection when the process stops would still be waiting when the
     // pools close: its client would get a reset instead of an answer
