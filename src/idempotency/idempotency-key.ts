@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { DomainError } from '../common/errors/domain-error';
+import { headerLines } from '../common/http/header-lines';
 
 export const IDEMPOTENCY_HEADER = 'idempotency-key';
 /**
@@ -44,12 +45,7 @@ export interface KeyedRequest {
 export function idempotencyKeyOf(request: KeyedRequest): string | undefined {
   const header = request.headers[IDEMPOTENCY_HEADER];
   if (header === undefined) return undefined;
-  const lines = request.raw.rawHeaders;
-  let sent = 0;
-  for (let i = 0; i < lines.length; i += 2) {
-    if (lines[i].length === IDEMPOTENCY_HEADER.length && lines[i].toLowerCase() === IDEMPOTENCY_HEADER) sent++;
-  }
-  if (sent > 1) throw invalidKey();
+  if (headerLines(request.raw.rawHeaders, IDEMPOTENCY_HEADER) > 1) throw invalidKey();
   return parseIdempotencyKey(header);
 }
 

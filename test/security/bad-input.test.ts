@@ -321,7 +321,7 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     }
   });
 
-  it("answers Node's own refusals as problem+json with a request id: no Host header, two, or one that is no host (400), an Expect it cannot meet (417), a CONNECT (405, not a dropped connection)", async () => {
+  it("answers Node's own refusals as problem+json with a request id: no Host header, two, or one that is no host, two Authorization lines (400), an Expect it cannot meet (417), a CONNECT (405, not a dropped connection)", async () => {
     const port = Number(new URL(t.baseUrl).port);
     for (const [head, status, reason, title] of [
       ['GET /v1/categories HTTP/1.1\r\nConnection: close\r\n\r\n', 400, 'Bad Request', 'Bad request'],
@@ -329,6 +329,9 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       [`GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nHost: admin.internal\r\nConnection: close\r\n\r\n`, 400, 'Bad Request', 'Bad request'],
       [`GET /v1/categories HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n`, 400, 'Bad Request', 'Bad request'],
       ['GET /v1/categories HTTP/1.1\r\nHost: evil.example/x?y\r\nConnection: close\r\n\r\n', 400, 'Bad Request', 'Bad request'],
+      // two Authorization lines: Node kept the first (a customer's), a gateway may read the last (an admin's)
+      [`GET /v1/me HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer first\r\nauthorization: Bearer second\r\nConnection: close\r\n\r\n`, 400, 'Bad Request', 'Bad request'],
+      [`GET /admin/queues HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Basic YTpi\r\nAuthorization: Bearer x\r\nConnection: close\r\n\r\n`, 400, 'Bad Request', 'Bad request'],
       ['GET /v1/categories HTTP/1.1\r\nHost: user@evil.example\r\nConnection: close\r\n\r\n', 400, 'Bad Request', 'Bad request'],
       [`GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nExpect: x-teapot\r\nConnection: close\r\n\r\n`, 417, 'Expectation Failed', 'Expectation failed'],
       [`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`, 405, 'Method Not Allowed', 'Method not allowed'],

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors/error-codes';
 import { RequestValidationError, problemBody, sendProblem } from '../errors/problem-details.filter';
 import { type BrowserHeaders, earlyBrowserHeaders, securityHeaders } from './browser-security';
+import { headerLines } from './header-lines';
 
 /** Connections whose current request was answered before its body had fully arrived. */
 const answeredEarly = new WeakSet<Socket>();
@@ -157,18 +158,16 @@ export function frameworkErrors(error: Error, request: FastifyRequest, reply: Fa
  */
 const HOST_VALUE = /^(?:\[[A-Za-z0-9\-._~!$&'()*+,;=:%]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$/;
 
-/** What is wrong with the request's Host header, if anything (RFC 9112 §3.2). */
-function hostProblem(request: FastifyRequest): string | null {
+/** What is wrong with the request's Host or Authorization header, if anything. */
+function headerProblem(request: FastifyRequest): string | null {
   const { host } = request.headers;
   if (host === undefined) return request.raw.httpVersion === '1.0' ? null : 'An HTTP/1.1 request must carry a Host header.';
-  // Node's parsed headers keep only the first of several: count the field lines
-  const { rawHeaders } = request.raw;
-  let lines = 0;
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    if (rawHeaders[i].length === 4 && rawHeaders[i].toLowerCase() === 'host') lines++;
+  if (headerLines(request.raw.rawHeaders, 'host') > 1) return 'A request must carry one Host header, not several.';
+  if (!HOST_VALUE.test(host)) return 'The Host header is not a host name or address.';
+  if (request.headers.authorization !== undefined && headerLines(request.raw.rawHeaders, 'authorization') > 1) {
+    return 'A request must carry one Authorization header, not several.';
   }
-  if (lines > 1) return 'A request must carry one Host header, not several.';
-  return HOST_VALUE.test(host) ? null : 'The Host header is not a host name or address.';
+  return null;
 }
 
 /**
@@ -176,11 +175,13 @@ function hostProblem(request: FastifyRequest): string | null {
  * (RFC 9112 §3.2: a server MUST answer 400) is a 400 problem like any other bad request: Node's
  * own check (`requireHostHeader`, off in createFastifyAdapter) answered a missing one with an
  * empty body and no request id, and Node kept the first of two (a proxy that routed on the other
- * saw a different request than this process). A first request hook (setFirstRequestHooks),
- * ahead of the others.
+ * saw a different request than this process). So is one with two Authorization lines (RFC 9110
+ * §5.3: not a list): Node kept the first, and a gateway that logs or authorizes by the last
+ * would disagree with this process about who is calling. A first request hook
+ * (setFirstRequestHooks), ahead of the others.
  */
 export function requireHost(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
-  const problem = hostProblem(request);
+  const problem = headerProblem(request);
   if (problem === null) return done();
   void reply.headers(securityHeaders()).header('X-Request-Id', request.id);
   sendProblem(new DomainError('BAD_REQUEST', problem), request, reply);
