@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter as BullBoardFastifyAdapter } from '@bull-board/fastify';
@@ -152,18 +153,18 @@ export class QueueBoardRegistrar implements OnModuleInit {
           // the outage it is, 503 with Retry-After, as before the request
           if (reply.statusCode >= 500 && (!this.board.redisReady || REDIS_LOST.test(message))) {
             const rendered = render(unavailable())!;
-            void reply.code(rendered.status).type('application/problem+json').header('Retry-After', String(REDIS_RETRY_AFTER_SECONDS));
+            void reply.code(rendered.status).type('application/problem+json; charset=utf-8').header('Retry-After', String(REDIS_RETRY_AFTER_SECONDS));
             return JSON.stringify(problemBody(rendered, request.id));
           }
           const status = reply.statusCode >= 500 && /URI malformed/i.test(message) ? 400 : reply.statusCode;
-          let rendered = status < 500 ? render({ statusCode: status, code: 'FST_QUEUE_BOARD', message: message || 'Bad request' }) : null;
+          let rendered = status < 500 ? render({ statusCode: status, code: 'FST_QUEUE_BOARD', message: message || `${STATUS_CODES[status] ?? 'Bad request'}.` }) : null;
           // a refusal of the board's own keeps its `error` and `message` (its UI shows them)
           if (rendered && reply.statusCode < 500) rendered = { ...rendered, extensions: { error: said.error, message: said.message } };
           if (!rendered) {
             logger.error({ requestId: request.id, url: request.url, cause: message }, 'Queue board error');
             rendered = { status: 500, code: 'INTERNAL_ERROR', detail: `An unexpected error occurred. Quote request id ${request.id} when reporting it.` };
           }
-          void reply.code(rendered.status).type('application/problem+json');
+          void reply.code(rendered.status).type('application/problem+json; charset=utf-8');
           return JSON.stringify(problemBody(rendered, request.id));
         });
         await board.register(serverAdapter.registerPlugin());

@@ -124,10 +124,15 @@ describe('admin: queue board at /admin/queues', () => {
     const unknown = await t.http.get('/admin/queues/api/queues/no-such-queue/no-such-job', { token: admin.accessToken });
     expect(unknown.status).toBeGreaterThanOrEqual(400);
     expect(unknown.status).toBeLessThan(500);
-    expect(unknown.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    // as every problem: UTF-8 named, a detail that says what the status says (not "Bad request" for a 404)
+    expect(unknown.headers.get('content-type')).toBe('application/problem+json; charset=utf-8');
     expect(unknown.body.requestId).toBe(unknown.headers.get('x-request-id'));
+    if (unknown.status === 404) expect(unknown.body.detail).not.toMatch(/bad request/i);
     // what the board's UI reads of its own refusals is still there
     expect(unknown.body).toHaveProperty('error');
+    const logs = await t.http.get('/admin/queues/api/queues/x/y/logs', { token: admin.accessToken });
+    expect([logs.status, logs.body.code, logs.body.detail]).toEqual([404, 'ROUTE_NOT_FOUND', 'Not Found.']);
+    expect(logs.headers.get('content-type')).toBe('application/problem+json; charset=utf-8');
   });
 
   it('Redis lost during a board request (after the readiness check): 503 with Retry-After, not a 500', async () => {
