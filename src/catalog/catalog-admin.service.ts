@@ -112,7 +112,7 @@ export class CatalogAdminService {
       throw new DomainError('SLUG_TAKEN', 'A category with this slug exists.');
     }
     await this.cache.invalidate();
-    return category;
+    return { id: category.id, name: category.name, slug: category.slug };
   }
 
   private async read(id: string): Promise<ProductDto> {

@@ -360,7 +360,7 @@ export class ProductRepository {
         .createQueryBuilder()
         .insert()
         .into(CategoryEntity)
-        .values(c)
+        .values({ ...c }) // (a copy: the insert writes what the database generated back into it)
         .orIgnore()
         .returning(['id'])
         .execute(),

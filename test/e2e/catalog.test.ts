@@ -109,6 +109,18 @@ describe('catalog: admin writes, reads, cache', () => {
     expect((await t.http.post('/v1/admin/categories', { name: 'x', slug: 'x' }, { token: customer })).status).toBe(403);
   });
 
+  it("answers a created category in the document's shape, as the list shows it (it carried the row's createdAt), replays included", async () => {
+    const slug = `shape-${randomUUID().slice(0, 8)}`;
+    const key = newKey();
+    const created = await t.http.post('/v1/admin/categories', { name: 'Shape', slug }, { token: admin, idempotencyKey: key });
+    expect(created.status).toBe(201);
+    expect(created.body).toEqual({ id: expect.any(String), name: 'Shape', slug });
+    const replayed = await t.http.post('/v1/admin/categories', { name: 'Shape', slug }, { token: admin, idempotencyKey: key });
+    expect(replayed.body).toEqual(created.body);
+    const listed = (await t.http.get('/v1/categories')).body.items.find((c: { slug: string }) => c.slug === slug);
+    expect(listed).toEqual(created.body);
+  });
+
   it('refuses a price no order could pay (over ORDER_MAXIMUM_AMOUNT) and blank or invisible names and reasons (400 naming the field), on create and update', async () => {
     const body = { sku: `BIG-${Date.now()}`, name: 'Gold tea', description: '', price: { amount: 100_000_000, currency: 'INR' }, initialStock: 1 };
     const dear = await t.http.post('/v1/admin/products', body, { token: admin, idempotencyKey: newKey() });
