@@ -13,7 +13,6 @@ const CORS_EXPOSED_HEADERS = [
   'Retry-After',
   'RateLimit',
   'RateLimit-Policy',
-  'Location',
   'Allow', // a 405's
 ];
 
