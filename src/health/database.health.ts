@@ -45,7 +45,7 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
 
   /**
    * The probe's connection of its own while the pool has a queue (see the class comment): kept for
-   * the next probes (a flood of them during a sale is one probe at a time — HealthController — and
+   * the next probes (a flood of them during a sale is one probe at a time — ReadinessService — and
    * would otherwise open a connection each), dropped once the pool has no queue again.
    */
   private readonly side: SideConnection;

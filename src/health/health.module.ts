@@ -2,12 +2,13 @@ import { Module } from '@nestjs/common';
 import { TerminusModule } from '@nestjs/terminus';
 import { HealthController } from './health.controller';
 import { DatabaseHealthIndicator } from './database.health';
+import { ReadinessService } from './readiness.service';
 import { RedisHealthIndicator } from './redis.health';
 
 @Module({
-  // terminus's per-check error line is off: HealthController logs readiness when it changes
+  // terminus's per-check error line is off: ReadinessService logs readiness when it changes
   imports: [TerminusModule.forRoot({ logger: false, gracefulShutdownTimeoutMs: 0 })],
   controllers: [HealthController],
-  providers: [DatabaseHealthIndicator, RedisHealthIndicator],
+  providers: [DatabaseHealthIndicator, RedisHealthIndicator, ReadinessService],
 })
 export class HealthModule {}
