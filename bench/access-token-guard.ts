@@ -41,7 +41,9 @@ async function main(): Promise<void> {
   /** The guard before passport (commit e3540f8), verbatim in effect. */
   const handWrittenCanActivate: CanActivate = async function (this: AccessTokenGuard, context) {
     if (context.getType() !== 'http') return true;
-    if (reflector.getAllAndOverride<boolean>(IS_PUBLIC, [context.getHandler(), context.getClass()])) {
+    if (
+      reflector.getAllAndOverride<boolean>(IS_PUBLIC, [context.getHandler(), context.getClass()])
+    ) {
       return true;
     }
     const request = context.switchToHttp().getRequest<AuthenticatedRequest>();
@@ -68,7 +70,12 @@ async function main(): Promise<void> {
       throw new DomainError('TOKEN_INVALID', 'The session has ended; sign in again.');
     }
     const role = payload.role as Role;
-    request.user = { userId: payload.sub, email: payload.email, role, permissions: permissionsOf(role) };
+    request.user = {
+      userId: payload.sub,
+      email: payload.email,
+      role,
+      permissions: permissionsOf(role),
+    };
     return true;
   };
   const use = (impl: CanActivate) => {
@@ -97,7 +104,9 @@ async function main(): Promise<void> {
   const concurrent = async (label: string) => {
     const cpu = process.cpuUsage();
     for (let i = 0; i < VERIFICATIONS; i += 100) {
-      await Promise.all(Array.from({ length: 100 }, () => Promise.resolve(guard.canActivate(context()))));
+      await Promise.all(
+        Array.from({ length: 100 }, () => Promise.resolve(guard.canActivate(context()))),
+      );
     }
     const used = process.cpuUsage(cpu);
     const cpuUs = (used.user + used.system) / VERIFICATIONS;

@@ -25,9 +25,13 @@ class PingController {
 class BaselineModule {}
 
 async function main(): Promise<void> {
-  const app = await NestFactory.create<NestFastifyApplication>(BaselineModule, new FastifyAdapter(), {
-    logger: false,
-  });
+  const app = await NestFactory.create<NestFastifyApplication>(
+    BaselineModule,
+    new FastifyAdapter(),
+    {
+      logger: false,
+    },
+  );
   await app.listen({ port: Number(process.env.PORT), host: '127.0.0.1' });
   process.once('SIGTERM', () => void app.close().then(() => process.exit(0)));
 }

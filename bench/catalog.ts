@@ -39,15 +39,30 @@ async function measure(url: string, paths: string[]): Promise<Result> {
       url,
       connections: CONNECTIONS,
       duration,
-      requests: [{ method: 'GET', setupRequest: (req: Record<string, unknown>) => ({ ...req, path: paths[i++ % paths.length] }) }],
+      requests: [
+        {
+          method: 'GET',
+          setupRequest: (req: Record<string, unknown>) => ({
+            ...req,
+            path: paths[i++ % paths.length],
+          }),
+        },
+      ],
     });
   await run(2); // warm-up (fills the cache for the cached scenarios)
   const r = await run(DURATION_S);
-  return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.non2xx + r.errors };
+  return {
+    rps: r.requests.average,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    errors: r.non2xx + r.errors,
+  };
 }
 
 async function seed(pool: Pool): Promise<string[]> {
-  await pool.query(`INSERT INTO categories (id, name, slug) VALUES (gen_random_uuid(), 'Bench', 'bench')`);
+  await pool.query(
+    `INSERT INTO categories (id, name, slug) VALUES (gen_random_uuid(), 'Bench', 'bench')`,
+  );
   const { rows } = await pool.query(
     `WITH p AS (
        INSERT INTO products (sku, name, description, price_amount, currency, category_id, units_sold,
@@ -78,11 +93,19 @@ async function main(): Promise<void> {
   // whichever plan the moment happened to have
   await pool.query('ANALYZE products; ANALYZE inventory_items');
   const cached = await startApi({ DATABASE_URL: url, REDIS_KEY_PREFIX: 'bench-catalog' });
-  const uncached = await startApi({ DATABASE_URL: url, REDIS_KEY_PREFIX: 'bench-catalog-off', CATALOG_CACHE_ENABLED: 'false' });
+  const uncached = await startApi({
+    DATABASE_URL: url,
+    REDIS_KEY_PREFIX: 'bench-catalog-off',
+    CATALOG_CACHE_ENABLED: 'false',
+  });
   const baseline = await startBaseline();
   try {
     const detailPaths = ids.slice(0, 200).map((id) => `/v1/products/${id}`);
-    const listPaths = ['/v1/products?limit=20', '/v1/products?limit=20&sort=newest', '/v1/products?limit=20&sort=price_asc'];
+    const listPaths = [
+      '/v1/products?limit=20',
+      '/v1/products?limit=20&sort=newest',
+      '/v1/products?limit=20&sort=price_asc',
+    ];
     // the baseline right before and right after the cached runs, its mean the ratios' base: this
     // machine's speed drifts by a third within minutes, and a single baseline run took the drift
     // for a change in the API's ratio
@@ -126,11 +149,19 @@ API resident memory (VmHWM, read from /proc after the run, per process serving r
     console.log(`\n${md}`);
     writeBenchmarkSection('catalog', md);
     const ok = (b: boolean) => (b ? 'met' : 'NOT met');
-    console.log(`targets: cached detail ${(cDetail.rps / base.rps).toFixed(2)}× the bare route, target ≥ 0.5×: ${ok(cDetail.rps / base.rps >= 0.5)}`);
-    console.log(`targets: cached listing ${(cList.rps / base.rps).toFixed(2)}× the bare route, target ≥ 0.3×: ${ok(cList.rps / base.rps >= 0.3)}`);
-    console.log(`targets: cached listing ${(cList.rps / uList.rps).toFixed(1)}× uncached, target ≥ 5×: ${ok(cList.rps / uList.rps >= 5)}`);
+    console.log(
+      `targets: cached detail ${(cDetail.rps / base.rps).toFixed(2)}× the bare route, target ≥ 0.5×: ${ok(cDetail.rps / base.rps >= 0.5)}`,
+    );
+    console.log(
+      `targets: cached listing ${(cList.rps / base.rps).toFixed(2)}× the bare route, target ≥ 0.3×: ${ok(cList.rps / base.rps >= 0.3)}`,
+    );
+    console.log(
+      `targets: cached listing ${(cList.rps / uList.rps).toFixed(1)}× uncached, target ≥ 5×: ${ok(cList.rps / uList.rps >= 5)}`,
+    );
     const peaks = [memCached, memUncached].map((m) => m?.peakMiB ?? Infinity);
-    console.log(`targets: API peak RSS ${peaks.join(' / ')} MiB (cached / uncached), target ≤ 200 MiB: ${ok(Math.max(...peaks) <= 200)}`);
+    console.log(
+      `targets: API peak RSS ${peaks.join(' / ')} MiB (cached / uncached), target ≤ 200 MiB: ${ok(Math.max(...peaks) <= 200)}`,
+    );
   } finally {
     await Promise.all([stopApi(cached.proc), stopApi(uncached.proc), stopApi(baseline.proc)]);
     await pool.end();

@@ -17,7 +17,8 @@ export async function registerBuyers(api: string, n: number): Promise<string[]> 
             name: 'Bench buyer',
           }),
         });
-        if (res.status !== 201) throw new Error(`register failed: ${res.status} ${await res.text()}`);
+        if (res.status !== 201)
+          throw new Error(`register failed: ${res.status} ${await res.text()}`);
         return ((await res.json()) as { accessToken: string }).accessToken;
       }),
     );

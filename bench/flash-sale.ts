@@ -56,7 +56,10 @@ async function insertProduct(pool: Pool, stock: number): Promise<string> {
     `INSERT INTO products (id, sku, name, price_amount, currency) VALUES ($1, $2, 'Bench item', 24900, $3)`,
     [id, `BENCH-${id.slice(0, 8)}`, CURRENCY],
   );
-  await pool.query(`INSERT INTO inventory_items (product_id, on_hand, reserved) VALUES ($1, $2, 0)`, [id, stock]);
+  await pool.query(
+    `INSERT INTO inventory_items (product_id, on_hand, reserved) VALUES ($1, $2, 0)`,
+    [id, stock],
+  );
   await pool.query(
     `INSERT INTO stock_movements (product_id, kind, on_hand_delta, reserved_delta, reason)
      VALUES ($1, 'initial', $2, 0, 'bench')`,
@@ -108,11 +111,20 @@ async function refusals(
   const other: Record<string, number> = {};
   for (const [code, s] of Object.entries(stats)) if (code !== '409') other[code] = s.count;
   const ok = stats['409']?.count ?? 0;
-  return { rps: ok / (result.duration as number), p50: result.latency.p50, p99: result.latency.p99, ok, other };
+  return {
+    rps: ok / (result.duration as number),
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    ok,
+    other,
+  };
 }
 
 async function fastRefusals(metricsUrl: string): Promise<number> {
-  const text = await fetch(metricsUrl).then((r) => r.text(), () => '');
+  const text = await fetch(metricsUrl).then(
+    (r) => r.text(),
+    () => '',
+  );
   return Number(/^checkout_sold_out_fast_refusals_total (\d+)$/m.exec(text)?.[1] ?? 0);
 }
 
@@ -136,8 +148,14 @@ async function baseline(url: string, productFor: (worker: number) => string): Pr
             [productId],
           );
           if (rows[0].on_hand - rows[0].reserved >= 1) {
-            await client.query(`UPDATE inventory_items SET reserved = reserved + 1 WHERE product_id = $1`, [productId]);
-            await client.query(`INSERT INTO bench_orders (id, product_id, qty) VALUES ($1, $2, 1)`, [randomUUID(), productId]);
+            await client.query(
+              `UPDATE inventory_items SET reserved = reserved + 1 WHERE product_id = $1`,
+              [productId],
+            );
+            await client.query(
+              `INSERT INTO bench_orders (id, product_id, qty) VALUES ($1, $2, 1)`,
+              [randomUUID(), productId],
+            );
           }
           await client.query('COMMIT');
           latencies.push(performance.now() - t0);
@@ -160,7 +178,16 @@ async function baseline(url: string, productFor: (worker: number) => string): Pr
 }
 
 /** Stock, ordered units and ledger read in ONE statement (one snapshot), after the run. */
-async function oversell(pool: Pool, productId: string): Promise<{ orders: number; onHand: number; reserved: number; oversold: number; ledgerOk: boolean }> {
+async function oversell(
+  pool: Pool,
+  productId: string,
+): Promise<{
+  orders: number;
+  onHand: number;
+  reserved: number;
+  oversold: number;
+  ledgerOk: boolean;
+}> {
   const { rows } = await pool.query(
     `SELECT i.on_hand AS "onHand", i.reserved,
             (SELECT coalesce(sum(quantity), 0)::int FROM order_items WHERE product_id = $1) AS orders,
@@ -191,7 +218,10 @@ const RSS_TARGET_MIB = 200;
 const BENCH_ORDERS_TABLE = `CREATE TABLE IF NOT EXISTS bench_orders (id uuid PRIMARY KEY, product_id uuid, qty int, created_at timestamptz DEFAULT now())`;
 
 /** Two pgbench runs of one scenario as one baseline: mean rate and latency, summed counts. */
-function meanOf(a: PgbenchResult, b: PgbenchResult): PgbenchResult & { runs: [PgbenchResult, PgbenchResult] } {
+function meanOf(
+  a: PgbenchResult,
+  b: PgbenchResult,
+): PgbenchResult & { runs: [PgbenchResult, PgbenchResult] } {
   return {
     tps: (a.tps + b.tps) / 2,
     latencyMs: (a.latencyMs + b.latencyMs) / 2,
@@ -211,11 +241,19 @@ async function main(): Promise<void> {
   // pgbench runs before and after the API's runs and the ratios use the mean: this machine's
   // speed drifts by a third within minutes, and one run minutes away took the drift for a change
   const pgHot = await insertProduct(pool, 10_000_000);
-  const pgMany = await Promise.all(Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)));
+  const pgMany = await Promise.all(
+    Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)),
+  );
   await pool.query(BENCH_ORDERS_TABLE);
   console.log('baselines: pgbench (before)…');
-  const pgContendedBefore = await pgbench(url, [pgHot], { connections: CONNECTIONS, durationS: DURATION_S });
-  const pgUncontendedBefore = await pgbench(url, pgMany, { connections: CONNECTIONS, durationS: DURATION_S });
+  const pgContendedBefore = await pgbench(url, [pgHot], {
+    connections: CONNECTIONS,
+    durationS: DURATION_S,
+  });
+  const pgUncontendedBefore = await pgbench(url, pgMany, {
+    connections: CONNECTIONS,
+    durationS: DURATION_S,
+  });
   const bare = await startBaseline();
   const { url: api, proc } = await startApi({
     DATABASE_URL: url,
@@ -253,20 +291,35 @@ async function main(): Promise<void> {
     const bareAfter = await refusals(bare.url, '/refuse', tokens, soldOutSku, DURATION_S);
     const bareRefusals: Measured = { ...bareBefore, rps: (bareBefore.rps + bareAfter.rps) / 2 };
 
-    const many = await Promise.all(Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)));
+    const many = await Promise.all(
+      Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)),
+    );
     console.log('uncontended checkout…');
-    const uncontended = await checkout(api, tokens, () => many[Math.floor(Math.random() * many.length)], { duration: DURATION_S });
+    const uncontended = await checkout(
+      api,
+      tokens,
+      () => many[Math.floor(Math.random() * many.length)],
+      { duration: DURATION_S },
+    );
 
     const memory = apiMemory(proc.pid);
     await stopApi(proc);
     await stopApi(bare.proc);
     console.log('baselines: pgbench (after)…');
-    const pgContended = meanOf(pgContendedBefore, await pgbench(url, [pgHot], { connections: CONNECTIONS, durationS: DURATION_S }));
-    const pgUncontended = meanOf(pgUncontendedBefore, await pgbench(url, pgMany, { connections: CONNECTIONS, durationS: DURATION_S }));
+    const pgContended = meanOf(
+      pgContendedBefore,
+      await pgbench(url, [pgHot], { connections: CONNECTIONS, durationS: DURATION_S }),
+    );
+    const pgUncontended = meanOf(
+      pgUncontendedBefore,
+      await pgbench(url, pgMany, { connections: CONNECTIONS, durationS: DURATION_S }),
+    );
     console.log('baselines: Node-driven…');
     const baseHot = await insertProduct(pool, 10_000_000);
     const baseContended = await baseline(url, () => baseHot);
-    const baseMany = await Promise.all(Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)));
+    const baseMany = await Promise.all(
+      Array.from({ length: CONNECTIONS }, () => insertProduct(pool, 10_000_000)),
+    );
     const baseUncontended = await baseline(url, (w) => baseMany[w]);
 
     const rows = [
@@ -288,7 +341,8 @@ async function main(): Promise<void> {
       `| checkout of the sold-out SKU | ${fmt(refused.rps)} | ${refused.p50} / ${refused.p99} | ${fmt(bareRefusals.rps)} | ${bareRefusals.p50} / ${bareRefusals.p99} | **${refusalRatio.toFixed(2)}×** (≥ ${REFUSAL_TARGET}: ${met(refusalRatio >= REFUSAL_TARGET)}) |`,
     ].join('\n');
     const oversold = hotCheck.oversold + soldOutCheck.oversold + refusedCheck.oversold;
-    const exact = soldOut.ok === 500 && soldOutCheck.reserved === 500 && refusedCheck.orders === 500;
+    const exact =
+      soldOut.ok === 500 && soldOutCheck.reserved === 500 && refusedCheck.orders === 500;
     const targets = [
       `checkout, one hot SKU: ${(contended.rps / pgContended.tps).toFixed(2)}× pgbench (${fmt(contended.rps)}/s vs ${fmt(pgContended.tps)} tx/s), target ≥ ${HOT_TARGET}×: ${met(contended.rps / pgContended.tps >= HOT_TARGET)}`,
       `checkout, ${CONNECTIONS} distinct SKUs: ${(uncontended.rps / pgUncontended.tps).toFixed(2)}× pgbench (${fmt(uncontended.rps)}/s vs ${fmt(pgUncontended.tps)} tx/s), target ≥ ${DISTINCT_TARGET}×: ${met(uncontended.rps / pgUncontended.tps >= DISTINCT_TARGET)}`,

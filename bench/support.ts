@@ -76,15 +76,19 @@ export function apiMemory(pid: number | undefined): ApiMemory | null {
   if (pid === undefined) return null;
   let children: number[] = [];
   try {
-    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
   } catch {
     /* not Linux, or gone */
   }
   const processes: ApiMemory['processes'] = [];
-  for (const [p, role] of [[pid, children.length > 0 ? 'primary' : 'api'], ...children.map((c) => [c, 'worker'])] as [
-    number,
-    'api' | 'primary' | 'worker',
-  ][]) {
+  for (const [p, role] of [
+    [pid, children.length > 0 ? 'primary' : 'api'],
+    ...children.map((c) => [c, 'worker']),
+  ] as [number, 'api' | 'primary' | 'worker'][]) {
     const m = memoryOf(p);
     if (m) processes.push({ pid: p, role, ...m });
   }
@@ -100,8 +104,11 @@ export function apiMemory(pid: number | undefined): ApiMemory | null {
 /** "184 MiB" for one process; per process and in total for a primary with API processes. */
 export function describeMemory(m: ApiMemory | null): string {
   if (!m) return 'n/a';
-  if (m.processes.length === 1) return `${m.processes[0].peakMiB} MiB peak (now ${m.processes[0].rssMiB} MiB)`;
-  const each = m.processes.map((p) => `${p.role} ${p.peakMiB} MiB peak (now ${p.rssMiB})`).join(', ');
+  if (m.processes.length === 1)
+    return `${m.processes[0].peakMiB} MiB peak (now ${m.processes[0].rssMiB} MiB)`;
+  const each = m.processes
+    .map((p) => `${p.role} ${p.peakMiB} MiB peak (now ${p.rssMiB})`)
+    .join(', ');
   return `${m.peakMiB} MiB peak per API process — ${each}; all together now ${m.totalRssMiB} MiB`;
 }
 
@@ -283,7 +290,11 @@ export async function inProcessAppWithCustomer(
   const res = await fetch(`${base}/v1/auth/register`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email: `${randomUUID()}@bench.local`, password: 'bench-password', name: 'B' }),
+    body: JSON.stringify({
+      email: `${randomUUID()}@bench.local`,
+      password: 'bench-password',
+      name: 'B',
+    }),
   });
   const { accessToken } = (await res.json()) as { accessToken: string };
   return { app, base, accessToken };

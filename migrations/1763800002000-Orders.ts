@@ -42,8 +42,12 @@ export class Orders1763800002000 implements MigrationInterface {
         CONSTRAINT orders_refund_within_total CHECK (refunded_amount BETWEEN 0 AND total_amount),
         CONSTRAINT orders_cancel_reason CHECK ((status = 'CANCELLED') = (cancellation_reason IS NOT NULL))
       )`);
-    await q.query(`CREATE INDEX orders_user_recent_idx ON orders (user_id, created_at DESC, id DESC)`);
-    await q.query(`CREATE INDEX orders_status_recent_idx ON orders (status, created_at DESC, id DESC)`);
+    await q.query(
+      `CREATE INDEX orders_user_recent_idx ON orders (user_id, created_at DESC, id DESC)`,
+    );
+    await q.query(
+      `CREATE INDEX orders_status_recent_idx ON orders (status, created_at DESC, id DESC)`,
+    );
     await q.query(`CREATE INDEX orders_recent_idx ON orders (created_at DESC, id DESC)`);
     await q.query(
       `CREATE INDEX orders_reservation_due_idx ON orders (reservation_expires_at)
@@ -71,7 +75,9 @@ export class Orders1763800002000 implements MigrationInterface {
         actor text NOT NULL,
         created_at timestamptz NOT NULL
       )`);
-    await q.query(`CREATE INDEX order_status_history_order_idx ON order_status_history (order_id, id)`);
+    await q.query(
+      `CREATE INDEX order_status_history_order_idx ON order_status_history (order_id, id)`,
+    );
     await q.query(`
       CREATE TABLE idempotency_keys (
         principal text NOT NULL,

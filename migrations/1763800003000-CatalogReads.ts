@@ -18,9 +18,13 @@ export class CatalogReads1763800003000 implements MigrationInterface {
         ADD COLUMN rating_sum integer NOT NULL DEFAULT 0 CHECK (rating_sum >= 0),
         ADD COLUMN rating_count integer NOT NULL DEFAULT 0 CHECK (rating_count >= 0)`);
     await q.query(`CREATE INDEX products_search_idx ON products USING gin (search)`);
-    await q.query(`CREATE INDEX products_newest_idx ON products (created_at DESC, id DESC) WHERE active`);
+    await q.query(
+      `CREATE INDEX products_newest_idx ON products (created_at DESC, id DESC) WHERE active`,
+    );
     await q.query(`CREATE INDEX products_price_idx ON products (price_amount, id) WHERE active`);
-    await q.query(`CREATE INDEX products_popular_idx ON products (units_sold DESC, id DESC) WHERE active`);
+    await q.query(
+      `CREATE INDEX products_popular_idx ON products (units_sold DESC, id DESC) WHERE active`,
+    );
   }
 
   async down(q: QueryRunner): Promise<void> {

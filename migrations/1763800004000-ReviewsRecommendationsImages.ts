@@ -15,7 +15,9 @@ export class ReviewsRecommendationsImages1763800004000 implements MigrationInter
         created_at timestamptz NOT NULL
       )`);
     await q.query(`CREATE UNIQUE INDEX reviews_one_per_customer ON reviews (product_id, user_id)`);
-    await q.query(`CREATE INDEX reviews_product_recent_idx ON reviews (product_id, created_at DESC, id DESC)`);
+    await q.query(
+      `CREATE INDEX reviews_product_recent_idx ON reviews (product_id, created_at DESC, id DESC)`,
+    );
     await q.query(`
       CREATE TABLE product_recommendations (
         product_id uuid NOT NULL REFERENCES products (id),
@@ -36,7 +38,9 @@ export class ReviewsRecommendationsImages1763800004000 implements MigrationInter
         created_at timestamptz NOT NULL,
         ready_at timestamptz
       )`);
-    await q.query(`CREATE INDEX product_images_product_idx ON product_images (product_id, created_at)`);
+    await q.query(
+      `CREATE INDEX product_images_product_idx ON product_images (product_id, created_at)`,
+    );
   }
 
   async down(q: QueryRunner): Promise<void> {

@@ -18,7 +18,9 @@ export class EmailsNfc1763800014000 implements MigrationInterface {
                ORDER BY normalize(email, NFC), created_at, id) oldest
        WHERE u.id = oldest.id
          AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = normalize(u.email, NFC))`);
-    await q.query(`ALTER TABLE users ADD CONSTRAINT users_email_nfc CHECK (email IS NFC NORMALIZED) NOT VALID`);
+    await q.query(
+      `ALTER TABLE users ADD CONSTRAINT users_email_nfc CHECK (email IS NFC NORMALIZED) NOT VALID`,
+    );
   }
 
   async down(q: QueryRunner): Promise<void> {

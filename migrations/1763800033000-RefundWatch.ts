@@ -27,6 +27,8 @@ export class RefundWatch1763800033000 implements MigrationInterface {
 
   async down(q: QueryRunner): Promise<void> {
     await q.query(`DROP INDEX payments_refunds_watched`);
-    await q.query(`ALTER TABLE payments DROP COLUMN refunds_checked_at, DROP COLUMN refunds_watched_until`);
+    await q.query(
+      `ALTER TABLE payments DROP COLUMN refunds_checked_at, DROP COLUMN refunds_watched_until`,
+    );
   }
 }

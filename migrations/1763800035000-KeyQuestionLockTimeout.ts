@@ -13,10 +13,14 @@ export class KeyQuestionLockTimeout1763800035000 implements MigrationInterface {
   name = 'KeyQuestionLockTimeout1763800035000';
 
   async up(q: QueryRunner): Promise<void> {
-    await q.query(`ALTER FUNCTION idempotency_keys_in_use(text[], text[], timestamptz) SET lock_timeout = '1s'`);
+    await q.query(
+      `ALTER FUNCTION idempotency_keys_in_use(text[], text[], timestamptz) SET lock_timeout = '1s'`,
+    );
   }
 
   async down(q: QueryRunner): Promise<void> {
-    await q.query(`ALTER FUNCTION idempotency_keys_in_use(text[], text[], timestamptz) RESET lock_timeout`);
+    await q.query(
+      `ALTER FUNCTION idempotency_keys_in_use(text[], text[], timestamptz) RESET lock_timeout`,
+    );
   }
 }

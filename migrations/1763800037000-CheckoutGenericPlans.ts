@@ -31,6 +31,7 @@ export class CheckoutGenericPlans1763800037000 implements MigrationInterface {
   }
 
   async down(q: QueryRunner): Promise<void> {
-    for (const fn of GENERIC_PLAN_FUNCTIONS) await q.query(`ALTER FUNCTION ${fn} RESET plan_cache_mode`);
+    for (const fn of GENERIC_PLAN_FUNCTIONS)
+      await q.query(`ALTER FUNCTION ${fn} RESET plan_cache_mode`);
   }
 }

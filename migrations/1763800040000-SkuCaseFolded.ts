@@ -23,9 +23,13 @@ export class SkuCaseFolded1763800040000 implements MigrationInterface {
   name = 'SkuCaseFolded1763800040000';
 
   async up(q: QueryRunner): Promise<void> {
-    const icu = (await q.query(`SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'`)) as unknown[];
+    const icu = (await q.query(
+      `SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'`,
+    )) as unknown[];
     if (icu.length === 0) {
-      throw new Error('This PostgreSQL has no ICU collation ("und-x-icu"): SKUs are told apart by Unicode case mapping; use a build with ICU (--with-icu, as the official packages and images are).');
+      throw new Error(
+        'This PostgreSQL has no ICU collation ("und-x-icu"): SKUs are told apart by Unicode case mapping; use a build with ICU (--with-icu, as the official packages and images are).',
+      );
     }
     await rekeySkus(q, SKU_KEY('sku'));
   }

@@ -29,7 +29,9 @@ export class PasswordEpoch1763800041000 implements MigrationInterface {
     await q.query(`ALTER TABLE users ADD COLUMN password_epoch text`);
     await q.query(`UPDATE users SET password_epoch = ${epochOfHashSql('password_hash')}`);
     await q.query(`ALTER TABLE users ALTER COLUMN password_epoch SET NOT NULL`);
-    await q.query(`ALTER TABLE users ADD CONSTRAINT users_password_epoch_check CHECK (password_epoch ~ '^[A-Za-z0-9_-]{22}$')`);
+    await q.query(
+      `ALTER TABLE users ADD CONSTRAINT users_password_epoch_check CHECK (password_epoch ~ '^[A-Za-z0-9_-]{22}$')`,
+    );
     await q.query(`
       CREATE FUNCTION users_password_epoch() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN

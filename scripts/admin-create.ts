@@ -55,7 +55,8 @@ async function main(): Promise<void> {
     : (values.password ?? process.env.ADMIN_PASSWORD ?? '');
   const email = values.email?.trim();
   const name = values.name?.trim() || 'Administrator';
-  if (!email || !isEmail(email) || !PLAIN_ADDRESS.test(email)) usage('--email: an email address (no quotes, backslashes or spaces)');
+  if (!email || !isEmail(email) || !PLAIN_ADDRESS.test(email))
+    usage('--email: an email address (no quotes, backslashes or spaces)');
   // as the API holds a new password: as typed and in the form it is hashed in (NFKC)
   if (!passwordFits(password, PASSWORD_MIN, PASSWORD_MAX) || hasControlCharacters(password)) {
     usage(`the password: ${PASSWORD_MIN}..${PASSWORD_MAX} characters, no control characters`);

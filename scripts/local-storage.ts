@@ -20,12 +20,19 @@ const say = (line: string) => console.log(`[storage] ${line}`);
 async function main(): Promise<void> {
   const config = loadConfig(process.env);
   if (!config.isDevelopment) {
-    throw new Error('the local image store is for NODE_ENV=development only (a deployment names its store: STORAGE_ENDPOINT)');
+    throw new Error(
+      'the local image store is for NODE_ENV=development only (a deployment names its store: STORAGE_ENDPOINT)',
+    );
   }
   const { storage } = config;
   const endpoint = new URL(storage.endpoint);
-  if (!['localhost', '127.0.0.1', '[::1]'].includes(endpoint.hostname) || endpoint.protocol !== 'http:') {
-    throw new Error(`STORAGE_ENDPOINT ${storage.endpoint} is not a local http:// address: nothing to serve here`);
+  if (
+    !['localhost', '127.0.0.1', '[::1]'].includes(endpoint.hostname) ||
+    endpoint.protocol !== 'http:'
+  ) {
+    throw new Error(
+      `STORAGE_ENDPOINT ${storage.endpoint} is not a local http:// address: nothing to serve here`,
+    );
   }
   const directory = resolve(process.env.LOCAL_STORAGE_DIR || 'var/storage');
   mkdirSync(directory, { recursive: true });
@@ -38,7 +45,10 @@ async function main(): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       const outcome = await fetch(webhook, {
         method: 'POST',
-        headers: { authorization: `Bearer ${storage.webhookToken}`, 'content-type': 'application/json' },
+        headers: {
+          authorization: `Bearer ${storage.webhookToken}`,
+          'content-type': 'application/json',
+        },
         body: JSON.stringify(event),
         signal: AbortSignal.timeout(10_000),
       }).then(
@@ -48,7 +58,9 @@ async function main(): Promise<void> {
       if (outcome === null) return;
       const retry = attempt < DELIVERY_ATTEMPTS && !/^4\d\d$/.test(outcome);
       if (!retry) {
-        say(`notification not taken (${outcome}): the worker's image reconciliation will find the upload`);
+        say(
+          `notification not taken (${outcome}): the worker's image reconciliation will find the upload`,
+        );
         return;
       }
       await sleep(1_000 * 2 ** (attempt - 1));
@@ -63,7 +75,9 @@ async function main(): Promise<void> {
     secretAccessKey: storage.secretAccessKey,
     onEvent: (event) => void deliver(event),
   });
-  say(`S3-compatible image store on ${storage.endpoint} (bucket ${storage.bucket}, files in ${directory}); notifications to ${webhook}`);
+  say(
+    `S3-compatible image store on ${storage.endpoint} (bucket ${storage.bucket}, files in ${directory}); notifications to ${webhook}`,
+  );
   const stop = () => {
     void store.close().then(() => process.exit(0));
   };

@@ -17,18 +17,19 @@ import { CLIENT_SCHEMA } from '../test/client/schema-path';
  */
 async function main(): Promise<void> {
   const config = loadConfig({ ...process.env, NODE_ENV: 'development', LOG_LEVEL: 'silent' });
-  const moduleRef = await Test.createTestingModule({ imports: [AppModule.register(config)] }).compile();
+  const moduleRef = await Test.createTestingModule({
+    imports: [AppModule.register(config)],
+  }).compile();
   const app = moduleRef.createNestApplication(createFastifyAdapter(config));
   await app.init();
   const doc = buildOpenApiDocument(app, { strict: true });
   const root = join(__dirname, '..');
   writeFileSync(join(root, 'openapi.json'), `${JSON.stringify(doc, null, 2)}\n`);
   await app.close();
-  execFileSync(
-    process.execPath,
-    [openapiTypescriptCli(), 'openapi.json', '-o', CLIENT_SCHEMA],
-    { cwd: root, stdio: 'inherit' },
-  );
+  execFileSync(process.execPath, [openapiTypescriptCli(), 'openapi.json', '-o', CLIENT_SCHEMA], {
+    cwd: root,
+    stdio: 'inherit',
+  });
 }
 
 /** openapi-typescript's command line (its package exports map `bin/*.js` to files it lacks). */

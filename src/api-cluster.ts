@@ -48,7 +48,10 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
     if (!everListened) {
-      log.fatal({ workerPid: worker.process.pid, code, signal }, 'API process died before serving; stopping');
+      log.fatal(
+        { workerPid: worker.process.pid, code, signal },
+        'API process died before serving; stopping',
+      );
       stop(1);
       return;
     }
@@ -57,23 +60,34 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
     deaths.push(now);
     replaced++;
     const delay = Math.min(RESTART_DELAY_CAP_MS, RESTART_DELAY_MS * 2 ** (deaths.length - 1));
-    log.error({ workerPid: worker.process.pid, code, signal, restartInMs: delay }, 'API process died; starting another');
+    log.error(
+      { workerPid: worker.process.pid, code, signal, restartInMs: delay },
+      'API process died; starting another',
+    );
     setTimeout(() => {
       if (!stopping) fork();
     }, delay);
   });
 
-  const metrics = await serveClusterMetrics(config, log, { configured: count, deaths: () => replaced });
+  const metrics = await serveClusterMetrics(config, log, {
+    configured: count,
+    deaths: () => replaced,
+  });
 
   function stop(exitCode: number): void {
     if (stopping) return;
     stopping = true;
-    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
-    const force = setTimeout(() => {
-      log.error('API processes still running after the shutdown timeout; killing them');
-      for (const w of workers) w.process.kill('SIGKILL');
-      process.exit(1);
-    }, config.http.shutdownDelayMs + config.http.shutdownTimeoutMs + 5_000); // as long as the processes' own bound
+    const workers = Object.values(cluster.workers ?? {}).filter(
+      (w): w is Worker => w !== undefined,
+    );
+    const force = setTimeout(
+      () => {
+        log.error('API processes still running after the shutdown timeout; killing them');
+        for (const w of workers) w.process.kill('SIGKILL');
+        process.exit(1);
+      },
+      config.http.shutdownDelayMs + config.http.shutdownTimeoutMs + 5_000,
+    ); // as long as the processes' own bound
     force.unref();
     // a process that served and did not drain cleanly (killed, crashed, its own shutdown failed)
     // makes the primary's exit code 1: a supervisor must not read a stop that cut requests off as
@@ -84,7 +98,8 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
         ? Promise.resolve()
         : new Promise<void>((resolve) =>
             w.once('exit', (code: number | null, signal: string | null) => {
-              if ((code !== 0 || signal) && served.has(w)) unclean.push({ pid: w.process.pid, code, signal });
+              if ((code !== 0 || signal) && served.has(w))
+                unclean.push({ pid: w.process.pid, code, signal });
               resolve();
             }),
           ),
@@ -92,7 +107,8 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
     for (const w of workers) if (!w.isDead()) w.process.kill('SIGTERM');
     void Promise.all(exited).then(() => {
       metrics?.close();
-      if (unclean.length > 0) log.error({ processes: unclean }, 'API processes did not stop cleanly');
+      if (unclean.length > 0)
+        log.error({ processes: unclean }, 'API processes did not stop cleanly');
       process.exit(unclean.length > 0 ? 1 : exitCode);
     });
   }
@@ -185,7 +201,8 @@ function clusterMetricsCollector(counts: ProcessCounts): { scrape(): Promise<str
     const lastAnswer = last.get(worker);
     last.delete(worker);
     // (the JSON's type is the metric type's name, though prom-client declares it an enum)
-    if (lastAnswer) retired.push(lastAnswer.filter((metric) => (metric.type as unknown) !== 'gauge'));
+    if (lastAnswer)
+      retired.push(lastAnswer.filter((metric) => (metric.type as unknown) !== 'gauge'));
     // a process that died answers no more: the scrape goes on with what it last said
     for (const w of waiting.values()) if (w.worker === worker) w.resolve([]);
   });
@@ -219,7 +236,8 @@ function clusterMetricsCollector(counts: ProcessCounts): { scrape(): Promise<str
       const asked = [...ready].filter((w) => w.isConnected());
       const settled = await Promise.allSettled(asked.map(ask));
       const answered = settled.filter((r) => r.status === 'fulfilled' && r.value.length > 0).length;
-      if (retired.length > 1) retired = [await AggregatorRegistry.aggregate(retired).getMetricsAsJSON()];
+      if (retired.length > 1)
+        retired = [await AggregatorRegistry.aggregate(retired).getMetricsAsJSON()];
       // each live process once, as it last answered (now, or before if it did not now), and the
       // processes that died once, in `retired` (one that died during this scrape is there, with
       // its answer if it gave one: never in both)
@@ -253,7 +271,11 @@ function clusterMetricsCollector(counts: ProcessCounts): { scrape(): Promise<str
   };
 }
 
-function serveClusterMetrics(config: AppConfig, log: pino.Logger, counts: ProcessCounts): Promise<Server | undefined> {
+function serveClusterMetrics(
+  config: AppConfig,
+  log: pino.Logger,
+  counts: ProcessCounts,
+): Promise<Server | undefined> {
   if (config.metricsPort === 0) return Promise.resolve(undefined);
   const collector = clusterMetricsCollector(counts);
   return serveMetrics(

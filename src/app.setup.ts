@@ -48,7 +48,10 @@ const LAST_ANSWER_GRACE_MS = 500;
 
 /** A request that carries credentials (any Authorization) or asks for tokens (the auth routes). */
 function holdsCredentials(request: FastifyRequest): boolean {
-  return request.headers.authorization !== undefined || (request.routeOptions.url?.startsWith('/v1/auth/') ?? false);
+  return (
+    request.headers.authorization !== undefined ||
+    (request.routeOptions.url?.startsWith('/v1/auth/') ?? false)
+  );
 }
 
 export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
@@ -109,10 +112,16 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   // the webhooks' signature and token, as far as the headers tell, before their bodies are read
   // (after the security headers' hook: its headers are on these answers too)
   const images = app.get(ImagesService);
-  fastify.addHook('onRequest', webhookPrecheck((authorization) => images.checkToken(authorization)));
+  fastify.addHook(
+    'onRequest',
+    webhookPrecheck((authorization) => images.checkToken(authorization)),
+  );
   // and Stripe's HMAC over the raw body before any parser looks at it
   const webhooks = app.get(WebhooksService);
-  fastify.addHook('preParsing', stripeSignatureFirst((raw, signature) => webhooks.signed(raw, signature)));
+  fastify.addHook(
+    'preParsing',
+    stripeSignatureFirst((raw, signature) => webhooks.signed(raw, signature)),
+  );
   // ahead of Nest middleware and of the hooks above: they put those hooks' headers on their
   // own answers
   const strategy = app.get(JwtStrategy);
@@ -148,14 +157,19 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
       // (a moment after the last handler returns: its answer is still on its way to the socket)
       void inFlight
         .waitForIdle(CUT_AFTER_HANDLERS_MS)
-        .then(() => setTimeout(() => fastify.server.closeAllConnections(), LAST_ANSWER_GRACE_MS).unref());
+        .then(() =>
+          setTimeout(() => fastify.server.closeAllConnections(), LAST_ANSWER_GRACE_MS).unref(),
+        );
     }, shutdownTimeoutMs).unref();
   });
   setFirstRequestHooks(app.getHttpAdapter() as unknown as FastifyAdapter, [
     refuseWhileClosing(() => closing, browserHeaders),
     requireHost,
     warnUntrustedForwarding(),
-    cachedReadsHook(app.get(CatalogCache), { rateLimitEnabled: config.rateLimitEnabled, browserHeaders }),
+    cachedReadsHook(app.get(CatalogCache), {
+      rateLimitEnabled: config.rateLimitEnabled,
+      browserHeaders,
+    }),
     soldOut.onRequest,
   ]);
 
@@ -165,7 +179,8 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     if (closing || isDraining()) void reply.header('connection', 'close');
     // an answer to a request with credentials, or one handing out tokens, is kept by no cache
     // (a browser's disk, a proxy): RFC 6749 5.1 for token answers, the same for a customer's data
-    if (holdsCredentials(request) && !reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store');
+    if (holdsCredentials(request) && !reply.hasHeader('cache-control'))
+      void reply.header('cache-control', 'no-store');
   });
   // After the server stops accepting: let handlers and transactions still running (even for
   // clients that hung up) finish before the pools close.

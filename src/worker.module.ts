@@ -40,7 +40,9 @@ const EMAIL_QUEUE_CONCURRENCY = 4;
  * a slow store (2,000 lookups of up to 5 s each) or a purge after a sale held the emails' safety
  * net (`maintenance.reconcile-emails`, every 5 minutes) behind it for as long as it took.
  */
-const MAINTENANCE_QUEUE_CONCURRENCY = JOB_NAMES.filter((name) => JOB_QUEUE[name] === QueueName.Maintenance).length;
+const MAINTENANCE_QUEUE_CONCURRENCY = JOB_NAMES.filter(
+  (name) => JOB_QUEUE[name] === QueueName.Maintenance,
+).length;
 
 /**
  * The worker role: the API's modules (AppModule) plus the worker-only ones (emails,
@@ -70,7 +72,10 @@ export class WorkerModule {
           [QueueName.Orders]: { concurrency: ORDERS_QUEUE_CONCURRENCY },
           [QueueName.Maintenance]: { concurrency: MAINTENANCE_QUEUE_CONCURRENCY },
           // the custom backoff of payments.settle-refund (SETTLE_REFUND_JOB_OPTIONS)
-          [QueueName.Payments]: { concurrency: PAYMENTS_QUEUE_CONCURRENCY, settings: { backoffStrategy: paymentsBackoff } },
+          [QueueName.Payments]: {
+            concurrency: PAYMENTS_QUEUE_CONCURRENCY,
+            settings: { backoffStrategy: paymentsBackoff },
+          },
           // email.send's capped backoff, a day of retries (EMAIL_JOB_OPTIONS); an email whose
           // workers were killed under it more than twice is still sent, not failed for good (a
           // stall costs at most a resend with the same Message-ID, a failure the whole email)

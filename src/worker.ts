@@ -10,13 +10,14 @@ async function bootstrap(): Promise<void> {
   logProcessWarnings(config.logLevel);
   // as the API (main.ts): the application is loaded once the configuration holds, so a refused
   // one answers at once
-  const [{ NestFactory }, { Logger }, { closeOnSignals }, { WorkerModule }, { bootLogger }] = await Promise.all([
-    import('@nestjs/core'),
-    import('nestjs-pino'),
-    import('./common/shutdown'),
-    import('./worker.module'),
-    import('./common/logging/boot-logger'),
-  ]);
+  const [{ NestFactory }, { Logger }, { closeOnSignals }, { WorkerModule }, { bootLogger }] =
+    await Promise.all([
+      import('@nestjs/core'),
+      import('nestjs-pino'),
+      import('./common/shutdown'),
+      import('./worker.module'),
+      import('./common/logging/boot-logger'),
+    ]);
   // creating the context initializes it: its queue workers take jobs and the outbox relay runs
   // before it resolves, so the signals are handled from the start (a SIGTERM during boot drains
   // what has started instead of killing it)

@@ -1,5 +1,16 @@
 import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  rmSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -15,13 +26,17 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 function postgresBin(): string {
   const base = '/usr/lib/postgresql';
   const versions = existsSync(base)
-    ? readdirSync(base).filter((v) => existsSync(join(base, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a))
+    ? readdirSync(base)
+        .filter((v) => existsSync(join(base, v, 'bin', 'initdb')))
+        .sort((a, b) => Number(b) - Number(a))
     : [];
   if (versions[0]) return join(base, versions[0], 'bin');
   for (const dir of (process.env.PATH ?? '').split(':')) {
     if (dir && existsSync(join(dir, 'initdb'))) return dir;
   }
-  throw new Error('no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin or on PATH');
+  throw new Error(
+    'no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin or on PATH',
+  );
 }
 
 /** initdb refuses root: as root the server runs as the `postgres` user; otherwise as this one. */
@@ -86,7 +101,9 @@ export class AppProcess {
   /** Waits until the API answers /health/ready (or the worker /health/live) with 200. */
   async ready(timeoutMs = 90_000): Promise<void> {
     const url =
-      this.role === 'api' ? `${this.url}/health/ready` : `http://127.0.0.1:${this.metricsPort}/health/live`;
+      this.role === 'api'
+        ? `${this.url}/health/ready`
+        : `http://127.0.0.1:${this.metricsPort}/health/live`;
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (!this.alive) throw new Error(`${this.name} exited during boot (see its log)`);
@@ -174,7 +191,17 @@ export class Cluster {
 
   async startPostgres(): Promise<void> {
     this.pgPort = await restartablePort('drill');
-    this.asPostgres('initdb', ['-D', this.pgData, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync']);
+    this.asPostgres('initdb', [
+      '-D',
+      this.pgData,
+      '-U',
+      'postgres',
+      '--auth=trust',
+      '-E',
+      'UTF8',
+      '--locale=C',
+      '--no-sync',
+    ]);
     const opts = [
       `-p ${this.pgPort}`,
       `-k ${this.pgSock}`,
@@ -184,8 +211,19 @@ export class Cluster {
       `-c full_page_writes=off`,
       `-c shared_buffers=64MB`,
     ].join(' ');
-    this.asPostgres('pg_ctl', ['-D', this.pgData, '-l', join(this.pgData, '..', 'server.log'), '-o', opts, '-w', 'start']);
-    const c = new Client({ connectionString: `postgres://postgres@127.0.0.1:${this.pgPort}/postgres` });
+    this.asPostgres('pg_ctl', [
+      '-D',
+      this.pgData,
+      '-l',
+      join(this.pgData, '..', 'server.log'),
+      '-o',
+      opts,
+      '-w',
+      'start',
+    ]);
+    const c = new Client({
+      connectionString: `postgres://postgres@127.0.0.1:${this.pgPort}/postgres`,
+    });
     await c.connect();
     await c.query('CREATE DATABASE shop');
     await c.end();
@@ -195,7 +233,14 @@ export class Cluster {
   async restartPostgresImmediate(): Promise<void> {
     await execFileAsync(
       ...asServerUser(join(this.pgBin, 'pg_ctl'), [
-        '-D', this.pgData, '-l', join(this.pgData, '..', 'server.log'), '-m', 'immediate', '-w', 'restart',
+        '-D',
+        this.pgData,
+        '-l',
+        join(this.pgData, '..', 'server.log'),
+        '-m',
+        'immediate',
+        '-w',
+        'restart',
       ]),
     );
   }
@@ -206,8 +251,18 @@ export class Cluster {
     this.redisProc = spawn(
       'redis-server',
       [
-        '--port', String(this.redisPort), '--bind', '127.0.0.1', '--dir', join(this.tmp, 'redis'),
-        '--save', '', '--appendonly', 'yes', '--appendfsync', 'always',
+        '--port',
+        String(this.redisPort),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        join(this.tmp, 'redis'),
+        '--save',
+        '',
+        '--appendonly',
+        'yes',
+        '--appendfsync',
+        'always',
       ],
       { stdio: ['ignore', log, log] },
     );
@@ -216,7 +271,12 @@ export class Cluster {
     while (Date.now() < deadline) {
       try {
         execFileSync('redis-cli', ['-p', String(this.redisPort), 'ping'], { stdio: 'pipe' });
-        const loading = execFileSync('redis-cli', ['-p', String(this.redisPort), 'info', 'persistence']).toString();
+        const loading = execFileSync('redis-cli', [
+          '-p',
+          String(this.redisPort),
+          'info',
+          'persistence',
+        ]).toString();
         if (/loading:0/.test(loading)) return;
       } catch {
         /* not up yet */
@@ -238,15 +298,33 @@ export class Cluster {
   migrate(env: Record<string, string>): void {
     execFileSync(
       process.execPath,
-      ['-r', './scripts/ts-register.js', 'node_modules/typeorm/cli.js', 'migration:run', '-d', 'ormconfig.ts'],
-      { cwd: ROOT, env: { ...env, DATABASE_URL: this.databaseUrl }, stdio: ['ignore', 'ignore', 'inherit'] },
+      [
+        '-r',
+        './scripts/ts-register.js',
+        'node_modules/typeorm/cli.js',
+        'migration:run',
+        '-d',
+        'ormconfig.ts',
+      ],
+      {
+        cwd: ROOT,
+        env: { ...env, DATABASE_URL: this.databaseUrl },
+        stdio: ['ignore', 'ignore', 'inherit'],
+      },
     );
   }
 
   async addApps(env: () => Record<string, string>): Promise<void> {
     for (const role of ['api', 'worker'] as const) {
       for (const index of [0, 1]) {
-        const p = new AppProcess(role, index, await restartablePort('drill'), await restartablePort('drill'), env, this.logDir);
+        const p = new AppProcess(
+          role,
+          index,
+          await restartablePort('drill'),
+          await restartablePort('drill'),
+          env,
+          this.logDir,
+        );
         (role === 'api' ? this.apis : this.workers).push(p);
       }
     }

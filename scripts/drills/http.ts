@@ -83,7 +83,8 @@ export class Recorder {
       } catch {
         ex.body = text;
       }
-      if (ex.body && typeof ex.body === 'object' && typeof ex.body.code === 'string') ex.code = ex.body.code;
+      if (ex.body && typeof ex.body === 'object' && typeof ex.body.code === 'string')
+        ex.code = ex.body.code;
     } catch (e) {
       const err = e as Error & { cause?: { code?: string } };
       ex.error = err.name === 'TimeoutError' ? 'timeout' : (err.cause?.code ?? err.message);

@@ -83,10 +83,22 @@ export function makePlan(seed: number, durationMs: number, flowCount: number): P
   const last = durationMs - 22_000; // leave time for the last flows' payments and refunds
   const flows: FlowPlan[] = [];
   for (let i = 0; i < flowCount; i++) {
-    const nLines = r.weighted([[1, 6], [2, 3], [3, 1]] as const);
+    const nLines = r.weighted([
+      [1, 6],
+      [2, 3],
+      [3, 1],
+    ] as const);
     const chosen = new Set<number>();
-    while (chosen.size < nLines) chosen.add(r.weighted(products.map((p, k) => [k, p.weight] as const)));
-    const lines = [...chosen].map((product) => ({ product, quantity: r.weighted([[1, 6], [2, 3], [3, 1]] as const) }));
+    while (chosen.size < nLines)
+      chosen.add(r.weighted(products.map((p, k) => [k, p.weight] as const)));
+    const lines = [...chosen].map((product) => ({
+      product,
+      quantity: r.weighted([
+        [1, 6],
+        [2, 3],
+        [3, 1],
+      ] as const),
+    }));
     const next = r.weighted<Next>([
       ['abandon', 2],
       ['cancel', 2],

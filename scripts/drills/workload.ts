@@ -39,7 +39,8 @@ export class Workload {
   readonly flowErrors: string[] = [];
   readonly notes: string[] = [];
   /** Stock adjustments as the admin saw them: 200, 409 (refused), or no definite answer. */
-  readonly adjustmentsSent: { productId: string; delta: number; answered: number | 'unknown' }[] = [];
+  readonly adjustmentsSent: { productId: string; delta: number; answered: number | 'unknown' }[] =
+    [];
   products: Product[] = [];
   customers: { email: string; token: string }[] = [];
   adminToken = '';
@@ -66,7 +67,9 @@ export class Workload {
   when(at: Date | string | null): string {
     if (!at) return '—';
     const t = new Date(at).getTime() - this.rec.t0;
-    const inside = this.faults.filter((f) => t >= f.start && t <= f.end).map((f) => `during ${f.name}`);
+    const inside = this.faults
+      .filter((f) => t >= f.start && t <= f.end)
+      .map((f) => `during ${f.name}`);
     const near = this.faults
       .filter((f) => !(t >= f.start && t <= f.end) && t >= f.start - 2000 && t <= f.end + 2000)
       .map((f) => `${t < f.start ? 'just before' : 'just after'} ${f.name}`);
@@ -112,10 +115,14 @@ export class Workload {
         path: '/v1/auth/register',
         json: { email, password: 'drill-password-1', name: 'Drill customer' },
       });
-      if (ex.status !== 201) throw new Error(`register ${email}: ${ex.status} ${JSON.stringify(ex.body)}`);
+      if (ex.status !== 201)
+        throw new Error(`register ${email}: ${ex.status} ${JSON.stringify(ex.body)}`);
       return ex.body.accessToken as string;
     };
-    const emails = Array.from({ length: this.plan.customers }, (_, i) => `c${i}.${this.runId()}@drill.test`);
+    const emails = Array.from(
+      { length: this.plan.customers },
+      (_, i) => `c${i}.${this.runId()}@drill.test`,
+    );
     for (let i = 0; i < emails.length; i += 6) {
       const batch = emails.slice(i, i + 6);
       const tokens = await Promise.all(batch.map(register));
@@ -151,8 +158,14 @@ export class Workload {
           initialStock: p.initialStock,
         },
       });
-      if (ex.status !== 201) throw new Error(`product ${p.sku}: ${ex.status} ${JSON.stringify(ex.body)}`);
-      this.products.push({ id: ex.body.id, sku: p.sku, price: p.price, initialStock: p.initialStock });
+      if (ex.status !== 201)
+        throw new Error(`product ${p.sku}: ${ex.status} ${JSON.stringify(ex.body)}`);
+      this.products.push({
+        id: ex.body.id,
+        sku: p.sku,
+        price: p.price,
+        initialStock: p.initialStock,
+      });
     }
   }
 
@@ -180,7 +193,12 @@ export class Workload {
     }
   }
 
-  private async deliver(ev: Stripe.Event, mode: Delivery, api: number, flow: number | null): Promise<void> {
+  private async deliver(
+    ev: Stripe.Event,
+    mode: Delivery,
+    api: number,
+    flow: number | null,
+  ): Promise<void> {
     switch (mode) {
       case 'once':
         return this.deliverOnce(ev, api, flow);
@@ -188,7 +206,11 @@ export class Workload {
         await this.deliverOnce(ev, api, flow);
         return this.deliverOnce(ev, 1 - api, flow);
       case 'concurrent':
-        await Promise.all([this.deliverOnce(ev, 0, flow), this.deliverOnce(ev, 1, flow), this.deliverOnce(ev, api, flow)]);
+        await Promise.all([
+          this.deliverOnce(ev, 0, flow),
+          this.deliverOnce(ev, 1, flow),
+          this.deliverOnce(ev, api, flow),
+        ]);
         return;
       case 'delayed': {
         const delay = 1500 + Math.floor(this.deliveryRng.next() * 6000);
@@ -238,14 +260,20 @@ export class Workload {
         } catch {
           ev = undefined; // nothing to report (e.g. a refund Stripe refused)
         }
-        if (ev) this.bg(this.deliver(ev, this.emulatorRng.pick(modes), this.emulatorRng.int(0, 1), null));
+        if (ev)
+          this.bg(this.deliver(ev, this.emulatorRng.pick(modes), this.emulatorRng.int(0, 1), null));
       }
     }
   }
 
   // ---------------------------------------------------------------- flows
 
-  private async replayed(replay: Replay, api: number, delayMs: number, s: Send): Promise<Exchange[]> {
+  private async replayed(
+    replay: Replay,
+    api: number,
+    delayMs: number,
+    s: Send,
+  ): Promise<Exchange[]> {
     switch (replay) {
       case 'none':
         return [await this.keyed(api, s)];
@@ -278,7 +306,12 @@ export class Workload {
     });
   }
 
-  private async waitStatus(f: FlowPlan, orderId: string, want: string[], ms: number): Promise<string | undefined> {
+  private async waitStatus(
+    f: FlowPlan,
+    orderId: string,
+    want: string[],
+    ms: number,
+  ): Promise<string | undefined> {
     const deadline = Date.now() + ms;
     let status: string | undefined;
     while (Date.now() < deadline) {
@@ -337,9 +370,16 @@ export class Workload {
       path: '/v1/orders',
       token,
       key: `f${f.i}-order-${this.runId()}`,
-      json: { items: f.lines.map((l) => ({ productId: this.products[l.product].id, quantity: l.quantity })) },
+      json: {
+        items: f.lines.map((l) => ({
+          productId: this.products[l.product].id,
+          quantity: l.quantity,
+        })),
+      },
     };
-    const created = (await this.replayed(f.createReplay, f.api, f.replayDelayMs, create)).find((e) => e.status === 201);
+    const created = (await this.replayed(f.createReplay, f.api, f.replayDelayMs, create)).find(
+      (e) => e.status === 201,
+    );
     if (!created) return; // e.g. 409 INSUFFICIENT_STOCK: nothing more to do
     const orderId = created.body.id as string;
     const total = Number(created.body.total?.amount ?? 0);
@@ -389,7 +429,8 @@ export class Workload {
         return;
       }
       case 'pay_succeed': {
-        const stale = f.staleEvent === 'none' ? undefined : this.fake.eventFor(f.staleEvent, intentId);
+        const stale =
+          f.staleEvent === 'none' ? undefined : this.fake.eventFor(f.staleEvent, intentId);
         const ev = bank('succeed');
         if (!ev) return;
         await this.deliver(ev, f.delivery, f.api, f.i);
@@ -397,7 +438,10 @@ export class Workload {
         if (f.refund === 'none') return;
         const status = await this.waitStatus(f, orderId, ['CONFIRMED'], 30_000);
         if (status === 'CONFIRMED') await this.refund(f, orderId, total);
-        else this.notes.push(`flow ${f.i}: order ${orderId} not CONFIRMED within 30 s (was ${status}); refund skipped`);
+        else
+          this.notes.push(
+            `flow ${f.i}: order ${orderId} not CONFIRMED within 30 s (was ${status}); refund skipped`,
+          );
         return;
       }
     }
@@ -490,13 +534,13 @@ export class Workload {
         }
       })(),
     );
-    this.plan.adjustments.forEach((a, i) =>
-      tasks.push(at(a.at).then(() => this.adjust(i, a))),
-    );
+    this.plan.adjustments.forEach((a, i) => tasks.push(at(a.at).then(() => this.adjust(i, a))));
     for (const f of this.plan.flows) {
       tasks.push(
         at(f.startAt).then(() =>
-          this.flow(f).catch((e: unknown) => this.flowErrors.push(`flow ${f.i}: ${e instanceof Error ? e.stack : String(e)}`)),
+          this.flow(f).catch((e: unknown) =>
+            this.flowErrors.push(`flow ${f.i}: ${e instanceof Error ? e.stack : String(e)}`),
+          ),
         ),
       );
     }
@@ -524,15 +568,24 @@ export class Workload {
       const f = this.plan.flows.find((x) => x.i === first.flow);
       if (!f) continue;
       n += 1;
-      await this.keyed(0, {
-        label: 'order.create',
-        flow: f.i,
-        method: 'POST',
-        path: '/v1/orders',
-        token: this.customers[f.customer].token,
-        key,
-        json: { items: f.lines.map((l) => ({ productId: this.products[l.product].id, quantity: l.quantity })) },
-      }, 10_000);
+      await this.keyed(
+        0,
+        {
+          label: 'order.create',
+          flow: f.i,
+          method: 'POST',
+          path: '/v1/orders',
+          token: this.customers[f.customer].token,
+          key,
+          json: {
+            items: f.lines.map((l) => ({
+              productId: this.products[l.product].id,
+              quantity: l.quantity,
+            })),
+          },
+        },
+        10_000,
+      );
     }
     return n;
   }

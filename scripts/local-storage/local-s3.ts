@@ -136,18 +136,40 @@ export function presignedSignatureProblem(
   now = Date.now(),
 ): string | null {
   const q = new URL(rawUrl, 'http://placeholder').searchParams;
-  const [signature, signedHeaders, credential, date, expires] = ['X-Amz-Signature', 'X-Amz-SignedHeaders', 'X-Amz-Credential', 'X-Amz-Date', 'X-Amz-Expires'].map(
-    (name) => q.get(name),
-  );
-  if (!signature || !signedHeaders || !credential || !date || !expires) return 'incomplete query authentication';
+  const [signature, signedHeaders, credential, date, expires] = [
+    'X-Amz-Signature',
+    'X-Amz-SignedHeaders',
+    'X-Amz-Credential',
+    'X-Amz-Date',
+    'X-Amz-Expires',
+  ].map((name) => q.get(name));
+  if (!signature || !signedHeaders || !credential || !date || !expires)
+    return 'incomplete query authentication';
   const signed = new Set(signedHeaders.split(';'));
-  const unsigned = Object.keys(headers).filter((name) => name.startsWith('x-amz-') && !signed.has(name));
-  if (unsigned.length > 0) return `headers present in the request which were not signed: ${unsigned.join(', ')}`;
+  const unsigned = Object.keys(headers).filter(
+    (name) => name.startsWith('x-amz-') && !signed.has(name),
+  );
+  if (unsigned.length > 0)
+    return `headers present in the request which were not signed: ${unsigned.join(', ')}`;
   const issued = amzDate(date);
   if (!/^\d{1,6}$/.test(expires) || Number.isNaN(issued)) return 'malformed query authentication';
   if (now > issued + Number(expires) * 1000) return 'Request has expired';
-  const parts = { signature, signedHeaders, credential, date, payloadHash: 'UNSIGNED-PAYLOAD', unsignedParam: 'X-Amz-Signature' };
-  return signatureProblem(method, rawUrl, headers, parts, accessKeyId ?? credential.split('/')[0], secretAccessKey);
+  const parts = {
+    signature,
+    signedHeaders,
+    credential,
+    date,
+    payloadHash: 'UNSIGNED-PAYLOAD',
+    unsignedParam: 'X-Amz-Signature',
+  };
+  return signatureProblem(
+    method,
+    rawUrl,
+    headers,
+    parts,
+    accessKeyId ?? credential.split('/')[0],
+    secretAccessKey,
+  );
 }
 
 /**
@@ -158,14 +180,17 @@ export function presignedSignatureProblem(
  */
 function requestLineProblem(rawUrl: string): string | null {
   const [path, query = ''] = rawUrl.split(/\?(.*)/s);
-  if (!path.startsWith('/') || /(^|\/)\.{1,2}(\/|$)|%2f|%2e|%5c|\\|\/\//i.test(path)) return 'a path the store does not take';
+  if (!path.startsWith('/') || /(^|\/)\.{1,2}(\/|$)|%2f|%2e|%5c|\\|\/\//i.test(path))
+    return 'a path the store does not take';
   if (query === '') return null;
   const names = query.split('&').map((pair) => pair.split('=')[0]);
-  if (names.some((n) => n === '') || new Set(names).size !== names.length) return 'a query with empty or repeated parameters';
+  if (names.some((n) => n === '') || new Set(names).size !== names.length)
+    return 'a query with empty or repeated parameters';
   return null;
 }
 
-const AUTHORIZATION = /^AWS4-HMAC-SHA256 Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]+)$/;
+const AUTHORIZATION =
+  /^AWS4-HMAC-SHA256 Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]+)$/;
 
 /** An SDK call's header signature (Authorization: AWS4-HMAC-SHA256 …): null when it matches, else why not. */
 function headerSignatureProblem(
@@ -180,7 +205,14 @@ function headerSignatureProblem(
   const payloadHash = header(headers, 'x-amz-content-sha256');
   if (!match || !date || !payloadHash) return 'incomplete header authentication';
   const [, credential, signedHeaders, signature] = match;
-  return signatureProblem(method, rawUrl, headers, { signature, signedHeaders, credential, date, payloadHash }, accessKeyId, secretAccessKey);
+  return signatureProblem(
+    method,
+    rawUrl,
+    headers,
+    { signature, signedHeaders, credential, date, payloadHash },
+    accessKeyId,
+    secretAccessKey,
+  );
 }
 
 function s3Error(res: ServerResponse, status: number, code: string, message: string): void {
@@ -252,7 +284,8 @@ export async function startLocalS3(options: LocalS3Options = {}): Promise<LocalS
           ? {
               'access-control-allow-origin': origin,
               'access-control-allow-methods': 'GET, HEAD, PUT',
-              'access-control-allow-headers': header(req.headers, 'access-control-request-headers') ?? 'content-type',
+              'access-control-allow-headers':
+                header(req.headers, 'access-control-request-headers') ?? 'content-type',
               'access-control-max-age': '600',
               vary: 'origin',
             }
@@ -275,10 +308,17 @@ export async function startLocalS3(options: LocalS3Options = {}): Promise<LocalS
           ? headerSignatureProblem(method, url, req.headers, accessKeyId, secretAccessKey)
           : readingObject
             ? null
-            : 'anonymous requests are refused but an object\'s read');
+            : "anonymous requests are refused but an object's read");
     if (problem) {
       req.resume();
-      s3Error(res, 403, /^(signature does not match|incomplete|malformed|unknown access key)/.test(problem) ? 'SignatureDoesNotMatch' : 'AccessDenied', problem);
+      s3Error(
+        res,
+        403,
+        /^(signature does not match|incomplete|malformed|unknown access key)/.test(problem)
+          ? 'SignatureDoesNotMatch'
+          : 'AccessDenied',
+        problem,
+      );
       return;
     }
     const upstream = httpRequest(
@@ -286,7 +326,13 @@ export async function startLocalS3(options: LocalS3Options = {}): Promise<LocalS
       (up) => {
         res.writeHead(up.statusCode ?? 502, {
           ...up.headers,
-          ...(origin ? { 'access-control-allow-origin': origin, 'access-control-expose-headers': 'etag', vary: 'origin' } : {}),
+          ...(origin
+            ? {
+                'access-control-allow-origin': origin,
+                'access-control-expose-headers': 'etag',
+                vary: 'origin',
+              }
+            : {}),
         });
         up.pipe(res);
       },

@@ -105,7 +105,11 @@ export class QueueBoardAuth {
     if (hit && hit.expiresAt > now) {
       // a password change, a role taken away or a deleted account ends the trust at once
       const user = await this.users.findByEmail(hit.principal.email);
-      if (user?.id === hit.principal.userId && user.passwordEpoch === hit.passwordEpoch && user.role === hit.principal.role) {
+      if (
+        user?.id === hit.principal.userId &&
+        user.passwordEpoch === hit.passwordEpoch &&
+        user.role === hit.principal.role
+      ) {
         return hit.principal;
       }
       this.verified.delete(key);
@@ -118,20 +122,30 @@ export class QueueBoardAuth {
     let passwordEpoch = '';
     // The same work for an unknown email as for a wrong password (see AuthService.login).
     const user = await this.users.findByEmail(email);
-    const principal = await this.signIns.signIn('queue-board', email, ip, async (client) => {
-      const ok = await this.hasher.verifySignIn(user, credentials.password, { priority: client.own, client: ip });
-      if (!user || !ok) return null;
-      const permissions = permissionsOf(user.role);
-      // a right password without the permission is a failure like any other (no oracle)
-      if (!permissions.includes(QUEUE_BOARD_PERMISSION)) return null;
-      passwordEpoch = user.passwordEpoch;
-      return { userId: user.id, email: user.email, role: user.role, permissions };
-    }, {
-      passwordEpoch: user?.passwordEpoch ?? null,
-      // Redis's marks of the admin's own clients may be gone (a restart without its data, a
-      // failover): the sessions on record (API sign-ins) still know them, as for login
-      ownClientOnRecord: () => this.refreshTokens.openedFrom(this.sessions.clientKeyOf(email, ip)),
-    });
+    const principal = await this.signIns.signIn(
+      'queue-board',
+      email,
+      ip,
+      async (client) => {
+        const ok = await this.hasher.verifySignIn(user, credentials.password, {
+          priority: client.own,
+          client: ip,
+        });
+        if (!user || !ok) return null;
+        const permissions = permissionsOf(user.role);
+        // a right password without the permission is a failure like any other (no oracle)
+        if (!permissions.includes(QUEUE_BOARD_PERMISSION)) return null;
+        passwordEpoch = user.passwordEpoch;
+        return { userId: user.id, email: user.email, role: user.role, permissions };
+      },
+      {
+        passwordEpoch: user?.passwordEpoch ?? null,
+        // Redis's marks of the admin's own clients may be gone (a restart without its data, a
+        // failover): the sessions on record (API sign-ins) still know them, as for login
+        ownClientOnRecord: () =>
+          this.refreshTokens.openedFrom(this.sessions.clientKeyOf(email, ip)),
+      },
+    );
     if (!principal) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
     prune(this.verified, now);
     this.verified.set(key, { principal, passwordEpoch, expiresAt: now + BASIC_CACHE_TTL_MS });

@@ -21,7 +21,8 @@ const BASIC_CHALLENGE = 'Basic realm="queues", charset="UTF-8"';
 /** How soon a board request refused for Redis being away may be tried again. */
 const REDIS_RETRY_AFTER_SECONDS = 5;
 /** What ioredis says of a connection that is gone (the board's handlers pass it on as a 500). */
-const REDIS_LOST = /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|ETIMEDOUT|max retries per request|Command timed out/i;
+const REDIS_LOST =
+  /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|ETIMEDOUT|max retries per request|Command timed out/i;
 
 const problems = new ProblemDetailsFilter();
 const logger = new Logger('QueueBoard');
@@ -32,7 +33,10 @@ function sendProblem(error: unknown, request: FastifyRequest, reply: FastifyRepl
     // the board takes a bearer token too: one that was sent and refused says so, beside the
     // challenge for a browser's sign-in (RFC 9110 11.6.1: several challenges, one header)
     const refusedBearer = /^bearer\s/i.test(request.headers.authorization ?? '');
-    void reply.header('WWW-Authenticate', refusedBearer ? `${BASIC_CHALLENGE}, Bearer error="invalid_token"` : BASIC_CHALLENGE);
+    void reply.header(
+      'WWW-Authenticate',
+      refusedBearer ? `${BASIC_CHALLENGE}, Bearer error="invalid_token"` : BASIC_CHALLENGE,
+    );
   }
   problems.catch(error, new ExecutionContextHost([request, reply]));
   return reply;
@@ -58,10 +62,19 @@ function pagingProblem(query: unknown): DomainError | null {
   ] as const) {
     const value = q[name];
     if (value === undefined) continue;
-    if (typeof value !== 'string' || !/^\d{1,7}$/.test(value) || Number(value) < 1 || Number(value) > max) {
-      return new DomainError('VALIDATION_FAILED', `${name} must be a whole number from 1 to ${max}.`, {
-        errors: [{ field: name, message: `must be a whole number from 1 to ${max}` }],
-      });
+    if (
+      typeof value !== 'string' ||
+      !/^\d{1,7}$/.test(value) ||
+      Number(value) < 1 ||
+      Number(value) > max
+    ) {
+      return new DomainError(
+        'VALIDATION_FAILED',
+        `${name} must be a whole number from 1 to ${max}.`,
+        {
+          errors: [{ field: name, message: `must be a whole number from 1 to ${max}` }],
+        },
+      );
     }
   }
   return null;
@@ -101,7 +114,11 @@ export class QueueBoardRegistrar implements OnModuleInit {
             // reads (the account, the client's sessions) before its failures are counted, and
             // the board's routes are not Nest's, so the global guard never ran for them
             await this.clientLimits.canActivate(
-              new ExecutionContextHost([request, reply, undefined], QueueBoardRegistrar, this.boardRequest),
+              new ExecutionContextHost(
+                [request, reply, undefined],
+                QueueBoardRegistrar,
+                this.boardRequest,
+              ),
             );
             (request as AuthenticatedRequest).user = await this.auth.authorize(
               request.headers.authorization,
@@ -111,16 +128,24 @@ export class QueueBoardRegistrar implements OnModuleInit {
             return sendProblem(error, request, reply);
           }
           if (request.method !== 'GET' && request.method !== 'HEAD') {
-            const readOnly = new DomainError('METHOD_NOT_ALLOWED', 'The queue board is read-only.', {
-              headers: { Allow: 'GET, HEAD' }, // what a 405 must name (RFC 9110 15.5.6)
-            });
+            const readOnly = new DomainError(
+              'METHOD_NOT_ALLOWED',
+              'The queue board is read-only.',
+              {
+                headers: { Allow: 'GET, HEAD' }, // what a 405 must name (RFC 9110 15.5.6)
+              },
+            );
             return sendProblem(readOnly, request, reply);
           }
         });
         const unavailable = () =>
-          new DomainError('SERVICE_UNAVAILABLE', 'Redis is unavailable; the queues cannot be read right now.', {
-            headers: { 'Retry-After': String(REDIS_RETRY_AFTER_SECONDS) },
-          });
+          new DomainError(
+            'SERVICE_UNAVAILABLE',
+            'Redis is unavailable; the queues cannot be read right now.',
+            {
+              headers: { 'Retry-After': String(REDIS_RETRY_AFTER_SECONDS) },
+            },
+          );
         board.addHook('preHandler', async (request, reply) => {
           // the matched route, not the raw target: the router decodes `%61pi` to `api` and drops
           // an absolute form's `http://host`, which the raw URL would not start with
@@ -137,14 +162,18 @@ export class QueueBoardRegistrar implements OnModuleInit {
         // API's problems: a 4xx with its status, a malformed query value a 400, anything else a
         // logged 500 that says nothing of the error
         board.addHook('onSend', async (request, reply, payload) => {
-          if (reply.statusCode < 400 || String(reply.getHeader('content-type') ?? '').includes('problem+json')) {
+          if (
+            reply.statusCode < 400 ||
+            String(reply.getHeader('content-type') ?? '').includes('problem+json')
+          ) {
             return payload;
           }
           let message = '';
           let said: Record<string, unknown> = {};
           try {
             const parsed = JSON.parse(String(payload)) as unknown;
-            if (typeof parsed === 'object' && parsed !== null) said = parsed as Record<string, unknown>;
+            if (typeof parsed === 'object' && parsed !== null)
+              said = parsed as Record<string, unknown>;
             message = typeof said.message === 'string' ? said.message : '';
           } catch {
             /* not JSON: no message to keep */
@@ -153,16 +182,35 @@ export class QueueBoardRegistrar implements OnModuleInit {
           // the outage it is, 503 with Retry-After, as before the request
           if (reply.statusCode >= 500 && (!this.board.redisReady || REDIS_LOST.test(message))) {
             const rendered = render(unavailable())!;
-            void reply.code(rendered.status).type('application/problem+json; charset=utf-8').header('Retry-After', String(REDIS_RETRY_AFTER_SECONDS));
+            void reply
+              .code(rendered.status)
+              .type('application/problem+json; charset=utf-8')
+              .header('Retry-After', String(REDIS_RETRY_AFTER_SECONDS));
             return JSON.stringify(problemBody(rendered, request.id));
           }
-          const status = reply.statusCode >= 500 && /URI malformed/i.test(message) ? 400 : reply.statusCode;
-          let rendered = status < 500 ? render({ statusCode: status, code: 'FST_QUEUE_BOARD', message: message || `${STATUS_CODES[status] ?? 'Bad request'}.` }) : null;
+          const status =
+            reply.statusCode >= 500 && /URI malformed/i.test(message) ? 400 : reply.statusCode;
+          let rendered =
+            status < 500
+              ? render({
+                  statusCode: status,
+                  code: 'FST_QUEUE_BOARD',
+                  message: message || `${STATUS_CODES[status] ?? 'Bad request'}.`,
+                })
+              : null;
           // a refusal of the board's own keeps its `error` and `message` (its UI shows them)
-          if (rendered && reply.statusCode < 500) rendered = { ...rendered, extensions: { error: said.error, message: said.message } };
+          if (rendered && reply.statusCode < 500)
+            rendered = { ...rendered, extensions: { error: said.error, message: said.message } };
           if (!rendered) {
-            logger.error({ requestId: request.id, url: request.url, cause: message }, 'Queue board error');
-            rendered = { status: 500, code: 'INTERNAL_ERROR', detail: `An unexpected error occurred. Quote request id ${request.id} when reporting it.` };
+            logger.error(
+              { requestId: request.id, url: request.url, cause: message },
+              'Queue board error',
+            );
+            rendered = {
+              status: 500,
+              code: 'INTERNAL_ERROR',
+              detail: `An unexpected error occurred. Quote request id ${request.id} when reporting it.`,
+            };
           }
           void reply.code(rendered.status).type('application/problem+json; charset=utf-8');
           return JSON.stringify(problemBody(rendered, request.id));

@@ -32,12 +32,18 @@ function setup() {
       findByEmail: jest.fn(),
       setPasswordHash: jest.fn().mockResolvedValue(true),
       upsertWithRole: jest.fn(),
-      lockPassword: jest.fn(async () => ({ passwordHash: user.passwordHash, passwordEpoch: user.passwordEpoch })),
+      lockPassword: jest.fn(async () => ({
+        passwordHash: user.passwordHash,
+        passwordEpoch: user.passwordEpoch,
+      })),
     },
     'users',
   );
   const refreshTokens = mockOf<RefreshTokenRepository>(
-    { revokeAllOfUser: jest.fn().mockResolvedValue(['f-1', 'f-2']), forgetClients: jest.fn().mockResolvedValue(undefined) },
+    {
+      revokeAllOfUser: jest.fn().mockResolvedValue(['f-1', 'f-2']),
+      forgetClients: jest.fn().mockResolvedValue(undefined),
+    },
     'refreshTokens',
   );
   const revoked = mockOf<RevokedSessions>(
@@ -63,14 +69,21 @@ function setup() {
   const signIns = mockOf<FailedAttemptLimiter>(
     {
       signIn: jest.fn(
-        (_channel: string, _account: string, _ip: string, verify: () => Promise<unknown>) => verify(),
+        (_channel: string, _account: string, _ip: string, verify: () => Promise<unknown>) =>
+          verify(),
       ),
       rememberClient: jest.fn(),
     },
     'signIns',
   );
-  const sessions = mockOf<SessionIssuer>({ clientKeyOf: jest.fn((email: string, ip: string) => `key:${email}:${ip}`) }, 'sessions');
-  const accountLimits = mockOf<AccountRateLimit>({ take: jest.fn(async () => undefined) }, 'accountLimits');
+  const sessions = mockOf<SessionIssuer>(
+    { clientKeyOf: jest.fn((email: string, ip: string) => `key:${email}:${ip}`) },
+    'sessions',
+  );
+  const accountLimits = mockOf<AccountRateLimit>(
+    { take: jest.fn(async () => undefined) },
+    'accountLimits',
+  );
   const service = new AccountService(
     users,
     refreshTokens,
@@ -104,7 +117,11 @@ describe('AccountService', () => {
       s.users.findById.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(false);
       const err = await s.service
-        .changePassword('u-1', { currentPassword: 'wrong', newPassword: 'new-password' }, '10.0.0.1')
+        .changePassword(
+          'u-1',
+          { currentPassword: 'wrong', newPassword: 'new-password' },
+          '10.0.0.1',
+        )
         .catch((e: DomainError) => e);
       expect(err).toMatchObject({ code: 'CURRENT_PASSWORD_INCORRECT' });
       expect(s.users.setPasswordHash).not.toHaveBeenCalled();
@@ -114,11 +131,27 @@ describe('AccountService', () => {
       const s = setup();
       s.users.findById.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
-      await s.service.changePassword('u-1', { currentPassword: 'old', newPassword: 'new-password' }, '10.0.0.1');
+      await s.service.changePassword(
+        'u-1',
+        { currentPassword: 'old', newPassword: 'new-password' },
+        '10.0.0.1',
+      );
       // the current password counts as a sign-in attempt, in login's buckets
-      expect(s.signIns.signIn).toHaveBeenCalledWith('password-change', user.email, '10.0.0.1', expect.any(Function), { session: undefined });
+      expect(s.signIns.signIn).toHaveBeenCalledWith(
+        'password-change',
+        user.email,
+        '10.0.0.1',
+        expect.any(Function),
+        { session: undefined },
+      );
       // a new password: a new epoch (a rehash would keep it)
-      expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash, 'new-password');
+      expect(s.users.setPasswordHash).toHaveBeenCalledWith(
+        'u-1',
+        'new-hash',
+        NOW,
+        user.passwordHash,
+        'new-password',
+      );
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(
         'u-1',
         'password-changed',
@@ -129,7 +162,11 @@ describe('AccountService', () => {
       // the clients that signed in with the old password are no longer the owner's: all but the
       // one it was changed from, which is remembered under the new password
       expect(s.refreshTokens.forgetClients).toHaveBeenCalledWith('u-1', 'key:a@b.io:10.0.0.1');
-      expect(s.signIns.rememberClient).toHaveBeenCalledWith(user.email, '10.0.0.1', passwordEpochOf('new-hash'));
+      expect(s.signIns.rememberClient).toHaveBeenCalledWith(
+        user.email,
+        '10.0.0.1',
+        passwordEpochOf('new-hash'),
+      );
       expect(s.events.record).toHaveBeenCalledWith({ event: 'password_changed', userId: 'u-1' });
     });
 
@@ -139,15 +176,27 @@ describe('AccountService', () => {
       s.users.findById.mockResolvedValueOnce(user).mockResolvedValueOnce(rehashed);
       s.hasher.verify.mockResolvedValue(true);
       s.users.setPasswordHash.mockResolvedValueOnce(false); // the hash checked is gone: rehashed
-      await s.service.changePassword('u-1', { currentPassword: 'old', newPassword: 'new-password' }, '10.0.0.1');
-      expect(s.hasher.verify).toHaveBeenLastCalledWith('rehashed-same-password', 'old', { priority: true, client: '10.0.0.1' });
-      expect(s.users.setPasswordHash.mock.calls.map((c) => c[3])).toEqual([user.passwordHash, 'rehashed-same-password']);
+      await s.service.changePassword(
+        'u-1',
+        { currentPassword: 'old', newPassword: 'new-password' },
+        '10.0.0.1',
+      );
+      expect(s.hasher.verify).toHaveBeenLastCalledWith('rehashed-same-password', 'old', {
+        priority: true,
+        client: '10.0.0.1',
+      });
+      expect(s.users.setPasswordHash.mock.calls.map((c) => c[3])).toEqual([
+        user.passwordHash,
+        'rehashed-same-password',
+      ]);
       expect(s.events.record).toHaveBeenCalledWith({ event: 'password_changed', userId: 'u-1' });
     });
 
     it('another change landing meanwhile (the current password no longer right) still refuses', async () => {
       const s = setup();
-      s.users.findById.mockResolvedValueOnce(user).mockResolvedValueOnce({ ...user, passwordHash: 'someone-elses-new' });
+      s.users.findById
+        .mockResolvedValueOnce(user)
+        .mockResolvedValueOnce({ ...user, passwordHash: 'someone-elses-new' });
       s.hasher.verify.mockResolvedValueOnce(true).mockResolvedValueOnce(false);
       s.users.setPasswordHash.mockResolvedValueOnce(false);
       const err = await s.service
@@ -193,9 +242,17 @@ describe('AccountService', () => {
       s.refreshTokens.revokeAllOfUser.mockResolvedValue(['fam-laptop']);
       await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
       // the hash kept, and with it the password's epoch
-      expect(s.users.upsertWithRole).toHaveBeenCalledWith(expect.objectContaining({ passwordHash: 'old-hash' }), NOW, true);
+      expect(s.users.upsertWithRole).toHaveBeenCalledWith(
+        expect.objectContaining({ passwordHash: 'old-hash' }),
+        NOW,
+        true,
+      );
       // a customer's session (an old laptop, a lost phone) would otherwise refresh into admin
-      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(user.id, 'role-changed', expect.any(Date));
+      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(
+        user.id,
+        'role-changed',
+        expect.any(Date),
+      );
       expect(s.revoked.add).toHaveBeenCalledWith(['fam-laptop']);
       // the password is the same: its clients stay the owner's
       expect(s.refreshTokens.forgetClients).not.toHaveBeenCalled();
@@ -205,11 +262,22 @@ describe('AccountService', () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
-      s.users.lockPassword.mockResolvedValue({ passwordHash: 'rehashed-same-password', passwordEpoch: user.passwordEpoch });
-      s.users.upsertWithRole.mockResolvedValue({ ...user, role: 'admin', passwordHash: 'rehashed-same-password' });
+      s.users.lockPassword.mockResolvedValue({
+        passwordHash: 'rehashed-same-password',
+        passwordEpoch: user.passwordEpoch,
+      });
+      s.users.upsertWithRole.mockResolvedValue({
+        ...user,
+        role: 'admin',
+        passwordHash: 'rehashed-same-password',
+      });
       await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
       expect(s.hasher.hash).not.toHaveBeenCalled();
-      expect(s.users.upsertWithRole).toHaveBeenCalledWith(expect.objectContaining({ passwordHash: 'rehashed-same-password' }), NOW, true);
+      expect(s.users.upsertWithRole).toHaveBeenCalledWith(
+        expect.objectContaining({ passwordHash: 'rehashed-same-password' }),
+        NOW,
+        true,
+      );
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'role-changed', SINCE);
       expect(s.refreshTokens.forgetClients).not.toHaveBeenCalled();
     });
@@ -220,11 +288,22 @@ describe('AccountService', () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
-      s.users.lockPassword.mockResolvedValue({ passwordHash: 'changed-meanwhile', passwordEpoch: 'epoch-of-a-new-passwor' });
-      s.users.upsertWithRole.mockResolvedValue({ ...user, role: 'admin', passwordHash: 'new-hash' });
+      s.users.lockPassword.mockResolvedValue({
+        passwordHash: 'changed-meanwhile',
+        passwordEpoch: 'epoch-of-a-new-passwor',
+      });
+      s.users.upsertWithRole.mockResolvedValue({
+        ...user,
+        role: 'admin',
+        passwordHash: 'new-hash',
+      });
       await s.service.ensureAccount('a@b.io', 'same', 'admin', 'A');
       expect(s.users.lockPassword).toHaveBeenCalledWith('u-1', true);
-      expect(s.users.upsertWithRole).toHaveBeenCalledWith(expect.objectContaining({ passwordHash: 'new-hash' }), NOW, false);
+      expect(s.users.upsertWithRole).toHaveBeenCalledWith(
+        expect.objectContaining({ passwordHash: 'new-hash' }),
+        NOW,
+        false,
+      );
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-reset', SINCE);
       expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);
     });
@@ -239,11 +318,7 @@ describe('AccountService', () => {
         passwordHash: 'new-hash',
       });
       await s.service.ensureAccount('a@b.io', 'different', 'admin', 'A');
-      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(
-        'u-1',
-        'password-reset',
-        SINCE,
-      );
+      expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-reset', SINCE);
       expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);
       expect(s.refreshTokens.forgetClients).toHaveBeenCalledWith('u-1'); // every client: none set it
     });

@@ -44,7 +44,12 @@ export class AccountService {
    * 'password-change'; 429 once spent), so a stolen session gets no more than that and cannot
    * spend the owner's — and not in the login ceiling, which a stranger fills with wrong logins.
    */
-  async changePassword(userId: string, dto: ChangePasswordDto, clientIp: string, sessionId?: string): Promise<void> {
+  async changePassword(
+    userId: string,
+    dto: ChangePasswordDto,
+    clientIp: string,
+    sessionId?: string,
+  ): Promise<void> {
     const user = await this.users.findById(userId);
     if (!user) throw new DomainError('UNAUTHENTICATED', 'The account no longer exists.');
     const verified = await this.signIns.signIn(
@@ -53,10 +58,17 @@ export class AccountService {
       clientIp,
       // a signed-in session's guesses are capped (per session, above): its argon2 work waits in
       // the gate's priority lane, ahead of strangers' sign-in guesses filling the other one
-      async () => ((await this.hasher.verify(user.passwordHash, dto.currentPassword, { priority: true, client: clientIp })) ? true : null),
+      async () =>
+        (await this.hasher.verify(user.passwordHash, dto.currentPassword, {
+          priority: true,
+          client: clientIp,
+        }))
+          ? true
+          : null,
       { session: sessionId },
     );
-    if (!verified) throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
+    if (!verified)
+      throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
     // the account's changes a day (each starts its sign-in and refresh budgets afresh), counted
     // once the current password is right
     await this.accountLimits.take('password-change-day', userId);
@@ -68,7 +80,8 @@ export class AccountService {
       const families = await this.tx.runOwn(async () => {
         // only over the hash the current password was checked against: of two changes racing
         // with the same old password, the second finds it gone
-        if (!(await this.users.setPasswordHash(userId, hash, now, checked, 'new-password'))) return null;
+        if (!(await this.users.setPasswordHash(userId, hash, now, checked, 'new-password')))
+          return null;
         const revoked = await this.refreshTokens.revokeAllOfUser(
           userId,
           'password-changed',
@@ -78,7 +91,10 @@ export class AccountService {
         // and the clients that signed in with the old password are no longer the owner's — but
         // the one the owner changed it from (after a sign-in with the new password there, a
         // stranger filling the account's ceiling still cannot keep them out)
-        await this.refreshTokens.forgetClients(userId, this.sessions.clientKeyOf(user.email, clientIp));
+        await this.refreshTokens.forgetClients(
+          userId,
+          this.sessions.clientKeyOf(user.email, clientIp),
+        );
         return revoked;
       });
       if (families !== null) break;
@@ -86,7 +102,13 @@ export class AccountService {
       // longer right), or a sign-in's rehash of the same password (a new hash of it, the upgrade
       // at an old hash's first sign-in) — checked once more against what is there now.
       const current = attempt === 1 ? await this.users.findById(userId) : null;
-      if (!current || !(await this.hasher.verify(current.passwordHash, dto.currentPassword, { priority: true, client: clientIp }))) {
+      if (
+        !current ||
+        !(await this.hasher.verify(current.passwordHash, dto.currentPassword, {
+          priority: true,
+          client: clientIp,
+        }))
+      ) {
         throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
       }
       checked = current.passwordHash;
@@ -114,10 +136,16 @@ export class AccountService {
       // owner's password change, and a session opened with the new one), writing it back would
       // undo that change and leave that session alive, promoted — the password is set anew
       // (a sign-in's rehash of the same password meanwhile keeps the epoch: that hash is kept)
-      const locked = existing && samePassword ? await this.users.lockPassword(existing.id, true) : null;
-      const kept = locked && locked.passwordEpoch === existing?.passwordEpoch ? locked.passwordHash : null;
+      const locked =
+        existing && samePassword ? await this.users.lockPassword(existing.id, true) : null;
+      const kept =
+        locked && locked.passwordEpoch === existing?.passwordEpoch ? locked.passwordHash : null;
       const passwordHash = kept ?? fresh ?? (await this.hasher.hash(password));
-      const upserted = await this.users.upsertWithRole({ email: normalized, name, role, passwordHash }, now, kept !== null);
+      const upserted = await this.users.upsertWithRole(
+        { email: normalized, name, role, passwordHash },
+        now,
+        kept !== null,
+      );
       // whenever the password is set anew — also for an account that did not exist when read:
       // one registered in between by someone else (its sessions must not survive the promotion) —
       // and whenever the role changes: a session opened as a customer (an old laptop, a lost

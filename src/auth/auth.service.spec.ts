@@ -31,7 +31,10 @@ function setup() {
       findByEmail: jest.fn(),
       findById: jest.fn(),
       setPasswordHash: jest.fn().mockResolvedValue(true),
-      lockPassword: jest.fn(async () => ({ passwordHash: user.passwordHash, passwordEpoch: user.passwordEpoch })),
+      lockPassword: jest.fn(async () => ({
+        passwordHash: user.passwordHash,
+        passwordEpoch: user.passwordEpoch,
+      })),
     },
     'users',
   );
@@ -95,15 +98,22 @@ function setup() {
   const signIns = mockOf<FailedAttemptLimiter>(
     {
       signIn: jest.fn(
-        (_channel: string, _account: string, _ip: string, verify: (client: { own: boolean }) => Promise<unknown>) =>
-          verify({ own: false }),
+        (
+          _channel: string,
+          _account: string,
+          _ip: string,
+          verify: (client: { own: boolean }) => Promise<unknown>,
+        ) => verify({ own: false }),
       ),
       rememberClient: jest.fn(),
       rememberDevice: jest.fn(),
     },
     'signIns',
   );
-  const pendingRevocations = mockOf<PendingRevocations>({ revokeFamily: jest.fn(), recordAhead: jest.fn().mockResolvedValue(undefined) }, 'pendingRevocations');
+  const pendingRevocations = mockOf<PendingRevocations>(
+    { revokeFamily: jest.fn(), recordAhead: jest.fn().mockResolvedValue(undefined) },
+    'pendingRevocations',
+  );
   const service = new AuthService(
     users,
     refreshTokens,
@@ -117,7 +127,18 @@ function setup() {
     pendingRevocations,
     mockOf<AccountRateLimit>({ take: jest.fn().mockResolvedValue(undefined) }, 'accountLimits'),
   );
-  return { service, users, refreshTokens, sessions, hasher, events, tx, revoked, signIns, pendingRevocations };
+  return {
+    service,
+    users,
+    refreshTokens,
+    sessions,
+    hasher,
+    events,
+    tx,
+    revoked,
+    signIns,
+    pendingRevocations,
+  };
 }
 
 const codeOf = (p: Promise<unknown>) =>
@@ -131,7 +152,10 @@ describe('AuthService', () => {
     it('creates a customer with a normalized email and opens a session in one transaction', async () => {
       const s = setup();
       s.users.create.mockResolvedValue(user);
-      const res = await s.service.register({ email: ' A@B.io ', password: 'pw-pw-pw-pw', name: 'A' }, '10.0.0.7');
+      const res = await s.service.register(
+        { email: ' A@B.io ', password: 'pw-pw-pw-pw', name: 'A' },
+        '10.0.0.7',
+      );
       expect(s.users.create).toHaveBeenCalledWith({
         email: 'a@b.io',
         name: 'A',
@@ -142,14 +166,20 @@ describe('AuthService', () => {
       expect(s.tx.run).toHaveBeenCalledTimes(1);
       expect(res.refreshToken).toBe('r-new');
       // the client it registered from is the account's own (the ceiling of failures spares it)
-      expect(s.signIns.rememberClient).toHaveBeenCalledWith(user.email, '10.0.0.7', user.passwordEpoch); // the epoch the new row was given
+      expect(s.signIns.rememberClient).toHaveBeenCalledWith(
+        user.email,
+        '10.0.0.7',
+        user.passwordEpoch,
+      ); // the epoch the new row was given
     });
 
     it('answers EMAIL_TAKEN when the unique index refuses the email', async () => {
       const s = setup();
       s.users.create.mockResolvedValue(null);
       expect(
-        await codeOf(s.service.register({ email: 'a@b.io', password: 'pw-pw-pw-pw', name: 'A' }, '10.0.0.7')),
+        await codeOf(
+          s.service.register({ email: 'a@b.io', password: 'pw-pw-pw-pw', name: 'A' }, '10.0.0.7'),
+        ),
       ).toBe('EMAIL_TAKEN');
       expect(s.sessions.open).not.toHaveBeenCalled();
     });
@@ -197,7 +227,11 @@ describe('AuthService', () => {
         expect.any(Function),
         // the account's password now: a client is the owner's only under the one it signed in with
         // no device token sent: no device (counted as the address)
-        { passwordEpoch: user.passwordEpoch, ownClientOnRecord: expect.any(Function), device: null },
+        {
+          passwordEpoch: user.passwordEpoch,
+          ownClientOnRecord: expect.any(Function),
+          device: null,
+        },
       );
       // a refused attempt (429) verifies nothing
       s.signIns.signIn.mockRejectedValueOnce(new DomainError('RATE_LIMITED'));
@@ -212,13 +246,18 @@ describe('AuthService', () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValueOnce(true).mockResolvedValueOnce(false); // the old password, then the new hash
-      s.users.lockPassword.mockResolvedValue({ passwordHash: 'the-new-hash', passwordEpoch: 'epoch-of-a-new-password' });
+      s.users.lockPassword.mockResolvedValue({
+        passwordHash: 'the-new-hash',
+        passwordEpoch: 'epoch-of-a-new-password',
+      });
       let answered: unknown = 'not called';
       s.signIns.signIn.mockImplementationOnce(async (_c, _a, _i, verify) => {
         answered = await verify({ own: false });
         return answered;
       });
-      expect(await codeOf(s.service.login({ email: 'a@b.io', password: 'the-old-one' }, '10.0.0.9'))).toBe('INVALID_CREDENTIALS');
+      expect(
+        await codeOf(s.service.login({ email: 'a@b.io', password: 'the-old-one' }, '10.0.0.9')),
+      ).toBe('INVALID_CREDENTIALS');
       expect(answered).toBeNull(); // counted as a failed guess, the client not remembered as the owner's
       expect(s.sessions.open).not.toHaveBeenCalled();
     });
@@ -231,12 +270,22 @@ describe('AuthService', () => {
       await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(s.hasher.hash).toHaveBeenCalledWith('pw-pw-pw-pw', { client: '10.0.0.1' });
       // only over the hash it verified: a change committed meanwhile is never overwritten
-      expect(s.users.setPasswordHash).toHaveBeenCalledWith('u-1', 'new-hash', NOW, user.passwordHash, 'rehash');
+      expect(s.users.setPasswordHash).toHaveBeenCalledWith(
+        'u-1',
+        'new-hash',
+        NOW,
+        user.passwordHash,
+        'rehash',
+      );
       // the row locked FOR NO KEY UPDATE for that write (FOR SHARE, two twins' updates deadlocked)
       expect(s.users.lockPassword).toHaveBeenCalledWith('u-1', true);
       // the same password: its epoch stays, and with it every mark of the owner's other clients
       expect(s.signIns.rememberClient).not.toHaveBeenCalled();
-      expect(s.signIns.rememberDevice).toHaveBeenCalledWith('a@b.io', 'device-1', user.passwordEpoch);
+      expect(s.signIns.rememberDevice).toHaveBeenCalledWith(
+        'a@b.io',
+        'device-1',
+        user.passwordEpoch,
+      );
     });
 
     it("counts a sign-in with the account's device token as that device, and answers the token back; without one, a new device", async () => {
@@ -247,20 +296,47 @@ describe('AuthService', () => {
       s.sessions.deviceOf.mockImplementation((token: string | null | undefined, email: string) =>
         token === 'token-of-dev-9' && email === 'a@b.io' ? 'dev-9' : null,
       );
-      const withToken = await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw', deviceToken: 'token-of-dev-9' }, '10.0.0.1');
-      expect(s.signIns.signIn).toHaveBeenCalledWith('login', 'a@b.io', '10.0.0.1', expect.any(Function), expect.objectContaining({ device: 'dev-9' }));
+      const withToken = await s.service.login(
+        { email: 'a@b.io', password: 'pw-pw-pw-pw', deviceToken: 'token-of-dev-9' },
+        '10.0.0.1',
+      );
+      expect(s.signIns.signIn).toHaveBeenCalledWith(
+        'login',
+        'a@b.io',
+        '10.0.0.1',
+        expect.any(Function),
+        expect.objectContaining({ device: 'dev-9' }),
+      );
       expect(withToken.deviceToken).toBe('token(a@b.io,dev-9)');
       // the device is the owner's under the password it signed in with
       expect(s.signIns.rememberDevice).toHaveBeenCalledWith('a@b.io', 'dev-9', user.passwordEpoch);
 
-      const without = await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
-      expect(s.signIns.signIn).toHaveBeenLastCalledWith('login', 'a@b.io', '10.0.0.1', expect.any(Function), expect.objectContaining({ device: null }));
+      const without = await s.service.login(
+        { email: 'a@b.io', password: 'pw-pw-pw-pw' },
+        '10.0.0.1',
+      );
+      expect(s.signIns.signIn).toHaveBeenLastCalledWith(
+        'login',
+        'a@b.io',
+        '10.0.0.1',
+        expect.any(Function),
+        expect.objectContaining({ device: null }),
+      );
       expect(without.deviceToken).toBe('token(a@b.io,device-1)');
-      expect(s.signIns.rememberDevice).toHaveBeenLastCalledWith('a@b.io', 'device-1', user.passwordEpoch);
+      expect(s.signIns.rememberDevice).toHaveBeenLastCalledWith(
+        'a@b.io',
+        'device-1',
+        user.passwordEpoch,
+      );
       // an unknown email is asked no device (it has none): the same path as no token
       s.users.findByEmail.mockResolvedValue(null);
       s.sessions.deviceOf.mockClear();
-      await s.service.login({ email: 'nobody@b.io', password: 'pw-pw-pw-pw', deviceToken: 'token-of-dev-9' }, '10.0.0.1').catch(() => undefined);
+      await s.service
+        .login(
+          { email: 'nobody@b.io', password: 'pw-pw-pw-pw', deviceToken: 'token-of-dev-9' },
+          '10.0.0.1',
+        )
+        .catch(() => undefined);
       expect(s.sessions.deviceOf).not.toHaveBeenCalled();
     });
 
@@ -270,7 +346,10 @@ describe('AuthService', () => {
       s.hasher.verify.mockResolvedValue(true);
       s.hasher.needsRehash.mockReturnValue(true);
       s.hasher.hash.mockRejectedValue(new DomainError('SERVICE_UNAVAILABLE', 'busy'));
-      const tokens = await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
+      const tokens = await s.service.login(
+        { email: 'a@b.io', password: 'pw-pw-pw-pw' },
+        '10.0.0.1',
+      );
       expect(tokens).toHaveProperty('accessToken');
       expect(s.users.setPasswordHash).not.toHaveBeenCalled(); // upgraded at a later sign-in
       expect(s.signIns.rememberClient).not.toHaveBeenCalled(); // the limiter remembers it under the epoch it read
@@ -281,12 +360,17 @@ describe('AuthService', () => {
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
       s.hasher.needsRehash.mockReturnValue(true);
-      s.users.lockPassword.mockResolvedValue({ passwordHash: 'the-new-hash', passwordEpoch: 'epoch-of-a-new-password' });
+      s.users.lockPassword.mockResolvedValue({
+        passwordHash: 'the-new-hash',
+        passwordEpoch: 'epoch-of-a-new-password',
+      });
       s.hasher.verify.mockResolvedValueOnce(true).mockResolvedValueOnce(false); // not the new password
-      expect(await codeOf(s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1'))).toBe(
-        'INVALID_CREDENTIALS',
-      );
-      expect(s.hasher.verify).toHaveBeenLastCalledWith('the-new-hash', 'pw-pw-pw-pw', { client: '10.0.0.1' });
+      expect(
+        await codeOf(s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1')),
+      ).toBe('INVALID_CREDENTIALS');
+      expect(s.hasher.verify).toHaveBeenLastCalledWith('the-new-hash', 'pw-pw-pw-pw', {
+        client: '10.0.0.1',
+      });
       expect(s.sessions.open).not.toHaveBeenCalled();
       expect(s.users.setPasswordHash).not.toHaveBeenCalled();
     });
@@ -296,7 +380,10 @@ describe('AuthService', () => {
       s.users.findByEmail.mockResolvedValue(user);
       s.hasher.verify.mockResolvedValue(true);
       s.hasher.needsRehash.mockReturnValue(true);
-      s.users.lockPassword.mockResolvedValue({ passwordHash: 'rehashed-by-the-twin', passwordEpoch: user.passwordEpoch });
+      s.users.lockPassword.mockResolvedValue({
+        passwordHash: 'rehashed-by-the-twin',
+        passwordEpoch: user.passwordEpoch,
+      });
       // argon2 never runs inside a transaction (it would hold the row lock and a connection)
       let inTransaction = false;
       const verifiedInside: boolean[] = [];
@@ -319,7 +406,11 @@ describe('AuthService', () => {
       expect(s.tx.run).toHaveBeenCalledTimes(2); // the second transaction re-checks the new hash
       // the twin's rehash kept the epoch: nothing to remember anew but this device
       expect(s.signIns.rememberClient).not.toHaveBeenCalled();
-      expect(s.signIns.rememberDevice).toHaveBeenCalledWith('a@b.io', 'device-1', user.passwordEpoch);
+      expect(s.signIns.rememberDevice).toHaveBeenCalledWith(
+        'a@b.io',
+        'device-1',
+        user.passwordEpoch,
+      );
     });
 
     it('signs in under the new epoch when the password was set anew to the very one signed in with (a reset meanwhile)', async () => {
@@ -328,12 +419,26 @@ describe('AuthService', () => {
       s.hasher.verify.mockResolvedValue(true);
       s.hasher.needsRehash.mockReturnValue(false);
       s.users.lockPassword
-        .mockResolvedValueOnce({ passwordHash: 'reset-to-the-same', passwordEpoch: 'epoch-of-the-reset-one' })
-        .mockResolvedValue({ passwordHash: 'reset-to-the-same', passwordEpoch: 'epoch-of-the-reset-one' });
+        .mockResolvedValueOnce({
+          passwordHash: 'reset-to-the-same',
+          passwordEpoch: 'epoch-of-the-reset-one',
+        })
+        .mockResolvedValue({
+          passwordHash: 'reset-to-the-same',
+          passwordEpoch: 'epoch-of-the-reset-one',
+        });
       await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(s.sessions.open).toHaveBeenCalledTimes(1);
-      expect(s.signIns.rememberClient).toHaveBeenCalledWith('a@b.io', '10.0.0.1', 'epoch-of-the-reset-one');
-      expect(s.signIns.rememberDevice).toHaveBeenCalledWith('a@b.io', 'device-1', 'epoch-of-the-reset-one');
+      expect(s.signIns.rememberClient).toHaveBeenCalledWith(
+        'a@b.io',
+        '10.0.0.1',
+        'epoch-of-the-reset-one',
+      );
+      expect(s.signIns.rememberDevice).toHaveBeenCalledWith(
+        'a@b.io',
+        'device-1',
+        'epoch-of-the-reset-one',
+      );
     });
 
     it('leaves a current hash alone', async () => {
@@ -411,13 +516,19 @@ describe('AuthService', () => {
       });
       expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_REUSED');
       expect(s.pendingRevocations.revokeFamily).toHaveBeenCalledWith('f-1', 'reuse-detected', NOW);
-      expect(s.events.record).toHaveBeenCalledWith({ event: 'refresh_token_reuse', userId: 'u-1', familyId: 'f-1' });
+      expect(s.events.record).toHaveBeenCalledWith({
+        event: 'refresh_token_reuse',
+        userId: 'u-1',
+        familyId: 'f-1',
+      });
     });
 
     it('a refresh that failed before any reuse was seen fails as it did, leaving nothing to retry', async () => {
       const s = setup();
       s.refreshTokens.spend.mockRejectedValue(new Error('Connection terminated unexpectedly'));
-      expect(await codeOf(s.service.refresh('r-old'))).toEqual(new Error('Connection terminated unexpectedly'));
+      expect(await codeOf(s.service.refresh('r-old'))).toEqual(
+        new Error('Connection terminated unexpectedly'),
+      );
       expect(s.pendingRevocations.revokeFamily).not.toHaveBeenCalled();
     });
 
@@ -449,7 +560,9 @@ describe('AuthService', () => {
 
   it('a logout that fails before its token is found fails (nothing known to revoke)', async () => {
     const s = setup();
-    s.refreshTokens.familyOfToken.mockRejectedValue(new Error('Connection terminated unexpectedly'));
+    s.refreshTokens.familyOfToken.mockRejectedValue(
+      new Error('Connection terminated unexpectedly'),
+    );
     await expect(s.service.logout('r-1')).rejects.toThrow('Connection terminated');
     expect(s.pendingRevocations.revokeFamily).not.toHaveBeenCalled();
   });

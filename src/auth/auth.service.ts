@@ -75,7 +75,11 @@ export class AuthService {
         passwordHash,
       });
       if (!created) throw new DomainError('EMAIL_TAKEN', 'An account with this email exists.');
-      const session = await this.sessions.open(created.id, now, this.sessions.clientKeyOf(created.email, clientIp));
+      const session = await this.sessions.open(
+        created.id,
+        now,
+        this.sessions.clientKeyOf(created.email, clientIp),
+      );
       return { user: created, session };
     });
     this.signIns.rememberClient(user.email, clientIp, user.passwordEpoch);
@@ -111,7 +115,10 @@ export class AuthService {
       clientIp,
       async (client) => {
         // the owner's own client ahead of strangers' guesses in the argon2 queue
-        const ok = await this.hasher.verifySignIn(found, dto.password, { priority: client.own, client: clientIp });
+        const ok = await this.hasher.verifySignIn(found, dto.password, {
+          priority: client.own,
+          client: clientIp,
+        });
         if (!found || !ok) return null;
         const opened = await this.openSession(found, dto.password, clientKey, clientIp);
         return opened ? { user: found, ...opened } : null;
@@ -126,7 +133,8 @@ export class AuthService {
     if (!signedIn) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
     // a password set anew meanwhile (reset to the very one signed in with): the client is the
     // owner's under it (a rehash — parameters raised, a twin's upgrade — keeps the epoch)
-    if (signedIn.passwordEpoch !== found?.passwordEpoch) this.signIns.rememberClient(email, clientIp, signedIn.passwordEpoch);
+    if (signedIn.passwordEpoch !== found?.passwordEpoch)
+      this.signIns.rememberClient(email, clientIp, signedIn.passwordEpoch);
     // a valid token is answered back as it is (the device keeps its own failure count), else a
     // new device's; either is one of the owner's own under the password it signed in with
     const signedInDevice = device ?? this.sessions.newDevice();
@@ -157,26 +165,34 @@ export class AuthService {
     let verified = user.passwordHash;
     for (let attempt = 0; attempt < MAX_HASH_RECHECKS; attempt++) {
       const now = this.clock.now();
-      const outcome = await this.tx.run(async (): Promise<{ changed: string | null } | { session: Session; passwordEpoch: string }> => {
-        // The password was verified against `verified`. A password change that committed since
-        // revoked every session of the account — this one must not open after it: the hash is
-        // read again, locked against a change until this commits.
-        // (FOR NO KEY UPDATE when this transaction writes the upgrade: two sign-ins each holding
-        // the row FOR SHARE and each then updating it deadlocked)
-        const upgrading = upgraded !== null && verified === user.passwordHash;
-        const current = await this.users.lockPassword(user.id, upgrading);
-        if (current?.passwordHash !== verified) return { changed: current?.passwordHash ?? null };
-        if (upgraded && upgrading) {
-          await this.users.setPasswordHash(user.id, upgraded, now, verified, 'rehash');
-        }
-        const session = await this.sessions.open(user.id, now, clientKey);
-        return { session, passwordEpoch: current.passwordEpoch };
-      });
+      const outcome = await this.tx.run(
+        async (): Promise<
+          { changed: string | null } | { session: Session; passwordEpoch: string }
+        > => {
+          // The password was verified against `verified`. A password change that committed since
+          // revoked every session of the account — this one must not open after it: the hash is
+          // read again, locked against a change until this commits.
+          // (FOR NO KEY UPDATE when this transaction writes the upgrade: two sign-ins each holding
+          // the row FOR SHARE and each then updating it deadlocked)
+          const upgrading = upgraded !== null && verified === user.passwordHash;
+          const current = await this.users.lockPassword(user.id, upgrading);
+          if (current?.passwordHash !== verified) return { changed: current?.passwordHash ?? null };
+          if (upgraded && upgrading) {
+            await this.users.setPasswordHash(user.id, upgraded, now, verified, 'rehash');
+          }
+          const session = await this.sessions.open(user.id, now, clientKey);
+          return { session, passwordEpoch: current.passwordEpoch };
+        },
+      );
       if ('session' in outcome) return outcome;
       // Changed meanwhile (a twin sign-in's rehash of the same password still signs in; a new
       // password does not): checked again with no transaction open and no row locked while
       // argon2 runs, then the next transaction makes sure it is still that hash.
-      if (outcome.changed === null || !(await this.hasher.verify(outcome.changed, password, { client: clientIp }))) return null;
+      if (
+        outcome.changed === null ||
+        !(await this.hasher.verify(outcome.changed, password, { client: clientIp }))
+      )
+        return null;
       verified = outcome.changed;
     }
     return null;

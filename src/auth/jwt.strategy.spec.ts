@@ -11,7 +11,12 @@ import { TokenService } from './token.service';
 import { mockOf } from '../../test/support/mocks';
 
 const SECRET = 'unit-test-secret-unit-test-secret-0123';
-const config = loadConfig({ NODE_ENV: 'development', JWT_SECRET: SECRET, JWT_ISSUER: 'iss-1', JWT_AUDIENCE: 'aud-1' });
+const config = loadConfig({
+  NODE_ENV: 'development',
+  JWT_SECRET: SECRET,
+  JWT_ISSUER: 'iss-1',
+  JWT_AUDIENCE: 'aud-1',
+});
 const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
 
 function forge(header: object, payload: object, secret = SECRET, hmac = 'sha256'): string {
@@ -62,7 +67,9 @@ describe('JwtStrategy (passport-jwt)', () => {
     const sign = (payload: object) => forge({ alg: 'HS256', typ: 'JWT' }, payload);
     // (iat and exp from one reading of the clock: a second ticking between two made it ttl + 1)
     const iat = now();
-    await expect(strategy.verifyAccess(sign({ ...valid(), iat, exp: iat + ttl }))).resolves.toEqual(principal);
+    await expect(strategy.verifyAccess(sign({ ...valid(), iat, exp: iat + ttl }))).resolves.toEqual(
+      principal,
+    );
     await refused(sign({ ...valid(), iat, exp: iat + ttl + 1 }));
     await refused(sign({ ...valid(), iat: now() - 3000, exp: now() + ttl }));
     const { iat: _iat, ...withoutIat } = valid();
@@ -132,12 +139,21 @@ describe('JwtStrategy with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY)', () =>
   const tokens = new TokenService(new JwtService(jwtModuleOptions(pairConfig)), new SecureRandom());
   const now = () => Math.floor(Date.now() / 1000);
   const valid = () => ({
-    sub: 'u-1', email: 'a@b.io', role: 'customer', fam: 'f-1', typ: 'access',
-    iss: 'iss-1', aud: 'aud-1', iat: now(), exp: now() + 60,
+    sub: 'u-1',
+    email: 'a@b.io',
+    role: 'customer',
+    fam: 'f-1',
+    typ: 'access',
+    iss: 'iss-1',
+    aud: 'aud-1',
+    iat: now(),
+    exp: now() + 60,
   });
   const es256 = (payload: object, privateKey: string) => {
     const body = `${b64({ alg: 'ES256', typ: 'JWT' })}.${b64(payload)}`;
-    const sig = createSign('SHA256').update(body).sign({ key: privateKey, dsaEncoding: 'ieee-p1363' });
+    const sig = createSign('SHA256')
+      .update(body)
+      .sign({ key: privateKey, dsaEncoding: 'ieee-p1363' });
     return `${body}.${sig.toString('base64url')}`;
   };
   const refused = async (token: string) => {
@@ -146,10 +162,22 @@ describe('JwtStrategy with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY)', () =>
   };
 
   it('signs ES256 tokens that the public key alone verifies', async () => {
-    const token = await tokens.signAccess({ sub: 'u-1', email: 'a@b.io', role: 'customer', fam: 'f-1' });
-    expect(JSON.parse(Buffer.from(token.split('.')[0], 'base64url').toString())).toMatchObject({ alg: 'ES256' });
-    await expect(strategy.verifyAccess(token)).resolves.toMatchObject({ userId: 'u-1', sessionId: 'f-1' });
-    await expect(strategy.verifyAccess(es256(valid(), ours.privateKey))).resolves.toMatchObject({ userId: 'u-1' });
+    const token = await tokens.signAccess({
+      sub: 'u-1',
+      email: 'a@b.io',
+      role: 'customer',
+      fam: 'f-1',
+    });
+    expect(JSON.parse(Buffer.from(token.split('.')[0], 'base64url').toString())).toMatchObject({
+      alg: 'ES256',
+    });
+    await expect(strategy.verifyAccess(token)).resolves.toMatchObject({
+      userId: 'u-1',
+      sessionId: 'f-1',
+    });
+    await expect(strategy.verifyAccess(es256(valid(), ours.privateKey))).resolves.toMatchObject({
+      userId: 'u-1',
+    });
   });
 
   it('refuses HS256 made with the public key as its secret (algorithm confusion)', () =>
@@ -158,18 +186,26 @@ describe('JwtStrategy with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY)', () =>
   it('refuses HS256 under the development secret', () =>
     refused(forge({ alg: 'HS256' }, valid(), 'dev-only-insecure-jwt-secret-change-me')));
   it('refuses alg none', () => refused(`${b64({ alg: 'none' })}.${b64(valid())}.`));
-  it('refuses an expired token of its own key', () => refused(es256({ ...valid(), exp: now() - 1 }, ours.privateKey)));
+  it('refuses an expired token of its own key', () =>
+    refused(es256({ ...valid(), exp: now() - 1 }, ours.privateKey)));
 
   it("derives the sessions' client key from the private value: every encoding of the key gives the same one", () => {
     // SEC1 without the optional public key (openssl ec -no_public), built by hand
-    const d = Buffer.from(createPrivateKey(ours.privateKey).export({ format: 'jwk' }).d!, 'base64url');
+    const d = Buffer.from(
+      createPrivateKey(ours.privateKey).export({ format: 'jwk' }).d!,
+      'base64url',
+    );
     const der = Buffer.concat([
       Buffer.from('30310201010420', 'hex'),
       d,
       Buffer.from('a00a06082a8648ce3d030107', 'hex'),
     ]);
     const sec1 = `-----BEGIN EC PRIVATE KEY-----\n${der.toString('base64')}\n-----END EC PRIVATE KEY-----\n`;
-    const other = loadConfig({ NODE_ENV: 'development', JWT_PRIVATE_KEY: sec1, JWT_PUBLIC_KEY: ours.publicKey });
+    const other = loadConfig({
+      NODE_ENV: 'development',
+      JWT_PRIVATE_KEY: sec1,
+      JWT_PUBLIC_KEY: ours.publicKey,
+    });
     expect(sessionClientSecret(other)).toEqual(sessionClientSecret(pairConfig));
     expect(sessionClientSecret(pairConfig)).toHaveLength(32);
     // and it is not the public key's (which others hold) nor the development secret

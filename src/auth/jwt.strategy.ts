@@ -101,7 +101,13 @@ export class JwtStrategy
       throw tokenInvalid('The session has ended; sign in again.');
     }
     const role = payload.role as Role;
-    return { userId: payload.sub, email: payload.email, role, permissions: permissionsOf(role), sessionId: payload.fam };
+    return {
+      userId: payload.sub,
+      email: payload.email,
+      role,
+      permissions: permissionsOf(role),
+      sessionId: payload.fam,
+    };
   }
 
   /**

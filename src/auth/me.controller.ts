@@ -37,7 +37,11 @@ export class MeController {
   })
   @ApiNoContentResponse({ description: 'Changed; every session of the user is revoked' })
   @ApiProblems([403, '`CURRENT_PASSWORD_INCORRECT`'])
-  changePassword(@CurrentPrincipal() me: Principal, @Body() dto: ChangePasswordDto, @Ip() ip: string): Promise<void> {
+  changePassword(
+    @CurrentPrincipal() me: Principal,
+    @Body() dto: ChangePasswordDto,
+    @Ip() ip: string,
+  ): Promise<void> {
     return this.accounts.changePassword(me.userId, dto, ip, me.sessionId);
   }
 }

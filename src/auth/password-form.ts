@@ -29,8 +29,7 @@ export function PasswordLength(
       name: 'passwordLength',
       constraints: [min, max],
       validator: {
-        validate: (value: unknown) =>
-          typeof value === 'string' && passwordFits(value, min, max),
+        validate: (value: unknown) => typeof value === 'string' && passwordFits(value, min, max),
         defaultMessage: buildMessage(
           (each) =>
             `${each}$property must be between $constraint1 and $constraint2 characters long`,

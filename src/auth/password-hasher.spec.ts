@@ -1,5 +1,11 @@
 import { Algorithm, hash } from '@node-rs/argon2';
-import { HASH_PLACES_PER_NETWORK, HASH_QUEUE_LIMIT, OWASP_MINIMUM, PasswordHasher, parseParams } from './password-hasher';
+import {
+  HASH_PLACES_PER_NETWORK,
+  HASH_QUEUE_LIMIT,
+  OWASP_MINIMUM,
+  PasswordHasher,
+  parseParams,
+} from './password-hasher';
 import { SecureRandom } from './secure-random';
 import { DEMO_ADMIN } from './demo-credentials';
 import type { AppConfig } from '../config/config';
@@ -21,7 +27,10 @@ describe('PasswordHasher', () => {
   });
 
   it('takes the published demo passwords only in development on loopback (bound beyond it, anyone reaching it would be the demo admin)', async () => {
-    const account = { email: DEMO_ADMIN.email, passwordHash: await hasher.hash(DEMO_ADMIN.password) };
+    const account = {
+      email: DEMO_ADMIN.email,
+      passwordHash: await hasher.hash(DEMO_ADMIN.password),
+    };
     const on = (isDevelopment: boolean, host?: string) =>
       new PasswordHasher(new SecureRandom(), undefined, {
         passwordHashConcurrency: 1,
@@ -75,7 +84,10 @@ describe('PasswordHasher', () => {
       expect(await hasher.verify(phc, '\uff50lain-ascii-secreT')).toBe(false);
       expect([gate.mock.calls.length, verifications.mock.calls.length]).toEqual([1, 1]);
       // a legacy hash: the form it was made in, once
-      const legacy = await hash('x-legacy-secret', { algorithm: Algorithm.Argon2id, ...OWASP_MINIMUM });
+      const legacy = await hash('x-legacy-secret', {
+        algorithm: Algorithm.Argon2id,
+        ...OWASP_MINIMUM,
+      });
       gate.mockClear();
       verifications.mockClear();
       expect(await hasher.verify(legacy, '\uff58-legacy-secreT')).toBe(false);
@@ -168,7 +180,9 @@ describe('PasswordHasher concurrency', () => {
 
 describe('PasswordHasher places per client network', () => {
   it('one IPv6 /48 holds at most HASH_PLACES_PER_NETWORK places; another network, IPv4 clients and loopback are not held back', async () => {
-    const hasher = new PasswordHasher(new SecureRandom(), undefined, { passwordHashConcurrency: 1 });
+    const hasher = new PasswordHasher(new SecureRandom(), undefined, {
+      passwordHashConcurrency: 1,
+    });
     const phc = await hasher.hash('correct-horse-battery');
     const verify = (client: string, priority = true) =>
       hasher.verify(phc, 'correct-horse-battery', { client, priority }).then(
@@ -177,8 +191,12 @@ describe('PasswordHasher places per client network', () => {
       );
     // a host signing in from many /64s of its /48 (each one of its account's own clients: the
     // priority lane): the fifth at once is refused, whatever its /64
-    const flood = Array.from({ length: HASH_PLACES_PER_NETWORK + 1 }, (_, i) => verify(`2001:db8:5:${i + 1}::1`));
-    const v4 = Array.from({ length: HASH_PLACES_PER_NETWORK + 1 }, () => verify('203.0.113.9', false));
+    const flood = Array.from({ length: HASH_PLACES_PER_NETWORK + 1 }, (_, i) =>
+      verify(`2001:db8:5:${i + 1}::1`),
+    );
+    const v4 = Array.from({ length: HASH_PLACES_PER_NETWORK + 1 }, () =>
+      verify('203.0.113.9', false),
+    );
     const owner = verify('2001:db8:6::1'); // another network: waits its turn
     const local = Array.from({ length: HASH_PLACES_PER_NETWORK + 1 }, () => verify('127.0.0.1'));
     const answers = await Promise.all([...flood, ...v4, owner, ...local]);

@@ -63,7 +63,8 @@ const NFKC_SALT_BYTES = 24;
 const NFKC_SALT_B64_LENGTH = 32;
 
 /** True when `phc` was made from a password's NFKC form (its salt is NFKC_SALT_BYTES long). */
-const holdsNormalized = (phc: string): boolean => phc.split('$')[4]?.length === NFKC_SALT_B64_LENGTH;
+const holdsNormalized = (phc: string): boolean =>
+  phc.split('$')[4]?.length === NFKC_SALT_B64_LENGTH;
 
 /** Reads m, t and p from an argon2id PHC string `$argon2id$v=19$m=…,t=…,p=…$salt$hash`. */
 export function parseParams(phc: string): { m: number; t: number; p: number } | null {
@@ -100,10 +101,15 @@ export class PasswordHasher implements OnModuleInit {
   constructor(
     private readonly random: SecureRandom,
     @Optional() @Inject(PASSWORD_HASH_PARAMS) params?: Argon2Params,
-    @Optional() @Inject(APP_CONFIG) config?: Pick<AppConfig, 'passwordHashConcurrency'> & Partial<Pick<AppConfig, 'isDevelopment' | 'http'>>,
+    @Optional()
+    @Inject(APP_CONFIG)
+    config?: Pick<AppConfig, 'passwordHashConcurrency'> &
+      Partial<Pick<AppConfig, 'isDevelopment' | 'http'>>,
   ) {
     this.params = params ?? ARGON2_PARAMS;
-    this.demoPasswordsWork = (config?.isDevelopment ?? false) && (config?.http === undefined || isLoopbackHost(config.http.host));
+    this.demoPasswordsWork =
+      (config?.isDevelopment ?? false) &&
+      (config?.http === undefined || isLoopbackHost(config.http.host));
     this.gate = new ConcurrencyGate({
       concurrency: config?.passwordHashConcurrency ?? DEFAULT_HASH_CONCURRENCY,
       maxQueued: HASH_QUEUE_LIMIT,
@@ -131,7 +137,10 @@ export class PasswordHasher implements OnModuleInit {
   hash(password: string, options: HashTurn = {}): Promise<string> {
     const normalized = normalizePassword(password);
     const salt = randomBytes(NFKC_SALT_BYTES);
-    return this.gate.run(() => hash(normalized, { algorithm: Algorithm.Argon2id, ...this.params, salt }), turn(options));
+    return this.gate.run(
+      () => hash(normalized, { algorithm: Algorithm.Argon2id, ...this.params, salt }),
+      turn(options),
+    );
   }
 
   /**
@@ -166,7 +175,11 @@ export class PasswordHasher implements OnModuleInit {
     options: HashTurn = {},
   ): Promise<boolean> {
     // the demo pair in any spelling that normalizes to it (full-width letters, say) is the demo pair
-    if (!account || (!this.demoPasswordsWork && isPublishedDemoCredential(account.email, normalizePassword(password)))) {
+    if (
+      !account ||
+      (!this.demoPasswordsWork &&
+        isPublishedDemoCredential(account.email, normalizePassword(password)))
+    ) {
       return this.verifyDummy(password, options);
     }
     return this.verify(account.passwordHash, password, options);
@@ -205,5 +218,8 @@ export class PasswordHasher implements OnModuleInit {
 
 /** The gate's turn for a hash: its lane, and the client's network as the holder of its place. */
 function turn(options: HashTurn): { priority?: boolean; holder?: string } {
-  return { priority: options.priority, holder: options.client === undefined ? undefined : networkOf(options.client) };
+  return {
+    priority: options.priority,
+    holder: options.client === undefined ? undefined : networkOf(options.client),
+  };
 }

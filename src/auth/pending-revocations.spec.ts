@@ -16,7 +16,12 @@ describe('PendingRevocations, the record not written when the revocation was dec
   afterEach(() => jest.useRealTimers());
 
   function setup() {
-    const world = { databaseUp: false, redisUp: false, records: new Map<string, string>(), commits: 0 };
+    const world = {
+      databaseUp: false,
+      redisUp: false,
+      records: new Map<string, string>(),
+      commits: 0,
+    };
     const tx = {
       runOwn: jest.fn(async (work: () => Promise<unknown>) => {
         if (!world.databaseUp) throw new Error('connect ECONNREFUSED');

@@ -144,7 +144,12 @@ export class PendingRevocations implements OnApplicationBootstrap, OnApplication
     await this.settled();
   }
 
-  private async retry(familyId: string, reason: string, at: Date, recorded: boolean): Promise<void> {
+  private async retry(
+    familyId: string,
+    reason: string,
+    at: Date,
+    recorded: boolean,
+  ): Promise<void> {
     const started = performance.now();
     let markedAt = started;
     for (let attempt = 1; ; attempt++) {

@@ -48,7 +48,12 @@ export class RefreshTokenRepository {
   constructor(private readonly tx: TransactionHost) {}
 
   /** Starts a family (one sign-in from the client `clientKey`) and returns its id. */
-  async createFamily(userId: string, now: Date, expiresAt: Date, clientKey: string | null): Promise<string> {
+  async createFamily(
+    userId: string,
+    now: Date,
+    expiresAt: Date,
+    clientKey: string | null,
+  ): Promise<string> {
     return this.tx.withManager(async (m) => {
       const family = families(m).create({ userId, createdAt: now, expiresAt, clientKey });
       await families(m).insert(family); // fills in the generated id
@@ -146,8 +151,14 @@ export class RefreshTokenRepository {
       m
         .createQueryBuilder()
         .update(RefreshTokenFamilyEntity)
-        .set({ revokedAt: () => 'coalesce(revoked_at, statement_timestamp())', revokedReason: REUSE_DETECTED })
-        .where('id = :familyId AND revoked_reason IS DISTINCT FROM :reason', { familyId, reason: REUSE_DETECTED })
+        .set({
+          revokedAt: () => 'coalesce(revoked_at, statement_timestamp())',
+          revokedReason: REUSE_DETECTED,
+        })
+        .where('id = :familyId AND revoked_reason IS DISTINCT FROM :reason', {
+          familyId,
+          reason: REUSE_DETECTED,
+        })
         .execute(),
     );
     return (result.affected ?? 0) > 0;
@@ -171,7 +182,10 @@ export class RefreshTokenRepository {
     now: Date,
   ): Promise<string[]> {
     // raw SQL for the lock: an advisory transaction lock the query builder cannot say
-    await this.tx.query(`SELECT pg_advisory_xact_lock(${SESSION_LIMIT_LOCK_CLASS}, hashtext($1::text))`, [userId]);
+    await this.tx.query(
+      `SELECT pg_advisory_xact_lock(${SESSION_LIMIT_LOCK_CLASS}, hashtext($1::text))`,
+      [userId],
+    );
     return this.tx.withManager(async (m) => {
       const lastUse = tokens(m)
         .createQueryBuilder('t')
@@ -218,7 +232,10 @@ export class RefreshTokenRepository {
         .createQueryBuilder()
         .update(RefreshTokenFamilyEntity)
         .set({ clientKey: null })
-        .where('user_id = :userId AND client_key IS NOT NULL AND client_key IS DISTINCT FROM :keep', { userId, keep })
+        .where(
+          'user_id = :userId AND client_key IS NOT NULL AND client_key IS DISTINCT FROM :keep',
+          { userId, keep },
+        )
         .execute(),
     );
   }
@@ -257,7 +274,10 @@ export class RefreshTokenRepository {
    * mirror), and the database's clock as read: where the next read starts, whatever this
    * host's clock says.
    */
-  async revokedSince(since: Date | null, withinMs: number): Promise<{ readAt: Date; revoked: { id: string; revokedAt: Date }[] }> {
+  async revokedSince(
+    since: Date | null,
+    withinMs: number,
+  ): Promise<{ readAt: Date; revoked: { id: string; revokedAt: Date }[] }> {
     // raw SQL: plain rows (every API process reads this every 2 s, RevokedSessions) and the
     // statement's own clock on a row of its own, which the query builder cannot say
     const rows: { readAt: Date; id: string | null; revokedAt: Date | null }[] = await this.tx.query(
@@ -269,7 +289,9 @@ export class RefreshTokenRepository {
     );
     return {
       readAt: rows[0].readAt,
-      revoked: rows.flatMap((r) => (r.id !== null && r.revokedAt !== null ? [{ id: r.id, revokedAt: r.revokedAt }] : [])),
+      revoked: rows.flatMap((r) =>
+        r.id !== null && r.revokedAt !== null ? [{ id: r.id, revokedAt: r.revokedAt }] : [],
+      ),
     };
   }
 
@@ -293,13 +315,16 @@ export class RefreshTokenRepository {
         deleteSelected(
           m,
           RefreshTokenEntity,
-          tokens(m).createQueryBuilder('t').select('t.id').where('t.familyId IN (:...ids)', { ids }).limit(TOKEN_CHUNK),
+          tokens(m)
+            .createQueryBuilder('t')
+            .select('t.id')
+            .where('t.familyId IN (:...ids)', { ids })
+            .limit(TOKEN_CHUNK),
         ),
       );
       return (await families(m).delete(ids)).affected ?? 0;
     });
   }
-
 }
 
 const families = (m: EntityManager): Repository<RefreshTokenFamilyEntity> =>

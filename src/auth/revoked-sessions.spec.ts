@@ -70,7 +70,10 @@ function setup() {
     revokedSince: jest.fn(async (since: Date | null, withinMs: number) => {
       const at = now + dbOffset;
       const from = Math.max(since?.getTime() ?? -Infinity, at - withinMs);
-      return { readAt: new Date(at), revoked: revoked.filter((f) => f.revokedAt.getTime() >= from) };
+      return {
+        readAt: new Date(at),
+        revoked: revoked.filter((f) => f.revokedAt.getTime() >= from),
+      };
     }),
   };
   const sessions = new RevokedSessions(r.redis, config, clock, families);
@@ -245,7 +248,9 @@ describe('RevokedSessions', () => {
     );
     expect(await s.sessions.reseed()).toBe(1);
     expect(s.families.revokedSince).toHaveBeenCalledWith(null, LIFETIME_MS); // the lifetime back, on the database's clock
-    expect([...s.store]).toEqual([['unit:revoked-session:recent', { value: '1', px: LIFETIME_MS - 60_000 }]]);
+    expect([...s.store]).toEqual([
+      ['unit:revoked-session:recent', { value: '1', px: LIFETIME_MS - 60_000 }],
+    ]);
     // remembered here as well: refused with Redis down
     s.state.mode = 'down';
     expect(await s.sessions.isRevoked('recent')).toBe(true);
@@ -290,7 +295,9 @@ describe('RevokedSessions', () => {
   it('re-seeds when the Redis connection becomes ready (Redis back without its data), one pass at a time', async () => {
     const s = setup();
     const listeners: (() => void)[] = [];
-    Object.assign(s.redis, { on: (event: string, fn: () => void) => event === 'ready' && listeners.push(fn) });
+    Object.assign(s.redis, {
+      on: (event: string, fn: () => void) => event === 'ready' && listeners.push(fn),
+    });
     s.revoked.push({ id: 'f-1', revokedAt: new Date(s.now()) });
     s.sessions.onApplicationBootstrap();
     await s.sessions.reseed(); // the boot's pass, already running: joined, not repeated

@@ -1,5 +1,11 @@
 import { AsyncResource } from 'node:async_hooks';
-import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import {
+  Inject,
+  Injectable,
+  Logger,
+  OnApplicationBootstrap,
+  OnApplicationShutdown,
+} from '@nestjs/common';
 import type Redis from 'ioredis';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
@@ -97,7 +103,8 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
     @Inject(REDIS) private readonly redis: RedisClient,
     @Inject(APP_CONFIG) config: AppConfig,
     private readonly clock: Clock,
-    @Inject(RefreshTokenRepository) private readonly families: Pick<RefreshTokenRepository, 'revokedSince'>,
+    @Inject(RefreshTokenRepository)
+    private readonly families: Pick<RefreshTokenRepository, 'revokedSince'>,
   ) {
     this.prefix = `${config.redis.keyPrefix}:revoked-session:`;
     this.lifetimeMs = config.jwt.accessTtlSeconds * 1000 + CLOCK_SKEW_MS;
@@ -308,4 +315,3 @@ export class RevokedSessions implements OnApplicationBootstrap, OnApplicationShu
     );
   }
 }
-

@@ -6,7 +6,12 @@ import { SecureRandom } from './secure-random';
 import { TokenService } from './token.service';
 
 const SECRET = 'unit-test-secret-unit-test-secret-0123';
-const config = loadConfig({ NODE_ENV: 'development', JWT_SECRET: SECRET, JWT_ISSUER: 'iss-1', JWT_AUDIENCE: 'aud-1' });
+const config = loadConfig({
+  NODE_ENV: 'development',
+  JWT_SECRET: SECRET,
+  JWT_ISSUER: 'iss-1',
+  JWT_AUDIENCE: 'aud-1',
+});
 
 describe('TokenService', () => {
   const service = new TokenService(new JwtService(jwtModuleOptions(config)), new SecureRandom());

@@ -65,10 +65,13 @@ export class CartRepository {
     currency: string,
   ): Promise<boolean> {
     // raw SQL: a transaction-scoped advisory lock, which the query builder has no words for
-    await this.tx.query(`SELECT pg_advisory_xact_lock(${CART_LOCK_CLASS}, hashtext($1::text))`, [userId]);
+    await this.tx.query(`SELECT pg_advisory_xact_lock(${CART_LOCK_CLASS}, hashtext($1::text))`, [
+      userId,
+    ]);
     return this.tx.withManager(async (m) => {
       const items = m.getRepository(CartItemEntity);
-      if ((await items.update({ userId, productId }, { quantity, updatedAt: at })).affected) return true;
+      if ((await items.update({ userId, productId }, { quantity, updatedAt: at })).affected)
+        return true;
       const shown = await items.count({ where: { userId, product: { active: true, currency } } });
       if (shown >= maxLines) return false;
       await items.upsert({ userId, productId, quantity, updatedAt: at }, ['userId', 'productId']);
@@ -91,14 +94,19 @@ export class CartRepository {
    * (a cart checkout reads and clears in one statement). Lines of products off sale stay, hidden
    * as the cart hides them, and come back if the product does.
    */
-  async takeShown(userId: string, currency: string): Promise<{ productId: string; quantity: number }[]> {
+  async takeShown(
+    userId: string,
+    currency: string,
+  ): Promise<{ productId: string; quantity: number }[]> {
     const result = await this.tx.withManager((m) =>
       m
         .createQueryBuilder()
         .delete()
         .from(CartItemEntity)
         .where('user_id = :userId', { userId })
-        .andWhere('product_id IN (SELECT id FROM products WHERE active AND currency = :currency)', { currency })
+        .andWhere('product_id IN (SELECT id FROM products WHERE active AND currency = :currency)', {
+          currency,
+        })
         .returning(['productId', 'quantity'])
         .execute(),
     );

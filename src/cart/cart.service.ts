@@ -25,7 +25,9 @@ export class CartService {
     const currency = this.config.currency;
     // shown: lines a checkout would sell — products on sale, priced in the shop's currency (one
     // priced before a SHOP_CURRENCY change waits, hidden, until it is repriced)
-    const lines = (await this.carts.lines(userId)).filter((l) => l.active && l.currency === currency);
+    const lines = (await this.carts.lines(userId)).filter(
+      (l) => l.active && l.currency === currency,
+    );
     const items = lines.map((l) => {
       const unit = l.priceAmount;
       return {
@@ -50,14 +52,31 @@ export class CartService {
     await this.tx.run(async () => {
       if (quantity === 0) {
         // an inactive product's line can still be removed; a product that never existed is a 404
-        if (!(await this.products.findById(productId, { activeOnly: false }))) throw productNotFound();
+        if (!(await this.products.findById(productId, { activeOnly: false })))
+          throw productNotFound();
         return this.carts.removeLine(userId, productId);
       }
-      if (!(await this.products.isBuyable(productId, this.config.currency))) throw productNotFound();
-      if (!(await this.carts.setQuantity(userId, productId, quantity, this.clock.now(), MAX_ORDER_LINES, this.config.currency))) {
-        throw new DomainError('VALIDATION_FAILED', `A cart holds at most ${MAX_ORDER_LINES} products.`, {
-          errors: [{ field: 'productId', message: `the cart already holds ${MAX_ORDER_LINES} products` }],
-        });
+      if (!(await this.products.isBuyable(productId, this.config.currency)))
+        throw productNotFound();
+      if (
+        !(await this.carts.setQuantity(
+          userId,
+          productId,
+          quantity,
+          this.clock.now(),
+          MAX_ORDER_LINES,
+          this.config.currency,
+        ))
+      ) {
+        throw new DomainError(
+          'VALIDATION_FAILED',
+          `A cart holds at most ${MAX_ORDER_LINES} products.`,
+          {
+            errors: [
+              { field: 'productId', message: `the cart already holds ${MAX_ORDER_LINES} products` },
+            ],
+          },
+        );
       }
     });
     return this.get(userId);

@@ -85,13 +85,18 @@ export interface CachedReadsOptions {
  * the guard on the normal route. With N API processes a client can get up to N× the limit of
  * cached reads; `RATE_LIMIT_ENABLED=false` switches it off like the guards.
  */
-export function cachedReadsHook(cache: CatalogCache, options: CachedReadsOptions): FirstRequestHook {
+export function cachedReadsHook(
+  cache: CatalogCache,
+  options: CachedReadsOptions,
+): FirstRequestHook {
   const policy = RATE_LIMIT_POLICIES.find((p) => p.name === 'default');
   const limiter =
     options.rateLimitEnabled && policy
       ? new LocalRateLimiter(policy.limit, policy.windowSeconds * 1000)
       : undefined;
-  const policyHeader = policy ? policyHeaderItem(policy.name, policy.limit, policy.windowSeconds) : '';
+  const policyHeader = policy
+    ? policyHeaderItem(policy.name, policy.limit, policy.windowSeconds)
+    : '';
   // windows measured on the monotonic clock: a wall clock stepped back must not stretch them
   const now = options.now ?? (() => performance.now());
   const trackers = new Map<string, string>(); // per app: its trust-proxy setting decides
@@ -116,7 +121,8 @@ export function cachedReadsHook(cache: CatalogCache, options: CachedReadsOptions
         if (hit === null) return done();
         browserHeaders(reply, request.headers.origin);
         void reply.header('X-Request-Id', request.id);
-        if (limitHeader) void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
+        if (limitHeader)
+          void reply.header('RateLimit-Policy', policyHeader).header('RateLimit', limitHeader);
         void reply.type('application/json; charset=utf-8').send(hit);
       },
       () => done(),

@@ -5,10 +5,18 @@ describe('LocalRateLimiter (cached-read fast path)', () => {
     const limiter = new LocalRateLimiter(3, 60_000);
     const t0 = 1_000_000;
     expect([1, 2, 3].map(() => limiter.take('ip:a', t0)!.blocked)).toEqual([false, false, false]);
-    expect(limiter.take('ip:a', t0 + 10)).toEqual({ blocked: true, remaining: 0, resetSeconds: 60 });
+    expect(limiter.take('ip:a', t0 + 10)).toEqual({
+      blocked: true,
+      remaining: 0,
+      resetSeconds: 60,
+    });
     expect(limiter.take('ip:b', t0 + 10)!.blocked).toBe(false); // per client
     expect(limiter.take('ip:a', t0 + 59_999)!.blocked).toBe(true);
-    expect(limiter.take('ip:a', t0 + 60_000)).toEqual({ blocked: false, remaining: 2, resetSeconds: 60 });
+    expect(limiter.take('ip:a', t0 + 60_000)).toEqual({
+      blocked: false,
+      remaining: 2,
+      resetSeconds: 60,
+    });
   });
 
   it('is bounded: a full table tracks no new client (null) and never resets a tracked one', () => {

@@ -1,5 +1,11 @@
 import { Body, Controller, Delete, HttpCode, Param, Patch, Post } from '@nestjs/common';
-import { ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
+import {
+  ApiCreatedResponse,
+  ApiNoContentResponse,
+  ApiOkResponse,
+  ApiOperation,
+  ApiTags,
+} from '@nestjs/swagger';
 import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { CurrentPrincipal, Principal } from '../auth/principal';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
@@ -44,12 +50,16 @@ export class CatalogAdminController {
   @ApiOperation({
     operationId: 'updateProduct',
     summary: 'Update a product (permission `catalog:write`)',
-    description: 'Changes the fields sent; orders already placed keep the price they were placed at.',
+    description:
+      'Changes the fields sent; orders already placed keep the price they were placed at.',
   })
   @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: ProductDto })
   @ApiProblems([404, '`PRODUCT_NOT_FOUND` or `CATEGORY_NOT_FOUND`'])
-  update(@Param('id', new UuidParamPipe()) id: string, @Body() dto: UpdateProductDto): Promise<ProductDto> {
+  update(
+    @Param('id', new UuidParamPipe()) id: string,
+    @Body() dto: UpdateProductDto,
+  ): Promise<ProductDto> {
     return this.admin.updateProduct(id, dto);
   }
 

@@ -136,7 +136,14 @@ export class CatalogAdminService {
       throw new DomainError(
         'VALIDATION_FAILED',
         `A price may be at most ${this.config.orderMaximumAmount} minor units: the largest order the payment provider charges.`,
-        { errors: [{ field: 'price.amount', message: `must not be greater than ${this.config.orderMaximumAmount}` }] },
+        {
+          errors: [
+            {
+              field: 'price.amount',
+              message: `must not be greater than ${this.config.orderMaximumAmount}`,
+            },
+          ],
+        },
       );
     }
   }

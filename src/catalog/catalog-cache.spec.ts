@@ -13,7 +13,10 @@ function fakeRedis(): Redis {
 
 /** The shared tier, always a miss. */
 function fakeShared(): Cache {
-  return mockOf<Cache>({ get: async () => undefined, set: async (_key: string, value: unknown) => value }, 'shared');
+  return mockOf<Cache>(
+    { get: async () => undefined, set: async (_key: string, value: unknown) => value },
+    'shared',
+  );
 }
 
 /** Outside any transaction: work after a commit runs at once. */
@@ -44,7 +47,8 @@ describe('CatalogCache memory copies', () => {
 
   it('keeps small pages up to the entry bound, and never copies one answer over 1 Mi characters', async () => {
     const cache = new CatalogCache(fakeRedis(), fakeShared(), config, new Clock(), noTransaction);
-    for (const _ of [1, 2]) await cache.getOrBuild('/v1/products/huge', async () => 'y'.repeat(1_100_000));
+    for (const _ of [1, 2])
+      await cache.getOrBuild('/v1/products/huge', async () => 'y'.repeat(1_100_000));
     expect(memoryOf(cache).has('/v1/products/huge')).toBe(false);
     for (let i = 0; i < 2_100; i++) {
       for (const _ of [1, 2]) await cache.getOrBuild(`/v1/products?q=${i}`, async () => ({ i }));
@@ -65,7 +69,9 @@ describe('CatalogCache: one-off URLs', () => {
     const cache = new CatalogCache(fakeRedis(), shared, config, new Clock(), noTransaction);
     // a flood of distinct cursors (each a key of its own): nothing written to Redis, nothing kept
     for (let i = 0; i < 500; i++) {
-      expect(await cache.getOrBuild(`/v1/products?cursor=c${i}`, async () => ({ i }))).toBe(JSON.stringify({ i }));
+      expect(await cache.getOrBuild(`/v1/products?cursor=c${i}`, async () => ({ i }))).toBe(
+        JSON.stringify({ i }),
+      );
     }
     expect(stored).toEqual([]);
     expect(cache['memory'].size).toBe(0);
@@ -82,13 +88,16 @@ describe('CatalogCache: one-off URLs', () => {
 });
 
 describe('CatalogCache: a shared entry written by a host whose clock runs ahead', () => {
-  it('is copied into memory for at most a second, not until the writer\'s clock says', async () => {
+  it("is copied into memory for at most a second, not until the writer's clock says", async () => {
     const config: AppConfig = loadConfig({ NODE_ENV: 'development' });
     const now = Date.parse('2026-12-01T10:00:00Z');
     const clock = mockOf<Clock>({ now: () => new Date(now) }, 'clock');
     // written 10 minutes "from now" by a host 10 minutes fast
     const shared = mockOf<Cache>(
-      { get: async () => ({ json: '"stale"', expiresAt: now + 10 * 60_000 }), set: async (_k: string, v: unknown) => v },
+      {
+        get: async () => ({ json: '"stale"', expiresAt: now + 10 * 60_000 }),
+        set: async (_k: string, v: unknown) => v,
+      },
       'shared',
     );
     const cache = new CatalogCache(fakeRedis(), shared, config, clock, noTransaction);
@@ -141,7 +150,8 @@ describe('CatalogCache version bump', () => {
       {
         get: async () => '1',
         eval: async () => {
-          if (failures-- > 0) throw new Error("Stream isn't writeable and enableOfflineQueue options is false");
+          if (failures-- > 0)
+            throw new Error("Stream isn't writeable and enableOfflineQueue options is false");
           return ++bumped;
         },
       },
@@ -158,12 +168,21 @@ describe('CatalogCache version bump', () => {
   });
 
   it('a Redis that refuses writes (out of memory) but still serves reads: the version key is deleted, so the old pages stop at once', async () => {
-    const refusal = Object.assign(new Error("OOM command not allowed when used memory > 'maxmemory'."), { name: 'ReplyError' });
+    const refusal = Object.assign(
+      new Error("OOM command not allowed when used memory > 'maxmemory'."),
+      { name: 'ReplyError' },
+    );
     const bump = jest.fn(async () => {
       throw refusal;
     });
     const del = jest.fn(async () => 1);
-    const cache = new CatalogCache(mockOf<Redis>({ get: async () => '7', eval: bump, del }, 'redis'), fakeShared(), config, new Clock(), noTransaction);
+    const cache = new CatalogCache(
+      mockOf<Redis>({ get: async () => '7', eval: bump, del }, 'redis'),
+      fakeShared(),
+      config,
+      new Clock(),
+      noTransaction,
+    );
     const started = Date.now();
     await cache.invalidate();
     expect(Date.now() - started).toBeLessThan(500); // no retries: it took
@@ -171,13 +190,19 @@ describe('CatalogCache version bump', () => {
     expect(cache['bumpOwed']).toBeUndefined();
   });
 
-  it('a short blink costs no background work: the write\'s own tries land it', async () => {
+  it("a short blink costs no background work: the write's own tries land it", async () => {
     let failures = 3;
     const bump = jest.fn(async () => {
       if (failures-- > 0) throw new Error('ECONNRESET');
       return 2;
     });
-    const cache = new CatalogCache(mockOf<Redis>({ get: async () => '1', eval: bump }, 'redis'), fakeShared(), config, new Clock(), noTransaction);
+    const cache = new CatalogCache(
+      mockOf<Redis>({ get: async () => '1', eval: bump }, 'redis'),
+      fakeShared(),
+      config,
+      new Clock(),
+      noTransaction,
+    );
     await cache.invalidate();
     expect(bump).toHaveBeenCalledTimes(4);
     expect(cache['bumpOwed']).toBeUndefined();
@@ -208,7 +233,10 @@ describe('CatalogCache with the version unknown (Redis failed a moment ago)', ()
     await new Promise((r) => setImmediate(r)); // the first build is running
     // requests of one turn share a build begun after all of them arrived
     const builds = jest.fn(async () => ({ price: 110 }));
-    const together = await Promise.all([cache.getOrBuild('/v1/products/q', builds), cache.getOrBuild('/v1/products/q', builds)]);
+    const together = await Promise.all([
+      cache.getOrBuild('/v1/products/q', builds),
+      cache.getOrBuild('/v1/products/q', builds),
+    ]);
     expect(together.map((j) => JSON.parse(j))).toEqual([{ price: 110 }, { price: 110 }]);
     expect(builds).toHaveBeenCalledTimes(1);
     // the write commits and answers elsewhere; a read that arrives now builds from the database

@@ -65,7 +65,8 @@ const BUMP_OWED_MS = 10 * 60_000;
  * at ~330/s on the development machine), the other half still checkout's. The rest wait as long
  * as they would have waited for a pool connection (DATABASE_POOL_WAIT_MS), then 503.
  */
-const buildSlots = (poolSize: number, cacheOn: boolean) => Math.max(2, Math.floor(poolSize / (cacheOn ? 4 : 2)));
+const buildSlots = (poolSize: number, cacheOn: boolean) =>
+  Math.max(2, Math.floor(poolSize / (cacheOn ? 4 : 2)));
 /** Misses waiting for a build slot, in each of the gate's two lanes, before one more is answered 503 at once. */
 const BUILDS_QUEUED = 1_000;
 /**
@@ -219,9 +220,14 @@ export class CatalogCache {
    */
   private async startVersion(): Promise<string | undefined> {
     const fresh = String(this.clock.now().getTime());
-    const set = await withTimeout(this.redis.set(this.versionKey, fresh, 'NX'), CACHE_REDIS_TIMEOUT_MS);
+    const set = await withTimeout(
+      this.redis.set(this.versionKey, fresh, 'NX'),
+      CACHE_REDIS_TIMEOUT_MS,
+    );
     if (set === 'OK') return fresh;
-    return (await withTimeout(this.redis.get(this.versionKey), CACHE_REDIS_TIMEOUT_MS)) ?? undefined;
+    return (
+      (await withTimeout(this.redis.get(this.versionKey), CACHE_REDIS_TIMEOUT_MS)) ?? undefined
+    );
   }
 
   /** The cached JSON for `key` if present, else null. */
@@ -351,7 +357,9 @@ export class CatalogCache {
           return;
         }
       }
-      this.logger.error(`catalog version never bumped: cached pages may be stale for up to ${CATALOG_TTL_MS} ms`);
+      this.logger.error(
+        `catalog version never bumped: cached pages may be stale for up to ${CATALOG_TTL_MS} ms`,
+      );
     })().finally(() => {
       this.bumpOwed = undefined;
     });
@@ -374,7 +382,9 @@ export class CatalogCache {
     const sharedKey = this.sharedKey(version, key);
     let reading = this.sharedReads.get(sharedKey);
     if (!reading) {
-      reading = this.safe(() => this.shared.get<SharedEntry>(sharedKey)).finally(() => this.sharedReads.delete(sharedKey));
+      reading = this.safe(() => this.shared.get<SharedEntry>(sharedKey)).finally(() =>
+        this.sharedReads.delete(sharedKey),
+      );
       this.sharedReads.set(sharedKey, reading);
     }
     const found = await reading;

@@ -58,7 +58,8 @@ export class CatalogCustomerController {
   @ApiOperation({
     operationId: 'listAlsoBought',
     summary: 'Products frequently bought together with this one',
-    description: 'Active products that appear most often in paid orders together with this product.',
+    description:
+      'Active products that appear most often in paid orders together with this product.',
   })
   @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: ProductListDto })
@@ -71,7 +72,8 @@ export class CatalogCustomerController {
   @ApiOperation({
     operationId: 'listRecommendations',
     summary: 'Recommendations for the signed-in customer',
-    description: "Active products chosen from the customer's own purchases and what others bought with them.",
+    description:
+      "Active products chosen from the customer's own purchases and what others bought with them.",
   })
   @ApiOkResponse({ type: ProductListDto })
   forMe(@CurrentPrincipal() me: Principal): Promise<ProductListDto> {

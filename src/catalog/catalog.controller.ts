@@ -41,7 +41,10 @@ export class CatalogController {
   @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: ProductDto })
   @ApiProblems([404, '`PRODUCT_NOT_FOUND`'])
-  product(@Param('id', new UuidParamPipe()) id: string, @RequestUrl() url: string): Promise<string> {
+  product(
+    @Param('id', new UuidParamPipe()) id: string,
+    @RequestUrl() url: string,
+  ): Promise<string> {
     return this.catalog.product(id, url);
   }
 

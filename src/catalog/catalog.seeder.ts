@@ -66,7 +66,16 @@ export class CatalogSeeder {
           if (await this.products.skuExists(sku)) continue;
           const id = this.ids.uuid();
           const at = this.clock.now();
-          await this.products.insert({ id, sku, name, description, priceAmount: price, currency, categoryId, at });
+          await this.products.insert({
+            id,
+            sku,
+            name,
+            description,
+            priceAmount: price,
+            currency,
+            categoryId,
+            at,
+          });
           await this.inventory.createItem(id, stock, actorId, at);
         }
       }

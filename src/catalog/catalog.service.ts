@@ -76,13 +76,23 @@ export class CatalogService {
     const listing = listingOf(query);
     // (a cursor without a listing is one from before it was added: paged as it always was)
     if (cursor && cursor.l !== undefined && cursor.l !== listing) {
-      throw new DomainError('VALIDATION_FAILED', 'The cursor belongs to another listing (sort, category or search).', {
-        errors: [{ field: 'cursor', message: 'cursor was made for another sort, category or search' }],
-      });
+      throw new DomainError(
+        'VALIDATION_FAILED',
+        'The cursor belongs to another listing (sort, category or search).',
+        {
+          errors: [
+            { field: 'cursor', message: 'cursor was made for another sort, category or search' },
+          ],
+        },
+      );
     }
     const asOf = cursor ? new Date(cursor.t) : this.clock.now();
     // (the best seller's units scale relevance only: the other sorts neither read nor page by it)
-    const maxUnits = cursor ? cursor.m : query.sort === 'relevance' ? await this.products.maxUnitsSold() : 0;
+    const maxUnits = cursor
+      ? cursor.m
+      : query.sort === 'relevance'
+        ? await this.products.maxUnitsSold()
+        : 0;
     const rows = await this.products.page({
       sort: query.sort,
       limit: query.limit + 1,
@@ -100,6 +110,9 @@ export class CatalogService {
       const k = spec.keyType === 'timestamp' ? String(last.sortKey) : Number(last.sortKey);
       nextCursor = encodeCursor({ k, i: last.id, t: asOf.toISOString(), m: maxUnits, l: listing });
     }
-    return { items: items.map((r) => mapProductSummary(r, (key) => this.storage.publicUrl(key))), nextCursor };
+    return {
+      items: items.map((r) => mapProductSummary(r, (key) => this.storage.publicUrl(key))),
+      nextCursor,
+    };
   }
 }

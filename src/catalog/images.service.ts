@@ -8,7 +8,12 @@ import { APP_CONFIG, AppConfig } from '../config/config';
 import { CatalogCache } from './catalog-cache';
 import { CreateImageUploadDto, ImageUploadDto } from './dto/catalog.dto';
 import { ImageRepository, PendingImage } from './image.repository';
-import { ObjectStorage, ObjectStorageRefused, ObjectStorageUnavailable, UPLOAD_URL_TTL_SECONDS } from './object-storage';
+import {
+  ObjectStorage,
+  ObjectStorageRefused,
+  ObjectStorageUnavailable,
+  UPLOAD_URL_TTL_SECONDS,
+} from './object-storage';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName } from '../queue/queues';
 import { ProductRepository } from './product.repository';
@@ -197,18 +202,25 @@ export class ImagesService {
         // about this object (403: a key without s3:ListBucket asking for a missing one), not the
         // store: acknowledged — a 503 would have the store retry it for as long as the object is
         // gone (days) — and left pending for the reconciliation pass, which asks again
-        this.logger.warn(`storage notification for ${key}: ${err.message}; left to the reconciliation pass`);
+        this.logger.warn(
+          `storage notification for ${key}: ${err.message}; left to the reconciliation pass`,
+        );
         return false;
       }
       if (err instanceof ObjectStorageUnavailable) {
         this.logger.warn(err.message);
-        throw new DomainError('SERVICE_UNAVAILABLE', 'Object storage is unavailable; retry the notification later.', {
-          headers: { 'Retry-After': '5' },
-        });
+        throw new DomainError(
+          'SERVICE_UNAVAILABLE',
+          'Object storage is unavailable; retry the notification later.',
+          {
+            headers: { 'Retry-After': '5' },
+          },
+        );
       }
       throw err;
     }
-    if (outcome === 'absent') this.logger.warn(`storage notification for ${key}, but the store has no such object`);
+    if (outcome === 'absent')
+      this.logger.warn(`storage notification for ${key}, but the store has no such object`);
     return outcome === 'ready';
   }
 
@@ -248,14 +260,19 @@ export class ImagesService {
             if (!(err instanceof ObjectStorageRefused)) throw err;
             refused++;
             firstRefused ??= err;
-            if (age >= REFUSED_ABANDONED_AFTER_MS && (await this.images.deletePending(image.key))) removed++;
+            if (age >= REFUSED_ABANDONED_AFTER_MS && (await this.images.deletePending(image.key)))
+              removed++;
             // refused about everything (the key itself): the store cannot be asked, as above
             if (age < ABANDONED_AFTER_MS && ++refusedInARow >= REFUSALS_ENDING_A_PASS) throw err;
             continue;
           }
           if (outcome === 'ready') ready++;
           const abandoned = age >= ABANDONED_AFTER_MS;
-          if ((outcome === 'absent' || outcome === 'mismatch') && abandoned && (await this.images.deletePending(image.key))) {
+          if (
+            (outcome === 'absent' || outcome === 'mismatch') &&
+            abandoned &&
+            (await this.images.deletePending(image.key))
+          ) {
             removed++;
           }
         }
@@ -276,7 +293,9 @@ export class ImagesService {
       );
     }
     if (ready > 0 || removed > 0) {
-      this.logger.warn(`pending images reconciled: ${ready} made ready (no notification came), ${removed} abandoned removed`);
+      this.logger.warn(
+        `pending images reconciled: ${ready} made ready (no notification came), ${removed} abandoned removed`,
+      );
     }
     return { ready, removed };
   }
@@ -285,7 +304,10 @@ export class ImagesService {
    * Asks the store about a pending image: marked ready (guarded) when the object is there with
    * the declared size and type. Throws ObjectStorageUnavailable when the store cannot be asked.
    */
-  private async settle(key: string, image: { contentType: string; sizeBytes: number }): Promise<Settled> {
+  private async settle(
+    key: string,
+    image: { contentType: string; sizeBytes: number },
+  ): Promise<Settled> {
     const stored = await this.storage.head(key);
     if (!stored) return 'absent';
     if (stored.sizeBytes !== image.sizeBytes || stored.contentType !== image.contentType) {

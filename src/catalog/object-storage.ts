@@ -117,7 +117,8 @@ export class ObjectStorage implements OnApplicationShutdown {
       if (err instanceof NotFound) return null;
       const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
       if (status === 404) return null;
-      if (status !== undefined && status >= 400 && status < 500) throw new ObjectStorageRefused(key, status, err);
+      if (status !== undefined && status >= 400 && status < 500)
+        throw new ObjectStorageRefused(key, status, err);
       throw new ObjectStorageUnavailable(err);
     }
   }

@@ -201,7 +201,11 @@ export class ProductRepository {
   }
 
   /** One product's row of `columns` (VIEW_COLUMNS and more), with its inventory joined. */
-  private oneView<R>(id: string, opts: { activeOnly: boolean }, columns: string[]): Promise<R | undefined> {
+  private oneView<R>(
+    id: string,
+    opts: { activeOnly: boolean },
+    columns: string[],
+  ): Promise<R | undefined> {
     return this.tx.withManager((m) => {
       const query = m
         .getRepository(ProductEntity)
@@ -284,7 +288,8 @@ export class ProductRepository {
     const where = ['p.active', `p.currency = ${bind(this.config.currency)}`]; // on sale (onSale, in raw SQL)
     if (query.categoryId) where.push(`p.category_id = ${bind(query.categoryId)}`);
     // the query's words in the NFKC form the vector holds (1763800028000-SearchNormalized.ts)
-    if (query.q) where.push(`p.search @@ websearch_to_tsquery('simple', normalize(${bind(query.q)}, NFKC))`);
+    if (query.q)
+      where.push(`p.search @@ websearch_to_tsquery('simple', normalize(${bind(query.q)}, NFKC))`);
     const dir = spec.descending ? 'DESC' : 'ASC';
     if (query.after) {
       const cmp = spec.descending ? '<' : '>';

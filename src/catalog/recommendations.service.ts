@@ -34,13 +34,16 @@ export class RecommendationsService {
     private readonly cache: CatalogCache,
   ) {}
 
-  private summary = (r: ProductSummaryView) => mapProductSummary(r, (key) => this.storage.publicUrl(key));
+  private summary = (r: ProductSummaryView) =>
+    mapProductSummary(r, (key) => this.storage.publicUrl(key));
 
   /** Replaces every product's top-K neighbours in one transaction (null: another run is at it). Idempotent. */
   @OnJob(JobName.RecomputeRecommendations)
   async recompute(): Promise<number | null> {
     const n = await this.tx.run(() => this.recommendations.recompute(TOP_K, this.clock.now()));
-    this.logger.log(n === null ? 'recommendations: another run is under way' : `recomputed ${n} recommendations`);
+    this.logger.log(
+      n === null ? 'recommendations: another run is under way' : `recomputed ${n} recommendations`,
+    );
     return n;
   }
 
@@ -55,7 +58,9 @@ export class RecommendationsService {
 
   /** Neighbours of the customer's purchases; top-ranked products for a new customer. */
   async forCustomer(me: Principal): Promise<ProductListDto> {
-    const rows = await this.cache.readBounded(() => this.recommendations.forCustomer(me.userId, TOP_K));
+    const rows = await this.cache.readBounded(() =>
+      this.recommendations.forCustomer(me.userId, TOP_K),
+    );
     if (rows.length > 0) return { items: rows.map(this.summary) };
     const top = await this.cache.getOrBuild(NEW_CUSTOMER_TOP, async (): Promise<ProductListDto> => {
       const page = await this.products.page({

@@ -15,7 +15,11 @@ export interface Review {
 
 /** Reviews with their author's name (the only user column a review shows). */
 const withAuthor = (m: EntityManager) =>
-  m.getRepository(ReviewEntity).createQueryBuilder('r').innerJoin('r.user', 'u').addSelect('u.name');
+  m
+    .getRepository(ReviewEntity)
+    .createQueryBuilder('r')
+    .innerJoin('r.user', 'u')
+    .addSelect('u.name');
 
 const toReview = (r: ReviewEntity): Review => ({
   id: r.id,
@@ -54,7 +58,9 @@ export class ReviewRepository {
 
   /** Whether the customer has reviewed the product (once is all they get). */
   async hasReviewed(userId: string, productId: string): Promise<boolean> {
-    return this.tx.withManager((m) => m.getRepository(ReviewEntity).existsBy({ userId, productId }));
+    return this.tx.withManager((m) =>
+      m.getRepository(ReviewEntity).existsBy({ userId, productId }),
+    );
   }
 
   /** Inserts the review; false (nothing written) if this customer already reviewed the product. */
@@ -108,7 +114,9 @@ export class ReviewRepository {
 
   /** One review as the listing shows it (its author's name included). */
   async findById(id: string): Promise<Review | null> {
-    const review = await this.tx.withManager((m) => withAuthor(m).where('r.id = :id', { id }).getOne());
+    const review = await this.tx.withManager((m) =>
+      withAuthor(m).where('r.id = :id', { id }).getOne(),
+    );
     return review ? toReview(review) : null;
   }
 }

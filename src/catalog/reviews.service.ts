@@ -34,9 +34,19 @@ export class ReviewsService {
       // a second review is the "once" case (409) even if the purchase has since been refunded
       if (await this.reviews.hasReviewed(me.userId, productId)) throw reviewExists();
       if (!(await this.reviews.hasBought(me.userId, productId))) {
-        throw new DomainError('REVIEW_NOT_ALLOWED', 'Only customers who bought this product can review it.');
+        throw new DomainError(
+          'REVIEW_NOT_ALLOWED',
+          'Only customers who bought this product can review it.',
+        );
       }
-      const inserted = await this.reviews.insert({ id, productId, userId: me.userId, rating: dto.rating, comment: dto.comment, at });
+      const inserted = await this.reviews.insert({
+        id,
+        productId,
+        userId: me.userId,
+        rating: dto.rating,
+        comment: dto.comment,
+        at,
+      });
       if (!inserted) throw reviewExists();
       // atomic increments under the product's row lock: concurrent reviews never lose an update
       await this.products.addRating(productId, dto.rating);
@@ -48,11 +58,18 @@ export class ReviewsService {
 
   /** A product's reviews; 404 for a product that does not exist or is off sale, as for the product. */
   async list(productId: string, query: PageQueryDto): Promise<ReviewPageDto> {
-    const after = decodeCursor<{ t: string; i: string }>(query.cursor, { t: 'timestamp', i: 'uuid' });
+    const after = decodeCursor<{ t: string; i: string }>(query.cursor, {
+      t: 'timestamp',
+      i: 'uuid',
+    });
     // (anonymous, uncached, any cursor: through the catalog's read gate)
     const rows = await this.cache.readBounded(async () => {
       if (!(await this.products.findById(productId, { activeOnly: true }))) throw productNotFound();
-      return this.reviews.page(productId, query.limit + 1, after ? { at: after.t, id: after.i } : null);
+      return this.reviews.page(
+        productId,
+        query.limit + 1,
+        after ? { at: after.t, id: after.i } : null,
+      );
     });
     const items = rows.slice(0, query.limit);
     const last = items[items.length - 1];

@@ -36,11 +36,14 @@ export class StorageWebhookController {
   @ApiSecurity(STORAGE_TOKEN_SCHEME)
   @ApiBody({
     required: true,
-    description: 'An S3 event notification: `{Records: [{eventName, s3: {bucket: {name}, object: {key}}}]}`',
+    description:
+      'An S3 event notification: `{Records: [{eventName, s3: {bucket: {name}, object: {key}}}]}`',
     schema: {
       type: 'object',
       additionalProperties: true,
-      properties: { Records: { type: 'array', items: { type: 'object', additionalProperties: true } } },
+      properties: {
+        Records: { type: 'array', items: { type: 'object', additionalProperties: true } },
+      },
       required: ['Records'],
     },
   })

@@ -26,22 +26,32 @@ export function closeOnSignals(
     if (closing) return;
     closing = true;
     draining = true;
-    const force = setTimeout(() => {
-      console.error(`shutdown after ${signal} took longer than ${delayMs + timeoutMs} ms; exiting`);
-      process.exit(1);
-    }, delayMs + timeoutMs + 5000);
+    const force = setTimeout(
+      () => {
+        console.error(
+          `shutdown after ${signal} took longer than ${delayMs + timeoutMs} ms; exiting`,
+        );
+        process.exit(1);
+      },
+      delayMs + timeoutMs + 5000,
+    );
     force.unref();
     // an app still booting is closed once it exists (the timer above bounds a boot that hangs)
     Promise.resolve(app)
-      .then((ready) => new Promise<INestApplicationContext>((resolve) => setTimeout(() => resolve(ready), delayMs)))
+      .then(
+        (ready) =>
+          new Promise<INestApplicationContext>((resolve) =>
+            setTimeout(() => resolve(ready), delayMs),
+          ),
+      )
       .then((ready) => ready.close())
       .then(
-      () => process.exit(0),
-      (err: unknown) => {
-        console.error('error during shutdown', err);
-        process.exit(1);
-      },
-    );
+        () => process.exit(0),
+        (err: unknown) => {
+          console.error('error during shutdown', err);
+          process.exit(1);
+        },
+      );
   };
   // `on`, not `once`: a second signal while draining (a supervisor signalling the whole process
   // group, an impatient operator) must find a listener that ignores it, not Node's default

@@ -14,7 +14,9 @@ describe('TurnBatch', () => {
     let release!: () => void;
     const answer = jest
       .fn<Promise<string[]>, [string[]]>()
-      .mockImplementationOnce((asks) => new Promise((r) => (release = () => r(asks.map((a) => `${a}1`)))))
+      .mockImplementationOnce(
+        (asks) => new Promise((r) => (release = () => r(asks.map((a) => `${a}1`)))),
+      )
       .mockImplementationOnce(async (asks) => asks.map((a) => `${a}2`));
     const batch = new TurnBatch(answer, () => 'fallback');
     const first = batch.ask('a');
@@ -31,13 +33,17 @@ describe('TurnBatch', () => {
       () => Promise.reject(new Error('ECONNREFUSED')),
       (err) => (err as Error).message,
     );
-    expect(await Promise.all([batch.ask(1), batch.ask(2)])).toEqual(['ECONNREFUSED', 'ECONNREFUSED']);
+    expect(await Promise.all([batch.ask(1), batch.ask(2)])).toEqual([
+      'ECONNREFUSED',
+      'ECONNREFUSED',
+    ]);
   });
 
   it('oneAtATime: asks made while a call is in flight share one call issued after it ends', async () => {
     const releases: (() => void)[] = [];
     const answer = jest.fn(
-      (asks: number[]) => new Promise<number[]>((r) => releases.push(() => r(asks.map((n) => n + 1)))),
+      (asks: number[]) =>
+        new Promise<number[]>((r) => releases.push(() => r(asks.map((n) => n + 1)))),
     );
     const batch = new TurnBatch(answer, () => 0, { oneAtATime: true });
     const first = batch.ask(1);
@@ -55,14 +61,23 @@ describe('TurnBatch', () => {
     expect(await Promise.all(later)).toEqual([3, 4]);
   });
 
-  it('answers in the context the batch was made in, not in the first asker\'s', async () => {
+  it("answers in the context the batch was made in, not in the first asker's", async () => {
     const als = new AsyncLocalStorage<string>();
     const seen: (string | undefined)[] = [];
-    const batch = als.run('owner', () => new TurnBatch(async (asks: number[]) => {
-      seen.push(als.getStore());
-      return asks;
-    }, () => 0));
-    await als.run('request 1', () => Promise.all([batch.ask(1), als.run('request 2', () => batch.ask(2))]));
+    const batch = als.run(
+      'owner',
+      () =>
+        new TurnBatch(
+          async (asks: number[]) => {
+            seen.push(als.getStore());
+            return asks;
+          },
+          () => 0,
+        ),
+    );
+    await als.run('request 1', () =>
+      Promise.all([batch.ask(1), als.run('request 2', () => batch.ask(2))]),
+    );
     expect(seen).toEqual(['owner']);
   });
 });

@@ -36,14 +36,17 @@ export class TurnBatch<Q, A> {
   }
 
   private schedule(): void {
-    if (this.scheduled || (this.options.oneAtATime && this.inFlight) || this.waiting.length === 0) return;
+    if (this.scheduled || (this.options.oneAtATime && this.inFlight) || this.waiting.length === 0)
+      return;
     this.scheduled = true;
     this.context.runInAsyncScope(() => setImmediate(() => void this.flush()));
   }
 
   private async flush(): Promise<void> {
     this.scheduled = false;
-    const batch = this.options.maxBatch ? this.waiting.splice(0, this.options.maxBatch) : this.waiting;
+    const batch = this.options.maxBatch
+      ? this.waiting.splice(0, this.options.maxBatch)
+      : this.waiting;
     if (!this.options.maxBatch) this.waiting = [];
     this.inFlight = true;
     let answers: A[];

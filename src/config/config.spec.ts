@@ -20,7 +20,9 @@ const SECRETS = {
  * The secrets proper (STRIPE_TEST_MODE only says the Stripe key above may be a test key;
  * MAIL_FROM is required beside SMTP_URL, no secret).
  */
-const ALL_SECRET_NAMES = Object.keys(SECRETS).filter((name) => name !== 'STRIPE_TEST_MODE' && name !== 'MAIL_FROM');
+const ALL_SECRET_NAMES = Object.keys(SECRETS).filter(
+  (name) => name !== 'STRIPE_TEST_MODE' && name !== 'MAIL_FROM',
+);
 
 function problemsOf(env: Record<string, string>): string[] {
   try {
@@ -44,15 +46,33 @@ describe('loadConfig', () => {
     expect(loadConfig({ ...SECRETS, NODE_ENV: 'production' }).http.host).toBe('0.0.0.0');
     // beyond loopback a development instance needs a signing key of its own: anyone reaching it
     // could sign an admin token with the built-in one
-    expect(problemsOf({ NODE_ENV: 'development', HOST: '0.0.0.0' })).toEqual([expect.stringMatching(/^HOST: 0\.0\.0\.0 makes this development instance reachable/)]);
-    expect(problemsOf({ NODE_ENV: 'development', HOST: '192.168.1.20', JWT_SECRET: DEV_SECRETS.JWT_SECRET })).toHaveLength(1);
-    expect(loadConfig({ NODE_ENV: 'development', HOST: '0.0.0.0', JWT_SECRET: 'a-lan-demo-secret-of-its-own-0123456789abcdef' }).http.host).toBe('0.0.0.0');
+    expect(problemsOf({ NODE_ENV: 'development', HOST: '0.0.0.0' })).toEqual([
+      expect.stringMatching(/^HOST: 0\.0\.0\.0 makes this development instance reachable/),
+    ]);
+    expect(
+      problemsOf({
+        NODE_ENV: 'development',
+        HOST: '192.168.1.20',
+        JWT_SECRET: DEV_SECRETS.JWT_SECRET,
+      }),
+    ).toHaveLength(1);
+    expect(
+      loadConfig({
+        NODE_ENV: 'development',
+        HOST: '0.0.0.0',
+        JWT_SECRET: 'a-lan-demo-secret-of-its-own-0123456789abcdef',
+      }).http.host,
+    ).toBe('0.0.0.0');
     for (const host of ['127.0.0.1', 'localhost', '::1', '127.0.0.2']) {
       expect(loadConfig({ NODE_ENV: 'development', HOST: host }).http.host).toBe(host);
     }
     // a mistyped HOST names the variable (it died on getaddrinfo ENOTFOUND)
-    expect(named(problemsOf({ ...SECRETS, NODE_ENV: 'production', HOST: '0.0.0.O.' }))).toEqual(['HOST']);
-    expect(named(problemsOf({ ...SECRETS, NODE_ENV: 'production', HOST: '127.0.0.l' }))).toEqual(['HOST']);
+    expect(named(problemsOf({ ...SECRETS, NODE_ENV: 'production', HOST: '0.0.0.O.' }))).toEqual([
+      'HOST',
+    ]);
+    expect(named(problemsOf({ ...SECRETS, NODE_ENV: 'production', HOST: '127.0.0.l' }))).toEqual([
+      'HOST',
+    ]);
     expect(c.metricsPort).toBe(9465);
     expect(c.workerMetricsPort).toBe(9464);
     expect(c.reservationTtlSeconds).toBe(900);
@@ -72,22 +92,43 @@ describe('loadConfig', () => {
   it("takes orders from the payment provider's smallest charge: 50 with Stripe, 1 with the development gateway, or ORDER_MINIMUM_AMOUNT", () => {
     expect(loadConfig({ ...SECRETS, NODE_ENV: 'production' }).orderMinimumAmount).toBe(50);
     expect(loadConfig({ NODE_ENV: 'development' }).orderMinimumAmount).toBe(1);
-    expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', ORDER_MINIMUM_AMOUNT: '30' }).orderMinimumAmount).toBe(30);
-    expect(named(problemsOf({ NODE_ENV: 'development', ORDER_MINIMUM_AMOUNT: '0' }))).toEqual(['ORDER_MINIMUM_AMOUNT']);
+    expect(
+      loadConfig({ ...SECRETS, NODE_ENV: 'production', ORDER_MINIMUM_AMOUNT: '30' })
+        .orderMinimumAmount,
+    ).toBe(30);
+    expect(named(problemsOf({ NODE_ENV: 'development', ORDER_MINIMUM_AMOUNT: '0' }))).toEqual([
+      'ORDER_MINIMUM_AMOUNT',
+    ]);
   });
 
   it("takes orders up to the payment provider's largest charge: Stripe's eight digits, or ORDER_MAXIMUM_AMOUNT (not below the minimum)", () => {
     expect(loadConfig({ ...SECRETS, NODE_ENV: 'production' }).orderMaximumAmount).toBe(99_999_999);
     expect(loadConfig({ NODE_ENV: 'development' }).orderMaximumAmount).toBe(99_999_999);
-    expect(loadConfig({ NODE_ENV: 'development', ORDER_MAXIMUM_AMOUNT: '5000' }).orderMaximumAmount).toBe(5000);
-    expect(named(problemsOf({ NODE_ENV: 'development', ORDER_MAXIMUM_AMOUNT: '0' }))).toEqual(['ORDER_MAXIMUM_AMOUNT']);
+    expect(
+      loadConfig({ NODE_ENV: 'development', ORDER_MAXIMUM_AMOUNT: '5000' }).orderMaximumAmount,
+    ).toBe(5000);
+    expect(named(problemsOf({ NODE_ENV: 'development', ORDER_MAXIMUM_AMOUNT: '0' }))).toEqual([
+      'ORDER_MAXIMUM_AMOUNT',
+    ]);
     // under the minimum given, or under Stripe's own when none is given: every checkout refused
-    expect(named(problemsOf({ NODE_ENV: 'development', ORDER_MINIMUM_AMOUNT: '100', ORDER_MAXIMUM_AMOUNT: '99' }))).toEqual(['ORDER_MAXIMUM_AMOUNT']);
-    expect(named(problemsOf({ ...SECRETS, NODE_ENV: 'production', ORDER_MAXIMUM_AMOUNT: '49' }))).toEqual(['ORDER_MAXIMUM_AMOUNT']);
+    expect(
+      named(
+        problemsOf({
+          NODE_ENV: 'development',
+          ORDER_MINIMUM_AMOUNT: '100',
+          ORDER_MAXIMUM_AMOUNT: '99',
+        }),
+      ),
+    ).toEqual(['ORDER_MAXIMUM_AMOUNT']);
+    expect(
+      named(problemsOf({ ...SECRETS, NODE_ENV: 'production', ORDER_MAXIMUM_AMOUNT: '49' })),
+    ).toEqual(['ORDER_MAXIMUM_AMOUNT']);
   });
 
   it('treats empty strings as unset', () => {
-    expect(loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: '' }).stripe.secretKey).toBeUndefined();
+    expect(
+      loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: '' }).stripe.secretKey,
+    ).toBeUndefined();
   });
 
   it('configures S3-compatible storage: MinIO-style defaults, the public URL derived from endpoint and bucket', () => {
@@ -116,26 +157,35 @@ describe('loadConfig', () => {
       false,
       'https://shop.acc.r2.cloudflarestorage.com',
     ]);
-    expect(loadConfig({ NODE_ENV: 'development', STORAGE_BASE_URL: 'https://cdn.shop.example/img/' }).storage.baseUrl).toBe(
-      'https://cdn.shop.example/img',
-    );
+    expect(
+      loadConfig({ NODE_ENV: 'development', STORAGE_BASE_URL: 'https://cdn.shop.example/img/' })
+        .storage.baseUrl,
+    ).toBe('https://cdn.shop.example/img');
     const dev2 = { NODE_ENV: 'development' };
     expect(() => loadConfig({ ...dev2, STORAGE_BUCKET: 'Not_A_Bucket' })).toThrow(/STORAGE_BUCKET/);
     expect(() => loadConfig({ ...dev2, STORAGE_ENDPOINT: 'ftp://x' })).toThrow(/STORAGE_ENDPOINT/);
-    expect(() => loadConfig({ ...dev2, STORAGE_WEBHOOK_TOKEN: 'has a space in it, too short?' })).toThrow(/STORAGE_WEBHOOK_TOKEN/);
+    expect(() =>
+      loadConfig({ ...dev2, STORAGE_WEBHOOK_TOKEN: 'has a space in it, too short?' }),
+    ).toThrow(/STORAGE_WEBHOOK_TOKEN/);
   });
 
   it('keeps the failed sign-in limits on outside development (NODE_ENV unset included) even when RATE_LIMIT_ENABLED=false', () => {
     for (const nodeEnv of ['production', 'test', 'staging', undefined]) {
-      const c = loadConfig({ ...SECRETS, ...(nodeEnv ? { NODE_ENV: nodeEnv } : {}), RATE_LIMIT_ENABLED: 'false' });
+      const c = loadConfig({
+        ...SECRETS,
+        ...(nodeEnv ? { NODE_ENV: nodeEnv } : {}),
+        RATE_LIMIT_ENABLED: 'false',
+      });
       expect(c.rateLimitEnabled).toBe(false);
       expect(c.signIn.enabled).toBe(true);
     }
-    expect(loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).signIn.enabled).toBe(false);
+    expect(
+      loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).signIn.enabled,
+    ).toBe(false);
     expect(loadConfig({ NODE_ENV: 'development' }).signIn.enabled).toBe(true);
   });
 
-  it("refuses an invalid value of every contract variable, naming it (API.md: invalid values stop the process at boot)", () => {
+  it('refuses an invalid value of every contract variable, naming it (API.md: invalid values stop the process at boot)', () => {
     for (const [name, value] of [
       ['PORT', 'abc'],
       ['METRICS_PORT', '70000'],
@@ -153,12 +203,18 @@ describe('loadConfig', () => {
       ['STRIPE_API_URL', 'not a url'],
       ['SMTP_URL', 'mailto:x@y.z'],
     ]) {
-      expect({ name, value, refused: named(problemsOf({ NODE_ENV: 'development', [name]: value })) }).toEqual({ name, value, refused: [name] });
+      expect({
+        name,
+        value,
+        refused: named(problemsOf({ NODE_ENV: 'development', [name]: value })),
+      }).toEqual({ name, value, refused: [name] });
     }
   });
 
   it('switches throttling off with RATE_LIMIT_ENABLED=false', () => {
-    expect(loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).rateLimitEnabled).toBe(false);
+    expect(
+      loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).rateLimitEnabled,
+    ).toBe(false);
   });
 
   describe('secure by default: only an explicit NODE_ENV=development gets development behaviour', () => {
@@ -170,7 +226,9 @@ describe('loadConfig', () => {
     it('never points a deployment that says what it is (production, staging) at development mode to get past missing secrets', () => {
       for (const nodeEnv of ['production', 'staging']) {
         expect(() => loadConfig({ NODE_ENV: nodeEnv })).toThrow(ConfigError);
-        expect(() => loadConfig({ NODE_ENV: nodeEnv })).not.toThrow(/NODE_ENV=development runs|for a local instance/);
+        expect(() => loadConfig({ NODE_ENV: nodeEnv })).not.toThrow(
+          /NODE_ENV=development runs|for a local instance/,
+        );
       }
     });
 
@@ -200,14 +258,26 @@ describe('loadConfig', () => {
     it('SHUTDOWN_DELAY_MS: 5 s outside development (a load balancer drains first), 0 in development, digits only, at most 2 min', () => {
       expect(loadConfig({ ...SECRETS, NODE_ENV: 'production' }).http.shutdownDelayMs).toBe(5000);
       expect(loadConfig({ NODE_ENV: 'development' }).http.shutdownDelayMs).toBe(0);
-      expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '0' }).http.shutdownDelayMs).toBe(0);
-      expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '' }).http.shutdownDelayMs).toBe(5000);
-      expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '0000000' }).http.shutdownDelayMs).toBe(0);
-      expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '120000' }).http.shutdownDelayMs).toBe(120_000);
+      expect(
+        loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '0' }).http
+          .shutdownDelayMs,
+      ).toBe(0);
+      expect(
+        loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '' }).http
+          .shutdownDelayMs,
+      ).toBe(5000);
+      expect(
+        loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '0000000' }).http
+          .shutdownDelayMs,
+      ).toBe(0);
+      expect(
+        loadConfig({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: '120000' }).http
+          .shutdownDelayMs,
+      ).toBe(120_000);
       for (const value of ['5s', '-1', '120001', '999999']) {
-        expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: value })).toEqual([
-          expect.stringMatching(/^SHUTDOWN_DELAY_MS: /),
-        ]);
+        expect(
+          problemsOf({ ...SECRETS, NODE_ENV: 'production', SHUTDOWN_DELAY_MS: value }),
+        ).toEqual([expect.stringMatching(/^SHUTDOWN_DELAY_MS: /)]);
       }
     });
 
@@ -215,37 +285,87 @@ describe('loadConfig', () => {
       const { MAIL_FROM: _from, ...withoutFrom } = SECRETS;
       for (const nodeEnv of [undefined, 'test', 'production']) {
         const env = { ...withoutFrom, ...(nodeEnv ? { NODE_ENV: nodeEnv } : {}) };
-        expect(problemsOf(env)).toEqual([expect.stringMatching(/^MAIL_FROM: required .*with SMTP_URL/)]);
-        expect(problemsOf({ ...env, MAIL_FROM: '' })).toEqual([expect.stringMatching(/^MAIL_FROM: required/)]);
+        expect(problemsOf(env)).toEqual([
+          expect.stringMatching(/^MAIL_FROM: required .*with SMTP_URL/),
+        ]);
+        expect(problemsOf({ ...env, MAIL_FROM: '' })).toEqual([
+          expect.stringMatching(/^MAIL_FROM: required/),
+        ]);
         // the placeholder of .env.example, copied to a server: refused as if not given
         for (const placeholder of ['Shop <orders@shop.example>', 'orders@SHOP.example']) {
-          expect(problemsOf({ ...env, MAIL_FROM: placeholder })).toEqual([expect.stringMatching(/^MAIL_FROM: the placeholder sender/)]);
+          expect(problemsOf({ ...env, MAIL_FROM: placeholder })).toEqual([
+            expect.stringMatching(/^MAIL_FROM: the placeholder sender/),
+          ]);
         }
       }
-      expect(loadConfig({ ...withoutFrom, NODE_ENV: 'development' }).mail.from).toBe('Shop <orders@shop.example>');
+      expect(loadConfig({ ...withoutFrom, NODE_ENV: 'development' }).mail.from).toBe(
+        'Shop <orders@shop.example>',
+      );
     });
 
     it('refuses a METRICS_HOST that is no address or host name, or a mistyped IPv4 address (it failed to listen, and the process ran without metrics)', () => {
-      for (const host of ['127.0.0.l', '10.0.O.1', '192.168.110', '127.0.0.1.1', '9465', '0.0.0.0 ', 'metrics host', 'metrics_host']) {
-        expect([host, problemsOf({ ...SECRETS, METRICS_HOST: host })]).toEqual([host, [expect.stringMatching(/^METRICS_HOST: must be an IP address/)]]);
+      for (const host of [
+        '127.0.0.l',
+        '10.0.O.1',
+        '192.168.110',
+        '127.0.0.1.1',
+        '9465',
+        '0.0.0.0 ',
+        'metrics host',
+        'metrics_host',
+      ]) {
+        expect([host, problemsOf({ ...SECRETS, METRICS_HOST: host })]).toEqual([
+          host,
+          [expect.stringMatching(/^METRICS_HOST: must be an IP address/)],
+        ]);
       }
       expect(loadConfig({ ...SECRETS, METRICS_HOST: '' }).metricsHost).toBe('127.0.0.1'); // empty: unset
-      for (const host of ['0.0.0.0', '::', '10.1.2.3', 'localhost', 'ip6-localhost', 'metrics.internal', 'fe80::1%eth0']) {
+      for (const host of [
+        '0.0.0.0',
+        '::',
+        '10.1.2.3',
+        'localhost',
+        'ip6-localhost',
+        'metrics.internal',
+        'fe80::1%eth0',
+      ]) {
         expect(loadConfig({ ...SECRETS, METRICS_HOST: host }).metricsHost).toBe(host);
       }
     });
 
     it('refuses a MAIL_FROM that is not an address (the mail server would refuse every email at MAIL FROM)', () => {
-      for (const from of ['orders', 'Shop <orders', 'Shop <orders@my-shop.com', 'a b@my-shop.com', 'orders@']) {
-        expect([from, problemsOf({ ...SECRETS, MAIL_FROM: from })]).toEqual([from, [expect.stringMatching(/^MAIL_FROM: must be an address/)]]);
+      for (const from of [
+        'orders',
+        'Shop <orders',
+        'Shop <orders@my-shop.com',
+        'a b@my-shop.com',
+        'orders@',
+      ]) {
+        expect([from, problemsOf({ ...SECRETS, MAIL_FROM: from })]).toEqual([
+          from,
+          [expect.stringMatching(/^MAIL_FROM: must be an address/)],
+        ]);
       }
-      for (const from of ['orders@my-shop.com', 'Shop <orders@my-shop.co.in>', '"Shop, Ltd" <orders@my-shop.com>']) {
+      for (const from of [
+        'orders@my-shop.com',
+        'Shop <orders@my-shop.co.in>',
+        '"Shop, Ltd" <orders@my-shop.com>',
+      ]) {
         expect(loadConfig({ ...SECRETS, MAIL_FROM: from }).mail.from).toBe(from);
       }
       // a host without a dot: a local mail catcher's in development, refused for a real mail server
       for (const from of ['orders@myshop', 'Shop <orders@mailpit>']) {
-        expect([from, problemsOf({ ...SECRETS, MAIL_FROM: from })]).toEqual([from, [expect.stringMatching(/^MAIL_FROM: the sender's domain must be a real one/)]]);
-        expect(loadConfig({ NODE_ENV: 'development', SMTP_URL: 'smtp://127.0.0.1:1025', MAIL_FROM: from }).mail.from).toBe(from);
+        expect([from, problemsOf({ ...SECRETS, MAIL_FROM: from })]).toEqual([
+          from,
+          [expect.stringMatching(/^MAIL_FROM: the sender's domain must be a real one/)],
+        ]);
+        expect(
+          loadConfig({
+            NODE_ENV: 'development',
+            SMTP_URL: 'smtp://127.0.0.1:1025',
+            MAIL_FROM: from,
+          }).mail.from,
+        ).toBe(from);
       }
     });
 
@@ -272,21 +392,39 @@ describe('loadConfig', () => {
           expect(problemsOf({ ...env, STRIPE_SECRET_KEY: key })).toEqual([
             expect.stringMatching(/^STRIPE_SECRET_KEY: a test-mode key outside development/),
           ]);
-          expect(loadConfig({ ...env, STRIPE_SECRET_KEY: key, STRIPE_TEST_MODE: 'true' }).stripe.secretKey).toBe(key);
+          expect(
+            loadConfig({ ...env, STRIPE_SECRET_KEY: key, STRIPE_TEST_MODE: 'true' }).stripe
+              .secretKey,
+          ).toBe(key);
         }
-        expect(loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: key }).stripe.secretKey).toBe(key);
+        expect(
+          loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: key }).stripe.secretKey,
+        ).toBe(key);
       }
-      expect(loadConfig({ ...live, NODE_ENV: 'production', STRIPE_SECRET_KEY: 'sk_live_51abc' }).stripe.secretKey).toBe('sk_live_51abc');
+      expect(
+        loadConfig({ ...live, NODE_ENV: 'production', STRIPE_SECRET_KEY: 'sk_live_51abc' }).stripe
+          .secretKey,
+      ).toBe('sk_live_51abc');
     });
 
     it('refuses a webhook secret anyone could guess: a stub or the placeholder', () => {
-      for (const stub of ['whsec_', 'whsec_x', 'whsec_…', 'whsec_short12345', 'whsec_ spaces in it here ok?', 'wh_abcdefghijklmnopqrstuvwx']) {
-        expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', STRIPE_WEBHOOK_SECRET: stub })).toEqual([
-          expect.stringMatching(/^STRIPE_WEBHOOK_SECRET: /),
-        ]);
+      for (const stub of [
+        'whsec_',
+        'whsec_x',
+        'whsec_…',
+        'whsec_short12345',
+        'whsec_ spaces in it here ok?',
+        'wh_abcdefghijklmnopqrstuvwx',
+      ]) {
+        expect(
+          problemsOf({ ...SECRETS, NODE_ENV: 'production', STRIPE_WEBHOOK_SECRET: stub }),
+        ).toEqual([expect.stringMatching(/^STRIPE_WEBHOOK_SECRET: /)]);
       }
       const real = 'whsec_' + 'A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6';
-      expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', STRIPE_WEBHOOK_SECRET: real }).stripe.webhookSecret).toBe(real);
+      expect(
+        loadConfig({ ...SECRETS, NODE_ENV: 'production', STRIPE_WEBHOOK_SECRET: real }).stripe
+          .webhookSecret,
+      ).toBe(real);
     });
 
     it("refuses the webhooks' secrets that are placeholders, words or the development value with something added", () => {
@@ -300,7 +438,10 @@ describe('loadConfig', () => {
       ];
       for (const [name, value] of refused) {
         const problems = problemsOf({ ...SECRETS, NODE_ENV: 'production', [name]: value });
-        expect([value, problems.length > 0 && problems.every((p) => p.startsWith(`${name}: `))]).toEqual([value, true]);
+        expect([
+          value,
+          problems.length > 0 && problems.every((p) => p.startsWith(`${name}: `)),
+        ]).toEqual([value, true]);
       }
       // Stripe's own (base64 from the dashboard, hex from its CLI) and openssl rand output boot
       for (const [name, value] of [
@@ -309,20 +450,35 @@ describe('loadConfig', () => {
         ['STORAGE_WEBHOOK_TOKEN', '5be1c0d9a2f84e67b3c2d1e0f9a8b7c6'],
         ['STORAGE_WEBHOOK_TOKEN', 'Kq3v>N8xT2mW9pL5rZ7y<B4cF6hJ1dG0sAe'],
       ]) {
-        expect(() => loadConfig({ ...SECRETS, NODE_ENV: 'production', [name]: value })).not.toThrow();
+        expect(() =>
+          loadConfig({ ...SECRETS, NODE_ENV: 'production', [name]: value }),
+        ).not.toThrow();
       }
       // development takes anything the schema does
-      expect(loadConfig({ NODE_ENV: 'development', STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32) }).storage.webhookToken).toBe('z'.repeat(32));
+      expect(
+        loadConfig({ NODE_ENV: 'development', STORAGE_WEBHOOK_TOKEN: 'z'.repeat(32) }).storage
+          .webhookToken,
+      ).toBe('z'.repeat(32));
     });
 
     it('refuses a guessable JWT_SECRET: long enough is not enough', () => {
-      for (const weak of ['a'.repeat(64), 'changeme-changeme-changeme-changeme', '0101010101010101010101010101010101']) {
+      for (const weak of [
+        'a'.repeat(64),
+        'changeme-changeme-changeme-changeme',
+        '0101010101010101010101010101010101',
+      ]) {
         expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', JWT_SECRET: weak })).toEqual([
           expect.stringMatching(/^JWT_SECRET: too predictable/),
         ]);
       }
       // what the usual generators give passes: openssl rand -hex 32 / -base64 48
-      expect(loadConfig({ ...SECRETS, NODE_ENV: 'production', JWT_SECRET: '3f9a0c1be27d4856a9c0f1e2d3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f70' }).jwt.secret).toHaveLength(64);
+      expect(
+        loadConfig({
+          ...SECRETS,
+          NODE_ENV: 'production',
+          JWT_SECRET: '3f9a0c1be27d4856a9c0f1e2d3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f70',
+        }).jwt.secret,
+      ).toHaveLength(64);
     });
 
     it('refuses a JWT_SECRET that is a placeholder, words, the development secret dressed up, or another secret', () => {
@@ -340,20 +496,24 @@ describe('loadConfig', () => {
         'JWT_SECRET: contains the public development secret',
       ]);
       const reused = 'Kq3vN8xT2mW9pL5rZ7yB4cF6hJ1dG0sAeUo';
-      expect(problemsOf({ ...prod, JWT_SECRET: reused, STORAGE_SECRET_ACCESS_KEY: reused })).toEqual([
-        'JWT_SECRET: the same value as STORAGE_SECRET_ACCESS_KEY',
-      ]);
+      expect(
+        problemsOf({ ...prod, JWT_SECRET: reused, STORAGE_SECRET_ACCESS_KEY: reused }),
+      ).toEqual(['JWT_SECRET: the same value as STORAGE_SECRET_ACCESS_KEY']);
       // base64 and hex keys pass, and a password manager's with a lone < or >; in development anything long enough goes
       expect(loadConfig({ ...prod, JWT_SECRET: reused }).jwt.secret).toBe(reused);
-      for (const random of ['Kq3v>N8xT2mW9pL5rZ7y<B4cF6hJ1dG0sAe', 'Kq3v<N8xT2mW9pL5rZ7y>B4cF6hJ1dG0sAe']) {
+      for (const random of [
+        'Kq3v>N8xT2mW9pL5rZ7y<B4cF6hJ1dG0sAe',
+        'Kq3v<N8xT2mW9pL5rZ7y>B4cF6hJ1dG0sAe',
+      ]) {
         expect(() => loadConfig({ ...prod, JWT_SECRET: random })).not.toThrow();
       }
       expect(problemsOf({ ...prod, JWT_SECRET: 'Kq3vN8xT2mW9pL5r<JWT_SECRET>Zy7B4cF6' })).toEqual([
         expect.stringMatching(/^JWT_SECRET: looks like a placeholder or words/),
       ]);
-      expect(loadConfig({ NODE_ENV: 'development', JWT_SECRET: 'replace-with-a-long-random-secret' }).jwt.secret).toBe(
-        'replace-with-a-long-random-secret',
-      );
+      expect(
+        loadConfig({ NODE_ENV: 'development', JWT_SECRET: 'replace-with-a-long-random-secret' }).jwt
+          .secret,
+      ).toBe('replace-with-a-long-random-secret');
     });
 
     describe('an access-token key pair instead of JWT_SECRET (API.md: "or key pair variables")', () => {
@@ -372,12 +532,21 @@ describe('loadConfig', () => {
         const c = loadConfig({ ...prod, ...p256 });
         expect(c.jwt.secret).toBeUndefined();
         expect(c.jwt.keyPair?.algorithm).toBe('ES256');
-        expect(loadConfig({ ...prod, ...pemPair('ec', { namedCurve: 'P-384' }) }).jwt.keyPair?.algorithm).toBe('ES384');
-        expect(loadConfig({ ...prod, ...pemPair('rsa', { modulusLength: 2048 }) }).jwt.keyPair?.algorithm).toBe('RS256');
+        expect(
+          loadConfig({ ...prod, ...pemPair('ec', { namedCurve: 'P-384' }) }).jwt.keyPair?.algorithm,
+        ).toBe('ES384');
+        expect(
+          loadConfig({ ...prod, ...pemPair('rsa', { modulusLength: 2048 }) }).jwt.keyPair
+            ?.algorithm,
+        ).toBe('RS256');
         // one-line values with \n escapes, as .env files and secret stores carry PEMs
-        const oneLine = Object.fromEntries(Object.entries(p256).map(([k, v]) => [k, v.replace(/\n/g, '\\n')]));
+        const oneLine = Object.fromEntries(
+          Object.entries(p256).map(([k, v]) => [k, v.replace(/\n/g, '\\n')]),
+        );
         expect(oneLine.JWT_PRIVATE_KEY).not.toContain('\n');
-        expect(loadConfig({ ...prod, ...oneLine }).jwt.keyPair?.publicKeyPem).toBe(p256.JWT_PUBLIC_KEY);
+        expect(loadConfig({ ...prod, ...oneLine }).jwt.keyPair?.publicKeyPem).toBe(
+          p256.JWT_PUBLIC_KEY,
+        );
       });
 
       it('still names JWT_SECRET (and the pair) when neither is set', () => {
@@ -389,19 +558,55 @@ describe('loadConfig', () => {
       it('refuses half a pair, a pair with JWT_SECRET, a mismatched pair, weak or unsupported keys — never quoting a key', () => {
         const other = pemPair('ec', { namedCurve: 'P-256' });
         const cases: Array<[Record<string, string>, string]> = [
-          [{ JWT_PRIVATE_KEY: p256.JWT_PRIVATE_KEY }, 'JWT_PUBLIC_KEY: required with JWT_PRIVATE_KEY (the two halves of one key pair)'],
-          [{ JWT_PUBLIC_KEY: p256.JWT_PUBLIC_KEY }, 'JWT_PRIVATE_KEY: required with JWT_PUBLIC_KEY (the two halves of one key pair)'],
-          [{ ...p256, JWT_SECRET: SECRETS.JWT_SECRET }, 'JWT_SECRET: set together with JWT_PRIVATE_KEY/JWT_PUBLIC_KEY; set one or the other'],
-          [{ ...p256, JWT_PUBLIC_KEY: other.JWT_PUBLIC_KEY }, 'JWT_PUBLIC_KEY: not the public half of JWT_PRIVATE_KEY'],
-          [{ ...p256, JWT_PUBLIC_KEY: p256.JWT_PRIVATE_KEY }, 'JWT_PUBLIC_KEY: not a PEM public key'],
+          [
+            { JWT_PRIVATE_KEY: p256.JWT_PRIVATE_KEY },
+            'JWT_PUBLIC_KEY: required with JWT_PRIVATE_KEY (the two halves of one key pair)',
+          ],
+          [
+            { JWT_PUBLIC_KEY: p256.JWT_PUBLIC_KEY },
+            'JWT_PRIVATE_KEY: required with JWT_PUBLIC_KEY (the two halves of one key pair)',
+          ],
+          [
+            { ...p256, JWT_SECRET: SECRETS.JWT_SECRET },
+            'JWT_SECRET: set together with JWT_PRIVATE_KEY/JWT_PUBLIC_KEY; set one or the other',
+          ],
+          [
+            { ...p256, JWT_PUBLIC_KEY: other.JWT_PUBLIC_KEY },
+            'JWT_PUBLIC_KEY: not the public half of JWT_PRIVATE_KEY',
+          ],
+          [
+            { ...p256, JWT_PUBLIC_KEY: p256.JWT_PRIVATE_KEY },
+            'JWT_PUBLIC_KEY: not a PEM public key',
+          ],
           [{ ...p256, JWT_PRIVATE_KEY: 'not a key' }, 'JWT_PRIVATE_KEY: not a PEM private key'],
           [
-            { ...p256, JWT_PRIVATE_KEY: generateKeyPairSync('ec', { namedCurve: 'P-256', privateKeyEncoding: { type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'pw' }, publicKeyEncoding: { type: 'spki', format: 'pem' } }).privateKey },
+            {
+              ...p256,
+              JWT_PRIVATE_KEY: generateKeyPairSync('ec', {
+                namedCurve: 'P-256',
+                privateKeyEncoding: {
+                  type: 'pkcs8',
+                  format: 'pem',
+                  cipher: 'aes-256-cbc',
+                  passphrase: 'pw',
+                },
+                publicKeyEncoding: { type: 'spki', format: 'pem' },
+              }).privateKey,
+            },
             'JWT_PRIVATE_KEY: an encrypted key (no passphrase is read: give it unencrypted, from a secret store)',
           ],
-          [pemPair('rsa', { modulusLength: 1024 }), 'JWT_PRIVATE_KEY: an RSA key of 1024 bits (at least 2048)'],
-          [pemPair('ec', { namedCurve: 'secp256k1' }), 'JWT_PRIVATE_KEY: an EC key on secp256k1 (use P-256 or P-384)'],
-          [pemPair('ed25519', {}), 'JWT_PRIVATE_KEY: key type ed25519 (use EC P-256, P-384 or RSA)'],
+          [
+            pemPair('rsa', { modulusLength: 1024 }),
+            'JWT_PRIVATE_KEY: an RSA key of 1024 bits (at least 2048)',
+          ],
+          [
+            pemPair('ec', { namedCurve: 'secp256k1' }),
+            'JWT_PRIVATE_KEY: an EC key on secp256k1 (use P-256 or P-384)',
+          ],
+          [
+            pemPair('ed25519', {}),
+            'JWT_PRIVATE_KEY: key type ed25519 (use EC P-256, P-384 or RSA)',
+          ],
         ];
         for (const [vars, problem] of cases) {
           const problems = problemsOf({ ...prod, ...vars });
@@ -409,7 +614,9 @@ describe('loadConfig', () => {
           expect(problems.join()).not.toMatch(/BEGIN|MII/);
         }
         // in development too: a broken pair is a boot error, not the built-in secret
-        expect(problemsOf({ NODE_ENV: 'development', JWT_PRIVATE_KEY: p256.JWT_PRIVATE_KEY })).toHaveLength(1);
+        expect(
+          problemsOf({ NODE_ENV: 'development', JWT_PRIVATE_KEY: p256.JWT_PRIVATE_KEY }),
+        ).toHaveLength(1);
       });
     });
 
@@ -423,16 +630,20 @@ describe('loadConfig', () => {
       expect(problemsOf({ ...prod, STRIPE_API_URL: 'http://stripe-fake.internal:12111' })).toEqual([
         expect.stringMatching(/^STRIPE_API_URL: must use https/),
       ]);
-      expect(loadConfig({ ...prod, STRIPE_API_URL: 'http://127.0.0.1:12111' }).stripe.apiUrl).toBe('http://127.0.0.1:12111');
-      expect(loadConfig({ ...prod, STRIPE_API_URL: 'https://stripe-fake.internal' }).stripe.apiUrl).toBe(
-        'https://stripe-fake.internal',
+      expect(loadConfig({ ...prod, STRIPE_API_URL: 'http://127.0.0.1:12111' }).stripe.apiUrl).toBe(
+        'http://127.0.0.1:12111',
       );
+      expect(
+        loadConfig({ ...prod, STRIPE_API_URL: 'https://stripe-fake.internal' }).stripe.apiUrl,
+      ).toBe('https://stripe-fake.internal');
     });
 
     it('refuses a shop currency Stripe counts in other units than ISO minor units (a receipt would not say what was charged)', () => {
       const prod = { ...SECRETS, NODE_ENV: 'production' };
       for (const currency of ['ISK', 'MGA', 'UGX']) {
-        expect(problemsOf({ ...prod, SHOP_CURRENCY: currency })).toEqual([expect.stringMatching(/^SHOP_CURRENCY: Stripe counts/)]);
+        expect(problemsOf({ ...prod, SHOP_CURRENCY: currency })).toEqual([
+          expect.stringMatching(/^SHOP_CURRENCY: Stripe counts/),
+        ]);
       }
       expect(loadConfig({ ...prod, SHOP_CURRENCY: 'JPY' }).currency).toBe('JPY');
       expect(loadConfig({ NODE_ENV: 'development', SHOP_CURRENCY: 'ISK' }).currency).toBe('ISK'); // the simulated gateway
@@ -451,18 +662,28 @@ describe('loadConfig', () => {
     it('refuses a number made of spaces (it would coerce to 0 and switch a cap off)', () => {
       const prod = { ...SECRETS, NODE_ENV: 'production' };
       for (const blank of [' ', '\t', ' 3', '3.5', '-1', '1e3']) {
-        expect(named(problemsOf({ ...prod, PURCHASE_LIMIT_OPEN_ORDERS: blank, PORT: blank }))).toEqual([
-          'PORT',
-          'PURCHASE_LIMIT_OPEN_ORDERS',
-        ]);
+        expect(
+          named(problemsOf({ ...prod, PURCHASE_LIMIT_OPEN_ORDERS: blank, PORT: blank })),
+        ).toEqual(['PORT', 'PURCHASE_LIMIT_OPEN_ORDERS']);
       }
-      expect(loadConfig({ ...prod, PURCHASE_LIMIT_OPEN_ORDERS: '0' }).purchaseLimits.openOrders).toBe(0);
+      expect(
+        loadConfig({ ...prod, PURCHASE_LIMIT_OPEN_ORDERS: '0' }).purchaseLimits.openOrders,
+      ).toBe(0);
     });
 
     it('names a URL that does not parse without quoting it (a password with / or # in it)', () => {
       const prod = { ...SECRETS, NODE_ENV: 'production' };
-      for (const name of ['SMTP_URL', 'DATABASE_URL', 'REDIS_URL', 'STRIPE_API_URL', 'STORAGE_ENDPOINT']) {
-        const problems = problemsOf({ ...prod, [name]: 'smtps://AKIA:Bx/ab#c+d@email-smtp.example:465' });
+      for (const name of [
+        'SMTP_URL',
+        'DATABASE_URL',
+        'REDIS_URL',
+        'STRIPE_API_URL',
+        'STORAGE_ENDPOINT',
+      ]) {
+        const problems = problemsOf({
+          ...prod,
+          [name]: 'smtps://AKIA:Bx/ab#c+d@email-smtp.example:465',
+        });
         expect(named(problems)).toEqual([name]);
         expect(problems.join('\n')).not.toContain('Bx/ab');
       }
@@ -470,27 +691,57 @@ describe('loadConfig', () => {
 
     it('refuses TRUST_PROXY=true outside development, and anything that is not an address, a range or a hop count', () => {
       const prod = { ...SECRETS, NODE_ENV: 'production' };
-      expect(problemsOf({ ...prod, TRUST_PROXY: 'true' })).toEqual([expect.stringMatching(/^TRUST_PROXY: "true" lets any client/)]);
-      expect(loadConfig({ NODE_ENV: 'development', TRUST_PROXY: 'true' }).http.trustProxy).toBe(true);
+      expect(problemsOf({ ...prod, TRUST_PROXY: 'true' })).toEqual([
+        expect.stringMatching(/^TRUST_PROXY: "true" lets any client/),
+      ]);
+      expect(loadConfig({ NODE_ENV: 'development', TRUST_PROXY: 'true' }).http.trustProxy).toBe(
+        true,
+      );
       // "1" is a hop count here, never the address 0.0.0.1 (which would trust nobody real)
       expect(loadConfig({ ...prod, TRUST_PROXY: '1' }).http.trustProxy).toBe(1);
-      expect(loadConfig({ ...prod, TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,fd00::/8,loopback' }).http.trustProxy).toBe(
-        '10.0.0.0/8,127.0.0.1,fd00::/8,loopback',
-      );
+      expect(
+        loadConfig({ ...prod, TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,fd00::/8,loopback' }).http
+          .trustProxy,
+      ).toBe('10.0.0.0/8,127.0.0.1,fd00::/8,loopback');
       expect(loadConfig({ ...prod, TRUST_PROXY: 'false' }).http.trustProxy).toBe(false);
       // ranges and hop counts that trust (nearly) everyone are "true" under another name
-      for (const wide of ['0.0.0.0/0', '::/0', '10.0.0.0/8,0.0.0.0/1', '::ffff:0:0/96', '::ffff:0.0.0.0/100', '2000::/3', 'f000::/4', '::/1', '0:0:0:0:0:ffff:0:0/96', '0::ffff:0:0/96', '::ffff:0:1/96', '::ffff:a00:0/96', '::FFFF:0:0/100']) {
-        expect(problemsOf({ ...prod, TRUST_PROXY: wide })).toEqual([expect.stringMatching(/^TRUST_PROXY: ".*" covers \(nearly\) every address/)]);
-        expect(loadConfig({ NODE_ENV: 'development', TRUST_PROXY: wide }).http.trustProxy).toBe(wide);
+      for (const wide of [
+        '0.0.0.0/0',
+        '::/0',
+        '10.0.0.0/8,0.0.0.0/1',
+        '::ffff:0:0/96',
+        '::ffff:0.0.0.0/100',
+        '2000::/3',
+        'f000::/4',
+        '::/1',
+        '0:0:0:0:0:ffff:0:0/96',
+        '0::ffff:0:0/96',
+        '::ffff:0:1/96',
+        '::ffff:a00:0/96',
+        '::FFFF:0:0/100',
+      ]) {
+        expect(problemsOf({ ...prod, TRUST_PROXY: wide })).toEqual([
+          expect.stringMatching(/^TRUST_PROXY: ".*" covers \(nearly\) every address/),
+        ]);
+        expect(loadConfig({ NODE_ENV: 'development', TRUST_PROXY: wide }).http.trustProxy).toBe(
+          wide,
+        );
       }
-      expect(problemsOf({ ...prod, TRUST_PROXY: '50' })).toEqual([expect.stringMatching(/^TRUST_PROXY: 50 hops trusts more proxies/)]);
+      expect(problemsOf({ ...prod, TRUST_PROXY: '50' })).toEqual([
+        expect.stringMatching(/^TRUST_PROXY: 50 hops trusts more proxies/),
+      ]);
       expect(loadConfig({ ...prod, TRUST_PROXY: '5' }).http.trustProxy).toBe(5);
-      expect(loadConfig({ ...prod, TRUST_PROXY: '172.16.0.0/12,2001:db8::/32,::ffff:10.0.0.0/104,fc00::/7,fe80::/10' }).http.trustProxy).toBe(
-        '172.16.0.0/12,2001:db8::/32,::ffff:10.0.0.0/104,fc00::/7,fe80::/10',
-      );
+      expect(
+        loadConfig({
+          ...prod,
+          TRUST_PROXY: '172.16.0.0/12,2001:db8::/32,::ffff:10.0.0.0/104,fc00::/7,fe80::/10',
+        }).http.trustProxy,
+      ).toBe('172.16.0.0/12,2001:db8::/32,::ffff:10.0.0.0/104,fc00::/7,fe80::/10');
       expect(loadConfig(prod).http.trustProxy).toBe(false);
       for (const bad of ['lb.internal', '10.0', '10.0.0.0/33', '10.0.0.1/8/8', 'yes']) {
-        expect(problemsOf({ ...prod, TRUST_PROXY: bad })).toEqual([expect.stringMatching(/^TRUST_PROXY: ".*" is not an IP address/)]);
+        expect(problemsOf({ ...prod, TRUST_PROXY: bad })).toEqual([
+          expect.stringMatching(/^TRUST_PROXY: ".*" is not an IP address/),
+        ]);
       }
     });
 
@@ -526,34 +777,60 @@ describe('loadConfig', () => {
     });
 
     it('lets DOCS_ENABLED override the default either way', () => {
-      expect(loadConfig({ NODE_ENV: 'development', DOCS_ENABLED: 'false' }).docsEnabled).toBe(false);
-      expect(loadConfig({ NODE_ENV: 'production', ...SECRETS, DOCS_ENABLED: 'false' }).docsEnabled).toBe(false);
+      expect(loadConfig({ NODE_ENV: 'development', DOCS_ENABLED: 'false' }).docsEnabled).toBe(
+        false,
+      );
+      expect(
+        loadConfig({ NODE_ENV: 'production', ...SECRETS, DOCS_ENABLED: 'false' }).docsEnabled,
+      ).toBe(false);
     });
 
     it("keeps the pool's queue wait below the shutdown's drain: a request queued when the process stops is answered", () => {
       const dev = { NODE_ENV: 'development' };
-      expect(loadConfig(dev).database.poolWaitMs).toBeLessThan(loadConfig(dev).http.shutdownTimeoutMs);
-      expect(() => loadConfig({ ...dev, DATABASE_POOL_WAIT_MS: '10000' })).toThrow(/DATABASE_POOL_WAIT_MS: must be below SHUTDOWN_TIMEOUT_MS/);
-      expect(loadConfig({ ...dev, DATABASE_POOL_WAIT_MS: '20000', SHUTDOWN_TIMEOUT_MS: '30000' }).database.poolWaitMs).toBe(20_000);
+      expect(loadConfig(dev).database.poolWaitMs).toBeLessThan(
+        loadConfig(dev).http.shutdownTimeoutMs,
+      );
+      expect(() => loadConfig({ ...dev, DATABASE_POOL_WAIT_MS: '10000' })).toThrow(
+        /DATABASE_POOL_WAIT_MS: must be below SHUTDOWN_TIMEOUT_MS/,
+      );
+      expect(
+        loadConfig({ ...dev, DATABASE_POOL_WAIT_MS: '20000', SHUTDOWN_TIMEOUT_MS: '30000' })
+          .database.poolWaitMs,
+      ).toBe(20_000);
     });
 
     it('lets migration tools read the database settings without any secret', () => {
       expect(loadDatabaseConfig({ DATABASE_URL: 'postgres://a@b/c' }).url).toBe('postgres://a@b/c');
       // the lock sessions follow DATABASE_URL unless given their own (a PgBouncer in between)
-      expect(loadDatabaseConfig({ DATABASE_URL: 'postgres://a@b/c' }).lockUrl).toBe('postgres://a@b/c');
-      expect(loadDatabaseConfig({ DATABASE_URL: 'postgres://a@bouncer/c', DATABASE_LOCK_URL: 'postgres://a@b/c' }).lockUrl).toBe(
+      expect(loadDatabaseConfig({ DATABASE_URL: 'postgres://a@b/c' }).lockUrl).toBe(
         'postgres://a@b/c',
       );
-      expect(() => loadDatabaseConfig({ DATABASE_LOCK_URL: 'mysql://x' })).toThrow(/DATABASE_LOCK_URL/);
+      expect(
+        loadDatabaseConfig({
+          DATABASE_URL: 'postgres://a@bouncer/c',
+          DATABASE_LOCK_URL: 'postgres://a@b/c',
+        }).lockUrl,
+      ).toBe('postgres://a@b/c');
+      expect(() => loadDatabaseConfig({ DATABASE_LOCK_URL: 'mysql://x' })).toThrow(
+        /DATABASE_LOCK_URL/,
+      );
       expect(() => loadDatabaseConfig({ DATABASE_URL: 'mysql://x' })).toThrow(/DATABASE_URL/);
       // a deployment's migration without it: refused, not the local default's database migrated
-      expect(() => loadDatabaseConfig({ NODE_ENV: 'production' })).toThrow(/DATABASE_URL: required/);
-      expect(loadDatabaseConfig({ NODE_ENV: 'production', DATABASE_URL: 'postgres://a@b/c' }).url).toBe('postgres://a@b/c');
+      expect(() => loadDatabaseConfig({ NODE_ENV: 'production' })).toThrow(
+        /DATABASE_URL: required/,
+      );
+      expect(
+        loadDatabaseConfig({ NODE_ENV: 'production', DATABASE_URL: 'postgres://a@b/c' }).url,
+      ).toBe('postgres://a@b/c');
       expect(loadDatabaseConfig({ NODE_ENV: 'development' }).url).toMatch(/127\.0\.0\.1/);
       // test is not development either (a staging deployment's migration, as its API and worker)
-      expect(() => loadDatabaseConfig({ NODE_ENV: 'test' })).toThrow(/DATABASE_URL: required with NODE_ENV=test/);
+      expect(() => loadDatabaseConfig({ NODE_ENV: 'test' })).toThrow(
+        /DATABASE_URL: required with NODE_ENV=test/,
+      );
       // unset is not development: a deployment's migration step that forgot DATABASE_URL refuses
-      expect(() => loadDatabaseConfig({})).toThrow(/DATABASE_URL: required with NODE_ENV=\(not set\)/);
+      expect(() => loadDatabaseConfig({})).toThrow(
+        /DATABASE_URL: required with NODE_ENV=\(not set\)/,
+      );
       expect(() => loadDatabaseConfig({ NODE_ENV: ' ' })).toThrow(/DATABASE_URL: required/);
     });
   });
@@ -568,50 +845,99 @@ describe('values a deployment templated or copied wrong', () => {
       ['SMTP_URL', 'smtp://'],
     ]) {
       const problems = problemsOf({ ...prod, [name]: value });
-      expect({ name, problems }).toEqual({ name, problems: [`${name}: must name a host (for a Unix socket: ?host=/path/to/socket-directory)`] });
+      expect({ name, problems }).toEqual({
+        name,
+        problems: [
+          `${name}: must name a host (for a Unix socket: ?host=/path/to/socket-directory)`,
+        ],
+      });
     }
     expect(problemsOf({ ...prod, DATABASE_URL: 'postgres:///shop' })).toEqual([
       'DATABASE_URL: must name a host (for a Unix socket: ?host=/path/to/socket-directory; or set PGHOST)',
     ]);
     // a Unix socket is named by ?host=, or libpq's PGHOST names the host
-    expect(loadConfig({ ...prod, DATABASE_URL: 'postgres:///shop?host=/var/run/postgresql' }).database.url).toBe(
-      'postgres:///shop?host=/var/run/postgresql',
+    expect(
+      loadConfig({ ...prod, DATABASE_URL: 'postgres:///shop?host=/var/run/postgresql' }).database
+        .url,
+    ).toBe('postgres:///shop?host=/var/run/postgresql');
+    expect(
+      loadConfig({ ...prod, DATABASE_URL: 'postgres:///shop', PGHOST: '/var/run/postgresql' })
+        .database.url,
+    ).toBe('postgres:///shop');
+    expect(() => loadDatabaseConfig({ DATABASE_URL: 'postgres:///shop' })).toThrow(
+      /DATABASE_URL: must name a host/,
     );
-    expect(loadConfig({ ...prod, DATABASE_URL: 'postgres:///shop', PGHOST: '/var/run/postgresql' }).database.url).toBe('postgres:///shop');
-    expect(() => loadDatabaseConfig({ DATABASE_URL: 'postgres:///shop' })).toThrow(/DATABASE_URL: must name a host/);
-    expect(loadDatabaseConfig({ DATABASE_URL: 'postgres:///shop', PGHOST: 'db.internal' }).url).toBe('postgres:///shop');
+    expect(
+      loadDatabaseConfig({ DATABASE_URL: 'postgres:///shop', PGHOST: 'db.internal' }).url,
+    ).toBe('postgres:///shop');
   });
 
-  it('refuses storage credentials with spaces or line breaks (a secret file\'s trailing newline)', () => {
-    expect(named(problemsOf({ ...prod, STORAGE_SECRET_ACCESS_KEY: `${'y'.repeat(40)}\n` }))).toEqual(['STORAGE_SECRET_ACCESS_KEY']);
-    expect(named(problemsOf({ ...prod, STORAGE_ACCESS_KEY_ID: 'shop writer' }))).toEqual(['STORAGE_ACCESS_KEY_ID']);
-    expect(loadConfig({ ...prod, STORAGE_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY' }).storage.secretAccessKey).toBe(
-      'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY',
-    );
+  it("refuses storage credentials with spaces or line breaks (a secret file's trailing newline)", () => {
+    expect(
+      named(problemsOf({ ...prod, STORAGE_SECRET_ACCESS_KEY: `${'y'.repeat(40)}\n` })),
+    ).toEqual(['STORAGE_SECRET_ACCESS_KEY']);
+    expect(named(problemsOf({ ...prod, STORAGE_ACCESS_KEY_ID: 'shop writer' }))).toEqual([
+      'STORAGE_ACCESS_KEY_ID',
+    ]);
+    expect(
+      loadConfig({ ...prod, STORAGE_SECRET_ACCESS_KEY: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY' })
+        .storage.secretAccessKey,
+    ).toBe('wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY');
   });
 
   it('refuses METRICS_PORT equal to PORT (the API died on EADDRINUSE, naming no variable); 0 is none', () => {
-    const refused = ['METRICS_PORT: must differ from PORT (or be 0: no metrics listener) when HOST and METRICS_HOST may be the same address'];
+    const refused = [
+      'METRICS_PORT: must differ from PORT (or be 0: no metrics listener) when HOST and METRICS_HOST may be the same address',
+    ];
     expect(problemsOf({ ...prod, PORT: '3000', METRICS_PORT: '3000' })).toEqual(refused); // HOST 0.0.0.0
-    expect(problemsOf({ ...prod, PORT: '8080', METRICS_PORT: '8080', HOST: '127.0.0.1' })).toEqual(refused);
-    expect(problemsOf({ ...prod, PORT: '8080', METRICS_PORT: '8080', HOST: 'api.internal' })).toEqual(refused);
+    expect(problemsOf({ ...prod, PORT: '8080', METRICS_PORT: '8080', HOST: '127.0.0.1' })).toEqual(
+      refused,
+    );
+    expect(
+      problemsOf({ ...prod, PORT: '8080', METRICS_PORT: '8080', HOST: 'api.internal' }),
+    ).toEqual(refused);
     expect(loadConfig({ ...prod, PORT: '0', METRICS_PORT: '0' }).http.port).toBe(0);
     // two distinct addresses can share a port (a pod's IP for the API, loopback for metrics)
-    expect(loadConfig({ ...prod, PORT: '8080', METRICS_PORT: '8080', HOST: '10.0.0.5' }).http.port).toBe(8080);
+    expect(
+      loadConfig({ ...prod, PORT: '8080', METRICS_PORT: '8080', HOST: '10.0.0.5' }).http.port,
+    ).toBe(8080);
   });
 
   it('refuses WORKER_METRICS_PORT equal to METRICS_PORT, or to PORT on an address the API may share (the worker lost its metrics with a warning); 0 is none', () => {
-    expect(named(problemsOf({ ...prod, METRICS_PORT: '9465', WORKER_METRICS_PORT: '9465' }))).toEqual(['WORKER_METRICS_PORT']);
-    expect(named(problemsOf({ ...prod, PORT: '3000', WORKER_METRICS_PORT: '3000' }))).toEqual(['WORKER_METRICS_PORT']);
-    expect(loadConfig({ ...prod, PORT: '3000', WORKER_METRICS_PORT: '3000', HOST: '10.0.0.5' }).workerMetricsPort).toBe(3000);
-    expect(loadConfig({ ...prod, METRICS_PORT: '0', WORKER_METRICS_PORT: '0' }).workerMetricsPort).toBe(0);
+    expect(
+      named(problemsOf({ ...prod, METRICS_PORT: '9465', WORKER_METRICS_PORT: '9465' })),
+    ).toEqual(['WORKER_METRICS_PORT']);
+    expect(named(problemsOf({ ...prod, PORT: '3000', WORKER_METRICS_PORT: '3000' }))).toEqual([
+      'WORKER_METRICS_PORT',
+    ]);
+    expect(
+      loadConfig({ ...prod, PORT: '3000', WORKER_METRICS_PORT: '3000', HOST: '10.0.0.5' })
+        .workerMetricsPort,
+    ).toBe(3000);
+    expect(
+      loadConfig({ ...prod, METRICS_PORT: '0', WORKER_METRICS_PORT: '0' }).workerMetricsPort,
+    ).toBe(0);
   });
 
   it('refuses a session idle limit or lifetime shorter than an access token lives (every session over after one access token)', () => {
-    expect(named(problemsOf({ ...prod, JWT_ACCESS_TTL_SECONDS: '900', REFRESH_TOKEN_IDLE_SECONDS: '600' }))).toEqual(['REFRESH_TOKEN_IDLE_SECONDS']);
-    expect(named(problemsOf({ ...prod, JWT_ACCESS_TTL_SECONDS: '86400', REFRESH_TOKEN_TTL_SECONDS: '3600', REFRESH_TOKEN_IDLE_SECONDS: '86400' }))).toEqual([
-      'REFRESH_TOKEN_TTL_SECONDS',
-    ]);
-    expect(loadConfig({ ...prod, JWT_ACCESS_TTL_SECONDS: '600', REFRESH_TOKEN_IDLE_SECONDS: '600' }).jwt.refreshIdleSeconds).toBe(600);
+    expect(
+      named(
+        problemsOf({ ...prod, JWT_ACCESS_TTL_SECONDS: '900', REFRESH_TOKEN_IDLE_SECONDS: '600' }),
+      ),
+    ).toEqual(['REFRESH_TOKEN_IDLE_SECONDS']);
+    expect(
+      named(
+        problemsOf({
+          ...prod,
+          JWT_ACCESS_TTL_SECONDS: '86400',
+          REFRESH_TOKEN_TTL_SECONDS: '3600',
+          REFRESH_TOKEN_IDLE_SECONDS: '86400',
+        }),
+      ),
+    ).toEqual(['REFRESH_TOKEN_TTL_SECONDS']);
+    expect(
+      loadConfig({ ...prod, JWT_ACCESS_TTL_SECONDS: '600', REFRESH_TOKEN_IDLE_SECONDS: '600' }).jwt
+        .refreshIdleSeconds,
+    ).toBe(600);
   });
 });

@@ -55,7 +55,8 @@ const PLACEHOLDER_MAIL_FROM = `Shop <orders@${PLACEHOLDER_MAIL_DOMAIN}>`;
  * SMTP_URL the host must be a domain with a dot: secretProblems; a local catcher's `@localhost`
  * or `@mailpit` serves development).
  */
-const SENDER = /^(?:[^<>]*<[^\s@<>"]+@[^\s@<>".]+(?:\.[^\s@<>".]+)*>|[^\s@<>"]+@[^\s@<>".]+(?:\.[^\s@<>".]+)*)$/;
+const SENDER =
+  /^(?:[^<>]*<[^\s@<>"]+@[^\s@<>".]+(?:\.[^\s@<>".]+)*>|[^\s@<>"]+@[^\s@<>".]+(?:\.[^\s@<>".]+)*)$/;
 
 const bool = (def: boolean) =>
   z
@@ -98,7 +99,8 @@ function isBindHost(host: string): boolean {
  * the parser's own error, which quotes the whole value (a password with `/` or `#` in it).
  */
 /** A URL with no host, in its authority or as `?host=` (a Unix socket's directory for PostgreSQL). */
-const namesNoHost = (parsed: URL): boolean => parsed.hostname === '' && !parsed.searchParams.has('host');
+const namesNoHost = (parsed: URL): boolean =>
+  parsed.hostname === '' && !parsed.searchParams.has('host');
 
 const url = (protocols: string[], opts: { hostless?: 'checked-later' } = {}) =>
   z.string().superRefine((v, ctx) => {
@@ -125,7 +127,11 @@ const url = (protocols: string[], opts: { hostless?: 'checked-later' } = {}) =>
 
 /** An access key or secret: printable, no spaces (a secret file's trailing newline, a quoted blank). */
 const credential = (min: number, max: number) =>
-  z.string().min(min).max(max).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces or line breaks');
+  z
+    .string()
+    .min(min)
+    .max(max)
+    .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces or line breaks');
 
 /**
  * A JWT_SECRET with fewer different characters than this is refused (32 × "a", "changeme…"):
@@ -143,7 +149,10 @@ const envSchema = z.object({
   WORKER_METRICS_PORT: int(9464, 0, 65535),
   // unset: loopback in development (its secrets, demo admin and dev routes are public knowledge:
   // never reachable from the network by default), every interface otherwise
-  HOST: z.string().refine(isBindHost, 'must be an IP address (e.g. 127.0.0.1, 0.0.0.0, ::) or a host name').optional(),
+  HOST: z
+    .string()
+    .refine(isBindHost, 'must be an IP address (e.g. 127.0.0.1, 0.0.0.0, ::) or a host name')
+    .optional(),
   // the operational listeners: loopback unless a deployment says where its Prometheus reaches them.
   // An IP address or a host name (RFC 1123) — not an IPv4 address mistyped (`127.0.0.l`), which
   // failed to listen and left the process running without metrics, a warning its only trace
@@ -198,7 +207,8 @@ const envSchema = z.object({
   STRIPE_WEBHOOK_SECRET: z
     .string()
     .regex(WEBHOOK_SECRET_FORMAT.STRIPE_WEBHOOK_SECRET, {
-      message: "a webhook signing secret from Stripe: 'whsec_' then at least 16 printable characters",
+      message:
+        "a webhook signing secret from Stripe: 'whsec_' then at least 16 printable characters",
     })
     .optional(),
   STRIPE_API_URL: url(['http:', 'https:']).optional(),
@@ -208,7 +218,10 @@ const envSchema = z.object({
   // server refuses at MAIL FROM, each email retried for a day while the process looks healthy
   MAIL_FROM: z
     .string()
-    .refine((v) => SENDER.test(v.trim()), 'must be an address, user@domain.tld or "Name <user@domain.tld>"')
+    .refine(
+      (v) => SENDER.test(v.trim()),
+      'must be an address, user@domain.tld or "Name <user@domain.tld>"',
+    )
     .default(PLACEHOLDER_MAIL_FROM),
   MAIL_OUTBOX_DIR: z.string().default('var/mail'),
   RESERVATION_TTL_SECONDS: int(900, 10, 86_400),
@@ -219,7 +232,10 @@ const envSchema = z.object({
   SHOP_CURRENCY: z
     .string()
     .regex(/^[A-Z]{3}$/)
-    .refine((code) => Intl.supportedValuesOf('currency').includes(code), 'must be an ISO 4217 currency code (e.g. INR, EUR, USD)')
+    .refine(
+      (code) => Intl.supportedValuesOf('currency').includes(code),
+      'must be an ISO 4217 currency code (e.g. INR, EUR, USD)',
+    )
     .default('INR'),
   // the smallest order total (minor units of SHOP_CURRENCY) the payment provider can charge;
   // unset: 50 with Stripe (its minimum in INR, USD, EUR and most currencies; GBP 30), 1 with the
@@ -386,7 +402,12 @@ export interface AppConfig {
    * `enabled` follows RATE_LIMIT_ENABLED only in development; anywhere else brute-force protection
    * stays on whatever the throttling flag says (a load test switches throttling off, never this).
    */
-  signIn: { enabled: boolean; failuresPerClient: number; failuresPerAccount: number; failuresPerIp: number };
+  signIn: {
+    enabled: boolean;
+    failuresPerClient: number;
+    failuresPerAccount: number;
+    failuresPerIp: number;
+  };
   /** argon2 hashes/verifications running at once per process (the rest wait, bounded). */
   passwordHashConcurrency: number;
   catalogCacheEnabled: boolean;
@@ -455,11 +476,16 @@ function parseTrustProxy(
   }
   const items = v.split(',').map((item) => item.trim());
   const bad = items.filter((item) => !PROXY_RANGE_NAMES.has(item) && !isAddressOrRange(item));
-  const wide = isDevelopment ? [] : items.filter((item) => !bad.includes(item) && isWideRange(item));
+  const wide = isDevelopment
+    ? []
+    : items.filter((item) => !bad.includes(item) && isWideRange(item));
   return {
     trustProxy: items.join(','),
     problems: [
-      ...bad.map((item) => `TRUST_PROXY: "${item}" is not an IP address or CIDR range (e.g. 10.0.0.0/8), a hop count, or false`),
+      ...bad.map(
+        (item) =>
+          `TRUST_PROXY: "${item}" is not an IP address or CIDR range (e.g. 10.0.0.0/8), a hop count, or false`,
+      ),
       ...wide.map(
         (item) =>
           `TRUST_PROXY: "${item}" covers (nearly) every address, as "true" does: any client could set its own address; ` +
@@ -501,7 +527,9 @@ function ipv6Words(address: string): number[] {
   const part = (s: string | undefined) => (s ? s.split(':').map((w) => parseInt(w, 16)) : []);
   const front = part(head);
   const back = part(tail);
-  return tail === undefined ? front : [...front, ...Array<number>(8 - front.length - back.length).fill(0), ...back];
+  return tail === undefined
+    ? front
+    : [...front, ...Array<number>(8 - front.length - back.length).fill(0), ...back];
 }
 
 /** Empty strings count as unset (e.g. `JWT_SECRET=` in a .env file). */
@@ -564,7 +592,9 @@ function databaseHostProblems(env: Record<string, string | undefined>): string[]
     if (!value || env.PGHOST?.trim()) return [];
     try {
       return namesNoHost(new URL(value))
-        ? [`${name}: must name a host (for a Unix socket: ?host=/path/to/socket-directory; or set PGHOST)`]
+        ? [
+            `${name}: must name a host (for a Unix socket: ?host=/path/to/socket-directory; or set PGHOST)`,
+          ]
         : [];
     } catch {
       return []; // (the schema names it)
@@ -658,17 +688,32 @@ function secretProblems(env: Record<string, string>): string[] {
   // The sender a mail provider verifies (SES, Postmark) and SPF/DMARC judge: the built-in
   // placeholder would have every confirmation refused or filed as spam, with nothing at boot to say so.
   if (env.SMTP_URL && !env.MAIL_FROM) {
-    problems.push(`MAIL_FROM: ${why} with SMTP_URL (the shop's sender, e.g. "Shop <orders@your-shop.example>")`);
+    problems.push(
+      `MAIL_FROM: ${why} with SMTP_URL (the shop's sender, e.g. "Shop <orders@your-shop.example>")`,
+    );
   } else if (env.SMTP_URL && mailDomainOf(env.MAIL_FROM ?? '') === PLACEHOLDER_MAIL_DOMAIN) {
     // the placeholder, given explicitly (a copy of .env.example): as good as not given
-    problems.push(`MAIL_FROM: the placeholder sender (${env.MAIL_FROM}) is refused unless NODE_ENV=development; use the address your mail provider verifies`);
-  } else if (env.SMTP_URL && env.MAIL_FROM && SENDER.test(env.MAIL_FROM.trim()) && !mailDomainOf(env.MAIL_FROM).includes('.')) {
+    problems.push(
+      `MAIL_FROM: the placeholder sender (${env.MAIL_FROM}) is refused unless NODE_ENV=development; use the address your mail provider verifies`,
+    );
+  } else if (
+    env.SMTP_URL &&
+    env.MAIL_FROM &&
+    SENDER.test(env.MAIL_FROM.trim()) &&
+    !mailDomainOf(env.MAIL_FROM).includes('.')
+  ) {
     // `orders@myshop`: every mail server out there refuses it at MAIL FROM
-    problems.push(`MAIL_FROM: the sender's domain must be a real one (user@domain.tld) unless NODE_ENV=development`);
+    problems.push(
+      `MAIL_FROM: the sender's domain must be a real one (user@domain.tld) unless NODE_ENV=development`,
+    );
   }
   // A Stripe test key takes test cards: in production, orders would be paid for with 4242…. Refused
   // outside development (NODE_ENV unset or mistyped included) unless a staging instance says so.
-  if (nodeEnv !== 'development' && /^(sk|rk)_test_/.test(env.STRIPE_SECRET_KEY ?? '') && !['true', '1'].includes(env.STRIPE_TEST_MODE ?? '')) {
+  if (
+    nodeEnv !== 'development' &&
+    /^(sk|rk)_test_/.test(env.STRIPE_SECRET_KEY ?? '') &&
+    !['true', '1'].includes(env.STRIPE_TEST_MODE ?? '')
+  ) {
     problems.push(
       'STRIPE_SECRET_KEY: a test-mode key outside development (test cards would pay for orders); use a live key, ' +
         'or STRIPE_TEST_MODE=true for a staging or test instance',
@@ -752,7 +797,9 @@ function webhookSecretProblems(env: Record<string, string>): string[] {
     // (absent, malformed, or the development value itself: said already)
     if (!value || !WEBHOOK_SECRET_FORMAT[name].test(value) || value === DEV_SECRETS[name]) continue;
     if (looksLikePlaceholder(value.replace(/^whsec_/, ''))) {
-      problems.push(`${name}: looks like a placeholder or words, not a random secret (use the provider's, or e.g. openssl rand -hex 32)`);
+      problems.push(
+        `${name}: looks like a placeholder or words, not a random secret (use the provider's, or e.g. openssl rand -hex 32)`,
+      );
     }
     if (value.toLowerCase().includes(DEV_SECRETS[name].toLowerCase())) {
       problems.push(`${name}: contains the public development value`);
@@ -787,7 +834,9 @@ function stripeProblems(env: Record<string, string>): string[] {
   const problems: string[] = [];
   const key = env.STRIPE_SECRET_KEY;
   if (key !== undefined && !/^(sk|rk)_(live|test)_[A-Za-z0-9_]+$/.test(key)) {
-    problems.push("STRIPE_SECRET_KEY: not a Stripe secret or restricted key ('sk_live_…', 'rk_live_…', or a test one)");
+    problems.push(
+      "STRIPE_SECRET_KEY: not a Stripe secret or restricted key ('sk_live_…', 'rk_live_…', or a test one)",
+    );
   }
   const currency = env.SHOP_CURRENCY ?? 'INR';
   if (key !== undefined && STRIPE_UNIT_MISMATCH.has(currency)) {
@@ -803,7 +852,9 @@ function stripeProblems(env: Record<string, string>): string[] {
       target = null; // the schema names it
     }
     if (target && target.protocol !== 'https:' && !isLoopbackHost(target.hostname)) {
-      problems.push('STRIPE_API_URL: must use https (it receives the secret key) unless it is on this host');
+      problems.push(
+        'STRIPE_API_URL: must use https (it receives the secret key) unless it is on this host',
+      );
     }
   }
   return problems;
@@ -828,8 +879,11 @@ const SECRETS_HINT =
  * admin token with the published secret. Refused unless the instance has a signing key of its own.
  */
 function developmentExposure(env: Record<string, string>): string[] {
-  if (env.NODE_ENV !== 'development' || env.HOST === undefined || isLoopbackHost(env.HOST.trim())) return [];
-  const ownKey = (env.JWT_SECRET !== undefined && env.JWT_SECRET !== DEV_SECRETS.JWT_SECRET) || env.JWT_PRIVATE_KEY !== undefined;
+  if (env.NODE_ENV !== 'development' || env.HOST === undefined || isLoopbackHost(env.HOST.trim()))
+    return [];
+  const ownKey =
+    (env.JWT_SECRET !== undefined && env.JWT_SECRET !== DEV_SECRETS.JWT_SECRET) ||
+    env.JWT_PRIVATE_KEY !== undefined;
   return ownKey
     ? []
     : [
@@ -873,11 +927,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS');
   }
   const socketTimeout = parsed.success ? parsed.data.HTTP_SOCKET_TIMEOUT_MS : undefined;
-  if (parsed.success && socketTimeout !== undefined && socketTimeout < parsed.data.HTTP_REQUEST_TIMEOUT_MS) {
+  if (
+    parsed.success &&
+    socketTimeout !== undefined &&
+    socketTimeout < parsed.data.HTTP_REQUEST_TIMEOUT_MS
+  ) {
     // a request still arriving within its limit would lose its connection first
     problems.push('HTTP_SOCKET_TIMEOUT_MS: must not be below HTTP_REQUEST_TIMEOUT_MS');
   }
-  if (parsed.success && socketTimeout !== undefined && socketTimeout <= parsed.data.DATABASE_QUERY_TIMEOUT_MS) {
+  if (
+    parsed.success &&
+    socketTimeout !== undefined &&
+    socketTimeout <= parsed.data.DATABASE_QUERY_TIMEOUT_MS
+  ) {
     // a handler waiting that long on a statement is within its limits: its connection is not cut
     // under it (the client would get no answer to a request that commits)
     problems.push('HTTP_SOCKET_TIMEOUT_MS: must be above DATABASE_QUERY_TIMEOUT_MS');
@@ -885,28 +947,45 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (parsed.success && parsed.data.PORT !== 0 && parsed.data.PORT === parsed.data.METRICS_PORT) {
     // the metrics listener binds first: the API then died on EADDRINUSE, naming no variable —
     // unless the two bind distinct addresses (a pod's IP and loopback)
-    const apiHost = parsed.data.HOST ?? (cleaned.NODE_ENV === 'development' ? '127.0.0.1' : '0.0.0.0');
+    const apiHost =
+      parsed.data.HOST ?? (cleaned.NODE_ENV === 'development' ? '127.0.0.1' : '0.0.0.0');
     if (mayShareAddress(apiHost, parsed.data.METRICS_HOST)) {
-      problems.push('METRICS_PORT: must differ from PORT (or be 0: no metrics listener) when HOST and METRICS_HOST may be the same address');
+      problems.push(
+        'METRICS_PORT: must differ from PORT (or be 0: no metrics listener) when HOST and METRICS_HOST may be the same address',
+      );
     }
   }
   const workerMetricsPort = parsed.success ? parsed.data.WORKER_METRICS_PORT : 0;
   if (parsed.success && workerMetricsPort !== 0) {
     // the API and the worker on one host (`npm start`, systemd units): the second to bind lost
     // its metrics with a warning, and Prometheus's worker target scraped the API's series
-    const apiHost = parsed.data.HOST ?? (cleaned.NODE_ENV === 'development' ? '127.0.0.1' : '0.0.0.0');
+    const apiHost =
+      parsed.data.HOST ?? (cleaned.NODE_ENV === 'development' ? '127.0.0.1' : '0.0.0.0');
     if (workerMetricsPort === parsed.data.METRICS_PORT) {
-      problems.push('WORKER_METRICS_PORT: must differ from METRICS_PORT (or be 0: no metrics listener); both listen on METRICS_HOST');
-    } else if (workerMetricsPort === parsed.data.PORT && mayShareAddress(apiHost, parsed.data.METRICS_HOST)) {
-      problems.push('WORKER_METRICS_PORT: must differ from PORT (or be 0) when HOST and METRICS_HOST may be the same address');
+      problems.push(
+        'WORKER_METRICS_PORT: must differ from METRICS_PORT (or be 0: no metrics listener); both listen on METRICS_HOST',
+      );
+    } else if (
+      workerMetricsPort === parsed.data.PORT &&
+      mayShareAddress(apiHost, parsed.data.METRICS_HOST)
+    ) {
+      problems.push(
+        'WORKER_METRICS_PORT: must differ from PORT (or be 0) when HOST and METRICS_HOST may be the same address',
+      );
     }
   }
-  if (parsed.success && parsed.data.REFRESH_TOKEN_IDLE_SECONDS < parsed.data.JWT_ACCESS_TTL_SECONDS) {
+  if (
+    parsed.success &&
+    parsed.data.REFRESH_TOKEN_IDLE_SECONDS < parsed.data.JWT_ACCESS_TTL_SECONDS
+  ) {
     // a client refreshing when its access token expires would find its session idle-ended every
     // time: every sign-in over after one access token's life, shop-wide
     problems.push('REFRESH_TOKEN_IDLE_SECONDS: must not be below JWT_ACCESS_TTL_SECONDS');
   }
-  if (parsed.success && parsed.data.REFRESH_TOKEN_TTL_SECONDS < parsed.data.JWT_ACCESS_TTL_SECONDS) {
+  if (
+    parsed.success &&
+    parsed.data.REFRESH_TOKEN_TTL_SECONDS < parsed.data.JWT_ACCESS_TTL_SECONDS
+  ) {
     // an access token would outlive its session (the documented longest life)
     problems.push('REFRESH_TOKEN_TTL_SECONDS: must not be below JWT_ACCESS_TTL_SECONDS');
   }
@@ -916,7 +995,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push('DATABASE_POOL_WAIT_MS: must be below SHUTDOWN_TIMEOUT_MS');
   }
   if (problems.length || missing.length || !parsed.success) {
-    throw new ConfigError([...problems, ...missing], missing.length && cleaned.NODE_ENV === undefined ? SECRETS_HINT : undefined);
+    throw new ConfigError(
+      [...problems, ...missing],
+      missing.length && cleaned.NODE_ENV === undefined ? SECRETS_HINT : undefined,
+    );
   }
   const e = parsed.data;
   const isDevelopment = e.NODE_ENV === 'development';
@@ -934,14 +1016,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       host: e.HOST ?? (isDevelopment ? '127.0.0.1' : '0.0.0.0'),
       trustProxy: proxies.trustProxy,
       shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
-      shutdownDelayMs: e.SHUTDOWN_DELAY_MS !== undefined ? Number(e.SHUTDOWN_DELAY_MS) : isDevelopment ? 0 : 5_000,
+      shutdownDelayMs:
+        e.SHUTDOWN_DELAY_MS !== undefined ? Number(e.SHUTDOWN_DELAY_MS) : isDevelopment ? 0 : 5_000,
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
       requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
       socketTimeoutMs:
-        e.HTTP_SOCKET_TIMEOUT_MS ?? Math.max(120_000, e.HTTP_REQUEST_TIMEOUT_MS, e.DATABASE_QUERY_TIMEOUT_MS + 60_000),
+        e.HTTP_SOCKET_TIMEOUT_MS ??
+        Math.max(120_000, e.HTTP_REQUEST_TIMEOUT_MS, e.DATABASE_QUERY_TIMEOUT_MS + 60_000),
       // 0: one per CPU the process can really use (a container's quota counts), never more than
       // an explicit value may ask for
-      processes: e.API_PROCESSES === 0 ? Math.min(MAX_API_PROCESSES, usableCpus()) : e.API_PROCESSES,
+      processes:
+        e.API_PROCESSES === 0 ? Math.min(MAX_API_PROCESSES, usableCpus()) : e.API_PROCESSES,
     },
     metricsHost: e.METRICS_HOST,
     metricsPort: e.METRICS_PORT,

@@ -20,7 +20,10 @@ describe('usableCpus', () => {
 
   it('reads cgroup v1 when there is no v2 file (-1: no quota)', () => {
     const v1 = (quota: string) =>
-      host(32, { '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': quota, '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n' });
+      host(32, {
+        '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': quota,
+        '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n',
+      });
     expect(usableCpus(v1('300000\n'))).toBe(3);
     expect(usableCpus(v1('-1\n'))).toBe(32);
   });

@@ -20,7 +20,8 @@ const fromSystem: CpuSources = {
 
 /** A quota over a period, as whole CPUs (rounded up, at least 1); undefined when there is none. */
 function quotaCpus(quota: number, period: number): number | undefined {
-  if (!Number.isFinite(quota) || !Number.isFinite(period) || quota <= 0 || period <= 0) return undefined;
+  if (!Number.isFinite(quota) || !Number.isFinite(period) || quota <= 0 || period <= 0)
+    return undefined;
   return Math.max(1, Math.ceil(quota / period));
 }
 
@@ -38,6 +39,9 @@ export function usableCpus(sources: CpuSources = fromSystem): number {
     return cpus;
   }
   const quota = Number(sources.read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us')?.trim());
-  const limit = quotaCpus(quota, Number(sources.read('/sys/fs/cgroup/cpu/cpu.cfs_period_us')?.trim()));
+  const limit = quotaCpus(
+    quota,
+    Number(sources.read('/sys/fs/cgroup/cpu/cpu.cfs_period_us')?.trim()),
+  );
   return limit ? Math.min(cpus, limit) : cpus;
 }

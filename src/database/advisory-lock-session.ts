@@ -130,7 +130,11 @@ export class AdvisoryLockSession {
       session = undefined;
       try {
         session = await this.connect();
-        const rows = await this.run<{ held: boolean }>(session, `SELECT pg_try_advisory_lock(${lockSql}) AS held`, params);
+        const rows = await this.run<{ held: boolean }>(
+          session,
+          `SELECT pg_try_advisory_lock(${lockSql}) AS held`,
+          params,
+        );
         if (rows[0]?.held) break;
         this.holds.delete(name);
         return null;
@@ -159,9 +163,12 @@ export class AdvisoryLockSession {
         const locked = grant.session;
         try {
           // a session that died took the lock with it
-          if (this.session === locked && !grant.lost) await this.run(locked, `SELECT pg_advisory_unlock(${lockSql})`, params);
+          if (this.session === locked && !grant.lost)
+            await this.run(locked, `SELECT pg_advisory_unlock(${lockSql})`, params);
         } catch (err) {
-          this.logger.warn(`could not release a lock (${(err as Error).message}); ending the lock session`);
+          this.logger.warn(
+            `could not release a lock (${(err as Error).message}); ending the lock session`,
+          );
           this.drop(locked);
         } finally {
           this.holds.delete(name);
@@ -179,7 +186,11 @@ export class AdvisoryLockSession {
     await session?.end().catch(() => undefined);
   }
 
-  private run<R extends Record<string, unknown>>(session: Client, sql: string, params: unknown[]): Promise<R[]> {
+  private run<R extends Record<string, unknown>>(
+    session: Client,
+    sql: string,
+    params: unknown[],
+  ): Promise<R[]> {
     const result = this.tail.then(() => session.query<R>(sql, params)).then((r) => r.rows);
     this.tail = result.catch(() => undefined);
     return result;
@@ -193,7 +204,9 @@ export class AdvisoryLockSession {
       // a black-holed endpoint (a separate DATABASE_LOCK_URL) would otherwise cost every keyed
       // request its whole connect timeout; ETIMEDOUT: answered 503 like the failed connect
       return Promise.reject(
-        Object.assign(new Error(`${what} could not connect just now; not retried for a moment`), { code: 'ETIMEDOUT' }),
+        Object.assign(new Error(`${what} could not connect just now; not retried for a moment`), {
+          code: 'ETIMEDOUT',
+        }),
       );
     }
     this.connecting ??= (async () => {
@@ -222,7 +235,8 @@ export class AdvisoryLockSession {
         // only a connect that timed out (an endpoint that never answers): a refused one costs
         // nothing to try again, and the database may be back the next moment
         const failFastMs = this.options.failFastMs ?? 0;
-        if (failFastMs > 0 && /timeout/i.test((err as Error).message)) this.unreachableUntil = performance.now() + failFastMs;
+        if (failFastMs > 0 && /timeout/i.test((err as Error).message))
+          this.unreachableUntil = performance.now() + failFastMs;
         await session.end().catch(() => undefined);
         throw err;
       }
@@ -265,11 +279,13 @@ export class AdvisoryLockSession {
       [dropped.map((b) => b.pid), dropped.map((b) => b.started), dropped.map((b) => b.name)],
     );
     if (rows.length > 0) {
-      this.logger.warn(`ending ${rows.length} dropped session backend(s) that may still hold locks`);
+      this.logger.warn(
+        `ending ${rows.length} dropped session backend(s) that may still hold locks`,
+      );
     }
     // gone, locks included (a backend releases them on its way out); polled: the one-argument
     // pg_terminate_backend does not wait (its timeout form needs PostgreSQL 14)
-    for (const deadline = performance.now() + TERMINATE_WAIT_MS; rows.length > 0; ) {
+    for (const deadline = performance.now() + TERMINATE_WAIT_MS; rows.length > 0;) {
       const left = await session.query<{ pid: number }>(
         `SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])
          UNION SELECT pid FROM pg_locks WHERE pid = ANY($1::int[]) AND locktype = 'advisory'`,
@@ -280,7 +296,9 @@ export class AdvisoryLockSession {
         // the server too busy to end a backend: unreachable in effect (ETIMEDOUT: a 503, and
         // counted by the breaker like any connection timeout)
         throw Object.assign(
-          new Error(`a dropped ${this.options.applicationName} session (pid ${left.rows[0].pid}) did not end in ${TERMINATE_WAIT_MS} ms`),
+          new Error(
+            `a dropped ${this.options.applicationName} session (pid ${left.rows[0].pid}) did not end in ${TERMINATE_WAIT_MS} ms`,
+          ),
           { code: 'ETIMEDOUT' },
         );
       }
@@ -293,9 +311,11 @@ export class AdvisoryLockSession {
   private async limitIdleness(session: Client): Promise<void> {
     const limitMs = this.options.idleSessionTimeoutMs;
     if (!limitMs) return;
-    await session.query(`SELECT set_config('idle_session_timeout', $1, false)`, [`${limitMs}ms`]).catch((err: { code?: string }) => {
-      if (err.code !== '42704') throw err; // (undefined_object: a server before PostgreSQL 14)
-    });
+    await session
+      .query(`SELECT set_config('idle_session_timeout', $1, false)`, [`${limitMs}ms`])
+      .catch((err: { code?: string }) => {
+        if (err.code !== '42704') throw err; // (undefined_object: a server before PostgreSQL 14)
+      });
   }
 
   /** A `SELECT 1` every third of the idle limit while `session` is the current one (limitIdleness). */
@@ -303,13 +323,18 @@ export class AdvisoryLockSession {
     const limitMs = this.options.idleSessionTimeoutMs;
     if (!limitMs) return;
     clearInterval(this.heartbeat);
-    this.heartbeat = setInterval(() => {
-      if (this.session !== session) return;
-      this.run(session, 'SELECT 1', []).catch((err: Error) => {
-        this.logger.warn(`the lock session's heartbeat failed (${err.message}); ending the session`);
-        this.drop(session);
-      });
-    }, Math.max(1, Math.floor(limitMs / 3))).unref();
+    this.heartbeat = setInterval(
+      () => {
+        if (this.session !== session) return;
+        this.run(session, 'SELECT 1', []).catch((err: Error) => {
+          this.logger.warn(
+            `the lock session's heartbeat failed (${err.message}); ending the session`,
+          );
+          this.drop(session);
+        });
+      },
+      Math.max(1, Math.floor(limitMs / 3)),
+    ).unref();
   }
 
   /** Forgets a session (its locks are gone, or must be): the next hold opens a new one. */
@@ -351,19 +376,28 @@ export class AdvisoryLockSession {
               // released while it was being re-taken — and perhaps held again meanwhile by a new
               // hold on this very session, on which session locks stack: let go of this one
               // again, once, leaving the new hold's
-              if (rows[0]?.held) await this.run(session, `SELECT pg_advisory_unlock(${grant.lockSql})`, grant.params);
+              if (rows[0]?.held)
+                await this.run(
+                  session,
+                  `SELECT pg_advisory_unlock(${grant.lockSql})`,
+                  grant.params,
+                );
             } else if (rows[0]?.held) {
               grant.session = session;
             } else {
               grant.lost = true;
-              this.logger.warn(`a lock of ${this.options.applicationName} was taken by another holder while its session was down`);
+              this.logger.warn(
+                `a lock of ${this.options.applicationName} was taken by another holder while its session was down`,
+              );
             }
           }
         } catch (err) {
           this.logger.warn(`re-taking ${orphans.length} lock(s) failed: ${(err as Error).message}`);
           // a new session for the next round (drop() leaves the re-take to this loop, already running)
           if (this.session) this.drop(this.session);
-          await new Promise((r) => setTimeout(r, RETAKE_BACKOFF_MS[Math.min(attempt, RETAKE_BACKOFF_MS.length - 1)]));
+          await new Promise((r) =>
+            setTimeout(r, RETAKE_BACKOFF_MS[Math.min(attempt, RETAKE_BACKOFF_MS.length - 1)]),
+          );
         }
       }
     })().finally(() => {

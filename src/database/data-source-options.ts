@@ -30,7 +30,8 @@ const CONNECT_TIMEOUT_MS = 5000;
 export const MIGRATION_LOCK_TIMEOUT_MS = 5_000;
 
 /** The server's own TCP keepalive probes: a vanished client is noticed in about 25 s. */
-export const SERVER_KEEPALIVES = '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3';
+export const SERVER_KEEPALIVES =
+  '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3';
 
 /** Connection parameters the app sets itself, which a connection URL must not replace. */
 const APP_SET_PARAMETERS = ['options', 'application_name'];
@@ -102,7 +103,10 @@ export function dataSourceOptions(
       // the pool's clients (pg-pool's `Client` option): see stallAwareClient and connectBoundedClient
       Client: connectBoundedClient(
         opts.queryTimeoutMs
-          ? stallAwareClient(opts.queryTimeoutMs, Math.max(opts.queryTimeoutMs, LONG_RUNNING_SILENCE_MS))
+          ? stallAwareClient(
+              opts.queryTimeoutMs,
+              Math.max(opts.queryTimeoutMs, LONG_RUNNING_SILENCE_MS),
+            )
           : Client,
         Math.min(CONNECT_TIMEOUT_MS, poolWaitMs),
       ),

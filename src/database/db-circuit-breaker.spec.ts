@@ -11,7 +11,13 @@ const queryFailed = (code: string) => new QueryFailedError('SELECT 1', [], pgErr
 const sideProbe = jest.fn<Promise<void>, [number]>();
 
 function breaker(failures = 3, halfOpenAfterMs = 60_000, dataSource = {} as DataSource) {
-  const config = { database: { breaker: { failures, halfOpenAfterMs }, url: 'postgres://db', lockUrl: 'postgres://db' } } as AppConfig;
+  const config = {
+    database: {
+      breaker: { failures, halfOpenAfterMs },
+      url: 'postgres://db',
+      lockUrl: 'postgres://db',
+    },
+  } as AppConfig;
   const b = new DbCircuitBreaker(dataSource, config);
   Object.assign(b, { sides: [{ selectOne: sideProbe, close: () => undefined }] });
   return b;
@@ -31,7 +37,20 @@ async function openBreaker(b: DbCircuitBreaker, failures: number): Promise<void>
 describe('isConnectionFailure', () => {
   beforeAll(() => Logger.overrideLogger(false));
 
-  it.each(['08006', '08001', '08003', '08P01', '57P01', '57P02', '57P03', '25P03', '57P05', '28P01', '28000', '3D000'])('counts SQLSTATE %s', (code) => {
+  it.each([
+    '08006',
+    '08001',
+    '08003',
+    '08P01',
+    '57P01',
+    '57P02',
+    '57P03',
+    '25P03',
+    '57P05',
+    '28P01',
+    '28000',
+    '3D000',
+  ])('counts SQLSTATE %s', (code) => {
     expect(isConnectionFailure(queryFailed(code))).toBe(true);
   });
 
@@ -53,9 +72,12 @@ describe('isConnectionFailure', () => {
     expect(isConnectionFailure(new QueryRunnerAlreadyReleasedError())).toBe(true);
   });
 
-  it.each(['23505', '23514', '40001', '40P01', '22P02', 'P0001'])('never counts SQLSTATE %s', (code) => {
-    expect(isConnectionFailure(queryFailed(code))).toBe(false);
-  });
+  it.each(['23505', '23514', '40001', '40P01', '22P02', 'P0001'])(
+    'never counts SQLSTATE %s',
+    (code) => {
+      expect(isConnectionFailure(queryFailed(code))).toBe(false);
+    },
+  );
 });
 
 describe('DbCircuitBreaker', () => {
@@ -87,7 +109,10 @@ describe('DbCircuitBreaker', () => {
     );
     drop();
     for (const outcome of await Promise.allSettled(inFlight)) {
-      expect(outcome).toMatchObject({ status: 'rejected', reason: { code: 'SERVICE_UNAVAILABLE' } });
+      expect(outcome).toMatchObject({
+        status: 'rejected',
+        reason: { code: 'SERVICE_UNAVAILABLE' },
+      });
     }
     expect(b.state).toBe('closed'); // (it opened after three of them)
   });
@@ -112,9 +137,14 @@ describe('DbCircuitBreaker', () => {
     const b = breaker(2);
     const queueTimeout = () => Promise.reject(new Error('timeout exceeded when trying to connect'));
     // a burst of them is one side probe (its verdict stands for the ones right after it)
-    const burst = await Promise.allSettled(Array.from({ length: 5 }, () => b.execute(queueTimeout)));
+    const burst = await Promise.allSettled(
+      Array.from({ length: 5 }, () => b.execute(queueTimeout)),
+    );
     for (const outcome of burst) {
-      expect(outcome).toMatchObject({ status: 'rejected', reason: { code: 'SERVICE_UNAVAILABLE' } });
+      expect(outcome).toMatchObject({
+        status: 'rejected',
+        reason: { code: 'SERVICE_UNAVAILABLE' },
+      });
     }
     expect(sideProbe).toHaveBeenCalledTimes(1);
     for (let i = 0; i < 3; i++) {
@@ -143,14 +173,29 @@ describe('DbCircuitBreaker', () => {
   });
 
   it('with a separate lock endpoint (a pooler in front of the pool), an answer over either route keeps a queue timeout uncounted', async () => {
-    const config = { database: { breaker: { failures: 1, halfOpenAfterMs: 60_000 }, url: 'postgres://pooler', lockUrl: 'postgres://direct' } } as AppConfig;
+    const config = {
+      database: {
+        breaker: { failures: 1, halfOpenAfterMs: 60_000 },
+        url: 'postgres://pooler',
+        lockUrl: 'postgres://direct',
+      },
+    } as AppConfig;
     const b = new DbCircuitBreaker({} as DataSource, config);
-    const routes = (b as unknown as { sides: { connectionString: string }[] }).sides.map((side) => side.connectionString);
+    const routes = (b as unknown as { sides: { connectionString: string }[] }).sides.map(
+      (side) => side.connectionString,
+    );
     expect(routes).toEqual(['postgres://pooler', 'postgres://direct']);
     const pooler = jest.fn().mockRejectedValue(new Error('connection timeout')); // its server connections all held
     const direct = jest.fn().mockResolvedValue(undefined);
-    Object.assign(b, { sides: [{ selectOne: pooler, close: () => undefined }, { selectOne: direct, close: () => undefined }] });
-    await expect(b.execute(() => Promise.reject(new Error('timeout exceeded when trying to connect')))).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+    Object.assign(b, {
+      sides: [
+        { selectOne: pooler, close: () => undefined },
+        { selectOne: direct, close: () => undefined },
+      ],
+    });
+    await expect(
+      b.execute(() => Promise.reject(new Error('timeout exceeded when trying to connect'))),
+    ).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
     expect(b.state).toBe('closed');
   });
 
@@ -208,7 +253,9 @@ describe('DbCircuitBreaker', () => {
 
     it("closes counting anew when the probe's own wait in the pool's queue runs out while a connection of its own is answered", async () => {
       sideProbe.mockResolvedValue(undefined);
-      const query = jest.fn().mockRejectedValue(new Error('timeout exceeded when trying to connect'));
+      const query = jest
+        .fn()
+        .mockRejectedValue(new Error('timeout exceeded when trying to connect'));
       const b = breaker(2, 1000, { query } as unknown as DataSource);
       await openBreaker(b, 2);
       jest.advanceTimersByTime(1000);
@@ -223,7 +270,12 @@ describe('DbCircuitBreaker', () => {
       const b = breaker(2, 1000, { query } as unknown as DataSource);
       const pooler = jest.fn().mockRejectedValue(new Error('connection timeout'));
       const direct = jest.fn().mockResolvedValue(undefined);
-      Object.assign(b, { sides: [{ selectOne: pooler, close: () => undefined }, { selectOne: direct, close: () => undefined }] });
+      Object.assign(b, {
+        sides: [
+          { selectOne: pooler, close: () => undefined },
+          { selectOne: direct, close: () => undefined },
+        ],
+      });
       await openBreaker(b, 2);
       jest.advanceTimersByTime(1000);
       const work = jest.fn().mockResolvedValue('done');

@@ -45,7 +45,16 @@ const SIDE_IDLE_MS = 10_000;
  * the database name (3D000): no statement's fault, so 503 and counted (they were 500s, each request
  * trying a fresh sign-in against the server), not the request's business.
  */
-const CONNECTION_SQLSTATES = new Set(['57P01', '57P02', '57P03', '25P03', '57P05', '28P01', '28000', '3D000']);
+const CONNECTION_SQLSTATES = new Set([
+  '57P01',
+  '57P02',
+  '57P03',
+  '25P03',
+  '57P05',
+  '28P01',
+  '28000',
+  '3D000',
+]);
 const CONNECTION_ERRNOS = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
@@ -91,7 +100,8 @@ export function isConnectionFailure(err: unknown): boolean {
     if (CONNECTION_ERRNOS.has(code)) return true;
   }
   const message = (e as { message?: unknown }).message;
-  if (typeof message === 'string' && CONNECTION_MESSAGES.some((m) => message.includes(m))) return true;
+  if (typeof message === 'string' && CONNECTION_MESSAGES.some((m) => message.includes(m)))
+    return true;
   const cause = (e as { cause?: unknown }).cause;
   return cause !== undefined && cause !== e && isConnectionFailure(cause);
 }
@@ -99,7 +109,9 @@ export function isConnectionFailure(err: unknown): boolean {
 /** A wait in this process's pool queue that ran out (DATABASE_POOL_WAIT_MS). */
 function isPoolQueueTimeout(err: unknown): boolean {
   const e = err instanceof QueryFailedError ? (err.driverError as unknown) : err;
-  return !!e && typeof e === 'object' && (e as { message?: unknown }).message === POOL_QUEUE_TIMEOUT;
+  return (
+    !!e && typeof e === 'object' && (e as { message?: unknown }).message === POOL_QUEUE_TIMEOUT
+  );
 }
 
 /**
@@ -169,21 +181,27 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
     const { failures, halfOpenAfterMs } = config.database.breaker;
     this.retryAfterSeconds = Math.max(1, Math.ceil(halfOpenAfterMs / 1000));
     const { url, lockUrl } = config.database;
-    this.sides = [...new Set([url, lockUrl])].map((route) => new SideConnection(route, 'shop-orders/breaker', SIDE_IDLE_MS));
+    this.sides = [...new Set([url, lockUrl])].map(
+      (route) => new SideConnection(route, 'shop-orders/breaker', SIDE_IDLE_MS),
+    );
     const consecutive = new ConsecutiveBreaker(failures);
     // a connection failure of an attempt begun before the last counted one, within SAME_EPISODE_MS
     // of it, is that same episode (a restart fails every statement in flight at once): not counted;
     // nor is a pool queue timeout while the database answers a connection of its own
-    this.policy = circuitBreaker(handleWhen((err) => this.counts(err) && !this.sameEpisode.has(err)), {
-      halfOpenAfter: halfOpenAfterMs,
-      breaker: consecutive,
-    });
+    this.policy = circuitBreaker(
+      handleWhen((err) => this.counts(err) && !this.sameEpisode.has(err)),
+      {
+        halfOpenAfter: halfOpenAfterMs,
+        breaker: consecutive,
+      },
+    );
     this.policy.onStateChange((state) => {
       // closed starts counting anew (cockatiel closes a half-open breaker on an error it does not
       // count — a probe's queue timeout while PostgreSQL answers — without resetting the count)
       if (state === CircuitState.Closed) consecutive.success();
       const name = STATE_NAMES[state];
-      if (name === 'open') this.logger.error(`database circuit breaker open: failing fast for ${halfOpenAfterMs} ms`);
+      if (name === 'open')
+        this.logger.error(`database circuit breaker open: failing fast for ${halfOpenAfterMs} ms`);
       else this.logger.warn(`database circuit breaker ${name}`);
     });
   }
@@ -200,7 +218,8 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
     const obtain = driver.obtainMasterConnection?.bind(driver);
     if (!obtain) return;
     // (a connection handed out is no answer from the database: an idle one needs no round trip)
-    driver.obtainMasterConnection = () => (this.guarded.getStore() ? obtain() : this.execute(obtain, false));
+    driver.obtainMasterConnection = () =>
+      this.guarded.getStore() ? obtain() : this.execute(obtain, false);
   }
 
   /**
@@ -260,7 +279,9 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
    * time, and a probe queued behind it would time out on every instance at once.
    */
   answeredWithin(ms: number): boolean {
-    return this.policy.state === CircuitState.Closed && performance.now() - this.lastAnsweredAt <= ms;
+    return (
+      this.policy.state === CircuitState.Closed && performance.now() - this.lastAnsweredAt <= ms
+    );
   }
 
   /** `answers`: whether `fn` succeeding (or failing about its statement) means the database answered. */
@@ -270,12 +291,18 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
       try {
         return await fn();
       } catch (err) {
-        if (isPoolQueueTimeout(err) && typeof err === 'object' && err !== null && (await this.answersAside())) {
+        if (
+          isPoolQueueTimeout(err) &&
+          typeof err === 'object' &&
+          err !== null &&
+          (await this.answersAside())
+        ) {
           this.queueOnly.add(err);
         }
         if (this.counts(err) && typeof err === 'object' && err !== null) {
           const now = performance.now();
-          if (startedAt < this.lastFailureAt && now - this.lastFailureAt < SAME_EPISODE_MS) this.sameEpisode.add(err);
+          if (startedAt < this.lastFailureAt && now - this.lastFailureAt < SAME_EPISODE_MS)
+            this.sameEpisode.add(err);
           else this.lastFailureAt = now;
         }
         throw err;
@@ -286,7 +313,8 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
       if (answers) this.lastAnsweredAt = performance.now();
       return result;
     } catch (err) {
-      if (err instanceof BrokenCircuitError || err instanceof IsolatedCircuitError) throw this.unavailable();
+      if (err instanceof BrokenCircuitError || err instanceof IsolatedCircuitError)
+        throw this.unavailable();
       if (isConnectionFailure(err)) {
         // whatever it answered before, it is not answering now (unless only the queue was long)
         if (!this.queueOnly.has(err as object)) this.lastAnsweredAt = -Infinity;
@@ -299,7 +327,10 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
 
   /** A failure that says the database cannot be reached (see the class comment for the pool's queue). */
   private counts(err: unknown): boolean {
-    return isConnectionFailure(err) && !(typeof err === 'object' && err !== null && this.queueOnly.has(err));
+    return (
+      isConnectionFailure(err) &&
+      !(typeof err === 'object' && err !== null && this.queueOnly.has(err))
+    );
   }
 
   /**
@@ -314,7 +345,10 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
     // little to an instance on its way out
     if (isDraining()) return Promise.resolve(true);
     const last = this.verdict;
-    if (last && (last.settledAt === undefined || performance.now() - last.settledAt <= QUEUE_VERDICT_MS)) {
+    if (
+      last &&
+      (last.settledAt === undefined || performance.now() - last.settledAt <= QUEUE_VERDICT_MS)
+    ) {
       return last.answered;
     }
     const verdict: { answered: Promise<boolean>; settledAt?: number } = {
@@ -337,7 +371,12 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
   private probe(): Promise<void> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        const failed = () => reject(new Error(`connection timeout: no answer to the breaker's probe within ${PROBE_TIMEOUT_MS} ms`));
+        const failed = () =>
+          reject(
+            new Error(
+              `connection timeout: no answer to the breaker's probe within ${PROBE_TIMEOUT_MS} ms`,
+            ),
+          );
         if (this.stopping) failed();
         else this.sides[0].selectOne(PROBE_TIMEOUT_MS).then(() => resolve(), failed);
       }, PROBE_TIMEOUT_MS);
@@ -349,9 +388,13 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
   }
 
   private unavailable(cause?: unknown): DomainError {
-    const error = new DomainError('SERVICE_UNAVAILABLE', 'The database is unavailable; retry later.', {
-      headers: { 'Retry-After': String(this.retryAfterSeconds) },
-    });
+    const error = new DomainError(
+      'SERVICE_UNAVAILABLE',
+      'The database is unavailable; retry later.',
+      {
+        headers: { 'Retry-After': String(this.retryAfterSeconds) },
+      },
+    );
     if (cause !== undefined) Object.assign(error, { cause });
     return error;
   }

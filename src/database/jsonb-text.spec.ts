@@ -23,8 +23,18 @@ describe('jsonbStorable', () => {
   });
 
   it('replaces a lone surrogate (high or low, anywhere) but keeps a pair; an escaped backslash before ud800 is text', () => {
-    const value = { a: 'x\ud800', b: '\udc00y', c: '\ud83d\ude00', ['\udbff']: ['\ud83d\ude00\ud800'] };
-    expect(jsonbStorable(value)).toEqual({ a: 'x\ufffd', b: '\ufffdy', c: '\ud83d\ude00', ['\ufffd']: ['\ud83d\ude00\ufffd'] });
+    const value = {
+      a: 'x\ud800',
+      b: '\udc00y',
+      c: '\ud83d\ude00',
+      ['\udbff']: ['\ud83d\ude00\ud800'],
+    };
+    expect(jsonbStorable(value)).toEqual({
+      a: 'x\ufffd',
+      b: '\ufffdy',
+      c: '\ud83d\ude00',
+      ['\ufffd']: ['\ud83d\ude00\ufffd'],
+    });
     const literal = { text: 'C:\\ud800 is text' };
     expect(jsonbStorable(literal)).toEqual(literal);
     expect(textStorable('id\u0000\udfff')).toBe('id\ufffd\ufffd');

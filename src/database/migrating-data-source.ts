@@ -18,18 +18,23 @@ const MIGRATION_LOCK = 0x4d494752;
  * table's lock for as long as a reader held it, every request on that table queued behind it.
  */
 export class MigratingDataSource extends DataSource {
-  override runMigrations(options?: Parameters<DataSource['runMigrations']>[0]): Promise<Migration[]> {
+  override runMigrations(
+    options?: Parameters<DataSource['runMigrations']>[0],
+  ): Promise<Migration[]> {
     return this.inTurn((runner) => {
       const executor = new MigrationExecutor(this, runner);
       // (DataSource.runMigrations' own defaults)
-      executor.transaction = options?.transaction || this.options.migrationsTransactionMode || 'all';
+      executor.transaction =
+        options?.transaction || this.options.migrationsTransactionMode || 'all';
       executor.fake = options?.fake ?? false;
       return executor.executePendingMigrations();
     });
   }
 
   /** A revert takes its turn too (it would undo the migration a run is just applying on top of). */
-  override undoLastMigration(options?: Parameters<DataSource['undoLastMigration']>[0]): Promise<void> {
+  override undoLastMigration(
+    options?: Parameters<DataSource['undoLastMigration']>[0],
+  ): Promise<void> {
     return this.inTurn((runner) => {
       const executor = new MigrationExecutor(this, runner);
       executor.transaction = options?.transaction || 'all';

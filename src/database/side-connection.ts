@@ -27,7 +27,11 @@ export class SideConnection {
    * `SELECT 1` (or `sql`) answered within `timeoutMs` (connecting included), or a rejection saying
    * why not; `check` may refuse the answer's first row (the connection is then dropped too).
    */
-  async selectOne(timeoutMs: number, sql = 'SELECT 1', check?: (row: Record<string, unknown> | undefined) => void): Promise<void> {
+  async selectOne(
+    timeoutMs: number,
+    sql = 'SELECT 1',
+    check?: (row: Record<string, unknown> | undefined) => void,
+  ): Promise<void> {
     clearTimeout(this.idleTimer);
     let timer: NodeJS.Timeout | undefined;
     const pending = this.open(timeoutMs);
@@ -39,7 +43,10 @@ export class SideConnection {
           check?.(rows[0] as Record<string, unknown> | undefined);
         }),
         new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`connection timeout: no answer within ${timeoutMs} ms`)), timeoutMs);
+          timer = setTimeout(
+            () => reject(new Error(`connection timeout: no answer within ${timeoutMs} ms`)),
+            timeoutMs,
+          );
         }),
       ]);
     } catch (err) {
@@ -50,7 +57,8 @@ export class SideConnection {
     }
     // (one timer however many probes overlapped: an earlier one's would close it under a later probe)
     clearTimeout(this.idleTimer);
-    if (this.idleMs !== undefined) this.idleTimer = setTimeout(() => this.close(), this.idleMs).unref();
+    if (this.idleMs !== undefined)
+      this.idleTimer = setTimeout(() => this.close(), this.idleMs).unref();
   }
 
   /**
@@ -65,7 +73,8 @@ export class SideConnection {
     clearTimeout(this.idleTimer);
     current.then(
       (client) => {
-        if (abort) (client as unknown as { connection: { stream: Socket } }).connection.stream.destroy();
+        if (abort)
+          (client as unknown as { connection: { stream: Socket } }).connection.stream.destroy();
         else client.end().catch(() => undefined);
       },
       () => undefined,

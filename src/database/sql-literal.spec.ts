@@ -5,7 +5,16 @@ describe('inlineParams', () => {
     const at = new Date('2026-11-26T01:02:03.456Z');
     expect(
       inlineParams('SELECT $1::uuid[], $2::int[], $3::timestamptz, $4::uuid, $5, $10', [
-        ['0b5a8c1e-1d2f-4c3b-9a8b-7c6d5e4f3a2b'], [1, 2], at, 'x', null, 6, 7, 8, 9, 10,
+        ['0b5a8c1e-1d2f-4c3b-9a8b-7c6d5e4f3a2b'],
+        [1, 2],
+        at,
+        'x',
+        null,
+        6,
+        7,
+        8,
+        9,
+        10,
       ]),
     ).toBe(
       `SELECT '{"0b5a8c1e-1d2f-4c3b-9a8b-7c6d5e4f3a2b"}'::uuid[], '{1,2}'::int[], '2026-11-26T01:02:03.456Z'::timestamptz, 'x'::uuid, NULL, (10)`,
@@ -14,7 +23,9 @@ describe('inlineParams', () => {
 
   it('escapes quotes and backslashes in strings and array elements', () => {
     expect(inlineParams('SELECT $1', ["it's \\ here"])).toBe("SELECT  E'it''s \\\\ here'");
-    expect(inlineParams('SELECT $1', [['a"b', null, "c'd"]])).toBe(`SELECT  E'{"a\\\\"b",NULL,"c''d"}'`);
+    expect(inlineParams('SELECT $1', [['a"b', null, "c'd"]])).toBe(
+      `SELECT  E'{"a\\\\"b",NULL,"c''d"}'`,
+    );
   });
 
   it('keeps negative numbers from turning a minus into a comment', () => {

@@ -69,7 +69,9 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
         // cancel whose client is gone); the answer to the cancelled statement is not read
         stream.pause();
         void cancelOnServer(this).then(() =>
-          stream.destroy(new Error(`Query read timeout: PostgreSQL sent nothing for ${silentMs} ms`)),
+          stream.destroy(
+            new Error(`Query read timeout: PostgreSQL sent nothing for ${silentMs} ms`),
+          ),
         );
       });
     }
@@ -91,7 +93,12 @@ const CANCEL_REQUEST_CODE = 80877102;
  * too: committed locally, as PostgreSQL warns — the outcome check already called it committed.)
  */
 function cancelOnServer(client: Client): Promise<void> {
-  const c = client as unknown as { processID: number | null; secretKey: number | null; host: string; port: number };
+  const c = client as unknown as {
+    processID: number | null;
+    secretKey: number | null;
+    host: string;
+    port: number;
+  };
   if (c.processID === null || c.secretKey === null) return Promise.resolve();
   const request = Buffer.alloc(16);
   request.writeInt32BE(16, 0);
@@ -99,7 +106,9 @@ function cancelOnServer(client: Client): Promise<void> {
   request.writeInt32BE(c.processID, 8);
   request.writeInt32BE(c.secretKey, 12);
   return new Promise((resolve) => {
-    const socket = c.host.startsWith('/') ? connect(`${c.host}/.s.PGSQL.${c.port}`) : connect(c.port, c.host);
+    const socket = c.host.startsWith('/')
+      ? connect(`${c.host}/.s.PGSQL.${c.port}`)
+      : connect(c.port, c.host);
     socket.setTimeout(CANCEL_TIMEOUT_MS, () => socket.destroy());
     socket.on('error', () => undefined);
     socket.on('close', () => resolve());
@@ -117,7 +126,11 @@ function cancelOnServer(client: Client): Promise<void> {
 export function connectBoundedClient(base: typeof Client, connectTimeoutMs: number): typeof Client {
   return class ConnectBoundedClient extends base {
     constructor(config?: string | ClientConfig) {
-      super(typeof config === 'object' ? { ...config, connectionTimeoutMillis: connectTimeoutMs } : config);
+      super(
+        typeof config === 'object'
+          ? { ...config, connectionTimeoutMillis: connectTimeoutMs }
+          : config,
+      );
     }
   };
 }

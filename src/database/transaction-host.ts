@@ -132,7 +132,8 @@ export class TransactionHost {
 
   /** Callers waiting for a connection of the pool right now (0 when one is free). */
   poolWaiting(): number {
-    const pool = (this.dataSource.driver as unknown as { master?: { waitingCount?: number } }).master;
+    const pool = (this.dataSource.driver as unknown as { master?: { waitingCount?: number } })
+      .master;
     return pool?.waitingCount ?? 0;
   }
 
@@ -161,7 +162,9 @@ export class TransactionHost {
    */
   async assertWritable(): Promise<void> {
     return this.breaker.execute(() =>
-      this.onOwnConnection(async (own) => refuseReadOnly((await own.query(WRITABLE_PROBE, [], true)).records[0])),
+      this.onOwnConnection(async (own) =>
+        refuseReadOnly((await own.query(WRITABLE_PROBE, [], true)).records[0]),
+      ),
     );
   }
 
@@ -279,14 +282,19 @@ export class TransactionHost {
   sendWithCommit(
     sql: string,
     params: unknown[],
-    opts: { last?: boolean; mapError?: (err: unknown) => unknown; onRows?: (rows: unknown[]) => void } = {},
+    opts: {
+      last?: boolean;
+      mapError?: (err: unknown) => unknown;
+      onRows?: (rows: unknown[]) => void;
+    } = {},
   ): void {
     const ctx = this.als.getStore();
     if (!ctx) throw new Error('sendWithCommit() needs an open transaction (inside run())');
     if (opts.last && ctx.withCommit.some((w) => w.last)) {
       throw new Error('only one statement per transaction can go last');
     }
-    if (opts.onRows && !opts.last) throw new Error('only the last statement sent with COMMIT gets its rows');
+    if (opts.onRows && !opts.last)
+      throw new Error('only the last statement sent with COMMIT gets its rows');
     ctx.withCommit.push({
       sql: inlineParams(sql, params),
       last: opts.last ?? false,
@@ -300,7 +308,11 @@ export class TransactionHost {
    * BEGIN (one round trip for both; parameters inlined); `work` gets its rows. Inside an open
    * transaction it is simply the next statement.
    */
-  async runOpeningWith<R, T>(sql: string, params: unknown[], work: (rows: R[]) => Promise<T>): Promise<T> {
+  async runOpeningWith<R, T>(
+    sql: string,
+    params: unknown[],
+    work: (rows: R[]) => Promise<T>,
+  ): Promise<T> {
     return this.runOpening([{ sql, params }], (results) => work(results[0] as R[]));
   }
 
@@ -358,7 +370,10 @@ export class TransactionHost {
     return this.als.exit(() => this.run(work));
   }
 
-  private async runWithRetry<T>(work: (opened: unknown[][]) => Promise<T>, opening?: Opening): Promise<T> {
+  private async runWithRetry<T>(
+    work: (opened: unknown[][]) => Promise<T>,
+    opening?: Opening,
+  ): Promise<T> {
     let collisions = 0;
     let repriced = 0;
     let repaired = false;
@@ -376,7 +391,9 @@ export class TransactionHost {
         const priceChanged = code === '40001' && isRepriced(err);
         if (priceChanged && repriced < MAX_REPRICED_ATTEMPTS) repriced++;
         else if (!code || !RETRYABLE.has(code) || ++collisions >= MAX_ATTEMPTS) throw err;
-        this.logger.warn(`transaction retry after ${code}${priceChanged ? " (a line's price changed)" : ''}`);
+        this.logger.warn(
+          `transaction retry after ${code}${priceChanged ? " (a line's price changed)" : ''}`,
+        );
         await new Promise((r) => setTimeout(r, 5 * Math.max(collisions, 1) + Math.random() * 20));
       }
     }
@@ -414,13 +431,21 @@ export class TransactionHost {
       }
       value = await this.als.run(ctx, () => work(opened));
       if (ctx.withCommit.length > 0) {
-        const statements = [...ctx.withCommit.filter((w) => !w.last), ...ctx.withCommit.filter((w) => w.last)];
+        const statements = [
+          ...ctx.withCommit.filter((w) => !w.last),
+          ...ctx.withCommit.filter((w) => w.last),
+        ];
         let results: QueryResult[] | undefined;
         try {
-          results = await this.simple(runner, `${statements.map((w) => w.sql).join(';\n')};\nCOMMIT`);
+          results = await this.simple(
+            runner,
+            `${statements.map((w) => w.sql).join(';\n')};\nCOMMIT`,
+          );
         } catch (err) {
           if ((await this.outcomeAfter(err, xid)) !== 'committed') {
-            const mapped = statements.map((w) => w.mapError?.(err)).find((e) => e !== undefined && e !== err);
+            const mapped = statements
+              .map((w) => w.mapError?.(err))
+              .find((e) => e !== undefined && e !== err);
             throw mapped ?? err;
           }
         }
@@ -468,7 +493,9 @@ export class TransactionHost {
     }
     // committed, and the connection back in the pool: not held while this work waits
     for (const work of ctx.whenCommitted) {
-      await work().catch((err: unknown) => this.logger.warn(`after commit: ${(err as Error).message}`));
+      await work().catch((err: unknown) =>
+        this.logger.warn(`after commit: ${(err as Error).message}`),
+      );
     }
     return value;
   }
@@ -493,7 +520,7 @@ export class TransactionHost {
     if (!xid) return 'unknown';
     const giveUpAt = performance.now() + OUTCOME_UNREACHABLE_MS;
     let unreachable = 0;
-    for (let poll = 0; poll < OUTCOME_POLLS; ) {
+    for (let poll = 0; poll < OUTCOME_POLLS;) {
       let status: string | null;
       try {
         const rows = await this.dataSource.query<{ status: string | null; life: string }[]>(
@@ -514,12 +541,16 @@ export class TransactionHost {
           await new Promise((r) => setTimeout(r, wait));
           continue;
         }
-        this.logger.warn(`commit outcome of transaction ${xid.id} unknown: ${(e as Error).message}`);
+        this.logger.warn(
+          `commit outcome of transaction ${xid.id} unknown: ${(e as Error).message}`,
+        );
         return 'unknown';
       }
       poll++;
       if (status === 'committed' || status === 'aborted') {
-        this.logger.warn(`the answer to COMMIT was lost (${(err as Error).message}); the transaction ${status}`);
+        this.logger.warn(
+          `the answer to COMMIT was lost (${(err as Error).message}); the transaction ${status}`,
+        );
         return status;
       }
       if (status !== 'in progress') return 'unknown';
@@ -549,7 +580,9 @@ export class TransactionHost {
  */
 export class RolledBackAtCommit extends Error {
   constructor() {
-    super('COMMIT was answered with ROLLBACK: a statement of the transaction failed and its error was swallowed');
+    super(
+      'COMMIT was answered with ROLLBACK: a statement of the transaction failed and its error was swallowed',
+    );
     this.name = 'RolledBackAtCommit';
   }
 }

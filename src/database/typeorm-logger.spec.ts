@@ -17,7 +17,9 @@ describe('the TypeORM logger', () => {
       severity: 'ERROR',
       detail: 'Key (email)=(victim@example.com) already exists.',
     });
-    logger.logQuery(`SELECT * FROM users WHERE email = 'victim@example.com'`, ['victim@example.com']);
+    logger.logQuery(`SELECT * FROM users WHERE email = 'victim@example.com'`, [
+      'victim@example.com',
+    ]);
     logger.logQueryError(
       error,
       `INSERT INTO users (email, password_hash) VALUES ('victim@example.com', '${hash}')`,

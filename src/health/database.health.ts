@@ -3,7 +3,12 @@ import { HealthIndicatorResult, HealthIndicatorService } from '@nestjs/terminus'
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { BreakerState, DbCircuitBreaker } from '../database/db-circuit-breaker';
 import { SideConnection } from '../database/side-connection';
-import { READ_ONLY_DETAIL, TransactionHost, WRITABLE_PROBE, refuseReadOnly } from '../database/transaction-host';
+import {
+  READ_ONLY_DETAIL,
+  TransactionHost,
+  WRITABLE_PROBE,
+  refuseReadOnly,
+} from '../database/transaction-host';
 import { MetricsService } from '../metrics/metrics.service';
 
 const GAUGE_VALUE: Record<BreakerState, number> = {
@@ -12,7 +17,6 @@ const GAUGE_VALUE: Record<BreakerState, number> = {
   'half-open': 2,
   isolated: 3,
 };
-
 
 /** A statement answered this recently (breaker closed) counts as "PostgreSQL answers" for readiness. */
 const RECENT_ANSWER_MS = 2000;
@@ -83,7 +87,9 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
         // whether the server takes writes, not just whether it answers: a standby (a failover left
         // the address on it) or a server set read-only answers `SELECT 1` while every transaction
         // fails (503) — the instance stayed in rotation
-        queued ? this.side.selectOne(timeoutMs, WRITABLE_PROBE, refuseReadOnly) : this.tx.assertWritable(),
+        queued
+          ? this.side.selectOne(timeoutMs, WRITABLE_PROBE, refuseReadOnly)
+          : this.tx.assertWritable(),
         new Promise((_, reject) => {
           timer = setTimeout(() => reject(new Error(`timeout after ${timeoutMs} ms`)), timeoutMs);
         }),

@@ -46,7 +46,10 @@ export class HealthController {
   })
   @ApiExtraModels(DependencyStatusDto)
   @ApiOkResponse({ type: ReadinessDto })
-  @ApiProblems([503, '`SERVICE_UNAVAILABLE`: a dependency is down, or the process is draining after SIGTERM; `details` names which'])
+  @ApiProblems([
+    503,
+    '`SERVICE_UNAVAILABLE`: a dependency is down, or the process is draining after SIGTERM; `details` names which',
+  ])
   ready(): Promise<ReadinessBody> {
     return this.readiness.check();
   }

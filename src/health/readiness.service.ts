@@ -28,7 +28,9 @@ export class ReadinessService {
     // SIGTERM came: out of rotation while still serving (SHUTDOWN_DELAY_MS), whatever the dependencies say
     if (isDraining()) {
       return Promise.reject(
-        new ServiceUnavailableException(readinessBody({ status: 'shutting_down', details: { shutdown: { status: 'down' } } })),
+        new ServiceUnavailableException(
+          readinessBody({ status: 'shutting_down', details: { shutdown: { status: 'down' } } }),
+        ),
       );
     }
     // probes that arrive while one is running share its answer: the route is public and not
@@ -42,7 +44,8 @@ export class ReadinessService {
           return readinessBody(result);
         },
         (err: unknown) => {
-          if (err instanceof ServiceUnavailableException) this.report(err.getResponse() as Partial<HealthCheckResult>);
+          if (err instanceof ServiceUnavailableException)
+            this.report(err.getResponse() as Partial<HealthCheckResult>);
           return toReadinessError(err);
         },
       )

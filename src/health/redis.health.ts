@@ -30,7 +30,9 @@ export class RedisHealthIndicator {
     if (this.redis.status === 'ready') this.unconnectedSince = undefined;
     else if (this.unconnectedSince === undefined) this.unconnectedSince = performance.now();
     else if (performance.now() - this.unconnectedSince > timeoutMs) {
-      return check.down({ message: `not connected for over ${timeoutMs} ms (Redis ${this.redis.status})` });
+      return check.down({
+        message: `not connected for over ${timeoutMs} ms (Redis ${this.redis.status})`,
+      });
     }
     const probe = { stopped: false, lastError: undefined as unknown };
     let timer: NodeJS.Timeout | undefined;
@@ -39,7 +41,10 @@ export class RedisHealthIndicator {
         this.pingOnceConnected(probe),
         new Promise((_, reject) => {
           timer = setTimeout(() => {
-            const why = probe.lastError instanceof Error ? `: ${probe.lastError.message}` : ` (Redis ${this.redis.status})`;
+            const why =
+              probe.lastError instanceof Error
+                ? `: ${probe.lastError.message}`
+                : ` (Redis ${this.redis.status})`;
             reject(new Error(`no answer within ${timeoutMs} ms${why}`));
           }, timeoutMs);
         }),

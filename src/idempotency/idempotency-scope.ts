@@ -18,7 +18,9 @@ export function requestScope(request: AuthenticatedRequest, key: string): Idempo
 
 /** Same principal and key already hold it; the same route, method and body make it the same request. */
 export const sameRequest = (scope: IdempotencyScope, stored: StoredResponse): boolean =>
-  scope.sameBody.includes(stored.fingerprint) && stored.route === scope.route && stored.method === scope.method;
+  scope.sameBody.includes(stored.fingerprint) &&
+  stored.route === scope.route &&
+  stored.method === scope.method;
 
 /**
  * The route a request is scoped to: the matched pattern with its parameters filled in as the
@@ -31,5 +33,7 @@ function canonicalRoute(request: Pick<FastifyRequest, 'url' | 'params' | 'routeO
   const pattern = request.routeOptions?.url;
   if (!pattern) return request.url.split('?')[0].toLowerCase();
   const params = (request.params ?? {}) as Record<string, string | undefined>;
-  return pattern.replace(/:(\w+)/g, (_, name: string) => encodeURIComponent(params[name] ?? '')).toLowerCase();
+  return pattern
+    .replace(/:(\w+)/g, (_, name: string) => encodeURIComponent(params[name] ?? ''))
+    .toLowerCase();
 }

@@ -51,7 +51,8 @@ export class IdempotencyInterceptor implements NestInterceptor {
     const request = context.switchToHttp().getRequest<AuthenticatedRequest>();
     if (request.method !== 'POST') return next.handle();
     const targets = [context.getHandler(), context.getClass()];
-    if (this.reflector.getAllAndOverride<boolean>(IDEMPOTENCY_IGNORED, targets)) return next.handle();
+    if (this.reflector.getAllAndOverride<boolean>(IDEMPOTENCY_IGNORED, targets))
+      return next.handle();
 
     const required = this.reflector.get<boolean>(IDEMPOTENCY_REQUIRED, context.getHandler());
     const key = idempotencyKeyOf(request);
@@ -67,11 +68,17 @@ export class IdempotencyInterceptor implements NestInterceptor {
 
     const reply = context.switchToHttp().getResponse<FastifyReply>();
     const scope = requestScope(request, key);
-    const outside = this.reflector.get<boolean>(IDEMPOTENCY_OUTSIDE_TRANSACTION, context.getHandler());
+    const outside = this.reflector.get<boolean>(
+      IDEMPOTENCY_OUTSIDE_TRANSACTION,
+      context.getHandler(),
+    );
     // the outcome, for the logs: recorded before the handler runs (first), or when answered
     const note = (outcome: IdempotencyOutcome) => recordIdempotency(request, outcome);
     // the route's first read, if known from the body, goes with BEGIN and the claim
-    const readsOf = this.reflector.get<OpeningReadsOf | undefined>(OPENING_READS, context.getHandler());
+    const readsOf = this.reflector.get<OpeningReadsOf | undefined>(
+      OPENING_READS,
+      context.getHandler(),
+    );
     const run = outside
       ? this.executeInSteps(scope, next, reply, note)
       : this.execute(scope, next, reply, note, readsOf?.(request.body) ?? []);
@@ -94,7 +101,11 @@ export class IdempotencyInterceptor implements NestInterceptor {
     if (!hold) return this.answerBusy(scope, reply, note);
     try {
       const now = this.clock.now();
-      const claim = await this.records.begin(scope, now, new Date(now.getTime() + IDEMPOTENCY_TTL_MS));
+      const claim = await this.records.begin(
+        scope,
+        now,
+        new Date(now.getTime() + IDEMPOTENCY_TTL_MS),
+      );
       if (claim.token === null) {
         if (!claim.stored) throw inUse(); // expired between the two statements: retry
         return this.replay(this.checkSameRequest(scope, claim.stored), reply, note);
@@ -194,4 +205,7 @@ const inUse = () =>
   );
 
 const reused = () =>
-  new DomainError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used with a different request.');
+  new DomainError(
+    'IDEMPOTENCY_KEY_REUSED',
+    'This Idempotency-Key was already used with a different request.',
+  );

@@ -27,7 +27,8 @@ export interface StoredResponse {
  * transaction (here), or for the request on a dedicated session (IdempotencyKeyLocks) — so a
  * request in one mode sees a twin in the other.
  */
-const keyLockId = (principal: string, key: string) => `hashtextextended(${principal} || E'\\n' || ${key}, 7)`;
+const keyLockId = (principal: string, key: string) =>
+  `hashtextextended(${principal} || E'\\n' || ${key}, 7)`;
 export const KEY_LOCK_ID = keyLockId('$1::text', '$2::text');
 
 const toStored = (k: IdempotencyKeyEntity): StoredResponse => ({
@@ -57,7 +58,11 @@ export class IdempotencyRepository {
    * the record's primary key — issue 11.) One row: `claimed` and the record's columns, NULL
    * without one.
    */
-  static claimStatements(principal: string, key: string, now: Date): { sql: string; params: unknown[] }[] {
+  static claimStatements(
+    principal: string,
+    key: string,
+    now: Date,
+  ): { sql: string; params: unknown[] }[] {
     // raw SQL: hot path of bench:flash-sale (the idempotency claim, sent in BEGIN's message, see
     // docs/BENCHMARKS.md)
     return [
@@ -118,7 +123,9 @@ export class IdempotencyRepository {
       ],
       {
         mapError: (err) =>
-          pgErrorCode(err) === '23505' && pgConstraint(err) === 'idempotency_keys_pkey' ? onDuplicate() : undefined,
+          pgErrorCode(err) === '23505' && pgConstraint(err) === 'idempotency_keys_pkey'
+            ? onDuplicate()
+            : undefined,
       },
     );
   }
@@ -176,7 +183,10 @@ export class IdempotencyRepository {
    * read under a snapshot taken after the locks were tried), outside any transaction, so the
    * locks it tries are released as it ends.
    */
-  async keysInUse(pairs: () => { principal: string; key: string }[], now: Date): Promise<Set<string>> {
+  async keysInUse(
+    pairs: () => { principal: string; key: string }[],
+    now: Date,
+  ): Promise<Set<string>> {
     // raw SQL: a server-side function (two statements, two snapshots, in one round trip), on the
     // hot path of bench:flash-sale's sold-out refusals. The pairs are taken once a connection is
     // in hand: a caller that gave up while the pool was busy is not asked (nor locked) for.
@@ -192,7 +202,11 @@ export class IdempotencyRepository {
   }
 
   /** Completes a claim made by `begin`, unless it was taken over meanwhile. */
-  async finish(scope: IdempotencyScope, token: Date, response: { status: number; body: string | null }): Promise<void> {
+  async finish(
+    scope: IdempotencyScope,
+    token: Date,
+    response: { status: number; body: string | null },
+  ): Promise<void> {
     await this.tx.withManager((m) =>
       m
         .getRepository(IdempotencyKeyEntity)
@@ -206,9 +220,12 @@ export class IdempotencyRepository {
   /** Drops a claim made by `begin` (the handler failed: a retry runs afresh). */
   async abandon(scope: IdempotencyScope, token: Date): Promise<void> {
     await this.tx.withManager((m) =>
-      m
-        .getRepository(IdempotencyKeyEntity)
-        .delete({ principal: scope.principal, key: scope.key, state: 'in_progress', createdAt: token }),
+      m.getRepository(IdempotencyKeyEntity).delete({
+        principal: scope.principal,
+        key: scope.key,
+        state: 'in_progress',
+        createdAt: token,
+      }),
     );
   }
 

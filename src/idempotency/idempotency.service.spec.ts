@@ -22,9 +22,13 @@ describe('IdempotencyService#keyInUse (may a request with this key be answered w
   });
 
   it('answers "in use" on any doubt: the database failing, or slower than 250 ms', async () => {
-    const failing = mockOf<IdempotencyRepository>({ keysInUse: () => Promise.reject(new Error('ECONNREFUSED')) });
+    const failing = mockOf<IdempotencyRepository>({
+      keysInUse: () => Promise.reject(new Error('ECONNREFUSED')),
+    });
     expect(await new IdempotencyService(failing, new Clock()).keyInUse('user:u1', 'k1')).toBe(true);
-    const stalled = mockOf<IdempotencyRepository>({ keysInUse: () => new Promise<Set<string>>(() => undefined) });
+    const stalled = mockOf<IdempotencyRepository>({
+      keysInUse: () => new Promise<Set<string>>(() => undefined),
+    });
     const started = Date.now();
     expect(await new IdempotencyService(stalled, new Clock()).keyInUse('user:u1', 'k1')).toBe(true);
     expect(Date.now() - started).toBeLessThan(1_000);
@@ -42,7 +46,9 @@ describe('IdempotencyService#keyInUse (may a request with this key be answered w
   });
 
   it('keeps at most 4,096 askers waiting behind a statement that hangs; more are answered "in use" at once', async () => {
-    const stalled = mockOf<IdempotencyRepository>({ keysInUse: () => new Promise<Set<string>>(() => undefined) });
+    const stalled = mockOf<IdempotencyRepository>({
+      keysInUse: () => new Promise<Set<string>>(() => undefined),
+    });
     const service = new IdempotencyService(stalled, new Clock());
     const waiting = Array.from({ length: 4_096 }, (_, i) => service.keyInUse('user:u1', `k${i}`));
     let settled = false;

@@ -26,7 +26,12 @@ export class IdempotencyStoredAnswers implements StoredAnswers {
   async holdsAnswer(context: ExecutionContext): Promise<boolean> {
     const request = context.switchToHttp().getRequest<AuthenticatedRequest>();
     if (request.method !== 'POST') return false;
-    if (this.reflector.getAllAndOverride<boolean>(IDEMPOTENCY_IGNORED, [context.getHandler(), context.getClass()])) {
+    if (
+      this.reflector.getAllAndOverride<boolean>(IDEMPOTENCY_IGNORED, [
+        context.getHandler(),
+        context.getClass(),
+      ])
+    ) {
       return false;
     }
     let key: string | undefined;

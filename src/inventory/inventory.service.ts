@@ -77,9 +77,18 @@ export class InventoryService {
     if ('refused' in level) {
       const current = level.refused;
       if (current.onHand + dto.delta > MAX_ON_HAND) {
-        throw new DomainError('VALIDATION_FAILED', `On-hand stock cannot exceed ${MAX_ON_HAND} units.`, {
-          errors: [{ field: 'delta', message: `on hand would be ${current.onHand + dto.delta}, above ${MAX_ON_HAND}` }],
-        });
+        throw new DomainError(
+          'VALIDATION_FAILED',
+          `On-hand stock cannot exceed ${MAX_ON_HAND} units.`,
+          {
+            errors: [
+              {
+                field: 'delta',
+                message: `on hand would be ${current.onHand + dto.delta}, above ${MAX_ON_HAND}`,
+              },
+            ],
+          },
+        );
       }
       throw new DomainError(
         'STOCK_BELOW_RESERVED',

@@ -13,15 +13,18 @@ function fakeRedis(opts: {
   evalFails?: boolean;
 }): Redis {
   const values = opts.values ?? {};
-  return mockOf<Redis>({
-    mget: (...keys: string[]) => {
-      if (opts.mget === 'fail') return Promise.reject(new Error('ECONNREFUSED'));
-      if (opts.mget === 'stall') return new Promise(() => undefined);
-      return Promise.resolve(keys.map((k) => values[k] ?? null));
+  return mockOf<Redis>(
+    {
+      mget: (...keys: string[]) => {
+        if (opts.mget === 'fail') return Promise.reject(new Error('ECONNREFUSED'));
+        if (opts.mget === 'stall') return new Promise(() => undefined);
+        return Promise.resolve(keys.map((k) => values[k] ?? null));
+      },
+      eval: () => (opts.evalFails ? Promise.reject(new Error('ECONNREFUSED')) : Promise.resolve(1)),
+      set: () => Promise.resolve('OK'),
     },
-    eval: () => (opts.evalFails ? Promise.reject(new Error('ECONNREFUSED')) : Promise.resolve(1)),
-    set: () => Promise.resolve('OK'),
-  }, 'redis');
+    'redis',
+  );
 }
 
 describe('SoldOutMarks (the sold-out knowledge refuses only when sure)', () => {
@@ -31,7 +34,10 @@ describe('SoldOutMarks (the sold-out knowledge refuses only when sure)', () => {
   afterEach(() => marks?.onApplicationShutdown());
 
   it('refuses when every product is marked', async () => {
-    marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g', [mark(Q)]: 'g', 'x:stock:generation': 'g' } }), config);
+    marks = new SoldOutMarks(
+      fakeRedis({ values: { [mark(P)]: 'g', [mark(Q)]: 'g', 'x:stock:generation': 'g' } }),
+      config,
+    );
     expect(await marks.knownSoldOut([P, Q])).toBe(true);
     expect(marks.generation()).toBe('g');
   });
@@ -57,17 +63,21 @@ describe('SoldOutMarks (the sold-out knowledge refuses only when sure)', () => {
       const values: Record<string, string> = { [mark(P)]: 'g', 'x:stock:generation': 'g' };
       let answerFirst!: () => void;
       const evals: string[][] = [];
-      const redis = mockOf<Redis>({
-        mget: (...keys: string[]) => Promise.resolve(keys.map((k) => values[k] ?? null)),
-        eval: (_script: string, n: number, ...args: string[]) => {
-          evals.push(args.slice(1, n));
-          if (evals.length === 1) return new Promise((resolve) => (answerFirst = () => resolve(1))); // slow, then lands
-          if (evals.length === 2) return Promise.reject(new Error('ECONNRESET')); // the later one fails
-          delete values[mark(P)]; // the retry lands
-          return Promise.resolve(1);
+      const redis = mockOf<Redis>(
+        {
+          mget: (...keys: string[]) => Promise.resolve(keys.map((k) => values[k] ?? null)),
+          eval: (_script: string, n: number, ...args: string[]) => {
+            evals.push(args.slice(1, n));
+            if (evals.length === 1)
+              return new Promise((resolve) => (answerFirst = () => resolve(1))); // slow, then lands
+            if (evals.length === 2) return Promise.reject(new Error('ECONNRESET')); // the later one fails
+            delete values[mark(P)]; // the retry lands
+            return Promise.resolve(1);
+          },
+          set: () => Promise.resolve('OK'),
         },
-        set: () => Promise.resolve('OK'),
-      }, 'redis');
+        'redis',
+      );
       marks = new SoldOutMarks(redis, config);
       marks.cleared([P]);
       marks.cleared([P]);
@@ -86,7 +96,10 @@ describe('SoldOutMarks (the sold-out knowledge refuses only when sure)', () => {
   });
 
   it('never refuses a product whose clear has not reached Redis yet, in the process that made it', async () => {
-    marks = new SoldOutMarks(fakeRedis({ values: { [mark(P)]: 'g', [mark(Q)]: 'g' }, evalFails: true }), config);
+    marks = new SoldOutMarks(
+      fakeRedis({ values: { [mark(P)]: 'g', [mark(Q)]: 'g' }, evalFails: true }),
+      config,
+    );
     marks.cleared([P]);
     expect(await marks.knownSoldOut([P])).toBe(false);
     expect(await marks.knownSoldOut([Q])).toBe(true);

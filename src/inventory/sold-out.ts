@@ -94,7 +94,10 @@ export class SoldOutMarks implements OnApplicationShutdown {
   ) {
     this.prefix = config.redis.keyPrefix;
     this.generationKey = `${this.prefix}:stock:generation`;
-    this.reads = new TurnBatch((asks) => this.readMarks(asks), () => null);
+    this.reads = new TurnBatch(
+      (asks) => this.readMarks(asks),
+      () => null,
+    );
   }
 
   onApplicationShutdown(): void {
@@ -130,7 +133,9 @@ export class SoldOutMarks implements OnApplicationShutdown {
       return;
     }
     const keys = [this.generationKey, ...productIds.map((p) => this.markKey(p))];
-    this.redis.eval(MARK, keys.length, ...keys, generation, SOLD_OUT_MARK_TTL_MS).catch(() => undefined);
+    this.redis
+      .eval(MARK, keys.length, ...keys, generation, SOLD_OUT_MARK_TTL_MS)
+      .catch(() => undefined);
   }
 
   /**
@@ -150,13 +155,17 @@ export class SoldOutMarks implements OnApplicationShutdown {
 
   /** Takes these products off the pending clears, each unless a later clear named it since. */
   private landed(sent: [string, number][]): void {
-    for (const [p, clear] of sent) if (this.pendingClears.get(p) === clear) this.pendingClears.delete(p);
+    for (const [p, clear] of sent)
+      if (this.pendingClears.get(p) === clear) this.pendingClears.delete(p);
   }
 
   private async sendClear(productIds: string[]): Promise<boolean> {
     const keys = [this.generationKey, ...productIds.map((p) => this.markKey(p))];
     try {
-      await withTimeout(this.redis.eval(CLEAR, keys.length, ...keys, token()), SOLD_OUT_REDIS_TIMEOUT_MS);
+      await withTimeout(
+        this.redis.eval(CLEAR, keys.length, ...keys, token()),
+        SOLD_OUT_REDIS_TIMEOUT_MS,
+      );
       return true;
     } catch (err) {
       this.logger.warn(`sold-out clear not written yet, retrying: ${(err as Error).message}`);

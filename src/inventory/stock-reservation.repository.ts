@@ -31,10 +31,12 @@ function raisedDetail<T>(err: unknown, message: string): T | null {
 }
 
 /** The shortfalls carried by the reservation's `insufficient_stock` error; null for any other error. */
-export const shortfallsOf = (err: unknown): Shortfall[] | null => raisedDetail<Shortfall[]>(err, 'insufficient_stock');
+export const shortfallsOf = (err: unknown): Shortfall[] | null =>
+  raisedDetail<Shortfall[]>(err, 'insufficient_stock');
 
 /** The products off sale named by the reservation's `product_unavailable` error; null for any other error. */
-export const offSaleOf = (err: unknown): string[] | null => raisedDetail<string[]>(err, 'product_unavailable');
+export const offSaleOf = (err: unknown): string[] | null =>
+  raisedDetail<string[]>(err, 'product_unavailable');
 
 /**
  * Moving stock on behalf of an order. Callers hold the order's transaction; every method locks
@@ -136,7 +138,13 @@ export class StockReservationRepository {
     if (lines.length === 0) return;
     this.tx.sendWithCommit(
       `SELECT settle_stock($1::text, $2::uuid, $3::uuid[], $4::int[], $5::timestamptz)`,
-      [kind, orderId, lines.map((l) => l.productId), lines.map((l) => l.quantity), this.clock.now()],
+      [
+        kind,
+        orderId,
+        lines.map((l) => l.productId),
+        lines.map((l) => l.quantity),
+        this.clock.now(),
+      ],
     );
   }
 }

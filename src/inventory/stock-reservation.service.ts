@@ -19,7 +19,9 @@ const soldOut = (levels: Availability[]): string[] =>
 
 /** 409 INSUFFICIENT_STOCK naming the short products (the normal path's and the fast path's). */
 export const insufficient = (products: (Shortfall | Omit<Shortfall, 'available'>)[]) =>
-  new DomainError('INSUFFICIENT_STOCK', 'Not enough stock for some products.', { extensions: { products } });
+  new DomainError('INSUFFICIENT_STOCK', 'Not enough stock for some products.', {
+    extensions: { products },
+  });
 
 /**
  * The reservation's failure as the client sees it: its own shortfall → 409 INSUFFICIENT_STOCK
@@ -40,7 +42,10 @@ function reservationError(err: unknown, lines: StockLine[]): unknown {
     const failing = /\(([0-9a-f-]{36}),/i.exec(detail)?.[1]?.toLowerCase();
     const named = lines.filter((l) => l.productId.toLowerCase() === failing);
     return insufficient(
-      (named.length > 0 ? named : lines).map((l) => ({ productId: l.productId, requested: l.quantity })),
+      (named.length > 0 ? named : lines).map((l) => ({
+        productId: l.productId,
+        requested: l.quantity,
+      })),
     );
   }
   return err;

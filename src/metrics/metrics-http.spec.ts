@@ -4,7 +4,12 @@ import { serveMetrics } from './metrics-http';
 describe('serveMetrics', () => {
   it('answers GET and HEAD of /metrics and /health/live, whatever the query string; nothing else', async () => {
     const warnings: string[] = [];
-    const server = await serveMetrics(0, '127.0.0.1', async () => 'up 1\n', (m) => warnings.push(m));
+    const server = await serveMetrics(
+      0,
+      '127.0.0.1',
+      async () => 'up 1\n',
+      (m) => warnings.push(m),
+    );
     if (!server) throw new Error(`not listening: ${warnings.join('; ')}`);
     try {
       const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

@@ -8,9 +8,20 @@ import { QueueDepthMetrics } from './queue-depth.metrics';
 describe('QueueDepthMetrics (read at scrape time)', () => {
   it('serves a flood of scrapes from one outbox count, not one query per scrape', async () => {
     const metrics = new MetricsService();
-    const outbox = mockOf<OutboxRepository>({ countBacklog: async () => ({ pending: 3, dead: 1 }) }, 'outbox');
-    const redis = mockOf<Redis>({ pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: async () => [] }) }, 'redis');
-    new QueueDepthMetrics(metrics, outbox, redis, loadConfig({ NODE_ENV: 'development' })).onModuleInit();
+    const outbox = mockOf<OutboxRepository>(
+      { countBacklog: async () => ({ pending: 3, dead: 1 }) },
+      'outbox',
+    );
+    const redis = mockOf<Redis>(
+      { pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: async () => [] }) },
+      'redis',
+    );
+    new QueueDepthMetrics(
+      metrics,
+      outbox,
+      redis,
+      loadConfig({ NODE_ENV: 'development' }),
+    ).onModuleInit();
     const pages = await Promise.all(Array.from({ length: 20 }, () => metrics.render()));
     for (const page of pages) {
       expect(page).toMatch(/^outbox_backlog\{status="pending"\} 3$/m);
@@ -25,11 +36,24 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
       const metrics = new MetricsService();
       let up = true;
       const outbox = mockOf<OutboxRepository>(
-        { countBacklog: async () => (up ? { pending: 3, dead: 1 } : Promise.reject(new Error('circuit breaker open'))) },
+        {
+          countBacklog: async () =>
+            up ? { pending: 3, dead: 1 } : Promise.reject(new Error('circuit breaker open')),
+        },
         'outbox',
       );
-      const redis = mockOf<Redis>({ pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: async () => [] }) }, 'redis');
-      new QueueDepthMetrics(metrics, outbox, redis, loadConfig({ NODE_ENV: 'development' })).onModuleInit();
+      const redis = mockOf<Redis>(
+        {
+          pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: async () => [] }),
+        },
+        'redis',
+      );
+      new QueueDepthMetrics(
+        metrics,
+        outbox,
+        redis,
+        loadConfig({ NODE_ENV: 'development' }),
+      ).onModuleInit();
       expect(await metrics.render()).toMatch(/^outbox_backlog\{status="pending"\} 3$/m);
       up = false;
       await jest.advanceTimersByTimeAsync(6_000); // past the shared count's reuse
@@ -46,8 +70,16 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
       metrics.counter('orders_created_total', 'orders').inc(7);
       const never = () => new Promise<never>(() => undefined);
       const outbox = mockOf<OutboxRepository>({ countBacklog: never }, 'outbox');
-      const redis = mockOf<Redis>({ pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: never }) }, 'redis');
-      new QueueDepthMetrics(metrics, outbox, redis, loadConfig({ NODE_ENV: 'development' })).onModuleInit();
+      const redis = mockOf<Redis>(
+        { pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: never }) },
+        'redis',
+      );
+      new QueueDepthMetrics(
+        metrics,
+        outbox,
+        redis,
+        loadConfig({ NODE_ENV: 'development' }),
+      ).onModuleInit();
       let page: string | undefined;
       const rendering = metrics.render().then((p) => (page = p));
       await jest.advanceTimersByTimeAsync(COLLECT_TIMEOUT_MS - 1);

@@ -8,7 +8,13 @@ import { REDIS } from '../redis/redis.module';
 import { MetricsService } from './metrics.service';
 
 /** BullMQ key type per job state (lists and sorted sets under `<prefix>:bull:<queue>:<state>`). */
-const STATES = { wait: 'llen', active: 'llen', delayed: 'zcard', prioritized: 'zcard', failed: 'zcard' } as const;
+const STATES = {
+  wait: 'llen',
+  active: 'llen',
+  delayed: 'zcard',
+  prioritized: 'zcard',
+  failed: 'zcard',
+} as const;
 
 /** How long one outbox count serves every scrape (a scrape flood is one query per this). */
 const BACKLOG_READ_EVERY_MS = 5_000;
@@ -31,41 +37,52 @@ export class QueueDepthMetrics implements OnModuleInit {
   onModuleInit(): void {
     const prefix = bullPrefix(this.config.redis.keyPrefix);
     const redis = this.redis;
-    this.metrics.gauge('queue_jobs', 'BullMQ jobs by queue and state', ['queue', 'state'], async function () {
-      this.reset();
-      const pipeline = redis.pipeline();
-      const labels: { queue: string; state: string }[] = [];
-      for (const queue of QUEUES) {
-        for (const [state, command] of Object.entries(STATES)) {
-          pipeline[command](`${prefix}:${queue}:${state}`);
-          labels.push({ queue, state });
+    this.metrics.gauge(
+      'queue_jobs',
+      'BullMQ jobs by queue and state',
+      ['queue', 'state'],
+      async function () {
+        this.reset();
+        const pipeline = redis.pipeline();
+        const labels: { queue: string; state: string }[] = [];
+        for (const queue of QUEUES) {
+          for (const [state, command] of Object.entries(STATES)) {
+            pipeline[command](`${prefix}:${queue}:${state}`);
+            labels.push({ queue, state });
+          }
         }
-      }
-      try {
-        const results = (await pipeline.exec()) ?? [];
-        results.forEach(([err, value], i) => {
-          if (!err) this.set(labels[i], Number(value));
-        });
-      } catch {
-        /* Redis down: no samples this scrape; readiness reports it */
-      }
-    });
+        try {
+          const results = (await pipeline.exec()) ?? [];
+          results.forEach(([err, value], i) => {
+            if (!err) this.set(labels[i], Number(value));
+          });
+        } catch {
+          /* Redis down: no samples this scrape; readiness reports it */
+        }
+      },
+    );
     const outbox = this.outbox;
     let last: { at: number; counts: ReturnType<OutboxRepository['countBacklog']> } | null = null;
     const backlog = () => {
-      if (!last || Date.now() - last.at >= BACKLOG_READ_EVERY_MS) last = { at: Date.now(), counts: outbox.countBacklog() };
+      if (!last || Date.now() - last.at >= BACKLOG_READ_EVERY_MS)
+        last = { at: Date.now(), counts: outbox.countBacklog() };
       return last.counts;
     };
-    this.metrics.gauge('outbox_backlog', 'Outbox rows not yet published', ['status'], async function () {
-      // the last scrape's numbers must not stand in for this one's when the count fails
-      this.reset();
-      try {
-        const counts = await backlog();
-        this.set({ status: 'pending' }, counts.pending);
-        this.set({ status: 'dead' }, counts.dead);
-      } catch {
-        /* database down: no sample this scrape; readiness reports it */
-      }
-    });
+    this.metrics.gauge(
+      'outbox_backlog',
+      'Outbox rows not yet published',
+      ['status'],
+      async function () {
+        // the last scrape's numbers must not stand in for this one's when the count fails
+        this.reset();
+        try {
+          const counts = await backlog();
+          this.set({ status: 'pending' }, counts.pending);
+          this.set({ status: 'dead' }, counts.dead);
+        } catch {
+          /* database down: no sample this scrape; readiness reports it */
+        }
+      },
+    );
   }
 }

@@ -22,7 +22,11 @@ export class WorkerMetricsServer implements OnApplicationBootstrap {
     private readonly discovery: DiscoveryService,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {
-    this.jobs = metrics.counter('jobs_total', 'Jobs completed and job attempts failed (retried or not) by this worker, per queue and outcome', ['queue', 'outcome']);
+    this.jobs = metrics.counter(
+      'jobs_total',
+      'Jobs completed and job attempts failed (retried or not) by this worker, per queue and outcome',
+      ['queue', 'outcome'],
+    );
   }
 
   async onApplicationBootstrap(): Promise<void> {

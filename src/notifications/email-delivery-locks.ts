@@ -18,7 +18,9 @@ export class EmailDeliveryLocks implements OnApplicationShutdown {
   private readonly session: AdvisoryLockSession;
 
   constructor(@Inject(APP_CONFIG) config: AppConfig) {
-    this.session = new AdvisoryLockSession(config.database.lockUrl, { applicationName: 'shop-orders-email-locks' });
+    this.session = new AdvisoryLockSession(config.database.lockUrl, {
+      applicationName: 'shop-orders-email-locks',
+    });
   }
 
   /** The delivery's lock without waiting, or null while another attempt holds it. */

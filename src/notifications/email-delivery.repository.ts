@@ -148,8 +148,14 @@ export class EmailDeliveryRepository {
   async markSent(id: string, attempt: number, at: Date): Promise<boolean> {
     return this.tx.withManager(async (m) => {
       const deliveries = m.getRepository(EmailDeliveryEntity);
-      await deliveries.update({ id, status: 'sending' }, { status: 'sent', sentAt: at, claimedAt: null, updatedAt: at });
-      const row = await deliveries.findOne({ select: { status: true, attempts: true }, where: { id } });
+      await deliveries.update(
+        { id, status: 'sending' },
+        { status: 'sent', sentAt: at, claimedAt: null, updatedAt: at },
+      );
+      const row = await deliveries.findOne({
+        select: { status: true, attempts: true },
+        where: { id },
+      });
       return row?.status === 'sent' && row.attempts === attempt;
     });
   }
@@ -172,11 +178,17 @@ export class EmailDeliveryRepository {
     const inbox = inboxKey(claim.recipient);
     return this.tx.run(async () => {
       const held = await this.tx.withManager(async (m) => {
-        await m.query(`SELECT pg_advisory_xact_lock(${INBOX_LOCK_CLASS}, hashtext($1::text))`, [inbox]);
+        await m.query(`SELECT pg_advisory_xact_lock(${INBOX_LOCK_CLASS}, hashtext($1::text))`, [
+          inbox,
+        ]);
         return m
           .getRepository(EmailDeliveryEntity)
           .createQueryBuilder('d')
-          .where('d.inbox = :inbox AND d.kind = :kind AND d.id <> :id', { inbox, kind: claim.kind, id: claim.id })
+          .where('d.inbox = :inbox AND d.kind = :kind AND d.id <> :id', {
+            inbox,
+            kind: claim.kind,
+            id: claim.id,
+          })
           .andWhere(
             "((d.status = 'sent' AND d.sentAt >= :since) OR (d.status = 'sending' AND d.updatedAt >= :since))",
             { since },
@@ -207,17 +219,15 @@ export class EmailDeliveryRepository {
    */
   async markRejected(id: string, attempt: number, error: string, at: Date): Promise<void> {
     await this.tx.withManager((m) =>
-      m
-        .getRepository(EmailDeliveryEntity)
-        .update(
-          { id, attempts: attempt, status: 'sending' },
-          {
-            status: 'rejected',
-            claimedAt: null,
-            lastError: Array.from(error).slice(0, MAX_ERROR_LENGTH).join(''),
-            updatedAt: at,
-          },
-        ),
+      m.getRepository(EmailDeliveryEntity).update(
+        { id, attempts: attempt, status: 'sending' },
+        {
+          status: 'rejected',
+          claimedAt: null,
+          lastError: Array.from(error).slice(0, MAX_ERROR_LENGTH).join(''),
+          updatedAt: at,
+        },
+      ),
     );
   }
 
@@ -227,16 +237,14 @@ export class EmailDeliveryRepository {
    */
   async release(id: string, attempt: number, error: string, at: Date): Promise<void> {
     await this.tx.withManager((m) =>
-      m
-        .getRepository(EmailDeliveryEntity)
-        .update(
-          { id, attempts: attempt, status: 'sending' },
-          {
-            claimedAt: null,
-            lastError: Array.from(error).slice(0, MAX_ERROR_LENGTH).join(''),
-            updatedAt: at,
-          },
-        ),
+      m.getRepository(EmailDeliveryEntity).update(
+        { id, attempts: attempt, status: 'sending' },
+        {
+          claimedAt: null,
+          lastError: Array.from(error).slice(0, MAX_ERROR_LENGTH).join(''),
+          updatedAt: at,
+        },
+      ),
     );
   }
 }

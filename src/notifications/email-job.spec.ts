@@ -30,7 +30,9 @@ describe('email job retries', () => {
   it('outlast a mail server down for a day: delays double from 2 s, capped at 30 min', () => {
     const { attempts, backoff } = EMAIL_JOB_OPTIONS;
     expect(backoff).toEqual({ type: EMAIL_BACKOFF });
-    const delays = Array.from({ length: attempts! - 1 }, (_, i) => emailBackoff(i + 1, EMAIL_BACKOFF));
+    const delays = Array.from({ length: attempts! - 1 }, (_, i) =>
+      emailBackoff(i + 1, EMAIL_BACKOFF),
+    );
     expect(delays.slice(0, 3)).toEqual([2_000, 4_000, 8_000]);
     expect(Math.max(...delays)).toBe(30 * 60_000);
     expect(delays.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(24 * 3_600_000);

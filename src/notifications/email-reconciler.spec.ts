@@ -8,20 +8,34 @@ const HOUR = 3_600_000;
 describe('EmailReconciler: where a pass starts', () => {
   function setup(owedByPass: OwedEmail[][]) {
     let pass = -1;
-    const starts = [Date.parse('2026-12-03T10:00:00Z'), Date.parse('2026-12-03T10:05:00Z'), Date.parse('2026-12-03T10:10:00Z')];
+    const starts = [
+      Date.parse('2026-12-03T10:00:00Z'),
+      Date.parse('2026-12-03T10:05:00Z'),
+      Date.parse('2026-12-03T10:10:00Z'),
+    ];
     const deliveries = mockOf<EmailDeliveryRepository>({
       databaseNow: async () => new Date(starts[++pass]),
-      findUnsent: async (opts: { events: string }) => (opts.events === 'published' ? (owedByPass[pass] ?? []) : []),
+      findUnsent: async (opts: { events: string }) =>
+        opts.events === 'published' ? (owedByPass[pass] ?? []) : [],
     });
     // every owed email's job still waiting in the queue: left alone
     const jobs = mockOf<JobQueues>({ find: async () => ({ getState: async () => 'waiting' }) });
     const reconciler = new EmailReconciler(deliveries, jobs);
     const notBefore = (n: number) =>
-      (deliveries.findUnsent.mock.calls.filter(([o]) => (o as { events: string }).events === 'published')[n][0] as { notBefore?: Date })
-        .notBefore;
+      (
+        deliveries.findUnsent.mock.calls.filter(
+          ([o]) => (o as { events: string }).events === 'published',
+        )[n][0] as { notBefore?: Date }
+      ).notBefore;
     return { reconciler, notBefore, starts };
   }
-  const owedAt = (at: number): OwedEmail => ({ outboxId: 'o', eventAt: new Date(at), orderId: 'x', kind: 'cancellation', ref: '' });
+  const owedAt = (at: number): OwedEmail => ({
+    outboxId: 'o',
+    eventAt: new Date(at),
+    orderId: 'x',
+    kind: 'cancellation',
+    ref: '',
+  });
 
   it('reads the whole window once, then from where everything before was settled: an hour before the last pass began', async () => {
     const { reconciler, notBefore, starts } = setup([[], []]);

@@ -104,7 +104,8 @@ export class EmailReconciler {
       // has failed again after it — a pass killed between the two left a round recorded for a
       // failure (the same finishedOn) it never retried, and that round is given again.
       const data = existing.data;
-      const unretried = data.reconcilerRound !== undefined && data.reconcilerRound === existing.finishedOn;
+      const unretried =
+        data.reconcilerRound !== undefined && data.reconcilerRound === existing.finishedOn;
       const rounds = (data.reconcilerRetries ?? 0) - (unretried ? 1 : 0);
       if (rounds >= MAX_RECONCILER_RETRIES) return false; // left failed, for the operator
       // (a fresh round waits for a live twin afresh too)

@@ -58,7 +58,11 @@ describe('EmailService.handleSendEmail (the email.send job)', () => {
     await expect(capped.run()).rejects.toBe(busy);
     expect(capped.job.moveToDelayed).not.toHaveBeenCalled();
     // the attempt spent, the count starts again: the next attempt waits for a twin as the first did
-    expect(capped.job.updateData).toHaveBeenCalledWith({ orderId, kind: 'cancellation', busyRetries: 0 });
+    expect(capped.job.updateData).toHaveBeenCalledWith({
+      orderId,
+      kind: 'cancellation',
+      busyRetries: 0,
+    });
 
     const down = new Error('connect ECONNREFUSED');
     const failing = setup({ orderId, kind: 'cancellation' }, down);
@@ -68,11 +72,20 @@ describe('EmailService.handleSendEmail (the email.send job)', () => {
     // another error after some waits: an attempt, and the waits start again
     const after = setup({ orderId, kind: 'cancellation', busyRetries: 5 }, down);
     await expect(after.run()).rejects.toBe(down);
-    expect(after.job.updateData).toHaveBeenCalledWith({ orderId, kind: 'cancellation', busyRetries: 0 });
+    expect(after.job.updateData).toHaveBeenCalledWith({
+      orderId,
+      kind: 'cancellation',
+      busyRetries: 0,
+    });
 
     // the same job one wait earlier is put back (so the cap, not the error, made the difference)
-    const waiting = setup({ orderId, kind: 'cancellation', busyRetries: EMAIL_BUSY_RETRIES - 1 }, busy);
+    const waiting = setup(
+      { orderId, kind: 'cancellation', busyRetries: EMAIL_BUSY_RETRIES - 1 },
+      busy,
+    );
     await expect(waiting.run()).rejects.toBeInstanceOf(DelayedError);
-    expect(waiting.job.updateData).toHaveBeenCalledWith(expect.objectContaining({ busyRetries: EMAIL_BUSY_RETRIES }));
+    expect(waiting.job.updateData).toHaveBeenCalledWith(
+      expect.objectContaining({ busyRetries: EMAIL_BUSY_RETRIES }),
+    );
   });
 });

@@ -85,7 +85,7 @@ describe('renderEmail', () => {
     expect(html).not.toContain('<mix>');
   });
 
-  it('says nothing the customer typed (no account name: an address is not proven, its name could be anyone\'s text)', () => {
+  it("says nothing the customer typed (no account name: an address is not proven, its name could be anyone's text)", () => {
     const { text, html } = renderEmail({ kind: 'payment_receipt', order });
     expect(text.split('\n')[0]).toBe('Hello,');
     expect(html).toContain('<p>Hello,</p>');

@@ -7,7 +7,12 @@ import type { UserRepository } from '../users/user.repository';
 import type { EmailDeliveryRepository } from './email-delivery.repository';
 import type { EmailDeliveryEntity } from './entities/email-delivery.entity';
 import type { EmailDeliveryLocks } from './email-delivery-locks';
-import { EmailDeliveryBusyError, EmailService, isPermanentRejection, mailDomain } from './email.service';
+import {
+  EmailDeliveryBusyError,
+  EmailService,
+  isPermanentRejection,
+  mailDomain,
+} from './email.service';
 import { mockOf } from '../../test/support/mocks';
 
 const NOW = new Date('2025-01-01T10:00:00Z');
@@ -54,18 +59,30 @@ const delivery = (status: EmailDeliveryEntity['status']): EmailDeliveryEntity =>
 });
 
 function setup() {
-  const deliveries = mockOf<EmailDeliveryRepository>({
-    claim: jest.fn().mockResolvedValue({ id: 'd1', attempt: 1 }),
-    find: jest.fn().mockResolvedValue(null),
-    markSent: jest.fn().mockResolvedValue(true),
-    release: jest.fn().mockResolvedValue(undefined),
-    suppressOverAllowance: jest.fn().mockResolvedValue(false),
-  }, 'deliveries');
-  const payments = mockOf<PaymentReader>({ findRefund: jest.fn().mockResolvedValue(null) }, 'payments');
-  const orders = mockOf<OrderRepository>({ findById: jest.fn().mockResolvedValue(order) }, 'orders');
-  const users = mockOf<UserRepository>({
-    findById: jest.fn().mockResolvedValue({ id: 'u1', email: 'asha@example.com', name: 'Asha' }),
-  }, 'users');
+  const deliveries = mockOf<EmailDeliveryRepository>(
+    {
+      claim: jest.fn().mockResolvedValue({ id: 'd1', attempt: 1 }),
+      find: jest.fn().mockResolvedValue(null),
+      markSent: jest.fn().mockResolvedValue(true),
+      release: jest.fn().mockResolvedValue(undefined),
+      suppressOverAllowance: jest.fn().mockResolvedValue(false),
+    },
+    'deliveries',
+  );
+  const payments = mockOf<PaymentReader>(
+    { findRefund: jest.fn().mockResolvedValue(null) },
+    'payments',
+  );
+  const orders = mockOf<OrderRepository>(
+    { findById: jest.fn().mockResolvedValue(order) },
+    'orders',
+  );
+  const users = mockOf<UserRepository>(
+    {
+      findById: jest.fn().mockResolvedValue({ id: 'u1', email: 'asha@example.com', name: 'Asha' }),
+    },
+    'users',
+  );
   const transport = { send: jest.fn().mockResolvedValue(undefined) };
   const hold = { held: true, release: jest.fn().mockResolvedValue(undefined) };
   const locks = mockOf<EmailDeliveryLocks>({ tryHold: jest.fn().mockResolvedValue(hold) }, 'locks');
@@ -152,7 +169,9 @@ describe('EmailService', () => {
   it('does not send once the lock session has ended under it (releases the claim, rethrows)', async () => {
     const { service, deliveries, transport, hold } = setup();
     hold.held = false;
-    await expect(service.send({ orderId, kind: 'payment_receipt' })).rejects.toThrow('lost the lock');
+    await expect(service.send({ orderId, kind: 'payment_receipt' })).rejects.toThrow(
+      'lost the lock',
+    );
     expect(transport.send).not.toHaveBeenCalled();
     expect(deliveries.release).toHaveBeenCalled();
     expect(hold.release).toHaveBeenCalled();
@@ -173,7 +192,12 @@ describe('EmailService', () => {
     const { service, deliveries, transport } = setup();
     deliveries.claim.mockResolvedValue({ id: 'd1', attempt: 2 });
     transport.send.mockRejectedValue(
-      Object.assign(new Error("Can't send mail - all recipients were rejected: 450 4.2.0 <alice@example.com>: Recipient address rejected: Greylisted"), { responseCode: 450 }),
+      Object.assign(
+        new Error(
+          "Can't send mail - all recipients were rejected: 450 4.2.0 <alice@example.com>: Recipient address rejected: Greylisted",
+        ),
+        { responseCode: 450 },
+      ),
     );
     const failure = await service.send({ orderId, kind: 'payment_receipt' }).catch((e: Error) => e);
     expect(failure).toBeInstanceOf(Error);
@@ -187,11 +211,20 @@ describe('EmailService', () => {
     deliveries.claim.mockResolvedValue({ id: 'd1', attempt: 2 });
     const address = "mary.o'neil+shop!#$%&*/=?^`{|}~@example.com";
     transport.send.mockRejectedValue(
-      Object.assign(new Error(`450 4.2.1 <${address}>: Recipient address rejected: Try again later`), { responseCode: 450 }),
+      Object.assign(
+        new Error(`450 4.2.1 <${address}>: Recipient address rejected: Try again later`),
+        { responseCode: 450 },
+      ),
     );
-    const failure = (await service.send({ orderId, kind: 'payment_receipt' }).catch((e: Error) => e)) as Error;
-    expect(failure.message).toMatch(/: 450 4\.2\.1 <\[address\]>: Recipient address rejected: Try again later$/);
-    expect(deliveries.release.mock.calls[0][2]).toBe('450 4.2.1 <[address]>: Recipient address rejected: Try again later');
+    const failure = (await service
+      .send({ orderId, kind: 'payment_receipt' })
+      .catch((e: Error) => e)) as Error;
+    expect(failure.message).toMatch(
+      /: 450 4\.2\.1 <\[address\]>: Recipient address rejected: Try again later$/,
+    );
+    expect(deliveries.release.mock.calls[0][2]).toBe(
+      '450 4.2.1 <[address]>: Recipient address rejected: Try again later',
+    );
   });
 
   it('rethrows the send error even when releasing the claim fails too', async () => {
@@ -223,7 +256,9 @@ describe('EmailService', () => {
   it('taking over an abandoned claim, records what the transport already delivered instead of resending', async () => {
     const { service, deliveries, transport } = setup();
     deliveries.claim.mockResolvedValue({ id: 'd1', attempt: 2 });
-    const delivered = Object.assign(transport, { alreadyDelivered: jest.fn().mockResolvedValue(true) });
+    const delivered = Object.assign(transport, {
+      alreadyDelivered: jest.fn().mockResolvedValue(true),
+    });
     expect(await service.send({ orderId, kind: 'cancellation' })).toBe('already-sent');
     expect(delivered.alreadyDelivered).toHaveBeenCalledWith(
       expect.objectContaining({ messageId: `<${orderId}.cancellation@shop.example>` }),
@@ -235,15 +270,24 @@ describe('EmailService', () => {
   it('taking over, when the record of an earlier delivery cannot be read, gives the claim back and fails the attempt: never sends on a guess', async () => {
     const { service, deliveries, transport, hold } = setup();
     deliveries.claim.mockResolvedValue({ id: 'd1', attempt: 2 });
-    Object.assign(transport, { alreadyDelivered: jest.fn().mockRejectedValue(new Error('Stream is not writeable')) });
-    await expect(service.send({ orderId, kind: 'cancellation' })).rejects.toThrow(/could not be read/);
+    Object.assign(transport, {
+      alreadyDelivered: jest.fn().mockRejectedValue(new Error('Stream is not writeable')),
+    });
+    await expect(service.send({ orderId, kind: 'cancellation' })).rejects.toThrow(
+      /could not be read/,
+    );
     expect(transport.send).not.toHaveBeenCalled();
     expect(deliveries.markSent).not.toHaveBeenCalled();
-    expect(deliveries.release).toHaveBeenCalledWith('d1', 2, expect.stringMatching(/could not be read/), NOW);
+    expect(deliveries.release).toHaveBeenCalledWith(
+      'd1',
+      2,
+      expect.stringMatching(/could not be read/),
+      NOW,
+    );
     expect(hold.release).toHaveBeenCalledTimes(1);
   });
 
-  it("tells the transport its record may go only once this attempt recorded the delivery (not when another took it over)", async () => {
+  it('tells the transport its record may go only once this attempt recorded the delivery (not when another took it over)', async () => {
     const { service, deliveries, transport } = setup();
     const recorded = jest.fn().mockResolvedValue(undefined);
     Object.assign(transport, { recorded });
@@ -304,7 +348,7 @@ describe('EmailService', () => {
   });
 });
 
-describe('isPermanentRejection (a bounce for good, or the shop\'s own problem?)', () => {
+describe("isPermanentRejection (a bounce for good, or the shop's own problem?)", () => {
   const refusal = (command: string, response: string, code = 'EENVELOPE') => ({
     code,
     command,
@@ -313,29 +357,72 @@ describe('isPermanentRejection (a bounce for good, or the shop\'s own problem?)'
   });
 
   it('is final for a bad address at RCPT TO only', () => {
-    expect(isPermanentRejection(refusal('RCPT TO', '550 5.1.1 <x@y.z>: Recipient address rejected: User unknown'))).toBe(true);
-    expect(isPermanentRejection(refusal('RCPT TO', '550 Requested action not taken: mailbox unavailable'))).toBe(true);
-    expect(isPermanentRejection(refusal('RCPT TO', '553 5.1.3 Bad recipient address syntax'))).toBe(true);
-    expect(isPermanentRejection(refusal('RCPT TO', '550 5.5.0 Requested action not taken: mailbox unavailable'))).toBe(true);
+    expect(
+      isPermanentRejection(
+        refusal('RCPT TO', '550 5.1.1 <x@y.z>: Recipient address rejected: User unknown'),
+      ),
+    ).toBe(true);
+    expect(
+      isPermanentRejection(
+        refusal('RCPT TO', '550 Requested action not taken: mailbox unavailable'),
+      ),
+    ).toBe(true);
+    expect(isPermanentRejection(refusal('RCPT TO', '553 5.1.3 Bad recipient address syntax'))).toBe(
+      true,
+    );
+    expect(
+      isPermanentRejection(
+        refusal('RCPT TO', '550 5.5.0 Requested action not taken: mailbox unavailable'),
+      ),
+    ).toBe(true);
     // an address in the reply is not its words ("separate" holds "rate")
-    expect(isPermanentRejection(refusal('RCPT TO', '550 <kate@separate.com>: user unknown'))).toBe(true);
+    expect(isPermanentRejection(refusal('RCPT TO', '550 <kate@separate.com>: user unknown'))).toBe(
+      true,
+    );
   });
 
   it('reads the enhanced status right after the reply code, not a number like it further on', () => {
-    expect(isPermanentRejection(refusal('RCPT TO', '550 5.7.1 rejected by 10.5.1.20: relay access denied'))).toBe(false);
-    expect(isPermanentRejection(refusal('RCPT TO', '550-5.1.1 The email account that you tried to reach does not exist'))).toBe(true);
+    expect(
+      isPermanentRejection(
+        refusal('RCPT TO', '550 5.7.1 rejected by 10.5.1.20: relay access denied'),
+      ),
+    ).toBe(false);
+    expect(
+      isPermanentRejection(
+        refusal('RCPT TO', '550-5.1.1 The email account that you tried to reach does not exist'),
+      ),
+    ).toBe(true);
   });
 
   it("knows the replies that are about the shop's own sending, whatever their shape", () => {
     // qmail's status at the end; a relay refusal is not the customer's mailbox
-    expect(isPermanentRejection(refusal('RCPT TO', "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"))).toBe(false);
+    expect(
+      isPermanentRejection(
+        refusal('RCPT TO', "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"),
+      ),
+    ).toBe(false);
     // Postfix checks the sender at RCPT TO: 5.1.8 is the shop's address, not the customer's
-    expect(isPermanentRejection(refusal('RCPT TO', '550 5.1.8 <orders@shop.example>: Sender address rejected: Domain not found'))).toBe(false);
-    expect(isPermanentRejection(refusal('RCPT TO', '550 5.1.7 Bad sender mailbox address syntax'))).toBe(false);
+    expect(
+      isPermanentRejection(
+        refusal(
+          'RCPT TO',
+          '550 5.1.8 <orders@shop.example>: Sender address rejected: Domain not found',
+        ),
+      ),
+    ).toBe(false);
+    expect(
+      isPermanentRejection(refusal('RCPT TO', '550 5.1.7 Bad sender mailbox address syntax')),
+    ).toBe(false);
     // qmail's own bounce of a missing mailbox stays final
-    expect(isPermanentRejection(refusal('RCPT TO', "550 sorry, no mailbox here by that name. (#5.1.1)"))).toBe(true);
+    expect(
+      isPermanentRejection(refusal('RCPT TO', '550 sorry, no mailbox here by that name. (#5.1.1)')),
+    ).toBe(true);
     // Exchange Online refusing a mailbox its directory does not have
-    expect(isPermanentRejection(refusal('RCPT TO', '550 5.4.1 Recipient address rejected: Access denied. AS(201806281)'))).toBe(true);
+    expect(
+      isPermanentRejection(
+        refusal('RCPT TO', '550 5.4.1 Recipient address rejected: Access denied. AS(201806281)'),
+      ),
+    ).toBe(true);
     expect(isPermanentRejection(refusal('RCPT TO', '550 5.4.1 Relay Access Denied'))).toBe(false);
   });
 
@@ -348,7 +435,10 @@ describe('isPermanentRejection (a bounce for good, or the shop\'s own problem?)'
       ['DATA', '554 Message rejected: Email address is not verified', 'EMESSAGE'],
       ['RCPT TO', '450 4.2.1 Mailbox busy'],
     ] as const) {
-      expect([response, isPermanentRejection(refusal(command, response, code))]).toEqual([response, false]);
+      expect([response, isPermanentRejection(refusal(command, response, code))]).toEqual([
+        response,
+        false,
+      ]);
     }
     expect(isPermanentRejection(new Error('ECONNREFUSED'))).toBe(false);
   });

@@ -113,7 +113,15 @@ export class EmailService {
       // "confirmed, we are getting it ready" for an order refunded since (its job
       // retried through a mail outage, the refund's email going out first): recorded, not sent
       const stale = job.kind === 'order_confirmation' && OVERTAKEN_CONFIRMATION.has(status);
-      return await this.sendHolding(job, key, messageId, recipient, content, hold, stale ? status : null);
+      return await this.sendHolding(
+        job,
+        key,
+        messageId,
+        recipient,
+        content,
+        hold,
+        stale ? status : null,
+      );
     } finally {
       await hold.release();
     }
@@ -148,12 +156,19 @@ export class EmailService {
     const message = { key, messageId, from: this.config.mail.from, to: recipient, ...content };
     // a takeover of an abandoned claim: its worker may have sent it and died before recording
     if (claim.attempt > 1 && (await this.deliveredBefore(claim, key, message))) {
-      this.logger.warn(`email ${key} was delivered by an earlier attempt: recording it, not resending`);
+      this.logger.warn(
+        `email ${key} was delivered by an earlier attempt: recording it, not resending`,
+      );
       if (await this.recordSent(claim, key)) await this.transport.recorded?.(message);
       return 'already-sent';
     }
     if (overtakenBy) {
-      await this.deliveries.markSuppressed(claim.id, claim.attempt, `order ${overtakenBy} before it went out`, this.clock.now());
+      await this.deliveries.markSuppressed(
+        claim.id,
+        claim.attempt,
+        `order ${overtakenBy} before it went out`,
+        this.clock.now(),
+      );
       this.logger.log(`email ${key} suppressed: the order is ${overtakenBy} now`);
       logOrder({ orderId: job.orderId, action: 'email.suppressed', kind: job.kind });
       return 'skipped';
@@ -161,7 +176,9 @@ export class EmailService {
     if (job.kind === 'cancellation' && (await this.suppressedOverAllowance(claim, recipient))) {
       // a loop of orders cancelled (or left to expire) with someone else's address must not
       // turn the shop into a mail cannon: over the allowance, recorded and never sent
-      this.logger.warn(`email ${key} suppressed: over ${CANCELLATION_EMAILS_PER_DAY} cancellation emails to one address in a day`);
+      this.logger.warn(
+        `email ${key} suppressed: over ${CANCELLATION_EMAILS_PER_DAY} cancellation emails to one address in a day`,
+      );
       logOrder({ orderId: job.orderId, action: 'email.suppressed', kind: job.kind });
       return 'skipped';
     }
@@ -193,7 +210,12 @@ export class EmailService {
     // the transport's own record goes only once this attempt has recorded the delivery: were
     // it taken over meanwhile, the attempt that took it needs that record to not send again
     if (await this.recordSent(claim, key)) await this.transport.recorded?.(message);
-    logOrder({ orderId: job.orderId, action: 'email.sent', kind: job.kind, attempt: claim.attempt });
+    logOrder({
+      orderId: job.orderId,
+      action: 'email.sent',
+      kind: job.kind,
+      attempt: claim.attempt,
+    });
     return 'sent';
   }
 
@@ -202,7 +224,11 @@ export class EmailService {
    * claim is given back and the attempt fails (tried again later): sending on a guess mailed the
    * customer twice whenever the record existed but did not answer.
    */
-  private async deliveredBefore(claim: { id: string; attempt: number }, key: string, message: OutgoingEmail): Promise<boolean> {
+  private async deliveredBefore(
+    claim: { id: string; attempt: number },
+    key: string,
+    message: OutgoingEmail,
+  ): Promise<boolean> {
     try {
       return (await this.transport.alreadyDelivered?.(message)) ?? false;
     } catch (err) {
@@ -216,10 +242,16 @@ export class EmailService {
    * Gives the claim back for a later attempt; if even this fails, the row stays 'sending'
    * unclaimed-in-fact: the next attempt takes it over under the lock.
    */
-  private async releaseClaim(claim: { id: string; attempt: number }, key: string, reason: string): Promise<void> {
+  private async releaseClaim(
+    claim: { id: string; attempt: number },
+    key: string,
+    reason: string,
+  ): Promise<void> {
     await this.deliveries
       .release(claim.id, claim.attempt, reason, this.clock.now())
-      .catch((e: unknown) => this.logger.error(`email ${key}: could not release claim: ${String(e)}`));
+      .catch((e: unknown) =>
+        this.logger.error(`email ${key}: could not release claim: ${String(e)}`),
+      );
   }
 
   /**
@@ -227,7 +259,10 @@ export class EmailService {
    * cancellation emails (sent, or being sent by another worker): then this claim is recorded
    * suppressed.
    */
-  private suppressedOverAllowance(claim: { id: string; attempt: number }, recipient: string): Promise<boolean> {
+  private suppressedOverAllowance(
+    claim: { id: string; attempt: number },
+    recipient: string,
+  ): Promise<boolean> {
     const now = this.clock.now();
     return this.deliveries.suppressOverAllowance(
       { ...claim, recipient, kind: 'cancellation' },
@@ -250,7 +285,10 @@ export class EmailService {
     for (let attempt = 1; ; attempt++) {
       try {
         const recorded = await this.deliveries.markSent(claim.id, claim.attempt, this.clock.now());
-        if (attempt > 1) this.logger.log(`email ${key}: 'sent' ${recorded ? 'recorded' : 'taken over meanwhile'} after ${attempt} attempts`);
+        if (attempt > 1)
+          this.logger.log(
+            `email ${key}: 'sent' ${recorded ? 'recorded' : 'taken over meanwhile'} after ${attempt} attempts`,
+          );
         return recorded;
       } catch (err) {
         const elapsed = performance.now() - started;
@@ -258,15 +296,23 @@ export class EmailService {
           this.logger.error(`email ${key} was sent but could not be recorded: ${String(err)}`);
           throw err;
         }
-        const wait = Math.min(100 * 2 ** (attempt - 1), RECORD_BACKOFF_MAX_MS, EMAIL_RECORD_RETRY_MS - elapsed);
-        this.logger.warn(`email ${key} sent; recording it failed (${String(err)}), retrying in ${Math.round(wait)} ms`);
+        const wait = Math.min(
+          100 * 2 ** (attempt - 1),
+          RECORD_BACKOFF_MAX_MS,
+          EMAIL_RECORD_RETRY_MS - elapsed,
+        );
+        this.logger.warn(
+          `email ${key} sent; recording it failed (${String(err)}), retrying in ${Math.round(wait)} ms`,
+        );
         await new Promise((r) => setTimeout(r, wait));
       }
     }
   }
 
   /** Everything the email needs, reloaded; null (skip) when what it is about is gone. */
-  private async load(job: EmailJob): Promise<{ recipient: string; context: EmailContext; status: string } | null> {
+  private async load(
+    job: EmailJob,
+  ): Promise<{ recipient: string; context: EmailContext; status: string } | null> {
     const key = emailKey(job);
     const order = await this.orders.findById(job.orderId);
     if (!order) {
@@ -335,7 +381,8 @@ export function mailDomain(from: string): string {
 }
 
 /** A reply that names the mailbox as gone (with a 5.5.x status, as Outlook answers it). */
-const MAILBOX_GONE = /mailbox (unavailable|not found|does not exist)|user unknown|no such (user|mailbox|recipient)|does not exist/i;
+const MAILBOX_GONE =
+  /mailbox (unavailable|not found|does not exist)|user unknown|no such (user|mailbox|recipient)|does not exist/i;
 
 /**
  * The mail server refused the recipient's address for good: a 5xx reply to RCPT TO whose
@@ -361,7 +408,8 @@ export function isPermanentRejection(err: unknown): boolean {
   if (/\b5\.7\.\d{1,3}\b/.test(reply)) return false;
   // the enhanced status right after the reply code (`550 5.1.1 …`, `550-5.1.1 …`) or in qmail's
   // trailing `(#5.1.1)` — not any number that looks like one elsewhere (an IP address)
-  const enhanced = /^\d{3}[ -]5\.(\d{1,3})\.(\d{1,3})\b/.exec(reply) ?? /\(#5\.(\d{1,3})\.(\d{1,3})\)/.exec(reply);
+  const enhanced =
+    /^\d{3}[ -]5\.(\d{1,3})\.(\d{1,3})\b/.exec(reply) ?? /\(#5\.(\d{1,3})\.(\d{1,3})\)/.exec(reply);
   const policy = /relay|auth|quota|limit|polic|spam|block|rate|sender|reputation|rcpthosts/i;
   if (enhanced) {
     const [, subject, detail] = enhanced;
@@ -371,7 +419,8 @@ export function isPermanentRejection(err: unknown): boolean {
     // 5.5.0 naming the mailbox (Outlook: "550 5.5.0 Requested action not taken: mailbox unavailable")
     if (subject === '5') return MAILBOX_GONE.test(reply) && !policy.test(reply);
     // Exchange Online's directory-based edge blocking of a mailbox it does not have
-    if (subject === '4' && detail === '1') return /recipient address rejected/i.test(reply) && !/relay/i.test(reply);
+    if (subject === '4' && detail === '1')
+      return /recipient address rejected/i.test(reply) && !/relay/i.test(reply);
     return false; // 5.4.x routing or quota, 5.2.x mailbox full, 5.3.x system
   }
   return [550, 551, 553].includes(responseCode) && !policy.test(reply);

@@ -48,14 +48,28 @@ describe('SMTP transport: the record of an earlier delivery', () => {
 
 /** Development's file transport: a send killed or failing halfway leaves nothing behind. */
 describe('file transport: no partial files left behind', () => {
-  const message = { key: 'order.1.receipt', messageId: '<k2@shop.example>', from: 'a@b.co', to: 'c@d.co', subject: 's', text: 't', html: 'h' };
+  const message = {
+    key: 'order.1.receipt',
+    messageId: '<k2@shop.example>',
+    from: 'a@b.co',
+    to: 'c@d.co',
+    subject: 's',
+    text: 't',
+    html: 'h',
+  };
   let dir: string;
   let transport: MailTransport;
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'mail-transport-'));
-    const config = loadConfig({ NODE_ENV: 'development', MAIL_OUTBOX_DIR: dir, REDIS_KEY_PREFIX: 'unit' });
-    transport = (mailTransportProvider as { useFactory: (c: unknown, r: unknown) => MailTransport }).useFactory(config, {});
+    const config = loadConfig({
+      NODE_ENV: 'development',
+      MAIL_OUTBOX_DIR: dir,
+      REDIS_KEY_PREFIX: 'unit',
+    });
+    transport = (
+      mailTransportProvider as { useFactory: (c: unknown, r: unknown) => MailTransport }
+    ).useFactory(config, {});
   });
   afterEach(() => rm(dir, { recursive: true, force: true }));
 
@@ -67,7 +81,8 @@ describe('file transport: no partial files left behind', () => {
 
     const other = { ...message, key: 'order.2.receipt' };
     await mkdir(join(dir, 'order.2.receipt.eml')); // the rename cannot replace a directory
-    for (let attempt = 0; attempt < 3; attempt++) await expect(transport.send(other)).rejects.toThrow();
+    for (let attempt = 0; attempt < 3; attempt++)
+      await expect(transport.send(other)).rejects.toThrow();
     expect((await readdir(dir)).sort()).toEqual(['order.1.receipt.eml', 'order.2.receipt.eml']);
   });
 });
@@ -75,8 +90,19 @@ describe('file transport: no partial files left behind', () => {
 /** The file transport's folder is checked at the worker's boot, not at its first message. */
 describe('file transport: a folder that cannot be written refuses the boot', () => {
   const fileTransport = (outboxDir: string, nodeEnv = 'development') =>
-    (mailTransportProvider as { useFactory: (c: unknown, r: unknown) => MailTransport & { onModuleInit(): Promise<void> } }).useFactory(
-      { ...loadConfig({ NODE_ENV: 'development', MAIL_OUTBOX_DIR: outboxDir, REDIS_KEY_PREFIX: 'unit' }), isDevelopment: nodeEnv === 'development' },
+    (
+      mailTransportProvider as {
+        useFactory: (c: unknown, r: unknown) => MailTransport & { onModuleInit(): Promise<void> };
+      }
+    ).useFactory(
+      {
+        ...loadConfig({
+          NODE_ENV: 'development',
+          MAIL_OUTBOX_DIR: outboxDir,
+          REDIS_KEY_PREFIX: 'unit',
+        }),
+        isDevelopment: nodeEnv === 'development',
+      },
       {},
     );
   let dir: string;
@@ -91,7 +117,9 @@ describe('file transport: a folder that cannot be written refuses the boot', () 
     await writeFile(join(dir, 'plain'), 'x');
     const refused = fileTransport(join(dir, 'plain', 'mail')).onModuleInit();
     await expect(refused).rejects.toBeInstanceOf(ConfigError);
-    await expect(refused).rejects.toThrow(/MAIL_OUTBOX_DIR: the folder .* cannot be written \(ENOTDIR\)/);
+    await expect(refused).rejects.toThrow(
+      /MAIL_OUTBOX_DIR: the folder .* cannot be written \(ENOTDIR\)/,
+    );
   });
 
   it('says outside development that mail is written as files, not sent', async () => {

@@ -50,7 +50,11 @@ export abstract class MailTransport {
  * accepted it, and giving up sooner sent it again — a second copy per retry of a slow server.
  * Query parameters of SMTP_URL override them.
  */
-export const SMTP_TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 10 * 60_000 };
+export const SMTP_TIMEOUTS = {
+  connectionTimeout: 10_000,
+  greetingTimeout: 10_000,
+  socketTimeout: 10 * 60_000,
+};
 
 /**
  * The transport's options from SMTP_URL. An `smtp://` server is upgraded with STARTTLS only when
@@ -122,14 +126,20 @@ class SmtpMailTransport extends MailTransport implements OnApplicationShutdown {
   }
 
   override async alreadyDelivered(message: OutgoingEmail): Promise<boolean> {
-    return (await withTimeout(this.redis.exists(this.markPrefix + message.key), ACCEPTED_MARK_TIMEOUT_MS)) === 1;
+    return (
+      (await withTimeout(
+        this.redis.exists(this.markPrefix + message.key),
+        ACCEPTED_MARK_TIMEOUT_MS,
+      )) === 1
+    );
   }
 
   /** 'sent' is recorded: the mark has served (left to expire if Redis cannot take the delete). */
   override async recorded(message: OutgoingEmail): Promise<void> {
-    await withTimeout(this.redis.del(this.markPrefix + message.key), ACCEPTED_MARK_TIMEOUT_MS).catch(
-      () => undefined,
-    );
+    await withTimeout(
+      this.redis.del(this.markPrefix + message.key),
+      ACCEPTED_MARK_TIMEOUT_MS,
+    ).catch(() => undefined);
   }
 
   onApplicationShutdown(): void {
@@ -164,10 +174,14 @@ class FileMailTransport extends MailTransport implements OnModuleInit {
       await unlink(probe);
     } catch (err) {
       const reason = (err as NodeJS.ErrnoException).code ?? String(err);
-      throw new ConfigError([`MAIL_OUTBOX_DIR: the folder ${this.dir} cannot be written (${reason})`]);
+      throw new ConfigError([
+        `MAIL_OUTBOX_DIR: the folder ${this.dir} cannot be written (${reason})`,
+      ]);
     }
     if (!this.isDevelopment) {
-      new Logger('Mail').warn(`outgoing mail is written as files to ${this.dir} (MAIL_OUTBOX_DIR), not sent: set SMTP_URL to send it`);
+      new Logger('Mail').warn(
+        `outgoing mail is written as files to ${this.dir} (MAIL_OUTBOX_DIR), not sent: set SMTP_URL to send it`,
+      );
     }
   }
 
@@ -209,6 +223,11 @@ export const mailTransportProvider: Provider = {
   inject: [APP_CONFIG, REDIS],
   useFactory: (config: AppConfig, redis: Redis): MailTransport =>
     config.mail.smtpUrl
-      ? new SmtpMailTransport(config.mail.smtpUrl, redis, config.redis.keyPrefix, config.isDevelopment)
+      ? new SmtpMailTransport(
+          config.mail.smtpUrl,
+          redis,
+          config.redis.keyPrefix,
+          config.isDevelopment,
+        )
       : new FileMailTransport(config.mail.outboxDir, config.isDevelopment),
 };

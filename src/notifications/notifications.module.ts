@@ -17,8 +17,19 @@ import { mailTransportProvider } from './mail-transport';
  * jobs Redis lost).
  */
 @Module({
-  imports: [TypeOrmModule.forFeature([EmailDeliveryEntity, OrderEntity]), OrdersModule, UsersModule, PaymentReaderModule],
-  providers: [EmailDeliveryRepository, EmailDeliveryLocks, EmailService, EmailReconciler, mailTransportProvider],
+  imports: [
+    TypeOrmModule.forFeature([EmailDeliveryEntity, OrderEntity]),
+    OrdersModule,
+    UsersModule,
+    PaymentReaderModule,
+  ],
+  providers: [
+    EmailDeliveryRepository,
+    EmailDeliveryLocks,
+    EmailService,
+    EmailReconciler,
+    mailTransportProvider,
+  ],
   exports: [EmailService],
 })
 export class NotificationsModule {}

@@ -12,22 +12,31 @@ describe('SMTP timeouts', () => {
   });
 
   it('a twin job waits out a whole conversation before it counts an attempt', () => {
-    const conversation = SMTP_TIMEOUTS.connectionTimeout + SMTP_TIMEOUTS.greetingTimeout + SMTP_TIMEOUTS.socketTimeout;
+    const conversation =
+      SMTP_TIMEOUTS.connectionTimeout + SMTP_TIMEOUTS.greetingTimeout + SMTP_TIMEOUTS.socketTimeout;
     expect(EMAIL_BUSY_RETRIES * EMAIL_BUSY_RETRY_MS).toBeGreaterThan(conversation);
   });
 });
 
 describe('SMTP transport security', () => {
   it('requires STARTTLS of an smtp:// server outside development (a stripped offer must not send the password in clear)', () => {
-    expect(smtpTransportOptions('smtp://u:p@mail.example.com:587', false)).toMatchObject({ host: 'mail.example.com', requireTLS: true });
+    expect(smtpTransportOptions('smtp://u:p@mail.example.com:587', false)).toMatchObject({
+      host: 'mail.example.com',
+      requireTLS: true,
+    });
   });
 
   it('not for smtps:// (TLS from the start), a server on this host, development, or a URL that says requireTLS=false', () => {
-    expect(smtpTransportOptions('smtps://u:p@mail.example.com:465', false)).toMatchObject({ secure: true, requireTLS: false });
+    expect(smtpTransportOptions('smtps://u:p@mail.example.com:465', false)).toMatchObject({
+      secure: true,
+      requireTLS: false,
+    });
     for (const host of ['127.0.0.1', 'localhost', '[::1]']) {
       expect(smtpTransportOptions(`smtp://${host}:25`, false).requireTLS).toBe(false);
     }
     expect(smtpTransportOptions('smtp://mailpit:1025', true).requireTLS).toBe(false);
-    expect(smtpTransportOptions('smtp://relay.internal:25?requireTLS=false', false).requireTLS).toBe(false);
+    expect(
+      smtpTransportOptions('smtp://relay.internal:25?requireTLS=false', false).requireTLS,
+    ).toBe(false);
   });
 });

@@ -13,7 +13,11 @@ import { sendProblem } from '../common/errors/problem-details.filter';
 import { unknownQueryParameters } from '../common/http/validation';
 import { THROTTLER_SKIP } from '@nestjs/throttler/dist/throttler.constants';
 import { REQUIRED_PERMISSIONS } from '../auth/require-permission.decorator';
-import { IDEMPOTENCY_IGNORED, IDEMPOTENCY_REQUIRED, IGNORED_KEY_DESCRIPTION } from '../idempotency/idempotency.decorator';
+import {
+  IDEMPOTENCY_IGNORED,
+  IDEMPOTENCY_REQUIRED,
+  IGNORED_KEY_DESCRIPTION,
+} from '../idempotency/idempotency.decorator';
 import {
   DEFAULT_PROBLEM,
   ProblemDto,
@@ -112,14 +116,16 @@ const REPLAYED: HeaderObject = {
 
 /** On every answer (API.md): the id to quote, also the problem's `requestId`. */
 const REQUEST_ID: HeaderObject = {
-  description: "This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId`",
+  description:
+    "This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId`",
   schema: { type: 'string' },
 };
 
 /** On the answers of throttled routes, when the limits' store answered (draft-ietf-httpapi-ratelimit-headers). */
 const RATE_LIMIT_HEADERS: Record<string, HeaderObject> = {
   'RateLimit-Policy': {
-    description: 'The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit',
+    description:
+      'The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit',
     schema: { type: 'string' },
   },
   RateLimit: {
@@ -289,7 +295,7 @@ export function buildOpenApiDocument(
         type: 'http',
         scheme: 'bearer',
         description:
-          'The object store\'s webhook target only (`POST /v1/webhooks/storage`): `STORAGE_WEBHOOK_TOKEN`',
+          "The object store's webhook target only (`POST /v1/webhooks/storage`): `STORAGE_WEBHOOK_TOKEN`",
         bearerFormat: 'opaque token',
       },
       STORAGE_TOKEN_SCHEME,
@@ -349,11 +355,19 @@ export function mountOpenApi(app: INestApplication): void {
   let json: string | undefined;
   // unknown query parameters are a 400 on every route (API.md), these too: they are mounted on
   // Fastify, outside the Nest guard that refuses them elsewhere (UnreadInputGuard)
-  const fastify = (app.getHttpAdapter() as unknown as { getInstance(): FastifyInstance }).getInstance();
+  const fastify = (
+    app.getHttpAdapter() as unknown as { getInstance(): FastifyInstance }
+  ).getInstance();
   fastify.addHook('onRequest', (request, reply, done) => {
     const route = request.routeOptions.url;
     const query = request.query as Record<string, unknown> | undefined;
-    if (route === undefined || !/^\/docs(-json|\/|$)/.test(route) || !query || Object.keys(query).length === 0) return done();
+    if (
+      route === undefined ||
+      !/^\/docs(-json|\/|$)/.test(route) ||
+      !query ||
+      Object.keys(query).length === 0
+    )
+      return done();
     const names = Object.keys(query);
     sendProblem(unknownQueryParameters(names), request, reply);
   });
@@ -364,9 +378,14 @@ export function mountOpenApi(app: INestApplication): void {
     swaggerUrl: '/docs-json',
     swaggerOptions: { persistAuthorization: true },
   });
-  app.getHttpAdapter().get('/docs-json', (_request: unknown, reply: { type(t: string): unknown; send(body: string): unknown }) => {
-    json ??= JSON.stringify(buildOpenApiDocument(app));
-    reply.type('application/json; charset=utf-8');
-    reply.send(json);
-  });
+  app
+    .getHttpAdapter()
+    .get(
+      '/docs-json',
+      (_request: unknown, reply: { type(t: string): unknown; send(body: string): unknown }) => {
+        json ??= JSON.stringify(buildOpenApiDocument(app));
+        reply.type('application/json; charset=utf-8');
+        reply.send(json);
+      },
+    );
 }

@@ -10,7 +10,14 @@ const B = '5d2c1a0e-3b4f-4a6d-8c7e-9f8a7b6c5d02';
 
 describe('fastPathLines (which bodies the sold-out fast path may judge)', () => {
   it('takes the lines of a plain body, in product id order', () => {
-    expect(fastPathLines({ items: [{ productId: B, quantity: 2 }, { productId: A, quantity: 1 }] })).toEqual([
+    expect(
+      fastPathLines({
+        items: [
+          { productId: B, quantity: 2 },
+          { productId: A, quantity: 1 },
+        ],
+      }),
+    ).toEqual([
       { productId: A, quantity: 1 },
       { productId: B, quantity: 2 },
     ]);
@@ -27,8 +34,19 @@ describe('fastPathLines (which bodies the sold-out fast path may judge)', () => 
     ['a quantity over 1000', { items: [{ productId: A, quantity: 1001 }] }],
     ['an upper-case id', { items: [{ productId: A.toUpperCase(), quantity: 1 }] }],
     ['not a UUID', { items: [{ productId: 'x', quantity: 1 }] }],
-    ['a duplicate product', { items: [{ productId: A, quantity: 1 }, { productId: A, quantity: 1 }] }],
-    ['more than 20 lines', { items: Array.from({ length: 21 }, () => ({ productId: A, quantity: 1 })) }],
+    [
+      'a duplicate product',
+      {
+        items: [
+          { productId: A, quantity: 1 },
+          { productId: A, quantity: 1 },
+        ],
+      },
+    ],
+    [
+      'more than 20 lines',
+      { items: Array.from({ length: 21 }, () => ({ productId: A, quantity: 1 })) },
+    ],
     ['an array body', [{ productId: A, quantity: 1 }]],
     ['no body', undefined],
   ])('leaves %s to the normal path', (_name, body) => {

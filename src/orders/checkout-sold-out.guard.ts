@@ -36,8 +36,15 @@ export function fastPathLines(body: unknown): Line[] | null {
     const { productId, quantity, ...rest } = item as Record<string, unknown>;
     if (Object.keys(rest).length > 0) return null;
     // lower case, and a UUID the pipe's @IsUUID() takes (its version and variant digits)
-    if (typeof productId !== 'string' || !isCanonicalUuid(productId) || !isUUID(productId)) return null;
-    if (typeof quantity !== 'number' || !Number.isInteger(quantity) || quantity < 1 || quantity > 1000) return null;
+    if (typeof productId !== 'string' || !isCanonicalUuid(productId) || !isUUID(productId))
+      return null;
+    if (
+      typeof quantity !== 'number' ||
+      !Number.isInteger(quantity) ||
+      quantity < 1 ||
+      quantity > 1000
+    )
+      return null;
     lines.push({ productId, quantity });
   }
   lines.sort((a, b) => (a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0));
@@ -130,7 +137,9 @@ export class CheckoutSoldOutGuard implements CanActivate {
   async soldOutRefusal(body: unknown): Promise<DomainError | null> {
     const lines = fastPathLines(body);
     if (!lines || !(await this.marks.knownSoldOut(lines.map((l) => l.productId)))) return null;
-    return insufficient(lines.map((l) => ({ productId: l.productId, requested: l.quantity, available: 0 })));
+    return insufficient(
+      lines.map((l) => ({ productId: l.productId, requested: l.quantity, available: 0 })),
+    );
   }
 
   /** The second step: whether the user's key holds something (then the normal path answers). */

@@ -18,7 +18,11 @@ import { Order, OrderLine } from './order.model';
 import { OrderMetrics } from './order-metrics';
 import { OrderRepository } from './order.repository';
 import { priceLines } from './order-pricing';
-import { PurchaseLimitBreach, PurchaseLimitRepository, limitRefusalOf } from './purchase-limit.repository';
+import {
+  PurchaseLimitBreach,
+  PurchaseLimitRepository,
+  limitRefusalOf,
+} from './purchase-limit.repository';
 import { ReservationExpiryService } from './reservation-expiry.service';
 
 /** The rate limit on abandoned checkouts, as its 429 names it (RateLimit-Policy). */
@@ -53,7 +57,9 @@ function purchaseLimitExceeded(breaches: PurchaseLimitBreach[]): DomainError {
       ? `A customer may have at most ${b.limit} unpaid orders open at a time (this order would make ${b.held}); pay for or cancel one first.`
       : `A customer may hold at most ${b.limit} units of a product in unpaid orders (product ${b.productId}: this order would make ${b.held}).`,
   );
-  return new DomainError('PURCHASE_LIMIT_EXCEEDED', sentences.join(' '), { extensions: { limits: held } });
+  return new DomainError('PURCHASE_LIMIT_EXCEEDED', sentences.join(' '), {
+    extensions: { limits: held },
+  });
 }
 
 /**
@@ -100,9 +106,15 @@ export class CheckoutService {
       }
       if (requested.length > MAX_ORDER_LINES) {
         // a cart filled past the cap (PUT refuses it; rows written otherwise): not one order
-        throw new DomainError('VALIDATION_FAILED', `An order holds at most ${MAX_ORDER_LINES} products.`, {
-          errors: [{ field: 'items', message: `the cart holds more than ${MAX_ORDER_LINES} products` }],
-        });
+        throw new DomainError(
+          'VALIDATION_FAILED',
+          `An order holds at most ${MAX_ORDER_LINES} products.`,
+          {
+            errors: [
+              { field: 'items', message: `the cart holds more than ${MAX_ORDER_LINES} products` },
+            ],
+          },
+        );
       }
       const snapshots = await this.products.findByIds(requested.map((l) => l.productId));
       const lines: OrderLine[] = priceLines(requested, snapshots, this.config.currency);
@@ -124,7 +136,9 @@ export class CheckoutService {
         );
       }
       const now = this.clock.now();
-      const reservationExpiresAt = new Date(now.getTime() + this.config.reservationTtlSeconds * 1000);
+      const reservationExpiresAt = new Date(
+        now.getTime() + this.config.reservationTtlSeconds * 1000,
+      );
       const created: Order = {
         id: this.ids.uuid(),
         userId: me.userId,
@@ -158,17 +172,22 @@ export class CheckoutService {
       // order counts) and before the inventory row locks, under a lock on the customer.
       const caps = this.config.purchaseLimits;
       if (caps.unitsPerProduct > 0 || caps.openOrders > 0 || caps.abandonedPerDay > 0) {
-        this.limits.checkOnCommit(me.userId, lines.map((l) => l.productId), caps, (err) => {
-          const refusal = limitRefusalOf(err);
-          if (!refusal) return err;
-          const refused = purchaseLimitExceeded(refusal.breaches);
-          // a cap on what the customer holds passed with reservations past their deadline among
-          // it (the expiry late, or away): expire those, then count again — once
-          const holds = refusal.breaches.some((b) => b.cap !== 'abandonedPerDay');
-          return holds && refusal.overdueOrders.length > 0
-            ? new RetryAfterRepair(refused, () => this.expireOverdue(refusal.overdueOrders))
-            : refused;
-        });
+        this.limits.checkOnCommit(
+          me.userId,
+          lines.map((l) => l.productId),
+          caps,
+          (err) => {
+            const refusal = limitRefusalOf(err);
+            if (!refusal) return err;
+            const refused = purchaseLimitExceeded(refusal.breaches);
+            // a cap on what the customer holds passed with reservations past their deadline among
+            // it (the expiry late, or away): expire those, then count again — once
+            const holds = refusal.breaches.some((b) => b.cap !== 'abandonedPerDay');
+            return holds && refusal.overdueOrders.length > 0
+              ? new RetryAfterRepair(refused, () => this.expireOverdue(refusal.overdueOrders))
+              : refused;
+          },
+        );
       }
       // The hot inventory row locks are taken last of all: in the message that carries the
       // COMMIT, after the idempotency record the request writes — held for the reservation's
@@ -188,7 +207,8 @@ export class CheckoutService {
    * then failed (sold out) without taking the room.
    */
   private async expireOverdue(orderIds: string[]): Promise<boolean> {
-    for (const id of orderIds) await this.expiry.expire(id, { unlessPaymentOpen: true }).catch(() => false);
+    for (const id of orderIds)
+      await this.expiry.expire(id, { unlessPaymentOpen: true }).catch(() => false);
     return true;
   }
 }

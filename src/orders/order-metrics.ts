@@ -15,7 +15,11 @@ export class OrderMetrics {
     private readonly tx: TransactionHost,
   ) {
     this.created = metrics.counter('orders_created_total', 'Orders created (stock reserved)');
-    this.transitions = metrics.counter('order_transitions_total', 'Order status changes by target status', ['to']);
+    this.transitions = metrics.counter(
+      'order_transitions_total',
+      'Order status changes by target status',
+      ['to'],
+    );
   }
 
   orderCreated(): void {

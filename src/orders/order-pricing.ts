@@ -46,7 +46,9 @@ export function priceLines(
     total += line.lineTotalAmount;
     if (!Number.isSafeInteger(line.lineTotalAmount) || !Number.isSafeInteger(total)) {
       throw new DomainError('VALIDATION_FAILED', 'The order total is too large.', {
-        errors: [{ field: 'items', message: `the total exceeds ${Number.MAX_SAFE_INTEGER} minor units` }],
+        errors: [
+          { field: 'items', message: `the total exceeds ${Number.MAX_SAFE_INTEGER} minor units` },
+        ],
       });
     }
   }

@@ -39,7 +39,11 @@ export const ORDER_TRANSITIONS: Readonly<Record<OrderStatus, readonly OrderStatu
 export const HOLDS_RESERVATION: readonly OrderStatus[] = ['INVENTORY_RESERVED', 'PAYMENT_PENDING'];
 
 /** Statuses a customer or the system may cancel from (before PAID). */
-export const CANCELLABLE: readonly OrderStatus[] = ['CREATED', 'INVENTORY_RESERVED', 'PAYMENT_PENDING'];
+export const CANCELLABLE: readonly OrderStatus[] = [
+  'CREATED',
+  'INVENTORY_RESERVED',
+  'PAYMENT_PENDING',
+];
 
 /** Statuses that count as paid (for reviews, popularity, recommendations). */
 export const PAID_STATUSES: readonly OrderStatus[] = [

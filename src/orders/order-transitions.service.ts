@@ -39,7 +39,13 @@ export class OrderTransitionsService {
   ): Promise<TransitionResult> {
     return this.move(
       orderId,
-      { to: 'CANCELLED', reason, actor, dueOnly: opts.onlyIfReservationDue, noOpenPayment: opts.onlyIfNoOpenPayment },
+      {
+        to: 'CANCELLED',
+        reason,
+        actor,
+        dueOnly: opts.onlyIfReservationDue,
+        noOpenPayment: opts.onlyIfNoOpenPayment,
+      },
       async (previous) => {
         if (HOLDS_RESERVATION.includes(previous)) await this.stock.release(orderId);
         await this.outbox.add('order.cancelled', orderId, { orderId, reason });
@@ -95,20 +101,35 @@ export class OrderTransitionsService {
       const applied = await this.orders.applyRefund(orderId, amount, actor, this.clock.now());
       if (!applied) return false;
       this.tx.afterCommit(() =>
-        logOrder({ orderId, action: 'refund.applied', to: applied.status, refundId, amount, actor }),
+        logOrder({
+          orderId,
+          action: 'refund.applied',
+          to: applied.status,
+          refundId,
+          amount,
+          actor,
+        }),
       );
-      if (applied.status === 'REFUNDED' && applied.previous !== 'REFUNDED') await this.stock.uncountSale(orderId);
+      if (applied.status === 'REFUNDED' && applied.previous !== 'REFUNDED')
+        await this.stock.uncountSale(orderId);
       await this.outbox.add('order.refunded', orderId, { orderId, refundId });
       return true;
     });
   }
 
   /** A refund the provider reversed, taken off the order's refunded amount (its status stays). */
-  withdrawRefund(orderId: string, refundId: string, amount: number, actor: string): Promise<boolean> {
+  withdrawRefund(
+    orderId: string,
+    refundId: string,
+    amount: number,
+    actor: string,
+  ): Promise<boolean> {
     return this.tx.run(async () => {
       const status = await this.orders.withdrawRefund(orderId, amount, actor, this.clock.now());
       if (!status) return false;
-      this.tx.afterCommit(() => logOrder({ orderId, action: 'refund.reversed', to: status, refundId, amount, actor }));
+      this.tx.afterCommit(() =>
+        logOrder({ orderId, action: 'refund.reversed', to: status, refundId, amount, actor }),
+      );
       return true;
     });
   }

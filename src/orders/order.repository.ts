@@ -141,7 +141,13 @@ export class OrderRepository {
         );
       }
       if (!(await update.execute()).affected) return null;
-      await this.recordChange(m, orderId, { from: previous, to: t.to, reason: t.reason ?? null, actor: t.actor, at: t.at });
+      await this.recordChange(m, orderId, {
+        from: previous,
+        to: t.to,
+        reason: t.reason ?? null,
+        actor: t.actor,
+        at: t.at,
+      });
       return previous;
     });
   }
@@ -182,7 +188,13 @@ export class OrderRepository {
         .execute();
       const row = (result.raw as { status: OrderStatus }[])[0];
       if (!row) return null;
-      await this.recordChange(m, orderId, { from: previous, to: row.status, reason: `refund ${amount}`, actor, at });
+      await this.recordChange(m, orderId, {
+        from: previous,
+        to: row.status,
+        reason: `refund ${amount}`,
+        actor,
+        at,
+      });
       return { previous, status: row.status };
     });
   }
@@ -193,7 +205,12 @@ export class OrderRepository {
    * at least that much refunded (a cancelled order's refunds are never added to it). Inside a
    * transaction only.
    */
-  async withdrawRefund(orderId: string, amount: number, actor: string, at: Date): Promise<OrderStatus | null> {
+  async withdrawRefund(
+    orderId: string,
+    amount: number,
+    actor: string,
+    at: Date,
+  ): Promise<OrderStatus | null> {
     return this.tx.withManager(async (m) => {
       const result = await m
         .createQueryBuilder()
@@ -207,7 +224,13 @@ export class OrderRepository {
         .execute();
       const row = (result.raw as { status: OrderStatus }[])[0];
       if (!row) return null;
-      await this.recordChange(m, orderId, { from: row.status, to: row.status, reason: `refund ${amount} reversed`, actor, at });
+      await this.recordChange(m, orderId, {
+        from: row.status,
+        to: row.status,
+        reason: `refund ${amount} reversed`,
+        actor,
+        at,
+      });
       return row.status;
     });
   }
@@ -226,7 +249,10 @@ export class OrderRepository {
         .getOne(),
     );
     if (!order) return null;
-    return { ...toOrder(order, order.items ?? []), history: (order.history ?? []).map(toStatusChange) };
+    return {
+      ...toOrder(order, order.items ?? []),
+      history: (order.history ?? []).map(toStatusChange),
+    };
   }
 
   /**
@@ -298,7 +324,10 @@ export class OrderRepository {
         if (lines) lines.push(item);
         else byOrder.set(item.orderId, [item]);
       }
-      return { orders: orders.map((o) => toOrder(o, byOrder.get(o.id) ?? [])), more: found.length > orders.length };
+      return {
+        orders: orders.map((o) => toOrder(o, byOrder.get(o.id) ?? [])),
+        more: found.length > orders.length,
+      };
     });
   }
 
@@ -378,7 +407,9 @@ export class OrderRepository {
   /** The order's status, null for an unknown order (payments: what a refund may be taken of). */
   async statusOf(orderId: string): Promise<OrderStatus | null> {
     const row = await this.tx.withManager((m) =>
-      m.getRepository(OrderEntity).findOne({ where: { id: orderId }, select: { id: true, status: true } }),
+      m
+        .getRepository(OrderEntity)
+        .findOne({ where: { id: orderId }, select: { id: true, status: true } }),
     );
     return row?.status ?? null;
   }
@@ -389,7 +420,10 @@ export class OrderRepository {
    * `qb.andWhere(\`p.order_id IN (${sub.getQuery()})\`).setParameters(sub.getParameters())`.
    * Its one parameter is named `orderStatuses`.
    */
-  idsInStatusQuery(m: EntityManager, statuses: readonly OrderStatus[]): SelectQueryBuilder<OrderEntity> {
+  idsInStatusQuery(
+    m: EntityManager,
+    statuses: readonly OrderStatus[],
+  ): SelectQueryBuilder<OrderEntity> {
     return m
       .getRepository(OrderEntity)
       .createQueryBuilder('status_order')

@@ -37,12 +37,15 @@ export class OrdersController {
   @ApiCreatedResponse({ type: OrderDto })
   @ApiProblems(
     [400, '`VALIDATION_FAILED` (e.g. a duplicate line), `ORDER_EMPTY` or `BAD_REQUEST`'],
-    [409, '`INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE`, `PURCHASE_LIMIT_EXCEEDED` (with `limits`) or `ORDER_NOT_PAYABLE` (a total under `ORDER_MINIMUM_AMOUNT`, the smallest charge, or over `ORDER_MAXIMUM_AMOUNT`, the largest)'],
+    [
+      409,
+      '`INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE`, `PURCHASE_LIMIT_EXCEEDED` (with `limits`) or `ORDER_NOT_PAYABLE` (a total under `ORDER_MINIMUM_AMOUNT`, the smallest charge, or over `ORDER_MAXIMUM_AMOUNT`, the largest)',
+    ],
     [
       429,
-      '`RATE_LIMITED`: retry after `Retry-After` seconds — the `order-create` throttle (30 a minute), or the day\'s ' +
+      "`RATE_LIMITED`: retry after `Retry-After` seconds — the `order-create` throttle (30 a minute), or the day's " +
         'allowance of abandoned unpaid orders (policy `abandoned-orders` in `RateLimit-Policy`; `Retry-After` up to 24 h: ' +
-        'not a moment\'s throttle, tell the customer)',
+        "not a moment's throttle, tell the customer)",
     ],
   )
   // a missing body is valid (API.md: `{...?}`), so the document must not require one

@@ -15,7 +15,14 @@ import { PurchaseLimitRepository } from './purchase-limit.repository';
 import { ReservationExpiryService } from './reservation-expiry.service';
 
 @Module({
-  imports: [CartModule, ProductsModule, IdempotencyModule, InventoryModule, OrderRepositoryModule, PaymentReaderModule],
+  imports: [
+    CartModule,
+    ProductsModule,
+    IdempotencyModule,
+    InventoryModule,
+    OrderRepositoryModule,
+    PaymentReaderModule,
+  ],
   controllers: [OrdersController, AdminOrdersController],
   providers: [
     OrderMetrics,

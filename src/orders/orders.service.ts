@@ -45,7 +45,10 @@ export class OrdersService {
       await this.transitions.cancel(id, 'CUSTOMER_REQUESTED', `user:${me.userId}`);
       const order = await this.mustFind(id);
       if (order.status !== 'CANCELLED') {
-        throw new DomainError('ORDER_NOT_CANCELLABLE', `An order in ${order.status} cannot be cancelled.`);
+        throw new DomainError(
+          'ORDER_NOT_CANCELLABLE',
+          `An order in ${order.status} cannot be cancelled.`,
+        );
       }
       return this.detail(order);
     });
@@ -57,7 +60,10 @@ export class OrdersService {
       await this.transitions.fulfil(id, `user:${actor.userId}`);
       const order = await this.mustFind(id);
       if (order.status !== 'FULFILLED') {
-        throw new DomainError('ORDER_NOT_FULFILLABLE', `An order in ${order.status} cannot be fulfilled.`);
+        throw new DomainError(
+          'ORDER_NOT_FULFILLABLE',
+          `An order in ${order.status} cannot be fulfilled.`,
+        );
       }
       return this.detail(order);
     });
@@ -67,7 +73,10 @@ export class OrdersService {
     filter: { userId?: string; status?: AdminListOrdersDto['status'] },
     query: PageQueryDto,
   ): Promise<Page<OrderDto>> {
-    const after = decodeCursor<{ c: string; i: string }>(query.cursor, { c: 'timestamp', i: 'uuid' });
+    const after = decodeCursor<{ c: string; i: string }>(query.cursor, {
+      c: 'timestamp',
+      i: 'uuid',
+    });
     const { orders: items, more } = await this.orders.page(
       filter,
       query.limit,
@@ -76,7 +85,8 @@ export class OrdersService {
     const last = items[items.length - 1];
     return {
       items: items.map(mapOrder),
-      nextCursor: more && last ? encodeCursor({ c: last.createdAt.toISOString(), i: last.id }) : null,
+      nextCursor:
+        more && last ? encodeCursor({ c: last.createdAt.toISOString(), i: last.id }) : null,
     };
   }
 

@@ -44,8 +44,11 @@ const OVERDUE_NAMED = 20;
 /** What the limit check's `purchase_limit_exceeded` error carries; null for any other error. */
 export function limitRefusalOf(err: unknown): PurchaseLimitRefusal | null {
   const driverError = (err as { driverError?: { message?: string; detail?: string } }).driverError;
-  if (pgErrorCode(err) !== 'P0001' || driverError?.message !== 'purchase_limit_exceeded') return null;
-  const entries = JSON.parse(driverError.detail ?? '[]') as (PurchaseLimitBreach | { cap: 'overdue'; orderId: string })[];
+  if (pgErrorCode(err) !== 'P0001' || driverError?.message !== 'purchase_limit_exceeded')
+    return null;
+  const entries = JSON.parse(driverError.detail ?? '[]') as (
+    PurchaseLimitBreach | { cap: 'overdue'; orderId: string }
+  )[];
   const refusal: PurchaseLimitRefusal = { breaches: [], overdueOrders: [] };
   for (const entry of entries) {
     if (entry.cap === 'overdue') refusal.overdueOrders.push(entry.orderId);

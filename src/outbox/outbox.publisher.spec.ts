@@ -11,7 +11,14 @@ describe('OutboxPublisher', () => {
     return { add, publisher: new OutboxPublisher(jobs, clock) };
   };
   const row = (topic: string, payload: Record<string, unknown>): OutboxRow =>
-    ({ id: 'row-1', topic, aggregateId: null, payload, attempts: 0, ageMs: 0 }) as unknown as OutboxRow;
+    ({
+      id: 'row-1',
+      topic,
+      aggregateId: null,
+      payload,
+      attempts: 0,
+      ageMs: 0,
+    }) as unknown as OutboxRow;
 
   it('turns a known topic into its job (the job id from the event)', async () => {
     const { add, publisher } = setup();

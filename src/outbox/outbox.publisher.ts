@@ -1,7 +1,11 @@
 import { Injectable } from '@nestjs/common';
 import { Clock } from '../common/time/clock';
 import { EMAIL_OF_TOPIC, EmailJob, enqueueEmail } from '../notifications/email-job';
-import { SETTLE_REFUND_AFTER_MS, SETTLE_REFUND_JOB_OPTIONS, settleRefundJobId } from '../payments/refund-settle.job';
+import {
+  SETTLE_REFUND_AFTER_MS,
+  SETTLE_REFUND_JOB_OPTIONS,
+  settleRefundJobId,
+} from '../payments/refund-settle.job';
 import { JobQueues } from '../queue/job-queues';
 import { JobName } from '../queue/queues';
 import { OutboxEvents, OutboxRow } from './outbox-events';
@@ -58,7 +62,11 @@ export class OutboxPublisher {
       case 'order.cancelled': {
         const { orderId } = row.payload as unknown as OutboxEvents['order.cancelled'];
         // so the customer cannot pay a cancelled order any more (one job per order)
-        await this.jobs.add(JobName.CancelPaymentIntent, { orderId }, { jobId: `cancel-intent.${orderId}` });
+        await this.jobs.add(
+          JobName.CancelPaymentIntent,
+          { orderId },
+          { jobId: `cancel-intent.${orderId}` },
+        );
         return this.sendEmail({ orderId, kind: EMAIL_OF_TOPIC[row.topic] });
       }
       case 'order.refunded': {
@@ -67,11 +75,15 @@ export class OutboxPublisher {
       }
       case 'refund.requested': {
         const { refundId } = row.payload as unknown as OutboxEvents['refund.requested'];
-        await this.jobs.add(JobName.SettleRefund, { refundId }, {
-          jobId: settleRefundJobId(refundId),
-          delay: SETTLE_REFUND_AFTER_MS,
-          ...SETTLE_REFUND_JOB_OPTIONS,
-        });
+        await this.jobs.add(
+          JobName.SettleRefund,
+          { refundId },
+          {
+            jobId: settleRefundJobId(refundId),
+            delay: SETTLE_REFUND_AFTER_MS,
+            ...SETTLE_REFUND_JOB_OPTIONS,
+          },
+        );
         return;
       }
       case 'order.fulfilled':

@@ -43,21 +43,29 @@ describe('OutboxRelay', () => {
     expect(repo.markFailed).toHaveBeenCalledWith('b', 'redis down', 4000, false);
   });
 
-  it('never parks a row of a topic it does not know (a newer build\'s): back, uncounted, for a worker that knows it', async () => {
+  it("never parks a row of a topic it does not know (a newer build's): back, uncounted, for a worker that knows it", async () => {
     const { relay, repo } = setup([row('n', OUTBOX_MAX_ATTEMPTS), row('o', 1)], async (r) => {
-      if (r.id === 'n') throw new UnknownTopicError('outbox row n: unknown topic "order.teleported"');
+      if (r.id === 'n')
+        throw new UnknownTopicError('outbox row n: unknown topic "order.teleported"');
     });
     expect(await relay.relayOnce()).toEqual({ published: 1, failed: 0 });
-    expect(repo.deferUncounted).toHaveBeenCalledWith('n', 'outbox row n: unknown topic "order.teleported"', 60_000);
+    expect(repo.deferUncounted).toHaveBeenCalledWith(
+      'n',
+      'outbox row n: unknown topic "order.teleported"',
+      60_000,
+    );
     expect(repo.markFailed).not.toHaveBeenCalled();
     expect(repo.markPublished).toHaveBeenCalledWith(['o']);
   });
 
   it('counts a row of an unknown topic written over an hour ago (no deploy takes that long: a rollback, a rename), then parks it', async () => {
     const unknown = new UnknownTopicError('outbox row n: unknown topic "order.teleported"');
-    const { relay, repo } = setup([row('n', 3, 61 * 60_000), row('m', OUTBOX_MAX_ATTEMPTS, 2 * 3600_000)], async () => {
-      throw unknown;
-    });
+    const { relay, repo } = setup(
+      [row('n', 3, 61 * 60_000), row('m', OUTBOX_MAX_ATTEMPTS, 2 * 3600_000)],
+      async () => {
+        throw unknown;
+      },
+    );
     expect(await relay.relayOnce()).toEqual({ published: 0, failed: 2 });
     expect(repo.deferUncounted).not.toHaveBeenCalled();
     expect(repo.markFailed).toHaveBeenCalledWith('n', unknown.message, outboxBackoffMs(3), false);
@@ -80,10 +88,14 @@ describe('OutboxRelay', () => {
     expect(publisher.publish).not.toHaveBeenCalled();
   });
 
-  it('Redis refusing the write (OOM, READONLY) or not answering is the queue\'s fault: rows given back uncounted, never parked', async () => {
+  it("Redis refusing the write (OOM, READONLY) or not answering is the queue's fault: rows given back uncounted, never parked", async () => {
     const refusals = [
-      Object.assign(new Error("OOM command not allowed when used memory > 'maxmemory'."), { name: 'ReplyError' }),
-      Object.assign(new Error("READONLY You can't write against a read only replica."), { name: 'ReplyError' }),
+      Object.assign(new Error("OOM command not allowed when used memory > 'maxmemory'."), {
+        name: 'ReplyError',
+      }),
+      Object.assign(new Error("READONLY You can't write against a read only replica."), {
+        name: 'ReplyError',
+      }),
       new TimeoutError('publish not acknowledged within 5000 ms'),
     ];
     for (const refusal of refusals) {
@@ -96,8 +108,11 @@ describe('OutboxRelay', () => {
     }
   });
 
-  it('any other error reply of Redis (WRONGTYPE, a script refusing) is the event\'s fault: counted', async () => {
-    const wrongType = Object.assign(new Error('WRONGTYPE Operation against a key holding the wrong kind of value'), { name: 'ReplyError' });
+  it("any other error reply of Redis (WRONGTYPE, a script refusing) is the event's fault: counted", async () => {
+    const wrongType = Object.assign(
+      new Error('WRONGTYPE Operation against a key holding the wrong kind of value'),
+      { name: 'ReplyError' },
+    );
     const { relay, repo } = setup([row('a', 1)], async () => {
       throw wrongType;
     });
@@ -118,10 +133,13 @@ describe('OutboxRelay', () => {
     expect(repo.markPublished).toHaveBeenCalledWith(['a']);
   });
 
-  it('a database blink in a row\'s bookkeeping still marks the rows published before it and gives the untried ones back uncounted', async () => {
-    const { relay, repo } = setup([row('a', 1), row('b', 2), row('c', 3), row('d', 4)], async (r) => {
-      if (r.id === 'b') throw new Error('a script refused it');
-    });
+  it("a database blink in a row's bookkeeping still marks the rows published before it and gives the untried ones back uncounted", async () => {
+    const { relay, repo } = setup(
+      [row('a', 1), row('b', 2), row('c', 3), row('d', 4)],
+      async (r) => {
+        if (r.id === 'b') throw new Error('a script refused it');
+      },
+    );
     repo.markFailed.mockRejectedValueOnce(new Error('Connection terminated unexpectedly'));
     await expect(relay.relayOnce()).rejects.toThrow('Connection terminated unexpectedly');
     expect(repo.markPublished).toHaveBeenCalledWith(['a']);

@@ -25,7 +25,8 @@ const UNAVAILABLE_POLL_MAX_MS = 5_000;
  * relayed from inside a Lua script (BullMQ's adds are scripts: `ERR Error running script …:
  * OOM command not allowed …`).
  */
-const OUTAGE_REPLY = /(?:^|: )(OOM|READONLY|LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MISCONF)\b/;
+const OUTAGE_REPLY =
+  /(?:^|: )(OOM|READONLY|LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MISCONF)\b/;
 
 /**
  * A publish that failed because of the queue, not the event: Redis refused the write for its own
@@ -105,7 +106,11 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
       for (const [i, row] of rows.entries()) {
         next = i;
         try {
-          await withTimeout(this.publisher.publish(row), PUBLISH_TIMEOUT_MS, 'publish not acknowledged');
+          await withTimeout(
+            this.publisher.publish(row),
+            PUBLISH_TIMEOUT_MS,
+            'publish not acknowledged',
+          );
           published.push(row.id);
         } catch (err) {
           const message = err instanceof Error ? err.message : String(err);
@@ -128,7 +133,8 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
           failed++;
           const dead = row.attempts >= OUTBOX_MAX_ATTEMPTS;
           await this.outbox.markFailed(row.id, message, outboxBackoffMs(row.attempts), dead);
-          if (dead) this.logger.error(`outbox row ${row.id} (${row.topic}) parked as dead: ${message}`);
+          if (dead)
+            this.logger.error(`outbox row ${row.id} (${row.topic}) parked as dead: ${message}`);
         }
       }
       next = rows.length;
@@ -142,7 +148,9 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
       throw err;
     }
     await this.outbox.markPublished(published);
-    return unavailable ? { published: published.length, failed, unavailable } : { published: published.length, failed };
+    return unavailable
+      ? { published: published.length, failed, unavailable }
+      : { published: published.length, failed };
   }
 
   private schedule(delayMs: number): void {
@@ -151,7 +159,8 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
       const run = this.relayOnce()
         .then((r) => {
           this.unavailableStreak = r.unavailable ? this.unavailableStreak + 1 : 0;
-          if (r.unavailable) return Math.min(250 * 2 ** this.unavailableStreak, UNAVAILABLE_POLL_MAX_MS);
+          if (r.unavailable)
+            return Math.min(250 * 2 ** this.unavailableStreak, UNAVAILABLE_POLL_MAX_MS);
           return r.published > 0 ? 0 : IDLE_POLL_MS;
         })
         .catch((err: unknown) => {

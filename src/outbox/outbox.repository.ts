@@ -61,7 +61,11 @@ export class OutboxRepository {
    * of the checkout's order statement), so the event costs no extra round trip. Its placeholders
    * are its own: the statement that splices it in renumbers them (see `sql`).
    */
-  statement<T extends OutboxTopic>(topic: T, aggregateId: string | null, payload: OutboxEvents[T]): SqlFragment {
+  statement<T extends OutboxTopic>(
+    topic: T,
+    aggregateId: string | null,
+    payload: OutboxEvents[T],
+  ): SqlFragment {
     // raw SQL: hot path of bench:flash-sale (part of the checkout's order statement, sent in
     // COMMIT's message, see docs/BENCHMARKS.md)
     const now = this.clock.now();
@@ -120,12 +124,13 @@ export class OutboxRepository {
   async release(ids: string[]): Promise<void> {
     if (ids.length === 0) return;
     await this.tx.withManager((m) =>
-      m
-        .getRepository(OutboxEntity)
-        .update(
-          { id: In(ids), status: PENDING },
-          { attempts: () => 'GREATEST(attempts - 1, 0)', nextAttemptAt: () => 'statement_timestamp()' },
-        ),
+      m.getRepository(OutboxEntity).update(
+        { id: In(ids), status: PENDING },
+        {
+          attempts: () => 'GREATEST(attempts - 1, 0)',
+          nextAttemptAt: () => 'statement_timestamp()',
+        },
+      ),
     );
   }
 
@@ -135,32 +140,28 @@ export class OutboxRepository {
    */
   async deferUncounted(id: string, error: string, delayMs: number): Promise<void> {
     await this.tx.withManager((m) =>
-      m
-        .getRepository(OutboxEntity)
-        .update(
-          { id, status: PENDING },
-          {
-            attempts: () => 'GREATEST(attempts - 1, 0)',
-            lastError: truncate(error, 2000),
-            nextAttemptAt: dueAfter(delayMs),
-          },
-        ),
+      m.getRepository(OutboxEntity).update(
+        { id, status: PENDING },
+        {
+          attempts: () => 'GREATEST(attempts - 1, 0)',
+          lastError: truncate(error, 2000),
+          nextAttemptAt: dueAfter(delayMs),
+        },
+      ),
     );
   }
 
   /** Schedules a retry after `delayMs`, or parks the row as dead once attempts are spent. */
   async markFailed(id: string, error: string, delayMs: number, dead: boolean): Promise<void> {
     await this.tx.withManager((m) =>
-      m
-        .getRepository(OutboxEntity)
-        .update(
-          { id, status: PENDING },
-          {
-            status: dead ? 'dead' : PENDING,
-            lastError: truncate(error, 2000),
-            nextAttemptAt: dueAfter(delayMs),
-          },
-        ),
+      m.getRepository(OutboxEntity).update(
+        { id, status: PENDING },
+        {
+          status: dead ? 'dead' : PENDING,
+          lastError: truncate(error, 2000),
+          nextAttemptAt: dueAfter(delayMs),
+        },
+      ),
     );
   }
 

@@ -8,7 +8,12 @@ import { RefundsService } from './refunds.service';
 export class AdminRefundsService {
   constructor(private readonly refunds: RefundsService) {}
 
-  async refund(actor: Principal, orderId: string, dto: CreateRefundDto, idempotencyKey: string): Promise<RefundDto> {
+  async refund(
+    actor: Principal,
+    orderId: string,
+    dto: CreateRefundDto,
+    idempotencyKey: string,
+  ): Promise<RefundDto> {
     const refund = await this.refunds.request({
       orderId,
       amount: dto.amount?.amount,

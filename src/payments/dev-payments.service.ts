@@ -29,11 +29,16 @@ export class DevPaymentsService {
     if (!payment || !order || order.userId !== me.userId) {
       throw new DomainError('NOT_FOUND', 'No such payment intent.');
     }
-    const settled = (await this.simulated.settle(intentId, outcome)) ?? (await this.simulated.retrieveIntent(intentId));
+    const settled =
+      (await this.simulated.settle(intentId, outcome)) ??
+      (await this.simulated.retrieveIntent(intentId));
     const payload = JSON.stringify({
       id: `evt_sim_${randomBytes(12).toString('hex')}`,
       object: 'event',
-      type: settled.status === 'succeeded' ? 'payment_intent.succeeded' : 'payment_intent.payment_failed',
+      type:
+        settled.status === 'succeeded'
+          ? 'payment_intent.succeeded'
+          : 'payment_intent.payment_failed',
       created: Math.floor(this.clock.now().getTime() / 1000),
       data: {
         object: {
@@ -47,7 +52,9 @@ export class DevPaymentsService {
       },
     });
     // through the same verification as Stripe's own deliveries
-    await this.webhooks.receive(this.webhooks.verify(Buffer.from(payload), this.webhooks.sign(payload)));
+    await this.webhooks.receive(
+      this.webhooks.verify(Buffer.from(payload), this.webhooks.sign(payload)),
+    );
     return { paymentIntentId: settled.id, status: settled.status };
   }
 }

@@ -57,12 +57,17 @@ describe('OverdueOrders sweep with a slow gateway', () => {
       {
         reservationDueIn: async (id: string) => (live.has(id) ? 0 : null),
         findOverdueReservations: async (_limit: number, excluding: string[] = []) =>
-          ['paying-old', 'unpaid-new', 'paying-new', 'unpaid-newer'].filter((id) => live.has(id) && !excluding.includes(id)),
+          ['paying-old', 'unpaid-new', 'paying-new', 'unpaid-newer'].filter(
+            (id) => live.has(id) && !excluding.includes(id),
+          ),
       },
       'orders',
     );
     const payments = mockOf<PaymentRepository>(
-      { findByOrder: async (id: string) => (id.startsWith('paying') ? { status: 'requires_payment_method' } : null) },
+      {
+        findByOrder: async (id: string) =>
+          id.startsWith('paying') ? { status: 'requires_payment_method' } : null,
+      },
       'payments',
     );
     const finalizer = mockOf<PaymentFinalizer>(

@@ -104,12 +104,15 @@ export class OverdueOrders {
       if (await this.settle(orderId, { askGateway: !this.gatewayDown() })) return true;
     } catch (err) {
       // the gateway is slow and this process already waits on it enough: not another slot held
-      if (err instanceof AskersBusy && token) return delayJob(job, token, Date.now() + ASKERS_BUSY_RETRY_MS);
+      if (err instanceof AskersBusy && token)
+        return delayJob(job, token, Date.now() + ASKERS_BUSY_RETRY_MS);
       // the gateway is down: the sweeper asks again every minute; retrying here would hold the
       // orders queue (and the expiry of orders without a payment) on the gateway's timeouts
       if (!isGatewayUnavailable(err)) throw err;
       this.noteGatewayDown();
-      this.logger.warn(`order ${orderId}: its payment could not be asked of the gateway; left to the sweeper`);
+      this.logger.warn(
+        `order ${orderId}: its payment could not be asked of the gateway; left to the sweeper`,
+      );
       return false;
     }
     const dueIn = await this.orders.reservationDueIn(orderId);

@@ -91,7 +91,12 @@ const refund = (over: Partial<Refund> = {}): Refund => ({
 
 function mockPayments(): MockOf<
   PaymentRepository,
-  'findByIntent' | 'findByOrder' | 'recordIntent' | 'findStalePending' | 'findOpenOfCancelled' | 'setStatus'
+  | 'findByIntent'
+  | 'findByOrder'
+  | 'recordIntent'
+  | 'findStalePending'
+  | 'findOpenOfCancelled'
+  | 'setStatus'
 > {
   return {
     findByIntent: jest.fn().mockResolvedValue(payment()),
@@ -103,7 +108,10 @@ function mockPayments(): MockOf<
   };
 }
 
-function mockEvents(): MockOf<WebhookEventRepository, 'find' | 'markProcessed' | 'findUnprocessed' | 'noteSweepFailed'> {
+function mockEvents(): MockOf<
+  WebhookEventRepository,
+  'find' | 'markProcessed' | 'findUnprocessed' | 'noteSweepFailed'
+> {
   return {
     find: jest.fn().mockResolvedValue(event()),
     markProcessed: jest.fn().mockResolvedValue(undefined),
@@ -130,12 +138,19 @@ function mockTransitions(): MockOf<OrderTransitionsService, 'markPaid' | 'confir
 
 function mockRefunds(): MockOf<
   RefundsService,
-  'syncFromGateway' | 'refundRestOfCancelled' | 'reservePaidAfterCancel' | 'refundPaidAfterCancel' | 'retryStale' | 'recheckWatched'
+  | 'syncFromGateway'
+  | 'refundRestOfCancelled'
+  | 'reservePaidAfterCancel'
+  | 'refundPaidAfterCancel'
+  | 'retryStale'
+  | 'recheckWatched'
 > {
   return {
     syncFromGateway: jest.fn().mockResolvedValue(undefined),
     refundRestOfCancelled: jest.fn().mockResolvedValue(null),
-    reservePaidAfterCancel: jest.fn().mockResolvedValue(refund({ status: 'pending', providerRefundId: null })),
+    reservePaidAfterCancel: jest
+      .fn()
+      .mockResolvedValue(refund({ status: 'pending', providerRefundId: null })),
     refundPaidAfterCancel: jest.fn().mockResolvedValue(refund()),
     retryStale: jest.fn().mockResolvedValue(0),
     recheckWatched: jest.fn().mockResolvedValue(0),
@@ -236,21 +251,31 @@ describe('PaymentFinalizer', () => {
       ['another currency', { currency: 'USD' }],
       ['an order id not as we write them', { orderId: ORDER.toUpperCase() }],
       ['no order id', { orderId: '' }],
-    ])('no-payment: an intent made elsewhere for our order (%s) is not adopted', async (_name, differs) => {
-      const s = await setup();
-      s.payments.findByIntent.mockResolvedValue(null);
-      s.gateway.retrieveIntent.mockResolvedValue({ ...intent(), ...differs });
-      s.orders.findById.mockResolvedValue(orderIn('PAYMENT_PENDING'));
-      expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
-      expect(s.payments.recordIntent).not.toHaveBeenCalled();
-      expect(s.transitions.markPaid).not.toHaveBeenCalled();
-      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
-    });
+    ])(
+      'no-payment: an intent made elsewhere for our order (%s) is not adopted',
+      async (_name, differs) => {
+        const s = await setup();
+        s.payments.findByIntent.mockResolvedValue(null);
+        s.gateway.retrieveIntent.mockResolvedValue({ ...intent(), ...differs });
+        s.orders.findById.mockResolvedValue(orderIn('PAYMENT_PENDING'));
+        expect(await s.finalizer.processEvent(EVENT)).toEqual({
+          kind: 'no-payment',
+          eventId: EVENT,
+        });
+        expect(s.payments.recordIntent).not.toHaveBeenCalled();
+        expect(s.transitions.markPaid).not.toHaveBeenCalled();
+        expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+      },
+    );
 
     it('no-payment: a second intent for an order already paid through another is not adopted, nor converged as that one', async () => {
       const s = await setup();
       s.payments.findByIntent.mockResolvedValue(null);
-      s.gateway.retrieveIntent.mockResolvedValue({ ...intent(), id: 'pi_made_elsewhere', status: 'succeeded' });
+      s.gateway.retrieveIntent.mockResolvedValue({
+        ...intent(),
+        id: 'pi_made_elsewhere',
+        status: 'succeeded',
+      });
       s.orders.findById.mockResolvedValue(orderIn('PAID'));
       s.payments.recordIntent.mockResolvedValue(payment()); // the order's standing payment, another intent
       expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
@@ -310,7 +335,10 @@ describe('PaymentFinalizer', () => {
         s.payments.findByIntent.mockResolvedValue(payment({ status: paymentStatus }));
         s.orders.findById.mockResolvedValue(orderIn(orderStatus));
         s.events.find.mockResolvedValue(event({ type: 'charge.refunded' }));
-        expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'refunds-synced', orderId: ORDER });
+        expect(await s.finalizer.processEvent(EVENT)).toEqual({
+          kind: 'refunds-synced',
+          orderId: ORDER,
+        });
         expect(s.transitions.markPaid).toHaveBeenCalledWith(ORDER, 'system:payments');
         expect(s.transitions.markPaid.mock.invocationCallOrder[0]).toBeLessThan(
           s.refunds.syncFromGateway.mock.invocationCallOrder[0],
@@ -360,11 +388,15 @@ describe('PaymentFinalizer', () => {
       });
       expect(s.transitions.confirm).not.toHaveBeenCalled();
       expect(reservedInTransaction).toBe(true);
-      expect(s.refunds.reservePaidAfterCancel).toHaveBeenCalledWith(payment({ status: 'succeeded' }));
+      expect(s.refunds.reservePaidAfterCancel).toHaveBeenCalledWith(
+        payment({ status: 'succeeded' }),
+      );
       expect(s.refunds.reservePaidAfterCancel.mock.invocationCallOrder[0]).toBeLessThan(
         s.events.markProcessed.mock.invocationCallOrder[0],
       );
-      expect(s.refunds.refundPaidAfterCancel).toHaveBeenCalledWith(payment({ status: 'succeeded' }));
+      expect(s.refunds.refundPaidAfterCancel).toHaveBeenCalledWith(
+        payment({ status: 'succeeded' }),
+      );
       expect(s.tx.run.mock.invocationCallOrder[0]).toBeLessThan(
         s.refunds.refundPaidAfterCancel.mock.invocationCallOrder[0],
       );
@@ -523,7 +555,8 @@ describe('PaymentFinalizer', () => {
       ]);
       // its own failure (the provider refuses to read it), not the gateway being down
       s.gateway.retrieveIntent.mockImplementation(async (id) => {
-        if (id === 'pi_1') throw new GatewayError('rejected', 'resource_missing', 'No such payment_intent');
+        if (id === 'pi_1')
+          throw new GatewayError('rejected', 'resource_missing', 'No such payment_intent');
         return intent({ id, status: 'succeeded' });
       });
       s.refunds.retryStale.mockResolvedValue(1);
@@ -540,10 +573,16 @@ describe('PaymentFinalizer', () => {
         Array.from({ length: 50 }, (_, i) => payment({ id: `pay-${i}`, intentId: `pi_${i}` })),
       );
       s.payments.findOpenOfCancelled.mockResolvedValue(
-        Array.from({ length: 50 }, (_, i) => payment({ id: `c-${i}`, orderId: `o-${i}`, intentId: `pc_${i}` })),
+        Array.from({ length: 50 }, (_, i) =>
+          payment({ id: `c-${i}`, orderId: `o-${i}`, intentId: `pc_${i}` }),
+        ),
       );
-      s.gateway.retrieveIntent.mockRejectedValue(new GatewayError('unavailable', undefined, 'timeout'));
-      s.gateway.cancelIntent.mockRejectedValue(new GatewayError('unavailable', undefined, 'timeout'));
+      s.gateway.retrieveIntent.mockRejectedValue(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
+      s.gateway.cancelIntent.mockRejectedValue(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
       s.payments.findByOrder.mockImplementation(async (orderId) => payment({ orderId }));
       await s.finalizer.reconcile();
       expect(s.gateway.retrieveIntent).toHaveBeenCalledTimes(1);
@@ -555,14 +594,22 @@ describe('PaymentFinalizer', () => {
       s.payments.findStalePending.mockResolvedValue([]);
       s.refunds.retryStale.mockResolvedValue(0);
       s.events.findUnprocessed.mockResolvedValue(['evt_lost', 'evt_still_failing']);
-      s.events.find.mockImplementation(async (id) => ({ id, type: 'payment_intent.succeeded', intentId: 'pi_1', processedAt: null }));
+      s.events.find.mockImplementation(async (id) => ({
+        id,
+        type: 'payment_intent.succeeded',
+        intentId: 'pi_1',
+        processedAt: null,
+      }));
       s.payments.findByIntent.mockResolvedValue(payment());
       s.gateway.retrieveIntent
         .mockResolvedValueOnce(intent({ status: 'succeeded' }))
         .mockRejectedValueOnce(new GatewayError('unavailable', undefined, 'timeout'));
       s.orders.findById.mockResolvedValue(orderIn('PAID'));
       expect(await s.finalizer.reconcile()).toBe(1);
-      expect(s.events.findUnprocessed).toHaveBeenCalledWith(new Date(NOW.getTime() - UNPROCESSED_EVENT_AFTER_MS), 100);
+      expect(s.events.findUnprocessed).toHaveBeenCalledWith(
+        new Date(NOW.getTime() - UNPROCESSED_EVENT_AFTER_MS),
+        100,
+      );
       expect(s.events.markProcessed).toHaveBeenCalledTimes(1);
       expect(s.events.markProcessed).toHaveBeenCalledWith('evt_lost', NOW);
       expect(s.events.noteSweepFailed).not.toHaveBeenCalled(); // an outage moves nothing
@@ -573,7 +620,12 @@ describe('PaymentFinalizer', () => {
       s.payments.findStalePending.mockResolvedValue([]);
       s.refunds.retryStale.mockResolvedValue(0);
       s.events.findUnprocessed.mockResolvedValue(['evt_stuck', 'evt_behind']);
-      s.events.find.mockImplementation(async (id) => ({ id, type: 'payment_intent.succeeded', intentId: 'pi_1', processedAt: null }));
+      s.events.find.mockImplementation(async (id) => ({
+        id,
+        type: 'payment_intent.succeeded',
+        intentId: 'pi_1',
+        processedAt: null,
+      }));
       s.payments.findByIntent.mockResolvedValue(payment());
       s.gateway.retrieveIntent
         .mockRejectedValueOnce(new Error('waits for the pending refunds'))

@@ -9,7 +9,13 @@ import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobPayloads } from '../queue/queues';
-import { GatewayError, GatewayIntent, PAYMENT_GATEWAY, PaymentGateway, isGatewayUnavailable } from './payment-gateway';
+import {
+  GatewayError,
+  GatewayIntent,
+  PAYMENT_GATEWAY,
+  PaymentGateway,
+  isGatewayUnavailable,
+} from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
 import { RefundsService } from './refunds.service';
 import { WebhookEventRepository } from './webhook-event.repository';
@@ -52,7 +58,13 @@ export type CancelIntentOutcome =
   | ConvergeOutcome;
 
 /** Order statuses a succeeded payment has already been applied to (or that it can no longer move). */
-const SETTLED_ORDER_STATUSES: ReadonlySet<string> = new Set(['CONFIRMED', 'FULFILLED', 'PARTIALLY_REFUNDED', 'REFUNDED', 'CANCELLED']);
+const SETTLED_ORDER_STATUSES: ReadonlySet<string> = new Set([
+  'CONFIRMED',
+  'FULFILLED',
+  'PARTIALLY_REFUNDED',
+  'REFUNDED',
+  'CANCELLED',
+]);
 
 /** A pending payment without news for this long is checked against the gateway. */
 export const RECONCILE_AFTER_MS = 10 * 60 * 1000;
@@ -125,11 +137,16 @@ export class PaymentFinalizer {
       await this.events.markProcessed(eventId, this.clock.now());
       return { kind: 'no-payment', eventId };
     }
-    if (event.type === 'charge.refunded' || event.type.startsWith('charge.refund.') || event.type.startsWith('refund.')) {
+    if (
+      event.type === 'charge.refunded' ||
+      event.type.startsWith('charge.refund.') ||
+      event.type.startsWith('refund.')
+    ) {
       // a refund's event can overtake the payment's own (a success job still retrying, or late):
       // the payment is settled from the gateway first, so a refund made at the provider is
       // recorded against a paid order — never dropped while the order goes on to be confirmed
-      if (payment.status !== 'succeeded' || (await this.awaitsSettlement(payment.orderId))) await this.converge(payment);
+      if (payment.status !== 'succeeded' || (await this.awaitsSettlement(payment.orderId)))
+        await this.converge(payment);
       const remotes = await this.refunds.syncFromGateway(payment);
       // a cancelled order's payment: what the provider's refunds and ours leave is refunded too
       await this.refunds.refundRestOfCancelled(payment, remotes);
@@ -189,7 +206,9 @@ export class PaymentFinalizer {
    */
   private async setAside(payment: Payment, what: string, err: unknown): Promise<boolean> {
     this.logger.warn(`${what} ${payment.intentId} not settled yet: ${(err as Error).message}`);
-    await this.tx.run(() => this.payments.setStatus(payment.id, payment.status, this.clock.now())).catch(() => undefined);
+    await this.tx
+      .run(() => this.payments.setStatus(payment.id, payment.status, this.clock.now()))
+      .catch(() => undefined);
     return isGatewayUnavailable(err);
   }
 
@@ -276,7 +295,10 @@ export class PaymentFinalizer {
         throw err;
       });
       if (intent?.status === 'processing') {
-        if (payment.status !== 'processing') await this.tx.run(() => this.payments.setStatus(payment.id, 'processing', this.clock.now()));
+        if (payment.status !== 'processing')
+          await this.tx.run(() =>
+            this.payments.setStatus(payment.id, 'processing', this.clock.now()),
+          );
         return { kind: 'intent-open', orderId, intentStatus: 'processing' };
       }
     }
@@ -313,7 +335,12 @@ export class PaymentFinalizer {
       );
       return null;
     }
-    const standing = await this.payments.recordIntent(this.ids.uuid(), this.gateway.provider, intent, this.clock.now());
+    const standing = await this.payments.recordIntent(
+      this.ids.uuid(),
+      this.gateway.provider,
+      intent,
+      this.clock.now(),
+    );
     if (standing.intentId !== intent.id) {
       // the order is paid through another intent (ours): this one, made elsewhere with the order's
       // own id and total, is not its payment — converging ours on its event would record nothing
@@ -340,12 +367,17 @@ export class PaymentFinalizer {
     const status = intent.status;
     const { orderId } = payment;
     // paid after cancel: the refund is reserved in the transaction, its provider call follows it
-    type Settled = Exclude<ConvergeOutcome, { kind: 'refunded-after-cancel' }> | { kind: 'paid-after-cancel' };
+    type Settled =
+      Exclude<ConvergeOutcome, { kind: 'refunded-after-cancel' }> | { kind: 'paid-after-cancel' };
     // the provider took another amount or currency than the order's (the intent was changed at
     // the provider after it was made): not this order's payment — the order is cancelled as a
     // failed payment and what was taken refunded in full, never confirmed for what it was not paid
-    const mismatch = status === 'succeeded' && (intent.amount !== payment.amount || intent.currency !== payment.currency);
-    const paid = mismatch ? { ...payment, status, amount: intent.amount, currency: intent.currency } : { ...payment, status };
+    const mismatch =
+      status === 'succeeded' &&
+      (intent.amount !== payment.amount || intent.currency !== payment.currency);
+    const paid = mismatch
+      ? { ...payment, status, amount: intent.amount, currency: intent.currency }
+      : { ...payment, status };
     const outcome = await this.tx.run(async (): Promise<Settled> => {
       await this.payments.setStatus(payment.id, status, this.clock.now());
       let result: Settled;
@@ -354,7 +386,12 @@ export class PaymentFinalizer {
         const order = await this.orders.findById(orderId);
         if (order?.status === 'CANCELLED') {
           // what was taken, refunded in full (refunds are sized and capped from it)
-          await this.payments.setCaptured(payment.id, intent.amount, intent.currency, this.clock.now());
+          await this.payments.setCaptured(
+            payment.id,
+            intent.amount,
+            intent.currency,
+            this.clock.now(),
+          );
           await this.refunds.reservePaidAfterCancel(paid);
           result = { kind: 'paid-after-cancel' };
         } else {
@@ -366,7 +403,9 @@ export class PaymentFinalizer {
           this.logger.error(
             `intent ${intent.id} of order ${orderId} succeeded for ${intent.amount} ${intent.currency}, not the ` +
               `${payment.amount} ${payment.currency} it was made for (changed at the provider): ` +
-              (order?.status === 'CANCELLED' ? 'order cancelled, refunded in full' : `order left ${order?.status}`),
+              (order?.status === 'CANCELLED'
+                ? 'order cancelled, refunded in full'
+                : `order left ${order?.status}`),
           );
         });
       } else if (status === 'succeeded') {
@@ -389,7 +428,11 @@ export class PaymentFinalizer {
         const expired =
           !declined &&
           !intent.lastError &&
-          (await this.transitions.cancel(orderId, 'RESERVATION_EXPIRED', 'system:expiry', { onlyIfReservationDue: true })).changed;
+          (
+            await this.transitions.cancel(orderId, 'RESERVATION_EXPIRED', 'system:expiry', {
+              onlyIfReservationDue: true,
+            })
+          ).changed;
         if (!expired) await this.transitions.cancel(orderId, 'PAYMENT_FAILED', ACTOR);
         result = { kind: 'cancelled', orderId };
       } else {

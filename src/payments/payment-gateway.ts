@@ -49,10 +49,17 @@ export class GatewayError extends Error {
    */
   toDomainError(): DomainError {
     return this.kind === 'unavailable'
-      ? new DomainError('SERVICE_UNAVAILABLE', 'The payment provider is unavailable; retry later.', {
-          headers: { 'Retry-After': '5' },
-        })
-      : new DomainError('PAYMENT_PROVIDER_REJECTED', `The payment provider refused the request (${this.code ?? 'no reason given'}).`);
+      ? new DomainError(
+          'SERVICE_UNAVAILABLE',
+          'The payment provider is unavailable; retry later.',
+          {
+            headers: { 'Retry-After': '5' },
+          },
+        )
+      : new DomainError(
+          'PAYMENT_PROVIDER_REJECTED',
+          `The payment provider refused the request (${this.code ?? 'no reason given'}).`,
+        );
   }
 }
 
@@ -60,7 +67,8 @@ export class GatewayError extends Error {
  * The gateway did not answer (timeout, 5xx): a sweep stops asking it for the rest of its run
  * rather than wait for the same timeout once per item; the next run goes on.
  */
-export const isGatewayUnavailable = (err: unknown): boolean => err instanceof GatewayError && err.kind === 'unavailable';
+export const isGatewayUnavailable = (err: unknown): boolean =>
+  err instanceof GatewayError && err.kind === 'unavailable';
 
 /**
  * Every outbound write carries a deterministic idempotency key derived from our own ids, so a

@@ -123,7 +123,9 @@ export class PaymentRepository {
         .createQueryBuilder('p')
         .where('p.refundsWatchedUntil > :now', { now })
         .andWhere('p.status = :succeeded', { succeeded: 'succeeded' satisfies IntentStatus })
-        .andWhere('(p.refundsCheckedAt IS NULL OR p.refundsCheckedAt < :checkedBefore)', { checkedBefore })
+        .andWhere('(p.refundsCheckedAt IS NULL OR p.refundsCheckedAt < :checkedBefore)', {
+          checkedBefore,
+        })
         .orderBy('p.refundsCheckedAt', 'ASC', 'NULLS FIRST')
         .limit(limit)
         .getMany();
@@ -143,7 +145,10 @@ export class PaymentRepository {
         .set({
           refundsCheckedAt: at,
           ...(watchUntil
-            ? { refundsWatchedUntil: () => 'GREATEST(refunds_watched_until, CAST(:watchUntil AS timestamptz))' }
+            ? {
+                refundsWatchedUntil: () =>
+                  'GREATEST(refunds_watched_until, CAST(:watchUntil AS timestamptz))',
+              }
             : {}),
         })
         .where('id = :paymentId', { paymentId, watchUntil })

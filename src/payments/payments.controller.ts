@@ -28,7 +28,10 @@ export class PaymentsController {
   @ApiProblems(
     [404, '`ORDER_NOT_FOUND`'],
     [409, '`ORDER_NOT_PAYABLE`'],
-    [502, '`PAYMENT_PROVIDER_REJECTED`: the provider refused to create the payment (e.g. no payment method enabled for the currency)'],
+    [
+      502,
+      '`PAYMENT_PROVIDER_REJECTED`: the provider refused to create the payment (e.g. no payment method enabled for the currency)',
+    ],
   )
   start(
     @CurrentPrincipal() me: Principal,

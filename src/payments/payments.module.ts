@@ -38,7 +38,9 @@ export class PaymentsModule {
   static register(config: AppConfig): DynamicModule {
     const stripeKey = config.stripe.secretKey;
     if (!stripeKey && !config.isDevelopment) {
-      throw new Error('STRIPE_SECRET_KEY is required unless NODE_ENV=development (no simulated payments)');
+      throw new Error(
+        'STRIPE_SECRET_KEY is required unless NODE_ENV=development (no simulated payments)',
+      );
     }
     const dev = config.isDevelopment && !stripeKey;
     return {
@@ -72,7 +74,10 @@ export class PaymentsModule {
         PaymentFinalizer,
         OverdueOrders,
         stripeKey
-          ? { provide: PAYMENT_GATEWAY, useValue: new StripeGateway(stripeKey, config.stripe.apiUrl) }
+          ? {
+              provide: PAYMENT_GATEWAY,
+              useValue: new StripeGateway(stripeKey, config.stripe.apiUrl),
+            }
           : { provide: PAYMENT_GATEWAY, useExisting: SimulatedGateway },
         ...(stripeKey ? [] : [SimulatedGateway]),
         ...(dev ? [DevPaymentsService] : []),

@@ -25,7 +25,10 @@ const view = (p: Payment): PaymentIntentView => ({
 
 /** Starting a payment: one intent per order, whatever retries and double clicks do. */
 const reservationExpired = () =>
-  new DomainError('ORDER_NOT_PAYABLE', "The order's reservation has expired; it can no longer be paid.");
+  new DomainError(
+    'ORDER_NOT_PAYABLE',
+    "The order's reservation has expired; it can no longer be paid.",
+  );
 
 /** The provider's refusals of an amount as such (Stripe's codes). */
 const AMOUNT_REFUSALS = new Set(['amount_too_small', 'amount_too_large']);
@@ -51,7 +54,8 @@ export class PaymentsService {
    */
   async start(me: Principal, orderId: string): Promise<PaymentIntentView> {
     const order = await this.orders.findById(orderId);
-    if (!order || order.userId !== me.userId) throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
+    if (!order || order.userId !== me.userId)
+      throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
     // past its deadline and not yet paying, the order is the expiry's (its job may not have run
     // yet): not revived — also on a retry after a first call whose move the deadline refused
     // on PostgreSQL's clock, as the expiry and the guarded move to PAYMENT_PENDING judge it
@@ -62,9 +66,16 @@ export class PaymentsService {
     // an intent recorded as cancelled is never handed out (the expiry cancelled it and its move
     // to CANCELLED is still owed — a worker that died between the two, say): nothing to pay with
     if (existing?.status === 'canceled') {
-      throw overdue ? reservationExpired() : new DomainError('ORDER_NOT_PAYABLE', 'The payment was cancelled.');
+      throw overdue
+        ? reservationExpired()
+        : new DomainError('ORDER_NOT_PAYABLE', 'The payment was cancelled.');
     }
-    if (existing && order.status === 'PAYMENT_PENDING' && overdue && existing.status !== 'succeeded') {
+    if (
+      existing &&
+      order.status === 'PAYMENT_PENDING' &&
+      overdue &&
+      existing.status !== 'succeeded'
+    ) {
       // started in time, not paid as far as we know, and the deadline has passed (its expiry may
       // be queued behind others). Our record may lag the provider (its event still on the way —
       // a bank debit recorded processing may have failed since, its intent payable again): the
@@ -75,8 +86,10 @@ export class PaymentsService {
       // Submitted in time (processing) or made (succeeded, also just before the cancel): shown
       // as it is.
       let remote = await this.gateway.retrieveIntent(existing.intentId);
-      if (remote.status === 'requires_payment_method') remote = await this.gateway.cancelIntent(existing.intentId);
-      if (remote.status === 'requires_payment_method' || remote.status === 'canceled') throw reservationExpired();
+      if (remote.status === 'requires_payment_method')
+        remote = await this.gateway.cancelIntent(existing.intentId);
+      if (remote.status === 'requires_payment_method' || remote.status === 'canceled')
+        throw reservationExpired();
       return view({ ...existing, status: remote.status });
     }
     if (existing && order.status !== 'CANCELLED') {
@@ -87,7 +100,8 @@ export class PaymentsService {
         await this.transitions.markPaymentPending(orderId, `user:${me.userId}`);
         const moved = (await this.orders.findById(orderId))?.status;
         if (moved === 'INVENTORY_RESERVED') throw reservationExpired();
-        if (moved === 'CANCELLED') throw new DomainError('ORDER_NOT_PAYABLE', 'The order was cancelled.');
+        if (moved === 'CANCELLED')
+          throw new DomainError('ORDER_NOT_PAYABLE', 'The order was cancelled.');
       }
       return view(existing);
     }
@@ -97,7 +111,11 @@ export class PaymentsService {
     if (overdue) throw reservationExpired();
     // a total of nothing (free products only) cannot be charged: a 409, not the provider's
     // refusal as a 502 on every retry
-    if (order.totalAmount <= 0) throw new DomainError('ORDER_NOT_PAYABLE', 'The order totals nothing: there is nothing to charge.');
+    if (order.totalAmount <= 0)
+      throw new DomainError(
+        'ORDER_NOT_PAYABLE',
+        'The order totals nothing: there is nothing to charge.',
+      );
     const intent = await this.gateway
       .createIntent({
         orderId,
@@ -108,14 +126,26 @@ export class PaymentsService {
       .catch((err: unknown) => {
         // below the provider's minimum charge (₹0.50, $0.50…) or above its maximum: the same
         // answer every time for this order, so the order's problem, not the provider's
-        if (err instanceof GatewayError && err.kind === 'rejected' && AMOUNT_REFUSALS.has(err.code ?? '')) {
-          throw new DomainError('ORDER_NOT_PAYABLE', `The payment provider cannot charge this total (${err.code}).`);
+        if (
+          err instanceof GatewayError &&
+          err.kind === 'rejected' &&
+          AMOUNT_REFUSALS.has(err.code ?? '')
+        ) {
+          throw new DomainError(
+            'ORDER_NOT_PAYABLE',
+            `The payment provider cannot charge this total (${err.code}).`,
+          );
         }
         throw err;
       });
     const { payment, status } = await this.tx.run(async () => {
       const now = this.clock.now();
-      const payment = await this.payments.recordIntent(this.ids.uuid(), this.gateway.provider, intent, now);
+      const payment = await this.payments.recordIntent(
+        this.ids.uuid(),
+        this.gateway.provider,
+        intent,
+        now,
+      );
       await this.transitions.markPaymentPending(orderId, `user:${me.userId}`);
       return { payment, status: (await this.orders.findById(orderId))?.status };
     });
@@ -124,7 +154,10 @@ export class PaymentsService {
       // refused it): the intent must never be paid
       await this.gateway.cancelIntent(payment.intentId);
       throw status === 'CANCELLED'
-        ? new DomainError('ORDER_NOT_PAYABLE', 'The order was cancelled before its payment started.')
+        ? new DomainError(
+            'ORDER_NOT_PAYABLE',
+            'The order was cancelled before its payment started.',
+          )
         : reservationExpired();
     }
     return view(payment);

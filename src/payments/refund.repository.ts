@@ -159,7 +159,9 @@ export class RefundRepository {
   /** The payment's failed refunds by `actor`. */
   findFailedBy(paymentId: string, actor: string): Promise<Refund[]> {
     return this.tx.withManager(async (m) =>
-      (await m.getRepository(RefundEntity).findBy({ paymentId, actor, status: 'failed' })).map(toRefund),
+      (await m.getRepository(RefundEntity).findBy({ paymentId, actor, status: 'failed' })).map(
+        toRefund,
+      ),
     );
   }
 
@@ -233,13 +235,21 @@ export class RefundRepository {
    * Never one whose failure is among `final` (the provider's own: a list read before it
    * committed says succeeded, and is stale).
    */
-  async reinstate(id: string, providerRefundId: string, final: string[], at: Date): Promise<Refund | null> {
+  async reinstate(
+    id: string,
+    providerRefundId: string,
+    final: string[],
+    at: Date,
+  ): Promise<Refund | null> {
     return this.inTransaction(async (m) => {
       const back = await m
         .createQueryBuilder()
         .update(RefundEntity)
         .set({ status: 'succeeded', providerRefundId, failure: null, updatedAt: at })
-        .where(`id = :id AND status = 'failed' AND (failure IS NULL OR failure <> ALL(:final))`, { id, final })
+        .where(`id = :id AND status = 'failed' AND (failure IS NULL OR failure <> ALL(:final))`, {
+          id,
+          final,
+        })
         .execute();
       if (!back.affected) return null;
       const refund = await m.getRepository(RefundEntity).findOneByOrFail({ id });

@@ -164,7 +164,10 @@ function mockRefunds(captured = 24_900) {
   return { repo, rows };
 }
 
-function mockPayments(): MockOf<PaymentRepository, 'findByOrder' | 'findById' | 'noteRefundsChecked'> {
+function mockPayments(): MockOf<
+  PaymentRepository,
+  'findByOrder' | 'findById' | 'noteRefundsChecked'
+> {
   return {
     findByOrder: jest.fn().mockResolvedValue(payment()),
     findById: jest.fn().mockResolvedValue(payment()),
@@ -177,7 +180,10 @@ function mockOrders(): MockOf<OrderRepository, 'statusOf'> {
 }
 
 function mockTransitions(): MockOf<OrderTransitionsService, 'applyRefund' | 'withdrawRefund'> {
-  return { applyRefund: jest.fn().mockResolvedValue(true), withdrawRefund: jest.fn().mockResolvedValue(true) };
+  return {
+    applyRefund: jest.fn().mockResolvedValue(true),
+    withdrawRefund: jest.fn().mockResolvedValue(true),
+  };
 }
 
 function mockOutbox(): MockOf<OutboxRepository, 'add'> {
@@ -218,7 +224,11 @@ async function setup(opts: { captured?: number } = {}) {
       RefundsService,
       {
         provide: MetricsService,
-        useValue: { counter: (name: string) => ({ inc: name === 'refunds_reversed_total' ? reversals : automaticFailures }) },
+        useValue: {
+          counter: (name: string) => ({
+            inc: name === 'refunds_reversed_total' ? reversals : automaticFailures,
+          }),
+        },
       },
       { provide: RefundRepository, useValue: refunds.repo },
       { provide: PaymentRepository, useValue: m.payments },
@@ -399,26 +409,46 @@ describe('RefundsService', () => {
 
     it('a retry after a refusal first asks the provider: an attempt it made after all is the answer, not a second refund', async () => {
       const s = await setup();
-      s.gateway.createRefund.mockRejectedValueOnce(new GatewayError('rejected', 'insufficient_funds', 'refused'));
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('rejected', 'insufficient_funds', 'refused'),
+      );
       await expect(
-        s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY }).catch(domainCode),
+        s.service
+          .request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY })
+          .catch(domainCode),
       ).resolves.toBe('PAYMENT_PROVIDER_REJECTED');
       // yet the provider lists that attempt as made (the reinstate case)
-      s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_late', amount: 1_000, refundId: REFUND_ID })]);
-      const retried = await s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY });
+      s.gateway.listRefunds.mockResolvedValue([
+        remote({ id: 're_late', amount: 1_000, refundId: REFUND_ID }),
+      ]);
+      const retried = await s.service.request({
+        orderId: ORDER,
+        amount: 1_000,
+        actor: ADMIN,
+        idempotencyKey: KEY,
+      });
       expect(retried).toMatchObject({ id: REFUND_ID, status: 'succeeded', amount: 1_000 });
       expect(s.gateway.createRefund).toHaveBeenCalledTimes(1);
     });
 
     it('a retry while the provider still holds the refused attempt as pending: 503 retry later, never a second refund', async () => {
       const s = await setup();
-      s.gateway.createRefund.mockRejectedValueOnce(new GatewayError('rejected', 'insufficient_funds', 'refused'));
-      await s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY }).catch(() => undefined);
-      s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_slow', amount: 1_000, status: 'pending', refundId: REFUND_ID })]);
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('rejected', 'insufficient_funds', 'refused'),
+      );
+      await s.service
+        .request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY })
+        .catch(() => undefined);
+      s.gateway.listRefunds.mockResolvedValue([
+        remote({ id: 're_slow', amount: 1_000, status: 'pending', refundId: REFUND_ID }),
+      ]);
       const err: unknown = await s.service
         .request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY })
         .catch((e: unknown) => e);
-      expect(err).toMatchObject({ code: 'SERVICE_UNAVAILABLE', options: { headers: { 'Retry-After': expect.any(String) } } });
+      expect(err).toMatchObject({
+        code: 'SERVICE_UNAVAILABLE',
+        options: { headers: { 'Retry-After': expect.any(String) } },
+      });
       expect(s.gateway.createRefund).toHaveBeenCalledTimes(1);
     });
 
@@ -426,7 +456,12 @@ describe('RefundsService', () => {
       const s = await setup();
       s.gateway.createRefund.mockResolvedValue(remote({ amount: 1_000 }));
       await s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY });
-      const other = s.service.request({ orderId: ORDER, amount: 500, actor: ADMIN, idempotencyKey: KEY });
+      const other = s.service.request({
+        orderId: ORDER,
+        amount: 500,
+        actor: ADMIN,
+        idempotencyKey: KEY,
+      });
       await expect(other.catch(domainCode)).resolves.toBe('IDEMPOTENCY_KEY_REUSED');
     });
 
@@ -444,11 +479,19 @@ describe('RefundsService', () => {
     it("refuses an amount in another currency than the payment's own, before any refund step", async () => {
       const s = await setup();
       const err: unknown = await s.service
-        .request({ orderId: ORDER, amount: 1_000, currency: 'EUR', actor: ADMIN, idempotencyKey: 'eur' })
+        .request({
+          orderId: ORDER,
+          amount: 1_000,
+          currency: 'EUR',
+          actor: ADMIN,
+          idempotencyKey: 'eur',
+        })
         .catch((e: unknown) => e);
       expect(err).toMatchObject({
         code: 'VALIDATION_FAILED',
-        options: { errors: [{ field: 'amount.currency', message: `must be ${payment().currency}` }] },
+        options: {
+          errors: [{ field: 'amount.currency', message: `must be ${payment().currency}` }],
+        },
       });
       expect(s.refunds.reserve).not.toHaveBeenCalled();
     });
@@ -475,7 +518,10 @@ describe('RefundsService', () => {
         const err: unknown = await s.service
           .request({ orderId: ORDER, actor: ADMIN, idempotencyKey: KEY })
           .catch((e: unknown) => e);
-        expect(err).toMatchObject({ code: 'ORDER_NOT_REFUNDABLE', options: { headers: { 'Retry-After': '30' } } });
+        expect(err).toMatchObject({
+          code: 'ORDER_NOT_REFUNDABLE',
+          options: { headers: { 'Retry-After': '30' } },
+        });
         expect(s.refunds.reserve).not.toHaveBeenCalled();
       }
     });
@@ -546,13 +592,20 @@ describe('RefundsService', () => {
 
     it('a refund the provider refuses is raised once (error log, automatic_refunds_failed_total); an admin refund refused is not', async () => {
       const s = await setup();
-      s.gateway.createRefund.mockRejectedValueOnce(new GatewayError('rejected', 'charge_disputed', 'disputed'));
-      expect(await s.service.refundPaidAfterCancel(payment())).toMatchObject({ status: 'failed', actor: 'system:payments' });
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('rejected', 'charge_disputed', 'disputed'),
+      );
+      expect(await s.service.refundPaidAfterCancel(payment())).toMatchObject({
+        status: 'failed',
+        actor: 'system:payments',
+      });
       expect(await s.service.refundPaidAfterCancel(payment())).toMatchObject({ status: 'failed' }); // a rerun
       expect(s.automaticFailures).toHaveBeenCalledTimes(1);
 
       const admin = await setup();
-      admin.gateway.createRefund.mockRejectedValueOnce(new GatewayError('rejected', 'charge_disputed', 'disputed'));
+      admin.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('rejected', 'charge_disputed', 'disputed'),
+      );
       await admin.service
         .request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: 'k' })
         .catch(() => undefined);
@@ -560,17 +613,25 @@ describe('RefundsService', () => {
 
       // refused as more than is left (a dashboard refund came first): the rest is handled, no alert
       const exceeded = await setup();
-      exceeded.gateway.createRefund.mockRejectedValueOnce(new GatewayError('rejected', 'amount_too_large', 'too much'));
-      expect(await exceeded.service.refundPaidAfterCancel(payment())).toMatchObject({ status: 'failed' });
+      exceeded.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('rejected', 'amount_too_large', 'too much'),
+      );
+      expect(await exceeded.service.refundPaidAfterCancel(payment())).toMatchObject({
+        status: 'failed',
+      });
       expect(exceeded.automaticFailures).not.toHaveBeenCalled();
     });
 
     it('a refund the provider accepts and later fails is raised once too', async () => {
       const s = await setup();
-      s.gateway.createRefund.mockResolvedValueOnce(remote({ id: 're_auto', amount: 24_900, refundId: undefined, status: 'pending' }));
+      s.gateway.createRefund.mockResolvedValueOnce(
+        remote({ id: 're_auto', amount: 24_900, refundId: undefined, status: 'pending' }),
+      );
       const pending = await s.service.refundPaidAfterCancel(payment());
       expect(pending).toMatchObject({ status: 'pending' });
-      s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_auto', amount: 24_900, refundId: pending!.id, status: 'failed' })]);
+      s.gateway.listRefunds.mockResolvedValue([
+        remote({ id: 're_auto', amount: 24_900, refundId: pending!.id, status: 'failed' }),
+      ]);
       await s.service.syncFromGateway(payment());
       await s.service.syncFromGateway(payment());
       expect(s.rows.get(pending!.id)).toMatchObject({ status: 'failed' });
@@ -618,7 +679,12 @@ describe('RefundsService', () => {
         status: 'succeeded',
         providerRefundId: 're_p',
       });
-      expect(s.refunds.reinstate).toHaveBeenCalledWith(failedId, 're_f', ['reversed_at_provider', 'failed_at_provider'], NOW);
+      expect(s.refunds.reinstate).toHaveBeenCalledWith(
+        failedId,
+        're_f',
+        ['reversed_at_provider', 'failed_at_provider'],
+        NOW,
+      );
       expect(s.rows.get(failedId)).toMatchObject({ status: 'succeeded' });
       const adopted = [...s.rows.values()].find((r) => r.providerRefundId === 're_dashboard');
       expect(adopted).toMatchObject({
@@ -656,9 +722,17 @@ describe('RefundsService', () => {
       await s.service.syncFromGateway(payment());
       await s.service.syncFromGateway(payment()); // the next refund event of the payment
       expect(s.reversals).toHaveBeenCalledTimes(1);
-      expect(s.rows.get(ours.id)).toMatchObject({ status: 'failed', failure: 'reversed_at_provider' });
+      expect(s.rows.get(ours.id)).toMatchObject({
+        status: 'failed',
+        failure: 'reversed_at_provider',
+      });
       expect(s.transitions.withdrawRefund).toHaveBeenCalledTimes(1);
-      expect(s.transitions.withdrawRefund).toHaveBeenCalledWith(ORDER, ours.id, 4_000, 'refund:provider');
+      expect(s.transitions.withdrawRefund).toHaveBeenCalledWith(
+        ORDER,
+        ours.id,
+        4_000,
+        'refund:provider',
+      );
       expect(s.transitions.applyRefund).not.toHaveBeenCalled();
       // all of the capture is refundable again
       const again = await s.service.request({ orderId: ORDER, actor: ADMIN, idempotencyKey: 'k2' });
@@ -675,14 +749,19 @@ describe('RefundsService', () => {
       const succeeded = remote({ id: ours.providerRefundId!, amount: 4_000, refundId: ours.id });
       // pass A reads the list (still succeeded) and waits on the provider's answer meanwhile ...
       let answerA!: (list: GatewayRefund[]) => void;
-      s.gateway.listRefunds.mockImplementationOnce(() => new Promise((resolve) => (answerA = resolve)));
+      s.gateway.listRefunds.mockImplementationOnce(
+        () => new Promise((resolve) => (answerA = resolve)),
+      );
       const passA = s.service.syncFromGateway(payment());
       // ... pass B (the reversal's event) reads it failed and records the reversal
       s.gateway.listRefunds.mockResolvedValueOnce([{ ...succeeded, status: 'failed' }]);
       await s.service.syncFromGateway(payment());
       answerA([succeeded]);
       await passA;
-      expect(s.rows.get(ours.id)).toMatchObject({ status: 'failed', failure: 'reversed_at_provider' });
+      expect(s.rows.get(ours.id)).toMatchObject({
+        status: 'failed',
+        failure: 'reversed_at_provider',
+      });
       expect(s.transitions.applyRefund).not.toHaveBeenCalled();
       expect(s.reversals).toHaveBeenCalledTimes(1);
       // the amount is refundable again (it was not reserved back)
@@ -692,10 +771,12 @@ describe('RefundsService', () => {
   });
 
   describe('syncFromGateway: a list read before the provider failed a refund still pending with us', () => {
-    it('does not reinstate it: the provider\'s failed is final; it stays failed, never announced', async () => {
+    it("does not reinstate it: the provider's failed is final; it stays failed, never announced", async () => {
       const s = await setup({ captured: 10_000 });
       // ours: asked, no answer yet (pending)
-      s.gateway.createRefund.mockRejectedValueOnce(new GatewayError('unavailable', undefined, 'timeout'));
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
       await s.service.request({ orderId: ORDER, amount: 4_000, actor: ADMIN, idempotencyKey: 'k' });
       const oursId = uuidFromName(`refund:${ADMIN}:k`);
       expect(s.rows.get(oursId)).toMatchObject({ status: 'pending' });
@@ -703,7 +784,9 @@ describe('RefundsService', () => {
       const succeeded = remote({ id: 're_1', amount: 4_000, refundId: oursId });
       // pass A (the success's event) reads the list, succeeded, and is slow …
       let answerA!: (list: GatewayRefund[]) => void;
-      s.gateway.listRefunds.mockImplementationOnce(() => new Promise((resolve) => (answerA = resolve)));
+      s.gateway.listRefunds.mockImplementationOnce(
+        () => new Promise((resolve) => (answerA = resolve)),
+      );
       const passA = s.service.syncFromGateway(payment());
       // … pass B (the failure's event) settles ours as failed at the provider
       s.gateway.listRefunds.mockResolvedValueOnce([{ ...succeeded, status: 'failed' }]);
@@ -719,9 +802,17 @@ describe('RefundsService', () => {
   describe('syncFromGateway: a refund made at the provider for a payment not recorded as succeeded', () => {
     it('is thrown (the event is retried once the success is ours), not logged and dropped', async () => {
       const s = await setup({ captured: 10_000 });
-      s.refunds.lockPayment.mockResolvedValue({ status: 'requires_payment_method', amount: 0, refundReserved: 0 });
-      s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_early', amount: 3_000, refundId: undefined })]);
-      await expect(s.service.syncFromGateway(payment())).rejects.toThrow(/not recorded as succeeded yet/);
+      s.refunds.lockPayment.mockResolvedValue({
+        status: 'requires_payment_method',
+        amount: 0,
+        refundReserved: 0,
+      });
+      s.gateway.listRefunds.mockResolvedValue([
+        remote({ id: 're_early', amount: 3_000, refundId: undefined }),
+      ]);
+      await expect(s.service.syncFromGateway(payment())).rejects.toThrow(
+        /not recorded as succeeded yet/,
+      );
       expect([...s.rows.values()].some((r) => r.providerRefundId === 're_early')).toBe(false);
       expect(s.transitions.applyRefund).not.toHaveBeenCalled();
     });
@@ -729,7 +820,9 @@ describe('RefundsService', () => {
     it('is logged and left for a payment recorded as canceled (it never becomes succeeded: no endless retry)', async () => {
       const s = await setup({ captured: 10_000 });
       s.refunds.lockPayment.mockResolvedValue({ status: 'canceled', amount: 0, refundReserved: 0 });
-      s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_odd', amount: 3_000, refundId: undefined })]);
+      s.gateway.listRefunds.mockResolvedValue([
+        remote({ id: 're_odd', amount: 3_000, refundId: undefined }),
+      ]);
       await expect(s.service.syncFromGateway(payment())).resolves.toBeDefined();
       expect([...s.rows.values()].some((r) => r.providerRefundId === 're_odd')).toBe(false);
     });
@@ -739,21 +832,34 @@ describe('RefundsService', () => {
     it('is not dropped: thrown until ours settles (the provider refuses ours), then adopted', async () => {
       const s = await setup({ captured: 10_000 });
       // ours: 7,000 asked, no answer yet (pending)
-      s.gateway.createRefund.mockRejectedValueOnce(new GatewayError('unavailable', undefined, 'timeout'));
-      await s.service.request({ orderId: ORDER, amount: 7_000, actor: ADMIN, idempotencyKey: 'ours' });
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
+      await s.service.request({
+        orderId: ORDER,
+        amount: 7_000,
+        actor: ADMIN,
+        idempotencyKey: 'ours',
+      });
       const oursId = uuidFromName(`refund:${ADMIN}:ours`);
       // meanwhile 5,000 refunded in the dashboard: both cannot fit in 10,000
-      s.gateway.listRefunds.mockResolvedValue([remote({ id: 're_dashboard', amount: 5_000, refundId: undefined })]);
-      await expect(s.service.syncFromGateway(payment())).rejects.toThrow(/waits for the pending refunds/);
+      s.gateway.listRefunds.mockResolvedValue([
+        remote({ id: 're_dashboard', amount: 5_000, refundId: undefined }),
+      ]);
+      await expect(s.service.syncFromGateway(payment())).rejects.toThrow(
+        /waits for the pending refunds/,
+      );
       expect([...s.rows.values()].some((r) => r.providerRefundId === 're_dashboard')).toBe(false);
       // the provider refuses ours; the retried event adopts the dashboard's
       s.rows.set(oursId, { ...s.rows.get(oursId)!, status: 'failed' });
       await s.service.syncFromGateway(payment());
-      expect([...s.rows.values()].find((r) => r.providerRefundId === 're_dashboard')).toMatchObject({
-        reason: 'external',
-        amount: 5_000,
-        status: 'succeeded',
-      });
+      expect([...s.rows.values()].find((r) => r.providerRefundId === 're_dashboard')).toMatchObject(
+        {
+          reason: 'external',
+          amount: 5_000,
+          status: 'succeeded',
+        },
+      );
     });
   });
 
@@ -830,32 +936,62 @@ describe('RefundsService', () => {
 
     it("a refund older than the provider's memory of keys is looked for in its list before any resend: never a second refund", async () => {
       const s = await setup();
-      s.gateway.createRefund.mockRejectedValue(new GatewayError('unavailable', undefined, 'timeout'));
+      s.gateway.createRefund.mockRejectedValue(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
       for (const key of ['made', 'not-made', 'unlisted']) {
-        await s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: key });
+        await s.service.request({
+          orderId: ORDER,
+          amount: 1_000,
+          actor: ADMIN,
+          idempotencyKey: key,
+        });
       }
-      const [made, notMade, unlisted] = ['made', 'not-made', 'unlisted'].map((k) => uuidFromName(`refund:${ADMIN}:${k}`));
+      const [made, notMade, unlisted] = ['made', 'not-made', 'unlisted'].map((k) =>
+        uuidFromName(`refund:${ADMIN}:${k}`),
+      );
       // the answers were lost, then the shop was down for over a day: Stripe may have forgotten
       // the keys, so the same key could make each refund a second time
       const dayAgo = new Date(NOW.getTime() - 25 * 3600_000);
-      for (const id of [made, notMade, unlisted]) s.rows.set(id, { ...s.rows.get(id)!, createdAt: dayAgo });
-      s.gateway.createRefund.mockReset().mockImplementation(async (input) => remote({ id: 're_now', amount: input.amount, refundId: input.refundId }));
-      s.gateway.listRefunds.mockResolvedValueOnce([remote({ id: 're_made', amount: 1_000, refundId: made })]); // for `made`
-      s.gateway.listRefunds.mockResolvedValueOnce([remote({ id: 're_made', amount: 1_000, refundId: made })]); // for `not-made`
-      s.gateway.listRefunds.mockRejectedValueOnce(new GatewayError('unavailable', undefined, 'timeout')); // for `unlisted`
+      for (const id of [made, notMade, unlisted])
+        s.rows.set(id, { ...s.rows.get(id)!, createdAt: dayAgo });
+      s.gateway.createRefund
+        .mockReset()
+        .mockImplementation(async (input) =>
+          remote({ id: 're_now', amount: input.amount, refundId: input.refundId }),
+        );
+      s.gateway.listRefunds.mockResolvedValueOnce([
+        remote({ id: 're_made', amount: 1_000, refundId: made }),
+      ]); // for `made`
+      s.gateway.listRefunds.mockResolvedValueOnce([
+        remote({ id: 're_made', amount: 1_000, refundId: made }),
+      ]); // for `not-made`
+      s.gateway.listRefunds.mockRejectedValueOnce(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      ); // for `unlisted`
 
       expect(await s.service.retryStale(60_000)).toBe(2);
       expect(s.rows.get(made)).toMatchObject({ status: 'succeeded', providerRefundId: 're_made' }); // settled from the list
-      expect(s.rows.get(notMade)).toMatchObject({ status: 'succeeded', providerRefundId: 're_now' }); // not there: sent
+      expect(s.rows.get(notMade)).toMatchObject({
+        status: 'succeeded',
+        providerRefundId: 're_now',
+      }); // not there: sent
       expect(s.rows.get(unlisted)).toMatchObject({ status: 'pending' }); // no list, no resend
       expect(s.gateway.createRefund.mock.calls.map(([c]) => c.refundId)).toEqual([notMade]);
     });
 
     it('stops once the provider is unavailable: one timeout, not one per stale refund', async () => {
       const s = await setup();
-      s.gateway.createRefund.mockRejectedValue(new GatewayError('unavailable', undefined, 'timeout'));
+      s.gateway.createRefund.mockRejectedValue(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
       for (const key of ['a', 'b', 'c']) {
-        await s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: key });
+        await s.service.request({
+          orderId: ORDER,
+          amount: 1_000,
+          actor: ADMIN,
+          idempotencyKey: key,
+        });
       }
       s.gateway.createRefund.mockClear();
       expect(await s.service.retryStale(60_000)).toBe(0);
@@ -864,16 +1000,25 @@ describe('RefundsService', () => {
 
     it('one refund that keeps failing is moved to the back and does not stop the others', async () => {
       const s = await setup();
-      s.gateway.createRefund.mockRejectedValue(new GatewayError('unavailable', undefined, 'timeout'));
+      s.gateway.createRefund.mockRejectedValue(
+        new GatewayError('unavailable', undefined, 'timeout'),
+      );
       for (const key of ['stuck', 'next']) {
-        await s.service.request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: key });
+        await s.service.request({
+          orderId: ORDER,
+          amount: 1_000,
+          actor: ADMIN,
+          idempotencyKey: key,
+        });
       }
       const [stuck, next] = ['stuck', 'next'].map((k) => uuidFromName(`refund:${ADMIN}:${k}`));
       // the first one's payment cannot even be read (the database blinked for it); the next is answered
       s.payments.findById.mockImplementationOnce(async () => {
         throw new Error('Connection terminated unexpectedly');
       });
-      s.gateway.createRefund.mockReset().mockResolvedValue(remote({ id: 're_next', status: 'succeeded', refundId: next }));
+      s.gateway.createRefund
+        .mockReset()
+        .mockResolvedValue(remote({ id: 're_next', status: 'succeeded', refundId: next }));
       s.refunds.touch.mockClear();
       expect(await s.service.retryStale(60_000)).toBe(1);
       expect(s.payments.findById).toHaveBeenCalledTimes(2);

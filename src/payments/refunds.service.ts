@@ -12,7 +12,13 @@ import { OutboxRepository } from '../outbox/outbox.repository';
 import { MetricsService } from '../metrics/metrics.service';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobPayloads } from '../queue/queues';
-import { GatewayError, GatewayRefund, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
+import {
+  GatewayError,
+  GatewayRefund,
+  PAYMENT_GATEWAY,
+  PaymentGateway,
+  gatewayKeys,
+} from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
 import { NewRefund, REFUND_WATCH_MS, Refund, RefundRepository } from './refund.repository';
 
@@ -136,8 +142,15 @@ export class RefundsService {
       }
       attempt = await this.currentAttempt(input.actor, input.idempotencyKey);
       const earlier = new Set(attemptIds(input.actor, input.idempotencyKey, attempt.number - 1));
-      if (!attempt.refund && remotes.some((r) => r.status === 'pending' && r.refundId !== undefined && earlier.has(r.refundId))) {
-        throw retryShortly('An earlier attempt of this refund is still pending at the payment provider; retry shortly.');
+      if (
+        !attempt.refund &&
+        remotes.some(
+          (r) => r.status === 'pending' && r.refundId !== undefined && earlier.has(r.refundId),
+        )
+      ) {
+        throw retryShortly(
+          'An earlier attempt of this refund is still pending at the payment provider; retry shortly.',
+        );
       }
     }
     const id = attempt.id;
@@ -148,7 +161,10 @@ export class RefundsService {
         throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
       }
       if (!payment || payment.status !== 'succeeded') {
-        throw new DomainError('ORDER_NOT_REFUNDABLE', 'The order has no captured payment to refund.');
+        throw new DomainError(
+          'ORDER_NOT_REFUNDABLE',
+          'The order has no captured payment to refund.',
+        );
       }
       if (CANCELLABLE.includes(status)) {
         // the payment's success is recorded, the order's move to PAID not yet (the finalizer is
@@ -169,7 +185,10 @@ export class RefundsService {
         this.reserve(this.newRefund(id, payment, 'requested', input.actor), input.amount ?? null),
       );
       if (!refund) {
-        throw new DomainError('REFUND_EXCEEDS_CAPTURED', 'The amount exceeds what remains refundable.');
+        throw new DomainError(
+          'REFUND_EXCEEDS_CAPTURED',
+          'The amount exceeds what remains refundable.',
+        );
       }
       logOrder({
         orderId: refund.orderId,
@@ -181,10 +200,14 @@ export class RefundsService {
     }
     // another order, amount or currency, or the rest where an amount was asked (the key's record
     // expired after 24 h, its refund did not): another request under the same key
-    const otherAmount = input.amount === undefined ? refund.requestedRest === false : input.amount !== refund.amount;
+    const otherAmount =
+      input.amount === undefined ? refund.requestedRest === false : input.amount !== refund.amount;
     const otherCurrency = input.currency !== undefined && input.currency !== refund.currency;
     if (refund.orderId !== input.orderId || otherAmount || otherCurrency) {
-      throw new DomainError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used for another refund.');
+      throw new DomainError(
+        'IDEMPOTENCY_KEY_REUSED',
+        'This Idempotency-Key was already used for another refund.',
+      );
     }
     const result = refund.status === 'pending' ? await this.execute(refund, payment!) : refund;
     if (result.status === 'failed') {
@@ -202,7 +225,10 @@ export class RefundsService {
    * order or another: a refused refund stored no answer, so its key runs afresh (API.md), for
    * any refund. Same-key requests never run at once (the idempotency interceptor holds the key).
    */
-  private async currentAttempt(actor: string, key: string): Promise<{ id: string; number: number; refund: Refund | null }> {
+  private async currentAttempt(
+    actor: string,
+    key: string,
+  ): Promise<{ id: string; number: number; refund: Refund | null }> {
     for (let attempt = 1; ; attempt++) {
       const id = attemptId(actor, key, attempt);
       const refund = await this.refunds.findById(id);
@@ -223,7 +249,10 @@ export class RefundsService {
       await this.refunds.lockPayment(payment.id);
       const existing = await this.refunds.findAutomatic(payment.id);
       if (existing) return existing;
-      return this.reserve(this.newRefund(this.ids.uuid(), payment, 'paid_after_cancel', SYSTEM), null);
+      return this.reserve(
+        this.newRefund(this.ids.uuid(), payment, 'paid_after_cancel', SYSTEM),
+        null,
+      );
     });
   }
 
@@ -253,7 +282,10 @@ export class RefundsService {
    * again and again — except after a refusal as more than is left (a provider's refund pending
    * then, since failed, leaves the same amount): then another, up to MAX_REST_ATTEMPTS.
    */
-  async refundRestOfCancelled(payment: Payment, remotes: GatewayRefund[] = []): Promise<Refund | null> {
+  async refundRestOfCancelled(
+    payment: Payment,
+    remotes: GatewayRefund[] = [],
+  ): Promise<Refund | null> {
     if ((await this.orders.findById(payment.orderId))?.status !== 'CANCELLED') return null;
     if (remotes.some((r) => r.status === 'pending')) return null;
     const refund = await this.tx.run(async () => {
@@ -292,9 +324,14 @@ export class RefundsService {
         (await this.refunds.findByProviderId(remote.id));
       if (ours) {
         if (ours.status === 'pending') await this.settle(ours, remote);
-        else if (ours.status === 'failed' && remote.status === 'succeeded' && !FINAL_FAILURES.includes(ours.failure ?? ''))
+        else if (
+          ours.status === 'failed' &&
+          remote.status === 'succeeded' &&
+          !FINAL_FAILURES.includes(ours.failure ?? '')
+        )
           await this.reinstate(ours, remote);
-        else if (ours.status === 'succeeded' && remote.status === 'failed') await this.reversed(ours);
+        else if (ours.status === 'succeeded' && remote.status === 'failed')
+          await this.reversed(ours);
       } else if (remote.status === 'succeeded') {
         external.push(remote);
       }
@@ -310,7 +347,9 @@ export class RefundsService {
     await this.payments.noteRefundsChecked(
       payment.id,
       now,
-      remotes.some((r) => r.status === 'pending') ? new Date(now.getTime() + REFUND_WATCH_MS) : undefined,
+      remotes.some((r) => r.status === 'pending')
+        ? new Date(now.getTime() + REFUND_WATCH_MS)
+        : undefined,
     );
     return remotes;
   }
@@ -326,14 +365,20 @@ export class RefundsService {
    */
   async recheckWatched(batch = REFUND_RECHECK_BATCH): Promise<number> {
     const now = this.clock.now();
-    const due = await this.payments.findRefundsToRecheck(now, new Date(now.getTime() - REFUND_RECHECK_MS), batch);
+    const due = await this.payments.findRefundsToRecheck(
+      now,
+      new Date(now.getTime() - REFUND_RECHECK_MS),
+      batch,
+    );
     let read = 0;
     for (const payment of due) {
       try {
         await this.refundRestOfCancelled(payment, await this.syncFromGateway(payment));
         read++;
       } catch (err) {
-        this.logger.warn(`refunds of payment ${payment.intentId} not rechecked: ${(err as Error).message}`);
+        this.logger.warn(
+          `refunds of payment ${payment.intentId} not rechecked: ${(err as Error).message}`,
+        );
         // the provider down: the rest would only wait for the same timeout each (next run)
         if (err instanceof GatewayError && err.kind === 'unavailable') break;
         // to the back of the line, so one that keeps failing does not hold the batch for ever
@@ -349,7 +394,9 @@ export class RefundsService {
    * provider's current state (asking again would only replay its first answer).
    */
   async retryStale(staleMs: number): Promise<number> {
-    const stale = await this.refunds.findStalePending(new Date(this.clock.now().getTime() - staleMs));
+    const stale = await this.refunds.findStalePending(
+      new Date(this.clock.now().getTime() - staleMs),
+    );
     let settled = 0;
     for (const refund of stale) {
       // one that fails (a dashboard refund waiting for ours, the database) waits at the back of
@@ -360,8 +407,11 @@ export class RefundsService {
         outcome = await this.retryOne(refund);
       } catch (err) {
         this.logger.warn(`stale refund ${refund.id} not settled yet: ${(err as Error).message}`);
-        await this.tx.run(() => this.refunds.touch(refund.id, this.clock.now())).catch(() => undefined);
-        outcome = err instanceof GatewayError && err.kind === 'unavailable' ? 'unavailable' : 'pending';
+        await this.tx
+          .run(() => this.refunds.touch(refund.id, this.clock.now()))
+          .catch(() => undefined);
+        outcome =
+          err instanceof GatewayError && err.kind === 'unavailable' ? 'unavailable' : 'pending';
       }
       if (outcome === 'settled') settled++;
       if (outcome === 'unavailable') break;
@@ -409,7 +459,10 @@ export class RefundsService {
   private async reserve(refund: NewRefund, amount: number | null): Promise<Refund | null> {
     const reserved = await this.refunds.reserve(refund, amount, this.clock.now());
     if (reserved?.status === 'pending') {
-      await this.outbox.add('refund.requested', reserved.orderId, { orderId: reserved.orderId, refundId: reserved.id });
+      await this.outbox.add('refund.requested', reserved.orderId, {
+        orderId: reserved.orderId,
+        refundId: reserved.id,
+      });
     }
     return reserved;
   }
@@ -420,7 +473,10 @@ export class RefundsService {
   }
 
   /** execute(), also saying whether the provider left the call unanswered (unknown outcome). */
-  private async attempt(refund: Refund, payment: Payment): Promise<{ refund: Refund; unanswered: boolean }> {
+  private async attempt(
+    refund: Refund,
+    payment: Payment,
+  ): Promise<{ refund: Refund; unanswered: boolean }> {
     let remote: GatewayRefund | undefined;
     // The same key makes a resend safe only while the provider remembers it (Stripe: at least
     // 24 h). A refund older than RESEND_LIST_FIRST_AFTER_MS — an answer lost to a crash, then a
@@ -428,7 +484,9 @@ export class RefundsService {
     // there already, it is settled from it, never sent a second time. No list, no resend.
     if (this.clock.now().getTime() - refund.createdAt.getTime() > RESEND_LIST_FIRST_AFTER_MS) {
       try {
-        remote = (await this.gateway.listRefunds(payment.intentId)).find((r) => r.refundId === refund.id);
+        remote = (await this.gateway.listRefunds(payment.intentId)).find(
+          (r) => r.refundId === refund.id,
+        );
       } catch (err) {
         return this.unanswered(refund, err);
       }
@@ -444,7 +502,12 @@ export class RefundsService {
     } catch (err) {
       if (err instanceof GatewayError && err.kind === 'rejected') {
         const failed = await this.tx.run(() =>
-          this.refunds.settle(refund.id, 'failed', { failure: err.code ?? err.message }, this.clock.now()),
+          this.refunds.settle(
+            refund.id,
+            'failed',
+            { failure: err.code ?? err.message },
+            this.clock.now(),
+          ),
         );
         if (failed) this.raiseIfAutomatic(failed);
         return { refund: failed ?? (await this.refunds.findById(refund.id))!, unanswered: false };
@@ -455,8 +518,13 @@ export class RefundsService {
   }
 
   /** Unknown outcome: the refund stays pending and retryStale asks again (same key). */
-  private async unanswered(refund: Refund, err: unknown): Promise<{ refund: Refund; unanswered: true }> {
-    this.logger.warn(`refund ${refund.id}: provider unavailable (${(err as Error).message}); will retry`);
+  private async unanswered(
+    refund: Refund,
+    err: unknown,
+  ): Promise<{ refund: Refund; unanswered: true }> {
+    this.logger.warn(
+      `refund ${refund.id}: provider unavailable (${(err as Error).message}); will retry`,
+    );
     await this.tx.run(() => this.refunds.touch(refund.id, this.clock.now()));
     return { refund, unanswered: true };
   }
@@ -472,7 +540,10 @@ export class RefundsService {
       const settled = await this.refunds.settle(
         refund.id,
         outcome,
-        { providerRefundId: remote.id, failure: remote.status === 'failed' ? FAILED_THERE : undefined },
+        {
+          providerRefundId: remote.id,
+          failure: remote.status === 'failed' ? FAILED_THERE : undefined,
+        },
         now,
       );
       if (settled?.status === 'succeeded') await this.announce(settled);
@@ -513,7 +584,13 @@ export class RefundsService {
   private async reversed(refund: Refund): Promise<void> {
     const back = await this.tx.run(async () => {
       const reversed = await this.refunds.reverse(refund.id, REVERSED, this.clock.now());
-      if (reversed) await this.transitions.withdrawRefund(reversed.orderId, reversed.id, reversed.amount, 'refund:provider');
+      if (reversed)
+        await this.transitions.withdrawRefund(
+          reversed.orderId,
+          reversed.id,
+          reversed.amount,
+          'refund:provider',
+        );
       return reversed;
     });
     if (!back) return;
@@ -525,9 +602,16 @@ export class RefundsService {
   }
 
   private async reinstate(refund: Refund, remote: GatewayRefund): Promise<void> {
-    this.logger.warn(`refund ${refund.id} was recorded as failed but succeeded at the provider: reinstated`);
+    this.logger.warn(
+      `refund ${refund.id} was recorded as failed but succeeded at the provider: reinstated`,
+    );
     await this.tx.run(async () => {
-      const back = await this.refunds.reinstate(refund.id, remote.id, FINAL_FAILURES, this.clock.now());
+      const back = await this.refunds.reinstate(
+        refund.id,
+        remote.id,
+        FINAL_FAILURES,
+        this.clock.now(),
+      );
       if (back) await this.announce(back);
     });
   }
@@ -538,16 +622,23 @@ export class RefundsService {
       if (await this.refunds.findByProviderId(remote.id)) return;
       if (status === 'canceled') {
         // never becomes succeeded: nothing to adopt against, and retrying would never end
-        this.logger.error(`provider refund ${remote.id} names ${payment.intentId}, recorded as canceled: not adopted`);
+        this.logger.error(
+          `provider refund ${remote.id} names ${payment.intentId}, recorded as canceled: not adopted`,
+        );
         return;
       }
       if (status !== 'succeeded') {
         // the provider refunded a payment whose success we have not recorded yet (its event is
         // late or still retrying): thrown, so the refund is adopted once the success is ours
-        throw new Error(`provider refund ${remote.id}: payment ${payment.intentId} is not recorded as succeeded yet`);
+        throw new Error(
+          `provider refund ${remote.id}: payment ${payment.intentId} is not recorded as succeeded yet`,
+        );
       }
       const refund = await this.refunds.reserve(
-        { ...this.newRefund(this.ids.uuid(), payment, 'external', 'system:provider'), providerRefundId: remote.id },
+        {
+          ...this.newRefund(this.ids.uuid(), payment, 'external', 'system:provider'),
+          providerRefundId: remote.id,
+        },
         remote.amount,
         this.clock.now(),
       );
@@ -559,9 +650,13 @@ export class RefundsService {
         // Ours, still pending, holds part of the amount, and the provider will refuse it (both
         // would exceed what was captured); this one happened. Thrown: the event's job (or the
         // reconciliation sweep) adopts it once ours has settled, instead of dropping it.
-        throw new Error(`provider refund ${remote.id} waits for the pending refunds of ${payment.intentId} to settle`);
+        throw new Error(
+          `provider refund ${remote.id} waits for the pending refunds of ${payment.intentId} to settle`,
+        );
       }
-      this.logger.error(`provider refund ${remote.id} exceeds what we hold as refundable for ${payment.intentId}`);
+      this.logger.error(
+        `provider refund ${remote.id} exceeds what we hold as refundable for ${payment.intentId}`,
+      );
     });
   }
 
@@ -570,12 +665,33 @@ export class RefundsService {
    * a cancelled order keeps its status, and the customer still hears about the refund.
    */
   private async announce(refund: Refund): Promise<void> {
-    const applied = await this.transitions.applyRefund(refund.orderId, refund.id, refund.amount, `refund:${refund.actor}`);
-    if (!applied) await this.outbox.add('order.refunded', refund.orderId, { orderId: refund.orderId, refundId: refund.id });
+    const applied = await this.transitions.applyRefund(
+      refund.orderId,
+      refund.id,
+      refund.amount,
+      `refund:${refund.actor}`,
+    );
+    if (!applied)
+      await this.outbox.add('order.refunded', refund.orderId, {
+        orderId: refund.orderId,
+        refundId: refund.id,
+      });
   }
 
-  private newRefund(id: string, payment: Payment, reason: NewRefund['reason'], actor: string): NewRefund {
-    return { id, orderId: payment.orderId, paymentId: payment.id, currency: payment.currency, reason, actor };
+  private newRefund(
+    id: string,
+    payment: Payment,
+    reason: NewRefund['reason'],
+    actor: string,
+  ): NewRefund {
+    return {
+      id,
+      orderId: payment.orderId,
+      paymentId: payment.id,
+      currency: payment.currency,
+      reason,
+      actor,
+    };
   }
 
   /** The job that runs settlePending (JobHandlers finds it at worker boot). */

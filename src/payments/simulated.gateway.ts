@@ -54,7 +54,8 @@ export class SimulatedGateway implements PaymentGateway {
     const intent = await this.tx.withManager((m) => intents(m).findOneBy({ id }));
     // as Stripe answers an id it does not know (404 resource_missing): a refusal, so an event
     // about it is "not ours" and done with — a plain Error had it retried by every sweep for good
-    if (!intent) throw new GatewayError('rejected', 'resource_missing', `no such simulated intent ${id}`);
+    if (!intent)
+      throw new GatewayError('rejected', 'resource_missing', `no such simulated intent ${id}`);
     return this.map(intent);
   }
 

@@ -18,7 +18,10 @@ export class StripeSignatureGuard implements CanActivate {
   canActivate(context: ExecutionContext): boolean {
     const request = context.switchToHttp().getRequest<StripeWebhookRequest>();
     const signature = request.headers['stripe-signature'];
-    request.stripeEvent = this.webhooks.verify(request.rawBody, typeof signature === 'string' ? signature : undefined);
+    request.stripeEvent = this.webhooks.verify(
+      request.rawBody,
+      typeof signature === 'string' ? signature : undefined,
+    );
     return true;
   }
 }

@@ -31,7 +31,8 @@ export class StripeWebhookController {
   })
   @ApiBody({
     required: true,
-    description: 'A Stripe event object (`{id, type, data: {object}}`), JSON, exactly as Stripe signed it',
+    description:
+      'A Stripe event object (`{id, type, data: {object}}`), JSON, exactly as Stripe signed it',
     schema: {
       type: 'object',
       additionalProperties: true,
@@ -44,7 +45,10 @@ export class StripeWebhookController {
     },
   })
   @ApiOkResponse({ type: WebhookAckDto })
-  @ApiProblems([400, '`WEBHOOK_SIGNATURE_INVALID`, `BAD_REQUEST` (no JSON), or `VALIDATION_FAILED` (a signed body that is no event: no `evt_…` id or no type)'])
+  @ApiProblems([
+    400,
+    '`WEBHOOK_SIGNATURE_INVALID`, `BAD_REQUEST` (no JSON), or `VALIDATION_FAILED` (a signed body that is no event: no `evt_…` id or no type)',
+  ])
   @RateLimit('webhook')
   @UseGuards(StripeSignatureGuard)
   receive(@Req() req: StripeWebhookRequest): Promise<WebhookAckDto> {

@@ -50,7 +50,11 @@ export function gatewayErrorOf(err: unknown): GatewayError {
       !TRANSIENT_CODES.has(err.code ?? '');
     return new GatewayError(final ? 'rejected' : 'unavailable', err.code ?? err.type, err.message);
   }
-  return new GatewayError('unavailable', undefined, err instanceof Error ? err.message : String(err));
+  return new GatewayError(
+    'unavailable',
+    undefined,
+    err instanceof Error ? err.message : String(err),
+  );
 }
 
 /**
@@ -77,7 +81,12 @@ export class StripeGateway implements PaymentGateway {
     });
   }
 
-  createIntent(input: { orderId: string; amount: number; currency: string; idempotencyKey: string }): Promise<GatewayIntent> {
+  createIntent(input: {
+    orderId: string;
+    amount: number;
+    currency: string;
+    idempotencyKey: string;
+  }): Promise<GatewayIntent> {
     return this.call(async () =>
       this.mapIntent(
         await this.stripe.paymentIntents.create(
@@ -100,10 +109,15 @@ export class StripeGateway implements PaymentGateway {
   async cancelIntent(id: string): Promise<GatewayIntent> {
     try {
       // no idempotency key of ours (see PaymentGateway); the SDK keys its own network retries
-      return this.mapIntent(await this.stripe.paymentIntents.cancel(id, { cancellation_reason: 'abandoned' }));
+      return this.mapIntent(
+        await this.stripe.paymentIntents.cancel(id, { cancellation_reason: 'abandoned' }),
+      );
     } catch (err) {
       // Already succeeded or already canceled: Stripe says so with a 400; the current state answers.
-      if (err instanceof Stripe.errors.StripeError && err.code === 'payment_intent_unexpected_state') {
+      if (
+        err instanceof Stripe.errors.StripeError &&
+        err.code === 'payment_intent_unexpected_state'
+      ) {
         return this.retrieveIntent(id);
       }
       throw gatewayErrorOf(err);
@@ -162,7 +176,8 @@ export class StripeGateway implements PaymentGateway {
   }
 
   private mapRefund(r: Stripe.Refund): GatewayRefund {
-    const intentId = typeof r.payment_intent === 'string' ? r.payment_intent : (r.payment_intent?.id ?? '');
+    const intentId =
+      typeof r.payment_intent === 'string' ? r.payment_intent : (r.payment_intent?.id ?? '');
     return {
       id: r.id,
       intentId,

@@ -1,5 +1,10 @@
 import { Readable } from 'node:stream';
-import type { FastifyReply, FastifyRequest, onRequestHookHandler, preParsingHookHandler } from 'fastify';
+import type {
+  FastifyReply,
+  FastifyRequest,
+  onRequestHookHandler,
+  preParsingHookHandler,
+} from 'fastify';
 import { DomainError } from '../common/errors/domain-error';
 import { sendProblem } from '../common/errors/problem-details.filter';
 import { WEBHOOK_BODY_LIMIT, closeIfBodyPending } from '../common/http/request-limits';
@@ -9,12 +14,16 @@ const STRIPE_ROUTE = '/v1/webhooks/stripe';
 const STORAGE_ROUTE = '/v1/webhooks/storage';
 
 /** `t=<unix seconds>` and at least one `v1=<hex HMAC>`, as Stripe sends them. */
-function stripeSignatureProblem(header: string | string[] | undefined, nowSeconds: number): string | null {
+function stripeSignatureProblem(
+  header: string | string[] | undefined,
+  nowSeconds: number,
+): string | null {
   if (typeof header !== 'string' || header.length > 1024) return 'missing';
   const items = header.split(',').map((item) => item.trim().split('='));
   const t = items.find(([k]) => k === 't')?.[1];
   if (!t || !/^\d{1,12}$/.test(t)) return 'no timestamp';
-  if (!items.some(([k, v]) => k === 'v1' && !!v && /^[0-9a-f]{64}$/.test(v))) return 'no v1 signature';
+  if (!items.some(([k, v]) => k === 'v1' && !!v && /^[0-9a-f]{64}$/.test(v)))
+    return 'no v1 signature';
   // stale, or dated ahead by more than the same tolerance (Stripe's SDK checks only the age: a
   // header signed with a clock far ahead, or with a leaked secret, would stay good until its date)
   if (Math.abs(nowSeconds - Number(t)) > SIGNATURE_TOLERANCE_SECONDS) return 'stale';
@@ -30,14 +39,23 @@ function stripeSignatureProblem(header: string | string[] | undefined, nowSecond
  * answer as the guards: 400 WEBHOOK_SIGNATURE_INVALID. A well-formed, fresh signature still has
  * its HMAC verified by StripeSignatureGuard over the raw bytes.
  */
-export function webhookPrecheck(checkStorageToken: (authorization: string | undefined) => void): onRequestHookHandler {
+export function webhookPrecheck(
+  checkStorageToken: (authorization: string | undefined) => void,
+): onRequestHookHandler {
   return (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
     if (request.method !== 'POST') return done();
     const route = request.routeOptions.url;
     try {
       if (route === STRIPE_ROUTE) {
-        const problem = stripeSignatureProblem(request.headers['stripe-signature'], Math.floor(Date.now() / 1000));
-        if (problem) throw new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The Stripe-Signature is invalid or stale.');
+        const problem = stripeSignatureProblem(
+          request.headers['stripe-signature'],
+          Math.floor(Date.now() / 1000),
+        );
+        if (problem)
+          throw new DomainError(
+            'WEBHOOK_SIGNATURE_INVALID',
+            'The Stripe-Signature is invalid or stale.',
+          );
       } else if (route === STORAGE_ROUTE) {
         checkStorageToken(request.headers.authorization);
       }
@@ -58,9 +76,12 @@ export function webhookPrecheck(checkStorageToken: (authorization: string | unde
  * charset and shape checks (415, 400) an unsigned caller therefore never reaches, and to
  * StripeSignatureGuard, which verifies it again and builds the event.
  */
-export function stripeSignatureFirst(signed: (raw: Buffer, signature: string) => boolean): preParsingHookHandler {
+export function stripeSignatureFirst(
+  signed: (raw: Buffer, signature: string) => boolean,
+): preParsingHookHandler {
   return (request, reply, payload, done) => {
-    if (request.method !== 'POST' || request.routeOptions.url !== STRIPE_ROUTE) return done(null, payload);
+    if (request.method !== 'POST' || request.routeOptions.url !== STRIPE_ROUTE)
+      return done(null, payload);
     if (Number(request.headers['content-length']) > WEBHOOK_BODY_LIMIT) return done(null, payload);
     const signature = request.headers['stripe-signature'];
     const chunks: Buffer[] = [];
@@ -95,7 +116,9 @@ export function stripeSignatureFirst(signed: (raw: Buffer, signature: string) =>
       if (settled) return;
       const raw = Buffer.concat(chunks, size);
       if (typeof signature !== 'string' || !signed(raw, signature)) {
-        refuse(new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The Stripe-Signature is invalid or stale.'));
+        refuse(
+          new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The Stripe-Signature is invalid or stale.'),
+        );
         return;
       }
       settled = true;

@@ -78,9 +78,17 @@ export class WebhooksService {
   verify(rawBody: Buffer | undefined, signature: string | undefined): Stripe.Event {
     try {
       if (!rawBody || !signature) throw new Error('missing body or signature');
-      return this.stripe.webhooks.constructEvent(rawBody, signature, this.config.stripe.webhookSecret, SIGNATURE_TOLERANCE_SECONDS);
+      return this.stripe.webhooks.constructEvent(
+        rawBody,
+        signature,
+        this.config.stripe.webhookSecret,
+        SIGNATURE_TOLERANCE_SECONDS,
+      );
     } catch {
-      throw new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The Stripe-Signature is invalid or stale.');
+      throw new DomainError(
+        'WEBHOOK_SIGNATURE_INVALID',
+        'The Stripe-Signature is invalid or stale.',
+      );
     }
   }
 

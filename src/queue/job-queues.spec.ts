@@ -74,7 +74,11 @@ describe('JobQueues', () => {
         }
 
         @OnJob(JobName.ExpireReservation)
-        async typed({ orderId }: { orderId: string }, job: JobOf<JobName.ExpireReservation>, token?: string) {
+        async typed(
+          { orderId }: { orderId: string },
+          job: JobOf<JobName.ExpireReservation>,
+          token?: string,
+        ) {
           return [orderId, job.name, token];
         }
       }

@@ -13,7 +13,11 @@ export class JobQueues {
     this.byName = new Map(queues.map((queue) => [queue.name, queue]));
   }
 
-  async add<N extends JobName>(name: N, data: JobPayloads[N], opts?: JobsOptions): Promise<JobOf<N>> {
+  async add<N extends JobName>(
+    name: N,
+    data: JobPayloads[N],
+    opts?: JobsOptions,
+  ): Promise<JobOf<N>> {
     return (await this.queueOf(name).add(name, data, opts)) as JobOf<N>;
   }
 

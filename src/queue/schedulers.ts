@@ -153,8 +153,16 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
    * is left to stall and, after its stalls, fails — and no job comes after it, while the scheduler
    * still matches SCHEDULES: its pass never ran again. Upserted, it makes jobs again.
    */
-  private async lostItsNextJob(queue: Queue, found: JobSchedulerJson, everyMs: number): Promise<boolean> {
-    if (typeof found.next !== 'number' || found.next > Date.now() - 2 * everyMs - LOST_NEXT_MARGIN_MS) return false;
+  private async lostItsNextJob(
+    queue: Queue,
+    found: JobSchedulerJson,
+    everyMs: number,
+  ): Promise<boolean> {
+    if (
+      typeof found.next !== 'number' ||
+      found.next > Date.now() - 2 * everyMs - LOST_NEXT_MARGIN_MS
+    )
+      return false;
     const next = await queue.getJob(`repeat:${found.key}:${found.next}`);
     return !next || (await next.getState()) === 'failed';
   }
@@ -198,7 +206,11 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
         // build's interval and data stand)
         await attempt(() =>
           !current && found
-            ? this.jobs.schedule(job, found.every ?? everyMs, (found.template?.data ?? data) as typeof data)
+            ? this.jobs.schedule(
+                job,
+                found.every ?? everyMs,
+                (found.template?.data ?? data) as typeof data,
+              )
             : this.jobs.schedule(job, everyMs, data),
         );
       }
@@ -207,7 +219,13 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
         if (!wanted.some((s) => String(s.job) === key))
           await attempt(() => queue.removeJobScheduler(key));
       }
-      await client.runCommand('eval', [RECORD_REVISION, 1, revisionKey, String(SCHEDULES_REVISION), String(REVISION_TTL_MS)]);
+      await client.runCommand('eval', [
+        RECORD_REVISION,
+        1,
+        revisionKey,
+        String(SCHEDULES_REVISION),
+        String(REVISION_TTL_MS),
+      ]);
     }
     if (refused !== undefined) throw refused;
     return changed;

@@ -15,7 +15,10 @@ class Host extends WorkerHost {
  */
 function stuckWorker() {
   let closing: Promise<void> | undefined;
-  const close = jest.fn((force?: boolean) => (closing ??= force ? Promise.resolve() : new Promise<void>(() => undefined)));
+  const close = jest.fn(
+    (force?: boolean) =>
+      (closing ??= force ? Promise.resolve() : new Promise<void>(() => undefined)),
+  );
   const pause = jest.fn(() => new Promise<void>(() => undefined));
   const host = new Host();
   Object.assign(host, { _worker: { name: 'payments', close, pause } });
@@ -47,7 +50,14 @@ describe('WorkerDrain', () => {
     const { host, close, pause } = stuckWorker();
     pause.mockImplementation(() => Promise.reject(new Error('Connection is closed.')));
     const discovery = { getProviders: () => [{ instance: host }] } as unknown as DiscoveryService;
-    const drain = new WorkerDrain(discovery, loadConfig({ NODE_ENV: 'development', SHUTDOWN_TIMEOUT_MS: '200', DATABASE_POOL_WAIT_MS: '100' }));
+    const drain = new WorkerDrain(
+      discovery,
+      loadConfig({
+        NODE_ENV: 'development',
+        SHUTDOWN_TIMEOUT_MS: '200',
+        DATABASE_POOL_WAIT_MS: '100',
+      }),
+    );
     await drain.beforeApplicationShutdown();
     expect(close.mock.calls).toEqual([[true]]);
   });

@@ -48,7 +48,10 @@ export class WorkerDrain implements BeforeApplicationShutdown {
       }
       // the first close, forced: it waits for no job (none runs, or one stuck is given up) and
       // drops the connections instead of asking a Redis that may not answer to QUIT
-      await Promise.race([host.worker.close(true), new Promise((r) => setTimeout(r, 1_000).unref())]);
+      await Promise.race([
+        host.worker.close(true),
+        new Promise((r) => setTimeout(r, 1_000).unref()),
+      ]);
     } catch {
       /* never started (e.g. boot failed before the workers ran) */
     } finally {

@@ -22,7 +22,8 @@ export class DemoSeeder {
 
   async run(): Promise<string[]> {
     // demo credentials exist only on development instances (the first admin: npm run admin:create)
-    if (!this.config.isDevelopment) throw new Error('demo data is loaded only with NODE_ENV=development');
+    if (!this.config.isDevelopment)
+      throw new Error('demo data is loaded only with NODE_ENV=development');
     await this.accounts.ensureAccount(DEMO_ADMIN.email, DEMO_ADMIN.password, 'admin', 'Demo Admin');
     await this.accounts.ensureAccount(
       DEMO_CUSTOMER.email,

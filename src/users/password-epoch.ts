@@ -7,7 +7,10 @@ import { createHash } from 'node:crypto';
  * never recomputed when the same password is hashed anew (a rehash keeps the epoch).
  */
 export function passwordEpochOf(passwordHash: string): string {
-  return createHash('sha256').update(`signin-credential\0${passwordHash}`).digest('base64url').slice(0, 22);
+  return createHash('sha256')
+    .update(`signin-credential\0${passwordHash}`)
+    .digest('base64url')
+    .slice(0, 22);
 }
 
 /**

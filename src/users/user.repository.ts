@@ -70,15 +70,27 @@ export class UserRepository {
    * the password against (a change committed in between wins; false: nothing written). A new
    * password starts a new epoch; a `rehash` (the same password hashed anew) keeps the account's.
    */
-  async setPasswordHash(id: string, hash: string, now: Date, verified: string, kind: 'new-password' | 'rehash'): Promise<boolean> {
+  async setPasswordHash(
+    id: string,
+    hash: string,
+    now: Date,
+    verified: string,
+    kind: 'new-password' | 'rehash',
+  ): Promise<boolean> {
     const result = await this.tx.withManager(async (m) => {
       if (kind === 'new-password') {
-        return users(m).update({ id, passwordHash: verified }, { passwordHash: hash, passwordEpoch: passwordEpochOf(hash), updatedAt: now });
+        return users(m).update(
+          { id, passwordHash: verified },
+          { passwordHash: hash, passwordEpoch: passwordEpochOf(hash), updatedAt: now },
+        );
       }
       // (for the rest of the caller's transaction: users_password_epoch keeps the epoch; outside
       // one, the setting ends with its own statement and the rehash gets a new epoch — stricter)
       await m.query(`SELECT set_config('${REHASH_SETTING}', 'on', true)`);
-      return users(m).update({ id, passwordHash: verified }, { passwordHash: hash, updatedAt: now });
+      return users(m).update(
+        { id, passwordHash: verified },
+        { passwordHash: hash, updatedAt: now },
+      );
     });
     return (result.affected ?? 0) > 0;
   }
@@ -90,7 +102,10 @@ export class UserRepository {
    * holding it FOR SHARE and each then updating it deadlock; not FOR UPDATE, which would also hold
    * off the customer's own inserts that reference the row: orders, cart lines, sessions).
    */
-  async lockPassword(id: string, forUpdate = false): Promise<Pick<User, 'passwordHash' | 'passwordEpoch'> | null> {
+  async lockPassword(
+    id: string,
+    forUpdate = false,
+  ): Promise<Pick<User, 'passwordHash' | 'passwordEpoch'> | null> {
     const found = await this.tx.withManager((m) =>
       users(m)
         .createQueryBuilder('u')
@@ -112,8 +127,16 @@ export class UserRepository {
       await users(m)
         .createQueryBuilder()
         .insert()
-        .values({ ...u, passwordEpoch: passwordEpochOf(u.passwordHash), createdAt: now, updatedAt: now })
-        .orUpdate(['role', 'password_hash', ...(keptPassword ? [] : ['password_epoch']), 'updated_at'], ['email'])
+        .values({
+          ...u,
+          passwordEpoch: passwordEpochOf(u.passwordHash),
+          createdAt: now,
+          updatedAt: now,
+        })
+        .orUpdate(
+          ['role', 'password_hash', ...(keptPassword ? [] : ['password_epoch']), 'updated_at'],
+          ['email'],
+        )
         .execute();
       return toUser(await users(m).findOneByOrFail({ email: u.email }));
     });

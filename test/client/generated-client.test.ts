@@ -252,7 +252,9 @@ describe('generated client (openapi-typescript + openapi-fetch) against the runn
     const shortProblem = problem(short, 409);
     expect(shortProblem.code).toBe('INSUFFICIENT_STOCK');
     // the products short are typed members of the problem, read without a cast
-    expect(shortProblem.products?.map((p) => [p.productId, p.requested])).toEqual([[product.id, 6]]);
+    expect(shortProblem.products?.map((p) => [p.productId, p.requested])).toEqual([
+      [product.id, 6],
+    ]);
 
     const placed = await api.POST('/v1/orders', {
       headers: me,

@@ -43,7 +43,10 @@ interface Document {
   servers?: Array<{ url: string }>;
   tags?: Array<{ name: string; description?: string }>;
   paths: Record<string, Record<string, Operation>>;
-  components: { schemas: Record<string, Schema>; securitySchemes: Record<string, { type: string; scheme?: string }> };
+  components: {
+    schemas: Record<string, Schema>;
+    securitySchemes: Record<string, { type: string; scheme?: string }>;
+  };
 }
 
 const doc: Document = JSON.parse(readFileSync(join(__dirname, '..', '..', 'openapi.json'), 'utf8'));
@@ -105,14 +108,25 @@ describe('the committed OpenAPI document', () => {
     for (const { where, op } of operations) {
       const own = OWN_SCHEME[op.operationId ?? ''];
       if (!PUBLIC.includes(op.operationId ?? ''))
-        expect({ where, security: op.security }).toEqual({ where, security: own ?? [{ bearer: [] }] });
+        expect({ where, security: op.security }).toEqual({
+          where,
+          security: own ?? [{ bearer: [] }],
+        });
       // OpenAPI ignores a header parameter named Authorization: a credential is a scheme or nothing
-      expect({ where, authorizationParameter: (op.parameters ?? []).some((p) => 'name' in p && p.name.toLowerCase() === 'authorization') }).toEqual({
+      expect({
+        where,
+        authorizationParameter: (op.parameters ?? []).some(
+          (p) => 'name' in p && p.name.toLowerCase() === 'authorization',
+        ),
+      }).toEqual({
         where,
         authorizationParameter: false,
       });
     }
-    expect(doc.components.securitySchemes.storageToken).toMatchObject({ type: 'http', scheme: 'bearer' });
+    expect(doc.components.securitySchemes.storageToken).toMatchObject({
+      type: 'http',
+      scheme: 'bearer',
+    });
   });
 
   it('serves every 4xx and 5xx as application/problem+json with the Problem schema; 401 and 403 where protected; Retry-After on 429', () => {
@@ -143,7 +157,14 @@ describe('the committed OpenAPI document', () => {
 
   it('defines Problem per RFC 9457 with `code` an enum of every error code', () => {
     const problem = doc.components.schemas.Problem;
-    expect(problem?.required?.sort()).toEqual(['code', 'detail', 'requestId', 'status', 'title', 'type']);
+    expect(problem?.required?.sort()).toEqual([
+      'code',
+      'detail',
+      'requestId',
+      'status',
+      'title',
+      'type',
+    ]);
     expect(Object.keys(problem?.properties ?? {}).sort()).toEqual([
       'code',
       'delta', // STOCK_BELOW_RESERVED's figures
@@ -256,10 +277,15 @@ describe('the committed OpenAPI document', () => {
     expect(missing).toEqual([]);
   });
 
-  it('does not require the bodies API.md lets a client leave out, and declares the provider\'s refusal where it can happen', () => {
+  it("does not require the bodies API.md lets a client leave out, and declares the provider's refusal where it can happen", () => {
     // POST /v1/orders without a body checks out the cart; a refund without one refunds the rest
-    for (const id of ['createOrder', 'refundOrder']) expect([id, byId.get(id)?.op.requestBody?.required]).toEqual([id, false]);
-    for (const id of ['startPayment', 'refundOrder']) expect([id, Object.keys(byId.get(id)!.op.responses)]).toEqual([id, expect.arrayContaining(['502'])]);
+    for (const id of ['createOrder', 'refundOrder'])
+      expect([id, byId.get(id)?.op.requestBody?.required]).toEqual([id, false]);
+    for (const id of ['startPayment', 'refundOrder'])
+      expect([id, Object.keys(byId.get(id)!.op.responses)]).toEqual([
+        id,
+        expect.arrayContaining(['502']),
+      ]);
   });
 
   it('declares X-Request-Id on every answer and the RateLimit headers on every 429 (API.md)', () => {
@@ -267,7 +293,10 @@ describe('the committed OpenAPI document', () => {
     for (const { where, op } of operations) {
       for (const [status, response] of Object.entries(op.responses)) {
         if (!response.headers?.['X-Request-Id']) missing.push(`${where} ${status} X-Request-Id`);
-        if (status === '429' && !(response.headers?.['RateLimit'] && response.headers?.['RateLimit-Policy']))
+        if (
+          status === '429' &&
+          !(response.headers?.['RateLimit'] && response.headers?.['RateLimit-Policy'])
+        )
           missing.push(`${where} 429 RateLimit`);
       }
     }

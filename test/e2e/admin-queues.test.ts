@@ -7,14 +7,21 @@ import { TEST_PASSWORD, createAdmin, createStaff, registerCustomer } from '../su
 import { TestApp, bootTestApp } from '../support/test-app';
 
 /** A GET whose request target is sent as written (fetch would normalise it). */
-function rawGet(base: string, target: string, token: string): Promise<{ status: number; body: string }> {
+function rawGet(
+  base: string,
+  target: string,
+  token: string,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const { hostname, port } = new URL(base);
-    const req = request({ host: hostname, port, path: target, headers: { authorization: `Bearer ${token}` } }, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    const req = request(
+      { host: hostname, port, path: target, headers: { authorization: `Bearer ${token}` } },
+      (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -99,14 +106,27 @@ describe('admin: queue board at /admin/queues', () => {
 
   it("answers the board's own refusals and failures as problems: a malformed query value 400, an unknown queue 4xx, never a raw 500", async () => {
     const admin = await createAdmin(t);
-    for (const path of ['/admin/queues/api/queues?activeQueue=%25', '/admin/queues/api/job-schedulers?queueName=%25']) {
+    for (const path of [
+      '/admin/queues/api/queues?activeQueue=%25',
+      '/admin/queues/api/job-schedulers?queueName=%25',
+    ]) {
       const res = await t.http.get(path, { token: admin.accessToken });
       expect([path, res.status]).toEqual([path, 400]);
       expectProblem(res, 400, 'BAD_REQUEST');
     }
     // paging Redis cannot take (a 500 before), or too large a page to read in one script
-    for (const query of ['page=1e300', 'jobsPerPage=1e300', 'page=99999999999999999999', 'jobsPerPage=100000000', 'page=0', 'page=1.5']) {
-      const res = await t.http.get(`/admin/queues/api/queues?activeQueue=orders&status=waiting&${query}`, { token: admin.accessToken });
+    for (const query of [
+      'page=1e300',
+      'jobsPerPage=1e300',
+      'page=99999999999999999999',
+      'jobsPerPage=100000000',
+      'page=0',
+      'page=1.5',
+    ]) {
+      const res = await t.http.get(
+        `/admin/queues/api/queues?activeQueue=orders&status=waiting&${query}`,
+        { token: admin.accessToken },
+      );
       expect([query, res.status]).toEqual([query, 400]);
       expectProblem(res, 400, 'VALIDATION_FAILED');
     }
@@ -120,8 +140,17 @@ describe('admin: queue board at /admin/queues', () => {
       expect([target, res.status]).toEqual([target, 400]);
       expect(JSON.parse(res.body)).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
     }
-    expect((await t.http.get('/admin/queues/api/queues?activeQueue=orders&status=waiting&page=2&jobsPerPage=50', { token: admin.accessToken })).status).toBe(200);
-    const unknown = await t.http.get('/admin/queues/api/queues/no-such-queue/no-such-job', { token: admin.accessToken });
+    expect(
+      (
+        await t.http.get(
+          '/admin/queues/api/queues?activeQueue=orders&status=waiting&page=2&jobsPerPage=50',
+          { token: admin.accessToken },
+        )
+      ).status,
+    ).toBe(200);
+    const unknown = await t.http.get('/admin/queues/api/queues/no-such-queue/no-such-job', {
+      token: admin.accessToken,
+    });
     expect(unknown.status).toBeGreaterThanOrEqual(400);
     expect(unknown.status).toBeLessThan(500);
     // as every problem: UTF-8 named, a detail that says what the status says (not "Bad request" for a 404)
@@ -130,15 +159,23 @@ describe('admin: queue board at /admin/queues', () => {
     if (unknown.status === 404) expect(unknown.body.detail).not.toMatch(/bad request/i);
     // what the board's UI reads of its own refusals is still there
     expect(unknown.body).toHaveProperty('error');
-    const logs = await t.http.get('/admin/queues/api/queues/x/y/logs', { token: admin.accessToken });
-    expect([logs.status, logs.body.code, logs.body.detail]).toEqual([404, 'ROUTE_NOT_FOUND', 'Not Found.']);
+    const logs = await t.http.get('/admin/queues/api/queues/x/y/logs', {
+      token: admin.accessToken,
+    });
+    expect([logs.status, logs.body.code, logs.body.detail]).toEqual([
+      404,
+      'ROUTE_NOT_FOUND',
+      'Not Found.',
+    ]);
     expect(logs.headers.get('content-type')).toBe('application/problem+json; charset=utf-8');
   });
 
   it('Redis lost during a board request (after the readiness check): 503 with Retry-After, not a 500', async () => {
     const admin = await createAdmin(t);
     const [queue] = t.app.get(QueueBoardQueues).queues;
-    const spy = jest.spyOn(queue, 'getJobCounts').mockRejectedValue(new Error('Connection is closed.'));
+    const spy = jest
+      .spyOn(queue, 'getJobCounts')
+      .mockRejectedValue(new Error('Connection is closed.'));
     try {
       const res = await t.http.get('/admin/queues/api/queues', { token: admin.accessToken });
       expectProblem(res, 503, 'SERVICE_UNAVAILABLE');
@@ -147,7 +184,9 @@ describe('admin: queue board at /admin/queues', () => {
     } finally {
       spy.mockRestore();
     }
-    expect((await t.http.get('/admin/queues/api/queues', { token: admin.accessToken })).status).toBe(200);
+    expect(
+      (await t.http.get('/admin/queues/api/queues', { token: admin.accessToken })).status,
+    ).toBe(200);
   });
 
   it('serves the board to an admin signing in with HTTP Basic (email:password)', async () => {
@@ -165,16 +204,32 @@ describe('admin: queue board at /admin/queues', () => {
   it('a verified Basic header stops working the moment the password changes or the role is taken away', async () => {
     const admin = await createAdmin(t);
     const old = basic(admin.email, TEST_PASSWORD);
-    expect((await t.http.get('/admin/queues/api/queues', { headers: { authorization: old } })).status).toBe(200);
+    expect(
+      (await t.http.get('/admin/queues/api/queues', { headers: { authorization: old } })).status,
+    ).toBe(200);
     // the admin changes a leaked password: the old one must not open the board any more
-    const changed = await t.http.post('/v1/me/password', { currentPassword: TEST_PASSWORD, newPassword: 'fresh-password-42' }, { token: admin.accessToken });
+    const changed = await t.http.post(
+      '/v1/me/password',
+      { currentPassword: TEST_PASSWORD, newPassword: 'fresh-password-42' },
+      { token: admin.accessToken },
+    );
     expect(changed.status).toBe(204);
-    expectProblem(await t.http.get('/admin/queues/api/queues', { headers: { authorization: old } }), 401, 'INVALID_CREDENTIALS');
+    expectProblem(
+      await t.http.get('/admin/queues/api/queues', { headers: { authorization: old } }),
+      401,
+      'INVALID_CREDENTIALS',
+    );
     const fresh = basic(admin.email, 'fresh-password-42');
-    expect((await t.http.get('/admin/queues/api/queues', { headers: { authorization: fresh } })).status).toBe(200);
+    expect(
+      (await t.http.get('/admin/queues/api/queues', { headers: { authorization: fresh } })).status,
+    ).toBe(200);
     // demoted to a customer: the header it just verified is refused too
     await t.db.pool.query(`UPDATE users SET role = 'customer' WHERE id = $1`, [admin.user.id]);
-    expectProblem(await t.http.get('/admin/queues/api/queues', { headers: { authorization: fresh } }), 401, 'INVALID_CREDENTIALS');
+    expectProblem(
+      await t.http.get('/admin/queues/api/queues', { headers: { authorization: fresh } }),
+      401,
+      'INVALID_CREDENTIALS',
+    );
   });
 
   it('answers 401 INVALID_CREDENTIALS for a wrong password or an unknown email', async () => {
@@ -212,14 +267,20 @@ describe('admin: queue board at /admin/queues', () => {
   });
 
   it('a refused bearer token is named in the 401 challenge beside the Basic one (the board takes both)', async () => {
-    const res = await t.http.get('/admin/queues/api/queues', { headers: { authorization: 'Bearer abc.def.ghi' } });
+    const res = await t.http.get('/admin/queues/api/queues', {
+      headers: { authorization: 'Bearer abc.def.ghi' },
+    });
     expectProblem(res, 401, 'TOKEN_INVALID');
-    expect(res.headers.get('www-authenticate')).toBe('Basic realm="queues", charset="UTF-8", Bearer error="invalid_token"');
+    expect(res.headers.get('www-authenticate')).toBe(
+      'Basic realm="queues", charset="UTF-8", Bearer error="invalid_token"',
+    );
   });
 
   it('a Basic header with a control character in it is a failed sign-in (401), not a database error (400)', async () => {
     for (const email of ['a\u0000@shop.test', 'a@shop.test\u0007']) {
-      const res = await t.http.get('/admin/queues', { headers: { authorization: basic(email, 'password-12') } });
+      const res = await t.http.get('/admin/queues', {
+        headers: { authorization: basic(email, 'password-12') },
+      });
       expectProblem(res, 401, 'UNAUTHENTICATED');
       expect(res.headers.get('www-authenticate')).toMatch(/^Basic realm="queues"/);
     }

@@ -1,7 +1,13 @@
 import { Logger } from '@nestjs/common';
 import Redis from 'ioredis';
 import { createHash, randomUUID } from 'node:crypto';
-import { TEST_PASSWORD, createAdmin, registerCustomer, withAuthProbe, signInLimitsAnswering } from '../support/auth';
+import {
+  TEST_PASSWORD,
+  createAdmin,
+  registerCustomer,
+  withAuthProbe,
+  signInLimitsAnswering,
+} from '../support/auth';
 import { counterKey } from '../../src/common/throttling/rate-limit.policies';
 import { accountTracker } from '../../src/common/throttling/account-rate-limit';
 import { insertProduct } from '../support/fixtures';
@@ -123,9 +129,13 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(60); // the hour window
   });
 
-  it('limits registration per IPv6 /48 too (2,560 an hour: a /56 household\'s worth): one host rotating through the /64s of its allocation', async () => {
+  it("limits registration per IPv6 /48 too (2,560 an hour: a /56 household's worth): one host rotating through the /64s of its allocation", async () => {
     const register = (app: TestApp, ip: string) =>
-      app.http.post('/v1/auth/register', { email: `${randomUUID()}@x.io`, password: 'short' }, xff(ip));
+      app.http.post(
+        '/v1/auth/register',
+        { email: `${randomUUID()}@x.io`, password: 'short' },
+        xff(ip),
+      );
     // 2,550 of the /48's registrations spent already (as by 255 /64s at their own 10 each)
     const redis = new Redis(a.config.redis.url);
     try {
@@ -136,7 +146,10 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     }
     // ten more from ten other /64s of it, each far under its own 10: the /48's last ten
     const statuses = [];
-    for (let i = 0; i < 10; i++) statuses.push((await register(i % 2 ? b : a, `2001:db8:77:${(0x100 + i).toString(16)}::1`)).status);
+    for (let i = 0; i < 10; i++)
+      statuses.push(
+        (await register(i % 2 ? b : a, `2001:db8:77:${(0x100 + i).toString(16)}::1`)).status,
+      );
     expect(statuses).toEqual(Array(10).fill(400));
     const refused = await register(a, '2001:db8:77:1ff::1'); // a /64 never seen: its /48 is spent
     expect(refused.status).toBe(429);
@@ -154,27 +167,52 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     for (let i = 0; i < 11; i++) {
       const app = i % 2 ? b : a;
       const spelling = i % 3 ? email : ` ${email.toUpperCase()} `; // one account, however it is written
-      statuses.push((await app.http.post('/v1/auth/register', { email: spelling, password: 'short' }, xff(`10.12.0.${i + 1}`))).status);
+      statuses.push(
+        (
+          await app.http.post(
+            '/v1/auth/register',
+            { email: spelling, password: 'short' },
+            xff(`10.12.0.${i + 1}`),
+          )
+        ).status,
+      );
     }
     expect(statuses.slice(0, 10).every((s) => s === 400)).toBe(true);
     expect(statuses[10]).toBe(429);
-    const res = await a.http.post('/v1/auth/register', { email, password: 'short' }, xff('10.12.1.1'));
+    const res = await a.http.post(
+      '/v1/auth/register',
+      { email, password: 'short' },
+      xff('10.12.1.1'),
+    );
     expect(res.status).toBe(429);
     expect(res.headers.get('ratelimit-policy')).toContain('"register-account";q=10;w=3600');
     // another account from those same clients is not held back
-    expect((await a.http.post('/v1/auth/register', { email: `${randomUUID()}@x.io`, password: 'short' }, xff('10.12.0.1'))).status).toBe(400);
+    expect(
+      (
+        await a.http.post(
+          '/v1/auth/register',
+          { email: `${randomUUID()}@x.io`, password: 'short' },
+          xff('10.12.0.1'),
+        )
+      ).status,
+    ).toBe(400);
   });
 
   it("counts webhooks in their own per-IP budget, not the default one: the provider's few addresses deliver a sale's events", async () => {
     const storage = (raw: string) =>
       a.http.request('POST', '/v1/webhooks/storage', undefined, {
         raw,
-        headers: { authorization: `Bearer ${a.config.storage.webhookToken}`, 'x-forwarded-for': '10.13.0.1' },
+        headers: {
+          authorization: `Bearer ${a.config.storage.webhookToken}`,
+          'x-forwarded-for': '10.13.0.1',
+        },
       });
     const first = await storage('{}');
     expect(first.headers.get('ratelimit-policy')).toBe('"webhook-ip";q=6000;w=60');
     expect(first.headers.get('ratelimit')).toMatch(/^"webhook-ip";r=5999;t=\d+$/);
-    expect((await storage('{"Records":[]}')).headers.get('ratelimit')).toMatch(/^"webhook-ip";r=5998;t=\d+$/);
+    expect((await storage('{"Records":[]}')).headers.get('ratelimit')).toMatch(
+      /^"webhook-ip";r=5998;t=\d+$/,
+    );
     // one refused for its signature — from its headers alone (none), or by its HMAC (a fresh,
     // well-formed one that is wrong) — is answered before any budget is spent
     const wrong = `t=${Math.floor(Date.now() / 1000)},v1=${'0'.repeat(64)}`;
@@ -193,11 +231,19 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     const user = await registerCustomer(a.http, xff('10.14.0.1'));
     const productId = await insertProduct(a.db.pool, { stock: 5 });
     const put = (i: number) =>
-      (i % 2 ? b : a).http.put(`/v1/cart/items/${productId}`, { quantity: 1 + (i % 3) }, { token: user.accessToken, ...xff(`10.14.${1 + (i % 200)}.9`) });
+      (i % 2 ? b : a).http.put(
+        `/v1/cart/items/${productId}`,
+        { quantity: 1 + (i % 3) },
+        { token: user.accessToken, ...xff(`10.14.${1 + (i % 200)}.9`) },
+      );
     const first = await put(0);
     expect(first.status).toBe(200);
-    expect(first.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60, "user-writes";q=120;w=60, "user-writes-day";q=2000;w=86400');
-    expect(first.headers.get('ratelimit')).toMatch(/"user-writes";r=119;t=\d+, "user-writes-day";r=1999;t=\d+$/);
+    expect(first.headers.get('ratelimit-policy')).toBe(
+      '"default";q=300;w=60, "user-writes";q=120;w=60, "user-writes-day";q=2000;w=86400',
+    );
+    expect(first.headers.get('ratelimit')).toMatch(
+      /"user-writes";r=119;t=\d+, "user-writes-day";r=1999;t=\d+$/,
+    );
     // a read is not a write
     const read = await a.http.get('/v1/cart', { token: user.accessToken, ...xff('10.14.0.1') });
     expect(read.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60');
@@ -208,8 +254,20 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(0);
     // another account, and an anonymous write, are not held by it
     const other = await registerCustomer(a.http, xff('10.14.0.2'));
-    expect((await a.http.put(`/v1/cart/items/${productId}`, { quantity: 1 }, { token: other.accessToken, ...xff('10.14.0.2') })).status).toBe(200);
-    const anonymous = await a.http.post('/v1/auth/refresh', { refreshToken: 'never-issued' }, xff('10.14.0.3'));
+    expect(
+      (
+        await a.http.put(
+          `/v1/cart/items/${productId}`,
+          { quantity: 1 },
+          { token: other.accessToken, ...xff('10.14.0.2') },
+        )
+      ).status,
+    ).toBe(200);
+    const anonymous = await a.http.post(
+      '/v1/auth/refresh',
+      { refreshToken: 'never-issued' },
+      xff('10.14.0.3'),
+    );
     expect(anonymous.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60');
   });
 
@@ -226,7 +284,11 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
       redis.disconnect();
     }
     const order = (idempotencyKey = randomUUID()) =>
-      a.http.post('/v1/orders', { items: [{ productId, quantity: 1 }] }, { token: user.accessToken, idempotencyKey, ...xff('10.15.0.1') });
+      a.http.post(
+        '/v1/orders',
+        { items: [{ productId, quantity: 1 }] },
+        { token: user.accessToken, idempotencyKey, ...xff('10.15.0.1') },
+      );
     // an order is placed only while the day leaves room to pay for or cancel it and the others
     // open (6 writes): the 1994th is, the 1995th is not …
     const placedKey = randomUUID();
@@ -240,13 +302,25 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
       expect(refused.headers.get('ratelimit')).toMatch(/"user-writes-day";r=0;t=\d+$/);
       // nor does the placed order's answer, lost and asked for again: replayed, writing nothing
       const again = await order(placedKey);
-      expect([again.status, again.headers.get('idempotent-replayed'), again.body.id]).toEqual([201, 'true', placed.body.id]);
+      expect([again.status, again.headers.get('idempotent-replayed'), again.body.id]).toEqual([
+        201,
+        'true',
+        placed.body.id,
+      ]);
     }
     // … and that room is there: the order can be paid for (and other writes go on to 2000)
-    const pay = await a.http.post(`/v1/orders/${placed.body.id}/payment`, {}, { token: user.accessToken, idempotencyKey: randomUUID(), ...xff('10.15.0.1') });
+    const pay = await a.http.post(
+      `/v1/orders/${placed.body.id}/payment`,
+      {},
+      { token: user.accessToken, idempotencyKey: randomUUID(), ...xff('10.15.0.1') },
+    );
     expect(pay.status).toBe(201);
     const put = (quantity: number) =>
-      a.http.put(`/v1/cart/items/${productId}`, { quantity }, { token: user.accessToken, ...xff('10.15.0.1') });
+      a.http.put(
+        `/v1/cart/items/${productId}`,
+        { quantity },
+        { token: user.accessToken, ...xff('10.15.0.1') },
+      );
     for (let i = 0; i < 4; i++) expect((await put(1 + (i % 3))).status).toBe(200);
     const last = await put(1);
     expect(last.status).toBe(200);
@@ -255,9 +329,15 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
     expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(86_000); // the day's window
     // reads still answer; an admin's writes carry no day's count
-    expect((await a.http.get('/v1/cart', { token: user.accessToken, ...xff('10.15.0.1') })).status).toBe(200);
+    expect(
+      (await a.http.get('/v1/cart', { token: user.accessToken, ...xff('10.15.0.1') })).status,
+    ).toBe(200);
     const admin = await createAdmin(a);
-    const adminWrite = await a.http.put(`/v1/cart/items/${productId}`, { quantity: 1 }, { token: admin.accessToken, ...xff('10.15.0.2') });
+    const adminWrite = await a.http.put(
+      `/v1/cart/items/${productId}`,
+      { quantity: 1 },
+      { token: admin.accessToken, ...xff('10.15.0.2') },
+    );
     expect(adminWrite.headers.get('ratelimit-policy')).not.toContain('user-writes-day');
   });
 
@@ -294,27 +374,43 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect(fromBob.headers.get('ratelimit')).toMatch(/"order-create";r=29;t=\d+/);
   });
 
-  it('a retry of a completed order (its answer lost) past the order-create limit gets the stored 201, not a 429 — within one more window\'s worth', async () => {
+  it("a retry of a completed order (its answer lost) past the order-create limit gets the stored 201, not a 429 — within one more window's worth", async () => {
     const carol = await registerCustomer(a.http, xff('10.9.0.1'));
     const productId = await insertProduct(a.db.pool, { stock: 5 });
     const key = `lost-answer-${randomUUID()}`;
-    const order = (app: TestApp, idempotencyKey: string, items: unknown = [{ productId, quantity: 1 }]) =>
-      app.http.post('/v1/orders', { items }, { token: carol.accessToken, idempotencyKey, ...xff('10.9.1.1') });
+    const order = (
+      app: TestApp,
+      idempotencyKey: string,
+      items: unknown = [{ productId, quantity: 1 }],
+    ) =>
+      app.http.post(
+        '/v1/orders',
+        { items },
+        { token: carol.accessToken, idempotencyKey, ...xff('10.9.1.1') },
+      );
     const first = await order(a, key);
     expect(first.status).toBe(201);
     // the rest of the minute's 30 spent on orders refused as invalid (counted before validation)
-    for (let i = 0; i < 29; i++) expect((await order(i % 2 ? b : a, `bad-${i}-${randomUUID()}`, 'x')).status).toBe(400);
+    for (let i = 0; i < 29; i++)
+      expect((await order(i % 2 ? b : a, `bad-${i}-${randomUUID()}`, 'x')).status).toBe(400);
     expect((await order(a, `new-${randomUUID()}`)).status).toBe(429);
     for (const app of [a, b]) {
       const retry = await order(app, key);
-      expect([retry.status, retry.headers.get('idempotent-replayed'), retry.body.id]).toEqual([201, 'true', first.body.id]);
+      expect([retry.status, retry.headers.get('idempotent-replayed'), retry.body.id]).toEqual([
+        201,
+        'true',
+        first.body.id,
+      ]);
     }
     // the same key with another body is no replay: refused as any other request over the limit
     expect((await order(b, key, [{ productId, quantity: 2 }])).status).toBe(429);
     // replays are counted: past another window's worth they are refused too
     for (let i = 0; i < 30; i++) await order(i % 2 ? b : a, `more-${i}-${randomUUID()}`, 'x');
     expect((await order(a, key)).status).toBe(429);
-    const orders = await a.db.pool.query(`SELECT count(*)::int AS n FROM orders o JOIN users u ON u.id = o.user_id WHERE u.email = $1`, [carol.email]);
+    const orders = await a.db.pool.query(
+      `SELECT count(*)::int AS n FROM orders o JOIN users u ON u.id = o.user_id WHERE u.email = $1`,
+      [carol.email],
+    );
     expect(orders.rows[0].n).toBe(1);
   });
 
@@ -322,7 +418,11 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     const s = await registerCustomer(a.http, xff('10.16.0.1'));
     let token = s.refreshToken;
     for (let i = 0; i < 60; i++) {
-      const next = await (i % 2 ? b : a).http.post('/v1/auth/refresh', { refreshToken: token }, xff('10.16.0.1'));
+      const next = await (i % 2 ? b : a).http.post(
+        '/v1/auth/refresh',
+        { refreshToken: token },
+        xff('10.16.0.1'),
+      );
       expect(next.status).toBe(200);
       token = next.body.refreshToken;
     }
@@ -340,16 +440,34 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect(row.rows).toEqual([{ spent_at: null, revoked_at: null }]);
     // another account is not held by it
     const other = await registerCustomer(a.http, xff('10.16.0.2'));
-    expect((await a.http.post('/v1/auth/refresh', { refreshToken: other.refreshToken }, xff('10.16.0.2'))).status).toBe(200);
+    expect(
+      (
+        await a.http.post(
+          '/v1/auth/refresh',
+          { refreshToken: other.refreshToken },
+          xff('10.16.0.2'),
+        )
+      ).status,
+    ).toBe(200);
   });
 
   /** The Redis key of an account's counter under a policy, for the password it has now. */
   const accountCounter = async (policy: string, userId: string) => {
-    const { password_epoch } = (await a.db.pool.query(`SELECT password_epoch FROM users WHERE id = $1`, [userId])).rows[0];
+    const { password_epoch } = (
+      await a.db.pool.query(`SELECT password_epoch FROM users WHERE id = $1`, [userId])
+    ).rows[0];
     return `${a.config.redis.keyPrefix}:rl:${counterKey(policy, accountTracker(userId, password_epoch))}`;
   };
-  const changePassword = async (s: { accessToken: string; password: string }, newPassword: string, ip: string) => {
-    const changed = await a.http.post('/v1/me/password', { currentPassword: s.password, newPassword }, { token: s.accessToken, ...xff(ip) });
+  const changePassword = async (
+    s: { accessToken: string; password: string },
+    newPassword: string,
+    ip: string,
+  ) => {
+    const changed = await a.http.post(
+      '/v1/me/password',
+      { currentPassword: s.password, newPassword },
+      { token: s.accessToken, ...xff(ip) },
+    );
     expect(changed.status).toBe(204);
   };
 
@@ -359,11 +477,20 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     await redis.connect();
     try {
       // the day's refreshes so far (2,000 at 60 a minute would take this test 33 minutes)
-      await redis.set(await accountCounter('refresh-account-day', s.user.id), '2000', 'PX', 86_400_000);
+      await redis.set(
+        await accountCounter('refresh-account-day', s.user.id),
+        '2000',
+        'PX',
+        86_400_000,
+      );
     } finally {
       redis.disconnect();
     }
-    const over = await a.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken }, xff('10.16.1.1'));
+    const over = await a.http.post(
+      '/v1/auth/refresh',
+      { refreshToken: s.refreshToken },
+      xff('10.16.1.1'),
+    );
     expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
     expect(over.headers.get('ratelimit-policy')).toContain('"refresh-account-day";q=2000;w=86400');
     expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(3600);
@@ -376,9 +503,17 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     // spent by whoever held a session (a stolen refresh token in a loop): the owner who changes
     // the password (ending that session) refreshes the new one's sessions — not held for the day
     await changePassword(s, 'the-owners-new-password', '10.16.1.1');
-    const fresh = await a.http.post('/v1/auth/login', { email: s.email, password: 'the-owners-new-password' }, xff('10.16.1.1'));
+    const fresh = await a.http.post(
+      '/v1/auth/login',
+      { email: s.email, password: 'the-owners-new-password' },
+      xff('10.16.1.1'),
+    );
     expect(fresh.status).toBe(200);
-    const refreshed = await a.http.post('/v1/auth/refresh', { refreshToken: fresh.body.refreshToken }, xff('10.16.1.1'));
+    const refreshed = await a.http.post(
+      '/v1/auth/refresh',
+      { refreshToken: fresh.body.refreshToken },
+      xff('10.16.1.1'),
+    );
     expect(refreshed.status).toBe(200);
   });
 
@@ -388,15 +523,32 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     await redis.connect();
     const counter = await accountCounter('login-account-day', s.user.id);
     const families = async () =>
-      (await a.db.pool.query(`SELECT count(*)::int AS n FROM refresh_token_families WHERE user_id = $1`, [s.user.id])).rows[0].n;
+      (
+        await a.db.pool.query(
+          `SELECT count(*)::int AS n FROM refresh_token_families WHERE user_id = $1`,
+          [s.user.id],
+        )
+      ).rows[0].n;
     try {
       // one sign-in counts once
-      expect((await a.http.post('/v1/auth/login', { email: s.email, password: s.password }, xff('10.16.2.1'))).status).toBe(200);
+      expect(
+        (
+          await a.http.post(
+            '/v1/auth/login',
+            { email: s.email, password: s.password },
+            xff('10.16.2.1'),
+          )
+        ).status,
+      ).toBe(200);
       expect(await redis.get(counter)).toBe('1');
       // the day's sign-ins so far (500 would take this test 25 minutes at login-ip's 20 a minute)
       await redis.set(counter, '500', 'PX', 86_400_000);
       const before = await families();
-      const over = await a.http.post('/v1/auth/login', { email: s.email, password: s.password }, xff('10.16.2.1'));
+      const over = await a.http.post(
+        '/v1/auth/login',
+        { email: s.email, password: s.password },
+        xff('10.16.2.1'),
+      );
       expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
       expect(over.headers.get('ratelimit-policy')).toContain('"login-account-day";q=500;w=86400');
       expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(3600);
@@ -406,19 +558,39 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
       expect(await redis.get(counter)).toBe('501');
       // the refused sign-ins left no failure behind: once the day is over, the owner signs in
       await redis.del(counter);
-      expect((await a.http.post('/v1/auth/login', { email: s.email, password: s.password }, xff('10.16.2.1'))).status).toBe(200);
+      expect(
+        (
+          await a.http.post(
+            '/v1/auth/login',
+            { email: s.email, password: s.password },
+            xff('10.16.2.1'),
+          )
+        ).status,
+      ).toBe(200);
       // spent by a thief holding the password (API.md: a stranger can never lock the owner out):
       // the owner changes it, and signs in with the new one the same day
       await redis.set(counter, '500', 'PX', 86_400_000);
       await changePassword(s, 'the-owners-new-password', '10.16.2.1');
-      const owner = await a.http.post('/v1/auth/login', { email: s.email, password: 'the-owners-new-password' }, xff('10.16.2.1'));
+      const owner = await a.http.post(
+        '/v1/auth/login',
+        { email: s.email, password: 'the-owners-new-password' },
+        xff('10.16.2.1'),
+      );
       expect(owner.status).toBe(200);
     } finally {
       redis.disconnect();
     }
     // another account is not held by it
     const other = await registerCustomer(a.http, xff('10.16.2.2'));
-    expect((await a.http.post('/v1/auth/login', { email: other.email, password: other.password }, xff('10.16.2.2'))).status).toBe(200);
+    expect(
+      (
+        await a.http.post(
+          '/v1/auth/login',
+          { email: other.email, password: other.password },
+          xff('10.16.2.2'),
+        )
+      ).status,
+    ).toBe(200);
   });
 
   it("limits one account's password changes over a day (10), counting only those whose current password was right", async () => {
@@ -428,7 +600,11 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     await redis.connect();
     try {
       const change = (currentPassword: string) =>
-        a.http.post('/v1/me/password', { currentPassword, newPassword: 'a-new-password-1' }, { token: s.accessToken, ...xff('10.16.3.1') });
+        a.http.post(
+          '/v1/me/password',
+          { currentPassword, newPassword: 'a-new-password-1' },
+          { token: s.accessToken, ...xff('10.16.3.1') },
+        );
       // a wrong guess (a stolen session's) is not counted: it cannot spend the owner's changes
       expect((await change('a-wrong-guess-1')).status).toBe(403);
       expect(await redis.get(counter)).toBeNull();
@@ -439,7 +615,15 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
       expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
       expect(over.headers.get('ratelimit-policy')).toContain('"password-change-day";q=10;w=86400');
       // nothing changed: the old password still signs in
-      expect((await a.http.post('/v1/auth/login', { email: s.email, password: s.password }, xff('10.16.3.1'))).status).toBe(200);
+      expect(
+        (
+          await a.http.post(
+            '/v1/auth/login',
+            { email: s.email, password: s.password },
+            xff('10.16.3.1'),
+          )
+        ).status,
+      ).toBe(200);
     } finally {
       redis.disconnect();
     }
@@ -463,7 +647,11 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     const s = await registerCustomer(a.http, xff('10.15.0.1'));
     const statuses: number[] = [];
     for (let session = 0; session < 3; session++) {
-      const signedIn = await a.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD }, xff('10.15.0.1'));
+      const signedIn = await a.http.post(
+        '/v1/auth/login',
+        { email: s.email, password: TEST_PASSWORD },
+        xff('10.15.0.1'),
+      );
       expect(signedIn.status).toBe(200);
       for (let i = 0; i < 4; i++) {
         const r = await a.http.post(
@@ -472,7 +660,8 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
           { token: signedIn.body.accessToken, ...xff('10.15.0.1') },
         );
         statuses.push(r.status);
-        if (r.status === 429) expect(r.headers.get('ratelimit')).toMatch(/"password-change-ip";r=0;t=\d+/);
+        if (r.status === 429)
+          expect(r.headers.get('ratelimit')).toMatch(/"password-change-ip";r=0;t=\d+/);
       }
     }
     expect(statuses.filter((status) => status === 403)).toHaveLength(10);
@@ -524,13 +713,18 @@ describe('rate limits without a trusted proxy', () => {
     // a fresh instance: the warning is said once per process
     const fresh = await bootTestApp({ db: t.db });
     const warned: string[] = [];
-    const spy = jest.spyOn(Logger.prototype, 'warn').mockImplementation((message: unknown) => void warned.push(String(message)));
+    const spy = jest
+      .spyOn(Logger.prototype, 'warn')
+      .mockImplementation((message: unknown) => void warned.push(String(message)));
     try {
       expect((await fresh.http.get('/health/live')).status).toBe(200);
       expect(warned.filter((m) => /TRUST_PROXY/.test(m))).toEqual([]); // no header: nothing to say
-      for (let i = 0; i < 3; i++) expect((await fresh.http.get('/v1/categories', xff(`10.9.9.${i}`))).status).toBe(200);
+      for (let i = 0; i < 3; i++)
+        expect((await fresh.http.get('/v1/categories', xff(`10.9.9.${i}`))).status).toBe(200);
       expect(warned.filter((m) => /TRUST_PROXY/.test(m))).toEqual([
-        expect.stringMatching(/^X-Forwarded-For came from 127\.0\.0\.1, a peer TRUST_PROXY does not trust/),
+        expect.stringMatching(
+          /^X-Forwarded-For came from 127\.0\.0\.1, a peer TRUST_PROXY does not trust/,
+        ),
       ]);
       // behind the proxy it trusts: nothing to say
       const behind = await bootTestApp({ db: t.db, env: { TRUST_PROXY: '127.0.0.1' } });
@@ -622,10 +816,14 @@ describe('rate limits with Redis stalled', () => {
     expect(me.headers.get('ratelimit')).toBeNull();
     expect(Date.now() - started).toBeLessThan(4000);
     // once the pause is over, the limiter counts again (without a restart)
-    const recovered = await waitFor('the rate limiter to answer again', () => t.http.get('/v1/me'), {
-      until: (res) => res.headers.get('ratelimit') !== null,
-      timeoutMs: 15_000,
-    });
+    const recovered = await waitFor(
+      'the rate limiter to answer again',
+      () => t.http.get('/v1/me'),
+      {
+        until: (res) => res.headers.get('ratelimit') !== null,
+        timeoutMs: 15_000,
+      },
+    );
     expect(recovered.headers.get('ratelimit')).toMatch(/^"default";r=\d+;t=\d+$/);
   });
 });

@@ -54,7 +54,11 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       const precomposed = 'Ph\u1edf-b\u00f2-secret'; // "Phở-bò-secret", as most phone keyboards type it
       const combining = precomposed.normalize('NFD'); // as a desktop keyboard may send it
       expect(combining).not.toBe(precomposed);
-      const reg = await t.http.post('/v1/auth/register', { email, password: precomposed, name: 'Viet' });
+      const reg = await t.http.post('/v1/auth/register', {
+        email,
+        password: precomposed,
+        name: 'Viet',
+      });
       expect(reg.status).toBe(201);
       const login = await t.http.post('/v1/auth/login', { email, password: combining });
       expect(login.status).toBe(200);
@@ -69,9 +73,20 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       // eight characters typed, four once normalized (e + combining acute → é): too short, as a
       // new password too
       const short = 'e\u0301'.repeat(4);
-      const refused = await t.http.post('/v1/auth/register', { email: `short.${randomUUID()}@example.com`, password: short, name: 'S' });
-      expect([refused.status, refused.body.errors]).toEqual([400, [{ field: 'password', message: 'password must be between 8 and 128 characters long' }]]);
-      const change2 = await t.http.post('/v1/me/password', { currentPassword: 'New-password-1', newPassword: short }, { token: again.body.accessToken });
+      const refused = await t.http.post('/v1/auth/register', {
+        email: `short.${randomUUID()}@example.com`,
+        password: short,
+        name: 'S',
+      });
+      expect([refused.status, refused.body.errors]).toEqual([
+        400,
+        [{ field: 'password', message: 'password must be between 8 and 128 characters long' }],
+      ]);
+      const change2 = await t.http.post(
+        '/v1/me/password',
+        { currentPassword: 'New-password-1', newPassword: short },
+        { token: again.body.accessToken },
+      );
       expect(change2.status).toBe(400);
     });
 
@@ -168,10 +183,17 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
 
     it('sign-ins at once over a hash being upgraded queue on the row, none deadlocks (each took it FOR SHARE, then updated it)', async () => {
       const s = await registerCustomer(t.http);
-      const weak = await hash(TEST_PASSWORD, { algorithm: Algorithm.Argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
+      const weak = await hash(TEST_PASSWORD, {
+        algorithm: Algorithm.Argon2id,
+        memoryCost: 4096,
+        timeCost: 1,
+        parallelism: 1,
+      });
       await t.db.pool.query(`UPDATE users SET password_hash = $2 WHERE id = $1`, [s.user.id, weak]);
       // a transaction PostgreSQL aborted as deadlocked is retried (and logged so) by TransactionHost
-      const host: { logger: { warn: (m: string) => void } } = t.app.get<{ logger: { warn: (m: string) => void } }>(TransactionHost);
+      const host: { logger: { warn: (m: string) => void } } = t.app.get<{
+        logger: { warn: (m: string) => void };
+      }>(TransactionHost);
       const warn = jest.spyOn(host.logger, 'warn');
       // the two transactions made to overlap: each, having its lock, waits until the other has one
       // too (the old FOR SHARE) or is seen waiting on the row in PostgreSQL (a lock that excludes
@@ -203,7 +225,9 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       });
       try {
         const signIns = await Promise.all(
-          Array.from({ length: 2 }, () => t.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD })),
+          Array.from({ length: 2 }, () =>
+            t.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD }),
+          ),
         );
         expect(signIns.map((r) => r.status)).toEqual([200, 200]);
         expect(warn.mock.calls.map(([m]) => m).filter((m) => /40P01/.test(m))).toEqual([]);
@@ -216,17 +240,37 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
     it('a hash made before passwords were normalized: the password as typed signs in once, then the hash holds its NFKC form', async () => {
       const s = await registerCustomer(t.http);
       const typed = 'Pho\u031b\u0309-secret-9'; // combining marks, as a desktop keyboard may send it
-      const legacy = await hash(typed, { algorithm: Algorithm.Argon2id, memoryCost: 19456, timeCost: 2, parallelism: 1 });
-      await t.db.pool.query(`UPDATE users SET password_hash = $2 WHERE id = $1`, [s.user.id, legacy]);
+      const legacy = await hash(typed, {
+        algorithm: Algorithm.Argon2id,
+        memoryCost: 19456,
+        timeCost: 2,
+        parallelism: 1,
+      });
+      await t.db.pool.query(`UPDATE users SET password_hash = $2 WHERE id = $1`, [
+        s.user.id,
+        legacy,
+      ]);
       // before its first sign-in, only the form it was made from verifies
-      expect((await t.http.post('/v1/auth/login', { email: s.email, password: typed.normalize('NFC') })).status).toBe(401);
-      expect((await t.http.post('/v1/auth/login', { email: s.email, password: typed })).status).toBe(200);
-      const upgraded = (await t.db.pool.query(`SELECT password_hash FROM users WHERE id = $1`, [s.user.id])).rows[0].password_hash as string;
+      expect(
+        (await t.http.post('/v1/auth/login', { email: s.email, password: typed.normalize('NFC') }))
+          .status,
+      ).toBe(401);
+      expect(
+        (await t.http.post('/v1/auth/login', { email: s.email, password: typed })).status,
+      ).toBe(200);
+      const upgraded = (
+        await t.db.pool.query(`SELECT password_hash FROM users WHERE id = $1`, [s.user.id])
+      ).rows[0].password_hash as string;
       expect(upgraded).not.toBe(legacy);
       expect(upgraded.split('$')[4]).toHaveLength(32); // a 24-byte salt: holds the NFKC form
       // from then on, the password on any keyboard
-      expect((await t.http.post('/v1/auth/login', { email: s.email, password: typed.normalize('NFC') })).status).toBe(200);
-      expect((await t.http.post('/v1/auth/login', { email: s.email, password: typed })).status).toBe(200);
+      expect(
+        (await t.http.post('/v1/auth/login', { email: s.email, password: typed.normalize('NFC') }))
+          .status,
+      ).toBe(200);
+      expect(
+        (await t.http.post('/v1/auth/login', { email: s.email, password: typed })).status,
+      ).toBe(200);
     });
 
     it('refuses passwords outside 8..128 characters with 400', async () => {
@@ -274,17 +318,31 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       const composed = `${local}@x.io`;
       const decomposed = composed.normalize('NFD'); // e + U+0301, as some keyboards send it
       expect(decomposed).not.toBe(composed);
-      const reg = await t.http.post('/v1/auth/register', { email: decomposed, password: TEST_PASSWORD, name: 'x' });
+      const reg = await t.http.post('/v1/auth/register', {
+        email: decomposed,
+        password: TEST_PASSWORD,
+        name: 'x',
+      });
       expect(reg.status).toBe(201);
       expect(reg.body.user.email).toBe(composed);
-      const twin = await t.http.post('/v1/auth/register', { email: composed.toUpperCase(), password: TEST_PASSWORD, name: 'y' });
+      const twin = await t.http.post('/v1/auth/register', {
+        email: composed.toUpperCase(),
+        password: TEST_PASSWORD,
+        name: 'y',
+      });
       expect(twin.status).toBe(409);
       expect(twin.body).toMatchObject({ code: 'EMAIL_TAKEN' });
-      const signIn = await t.http.post('/v1/auth/login', { email: composed, password: TEST_PASSWORD });
+      const signIn = await t.http.post('/v1/auth/login', {
+        email: composed,
+        password: TEST_PASSWORD,
+      });
       expect(signIn.status).toBe(200);
       // the table itself refuses a decomposed spelling, whoever writes it
       await expect(
-        t.db.pool.query(`UPDATE users SET email = $1 WHERE id = $2`, [decomposed, reg.body.user.id]),
+        t.db.pool.query(`UPDATE users SET email = $1 WHERE id = $2`, [
+          decomposed,
+          reg.body.user.id,
+        ]),
       ).rejects.toMatchObject({ code: '23514' });
     });
 
@@ -348,7 +406,9 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
         [s.user.id],
       );
       expect(rows[0].live).toBe(0);
-      expect((await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken })).status).toBe(401);
+      expect((await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken })).status).toBe(
+        401,
+      );
     });
 
     it('changes the password: needs the current one, then revokes every session', async () => {
@@ -527,8 +587,17 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
         const s = await registerCustomer(t.http);
         const first = await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
         expect(first.status).toBe(200);
-        expect((await t.http.post('/v1/auth/logout', { refreshToken: first.body.refreshToken }, { token: first.body.accessToken })).status).toBe(204);
-        const reuses = () => events.mock.calls.filter(([e]) => e.event === 'refresh_token_reuse').length;
+        expect(
+          (
+            await t.http.post(
+              '/v1/auth/logout',
+              { refreshToken: first.body.refreshToken },
+              { token: first.body.accessToken },
+            )
+          ).status,
+        ).toBe(204);
+        const reuses = () =>
+          events.mock.calls.filter(([e]) => e.event === 'refresh_token_reuse').length;
         for (let i = 0; i < 5; i++) {
           const replay = await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
           expect([replay.status, replay.body.code]).toEqual([401, 'REFRESH_TOKEN_REUSED']);
@@ -542,23 +611,33 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
 
     /** Every session that ended before `before`, batch after batch: how many went. */
     const purgeAll = async (before: Date) => {
-      for (let purged = 0; ; ) {
+      for (let purged = 0; ;) {
         const n = await t.app.get(RefreshTokenRepository).purgeEnded(before);
         if (n === 0) return purged;
         purged += n;
       }
     };
 
-    it("purges an ended family, its tokens first, and nothing of a live one", async () => {
+    it('purges an ended family, its tokens first, and nothing of a live one', async () => {
       const ended = await registerCustomer(t.http);
       let token = ended.refreshToken;
-      for (let i = 0; i < 3; i++) token = (await t.http.post('/v1/auth/refresh', { refreshToken: token })).body.refreshToken;
+      for (let i = 0; i < 3; i++)
+        token = (await t.http.post('/v1/auth/refresh', { refreshToken: token })).body.refreshToken;
       const live = await registerCustomer(t.http);
       const family = (await familyOf(token)).id;
-      await t.db.pool.query(`UPDATE refresh_token_families SET expires_at = now() - interval '31 days' WHERE id = $1`, [family]);
+      await t.db.pool.query(
+        `UPDATE refresh_token_families SET expires_at = now() - interval '31 days' WHERE id = $1`,
+        [family],
+      );
       const repo = t.app.get(RefreshTokenRepository);
       const before = new Date(Date.now() - 30 * 86_400_000);
-      const count = async (f: string) => (await t.db.pool.query(`SELECT count(*)::int AS n FROM refresh_tokens WHERE family_id = $1`, [f])).rows[0].n;
+      const count = async (f: string) =>
+        (
+          await t.db.pool.query(
+            `SELECT count(*)::int AS n FROM refresh_tokens WHERE family_id = $1`,
+            [f],
+          )
+        ).rows[0].n;
       expect(await count(family)).toBe(4);
       // (the file's other tests leave ended sessions too: purged until none is left)
       expect(await purgeAll(before)).toBeGreaterThanOrEqual(1);
@@ -572,17 +651,28 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
     it('purges a family left idle 30 days (within its lifetime), and not one whose newest token is still usable', async () => {
       const before = new Date(Date.now() - 30 * 86_400_000);
       const idle = await registerCustomer(t.http);
-      const idleNext = (await t.http.post('/v1/auth/refresh', { refreshToken: idle.refreshToken })).body.refreshToken;
+      const idleNext = (await t.http.post('/v1/auth/refresh', { refreshToken: idle.refreshToken }))
+        .body.refreshToken;
       const idleFamily = (await familyOf(idleNext)).id;
       // signed in, refreshed once, then never again: both tokens idled out 31 days ago
-      await t.db.pool.query(`UPDATE refresh_tokens SET idle_expires_at = now() - interval '31 days' WHERE family_id = $1`, [idleFamily]);
+      await t.db.pool.query(
+        `UPDATE refresh_tokens SET idle_expires_at = now() - interval '31 days' WHERE family_id = $1`,
+        [idleFamily],
+      );
       const used = await registerCustomer(t.http);
-      const usedNext = (await t.http.post('/v1/auth/refresh', { refreshToken: used.refreshToken })).body.refreshToken;
+      const usedNext = (await t.http.post('/v1/auth/refresh', { refreshToken: used.refreshToken }))
+        .body.refreshToken;
       const usedFamily = (await familyOf(usedNext)).id;
       // its first (spent) token idled out long ago; the newest is usable
-      await t.db.pool.query(`UPDATE refresh_tokens SET idle_expires_at = now() - interval '40 days' WHERE family_id = $1 AND spent_at IS NOT NULL`, [usedFamily]);
+      await t.db.pool.query(
+        `UPDATE refresh_tokens SET idle_expires_at = now() - interval '40 days' WHERE family_id = $1 AND spent_at IS NOT NULL`,
+        [usedFamily],
+      );
       // both opened 45 days ago (within a lifetime raised to 90 days)
-      await t.db.pool.query(`UPDATE refresh_token_families SET created_at = now() - interval '45 days', expires_at = now() + interval '45 days' WHERE id = ANY($1)`, [[idleFamily, usedFamily]]);
+      await t.db.pool.query(
+        `UPDATE refresh_token_families SET created_at = now() - interval '45 days', expires_at = now() + interval '45 days' WHERE id = ANY($1)`,
+        [[idleFamily, usedFamily]],
+      );
       expect(await purgeAll(before)).toBeGreaterThanOrEqual(1);
       expect(await familyOf(idleNext)).toBeUndefined();
       expect((await familyOf(usedNext)).id).toBe(usedFamily);
@@ -676,9 +766,10 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       const revoker = await t.db.pool.connect();
       try {
         await revoker.query('BEGIN');
-        await revoker.query(`UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = 'logout' WHERE id = $1`, [
-          family.id,
-        ]);
+        await revoker.query(
+          `UPDATE refresh_token_families SET revoked_at = now(), revoked_reason = 'logout' WHERE id = $1`,
+          [family.id],
+        );
         const refreshing = t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
         await untilWaitingOnLocks(t.db.pool, 'the refresh to wait on the family being revoked', {
           matching: '%refresh_token_families%',
@@ -764,7 +855,10 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
     beforeAll(async () => {
       const env = { SESSIONS_PER_ACCOUNT: '3', PASSWORD_HASH_CONCURRENCY: '4' };
       capped = await bootTestApp({ env });
-      twin = await bootTestApp({ db: capped.db, env: { ...env, REDIS_KEY_PREFIX: capped.config.redis.keyPrefix } });
+      twin = await bootTestApp({
+        db: capped.db,
+        env: { ...env, REDIS_KEY_PREFIX: capped.config.redis.keyPrefix },
+      });
     });
     afterAll(async () => {
       await twin?.close();
@@ -774,7 +868,9 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
     it('holds the limit when sign-ins of one account really overlap (two processes, hashing in parallel)', async () => {
       const s = await registerCustomer(capped.http);
       const signIns = await Promise.all(
-        Array.from({ length: 16 }, (_, i) => login(i % 2 ? twin.http : capped.http, s.email, TEST_PASSWORD)),
+        Array.from({ length: 16 }, (_, i) =>
+          login(i % 2 ? twin.http : capped.http, s.email, TEST_PASSWORD),
+        ),
       );
       expect(signIns).toHaveLength(16);
       const rows = await families(s.user.id);
@@ -843,11 +939,19 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
           [sha256(abandoned.refreshToken)],
         );
       }
-      const refreshed = await capped.http.post('/v1/auth/refresh', { refreshToken: daily.refreshToken });
+      const refreshed = await capped.http.post('/v1/auth/refresh', {
+        refreshToken: daily.refreshToken,
+      });
       expect(refreshed.status).toBe(200);
       const rows = await families(daily.user.id);
       // the registration's session, in use, and the two newest abandoned ones are kept
-      expect(rows.map((r) => r.revoked_reason)).toEqual([null, 'session-limit', 'session-limit', null, null]);
+      expect(rows.map((r) => r.revoked_reason)).toEqual([
+        null,
+        'session-limit',
+        'session-limit',
+        null,
+        null,
+      ]);
     });
 
     it('counts only live sessions: ended ones (logout) leave room', async () => {

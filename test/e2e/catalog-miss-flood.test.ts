@@ -25,7 +25,11 @@ describe.each([
 
   beforeAll(async () => {
     t = await bootTestApp({
-      env: { DATABASE_POOL_SIZE: '4', DATABASE_POOL_WAIT_MS: '5000', CATALOG_CACHE_ENABLED: String(cacheOn) },
+      env: {
+        DATABASE_POOL_SIZE: '4',
+        DATABASE_POOL_WAIT_MS: '5000',
+        CATALOG_CACHE_ENABLED: String(cacheOn),
+      },
     });
   });
   afterAll(async () => {
@@ -55,7 +59,9 @@ describe.each([
     const repository = t.app.get(ProductRepository);
     const page = repository.page.bind(repository);
     const { reads, slowly } = slowReads(seconds);
-    jest.spyOn(repository, 'page').mockImplementation((query) => slowly(`${query.sort}:${query.limit - 1}`, () => page(query)));
+    jest
+      .spyOn(repository, 'page')
+      .mockImplementation((query) => slowly(`${query.sort}:${query.limit - 1}`, () => page(query)));
     return reads;
   }
 
@@ -65,7 +71,9 @@ describe.each([
     const [buyer] = await buyers(t.http, 1);
     const builds = slowPages(1.5);
     // distinct, valid listings: each a miss
-    const listings = Array.from({ length: 8 }, (_, i) => t.http.get(`/v1/products?sort=newest&limit=${20 + i}`));
+    const listings = Array.from({ length: 8 }, (_, i) =>
+      t.http.get(`/v1/products?sort=newest&limit=${20 + i}`),
+    );
     await waitFor('two builds under way', async () => builds.running, { until: (n) => n >= 2 });
     const started = Date.now();
     const order = await placeOrder(t.http, buyer, [{ productId: product.id, quantity: 1 }]);
@@ -93,13 +101,19 @@ describe.each([
     const { reads, slowly } = slowReads(1.5);
     const reviews = t.app.get(ReviewRepository);
     const page = reviews.page.bind(reviews);
-    jest.spyOn(reviews, 'page').mockImplementation((...args) => slowly('reviews', () => page(...args)));
+    jest
+      .spyOn(reviews, 'page')
+      .mockImplementation((...args) => slowly('reviews', () => page(...args)));
     const recommendations = t.app.get(RecommendationRepository);
     const alsoBought = recommendations.alsoBought.bind(recommendations);
-    jest.spyOn(recommendations, 'alsoBought').mockImplementation((...args) => slowly('also-bought', () => alsoBought(...args)));
+    jest
+      .spyOn(recommendations, 'alsoBought')
+      .mockImplementation((...args) => slowly('also-bought', () => alsoBought(...args)));
     // any cursor of one's own making: nothing is cached
     const flood = Array.from({ length: 8 }, (_, i) =>
-      i % 2 ? t.http.get(`/v1/products/${product.id}/also-bought`) : t.http.get(`/v1/products/${product.id}/reviews?limit=${10 + i}`),
+      i % 2
+        ? t.http.get(`/v1/products/${product.id}/also-bought`)
+        : t.http.get(`/v1/products/${product.id}/reviews?limit=${10 + i}`),
     );
     await waitFor('two reads under way', async () => reads.running, { until: (n) => n >= 2 });
     const started = Date.now();
@@ -124,7 +138,9 @@ describe.each([
     for (let i = 0; i < 3; i++) expect((await t.http.get(home)).status).toBe(200);
     await createProduct(t, admin, { stock: 1 }); // a write: every page is built again
     const builds = slowPages(0.5);
-    const oneOffs = Array.from({ length: 6 }, (_, i) => t.http.get(`/v1/products?sort=newest&limit=${60 + i}`));
+    const oneOffs = Array.from({ length: 6 }, (_, i) =>
+      t.http.get(`/v1/products?sort=newest&limit=${60 + i}`),
+    );
     await waitFor('two builds under way', async () => builds.running, { until: (n) => n >= 2 });
     const gate = t.app.get<CatalogCache, { builds: { queued: number } }>(CatalogCache).builds;
     await waitFor('the four others queued', async () => gate.queued, { until: (n) => n === 4 });

@@ -16,7 +16,11 @@ describe('catalog: reviews, recommendations, images', () => {
 
   /** An order the customer has paid (set directly: payments are tested elsewhere). */
   const paidOrder = async (b: Buyer, productIds: string[]) => {
-    const res = await placeOrder(t.http, b, productIds.map((productId) => ({ productId, quantity: 1 })));
+    const res = await placeOrder(
+      t.http,
+      b,
+      productIds.map((productId) => ({ productId, quantity: 1 })),
+    );
     expect(res.status).toBe(201);
     await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [res.body.id]);
     return res.body.id as string;
@@ -33,45 +37,97 @@ describe('catalog: reviews, recommendations, images', () => {
 
   it('lets only customers with a paid order review a product, once', async () => {
     const p = await createProduct(t, admin);
-    const before = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 5, comment: 'yum' }, { token: alice.token });
+    const before = await t.http.post(
+      `/v1/products/${p.id}/reviews`,
+      { rating: 5, comment: 'yum' },
+      { token: alice.token },
+    );
     expect(before.status).toBe(403);
     expect(before.body.code).toBe('REVIEW_NOT_ALLOWED');
     const unpaid = await placeOrder(t.http, alice, [{ productId: p.id, quantity: 1 }]);
     expect(unpaid.status).toBe(201);
-    expect((await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 5, comment: 'yum' }, { token: alice.token })).status).toBe(403);
+    expect(
+      (
+        await t.http.post(
+          `/v1/products/${p.id}/reviews`,
+          { rating: 5, comment: 'yum' },
+          { token: alice.token },
+        )
+      ).status,
+    ).toBe(403);
     const paid = await paidOrder(alice, [p.id]);
     const reviewKey = newKey();
-    const ok = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 4, comment: 'good' }, { token: alice.token, idempotencyKey: reviewKey });
+    const ok = await t.http.post(
+      `/v1/products/${p.id}/reviews`,
+      { rating: 4, comment: 'good' },
+      { token: alice.token, idempotencyKey: reviewKey },
+    );
     expect(ok.status).toBe(201);
     // the same request again (a lost 201): its answer replayed, not 409 REVIEW_EXISTS; the key
     // with another review: 422
-    const replayed = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 4, comment: 'good' }, { token: alice.token, idempotencyKey: reviewKey });
-    expect([replayed.status, replayed.headers.get('idempotent-replayed'), replayed.body]).toEqual([201, 'true', ok.body]);
-    const reused = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 2, comment: 'good' }, { token: alice.token, idempotencyKey: reviewKey });
+    const replayed = await t.http.post(
+      `/v1/products/${p.id}/reviews`,
+      { rating: 4, comment: 'good' },
+      { token: alice.token, idempotencyKey: reviewKey },
+    );
+    expect([replayed.status, replayed.headers.get('idempotent-replayed'), replayed.body]).toEqual([
+      201,
+      'true',
+      ok.body,
+    ]);
+    const reused = await t.http.post(
+      `/v1/products/${p.id}/reviews`,
+      { rating: 2, comment: 'good' },
+      { token: alice.token, idempotencyKey: reviewKey },
+    );
     expect([reused.status, reused.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
-    const again = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 1, comment: 'changed my mind' }, { token: alice.token });
+    const again = await t.http.post(
+      `/v1/products/${p.id}/reviews`,
+      { rating: 1, comment: 'changed my mind' },
+      { token: alice.token },
+    );
     expect(again.status).toBe(409);
     expect(again.body.code).toBe('REVIEW_EXISTS');
     // refunded in full since: reviewing again is still "once" (409), not "never bought" (403)
     await t.db.pool.query(`UPDATE orders SET status = 'REFUNDED' WHERE id = $1`, [paid]);
-    const afterRefund = await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 1, comment: 'x' }, { token: alice.token });
+    const afterRefund = await t.http.post(
+      `/v1/products/${p.id}/reviews`,
+      { rating: 1, comment: 'x' },
+      { token: alice.token },
+    );
     expect([afterRefund.status, afterRefund.body.code]).toEqual([409, 'REVIEW_EXISTS']);
-    expect((await t.http.post(`/v1/products/${p.id}/reviews`, { rating: 6, comment: 'x' }, { token: alice.token })).status).toBe(400);
+    expect(
+      (
+        await t.http.post(
+          `/v1/products/${p.id}/reviews`,
+          { rating: 6, comment: 'x' },
+          { token: alice.token },
+        )
+      ).status,
+    ).toBe(400);
     const list = await t.http.get(`/v1/products/${p.id}/reviews`);
     expect(list.body.items).toEqual([expect.objectContaining({ rating: 4, comment: 'good' })]);
     // the 201 is the review as the listing shows it, author's name included
     expect(ok.body).toEqual(list.body.items[0]);
     expect(ok.body.authorName).toEqual(expect.any(String));
     expect(ok.body.authorName.length).toBeGreaterThan(0);
-    expect((await t.http.get(`/v1/products/${p.id}`)).body.rating).toEqual({ average: 4, count: 1 });
+    expect((await t.http.get(`/v1/products/${p.id}`)).body.rating).toEqual({
+      average: 4,
+      count: 1,
+    });
     // no such product, or one taken off sale: 404, as for the product itself (and no author names)
     for (const id of ['00000000-0000-4000-8000-000000000000', p.id]) {
-      if (id === p.id) expect((await t.http.delete(`/v1/admin/products/${p.id}`, { token: admin })).status).toBe(204);
+      if (id === p.id)
+        expect((await t.http.delete(`/v1/admin/products/${p.id}`, { token: admin })).status).toBe(
+          204,
+        );
       const gone = await t.http.get(`/v1/products/${id}/reviews`);
       expect(gone.status).toBe(404);
       expect(gone.body.code).toBe('PRODUCT_NOT_FOUND');
     }
-    expect((await t.http.patch(`/v1/admin/products/${p.id}`, { active: true }, { token: admin })).status).toBe(200);
+    expect(
+      (await t.http.patch(`/v1/admin/products/${p.id}`, { active: true }, { token: admin })).status,
+    ).toBe(200);
   });
 
   it('keeps the rating average and count consistent under concurrent reviews', async () => {
@@ -80,35 +136,52 @@ describe('catalog: reviews, recommendations, images', () => {
     for (const r of reviewers) await paidOrder(r, [p.id]);
     const results = await Promise.all(
       reviewers.flatMap((r, i) => [
-        t.http.post(`/v1/products/${p.id}/reviews`, { rating: 1 + (i % 5), comment: 'a' }, { token: r.token }),
-        t.http.post(`/v1/products/${p.id}/reviews`, { rating: 1 + (i % 5), comment: 'twice' }, { token: r.token }),
+        t.http.post(
+          `/v1/products/${p.id}/reviews`,
+          { rating: 1 + (i % 5), comment: 'a' },
+          { token: r.token },
+        ),
+        t.http.post(
+          `/v1/products/${p.id}/reviews`,
+          { rating: 1 + (i % 5), comment: 'twice' },
+          { token: r.token },
+        ),
       ]),
     );
     expect(results.filter((r) => r.status === 201)).toHaveLength(12);
     expect(results.filter((r) => r.status === 409)).toHaveLength(12);
-    const row = (await t.db.pool.query(
-      `SELECT rating_sum, rating_count, (SELECT sum(rating)::int FROM reviews WHERE product_id = $1) AS s,
+    const row = (
+      await t.db.pool.query(
+        `SELECT rating_sum, rating_count, (SELECT sum(rating)::int FROM reviews WHERE product_id = $1) AS s,
               (SELECT count(*)::int FROM reviews WHERE product_id = $1) AS n
          FROM products WHERE id = $1`,
-      [p.id],
-    )).rows[0];
+        [p.id],
+      )
+    ).rows[0];
     expect(row.rating_count).toBe(12);
     expect(row.rating_sum).toBe(row.s);
     expect(row.n).toBe(12);
   });
 
   it('recommends products bought together, excluding what the customer already bought', async () => {
-    const [tea, honey, lemon, pens] = await Promise.all([1, 2, 3, 4].map(() => createProduct(t, admin, { stock: 50 })));
+    const [tea, honey, lemon, pens] = await Promise.all(
+      [1, 2, 3, 4].map(() => createProduct(t, admin, { stock: 50 })),
+    );
     await paidOrder(alice, [tea.id, honey.id, lemon.id]);
     await paidOrder(bob, [tea.id, honey.id]);
     await paidOrder(carol, [pens.id]);
-    const unpaid = await placeOrder(t.http, carol, [{ productId: tea.id, quantity: 1 }, { productId: pens.id, quantity: 1 }]);
+    const unpaid = await placeOrder(t.http, carol, [
+      { productId: tea.id, quantity: 1 },
+      { productId: pens.id, quantity: 1 },
+    ]);
     expect(unpaid.status).toBe(201);
 
     await t.app.get(RecommendationsService).recompute();
     await t.app.get(RecommendationsService).recompute(); // idempotent
     // two runs at once (one outlasting its interval, a stalled job run again) end in one set, no error
-    await Promise.all(Array.from({ length: 4 }, () => t.app.get(RecommendationsService).recompute()));
+    await Promise.all(
+      Array.from({ length: 4 }, () => t.app.get(RecommendationsService).recompute()),
+    );
 
     const also = await t.http.get(`/v1/products/${tea.id}/also-bought`);
     expect(also.status).toBe(200);
@@ -140,7 +213,8 @@ describe('catalog: reviews, recommendations, images', () => {
     const pages = jest.spyOn(t.app.get(ProductRepository), 'page');
     try {
       const lists = [];
-      for (const b of newcomers) lists.push(await t.http.get('/v1/me/recommendations', { token: b.token }));
+      for (const b of newcomers)
+        lists.push(await t.http.get('/v1/me/recommendations', { token: b.token }));
       expect(lists.map((r) => r.status)).toEqual([200, 200, 200]);
       expect(lists[0].body.items.length).toBeGreaterThan(0);
       expect(lists[1].body).toEqual(lists[0].body);
@@ -163,10 +237,22 @@ describe('catalog: reviews, recommendations, images', () => {
     const best = jest.spyOn(t.app.get(ProductRepository), 'maxUnitsSold');
     try {
       for (const sort of ['newest', 'price_asc', 'price_desc', 'popular']) {
-        expect((await t.http.get(`/v1/products?sort=${sort}&limit=${40 + Math.floor(Math.random() * 50)}`)).status).toBe(200);
+        expect(
+          (
+            await t.http.get(
+              `/v1/products?sort=${sort}&limit=${40 + Math.floor(Math.random() * 50)}`,
+            )
+          ).status,
+        ).toBe(200);
       }
       expect(best).not.toHaveBeenCalled();
-      expect((await t.http.get(`/v1/products?sort=relevance&limit=${40 + Math.floor(Math.random() * 50)}`)).status).toBe(200);
+      expect(
+        (
+          await t.http.get(
+            `/v1/products?sort=relevance&limit=${40 + Math.floor(Math.random() * 50)}`,
+          )
+        ).status,
+      ).toBe(200);
       expect(best).toHaveBeenCalledTimes(1);
     } finally {
       best.mockRestore();
@@ -174,12 +260,17 @@ describe('catalog: reviews, recommendations, images', () => {
   });
 
   it('recommends neighbours on sale: ten better ones taken off sale do not leave the list empty', async () => {
-    const [a, c, ...better] = await Promise.all(Array.from({ length: 12 }, () => createProduct(t, admin, { stock: 50 })));
+    const [a, c, ...better] = await Promise.all(
+      Array.from({ length: 12 }, () => createProduct(t, admin, { stock: 50 })),
+    );
     const [x, y] = await buyers(t.http, 2);
     await paidOrder(x, [a.id, c.id, ...better.map((b) => b.id)]);
     await paidOrder(y, [a.id, ...better.map((b) => b.id)]);
     for (const b of better) {
-      expect((await t.http.patch(`/v1/admin/products/${b.id}`, { active: false }, { token: admin })).status).toBe(200);
+      expect(
+        (await t.http.patch(`/v1/admin/products/${b.id}`, { active: false }, { token: admin }))
+          .status,
+      ).toBe(200);
     }
     await t.app.get(RecommendationsService).recompute();
     const also = await t.http.get(`/v1/products/${a.id}/also-bought`);
@@ -187,7 +278,9 @@ describe('catalog: reviews, recommendations, images', () => {
   });
 
   it("recommends neighbours on sale in the shop's currency: ten better ones priced in another (before a SHOP_CURRENCY change) neither fill the list nor set the popularity scale", async () => {
-    const [a, c, ...better] = await Promise.all(Array.from({ length: 12 }, () => createProduct(t, admin, { stock: 50 })));
+    const [a, c, ...better] = await Promise.all(
+      Array.from({ length: 12 }, () => createProduct(t, admin, { stock: 50 })),
+    );
     const [x, y] = await buyers(t.http, 2);
     await paidOrder(x, [a.id, c.id, ...better.map((b) => b.id)]);
     await paidOrder(y, [a.id, ...better.map((b) => b.id)]);
@@ -199,30 +292,54 @@ describe('catalog: reviews, recommendations, images', () => {
     // the relevance sort's popularity scale is the best seller that is listed
     await t.db.pool.query(`UPDATE products SET units_sold = 1000000 WHERE id = $1`, [ids[0]]);
     expect(await t.app.get(ProductRepository).maxUnitsSold()).toBeLessThan(1_000_000);
-    await t.db.pool.query(`UPDATE products SET currency = 'INR', units_sold = 0, active = false WHERE id = ANY($1::uuid[])`, [ids]);
+    await t.db.pool.query(
+      `UPDATE products SET currency = 'INR', units_sold = 0, active = false WHERE id = ANY($1::uuid[])`,
+      [ids],
+    );
   });
 
   it('hands out a pre-signed S3 upload URL and refuses an unauthenticated storage notification', async () => {
     // the upload → notification → ready flow runs against a real S3 server in images-s3.test.ts
     const p = await createProduct(t, admin);
-    const bad = await t.http.post(`/v1/admin/products/${p.id}/images`, { contentType: 'image/gif', sizeBytes: 10 }, { token: admin });
+    const bad = await t.http.post(
+      `/v1/admin/products/${p.id}/images`,
+      { contentType: 'image/gif', sizeBytes: 10 },
+      { token: admin },
+    );
     expect(bad.status).toBe(400);
-    const big = await t.http.post(`/v1/admin/products/${p.id}/images`, { contentType: 'image/png', sizeBytes: 20_000_000 }, { token: admin });
+    const big = await t.http.post(
+      `/v1/admin/products/${p.id}/images`,
+      { contentType: 'image/png', sizeBytes: 20_000_000 },
+      { token: admin },
+    );
     expect(big.status).toBe(400);
-    const up = await t.http.post(`/v1/admin/products/${p.id}/images`, { contentType: 'image/png', sizeBytes: 12345 }, { token: admin });
+    const up = await t.http.post(
+      `/v1/admin/products/${p.id}/images`,
+      { contentType: 'image/png', sizeBytes: 12345 },
+      { token: admin },
+    );
     expect(up.status).toBe(201);
     const key = `products/${p.id}/${up.body.imageId}`;
     const url = new URL(up.body.uploadUrl);
     const s = t.config.storage;
     expect(`${url.origin}${url.pathname}`).toBe(`${s.endpoint}/${s.bucket}/${key}`);
-    expect(url.searchParams.get('X-Amz-Credential')).toMatch(new RegExp(`^${s.accessKeyId}/\\d{8}/${s.region}/s3/aws4_request$`));
+    expect(url.searchParams.get('X-Amz-Credential')).toMatch(
+      new RegExp(`^${s.accessKeyId}/\\d{8}/${s.region}/s3/aws4_request$`),
+    );
     expect(url.searchParams.get('X-Amz-SignedHeaders')).toBe('content-length;content-type;host');
     expect(url.searchParams.get('X-Amz-Signature')).toMatch(/^[0-9a-f]{64}$/);
     expect(Date.parse(up.body.expiresAt)).toBeGreaterThan(Date.now());
 
-    const raw = JSON.stringify({ Records: [{ eventName: 'ObjectCreated:Put', s3: { bucket: { name: s.bucket }, object: { key } } }] });
+    const raw = JSON.stringify({
+      Records: [
+        { eventName: 'ObjectCreated:Put', s3: { bucket: { name: s.bucket }, object: { key } } },
+      ],
+    });
     for (const authorization of [undefined, `Bearer ${s.webhookToken.slice(1)}`]) {
-      const forged = await t.http.request('POST', '/v1/webhooks/storage', undefined, { raw, headers: authorization ? { authorization } : {} });
+      const forged = await t.http.request('POST', '/v1/webhooks/storage', undefined, {
+        raw,
+        headers: authorization ? { authorization } : {},
+      });
       expect(forged.status).toBe(400);
       expect(forged.body.code).toBe('WEBHOOK_SIGNATURE_INVALID');
     }

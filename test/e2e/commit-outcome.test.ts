@@ -106,7 +106,11 @@ describe('a COMMIT whose answer is lost', () => {
     const slug = `lost-${Date.now()}`;
     const cutsBefore = proxy.cuts;
     const lost = proxy.loseNextCommitAnswer();
-    const res = await t.http.post('/v1/admin/categories', { name: 'Lost answer', slug }, { token: admin.accessToken });
+    const res = await t.http.post(
+      '/v1/admin/categories',
+      { name: 'Lost answer', slug },
+      { token: admin.accessToken },
+    );
     expect(proxy.cuts).toBe(cutsBefore + 1); // the create's own COMMIT was the one cut
     await lost;
     expect(res.status).toBe(201);
@@ -153,7 +157,9 @@ describe('a COMMIT whose answer is lost', () => {
     const res = await pending;
     await lost;
     expect(res.status).toBe(200);
-    expect((await t.http.post('/v1/auth/refresh', { refreshToken: res.body.refreshToken })).status).toBe(200);
+    expect(
+      (await t.http.post('/v1/auth/refresh', { refreshToken: res.body.refreshToken })).status,
+    ).toBe(200);
     const revoked = await t.db.pool.query(
       `SELECT count(*)::int AS n FROM refresh_token_families WHERE user_id = $1 AND revoked_at IS NOT NULL`,
       [session.user.id],
@@ -175,10 +181,15 @@ describe('a COMMIT whose answer is lost', () => {
       expect([reuse.status, reuse.body.code]).toEqual([401, 'REFRESH_TOKEN_REUSED']);
       // not committed, yet whoever holds the newest pair is out: its access token and its refresh token
       expect((await t.http.get('/v1/me', { token: rotated.body.accessToken })).status).toBe(401);
-      const newest = await t.http.post('/v1/auth/refresh', { refreshToken: rotated.body.refreshToken });
+      const newest = await t.http.post('/v1/auth/refresh', {
+        refreshToken: rotated.body.refreshToken,
+      });
       expect(newest.status).toBe(401);
       const family = (
-        await t.db.pool.query(`SELECT id, revoked_at FROM refresh_token_families WHERE user_id = $1`, [session.user.id])
+        await t.db.pool.query(
+          `SELECT id, revoked_at FROM refresh_token_families WHERE user_id = $1`,
+          [session.user.id],
+        )
       ).rows[0];
       expect(family.revoked_at).toBeNull();
       // recorded as pending, shared; the process that saw it stops (its retry gives up)
@@ -188,7 +199,11 @@ describe('a COMMIT whose answer is lost', () => {
       reopen();
       reopened = true;
       expect(
-        (await t.db.pool.query(`SELECT revoked_at FROM refresh_token_families WHERE id = $1`, [family.id])).rows[0].revoked_at,
+        (
+          await t.db.pool.query(`SELECT revoked_at FROM refresh_token_families WHERE id = $1`, [
+            family.id,
+          ])
+        ).rows[0].revoked_at,
       ).toBeNull();
       // another process's sweep commits it
       const other = new PendingRevocations(
@@ -199,7 +214,10 @@ describe('a COMMIT whose answer is lost', () => {
         t.config,
       );
       expect(await other.sweep()).toBeGreaterThanOrEqual(1);
-      const { rows } = await t.db.pool.query(`SELECT revoked_reason AS reason FROM refresh_token_families WHERE id = $1`, [family.id]);
+      const { rows } = await t.db.pool.query(
+        `SELECT revoked_reason AS reason FROM refresh_token_families WHERE id = $1`,
+        [family.id],
+      );
       expect(rows).toEqual([{ reason: 'reuse-detected' }]);
       expect(await redis.hexists(recordKey, family.id)).toBe(0);
       expect((await t.http.get('/v1/me', { token: rotated.body.accessToken })).status).toBe(401);
@@ -223,7 +241,9 @@ describe('a COMMIT whose answer is lost', () => {
     );
     expect(rows).toEqual([{ reason: 'reuse-detected' }]);
     // whoever holds the newest token of the family is out too
-    const newest = await t.http.post('/v1/auth/refresh', { refreshToken: rotated.body.refreshToken });
+    const newest = await t.http.post('/v1/auth/refresh', {
+      refreshToken: rotated.body.refreshToken,
+    });
     expect(newest.status).toBe(401);
     expect((await t.http.get('/v1/me', { token: rotated.body.accessToken })).status).toBe(401);
   });
@@ -246,7 +266,7 @@ describe('a COMMIT whose answer is lost', () => {
     expect(refresh.status).toBe(401);
   });
 
-  it('a logout whose process dies before its COMMIT is committed by another process\'s sweep', async () => {
+  it("a logout whose process dies before its COMMIT is committed by another process's sweep", async () => {
     const session = await registerCustomer(t.http);
     const pending = t.app.get(PendingRevocations);
     // the process dies as its COMMIT goes out: it never sees the failure, so never retries it
@@ -259,7 +279,10 @@ describe('a COMMIT whose answer is lost', () => {
       died.mockRestore();
     }
     const family = (
-      await t.db.pool.query(`SELECT id, revoked_at FROM refresh_token_families WHERE user_id = $1`, [session.user.id])
+      await t.db.pool.query(
+        `SELECT id, revoked_at FROM refresh_token_families WHERE user_id = $1`,
+        [session.user.id],
+      )
     ).rows[0];
     expect(family.revoked_at).toBeNull();
     const other = new PendingRevocations(
@@ -271,20 +294,31 @@ describe('a COMMIT whose answer is lost', () => {
     );
     const sweptAt = new Date();
     await other.sweep();
-    const { rows } = await t.db.pool.query(`SELECT revoked_reason AS reason, revoked_at FROM refresh_token_families WHERE id = $1`, [family.id]);
+    const { rows } = await t.db.pool.query(
+      `SELECT revoked_reason AS reason, revoked_at FROM refresh_token_families WHERE id = $1`,
+      [family.id],
+    );
     expect(rows).toEqual([{ reason: 'logout', revoked_at: expect.any(Date) }]);
     // stamped when it committed, not when it was decided: it looks new to the processes reading
     // revocations from the record while Redis is down
     expect(rows[0].revoked_at.getTime()).toBeGreaterThanOrEqual(sweptAt.getTime());
-    expect((await t.http.post('/v1/auth/refresh', { refreshToken: session.refreshToken })).status).toBe(401);
+    expect(
+      (await t.http.post('/v1/auth/refresh', { refreshToken: session.refreshToken })).status,
+    ).toBe(401);
   });
 
   it('a logout that commits leaves no pending record behind', async () => {
     const session = await registerCustomer(t.http);
-    expect((await t.http.post('/v1/auth/logout', { refreshToken: session.refreshToken })).status).toBe(204);
-    const records = await t.app.get<Redis>(REDIS).hgetall(`${t.config.redis.keyPrefix}:pending-revocations`);
+    expect(
+      (await t.http.post('/v1/auth/logout', { refreshToken: session.refreshToken })).status,
+    ).toBe(204);
+    const records = await t.app
+      .get<Redis>(REDIS)
+      .hgetall(`${t.config.redis.keyPrefix}:pending-revocations`);
     const family = (
-      await t.db.pool.query(`SELECT id FROM refresh_token_families WHERE user_id = $1`, [session.user.id])
+      await t.db.pool.query(`SELECT id FROM refresh_token_families WHERE user_id = $1`, [
+        session.user.id,
+      ])
     ).rows[0];
     expect(Object.keys(records)).not.toContain(family.id);
   });

@@ -72,7 +72,11 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
   });
 
   it('an OPTIONS that is not a preflight is a 400 problem+json (not text/plain), with the security headers', async () => {
-    const notPreflights: Record<string, string>[] = [{}, { origin: WEB }, { 'access-control-request-method': 'POST' }];
+    const notPreflights: Record<string, string>[] = [
+      {},
+      { origin: WEB },
+      { 'access-control-request-method': 'POST' },
+    ];
     for (const headers of notPreflights) {
       const res = await t.http.request('OPTIONS', '/v1/orders', undefined, { headers });
       expect(res.status).toBe(400);
@@ -128,7 +132,9 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
         peek.mockClear();
         const answer = await t.http.get(path, { headers: { origin: WEB } });
         expect(answer.status).toBe(200);
-        const found = peek.mock.calls.some(([key]) => key === path) ? await peek.mock.results[peek.mock.results.length - 1].value : null;
+        const found = peek.mock.calls.some(([key]) => key === path)
+          ? await peek.mock.results[peek.mock.results.length - 1].value
+          : null;
         return typeof found === 'string' ? answer : undefined;
       });
       expect(res.body.id).toBe(p.id);
@@ -162,10 +168,19 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
 
   it('token answers and answers to credentialed requests are no-store; a public catalog answer is not marked', async () => {
     const email = `nostore-${Date.now()}@test.local`;
-    const registered = await t.http.post('/v1/auth/register', { email, password: 'correct-horse-battery', name: 'N' });
+    const registered = await t.http.post('/v1/auth/register', {
+      email,
+      password: 'correct-horse-battery',
+      name: 'N',
+    });
     expect(registered.status).toBe(201);
-    const loggedIn = await t.http.post('/v1/auth/login', { email, password: 'correct-horse-battery' });
-    const refreshed = await t.http.post('/v1/auth/refresh', { refreshToken: loggedIn.body.refreshToken });
+    const loggedIn = await t.http.post('/v1/auth/login', {
+      email,
+      password: 'correct-horse-battery',
+    });
+    const refreshed = await t.http.post('/v1/auth/refresh', {
+      refreshToken: loggedIn.body.refreshToken,
+    });
     const refused = await t.http.post('/v1/auth/login', { email, password: 'wrong-horse-battery' });
     expect([loggedIn.status, refreshed.status, refused.status]).toEqual([200, 200, 401]);
     const me = await t.http.get('/v1/me', { token: registered.body.accessToken });
@@ -179,7 +194,9 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
     expect(anonymous.status).toBe(200);
     expect(anonymous.headers.get('cache-control')).toBeNull();
     // (the same page again, from the cache's fast path, to a request with a token)
-    const withToken = await t.http.get(`/v1/products/${p.id}`, { token: registered.body.accessToken });
+    const withToken = await t.http.get(`/v1/products/${p.id}`, {
+      token: registered.body.accessToken,
+    });
     for (const res of [registered, loggedIn, refreshed, refused, me, withToken]) {
       expect(res.headers.get('cache-control')).toBe('no-store');
     }
@@ -216,20 +233,25 @@ describe('CORS_ORIGINS defaults and validation', () => {
   };
 
   /** What a deployment also gives (required outside development; a booted test app has its own). */
-  const services = { DATABASE_URL: 'postgres://shop:pw@db.internal:5432/shop', REDIS_URL: 'redis://cache.internal:6379' };
+  const services = {
+    DATABASE_URL: 'postgres://shop:pw@db.internal:5432/shop',
+    REDIS_URL: 'redis://cache.internal:6379',
+  };
 
   it('allows no origin by default outside development, any origin in development', () => {
     expect(loadConfig({ NODE_ENV: 'production', ...secrets, ...services }).corsOrigins).toEqual([]);
     expect(loadConfig({ ...secrets, ...services }).corsOrigins).toEqual([]);
     expect(loadConfig({ NODE_ENV: 'development' }).corsOrigins).toBe('*');
     expect(loadConfig({ NODE_ENV: 'development', CORS_ORIGINS: WEB }).corsOrigins).toEqual([WEB]);
-    expect(loadConfig({ NODE_ENV: 'production', ...secrets, ...services, CORS_ORIGINS: '*' }).corsOrigins).toBe(
-      '*',
-    );
+    expect(
+      loadConfig({ NODE_ENV: 'production', ...secrets, ...services, CORS_ORIGINS: '*' })
+        .corsOrigins,
+    ).toBe('*');
     expect(
       loadConfig({
         NODE_ENV: 'production',
-        ...secrets, ...services,
+        ...secrets,
+        ...services,
         CORS_ORIGINS: 'https://Web.Shop.Example:443/',
       }).corsOrigins,
     ).toEqual([WEB]);
@@ -242,9 +264,9 @@ describe('CORS_ORIGINS defaults and validation', () => {
       'ftp://x.example',
       'https://a.example,*',
     ]) {
-      expect(() => loadConfig({ NODE_ENV: 'production', ...secrets, ...services, CORS_ORIGINS: bad })).toThrow(
-        /CORS_ORIGINS/,
-      );
+      expect(() =>
+        loadConfig({ NODE_ENV: 'production', ...secrets, ...services, CORS_ORIGINS: bad }),
+      ).toThrow(/CORS_ORIGINS/);
     }
   });
 

@@ -12,7 +12,9 @@ describe('DATABASE_URL parameters never replace the settings the app sets itself
 
   beforeAll(async () => {
     base = await bootTestApp();
-    const options = encodeURIComponent('-c search_path=public,pg_catalog -c idle_in_transaction_session_timeout=20000');
+    const options = encodeURIComponent(
+      '-c search_path=public,pg_catalog -c idle_in_transaction_session_timeout=20000',
+    );
     t = await bootTestApp({
       db: base.db,
       env: { DATABASE_URL: `${base.db.url}?options=${options}&application_name=someone-else` },
@@ -31,7 +33,12 @@ describe('DATABASE_URL parameters never replace the settings the app sets itself
               current_setting('tcp_keepalives_idle') AS keepalive,
               current_setting('application_name') AS name`,
     );
-    expect(row).toEqual({ search_path: 'public,pg_catalog', idle: '20s', keepalive: '10', name: 'shop-orders' });
+    expect(row).toEqual({
+      search_path: 'public,pg_catalog',
+      idle: '20s',
+      keepalive: '10',
+      name: 'shop-orders',
+    });
     // the app works through it
     expect((await t.http.get('/v1/categories')).status).toBe(200);
     const names = await base.db.pool.query<{ name: string }>(

@@ -45,7 +45,9 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
   });
 
   it('fails fast with 503 + Retry-After while the database is down, then half-opens and closes on recovery', async () => {
-    expect((await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }])).status).toBe(201);
+    expect((await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }])).status).toBe(
+      201,
+    );
     const ready = await t.http.get('/health/ready');
     expect(ready.status).toBe(200);
     expect(ready.body.details.database).toEqual({ status: 'up', breaker: 'closed' });
@@ -86,7 +88,11 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
     const single = [];
     const retriedKey = newKey();
     for (let i = 0; i < 9; i++) {
-      single.push(await timed(() => placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }], retriedKey)));
+      single.push(
+        await timed(() =>
+          placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }], retriedKey),
+        ),
+      );
     }
     expect(single.every((r) => r.status === 503)).toBe(true);
     expect(median(single.map((r) => r.ms))).toBeLessThan(100);
@@ -111,7 +117,12 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
     );
     expect(answers.filter((s) => s !== 503 && s !== 200)).toEqual([]); // refused fast until then
     // the key refused with 503 during the outage left nothing behind: its retry runs afresh
-    const after = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }], retriedKey);
+    const after = await placeOrder(
+      t.http,
+      buyer,
+      [{ productId: product, quantity: 1 }],
+      retriedKey,
+    );
     expect(after.status).toBe(201);
     expect(after.headers.get('idempotent-replayed')).toBeNull();
     const readyAgain = await t.http.get('/health/ready');
@@ -120,7 +131,9 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
     expect(await breakerGauge(t)).toBe(0);
 
     // nothing half-written: exactly the two orders that were answered 201, stock consistent
-    const orders = await t.db.pool.query(`SELECT id FROM orders WHERE user_id = $1`, [buyer.userId]);
+    const orders = await t.db.pool.query(`SELECT id FROM orders WHERE user_id = $1`, [
+      buyer.userId,
+    ]);
     expect(orders.rows).toHaveLength(2);
     expect(await stockOf(t.db.pool, product)).toEqual({ onHand: 100, reserved: 2 });
     await assertStockInvariants(t.db.pool, [product]);
@@ -134,13 +147,19 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
     await pg.start();
 
     // another process holds the product's inventory row (a slow transaction elsewhere)
-    const holder = await waitFor('the private PostgreSQL to accept connections', () => t.db.pool.connect(), {
-      retryErrors: true,
-    });
+    const holder = await waitFor(
+      'the private PostgreSQL to accept connections',
+      () => t.db.pool.connect(),
+      {
+        retryErrors: true,
+      },
+    );
     let checkout: Promise<HttpResponse> | undefined;
     try {
       await holder.query('BEGIN');
-      await holder.query('SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE', [product]);
+      await holder.query('SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE', [
+        product,
+      ]);
       // the first caller once the breaker may half-open: a checkout that will wait on that lock
       // (under load a background statement may have probed first, failed on a server still
       // starting, and opened it again: answered 503 at once — then the next half-open)

@@ -24,13 +24,17 @@ describe('a statement the app gave up on does not keep its locks on the server',
     const holder = await t.db.pool.connect();
     try {
       await holder.query('BEGIN');
-      await holder.query('SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE', [productId]);
+      await holder.query('SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE', [
+        productId,
+      ]);
       const tx = t.app.get(TransactionHost);
       // a transaction that holds a lock (4242), then waits on the row the holder has
       const dropped = tx
         .run(async () => {
           await tx.query('SELECT pg_advisory_xact_lock(4242)');
-          await tx.query('SELECT on_hand FROM inventory_items WHERE product_id = $1 FOR UPDATE', [productId]);
+          await tx.query('SELECT on_hand FROM inventory_items WHERE product_id = $1 FOR UPDATE', [
+            productId,
+          ]);
         })
         .then(
           () => 'answered',
@@ -40,7 +44,9 @@ describe('a statement the app gave up on does not keep its locks on the server',
       // the holder still has its row: yet the dropped transaction's lock is free, its backend gone
       const free = await waitFor(
         'the dropped transaction to give up its lock',
-        async () => (await t.db.pool.query<{ got: boolean }>('SELECT pg_try_advisory_lock(4242) AS got')).rows[0].got,
+        async () =>
+          (await t.db.pool.query<{ got: boolean }>('SELECT pg_try_advisory_lock(4242) AS got'))
+            .rows[0].got,
         { until: (got) => got, timeoutMs: 3_000, intervalMs: 50 },
       );
       expect(free).toBe(true);

@@ -20,13 +20,17 @@ describe('a database that takes no writes', () => {
     [alice] = await buyers(t.http, 1);
   });
   afterAll(async () => {
-    await t.db.pool.query(`ALTER DATABASE "${t.db.name}" RESET default_transaction_read_only`).catch(() => undefined);
+    await t.db.pool
+      .query(`ALTER DATABASE "${t.db.name}" RESET default_transaction_read_only`)
+      .catch(() => undefined);
     await t?.close();
   });
 
   /** New sessions of the app's database start read-only (or not); the app's open ones are ended. */
   async function readOnly(on: boolean): Promise<void> {
-    await t.db.pool.query(`ALTER DATABASE "${t.db.name}" SET default_transaction_read_only = ${on ? 'on' : 'off'}`);
+    await t.db.pool.query(
+      `ALTER DATABASE "${t.db.name}" SET default_transaction_read_only = ${on ? 'on' : 'off'}`,
+    );
     if (on) {
       await t.db.pool.query(
         `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'shop-orders'`,
@@ -42,7 +46,12 @@ describe('a database that takes no writes', () => {
     const refused = await waitFor(
       'a checkout on a read-only connection',
       () => placeOrder(t.http, alice, [{ productId, quantity: 1 }], newKey()),
-      { until: (r) => r.status !== 503 || r.body.detail === 'The database accepts no writes right now; retry it.', intervalMs: 100 },
+      {
+        until: (r) =>
+          r.status !== 503 ||
+          r.body.detail === 'The database accepts no writes right now; retry it.',
+        intervalMs: 100,
+      },
     );
     expectProblem(refused, 503, 'SERVICE_UNAVAILABLE');
     expect(refused.headers.get('retry-after')).toBe('1');
@@ -50,17 +59,24 @@ describe('a database that takes no writes', () => {
     expect(ready.status).toBe(503);
     expect(ready.body.details.database.status).toBe('down');
     // a few more, every one a 503: never a 500
-    for (let i = 0; i < 5; i++) expect((await placeOrder(t.http, alice, [{ productId, quantity: 1 }], newKey())).status).toBe(503);
+    for (let i = 0; i < 5; i++)
+      expect((await placeOrder(t.http, alice, [{ productId, quantity: 1 }], newKey())).status).toBe(
+        503,
+      );
 
     // out of rotation, only readiness probes come (no write to find out writes are back): each
     // probe's connection that saw read-only is dropped too, so one opened afresh sees them back
     for (let i = 0; i < 3; i++) expect((await t.http.get('/health/ready')).status).toBe(503);
     await readOnly(false);
-    await waitFor('readiness once writes are back', () => t.http.get('/health/ready').then((r) => r.status), {
-      until: (status) => status === 200,
-      timeoutMs: 10_000,
-      intervalMs: 250,
-    });
+    await waitFor(
+      'readiness once writes are back',
+      () => t.http.get('/health/ready').then((r) => r.status),
+      {
+        until: (status) => status === 200,
+        timeoutMs: 10_000,
+        intervalMs: 250,
+      },
+    );
     const placed = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], newKey());
     expect(placed.status).toBe(201);
   });

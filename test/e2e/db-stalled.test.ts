@@ -122,9 +122,13 @@ describe('a stalled PostgreSQL (frozen, connections kept open)', () => {
       pg.thaw();
       thawed = true;
       await Promise.all(pending);
-      await waitFor('the API to read again', async () => (await app.http.get('/v1/orders', { token })).status, {
-        until: (s) => s === 200,
-      });
+      await waitFor(
+        'the API to read again',
+        async () => (await app.http.get('/v1/orders', { token })).status,
+        {
+          until: (s) => s === 200,
+        },
+      );
     } finally {
       if (!thawed) pg.thaw();
       await Promise.all(pending);
@@ -136,7 +140,10 @@ describe('a stalled PostgreSQL (frozen, connections kept open)', () => {
     const admin = new Client({ connectionString: pg.url('postgres') });
     await admin.connect();
     const rename = async (from: string, to: string) => {
-      await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, [from]);
+      await admin.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`,
+        [from],
+      );
       await admin.query(`ALTER DATABASE ${from} RENAME TO ${to}`);
     };
     try {
@@ -148,6 +155,10 @@ describe('a stalled PostgreSQL (frozen, connections kept open)', () => {
       await admin.query(`ALTER DATABASE shop_elsewhere RENAME TO shop`).catch(() => undefined);
       await admin.end();
     }
-    await waitFor('the API to read again', async () => (await t.http.get('/v1/orders', { token })).status, { until: (s) => s === 200 });
+    await waitFor(
+      'the API to read again',
+      async () => (await t.http.get('/v1/orders', { token })).status,
+      { until: (s) => s === 200 },
+    );
   }, 60_000);
 });

@@ -92,7 +92,11 @@ describe('reservation deadlines are judged on PostgreSQL’s clock, whatever the
     const productId = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
     expect(order.status).toBe(201);
-    const cancel = await t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const cancel = await t.http.post(
+      `/v1/orders/${order.body.id}/cancel`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(cancel.status).toBe(200);
     const events = await t.db.pool.query<{ topic: string; due: boolean }>(
       `SELECT topic, next_attempt_at <= now() + interval '1 minute' AS due FROM outbox WHERE aggregate_id = $1 ORDER BY topic`,

@@ -79,7 +79,9 @@ describe('an email that went out stays recorded as sent across a database restar
 
     await smtp.awaitMessages(() => smtp.forOrder(orderId), 1);
     // the server has the message; the worker is about to see its answer and run the hook
-    const crash = await waitFor('the hook to crash PostgreSQL', () => restarted && { restarted }, { timeoutMs: 10_000 });
+    const crash = await waitFor('the hook to crash PostgreSQL', () => restarted && { restarted }, {
+      timeoutMs: 10_000,
+    });
     await crash.restarted;
 
     // the worker records the delivery once the database is back (no lease, no second send)
@@ -108,7 +110,11 @@ describe('an email that went out stays recorded as sent across a database restar
     const product = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
     const orderId = order.body.id as string;
-    const cancelled = await t.http.post(`/v1/orders/${orderId}/cancel`, {}, { token: buyer.token, idempotencyKey: newKey() });
+    const cancelled = await t.http.post(
+      `/v1/orders/${orderId}/cancel`,
+      {},
+      { token: buyer.token, idempotencyKey: newKey() },
+    );
     expect(cancelled.status).toBe(200);
     await drain(worker, t.db.pool);
     expect(smtp.forOrder(orderId)).toHaveLength(1);
@@ -167,7 +173,10 @@ describe('a worker that died between the send and the record (.eml transport)', 
         )
       ).rows[0];
     expect(
-      await waitFor('the delivery recorded as sent', statusOf, { until: (r) => r?.status === 'sent', timeoutMs: 20_000 }),
+      await waitFor('the delivery recorded as sent', statusOf, {
+        until: (r) => r?.status === 'sent',
+        timeoutMs: 20_000,
+      }),
     ).toMatchObject({ status: 'sent' });
     const file = join(dir, `${orderId}.cancellation.eml`);
     const written = await stat(file);

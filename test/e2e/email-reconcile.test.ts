@@ -208,7 +208,11 @@ describe('emails whose jobs Redis lost', () => {
   async function cancellationFailingForGood(): Promise<{ orderId: string; jobId: string }> {
     const orderId = await order();
     await emailQueue().pause();
-    const cancel = await t.http.post(`/v1/orders/${orderId}/cancel`, {}, { token: buyer.token, idempotencyKey: newKey() });
+    const cancel = await t.http.post(
+      `/v1/orders/${orderId}/cancel`,
+      {},
+      { token: buyer.token, idempotencyKey: newKey() },
+    );
     expect(cancel.status).toBe(200);
     const jobId = emailJobId({ orderId, kind: 'cancellation' });
     const queued = await waitFor('the cancellation job queued', () => find(jobId));
@@ -219,7 +223,9 @@ describe('emails whose jobs Redis lost', () => {
     return { orderId, jobId };
   }
   const failedForGood = (jobId: string) =>
-    waitFor('the job to fail for good', async () => (await find(jobId))?.getState(), { until: (s) => s === 'failed' });
+    waitFor('the job to fail for good', async () => (await find(jobId))?.getState(), {
+      until: (s) => s === 'failed',
+    });
 
   it('a job that failed after all its retries (a mail outage longer than a day) is retried by the next pass: late, not lost', async () => {
     const { orderId, jobId } = await cancellationFailingForGood();
@@ -243,7 +249,9 @@ describe('emails whose jobs Redis lost', () => {
     let reads = 0;
     let bothRead!: () => void;
     const barrier = new Promise<void>((resolve) => (bothRead = resolve));
-    const spy = jest.spyOn(Job.prototype, 'getState').mockImplementation(async function (this: Job) {
+    const spy = jest.spyOn(Job.prototype, 'getState').mockImplementation(async function (
+      this: Job,
+    ) {
       const state = await getState.call(this);
       if (this.id === jobId && ++reads === 2) bothRead();
       if (this.id === jobId && reads <= 2) await barrier;
@@ -313,7 +321,9 @@ describe('emails whose jobs Redis lost', () => {
     expect(await deliveries(orderId)).toEqual([{ kind: 'cancellation', ref: '', status: 'sent' }]);
     expect(smtp.forOrder(orderId)).toHaveLength(1);
     expect(await reconcile()).toBe(0); // sent: owed no more
-    expect((await t.db.pool.query(`SELECT status FROM outbox WHERE id = $1`, [id])).rows[0].status).toBe('dead');
+    expect(
+      (await t.db.pool.query(`SELECT status FROM outbox WHERE id = $1`, [id])).rows[0].status,
+    ).toBe('dead');
   });
 
   it('a malformed published event (no uuid where one belongs) is skipped, not a failed pass', async () => {
@@ -332,10 +342,20 @@ describe('emails whose jobs Redis lost', () => {
     const workers = worker
       .get(DiscoveryService)
       .getProviders()
-      .map((p) => p.instance as { queue?: string; worker?: { opts: { maxStalledCount?: number } } } | undefined)
+      .map(
+        (p) =>
+          p.instance as
+            { queue?: string; worker?: { opts: { maxStalledCount?: number } } } | undefined,
+      )
       .filter((i) => i?.queue !== undefined && i.worker !== undefined);
-    const stalls = Object.fromEntries(workers.map((i) => [i!.queue, i!.worker!.opts.maxStalledCount]));
-    expect(stalls).toMatchObject({ [QueueName.Email]: EMAIL_MAX_STALLS, [QueueName.Payments]: 2, [QueueName.Orders]: 2 });
+    const stalls = Object.fromEntries(
+      workers.map((i) => [i!.queue, i!.worker!.opts.maxStalledCount]),
+    );
+    expect(stalls).toMatchObject({
+      [QueueName.Email]: EMAIL_MAX_STALLS,
+      [QueueName.Payments]: 2,
+      [QueueName.Orders]: 2,
+    });
     expect(EMAIL_MAX_STALLS).toBe(10);
   });
 });

@@ -39,7 +39,10 @@ class HoldingMailServer {
         const chunks: Buffer[] = [];
         stream.on('data', (c: Buffer) => chunks.push(c));
         stream.on('end', () => {
-          const head = Buffer.concat(chunks).toString('utf8').split(/\r?\n\r?\n/)[0].replace(/\r?\n[ \t]+/g, ' ');
+          const head = Buffer.concat(chunks)
+            .toString('utf8')
+            .split(/\r?\n\r?\n/)[0]
+            .replace(/\r?\n[ \t]+/g, ' ');
           const self = ref.current!;
           self.received.push({
             messageId: /^message-id:\s*(.+)$/im.exec(head)?.[1]?.trim() ?? '',
@@ -47,7 +50,8 @@ class HoldingMailServer {
           });
           const hold = self.hold;
           self.hold = undefined;
-          if (hold) hold.reached(); // never answered: the client dies waiting
+          if (hold)
+            hold.reached(); // never answered: the client dies waiting
           else callback();
         });
       },
@@ -89,7 +93,11 @@ describe('an email whose worker is killed mid-send', () => {
     const order = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }]);
     expect(order.status).toBe(201);
     const orderId = order.body.id as string;
-    const res = await t.http.post(`/v1/orders/${orderId}/cancel`, {}, { token: buyer.token, idempotencyKey: newKey() });
+    const res = await t.http.post(
+      `/v1/orders/${orderId}/cancel`,
+      {},
+      { token: buyer.token, idempotencyKey: newKey() },
+    );
     expect(res.status).toBe(200);
     return orderId;
   };
@@ -121,7 +129,8 @@ describe('an email whose worker is killed mid-send', () => {
     buyer = { userId: customer.user.id, token: customer.accessToken };
   });
   afterAll(async () => {
-    for (const p of procs) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL');
+    for (const p of procs)
+      if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL');
     await Promise.all(procs.map((p) => p.exited));
     await second?.close();
     await t?.close();
@@ -136,7 +145,9 @@ describe('an email whose worker is killed mid-send', () => {
     const orderId = await cancelledOrder();
     const messageId = `<${orderId}.cancellation@shop.example>`;
     await until('the first worker to send', async () => (reached ? true : undefined), 90_000);
-    expect(mail.received).toEqual([{ messageId, subject: `Order ${orderId.slice(0, 8).toUpperCase()} cancelled` }]);
+    expect(mail.received).toEqual([
+      { messageId, subject: `Order ${orderId.slice(0, 8).toUpperCase()} cancelled` },
+    ]);
     expect(await deliveryOf(orderId)).toEqual({ status: 'sending', attempts: 1 });
 
     // the server has the message; its sender dies before it hears "250 OK"
@@ -183,7 +194,11 @@ describe('an email whose worker is killed mid-send', () => {
         [orderId, `<${key}@shop.example>`],
       );
       const sentBefore = mail.received.length;
-      const res = await t.http.post(`/v1/orders/${orderId}/cancel`, {}, { token: buyer.token, idempotencyKey: newKey() });
+      const res = await t.http.post(
+        `/v1/orders/${orderId}/cancel`,
+        {},
+        { token: buyer.token, idempotencyKey: newKey() },
+      );
       expect(res.status).toBe(200);
 
       // the job finds it busy: put back for a couple of seconds, no attempt spent

@@ -137,7 +137,11 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
           }),
         },
       });
-    const answers = [...(await Promise.all([deliver(), deliver(), deliver()])), await deliver(), await deliver()];
+    const answers = [
+      ...(await Promise.all([deliver(), deliver(), deliver()])),
+      await deliver(),
+      await deliver(),
+    ];
     expect(answers.every((a) => a.status === 200)).toBe(true);
     await worker.get(PaymentFinalizer).processEvent(events[0].payload.id); // and a job rerun
     await drain(worker, t.db.pool);
@@ -168,11 +172,14 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     try {
       await Promise.all(orders.map((id, i) => cancel(t, customers[i], id)));
       // one at a time, the second would not start before the first is answered
-      await waitFor('two messages received at once', async () => smtp.receiving, { until: (n) => n >= 2 });
+      await waitFor('two messages received at once', async () => smtp.receiving, {
+        until: (n) => n >= 2,
+      });
     } finally {
       release();
     }
-    for (const id of orders) expect(await smtp.awaitMessages(() => smtp.forOrder(id))).toHaveLength(1);
+    for (const id of orders)
+      expect(await smtp.awaitMessages(() => smtp.forOrder(id))).toHaveLength(1);
     await drain(worker, t.db.pool);
     expect(orders.map((id) => smtp.forOrder(id).length)).toEqual([1, 1, 1]);
   }, 30_000);
@@ -206,10 +213,16 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     const orderId = await twoLineOrder(t, buyer);
     // the order moved on while its confirmation's job was still owed (written as the refund would)
     await t.db.pool.query(`UPDATE orders SET status = 'REFUNDED' WHERE id = $1`, [orderId]);
-    expect(await worker.get(EmailService).send({ orderId, kind: 'order_confirmation' })).toBe('skipped');
-    expect(await deliveriesOf(t, orderId)).toMatchObject([{ kind: 'order_confirmation', status: 'suppressed', attempts: 1 }]);
+    expect(await worker.get(EmailService).send({ orderId, kind: 'order_confirmation' })).toBe(
+      'skipped',
+    );
+    expect(await deliveriesOf(t, orderId)).toMatchObject([
+      { kind: 'order_confirmation', status: 'suppressed', attempts: 1 },
+    ]);
     // final: a rerun (the reconciler's, a retried job) sends nothing either
-    expect(await worker.get(EmailService).send({ orderId, kind: 'order_confirmation' })).toBe('skipped');
+    expect(await worker.get(EmailService).send({ orderId, kind: 'order_confirmation' })).toBe(
+      'skipped',
+    );
     await drain(worker, t.db.pool);
     expect(smtp.forOrder(orderId).filter((m) => m.subject.endsWith('confirmed'))).toEqual([]);
   });
@@ -227,7 +240,9 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     // while a live sender holds the delivery's lock, it is busy
     const holder = await t.db.pool.connect();
     try {
-      await holder.query(`SELECT pg_advisory_lock(${0x454d}, hashtext($1::text))`, [`${orderId}.payment_receipt`]);
+      await holder.query(`SELECT pg_advisory_lock(${0x454d}, hashtext($1::text))`, [
+        `${orderId}.payment_receipt`,
+      ]);
       await expect(emails.send({ orderId, kind: 'payment_receipt' })).rejects.toBeInstanceOf(
         EmailDeliveryBusyError,
       );
@@ -268,9 +283,13 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
 
     // the row is recorded before BullMQ completes the job: wait for the job's own outcome
     const queue = worker.get<Queue>(getQueueToken(QueueName.Email));
-    const job = await waitFor('the email job to finish', () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })), {
-      until: (j) => j?.finishedOn != null,
-    });
+    const job = await waitFor(
+      'the email job to finish',
+      () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })),
+      {
+        until: (j) => j?.finishedOn != null,
+      },
+    );
     expect(job?.returnvalue).toBe('sent');
     expect(job?.attemptsMade).toBeGreaterThanOrEqual(3);
     // bounded: 60 attempts a day (and the reconciler's rounds) of ~1 KB stacks each filled Redis
@@ -287,19 +306,32 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     const orderId = await twoLineOrder(t, who);
     await cancel(t, who, orderId);
     const queue = worker.get<Queue>(getQueueToken(QueueName.Email));
-    const job = await waitFor('the email job to finish', () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })), {
-      until: (j) => j?.finishedOn != null,
-    });
+    const job = await waitFor(
+      'the email job to finish',
+      () => queue.getJob(emailJobId({ orderId, kind: 'cancellation' })),
+      {
+        until: (j) => j?.finishedOn != null,
+      },
+    );
     expect(job?.attemptsMade).toBe(1); // not 60 tries over a day
     // completed with its outcome, not failed: the failed set is kept a week by age alone, and one
     // refused mailbox per account grew it at an anonymous registrant's rate (the row says why)
-    expect([await job?.getState(), job?.returnvalue, job?.failedReason]).toEqual(['completed', 'rejected', undefined]);
+    expect([await job?.getState(), job?.returnvalue, job?.failedReason]).toEqual([
+      'completed',
+      'rejected',
+      undefined,
+    ]);
     const rows = await deliveriesOf(t, orderId);
-    expect(rows).toMatchObject([{ kind: 'cancellation', status: 'rejected', attempts: 1, claimed_at: null }]);
+    expect(rows).toMatchObject([
+      { kind: 'cancellation', status: 'rejected', attempts: 1, claimed_at: null },
+    ]);
     expect(rows[0].last_error).toMatch(/550|rejected/i);
     expect(rows[0].last_error).not.toContain(bounced.email);
     // not owed: the reconciliation leaves it, and a rerun of the job sends nothing
-    await t.db.pool.query(`UPDATE outbox SET published_at = published_at - interval '5 minutes' WHERE payload ->> 'orderId' = $1`, [orderId]);
+    await t.db.pool.query(
+      `UPDATE outbox SET published_at = published_at - interval '5 minutes' WHERE payload ->> 'orderId' = $1`,
+      [orderId],
+    );
     expect(await worker.get(EmailReconciler).reconcile()).toBe(0);
     expect(await worker.get(EmailService).send({ orderId, kind: 'cancellation' })).toBe('skipped');
     expect(smtp.forOrder(orderId)).toHaveLength(0);
@@ -339,7 +371,10 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     expect(statuses.filter((s) => s === 'suppressed')).toHaveLength(2);
     expect(orders.flatMap((id) => smtp.forOrder(id))).toHaveLength(CANCELLATION_EMAILS_PER_DAY);
     // not owed: the reconciliation leaves them
-    await t.db.pool.query(`UPDATE outbox SET published_at = published_at - interval '5 minutes' WHERE payload ->> 'orderId' = ANY($1)`, [orders]);
+    await t.db.pool.query(
+      `UPDATE outbox SET published_at = published_at - interval '5 minutes' WHERE payload ->> 'orderId' = ANY($1)`,
+      [orders],
+    );
     expect(await worker.get(EmailReconciler).reconcile()).toBe(0);
     // money moving is never held back
     const paid = await placeOrder(t.http, who, [{ productId: product, quantity: 1 }]);
@@ -352,7 +387,9 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     const aliasOrder = await placeOrder(t.http, aliasBuyer, [{ productId: product, quantity: 1 }]);
     await cancel(t, aliasBuyer, aliasOrder.body.id);
     await drain(worker, t.db.pool);
-    expect(await deliveriesOf(t, aliasOrder.body.id)).toMatchObject([{ kind: 'cancellation', status: 'suppressed' }]);
+    expect(await deliveriesOf(t, aliasOrder.body.id)).toMatchObject([
+      { kind: 'cancellation', status: 'suppressed' },
+    ]);
   }, 60_000);
 
   it(`workers sending one inbox's cancellation emails at once never pass the ${CANCELLATION_EMAILS_PER_DAY} a day between them`, async () => {
@@ -374,14 +411,21 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
       await cancel(t, who, order.body.id);
     }
     const emails = worker.get(EmailService, { strict: false });
-    await Promise.allSettled(racing.map((orderId) => emails.send({ orderId, kind: 'cancellation' })));
+    await Promise.allSettled(
+      racing.map((orderId) => emails.send({ orderId, kind: 'cancellation' })),
+    );
     await drain(worker, t.db.pool);
     const statuses = (
-      await t.db.pool.query(`SELECT status FROM email_deliveries WHERE order_id = ANY($1) AND kind = 'cancellation'`, [[...orders, ...racing]])
+      await t.db.pool.query(
+        `SELECT status FROM email_deliveries WHERE order_id = ANY($1) AND kind = 'cancellation'`,
+        [[...orders, ...racing]],
+      )
     ).rows.map((r) => r.status as string);
     expect(statuses.filter((s) => s === 'sent')).toHaveLength(CANCELLATION_EMAILS_PER_DAY);
     expect(statuses.filter((s) => s === 'suppressed')).toHaveLength(2);
-    expect([...orders, ...racing].flatMap((id) => smtp.forOrder(id))).toHaveLength(CANCELLATION_EMAILS_PER_DAY);
+    expect([...orders, ...racing].flatMap((id) => smtp.forOrder(id))).toHaveLength(
+      CANCELLATION_EMAILS_PER_DAY,
+    );
   }, 60_000);
 
   it('one refund email per refund, with the amount from the refund row', async () => {
@@ -469,9 +513,13 @@ describe('order emails without SMTP_URL (development: .eml files)', () => {
     await cancel(t, buyer, orderId);
 
     const file = `${orderId}.cancellation.eml`;
-    const files = await waitFor(`${file} in the mail folder`, () => readdir(dir).catch(() => [] as string[]), {
-      until: (f) => f.includes(file),
-    });
+    const files = await waitFor(
+      `${file} in the mail folder`,
+      () => readdir(dir).catch(() => [] as string[]),
+      {
+        until: (f) => f.includes(file),
+      },
+    );
     expect(files).toEqual([file]);
     const eml = (await readFile(join(dir, file), 'utf8')).replace(/\r?\n[ \t]+/g, ' '); // unfold headers
     expect(eml).toContain(`To: ${session.email}`);

@@ -271,20 +271,36 @@ describe('.env: read by a real parser, by every process, the real environment wi
       ] as const) {
         const child = spawn(process.execPath, [join(out, entry)], {
           cwd: dir,
-          env: { ...env, PORT: String(apiPort), HOST: '127.0.0.1', WORKER_METRICS_PORT: String(workerPort), SHUTDOWN_DELAY_MS: '0' },
+          env: {
+            ...env,
+            PORT: String(apiPort),
+            HOST: '127.0.0.1',
+            WORKER_METRICS_PORT: String(workerPort),
+            SHUTDOWN_DELAY_MS: '0',
+          },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
         let output = '';
         child.stdout.on('data', (d: Buffer) => (output += d.toString()));
         child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-        const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+        const exited = new Promise<number | null>((resolve) =>
+          child.on('exit', (code) => resolve(code)),
+        );
         try {
-          const status = await waitFor(`${entry} to serve ${url}`, () => fetch(url).then((r) => r.status, () => 0), {
-            until: (s) => s === 200,
-            timeoutMs: 60_000,
-            intervalMs: 200,
-            context: () => output.slice(-2000),
-          });
+          const status = await waitFor(
+            `${entry} to serve ${url}`,
+            () =>
+              fetch(url).then(
+                (r) => r.status,
+                () => 0,
+              ),
+            {
+              until: (s) => s === 200,
+              timeoutMs: 60_000,
+              intervalMs: 200,
+              context: () => output.slice(-2000),
+            },
+          );
           expect([entry, status]).toEqual([entry, 200]);
         } finally {
           child.kill('SIGTERM');

@@ -23,7 +23,10 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     expect((await t.http.get('/health/live')).status).toBe(200);
     const ready = await t.http.get('/health/ready');
     expect(ready.status).toBe(200);
-    expect(ready.body.details).toEqual({ database: { status: 'up', breaker: 'closed' }, redis: { status: 'up' } });
+    expect(ready.body.details).toEqual({
+      database: { status: 'up', breaker: 'closed' },
+      redis: { status: 'up' },
+    });
   });
 
   it('a flood of readiness probes (public, not throttled) shares the checks running: no ping per probe queues on the pool', async () => {
@@ -35,8 +38,12 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
       return check(key, timeoutMs);
     });
     try {
-      const answers = await Promise.all(Array.from({ length: 100 }, () => t.http.get('/health/ready')));
-      expect(answers.every((r) => r.status === 200 && r.body.details.database.status === 'up')).toBe(true);
+      const answers = await Promise.all(
+        Array.from({ length: 100 }, () => t.http.get('/health/ready')),
+      );
+      expect(
+        answers.every((r) => r.status === 200 && r.body.details.database.status === 'up'),
+      ).toBe(true);
       expect(checks.mock.calls.length).toBeGreaterThanOrEqual(1);
       expect(checks.mock.calls.length).toBeLessThan(25);
       // one after another, each probe checks afresh (a change is seen by the next probe)
@@ -52,7 +59,9 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
   it('generates an X-Request-Id, and keeps a well-formed incoming one', async () => {
     const generated = await t.http.get('/health/live');
     expect(generated.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
-    const kept = await t.http.get('/health/live', { headers: { 'x-request-id': 'client-req-0001' } });
+    const kept = await t.http.get('/health/live', {
+      headers: { 'x-request-id': 'client-req-0001' },
+    });
     expect(kept.headers.get('x-request-id')).toBe('client-req-0001');
     const replaced = await t.http.get('/health/live', { headers: { 'x-request-id': 'bad id!' } });
     expect(replaced.headers.get('x-request-id')).not.toBe('bad id!');
@@ -62,7 +71,11 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     const res = await t.http.get('/v1/nowhere', { headers: { 'x-request-id': 'trace-12345678' } });
     expect(res.status).toBe(404);
     expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-    expect(res.body).toMatchObject({ status: 404, code: 'ROUTE_NOT_FOUND', requestId: 'trace-12345678' });
+    expect(res.body).toMatchObject({
+      status: 404,
+      code: 'ROUTE_NOT_FOUND',
+      requestId: 'trace-12345678',
+    });
     expect(typeof res.body.type).toBe('string');
     expect(typeof res.body.title).toBe('string');
   });
@@ -79,14 +92,18 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     ];
     for (const [method, path, allow] of cases) {
       // anonymous, with a body no parser could read: the method is what is wrong
-      const res = await t.http.request(method, path, undefined, { raw: method === 'GET' ? undefined : '{"broken' });
+      const res = await t.http.request(method, path, undefined, {
+        raw: method === 'GET' ? undefined : '{"broken',
+      });
       expectProblem(res, 405, 'METHOD_NOT_ALLOWED');
       expect([method, path, res.headers.get('allow')]).toEqual([method, path, allow]);
       // with every answer's security headers, and CORS's (a browser app reads the 405 and its Allow)
       expect(res.headers.get('x-content-type-options')).toBe('nosniff');
       expect(res.headers.get('content-security-policy')).toBeTruthy();
     }
-    const fromBrowser = await t.http.request('DELETE', '/v1/categories', undefined, { headers: { origin: 'https://shop.example' } });
+    const fromBrowser = await t.http.request('DELETE', '/v1/categories', undefined, {
+      headers: { origin: 'https://shop.example' },
+    });
     expectProblem(fromBrowser, 405, 'METHOD_NOT_ALLOWED');
     expect(fromBrowser.headers.get('access-control-allow-origin')).toBeTruthy();
     expect(fromBrowser.headers.get('access-control-expose-headers')).toMatch(/\bAllow\b/);
@@ -94,7 +111,13 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     expectProblem(await t.http.request('POST', '/docs/nonexistent'), 404, 'ROUTE_NOT_FOUND');
     // no route under any method (CORS's OPTIONS-for-any-path counts for none): still 404
     // nor a path matched only with a parameter left empty (Nest's adapter routes none)
-    for (const path of ['/v1/nowhere', `/v1/products/${id}/images/x`, `/v1/orders/${id}/refund`, '/v1/products/', '/v1/orders//cancel']) {
+    for (const path of [
+      '/v1/nowhere',
+      `/v1/products/${id}/images/x`,
+      `/v1/orders/${id}/refund`,
+      '/v1/products/',
+      '/v1/orders//cancel',
+    ]) {
       const res = await t.http.request('DELETE', path);
       expect([path, res.status, res.headers.get('allow')]).toEqual([path, 404, null]);
       expectProblem(res, 404, 'ROUTE_NOT_FOUND');
@@ -160,7 +183,11 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     expect(doc.body.components.securitySchemes.bearer).toMatchObject({ scheme: 'bearer' });
     // unknown query parameters are a 400 on every route (API.md), these too (mounted outside
     // the Nest guard that refuses them elsewhere)
-    for (const path of ['/docs-json?cb=1', '/docs?url=https://evil.example/spec.json', '/docs/swagger-ui-init.js?x=1']) {
+    for (const path of [
+      '/docs-json?cb=1',
+      '/docs?url=https://evil.example/spec.json',
+      '/docs/swagger-ui-init.js?x=1',
+    ]) {
       const refused = await t.http.get(path);
       expect([path, refused.status, refused.body.code]).toEqual([path, 400, 'VALIDATION_FAILED']);
       expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
@@ -213,7 +240,9 @@ describe('foundation: graceful shutdown', () => {
     const t = await bootTestApp({ module: withProbe });
     const before = slowRequestsStarted();
     const inFlight = t.http.get('/v1/__probe/slow');
-    await waitFor('the slow request to reach its handler', () => slowRequestsStarted() > before, { intervalMs: 10 });
+    await waitFor('the slow request to reach its handler', () => slowRequestsStarted() > before, {
+      intervalMs: 10,
+    });
     const closing = t.close();
     const res = await inFlight;
     await closing;
@@ -234,9 +263,14 @@ describe('foundation: graceful shutdown', () => {
     socket.write('GET /v1/products HTTP/1.1\r\nHost: shop.test\r\n');
     // (Node's own list of connections whose request has begun: what its close leaves open)
     const server = t.app.getHttpServer();
-    const connections = Object.getOwnPropertySymbols(server).find((k) => k.description === 'http.server.connections')!;
+    const connections = Object.getOwnPropertySymbols(server).find(
+      (k) => k.description === 'http.server.connections',
+    )!;
     const list = (server as unknown as Record<symbol, { active(): unknown[] }>)[connections];
-    await waitFor('the request to be in transit', () => list.active().length, { until: (n) => n === 1, intervalMs: 10 });
+    await waitFor('the request to be in transit', () => list.active().length, {
+      until: (n) => n === 1,
+      intervalMs: 10,
+    });
     const closing = t.close();
     await waitFor('the server to stop listening', () => t.app.getHttpServer().listening, {
       until: (listening) => !listening,

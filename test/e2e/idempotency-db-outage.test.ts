@@ -29,7 +29,11 @@ describe('an Idempotency-Key after a request that a database outage ended', () =
     proxy = await startHoldingProxy(stripe.url);
     t = await bootTestApp({
       db,
-      env: { STRIPE_SECRET_KEY: stripe.secretKey, STRIPE_API_URL: proxy.url, STRIPE_WEBHOOK_SECRET: stripe.webhookSecret },
+      env: {
+        STRIPE_SECRET_KEY: stripe.secretKey,
+        STRIPE_API_URL: proxy.url,
+        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+      },
     });
     [alice] = await buyers(t.http, 1);
   }, 120_000);
@@ -44,7 +48,11 @@ describe('an Idempotency-Key after a request that a database outage ended', () =
   /** Starts the payment, and crashes the database while the request waits for the provider. */
   async function paymentCutByOutage(orderId: string, key: string) {
     const gate = proxy.holdNext('POST', '/v1/payment_intents');
-    const pending = t.http.post(`/v1/orders/${orderId}/payment`, {}, { token: alice.token, idempotencyKey: key });
+    const pending = t.http.post(
+      `/v1/orders/${orderId}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: key },
+    );
     await gate.reached; // the key is claimed; the handler waits for Stripe
     await pg.stop('immediate');
     gate.release();
@@ -61,13 +69,25 @@ describe('an Idempotency-Key after a request that a database outage ended', () =
     const failed = await paymentCutByOutage(order.body.id, key);
     expect(failed.status).toBeGreaterThanOrEqual(500);
 
-    const retry = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: key });
+    const retry = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: key },
+    );
     expect([retry.status, retry.body.code]).toEqual([201, undefined]);
     expect(retry.headers.get('idempotent-replayed')).toBeNull();
-    const creates = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/payment_intents');
-    expect(new Set(creates.map((r) => r.idempotencyKey))).toEqual(new Set([`order:${order.body.id}:payment-intent`]));
+    const creates = stripe.requests.filter(
+      (r) => r.method === 'POST' && r.path === '/v1/payment_intents',
+    );
+    expect(new Set(creates.map((r) => r.idempotencyKey))).toEqual(
+      new Set([`order:${order.body.id}:payment-intent`]),
+    );
     expect(stripe.intent(retry.body.paymentIntentId)).toBeDefined();
-    const replay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: key });
+    const replay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: key },
+    );
     expect([replay.status, replay.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
     expect(replay.body).toEqual(retry.body);
   }, 60_000);
@@ -78,7 +98,11 @@ describe('an Idempotency-Key after a request that a database outage ended', () =
     await pg.stop('immediate');
     try {
       for (let i = 0; i < 3; i++) {
-        const res = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+        const res = await t.http.post(
+          `/v1/orders/${order.body.id}/payment`,
+          {},
+          { token: alice.token, idempotencyKey: newKey() },
+        );
         expect([res.status, res.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
         expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
       }

@@ -28,7 +28,11 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
     proxy = await startHoldingProxy(stripe.url);
     t = await bootTestApp({
       db,
-      env: { STRIPE_SECRET_KEY: stripe.secretKey, STRIPE_API_URL: proxy.url, STRIPE_WEBHOOK_SECRET: stripe.webhookSecret },
+      env: {
+        STRIPE_SECRET_KEY: stripe.secretKey,
+        STRIPE_API_URL: proxy.url,
+        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+      },
     });
     [alice] = await buyers(t.http, 1);
   });
@@ -56,11 +60,19 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
       },
       'warn',
     );
-    await waitFor('the second API process to be ready', () => fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.status, () => 0), {
-      until: (status) => status === 200,
-      timeoutMs: 60_000,
-      context: () => api?.output().slice(-3000) ?? '',
-    });
+    await waitFor(
+      'the second API process to be ready',
+      () =>
+        fetch(`http://127.0.0.1:${port}/health/ready`).then(
+          (r) => r.status,
+          () => 0,
+        ),
+      {
+        until: (status) => status === 200,
+        timeoutMs: 60_000,
+        context: () => api?.output().slice(-3000) ?? '',
+      },
+    );
     return port;
   }
 
@@ -77,7 +89,11 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
     const gate = proxy.holdNext('POST', '/v1/payment_intents');
     const answered = fetch(`http://127.0.0.1:${port}${path}`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${alice.token}`, 'idempotency-key': key, 'content-type': 'application/json' },
+      headers: {
+        authorization: `Bearer ${alice.token}`,
+        'idempotency-key': key,
+        'content-type': 'application/json',
+      },
       body: '{}',
     }).then(
       (r) => r.status,
@@ -120,14 +136,20 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
     const retry = await t.http.post(path, {}, { token: alice.token, idempotencyKey: key });
     expect([retry.status, retry.body.code]).toEqual([201, undefined]);
     expect(retry.headers.get('idempotent-replayed')).toBeNull();
-    const intents = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/payment_intents');
-    expect(new Set(intents.map((r) => r.idempotencyKey))).toEqual(new Set([`order:${order.body.id}:payment-intent`]));
+    const intents = stripe.requests.filter(
+      (r) => r.method === 'POST' && r.path === '/v1/payment_intents',
+    );
+    expect(new Set(intents.map((r) => r.idempotencyKey))).toEqual(
+      new Set([`order:${order.body.id}:payment-intent`]),
+    );
   }, 90_000);
 
   it('a process frozen while it holds the key (SIGSTOP) loses it after the idle limit: the retry runs; one intent', async () => {
     const { order, key, path, gate, answered: frozen } = await heldPaymentStart();
     await gate.reached;
-    expect((await t.http.post(path, {}, { token: alice.token, idempotencyKey: key })).status).toBe(409);
+    expect((await t.http.post(path, {}, { token: alice.token, idempotencyKey: key })).status).toBe(
+      409,
+    );
     api!.proc.kill('SIGSTOP');
     const frozenAt = performance.now();
     try {
@@ -147,10 +169,16 @@ describe('an Idempotency-Key held by an API process that is killed', () => {
     await frozen;
     const replay = await t.http.post(path, {}, { token: alice.token, idempotencyKey: key });
     expect([replay.status, replay.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
-    const payments = await db.pool.query(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id]);
+    const payments = await db.pool.query(
+      `SELECT count(*)::int AS n FROM payments WHERE order_id = $1`,
+      [order.body.id],
+    );
     expect(payments.rows[0].n).toBe(1);
     const intents = stripe.requests.filter(
-      (r) => r.method === 'POST' && r.path === '/v1/payment_intents' && r.idempotencyKey === `order:${order.body.id}:payment-intent`,
+      (r) =>
+        r.method === 'POST' &&
+        r.path === '/v1/payment_intents' &&
+        r.idempotencyKey === `order:${order.body.id}:payment-intent`,
     );
     expect(intents.length).toBeGreaterThanOrEqual(1);
     api!.proc.kill('SIGKILL');

@@ -163,11 +163,18 @@ describe('AdvisoryLockSession with retakeLostHolds, its session cut', () => {
     // the re-take reaches 'e' first; just then 'f' is released (its session is gone) and a new
     // request of this process holds 'f' again, on the new session
     let again: Awaited<ReturnType<AdvisoryLockSession['tryHold']>> | undefined;
-    const internals = session as unknown as { run: (s: unknown, sql: string, params: unknown[]) => Promise<unknown> };
+    const internals = session as unknown as {
+      run: (s: unknown, sql: string, params: unknown[]) => Promise<unknown>;
+    };
     const run = internals.run.bind(session);
     let interposed = false;
     internals.run = async (s, sql, params) => {
-      if (!interposed && sql.includes('pg_try_advisory_lock') && params[0] === 'e' && again === undefined) {
+      if (
+        !interposed &&
+        sql.includes('pg_try_advisory_lock') &&
+        params[0] === 'e' &&
+        again === undefined
+      ) {
         interposed = true;
         await twin!.release();
         again = await session.tryHold('f', LOCK, ['f']);
@@ -179,7 +186,10 @@ describe('AdvisoryLockSession with retakeLostHolds, its session cut', () => {
       await waitFor('both re-taken', probe, {
         until: (p) => p !== undefined && p.pid !== before.pid && p.locks === 2 && interposed,
       });
-      await waitFor('the re-take to end', () => (session as unknown as { retaking?: unknown }).retaking === undefined);
+      await waitFor(
+        'the re-take to end',
+        () => (session as unknown as { retaking?: unknown }).retaking === undefined,
+      );
     } finally {
       internals.run = run;
     }
@@ -228,7 +238,9 @@ describe('AdvisoryLockSession whose lock statement outlives its timeout (the ser
 
   /** The session's first try-lock is granted, then the backend stays busy for a minute. */
   function stallFirstTryLock(session: AdvisoryLockSession): void {
-    const internals = session as unknown as { run: (s: unknown, sql: string, params: unknown[]) => Promise<unknown> };
+    const internals = session as unknown as {
+      run: (s: unknown, sql: string, params: unknown[]) => Promise<unknown>;
+    };
     const run = internals.run.bind(session);
     let stalled = false;
     internals.run = (s, sql, params) => {
@@ -241,7 +253,10 @@ describe('AdvisoryLockSession whose lock statement outlives its timeout (the ser
   }
 
   it('the retry ends the stalled backend first and takes the lock: a hold, not "in use"', async () => {
-    const session = new AdvisoryLockSession(db.url, { applicationName: 'lock-stall-probe', queryTimeoutMs: 500 });
+    const session = new AdvisoryLockSession(db.url, {
+      applicationName: 'lock-stall-probe',
+      queryTimeoutMs: 500,
+    });
     try {
       stallFirstTryLock(session);
       const hold = await session.tryHold('k', LOCK, ['k']);
@@ -249,7 +264,9 @@ describe('AdvisoryLockSession whose lock statement outlives its timeout (the ser
       // held by the new session alone; the stalled backend is gone
       const pids = await held('lock-stall-probe');
       expect(pids).toHaveLength(1);
-      const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'lock-stall-probe/%'`);
+      const { rows } = await db.pool.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'lock-stall-probe/%'`,
+      );
       expect(rows[0].n).toBe(1);
       await hold!.release();
       expect(await held('lock-stall-probe')).toEqual([]);
@@ -259,10 +276,16 @@ describe('AdvisoryLockSession whose lock statement outlives its timeout (the ser
   });
 
   it('a stalled backend that does not end in time: the hold fails as an unreachable database (503), not as "in use"', async () => {
-    const session = new AdvisoryLockSession(db.url, { applicationName: 'lock-stall-stuck', queryTimeoutMs: 500 });
+    const session = new AdvisoryLockSession(db.url, {
+      applicationName: 'lock-stall-stuck',
+      queryTimeoutMs: 500,
+    });
     // the server never reports the old backend gone (as if too busy to end it)
     const query = Client.prototype.query;
-    const stuck = jest.spyOn(Client.prototype, 'query').mockImplementation(function (this: Client, ...args: unknown[]) {
+    const stuck = jest.spyOn(Client.prototype, 'query').mockImplementation(function (
+      this: Client,
+      ...args: unknown[]
+    ) {
       if (typeof args[0] === 'string' && args[0].includes('UNION SELECT pid FROM pg_locks')) {
         return Promise.resolve({ rows: [{ pid: 1 }] }) as never;
       }
@@ -280,7 +303,10 @@ describe('AdvisoryLockSession whose lock statement outlives its timeout (the ser
   });
 
   it("never ends a backend that is no longer its session's (a session-mode pooler's server handed to another client)", async () => {
-    const session = new AdvisoryLockSession(db.url, { applicationName: 'lock-stall-pooled', queryTimeoutMs: 500 });
+    const session = new AdvisoryLockSession(db.url, {
+      applicationName: 'lock-stall-pooled',
+      queryTimeoutMs: 500,
+    });
     const other = await db.pool.connect();
     try {
       // as a pooler would leave it: the dropped session's server connection (same pid and
@@ -288,7 +314,9 @@ describe('AdvisoryLockSession whose lock statement outlives its timeout (the ser
       const { rows } = await other.query<{ pid: number; started: string }>(
         `SELECT pid, backend_start::text AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()`,
       );
-      const internals = session as unknown as { doubtful: Map<number, { pid: number; started: string; name: string }> };
+      const internals = session as unknown as {
+        doubtful: Map<number, { pid: number; started: string; name: string }>;
+      };
       internals.doubtful.set(rows[0].pid, { ...rows[0], name: 'lock-stall-pooled/0badc0de' });
       const hold = await session.tryHold('p', LOCK, ['p']);
       expect(hold?.held).toBe(true);
@@ -301,14 +329,21 @@ describe('AdvisoryLockSession whose lock statement outlives its timeout (the ser
   });
 
   it('a re-take after such a drop keeps its holds (not lost to its own old backend)', async () => {
-    const session = new AdvisoryLockSession(db.url, { applicationName: 'lock-stall-retake', queryTimeoutMs: 500, retakeLostHolds: true });
+    const session = new AdvisoryLockSession(db.url, {
+      applicationName: 'lock-stall-retake',
+      queryTimeoutMs: 500,
+      retakeLostHolds: true,
+    });
     try {
       const first = await session.tryHold('a', LOCK, ['a']);
       stallFirstTryLock(session);
       // the second hold's statement stalls: the session (holding 'a') is dropped, 'a' re-taken
       const second = await session.tryHold('b', LOCK, ['b']);
       expect(second?.held).toBe(true);
-      await waitFor('the re-take to end', () => (session as unknown as { retaking?: unknown }).retaking === undefined);
+      await waitFor(
+        'the re-take to end',
+        () => (session as unknown as { retaking?: unknown }).retaking === undefined,
+      );
       expect(first?.held).toBe(true);
       const pids = await held('lock-stall-retake');
       expect(pids).toHaveLength(2);

@@ -74,7 +74,9 @@ describe('the idempotency purge and in-progress records', () => {
           WHERE principal = 'user:orphans' AND key = 'reused'`,
       );
       const purge = t.app.get(IdempotencyRepository).purgeExpired(new Date());
-      await untilWaitingOnLocks(t.db.pool, 'the purge to wait on the taken-over row', { matching: 'DELETE FROM%' });
+      await untilWaitingOnLocks(t.db.pool, 'the purge to wait on the taken-over row', {
+        matching: 'DELETE FROM%',
+      });
       await taker.query('COMMIT');
       await purge;
     } finally {

@@ -70,9 +70,17 @@ describe('Idempotency-Key claimed concurrently through two API instances', () =>
       body: { quantity: 1 },
     };
     const reply = { statusCode: 201, header: () => reply, status: () => reply };
-    const http = mockOf<ReturnType<ExecutionContext['switchToHttp']>>({ getRequest: () => request, getResponse: () => reply }, 'http');
+    const http = mockOf<ReturnType<ExecutionContext['switchToHttp']>>(
+      { getRequest: () => request, getResponse: () => reply },
+      'http',
+    );
     const context = mockOf<ExecutionContext>(
-      { getType: () => 'http', getHandler: () => handler, getClass: () => Object, switchToHttp: () => http },
+      {
+        getType: () => 'http',
+        getHandler: () => handler,
+        getClass: () => Object,
+        switchToHttp: () => http,
+      },
       'context',
     );
     const next: CallHandler = {
@@ -109,7 +117,9 @@ describe('Idempotency-Key claimed concurrently through two API instances', () =>
                 try {
                   const instance = i % 2 === 0 ? a : b;
                   const handler = i % 4 < 2 ? undefined : inSteps;
-                  const body = (await post(instance, key, committed, undefined, handler)) as { id: string };
+                  const body = (await post(instance, key, committed, undefined, handler)) as {
+                    id: string;
+                  };
                   answers.add(body.id);
                   return;
                 } catch (err) {
@@ -129,11 +139,13 @@ describe('Idempotency-Key claimed concurrently through two API instances', () =>
     expect(unexpected).toEqual([]);
     expect(committed.size).toBe(keys);
     expect([...committed.values()].every((n) => n === 1)).toBe(true);
-    const records = await db.pool.query(`SELECT count(*)::int AS n FROM idempotency_keys WHERE principal = 'user:race'`);
+    const records = await db.pool.query(
+      `SELECT count(*)::int AS n FROM idempotency_keys WHERE principal = 'user:race'`,
+    );
     expect(records.rows[0].n).toBe(keys);
   });
 
-  it('a record that appears for the key before the commit (a twin let through) answers 409, not 500; the twin\'s answer stands', async () => {
+  it("a record that appears for the key before the commit (a twin let through) answers 409, not 500; the twin's answer stands", async () => {
     const key = randomUUID();
     const committed = new Map<string, number>();
     const twin = () =>

@@ -8,14 +8,23 @@
  * image ready. The store is s3rver (npm) behind a SigV4 query-signature gate (see local-s3.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { HeadObjectCommand, PutObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
+import {
+  HeadObjectCommand,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
 import { ImageRepository } from '../../src/catalog/image.repository';
 import { ImagesService } from '../../src/catalog/images.service';
 import { ObjectStorage, ObjectStorageUnavailable } from '../../src/catalog/object-storage';
 import { Clock } from '../../src/common/time/clock';
 import { createAdmin } from '../support/auth';
 import { createProduct } from '../support/catalog';
-import { LocalS3, presignedSignatureProblem, startLocalS3 } from '../../scripts/local-storage/local-s3';
+import {
+  LocalS3,
+  presignedSignatureProblem,
+  startLocalS3,
+} from '../../scripts/local-storage/local-s3';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { holdIdempotencyKey } from '../support/idempotency-keys';
 
@@ -120,20 +129,39 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     expect((await notify(await storeEvent(secondEvents + 1))).status).toBe(204);
     const both = await t.http.get(`/v1/products/${p.id}`);
     expect(both.body.imageUrl).toBe(product.body.imageUrl);
-    expect(both.body.images).toEqual([product.body.imageUrl, `${s3.endpoint}/${s3.bucket}/products/${p.id}/${second.imageId}`]);
+    expect(both.body.images).toEqual([
+      product.body.imageUrl,
+      `${s3.endpoint}/${s3.bucket}/products/${p.id}/${second.imageId}`,
+    ]);
     // the admin's answers show the same product
-    const edited = await t.http.patch(`/v1/admin/products/${p.id}`, { description: 'two pictures' }, { token: admin });
+    const edited = await t.http.patch(
+      `/v1/admin/products/${p.id}`,
+      { description: 'two pictures' },
+      { token: admin },
+    );
     expect(edited.body.images).toEqual(both.body.images);
 
     // the operator puts a CDN in front (STORAGE_BASE_URL) and restarts: every image URL follows,
     // the main one too, and none is listed twice
-    const cdn = await bootTestApp({ db: t.db, env: { ...s3.env, STORAGE_WEBHOOK_TOKEN: TOKEN, STORAGE_BASE_URL: 'https://cdn.shop.test/img' } });
+    const cdn = await bootTestApp({
+      db: t.db,
+      env: {
+        ...s3.env,
+        STORAGE_WEBHOOK_TOKEN: TOKEN,
+        STORAGE_BASE_URL: 'https://cdn.shop.test/img',
+      },
+    });
     try {
       const viaCdn = await cdn.http.get(`/v1/products/${p.id}`);
       expect(viaCdn.body.imageUrl).toBe(`https://cdn.shop.test/img/${key}`);
-      expect(viaCdn.body.images).toEqual([`https://cdn.shop.test/img/${key}`, `https://cdn.shop.test/img/products/${p.id}/${second.imageId}`]);
+      expect(viaCdn.body.images).toEqual([
+        `https://cdn.shop.test/img/${key}`,
+        `https://cdn.shop.test/img/products/${p.id}/${second.imageId}`,
+      ]);
       const listed = await cdn.http.get(`/v1/products?limit=100&sort=newest`);
-      expect(listed.body.items.find((i: { id: string }) => i.id === p.id).imageUrl).toBe(`https://cdn.shop.test/img/${key}`);
+      expect(listed.body.items.find((i: { id: string }) => i.id === p.id).imageUrl).toBe(
+        `https://cdn.shop.test/img/${key}`,
+      );
     } finally {
       await cdn.close();
     }
@@ -146,9 +174,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     const images = t.app.get(ImageRepository);
     const at = new Date();
     const winners = await Promise.all(
-      Array.from({ length: 8 }, (_, i) =>
-        images.markReady(key, new Date(at.getTime() + i)),
-      ),
+      Array.from({ length: 8 }, (_, i) => images.markReady(key, new Date(at.getTime() + i))),
     );
     expect(winners.filter((w) => w !== null)).toEqual([p.id]);
     const product = await t.db.pool.query<{ image_url: string }>(
@@ -237,11 +263,14 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       '&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404';
     // (checked at the example's own time: it was signed for a day in 2013)
     const then = Date.parse('2013-05-24T12:00:00Z');
-    const check = (method: string, host: string, now = then) => presignedSignatureProblem(method, url, { host }, secret, undefined, now);
+    const check = (method: string, host: string, now = then) =>
+      presignedSignatureProblem(method, url, { host }, secret, undefined, now);
     expect(check('GET', 'examplebucket.s3.amazonaws.com')).toBeNull();
     expect(check('PUT', 'examplebucket.s3.amazonaws.com')).toBe('signature does not match');
     expect(check('GET', 'evil.s3.amazonaws.com')).toBe('signature does not match');
-    expect(check('GET', 'examplebucket.s3.amazonaws.com', then + 86_400_000)).toBe('Request has expired');
+    expect(check('GET', 'examplebucket.s3.amazonaws.com', then + 86_400_000)).toBe(
+      'Request has expired',
+    );
 
     const p = await createProduct(t, admin);
     const up = await requestUpload(p.id, 'image/png', 64);
@@ -358,13 +387,20 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     const p = await createProduct(t, admin);
     const up = await requestUpload(p.id, 'image/png', 16);
     const notice = {
-      Records: [{ eventName: 'ObjectRemoved:Delete', s3: { bucket: { name: s3.bucket }, object: { key: `products/${p.id}/${up.imageId}` } } }],
+      Records: [
+        {
+          eventName: 'ObjectRemoved:Delete',
+          s3: { bucket: { name: s3.bucket }, object: { key: `products/${p.id}/${up.imageId}` } },
+        },
+      ],
     };
     expect((await keyed(notice, `Bearer ${TOKEN}`)).status).toBe(204);
     const replay = await keyed(notice, `Bearer ${TOKEN}`);
     expect(replay.status).toBe(204);
     expect(replay.headers.get('idempotent-replayed')).toBe('true');
-    const { principal } = (await t.db.pool.query(`SELECT principal FROM idempotency_keys WHERE key = $1`, [key])).rows[0];
+    const { principal } = (
+      await t.db.pool.query(`SELECT principal FROM idempotency_keys WHERE key = $1`, [key])
+    ).rows[0];
     const held = `${key}-held`;
     const holder = await holdIdempotencyKey(t.db.pool, principal, held);
     try {
@@ -378,8 +414,12 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
 
   it('a notification whose second record cannot be confirmed (503) still shows the first one at once: the cache is invalidated', async () => {
     const p = await createProduct(t, admin);
-    const [a, b] = [await requestUpload(p.id, 'image/png', 64), await requestUpload(p.id, 'image/png', 64)];
-    for (const up of [a, b]) expect((await put(up.uploadUrl, 'image/png', randomBytes(64))).status).toBe(200);
+    const [a, b] = [
+      await requestUpload(p.id, 'image/png', 64),
+      await requestUpload(p.id, 'image/png', 64),
+    ];
+    for (const up of [a, b])
+      expect((await put(up.uploadUrl, 'image/png', randomBytes(64))).status).toBe(200);
     expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBeNull(); // cached now, without images
     const storage = t.app.get(ObjectStorage);
     const head = storage.head.bind(storage);
@@ -388,13 +428,18 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       return head(key);
     });
     try {
-      const record = (imageId: string) => ({ eventName: 'ObjectCreated:Put', s3: { bucket: { name: s3.bucket }, object: { key: `products/${p.id}/${imageId}` } } });
+      const record = (imageId: string) => ({
+        eventName: 'ObjectCreated:Put',
+        s3: { bucket: { name: s3.bucket }, object: { key: `products/${p.id}/${imageId}` } },
+      });
       expect((await notify({ Records: [record(a.imageId), record(b.imageId)] })).status).toBe(503);
     } finally {
       spy.mockRestore();
     }
     expect((await imageRow(a.imageId)).status).toBe('ready');
-    expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBe(`${s3.endpoint}/${s3.bucket}/products/${p.id}/${a.imageId}`);
+    expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBe(
+      `${s3.endpoint}/${s3.bucket}/products/${p.id}/${a.imageId}`,
+    );
   });
 
   it('acknowledges notifications for keys, buckets or events that are not ours without effect', async () => {
@@ -449,13 +494,17 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
   describe('the reconciliation pass (notifications lost, or never configured)', () => {
     const reconcile = () => t.app.get(ImagesService).reconcilePending();
     const age = (imageId: string, interval: string) =>
-      t.db.pool.query(`UPDATE product_images SET created_at = created_at - $2::interval WHERE id = $1`, [imageId, interval]);
+      t.db.pool.query(
+        `UPDATE product_images SET created_at = created_at - $2::interval WHERE id = $1`,
+        [imageId, interval],
+      );
     /**
      * The store refuses to describe (403) the objects whose key `refused` picks — as it answers a
      * key without s3:ListBucket asking for a missing object — and answers the rest as it is.
      */
     const refuseHeads = (refused: (key: string) => boolean) => {
-      const client = (t.app.get<ObjectStorage>(ObjectStorage) as unknown as { client: S3Client }).client;
+      const client = (t.app.get<ObjectStorage>(ObjectStorage) as unknown as { client: S3Client })
+        .client;
       const send = client.send.bind(client) as (command: unknown) => Promise<unknown>;
       let heads = 0;
       const spy = jest.spyOn(client, 'send').mockImplementation(((command: unknown) => {
@@ -463,7 +512,12 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
           heads++;
           if (refused(command.input.Key!)) {
             return Promise.reject(
-              new S3ServiceException({ name: 'Forbidden', $fault: 'client', $metadata: { httpStatusCode: 403 }, message: 'Forbidden' }),
+              new S3ServiceException({
+                name: 'Forbidden',
+                $fault: 'client',
+                $metadata: { httpStatusCode: 403 },
+                message: 'Forbidden',
+              }),
             );
           }
         }
@@ -488,10 +542,16 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       expect((await imageRow(up.imageId)).status).toBe('ready');
       // visible at once: the catalog cache was invalidated
       const key = `products/${p.id}/${up.imageId}`;
-      expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBe(`${s3.endpoint}/${s3.bucket}/${key}`);
+      expect((await t.http.get(`/v1/products/${p.id}`)).body.imageUrl).toBe(
+        `${s3.endpoint}/${s3.bucket}/${key}`,
+      );
       // again, or a late notification: nothing changes
       expect(await reconcile()).toEqual({ ready: 0, removed: 0 });
-      const late = await notify({ Records: [{ eventName: 'ObjectCreated:Put', s3: { bucket: { name: s3.bucket }, object: { key } } }] });
+      const late = await notify({
+        Records: [
+          { eventName: 'ObjectCreated:Put', s3: { bucket: { name: s3.bucket }, object: { key } } },
+        ],
+      });
       expect(late.status).toBe(204);
     });
 
@@ -625,7 +685,10 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
         const up = await requestUpload(p.id, 'image/png', bytes.length);
         expect((await put(up.uploadUrl, 'image/png', bytes)).status).toBe(200);
         await age(up.imageId, '2 hours');
-        expect(await down.app.get(ImagesService).reconcilePending()).toEqual({ ready: 0, removed: 0 });
+        expect(await down.app.get(ImagesService).reconcilePending()).toEqual({
+          ready: 0,
+          removed: 0,
+        });
         expect((await imageRow(up.imageId)).status).toBe('pending');
         expect(await reconcile()).toEqual({ ready: 1, removed: 0 });
       } finally {

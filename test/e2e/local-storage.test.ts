@@ -25,10 +25,19 @@ function rawPut(url: string, contentType: string, body: string): Promise<number>
   const { hostname, port } = new URL(url);
   const path = url.slice(url.indexOf('/', url.indexOf('//') + 2));
   return new Promise((resolve, reject) => {
-    const req = request({ host: hostname, port, method: 'PUT', path, headers: { 'content-type': contentType, 'content-length': Buffer.byteLength(body) } }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
+    const req = request(
+      {
+        host: hostname,
+        port,
+        method: 'PUT',
+        path,
+        headers: { 'content-type': contentType, 'content-length': Buffer.byteLength(body) },
+      },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -37,10 +46,16 @@ function rawPut(url: string, contentType: string, body: string): Promise<number>
 /** The store as a process: resolves once it listens (its first line), with its output. */
 async function startStore(env: Record<string, string>) {
   const store = runScript(SCRIPT, env);
-  await waitFor('the store to listen', () => store.output().includes('[storage] S3-compatible image store on') || store.proc.exitCode !== null, {
-    timeoutMs: 30_000,
-    context: store.output,
-  });
+  await waitFor(
+    'the store to listen',
+    () =>
+      store.output().includes('[storage] S3-compatible image store on') ||
+      store.proc.exitCode !== null,
+    {
+      timeoutMs: 30_000,
+      context: store.output,
+    },
+  );
   if (store.proc.exitCode !== null) throw new Error(`the store exited: ${store.output()}`);
   return store;
 }
@@ -55,7 +70,12 @@ describe('the local image store of npm start (development)', () => {
     endpoint = `http://localhost:${await freePort()}`;
     // the development defaults: no STORAGE_ACCESS_KEY_ID / SECRET / WEBHOOK_TOKEN given
     t = await bootTestApp({
-      env: { STORAGE_ENDPOINT: endpoint, STORAGE_ACCESS_KEY_ID: '', STORAGE_SECRET_ACCESS_KEY: '', STORAGE_WEBHOOK_TOKEN: '' },
+      env: {
+        STORAGE_ENDPOINT: endpoint,
+        STORAGE_ACCESS_KEY_ID: '',
+        STORAGE_SECRET_ACCESS_KEY: '',
+        STORAGE_WEBHOOK_TOKEN: '',
+      },
     });
   });
   afterAll(async () => {
@@ -73,19 +93,35 @@ describe('the local image store of npm start (development)', () => {
     const admin = (await createAdmin(t)).accessToken;
     const p = await createProduct(t, admin);
     const bytes = randomBytes(1500);
-    const up = await t.http.post(`/v1/admin/products/${p.id}/images`, { contentType: 'image/png', sizeBytes: bytes.length }, { token: admin });
+    const up = await t.http.post(
+      `/v1/admin/products/${p.id}/images`,
+      { contentType: 'image/png', sizeBytes: bytes.length },
+      { token: admin },
+    );
     expect(up.status).toBe(201);
     expect(up.body.uploadUrl.startsWith(`${endpoint}/shop-images/`)).toBe(true);
     // a PUT other than the one signed for is refused, as a real store refuses it
-    const forged = await fetch(up.body.uploadUrl, { method: 'PUT', headers: { 'content-type': 'text/html' }, body: bytes });
+    const forged = await fetch(up.body.uploadUrl, {
+      method: 'PUT',
+      headers: { 'content-type': 'text/html' },
+      body: bytes,
+    });
     expect(forged.status).toBe(403);
-    const stored = await fetch(up.body.uploadUrl, { method: 'PUT', headers: { 'content-type': 'image/png' }, body: bytes });
+    const stored = await fetch(up.body.uploadUrl, {
+      method: 'PUT',
+      headers: { 'content-type': 'image/png' },
+      body: bytes,
+    });
     expect(stored.status).toBe(200);
     // the store's notification, not a test, makes the image ready
     await waitFor(
       'the image to be ready',
       async () =>
-        (await t.db.pool.query(`SELECT 1 FROM product_images WHERE id = $1 AND status = 'ready'`, [up.body.imageId])).rowCount === 1,
+        (
+          await t.db.pool.query(`SELECT 1 FROM product_images WHERE id = $1 AND status = 'ready'`, [
+            up.body.imageId,
+          ])
+        ).rowCount === 1,
       { context: store.output },
     );
     const url = `${endpoint}/shop-images/products/${p.id}/${up.body.imageId}`;
@@ -108,12 +144,20 @@ describe('the local image store of npm start (development)', () => {
   });
 
   it('takes writes signed with its key only, as a private bucket does; reads are anyone’s; answers a browser’s preflight', async () => {
-    const store = await startStore({ STORAGE_ENDPOINT: endpoint, PORT: new URL(t.baseUrl).port, LOCAL_STORAGE_DIR: dir });
+    const store = await startStore({
+      STORAGE_ENDPOINT: endpoint,
+      PORT: new URL(t.baseUrl).port,
+      LOCAL_STORAGE_DIR: dir,
+    });
     try {
       const object = `${endpoint}/shop-images/products/x/unsigned`;
       // any local process, or any web page the developer has open (a form POST needs no preflight)
       const unsigned = [
-        await fetch(object, { method: 'PUT', headers: { 'content-type': 'text/html' }, body: '<script>1</script>' }),
+        await fetch(object, {
+          method: 'PUT',
+          headers: { 'content-type': 'text/html' },
+          body: '<script>1</script>',
+        }),
         await fetch(object, { method: 'DELETE' }),
         await fetch(`${endpoint}/shop-images`, {
           method: 'POST',
@@ -149,19 +193,36 @@ describe('the local image store of npm start (development)', () => {
         credentials: { accessKeyId: 'minioadmin', secretAccessKey: 'minioadmin' },
       });
       try {
-        await sdk.send(new PutObjectCommand({ Bucket: 'shop-images', Key: 'products/x/signed', Body: 'signed bytes', ContentType: 'image/png' }));
+        await sdk.send(
+          new PutObjectCommand({
+            Bucket: 'shop-images',
+            Key: 'products/x/signed',
+            Body: 'signed bytes',
+            ContentType: 'image/png',
+          }),
+        );
       } finally {
         sdk.destroy();
       }
-      expect(await (await fetch(`${endpoint}/shop-images/products/x/signed`)).text()).toBe('signed bytes');
+      expect(await (await fetch(`${endpoint}/shop-images/products/x/signed`)).text()).toBe(
+        'signed bytes',
+      );
       // a browser's upload from an admin page on another origin: preflight, then the signed PUT
       const admin = (await createAdmin(t)).accessToken;
       const p = await createProduct(t, admin);
-      const up = await t.http.post(`/v1/admin/products/${p.id}/images`, { contentType: 'image/png', sizeBytes: 4 }, { token: admin });
+      const up = await t.http.post(
+        `/v1/admin/products/${p.id}/images`,
+        { contentType: 'image/png', sizeBytes: 4 },
+        { token: admin },
+      );
       const origin = 'http://localhost:5173';
       const preflight = await fetch(up.body.uploadUrl, {
         method: 'OPTIONS',
-        headers: { origin, 'access-control-request-method': 'PUT', 'access-control-request-headers': 'content-type' },
+        headers: {
+          origin,
+          'access-control-request-method': 'PUT',
+          'access-control-request-headers': 'content-type',
+        },
       });
       expect(preflight.status).toBe(204);
       expect(preflight.headers.get('access-control-allow-origin')).toBe(origin);
@@ -177,15 +238,28 @@ describe('the local image store of npm start (development)', () => {
       ];
       for (const url of tampered) {
         // as sent (fetch would resolve the dot segments before sending)
-        expect({ url, status: await rawPut(url, 'image/png', 'png!') }).toEqual({ url, status: 403 });
+        expect({ url, status: await rawPut(url, 'image/png', 'png!') }).toEqual({
+          url,
+          status: 403,
+        });
       }
       const copied = await fetch(up.body.uploadUrl, {
         method: 'PUT',
-        headers: { 'content-type': 'image/png', 'x-amz-copy-source': '/shop-images/products/x/signed' },
+        headers: {
+          'content-type': 'image/png',
+          'x-amz-copy-source': '/shop-images/products/x/signed',
+        },
         body: 'png!',
       });
-      expect([copied.status, await copied.text()]).toEqual([403, expect.stringContaining('not signed: x-amz-copy-source')]);
-      const put = await fetch(up.body.uploadUrl, { method: 'PUT', headers: { origin, 'content-type': 'image/png' }, body: 'png!' });
+      expect([copied.status, await copied.text()]).toEqual([
+        403,
+        expect.stringContaining('not signed: x-amz-copy-source'),
+      ]);
+      const put = await fetch(up.body.uploadUrl, {
+        method: 'PUT',
+        headers: { origin, 'content-type': 'image/png' },
+        body: 'png!',
+      });
       expect([put.status, put.headers.get('access-control-allow-origin')]).toEqual([200, origin]);
     } finally {
       store.proc.kill('SIGTERM');
@@ -204,7 +278,8 @@ describe('the local image store of npm start (development)', () => {
         received.push({
           status,
           authorization: req.headers.authorization,
-          key: (JSON.parse(body) as { Records: { s3: { object: { key: string } } }[] }).Records[0].s3.object.key,
+          key: (JSON.parse(body) as { Records: { s3: { object: { key: string } } }[] }).Records[0]
+            .s3.object.key,
         });
         res.writeHead(status).end();
       });
@@ -219,8 +294,20 @@ describe('the local image store of npm start (development)', () => {
       // an upload signed by the API (same development key pair), notified to the stand-in
       const admin = (await createAdmin(t)).accessToken;
       const p = await createProduct(t, admin);
-      const up = await t.http.post(`/v1/admin/products/${p.id}/images`, { contentType: 'image/webp', sizeBytes: 10 }, { token: admin });
-      expect((await fetch(up.body.uploadUrl, { method: 'PUT', headers: { 'content-type': 'image/webp' }, body: randomBytes(10) })).status).toBe(200);
+      const up = await t.http.post(
+        `/v1/admin/products/${p.id}/images`,
+        { contentType: 'image/webp', sizeBytes: 10 },
+        { token: admin },
+      );
+      expect(
+        (
+          await fetch(up.body.uploadUrl, {
+            method: 'PUT',
+            headers: { 'content-type': 'image/webp' },
+            body: randomBytes(10),
+          })
+        ).status,
+      ).toBe(200);
       await waitFor('a second delivery', () => received.length >= 2, { context: store.output });
       const key = `products/${p.id}/${up.body.imageId}`;
       expect(received).toEqual([

@@ -19,7 +19,10 @@ describe('a lock session with an idle limit', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    other = new AdvisoryLockSession(db.url, { applicationName: 'test-idle-locks', idleSessionTimeoutMs: IDLE_MS });
+    other = new AdvisoryLockSession(db.url, {
+      applicationName: 'test-idle-locks',
+      idleSessionTimeoutMs: IDLE_MS,
+    });
   });
   afterAll(async () => {
     await other?.close();
@@ -27,9 +30,15 @@ describe('a lock session with an idle limit', () => {
   });
 
   it('a live holder keeps its lock past the limit (its heartbeat); a frozen one loses it to another process, and knows once it runs again', async () => {
-    const holder = runScript('test/support/hold-lock-process.ts', { LOCK_URL: db.url, IDLE_MS: String(IDLE_MS) });
+    const holder = runScript('test/support/hold-lock-process.ts', {
+      LOCK_URL: db.url,
+      IDLE_MS: String(IDLE_MS),
+    });
     try {
-      await waitFor('the holder to hold the lock', () => holder.output(), { until: (o) => o.includes('held\n'), timeoutMs: 30_000 });
+      await waitFor('the holder to hold the lock', () => holder.output(), {
+        until: (o) => o.includes('held\n'),
+        timeoutMs: 30_000,
+      });
       expect(holder.output()).not.toContain('not held');
       // alive for well past the limit: still held, and another process cannot take it
       await new Promise((resolve) => setTimeout(resolve, IDLE_MS * 2.5));
@@ -48,7 +57,9 @@ describe('a lock session with an idle limit', () => {
 
       // running again, the first holder finds its session ended and the lock another's
       holder.proc.kill('SIGCONT');
-      await waitFor('the first holder to see it lost', () => holder.output(), { until: (o) => o.includes('lost\n') });
+      await waitFor('the first holder to see it lost', () => holder.output(), {
+        until: (o) => o.includes('lost\n'),
+      });
       expect(taken?.held).toBe(true);
       await taken?.release();
     } finally {

@@ -65,16 +65,35 @@ describe('DATABASE_LOCK_URL', () => {
     pooled.host = `127.0.0.1:${(closed.address() as AddressInfo).port}`;
     await new Promise((resolve) => closed.close(resolve));
     const before = proxy.connections;
-    const run = spawn(process.execPath, ['-r', './scripts/ts-register.js', 'node_modules/typeorm/cli.js', 'migration:run', '-d', 'ormconfig.ts'], {
-      cwd: join(__dirname, '..', '..'),
-      env: { ...process.env, DATABASE_URL: pooled.toString(), DATABASE_LOCK_URL: proxy.through(t.db.url), LOG_LEVEL: 'error' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const run = spawn(
+      process.execPath,
+      [
+        '-r',
+        './scripts/ts-register.js',
+        'node_modules/typeorm/cli.js',
+        'migration:run',
+        '-d',
+        'ormconfig.ts',
+      ],
+      {
+        cwd: join(__dirname, '..', '..'),
+        env: {
+          ...process.env,
+          DATABASE_URL: pooled.toString(),
+          DATABASE_LOCK_URL: proxy.through(t.db.url),
+          LOG_LEVEL: 'error',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let out = '';
     run.stdout.on('data', (d: Buffer) => (out += d.toString()));
     run.stderr.on('data', (d: Buffer) => (out += d.toString()));
     const code = await new Promise<number | null>((resolve) => run.on('exit', resolve));
-    expect({ code, out }).toEqual({ code: 0, out: expect.stringContaining('No migrations are pending') });
+    expect({ code, out }).toEqual({
+      code: 0,
+      out: expect.stringContaining('No migrations are pending'),
+    });
     expect(proxy.connections).toBeGreaterThan(before);
   }, 60_000);
 });
@@ -116,7 +135,11 @@ describe('DATABASE_LOCK_URL that never answers', () => {
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
     expect(order.status).toBe(201);
     const key = newKey();
-    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: key });
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: key },
+    );
     expect([pay.status, pay.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
     expect(Number(pay.headers.get('retry-after'))).toBeGreaterThan(0);
     expect(pay.headers.get('content-type')).toMatch(/^application\/problem\+json/);
@@ -125,12 +148,19 @@ describe('DATABASE_LOCK_URL that never answers', () => {
       [key],
     );
     expect(rows[0].n).toBe(0);
-    const { rows: orders } = await t.db.pool.query<{ status: string }>(`SELECT status FROM orders WHERE id = $1`, [order.body.id]);
+    const { rows: orders } = await t.db.pool.query<{ status: string }>(
+      `SELECT status FROM orders WHERE id = $1`,
+      [order.body.id],
+    );
     expect(orders[0].status).toBe('INVENTORY_RESERVED');
     // the next keyed request fails fast (the endpoint was unreachable a moment ago), not after
     // another 5 s connect timeout of its own
     const started = Date.now();
-    const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const again = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect([again.status, again.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
     expect(Date.now() - started).toBeLessThan(2_000);
   }, 30_000);
@@ -142,12 +172,21 @@ describe('DATABASE_LOCK_URL that never answers', () => {
       orders.push(await placeOrder(t.http, alice, [{ productId, quantity: 1 }]));
     }
     const paid = await Promise.all(
-      orders.map((o) => t.http.post(`/v1/orders/${o.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() })),
+      orders.map((o) =>
+        t.http.post(
+          `/v1/orders/${o.body.id}/payment`,
+          {},
+          { token: alice.token, idempotencyKey: newKey() },
+        ),
+      ),
     );
     expect(paid.map((r) => r.status)).toEqual(orders.map(() => 503));
     // the database itself answers: its routes and readiness stay up
     expect((await t.http.get('/v1/orders', { token: alice.token })).status).toBe(200);
     const ready = await t.http.get('/health/ready');
-    expect([ready.status, ready.body.details?.database]).toEqual([200, { status: 'up', breaker: 'closed' }]);
+    expect([ready.status, ready.body.details?.database]).toEqual([
+      200,
+      { status: 'up', breaker: 'closed' },
+    ]);
   }, 60_000);
 });

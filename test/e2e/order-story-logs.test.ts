@@ -38,12 +38,21 @@ describe('an order’s story in the logs of the API and the worker (real process
     api = runScript('src/main.ts', { ...env, PORT: String(port), HOST: '127.0.0.1' }, 'info');
     worker = runScript('src/worker.ts', env, 'info');
     http = new HttpClient(`http://127.0.0.1:${port}`);
-    const output = () => `API:\n${api.output().slice(-3000)}\nworker:\n${worker.output().slice(-3000)}`;
-    await waitFor('the API to be ready', () => fetch(`${http.baseUrl}/health/ready`).then((r) => r.status, () => 0), {
-      until: (s) => s === 200,
-      timeoutMs: 30_000,
-      context: output,
-    });
+    const output = () =>
+      `API:\n${api.output().slice(-3000)}\nworker:\n${worker.output().slice(-3000)}`;
+    await waitFor(
+      'the API to be ready',
+      () =>
+        fetch(`${http.baseUrl}/health/ready`).then(
+          (r) => r.status,
+          () => 0,
+        ),
+      {
+        until: (s) => s === 200,
+        timeoutMs: 30_000,
+        context: output,
+      },
+    );
     await waitFor('the worker to start', worker.output, {
       until: (o) => o.includes('worker started'),
       timeoutMs: 30_000,
@@ -67,30 +76,78 @@ describe('an order’s story in the logs of the API and the worker (real process
     const anonymous = id('anonymous');
     const forbidden = id('forbidden');
     const handled = id('handled');
-    expect((await http.post('/v1/orders', { items: [] }, { headers: { 'x-request-id': anonymous } })).status).toBe(401);
-    const product = { sku: 'REFUSED-1', name: 'Refused', priceAmount: 100, currency: 'EUR', stock: 1 };
-    expect((await http.post('/v1/admin/products', product, { token: customer.accessToken, headers: { 'x-request-id': forbidden } })).status).toBe(403);
+    expect(
+      (await http.post('/v1/orders', { items: [] }, { headers: { 'x-request-id': anonymous } }))
+        .status,
+    ).toBe(401);
+    const product = {
+      sku: 'REFUSED-1',
+      name: 'Refused',
+      priceAmount: 100,
+      currency: 'EUR',
+      stock: 1,
+    };
+    expect(
+      (
+        await http.post('/v1/admin/products', product, {
+          token: customer.accessToken,
+          headers: { 'x-request-id': forbidden },
+        })
+      ).status,
+    ).toBe(403);
     // a handler's own refusal: one line (the interceptor's), not two
-    expect((await http.post('/v1/orders', { items: [] }, { token: customer.accessToken, headers: { 'x-request-id': handled } })).status).toBe(400);
-    const lines = (requestId: string) => grep(api.output(), requestId).filter((l) => l.msg === 'command completed');
+    expect(
+      (
+        await http.post(
+          '/v1/orders',
+          { items: [] },
+          { token: customer.accessToken, headers: { 'x-request-id': handled } },
+        )
+      ).status,
+    ).toBe(400);
+    const lines = (requestId: string) =>
+      grep(api.output(), requestId).filter((l) => l.msg === 'command completed');
     // (the last request's lines are written once its answer has gone)
-    await waitFor('the three lines', () => [anonymous, forbidden, handled].every((r) => lines(r).length > 0));
+    await waitFor('the three lines', () =>
+      [anonymous, forbidden, handled].every((r) => lines(r).length > 0),
+    );
     const [anonymousLine] = lines(anonymous);
     expect(lines(anonymous)).toEqual([
-      expect.objectContaining({ level: 30, requestId: anonymous, action: 'POST /v1/orders', status: 401, principalId: null, error: 'UNAUTHENTICATED', refused: true }),
+      expect.objectContaining({
+        level: 30,
+        requestId: anonymous,
+        action: 'POST /v1/orders',
+        status: 401,
+        principalId: null,
+        error: 'UNAUTHENTICATED',
+        refused: true,
+      }),
     ]);
     expect(anonymousLine.durationMs).toEqual(expect.any(Number));
     expect(lines(forbidden)).toEqual([
-      expect.objectContaining({ requestId: forbidden, action: 'POST /v1/admin/products', status: 403, principalId: customer.user.id, error: 'FORBIDDEN', refused: true }),
+      expect.objectContaining({
+        requestId: forbidden,
+        action: 'POST /v1/admin/products',
+        status: 403,
+        principalId: customer.user.id,
+        error: 'FORBIDDEN',
+        refused: true,
+      }),
     ]);
-    expect(lines(handled)).toEqual([expect.objectContaining({ requestId: handled, status: 400, principalId: customer.user.id })]);
+    expect(lines(handled)).toEqual([
+      expect.objectContaining({ requestId: handled, status: 400, principalId: customer.user.id }),
+    ]);
     expect(lines(handled)[0]).not.toHaveProperty('refused');
 
     // pipelined on one connection behind a slower command (a registration hashes a password):
     // the refusal's answer goes out when the first one's has, and its line keeps its own id
     const slow = id('slow');
     const pipelined = id('pipelined');
-    const register = JSON.stringify({ email: `${slow}@test.local`, password: TEST_PASSWORD, name: 'Slow' });
+    const register = JSON.stringify({
+      email: `${slow}@test.local`,
+      password: TEST_PASSWORD,
+      name: 'Slow',
+    });
     const { host, hostname, port } = new URL(http.baseUrl);
     const socket = connect(Number(port), hostname);
     let answers = '';
@@ -105,8 +162,17 @@ describe('an order’s story in the logs of the API and the worker (real process
     } finally {
       socket.destroy();
     }
-    expect(lines(slow)).toEqual([expect.objectContaining({ requestId: slow, action: 'POST /v1/auth/register', status: 201 })]);
-    expect(lines(pipelined)).toEqual([expect.objectContaining({ requestId: pipelined, action: 'POST /v1/orders', status: 401, refused: true })]);
+    expect(lines(slow)).toEqual([
+      expect.objectContaining({ requestId: slow, action: 'POST /v1/auth/register', status: 201 }),
+    ]);
+    expect(lines(pipelined)).toEqual([
+      expect.objectContaining({
+        requestId: pipelined,
+        action: 'POST /v1/orders',
+        status: 401,
+        refused: true,
+      }),
+    ]);
   });
 
   it('tells created (first), replayed, payment pending, paid and confirmed, with ids and nothing secret', async () => {
@@ -114,15 +180,25 @@ describe('an order’s story in the logs of the API and the worker (real process
     const productId = await insertProduct(db.pool, { stock: 5, priceAmount: 1500 });
     const key = newKey();
     const items = { items: [{ productId, quantity: 1 }] };
-    const created = await http.post('/v1/orders', items, { token: customer.accessToken, idempotencyKey: key });
+    const created = await http.post('/v1/orders', items, {
+      token: customer.accessToken,
+      idempotencyKey: key,
+    });
     expect(created.status).toBe(201);
     const orderId = created.body.id as string;
-    const replayed = await http.post('/v1/orders', items, { token: customer.accessToken, idempotencyKey: key });
+    const replayed = await http.post('/v1/orders', items, {
+      token: customer.accessToken,
+      idempotencyKey: key,
+    });
     expect(replayed.status).toBe(201);
     expect(replayed.headers.get('idempotent-replayed')).toBe('true');
 
     const payKey = newKey();
-    const pay = await http.post(`/v1/orders/${orderId}/payment`, {}, { token: customer.accessToken, idempotencyKey: payKey });
+    const pay = await http.post(
+      `/v1/orders/${orderId}/payment`,
+      {},
+      { token: customer.accessToken, idempotencyKey: payKey },
+    );
     expect(pay.status).toBe(201);
     const confirm = await http.post(
       `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`,
@@ -131,17 +207,33 @@ describe('an order’s story in the logs of the API and the worker (real process
     );
     expect(confirm.status).toBe(200);
     // the worker finalizes: wait for its last line of the story, not for a time
-    const workerStory = await waitFor('the worker to log the move to CONFIRMED', () => grep(worker.output(), orderId), {
-      until: (lines) => lines.some((l) => l.action === 'transition' && l.to === 'CONFIRMED'),
-      timeoutMs: 30_000,
-    });
+    const workerStory = await waitFor(
+      'the worker to log the move to CONFIRMED',
+      () => grep(worker.output(), orderId),
+      {
+        until: (lines) => lines.some((l) => l.action === 'transition' && l.to === 'CONFIRMED'),
+        timeoutMs: 30_000,
+      },
+    );
     const apiStory = grep(api.output(), orderId);
 
     // API: the command lines (created first, then replayed) and the move to PAYMENT_PENDING
-    const commands = apiStory.filter((l) => l.msg === 'command completed' && l.action === 'POST /v1/orders');
+    const commands = apiStory.filter(
+      (l) => l.msg === 'command completed' && l.action === 'POST /v1/orders',
+    );
     expect(commands).toEqual([
-      expect.objectContaining({ status: 201, orderId, to: 'INVENTORY_RESERVED', idempotency: 'first' }),
-      expect.objectContaining({ status: 201, orderId, to: 'INVENTORY_RESERVED', idempotency: 'replayed' }),
+      expect.objectContaining({
+        status: 201,
+        orderId,
+        to: 'INVENTORY_RESERVED',
+        idempotency: 'first',
+      }),
+      expect.objectContaining({
+        status: 201,
+        orderId,
+        to: 'INVENTORY_RESERVED',
+        idempotency: 'replayed',
+      }),
     ]);
     expect(commands[0].requestId).not.toBe(commands[1].requestId);
     for (const c of commands) {
@@ -159,7 +251,12 @@ describe('an order’s story in the logs of the API and the worker (real process
     });
     expect(typeof pending!.requestId).toBe('string');
     expect(apiStory).toContainEqual(
-      expect.objectContaining({ action: `POST /v1/orders/:id/payment`, orderId, status: 201, idempotency: 'first' }),
+      expect.objectContaining({
+        action: `POST /v1/orders/:id/payment`,
+        orderId,
+        status: 201,
+        idempotency: 'first',
+      }),
     );
 
     // worker: the payment event converged, PAID, CONFIRMED — each with the job that did it
@@ -176,13 +273,26 @@ describe('an order’s story in the logs of the API and the worker (real process
     }
 
     // nothing secret in either log — once the last work of the story (its two emails) is done
-    await waitFor('the worker to log both emails of the order sent', () => grep(worker.output(), orderId), {
-      until: (lines) =>
-        ['order_confirmation', 'payment_receipt'].every((kind) => lines.some((l) => l.action === 'email.sent' && l.kind === kind)),
-      timeoutMs: 30_000,
-    });
+    await waitFor(
+      'the worker to log both emails of the order sent',
+      () => grep(worker.output(), orderId),
+      {
+        until: (lines) =>
+          ['order_confirmation', 'payment_receipt'].every((kind) =>
+            lines.some((l) => l.action === 'email.sent' && l.kind === kind),
+          ),
+        timeoutMs: 30_000,
+      },
+    );
     const all = api.output() + worker.output();
-    for (const secret of [customer.accessToken, customer.refreshToken, TEST_PASSWORD, key, payKey, pay.body.clientSecret]) {
+    for (const secret of [
+      customer.accessToken,
+      customer.refreshToken,
+      TEST_PASSWORD,
+      key,
+      payKey,
+      pay.body.clientSecret,
+    ]) {
       expect(all).not.toContain(secret);
     }
   }, 90_000);

@@ -69,7 +69,10 @@ describe('reservation expiry', () => {
     expect(await releasesOf(t, order.body.id)).toBe(1);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     const got = await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token });
-    expect(got.body).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+    expect(got.body).toMatchObject({
+      status: 'CANCELLED',
+      cancellationReason: 'RESERVATION_EXPIRED',
+    });
     await assertStockInvariants(t.db.pool, [p]);
   });
 
@@ -79,10 +82,12 @@ describe('reservation expiry', () => {
     await makeDue(t, order.body.id);
     // 70,000 orders left as they are earlier in the run (a debit in flight each): one array parameter
     const left = Array.from({ length: 70_000 }, () => randomUUID());
-    expect(await t.app.get(OrderRepository).findOverdueReservations(10, left)).toContain(order.body.id);
-    expect(await t.app.get(OrderRepository).findOverdueReservations(10, [...left, order.body.id])).not.toContain(
+    expect(await t.app.get(OrderRepository).findOverdueReservations(10, left)).toContain(
       order.body.id,
     );
+    expect(
+      await t.app.get(OrderRepository).findOverdueReservations(10, [...left, order.body.id]),
+    ).not.toContain(order.body.id);
     expect(await overdue.sweep()).toBeGreaterThanOrEqual(1);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
   });
@@ -93,7 +98,11 @@ describe('reservation expiry', () => {
       const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
       await makeDue(t, order.body.id);
       const [cancelled] = await Promise.all([
-        t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() }),
+        t.http.post(
+          `/v1/orders/${order.body.id}/cancel`,
+          {},
+          { token: alice.token, idempotencyKey: newKey() },
+        ),
         expiry.expire(order.body.id),
         overdue.sweep(),
       ]);
@@ -147,7 +156,9 @@ describe('outbox relay', () => {
     expect(new Set(expiryJobs.map((j) => (j.data as { orderId: string }).orderId))).toEqual(
       new Set(orders.map((o) => o.body.id as string)),
     );
-    const pending = await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE status <> 'published'`);
+    const pending = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM outbox WHERE status <> 'published'`,
+    );
     expect(pending.rows[0].n).toBe(0);
   });
 
@@ -228,12 +239,19 @@ describe('the worker role end to end', () => {
     expect(order.status).toBe(201);
 
     // the reservation lasts 10 s of wall-clock time: nothing to drain before then
-    const got = await waitFor('the order to expire', () => t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token }), {
-      until: (res) => res.body.status === 'CANCELLED',
-      timeoutMs: 20_000,
-      intervalMs: 250,
+    const got = await waitFor(
+      'the order to expire',
+      () => t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token }),
+      {
+        until: (res) => res.body.status === 'CANCELLED',
+        timeoutMs: 20_000,
+        intervalMs: 250,
+      },
+    );
+    expect(got.body).toMatchObject({
+      status: 'CANCELLED',
+      cancellationReason: 'RESERVATION_EXPIRED',
     });
-    expect(got.body).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
   }, 30_000);
 
@@ -251,11 +269,16 @@ describe('the worker role end to end', () => {
     );
     const newDeadline = rows[0].until.getTime();
 
-    await waitFor('the order to expire at its new deadline', async () => (await t.http.get(`/v1/orders/${order.body.id}`, { token: bob.token })).body.status, {
-      until: (status) => status === 'CANCELLED',
-      timeoutMs: newDeadline + 20_000 - Date.now(),
-      intervalMs: 200,
-    });
+    await waitFor(
+      'the order to expire at its new deadline',
+      async () =>
+        (await t.http.get(`/v1/orders/${order.body.id}`, { token: bob.token })).body.status,
+      {
+        until: (status) => status === 'CANCELLED',
+        timeoutMs: newDeadline + 20_000 - Date.now(),
+        intervalMs: 200,
+      },
+    );
     // the sweeper runs once a minute: expiring within seconds of the new deadline is the job's doing
     expect(Date.now() - newDeadline).toBeLessThan(5_000);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });

@@ -66,7 +66,11 @@ describe('checkout under concurrency', () => {
     );
 
     const statuses = responses.map((r) => r.status);
-    expect(responses.filter((r) => r.status >= 500).map((r) => `${r.status} ${r.body?.code} ${r.body?.detail}`)).toEqual([]);
+    expect(
+      responses
+        .filter((r) => r.status >= 500)
+        .map((r) => `${r.status} ${r.body?.code} ${r.body?.detail}`),
+    ).toEqual([]);
     expect(statuses.every((s) => s === 201 || s === 409)).toBe(true);
     for (const r of responses.filter((x) => x.status === 409)) {
       expect(r.body.code).toBe('INSUFFICIENT_STOCK');

@@ -41,27 +41,37 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     expect(first.status).toBe(201);
     const body = JSON.stringify({ items: [{ productId, quantity: 1 }] });
     // a retry whose key a middleware or proxy added once more: never a second order
-    for (const keys of [[key, key], [newKey(), newKey()]]) {
-      const res = await new Promise<{ status: number; body: { code?: string } }>((resolve, reject) => {
-        const req = httpRequest(
-          `${t.baseUrl}/v1/orders`,
-          {
-            method: 'POST',
-            headers: {
-              authorization: `Bearer ${alice.token}`,
-              'content-type': 'application/json',
-              'idempotency-key': keys, // two header lines
+    for (const keys of [
+      [key, key],
+      [newKey(), newKey()],
+    ]) {
+      const res = await new Promise<{ status: number; body: { code?: string } }>(
+        (resolve, reject) => {
+          const req = httpRequest(
+            `${t.baseUrl}/v1/orders`,
+            {
+              method: 'POST',
+              headers: {
+                authorization: `Bearer ${alice.token}`,
+                'content-type': 'application/json',
+                'idempotency-key': keys, // two header lines
+              },
             },
-          },
-          (answer) => {
-            let text = '';
-            answer.setEncoding('utf8').on('data', (c: string) => (text += c));
-            answer.on('end', () => resolve({ status: answer.statusCode ?? 0, body: JSON.parse(text) as { code?: string } }));
-          },
-        );
-        req.on('error', reject);
-        req.end(body);
-      });
+            (answer) => {
+              let text = '';
+              answer.setEncoding('utf8').on('data', (c: string) => (text += c));
+              answer.on('end', () =>
+                resolve({
+                  status: answer.statusCode ?? 0,
+                  body: JSON.parse(text) as { code?: string },
+                }),
+              );
+            },
+          );
+          req.on('error', reject);
+          req.end(body);
+        },
+      );
       expect(res.status).toBe(400);
       expect(res.body.code).toBe('IDEMPOTENCY_KEY_INVALID');
     }
@@ -108,10 +118,14 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     expect(otherBody.status).toBe(422);
     expect(otherBody.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
 
-    const otherRoute = await t.http.post(`/v1/orders/${first.body.id}/cancel`, {}, {
-      token: alice.token,
-      idempotencyKey: key,
-    });
+    const otherRoute = await t.http.post(
+      `/v1/orders/${first.body.id}/cancel`,
+      {},
+      {
+        token: alice.token,
+        idempotencyKey: key,
+      },
+    );
     expect(otherRoute.status).toBe(422);
     expect(otherRoute.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
 
@@ -122,29 +136,55 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
 
   it('a JSON null sent with the key of a body-less cart checkout is another request (422), not a replay of it', async () => {
     const productId = await insertProduct(t.db.pool, { stock: 5 });
-    expect((await t.http.put(`/v1/cart/items/${productId}`, { quantity: 1 }, { token: bob.token })).status).toBe(200);
+    expect(
+      (await t.http.put(`/v1/cart/items/${productId}`, { quantity: 1 }, { token: bob.token }))
+        .status,
+    ).toBe(200);
     const key = newKey();
     const checkout = (raw?: string) =>
-      t.http.request('POST', '/v1/orders', undefined, { token: bob.token, idempotencyKey: key, ...(raw ? { raw } : {}) });
+      t.http.request('POST', '/v1/orders', undefined, {
+        token: bob.token,
+        idempotencyKey: key,
+        ...(raw ? { raw } : {}),
+      });
     const first = await checkout();
     expect(first.status).toBe(201);
     const nul = await checkout('null');
     expect([nul.status, nul.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
     const retry = await checkout();
-    expect([retry.status, retry.headers.get('idempotent-replayed'), retry.body.id]).toEqual([201, 'true', first.body.id]);
+    expect([retry.status, retry.headers.get('idempotent-replayed'), retry.body.id]).toEqual([
+      201,
+      'true',
+      first.body.id,
+    ]);
     // an empty body typed application/json (a generated client's way of sending none) is no body:
     // the same request, replayed
-    const typedEmpty = await t.http.request('POST', '/v1/orders', undefined, { token: bob.token, idempotencyKey: key, raw: '' });
-    expect([typedEmpty.status, typedEmpty.headers.get('idempotent-replayed'), typedEmpty.body.id]).toEqual([201, 'true', first.body.id]);
+    const typedEmpty = await t.http.request('POST', '/v1/orders', undefined, {
+      token: bob.token,
+      idempotencyKey: key,
+      raw: '',
+    });
+    expect([
+      typedEmpty.status,
+      typedEmpty.headers.get('idempotent-replayed'),
+      typedEmpty.body.id,
+    ]).toEqual([201, 'true', first.body.id]);
     expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 1 });
   });
 
   it('a cart checkout sent as a generated client sends it (Content-Type: application/json, no body) checks the cart out', async () => {
     const productId = await insertProduct(t.db.pool, { stock: 5 });
-    expect((await t.http.put(`/v1/cart/items/${productId}`, { quantity: 2 }, { token: bob.token })).status).toBe(200);
+    expect(
+      (await t.http.put(`/v1/cart/items/${productId}`, { quantity: 2 }, { token: bob.token }))
+        .status,
+    ).toBe(200);
     for (const raw of ['', ' \r\n']) {
       const key = newKey();
-      const res = await t.http.request('POST', '/v1/orders', undefined, { token: bob.token, idempotencyKey: key, raw });
+      const res = await t.http.request('POST', '/v1/orders', undefined, {
+        token: bob.token,
+        idempotencyKey: key,
+        raw,
+      });
       if (raw === '') {
         expect(res.status).toBe(201);
         expect(res.body.items).toEqual([expect.objectContaining({ productId, quantity: 2 })]);
@@ -161,7 +201,11 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
     const id = order.body.id as string;
     const key = newKey();
-    const first = await t.http.post(`/v1/orders/${id}/cancel`, {}, { token: alice.token, idempotencyKey: key });
+    const first = await t.http.post(
+      `/v1/orders/${id}/cancel`,
+      {},
+      { token: alice.token, idempotencyKey: key },
+    );
     expect(first.status).toBe(200);
     for (const path of [
       `/v1/orders/${id.replace(/-/g, '%2D')}/cancel`,
@@ -174,7 +218,11 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     }
     // another order's route with that key is still another request
     const other = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
-    const reused = await t.http.post(`/v1/orders/${other.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: key });
+    const reused = await t.http.post(
+      `/v1/orders/${other.body.id}/cancel`,
+      {},
+      { token: alice.token, idempotencyKey: key },
+    );
     expect([reused.status, reused.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
   });
 
@@ -184,7 +232,9 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     const before = await ordersOf(alice.userId);
 
     const responses = await Promise.all(
-      Array.from({ length: 50 }, () => placeOrder(t.http, alice, [{ productId, quantity: 1 }], key)),
+      Array.from({ length: 50 }, () =>
+        placeOrder(t.http, alice, [{ productId, quantity: 1 }], key),
+      ),
     );
 
     expect(await ordersOf(alice.userId)).toBe(before + 1);
@@ -240,7 +290,9 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     const key = newKey();
     const short = await placeOrder(t.http, alice, [{ productId, quantity: 2 }], key);
     expect(short.status).toBe(409);
-    await t.db.pool.query(`UPDATE inventory_items SET on_hand = 2 WHERE product_id = $1`, [productId]);
+    await t.db.pool.query(`UPDATE inventory_items SET on_hand = 2 WHERE product_id = $1`, [
+      productId,
+    ]);
     const retry = await placeOrder(t.http, alice, [{ productId, quantity: 2 }], key);
     expect(retry.status).toBe(201);
   });
@@ -290,9 +342,14 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     );
     expect(rows).toEqual([{ lives: '1 day 00:05:00' }]);
     // what a purge on a worker 4 minutes ahead sees 23 h 59 m after the order: nothing to purge
-    await t.db.pool.query(`UPDATE idempotency_keys SET created_at = created_at - interval '23 hours 59 minutes', expires_at = expires_at - interval '23 hours 59 minutes' WHERE key = $1`, [key]);
+    await t.db.pool.query(
+      `UPDATE idempotency_keys SET created_at = created_at - interval '23 hours 59 minutes', expires_at = expires_at - interval '23 hours 59 minutes' WHERE key = $1`,
+      [key],
+    );
     const { IdempotencyRepository } = await import('../../src/idempotency/idempotency.repository');
-    const { rows: clock } = await t.db.pool.query<{ ahead: Date }>(`SELECT now() + interval '4 minutes' AS ahead`);
+    const { rows: clock } = await t.db.pool.query<{ ahead: Date }>(
+      `SELECT now() + interval '4 minutes' AS ahead`,
+    );
     await t.app.get(IdempotencyRepository).purgeExpired(clock[0].ahead);
     const replay = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
     expect([replay.status, replay.headers.get('idempotent-replayed')]).toEqual([201, 'true']);

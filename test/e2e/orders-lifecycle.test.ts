@@ -69,10 +69,16 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     const read = await t.http.get(`/v1/orders/${placed.body.id}`, { token: alice.token });
     expect(read.status).toBe(200);
     expect(read.body.items).toEqual([line]);
-    expect(read.body.items[0]).toMatchObject({ sku: line.sku, name: line.name, unitPrice: { amount: 3100, currency: 'INR' } });
+    expect(read.body.items[0]).toMatchObject({
+      sku: line.sku,
+      name: line.name,
+      unitPrice: { amount: 3100, currency: 'INR' },
+    });
     expect(read.body.total).toEqual(placed.body.total);
     const listed = await t.http.get('/v1/orders?limit=100', { token: alice.token });
-    expect(listed.body.items.find((o: { id: string }) => o.id === placed.body.id).items).toEqual([line]);
+    expect(listed.body.items.find((o: { id: string }) => o.id === placed.body.id).items).toEqual([
+      line,
+    ]);
     // and the product itself is gone from the catalog (404, as API.md says for inactive products)
     expect((await t.http.get(`/v1/products/${p}`)).status).toBe(404);
   });
@@ -80,7 +86,11 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
   it('refuses empty orders, quantity < 1 and duplicate lines with 400, unknown or inactive products with 409', async () => {
     const p = await insertProduct(t.db.pool, { stock: 10 });
     const inactive = await insertProduct(t.db.pool, { stock: 10, active: false });
-    const empty = await t.http.post('/v1/orders', { items: [] }, { token: alice.token, idempotencyKey: newKey() });
+    const empty = await t.http.post(
+      '/v1/orders',
+      { items: [] },
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(empty.status).toBe(400);
     const zero = await placeOrder(t.http, alice, [{ productId: p, quantity: 0 }]);
     expect(zero.status).toBe(400);
@@ -129,26 +139,48 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     const free = await insertProduct(t.db.pool, { stock: 5, priceAmount: 0 });
     const alsoFree = await insertProduct(t.db.pool, { stock: 5, priceAmount: 0 });
     const carol = (await buyers(t.http, 1))[0];
-    for (const items of [[{ productId: free, quantity: 5 }], [{ productId: free, quantity: 1 }, { productId: alsoFree, quantity: 4 }]]) {
+    for (const items of [
+      [{ productId: free, quantity: 5 }],
+      [
+        { productId: free, quantity: 1 },
+        { productId: alsoFree, quantity: 4 },
+      ],
+    ]) {
       const idempotencyKey = newKey();
       for (let attempt = 0; attempt < 2; attempt++) {
         // (the same key again: refused the same way)
-        const res = await t.http.post('/v1/orders', { items }, { token: carol.token, idempotencyKey });
+        const res = await t.http.post(
+          '/v1/orders',
+          { items },
+          { token: carol.token, idempotencyKey },
+        );
         expectProblem(res, 409, 'ORDER_NOT_PAYABLE');
       }
     }
-    expect((await t.http.put(`/v1/cart/items/${free}`, { quantity: 2 }, { token: carol.token })).status).toBe(200);
-    expectProblem(await t.http.post('/v1/orders', {}, { token: carol.token, idempotencyKey: newKey() }), 409, 'ORDER_NOT_PAYABLE');
+    expect(
+      (await t.http.put(`/v1/cart/items/${free}`, { quantity: 2 }, { token: carol.token })).status,
+    ).toBe(200);
+    expectProblem(
+      await t.http.post('/v1/orders', {}, { token: carol.token, idempotencyKey: newKey() }),
+      409,
+      'ORDER_NOT_PAYABLE',
+    );
     // nothing held, nothing written, the cart as it was
     expect(await stockOf(t.db.pool, free)).toMatchObject({ reserved: 0 });
     expect(await stockOf(t.db.pool, alsoFree)).toMatchObject({ reserved: 0 });
-    const { rows } = await t.db.pool.query(`SELECT count(*)::int AS n FROM orders WHERE user_id = $1`, [carol.userId]);
+    const { rows } = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM orders WHERE user_id = $1`,
+      [carol.userId],
+    );
     expect(rows[0].n).toBe(0);
     expect((await t.http.get('/v1/cart', { token: carol.token })).body.items).toHaveLength(1);
     // a free product beside a paid one is fine: the order totals enough (1 paisa is chargeable
     // by the development gateway; under Stripe the smallest is 50, test/e2e/payments-stripe)
     const paid = await insertProduct(t.db.pool, { stock: 5, priceAmount: 1 });
-    const mixed = await placeOrder(t.http, carol, [{ productId: free, quantity: 1 }, { productId: paid, quantity: 1 }]);
+    const mixed = await placeOrder(t.http, carol, [
+      { productId: free, quantity: 1 },
+      { productId: paid, quantity: 1 },
+    ]);
     expect(mixed.status).toBe(201);
     expect(mixed.body.total.amount).toBe(1);
   });
@@ -159,15 +191,28 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     const dave = (await buyers(t.http, 1))[0];
     const idempotencyKey = newKey();
     for (let attempt = 0; attempt < 2; attempt++) {
-      const res = await t.http.post('/v1/orders', { items: [{ productId: dear, quantity: 2 }] }, { token: dave.token, idempotencyKey });
+      const res = await t.http.post(
+        '/v1/orders',
+        { items: [{ productId: dear, quantity: 2 }] },
+        { token: dave.token, idempotencyKey },
+      );
       expectProblem(res, 409, 'ORDER_NOT_PAYABLE');
       expect(res.body.detail).toContain('at most 99999999');
     }
-    expect((await t.http.put(`/v1/cart/items/${dear}`, { quantity: 2 }, { token: dave.token })).status).toBe(200);
-    expectProblem(await t.http.post('/v1/orders', {}, { token: dave.token, idempotencyKey: newKey() }), 409, 'ORDER_NOT_PAYABLE');
+    expect(
+      (await t.http.put(`/v1/cart/items/${dear}`, { quantity: 2 }, { token: dave.token })).status,
+    ).toBe(200);
+    expectProblem(
+      await t.http.post('/v1/orders', {}, { token: dave.token, idempotencyKey: newKey() }),
+      409,
+      'ORDER_NOT_PAYABLE',
+    );
     // nothing held, nothing written, the cart as it was
     expect(await stockOf(t.db.pool, dear)).toMatchObject({ reserved: 0 });
-    const { rows } = await t.db.pool.query(`SELECT count(*)::int AS n FROM orders WHERE user_id = $1`, [dave.userId]);
+    const { rows } = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM orders WHERE user_id = $1`,
+      [dave.userId],
+    );
     expect(rows[0].n).toBe(0);
     expect((await t.http.get('/v1/cart', { token: dave.token })).body.items).toHaveLength(1);
     // exactly the maximum is chargeable: taken
@@ -180,7 +225,9 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
   it('checks out the cart (current prices) and empties it in the same transaction', async () => {
     const p1 = await insertProduct(t.db.pool, { stock: 5, priceAmount: 500 });
     const p2 = await insertProduct(t.db.pool, { stock: 5, priceAmount: 700 });
-    expect((await t.http.put(`/v1/cart/items/${p1}`, { quantity: 2 }, { token: bob.token })).status).toBe(200);
+    expect(
+      (await t.http.put(`/v1/cart/items/${p1}`, { quantity: 2 }, { token: bob.token })).status,
+    ).toBe(200);
     const cart = await t.http.put(`/v1/cart/items/${p2}`, { quantity: 1 }, { token: bob.token });
     expect(cart.body.total).toEqual({ amount: 1700, currency: 'INR' });
     const unknown = await t.http.put(
@@ -208,19 +255,38 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     const shared = await insertProduct(t.db.pool, { stock: 20, priceAmount: 400 });
     const alices = await insertProduct(t.db.pool, { stock: 20, priceAmount: 600 });
     const cartOf = async (b: Buyer) =>
-      ((await t.http.get('/v1/cart', { token: b.token })).body.items as { productId: string; quantity: number }[])
+      (
+        (await t.http.get('/v1/cart', { token: b.token })).body.items as {
+          productId: string;
+          quantity: number;
+        }[]
+      )
         .map((i) => [i.productId, i.quantity])
         .sort();
     const alicesCart = [
       [alices, 1],
       [shared, 3],
     ].sort();
-    expect((await t.http.put(`/v1/cart/items/${shared}`, { quantity: 3 }, { token: alice.token })).status).toBe(200);
-    expect((await t.http.put(`/v1/cart/items/${alices}`, { quantity: 1 }, { token: alice.token })).status).toBe(200);
+    expect(
+      (await t.http.put(`/v1/cart/items/${shared}`, { quantity: 3 }, { token: alice.token }))
+        .status,
+    ).toBe(200);
+    expect(
+      (await t.http.put(`/v1/cart/items/${alices}`, { quantity: 1 }, { token: alice.token }))
+        .status,
+    ).toBe(200);
     // Bob's line of the same product, then its removal; and a line of a product only Alice has
-    expect((await t.http.put(`/v1/cart/items/${shared}`, { quantity: 2 }, { token: bob.token })).status).toBe(200);
-    expect((await t.http.put(`/v1/cart/items/${shared}`, { quantity: 0 }, { token: bob.token })).body.items).toEqual([]);
-    expect((await t.http.put(`/v1/cart/items/${alices}`, { quantity: 0 }, { token: bob.token })).body.items).toEqual([]);
+    expect(
+      (await t.http.put(`/v1/cart/items/${shared}`, { quantity: 2 }, { token: bob.token })).status,
+    ).toBe(200);
+    expect(
+      (await t.http.put(`/v1/cart/items/${shared}`, { quantity: 0 }, { token: bob.token })).body
+        .items,
+    ).toEqual([]);
+    expect(
+      (await t.http.put(`/v1/cart/items/${alices}`, { quantity: 0 }, { token: bob.token })).body
+        .items,
+    ).toEqual([]);
     expect(await cartOf(alice)).toEqual(alicesCart);
     // Bob empties his cart
     await t.http.put(`/v1/cart/items/${shared}`, { quantity: 1 }, { token: bob.token });
@@ -230,7 +296,12 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     await t.http.put(`/v1/cart/items/${shared}`, { quantity: 2 }, { token: bob.token });
     const bobs = await placeOrder(t.http, bob, undefined);
     expect(bobs.status).toBe(201);
-    expect(bobs.body.items.map((i: { productId: string; quantity: number }) => [i.productId, i.quantity])).toEqual([[shared, 2]]);
+    expect(
+      bobs.body.items.map((i: { productId: string; quantity: number }) => [
+        i.productId,
+        i.quantity,
+      ]),
+    ).toEqual([[shared, 2]]);
     expect(await cartOf(alice)).toEqual(alicesCart);
     expect(await cartOf(bob)).toEqual([]);
     expect(await stockOf(t.db.pool, shared)).toEqual({ onHand: 20, reserved: 2 });
@@ -244,9 +315,16 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     const p1 = await insertProduct(t.db.pool, { stock: 10, priceAmount: 300 });
     const p2 = await insertProduct(t.db.pool, { stock: 10, priceAmount: 500 });
     for (const erin of await buyers(t.http, 5)) {
-      expect((await t.http.put(`/v1/cart/items/${p1}`, { quantity: 1 }, { token: erin.token })).status).toBe(200);
-      expect((await t.http.put(`/v1/cart/items/${p2}`, { quantity: 1 }, { token: erin.token })).status).toBe(200);
-      const answers = await Promise.all([placeOrder(t.http, erin, undefined), placeOrder(t.http, erin, undefined)]);
+      expect(
+        (await t.http.put(`/v1/cart/items/${p1}`, { quantity: 1 }, { token: erin.token })).status,
+      ).toBe(200);
+      expect(
+        (await t.http.put(`/v1/cart/items/${p2}`, { quantity: 1 }, { token: erin.token })).status,
+      ).toBe(200);
+      const answers = await Promise.all([
+        placeOrder(t.http, erin, undefined),
+        placeOrder(t.http, erin, undefined),
+      ]);
       const statuses = answers.map((r) => r.status).sort();
       expect(statuses).toEqual([201, 400]);
       expect(answers.find((r) => r.status === 400)?.body.code).toBe('ORDER_EMPTY');
@@ -261,7 +339,9 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     const p = await insertProduct(t.db.pool, { stock: 20, priceAmount: 100 });
     let reserved = 0;
     for (const fay of await buyers(t.http, 5)) {
-      expect((await t.http.put(`/v1/cart/items/${p}`, { quantity: 1 }, { token: fay.token })).status).toBe(200);
+      expect(
+        (await t.http.put(`/v1/cart/items/${p}`, { quantity: 1 }, { token: fay.token })).status,
+      ).toBe(200);
       const [order, put] = await Promise.all([
         placeOrder(t.http, fay, undefined),
         t.http.put(`/v1/cart/items/${p}`, { quantity: 3 }, { token: fay.token }),
@@ -269,7 +349,9 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
       expect([order.status, put.status]).toEqual([201, 200]);
       const bought = order.body.items[0].quantity as number;
       expect([1, 3]).toContain(bought);
-      const cart = (await t.http.get('/v1/cart', { token: fay.token })).body.items as { quantity: number }[];
+      const cart = (await t.http.get('/v1/cart', { token: fay.token })).body.items as {
+        quantity: number;
+      }[];
       // the change came first (bought with it, cart empty after) or after (a new line of 3)
       expect(bought === 3 ? cart : cart.map((i) => i.quantity)).toEqual(bought === 3 ? [] : [3]);
       reserved += bought;
@@ -283,7 +365,9 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     const kept = await insertProduct(t.db.pool, { stock: 5, priceAmount: 400 });
     const gone = await insertProduct(t.db.pool, { stock: 5, priceAmount: 900 });
     for (const id of [kept, gone]) {
-      expect((await t.http.put(`/v1/cart/items/${id}`, { quantity: 1 }, { token: dora.token })).status).toBe(200);
+      expect(
+        (await t.http.put(`/v1/cart/items/${id}`, { quantity: 1 }, { token: dora.token })).status,
+      ).toBe(200);
     }
     expect((await t.http.delete(`/v1/admin/products/${gone}`, { token: admin })).status).toBe(204);
     const cart = await t.http.get('/v1/cart', { token: dora.token });
@@ -303,9 +387,13 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
 
   it('a cart holds at most 100 products, even when they are added at once; an order from the cart is capped like any order', async () => {
     const [carol] = await buyers(t.http, 1);
-    const ids = await Promise.all(Array.from({ length: 103 }, () => insertProduct(t.db.pool, { stock: 5, priceAmount: 100 })));
+    const ids = await Promise.all(
+      Array.from({ length: 103 }, () => insertProduct(t.db.pool, { stock: 5, priceAmount: 100 })),
+    );
     // 103 lines put concurrently (the cap is checked per customer under one lock, not raced)
-    const puts = await Promise.all(ids.map((id) => t.http.put(`/v1/cart/items/${id}`, { quantity: 1 }, { token: carol.token })));
+    const puts = await Promise.all(
+      ids.map((id) => t.http.put(`/v1/cart/items/${id}`, { quantity: 1 }, { token: carol.token })),
+    );
     expect(puts.filter((r) => r.status === 200)).toHaveLength(100);
     for (const r of puts.filter((x) => x.status !== 200)) {
       expect(r.status).toBe(400);
@@ -314,44 +402,75 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     expect((await t.http.get('/v1/cart', { token: carol.token })).body.items).toHaveLength(100);
     // changing a line already there is not adding one
     const inCart = (await t.http.get('/v1/cart', { token: carol.token })).body.items[0].productId;
-    expect((await t.http.put(`/v1/cart/items/${inCart}`, { quantity: 3 }, { token: carol.token })).status).toBe(200);
+    expect(
+      (await t.http.put(`/v1/cart/items/${inCart}`, { quantity: 3 }, { token: carol.token }))
+        .status,
+    ).toBe(200);
     // a cart filled past the cap some other way (an older version, a direct write) is not checked out as one order
     const extra = ids.find((id) => !puts[ids.indexOf(id)] || puts[ids.indexOf(id)].status !== 200)!;
-    await t.db.pool.query(`INSERT INTO cart_items (user_id, product_id, quantity, updated_at) VALUES ($1, $2, 1, now())`, [carol.userId, extra]);
+    await t.db.pool.query(
+      `INSERT INTO cart_items (user_id, product_id, quantity, updated_at) VALUES ($1, $2, 1, now())`,
+      [carol.userId, extra],
+    );
     const order = await placeOrder(t.http, carol, undefined);
     expect(order.status).toBe(400);
     expect(order.body.code).toBe('VALIDATION_FAILED');
     expect((await t.http.get('/v1/cart', { token: carol.token })).body.items).toHaveLength(101); // nothing taken
     await assertStockInvariants(t.db.pool, ids);
     // quantity 0 of a product that does not exist: 404, as for any quantity (API.md)
-    const unknown = await t.http.put('/v1/cart/items/00000000-0000-4000-8000-000000000000', { quantity: 0 }, { token: carol.token });
+    const unknown = await t.http.put(
+      '/v1/cart/items/00000000-0000-4000-8000-000000000000',
+      { quantity: 0 },
+      { token: carol.token },
+    );
     expect(unknown.status).toBe(404);
     expect(unknown.body.code).toBe('PRODUCT_NOT_FOUND');
   }, 60_000);
 
   it('a full cart whose products went off sale can take new ones: the cap counts the lines the cart shows', async () => {
     const [dan] = await buyers(t.http, 1);
-    const ids = await Promise.all(Array.from({ length: 101 }, () => insertProduct(t.db.pool, { stock: 5, priceAmount: 100 })));
+    const ids = await Promise.all(
+      Array.from({ length: 101 }, () => insertProduct(t.db.pool, { stock: 5, priceAmount: 100 })),
+    );
     for (const id of ids.slice(0, 100)) {
-      expect((await t.http.put(`/v1/cart/items/${id}`, { quantity: 1 }, { token: dan.token })).status).toBe(200);
+      expect(
+        (await t.http.put(`/v1/cart/items/${id}`, { quantity: 1 }, { token: dan.token })).status,
+      ).toBe(200);
     }
     // three of them are taken off sale: the cart shows 97 lines, and nothing says which are hidden
-    await t.db.pool.query(`UPDATE products SET active = false WHERE id = ANY($1)`, [ids.slice(0, 3)]);
+    await t.db.pool.query(`UPDATE products SET active = false WHERE id = ANY($1)`, [
+      ids.slice(0, 3),
+    ]);
     expect((await t.http.get('/v1/cart', { token: dan.token })).body.items).toHaveLength(97);
-    const added = await t.http.put(`/v1/cart/items/${ids[100]}`, { quantity: 1 }, { token: dan.token });
+    const added = await t.http.put(
+      `/v1/cart/items/${ids[100]}`,
+      { quantity: 1 },
+      { token: dan.token },
+    );
     expect(added.status).toBe(200);
     expect(added.body.items).toHaveLength(98);
     // back on sale: the cart shows 101 lines — each still changes, and one removed, it checks out
-    await t.db.pool.query(`UPDATE products SET active = true WHERE id = ANY($1)`, [ids.slice(0, 3)]);
-    const changed = await t.http.put(`/v1/cart/items/${ids[0]}`, { quantity: 2 }, { token: dan.token });
+    await t.db.pool.query(`UPDATE products SET active = true WHERE id = ANY($1)`, [
+      ids.slice(0, 3),
+    ]);
+    const changed = await t.http.put(
+      `/v1/cart/items/${ids[0]}`,
+      { quantity: 2 },
+      { token: dan.token },
+    );
     expect(changed.status).toBe(200);
     expect(changed.body.items).toHaveLength(101);
     expect((await placeOrder(t.http, dan, undefined)).status).toBe(400);
-    expect((await t.http.put(`/v1/cart/items/${ids[1]}`, { quantity: 0 }, { token: dan.token })).body.items).toHaveLength(100);
+    expect(
+      (await t.http.put(`/v1/cart/items/${ids[1]}`, { quantity: 0 }, { token: dan.token })).body
+        .items,
+    ).toHaveLength(100);
     const order = await placeOrder(t.http, dan, undefined);
     expect(order.status).toBe(201);
     expect(order.body.items).toHaveLength(100);
-    expect(order.body.items.find((i: { productId: string }) => i.productId === ids[0]).quantity).toBe(2);
+    expect(
+      order.body.items.find((i: { productId: string }) => i.productId === ids[0]).quantity,
+    ).toBe(2);
     await assertStockInvariants(t.db.pool, ids);
   }, 60_000);
 
@@ -359,11 +478,17 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     const [fay] = await buyers(t.http, 1);
     const rupees = await insertProduct(t.db.pool, { stock: 5, priceAmount: 100 });
     const euros = await insertProduct(t.db.pool, { stock: 5, priceAmount: 900, currency: 'EUR' });
-    expect((await t.http.put(`/v1/cart/items/${euros}`, { quantity: 1 }, { token: fay.token })).status).toBe(404);
-    expect((await t.http.put(`/v1/cart/items/${rupees}`, { quantity: 2 }, { token: fay.token })).status).toBe(200);
+    expect(
+      (await t.http.put(`/v1/cart/items/${euros}`, { quantity: 1 }, { token: fay.token })).status,
+    ).toBe(404);
+    expect(
+      (await t.http.put(`/v1/cart/items/${rupees}`, { quantity: 2 }, { token: fay.token })).status,
+    ).toBe(200);
     // a line already in the cart whose product is left in the old currency (as after the change)
     const later = await insertProduct(t.db.pool, { stock: 5, priceAmount: 300 });
-    expect((await t.http.put(`/v1/cart/items/${later}`, { quantity: 1 }, { token: fay.token })).status).toBe(200);
+    expect(
+      (await t.http.put(`/v1/cart/items/${later}`, { quantity: 1 }, { token: fay.token })).status,
+    ).toBe(200);
     await t.db.pool.query(`UPDATE products SET currency = 'EUR' WHERE id = $1`, [later]);
     const cart = (await t.http.get('/v1/cart', { token: fay.token })).body;
     expect(cart.items.map((i: { productId: string }) => i.productId)).toEqual([rupees]);
@@ -373,7 +498,11 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     expect(order.status).toBe(201);
     expect(order.body.items.map((i: { productId: string }) => i.productId)).toEqual([rupees]);
     await t.db.pool.query(`UPDATE products SET currency = 'INR' WHERE id = $1`, [later]);
-    expect((await t.http.get('/v1/cart', { token: fay.token })).body.items.map((i: { productId: string }) => i.productId)).toEqual([later]);
+    expect(
+      (await t.http.get('/v1/cart', { token: fay.token })).body.items.map(
+        (i: { productId: string }) => i.productId,
+      ),
+    ).toEqual([later]);
     await assertStockInvariants(t.db.pool, [rupees, euros, later]);
   });
 
@@ -391,10 +520,15 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
   it('cancels before PAID, releasing stock exactly once even when repeated or raced', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 3 }]);
-    const results = await Promise.all(Array.from({ length: 8 }, () => cancel(alice, order.body.id)));
+    const results = await Promise.all(
+      Array.from({ length: 8 }, () => cancel(alice, order.body.id)),
+    );
     for (const r of results) {
       expect(r.status).toBe(200);
-      expect(r.body).toMatchObject({ status: 'CANCELLED', cancellationReason: 'CUSTOMER_REQUESTED' });
+      expect(r.body).toMatchObject({
+        status: 'CANCELLED',
+        cancellationReason: 'CUSTOMER_REQUESTED',
+      });
     }
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     const releases = await t.db.pool.query(
@@ -402,7 +536,8 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
       [order.body.id],
     );
     expect(releases.rows[0].n).toBe(1);
-    const history = (await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token })).body.history;
+    const history = (await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token })).body
+      .history;
     expect(history.filter((h: { to: string }) => h.to === 'CANCELLED')).toHaveLength(1);
     expect(await t.metrics()).toMatch(/^order_transitions_total\{to="CANCELLED"\} 1$/m);
     await assertStockInvariants(t.db.pool, [p]);
@@ -421,40 +556,58 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     const [carol] = await buyers(t.http, 1);
     const p = await insertProduct(t.db.pool, { stock: 50 });
     const ids: string[] = [];
-    for (let i = 0; i < 5; i++) ids.push((await placeOrder(t.http, carol, [{ productId: p, quantity: 1 }])).body.id);
+    for (let i = 0; i < 5; i++)
+      ids.push((await placeOrder(t.http, carol, [{ productId: p, quantity: 1 }])).body.id);
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const page: any = await t.http.get(
-        `/v1/orders?limit=2${cursor ? `&cursor=${cursor}` : ''}`,
-        { token: carol.token },
-      );
+      const page: any = await t.http.get(`/v1/orders?limit=2${cursor ? `&cursor=${cursor}` : ''}`, {
+        token: carol.token,
+      });
       expect(page.status).toBe(200);
       seen.push(...page.body.items.map((o: { id: string }) => o.id));
       cursor = page.body.nextCursor;
     } while (cursor);
     expect(seen).toEqual([...ids].reverse());
     expect((await t.http.get('/v1/orders?limit=101', { token: carol.token })).status).toBe(400);
-    expect((await t.http.get('/v1/orders?cursor=garbage', { token: carol.token })).status).toBe(400);
+    expect((await t.http.get('/v1/orders?cursor=garbage', { token: carol.token })).status).toBe(
+      400,
+    );
   });
 
   it(`a page carries at most ${ORDER_PAGE_LINE_BUDGET} order lines: cut short (with a cursor) before 100 orders of 100 lines, nothing skipped`, async () => {
     const [dave] = await buyers(t.http, 1);
-    const products = await Promise.all(Array.from({ length: 100 }, () => insertProduct(t.db.pool, { stock: 50 })));
+    const products = await Promise.all(
+      Array.from({ length: 100 }, () => insertProduct(t.db.pool, { stock: 50 })),
+    );
     const ids: string[] = [];
     for (let i = 0; i < 13; i++) {
       const lines = i === 6 ? products.slice(0, 7) : products; // one small order among the big ones
-      ids.push((await placeOrder(t.http, dave, lines.map((productId) => ({ productId, quantity: 1 })))).body.id);
+      ids.push(
+        (
+          await placeOrder(
+            t.http,
+            dave,
+            lines.map((productId) => ({ productId, quantity: 1 })),
+          )
+        ).body.id,
+      );
     }
     const pages: { orders: number; lines: number }[] = [];
     const seen: string[] = [];
     for (const caller of [dave.token, admin]) {
       let cursor: string | null = null;
       do {
-        const page: any = await t.http.get(`/v1/${caller === admin ? 'admin/' : ''}orders?limit=100${cursor ? `&cursor=${cursor}` : ''}`, { token: caller });
+        const page: any = await t.http.get(
+          `/v1/${caller === admin ? 'admin/' : ''}orders?limit=100${cursor ? `&cursor=${cursor}` : ''}`,
+          { token: caller },
+        );
         expect(page.status).toBe(200);
         const mine = page.body.items.filter((o: { id: string }) => ids.includes(o.id));
-        const lines = page.body.items.reduce((n: number, o: { items: unknown[] }) => n + o.items.length, 0);
+        const lines = page.body.items.reduce(
+          (n: number, o: { items: unknown[] }) => n + o.items.length,
+          0,
+        );
         expect(lines).toBeLessThanOrEqual(ORDER_PAGE_LINE_BUDGET);
         if (caller === dave.token) {
           pages.push({ orders: page.body.items.length, lines });
@@ -474,31 +627,66 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
 
   it('guards admin routes by permission and fulfils only CONFIRMED orders', async () => {
     expect((await t.http.get('/v1/admin/orders', { token: alice.token })).status).toBe(403);
-    const all = await t.http.get('/v1/admin/orders?status=INVENTORY_RESERVED&limit=100', { token: admin });
+    const all = await t.http.get('/v1/admin/orders?status=INVENTORY_RESERVED&limit=100', {
+      token: admin,
+    });
     expect(all.status).toBe(200);
-    expect(all.body.items.every((o: { status: string }) => o.status === 'INVENTORY_RESERVED')).toBe(true);
+    expect(all.body.items.every((o: { status: string }) => o.status === 'INVENTORY_RESERVED')).toBe(
+      true,
+    );
 
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const early = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin });
+    const early = await t.http.post(
+      `/v1/admin/orders/${order.body.id}/fulfil`,
+      {},
+      { token: admin },
+    );
     expect(early.status).toBe(409);
     expect(early.body.code).toBe('ORDER_NOT_FULFILLABLE');
     await t.db.pool.query(`UPDATE orders SET status = 'CONFIRMED' WHERE id = $1`, [order.body.id]);
     const fulfilKey = newKey();
-    const done = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin, idempotencyKey: fulfilKey });
+    const done = await t.http.post(
+      `/v1/admin/orders/${order.body.id}/fulfil`,
+      {},
+      { token: admin, idempotencyKey: fulfilKey },
+    );
     expect(done.status).toBe(200);
     expect(done.body.status).toBe('FULFILLED');
     // with its key again: the answer replayed (one history row); the key on another order: 422
-    const replayed = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin, idempotencyKey: fulfilKey });
-    expect([replayed.status, replayed.headers.get('idempotent-replayed'), replayed.body]).toEqual([200, 'true', done.body]);
+    const replayed = await t.http.post(
+      `/v1/admin/orders/${order.body.id}/fulfil`,
+      {},
+      { token: admin, idempotencyKey: fulfilKey },
+    );
+    expect([replayed.status, replayed.headers.get('idempotent-replayed'), replayed.body]).toEqual([
+      200,
+      'true',
+      done.body,
+    ]);
     const other = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const reused = await t.http.post(`/v1/admin/orders/${other.body.id}/fulfil`, {}, { token: admin, idempotencyKey: fulfilKey });
+    const reused = await t.http.post(
+      `/v1/admin/orders/${other.body.id}/fulfil`,
+      {},
+      { token: admin, idempotencyKey: fulfilKey },
+    );
     expect([reused.status, reused.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
-    const history = await t.db.pool.query(`SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'FULFILLED'`, [order.body.id]);
+    const history = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'FULFILLED'`,
+      [order.body.id],
+    );
     expect(history.rows[0].n).toBe(1);
-    const again = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: admin });
+    const again = await t.http.post(
+      `/v1/admin/orders/${order.body.id}/fulfil`,
+      {},
+      { token: admin },
+    );
     expect(again.status).toBe(200);
-    const custFulfil = await t.http.post(`/v1/admin/orders/${order.body.id}/fulfil`, {}, { token: alice.token });
+    const custFulfil = await t.http.post(
+      `/v1/admin/orders/${order.body.id}/fulfil`,
+      {},
+      { token: alice.token },
+    );
     expect(custFulfil.status).toBe(403);
   });
 });

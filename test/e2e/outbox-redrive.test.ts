@@ -32,7 +32,12 @@ describe('dead outbox rows when a worker boots', () => {
     return id;
   };
   const statusOf = async (id: string) =>
-    (await t.db.pool.query<{ status: string; attempts: number }>(`SELECT status, attempts FROM outbox WHERE id = $1`, [id])).rows[0];
+    (
+      await t.db.pool.query<{ status: string; attempts: number }>(
+        `SELECT status, attempts FROM outbox WHERE id = $1`,
+        [id],
+      )
+    ).rows[0];
 
   it('relays again the dead rows of topics it knows, and leaves the others dead', async () => {
     // parked by an older worker that did not know it (this one does), and one nobody knows

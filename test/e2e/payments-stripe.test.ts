@@ -37,20 +37,32 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
   let alice: Buyer;
   let admin: Session;
 
-  const orderOf = async (orderId: string) => (await t.http.get(`/v1/orders/${orderId}`, { token: alice.token })).body;
+  const orderOf = async (orderId: string) =>
+    (await t.http.get(`/v1/orders/${orderId}`, { token: alice.token })).body;
   const orderWhen = (orderId: string, what: string, done: (o: { status: string }) => boolean) =>
     waitFor(`order ${orderId}: ${what}`, () => orderOf(orderId), { until: (o) => done(o) });
   const deliver = (event: Stripe.Event) => {
     const { body, signature } = stripe.signed(event);
-    return t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw: body, headers: { 'stripe-signature': signature } });
+    return t.http.request('POST', '/v1/webhooks/stripe', undefined, {
+      raw: body,
+      headers: { 'stripe-signature': signature },
+    });
   };
   const processed = (eventId: string) =>
-    waitFor(`event ${eventId} to be processed`, async () =>
-      (await t.db.pool.query(`SELECT processed_at FROM webhook_events WHERE id = $1`, [eventId])).rows[0]?.processed_at,
+    waitFor(
+      `event ${eventId} to be processed`,
+      async () =>
+        (await t.db.pool.query(`SELECT processed_at FROM webhook_events WHERE id = $1`, [eventId]))
+          .rows[0]?.processed_at,
     );
-  const count = async (sql: string, params: unknown[]) => (await t.db.pool.query(sql, params)).rows[0].n as number;
+  const count = async (sql: string, params: unknown[]) =>
+    (await t.db.pool.query(sql, params)).rows[0].n as number;
   const startPayment = async (orderId: string) => {
-    const pay = await t.http.post(`/v1/orders/${orderId}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const pay = await t.http.post(
+      `/v1/orders/${orderId}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(pay.status).toBe(201);
     return pay.body.paymentIntentId as string;
   };
@@ -71,15 +83,24 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const dashboard = stripe.refundFromDashboard(intent, 10_000);
     await deliver(dashboard);
     await processed(dashboard.id);
-    const rows = await t.db.pool.query(`SELECT reason, status, amount FROM refunds WHERE order_id = $1 ORDER BY created_at`, [orderId]);
+    const rows = await t.db.pool.query(
+      `SELECT reason, status, amount FROM refunds WHERE order_id = $1 ORDER BY created_at`,
+      [orderId],
+    );
     expect(rows.rows.map((r) => [r.reason, r.status, Number(r.amount)])).toEqual([
       ['requested', 'failed', 10_000],
       ['external', 'succeeded', 10_000],
     ]);
-    expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+    expect(await orderOf(orderId)).toMatchObject({
+      status: 'REFUNDED',
+      refunded: { amount: 10_000 },
+    });
   };
   const refund = (orderId: string, body: unknown, key = newKey()) =>
-    t.http.post(`/v1/admin/orders/${orderId}/refunds`, body, { token: admin.accessToken, idempotencyKey: key });
+    t.http.post(`/v1/admin/orders/${orderId}/refunds`, body, {
+      token: admin.accessToken,
+      idempotencyKey: key,
+    });
 
   beforeAll(async () => {
     stripe = await startFakeStripe();
@@ -105,31 +126,62 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
   it('creates one intent per order with a deterministic key; success → CONFIRMED; 5 deliveries (3 at once) → one effect', async () => {
     const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 24900 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
-    const [a, b] = await Promise.all([startPayment(order.body.id), startPayment(order.body.id)].map((x) => x.catch(() => null)));
+    const [a, b] = await Promise.all(
+      [startPayment(order.body.id), startPayment(order.body.id)].map((x) => x.catch(() => null)),
+    );
     const intent = (a ?? b)!;
     expect(await startPayment(order.body.id)).toBe(intent);
-    const creates = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/payment_intents');
-    const mine = creates.filter((r) => r.idempotencyKey === `order:${order.body.id}:payment-intent`);
+    const creates = stripe.requests.filter(
+      (r) => r.method === 'POST' && r.path === '/v1/payment_intents',
+    );
+    const mine = creates.filter(
+      (r) => r.idempotencyKey === `order:${order.body.id}:payment-intent`,
+    );
     expect(mine.length).toBeGreaterThanOrEqual(1);
     expect(new Set(mine.map((r) => r.idempotencyKey)).size).toBe(1);
-    expect(stripe.intent(intent)).toMatchObject({ amount: 49800, currency: 'inr', metadata: { orderId: order.body.id } });
-    expect((await count(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id]))).toBe(1);
+    expect(stripe.intent(intent)).toMatchObject({
+      amount: 49800,
+      currency: 'inr',
+      metadata: { orderId: order.body.id },
+    });
+    expect(
+      await count(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id]),
+    ).toBe(1);
 
     const event = stripe.succeed(intent);
-    const answers = [...(await Promise.all([deliver(event), deliver(event), deliver(event)])), await deliver(event), await deliver(event)];
+    const answers = [
+      ...(await Promise.all([deliver(event), deliver(event), deliver(event)])),
+      await deliver(event),
+      await deliver(event),
+    ];
     expect(answers.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
     const done = await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED');
     expect(done.status).toBe('CONFIRMED');
     await worker.get(PaymentFinalizer).processEvent(event.id); // a rerun changes nothing
     await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 8, reserved: 0 });
-    expect(await count(`SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'PAID'`, [order.body.id])).toBe(1);
-    expect(await count(`SELECT count(*)::int AS n FROM webhook_events WHERE id = $1`, [event.id])).toBe(1);
-    expect(done.payment).toMatchObject({ provider: 'stripe', paymentIntentId: intent, status: 'succeeded' });
+    expect(
+      await count(
+        `SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'PAID'`,
+        [order.body.id],
+      ),
+    ).toBe(1);
+    expect(
+      await count(`SELECT count(*)::int AS n FROM webhook_events WHERE id = $1`, [event.id]),
+    ).toBe(1);
+    expect(done.payment).toMatchObject({
+      provider: 'stripe',
+      paymentIntentId: intent,
+      status: 'succeeded',
+    });
   }, 30_000);
 
-  it('with Stripe configured (in development too) the simulated gateway\'s confirm route does not exist: 404', async () => {
-    const res = await t.http.post('/v1/dev/payment-intents/pi_anything/confirm', { outcome: 'succeeded' }, { token: alice.token });
+  it("with Stripe configured (in development too) the simulated gateway's confirm route does not exist: 404", async () => {
+    const res = await t.http.post(
+      '/v1/dev/payment-intents/pi_anything/confirm',
+      { outcome: 'succeeded' },
+      { token: alice.token },
+    );
     expect([res.status, res.body.code]).toEqual([404, 'ROUTE_NOT_FOUND']);
   });
 
@@ -138,10 +190,18 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     const key = newKey();
     stripe.failNext('/v1/payment_intents', 503, 3); // the SDK's own two retries included
-    const down = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: key });
+    const down = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: key },
+    );
     expect([down.status, down.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
     expect(Number(down.headers.get('retry-after'))).toBeGreaterThan(0);
-    const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: key });
+    const again = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: key },
+    );
     expect(again.status).toBe(201);
   }, 30_000);
 
@@ -156,13 +216,29 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
       expect(order.status).toBe(201);
       for (let i = 0; i < 2; i++) {
-        const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+        const pay = await t.http.post(
+          `/v1/orders/${order.body.id}/payment`,
+          {},
+          { token: alice.token, idempotencyKey: newKey() },
+        );
         expect([pay.status, pay.body.code]).toEqual([409, 'ORDER_NOT_PAYABLE']);
       }
-      const creates = stripe.requests.filter((r) => r.path === '/v1/payment_intents' && r.idempotencyKey === `order:${order.body.id}:payment-intent`);
+      const creates = stripe.requests.filter(
+        (r) =>
+          r.path === '/v1/payment_intents' &&
+          r.idempotencyKey === `order:${order.body.id}:payment-intent`,
+      );
       expect(creates.length).toBe(2);
       expect((await orderOf(order.body.id)).status).toBe('INVENTORY_RESERVED'); // left to expire, or be cancelled
-      expect((await t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() })).status).toBe(200);
+      expect(
+        (
+          await t.http.post(
+            `/v1/orders/${order.body.id}/cancel`,
+            {},
+            { token: alice.token, idempotencyKey: newKey() },
+          )
+        ).status,
+      ).toBe(200);
     }
   }, 30_000);
 
@@ -174,16 +250,25 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     // PostgreSQL's jsonb refuses the \u0000 escape (22P05): the stored copy must do without it
     // (22P05), and a surrogate without its pair (22P02): the stored copy must do without them
     Object.assign(event.data.object, {
-      shipping: { name: 'Ann\u0000Lee', address: { line1: 'x\u0000', line2: 'a\ud800b', city: '\udc00\ud83d\ude00' } },
+      shipping: {
+        name: 'Ann\u0000Lee',
+        address: { line1: 'x\u0000', line2: 'a\ud800b', city: '\udc00\ud83d\ude00' },
+      },
       metadata: { 'k\u0000': 'v', '\ud83d': 'w' },
     });
     const res = await deliver(event);
     expect(res.status).toBe(200);
     expect(await processed(event.id)).toBeTruthy();
     await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED');
-    const stored = (await t.db.pool.query(`SELECT payload FROM webhook_events WHERE id = $1`, [event.id])).rows[0]?.payload;
+    const stored = (
+      await t.db.pool.query(`SELECT payload FROM webhook_events WHERE id = $1`, [event.id])
+    ).rows[0]?.payload;
     expect(stored?.data?.object?.shipping?.name).toBe('Ann\ufffdLee');
-    expect(stored?.data?.object?.shipping?.address).toEqual({ line1: 'x\ufffd', line2: 'a\ufffdb', city: '\ufffd\ud83d\ude00' });
+    expect(stored?.data?.object?.shipping?.address).toEqual({
+      line1: 'x\ufffd',
+      line2: 'a\ufffdb',
+      city: '\ufffd\ud83d\ude00',
+    });
     expect(stored?.data?.object?.metadata).toEqual({ 'k\ufffd': 'v', '\ufffd': 'w' });
   });
 
@@ -205,7 +290,9 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(done).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
     await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     expect(stripe.intent(intent)?.status).toBe('canceled');
-    const cancels = stripe.requests.filter((r) => r.path === `/v1/payment_intents/${intent}/cancel`);
+    const cancels = stripe.requests.filter(
+      (r) => r.path === `/v1/payment_intents/${intent}/cancel`,
+    );
     // each cancel is a request of its own (no fixed key whose stored answer Stripe would replay)
     expect(new Set(cancels.map((r) => r.idempotencyKey)).size).toBe(cancels.length);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
@@ -216,16 +303,20 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 5000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     // the app's create call reached Stripe and the customer paid, but our commit has not happened yet
-    const pi = await stripe.client().paymentIntents.create(
-      { amount: 5000, currency: 'inr', metadata: { orderId: order.body.id } },
-      { idempotencyKey: `order:${order.body.id}:payment-intent` },
-    );
+    const pi = await stripe
+      .client()
+      .paymentIntents.create(
+        { amount: 5000, currency: 'inr', metadata: { orderId: order.body.id } },
+        { idempotencyKey: `order:${order.body.id}:payment-intent` },
+      );
     const event = stripe.succeed(pi.id);
     await deliver(event);
     const done = await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED');
     expect(done.status).toBe('CONFIRMED');
     // along the contract's lifecycle only (API.md: no other transition exists)
-    expect(done.history.map((h: { from: string | null; to: string }) => `${h.from}→${h.to}`)).toEqual([
+    expect(
+      done.history.map((h: { from: string | null; to: string }) => `${h.from}→${h.to}`),
+    ).toEqual([
       'null→CREATED',
       'CREATED→INVENTORY_RESERVED',
       'INVENTORY_RESERVED→PAYMENT_PENDING',
@@ -234,7 +325,9 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     ]);
     // …then the payment call returns: the same intent, no second one
     expect(await startPayment(order.body.id)).toBe(pi.id);
-    expect(await count(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id])).toBe(1);
+    expect(
+      await count(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id]),
+    ).toBe(1);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 });
   }, 30_000);
 
@@ -247,7 +340,11 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       { amount: 4999, currency: 'inr', metadata: { orderId: order.body.id } },
       { amount: 5000, currency: 'usd', metadata: { orderId: order.body.id } },
       { amount: 5000, currency: 'inr', metadata: { orderId: 'ORD-123' } },
-      { amount: 5000, currency: 'inr', metadata: { orderId: order.body.id.toUpperCase().replace(/-/g, '') } },
+      {
+        amount: 5000,
+        currency: 'inr',
+        metadata: { orderId: order.body.id.toUpperCase().replace(/-/g, '') },
+      },
     ];
     for (const params of foreign) {
       const pi = await stripe.client().paymentIntents.create(params);
@@ -257,13 +354,17 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     }
     await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     expect((await orderOf(order.body.id)).status).toBe(before);
-    expect(await count(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id])).toBe(0);
+    expect(
+      await count(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id]),
+    ).toBe(0);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 1 });
     // the order is still paid the normal way, for its own total
     const intent = await startPayment(order.body.id);
     expect(stripe.intent(intent)).toMatchObject({ amount: 5000, currency: 'inr' });
     await deliver(stripe.succeed(intent));
-    expect((await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED')).status).toBe('CONFIRMED');
+    expect(
+      (await orderWhen(order.body.id, 'CONFIRMED', (o) => o.status === 'CONFIRMED')).status,
+    ).toBe('CONFIRMED');
   }, 30_000);
 
   /**
@@ -275,19 +376,30 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     const intent = await startPayment(order.body.id);
     const event = stripe.succeed(intent);
-    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
+    await t.db.pool.query(
+      `UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`,
+      [order.body.id],
+    );
     expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
     bank(intent);
     await deliver(event);
     await processed(event.id);
     await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     const refunds = async () =>
-      (await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id])).rows;
+      (
+        await t.db.pool.query(
+          `SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`,
+          [order.body.id],
+        )
+      ).rows;
     // the keys of the refunds sent for it (one refund asked again by its follow-up: one key)
     const refundKeys = () =>
       new Set(
         stripe.requests
-          .filter((r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent)
+          .filter(
+            (r) =>
+              r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent,
+          )
           .map((r) => r.idempotencyKey),
       );
     return { intent, refunds, refundKeys };
@@ -295,13 +407,20 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
 
   it('an automatic refund the provider refused is raised for a person once, and never sent again unasked by the refund watch', async () => {
     const paid = await paidAfterExpiry(7000, (intent) => stripe.declineRefunds(intent)); // an empty balance, say
-    expect(await paid.refunds()).toEqual([{ amount: 7000, status: 'failed', reason: 'paid_after_cancel' }]);
+    expect(await paid.refunds()).toEqual([
+      { amount: 7000, status: 'failed', reason: 'paid_after_cancel' },
+    ]);
     // a person refunds the customer another way; the balance is topped up; hours pass
     stripe.acceptRefunds(paid.intent);
-    await t.db.pool.query(`UPDATE payments SET refunds_checked_at = now() - interval '7 hours' WHERE intent_id = $1`, [paid.intent]);
+    await t.db.pool.query(
+      `UPDATE payments SET refunds_checked_at = now() - interval '7 hours' WHERE intent_id = $1`,
+      [paid.intent],
+    );
     await worker.get(PaymentFinalizer).reconcile();
     await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
-    expect(await paid.refunds()).toEqual([{ amount: 7000, status: 'failed', reason: 'paid_after_cancel' }]);
+    expect(await paid.refunds()).toEqual([
+      { amount: 7000, status: 'failed', reason: 'paid_after_cancel' },
+    ]);
     expect(paid.refundKeys().size).toBe(1);
   }, 30_000);
 
@@ -313,7 +432,9 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     await deliver(failed);
     await processed(failed.id);
     await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
-    expect(await paid.refunds()).toEqual([{ amount: 6000, status: 'failed', reason: 'paid_after_cancel' }]);
+    expect(await paid.refunds()).toEqual([
+      { amount: 6000, status: 'failed', reason: 'paid_after_cancel' },
+    ]);
     expect(paid.refundKeys().size).toBe(1);
   }, 30_000);
 
@@ -325,7 +446,9 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       dashboardRefund = (made.data.object as Stripe.Charge).refunds!.data[0].id;
     });
     // ours was refused as more than is left (Stripe counts the pending one); nothing refunded yet
-    expect(await paid.refunds()).toEqual([{ amount: 8000, status: 'failed', reason: 'paid_after_cancel' }]);
+    expect(await paid.refunds()).toEqual([
+      { amount: 8000, status: 'failed', reason: 'paid_after_cancel' },
+    ]);
     // every event about it meanwhile: no rest is asked while the dashboard's is pending
     const meanwhile = stripe.eventFor('charge.refunded', paid.intent);
     await deliver(meanwhile);
@@ -337,14 +460,20 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     await processed(failed.id);
     await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     const atStripe = (await stripe.client().refunds.list({ payment_intent: paid.intent })).data;
-    expect(atStripe.filter((r) => r.status === 'succeeded').reduce((sum, r) => sum + r.amount, 0)).toBe(8000);
+    expect(
+      atStripe.filter((r) => r.status === 'succeeded').reduce((sum, r) => sum + r.amount, 0),
+    ).toBe(8000);
     expect(await paid.refunds()).toEqual(
       expect.arrayContaining([{ amount: 8000, status: 'succeeded', reason: 'requested' }]),
     );
     // and every event again refunds nothing more
     await worker.get(PaymentFinalizer).processEvent(failed.id);
     await worker.get(RefundsService).recheckWatched();
-    expect((await stripe.client().refunds.list({ payment_intent: paid.intent })).data.filter((r) => r.status === 'succeeded')).toHaveLength(1);
+    expect(
+      (await stripe.client().refunds.list({ payment_intent: paid.intent })).data.filter(
+        (r) => r.status === 'succeeded',
+      ),
+    ).toHaveLength(1);
   }, 30_000);
 
   it('a success after the reservation expired is refunded automatically, once', async () => {
@@ -352,7 +481,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
     const intent = await startPayment(order.body.id);
     const event = stripe.succeed(intent); // the customer paid; the event is late (a slow bank)
-    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
+    await t.db.pool.query(
+      `UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`,
+      [order.body.id],
+    );
     expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
 
@@ -360,13 +492,26 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     await processed(event.id);
     await worker.get(PaymentFinalizer).processEvent(event.id); // rerun: still one refund
     await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
-    const refunds = await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id]);
-    expect(refunds.rows).toEqual([{ amount: 14000, status: 'succeeded', reason: 'paid_after_cancel' }]);
-    const atStripe = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent);
+    const refunds = await t.db.pool.query(
+      `SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`,
+      [order.body.id],
+    );
+    expect(refunds.rows).toEqual([
+      { amount: 14000, status: 'succeeded', reason: 'paid_after_cancel' },
+    ]);
+    const atStripe = stripe.requests.filter(
+      (r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent,
+    );
     expect(new Set(atStripe.map((r) => r.idempotencyKey)).size).toBe(1);
     const o = await orderOf(order.body.id);
     expect(o).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
-    expect(o.payment.refunds).toEqual([expect.objectContaining({ amount: { amount: 14000, currency: 'INR' }, status: 'succeeded', reason: 'paid_after_cancel' })]);
+    expect(o.payment.refunds).toEqual([
+      expect.objectContaining({
+        amount: { amount: 14000, currency: 'INR' },
+        status: 'succeeded',
+        reason: 'paid_after_cancel',
+      }),
+    ]);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
   }, 30_000);
 
@@ -375,7 +520,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
     const intent = await startPayment(order.body.id);
     const success = stripe.succeed(intent); // the customer paid; the event is late
-    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
+    await t.db.pool.query(
+      `UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`,
+      [order.body.id],
+    );
     expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
     const dashboard = stripe.refundFromDashboard(intent, 3000); // staff refund part of it by hand
     await deliver(dashboard);
@@ -384,24 +532,42 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     await processed(success.id);
     await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     const atStripe = (await stripe.client().refunds.list({ payment_intent: intent })).data;
-    expect(atStripe.filter((r) => r.status === 'succeeded').reduce((sum, r) => sum + r.amount, 0)).toBe(14_000);
-    const rows = await t.db.pool.query(`SELECT reason, status, amount FROM refunds WHERE order_id = $1 AND status = 'succeeded' ORDER BY amount`, [order.body.id]);
-    expect(rows.rows.map((r) => [r.reason, Number(r.amount)])).toEqual([['external', 3000], ['requested', 11_000]]);
+    expect(
+      atStripe.filter((r) => r.status === 'succeeded').reduce((sum, r) => sum + r.amount, 0),
+    ).toBe(14_000);
+    const rows = await t.db.pool.query(
+      `SELECT reason, status, amount FROM refunds WHERE order_id = $1 AND status = 'succeeded' ORDER BY amount`,
+      [order.body.id],
+    );
+    expect(rows.rows.map((r) => [r.reason, Number(r.amount)])).toEqual([
+      ['external', 3000],
+      ['requested', 11_000],
+    ]);
     expect((await orderOf(order.body.id)).status).toBe('CANCELLED');
     // every event again: nothing more is refunded
     await worker.get(PaymentFinalizer).processEvent(dashboard.id);
     await worker.get(PaymentFinalizer).processEvent(success.id);
-    expect((await stripe.client().refunds.list({ payment_intent: intent })).data.filter((r) => r.status === 'succeeded')).toHaveLength(2);
+    expect(
+      (await stripe.client().refunds.list({ payment_intent: intent })).data.filter(
+        (r) => r.status === 'succeeded',
+      ),
+    ).toHaveLength(2);
   }, 30_000);
 
   it('a success after expiry whose refund step failed and whose job gave up is still refunded, once', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 6000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     const intent = await startPayment(order.body.id);
-    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
+    await t.db.pool.query(
+      `UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`,
+      [order.body.id],
+    );
     expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
     // its cancel job has run already, while the bank debit was processing (it ended intent-open)
-    await t.db.pool.query(`DELETE FROM outbox WHERE aggregate_id = $1 AND topic = 'order.cancelled'`, [order.body.id]);
+    await t.db.pool.query(
+      `DELETE FROM outbox WHERE aggregate_id = $1 AND topic = 'order.cancelled'`,
+      [order.body.id],
+    );
     const event = stripe.succeed(intent); // then the debit succeeded
     // accepted (Stripe never sends it again); its one run meets a database blink at the refund
     // step, and that job then gives up (a long outage): only the inbox row and the database remain
@@ -420,7 +586,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     // the safety nets run: the reconciliation sweep, then whatever jobs it left
     await worker.get(PaymentFinalizer).reconcile();
     await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
-    const rows = await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id]);
+    const rows = await t.db.pool.query(
+      `SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`,
+      [order.body.id],
+    );
     expect(rows.rows).toEqual([{ amount: 6000, status: 'succeeded', reason: 'paid_after_cancel' }]);
     expect((await orderOf(order.body.id)).status).toBe('CANCELLED');
   }, 30_000);
@@ -430,9 +599,15 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     const intent = await startPayment(order.body.id);
     stripe.process(intent); // the customer confirmed with a bank debit
-    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`, [order.body.id]);
+    await t.db.pool.query(
+      `UPDATE orders SET reservation_expires_at = now() - interval '1 minute' WHERE id = $1`,
+      [order.body.id],
+    );
     expect(await worker.get(ReservationExpiryService).expire(order.body.id)).toBe(true);
-    expect(await worker.get(PaymentFinalizer).cancelIntentOf(order.body.id)).toMatchObject({ kind: 'intent-open', intentStatus: 'processing' });
+    expect(await worker.get(PaymentFinalizer).cancelIntentOf(order.body.id)).toMatchObject({
+      kind: 'intent-open',
+      intentStatus: 'processing',
+    });
     // the debit fails: the intent is payable again, and its order is cancelled
     const failed = stripe.decline(intent);
     await deliver(failed);
@@ -444,7 +619,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
 
   describe('the reservation deadline of an order whose payment has started (asked of Stripe first)', () => {
     const overdue = async (orderId: string) =>
-      t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [orderId]);
+      t.db.pool.query(
+        `UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`,
+        [orderId],
+      );
     /** One unit of a new product (5 in stock) ordered, its payment started. */
     const paying = async (priceAmount = 10_000) => {
       const p = await insertProduct(t.db.pool, { stock: 5, priceAmount });
@@ -468,7 +646,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       await overdue(order.body.id);
       expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(true);
       expect(stripe.intent(intent)?.status).toBe('canceled');
-      expect(await orderOf(order.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+      expect(await orderOf(order.body.id)).toMatchObject({
+        status: 'CANCELLED',
+        cancellationReason: 'RESERVATION_EXPIRED',
+      });
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     }, 30_000);
 
@@ -486,7 +667,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const failed = stripe.decline(intent);
       await deliver(failed);
       await processed(failed.id);
-      expect(await orderOf(order.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
+      expect(await orderOf(order.body.id)).toMatchObject({
+        status: 'CANCELLED',
+        cancellationReason: 'PAYMENT_FAILED',
+      });
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     }, 30_000);
 
@@ -496,7 +680,11 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       await overdue(order.body.id);
       expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(false); // our record: processing
       stripe.decline(intent); // the debit failed; the intent is payable again at Stripe, its event on its way
-      const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+      const again = await t.http.post(
+        `/v1/orders/${order.body.id}/payment`,
+        {},
+        { token: alice.token, idempotencyKey: newKey() },
+      );
       expectProblem(again, 409, 'ORDER_NOT_PAYABLE');
       expect(again.body.clientSecret).toBeUndefined();
       // and the 409 is true: the secret the client holds from its first call pays nothing now
@@ -506,11 +694,18 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     it('past the deadline, not paid, its expiry not run yet: the 409 cancels the intent (the secret the client holds pays nothing), and the expiry then ends the order', async () => {
       const { p, order, intent } = await paying();
       await overdue(order.body.id);
-      const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+      const again = await t.http.post(
+        `/v1/orders/${order.body.id}/payment`,
+        {},
+        { token: alice.token, idempotencyKey: newKey() },
+      );
       expectProblem(again, 409, 'ORDER_NOT_PAYABLE');
       expect(stripe.intent(intent)?.status).toBe('canceled');
       expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(true);
-      expect(await orderOf(order.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+      expect(await orderOf(order.body.id)).toMatchObject({
+        status: 'CANCELLED',
+        cancellationReason: 'RESERVATION_EXPIRED',
+      });
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     }, 30_000);
 
@@ -518,28 +713,42 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const { order, intent } = await paying();
       stripe.succeed(intent); // its webhook is still on its way
       await overdue(order.body.id);
-      const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+      const again = await t.http.post(
+        `/v1/orders/${order.body.id}/payment`,
+        {},
+        { token: alice.token, idempotencyKey: newKey() },
+      );
       expect([again.status, again.body.status]).toEqual([201, 'succeeded']);
       expect(stripe.intent(intent)?.status).toBe('succeeded');
     }, 30_000);
 
     it('Stripe down: orders without a payment still expire on time; the gateway is asked once per run, not once per order', async () => {
       const p = await insertProduct(t.db.pool, { stock: 10 });
-      const paying = await Promise.all([1, 2, 3].map(() => placeOrder(t.http, alice, [{ productId: p, quantity: 1 }])));
+      const paying = await Promise.all(
+        [1, 2, 3].map(() => placeOrder(t.http, alice, [{ productId: p, quantity: 1 }])),
+      );
       const intents = await Promise.all(paying.map((o) => startPayment(o.body.id)));
       const unpaid = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
       // the orders with a payment are the oldest overdue ones, so the sweep meets them first
       for (const [i, o] of paying.entries()) {
-        await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 hour' - $2 * interval '1 second' WHERE id = $1`, [o.body.id, i]);
+        await t.db.pool.query(
+          `UPDATE orders SET reservation_expires_at = now() - interval '1 hour' - $2 * interval '1 second' WHERE id = $1`,
+          [o.body.id, i],
+        );
       }
       await overdue(unpaid.body.id);
       stripe.failNext('/v1/payment_intents', 503, 100);
-      const asked = () => stripe.requests.filter((r) => intents.some((i) => r.path.startsWith(`/v1/payment_intents/${i}`))).length;
+      const asked = () =>
+        stripe.requests.filter((r) =>
+          intents.some((i) => r.path.startsWith(`/v1/payment_intents/${i}`)),
+        ).length;
       const before = asked();
       try {
         const job = worker.get(OverdueOrders);
         // the per-order job does not throw (and retry on the orders queue): the sweeper asks later
-        await expect(job.expireReservation({ orderId: paying[0].body.id }, {} as never)).resolves.toBe(false);
+        await expect(
+          job.expireReservation({ orderId: paying[0].body.id }, {} as never),
+        ).resolves.toBe(false);
         const afterJob = asked();
         await job.sweep();
         expect(asked() - afterJob).toBeLessThanOrEqual(3); // one call (the SDK's own retries included)
@@ -547,7 +756,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       } finally {
         stripe.failNext('/v1/payment_intents', 503, 0);
       }
-      expect(await orderOf(unpaid.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+      expect(await orderOf(unpaid.body.id)).toMatchObject({
+        status: 'CANCELLED',
+        cancellationReason: 'RESERVATION_EXPIRED',
+      });
       for (const o of paying) expect((await orderOf(o.body.id)).status).toBe('PAYMENT_PENDING');
     }, 60_000);
 
@@ -558,7 +770,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const event = stripe.eventFor('payment_intent.canceled', intent);
       await deliver(event);
       await processed(event.id);
-      expect(await orderOf(order.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+      expect(await orderOf(order.body.id)).toMatchObject({
+        status: 'CANCELLED',
+        cancellationReason: 'RESERVATION_EXPIRED',
+      });
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     }, 30_000);
 
@@ -566,14 +781,24 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const { p, order } = await paying();
       // Stripe answers 404 resource_missing for the recorded intent
       const vanished = `pi_vanished_${Date.now()}`;
-      await t.db.pool.query(`UPDATE payments SET intent_id = $2 WHERE order_id = $1`, [order.body.id, vanished]);
+      await t.db.pool.query(`UPDATE payments SET intent_id = $2 WHERE order_id = $1`, [
+        order.body.id,
+        vanished,
+      ]);
       const payment = async () =>
-        (await t.db.pool.query(`SELECT status FROM payments WHERE order_id = $1`, [order.body.id])).rows[0].status as string;
+        (await t.db.pool.query(`SELECT status FROM payments WHERE order_id = $1`, [order.body.id]))
+          .rows[0].status as string;
       const pastDeadline = (interval: string) =>
-        t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - $2::interval WHERE id = $1`, [order.body.id, interval]);
+        t.db.pool.query(
+          `UPDATE orders SET reservation_expires_at = now() - $2::interval WHERE id = $1`,
+          [order.body.id, interval],
+        );
       // within its window: left as it is
       expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(false);
-      await t.db.pool.query(`UPDATE payments SET updated_at = now() - interval '1 hour' WHERE order_id = $1`, [order.body.id]);
+      await t.db.pool.query(
+        `UPDATE payments SET updated_at = now() - interval '1 hour' WHERE order_id = $1`,
+        [order.body.id],
+      );
       await worker.get(PaymentFinalizer).reconcile();
       // past it, but within the day: still waited for — a wrong key deployed for a while makes
       // every intent unknown, and an order paid in time in the right account must not expire
@@ -587,11 +812,16 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       // this account) and the order expires, its stock released — it used to fail every sweep for good
       await pastDeadline('25 hours');
       expect(await worker.get(OverdueOrders).settle(order.body.id)).toBe(true);
-      expect(await orderOf(order.body.id)).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+      expect(await orderOf(order.body.id)).toMatchObject({
+        status: 'CANCELLED',
+        cancellationReason: 'RESERVATION_EXPIRED',
+      });
       expect(await payment()).toBe('canceled');
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
       // its intent-cancel job (queued by the expiry) and the sweeps find nothing left to do
-      await expect(worker.get(PaymentFinalizer).cancelIntentOf(order.body.id)).resolves.toMatchObject({ kind: 'nothing-to-cancel' });
+      await expect(
+        worker.get(PaymentFinalizer).cancelIntentOf(order.body.id),
+      ).resolves.toMatchObject({ kind: 'nothing-to-cancel' });
     }, 30_000);
 
     it('not due yet (a job that ran early): nothing is asked of Stripe, nothing changes', async () => {
@@ -606,13 +836,25 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     const intent = await startPayment(order.body.id);
-    const cancelled = await t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const cancelled = await t.http.post(
+      `/v1/orders/${order.body.id}/cancel`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(cancelled.status).toBe(200);
-    await waitFor('the intent cancelled at Stripe', () => stripe.intent(intent), { until: (i) => i?.status === 'canceled' });
-    const cancels = stripe.requests.filter((r) => r.path === `/v1/payment_intents/${intent}/cancel`);
+    await waitFor('the intent cancelled at Stripe', () => stripe.intent(intent), {
+      until: (i) => i?.status === 'canceled',
+    });
+    const cancels = stripe.requests.filter(
+      (r) => r.path === `/v1/payment_intents/${intent}/cancel`,
+    );
     expect(cancels.length).toBeGreaterThanOrEqual(1);
     // our record follows once the worker has the gateway's answer
-    const o = await orderWhen(order.body.id, 'payment canceled', (x) => (x as { payment?: { status: string } }).payment?.status === 'canceled');
+    const o = await orderWhen(
+      order.body.id,
+      'payment canceled',
+      (x) => (x as { payment?: { status: string } }).payment?.status === 'canceled',
+    );
     expect(o.payment.status).toBe('canceled');
   }, 30_000);
 
@@ -634,9 +876,17 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       return made;
     });
     try {
-      const paying = t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+      const paying = t.http.post(
+        `/v1/orders/${order.body.id}/payment`,
+        {},
+        { token: alice.token, idempotencyKey: newKey() },
+      );
       await reached;
-      const cancelled = await t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() });
+      const cancelled = await t.http.post(
+        `/v1/orders/${order.body.id}/cancel`,
+        {},
+        { token: alice.token, idempotencyKey: newKey() },
+      );
       expect(cancelled.status).toBe(200);
       answer();
       const pay = await paying;
@@ -652,7 +902,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     await assertStockInvariants(t.db.pool, [p]);
   }, 30_000);
 
-  it('paid just before the cancel, and the refund step failed once: the cancel job\'s rerun still refunds, once', async () => {
+  it("paid just before the cancel, and the refund step failed once: the cancel job's rerun still refunds, once", async () => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 3000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     const intent = await startPayment(order.body.id);
@@ -663,7 +913,11 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       .spyOn(refunds, 'refundPaidAfterCancel')
       .mockRejectedValueOnce(new Error('Connection terminated unexpectedly'));
     try {
-      const cancelled = await t.http.post(`/v1/orders/${order.body.id}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() });
+      const cancelled = await t.http.post(
+        `/v1/orders/${order.body.id}/cancel`,
+        {},
+        { token: alice.token, idempotencyKey: newKey() },
+      );
       expect(cancelled.status).toBe(200);
       await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW); // the cancel job ran (and failed once, and was retried)
       expect(failOnce).toHaveBeenCalled();
@@ -673,7 +927,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     } finally {
       failOnce.mockRestore();
     }
-    const rows = await t.db.pool.query(`SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`, [order.body.id]);
+    const rows = await t.db.pool.query(
+      `SELECT amount::int, status, reason FROM refunds WHERE order_id = $1`,
+      [order.body.id],
+    );
     expect(rows.rows).toEqual([{ amount: 3000, status: 'succeeded', reason: 'paid_after_cancel' }]);
     expect((await orderOf(order.body.id)).status).toBe('CANCELLED');
   }, 30_000);
@@ -684,8 +941,14 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const intent = await startPayment(order.body.id);
     // cancelled, but its payments.cancel-intent job gave up (Stripe down for longer than its
     // retries) or was lost with Redis: the order says CANCELLED, the intent is still payable
-    await t.db.pool.query(`UPDATE orders SET status = 'CANCELLED', cancellation_reason = 'CUSTOMER_REQUESTED' WHERE id = $1`, [order.body.id]);
-    await t.db.pool.query(`UPDATE payments SET updated_at = now() - interval '1 hour' WHERE order_id = $1`, [order.body.id]);
+    await t.db.pool.query(
+      `UPDATE orders SET status = 'CANCELLED', cancellation_reason = 'CUSTOMER_REQUESTED' WHERE id = $1`,
+      [order.body.id],
+    );
+    await t.db.pool.query(
+      `UPDATE payments SET updated_at = now() - interval '1 hour' WHERE order_id = $1`,
+      [order.body.id],
+    );
     expect(stripe.intent(intent)?.status).toBe('requires_payment_method');
     await worker.get(PaymentFinalizer).reconcile();
     expect(stripe.intent(intent)?.status).toBe('canceled');
@@ -715,7 +978,11 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     // one job at a time, the second waited for the first's timeout and retry (the first confirmed first)
     await orderWhen(quick.orderId, 'CONFIRMED', (o) => o.status === 'CONFIRMED');
     expect((await orderOf(slow.orderId)).status).toBe('PAYMENT_PENDING');
-    await orderWhen(slow.orderId, 'CONFIRMED once the SDK retries', (o) => o.status === 'CONFIRMED');
+    await orderWhen(
+      slow.orderId,
+      'CONFIRMED once the SDK retries',
+      (o) => o.status === 'CONFIRMED',
+    );
   }, 40_000);
 
   it('reconciliation finalizes a payment whose webhook never arrives', async () => {
@@ -723,7 +990,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     const intent = await startPayment(order.body.id);
     stripe.succeed(intent); // the event is never delivered
-    await t.db.pool.query(`UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`, [intent]);
+    await t.db.pool.query(
+      `UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`,
+      [intent],
+    );
     expect(await worker.get(PaymentFinalizer).reconcile()).toBeGreaterThanOrEqual(1);
     expect((await orderOf(order.body.id)).status).toBe('CONFIRMED');
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 });
@@ -735,12 +1005,20 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const key = newKey();
       const first = await refund(orderId, { amount: { amount: 2500, currency: 'INR' } }, key);
       expect(first.status).toBe(201);
-      expect(first.body).toMatchObject({ orderId, amount: { amount: 2500, currency: 'INR' }, status: 'succeeded', reason: 'requested' });
+      expect(first.body).toMatchObject({
+        orderId,
+        amount: { amount: 2500, currency: 'INR' },
+        status: 'succeeded',
+        reason: 'requested',
+      });
       const replay = await refund(orderId, { amount: { amount: 2500, currency: 'INR' } }, key);
       expect(replay.status).toBe(201);
       expect(replay.body.id).toBe(first.body.id);
       expect(replay.headers.get('idempotent-replayed')).toBe('true');
-      expect((await orderOf(orderId))).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 2500 } });
+      expect(await orderOf(orderId)).toMatchObject({
+        status: 'PARTIALLY_REFUNDED',
+        refunded: { amount: 2500 },
+      });
 
       const rest = await refund(orderId, {});
       expect(rest.status).toBe(201);
@@ -751,16 +1029,26 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const more = await refund(orderId, { amount: { amount: 1, currency: 'INR' } });
       expect(more.status).toBe(409);
       expect(more.body.code).toBe('REFUND_EXCEEDS_CAPTURED');
-      const atStripe = stripe.requests.filter((r) => r.path === '/v1/refunds' && r.method === 'POST' && r.body.payment_intent === intent);
+      const atStripe = stripe.requests.filter(
+        (r) => r.path === '/v1/refunds' && r.method === 'POST' && r.body.payment_intent === intent,
+      );
       expect(new Set(atStripe.map((r) => r.idempotencyKey)).size).toBe(2);
     }, 30_000);
 
     it('concurrent refunds never exceed the captured amount', async () => {
       const { orderId, intent } = await paidOrder(10_000, 1);
-      const answers = await Promise.all(Array.from({ length: 10 }, () => refund(orderId, { amount: { amount: 3000, currency: 'INR' } })));
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, () =>
+          refund(orderId, { amount: { amount: 3000, currency: 'INR' } }),
+        ),
+      );
       const ok = answers.filter((a) => a.status === 201);
       expect(ok).toHaveLength(3);
-      expect(answers.filter((a) => a.status === 409).every((a) => a.body.code === 'REFUND_EXCEEDS_CAPTURED')).toBe(true);
+      expect(
+        answers
+          .filter((a) => a.status === 409)
+          .every((a) => a.body.code === 'REFUND_EXCEEDS_CAPTURED'),
+      ).toBe(true);
       expect(answers.filter((a) => a.status !== 201 && a.status !== 409)).toEqual([]);
       const sum = await t.db.pool.query(
         `SELECT (SELECT coalesce(sum(amount), 0)::int FROM refunds WHERE order_id = $1 AND status = 'succeeded') AS refunds,
@@ -778,11 +1066,17 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const { orderId, intent } = await paidOrder(10_000, 1);
       const key = newKey();
       const body = { amount: { amount: 1000, currency: 'INR' } };
-      const answers = await Promise.all(Array.from({ length: 10 }, () => refund(orderId, body, key)));
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, () => refund(orderId, body, key)),
+      );
       const ok = answers.filter((a) => a.status === 201);
       expect(ok.length).toBeGreaterThanOrEqual(1);
       expect(new Set(ok.map((a) => a.body.id)).size).toBe(1);
-      expect(answers.filter((a) => a.status !== 201).every((a) => a.status === 409 && a.body.code === 'IDEMPOTENCY_KEY_IN_USE')).toBe(true);
+      expect(
+        answers
+          .filter((a) => a.status !== 201)
+          .every((a) => a.status === 409 && a.body.code === 'IDEMPOTENCY_KEY_IN_USE'),
+      ).toBe(true);
       const list = await stripe.client().refunds.list({ payment_intent: intent });
       expect(list.data.map((r) => r.amount)).toEqual([1000]);
       const reused = await refund(orderId, { amount: { amount: 2000, currency: 'INR' } }, key);
@@ -819,14 +1113,26 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const key = newKey();
       const first = await refund(orderId, { amount: { amount: 500, currency: 'INR' } }, key);
       expect(first.status).toBe(201);
-      await t.db.pool.query(`UPDATE idempotency_keys SET state = 'in_progress' WHERE key = $1`, [key]);
+      await t.db.pool.query(`UPDATE idempotency_keys SET state = 'in_progress' WHERE key = $1`, [
+        key,
+      ]);
       const p = await insertProduct(t.db.pool, { stock: 5 });
       const running = await holdKey(key);
-      const busy = await t.http.post('/v1/orders', { items: [{ productId: p, quantity: 1 }] }, { token: admin.accessToken, idempotencyKey: key });
+      const busy = await t.http.post(
+        '/v1/orders',
+        { items: [{ productId: p, quantity: 1 }] },
+        { token: admin.accessToken, idempotencyKey: key },
+      );
       expect([busy.status, busy.body.code]).toEqual([409, 'IDEMPOTENCY_KEY_IN_USE']);
-      await t.db.pool.query(`UPDATE idempotency_keys SET state = 'completed' WHERE key = $1`, [key]);
+      await t.db.pool.query(`UPDATE idempotency_keys SET state = 'completed' WHERE key = $1`, [
+        key,
+      ]);
       await running.release();
-      const reused = await t.http.post('/v1/orders', { items: [{ productId: p, quantity: 1 }] }, { token: admin.accessToken, idempotencyKey: key });
+      const reused = await t.http.post(
+        '/v1/orders',
+        { items: [{ productId: p, quantity: 1 }] },
+        { token: admin.accessToken, idempotencyKey: key },
+      );
       expect([reused.status, reused.body.code]).toEqual([422, 'IDEMPOTENCY_KEY_REUSED']);
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     }, 30_000);
@@ -837,15 +1143,35 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect((await refund('00000000-0000-4000-8000-000000000000', {})).status).toBe(404);
       const notPaid = await refund(unpaid.body.id, {});
       expect([notPaid.status, notPaid.body.code]).toEqual([409, 'ORDER_NOT_REFUNDABLE']);
-      expect((await refund(unpaid.body.id, { amount: { amount: 0, currency: 'INR' } })).status).toBe(400);
+      expect(
+        (await refund(unpaid.body.id, { amount: { amount: 0, currency: 'INR' } })).status,
+      ).toBe(400);
       // an amount in another currency than the one the order was paid in: 400 naming the field
       const { orderId: paidId } = await paidOrder(5_000, 1);
       const usd = await refund(paidId, { amount: { amount: 10, currency: 'USD' } });
-      expect([usd.status, usd.body.code, usd.body.errors]).toEqual([400, 'VALIDATION_FAILED', [{ field: 'amount.currency', message: 'must be INR' }]]);
-      expect(await count(`SELECT count(*)::int AS n FROM refunds WHERE order_id = $1`, [paidId])).toBe(0);
-      const asCustomer = await t.http.post(`/v1/admin/orders/${unpaid.body.id}/refunds`, {}, { token: alice.token, idempotencyKey: newKey() });
+      expect([usd.status, usd.body.code, usd.body.errors]).toEqual([
+        400,
+        'VALIDATION_FAILED',
+        [{ field: 'amount.currency', message: 'must be INR' }],
+      ]);
+      expect(
+        await count(`SELECT count(*)::int AS n FROM refunds WHERE order_id = $1`, [paidId]),
+      ).toBe(0);
+      const asCustomer = await t.http.post(
+        `/v1/admin/orders/${unpaid.body.id}/refunds`,
+        {},
+        { token: alice.token, idempotencyKey: newKey() },
+      );
       expect(asCustomer.status).toBe(403);
-      expect((await t.http.post(`/v1/admin/orders/${unpaid.body.id}/refunds`, {}, { token: admin.accessToken })).status).toBe(400);
+      expect(
+        (
+          await t.http.post(
+            `/v1/admin/orders/${unpaid.body.id}/refunds`,
+            {},
+            { token: admin.accessToken },
+          )
+        ).status,
+      ).toBe(400);
     }, 30_000);
 
     it('a provider outage leaves the refund pending; the retry uses the same key and refunds once', async () => {
@@ -855,13 +1181,21 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(first.status).toBe(201);
       expect(first.body.status).toBe('pending');
       expect((await orderOf(orderId)).status).toBe('CONFIRMED');
-      await t.db.pool.query(`UPDATE refunds SET updated_at = now() - interval '1 hour' WHERE id = $1`, [first.body.id]);
+      await t.db.pool.query(
+        `UPDATE refunds SET updated_at = now() - interval '1 hour' WHERE id = $1`,
+        [first.body.id],
+      );
       expect(await worker.get(RefundsService).retryStale(60_000)).toBe(1);
       const o = await orderOf(orderId);
       expect(o).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 4000 } });
       const list = await stripe.client().refunds.list({ payment_intent: intent });
       expect(list.data.map((r) => r.amount)).toEqual([4000]);
-      const keys = stripe.requests.filter((r) => r.path === '/v1/refunds' && r.method === 'POST' && r.body.payment_intent === intent).map((r) => r.idempotencyKey);
+      const keys = stripe.requests
+        .filter(
+          (r) =>
+            r.path === '/v1/refunds' && r.method === 'POST' && r.body.payment_intent === intent,
+        )
+        .map((r) => r.idempotencyKey);
       expect(new Set(keys)).toEqual(new Set([`refund:${first.body.id}`]));
     }, 30_000);
 
@@ -871,7 +1205,14 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const declined = await refund(orderId, {});
       expect(declined.status).toBe(502);
       expect(declined.body.code).toBe('PAYMENT_PROVIDER_REJECTED');
-      expect((await t.db.pool.query(`SELECT refund_reserved::int AS r FROM payments WHERE intent_id = $1`, [intent])).rows[0].r).toBe(0);
+      expect(
+        (
+          await t.db.pool.query(
+            `SELECT refund_reserved::int AS r FROM payments WHERE intent_id = $1`,
+            [intent],
+          )
+        ).rows[0].r,
+      ).toBe(0);
       expect((await orderOf(orderId)).status).toBe('CONFIRMED');
     }, 30_000);
 
@@ -886,12 +1227,27 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect([retried.status, retried.body.status]).toEqual([201, 'succeeded']);
       expect(retried.headers.get('idempotent-replayed')).toBeNull();
       const replay = await refund(orderId, {}, key); // from now on, the stored answer
-      expect([replay.status, replay.body.id, replay.headers.get('idempotent-replayed')]).toEqual([201, retried.body.id, 'true']);
-      const rows = await t.db.pool.query(`SELECT status FROM refunds WHERE order_id = $1 ORDER BY created_at`, [orderId]);
+      expect([replay.status, replay.body.id, replay.headers.get('idempotent-replayed')]).toEqual([
+        201,
+        retried.body.id,
+        'true',
+      ]);
+      const rows = await t.db.pool.query(
+        `SELECT status FROM refunds WHERE order_id = $1 ORDER BY created_at`,
+        [orderId],
+      );
       expect(rows.rows.map((r) => r.status)).toEqual(['failed', 'succeeded']);
-      const keys = stripe.requests.filter((r) => r.path === '/v1/refunds' && r.method === 'POST' && r.body.payment_intent === intent).map((r) => r.idempotencyKey);
+      const keys = stripe.requests
+        .filter(
+          (r) =>
+            r.path === '/v1/refunds' && r.method === 'POST' && r.body.payment_intent === intent,
+        )
+        .map((r) => r.idempotencyKey);
       expect(new Set(keys).size).toBe(2); // Stripe would replay its stored refusal to the first key
-      expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+      expect(await orderOf(orderId)).toMatchObject({
+        status: 'REFUNDED',
+        refunded: { amount: 10_000 },
+      });
     }, 30_000);
 
     it('a key whose refund the provider refused (502, nothing stored) is free for a refund of another order', async () => {
@@ -901,8 +1257,15 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const key = newKey();
       expect((await refund(a.orderId, {}, key)).status).toBe(502);
       const other = await refund(b.orderId, {}, key);
-      expect([other.status, other.body.status, other.body.code]).toEqual([201, 'succeeded', undefined]);
-      expect(await orderOf(b.orderId)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+      expect([other.status, other.body.status, other.body.code]).toEqual([
+        201,
+        'succeeded',
+        undefined,
+      ]);
+      expect(await orderOf(b.orderId)).toMatchObject({
+        status: 'REFUNDED',
+        refunded: { amount: 10_000 },
+      });
       expect((await orderOf(a.orderId)).status).toBe('CONFIRMED');
     }, 30_000);
 
@@ -911,18 +1274,28 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       stripe.holdRefunds(intent);
       const first = await refund(orderId, { amount: { amount: 2000, currency: 'INR' } });
       expect([first.status, first.body.status]).toEqual([201, 'pending']);
-      await t.db.pool.query(`UPDATE refunds SET updated_at = now() - interval '1 hour' WHERE id = $1`, [first.body.id]);
+      await t.db.pool.query(
+        `UPDATE refunds SET updated_at = now() - interval '1 hour' WHERE id = $1`,
+        [first.body.id],
+      );
       expect(await worker.get(RefundsService).retryStale(60_000)).toBe(0); // still pending at Stripe
       await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW); // and its follow-up job has looked too
-      const followUp = await worker.get<Queue>(getQueueToken(QueueName.Payments)).getJob(settleRefundJobId(first.body.id));
+      const followUp = await worker
+        .get<Queue>(getQueueToken(QueueName.Payments))
+        .getJob(settleRefundJobId(first.body.id));
       expect(followUp?.finishedOn).toBeDefined();
-      const creates = stripe.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent);
+      const creates = stripe.requests.filter(
+        (r) => r.method === 'POST' && r.path === '/v1/refunds' && r.body.payment_intent === intent,
+      );
       expect(creates).toHaveLength(1); // read, not asked again
       const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
       const event = stripe.settleRefund(remote.id);
       await deliver(event);
       await processed(event.id);
-      expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 2000 } });
+      expect(await orderOf(orderId)).toMatchObject({
+        status: 'PARTIALLY_REFUNDED',
+        refunded: { amount: 2000 },
+      });
     }, 30_000);
 
     it('a refund we recorded as failed but Stripe made is reinstated from the refund list', async () => {
@@ -934,13 +1307,19 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
          UPDATE payments p SET refund_reserved = p.refund_reserved - r.amount FROM r WHERE p.id = r.payment_id`,
         [ours.body.id],
       );
-      await t.db.pool.query(`UPDATE orders SET refunded_amount = 0, status = 'CONFIRMED' WHERE id = $1`, [orderId]);
+      await t.db.pool.query(
+        `UPDATE orders SET refunded_amount = 0, status = 'CONFIRMED' WHERE id = $1`,
+        [orderId],
+      );
       const event = stripe.eventFor('charge.refunded', intent);
       await deliver(event);
       await processed(event.id);
       const row = await t.db.pool.query(`SELECT status FROM refunds WHERE id = $1`, [ours.body.id]);
       expect(row.rows[0].status).toBe('succeeded');
-      expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 1000 } });
+      expect(await orderOf(orderId)).toMatchObject({
+        status: 'PARTIALLY_REFUNDED',
+        refunded: { amount: 1000 },
+      });
     }, 30_000);
 
     it('an accepted event whose job gave up (a long outage) is processed by the reconciliation sweep', async () => {
@@ -959,15 +1338,21 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
         [fresh.id, fresh.type, intent, JSON.stringify(fresh)],
       );
       expect(await worker.get(PaymentFinalizer).reconcile()).toBeGreaterThanOrEqual(1);
-      const rows = await t.db.pool.query(`SELECT id, processed_at FROM webhook_events WHERE id = ANY($1) ORDER BY received_at`, [[event.id, fresh.id]]);
-      expect(rows.rows.map((r) => [r.id, r.processed_at !== null])).toEqual([[event.id, true], [fresh.id, false]]);
+      const rows = await t.db.pool.query(
+        `SELECT id, processed_at FROM webhook_events WHERE id = ANY($1) ORDER BY received_at`,
+        [[event.id, fresh.id]],
+      );
+      expect(rows.rows.map((r) => [r.id, r.processed_at !== null])).toEqual([
+        [event.id, true],
+        [fresh.id, false],
+      ]);
       // the refund made at Stripe is on the order (both, as the provider lists them now)
       const o = await orderOf(orderId);
       expect(o.status).toBe('PARTIALLY_REFUNDED');
       expect(o.refunded.amount).toBe(3000);
     }, 30_000);
 
-    it('a dashboard refund whose event overtakes the payment\'s success: the order is paid, then refunded — never confirmed with the refund dropped', async () => {
+    it("a dashboard refund whose event overtakes the payment's success: the order is paid, then refunded — never confirmed with the refund dropped", async () => {
       const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
       const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
       const intent = await startPayment(order.body.id);
@@ -975,13 +1360,22 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const refunded = stripe.refundFromDashboard(intent, 3000);
       await deliver(refunded);
       await processed(refunded.id);
-      expect(await orderOf(order.body.id)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 3000 } });
+      expect(await orderOf(order.body.id)).toMatchObject({
+        status: 'PARTIALLY_REFUNDED',
+        refunded: { amount: 3000 },
+      });
       await deliver(success);
       await processed(success.id);
       await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
       const o = await orderOf(order.body.id);
       expect(o).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 3000 } });
-      expect(o.payment.refunds).toEqual([expect.objectContaining({ reason: 'external', status: 'succeeded', amount: { amount: 3000, currency: 'INR' } })]);
+      expect(o.payment.refunds).toEqual([
+        expect.objectContaining({
+          reason: 'external',
+          status: 'succeeded',
+          amount: { amount: 3000, currency: 'INR' },
+        }),
+      ]);
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 }); // sold once, committed once
     }, 30_000);
 
@@ -990,13 +1384,28 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
       const intent = await startPayment(order.body.id);
       stripe.succeed(intent);
-      await t.db.pool.query(`UPDATE payments SET status = 'succeeded' WHERE intent_id = $1`, [intent]);
+      await t.db.pool.query(`UPDATE payments SET status = 'succeeded' WHERE intent_id = $1`, [
+        intent,
+      ]);
       const refunded = stripe.refundFromDashboard(intent); // all of it
       await deliver(refunded);
       await processed(refunded.id);
-      expect(await orderOf(order.body.id)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
-      const history = await t.db.pool.query(`SELECT to_status FROM order_status_history WHERE order_id = $1 ORDER BY id`, [order.body.id]);
-      expect(history.rows.map((r) => r.to_status)).toEqual(['CREATED', 'INVENTORY_RESERVED', 'PAYMENT_PENDING', 'PAID', 'CONFIRMED', 'REFUNDED']);
+      expect(await orderOf(order.body.id)).toMatchObject({
+        status: 'REFUNDED',
+        refunded: { amount: 10_000 },
+      });
+      const history = await t.db.pool.query(
+        `SELECT to_status FROM order_status_history WHERE order_id = $1 ORDER BY id`,
+        [order.body.id],
+      );
+      expect(history.rows.map((r) => r.to_status)).toEqual([
+        'CREATED',
+        'INVENTORY_RESERVED',
+        'PAYMENT_PENDING',
+        'PAID',
+        'CONFIRMED',
+        'REFUNDED',
+      ]);
     }, 30_000);
 
     it('one of ours failed at the bank while pending, then a dashboard refund: ours settles as failed and the dashboard one is adopted (Stripe lists newest first)', async () => {
@@ -1015,7 +1424,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect([ours.status, ours.body.status]).toEqual([201, 'succeeded']);
       const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
       const metric = async () =>
-        Number(/^refunds_reversed_total (\d+)/m.exec(await worker.get(MetricsService).render())?.[1] ?? 0);
+        Number(
+          /^refunds_reversed_total (\d+)/m.exec(await worker.get(MetricsService).render())?.[1] ??
+            0,
+        );
       const before = await metric();
       const event = stripe.reverseRefund(remote.id);
       await deliver(event);
@@ -1024,19 +1436,43 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       await deliver(again);
       await processed(again.id);
       expect(await metric()).toBe(before + 1);
-      const row = await t.db.pool.query(`SELECT status, failure FROM refunds WHERE id = $1`, [ours.body.id]);
+      const row = await t.db.pool.query(`SELECT status, failure FROM refunds WHERE id = $1`, [
+        ours.body.id,
+      ]);
       expect(row.rows[0]).toEqual({ status: 'failed', failure: 'reversed_at_provider' });
       // a pass that read the list before the reversal (it still said succeeded) cannot bring it
       // back: the guarded UPDATE never reinstates a refund the provider reversed
-      expect(await worker.get(RefundRepository).reinstate(ours.body.id, remote.id, ['reversed_at_provider', 'failed_at_provider'], new Date())).toBeNull();
+      expect(
+        await worker
+          .get(RefundRepository)
+          .reinstate(
+            ours.body.id,
+            remote.id,
+            ['reversed_at_provider', 'failed_at_provider'],
+            new Date(),
+          ),
+      ).toBeNull();
       // no transition leaves PARTIALLY_REFUNDED; what was refunded is what reached the customer
-      expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 0 } });
+      expect(await orderOf(orderId)).toMatchObject({
+        status: 'PARTIALLY_REFUNDED',
+        refunded: { amount: 0 },
+      });
       // the admin refunds them again: all of it is refundable (it was a 409 while the reversed
       // refund still counted)
       const all = await refund(orderId, {});
-      expect([all.status, all.body.status, all.body.amount?.amount]).toEqual([201, 'succeeded', 10_000]);
-      expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
-      const paid = await t.db.pool.query(`SELECT refund_reserved FROM payments WHERE intent_id = $1`, [intent]);
+      expect([all.status, all.body.status, all.body.amount?.amount]).toEqual([
+        201,
+        'succeeded',
+        10_000,
+      ]);
+      expect(await orderOf(orderId)).toMatchObject({
+        status: 'REFUNDED',
+        refunded: { amount: 10_000 },
+      });
+      const paid = await t.db.pool.query(
+        `SELECT refund_reserved FROM payments WHERE intent_id = $1`,
+        [intent],
+      );
       expect(Number(paid.rows[0].refund_reserved)).toBe(10_000);
     }, 30_000);
 
@@ -1047,23 +1483,38 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
       stripe.reverseRefund(remote.id); // its charge.refund.updated: never delivered
       const lists = () =>
-        stripe.requests.filter((r) => r.method === 'GET' && r.path === '/v1/refunds' && r.body.payment_intent === intent).length;
+        stripe.requests.filter(
+          (r) => r.method === 'GET' && r.path === '/v1/refunds' && r.body.payment_intent === intent,
+        ).length;
       const reconcile = () => worker.get(PaymentFinalizer).reconcile();
-      const statusOf = async () => (await t.db.pool.query(`SELECT status, failure FROM refunds WHERE id = $1`, [ours.body.id])).rows[0];
+      const statusOf = async () =>
+        (await t.db.pool.query(`SELECT status, failure FROM refunds WHERE id = $1`, [ours.body.id]))
+          .rows[0];
       const listed = lists();
       const watch = async () =>
-        (await t.db.pool.query(`SELECT refunds_watched_until AS until FROM payments WHERE intent_id = $1`, [intent])).rows[0].until as Date;
+        (
+          await t.db.pool.query(
+            `SELECT refunds_watched_until AS until FROM payments WHERE intent_id = $1`,
+            [intent],
+          )
+        ).rows[0].until as Date;
       const watchedUntil = await watch();
       // just refunded (and so just looked at): not asked again within the period
       await reconcile();
       expect(lists()).toBe(listed);
       expect(await statusOf()).toEqual({ status: 'succeeded', failure: null });
       // the period passes: the provider is asked, and the refund it failed is failed here too
-      await t.db.pool.query(`UPDATE payments SET refunds_checked_at = now() - interval '7 hours' WHERE intent_id = $1`, [intent]);
+      await t.db.pool.query(
+        `UPDATE payments SET refunds_checked_at = now() - interval '7 hours' WHERE intent_id = $1`,
+        [intent],
+      );
       await reconcile();
       expect(lists()).toBe(listed + 1);
       expect(await statusOf()).toEqual({ status: 'failed', failure: 'reversed_at_provider' });
-      expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 0 } });
+      expect(await orderOf(orderId)).toMatchObject({
+        status: 'PARTIALLY_REFUNDED',
+        refunded: { amount: 0 },
+      });
       await reconcile();
       expect(lists()).toBe(listed + 1);
       // reading the refunds does not extend the watch: it ends 30 days after the last refund
@@ -1084,16 +1535,30 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       await deliver(dashboard);
       await processed(dashboard.id);
       // pending at the provider: not the customer's money yet, not recorded
-      expect(await orderOf(orderId)).toMatchObject({ status: 'CONFIRMED', refunded: { amount: 0 } });
+      expect(await orderOf(orderId)).toMatchObject({
+        status: 'CONFIRMED',
+        refunded: { amount: 0 },
+      });
       const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
       expect(remote.status).toBe('pending');
       stripe.settleRefund(remote.id); // its charge.refund.updated: never delivered
       // the charge.refunded sync found a refund at the provider: the payment is watched
-      await t.db.pool.query(`UPDATE payments SET refunds_checked_at = now() - interval '7 hours' WHERE intent_id = $1`, [intent]);
+      await t.db.pool.query(
+        `UPDATE payments SET refunds_checked_at = now() - interval '7 hours' WHERE intent_id = $1`,
+        [intent],
+      );
       await worker.get(PaymentFinalizer).reconcile();
-      expect(await orderOf(orderId)).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 3000 } });
-      const rows = await t.db.pool.query(`SELECT reason, status, amount FROM refunds WHERE order_id = $1`, [orderId]);
-      expect(rows.rows.map((r) => [r.reason, r.status, Number(r.amount)])).toEqual([['external', 'succeeded', 3000]]);
+      expect(await orderOf(orderId)).toMatchObject({
+        status: 'PARTIALLY_REFUNDED',
+        refunded: { amount: 3000 },
+      });
+      const rows = await t.db.pool.query(
+        `SELECT reason, status, amount FROM refunds WHERE order_id = $1`,
+        [orderId],
+      );
+      expect(rows.rows.map((r) => [r.reason, r.status, Number(r.amount)])).toEqual([
+        ['external', 'succeeded', 3000],
+      ]);
     }, 30_000);
 
     it('a full refund the bank returns: the order stays REFUNDED and a dashboard refund made instead is adopted', async () => {
@@ -1107,13 +1572,18 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 0 } });
       await dashboardRefundInstead(orderId, intent);
       // the sale is uncounted once, not again for the second refund
-      const history = await t.db.pool.query(`SELECT to_status, reason FROM order_status_history WHERE order_id = $1 ORDER BY id`, [orderId]);
+      const history = await t.db.pool.query(
+        `SELECT to_status, reason FROM order_status_history WHERE order_id = $1 ORDER BY id`,
+        [orderId],
+      );
       expect(history.rows.slice(-3)).toEqual([
         { to_status: 'REFUNDED', reason: 'refund 10000' },
         { to_status: 'REFUNDED', reason: 'refund 10000 reversed' },
         { to_status: 'REFUNDED', reason: 'refund 10000' },
       ]);
-      const sold = await t.db.pool.query(`SELECT units_sold FROM products WHERE id = $1`, [productId]);
+      const sold = await t.db.pool.query(`SELECT units_sold FROM products WHERE id = $1`, [
+        productId,
+      ]);
       expect(sold.rows[0].units_sold).toBe(0);
     }, 30_000);
 
@@ -1123,9 +1593,15 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const event = stripe.refundFromDashboard(intent, 3000);
       await Promise.all([deliver(event), deliver(event), deliver(event)]);
       await processed(event.id);
-      const o = await orderWhen(orderId, 'PARTIALLY_REFUNDED', (x) => x.status === 'PARTIALLY_REFUNDED');
+      const o = await orderWhen(
+        orderId,
+        'PARTIALLY_REFUNDED',
+        (x) => x.status === 'PARTIALLY_REFUNDED',
+      );
       expect(o).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 3000 } });
-      expect(o.payment.refunds).toEqual([expect.objectContaining({ reason: 'external', status: 'succeeded' })]);
+      expect(o.payment.refunds).toEqual([
+        expect.objectContaining({ reason: 'external', status: 'succeeded' }),
+      ]);
     }, 30_000);
   });
 });

@@ -33,8 +33,16 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
   const paidOrder = async (price: number) => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: price });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
-    await t.http.post(`/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`, { outcome: 'succeeded' }, { token: alice.token });
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    await t.http.post(
+      `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`,
+      { outcome: 'succeeded' },
+      { token: alice.token },
+    );
     await reaches(order.body.id, 'CONFIRMED');
     return { p, order, pay };
   };
@@ -52,11 +60,22 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
   it('order → payment → confirm → CONFIRMED with stock committed exactly once', async () => {
     const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 24900 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
-    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(pay.status).toBe(201);
-    expect(pay.body).toMatchObject({ status: 'requires_payment_method', amount: { amount: 49800, currency: 'INR' } });
+    expect(pay.body).toMatchObject({
+      status: 'requires_payment_method',
+      amount: { amount: 49800, currency: 'INR' },
+    });
     expect(pay.body.clientSecret).toBeTruthy();
-    const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const again = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(again.body.paymentIntentId).toBe(pay.body.paymentIntentId);
     expect((await statusOf(order.body.id)).status).toBe('PAYMENT_PENDING');
 
@@ -69,19 +88,36 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const done = await reaches(order.body.id, 'CONFIRMED');
     expect(done.status).toBe('CONFIRMED');
     expect(done.history.map((h: { to: string }) => h.to)).toEqual([
-      'CREATED', 'INVENTORY_RESERVED', 'PAYMENT_PENDING', 'PAID', 'CONFIRMED',
+      'CREATED',
+      'INVENTORY_RESERVED',
+      'PAYMENT_PENDING',
+      'PAID',
+      'CONFIRMED',
     ]);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 8, reserved: 0 });
 
     // the same event delivered 5 more times (3 at once): no further effect
-    const ev = (await t.db.pool.query(`SELECT payload FROM webhook_events WHERE intent_id = $1`, [pay.body.paymentIntentId])).rows[0].payload;
+    const ev = (
+      await t.db.pool.query(`SELECT payload FROM webhook_events WHERE intent_id = $1`, [
+        pay.body.paymentIntentId,
+      ])
+    ).rows[0].payload;
     const raw = JSON.stringify(ev);
     const deliver = () =>
       t.http.request('POST', '/v1/webhooks/stripe', undefined, {
         raw,
-        headers: { 'stripe-signature': stripe.webhooks.generateTestHeaderString({ payload: raw, secret: t.config.stripe.webhookSecret }) },
+        headers: {
+          'stripe-signature': stripe.webhooks.generateTestHeaderString({
+            payload: raw,
+            secret: t.config.stripe.webhookSecret,
+          }),
+        },
       });
-    const answers = [...(await Promise.all([deliver(), deliver(), deliver()])), await deliver(), await deliver()];
+    const answers = [
+      ...(await Promise.all([deliver(), deliver(), deliver()])),
+      await deliver(),
+      await deliver(),
+    ];
     expect(answers.every((a) => a.status === 200)).toBe(true);
     const finalizer = worker.get(PaymentFinalizer);
     await finalizer.processEvent(ev.id); // a job rerun (e.g. after a crash) changes nothing either
@@ -89,9 +125,15 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 8, reserved: 0 });
     const sold = await t.db.pool.query(`SELECT units_sold FROM products WHERE id = $1`, [p]);
     expect(sold.rows[0].units_sold).toBe(2); // popularity counts the sale once
-    const commits = await t.db.pool.query(`SELECT count(*)::int AS n FROM stock_movements WHERE order_id = $1 AND kind = 'commit'`, [order.body.id]);
+    const commits = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM stock_movements WHERE order_id = $1 AND kind = 'commit'`,
+      [order.body.id],
+    );
     expect(commits.rows[0].n).toBe(1);
-    const paid = await t.db.pool.query(`SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'PAID'`, [order.body.id]);
+    const paid = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM order_status_history WHERE order_id = $1 AND to_status = 'PAID'`,
+      [order.body.id],
+    );
     expect(paid.rows[0].n).toBe(1);
     await assertStockInvariants(t.db.pool, [p]);
   }, 30_000);
@@ -99,12 +141,24 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
   it('a failed payment cancels the order (PAYMENT_FAILED) and releases the stock once', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 3 }]);
-    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
-    await t.http.post(`/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`, { outcome: 'failed' }, { token: alice.token });
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    await t.http.post(
+      `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`,
+      { outcome: 'failed' },
+      { token: alice.token },
+    );
     const done = await reaches(order.body.id, 'CANCELLED');
     expect(done).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
-    const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const again = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(again.status).toBe(409);
     expect(again.body.code).toBe('ORDER_NOT_PAYABLE');
   }, 30_000);
@@ -116,11 +170,23 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       `UPDATE orders SET reservation_expires_at = now() + interval '30 seconds' WHERE id = $1 RETURNING reservation_expires_at`,
       [order.body.id],
     );
-    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(pay.status).toBe(201);
-    const row = await t.db.pool.query(`SELECT status, reservation_expires_at FROM orders WHERE id = $1`, [order.body.id]);
-    expect(row.rows[0]).toEqual({ status: 'PAYMENT_PENDING', reservation_expires_at: due.rows[0].reservation_expires_at });
-    expect((await statusOf(order.body.id)).reservationExpiresAt).toBe(due.rows[0].reservation_expires_at.toISOString());
+    const row = await t.db.pool.query(
+      `SELECT status, reservation_expires_at FROM orders WHERE id = $1`,
+      [order.body.id],
+    );
+    expect(row.rows[0]).toEqual({
+      status: 'PAYMENT_PENDING',
+      reservation_expires_at: due.rows[0].reservation_expires_at,
+    });
+    expect((await statusOf(order.body.id)).reservationExpiresAt).toBe(
+      due.rows[0].reservation_expires_at.toISOString(),
+    );
   });
 
   it('an order past its reservation deadline cannot start a payment, even before the expiry job has run (409, nothing extended)', async () => {
@@ -130,65 +196,155 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       `UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1 RETURNING reservation_expires_at`,
       [order.body.id],
     );
-    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(pay.status).toBe(409);
     expect(pay.body.code).toBe('ORDER_NOT_PAYABLE');
-    const row = await t.db.pool.query(`SELECT status, reservation_expires_at FROM orders WHERE id = $1`, [order.body.id]);
-    expect(row.rows[0]).toEqual({ status: 'INVENTORY_RESERVED', reservation_expires_at: due.rows[0].reservation_expires_at });
-    const payments = await t.db.pool.query(`SELECT count(*)::int AS n FROM payments WHERE order_id = $1`, [order.body.id]);
+    const row = await t.db.pool.query(
+      `SELECT status, reservation_expires_at FROM orders WHERE id = $1`,
+      [order.body.id],
+    );
+    expect(row.rows[0]).toEqual({
+      status: 'INVENTORY_RESERVED',
+      reservation_expires_at: due.rows[0].reservation_expires_at,
+    });
+    const payments = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM payments WHERE order_id = $1`,
+      [order.body.id],
+    );
     expect(payments.rows[0].n).toBe(0);
     // the guarded move itself refuses an overdue order too (the deadline passing mid-request)
-    const moved = await worker.get(OrderTransitionsService).markPaymentPending(order.body.id, 'test');
+    const moved = await worker
+      .get(OrderTransitionsService)
+      .markPaymentPending(order.body.id, 'test');
     expect(moved.changed).toBe(false);
     // …after which the intent is recorded but the order never moved: a retry is still a 409
     const other = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const first = await t.http.post(`/v1/orders/${other.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const first = await t.http.post(
+      `/v1/orders/${other.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(first.status).toBe(201);
     await t.db.pool.query(
       `UPDATE orders SET status = 'INVENTORY_RESERVED', reservation_expires_at = now() - interval '1 second' WHERE id = $1`,
       [other.body.id],
     );
-    const retry = await t.http.post(`/v1/orders/${other.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const retry = await t.http.post(
+      `/v1/orders/${other.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect([retry.status, retry.body.code]).toEqual([409, 'ORDER_NOT_PAYABLE']);
     // a payment started in time and not paid: past the deadline (its expiry not run yet), the
     // start is not answered with the intent's client secret again — paying it now would be late
     const third = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const started = await t.http.post(`/v1/orders/${third.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const started = await t.http.post(
+      `/v1/orders/${third.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(started.status).toBe(201);
-    const again = await t.http.post(`/v1/orders/${third.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const again = await t.http.post(
+      `/v1/orders/${third.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect([again.status, again.body.paymentIntentId]).toEqual([201, started.body.paymentIntentId]);
-    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [third.body.id]);
-    const late = await t.http.post(`/v1/orders/${third.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
-    expect([late.status, late.body.code, late.body.clientSecret]).toEqual([409, 'ORDER_NOT_PAYABLE', undefined]);
+    await t.db.pool.query(
+      `UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`,
+      [third.body.id],
+    );
+    const late = await t.http.post(
+      `/v1/orders/${third.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    expect([late.status, late.body.code, late.body.clientSecret]).toEqual([
+      409,
+      'ORDER_NOT_PAYABLE',
+      undefined,
+    ]);
     // … unless the provider says it was paid in time (its event not here yet): shown as it is
     const fourth = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const submitted = await t.http.post(`/v1/orders/${fourth.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const submitted = await t.http.post(
+      `/v1/orders/${fourth.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(submitted.status).toBe(201);
-    await t.db.pool.query(`UPDATE simulated_payment_intents SET status = 'succeeded' WHERE id = $1`, [submitted.body.paymentIntentId]);
-    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [fourth.body.id]);
-    const shown = await t.http.post(`/v1/orders/${fourth.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
-    expect([shown.status, shown.body.paymentIntentId, shown.body.status]).toEqual([201, submitted.body.paymentIntentId, 'succeeded']);
+    await t.db.pool.query(
+      `UPDATE simulated_payment_intents SET status = 'succeeded' WHERE id = $1`,
+      [submitted.body.paymentIntentId],
+    );
+    await t.db.pool.query(
+      `UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`,
+      [fourth.body.id],
+    );
+    const shown = await t.http.post(
+      `/v1/orders/${fourth.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    expect([shown.status, shown.body.paymentIntentId, shown.body.status]).toEqual([
+      201,
+      submitted.body.paymentIntentId,
+      'succeeded',
+    ]);
     // … and an intent the expiry already cancelled (its move to CANCELLED still owed: the worker
     // died between the two) is never handed out as a 201
     const fifth = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const begun = await t.http.post(`/v1/orders/${fifth.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const begun = await t.http.post(
+      `/v1/orders/${fifth.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(begun.status).toBe(201);
-    await t.db.pool.query(`UPDATE simulated_payment_intents SET status = 'canceled' WHERE id = $1`, [begun.body.paymentIntentId]);
-    await t.db.pool.query(`UPDATE payments SET status = 'canceled' WHERE intent_id = $1`, [begun.body.paymentIntentId]);
-    await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [fifth.body.id]);
-    const cancelled = await t.http.post(`/v1/orders/${fifth.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
-    expect([cancelled.status, cancelled.body.code, cancelled.body.clientSecret]).toEqual([409, 'ORDER_NOT_PAYABLE', undefined]);
+    await t.db.pool.query(
+      `UPDATE simulated_payment_intents SET status = 'canceled' WHERE id = $1`,
+      [begun.body.paymentIntentId],
+    );
+    await t.db.pool.query(`UPDATE payments SET status = 'canceled' WHERE intent_id = $1`, [
+      begun.body.paymentIntentId,
+    ]);
+    await t.db.pool.query(
+      `UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`,
+      [fifth.body.id],
+    );
+    const cancelled = await t.http.post(
+      `/v1/orders/${fifth.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    expect([cancelled.status, cancelled.body.code, cancelled.body.clientSecret]).toEqual([
+      409,
+      'ORDER_NOT_PAYABLE',
+      undefined,
+    ]);
   });
 
   it('reconciles a payment whose webhook never arrived', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     // the customer paid at the gateway, but no event is ever delivered
-    await t.db.pool.query(`UPDATE simulated_payment_intents SET status = 'succeeded' WHERE id = $1`, [pay.body.paymentIntentId]);
+    await t.db.pool.query(
+      `UPDATE simulated_payment_intents SET status = 'succeeded' WHERE id = $1`,
+      [pay.body.paymentIntentId],
+    );
     const finalizer = worker.get(PaymentFinalizer);
     expect(await finalizer.reconcile()).toBe(0); // not stale yet
-    await t.db.pool.query(`UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    await t.db.pool.query(
+      `UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`,
+      [pay.body.paymentIntentId],
+    );
     expect(await finalizer.reconcile()).toBeGreaterThanOrEqual(1);
     expect((await statusOf(order.body.id)).status).toBe('CONFIRMED');
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 4, reserved: 0 });
@@ -197,12 +353,22 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
   it('starting a payment the finalizer already recorded (its event overtook the first call) moves the order to PAYMENT_PENDING', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const first = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const first = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(first.status).toBe(201);
     // as left by a first call whose transaction failed after the intent was made, and an event
     // that recorded (adopted) the intent: a payment row, the order still INVENTORY_RESERVED
-    await t.db.pool.query(`UPDATE orders SET status = 'INVENTORY_RESERVED' WHERE id = $1`, [order.body.id]);
-    const again = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    await t.db.pool.query(`UPDATE orders SET status = 'INVENTORY_RESERVED' WHERE id = $1`, [
+      order.body.id,
+    ]);
+    const again = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect([again.status, again.body.paymentIntentId]).toEqual([201, first.body.paymentIntentId]);
     expect((await statusOf(order.body.id)).status).toBe('PAYMENT_PENDING');
   });
@@ -210,10 +376,20 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
   it('a payment that succeeded for another amount than its order (the intent changed at the provider) is not confirmed: cancelled and refunded in full', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     // someone with access to the provider account lowered the amount (in another currency); the customer then paid 1
-    await t.db.pool.query(`UPDATE simulated_payment_intents SET amount = 1, currency = 'USD', status = 'succeeded' WHERE id = $1`, [pay.body.paymentIntentId]);
-    await t.db.pool.query(`UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    await t.db.pool.query(
+      `UPDATE simulated_payment_intents SET amount = 1, currency = 'USD', status = 'succeeded' WHERE id = $1`,
+      [pay.body.paymentIntentId],
+    );
+    await t.db.pool.query(
+      `UPDATE payments SET updated_at = now() - interval '1 hour' WHERE intent_id = $1`,
+      [pay.body.paymentIntentId],
+    );
     await worker.get(PaymentFinalizer).reconcile();
     const o = await statusOf(order.body.id);
     expect(o).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
@@ -223,11 +399,19 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       [pay.body.paymentIntentId],
     );
     expect(refunded.rows[0].n).toBe(1); // what was taken, all of it
-    const recorded = await t.db.pool.query(`SELECT amount::int AS amount FROM payments WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    const recorded = await t.db.pool.query(
+      `SELECT amount::int AS amount FROM payments WHERE intent_id = $1`,
+      [pay.body.paymentIntentId],
+    );
     expect(recorded.rows[0].amount).toBe(1);
     // the order's detail shows the payment and its refund in the payment's currency, not the order's
-    expect(o.payment).toMatchObject({ amount: { amount: 1, currency: 'USD' }, refunded: { amount: 1, currency: 'USD' } });
-    expect(o.payment.refunds).toEqual([expect.objectContaining({ amount: { amount: 1, currency: 'USD' } })]);
+    expect(o.payment).toMatchObject({
+      amount: { amount: 1, currency: 'USD' },
+      refunded: { amount: 1, currency: 'USD' },
+    });
+    expect(o.payment.refunds).toEqual([
+      expect.objectContaining({ amount: { amount: 1, currency: 'USD' } }),
+    ]);
   });
 
   it('a settled order whose intent shows another amount later (refunded in part since) keeps its payment record; its events still settle', async () => {
@@ -240,16 +424,24 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     );
     expect(refund.status).toBe(201);
     // the intent's amount shows otherwise at the provider after the fact; a late event replays it
-    await t.db.pool.query(`UPDATE simulated_payment_intents SET amount = 1 WHERE id = $1`, [pay.body.paymentIntentId]);
+    await t.db.pool.query(`UPDATE simulated_payment_intents SET amount = 1 WHERE id = $1`, [
+      pay.body.paymentIntentId,
+    ]);
     const eventId = `evt_late_${randomUUID()}`;
     await t.db.pool.query(
       `INSERT INTO webhook_events (id, type, intent_id, payload, received_at) VALUES ($1, 'payment_intent.succeeded', $2, '{}', now())`,
       [eventId, pay.body.paymentIntentId],
     );
     await worker.get(PaymentFinalizer).processEvent(eventId);
-    const processed = await t.db.pool.query(`SELECT processed_at FROM webhook_events WHERE id = $1`, [eventId]);
+    const processed = await t.db.pool.query(
+      `SELECT processed_at FROM webhook_events WHERE id = $1`,
+      [eventId],
+    );
     expect(processed.rows[0].processed_at).not.toBeNull();
-    const recorded = await t.db.pool.query(`SELECT amount::int AS amount FROM payments WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    const recorded = await t.db.pool.query(
+      `SELECT amount::int AS amount FROM payments WHERE intent_id = $1`,
+      [pay.body.paymentIntentId],
+    );
     expect(recorded.rows[0].amount).toBe(10_000);
     expect((await statusOf(order.body.id)).status).toBe('PARTIALLY_REFUNDED');
   });
@@ -263,7 +455,10 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
         amount === undefined ? {} : { amount: { amount, currency: 'INR' } },
         { token: admin.accessToken, idempotencyKey: newKey() },
       );
-    expect((await refund(4000)).body).toMatchObject({ status: 'succeeded', amount: { amount: 4000 } });
+    expect((await refund(4000)).body).toMatchObject({
+      status: 'succeeded',
+      amount: { amount: 4000 },
+    });
     // more than remains is the refund's 409 however large (API.md), not a 400 above some bound
     // (an order may total more than one price may be)
     for (const over of [6001, 1_100_000_000, Number.MAX_SAFE_INTEGER]) {
@@ -274,7 +469,11 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const racing = await Promise.all([refund(), refund(), refund(), refund(5000)]);
     const won = racing.filter((r) => r.status === 201);
     expect(won.reduce((sum, r) => sum + r.body.amount.amount, 0)).toBeLessThanOrEqual(6000);
-    expect(racing.filter((r) => r.status !== 201).every((r) => r.body.code === 'REFUND_EXCEEDS_CAPTURED')).toBe(true);
+    expect(
+      racing
+        .filter((r) => r.status !== 201)
+        .every((r) => r.body.code === 'REFUND_EXCEEDS_CAPTURED'),
+    ).toBe(true);
     await refund(); // whatever is left
     const o = await statusOf(order.body.id);
     expect(o).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
@@ -291,15 +490,35 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const admin = await createAdmin(t);
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 10_000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     // as the finalizer leaves it between adopting a succeeded intent and converging the order
-    await t.db.pool.query(`UPDATE simulated_payment_intents SET status = 'succeeded' WHERE id = $1`, [pay.body.paymentIntentId]);
-    await t.db.pool.query(`UPDATE payments SET status = 'succeeded' WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    await t.db.pool.query(
+      `UPDATE simulated_payment_intents SET status = 'succeeded' WHERE id = $1`,
+      [pay.body.paymentIntentId],
+    );
+    await t.db.pool.query(`UPDATE payments SET status = 'succeeded' WHERE intent_id = $1`, [
+      pay.body.paymentIntentId,
+    ]);
     const refund = () =>
-      t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, {}, { token: admin.accessToken, idempotencyKey: newKey() });
+      t.http.post(
+        `/v1/admin/orders/${order.body.id}/refunds`,
+        {},
+        { token: admin.accessToken, idempotencyKey: newKey() },
+      );
     const early = await refund();
-    expect([early.status, early.body.code, early.headers.get('retry-after')]).toEqual([409, 'ORDER_NOT_REFUNDABLE', '30']);
-    const atGateway = await t.db.pool.query(`SELECT count(*)::int AS n FROM simulated_refunds WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    expect([early.status, early.body.code, early.headers.get('retry-after')]).toEqual([
+      409,
+      'ORDER_NOT_REFUNDABLE',
+      '30',
+    ]);
+    const atGateway = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM simulated_refunds WHERE intent_id = $1`,
+      [pay.body.paymentIntentId],
+    );
     expect(atGateway.rows[0].n).toBe(0);
     // the finalizer converges the order (on the intent's event); the refund then goes through
     const eventId = `evt_paid_${randomUUID().replace(/-/g, '')}`;
@@ -310,7 +529,10 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     await worker.get(PaymentFinalizer).processEvent(eventId);
     await reaches(order.body.id, 'CONFIRMED');
     expect((await refund()).status).toBe(201);
-    expect(await statusOf(order.body.id)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
+    expect(await statusOf(order.body.id)).toMatchObject({
+      status: 'REFUNDED',
+      refunded: { amount: 10_000 },
+    });
   }, 30_000);
 
   it('refunds once under an upper-case order id, and replays it under either case (it used to pay, then answer 422)', async () => {
@@ -343,12 +565,20 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const admin = await createAdmin(t);
     const { order, pay } = await paidOrder(10_000);
     const refund = (key: string, body: object) =>
-      t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, body, { token: admin.accessToken, idempotencyKey: key });
-    const expire = (key: string) => t.db.pool.query(`DELETE FROM idempotency_keys WHERE key = $1`, [key]); // as the 24 h purge does
+      t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, body, {
+        token: admin.accessToken,
+        idempotencyKey: key,
+      });
+    const expire = (key: string) =>
+      t.db.pool.query(`DELETE FROM idempotency_keys WHERE key = $1`, [key]); // as the 24 h purge does
     const partial = newKey();
     expect((await refund(partial, { amount: { amount: 3000, currency: 'INR' } })).status).toBe(201);
     await expire(partial);
-    for (const body of [{}, { amount: { amount: 3000, currency: 'USD' } }, { amount: { amount: 2000, currency: 'INR' } }]) {
+    for (const body of [
+      {},
+      { amount: { amount: 3000, currency: 'USD' } },
+      { amount: { amount: 2000, currency: 'INR' } },
+    ]) {
       expectProblem(await refund(partial, body), 422, 'IDEMPOTENCY_KEY_REUSED');
     }
     // the same ask again: its refund, not a second one
@@ -361,9 +591,19 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     await expire(rest);
     const again = await refund(rest, {});
     expect([again.status, again.body.id]).toEqual([201, first.body.id]);
-    expectProblem(await refund(rest, { amount: { amount: 1000, currency: 'INR' } }), 422, 'IDEMPOTENCY_KEY_REUSED');
-    expect(await statusOf(order.body.id)).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
-    const atGateway = await t.db.pool.query(`SELECT coalesce(sum(amount), 0)::int AS n FROM simulated_refunds WHERE intent_id = $1`, [pay.body.paymentIntentId]);
+    expectProblem(
+      await refund(rest, { amount: { amount: 1000, currency: 'INR' } }),
+      422,
+      'IDEMPOTENCY_KEY_REUSED',
+    );
+    expect(await statusOf(order.body.id)).toMatchObject({
+      status: 'REFUNDED',
+      refunded: { amount: 10_000 },
+    });
+    const atGateway = await t.db.pool.query(
+      `SELECT coalesce(sum(amount), 0)::int AS n FROM simulated_refunds WHERE intent_id = $1`,
+      [pay.body.paymentIntentId],
+    );
     expect(atGateway.rows[0].n).toBe(10_000);
   }, 30_000);
 
@@ -371,8 +611,18 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const [bob] = await buyers(t.http, 1);
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    expect((await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: bob.token, idempotencyKey: newKey() })).status).toBe(404);
-    expect((await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token })).status).toBe(400);
+    expect(
+      (
+        await t.http.post(
+          `/v1/orders/${order.body.id}/payment`,
+          {},
+          { token: bob.token, idempotencyKey: newKey() },
+        )
+      ).status,
+    ).toBe(404);
+    expect(
+      (await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token })).status,
+    ).toBe(400);
   });
 
   it('every route that requires an Idempotency-Key answers 400 IDEMPOTENCY_KEY_MISSING without one, and changes nothing', async () => {
@@ -395,8 +645,16 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       [`/v1/orders/${open.body.id}/cancel`, alice.token],
       [`/v1/admin/orders/${order.body.id}/refunds`, admin],
     ] as const) {
-      const res = await t.http.post(path, path === '/v1/orders' ? { items: [{ productId: p, quantity: 1 }] } : {}, { token });
-      expect({ path, status: res.status, code: res.body.code }).toEqual({ path, status: 400, code: 'IDEMPOTENCY_KEY_MISSING' });
+      const res = await t.http.post(
+        path,
+        path === '/v1/orders' ? { items: [{ productId: p, quantity: 1 }] } : {},
+        { token },
+      );
+      expect({ path, status: res.status, code: res.body.code }).toEqual({
+        path,
+        status: 400,
+        code: 'IDEMPOTENCY_KEY_MISSING',
+      });
     }
     const after = await t.db.pool.query(
       `SELECT (SELECT count(*) FROM orders WHERE user_id = $1)::int AS orders,
@@ -413,7 +671,11 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const [bob] = await buyers(t.http, 1);
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     const confirm = `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`;
     const byBob = await t.http.post(confirm, { outcome: 'succeeded' }, { token: bob.token });
     expect([byBob.status, byBob.body.code]).toEqual([404, expect.any(String)]);
@@ -423,12 +685,25 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
   });
 
   describe('webhook signatures', () => {
-    const body = JSON.stringify({ id: 'evt_sig_test', object: 'event', type: 'payment_intent.succeeded', data: { object: { id: 'pi_unknown', object: 'payment_intent' } } });
+    const body = JSON.stringify({
+      id: 'evt_sig_test',
+      object: 'event',
+      type: 'payment_intent.succeeded',
+      data: { object: { id: 'pi_unknown', object: 'payment_intent' } },
+    });
     const post = (raw: string, signature: string) =>
-      t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw, headers: { 'stripe-signature': signature } });
+      t.http.request('POST', '/v1/webhooks/stripe', undefined, {
+        raw,
+        headers: { 'stripe-signature': signature },
+      });
     const header = (payload: string, secret = t.config.stripe.webhookSecret, timestamp?: number) =>
       stripe.webhooks.generateTestHeaderString({ payload, secret, timestamp });
-    const stored = async () => (await t.db.pool.query(`SELECT count(*)::int AS n FROM webhook_events WHERE id = 'evt_sig_test'`)).rows[0].n;
+    const stored = async () =>
+      (
+        await t.db.pool.query(
+          `SELECT count(*)::int AS n FROM webhook_events WHERE id = 'evt_sig_test'`,
+        )
+      ).rows[0].n;
     // a timestamp outside the 300 s tolerance by more than a request can take: one dated exactly
     // 301 s ahead is inside it again once the server's clock has ticked into the next second
     // (a loaded CI run accepted it, and the event it stored failed the next two tests)
@@ -455,7 +730,14 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       const notJson = '{"not json';
       const stale = header(body, undefined, Math.floor(Date.now() / 1000) - outside);
       const ahead = header(body, undefined, Math.floor(Date.now() / 1000) + outside);
-      for (const signature of [undefined, 'garbage', 't=abc,v1=00', `t=${Math.floor(Date.now() / 1000)}`, stale, ahead]) {
+      for (const signature of [
+        undefined,
+        'garbage',
+        't=abc,v1=00',
+        `t=${Math.floor(Date.now() / 1000)}`,
+        stale,
+        ahead,
+      ]) {
         const res = await t.http.request('POST', '/v1/webhooks/stripe', undefined, {
           raw: notJson,
           headers: signature === undefined ? {} : { 'stripe-signature': signature },
@@ -465,16 +747,22 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
         expect(res.headers.get('content-security-policy')).toBeTruthy();
       }
       // a fresh, well-formed signature reaches the body: then it is read (and this one is no JSON)
-      const fresh = await t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw: notJson, headers: { 'stripe-signature': header(notJson) } });
+      const fresh = await t.http.request('POST', '/v1/webhooks/stripe', undefined, {
+        raw: notJson,
+        headers: { 'stripe-signature': header(notJson) },
+      });
       expect(fresh.status).toBe(400);
       expect(fresh.body.code).not.toBe('WEBHOOK_SIGNATURE_INVALID');
       // the store's token, checked in full before its body is read
-      const storage = await t.http.request('POST', '/v1/webhooks/storage', undefined, { raw: notJson, headers: { authorization: 'Bearer nope' } });
+      const storage = await t.http.request('POST', '/v1/webhooks/storage', undefined, {
+        raw: notJson,
+        headers: { authorization: 'Bearer nope' },
+      });
       expect([storage.status, storage.body.code]).toEqual([400, 'WEBHOOK_SIGNATURE_INVALID']);
       expect(await stored()).toBe(0);
     });
 
-    it('a fresh, well-formed signature that is not Stripe\'s is refused before the body is parsed: whatever the body or its type, the answer is the signature\'s', async () => {
+    it("a fresh, well-formed signature that is not Stripe's is refused before the body is parsed: whatever the body or its type, the answer is the signature's", async () => {
       const forged = `t=${Math.floor(Date.now() / 1000)},v1=${'0'.repeat(64)}`;
       const deep = `${'{"a":'.repeat(40)}1${'}'.repeat(40)}`;
       for (const [raw, type] of [
@@ -485,26 +773,38 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
         [Buffer.from([0x7b, 0xff, 0x7d]), 'application/json'], // not UTF-8
         ['', 'application/json'],
       ] as [string | Buffer, string][]) {
-        const res = await t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw, headers: { 'stripe-signature': forged, 'content-type': type } });
+        const res = await t.http.request('POST', '/v1/webhooks/stripe', undefined, {
+          raw,
+          headers: { 'stripe-signature': forged, 'content-type': type },
+        });
         expect([res.status, res.body.code, type]).toEqual([400, 'WEBHOOK_SIGNATURE_INVALID', type]);
         expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
         expect(res.body.requestId).toBe(res.headers.get('x-request-id'));
       }
       // signed, the same bytes meet the body's own checks
       const signed = (raw: string, type: string) =>
-        t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw, headers: { 'stripe-signature': header(raw), 'content-type': type } });
+        t.http.request('POST', '/v1/webhooks/stripe', undefined, {
+          raw,
+          headers: { 'stripe-signature': header(raw), 'content-type': type },
+        });
       expect((await signed(deep, 'application/json')).body.code).toBe('VALIDATION_FAILED');
       expect((await signed(body, 'text/plain')).status).toBe(415);
       // bytes that are not UTF-8, with an HMAC over exactly those bytes: the signature is checked
       // over the body as UTF-8 text (as Stripe's SDK does), so no such body can be Stripe's
       const latin1 = Buffer.from([0x7b, 0xff, 0x7d]);
       const ts = Math.floor(Date.now() / 1000);
-      const mac = createHmac('sha256', t.config.stripe.webhookSecret).update(`${ts}.`).update(latin1).digest('hex');
+      const mac = createHmac('sha256', t.config.stripe.webhookSecret)
+        .update(`${ts}.`)
+        .update(latin1)
+        .digest('hex');
       const signedBytes = await t.http.request('POST', '/v1/webhooks/stripe', undefined, {
         raw: latin1,
         headers: { 'stripe-signature': `t=${ts},v1=${mac}` },
       });
-      expect([signedBytes.status, signedBytes.body.code]).toEqual([400, 'WEBHOOK_SIGNATURE_INVALID']);
+      expect([signedBytes.status, signedBytes.body.code]).toEqual([
+        400,
+        'WEBHOOK_SIGNATURE_INVALID',
+      ]);
       expect(await stored()).toBe(0);
     });
 
@@ -530,7 +830,9 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
         `SELECT id FROM webhook_events WHERE id IN ('evt_sig_keyed', 'evt_sig_keyed_other') ORDER BY id`,
       );
       expect(recorded.rows.map((r) => r.id)).toEqual(['evt_sig_keyed']);
-      const { principal } = (await t.db.pool.query(`SELECT principal FROM idempotency_keys WHERE key = $1`, [key])).rows[0];
+      const { principal } = (
+        await t.db.pool.query(`SELECT principal FROM idempotency_keys WHERE key = $1`, [key])
+      ).rows[0];
       // a key whose lock is held (its first request still running): an unsigned caller is
       // refused for its signature at once, never queued on, or told about, the key
       const held = `${key}-held`;
@@ -548,7 +850,9 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       expect((await post(body, header(body))).status).toBe(200);
       expect((await post(body, header(body))).status).toBe(200);
       expect(await stored()).toBe(1);
-      const rows = await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE topic = 'payment.event' AND payload->>'eventId' = 'evt_sig_test'`);
+      const rows = await t.db.pool.query(
+        `SELECT count(*)::int AS n FROM outbox WHERE topic = 'payment.event' AND payload->>'eventId' = 'evt_sig_test'`,
+      );
       expect(rows.rows[0].n).toBe(1);
     });
   });

@@ -22,7 +22,11 @@ describe('process lifecycle (real node processes)', () => {
     const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: 'not-a-port' });
     expect(await p.exited).toBe(1);
     expect(p.output()).toMatch(/PORT/);
-    const prod = run('src/main.ts', { DATABASE_URL: db.url, NODE_ENV: 'production', JWT_SECRET: '' });
+    const prod = run('src/main.ts', {
+      DATABASE_URL: db.url,
+      NODE_ENV: 'production',
+      JWT_SECRET: '',
+    });
     expect(await prod.exited).toBe(1);
     expect(prod.output()).toMatch(/JWT_SECRET: required in production/);
   }, 60_000);
@@ -39,7 +43,10 @@ describe('process lifecycle (real node processes)', () => {
     for (const [script, env] of cases) {
       const p = run(script, env);
       expect(await p.exited).toBe(1);
-      const lines = p.output().split('\n').filter((l) => l.trim() !== '');
+      const lines = p
+        .output()
+        .split('\n')
+        .filter((l) => l.trim() !== '');
       const notJson = lines.filter((l) => {
         try {
           return typeof JSON.parse(l) !== 'object';
@@ -50,38 +57,69 @@ describe('process lifecycle (real node processes)', () => {
       expect([script, notJson]).toEqual([script, []]);
       // a line at error or fatal says why
       const why = env.PORT ? /PORT/ : env.MAIL_OUTBOX_DIR ? /MAIL_OUTBOX_DIR/ : /ECONNREFUSED/;
-      const saying = lines.filter((l) => (JSON.parse(l) as { level: number }).level >= 50 && why.test(l));
+      const saying = lines.filter(
+        (l) => (JSON.parse(l) as { level: number }).level >= 50 && why.test(l),
+      );
       expect([script, saying.length > 0, lines.slice(-3)]).toEqual([script, true, lines.slice(-3)]);
     }
   }, 60_000);
 
   it('serves, then on SIGTERM leaves the load balancer time to take it out (readiness 503 while it still serves), then exits 0 with its pools closed', async () => {
     const port = await freePort();
-    const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', SHUTDOWN_DELAY_MS: '3000' });
-    await waitFor('the API to be ready', () => fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.status, () => 0), {
-      until: (status) => status === 200,
-      timeoutMs: 30_000,
-      context: () => p.output().slice(-3000),
+    const p = run('src/main.ts', {
+      DATABASE_URL: db.url,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      SHUTDOWN_DELAY_MS: '3000',
     });
+    await waitFor(
+      'the API to be ready',
+      () =>
+        fetch(`http://127.0.0.1:${port}/health/ready`).then(
+          (r) => r.status,
+          () => 0,
+        ),
+      {
+        until: (status) => status === 200,
+        timeoutMs: 30_000,
+        context: () => p.output().slice(-3000),
+      },
+    );
 
     // Structured JSON logs carry the request id; credentials never reach them.
     const me = await fetch(`http://127.0.0.1:${port}/v1/me`, {
       headers: { 'x-request-id': 'log-check-0001', authorization: 'Bearer secret-token-xyz' },
     });
     expect(me.status).toBe(401);
-    const lines = await waitFor('the request log line', () => p.output().split('\n').filter((l) => l.includes('log-check-0001')), {
-      until: (found) => found.length > 0,
-    });
-    for (const line of lines) expect(JSON.parse(line)).toMatchObject({ requestId: 'log-check-0001' });
+    const lines = await waitFor(
+      'the request log line',
+      () =>
+        p
+          .output()
+          .split('\n')
+          .filter((l) => l.includes('log-check-0001')),
+      {
+        until: (found) => found.length > 0,
+      },
+    );
+    for (const line of lines)
+      expect(JSON.parse(line)).toMatchObject({ requestId: 'log-check-0001' });
     expect(p.output()).not.toContain('secret-token-xyz');
     // (That an in-flight request completes during shutdown is proven with a slow route in
     // foundation.test.ts, through the same app.close() path SIGTERM takes.)
     p.proc.kill('SIGTERM');
     // the delay: out of rotation, still serving — a request the balancer sends meanwhile is answered
-    const ready = await waitFor('readiness to answer 503 after SIGTERM', () => fetch(`http://127.0.0.1:${port}/health/ready`), {
-      until: (r) => r.status === 503,
+    const ready = await waitFor(
+      'readiness to answer 503 after SIGTERM',
+      () => fetch(`http://127.0.0.1:${port}/health/ready`),
+      {
+        until: (r) => r.status === 503,
+      },
+    );
+    expect(await ready.json()).toMatchObject({
+      code: 'SERVICE_UNAVAILABLE',
+      details: { shutdown: { status: 'down' } },
     });
-    expect(await ready.json()).toMatchObject({ code: 'SERVICE_UNAVAILABLE', details: { shutdown: { status: 'down' } } });
     expect((await fetch(`http://127.0.0.1:${port}/health/live`)).status).toBe(200);
     const served = await fetch(`http://127.0.0.1:${port}/v1/products?limit=1`);
     expect(served.status).toBe(200);
@@ -108,9 +146,14 @@ describe('shutdown signals', () => {
   it('a second SIGTERM (or a SIGINT) while draining is ignored: the drain finishes and the process exits 0', async () => {
     for (const second of ['SIGTERM', 'SIGINT'] as const) {
       const p = run('test/support/slow-close.ts', {});
-      await waitFor('the process to be up', () => p.output(), { until: (o) => o.includes('ready'), timeoutMs: 20_000 });
+      await waitFor('the process to be up', () => p.output(), {
+        until: (o) => o.includes('ready'),
+        timeoutMs: 20_000,
+      });
       p.proc.kill('SIGTERM');
-      await waitFor('its drain to start', () => p.output(), { until: (o) => o.includes('closing') });
+      await waitFor('its drain to start', () => p.output(), {
+        until: (o) => o.includes('closing'),
+      });
       p.proc.kill(second); // a supervisor signalling the whole group, an impatient operator
       expect(await p.exited).toBe(0);
       expect(p.output()).toContain('closed');
@@ -128,7 +171,11 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
   });
 
   const childrenOf = (pid: number): number[] =>
-    readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
 
   it('serves from every process, sums their metrics, replaces one that dies, and exits 0 on SIGTERM', async () => {
     const [port, metricsPort] = [await freePort(), await freePort()];
@@ -142,7 +189,14 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
     const base = `http://127.0.0.1:${port}`;
     const ready = async () => {
       for (let i = 0; i < 600; i++) {
-        if ((await fetch(`${base}/health/ready`).then((r) => r.status, () => 0)) === 200 && childrenOf(p.proc.pid!).length === 2) return;
+        if (
+          (await fetch(`${base}/health/ready`).then(
+            (r) => r.status,
+            () => 0,
+          )) === 200 &&
+          childrenOf(p.proc.pid!).length === 2
+        )
+          return;
         await new Promise((r) => setTimeout(r, 100));
       }
       throw new Error(`not ready:\n${p.output()}`);
@@ -155,7 +209,11 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
     for (let i = 0; i < 10; i++) expect((await fetch(`${base}/v1/categories`)).status).toBe(200);
     const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text());
     const servedIn = (t: string) =>
-      Number(/^http_request_duration_seconds_count\{method="GET",route="\/v1\/categories",status="200"\} (\d+)$/m.exec(t)?.[1]);
+      Number(
+        /^http_request_duration_seconds_count\{method="GET",route="\/v1\/categories",status="200"\} (\d+)$/m.exec(
+          t,
+        )?.[1],
+      );
     expect(servedIn(text)).toBe(10);
     expect(text).toMatch(/^cluster_metrics_missing_processes 0$/m);
     expect(text).toMatch(/^api_processes_configured 2$/m);
@@ -163,9 +221,13 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
 
     // a process that does not answer (frozen) is summed as it last answered (a counter that went
     // down would be taken for a reset); the scrape still answers
-    await waitFor('both processes in the scrape', () => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text()), {
-      until: (t) => /^cluster_metrics_processes 2$/m.test(t),
-    });
+    await waitFor(
+      'both processes in the scrape',
+      () => fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text()),
+      {
+        until: (t) => /^cluster_metrics_processes 2$/m.test(t),
+      },
+    );
     process.kill(workers[1], 'SIGSTOP');
     try {
       const partial = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
@@ -180,7 +242,12 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
 
     // a process that dies is replaced; the other one serves meanwhile
     process.kill(workers[0], 'SIGKILL');
-    for (let i = 0; i < 600 && !(childrenOf(p.proc.pid!).length === 2 && !childrenOf(p.proc.pid!).includes(workers[0])); i++) {
+    for (
+      let i = 0;
+      i < 600 &&
+      !(childrenOf(p.proc.pid!).length === 2 && !childrenOf(p.proc.pid!).includes(workers[0]));
+      i++
+    ) {
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(childrenOf(p.proc.pid!)).toHaveLength(2);
@@ -202,16 +269,26 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
 
   it('exits 1 when an API process that served does not stop cleanly during its SIGTERM (killed mid-drain)', async () => {
     const port = await freePort();
-    const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', API_PROCESSES: '2' });
+    const p = run('src/main.ts', {
+      DATABASE_URL: db.url,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      API_PROCESSES: '2',
+    });
     // both serving (the primary logs each one's first listen): a process still booting has nothing to lose
-    const serving = () => childrenOf(p.proc.pid!).filter((pid) => p.output().includes(`"workerPid":${pid},"msg":"API process serving"`));
-    for (let i = 0; i < 600 && serving().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    const serving = () =>
+      childrenOf(p.proc.pid!).filter((pid) =>
+        p.output().includes(`"workerPid":${pid},"msg":"API process serving"`),
+      );
+    for (let i = 0; i < 600 && serving().length < 2; i++)
+      await new Promise((r) => setTimeout(r, 100));
     const [frozen, other] = serving();
     // frozen, it cannot drain: the primary's SIGTERM waits for it; it dies by SIGKILL once the
     // other one has drained and exited
     process.kill(frozen, 'SIGSTOP');
     p.proc.kill('SIGTERM');
-    for (let i = 0; i < 600 && childrenOf(p.proc.pid!).includes(other); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 600 && childrenOf(p.proc.pid!).includes(other); i++)
+      await new Promise((r) => setTimeout(r, 50));
     process.kill(frozen, 'SIGKILL');
     expect(await p.exited).toBe(1);
     expect(p.output()).toMatch(/API processes did not stop cleanly/);
@@ -222,7 +299,12 @@ describe('API_PROCESSES: several API processes on one port (node:cluster)', () =
     const port = await freePort();
     await new Promise<void>((resolve) => taken.listen(port, '127.0.0.1', () => resolve()));
     try {
-      const p = run('src/main.ts', { DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', API_PROCESSES: '2' });
+      const p = run('src/main.ts', {
+        DATABASE_URL: db.url,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        API_PROCESSES: '2',
+      });
       expect(await p.exited).toBe(1);
       expect(p.output()).toMatch(/API process died before serving; stopping/);
     } finally {
@@ -276,11 +358,19 @@ describe('operational commands', () => {
       `INSERT INTO users (email, name, role, password_hash, password_epoch) VALUES ('boss@shop.test', 'Boss', 'customer', 'x', 'epoch-of-a-test-user-1')`,
     );
     for (let i = 0; i < 2; i++) {
-      const r = await cli(['scripts/admin-create.ts', '--email', 'Boss@Shop.test', '--password', 'boss-password-1']);
+      const r = await cli([
+        'scripts/admin-create.ts',
+        '--email',
+        'Boss@Shop.test',
+        '--password',
+        'boss-password-1',
+      ]);
       expect(r.code).toBe(0);
       expect(r.out).toMatch(/admin ready: boss@shop.test/);
     }
-    const rows = (await db.pool.query(`SELECT role, password_hash FROM users WHERE email = 'boss@shop.test'`)).rows;
+    const rows = (
+      await db.pool.query(`SELECT role, password_hash FROM users WHERE email = 'boss@shop.test'`)
+    ).rows;
     expect(rows).toHaveLength(1);
     expect(rows[0].role).toBe('admin');
     expect(rows[0].password_hash).toMatch(/^\$argon2id\$/);
@@ -294,16 +384,30 @@ describe('operational commands', () => {
     // application, ~2.5 s of CPU each; a refusal answers before loading it)
     const emoji = '\u{1F600}';
     const [fromEnv, fromStdin, onArgv, longEmoji, both, ...refused] = await Promise.all([
-      cli([script, '--email', 'env-admin@shop.test'], { env: { ADMIN_PASSWORD: 'env-password-12' } }),
-      cli([script, '--email', 'stdin-admin@shop.test', '--password-stdin'], { input: 'stdin-password-12\n' }),
+      cli([script, '--email', 'env-admin@shop.test'], {
+        env: { ADMIN_PASSWORD: 'env-password-12' },
+      }),
+      cli([script, '--email', 'stdin-admin@shop.test', '--password-stdin'], {
+        input: 'stdin-password-12\n',
+      }),
       cli([script, '--email', 'argv-admin@shop.test', '--password', 'argv-password-12']),
       cli([script, '--email', 'emoji-admin@shop.test', '--password', emoji.repeat(100)]), // 100 characters
-      cli([script, '--email', 'b@shop.test', '--password', 'x-password-12'], { env: { ADMIN_PASSWORD: 'y-password-12' } }),
+      cli([script, '--email', 'b@shop.test', '--password', 'x-password-12'], {
+        env: { ADMIN_PASSWORD: 'y-password-12' },
+      }),
       // the API's rules: code points, not UTF-16 units; control characters refused; a name on one line
       cli([script, '--email', 'a@shop.test', '--password', emoji.repeat(4)]), // 8 units, 4 characters: too short
       cli([script, '--email', 'a@shop.test', '--password', 'e\u0301'.repeat(4)]), // 8 characters typed, `éééé` (4) as hashed
       cli([script, '--email', 'a@shop.test', '--password', 'ok-password-12\u0007']),
-      cli([script, '--email', 'a@shop.test', '--password', 'ok-password-12', '--name', 'Boss\nYour payment failed']),
+      cli([
+        script,
+        '--email',
+        'a@shop.test',
+        '--password',
+        'ok-password-12',
+        '--name',
+        'Boss\nYour payment failed',
+      ]),
     ]);
     expect(fromEnv).toMatchObject({ code: 0 });
     expect(fromEnv.out).not.toMatch(/warning: a password/);
@@ -313,8 +417,15 @@ describe('operational commands', () => {
     expect(longEmoji.code).toBe(0);
     expect(refused.map((r) => r.code)).toEqual([2, 2, 2, 2]);
     expect(both.code).toBe(2);
-    const { rows } = await db.pool.query(`SELECT email FROM users WHERE role = 'admin' AND email LIKE '%-admin@shop.test' ORDER BY email`);
-    expect(rows.map((r) => r.email)).toEqual(['argv-admin@shop.test', 'emoji-admin@shop.test', 'env-admin@shop.test', 'stdin-admin@shop.test']);
+    const { rows } = await db.pool.query(
+      `SELECT email FROM users WHERE role = 'admin' AND email LIKE '%-admin@shop.test' ORDER BY email`,
+    );
+    expect(rows.map((r) => r.email)).toEqual([
+      'argv-admin@shop.test',
+      'emoji-admin@shop.test',
+      'env-admin@shop.test',
+      'stdin-admin@shop.test',
+    ]);
   }, 180_000); // nine starts of the command: over 90 s once in a loaded full run (one by one, each loading the application)
 
   it('every migration can be reverted and re-applied', async () => {
@@ -352,12 +463,20 @@ describe('operational commands', () => {
   }, 120_000);
 
   const migrationCount = async () =>
-    (await db.pool.query(`SELECT count(*)::int AS n, count(DISTINCT name)::int AS names FROM schema_migrations`)).rows[0] as { n: number; names: number };
-  const migrationFiles = () => readdirSync(join(ROOT, 'migrations')).filter((f) => f.endsWith('.ts')).length;
-  const runMigrations = () => cli(['node_modules/typeorm/cli.js', 'migration:run', '-d', 'ormconfig.ts']);
+    (
+      await db.pool.query(
+        `SELECT count(*)::int AS n, count(DISTINCT name)::int AS names FROM schema_migrations`,
+      )
+    ).rows[0] as { n: number; names: number };
+  const migrationFiles = () =>
+    readdirSync(join(ROOT, 'migrations')).filter((f) => f.endsWith('.ts')).length;
+  const runMigrations = () =>
+    cli(['node_modules/typeorm/cli.js', 'migration:run', '-d', 'ormconfig.ts']);
 
   it('two migration runs at once take turns: both succeed, each migration applied and recorded once', async () => {
-    const source = new DataSource(dataSourceOptions(db.url, { withMigrations: true, rootDir: ROOT }));
+    const source = new DataSource(
+      dataSourceOptions(db.url, { withMigrations: true, rootDir: ROOT }),
+    );
     await source.initialize();
     try {
       while ((await migrationCount()).n > 0) await source.undoLastMigration();
@@ -374,8 +493,11 @@ describe('operational commands', () => {
     // after it: that one is the first to run again
     const indexMigration = 'EmailDeliveriesInboxSending1763800027000';
     const applied = async (name: string) =>
-      (await db.pool.query(`SELECT 1 FROM schema_migrations WHERE name = $1`, [name])).rowCount === 1;
-    const source = new DataSource(dataSourceOptions(db.url, { withMigrations: true, rootDir: ROOT }));
+      (await db.pool.query(`SELECT 1 FROM schema_migrations WHERE name = $1`, [name])).rowCount ===
+      1;
+    const source = new DataSource(
+      dataSourceOptions(db.url, { withMigrations: true, rootDir: ROOT }),
+    );
     await source.initialize();
     try {
       while (await applied(indexMigration)) await source.undoLastMigration();

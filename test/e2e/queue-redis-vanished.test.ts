@@ -12,12 +12,20 @@ import { connectUpstream } from '../support/tcp-pair';
  */
 describe("BullMQ's connections when Redis vanishes without a reset", () => {
   /** A TCP proxy to REDIS_URL whose current connections can be made silent (`vanish`). */
-  async function vanishingProxy(): Promise<{ url: string; vanish(): void; close(): Promise<void> }> {
+  async function vanishingProxy(): Promise<{
+    url: string;
+    vanish(): void;
+    close(): Promise<void>;
+  }> {
     const target = new URL(process.env.REDIS_URL as string);
     const sockets = new Set<Socket>();
     const pairs: [Socket, Socket][] = [];
     const server: Server = createServer((client) => {
-      const { upstream } = connectUpstream(client, { host: target.hostname, port: Number(target.port || 6379) }, sockets);
+      const { upstream } = connectUpstream(
+        client,
+        { host: target.hostname, port: Number(target.port || 6379) },
+        sockets,
+      );
       client.pipe(upstream).pipe(client);
       pairs.push([client, upstream]);
     });
@@ -45,7 +53,10 @@ describe("BullMQ's connections when Redis vanishes without a reset", () => {
 
   it('a command sent to the silent connection is answered over a new one after the socket timeout, not after TCP gives up', async () => {
     const proxy = await vanishingProxy();
-    const queue = new Queue(`vanish-${randomUUID()}`, { connection: queueConnectionOptions(proxy.url), prefix: 'test-vanish' });
+    const queue = new Queue(`vanish-${randomUUID()}`, {
+      connection: queueConnectionOptions(proxy.url),
+      prefix: 'test-vanish',
+    });
     try {
       await queue.add('first', {});
       proxy.vanish();

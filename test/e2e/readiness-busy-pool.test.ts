@@ -99,18 +99,29 @@ describe('readiness while the pool is busy but the database answers', () => {
     // the lock held past DATABASE_POOL_WAIT_MS: queued callers give up one after another; counted
     // as outages, they opened the breaker, readiness skipped its side probe, and every instance
     // behind the same frozen holder answered 503 — the database answers a connection of its own
-    const short = await bootTestApp({ db: t.db, env: { DATABASE_POOL_SIZE: '2', DATABASE_POOL_WAIT_MS: '500', DB_BREAKER_FAILURES: '2' } });
+    const short = await bootTestApp({
+      db: t.db,
+      env: { DATABASE_POOL_SIZE: '2', DATABASE_POOL_WAIT_MS: '500', DB_BREAKER_FAILURES: '2' },
+    });
     const holder = await t.db.pool.connect();
     try {
       const tx = short.app.get(TransactionHost);
       const breaker = short.app.get(DbCircuitBreaker);
       await holder.query('BEGIN');
       await holder.query(`SELECT pg_advisory_xact_lock(4243)`);
-      const stuck = [1, 2].map(() => tx.query('SELECT pg_advisory_xact_lock_shared(4243)').catch(() => undefined));
+      const stuck = [1, 2].map(() =>
+        tx.query('SELECT pg_advisory_xact_lock_shared(4243)').catch(() => undefined),
+      );
       await waitFor(
         'both connections waiting on the lock',
         async () =>
-          Number((await t.db.pool.query(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4243 AND NOT granted`)).rows[0].count),
+          Number(
+            (
+              await t.db.pool.query(
+                `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4243 AND NOT granted`,
+              )
+            ).rows[0].count,
+          ),
         { until: (n) => n >= 2 },
       );
       let gaveUp = 0;
@@ -127,9 +138,15 @@ describe('readiness while the pool is busy but the database answers', () => {
       expect(breaker.state).toBe('closed');
       // the sale goes on: callers still queued when the balancer asks
       const more = Array.from({ length: 3 }, () => tx.query('SELECT 1').catch(() => undefined));
-      await waitFor('callers queued for the pool', () => tx.poolWaiting(), { until: (n) => n > 0, intervalMs: 10 });
+      await waitFor('callers queued for the pool', () => tx.poolWaiting(), {
+        until: (n) => n > 0,
+        intervalMs: 10,
+      });
       const ready = await short.http.get('/health/ready');
-      expect([ready.status, ready.body.details?.database]).toEqual([200, { status: 'up', breaker: 'closed' }]);
+      expect([ready.status, ready.body.details?.database]).toEqual([
+        200,
+        { status: 'up', breaker: 'closed' },
+      ]);
       await Promise.all(more);
       expect(breaker.state).toBe('closed');
       await holder.query('COMMIT');

@@ -40,7 +40,9 @@ describe('readiness logs changes, not probes', () => {
       for (let i = 0; i < 100; i++) {
         const res = await t.http.get('/health/ready');
         expect([res.status, res.body.details?.redis?.status]).toEqual([503, 'down']);
-        expect(JSON.stringify(res.body)).not.toMatch(/ECONNREFUSED|127\.0\.0\.1|writeable|Connection is closed/i); // body: statuses only
+        expect(JSON.stringify(res.body)).not.toMatch(
+          /ECONNREFUSED|127\.0\.0\.1|writeable|Connection is closed/i,
+        ); // body: statuses only
       }
       const about = (s: string) => /ready|Health Check/i.test(s);
       expect(lines.filter(about)).toEqual([

@@ -29,7 +29,12 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     redis = await PrivateRedis.start();
     smtp = await SmtpCapture.start();
     t = await bootTestApp({
-      env: { REDIS_URL: redis.url, RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1', SMTP_URL: smtp.url },
+      env: {
+        REDIS_URL: redis.url,
+        RATE_LIMIT_ENABLED: 'true',
+        TRUST_PROXY: '127.0.0.1',
+        SMTP_URL: smtp.url,
+      },
     });
     worker = await bootTestWorker(t.config);
     await signInLimitsAnswering(t.http, xff('10.250.0.1').headers);
@@ -68,7 +73,10 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     const admin = new Redis(redis.url);
     try {
       await admin.client('KILL', 'TYPE', 'normal', 'SKIPME', 'yes'); // a failover's or a restart's cut
-      await waitFor('the client to notice', () => client.status, { until: (s) => s !== 'ready', intervalMs: 1 });
+      await waitFor('the client to notice', () => client.status, {
+        until: (s) => s !== 'ready',
+        intervalMs: 1,
+      });
       const ready = await t.http.get('/health/ready');
       expect([ready.status, ready.body.details?.redis?.status]).toEqual([200, 'up']);
     } finally {
@@ -76,7 +84,7 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     }
   });
 
-  it('Redis refusing writes (OOM at maxmemory, noeviction) spends no event\'s attempts; the events go out once it accepts', async () => {
+  it("Redis refusing writes (OOM at maxmemory, noeviction) spends no event's attempts; the events go out once it accepts", async () => {
     const buyer = { userId: alice.user.id, token: alice.accessToken };
     const product = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
@@ -84,23 +92,42 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     const orderId = order.body.id as string;
     // its events published first, as usual: what follows is about the refused writes alone
     await waitFor(
-      'the order\'s events to be published',
-      async () => (await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE aggregate_id = $1 AND status <> 'published'`, [orderId])).rows[0].n as number,
+      "the order's events to be published",
+      async () =>
+        (
+          await t.db.pool.query(
+            `SELECT count(*)::int AS n FROM outbox WHERE aggregate_id = $1 AND status <> 'published'`,
+            [orderId],
+          )
+        ).rows[0].n as number,
       { until: (n) => n === 0 },
     );
-    const before = (await t.db.pool.query(`SELECT attempts FROM outbox WHERE aggregate_id = $1 ORDER BY id`, [orderId])).rows;
+    const before = (
+      await t.db.pool.query(`SELECT attempts FROM outbox WHERE aggregate_id = $1 ORDER BY id`, [
+        orderId,
+      ])
+    ).rows;
     const admin = new Redis(redis.url);
     try {
       await admin.config('SET', 'maxmemory-policy', 'noeviction');
       await admin.config('SET', 'maxmemory', '1'); // every write is now refused: "OOM command not allowed"
-      await t.db.pool.query(`UPDATE outbox SET status = 'pending', next_attempt_at = now() WHERE aggregate_id = $1`, [orderId]);
+      await t.db.pool.query(
+        `UPDATE outbox SET status = 'pending', next_attempt_at = now() WHERE aggregate_id = $1`,
+        [orderId],
+      );
       const relay = worker.get(OutboxRelay);
       // more rounds than an event's attempts, each with the event due again
       for (let i = 0; i < 12; i++) {
         await relay.relayOnce();
-        await t.db.pool.query(`UPDATE outbox SET next_attempt_at = now() WHERE aggregate_id = $1 AND status = 'pending'`, [orderId]);
+        await t.db.pool.query(
+          `UPDATE outbox SET next_attempt_at = now() WHERE aggregate_id = $1 AND status = 'pending'`,
+          [orderId],
+        );
       }
-      const held = await t.db.pool.query(`SELECT status, attempts, last_error FROM outbox WHERE aggregate_id = $1 ORDER BY id`, [orderId]);
+      const held = await t.db.pool.query(
+        `SELECT status, attempts, last_error FROM outbox WHERE aggregate_id = $1 ORDER BY id`,
+        [orderId],
+      );
       expect(held.rows.length).toBeGreaterThan(0);
       expect(held.rows.map((r) => ({ status: r.status, attempts: r.attempts }))).toEqual(
         before.map((r) => ({ status: 'pending', attempts: r.attempts })),
@@ -110,8 +137,14 @@ describe('Redis outage: a private redis-server stopped for a while, then started
       admin.disconnect();
     }
     const left = await waitFor(
-      'the order\'s events to be published',
-      async () => (await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE aggregate_id = $1 AND status <> 'published'`, [orderId])).rows[0].n as number,
+      "the order's events to be published",
+      async () =>
+        (
+          await t.db.pool.query(
+            `SELECT count(*)::int AS n FROM outbox WHERE aggregate_id = $1 AND status <> 'published'`,
+            [orderId],
+          )
+        ).rows[0].n as number,
       { until: (n) => n === 0, timeoutMs: 30_000 },
     );
     expect(left).toBe(0);
@@ -121,7 +154,8 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     const buyer = { userId: alice.user.id, token: alice.accessToken };
     const product = await insertProduct(t.db.pool, { stock: 10 });
     // cached now (a first miss is kept nowhere, the second is)
-    for (let i = 0; i < 2; i++) expect((await t.http.get(`/v1/products/${product}`)).status).toBe(200);
+    for (let i = 0; i < 2; i++)
+      expect((await t.http.get(`/v1/products/${product}`)).status).toBe(200);
 
     await redis.down();
     redisDown = true;
@@ -137,7 +171,11 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     const order = await placeOrder(t.http, buyer, [{ productId: product, quantity: 2 }]);
     expect(order.status).toBe(201);
     const orderId = order.body.id as string;
-    const intent = await t.http.post(`/v1/orders/${orderId}/payment`, {}, { token: buyer.token, idempotencyKey: newKey() });
+    const intent = await t.http.post(
+      `/v1/orders/${orderId}/payment`,
+      {},
+      { token: buyer.token, idempotencyKey: newKey() },
+    );
     expect(intent.status).toBe(201);
     const confirmed = await t.http.post(
       `/v1/dev/payment-intents/${intent.body.paymentIntentId}/confirm`,
@@ -147,13 +185,21 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     expect(confirmed.status).toBe(200);
 
     // login fails closed, other routes fail open
-    const login = await t.http.post('/v1/auth/login', { email: alice.email, password: TEST_PASSWORD }, xff('10.9.0.2'));
+    const login = await t.http.post(
+      '/v1/auth/login',
+      { email: alice.email, password: TEST_PASSWORD },
+      xff('10.9.0.2'),
+    );
     expect(login.status).toBe(429);
     expect(login.headers.get('retry-after')).toBeTruthy();
     // with the policy it was refused under, as every 429 (API.md): nothing left until the retry
     expect(login.headers.get('ratelimit-policy')).toMatch(/^"[a-z-]+";q=\d+;w=\d+$/);
-    expect(login.headers.get('ratelimit')).toBe(`${login.headers.get('ratelimit-policy')!.split(';')[0]};r=0;t=${login.headers.get('retry-after')}`);
-    expect((await t.http.get('/v1/me', { token: buyer.token, ...xff('10.9.0.2') })).status).toBe(200);
+    expect(login.headers.get('ratelimit')).toBe(
+      `${login.headers.get('ratelimit-policy')!.split(';')[0]};r=0;t=${login.headers.get('retry-after')}`,
+    );
+    expect((await t.http.get('/v1/me', { token: buyer.token, ...xff('10.9.0.2') })).status).toBe(
+      200,
+    );
 
     // readiness names the dependency that is down
     const ready = await t.http.get('/health/ready');
@@ -190,9 +236,8 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     const backlog = await waitFor(
       'the outbox backlog to be published',
       async () =>
-        (
-          await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE status <> 'published'`)
-        ).rows[0].n as number,
+        (await t.db.pool.query(`SELECT count(*)::int AS n FROM outbox WHERE status <> 'published'`))
+          .rows[0].n as number,
       { until: (n) => n === 0, timeoutMs: 30_000 },
     );
     expect(backlog).toBe(0);
@@ -200,7 +245,9 @@ describe('Redis outage: a private redis-server stopped for a while, then started
       `SELECT id FROM outbox WHERE aggregate_id = $1 AND topic = 'order.created'`,
       [orderId],
     );
-    const expiryJob = await worker.get<Queue>(getQueueToken(QueueName.Orders)).getJob(createdEvent.rows[0].id);
+    const expiryJob = await worker
+      .get<Queue>(getQueueToken(QueueName.Orders))
+      .getJob(createdEvent.rows[0].id);
     expect(expiryJob?.data).toEqual({ orderId });
     const paid = await t.http.get(`/v1/orders/${orderId}`, { token: buyer.token });
     expect(paid.body.status).toMatch(/^(PAID|CONFIRMED)$/);
@@ -208,7 +255,12 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     // throttling counts again (login answers, with rate-limit headers), readiness is green
     const again = await waitFor(
       'a login to be answered 200 again',
-      () => t.http.post('/v1/auth/login', { email: alice.email, password: TEST_PASSWORD }, xff('10.9.0.3')),
+      () =>
+        t.http.post(
+          '/v1/auth/login',
+          { email: alice.email, password: TEST_PASSWORD },
+          xff('10.9.0.3'),
+        ),
       { until: (r) => r.status === 200, timeoutMs: 15_000 },
     );
     expect(again.status).toBe(200);
@@ -222,7 +274,9 @@ describe('Redis outage: a private redis-server stopped for a while, then started
     // the repeatable jobs (sweepers, reconciliation) are back although Redis lost them
     for (const name of new Set(SCHEDULES.map((s) => JOB_QUEUE[s.job]))) {
       const queue = worker.get<Queue>(getQueueToken(name));
-      const expected = SCHEDULES.filter((s) => JOB_QUEUE[s.job] === name).map((s) => s.job).sort();
+      const expected = SCHEDULES.filter((s) => JOB_QUEUE[s.job] === name)
+        .map((s) => s.job)
+        .sort();
       const found = await waitFor(
         `the ${name} job schedulers to be registered again`,
         async () => (await queue.getJobSchedulers()).map((j) => j.key).sort(),

@@ -103,15 +103,23 @@ describe('Redis: a command whose reply was lost', () => {
     const client = createRedisClient(proxy.url, 'stalled-test');
     client.on('error', () => undefined);
     try {
-      await waitFor('the client to connect', () => client.ping(), { timeoutMs: 5000, intervalMs: 50, retryErrors: true });
+      await waitFor('the client to connect', () => client.ping(), {
+        timeoutMs: 5000,
+        intervalMs: 50,
+        retryErrors: true,
+      });
       proxy.stall();
       const started = performance.now();
-      const outcomes = await Promise.allSettled(Array.from({ length: 200 }, (_, i) => client.get(`test:stalled:${i}`)));
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 200 }, (_, i) => client.get(`test:stalled:${i}`)),
+      );
       const waited = performance.now() - started;
       expect(outcomes.every((o) => o.status === 'rejected')).toBe(true);
       // (the old client: never — every command waited on the connection for a reply)
       expect(waited).toBeLessThan(REDIS_SOCKET_TIMEOUT_MS + 2_000);
-      expect((client as unknown as { commandQueue: { length: number } }).commandQueue.length).toBe(0);
+      expect((client as unknown as { commandQueue: { length: number } }).commandQueue.length).toBe(
+        0,
+      );
     } finally {
       client.disconnect();
       await proxy.close();

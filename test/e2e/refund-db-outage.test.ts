@@ -30,11 +30,19 @@ describe('a refund whose request a database outage cut off', () => {
 
   const deliver = (event: Stripe.Event) => {
     const { body, signature } = stripe.signed(event);
-    return t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw: body, headers: { 'stripe-signature': signature } });
+    return t.http.request('POST', '/v1/webhooks/stripe', undefined, {
+      raw: body,
+      headers: { 'stripe-signature': signature },
+    });
   };
-  const orderOf = async (orderId: string) => (await t.http.get(`/v1/orders/${orderId}`, { token: alice.token })).body;
+  const orderOf = async (orderId: string) =>
+    (await t.http.get(`/v1/orders/${orderId}`, { token: alice.token })).body;
   const refundsOf = async (orderId: string) =>
-    (await db.pool.query(`SELECT id, status, amount::int FROM refunds WHERE order_id = $1`, [orderId])).rows as {
+    (
+      await db.pool.query(`SELECT id, status, amount::int FROM refunds WHERE order_id = $1`, [
+        orderId,
+      ])
+    ).rows as {
       id: string;
       status: string;
       amount: number;
@@ -47,7 +55,11 @@ describe('a refund whose request a database outage cut off', () => {
     proxy = await startHoldingProxy(stripe.url);
     t = await bootTestApp({
       db,
-      env: { STRIPE_SECRET_KEY: stripe.secretKey, STRIPE_API_URL: proxy.url, STRIPE_WEBHOOK_SECRET: stripe.webhookSecret },
+      env: {
+        STRIPE_SECRET_KEY: stripe.secretKey,
+        STRIPE_API_URL: proxy.url,
+        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+      },
     });
     worker = await bootTestWorker(t.config);
     [alice] = await buyers(t.http, 1);
@@ -65,7 +77,11 @@ describe('a refund whose request a database outage cut off', () => {
   it('settles within seconds of recovery, once; the retry with its key is not refused', async () => {
     const productId = await insertProduct(db.pool, { stock: 5, priceAmount: 10_000 });
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
-    const pay = await t.http.post(`/v1/orders/${order.body.id}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expect(pay.status).toBe(201);
     await deliver(stripe.succeed(pay.body.paymentIntentId));
     await waitFor('the order to be confirmed', () => orderOf(order.body.id), {
@@ -76,7 +92,10 @@ describe('a refund whose request a database outage cut off', () => {
     const key = newKey();
     const body = { amount: { amount: 4_000, currency: 'INR' } };
     const gate = proxy.holdNext('POST', '/v1/refunds');
-    const pending = t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, body, { token: admin.accessToken, idempotencyKey: key });
+    const pending = t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, body, {
+      token: admin.accessToken,
+      idempotencyKey: key,
+    });
     await gate.reached; // reserved and recorded as pending; the request waits for Stripe
     await pg.stop('immediate');
     gate.release(); // Stripe refunds; our record of its answer fails with the database
@@ -85,20 +104,35 @@ describe('a refund whose request a database outage cut off', () => {
     await pg.start();
     const recovered = Date.now();
 
-    const settled = await waitFor('the refund to settle by itself', () => refundsOf(order.body.id), {
-      until: (rows) => rows[0]?.status === 'succeeded',
-      timeoutMs: 15_000,
-      retryErrors: true, // the pool may still be reconnecting
-    });
+    const settled = await waitFor(
+      'the refund to settle by itself',
+      () => refundsOf(order.body.id),
+      {
+        until: (rows) => rows[0]?.status === 'succeeded',
+        timeoutMs: 15_000,
+        retryErrors: true, // the pool may still be reconnecting
+      },
+    );
     expect(Date.now() - recovered).toBeLessThan(15_000);
     expect(settled).toEqual([{ id: expect.any(String), status: 'succeeded', amount: 4_000 }]);
     const o = await orderOf(order.body.id);
     expect(o).toMatchObject({ status: 'PARTIALLY_REFUNDED', refunded: { amount: 4_000 } });
-    const atStripe = await stripe.client().refunds.list({ payment_intent: pay.body.paymentIntentId });
+    const atStripe = await stripe
+      .client()
+      .refunds.list({ payment_intent: pay.body.paymentIntentId });
     expect(atStripe.data.map((r) => r.amount)).toEqual([4_000]);
 
-    const retry = await t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, body, { token: admin.accessToken, idempotencyKey: key });
-    expect([retry.status, retry.body.id, retry.body.status]).toEqual([201, settled[0].id, 'succeeded']);
-    expect((await stripe.client().refunds.list({ payment_intent: pay.body.paymentIntentId })).data).toHaveLength(1);
+    const retry = await t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, body, {
+      token: admin.accessToken,
+      idempotencyKey: key,
+    });
+    expect([retry.status, retry.body.id, retry.body.status]).toEqual([
+      201,
+      settled[0].id,
+      'succeeded',
+    ]);
+    expect(
+      (await stripe.client().refunds.list({ payment_intent: pay.body.paymentIntentId })).data,
+    ).toHaveLength(1);
   }, 90_000);
 });

@@ -3,7 +3,11 @@ import type { PoolClient } from 'pg';
 import { Clock } from '../../src/common/time/clock';
 import { TransactionHost, pgConstraint, pgErrorCode } from '../../src/database/transaction-host';
 import { InventoryRepository } from '../../src/inventory/inventory.repository';
-import { StockLine, StockReservationRepository, shortfallsOf } from '../../src/inventory/stock-reservation.repository';
+import {
+  StockLine,
+  StockReservationRepository,
+  shortfallsOf,
+} from '../../src/inventory/stock-reservation.repository';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { buyers, placeOrder } from '../support/orders';
 import { untilWaitingOnLocks } from '../support/lock-waiters';
@@ -57,7 +61,9 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
 
   /** Waits until the reservation statement is blocked on a lock. */
   async function untilTheReservationWaitsForALock(): Promise<void> {
-    await untilWaitingOnLocks(t.db.pool, 'the reservation to wait for the row lock', { matching: '%reserve_stock(%' });
+    await untilWaitingOnLocks(t.db.pool, 'the reservation to wait for the row lock', {
+      matching: '%reserve_stock(%',
+    });
   }
 
   it('a release committed while the reservation waits for the row is seen: the unit is reserved', async () => {
@@ -77,7 +83,8 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
       );
       const reservation = reserve([{ productId, quantity: 1 }]).then(
         () => 'reserved',
-        (err: unknown) => `${pgErrorCode(err)} ${pgConstraint(err) ?? JSON.stringify(shortfallsOf(err))}`,
+        (err: unknown) =>
+          `${pgErrorCode(err)} ${pgConstraint(err) ?? JSON.stringify(shortfallsOf(err))}`,
       );
       await untilTheReservationWaitsForALock();
       await releaser.query('COMMIT');
@@ -100,7 +107,8 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
     // floors asserted below), at most 30 s
     const started = Date.now();
     const exercised = () => seen.reserved > 50 && seen.short > 50 && seen.released + seen.sold > 20;
-    const going = () => Date.now() - started < 5_000 || (!exercised() && Date.now() - started < 30_000);
+    const going = () =>
+      Date.now() - started < 5_000 || (!exercised() && Date.now() - started < 30_000);
 
     const loop = async (step: (i: number) => Promise<void>) => {
       for (let i = 0; going(); i++) await step(i);
@@ -137,7 +145,13 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
       loop(async () => {
         const level = await inventory.level(productId);
         if (level && level.onHand < 12) {
-          const restock = await inventory.adjust(productId, 1, 'restock', randomUUID(), clock.now());
+          const restock = await inventory.adjust(
+            productId,
+            1,
+            'restock',
+            randomUUID(),
+            clock.now(),
+          );
           if (restock && !('refused' in restock)) seen.restocked++;
         } else {
           await new Promise((r) => setTimeout(r, 1)); // pacing: let the others take the stock
@@ -186,7 +200,10 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
       await t.db.pool.query(`DROP TRIGGER overshoot ON inventory_items`);
     }
     expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 0 });
-    const { rows } = await t.db.pool.query(`SELECT count(*)::int AS n FROM orders WHERE user_id = $1`, [buyer.userId]);
+    const { rows } = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM orders WHERE user_id = $1`,
+      [buyer.userId],
+    );
     expect(rows[0].n).toBe(0);
   });
 
@@ -204,20 +221,29 @@ describe('stock reservation under concurrent reserve / release / restock', () =>
           count(`order ${res.status} ${res.body?.code ?? ''}`.trim());
           if (res.status !== 201) continue;
           // cancelling gives the unit back (a release) while others are reserving
-          const cancel = await t.http.post(`/v1/orders/${res.body.id}/cancel`, {}, { token: buyer.token, idempotencyKey: newKey() });
+          const cancel = await t.http.post(
+            `/v1/orders/${res.body.id}/cancel`,
+            {},
+            { token: buyer.token, idempotencyKey: newKey() },
+          );
           count(`cancel ${cancel.status}`);
         }
       }),
       (async () => {
         while (Date.now() < until) {
           const level = await inventory.level(productId);
-          if (level && level.onHand < 8) await inventory.adjust(productId, 1, 'restock', randomUUID(), clock.now());
+          if (level && level.onHand < 8)
+            await inventory.adjust(productId, 1, 'restock', randomUUID(), clock.now());
           else await new Promise((r) => setTimeout(r, 5)); // pacing, not a wait before an assertion
         }
       })(),
     ]);
 
-    expect(Object.keys(statuses).filter((k) => !/^order (201|409 INSUFFICIENT_STOCK)$|^cancel 200$/.test(k))).toEqual([]);
+    expect(
+      Object.keys(statuses).filter(
+        (k) => !/^order (201|409 INSUFFICIENT_STOCK)$|^cancel 200$/.test(k),
+      ),
+    ).toEqual([]);
     expect(statuses['order 201']).toBeGreaterThan(10);
     await assertStockInvariants(t.db.pool, [productId]);
   }, 20_000);

@@ -11,7 +11,10 @@ import { PrivatePostgres } from '../support/private-postgres';
  */
 describe('ports for servers that restart', () => {
   it('are picked outside the range the kernel hands out to outgoing connections', async () => {
-    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')
+      .trim()
+      .split(/\s+/)
+      .map(Number);
     const ports = await Promise.all(Array.from({ length: 50 }, () => restartablePort()));
     // (a range that leaves no room outside it, 1024-65535 say, gets the kernel's pick: nothing to check)
     const room = low - 10_000 > 1_000 || 65_535 - high > 1_000;
@@ -19,7 +22,10 @@ describe('ports for servers that restart', () => {
   });
 
   it("the tests' and the failure drill's never meet (run at once, each restarts its servers)", async () => {
-    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')
+      .trim()
+      .split(/\s+/)
+      .map(Number);
     const tests = await Promise.all(Array.from({ length: 50 }, () => restartablePort('tests')));
     const drill = await Promise.all(Array.from({ length: 50 }, () => restartablePort('drill')));
     // (no room outside the kernel's range: both get the kernel's pick, nothing to check)
@@ -36,7 +42,9 @@ describe('ports for servers that restart', () => {
       // what the kernel did in CI: an outgoing connection (here to a listener of the test's) whose
       // local port is the stopped server's. Without SO_REUSEADDR, like the kernel's own pick for
       // a client's connect() (Node's bind() always sets it, and a socket with it blocks nothing)
-      squatter = spawn('python3', ['-c', HOLD_PORT, String(pg.port), String(listener.port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      squatter = spawn('python3', ['-c', HOLD_PORT, String(pg.port), String(listener.port)], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
       await new Promise((resolve, reject) => {
         squatter?.stdout?.once('data', resolve);
         squatter?.once('exit', reject);

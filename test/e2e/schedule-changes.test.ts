@@ -94,7 +94,12 @@ describe('job schedules a new build changed or dropped', () => {
     const before = await queue.getJobScheduler(job);
     const lost = `repeat:${job}:${before!.next}`;
     for (const state of ['delayed', 'wait', 'prioritized']) {
-      await client.runCommand(state === 'wait' ? 'lrem' : 'zrem', state === 'wait' ? [`${queue.qualifiedName}:wait`, '0', lost] : [`${queue.qualifiedName}:${state}`, lost]);
+      await client.runCommand(
+        state === 'wait' ? 'lrem' : 'zrem',
+        state === 'wait'
+          ? [`${queue.qualifiedName}:wait`, '0', lost]
+          : [`${queue.qualifiedName}:${state}`, lost],
+      );
     }
     await client.del(`${queue.qualifiedName}:${lost}`);
     expect(await queue.getJob(lost)).toBeUndefined();
@@ -102,10 +107,14 @@ describe('job schedules a new build changed or dropped', () => {
     await client.runCommand('zadd', [`${queue.qualifiedName}:repeat`, String(past), job]);
     expect((await queue.getJobScheduler(job))?.next).toBe(past);
     client.disconnect(true); // a check
-    const after = await waitFor('the scheduler to make jobs again', () => queue.getJobScheduler(job), {
-      until: (s) => (s?.next ?? 0) > past,
-      timeoutMs: 20_000,
-    });
+    const after = await waitFor(
+      'the scheduler to make jobs again',
+      () => queue.getJobScheduler(job),
+      {
+        until: (s) => (s?.next ?? 0) > past,
+        timeoutMs: 20_000,
+      },
+    );
     expect(after?.every).toBe(everyMs);
     expect(await queue.getJob(`repeat:${job}:${after!.next}`)).toBeTruthy();
   }, 60_000);
@@ -146,7 +155,10 @@ describe('job schedules a new build changed or dropped', () => {
     });
     try {
       (await queue.client).disconnect(true); // a check
-      await waitFor('a check after the reconnect', async () => finished, { until: (n) => n >= 1, timeoutMs: 75_000 });
+      await waitFor('a check after the reconnect', async () => finished, {
+        until: (n) => n >= 1,
+        timeoutMs: 75_000,
+      });
       // nothing is touched: the newer build's interval and pass stand, the pass it dropped is not
       // added back (it would run at once, and the newer build would drop it again, every minute)
       const held = await schedulers();
@@ -177,12 +189,23 @@ describe('job schedules a new build changed or dropped', () => {
     // a newer build ran (its revision, its interval, its pass, one it dropped) and was rolled back:
     // its revision expires (PX 1 ms: the expiry of REVISION_TTL_MS without its checks)
     await client.set(revisionKey, String(SCHEDULES_REVISION + 1), { PX: 1 });
-    await queue.upsertJobScheduler(changed.job, { every: changed.everyMs * 3 }, { name: changed.job, data: {} });
-    await queue.upsertJobScheduler('maintenance.newer-pass', { every: 60_000 }, { name: 'maintenance.newer-pass', data: {} });
+    await queue.upsertJobScheduler(
+      changed.job,
+      { every: changed.everyMs * 3 },
+      { name: changed.job, data: {} },
+    );
+    await queue.upsertJobScheduler(
+      'maintenance.newer-pass',
+      { every: 60_000 },
+      { name: 'maintenance.newer-pass', data: {} },
+    );
     await queue.removeJobScheduler(dropped.job);
     client.disconnect(true); // a check
     const held = await waitFor('this build to take over', schedulers, {
-      until: (h) => h[dropped.job] === dropped.everyMs && h[changed.job] === changed.everyMs && !('maintenance.newer-pass' in h),
+      until: (h) =>
+        h[dropped.job] === dropped.everyMs &&
+        h[changed.job] === changed.everyMs &&
+        !('maintenance.newer-pass' in h),
       timeoutMs: 75_000,
     });
     expect(held[dropped.job]).toBe(dropped.everyMs);

@@ -144,20 +144,34 @@ describe('scheduled passes run one at a time across workers', () => {
     let slow = 0;
     const reconciled: boolean[] = [];
     // (the handlers are bound at boot: what they call is stood in for)
-    const inner = <T extends object>(service: object, field: string) => (service as Record<string, T>)[field];
+    const inner = <T extends object>(service: object, field: string) =>
+      (service as Record<string, T>)[field];
     for (const worker of workers) {
       // a store that answers each lookup after seconds; a purge after a sale, thousands of rows
-      jest.spyOn(inner<{ findPending(): Promise<unknown[]> }>(worker.get(ImagesService), 'images'), 'findPending').mockImplementation(async () => {
-        slow++;
-        await stalled;
-        return [];
-      });
-      jest.spyOn(inner<{ purgePublished(): Promise<number> }>(worker.get(MaintenanceService), 'outbox'), 'purgePublished').mockImplementation(async () => {
-        slow++;
-        await stalled;
-        return 0;
-      });
-      const deliveries = inner<{ databaseNow(): Promise<Date> }>(worker.get(EmailReconciler), 'deliveries');
+      jest
+        .spyOn(
+          inner<{ findPending(): Promise<unknown[]> }>(worker.get(ImagesService), 'images'),
+          'findPending',
+        )
+        .mockImplementation(async () => {
+          slow++;
+          await stalled;
+          return [];
+        });
+      jest
+        .spyOn(
+          inner<{ purgePublished(): Promise<number> }>(worker.get(MaintenanceService), 'outbox'),
+          'purgePublished',
+        )
+        .mockImplementation(async () => {
+          slow++;
+          await stalled;
+          return 0;
+        });
+      const deliveries = inner<{ databaseNow(): Promise<Date> }>(
+        worker.get(EmailReconciler),
+        'deliveries',
+      );
       const databaseNow = deliveries.databaseNow.bind(deliveries);
       jest.spyOn(deliveries, 'databaseNow').mockImplementation(() => {
         reconciled.push(true); // (the reconciliation's first step)
@@ -169,9 +183,13 @@ describe('scheduled passes run one at a time across workers', () => {
       await jobs().add(JobName.ReconcileImages, {}, { jobId: `test-images-${randomUUID()}` });
       await jobs().add(JobName.PurgeOutbox, {}, { jobId: `test-purge-${randomUUID()}` });
       await waitFor('both slow passes to be running', async () => slow === 2);
-      const emails = (await jobs().add(JobName.ReconcileEmails, {}, { jobId: `test-emails-${randomUUID()}` })).id as string;
-      await waitFor('the email reconciliation to run while they do', async () =>
-        (await (await jobs().find(JobName.ReconcileEmails, emails))?.getState()) === 'completed',
+      const emails = (
+        await jobs().add(JobName.ReconcileEmails, {}, { jobId: `test-emails-${randomUUID()}` })
+      ).id as string;
+      await waitFor(
+        'the email reconciliation to run while they do',
+        async () =>
+          (await (await jobs().find(JobName.ReconcileEmails, emails))?.getState()) === 'completed',
       );
       expect(reconciled).toEqual([true]);
       expect(slow).toBe(2); // (still running)

@@ -22,7 +22,9 @@ describe('SideConnection.selectOne', () => {
   it('sends its statement with or without a check; a failing one fails the probe', async () => {
     await expect(side.selectOne(2_000)).resolves.toBeUndefined();
     await expect(side.selectOne(2_000, 'SELECT 1/0')).rejects.toThrow(/division by zero/);
-    await expect(side.selectOne(2_000, 'SELECT 1/0', () => undefined)).rejects.toThrow(/division by zero/);
+    await expect(side.selectOne(2_000, 'SELECT 1/0', () => undefined)).rejects.toThrow(
+      /division by zero/,
+    );
     let seen: unknown;
     await side.selectOne(2_000, 'SELECT 42 AS answer', (row) => (seen = row?.answer));
     expect(seen).toBe(42);

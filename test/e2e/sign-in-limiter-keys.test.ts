@@ -25,12 +25,16 @@ describe('FailedAttemptLimiter on Redis: nothing left by attempts given back', (
   it('a hundred unverified attempts with a new email each leave no key; a failure stays counted', async () => {
     for (let i = 0; i < 100; i++) {
       await expect(
-        limiter.signIn('login', `someone${i}@shop.test`, '203.0.113.9', () => Promise.reject(new Error('busy'))),
+        limiter.signIn('login', `someone${i}@shop.test`, '203.0.113.9', () =>
+          Promise.reject(new Error('busy')),
+        ),
       ).rejects.toThrow('busy');
     }
     expect(await keys()).toEqual([]);
     // a wrong password is still counted (the buckets stay), a right one gives its own back
-    expect(await limiter.signIn('login', 'victim@shop.test', '203.0.113.9', () => Promise.resolve(null))).toBeNull();
+    expect(
+      await limiter.signIn('login', 'victim@shop.test', '203.0.113.9', () => Promise.resolve(null)),
+    ).toBeNull();
     expect((await keys()).length).toBeGreaterThan(0);
   });
 });

@@ -38,7 +38,10 @@ describe('sold-out fast path', () => {
 
   beforeAll(async () => {
     a = await bootTestApp({ env });
-    b = await bootTestApp({ db: a.db, env: { ...env, REDIS_KEY_PREFIX: a.config.redis.keyPrefix } });
+    b = await bootTestApp({
+      db: a.db,
+      env: { ...env, REDIS_KEY_PREFIX: a.config.redis.keyPrefix },
+    });
     crowd = await buyers(a.http, 48);
     admin = (await createAdmin(a)).accessToken;
   }, 120_000);
@@ -65,10 +68,10 @@ describe('sold-out fast path', () => {
       const tx = t.app.get(TransactionHost);
       return (['run', 'runOpening', 'runOwn'] as const).map((method) => {
         const original = tx[method].bind(tx) as (...args: unknown[]) => Promise<unknown>;
-        return jest.spyOn(tx, method).mockImplementation(((...args: unknown[]) => {
+        return jest.spyOn(tx, method).mockImplementation((...args: unknown[]) => {
           if (method === 'runOwn' || !tx.inTransaction) opened++;
           return original(...args);
-        }));
+        });
       });
     });
     return {
@@ -92,7 +95,13 @@ describe('sold-out fast path', () => {
    * A retry of the checkout stored under `key` (one unit of `productId`) replays its 201, and the
    * key with another body is 422 IDEMPOTENCY_KEY_REUSED — API.md's answers, never the fast path's 409.
    */
-  async function expectStoredAnswer(t: TestApp, buyer: Buyer, productId: string, key: string, orderId: string): Promise<void> {
+  async function expectStoredAnswer(
+    t: TestApp,
+    buyer: Buyer,
+    productId: string,
+    key: string,
+    orderId: string,
+  ): Promise<void> {
     const replay = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }], key);
     expect(replay.status).toBe(201);
     expect(replay.headers.get('idempotent-replayed')).toBe('true');
@@ -102,11 +111,15 @@ describe('sold-out fast path', () => {
     expect(reused.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
   }
 
-  it('refuses a sold-out SKU in both instances without a transaction, with the normal path\'s 409', async () => {
+  it("refuses a sold-out SKU in both instances without a transaction, with the normal path's 409", async () => {
     const productId = await insertProduct(a.db.pool, { stock: 3 });
     // a crowd on both instances sells it out through the normal path
     const sale = await Promise.all(
-      crowd.slice(0, 24).map((buyer, i) => placeOrder(instances()[i % 2].http, buyer, [{ productId, quantity: 1 }])),
+      crowd
+        .slice(0, 24)
+        .map((buyer, i) =>
+          placeOrder(instances()[i % 2].http, buyer, [{ productId, quantity: 1 }]),
+        ),
     );
     expect(sale.filter((r) => r.status === 201)).toHaveLength(3);
     const normal = sale.find((r) => r.status === 409)!;
@@ -126,9 +139,11 @@ describe('sold-out fast path', () => {
       let opened: number;
       try {
         refusals = await Promise.all(
-          crowd.slice(24, 48).map((buyer, i) =>
-            placeOrder(instances()[i % 2].http, buyer, [{ productId, quantity: 1 + (i % 3) }]),
-          ),
+          crowd
+            .slice(24, 48)
+            .map((buyer, i) =>
+              placeOrder(instances()[i % 2].http, buyer, [{ productId, quantity: 1 + (i % 3) }]),
+            ),
         );
         opened = tx.count();
       } finally {
@@ -139,7 +154,8 @@ describe('sold-out fast path', () => {
       // not one transaction opened for a refusal the fast path answered, in either instance
       expect(opened).toBe(24 - fast);
       if (fast === 24) expect(fastInB).toBeGreaterThan(0);
-      else if (attempt === 4) throw new Error(`the fast path answered ${fast} of 24 at the fifth try`);
+      else if (attempt === 4)
+        throw new Error(`the fast path answered ${fast} of 24 at the fifth try`);
     }
     refusals.forEach((r, i) => {
       expect(r.status).toBe(409);
@@ -157,7 +173,11 @@ describe('sold-out fast path', () => {
     const productId = await insertProduct(a.db.pool, { stock: 1 });
     expect((await placeOrder(a.http, crowd[3], [{ productId, quantity: 1 }])).status).toBe(201);
     await untilFastPathRefuses(b, productId, crowd[4]);
-    const off = await a.http.patch(`/v1/admin/products/${productId}`, { active: false }, { token: admin });
+    const off = await a.http.patch(
+      `/v1/admin/products/${productId}`,
+      { active: false },
+      { token: admin },
+    );
     expect(off.status).toBe(200);
     for (const t of instances()) {
       const res = await placeOrder(t.http, crowd[5], [{ productId, quantity: 1 }]);
@@ -171,7 +191,11 @@ describe('sold-out fast path', () => {
     expect(first.status).toBe(201);
     await untilFastPathRefuses(b, productId, crowd[1]);
 
-    const cancel = await a.http.post(`/v1/orders/${first.body.id}/cancel`, {}, { token: crowd[0].token, idempotencyKey: newKey() });
+    const cancel = await a.http.post(
+      `/v1/orders/${first.body.id}/cancel`,
+      {},
+      { token: crowd[0].token, idempotencyKey: newKey() },
+    );
     expect(cancel.status).toBe(200);
     // before the fix this is the fast path's 409: the release has to clear the mark everywhere
     const next = await placeOrder(b.http, crowd[2], [{ productId, quantity: 1 }]);
@@ -181,12 +205,18 @@ describe('sold-out fast path', () => {
 
   it('under a flood of buyers on both instances, a cancel and a restock: nobody refused while a unit was free', async () => {
     const productId = await insertProduct(a.db.pool, { stock: 4 });
-    const held = await Promise.all(crowd.slice(0, 4).map((buyer) => placeOrder(a.http, buyer, [{ productId, quantity: 1 }])));
+    const held = await Promise.all(
+      crowd.slice(0, 4).map((buyer) => placeOrder(a.http, buyer, [{ productId, quantity: 1 }])),
+    );
     expect(held.map((r) => r.status)).toEqual([201, 201, 201, 201]);
     await untilFastPathRefuses(a, productId, crowd[4]);
     const fastBefore = await totalFastRefusals();
 
-    interface Attempt { start: number; end: number; status: number }
+    interface Attempt {
+      start: number;
+      end: number;
+      status: number;
+    }
     const attempts: Attempt[] = [];
     const events: { start: number; end: number }[] = [];
     let stop = false;
@@ -200,7 +230,11 @@ describe('sold-out fast path', () => {
       })();
     const sold = () => attempts.filter((x) => x.status === 201).length;
     const until = (what: string, cond: () => boolean) =>
-      waitFor(what, cond, { timeoutMs: 10_000, intervalMs: 5, context: () => `${attempts.length} attempts, ${sold()} sold` });
+      waitFor(what, cond, {
+        timeoutMs: 10_000,
+        intervalMs: 5,
+        context: () => `${attempts.length} attempts, ${sold()} sold`,
+      });
     const timed = async (work: () => Promise<HttpResponse>) => {
       const start = performance.now();
       const res = await work();
@@ -212,14 +246,22 @@ describe('sold-out fast path', () => {
     try {
       await until('40 attempts', () => attempts.length >= 40);
       const cancel = await timed(() =>
-        a.http.post(`/v1/orders/${held[0].body.id}/cancel`, {}, { token: crowd[0].token, idempotencyKey: newKey() }),
+        a.http.post(
+          `/v1/orders/${held[0].body.id}/cancel`,
+          {},
+          { token: crowd[0].token, idempotencyKey: newKey() },
+        ),
       );
       expect(cancel.status).toBe(200);
       await until('the released unit to sell', () => sold() >= 1);
       const more = attempts.length;
       await until('40 more attempts', () => attempts.length >= more + 40);
       const restock = await timed(() =>
-        b.http.post(`/v1/admin/products/${productId}/stock-adjustments`, { delta: 2, reason: 'delivery' }, { token: admin }),
+        b.http.post(
+          `/v1/admin/products/${productId}/stock-adjustments`,
+          { delta: 2, reason: 'delivery' },
+          { token: admin },
+        ),
       );
       expect(restock.status).toBe(200);
       await until('the restocked units to sell', () => sold() >= 3);
@@ -244,7 +286,9 @@ describe('sold-out fast path', () => {
     for (const e of events) {
       const takers = attempts.filter((x) => x.status === 201 && x.end > e.end);
       const freeUntil = Math.min(...takers.map((x) => Math.max(x.start, e.end)));
-      const refusedWhileFree = attempts.filter((x) => x.status === 409 && x.start >= e.end && x.end <= freeUntil);
+      const refusedWhileFree = attempts.filter(
+        (x) => x.status === 409 && x.start >= e.end && x.end <= freeUntil,
+      );
       expect(refusedWhileFree).toEqual([]);
     }
   }, 120_000);
@@ -304,11 +348,19 @@ describe('sold-out fast path', () => {
     expect(await totalFastRefusals()).toBe(refusedBefore);
     // a key the buyer used on another route is that route's: 422 here, never INSUFFICIENT_STOCK
     const cancelKey = newKey();
-    const cancel = await a.http.post(`/v1/orders/${first.body.id}/cancel`, {}, { token: buyer.token, idempotencyKey: cancelKey });
+    const cancel = await a.http.post(
+      `/v1/orders/${first.body.id}/cancel`,
+      {},
+      { token: buyer.token, idempotencyKey: cancelKey },
+    );
     expect(cancel.status).toBe(200);
     expect((await placeOrder(b.http, crowd[46], [{ productId, quantity: 1 }])).status).toBe(201);
     await untilFastPathRefuses(b, productId, crowd[47]);
-    const other = await a.http.post('/v1/orders', { items: [{ productId, quantity: 1 }] }, { token: buyer.token, idempotencyKey: cancelKey });
+    const other = await a.http.post(
+      '/v1/orders',
+      { items: [{ productId, quantity: 1 }] },
+      { token: buyer.token, idempotencyKey: cancelKey },
+    );
     expect(other.status).toBe(422);
     expect(other.body.code).toBe('IDEMPOTENCY_KEY_REUSED');
   }, 60_000);
@@ -324,7 +376,10 @@ describe('sold-out fast path', () => {
     const twin = await a.db.pool.connect();
     try {
       await twin.query('BEGIN');
-      await twin.query(`SELECT pg_advisory_xact_lock(${KEY_LOCK_ID})`, [userPrincipal(buyer.userId), key]);
+      await twin.query(`SELECT pg_advisory_xact_lock(${KEY_LOCK_ID})`, [
+        userPrincipal(buyer.userId),
+        key,
+      ]);
       const refusedBefore = await totalFastRefusals();
       for (const t of instances()) {
         const retry = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }], key);
@@ -356,9 +411,18 @@ describe('sold-out fast path', () => {
       const checkout = placeOrder(a.http, late, [{ productId: p, quantity: 1 }], newKey());
       // the request's own claim, on the normal path, waits on the table (the question gave up on it
       // after its lock_timeout, its locks gone with it; the old one still held the key's then)
-      await untilWaitingOnLocks(a.db.pool, 'the normal path\'s claim waiting on the table', { matching: '%idempotency_claim(%', count: 1 });
-      await waitFor('the key question gone', async () =>
-        (await a.db.pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%idempotency_keys_in_use%' AND state = 'active' AND pid <> pg_backend_pid()`)).rows[0].n,
+      await untilWaitingOnLocks(a.db.pool, "the normal path's claim waiting on the table", {
+        matching: '%idempotency_claim(%',
+        count: 1,
+      });
+      await waitFor(
+        'the key question gone',
+        async () =>
+          (
+            await a.db.pool.query(
+              `SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%idempotency_keys_in_use%' AND state = 'active' AND pid <> pg_backend_pid()`,
+            )
+          ).rows[0].n,
         { until: (n) => n === 0 },
       );
       await table.query('COMMIT');
@@ -411,7 +475,7 @@ describe('sold-out fast path', () => {
   /** Spies on the route's guard of an instance: a call means the request reached Nest. */
   const guardCalls = (t: TestApp) => jest.spyOn(t.app.get(CheckoutSoldOutGuard), 'canActivate');
 
-  it('the first request hook refuses before Nest, with the guard\'s answer, header for header', async () => {
+  it("the first request hook refuses before Nest, with the guard's answer, header for header", async () => {
     const productId = await insertProduct(a.db.pool, { stock: 1 });
     expect((await placeOrder(a.http, crowd[0], [{ productId, quantity: 1 }])).status).toBe(201);
     await untilFastPathRefuses(a, productId, crowd[1]);
@@ -459,20 +523,94 @@ describe('sold-out fast path', () => {
     const line = { productId, quantity: 1 };
     const token = crowd[5].token;
     const post = (path: string, opts: { token?: string; key?: string; raw: string }) =>
-      a.http.request('POST', path, undefined, { token: opts.token, idempotencyKey: opts.key, raw: opts.raw });
+      a.http.request('POST', path, undefined, {
+        token: opts.token,
+        idempotencyKey: opts.key,
+        raw: opts.raw,
+      });
     const body = JSON.stringify({ items: [line] });
     const cases: [string, () => Promise<HttpResponse>, number, string][] = [
       ['anonymous', () => post('/v1/orders', { key: newKey(), raw: body }), 401, 'UNAUTHENTICATED'],
-      ['a forged token', () => post('/v1/orders', { token: `${token}x`, key: newKey(), raw: body }), 401, 'TOKEN_INVALID'],
-      ['no Idempotency-Key', () => post('/v1/orders', { token, raw: body }), 400, 'IDEMPOTENCY_KEY_MISSING'],
-      ['an invalid Idempotency-Key', () => post('/v1/orders', { token, key: 'k'.repeat(256), raw: body }), 400, 'IDEMPOTENCY_KEY_INVALID'],
-      ['a query string', () => post('/v1/orders?x=1', { token, key: newKey(), raw: body }), 400, 'VALIDATION_FAILED'],
-      ['malformed JSON', () => post('/v1/orders', { token, key: newKey(), raw: body.slice(0, -1) }), 400, 'BAD_REQUEST'],
-      ['a quantity as a string', () => post('/v1/orders', { token, key: newKey(), raw: JSON.stringify({ items: [{ productId, quantity: '1' }] }) }), 400, 'VALIDATION_FAILED'],
-      ['another property', () => post('/v1/orders', { token, key: newKey(), raw: JSON.stringify({ items: [line], note: 'x' }) }), 400, 'VALIDATION_FAILED'],
-      ['a duplicate line', () => post('/v1/orders', { token, key: newKey(), raw: JSON.stringify({ items: [line, line] }) }), 400, 'VALIDATION_FAILED'],
-      ['a __proto__ key', () => post('/v1/orders', { token, key: newKey(), raw: `{"items":[${JSON.stringify(line)}],"__proto__":{"x":1}}` }), 400, 'BAD_REQUEST'],
-      ['a cart checkout (empty cart)', () => post('/v1/orders', { token, key: newKey(), raw: '{}' }), 400, 'ORDER_EMPTY'],
+      [
+        'a forged token',
+        () => post('/v1/orders', { token: `${token}x`, key: newKey(), raw: body }),
+        401,
+        'TOKEN_INVALID',
+      ],
+      [
+        'no Idempotency-Key',
+        () => post('/v1/orders', { token, raw: body }),
+        400,
+        'IDEMPOTENCY_KEY_MISSING',
+      ],
+      [
+        'an invalid Idempotency-Key',
+        () => post('/v1/orders', { token, key: 'k'.repeat(256), raw: body }),
+        400,
+        'IDEMPOTENCY_KEY_INVALID',
+      ],
+      [
+        'a query string',
+        () => post('/v1/orders?x=1', { token, key: newKey(), raw: body }),
+        400,
+        'VALIDATION_FAILED',
+      ],
+      [
+        'malformed JSON',
+        () => post('/v1/orders', { token, key: newKey(), raw: body.slice(0, -1) }),
+        400,
+        'BAD_REQUEST',
+      ],
+      [
+        'a quantity as a string',
+        () =>
+          post('/v1/orders', {
+            token,
+            key: newKey(),
+            raw: JSON.stringify({ items: [{ productId, quantity: '1' }] }),
+          }),
+        400,
+        'VALIDATION_FAILED',
+      ],
+      [
+        'another property',
+        () =>
+          post('/v1/orders', {
+            token,
+            key: newKey(),
+            raw: JSON.stringify({ items: [line], note: 'x' }),
+          }),
+        400,
+        'VALIDATION_FAILED',
+      ],
+      [
+        'a duplicate line',
+        () =>
+          post('/v1/orders', {
+            token,
+            key: newKey(),
+            raw: JSON.stringify({ items: [line, line] }),
+          }),
+        400,
+        'VALIDATION_FAILED',
+      ],
+      [
+        'a __proto__ key',
+        () =>
+          post('/v1/orders', {
+            token,
+            key: newKey(),
+            raw: `{"items":[${JSON.stringify(line)}],"__proto__":{"x":1}}`,
+          }),
+        400,
+        'BAD_REQUEST',
+      ],
+      [
+        'a cart checkout (empty cart)',
+        () => post('/v1/orders', { token, key: newKey(), raw: '{}' }),
+        400,
+        'ORDER_EMPTY',
+      ],
     ];
     const before = await fastRefusals(a);
     for (const [name, request, status, code] of cases) {
@@ -507,7 +645,9 @@ describe('sold-out fast path', () => {
     const s = await registerCustomer(a.http);
     const buyer = { userId: s.user.id, token: s.accessToken };
     expect((await placeOrder(a.http, buyer, [{ productId, quantity: 1 }])).status).toBe(409);
-    expect((await a.http.post('/v1/auth/logout', { refreshToken: s.refreshToken })).status).toBe(204);
+    expect((await a.http.post('/v1/auth/logout', { refreshToken: s.refreshToken })).status).toBe(
+      204,
+    );
     const counted = await totalFastRefusals();
     for (const t of instances()) {
       const res = await placeOrder(t.http, buyer, [{ productId, quantity: 1 }]);
@@ -520,7 +660,8 @@ describe('sold-out fast path', () => {
   it('with rate limits on, a replay judged at the front is counted once, and a client over its limit is refused before its key is asked about', async () => {
     const c = await bootTestApp({ db: a.db, env: { ...env, RATE_LIMIT_ENABLED: 'true' } });
     try {
-      const remaining = (res: HttpResponse) => Number(/"order-create";r=(\d+)/.exec(res.headers.get('ratelimit') ?? '')?.[1]);
+      const remaining = (res: HttpResponse) =>
+        Number(/"order-create";r=(\d+)/.exec(res.headers.get('ratelimit') ?? '')?.[1]);
       const productId = await insertProduct(a.db.pool, { stock: 1 });
       const buyer = crowd[26];
       const key = newKey();
@@ -530,7 +671,9 @@ describe('sold-out fast path', () => {
       // the retry is judged at the front (sold out), its key holds the 201: the normal path
       // replays it, and its guards do not count it a second time
       const replay = await placeOrder(c.http, buyer, [{ productId, quantity: 1 }], key);
-      expect([replay.status, replay.headers.get('idempotent-replayed'), remaining(replay)]).toEqual([201, 'true', 28]);
+      expect([replay.status, replay.headers.get('idempotent-replayed'), remaining(replay)]).toEqual(
+        [201, 'true', 28],
+      );
       for (let left = 27; left >= 0; left--) {
         const refused = await placeOrder(c.http, buyer, [{ productId, quantity: 1 }]);
         expect([refused.status, remaining(refused)]).toEqual([409, left]);
@@ -546,7 +689,11 @@ describe('sold-out fast path', () => {
       // over the limit, a retry of the stored 201 (its answer lost) still gets it, judged at the
       // front too (the limits compare the body the hook read, not an unparsed one)
       const late = await placeOrder(c.http, buyer, [{ productId, quantity: 1 }], key);
-      expect([late.status, late.headers.get('idempotent-replayed'), late.body.id]).toEqual([201, 'true', first.body.id]);
+      expect([late.status, late.headers.get('idempotent-replayed'), late.body.id]).toEqual([
+        201,
+        'true',
+        first.body.id,
+      ]);
     } finally {
       await c.close();
     }
@@ -563,14 +710,17 @@ describe('sold-out fast path', () => {
       const before = await fastRefusals(c);
       const answers: HttpResponse[] = [];
       try {
-        for (let i = 0; i < 31; i++) answers.push(await placeOrder(c.http, buyer, [{ productId, quantity: 1 }]));
+        for (let i = 0; i < 31; i++)
+          answers.push(await placeOrder(c.http, buyer, [{ productId, quantity: 1 }]));
         expect(calls).not.toHaveBeenCalled();
       } finally {
         calls.mockRestore();
       }
       // the per-user order-create limit (30 a minute) and the per-IP default one, as the guards count
       expect(answers.slice(0, 30).map((r) => r.status)).toEqual(Array(30).fill(409));
-      expect(answers[0].headers.get('ratelimit-policy')).toBe('"default";q=300;w=60, "order-create";q=30;w=60, "user-writes-day";q=2000;w=86400');
+      expect(answers[0].headers.get('ratelimit-policy')).toBe(
+        '"default";q=300;w=60, "order-create";q=30;w=60, "user-writes-day";q=2000;w=86400',
+      );
       expect(answers[29].headers.get('ratelimit')).toMatch(/"order-create";r=0;t=\d+/);
       const limited = answers[30];
       expect(limited.status).toBe(429);

@@ -18,9 +18,14 @@ describe('scripts/ts-register.js', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   const node = (file: string) =>
-    run(process.execPath, ['-r', join(ROOT, 'scripts', 'ts-register.js'), file], { cwd: ROOT }).then(
+    run(process.execPath, ['-r', join(ROOT, 'scripts', 'ts-register.js'), file], {
+      cwd: ROOT,
+    }).then(
       (r) => ({ code: 0, out: r.stdout + r.stderr }),
-      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, out: e.stdout + e.stderr }),
+      (e: { code: number; stdout: string; stderr: string }) => ({
+        code: e.code,
+        out: e.stdout + e.stderr,
+      }),
     );
 
   it('runs what the file says now: an edited file is transpiled again, not read from the cache', async () => {
@@ -38,7 +43,9 @@ describe('scripts/ts-register.js', () => {
     writeFileSync(file, `const said: string = '${marker}';\nconsole.log(said);\n`);
     expect(await node(file)).toEqual({ code: 0, out: `${marker}\n` });
     const cacheDir = join(ROOT, 'node_modules', '.cache', 'ts-register');
-    const cached = readdirSync(cacheDir).filter((f) => readFileSync(join(cacheDir, f), 'utf8').includes(marker));
+    const cached = readdirSync(cacheDir).filter((f) =>
+      readFileSync(join(cacheDir, f), 'utf8').includes(marker),
+    );
     expect(cached).toHaveLength(1);
     writeFileSync(join(cacheDir, cached[0]), '"use strict";\n'); // as a crash before the data reached the disk
     expect(await node(file)).toEqual({ code: 0, out: `${marker}\n` });
@@ -47,17 +54,23 @@ describe('scripts/ts-register.js', () => {
   it("transpiles with tsc's semantics for tsconfig.json (which builds dist/): the options in scripts/swc-options.js follow it", () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const swc = require(join(ROOT, 'scripts', 'swc-options.js'));
-    const config = ts.getParsedCommandLineOfConfigFile(join(ROOT, 'tsconfig.json'), {}, {
-      ...ts.sys,
-      onUnRecoverableConfigFileDiagnostic: (d) => {
-        throw new Error(ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+    const config = ts.getParsedCommandLineOfConfigFile(
+      join(ROOT, 'tsconfig.json'),
+      {},
+      {
+        ...ts.sys,
+        onUnRecoverableConfigFileDiagnostic: (d) => {
+          throw new Error(ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+        },
       },
-    })!.options;
+    )!.options;
     expect(ts.ScriptTarget[config.target!].toLowerCase()).toBe(swc.jsc.target);
     expect(config.module).toBe(ts.ModuleKind.CommonJS);
     expect(swc.module.type).toBe('commonjs');
     // class fields by define when the target is ES2022 or later, unless said otherwise
-    expect(config.useDefineForClassFields ?? config.target! >= ts.ScriptTarget.ES2022).toBe(swc.jsc.transform.useDefineForClassFields);
+    expect(config.useDefineForClassFields ?? config.target! >= ts.ScriptTarget.ES2022).toBe(
+      swc.jsc.transform.useDefineForClassFields,
+    );
     expect(config.experimentalDecorators).toBe(swc.jsc.parser.decorators);
     expect(config.experimentalDecorators).toBe(swc.jsc.transform.legacyDecorator);
     expect(config.emitDecoratorMetadata).toBe(swc.jsc.transform.decoratorMetadata);

@@ -83,7 +83,9 @@ describe('processed webhook events: retention', () => {
       );
     }
     expect(await t.app.get(WebhookEventRetention).purge()).toBe(1);
-    const left = await t.db.pool.query(`SELECT id FROM webhook_events WHERE id LIKE 'evt_ret_%' ORDER BY id`);
+    const left = await t.db.pool.query(
+      `SELECT id FROM webhook_events WHERE id LIKE 'evt_ret_%' ORDER BY id`,
+    );
     expect(left.rows.map((r) => r.id)).toEqual(['evt_ret_new_done', 'evt_ret_old_open']);
     expect(await t.app.get(WebhookEventRetention).purge()).toBe(0);
   });

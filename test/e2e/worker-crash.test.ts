@@ -30,7 +30,11 @@ describe('worker killed mid-job (real processes)', () => {
       context: () => workers.map((w) => w.output().slice(-3000)).join('\n---\n'),
     });
   const startWorker = (metricsPort = 0) => {
-    const w = runScript('src/worker.ts', { ...env, WORKER_METRICS_PORT: String(metricsPort) }, 'warn');
+    const w = runScript(
+      'src/worker.ts',
+      { ...env, WORKER_METRICS_PORT: String(metricsPort) },
+      'warn',
+    );
     workers.push(w);
     return w;
   };
@@ -63,27 +67,46 @@ describe('worker killed mid-job (real processes)', () => {
     const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: 6000 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
     const orderId: string = order.body.id;
-    const pay = await t.http.post(`/v1/orders/${orderId}/payment`, {}, { token: alice.token, idempotencyKey: newKey() });
+    const pay = await t.http.post(
+      `/v1/orders/${orderId}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     const intent: string = pay.body.paymentIntentId;
     // the customer pays, but the cancel reaches us before Stripe's event: the worker must refund
     const event = stripe.succeed(intent);
-    expect((await t.http.post(`/v1/orders/${orderId}/cancel`, {}, { token: alice.token, idempotencyKey: newKey() })).status).toBe(200);
+    expect(
+      (
+        await t.http.post(
+          `/v1/orders/${orderId}/cancel`,
+          {},
+          { token: alice.token, idempotencyKey: newKey() },
+        )
+      ).status,
+    ).toBe(200);
 
     const refundTookEffect = stripe.hangAfterEffect('/v1/refunds');
     const first = startWorker();
     const { body, signature } = stripe.signed(event);
-    const delivered = await t.http.request('POST', '/v1/webhooks/stripe', undefined, { raw: body, headers: { 'stripe-signature': signature } });
+    const delivered = await t.http.request('POST', '/v1/webhooks/stripe', undefined, {
+      raw: body,
+      headers: { 'stripe-signature': signature },
+    });
     expect(delivered.status).toBe(200);
     let reached = false;
     void refundTookEffect.then(() => (reached = true));
-    await until('the first worker to reach the refund call', async () => (reached ? true : undefined));
+    await until('the first worker to reach the refund call', async () =>
+      reached ? true : undefined,
+    );
 
     first.proc.kill('SIGKILL'); // mid-job: Stripe refunded, our side never heard back
     await first.exited;
     // one refund, pending — or already settled by the cancel's own job (order.cancelled →
     // cancel-intent finds the intent paid and refunds it too: same refund, same provider key, so
     // Stripe replays the hung call's answer to it), which the worker runs beside the hung one
-    const midway = await t.db.pool.query(`SELECT status FROM refunds WHERE order_id = $1`, [orderId]);
+    const midway = await t.db.pool.query(`SELECT status FROM refunds WHERE order_id = $1`, [
+      orderId,
+    ]);
     expect(midway.rows).toHaveLength(1);
     expect(['pending', 'succeeded']).toContain(midway.rows[0].status);
 
@@ -107,7 +130,10 @@ describe('worker killed mid-job (real processes)', () => {
 
     const atStripe = await stripe.client().refunds.list({ payment_intent: intent });
     expect(atStripe.data.map((r) => r.amount)).toEqual([12_000]);
-    const refunds = await t.db.pool.query(`SELECT amount::int, reason FROM refunds WHERE order_id = $1`, [orderId]);
+    const refunds = await t.db.pool.query(
+      `SELECT amount::int, reason FROM refunds WHERE order_id = $1`,
+      [orderId],
+    );
     expect(refunds.rows).toEqual([{ amount: 12_000, reason: 'paid_after_cancel' }]);
     const announced = await t.db.pool.query(
       `SELECT count(*)::int AS n FROM outbox WHERE topic = 'order.refunded' AND aggregate_id = $1`,
@@ -115,13 +141,21 @@ describe('worker killed mid-job (real processes)', () => {
     );
     expect(announced.rows[0].n).toBe(1);
     const o = await t.http.get(`/v1/orders/${orderId}`, { token: alice.token });
-    expect(o.body).toMatchObject({ status: 'CANCELLED', payment: { status: 'succeeded', refunded: { amount: 12_000 } } });
+    expect(o.body).toMatchObject({
+      status: 'CANCELLED',
+      payment: { status: 'succeeded', refunded: { amount: 12_000 } },
+    });
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
 
     // the second worker's own metrics endpoint counts the job it finished
     const metrics = await until('worker metrics', async () => {
-      const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => '');
-      return /jobs_total\{queue="payments",outcome="completed"\} [1-9]/.test(text) ? text : undefined;
+      const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then(
+        (r) => r.text(),
+        () => '',
+      );
+      return /jobs_total\{queue="payments",outcome="completed"\} [1-9]/.test(text)
+        ? text
+        : undefined;
     });
     expect(metrics).toContain('order_transitions_total');
     expect((await fetch(`http://127.0.0.1:${metricsPort}/health/live`)).status).toBe(200);

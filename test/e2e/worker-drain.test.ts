@@ -19,7 +19,11 @@ class Host extends WorkerHost {
  * every close() the first one's promise: a close() that waited let close(true) wait too).
  */
 describe('WorkerDrain with BullMQ', () => {
-  const config = loadConfig({ NODE_ENV: 'development', SHUTDOWN_TIMEOUT_MS: '300', DATABASE_POOL_WAIT_MS: '100' });
+  const config = loadConfig({
+    NODE_ENV: 'development',
+    SHUTDOWN_TIMEOUT_MS: '300',
+    DATABASE_POOL_WAIT_MS: '100',
+  });
   const connection = { url: config.redis.url };
   const prefix = `drain${randomBytes(3).toString('hex')}`;
   const opened: { close(): Promise<void> }[] = [];
@@ -34,7 +38,10 @@ describe('WorkerDrain with BullMQ', () => {
     opened.push(queue);
     const host = new Host();
     Object.assign(host, { _worker: worker });
-    const drain = new WorkerDrain({ getProviders: () => [{ instance: host }] } as unknown as DiscoveryService, config);
+    const drain = new WorkerDrain(
+      { getProviders: () => [{ instance: host }] } as unknown as DiscoveryService,
+      config,
+    );
     return { queue, worker, drain };
   }
 
@@ -45,7 +52,10 @@ describe('WorkerDrain with BullMQ', () => {
       finished = true;
     });
     const job = await queue.add('j', {});
-    await waitFor('the job to run', () => job.getState(), { until: (s) => s === 'active', intervalMs: 10 });
+    await waitFor('the job to run', () => job.getState(), {
+      until: (s) => s === 'active',
+      intervalMs: 10,
+    });
     await drain.beforeApplicationShutdown();
     expect(finished).toBe(true);
     expect(await job.getState()).toBe('completed');
@@ -54,9 +64,15 @@ describe('WorkerDrain with BullMQ', () => {
   });
 
   it('a stuck job is given up after SHUTDOWN_TIMEOUT_MS; the worker is closed and a later close() returns at once', async () => {
-    const { queue, worker, drain } = await workerWith('stuck', () => new Promise<void>(() => undefined));
+    const { queue, worker, drain } = await workerWith(
+      'stuck',
+      () => new Promise<void>(() => undefined),
+    );
     const job = await queue.add('j', {});
-    await waitFor('the job to run', () => job.getState(), { until: (s) => s === 'active', intervalMs: 10 });
+    await waitFor('the job to run', () => job.getState(), {
+      until: (s) => s === 'active',
+      intervalMs: 10,
+    });
     const startedAt = performance.now();
     await drain.beforeApplicationShutdown();
     expect(performance.now() - startedAt).toBeLessThan(2_000);

@@ -51,7 +51,9 @@ describe('stock and order functions keep their generic plans', () => {
         `INSERT INTO products (sku, name, price_amount, currency)
          SELECT 'GP-' || g, 'Product ' || g, 100 + g, 'INR' FROM generate_series(1, 2000) g`,
       );
-      await client.query(`INSERT INTO inventory_items (product_id, on_hand) SELECT id, 10 FROM products`);
+      await client.query(
+        `INSERT INTO inventory_items (product_id, on_hand) SELECT id, 10 FROM products`,
+      );
       await client.query(
         `INSERT INTO idempotency_keys (principal, key, method, route, fingerprint, state, created_at, expires_at)
          SELECT 'user:' || (g % 50), 'k' || g, 'POST', '/v1/orders', 'f', 'completed', now(), now() + interval '1 day'
@@ -71,7 +73,9 @@ describe('stock and order functions keep their generic plans', () => {
            JOIN unnest($1, $2) AS k(p, k) ON i.principal = k.p AND i.key = k.k WHERE i.expires_at > $3`,
       );
       const plan = async (sql: string) =>
-        (await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`)).rows.map((r) => r['QUERY PLAN']).join('\n');
+        (await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`)).rows
+          .map((r) => r['QUERY PLAN'])
+          .join('\n');
       const locks = await plan(`EXECUTE locks('{00000000-0000-4000-8000-000000000000}')`);
       expect(locks).toContain('inventory_items_pkey');
       expect(locks).not.toContain('Seq Scan');

@@ -1,5 +1,8 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
-import { MIGRATION_LOCK_TIMEOUT_MS, dataSourceOptions } from '../../src/database/data-source-options';
+import {
+  MIGRATION_LOCK_TIMEOUT_MS,
+  dataSourceOptions,
+} from '../../src/database/data-source-options';
 import { MigratingDataSource } from '../../src/database/migrating-data-source';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
 
@@ -49,6 +52,9 @@ describe('a migration run keeps its lock_timeout when the startup options are dr
     } finally {
       await source.destroy();
     }
-    expect(seen).toEqual([`${MIGRATION_LOCK_TIMEOUT_MS / 1000}s`, `${MIGRATION_LOCK_TIMEOUT_MS / 1000}s`]);
+    expect(seen).toEqual([
+      `${MIGRATION_LOCK_TIMEOUT_MS / 1000}s`,
+      `${MIGRATION_LOCK_TIMEOUT_MS / 1000}s`,
+    ]);
   });
 });

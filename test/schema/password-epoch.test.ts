@@ -28,7 +28,10 @@ describe('migration PasswordEpoch', () => {
       '', // nothing a hash could be: still a tag of its own
     ];
     for (const [i, hash] of hashes.entries()) {
-      await db.pool.query(`INSERT INTO users (email, name, password_hash) VALUES ($1, 'Epoch', $2)`, [`epoch-${i}@schema.test`, hash]);
+      await db.pool.query(
+        `INSERT INTO users (email, name, password_hash) VALUES ($1, 'Epoch', $2)`,
+        [`epoch-${i}@schema.test`, hash],
+      );
     }
     await migration.up(runner());
     const { rows } = await db.pool.query<{ password_hash: string; password_epoch: string }>(
@@ -44,45 +47,68 @@ describe('migration PasswordEpoch', () => {
     expect(sql.rows.map((r) => r.tag)).toEqual(many.map(passwordEpochOf));
     expect(sql.rows.some((r) => /[-_]/.test(r.tag))).toBe(true);
     await expect(
-      db.pool.query(`UPDATE users SET password_epoch = 'short' WHERE email = 'epoch-0@schema.test'`),
+      db.pool.query(
+        `UPDATE users SET password_epoch = 'short' WHERE email = 'epoch-0@schema.test'`,
+      ),
     ).rejects.toMatchObject({ code: '23514', constraint: 'users_password_epoch_check' });
   });
 
   it("keeps writers that know no epoch right (an older build during a rolling deploy, an operator's UPDATE); only a rehash keeps the epoch", async () => {
     const epochOf = async (email: string) =>
-      (await db.pool.query(`SELECT password_hash, password_epoch FROM users WHERE email = $1`, [email])).rows[0] as {
+      (
+        await db.pool.query(`SELECT password_hash, password_epoch FROM users WHERE email = $1`, [
+          email,
+        ])
+      ).rows[0] as {
         password_hash: string;
         password_epoch: string;
       };
     // an older build's registration: no epoch named — the hash's, not a NOT NULL refusal
-    await db.pool.query(`INSERT INTO users (email, name, password_hash) VALUES ('old-build@schema.test', 'Old', 'hash-1')`);
+    await db.pool.query(
+      `INSERT INTO users (email, name, password_hash) VALUES ('old-build@schema.test', 'Old', 'hash-1')`,
+    );
     expect((await epochOf('old-build@schema.test')).password_epoch).toBe(passwordEpochOf('hash-1'));
     // its password change (or an operator's reset): a new hash over the same epoch — a new epoch
-    await db.pool.query(`UPDATE users SET password_hash = 'hash-2', updated_at = now() WHERE email = 'old-build@schema.test'`);
+    await db.pool.query(
+      `UPDATE users SET password_hash = 'hash-2', updated_at = now() WHERE email = 'old-build@schema.test'`,
+    );
     expect((await epochOf('old-build@schema.test')).password_epoch).toBe(passwordEpochOf('hash-2'));
     // its admin:create upsert over an existing account: a new epoch as well
     await db.pool.query(
       `INSERT INTO users (email, name, role, password_hash) VALUES ('old-build@schema.test', 'Old', 'admin', 'hash-3')
        ON CONFLICT (email) DO UPDATE SET role = EXCLUDED.role, password_hash = EXCLUDED.password_hash, updated_at = now()`,
     );
-    expect(await epochOf('old-build@schema.test')).toEqual({ password_hash: 'hash-3', password_epoch: passwordEpochOf('hash-3') });
+    expect(await epochOf('old-build@schema.test')).toEqual({
+      password_hash: 'hash-3',
+      password_epoch: passwordEpochOf('hash-3'),
+    });
     // this build's rehash says so in its transaction: the epoch stays — and only in that transaction
     const client = await db.pool.connect();
     try {
       await client.query('BEGIN');
       await client.query(`SELECT set_config('${REHASH_SETTING}', 'on', true)`);
-      await client.query(`UPDATE users SET password_hash = 'hash-3-rehashed' WHERE email = 'old-build@schema.test'`);
+      await client.query(
+        `UPDATE users SET password_hash = 'hash-3-rehashed' WHERE email = 'old-build@schema.test'`,
+      );
       await client.query('COMMIT');
-      expect(await epochOf('old-build@schema.test')).toEqual({ password_hash: 'hash-3-rehashed', password_epoch: passwordEpochOf('hash-3') });
-      await client.query(`UPDATE users SET password_hash = 'hash-4' WHERE email = 'old-build@schema.test'`);
-      expect((await epochOf('old-build@schema.test')).password_epoch).toBe(passwordEpochOf('hash-4'));
+      expect(await epochOf('old-build@schema.test')).toEqual({
+        password_hash: 'hash-3-rehashed',
+        password_epoch: passwordEpochOf('hash-3'),
+      });
+      await client.query(
+        `UPDATE users SET password_hash = 'hash-4' WHERE email = 'old-build@schema.test'`,
+      );
+      expect((await epochOf('old-build@schema.test')).password_epoch).toBe(
+        passwordEpochOf('hash-4'),
+      );
     } finally {
       client.release();
     }
     // a write naming the new epoch itself (this build's password change) is taken as written
-    await db.pool.query(`UPDATE users SET password_hash = 'hash-5', password_epoch = $1 WHERE email = 'old-build@schema.test'`, [
-      'written-by-the-app-abc',
-    ]);
+    await db.pool.query(
+      `UPDATE users SET password_hash = 'hash-5', password_epoch = $1 WHERE email = 'old-build@schema.test'`,
+      ['written-by-the-app-abc'],
+    );
     expect((await epochOf('old-build@schema.test')).password_epoch).toBe('written-by-the-app-abc');
     // a write that leaves the hash alone leaves the epoch alone
     await db.pool.query(`UPDATE users SET role = 'staff' WHERE email = 'old-build@schema.test'`);

@@ -57,6 +57,11 @@ describe('migration RefundRequestedRest', () => {
       [payment],
     );
     const marked = Object.fromEntries(rows.map((r) => [r.id, r.requested_rest]));
-    expect([marked[partial], marked[failed], marked[rest], marked[automatic]]).toEqual([false, true, true, null]);
+    expect([marked[partial], marked[failed], marked[rest], marked[automatic]]).toEqual([
+      false,
+      true,
+      true,
+      null,
+    ]);
   });
 });

@@ -59,7 +59,12 @@ describe('migration RefundWatch', () => {
          FROM payments WHERE id = ANY($1::uuid[])`,
       [[recent, old, never]],
     );
-    const byId = Object.fromEntries(rows.map((r) => [r.id, [r.days_left === null ? null : Number(r.days_left), r.refunds_checked_at]]));
+    const byId = Object.fromEntries(
+      rows.map((r) => [
+        r.id,
+        [r.days_left === null ? null : Number(r.days_left), r.refunds_checked_at],
+      ]),
+    );
     expect(byId).toEqual({ [recent]: [28, null], [old]: [null, null], [never]: [null, null] });
   });
 });

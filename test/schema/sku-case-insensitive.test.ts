@@ -57,7 +57,9 @@ describe('migration SkuCaseInsensitive', () => {
     await db.pool.query(`UPDATE products SET sku = 'café-1' WHERE id = $1`, [b]);
     await migration.up(runner());
     expect(await indexOf()).toMatch(/und-x-icu/);
-    await expect(db.pool.query(`UPDATE products SET sku = 'CAFÉ-1' WHERE id = $1`, [a])).rejects.toMatchObject({
+    await expect(
+      db.pool.query(`UPDATE products SET sku = 'CAFÉ-1' WHERE id = $1`, [a]),
+    ).rejects.toMatchObject({
       code: '23505',
       constraint: 'products_sku_key',
     });

@@ -21,7 +21,9 @@ describe('security: the access-token guard under concurrent requests', () => {
     const answers = await Promise.all(
       calls.map((c) =>
         Promise.race([
-          t.http.get('/v1/me', { token: c.accessToken }).then((r) => ({ status: r.status, id: r.body?.id as unknown })),
+          t.http
+            .get('/v1/me', { token: c.accessToken })
+            .then((r) => ({ status: r.status, id: r.body?.id as unknown })),
           new Promise<{ status: number; id: unknown }>((resolve) =>
             setTimeout(() => resolve({ status: 0, id: 'no answer within 10 s' }), 10_000).unref(),
           ),

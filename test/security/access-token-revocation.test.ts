@@ -20,12 +20,21 @@ const familyClaim = (accessToken: string): string =>
     .fam;
 
 /** GET /v1/me with the token until it answers `status` (at most `withinMs`). */
-function meStatusBecomes(http: HttpClient, token: string, status: number, withinMs = WITHIN_MS): Promise<number> {
-  return waitFor(`GET /v1/me to answer ${status}`, async () => (await http.get('/v1/me', { token })).status, {
-    until: (s) => s === status,
-    timeoutMs: withinMs,
-    intervalMs: 50,
-  });
+function meStatusBecomes(
+  http: HttpClient,
+  token: string,
+  status: number,
+  withinMs = WITHIN_MS,
+): Promise<number> {
+  return waitFor(
+    `GET /v1/me to answer ${status}`,
+    async () => (await http.get('/v1/me', { token })).status,
+    {
+      until: (s) => s === status,
+      timeoutMs: withinMs,
+      intervalMs: 50,
+    },
+  );
 }
 
 const meStatus = async (http: HttpClient, token: string) =>
@@ -89,7 +98,7 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
     expect(await meStatus(b.http, otherUser.accessToken)).toBe(200);
   });
 
-  it('a password change whose COMMIT fails (its answer lost with the connection) has its sessions\' access tokens refused everywhere', async () => {
+  it("a password change whose COMMIT fails (its answer lost with the connection) has its sessions' access tokens refused everywhere", async () => {
     const s = await registerCustomer(a.http);
     expect(await meStatus(b.http, s.accessToken)).toBe(200);
     // COMMIT itself fails, after every statement of the change ran: as when the connection goes
@@ -108,7 +117,11 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${trigger}()`,
     );
     try {
-      const res = await a.http.post('/v1/me/password', { currentPassword: s.password, newPassword: 'another-long-password-1' }, { token: s.accessToken });
+      const res = await a.http.post(
+        '/v1/me/password',
+        { currentPassword: s.password, newPassword: 'another-long-password-1' },
+        { token: s.accessToken },
+      );
       expect(res.status).toBeGreaterThanOrEqual(500);
     } finally {
       await a.db.pool.query(`DROP TRIGGER ${trigger} ON refresh_token_families`);
@@ -134,13 +147,20 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
     }
     expect(await tokenRow()).toEqual({ spent_at: null, revoked_at: null });
     // and the password is still the old one
-    expect((await a.http.post('/v1/auth/login', { email: s.email, password: s.password })).status).toBe(200);
+    expect(
+      (await a.http.post('/v1/auth/login', { email: s.email, password: s.password })).status,
+    ).toBe(200);
   });
 
   it('a sign-in with the old password still being verified when the change commits gets no session', async () => {
     const s = await registerCustomer(a.http);
     const families = async () =>
-      (await a.db.pool.query(`SELECT count(*)::int AS n FROM refresh_token_families WHERE user_id = $1 AND revoked_at IS NULL`, [s.user.id])).rows[0].n as number;
+      (
+        await a.db.pool.query(
+          `SELECT count(*)::int AS n FROM refresh_token_families WHERE user_id = $1 AND revoked_at IS NULL`,
+          [s.user.id],
+        )
+      ).rows[0].n as number;
     // the attacker's login has read the old hash and is inside argon2 …
     const hasher = a.app.get(PasswordHasher);
     const verify = hasher.verify.bind(hasher);
@@ -157,7 +177,11 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
       const attacker = a.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD });
       await inside;
       // … when the owner changes the password (in the other process), revoking every session
-      const changed = await b.http.post('/v1/me/password', { currentPassword: TEST_PASSWORD, newPassword: 'owner-took-it-back-42' }, { token: s.accessToken });
+      const changed = await b.http.post(
+        '/v1/me/password',
+        { currentPassword: TEST_PASSWORD, newPassword: 'owner-took-it-back-42' },
+        { token: s.accessToken },
+      );
       expect(changed.status).toBe(204);
       release();
       const late = await attacker;
@@ -167,8 +191,13 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
     }
     expect(await families()).toBe(0);
     // and the new password is the one that works (a rehash of the old one never lands over it)
-    expect((await a.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD })).status).toBe(401);
-    expect((await a.http.post('/v1/auth/login', { email: s.email, password: 'owner-took-it-back-42' })).status).toBe(200);
+    expect(
+      (await a.http.post('/v1/auth/login', { email: s.email, password: TEST_PASSWORD })).status,
+    ).toBe(401);
+    expect(
+      (await a.http.post('/v1/auth/login', { email: s.email, password: 'owner-took-it-back-42' }))
+        .status,
+    ).toBe(200);
   });
 
   it('after a detected refresh-token reuse: every access token of that family', async () => {
@@ -258,11 +287,18 @@ describe('security: access-token revocation with Redis down (fail open, remember
     const mark = `${a.config.redis.keyPrefix}:revoked-session:${familyClaim(s.accessToken)}`;
     const probe = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
     try {
-      await waitFor('the mark written once Redis is back', async () => { await probe.connect().catch(() => undefined); return probe.exists(mark); }, {
-        until: (n) => n === 1,
-        timeoutMs: 10_000,
-        retryErrors: true,
-      });
+      await waitFor(
+        'the mark written once Redis is back',
+        async () => {
+          await probe.connect().catch(() => undefined);
+          return probe.exists(mark);
+        },
+        {
+          until: (n) => n === 1,
+          timeoutMs: 10_000,
+          retryErrors: true,
+        },
+      );
     } finally {
       probe.disconnect();
     }
@@ -272,7 +308,9 @@ describe('security: access-token revocation with Redis down (fail open, remember
   it('Redis back without its data: the marks are written again from the database, and a process that never saw them refuses', async () => {
     const s = await registerCustomer(a.http);
     const otherUser = await registerCustomer(a.http);
-    expect((await a.http.post('/v1/auth/logout', { refreshToken: s.refreshToken })).status).toBe(204);
+    expect((await a.http.post('/v1/auth/logout', { refreshToken: s.refreshToken })).status).toBe(
+      204,
+    );
     const mark = `${a.config.redis.keyPrefix}:revoked-session:${familyClaim(s.accessToken)}`;
     const probe = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
     try {
@@ -310,7 +348,10 @@ describe('security: access-token revocation with Redis up but refusing writes (m
     admin = new Redis(redis.url, { maxRetriesPerRequest: 0 });
     const env = { REDIS_URL: redis.url, RATE_LIMIT_ENABLED: 'false' };
     a = await bootTestApp({ env });
-    b = await bootTestApp({ db: a.db, env: { ...env, REDIS_KEY_PREFIX: a.config.redis.keyPrefix } });
+    b = await bootTestApp({
+      db: a.db,
+      env: { ...env, REDIS_KEY_PREFIX: a.config.redis.keyPrefix },
+    });
   });
   afterAll(async () => {
     await admin?.config('SET', 'maxmemory', '0').catch(() => undefined);
@@ -330,7 +371,9 @@ describe('security: access-token revocation with Redis up but refusing writes (m
     await admin.config('SET', 'maxmemory', '1');
     await expect(admin.set('probe', '1')).rejects.toThrow(/OOM/);
 
-    expect((await a.http.post('/v1/auth/logout', { refreshToken: s.refreshToken })).status).toBe(204);
+    expect((await a.http.post('/v1/auth/logout', { refreshToken: s.refreshToken })).status).toBe(
+      204,
+    );
     const mark = `${a.config.redis.keyPrefix}:revoked-session:${familyClaim(s.accessToken)}`;
     expect(await admin.exists(mark)).toBe(0); // the mark was refused: Redis tells b "not revoked"
     // b reads the record every 2 s whatever Redis says (API.md: "within seconds")

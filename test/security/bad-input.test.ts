@@ -37,9 +37,19 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     const id = randomUUID();
     const now = new Date().toISOString();
     const forged: Record<string, unknown[]> = {
-      relevance: [{ k: 0.5, i: 'not-a-uuid', t: now, m: 1 }, { k: 0.5, i: id, t: 'yesterday', m: 1 }, { k: 0.5, i: id, t: now, m: 1.5 }],
-      newest: [{ k: 'not a time', i: id, t: now, m: 1 }, { k: '2026-02-30 10:00:00+00', i: id, t: now, m: 1 }],
-      price_asc: [{ k: 1.5, i: id, t: now, m: 1 }, { k: 1e300, i: id, t: now, m: 1 }],
+      relevance: [
+        { k: 0.5, i: 'not-a-uuid', t: now, m: 1 },
+        { k: 0.5, i: id, t: 'yesterday', m: 1 },
+        { k: 0.5, i: id, t: now, m: 1.5 },
+      ],
+      newest: [
+        { k: 'not a time', i: id, t: now, m: 1 },
+        { k: '2026-02-30 10:00:00+00', i: id, t: now, m: 1 },
+      ],
+      price_asc: [
+        { k: 1.5, i: id, t: now, m: 1 },
+        { k: 1e300, i: id, t: now, m: 1 },
+      ],
       price_desc: [{ k: 100, i: 'x', t: now, m: 1 }],
       popular: [{ k: 2 ** 64, i: id, t: now, m: 1 }],
     };
@@ -53,19 +63,35 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     // (the listing's "as of" instant is re-issued in the next cursor: a 500 before the fix)
     const hoursOnly = '2026-11-30T07:28:32+05';
     for (const sort of Object.keys(forged)) {
-      const res = await t.http.get(`/v1/products?sort=${sort}&limit=1&cursor=${cursor({ k: sort === 'newest' ? hoursOnly : 1, i: id, t: hoursOnly, m: 0 })}`);
+      const res = await t.http.get(
+        `/v1/products?sort=${sort}&limit=1&cursor=${cursor({ k: sort === 'newest' ? hoursOnly : 1, i: id, t: hoursOnly, m: 0 })}`,
+      );
       expectProblem(res, 400, 'VALIDATION_FAILED');
     }
-    for (const c of [{ t: 'x', i: id }, { t: now, i: "'; --" }, { t: hoursOnly, i: id }]) {
-      expectProblem(await t.http.get(`/v1/products/${productId}/reviews?cursor=${cursor(c)}`), 400, 'VALIDATION_FAILED');
-      expectProblem(await t.http.get(`/v1/orders?cursor=${cursor({ c: c.t, i: c.i })}`, { token: alice.token }), 400, 'VALIDATION_FAILED');
+    for (const c of [
+      { t: 'x', i: id },
+      { t: now, i: "'; --" },
+      { t: hoursOnly, i: id },
+    ]) {
+      expectProblem(
+        await t.http.get(`/v1/products/${productId}/reviews?cursor=${cursor(c)}`),
+        400,
+        'VALIDATION_FAILED',
+      );
+      expectProblem(
+        await t.http.get(`/v1/orders?cursor=${cursor({ c: c.t, i: c.i })}`, { token: alice.token }),
+        400,
+        'VALIDATION_FAILED',
+      );
     }
     // cursors the server issued still work, on every sort
     await createProduct(t, admin);
     for (const sort of Object.keys(forged)) {
       const first = await t.http.get(`/v1/products?sort=${sort}&limit=1`);
       expect(first.body.nextCursor).toEqual(expect.any(String));
-      const next = await t.http.get(`/v1/products?sort=${sort}&limit=1&cursor=${first.body.nextCursor}`);
+      const next = await t.http.get(
+        `/v1/products?sort=${sort}&limit=1&cursor=${first.body.nextCursor}`,
+      );
       expect(next.status).toBe(200);
       expect(next.body.items[0].id).not.toBe(first.body.items[0].id);
     }
@@ -89,7 +115,9 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     }
     // the files themselves are still served, ranges too
     expect((await t.http.get('/docs/swagger-ui.css')).status).toBe(200);
-    expect((await t.http.get('/docs/swagger-ui.css', { headers: { range: 'bytes=0-9' } })).status).toBe(206);
+    expect(
+      (await t.http.get('/docs/swagger-ui.css', { headers: { range: 'bytes=0-9' } })).status,
+    ).toBe(206);
   });
 
   it('a route that reads no body refuses one (400 naming it, nothing done) but takes none or {}; a retry sending {} where the first sent nothing replays it', async () => {
@@ -97,30 +125,71 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     const id = order.body.id;
     const stray = { reason: 'changed my mind\u0000' };
     const refused = [
-      await t.http.post(`/v1/orders/${id}/payment`, stray, { token: alice.token, idempotencyKey: newKey() }),
-      await t.http.post(`/v1/orders/${id}/cancel`, stray, { token: alice.token, idempotencyKey: newKey() }),
-      await t.http.post(`/v1/orders/${id}/cancel`, [], { token: alice.token, idempotencyKey: newKey() }),
-      await t.http.request('POST', `/v1/orders/${id}/cancel`, null, { token: alice.token, idempotencyKey: newKey() }),
-      await t.http.post(`/v1/admin/orders/${id}/fulfil`, { force: true }, { token: admin, idempotencyKey: newKey() }),
+      await t.http.post(`/v1/orders/${id}/payment`, stray, {
+        token: alice.token,
+        idempotencyKey: newKey(),
+      }),
+      await t.http.post(`/v1/orders/${id}/cancel`, stray, {
+        token: alice.token,
+        idempotencyKey: newKey(),
+      }),
+      await t.http.post(`/v1/orders/${id}/cancel`, [], {
+        token: alice.token,
+        idempotencyKey: newKey(),
+      }),
+      await t.http.request('POST', `/v1/orders/${id}/cancel`, null, {
+        token: alice.token,
+        idempotencyKey: newKey(),
+      }),
+      await t.http.post(
+        `/v1/admin/orders/${id}/fulfil`,
+        { force: true },
+        { token: admin, idempotencyKey: newKey() },
+      ),
       await t.http.request('DELETE', '/v1/cart', { all: true }, { token: alice.token }),
-      await t.http.request('DELETE', `/v1/admin/products/${productId}`, { hard: true }, { token: admin }),
+      await t.http.request(
+        'DELETE',
+        `/v1/admin/products/${productId}`,
+        { hard: true },
+        { token: admin },
+      ),
     ];
     for (const res of refused) {
       expectProblem(res, 400, 'VALIDATION_FAILED');
       expect(res.body.errors).toEqual([expect.objectContaining({ field: 'body' })]);
     }
-    expect((await t.http.get(`/v1/orders/${id}`, { token: alice.token })).body.status).toBe('INVENTORY_RESERVED');
+    expect((await t.http.get(`/v1/orders/${id}`, { token: alice.token })).body.status).toBe(
+      'INVENTORY_RESERVED',
+    );
     expect((await t.http.get(`/v1/products/${productId}`)).status).toBe(200);
     // none and {} are one request: the key's answer is replayed, whichever the retry sends
     const key = newKey();
-    const first = await t.http.request('POST', `/v1/orders/${id}/payment`, undefined, { token: alice.token, idempotencyKey: key });
+    const first = await t.http.request('POST', `/v1/orders/${id}/payment`, undefined, {
+      token: alice.token,
+      idempotencyKey: key,
+    });
     expect(first.status).toBe(201);
-    const retry = await t.http.post(`/v1/orders/${id}/payment`, {}, { token: alice.token, idempotencyKey: key });
-    expect([retry.status, retry.headers.get('idempotent-replayed'), retry.body]).toEqual([201, 'true', first.body]);
+    const retry = await t.http.post(
+      `/v1/orders/${id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: key },
+    );
+    expect([retry.status, retry.headers.get('idempotent-replayed'), retry.body]).toEqual([
+      201,
+      'true',
+      first.body,
+    ]);
     const cancelKey = newKey();
-    const cancelled = await t.http.post(`/v1/orders/${id}/cancel`, {}, { token: alice.token, idempotencyKey: cancelKey });
+    const cancelled = await t.http.post(
+      `/v1/orders/${id}/cancel`,
+      {},
+      { token: alice.token, idempotencyKey: cancelKey },
+    );
     expect([cancelled.status, cancelled.body.status]).toEqual([200, 'CANCELLED']);
-    const again = await t.http.request('POST', `/v1/orders/${id}/cancel`, undefined, { token: alice.token, idempotencyKey: cancelKey });
+    const again = await t.http.request('POST', `/v1/orders/${id}/cancel`, undefined, {
+      token: alice.token,
+      idempotencyKey: cancelKey,
+    });
     expect([again.status, again.headers.get('idempotent-replayed')]).toEqual([200, 'true']);
   });
 
@@ -131,14 +200,72 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
 
     const cases: [string, Promise<HttpResponse>][] = [
       ['q', t.http.get('/v1/products?q=trail%00mix')],
-      ['login email', t.http.post('/v1/auth/login', { email: 'a\u0000@example.com', password: 'whatever-123' })],
-      ['register name', t.http.post('/v1/auth/register', { email: `n-${randomUUID()}@test.local`, password: 'long-enough-1', name: 'A\u0000' })],
-      ['register email', t.http.post('/v1/auth/register', { email: `n-${randomUUID()}\u0000@test.local`, password: 'long-enough-1', name: 'A' })],
-      ['review comment', t.http.post(`/v1/products/${productId}/reviews`, { rating: 5, comment: 'good\u0000' }, { token: alice.token })],
-      ['sku', t.http.post('/v1/admin/products', { sku: 'S\u0000', name: 'n', description: 'd', price: { amount: 100, currency: 'INR' }, initialStock: 1 }, { token: admin })],
-      ['reason', t.http.post(`/v1/admin/products/${productId}/stock-adjustments`, { delta: 1, reason: 'recount\u0000' }, { token: admin })],
-      ['escape in name', t.http.post('/v1/admin/categories', { name: 'x\u001b[31m', slug: `s-${randomUUID().slice(0, 8)}` }, { token: admin })],
-      ['path parameter', t.http.post('/v1/dev/payment-intents/pi%00x/confirm', { outcome: 'failed' }, { token: alice.token })],
+      [
+        'login email',
+        t.http.post('/v1/auth/login', { email: 'a\u0000@example.com', password: 'whatever-123' }),
+      ],
+      [
+        'register name',
+        t.http.post('/v1/auth/register', {
+          email: `n-${randomUUID()}@test.local`,
+          password: 'long-enough-1',
+          name: 'A\u0000',
+        }),
+      ],
+      [
+        'register email',
+        t.http.post('/v1/auth/register', {
+          email: `n-${randomUUID()}\u0000@test.local`,
+          password: 'long-enough-1',
+          name: 'A',
+        }),
+      ],
+      [
+        'review comment',
+        t.http.post(
+          `/v1/products/${productId}/reviews`,
+          { rating: 5, comment: 'good\u0000' },
+          { token: alice.token },
+        ),
+      ],
+      [
+        'sku',
+        t.http.post(
+          '/v1/admin/products',
+          {
+            sku: 'S\u0000',
+            name: 'n',
+            description: 'd',
+            price: { amount: 100, currency: 'INR' },
+            initialStock: 1,
+          },
+          { token: admin },
+        ),
+      ],
+      [
+        'reason',
+        t.http.post(
+          `/v1/admin/products/${productId}/stock-adjustments`,
+          { delta: 1, reason: 'recount\u0000' },
+          { token: admin },
+        ),
+      ],
+      [
+        'escape in name',
+        t.http.post(
+          '/v1/admin/categories',
+          { name: 'x\u001b[31m', slug: `s-${randomUUID().slice(0, 8)}` },
+          { token: admin },
+        ),
+      ],
+      [
+        'path parameter',
+        t.http.post(
+          '/v1/dev/payment-intents/pi%00x/confirm',
+          { outcome: 'failed' },
+          { token: alice.token },
+        ),
+      ],
     ];
     for (const [label, pending] of cases) {
       const res = await pending;
@@ -146,17 +273,31 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       expectProblem(res, 400, 'VALIDATION_FAILED');
     }
     // multi-line free text stays allowed
-    const ok = await t.http.post(`/v1/products/${productId}/reviews`, { rating: 5, comment: 'line one\nline two\ttabbed' }, { token: alice.token });
+    const ok = await t.http.post(
+      `/v1/products/${productId}/reviews`,
+      { rating: 5, comment: 'line one\nline two\ttabbed' },
+      { token: alice.token },
+    );
     expect(ok.status).toBe(201);
-    const { rows } = await t.db.pool.query(`SELECT count(*)::int AS n FROM products WHERE sku LIKE 'S%' AND name = 'n'`);
+    const { rows } = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM products WHERE sku LIKE 'S%' AND name = 'n'`,
+    );
     expect(rows[0].n).toBe(0);
   });
 
   it('refuses text that is not what it says: lone surrogates (400), another charset (415), bytes that are not UTF-8 (400); nothing written', async () => {
     const slug = () => `enc-${randomUUID().slice(0, 8)}`;
-    const lone = await t.http.post('/v1/admin/categories', { name: 'Tea \ud83c', slug: slug() }, { token: admin });
+    const lone = await t.http.post(
+      '/v1/admin/categories',
+      { name: 'Tea \ud83c', slug: slug() },
+      { token: admin },
+    );
     expectProblem(lone, 400, 'VALIDATION_FAILED');
-    const password = await t.http.post('/v1/auth/register', { email: `n-${randomUUID()}@test.local`, password: 'long-enough-\udfff', name: 'A' });
+    const password = await t.http.post('/v1/auth/register', {
+      email: `n-${randomUUID()}@test.local`,
+      password: 'long-enough-\udfff',
+      name: 'A',
+    });
     expectProblem(password, 400, 'VALIDATION_FAILED');
     const send = (contentType: string, bytes: Buffer) =>
       fetch(`${t.baseUrl}/v1/admin/categories`, {
@@ -165,16 +306,40 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
         body: bytes,
       });
     const latin1Slug = slug();
-    const latin1 = await send('application/json; charset=iso-8859-1', Buffer.from(`{"name":"Caf\u00e9","slug":"${latin1Slug}"}`, 'latin1'));
-    expect([latin1.status, ((await latin1.json()) as { code: string }).code]).toEqual([415, 'UNSUPPORTED_MEDIA_TYPE']);
-    const broken = await send('application/json', Buffer.concat([Buffer.from(`{"name":"Caf`), Buffer.from([0xe9]), Buffer.from(`","slug":"${slug()}"}`)]));
-    expect([broken.status, ((await broken.json()) as { code: string }).code]).toEqual([400, 'BAD_REQUEST']);
-    const { rows } = await t.db.pool.query(`SELECT count(*)::int AS n FROM categories WHERE slug LIKE 'enc-%'`);
+    const latin1 = await send(
+      'application/json; charset=iso-8859-1',
+      Buffer.from(`{"name":"Caf\u00e9","slug":"${latin1Slug}"}`, 'latin1'),
+    );
+    expect([latin1.status, ((await latin1.json()) as { code: string }).code]).toEqual([
+      415,
+      'UNSUPPORTED_MEDIA_TYPE',
+    ]);
+    const broken = await send(
+      'application/json',
+      Buffer.concat([
+        Buffer.from(`{"name":"Caf`),
+        Buffer.from([0xe9]),
+        Buffer.from(`","slug":"${slug()}"}`),
+      ]),
+    );
+    expect([broken.status, ((await broken.json()) as { code: string }).code]).toEqual([
+      400,
+      'BAD_REQUEST',
+    ]);
+    const { rows } = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM categories WHERE slug LIKE 'enc-%'`,
+    );
     expect(rows[0].n).toBe(0);
     // control: UTF-8, said so in any case, is fine
-    const ok = await send('application/json; charset="UTF-8"', Buffer.from(`{"name":"Caf\u00e9","slug":"${slug()}"}`, 'utf8'));
+    const ok = await send(
+      'application/json; charset="UTF-8"',
+      Buffer.from(`{"name":"Caf\u00e9","slug":"${slug()}"}`, 'utf8'),
+    );
     expect(ok.status).toBe(201);
-    const ascii = await send('application/json;charset=us-ascii', Buffer.from(`{"name":"Cafe","slug":"${slug()}"}`, 'ascii'));
+    const ascii = await send(
+      'application/json;charset=us-ascii',
+      Buffer.from(`{"name":"Cafe","slug":"${slug()}"}`, 'ascii'),
+    );
     expect(ascii.status).toBe(201);
   });
 
@@ -185,40 +350,152 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
     await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [order.body.id]);
     const cases: [string, Promise<HttpResponse>][] = [
-      ['register name', t.http.post('/v1/auth/register', { email: `v-${randomUUID()}@test.local`, password: 'long-enough-1', name: doubled(150) })],
-      ['review comment', t.http.post(`/v1/products/${productId}/reviews`, { rating: 4, comment: doubled(3000) }, { token: alice.token })],
-      ['sku', t.http.post('/v1/admin/products', { sku: `V${doubled(40)}`, name: 'v', description: 'd', price: { amount: 100, currency: 'INR' }, initialStock: 1 }, { token: admin })],
-      ['product name', t.http.post('/v1/admin/products', { sku: `V-${randomUUID().slice(0, 8)}`, name: doubled(150), description: 'd', price: { amount: 100, currency: 'INR' }, initialStock: 1 }, { token: admin })],
-      ['category name', t.http.post('/v1/admin/categories', { name: doubled(150), slug: `v-${randomUUID().slice(0, 8)}` }, { token: admin })],
+      [
+        'register name',
+        t.http.post('/v1/auth/register', {
+          email: `v-${randomUUID()}@test.local`,
+          password: 'long-enough-1',
+          name: doubled(150),
+        }),
+      ],
+      [
+        'review comment',
+        t.http.post(
+          `/v1/products/${productId}/reviews`,
+          { rating: 4, comment: doubled(3000) },
+          { token: alice.token },
+        ),
+      ],
+      [
+        'sku',
+        t.http.post(
+          '/v1/admin/products',
+          {
+            sku: `V${doubled(40)}`,
+            name: 'v',
+            description: 'd',
+            price: { amount: 100, currency: 'INR' },
+            initialStock: 1,
+          },
+          { token: admin },
+        ),
+      ],
+      [
+        'product name',
+        t.http.post(
+          '/v1/admin/products',
+          {
+            sku: `V-${randomUUID().slice(0, 8)}`,
+            name: doubled(150),
+            description: 'd',
+            price: { amount: 100, currency: 'INR' },
+            initialStock: 1,
+          },
+          { token: admin },
+        ),
+      ],
+      [
+        'category name',
+        t.http.post(
+          '/v1/admin/categories',
+          { name: doubled(150), slug: `v-${randomUUID().slice(0, 8)}` },
+          { token: admin },
+        ),
+      ],
       ['search text', t.http.get(`/v1/products?q=${encodeURIComponent(doubled(150))}`)],
-      ['register password', t.http.post('/v1/auth/register', { email: `v-${randomUUID()}@test.local`, password: doubled(100), name: 'v' })],
-      ['login password', t.http.post('/v1/auth/login', { email: 'nobody@test.local', password: doubled(100) })],
+      [
+        'register password',
+        t.http.post('/v1/auth/register', {
+          email: `v-${randomUUID()}@test.local`,
+          password: doubled(100),
+          name: 'v',
+        }),
+      ],
+      [
+        'login password',
+        t.http.post('/v1/auth/login', { email: 'nobody@test.local', password: doubled(100) }),
+      ],
       ['refresh token', t.http.post('/v1/auth/refresh', { refreshToken: doubled(150) })],
       // names are one line: no breaks or direction controls to pose as text of ours in an email
-      ['register name on two lines', t.http.post('/v1/auth/register', { email: `v-${randomUUID()}@test.local`, password: 'long-enough-1', name: 'Asha\n\nYour payment failed' })],
-      ['product name with a direction control', t.http.post('/v1/admin/products', { sku: `V-${randomUUID().slice(0, 8)}`, name: 'tea\u202Eevil', description: 'd', price: { amount: 100, currency: 'INR' }, initialStock: 1 }, { token: admin })],
+      [
+        'register name on two lines',
+        t.http.post('/v1/auth/register', {
+          email: `v-${randomUUID()}@test.local`,
+          password: 'long-enough-1',
+          name: 'Asha\n\nYour payment failed',
+        }),
+      ],
+      [
+        'product name with a direction control',
+        t.http.post(
+          '/v1/admin/products',
+          {
+            sku: `V-${randomUUID().slice(0, 8)}`,
+            name: 'tea\u202Eevil',
+            description: 'd',
+            price: { amount: 100, currency: 'INR' },
+            initialStock: 1,
+          },
+          { token: admin },
+        ),
+      ],
     ];
     for (const [label, pending] of cases) {
       const res = await pending;
-      expect({ label, status: res.status, code: res.body.code }).toEqual({ label, status: 400, code: 'VALIDATION_FAILED' });
+      expect({ label, status: res.status, code: res.body.code }).toEqual({
+        label,
+        status: 400,
+        code: 'VALIDATION_FAILED',
+      });
     }
     // at the limit, counted as PostgreSQL counts, it is stored
-    const fits = await t.http.post('/v1/admin/categories', { name: doubled(50), slug: `v-${randomUUID().slice(0, 8)}` }, { token: admin });
+    const fits = await t.http.post(
+      '/v1/admin/categories',
+      { name: doubled(50), slug: `v-${randomUUID().slice(0, 8)}` },
+      { token: admin },
+    );
     expect(fits.status).toBe(201);
   });
 
   it('refuses deeply nested JSON with a 400, with and without an Idempotency-Key', async () => {
     const deepObject = nested(5000, '{"a":', '}');
     const deepArray = `{"items":${nested(5000, '[', ']')}}`;
-    const before = (await t.db.pool.query(`SELECT count(*)::int AS n FROM idempotency_keys`)).rows[0].n;
+    const before = (await t.db.pool.query(`SELECT count(*)::int AS n FROM idempotency_keys`))
+      .rows[0].n;
     for (const raw of [deepObject, deepArray]) {
-      expectProblem(await t.http.request('POST', '/v1/auth/login', undefined, { raw }), 400, 'VALIDATION_FAILED');
-      expectProblem(await t.http.request('POST', '/v1/orders', undefined, { raw, token: alice.token, idempotencyKey: newKey() }), 400, 'VALIDATION_FAILED');
-      expectProblem(await t.http.request('POST', '/v1/admin/categories', undefined, { raw, token: admin, idempotencyKey: newKey() }), 400, 'VALIDATION_FAILED');
+      expectProblem(
+        await t.http.request('POST', '/v1/auth/login', undefined, { raw }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      expectProblem(
+        await t.http.request('POST', '/v1/orders', undefined, {
+          raw,
+          token: alice.token,
+          idempotencyKey: newKey(),
+        }),
+        400,
+        'VALIDATION_FAILED',
+      );
+      expectProblem(
+        await t.http.request('POST', '/v1/admin/categories', undefined, {
+          raw,
+          token: admin,
+          idempotencyKey: newKey(),
+        }),
+        400,
+        'VALIDATION_FAILED',
+      );
     }
-    expect((await t.db.pool.query(`SELECT count(*)::int AS n FROM idempotency_keys`)).rows[0].n).toBe(before);
+    expect(
+      (await t.db.pool.query(`SELECT count(*)::int AS n FROM idempotency_keys`)).rows[0].n,
+    ).toBe(before);
     // moderate nesting is still parsed and validated normally
-    const res = await t.http.post('/v1/orders', { items: [{ productId, quantity: 1, extra: { a: { b: 1 } } }] }, { token: alice.token, idempotencyKey: newKey() });
+    const res = await t.http.post(
+      '/v1/orders',
+      { items: [{ productId, quantity: 1, extra: { a: { b: 1 } } }] },
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expectProblem(res, 400, 'VALIDATION_FAILED');
   });
 
@@ -226,56 +503,109 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
     await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [order.body.id]);
     for (const amount of [1e30, 1.5, 2 ** 53, -1, 0]) {
-      const res = await t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, { amount: { amount, currency: 'INR' } }, { token: admin, idempotencyKey: newKey() });
+      const res = await t.http.post(
+        `/v1/admin/orders/${order.body.id}/refunds`,
+        { amount: { amount, currency: 'INR' } },
+        { token: admin, idempotencyKey: newKey() },
+      );
       expectProblem(res, 400, 'VALIDATION_FAILED');
     }
     // null is not "everything remaining" (leaving the field out is): a buggy client refunds nothing
-    const nullRefund = await t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, { amount: null }, { token: admin, idempotencyKey: newKey() });
+    const nullRefund = await t.http.post(
+      `/v1/admin/orders/${order.body.id}/refunds`,
+      { amount: null },
+      { token: admin, idempotencyKey: newKey() },
+    );
     expectProblem(nullRefund, 400, 'VALIDATION_FAILED');
-    expect((await t.db.pool.query(`SELECT count(*)::int AS n FROM refunds WHERE order_id = $1`, [order.body.id])).rows[0].n).toBe(0);
-    expectProblem(await t.http.put(`/v1/cart/items/${productId}`, { quantity: 1e30 }, { token: alice.token }), 400, 'VALIDATION_FAILED');
+    expect(
+      (
+        await t.db.pool.query(`SELECT count(*)::int AS n FROM refunds WHERE order_id = $1`, [
+          order.body.id,
+        ])
+      ).rows[0].n,
+    ).toBe(0);
+    expectProblem(
+      await t.http.put(`/v1/cart/items/${productId}`, { quantity: 1e30 }, { token: alice.token }),
+      400,
+      'VALIDATION_FAILED',
+    );
     expectProblem(await t.http.get('/v1/products?limit=1e400'), 400, 'VALIDATION_FAILED');
   });
 
   it('null is not "left out": a PATCH field or an order\'s items sent as null is a 400 naming it, and changes nothing', async () => {
     const before = (await t.http.get(`/v1/products/${productId}`)).body;
     for (const field of ['name', 'description', 'price', 'active']) {
-      const res = await t.http.request('PATCH', `/v1/admin/products/${productId}`, { [field]: null }, { token: admin });
+      const res = await t.http.request(
+        'PATCH',
+        `/v1/admin/products/${productId}`,
+        { [field]: null },
+        { token: admin },
+      );
       expectProblem(res, 400, 'VALIDATION_FAILED');
-      expect(new Set(res.body.errors.map((e: { field: string }) => e.field))).toEqual(new Set([field]));
+      expect(new Set(res.body.errors.map((e: { field: string }) => e.field))).toEqual(
+        new Set([field]),
+      );
     }
     expect((await t.http.get(`/v1/products/${productId}`)).body).toEqual(before);
     // {"items": null} is not the cart's checkout (leaving items out is)
-    const order = await t.http.post('/v1/orders', { items: null }, { token: alice.token, idempotencyKey: newKey() });
+    const order = await t.http.post(
+      '/v1/orders',
+      { items: null },
+      { token: alice.token, idempotencyKey: newKey() },
+    );
     expectProblem(order, 400, 'VALIDATION_FAILED');
-    expect(new Set(order.body.errors.map((e: { field: string }) => e.field))).toEqual(new Set(['items']));
+    expect(new Set(order.body.errors.map((e: { field: string }) => e.field))).toEqual(
+      new Set(['items']),
+    );
   });
 
   it('a stock adjustment within its bounds whose sum would pass what on-hand can hold is a 400 naming delta, and writes nothing', async () => {
     const p = (await createProduct(t, admin, { stock: 5 })).id;
-    await t.db.pool.query(`UPDATE inventory_items SET on_hand = 2147483600 WHERE product_id = $1`, [p]);
+    await t.db.pool.query(`UPDATE inventory_items SET on_hand = 2147483600 WHERE product_id = $1`, [
+      p,
+    ]);
     const ledger = async () =>
-      (await t.db.pool.query(`SELECT count(*)::int AS n FROM stock_movements WHERE product_id = $1`, [p])).rows[0].n as number;
+      (
+        await t.db.pool.query(
+          `SELECT count(*)::int AS n FROM stock_movements WHERE product_id = $1`,
+          [p],
+        )
+      ).rows[0].n as number;
     const before = await ledger();
     for (const key of [newKey(), undefined]) {
-      const res = await t.http.post(`/v1/admin/products/${p}/stock-adjustments`, { delta: 100, reason: 'delivery' }, {
-        token: admin,
-        ...(key ? { idempotencyKey: key } : {}),
-      });
+      const res = await t.http.post(
+        `/v1/admin/products/${p}/stock-adjustments`,
+        { delta: 100, reason: 'delivery' },
+        {
+          token: admin,
+          ...(key ? { idempotencyKey: key } : {}),
+        },
+      );
       expectProblem(res, 400, 'VALIDATION_FAILED');
       expect(res.body.errors.map((e: { field: string }) => e.field)).toEqual(['delta']);
     }
-    expect((await t.db.pool.query(`SELECT on_hand FROM inventory_items WHERE product_id = $1`, [p])).rows[0].on_hand).toBe(2147483600);
+    expect(
+      (await t.db.pool.query(`SELECT on_hand FROM inventory_items WHERE product_id = $1`, [p]))
+        .rows[0].on_hand,
+    ).toBe(2147483600);
     expect(await ledger()).toBe(before);
     // what still fits goes through
-    const fits = await t.http.post(`/v1/admin/products/${p}/stock-adjustments`, { delta: 47, reason: 'delivery' }, { token: admin });
+    const fits = await t.http.post(
+      `/v1/admin/products/${p}/stock-adjustments`,
+      { delta: 47, reason: 'delivery' },
+      { token: admin },
+    );
     expect([fits.status, fits.body.onHand]).toEqual([200, 2147483647]);
   });
 
   it('an array where an object belongs (order lines, a price) is a 400 naming it, not a line or price read as empty', async () => {
     for (const items of [[[]], [[{ productId, quantity: 1 }]], [[], []], ['x'], [7]]) {
       for (const key of [newKey(), undefined]) {
-        const res = await t.http.post('/v1/orders', { items }, { token: alice.token, ...(key ? { idempotencyKey: key } : {}) });
+        const res = await t.http.post(
+          '/v1/orders',
+          { items },
+          { token: alice.token, ...(key ? { idempotencyKey: key } : {}) },
+        );
         if (!key) {
           expect(res.status).toBe(400); // the key is required: refused before the body matters
           continue;
@@ -287,7 +617,13 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     for (const price of [[], [{ amount: 100, currency: 'INR' }]]) {
       const created = await t.http.post(
         '/v1/admin/products',
-        { sku: `ARR-${newKey().slice(0, 8)}`, name: 'Arrayed', description: 'x', price, initialStock: 1 },
+        {
+          sku: `ARR-${newKey().slice(0, 8)}`,
+          name: 'Arrayed',
+          description: 'x',
+          price,
+          initialStock: 1,
+        },
         { token: admin, idempotencyKey: newKey() },
       );
       expectProblem(created, 400, 'VALIDATION_FAILED');
@@ -296,24 +632,37 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
   });
 
   it('answers an over-long path parameter (414), a malformed URL (400) and an over-long request line (431) as problem+json', async () => {
-    const long = await t.http.get(`/v1/products/${'a'.repeat(500)}`, { headers: { 'x-request-id': 'trace-long-param' } });
+    const long = await t.http.get(`/v1/products/${'a'.repeat(500)}`, {
+      headers: { 'x-request-id': 'trace-long-param' },
+    });
     expectProblem(long, 414, 'URI_TOO_LONG');
     expect(long.body.requestId).toBe('trace-long-param');
     expect(long.text).not.toContain('aaaaaaaaaa');
     expectProblem(await t.http.get('/v1/products/%zz'), 400, 'BAD_REQUEST');
     // a path parameter that is not a UUID is an invalid field like any other: VALIDATION_FAILED naming it
     // (upper case, braces, no hyphens, NUL alike)
-    for (const id of ['not-a-uuid', '%7Bb78aba9a-9136-4c6b-beed-4c41cb27fb9e%7D', 'b78aba9a91364c6bbeed4c41cb27fb9e', '%00']) {
+    for (const id of [
+      'not-a-uuid',
+      '%7Bb78aba9a-9136-4c6b-beed-4c41cb27fb9e%7D',
+      'b78aba9a91364c6bbeed4c41cb27fb9e',
+      '%00',
+    ]) {
       const res = await t.http.get(`/v1/products/${id}`);
       expectProblem(res, 400, 'VALIDATION_FAILED');
       expect(res.body.errors).toEqual([expect.objectContaining({ field: 'id' })]);
     }
-    expect((await t.http.get('/v1/products/B78ABA9A-9136-4C6B-BEED-4C41CB27FB9E')).status).toBe(404); // a UUID: looked up
+    expect((await t.http.get('/v1/products/B78ABA9A-9136-4C6B-BEED-4C41CB27FB9E')).status).toBe(
+      404,
+    ); // a UUID: looked up
     // a request line over Node's 16 KB header limit, refused before Fastify sees it
     const huge = await t.http.get(`/v1/products?q=${'x'.repeat(20_000)}`);
     expect(huge.status).toBe(431);
     expect(huge.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-    expect(huge.body).toMatchObject({ status: 431, code: 'HEADERS_TOO_LARGE', requestId: huge.headers.get('x-request-id') });
+    expect(huge.body).toMatchObject({
+      status: 431,
+      code: 'HEADERS_TOO_LARGE',
+      requestId: huge.headers.get('x-request-id'),
+    });
     // with the security headers of every other answer (it is written by hand, before Fastify)
     for (const refused of [huge, long]) {
       expect(refused.headers.get('x-content-type-options')).toBe('nosniff');
@@ -324,23 +673,77 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
   it("answers Node's own refusals as problem+json with a request id: no Host header, two, or one that is no host, two Authorization lines (400), an Expect it cannot meet (417), a CONNECT (405, not a dropped connection)", async () => {
     const port = Number(new URL(t.baseUrl).port);
     for (const [head, status, reason, title] of [
-      ['GET /v1/categories HTTP/1.1\r\nConnection: close\r\n\r\n', 400, 'Bad Request', 'Bad request'],
+      [
+        'GET /v1/categories HTTP/1.1\r\nConnection: close\r\n\r\n',
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
       // two Host lines (a proxy may route on the second), or one that is no host: 400 too (RFC 9112 3.2)
-      [`GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nHost: admin.internal\r\nConnection: close\r\n\r\n`, 400, 'Bad Request', 'Bad request'],
-      [`GET /v1/categories HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n`, 400, 'Bad Request', 'Bad request'],
-      ['GET /v1/categories HTTP/1.1\r\nHost: evil.example/x?y\r\nConnection: close\r\n\r\n', 400, 'Bad Request', 'Bad request'],
+      [
+        `GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nHost: admin.internal\r\nConnection: close\r\n\r\n`,
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
+      [
+        `GET /v1/categories HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n`,
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
+      [
+        'GET /v1/categories HTTP/1.1\r\nHost: evil.example/x?y\r\nConnection: close\r\n\r\n',
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
       // two Authorization lines: Node kept the first (a customer's), a gateway may read the last (an admin's)
-      [`GET /v1/me HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer first\r\nauthorization: Bearer second\r\nConnection: close\r\n\r\n`, 400, 'Bad Request', 'Bad request'],
-      [`GET /admin/queues HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Basic YTpi\r\nAuthorization: Bearer x\r\nConnection: close\r\n\r\n`, 400, 'Bad Request', 'Bad request'],
-      ['GET /v1/categories HTTP/1.1\r\nHost: user@evil.example\r\nConnection: close\r\n\r\n', 400, 'Bad Request', 'Bad request'],
-      [`GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nExpect: x-teapot\r\nConnection: close\r\n\r\n`, 417, 'Expectation Failed', 'Expectation failed'],
-      [`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`, 405, 'Method Not Allowed', 'Method not allowed'],
-      [`CONNECT /v1/orders HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`, 405, 'Method Not Allowed', 'Method not allowed'],
+      [
+        `GET /v1/me HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer first\r\nauthorization: Bearer second\r\nConnection: close\r\n\r\n`,
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
+      [
+        `GET /admin/queues HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Basic YTpi\r\nAuthorization: Bearer x\r\nConnection: close\r\n\r\n`,
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
+      [
+        'GET /v1/categories HTTP/1.1\r\nHost: user@evil.example\r\nConnection: close\r\n\r\n',
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
+      [
+        `GET /v1/categories HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nExpect: x-teapot\r\nConnection: close\r\n\r\n`,
+        417,
+        'Expectation Failed',
+        'Expectation failed',
+      ],
+      [
+        `CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`,
+        405,
+        'Method Not Allowed',
+        'Method not allowed',
+      ],
+      [
+        `CONNECT /v1/orders HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`,
+        405,
+        'Method Not Allowed',
+        'Method not allowed',
+      ],
     ] as const) {
       const raw = await rawExchange(port, head);
       const [statusLine, ...rest] = raw.split('\r\n');
       const headers = rest.slice(0, rest.indexOf('')).join('\n').toLowerCase();
-      const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as { status: number; title: string; requestId: string };
+      const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as {
+        status: number;
+        title: string;
+        requestId: string;
+      };
       expect(statusLine).toBe(`HTTP/1.1 ${status} ${reason}`);
       expect(headers).toMatch(/^content-type: application\/problem\+json/m);
       expect(headers).toContain(`x-request-id: ${body.requestId.toLowerCase()}`);
@@ -363,8 +766,22 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     }
     expect((await t.http.get('/v1/categories')).status).toBe(200);
     // one Host, as names, addresses and bracketed IPv6 literals with or without a port: answered
-    for (const host of ['shop.example', 'SHOP.Example.:443', '127.0.0.1', '[::1]:8080', '[fe80::1%25eth0]', 'xn--bcher-kva.example']) {
-      expect((await rawExchange(port, `GET /v1/categories HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`)).split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
+    for (const host of [
+      'shop.example',
+      'SHOP.Example.:443',
+      '127.0.0.1',
+      '[::1]:8080',
+      '[fe80::1%25eth0]',
+      'xn--bcher-kva.example',
+    ]) {
+      expect(
+        (
+          await rawExchange(
+            port,
+            `GET /v1/categories HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
+          )
+        ).split('\r\n')[0],
+      ).toBe('HTTP/1.1 200 OK');
     }
     // a client that half-closes after its request (nc -N, some HTTP/1.0 clients) is answered, and
     // the connection then ends; a keep-alive request the same, and so is a POST with its body
@@ -374,7 +791,10 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       `POST /v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`,
     ]) {
       const answer = await rawExchange(port, head, true);
-      expect([head, answer.split('\r\n')[0]]).toEqual([head, head.startsWith('POST') ? 'HTTP/1.1 400 Bad Request' : 'HTTP/1.1 200 OK']);
+      expect([head, answer.split('\r\n')[0]]).toEqual([
+        head,
+        head.startsWith('POST') ? 'HTTP/1.1 400 Bad Request' : 'HTTP/1.1 200 OK',
+      ]);
     }
     // a well-formed request id of the client's is kept (API.md), here too
     const raw = await rawExchange(
@@ -389,7 +809,9 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
 function rawExchange(port: number, head: string, halfClose = false): Promise<string> {
   return new Promise((resolve, reject) => {
     // halfClose: the request, then the client's end of the connection (a FIN), reading on
-    const socket = connect(port, '127.0.0.1', () => (halfClose ? socket.end(head) : socket.write(head)));
+    const socket = connect(port, '127.0.0.1', () =>
+      halfClose ? socket.end(head) : socket.write(head),
+    );
     const chunks: Buffer[] = [];
     socket.on('data', (c: Buffer) => chunks.push(c));
     socket.on('error', reject);
@@ -423,7 +845,10 @@ describe('cached catalog reads: rate limited, and unknown query parameters refus
       ['cart', t.http.get('/v1/cart?cb=1', { token: customer.accessToken })],
       ['me', t.http.get('/v1/me?x=1', { token: customer.accessToken })],
       ['health', t.http.get('/health/live?x=1')],
-      ['login', t.http.post('/v1/auth/login?x=1', { email: customer.email, password: customer.password })],
+      [
+        'login',
+        t.http.post('/v1/auth/login?x=1', { email: customer.email, password: customer.password }),
+      ],
     ];
     for (const [label, pending] of refused) {
       const res = await pending;
@@ -458,7 +883,9 @@ describe('cached catalog reads: rate limited, and unknown query parameters refus
     let limited: HttpResponse | undefined;
     let allowed: HttpResponse | undefined;
     for (let round = 0; round < 25; round++) {
-      const batch = await Promise.all(Array.from({ length: 16 }, () => t.http.get('/v1/categories')));
+      const batch = await Promise.all(
+        Array.from({ length: 16 }, () => t.http.get('/v1/categories')),
+      );
       for (const res of batch) {
         statuses.push(res.status);
         if (res.status === 429) limited ??= res;
@@ -478,13 +905,18 @@ describe('cached catalog reads: rate limited, and unknown query parameters refus
 
     // behind a trusted proxy: counted per forwarded client; a forged X-Forwarded-For prefix
     // does not make a new client (the proxy's own entry is the one that counts)
-    const proxied = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1' } });
+    const proxied = await bootTestApp({
+      env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1' },
+    });
     try {
-      const as = (xff: string) => proxied.http.get('/v1/categories', { headers: { 'x-forwarded-for': xff } });
+      const as = (xff: string) =>
+        proxied.http.get('/v1/categories', { headers: { 'x-forwarded-for': xff } });
       expect((await as('10.9.0.1')).status).toBe(200);
       const spoofed: number[] = [];
       for (let round = 0; round < 20; round++) {
-        const batch = await Promise.all(Array.from({ length: 16 }, (_, i) => as(`192.0.2.${round * 16 + i}, 10.9.0.1`)));
+        const batch = await Promise.all(
+          Array.from({ length: 16 }, (_, i) => as(`192.0.2.${round * 16 + i}, 10.9.0.1`)),
+        );
         spoofed.push(...batch.map((r) => r.status));
       }
       expect(spoofed.filter((s) => s === 429).length).toBeGreaterThanOrEqual(20);
@@ -499,7 +931,9 @@ describe('cached catalog reads: rate limited, and unknown query parameters refus
     try {
       const all: number[] = [];
       for (let round = 0; round < 20; round++) {
-        const batch = await Promise.all(Array.from({ length: 20 }, () => unlimited.http.get('/v1/categories')));
+        const batch = await Promise.all(
+          Array.from({ length: 20 }, () => unlimited.http.get('/v1/categories')),
+        );
         all.push(...batch.map((r) => r.status));
         expect(batch[0].headers.get('ratelimit')).toBeNull();
       }

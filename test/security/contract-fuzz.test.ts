@@ -63,7 +63,18 @@ interface Operation {
 }
 
 const document = JSON.parse(readFileSync(join(__dirname, '..', '..', 'openapi.json'), 'utf8')) as {
-  paths: Record<string, Record<string, { parameters?: Parameter[]; requestBody?: { content: Record<string, { schema: Schema }> }; security?: unknown[]; responses?: Record<string, unknown> }>>;
+  paths: Record<
+    string,
+    Record<
+      string,
+      {
+        parameters?: Parameter[];
+        requestBody?: { content: Record<string, { schema: Schema }> };
+        security?: unknown[];
+        responses?: Record<string, unknown>;
+      }
+    >
+  >;
   components: { schemas: Record<string, Schema> };
 };
 
@@ -109,10 +120,25 @@ const badString = fc.oneof(
   fc.string({ unit: 'binary', maxLength: 40 }),
 );
 const badNumber = fc.oneof(
-  fc.constantFrom(-1, 0, 1.5, -0.0001, 1e30, -1e30, 2 ** 53, 2 ** 63, Number.MAX_SAFE_INTEGER, 1e308, 1001, 1_000_000_001),
+  fc.constantFrom(
+    -1,
+    0,
+    1.5,
+    -0.0001,
+    1e30,
+    -1e30,
+    2 ** 53,
+    2 ** 63,
+    Number.MAX_SAFE_INTEGER,
+    1e308,
+    1001,
+    1_000_000_001,
+  ),
   fc.double({ noNaN: true, noDefaultInfinity: true }),
 );
-const wrongType = fc.constantFrom<unknown>(null, true, [], {}, [1, 2], { a: 1 }, 'string', 123, [null]);
+const wrongType = fc.constantFrom<unknown>(null, true, [], {}, [1, 2], { a: 1 }, 'string', 123, [
+  null,
+]);
 const deepJson = (depth: number) => `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
 const deepArray = (depth: number) => `${'['.repeat(depth)}1${']'.repeat(depth)}`;
 /** encodeURIComponent for any string (lone surrogates become U+FFFD, as on the wire). */
@@ -172,7 +198,9 @@ function sample(schema: Schema, name: string, fx: Fixtures, op = ''): unknown {
   switch (name) {
     case 'email':
       // a sign-in reaches the password check with a known account; a registration needs a new one
-      return op === 'login' ? fx.emails.customer : `fuzz-${serial++}-${randomUUID().slice(0, 8)}@test.local`;
+      return op === 'login'
+        ? fx.emails.customer
+        : `fuzz-${serial++}-${randomUUID().slice(0, 8)}@test.local`;
     case 'refreshToken':
       return fx.refreshToken;
     case 'password':
@@ -190,20 +218,31 @@ function sample(schema: Schema, name: string, fx: Fixtures, op = ''): unknown {
 /** Every path inside a sample (leaves and containers), as key lists. */
 function pathsOf(value: unknown, prefix: (string | number)[] = []): (string | number)[][] {
   if (typeof value !== 'object' || value === null) return [prefix];
-  const entries = Array.isArray(value) ? value.map((v, i) => [i, v] as const) : Object.entries(value);
+  const entries = Array.isArray(value)
+    ? value.map((v, i) => [i, v] as const)
+    : Object.entries(value);
   return [prefix, ...entries.flatMap(([k, v]) => pathsOf(v, [...prefix, k]))];
 }
 
 function replaceAt(value: unknown, path: (string | number)[], replacement: unknown): unknown {
   if (path.length === 0) return replacement;
-  const copy = (Array.isArray(value) ? [...value] : { ...(value as object) }) as Record<string | number, unknown>;
+  const copy = (Array.isArray(value) ? [...value] : { ...(value as object) }) as Record<
+    string | number,
+    unknown
+  >;
   copy[path[0]] = replaceAt(copy[path[0]], path.slice(1), replacement);
   return copy;
 }
 
 function pathValue(op: Operation, param: string, fx: Fixtures): string {
-  if (op.method === 'DELETE' && op.path.startsWith('/v1/admin/products/')) return fx.doomedProductId;
-  if (op.path.startsWith('/v1/products/') || op.path.startsWith('/v1/admin/products/') || param === 'productId') return fx.productId;
+  if (op.method === 'DELETE' && op.path.startsWith('/v1/admin/products/'))
+    return fx.doomedProductId;
+  if (
+    op.path.startsWith('/v1/products/') ||
+    op.path.startsWith('/v1/admin/products/') ||
+    param === 'productId'
+  )
+    return fx.productId;
   if (op.path.startsWith('/v1/dev/payment-intents/')) return `pi_sim_${randomUUID()}`;
   if (op.path.endsWith('/payment')) return fx.payableOrderId;
   return fx.orderId;
@@ -288,22 +327,61 @@ function caseArb(op: Operation): fc.Arbitrary<FuzzCase> {
     { arbitrary: fc.constant<BodyMutation>({ kind: 'sample' }), weight: 3 },
     {
       arbitrary: fc
-        .record({ pick: fc.nat(), value: fc.oneof(badString, badNumber, wrongType, fc.constant(JSON.parse(deepJson(40)))) })
+        .record({
+          pick: fc.nat(),
+          value: fc.oneof(badString, badNumber, wrongType, fc.constant(JSON.parse(deepJson(40)))),
+        })
         .map((m): BodyMutation => ({ kind: 'field', ...m })),
       weight: 5,
     },
-    { arbitrary: fc.oneof(badString, wrongType).map((value): BodyMutation => ({ kind: 'unknown-field', value })), weight: 1 },
+    {
+      arbitrary: fc
+        .oneof(badString, wrongType)
+        .map((value): BodyMutation => ({ kind: 'unknown-field', value })),
+      weight: 1,
+    },
     { arbitrary: wrongType.map((value): BodyMutation => ({ kind: 'whole', value })), weight: 1 },
     {
       arbitrary: fc
-        .constantFrom(deepJson(33), deepJson(10_000), deepArray(10_000), `{"items":${deepArray(5000)}}`, '{"email":', '', 'null', '{"a":1}x', '\u0000', '{"__proto__":{"admin":true}}', '{"constructor":{"prototype":{"x":1}}}')
+        .constantFrom(
+          deepJson(33),
+          deepJson(10_000),
+          deepArray(10_000),
+          `{"items":${deepArray(5000)}}`,
+          '{"email":',
+          '',
+          'null',
+          '{"a":1}x',
+          '\u0000',
+          '{"__proto__":{"admin":true}}',
+          '{"constructor":{"prototype":{"x":1}}}',
+        )
         .map((text): BodyMutation => ({ kind: 'raw', text })),
       weight: 2,
     },
   );
   return fc.record({
-    caller: fc.constantFrom<Caller>('customer', 'customer', 'customer', 'admin', 'admin', 'admin', 'anonymous', 'forged'),
-    idempotencyKey: fc.constantFrom(undefined, undefined, 'valid', 'valid', 'valid', '', 'x'.repeat(300), ' ', 'k\u00e9y'),
+    caller: fc.constantFrom<Caller>(
+      'customer',
+      'customer',
+      'customer',
+      'admin',
+      'admin',
+      'admin',
+      'anonymous',
+      'forged',
+    ),
+    idempotencyKey: fc.constantFrom(
+      undefined,
+      undefined,
+      'valid',
+      'valid',
+      'valid',
+      '',
+      'x'.repeat(300),
+      ' ',
+      'k\u00e9y',
+    ),
     path: fc.record(Object.fromEntries(pathParams.map((p) => [p.name, pathArb]))),
     query: fc.record(
       Object.fromEntries(
@@ -320,7 +398,20 @@ function caseArb(op: Operation): fc.Arbitrary<FuzzCase> {
     unknownQuery: fc.oneof(
       { arbitrary: fc.constant(undefined), weight: 6 },
       {
-        arbitrary: fc.tuple(fc.constantFrom('cb', 'limit[]', '__proto__', 'constructor', 'toString', 'valueOf', 'LIMIT', 'sort ', 'x\u0000'), badString),
+        arbitrary: fc.tuple(
+          fc.constantFrom(
+            'cb',
+            'limit[]',
+            '__proto__',
+            'constructor',
+            'toString',
+            'valueOf',
+            'LIMIT',
+            'sort ',
+            'x\u0000',
+          ),
+          badString,
+        ),
         weight: 1,
       },
     ),
@@ -335,7 +426,13 @@ function caseArb(op: Operation): fc.Arbitrary<FuzzCase> {
       'application/x-www-form-urlencoded',
       undefined,
     ),
-    signature: fc.constantFrom(undefined, '', 't=1,v1=abc', `t=${Math.floor(Date.now() / 1000)},v1=${'0'.repeat(64)}`, 'garbage'),
+    signature: fc.constantFrom(
+      undefined,
+      '',
+      't=1,v1=abc',
+      `t=${Math.floor(Date.now() / 1000)},v1=${'0'.repeat(64)}`,
+      'garbage',
+    ),
   });
 }
 
@@ -352,15 +449,21 @@ function validCases(op: Operation, fx: Fixtures): [FuzzCase][] {
     {
       caller,
       idempotencyKey: 'valid',
-      path: Object.fromEntries(op.parameters.filter((p) => p.in === 'path').map((p) => [p.name, undefined])),
-      query: Object.fromEntries(op.parameters.filter((p) => p.in === 'query').map((p) => [p.name, 'valid'])),
+      path: Object.fromEntries(
+        op.parameters.filter((p) => p.in === 'path').map((p) => [p.name, undefined]),
+      ),
+      query: Object.fromEntries(
+        op.parameters.filter((p) => p.in === 'query').map((p) => [p.name, 'valid']),
+      ),
       unknownQuery: undefined,
       body,
       contentType: 'application/json',
       signature: undefined,
     },
   ];
-  const samples = (['customer', 'admin', 'anonymous'] as const).map((caller) => base(caller, { kind: 'sample' }));
+  const samples = (['customer', 'admin', 'anonymous'] as const).map((caller) =>
+    base(caller, { kind: 'sample' }),
+  );
   if (!op.body) return samples;
   const caller: Caller = op.path.startsWith('/v1/admin/') ? 'admin' : 'customer';
   const leaves = pathsOf(sample(op.body, '', fx)).length;
@@ -378,7 +481,10 @@ interface Sent {
 }
 
 function build(op: Operation, c: FuzzCase, fx: Fixtures): Sent {
-  const path = op.path.replace(/\{(\w+)\}/g, (_, name: string) => c.path[name] ?? pathValue(op, name, fx));
+  const path = op.path.replace(
+    /\{(\w+)\}/g,
+    (_, name: string) => c.path[name] ?? pathValue(op, name, fx),
+  );
   const query: string[] = [];
   for (const [name, chosen] of Object.entries(c.query)) {
     const param = op.parameters.find((p) => p.in === 'query' && p.name === name);
@@ -389,19 +495,23 @@ function build(op: Operation, c: FuzzCase, fx: Fixtures): Sent {
   }
   if (c.unknownQuery) query.push(`${encode(c.unknownQuery[0])}=${encode(c.unknownQuery[1])}`);
   const headers: Record<string, string> = {};
-  if (c.caller === 'customer' || c.caller === 'admin') headers.authorization = `Bearer ${fx.tokens[c.caller]}`;
+  if (c.caller === 'customer' || c.caller === 'admin')
+    headers.authorization = `Bearer ${fx.tokens[c.caller]}`;
   if (c.caller === 'forged') {
     const part = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
     headers.authorization = `Bearer ${part({ alg: 'none', typ: 'JWT' })}.${part({ sub: randomUUID(), role: 'admin' })}.`;
   }
-  if (c.idempotencyKey !== undefined) headers['idempotency-key'] = c.idempotencyKey === 'valid' ? newKey() : c.idempotencyKey;
+  if (c.idempotencyKey !== undefined)
+    headers['idempotency-key'] = c.idempotencyKey === 'valid' ? newKey() : c.idempotencyKey;
   if (c.signature !== undefined && op.path.includes('webhooks')) {
     headers['stripe-signature'] = c.signature;
     headers['x-storage-signature'] = c.signature;
   }
   let body: string | undefined;
   if (op.method !== 'GET') {
-    const base = op.body ? sample(op.body, '', fx, op.path.endsWith('/auth/login') ? 'login' : '') : {};
+    const base = op.body
+      ? sample(op.body, '', fx, op.path.endsWith('/auth/login') ? 'login' : '')
+      : {};
     switch (c.body.kind) {
       case 'sample':
         body = JSON.stringify(base);
@@ -423,12 +533,19 @@ function build(op: Operation, c: FuzzCase, fx: Fixtures): Sent {
     }
     if (c.contentType) headers['content-type'] = c.contentType;
   }
-  return { method: op.method, url: `${path}${query.length ? `?${query.join('&')}` : ''}`, headers, body };
+  return {
+    method: op.method,
+    url: `${path}${query.length ? `?${query.join('&')}` : ''}`,
+    headers,
+    body,
+  };
 }
 
 /** The first business table whose snapshot differs between `before` and `after`, if any. */
-const changedTable = (before: Record<string, unknown>, after: Record<string, unknown>): string | undefined =>
-  Object.keys(before).find((table) => after[table] !== before[table]);
+const changedTable = (
+  before: Record<string, unknown>,
+  after: Record<string, unknown>,
+): string | undefined => Object.keys(before).find((table) => after[table] !== before[table]);
 
 /** The business tables: counts, stock sums and row digests (a refused request changes none). */
 const SNAPSHOT = `SELECT
@@ -459,11 +576,22 @@ describe('contract fuzzing: every operation of openapi.json', () => {
     const admin = await createAdmin(t);
     const customer = await registerCustomer(t.http);
     const category = await createCategory(t, admin.accessToken);
-    const product = await createProduct(t, admin.accessToken, { stock: 1_000_000, categoryId: category.id });
+    const product = await createProduct(t, admin.accessToken, {
+      stock: 1_000_000,
+      categoryId: category.id,
+    });
     const doomed = await createProduct(t, admin.accessToken, { stock: 10 });
-    const order = await t.http.post('/v1/orders', { items: [{ productId: product.id, quantity: 1 }] }, { token: customer.accessToken, idempotencyKey: newKey() });
+    const order = await t.http.post(
+      '/v1/orders',
+      { items: [{ productId: product.id, quantity: 1 }] },
+      { token: customer.accessToken, idempotencyKey: newKey() },
+    );
     expect(order.status).toBe(201);
-    const payable = await t.http.post('/v1/orders', { items: [{ productId: product.id, quantity: 1 }] }, { token: customer.accessToken, idempotencyKey: newKey() });
+    const payable = await t.http.post(
+      '/v1/orders',
+      { items: [{ productId: product.id, quantity: 1 }] },
+      { token: customer.accessToken, idempotencyKey: newKey() },
+    );
     expect(payable.status).toBe(201);
     const spare = await login(t.http, customer.email, TEST_PASSWORD);
     fx = {
@@ -502,7 +630,11 @@ describe('contract fuzzing: every operation of openapi.json', () => {
         fc.asyncProperty(caseArb(op), async (c) => {
           const sent = build(op, c, fx);
           const before = await snapshot();
-          const res = await fetch(`${t.baseUrl}${sent.url}`, { method: sent.method, headers: sent.headers, body: sent.body });
+          const res = await fetch(`${t.baseUrl}${sent.url}`, {
+            method: sent.method,
+            headers: sent.headers,
+            body: sent.body,
+          });
           const text = await res.text();
           seen[res.status] = (seen[res.status] ?? 0) + 1;
           if (res.status < 300 && op.path === '/v1/me/password') await signInAgain();
@@ -512,10 +644,19 @@ describe('contract fuzzing: every operation of openapi.json', () => {
           if (!/^application\/problem\+json/.test(res.headers.get('content-type') ?? '')) {
             throw new Error(`not problem+json: ${where}`);
           }
-          const problem = JSON.parse(text) as { code?: unknown; requestId?: unknown; status?: unknown; detail?: unknown };
-          if (typeof problem.code !== 'string' || !/^[A-Z_]+$/.test(problem.code)) throw new Error(`no code: ${where}`);
+          const problem = JSON.parse(text) as {
+            code?: unknown;
+            requestId?: unknown;
+            status?: unknown;
+            detail?: unknown;
+          };
+          if (typeof problem.code !== 'string' || !/^[A-Z_]+$/.test(problem.code))
+            throw new Error(`no code: ${where}`);
           if (typeof problem.detail !== 'string') throw new Error(`no detail: ${where}`);
-          if (typeof problem.requestId !== 'string' || problem.requestId !== res.headers.get('x-request-id')) {
+          if (
+            typeof problem.requestId !== 'string' ||
+            problem.requestId !== res.headers.get('x-request-id')
+          ) {
             throw new Error(`no requestId: ${where}`);
           }
           if (problem.status !== res.status) throw new Error(`status mismatch: ${where}`);
@@ -528,7 +669,10 @@ describe('contract fuzzing: every operation of openapi.json', () => {
         { seed: SEED + index, numRuns: RUNS + examples.length, endOnFailure: true, examples },
       );
       if (result.failed) {
-        const error = result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance);
+        const error =
+          result.errorInstance instanceof Error
+            ? result.errorInstance.message
+            : String(result.errorInstance);
         failures.push(`${op.method} ${op.path} (seed ${SEED + index}): ${error}`);
       }
     }
@@ -569,20 +713,38 @@ describe('contract fuzzing: every operation of openapi.json', () => {
   it('every operation: 401 anonymous or forged, 403 a customer on admin routes; every keyed POST replays for its caller only, 422 with another body', async () => {
     // fresh orders: the fuzzing above may have cancelled or paid the fixtures'
     const order = async () =>
-      (await t.http.post('/v1/orders', { items: [{ productId: fx.productId, quantity: 1 }] }, { token: fx.tokens.customer, idempotencyKey: newKey() })).body
-        .id as string;
+      (
+        await t.http.post(
+          '/v1/orders',
+          { items: [{ productId: fx.productId, quantity: 1 }] },
+          { token: fx.tokens.customer, idempotencyKey: newKey() },
+        )
+      ).body.id as string;
     await signInAgain();
     const own: Fixtures = { ...fx, orderId: await order(), payableOrderId: await order() };
     const other = await registerCustomer(t.http);
     const send = async (sent: Sent, headers: Record<string, string> = {}, body = sent.body) => {
-      const res = await fetch(`${t.baseUrl}${sent.url}`, { method: sent.method, headers: { ...sent.headers, ...headers }, body });
+      const res = await fetch(`${t.baseUrl}${sent.url}`, {
+        method: sent.method,
+        headers: { ...sent.headers, ...headers },
+        body,
+      });
       const text = await res.text();
-      return { status: res.status, replayed: res.headers.get('idempotent-replayed'), text, code: res.status >= 400 ? (JSON.parse(text) as { code?: string }).code : undefined };
+      return {
+        status: res.status,
+        replayed: res.headers.get('idempotent-replayed'),
+        text,
+        code: res.status >= 400 ? (JSON.parse(text) as { code?: string }).code : undefined,
+      };
     };
     const failures: string[] = [];
     type Answer = Awaited<ReturnType<typeof send>>;
     /** Sends `request`; records what is wrong with its answer (`problem`) and any table it wrote. */
-    const unchangedBy = async (what: string, request: () => Promise<Answer>, problem: (res: Answer) => string | undefined) => {
+    const unchangedBy = async (
+      what: string,
+      request: () => Promise<Answer>,
+      problem: (res: Answer) => string | undefined,
+    ) => {
       const before = await snapshot();
       const res = await request();
       const wrong = problem(res);
@@ -592,14 +754,22 @@ describe('contract fuzzing: every operation of openapi.json', () => {
     };
     /** The answer is a refusal with this status (and code). */
     const refused = (status: number, code?: string) => (res: Answer) =>
-      res.status !== status || (code && res.code !== code) ? `${res.status} ${res.code ?? ''}, expected ${status} ${code ?? ''}` : undefined;
-    const sampleOf = (op: Operation, caller: Caller) => validCases(op, own)[(['customer', 'admin', 'anonymous'] as const).indexOf(caller as 'customer')][0];
+      res.status !== status || (code && res.code !== code)
+        ? `${res.status} ${res.code ?? ''}, expected ${status} ${code ?? ''}`
+        : undefined;
+    const sampleOf = (op: Operation, caller: Caller) =>
+      validCases(op, own)[
+        (['customer', 'admin', 'anonymous'] as const).indexOf(caller as 'customer')
+      ][0];
     const replayed: string[] = [];
     for (const op of OPERATIONS) {
       const name = `${op.method} ${op.path}`;
       const security = document.paths[op.path][op.method.toLowerCase()].security ?? [];
       if (security.some((s) => typeof s === 'object' && s !== null && 'bearer' in s)) {
-        for (const [caller, code] of [['anonymous', 'UNAUTHENTICATED'], ['forged', 'TOKEN_INVALID']] as const) {
+        for (const [caller, code] of [
+          ['anonymous', 'UNAUTHENTICATED'],
+          ['forged', 'TOKEN_INVALID'],
+        ] as const) {
           const sent = build(op, { ...sampleOf(op, 'customer'), caller }, own);
           await unchangedBy(`${name} as ${caller}`, () => send(sent), refused(401, code));
         }
@@ -612,9 +782,17 @@ describe('contract fuzzing: every operation of openapi.json', () => {
       // 404 that read the database with it, nor a 2xx that ignored it)
       for (const param of op.parameters.filter((p) => p.in === 'path')) {
         const caller: Caller = op.path.startsWith('/v1/admin/') ? 'admin' : 'customer';
-        for (const bad of ['not-a-uuid', '00000000-0000-0000-0000-00000000000g', `${randomUUID()}x`]) {
+        for (const bad of [
+          'not-a-uuid',
+          '00000000-0000-0000-0000-00000000000g',
+          `${randomUUID()}x`,
+        ]) {
           const sent = build(op, { ...sampleOf(op, caller), path: { [param.name]: bad } }, own);
-          await unchangedBy(`${name} with ${param.name} ${bad}`, () => send(sent, { 'idempotency-key': newKey() }), refused(400));
+          await unchangedBy(
+            `${name} with ${param.name} ${bad}`,
+            () => send(sent, { 'idempotency-key': newKey() }),
+            refused(400),
+          );
         }
       }
       // a query value the document rules out: a number outside its range, a value outside its
@@ -622,8 +800,22 @@ describe('contract fuzzing: every operation of openapi.json', () => {
       for (const param of op.parameters.filter((p) => p.in === 'query')) {
         const schema = resolve(param.schema ?? {});
         const bad = [
-          ...(schema.type === 'integer' ? [String((schema.maximum ?? 1000) + 1), String((schema.minimum ?? 0) - 1), '1.5', 'ten'] : []),
-          ...(schema.enum ? ['BOGUS', String(schema.enum[0]).toLowerCase() === schema.enum[0] ? String(schema.enum[0]).toUpperCase() : String(schema.enum[0]).toLowerCase()] : []),
+          ...(schema.type === 'integer'
+            ? [
+                String((schema.maximum ?? 1000) + 1),
+                String((schema.minimum ?? 0) - 1),
+                '1.5',
+                'ten',
+              ]
+            : []),
+          ...(schema.enum
+            ? [
+                'BOGUS',
+                String(schema.enum[0]).toLowerCase() === schema.enum[0]
+                  ? String(schema.enum[0]).toUpperCase()
+                  : String(schema.enum[0]).toLowerCase(),
+              ]
+            : []),
           ...(param.name === 'cursor' ? ['eyJmb3JnZWQiOnRydWV9', 'not a cursor'] : []),
           ...(schema.format === 'uuid' ? ['not-a-uuid'] : []),
         ];
@@ -633,25 +825,36 @@ describe('contract fuzzing: every operation of openapi.json', () => {
           await unchangedBy(`${name} with ${param.name}=${value}`, () => send(sent), refused(400));
         }
       }
-      const key = (op.parameters.find((p) => p.in === 'header' && p.name === 'Idempotency-Key') ?? null) as { description?: string } | null;
+      const key = (op.parameters.find((p) => p.in === 'header' && p.name === 'Idempotency-Key') ??
+        null) as { description?: string } | null;
       if (op.method !== 'POST' || !key || /ignored/i.test(key.description ?? '')) continue;
       const caller: Caller = op.path.startsWith('/v1/admin/') ? 'admin' : 'customer';
       const sent = build(op, sampleOf(op, caller), own);
       // a new product needs a SKU of its own (the sample's is the same every time)
-      const body = sent.body?.includes('"sku"') ? JSON.stringify({ ...(JSON.parse(sent.body) as object), sku: `REPLAY-${randomUUID().slice(0, 8)}` }) : sent.body;
+      const body = sent.body?.includes('"sku"')
+        ? JSON.stringify({
+            ...(JSON.parse(sent.body) as object),
+            sku: `REPLAY-${randomUUID().slice(0, 8)}`,
+          })
+        : sent.body;
       const headers = { 'idempotency-key': newKey() };
       const first = await send(sent, headers, body);
       if (first.status >= 300) continue; // no sample succeeds at it (UNREACHABLE): nothing stored to replay
       replayed.push(name);
-      await unchangedBy(`${name} replayed`, () => send(sent, headers, body), (again) =>
-        again.status !== first.status || again.replayed !== 'true' || again.text !== first.text
-          ? `${again.status} replayed=${again.replayed}, first ${first.status}`
-          : undefined,
+      await unchangedBy(
+        `${name} replayed`,
+        () => send(sent, headers, body),
+        (again) =>
+          again.status !== first.status || again.replayed !== 'true' || again.text !== first.text
+            ? `${again.status} replayed=${again.replayed}, first ${first.status}`
+            : undefined,
       );
       // the key on another request: another order or product of the path (a valid request), or,
       // without one, another body
       if (op.path.includes('{id}')) {
-        const otherId = op.path.startsWith('/v1/orders/') ? await order() : (await createProduct(t, fx.tokens.admin, { stock: 5 })).id;
+        const otherId = op.path.startsWith('/v1/orders/')
+          ? await order()
+          : (await createProduct(t, fx.tokens.admin, { stock: 5 })).id;
         const elsewhere = build(op, { ...sampleOf(op, caller), path: { id: otherId } }, own);
         await unchangedBy(
           `${name} on another ${op.path.split('/')[op.path.startsWith('/v1/admin/') ? 3 : 2]}`,
@@ -659,15 +862,28 @@ describe('contract fuzzing: every operation of openapi.json', () => {
           refused(422, 'IDEMPOTENCY_KEY_REUSED'),
         );
       } else {
-        const otherBody = JSON.stringify({ ...(JSON.parse(body ?? '{}') as object), replayProbe: 1 });
-        await unchangedBy(`${name} with another body`, () => send(sent, headers, otherBody), refused(422, 'IDEMPOTENCY_KEY_REUSED'));
+        const otherBody = JSON.stringify({
+          ...(JSON.parse(body ?? '{}') as object),
+          replayProbe: 1,
+        });
+        await unchangedBy(
+          `${name} with another body`,
+          () => send(sent, headers, otherBody),
+          refused(422, 'IDEMPOTENCY_KEY_REUSED'),
+        );
       }
       if (caller === 'customer') {
         // the key is the customer's: another customer's same request is theirs (a new order),
         // or their refusal (someone else's order: 404) — never this customer's stored answer
-        const theirs = await send(sent, { ...headers, authorization: `Bearer ${other.accessToken}` }, body);
-        if (theirs.replayed === 'true' || theirs.text === first.text) failures.push(`${name} replayed for another customer: ${theirs.status}`);
-        if (op.path.includes('{id}') && theirs.status !== 404) failures.push(`${name} by another customer: ${theirs.status}, expected 404`);
+        const theirs = await send(
+          sent,
+          { ...headers, authorization: `Bearer ${other.accessToken}` },
+          body,
+        );
+        if (theirs.replayed === 'true' || theirs.text === first.text)
+          failures.push(`${name} replayed for another customer: ${theirs.status}`);
+        if (op.path.includes('{id}') && theirs.status !== 404)
+          failures.push(`${name} by another customer: ${theirs.status}, expected 404`);
       }
     }
     expect(failures).toEqual([]);

@@ -106,7 +106,11 @@ describe('security: credential routes ignore Idempotency-Key (issue 10, finding 
     const s = await registerCustomer(t.http);
     const answers = await Promise.all(
       Array.from({ length: 10 }, () =>
-        t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken }, { idempotencyKey: key() }),
+        t.http.post(
+          '/v1/auth/refresh',
+          { refreshToken: s.refreshToken },
+          { idempotencyKey: key() },
+        ),
       ),
     );
     const winners = answers.filter((r) => r.status === 200);
@@ -118,7 +122,8 @@ describe('security: credential routes ignore Idempotency-Key (issue 10, finding 
     const family = await familyOf(winners[0].body.refreshToken);
     expect(family.revoked_reason).toBe('reuse-detected');
     expect(
-      (await t.http.post('/v1/auth/refresh', { refreshToken: winners[0].body.refreshToken })).status,
+      (await t.http.post('/v1/auth/refresh', { refreshToken: winners[0].body.refreshToken }))
+        .status,
     ).toBe(401);
     expect(await storedCredentialRecords()).toBe('0');
   });
@@ -238,12 +243,10 @@ describe('security: credential routes ignore Idempotency-Key (issue 10, finding 
     const inTransaction: string[] = [];
     const spies = (['hash', 'verify', 'verifyDummy'] as const).map((method) => {
       const original = hasher[method].bind(hasher) as (...a: unknown[]) => Promise<unknown>;
-      return jest
-        .spyOn(hasher, method)
-        .mockImplementation(((...args: unknown[]) => {
-          if (tx.inTransaction) inTransaction.push(method);
-          return original(...args);
-        }) as never);
+      return jest.spyOn(hasher, method).mockImplementation(((...args: unknown[]) => {
+        if (tx.inTransaction) inTransaction.push(method);
+        return original(...args);
+      }) as never);
     });
     try {
       for (const withKey of [true, false]) {

@@ -25,7 +25,11 @@ describe('an access token that outlived its account', () => {
     const token = gone.accessToken;
     for (const res of [
       await t.http.put(`/v1/cart/items/${p}`, { quantity: 1 }, { token }),
-      await t.http.post('/v1/orders', { items: [{ productId: p, quantity: 1 }] }, { token, idempotencyKey: newKey() }),
+      await t.http.post(
+        '/v1/orders',
+        { items: [{ productId: p, quantity: 1 }] },
+        { token, idempotencyKey: newKey() },
+      ),
       await t.http.get('/v1/me', { token }),
     ]) {
       expect([res.status, res.body.code]).toEqual([401, 'UNAUTHENTICATED']);

@@ -27,20 +27,32 @@ describe("login: a device token makes the owner's device a client of its own", (
   let t: TestApp;
   let redis: Redis;
   const signIn = (email: string, password: string, ip: string, deviceToken?: string) =>
-    t.http.post('/v1/auth/login', { email, password, ...(deviceToken === undefined ? {} : { deviceToken }) }, fromClient(ip));
+    t.http.post(
+      '/v1/auth/login',
+      { email, password, ...(deviceToken === undefined ? {} : { deviceToken }) },
+      fromClient(ip),
+    );
   /** `count` wrong passwords at once: counted before verifying, so exactly the free ones are verified. */
   const guesses = (email: string, ip: string, count: number, deviceToken?: string) =>
-    Promise.all(Array.from({ length: count }, (_, i) => signIn(email, `guess-${i}-guess`, ip, deviceToken)));
+    Promise.all(
+      Array.from({ length: count }, (_, i) => signIn(email, `guess-${i}-guess`, ip, deviceToken)),
+    );
   const bucketKey = (bucket: string) => `${t.config.redis.keyPrefix}:rl:${bucket}`;
   /** The failures a progressive bucket holds (0: none, or forgotten). */
-  const failuresIn = async (bucket: string) => Number((await redis.hget(bucketKey(bucket), 'f')) ?? 0);
-  const addressBucket = (email: string, ip: string) => `signin-client:${accountClientDigest(email, ip)}`;
+  const failuresIn = async (bucket: string) =>
+    Number((await redis.hget(bucketKey(bucket), 'f')) ?? 0);
+  const addressBucket = (email: string, ip: string) =>
+    `signin-client:${accountClientDigest(email, ip)}`;
   const deviceBucket = (email: string, device: string) =>
     `signin-device:${createHash('sha256').update(`${email}\0${device}`).digest('base64url')}`;
 
   beforeAll(async () => {
     t = await bootTestApp({
-      env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1', SIGN_IN_FAILURES_PER_ACCOUNT: String(CEILING) },
+      env: {
+        RATE_LIMIT_ENABLED: 'true',
+        TRUST_PROXY: '127.0.0.1',
+        SIGN_IN_FAILURES_PER_ACCOUNT: String(CEILING),
+      },
     });
     redis = t.app.get<Redis>(REDIS);
     await signInLimitsAnswering(t.http, fromClient('10.60.0.1').headers);
@@ -87,7 +99,9 @@ describe("login: a device token makes the owner's device a client of its own", (
     for (const held of burst.filter((r) => r.status === 429)) {
       expect(held.headers.get('ratelimit-policy')).toMatch(/"signin-device";q=\d+;w=\d+$/);
     }
-    expect(await failuresIn(deviceBucket(owner.email, deviceOf(owner.deviceToken)!))).toBe(FREE_FAILURES);
+    expect(await failuresIn(deviceBucket(owner.email, deviceOf(owner.deviceToken)!))).toBe(
+      FREE_FAILURES,
+    );
     // counted as the device, not as the address: the address's own pair has none of them
     expect(await failuresIn(addressBucket(owner.email, thief))).toBe(0);
     expect((await signIn(owner.email, 'a-guess-without-it', thief)).status).toBe(401);
@@ -104,12 +118,19 @@ describe("login: a device token makes the owner's device a client of its own", (
     expect(changed.status).toBe(204);
     // strangers fill the account's ceiling from many addresses
     const spray = await Promise.all(
-      Array.from({ length: CEILING + 2 }, (_, i) => signIn(owner.email, `guess-${i}-guess`, `10.63.${i + 1}.1`)),
+      Array.from({ length: CEILING + 2 }, (_, i) =>
+        signIn(owner.email, `guess-${i}-guess`, `10.63.${i + 1}.1`),
+      ),
     );
     expect(spray.filter((r) => r.status === 429)).toHaveLength(2);
     // the device signed in under the old password only: not the owner's now — held by the ceiling
     // like any client (a token a thief took with a stolen password spares them no more)
-    const away = await signIn(owner.email, 'a-brand-new-password', '10.63.200.1', owner.deviceToken);
+    const away = await signIn(
+      owner.email,
+      'a-brand-new-password',
+      '10.63.200.1',
+      owner.deviceToken,
+    );
     expect(away.status).toBe(429);
     expect(away.headers.get('ratelimit-policy')).toMatch(/"signin-account";/);
     // from the address the password was changed from (the owner's), it signs in: the owner's again …
@@ -117,7 +138,9 @@ describe("login: a device token makes the owner's device a client of its own", (
     expect(atHome.status).toBe(200);
     expect(atHome.body.deviceToken).toBe(owner.deviceToken);
     // … so from anywhere it is spared the ceiling that still holds every other client
-    expect((await signIn(owner.email, 'a-brand-new-password', '10.63.201.1', owner.deviceToken)).status).toBe(200);
+    expect(
+      (await signIn(owner.email, 'a-brand-new-password', '10.63.201.1', owner.deviceToken)).status,
+    ).toBe(200);
     expect((await signIn(owner.email, 'a-brand-new-password', '10.63.202.1')).status).toBe(429);
   });
 
@@ -126,14 +149,23 @@ describe("login: a device token makes the owner's device a client of its own", (
     const owner = await registerCustomer(t.http, fromClient(home));
     // the account's hash made with weaker parameters than today's (an older deployment's): the
     // same password, so written as a rehash (a bare UPDATE of the hash starts a new epoch)
-    const weak = await hash(TEST_PASSWORD, { algorithm: Algorithm.Argon2id, memoryCost: 4096, timeCost: 1, parallelism: 1 });
+    const weak = await hash(TEST_PASSWORD, {
+      algorithm: Algorithm.Argon2id,
+      memoryCost: 4096,
+      timeCost: 1,
+      parallelism: 1,
+    });
     await t.db.pool.query(
       `WITH rehash AS (SELECT set_config('${REHASH_SETTING}', 'on', true))
        UPDATE users SET password_hash = $2 FROM rehash WHERE id = $1`,
       [owner.user.id, weak],
     );
     const epoch = async () =>
-      (await t.db.pool.query(`SELECT password_hash, password_epoch FROM users WHERE id = $1`, [owner.user.id])).rows[0];
+      (
+        await t.db.pool.query(`SELECT password_hash, password_epoch FROM users WHERE id = $1`, [
+          owner.user.id,
+        ])
+      ).rows[0];
     const before = await epoch();
     // a sign-in from a second device (the owner's laptop, at work) upgrades the hash
     const laptop = await signIn(owner.email, TEST_PASSWORD, '10.65.1.1');
@@ -144,7 +176,9 @@ describe("login: a device token makes the owner's device a client of its own", (
     expect(after.password_epoch).toBe(before.password_epoch);
     // strangers fill the account's ceiling from many addresses
     const spray = await Promise.all(
-      Array.from({ length: CEILING + 2 }, (_, i) => signIn(owner.email, `guess-${i}-guess`, `10.65.${i + 2}.1`)),
+      Array.from({ length: CEILING + 2 }, (_, i) =>
+        signIn(owner.email, `guess-${i}-guess`, `10.65.${i + 2}.1`),
+      ),
     );
     expect(spray.filter((r) => r.status === 429)).toHaveLength(2);
     // the phone registered before the rehash, away from home: still the owner's (its mark was made
@@ -157,11 +191,21 @@ describe("login: a device token makes the owner's device a client of its own", (
   it('a device token of the wrong type or length is a 400 (null is none); a refresh answers none', async () => {
     const owner = await registerCustomer(t.http, fromClient('10.64.0.1'));
     for (const deviceToken of [42, ['x'], { token: 'x' }, 'x'.repeat(201)]) {
-      const res = await t.http.post('/v1/auth/login', { email: owner.email, password: TEST_PASSWORD, deviceToken }, fromClient('10.64.0.1'));
+      const res = await t.http.post(
+        '/v1/auth/login',
+        { email: owner.email, password: TEST_PASSWORD, deviceToken },
+        fromClient('10.64.0.1'),
+      );
       expect([res.status, res.body.code]).toEqual([400, 'VALIDATION_FAILED']);
-      expect(new Set(res.body.errors.map((e: { field: string }) => e.field))).toEqual(new Set(['deviceToken']));
+      expect(new Set(res.body.errors.map((e: { field: string }) => e.field))).toEqual(
+        new Set(['deviceToken']),
+      );
     }
-    const withNull = await t.http.post('/v1/auth/login', { email: owner.email, password: TEST_PASSWORD, deviceToken: null }, fromClient('10.64.0.1'));
+    const withNull = await t.http.post(
+      '/v1/auth/login',
+      { email: owner.email, password: TEST_PASSWORD, deviceToken: null },
+      fromClient('10.64.0.1'),
+    );
     expect(withNull.status).toBe(200);
     expect(withNull.body.deviceToken).toMatch(DEVICE_TOKEN);
     expect(withNull.body.deviceToken).not.toBe(owner.deviceToken); // no token sent: a new device

@@ -43,9 +43,23 @@ describe('the Docker image keeps the secure defaults', () => {
 
   it('the compose file passes on every setting the app reads but HOST (one left out was silently ignored)', () => {
     const compose = readFileSync(join(ROOT, 'docker', 'compose.yml'), 'utf8');
-    const fixed = ['NODE_ENV', 'PORT', 'DATABASE_URL', 'REDIS_URL', 'METRICS_PORT', 'METRICS_HOST', 'WORKER_METRICS_PORT'];
+    const fixed = [
+      'NODE_ENV',
+      'PORT',
+      'DATABASE_URL',
+      'REDIS_URL',
+      'METRICS_PORT',
+      'METRICS_HOST',
+      'WORKER_METRICS_PORT',
+    ];
     const missing = CONFIG_VARIABLES.filter(
-      (name) => name !== 'HOST' && !(fixed.includes(name) ? new RegExp(`^ {4}${name}: `, 'm') : new RegExp(`^ {4}${name}: \\$\\{${name}:-`, 'm')).test(compose),
+      (name) =>
+        name !== 'HOST' &&
+        !(
+          fixed.includes(name)
+            ? new RegExp(`^ {4}${name}: `, 'm')
+            : new RegExp(`^ {4}${name}: \\$\\{${name}:-`, 'm')
+        ).test(compose),
     );
     expect(missing).toEqual([]);
     expect(compose).not.toMatch(/^ {4}HOST: /m);

@@ -2,7 +2,10 @@ import type Redis from 'ioredis';
 import { HASH_QUEUE_LIMIT, PasswordHasher } from '../../src/auth/password-hasher';
 import { DomainError } from '../../src/common/errors/domain-error';
 import { FailedAttemptLimiter } from '../../src/common/throttling/failed-attempt-limiter';
-import { FailureBucket, accountClientDigest } from '../../src/common/throttling/rate-limit.policies';
+import {
+  FailureBucket,
+  accountClientDigest,
+} from '../../src/common/throttling/rate-limit.policies';
 import { REDIS } from '../../src/redis/redis.module';
 import { TEST_PASSWORD, login, registerCustomer, signInLimitsAnswering } from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -42,7 +45,8 @@ describe('login: failures slow the guesser down, never the owner (two API instan
       db: a.db,
       env: { ...env, REDIS_KEY_PREFIX: a.config.redis.keyPrefix },
     });
-    for (const app of [a, b]) await signInLimitsAnswering(app.http, fromClient('10.250.0.1').headers);
+    for (const app of [a, b])
+      await signInLimitsAnswering(app.http, fromClient('10.250.0.1').headers);
   });
   afterAll(async () => {
     await b?.close();
@@ -53,7 +57,11 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     const owner = await registerCustomer(a.http, fromClient('10.41.0.1'));
     const thief = '10.41.9.9';
     for (let i = 0; i < FREE_FAILURES; i++) {
-      const res = await a.http.post('/v1/me/password', { currentPassword: `guess-${i}-guess`, newPassword: 'thief-owns-it-now' }, { token: owner.accessToken, ...fromClient(thief) });
+      const res = await a.http.post(
+        '/v1/me/password',
+        { currentPassword: `guess-${i}-guess`, newPassword: 'thief-owns-it-now' },
+        { token: owner.accessToken, ...fromClient(thief) },
+      );
       expect([res.status, res.body.code]).toEqual([403, 'CURRENT_PASSWORD_INCORRECT']);
     }
     // the guesses were counted in login's buckets: that client is now held back on login too
@@ -64,19 +72,25 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect((await signIn(b, owner.email, TEST_PASSWORD, '10.41.0.2')).status).toBe(200);
   });
 
-  it('a stranger filling the account\'s login ceiling does not stop the signed-in owner changing the password from a new network', async () => {
+  it("a stranger filling the account's login ceiling does not stop the signed-in owner changing the password from a new network", async () => {
     const owner = await registerCustomer(a.http, fromClient('10.44.0.1'));
     const spray = await Promise.all(
-      Array.from({ length: CEILING + 2 }, (_, i) => signIn(i % 2 ? b : a, owner.email, `guess-${i}-guess`, `10.44.${i + 1}.1`)),
+      Array.from({ length: CEILING + 2 }, (_, i) =>
+        signIn(i % 2 ? b : a, owner.email, `guess-${i}-guess`, `10.44.${i + 1}.1`),
+      ),
     );
     expect(spray.filter((r) => r.status === 429).length).toBeGreaterThan(0); // the login ceiling is full
     expect((await signIn(a, owner.email, TEST_PASSWORD, '10.44.250.1')).status).toBe(429);
     // the owner, signed in, from a network never used before
-    const changed = await b.http.post('/v1/me/password', { currentPassword: TEST_PASSWORD, newPassword: 'a-brand-new-password' }, { token: owner.accessToken, ...fromClient('10.44.250.1') });
+    const changed = await b.http.post(
+      '/v1/me/password',
+      { currentPassword: TEST_PASSWORD, newPassword: 'a-brand-new-password' },
+      { token: owner.accessToken, ...fromClient('10.44.250.1') },
+    );
     expect(changed.status).toBe(204);
   });
 
-  it('a stolen session guessing the current password spends its own budget, never the owner\'s session\'s', async () => {
+  it("a stolen session guessing the current password spends its own budget, never the owner's session's", async () => {
     const owner = await registerCustomer(a.http, fromClient('10.46.0.1'));
     const thief = await login(b.http, owner.email, TEST_PASSWORD, fromClient('10.46.9.9').headers);
     const guesses: number[] = [];
@@ -91,7 +105,11 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect(guesses.filter((s) => s === 403).length).toBeGreaterThan(0);
     expect(guesses.at(-1)).toBe(429); // the thief's session is held
     // the owner's own session changes the password, which ends the thief's
-    const changed = await a.http.post('/v1/me/password', { currentPassword: TEST_PASSWORD, newPassword: 'a-brand-new-password' }, { token: owner.accessToken, ...fromClient('10.46.0.1') });
+    const changed = await a.http.post(
+      '/v1/me/password',
+      { currentPassword: TEST_PASSWORD, newPassword: 'a-brand-new-password' },
+      { token: owner.accessToken, ...fromClient('10.46.0.1') },
+    );
     expect(changed.status).toBe(204);
     expect((await b.http.get('/v1/me', { token: thief.accessToken })).status).toBe(401);
   });
@@ -134,7 +152,9 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     // its RateLimit headers name the limit that refused, with nothing left until Retry-After
     // (beside the request limits' items, whose own budgets are not what refused it)
     expect(first.headers.get('ratelimit-policy')).toMatch(/"signin-client";q=\d+;w=\d+$/);
-    expect(first.headers.get('ratelimit')).toMatch(new RegExp(`"signin-client";r=0;t=${retryAfter(first)}$`));
+    expect(first.headers.get('ratelimit')).toMatch(
+      new RegExp(`"signin-client";r=0;t=${retryAfter(first)}$`),
+    );
     await waitSeconds(retryAfter(first)); // the delay is over: one more guess is verified …
     expect((await signIn(a, owner.email, 'late-typo', ip)).status).toBe(401);
     const second = await signIn(b, owner.email, 'another-typo', ip); // … and the delay grows
@@ -150,7 +170,11 @@ describe('login: failures slow the guesser down, never the owner (two API instan
   it('concurrent sign-ins with the right password past the free failures: the extra ones are told to retry in a second (attempts in flight, not failures), and nothing stays locked', async () => {
     const owner = await registerCustomer(a.http, fromClient('10.42.0.1'));
     const ip = '10.42.0.2';
-    const answers = await Promise.all(Array.from({ length: FREE_FAILURES + 3 }, (_, i) => signIn(i % 2 ? b : a, owner.email, TEST_PASSWORD, ip)));
+    const answers = await Promise.all(
+      Array.from({ length: FREE_FAILURES + 3 }, (_, i) =>
+        signIn(i % 2 ? b : a, owner.email, TEST_PASSWORD, ip),
+      ),
+    );
     const refused = answers.filter((r) => r.status === 429);
     expect(refused.length).toBeGreaterThan(0); // (each verification takes argon2's time: they overlap)
     expect(answers.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(FREE_FAILURES);
@@ -166,7 +190,14 @@ describe('login: failures slow the guesser down, never the owner (two API instan
 
   it('window limits alike: attempts in flight fill a bucket for a second, failures for its window', async () => {
     const limiter = a.app.get(FailedAttemptLimiter);
-    const bucket: FailureBucket = { key: `test-window:${Date.now()}`, kind: 'window', limit: 3, windowMs: 60_000, baseMs: 0, capMs: 0 };
+    const bucket: FailureBucket = {
+      key: `test-window:${Date.now()}`,
+      kind: 'window',
+      limit: 3,
+      windowMs: 60_000,
+      baseMs: 0,
+      capMs: 0,
+    };
     let release!: (ok: boolean) => void;
     const gate = new Promise<boolean>((resolve) => (release = resolve));
     const refusal = (p: Promise<unknown>) =>
@@ -175,12 +206,24 @@ describe('login: failures slow the guesser down, never the owner (two API instan
         (e: DomainError) => [e.code, e.options.headers?.['Retry-After']],
       );
     // three verifications held in flight; a fourth is refused for a second, not the window
-    const inFlight = Array.from({ length: 3 }, () => limiter.attempt([bucket], async () => ((await gate) ? 'ok' : null)));
-    await waitFor('the three reservations', () => a.app.get<Redis>(REDIS).get(`${a.config.redis.keyPrefix}:rl:${bucket.key}:p`), { until: (v) => v === '3' });
-    expect(await refusal(limiter.attempt([bucket], async () => 'ok'))).toEqual(['RATE_LIMITED', '1']);
+    const inFlight = Array.from({ length: 3 }, () =>
+      limiter.attempt([bucket], async () => ((await gate) ? 'ok' : null)),
+    );
+    await waitFor(
+      'the three reservations',
+      () => a.app.get<Redis>(REDIS).get(`${a.config.redis.keyPrefix}:rl:${bucket.key}:p`),
+      { until: (v) => v === '3' },
+    );
+    expect(await refusal(limiter.attempt([bucket], async () => 'ok'))).toEqual([
+      'RATE_LIMITED',
+      '1',
+    ]);
     release(false); // all three fail
     expect(await Promise.all(inFlight)).toEqual([null, null, null]);
-    const [code, wait] = (await refusal(limiter.attempt([bucket], async () => 'ok'))) as [string, string];
+    const [code, wait] = (await refusal(limiter.attempt([bucket], async () => 'ok'))) as [
+      string,
+      string,
+    ];
     expect(code).toBe('RATE_LIMITED');
     expect(Number(wait)).toBeGreaterThan(50); // the window's rest
   });
@@ -188,13 +231,22 @@ describe('login: failures slow the guesser down, never the owner (two API instan
   it('an attempt whose settle was lost (a process killed mid-verification) stops counting as in flight after a minute: the right password then signs in', async () => {
     const limiter = a.app.get(FailedAttemptLimiter);
     const redis = a.app.get<Redis>(REDIS);
-    const bucket: FailureBucket = { key: `test-pair:${Date.now()}`, kind: 'progressive', limit: 3, windowMs: 3_600_000, baseMs: 1_000, capMs: 60_000 };
+    const bucket: FailureBucket = {
+      key: `test-pair:${Date.now()}`,
+      kind: 'progressive',
+      limit: 3,
+      windowMs: 3_600_000,
+      baseMs: 1_000,
+      capMs: 60_000,
+    };
     const key = `${a.config.redis.keyPrefix}:rl:${bucket.key}`;
     const rightPassword = () =>
-      limiter.attempt([bucket], async () => 'signed-in').then(
-        (v) => v,
-        (e: DomainError) => [e.code, e.options.headers?.['Retry-After']],
-      );
+      limiter
+        .attempt([bucket], async () => 'signed-in')
+        .then(
+          (v) => v,
+          (e: DomainError) => [e.code, e.options.headers?.['Retry-After']],
+        );
     // three failures counted, one of them reserved a moment ago and never settled
     await redis.hset(key, { f: 3, p: 1, pt: Date.now() - 1_000 });
     await redis.pexpire(key, bucket.windowMs);
@@ -205,7 +257,7 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect(await redis.exists(key)).toBe(0); // the success cleared the pair
   });
 
-  it('refuses every other client once the account reaches the ceiling of failures from all clients — never the owner\'s own (API.md)', async () => {
+  it("refuses every other client once the account reaches the ceiling of failures from all clients — never the owner's own (API.md)", async () => {
     const owner = await registerCustomer(a.http, fromClient('10.42.0.1'));
     // a distributed guesser: one failure from each of many clients, all at once
     const guesses = await Promise.all(
@@ -229,7 +281,7 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect((await signIn(a, other.email, TEST_PASSWORD, '10.42.200.1')).status).toBe(200);
   });
 
-  it('Redis losing its marks of the owner\'s clients (a restart without persistence, a failover) does not let a stranger lock the owner out: the sessions on record still know them', async () => {
+  it("Redis losing its marks of the owner's clients (a restart without persistence, a failover) does not let a stranger lock the owner out: the sessions on record still know them", async () => {
     const owner = await registerCustomer(a.http, fromClient('10.43.0.1'));
     expect((await signIn(a, owner.email, TEST_PASSWORD, '10.43.0.2')).status).toBe(200); // a second device
     // the record keeps neither the address nor a digest anyone could reverse by trying addresses
@@ -240,7 +292,9 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect(recorded.rows).toHaveLength(2);
     for (const { client_key } of recorded.rows) {
       expect(client_key).toMatch(/^[A-Za-z0-9_-]{43}$/);
-      expect(['10.43.0.1', '10.43.0.2'].map((ip) => accountClientDigest(owner.email, ip))).not.toContain(client_key);
+      expect(
+        ['10.43.0.1', '10.43.0.2'].map((ip) => accountClientDigest(owner.email, ip)),
+      ).not.toContain(client_key);
     }
     // Redis comes back without the marks (only those: the other keys of this shared Redis stay)
     const redis = a.app.get<Redis>(REDIS);
@@ -259,10 +313,13 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect((await signIn(b, owner.email, TEST_PASSWORD, '10.43.0.1')).status).toBe(200);
     expect((await signIn(a, owner.email, TEST_PASSWORD, '10.43.0.2')).status).toBe(200);
     // and the marks are written back, so the next sign-ins need not ask the database
-    await waitFor('the marks written back', async () => (await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`)).length >= 2);
+    await waitFor(
+      'the marks written back',
+      async () => (await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`)).length >= 2,
+    );
   });
 
-  it('a client that signed in with a password the owner has since changed is no longer spared the ceiling (Redis\'s marks and the sessions on record alike); the client the owner changed it from still is', async () => {
+  it("a client that signed in with a password the owner has since changed is no longer spared the ceiling (Redis's marks and the sessions on record alike); the client the owner changed it from still is", async () => {
     const owner = await registerCustomer(a.http, fromClient('10.47.0.1'));
     const NEW = 'a-password-only-the-owner-knows';
     // a thief with the leaked password signs in from a network of their own: one of the account's clients so far
@@ -275,12 +332,15 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect(changed.status).toBe(204);
     // a distributed guesser fills the account's ceiling
     const guesses = await Promise.all(
-      Array.from({ length: CEILING + 2 }, (_, i) => signIn(i % 2 ? b : a, owner.email, `guess-${i}-guess`, `10.47.${i + 1}.1`)),
+      Array.from({ length: CEILING + 2 }, (_, i) =>
+        signIn(i % 2 ? b : a, owner.email, `guess-${i}-guess`, `10.47.${i + 1}.1`),
+      ),
     );
     expect(guesses.filter((r) => r.status === 401)).toHaveLength(CEILING);
     const redis = a.app.get<Redis>(REDIS);
     for (const marks of ['kept', 'lost'] as const) {
-      if (marks === 'lost') await redis.del(...(await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`)));
+      if (marks === 'lost')
+        await redis.del(...(await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`)));
       // the thief's network is a stranger's now, even with the new password (say it leaked too)
       const thief = await signIn(b, owner.email, NEW, '10.47.0.9');
       expect([marks, thief.status]).toEqual([marks, 429]);
@@ -297,14 +357,18 @@ describe('login: one client trying a fresh email each time meets a ceiling over 
 
   beforeAll(async () => {
     t = await bootTestApp({
-      env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1', SIGN_IN_FAILURES_PER_IP: String(PER_IP) },
+      env: {
+        RATE_LIMIT_ENABLED: 'true',
+        TRUST_PROXY: '127.0.0.1',
+        SIGN_IN_FAILURES_PER_IP: String(PER_IP),
+      },
     });
   });
   afterAll(async () => {
     await t?.close();
   });
 
-  it('refuses its next failure-prone tries with 429 (no argon2 run for them); another client and the owner\'s own are not held', async () => {
+  it("refuses its next failure-prone tries with 429 (no argon2 run for them); another client and the owner's own are not held", async () => {
     const owner = await registerCustomer(t.http, fromClient('10.43.0.1'));
     const hashes = jest.spyOn(t.app.get(PasswordHasher), 'verify');
     const sprayed = [];
@@ -315,7 +379,9 @@ describe('login: one client trying a fresh email each time meets a ceiling over 
     expect(retryAfter(sprayed[PER_IP])).toBeGreaterThan(0);
     expect(hashes).toHaveBeenCalledTimes(PER_IP); // the refused ones cost no hash
     hashes.mockRestore();
-    expect((await signIn(t, 'nobody-x@spray.test', 'not-a-password', '10.43.0.2')).status).toBe(401);
+    expect((await signIn(t, 'nobody-x@spray.test', 'not-a-password', '10.43.0.2')).status).toBe(
+      401,
+    );
     // the owner registered from that client: it is one of the account's own, and still signs in
     expect((await signIn(t, owner.email, TEST_PASSWORD, '10.43.0.1')).status).toBe(200);
   });
@@ -351,11 +417,15 @@ describe('login: strangers filling the argon2 queue do not keep the owner out', 
     const guesses = Array.from({ length: HASH_QUEUE_LIMIT }, (_, i) =>
       signIn(t, `nobody-${i}@flood${net}.test`, 'not-a-password', `10.${net}.${1 + i}.1`),
     );
-    await waitFor('the queue full of guesses', async () => gate.queued, { until: (n) => n === HASH_QUEUE_LIMIT });
+    await waitFor('the queue full of guesses', async () => gate.queued, {
+      until: (n) => n === HASH_QUEUE_LIMIT,
+    });
     return {
       started,
       ownerWaiting: () =>
-        waitFor('the owner waiting', async () => gate.queued, { until: (n) => n === HASH_QUEUE_LIMIT + 1 }),
+        waitFor('the owner waiting', async () => gate.queued, {
+          until: (n) => n === HASH_QUEUE_LIMIT + 1,
+        }),
       release: async () => {
         free();
         await held;

@@ -78,7 +78,12 @@ describe('look-alike input: addresses, names, review text', () => {
     }
     // domains in their own letters, whatever their case, are taken (Cherokee's lower case is the
     // one IDNA maps to capitals; Greek and Turkish capitals; a dotless i)
-    for (const email of [`${victim}@\u13E3\u13B3\u13A9.example`, `${victim}@\u039A\u0391\u039B\u0397.gr`, `${victim}@\u0130stanbul.example`, `${victim}@stra\u00DFe.example`]) {
+    for (const email of [
+      `${victim}@\u13E3\u13B3\u13A9.example`,
+      `${victim}@\u039A\u0391\u039B\u0397.gr`,
+      `${victim}@\u0130stanbul.example`,
+      `${victim}@stra\u00DFe.example`,
+    ]) {
       const res = await register(email);
       expect({ email, status: res.status }).toEqual({ email, status: 201 });
     }

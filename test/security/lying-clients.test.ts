@@ -122,10 +122,16 @@ describe('clients that lie about their bodies', () => {
       ['deflate', deflateSync(body)],
       ['br', Buffer.from(body)],
     ] as const) {
-      const res = await t.http.request('POST', '/v1/auth/login', undefined, { raw, headers: { 'content-encoding': coding } });
+      const res = await t.http.request('POST', '/v1/auth/login', undefined, {
+        raw,
+        headers: { 'content-encoding': coding },
+      });
       expectProblem(res, 415, 'UNSUPPORTED_MEDIA_TYPE');
     }
-    const identity = await t.http.request('POST', '/v1/auth/login', undefined, { raw: body, headers: { 'content-encoding': 'identity' } });
+    const identity = await t.http.request('POST', '/v1/auth/login', undefined, {
+      raw: body,
+      headers: { 'content-encoding': 'identity' },
+    });
     expect(identity.status).toBe(200);
   });
 
@@ -168,9 +174,16 @@ describe('clients that lie about their bodies', () => {
       description: '\u{1F600}'.repeat(10_000),
       price: { amount: 100, currency: 'INR' },
       initialStock: 1,
-    }).replace(/[\u{10000}-\u{10FFFF}]/gu, (c) => `\\u${c.charCodeAt(0).toString(16)}\\u${c.charCodeAt(1).toString(16)}`);
+    }).replace(
+      /[\u{10000}-\u{10FFFF}]/gu,
+      (c) => `\\u${c.charCodeAt(0).toString(16)}\\u${c.charCodeAt(1).toString(16)}`,
+    );
     expect(Buffer.byteLength(escaped)).toBeGreaterThan(110 * 1024);
-    const created = await t.http.request('POST', '/v1/admin/products', undefined, { raw: escaped, token: admin, idempotencyKey: newKey() });
+    const created = await t.http.request('POST', '/v1/admin/products', undefined, {
+      raw: escaped,
+      token: admin,
+      idempotencyKey: newKey(),
+    });
     expect([created.status, [...created.body.description].length]).toEqual([201, 10_000]);
     const big = JSON.stringify({
       name: 'x'.repeat(130 * 1024),
@@ -268,15 +281,33 @@ describe('clients that lie about their bodies', () => {
     }
   });
 
-  it("refuses every other name Object.prototype holds (toString, valueOf, hasOwnProperty, …): class-transformer skipped them, so they were dropped, not refused", async () => {
-    for (const name of ['toString', 'valueOf', 'hasOwnProperty', 'isPrototypeOf', 'toLocaleString', '__defineGetter__']) {
+  it('refuses every other name Object.prototype holds (toString, valueOf, hasOwnProperty, …): class-transformer skipped them, so they were dropped, not refused', async () => {
+    for (const name of [
+      'toString',
+      'valueOf',
+      'hasOwnProperty',
+      'isPrototypeOf',
+      'toLocaleString',
+      '__defineGetter__',
+    ]) {
       const products = await t.http.get(`/v1/products?${name}=${name}-x`);
       expectProblem(products, 400, 'VALIDATION_FAILED');
-      expect(products.body.errors).toEqual([{ field: name, message: `property ${name} should not exist` }]);
-      expectProblem(await t.http.get(`/v1/orders?${name}=1`, { token: alice.token }), 400, 'VALIDATION_FAILED');
+      expect(products.body.errors).toEqual([
+        { field: name, message: `property ${name} should not exist` },
+      ]);
+      expectProblem(
+        await t.http.get(`/v1/orders?${name}=1`, { token: alice.token }),
+        400,
+        'VALIDATION_FAILED',
+      );
     }
     const register = await t.http.request('POST', '/v1/auth/register', undefined, {
-      raw: JSON.stringify({ email: `${newKey()}@example.com`, password: 'a-long-password-1', name: 'X', hasOwnProperty: 1 }),
+      raw: JSON.stringify({
+        email: `${newKey()}@example.com`,
+        password: 'a-long-password-1',
+        name: 'X',
+        hasOwnProperty: 1,
+      }),
     });
     expectProblem(register, 400, 'VALIDATION_FAILED');
     const order = await t.http.request('POST', '/v1/orders', undefined, {
@@ -285,6 +316,8 @@ describe('clients that lie about their bodies', () => {
       idempotencyKey: newKey(),
     });
     expectProblem(order, 400, 'VALIDATION_FAILED');
-    expect(order.body.errors).toEqual([{ field: 'items.0.valueOf', message: 'property items.0.valueOf should not exist' }]);
+    expect(order.body.errors).toEqual([
+      { field: 'items.0.valueOf', message: 'property items.0.valueOf should not exist' },
+    ]);
   });
 });

@@ -55,18 +55,31 @@ describe('per-customer purchase limits', () => {
   function waitForStatus(buyer: Buyer, orderId: string, wanted: string[]): Promise<string> {
     return waitFor(
       `order ${orderId} to be ${wanted.join(' or ')}`,
-      async () => (await t.http.get(`/v1/orders/${orderId}`, { token: buyer.token })).body.status as string,
+      async () =>
+        (await t.http.get(`/v1/orders/${orderId}`, { token: buyer.token })).body.status as string,
       { until: (status) => wanted.includes(status) },
     );
   }
 
   it('is on by default: 5 units per product, 3 open unpaid orders, 10 abandoned unpaid orders a day', () => {
-    expect(loadConfig({ NODE_ENV: 'development' }).purchaseLimits).toEqual({ unitsPerProduct: 5, openOrders: 3, abandonedPerDay: 10 });
+    expect(loadConfig({ NODE_ENV: 'development' }).purchaseLimits).toEqual({
+      unitsPerProduct: 5,
+      openOrders: 3,
+      abandonedPerDay: 10,
+    });
   });
 
   it('RATE_LIMIT_ENABLED=false switches the abandoned-orders limit off with all other throttling (API.md), not the 409 caps', () => {
-    expect(loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).purchaseLimits).toEqual({ unitsPerProduct: 5, openOrders: 3, abandonedPerDay: 0 });
-    expect(loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false', PURCHASE_LIMIT_ABANDONED_PER_DAY: '4' }).purchaseLimits.abandonedPerDay).toBe(0);
+    expect(
+      loadConfig({ NODE_ENV: 'development', RATE_LIMIT_ENABLED: 'false' }).purchaseLimits,
+    ).toEqual({ unitsPerProduct: 5, openOrders: 3, abandonedPerDay: 0 });
+    expect(
+      loadConfig({
+        NODE_ENV: 'development',
+        RATE_LIMIT_ENABLED: 'false',
+        PURCHASE_LIMIT_ABANDONED_PER_DAY: '4',
+      }).purchaseLimits.abandonedPerDay,
+    ).toBe(0);
   });
 
   it('a customer who keeps abandoning unpaid orders (cancelled, expired) gets no new one that day (429): re-ordering cannot hold stock all day', async () => {
@@ -89,15 +102,25 @@ describe('per-customer purchase limits', () => {
         expect(res.status).toBe(201);
         placed.push(res.body.id as string);
         if (i < 2) {
-          const cancel = await capped.http.post(`/v1/orders/${res.body.id}/cancel`, {}, { token: erin.token, idempotencyKey: newKey() });
+          const cancel = await capped.http.post(
+            `/v1/orders/${res.body.id}/cancel`,
+            {},
+            { token: erin.token, idempotencyKey: newKey() },
+          );
           expect(cancel.status).toBe(200);
         }
       }
       // the third one is left to expire (released as RESERVATION_EXPIRED)
-      await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [placed[2]]);
+      await t.db.pool.query(
+        `UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`,
+        [placed[2]],
+      );
       expect(await capped.app.get(ReservationExpiryService).expire(placed[2])).toBe(true);
       const expired = await capped.http.get(`/v1/orders/${placed[2]}`, { token: erin.token });
-      expect([expired.body.status, expired.body.cancellationReason]).toEqual(['CANCELLED', 'RESERVATION_EXPIRED']);
+      expect([expired.body.status, expired.body.cancellationReason]).toEqual([
+        'CANCELLED',
+        'RESERVATION_EXPIRED',
+      ]);
 
       // not a cap on what erin holds (she holds nothing: API.md's 409 caps do not apply) but a
       // limit on placing orders: 429 with when to retry (the oldest abandoned order a day old)
@@ -109,15 +132,27 @@ describe('per-customer purchase limits', () => {
       expect(retryAfter).toBeLessThanOrEqual(86_400);
       // one item per limit counting the request: the guards' ones, then this one
       const policies = refused.headers.get('ratelimit-policy')!.split(', ');
-      expect(policies).toEqual(expect.arrayContaining(['"order-create";q=30;w=60', '"abandoned-orders";q=3;w=86400']));
+      expect(policies).toEqual(
+        expect.arrayContaining(['"order-create";q=30;w=60', '"abandoned-orders";q=3;w=86400']),
+      );
       expect(policies[policies.length - 1]).toBe('"abandoned-orders";q=3;w=86400');
-      expect(refused.headers.get('ratelimit')!.split(', ').pop()).toBe(`"abandoned-orders";r=0;t=${retryAfter}`);
+      expect(refused.headers.get('ratelimit')!.split(', ').pop()).toBe(
+        `"abandoned-orders";r=0;t=${retryAfter}`,
+      );
       // more abandoned than the allowance (orders placed while under it, expired since): the wait
       // is until enough are a day old — here the second oldest, 20 h old (4 h left)
       const [spare] = await buyers(capped.http, 1);
       const older: string[] = [];
       const cancelOne = async (id: string) =>
-        expect((await capped.http.post(`/v1/orders/${id}/cancel`, {}, { token: spare.token, idempotencyKey: newKey() })).status).toBe(200);
+        expect(
+          (
+            await capped.http.post(
+              `/v1/orders/${id}/cancel`,
+              {},
+              { token: spare.token, idempotencyKey: newKey() },
+            )
+          ).status,
+        ).toBe(200);
       for (let i = 0; i < 4; i++) {
         const o = await placeOrder(capped.http, spare, [{ productId: p, quantity: 1 }]);
         expect(o.status).toBe(201);
@@ -127,7 +162,10 @@ describe('per-customer purchase limits', () => {
       await cancelOne(older[2]);
       await cancelOne(older[3]); // four abandoned: one past the allowance of three
       for (const [i, hours] of [22, 20, 2, 1].entries()) {
-        await t.db.pool.query(`UPDATE orders SET created_at = now() - make_interval(hours => $2) WHERE id = $1`, [older[i], hours]);
+        await t.db.pool.query(
+          `UPDATE orders SET created_at = now() - make_interval(hours => $2) WHERE id = $1`,
+          [older[i], hours],
+        );
       }
       const waitMore = await placeOrder(capped.http, spare, [{ productId: p, quantity: 1 }]);
       expect(waitMore.status).toBe(429);
@@ -136,7 +174,9 @@ describe('per-customer purchase limits', () => {
       expect(secs).toBeLessThanOrEqual(4 * 3600);
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 0 });
       // another customer is not affected
-      expect((await placeOrder(capped.http, frank, [{ productId: p, quantity: 1 }])).status).toBe(201);
+      expect((await placeOrder(capped.http, frank, [{ productId: p, quantity: 1 }])).status).toBe(
+        201,
+      );
       // an order that was paid after all (late: it had expired; the payment is refunded) was not
       // walked away from: it does not count
       await t.db.pool.query(
@@ -146,17 +186,26 @@ describe('per-customer purchase limits', () => {
       );
       const afterLatePayment = await placeOrder(capped.http, erin, [{ productId: p, quantity: 1 }]);
       expect(afterLatePayment.status).toBe(201);
-      await capped.http.post(`/v1/orders/${afterLatePayment.body.id}/cancel`, {}, { token: erin.token, idempotencyKey: newKey() });
+      await capped.http.post(
+        `/v1/orders/${afterLatePayment.body.id}/cancel`,
+        {},
+        { token: erin.token, idempotencyKey: newKey() },
+      );
       placed.push(afterLatePayment.body.id as string);
       // a day later the abandoned orders no longer count
-      await t.db.pool.query(`UPDATE orders SET created_at = created_at - interval '25 hours' WHERE id = ANY($1)`, [placed]);
-      expect((await placeOrder(capped.http, erin, [{ productId: p, quantity: 5 }])).status).toBe(201);
+      await t.db.pool.query(
+        `UPDATE orders SET created_at = created_at - interval '25 hours' WHERE id = ANY($1)`,
+        [placed],
+      );
+      expect((await placeOrder(capped.http, erin, [{ productId: p, quantity: 5 }])).status).toBe(
+        201,
+      );
     } finally {
       await capped.close();
     }
   });
 
-  it('declined payments count as abandoned orders: failing one\'s own card (3-D Secure) in a loop cannot hold stock all day', async () => {
+  it("declined payments count as abandoned orders: failing one's own card (3-D Secure) in a loop cannot hold stock all day", async () => {
     const capped = await bootTestApp({
       db: t.db,
       env: { PURCHASE_LIMIT_ABANDONED_PER_DAY: '2', RATE_LIMIT_ENABLED: 'true' },
@@ -168,11 +217,21 @@ describe('per-customer purchase limits', () => {
       for (let i = 0; i < 2; i++) {
         const placed = await placeOrder(capped.http, gina, [{ productId: p, quantity: 5 }]);
         expect(placed.status).toBe(201);
-        const pay = await capped.http.post(`/v1/orders/${placed.body.id}/payment`, {}, { token: gina.token, idempotencyKey: newKey() });
+        const pay = await capped.http.post(
+          `/v1/orders/${placed.body.id}/payment`,
+          {},
+          { token: gina.token, idempotencyKey: newKey() },
+        );
         expect(pay.status).toBe(201);
-        await capped.http.post(`/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`, { outcome: 'failed' }, { token: gina.token });
+        await capped.http.post(
+          `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`,
+          { outcome: 'failed' },
+          { token: gina.token },
+        );
         await waitForStatus(gina, placed.body.id as string, ['CANCELLED']);
-        const row = await t.db.pool.query(`SELECT cancellation_reason FROM orders WHERE id = $1`, [placed.body.id]);
+        const row = await t.db.pool.query(`SELECT cancellation_reason FROM orders WHERE id = $1`, [
+          placed.body.id,
+        ]);
         expect(row.rows[0].cancellation_reason).toBe('PAYMENT_FAILED');
       }
       const refused = await placeOrder(capped.http, gina, [{ productId: p, quantity: 5 }]);
@@ -191,7 +250,9 @@ describe('per-customer purchase limits', () => {
     expect(tooMany.headers.get('content-type')).toMatch(/application\/problem\+json/);
     expect(tooMany.body.code).toBe('PURCHASE_LIMIT_EXCEEDED');
     expect(tooMany.body.detail).toMatch(/at most 5 units of a product/);
-    expect(tooMany.body.limits).toEqual([{ cap: 'unitsPerProduct', limit: 5, held: 6, productId: p }]);
+    expect(tooMany.body.limits).toEqual([
+      { cap: 'unitsPerProduct', limit: 5, held: 6, productId: p },
+    ]);
 
     expect((await order(alice, p, 3)).status).toBe(201);
     const over = await order(alice, p, 3);
@@ -204,7 +265,9 @@ describe('per-customer purchase limits', () => {
   });
 
   it('refuses a fourth open unpaid order; a cancel or a payment frees a slot; others are unaffected', async () => {
-    const products = await Promise.all(Array.from({ length: 6 }, () => insertProduct(t.db.pool, { stock: 10 })));
+    const products = await Promise.all(
+      Array.from({ length: 6 }, () => insertProduct(t.db.pool, { stock: 10 })),
+    );
     const created = [];
     for (const p of products.slice(0, 3)) {
       const res = await order(bob, p);
@@ -222,13 +285,21 @@ describe('per-customer purchase limits', () => {
     expect((await order(carol, products[3])).status).toBe(201);
 
     // a cancelled order no longer counts
-    const cancel = await t.http.post(`/v1/orders/${created[0]}/cancel`, {}, { token: bob.token, idempotencyKey: newKey() });
+    const cancel = await t.http.post(
+      `/v1/orders/${created[0]}/cancel`,
+      {},
+      { token: bob.token, idempotencyKey: newKey() },
+    );
     expect(cancel.status).toBe(200);
     expect((await order(bob, products[3])).status).toBe(201);
     expect((await order(bob, products[4])).status).toBe(409);
 
     // nor does a paid one (PAYMENT_PENDING still counts: it holds stock until paid)
-    const pay = await t.http.post(`/v1/orders/${created[1]}/payment`, {}, { token: bob.token, idempotencyKey: newKey() });
+    const pay = await t.http.post(
+      `/v1/orders/${created[1]}/payment`,
+      {},
+      { token: bob.token, idempotencyKey: newKey() },
+    );
     expect(pay.status).toBe(201);
     expect((await order(bob, products[4])).status).toBe(409);
     const confirm = await t.http.post(
@@ -265,13 +336,17 @@ describe('per-customer purchase limits', () => {
     expect(refused.status).toBe(409);
     expect(refused.body.code).toBe('PURCHASE_LIMIT_EXCEEDED');
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 50, reserved: 0 });
-    expect((await t.http.put(`/v1/cart/items/${p}`, { quantity: 5 }, { token: erin.token })).status).toBe(200);
+    expect(
+      (await t.http.put(`/v1/cart/items/${p}`, { quantity: 5 }, { token: erin.token })).status,
+    ).toBe(200);
     expect((await placeOrder(t.http, erin, undefined)).status).toBe(201);
   });
 
   it('20 parallel orders of one customer never pass a cap together', async () => {
     const [eve, frank] = await buyers(t.http, 2);
-    const distinct = await Promise.all(Array.from({ length: 20 }, () => insertProduct(t.db.pool, { stock: 10 })));
+    const distinct = await Promise.all(
+      Array.from({ length: 20 }, () => insertProduct(t.db.pool, { stock: 10 })),
+    );
     const hot = await insertProduct(t.db.pool, { stock: 100 });
 
     // open-order cap: 20 orders of one unit of 20 different products at once → exactly 3
@@ -286,7 +361,9 @@ describe('per-customer purchase limits', () => {
     // units cap: 20 orders of two units of one product at once → exactly 2 (4 units; a third makes 6)
     const byUnits = await Promise.all(Array.from({ length: 20 }, () => order(frank, hot, 2)));
     expect(byUnits.filter((r) => r.status === 201)).toHaveLength(2);
-    expect(byUnits.filter((r) => r.status === 409 && r.body.code === 'PURCHASE_LIMIT_EXCEEDED')).toHaveLength(18);
+    expect(
+      byUnits.filter((r) => r.status === 409 && r.body.code === 'PURCHASE_LIMIT_EXCEEDED'),
+    ).toHaveLength(18);
     expect(await heldBy(frank)).toEqual({ orders: 2, maxUnits: 4 });
     expect(await stockOf(t.db.pool, hot)).toEqual({ onHand: 100, reserved: 4 });
   });
@@ -298,16 +375,26 @@ describe('per-customer purchase limits', () => {
     expect(first.status).toBe(201);
     expect((await order(erin, p, 1)).status).toBe(409);
     const overdue = (id: string) =>
-      t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [id]);
+      t.db.pool.query(
+        `UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`,
+        [id],
+      );
     await overdue(first.body.id);
-    const pay = await t.http.post(`/v1/orders/${first.body.id}/payment`, {}, { token: erin.token, idempotencyKey: newKey() });
+    const pay = await t.http.post(
+      `/v1/orders/${first.body.id}/payment`,
+      {},
+      { token: erin.token, idempotencyKey: newKey() },
+    );
     expect(pay.status).toBe(409);
     expect(pay.body.code).toBe('ORDER_NOT_PAYABLE');
     // the checkout that needs the room expires the overdue order (its stock released once), then counts again
     const second = await order(erin, p, 5);
     expect(second.status).toBe(201);
     const expired = await t.http.get(`/v1/orders/${first.body.id}`, { token: erin.token });
-    expect(expired.body).toMatchObject({ status: 'CANCELLED', cancellationReason: 'RESERVATION_EXPIRED' });
+    expect(expired.body).toMatchObject({
+      status: 'CANCELLED',
+      cancellationReason: 'RESERVATION_EXPIRED',
+    });
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 100, reserved: 5 });
     expect(await heldBy(erin)).toEqual({ orders: 1, maxUnits: 5 });
 
@@ -322,8 +409,12 @@ describe('per-customer purchase limits', () => {
     const refused = await order(erin, p, 1);
     expect(refused.status).toBe(409);
     expect(refused.body.code).toBe('PURCHASE_LIMIT_EXCEEDED');
-    expect(refused.body.limits).toEqual([{ cap: 'unitsPerProduct', limit: 5, held: 6, productId: p }]);
-    expect((await t.http.get(`/v1/orders/${second.body.id}`, { token: erin.token })).body.status).toBe('INVENTORY_RESERVED');
+    expect(refused.body.limits).toEqual([
+      { cap: 'unitsPerProduct', limit: 5, held: 6, productId: p },
+    ]);
+    expect(
+      (await t.http.get(`/v1/orders/${second.body.id}`, { token: erin.token })).body.status,
+    ).toBe('INVENTORY_RESERVED');
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 100, reserved: 5 });
   });
 
@@ -336,15 +427,27 @@ describe('per-customer purchase limits', () => {
       const placed = await order(gina, p, 5);
       expect(placed.status).toBe(201);
       held.push(placed.body.id as string);
-      await t.db.pool.query(`UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`, [placed.body.id]);
+      await t.db.pool.query(
+        `UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`,
+        [placed.body.id],
+      );
     }
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 100, reserved: 5 });
-    const statuses = await t.db.pool.query<{ status: string }>(`SELECT status FROM orders WHERE id = ANY($1) ORDER BY created_at`, [held]);
-    expect(statuses.rows.map((r) => r.status)).toEqual(['CANCELLED', 'CANCELLED', 'INVENTORY_RESERVED']);
+    const statuses = await t.db.pool.query<{ status: string }>(
+      `SELECT status FROM orders WHERE id = ANY($1) ORDER BY created_at`,
+      [held],
+    );
+    expect(statuses.rows.map((r) => r.status)).toEqual([
+      'CANCELLED',
+      'CANCELLED',
+      'INVENTORY_RESERVED',
+    ]);
     // 20 concurrent checkouts with the last one overdue: its room is taken once, by one of them
     const rush = await Promise.all(Array.from({ length: 20 }, () => order(gina, p, 5)));
     expect(rush.filter((r) => r.status === 201)).toHaveLength(1);
-    expect(rush.filter((r) => r.status === 409 && r.body.code === 'PURCHASE_LIMIT_EXCEEDED')).toHaveLength(19);
+    expect(
+      rush.filter((r) => r.status === 409 && r.body.code === 'PURCHASE_LIMIT_EXCEEDED'),
+    ).toHaveLength(19);
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 100, reserved: 5 });
     expect(await heldBy(gina)).toEqual({ orders: 1, maxUnits: 5 });
   });

@@ -128,7 +128,9 @@ describe('queue board: the per-IP request limit of every route', () => {
     let last: HttpResponse | undefined;
     for (let round = 0; round < 16; round++) {
       const batch = await Promise.all(
-        Array.from({ length: 20 }, (_, i) => board(t, '10.30.0.1', basic(`nobody-${round}-${i}@x.io`, 'guess-guess'))),
+        Array.from({ length: 20 }, (_, i) =>
+          board(t, '10.30.0.1', basic(`nobody-${round}-${i}@x.io`, 'guess-guess')),
+        ),
       );
       statuses.push(...batch.map((r) => r.status));
       last = batch[batch.length - 1];
@@ -229,7 +231,9 @@ describe('queue board Basic sign-in: the account ceiling', () => {
     expect(guesses.filter((r) => r.status === 429).length).toBeGreaterThan(0);
     expect((await board(t, '10.27.2.1', basic(admin, TEST_PASSWORD))).status).toBe(429);
     // the client the admin signed in from (recorded with its session) still gets in
-    expect((await board(t, '10.27.0.2', basic(admin.toUpperCase(), TEST_PASSWORD))).status).toBe(200);
+    expect((await board(t, '10.27.0.2', basic(admin.toUpperCase(), TEST_PASSWORD))).status).toBe(
+      200,
+    );
   });
 });
 
@@ -272,10 +276,12 @@ describe('queue board Basic sign-in: bounded argon2 work', () => {
     try {
       const burst = await Promise.all(
         Array.from({ length: 60 }, (_, i) =>
-          board(t, `10.24.${i}.1`, basic(`nobody-${randomUUID()}@test.local`, 'guess-guess')).then((r) => {
-            if (r.status === 503) release();
-            return r;
-          }),
+          board(t, `10.24.${i}.1`, basic(`nobody-${randomUUID()}@test.local`, 'guess-guess')).then(
+            (r) => {
+              if (r.status === 503) release();
+              return r;
+            },
+          ),
         ),
       );
       const busy = burst.filter((r) => r.status === 503);

@@ -54,7 +54,9 @@ const NOT_DEVELOPMENT = ['', 'test', 'production'];
 
 /** An HS256 access token claiming `role: admin`, signed with `secret`. */
 function adminToken(t: TestApp, secret: string): string {
-  return forgeToken('HS256', forgedAdminClaims(t.config), (body) => createHmac('sha256', secret).update(body).digest());
+  return forgeToken('HS256', forgedAdminClaims(t.config), (body) =>
+    createHmac('sha256', secret).update(body).digest(),
+  );
 }
 
 const line = (what: string, res: HttpResponse) =>
@@ -62,16 +64,22 @@ const line = (what: string, res: HttpResponse) =>
 
 /** What an attacker gets from an instance that trusts the built-in secrets and dev routes. */
 async function attacks(t: TestApp): Promise<string> {
-  const forged = await t.http.get('/v1/admin/orders', { token: adminToken(t, BUILT_IN.JWT_SECRET) });
+  const forged = await t.http.get('/v1/admin/orders', {
+    token: adminToken(t, BUILT_IN.JWT_SECRET),
+  });
   const event = JSON.stringify({
     id: `evt_forged_${randomUUID()}`,
     object: 'event',
     type: 'payment_intent.succeeded',
     created: Math.floor(Date.now() / 1000),
-    data: { object: { id: 'pi_forged', object: 'payment_intent', status: 'succeeded', metadata: {} } },
+    data: {
+      object: { id: 'pi_forged', object: 'payment_intent', status: 'succeeded', metadata: {} },
+    },
   });
   const ts = Math.floor(Date.now() / 1000);
-  const v1 = createHmac('sha256', BUILT_IN.STRIPE_WEBHOOK_SECRET).update(`${ts}.${event}`).digest('hex');
+  const v1 = createHmac('sha256', BUILT_IN.STRIPE_WEBHOOK_SECRET)
+    .update(`${ts}.${event}`)
+    .digest('hex');
   const stripe = await t.http.request('POST', '/v1/webhooks/stripe', undefined, {
     raw: event,
     headers: { 'stripe-signature': `t=${ts},v1=${v1}` },
@@ -80,7 +88,10 @@ async function attacks(t: TestApp): Promise<string> {
     Records: [
       {
         eventName: 's3:ObjectCreated:Put',
-        s3: { bucket: { name: t.config.storage.bucket }, object: { key: `products/${randomUUID()}/${randomUUID()}` } },
+        s3: {
+          bucket: { name: t.config.storage.bucket },
+          object: { key: `products/${randomUUID()}/${randomUUID()}` },
+        },
       },
     ],
   });
@@ -88,7 +99,9 @@ async function attacks(t: TestApp): Promise<string> {
     raw: note,
     headers: { authorization: `Bearer ${BUILT_IN.STORAGE_WEBHOOK_TOKEN}` },
   });
-  const dev = await t.http.post(`/v1/dev/payment-intents/pi_sim_x/confirm`, { outcome: 'succeeded' });
+  const dev = await t.http.post(`/v1/dev/payment-intents/pi_sim_x/confirm`, {
+    outcome: 'succeeded',
+  });
   return [
     line('forged admin token', forged),
     line('Stripe event signed with the built-in secret', stripe),
@@ -123,7 +136,11 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
   );
 
   it('production without STRIPE_SECRET_KEY refuses to boot instead of simulating payments', async () => {
-    const outcome = await bootOutcome({ NODE_ENV: 'production', ...SECRETS, STRIPE_SECRET_KEY: '' });
+    const outcome = await bootOutcome({
+      NODE_ENV: 'production',
+      ...SECRETS,
+      STRIPE_SECRET_KEY: '',
+    });
     expect(outcome).toMatch(/^refused: [\s\S]*STRIPE_SECRET_KEY: required in production/);
   });
 
@@ -171,18 +188,34 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
     try {
       await dev.app.get(DemoSeeder).run();
       const basic = (email: string, password: string) => ({
-        headers: { authorization: `Basic ${Buffer.from(`${email}:${password}`).toString('base64')}` },
+        headers: {
+          authorization: `Basic ${Buffer.from(`${email}:${password}`).toString('base64')}`,
+        },
       });
       const outcomes: string[] = [];
       for (const demo of [DEMO_ADMIN, DEMO_CUSTOMER]) {
-        outcomes.push(line(`production login ${demo.email}`, await prod.http.post('/v1/auth/login', demo)));
+        outcomes.push(
+          line(`production login ${demo.email}`, await prod.http.post('/v1/auth/login', demo)),
+        );
       }
-      outcomes.push(line('production queue board', await prod.http.get('/admin/queues', basic(DEMO_ADMIN.email, DEMO_ADMIN.password))));
+      outcomes.push(
+        line(
+          'production queue board',
+          await prod.http.get('/admin/queues', basic(DEMO_ADMIN.email, DEMO_ADMIN.password)),
+        ),
+      );
       // the same password in full-width letters is the same password once normalized (NFKC):
       // it must not get past the demo check either
-      const wide = [...DEMO_ADMIN.password].map((c) => String.fromCodePoint(c.codePointAt(0)! + 0xfee0)).join('');
+      const wide = [...DEMO_ADMIN.password]
+        .map((c) => String.fromCodePoint(c.codePointAt(0)! + 0xfee0))
+        .join('');
       expect(wide.normalize('NFKC')).toBe(DEMO_ADMIN.password);
-      outcomes.push(line('production login, full-width', await prod.http.post('/v1/auth/login', { email: DEMO_ADMIN.email, password: wide })));
+      outcomes.push(
+        line(
+          'production login, full-width',
+          await prod.http.post('/v1/auth/login', { email: DEMO_ADMIN.email, password: wide }),
+        ),
+      );
       expect(outcomes).toEqual([
         `production login ${DEMO_ADMIN.email} → 401 INVALID_CREDENTIALS`,
         `production login ${DEMO_CUSTOMER.email} → 401 INVALID_CREDENTIALS`,
@@ -192,8 +225,17 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
       // control: the same accounts sign in on the development instance, and in production once an
       // operator has given the account a password of its own
       expect((await dev.http.post('/v1/auth/login', DEMO_ADMIN)).status).toBe(200);
-      await prod.app.get(AccountService).ensureAccount(DEMO_ADMIN.email, 'an-operator-chosen-password', 'admin', 'Ops');
-      expect((await prod.http.post('/v1/auth/login', { email: DEMO_ADMIN.email, password: 'an-operator-chosen-password' })).status).toBe(200);
+      await prod.app
+        .get(AccountService)
+        .ensureAccount(DEMO_ADMIN.email, 'an-operator-chosen-password', 'admin', 'Ops');
+      expect(
+        (
+          await prod.http.post('/v1/auth/login', {
+            email: DEMO_ADMIN.email,
+            password: 'an-operator-chosen-password',
+          })
+        ).status,
+      ).toBe(200);
     } finally {
       await prod.close();
       await dev.close();
@@ -222,7 +264,10 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
           'the process to exit or to serve',
           async () => {
             if (p.proc.exitCode !== null) return 'exited';
-            const ok = await fetch(`http://127.0.0.1:${port}/health/live`).then((r) => r.ok, () => false);
+            const ok = await fetch(`http://127.0.0.1:${port}/health/live`).then(
+              (r) => r.ok,
+              () => false,
+            );
             return ok ? 'still serving' : undefined;
           },
           { timeoutMs: 110_000, intervalMs: 250 }, // the test's own limit is 120 s
@@ -238,7 +283,9 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
       for (const r of [api, worker]) {
         expect(r.first).toBe('exit 1');
         for (const name of SECRET_NAMES) {
-          expect(r.output).toContain(`${name}: required unless NODE_ENV=development (NODE_ENV is not set)`);
+          expect(r.output).toContain(
+            `${name}: required unless NODE_ENV=development (NODE_ENV is not set)`,
+          );
         }
       }
     } finally {
@@ -321,7 +368,14 @@ describe('security: operational endpoints are not public (issue 10 finding 8)', 
       ['code', 'detail', 'details', 'requestId', 'status', 'title', 'type'].sort(),
     );
     const text = JSON.stringify({ ...res.body, requestId: undefined });
-    for (const s of ['127.0.0.1', 'localhost', 'ECONNREFUSED', 'timeout', 'message', ...internals]) {
+    for (const s of [
+      '127.0.0.1',
+      'localhost',
+      'ECONNREFUSED',
+      'timeout',
+      'message',
+      ...internals,
+    ]) {
       expect(text).not.toContain(s);
     }
   };
@@ -346,7 +400,9 @@ describe('security: operational endpoints are not public (issue 10 finding 8)', 
     try {
       await withAdminClient(async (c) => {
         await c.query(`ALTER DATABASE "${name}" WITH ALLOW_CONNECTIONS false`);
-        await c.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, [name]);
+        await c.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, [
+          name,
+        ]);
       });
       expectBareReadiness(
         await t.http.get('/health/ready'),

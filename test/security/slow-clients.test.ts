@@ -78,8 +78,11 @@ describe('slow clients', () => {
     expect(res.closedAfterMs).toBeLessThan(4_000);
   });
 
-  it('headers never finished after a first request answered on the connection: the 408 is the next request\'s, with a new id', async () => {
-    const res = await exchange(t.baseUrl, ['GET /v1/categories HTTP/1.1\r\nHost: shop\r\nX-Request-Id: answered-0001\r\n\r\n', 'GET /v1/products HTTP/1.1\r\nHost: shop\r\nX-Slow: 1']);
+  it("headers never finished after a first request answered on the connection: the 408 is the next request's, with a new id", async () => {
+    const res = await exchange(t.baseUrl, [
+      'GET /v1/categories HTTP/1.1\r\nHost: shop\r\nX-Request-Id: answered-0001\r\n\r\n',
+      'GET /v1/products HTTP/1.1\r\nHost: shop\r\nX-Slow: 1',
+    ]);
     expect(statusOf(res.text)).toBe(200);
     const refusal = res.text.slice(res.text.lastIndexOf('HTTP/1.1 '));
     expect(statusOf(refusal)).toBe(408);
@@ -91,7 +94,11 @@ describe('slow clients', () => {
       'POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nX-Request-Id: slow-body-0001\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n';
     const res = await exchange(t.baseUrl, [head, '{"email":']);
     expect(statusOf(res.text)).toBe(408);
-    expect(problemOf(res.text)).toMatchObject({ status: 408, code: 'REQUEST_TIMEOUT', requestId: 'slow-body-0001' });
+    expect(problemOf(res.text)).toMatchObject({
+      status: 408,
+      code: 'REQUEST_TIMEOUT',
+      requestId: 'slow-body-0001',
+    });
     expect(res.text).toMatch(/^x-request-id: slow-body-0001\r$/im);
     expect(res.closedAfterMs).toBeGreaterThanOrEqual(1_900);
     expect(res.closedAfterMs).toBeLessThan(5_000);
@@ -100,32 +107,44 @@ describe('slow clients', () => {
   it.each([
     ['a route', 'POST /v1/auth/login HTTP/1.1\r\n'],
     // (the Stripe webhook reads its body itself, to check the signature before any parser)
-    ['the Stripe webhook', `POST /v1/webhooks/stripe HTTP/1.1\r\nStripe-Signature: t=${Math.floor(Date.now() / 1000)},v1=${'0'.repeat(64)}\r\n`],
-  ])('a client that hangs up halfway through its body is no unhandled error in the logs (%s; it used to log a 500 each time)', async (_, start) => {
-    const errors = jest.spyOn(Logger.prototype, 'error');
-    try {
-      const head = `${start}Host: shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n`;
-      const { hostname, port } = new URL(t.baseUrl);
-      const socket = connect(Number(port), hostname);
-      socket.on('error', () => undefined);
-      await new Promise<void>((resolve) => socket.on('connect', () => resolve()));
-      // once the server reads the body, the client goes
-      const received = new Promise<IncomingMessage>((resolve) => t.app.getHttpServer().once('request', resolve));
-      socket.write(head + '{"email":');
-      const request = await received;
-      await waitFor('the body to be read', () => request.listenerCount('data') > 0, { intervalMs: 5 });
-      const closed = new Promise((resolve) => request.once('close', resolve));
-      socket.destroy();
-      // the server sees the hang-up (its error goes through the problem filter in the same turn);
-      // a request after that is answered as usual
-      await closed;
-      expect((await t.http.get('/health/live')).status).toBe(200);
-      const unhandled = errors.mock.calls.filter((call) => call.some((a) => String(a).includes('Unhandled error')));
-      expect(unhandled).toEqual([]);
-    } finally {
-      errors.mockRestore();
-    }
-  });
+    [
+      'the Stripe webhook',
+      `POST /v1/webhooks/stripe HTTP/1.1\r\nStripe-Signature: t=${Math.floor(Date.now() / 1000)},v1=${'0'.repeat(64)}\r\n`,
+    ],
+  ])(
+    'a client that hangs up halfway through its body is no unhandled error in the logs (%s; it used to log a 500 each time)',
+    async (_, start) => {
+      const errors = jest.spyOn(Logger.prototype, 'error');
+      try {
+        const head = `${start}Host: shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n`;
+        const { hostname, port } = new URL(t.baseUrl);
+        const socket = connect(Number(port), hostname);
+        socket.on('error', () => undefined);
+        await new Promise<void>((resolve) => socket.on('connect', () => resolve()));
+        // once the server reads the body, the client goes
+        const received = new Promise<IncomingMessage>((resolve) =>
+          t.app.getHttpServer().once('request', resolve),
+        );
+        socket.write(head + '{"email":');
+        const request = await received;
+        await waitFor('the body to be read', () => request.listenerCount('data') > 0, {
+          intervalMs: 5,
+        });
+        const closed = new Promise((resolve) => request.once('close', resolve));
+        socket.destroy();
+        // the server sees the hang-up (its error goes through the problem filter in the same turn);
+        // a request after that is answered as usual
+        await closed;
+        expect((await t.http.get('/health/live')).status).toBe(200);
+        const unhandled = errors.mock.calls.filter((call) =>
+          call.some((a) => String(a).includes('Unhandled error')),
+        );
+        expect(unhandled).toEqual([]);
+      } finally {
+        errors.mockRestore();
+      }
+    },
+  );
 
   it('a body trickled a byte at a time is cut off at the request limit however steadily it comes', async () => {
     const body = JSON.stringify({ email: 'someone@example.com', password: 'x'.repeat(40) });
@@ -138,8 +157,14 @@ describe('slow clients', () => {
   it('a request refused before its body arrived gets that one answer, no 408 written after it', async () => {
     // refused at once (413, or 400 for an OPTIONS that is no preflight) while the body trickles in
     for (const [head, status] of [
-      ['POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 200000\r\n\r\n', 413],
-      ['OPTIONS /v1/orders HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n', 400],
+      [
+        'POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 200000\r\n\r\n',
+        413,
+      ],
+      [
+        'OPTIONS /v1/orders HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n',
+        400,
+      ],
     ] as const) {
       const res = await exchange(t.baseUrl, [head, '{"email":']);
       expect(res.text.match(/HTTP\/1\.1 \d{3}/g)).toEqual([`HTTP/1.1 ${status}`]);
@@ -174,7 +199,10 @@ describe('slow clients', () => {
     // each answer is the OpenAPI document (~150 KB): far more than the kernels' buffers hold
     socket.write(request.repeat(300));
     const stalledSince = Date.now();
-    await waitFor('the server to be stuck writing to it', () => ours.writableLength, { until: (n) => n > 0, intervalMs: 20 });
+    await waitFor('the server to be stuck writing to it', () => ours.writableLength, {
+      until: (n) => n > 0,
+      intervalMs: 20,
+    });
     await waitFor('the stalled connection to be closed', () => closed, { intervalMs: 100 });
     expect(Date.now() - stalledSince).toBeGreaterThanOrEqual(2_000);
     socket.destroy();
@@ -193,12 +221,22 @@ describe('slow clients', () => {
       /HTTP_SOCKET_TIMEOUT_MS: must not be below HTTP_REQUEST_TIMEOUT_MS/,
     );
     // above the database's silence limit: a handler waiting on a statement within it keeps its connection
-    expect(loadConfig({ ...base, DATABASE_QUERY_TIMEOUT_MS: '300000' }).http.socketTimeoutMs).toBe(360_000);
-    expect(() => loadConfig({ ...base, DATABASE_QUERY_TIMEOUT_MS: '300000', HTTP_SOCKET_TIMEOUT_MS: '200000' })).toThrow(
-      /HTTP_SOCKET_TIMEOUT_MS: must be above DATABASE_QUERY_TIMEOUT_MS/,
+    expect(loadConfig({ ...base, DATABASE_QUERY_TIMEOUT_MS: '300000' }).http.socketTimeoutMs).toBe(
+      360_000,
     );
+    expect(() =>
+      loadConfig({
+        ...base,
+        DATABASE_QUERY_TIMEOUT_MS: '300000',
+        HTTP_SOCKET_TIMEOUT_MS: '200000',
+      }),
+    ).toThrow(/HTTP_SOCKET_TIMEOUT_MS: must be above DATABASE_QUERY_TIMEOUT_MS/);
     // limits above Node's default request limit (300 s) boot
-    const long = loadConfig({ ...base, HTTP_HEADERS_TIMEOUT_MS: '400000', HTTP_REQUEST_TIMEOUT_MS: '500000' });
+    const long = loadConfig({
+      ...base,
+      HTTP_HEADERS_TIMEOUT_MS: '400000',
+      HTTP_REQUEST_TIMEOUT_MS: '500000',
+    });
     const adapter = createFastifyAdapter(long);
     expect(adapter.getInstance().server.headersTimeout).toBe(400_000);
     // (and a connection is not closed under a request still arriving within its limit)
@@ -217,7 +255,9 @@ describe('slow clients', () => {
 // its pools and lock sessions never closed in order.
 describe('a slow client at shutdown', () => {
   it('does not hold the close past SHUTDOWN_TIMEOUT_MS (its connection is cut once no handler runs)', async () => {
-    const t = await bootTestApp({ env: { SHUTDOWN_TIMEOUT_MS: '1000', DATABASE_POOL_WAIT_MS: '500' } });
+    const t = await bootTestApp({
+      env: { SHUTDOWN_TIMEOUT_MS: '1000', DATABASE_POOL_WAIT_MS: '500' },
+    });
     const { hostname, port } = new URL(t.baseUrl);
     const socket = connect(Number(port), hostname);
     socket.on('error', () => undefined);

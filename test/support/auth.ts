@@ -55,10 +55,20 @@ export async function registerCustomer(
  * be refused for it. A wrong password for an account that does not exist, from `headers`' client
  * (an address of its own where TRUST_PROXY lets the test name one): one failure counted there.
  */
-export async function signInLimitsAnswering(http: HttpClient, headers?: Record<string, string>): Promise<void> {
+export async function signInLimitsAnswering(
+  http: HttpClient,
+  headers?: Record<string, string>,
+): Promise<void> {
   await waitFor(
     'the fail-closed sign-in limits to answer',
-    async () => (await http.post('/v1/auth/login', { email: 'warm-up@limits.test', password: 'warm-up-password' }, { headers })).status,
+    async () =>
+      (
+        await http.post(
+          '/v1/auth/login',
+          { email: 'warm-up@limits.test', password: 'warm-up-password' },
+          { headers },
+        )
+      ).status,
     { until: (status) => status === 401 },
   );
 }

@@ -1,8 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import type { TestApp } from './test-app';
 
-export async function createCategory(t: TestApp, token: string, slug = `cat-${randomUUID().slice(0, 8)}`) {
-  const res = await t.http.post('/v1/admin/categories', { name: `Category ${slug}`, slug }, { token });
+export async function createCategory(
+  t: TestApp,
+  token: string,
+  slug = `cat-${randomUUID().slice(0, 8)}`,
+) {
+  const res = await t.http.post(
+    '/v1/admin/categories',
+    { name: `Category ${slug}`, slug },
+    { token },
+  );
   if (res.status !== 201) throw new Error(`category: ${res.status} ${res.text}`);
   return res.body as { id: string; name: string; slug: string };
 }
@@ -10,7 +18,14 @@ export async function createCategory(t: TestApp, token: string, slug = `cat-${ra
 export async function createProduct(
   t: TestApp,
   token: string,
-  opts: { sku?: string; name?: string; description?: string; price?: number; stock?: number; categoryId?: string } = {},
+  opts: {
+    sku?: string;
+    name?: string;
+    description?: string;
+    price?: number;
+    stock?: number;
+    categoryId?: string;
+  } = {},
 ) {
   const res = await t.http.post(
     '/v1/admin/products',

@@ -23,7 +23,8 @@ export function templateDatabase(): string {
  * The test server's URL: DATABASE_URL, else the local development default (jest's global setup
  * runs with NODE_ENV=test, which has no default).
  */
-const testServerUrl = (): string => loadDatabaseConfig({ ...process.env, NODE_ENV: 'development' }).url;
+const testServerUrl = (): string =>
+  loadDatabaseConfig({ ...process.env, NODE_ENV: 'development' }).url;
 
 /** The server that hosts the test databases: the one DATABASE_URL points at. */
 export function serverUrl(database: string): string {
@@ -84,6 +85,10 @@ export function migrate(url: string): void {
       '-d',
       join(root, 'ormconfig.ts'),
     ],
-    { cwd: root, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DATABASE_URL: url } },
+    {
+      cwd: root,
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, DATABASE_URL: url },
+    },
   );
 }

@@ -55,7 +55,9 @@ async function retriesPending(
   for (const { name, queue } of queues) {
     if (counted.has(name)) continue;
     const client = await queue.client;
-    const ids = (await client.zrange(queue.keys.delayed, 0, -1)).filter((id) => !id.startsWith('repeat:'));
+    const ids = (await client.zrange(queue.keys.delayed, 0, -1)).filter(
+      (id) => !id.startsWith('repeat:'),
+    );
     if (ids.length === 0) continue;
     const attempts = await Promise.all(ids.map((id) => client.hget(queue.toKey(id), 'atm')));
     ids.forEach((id, i) => {
@@ -131,7 +133,8 @@ export async function drain(
       );
       const snapshot: Drained = { outbox: rows[0], queues: counts };
       last = snapshot;
-      const retries = busy === 0 && rows[0].pending === 0 ? await retriesPending(queues, delayed) : [];
+      const retries =
+        busy === 0 && rows[0].pending === 0 ? await retriesPending(queues, delayed) : [];
       if (retries.length > 0) last = { ...snapshot, retries };
       const idle = busy === 0 && rows[0].pending === 0 && retries.length === 0;
       const key = JSON.stringify(snapshot);

@@ -25,7 +25,11 @@ export interface FakeStripe {
   /** The customer confirmed with a delayed method (a bank debit): `processing`, which Stripe will not cancel. */
   process(intentId: string): void;
   /** A refund made in the Stripe dashboard (`pending`: one the bank has not settled yet, until `settleRefund`). */
-  refundFromDashboard(intentId: string, amount?: number, opts?: { pending?: boolean }): Stripe.Event;
+  refundFromDashboard(
+    intentId: string,
+    amount?: number,
+    opts?: { pending?: boolean },
+  ): Stripe.Event;
   eventFor(type: string, intentId: string): Stripe.Event;
   signed(
     event: Stripe.Event,
@@ -189,7 +193,11 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     }
     if (amount < 50) {
       // Stripe's minimum charge is about 50 of the smallest unit in two-decimal currencies
-      throw paramError('amount', 'amount_too_small', `Amount must be at least ${money(50, body.currency)} ${body.currency}`);
+      throw paramError(
+        'amount',
+        'amount_too_small',
+        `Amount must be at least ${money(50, body.currency)} ${body.currency}`,
+      );
     }
     const id = newId('pi');
     const apm = body.automatic_payment_methods as Obj | undefined;
@@ -281,7 +289,8 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       );
     }
     const failed = viaApi && declinedRefunds.has(charge.payment_intent);
-    const held = (viaApi && !failed && heldRefunds.has(charge.payment_intent)) || pendingInDashboard;
+    const held =
+      (viaApi && !failed && heldRefunds.has(charge.payment_intent)) || pendingInDashboard;
     const refund = {
       id: newId('re'),
       object: 'refund',
@@ -552,7 +561,9 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     },
     failNext(pathPrefix, status, times = 1) {
       if (times > 0) failures.push({ prefix: pathPrefix, status, remaining: times });
-      else for (const f of failures.filter((x) => x.prefix === pathPrefix)) failures.splice(failures.indexOf(f), 1);
+      else
+        for (const f of failures.filter((x) => x.prefix === pathPrefix))
+          failures.splice(failures.indexOf(f), 1);
     },
     hangAfterEffect(pathPrefix, method = 'POST') {
       return new Promise<void>((reached) => hangs.push({ prefix: pathPrefix, method, reached }));
@@ -568,7 +579,8 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     },
     reverseRefund(refundId) {
       const refund = refunds.get(refundId);
-      if (!refund || refund.status !== 'succeeded') throw new Error(`fake-stripe: ${refundId} has not succeeded`);
+      if (!refund || refund.status !== 'succeeded')
+        throw new Error(`fake-stripe: ${refundId} has not succeeded`);
       refund.status = 'failed';
       refund.failure_reason = 'expired_or_canceled_card';
       const charge = charges.get(refund.charge as string) as Obj;
@@ -578,7 +590,8 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     },
     settleRefund(refundId, outcome = 'succeeded') {
       const refund = refunds.get(refundId);
-      if (!refund || refund.status !== 'pending') throw new Error(`fake-stripe: ${refundId} is not pending`);
+      if (!refund || refund.status !== 'pending')
+        throw new Error(`fake-stripe: ${refundId} is not pending`);
       refund.status = outcome;
       if (outcome === 'failed') {
         refund.failure_reason = 'declined';

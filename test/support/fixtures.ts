@@ -25,10 +25,10 @@ export async function insertProduct(
         opts.active ?? true,
       ],
     );
-    await client.query(`INSERT INTO inventory_items (product_id, on_hand, reserved) VALUES ($1, $2, 0)`, [
-      id,
-      opts.stock,
-    ]);
+    await client.query(
+      `INSERT INTO inventory_items (product_id, on_hand, reserved) VALUES ($1, $2, 0)`,
+      [id, opts.stock],
+    );
     await client.query(
       `INSERT INTO stock_movements (product_id, kind, on_hand_delta, reserved_delta, reason)
        VALUES ($1, 'initial', $2, 0, 'fixture')`,

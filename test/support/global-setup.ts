@@ -1,5 +1,11 @@
 import { sweepPrivateServers } from './leftover-servers';
-import { dropTestDatabases, migrate, serverUrl, templateDatabase, withAdminClient } from './databases';
+import {
+  dropTestDatabases,
+  migrate,
+  serverUrl,
+  templateDatabase,
+  withAdminClient,
+} from './databases';
 
 /**
  * Migrates a fresh template database once per run (through the real migration CLI), so each

@@ -11,6 +11,7 @@ export default async function globalTeardown(): Promise<void> {
   // the .eml folders of test processes that are gone (test/support/env.ts, test-app.ts)
   for (const name of readdirSync(tmpdir())) {
     const pid = Number(/^shop-test-mail-(\d+)$/.exec(name)?.[1]);
-    if (Number.isFinite(pid) && pid > 0 && !alive(pid)) rmSync(join(tmpdir(), name), { recursive: true, force: true });
+    if (Number.isFinite(pid) && pid > 0 && !alive(pid))
+      rmSync(join(tmpdir(), name), { recursive: true, force: true });
   }
 }

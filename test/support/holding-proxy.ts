@@ -18,7 +18,8 @@ export interface HoldingProxy {
 
 export async function startHoldingProxy(target: string): Promise<HoldingProxy> {
   const upstream = new URL(target);
-  const holds: { method: string; prefix: string; arrived: () => void; released: Promise<void> }[] = [];
+  const holds: { method: string; prefix: string; arrived: () => void; released: Promise<void> }[] =
+    [];
 
   const forward = (req: IncomingMessage, body: Buffer, res: ServerResponse) => {
     const out = request(

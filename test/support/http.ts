@@ -32,7 +32,14 @@ export class HttpClient {
     const res = await fetch(`${this.baseUrl}${path}`, {
       method,
       headers,
-      body: opts.raw === undefined ? (body === undefined ? undefined : JSON.stringify(body)) : Buffer.isBuffer(opts.raw) ? new Uint8Array(opts.raw) : opts.raw,
+      body:
+        opts.raw === undefined
+          ? body === undefined
+            ? undefined
+            : JSON.stringify(body)
+          : Buffer.isBuffer(opts.raw)
+            ? new Uint8Array(opts.raw)
+            : opts.raw,
     });
     const text = await res.text();
     let parsed: unknown = text;

@@ -5,9 +5,16 @@ import type { Pool } from 'pg';
  * own connection, as the API's key-lock session does); `release()` lets go, as that request's
  * end or death would. The lock id is the one IdempotencyRepository computes.
  */
-export async function holdIdempotencyKey(pool: Pool, principal: string, key: string): Promise<{ release: () => Promise<void> }> {
+export async function holdIdempotencyKey(
+  pool: Pool,
+  principal: string,
+  key: string,
+): Promise<{ release: () => Promise<void> }> {
   const c = await pool.connect();
-  await c.query(`SELECT pg_advisory_lock(hashtextextended($1::text || E'\\n' || $2::text, 7))`, [principal, key]);
+  await c.query(`SELECT pg_advisory_lock(hashtextextended($1::text || E'\\n' || $2::text, 7))`, [
+    principal,
+    key,
+  ]);
   return {
     release: async () => {
       await c.query(`SELECT pg_advisory_unlock_all()`);

@@ -25,7 +25,10 @@ export function placeOrder(
   items: { productId: string; quantity: number }[] | undefined,
   key: string = newKey(),
 ): Promise<HttpResponse> {
-  return http.post('/v1/orders', items ? { items } : {}, { token: buyer.token, idempotencyKey: key });
+  return http.post('/v1/orders', items ? { items } : {}, {
+    token: buyer.token,
+    idempotencyKey: key,
+  });
 }
 
 /**
@@ -38,12 +41,18 @@ export async function payOrder(
   orderId: string,
   outcome: 'succeeded' | 'failed' = 'succeeded',
 ): Promise<void> {
-  const intent = await http.post(`/v1/orders/${orderId}/payment`, {}, { token: buyer.token, idempotencyKey: newKey() });
-  if (intent.status !== 201) throw new Error(`payment of ${orderId}: ${intent.status} ${JSON.stringify(intent.body)}`);
+  const intent = await http.post(
+    `/v1/orders/${orderId}/payment`,
+    {},
+    { token: buyer.token, idempotencyKey: newKey() },
+  );
+  if (intent.status !== 201)
+    throw new Error(`payment of ${orderId}: ${intent.status} ${JSON.stringify(intent.body)}`);
   const confirm = await http.post(
     `/v1/dev/payment-intents/${intent.body.paymentIntentId}/confirm`,
     { outcome },
     { token: buyer.token },
   );
-  if (confirm.status !== 200) throw new Error(`confirming ${orderId}: ${confirm.status} ${JSON.stringify(confirm.body)}`);
+  if (confirm.status !== 200)
+    throw new Error(`confirming ${orderId}: ${confirm.status} ${JSON.stringify(confirm.body)}`);
 }

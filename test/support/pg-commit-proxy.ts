@@ -66,7 +66,9 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
         if (started && blocked && (message[0] === 0x51 /* Q */ || message[0] === 0x50) /* P */) {
           const body = message.subarray(5);
           // Parse: statement name, then the query (NUL-terminated each); Query: the query
-          const text = (message[0] === 0x50 ? body.subarray(body.indexOf(0) + 1) : body).toString('utf8').split('\0')[0];
+          const text = (message[0] === 0x50 ? body.subarray(body.indexOf(0) + 1) : body)
+            .toString('utf8')
+            .split('\0')[0];
           if (blocked.test(text)) {
             cut();
             return;

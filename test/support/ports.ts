@@ -25,7 +25,11 @@ export function freePort(): Promise<number> {
 export async function restartablePort(band: 'tests' | 'drill' = 'tests'): Promise<number> {
   const [low, high] = ephemeralRange();
   const whole: [number, number] | undefined =
-    low - 1 - FIRST >= 1000 ? [FIRST, low - 1] : 65535 - (high + 1) >= 1000 ? [high + 1, 65535] : undefined;
+    low - 1 - FIRST >= 1000
+      ? [FIRST, low - 1]
+      : 65535 - (high + 1) >= 1000
+        ? [high + 1, 65535]
+        : undefined;
   if (!whole) return freePort(); // no room outside the range: the kernel's pick, as before
   const middle = Math.floor((whole[0] + whole[1]) / 2);
   const span: [number, number] = band === 'tests' ? [whole[0], middle] : [middle + 1, whole[1]];
@@ -41,7 +45,10 @@ const FIRST = 10_000;
 
 function ephemeralRange(): [number, number] {
   try {
-    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')
+      .trim()
+      .split(/\s+/)
+      .map(Number);
     if (low > 0 && high >= low) return [low, high];
   } catch {
     // not Linux: the IANA range most other systems use

@@ -32,7 +32,16 @@ export class PrivatePostgres {
     const dataDir = mkdtempSync(join(tmpdir(), 'pg-'));
     if (runningAsRoot()) chownSync(dataDir, postgresUid(), postgresGid());
     const pg = new PrivatePostgres(await restartablePort(), dataDir, bin);
-    await pg.run('initdb', ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
+    await pg.run('initdb', [
+      '-D',
+      dataDir,
+      '-U',
+      'postgres',
+      '--auth=trust',
+      '-E',
+      'UTF8',
+      '--no-sync',
+    ]);
     // a run that ends without destroy() (Ctrl-C, a crash) leaves the server to the next global
     // setup or teardown (leftover-servers.ts)
     markPostgres(dataDir);
@@ -95,7 +104,18 @@ export class PrivatePostgres {
       '-c shared_buffers=16MB',
       '-c max_connections=100',
     ].join(' ');
-    await this.run('pg_ctl', ['-D', this.dataDir, '-o', options, '-l', join(this.dataDir, 'server.log'), '-w', '-t', '60', 'start']);
+    await this.run('pg_ctl', [
+      '-D',
+      this.dataDir,
+      '-o',
+      options,
+      '-l',
+      join(this.dataDir, 'server.log'),
+      '-w',
+      '-t',
+      '60',
+      'start',
+    ]);
   }
 
   /**
@@ -121,7 +141,9 @@ export class PrivatePostgres {
 
   private signalAll(signal: 'STOP' | 'CONT'): void {
     const pid = readFileSync(join(this.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0].trim();
-    const children = execFileSync('pgrep', ['-P', pid], { encoding: 'utf8' }).split('\n').filter(Boolean);
+    const children = execFileSync('pgrep', ['-P', pid], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean);
     // the postmaster first on the way down (it starts no new backend), last on the way up
     const order = signal === 'STOP' ? [pid, ...children] : [...children, pid];
     for (const p of order) process.kill(Number(p), `SIG${signal}`);
@@ -134,7 +156,8 @@ export class PrivatePostgres {
 
   /** Stops the server if it runs and removes its files. */
   async destroy(): Promise<void> {
-    if (existsSync(join(this.dataDir, 'postmaster.pid'))) await this.stop('immediate').catch(() => undefined);
+    if (existsSync(join(this.dataDir, 'postmaster.pid')))
+      await this.stop('immediate').catch(() => undefined);
     rmSync(this.dataDir, { recursive: true, force: true });
   }
 
@@ -154,7 +177,9 @@ export class PrivatePostgres {
     const [cmd, argv] = this.command(tool, args);
     return new Promise((resolve, reject) => {
       execFile(cmd, argv, { cwd: this.dataDir }, (err, _stdout, stderr) =>
-        err ? reject(new Error(`${tool} failed: ${err.message}\n${stderr}${this.serverLogTail()}`)) : resolve(),
+        err
+          ? reject(new Error(`${tool} failed: ${err.message}\n${stderr}${this.serverLogTail()}`))
+          : resolve(),
       );
     });
   }

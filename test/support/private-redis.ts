@@ -62,7 +62,9 @@ export class PrivateRedis {
       `the private redis-server on port ${this.port} to answer`,
       async () => {
         if (proc.exitCode !== null || proc.signalCode !== null) {
-          throw new ExitedEarly(`redis-server on port ${this.port} exited before answering (the port taken?)`);
+          throw new ExitedEarly(
+            `redis-server on port ${this.port} exited before answering (the port taken?)`,
+          );
         }
         const c = new Redis(this.url, {
           lazyConnect: true,

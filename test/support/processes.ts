@@ -11,7 +11,13 @@ export const ROOT = join(__dirname, '..', '..');
 export function runScript(script: string, env: Record<string, string>, logLevel = 'info') {
   const proc = spawn(process.execPath, ['-r', './scripts/ts-register.js', script], {
     cwd: ROOT,
-    env: { ...process.env, METRICS_PORT: '0', WORKER_METRICS_PORT: '0', LOG_LEVEL: logLevel, ...env },
+    env: {
+      ...process.env,
+      METRICS_PORT: '0',
+      WORKER_METRICS_PORT: '0',
+      LOG_LEVEL: logLevel,
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

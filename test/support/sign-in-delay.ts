@@ -12,10 +12,14 @@ import type * as Policies from '../../src/common/throttling/rate-limit.policies'
  * requests (the lock over, the guess verified: 401 for the 429 asserted).
  */
 export function policiesWithDelayBase(baseMs: number): typeof Policies {
-  const actual = jest.requireActual<typeof Policies>('../../src/common/throttling/rate-limit.policies');
+  const actual = jest.requireActual<typeof Policies>(
+    '../../src/common/throttling/rate-limit.policies',
+  );
   return {
     ...actual,
     signInBuckets: (...args: Parameters<typeof actual.signInBuckets>) =>
-      actual.signInBuckets(...args).map((bucket) => (bucket.kind === 'progressive' ? { ...bucket, baseMs } : bucket)),
+      actual
+        .signInBuckets(...args)
+        .map((bucket) => (bucket.kind === 'progressive' ? { ...bucket, baseMs } : bucket)),
   };
 }

@@ -60,9 +60,12 @@ export class SmtpCapture {
       },
       onRcptTo: (address, _session, callback) => {
         if (!this.refusedRecipients.has(address.address.toLowerCase())) return callback();
-        const err = Object.assign(new Error(`5.1.1 <${address.address}>: Recipient address rejected: User unknown`), {
-          responseCode: 550,
-        });
+        const err = Object.assign(
+          new Error(`5.1.1 <${address.address}>: Recipient address rejected: User unknown`),
+          {
+            responseCode: 550,
+          },
+        );
         callback(err);
       },
       onData: (stream, session, callback) => {
@@ -118,12 +121,17 @@ export class SmtpCapture {
   }
 
   /** Waits until `select()` returns at least `count` messages (and returns them). */
-  awaitMessages(select: () => CapturedMail[], count = 1, timeoutMs = 15_000): Promise<CapturedMail[]> {
+  awaitMessages(
+    select: () => CapturedMail[],
+    count = 1,
+    timeoutMs = 15_000,
+  ): Promise<CapturedMail[]> {
     return waitFor(`${count} message(s) at the SMTP server`, select, {
       until: (found) => found.length >= count,
       timeoutMs,
       intervalMs: 50,
-      context: () => `all subjects received: ${JSON.stringify(this.messages.map((m) => m.subject))}`,
+      context: () =>
+        `all subjects received: ${JSON.stringify(this.messages.map((m) => m.subject))}`,
     });
   }
 }

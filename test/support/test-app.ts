@@ -80,14 +80,19 @@ export async function bootTestApp(options: TestAppOptions = {}): Promise<TestApp
       await app.close();
       if (!options.db) await db.drop();
       // the file's keys (its own prefix): nothing of a passing run stays in the shared Redis
-      if (!options.env?.REDIS_KEY_PREFIX) await deleteRedisKeys(config.redis.url, config.redis.keyPrefix);
+      if (!options.env?.REDIS_KEY_PREFIX)
+        await deleteRedisKeys(config.redis.url, config.redis.keyPrefix);
     },
   };
 }
 
 /** Deletes every key under `prefix:` (best effort: a Redis that is away keeps them). */
 async function deleteRedisKeys(url: string, prefix: string): Promise<void> {
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 1_000 });
+  const redis = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 1_000,
+  });
   redis.on('error', () => undefined);
   try {
     await redis.connect();

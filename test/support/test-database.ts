@@ -13,7 +13,9 @@ export interface TestDatabase {
 /** A private, migrated database for one test file, cloned from the template. */
 export async function createTestDatabase(): Promise<TestDatabase> {
   const name = `${runNamespace()}${process.env.JEST_WORKER_ID ?? '0'}_${randomBytes(4).toString('hex')}`;
-  await withAdminClient((c) => c.query(`CREATE DATABASE "${name}" TEMPLATE "${templateDatabase()}"`));
+  await withAdminClient((c) =>
+    c.query(`CREATE DATABASE "${name}" TEMPLATE "${templateDatabase()}"`),
+  );
   const url = serverUrl(name);
   const pool = new Pool({ connectionString: url, max: 4 });
   // DROP DATABASE … WITH (FORCE) at the end may terminate an idle client: not a test failure

@@ -1,7 +1,12 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Transform } from 'class-transformer';
 import { IsEmail, IsOptional, IsString, Matches, ValidateBy } from 'class-validator';
-import { PLAIN_ADDRESS, UNICODE_DOMAIN, hasCanonicalDomain, normalizeEmail } from '../../common/email';
+import {
+  PLAIN_ADDRESS,
+  UNICODE_DOMAIN,
+  hasCanonicalDomain,
+  normalizeEmail,
+} from '../../common/email';
 import { ROLES, Role } from '../permissions';
 import { CharLength, MaxChars } from '../../common/http/char-length';
 import { SingleLine, VisibleName, withoutDirectionMarks } from '../../common/http/single-line';
@@ -36,19 +41,29 @@ export class RegisterDto {
   })
   @Transform(toNormalizedEmail)
   @IsEmail()
-  @Matches(PLAIN_ADDRESS, { message: 'email must be a plain address: no quotes, backslashes, spaces or invisible characters' })
-  @Matches(UNICODE_DOMAIN, { message: 'email must write its domain in its own letters (bücher.de), not its xn-- form' })
+  @Matches(PLAIN_ADDRESS, {
+    message:
+      'email must be a plain address: no quotes, backslashes, spaces or invisible characters',
+  })
+  @Matches(UNICODE_DOMAIN, {
+    message: 'email must write its domain in its own letters (bücher.de), not its xn-- form',
+  })
   @ValidateBy({
     name: 'canonicalDomain',
     validator: {
       validate: (value: unknown) => typeof value !== 'string' || hasCanonicalDomain(value),
-      defaultMessage: () => 'email must write its domain as mail software sends it (fish.com, not ﬁsh.com, ⓕish.com or fish。com)',
+      defaultMessage: () =>
+        'email must write its domain as mail software sends it (fish.com, not ﬁsh.com, ⓕish.com or fish。com)',
     },
   })
   @MaxChars(254)
   email!: string;
 
-  @ApiProperty({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX, example: 'correct-horse-battery' })
+  @ApiProperty({
+    minLength: PASSWORD_MIN,
+    maxLength: PASSWORD_MAX,
+    example: 'correct-horse-battery',
+  })
   @IsString()
   @PasswordLength(PASSWORD_MIN, PASSWORD_MAX)
   password!: string;
@@ -106,7 +121,11 @@ export class ChangePasswordDto {
   @MaxChars(PASSWORD_MAX)
   currentPassword!: string;
 
-  @ApiProperty({ minLength: PASSWORD_MIN, maxLength: PASSWORD_MAX, example: 'staple-lamp-orbit-42' })
+  @ApiProperty({
+    minLength: PASSWORD_MIN,
+    maxLength: PASSWORD_MAX,
+    example: 'staple-lamp-orbit-42',
+  })
   @IsString()
   @PasswordLength(PASSWORD_MIN, PASSWORD_MAX)
   newPassword!: string;
@@ -121,7 +140,11 @@ export class UserDto {
 
 export class TokensDto {
   @ApiProperty({ type: UserDto }) user!: UserDto;
-  @ApiProperty({ description: 'JWT (HS256; ES256, ES384 or RS256 when the deployment signs with a key pair) for `Authorization: Bearer …`' }) accessToken!: string;
+  @ApiProperty({
+    description:
+      'JWT (HS256; ES256, ES384 or RS256 when the deployment signs with a key pair) for `Authorization: Bearer …`',
+  })
+  accessToken!: string;
   @ApiProperty({ description: 'Opaque; single use: each refresh returns the next one' })
   refreshToken!: string;
   @ApiProperty({ type: 'integer', description: 'Access-token lifetime in seconds', example: 900 })

@@ -18,7 +18,12 @@ import { Omittable } from '../../common/http/omittable';
 import { PageQueryDto } from '../../common/pagination/page-query.dto';
 import { MoneyDto } from '../../common/money/money.dto';
 import { CharLength, MaxChars } from '../../common/http/char-length';
-import { NoDirectionControls, PlainCode, SingleLine, VisibleName } from '../../common/http/single-line';
+import {
+  NoDirectionControls,
+  PlainCode,
+  SingleLine,
+  VisibleName,
+} from '../../common/http/single-line';
 
 /** The largest money amount accepted in a request (minor units: 10 million in a 2-decimal currency). */
 const MAX_MONEY_AMOUNT = 1_000_000_000;
@@ -36,7 +41,11 @@ export class MoneyInputDto {
   @Max(MAX_MONEY_AMOUNT)
   amount!: number;
 
-  @ApiProperty({ example: 'INR', pattern: '^[A-Z]{3}$', description: 'ISO 4217; the shop\'s currency' })
+  @ApiProperty({
+    example: 'INR',
+    pattern: '^[A-Z]{3}$',
+    description: "ISO 4217; the shop's currency",
+  })
   @Matches(/^[A-Z]{3}$/)
   currency!: string;
 }
@@ -45,7 +54,12 @@ export class MoneyInputDto {
 const SLUG_PATTERN = /^[a-z0-9]+(-[a-z0-9]+)*$/;
 
 export class CreateCategoryDto {
-  @ApiProperty({ example: 'Healthy snacks', minLength: 1, maxLength: 200, description: 'Shows a letter or digit; no invisible characters (400)' })
+  @ApiProperty({
+    example: 'Healthy snacks',
+    minLength: 1,
+    maxLength: 200,
+    description: 'Shows a letter or digit; no invisible characters (400)',
+  })
   @IsString()
   @CharLength(1, 200)
   @SingleLine()
@@ -71,7 +85,12 @@ export class CreateProductDto {
   @SingleLine()
   @PlainCode()
   sku!: string;
-  @ApiProperty({ example: 'Assam tea, 250 g', minLength: 1, maxLength: 200, description: 'Shows a letter or digit; no invisible characters (400)' })
+  @ApiProperty({
+    example: 'Assam tea, 250 g',
+    minLength: 1,
+    maxLength: 200,
+    description: 'Shows a letter or digit; no invisible characters (400)',
+  })
   @IsString()
   @CharLength(1, 200)
   @SingleLine()
@@ -81,7 +100,11 @@ export class CreateProductDto {
   @IsString()
   @MaxChars(10_000)
   description!: string;
-  @ApiProperty({ type: MoneyInputDto, description: 'The amount at most `ORDER_MAXIMUM_AMOUNT` (default 99,999,999), the largest order the payment provider charges (400)' })
+  @ApiProperty({
+    type: MoneyInputDto,
+    description:
+      'The amount at most `ORDER_MAXIMUM_AMOUNT` (default 99,999,999), the largest order the payment provider charges (400)',
+  })
   @IsObject()
   @ValidateNested()
   @Type(() => MoneyInputDto)
@@ -95,15 +118,28 @@ export class CreateProductDto {
 }
 
 export class UpdateProductDto {
-  @ApiPropertyOptional({ example: 'Assam tea, 500 g', minLength: 1, maxLength: 200, description: 'Shows a letter or digit; no invisible characters (400)' })
+  @ApiPropertyOptional({
+    example: 'Assam tea, 500 g',
+    minLength: 1,
+    maxLength: 200,
+    description: 'Shows a letter or digit; no invisible characters (400)',
+  })
   @Omittable()
   @IsString()
   @CharLength(1, 200)
   @SingleLine()
   @VisibleName()
   name?: string;
-  @ApiPropertyOptional({ maxLength: 10_000 }) @Omittable() @IsString() @MaxChars(10_000) description?: string;
-  @ApiPropertyOptional({ type: MoneyInputDto, description: 'The amount at most `ORDER_MAXIMUM_AMOUNT` (default 99,999,999), the largest order the payment provider charges (400)' })
+  @ApiPropertyOptional({ maxLength: 10_000 })
+  @Omittable()
+  @IsString()
+  @MaxChars(10_000)
+  description?: string;
+  @ApiPropertyOptional({
+    type: MoneyInputDto,
+    description:
+      'The amount at most `ORDER_MAXIMUM_AMOUNT` (default 99,999,999), the largest order the payment provider charges (400)',
+  })
   @Omittable()
   @IsObject()
   @ValidateNested()
@@ -126,7 +162,11 @@ export type ProductSort = (typeof PRODUCT_SORTS)[number];
 
 export class ListProductsDto extends PageQueryDto {
   @ApiPropertyOptional({ format: 'uuid' }) @IsOptional() @IsUUID() categoryId?: string;
-  @ApiPropertyOptional({ description: 'Full-text search in name and description', minLength: 1, maxLength: 200 })
+  @ApiPropertyOptional({
+    description: 'Full-text search in name and description',
+    minLength: 1,
+    maxLength: 200,
+  })
   @IsOptional()
   @IsString()
   @CharLength(1, 200)
@@ -148,7 +188,11 @@ export class CategoryListDto {
 }
 
 export class RatingDto {
-  @ApiProperty({ nullable: true, type: Number, description: 'Mean rating 1..5; null without reviews' })
+  @ApiProperty({
+    nullable: true,
+    type: Number,
+    description: 'Mean rating 1..5; null without reviews',
+  })
   average!: number | null;
   @ApiProperty({ type: 'integer', minimum: 0 }) count!: number;
 }
@@ -158,7 +202,8 @@ export class ProductSummaryDto {
   @ApiProperty() sku!: string;
   @ApiProperty() name!: string;
   @ApiProperty({ type: MoneyDto }) price!: MoneyDto;
-  @ApiProperty({ type: 'integer', minimum: 0, description: 'On hand minus reserved' }) availableQuantity!: number;
+  @ApiProperty({ type: 'integer', minimum: 0, description: 'On hand minus reserved' })
+  availableQuantity!: number;
   @ApiProperty({ type: RatingDto }) rating!: RatingDto;
   @ApiProperty({ nullable: true, type: String, format: 'uuid' }) categoryId!: string | null;
   @ApiProperty({ nullable: true, type: String, format: 'uri' }) imageUrl!: string | null;
@@ -178,8 +223,17 @@ export class ProductPageDto {
 }
 
 export class CreateReviewDto {
-  @ApiProperty({ type: 'integer', minimum: 1, maximum: 5, example: 5 }) @IsInt() @Min(1) @Max(5) rating!: number;
-  @ApiProperty({ maxLength: 4000, example: 'Strong and fresh.', description: 'Line breaks allowed; text-direction controls (U+202A–202E, U+2066–2069) are refused' })
+  @ApiProperty({ type: 'integer', minimum: 1, maximum: 5, example: 5 })
+  @IsInt()
+  @Min(1)
+  @Max(5)
+  rating!: number;
+  @ApiProperty({
+    maxLength: 4000,
+    example: 'Strong and fresh.',
+    description:
+      'Line breaks allowed; text-direction controls (U+202A–202E, U+2066–2069) are refused',
+  })
   @IsString()
   @MaxChars(4000)
   @NoDirectionControls()
@@ -206,7 +260,9 @@ export class ProductListDto {
 const IMAGE_CONTENT_TYPES = ['image/jpeg', 'image/png', 'image/webp'] as const;
 
 export class CreateImageUploadDto {
-  @ApiProperty({ enum: IMAGE_CONTENT_TYPES, example: 'image/jpeg' }) @IsIn(IMAGE_CONTENT_TYPES) contentType!: string;
+  @ApiProperty({ enum: IMAGE_CONTENT_TYPES, example: 'image/jpeg' })
+  @IsIn(IMAGE_CONTENT_TYPES)
+  contentType!: string;
   @ApiProperty({ type: 'integer', minimum: 1, maximum: 10485760, example: 204800 })
   @IsInt()
   @Min(1)

@@ -4,7 +4,11 @@ import { QueryFailedError } from 'typeorm';
 import { DomainError } from './domain-error';
 import { ProblemDetailsFilter } from './problem-details.filter';
 
-const SECRETS = ['$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA', 'victim@example.com', 'pi_secret_123'];
+const SECRETS = [
+  '$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA',
+  'victim@example.com',
+  'pi_secret_123',
+];
 
 /** A pg DatabaseError as the driver raises it: message and detail echo the values. */
 function pgError(code: string, extra: Record<string, unknown> = {}): Error {
@@ -25,13 +29,21 @@ function failedQuery(code: string, extra: Record<string, unknown> = {}): QueryFa
 }
 
 function render(error: unknown) {
-  const sent: { status?: number; body?: Record<string, unknown>; headers?: Record<string, string> } = {};
+  const sent: {
+    status?: number;
+    body?: Record<string, unknown>;
+    headers?: Record<string, string>;
+  } = {};
   const reply = {
     status: (s: number) => ((sent.status = s), reply),
     type: () => reply,
-    header: (name: string, value: string) => ((sent.headers = { ...sent.headers, [name]: value }), reply),
+    header: (name: string, value: string) => (
+      (sent.headers = { ...sent.headers, [name]: value }),
+      reply
+    ),
     getHeader: (name: string) => sent.headers?.[name],
-    hasHeader: (name: string) => Object.keys(sent.headers ?? {}).some((h) => h.toLowerCase() === name.toLowerCase()),
+    hasHeader: (name: string) =>
+      Object.keys(sent.headers ?? {}).some((h) => h.toLowerCase() === name.toLowerCase()),
     send: (b: Record<string, unknown>) => ((sent.body = b), reply),
   };
   const request = { id: 'req-12345678', method: 'POST', url: '/v1/auth/register' };
@@ -53,12 +65,18 @@ describe('ProblemDetailsFilter and database errors', () => {
 
   it('answers SQLSTATE class 22 (bad data: NUL, out of range, bad syntax) as 400 VALIDATION_FAILED', () => {
     for (const code of ['22021', '22003', '22P02', '22007']) {
-      expect(render(failedQuery(code))).toMatchObject({ status: 400, body: { code: 'VALIDATION_FAILED' } });
+      expect(render(failedQuery(code))).toMatchObject({
+        status: 400,
+        body: { code: 'VALIDATION_FAILED' },
+      });
     }
   });
 
   it('answers a unique violation as 409 and other constraint violations as 4xx, never 500', () => {
-    expect(render(failedQuery('23505', { constraint: 'users_email_key' }))).toMatchObject({ status: 409, body: { code: 'CONFLICT' } });
+    expect(render(failedQuery('23505', { constraint: 'users_email_key' }))).toMatchObject({
+      status: 409,
+      body: { code: 'CONFLICT' },
+    });
     expect(render(failedQuery('23514'))).toMatchObject({ status: 409 });
     expect(render(failedQuery('23503'))).toMatchObject({ status: 409 });
     // a row for the caller's account, gone under its still-valid access token: nobody, not a conflict
@@ -96,7 +114,7 @@ describe('ProblemDetailsFilter and database errors', () => {
     }
   });
 
-  it('answers a body the client stopped sending (Node\'s `aborted`, as Fastify passes it on) as 400, logged as no error', () => {
+  it("answers a body the client stopped sending (Node's `aborted`, as Fastify passes it on) as 400, logged as no error", () => {
     const aborted = Object.assign(new Error('aborted'), { code: 'ECONNRESET', statusCode: 400 });
     expect(render(aborted)).toMatchObject({ status: 400, body: { code: 'BAD_REQUEST' } });
     expect(logged).toEqual([]);
@@ -104,19 +122,30 @@ describe('ProblemDetailsFilter and database errors', () => {
 
   it('answers a value beyond a server limit (class 54, e.g. an index row too large) as 400, not 500', () => {
     for (const code of ['54000', '54001', '54023']) {
-      expect(render(failedQuery(code))).toMatchObject({ status: 400, body: { code: 'VALIDATION_FAILED' } });
+      expect(render(failedQuery(code))).toMatchObject({
+        status: 400,
+        body: { code: 'VALIDATION_FAILED' },
+      });
     }
   });
 
   it("renders an error that knows its problem (toDomainError, e.g. a payment gateway's) as that problem", () => {
     const gatewayDown = Object.assign(new Error('connect ETIMEDOUT api.stripe.com'), {
       toDomainError: () =>
-        new DomainError('SERVICE_UNAVAILABLE', 'The payment provider is unavailable; retry later.', {
-          headers: { 'Retry-After': '5' },
-        }),
+        new DomainError(
+          'SERVICE_UNAVAILABLE',
+          'The payment provider is unavailable; retry later.',
+          {
+            headers: { 'Retry-After': '5' },
+          },
+        ),
     });
     const sent = render(gatewayDown);
-    expect(sent).toMatchObject({ status: 503, body: { code: 'SERVICE_UNAVAILABLE' }, headers: { 'Retry-After': '5' } });
+    expect(sent).toMatchObject({
+      status: 503,
+      body: { code: 'SERVICE_UNAVAILABLE' },
+      headers: { 'Retry-After': '5' },
+    });
     expect(JSON.stringify(sent.body)).not.toContain('stripe.com');
     // the provider's own words are the operator's: logged, with the request id
     expect(JSON.stringify(logged)).toContain('connect ETIMEDOUT api.stripe.com');
@@ -134,5 +163,4 @@ describe('ProblemDetailsFilter and database errors', () => {
     expect(text).toContain('INSERT INTO users');
     expect(text).toContain('42P01');
   });
-
 });

@@ -137,19 +137,34 @@ export function render(thrown: unknown): Rendered | null {
   }
   if (sqlState?.startsWith('54')) {
     // program_limit_exceeded: a value too large for the server to index or process
-    return { status: 400, code: 'VALIDATION_FAILED', detail: 'A value in the request is too large.' };
+    return {
+      status: 400,
+      code: 'VALIDATION_FAILED',
+      detail: 'A value in the request is too large.',
+    };
   }
   if (sqlState?.startsWith('22') || sqlState === '23502') {
-    return { status: 400, code: 'VALIDATION_FAILED', detail: 'A value in the request is malformed or out of range.' };
+    return {
+      status: 400,
+      code: 'VALIDATION_FAILED',
+      detail: 'A value in the request is malformed or out of range.',
+    };
   }
-  if (sqlState === '23503' && /_user_id_fkey$/.test(databaseErrorSummary(exception)?.constraint ?? '')) {
+  if (
+    sqlState === '23503' &&
+    /_user_id_fkey$/.test(databaseErrorSummary(exception)?.constraint ?? '')
+  ) {
     // a row written for the caller's account, which is gone (an operator deleted it; no route
     // does): its access token outlived it — the caller is nobody now, as GET /v1/me says, not
     // told to reload and retry in a loop
     return { status: 401, code: 'UNAUTHENTICATED', detail: 'The account no longer exists.' };
   }
   if (sqlState?.startsWith('23')) {
-    return { status: 409, code: 'CONFLICT', detail: 'The request conflicts with the current state; reload and retry.' };
+    return {
+      status: 409,
+      code: 'CONFLICT',
+      detail: 'The request conflicts with the current state; reload and retry.',
+    };
   }
   // Errors raised by Fastify itself (bad JSON, body too large, wrong content type, bad URL).
   const fastifyError = exception as { statusCode?: number; code?: string; message?: string };
@@ -178,12 +193,20 @@ export function render(thrown: unknown): Rendered | null {
   // (ECONNRESET), with the 400 Fastify's body reader put on it. The client's doing, not a fault
   // of ours to raise as an unhandled error (nobody reads this answer).
   if (fastifyError?.code === 'ECONNRESET' && fastifyError.statusCode === 400) {
-    return { status: 400, code: 'BAD_REQUEST', detail: 'The request body was not received in full.' };
+    return {
+      status: 400,
+      code: 'BAD_REQUEST',
+      detail: 'The request body was not received in full.',
+    };
   }
   // Another plugin's refusal with its own 4xx (Swagger UI's static files: a path that is not
   // canonical, a NUL, a failed If-Match / If-Unmodified-Since, a range past the end): the
   // client's doing, answered with its status and a fixed detail (its message may name a file)
-  if (typeof fastifyError?.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
+  if (
+    typeof fastifyError?.statusCode === 'number' &&
+    fastifyError.statusCode >= 400 &&
+    fastifyError.statusCode < 500
+  ) {
     const status = fastifyError.statusCode;
     return { status, code: STATUS_CODE[status] ?? 'BAD_REQUEST', detail: `${httpTitle(status)}.` };
   }
@@ -223,13 +246,19 @@ export class ProblemDetailsFilter implements ExceptionFilter {
     // their message, detail, statement and parameters can hold request values (hashes, tokens).
     const database = databaseErrorSummary(exception);
     if (database && rendered) {
-      this.logger.warn({ database, requestId, method: request?.method }, 'Database refused a request');
+      this.logger.warn(
+        { database, requestId, method: request?.method },
+        'Database refused a request',
+      );
     }
     if (knowsItsProblem(exception) && !(exception instanceof DomainError)) {
       // an upstream's own words (the payment provider's refusal or outage) are not the client's to
       // see, but they are the operator's: the answer alone says only 502 or 503
       const cause = exception instanceof Error ? exception.message : 'no message';
-      this.logger.warn({ requestId, method: request?.method, cause }, 'Upstream error answered as a problem');
+      this.logger.warn(
+        { requestId, method: request?.method, cause },
+        'Upstream error answered as a problem',
+      );
     }
     if (!rendered) {
       this.logger.error(
@@ -259,8 +288,14 @@ export class ProblemDetailsFilter implements ExceptionFilter {
     // (and HTTP libraries that retry with credentials) need it; a bad token says so
     if (rendered.status === 401 && !reply.hasHeader('www-authenticate')) {
       // (a bearer token was sent and refused — bad, expired, revoked, its account gone — or none)
-      const refusedToken = rendered.code === 'TOKEN_INVALID' || (rendered.code === 'UNAUTHENTICATED' && /^bearer\s/i.test(request?.headers?.authorization ?? ''));
-      void reply.header('WWW-Authenticate', refusedToken ? 'Bearer error="invalid_token"' : 'Bearer');
+      const refusedToken =
+        rendered.code === 'TOKEN_INVALID' ||
+        (rendered.code === 'UNAUTHENTICATED' &&
+          /^bearer\s/i.test(request?.headers?.authorization ?? ''));
+      void reply.header(
+        'WWW-Authenticate',
+        refusedToken ? 'Bearer error="invalid_token"' : 'Bearer',
+      );
     }
     void reply.status(rendered.status).type('application/problem+json').send(body);
   }
@@ -296,7 +331,11 @@ const filter = new ProblemDetailsFilter();
  * Renders `error` exactly as the global filter does, from code that runs outside Nest's
  * pipeline (Fastify hooks and framework errors).
  */
-export function sendProblem(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+export function sendProblem(
+  error: unknown,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): FastifyReply {
   filter.catch(error, new ExecutionContextHost([request, reply]));
   return reply;
 }

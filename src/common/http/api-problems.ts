@@ -33,18 +33,26 @@ export class ProblemProductDto {
   @ApiProperty({ format: 'uuid' })
   productId!: string;
 
-  @ApiPropertyOptional({ type: 'integer', description: 'Units asked for (INSUFFICIENT_STOCK)', example: 3 })
+  @ApiPropertyOptional({
+    type: 'integer',
+    description: 'Units asked for (INSUFFICIENT_STOCK)',
+    example: 3,
+  })
   requested?: number;
 
   @ApiPropertyOptional({
     type: 'integer',
-    description: 'Units available when refused (INSUFFICIENT_STOCK; absent when only known to be short)',
+    description:
+      'Units available when refused (INSUFFICIENT_STOCK; absent when only known to be short)',
     example: 1,
   })
   available?: number;
 }
 
-@ApiSchema({ name: 'PurchaseLimitBreach', description: 'A per-customer cap a PURCHASE_LIMIT_EXCEEDED order would pass' })
+@ApiSchema({
+  name: 'PurchaseLimitBreach',
+  description: 'A per-customer cap a PURCHASE_LIMIT_EXCEEDED order would pass',
+})
 export class PurchaseLimitBreachDto {
   @ApiProperty({ enum: ['openOrders', 'unitsPerProduct'] })
   cap!: 'openOrders' | 'unitsPerProduct';
@@ -52,7 +60,11 @@ export class PurchaseLimitBreachDto {
   @ApiProperty({ type: 'integer', example: 5 })
   limit!: number;
 
-  @ApiProperty({ type: 'integer', description: 'What the customer would then hold against the cap', example: 6 })
+  @ApiProperty({
+    type: 'integer',
+    description: 'What the customer would then hold against the cap',
+    example: 6,
+  })
   held!: number;
 
   @ApiPropertyOptional({ format: 'uuid', description: 'The product (unitsPerProduct)' })
@@ -110,13 +122,25 @@ export class ProblemDto {
   })
   limits?: PurchaseLimitBreachDto[];
 
-  @ApiPropertyOptional({ type: 'integer', description: 'Units on hand when refused (STOCK_BELOW_RESERVED)', example: 12 })
+  @ApiPropertyOptional({
+    type: 'integer',
+    description: 'Units on hand when refused (STOCK_BELOW_RESERVED)',
+    example: 12,
+  })
   onHand?: number;
 
-  @ApiPropertyOptional({ type: 'integer', description: 'Units reserved when refused (STOCK_BELOW_RESERVED)', example: 12 })
+  @ApiPropertyOptional({
+    type: 'integer',
+    description: 'Units reserved when refused (STOCK_BELOW_RESERVED)',
+    example: 12,
+  })
   reserved?: number;
 
-  @ApiPropertyOptional({ type: 'integer', description: 'The adjustment refused (STOCK_BELOW_RESERVED)', example: -4 })
+  @ApiPropertyOptional({
+    type: 'integer',
+    description: 'The adjustment refused (STOCK_BELOW_RESERVED)',
+    example: -4,
+  })
   delta?: number;
 
   @ApiPropertyOptional({
@@ -125,7 +149,10 @@ export class ProblemDto {
       "Each dependency and its status, with the database breaker's state (SERVICE_UNAVAILABLE from the readiness probe)",
     additionalProperties: {
       type: 'object',
-      properties: { status: { type: 'string', example: 'down' }, breaker: { type: 'string', example: 'open' } },
+      properties: {
+        status: { type: 'string', example: 'down' },
+        breaker: { type: 'string', example: 'open' },
+      },
       required: ['status'],
     },
     example: { database: { status: 'up', breaker: 'closed' }, redis: { status: 'down' } },
@@ -133,7 +160,8 @@ export class ProblemDto {
   details?: Record<string, { status: string; breaker?: string }>;
 }
 
-export type ProblemStatus = 400 | 401 | 403 | 404 | 409 | 413 | 414 | 415 | 422 | 429 | 500 | 502 | 503;
+export type ProblemStatus =
+  400 | 401 | 403 | 404 | 409 | 413 | 414 | 415 | 422 | 429 | 500 | 502 | 503;
 
 const RETRY_AFTER: Record<string, HeaderObject> = {
   'Retry-After': {

@@ -17,12 +17,7 @@ const CORS_EXPOSED_HEADERS = [
 ];
 
 /** Request headers a browser client may send cross-origin. */
-const CORS_ALLOWED_HEADERS = [
-  'Authorization',
-  'Content-Type',
-  'Idempotency-Key',
-  'X-Request-Id',
-];
+const CORS_ALLOWED_HEADERS = ['Authorization', 'Content-Type', 'Idempotency-Key', 'X-Request-Id'];
 
 /**
  * CORS for browser clients on other origins. Bearer tokens, not cookies: no credentials, so an
@@ -138,7 +133,9 @@ export function earlyBrowserHeaders(request: FastifyRequest, reply: FastifyReply
  * answer that leaves before its hook (the catalog cache's fast path runs ahead of Nest's
  * middleware, and so of every hook added after NestFactory.create()).
  */
-function corsResponseHeaders(config: AppConfig): (origin: string | undefined) => Record<string, string> {
+function corsResponseHeaders(
+  config: AppConfig,
+): (origin: string | undefined) => Record<string, string> {
   const expose = CORS_EXPOSED_HEADERS.join(', ');
   if (config.corsOrigins === '*') {
     const any = { 'access-control-allow-origin': '*', 'access-control-expose-headers': expose };
@@ -148,7 +145,11 @@ function corsResponseHeaders(config: AppConfig): (origin: string | undefined) =>
   const none = { vary: 'Origin' };
   return (origin) =>
     origin !== undefined && allowed.has(origin)
-      ? { 'access-control-allow-origin': origin, 'access-control-expose-headers': expose, vary: 'Origin' }
+      ? {
+          'access-control-allow-origin': origin,
+          'access-control-expose-headers': expose,
+          vary: 'Origin',
+        }
       : none;
 }
 
@@ -177,7 +178,10 @@ export async function registerBrowserSecurity(
     if (request.raw.method !== 'OPTIONS') return done();
     if (request.headers.origin && request.headers['access-control-request-method']) return done();
     sendProblem(
-      new DomainError('BAD_REQUEST', 'OPTIONS is answered only as a CORS preflight (with Origin and Access-Control-Request-Method).'),
+      new DomainError(
+        'BAD_REQUEST',
+        'OPTIONS is answered only as a CORS preflight (with Origin and Access-Control-Request-Method).',
+      ),
       request,
       reply,
     );
@@ -185,7 +189,8 @@ export async function registerBrowserSecurity(
   // (Not app.enableCors(): its wrapper copies all reply headers to the raw response per request.)
   await app.register(cors, corsOptions(config));
   const corsFor = corsResponseHeaders(config);
-  const browserHeaders: BrowserHeaders = (reply, origin) => void reply.headers(headers).headers(corsFor(origin));
+  const browserHeaders: BrowserHeaders = (reply, origin) =>
+    void reply.headers(headers).headers(corsFor(origin));
   browserHeadersOfServer.set(fastify, browserHeaders);
   return browserHeaders;
 }

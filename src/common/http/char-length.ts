@@ -13,7 +13,11 @@ export function charLength(value: string): number {
 }
 
 /** A string of `min`..`max` characters, counted as the database counts them (charLength). */
-export function CharLength(min: number, max: number, options?: ValidationOptions): PropertyDecorator {
+export function CharLength(
+  min: number,
+  max: number,
+  options?: ValidationOptions,
+): PropertyDecorator {
   return ValidateBy(
     {
       name: 'charLength',
@@ -35,4 +39,5 @@ export function CharLength(min: number, max: number, options?: ValidationOptions
 }
 
 /** A string of at most `max` characters, counted as the database counts them (charLength). */
-export const MaxChars = (max: number, options?: ValidationOptions): PropertyDecorator => CharLength(0, max, options);
+export const MaxChars = (max: number, options?: ValidationOptions): PropertyDecorator =>
+  CharLength(0, max, options);

@@ -25,7 +25,10 @@ export function hasControlCharacters(value: string): boolean {
  * drops without a word (an unknown field must be a 400, and a dropped one would let
  * `?toString=<random>` bust the catalog cache). No DTO field bears any of these names.
  */
-const REFUSED_KEYS: ReadonlySet<string> = new Set([...Object.getOwnPropertyNames(Object.prototype), 'prototype']);
+const REFUSED_KEYS: ReadonlySet<string> = new Set([
+  ...Object.getOwnPropertyNames(Object.prototype),
+  'prototype',
+]);
 
 /** The first refused input inside a value: where it is (`items.0.comment`, `` for the value itself) and why. */
 export interface RefusedInput {

@@ -14,7 +14,8 @@ const noop = (): void => undefined;
  * prefix (the queue board answers its own, after its sign-in; Fastify tells no `onRoute` of
  * the second spelling it adds for a prefix's root, so its methods would be named wrong).
  */
-const notKnown = (route: RouteOptions & { prefix?: string }): boolean => route.url.includes('*') || (route.prefix ?? '') !== '';
+const notKnown = (route: RouteOptions & { prefix?: string }): boolean =>
+  route.url.includes('*') || (route.prefix ?? '') !== '';
 
 /**
  * A path that exists, asked for with a method it has no route for (`DELETE /v1/products`), is a
@@ -29,13 +30,17 @@ export function answerMethodNotAllowed(fastify: FastifyInstance): void {
   fastify.addHook('onRoute', (route: RouteOptions) => {
     if (notKnown(route)) return;
     for (const method of [route.method].flat() as HTTPMethod[]) {
-      if (METHODS.includes(method) && !known.hasRoute(method, route.url)) known.on(method, route.url, noop);
+      if (METHODS.includes(method) && !known.hasRoute(method, route.url))
+        known.on(method, route.url, noop);
     }
   });
   // as Nest's adapter routes: a parameter matched empty (`/v1/products/`) is no match
   const routes = (method: HTTPMethod, url: string): boolean => {
     const found = known.find(method, url);
-    return found !== null && Object.entries(found.params).every(([name, value]) => value !== '' || name === '*');
+    return (
+      found !== null &&
+      Object.entries(found.params).every(([name, value]) => value !== '' || name === '*')
+    );
   };
   // (a callback hook: it runs for every request, and all but a few pass at the first test)
   fastify.addHook('onRequest', (request, reply, done) => {
@@ -47,9 +52,13 @@ export function answerMethodNotAllowed(fastify: FastifyInstance): void {
     if (allowed.length === 0 || allowed.includes(request.method as HTTPMethod)) return done();
     closeIfBodyPending(request, reply); // answered unread: none of a body is read after it
     done(
-      new DomainError('METHOD_NOT_ALLOWED', `${request.method} is not allowed here; this path answers ${allowed.join(', ')}.`, {
-        headers: { Allow: allowed.join(', ') },
-      }),
+      new DomainError(
+        'METHOD_NOT_ALLOWED',
+        `${request.method} is not allowed here; this path answers ${allowed.join(', ')}.`,
+        {
+          headers: { Allow: allowed.join(', ') },
+        },
+      ),
     );
   });
 }

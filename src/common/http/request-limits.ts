@@ -78,7 +78,13 @@ export function limitBodies(app: NestFastifyApplication): void {
     // as what it is, an unsupported coding (RFC 9110 8.4), not as bytes that are not UTF-8
     const coding = request.headers['content-encoding']?.trim().toLowerCase();
     if (coding !== undefined && coding !== '' && coding !== 'identity') {
-      done(new DomainError('UNSUPPORTED_MEDIA_TYPE', 'Request bodies are not compressed: send them without Content-Encoding.'), undefined);
+      done(
+        new DomainError(
+          'UNSUPPORTED_MEDIA_TYPE',
+          'Request bodies are not compressed: send them without Content-Encoding.',
+        ),
+        undefined,
+      );
       return;
     }
     // JSON is UTF-8 (RFC 8259): another charset would be read as UTF-8 and its letters replaced
@@ -87,7 +93,13 @@ export function limitBodies(app: NestFastifyApplication): void {
     const charset = CHARSET.exec(String(request.headers['content-type'] ?? ''))?.[2];
     // (US-ASCII is a part of UTF-8: such a body reads the same; the decode below holds it to that)
     if (charset !== undefined && !/^(utf-?8|us-ascii|ascii)$/i.test(charset)) {
-      done(new DomainError('UNSUPPORTED_MEDIA_TYPE', 'JSON bodies are UTF-8: send charset=utf-8 or none.'), undefined);
+      done(
+        new DomainError(
+          'UNSUPPORTED_MEDIA_TYPE',
+          'JSON bodies are UTF-8: send charset=utf-8 or none.',
+        ),
+        undefined,
+      );
       return;
     }
     let text: string;
@@ -136,7 +148,8 @@ export function limitBodies(app: NestFastifyApplication): void {
  */
 export function closeIfBodyPending(request: FastifyRequest, reply: FastifyReply): void {
   const { headers } = request.raw;
-  const announced = headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0;
+  const announced =
+    headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0;
   if (announced && !request.raw.complete) void reply.header('Connection', 'close');
 }
 
@@ -156,15 +169,23 @@ export function frameworkErrors(error: Error, request: FastifyRequest, reply: Fa
  * RFC 3986's host (a reg-name, an IPv4 address, or a bracketed IP literal — an IPv6 address with
  * a zone, RFC 6874, or an IPvFuture) and an optional port.
  */
-const HOST_VALUE = /^(?:\[[A-Za-z0-9\-._~!$&'()*+,;=:%]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$/;
+const HOST_VALUE =
+  /^(?:\[[A-Za-z0-9\-._~!$&'()*+,;=:%]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$/;
 
 /** What is wrong with the request's Host or Authorization header, if anything. */
 function headerProblem(request: FastifyRequest): string | null {
   const { host } = request.headers;
-  if (host === undefined) return request.raw.httpVersion === '1.0' ? null : 'An HTTP/1.1 request must carry a Host header.';
-  if (headerLines(request.raw.rawHeaders, 'host') > 1) return 'A request must carry one Host header, not several.';
+  if (host === undefined)
+    return request.raw.httpVersion === '1.0'
+      ? null
+      : 'An HTTP/1.1 request must carry a Host header.';
+  if (headerLines(request.raw.rawHeaders, 'host') > 1)
+    return 'A request must carry one Host header, not several.';
   if (!HOST_VALUE.test(host)) return 'The Host header is not a host name or address.';
-  if (request.headers.authorization !== undefined && headerLines(request.raw.rawHeaders, 'authorization') > 1) {
+  if (
+    request.headers.authorization !== undefined &&
+    headerLines(request.raw.rawHeaders, 'authorization') > 1
+  ) {
     return 'A request must carry one Authorization header, not several.';
   }
   return null;
@@ -201,9 +222,13 @@ export function refuseWhileClosing(isClosing: () => boolean, browserHeaders: Bro
     // only an opaque network error) — this answer leaves before @fastify/cors's hook
     browserHeaders(reply, request.headers.origin);
     void reply.header('X-Request-Id', request.id).header('Connection', 'close');
-    const closing = new DomainError('SERVICE_UNAVAILABLE', 'This instance is shutting down; retry the request.', {
-      headers: { 'Retry-After': '1' },
-    });
+    const closing = new DomainError(
+      'SERVICE_UNAVAILABLE',
+      'This instance is shutting down; retry the request.',
+      {
+        headers: { 'Retry-After': '1' },
+      },
+    );
     sendProblem(closing, request, reply);
   };
 }
@@ -215,7 +240,10 @@ export function refuseWhileClosing(isClosing: () => boolean, browserHeaders: Bro
 export function refuseExpectation(request: IncomingMessage, response: ServerResponse): void {
   const requestId = resolveRequestId(request.headers['x-request-id']); // a well-formed one kept, as everywhere
   const body = JSON.stringify(
-    problemBody({ status: 417, code: 'BAD_REQUEST', detail: 'Only "Expect: 100-continue" is supported.' }, requestId),
+    problemBody(
+      { status: 417, code: 'BAD_REQUEST', detail: 'Only "Expect: 100-continue" is supported.' },
+      requestId,
+    ),
   );
   response.writeHead(417, {
     ...securityHeaders(),
@@ -245,7 +273,14 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
   // in): one answer per request, so the connection is only closed
   // the id of the request whose body was still arriving (its headers gave it one, which its log
   // lines carry), else a new one: no headers were read
-  if (!answeredEarly.has(socket)) writeRawProblem(socket, status, code, detail, receivingRequestId(socket) ?? resolveRequestId(undefined));
+  if (!answeredEarly.has(socket))
+    writeRawProblem(
+      socket,
+      status,
+      code,
+      detail,
+      receivingRequestId(socket) ?? resolveRequestId(undefined),
+    );
   socket.destroy(err);
 }
 
@@ -272,7 +307,13 @@ export function refuseConnect(request: IncomingMessage, socket: Socket): void {
  * Writes a problem+json answer straight to a socket that has no response object (Node's own
  * refusals), with the security headers every other answer carries, and `Connection: close`.
  */
-function writeRawProblem(socket: Socket, status: number, code: ErrorCode, detail: string, requestId: string): void {
+function writeRawProblem(
+  socket: Socket,
+  status: number,
+  code: ErrorCode,
+  detail: string,
+  requestId: string,
+): void {
   if (!socket.writable) return;
   const body = JSON.stringify(problemBody({ status, code, detail }, requestId));
   const security = Object.entries(securityHeaders())

@@ -46,7 +46,10 @@ export function NoDirectionControls(options?: ValidationOptions): PropertyDecora
       name: 'noDirectionControls',
       validator: {
         validate: (value: unknown) => typeof value === 'string' && !DIRECTION_CONTROLS.test(value),
-        defaultMessage: buildMessage((each) => `${each}$property must not contain text-direction controls`, options),
+        defaultMessage: buildMessage(
+          (each) => `${each}$property must not contain text-direction controls`,
+          options,
+        ),
       },
     },
     options,
@@ -91,7 +94,9 @@ export function VisibleName(options?: ValidationOptions): PropertyDecorator {
       validator: {
         validate: (value: unknown) =>
           typeof value === 'string' &&
-          !HIDDEN_FORMAT.test(ALLOWED_FORMAT.reduce((v, allowed) => v.replace(allowed, ''), value)) &&
+          !HIDDEN_FORMAT.test(
+            ALLOWED_FORMAT.reduce((v, allowed) => v.replace(allowed, ''), value),
+          ) &&
           /[\p{L}\p{N}]/u.test(value.replace(BLANK_LETTERS, '')),
         defaultMessage: buildMessage(
           (each) => `${each}$property must show a letter or digit, without invisible characters`,

@@ -49,7 +49,9 @@ export class UnreadInputGuard implements CanActivate {
 
   private checkBody(body: unknown, context: ExecutionContext): void {
     if (body === undefined || isEmptyObject(body) || this.readBy(context).body) return;
-    throw new RequestValidationError([{ field: 'body', message: 'this route takes no body (leave it out, or send {})' }]);
+    throw new RequestValidationError([
+      { field: 'body', message: 'this route takes no body (leave it out, or send {})' },
+    ]);
   }
 
   private readBy(context: ExecutionContext): ReadInput {
@@ -84,7 +86,8 @@ function inputReadBy(controller: Type<unknown>, method: string): ReadInput {
   let body = false;
   for (const [key, arg] of Object.entries(args)) {
     const type = Number(key.split(':')[0]);
-    if (type === Number(RouteParamtypes.BODY) || type === Number(RouteParamtypes.REQUEST)) body = true;
+    if (type === Number(RouteParamtypes.BODY) || type === Number(RouteParamtypes.REQUEST))
+      body = true;
     if (type !== Number(RouteParamtypes.QUERY)) continue;
     if (typeof arg.data !== 'string') query = 'dto';
     else names.add(arg.data);

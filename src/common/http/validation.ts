@@ -13,14 +13,18 @@ const MAX_FIELD_ERRORS = 50;
  */
 export function unknownQueryParameters(names: string[]): RequestValidationError {
   return new RequestValidationError(
-    names.slice(0, MAX_FIELD_ERRORS).map((field) => ({ field, message: `query parameter ${field} should not exist` })),
+    names
+      .slice(0, MAX_FIELD_ERRORS)
+      .map((field) => ({ field, message: `query parameter ${field} should not exist` })),
   );
 }
 
 /** The field errors of a validation, depth first, at most MAX_FIELD_ERRORS (iterative: no recursion). */
 function flattenValidationErrors(errors: ValidationError[]): FieldError[] {
   const out: FieldError[] = [];
-  const stack: [ValidationError, string][] = errors.map((e): [ValidationError, string] => [e, '']).reverse();
+  const stack: [ValidationError, string][] = errors
+    .map((e): [ValidationError, string] => [e, ''])
+    .reverse();
   while (stack.length > 0 && out.length < MAX_FIELD_ERRORS) {
     const [error, parent] = stack.pop()!;
     const field = parent ? `${parent}.${error.property}` : error.property;
@@ -43,7 +47,12 @@ class EdgeValidationPipe extends ValidationPipe {
   override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
     // a body of `null` is not a left-out body (which may mean "all", e.g. the whole cart or a full
     // refund): the pipe would turn it into {} — nor is a string, a number or an array
-    if (metadata.type === 'body' && !metadata.data && value !== undefined && !isPlainObject(value)) {
+    if (
+      metadata.type === 'body' &&
+      !metadata.data &&
+      value !== undefined &&
+      !isPlainObject(value)
+    ) {
       throw new RequestValidationError([{ field: 'body', message: 'body must be a JSON object' }]);
     }
     if (metadata.type === 'body' || metadata.type === 'query' || metadata.type === 'param') {

@@ -11,16 +11,25 @@ type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
  * coloured text (its buffered lines and the stack flushed to its default console logger),
  * which a pipeline reading JSON lines cannot parse.
  */
-export function bootLogger(level: string, destination: pino.DestinationStream = pino.destination(1)): LoggerService {
+export function bootLogger(
+  level: string,
+  destination: pino.DestinationStream = pino.destination(1),
+): LoggerService {
   const log = pino({ level }, destination);
   // Nest calls (message, context), and error/fatal (message, stack, context); an exception
   // handler passes the Error itself
   const write =
     (at: Level) =>
     (message: unknown, ...rest: unknown[]): void => {
-      const context = rest.length > 0 && typeof rest[rest.length - 1] === 'string' ? rest[rest.length - 1] : undefined;
+      const context =
+        rest.length > 0 && typeof rest[rest.length - 1] === 'string'
+          ? rest[rest.length - 1]
+          : undefined;
       const stack = (at === 'error' || at === 'fatal') && rest.length > 1 ? rest[0] : undefined;
-      const fields = { ...(context !== undefined ? { context } : {}), ...(typeof stack === 'string' ? { stack } : {}) };
+      const fields = {
+        ...(context !== undefined ? { context } : {}),
+        ...(typeof stack === 'string' ? { stack } : {}),
+      };
       if (message instanceof Error) log[at]({ ...fields, err: message }, message.message);
       else if (typeof message === 'string') log[at](fields, message);
       else log[at]({ ...fields, detail: message });
@@ -41,7 +50,10 @@ export function bootLogger(level: string, destination: pino.DestinationStream = 
  * a hook that threw once the modules were up. It was printed by console.error — a
  * configuration's lines as text, anything else as Node's multi-line dump of the error.
  */
-export function logBootFailure(err: unknown, destination: pino.DestinationStream = pino.destination({ dest: 1, sync: true })): void {
+export function logBootFailure(
+  err: unknown,
+  destination: pino.DestinationStream = pino.destination({ dest: 1, sync: true }),
+): void {
   const log = pino({ level: 'info' }, destination);
   const problems = (err as { problems?: unknown } | null | undefined)?.problems;
   if (Array.isArray(problems)) log.fatal({ problems }, (err as Error).message);

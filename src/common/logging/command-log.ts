@@ -59,7 +59,12 @@ export function logRefusedCommand(request: FastifyRequest, reply: FastifyReply):
   storage.exit(() =>
     writeCommandLine(
       request,
-      { status: reply.statusCode, durationMs: reply.elapsedTime, error: answeredCodes.get(request), refused: true },
+      {
+        status: reply.statusCode,
+        durationMs: reply.elapsedTime,
+        error: answeredCodes.get(request),
+        refused: true,
+      },
       { requestId: request.id },
     ),
   );

@@ -51,7 +51,11 @@ export class LoggingInterceptor implements NestInterceptor {
           // the filter's rendering: the status and code the client is answered with (a bare 500,
           // named by the error's class, for an unexpected one)
           const answered = render(err);
-          done(answered?.status ?? 500, undefined, answered?.code ?? (err instanceof Error ? err.name : 'Error'));
+          done(
+            answered?.status ?? 500,
+            undefined,
+            answered?.code ?? (err instanceof Error ? err.name : 'Error'),
+          );
         },
       }),
     );
@@ -63,7 +67,9 @@ function orderOf(request: FastifyRequest, body: unknown): { orderId?: string; to
   const route = request.routeOptions.url ?? '';
   if (!/\/orders(\/|$)/.test(route)) return {};
   const answered =
-    typeof body === 'object' && body !== null && 'id' in body && 'status' in body ? body : undefined;
+    typeof body === 'object' && body !== null && 'id' in body && 'status' in body
+      ? body
+      : undefined;
   const params = request.params as Record<string, string | undefined> | undefined;
   const orderId = params?.id ?? (typeof answered?.id === 'string' ? answered.id : undefined);
   if (!orderId) return {};
@@ -71,5 +77,3 @@ function orderOf(request: FastifyRequest, body: unknown): { orderId?: string; to
     ? { orderId, to: answered.status }
     : { orderId };
 }
-
-

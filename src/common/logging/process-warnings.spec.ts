@@ -9,9 +9,16 @@ describe('logProcessWarnings', () => {
     const target = new EventEmitter();
     const nodesPrinter = jest.fn();
     target.on('warning', nodesPrinter);
-    logProcessWarnings(level, { write: (line: string) => void lines.push(JSON.parse(line)) }, target as unknown as NodeJS.Process);
+    logProcessWarnings(
+      level,
+      { write: (line: string) => void lines.push(JSON.parse(line)) },
+      target as unknown as NodeJS.Process,
+    );
     const warn = (message: string, code?: string) =>
-      target.emit('warning', Object.assign(new Error(message), { name: 'Warning' }, code ? { code } : {}));
+      target.emit(
+        'warning',
+        Object.assign(new Error(message), { name: 'Warning' }, code ? { code } : {}),
+      );
     return { lines, target, nodesPrinter, warn };
   };
 
@@ -29,7 +36,12 @@ describe('logProcessWarnings', () => {
         code: 'SHOP_TEST_WARNING',
         msg: 'a dependency says\nsomething on two lines',
       }),
-      expect.objectContaining({ level: 40, context: 'Process', warning: 'Warning', msg: 'no code' }),
+      expect.objectContaining({
+        level: 40,
+        context: 'Process',
+        warning: 'Warning',
+        msg: 'no code',
+      }),
     ]);
     expect(lines[1]).not.toHaveProperty('code');
   });

@@ -15,6 +15,9 @@ export function logProcessWarnings(
   const log = pino({ level }, destination).child({ context: 'Process' });
   target.removeAllListeners('warning'); // Node's printer
   target.on('warning', (warning: Error & { code?: string }) => {
-    log.warn({ warning: warning.name, ...(warning.code ? { code: warning.code } : {}) }, warning.message);
+    log.warn(
+      { warning: warning.name, ...(warning.code ? { code: warning.code } : {}) },
+      warning.message,
+    );
   });
 }

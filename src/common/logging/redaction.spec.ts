@@ -10,7 +10,10 @@ function capture() {
       done();
     },
   });
-  return { logger: pino({ redact: { paths: REDACTED_PATHS, censor: '[REDACTED]' } }, stream), lines };
+  return {
+    logger: pino({ redact: { paths: REDACTED_PATHS, censor: '[REDACTED]' } }, stream),
+    lines,
+  };
 }
 
 describe('log redaction', () => {
@@ -18,8 +21,19 @@ describe('log redaction', () => {
     const { logger, lines } = capture();
     logger.info(
       {
-        req: { headers: { authorization: 'Bearer abc.def.ghi', cookie: 'sid=1', 'stripe-signature': 't=1,v1=x' } },
-        body: { password: 'hunter22', refreshToken: 'r-123', accessToken: 'a-123', card: { number: '4242' } },
+        req: {
+          headers: {
+            authorization: 'Bearer abc.def.ghi',
+            cookie: 'sid=1',
+            'stripe-signature': 't=1,v1=x',
+          },
+        },
+        body: {
+          password: 'hunter22',
+          refreshToken: 'r-123',
+          accessToken: 'a-123',
+          card: { number: '4242' },
+        },
       },
       'request',
     );

@@ -6,19 +6,48 @@ const raw = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('bas
 
 describe('keyset cursors', () => {
   it('accepts timestamps as toISOString and PostgreSQL text write them, and only real instants', () => {
-    for (const ok of ['2026-11-30T07:28:32.123Z', '2026-11-30 07:28:32.123456+00', '2024-02-29 00:00:00+05:30', '2026-01-01T00:00:00-0800', '9999-12-31T23:59:59Z', '0001-01-01T00:00:00Z', '9999-12-31T23:59:59+15:59']) {
+    for (const ok of [
+      '2026-11-30T07:28:32.123Z',
+      '2026-11-30 07:28:32.123456+00',
+      '2024-02-29 00:00:00+05:30',
+      '2026-01-01T00:00:00-0800',
+      '9999-12-31T23:59:59Z',
+      '0001-01-01T00:00:00Z',
+      '9999-12-31T23:59:59+15:59',
+    ]) {
       expect({ ok, valid: isTimestamp(ok) }).toEqual({ ok, valid: true });
     }
-    for (const bad of ['yesterday', '2026-02-30 10:00:00+00', '2026-13-01T00:00:00Z', '2026-11-30T24:00:00Z', '2026-11-30T07:28:32', '2026-11-30T07:28:32.1234567Z', '2026-11-30 07:28:32+16', '0000-01-01T00:00:00Z', '2026-11-30T07:28:32+05', '9999-12-31T23:59:59-15:59', '0001-01-01T00:00:00+15:59']) {
+    for (const bad of [
+      'yesterday',
+      '2026-02-30 10:00:00+00',
+      '2026-13-01T00:00:00Z',
+      '2026-11-30T24:00:00Z',
+      '2026-11-30T07:28:32',
+      '2026-11-30T07:28:32.1234567Z',
+      '2026-11-30 07:28:32+16',
+      '0000-01-01T00:00:00Z',
+      '2026-11-30T07:28:32+05',
+      '9999-12-31T23:59:59-15:59',
+      '0001-01-01T00:00:00+15:59',
+    ]) {
       expect({ bad, valid: isTimestamp(bad) }).toEqual({ bad, valid: false });
     }
   });
 
   it('an instant it accepts comes back through toISOString as one it accepts (a cursor re-issued stays valid)', () => {
-    for (const written of ['9999-12-31T23:59:59Z', '9999-12-31T08:00:00-15:59', '0001-01-01T00:00:00Z', '0001-01-01T20:00:00+15:59']) {
+    for (const written of [
+      '9999-12-31T23:59:59Z',
+      '9999-12-31T08:00:00-15:59',
+      '0001-01-01T00:00:00Z',
+      '0001-01-01T20:00:00+15:59',
+    ]) {
       expect(isTimestamp(written)).toBe(true);
       const reissued = new Date(written).toISOString();
-      expect({ written, reissued, valid: isTimestamp(reissued) }).toEqual({ written, reissued, valid: true });
+      expect({ written, reissued, valid: isTimestamp(reissued) }).toEqual({
+        written,
+        reissued,
+        valid: true,
+      });
     }
   });
 
@@ -37,7 +66,9 @@ describe('keyset cursors', () => {
       expect(() => decodeCursor(raw(bad), shape)).toThrow(DomainError);
     }
     expect(() => decodeCursor(raw({ n: 'a\u0000' }), { n: 'string' })).toThrow(DomainError);
-    expect(() => decodeCursor(Buffer.from('{"k":1e400,"i":"x"}').toString('base64url'), { k: 'number' })).toThrow(DomainError);
+    expect(() =>
+      decodeCursor(Buffer.from('{"k":1e400,"i":"x"}').toString('base64url'), { k: 'number' }),
+    ).toThrow(DomainError);
     expect(decodeCursor(undefined, shape)).toBeNull();
   });
 });

@@ -21,7 +21,10 @@ export class PageQueryDto {
   @Max(100)
   limit: number = 20;
 
-  @ApiPropertyOptional({ description: 'Opaque: the `nextCursor` of the previous page', maxLength: 512 })
+  @ApiPropertyOptional({
+    description: 'Opaque: the `nextCursor` of the previous page',
+    maxLength: 512,
+  })
   @IsOptional()
   @IsString()
   @MaxChars(512)

@@ -2,7 +2,12 @@ import { Inject, Injectable } from '@nestjs/common';
 import { createHash } from 'node:crypto';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
-import { RATE_LIMIT_POLICIES, counterKey, policyHeaderItem, stateHeaderItem } from './rate-limit.policies';
+import {
+  RATE_LIMIT_POLICIES,
+  counterKey,
+  policyHeaderItem,
+  stateHeaderItem,
+} from './rate-limit.policies';
 import { RedisThrottlerStorage } from './redis-throttler.storage';
 
 /**
@@ -13,7 +18,10 @@ import { RedisThrottlerStorage } from './redis-throttler.storage';
  * gets one budget; an account's changes are limited to 10 a day (`password-change-day`).
  */
 export function accountTracker(userId: string, passwordEpoch: string): string {
-  const tag = createHash('sha256').update(`account-limit\0${passwordEpoch}`).digest('base64url').slice(0, 16);
+  const tag = createHash('sha256')
+    .update(`account-limit\0${passwordEpoch}`)
+    .digest('base64url')
+    .slice(0, 16);
   return `user:${userId}:${tag}`;
 }
 
@@ -39,7 +47,10 @@ export class AccountRateLimit {
     const policy = RATE_LIMIT_POLICIES.find((p) => p.name === policyName);
     if (!policy) throw new Error(`no rate-limit policy ${policyName}`);
     const windowMs = policy.windowSeconds * 1000;
-    const key = counterKey(policy.name, passwordEpoch === undefined ? `user:${userId}` : accountTracker(userId, passwordEpoch));
+    const key = counterKey(
+      policy.name,
+      passwordEpoch === undefined ? `user:${userId}` : accountTracker(userId, passwordEpoch),
+    );
     let record;
     try {
       record = await this.storage.increment(key, windowMs, policy.limit, windowMs, policy.name);

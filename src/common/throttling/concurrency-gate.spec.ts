@@ -126,32 +126,56 @@ describe('ConcurrencyGate', () => {
 
 describe('ConcurrencyGate places per holder', () => {
   it('gives one holder at most placesPerHolder places, running or waiting, in both lanes; others are not held back; a place comes back when its task ends', async () => {
-    const gate = new ConcurrencyGate({ concurrency: 1, maxQueued: 10, maxWaitMs: 5_000, placesPerHolder: 2 });
+    const gate = new ConcurrencyGate({
+      concurrency: 1,
+      maxQueued: 10,
+      maxWaitMs: 5_000,
+      placesPerHolder: 2,
+    });
     const tasks = [deferred(), deferred(), deferred(), deferred()];
     const first = gate.run(() => tasks[0].done, { holder: 'net-a' });
     const second = gate.run(() => tasks[1].done, { holder: 'net-a', priority: true });
     // a third place for net-a: refused at once, whatever its lane
-    expect(await outcome(gate.run(async () => undefined, { holder: 'net-a', priority: true }))).toBe('SERVICE_UNAVAILABLE');
+    expect(
+      await outcome(gate.run(async () => undefined, { holder: 'net-a', priority: true })),
+    ).toBe('SERVICE_UNAVAILABLE');
     // another holder, and a caller naming none, still wait their turn
     const other = gate.run(() => tasks[2].done, { holder: 'net-b' });
     const anonymous = gate.run(() => tasks[3].done);
     for (const t of tasks) t.finish();
-    expect(await Promise.all([first, second, other, anonymous].map(outcome))).toEqual(['ran', 'ran', 'ran', 'ran']);
+    expect(await Promise.all([first, second, other, anonymous].map(outcome))).toEqual([
+      'ran',
+      'ran',
+      'ran',
+      'ran',
+    ]);
     // all given back: net-a may hold two places again
-    const again = [gate.run(async () => undefined, { holder: 'net-a' }), gate.run(async () => undefined, { holder: 'net-a' })];
+    const again = [
+      gate.run(async () => undefined, { holder: 'net-a' }),
+      gate.run(async () => undefined, { holder: 'net-a' }),
+    ];
     expect(await Promise.all(again.map(outcome))).toEqual(['ran', 'ran']);
     expect(gate['held'].size).toBe(0);
   });
 
   it('a refused or failed task gives its place back', async () => {
-    const gate = new ConcurrencyGate({ concurrency: 1, maxQueued: 0, maxWaitMs: 5_000, placesPerHolder: 1 });
+    const gate = new ConcurrencyGate({
+      concurrency: 1,
+      maxQueued: 0,
+      maxWaitMs: 5_000,
+      placesPerHolder: 1,
+    });
     const busy = deferred();
     const running = gate.run(() => busy.done);
     // the queue is full (maxQueued 0): refused by the gate, the place given back
-    expect(await outcome(gate.run(async () => undefined, { holder: 'net-a' }))).toBe('SERVICE_UNAVAILABLE');
+    expect(await outcome(gate.run(async () => undefined, { holder: 'net-a' }))).toBe(
+      'SERVICE_UNAVAILABLE',
+    );
     busy.finish();
     await running;
-    expect(await outcome(gate.run(() => Promise.reject(new Error('boom')), { holder: 'net-a' }))).toEqual(new Error('boom'));
+    expect(
+      await outcome(gate.run(() => Promise.reject(new Error('boom')), { holder: 'net-a' })),
+    ).toEqual(new Error('boom'));
     expect(await outcome(gate.run(async () => undefined, { holder: 'net-a' }))).toBe('ran');
   });
 });

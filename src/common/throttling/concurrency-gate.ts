@@ -56,7 +56,10 @@ export class ConcurrencyGate {
     return this.waiting.length + this.priorityWaiting.length;
   }
 
-  async run<T>(task: () => Promise<T>, options: { priority?: boolean; holder?: string } = {}): Promise<T> {
+  async run<T>(
+    task: () => Promise<T>,
+    options: { priority?: boolean; holder?: string } = {},
+  ): Promise<T> {
     const { holder } = options;
     const limit = this.options.placesPerHolder;
     if (holder === undefined || limit === undefined) return this.runInTurn(task, options.priority);

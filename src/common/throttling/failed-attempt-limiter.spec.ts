@@ -40,8 +40,17 @@ describe('FailedAttemptLimiter', () => {
     expect(await s.limiter.attempt([bucket], verify)).toBe('principal');
     expect(s.calls).toHaveLength(2);
     // each bucket's key, then its in-flight count's
-    expect(s.calls[0].slice(1, 4)).toEqual([2, 'unit:rl:signin-account:abc', 'unit:rl:signin-account:abc:p']);
-    expect(s.calls[1].slice(1, 5)).toEqual([2, 'unit:rl:signin-account:abc', 'unit:rl:signin-account:abc:p', 'success']);
+    expect(s.calls[0].slice(1, 4)).toEqual([
+      2,
+      'unit:rl:signin-account:abc',
+      'unit:rl:signin-account:abc:p',
+    ]);
+    expect(s.calls[1].slice(1, 5)).toEqual([
+      2,
+      'unit:rl:signin-account:abc',
+      'unit:rl:signin-account:abc:p',
+      'success',
+    ]);
     expect(s.redis.eval.mock.invocationCallOrder[0]).toBeLessThan(
       verify.mock.invocationCallOrder[0],
     );
@@ -78,7 +87,11 @@ describe('FailedAttemptLimiter', () => {
     expect(await settle(s.limiter.attempt([bucket], verify))).toEqual({
       code: 'RATE_LIMITED',
       options: {
-        headers: { 'Retry-After': '3', 'RateLimit-Policy': '"signin-account";q=3;w=60', RateLimit: '"signin-account";r=0;t=3' },
+        headers: {
+          'Retry-After': '3',
+          'RateLimit-Policy': '"signin-account";q=3;w=60',
+          RateLimit: '"signin-account";r=0;t=3',
+        },
       },
     });
     expect(verify).not.toHaveBeenCalled();
@@ -117,7 +130,12 @@ describe('FailedAttemptLimiter', () => {
     answer([0, 0]); // Redis was slow, not down: it counted the attempt
     await new Promise((resolve) => setImmediate(resolve));
     expect(s.calls).toHaveLength(2);
-    expect(s.calls[1].slice(1, 5)).toEqual([2, 'unit:rl:signin-account:abc', 'unit:rl:signin-account:abc:p', 'unused']);
+    expect(s.calls[1].slice(1, 5)).toEqual([
+      2,
+      'unit:rl:signin-account:abc',
+      'unit:rl:signin-account:abc:p',
+      'unused',
+    ]);
   });
 
   it('gives nothing back for a late reservation that Redis refused (nothing was counted)', async () => {
@@ -150,17 +168,29 @@ describe('FailedAttemptLimiter', () => {
         return Promise.resolve(String(args[0]).includes(IS_KNOWN_SCRIPT) ? 0 : [0, 0]);
       }),
     };
-    const limiter = new FailedAttemptLimiter(redis, loadConfig({ NODE_ENV: 'development', REDIS_KEY_PREFIX: 'unit' }));
+    const limiter = new FailedAttemptLimiter(
+      redis,
+      loadConfig({ NODE_ENV: 'development', REDIS_KEY_PREFIX: 'unit' }),
+    );
     const asked = (script: string) => calls.filter((c) => String(c[0]).includes(script)).length;
     for (const passwordEpoch of [null, 'epoch-of-the-password1']) {
       calls.length = 0;
       const onRecord = jest.fn().mockResolvedValue(false);
-      await limiter.signIn('login', 'a@b.io', '10.0.0.1', () => Promise.resolve(null), { passwordEpoch, ownClientOnRecord: onRecord });
-      expect([passwordEpoch, asked(IS_KNOWN_SCRIPT), onRecord.mock.calls.length]).toEqual([passwordEpoch, 1, 1]);
+      await limiter.signIn('login', 'a@b.io', '10.0.0.1', () => Promise.resolve(null), {
+        passwordEpoch,
+        ownClientOnRecord: onRecord,
+      });
+      expect([passwordEpoch, asked(IS_KNOWN_SCRIPT), onRecord.mock.calls.length]).toEqual([
+        passwordEpoch,
+        1,
+        1,
+      ]);
     }
     // a right password for an account with no epoch cannot happen; none is ever remembered without one
     calls.length = 0;
-    await limiter.signIn('login', 'a@b.io', '10.0.0.1', () => Promise.resolve('ok'), { passwordEpoch: null });
+    await limiter.signIn('login', 'a@b.io', '10.0.0.1', () => Promise.resolve('ok'), {
+      passwordEpoch: null,
+    });
     expect(asked("'SET', KEYS[1], ARGV[2], 'PX'")).toBe(0);
   });
 

@@ -239,8 +239,9 @@ export class FailedAttemptLimiter {
     options: SignInOptions = {},
   ): Promise<T | null> {
     if (channel === 'password-change') {
-      return this.attempt(signInBuckets(channel, account, ip, this.config.signIn, false, options.session), () =>
-        verify({ own: false }),
+      return this.attempt(
+        signInBuckets(channel, account, ip, this.config.signIn, false, options.session),
+        () => verify({ own: false }),
       );
     }
     // login and the queue board: a client the owner has signed in from (through either) is
@@ -250,13 +251,22 @@ export class FailedAttemptLimiter {
     // sessions on record — under a tag no mark holds: the same work, no timing to tell them apart
     const credential = options.passwordEpoch ?? NO_EPOCH;
     const device = channel === 'login' ? (options.device ?? undefined) : undefined;
-    const knownDevice = device === undefined ? undefined : this.prefix + knownDeviceKey(account, device);
+    const knownDevice =
+      device === undefined ? undefined : this.prefix + knownDeviceKey(account, device);
     const isKnown =
       this.config.signIn.enabled &&
       ((knownDevice !== undefined && (await this.isKnownClient(knownDevice, credential))) ||
         (await this.isOwnClient(known, credential, options.ownClientOnRecord)));
     // `own`: the verification may go first (the password hasher's priority lane)
-    const buckets = signInBuckets(channel, account, ip, this.config.signIn, isKnown, undefined, device);
+    const buckets = signInBuckets(
+      channel,
+      account,
+      ip,
+      this.config.signIn,
+      isKnown,
+      undefined,
+      device,
+    );
     const result = await this.attempt(buckets, () => verify({ own: isKnown }));
     if (result !== null && options.passwordEpoch) this.remember(known, credential);
     return result;
@@ -267,7 +277,11 @@ export class FailedAttemptLimiter {
    * Redis may have lost its marks: a restart without persistence, a failover, a flush), which
    * writes the mark back. Neither can say: unknown, the stricter answer.
    */
-  private async isOwnClient(key: string, credential: string, onRecord?: () => Promise<boolean>): Promise<boolean> {
+  private async isOwnClient(
+    key: string,
+    credential: string,
+    onRecord?: () => Promise<boolean>,
+  ): Promise<boolean> {
     if (await this.isKnownClient(key, credential)) return true;
     if (!onRecord || !(await onRecord().catch(() => false))) return false;
     this.remember(key, credential);
@@ -293,7 +307,11 @@ export class FailedAttemptLimiter {
   /** Marked under `credential` (the current password); unknown when Redis cannot say (the stricter answer). */
   private async isKnownClient(key: string, credential: string): Promise<boolean> {
     try {
-      return Number(await withTimeout(this.redis.eval(IS_KNOWN, 1, key, credential), STORE_TIMEOUT_MS)) === 1;
+      return (
+        Number(
+          await withTimeout(this.redis.eval(IS_KNOWN, 1, key, credential), STORE_TIMEOUT_MS),
+        ) === 1
+      );
     } catch {
       return false;
     }
@@ -332,9 +350,12 @@ export class FailedAttemptLimiter {
   private async reserve(buckets: readonly FailureBucket[]): Promise<void> {
     let waitMs: number;
     let refusing: FailureBucket | undefined;
-    const reserving = this.redis.eval(RESERVE, 2 * buckets.length, ...this.keys(buckets), ...args(buckets)) as Promise<
-      [number, number]
-    >;
+    const reserving = this.redis.eval(
+      RESERVE,
+      2 * buckets.length,
+      ...this.keys(buckets),
+      ...args(buckets),
+    ) as Promise<[number, number]>;
     try {
       const [wait, index] = await withTimeout(reserving, STORE_TIMEOUT_MS);
       waitMs = Number(wait);
@@ -361,7 +382,11 @@ export class FailedAttemptLimiter {
         {
           headers: {
             'Retry-After': String(STORE_DOWN_RETRY_AFTER_SECONDS),
-            'RateLimit-Policy': policyHeaderItem(name, first.limit, Math.ceil(first.windowMs / 1000)),
+            'RateLimit-Policy': policyHeaderItem(
+              name,
+              first.limit,
+              Math.ceil(first.windowMs / 1000),
+            ),
             RateLimit: stateHeaderItem(name, 0, STORE_DOWN_RETRY_AFTER_SECONDS),
           },
         },
@@ -376,7 +401,11 @@ export class FailedAttemptLimiter {
       const name = refusing?.key.split(':')[0] ?? 'failed-sign-ins';
       const headers: Record<string, string> = { 'Retry-After': String(seconds) };
       if (refusing) {
-        headers['RateLimit-Policy'] = policyHeaderItem(name, refusing.limit, Math.ceil(Math.max(refusing.windowMs, waitMs) / 1000));
+        headers['RateLimit-Policy'] = policyHeaderItem(
+          name,
+          refusing.limit,
+          Math.ceil(Math.max(refusing.windowMs, waitMs) / 1000),
+        );
         headers.RateLimit = stateHeaderItem(name, 0, seconds);
       }
       throw new DomainError('RATE_LIMITED', 'Too many failed sign-ins; retry later.', { headers });
@@ -387,7 +416,13 @@ export class FailedAttemptLimiter {
   private async settle(buckets: readonly FailureBucket[], outcome: Outcome): Promise<void> {
     try {
       await withTimeout(
-        this.redis.eval(SETTLE, 2 * buckets.length, ...this.keys(buckets), outcome, ...args(buckets)),
+        this.redis.eval(
+          SETTLE,
+          2 * buckets.length,
+          ...this.keys(buckets),
+          outcome,
+          ...args(buckets),
+        ),
         STORE_TIMEOUT_MS,
       );
     } catch (err) {
@@ -397,7 +432,10 @@ export class FailedAttemptLimiter {
 
   /** The buckets' keys, then their in-flight counts' (a window bucket's `<key>:p`). */
   private keys(buckets: readonly FailureBucket[]): string[] {
-    return [...buckets.map((b) => this.prefix + b.key), ...buckets.map((b) => `${this.prefix}${b.key}:p`)];
+    return [
+      ...buckets.map((b) => this.prefix + b.key),
+      ...buckets.map((b) => `${this.prefix}${b.key}:p`),
+    ];
   }
 }
 

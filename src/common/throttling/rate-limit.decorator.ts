@@ -24,7 +24,8 @@ import { SetMetadata } from '@nestjs/common';
  * Refusals are 429 RATE_LIMITED with Retry-After; every limited answer carries the IETF
  * `RateLimit-Policy` and `RateLimit` headers. `RATE_LIMIT_ENABLED=false` switches all of it off.
  */
-export type RateLimitScope = 'login' | 'register' | 'order-create' | 'password-change' | 'webhook' | 'refresh';
+export type RateLimitScope =
+  'login' | 'register' | 'order-create' | 'password-change' | 'webhook' | 'refresh';
 
 export const RATE_LIMIT_SCOPE = 'rateLimit:scope';
 

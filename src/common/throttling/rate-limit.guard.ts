@@ -26,7 +26,9 @@ import {
 import { RedisThrottlerStorage } from './redis-throttler.storage';
 
 /** What the per-user policies read: the access-token guard's principal, when it has set one. */
-type RequestWithUser = FastifyRequest & { user?: { userId: string; sessionId?: string; role?: string } };
+type RequestWithUser = FastifyRequest & {
+  user?: { userId: string; sessionId?: string; role?: string };
+};
 
 const byName = new Map(RATE_LIMIT_POLICIES.map((p) => [p.name, p]));
 const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -91,7 +93,9 @@ abstract class RateLimitGuard extends ThrottlerGuard {
 
   protected override async shouldSkip(context: ExecutionContext): Promise<boolean> {
     if (!this.config.rateLimitEnabled || context.getType() !== 'http') return true;
-    return (context.switchToHttp().getRequest<FastifyRequest & { [COUNTED]?: true }>())[COUNTED] === true;
+    return (
+      context.switchToHttp().getRequest<FastifyRequest & { [COUNTED]?: true }>()[COUNTED] === true
+    );
   }
 
   protected override async handleRequest(props: ThrottlerRequest): Promise<boolean> {
@@ -119,11 +123,16 @@ abstract class RateLimitGuard extends ThrottlerGuard {
 
     const reply = context.switchToHttp().getResponse<FastifyReply>();
     // a request that needs room left after it (policy.headroom) is refused that much earlier
-    const headroom = policy.headroom && policy.headroom.scope === scope ? policy.headroom.requests : 0;
+    const headroom =
+      policy.headroom && policy.headroom.scope === scope ? policy.headroom.requests : 0;
     const allowed = limit - headroom;
     const record = await this.count(policy, key, ttl, allowed, reply);
     if (!record) return true; // store unavailable, fail-open policy
-    if (record.isBlocked && record.totalHits <= 2 * limit && (await this.repeatsAnswered(context))) {
+    if (
+      record.isBlocked &&
+      record.totalHits <= 2 * limit &&
+      (await this.repeatsAnswered(context))
+    ) {
       // a retry of a completed request (its answer lost on the way): the interceptor replays the
       // stored answer — API.md's "after completion", not a 429. Counted all the same, so replays
       // get one more window's worth at most (a database read each), then are refused like the
@@ -193,7 +202,11 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       this.storeDown = true;
       if (!policy.failClosed) return null;
       appendListHeader(reply, 'RateLimit-Policy', policyHeaderItem(policy.name, limit, ttl / 1000));
-      appendListHeader(reply, 'RateLimit', stateHeaderItem(policy.name, 0, STORE_DOWN_RETRY_AFTER_SECONDS));
+      appendListHeader(
+        reply,
+        'RateLimit',
+        stateHeaderItem(policy.name, 0, STORE_DOWN_RETRY_AFTER_SECONDS),
+      );
       throw new DomainError(
         'RATE_LIMITED',
         'Temporarily unable to accept this request; retry shortly.',
@@ -218,4 +231,3 @@ export class UserRateLimitGuard extends RateLimitGuard {
     return 'after-auth';
   }
 }
-

@@ -26,8 +26,14 @@ describe('rate-limit policies', () => {
     });
     // per account, only registration (API.md): failed sign-ins are counted instead (signInBuckets),
     // so that a stranger's requests never lock an owner out of signing in
-    expect(RATE_LIMIT_POLICIES.filter((p) => p.tracker === 'account').map((p) => p.name)).toEqual(['register-account']);
-    expect(policy('register-account')).toMatchObject({ limit: 10, windowSeconds: 3600, scope: 'register' });
+    expect(RATE_LIMIT_POLICIES.filter((p) => p.tracker === 'account').map((p) => p.name)).toEqual([
+      'register-account',
+    ]);
+    expect(policy('register-account')).toMatchObject({
+      limit: 10,
+      windowSeconds: 3600,
+      scope: 'register',
+    });
     expect(policy('login-ip')).toMatchObject({
       limit: 20,
       windowSeconds: 60,
@@ -46,7 +52,14 @@ describe('rate-limit policies', () => {
     const closed = RATE_LIMIT_POLICIES.filter((p) => p.failClosed)
       .map((p) => p.name)
       .sort();
-    expect(closed).toEqual(['login-ip', 'password-change', 'password-change-ip', 'register-account', 'register-ip', 'register-net']);
+    expect(closed).toEqual([
+      'login-ip',
+      'password-change',
+      'password-change-ip',
+      'register-account',
+      'register-ip',
+      'register-net',
+    ]);
   });
 
   it('applies unscoped policies everywhere and scoped ones only on their routes', () => {
@@ -65,18 +78,31 @@ describe('rate-limit policies', () => {
   });
 
   it("counts every other write of a signed-in user per account, and never an anonymous caller's", () => {
-    expect(policy('user-writes')).toMatchObject({ limit: 120, windowSeconds: 60, writesOnly: true, failClosed: false });
+    expect(policy('user-writes')).toMatchObject({
+      limit: 120,
+      windowSeconds: 60,
+      writesOnly: true,
+      failClosed: false,
+    });
     expect(appliesTo(policy('user-writes'), undefined)).toBe(true);
     expect(appliesTo(policy('user-writes'), 'order-create')).toBe(false); // its own budget
     expect(appliesTo(policy('user-writes'), 'password-change')).toBe(false);
     expect(trackerFor('signed-in', { ip: '203.0.113.7', userId: 'u-1' })).toBe('user:u-1');
     expect(trackerFor('signed-in', { ip: '203.0.113.7' })).toBeNull();
     // the day's writes: customers only (staff and admins are not counted)
-    expect(policy('user-writes-day')).toMatchObject({ limit: 2000, windowSeconds: 86_400, tracker: 'customer', writesOnly: true, failClosed: false });
+    expect(policy('user-writes-day')).toMatchObject({
+      limit: 2000,
+      windowSeconds: 86_400,
+      tracker: 'customer',
+      writesOnly: true,
+      failClosed: false,
+    });
     expect(phaseOf(policy('user-writes-day'))).toBe('after-auth');
     expect(appliesTo(policy('user-writes-day'), 'order-create')).toBe(true); // else an order past the cap could be placed, not paid
     expect(appliesTo(policy('user-writes-day'), 'password-change')).toBe(false);
-    expect(trackerFor('customer', { ip: '203.0.113.7', userId: 'u-1', role: 'customer' })).toBe('user:u-1');
+    expect(trackerFor('customer', { ip: '203.0.113.7', userId: 'u-1', role: 'customer' })).toBe(
+      'user:u-1',
+    );
     expect(trackerFor('customer', { ip: '203.0.113.7', userId: 'u-2', role: 'admin' })).toBeNull();
     expect(trackerFor('customer', { ip: '203.0.113.7' })).toBeNull();
   });
@@ -94,7 +120,9 @@ describe('rate-limit policies', () => {
     expect(phaseOf(policy('register-net'))).toBe('before-auth');
     // no request limit per /48 on login or password change: a neighbour filling it would lock
     // the owner out, own client and all
-    expect(RATE_LIMIT_POLICIES.filter((p) => p.tracker === 'network').map((p) => p.name)).toEqual(['register-net']);
+    expect(RATE_LIMIT_POLICIES.filter((p) => p.tracker === 'network').map((p) => p.name)).toEqual([
+      'register-net',
+    ]);
     const a = trackerFor('network', { ip: '2001:db8:1:2:aaaa::1' });
     expect(a).toBe('net:2001:db8:1::/48');
     expect(trackerFor('network', { ip: '2001:db8:1:ffff::7' })).toBe(a); // another /64 of the /48
@@ -187,7 +215,9 @@ describe('failed sign-in buckets', () => {
     expect(pair.key).toBe(loginPair.key);
     expect(ceiling).toMatchObject({ kind: 'window', limit: PASSWORD_CHANGE_FAILURES_PER_SESSION });
     expect(ceiling.key).not.toBe(loginCeiling.key);
-    expect(signInBuckets('password-change', 'a@b.io', '198.51.100.1', limits)[1].key).toBe(ceiling.key);
+    expect(signInBuckets('password-change', 'a@b.io', '198.51.100.1', limits)[1].key).toBe(
+      ceiling.key,
+    );
   });
 
   it('queue board: per client over all accounts, plus the ceiling it shares with login', () => {

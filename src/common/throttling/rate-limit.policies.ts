@@ -64,7 +64,14 @@ export interface RateLimitPolicy {
 
 /** The named policies. Limits are shared by every API instance (counters live in Redis). */
 export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
-  { name: 'default', limit: 300, windowSeconds: 60, tracker: 'ip', failClosed: false, exceptScopes: ['webhook'] },
+  {
+    name: 'default',
+    limit: 300,
+    windowSeconds: 60,
+    tracker: 'ip',
+    failClosed: false,
+    exceptScopes: ['webhook'],
+  },
   {
     name: 'webhook-ip',
     limit: 6000,
@@ -220,7 +227,9 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
 ];
 
 export function phaseOf(policy: RateLimitPolicy): RateLimitPhase {
-  return policy.tracker === 'ip' || policy.tracker === 'network' || policy.tracker === 'account' ? 'before-auth' : 'after-auth';
+  return policy.tracker === 'ip' || policy.tracker === 'network' || policy.tracker === 'account'
+    ? 'before-auth'
+    : 'after-auth';
 }
 
 export function appliesTo(policy: RateLimitPolicy, scope: RateLimitScope | undefined): boolean {
@@ -432,13 +441,24 @@ export function signInBuckets(
 ): FailureBucket[] {
   const email = normalizeEmail(account);
   const client = clientOf(ip);
-  const ceiling = windowBucket(`signin-account:${digest(email)}`, limits.failuresPerAccount, SIGN_IN_ACCOUNT_WINDOW_MS);
+  const ceiling = windowBucket(
+    `signin-account:${digest(email)}`,
+    limits.failuresPerAccount,
+    SIGN_IN_ACCOUNT_WINDOW_MS,
+  );
   if (channel === 'queue-board') {
-    const boardClient = windowBucket(`board-client:${digest(client)}`, BOARD_FAILURES_PER_CLIENT, BOARD_CLIENT_WINDOW_MS);
+    const boardClient = windowBucket(
+      `board-client:${digest(client)}`,
+      BOARD_FAILURES_PER_CLIENT,
+      BOARD_CLIENT_WINDOW_MS,
+    );
     return [boardClient, ...(knownClient ? [] : [ceiling])];
   }
   const pair: FailureBucket = {
-    key: channel === 'login' && device ? `signin-device:${digest(email, device)}` : `signin-client:${digest(email, client)}`,
+    key:
+      channel === 'login' && device
+        ? `signin-device:${digest(email, device)}`
+        : `signin-client:${digest(email, client)}`,
     kind: 'progressive',
     limit: limits.failuresPerClient,
     windowMs: SIGN_IN_PAIR_MEMORY_MS,
@@ -448,14 +468,28 @@ export function signInBuckets(
   if (channel === 'password-change') {
     return [
       pair,
-      windowBucket(`password-change:${digest(session ?? email)}`, PASSWORD_CHANGE_FAILURES_PER_SESSION, SIGN_IN_ACCOUNT_WINDOW_MS),
+      windowBucket(
+        `password-change:${digest(session ?? email)}`,
+        PASSWORD_CHANGE_FAILURES_PER_SESSION,
+        SIGN_IN_ACCOUNT_WINDOW_MS,
+      ),
     ];
   }
-  const clientCeiling = windowBucket(`signin-ip:${digest(client)}`, limits.failuresPerIp, SIGN_IN_ACCOUNT_WINDOW_MS);
+  const clientCeiling = windowBucket(
+    `signin-ip:${digest(client)}`,
+    limits.failuresPerIp,
+    SIGN_IN_ACCOUNT_WINDOW_MS,
+  );
   // and its network's (IPv6 /48): fresh emails from many /64s of one allocation
   const network = networkOf(ip);
   const networkCeiling = network
-    ? [windowBucket(`signin-net:${digest(network)}`, limits.failuresPerIp * SIGN_IN_NETWORK_SHARE, SIGN_IN_ACCOUNT_WINDOW_MS)]
+    ? [
+        windowBucket(
+          `signin-net:${digest(network)}`,
+          limits.failuresPerIp * SIGN_IN_NETWORK_SHARE,
+          SIGN_IN_ACCOUNT_WINDOW_MS,
+        ),
+      ]
     : [];
   return [pair, ...(knownClient ? [] : [ceiling, clientCeiling, ...networkCeiling])];
 }

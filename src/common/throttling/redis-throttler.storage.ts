@@ -60,7 +60,9 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
    * the refusal itself must not spend that room). Best effort: a Redis that cannot answer keeps it.
    */
   async giveBack(key: string): Promise<void> {
-    await withTimeout(this.redis.eval(GIVE_BACK, 1, this.prefix + key), STORE_TIMEOUT_MS).catch(() => undefined);
+    await withTimeout(this.redis.eval(GIVE_BACK, 1, this.prefix + key), STORE_TIMEOUT_MS).catch(
+      () => undefined,
+    );
   }
 
   async increment(
@@ -90,4 +92,3 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
     };
   }
 }
-

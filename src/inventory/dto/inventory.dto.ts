@@ -17,7 +17,12 @@ export class StockAdjustmentDto {
   @Max(10_000_000)
   delta!: number;
 
-  @ApiProperty({ example: 'Delivery from supplier', minLength: 1, maxLength: 500, description: 'Shows a letter or digit; no invisible characters (400)' })
+  @ApiProperty({
+    example: 'Delivery from supplier',
+    minLength: 1,
+    maxLength: 500,
+    description: 'Shows a letter or digit; no invisible characters (400)',
+  })
   @IsString()
   @CharLength(1, 500)
   @VisibleName()

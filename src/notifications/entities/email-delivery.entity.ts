@@ -1,4 +1,13 @@
-import { Check, Column, Entity, Index, JoinColumn, ManyToOne, PrimaryColumn, Unique } from 'typeorm';
+import {
+  Check,
+  Column,
+  Entity,
+  Index,
+  JoinColumn,
+  ManyToOne,
+  PrimaryColumn,
+  Unique,
+} from 'typeorm';
 import { OrderEntity } from '../../orders/entities/order.entity';
 import type { EmailKind } from '../email-job';
 
@@ -19,7 +28,9 @@ import type { EmailKind } from '../email-job';
 @Check('email_deliveries_status_check', `status IN ('sending', 'sent', 'rejected', 'suppressed')`)
 // an inbox's cancellation emails of the last day (EmailService: the daily allowance)
 @Index('email_deliveries_inbox_sent_idx', ['inbox', 'kind', 'sentAt'], { where: "status = 'sent'" })
-@Index('email_deliveries_inbox_sending_idx', ['inbox', 'kind', 'updatedAt'], { where: "status = 'sending'" })
+@Index('email_deliveries_inbox_sending_idx', ['inbox', 'kind', 'updatedAt'], {
+  where: "status = 'sending'",
+})
 @Check('email_deliveries_attempts_check', `attempts >= 0`)
 @Check('email_deliveries_sent_at', `(status = 'sent') = (sent_at IS NOT NULL)`)
 @Check('email_deliveries_refund_ref', `(kind = 'refund') = (ref <> '')`)

@@ -129,7 +129,10 @@ function mapPayment(p: PaymentSummary): PaymentSummaryDto {
   };
 }
 
-export function mapOrderDetail(order: OrderWithHistory, payment: PaymentSummary | null): OrderDetailDto {
+export function mapOrderDetail(
+  order: OrderWithHistory,
+  payment: PaymentSummary | null,
+): OrderDetailDto {
   return {
     ...mapOrder(order),
     payment: payment ? mapPayment(payment) : null,

@@ -11,7 +11,13 @@ export class RefundAmountDto extends MoneyInputDto {
   // up to what an order can total (prices up to MAX_MONEY_AMOUNT × 1000 units × 100 lines, kept
   // below 2^53): more than remains refundable is the refund's 409 REFUND_EXCEEDS_CAPTURED (API.md),
   // not a 400 for an amount a paid order can hold
-  @ApiProperty({ type: 'integer', description: 'Integer minor units, at least 1', example: 10000, minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
+  @ApiProperty({
+    type: 'integer',
+    description: 'Integer minor units, at least 1',
+    example: 10000,
+    minimum: 1,
+    maximum: Number.MAX_SAFE_INTEGER,
+  })
   @IsInt()
   @Min(1)
   @Max(Number.MAX_SAFE_INTEGER)
@@ -36,7 +42,10 @@ export class RefundDto {
   @ApiProperty({ format: 'uuid' }) id!: string;
   @ApiProperty({ format: 'uuid' }) orderId!: string;
   @ApiProperty({ type: MoneyDto }) amount!: MoneyDto;
-  @ApiProperty({ enum: ['pending', 'succeeded', 'failed'], description: 'pending: the provider has not answered yet; retried automatically' })
+  @ApiProperty({
+    enum: ['pending', 'succeeded', 'failed'],
+    description: 'pending: the provider has not answered yet; retried automatically',
+  })
   status!: string;
   @ApiProperty({ enum: ['requested', 'paid_after_cancel', 'external'] }) reason!: string;
   @ApiProperty({ format: 'date-time' }) createdAt!: string;

@@ -22,8 +22,12 @@ import { RefundEntity } from './refund.entity';
 @Entity('payments')
 @Index('payments_one_per_order', ['orderId'], { unique: true })
 @Index('payments_intent_key', ['intentId'], { unique: true })
-@Index('payments_open_by_updated', ['updatedAt'], { where: `status NOT IN ('succeeded', 'canceled')` })
-@Index('payments_refunds_watched', ['refundsWatchedUntil'], { where: 'refunds_watched_until IS NOT NULL' })
+@Index('payments_open_by_updated', ['updatedAt'], {
+  where: `status NOT IN ('succeeded', 'canceled')`,
+})
+@Index('payments_refunds_watched', ['refundsWatchedUntil'], {
+  where: 'refunds_watched_until IS NOT NULL',
+})
 @Check('payments_provider_check', `provider IN ('stripe', 'simulated')`)
 @Check('payments_amount_check', `amount >= 0`)
 @Check('payments_refund_reserved_non_negative', `refund_reserved >= 0`)
