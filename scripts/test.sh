@@ -44,11 +44,12 @@ check() {
   { if "$@" > "var/checks/$name.log" 2>&1; then echo 0; else echo $?; fi > "var/checks/$name.rc"; } &
   check_pids+=("$!")
 }
-echo "[test] lint, typecheck, knip and openapi lint (beside jest; their output follows it)"
+echo "[test] lint, typecheck, knip, openapi lint and formatting (beside jest; their output follows it)"
 check lint npx eslint . --max-warnings 0
 check typecheck npx tsc -p tsconfig.json --noEmit
 check knip npx knip --no-progress
 check openapi npm run --silent lint:openapi
+check format npm run --silent format:check
 # stopping npm test (Ctrl-C, a CI timeout) stops the checks too: each background subshell (which
 # ignores Ctrl-C) with everything under it (npx does not pass a SIGTERM on to its command)
 kill_tree() {
@@ -75,7 +76,7 @@ echo "jest: $jest_line"
 wait "${check_pids[@]}" || true
 checks_passed=0
 checks_failed=0
-for name in lint typecheck knip openapi; do
+for name in lint typecheck knip openapi format; do
   rc=$(cat "var/checks/$name.rc" 2>/dev/null || echo 1)
   if [ "$rc" = 0 ]; then
     checks_passed=$((checks_passed + 1))
@@ -87,7 +88,7 @@ for name in lint typecheck knip openapi; do
   fi
 done
 checks_line="$checks_passed passed, $checks_failed failed"
-echo "checks: $checks_line (lint, typecheck, knip, openapi lint)"
+echo "checks: $checks_line (lint, typecheck, knip, openapi lint, prettier)"
 # The failure drill (scripts/drills): its own PostgreSQL and Redis, 2 APIs + 2 workers, faults
 # injected, invariants checked on the database. A fixed seed (DRILL_SEED overrides) keeps CI's
 # plan reproducible; SKIP_DRILLS=1 leaves it out. Not run when jest arguments narrow the run.
