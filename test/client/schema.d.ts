@@ -4,5585 +4,5494 @@
  */
 
 export interface paths {
-  '/health/live': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/health/live": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Liveness probe
+         * @description Answers 200 while the process runs; it checks no dependency.
+         */
+        get: operations["getLiveness"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    /**
-     * Liveness probe
-     * @description Answers 200 while the process runs; it checks no dependency.
-     */
-    get: operations['getLiveness'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/health/ready': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/health/ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Readiness probe
+         * @description Answers 200 when PostgreSQL and Redis answer, otherwise 503 (a problem with the same `details`). Load balancers route on it. The body names each dependency and its status only. PostgreSQL counts as answering while this process has callers queued for its pool and a statement answered in the last 2 s (no probe queued behind a sale); with callers queued and no such answer, it is probed over a connection of its own. After SIGTERM: 503 with `details.shutdown` for SHUTDOWN_DELAY_MS while the process still serves (drain first).
+         */
+        get: operations["getReadiness"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    /**
-     * Readiness probe
-     * @description Answers 200 when PostgreSQL and Redis answer, otherwise 503 (a problem with the same `details`). Load balancers route on it. The body names each dependency and its status only. PostgreSQL counts as answering while this process has callers queued for its pool and a statement answered in the last 2 s (no probe queued behind a sale); with callers queued and no such answer, it is probed over a connection of its own. After SIGTERM: 503 with `details.shutdown` for SHUTDOWN_DELAY_MS while the process still serves (drain first).
-     */
-    get: operations['getReadiness'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/auth/register': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/auth/register": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Register a customer account
+         * @description Creates a `customer` and signs it in: the answer carries an access token and a single-use refresh token. Limited per client IP (10/hour).
+         */
+        post: operations["register"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Register a customer account
-     * @description Creates a `customer` and signs it in: the answer carries an access token and a single-use refresh token. Limited per client IP (10/hour).
-     */
-    post: operations['register'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/auth/login': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/auth/login": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Sign in with email and password
+         * @description Returns a new access token and refresh token. An unknown email and a wrong password get the same 401. Failed attempts slow an attacker down without locking the owner out.
+         */
+        post: operations["login"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Sign in with email and password
-     * @description Returns a new access token and refresh token. An unknown email and a wrong password get the same 401. Failed attempts slow an attacker down without locking the owner out.
-     */
-    post: operations['login'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/auth/refresh': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/auth/refresh": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Exchange a refresh token for a new token pair
+         * @description The presented refresh token is spent. Presenting a spent one again revokes its whole session (every token of the family) and answers `REFRESH_TOKEN_REUSED`.
+         */
+        post: operations["refreshTokens"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Exchange a refresh token for a new token pair
-     * @description The presented refresh token is spent. Presenting a spent one again revokes its whole session (every token of the family) and answers `REFRESH_TOKEN_REUSED`.
-     */
-    post: operations['refreshTokens'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/auth/logout': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/auth/logout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Sign out (revoke the session)
+         * @description Revokes the refresh token's session; its access tokens stop working within seconds.
+         */
+        post: operations["logout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Sign out (revoke the session)
-     * @description Revokes the refresh token's session; its access tokens stop working within seconds.
-     */
-    post: operations['logout'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/me': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/me": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The signed-in account
+         * @description Returns the id, email, name and role of the account the access token belongs to.
+         */
+        get: operations["getMe"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    /**
-     * The signed-in account
-     * @description Returns the id, email, name and role of the account the access token belongs to.
-     */
-    get: operations['getMe'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/me/password': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/me/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Change the password
+         * @description Needs the current password. Every session of the account is revoked, including the one making the call: sign in again with the new password.
+         */
+        post: operations["changePassword"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Change the password
-     * @description Needs the current password. Every session of the account is revoked, including the one making the call: sign in again with the new password.
-     */
-    post: operations['changePassword'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/products': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/products": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List active products
+         * @description A cursor-paginated page of active products, optionally in one category (`categoryId`) or matching a full-text search (`q`), in the chosen `sort` order. Pass `nextCursor` as `cursor` for the next page; `null` means the last page.
+         */
+        get: operations["listProducts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    /**
-     * List active products
-     * @description A cursor-paginated page of active products, optionally in one category (`categoryId`) or matching a full-text search (`q`), in the chosen `sort` order. Pass `nextCursor` as `cursor` for the next page; `null` means the last page.
-     */
-    get: operations['listProducts'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/products/{id}': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/products/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One product with its description and images
+         * @description An inactive (deactivated) product is a 404 like an unknown one.
+         */
+        get: operations["getProduct"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    /**
-     * One product with its description and images
-     * @description An inactive (deactivated) product is a 404 like an unknown one.
-     */
-    get: operations['getProduct'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/categories': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/categories": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List categories
+         * @description Every category, for navigation and for `categoryId` filters.
+         */
+        get: operations["listCategories"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    /**
-     * List categories
-     * @description Every category, for navigation and for `categoryId` filters.
-     */
-    get: operations['listCategories'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/admin/products': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/admin/products": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create a product (permission `catalog:write`)
+         * @description Creates an active product with its initial stock (ledgered). The price is in the shop's currency, in integer minor units.
+         */
+        post: operations["createProduct"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Create a product (permission `catalog:write`)
-     * @description Creates an active product with its initial stock (ledgered). The price is in the shop's currency, in integer minor units.
-     */
-    post: operations['createProduct'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/admin/products/{id}': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/admin/products/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Deactivate a product (permission `catalog:write`)
+         * @description The product leaves the catalog; order history keeps its snapshot.
+         */
+        delete: operations["deactivateProduct"];
+        options?: never;
+        head?: never;
+        /**
+         * Update a product (permission `catalog:write`)
+         * @description Changes the fields sent; orders already placed keep the price they were placed at.
+         */
+        patch: operations["updateProduct"];
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    post?: never;
-    /**
-     * Deactivate a product (permission `catalog:write`)
-     * @description The product leaves the catalog; order history keeps its snapshot.
-     */
-    delete: operations['deactivateProduct'];
-    options?: never;
-    head?: never;
-    /**
-     * Update a product (permission `catalog:write`)
-     * @description Changes the fields sent; orders already placed keep the price they were placed at.
-     */
-    patch: operations['updateProduct'];
-    trace?: never;
-  };
-  '/v1/admin/categories': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/admin/categories": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create a category (permission `catalog:write`)
+         * @description The slug is unique.
+         */
+        post: operations["createCategory"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Create a category (permission `catalog:write`)
-     * @description The slug is unique.
-     */
-    post: operations['createCategory'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/admin/products/{id}/images': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/admin/products/{id}/images": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start a product image upload (permission `catalog:write`)
+         * @description Returns a pre-signed URL the client uploads the image to directly, before `expiresAt`. The image is shown once the object store reports the upload complete.
+         */
+        post: operations["createImageUpload"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Start a product image upload (permission `catalog:write`)
-     * @description Returns a pre-signed URL the client uploads the image to directly, before `expiresAt`. The image is shown once the object store reports the upload complete.
-     */
-    post: operations['createImageUpload'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/products/{id}/reviews': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/products/{id}/reviews": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a product's reviews
+         * @description Cursor-paginated, newest first.
+         */
+        get: operations["listReviews"];
+        put?: never;
+        /**
+         * Review a product you bought
+         * @description Allowed once per product, for a customer with a paid order containing it.
+         */
+        post: operations["createReview"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    /**
-     * List a product's reviews
-     * @description Cursor-paginated, newest first.
-     */
-    get: operations['listReviews'];
-    put?: never;
-    /**
-     * Review a product you bought
-     * @description Allowed once per product, for a customer with a paid order containing it.
-     */
-    post: operations['createReview'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/products/{id}/also-bought': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/products/{id}/also-bought": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Products frequently bought together with this one
+         * @description Active products that appear most often in paid orders together with this product.
+         */
+        get: operations["listAlsoBought"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    /**
-     * Products frequently bought together with this one
-     * @description Active products that appear most often in paid orders together with this product.
-     */
-    get: operations['listAlsoBought'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/me/recommendations': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/me/recommendations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Recommendations for the signed-in customer
+         * @description Active products chosen from the customer's own purchases and what others bought with them.
+         */
+        get: operations["listRecommendations"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    /**
-     * Recommendations for the signed-in customer
-     * @description Active products chosen from the customer's own purchases and what others bought with them.
-     */
-    get: operations['listRecommendations'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/webhooks/storage': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/webhooks/storage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Object-store upload notification
+         * @description Called by the S3-compatible object store (an S3/MinIO event notification, `Records[].s3.object.key`) when an upload completes. Authenticated with `Authorization: Bearer <STORAGE_WEBHOOK_TOKEN>` before the body is read; each record is confirmed with HeadObject (declared size and type) before its image is marked ready. Records that are not ours are acknowledged and ignored.
+         */
+        post: operations["receiveStorageNotification"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Object-store upload notification
-     * @description Called by the S3-compatible object store (an S3/MinIO event notification, `Records[].s3.object.key`) when an upload completes. Authenticated with `Authorization: Bearer <STORAGE_WEBHOOK_TOKEN>` before the body is read; each record is confirmed with HeadObject (declared size and type) before its image is marked ready. Records that are not ours are acknowledged and ignored.
-     */
-    post: operations['receiveStorageNotification'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/cart': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/cart": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The signed-in customer's cart
+         * @description Lines with current prices and the total.
+         */
+        get: operations["getCart"];
+        put?: never;
+        post?: never;
+        /**
+         * Empty the cart
+         * @description Removes every line.
+         */
+        delete: operations["clearCart"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    /**
-     * The signed-in customer's cart
-     * @description Lines with current prices and the total.
-     */
-    get: operations['getCart'];
-    put?: never;
-    post?: never;
-    /**
-     * Empty the cart
-     * @description Removes every line.
-     */
-    delete: operations['clearCart'];
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/cart/items/{productId}': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/cart/items/{productId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Set a product's quantity in the cart
+         * @description Sets (not adds) the quantity of the line; 0 removes it. Returns the whole cart. A cart holds at most 100 products (it is checked out as one order): adding one more is a 400.
+         */
+        put: operations["setCartItemQuantity"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    /**
-     * Set a product's quantity in the cart
-     * @description Sets (not adds) the quantity of the line; 0 removes it. Returns the whole cart. A cart holds at most 100 products (it is checked out as one order): adding one more is a 400.
-     */
-    put: operations['setCartItemQuantity'];
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/orders': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/orders": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The signed-in customer's orders
+         * @description Cursor-paginated, newest first. A page holds up to `limit` orders and at most 1,000 order lines in all: one cut short by lines has fewer orders and a `nextCursor`.
+         */
+        get: operations["listOrders"];
+        put?: never;
+        /**
+         * Place an order (reserves stock)
+         * @description Orders the given lines, or checks out the cart when `items` is omitted. Prices are the server's, snapshotted into the order. Stock is reserved until `reservationExpiresAt`; an order not paid by then is cancelled (`RESERVATION_EXPIRED`). Requires an Idempotency-Key.
+         */
+        post: operations["createOrder"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    /**
-     * The signed-in customer's orders
-     * @description Cursor-paginated, newest first. A page holds up to `limit` orders and at most 1,000 order lines in all: one cut short by lines has fewer orders and a `nextCursor`.
-     */
-    get: operations['listOrders'];
-    put?: never;
-    /**
-     * Place an order (reserves stock)
-     * @description Orders the given lines, or checks out the cart when `items` is omitted. Prices are the server's, snapshotted into the order. Stock is reserved until `reservationExpiresAt`; an order not paid by then is cancelled (`RESERVATION_EXPIRED`). Requires an Idempotency-Key.
-     */
-    post: operations['createOrder'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/orders/{id}': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/orders/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One of your orders, with its payment and history
+         * @description Another customer's order is a 404, as if it did not exist.
+         */
+        get: operations["getOrder"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    /**
-     * One of your orders, with its payment and history
-     * @description Another customer's order is a 404, as if it did not exist.
-     */
-    get: operations['getOrder'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/orders/{id}/cancel': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/orders/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel one of your orders
+         * @description Possible before the order is paid; its reserved stock is released once. Cancelling a cancelled order changes nothing. Requires an Idempotency-Key.
+         */
+        post: operations["cancelOrder"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Cancel one of your orders
-     * @description Possible before the order is paid; its reserved stock is released once. Cancelling a cancelled order changes nothing. Requires an Idempotency-Key.
-     */
-    post: operations['cancelOrder'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/admin/orders': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/admin/orders": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every customer's orders (permission `orders:read_all`)
+         * @description Cursor-paginated, newest first, optionally of one `status`. A page holds up to `limit` orders and at most 1,000 order lines in all: one cut short by lines has fewer orders and a `nextCursor`.
+         */
+        get: operations["listAllOrders"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    /**
-     * Every customer's orders (permission `orders:read_all`)
-     * @description Cursor-paginated, newest first, optionally of one `status`. A page holds up to `limit` orders and at most 1,000 order lines in all: one cut short by lines has fewer orders and a `nextCursor`.
-     */
-    get: operations['listAllOrders'];
-    put?: never;
-    post?: never;
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/admin/orders/{id}/fulfil': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/admin/orders/{id}/fulfil": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Mark an order fulfilled (permission `orders:fulfil`)
+         * @description A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing.
+         */
+        post: operations["fulfilOrder"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Mark an order fulfilled (permission `orders:fulfil`)
-     * @description A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing.
-     */
-    post: operations['fulfilOrder'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/orders/{id}/payment': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/orders/{id}/payment": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start paying for one of your orders
+         * @description Creates the order's payment intent (once: calling again returns the same intent) and moves the order to `PAYMENT_PENDING`. Complete the payment with the provider SDK and `clientSecret`; the order is confirmed when the provider reports success. Requires an Idempotency-Key.
+         */
+        post: operations["startPayment"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Start paying for one of your orders
-     * @description Creates the order's payment intent (once: calling again returns the same intent) and moves the order to `PAYMENT_PENDING`. Complete the payment with the provider SDK and `clientSecret`; the order is confirmed when the provider reports success. Requires an Idempotency-Key.
-     */
-    post: operations['startPayment'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/admin/orders/{id}/refunds': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/admin/orders/{id}/refunds": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Refund a paid order, fully or partly (permission `orders:refund`)
+         * @description Without `amount`, refunds all that remains refundable. A full refund makes the order `REFUNDED`, a partial one `PARTIALLY_REFUNDED`. Never more than captured minus already refunded. `status: pending` means the provider has not answered yet (retried automatically with the same key) or has accepted it as pending (its balance, an unsettled charge: it settles by itself, sometimes days later): never issue another refund for it. Requires an Idempotency-Key.
+         */
+        post: operations["refundOrder"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Refund a paid order, fully or partly (permission `orders:refund`)
-     * @description Without `amount`, refunds all that remains refundable. A full refund makes the order `REFUNDED`, a partial one `PARTIALLY_REFUNDED`. Never more than captured minus already refunded. `status: pending` means the provider has not answered yet (retried automatically with the same key) or has accepted it as pending (its balance, an unsettled charge: it settles by itself, sometimes days later): never issue another refund for it. Requires an Idempotency-Key.
-     */
-    post: operations['refundOrder'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/webhooks/stripe': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/webhooks/stripe": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Stripe webhook
+         * @description Verified on the raw body against `Stripe-Signature` (a bad or over 300 s old signature is refused before anything is parsed or stored); 200 once the event is durably recorded. A duplicate event id is a 200 with no further effect.
+         */
+        post: operations["receiveStripeEvent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Stripe webhook
-     * @description Verified on the raw body against `Stripe-Signature` (a bad or over 300 s old signature is refused before anything is parsed or stored); 200 once the event is durably recorded. A duplicate event id is a 200 with no further effect.
-     */
-    post: operations['receiveStripeEvent'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
-  '/v1/admin/products/{id}/stock-adjustments': {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
+    "/v1/admin/products/{id}/stock-adjustments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Adjust on-hand stock (permission `inventory:write`)
+         * @description Adds (positive `delta`) or removes (negative) on-hand units, with a reason for the stock ledger. On-hand never falls below what open orders have reserved.
+         */
+        post: operations["adjustStock"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
     };
-    get?: never;
-    put?: never;
-    /**
-     * Adjust on-hand stock (permission `inventory:write`)
-     * @description Adds (positive `delta`) or removes (negative) on-hand units, with a reason for the stock ledger. On-hand never falls below what open orders have reserved.
-     */
-    post: operations['adjustStock'];
-    delete?: never;
-    options?: never;
-    head?: never;
-    patch?: never;
-    trace?: never;
-  };
 }
 export type webhooks = Record<string, never>;
 export interface components {
-  schemas: {
-    LivenessDto: {
-      /** @enum {string} */
-      status: 'ok';
-    };
-    /**
-     * @description Stable machine-readable code
-     * @enum {string}
-     */
-    ErrorCode:
-      | 'VALIDATION_FAILED'
-      | 'BAD_REQUEST'
-      | 'ORDER_EMPTY'
-      | 'IDEMPOTENCY_KEY_MISSING'
-      | 'IDEMPOTENCY_KEY_INVALID'
-      | 'WEBHOOK_SIGNATURE_INVALID'
-      | 'UNAUTHENTICATED'
-      | 'INVALID_CREDENTIALS'
-      | 'TOKEN_INVALID'
-      | 'REFRESH_TOKEN_INVALID'
-      | 'REFRESH_TOKEN_REUSED'
-      | 'FORBIDDEN'
-      | 'REVIEW_NOT_ALLOWED'
-      | 'CURRENT_PASSWORD_INCORRECT'
-      | 'NOT_FOUND'
-      | 'ROUTE_NOT_FOUND'
-      | 'PRODUCT_NOT_FOUND'
-      | 'ORDER_NOT_FOUND'
-      | 'CATEGORY_NOT_FOUND'
-      | 'METHOD_NOT_ALLOWED'
-      | 'REQUEST_TIMEOUT'
-      | 'CONFLICT'
-      | 'EMAIL_TAKEN'
-      | 'SKU_TAKEN'
-      | 'SLUG_TAKEN'
-      | 'REVIEW_EXISTS'
-      | 'INSUFFICIENT_STOCK'
-      | 'PURCHASE_LIMIT_EXCEEDED'
-      | 'PRODUCT_UNAVAILABLE'
-      | 'STOCK_BELOW_RESERVED'
-      | 'ORDER_NOT_PAYABLE'
-      | 'ORDER_NOT_CANCELLABLE'
-      | 'ORDER_NOT_FULFILLABLE'
-      | 'ORDER_NOT_REFUNDABLE'
-      | 'REFUND_EXCEEDS_CAPTURED'
-      | 'IDEMPOTENCY_KEY_IN_USE'
-      | 'PAYLOAD_TOO_LARGE'
-      | 'URI_TOO_LONG'
-      | 'UNSUPPORTED_MEDIA_TYPE'
-      | 'IDEMPOTENCY_KEY_REUSED'
-      | 'HEADERS_TOO_LARGE'
-      | 'RATE_LIMITED'
-      | 'INTERNAL_ERROR'
-      | 'PAYMENT_PROVIDER_REJECTED'
-      | 'SERVICE_UNAVAILABLE';
-    /** @description One invalid field of a VALIDATION_FAILED problem */
-    FieldError: {
-      /**
-       * @description Dotted path of the invalid field
-       * @example items.0.quantity
-       */
-      field: string;
-      /** @example quantity must not be less than 1 */
-      message: string;
-    };
-    /** @description A product an INSUFFICIENT_STOCK or PRODUCT_UNAVAILABLE problem names */
-    ProblemProduct: {
-      /** Format: uuid */
-      productId: string;
-      /**
-       * @description Units asked for (INSUFFICIENT_STOCK)
-       * @example 3
-       */
-      requested?: number;
-      /**
-       * @description Units available when refused (INSUFFICIENT_STOCK; absent when only known to be short)
-       * @example 1
-       */
-      available?: number;
-    };
-    /** @description A per-customer cap a PURCHASE_LIMIT_EXCEEDED order would pass */
-    PurchaseLimitBreach: {
-      /** @enum {string} */
-      cap: 'openOrders' | 'unitsPerProduct';
-      /** @example 5 */
-      limit: number;
-      /**
-       * @description What the customer would then hold against the cap
-       * @example 6
-       */
-      held: number;
-      /**
-       * Format: uuid
-       * @description The product (unitsPerProduct)
-       */
-      productId?: string;
-    };
-    /** @description RFC 9457 problem details, the body of every error (`application/problem+json`). Some codes add extension members: `products` on INSUFFICIENT_STOCK and PRODUCT_UNAVAILABLE, `limits` on PURCHASE_LIMIT_EXCEEDED, `onHand`, `reserved` and `delta` on STOCK_BELOW_RESERVED, `details` on SERVICE_UNAVAILABLE from the readiness probe. */
-    Problem: {
-      /**
-       * Format: uri
-       * @example https://shop.example/problems/insufficient-stock
-       */
-      type: string;
-      /** @example Conflict */
-      title: string;
-      /** @example 409 */
-      status: number;
-      /** @description Stable machine-readable code */
-      code: components['schemas']['ErrorCode'];
-      /** @description The X-Request-Id of the request; quote it when reporting a problem */
-      requestId: string;
-      /** @example Not enough stock for some products. */
-      detail: string;
-      /** @description Every invalid field (VALIDATION_FAILED) */
-      errors?: components['schemas']['FieldError'][];
-      /** @description The products short (INSUFFICIENT_STOCK) or not for sale (PRODUCT_UNAVAILABLE) */
-      products?: components['schemas']['ProblemProduct'][];
-      /** @description The caps passed (PURCHASE_LIMIT_EXCEEDED) */
-      limits?: components['schemas']['PurchaseLimitBreach'][];
-      /**
-       * @description Units on hand when refused (STOCK_BELOW_RESERVED)
-       * @example 12
-       */
-      onHand?: number;
-      /**
-       * @description Units reserved when refused (STOCK_BELOW_RESERVED)
-       * @example 12
-       */
-      reserved?: number;
-      /**
-       * @description The adjustment refused (STOCK_BELOW_RESERVED)
-       * @example -4
-       */
-      delta?: number;
-      /**
-       * @description Each dependency and its status, with the database breaker's state (SERVICE_UNAVAILABLE from the readiness probe)
-       * @example {
-       *       "database": {
-       *         "status": "up",
-       *         "breaker": "closed"
-       *       },
-       *       "redis": {
-       *         "status": "down"
-       *       }
-       *     }
-       */
-      details?: {
-        [key: string]: {
-          /** @example down */
-          status: string;
-          /** @example open */
-          breaker?: string;
+    schemas: {
+        LivenessDto: {
+            /** @enum {string} */
+            status: "ok";
         };
-      };
+        /**
+         * @description Stable machine-readable code
+         * @enum {string}
+         */
+        ErrorCode: "VALIDATION_FAILED" | "BAD_REQUEST" | "ORDER_EMPTY" | "IDEMPOTENCY_KEY_MISSING" | "IDEMPOTENCY_KEY_INVALID" | "WEBHOOK_SIGNATURE_INVALID" | "UNAUTHENTICATED" | "INVALID_CREDENTIALS" | "TOKEN_INVALID" | "REFRESH_TOKEN_INVALID" | "REFRESH_TOKEN_REUSED" | "FORBIDDEN" | "REVIEW_NOT_ALLOWED" | "CURRENT_PASSWORD_INCORRECT" | "NOT_FOUND" | "ROUTE_NOT_FOUND" | "PRODUCT_NOT_FOUND" | "ORDER_NOT_FOUND" | "CATEGORY_NOT_FOUND" | "METHOD_NOT_ALLOWED" | "REQUEST_TIMEOUT" | "CONFLICT" | "EMAIL_TAKEN" | "SKU_TAKEN" | "SLUG_TAKEN" | "REVIEW_EXISTS" | "INSUFFICIENT_STOCK" | "PURCHASE_LIMIT_EXCEEDED" | "PRODUCT_UNAVAILABLE" | "STOCK_BELOW_RESERVED" | "ORDER_NOT_PAYABLE" | "ORDER_NOT_CANCELLABLE" | "ORDER_NOT_FULFILLABLE" | "ORDER_NOT_REFUNDABLE" | "REFUND_EXCEEDS_CAPTURED" | "IDEMPOTENCY_KEY_IN_USE" | "PAYLOAD_TOO_LARGE" | "URI_TOO_LONG" | "UNSUPPORTED_MEDIA_TYPE" | "IDEMPOTENCY_KEY_REUSED" | "HEADERS_TOO_LARGE" | "RATE_LIMITED" | "INTERNAL_ERROR" | "PAYMENT_PROVIDER_REJECTED" | "SERVICE_UNAVAILABLE";
+        /** @description One invalid field of a VALIDATION_FAILED problem */
+        FieldError: {
+            /**
+             * @description Dotted path of the invalid field
+             * @example items.0.quantity
+             */
+            field: string;
+            /** @example quantity must not be less than 1 */
+            message: string;
+        };
+        /** @description A product an INSUFFICIENT_STOCK or PRODUCT_UNAVAILABLE problem names */
+        ProblemProduct: {
+            /** Format: uuid */
+            productId: string;
+            /**
+             * @description Units asked for (INSUFFICIENT_STOCK)
+             * @example 3
+             */
+            requested?: number;
+            /**
+             * @description Units available when refused (INSUFFICIENT_STOCK; absent when only known to be short)
+             * @example 1
+             */
+            available?: number;
+        };
+        /** @description A per-customer cap a PURCHASE_LIMIT_EXCEEDED order would pass */
+        PurchaseLimitBreach: {
+            /** @enum {string} */
+            cap: "openOrders" | "unitsPerProduct";
+            /** @example 5 */
+            limit: number;
+            /**
+             * @description What the customer would then hold against the cap
+             * @example 6
+             */
+            held: number;
+            /**
+             * Format: uuid
+             * @description The product (unitsPerProduct)
+             */
+            productId?: string;
+        };
+        /** @description RFC 9457 problem details, the body of every error (`application/problem+json`). Some codes add extension members: `products` on INSUFFICIENT_STOCK and PRODUCT_UNAVAILABLE, `limits` on PURCHASE_LIMIT_EXCEEDED, `onHand`, `reserved` and `delta` on STOCK_BELOW_RESERVED, `details` on SERVICE_UNAVAILABLE from the readiness probe. */
+        Problem: {
+            /**
+             * Format: uri
+             * @example https://shop.example/problems/insufficient-stock
+             */
+            type: string;
+            /** @example Conflict */
+            title: string;
+            /** @example 409 */
+            status: number;
+            /** @description Stable machine-readable code */
+            code: components["schemas"]["ErrorCode"];
+            /** @description The X-Request-Id of the request; quote it when reporting a problem */
+            requestId: string;
+            /** @example Not enough stock for some products. */
+            detail: string;
+            /** @description Every invalid field (VALIDATION_FAILED) */
+            errors?: components["schemas"]["FieldError"][];
+            /** @description The products short (INSUFFICIENT_STOCK) or not for sale (PRODUCT_UNAVAILABLE) */
+            products?: components["schemas"]["ProblemProduct"][];
+            /** @description The caps passed (PURCHASE_LIMIT_EXCEEDED) */
+            limits?: components["schemas"]["PurchaseLimitBreach"][];
+            /**
+             * @description Units on hand when refused (STOCK_BELOW_RESERVED)
+             * @example 12
+             */
+            onHand?: number;
+            /**
+             * @description Units reserved when refused (STOCK_BELOW_RESERVED)
+             * @example 12
+             */
+            reserved?: number;
+            /**
+             * @description The adjustment refused (STOCK_BELOW_RESERVED)
+             * @example -4
+             */
+            delta?: number;
+            /**
+             * @description Each dependency and its status, with the database breaker's state (SERVICE_UNAVAILABLE from the readiness probe)
+             * @example {
+             *       "database": {
+             *         "status": "up",
+             *         "breaker": "closed"
+             *       },
+             *       "redis": {
+             *         "status": "down"
+             *       }
+             *     }
+             */
+            details?: {
+                [key: string]: {
+                    /** @example down */
+                    status: string;
+                    /** @example open */
+                    breaker?: string;
+                };
+            };
+        };
+        DependencyStatusDto: {
+            /** @enum {string} */
+            status: "up" | "down";
+            /**
+             * @description The database circuit breaker's state
+             * @enum {string}
+             */
+            breaker?: "closed" | "open" | "half-open" | "isolated";
+        };
+        ReadinessDto: {
+            /** @enum {string} */
+            status: "ok";
+            /**
+             * @description Each dependency (`database`, `redis`) and its status only
+             * @example {
+             *       "database": {
+             *         "status": "up",
+             *         "breaker": "closed"
+             *       },
+             *       "redis": {
+             *         "status": "up"
+             *       }
+             *     }
+             */
+            details: {
+                [key: string]: components["schemas"]["DependencyStatusDto"];
+            };
+        };
+        RegisterDto: {
+            /**
+             * Format: idn-email
+             * @description Stored trimmed and lower-cased. An internationalized domain in its own letters (bücher.de), not its xn-- form (refused)
+             * @example asha@example.com
+             */
+            email: string;
+            /** @example correct-horse-battery */
+            password: string;
+            /** @example Asha */
+            name: string;
+        };
+        UserDto: {
+            /** Format: uuid */
+            id: string;
+            /** Format: idn-email */
+            email: string;
+            name: string;
+            /** @enum {string} */
+            role: "customer" | "staff" | "admin";
+        };
+        TokensDto: {
+            user: components["schemas"]["UserDto"];
+            /** @description JWT (HS256; ES256, ES384 or RS256 when the deployment signs with a key pair) for `Authorization: Bearer …` */
+            accessToken: string;
+            /** @description Opaque; single use: each refresh returns the next one */
+            refreshToken: string;
+            /**
+             * @description Access-token lifetime in seconds
+             * @example 900
+             */
+            expiresIn: number;
+            /** @description Login and register: keep it on this device (like the refresh token) and send it with its sign-ins (`deviceToken` of login); it is answered back unchanged */
+            deviceToken?: string;
+        };
+        LoginDto: {
+            /** @example asha@example.com */
+            email: string;
+            /** @example correct-horse-battery */
+            password: string;
+            /** @description The `deviceToken` a login or registration of this account answered on this device. Failed sign-ins are then counted for the device, not for its network address: the failures of a stranger sharing the address (one NAT, a mobile carrier's shared address) do not hold this device back (the per-address request limits still count every request). Not a credential; one not made for this account is ignored */
+            deviceToken?: string;
+        };
+        RefreshDto: {
+            /**
+             * @description The opaque refresh token from register, login or refresh
+             * @example q3Jd0u2mZr9V7yR1cL8wXb4TnE6sK5pHfA0gYiUoWlM
+             */
+            refreshToken: string;
+        };
+        ChangePasswordDto: {
+            /** @example correct-horse-battery */
+            currentPassword: string;
+            /** @example staple-lamp-orbit-42 */
+            newPassword: string;
+        };
+        MoneyDto: {
+            /**
+             * @description Integer minor units
+             * @example 24900
+             */
+            amount: number;
+            /**
+             * @description ISO 4217
+             * @example INR
+             */
+            currency: string;
+        };
+        RatingDto: {
+            /** @description Mean rating 1..5; null without reviews */
+            average: number | null;
+            count: number;
+        };
+        ProductSummaryDto: {
+            /** Format: uuid */
+            id: string;
+            sku: string;
+            name: string;
+            price: components["schemas"]["MoneyDto"];
+            /** @description On hand minus reserved */
+            availableQuantity: number;
+            rating: components["schemas"]["RatingDto"];
+            /** Format: uuid */
+            categoryId: string | null;
+            /** Format: uri */
+            imageUrl: string | null;
+        };
+        ProductPageDto: {
+            items: components["schemas"]["ProductSummaryDto"][];
+            nextCursor: string | null;
+        };
+        ProductDto: {
+            /** Format: uuid */
+            id: string;
+            sku: string;
+            name: string;
+            price: components["schemas"]["MoneyDto"];
+            /** @description On hand minus reserved */
+            availableQuantity: number;
+            rating: components["schemas"]["RatingDto"];
+            /** Format: uuid */
+            categoryId: string | null;
+            /** Format: uri */
+            imageUrl: string | null;
+            description: string;
+            images: string[];
+            active: boolean;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+        };
+        CategoryDto: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+            slug: string;
+        };
+        CategoryListDto: {
+            items: components["schemas"]["CategoryDto"][];
+        };
+        MoneyInputDto: {
+            /**
+             * @description Integer minor units
+             * @example 24900
+             */
+            amount: number;
+            /**
+             * @description ISO 4217; the shop's currency
+             * @example INR
+             */
+            currency: string;
+        };
+        CreateProductDto: {
+            /**
+             * @description Unique regardless of letter case and Unicode form (`tea-assam-250` is taken by `TEA-ASSAM-250`: 409 `SKU_TAKEN`); in NFKC form, without blanks at either end or invisible characters (400)
+             * @example TEA-ASSAM-250
+             */
+            sku: string;
+            /**
+             * @description Shows a letter or digit; no invisible characters (400)
+             * @example Assam tea, 250 g
+             */
+            name: string;
+            /** @example Malty, strong black tea. */
+            description: string;
+            /** @description The amount at most `ORDER_MAXIMUM_AMOUNT` (default 99,999,999), the largest order the payment provider charges (400) */
+            price: components["schemas"]["MoneyInputDto"];
+            /** Format: uuid */
+            categoryId?: string;
+            /** @example 100 */
+            initialStock: number;
+        };
+        UpdateProductDto: {
+            /**
+             * @description Shows a letter or digit; no invisible characters (400)
+             * @example Assam tea, 500 g
+             */
+            name?: string;
+            description?: string;
+            /** @description The amount at most `ORDER_MAXIMUM_AMOUNT` (default 99,999,999), the largest order the payment provider charges (400) */
+            price?: components["schemas"]["MoneyInputDto"];
+            /**
+             * Format: uuid
+             * @description `null` takes the product out of its category
+             */
+            categoryId?: string | null;
+            /** @example true */
+            active?: boolean;
+        };
+        CreateCategoryDto: {
+            /**
+             * @description Shows a letter or digit; no invisible characters (400)
+             * @example Healthy snacks
+             */
+            name: string;
+            /** @example healthy-snacks */
+            slug: string;
+        };
+        CreateImageUploadDto: {
+            /**
+             * @example image/jpeg
+             * @enum {string}
+             */
+            contentType: "image/jpeg" | "image/png" | "image/webp";
+            /** @example 204800 */
+            sizeBytes: number;
+        };
+        ImageUploadDto: {
+            /** Format: uuid */
+            imageId: string;
+            /**
+             * Format: uri
+             * @description PUT exactly `sizeBytes` bytes here with the declared Content-Type (both are signed into the URL: another Content-Length or a chunked body is refused by the store), before `expiresAt`
+             */
+            uploadUrl: string;
+            /** Format: date-time */
+            expiresAt: string;
+        };
+        ReviewDto: {
+            /** Format: uuid */
+            id: string;
+            rating: number;
+            comment: string;
+            authorName: string;
+            /** Format: date-time */
+            createdAt: string;
+        };
+        ReviewPageDto: {
+            items: components["schemas"]["ReviewDto"][];
+            nextCursor: string | null;
+        };
+        CreateReviewDto: {
+            /** @example 5 */
+            rating: number;
+            /**
+             * @description Line breaks allowed; text-direction controls (U+202A–202E, U+2066–2069) are refused
+             * @example Strong and fresh.
+             */
+            comment: string;
+        };
+        ProductListDto: {
+            items: components["schemas"]["ProductSummaryDto"][];
+        };
+        CartItemDto: {
+            /** Format: uuid */
+            productId: string;
+            name: string;
+            quantity: number;
+            unitPrice: components["schemas"]["MoneyDto"];
+            lineTotal: components["schemas"]["MoneyDto"];
+        };
+        CartDto: {
+            items: components["schemas"]["CartItemDto"][];
+            total: components["schemas"]["MoneyDto"];
+        };
+        SetCartQuantityDto: {
+            /**
+             * @description 0 removes the line. A quantity above the per-customer cap of units per product (PURCHASE_LIMIT_UNITS_PER_PRODUCT, 5 by default; 0 = off) is kept; checking the cart out then answers 409 PURCHASE_LIMIT_EXCEEDED
+             * @example 2
+             */
+            quantity: number;
+        };
+        OrderItemInputDto: {
+            /**
+             * Format: uuid
+             * @example 0b6f7a52-1d0e-4c8e-9a57-3f2d1c8e4a10
+             */
+            productId: string;
+            /** @example 2 */
+            quantity: number;
+        };
+        CreateOrderDto: {
+            /** @description Omitted (not null): the cart is checked out. Each product once. */
+            items?: components["schemas"]["OrderItemInputDto"][];
+        };
+        OrderItemDto: {
+            /** Format: uuid */
+            productId: string;
+            sku: string;
+            name: string;
+            quantity: number;
+            unitPrice: components["schemas"]["MoneyDto"];
+            lineTotal: components["schemas"]["MoneyDto"];
+        };
+        OrderDto: {
+            /** Format: uuid */
+            id: string;
+            /** @enum {string} */
+            status: "CREATED" | "INVENTORY_RESERVED" | "PAYMENT_PENDING" | "PAID" | "CONFIRMED" | "FULFILLED" | "CANCELLED" | "REFUNDED" | "PARTIALLY_REFUNDED";
+            /** @enum {string} */
+            cancellationReason?: "CUSTOMER_REQUESTED" | "PAYMENT_FAILED" | "RESERVATION_EXPIRED";
+            items: components["schemas"]["OrderItemDto"][];
+            total: components["schemas"]["MoneyDto"];
+            /** @description Refunded of the order's sale (refunds of a paid order; at most `total`). A payment that succeeded after the order was cancelled is refunded in full automatically: that refund shows in the payment (`payment.refunded`, `payment.refunds` with reason `paid_after_cancel`), not here */
+            refunded: components["schemas"]["MoneyDto"];
+            /**
+             * Format: date-time
+             * @description The reservation deadline set at checkout, kept on the order afterwards: it binds only while the status is INVENTORY_RESERVED or PAYMENT_PENDING (unpaid by then, the order is released); in any other status it is history, not an offer to pay
+             */
+            reservationExpiresAt: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+        };
+        OrderPageDto: {
+            items: components["schemas"]["OrderDto"][];
+            nextCursor: string | null;
+        };
+        RefundSummaryDto: {
+            /** Format: uuid */
+            id: string;
+            amount: components["schemas"]["MoneyDto"];
+            /** @enum {string} */
+            status: "pending" | "succeeded" | "failed";
+            /** @enum {string} */
+            reason: "requested" | "paid_after_cancel" | "external";
+            /** Format: date-time */
+            createdAt: string;
+        };
+        PaymentSummaryDto: {
+            /** @enum {string} */
+            provider: "stripe" | "simulated";
+            paymentIntentId: string;
+            /** @description The provider's intent status as last seen */
+            status: string;
+            amount: components["schemas"]["MoneyDto"];
+            /** @description Succeeded refunds */
+            refunded: components["schemas"]["MoneyDto"];
+            refunds: components["schemas"]["RefundSummaryDto"][];
+        };
+        StatusChangeDto: {
+            /**
+             * @description null for the first entry
+             * @enum {string|null}
+             */
+            from: "CREATED" | "INVENTORY_RESERVED" | "PAYMENT_PENDING" | "PAID" | "CONFIRMED" | "FULFILLED" | "CANCELLED" | "REFUNDED" | "PARTIALLY_REFUNDED" | null;
+            /** @enum {string} */
+            to: "CREATED" | "INVENTORY_RESERVED" | "PAYMENT_PENDING" | "PAID" | "CONFIRMED" | "FULFILLED" | "CANCELLED" | "REFUNDED" | "PARTIALLY_REFUNDED";
+            reason: string | null;
+            /** Format: date-time */
+            at: string;
+        };
+        OrderDetailDto: {
+            /** Format: uuid */
+            id: string;
+            /** @enum {string} */
+            status: "CREATED" | "INVENTORY_RESERVED" | "PAYMENT_PENDING" | "PAID" | "CONFIRMED" | "FULFILLED" | "CANCELLED" | "REFUNDED" | "PARTIALLY_REFUNDED";
+            /** @enum {string} */
+            cancellationReason?: "CUSTOMER_REQUESTED" | "PAYMENT_FAILED" | "RESERVATION_EXPIRED";
+            items: components["schemas"]["OrderItemDto"][];
+            total: components["schemas"]["MoneyDto"];
+            /** @description Refunded of the order's sale (refunds of a paid order; at most `total`). A payment that succeeded after the order was cancelled is refunded in full automatically: that refund shows in the payment (`payment.refunded`, `payment.refunds` with reason `paid_after_cancel`), not here */
+            refunded: components["schemas"]["MoneyDto"];
+            /**
+             * Format: date-time
+             * @description The reservation deadline set at checkout, kept on the order afterwards: it binds only while the status is INVENTORY_RESERVED or PAYMENT_PENDING (unpaid by then, the order is released); in any other status it is history, not an offer to pay
+             */
+            reservationExpiresAt: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+            /** @description null until a payment is started */
+            payment: components["schemas"]["PaymentSummaryDto"] | null;
+            history: components["schemas"]["StatusChangeDto"][];
+        };
+        PaymentIntentDto: {
+            /** @example pi_3PqK2LFz0example */
+            paymentIntentId: string;
+            /**
+             * @description For the provider SDK's confirm call; never logged
+             * @example pi_3PqK2LFz0example_secret_abc
+             */
+            clientSecret: string;
+            /**
+             * @description The provider's intent status when last seen
+             * @enum {string}
+             */
+            status: "requires_payment_method" | "processing" | "succeeded" | "canceled";
+            amount: components["schemas"]["MoneyDto"];
+        };
+        RefundAmountDto: {
+            /**
+             * @description Integer minor units, at least 1
+             * @example 10000
+             */
+            amount: number;
+            /**
+             * @description ISO 4217; the shop's currency
+             * @example INR
+             */
+            currency: string;
+        };
+        CreateRefundDto: {
+            /**
+             * @description Omitted: all that remains refundable. At least 1.
+             * @example {
+             *       "amount": 10000,
+             *       "currency": "INR"
+             *     }
+             */
+            amount?: components["schemas"]["RefundAmountDto"];
+        };
+        RefundDto: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            orderId: string;
+            amount: components["schemas"]["MoneyDto"];
+            /**
+             * @description pending: the provider has not answered yet; retried automatically
+             * @enum {string}
+             */
+            status: "pending" | "succeeded" | "failed";
+            /** @enum {string} */
+            reason: "requested" | "paid_after_cancel" | "external";
+            /** Format: date-time */
+            createdAt: string;
+        };
+        WebhookAckDto: {
+            /** @enum {boolean} */
+            received: true;
+            /** @description The event id was already recorded: nothing further was done */
+            duplicate: boolean;
+        };
+        StockAdjustmentDto: {
+            /**
+             * @description Units added (positive) or removed (negative); not 0
+             * @example 25
+             */
+            delta: number;
+            /**
+             * @description Shows a letter or digit; no invisible characters (400)
+             * @example Delivery from supplier
+             */
+            reason: string;
+        };
+        StockLevelDto: {
+            onHand: number;
+            reserved: number;
+            /** @description onHand - reserved */
+            available: number;
+        };
     };
-    DependencyStatusDto: {
-      /** @enum {string} */
-      status: 'up' | 'down';
-      /**
-       * @description The database circuit breaker's state
-       * @enum {string}
-       */
-      breaker?: 'closed' | 'open' | 'half-open' | 'isolated';
-    };
-    ReadinessDto: {
-      /** @enum {string} */
-      status: 'ok';
-      /**
-       * @description Each dependency (`database`, `redis`) and its status only
-       * @example {
-       *       "database": {
-       *         "status": "up",
-       *         "breaker": "closed"
-       *       },
-       *       "redis": {
-       *         "status": "up"
-       *       }
-       *     }
-       */
-      details: {
-        [key: string]: components['schemas']['DependencyStatusDto'];
-      };
-    };
-    RegisterDto: {
-      /**
-       * Format: idn-email
-       * @description Stored trimmed and lower-cased. An internationalized domain in its own letters (bücher.de), not its xn-- form (refused)
-       * @example asha@example.com
-       */
-      email: string;
-      /** @example correct-horse-battery */
-      password: string;
-      /** @example Asha */
-      name: string;
-    };
-    UserDto: {
-      /** Format: uuid */
-      id: string;
-      /** Format: idn-email */
-      email: string;
-      name: string;
-      /** @enum {string} */
-      role: 'customer' | 'staff' | 'admin';
-    };
-    TokensDto: {
-      user: components['schemas']['UserDto'];
-      /** @description JWT (HS256; ES256, ES384 or RS256 when the deployment signs with a key pair) for `Authorization: Bearer …` */
-      accessToken: string;
-      /** @description Opaque; single use: each refresh returns the next one */
-      refreshToken: string;
-      /**
-       * @description Access-token lifetime in seconds
-       * @example 900
-       */
-      expiresIn: number;
-      /** @description Login and register: keep it on this device (like the refresh token) and send it with its sign-ins (`deviceToken` of login); it is answered back unchanged */
-      deviceToken?: string;
-    };
-    LoginDto: {
-      /** @example asha@example.com */
-      email: string;
-      /** @example correct-horse-battery */
-      password: string;
-      /** @description The `deviceToken` a login or registration of this account answered on this device. Failed sign-ins are then counted for the device, not for its network address: the failures of a stranger sharing the address (one NAT, a mobile carrier's shared address) do not hold this device back (the per-address request limits still count every request). Not a credential; one not made for this account is ignored */
-      deviceToken?: string;
-    };
-    RefreshDto: {
-      /**
-       * @description The opaque refresh token from register, login or refresh
-       * @example q3Jd0u2mZr9V7yR1cL8wXb4TnE6sK5pHfA0gYiUoWlM
-       */
-      refreshToken: string;
-    };
-    ChangePasswordDto: {
-      /** @example correct-horse-battery */
-      currentPassword: string;
-      /** @example staple-lamp-orbit-42 */
-      newPassword: string;
-    };
-    MoneyDto: {
-      /**
-       * @description Integer minor units
-       * @example 24900
-       */
-      amount: number;
-      /**
-       * @description ISO 4217
-       * @example INR
-       */
-      currency: string;
-    };
-    RatingDto: {
-      /** @description Mean rating 1..5; null without reviews */
-      average: number | null;
-      count: number;
-    };
-    ProductSummaryDto: {
-      /** Format: uuid */
-      id: string;
-      sku: string;
-      name: string;
-      price: components['schemas']['MoneyDto'];
-      /** @description On hand minus reserved */
-      availableQuantity: number;
-      rating: components['schemas']['RatingDto'];
-      /** Format: uuid */
-      categoryId: string | null;
-      /** Format: uri */
-      imageUrl: string | null;
-    };
-    ProductPageDto: {
-      items: components['schemas']['ProductSummaryDto'][];
-      nextCursor: string | null;
-    };
-    ProductDto: {
-      /** Format: uuid */
-      id: string;
-      sku: string;
-      name: string;
-      price: components['schemas']['MoneyDto'];
-      /** @description On hand minus reserved */
-      availableQuantity: number;
-      rating: components['schemas']['RatingDto'];
-      /** Format: uuid */
-      categoryId: string | null;
-      /** Format: uri */
-      imageUrl: string | null;
-      description: string;
-      images: string[];
-      active: boolean;
-      /** Format: date-time */
-      createdAt: string;
-      /** Format: date-time */
-      updatedAt: string;
-    };
-    CategoryDto: {
-      /** Format: uuid */
-      id: string;
-      name: string;
-      slug: string;
-    };
-    CategoryListDto: {
-      items: components['schemas']['CategoryDto'][];
-    };
-    MoneyInputDto: {
-      /**
-       * @description Integer minor units
-       * @example 24900
-       */
-      amount: number;
-      /**
-       * @description ISO 4217; the shop's currency
-       * @example INR
-       */
-      currency: string;
-    };
-    CreateProductDto: {
-      /**
-       * @description Unique regardless of letter case and Unicode form (`tea-assam-250` is taken by `TEA-ASSAM-250`: 409 `SKU_TAKEN`); in NFKC form, without blanks at either end or invisible characters (400)
-       * @example TEA-ASSAM-250
-       */
-      sku: string;
-      /**
-       * @description Shows a letter or digit; no invisible characters (400)
-       * @example Assam tea, 250 g
-       */
-      name: string;
-      /** @example Malty, strong black tea. */
-      description: string;
-      /** @description The amount at most `ORDER_MAXIMUM_AMOUNT` (default 99,999,999), the largest order the payment provider charges (400) */
-      price: components['schemas']['MoneyInputDto'];
-      /** Format: uuid */
-      categoryId?: string;
-      /** @example 100 */
-      initialStock: number;
-    };
-    UpdateProductDto: {
-      /**
-       * @description Shows a letter or digit; no invisible characters (400)
-       * @example Assam tea, 500 g
-       */
-      name?: string;
-      description?: string;
-      /** @description The amount at most `ORDER_MAXIMUM_AMOUNT` (default 99,999,999), the largest order the payment provider charges (400) */
-      price?: components['schemas']['MoneyInputDto'];
-      /**
-       * Format: uuid
-       * @description `null` takes the product out of its category
-       */
-      categoryId?: string | null;
-      /** @example true */
-      active?: boolean;
-    };
-    CreateCategoryDto: {
-      /**
-       * @description Shows a letter or digit; no invisible characters (400)
-       * @example Healthy snacks
-       */
-      name: string;
-      /** @example healthy-snacks */
-      slug: string;
-    };
-    CreateImageUploadDto: {
-      /**
-       * @example image/jpeg
-       * @enum {string}
-       */
-      contentType: 'image/jpeg' | 'image/png' | 'image/webp';
-      /** @example 204800 */
-      sizeBytes: number;
-    };
-    ImageUploadDto: {
-      /** Format: uuid */
-      imageId: string;
-      /**
-       * Format: uri
-       * @description PUT exactly `sizeBytes` bytes here with the declared Content-Type (both are signed into the URL: another Content-Length or a chunked body is refused by the store), before `expiresAt`
-       */
-      uploadUrl: string;
-      /** Format: date-time */
-      expiresAt: string;
-    };
-    ReviewDto: {
-      /** Format: uuid */
-      id: string;
-      rating: number;
-      comment: string;
-      authorName: string;
-      /** Format: date-time */
-      createdAt: string;
-    };
-    ReviewPageDto: {
-      items: components['schemas']['ReviewDto'][];
-      nextCursor: string | null;
-    };
-    CreateReviewDto: {
-      /** @example 5 */
-      rating: number;
-      /**
-       * @description Line breaks allowed; text-direction controls (U+202A–202E, U+2066–2069) are refused
-       * @example Strong and fresh.
-       */
-      comment: string;
-    };
-    ProductListDto: {
-      items: components['schemas']['ProductSummaryDto'][];
-    };
-    CartItemDto: {
-      /** Format: uuid */
-      productId: string;
-      name: string;
-      quantity: number;
-      unitPrice: components['schemas']['MoneyDto'];
-      lineTotal: components['schemas']['MoneyDto'];
-    };
-    CartDto: {
-      items: components['schemas']['CartItemDto'][];
-      total: components['schemas']['MoneyDto'];
-    };
-    SetCartQuantityDto: {
-      /**
-       * @description 0 removes the line. A quantity above the per-customer cap of units per product (PURCHASE_LIMIT_UNITS_PER_PRODUCT, 5 by default; 0 = off) is kept; checking the cart out then answers 409 PURCHASE_LIMIT_EXCEEDED
-       * @example 2
-       */
-      quantity: number;
-    };
-    OrderItemInputDto: {
-      /**
-       * Format: uuid
-       * @example 0b6f7a52-1d0e-4c8e-9a57-3f2d1c8e4a10
-       */
-      productId: string;
-      /** @example 2 */
-      quantity: number;
-    };
-    CreateOrderDto: {
-      /** @description Omitted (not null): the cart is checked out. Each product once. */
-      items?: components['schemas']['OrderItemInputDto'][];
-    };
-    OrderItemDto: {
-      /** Format: uuid */
-      productId: string;
-      sku: string;
-      name: string;
-      quantity: number;
-      unitPrice: components['schemas']['MoneyDto'];
-      lineTotal: components['schemas']['MoneyDto'];
-    };
-    OrderDto: {
-      /** Format: uuid */
-      id: string;
-      /** @enum {string} */
-      status:
-        | 'CREATED'
-        | 'INVENTORY_RESERVED'
-        | 'PAYMENT_PENDING'
-        | 'PAID'
-        | 'CONFIRMED'
-        | 'FULFILLED'
-        | 'CANCELLED'
-        | 'REFUNDED'
-        | 'PARTIALLY_REFUNDED';
-      /** @enum {string} */
-      cancellationReason?: 'CUSTOMER_REQUESTED' | 'PAYMENT_FAILED' | 'RESERVATION_EXPIRED';
-      items: components['schemas']['OrderItemDto'][];
-      total: components['schemas']['MoneyDto'];
-      /** @description Refunded of the order's sale (refunds of a paid order; at most `total`). A payment that succeeded after the order was cancelled is refunded in full automatically: that refund shows in the payment (`payment.refunded`, `payment.refunds` with reason `paid_after_cancel`), not here */
-      refunded: components['schemas']['MoneyDto'];
-      /**
-       * Format: date-time
-       * @description The reservation deadline set at checkout, kept on the order afterwards: it binds only while the status is INVENTORY_RESERVED or PAYMENT_PENDING (unpaid by then, the order is released); in any other status it is history, not an offer to pay
-       */
-      reservationExpiresAt: string | null;
-      /** Format: date-time */
-      createdAt: string;
-      /** Format: date-time */
-      updatedAt: string;
-    };
-    OrderPageDto: {
-      items: components['schemas']['OrderDto'][];
-      nextCursor: string | null;
-    };
-    RefundSummaryDto: {
-      /** Format: uuid */
-      id: string;
-      amount: components['schemas']['MoneyDto'];
-      /** @enum {string} */
-      status: 'pending' | 'succeeded' | 'failed';
-      /** @enum {string} */
-      reason: 'requested' | 'paid_after_cancel' | 'external';
-      /** Format: date-time */
-      createdAt: string;
-    };
-    PaymentSummaryDto: {
-      /** @enum {string} */
-      provider: 'stripe' | 'simulated';
-      paymentIntentId: string;
-      /** @description The provider's intent status as last seen */
-      status: string;
-      amount: components['schemas']['MoneyDto'];
-      /** @description Succeeded refunds */
-      refunded: components['schemas']['MoneyDto'];
-      refunds: components['schemas']['RefundSummaryDto'][];
-    };
-    StatusChangeDto: {
-      /**
-       * @description null for the first entry
-       * @enum {string|null}
-       */
-      from:
-        | 'CREATED'
-        | 'INVENTORY_RESERVED'
-        | 'PAYMENT_PENDING'
-        | 'PAID'
-        | 'CONFIRMED'
-        | 'FULFILLED'
-        | 'CANCELLED'
-        | 'REFUNDED'
-        | 'PARTIALLY_REFUNDED'
-        | null;
-      /** @enum {string} */
-      to:
-        | 'CREATED'
-        | 'INVENTORY_RESERVED'
-        | 'PAYMENT_PENDING'
-        | 'PAID'
-        | 'CONFIRMED'
-        | 'FULFILLED'
-        | 'CANCELLED'
-        | 'REFUNDED'
-        | 'PARTIALLY_REFUNDED';
-      reason: string | null;
-      /** Format: date-time */
-      at: string;
-    };
-    OrderDetailDto: {
-      /** Format: uuid */
-      id: string;
-      /** @enum {string} */
-      status:
-        | 'CREATED'
-        | 'INVENTORY_RESERVED'
-        | 'PAYMENT_PENDING'
-        | 'PAID'
-        | 'CONFIRMED'
-        | 'FULFILLED'
-        | 'CANCELLED'
-        | 'REFUNDED'
-        | 'PARTIALLY_REFUNDED';
-      /** @enum {string} */
-      cancellationReason?: 'CUSTOMER_REQUESTED' | 'PAYMENT_FAILED' | 'RESERVATION_EXPIRED';
-      items: components['schemas']['OrderItemDto'][];
-      total: components['schemas']['MoneyDto'];
-      /** @description Refunded of the order's sale (refunds of a paid order; at most `total`). A payment that succeeded after the order was cancelled is refunded in full automatically: that refund shows in the payment (`payment.refunded`, `payment.refunds` with reason `paid_after_cancel`), not here */
-      refunded: components['schemas']['MoneyDto'];
-      /**
-       * Format: date-time
-       * @description The reservation deadline set at checkout, kept on the order afterwards: it binds only while the status is INVENTORY_RESERVED or PAYMENT_PENDING (unpaid by then, the order is released); in any other status it is history, not an offer to pay
-       */
-      reservationExpiresAt: string | null;
-      /** Format: date-time */
-      createdAt: string;
-      /** Format: date-time */
-      updatedAt: string;
-      /** @description null until a payment is started */
-      payment: components['schemas']['PaymentSummaryDto'] | null;
-      history: components['schemas']['StatusChangeDto'][];
-    };
-    PaymentIntentDto: {
-      /** @example pi_3PqK2LFz0example */
-      paymentIntentId: string;
-      /**
-       * @description For the provider SDK's confirm call; never logged
-       * @example pi_3PqK2LFz0example_secret_abc
-       */
-      clientSecret: string;
-      /**
-       * @description The provider's intent status when last seen
-       * @enum {string}
-       */
-      status: 'requires_payment_method' | 'processing' | 'succeeded' | 'canceled';
-      amount: components['schemas']['MoneyDto'];
-    };
-    RefundAmountDto: {
-      /**
-       * @description Integer minor units, at least 1
-       * @example 10000
-       */
-      amount: number;
-      /**
-       * @description ISO 4217; the shop's currency
-       * @example INR
-       */
-      currency: string;
-    };
-    CreateRefundDto: {
-      /**
-       * @description Omitted: all that remains refundable. At least 1.
-       * @example {
-       *       "amount": 10000,
-       *       "currency": "INR"
-       *     }
-       */
-      amount?: components['schemas']['RefundAmountDto'];
-    };
-    RefundDto: {
-      /** Format: uuid */
-      id: string;
-      /** Format: uuid */
-      orderId: string;
-      amount: components['schemas']['MoneyDto'];
-      /**
-       * @description pending: the provider has not answered yet; retried automatically
-       * @enum {string}
-       */
-      status: 'pending' | 'succeeded' | 'failed';
-      /** @enum {string} */
-      reason: 'requested' | 'paid_after_cancel' | 'external';
-      /** Format: date-time */
-      createdAt: string;
-    };
-    WebhookAckDto: {
-      /** @enum {boolean} */
-      received: true;
-      /** @description The event id was already recorded: nothing further was done */
-      duplicate: boolean;
-    };
-    StockAdjustmentDto: {
-      /**
-       * @description Units added (positive) or removed (negative); not 0
-       * @example 25
-       */
-      delta: number;
-      /**
-       * @description Shows a letter or digit; no invisible characters (400)
-       * @example Delivery from supplier
-       */
-      reason: string;
-    };
-    StockLevelDto: {
-      onHand: number;
-      reserved: number;
-      /** @description onHand - reserved */
-      available: number;
-    };
-  };
-  responses: never;
-  parameters: never;
-  requestBodies: never;
-  headers: never;
-  pathItems: never;
+    responses: never;
+    parameters: never;
+    requestBodies: never;
+    headers: never;
+    pathItems: never;
 }
 export type $defs = Record<string, never>;
 export interface operations {
-  getLiveness: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['LivenessDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  getReadiness: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['ReadinessDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down, or the process is draining after SIGTERM; `details` names which */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  register: {
-    parameters: {
-      query?: never;
-      header?: {
-        /** @description Accepted and ignored on credential routes: never stored, never replayed */
-        'Idempotency-Key'?: string;
-      };
-      path?: never;
-      cookie?: never;
-    };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['RegisterDto'];
-      };
-    };
-    responses: {
-      /** @description Created */
-      201: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['TokensDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (e.g. a password not 8..128 characters) or `BAD_REQUEST` */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `EMAIL_TAKEN` */
-      409: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  login: {
-    parameters: {
-      query?: never;
-      header?: {
-        /** @description Accepted and ignored on credential routes: never stored, never replayed */
-        'Idempotency-Key'?: string;
-      };
-      path?: never;
-      cookie?: never;
-    };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['LoginDto'];
-      };
-    };
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['TokensDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INVALID_CREDENTIALS` */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  refreshTokens: {
-    parameters: {
-      query?: never;
-      header?: {
-        /** @description Accepted and ignored on credential routes: never stored, never replayed */
-        'Idempotency-Key'?: string;
-      };
-      path?: never;
-      cookie?: never;
-    };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['RefreshDto'];
-      };
-    };
-    responses: {
-      /** @description A new pair; the presented token is spent */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['TokensDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `REFRESH_TOKEN_INVALID`, or `REFRESH_TOKEN_REUSED` (its session is revoked) */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  logout: {
-    parameters: {
-      query?: never;
-      header?: {
-        /** @description Accepted and ignored on credential routes: never stored, never replayed */
-        'Idempotency-Key'?: string;
-      };
-      path?: never;
-      cookie?: never;
-    };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['RefreshDto'];
-      };
-    };
-    responses: {
-      /** @description The session (refresh-token family) is revoked */
-      204: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content?: never;
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  getMe: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['UserDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  changePassword: {
-    parameters: {
-      query?: never;
-      header?: {
-        /** @description Accepted and ignored on credential routes: never stored, never replayed */
-        'Idempotency-Key'?: string;
-      };
-      path?: never;
-      cookie?: never;
-    };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['ChangePasswordDto'];
-      };
-    };
-    responses: {
-      /** @description Changed; every session of the user is revoked */
-      204: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content?: never;
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `CURRENT_PASSWORD_INCORRECT` */
-      403: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  listProducts: {
-    parameters: {
-      query?: {
-        limit?: number;
-        /** @description Opaque: the `nextCursor` of the previous page */
-        cursor?: string;
-        categoryId?: string;
-        /** @description Full-text search in name and description */
-        q?: string;
-        sort?: 'relevance' | 'newest' | 'price_asc' | 'price_desc' | 'popular';
-      };
-      header?: never;
-      path?: never;
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['ProductPageDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  getProduct: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        /** @description Product id */
-        id: string;
-      };
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['ProductDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PRODUCT_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  listCategories: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['CategoryListDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  createProduct: {
-    parameters: {
-      query?: never;
-      header?: {
-        /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
-        'Idempotency-Key'?: string;
-      };
-      path?: never;
-      cookie?: never;
-    };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['CreateProductDto'];
-      };
-    };
-    responses: {
-      /** @description Created */
-      201: {
-        headers: {
-          /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
-          'Idempotent-Replayed'?: 'true';
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['ProductDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `FORBIDDEN`: the signed-in user lacks the permission */
-      403: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `CATEGORY_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SKU_TAKEN`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
-      409: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
-      422: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  deactivateProduct: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        /** @description Product id */
-        id: string;
-      };
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description Deactivated */
-      204: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content?: never;
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `FORBIDDEN`: the signed-in user lacks the permission */
-      403: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PRODUCT_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  updateProduct: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        /** @description Product id */
-        id: string;
-      };
-      cookie?: never;
-    };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['UpdateProductDto'];
-      };
-    };
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['ProductDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `FORBIDDEN`: the signed-in user lacks the permission */
-      403: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PRODUCT_NOT_FOUND` or `CATEGORY_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  createCategory: {
-    parameters: {
-      query?: never;
-      header?: {
-        /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
-        'Idempotency-Key'?: string;
-      };
-      path?: never;
-      cookie?: never;
-    };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['CreateCategoryDto'];
-      };
-    };
-    responses: {
-      /** @description Created */
-      201: {
-        headers: {
-          /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
-          'Idempotent-Replayed'?: 'true';
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['CategoryDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `FORBIDDEN`: the signed-in user lacks the permission */
-      403: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SLUG_TAKEN`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
-      409: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
-      422: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  createImageUpload: {
-    parameters: {
-      query?: never;
-      header?: {
-        /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
-        'Idempotency-Key'?: string;
-      };
-      path: {
-        /** @description Product id */
-        id: string;
-      };
-      cookie?: never;
-    };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['CreateImageUploadDto'];
-      };
-    };
-    responses: {
-      /** @description Created */
-      201: {
-        headers: {
-          /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
-          'Idempotent-Replayed'?: 'true';
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['ImageUploadDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `FORBIDDEN`: the signed-in user lacks the permission */
-      403: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PRODUCT_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
-      409: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
-      422: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  listReviews: {
-    parameters: {
-      query?: {
-        limit?: number;
-        /** @description Opaque: the `nextCursor` of the previous page */
-        cursor?: string;
-      };
-      header?: never;
-      path: {
-        /** @description Product id */
-        id: string;
-      };
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['ReviewPageDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PRODUCT_NOT_FOUND` (also for a product off sale) */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  createReview: {
-    parameters: {
-      query?: never;
-      header?: {
-        /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
-        'Idempotency-Key'?: string;
-      };
-      path: {
-        /** @description Product id */
-        id: string;
-      };
-      cookie?: never;
-    };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['CreateReviewDto'];
-      };
-    };
-    responses: {
-      /** @description Created */
-      201: {
-        headers: {
-          /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
-          'Idempotent-Replayed'?: 'true';
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['ReviewDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `REVIEW_NOT_ALLOWED`: no paid order contains the product */
-      403: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PRODUCT_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `REVIEW_EXISTS`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
-      409: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
-      422: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  listAlsoBought: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        /** @description Product id */
-        id: string;
-      };
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['ProductListDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PRODUCT_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  listRecommendations: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['ProductListDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  receiveStorageNotification: {
-    parameters: {
-      query?: never;
-      header?: {
-        /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
-        'Idempotency-Key'?: string;
-      };
-      path?: never;
-      cookie?: never;
-    };
-    /** @description An S3 event notification: `{Records: [{eventName, s3: {bucket: {name}, object: {key}}}]}` */
-    requestBody: {
-      content: {
-        'application/json': {
-          Records: {
-            [key: string]: unknown;
-          }[];
-        } & {
-          [key: string]: unknown;
-        };
-      };
-    };
-    responses: {
-      /** @description Recorded (or not ours, and ignored) */
-      204: {
-        headers: {
-          /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
-          'Idempotent-Replayed'?: 'true';
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content?: never;
-      };
-      /** @description `WEBHOOK_SIGNATURE_INVALID` (missing or wrong token) or `BAD_REQUEST` (not an S3 event notification); or `IDEMPOTENCY_KEY_INVALID` */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
-      409: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
-      422: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: the store could not be asked; it retries later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  getCart: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['CartDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  clearCart: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path?: never;
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description Emptied */
-      204: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content?: never;
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  setCartItemQuantity: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        /** @description Product id */
-        productId: string;
-      };
-      cookie?: never;
-    };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['SetCartQuantityDto'];
-      };
-    };
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['CartDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PRODUCT_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  listOrders: {
-    parameters: {
-      query?: {
-        limit?: number;
-        /** @description Opaque: the `nextCursor` of the previous page */
-        cursor?: string;
-      };
-      header?: never;
-      path?: never;
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['OrderPageDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  createOrder: {
-    parameters: {
-      query?: never;
-      header: {
-        /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
-        'Idempotency-Key': string;
-      };
-      path?: never;
-      cookie?: never;
-    };
-    requestBody?: {
-      content: {
-        'application/json': components['schemas']['CreateOrderDto'];
-      };
-    };
-    responses: {
-      /** @description Created */
-      201: {
-        headers: {
-          /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
-          'Idempotent-Replayed'?: 'true';
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['OrderDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (e.g. a duplicate line), `ORDER_EMPTY` or `BAD_REQUEST`; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE`, `PURCHASE_LIMIT_EXCEEDED` (with `limits`) or `ORDER_NOT_PAYABLE` (a total under `ORDER_MINIMUM_AMOUNT`, the smallest charge, or over `ORDER_MAXIMUM_AMOUNT`, the largest); or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
-      409: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
-      422: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds — the `order-create` throttle (30 a minute), or the day's allowance of abandoned unpaid orders (policy `abandoned-orders` in `RateLimit-Policy`; `Retry-After` up to 24 h: not a moment's throttle, tell the customer) */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  getOrder: {
-    parameters: {
-      query?: never;
-      header?: never;
-      path: {
-        /** @description Order id */
-        id: string;
-      };
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['OrderDetailDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `ORDER_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  cancelOrder: {
-    parameters: {
-      query?: never;
-      header: {
-        /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
-        'Idempotency-Key': string;
-      };
-      path: {
-        /** @description Order id */
-        id: string;
-      };
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
-          'Idempotent-Replayed'?: 'true';
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['OrderDetailDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `ORDER_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `ORDER_NOT_CANCELLABLE`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
-      409: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
-      422: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  listAllOrders: {
-    parameters: {
-      query?: {
-        limit?: number;
-        /** @description Opaque: the `nextCursor` of the previous page */
-        cursor?: string;
-        status?:
-          | 'CREATED'
-          | 'INVENTORY_RESERVED'
-          | 'PAYMENT_PENDING'
-          | 'PAID'
-          | 'CONFIRMED'
-          | 'FULFILLED'
-          | 'CANCELLED'
-          | 'REFUNDED'
-          | 'PARTIALLY_REFUNDED';
-      };
-      header?: never;
-      path?: never;
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['OrderPageDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `FORBIDDEN`: the signed-in user lacks the permission */
-      403: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  fulfilOrder: {
-    parameters: {
-      query?: never;
-      header?: {
-        /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
-        'Idempotency-Key'?: string;
-      };
-      path: {
-        /** @description Order id */
-        id: string;
-      };
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
-          'Idempotent-Replayed'?: 'true';
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['OrderDetailDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `FORBIDDEN`: the signed-in user lacks the permission */
-      403: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `ORDER_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `ORDER_NOT_FULFILLABLE`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
-      409: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
-      422: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  startPayment: {
-    parameters: {
-      query?: never;
-      header: {
-        /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
-        'Idempotency-Key': string;
-      };
-      path: {
-        /** @description Order id */
-        id: string;
-      };
-      cookie?: never;
-    };
-    requestBody?: never;
-    responses: {
-      /** @description Created */
-      201: {
-        headers: {
-          /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
-          'Idempotent-Replayed'?: 'true';
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['PaymentIntentDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `ORDER_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `ORDER_NOT_PAYABLE`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
-      409: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
-      422: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYMENT_PROVIDER_REJECTED`: the provider refused to create the payment (e.g. no payment method enabled for the currency) */
-      502: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  refundOrder: {
-    parameters: {
-      query?: never;
-      header: {
-        /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
-        'Idempotency-Key': string;
-      };
-      path: {
-        /** @description Order id */
-        id: string;
-      };
-      cookie?: never;
-    };
-    requestBody?: {
-      content: {
-        'application/json': components['schemas']['CreateRefundDto'];
-      };
-    };
-    responses: {
-      /** @description Created */
-      201: {
-        headers: {
-          /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
-          'Idempotent-Replayed'?: 'true';
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['RefundDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `FORBIDDEN`: the signed-in user lacks the permission */
-      403: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `ORDER_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `ORDER_NOT_REFUNDABLE` or `REFUND_EXCEEDS_CAPTURED`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
-      409: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body, route or order */
-      422: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYMENT_PROVIDER_REJECTED`: the provider refused the refund */
-      502: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  receiveStripeEvent: {
-    parameters: {
-      query?: never;
-      header: {
-        /** @description Stripe's `t=…,v1=…` signature of the raw body */
-        'Stripe-Signature': string;
-        /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
-        'Idempotency-Key'?: string;
-      };
-      path?: never;
-      cookie?: never;
-    };
-    /** @description A Stripe event object (`{id, type, data: {object}}`), JSON, exactly as Stripe signed it */
-    requestBody: {
-      content: {
-        'application/json': {
-          /** @example evt_1QabcXYZ */
-          id: string;
-          /** @example payment_intent.succeeded */
-          type: string;
-          data: {
-            [key: string]: unknown;
-          };
-        } & {
-          [key: string]: unknown;
-        };
-      };
-    };
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
-          'Idempotent-Replayed'?: 'true';
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['WebhookAckDto'];
-        };
-      };
-      /** @description `WEBHOOK_SIGNATURE_INVALID`, `BAD_REQUEST` (no JSON), or `VALIDATION_FAILED` (a signed body that is no event: no `evt_…` id or no type); or `IDEMPOTENCY_KEY_INVALID` */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
-      409: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
-      422: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-    };
-  };
-  adjustStock: {
-    parameters: {
-      query?: never;
-      header?: {
-        /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
-        'Idempotency-Key'?: string;
-      };
-      path: {
-        /** @description Product id */
-        id: string;
-      };
-      cookie?: never;
-    };
-    requestBody: {
-      content: {
-        'application/json': components['schemas']['StockAdjustmentDto'];
-      };
-    };
-    responses: {
-      /** @description OK */
-      200: {
-        headers: {
-          /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
-          'Idempotent-Replayed'?: 'true';
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/json': components['schemas']['StockLevelDto'];
-        };
-      };
-      /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
-      400: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
-      401: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `FORBIDDEN`: the signed-in user lacks the permission */
-      403: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PRODUCT_NOT_FOUND` */
-      404: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `STOCK_BELOW_RESERVED`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
-      409: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
-      413: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `URI_TOO_LONG`: a path parameter is too long */
-      414: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
-      415: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
-      422: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
-      429: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-          'RateLimit-Policy'?: string;
-          /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-          RateLimit?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
-      500: {
-        headers: {
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
-      /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
-      503: {
-        headers: {
-          /** @description Seconds to wait before retrying */
-          'Retry-After'?: number;
-          /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
-          'X-Request-Id'?: string;
-          [name: string]: unknown;
-        };
-        content: {
-          'application/problem+json': components['schemas']['Problem'];
-        };
-      };
+    getLiveness: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LivenessDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getReadiness: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReadinessDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down, or the process is draining after SIGTERM; `details` names which */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    register: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Accepted and ignored on credential routes: never stored, never replayed */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RegisterDto"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokensDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (e.g. a password not 8..128 characters) or `BAD_REQUEST` */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EMAIL_TAKEN` */
+            409: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    login: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Accepted and ignored on credential routes: never stored, never replayed */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LoginDto"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokensDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INVALID_CREDENTIALS` */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    refreshTokens: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Accepted and ignored on credential routes: never stored, never replayed */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RefreshDto"];
+            };
+        };
+        responses: {
+            /** @description A new pair; the presented token is spent */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokensDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `REFRESH_TOKEN_INVALID`, or `REFRESH_TOKEN_REUSED` (its session is revoked) */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    logout: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Accepted and ignored on credential routes: never stored, never replayed */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RefreshDto"];
+            };
+        };
+        responses: {
+            /** @description The session (refresh-token family) is revoked */
+            204: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getMe: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    changePassword: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Accepted and ignored on credential routes: never stored, never replayed */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChangePasswordDto"];
+            };
+        };
+        responses: {
+            /** @description Changed; every session of the user is revoked */
+            204: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `CURRENT_PASSWORD_INCORRECT` */
+            403: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listProducts: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Opaque: the `nextCursor` of the previous page */
+                cursor?: string;
+                categoryId?: string;
+                /** @description Full-text search in name and description */
+                q?: string;
+                sort?: "relevance" | "newest" | "price_asc" | "price_desc" | "popular";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProductPageDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getProduct: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Product id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProductDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PRODUCT_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listCategories: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CategoryListDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createProduct: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateProductDto"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProductDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `FORBIDDEN`: the signed-in user lacks the permission */
+            403: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `CATEGORY_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SKU_TAKEN`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deactivateProduct: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Product id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deactivated */
+            204: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `FORBIDDEN`: the signed-in user lacks the permission */
+            403: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PRODUCT_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    updateProduct: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Product id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateProductDto"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProductDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `FORBIDDEN`: the signed-in user lacks the permission */
+            403: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PRODUCT_NOT_FOUND` or `CATEGORY_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createCategory: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateCategoryDto"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CategoryDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `FORBIDDEN`: the signed-in user lacks the permission */
+            403: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SLUG_TAKEN`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createImageUpload: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description Product id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateImageUploadDto"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImageUploadDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `FORBIDDEN`: the signed-in user lacks the permission */
+            403: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PRODUCT_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listReviews: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Opaque: the `nextCursor` of the previous page */
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                /** @description Product id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReviewPageDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PRODUCT_NOT_FOUND` (also for a product off sale) */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createReview: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description Product id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateReviewDto"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReviewDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `REVIEW_NOT_ALLOWED`: no paid order contains the product */
+            403: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PRODUCT_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `REVIEW_EXISTS`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listAlsoBought: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Product id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProductListDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PRODUCT_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listRecommendations: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProductListDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    receiveStorageNotification: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description An S3 event notification: `{Records: [{eventName, s3: {bucket: {name}, object: {key}}}]}` */
+        requestBody: {
+            content: {
+                "application/json": {
+                    Records: {
+                        [key: string]: unknown;
+                    }[];
+                } & {
+                    [key: string]: unknown;
+                };
+            };
+        };
+        responses: {
+            /** @description Recorded (or not ours, and ignored) */
+            204: {
+                headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `WEBHOOK_SIGNATURE_INVALID` (missing or wrong token) or `BAD_REQUEST` (not an S3 event notification); or `IDEMPOTENCY_KEY_INVALID` */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: the store could not be asked; it retries later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getCart: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CartDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    clearCart: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Emptied */
+            204: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    setCartItemQuantity: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Product id */
+                productId: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SetCartQuantityDto"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CartDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PRODUCT_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listOrders: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Opaque: the `nextCursor` of the previous page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderPageDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createOrder: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
+                "Idempotency-Key": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["CreateOrderDto"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (e.g. a duplicate line), `ORDER_EMPTY` or `BAD_REQUEST`; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE`, `PURCHASE_LIMIT_EXCEEDED` (with `limits`) or `ORDER_NOT_PAYABLE` (a total under `ORDER_MINIMUM_AMOUNT`, the smallest charge, or over `ORDER_MAXIMUM_AMOUNT`, the largest); or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds — the `order-create` throttle (30 a minute), or the day's allowance of abandoned unpaid orders (policy `abandoned-orders` in `RateLimit-Policy`; `Retry-After` up to 24 h: not a moment's throttle, tell the customer) */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getOrder: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Order id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderDetailDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORDER_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cancelOrder: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
+                "Idempotency-Key": string;
+            };
+            path: {
+                /** @description Order id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderDetailDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORDER_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORDER_NOT_CANCELLABLE`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listAllOrders: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Opaque: the `nextCursor` of the previous page */
+                cursor?: string;
+                status?: "CREATED" | "INVENTORY_RESERVED" | "PAYMENT_PENDING" | "PAID" | "CONFIRMED" | "FULFILLED" | "CANCELLED" | "REFUNDED" | "PARTIALLY_REFUNDED";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderPageDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `FORBIDDEN`: the signed-in user lacks the permission */
+            403: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    fulfilOrder: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description Order id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderDetailDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `FORBIDDEN`: the signed-in user lacks the permission */
+            403: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORDER_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORDER_NOT_FULFILLABLE`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    startPayment: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
+                "Idempotency-Key": string;
+            };
+            path: {
+                /** @description Order id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaymentIntentDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORDER_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORDER_NOT_PAYABLE`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYMENT_PROVIDER_REJECTED`: the provider refused to create the payment (e.g. no payment method enabled for the currency) */
+            502: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    refundOrder: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
+                "Idempotency-Key": string;
+            };
+            path: {
+                /** @description Order id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["CreateRefundDto"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RefundDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_MISSING` or `IDEMPOTENCY_KEY_INVALID` */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `FORBIDDEN`: the signed-in user lacks the permission */
+            403: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORDER_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORDER_NOT_REFUNDABLE` or `REFUND_EXCEEDS_CAPTURED`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body, route or order */
+            422: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYMENT_PROVIDER_REJECTED`: the provider refused the refund */
+            502: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    receiveStripeEvent: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Stripe's `t=…,v1=…` signature of the raw body */
+                "Stripe-Signature": string;
+                /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description A Stripe event object (`{id, type, data: {object}}`), JSON, exactly as Stripe signed it */
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @example evt_1QabcXYZ */
+                    id: string;
+                    /** @example payment_intent.succeeded */
+                    type: string;
+                    data: {
+                        [key: string]: unknown;
+                    };
+                } & {
+                    [key: string]: unknown;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookAckDto"];
+                };
+            };
+            /** @description `WEBHOOK_SIGNATURE_INVALID`, `BAD_REQUEST` (no JSON), or `VALIDATION_FAILED` (a signed body that is no event: no `evt_…` id or no type); or `IDEMPOTENCY_KEY_INVALID` */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    adjustStock: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description Product id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StockAdjustmentDto"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description Present (`true`) when this is the stored answer to an earlier request with the same Idempotency-Key */
+                    "Idempotent-Replayed"?: "true";
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StockLevelDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed; or `IDEMPOTENCY_KEY_INVALID` */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `FORBIDDEN`: the signed-in user lacks the permission */
+            403: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PRODUCT_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `STOCK_BELOW_RESERVED`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
+            413: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
+            415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
+            422: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
     };
-  };
 }
