@@ -92,13 +92,58 @@ describe('OverdueOrders sweep with a slow gateway', () => {
     );
     const overdue = new OverdueOrders(orders, payments, finalizer, expiry);
     expect(await overdue.sweep()).toBe(4);
-    expect(calls).toEqual([
-      'expire unpaid-new',
-      'expire unpaid-newer',
-      'ask paying-old',
-      'expire paying-old',
-      'ask paying-new',
-      'expire paying-new',
-    ]);
+    expect(calls.slice(0, 2)).toEqual(['expire unpaid-new', 'expire unpaid-newer']);
+    // then the paying ones, asked oldest first (two at once: see below)
+    expect(calls.filter((c) => c.startsWith('ask'))).toEqual(['ask paying-old', 'ask paying-new']);
+    expect(calls.slice(2).sort()).toEqual(
+      ['ask paying-new', 'ask paying-old', 'expire paying-new', 'expire paying-old'].sort(),
+    );
+  });
+
+  it("asks about a sale's abandoned payments as many at once as the process may (2), never more", async () => {
+    const live = new Set(Array.from({ length: 7 }, (_, i) => `paying-${i}`));
+    const orders = mockOf<OrderRepository>(
+      {
+        reservationDueIn: async (id: string) => (live.has(id) ? 0 : null),
+        findOverdueReservations: async (_limit: number, excluding: string[] = []) =>
+          [...live].filter((id) => !excluding.includes(id)),
+      },
+      'orders',
+    );
+    const payments = mockOf<PaymentRepository>(
+      { findByOrder: async () => ({ status: 'requires_payment_method' }) },
+      'payments',
+    );
+    let inFlight = 0;
+    let most = 0;
+    const answers: (() => void)[] = [];
+    const finalizer = mockOf<PaymentFinalizer>(
+      {
+        settleOverdue: async (id: string) => {
+          inFlight++;
+          most = Math.max(most, inFlight);
+          await new Promise<void>((resolve) => answers.push(resolve));
+          inFlight--;
+          return { kind: 'cancelled', orderId: id };
+        },
+      },
+      'finalizer',
+    );
+    const expiry = mockOf<ReservationExpiryService>(
+      { expire: async (id: string) => live.delete(id) },
+      'expiry',
+    );
+    const overdue = new OverdueOrders(orders, payments, finalizer, expiry);
+    const swept = overdue.sweep();
+    // the gateway answers one question at a time, each once two are waiting (one, for the last)
+    for (let answered = 0; answered < 7; answered++) {
+      while (answers.length < Math.min(2, 7 - answered)) {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      answers.shift()!();
+    }
+    expect(await swept).toBe(7);
+    expect(most).toBe(2);
+    expect(finalizer.settleOverdue).toHaveBeenCalledTimes(7);
   });
 });

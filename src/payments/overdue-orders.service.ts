@@ -20,7 +20,7 @@ const GATEWAY_DOWN_MEMO_MS = 30_000;
  * may hold at most this many of them, so the expiry of unpaid orders always finds a free one.
  */
 const GATEWAY_ASKERS = 2;
-/** When a per-order expiry found every asker busy: it looks again this much later. */
+/** When a per-order expiry found every asker busy: it looks again this much later (to twice it). */
 const ASKERS_BUSY_RETRY_MS = 10_000;
 
 /** Every asker of this process is waiting on the gateway: the order is asked about later. */
@@ -104,8 +104,11 @@ export class OverdueOrders {
       if (await this.settle(orderId, { askGateway: !this.gatewayDown() })) return true;
     } catch (err) {
       // the gateway is slow and this process already waits on it enough: not another slot held
-      if (err instanceof AskersBusy && token)
-        return delayJob(job, token, Date.now() + ASKERS_BUSY_RETRY_MS);
+      // (spread over a second interval: a sale's orders fell due together, and would otherwise
+      // come back together, the askers busy for the first few and idle for the rest)
+      if (err instanceof AskersBusy && token) {
+        return delayJob(job, token, Date.now() + ASKERS_BUSY_RETRY_MS * (1 + Math.random()));
+      }
       // the gateway is down: the sweeper asks again every minute; retrying here would hold the
       // orders queue (and the expiry of orders without a payment) on the gateway's timeouts
       if (!isGatewayUnavailable(err)) throw err;
@@ -141,28 +144,38 @@ export class OverdueOrders {
     // the query by themselves, so the list stays as short as what is left, however long the run.
     const seen: string[] = [];
     const asked = new Set<string>();
-    for (;;) {
-      const due = await this.orders.findOverdueReservations(SWEEP_BATCH, seen);
-      for (const id of due) {
-        if (asked.has(id)) {
-          seen.push(id); // reported expired, yet still due: never asked twice in one pass
-          continue;
-        }
-        asked.add(id);
-        try {
-          if (await this.settle(id, { askGateway: !gatewayDown })) expired++;
-          else seen.push(id); // left as it is (a payment open, a debit in flight): not asked again this pass
-        } catch (err) {
-          seen.push(id);
-          if (err instanceof AskersBusy) continue; // the per-order jobs are asking: the next run
-          this.logger.warn(`overdue order ${id} not settled yet: ${(err as Error).message}`);
-          // one timeout per run, not one per order with a payment; the others still expire
-          if (isGatewayUnavailable(err)) {
-            gatewayDown = true;
-            this.noteGatewayDown();
-          }
+    const settleOne = async (id: string): Promise<void> => {
+      if (asked.has(id)) {
+        seen.push(id); // reported expired, yet still due: never asked twice in one pass
+        return;
+      }
+      asked.add(id);
+      try {
+        if (await this.settle(id, { askGateway: !gatewayDown })) expired++;
+        else seen.push(id); // left as it is (a payment open, a debit in flight): not asked again this pass
+      } catch (err) {
+        seen.push(id);
+        if (err instanceof AskersBusy) return; // the per-order jobs are asking: the next run
+        this.logger.warn(`overdue order ${id} not settled yet: ${(err as Error).message}`);
+        // one timeout per run, not one per order with a payment; the others still expire
+        if (isGatewayUnavailable(err)) {
+          gatewayDown = true;
+          this.noteGatewayDown();
         }
       }
+    };
+    // the gateway's pass asks as many at once as this process may (GATEWAY_ASKERS): one at a time,
+    // a sale's abandoned payments drained at half the rate the askers allow; the database's pass
+    // goes one by one (milliseconds each)
+    const lanes = askGateway ? GATEWAY_ASKERS : 1;
+    for (;;) {
+      const due = await this.orders.findOverdueReservations(SWEEP_BATCH, seen);
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: lanes }, async () => {
+          while (next < due.length) await settleOne(due[next++]);
+        }),
+      );
       if (due.length < SWEEP_BATCH) break;
     }
     if (expired > 0) this.logger.log(`expired ${expired} overdue reservations`);
