@@ -147,3 +147,49 @@ describe('OverdueOrders sweep with a slow gateway', () => {
     expect(finalizer.settleOverdue).toHaveBeenCalledTimes(7);
   });
 });
+
+describe('OverdueOrders sweep beside a per-order job that is asking', () => {
+  it('goes on with the asker left (one lane), not past every order as busy', async () => {
+    const live = new Set(Array.from({ length: 50 }, (_, i) => `paying-${i}`));
+    const orders = mockOf<OrderRepository>(
+      {
+        reservationDueIn: async (id: string) => (id === 'job-order' || live.has(id) ? 0 : null),
+        findOverdueReservations: async (_limit: number, excluding: string[] = []) =>
+          [...live].filter((id) => !excluding.includes(id)),
+      },
+      'orders',
+    );
+    const payments = mockOf<PaymentRepository>(
+      { findByOrder: async () => ({ status: 'requires_payment_method' }) },
+      'payments',
+    );
+    let releaseJob!: () => void;
+    const jobAsking = new Promise<void>((resolve) => (releaseJob = resolve));
+    const finalizer = mockOf<PaymentFinalizer>(
+      {
+        settleOverdue: async (id: string) => {
+          // the per-order job's question takes as long as the whole sweep
+          if (id === 'job-order') await jobAsking;
+          else await new Promise((resolve) => setImmediate(resolve));
+          return { kind: 'cancelled', orderId: id };
+        },
+      },
+      'finalizer',
+    );
+    const expiry = mockOf<ReservationExpiryService>(
+      { expire: async (id: string) => live.delete(id) || id === 'job-order' },
+      'expiry',
+    );
+    const overdue = new OverdueOrders(orders, payments, finalizer, expiry);
+    const job = overdue.expireReservation(
+      { orderId: 'job-order' },
+      {} as JobOf<JobName.ExpireReservation>,
+    );
+    while (!finalizer.settleOverdue.mock.calls.length)
+      await new Promise((resolve) => setImmediate(resolve));
+    expect(await overdue.sweep()).toBe(50);
+    expect(live.size).toBe(0);
+    releaseJob();
+    expect(await job).toBe(true);
+  });
+});

@@ -144,18 +144,22 @@ export class OverdueOrders {
     // the query by themselves, so the list stays as short as what is left, however long the run.
     const seen: string[] = [];
     const asked = new Set<string>();
-    const settleOne = async (id: string): Promise<void> => {
+    /** Settles one order; 'busy' (nothing noted) when every asker of this process is taken. */
+    const settleOne = async (id: string): Promise<'done' | 'busy'> => {
       if (asked.has(id)) {
         seen.push(id); // reported expired, yet still due: never asked twice in one pass
-        return;
+        return 'done';
       }
       asked.add(id);
       try {
         if (await this.settle(id, { askGateway: !gatewayDown })) expired++;
         else seen.push(id); // left as it is (a payment open, a debit in flight): not asked again this pass
       } catch (err) {
+        if (err instanceof AskersBusy) {
+          asked.delete(id);
+          return 'busy';
+        }
         seen.push(id);
-        if (err instanceof AskersBusy) return; // the per-order jobs are asking: the next run
         this.logger.warn(`overdue order ${id} not settled yet: ${(err as Error).message}`);
         // one timeout per run, not one per order with a payment; the others still expire
         if (isGatewayUnavailable(err)) {
@@ -163,19 +167,31 @@ export class OverdueOrders {
           this.noteGatewayDown();
         }
       }
+      return 'done';
     };
-    // the gateway's pass asks as many at once as this process may (GATEWAY_ASKERS): one at a time,
-    // a sale's abandoned payments drained at half the rate the askers allow; the database's pass
-    // goes one by one (milliseconds each)
+    // The gateway's pass asks as many at once as this process may (GATEWAY_ASKERS): one at a
+    // time, a sale's abandoned payments drained at half the rate the askers allow. A lane that
+    // finds every asker taken (per-order jobs are asking) hands its order back and stops: the
+    // other lanes go on with the askers they hold; when none is left, the rest waits for the next
+    // run. The database's pass goes one by one (milliseconds each).
     const lanes = askGateway ? GATEWAY_ASKERS : 1;
     for (;;) {
       const due = await this.orders.findOverdueReservations(SWEEP_BATCH, seen);
-      let next = 0;
+      const queue = [...due];
       await Promise.all(
         Array.from({ length: lanes }, async () => {
-          while (next < due.length) await settleOne(due[next++]);
+          for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
+            if ((await settleOne(id)) === 'busy') {
+              queue.unshift(id);
+              return;
+            }
+          }
         }),
       );
+      if (queue.length > 0) {
+        seen.push(...queue); // every asker taken by the per-order jobs: the next run
+        break;
+      }
       if (due.length < SWEEP_BATCH) break;
     }
     if (expired > 0) this.logger.log(`expired ${expired} overdue reservations`);
