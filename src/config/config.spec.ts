@@ -903,41 +903,24 @@ describe('values a deployment templated or copied wrong', () => {
     ).toBe(8080);
   });
 
-  it('refuses WORKER_METRICS_PORT equal to METRICS_PORT, or to PORT on an address the API may share (the worker lost its metrics with a warning); 0 is none', () => {
-    expect(
-      named(problemsOf({ ...prod, METRICS_PORT: '9465', WORKER_METRICS_PORT: '9465' })),
-    ).toEqual(['WORKER_METRICS_PORT']);
-    expect(named(problemsOf({ ...prod, PORT: '3000', WORKER_METRICS_PORT: '3000' }))).toEqual([
-      'WORKER_METRICS_PORT',
-    ]);
-    expect(
-      loadConfig({ ...prod, PORT: '3000', WORKER_METRICS_PORT: '3000', HOST: '10.0.0.5' })
-        .workerMetricsPort,
-    ).toBe(3000);
-    expect(
-      loadConfig({ ...prod, METRICS_PORT: '0', WORKER_METRICS_PORT: '0' }).workerMetricsPort,
-    ).toBe(0);
-  });
-
-  it('refuses a session idle limit or lifetime shorter than an access token lives (every session over after one access token)', () => {
-    expect(
-      named(
-        problemsOf({ ...prod, JWT_ACCESS_TTL_SECONDS: '900', REFRESH_TOKEN_IDLE_SECONDS: '600' }),
-      ),
-    ).toEqual(['REFRESH_TOKEN_IDLE_SECONDS']);
-    expect(
+  it('refuses a session idle limit or lifetime not a minute longer than an access token lives (every session over after one access token)', () => {
+    const lifetimes = (access: string, idle: string, ttl = '2592000') =>
       named(
         problemsOf({
           ...prod,
-          JWT_ACCESS_TTL_SECONDS: '86400',
-          REFRESH_TOKEN_TTL_SECONDS: '3600',
-          REFRESH_TOKEN_IDLE_SECONDS: '86400',
+          JWT_ACCESS_TTL_SECONDS: access,
+          REFRESH_TOKEN_IDLE_SECONDS: idle,
+          REFRESH_TOKEN_TTL_SECONDS: ttl,
         }),
-      ),
-    ).toEqual(['REFRESH_TOKEN_TTL_SECONDS']);
-    expect(
-      loadConfig({ ...prod, JWT_ACCESS_TTL_SECONDS: '600', REFRESH_TOKEN_IDLE_SECONDS: '600' }).jwt
-        .refreshIdleSeconds,
-    ).toBe(600);
+      );
+    expect(lifetimes('900', '600')).toEqual(['REFRESH_TOKEN_IDLE_SECONDS']);
+    // equal: the refresh token's idle clock starts first, so it ends first
+    expect(lifetimes('600', '600')).toEqual(['REFRESH_TOKEN_IDLE_SECONDS']);
+    expect(lifetimes('86400', '90000', '3600')).toEqual(['REFRESH_TOKEN_TTL_SECONDS']);
+    const boots = (access: string, idle: string) =>
+      loadConfig({ ...prod, JWT_ACCESS_TTL_SECONDS: access, REFRESH_TOKEN_IDLE_SECONDS: idle }).jwt
+        .refreshIdleSeconds;
+    expect(boots('600', '660')).toBe(660);
+    expect(boots('900', '604800')).toBe(604800); // the defaults
   });
 });

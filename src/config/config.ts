@@ -14,6 +14,9 @@ const MAX_API_PROCESSES = 64;
  * are used only with NODE_ENV=development set explicitly, and refused everywhere else even
  * when given on purpose.
  */
+/** How much longer than an access token a session and its idle limit must live (loadConfig). */
+const SESSION_MARGIN_SECONDS = 60;
+
 /** The webhooks' secrets' formats (the schema's; webhookSecretProblems judges the values that have them). */
 const WEBHOOK_SECRET_FORMAT = {
   STRIPE_WEBHOOK_SECRET: /^whsec_[\x21-\x7e]{16,}$/,
@@ -955,39 +958,28 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       );
     }
   }
-  const workerMetricsPort = parsed.success ? parsed.data.WORKER_METRICS_PORT : 0;
-  if (parsed.success && workerMetricsPort !== 0) {
-    // the API and the worker on one host (`npm start`, systemd units): the second to bind lost
-    // its metrics with a warning, and Prometheus's worker target scraped the API's series
-    const apiHost =
-      parsed.data.HOST ?? (cleaned.NODE_ENV === 'development' ? '127.0.0.1' : '0.0.0.0');
-    if (workerMetricsPort === parsed.data.METRICS_PORT) {
-      problems.push(
-        'WORKER_METRICS_PORT: must differ from METRICS_PORT (or be 0: no metrics listener); both listen on METRICS_HOST',
-      );
-    } else if (
-      workerMetricsPort === parsed.data.PORT &&
-      mayShareAddress(apiHost, parsed.data.METRICS_HOST)
-    ) {
-      problems.push(
-        'WORKER_METRICS_PORT: must differ from PORT (or be 0) when HOST and METRICS_HOST may be the same address',
-      );
-    }
-  }
+  // (the refresh token's clock starts inside the sign-in's transaction, the access token's when
+  // it is signed after it: equal lifetimes end the refresh token first)
   if (
     parsed.success &&
-    parsed.data.REFRESH_TOKEN_IDLE_SECONDS < parsed.data.JWT_ACCESS_TTL_SECONDS
+    parsed.data.REFRESH_TOKEN_IDLE_SECONDS <
+      parsed.data.JWT_ACCESS_TTL_SECONDS + SESSION_MARGIN_SECONDS
   ) {
     // a client refreshing when its access token expires would find its session idle-ended every
     // time: every sign-in over after one access token's life, shop-wide
-    problems.push('REFRESH_TOKEN_IDLE_SECONDS: must not be below JWT_ACCESS_TTL_SECONDS');
+    problems.push(
+      `REFRESH_TOKEN_IDLE_SECONDS: must exceed JWT_ACCESS_TTL_SECONDS by at least ${SESSION_MARGIN_SECONDS}`,
+    );
   }
   if (
     parsed.success &&
-    parsed.data.REFRESH_TOKEN_TTL_SECONDS < parsed.data.JWT_ACCESS_TTL_SECONDS
+    parsed.data.REFRESH_TOKEN_TTL_SECONDS <
+      parsed.data.JWT_ACCESS_TTL_SECONDS + SESSION_MARGIN_SECONDS
   ) {
     // an access token would outlive its session (the documented longest life)
-    problems.push('REFRESH_TOKEN_TTL_SECONDS: must not be below JWT_ACCESS_TTL_SECONDS');
+    problems.push(
+      `REFRESH_TOKEN_TTL_SECONDS: must exceed JWT_ACCESS_TTL_SECONDS by at least ${SESSION_MARGIN_SECONDS}`,
+    );
   }
   if (parsed.success && parsed.data.DATABASE_POOL_WAIT_MS >= parsed.data.SHUTDOWN_TIMEOUT_MS) {
     // a request queued for a connection when the process stops would still be waiting when the
