@@ -711,6 +711,13 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
         'Bad Request',
         'Bad request',
       ],
+      // (HTTP/1.0 may leave out its Host: not its second Authorization line)
+      [
+        'GET /v1/me HTTP/1.0\r\nAuthorization: Bearer first\r\nAuthorization: Bearer second\r\n\r\n',
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
       [
         'GET /v1/categories HTTP/1.1\r\nHost: user@evil.example\r\nConnection: close\r\n\r\n',
         400,

@@ -174,6 +174,13 @@ const HOST_VALUE =
 
 /** What is wrong with the request's Host or Authorization header, if anything. */
 function headerProblem(request: FastifyRequest): string | null {
+  // (whatever the HTTP version: an HTTP/1.0 request may leave out its Host, not this)
+  if (
+    request.headers.authorization !== undefined &&
+    headerLines(request.raw.rawHeaders, 'authorization') > 1
+  ) {
+    return 'A request must carry one Authorization header, not several.';
+  }
   const { host } = request.headers;
   if (host === undefined)
     return request.raw.httpVersion === '1.0'
@@ -182,12 +189,6 @@ function headerProblem(request: FastifyRequest): string | null {
   if (headerLines(request.raw.rawHeaders, 'host') > 1)
     return 'A request must carry one Host header, not several.';
   if (!HOST_VALUE.test(host)) return 'The Host header is not a host name or address.';
-  if (
-    request.headers.authorization !== undefined &&
-    headerLines(request.raw.rawHeaders, 'authorization') > 1
-  ) {
-    return 'A request must carry one Authorization header, not several.';
-  }
   return null;
 }
 
