@@ -18,6 +18,9 @@ const INSERT_CHUNK = 1000;
 
 /** Advisory lock class of the recomputation ('RE'): one run at a time. */
 const RECOMPUTE_LOCK_CLASS = 0x5245;
+/** How far back the pairs bought together are counted (paid orders placed since). */
+export const RECOMMENDATION_WINDOW_DAYS = 365;
+
 @Injectable()
 export class RecommendationRepository {
   constructor(
@@ -26,7 +29,7 @@ export class RecommendationRepository {
   ) {}
 
   /**
-   * Recomputes every product's top-K neighbours on sale from paid orders (how many paid orders
+   * Recomputes every product's top-K neighbours on sale from the last RECOMMENDATION_WINDOW_DAYS of paid orders (how many paid orders
    * contained both), replacing the table's content; null when another run is under way. Call
    * inside a transaction: readers see the old set until it commits.
    */
@@ -44,7 +47,7 @@ export class RecommendationRepository {
       await m.createQueryBuilder().delete().from(ProductRecommendationEntity).execute();
       const ranked = await m
         .createQueryBuilder()
-        // over every paid order: on a large shop silent for longer than the ordinary statements'
+        // over a year's paid orders: on a large shop silent for longer than the ordinary statements'
         // DATABASE_QUERY_TIMEOUT_MS, which would take it for a stalled server
         .comment(LONG_RUNNING)
         .select('ranked.product_id', 'productId')
@@ -69,9 +72,18 @@ export class RecommendationRepository {
               // neighbours on sale only (onSale): ten taken off sale would otherwise fill the top K and
               // leave nothing to show (readers still skip one taken off sale since)
               .innerJoin('products', 'bp', `bp.id = b.product_id AND ${neighbourOnSale}`, shop)
-              .innerJoin('orders', 'o', 'o.id = a.order_id AND o.status IN (:...paid)', {
-                paid: PAID_STATUSES,
-              })
+              // the last year's paid orders (orders_status_recent_idx): over every one ever, each
+              // run — every 10 min, through a sale — grew with the shop's whole history (9.5 s and
+              // both cores at 500k orders)
+              .innerJoin(
+                'orders',
+                'o',
+                'o.id = a.order_id AND o.status IN (:...paid) AND o.created_at >= :since',
+                {
+                  paid: PAID_STATUSES,
+                  since: new Date(at.getTime() - RECOMMENDATION_WINDOW_DAYS * 86_400_000),
+                },
+              )
               .groupBy('a.product_id')
               .addGroupBy('b.product_id'),
           'ranked',

@@ -1,5 +1,8 @@
 import { ProductRepository } from '../../src/catalog/product.repository';
-import { RecommendationRepository } from '../../src/catalog/recommendation.repository';
+import {
+  RECOMMENDATION_WINDOW_DAYS,
+  RecommendationRepository,
+} from '../../src/catalog/recommendation.repository';
 import { RecommendationsService } from '../../src/catalog/recommendations.service';
 import { createAdmin } from '../support/auth';
 import { createProduct } from '../support/catalog';
@@ -257,6 +260,31 @@ describe('catalog: reviews, recommendations, images', () => {
     } finally {
       best.mockRestore();
     }
+  });
+
+  it("counts a year of paid orders: what was bought together longer ago no longer recommends (each run read the shop's whole history)", async () => {
+    const [a, old, recent] = await Promise.all(
+      [1, 2, 3].map(() => createProduct(t, admin, { stock: 50 })),
+    );
+    const [x, y, z] = await buyers(t.http, 3);
+    const long = await paidOrder(x, [a.id, old.id]);
+    await paidOrder(y, [a.id, old.id]);
+    await paidOrder(z, [a.id, recent.id]);
+    const back = RECOMMENDATION_WINDOW_DAYS + 1;
+    await t.db.pool.query(
+      `UPDATE orders SET created_at = now() - make_interval(days => $2) WHERE id = ANY($1::uuid[])`,
+      [
+        [
+          long,
+          (await t.db.pool.query(`SELECT id FROM orders WHERE user_id = $1`, [y.userId])).rows[0]
+            .id,
+        ],
+        back,
+      ],
+    );
+    await t.app.get(RecommendationsService).recompute();
+    const also = await t.http.get(`/v1/products/${a.id}/also-bought`);
+    expect(also.body.items.map((i: { id: string }) => i.id)).toEqual([recent.id]);
   });
 
   it('recommends neighbours on sale: ten better ones taken off sale do not leave the list empty', async () => {
