@@ -4,7 +4,7 @@ import { DomainError } from '../common/errors/domain-error';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
-import { MAX_ORDER_LINES } from '../orders/dto/create-order.dto';
+import { MAX_ORDER_LINES } from '../common/order-lines';
 import { CartDto } from './dto/cart.dto';
 import { CartRepository } from './cart.repository';
 import { productNotFound } from '../catalog/product-not-found';

@@ -11,7 +11,8 @@ import { ProductSnapshotRepository } from '../catalog/product-snapshot.repositor
 import type { OpeningReadsOf } from '../database/opening-reads';
 import { StockReservationService } from '../inventory/stock-reservation.service';
 import { OutboxRepository } from '../outbox/outbox.repository';
-import { CreateOrderDto, MAX_ORDER_LINES } from './dto/create-order.dto';
+import { MAX_ORDER_LINES } from '../common/order-lines';
+import { CreateOrderDto } from './dto/create-order.dto';
 import { OrderDto, mapOrder } from './dto/order.response';
 import { fastPathLines } from './checkout-sold-out.guard';
 import { Order, OrderLine } from './order.model';

@@ -12,9 +12,7 @@ import {
   ValidateNested,
 } from 'class-validator';
 import { Omittable } from '../../common/http/omittable';
-
-/** Products in one order — and in one cart, which is checked out as one order. */
-export const MAX_ORDER_LINES = 100;
+import { MAX_ORDER_LINES } from '../../common/order-lines';
 
 export class OrderItemInputDto {
   @ApiProperty({ format: 'uuid', example: '0b6f7a52-1d0e-4c8e-9a57-3f2d1c8e4a10' })
