@@ -38,8 +38,9 @@ fi
 mkdir -p var/checks
 rm -f var/checks/*.log var/checks/*.rc
 check_pids=()
-# (at the lowest CPU priority: they take what jest leaves, not what it needs — beside them at full
-# priority, the e2e files that spawn processes took up to 3× as long as alone)
+# (at the lowest CPU priority: they take what jest leaves, not what it needs — jest's first files,
+# the longest, which spawn processes, competed with them for both cores: process.test.ts 58 s alone,
+# 98–167 s in the suite)
 check() {
   local name=$1
   shift
