@@ -217,7 +217,6 @@ describe('AccountService', () => {
       expect(s.users.upsertWithRole).toHaveBeenCalledWith(
         { email: 'boss@x.io', name: 'Boss', role: 'admin', passwordHash: 'new-hash' },
         NOW,
-        false,
       );
       expect(res.role).toBe('admin');
       // no sessions to end for a new account — unless one registered it in between (the
@@ -245,7 +244,6 @@ describe('AccountService', () => {
       expect(s.users.upsertWithRole).toHaveBeenCalledWith(
         expect.objectContaining({ passwordHash: 'old-hash' }),
         NOW,
-        true,
       );
       // a customer's session (an old laptop, a lost phone) would otherwise refresh into admin
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith(
@@ -276,7 +274,6 @@ describe('AccountService', () => {
       expect(s.users.upsertWithRole).toHaveBeenCalledWith(
         expect.objectContaining({ passwordHash: 'rehashed-same-password' }),
         NOW,
-        true,
       );
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'role-changed', SINCE);
       expect(s.refreshTokens.forgetClients).not.toHaveBeenCalled();
@@ -302,7 +299,6 @@ describe('AccountService', () => {
       expect(s.users.upsertWithRole).toHaveBeenCalledWith(
         expect.objectContaining({ passwordHash: 'new-hash' }),
         NOW,
-        false,
       );
       expect(s.refreshTokens.revokeAllOfUser).toHaveBeenCalledWith('u-1', 'password-reset', SINCE);
       expect(s.revoked.add).toHaveBeenCalledWith(['f-1', 'f-2']);

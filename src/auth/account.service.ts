@@ -144,7 +144,6 @@ export class AccountService {
       const upserted = await this.users.upsertWithRole(
         { email: normalized, name, role, passwordHash },
         now,
-        kept !== null,
       );
       // whenever the password is set anew — also for an account that did not exist when read:
       // one registered in between by someone else (its sessions must not survive the promotion) —

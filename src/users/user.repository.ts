@@ -78,15 +78,10 @@ export class UserRepository {
     kind: 'new-password' | 'rehash',
   ): Promise<boolean> {
     const result = await this.tx.withManager(async (m) => {
-      if (kind === 'new-password') {
-        return users(m).update(
-          { id, passwordHash: verified },
-          { passwordHash: hash, passwordEpoch: passwordEpochOf(hash), updatedAt: now },
-        );
-      }
-      // (for the rest of the caller's transaction: users_password_epoch keeps the epoch; outside
-      // one, the setting ends with its own statement and the rehash gets a new epoch — stricter)
-      await m.query(`SELECT set_config('${REHASH_SETTING}', 'on', true)`);
+      // the epoch is the trigger's (users_password_epoch): a new one for a new hash, unless this
+      // transaction says it is a rehash — for the rest of it; outside one, the setting ends with
+      // its own statement and the rehash gets a new epoch (stricter)
+      if (kind === 'rehash') await m.query(`SELECT set_config('${REHASH_SETTING}', 'on', true)`);
       return users(m).update(
         { id, passwordHash: verified },
         { passwordHash: hash, updatedAt: now },
@@ -119,24 +114,16 @@ export class UserRepository {
 
   /**
    * Creates the user, or gives an existing one (same email) this role and password hash; the
-   * name of an existing account is kept. Idempotent. `keptPassword`: the hash is the account's
-   * own, read and locked by the caller — its epoch stays; otherwise a new password's begins.
+   * name of an existing account is kept. Idempotent. The epoch is the trigger's
+   * (users_password_epoch): kept when the hash is the account's own, a new one otherwise.
    */
-  async upsertWithRole(u: NewUser, now: Date, keptPassword = false): Promise<User> {
+  async upsertWithRole(u: NewUser, now: Date): Promise<User> {
     return this.tx.withManager(async (m) => {
       await users(m)
         .createQueryBuilder()
         .insert()
-        .values({
-          ...u,
-          passwordEpoch: passwordEpochOf(u.passwordHash),
-          createdAt: now,
-          updatedAt: now,
-        })
-        .orUpdate(
-          ['role', 'password_hash', ...(keptPassword ? [] : ['password_epoch']), 'updated_at'],
-          ['email'],
-        )
+        .values({ ...u, createdAt: now, updatedAt: now })
+        .orUpdate(['role', 'password_hash', 'updated_at'], ['email'])
         .execute();
       return toUser(await users(m).findOneByOrFail({ email: u.email }));
     });

@@ -110,6 +110,12 @@ describe('migration PasswordEpoch', () => {
       ['written-by-the-app-abc'],
     );
     expect((await epochOf('old-build@schema.test')).password_epoch).toBe('written-by-the-app-abc');
+    // an upsert writing the very hash the account has (admin:create promoting a kept password)
+    await db.pool.query(
+      `INSERT INTO users (email, name, role, password_hash) VALUES ('old-build@schema.test', 'Old', 'admin', 'hash-5')
+       ON CONFLICT (email) DO UPDATE SET role = EXCLUDED.role, password_hash = EXCLUDED.password_hash, updated_at = now()`,
+    );
+    expect((await epochOf('old-build@schema.test')).password_epoch).toBe('written-by-the-app-abc');
     // a write that leaves the hash alone leaves the epoch alone
     await db.pool.query(`UPDATE users SET role = 'staff' WHERE email = 'old-build@schema.test'`);
     expect((await epochOf('old-build@schema.test')).password_epoch).toBe('written-by-the-app-abc');
