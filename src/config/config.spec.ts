@@ -825,8 +825,14 @@ describe('loadConfig', () => {
       expect(loadDatabaseConfig({ NODE_ENV: 'development' }).url).toMatch(/127\.0\.0\.1/);
       // test is not development either (a staging deployment's migration, as its API and worker)
       expect(() => loadDatabaseConfig({ NODE_ENV: 'test' })).toThrow(
-        /DATABASE_URL: required with NODE_ENV=test/,
+        /DATABASE_URL: required with NODE_ENV="test"/,
       );
+      // NODE_ENV as loadConfig reads it, untrimmed: `development ` boots no API or worker, and
+      // migrates no local default database either
+      expect(() => loadDatabaseConfig({ NODE_ENV: 'development ' })).toThrow(
+        /DATABASE_URL: required with NODE_ENV="development "/,
+      );
+      expect(() => loadConfig({ NODE_ENV: 'development ' })).toThrow(/DATABASE_URL: required/);
       // unset is not development: a deployment's migration step that forgot DATABASE_URL refuses
       expect(() => loadDatabaseConfig({})).toThrow(
         /DATABASE_URL: required with NODE_ENV=\(not set\)/,
@@ -839,6 +845,38 @@ describe('loadConfig', () => {
 describe('values a deployment templated or copied wrong', () => {
   const prod = { ...SECRETS, NODE_ENV: 'production' };
 
+  it('refuses a REDIS_URL with a query, a fragment or a path that is no database number: the Redis clients would each read it their own way', () => {
+    // ioredis (readiness, the queue board, depth metrics) reads ?db= / ?password= / ?family= as
+    // options that BullMQ's connections and the catalog store ignore: the board would show
+    // another database than the queues use, or the queues alone would fail to authenticate
+    const query =
+      'REDIS_URL: takes no query string or fragment (a database number goes in the path: redis://host:6379/2; a password before the host: redis://:password@host:6379)';
+    const path = 'REDIS_URL: its path is a database number (redis://host:6379/2) or nothing';
+    for (const [value, problems] of [
+      ['redis://cache:6379?db=11', [query]],
+      ['redis://cache:6379/?password=s3cret', [query]],
+      ['rediss://cache:6380?family=6', [query]],
+      ['redis://cache:6379/2#x', [query]],
+      ['redis://cache:6379/abc', [path]],
+      ['redis://cache:6379/2/3', [path]],
+      ['redis://?host=/run/redis', ['REDIS_URL: must name a host', query]],
+    ] as const) {
+      expect({ value, problems: problemsOf({ ...prod, REDIS_URL: value }) }).toEqual({
+        value,
+        problems,
+      });
+    }
+    for (const value of [
+      'redis://cache:6379',
+      'redis://cache:6379/',
+      'redis://cache:6379/15',
+      'rediss://user:p%40ss@cache:6380/2',
+      'redis://[fd00::5]:6379',
+    ]) {
+      expect(loadConfig({ ...prod, REDIS_URL: value }).redis.url).toBe(value);
+    }
+  });
+
   it('refuses a URL without a host (a template whose variable was unset): it would quietly reach this machine', () => {
     for (const [name, value] of [
       ['REDIS_URL', 'redis://'],
@@ -847,9 +885,7 @@ describe('values a deployment templated or copied wrong', () => {
       const problems = problemsOf({ ...prod, [name]: value });
       expect({ name, problems }).toEqual({
         name,
-        problems: [
-          `${name}: must name a host (for a Unix socket: ?host=/path/to/socket-directory)`,
-        ],
+        problems: [`${name}: must name a host`],
       });
     }
     expect(problemsOf({ ...prod, DATABASE_URL: 'postgres:///shop' })).toEqual([

@@ -97,14 +97,14 @@ function isBindHost(host: string): boolean {
   return labels.every((l) => /^[a-z\d]([a-z\d-]{0,61}[a-z\d])?$/i.test(l));
 }
 
-/**
- * A URL of one of `protocols`. One that does not parse is an issue naming the variable — never
- * the parser's own error, which quotes the whole value (a password with `/` or `#` in it).
- */
 /** A URL with no host, in its authority or as `?host=` (a Unix socket's directory for PostgreSQL). */
 const namesNoHost = (parsed: URL): boolean =>
   parsed.hostname === '' && !parsed.searchParams.has('host');
 
+/**
+ * A URL of one of `protocols`. One that does not parse is an issue naming the variable — never
+ * the parser's own error, which quotes the whole value (a password with `/` or `#` in it).
+ */
 const url = (protocols: string[], opts: { hostless?: 'checked-later' } = {}) =>
   z.string().superRefine((v, ctx) => {
     let parsed: URL | undefined;
@@ -118,15 +118,46 @@ const url = (protocols: string[], opts: { hostless?: 'checked-later' } = {}) =>
         code: z.ZodIssueCode.custom,
         message: `must be a URL using ${protocols.join(' or ')} (characters such as / # ? @ in a password percent-encoded)`,
       });
-    } else if (namesNoHost(parsed) && opts.hostless !== 'checked-later') {
+    } else if (parsed.hostname === '' && opts.hostless !== 'checked-later') {
       // `redis://${REDIS_HOST}` with the variable unset: every client library takes no host for
-      // this machine's, and the process would quietly use whatever listens here
+      // this machine's, and the process would quietly use whatever listens here (a `?host=` is
+      // PostgreSQL's way to a socket, and DATABASE_URL's hosts are checked later)
       ctx.addIssue({
         code: z.ZodIssueCode.custom,
-        message: 'must name a host (for a Unix socket: ?host=/path/to/socket-directory)',
+        message: 'must name a host',
       });
     }
   });
+
+/**
+ * REDIS_URL: host, port, user, password, database number (the path) and TLS (`rediss:`) only —
+ * what every Redis client here reads alike. A query string or fragment is refused: ioredis (the
+ * shared client: readiness, the queue board, queue depth metrics) reads `?db=`, `?password=` or
+ * `?family=` as options that BullMQ's connections and the catalog store ignore, so the queues
+ * would live in another database than the board shows, or only some clients would authenticate
+ * (readiness green while the worker's queues never connect).
+ */
+const redisUrl = url(['redis:', 'rediss:']).superRefine((v, ctx) => {
+  let parsed: URL;
+  try {
+    parsed = new URL(v);
+  } catch {
+    return; // (url() has said so)
+  }
+  if (parsed.search !== '' || parsed.hash !== '') {
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      message:
+        'takes no query string or fragment (a database number goes in the path: redis://host:6379/2; a password before the host: redis://:password@host:6379)',
+    });
+  }
+  if (!/^\/?(\d{1,5})?$/.test(parsed.pathname)) {
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      message: 'its path is a database number (redis://host:6379/2) or nothing',
+    });
+  }
+});
 
 /** An access key or secret: printable, no spaces (a secret file's trailing newline, a quoted blank). */
 const credential = (min: number, max: number) =>
@@ -183,7 +214,7 @@ const envSchema = z.object({
   DATABASE_QUERY_TIMEOUT_MS: int(60_000, 1_000, 3_600_000),
   DB_BREAKER_FAILURES: int(5, 1, 1000),
   DB_BREAKER_HALF_OPEN_MS: int(5000, 100, 600_000),
-  REDIS_URL: url(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
+  REDIS_URL: redisUrl.default('redis://127.0.0.1:6379'),
   REDIS_KEY_PREFIX: z
     .string()
     .regex(/^[a-z0-9_-]{1,32}$/i)
@@ -631,10 +662,12 @@ export function loadDatabaseConfig(
   // (a stale `shop` database a checkout once created) and exit 0, the real database left behind
   // — NODE_ENV unset included, as everywhere else (a migration step of a deployment rarely sets it),
   // and `test` (a staging deployment's value: its API and worker refuse to boot without it too)
-  const nodeEnv = env.NODE_ENV?.trim();
+  // — and NODE_ENV compared as given, as loadConfig does: `development ` (a quoted manifest
+  // value) is not development there, so the API and worker refuse to boot; it is not here either
+  const nodeEnv = env.NODE_ENV;
   if (nodeEnv !== 'development' && !env.DATABASE_URL?.trim()) {
     throw new ConfigError([
-      `DATABASE_URL: required with NODE_ENV=${nodeEnv || '(not set)'} (the default, a local development database, is for NODE_ENV=development)`,
+      `DATABASE_URL: required with NODE_ENV=${nodeEnv ? JSON.stringify(nodeEnv) : '(not set)'} (the default, a local development database, is for NODE_ENV=development)`,
     ]);
   }
   return databaseOf(parsed.data);
