@@ -21,6 +21,16 @@ const RECOMPUTE_LOCK_CLASS = 0x5245;
 /** How far back the pairs bought together are counted (paid orders placed since). */
 export const RECOMMENDATION_WINDOW_DAYS = 365;
 
+/** The ids of the products the customer `:userId` bought in orders with a status in `:...paid`. */
+function boughtBy(q: SelectQueryBuilder<ObjectLiteral>): SelectQueryBuilder<ObjectLiteral> {
+  return q
+    .select('DISTINCT oi.product_id', 'product_id')
+    .from('orders', 'o')
+    .innerJoin('order_items', 'oi', 'oi.order_id = o.id')
+    .where('o.user_id = :userId')
+    .andWhere('o.status IN (:...paid)');
+}
+
 @Injectable()
 export class RecommendationRepository {
   constructor(
@@ -117,19 +127,22 @@ export class RecommendationRepository {
     return recommendations.map((r) => productView(r.recommended!));
   }
 
+  /** The products the customer bought (paid orders): what no recommendation of theirs shows. */
+  async boughtBy(userId: string): Promise<string[]> {
+    const rows = await this.tx.withManager((m) =>
+      boughtBy(m.createQueryBuilder() as SelectQueryBuilder<ObjectLiteral>)
+        .setParameters({ userId, paid: PAID_STATUSES })
+        .getRawMany<{ product_id: string }>(),
+    );
+    return rows.map((r) => r.product_id);
+  }
+
   /** Neighbours of everything the customer bought, minus what they bought, by summed score. */
   async forCustomer(userId: string, limit: number): Promise<ProductView[]> {
     const [productOnSale, shop] = onSale('p', this.config.currency);
     const products = await this.tx.withManager((m) => {
       const query = m.getRepository(ProductEntity).createQueryBuilder('p');
-      const bought = query
-        .subQuery()
-        .select('DISTINCT oi.product_id')
-        .from('orders', 'o')
-        .innerJoin('order_items', 'oi', 'oi.order_id = o.id')
-        .where('o.user_id = :userId')
-        .andWhere('o.status IN (:...paid)')
-        .getQuery();
+      const bought = boughtBy(query.subQuery() as SelectQueryBuilder<ObjectLiteral>).getQuery();
       return query
         .innerJoinAndSelect('p.inventory', 'i')
         .innerJoin(

@@ -14,11 +14,17 @@ import { productNotFound } from './product-not-found';
 
 const TOP_K = 10;
 /**
+ * How many top-ranked products the shared fallback list holds: a customer whose purchases have no
+ * neighbours yet (before the first recomputation, or every neighbour bought or off sale) is shown
+ * those of them they did not buy, the first TOP_K.
+ */
+const FALLBACK_CANDIDATES = 2 * TOP_K;
+/**
  * The cache key of what a customer without purchases is shown (not a URL: the cached-read hook
  * serves none of it). The same list for every such customer, and each build scores every product
  * on sale (relevance has no index): built once per catalog version, as the listings are.
  */
-const NEW_CUSTOMER_TOP = 'recommendations:new-customer-top';
+const NEW_CUSTOMER_TOP = 'recommendations:top-candidates';
 
 /** "Bought together" from paid orders: recomputed by a scheduled job, served from a table. */
 @Injectable()
@@ -56,22 +62,29 @@ export class RecommendationsService {
     return { items: rows.map(this.summary) };
   }
 
-  /** Neighbours of the customer's purchases; top-ranked products for a new customer. */
+  /**
+   * Neighbours of the customer's purchases; otherwise (a new customer, or no neighbours yet) the
+   * top-ranked products — never one the customer bought, as the neighbours never are.
+   */
   async forCustomer(me: Principal): Promise<ProductListDto> {
     const rows = await this.cache.readBounded(() =>
       this.recommendations.forCustomer(me.userId, TOP_K),
     );
     if (rows.length > 0) return { items: rows.map(this.summary) };
+    const bought = new Set(
+      await this.cache.readBounded(() => this.recommendations.boughtBy(me.userId)),
+    );
     const top = await this.cache.getOrBuild(NEW_CUSTOMER_TOP, async (): Promise<ProductListDto> => {
       const page = await this.products.page({
         sort: 'relevance',
-        limit: TOP_K,
+        limit: FALLBACK_CANDIDATES,
         asOf: this.clock.now(),
         maxUnits: await this.products.maxUnitsSold(),
         after: null,
       });
       return { items: page.map(this.summary) };
     });
-    return JSON.parse(top) as ProductListDto;
+    const { items } = JSON.parse(top) as ProductListDto;
+    return { items: items.filter((p) => !bought.has(p.id)).slice(0, TOP_K) };
   }
 }

@@ -202,6 +202,22 @@ describe('catalog: reviews, recommendations, images', () => {
     expect(fallback.body.items.length).toBeGreaterThan(0);
     expect((await t.http.get('/v1/me/recommendations')).status).toBe(401);
 
+    // a customer whose purchases have no neighbours is shown the top-ranked products, minus what
+    // they bought (pens, the best seller: everyone else is shown it first)
+    await t.db.pool.query(`UPDATE products SET units_sold = 1000000 WHERE id = $1`, [pens.id]);
+    await createProduct(t, admin, { stock: 5 }); // (a new catalog version: the UPDATE went around the API)
+    const [erin, newcomer] = await buyers(t.http, 2);
+    await paidOrder(erin, [pens.id]);
+    expect(await t.app.get(RecommendationRepository).forCustomer(erin.userId, 10)).toEqual([]);
+    const forNewcomer = await t.http.get('/v1/me/recommendations', { token: newcomer.token });
+    const topIds: string[] = forNewcomer.body.items.map((i: { id: string }) => i.id);
+    expect(topIds[0]).toBe(pens.id);
+    const forErin = await t.http.get('/v1/me/recommendations', { token: erin.token });
+    expect(forErin.status).toBe(200);
+    // (fewer than ten products on sale here: the newcomer is shown all of them, Erin all but pens)
+    expect(forErin.body.items.map((i: { id: string }) => i.id)).toEqual(topIds.slice(1));
+    await t.db.pool.query(`UPDATE products SET units_sold = 0 WHERE id = $1`, [pens.id]); // (not the next tests' best seller)
+
     // one priced in another currency than the shop's (before a SHOP_CURRENCY change) is not on sale: not recommended
     await t.db.pool.query(`UPDATE products SET currency = 'USD' WHERE id = $1`, [lemon.id]);
     const recommendations = t.app.get(RecommendationRepository);
