@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The one test command (`npm test`): services up, install if needed, then
-# lint + typecheck + unit + integration + e2e against real PostgreSQL and Redis, then the
-# failure drill (`npm run test:drills`, ~1.5 min) when no jest arguments narrow the run.
+# The one test command (`npm test`): services up, install if needed, then the failure drill
+# (`npm run test:drills`, ~1.5 min; when no jest arguments narrow the run), then unit +
+# integration + e2e against real PostgreSQL and Redis, with lint, typecheck, knip, OpenAPI lint
+# and formatting beside both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # the servers the tests use: their defaults and this shell's DATABASE_URL / REDIS_URL — not .env's,
@@ -28,17 +29,19 @@ if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
     echo "[test] WARNING: no chromium and no way to install it (needs root + apt-get): the Swagger UI browser test will be skipped" >&2
   fi
 fi
-# The static checks run beside jest, each into var/checks/<name>.log (printed when it fails): lint,
-# typecheck, unused code (knip.json) and the committed contract (zero problems under redocly.yaml
-# and .spectral.yaml, offline). Jest keeps this 2-core machine ~80% busy (its files wait on
-# timeouts, child processes and PostgreSQL); the checks (lint ~40 s and typecheck ~20 s of one core
-# each) fill some of what it leaves instead of ~55 s before it. Any of them failing fails the run.
-# (The failure drill runs after jest: beside it too, the run was no shorter — 558–636 s against
-# 592 s — the oversubscribed cores costing jest about what the drill's 85 s saved.)
+# The static checks run beside the drill and jest, each into var/checks/<name>.log (printed when
+# it fails): lint, typecheck, unused code (knip.json), the committed contract (zero problems under
+# redocly.yaml and .spectral.yaml, offline) and formatting. Any of them failing fails the run.
+# They need ~150 s of CPU in all here (lint ~90). The drill leaves half of this 2-core machine idle
+# (83 s, 52% busy, measured alone: its processes mostly wait on its schedule and on each other);
+# jest keeps it busy. So the drill runs first, and the checks take what it leaves, then what jest
+# leaves: 595 s against 619 s for the whole run here (the drill last, the checks beside jest alone).
+# (The drill beside jest instead made the run no shorter — 558–636 s against 592 s — the
+# oversubscribed cores costing jest about what the drill's 85 s saved.)
 mkdir -p var/checks
 rm -f var/checks/*.log var/checks/*.rc
 check_pids=()
-# (at the lowest CPU priority: they take what jest leaves, not what it needs — jest's first files,
+# (at the lowest CPU priority: they take what the drill and jest leave, not what they need — jest's first files,
 # the longest, which spawn processes, competed with them for both cores: process.test.ts 58 s alone,
 # 98–167 s in the suite)
 check() {
@@ -47,7 +50,7 @@ check() {
   { if nice -n 19 "$@" > "var/checks/$name.log" 2>&1; then echo 0; else echo $?; fi > "var/checks/$name.rc"; } &
   check_pids+=("$!")
 }
-echo "[test] lint, typecheck, knip, openapi lint and formatting (beside jest; their output follows it)"
+echo "[test] lint, typecheck, knip, openapi lint and formatting (beside the drill and jest; their output follows jest's)"
 check lint npx eslint . --max-warnings 0
 check typecheck npx tsc -p tsconfig.json --noEmit
 check knip npx knip --no-progress
@@ -65,8 +68,23 @@ stop_checks() {
 }
 trap 'stop_checks; exit 130' INT
 trap 'stop_checks; exit 143' TERM
-echo "[test] jest (unit + integration + e2e)"
 status=0
+# The failure drill (scripts/drills): its own PostgreSQL and Redis, 2 APIs + 2 workers, faults
+# injected, invariants checked on the database. A fixed seed (DRILL_SEED overrides) keeps CI's
+# plan reproducible; SKIP_DRILLS=1 leaves it out. Not run when jest arguments narrow the run.
+drill_line=""
+if [ $# -eq 0 ] && [ "${SKIP_DRILLS:-0}" != 1 ]; then
+  echo "[test] failure drill (seed ${DRILL_SEED:-401})"
+  drill_rc=0
+  npm run --silent test:drills -- --seed "${DRILL_SEED:-401}" 2>&1 | tee var/drills.log || drill_rc=1
+  drill_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' var/drills.log | tail -1 || true)
+  [ -n "$drill_line" ] || drill_line="0 passed, 1 failed"
+  # (a drill that failed after its summary — its cleanup, say — still counts one failure)
+  [ "$drill_rc" = 0 ] || drill_line="${drill_line/% 0 failed/ 1 failed}"
+  case "$drill_line" in *" 0 failed") ;; *) status=1 ;; esac
+  echo "drills: $drill_line"
+fi
+echo "[test] jest (unit + integration + e2e)"
 # (a run whose setup fails writes no results: an old file must not be read as this run's)
 rm -f var/jest-results.json
 npx jest --ci --json --outputFile=var/jest-results.json "$@" || status=$?
@@ -92,21 +110,6 @@ for name in lint typecheck knip openapi format; do
 done
 checks_line="$checks_passed passed, $checks_failed failed"
 echo "checks: $checks_line (lint, typecheck, knip, openapi lint, prettier)"
-# The failure drill (scripts/drills): its own PostgreSQL and Redis, 2 APIs + 2 workers, faults
-# injected, invariants checked on the database. A fixed seed (DRILL_SEED overrides) keeps CI's
-# plan reproducible; SKIP_DRILLS=1 leaves it out. Not run when jest arguments narrow the run.
-drill_line=""
-if [ $# -eq 0 ] && [ "${SKIP_DRILLS:-0}" != 1 ]; then
-  echo "[test] failure drill (seed ${DRILL_SEED:-401})"
-  drill_rc=0
-  npm run --silent test:drills -- --seed "${DRILL_SEED:-401}" 2>&1 | tee var/drills.log || drill_rc=1
-  drill_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' var/drills.log | tail -1 || true)
-  [ -n "$drill_line" ] || drill_line="0 passed, 1 failed"
-  # (a drill that failed after its summary — its cleanup, say — still counts one failure)
-  [ "$drill_rc" = 0 ] || drill_line="${drill_line/% 0 failed/ 1 failed}"
-  case "$drill_line" in *" 0 failed") ;; *) status=1 ;; esac
-  echo "drills: $drill_line"
-fi
 # one plain summary line for CI: jest tests, the four static checks and drill invariants together
 node -e '
   const [p, f] = process.argv.slice(1).filter(Boolean)
