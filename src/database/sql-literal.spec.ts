@@ -1,4 +1,25 @@
-import { inlineParams } from './sql-literal';
+import fc from 'fast-check';
+import { escapeLiteral } from 'pg';
+import { inlineParams, quoteLiteral } from './sql-literal';
+
+describe('quoteLiteral', () => {
+  it("quotes any string byte for byte as pg's escapeLiteral does", () => {
+    for (const v of ['', "'", '\\', "it's", 'a\\b', "\\'", "''\\\\", 'plain', '\u0000x', "😀\\'"]) {
+      expect(quoteLiteral(v)).toBe(escapeLiteral(v));
+    }
+    fc.assert(
+      fc.property(
+        fc.string({ unit: fc.constantFrom("'", '\\', 'a', 'é', '😀', '"', ' ') }),
+        fc.string({ unit: 'binary' }),
+        (edgy, any) => {
+          expect(quoteLiteral(edgy)).toBe(escapeLiteral(edgy));
+          expect(quoteLiteral(any)).toBe(escapeLiteral(any));
+        },
+      ),
+      { seed: 20261204, numRuns: 2000 },
+    );
+  });
+});
 
 describe('inlineParams', () => {
   it('inlines typed placeholders as escaped literals', () => {
