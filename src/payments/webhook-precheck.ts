@@ -90,7 +90,11 @@ export function stripeSignatureFirst(
     const refuse = (error: DomainError) => {
       settled = true;
       payload.removeAllListeners('data');
-      payload.resume(); // the rest is read and dropped; the answer goes out now
+      // a body refused before its end (past WEBHOOK_BODY_LIMIT, chunked) closes the connection
+      // after the answer: drained to keep it alive, an endless one was read at line rate until
+      // the request timeout
+      closeIfBodyPending(request, reply);
+      payload.resume(); // what arrives until then is read and dropped; the answer goes out now
       // and the request goes no further: `done` is not called (its onSend hooks still running,
       // the reply does not count as sent yet, and the parser's own refusal would overwrite it)
       sendProblem(error, request, reply);

@@ -217,16 +217,38 @@ describe('clients that lie about their bodies', () => {
     }
     // answered before its body is read (a 405, a webhook refused on its headers): the connection
     // closes after the answer, none of an announced 2 GB body is read to keep it alive
+    // — and so does a webhook whose chunked body runs past its 1 MB once its (well-formed,
+    // current, unverifiable) signature let it be read: the rest is not drained to the request
+    // timeout, ~200 MB a second, outside every rate limit
     const { port } = new URL(t.baseUrl);
-    for (const head of [
-      'PUT /v1/products HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 2000000000\r\n\r\n',
-      'POST /v1/webhooks/stripe HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 2000000000\r\n\r\n',
-    ]) {
+    const spaces = Buffer.alloc(64 * 1024, 0x20);
+    const chunked = Buffer.concat([
+      Buffer.from(`${spaces.length.toString(16)}\r\n`),
+      spaces,
+      Buffer.from('\r\n'),
+    ]);
+    const signature = `t=${Math.floor(Date.now() / 1000)},v1=${'0'.repeat(64)}`;
+    for (const [head, chunk, status] of [
+      [
+        'PUT /v1/products HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 2000000000\r\n\r\n',
+        spaces,
+        405,
+      ],
+      [
+        'POST /v1/webhooks/stripe HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 2000000000\r\n\r\n',
+        spaces,
+        400,
+      ],
+      [
+        `POST /v1/webhooks/stripe HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nStripe-Signature: ${signature}\r\nTransfer-Encoding: chunked\r\n\r\n`,
+        chunked,
+        413,
+      ],
+    ] as const) {
       const outcome = await new Promise<{ answer: string; sent: number }>((resolve) => {
         const socket = connect(Number(port), '127.0.0.1');
         let answer = '';
         let sent = 0;
-        const chunk = Buffer.alloc(64 * 1024, 0x20);
         const pump = () => {
           while (!socket.destroyed && socket.writable && sent < 512 * 1024 * 1024) {
             sent += chunk.length;
@@ -242,7 +264,7 @@ describe('clients that lie about their bodies', () => {
         socket.on('close', () => resolve({ answer, sent }));
         setTimeout(() => socket.destroy(), 10_000);
       });
-      expect(outcome.answer.split('\r\n')[0]).toMatch(/^HTTP\/1\.1 (405|400) /);
+      expect(outcome.answer.split('\r\n')[0]).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
       expect(outcome.answer).toMatch(/^connection: close\r$/im);
       expect(outcome.sent).toBeLessThan(256 * 1024 * 1024); // closed long before the pump ran out
     }
