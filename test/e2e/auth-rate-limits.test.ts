@@ -668,6 +668,24 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect(statuses.slice(10)).toEqual([429, 429]);
   });
 
+  it("counts only signed-in password changes per address: anonymous 401s from the owner's network do not keep the owner from changing the password", async () => {
+    const s = await registerCustomer(a.http, xff('10.16.0.1'));
+    for (let i = 0; i < 12; i++) {
+      const anonymous = await a.http.post(
+        '/v1/me/password',
+        { currentPassword: TEST_PASSWORD, newPassword: 'a-neighbours-password' },
+        xff('10.16.0.1'),
+      );
+      expect(anonymous.status).toBe(401);
+    }
+    const changed = await a.http.post(
+      '/v1/me/password',
+      { currentPassword: TEST_PASSWORD, newPassword: 'a-brand-new-password' },
+      { token: s.accessToken, ...xff('10.16.0.1') },
+    );
+    expect(changed.status).toBe(204);
+  });
+
   it('keeps its counters in Redis under REDIS_KEY_PREFIX', async () => {
     const redis = new Redis(a.config.redis.url, { lazyConnect: true });
     try {

@@ -75,6 +75,8 @@ describe('rate-limit policies', () => {
     expect(phaseOf(policy('login-ip'))).toBe('before-auth');
     expect(phaseOf(policy('order-create'))).toBe('after-auth');
     expect(phaseOf(policy('user-writes'))).toBe('after-auth');
+    // by address, but after authentication: only a signed-in request reaches a password check
+    expect(phaseOf(policy('password-change-ip'))).toBe('after-auth');
   });
 
   it("counts every other write of a signed-in user per account, and never an anonymous caller's", () => {

@@ -60,6 +60,12 @@ export interface RateLimitPolicy {
    * wrong guess included.
    */
   inHandler?: true;
+  /**
+   * Counted after authentication although it counts by address: what it bounds (a password
+   * check) only a signed-in request reaches, and a request with no valid token counted before
+   * it would let anyone spend the owner's budget without an account.
+   */
+  afterAuth?: true;
 }
 
 /** The named policies. Limits are shared by every API instance (counters live in Redis). */
@@ -193,13 +199,16 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
   {
     // each checks a password (argon2, behind one gate per process): with login's 20 a minute,
     // one address gets at most 30 checks a minute, however many sessions it signs in (40 argon2
-    // runs with the new password's hash of each successful change)
+    // runs with the new password's hash of each successful change). Only signed-in requests
+    // count: ten anonymous 401s a minute from the owner's address (a shared network's neighbour)
+    // kept the owner from changing a leaked password, and checked none.
     name: 'password-change-ip',
     limit: 10,
     windowSeconds: 60,
     tracker: 'ip',
     scope: 'password-change',
     failClosed: true,
+    afterAuth: true,
   },
 
   {
@@ -227,6 +236,7 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
 ];
 
 export function phaseOf(policy: RateLimitPolicy): RateLimitPhase {
+  if (policy.afterAuth) return 'after-auth';
   return policy.tracker === 'ip' || policy.tracker === 'network' || policy.tracker === 'account'
     ? 'before-auth'
     : 'after-auth';
