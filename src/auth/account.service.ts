@@ -114,6 +114,7 @@ export class AccountService {
       checked = current.passwordHash;
     }
     this.signIns.rememberClient(user.email, clientIp, passwordEpochOf(hash));
+    await this.accountLimits.newPassword(userId);
     this.events.record({ event: 'password_changed', userId });
   }
 

@@ -593,6 +593,43 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     ).toBe(200);
   });
 
+  it("a password change starts the account's day of writes afresh: a thief who spent it with a stolen session, which the change ends, no longer holds the owner's writes", async () => {
+    const owner = await registerCustomer(a.http, xff('10.16.4.1'));
+    const key = `${a.config.redis.keyPrefix}:rl:${counterKey('user-writes-day', `user:${owner.user.id}`)}`;
+    const redis = new Redis(a.config.redis.url, { lazyConnect: true });
+    await redis.connect();
+    try {
+      // the day's writes, spent (as a stolen session writing 120 a minute spends them in ~17 min)
+      await redis.set(key, '2000', 'PX', 86_400_000);
+      const clear = (token: string) =>
+        a.http.request('DELETE', '/v1/cart', undefined, { token, ...xff('10.16.4.1') });
+      expect((await clear(owner.accessToken)).status).toBe(429);
+      // a wrong current password (the thief's guess) starts nothing afresh
+      const guessed = await a.http.post(
+        '/v1/me/password',
+        { currentPassword: 'a-wrong-guess-1', newPassword: 'thief-owns-it-now' },
+        { token: owner.accessToken, ...xff('10.16.4.1') },
+      );
+      expect(guessed.status).toBe(403);
+      expect(Number(await redis.get(key))).toBeGreaterThanOrEqual(2000);
+      const changed = await a.http.post(
+        '/v1/me/password',
+        { currentPassword: owner.password, newPassword: 'a-brand-new-password' },
+        { token: owner.accessToken, ...xff('10.16.4.1') },
+      );
+      expect(changed.status).toBe(204);
+      const signedIn = await a.http.post(
+        '/v1/auth/login',
+        { email: owner.email, password: 'a-brand-new-password' },
+        xff('10.16.4.1'),
+      );
+      expect(signedIn.status).toBe(200);
+      expect((await clear(signedIn.body.accessToken)).status).toBe(204);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
   it("limits one account's password changes over a day (10), counting only those whose current password was right", async () => {
     const s = await registerCustomer(a.http, xff('10.16.3.1'));
     const counter = `${a.config.redis.keyPrefix}:rl:${counterKey('password-change-day', `user:${s.user.id}`)}`;

@@ -39,6 +39,17 @@ export class AccountRateLimit {
   ) {}
 
   /**
+   * A new password starts the account's day of writes afresh (`user-writes-day`, per account —
+   * the access token does not name the password): a thief who spent it with a stolen session,
+   * which the change ended, no longer holds the owner's writes for the rest of the day. Bounded
+   * like the other budgets a change starts afresh: 10 changes a day (`password-change-day`).
+   */
+  async newPassword(userId: string): Promise<void> {
+    if (!this.config.rateLimitEnabled) return;
+    await this.storage.reset(counterKey('user-writes-day', `user:${userId}`));
+  }
+
+  /**
    * Counts one request of the account `userId` under the named policy — per password when
    * `passwordEpoch` is given (accountTracker), else per account; over its limit: 429 RATE_LIMITED.
    */

@@ -19,6 +19,7 @@ return { hits, ttl }
 `;
 
 /** One hit back, never below zero, the window's expiry kept. */
+const RESET = `redis.call('DEL', KEYS[1]) return 1`;
 const GIVE_BACK = `
 local hits = tonumber(redis.call('GET', KEYS[1]) or '0')
 if hits > 0 then redis.call('DECR', KEYS[1]) end
@@ -61,6 +62,13 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
    */
   async giveBack(key: string): Promise<void> {
     await withTimeout(this.redis.eval(GIVE_BACK, 1, this.prefix + key), STORE_TIMEOUT_MS).catch(
+      () => undefined,
+    );
+  }
+
+  /** Starts a counter afresh (best effort: a Redis that cannot answer keeps it). */
+  async reset(key: string): Promise<void> {
+    await withTimeout(this.redis.eval(RESET, 1, this.prefix + key), STORE_TIMEOUT_MS).catch(
       () => undefined,
     );
   }
