@@ -1,3 +1,4 @@
+import { IDEMPOTENCY_TTL_MS } from '../idempotency/idempotency-key';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { Counter } from 'prom-client';
 import { logOrder } from '../common/logging/order-log';
@@ -58,13 +59,27 @@ const RESEND_LIST_FIRST_AFTER_MS = 60 * 60_000;
  */
 const MAX_REST_ATTEMPTS = 5;
 
-/** The id of the key's `n`-th attempt: `refund:<actor>:<key>`, then `…:attempt:<n>`. */
-const attemptId = (actor: string, key: string, n: number): string =>
-  uuidFromName(n === 1 ? `refund:${actor}:${key}` : `refund:${actor}:${key}:attempt:${n}`);
+/**
+ * The id of the key's `n`-th attempt in its `generation`: `refund:<actor>:<key>`, then
+ * `…:attempt:<n>`; from the second generation on (the key used again once its 24 h record of an
+ * earlier refund expired) `refund:<actor>:<key>:generation:<g>`, then `…:attempt:<n>`.
+ */
+const attemptId = (actor: string, key: string, n: number, generation: number): string =>
+  uuidFromName(
+    `refund:${actor}:${key}${generation > 1 ? `:generation:${generation}` : ''}${n > 1 ? `:attempt:${n}` : ''}`,
+  );
 
-/** The ids of the key's first `count` attempts. */
-const attemptIds = (actor: string, key: string, count: number): string[] =>
-  Array.from({ length: count }, (_, i) => attemptId(actor, key, i + 1));
+/** The ids of the key's first `count` attempts in its `generation`. */
+const attemptIds = (actor: string, key: string, count: number, generation: number): string[] =>
+  Array.from({ length: count }, (_, i) => attemptId(actor, key, i + 1, generation));
+
+/** Where a key's refund stands: the attempt to continue, in the key's current generation. */
+interface KeyAttempt {
+  id: string;
+  number: number;
+  generation: number;
+  refund: Refund | null;
+}
 
 const retryShortly = (detail: string): DomainError =>
   new DomainError('SERVICE_UNAVAILABLE', detail, { headers: { 'Retry-After': '30' } });
@@ -141,7 +156,9 @@ export class RefundsService {
         throw retryShortly('Earlier refunds of this payment are still settling; retry shortly.');
       }
       attempt = await this.currentAttempt(input.actor, input.idempotencyKey);
-      const earlier = new Set(attemptIds(input.actor, input.idempotencyKey, attempt.number - 1));
+      const earlier = new Set(
+        attemptIds(input.actor, input.idempotencyKey, attempt.number - 1, attempt.generation),
+      );
       if (
         !attempt.refund &&
         remotes.some(
@@ -224,17 +241,31 @@ export class RefundsService {
    * `…:attempt:2`, …) that is not a failure, or the free id after the last failure — of this
    * order or another: a refused refund stored no answer, so its key runs afresh (API.md), for
    * any refund. Same-key requests never run at once (the idempotency interceptor holds the key).
+   *
+   * Within one lifetime of the key's record (IDEMPOTENCY_TTL_MS from the refund it made) a retry
+   * whose answer was never stored (a crash) continues that refund. After it, the key is a first
+   * request again (API.md: the result is stored for 24 h): a new generation of the chain, a new
+   * refund. (Answering with the earlier refund made a 201 claim a refund it had not made, and any
+   * other amount under the key was 422 for ever.)
    */
-  private async currentAttempt(
-    actor: string,
-    key: string,
-  ): Promise<{ id: string; number: number; refund: Refund | null }> {
-    for (let attempt = 1; ; attempt++) {
-      const id = attemptId(actor, key, attempt);
+  private async currentAttempt(actor: string, key: string): Promise<KeyAttempt> {
+    let generation = 1;
+    while (await this.refunds.findById(attemptId(actor, key, 1, generation + 1))) generation++;
+    for (let n = 1; ; n++) {
+      const id = attemptId(actor, key, n, generation);
       const refund = await this.refunds.findById(id);
-      if (!refund || refund.status !== 'failed' || attempt >= MAX_ATTEMPTS_PER_KEY) {
-        return { id, number: attempt, refund };
-      }
+      if (refund && refund.status === 'failed' && n < MAX_ATTEMPTS_PER_KEY) continue;
+      const expired =
+        refund !== null &&
+        this.clock.now().getTime() >= refund.createdAt.getTime() + IDEMPOTENCY_TTL_MS;
+      return expired
+        ? {
+            id: attemptId(actor, key, 1, generation + 1),
+            number: 1,
+            generation: generation + 1,
+            refund: null,
+          }
+        : { id, number: n, generation, refund };
     }
   }
 

@@ -607,6 +607,59 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(atGateway.rows[0].n).toBe(10_000);
   }, 30_000);
 
+  it('a refund key used again a day after its refund (its record expired) is a first request: a new refund, bounded by what remains — never the old refund answered as a new one', async () => {
+    const admin = await createAdmin(t);
+    const { order, pay } = await paidOrder(10_000);
+    const key = newKey();
+    const refund = (body: object) =>
+      t.http.post(`/v1/admin/orders/${order.body.id}/refunds`, body, {
+        token: admin.accessToken,
+        idempotencyKey: key,
+      });
+    // the refund made, its record purged, and both a day and more old
+    const aDayLater = async () => {
+      await t.db.pool.query(`DELETE FROM idempotency_keys WHERE key = $1`, [key]);
+      await t.db.pool.query(
+        `UPDATE refunds SET created_at = created_at - interval '25 hours' WHERE order_id = $1`,
+        [order.body.id],
+      );
+    };
+    const first = await refund({ amount: { amount: 3000, currency: 'INR' } });
+    expect(first.status).toBe(201);
+    await aDayLater();
+    // the same ask: a second refund of 3000 (the old one's answer would claim one not made)
+    const second = await refund({ amount: { amount: 3000, currency: 'INR' } });
+    expect([second.status, second.headers.get('idempotent-replayed')]).toEqual([201, null]);
+    expect(second.body.id).not.toBe(first.body.id);
+    // within its own day it replays as any key does
+    const replayed = await refund({ amount: { amount: 3000, currency: 'INR' } });
+    expect([
+      replayed.status,
+      replayed.headers.get('idempotent-replayed'),
+      replayed.body.id,
+    ]).toEqual([201, 'true', second.body.id]);
+    await aDayLater();
+    // another ask under the key a day later: the rest (not 422 for ever)
+    const rest = await refund({});
+    expect([rest.status, rest.body.amount.amount]).toEqual([201, 4000]);
+    await aDayLater();
+    // and a day later still, nothing remains: 409, as for any first request
+    expectProblem(
+      await refund({ amount: { amount: 1000, currency: 'INR' } }),
+      409,
+      'REFUND_EXCEEDS_CAPTURED',
+    );
+    expect(await statusOf(order.body.id)).toMatchObject({
+      status: 'REFUNDED',
+      refunded: { amount: 10_000 },
+    });
+    const atGateway = await t.db.pool.query(
+      `SELECT coalesce(sum(amount), 0)::int AS n FROM simulated_refunds WHERE intent_id = $1`,
+      [pay.body.paymentIntentId],
+    );
+    expect(atGateway.rows[0].n).toBe(10_000);
+  }, 30_000);
+
   it("refuses to pay someone else's order (404) and needs an Idempotency-Key (400)", async () => {
     const [bob] = await buyers(t.http, 1);
     const p = await insertProduct(t.db.pool, { stock: 5 });
