@@ -81,7 +81,7 @@ function setup() {
     'sessions',
   );
   const accountLimits = mockOf<AccountRateLimit>(
-    { take: jest.fn(async () => undefined) },
+    { take: jest.fn(async () => undefined), newPassword: jest.fn(async () => undefined) },
     'accountLimits',
   );
   const service = new AccountService(
@@ -168,6 +168,8 @@ describe('AccountService', () => {
         passwordEpochOf('new-hash'),
       );
       expect(s.events.record).toHaveBeenCalledWith({ event: 'password_changed', userId: 'u-1' });
+      // the day of writes a thief may have spent with a session the change ended starts afresh
+      expect(s.accountLimits.newPassword).toHaveBeenCalledWith('u-1');
     });
 
     it("a sign-in's rehash of the same password landing meanwhile does not refuse the right current password", async () => {
