@@ -8,16 +8,29 @@ import { charLength } from '../common/http/char-length';
  */
 export const normalizePassword = (password: string): string => password.normalize('NFKC');
 
-/** Whether `password` has `min`..`max` characters both as typed and as hashed (PasswordLength). */
+/**
+ * How many characters a password of at most `max` may have as typed: a decomposing keyboard sends
+ * a precomposed letter with its marks apart (`ở` as `o` + two combining marks), so the same
+ * password is longer typed on it — a Vietnamese passphrase of 103 characters was 136 — and must
+ * still be taken everywhere it is taken from a precomposing one. Bounded, so what is normalized
+ * and hashed stays small.
+ */
+export const typedPasswordMax = (max: number): number => 4 * max;
+
+/**
+ * Whether `password` has `min`..`max` characters in the form it is hashed in (normalizePassword),
+ * and at most typedPasswordMax(max) as typed (PasswordLength).
+ */
 export function passwordFits(password: string, min: number, max: number): boolean {
-  const fits = (s: string) => charLength(s) >= min && charLength(s) <= max;
-  return fits(password) && fits(normalizePassword(password));
+  if (charLength(password) > typedPasswordMax(max)) return false;
+  const hashed = charLength(normalizePassword(password));
+  return hashed >= min && hashed <= max;
 }
 
 /**
- * A new password of `min`..`max` characters both as typed and in the form it is hashed in
- * (normalizePassword): `e` + a combining accent, four times, is 8 characters typed but the
- * 4-character password `éééé`.
+ * A password of `min`..`max` characters in the form it is hashed in (normalizePassword), however
+ * it was typed: `e` + a combining accent, four times, is 8 characters typed but the 4-character
+ * password `éééé`; `ở` typed as three code points is one character.
  */
 export function PasswordLength(
   min: number,

@@ -769,7 +769,10 @@ export interface components {
              * @example asha@example.com
              */
             email: string;
-            /** @example correct-horse-battery */
+            /**
+             * @description Counted in Unicode NFKC, the form it is hashed in (the same password typed on any keyboard): at most 128 characters so; as typed (a decomposing keyboard sends a letter's marks apart), at most 512.
+             * @example correct-horse-battery
+             */
             password: string;
             /** @example Asha */
             name: string;
@@ -800,7 +803,10 @@ export interface components {
         LoginDto: {
             /** @example asha@example.com */
             email: string;
-            /** @example correct-horse-battery */
+            /**
+             * @description Counted in Unicode NFKC, the form it is hashed in (the same password typed on any keyboard): at most 128 characters so; as typed (a decomposing keyboard sends a letter's marks apart), at most 512.
+             * @example correct-horse-battery
+             */
             password: string;
             /** @description The `deviceToken` a login or registration of this account answered on this device. Failed sign-ins are then counted for the device, not for its network address: the failures of a stranger sharing the address (one NAT, a mobile carrier's shared address) do not hold this device back (the per-address request limits still count every request). Not a credential; one not made for this account is ignored */
             deviceToken?: string;
@@ -813,9 +819,15 @@ export interface components {
             refreshToken: string;
         };
         ChangePasswordDto: {
-            /** @example correct-horse-battery */
+            /**
+             * @description Counted in Unicode NFKC, the form it is hashed in (the same password typed on any keyboard): at most 128 characters so; as typed (a decomposing keyboard sends a letter's marks apart), at most 512.
+             * @example correct-horse-battery
+             */
             currentPassword: string;
-            /** @example staple-lamp-orbit-42 */
+            /**
+             * @description Counted in Unicode NFKC, the form it is hashed in (the same password typed on any keyboard): at most 128 characters so; as typed (a decomposing keyboard sends a letter's marks apart), at most 512.
+             * @example staple-lamp-orbit-42
+             */
             newPassword: string;
         };
         MoneyDto: {

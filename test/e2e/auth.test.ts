@@ -88,6 +88,41 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
         { token: again.body.accessToken },
       );
       expect(change2.status).toBe(400);
+      // a long passphrase: 104 characters precomposed, 136 as a decomposing keyboard types it —
+      // taken in either form everywhere (its length is the hashed form's)
+      const passphrase = `${'Phở bò tái chín '.repeat(6)}nước dùng`.slice(0, 104);
+      const decomposed = passphrase.normalize('NFD');
+      expect([[...passphrase].length, [...decomposed].length > 128]).toEqual([104, true]);
+      const longEmail = `long.${randomUUID()}@example.com`;
+      const registered = await t.http.post('/v1/auth/register', {
+        email: longEmail,
+        password: decomposed,
+        name: 'Viet',
+      });
+      expect(registered.status).toBe(201);
+      const signedIn = await t.http.post('/v1/auth/login', {
+        email: longEmail,
+        password: passphrase,
+      });
+      expect(signedIn.status).toBe(200);
+      expect(
+        (await t.http.post('/v1/auth/login', { email: longEmail, password: decomposed })).status,
+      ).toBe(200);
+      const changed = await t.http.post(
+        '/v1/me/password',
+        { currentPassword: decomposed, newPassword: passphrase.slice(0, 100).normalize('NFD') },
+        { token: signedIn.body.accessToken },
+      );
+      expect(changed.status).toBe(204);
+      // still at most 128 characters in the hashed form, and at most 512 typed
+      for (const password of [
+        'p'.repeat(129),
+        'e\u0301'.repeat(129),
+        'e\u0301\u0301\u0301\u0301\u0301'.repeat(100),
+      ]) {
+        const res = await t.http.post('/v1/auth/login', { email: longEmail, password });
+        expect([res.status, res.body.errors?.[0]?.field]).toEqual([400, 'password']);
+      }
     });
 
     it('registers, logs in, reads /me, refreshes and logs out', async () => {

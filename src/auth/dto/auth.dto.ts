@@ -10,7 +10,7 @@ import {
 import { ROLES, Role } from '../permissions';
 import { CharLength, MaxChars } from '../../common/http/char-length';
 import { SingleLine, VisibleName, withoutDirectionMarks } from '../../common/http/single-line';
-import { PasswordLength } from '../password-form';
+import { PasswordLength, typedPasswordMax } from '../password-form';
 
 // Request DTOs accept exactly these fields: the global ValidationPipe refuses any other
 // (`role`, `userId`, …) with a 400, so mass assignment is impossible.
@@ -24,6 +24,8 @@ const nameForm = ({ value }: { value: unknown }) =>
 
 export const PASSWORD_MIN = 8;
 export const PASSWORD_MAX = 128;
+/** What a password's length is counted in (password-form.ts). */
+const PASSWORD_FORM = `Counted in Unicode NFKC, the form it is hashed in (the same password typed on any keyboard): at most ${PASSWORD_MAX} characters so; as typed (a decomposing keyboard sends a letter's marks apart), at most ${typedPasswordMax(PASSWORD_MAX)}.`;
 /** A device token is 66 characters (SessionIssuer#deviceTokenFor); some room for a later form. */
 const DEVICE_TOKEN_MAX = 200;
 
@@ -61,7 +63,8 @@ export class RegisterDto {
 
   @ApiProperty({
     minLength: PASSWORD_MIN,
-    maxLength: PASSWORD_MAX,
+    maxLength: typedPasswordMax(PASSWORD_MAX),
+    description: PASSWORD_FORM,
     example: 'correct-horse-battery',
   })
   @IsString()
@@ -84,9 +87,13 @@ export class LoginDto {
   @MaxChars(254)
   email!: string;
 
-  @ApiProperty({ maxLength: PASSWORD_MAX, example: 'correct-horse-battery' })
+  @ApiProperty({
+    maxLength: typedPasswordMax(PASSWORD_MAX),
+    description: PASSWORD_FORM,
+    example: 'correct-horse-battery',
+  })
   @IsString()
-  @MaxChars(PASSWORD_MAX)
+  @PasswordLength(0, PASSWORD_MAX)
   password!: string;
 
   @ApiPropertyOptional({
@@ -116,14 +123,19 @@ export class RefreshDto {
 }
 
 export class ChangePasswordDto {
-  @ApiProperty({ maxLength: PASSWORD_MAX, example: 'correct-horse-battery' })
+  @ApiProperty({
+    maxLength: typedPasswordMax(PASSWORD_MAX),
+    description: PASSWORD_FORM,
+    example: 'correct-horse-battery',
+  })
   @IsString()
-  @MaxChars(PASSWORD_MAX)
+  @PasswordLength(0, PASSWORD_MAX)
   currentPassword!: string;
 
   @ApiProperty({
     minLength: PASSWORD_MIN,
-    maxLength: PASSWORD_MAX,
+    maxLength: typedPasswordMax(PASSWORD_MAX),
+    description: PASSWORD_FORM,
     example: 'staple-lamp-orbit-42',
   })
   @IsString()
