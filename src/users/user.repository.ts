@@ -4,6 +4,7 @@ import type { Role } from '../auth/permissions';
 import { TransactionHost } from '../database/transaction-host';
 import { UserEntity } from './entities/user.entity';
 import { REHASH_SETTING, passwordEpochOf } from './password-epoch';
+import { ROLE_CHANGE_SETTING } from './role-change';
 
 export interface User {
   id: string;
@@ -117,8 +118,14 @@ export class UserRepository {
    * name of an existing account is kept. Idempotent. The epoch is the trigger's
    * (users_password_epoch): kept when the hash is the account's own, a new one otherwise.
    */
+  /**
+   * Creates the account or gives the existing one (same email) this role and password hash. The
+   * caller ends the account's sessions itself when the role changes (ROLE_CHANGE_SETTING: the
+   * trigger that otherwise does leaves them to it) — in the same transaction.
+   */
   async upsertWithRole(u: NewUser, now: Date): Promise<User> {
     return this.tx.withManager(async (m) => {
+      await m.query(`SELECT set_config('${ROLE_CHANGE_SETTING}', 'on', true)`);
       await users(m)
         .createQueryBuilder()
         .insert()

@@ -1,7 +1,7 @@
 import Redis from 'ioredis';
 import { createHash } from 'node:crypto';
 import { PasswordHasher } from '../../src/auth/password-hasher';
-import { TEST_PASSWORD, login, registerCustomer } from '../support/auth';
+import { TEST_PASSWORD, createAdmin, login, registerCustomer } from '../support/auth';
 import type { HttpClient } from '../support/http';
 import { PrivateRedis } from '../support/private-redis';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -198,6 +198,36 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
       (await a.http.post('/v1/auth/login', { email: s.email, password: 'owner-took-it-back-42' }))
         .status,
     ).toBe(200);
+  });
+
+  it("after a role lowered by an operator's SQL (the only way to lower one): every session of the account, everywhere — an admin's token no longer carries its permissions", async () => {
+    const admin = await createAdmin(a);
+    const other = await createAdmin(a);
+    const orders = (token: string, http = a.http) =>
+      http.get('/v1/admin/orders', { token }).then((r) => r.status);
+    expect(await orders(admin.accessToken)).toBe(200);
+    await a.db.pool.query(`UPDATE users SET role = 'customer' WHERE email = $1`, [admin.email]);
+    for (const http of [a.http, b.http]) {
+      // (read from the database's record, every 2 s: no process wrote a mark)
+      expect(await meStatusBecomes(http, admin.accessToken, 401, 8000)).toBe(401);
+      expect(await orders(admin.accessToken, http)).toBe(401);
+    }
+    const refreshed = await a.http.post('/v1/auth/refresh', { refreshToken: admin.refreshToken });
+    expect(refreshed.status).toBe(401);
+    const revoked = await a.db.pool.query(
+      `SELECT DISTINCT revoked_reason FROM refresh_token_families f JOIN users u ON u.id = f.user_id WHERE u.email = $1`,
+      [admin.email],
+    );
+    expect(revoked.rows).toEqual([{ revoked_reason: 'role-changed' }]);
+    // signed in again: a customer's session, with a customer's rights
+    const again = await login(a.http, admin.email, admin.password);
+    expect(await orders(again.accessToken)).toBe(403);
+    // a write that leaves the role as it was ends nothing; another account is untouched
+    await a.db.pool.query(`UPDATE users SET role = role, name = 'x' WHERE email = $1`, [
+      admin.email,
+    ]);
+    expect(await meStatus(b.http, again.accessToken)).toBe(200);
+    expect(await orders(other.accessToken, b.http)).toBe(200);
   });
 
   it('after a detected refresh-token reuse: every access token of that family', async () => {
