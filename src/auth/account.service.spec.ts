@@ -136,7 +136,7 @@ describe('AccountService', () => {
         { currentPassword: 'old', newPassword: 'new-password' },
         '10.0.0.1',
       );
-      // the current password counts as a sign-in attempt, in login's buckets
+      // the current password counts as a sign-in attempt, in the password change's buckets
       expect(s.signIns.signIn).toHaveBeenCalledWith(
         'password-change',
         user.email,

@@ -39,10 +39,11 @@ export class AccountService {
 
   /**
    * Needs the current password; revokes every session (refresh-token family) of the user. The
-   * current password is a password guess like a sign-in's: counted per (account, client) as
-   * login's and in a ceiling per session, 10 per 15 min (rate-limit.policies.ts signInBuckets
-   * 'password-change'; 429 once spent), so a stolen session gets no more than that and cannot
-   * spend the owner's — and not in the login ceiling, which a stranger fills with wrong logins.
+   * current password is a password guess like a sign-in's: counted per (account, session,
+   * client) with login's growing delay and in a ceiling per session, 10 per 15 min
+   * (rate-limit.policies.ts signInBuckets 'password-change'; 429 once spent), so a stolen session
+   * gets no more than that and cannot spend the owner's — and not in login's buckets, which a
+   * stranger fills with wrong logins (from the owner's address too).
    */
   async changePassword(
     userId: string,

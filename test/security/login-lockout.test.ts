@@ -53,23 +53,40 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     await a?.close();
   });
 
-  it('wrong current passwords on a password change count as failed sign-ins (a stolen session gets no guessing budget of its own)', async () => {
+  it("wrong current passwords on a password change are held back as a sign-in's are, per session and client; a stranger's wrong logins from the owner's address do not hold the owner's change", async () => {
     const owner = await registerCustomer(a.http, fromClient('10.41.0.1'));
     const thief = '10.41.9.9';
-    for (let i = 0; i < FREE_FAILURES; i++) {
-      const res = await a.http.post(
+    const change = (currentPassword: string, ip: string, token = owner.accessToken) =>
+      a.http.post(
         '/v1/me/password',
-        { currentPassword: `guess-${i}-guess`, newPassword: 'thief-owns-it-now' },
-        { token: owner.accessToken, ...fromClient(thief) },
+        { currentPassword, newPassword: 'thief-owns-it-now' },
+        { token, ...fromClient(ip) },
       );
+    for (let i = 0; i < FREE_FAILURES; i++) {
+      const res = await change(`guess-${i}-guess`, thief);
       expect([res.status, res.body.code]).toEqual([403, 'CURRENT_PASSWORD_INCORRECT']);
     }
-    // the guesses were counted in login's buckets: that client is now held back on login too
-    const next = await signIn(b, owner.email, 'guess-again-guess', thief);
-    expect(next.status).toBe(429);
-    expect(retryAfter(next)).toBeGreaterThan(0);
-    // and the owner, from their own client, is not
-    expect((await signIn(b, owner.email, TEST_PASSWORD, '10.41.0.2')).status).toBe(200);
+    // the session's guesses from that client are held back now, as a sign-in's would be
+    const held = await b.http.post(
+      '/v1/me/password',
+      { currentPassword: 'guess-again-guess', newPassword: 'thief-owns-it-now' },
+      { token: owner.accessToken, ...fromClient(thief) },
+    );
+    expect(held.status).toBe(429);
+    expect(retryAfter(held)).toBeGreaterThan(0);
+    // a stranger behind the owner's address (one NAT) fills login's pair for the account there …
+    const home = '10.41.0.7';
+    for (let i = 0; i < FREE_FAILURES; i++)
+      await signIn(b, owner.email, `stranger-${i}-guess`, home);
+    expect((await signIn(b, owner.email, TEST_PASSWORD, home)).status).toBe(429);
+    // … and the owner, signed in, still changes the leaked password from there
+    const own = await login(a.http, owner.email, TEST_PASSWORD, fromClient('10.41.0.1').headers);
+    const changed = await a.http.post(
+      '/v1/me/password',
+      { currentPassword: TEST_PASSWORD, newPassword: 'a-brand-new-password' },
+      { token: own.accessToken, ...fromClient(home) },
+    );
+    expect(changed.status).toBe(204);
   });
 
   it("a stranger filling the account's login ceiling does not stop the signed-in owner changing the password from a new network", async () => {

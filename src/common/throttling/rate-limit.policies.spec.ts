@@ -209,17 +209,21 @@ describe('failed sign-in buckets', () => {
     expect(signInBuckets('login', 'a@b.io', '203.0.113.7', limits, true)).toHaveLength(1); // the owner's own client
   });
 
-  it("password change: login's per-(account, client) bucket and a ceiling of its own, never login's ceiling", () => {
+  it("password change: a progressive bucket per (account, session, client) and a ceiling per session, never login's pair or ceiling", () => {
     const [loginPair, loginCeiling] = signInBuckets('login', 'a@b.io', '203.0.113.7', limits);
-    const buckets = signInBuckets('password-change', 'a@b.io', '203.0.113.7', limits);
+    const change = (ip: string, session: string) =>
+      signInBuckets('password-change', 'a@b.io', ip, limits, false, session);
+    const buckets = change('203.0.113.7', 's-1');
     expect(buckets).toHaveLength(2);
     const [pair, ceiling] = buckets;
-    expect(pair.key).toBe(loginPair.key);
+    // a stranger's wrong logins from the owner's address fill login's pair, not this one
+    expect(pair).toMatchObject({ kind: 'progressive', limit: loginPair.limit });
+    expect(pair.key).not.toBe(loginPair.key);
+    expect(change('203.0.113.7', 's-2')[0].key).not.toBe(pair.key);
+    expect(change('198.51.100.1', 's-1')[0].key).not.toBe(pair.key);
     expect(ceiling).toMatchObject({ kind: 'window', limit: PASSWORD_CHANGE_FAILURES_PER_SESSION });
     expect(ceiling.key).not.toBe(loginCeiling.key);
-    expect(signInBuckets('password-change', 'a@b.io', '198.51.100.1', limits)[1].key).toBe(
-      ceiling.key,
-    );
+    expect(change('198.51.100.1', 's-1')[1].key).toBe(ceiling.key);
   });
 
   it('queue board: per client over all accounts, plus the ceiling it shares with login', () => {

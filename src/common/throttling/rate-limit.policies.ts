@@ -433,12 +433,14 @@ function windowBucket(key: string, limit: number, windowMs: number): FailureBuck
  *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
  *   login so that two doors do not double an attacker's budget — not from the account's own
  *   clients either (the same mark: a sign-in through login or the board remembers the client);
- * - password change (the current password, from a signed-in session): the same per-(account,
- *   client) bucket as login and a ceiling per session, PASSWORD_CHANGE_FAILURES_PER_SESSION per
- *   window — not the login ceiling, which any stranger can fill with wrong logins for the email,
- *   nor one per account, which a stolen session could fill: the owner must be able to change a
- *   leaked password just then, from any network. A stolen session gets 10 guesses per window,
- *   and opening another one takes the password.
+ * - password change (the current password, from a signed-in session): a progressive bucket per
+ *   (account, session, client), like login's pair, and a ceiling per session,
+ *   PASSWORD_CHANGE_FAILURES_PER_SESSION per window — not login's pair, which a stranger behind
+ *   the owner's address (one NAT) fills with wrong logins for the email, and it held the signed-in
+ *   owner's change; not the login ceiling, which any stranger can fill; nor one per account,
+ *   which a stolen session could fill: the owner must be able to change a leaked password just
+ *   then, from any network. A stolen session gets 10 guesses per window, and opening another one
+ *   takes the password.
  */
 export function signInBuckets(
   channel: SignInChannel,
@@ -468,7 +470,9 @@ export function signInBuckets(
     key:
       channel === 'login' && device
         ? `signin-device:${digest(email, device)}`
-        : `signin-client:${digest(email, client)}`,
+        : channel === 'password-change' && session
+          ? `password-change-client:${digest(email, session, client)}`
+          : `signin-client:${digest(email, client)}`,
     kind: 'progressive',
     limit: limits.failuresPerClient,
     windowMs: SIGN_IN_PAIR_MEMORY_MS,
