@@ -52,13 +52,29 @@ describe('emails whose jobs Redis lost', () => {
         [orderId],
       )
     ).rows;
-  /** As if the events had been published a few minutes ago (past the pass's grace period). */
-  const age = (orderId: string) =>
-    t.db.pool.query(
+  /**
+   * As if the events had been published a few minutes ago (past the pass's grace period) — once
+   * each is recorded as published: the relay queues an event's job, then records it, so a job
+   * already found may belong to an event still pending for a moment (aged then, it was not).
+   */
+  const age = async (orderId: string) => {
+    await waitFor(
+      "the order's events recorded as published",
+      async () =>
+        (
+          await t.db.pool.query(
+            `SELECT count(*)::int AS n FROM outbox WHERE status <> 'published' AND payload ->> 'orderId' = $1`,
+            [orderId],
+          )
+        ).rows[0].n as number,
+      { until: (n) => n === 0 },
+    );
+    await t.db.pool.query(
       `UPDATE outbox SET published_at = published_at - interval '5 minutes'
         WHERE status = 'published' AND payload ->> 'orderId' = $1`,
       [orderId],
     );
+  };
 
   async function order(): Promise<string> {
     const productId = await insertProduct(t.db.pool, { stock: 10 });
