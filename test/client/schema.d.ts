@@ -804,7 +804,7 @@ export interface components {
             /** @example asha@example.com */
             email: string;
             /**
-             * @description Counted in Unicode NFKC, the form it is hashed in (the same password typed on any keyboard): at most 128 characters so; as typed (a decomposing keyboard sends a letter's marks apart), at most 512.
+             * @description As typed, at most 512 characters (a password is set with at most 128 in Unicode NFKC; one set before passwords were normalized may have more there).
              * @example correct-horse-battery
              */
             password: string;
@@ -820,7 +820,7 @@ export interface components {
         };
         ChangePasswordDto: {
             /**
-             * @description Counted in Unicode NFKC, the form it is hashed in (the same password typed on any keyboard): at most 128 characters so; as typed (a decomposing keyboard sends a letter's marks apart), at most 512.
+             * @description As typed, at most 512 characters (a password is set with at most 128 in Unicode NFKC; one set before passwords were normalized may have more there).
              * @example correct-horse-battery
              */
             currentPassword: string;

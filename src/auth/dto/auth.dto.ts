@@ -26,6 +26,8 @@ export const PASSWORD_MIN = 8;
 export const PASSWORD_MAX = 128;
 /** What a password's length is counted in (password-form.ts). */
 const PASSWORD_FORM = `Counted in Unicode NFKC, the form it is hashed in (the same password typed on any keyboard): at most ${PASSWORD_MAX} characters so; as typed (a decomposing keyboard sends a letter's marks apart), at most ${typedPasswordMax(PASSWORD_MAX)}.`;
+/** What a password given to be checked may be (login, the current password of a change). */
+const CHECKED_PASSWORD_FORM = `As typed, at most ${typedPasswordMax(PASSWORD_MAX)} characters (a password is set with at most ${PASSWORD_MAX} in Unicode NFKC; one set before passwords were normalized may have more there).`;
 /** A device token is 66 characters (SessionIssuer#deviceTokenFor); some room for a later form. */
 const DEVICE_TOKEN_MAX = 200;
 
@@ -89,11 +91,13 @@ export class LoginDto {
 
   @ApiProperty({
     maxLength: typedPasswordMax(PASSWORD_MAX),
-    description: PASSWORD_FORM,
+    description: CHECKED_PASSWORD_FORM,
     example: 'correct-horse-battery',
   })
   @IsString()
-  @PasswordLength(0, PASSWORD_MAX)
+  // bounded as typed only: a password set before passwords were normalized was bounded so, and
+  // may be longer in NFKC (`…` is three characters there); it must still sign in
+  @MaxChars(typedPasswordMax(PASSWORD_MAX))
   password!: string;
 
   @ApiPropertyOptional({
@@ -125,11 +129,13 @@ export class RefreshDto {
 export class ChangePasswordDto {
   @ApiProperty({
     maxLength: typedPasswordMax(PASSWORD_MAX),
-    description: PASSWORD_FORM,
+    description: CHECKED_PASSWORD_FORM,
     example: 'correct-horse-battery',
   })
   @IsString()
-  @PasswordLength(0, PASSWORD_MAX)
+  // bounded as typed only: a password set before passwords were normalized was bounded so, and
+  // may be longer in NFKC (`…` is three characters there); it must still sign in
+  @MaxChars(typedPasswordMax(PASSWORD_MAX))
   currentPassword!: string;
 
   @ApiProperty({
