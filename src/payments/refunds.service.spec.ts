@@ -101,11 +101,13 @@ function mockRefunds(captured = 24_900) {
     | 'reverse'
     | 'touch'
   > = {
-    reserve: jest.fn(async (r: NewRefund, amount: number | null, _at: Date) => {
+    reserve: jest.fn(async (r: NewRefund, amount: number | null, at: Date) => {
       const want = amount ?? captured - reserved();
       if (want <= 0 || reserved() + want > captured) return null;
       const row = refund({
         ...r,
+        createdAt: at,
+        updatedAt: at,
         amount: want,
         requestedRest: r.reason === 'requested' ? amount === null : null,
         status: r.providerRefundId ? 'succeeded' : 'pending',
@@ -214,7 +216,9 @@ async function setup(opts: { captured?: number } = {}) {
     // run() is generic: a plain jest.fn that runs the work in place
     tx: { run: jest.fn((work: () => Promise<unknown>) => work()) },
   };
-  const clock: Pick<Clock, 'now'> = { now: () => NOW };
+  let now = NOW;
+  const clock: Pick<Clock, 'now'> = { now: () => now };
+  const later = (ms: number) => (now = new Date(now.getTime() + ms));
   let n = 0;
   const ids: Pick<IdGenerator, 'uuid'> = { uuid: () => `generated-${++n}` };
   const reversals = jest.fn();
@@ -247,6 +251,7 @@ async function setup(opts: { captured?: number } = {}) {
     rows: refunds.rows,
     reversals,
     automaticFailures,
+    later,
     ...m,
   };
 }
@@ -463,6 +468,65 @@ describe('RefundsService', () => {
         idempotencyKey: KEY,
       });
       await expect(other.catch(domainCode)).resolves.toBe('IDEMPOTENCY_KEY_REUSED');
+    });
+
+    describe("a key's lifetime (its record's: a day after its refund the key is a first request again)", () => {
+      const DAY = 24 * 3600_000;
+      const generationId = (key: string, g: number, n = 1) =>
+        uuidFromName(`refund:${ADMIN}:${key}\ngeneration:${g}${n > 1 ? `:attempt:${n}` : ''}`);
+      const ask = (s: Awaited<ReturnType<typeof setup>>, key = KEY, amount = 1_000) =>
+        s.service.request({ orderId: ORDER, amount, actor: ADMIN, idempotencyKey: key });
+
+      it('within the day, the same ask continues its refund (a crash retried): no second one', async () => {
+        const s = await setup();
+        const first = await ask(s);
+        expect(first.id).toBe(REFUND_ID); // the first generation's ids are what they always were
+        s.later(DAY - 6 * 60_000);
+        expect((await ask(s)).id).toBe(REFUND_ID);
+        expect(s.refunds.reserve).toHaveBeenCalledTimes(1);
+        expect(s.gateway.createRefund).toHaveBeenCalledTimes(1);
+      });
+
+      it('a day later, the same ask is a new refund of its own (a new generation), and another amount is no 422', async () => {
+        const s = await setup();
+        await ask(s);
+        s.later(DAY);
+        const second = await ask(s);
+        expect(second).toMatchObject({ id: generationId(KEY, 2), status: 'succeeded' });
+        expect((await ask(s)).id).toBe(second.id); // and within its own day, continued
+        s.later(DAY);
+        const third = await ask(s, KEY, 500);
+        expect(third).toMatchObject({ id: generationId(KEY, 3), amount: 500 });
+        expect(s.gateway.createRefund.mock.calls.map(([c]) => c.idempotencyKey)).toEqual([
+          `refund:${REFUND_ID}`,
+          `refund:${second.id}`,
+          `refund:${third.id}`,
+        ]);
+      });
+
+      it("a refused attempt in a later generation: its retry is that generation's next attempt", async () => {
+        const s = await setup();
+        await ask(s);
+        s.later(DAY);
+        s.gateway.createRefund.mockRejectedValueOnce(
+          new GatewayError('rejected', 'insufficient_funds', 'refused'),
+        );
+        await expect(ask(s).catch(domainCode)).resolves.toBe('PAYMENT_PROVIDER_REJECTED');
+        const retried = await ask(s);
+        expect(retried).toMatchObject({ id: generationId(KEY, 2, 2), status: 'succeeded' });
+      });
+
+      it("a key spelled like another key's generation names its own refund, never that one", async () => {
+        const s = await setup();
+        const lookalike = await ask(s, `${KEY}:generation:2`, 700);
+        expect(lookalike.id).toBe(uuidFromName(`refund:${ADMIN}:${KEY}:generation:2`));
+        await ask(s);
+        s.later(DAY);
+        const second = await ask(s);
+        expect(second.id).toBe(generationId(KEY, 2));
+        expect(second.id).not.toBe(lookalike.id);
+        expect(second.amount).toBe(1_000);
+      });
     });
 
     it('the same key used for another order is refused', async () => {

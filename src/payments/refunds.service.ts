@@ -62,12 +62,21 @@ const MAX_REST_ATTEMPTS = 5;
 /**
  * The id of the key's `n`-th attempt in its `generation`: `refund:<actor>:<key>`, then
  * `…:attempt:<n>`; from the second generation on (the key used again once its 24 h record of an
- * earlier refund expired) `refund:<actor>:<key>:generation:<g>`, then `…:attempt:<n>`.
+ * earlier refund expired) `refund:<actor>:<key>` + a line break + `generation:<g>`, then
+ * `…:attempt:<n>` — a separator no key holds (printable ASCII only), so no key of the same
+ * caller names another key's generation (`K:generation:2` is not K's second).
  */
 const attemptId = (actor: string, key: string, n: number, generation: number): string =>
   uuidFromName(
-    `refund:${actor}:${key}${generation > 1 ? `:generation:${generation}` : ''}${n > 1 ? `:attempt:${n}` : ''}`,
+    `refund:${actor}:${key}${generation > 1 ? `\ngeneration:${generation}` : ''}${n > 1 ? `:attempt:${n}` : ''}`,
   );
+/**
+ * A key's refund belongs to an earlier lifetime of the key once this long has passed since it was
+ * made: the key's record (IDEMPOTENCY_TTL_MS from its claim, which came first) has expired by
+ * then, with a margin for the time between the claim and the refund's row (its checks, a provider
+ * call for an earlier attempt) — within it, the old refund would be answered as made anew.
+ */
+const KEY_LIFETIME_MS = IDEMPOTENCY_TTL_MS - 5 * 60_000;
 
 /** The ids of the key's first `count` attempts in its `generation`. */
 const attemptIds = (actor: string, key: string, count: number, generation: number): string[] =>
@@ -242,7 +251,7 @@ export class RefundsService {
    * order or another: a refused refund stored no answer, so its key runs afresh (API.md), for
    * any refund. Same-key requests never run at once (the idempotency interceptor holds the key).
    *
-   * Within one lifetime of the key's record (IDEMPOTENCY_TTL_MS from the refund it made) a retry
+   * Within one lifetime of the key's record (KEY_LIFETIME_MS from the refund it made) a retry
    * whose answer was never stored (a crash) continues that refund. After it, the key is a first
    * request again (API.md: the result is stored for 24 h): a new generation of the chain, a new
    * refund. (Answering with the earlier refund made a 201 claim a refund it had not made, and any
@@ -257,7 +266,7 @@ export class RefundsService {
       if (refund && refund.status === 'failed' && n < MAX_ATTEMPTS_PER_KEY) continue;
       const expired =
         refund !== null &&
-        this.clock.now().getTime() >= refund.createdAt.getTime() + IDEMPOTENCY_TTL_MS;
+        this.clock.now().getTime() >= refund.createdAt.getTime() + KEY_LIFETIME_MS;
       return expired
         ? {
             id: attemptId(actor, key, 1, generation + 1),
