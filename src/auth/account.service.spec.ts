@@ -35,6 +35,7 @@ function setup() {
       lockPassword: jest.fn(async () => ({
         passwordHash: user.passwordHash,
         passwordEpoch: user.passwordEpoch,
+        role: 'customer',
       })),
     },
     'users',
@@ -265,6 +266,7 @@ describe('AccountService', () => {
       s.users.lockPassword.mockResolvedValue({
         passwordHash: 'rehashed-same-password',
         passwordEpoch: user.passwordEpoch,
+        role: 'customer',
       });
       s.users.upsertWithRole.mockResolvedValue({
         ...user,
@@ -290,6 +292,7 @@ describe('AccountService', () => {
       s.users.lockPassword.mockResolvedValue({
         passwordHash: 'changed-meanwhile',
         passwordEpoch: 'epoch-of-a-new-passwor',
+        role: 'customer',
       });
       s.users.upsertWithRole.mockResolvedValue({
         ...user,

@@ -34,6 +34,7 @@ function setup() {
       lockPassword: jest.fn(async () => ({
         passwordHash: user.passwordHash,
         passwordEpoch: user.passwordEpoch,
+        role: 'customer',
       })),
     },
     'users',
@@ -242,6 +243,27 @@ describe('AuthService', () => {
       expect(s.hasher.verify).not.toHaveBeenCalled();
     });
 
+    it("issues the role read under the session's lock, not the one first read (an admin lowered while the password was verified)", async () => {
+      const s = setup();
+      s.users.findByEmail.mockResolvedValue({ ...user, role: 'admin' });
+      s.hasher.verify.mockResolvedValue(true);
+      s.hasher.needsRehash.mockReturnValue(false);
+      s.users.lockPassword.mockResolvedValue({
+        passwordHash: user.passwordHash,
+        passwordEpoch: user.passwordEpoch,
+        role: 'customer',
+      });
+      const tokens = await s.service.login(
+        { email: 'a@b.io', password: 'the-password' },
+        '10.0.0.1',
+      );
+      expect(tokens.user.role).toBe('customer');
+      expect(s.sessions.tokensFor).toHaveBeenCalledWith(
+        expect.objectContaining({ id: user.id, role: 'customer' }),
+        expect.anything(),
+      );
+    });
+
     it('reports success to the sign-in limits only once the session committed: a change that won the race counts as a failure', async () => {
       const s = setup();
       s.users.findByEmail.mockResolvedValue(user);
@@ -249,6 +271,7 @@ describe('AuthService', () => {
       s.users.lockPassword.mockResolvedValue({
         passwordHash: 'the-new-hash',
         passwordEpoch: 'epoch-of-a-new-password',
+        role: 'customer',
       });
       let answered: unknown = 'not called';
       s.signIns.signIn.mockImplementationOnce(async (_c, _a, _i, verify) => {
@@ -363,6 +386,7 @@ describe('AuthService', () => {
       s.users.lockPassword.mockResolvedValue({
         passwordHash: 'the-new-hash',
         passwordEpoch: 'epoch-of-a-new-password',
+        role: 'customer',
       });
       s.hasher.verify.mockResolvedValueOnce(true).mockResolvedValueOnce(false); // not the new password
       expect(
@@ -383,6 +407,7 @@ describe('AuthService', () => {
       s.users.lockPassword.mockResolvedValue({
         passwordHash: 'rehashed-by-the-twin',
         passwordEpoch: user.passwordEpoch,
+        role: 'customer',
       });
       // argon2 never runs inside a transaction (it would hold the row lock and a connection)
       let inTransaction = false;
@@ -422,10 +447,12 @@ describe('AuthService', () => {
         .mockResolvedValueOnce({
           passwordHash: 'reset-to-the-same',
           passwordEpoch: 'epoch-of-the-reset-one',
+          role: 'customer',
         })
         .mockResolvedValue({
           passwordHash: 'reset-to-the-same',
           passwordEpoch: 'epoch-of-the-reset-one',
+          role: 'customer',
         });
       await s.service.login({ email: 'a@b.io', password: 'pw-pw-pw-pw' }, '10.0.0.1');
       expect(s.sessions.open).toHaveBeenCalledTimes(1);

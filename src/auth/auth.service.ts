@@ -121,7 +121,7 @@ export class AuthService {
         });
         if (!found || !ok) return null;
         const opened = await this.openSession(found, dto.password, clientKey, clientIp);
-        return opened ? { user: found, ...opened } : null;
+        return opened ? { user: { ...found, role: opened.role }, ...opened } : null;
       },
       // Redis's marks of the owner's clients may be gone: the sessions on record still know them
       {
@@ -155,7 +155,7 @@ export class AuthService {
     password: string,
     clientKey: string,
     clientIp: string,
-  ): Promise<{ session: Session; passwordEpoch: string } | null> {
+  ): Promise<{ session: Session; passwordEpoch: string; role: User['role'] } | null> {
     // one account's sign-ins a day (each keeps its rows for 30 days after its session ends): a
     // 429 here gives the failure buckets back (the password was right)
     await this.accountLimits.take('login-account-day', user.id, user.passwordEpoch);
@@ -167,7 +167,8 @@ export class AuthService {
       const now = this.clock.now();
       const outcome = await this.tx.run(
         async (): Promise<
-          { changed: string | null } | { session: Session; passwordEpoch: string }
+          | { changed: string | null }
+          | { session: Session; passwordEpoch: string; role: User['role'] }
         > => {
           // The password was verified against `verified`. A password change that committed since
           // revoked every session of the account — this one must not open after it: the hash is
@@ -181,7 +182,10 @@ export class AuthService {
             await this.users.setPasswordHash(user.id, upgraded, now, verified, 'rehash');
           }
           const session = await this.sessions.open(user.id, now, clientKey);
-          return { session, passwordEpoch: current.passwordEpoch };
+          // the role as locked here, not as first read (before argon2): a role an operator lowered
+          // meanwhile committed before this lock was granted — its trigger never saw this session —
+          // and the access token must not carry the old one
+          return { session, passwordEpoch: current.passwordEpoch, role: current.role };
         },
       );
       if ('session' in outcome) return outcome;

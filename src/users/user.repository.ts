@@ -101,25 +101,24 @@ export class UserRepository {
   async lockPassword(
     id: string,
     forUpdate = false,
-  ): Promise<Pick<User, 'passwordHash' | 'passwordEpoch'> | null> {
+  ): Promise<Pick<User, 'passwordHash' | 'passwordEpoch' | 'role'> | null> {
     const found = await this.tx.withManager((m) =>
       users(m)
         .createQueryBuilder('u')
-        .select(['u.id', 'u.passwordHash', 'u.passwordEpoch'])
+        .select(['u.id', 'u.passwordHash', 'u.passwordEpoch', 'u.role'])
         .setLock(forUpdate ? 'for_no_key_update' : 'pessimistic_read')
         .where('u.id = :id', { id })
         .getOne(),
     );
-    return found ? { passwordHash: found.passwordHash, passwordEpoch: found.passwordEpoch } : null;
+    return found
+      ? { passwordHash: found.passwordHash, passwordEpoch: found.passwordEpoch, role: found.role }
+      : null;
   }
 
   /**
    * Creates the user, or gives an existing one (same email) this role and password hash; the
    * name of an existing account is kept. Idempotent. The epoch is the trigger's
-   * (users_password_epoch): kept when the hash is the account's own, a new one otherwise.
-   */
-  /**
-   * Creates the account or gives the existing one (same email) this role and password hash. The
+   * (users_password_epoch): kept when the hash is the account's own, a new one otherwise. The
    * caller ends the account's sessions itself when the role changes (ROLE_CHANGE_SETTING: the
    * trigger that otherwise does leaves them to it) — in the same transaction.
    */

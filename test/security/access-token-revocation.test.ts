@@ -206,7 +206,23 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
     const orders = (token: string, http = a.http) =>
       http.get('/v1/admin/orders', { token }).then((r) => r.status);
     expect(await orders(admin.accessToken)).toBe(200);
-    await a.db.pool.query(`UPDATE users SET role = 'customer' WHERE email = $1`, [admin.email]);
+    // in a transaction the operator keeps open a while: the revocation is stamped at its COMMIT
+    // (the polls read back a couple of minutes only: stamped at the UPDATE, a longer one was lost)
+    const client = await a.db.pool.connect();
+    let updatedAt: Date;
+    try {
+      await client.query('BEGIN');
+      updatedAt = (
+        await client.query(
+          `UPDATE users SET role = 'customer' WHERE email = $1 RETURNING statement_timestamp() AS at`,
+          [admin.email],
+        )
+      ).rows[0].at;
+      await client.query('SELECT pg_sleep(0.3)');
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
     for (const http of [a.http, b.http]) {
       // (read from the database's record, every 2 s: no process wrote a mark)
       expect(await meStatusBecomes(http, admin.accessToken, 401, 8000)).toBe(401);
@@ -219,6 +235,11 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
       [admin.email],
     );
     expect(revoked.rows).toEqual([{ revoked_reason: 'role-changed' }]);
+    const stamped = await a.db.pool.query(
+      `SELECT min(f.revoked_at) AS at FROM refresh_token_families f JOIN users u ON u.id = f.user_id WHERE u.email = $1`,
+      [admin.email],
+    );
+    expect(stamped.rows[0].at.getTime() - updatedAt.getTime()).toBeGreaterThanOrEqual(300);
     // signed in again: a customer's session, with a customer's rights
     const again = await login(a.http, admin.email, admin.password);
     expect(await orders(again.accessToken)).toBe(403);
