@@ -110,7 +110,7 @@ for name in lint typecheck knip openapi format; do
 done
 checks_line="$checks_passed passed, $checks_failed failed"
 echo "checks: $checks_line (lint, typecheck, knip, openapi lint, prettier)"
-# one plain summary line for CI: jest tests, the four static checks and drill invariants together
+# one plain summary line for CI: jest tests, the five static checks and drill invariants together
 node -e '
   const [p, f] = process.argv.slice(1).filter(Boolean)
     .map((l) => l.match(/(\d+) passed, (\d+) failed/).slice(1).map(Number))

@@ -18,8 +18,9 @@ if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1])
 return { hits, ttl }
 `;
 
-/** One hit back, never below zero, the window's expiry kept. */
+/** A counter started afresh (its window with it). */
 const RESET = `redis.call('DEL', KEYS[1]) return 1`;
+/** One hit back, never below zero, the window's expiry kept. */
 const GIVE_BACK = `
 local hits = tonumber(redis.call('GET', KEYS[1]) or '0')
 if hits > 0 then redis.call('DECR', KEYS[1]) end
