@@ -22,6 +22,14 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
   let worker: INestApplicationContext;
   let alice: Buyer;
 
+  /** What the simulated provider refunded of the intent, in all. */
+  const refundedAtGateway = async (intentId: string): Promise<number> =>
+    (
+      await t.db.pool.query(
+        `SELECT coalesce(sum(amount), 0)::int AS n FROM simulated_refunds WHERE intent_id = $1`,
+        [intentId],
+      )
+    ).rows[0].n;
   const statusOf = async (orderId: string) =>
     (await t.http.get(`/v1/orders/${orderId}`, { token: alice.token })).body;
   const reaches = (orderId: string, status: string) =>
@@ -394,11 +402,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const o = await statusOf(order.body.id);
     expect(o).toMatchObject({ status: 'CANCELLED', cancellationReason: 'PAYMENT_FAILED' });
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
-    const refunded = await t.db.pool.query(
-      `SELECT coalesce(sum(amount), 0)::int AS n FROM simulated_refunds WHERE intent_id = $1`,
-      [pay.body.paymentIntentId],
-    );
-    expect(refunded.rows[0].n).toBe(1); // what was taken, all of it
+    expect(await refundedAtGateway(pay.body.paymentIntentId)).toBe(1); // what was taken, all of it
     const recorded = await t.db.pool.query(
       `SELECT amount::int AS amount FROM payments WHERE intent_id = $1`,
       [pay.body.paymentIntentId],
@@ -479,11 +483,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(o).toMatchObject({ status: 'REFUNDED', refunded: { amount: 10_000 } });
     const sold = await t.db.pool.query(`SELECT units_sold FROM products WHERE id = $1`, [p]);
     expect(sold.rows[0].units_sold).toBe(0); // a fully refunded order no longer counts as sold
-    const atGateway = await t.db.pool.query(
-      `SELECT coalesce(sum(amount), 0)::int AS n FROM simulated_refunds WHERE intent_id = $1`,
-      [pay.body.paymentIntentId],
-    );
-    expect(atGateway.rows[0].n).toBe(10_000);
+    expect(await refundedAtGateway(pay.body.paymentIntentId)).toBe(10_000);
   }, 30_000);
 
   it('an order whose payment is recorded as succeeded but not yet moved to PAID is not refunded (409): it is then confirmed with nothing refunded behind its back', async () => {
@@ -554,11 +554,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       expect(again.headers.get('idempotent-replayed')).toBe('true');
       expect(again.body).toEqual(first.body);
     }
-    const atGateway = await t.db.pool.query(
-      `SELECT coalesce(sum(amount), 0)::int AS n FROM simulated_refunds WHERE intent_id = $1`,
-      [pay.body.paymentIntentId],
-    );
-    expect(atGateway.rows[0].n).toBe(3000);
+    expect(await refundedAtGateway(pay.body.paymentIntentId)).toBe(3000);
   }, 30_000);
 
   it('a refund key sent again after its 24 h record expired, asking otherwise (the rest, not its amount; another currency), is 422 — the same ask continues its refund', async () => {
@@ -600,11 +596,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       status: 'REFUNDED',
       refunded: { amount: 10_000 },
     });
-    const atGateway = await t.db.pool.query(
-      `SELECT coalesce(sum(amount), 0)::int AS n FROM simulated_refunds WHERE intent_id = $1`,
-      [pay.body.paymentIntentId],
-    );
-    expect(atGateway.rows[0].n).toBe(10_000);
+    expect(await refundedAtGateway(pay.body.paymentIntentId)).toBe(10_000);
   }, 30_000);
 
   it('a refund key used again a day after its refund (its record expired) is a first request: a new refund, bounded by what remains — never the old refund answered as a new one', async () => {
@@ -653,11 +645,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       status: 'REFUNDED',
       refunded: { amount: 10_000 },
     });
-    const atGateway = await t.db.pool.query(
-      `SELECT coalesce(sum(amount), 0)::int AS n FROM simulated_refunds WHERE intent_id = $1`,
-      [pay.body.paymentIntentId],
-    );
-    expect(atGateway.rows[0].n).toBe(10_000);
+    expect(await refundedAtGateway(pay.body.paymentIntentId)).toBe(10_000);
   }, 30_000);
 
   it("refuses to pay someone else's order (404) and needs an Idempotency-Key (400)", async () => {
