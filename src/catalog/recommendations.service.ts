@@ -20,11 +20,12 @@ const TOP_K = 10;
  */
 const FALLBACK_CANDIDATES = 2 * TOP_K;
 /**
- * The cache key of what a customer without purchases is shown (not a URL: the cached-read hook
- * serves none of it). The same list for every such customer, and each build scores every product
- * on sale (relevance has no index): built once per catalog version, as the listings are.
+ * The cache key of the fallback's candidates (not a URL: the cached-read hook serves none of it).
+ * The same list for every customer shown it, each leaving out what they bought; each build scores
+ * every product on sale (relevance has no index): built once per catalog version, as the listings
+ * are.
  */
-const NEW_CUSTOMER_TOP = 'recommendations:top-candidates';
+const FALLBACK_TOP = 'recommendations:top-candidates';
 
 /** "Bought together" from paid orders: recomputed by a scheduled job, served from a table. */
 @Injectable()
@@ -71,20 +72,22 @@ export class RecommendationsService {
       this.recommendations.forCustomer(me.userId, TOP_K),
     );
     if (rows.length > 0) return { items: rows.map(this.summary) };
-    const bought = new Set(
-      await this.cache.readBounded(() => this.recommendations.boughtBy(me.userId)),
-    );
-    const top = await this.cache.getOrBuild(NEW_CUSTOMER_TOP, async (): Promise<ProductListDto> => {
-      const page = await this.products.page({
-        sort: 'relevance',
-        limit: FALLBACK_CANDIDATES,
-        asOf: this.clock.now(),
-        maxUnits: await this.products.maxUnitsSold(),
-        after: null,
-      });
-      return { items: page.map(this.summary) };
-    });
+    // (the customer's purchases and the shared candidates: two independent reads, at once)
+    const [bought, top] = await Promise.all([
+      this.cache.readBounded(() => this.recommendations.boughtBy(me.userId)),
+      this.cache.getOrBuild(FALLBACK_TOP, async (): Promise<ProductListDto> => {
+        const page = await this.products.page({
+          sort: 'relevance',
+          limit: FALLBACK_CANDIDATES,
+          asOf: this.clock.now(),
+          maxUnits: await this.products.maxUnitsSold(),
+          after: null,
+        });
+        return { items: page.map(this.summary) };
+      }),
+    ]);
+    const owned = new Set(bought);
     const { items } = JSON.parse(top) as ProductListDto;
-    return { items: items.filter((p) => !bought.has(p.id)).slice(0, TOP_K) };
+    return { items: items.filter((p) => !owned.has(p.id)).slice(0, TOP_K) };
   }
 }
