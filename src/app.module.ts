@@ -7,6 +7,7 @@ import { DatabaseModule } from './database/database.module';
 import { HealthModule } from './health/health.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { RedisModule } from './redis/redis.module';
+import { KeyPrefixClaimModule } from './redis/key-prefix-claim.module';
 import { SeedModule } from './seed/seed.module';
 import { AuthModule } from './auth/auth.module';
 import { CartModule } from './cart/cart.module';
@@ -29,6 +30,7 @@ export class AppModule {
         LoggingModule,
         DatabaseModule,
         RedisModule,
+        KeyPrefixClaimModule,
         MetricsModule,
         HealthModule,
         SeedModule,

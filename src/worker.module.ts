@@ -16,6 +16,7 @@ import { queueProcessors } from './queue/queue-processors';
 import { ScheduledPassLocks } from './queue/scheduled-pass-locks';
 import { Schedulers } from './queue/schedulers';
 import { WorkerDrain } from './queue/worker-drain';
+import { WorkerStart } from './queue/worker-start';
 
 /** Jobs of the orders queue one worker process runs at once (expiries and their sweep). */
 const ORDERS_QUEUE_CONCURRENCY = 4;
@@ -88,6 +89,7 @@ export class WorkerModule {
         ScheduledPassLocks,
         JobHandlers,
         Schedulers,
+        WorkerStart,
         WorkerDrain,
         WorkerMetricsServer,
       ],

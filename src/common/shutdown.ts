@@ -46,7 +46,8 @@ export function closeOnSignals(
       )
       .then((ready) => ready.close())
       .then(
-        () => process.exit(0),
+        // (0, unless the process was stopped for a reason: KeyPrefixClaim's lost claim)
+        () => process.exit(),
         (err: unknown) => {
           console.error('error during shutdown', err);
           process.exit(1);

@@ -2,6 +2,7 @@ import { WorkerHost } from '@nestjs/bullmq';
 import { BeforeApplicationShutdown, Inject, Injectable, Logger } from '@nestjs/common';
 import { DiscoveryService } from '@nestjs/core';
 import { APP_CONFIG, AppConfig } from '../config/config';
+import { workerHosts } from './worker-start';
 
 /**
  * On shutdown, before any pool closes: stop taking jobs and wait for the running ones to
@@ -20,11 +21,7 @@ export class WorkerDrain implements BeforeApplicationShutdown {
   ) {}
 
   async beforeApplicationShutdown(): Promise<void> {
-    const hosts = this.discovery
-      .getProviders()
-      .map((w) => w.instance as unknown)
-      .filter((i): i is WorkerHost => i instanceof WorkerHost);
-    await Promise.all(hosts.map((h) => this.drain(h)));
+    await Promise.all(workerHosts(this.discovery).map((h) => this.drain(h)));
   }
 
   private async drain(host: WorkerHost): Promise<void> {

@@ -8,9 +8,11 @@ export type QueueWorkerOptions = Partial<Omit<WorkerOptions, 'connection'>>;
  * job lock of 10 s (renewed every 5 s) and a stalled check every 5 s mean that a job whose
  * worker was killed is run again within about 15 s, instead of BullMQ's default minute.
  * A job that stalls a third time (its stall count exceeds maxStalledCount) is failed (visible in
- * the failed set) rather than looping.
+ * the failed set) rather than looping. Created without running: WorkerStart runs them once this
+ * process holds REDIS_KEY_PREFIX for its database.
  */
 export const WORKER_OPTIONS: QueueWorkerOptions = {
+  autorun: false,
   lockDuration: 10_000,
   stalledInterval: 5_000,
   maxStalledCount: 2,
