@@ -103,13 +103,19 @@ export class KeyPrefixClaim implements OnApplicationBootstrap, OnApplicationShut
   }
 
   private async attempt(): Promise<Attempt> {
-    try {
-      await this.readIdentity();
-    } catch (err) {
-      if (!this.identity) return this.unanswered('PostgreSQL', err);
-      // (a database that blinks: the identity it had)
+    if (!this.identity) {
+      try {
+        await this.readIdentity();
+      } catch (err) {
+        return this.unanswered('PostgreSQL', err);
+      }
+    } else {
+      // read again for the next heartbeat, not waited for: a stalled database or a sale's full
+      // pool must not hold the renewal past the claim's TTL (a failed read keeps the identity)
+      this.readIdentity().catch(() => undefined);
     }
     const identity = this.identity as string;
+    const previous = this.previous;
     let reply: [number, string | null, number];
     try {
       reply = (await this.redis.eval(
@@ -117,7 +123,7 @@ export class KeyPrefixClaim implements OnApplicationBootstrap, OnApplicationShut
         1,
         this.key,
         identity,
-        this.previous ?? '',
+        previous ?? '',
         CLAIM_TTL_MS,
       )) as [number, string | null, number];
     } catch (err) {
@@ -125,7 +131,8 @@ export class KeyPrefixClaim implements OnApplicationBootstrap, OnApplicationShut
     }
     const [claimed, holder, ttlMs] = reply;
     if (claimed !== 1) return { kind: 'foreign', holder: holder ?? '', ttlMs };
-    this.previous = undefined;
+    // (carried over; unless a read that finished meanwhile found another move, kept for the next)
+    if (this.previous === previous) this.previous = undefined;
     if (!this.holding) {
       this.holding = true;
       this.markHeld();

@@ -148,10 +148,10 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
       const before = await redis.get(`${prefix}:owner`);
       expect(before).toMatch(/ shop$/);
       // the database is restored into a new cluster behind the URL: a new oid; the running
-      // process's next heartbeat (here: its Redis connection back) moves the claim to it
+      // process's next heartbeats (here: its Redis connection back) read it and move the claim
       oid = '2';
-      client.emit('ready');
       await waitFor('the claim moved', async () => {
+        client.emit('ready');
         const now = await redis.get(`${prefix}:owner`);
         return now !== before ? now : undefined;
       });
