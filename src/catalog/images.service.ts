@@ -109,7 +109,7 @@ export class ImagesService {
     private readonly ids: IdGenerator,
     @Inject(APP_CONFIG) config: AppConfig,
   ) {
-    this.expectedAuthorization = sha256(`Bearer ${config.storage.webhookToken}`);
+    this.expectedAuthorization = sha256(config.storage.webhookToken);
   }
 
   async createUpload(productId: string, dto: CreateImageUploadDto): Promise<ImageUploadDto> {
@@ -160,8 +160,10 @@ export class ImagesService {
    * Run by StorageTokenGuard, before the body is read and before any interceptor.
    */
   checkToken(authorization: string | undefined): void {
+    // the scheme in any case (RFC 9110 §11.1: a relay may write `bearer`), then the token as
     // fixed-length digests: the comparison time says nothing about the token's length
-    if (!authorization || !timingSafeEqual(sha256(authorization), this.expectedAuthorization)) {
+    const token = /^bearer (.*)$/is.exec(authorization ?? '')?.[1];
+    if (token === undefined || !timingSafeEqual(sha256(token), this.expectedAuthorization)) {
       throw new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The notification token is invalid.');
     }
   }
