@@ -119,8 +119,10 @@ export class PurchaseLimitRepository {
            FROM orders o
           WHERE $6::int > 0 AND o.user_id = $1::uuid AND o.created_at > now() - interval '24 hours'
             AND o.status = 'CANCELLED' AND o.cancellation_reason = ANY($7::text[])
-            -- paid after all (late, then refunded): the customer did not walk away from it
-            AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id AND p.status = 'succeeded')
+            -- paid after all (late, then refunded): the customer did not walk away from it — unless
+            -- the customer cancelled it (paying into one's own cancel escaped the count for good)
+            AND (o.cancellation_reason = 'CUSTOMER_REQUESTED'
+                 OR NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id AND p.status = 'succeeded'))
          HAVING $6::int > 0 AND count(*) >= $6::int
          UNION ALL
          SELECT i.product_id,

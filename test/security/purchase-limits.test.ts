@@ -177,13 +177,22 @@ describe('per-customer purchase limits', () => {
       expect((await placeOrder(capped.http, frank, [{ productId: p, quantity: 1 }])).status).toBe(
         201,
       );
+      const paidAfterAll = (orderId: string) =>
+        t.db.pool.query(
+          `INSERT INTO payments (id, order_id, provider, intent_id, client_secret, amount, currency, status, created_at, updated_at)
+           VALUES (gen_random_uuid(), $1::uuid, 'simulated', 'pi_late_' || md5($1::text), 'secret', 500, 'INR', 'succeeded', now(), now())`,
+          [orderId],
+        );
+      // one the customer cancelled and then paid (confirmed at the provider before the intent's
+      // cancel job ran; refunded in full): still walked away from — paying into one's own
+      // cancels would otherwise re-order without end, the shop paying a fee each time
+      await paidAfterAll(placed[0]);
+      expect((await placeOrder(capped.http, erin, [{ productId: p, quantity: 1 }])).status).toBe(
+        429,
+      );
       // an order that was paid after all (late: it had expired; the payment is refunded) was not
       // walked away from: it does not count
-      await t.db.pool.query(
-        `INSERT INTO payments (id, order_id, provider, intent_id, client_secret, amount, currency, status, created_at, updated_at)
-         VALUES (gen_random_uuid(), $1::uuid, 'simulated', 'pi_late_' || md5($1::text), 'secret', 500, 'INR', 'succeeded', now(), now())`,
-        [placed[2]],
-      );
+      await paidAfterAll(placed[2]);
       const afterLatePayment = await placeOrder(capped.http, erin, [{ productId: p, quantity: 1 }]);
       expect(afterLatePayment.status).toBe(201);
       await capped.http.post(
