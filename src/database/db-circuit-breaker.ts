@@ -261,7 +261,8 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
    */
   async uncounted<T>(fn: () => Promise<T>): Promise<T> {
     try {
-      return await fn();
+      // (inside: a pooled connection it takes is not counted either — see onModuleInit)
+      return await this.guarded.run(true, fn);
     } catch (err) {
       throw isConnectionFailure(err) ? this.unavailable(err) : err;
     }

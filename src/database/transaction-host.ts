@@ -159,13 +159,21 @@ export class TransactionHost {
    * Throws a 25006 error when the server takes no writes (a standby a failover left the pool's
    * address on, or a server set read-only), its connection dropped as after any 25006; readiness
    * asks this where it asked `SELECT 1`, which a standby answers.
+   *
+   * While the breaker is closed its failures are not counted: readiness is public and
+   * unthrottled, and its probes, each sent after the last one failed, counted as many failures as
+   * anyone sent during a blink — a few polls opened the breaker, every route answering 503 for
+   * DB_BREAKER_HALF_OPEN_MS after PostgreSQL was back. Open or half-open, it goes through the
+   * breaker (failing fast, or probing for it).
    */
   async assertWritable(): Promise<void> {
-    return this.breaker.execute(() =>
+    const probe = () =>
       this.onOwnConnection(async (own) =>
         refuseReadOnly((await own.query(WRITABLE_PROBE, [], true)).records[0]),
-      ),
-    );
+      );
+    if (this.breaker.state !== 'closed') return this.breaker.execute(probe);
+    await this.breaker.uncounted(probe);
+    this.breaker.noteAnswer();
   }
 
   /** A 25006 (read_only_sql_transaction) was answered within the last `ms`. */

@@ -138,6 +138,23 @@ describe('database circuit breaker (a private PostgreSQL stopped and started aga
     expect(await stockOf(t.db.pool, product)).toEqual({ onHand: 100, reserved: 2 });
     await assertStockInvariants(t.db.pool, [product]);
   });
+  it("readiness polls during an outage report it but do not open the breaker (a public route's polls are no traffic)", async () => {
+    await waitFor('the breaker closed', async () => (await breakerGauge(t)) === 0 || undefined);
+    await pg.stop();
+    for (let i = 0; i < FAILURES * 3; i++) {
+      const res = await t.http.get('/health/ready');
+      expect([res.status, res.body.details.database.status]).toEqual([503, 'down']);
+    }
+    expect(await breakerGauge(t)).toBe(0);
+    await pg.start();
+    // back: the very next request is served (no DB_BREAKER_HALF_OPEN_MS of 503s after it)
+    await waitFor(
+      'the database back',
+      async () => (await t.http.get('/health/ready')).status === 200 || undefined,
+      { timeoutMs: 15_000 },
+    );
+    expect((await t.http.get('/v1/orders', { token: buyer.token })).status).toBe(200);
+  });
   it('after an outage, a first request that waits on a row lock does not hold everyone else at 503', async () => {
     await pg.stop();
     for (let i = 0; i < FAILURES; i++) {
