@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { DataSource } from 'typeorm';
 import { dataSourceOptions } from '../../src/database/data-source-options';
-import { ROOT, runScript as run } from '../support/processes';
+import { ROOT, redisPrefixFor, runScript as run } from '../support/processes';
 import { freePort } from '../support/ports';
 import { createTestDatabase, TestDatabase } from '../support/test-database';
 import { waitFor } from '../support/wait-for';
@@ -325,7 +325,13 @@ describe('operational commands', () => {
   const cli = (args: string[], opts: { env?: Record<string, string>; input?: string } = {}) => {
     const p = spawn(process.execPath, ['-r', './scripts/ts-register.js', ...args], {
       cwd: ROOT,
-      env: { ...process.env, DATABASE_URL: db.url, LOG_LEVEL: 'error', ...opts.env },
+      env: {
+        ...process.env,
+        DATABASE_URL: db.url,
+        REDIS_KEY_PREFIX: redisPrefixFor(db.url),
+        LOG_LEVEL: 'error',
+        ...opts.env,
+      },
       stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
     if (opts.input !== undefined) p.stdin!.end(opts.input);

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 
 export const ROOT = join(__dirname, '..', '..');
@@ -16,6 +17,7 @@ export function runScript(script: string, env: Record<string, string>, logLevel 
       METRICS_PORT: '0',
       WORKER_METRICS_PORT: '0',
       LOG_LEVEL: logLevel,
+      REDIS_KEY_PREFIX: redisPrefixFor(env.DATABASE_URL ?? process.env.DATABASE_URL),
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -25,4 +27,16 @@ export function runScript(script: string, env: Record<string, string>, logLevel 
   proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
   return { proc, exited, output: () => output };
+}
+
+/**
+ * The Redis key prefix of a process on `databaseUrl`, unless a test gives one: one per database,
+ * as a deployment must have (src/redis/key-prefix-claim.ts) — processes of different tests on
+ * the default `shop` shared their queues and caches, and now one would refuse to boot.
+ */
+export function redisPrefixFor(databaseUrl: string | undefined): string {
+  return `p${createHash('sha256')
+    .update(databaseUrl ?? '')
+    .digest('hex')
+    .slice(0, 12)}`;
 }
