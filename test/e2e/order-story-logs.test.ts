@@ -70,6 +70,24 @@ describe('an order’s story in the logs of the API and the worker (real process
     await db?.drop();
   });
 
+  it("load balancers' probes (/health) write no request line; other requests do", async () => {
+    for (let i = 0; i < 5; i++) {
+      expect((await fetch(`${http.baseUrl}/health/ready`)).status).toBe(200);
+      expect((await fetch(`${http.baseUrl}/health/live`)).status).toBe(200);
+    }
+    // a request after them: once its line is out, theirs would be too
+    const marker = `after-probes-${randomUUID()}`;
+    await http.get('/v1/products', { headers: { 'x-request-id': marker } });
+    await waitFor('the request line', () => grep(api.output(), marker).length > 0 || undefined);
+    const lines = grep(api.output(), '"msg":"request completed"');
+    expect(lines.length).toBeGreaterThan(0);
+    expect(
+      lines.filter((l) =>
+        String((l.req as { url?: string } | undefined)?.url).startsWith('/health'),
+      ),
+    ).toEqual([]);
+  });
+
   it('a command refused before its handler (a guard: 401, 403, 429…) has its line too, with who sent it and why', async () => {
     const customer = await registerCustomer(http);
     const id = (what: string) => `refused-${what}-${randomUUID()}`;

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import { Module } from '@nestjs/common';
 import { APP_INTERCEPTOR } from '@nestjs/core';
 import { LoggerModule, PinoLogger } from 'nestjs-pino';
@@ -44,7 +45,12 @@ export const REDACTED_PATHS = [
           // one line per request at info and below; above it the per-request logger work
           // would be spent for nothing
           autoLogging: ['info', 'debug', 'trace'].includes(config.logLevel)
-            ? { ignore: (req) => (req.url ?? '').startsWith('/health') }
+            ? // (the whole target: middie, which runs pino-http, has cut req.url down to what
+              // follows the middleware's mount path — `/` — when this is asked)
+              {
+                ignore: (req: IncomingMessage & { originalUrl?: string }) =>
+                  (req.originalUrl ?? req.url ?? '').startsWith('/health'),
+              }
             : false,
           serializers: {
             req: (req: { id: string; method: string; url: string }) => ({
