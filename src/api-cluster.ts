@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import pino from 'pino';
 import { AggregatorRegistry, Counter, Gauge, type Registry } from 'prom-client';
 import type { AppConfig } from './config/config';
+import { EXIT_CONFIG } from './config/exit-codes';
 import { serveMetrics } from './metrics/metrics-http';
 
 /** A worker that dies is forked again after this long, doubling per recent death, up to the cap. */
@@ -47,6 +48,16 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
   });
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) return;
+    if (code === EXIT_CONFIG) {
+      // stopped by its configuration (REDIS_KEY_PREFIX held for another database): another
+      // would be refused the same way, for ever
+      log.fatal(
+        { workerPid: worker.process.pid, code },
+        'API process refused by its configuration; stopping',
+      );
+      stop(1);
+      return;
+    }
     if (!everListened) {
       log.fatal(
         { workerPid: worker.process.pid, code, signal },

@@ -24,5 +24,7 @@ async function bootstrap(): Promise<void> {
 bootstrap().catch((err: unknown) => {
   // one JSON line like every other (a configuration's names the variables), then exit
   logBootFailure(err);
-  process.exit(1);
+  // (1, or a refusal's own: KeyPrefixClaim's PrefixInUse, EXIT_CONFIG)
+  const code = (err as { exitCode?: unknown } | undefined)?.exitCode;
+  process.exit(typeof code === 'number' ? code : 1);
 });

@@ -1,3 +1,4 @@
+import type { KeyPrefixClaim } from '../redis/key-prefix-claim';
 import { OUTBOX_MAX_ATTEMPTS, OutboxRelay, outboxBackoffMs } from './outbox.relay';
 import type { OutboxRepository } from './outbox.repository';
 import { type OutboxPublisher, UnknownTopicError } from './outbox.publisher';
@@ -14,7 +15,11 @@ const row = (id: string, attempts: number, ageMs = 1_000): OutboxRow => ({
   ageMs,
 });
 
-function setup(rows: OutboxRow[], publish: (r: OutboxRow) => Promise<void>) {
+function setup(
+  rows: OutboxRow[],
+  publish: (r: OutboxRow) => Promise<void>,
+  claim: KeyPrefixClaim = heldClaim,
+) {
   const repo = mockOf<OutboxRepository>(
     {
       claimDue: jest.fn().mockResolvedValue(rows),
@@ -22,6 +27,7 @@ function setup(rows: OutboxRow[], publish: (r: OutboxRow) => Promise<void>) {
       markFailed: jest.fn().mockResolvedValue(undefined),
       release: jest.fn().mockResolvedValue(undefined),
       deferUncounted: jest.fn().mockResolvedValue(undefined),
+      redriveDead: jest.fn().mockResolvedValue(0),
     },
     'repo',
   );
@@ -29,9 +35,42 @@ function setup(rows: OutboxRow[], publish: (r: OutboxRow) => Promise<void>) {
     { publish: jest.fn(publish), connected: jest.fn().mockResolvedValue(true) },
     'publisher',
   );
-  const relay = new OutboxRelay(repo, publisher);
+  const relay = new OutboxRelay(repo, publisher, claim);
   return { relay, repo, publisher };
 }
+
+/** A claim of REDIS_KEY_PREFIX this process holds (the relay only runs under one). */
+const heldClaim = mockOf<KeyPrefixClaim>(
+  { held: () => Promise.resolve(), holds: () => true },
+  'claim',
+);
+
+describe('OutboxRelay and the claim of REDIS_KEY_PREFIX', () => {
+  it('publishes nothing before the process holds the prefix for its database, and stops once it is lost', async () => {
+    let grant!: () => void;
+    let holding = false;
+    const claim = mockOf<KeyPrefixClaim>(
+      {
+        held: () => new Promise<void>((resolve) => (grant = resolve)),
+        holds: () => holding,
+      },
+      'claim',
+    );
+    const { relay, publisher } = setup([], async () => undefined, claim);
+    await relay.onApplicationBootstrap();
+    // (every timer and callback due so far has run: the relay's first pass would have)
+    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0));
+    expect(publisher.connected).not.toHaveBeenCalled();
+    holding = true;
+    grant();
+    for (let i = 0; i < 50 && jest.mocked(publisher.connected).mock.calls.length === 0; i++)
+      await new Promise((r) => setTimeout(r, 0));
+    expect(publisher.connected).toHaveBeenCalled();
+    // lost (the process is stopping): the passes stop being scheduled
+    holding = false;
+    await relay.beforeApplicationShutdown();
+  });
+});
 
 describe('OutboxRelay', () => {
   it('marks published rows and schedules failed ones with exponential backoff', async () => {

@@ -5,6 +5,7 @@ import {
   OnApplicationBootstrap,
 } from '@nestjs/common';
 import { TimeoutError, withTimeout } from '../common/with-timeout';
+import { KeyPrefixClaim } from '../redis/key-prefix-claim';
 import { OutboxRepository } from './outbox.repository';
 import { OutboxPublisher, UnknownTopicError } from './outbox.publisher';
 import { OUTBOX_TOPICS } from './outbox-events';
@@ -67,6 +68,7 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
   constructor(
     private readonly outbox: OutboxRepository,
     private readonly publisher: OutboxPublisher,
+    private readonly claim: KeyPrefixClaim,
   ) {}
 
   /**
@@ -82,7 +84,10 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
     } catch (err) {
       this.logger.warn(`dead outbox rows not relayed again: ${String(err)}`);
     }
-    this.schedule(0);
+    // into queues of this database's prefix only: not before the process holds it (Redis down at
+    // boot: held once it answers — a staging worker on production's prefix would otherwise
+    // publish its events into production's queues before it learns so and stops)
+    void this.claim.held().then(() => this.schedule(0));
   }
 
   async beforeApplicationShutdown(): Promise<void> {
@@ -154,7 +159,8 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
   }
 
   private schedule(delayMs: number): void {
-    if (this.stopped) return;
+    // (a claim lost since: the process is stopping; nothing more goes out meanwhile)
+    if (this.stopped || !this.claim.holds()) return;
     this.timer = setTimeout(() => {
       const run = this.relayOnce()
         .then((r) => {

@@ -5,6 +5,7 @@ import {
   OnApplicationBootstrap,
 } from '@nestjs/common';
 import type { JobSchedulerJson, Queue } from 'bullmq';
+import { KeyPrefixClaim } from '../redis/key-prefix-claim';
 import { JobQueues } from './job-queues';
 import { JOB_QUEUE, JobName, JobPayloads, QUEUES } from './queues';
 
@@ -83,20 +84,26 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
   private stopped = false;
   private again = false;
 
-  constructor(private readonly jobs: JobQueues) {}
+  constructor(
+    private readonly jobs: JobQueues,
+    private readonly claim: KeyPrefixClaim,
+  ) {}
 
   /**
    * In the background, not awaited: with Redis unreachable at boot the checks wait for it, and
    * the worker must still finish booting (its logs out, its signals handled).
    */
   onApplicationBootstrap(): void {
-    for (const name of new Set(SCHEDULES.map((s) => JOB_QUEUE[s.job]))) {
-      void this.jobs.queue(name).client.then(
-        (client) => client.on('ready', () => this.checkIn(0)),
-        () => undefined, // closed before it connected: shutting down
-      );
-    }
-    this.checkIn(0);
+    // into this database's queues only: once the process holds REDIS_KEY_PREFIX for it
+    void this.claim.held().then(() => {
+      for (const name of new Set(SCHEDULES.map((s) => JOB_QUEUE[s.job]))) {
+        void this.jobs.queue(name).client.then(
+          (client) => client.on('ready', () => this.checkIn(0)),
+          () => undefined, // closed before it connected: shutting down
+        );
+      }
+      this.checkIn(0);
+    });
   }
 
   /**

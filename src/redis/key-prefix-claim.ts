@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import type Redis from 'ioredis';
 import { DataSource } from 'typeorm';
 import { APP_CONFIG, AppConfig } from '../config/config';
+import { EXIT_CONFIG } from '../config/exit-codes';
 import { REDIS } from './redis.module';
 
 /**
@@ -26,7 +27,8 @@ import { REDIS } from './redis.module';
  *  - at boot, waits for that claim to lapse (a deployment just stopped, a development database
  *    dropped and created again: at most CLAIM_TTL_MS) and refuses to boot if it was renewed
  *    meanwhile (the other deployment runs) or has no TTL (set by hand);
- *  - later (Redis lost its keys and the other deployment claimed first), stops, exit code 1.
+ *  - later (Redis lost its keys and the other deployment claimed first), stops, exit code 78
+ *    (EXIT_CONFIG: the API's cluster primary stops too, rather than replacing it for ever).
  * Redis unreachable at boot is no refusal (the API serves without it): the claim is made when it
  * answers. The worker's queues take no job before it is held (`held()`, WorkerStart).
  *
@@ -40,6 +42,8 @@ export class KeyPrefixClaim implements OnApplicationBootstrap, OnApplicationShut
   private readonly key: string;
   private identity?: string;
   private previous?: string;
+  /** When this deployment first held the prefix (µs, Redis's clock), once this process has. */
+  private tenure?: number;
   private timer?: NodeJS.Timeout;
   private stopped = false;
   private holding = false;
@@ -60,18 +64,28 @@ export class KeyPrefixClaim implements OnApplicationBootstrap, OnApplicationShut
     return this.heldOnce;
   }
 
+  /** Whether this process holds the claim now (held, not lost, not shutting down). */
+  holds(): boolean {
+    return this.holding && !this.stopped;
+  }
+
   async onApplicationBootstrap(): Promise<void> {
+    // the shared client queues nothing while it connects (enableOfflineQueue: false): a first
+    // attempt sent at once always found it connecting, and the checks above never ran at boot
+    await connected(this.redis, BOOT_CONNECT_WAIT_MS);
     let outcome = await this.attempt();
     // held for another database: kept alive (renewed while we waited for it to lapse, or set by
     // hand without a TTL) is a refusal; one that lapsed was a deployment that has stopped
+    let waited = 0;
     if (outcome.kind === 'foreign' && outcome.ttlMs > 0) {
+      waited = Math.min(outcome.ttlMs, CLAIM_TTL_MS) + 50;
       this.logger.warn(
-        `${this.key} is held for another database (${describe(outcome.holder)}); waiting ${Math.ceil(outcome.ttlMs / 1000)} s to see whether it lapses`,
+        `${this.key} is held for another database (${describe(outcome.holder)}); waiting ${Math.ceil(waited / 1000)} s to see whether it lapses`,
       );
-      await sleep(Math.min(outcome.ttlMs, CLAIM_TTL_MS) + 50);
+      await sleep(waited);
       outcome = await this.attempt();
     }
-    if (outcome.kind === 'foreign') throw new PrefixInUse(this.key, outcome.holder);
+    if (outcome.kind === 'foreign') throw new PrefixInUse(this.key, outcome.holder, waited);
     this.redis.on('ready', this.onReady);
     this.timer = setInterval(() => void this.renew(), CLAIM_HEARTBEAT_MS);
     this.timer.unref();
@@ -95,10 +109,10 @@ export class KeyPrefixClaim implements OnApplicationBootstrap, OnApplicationShut
     this.lost(new PrefixInUse(this.key, outcome.holder));
   }
 
-  /** The claim taken by another database while this process ran: stop it (exit code 1). */
+  /** The claim taken by another database while this process ran: stop it (exit code EXIT_CONFIG). */
   protected lost(err: PrefixInUse): void {
     this.logger.error(`${err.message}; stopping`);
-    process.exitCode = 1;
+    process.exitCode = err.exitCode;
     process.kill(process.pid, 'SIGTERM');
   }
 
@@ -122,15 +136,18 @@ export class KeyPrefixClaim implements OnApplicationBootstrap, OnApplicationShut
         CLAIM_SCRIPT,
         1,
         this.key,
-        identity,
-        previous ?? '',
+        hashOf(identity),
+        previous ? hashOf(previous) : '',
+        this.tenure === undefined ? '' : String(this.tenure),
         CLAIM_TTL_MS,
+        nameOf(identity),
       )) as [number, string | null, number];
     } catch (err) {
       return this.unanswered('Redis', err);
     }
     const [claimed, holder, ttlMs] = reply;
     if (claimed !== 1) return { kind: 'foreign', holder: holder ?? '', ttlMs };
+    this.tenure = tenureOf(holder ?? '') ?? this.tenure;
     // (carried over; unless a read that finished meanwhile found another move, kept for the next)
     if (this.previous === previous) this.previous = undefined;
     if (!this.holding) {
@@ -161,9 +178,15 @@ type Attempt =
   { kind: 'held' } | { kind: 'unanswered' } | { kind: 'foreign'; holder: string; ttlMs: number };
 
 export class PrefixInUse extends Error {
-  constructor(key: string, holder: string) {
+  /** A process refused or stopped so exits with it (main.ts, worker.ts; the cluster's primary stops). */
+  readonly exitCode = EXIT_CONFIG;
+
+  constructor(key: string, holder: string, waitedMs = 0) {
     super(
-      `REDIS_KEY_PREFIX is in use by another deployment: ${key} is held for another database (${describe(holder)}). ` +
+      `REDIS_KEY_PREFIX is in use by another deployment: ${key} is held for another database (${describe(holder)})` +
+        (waitedMs > 0
+          ? `, renewed while this process waited ${Math.ceil(waitedMs / 1000)} s for it to lapse. `
+          : '. ') +
         'Give each deployment sharing a Redis its own REDIS_KEY_PREFIX (a database of its own keeps its prefix for good), ' +
         `or stop the other one: its claim lapses ${CLAIM_TTL_MS / 1000} s after its last process stopped`,
     );
@@ -175,16 +198,32 @@ const CLAIM_TTL_MS = 30_000;
 const CLAIM_HEARTBEAT_MS = 10_000;
 
 /**
- * KEYS[1] the claim; ARGV: this database's identity, the identity this process had before ('' if
- * none), the TTL. Held when free, ours, or our previous identity's; else the holder and its TTL.
+ * KEYS[1] the claim, `<hash> <tenure> <database name>`; ARGV: this database's hash, the hash this
+ * process had before ('' if none), this deployment's tenure as this process knows it ('' if it
+ * never held the prefix), the TTL, the database's name. Held when free, ours (our previous
+ * identity's), or held by a deployment younger than ours — after Redis lost its keys, or a stall
+ * of ours past the TTL, a deployment that booted meanwhile (never holding it; it must not push
+ * out the one that ran) may have taken it first: the older one takes it back, and the younger
+ * stops at its next heartbeat. Else the holder and its TTL. The tenure kept is the oldest known.
  */
 const CLAIM_SCRIPT = `
 local holder = redis.call('GET', KEYS[1])
-if (not holder) or holder == ARGV[1] or (ARGV[2] ~= '' and holder == ARGV[2]) then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-  return {1, ARGV[1], tonumber(ARGV[3])}
+local hash, since
+if holder then hash, since = string.match(holder, '^(%S+) (%d+) ') end
+local ours = holder and (hash == ARGV[1] or (ARGV[2] ~= '' and hash == ARGV[2]))
+local mine = tonumber(ARGV[3])
+if holder and not ours and not (mine and since and mine < tonumber(since)) then
+  return {0, holder, redis.call('PTTL', KEYS[1])}
 end
-return {0, holder, redis.call('PTTL', KEYS[1])}
+local tenure = mine
+if ours and since and ((not tenure) or tonumber(since) < tenure) then tenure = tonumber(since) end
+if not tenure then
+  local t = redis.call('TIME')
+  tenure = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local value = ARGV[1] .. ' ' .. string.format('%d', tenure) .. ' ' .. ARGV[5]
+redis.call('SET', KEYS[1], value, 'PX', ARGV[4])
+return {1, value, tonumber(ARGV[4])}
 `;
 
 /**
@@ -202,7 +241,10 @@ export async function databaseIdentity(dataSource: DataSource): Promise<string> 
          FROM pg_database d WHERE d.datname = current_database()`,
     );
   } catch (err) {
-    if (!/permission denied/i.test(err instanceof Error ? err.message : '')) throw err;
+    // insufficient_privilege (not granted), undefined_function / feature_not_supported (a
+    // PostgreSQL-compatible service without it); any other failure is the database's, not this
+    // query's (a fallback then would give this process another identity than its deployment's)
+    if (!NO_SYSTEM_IDENTIFIER.has((err as { code?: unknown }).code as string)) throw err;
     [row] = await dataSource.query<(typeof row)[]>(
       `SELECT NULL AS system, d.oid::text AS oid, d.datname AS name
          FROM pg_database d WHERE d.datname = current_database()`,
@@ -215,10 +257,38 @@ export async function databaseIdentity(dataSource: DataSource): Promise<string> 
   return `${hash} ${row.name}`;
 }
 
+const NO_SYSTEM_IDENTIFIER = new Set(['42501', '42883', '0A000']);
+
+const hashOf = (identity: string) => identity.slice(0, identity.indexOf(' '));
+const nameOf = (identity: string) => identity.slice(identity.indexOf(' ') + 1);
+
+/** The tenure of a claim's value, `<hash> <tenure> <name>`. */
+function tenureOf(value: string): number | undefined {
+  const m = /^\S+ (\d+) /.exec(value);
+  return m ? Number(m[1]) : undefined;
+}
+
 /** `database <name>, <hash>` of a claim's value, for messages. */
 function describe(holder: string): string {
-  const space = holder.indexOf(' ');
-  return space < 0 ? holder : `database ${holder.slice(space + 1)}, ${holder.slice(0, space)}`;
+  const m = /^(\S+) (?:\d+ )?(.*)$/.exec(holder);
+  return m ? `database ${m[2]}, ${m[1]}` : holder;
+}
+
+/** How long the boot waits for the shared client's connection before its first attempt. */
+const BOOT_CONNECT_WAIT_MS = 3_000;
+
+/** Resolves once `redis` is connected, or after `ms` (its attempt then finds it unanswered). */
+function connected(redis: Redis, ms: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      redis.off('ready', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    redis.once('ready', done);
+  });
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(ms, 0)));

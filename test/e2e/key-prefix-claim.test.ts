@@ -1,12 +1,15 @@
+import { randomUUID } from 'node:crypto';
 import type { INestApplicationContext } from '@nestjs/common';
 import { Queue } from 'bullmq';
 import Redis from 'ioredis';
 import { DataSource } from 'typeorm';
+import { EXIT_CONFIG } from '../../src/config/exit-codes';
 import { queueConnectionOptions } from '../../src/queue/redis-connection';
 import { JobName, QueueName } from '../../src/queue/queues';
 import { KeyPrefixClaim, PrefixInUse, databaseIdentity } from '../../src/redis/key-prefix-claim';
 import { createRedisClient } from '../../src/redis/redis.module';
 import { freePort } from '../support/ports';
+import { PrivateRedis } from '../support/private-redis';
 import { runScript } from '../support/processes';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
@@ -16,14 +19,42 @@ import { waitFor } from '../support/wait-for';
 /**
  * REDIS_KEY_PREFIX belongs to one database (src/redis/key-prefix-claim.ts): a second deployment
  * on the same Redis and prefix, with a database of its own, refuses to boot while the first runs,
- * its worker never taking the first one's jobs; a claim that lapsed (a deployment stopped) is
- * taken over; a process whose prefix is taken from under it stops with exit code 1.
+ * its worker never taking or publishing the first one's jobs; a claim that lapsed (a deployment
+ * stopped) is taken over; a process whose prefix is taken from under it by an older deployment
+ * stops (exit code EXIT_CONFIG), and an older deployment takes its prefix back from a younger one.
  */
 describe('REDIS_KEY_PREFIX claimed for one database', () => {
   let a: TestApp;
   let redis: Redis;
   let other: TestDatabase;
-  const ownerKey = () => `${a.config.redis.keyPrefix}:owner`;
+  /** Processes this file started, and prefixes it used (beside a's): none outlives it. */
+  const spawned: ReturnType<typeof runScript>[] = [];
+  const prefixes: string[] = [];
+  const prefixOf = (suffix: string) => {
+    const prefix = `${a.config.redis.keyPrefix}${suffix}`;
+    prefixes.push(prefix);
+    return prefix;
+  };
+  const spawn = (...args: Parameters<typeof runScript>) => {
+    const p = runScript(...args);
+    spawned.push(p);
+    return p;
+  };
+  /** A process's exit code, or a failure naming its output if it never exits. */
+  const exitOf = async (p: ReturnType<typeof runScript>) => {
+    const code = await Promise.race([
+      p.exited,
+      new Promise<'running'>((r) => setTimeout(() => r('running'), 45_000).unref()),
+    ]);
+    if (code === 'running') throw new Error(`still running:\n${p.output().slice(-3000)}`);
+    return code;
+  };
+
+  /** Whether `value` is the claim of `identity` (`<hash> <name>`): `<hash> <tenure> <name>`. */
+  const claimOf = (identity: string) => {
+    const [hash, name] = identity.split(' ');
+    return new RegExp(`^${hash} \\d+ ${name}$`);
+  };
 
   /**
    * Another deployment's claim of `prefix`, renewed (its heartbeat) until stopped. (Never of
@@ -36,45 +67,95 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
     return () => clearInterval(timer);
   }
 
+  /** A claim in this process whose loss is recorded instead of stopping the process. */
+  class InProcessClaim extends KeyPrefixClaim {
+    lostWith?: Error;
+    protected override lost(err: PrefixInUse): void {
+      this.lostWith = err;
+    }
+  }
+  const fakeDatabase = (row: () => { system: string; oid: string; name: string }) =>
+    ({ query: async () => [row()] }) as unknown as DataSource;
+
   beforeAll(async () => {
     a = await bootTestApp();
     redis = new Redis(a.config.redis.url);
     other = await createTestDatabase();
   });
+  afterEach(async () => {
+    for (const p of spawned.splice(0)) {
+      if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL');
+      await p.exited;
+    }
+  });
   afterAll(async () => {
+    for (const prefix of prefixes) {
+      const keys = await redis.keys(`${prefix}:*`);
+      if (keys.length > 0) await redis.unlink(...keys);
+    }
     await a?.close();
     await other?.drop();
     redis?.disconnect();
   });
 
   it("holds the prefix for its database's identity, renewed with a TTL", async () => {
-    const ds = a.app.get(DataSource);
-    expect(await redis.get(ownerKey())).toBe(await databaseIdentity(ds));
-    expect(await redis.get(ownerKey())).toMatch(new RegExp(` ${a.db.name}$`));
-    expect(await redis.pttl(ownerKey())).toBeGreaterThan(0);
-    // a second API process of the same deployment shares the claim
+    const identity = await databaseIdentity(a.app.get(DataSource));
+    expect(identity).toMatch(new RegExp(`^[0-9a-f]{16} ${a.db.name}$`));
+    expect(await redis.get(`${a.config.redis.keyPrefix}:owner`)).toMatch(claimOf(identity));
+    expect(await redis.pttl(`${a.config.redis.keyPrefix}:owner`)).toBeGreaterThan(0);
+    const before = await redis.get(`${a.config.redis.keyPrefix}:owner`);
+    // a second API process of the same deployment shares the claim (and its tenure)
     const b = await bootTestApp({ db: a.db, env: { REDIS_KEY_PREFIX: a.config.redis.keyPrefix } });
     try {
-      expect(await redis.get(ownerKey())).toBe(await databaseIdentity(ds));
+      expect(await redis.get(`${a.config.redis.keyPrefix}:owner`)).toBe(before);
     } finally {
       await b.close();
     }
   });
 
-  it('another database on the same prefix refuses to boot while the claim is kept alive', async () => {
-    const prefix = `${a.config.redis.keyPrefix}s`;
-    const stop = foreignClaim(prefix, 600, 100);
+  it('an API of another database on the same prefix waits for the claim to lapse, then refuses to boot while it is kept alive (exit 78)', async () => {
+    const prefix = prefixOf('s');
+    const stop = foreignClaim(prefix, 2_000, 200);
     try {
+      const api = spawn(
+        'src/main.ts',
+        { DATABASE_URL: other.url, REDIS_KEY_PREFIX: prefix, PORT: String(await freePort()) },
+        'warn',
+      );
+      expect(await exitOf(api)).toBe(EXIT_CONFIG);
+      expect(api.output()).toMatch(
+        /REDIS_KEY_PREFIX is in use by another deployment.*database shop_staging.*, renewed while this process waited \d s for it to lapse/,
+      );
+      // in this process as well (bootTestApp)
       await expect(bootTestApp({ db: other, env: { REDIS_KEY_PREFIX: prefix } })).rejects.toThrow(
-        /REDIS_KEY_PREFIX is in use by another deployment.*database shop_staging/,
+        /REDIS_KEY_PREFIX is in use by another deployment/,
       );
     } finally {
       stop();
     }
   });
 
+  it('a claim that lapses (the other deployment stopped) is taken over at boot', async () => {
+    const prefix = prefixOf('x');
+    await redis.set(`${prefix}:owner`, '00000000deadbeef shop_old', 'PX', 1_500);
+    const port = await freePort();
+    const api = spawn(
+      'src/main.ts',
+      { DATABASE_URL: other.url, REDIS_KEY_PREFIX: prefix, PORT: String(port) },
+      'warn',
+    );
+    await waitFor(
+      'the API up',
+      () => fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.ok),
+      { retryErrors: true, timeoutMs: 30_000, context: api.output },
+    );
+    expect(api.output()).toMatch(/waiting \d s to see whether it lapses/);
+    const identity = await databaseIdentity(fakeOf(other));
+    expect(await redis.get(`${prefix}:owner`)).toMatch(claimOf(identity));
+  });
+
   it("a worker of another database refuses to boot and takes none of the prefix's jobs", async () => {
-    const prefix = `${a.config.redis.keyPrefix}w`;
+    const prefix = prefixOf('w');
     const queue = new Queue(QueueName.Catalog, {
       connection: queueConnectionOptions(a.config.redis.url),
       prefix: `${prefix}:bull`,
@@ -83,12 +164,12 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
     let worker: INestApplicationContext | undefined;
     try {
       const job = await queue.add(JobName.RecomputeRecommendations, {});
-      const w = runScript(
+      const w = spawn(
         'src/worker.ts',
         { DATABASE_URL: other.url, REDIS_KEY_PREFIX: prefix },
         'warn',
       );
-      expect(await w.exited).toBe(1);
+      expect(await exitOf(w)).toBe(EXIT_CONFIG);
       expect(w.output()).toMatch(/REDIS_KEY_PREFIX is in use by another deployment/);
       expect(await job.getState()).toBe('waiting');
       // the other deployment stops (its claim lapses): this database's worker takes the job
@@ -100,48 +181,108 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
       await waitFor('the job taken once the prefix is ours', async () =>
         (await job.getState()) === 'completed' ? true : undefined,
       );
-      expect(await redis.get(`${prefix}:owner`)).toBe(
-        await databaseIdentity(a.app.get(DataSource)),
+      expect(await redis.get(`${prefix}:owner`)).toMatch(
+        claimOf(await databaseIdentity(a.app.get(DataSource))),
       );
     } finally {
       stop();
       await worker?.close();
-      await queue.obliterate({ force: true }).catch(() => undefined);
       await queue.close();
-      await redis.del(`${prefix}:owner`);
     }
   });
 
-  it('a claim that lapses (the other deployment stopped) is taken over at boot', async () => {
-    const prefix = `${a.config.redis.keyPrefix}x`;
-    await redis.set(`${prefix}:owner`, '00000000deadbeef shop_old', 'PX', 800);
-    const b = await bootTestApp({ db: other, env: { REDIS_KEY_PREFIX: prefix } });
+  it('a worker of another database that boots while Redis is down publishes nothing into the prefix once Redis is back, and stops', async () => {
+    const privateRedis = await PrivateRedis.start();
+    const prefix = prefixOf('r');
+    const eventId = randomUUID();
+    await other.pool.query(
+      `INSERT INTO outbox (id, topic, payload, next_attempt_at, created_at)
+       VALUES ($1, 'order.paid', jsonb_build_object('orderId', gen_random_uuid()), now(), now())`,
+      [eventId],
+    );
     try {
-      expect(await redis.get(`${prefix}:owner`)).toBe(
-        await databaseIdentity(b.app.get(DataSource)),
+      await privateRedis.down();
+      const w = spawn(
+        'src/worker.ts',
+        { DATABASE_URL: other.url, REDIS_URL: privateRedis.url, REDIS_KEY_PREFIX: prefix },
+        'info', // ('worker started')
       );
+      await waitFor(
+        'the worker booted, Redis down',
+        async () => (/worker started/.test(w.output()) ? true : undefined),
+        { timeoutMs: 30_000, context: w.output },
+      );
+      // Redis back, the prefix held by production (since long before)
+      await privateRedis.up();
+      const admin = new Redis(privateRedis.url);
+      try {
+        await admin.set(`${prefix}:owner`, '00000000deadbeef 1 shop_production');
+        expect(await exitOf(w)).toBe(EXIT_CONFIG);
+        expect(w.output()).toMatch(/REDIS_KEY_PREFIX is in use by another deployment/);
+        const [row] = (
+          await other.pool.query<{ status: string; published_at: Date | null }>(
+            `SELECT status, published_at FROM outbox WHERE id = $1`,
+            [eventId],
+          )
+        ).rows;
+        expect(row).toEqual({ status: 'pending', published_at: null });
+        expect(await admin.keys(`${prefix}:bull:*`)).toEqual([]);
+      } finally {
+        admin.disconnect();
+      }
     } finally {
-      await b.close();
+      await privateRedis.down();
+    }
+  });
+
+  it('after Redis lost its keys, the deployment that held the prefix takes it back from one that booted meanwhile; that one stops', async () => {
+    const prefix = prefixOf('t');
+    const config = { ...a.config, redis: { ...a.config.redis, keyPrefix: prefix } };
+    const client = createRedisClient(a.config.redis.url, `${prefix}:test`);
+    await new Promise((resolve) => client.once('ready', resolve));
+    const running = new InProcessClaim(
+      client,
+      fakeDatabase(() => ({ system: '1', oid: '1', name: 'shop_production' })),
+      config,
+    );
+    const newcomer = new InProcessClaim(
+      client,
+      fakeDatabase(() => ({ system: '2', oid: '2', name: 'shop_staging' })),
+      config,
+    );
+    try {
+      await running.onApplicationBootstrap();
+      const held = (await redis.get(`${prefix}:owner`)) as string;
+      expect(held).toMatch(/ shop_production$/);
+      // Redis restarts empty; a misconfigured deployment boots meanwhile and claims it first
       await redis.del(`${prefix}:owner`);
+      await newcomer.onApplicationBootstrap();
+      expect(await redis.get(`${prefix}:owner`)).toMatch(/ shop_staging$/);
+      // the running deployment's connection comes back: it takes its prefix back, tenure and all
+      client.emit('ready');
+      await waitFor('the prefix taken back', async () =>
+        (await redis.get(`${prefix}:owner`)) === held ? true : undefined,
+      );
+      // and the newcomer, at its next heartbeat, stops
+      client.emit('ready');
+      await waitFor('the newcomer stopped', async () => newcomer.lostWith);
+      expect(newcomer.lostWith?.message).toMatch(/database shop_production/);
+      expect(running.lostWith).toBeUndefined();
+      expect(await redis.get(`${prefix}:owner`)).toBe(held);
+    } finally {
+      running.onApplicationShutdown();
+      newcomer.onApplicationShutdown();
+      client.disconnect();
     }
   });
 
   it('a process whose database moved (a restore behind the same URL) carries its claim over', async () => {
-    const prefix = `${a.config.redis.keyPrefix}m`;
+    const prefix = prefixOf('m');
     const config = { ...a.config, redis: { ...a.config.redis, keyPrefix: prefix } };
     let oid = '1';
-    const movable = {
-      query: async () => [{ system: '42', oid, name: 'shop' }],
-    } as unknown as DataSource;
+    const movable = fakeDatabase(() => ({ system: '42', oid, name: 'shop' }));
     const client = createRedisClient(a.config.redis.url, `${prefix}:test`);
     await new Promise((resolve) => client.once('ready', resolve));
-    // (a claim lost here would stop this process: kept as a failure instead)
-    class InProcessClaim extends KeyPrefixClaim {
-      lostWith?: Error;
-      protected override lost(err: PrefixInUse): void {
-        this.lostWith = err;
-      }
-    }
     const running = new InProcessClaim(client, movable, config);
     try {
       await running.onApplicationBootstrap();
@@ -164,26 +305,31 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
     } finally {
       running.onApplicationShutdown();
       client.disconnect();
-      await redis.del(`${prefix}:owner`);
     }
   });
 
-  it('a process whose prefix is taken from under it stops, exit code 1', async () => {
-    const prefix = `${a.config.redis.keyPrefix}y`;
-    const port = await freePort();
-    const api = runScript(
-      'src/main.ts',
-      { DATABASE_URL: other.url, REDIS_KEY_PREFIX: prefix, PORT: String(port) },
-      'warn',
-    );
-    try {
+  it.each([
+    ['one API process', {}, EXIT_CONFIG],
+    // the cluster's primary stops (1) rather than replacing its processes, refused for ever
+    ['API_PROCESSES=2', { API_PROCESSES: '2' }, 1],
+  ])(
+    'a process whose prefix an older deployment takes from under it stops (%s)',
+    async (_, extra: Record<string, string>, exitCode) => {
+      const prefix = prefixOf(`y${exitCode}`);
+      const port = await freePort();
+      const api = spawn(
+        'src/main.ts',
+        { DATABASE_URL: other.url, REDIS_KEY_PREFIX: prefix, PORT: String(port), ...extra },
+        'warn',
+      );
       await waitFor(
         'the API up',
         () => fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.ok),
         { retryErrors: true, timeoutMs: 30_000, context: api.output },
       );
-      // Redis lost its keys and another deployment claimed first; the API's connection comes back
-      await redis.set(`${prefix}:owner`, '00000000deadbeef shop_staging');
+      // Redis lost its keys and a deployment that held the prefix before this one took it
+      // first; this API's connections come back
+      await redis.set(`${prefix}:owner`, '00000000deadbeef 1 shop_staging');
       const clients = await redis.client('LIST');
       const ids = String(clients)
         .split('\n')
@@ -191,11 +337,15 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
         .map((line) => /^id=(\d+)/.exec(line)?.[1]);
       expect(ids.length).toBeGreaterThan(0);
       for (const id of ids) await redis.client('KILL', 'ID', id as string);
-      expect(await api.exited).toBe(1);
+      expect(await exitOf(api)).toBe(exitCode);
       expect(api.output()).toMatch(/REDIS_KEY_PREFIX is in use by another deployment/);
-    } finally {
-      if (api.proc.exitCode === null) api.proc.kill('SIGKILL');
-      await redis.del(`${prefix}:owner`);
-    }
-  });
+    },
+  );
+
+  /** `databaseIdentity` of a test database, read over its own pool. */
+  function fakeOf(db: TestDatabase): DataSource {
+    return {
+      query: (sql: string) => db.pool.query(sql).then((r) => r.rows),
+    } as unknown as DataSource;
+  }
 });

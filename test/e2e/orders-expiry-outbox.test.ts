@@ -8,6 +8,7 @@ import { OverdueOrders } from '../../src/payments/overdue-orders.service';
 import { OutboxPublisher } from '../../src/outbox/outbox.publisher';
 import { OutboxRepository } from '../../src/outbox/outbox.repository';
 import { OutboxRelay } from '../../src/outbox/outbox.relay';
+import { KeyPrefixClaim } from '../../src/redis/key-prefix-claim';
 import { JobName, QueueName } from '../../src/queue/queues';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
@@ -138,7 +139,12 @@ describe('outbox relay', () => {
     expect(orders.every((o) => o.status === 201)).toBe(true);
 
     const relays = [1, 2].map(
-      () => new OutboxRelay(ctx.get(OutboxRepository), ctx.get(OutboxPublisher)),
+      () =>
+        new OutboxRelay(
+          ctx.get(OutboxRepository),
+          ctx.get(OutboxPublisher),
+          ctx.get(KeyPrefixClaim),
+        ),
     );
     let published = 0;
     for (let round = 0; round < 20; round++) {
@@ -209,7 +215,11 @@ describe('order creation does not depend on Redis', () => {
 
     await redis.up();
     ctx = await bootPublisherContext(t.config);
-    const relay = new OutboxRelay(ctx.get(OutboxRepository), ctx.get(OutboxPublisher));
+    const relay = new OutboxRelay(
+      ctx.get(OutboxRepository),
+      ctx.get(OutboxPublisher),
+      ctx.get(KeyPrefixClaim),
+    );
     expect((await relay.relayOnce()).published).toBeGreaterThanOrEqual(1);
     const queue = ctx.get<Queue>(getQueueToken(QueueName.Orders));
     const jobs = (await queue.getJobs(['delayed', 'waiting'])).filter(

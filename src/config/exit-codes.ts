@@ -1,0 +1,7 @@
+/**
+ * The exit code of a process stopped by its configuration while it ran or booted past the
+ * configuration's own checks — REDIS_KEY_PREFIX held for another database (KeyPrefixClaim) —
+ * sysexits' EX_CONFIG. The API's cluster primary stops on it instead of replacing the process,
+ * which would be refused again, for ever.
+ */
+export const EXIT_CONFIG = 78;
