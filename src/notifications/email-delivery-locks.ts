@@ -2,6 +2,19 @@ import { Inject, Injectable, OnApplicationShutdown } from '@nestjs/common';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { AdvisoryLockSession, SessionLockHold } from '../database/advisory-lock-session';
 
+/**
+ * How long the email-lock session may go without a statement (a heartbeat every third of it)
+ * before the server ends it, and its locks with it. A worker frozen mid-send (SIGSTOP, a paused
+ * container: its kernel still answers the server's keepalives) kept its deliveries' locks for as
+ * long as it stayed frozen; each twin attempt then waited out its budget as "busy", and after a
+ * day and a half of attempts the email was failed — lost once the reconciliation's rounds ran out.
+ * Longer than any mail server waits for a client in a conversation (RFC 5321 §4.5.3.2: at most 10
+ * minutes, for the answer to the final "."): a holder frozen past it has lost its conversation,
+ * so the next attempt's send is no duplicate of one still under way — unless the server had
+ * accepted the message just before the freeze (a duplicate then, the rarer and lesser cost).
+ */
+export const EMAIL_LOCK_IDLE_SESSION_MS = 11 * 60_000;
+
 /** The advisory lock class of email deliveries (two-int form: 'EM', hashtext(key)). */
 const EMAIL_LOCK_CLASS = 0x454d;
 
@@ -20,6 +33,7 @@ export class EmailDeliveryLocks implements OnApplicationShutdown {
   constructor(@Inject(APP_CONFIG) config: AppConfig) {
     this.session = new AdvisoryLockSession(config.database.lockUrl, {
       applicationName: 'shop-orders-email-locks',
+      idleSessionTimeoutMs: EMAIL_LOCK_IDLE_SESSION_MS,
     });
   }
 
