@@ -55,6 +55,20 @@ describe('EmailReconciler: where a pass starts', () => {
     expect(notBefore(2)).toEqual(new Date(stillOwed));
   });
 
+  it('past an email left failed for the operator after its rounds (never tried again): it does not hold every pass back', async () => {
+    const givenUp = Date.parse('2026-12-01T08:00:00Z');
+    const { reconciler, notBefore, starts } = setup([[owedAt(givenUp)], [owedAt(givenUp)], []]);
+    const jobs = reconciler['jobs'] as unknown as { find: () => Promise<unknown> };
+    jobs.find = async () => ({
+      getState: async () => 'failed',
+      finishedOn: 1,
+      data: { reconcilerRetries: 3, reconcilerRound: 0 },
+    });
+    await reconciler.reconcile();
+    await reconciler.reconcile();
+    expect(notBefore(1)).toEqual(new Date(starts[0] - HOUR));
+  });
+
   it('a pass that fails moves nothing: the next one starts where this one did', async () => {
     const { reconciler, notBefore } = setup([[], [owedAt(Date.parse('2026-12-03T09:50:00Z'))], []]);
     await reconciler.reconcile();

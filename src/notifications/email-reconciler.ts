@@ -76,8 +76,15 @@ export class EmailReconciler {
           after,
           ...(events === 'published' ? { notBefore: this.settledBefore } : {}),
         });
-        if (events === 'published') firstOwed ??= owed[0]?.eventAt; // (pages in event order)
-        for (const email of owed) if (await this.addBackIfLost(email)) added++;
+        for (const email of owed) {
+          const outcome = await this.addBackIfLost(email);
+          if (outcome === 'added') added++;
+          // (pages in event order) an email left failed for the operator after its rounds is
+          // owed for good but never tried again: it must not hold every later pass back to it —
+          // one address a relay keeps refusing in a way not taken as final made every pass read
+          // the whole window for its six days
+          if (events === 'published' && outcome !== 'given-up') firstOwed ??= email.eventAt;
+        }
         if (owed.length < PAGE) break;
         after = owed[owed.length - 1];
       }
@@ -89,7 +96,11 @@ export class EmailReconciler {
     return added;
   }
 
-  private async addBackIfLost(email: OwedEmail): Promise<boolean> {
+  /**
+   * `added` (its job re-added or retried), `pending` (its job still on its way: owed, watched),
+   * `given-up` (failed after every round: left for the operator, never retried by a pass).
+   */
+  private async addBackIfLost(email: OwedEmail): Promise<'added' | 'pending' | 'given-up'> {
     const job: EmailJob = {
       orderId: email.orderId,
       kind: email.kind,
@@ -99,7 +110,7 @@ export class EmailReconciler {
     if (existing) {
       // failed after its day of retries (a mail server or credential down longer than that) while
       // still owed — a refusal for good is recorded `rejected`, never owed: another round
-      if ((await existing.getState()) !== 'failed') return false;
+      if ((await existing.getState()) !== 'failed') return 'pending';
       // A round is recorded, then the job retried: two Redis calls. A round counts once the job
       // has failed again after it — a pass killed between the two left a round recorded for a
       // failure (the same finishedOn) it never retried, and that round is given again.
@@ -107,7 +118,7 @@ export class EmailReconciler {
       const unretried =
         data.reconcilerRound !== undefined && data.reconcilerRound === existing.finishedOn;
       const rounds = (data.reconcilerRetries ?? 0) - (unretried ? 1 : 0);
-      if (rounds >= MAX_RECONCILER_RETRIES) return false; // left failed, for the operator
+      if (rounds >= MAX_RECONCILER_RETRIES) return 'given-up'; // left failed, for the operator
       // (a fresh round waits for a live twin afresh too)
       await existing.updateData({
         ...data,
@@ -120,18 +131,18 @@ export class EmailReconciler {
       } catch (err) {
         // another pass (a second worker's, or one that outlasted its interval) retried it first:
         // BullMQ refuses a job no longer failed — nothing to add, and the rest of this pass goes on
-        if ((await existing.getState()) !== 'failed') return false;
+        if ((await existing.getState()) !== 'failed') return 'pending';
         throw err;
       }
       this.logger.warn(
         `email ${emailKey(job)} is owed and its job had failed after its retries: retried (round ${rounds + 1} of ${MAX_RECONCILER_RETRIES})`,
       );
-      return true;
+      return 'added';
     }
     await enqueueEmail(this.jobs, job);
     this.logger.warn(
       `email ${emailKey(job)} is owed and its job was gone from the queue: added again`,
     );
-    return true;
+    return 'added';
   }
 }
