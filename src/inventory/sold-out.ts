@@ -58,7 +58,8 @@ return 1
  * - Staleness bound: a buyer is refused while a unit is available only between a release's
  *   COMMIT and its clear reaching Redis (one Redis round trip, sent right after the commit; a
  *   failed clear is retried every second), and never longer than SOLD_OUT_MARK_TTL_MS (5 s)
- *   after the mark was written, whatever fails.
+ *   after the mark was written, whatever fails. The refusal reads the marks again after its key's
+ *   question (up to ~2.5 s under load): a clear that landed meanwhile is seen.
  * - Reads: every request that may be refused reads the marks it needs in Redis, in one MGET
  *   shared by all requests that arrived during the same event-loop turn and issued after the
  *   last of them arrived (like the catalog's CoalescedVersionReader) — as fresh as a read per

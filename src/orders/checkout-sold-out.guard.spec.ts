@@ -75,6 +75,16 @@ describe('CheckoutSoldOutGuard#refusal (refuses only a key that holds nothing)',
     expect(await guard.refusal('u1', 'k1', body)).toBeNull();
   });
 
+  it('looks at the marks again once the key has been asked about: a release answered meanwhile is no refusal', async () => {
+    const { guard, marks } = guardWith(true, false);
+    jest
+      .mocked(marks.knownSoldOut)
+      .mockResolvedValueOnce(true) // before the key's question
+      .mockResolvedValueOnce(false); // after it: a restock's clear landed meanwhile
+    expect(await guard.refusal('u1', 'k1', body)).toBeNull();
+    expect(marks.knownSoldOut).toHaveBeenCalledTimes(2);
+  });
+
   it('does not read the records when the products are not known to be sold out', async () => {
     const { guard, idempotency } = guardWith(false, false);
     expect(await guard.refusal('u1', 'k1', body)).toBeNull();

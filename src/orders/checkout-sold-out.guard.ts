@@ -129,8 +129,10 @@ export class CheckoutSoldOutGuard implements CanActivate {
    * 409 INSUFFICIENT_STOCK to answer, or null — the normal path decides.
    */
   async refusal(userId: string, key: string, body: unknown): Promise<DomainError | null> {
-    const refusal = await this.soldOutRefusal(body);
-    return refusal && !(await this.keyInUse(userId, key)) ? refusal : null;
+    if (!(await this.soldOutRefusal(body)) || (await this.keyInUse(userId, key))) return null;
+    // the marks again after the key's question (up to ~2.5 s under load): a release answered
+    // meanwhile cleared them, and the refusal decided before it would be a false 409
+    return this.soldOutRefusal(body);
   }
 
   /** The first step: the 409 to answer if every product of this body is known sold out (Redis). */

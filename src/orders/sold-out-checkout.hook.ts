@@ -160,8 +160,9 @@ async function judge(
   } finally {
     request.body = undefined;
   }
-  if (answer === refusal && (await deps.decision.keyInUse(principal.userId, key))) {
-    // the normal path replays or refuses by the key; its guards do not count the request again
+  if (answer === refusal && (await goesOn(deps.decision, principal.userId, key, body))) {
+    // the normal path replays or refuses by the key (or finds the stock a release gave back
+    // while the key was asked about); its guards do not count the request again
     markRateLimitsCounted(request);
     (request as AuthenticatedRequest).user = undefined;
     markJudged(request);
@@ -173,6 +174,22 @@ async function judge(
   logCompletion(request, reply, started);
   sendProblem(answer, request, reply);
   return true;
+}
+
+/**
+ * True when the normal path takes the request after all: its key holds something, or its
+ * products are no longer all marked sold out when the key has been asked about. The question can take up to ~2.5 s under a sale's load; a
+ * restock or a cancel answered meanwhile cleared the marks, and a refusal decided before it was a
+ * false 409 for a unit that was there (docs: refused only between a release's COMMIT and its
+ * clear reaching Redis). The second look shares the turn's one MGET.
+ */
+async function goesOn(
+  decision: SoldOutCheckoutDeps['decision'],
+  userId: string,
+  key: string,
+  body: unknown,
+): Promise<boolean> {
+  return (await decision.keyInUse(userId, key)) || (await decision.soldOutRefusal(body)) === null;
 }
 
 /** Reads a request body to its end (or until the client goes); the bytes that arrived. */

@@ -293,6 +293,32 @@ describe('sold-out fast path', () => {
     }
   }, 120_000);
 
+  it('a restock answered while the key is being asked about (slow under a sale) is seen: the buyer gets the unit, not a 409', async () => {
+    const productId = await insertProduct(a.db.pool, { stock: 1 });
+    expect((await placeOrder(a.http, crowd[44], [{ productId, quantity: 1 }])).status).toBe(201);
+    await untilFastPathRefuses(a, productId, crowd[45]);
+    const guard = a.app.get(CheckoutSoldOutGuard);
+    const ask = guard.keyInUse.bind(guard);
+    const asked = jest.spyOn(guard, 'keyInUse').mockImplementation(async (userId, key) => {
+      // the restock commits and is answered (its clear sent) before the key's answer comes
+      const restock = await b.http.post(
+        `/v1/admin/products/${productId}/stock-adjustments`,
+        { delta: 1, reason: 'delivery' },
+        { token: admin },
+      );
+      expect(restock.status).toBe(200);
+      return ask(userId, key);
+    });
+    try {
+      const res = await placeOrder(a.http, crowd[46], [{ productId, quantity: 1 }]);
+      expect(asked).toHaveBeenCalledTimes(1);
+      expect([res.status, res.body.code]).toEqual([201, undefined]);
+    } finally {
+      asked.mockRestore();
+    }
+    await assertStockInvariants(a.db.pool, [productId]);
+  }, 60_000);
+
   it('keeps the idempotency semantics: a stored 201 replays, a refused key runs afresh after a restock', async () => {
     const productId = await insertProduct(a.db.pool, { stock: 1 });
     const [buyer, other] = [crowd[40], crowd[41]];
