@@ -473,7 +473,7 @@ describe('RefundsService', () => {
     describe("a key's lifetime (its record's: a day after its refund the key is a first request again)", () => {
       const DAY = 24 * 3600_000;
       const generationId = (key: string, g: number, n = 1) =>
-        uuidFromName(`refund:${ADMIN}:${key}\ngeneration:${g}${n > 1 ? `:attempt:${n}` : ''}`);
+        uuidFromName(`refund:${ADMIN}:${key}\ngeneration:${g}${n > 1 ? `\nattempt:${n}` : ''}`);
       const ask = (s: Awaited<ReturnType<typeof setup>>, key = KEY, amount = 1_000) =>
         s.service.request({ orderId: ORDER, amount, actor: ADMIN, idempotencyKey: key });
 
@@ -514,6 +514,25 @@ describe('RefundsService', () => {
         await expect(ask(s).catch(domainCode)).resolves.toBe('PAYMENT_PROVIDER_REJECTED');
         const retried = await ask(s);
         expect(retried).toMatchObject({ id: generationId(KEY, 2, 2), status: 'succeeded' });
+      });
+
+      it("a key spelled like another key's attempt names its own refund, never that one", async () => {
+        const s = await setup();
+        s.gateway.createRefund.mockRejectedValueOnce(
+          new GatewayError('rejected', 'insufficient_funds', 'refused'),
+        );
+        await expect(ask(s).catch(domainCode)).resolves.toBe('PAYMENT_PROVIDER_REJECTED');
+        const lookalike = await ask(s, `${KEY}:attempt:2`, 700);
+        expect(lookalike.id).toBe(uuidFromName(`refund:${ADMIN}:${KEY}:attempt:2`));
+        // the refused key's retry: its own second attempt, a refund of its own (not a 201 for
+        // the lookalike's)
+        const retried = await ask(s);
+        expect(retried).toMatchObject({
+          id: uuidFromName(`refund:${ADMIN}:${KEY}\nattempt:2`),
+          amount: 1_000,
+          status: 'succeeded',
+        });
+        expect(s.gateway.createRefund).toHaveBeenCalledTimes(3);
       });
 
       it("a key spelled like another key's generation names its own refund, never that one", async () => {

@@ -60,15 +60,19 @@ const RESEND_LIST_FIRST_AFTER_MS = 60 * 60_000;
 const MAX_REST_ATTEMPTS = 5;
 
 /**
- * The id of the key's `n`-th attempt in its `generation`: `refund:<actor>:<key>`, then
- * `…:attempt:<n>`; from the second generation on (the key used again once its 24 h record of an
- * earlier refund expired) `refund:<actor>:<key>` + a line break + `generation:<g>`, then
- * `…:attempt:<n>` — a separator no key holds (printable ASCII only), so no key of the same
- * caller names another key's generation (`K:generation:2` is not K's second).
+ * The id of the key's `n`-th attempt in its `generation`: `refund:<actor>:<key>`, then a line
+ * break + `attempt:<n>`; from the second generation on (the key used again once its 24 h record
+ * of an earlier refund expired) `refund:<actor>:<key>` + a line break + `generation:<g>`, then the
+ * attempts as before — a separator no key holds (printable ASCII only), so no key of the same
+ * caller names another key's generation or attempt (`K:generation:2` is not K's second
+ * generation, `K:attempt:2` not K's second attempt: with `:attempt:` as the separator, a refused
+ * K's retry answered `K:attempt:2`'s refund as its own, a 201 for a refund it had not made).
+ * (Attempts after the first made before this separator, within a day of the change, are not
+ * followed: a retry then makes its attempt under the new id, bounded by what is left to refund.)
  */
 const attemptId = (actor: string, key: string, n: number, generation: number): string =>
   uuidFromName(
-    `refund:${actor}:${key}${generation > 1 ? `\ngeneration:${generation}` : ''}${n > 1 ? `:attempt:${n}` : ''}`,
+    `refund:${actor}:${key}${generation > 1 ? `\ngeneration:${generation}` : ''}${n > 1 ? `\nattempt:${n}` : ''}`,
   );
 /**
  * A key's refund belongs to an earlier lifetime of the key once this long has passed since it was
@@ -247,7 +251,7 @@ export class RefundsService {
 
   /**
    * The key's attempt to continue: the first refund in its chain (`refund:<actor>:<key>`, then
-   * `…:attempt:2`, …) that is not a failure, or the free id after the last failure — of this
+   * its `attempt:2`, …) that is not a failure, or the free id after the last failure — of this
    * order or another: a refused refund stored no answer, so its key runs afresh (API.md), for
    * any refund. Same-key requests never run at once (the idempotency interceptor holds the key).
    *
