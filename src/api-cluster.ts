@@ -55,7 +55,7 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
         { workerPid: worker.process.pid, code },
         'API process refused by its configuration; stopping',
       );
-      stop(1);
+      stop(EXIT_CONFIG);
       return;
     }
     if (!everListened) {
@@ -109,7 +109,8 @@ export async function runApiCluster(config: AppConfig): Promise<void> {
         ? Promise.resolve()
         : new Promise<void>((resolve) =>
             w.once('exit', (code: number | null, signal: string | null) => {
-              if ((code !== 0 || signal) && served.has(w))
+              // (a sibling stopped by its configuration as well: no drain was cut)
+              if (((code !== 0 && code !== EXIT_CONFIG) || signal) && served.has(w))
                 unclean.push({ pid: w.process.pid, code, signal });
               resolve();
             }),

@@ -42,6 +42,8 @@ export class KeyPrefixClaim implements OnApplicationBootstrap, OnApplicationShut
   private readonly key: string;
   private identity?: string;
   private previous?: string;
+  /** Since when a process that never held the prefix has found it held for another database. */
+  private foreignSince?: number;
   /** When this deployment first held the prefix (µs, Redis's clock), once this process has. */
   private tenure?: number;
   private timer?: NodeJS.Timeout;
@@ -103,7 +105,15 @@ export class KeyPrefixClaim implements OnApplicationBootstrap, OnApplicationShut
   private async renew(): Promise<void> {
     if (this.stopped) return;
     const outcome = await this.attempt();
+    if (outcome.kind !== 'foreign') this.foreignSince = undefined;
     if (outcome.kind !== 'foreign' || this.stopped) return;
+    // a process that never held it (booted while Redis was down) gives the holder the time a boot
+    // gives (its deployment's older processes may take it back at their next heartbeat); one
+    // that held it was outlasted by an older tenure: it stops at once
+    if (!this.holding && outcome.ttlMs > 0) {
+      this.foreignSince ??= Date.now();
+      if (Date.now() - this.foreignSince < CLAIM_TTL_MS + CLAIM_HEARTBEAT_MS) return;
+    }
     this.stopped = true;
     clearInterval(this.timer);
     this.lost(new PrefixInUse(this.key, outcome.holder));
@@ -209,8 +219,14 @@ const CLAIM_HEARTBEAT_MS = 10_000;
 const CLAIM_SCRIPT = `
 local holder = redis.call('GET', KEYS[1])
 local hash, since
-if holder then hash, since = string.match(holder, '^(%S+) (%d+) ') end
-local ours = holder and (hash == ARGV[1] or (ARGV[2] ~= '' and hash == ARGV[2]))
+if holder then
+  hash = string.match(holder, '^(%S+)')
+  since = string.match(holder, '^%S+ (%d+) ')
+end
+-- ours: our identity (or the one before a move), or our deployment's tenure (a process of it
+-- whose read of a moved database's new identity has not come yet)
+local ours = holder and (hash == ARGV[1] or (ARGV[2] ~= '' and hash == ARGV[2])
+  or (since ~= nil and since == ARGV[3]))
 local mine = tonumber(ARGV[3])
 if holder and not ours and not (mine and since and mine < tonumber(since)) then
   return {0, holder, redis.call('PTTL', KEYS[1])}

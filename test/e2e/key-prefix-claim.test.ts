@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { AddressInfo, connect, createServer } from 'node:net';
 import type { INestApplicationContext } from '@nestjs/common';
 import { Queue } from 'bullmq';
 import Redis from 'ioredis';
@@ -9,7 +10,6 @@ import { JobName, QueueName } from '../../src/queue/queues';
 import { KeyPrefixClaim, PrefixInUse, databaseIdentity } from '../../src/redis/key-prefix-claim';
 import { createRedisClient } from '../../src/redis/redis.module';
 import { freePort } from '../support/ports';
-import { PrivateRedis } from '../support/private-redis';
 import { runScript } from '../support/processes';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
@@ -137,13 +137,27 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
 
   it('a claim that lapses (the other deployment stopped) is taken over at boot', async () => {
     const prefix = prefixOf('x');
-    await redis.set(`${prefix}:owner`, '00000000deadbeef shop_old', 'PX', 1_500);
+    // the other deployment's claim is renewed until the API's first attempt has found it (seen
+    // on Redis's MONITOR), then that deployment stops: its claim lapses while the API waits
+    const stop = foreignClaim(prefix, 1_500, 200);
+    const monitor = await redis.duplicate().monitor();
+    const attempted = new Promise<void>((resolve) =>
+      monitor.on('monitor', (_time: string, args: string[]) => {
+        if (args[0]?.toLowerCase() === 'eval' && args[3] === `${prefix}:owner`) resolve();
+      }),
+    );
     const port = await freePort();
     const api = spawn(
       'src/main.ts',
       { DATABASE_URL: other.url, REDIS_KEY_PREFIX: prefix, PORT: String(port) },
       'warn',
     );
+    try {
+      await attempted;
+    } finally {
+      stop();
+      monitor.disconnect();
+    }
     await waitFor(
       'the API up',
       () => fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.ok),
@@ -192,7 +206,21 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
   });
 
   it('a worker of another database that boots while Redis is down publishes nothing into the prefix once Redis is back, and stops', async () => {
-    const privateRedis = await PrivateRedis.start();
+    // Redis "down": the worker reaches it through a gate that refuses connections until the
+    // test has put production's claim there (so the worker cannot claim the free key first)
+    let open = false;
+    const gate = createServer((socket) => {
+      if (!open) return socket.destroy();
+      const upstream = connect(Number(new URL(a.config.redis.url).port || 6379), '127.0.0.1');
+      socket.pipe(upstream).pipe(socket);
+      const end = () => {
+        socket.destroy();
+        upstream.destroy();
+      };
+      socket.on('error', end).on('close', end);
+      upstream.on('error', end).on('close', end);
+    });
+    await new Promise<void>((resolve) => gate.listen(0, '127.0.0.1', resolve));
     const prefix = prefixOf('r');
     const eventId = randomUUID();
     await other.pool.query(
@@ -201,10 +229,13 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
       [eventId],
     );
     try {
-      await privateRedis.down();
       const w = spawn(
         'src/worker.ts',
-        { DATABASE_URL: other.url, REDIS_URL: privateRedis.url, REDIS_KEY_PREFIX: prefix },
+        {
+          DATABASE_URL: other.url,
+          REDIS_URL: `redis://127.0.0.1:${(gate.address() as AddressInfo).port}`,
+          REDIS_KEY_PREFIX: prefix,
+        },
         'info', // ('worker started')
       );
       await waitFor(
@@ -213,25 +244,70 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
         { timeoutMs: 30_000, context: w.output },
       );
       // Redis back, the prefix held by production (since long before)
-      await privateRedis.up();
-      const admin = new Redis(privateRedis.url);
-      try {
-        await admin.set(`${prefix}:owner`, '00000000deadbeef 1 shop_production');
-        expect(await exitOf(w)).toBe(EXIT_CONFIG);
-        expect(w.output()).toMatch(/REDIS_KEY_PREFIX is in use by another deployment/);
-        const [row] = (
-          await other.pool.query<{ status: string; published_at: Date | null }>(
-            `SELECT status, published_at FROM outbox WHERE id = $1`,
-            [eventId],
-          )
-        ).rows;
-        expect(row).toEqual({ status: 'pending', published_at: null });
-        expect(await admin.keys(`${prefix}:bull:*`)).toEqual([]);
-      } finally {
-        admin.disconnect();
-      }
+      await redis.set(`${prefix}:owner`, '00000000deadbeef 1 shop_production');
+      open = true;
+      expect(await exitOf(w)).toBe(EXIT_CONFIG);
+      expect(w.output()).toMatch(/REDIS_KEY_PREFIX is in use by another deployment/);
+      const [row] = (
+        await other.pool.query<{ status: string; published_at: Date | null }>(
+          `SELECT status, published_at FROM outbox WHERE id = $1`,
+          [eventId],
+        )
+      ).rows;
+      expect(row).toEqual({ status: 'pending', published_at: null });
+      expect(await redis.keys(`${prefix}:bull:*`)).toEqual([]);
     } finally {
-      await privateRedis.down();
+      await new Promise((resolve) => gate.close(resolve));
+    }
+  });
+
+  it('processes of one deployment never stop each other when its database moves (one reads the new identity late)', async () => {
+    const prefix = prefixOf('d');
+    const config = { ...a.config, redis: { ...a.config.redis, keyPrefix: prefix } };
+    let oid = '1';
+    let lateFails = false;
+    const row = () => ({ system: '7', oid, name: 'shop' });
+    const [clientA, clientC] = await Promise.all(
+      ['a', 'c'].map(async (n) => {
+        const c = createRedisClient(a.config.redis.url, `${prefix}:${n}`);
+        await new Promise((resolve) => c.once('ready', resolve));
+        return c;
+      }),
+    );
+    const moved = new InProcessClaim(clientA, fakeDatabase(row), config);
+    const late = new InProcessClaim(
+      clientC,
+      {
+        query: async () => {
+          if (lateFails) throw new Error('connection reset');
+          return [row()];
+        },
+      } as unknown as DataSource,
+      config,
+    );
+    try {
+      await moved.onApplicationBootstrap();
+      await late.onApplicationBootstrap();
+      const before = (await redis.get(`${prefix}:owner`)) as string;
+      // the database moves; one process's reads fail for a while (the cut-over)
+      oid = '2';
+      lateFails = true;
+      await moved['renew'](); // reads the new identity
+      await moved['renew'](); // moves the claim to it
+      expect((await redis.get(`${prefix}:owner`))?.split(' ')[0]).not.toBe(before.split(' ')[0]);
+      await late['renew'](); // still the old identity: the same deployment (its tenure), not lost
+      expect(late.lostWith).toBeUndefined();
+      lateFails = false;
+      await late['renew']();
+      await late['renew']();
+      await moved['renew']();
+      expect([moved.lostWith, late.lostWith]).toEqual([undefined, undefined]);
+      expect(await redis.get(`${prefix}:owner`)).toMatch(/ shop$/);
+    } finally {
+      moved.onApplicationShutdown();
+      late.onApplicationShutdown();
+      clientA.disconnect();
+      clientC.disconnect();
     }
   });
 
@@ -310,12 +386,12 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
 
   it.each([
     ['one API process', {}, EXIT_CONFIG],
-    // the cluster's primary stops (1) rather than replacing its processes, refused for ever
-    ['API_PROCESSES=2', { API_PROCESSES: '2' }, 1],
+    // the cluster's primary stops too (78) rather than replacing its processes, refused for ever
+    ['API_PROCESSES=2', { API_PROCESSES: '2' }, EXIT_CONFIG],
   ])(
     'a process whose prefix an older deployment takes from under it stops (%s)',
     async (_, extra: Record<string, string>, exitCode) => {
-      const prefix = prefixOf(`y${exitCode}`);
+      const prefix = prefixOf(`y${Object.keys(extra).length}`);
       const port = await freePort();
       const api = spawn(
         'src/main.ts',
