@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL and Redis are usable for DATABASE_URL / REDIS_URL (idempotent).
 #   - PostgreSQL: starts a local cluster if it is down (installs it when missing and running as
-#     root), then creates the URL's role (LOGIN, CREATEDB) and database when connecting fails.
+#     root), then creates the URL's role (LOGIN, CREATEDB) and database when connecting fails —
+#     on this machine only: a server elsewhere is only checked, never changed.
 #   - Redis: starts a local redis-server if it is down (installs it when missing and root).
 # Quiet and fast when everything already works. Never prints passwords.
 # Alternative when this cannot fix things: docker compose -f docker/compose.services.yml up -d
@@ -69,12 +70,19 @@ pg_as_app() { # pg_as_app <sql> : runs SQL as DATABASE_URL's role, prints tuples
 
 pg_url_ok() {
   local out
-  if out="$(pg_as_app "select (select rolcreatedb or rolsuper
-      from pg_roles where rolname = current_user) and coalesce((select has_schema_privilege(oid,
+  # CREATEDB only for the tests (scripts/test.sh: SERVICES_FOR_TESTS=1, they clone databases):
+  # the application itself needs none, and a least-privileged role must not be refused
+  local createdb=true
+  [ "${SERVICES_FOR_TESTS:-0}" = 1 ] && createdb="(select rolcreatedb or rolsuper from pg_roles where rolname = current_user)"
+  if out="$(pg_as_app "select $createdb and coalesce((select has_schema_privilege(oid,
       'CREATE') from pg_namespace where nspname = 'public'), true)")"; then
     PG_LAST_ERROR=''
     [ "$out" = t ] && return 0
-    PG_LAST_ERROR="role lacks CREATEDB or CREATE on schema public"
+    if [ "${SERVICES_FOR_TESTS:-0}" = 1 ]; then
+      PG_LAST_ERROR="role lacks CREATEDB (the tests clone databases) or CREATE on schema public"
+    else
+      PG_LAST_ERROR="role lacks CREATE on schema public"
+    fi
     return 1
   fi
   PG_LAST_ERROR="$(head -n 3 <<<"$out")"
@@ -172,6 +180,13 @@ pg_admin() { # pg_admin <db> : runs SQL from stdin as a superuser, prints tuples
 
 pg_find_admin() {
   local m
+  # a server that is not on this machine is never changed (roles, databases, settings): it may be
+  # production's, reached with a DBA's ~/.pgpass — a typo in DATABASE_URL would create an empty
+  # database there, and the app's role would be given CREATEDB
+  if ! is_local_host "$PG_HOST"; then
+    PG_LAST_ERROR="${PG_LAST_ERROR:+$PG_LAST_ERROR; }PostgreSQL at $PG_HOST is not on this machine: this script changes nothing there"
+    return 1
+  fi
   local methods=(tcp)
   if is_root && is_local_host "$PG_HOST"; then
     have runuser && methods+=(runuser)

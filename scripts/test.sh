@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # the servers the tests use: their defaults and this shell's DATABASE_URL / REDIS_URL — not .env's,
 # which the tests do not read (each suite makes its own configuration)
-ENV_FILE= bash scripts/ensure-services.sh
+ENV_FILE= SERVICES_FOR_TESTS=1 bash scripts/ensure-services.sh
 if [ -L node_modules ]; then
   # a linked node_modules is shared (git worktrees): `npm ci` would empty the link's target for
   # everyone using it (as in scripts/start.sh); never install through it

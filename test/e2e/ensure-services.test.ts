@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { PrivatePostgres } from '../support/private-postgres';
@@ -65,7 +66,7 @@ describe('scripts/ensure-services.sh (PostgreSQL with password sign-in)', () => 
     }
   }
 
-  function ensure(databaseUrl: string): Promise<Run> {
+  function ensure(databaseUrl: string, extra: Record<string, string> = {}): Promise<Run> {
     return new Promise((resolve) => {
       execFile(
         'bash',
@@ -77,6 +78,7 @@ describe('scripts/ensure-services.sh (PostgreSQL with password sign-in)', () => 
             ...process.env,
             DATABASE_URL: databaseUrl,
             REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+            ...extra,
           },
           timeout: 60_000,
         },
@@ -138,5 +140,48 @@ describe('scripts/ensure-services.sh (PostgreSQL with password sign-in)', () => 
     expect(await admin(`SELECT rolcreatedb FROM pg_roles WHERE rolname = 'bare'`)).toEqual([
       { rolcreatedb: true },
     ]);
+  }, 60_000);
+
+  it('changes nothing on a server that is not on this machine (only checks it); CREATEDB is asked for the tests only', async () => {
+    // this machine's own non-loopback address stands for "elsewhere", where a DBA's superuser
+    // answers (trust here, ~/.pgpass there)
+    const elsewhere = Object.values(networkInterfaces())
+      .flat()
+      .find((i) => i?.family === 'IPv4' && !i.internal)?.address;
+    expect(elsewhere).toBeDefined();
+    writeFileSync(
+      join(pg.dataDir, 'pg_hba.conf'),
+      [
+        'local all all trust',
+        'host all postgres 127.0.0.1/32 trust',
+        `host all postgres ${elsewhere}/32 trust`,
+        'host all all 127.0.0.1/32 scram-sha-256',
+        `host all all ${elsewhere}/32 scram-sha-256`,
+        '',
+      ].join('\n'),
+    );
+    pg.listenAddresses = `127.0.0.1,${elsewhere}`;
+    await pg.restart('fast');
+    await admin(`CREATE ROLE least LOGIN PASSWORD 'least secret'`);
+    await admin(`CREATE DATABASE least_db OWNER least`);
+    const remote = (db: string) =>
+      `postgres://least:${encodeURIComponent('least secret')}@${elsewhere}:${pg.port}/${db}`;
+    const roleNow = () =>
+      admin(`SELECT rolcreatedb, rolconfig FROM pg_roles WHERE rolname = 'least'`);
+
+    // the app's least-privileged role: usable as it is (npm start), nothing changed
+    const usable = await ensure(remote('least_db'));
+    expect(usable.code).toBe(0);
+    expect(usable.out).not.toMatch(/updating role|creating/);
+    // a misspelt database: refused, never created there
+    const typo = await ensure(remote('least_dbb'));
+    expect(typo.code).toBe(1);
+    expect(typo.out).toContain('is not on this machine: this script changes nothing there');
+    expect(await admin(`SELECT 1 FROM pg_database WHERE datname = 'least_dbb'`)).toEqual([]);
+    // the tests clone databases: there, a role without CREATEDB is refused — and not given it
+    const forTests = await ensure(remote('least_db'), { SERVICES_FOR_TESTS: '1' });
+    expect(forTests.code).toBe(1);
+    expect(forTests.out).toContain('CREATEDB');
+    expect(await roleNow()).toEqual([{ rolcreatedb: false, rolconfig: null }]);
   }, 60_000);
 });

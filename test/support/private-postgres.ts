@@ -91,12 +91,15 @@ export class PrivatePostgres {
     return { name, url, pool, drop: () => pool.end() };
   }
 
+  /** Where it listens from its next start (a test of a server "not on this machine": another address). */
+  listenAddresses = '127.0.0.1';
+
   /** Starts the server (after `stop`) and waits until it accepts connections. */
   async start(): Promise<void> {
     const options = [
       `-p ${this.port}`,
       `-k ${this.dataDir}`,
-      '-c listen_addresses=127.0.0.1',
+      `-c listen_addresses=${this.listenAddresses}`,
       // safe while only the server crashes, not the machine; synchronous_commit stays on, or an
       // immediate stop would lose the last commits (WAL still in shared memory)
       '-c fsync=off',
