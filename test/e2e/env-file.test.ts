@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -233,6 +233,25 @@ describe('.env: read by a real parser, by every process, the real environment wi
         METRICS_PORT: '0',
         WORKER_METRICS_PORT: '0',
       };
+      // the image's `npm run migration:revert` (a deploy rolled back) and `migration:run`: the
+      // typeorm CLI on the compiled config (docker/Dockerfile), reading DATABASE_URL from .env
+      const cli = join(ROOT, 'node_modules', 'typeorm', 'cli.js');
+      const dataSource = join(out, 'ormconfig.js');
+      const reverted = await run(process.execPath, [cli, '-d', dataSource, 'migration:revert'], {
+        cwd: dir,
+        env,
+      });
+      expect(reverted.stdout).toMatch(/reverted successfully/);
+      const applied = await run(process.execPath, [cli, '-d', dataSource, 'migration:run'], {
+        cwd: dir,
+        env,
+      });
+      expect(applied.stdout).toMatch(/executed successfully/);
+      const dockerfile = readFileSync(join(ROOT, 'docker', 'Dockerfile'), 'utf8');
+      for (const command of ['migration:run', 'migration:revert'])
+        expect(dockerfile).toContain(
+          `"scripts.${command}=node node_modules/typeorm/cli.js -d dist/ormconfig.js ${command}"`,
+        );
       const script = join(out, 'scripts', 'admin-create.js');
       const args = [
         script,

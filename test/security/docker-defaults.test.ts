@@ -27,6 +27,17 @@ function runtimeEnv(): Record<string, string> {
  * network, where anyone could sign an admin token with the built-in secret.
  */
 describe('the Docker image keeps the secure defaults', () => {
+  it("keeps every .env and private key out of the build context, in any folder (docker/.env is compose's)", () => {
+    const patterns = readFileSync(join(ROOT, '.dockerignore'), 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('#'));
+    expect(patterns).toEqual(
+      expect.arrayContaining(['**/.env', '**/.env.*', '**/*.pem', '**/*.key']),
+    );
+    expect(patterns).toContain('!.env.example');
+  });
+
   it('sets NODE_ENV=production and no HOST: production binds every interface, development only loopback', () => {
     const env = runtimeEnv();
     expect(env.NODE_ENV).toBe('production');
