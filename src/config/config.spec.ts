@@ -298,9 +298,10 @@ describe('loadConfig', () => {
           ]);
         }
       }
-      expect(loadConfig({ ...withoutFrom, NODE_ENV: 'development' }).mail.from).toBe(
-        'Shop <orders@shop.example>',
-      );
+      expect(
+        loadConfig({ ...withoutFrom, NODE_ENV: 'development', DEVELOPMENT_REMOTE_SERVICES: 'true' })
+          .mail.from,
+      ).toBe('Shop <orders@shop.example>');
     });
 
     it('refuses a METRICS_HOST that is no address or host name, or a mistyped IPv4 address (it failed to listen, and the process ran without metrics)', () => {
@@ -839,6 +840,40 @@ describe('loadConfig', () => {
       );
       expect(() => loadDatabaseConfig({ NODE_ENV: ' ' })).toThrow(/DATABASE_URL: required/);
     });
+  });
+});
+
+describe("a development instance on servers that are not this machine's", () => {
+  it("is refused (a developer's .env with a deployment's URLs would seed demo data and run simulated payments on them) unless they are said to be development servers", () => {
+    const remote = {
+      NODE_ENV: 'development',
+      DATABASE_URL: 'postgres://shop:pw@db.shop.example.com:5432/shop',
+      DATABASE_LOCK_URL: 'postgres://shop:pw@10.0.0.5:5432/shop',
+      REDIS_URL: 'redis://:pw@cache.shop.example.com:6379',
+    };
+    expect(named(problemsOf(remote))).toEqual(['DATABASE_LOCK_URL', 'DATABASE_URL', 'REDIS_URL']);
+    expect(problemsOf(remote)[0]).toMatch(
+      /db\.shop\.example\.com is not this machine.*DEVELOPMENT_REMOTE_SERVICES=true/,
+    );
+    expect(() => loadConfig({ ...remote, DEVELOPMENT_REMOTE_SERVICES: 'true' })).not.toThrow();
+    // this machine, however spelt: loopback names and addresses, a socket directory, no host
+    for (const url of [
+      'postgres://shop@localhost/shop',
+      'postgres://shop@127.0.0.1:5432/shop',
+      'postgres://shop@[::1]:5432/shop',
+      'postgres:///shop?host=/var/run/postgresql',
+    ]) {
+      expect(() => loadConfig({ NODE_ENV: 'development', DATABASE_URL: url })).not.toThrow();
+    }
+    // a deployment (not development) is not concerned: its servers are elsewhere by design
+    expect(() =>
+      loadConfig({
+        ...SECRETS,
+        NODE_ENV: 'production',
+        DATABASE_URL: remote.DATABASE_URL,
+        REDIS_URL: remote.REDIS_URL,
+      }),
+    ).not.toThrow();
   });
 });
 

@@ -247,6 +247,9 @@ const envSchema = z.object({
     .optional(),
   STRIPE_API_URL: url(['http:', 'https:']).optional(),
   STRIPE_TEST_MODE: bool(false),
+  // NODE_ENV=development on a database or Redis that is not this machine: refused unless this says
+  // they are development servers (developmentRemoteServices)
+  DEVELOPMENT_REMOTE_SERVICES: bool(false),
   SMTP_URL: url(['smtp:', 'smtps:']).optional(),
   // an address (`orders@your-shop.com` or `Shop <orders@your-shop.com>`): anything else the mail
   // server refuses at MAIL FROM, each email retried for a day while the process looks healthy
@@ -928,6 +931,43 @@ function developmentExposure(env: Record<string, string>): string[] {
       ];
 }
 
+/**
+ * A development instance — simulated payments, a demo seed (`npm start`: demo accounts and
+ * products), the built-in secrets — on a database or Redis that is not on this machine: a
+ * developer's .env holding a deployment's URLs (NODE_ENV left unset: `npm start` makes it
+ * development) migrated and seeded demo data into that deployment's database, and ran a worker
+ * with the simulated gateway on its queues and its REDIS_KEY_PREFIX. Refused unless
+ * DEVELOPMENT_REMOTE_SERVICES=true says the servers are development ones.
+ */
+function developmentRemoteServices(env: Record<string, string>): string[] {
+  if (env.NODE_ENV !== 'development') return [];
+  if (['true', '1'].includes(env.DEVELOPMENT_REMOTE_SERVICES ?? '')) return [];
+  const problems: string[] = [];
+  for (const [name, protocols] of [
+    ['DATABASE_URL', ['postgres:', 'postgresql:']],
+    ['DATABASE_LOCK_URL', ['postgres:', 'postgresql:']],
+    ['REDIS_URL', ['redis:', 'rediss:']],
+  ] as const) {
+    let host: string;
+    try {
+      const parsed = new URL(env[name] ?? '');
+      if (!(protocols as readonly string[]).includes(parsed.protocol)) continue; // its own check's
+      // (a socket directory in the `host` parameter, or no host at all: this machine)
+      host = parsed.hostname || parsed.searchParams.get('host') || '';
+    } catch {
+      continue; // unset (its default is this machine), or refused by its own check
+    }
+    host = host.replace(/^\[(.*)\]$/, '$1');
+    if (host === '' || host.startsWith('/') || isLoopbackHost(host)) continue;
+    problems.push(
+      `${name}: ${host} is not this machine, and NODE_ENV=development runs simulated payments, ` +
+        'a demo seed and built-in secrets against it; use a local server, or set ' +
+        'DEVELOPMENT_REMOTE_SERVICES=true if it is a development one',
+    );
+  }
+  return problems;
+}
+
 /** Whether listeners on these two hosts may take the same address (one port for both: EADDRINUSE). */
 function mayShareAddress(a: string, b: string): boolean {
   const wildcard = (h: string) => h === '0.0.0.0' || h === '::' || h === '' || isIP(h) === 0; // (a name may resolve to the other)
@@ -950,6 +990,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const jwtKeys = parseJwtKeyPair(cleaned);
   problems.push(...jwtKeys.problems);
   problems.push(...developmentExposure(cleaned));
+  problems.push(...developmentRemoteServices(cleaned));
   problems.push(...databaseHostProblems(cleaned));
   const orderMinimum = parsed.success ? minimumOrderOf(parsed.data) : 0;
   if (parsed.success && parsed.data.ORDER_MAXIMUM_AMOUNT < orderMinimum) {
