@@ -23,6 +23,7 @@ const refund: Refund = {
   requestedRest: false,
   providerRefundId: 're_1',
   failure: null,
+  requestKey: null,
   actor: 'user:a-1',
   createdAt: new Date('2026-03-01T12:00:00Z'),
   updatedAt: new Date('2026-03-01T12:00:00Z'),

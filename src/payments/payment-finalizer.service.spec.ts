@@ -83,6 +83,7 @@ const refund = (over: Partial<Refund> = {}): Refund => ({
   requestedRest: null,
   providerRefundId: 're_1',
   failure: null,
+  requestKey: null,
   actor: 'system:payments',
   createdAt: NOW,
   updatedAt: NOW,

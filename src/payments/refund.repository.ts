@@ -18,6 +18,8 @@ export interface Refund {
   providerRefundId: string | null;
   failure: string | null;
   actor: string;
+  /** The Idempotency-Key it was requested under (null: the system's, or made before the column). */
+  requestKey: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -30,6 +32,7 @@ export interface NewRefund {
   reason: RefundReason;
   actor: string;
   providerRefundId?: string;
+  requestKey?: string;
 }
 
 const toRefund = (e: RefundEntity): Refund => ({
@@ -43,6 +46,7 @@ const toRefund = (e: RefundEntity): Refund => ({
   requestedRest: e.requestedRest,
   providerRefundId: e.providerRefundId,
   failure: e.failure,
+  requestKey: e.requestKey,
   actor: e.actor,
   createdAt: e.createdAt,
   updatedAt: e.updatedAt,
@@ -102,6 +106,7 @@ export class RefundRepository {
         providerRefundId: r.providerRefundId ?? null,
         failure: null,
         actor: r.actor,
+        requestKey: r.requestKey ?? null,
         createdAt: at,
         updatedAt: at,
       });

@@ -46,6 +46,7 @@ const refund = (over: Partial<Refund> = {}): Refund => ({
   requestedRest: false,
   providerRefundId: null,
   failure: null,
+  requestKey: null,
   actor: ADMIN,
   createdAt: NOW,
   updatedAt: NOW,
@@ -112,6 +113,7 @@ function mockRefunds(captured = 24_900) {
         requestedRest: r.reason === 'requested' ? amount === null : null,
         status: r.providerRefundId ? 'succeeded' : 'pending',
         providerRefundId: r.providerRefundId ?? null,
+        requestKey: r.requestKey ?? null,
       });
       rows.set(row.id, row);
       return row;
@@ -279,6 +281,7 @@ describe('RefundsService', () => {
           currency: 'INR',
           reason: 'requested',
           actor: ADMIN,
+          requestKey: KEY,
         },
         null,
         NOW,
@@ -533,6 +536,43 @@ describe('RefundsService', () => {
           status: 'succeeded',
         });
         expect(s.gateway.createRefund).toHaveBeenCalledTimes(3);
+      });
+
+      it("the previous build's later attempts (`:attempt:<n>`, no key recorded) are continued, never refunded beside", async () => {
+        for (const status of ['succeeded', 'pending'] as const) {
+          const s = await setup();
+          s.gateway.createRefund.mockRejectedValueOnce(
+            new GatewayError('rejected', 'insufficient_funds', 'refused'),
+          );
+          await expect(ask(s).catch(domainCode)).resolves.toBe('PAYMENT_PROVIDER_REJECTED');
+          // the previous build's second attempt, made at the provider, its answer never stored
+          const legacyId = uuidFromName(`refund:${ADMIN}:${KEY}:attempt:2`);
+          await s.refunds.reserve(
+            {
+              id: legacyId,
+              orderId: ORDER,
+              paymentId: 'pay-1',
+              currency: 'INR',
+              reason: 'requested',
+              actor: ADMIN,
+              ...(status === 'succeeded' ? { providerRefundId: 're_legacy' } : {}),
+            },
+            1_000,
+            NOW,
+          );
+          s.gateway.listRefunds.mockResolvedValue([
+            remote({ id: 're_legacy', amount: 1_000, status, refundId: legacyId }),
+          ]);
+          const calls = s.gateway.createRefund.mock.calls.length;
+          const retried = await ask(s);
+          expect(retried.id).toBe(legacyId);
+          // no second refund beside it: the provider is asked for none, or (still pending) for
+          // that same refund again, under its own key
+          const asked = s.gateway.createRefund.mock.calls
+            .slice(calls)
+            .map(([c]) => c.idempotencyKey);
+          expect(asked).toEqual(status === 'pending' ? [`refund:${legacyId}`] : []);
+        }
       });
 
       it("a key spelled like another key's generation names its own refund, never that one", async () => {

@@ -67,12 +67,21 @@ const MAX_REST_ATTEMPTS = 5;
  * caller names another key's generation or attempt (`K:generation:2` is not K's second
  * generation, `K:attempt:2` not K's second attempt: with `:attempt:` as the separator, a refused
  * K's retry answered `K:attempt:2`'s refund as its own, a 201 for a refund it had not made).
- * (Attempts after the first made before this separator, within a day of the change, are not
- * followed: a retry then makes its attempt under the new id, bounded by what is left to refund.)
+ * (Attempts after the first that the previous build made under `:attempt:` are still followed:
+ * legacyAttemptId.)
  */
 const attemptId = (actor: string, key: string, n: number, generation: number): string =>
   uuidFromName(
     `refund:${actor}:${key}${generation > 1 ? `\ngeneration:${generation}` : ''}${n > 1 ? `\nattempt:${n}` : ''}`,
+  );
+/**
+ * The name the previous build gave the key's `n`-th attempt (n > 1): `…:attempt:<n>`. Followed
+ * only for a refund without a key recorded (made by that build): a retry within the key's day of
+ * an attempt it made and never answered continues it, not a second refund beside it.
+ */
+const legacyAttemptId = (actor: string, key: string, n: number, generation: number): string =>
+  uuidFromName(
+    `refund:${actor}:${key}${generation > 1 ? `\ngeneration:${generation}` : ''}:attempt:${n}`,
   );
 /**
  * A key's refund belongs to an earlier lifetime of the key once this long has passed since it was
@@ -82,16 +91,14 @@ const attemptId = (actor: string, key: string, n: number, generation: number): s
  */
 const KEY_LIFETIME_MS = IDEMPOTENCY_TTL_MS - 5 * 60_000;
 
-/** The ids of the key's first `count` attempts in its `generation`. */
-const attemptIds = (actor: string, key: string, count: number, generation: number): string[] =>
-  Array.from({ length: count }, (_, i) => attemptId(actor, key, i + 1, generation));
-
 /** Where a key's refund stands: the attempt to continue, in the key's current generation. */
 interface KeyAttempt {
   id: string;
   number: number;
   generation: number;
   refund: Refund | null;
+  /** The ids of the attempts before it in its generation (as found: new or old names). */
+  earlier: string[];
 }
 
 const retryShortly = (detail: string): DomainError =>
@@ -169,9 +176,7 @@ export class RefundsService {
         throw retryShortly('Earlier refunds of this payment are still settling; retry shortly.');
       }
       attempt = await this.currentAttempt(input.actor, input.idempotencyKey);
-      const earlier = new Set(
-        attemptIds(input.actor, input.idempotencyKey, attempt.number - 1, attempt.generation),
-      );
+      const earlier = new Set(attempt.earlier);
       if (
         !attempt.refund &&
         remotes.some(
@@ -212,7 +217,13 @@ export class RefundsService {
         });
       }
       refund = await this.tx.run(() =>
-        this.reserve(this.newRefund(id, payment, 'requested', input.actor), input.amount ?? null),
+        this.reserve(
+          {
+            ...this.newRefund(id, payment, 'requested', input.actor),
+            requestKey: input.idempotencyKey,
+          },
+          input.amount ?? null,
+        ),
       );
       if (!refund) {
         throw new DomainError(
@@ -264,10 +275,21 @@ export class RefundsService {
   private async currentAttempt(actor: string, key: string): Promise<KeyAttempt> {
     let generation = 1;
     while (await this.refunds.findById(attemptId(actor, key, 1, generation + 1))) generation++;
+    const earlier: string[] = [];
     for (let n = 1; ; n++) {
-      const id = attemptId(actor, key, n, generation);
-      const refund = await this.refunds.findById(id);
-      if (refund && refund.status === 'failed' && n < MAX_ATTEMPTS_PER_KEY) continue;
+      let id = attemptId(actor, key, n, generation);
+      let refund = await this.refunds.findById(id);
+      if (!refund && n > 1) {
+        // the previous build's name for it, if that build made it (no key recorded): a refund
+        // with a key under that name is another key's (one spelled `K:attempt:<n>`)
+        const legacyId = legacyAttemptId(actor, key, n, generation);
+        const legacy = await this.refunds.findById(legacyId);
+        if (legacy && legacy.requestKey === null) [id, refund] = [legacyId, legacy];
+      }
+      if (refund && refund.status === 'failed' && n < MAX_ATTEMPTS_PER_KEY) {
+        earlier.push(id);
+        continue;
+      }
       const expired =
         refund !== null &&
         this.clock.now().getTime() >= refund.createdAt.getTime() + KEY_LIFETIME_MS;
@@ -277,8 +299,9 @@ export class RefundsService {
             number: 1,
             generation: generation + 1,
             refund: null,
+            earlier: [],
           }
-        : { id, number: n, generation, refund };
+        : { id, number: n, generation, refund, earlier };
     }
   }
 

@@ -72,6 +72,13 @@ export class RefundEntity {
   @Column('text')
   actor!: string;
 
+  /**
+   * The Idempotency-Key a requested refund was made under; null when made by the system, or by a
+   * build before the column (migration …-RefundRequestKey: those attempts' old names are followed).
+   */
+  @Column('text', { name: 'request_key', nullable: true })
+  requestKey!: string | null;
+
   @Column('timestamptz', { name: 'created_at' })
   createdAt!: Date;
 
