@@ -42,9 +42,10 @@ export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-5}"
 
 is_local_host() {
-  case "$1" in
-    '' | localhost | 127.* | ::1 | 0.0.0.0 | /*) return 0 ;;
-    "$(hostname 2>/dev/null || echo localhost)") return 0 ;;
+  local h="${1,,}" # (host names in any case)
+  case "$h" in
+    '' | localhost | localhost.localdomain | *.localhost | 127.* | ::1 | 0.0.0.0 | /*) return 0 ;;
+    "$(hostname 2>/dev/null | tr '[:upper:]' '[:lower:]')" | "$(hostname -f 2>/dev/null | tr '[:upper:]' '[:lower:]')") return 0 ;;
     *) return 1 ;;
   esac
 }

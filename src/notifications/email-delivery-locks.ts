@@ -9,9 +9,11 @@ import { AdvisoryLockSession, SessionLockHold } from '../database/advisory-lock-
  * long as it stayed frozen; each twin attempt then waited out its budget as "busy", and after a
  * day and a half of attempts the email was failed — lost once the reconciliation's rounds ran out.
  * Longer than any mail server waits for a client in a conversation (RFC 5321 §4.5.3.2: at most 10
- * minutes, for the answer to the final "."): a holder frozen past it has lost its conversation,
- * so the next attempt's send is no duplicate of one still under way — unless the server had
- * accepted the message just before the freeze (a duplicate then, the rarer and lesser cost).
+ * minutes, for the answer to the final "."): a holder frozen past it has lost any conversation it
+ * was in. A duplicate stays possible when it was frozen after its last look at the lock and before
+ * the server accepted the message (it sends when it runs again, as the next attempt did) — the
+ * rarer and lesser cost than an email lost. PostgreSQL 14 or later (`idle_session_timeout`); on 13
+ * a frozen worker keeps its locks as before.
  */
 export const EMAIL_LOCK_IDLE_SESSION_MS = 11 * 60_000;
 
