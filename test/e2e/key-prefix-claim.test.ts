@@ -74,6 +74,12 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
       this.lostWith = err;
     }
   }
+  /** The app's kind of Redis client, connected, and a configuration on `prefix`. */
+  async function claimSetup(prefix: string, name = 'test') {
+    const client = createRedisClient(a.config.redis.url, `${prefix}:${name}`);
+    await new Promise((resolve) => client.once('ready', resolve));
+    return { client, config: { ...a.config, redis: { ...a.config.redis, keyPrefix: prefix } } };
+  }
   const fakeDatabase = (row: () => { system: string; oid: string; name: string }) =>
     ({ query: async () => [row()] }) as unknown as DataSource;
 
@@ -263,17 +269,13 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
 
   it('processes of one deployment never stop each other when its database moves (one reads the new identity late)', async () => {
     const prefix = prefixOf('d');
-    const config = { ...a.config, redis: { ...a.config.redis, keyPrefix: prefix } };
+    const [{ client: clientA, config }, { client: clientC }] = await Promise.all([
+      claimSetup(prefix, 'a'),
+      claimSetup(prefix, 'c'),
+    ]);
     let oid = '1';
     let lateFails = false;
     const row = () => ({ system: '7', oid, name: 'shop' });
-    const [clientA, clientC] = await Promise.all(
-      ['a', 'c'].map(async (n) => {
-        const c = createRedisClient(a.config.redis.url, `${prefix}:${n}`);
-        await new Promise((resolve) => c.once('ready', resolve));
-        return c;
-      }),
-    );
     const moved = new InProcessClaim(clientA, fakeDatabase(row), config);
     const late = new InProcessClaim(
       clientC,
@@ -313,9 +315,7 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
 
   it('after Redis lost its keys, the deployment that held the prefix takes it back from one that booted meanwhile; that one stops', async () => {
     const prefix = prefixOf('t');
-    const config = { ...a.config, redis: { ...a.config.redis, keyPrefix: prefix } };
-    const client = createRedisClient(a.config.redis.url, `${prefix}:test`);
-    await new Promise((resolve) => client.once('ready', resolve));
+    const { client, config } = await claimSetup(prefix);
     const running = new InProcessClaim(
       client,
       fakeDatabase(() => ({ system: '1', oid: '1', name: 'shop_production' })),
@@ -354,11 +354,9 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
 
   it('a process whose database moved (a restore behind the same URL) carries its claim over', async () => {
     const prefix = prefixOf('m');
-    const config = { ...a.config, redis: { ...a.config.redis, keyPrefix: prefix } };
+    const { client, config } = await claimSetup(prefix);
     let oid = '1';
     const movable = fakeDatabase(() => ({ system: '42', oid, name: 'shop' }));
-    const client = createRedisClient(a.config.redis.url, `${prefix}:test`);
-    await new Promise((resolve) => client.once('ready', resolve));
     const running = new InProcessClaim(client, movable, config);
     try {
       await running.onApplicationBootstrap();
