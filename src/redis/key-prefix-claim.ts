@@ -71,6 +71,15 @@ export class KeyPrefixClaim implements OnApplicationBootstrap, OnApplicationShut
     return this.holding && !this.stopped;
   }
 
+  /**
+   * `waiting`: not held yet (Redis or PostgreSQL not answering at boot — the worker's queues wait
+   * for it); `held`; `stopped`: lost to another database, or shutting down.
+   */
+  get state(): 'waiting' | 'held' | 'stopped' {
+    if (this.stopped) return 'stopped';
+    return this.holding ? 'held' : 'waiting';
+  }
+
   async onApplicationBootstrap(): Promise<void> {
     // the shared client queues nothing while it connects (enableOfflineQueue: false): a first
     // attempt sent at once always found it connecting, and the checks above never ran at boot

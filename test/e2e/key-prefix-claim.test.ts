@@ -109,6 +109,7 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
     expect(identity).toMatch(new RegExp(`^[0-9a-f]{16} ${a.db.name}$`));
     expect(await redis.get(`${a.config.redis.keyPrefix}:owner`)).toMatch(claimOf(identity));
     expect(await redis.pttl(`${a.config.redis.keyPrefix}:owner`)).toBeGreaterThan(0);
+    expect(await a.metrics()).toMatch(/^redis_key_prefix_claim_state 1$/m);
     const before = await redis.get(`${a.config.redis.keyPrefix}:owner`);
     // a second API process of the same deployment shares the claim (and its tenure)
     const b = await bootTestApp({ db: a.db, env: { REDIS_KEY_PREFIX: a.config.redis.keyPrefix } });
@@ -277,6 +278,7 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
     let lateFails = false;
     const row = () => ({ system: '7', oid, name: 'shop' });
     const moved = new InProcessClaim(clientA, fakeDatabase(row), config);
+    expect(moved.state).toBe('waiting'); // (not booted yet: nothing held)
     const late = new InProcessClaim(
       clientC,
       {
@@ -342,6 +344,7 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
       // and the newcomer, at its next heartbeat, stops
       client.emit('ready');
       await waitFor('the newcomer stopped', async () => newcomer.lostWith);
+      expect([running.state, newcomer.state]).toEqual(['held', 'stopped']);
       expect(newcomer.lostWith?.message).toMatch(/database shop_production/);
       expect(running.lostWith).toBeUndefined();
       expect(await redis.get(`${prefix}:owner`)).toBe(held);
