@@ -75,8 +75,8 @@ export function fastPathKey(request: KeyedRequest): string | undefined {
  * marked sold out in Redis (SoldOutMarks) is refused with the normal path's 409
  * INSUFFICIENT_STOCK body — each line with `available: 0` — without a database transaction.
  *
- * The decision — `soldOutRefusal()` (the marks), then `keyInUse()` (the database); `refusal()`
- * runs both — is made in one of two places, with the same code:
+ * The decision — `soldOutRefusal()` (the marks), then `stillRefused()` (the key in the database,
+ * then the marks again); `refusal()` runs both — is made in one of two places, with the same code:
  * - the adapter's first request hook (sold-out-checkout.hook.ts), ahead of Nest's middleware
  *   and pipeline, for a plain, small JSON body with a bearer token: between the two steps it
  *   verifies the token with the access-token guard's own strategy, then counts the rate limits
@@ -129,10 +129,19 @@ export class CheckoutSoldOutGuard implements CanActivate {
    * 409 INSUFFICIENT_STOCK to answer, or null — the normal path decides.
    */
   async refusal(userId: string, key: string, body: unknown): Promise<DomainError | null> {
-    if (!(await this.soldOutRefusal(body)) || (await this.keyInUse(userId, key))) return null;
-    // the marks again after the key's question (up to ~2.5 s under load): a release answered
-    // meanwhile cleared them, and the refusal decided before it would be a false 409
-    return this.soldOutRefusal(body);
+    const refusal = await this.soldOutRefusal(body);
+    return refusal && (await this.stillRefused(userId, key, body)) ? refusal : null;
+  }
+
+  /**
+   * The second step: the user's key holds nothing (else the normal path replays or refuses by
+   * it), and the products are still all marked sold out once it has been asked about. The
+   * question can take ~2.5 s under a sale's load: a restock or cancel answered meanwhile cleared
+   * the marks, and refusing on the first look was a false 409 for a unit that was there. (The
+   * second look shares its event-loop turn's one MGET.)
+   */
+  async stillRefused(userId: string, key: string, body: unknown): Promise<boolean> {
+    return !(await this.keyInUse(userId, key)) && (await this.soldOutRefusal(body)) !== null;
   }
 
   /** The first step: the 409 to answer if every product of this body is known sold out (Redis). */

@@ -27,7 +27,7 @@ type WithReadBody = FastifyRequest & { [READ_BODY]?: Buffer };
 
 export interface SoldOutCheckoutDeps {
   /** The decision, the same code as the route's guard. */
-  decision: Pick<CheckoutSoldOutGuard, 'soldOutRefusal' | 'keyInUse' | 'counted'>;
+  decision: Pick<CheckoutSoldOutGuard, 'soldOutRefusal' | 'stillRefused' | 'counted'>;
   /** The access-token guard's verification (JwtStrategy: signature, claims, revoked session). */
   authenticate: (token: string) => Promise<Principal>;
   /** The global rate-limit guards, in their order (each skips itself when rate limiting is off). */
@@ -60,9 +60,9 @@ export interface SoldOutCheckoutDeps {
  *   with the route's metadata, so a refusal counts against the same Redis counters, carries
  *   the same RateLimit headers, and a client over a limit gets the same 429 — before the key's
  *   question, which such a client never joins;
- * - then the key, for the verified user (CheckoutSoldOutGuard#keyInUse, a database read): a key
- *   that holds something goes the normal path, marked as judged and as counted (its guards do
- *   not count it again);
+ * - then the key, for the verified user, and the marks once more (CheckoutSoldOutGuard#stillRefused,
+ *   a database read): a key that holds something, or products no longer all sold out, go the
+ *   normal path, marked as judged and as counted (its guards do not count it again);
  * - the answer: the filter's 409 INSUFFICIENT_STOCK problem (sendProblem), with the request
  *   id, CORS and security headers, the fast path's metric, and pino-http's completion line
  *   when the log level writes one (the metrics' onResponse hook runs for it as for any answer).
@@ -160,7 +160,7 @@ async function judge(
   } finally {
     request.body = undefined;
   }
-  if (answer === refusal && (await goesOn(deps.decision, principal.userId, key, body))) {
+  if (answer === refusal && !(await deps.decision.stillRefused(principal.userId, key, body))) {
     // the normal path replays or refuses by the key (or finds the stock a release gave back
     // while the key was asked about); its guards do not count the request again
     markRateLimitsCounted(request);
@@ -174,22 +174,6 @@ async function judge(
   logCompletion(request, reply, started);
   sendProblem(answer, request, reply);
   return true;
-}
-
-/**
- * True when the normal path takes the request after all: its key holds something, or its
- * products are no longer all marked sold out when the key has been asked about. The question can take up to ~2.5 s under a sale's load; a
- * restock or a cancel answered meanwhile cleared the marks, and a refusal decided before it was a
- * false 409 for a unit that was there (docs: refused only between a release's COMMIT and its
- * clear reaching Redis). The second look shares the turn's one MGET.
- */
-async function goesOn(
-  decision: SoldOutCheckoutDeps['decision'],
-  userId: string,
-  key: string,
-  body: unknown,
-): Promise<boolean> {
-  return (await decision.keyInUse(userId, key)) || (await decision.soldOutRefusal(body)) === null;
 }
 
 /** Reads a request body to its end (or until the client goes); the bytes that arrived. */
