@@ -4,6 +4,8 @@ import { deleteSelected, drainBatches } from '../database/batched-delete';
 import { TransactionHost } from '../database/transaction-host';
 import { RefreshTokenFamilyEntity } from './entities/refresh-token-family.entity';
 import { RefreshTokenEntity } from './entities/refresh-token.entity';
+import { DeletedSessionEntity } from './entities/deleted-session.entity';
+import { SESSION_PURGE_SETTING } from './session-purge';
 
 /**
  * A family `f` that ended before `:before`: the purge's. Past its lifetime, revoked, or left idle
@@ -280,11 +282,14 @@ export class RefreshTokenRepository {
   ): Promise<{ readAt: Date; revoked: { id: string; revokedAt: Date }[] }> {
     // raw SQL: plain rows (every API process reads this every 2 s, RevokedSessions) and the
     // statement's own clock on a row of its own, which the query builder cannot say
+    // with the sessions deleted while not revoked (an account deleted: DeletedSessionEntity)
     const rows: { readAt: Date; id: string | null; revokedAt: Date | null }[] = await this.tx.query(
-      `SELECT now.at AS "readAt", f.id, f.revoked_at AS "revokedAt"
+      `SELECT now.at AS "readAt", f.id, f.at AS "revokedAt"
          FROM (SELECT statement_timestamp() AS at) now
-         LEFT JOIN refresh_token_families f
-           ON f.revoked_at >= GREATEST(COALESCE($1::timestamptz, '-infinity'), now.at - $2::bigint * interval '1 millisecond')`,
+         LEFT JOIN (SELECT id, revoked_at AS at FROM refresh_token_families WHERE revoked_at IS NOT NULL
+                    UNION ALL
+                    SELECT family_id, deleted_at FROM deleted_sessions) f
+           ON f.at >= GREATEST(COALESCE($1::timestamptz, '-infinity'), now.at - $2::bigint * interval '1 millisecond')`,
       [since, withinMs],
     );
     return {
@@ -322,8 +327,34 @@ export class RefreshTokenRepository {
             .limit(TOKEN_CHUNK),
         ),
       );
-      return (await families(m).delete(ids)).affected ?? 0;
+      // the families ended: no tombstone for them (SESSION_PURGE_SETTING), in one transaction
+      return this.tx.run(() =>
+        this.tx.withManager(async (inTx) => {
+          await inTx.query(`SELECT set_config('${SESSION_PURGE_SETTING}', 'on', true)`);
+          return (await families(inTx).delete(ids)).affected ?? 0;
+        }),
+      );
     });
+  }
+
+  /**
+   * One batch of the purge of tombstones of sessions deleted before `before` (long past their
+   * access tokens' lifetime). Returns how many went.
+   */
+  async purgeDeletedBefore(before: Date, batch = 500): Promise<number> {
+    return this.tx.withManager((m) =>
+      deleteSelected(
+        m,
+        DeletedSessionEntity,
+        m
+          .getRepository(DeletedSessionEntity)
+          .createQueryBuilder('d')
+          .select('d.family_id')
+          .where('d.deleted_at < :before', { before })
+          .limit(batch),
+        'family_id',
+      ),
+    );
   }
 }
 

@@ -18,7 +18,10 @@ function setup() {
     'outbox',
   );
   const refreshTokens = mockOf<RefreshTokenRepository>(
-    { purgeEnded: jest.fn().mockResolvedValueOnce(3).mockResolvedValue(0) },
+    {
+      purgeEnded: jest.fn().mockResolvedValueOnce(3).mockResolvedValue(0),
+      purgeDeletedBefore: jest.fn().mockResolvedValueOnce(2).mockResolvedValue(0),
+    },
     'refreshTokens',
   );
   const idempotency = mockOf<IdempotencyService>(
@@ -43,5 +46,8 @@ describe('MaintenanceService', () => {
     const { maintenance, refreshTokens } = setup();
     expect(await maintenance.purgeRefreshTokens()).toBe(3);
     expect(refreshTokens.purgeEnded).toHaveBeenCalledWith(new Date('2026-10-23T12:00:00Z'));
+    // and the tombstones of sessions deleted with their account, as long after
+    expect(refreshTokens.purgeDeletedBefore).toHaveBeenCalledTimes(2);
+    expect(refreshTokens.purgeDeletedBefore).toHaveBeenCalledWith(new Date('2026-10-23T12:00:00Z'));
   });
 });

@@ -33,9 +33,12 @@ export class MaintenanceService {
   }
 
   @OnJob(JobName.PurgeRefreshTokens)
-  purgeRefreshTokens(): Promise<number> {
+  async purgeRefreshTokens(): Promise<number> {
     const before = this.ago(REFRESH_FAMILY_RETENTION_MS);
-    return drainBatches(() => this.refreshTokens.purgeEnded(before));
+    const families = await drainBatches(() => this.refreshTokens.purgeEnded(before));
+    // the tombstones of sessions deleted with their account: kept as long as ended sessions
+    await drainBatches(() => this.refreshTokens.purgeDeletedBefore(before));
+    return families;
   }
 
   private ago(ms: number): Date {

@@ -1,6 +1,7 @@
 import Redis from 'ioredis';
 import { createHash } from 'node:crypto';
 import { PasswordHasher } from '../../src/auth/password-hasher';
+import { RefreshTokenRepository } from '../../src/auth/refresh-token.repository';
 import { TEST_PASSWORD, createAdmin, login, registerCustomer } from '../support/auth';
 import type { HttpClient } from '../support/http';
 import { PrivateRedis } from '../support/private-redis';
@@ -249,6 +250,75 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
     ]);
     expect(await meStatus(b.http, again.accessToken)).toBe(200);
     expect(await orders(other.accessToken, b.http)).toBe(200);
+  });
+
+  it("after the account is deleted by an operator's SQL (an erasure, staff off-boarded): its sessions end everywhere, the queue board's bearer access too; nothing else ends", async () => {
+    const admin = await createAdmin(a);
+    const other = await createAdmin(a);
+    const orders = (token: string, http = a.http) =>
+      http.get('/v1/admin/orders', { token }).then((r) => r.status);
+    const board = (token: string, http = a.http) =>
+      http
+        .get('/admin/queues/api/queues', { headers: { authorization: `Bearer ${token}` } })
+        .then((r) => r.status);
+    expect(await orders(admin.accessToken)).toBe(200);
+    expect(await board(admin.accessToken, b.http)).toBe(200);
+    // kept open a while: the end is stamped at COMMIT, as for a role change
+    const client = await a.db.pool.connect();
+    let deletedAt: Date;
+    try {
+      await client.query('BEGIN');
+      deletedAt = (
+        await client.query(
+          `DELETE FROM users WHERE email = $1 RETURNING statement_timestamp() AS at`,
+          [admin.email],
+        )
+      ).rows[0].at;
+      await client.query('SELECT pg_sleep(0.3)');
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+    for (const http of [a.http, b.http]) {
+      // (read from the database's record every 2 s: the families went with the account)
+      await waitFor(
+        'the admin route to refuse the deleted account',
+        () => orders(admin.accessToken, http),
+        {
+          until: (s) => s === 401,
+          timeoutMs: 8000,
+          intervalMs: 50,
+        },
+      );
+      const write = await http.post(
+        '/v1/admin/categories',
+        { name: 'gone', slug: `gone-${Date.now()}` },
+        { token: admin.accessToken },
+      );
+      expect([write.status, write.body.code]).toEqual([401, 'TOKEN_INVALID']);
+      expect(await board(admin.accessToken, http)).toBe(401);
+    }
+    const stamped = await a.db.pool.query<{ at: Date }>(
+      `SELECT min(deleted_at) AS at FROM deleted_sessions WHERE family_id = $1`,
+      [familyClaim(admin.accessToken)],
+    );
+    expect(stamped.rows[0].at.getTime() - deletedAt.getTime()).toBeGreaterThanOrEqual(300);
+    expect(await orders(other.accessToken, b.http)).toBe(200);
+    // the purge of ended sessions leaves no tombstone for what it deletes
+    const ended = await registerCustomer(a.http);
+    await a.db.pool.query(
+      `UPDATE refresh_token_families SET expires_at = now() - interval '40 days', created_at = now() - interval '41 days'
+        WHERE user_id = $1`,
+      [ended.user.id],
+    );
+    const purged = await a.app
+      .get(RefreshTokenRepository)
+      .purgeEnded(new Date(Date.now() - 30 * 86_400_000));
+    expect(purged).toBeGreaterThanOrEqual(1);
+    const left = await a.db.pool.query(`SELECT 1 FROM deleted_sessions WHERE family_id = $1`, [
+      familyClaim(ended.accessToken),
+    ]);
+    expect(left.rowCount).toBe(0);
   });
 
   it('after a detected refresh-token reuse: every access token of that family', async () => {
