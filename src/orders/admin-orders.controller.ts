@@ -34,7 +34,8 @@ export class AdminOrdersController {
     operationId: 'fulfilOrder',
     summary: 'Mark an order fulfilled (permission `orders:fulfil`)',
     description:
-      'A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing.',
+      'A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing. ' +
+      'Refused (409) while a refund of the order is pending at the payment provider.',
   })
   @ApiUuidParam('id', 'Order id')
   @ApiOkResponse({ type: OrderDetailDto })

@@ -85,9 +85,9 @@ export class OrderTransitionsService {
     );
   }
 
-  /** CONFIRMED → FULFILLED (admin). */
+  /** CONFIRMED → FULFILLED (admin), while no refund of the order is pending. */
   fulfil(orderId: string, actor: string): Promise<TransitionResult> {
-    return this.move(orderId, { to: 'FULFILLED', actor }, () =>
+    return this.move(orderId, { to: 'FULFILLED', actor, noRefundPending: true }, () =>
       this.outbox.add('order.fulfilled', orderId, { orderId }).then(() => undefined),
     );
   }
@@ -144,6 +144,7 @@ export class OrderTransitionsService {
       dueOnly?: boolean;
       liveOnly?: boolean;
       noOpenPayment?: boolean;
+      noRefundPending?: boolean;
     },
     effects?: (previous: OrderStatus) => Promise<void>,
   ): Promise<TransitionResult> {
@@ -157,6 +158,7 @@ export class OrderTransitionsService {
         reservationDue: t.dueOnly,
         reservationLive: t.liveOnly,
         noOpenPayment: t.noOpenPayment,
+        noRefundPending: t.noRefundPending,
       });
       if (!previous) return { changed: false, previous: null };
       await effects?.(previous);

@@ -43,6 +43,13 @@ export interface Transition {
   reservationLive?: boolean;
   /** Extra guard: only if no payment of the order is open at the gateway (the expiry's). */
   noOpenPayment?: boolean;
+  /**
+   * Extra guard: only if no refund of the order is pending (fulfilment's: a full refund still
+   * settling would leave the goods shipped and the money returned). The order's payment row is
+   * locked first (FOR SHARE; payment before order, the order every path takes), so a refund being
+   * reserved — under that row's lock — is either seen or comes after.
+   */
+  noRefundPending?: boolean;
 }
 
 const toLine = (i: OrderItemEntity): OrderLine => ({
@@ -120,6 +127,10 @@ export class OrderRepository {
    */
   async transition(orderId: string, t: Transition): Promise<OrderStatus | null> {
     return this.tx.withManager(async (m) => {
+      if (t.noRefundPending) {
+        // a read lock of the payments table's row (written by payments/)
+        await m.query(`SELECT 1 FROM payments WHERE order_id = $1 FOR SHARE`, [orderId]);
+      }
       const previous = await this.lockStatus(m, orderId);
       if (!previous) return null;
       const update = m
@@ -138,6 +149,12 @@ export class OrderRepository {
         // a read of the payments table (written by payments/): an open intent may still be paid
         update.andWhere(
           `NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = :orderId AND p.status NOT IN ('succeeded', 'canceled'))`,
+        );
+      }
+      if (t.noRefundPending) {
+        // a read of the refunds table (written by payments/), after the locks: a new snapshot
+        update.andWhere(
+          `NOT EXISTS (SELECT 1 FROM refunds r WHERE r.order_id = :orderId AND r.status = 'pending')`,
         );
       }
       if (!(await update.execute()).affected) return null;

@@ -62,7 +62,9 @@ export class OrdersService {
       if (order.status !== 'FULFILLED') {
         throw new DomainError(
           'ORDER_NOT_FULFILLABLE',
-          `An order in ${order.status} cannot be fulfilled.`,
+          order.status === 'CONFIRMED'
+            ? 'A refund of this order is pending: it can be fulfilled once the refund has settled (a full refund makes it REFUNDED).'
+            : `An order in ${order.status} cannot be fulfilled.`,
         );
       }
       return this.detail(order);

@@ -1298,6 +1298,44 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       });
     }, 30_000);
 
+    it('an order whose full refund is still pending at Stripe is not fulfilled (409) — the goods would leave with the money returned; once the refund settles it is REFUNDED', async () => {
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      stripe.holdRefunds(intent);
+      const fulfil = () =>
+        t.http.post(`/v1/admin/orders/${orderId}/fulfil`, {}, { token: admin.accessToken });
+      const pending = await refund(orderId, {});
+      expect([pending.status, pending.body.status]).toEqual([201, 'pending']);
+      const refused = await fulfil();
+      expect([refused.status, refused.body.code]).toEqual([409, 'ORDER_NOT_FULFILLABLE']);
+      expect(refused.body.detail).toMatch(/refund of this order is pending/);
+      expect((await orderOf(orderId)).status).toBe('CONFIRMED');
+      const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
+      const event = stripe.settleRefund(remote.id);
+      await deliver(event);
+      await processed(event.id);
+      expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED' });
+      const after = await fulfil();
+      expect([after.status, after.body.detail]).toEqual([
+        409,
+        'An order in REFUNDED cannot be fulfilled.',
+      ]);
+      // a refund that failed leaves the order fulfillable
+      const other = await paidOrder(10_000, 1);
+      const failed = await t.db.pool.query(
+        `INSERT INTO refunds (id, order_id, payment_id, amount, currency, status, reason, actor, failure, created_at, updated_at)
+         SELECT gen_random_uuid(), order_id, id, 100, currency, 'failed', 'requested', 'test', 'declined', now(), now()
+           FROM payments WHERE order_id = $1`,
+        [other.orderId],
+      );
+      expect(failed.rowCount).toBe(1);
+      const shipped = await t.http.post(
+        `/v1/admin/orders/${other.orderId}/fulfil`,
+        {},
+        { token: admin.accessToken },
+      );
+      expect([shipped.status, shipped.body.status]).toEqual([200, 'FULFILLED']);
+    }, 30_000);
+
     it('a refund we recorded as failed but Stripe made is reinstated from the refund list', async () => {
       const { orderId, intent } = await paidOrder(10_000, 1);
       const ours = await refund(orderId, { amount: { amount: 1000, currency: 'INR' } });
