@@ -377,6 +377,22 @@ export class OrderRepository {
    * PostgreSQL's clock (0 once due); null when it holds none. The expiry decides on this, never on
    * its own clock, and an expiry job that ran early learns when to look again.
    */
+  /**
+   * Records that starting the order's payment failed on the shop's side (first time only): the
+   * purchase limits do not count it as abandoned when it ends without a payment.
+   */
+  async notePaymentStartFailed(id: string, at: Date): Promise<void> {
+    await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .update(OrderEntity)
+        .set({ paymentStartFailedAt: () => 'COALESCE(payment_start_failed_at, :at)' })
+        .setParameters({ at })
+        .where('id = :id', { id })
+        .execute(),
+    );
+  }
+
   async reservationDueIn(id: string): Promise<number | null> {
     const rows = await this.tx.withManager((m) =>
       m

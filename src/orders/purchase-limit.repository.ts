@@ -123,6 +123,10 @@ export class PurchaseLimitRepository {
             -- the customer cancelled it (paying into one's own cancel escaped the count for good)
             AND (o.cancellation_reason = 'CUSTOMER_REQUESTED'
                  OR NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id AND p.status = 'succeeded'))
+            -- its payment could not be started for the shop's failure (the provider unreachable),
+            -- and it never had one: the customer tried to pay, the shop could not take it
+            AND NOT (o.payment_start_failed_at IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id))
          HAVING $6::int > 0 AND count(*) >= $6::int
          UNION ALL
          SELECT i.product_id,

@@ -123,7 +123,7 @@ export class PaymentsService {
         currency: order.currency,
         idempotencyKey: gatewayKeys.createIntent(orderId),
       })
-      .catch((err: unknown) => {
+      .catch(async (err: unknown) => {
         // below the provider's minimum charge (₹0.50, $0.50…) or above its maximum: the same
         // answer every time for this order, so the order's problem, not the provider's
         if (
@@ -136,6 +136,12 @@ export class PaymentsService {
             `The payment provider cannot charge this total (${err.code}).`,
           );
         }
+        // the shop's failure, not the customer's: an order that then expires unpaid is not held
+        // against the customer as abandoned (purchase limits). A transaction of its own, best
+        // effort (the database may be what failed).
+        await this.tx
+          .runOwn(() => this.orders.notePaymentStartFailed(orderId, this.clock.now()))
+          .catch(() => undefined);
         throw err;
       });
     const { payment, status } = await this.tx.run(async () => {

@@ -2,6 +2,7 @@ import { signInLimitsAnswering } from '../support/auth';
 import { INestApplicationContext } from '@nestjs/common';
 import { loadConfig } from '../../src/config/config';
 import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
+import { GatewayError, PAYMENT_GATEWAY, PaymentGateway } from '../../src/payments/payment-gateway';
 import { insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -244,6 +245,78 @@ describe('per-customer purchase limits', () => {
         expect(row.rows[0].cancellation_reason).toBe('PAYMENT_FAILED');
       }
       const refused = await placeOrder(capped.http, gina, [{ productId: p, quantity: 5 }]);
+      expect([refused.status, refused.body.code]).toEqual([429, 'RATE_LIMITED']);
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 0 });
+    } finally {
+      await capped.close();
+    }
+  }, 60_000);
+
+  it("orders whose payment could not start for the shop's failure (the provider down) and that then expired or were cancelled unpaid are not held against the customer; an order never tried is", async () => {
+    const capped = await bootTestApp({
+      db: t.db,
+      env: { PURCHASE_LIMIT_ABANDONED_PER_DAY: '2', RATE_LIMIT_ENABLED: 'true' },
+    });
+    try {
+      await signInLimitsAnswering(capped.http);
+      const [hal] = await buyers(capped.http, 1);
+      const p = await insertProduct(t.db.pool, { stock: 10 });
+      const gateway = capped.app.get<symbol, PaymentGateway>(PAYMENT_GATEWAY);
+      const down = jest
+        .spyOn(gateway, 'createIntent')
+        .mockRejectedValue(new GatewayError('unavailable', undefined, 'connect ECONNREFUSED'));
+      const tried: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const placed = await placeOrder(capped.http, hal, [{ productId: p, quantity: 1 }]);
+        expect(placed.status).toBe(201);
+        tried.push(placed.body.id as string);
+        for (let attempt = 0; attempt < 2; attempt++) {
+          const pay = await capped.http.post(
+            `/v1/orders/${placed.body.id}/payment`,
+            {},
+            { token: hal.token, idempotencyKey: newKey() },
+          );
+          expect([pay.status, pay.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+        }
+      }
+      down.mockRestore();
+      // one the customer gave up on, two that expired meanwhile
+      const gaveUp = await capped.http.post(
+        `/v1/orders/${tried[0]}/cancel`,
+        {},
+        { token: hal.token, idempotencyKey: newKey() },
+      );
+      expect(gaveUp.status).toBe(200);
+      await t.db.pool.query(
+        `UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = ANY($1::uuid[])`,
+        [tried.slice(1)],
+      );
+      for (const id of tried.slice(1))
+        expect(await capped.app.get(ReservationExpiryService).expire(id)).toBe(true);
+      const states = await t.db.pool.query(
+        `SELECT cancellation_reason AS reason, payment_start_failed_at IS NOT NULL AS marked
+           FROM orders WHERE id = ANY($1::uuid[]) ORDER BY created_at`,
+        [tried],
+      );
+      expect(states.rows).toEqual([
+        { reason: 'CUSTOMER_REQUESTED', marked: true },
+        { reason: 'RESERVATION_EXPIRED', marked: true },
+        { reason: 'RESERVATION_EXPIRED', marked: true },
+      ]);
+      // three abandoned through the outage, none counted: the provider back, the customer orders
+      const next = await placeOrder(capped.http, hal, [{ productId: p, quantity: 1 }]);
+      expect(next.status).toBe(201);
+      // orders never tried still count: two cancelled, and the next is refused for the day
+      const cancel = (id: string) =>
+        capped.http.post(
+          `/v1/orders/${id}/cancel`,
+          {},
+          { token: hal.token, idempotencyKey: newKey() },
+        );
+      expect((await cancel(next.body.id as string)).status).toBe(200);
+      const another = await placeOrder(capped.http, hal, [{ productId: p, quantity: 1 }]);
+      expect((await cancel(another.body.id as string)).status).toBe(200);
+      const refused = await placeOrder(capped.http, hal, [{ productId: p, quantity: 1 }]);
       expect([refused.status, refused.body.code]).toEqual([429, 'RATE_LIMITED']);
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 0 });
     } finally {

@@ -66,6 +66,14 @@ export class OrderEntity {
   @Column('text', { name: 'cancellation_reason', nullable: true })
   cancellationReason!: CancellationReason | null;
 
+  /**
+   * When the customer's first try to start its payment failed on the shop's side (the provider
+   * unreachable or refusing for a reason not the order's): such an order, never given a payment,
+   * is not counted as abandoned by the purchase limits (migration 1763800045000).
+   */
+  @Column('timestamptz', { name: 'payment_start_failed_at', nullable: true })
+  paymentStartFailedAt!: Date | null;
+
   @Column('char', { length: 3, transformer: CURRENCY_CODE })
   currency!: string;
 
