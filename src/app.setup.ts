@@ -20,7 +20,12 @@ import {
   refuseWhileClosing,
   requireHost,
 } from './common/http/request-limits';
-import { stripeSignatureFirst, webhookPrecheck } from './payments/webhook-precheck';
+import {
+  RefusedWebhooks,
+  stripeSignatureFirst,
+  webhookPrecheck,
+} from './payments/webhook-precheck';
+import { RATE_LIMIT_POLICIES } from './common/throttling/rate-limit.policies';
 import { WebhooksService } from './payments/webhooks.service';
 import { ImagesService } from './catalog/images.service';
 import { mountOpenApi } from './openapi/openapi';
@@ -111,16 +116,20 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   answerMethodNotAllowed(fastify);
   // the webhooks' signature and token, as far as the headers tell, before their bodies are read
   // (after the security headers' hook: its headers are on these answers too)
+  // (those refused counted per client against the default policy's numbers: RefusedWebhooks)
   const images = app.get(ImagesService);
+  const defaultPolicy = RATE_LIMIT_POLICIES.find((p) => p.name === 'default');
+  const refusedWebhooks =
+    config.rateLimitEnabled && defaultPolicy ? new RefusedWebhooks(defaultPolicy) : undefined;
   fastify.addHook(
     'onRequest',
-    webhookPrecheck((authorization) => images.checkToken(authorization)),
+    webhookPrecheck((authorization) => images.checkToken(authorization), refusedWebhooks),
   );
   // and Stripe's HMAC over the raw body before any parser looks at it
   const webhooks = app.get(WebhooksService);
   fastify.addHook(
     'preParsing',
-    stripeSignatureFirst((raw, signature) => webhooks.signed(raw, signature)),
+    stripeSignatureFirst((raw, signature) => webhooks.signed(raw, signature), refusedWebhooks),
   );
   // ahead of Nest middleware and of the hooks above: they put those hooks' headers on their
   // own answers

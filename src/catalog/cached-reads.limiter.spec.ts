@@ -19,6 +19,26 @@ describe('LocalRateLimiter (cached-read fast path)', () => {
     });
   });
 
+  it('peek reads a window without counting; null for a client not tracked or whose window ended', () => {
+    const limiter = new LocalRateLimiter(1, 60_000);
+    const t0 = 1_000_000;
+    expect(limiter.peek('ip:a', t0)).toBeNull();
+    limiter.take('ip:a', t0);
+    expect(limiter.peek('ip:a', t0 + 1)).toEqual({
+      blocked: false,
+      remaining: 0,
+      resetSeconds: 60,
+    });
+    expect(limiter.peek('ip:a', t0 + 2)!.blocked).toBe(false); // not counted by the peeks
+    limiter.take('ip:a', t0 + 3);
+    expect(limiter.peek('ip:a', t0 + 30_000)).toEqual({
+      blocked: true,
+      remaining: 0,
+      resetSeconds: 30,
+    });
+    expect(limiter.peek('ip:a', t0 + 60_000)).toBeNull();
+  });
+
   it('is bounded: a full table tracks no new client (null) and never resets a tracked one', () => {
     const limiter = new LocalRateLimiter(2, 60_000, 2);
     const t0 = 5_000;

@@ -46,6 +46,17 @@ export class LocalRateLimiter {
     };
   }
 
+  /** The client's window as it stands, without counting a request; null when not tracked. */
+  peek(client: string, now: number): LocalLimitState | null {
+    const window = this.clients.get(client);
+    if (!window || window.resetAt <= now) return null;
+    return {
+      blocked: window.hits > this.limit,
+      remaining: Math.max(0, this.limit - window.hits),
+      resetSeconds: Math.max(1, Math.ceil((window.resetAt - now) / 1000)),
+    };
+  }
+
   get size(): number {
     return this.clients.size;
   }

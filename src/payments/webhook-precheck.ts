@@ -8,6 +8,9 @@ import type {
 import { DomainError } from '../common/errors/domain-error';
 import { sendProblem } from '../common/errors/problem-details.filter';
 import { WEBHOOK_BODY_LIMIT, closeIfBodyPending } from '../common/http/request-limits';
+import { clientOf } from '../catalog/cached-reads.hook';
+import { LocalRateLimiter } from '../catalog/cached-reads.limiter';
+import { policyHeaderItem, stateHeaderItem } from '../common/throttling/rate-limit.policies';
 import { SIGNATURE_TOLERANCE_SECONDS } from './webhooks.service';
 
 const STRIPE_ROUTE = '/v1/webhooks/stripe';
@@ -41,10 +44,18 @@ function stripeSignatureProblem(
  */
 export function webhookPrecheck(
   checkStorageToken: (authorization: string | undefined) => void,
+  refusals?: RefusedWebhooks,
 ): onRequestHookHandler {
   return (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
     if (request.method !== 'POST') return done();
     const route = request.routeOptions.url;
+    if (route !== STRIPE_ROUTE && route !== STORAGE_ROUTE) return done();
+    const over = refusals?.over(request, reply);
+    if (over) {
+      closeIfBodyPending(request, reply); // refused unread
+      sendProblem(over, request, reply);
+      return;
+    }
     try {
       if (route === STRIPE_ROUTE) {
         const problem = stripeSignatureProblem(
@@ -60,12 +71,54 @@ export function webhookPrecheck(
         checkStorageToken(request.headers.authorization);
       }
     } catch (err) {
+      refusals?.count(request);
       closeIfBodyPending(request, reply); // refused unread: its body is not read after it either
       sendProblem(err, request, reply);
       return;
     }
     done();
   };
+}
+
+/**
+ * Webhook requests refused for their signature or token, counted per client IP in this process
+ * (LocalRateLimiter) against the numbers of the per-IP `default` policy: their checks run
+ * before the guards, so neither the webhooks' own budget (`webhook-ip`, 6,000 a minute, for
+ * the provider's few addresses) nor any other counted them, and a client could make the server
+ * read up to 1 MB and compute an HMAC per request without end. Past the limit, a client's
+ * webhook requests are refused with 429 RATE_LIMITED (Retry-After) before their bodies are read,
+ * until its window resets. A correctly signed request spends nothing here. With N API processes,
+ * N× the limit; `RATE_LIMIT_ENABLED=false` switches it off.
+ */
+export class RefusedWebhooks {
+  private readonly limiter: LocalRateLimiter;
+  private readonly trackers = new Map<string, string>();
+  private readonly policyHeader: string;
+
+  constructor(
+    private readonly policy: { name: string; limit: number; windowSeconds: number },
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.limiter = new LocalRateLimiter(policy.limit, policy.windowSeconds * 1000);
+    this.policyHeader = policyHeaderItem(policy.name, policy.limit, policy.windowSeconds);
+  }
+
+  /** A refusal counted against the client. */
+  count(request: FastifyRequest): void {
+    this.limiter.take(clientOf(request, this.trackers), this.now());
+  }
+
+  /** The 429 for a client over the limit (its headers put on the reply); null otherwise. */
+  over(request: FastifyRequest, reply?: FastifyReply): DomainError | null {
+    const state = this.limiter.peek(clientOf(request, this.trackers), this.now());
+    if (!state?.blocked) return null;
+    void reply
+      ?.header('RateLimit-Policy', this.policyHeader)
+      .header('RateLimit', stateHeaderItem(this.policy.name, 0, state.resetSeconds));
+    return new DomainError('RATE_LIMITED', 'Too many refused webhook requests; retry later.', {
+      headers: { 'Retry-After': String(state.resetSeconds) },
+    });
+  }
 }
 
 /**
@@ -78,6 +131,7 @@ export function webhookPrecheck(
  */
 export function stripeSignatureFirst(
   signed: (raw: Buffer, signature: string) => boolean,
+  refusals?: RefusedWebhooks,
 ): preParsingHookHandler {
   return (request, reply, payload, done) => {
     if (request.method !== 'POST' || request.routeOptions.url !== STRIPE_ROUTE)
@@ -120,6 +174,7 @@ export function stripeSignatureFirst(
       if (settled) return;
       const raw = Buffer.concat(chunks, size);
       if (typeof signature !== 'string' || !signed(raw, signature)) {
+        refusals?.count(request);
         refuse(
           new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The Stripe-Signature is invalid or stale.'),
         );

@@ -227,6 +227,50 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect((await storage('{}')).headers.get('ratelimit')).toMatch(/^"webhook-ip";r=5997;t=\d+$/);
   });
 
+  it('refuses a client whose webhook requests keep failing their signature or token (300 a minute, per process) before reading their bodies; other clients and the budget of signed ones untouched', async () => {
+    const forged = (ip: string, route: 'stripe' | 'storage', raw = '{}') =>
+      a.http.request('POST', `/v1/webhooks/${route}`, undefined, {
+        raw,
+        headers: {
+          'x-forwarded-for': ip,
+          ...(route === 'stripe'
+            ? { 'stripe-signature': `t=${Math.floor(Date.now() / 1000)},v1=${'a'.repeat(64)}` }
+            : { authorization: 'Bearer not-the-token' }),
+        },
+      });
+    // refused by the HMAC over the body (stripe) and by the token (storage), half each
+    const answers = await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        forged(
+          '10.13.9.9',
+          i % 2 ? 'stripe' : 'storage',
+          JSON.stringify({ pad: 'x'.repeat(10_000) }),
+        ),
+      ),
+    );
+    expect(new Set(answers.map((r) => `${r.status} ${r.body.code}`))).toEqual(
+      new Set(['400 WEBHOOK_SIGNATURE_INVALID']),
+    );
+    expect((await forged('10.13.9.9', 'stripe')).status).toBe(400); // the 301st still judged
+    for (const route of ['stripe', 'storage'] as const) {
+      const over = await forged('10.13.9.9', route);
+      expect([over.status, over.body.code]).toEqual([429, 'RATE_LIMITED']);
+      expect(over.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(over.headers.get('ratelimit')).toMatch(/^"default";r=0;t=\d+$/);
+    }
+    // another client is judged as before; a signed one spends its own budget as before
+    expect((await forged('10.13.9.10', 'stripe')).status).toBe(400);
+    const signed = await a.http.request('POST', '/v1/webhooks/storage', undefined, {
+      raw: '{}',
+      headers: {
+        authorization: `Bearer ${a.config.storage.webhookToken}`,
+        'x-forwarded-for': '10.13.9.11',
+      },
+    });
+    expect(signed.headers.get('ratelimit')).toMatch(/^"webhook-ip";r=5999;t=\d+$/);
+  });
+
   it("counts a signed-in user's writes per account across addresses (120 a minute), not their reads, and no anonymous caller", async () => {
     const user = await registerCustomer(a.http, xff('10.14.0.1'));
     const productId = await insertProduct(a.db.pool, { stock: 5 });
