@@ -141,6 +141,11 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     browserHeaders,
   });
   fastify.addHook('preParsing', soldOut.preParsing);
+  // a request the shop could not serve (503) gives back its hits of the day's budgets
+  const userLimits = app.get(UserRateLimitGuard);
+  fastify.addHook('onResponse', (request, reply) =>
+    userLimits.giveBackUnserved(request, reply.statusCode),
+  );
   fastify.server.on('checkExpectation', refuseExpectation);
   fastify.server.on('connect', refuseConnect);
   // a client that sends its request and then closes its side (a shutdown(SHUT_WR), as `nc -N`

@@ -10,7 +10,8 @@ import {
 } from '../support/auth';
 import { counterKey } from '../../src/common/throttling/rate-limit.policies';
 import { accountTracker } from '../../src/common/throttling/account-rate-limit';
-import { insertProduct } from '../support/fixtures';
+import { insertProduct, newKey } from '../support/fixtures';
+import { GatewayError, PAYMENT_GATEWAY, PaymentGateway } from '../../src/payments/payment-gateway';
 import { PrivateRedis } from '../support/private-redis';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { waitFor } from '../support/wait-for';
@@ -269,6 +270,46 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
       },
     });
     expect(signed.headers.get('ratelimit')).toMatch(/^"webhook-ip";r=5999;t=\d+$/);
+  });
+
+  it("a write the shop could not serve (503: the payment provider away) gives its hit of the day's write budget back; one served keeps it", async () => {
+    const c = await registerCustomer(a.http, xff('10.15.0.1'));
+    const opts = () => ({ token: c.accessToken, idempotencyKey: newKey(), ...xff('10.15.0.1') });
+    const p = await insertProduct(a.db.pool, { stock: 5 });
+    const placed = await a.http.post(
+      '/v1/orders',
+      { items: [{ productId: p, quantity: 1 }] },
+      opts(),
+    );
+    expect(placed.status).toBe(201);
+    const redis = new Redis(a.config.redis.url, { lazyConnect: true });
+    try {
+      const key = `${a.config.redis.keyPrefix}:rl:${counterKey('user-writes-day', `user:${c.user.id}`)}`;
+      const hits = async () => Number(await redis.get(key));
+      expect(await hits()).toBe(1);
+      const gateway = a.app.get<symbol, PaymentGateway>(PAYMENT_GATEWAY);
+      const down = jest
+        .spyOn(gateway, 'createIntent')
+        .mockRejectedValue(new GatewayError('unavailable', undefined, 'connect ETIMEDOUT'));
+      try {
+        for (let i = 0; i < 5; i++) {
+          const pay = await a.http.post(`/v1/orders/${placed.body.id}/payment`, {}, opts());
+          expect([pay.status, pay.headers.get('retry-after')]).toEqual([503, '5']);
+        }
+      } finally {
+        down.mockRestore();
+      }
+      await waitFor('the five hits given back', hits, {
+        until: (n) => n === 1,
+        timeoutMs: 2000,
+        intervalMs: 20,
+      });
+      const pay = await a.http.post(`/v1/orders/${placed.body.id}/payment`, {}, opts());
+      expect(pay.status).toBe(201);
+      expect(await hits()).toBe(2);
+    } finally {
+      redis.disconnect();
+    }
   });
 
   it("counts a signed-in user's writes per account across addresses (120 a minute), not their reads, and no anonymous caller", async () => {

@@ -35,6 +35,9 @@ const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /** Set on a request whose limits were counted ahead of the guards (markRateLimitsCounted). */
 const COUNTED = Symbol('rate limits counted');
+/** The counters of a request's `unservedGivenBack` policies it was counted in. */
+const GIVE_BACK_IF_UNSERVED = Symbol('rate limits given back if unserved');
+type CountedRequest = FastifyRequest & { [GIVE_BACK_IF_UNSERVED]?: string[] };
 
 /**
  * The request's limits were counted by running these guards early (the sold-out checkout's
@@ -142,6 +145,9 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       if (headroom > 0) await this.counters.giveBack(key);
       return true;
     }
+    if (policy.unservedGivenBack && !record.isBlocked) {
+      ((request as unknown as CountedRequest)[GIVE_BACK_IF_UNSERVED] ??= []).push(key);
+    }
     if (record.isBlocked && headroom > 0) {
       // refused for the room it needed: the refusal does not spend that room (a customer
       // clicking "order" again keeps the writes that pay for or cancel the order placed)
@@ -161,6 +167,17 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       });
     }
     return true;
+  }
+
+  /**
+   * After the answer: a request answered 503 gives back its hits of the `unservedGivenBack`
+   * policies (best effort; a Redis that cannot take it leaves the hit counted).
+   */
+  async giveBackUnserved(request: FastifyRequest, statusCode: number): Promise<void> {
+    const keys = (request as CountedRequest)[GIVE_BACK_IF_UNSERVED];
+    if (statusCode !== 503 || !keys) return;
+    (request as CountedRequest)[GIVE_BACK_IF_UNSERVED] = undefined;
+    for (const key of keys) await this.counters.giveBack(key).catch(() => undefined);
   }
 
   /** Per-user policies only: the principal the idempotency record is scoped to is known. */

@@ -66,6 +66,12 @@ export interface RateLimitPolicy {
    * it would let anyone spend the owner's budget without an account.
    */
   afterAuth?: true;
+  /**
+   * A request answered 503 (the shop could not serve it: the database or the payment provider
+   * away) gives its hit back (RateLimitGuard#giveBackUnserved): a client retrying as Retry-After
+   * says through a few hours' outage spent a day's budget, and was refused after the outage.
+   */
+  unservedGivenBack?: true;
 }
 
 /** The named policies. Limits are shared by every API instance (counters live in Redis). */
@@ -155,6 +161,7 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     headroom: { scope: 'order-create', requests: 6 },
     exceptScopes: ['password-change'],
     failClosed: false,
+    unservedGivenBack: true,
   },
   {
     // refreshes of one account's sessions (each rotation keeps a row for reuse detection as long
