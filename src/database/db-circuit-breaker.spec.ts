@@ -10,9 +10,15 @@ const queryFailed = (code: string) => new QueryFailedError('SELECT 1', [], pgErr
 /** The side probe's `SELECT 1` over a connection of its own: unanswered unless a test says otherwise. */
 const sideProbe = jest.fn<Promise<void>, [number]>();
 
-function breaker(failures = 3, halfOpenAfterMs = 60_000, dataSource = {} as DataSource) {
+function breaker(
+  failures = 3,
+  halfOpenAfterMs = 60_000,
+  dataSource = {} as DataSource,
+  poolSize = 20,
+) {
   const config = {
     database: {
+      poolSize,
       breaker: { failures, halfOpenAfterMs },
       url: 'postgres://db',
       lockUrl: 'postgres://db',
@@ -54,7 +60,7 @@ describe('isConnectionFailure', () => {
     expect(isConnectionFailure(queryFailed(code))).toBe(true);
   });
 
-  it.each(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT'])('counts %s', (code) => {
+  it.each(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND'])('counts %s', (code) => {
     expect(isConnectionFailure(pgError(code))).toBe(true);
   });
 
@@ -115,6 +121,36 @@ describe('DbCircuitBreaker', () => {
       });
     }
     expect(b.state).toBe('closed'); // (it opened after three of them)
+  });
+
+  it("counts the pool's connections a reset killed, dying one wave after another as requests take them, as one failure — up to the pool's size; a connection that cannot be had still counts", async () => {
+    const b = breaker(3, 60_000, {} as DataSource, 6);
+    const died = [
+      pgError('ECONNRESET'),
+      new Error('Connection terminated unexpectedly'),
+      new QueryFailedError('SELECT 1', [], new Error('Client has encountered a connection error')),
+      new QueryRunnerAlreadyReleasedError(),
+      pgError('EPIPE'),
+      pgError('57P01', 'terminating connection due to administrator command'),
+    ];
+    // each wave begins after the previous failure (the requests the gate let in next), 20 ms apart
+    for (const err of died) {
+      await new Promise((r) => setTimeout(r, 20));
+      await expect(b.execute(() => Promise.reject(err))).rejects.toMatchObject({
+        code: 'SERVICE_UNAVAILABLE',
+      });
+    }
+    expect(b.state).toBe('closed');
+    // more deaths than the pool had connections: not the same blink any more
+    await b.execute(() => Promise.reject(pgError('ECONNRESET'))).catch(() => undefined);
+    await b.execute(() => Promise.reject(pgError('ECONNRESET'))).catch(() => undefined);
+    expect(b.state).toBe('closed'); // (one counted, and the next death is the same blink again)
+    // the database refuses new connections: counted one after another, as before
+    const refused = breaker(3);
+    await refused.execute(() => Promise.reject(pgError('ECONNRESET'))).catch(() => undefined);
+    for (let i = 0; i < 2; i++)
+      await refused.execute(() => Promise.reject(pgError('ECONNREFUSED'))).catch(() => undefined);
+    expect(refused.state).toBe('open');
   });
 
   it('in a slow outage, attempts begun before a counted failure that fail well after it count, one after another', async () => {

@@ -96,14 +96,37 @@ export function isConnectionFailure(err: unknown): boolean {
   if (!e || typeof e !== 'object') return false;
   const code = (e as { code?: unknown }).code;
   if (typeof code === 'string') {
-    if (/^[0-9A-Z]{5}$/.test(code)) return code.startsWith('08') || CONNECTION_SQLSTATES.has(code);
+    // first: EPIPE has a SQLSTATE's shape (five capitals), and was taken for a statement's error
     if (CONNECTION_ERRNOS.has(code)) return true;
+    if (/^[0-9A-Z]{5}$/.test(code)) return code.startsWith('08') || CONNECTION_SQLSTATES.has(code);
   }
   const message = (e as { message?: unknown }).message;
   if (typeof message === 'string' && CONNECTION_MESSAGES.some((m) => message.includes(m)))
     return true;
   const cause = (e as { cause?: unknown }).cause;
   return cause !== undefined && cause !== e && isConnectionFailure(cause);
+}
+
+/**
+ * A connection that was open and died under its statement — reset, terminated, closed by the
+ * server's shutdown — as against one that could not be had (refused, timed out, not resolved,
+ * refused at sign-in). One blink kills every connection open at that moment, and each dies only
+ * when next used: at most as many such failures as there were connections.
+ */
+function isConnectionDeath(err: unknown): boolean {
+  if (err instanceof QueryRunnerAlreadyReleasedError) return true;
+  const e = err instanceof QueryFailedError ? (err.driverError as unknown) : err;
+  if (!e || typeof e !== 'object') return false;
+  const code = (e as { code?: unknown }).code;
+  if (code === 'ECONNRESET' || code === 'EPIPE' || code === '57P01' || code === '57P02')
+    return true;
+  const message = (e as { message?: unknown }).message;
+  return (
+    typeof message === 'string' &&
+    (message.includes('Connection terminated') ||
+      message.includes('Client has encountered a connection error') ||
+      message.includes('Client was closed and is not queryable'))
+  );
 }
 
 /** A wait in this process's pool queue that ran out (DATABASE_POOL_WAIT_MS). */
@@ -165,6 +188,20 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
   private lastFailureAt = -Infinity;
   /** Connection failures of that same episode (see lastFailureAt): not counted. */
   private readonly sameEpisode = new WeakSet<object>();
+  /**
+   * When (monotonic ms) a pooled connection last died under its statement (isConnectionDeath),
+   * and how many such deaths since the last counted failure went uncounted. A reset kills the
+   * pool's idle connections too, and a busy event loop hands them out before their sockets'
+   * errors are read (~300 ms under load): each wave of requests that took one began after the
+   * last counted failure, so each counted, and five waves opened the breaker for
+   * DB_BREAKER_HALF_OPEN_MS after a 10 ms blink. Deaths that follow one another within
+   * SAME_EPISODE_MS are that same blink, whenever their attempts began — up to the pool's size
+   * (no more connections than that were open to die); a connection that cannot be had (refused,
+   * timed out) counts as before, so an outage still opens the breaker at once.
+   */
+  private lastDeathAt = -Infinity;
+  private deathsUncounted = 0;
+  private readonly poolSize: number;
   /** Pool queue timeouts while the database answered a connection of its own: not counted. */
   private readonly queueOnly = new WeakSet<object>();
   /** The side probes asked about pool queue timeouts (see the class comment). */
@@ -180,6 +217,7 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
   ) {
     const { failures, halfOpenAfterMs } = config.database.breaker;
     this.retryAfterSeconds = Math.max(1, Math.ceil(halfOpenAfterMs / 1000));
+    this.poolSize = config.database.poolSize;
     const { url, lockUrl } = config.database;
     this.sides = [...new Set([url, lockUrl])].map(
       (route) => new SideConnection(route, 'shop-orders/breaker', SIDE_IDLE_MS),
@@ -302,9 +340,21 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
         }
         if (this.counts(err) && typeof err === 'object' && err !== null) {
           const now = performance.now();
-          if (startedAt < this.lastFailureAt && now - this.lastFailureAt < SAME_EPISODE_MS)
+          const death = isConnectionDeath(err);
+          if (startedAt < this.lastFailureAt && now - this.lastFailureAt < SAME_EPISODE_MS) {
             this.sameEpisode.add(err);
-          else this.lastFailureAt = now;
+          } else if (
+            death &&
+            now - this.lastDeathAt < SAME_EPISODE_MS &&
+            this.deathsUncounted < this.poolSize
+          ) {
+            this.sameEpisode.add(err); // another connection the same blink killed
+            this.deathsUncounted++;
+          } else {
+            this.lastFailureAt = now;
+            this.deathsUncounted = 0;
+          }
+          if (death) this.lastDeathAt = now;
         }
         throw err;
       }
