@@ -1,3 +1,4 @@
+import { searchText } from './search-text';
 import { Inject, Injectable } from '@nestjs/common';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
@@ -276,20 +277,21 @@ export class ProductRepository {
       params.push(v);
       return `$${params.length}`;
     };
+    // the search text as websearch_to_tsquery can always take it (searchText)
+    const q = query.q ? searchText(query.q) : null;
     // bind the relevance inputs only when the sort key uses them
     let key = spec.key;
     for (const [token, value] of [
       ['$maxUnits', query.maxUnits],
       ['$asOf', query.asOf],
-      ['$q', query.q ?? null],
+      ['$q', q],
     ] as const) {
       if (key.includes(token)) key = key.split(token).join(bind(value));
     }
     const where = ['p.active', `p.currency = ${bind(this.config.currency)}`]; // on sale (onSale, in raw SQL)
     if (query.categoryId) where.push(`p.category_id = ${bind(query.categoryId)}`);
     // the query's words in the NFKC form the vector holds (1763800028000-SearchNormalized.ts)
-    if (query.q)
-      where.push(`p.search @@ websearch_to_tsquery('simple', normalize(${bind(query.q)}, NFKC))`);
+    if (q) where.push(`p.search @@ websearch_to_tsquery('simple', normalize(${bind(q)}, NFKC))`);
     const dir = spec.descending ? 'DESC' : 'ASC';
     if (query.after) {
       const cmp = spec.descending ? '<' : '>';

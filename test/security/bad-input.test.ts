@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { createAdmin, registerCustomer } from '../support/auth';
 import { createProduct } from '../support/catalog';
-import { newKey } from '../support/fixtures';
+import { insertProduct, newKey } from '../support/fixtures';
 import { type HttpResponse, expectProblem } from '../support/http';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -631,6 +631,30 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       expectProblem(created, 400, 'VALIDATION_FAILED');
       expect(created.body.errors.map((e: { field: string }) => e.field)).toContain('price');
     }
+  });
+
+  it('search text of negations that negate nothing (a pasted line of hyphens, fullwidth dashes) is searched, not a 500', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 1 });
+    for (const q of [
+      '-'.repeat(33),
+      '- '.repeat(60),
+      '\uFF0D'.repeat(40),
+      `${'-('.repeat(40)} tea`,
+      '-😀 '.repeat(40),
+    ]) {
+      for (const sort of ['relevance', 'newest']) {
+        const res = await t.http.get(`/v1/products?q=${encodeURIComponent(q)}&sort=${sort}`);
+        expect([q, sort, res.status]).toEqual([q, sort, 200]);
+      }
+    }
+    // a negated word still excludes it
+    const word = p.slice(0, 8); // its name is `Product <that>`
+    const found = await t.http.get(`/v1/products?q=${encodeURIComponent(word)}&limit=100`);
+    expect(found.body.items.map((i: { id: string }) => i.id)).toContain(p);
+    const negated = await t.http.get(
+      `/v1/products?q=${encodeURIComponent(`${word} -${word}`)}&limit=100`,
+    );
+    expect(negated.body.items.map((i: { id: string }) => i.id)).not.toContain(p);
   });
 
   it('answers an over-long path parameter (414), a malformed URL (400) and an over-long request line (431) as problem+json', async () => {
