@@ -38,6 +38,26 @@ function meStatusBecomes(
   );
 }
 
+/**
+ * An operator's statement in a transaction kept open 300 ms before its COMMIT; when it ran (the
+ * database's clock): what the revocations it causes are stamped after.
+ */
+async function operatorsStatement(app: TestApp, sql: string, email: string): Promise<Date> {
+  const client = await app.db.pool.connect();
+  try {
+    await client.query('BEGIN');
+    const { rows } = await client.query<{ at: Date }>(
+      `${sql} RETURNING statement_timestamp() AS at`,
+      [email],
+    );
+    await client.query('SELECT pg_sleep(0.3)');
+    await client.query('COMMIT');
+    return rows[0].at;
+  } finally {
+    client.release();
+  }
+}
+
 const meStatus = async (http: HttpClient, token: string) =>
   (await http.get('/v1/me', { token })).status;
 
@@ -209,21 +229,11 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
     expect(await orders(admin.accessToken)).toBe(200);
     // in a transaction the operator keeps open a while: the revocation is stamped at its COMMIT
     // (the polls read back a couple of minutes only: stamped at the UPDATE, a longer one was lost)
-    const client = await a.db.pool.connect();
-    let updatedAt: Date;
-    try {
-      await client.query('BEGIN');
-      updatedAt = (
-        await client.query(
-          `UPDATE users SET role = 'customer' WHERE email = $1 RETURNING statement_timestamp() AS at`,
-          [admin.email],
-        )
-      ).rows[0].at;
-      await client.query('SELECT pg_sleep(0.3)');
-      await client.query('COMMIT');
-    } finally {
-      client.release();
-    }
+    const updatedAt = await operatorsStatement(
+      a,
+      `UPDATE users SET role = 'customer' WHERE email = $1`,
+      admin.email,
+    );
     for (const http of [a.http, b.http]) {
       // (read from the database's record, every 2 s: no process wrote a mark)
       expect(await meStatusBecomes(http, admin.accessToken, 401, 8000)).toBe(401);
@@ -264,21 +274,11 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
     expect(await orders(admin.accessToken)).toBe(200);
     expect(await board(admin.accessToken, b.http)).toBe(200);
     // kept open a while: the end is stamped at COMMIT, as for a role change
-    const client = await a.db.pool.connect();
-    let deletedAt: Date;
-    try {
-      await client.query('BEGIN');
-      deletedAt = (
-        await client.query(
-          `DELETE FROM users WHERE email = $1 RETURNING statement_timestamp() AS at`,
-          [admin.email],
-        )
-      ).rows[0].at;
-      await client.query('SELECT pg_sleep(0.3)');
-      await client.query('COMMIT');
-    } finally {
-      client.release();
-    }
+    const deletedAt = await operatorsStatement(
+      a,
+      `DELETE FROM users WHERE email = $1`,
+      admin.email,
+    );
     for (const http of [a.http, b.http]) {
       // (read from the database's record every 2 s: the families went with the account)
       await waitFor(
