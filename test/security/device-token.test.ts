@@ -1,7 +1,11 @@
 import { Algorithm, hash } from '@node-rs/argon2';
 import type Redis from 'ioredis';
 import { createHash } from 'node:crypto';
-import { accountClientDigest } from '../../src/common/throttling/rate-limit.policies';
+import { KNOWN_DEVICES_PER_ACCOUNT } from '../../src/common/throttling/failed-attempt-limiter';
+import {
+  accountClientDigest,
+  knownDevicesKey,
+} from '../../src/common/throttling/rate-limit.policies';
 import { REHASH_SETTING } from '../../src/users/password-epoch';
 import { REDIS } from '../../src/redis/redis.module';
 import { TEST_PASSWORD, registerCustomer, signInLimitsAnswering } from '../support/auth';
@@ -186,6 +190,35 @@ describe("login: a device token makes the owner's device a client of its own", (
     const phone = await signIn(owner.email, TEST_PASSWORD, '10.65.200.1', owner.deviceToken);
     expect(phone.status).toBe(200);
     expect((await signIn(owner.email, TEST_PASSWORD, '10.65.201.1')).status).toBe(429); // others still held
+  });
+
+  it(`an account keeps its last ${KNOWN_DEVICES_PER_ACCOUNT} devices in one Redis key, not a key per sign-in for 90 days: the latest stay the owner's, the oldest is forgotten`, async () => {
+    const owner = await registerCustomer(t.http, fromClient('10.64.0.1'));
+    const tokens: string[] = [];
+    // sign-ins without a token (each a new device), from addresses of their own (login-ip)
+    for (let i = 0; i < KNOWN_DEVICES_PER_ACCOUNT + 10; i++) {
+      const res = await signIn(owner.email, TEST_PASSWORD, `10.64.${1 + (i % 50)}.${2 + i}`);
+      expect(res.status).toBe(200);
+      tokens.push(res.body.deviceToken as string);
+    }
+    const prefix = `${t.config.redis.keyPrefix}:rl:`;
+    const devices = prefix + knownDevicesKey(owner.email);
+    expect(await redis.hlen(devices)).toBe(KNOWN_DEVICES_PER_ACCOUNT);
+    expect(await redis.pttl(devices)).toBeGreaterThan(89 * 86_400_000);
+    expect(await redis.keys(`${prefix}signin-known-device:*`)).toEqual([]);
+    // strangers fill the account's ceiling from many addresses
+    const spray = await Promise.all(
+      Array.from({ length: CEILING + 2 }, (_, i) =>
+        signIn(owner.email, `guess-${i}-guess`, `10.65.${i + 1}.1`),
+      ),
+    );
+    expect(spray.filter((r) => r.status === 429)).toHaveLength(2);
+    // the latest device is the owner's, from anywhere; the one it registered with, long ago, no more
+    const latest = await signIn(owner.email, TEST_PASSWORD, '10.65.200.1', tokens.at(-1));
+    expect(latest.status).toBe(200);
+    const first = await signIn(owner.email, TEST_PASSWORD, '10.65.201.1', owner.deviceToken);
+    expect(first.status).toBe(429);
+    expect(first.headers.get('ratelimit-policy')).toMatch(/"signin-account";/);
   });
 
   it('a device token of the wrong type or length is a 400 (null is none); a refresh answers none', async () => {

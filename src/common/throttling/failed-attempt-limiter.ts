@@ -8,7 +8,8 @@ import {
   FailureBucket,
   SignInChannel,
   knownClientKey,
-  knownDeviceKey,
+  knownDeviceField,
+  knownDevicesKey,
   policyHeaderItem,
   signInBuckets,
   stateHeaderItem,
@@ -202,6 +203,41 @@ const NO_EPOCH = '-';
 const KNOWN_CLIENT_MS = 90 * 24 * 3600 * 1000;
 const IS_KNOWN = `if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end return 0`;
 const REMEMBER = `redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1]) return 1`;
+/**
+ * The devices an account keeps as its own clients. One key per device, minted at every sign-in
+ * without a device token, kept 90 days: 20 sign-ins a minute from one address left ~29,000 keys
+ * a day there, ~600 MB of Redis over the 90 days — and Redis runs BullMQ, the limits and the
+ * revocation marks. Now one hash per account, the devices that signed in last kept.
+ */
+export const KNOWN_DEVICES_PER_ACCOUNT = 20;
+/** Field value: `<credential> <expiry ms>`, on Redis's clock (TIME). */
+const IS_KNOWN_DEVICE = `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+local sep = string.find(v, ' ', 1, true)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if string.sub(v, 1, sep - 1) == ARGV[2] and tonumber(string.sub(v, sep + 1)) > now then return 1 end
+return 0`;
+const REMEMBER_DEVICE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. (now + ttl))
+local cap = tonumber(ARGV[4])
+if redis.call('HLEN', KEYS[1]) > cap then
+  local all = redis.call('HGETALL', KEYS[1])
+  local entries = {}
+  for i = 1, #all, 2 do
+    local v = all[i + 1]
+    local expiry = tonumber(string.sub(v, string.find(v, ' ', 1, true) + 1))
+    entries[#entries + 1] = { all[i], expiry }
+  end
+  table.sort(entries, function(a, b) return a[2] < b[2] end)
+  for i = 1, #entries - cap do redis.call('HDEL', KEYS[1], entries[i][1]) end
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1`;
 
 /**
  * Counts failed password sign-ins in Redis, shared by every process: the one mechanism behind
@@ -251,11 +287,9 @@ export class FailedAttemptLimiter {
     // sessions on record — under a tag no mark holds: the same work, no timing to tell them apart
     const credential = options.passwordEpoch ?? NO_EPOCH;
     const device = channel === 'login' ? (options.device ?? undefined) : undefined;
-    const knownDevice =
-      device === undefined ? undefined : this.prefix + knownDeviceKey(account, device);
     const isKnown =
       this.config.signIn.enabled &&
-      ((knownDevice !== undefined && (await this.isKnownClient(knownDevice, credential))) ||
+      ((device !== undefined && (await this.isKnownDevice(account, device, credential))) ||
         (await this.isOwnClient(known, credential, options.ownClientOnRecord)));
     // `own`: the verification may go first (the password hasher's priority lane)
     const buckets = signInBuckets(
@@ -301,17 +335,37 @@ export class FailedAttemptLimiter {
    * registration or sign-in from it), under the account's password epoch `passwordEpoch`.
    */
   rememberDevice(account: string, device: string, passwordEpoch: string): void {
-    this.remember(this.prefix + knownDeviceKey(account, device), passwordEpoch);
+    if (!this.config.signIn.enabled) return;
+    this.redis
+      .eval(
+        REMEMBER_DEVICE,
+        1,
+        this.prefix + knownDevicesKey(account),
+        knownDeviceField(device),
+        passwordEpoch,
+        KNOWN_CLIENT_MS,
+        KNOWN_DEVICES_PER_ACCOUNT,
+      )
+      .catch(() => undefined); // lost: only stricter
   }
 
   /** Marked under `credential` (the current password); unknown when Redis cannot say (the stricter answer). */
   private async isKnownClient(key: string, credential: string): Promise<boolean> {
+    return this.asks(this.redis.eval(IS_KNOWN, 1, key, credential));
+  }
+
+  /** The device is one of the account's own under `credential` (rememberDevice). */
+  private isKnownDevice(account: string, device: string, credential: string): Promise<boolean> {
+    const key = this.prefix + knownDevicesKey(account);
+    return this.asks(
+      this.redis.eval(IS_KNOWN_DEVICE, 1, key, knownDeviceField(device), credential),
+    );
+  }
+
+  /** A script's yes (1); no when Redis cannot say in time (the stricter answer). */
+  private async asks(answer: Promise<unknown>): Promise<boolean> {
     try {
-      return (
-        Number(
-          await withTimeout(this.redis.eval(IS_KNOWN, 1, key, credential), STORE_TIMEOUT_MS),
-        ) === 1
-      );
+      return Number(await withTimeout(answer, STORE_TIMEOUT_MS)) === 1;
     } catch {
       return false;
     }

@@ -407,9 +407,17 @@ export function knownClientKey(account: string, ip: string): string {
   return `signin-known:${accountClientDigest(account, ip)}`;
 }
 
-/** The Redis key of the mark that makes a device (SessionIssuer#deviceOf) one of the account's own clients. */
-export function knownDeviceKey(account: string, device: string): string {
-  return `signin-known-device:${digest(normalizeEmail(account), device)}`;
+/**
+ * The Redis hash of the devices (SessionIssuer#deviceOf) that are the account's own clients: one
+ * per account, a field per device (knownDeviceField), at most KNOWN_DEVICES_PER_ACCOUNT.
+ */
+export function knownDevicesKey(account: string): string {
+  return `signin-known-devices:${digest(normalizeEmail(account))}`;
+}
+
+/** A device's field in knownDevicesKey. */
+export function knownDeviceField(device: string): string {
+  return createHash('sha256').update(device).digest('base64url').slice(0, 22);
 }
 
 /**
@@ -435,7 +443,7 @@ function windowBucket(key: string, limit: number, windowMs: number): FailureBuck
  *   client of its own — its pair is (account, device), not (account, address) — so a stranger
  *   behind the owner's address (one NAT, a carrier's shared address) fills the address's pair,
  *   never the device's; the device is one of the owner's own (`knownClient`) while it holds a
- *   mark under the current password (knownDeviceKey: a sign-in from it), or its address does;
+ *   mark under the current password (knownDevicesKey: a sign-in from it), or its address does;
  * - queue board: per client over all accounts (a hard window: the board is for a few admins,
  *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
  *   login so that two doors do not double an attacker's budget — not from the account's own
