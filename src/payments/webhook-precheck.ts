@@ -132,6 +132,7 @@ export class RefusedWebhooks {
 export function stripeSignatureFirst(
   signed: (raw: Buffer, signature: string) => boolean,
   refusals?: RefusedWebhooks,
+  bodies: WebhookBodies = new WebhookBodies(),
 ): preParsingHookHandler {
   return (request, reply, payload, done) => {
     if (request.method !== 'POST' || request.routeOptions.url !== STRIPE_ROUTE)
@@ -141,8 +142,17 @@ export function stripeSignatureFirst(
     const chunks: Buffer[] = [];
     let size = 0;
     let settled = false;
+    // the bytes this body holds in memory, until it has been judged or its connection has gone
+    const client = bodies.clientOf(request);
+    let held = 0;
+    const release = () => {
+      bodies.give(client, held);
+      held = 0;
+    };
+    request.raw.once('close', release);
     const refuse = (error: DomainError) => {
       settled = true;
+      release();
       payload.removeAllListeners('data');
       // a body refused before its end (past WEBHOOK_BODY_LIMIT, chunked) closes the connection
       // after the answer: drained to keep it alive, an endless one was read at line rate until
@@ -160,11 +170,18 @@ export function stripeSignatureFirst(
         refuse(new DomainError('PAYLOAD_TOO_LARGE', 'The request body is too large.'));
         return;
       }
+      const over = bodies.take(client, chunk.length);
+      if (over) {
+        refuse(over);
+        return;
+      }
+      held += chunk.length;
       chunks.push(chunk);
     });
     payload.once('error', (err: Error & { statusCode?: number }) => {
       if (settled) return;
       settled = true;
+      release();
       // the client went away mid-body (Node's `aborted`): a 400, as Fastify's own body reader
       // marks it — nobody reads the answer, and it is no fault of ours to log as unhandled
       err.statusCode ??= 400;
@@ -172,6 +189,7 @@ export function stripeSignatureFirst(
     });
     payload.once('end', () => {
       if (settled) return;
+      release(); // judged now: a signed body goes on to its handler, an unsigned one is refused
       const raw = Buffer.concat(chunks, size);
       if (typeof signature !== 'string' || !signed(raw, signature)) {
         refusals?.count(request);
@@ -186,4 +204,69 @@ export function stripeSignatureFirst(
       done(null, body);
     });
   };
+}
+
+/** Bytes of unjudged Stripe webhook bodies one client may hold in memory at once. */
+const WEBHOOK_BODY_BYTES_PER_CLIENT = 4 * 1024 * 1024;
+/** … and all clients together. */
+const WEBHOOK_BODY_BYTES_IN_ALL = 32 * 1024 * 1024;
+
+/**
+ * The memory that Stripe webhook bodies hold while they are read for their signature. The route
+ * is public and any well-formed, fresh Stripe-Signature gets its body (up to 1 MB) read before the
+ * HMAC can be checked: 800 connections from one client, each sending all but the last byte, held
+ * ~700 MB of the API's memory for the request timeout, again and again (no refusal counted them,
+ * RefusedWebhooks: none ended). A client holding WEBHOOK_BODY_BYTES_PER_CLIENT is answered 429
+ * for the next chunk, all together holding WEBHOOK_BODY_BYTES_IN_ALL a 503 (both with
+ * Retry-After: the provider retries a delivery it was refused). The provider's events are a few
+ * kilobytes: hundreds of concurrent deliveries from one of its addresses fit.
+ */
+export class WebhookBodies {
+  private readonly perClient = new Map<string, number>();
+  private total = 0;
+  private readonly trackers = new Map<string, string>();
+
+  constructor(
+    private readonly clientLimit = WEBHOOK_BODY_BYTES_PER_CLIENT,
+    private readonly totalLimit = WEBHOOK_BODY_BYTES_IN_ALL,
+  ) {}
+
+  clientOf(request: FastifyRequest): string {
+    return clientOf(request, this.trackers);
+  }
+
+  /** Holds `bytes` more for `client`; the refusal when that would pass a limit (nothing held then). */
+  take(client: string, bytes: number): DomainError | null {
+    const mine = this.perClient.get(client) ?? 0;
+    if (mine + bytes > this.clientLimit) {
+      return new DomainError('RATE_LIMITED', 'Too many webhook bodies in flight; retry later.', {
+        headers: { 'Retry-After': '1' },
+      });
+    }
+    if (this.total + bytes > this.totalLimit) {
+      return new DomainError(
+        'SERVICE_UNAVAILABLE',
+        'Too many webhook bodies in flight; retry later.',
+        {
+          headers: { 'Retry-After': '1' },
+        },
+      );
+    }
+    this.perClient.set(client, mine + bytes);
+    this.total += bytes;
+    return null;
+  }
+
+  give(client: string, bytes: number): void {
+    if (bytes <= 0) return;
+    const left = (this.perClient.get(client) ?? 0) - bytes;
+    if (left > 0) this.perClient.set(client, left);
+    else this.perClient.delete(client);
+    this.total = Math.max(0, this.total - bytes);
+  }
+
+  /** Bytes held now, in all (for tests and metrics). */
+  get held(): number {
+    return this.total;
+  }
 }

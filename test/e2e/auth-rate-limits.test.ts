@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import Redis from 'ioredis';
 import { createHash, randomUUID } from 'node:crypto';
+import { Socket, connect } from 'node:net';
 import {
   TEST_PASSWORD,
   createAdmin,
@@ -310,6 +311,59 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     } finally {
       redis.disconnect();
     }
+  });
+
+  it('a client cannot hold more than 4 MB of unjudged Stripe webhook bodies in memory (connections that never send their last byte): the next chunk is a 429; the bytes come back when they go', async () => {
+    const { hostname, port } = new URL(a.baseUrl);
+    const signature = () => `t=${Math.floor(Date.now() / 1000)},v1=${'b'.repeat(64)}`;
+    const body = 1_000_000;
+    const sockets: Socket[] = [];
+    const firstAnswer = new Promise<string>((resolve) => {
+      for (let i = 0; i < 6; i++) {
+        const socket = connect(Number(port), hostname, () => {
+          socket.write(
+            `POST /v1/webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+              `X-Forwarded-For: 10.16.0.1\r\nStripe-Signature: ${signature()}\r\n` +
+              `Content-Length: ${body}\r\n\r\n`,
+          );
+          socket.write(Buffer.alloc(body - 1, 0x20)); // all but the last byte
+        });
+        let text = '';
+        socket.on('data', (d: Buffer) => {
+          text += d.toString('utf8');
+          if (text.includes('\r\n\r\n{')) resolve(text);
+        });
+        socket.on('error', () => undefined);
+        sockets.push(socket);
+      }
+    });
+    try {
+      const answer = await firstAnswer;
+      expect(answer).toMatch(/^HTTP\/1\.1 429 /);
+      expect(answer).toMatch(/retry-after: 1\r\n/i);
+      expect(answer).toContain('"code":"RATE_LIMITED"');
+      // another client is judged as ever meanwhile
+      const forged = (ip: string) =>
+        a.http.request('POST', '/v1/webhooks/stripe', undefined, {
+          raw: '{}',
+          headers: { 'x-forwarded-for': ip, 'stripe-signature': signature() },
+        });
+      expect((await forged('10.16.0.2')).status).toBe(400);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+    }
+    // its connections gone, the client's bytes are free again
+    await waitFor(
+      'the held bytes to come back',
+      async () =>
+        (
+          await a.http.request('POST', '/v1/webhooks/stripe', undefined, {
+            raw: ' '.repeat(900_000),
+            headers: { 'x-forwarded-for': '10.16.0.1', 'stripe-signature': signature() },
+          })
+        ).status,
+      { until: (status) => status === 400, timeoutMs: 5000, intervalMs: 50 },
+    );
   });
 
   it("counts a signed-in user's writes per account across addresses (120 a minute), not their reads, and no anonymous caller", async () => {
