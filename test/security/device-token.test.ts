@@ -5,6 +5,7 @@ import { KNOWN_DEVICES_PER_ACCOUNT } from '../../src/common/throttling/failed-at
 import {
   accountClientDigest,
   knownDevicesKey,
+  legacyKnownDeviceKey,
 } from '../../src/common/throttling/rate-limit.policies';
 import { REHASH_SETTING } from '../../src/users/password-epoch';
 import { REDIS } from '../../src/redis/redis.module';
@@ -219,6 +220,36 @@ describe("login: a device token makes the owner's device a client of its own", (
     const first = await signIn(owner.email, TEST_PASSWORD, '10.65.201.1', owner.deviceToken);
     expect(first.status).toBe(429);
     expect(first.headers.get('ratelimit-policy')).toMatch(/"signin-account";/);
+  });
+
+  it("a device marked by the build before the per-account hash (a key of its own) is still the owner's after the upgrade, and moves into the hash", async () => {
+    const owner = await registerCustomer(t.http, fromClient('10.66.0.1'));
+    const device = deviceOf(owner.deviceToken)!;
+    const prefix = `${t.config.redis.keyPrefix}:rl:`;
+    const devices = prefix + knownDevicesKey(owner.email);
+    const { rows } = await t.db.pool.query<{ epoch: string }>(
+      `SELECT password_epoch AS epoch FROM users WHERE email = $1`,
+      [owner.email],
+    );
+    // as the previous build left it: no field in the hash, its own key under the password epoch
+    await redis.del(devices);
+    await redis.set(
+      prefix + legacyKnownDeviceKey(owner.email, device),
+      rows[0].epoch,
+      'PX',
+      3_600_000,
+    );
+    const spray = await Promise.all(
+      Array.from({ length: CEILING + 2 }, (_, i) =>
+        signIn(owner.email, `guess-${i}-guess`, `10.67.${i + 1}.1`),
+      ),
+    );
+    expect(spray.filter((r) => r.status === 429)).toHaveLength(2);
+    expect(
+      (await signIn(owner.email, TEST_PASSWORD, '10.67.200.1', owner.deviceToken)).status,
+    ).toBe(200);
+    expect(await redis.hlen(devices)).toBe(1);
+    expect((await signIn(owner.email, TEST_PASSWORD, '10.67.201.1')).status).toBe(429);
   });
 
   it('a device token of the wrong type or length is a 400 (null is none); a refresh answers none', async () => {

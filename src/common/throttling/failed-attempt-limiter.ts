@@ -10,6 +10,7 @@ import {
   knownClientKey,
   knownDeviceField,
   knownDevicesKey,
+  legacyKnownDeviceKey,
   policyHeaderItem,
   signInBuckets,
   stateHeaderItem,
@@ -355,11 +356,20 @@ export class FailedAttemptLimiter {
   }
 
   /** The device is one of the account's own under `credential` (rememberDevice). */
-  private isKnownDevice(account: string, device: string, credential: string): Promise<boolean> {
+  private async isKnownDevice(
+    account: string,
+    device: string,
+    credential: string,
+  ): Promise<boolean> {
     const key = this.prefix + knownDevicesKey(account);
-    return this.asks(
-      this.redis.eval(IS_KNOWN_DEVICE, 1, key, knownDeviceField(device), credential),
-    );
+    const field = knownDeviceField(device);
+    if (await this.asks(this.redis.eval(IS_KNOWN_DEVICE, 1, key, field, credential))) return true;
+    // marked by a build before the per-account hash: moved into it, so an upgrade forgets no
+    // owner's device (the old keys live out their 90 days)
+    const legacy = this.prefix + legacyKnownDeviceKey(account, device);
+    if (!(await this.isKnownClient(legacy, credential))) return false;
+    this.rememberDevice(account, device, credential);
+    return true;
   }
 
   /** A script's yes (1); no when Redis cannot say in time (the stricter answer). */

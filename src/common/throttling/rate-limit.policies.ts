@@ -415,6 +415,14 @@ export function knownDevicesKey(account: string): string {
   return `signin-known-devices:${digest(normalizeEmail(account))}`;
 }
 
+/**
+ * The key per device that marked it one of the account's own before knownDevicesKey: read (and
+ * moved into the hash) until the last of them has expired, 90 days after that build.
+ */
+export function legacyKnownDeviceKey(account: string, device: string): string {
+  return `signin-known-device:${digest(normalizeEmail(account), device)}`;
+}
+
 /** A device's field in knownDevicesKey. */
 export function knownDeviceField(device: string): string {
   return createHash('sha256').update(device).digest('base64url').slice(0, 22);
