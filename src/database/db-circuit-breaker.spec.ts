@@ -60,9 +60,12 @@ describe('isConnectionFailure', () => {
     expect(isConnectionFailure(queryFailed(code))).toBe(true);
   });
 
-  it.each(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND'])('counts %s', (code) => {
-    expect(isConnectionFailure(pgError(code))).toBe(true);
-  });
+  it.each(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND'])(
+    'counts %s',
+    (code) => {
+      expect(isConnectionFailure(pgError(code))).toBe(true);
+    },
+  );
 
   it('counts pool timeouts and dropped connections', () => {
     expect(isConnectionFailure(new Error('timeout exceeded when trying to connect'))).toBe(true);
