@@ -2,6 +2,7 @@ import type Redis from 'ioredis';
 import type { Clock } from '../common/time/clock';
 import { loadConfig } from '../config/config';
 import {
+  CLOCK_SKEW_MS,
   REVOCATION_POLL_MS,
   REVOCATION_REDIS_BACKOFF_MS,
   REVOCATION_REDIS_TIMEOUT_MS,
@@ -16,7 +17,7 @@ const config = loadConfig({
   JWT_ACCESS_TTL_SECONDS: '900',
   REDIS_KEY_PREFIX: 'unit',
 });
-const LIFETIME_MS = 900_000 + 60_000;
+const LIFETIME_MS = 900_000 + CLOCK_SKEW_MS;
 
 /** A Redis stand-in: a key → value map, which can be switched to failing or hanging. */
 function fakeRedis() {

@@ -37,11 +37,14 @@ const RESEED_RETRY_MS = 5_000;
 /** Revoked sessions remembered in process memory (oldest forgotten first). */
 const REVOCATION_MEMORY_LIMIT = 100_000;
 /**
- * On top of the access-token lifetime: the host that checks a token's `exp` may run behind the
- * one that revoked its session (NTP keeps hosts within milliseconds; a host whose sync failed
- * drifts by seconds a day). A mark that outlives the token by a minute costs nothing.
+ * On top of the access-token lifetime: the host that signed a token (its `iat`, so its `exp`)
+ * may run ahead of the database's clock, which stamps the revocation whose record is kept this
+ * long after it. With a minute, a token signed by a host two minutes fast worked again for the
+ * last minute of its life after its session was revoked (reproduced with two API processes, one
+ * of them 120 s fast). NTP keeps hosts within milliseconds; five minutes covers a host whose sync
+ * failed for weeks or a VM resumed without a step. Costs only revocations kept that much longer.
  */
-const CLOCK_SKEW_MS = 60_000;
+export const CLOCK_SKEW_MS = 5 * 60_000;
 
 type RedisClient = Pick<Redis, 'exists' | 'pipeline'> & Partial<Pick<Redis, 'on'>>;
 
@@ -52,7 +55,7 @@ type RedisClient = Pick<Redis, 'exists' | 'pipeline'> & Partial<Pick<Redis, 'on'
  *
  * Where it is kept: one Redis key per revoked family, `<REDIS_KEY_PREFIX>:revoked-session:<id>`,
  * shared by every API process and living as long as the longest access token that family can
- * still have (JWT_ACCESS_TTL_SECONDS, plus a little clock skew) — so the set never holds more
+ * still have (JWT_ACCESS_TTL_SECONDS, plus CLOCK_SKEW_MS: a signer's clock may run ahead) — so the set never holds more
  * than the revocations of the last access-token lifetime. The database (`revoked_at`) stays the
  * record; the marks are written after the revoking transaction commits.
  *

@@ -2,6 +2,7 @@ import Redis from 'ioredis';
 import { createHash } from 'node:crypto';
 import { PasswordHasher } from '../../src/auth/password-hasher';
 import { RefreshTokenRepository } from '../../src/auth/refresh-token.repository';
+import { CLOCK_SKEW_MS } from '../../src/auth/revoked-sessions';
 import { TEST_PASSWORD, createAdmin, login, registerCustomer } from '../support/auth';
 import type { HttpClient } from '../support/http';
 import { PrivateRedis } from '../support/private-redis';
@@ -355,7 +356,7 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
       expect(keys).toHaveLength(1);
       const ttl = await redis.ttl(keys[0]);
       expect(ttl).toBeGreaterThan(0);
-      expect(ttl).toBeLessThanOrEqual(a.config.jwt.accessTtlSeconds + 60);
+      expect(ttl).toBeLessThanOrEqual(a.config.jwt.accessTtlSeconds + CLOCK_SKEW_MS / 1000);
     } finally {
       redis.disconnect();
     }
@@ -450,7 +451,7 @@ describe('security: access-token revocation with Redis down (fail open, remember
         timeoutMs: 10_000,
         retryErrors: true,
       });
-      expect(ttl).toBeLessThanOrEqual((a.config.jwt.accessTtlSeconds + 60) * 1000);
+      expect(ttl).toBeLessThanOrEqual(a.config.jwt.accessTtlSeconds * 1000 + CLOCK_SKEW_MS);
     } finally {
       probe.disconnect();
     }
