@@ -20,8 +20,15 @@ const INBOX_LOCK_CLASS = 0x4541;
 /** An email an outbox event owes and no delivery has recorded as sent (see findUnsent). */
 export interface OwedEmail {
   outboxId: string;
-  /** When its event was published (published events) or written (dead ones): the page's key. */
+  /** When its event was published (published events) or written (dead ones). */
   eventAt: Date;
+  /**
+   * The same instant as PostgreSQL's text, microseconds kept: the page's key. Through a `Date`
+   * (milliseconds) the rows of one millisecond after the page's last sorted after it again —
+   * every relay batch is stamped with one instant — so each page re-read them, and a page all of
+   * one millisecond never ended the pass.
+   */
+  eventKey: string;
   orderId: string;
   kind: EmailKind;
   /** The refund's id for refund emails, '' otherwise. */
@@ -88,7 +95,7 @@ export class EmailDeliveryRepository {
     graceMs: number;
     limit: number;
     events?: 'published' | 'dead';
-    after?: { eventAt: Date; outboxId: string };
+    after?: { eventKey: string; outboxId: string };
     /** Events before this were all settled when last looked at (EmailReconciler's watermark). */
     notBefore?: Date;
   }): Promise<OwedEmail[]> {
@@ -96,7 +103,7 @@ export class EmailDeliveryRepository {
     // each through its own partial index: outbox_published_idx, outbox_dead_idx
     const at = dead ? 'o.created_at' : 'o.published_at';
     return this.tx.query<OwedEmail>(
-      `SELECT o.id AS "outboxId", ${at} AS "eventAt", ord.id AS "orderId",
+      `SELECT o.id AS "outboxId", ${at} AS "eventAt", ${at}::text AS "eventKey", ord.id AS "orderId",
               $1::jsonb ->> o.topic AS kind, coalesce(o.payload ->> 'refundId', '') AS ref
          FROM outbox o
          JOIN orders ord ON ord.id = ${asUuid(`o.payload ->> 'orderId'`)}
@@ -118,7 +125,7 @@ export class EmailDeliveryRepository {
         JSON.stringify(EMAIL_OF_TOPIC),
         String(opts.windowMs),
         String(opts.graceMs),
-        opts.after?.eventAt ?? new Date(0),
+        opts.after?.eventKey ?? new Date(0),
         opts.after?.outboxId ?? '00000000-0000-0000-0000-000000000000',
         opts.limit,
         opts.notBefore ?? new Date(0),

@@ -32,6 +32,7 @@ describe('EmailReconciler: where a pass starts', () => {
   const owedAt = (at: number): OwedEmail => ({
     outboxId: 'o',
     eventAt: new Date(at),
+    eventKey: new Date(at).toISOString(),
     orderId: 'x',
     kind: 'cancellation',
     ref: '',

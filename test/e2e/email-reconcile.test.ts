@@ -4,6 +4,10 @@ import { getQueueToken } from '@nestjs/bullmq';
 import { Job, type Queue } from 'bullmq';
 import { randomUUID } from 'node:crypto';
 import { EmailReconciler } from '../../src/notifications/email-reconciler';
+import {
+  EmailDeliveryRepository,
+  type OwedEmail,
+} from '../../src/notifications/email-delivery.repository';
 import { EMAIL_MAX_STALLS, emailJobId } from '../../src/notifications/email-job';
 import { JobQueues } from '../../src/queue/job-queues';
 import { JobName, QueueName } from '../../src/queue/queues';
@@ -352,6 +356,32 @@ describe('emails whose jobs Redis lost', () => {
       );
     }
     await expect(reconcile()).resolves.toBe(0);
+  });
+
+  it('pages owed emails by their exact instant: events one relay batch stamped alike (one microsecond) are each read once, never again on the next page', async () => {
+    const ids = [randomUUID(), randomUUID(), randomUUID()].sort();
+    const orders = [await order(), await order(), await order()];
+    try {
+      for (const [i, id] of ids.entries()) {
+        await t.db.pool.query(
+          `INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at, published_at)
+           VALUES ($1, 'order.confirmed', NULL, $2, 'published', 1, now(), now(),
+                   date_trunc('second', now()) - interval '3 days' + interval '123457 microseconds')`,
+          [id, JSON.stringify({ orderId: orders[i] })],
+        );
+      }
+      const repo = worker.get(EmailDeliveryRepository);
+      const notBefore = new Date(Date.now() - 3 * 86_400_000 - 5_000);
+      const page = (after?: OwedEmail) =>
+        repo.findUnsent({ windowMs: 6 * 86_400_000, graceMs: 60_000, limit: 2, notBefore, after });
+      const first = await page();
+      expect(first.map((e) => e.outboxId)).toEqual(ids.slice(0, 2));
+      const second = await page(first[1]);
+      expect(second[0].outboxId).toBe(ids[2]); // not the first two again
+      expect(second.map((e) => e.outboxId)).not.toContain(ids[0]);
+    } finally {
+      await t.db.pool.query(`DELETE FROM outbox WHERE id = ANY($1::uuid[])`, [ids]);
+    }
   });
 
   it('an email job outlives ten deaths of its workers before BullMQ fails it (the other queues: two)', () => {
