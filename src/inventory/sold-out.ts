@@ -116,7 +116,7 @@ export class SoldOutMarks implements OnApplicationShutdown {
 
   /** True only when every product is marked sold out in Redis right now; false on any doubt. */
   async knownSoldOut(productIds: string[]): Promise<boolean> {
-    if (productIds.length === 0 || Date.now() < this.bypassUntil) return false;
+    if (productIds.length === 0 || performance.now() < this.bypassUntil) return false;
     if (productIds.some((p) => this.pendingClears.has(p))) return false;
     const marks = await this.reads.ask(productIds.map((p) => this.markKey(p)));
     return marks !== null && marks.every((m) => m !== null);
@@ -190,7 +190,7 @@ export class SoldOutMarks implements OnApplicationShutdown {
   }
 
   private failed(): void {
-    this.bypassUntil = Date.now() + BYPASS_AFTER_FAILURE_MS;
+    this.bypassUntil = performance.now() + BYPASS_AFTER_FAILURE_MS;
   }
 
   private retryLater(): void {

@@ -264,9 +264,4 @@ export class WebhookBodies {
     else this.perClient.delete(client);
     this.total = Math.max(0, this.total - bytes);
   }
-
-  /** Bytes held now, in all (for tests and metrics). */
-  get held(): number {
-    return this.total;
-  }
 }

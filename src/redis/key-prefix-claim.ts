@@ -120,8 +120,8 @@ export class KeyPrefixClaim implements OnApplicationBootstrap, OnApplicationShut
     // gives (its deployment's older processes may take it back at their next heartbeat); one
     // that held it was outlasted by an older tenure: it stops at once
     if (!this.holding && outcome.ttlMs > 0) {
-      this.foreignSince ??= Date.now();
-      if (Date.now() - this.foreignSince < CLAIM_TTL_MS + CLAIM_HEARTBEAT_MS) return;
+      this.foreignSince ??= performance.now();
+      if (performance.now() - this.foreignSince < CLAIM_TTL_MS + CLAIM_HEARTBEAT_MS) return;
     }
     this.stopped = true;
     clearInterval(this.timer);
