@@ -35,7 +35,7 @@ export class AdminOrdersController {
     summary: 'Mark an order fulfilled (permission `orders:fulfil`)',
     description:
       'A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing. ' +
-      'Refused (409) while a refund of the order is pending at the payment provider.',
+      'Refused (409) while refunds pending at the payment provider would return the whole total.',
   })
   @ApiUuidParam('id', 'Order id')
   @ApiOkResponse({ type: OrderDetailDto })

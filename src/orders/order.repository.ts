@@ -44,8 +44,10 @@ export interface Transition {
   /** Extra guard: only if no payment of the order is open at the gateway (the expiry's). */
   noOpenPayment?: boolean;
   /**
-   * Extra guard: only if no refund of the order is pending (fulfilment's: a full refund still
-   * settling would leave the goods shipped and the money returned). The order's payment row is
+   * Extra guard: only if the refunds of the order still pending would not return its whole total
+   * (fulfilment's: a full refund still settling would leave the goods shipped and the money
+   * returned; a partial one — a goodwill credit — does not hold the shipment, and the order
+   * moves on to PARTIALLY_REFUNDED from FULFILLED when it settles). The order's payment row is
    * locked first (FOR SHARE; payment before order, the order every path takes), so a refund being
    * reserved — under that row's lock — is either seen or comes after.
    */
@@ -154,7 +156,8 @@ export class OrderRepository {
       if (t.noRefundPending) {
         // a read of the refunds table (written by payments/), after the locks: a new snapshot
         update.andWhere(
-          `NOT EXISTS (SELECT 1 FROM refunds r WHERE r.order_id = :orderId AND r.status = 'pending')`,
+          `refunded_amount + (SELECT coalesce(sum(r.amount), 0) FROM refunds r
+                               WHERE r.order_id = :orderId AND r.status = 'pending') < total_amount`,
         );
       }
       if (!(await update.execute()).affected) return null;

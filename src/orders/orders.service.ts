@@ -63,7 +63,7 @@ export class OrdersService {
         throw new DomainError(
           'ORDER_NOT_FULFILLABLE',
           order.status === 'CONFIRMED'
-            ? 'A refund of this order is pending: it can be fulfilled once the refund has settled (a full refund makes it REFUNDED).'
+            ? "A refund of this order's whole total is pending at the payment provider: the order is not fulfilled (once the refund settles it is REFUNDED; if it fails, it can be fulfilled)."
             : `An order in ${order.status} cannot be fulfilled.`,
         );
       }

@@ -531,7 +531,7 @@ export interface paths {
         put?: never;
         /**
          * Mark an order fulfilled (permission `orders:fulfil`)
-         * @description A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing. Refused (409) while a refund of the order is pending at the payment provider.
+         * @description A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing. Refused (409) while refunds pending at the payment provider would return the whole total.
          */
         post: operations["fulfilOrder"];
         delete?: never;

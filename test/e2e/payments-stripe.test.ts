@@ -1298,7 +1298,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       });
     }, 30_000);
 
-    it('an order whose full refund is still pending at Stripe is not fulfilled (409) — the goods would leave with the money returned; once the refund settles it is REFUNDED', async () => {
+    it('an order whose full refund is still pending at Stripe is not fulfilled (409) — the goods would leave with the money returned; once the refund settles it is REFUNDED; a partial one pending does not hold it', async () => {
       const { orderId, intent } = await paidOrder(10_000, 1);
       stripe.holdRefunds(intent);
       const fulfil = () =>
@@ -1307,7 +1307,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect([pending.status, pending.body.status]).toEqual([201, 'pending']);
       const refused = await fulfil();
       expect([refused.status, refused.body.code]).toEqual([409, 'ORDER_NOT_FULFILLABLE']);
-      expect(refused.body.detail).toMatch(/refund of this order is pending/);
+      expect(refused.body.detail).toMatch(/whole total is pending/);
       expect((await orderOf(orderId)).status).toBe('CONFIRMED');
       const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
       const event = stripe.settleRefund(remote.id);
@@ -1319,6 +1319,26 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
         409,
         'An order in REFUNDED cannot be fulfilled.',
       ]);
+      // a partial refund pending does not hold the shipment: fulfilled, then partly refunded
+      const partly = await paidOrder(10_000, 1);
+      stripe.holdRefunds(partly.intent);
+      const credit = await refund(partly.orderId, { amount: { amount: 1000, currency: 'INR' } });
+      expect([credit.status, credit.body.status]).toEqual([201, 'pending']);
+      const shippedFirst = await t.http.post(
+        `/v1/admin/orders/${partly.orderId}/fulfil`,
+        {},
+        { token: admin.accessToken },
+      );
+      expect([shippedFirst.status, shippedFirst.body.status]).toEqual([200, 'FULFILLED']);
+      const [partial] = (await stripe.client().refunds.list({ payment_intent: partly.intent }))
+        .data;
+      const settled = stripe.settleRefund(partial.id);
+      await deliver(settled);
+      await processed(settled.id);
+      expect(await orderOf(partly.orderId)).toMatchObject({
+        status: 'PARTIALLY_REFUNDED',
+        refunded: { amount: 1000 },
+      });
       // a refund that failed leaves the order fulfillable
       const other = await paidOrder(10_000, 1);
       const failed = await t.db.pool.query(
