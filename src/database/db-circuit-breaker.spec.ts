@@ -128,13 +128,14 @@ describe('DbCircuitBreaker', () => {
 
   it("counts the pool's connections a reset killed, dying one wave after another as requests take them, as one failure — up to the pool's size; a connection that cannot be had still counts", async () => {
     const b = breaker(3, 60_000, {} as DataSource, 6);
+    const underStatement = (err: Error) => new QueryFailedError('SELECT 1', [], err);
     const died = [
-      pgError('ECONNRESET'),
-      new Error('Connection terminated unexpectedly'),
-      new QueryFailedError('SELECT 1', [], new Error('Client has encountered a connection error')),
+      underStatement(pgError('ECONNRESET')),
+      underStatement(new Error('Connection terminated unexpectedly')),
+      underStatement(new Error('Client has encountered a connection error')),
       new QueryRunnerAlreadyReleasedError(),
-      pgError('EPIPE'),
-      pgError('57P01', 'terminating connection due to administrator command'),
+      underStatement(pgError('EPIPE')),
+      underStatement(pgError('57P01', 'terminating connection due to administrator command')),
     ];
     // each wave begins after the previous failure (the requests the gate let in next), 20 ms apart
     for (const err of died) {
@@ -145,15 +146,29 @@ describe('DbCircuitBreaker', () => {
     }
     expect(b.state).toBe('closed');
     // more deaths than the pool had connections: not the same blink any more
-    await b.execute(() => Promise.reject(pgError('ECONNRESET'))).catch(() => undefined);
-    await b.execute(() => Promise.reject(pgError('ECONNRESET'))).catch(() => undefined);
+    const reset = () => Promise.reject(underStatement(pgError('ECONNRESET')));
+    await b.execute(reset).catch(() => undefined);
+    await b.execute(reset).catch(() => undefined);
     expect(b.state).toBe('closed'); // (one counted, and the next death is the same blink again)
     // the database refuses new connections: counted one after another, as before
     const refused = breaker(3);
-    await refused.execute(() => Promise.reject(pgError('ECONNRESET'))).catch(() => undefined);
+    await refused.execute(reset).catch(() => undefined);
     for (let i = 0; i < 2; i++)
       await refused.execute(() => Promise.reject(pgError('ECONNREFUSED'))).catch(() => undefined);
     expect(refused.state).toBe('open');
+    // a balancer that accepts each new connection and resets or closes it: connections that
+    // cannot be had (raw, from the pool's connect), counted one after another however quickly
+    for (const atConnect of [
+      () => Object.assign(pgError('ECONNRESET', 'connect ECONNRESET'), { syscall: 'connect' }),
+      () => new Error('Connection terminated unexpectedly'),
+    ]) {
+      const dropped = breaker(3);
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setTimeout(r, 5));
+        await dropped.execute(() => Promise.reject(atConnect())).catch(() => undefined);
+      }
+      expect(dropped.state).toBe('open');
+    }
   });
 
   it('in a slow outage, attempts begun before a counted failure that fail well after it count, one after another', async () => {

@@ -115,7 +115,11 @@ export function isConnectionFailure(err: unknown): boolean {
  */
 function isConnectionDeath(err: unknown): boolean {
   if (err instanceof QueryRunnerAlreadyReleasedError) return true;
-  const e = err instanceof QueryFailedError ? (err.driverError as unknown) : err;
+  // under a statement (TypeORM wraps every query's error): the same reset or close while a
+  // connection is being opened — a balancer or pooler that accepts and drops each new one — is
+  // a connection that cannot be had, counted as ever
+  if (!(err instanceof QueryFailedError)) return false;
+  const e = err.driverError as unknown;
   if (!e || typeof e !== 'object') return false;
   const code = (e as { code?: unknown }).code;
   if (code === 'ECONNRESET' || code === 'EPIPE' || code === '57P01' || code === '57P02')
