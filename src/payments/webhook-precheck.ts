@@ -150,8 +150,16 @@ export function stripeSignatureFirst(
       held = 0;
     };
     request.raw.once('close', release);
+    // the provider sends a few kilobytes at once: a body still arriving after this is a client
+    // holding memory (WebhookBodies), refused and its connection closed
+    const deadline = setTimeout(() => {
+      if (!settled)
+        refuse(new DomainError('REQUEST_TIMEOUT', 'The request was not received in time.'));
+    }, WEBHOOK_BODY_DEADLINE_MS);
+    deadline.unref();
     const refuse = (error: DomainError) => {
       settled = true;
+      clearTimeout(deadline);
       release();
       payload.removeAllListeners('data');
       // a body refused before its end (past WEBHOOK_BODY_LIMIT, chunked) closes the connection
@@ -181,6 +189,7 @@ export function stripeSignatureFirst(
     payload.once('error', (err: Error & { statusCode?: number }) => {
       if (settled) return;
       settled = true;
+      clearTimeout(deadline);
       release();
       // the client went away mid-body (Node's `aborted`): a 400, as Fastify's own body reader
       // marks it — nobody reads the answer, and it is no fault of ours to log as unhandled
@@ -189,6 +198,7 @@ export function stripeSignatureFirst(
     });
     payload.once('end', () => {
       if (settled) return;
+      clearTimeout(deadline);
       release(); // judged now: a signed body goes on to its handler, an unsigned one is refused
       const raw = Buffer.concat(chunks, size);
       if (typeof signature !== 'string' || !signed(raw, signature)) {
@@ -205,6 +215,14 @@ export function stripeSignatureFirst(
     });
   };
 }
+
+/**
+ * How long a Stripe webhook body may take to arrive, from its headers: the provider sends its few
+ * kilobytes at once. Without it, eight clients each holding four never-finished 1 MB bodies for
+ * the request timeout (30 s) kept WEBHOOK_BODY_BYTES_IN_ALL full — every genuine delivery a 503 —
+ * for ~1 MB/s of upload; now that takes ~6 MB/s.
+ */
+const WEBHOOK_BODY_DEADLINE_MS = 5_000;
 
 /** Bytes of unjudged Stripe webhook bodies one client may hold in memory at once. */
 const WEBHOOK_BODY_BYTES_PER_CLIENT = 4 * 1024 * 1024;

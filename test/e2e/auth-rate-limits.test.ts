@@ -313,13 +313,16 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     }
   });
 
-  it('a client cannot hold more than 4 MB of unjudged Stripe webhook bodies in memory (connections that never send their last byte): the next chunk is a 429; the bytes come back when they go', async () => {
+  it('a client cannot hold more than 4 MB of unjudged Stripe webhook bodies in memory (connections that never send their last byte): the next chunk is a 429, a body not in within 5 s a 408; the bytes come back when they go', async () => {
     const { hostname, port } = new URL(a.baseUrl);
     const signature = () => `t=${Math.floor(Date.now() / 1000)},v1=${'b'.repeat(64)}`;
     const body = 1_000_000;
     const sockets: Socket[] = [];
+    const answers: Promise<string>[] = [];
     const firstAnswer = new Promise<string>((resolve) => {
       for (let i = 0; i < 6; i++) {
+        let answered!: (text: string) => void;
+        answers.push(new Promise<string>((r) => (answered = r)));
         const socket = connect(Number(port), hostname, () => {
           socket.write(
             `POST /v1/webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
@@ -331,7 +334,10 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
         let text = '';
         socket.on('data', (d: Buffer) => {
           text += d.toString('utf8');
-          if (text.includes('\r\n\r\n{')) resolve(text);
+          if (text.includes('\r\n\r\n{')) {
+            resolve(text);
+            answered(text);
+          }
         });
         socket.on('error', () => undefined);
         sockets.push(socket);
@@ -349,6 +355,10 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
           headers: { 'x-forwarded-for': ip, 'stripe-signature': signature() },
         });
       expect((await forged('10.16.0.2')).status).toBe(400);
+      // and the bodies held are refused once their time to arrive is up (5 s): 408, closed
+      const statuses = (await Promise.all(answers)).map((text) => text.slice(9, 12)).sort();
+      expect(statuses[0]).toBe('408');
+      expect(new Set(statuses)).toEqual(new Set(['408', '429']));
     } finally {
       for (const socket of sockets) socket.destroy();
     }
