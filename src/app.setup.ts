@@ -142,10 +142,12 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   });
   fastify.addHook('preParsing', soldOut.preParsing);
   // a request the shop could not serve (503) gives back its hits of the day's budgets
+  // (a callback hook: no promise made for the other answers, every cached read among them)
   const userLimits = app.get(UserRateLimitGuard);
-  fastify.addHook('onResponse', (request, reply) =>
-    userLimits.giveBackUnserved(request, reply.statusCode),
-  );
+  fastify.addHook('onResponse', (request, reply, done) => {
+    if (reply.statusCode === 503) void userLimits.giveBackUnserved(request, reply.statusCode);
+    done();
+  });
   fastify.server.on('checkExpectation', refuseExpectation);
   fastify.server.on('connect', refuseConnect);
   // a client that sends its request and then closes its side (a shutdown(SHUT_WR), as `nc -N`
