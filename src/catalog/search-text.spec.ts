@@ -1,10 +1,14 @@
 import { searchText } from './search-text';
 
 describe('searchText', () => {
-  it('makes a run of negations one, and leaves every single one as it stands', () => {
+  it('makes a long run of negations one (odd) or none (even), as PostgreSQL reads them', () => {
     expect(searchText('-'.repeat(33))).toBe('-');
-    expect(searchText(`${'- '.repeat(40)}x`)).toBe('- x');
-    expect(searchText(`${'-( '.repeat(40)}tea`)).toBe('-( tea');
+    expect(searchText('-'.repeat(40))).toBe(' ');
+    expect(searchText(`${'- '.repeat(41)}x`)).toBe('- x');
+    expect(searchText(`${'-( '.repeat(40)}tea`)).toBe(' ( tea');
+  });
+
+  it('leaves short runs and single negations as typed', () => {
     for (const q of [
       'tea -green',
       'tea - green',
@@ -12,12 +16,16 @@ describe('searchText', () => {
       'tea -#1',
       'tea -"green tea"',
       'a-b-c',
+      'tea -- green',
+      'foo--bar',
+      'a -.- b',
+      '--------',
     ])
       expect(searchText(q)).toBe(q);
   });
 
   it('applies NFKC first: fullwidth dashes are hyphens, and fullwidth letters words', () => {
-    expect(searchText('\uFF0D'.repeat(3))).toBe('-');
+    expect(searchText('\uFF0D'.repeat(9))).toBe('-');
     expect(searchText('\uFF0D\uFF54\uFF45\uFF41')).toBe('-tea');
   });
 });

@@ -1,13 +1,20 @@
 /**
  * The search text as `websearch_to_tsquery` is given it: NFKC (the form the search vector holds,
  * migration 1763800028000-SearchNormalized — PostgreSQL normalizes it again, to no effect), with
- * every run of negations — `-` signs with nothing but punctuation or spaces between them — made
- * one. websearch_to_tsquery refuses no syntax, but it stacks each negation, and ~32 in a row
- * overflow its parser's stack ("tsquery stack too small", XX000): `?q=` and 33 hyphens — a pasted
- * separator line, fullwidth dashes from an input method — answered 500. A single `-` keeps its
- * meaning wherever it stands (`tea -green`, `tea - green`, `tea -(green)` exclude green); only
- * `- - green`, a double negation, now excludes it too.
+ * every long run of negations — more than RUN_KEPT `-` signs with nothing but punctuation or
+ * spaces between them — made one (an odd run) or none (an even one: a double negation is no
+ * negation), as PostgreSQL reads them. websearch_to_tsquery refuses no syntax, but it stacks each
+ * negation, and ~32 in a row overflow its parser's stack ("tsquery stack too small", XX000):
+ * `?q=` and 33 hyphens — a pasted separator line, fullwidth dashes from an input method —
+ * answered 500. Shorter runs stay as typed (`tea -green`, `tea -- green`, `foo--bar`).
  */
 export function searchText(q: string): string {
-  return q.normalize('NFKC').replace(/-(?:[^\p{L}\p{N}\p{M}"'_]*-)+/gu, '-');
+  return q.normalize('NFKC').replace(/-(?:[^\p{L}\p{N}\p{M}"'_]*-)+/gu, (run) => {
+    const negations = run.split('-').length - 1;
+    if (negations <= RUN_KEPT) return run;
+    return negations % 2 === 1 ? '-' : ' ';
+  });
 }
+
+/** Negations in a row kept as typed: far below the ~32 that overflow the parser. */
+const RUN_KEPT = 8;
