@@ -63,7 +63,7 @@ export class OrdersService {
         throw new DomainError(
           'ORDER_NOT_FULFILLABLE',
           order.status === 'CONFIRMED'
-            ? "A refund of this order's whole total is pending at the payment provider: the order is not fulfilled (once the refund settles it is REFUNDED; if it fails, it can be fulfilled)."
+            ? "Refunds pending at the payment provider would return this order's whole total: it is not fulfilled (it can be, should enough of them fail)."
             : `An order in ${order.status} cannot be fulfilled.`,
         );
       }

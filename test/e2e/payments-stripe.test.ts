@@ -1307,7 +1307,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect([pending.status, pending.body.status]).toEqual([201, 'pending']);
       const refused = await fulfil();
       expect([refused.status, refused.body.code]).toEqual([409, 'ORDER_NOT_FULFILLABLE']);
-      expect(refused.body.detail).toMatch(/whole total is pending/);
+      expect(refused.body.detail).toMatch(/would return this order's whole total/);
       expect((await orderOf(orderId)).status).toBe('CONFIRMED');
       const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
       const event = stripe.settleRefund(remote.id);
