@@ -376,11 +376,6 @@ export class OrderRepository {
   }
 
   /**
-   * How long until the reservation of an order that still holds one is due, in milliseconds on
-   * PostgreSQL's clock (0 once due); null when it holds none. The expiry decides on this, never on
-   * its own clock, and an expiry job that ran early learns when to look again.
-   */
-  /**
    * Records that starting the order's payment failed on the shop's side (first time only): the
    * purchase limits do not count it as abandoned when it ends without a payment.
    */
@@ -396,6 +391,11 @@ export class OrderRepository {
     );
   }
 
+  /**
+   * How long until the reservation of an order that still holds one is due, in milliseconds on
+   * PostgreSQL's clock (0 once due); null when it holds none. The expiry decides on this, never on
+   * its own clock, and an expiry job that ran early learns when to look again.
+   */
   async reservationDueIn(id: string): Promise<number | null> {
     const rows = await this.tx.withManager((m) =>
       m
