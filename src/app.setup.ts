@@ -145,7 +145,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   // (a callback hook: no promise made for the other answers, every cached read among them)
   const userLimits = app.get(UserRateLimitGuard);
   fastify.addHook('onResponse', (request, reply, done) => {
-    if (reply.statusCode === 503) void userLimits.giveBackUnserved(request, reply.statusCode);
+    if (reply.statusCode === 503) void userLimits.giveBackUnserved(request);
     done();
   });
   fastify.server.on('checkExpectation', refuseExpectation);

@@ -170,12 +170,12 @@ abstract class RateLimitGuard extends ThrottlerGuard {
   }
 
   /**
-   * After the answer: a request answered 503 gives back its hits of the `unservedGivenBack`
-   * policies (best effort; a Redis that cannot take it leaves the hit counted).
+   * After a 503 (the caller's hook judges the answer): the request gives back its hits of the
+   * `unservedGivenBack` policies (best effort; a Redis that cannot take it leaves the hit counted).
    */
-  async giveBackUnserved(request: FastifyRequest, statusCode: number): Promise<void> {
+  async giveBackUnserved(request: FastifyRequest): Promise<void> {
     const keys = (request as CountedRequest)[GIVE_BACK_IF_UNSERVED];
-    if (statusCode !== 503 || !keys) return;
+    if (!keys) return;
     (request as CountedRequest)[GIVE_BACK_IF_UNSERVED] = undefined;
     for (const key of keys) await this.counters.giveBack(key).catch(() => undefined);
   }
