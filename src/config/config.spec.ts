@@ -875,6 +875,37 @@ describe("a development instance on servers that are not this machine's", () => 
       }),
     ).not.toThrow();
   });
+
+  it("judges the host node-postgres connects to (`?host=` over the URL's, then PGHOST), and the migrations refuse as the API does", () => {
+    for (const env of [
+      { DATABASE_URL: 'postgres://shop@localhost:5432/shop?host=db.shop.example.com', PGHOST: '' },
+      { DATABASE_URL: 'postgres:///shop', PGHOST: 'db.shop.example.com' },
+      { DATABASE_URL: 'postgresql:///shop?sslmode=disable', PGHOST: '192.0.2.2' },
+    ]) {
+      const dev = { NODE_ENV: 'development', ...env };
+      expect(named(problemsOf(dev))).toEqual(['DATABASE_URL']);
+      // `npm start` migrates before the seed and the API refuse: the migrations refuse too
+      expect(() => loadDatabaseConfig(dev)).toThrow(/DATABASE_URL: .* is not this machine/);
+      expect(() =>
+        loadDatabaseConfig({ ...dev, DEVELOPMENT_REMOTE_SERVICES: 'true' }),
+      ).not.toThrow();
+    }
+    // a socket directory in PGHOST or `?host=` is this machine; Redis is no migration's concern
+    expect(() =>
+      loadDatabaseConfig({
+        NODE_ENV: 'development',
+        DATABASE_URL: 'postgres:///shop',
+        PGHOST: '/var/run/postgresql',
+        REDIS_URL: 'redis://cache.shop.example.com:6379',
+      }),
+    ).not.toThrow();
+    expect(() =>
+      loadDatabaseConfig({
+        NODE_ENV: 'development',
+        DATABASE_URL: 'postgres://shop@db.shop.example.com/shop?host=/var/run/postgresql',
+      }),
+    ).not.toThrow();
+  });
 });
 
 describe('values a deployment templated or copied wrong', () => {

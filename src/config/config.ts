@@ -661,6 +661,10 @@ export function loadDatabaseConfig(
   if (!parsed.success) throw new ConfigError(describe(parsed.error));
   const hostless = databaseHostProblems(env);
   if (hostless.length > 0) throw new ConfigError(hostless);
+  // a development .env holding a deployment's URL: `npm start` migrated that database first, and
+  // only the seed and the API refused afterwards
+  const remote = developmentRemoteServices(present(env), ['DATABASE_URL', 'DATABASE_LOCK_URL']);
+  if (remote.length > 0) throw new ConfigError(remote);
   // a deployment's migration that forgot it would migrate whatever answers at the local default
   // (a stale `shop` database a checkout once created) and exit 0, the real database left behind
   // — NODE_ENV unset included, as everywhere else (a migration step of a deployment rarely sets it),
@@ -939,7 +943,14 @@ function developmentExposure(env: Record<string, string>): string[] {
  * with the simulated gateway on its queues and its REDIS_KEY_PREFIX. Refused unless
  * DEVELOPMENT_REMOTE_SERVICES=true says the servers are development ones.
  */
-function developmentRemoteServices(env: Record<string, string>): string[] {
+function developmentRemoteServices(
+  env: Record<string, string>,
+  names: readonly ('DATABASE_URL' | 'DATABASE_LOCK_URL' | 'REDIS_URL')[] = [
+    'DATABASE_URL',
+    'DATABASE_LOCK_URL',
+    'REDIS_URL',
+  ],
+): string[] {
   if (env.NODE_ENV !== 'development') return [];
   if (['true', '1'].includes(env.DEVELOPMENT_REMOTE_SERVICES ?? '')) return [];
   const problems: string[] = [];
@@ -948,12 +959,19 @@ function developmentRemoteServices(env: Record<string, string>): string[] {
     ['DATABASE_LOCK_URL', ['postgres:', 'postgresql:']],
     ['REDIS_URL', ['redis:', 'rediss:']],
   ] as const) {
+    if (!names.includes(name)) continue;
     let host: string;
     try {
       const parsed = new URL(env[name] ?? '');
       if (!(protocols as readonly string[]).includes(parsed.protocol)) continue; // its own check's
-      // (a socket directory in the `host` parameter, or no host at all: this machine)
-      host = parsed.hostname || parsed.searchParams.get('host') || '';
+      // the host the driver connects to: for PostgreSQL, node-postgres takes `?host=` over the
+      // URL's host, and with neither libpq's PGHOST (a URL naming localhost with
+      // `?host=db.example.com` reached that server); a socket directory, or no host at all: this
+      // machine
+      host =
+        name === 'REDIS_URL'
+          ? parsed.hostname
+          : parsed.searchParams.get('host') || parsed.hostname || env.PGHOST?.trim() || '';
     } catch {
       continue; // unset (its default is this machine), or refused by its own check
     }
