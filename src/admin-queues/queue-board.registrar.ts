@@ -12,6 +12,7 @@ import { ClientRateLimitGuard } from '../common/throttling/rate-limit.guard';
 import { ProblemDetailsFilter, problemBody, render } from '../common/errors/problem-details.filter';
 import { QueueBoardAuth } from './queue-board-auth.service';
 import { QueueBoardQueues } from './queue-board-queues';
+import { loggedUrl } from '../common/logging/logged-url';
 
 const QUEUE_BOARD_PATH = '/admin/queues';
 
@@ -203,7 +204,7 @@ export class QueueBoardRegistrar implements OnModuleInit {
             rendered = { ...rendered, extensions: { error: said.error, message: said.message } };
           if (!rendered) {
             logger.error(
-              { requestId: request.id, url: request.url, cause: message },
+              { requestId: request.id, url: loggedUrl(request.url), cause: message },
               'Queue board error',
             );
             rendered = {

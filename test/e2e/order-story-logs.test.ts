@@ -88,6 +88,45 @@ describe('an order’s story in the logs of the API and the worker (real process
     ).toEqual([]);
   });
 
+  it('a request line keeps a bounded path and the query by its names (the values of paging and filters only), whatever the client sent', async () => {
+    const marker = `long-url-${randomUUID()}`;
+    const secret = `querysecret${randomUUID().slice(0, 8)}`;
+    const target =
+      `/${'%22'.repeat(4_000)}?token=${secret}&q=my+home+address&limit=5&` +
+      Array.from({ length: 30 }, (_, i) => `p${i}=1`).join('&');
+    expect(
+      (await fetch(`${http.baseUrl}${target}`, { headers: { 'x-request-id': marker } })).status,
+    ).toBe(404);
+    const searched = `search-${randomUUID()}`;
+    await fetch(`${http.baseUrl}/v1/products?q=${secret}&limit=5&sort=price`, {
+      headers: { 'x-request-id': searched },
+    });
+    await waitFor(
+      'the request lines',
+      () =>
+        (grep(api.output(), marker).length > 0 && grep(api.output(), searched).length > 0) ||
+        undefined,
+    );
+    const raw = api
+      .output()
+      .split('\n')
+      .filter((l) => l.includes(marker) || l.includes(searched));
+    expect(raw.length).toBeGreaterThan(0);
+    for (const line of raw) {
+      expect(line.length).toBeLessThan(2_000);
+      expect(line).not.toContain(secret);
+      expect(line).not.toContain('address');
+    }
+    const url = (needle: string) =>
+      grep(api.output(), needle)
+        .map((l) => (l.req as { url?: string } | undefined)?.url)
+        .find((u) => u !== undefined);
+    expect(url(marker)).toMatch(/^\/%22/);
+    expect(url(marker)).toContain(' more)?token=…&q=…&limit=5&p0=…');
+    expect(url(marker)).toMatch(/…\(17 more\)$/);
+    expect(url(searched)).toBe('/v1/products?q=…&limit=5&sort=price');
+  });
+
   it('a command refused before its handler (a guard: 401, 403, 429…) has its line too, with who sent it and why', async () => {
     const customer = await registerCustomer(http);
     const id = (what: string) => `refused-${what}-${randomUUID()}`;

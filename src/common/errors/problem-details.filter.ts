@@ -7,6 +7,7 @@ import { DomainError, FieldError } from './domain-error';
 import { ERROR_TITLE, ErrorCode } from './error-codes';
 import { databaseErrorSummary, sqlStateOf } from './database-errors';
 import { rememberAnsweredCode } from '../logging/command-log';
+import { loggedUrl } from '../logging/logged-url';
 
 export interface ProblemBody {
   type: string;
@@ -266,7 +267,7 @@ export class ProblemDetailsFilter implements ExceptionFilter {
           ...(database ? { database } : { err: exception }),
           requestId,
           method: request?.method,
-          url: request?.url,
+          url: loggedUrl(request?.url),
         },
         'Unhandled error',
       );

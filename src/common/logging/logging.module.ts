@@ -5,6 +5,7 @@ import { LoggerModule, PinoLogger } from 'nestjs-pino';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { setJobLogBase } from './job-log-context';
 import { LoggingInterceptor } from './logging.interceptor';
+import { loggedUrl } from './logged-url';
 
 /** Paths never written to logs. */
 export const REDACTED_PATHS = [
@@ -56,7 +57,7 @@ export const REDACTED_PATHS = [
             req: (req: { id: string; method: string; url: string }) => ({
               id: req.id,
               method: req.method,
-              url: req.url,
+              url: loggedUrl(req.url),
             }),
           },
         },
