@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import { Readable } from 'node:stream';
 import type {
   FastifyReply,
@@ -134,10 +135,14 @@ export function stripeSignatureFirst(
   refusals?: RefusedWebhooks,
   bodies: WebhookBodies = new WebhookBodies(),
 ): preParsingHookHandler {
-  return (request, reply, payload, done) => {
+  return (request, reply, payload, next) => {
     if (request.method !== 'POST' || request.routeOptions.url !== STRIPE_ROUTE)
-      return done(null, payload);
-    if (Number(request.headers['content-length']) > WEBHOOK_BODY_LIMIT) return done(null, payload);
+      return next(null, payload);
+    if (Number(request.headers['content-length']) > WEBHOOK_BODY_LIMIT) return next(null, payload);
+    // the request goes on from the body's events, run in the connection's async context: bound
+    // to the request's, or everything it logs on its way — the command line, a query that
+    // failed — lost the request's logger and with it its requestId
+    const done = AsyncResource.bind(next);
     const signature = request.headers['stripe-signature'];
     const chunks: Buffer[] = [];
     let size = 0;

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Stripe from 'stripe';
 import { JobName } from '../../src/queue/queues';
 import { registerCustomer, TEST_PASSWORD } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
@@ -20,6 +21,8 @@ const grep = (output: string, needle: string): Line[] =>
     .filter((l) => l.includes(needle))
     .map((l) => JSON.parse(l) as Line);
 
+const WEBHOOK_SECRET = 'whsec_story_logs_webhook_secret_0123';
+
 describe('an order’s story in the logs of the API and the worker (real processes)', () => {
   let db: TestDatabase;
   let api: ReturnType<typeof runScript>;
@@ -34,6 +37,7 @@ describe('an order’s story in the logs of the API and the worker (real process
       REDIS_KEY_PREFIX: `story${randomUUID().slice(0, 6)}`,
       MAIL_OUTBOX_DIR: join(tmpdir(), `shop-test-mail-${process.pid}`),
       RATE_LIMIT_ENABLED: 'false',
+      STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
     };
     api = runScript('src/main.ts', { ...env, PORT: String(port), HOST: '127.0.0.1' }, 'info');
     worker = runScript('src/worker.ts', env, 'info');
@@ -125,6 +129,37 @@ describe('an order’s story in the logs of the API and the worker (real process
     expect(url(marker)).toContain(' more)?token=…&q=…&limit=5&p0=…');
     expect(url(marker)).toMatch(/…\(17 more\)$/);
     expect(url(searched)).toBe('/v1/products?q=…&limit=5&sort=price');
+  });
+
+  it("a signed Stripe webhook's lines carry its requestId (its body is read before the handler, on the connection's events)", async () => {
+    const requestId = `webhook-${randomUUID()}`;
+    const raw = JSON.stringify({
+      id: `evt_story_${randomUUID().replace(/-/g, '')}`,
+      object: 'event',
+      type: 'payment_intent.succeeded',
+      data: {
+        object: { id: `pi_story_${randomUUID().replace(/-/g, '')}`, object: 'payment_intent' },
+      },
+    });
+    const res = await fetch(`${http.baseUrl}/v1/webhooks/stripe`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'x-request-id': requestId,
+        'stripe-signature': new Stripe('sk_test_unused').webhooks.generateTestHeaderString({
+          payload: raw,
+          secret: WEBHOOK_SECRET,
+        }),
+      },
+      body: raw,
+    });
+    expect(res.status).toBe(200);
+    const commands = () =>
+      grep(api.output(), '"msg":"command completed"').filter(
+        (l) => l.action === 'POST /v1/webhooks/stripe' && l.status === 200,
+      );
+    await waitFor('its command line', () => commands().length > 0 || undefined);
+    expect(commands()).toEqual([expect.objectContaining({ requestId })]);
   });
 
   it('a command refused before its handler (a guard: 401, 403, 429…) has its line too, with who sent it and why', async () => {
