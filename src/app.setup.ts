@@ -44,6 +44,7 @@ import { bootLogger } from './common/logging/boot-logger';
 import { TransactionHost } from './database/transaction-host';
 import { isDraining } from './common/shutdown';
 import { warnUntrustedForwarding } from './common/http/untrusted-forwarding';
+import { developmentLocalOnly } from './common/http/development-local-only';
 import { isApiClusterWorker, shareMetricsWithPrimary } from './api-cluster';
 
 /** How long past SHUTDOWN_TIMEOUT_MS a close waits for running handlers before cutting the connections left (the forced exit comes 5 s after it). */
@@ -178,9 +179,11 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
         );
     }, shutdownTimeoutMs).unref();
   });
+  const localOnly = developmentLocalOnly(config);
   setFirstRequestHooks(app.getHttpAdapter() as unknown as FastifyAdapter, [
     refuseWhileClosing(() => closing, browserHeaders),
     requireHost,
+    ...(localOnly ? [localOnly] : []),
     warnUntrustedForwarding(),
     cachedReadsHook(app.get(CatalogCache), {
       rateLimitEnabled: config.rateLimitEnabled,

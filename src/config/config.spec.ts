@@ -695,9 +695,9 @@ describe('loadConfig', () => {
       expect(problemsOf({ ...prod, TRUST_PROXY: 'true' })).toEqual([
         expect.stringMatching(/^TRUST_PROXY: "true" lets any client/),
       ]);
-      expect(loadConfig({ NODE_ENV: 'development', TRUST_PROXY: 'true' }).http.trustProxy).toBe(
-        true,
-      );
+      // (development behind a proxy has a signing key of its own: developmentExposure)
+      const dev = { NODE_ENV: 'development', JWT_SECRET: 'a-development-secret-of-its-own-0123' };
+      expect(loadConfig({ ...dev, TRUST_PROXY: 'true' }).http.trustProxy).toBe(true);
       // "1" is a hop count here, never the address 0.0.0.1 (which would trust nobody real)
       expect(loadConfig({ ...prod, TRUST_PROXY: '1' }).http.trustProxy).toBe(1);
       expect(
@@ -724,9 +724,7 @@ describe('loadConfig', () => {
         expect(problemsOf({ ...prod, TRUST_PROXY: wide })).toEqual([
           expect.stringMatching(/^TRUST_PROXY: ".*" covers \(nearly\) every address/),
         ]);
-        expect(loadConfig({ NODE_ENV: 'development', TRUST_PROXY: wide }).http.trustProxy).toBe(
-          wide,
-        );
+        expect(loadConfig({ ...dev, TRUST_PROXY: wide }).http.trustProxy).toBe(wide);
       }
       expect(problemsOf({ ...prod, TRUST_PROXY: '50' })).toEqual([
         expect.stringMatching(/^TRUST_PROXY: 50 hops trusts more proxies/),
@@ -903,6 +901,33 @@ describe("a development instance on servers that are not this machine's", () => 
       loadDatabaseConfig({
         NODE_ENV: 'development',
         DATABASE_URL: 'postgres://shop@db.shop.example.com/shop?host=/var/run/postgresql',
+      }),
+    ).not.toThrow();
+  });
+});
+
+describe('a development instance on the built-in JWT_SECRET', () => {
+  it('refuses a proxy in front (TRUST_PROXY), as it refuses a HOST beyond loopback: anyone reaching it could sign an admin token', () => {
+    for (const proxy of ['127.0.0.1', '1', 'loopback', 'true']) {
+      expect(problemsOf({ NODE_ENV: 'development', TRUST_PROXY: proxy })).toEqual([
+        expect.stringMatching(
+          /^TRUST_PROXY: a proxy in front makes this development instance reachable/,
+        ),
+      ]);
+      expect(() =>
+        loadConfig({
+          NODE_ENV: 'development',
+          TRUST_PROXY: proxy,
+          JWT_SECRET: DEV_SECRETS.JWT_SECRET,
+        }),
+      ).toThrow(/TRUST_PROXY: a proxy in front/);
+    }
+    expect(() => loadConfig({ NODE_ENV: 'development', TRUST_PROXY: 'false' })).not.toThrow();
+    expect(() =>
+      loadConfig({
+        NODE_ENV: 'development',
+        TRUST_PROXY: '127.0.0.1',
+        JWT_SECRET: 'a-development-secret-of-its-own-0123',
       }),
     ).not.toThrow();
   });

@@ -922,17 +922,25 @@ const SECRETS_HINT =
  * admin token with the published secret. Refused unless the instance has a signing key of its own.
  */
 function developmentExposure(env: Record<string, string>): string[] {
-  if (env.NODE_ENV !== 'development' || env.HOST === undefined || isLoopbackHost(env.HOST.trim()))
-    return [];
+  if (env.NODE_ENV !== 'development') return [];
   const ownKey =
     (env.JWT_SECRET !== undefined && env.JWT_SECRET !== DEV_SECRETS.JWT_SECRET) ||
     env.JWT_PRIVATE_KEY !== undefined;
-  return ownKey
-    ? []
-    : [
-        `HOST: ${env.HOST} makes this development instance reachable from the network, where anyone could sign an admin token with the built-in JWT_SECRET; ` +
-          'leave HOST unset (loopback) or give JWT_SECRET a secret of its own',
-      ];
+  if (ownKey) return [];
+  const problems: string[] = [];
+  if (env.HOST !== undefined && !isLoopbackHost(env.HOST.trim()))
+    problems.push(
+      `HOST: ${env.HOST} makes this development instance reachable from the network, where anyone could sign an admin token with the built-in JWT_SECRET; ` +
+        'leave HOST unset (loopback) or give JWT_SECRET a secret of its own',
+    );
+  // a proxy in front (on loopback, a reverse proxy on the same server) makes it as reachable;
+  // without TRUST_PROXY such requests are refused at the door (developmentLocalOnly)
+  if (!['', 'false'].includes(env.TRUST_PROXY?.trim() ?? ''))
+    problems.push(
+      'TRUST_PROXY: a proxy in front makes this development instance reachable beyond this machine, where anyone could sign an admin token with the built-in JWT_SECRET; ' +
+        'give JWT_SECRET a secret of its own',
+    );
+  return problems;
 }
 
 /**

@@ -45,9 +45,15 @@ function testConfig(db: TestDatabase, env: Record<string, string> = {}): AppConf
     // many apps and in-process workers run at once: no metrics listeners unless asked for
     METRICS_PORT: '0',
     WORKER_METRICS_PORT: '0',
+    // a development instance behind a proxy has a signing key of its own (loadConfig refuses the
+    // built-in one with TRUST_PROXY)
+    ...(env.TRUST_PROXY ? { JWT_SECRET: TEST_PROXIED_JWT_SECRET } : {}),
     ...env,
   });
 }
+
+/** The signing key of a test app behind a proxy (TRUST_PROXY). */
+const TEST_PROXIED_JWT_SECRET = 'test-app-behind-a-proxy-0123456789-abcdefgh';
 
 /**
  * Boots the real application (same module, pipes, filters and hooks as production) on a

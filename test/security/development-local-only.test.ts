@@ -1,0 +1,109 @@
+import { request } from 'node:http';
+import { DEV_SECRETS } from '../../src/config/config';
+import { registerCustomer, TEST_PASSWORD } from '../support/auth';
+import { TestApp, bootTestApp } from '../support/test-app';
+
+/** One exchange with any headers (Host included, which fetch does not let a caller set). */
+function exchange(
+  baseUrl: string,
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string,
+): Promise<{ status: number; body: string }> {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { hostname, port, method, path, headers: { connection: 'close', ...headers } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/**
+ * A development instance on the published secrets (the built-in JWT_SECRET, the demo accounts'
+ * passwords) behind a reverse proxy on the same server — `npm start`, which makes NODE_ENV
+ * development when it is unset — was public: the demo admin signed in, and an admin token signed
+ * with the built-in key was accepted. It takes credentials and sign-ins only from requests made
+ * on this machine directly now; TRUST_PROXY with the built-in key refuses to boot (config.spec).
+ */
+describe('a development instance on the built-in secrets, reached through a proxy or another name', () => {
+  let t: TestApp;
+  let own: TestApp;
+  beforeAll(async () => {
+    t = await bootTestApp();
+    own = await bootTestApp({
+      db: t.db,
+      env: { JWT_SECRET: 'a-development-secret-of-its-own-0123456789' },
+    });
+  });
+  afterAll(async () => {
+    await own?.close();
+    await t?.close();
+  });
+
+  it('refuses credentials and sign-ins (403 problem), answers the public reads, and serves them all directly', async () => {
+    expect(t.config.jwt.secret).toBe(DEV_SECRETS.JWT_SECRET);
+    const customer = await registerCustomer(t.http);
+    const login = JSON.stringify({ email: customer.email, password: TEST_PASSWORD });
+    const bearer = { authorization: `Bearer ${customer.accessToken}` };
+    const json = { 'content-type': 'application/json' };
+    const local = { host: new URL(t.baseUrl).host };
+    // directly, under this machine's names: served
+    for (const host of [local.host, 'localhost', '127.0.0.1:3000', '[::1]:3000']) {
+      expect((await exchange(t.baseUrl, 'GET', '/v1/me', { ...bearer, host })).status).toBe(200);
+    }
+    expect(
+      (await exchange(t.baseUrl, 'POST', '/v1/auth/login', { ...json, ...local }, login)).status,
+    ).toBe(200);
+    // through a proxy (any forwarding header), or under another name (a DNS rebinding)
+    for (const via of [
+      { ...local, 'x-forwarded-for': '203.0.113.7' },
+      { ...local, forwarded: 'for=203.0.113.7' },
+      { ...local, 'x-real-ip': '203.0.113.7' },
+      { ...local, 'x-forwarded-host': 'shop.example' },
+      { host: 'shop.example' },
+      { host: 'attacker.example:3000' },
+    ]) {
+      const me = await exchange(t.baseUrl, 'GET', '/v1/me', { ...bearer, ...via });
+      expect([me.status, JSON.parse(me.body).code]).toEqual([403, 'FORBIDDEN']);
+      expect(JSON.parse(me.body).detail).toMatch(/published development secrets/);
+      const signIn = await exchange(
+        t.baseUrl,
+        'POST',
+        '/v1/auth/login',
+        { ...json, ...via },
+        login,
+      );
+      expect(signIn.status).toBe(403);
+      // the queue board's Basic sign-in too
+      const board = await exchange(t.baseUrl, 'GET', '/admin/queues', {
+        ...via,
+        authorization: `Basic ${Buffer.from(`${customer.email}:${TEST_PASSWORD}`).toString('base64')}`,
+      });
+      expect(board.status).toBe(403);
+      // what is the same for everyone is answered
+      expect((await exchange(t.baseUrl, 'GET', '/v1/categories', via)).status).toBe(200);
+    }
+    // an instance with a key of its own is not concerned
+    const proxied = { host: 'shop.example', 'x-forwarded-for': '203.0.113.7' };
+    const session = JSON.parse(
+      (await exchange(own.baseUrl, 'POST', '/v1/auth/login', { ...json, ...proxied }, login)).body,
+    ) as { accessToken: string };
+    expect(
+      (
+        await exchange(own.baseUrl, 'GET', '/v1/me', {
+          ...proxied,
+          authorization: `Bearer ${session.accessToken}`,
+        })
+      ).status,
+    ).toBe(200);
+  });
+});
