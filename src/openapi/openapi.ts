@@ -7,6 +7,7 @@ import type {
   OperationObject,
   ParameterObject,
   ReferenceObject,
+  SchemaObject,
 } from '@nestjs/swagger/dist/interfaces/open-api-spec.interface';
 import type { FastifyInstance } from 'fastify';
 import { sendProblem } from '../common/errors/problem-details.filter';
@@ -208,7 +209,9 @@ function applyContract(
 
   // 503: a dependency (the database breaker, the password-hashing gate) is down, or the
   // process is shutting down
-  const problems: Array<[ProblemStatus]> = [[400], [500], [503]];
+  // 408 and 431: the HTTP server's own refusals, of any request that arrives too slowly or with
+  // too much head, before any route (a generated client's status union must hold them)
+  const problems: Array<[ProblemStatus]> = [[400], [408], [431], [500], [503]];
   if (!contract.isPublic) problems.push([401]);
   if (contract.permissions) problems.push([403]);
   if (contract.throttled) problems.push([429]);
@@ -336,9 +339,42 @@ export function buildOpenApiDocument(
         takesBody: !['get', 'head', 'options'].includes(method),
         hasPathParameters: path.includes('{'),
       });
+      if (!path.startsWith(WEBHOOKS_PATH)) closeRequestSchema(document, operation);
     }
   }
   return document;
+}
+
+/** The webhooks' bodies are their senders' formats, which carry more than the shop reads. */
+const WEBHOOKS_PATH = '/v1/webhooks/';
+
+/**
+ * A request body's schema, and every schema it refers to, say `additionalProperties: false`:
+ * the validation pipe refuses a property no DTO declares (400, `forbidNonWhitelisted`), and a
+ * client generated from a document that allowed them sent them (a login with `remember`, an
+ * object round-tripped with fields of its own) and met a 400 the document said could not happen.
+ */
+function closeRequestSchema(document: OpenAPIObject, operation: OperationObject): void {
+  const body = operation.requestBody;
+  const schema = body && 'content' in body ? body.content['application/json']?.schema : undefined;
+  const components = document.components?.schemas ?? {};
+  const seen = new Set<string>();
+  const visit = (node: unknown): void => {
+    if (!node || typeof node !== 'object') return;
+    if (Array.isArray(node)) return node.forEach(visit);
+    const ref = (node as { $ref?: unknown }).$ref;
+    if (typeof ref === 'string') {
+      const name = ref.split('/').pop() ?? '';
+      if (seen.has(name)) return;
+      seen.add(name);
+      const target = components[name] as SchemaObject | undefined;
+      if (target?.type === 'object' && target.additionalProperties === undefined)
+        target.additionalProperties = false;
+      return visit(target);
+    }
+    for (const child of Object.values(node)) visit(child);
+  };
+  visit(schema);
 }
 
 /**

@@ -153,6 +153,37 @@ describe('the committed OpenAPI document', () => {
     }
     expect(byId.get('createProduct')?.op.responses).toHaveProperty('403');
     expect(byId.get('refundOrder')?.op.responses).toHaveProperty('403');
+    // the HTTP server's own refusals, before any route: a slow request, an oversized head
+    for (const { where, op } of operations)
+      expect({ where, statuses: Object.keys(op.responses) }).toEqual({
+        where,
+        statuses: expect.arrayContaining(['408', '431']),
+      });
+  });
+
+  it('closes every request body the validation pipe checks to the properties it declares (an unknown one is a 400), not the webhooks', () => {
+    const closed = (name: string, seen = new Set<string>()): string[] => {
+      if (seen.has(name)) return [];
+      seen.add(name);
+      const schema = doc.components.schemas[name] as Schema & { additionalProperties?: unknown };
+      const refs =
+        JSON.stringify(schema.properties ?? {}).match(/#\/components\/schemas\/\w+/g) ?? [];
+      return [
+        ...(schema.additionalProperties === false ? [] : [name]),
+        ...refs.flatMap((r) => closed(r.split('/').pop()!, seen)),
+      ];
+    };
+    for (const { where, path, op } of operations) {
+      const ref = op.requestBody?.content['application/json']?.schema?.$ref;
+      if (!ref) continue;
+      const open = closed(ref.split('/').pop()!);
+      expect({ where, open }).toEqual({
+        where,
+        open: path.startsWith('/v1/webhooks/') ? open : [],
+      });
+      if (path.startsWith('/v1/webhooks/'))
+        expect({ where, open }).not.toEqual({ where, open: [] });
+    }
   });
 
   it('defines Problem per RFC 9457 with `code` an enum of every error code', () => {

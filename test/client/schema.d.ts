@@ -1239,6 +1239,28 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
             500: {
                 headers: {
@@ -1287,6 +1309,28 @@ export interface operations {
             };
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
             400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -1364,6 +1408,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `EMAIL_TAKEN` */
             409: {
                 headers: {
@@ -1408,6 +1463,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1493,6 +1559,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
@@ -1526,6 +1603,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1611,6 +1699,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
@@ -1644,6 +1743,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1716,6 +1826,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
@@ -1749,6 +1870,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1827,6 +1959,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -1838,6 +1981,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1932,6 +2086,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
@@ -1965,6 +2130,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2040,6 +2216,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -2051,6 +2238,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2132,6 +2330,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `URI_TOO_LONG`: a path parameter is too long */
             414: {
                 headers: {
@@ -2154,6 +2363,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2221,6 +2441,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -2232,6 +2463,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2341,6 +2583,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `SKU_TAKEN`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
@@ -2398,6 +2651,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2499,6 +2763,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
@@ -2543,6 +2818,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2650,6 +2936,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
@@ -2694,6 +2991,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2792,6 +3100,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `SLUG_TAKEN`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
@@ -2849,6 +3168,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2961,6 +3291,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
@@ -3029,6 +3370,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3114,6 +3466,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `URI_TOO_LONG`: a path parameter is too long */
             414: {
                 headers: {
@@ -3136,6 +3499,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3248,6 +3622,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `REVIEW_EXISTS`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
@@ -3316,6 +3701,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3397,6 +3793,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `URI_TOO_LONG`: a path parameter is too long */
             414: {
                 headers: {
@@ -3419,6 +3826,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3497,6 +3915,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -3508,6 +3937,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3589,6 +4029,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
@@ -3646,6 +4097,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3724,6 +4186,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -3735,6 +4208,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3811,6 +4295,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
@@ -3844,6 +4339,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3940,6 +4446,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB) */
             413: {
                 headers: {
@@ -3984,6 +4501,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4066,6 +4594,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -4077,6 +4616,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4164,6 +4714,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `INSUFFICIENT_STOCK` (with `products`), `PRODUCT_UNAVAILABLE`, `PURCHASE_LIMIT_EXCEEDED` (with `limits`) or `ORDER_NOT_PAYABLE` (a total under `ORDER_MINIMUM_AMOUNT`, the smallest charge, or over `ORDER_MAXIMUM_AMOUNT`, the largest); or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
@@ -4221,6 +4782,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4313,6 +4885,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `URI_TOO_LONG`: a path parameter is too long */
             414: {
                 headers: {
@@ -4335,6 +4918,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4432,6 +5026,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `ORDER_NOT_CANCELLABLE`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
@@ -4500,6 +5105,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4594,6 +5210,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -4605,6 +5232,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4713,6 +5351,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `ORDER_NOT_FULFILLABLE`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
@@ -4781,6 +5430,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4878,6 +5538,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `ORDER_NOT_PAYABLE`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
@@ -4946,6 +5617,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5069,6 +5751,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `ORDER_NOT_REFUNDABLE` or `REFUND_EXCEEDS_CAPTURED`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
@@ -5137,6 +5830,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5237,6 +5941,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
@@ -5294,6 +6009,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5406,6 +6132,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `STOCK_BELOW_RESERVED`; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
@@ -5474,6 +6211,17 @@ export interface operations {
                     "RateLimit-Policy"?: string;
                     /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
                     RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
                     [name: string]: unknown;
                 };
                 content: {

@@ -161,7 +161,7 @@ export class ProblemDto {
 }
 
 export type ProblemStatus =
-  400 | 401 | 403 | 404 | 409 | 413 | 414 | 415 | 422 | 429 | 500 | 502 | 503;
+  400 | 401 | 403 | 404 | 408 | 409 | 413 | 414 | 415 | 422 | 429 | 431 | 500 | 502 | 503;
 
 const RETRY_AFTER: Record<string, HeaderObject> = {
   'Retry-After': {
@@ -176,12 +176,14 @@ export const DEFAULT_PROBLEM: Record<ProblemStatus, string> = {
   401: '`UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token',
   403: '`FORBIDDEN`: the signed-in user lacks the permission',
   404: '`NOT_FOUND`: no such resource',
+  408: '`REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time',
   409: '`CONFLICT`: the request conflicts with the current state',
   413: '`PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB)',
   414: '`URI_TOO_LONG`: a path parameter is too long',
   415: '`UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8',
   422: '`IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route',
   429: '`RATE_LIMITED`: retry after `Retry-After` seconds',
+  431: '`HEADERS_TOO_LARGE`: the request head is over the limit (16 KB)',
   500: '`INTERNAL_ERROR`: quote `requestId` when reporting it',
   502: '`PAYMENT_PROVIDER_REJECTED`',
   503: '`SERVICE_UNAVAILABLE`: a dependency is down; retry later',
