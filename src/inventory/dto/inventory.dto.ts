@@ -9,6 +9,7 @@ export class StockAdjustmentDto {
     description: 'Units added (positive) or removed (negative); not 0',
     minimum: -10_000_000,
     maximum: 10_000_000,
+    not: { enum: [0] },
     example: 25,
   })
   @IsInt()
