@@ -436,9 +436,20 @@ describe('loadConfig', () => {
         ['STORAGE_WEBHOOK_TOKEN', `${DEV_SECRETS.STORAGE_WEBHOOK_TOKEN}-2`],
         ['STORAGE_WEBHOOK_TOKEN', 'z'.repeat(32)],
         ['STORAGE_WEBHOOK_TOKEN', '<storage-webhook-token>'],
+        // few different characters, as JWT_SECRET's rule says
+        ['STRIPE_WEBHOOK_SECRET', 'whsec_' + 'a1'.repeat(16)],
+        ['STORAGE_WEBHOOK_TOKEN', 'aaaaaaaaaaaaaaa1'],
+        ['STORAGE_WEBHOOK_TOKEN', 'Password1Password1'],
+        // another secret of the deployment: whoever reads the store's key forges its events
+        ['STORAGE_WEBHOOK_TOKEN', 'Kq3vN8xT2mW9pL5rZ7yB4cF6hJ1dG0sAe'],
       ];
       for (const [name, value] of refused) {
-        const problems = problemsOf({ ...SECRETS, NODE_ENV: 'production', [name]: value });
+        const problems = problemsOf({
+          ...SECRETS,
+          NODE_ENV: 'production',
+          STORAGE_SECRET_ACCESS_KEY: 'Kq3vN8xT2mW9pL5rZ7yB4cF6hJ1dG0sAe',
+          [name]: value,
+        });
         expect([
           value,
           problems.length > 0 && problems.every((p) => p.startsWith(`${name}: `)),
@@ -446,7 +457,7 @@ describe('loadConfig', () => {
       }
       // Stripe's own (base64 from the dashboard, hex from its CLI) and openssl rand output boot
       for (const [name, value] of [
-        ['STRIPE_WEBHOOK_SECRET', 'whsec_' + 'a3f9'.repeat(16)],
+        ['STRIPE_WEBHOOK_SECRET', 'whsec_' + '5be1c0d9a2f84e67b3c2d1e0f9a8b7c6'.repeat(2)],
         ['STRIPE_WEBHOOK_SECRET', 'whsec_Zk9+Qm2/xT7pLw4RvN8sHc1J'],
         ['STORAGE_WEBHOOK_TOKEN', '5be1c0d9a2f84e67b3c2d1e0f9a8b7c6'],
         ['STORAGE_WEBHOOK_TOKEN', 'Kq3v>N8xT2mW9pL5rZ7y<B4cF6hJ1dG0sAe'],

@@ -847,6 +847,17 @@ function webhookSecretProblems(env: Record<string, string>): string[] {
     if (value.toLowerCase().includes(DEV_SECRETS[name].toLowerCase())) {
       problems.push(`${name}: contains the public development value`);
     }
+    // as JWT_SECRET's: few different characters (16 × "a1")
+    if (new Set(value.replace(/^whsec_/, '')).size < JWT_SECRET_MIN_DISTINCT) {
+      problems.push(
+        `${name}: too predictable: fewer than ${JWT_SECRET_MIN_DISTINCT} different characters (use the provider's, or e.g. openssl rand -hex 32)`,
+      );
+    }
+    // and a secret of its own: one read elsewhere (the store's access key) forges its events
+    for (const other of OTHER_SECRETS) {
+      if (other !== name && env[other] === value)
+        problems.push(`${name}: the same value as ${other}`);
+    }
   }
   return problems;
 }

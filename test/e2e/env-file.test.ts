@@ -225,7 +225,7 @@ describe('.env: read by a real parser, by every process, the real environment wi
         STORAGE_WEBHOOK_TOKEN: 't'.repeat(16) + '0123456789abcdef',
         STRIPE_SECRET_KEY: 'sk_test_dummy',
         STRIPE_TEST_MODE: 'true',
-        STRIPE_WEBHOOK_SECRET: 'whsec_dummy_dummy_dummy_dummy_42',
+        STRIPE_WEBHOOK_SECRET: 'whsec_image_test_webhook_secret_4279',
         SMTP_URL: 'smtp://127.0.0.1:9',
         MAIL_FROM: 'Shop <orders@shop.example.test>',
         REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
