@@ -917,6 +917,29 @@ describe("a development instance on servers that are not this machine's", () => 
   });
 });
 
+describe("the object store's addresses outside development", () => {
+  it('are https unless on this host: browsers upload to the endpoint and load images from the base URL', () => {
+    const prod = { ...SECRETS, NODE_ENV: 'production' };
+    expect(problemsOf({ ...prod, STORAGE_ENDPOINT: 'http://minio.example.com:9000' })).toEqual([
+      expect.stringMatching(/^STORAGE_ENDPOINT: must use https/),
+    ]);
+    expect(problemsOf({ ...prod, STORAGE_BASE_URL: 'http://cdn.example.com' })).toEqual([
+      expect.stringMatching(/^STORAGE_BASE_URL: must use https/),
+    ]);
+    for (const ok of [
+      {
+        STORAGE_ENDPOINT: 'https://minio.example.com',
+        STORAGE_BASE_URL: 'https://cdn.example.com',
+      },
+      { STORAGE_ENDPOINT: 'http://127.0.0.1:9000', STORAGE_BASE_URL: 'http://localhost:9000/i' },
+    ])
+      expect(() => loadConfig({ ...prod, ...ok })).not.toThrow();
+    expect(() =>
+      loadConfig({ NODE_ENV: 'development', STORAGE_ENDPOINT: 'http://minio.lan:9000' }),
+    ).not.toThrow();
+  });
+});
+
 describe('a development instance on the built-in JWT_SECRET', () => {
   it('refuses a proxy in front (TRUST_PROXY), as it refuses a HOST beyond loopback: anyone reaching it could sign an admin token', () => {
     for (const proxy of ['127.0.0.1', '1', 'loopback', 'true']) {

@@ -772,6 +772,7 @@ function secretProblems(env: Record<string, string>): string[] {
   problems.push(...jwtSecretProblems(env));
   problems.push(...webhookSecretProblems(env));
   problems.push(...stripeProblems(env));
+  problems.push(...storageProblems(env));
   return problems;
 }
 
@@ -898,20 +899,38 @@ function stripeProblems(env: Record<string, string>): string[] {
       `SHOP_CURRENCY: Stripe counts ${currency} in other units than ISO 4217 minor units (the API's amounts): not supported with Stripe`,
     );
   }
-  if (env.STRIPE_API_URL) {
-    let target: URL | null = null;
-    try {
-      target = new URL(env.STRIPE_API_URL);
-    } catch {
-      target = null; // the schema names it
-    }
-    if (target && target.protocol !== 'https:' && !isLoopbackHost(target.hostname)) {
-      problems.push(
-        'STRIPE_API_URL: must use https (it receives the secret key) unless it is on this host',
-      );
-    }
+  if (plainTextBeyondThisHost(env.STRIPE_API_URL)) {
+    problems.push(
+      'STRIPE_API_URL: must use https (it receives the secret key) unless it is on this host',
+    );
   }
   return problems;
+}
+
+/** Whether `value` is a URL (as the schema checks it) over plain http to a host that is not this one. */
+function plainTextBeyondThisHost(value: string | undefined): boolean {
+  if (!value) return false;
+  try {
+    const target = new URL(value);
+    return target.protocol !== 'https:' && !isLoopbackHost(target.hostname);
+  } catch {
+    return false; // the schema names it
+  }
+}
+
+/**
+ * Outside development, the object store's addresses over https unless on this host: customers'
+ * browsers upload to STORAGE_ENDPOINT (the pre-signed URLs name it) and load images from
+ * STORAGE_BASE_URL, so over http anyone on their path reads or swaps the pictures.
+ */
+function storageProblems(env: Record<string, string>): string[] {
+  return (['STORAGE_ENDPOINT', 'STORAGE_BASE_URL'] as const).flatMap((name) =>
+    plainTextBeyondThisHost(env[name])
+      ? [
+          `${name}: must use https (customers' browsers upload to and load images from it) unless it is on this host`,
+        ]
+      : [],
+  );
 }
 
 /** Where the store serves a key when no CDN prefix is configured: path- or virtual-host style. */
