@@ -13,6 +13,7 @@ import { ProblemDetailsFilter, problemBody, render } from '../common/errors/prob
 import { QueueBoardAuth } from './queue-board-auth.service';
 import { QueueBoardQueues } from './queue-board-queues';
 import { loggedUrl } from '../common/logging/logged-url';
+import { requestIdField } from '../common/logging/request-id-field';
 
 const QUEUE_BOARD_PATH = '/admin/queues';
 
@@ -204,7 +205,7 @@ export class QueueBoardRegistrar implements OnModuleInit {
             rendered = { ...rendered, extensions: { error: said.error, message: said.message } };
           if (!rendered) {
             logger.error(
-              { requestId: request.id, url: loggedUrl(request.url), cause: message },
+              { ...requestIdField(request.id), url: loggedUrl(request.url), cause: message },
               'Queue board error',
             );
             rendered = {

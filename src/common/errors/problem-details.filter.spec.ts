@@ -1,4 +1,6 @@
 import { Logger } from '@nestjs/common';
+import pino from 'pino';
+import { Store, storage } from 'nestjs-pino/storage';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host';
 import { QueryFailedError } from 'typeorm';
 import { DomainError } from './domain-error';
@@ -62,6 +64,23 @@ describe('ProblemDetailsFilter and database errors', () => {
     }
   });
   afterEach(() => jest.restoreAllMocks());
+
+  it("names the request on its lines once: not again inside the request's logging context, whose logger binds the id", () => {
+    const fields = () => logged.map((args) => args[0] as Record<string, unknown>);
+    render(failedQuery('23505'));
+    render(failedQuery('42P01'));
+    expect(fields()).toEqual([
+      expect.objectContaining({ requestId: 'req-12345678' }),
+      expect.objectContaining({ requestId: 'req-12345678' }),
+    ]);
+    logged = [];
+    storage.run(new Store(pino({ enabled: false }).child({ requestId: 'req-12345678' })), () => {
+      render(failedQuery('23505'));
+      render(failedQuery('42P01'));
+    });
+    expect(fields()).toHaveLength(2);
+    for (const line of fields()) expect(line).not.toHaveProperty('requestId');
+  });
 
   it('answers SQLSTATE class 22 (bad data: NUL, out of range, bad syntax) as 400 VALIDATION_FAILED', () => {
     for (const code of ['22021', '22003', '22P02', '22007']) {

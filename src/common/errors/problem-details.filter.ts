@@ -8,6 +8,7 @@ import { ERROR_TITLE, ErrorCode } from './error-codes';
 import { databaseErrorSummary, sqlStateOf } from './database-errors';
 import { rememberAnsweredCode } from '../logging/command-log';
 import { loggedUrl } from '../logging/logged-url';
+import { requestIdField } from '../logging/request-id-field';
 
 export interface ProblemBody {
   type: string;
@@ -248,7 +249,7 @@ export class ProblemDetailsFilter implements ExceptionFilter {
     const database = databaseErrorSummary(exception);
     if (database && rendered) {
       this.logger.warn(
-        { database, requestId, method: request?.method },
+        { database, ...requestIdField(requestId), method: request?.method },
         'Database refused a request',
       );
     }
@@ -257,7 +258,7 @@ export class ProblemDetailsFilter implements ExceptionFilter {
       // see, but they are the operator's: the answer alone says only 502 or 503
       const cause = exception instanceof Error ? exception.message : 'no message';
       this.logger.warn(
-        { requestId, method: request?.method, cause },
+        { ...requestIdField(requestId), method: request?.method, cause },
         'Upstream error answered as a problem',
       );
     }
@@ -265,7 +266,7 @@ export class ProblemDetailsFilter implements ExceptionFilter {
       this.logger.error(
         {
           ...(database ? { database } : { err: exception }),
-          requestId,
+          ...requestIdField(requestId),
           method: request?.method,
           url: loggedUrl(request?.url),
         },
