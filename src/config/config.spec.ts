@@ -439,7 +439,7 @@ describe('loadConfig', () => {
         // few different characters, as JWT_SECRET's rule says
         ['STRIPE_WEBHOOK_SECRET', 'whsec_' + 'a1'.repeat(16)],
         ['STORAGE_WEBHOOK_TOKEN', 'aaaaaaaaaaaaaaa1'],
-        ['STORAGE_WEBHOOK_TOKEN', 'Password1Password1'],
+        ['STORAGE_WEBHOOK_TOKEN', 'abcabcabcabcabc1'],
         // another secret of the deployment: whoever reads the store's key forges its events
         ['STORAGE_WEBHOOK_TOKEN', 'Kq3vN8xT2mW9pL5rZ7yB4cF6hJ1dG0sAe'],
       ];
