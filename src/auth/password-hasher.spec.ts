@@ -31,17 +31,19 @@ describe('PasswordHasher', () => {
       email: DEMO_ADMIN.email,
       passwordHash: await hasher.hash(DEMO_ADMIN.password),
     };
-    const on = (isDevelopment: boolean, host?: string) =>
+    const on = (isDevelopment: boolean, host?: string, trustProxy: string | false = false) =>
       new PasswordHasher(new SecureRandom(), undefined, {
         passwordHashConcurrency: 1,
         isDevelopment,
-        ...(host === undefined ? {} : { http: { host } as AppConfig['http'] }),
+        ...(host === undefined ? {} : { http: { host, trustProxy } as AppConfig['http'] }),
       }).verifySignIn(account, DEMO_ADMIN.password);
     expect(await on(true, '127.0.0.1')).toBe(true);
     expect(await on(true)).toBe(true);
     expect(await on(true, '0.0.0.0')).toBe(false);
     expect(await on(true, '192.168.1.20')).toBe(false);
     expect(await on(false, '127.0.0.1')).toBe(false);
+    // nor behind a proxy of its own (reachable through it)
+    expect(await on(true, '127.0.0.1', '127.0.0.1')).toBe(false);
   });
 
   it('verifies the right password and refuses a wrong one', async () => {

@@ -109,7 +109,9 @@ export class PasswordHasher implements OnModuleInit {
     this.params = params ?? ARGON2_PARAMS;
     this.demoPasswordsWork =
       (config?.isDevelopment ?? false) &&
-      (config?.http === undefined || isLoopbackHost(config.http.host));
+      (config?.http === undefined ||
+        // (behind a proxy of its own, TRUST_PROXY, it is reachable beyond this machine too)
+        (isLoopbackHost(config.http.host) && !config.http.trustProxy));
     this.gate = new ConcurrencyGate({
       concurrency: config?.passwordHashConcurrency ?? DEFAULT_HASH_CONCURRENCY,
       maxQueued: HASH_QUEUE_LIMIT,

@@ -62,9 +62,6 @@ describe('slow clients', () => {
         // (above a statement's silence limit, as it must be: nothing here waits on the database)
         DATABASE_QUERY_TIMEOUT_MS: '2000',
         HTTP_SOCKET_TIMEOUT_MS: '2500',
-        // a key of its own: its raw requests sign in under `Host: shop`, which an instance on the
-        // built-in one refuses (developmentLocalOnly)
-        JWT_SECRET: 'slow-clients-own-secret-0123456789-abcdef',
       },
     });
   });
@@ -73,7 +70,9 @@ describe('slow clients', () => {
   });
 
   it('headers never finished: 408 problem+json after the headers limit, connection closed', async () => {
-    const res = await exchange(t.baseUrl, ['GET /v1/products HTTP/1.1\r\nHost: shop\r\nX-Slow: 1']);
+    const res = await exchange(t.baseUrl, [
+      'GET /v1/products HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1',
+    ]);
     expect(statusOf(res.text)).toBe(408);
     expect(res.text).toMatch(/content-type: application\/problem\+json/i);
     expect(problemOf(res.text)).toMatchObject({ status: 408, code: 'REQUEST_TIMEOUT' });
@@ -83,8 +82,8 @@ describe('slow clients', () => {
 
   it("headers never finished after a first request answered on the connection: the 408 is the next request's, with a new id", async () => {
     const res = await exchange(t.baseUrl, [
-      'GET /v1/categories HTTP/1.1\r\nHost: shop\r\nX-Request-Id: answered-0001\r\n\r\n',
-      'GET /v1/products HTTP/1.1\r\nHost: shop\r\nX-Slow: 1',
+      'GET /v1/categories HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: answered-0001\r\n\r\n',
+      'GET /v1/products HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1',
     ]);
     expect(statusOf(res.text)).toBe(200);
     const refusal = res.text.slice(res.text.lastIndexOf('HTTP/1.1 '));
@@ -94,7 +93,7 @@ describe('slow clients', () => {
 
   it('a body announced and never sent in full: 408 after the request limit, before any handler — under the request id its log lines carry', async () => {
     const head =
-      'POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nX-Request-Id: slow-body-0001\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n';
+      'POST /v1/auth/login HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: slow-body-0001\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n';
     const res = await exchange(t.baseUrl, [head, '{"email":']);
     expect(statusOf(res.text)).toBe(408);
     expect(problemOf(res.text)).toMatchObject({
@@ -119,7 +118,7 @@ describe('slow clients', () => {
     async (_, start) => {
       const errors = jest.spyOn(Logger.prototype, 'error');
       try {
-        const head = `${start}Host: shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n`;
+        const head = `${start}Host: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n`;
         const { hostname, port } = new URL(t.baseUrl);
         const socket = connect(Number(port), hostname);
         socket.on('error', () => undefined);
@@ -151,7 +150,7 @@ describe('slow clients', () => {
 
   it('a body trickled a byte at a time is cut off at the request limit however steadily it comes', async () => {
     const body = JSON.stringify({ email: 'someone@example.com', password: 'x'.repeat(40) });
-    const head = `POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;
+    const head = `POST /v1/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;
     const res = await exchange(t.baseUrl, [head, ...body.split('')], 100);
     expect(statusOf(res.text)).toBe(408);
     expect(res.closedAfterMs).toBeLessThan(5_000);
@@ -161,11 +160,11 @@ describe('slow clients', () => {
     // refused at once (413, or 400 for an OPTIONS that is no preflight) while the body trickles in
     for (const [head, status] of [
       [
-        'POST /v1/auth/login HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 200000\r\n\r\n',
+        'POST /v1/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 200000\r\n\r\n',
         413,
       ],
       [
-        'OPTIONS /v1/orders HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n',
+        'OPTIONS /v1/orders HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n',
         400,
       ],
     ] as const) {
@@ -175,10 +174,10 @@ describe('slow clients', () => {
   });
 
   it('a complete request, even one sent in pieces, is served; the connection stays usable', async () => {
-    const first = 'GET /health/live HTTP/1.1\r\nHost: shop\r\n';
+    const first = 'GET /health/live HTTP/1.1\r\nHost: localhost\r\n';
     const res = await exchange(
       t.baseUrl,
-      [first, '\r\n', 'GET /health/live HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n'],
+      [first, '\r\n', 'GET /health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'],
       200,
     );
     expect(res.text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 200']);
@@ -198,7 +197,7 @@ describe('slow clients', () => {
     expect(ours.remotePort).toBe(socket.localPort);
     let closed = false;
     ours.once('close', () => (closed = true));
-    const request = 'GET /docs-json HTTP/1.1\r\nHost: shop\r\n\r\n';
+    const request = 'GET /docs-json HTTP/1.1\r\nHost: localhost\r\n\r\n';
     // each answer is the OpenAPI document (~150 KB): far more than the kernels' buffers hold
     socket.write(request.repeat(300));
     const stalledSince = Date.now();
@@ -267,7 +266,7 @@ describe('a slow client at shutdown', () => {
     await new Promise<void>((resolve) => socket.on('connect', () => resolve()));
     const closedSocket = new Promise<void>((resolve) => socket.on('close', () => resolve()));
     // headers trickled, a byte at a time, never finished
-    socket.write('GET /v1/products HTTP/1.1\r\nHost: shop\r\nX-Slow: ');
+    socket.write('GET /v1/products HTTP/1.1\r\nHost: localhost\r\nX-Slow: ');
     const trickle = setInterval(() => socket.write('a'), 200);
     try {
       const startedAt = Date.now();
