@@ -158,6 +158,8 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
       monitor.on('data', (chunk: Buffer) => {
         const lines = (pending + chunk.toString('latin1')).split('\r\n');
         pending = lines.pop() ?? '';
+        const refused = lines.find((l) => l.startsWith('-'));
+        if (refused) reject(new Error(`Redis refused the monitor: ${refused}`));
         if (
           lines.some(
             (l) => /^\+[\d.]+ \[.*?\] "eval(sha)?" /i.test(l) && l.includes(` "${prefix}:owner"`),
@@ -166,7 +168,20 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
           resolve();
       });
     });
-    await new Promise<void>((resolve) => monitor.write('MONITOR\r\n', () => resolve()));
+    // as the URL says (a password, a database), then MONITOR: RESP arrays, whatever they hold
+    const command = (...args: string[]) =>
+      `*${args.length}\r\n${args.map((x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('')}`;
+    const password = decodeURIComponent(server.password);
+    const user = decodeURIComponent(server.username);
+    const database = server.pathname.replace('/', '');
+    await new Promise<void>((resolve) =>
+      monitor.write(
+        (password ? command('AUTH', ...(user ? [user] : []), password) : '') +
+          (database ? command('SELECT', database) : '') +
+          command('MONITOR'),
+        () => resolve(),
+      ),
+    );
     const port = await freePort();
     const api = spawn(
       'src/main.ts',
