@@ -957,6 +957,11 @@ describe('a development instance on the built-in JWT_SECRET', () => {
       ).toThrow(/TRUST_PROXY: a proxy in front/);
     }
     expect(() => loadConfig({ NODE_ENV: 'development', TRUST_PROXY: 'false' })).not.toThrow();
+    // no hop is no proxy: `false`, which the local-only gate and the demo passwords read
+    for (const none of ['0', '00', ' 0 '])
+      expect(loadConfig({ NODE_ENV: 'development', TRUST_PROXY: none }).http.trustProxy).toBe(
+        false,
+      );
     expect(() =>
       loadConfig({
         NODE_ENV: 'development',

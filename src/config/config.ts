@@ -506,6 +506,9 @@ function parseTrustProxy(
   }
   if (/^\d+$/.test(v)) {
     const hops = Number(v);
+    // no hop trusts no proxy: `false` itself, which the development checks read (0 read as "a
+    // proxy is named" turned the local-only gate off and left the demo passwords on)
+    if (hops === 0) return { trustProxy: false, problems: [] };
     return {
       trustProxy: hops,
       problems:
@@ -971,7 +974,7 @@ function developmentExposure(env: Record<string, string>): string[] {
     );
   // a proxy in front (on loopback, a reverse proxy on the same server) makes it as reachable;
   // without TRUST_PROXY such requests are refused at the door (developmentLocalOnly)
-  if (!['', 'false'].includes(env.TRUST_PROXY?.trim() ?? ''))
+  if (parseTrustProxy(env.TRUST_PROXY, true).trustProxy !== false)
     problems.push(
       'TRUST_PROXY: a proxy in front makes this development instance reachable beyond this machine, where anyone could sign an admin token with the built-in JWT_SECRET; ' +
         'give JWT_SECRET a secret of its own',
