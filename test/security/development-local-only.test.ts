@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import Stripe from 'stripe';
 import { DEV_SECRETS } from '../../src/config/config';
 import { registerCustomer, TEST_PASSWORD } from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
@@ -95,6 +96,27 @@ describe('a development instance on loopback, reached through a proxy or another
         authorization: `Basic ${Buffer.from(`${customer.email}:${TEST_PASSWORD}`).toString('base64')}`,
       });
       expect(board.status).toBe(403);
+      // and a Stripe event signed with the published development webhook secret
+      const event = JSON.stringify({
+        id: 'evt_via_proxy',
+        object: 'event',
+        type: 'charge.updated',
+      });
+      const webhook = await exchange(
+        t.baseUrl,
+        'POST',
+        '/v1/webhooks/stripe',
+        {
+          ...json,
+          ...via,
+          'stripe-signature': new Stripe('sk_test_unused').webhooks.generateTestHeaderString({
+            payload: event,
+            secret: t.config.stripe.webhookSecret,
+          }),
+        },
+        event,
+      );
+      expect(webhook.status).toBe(403);
       // what is the same for everyone is answered
       expect((await exchange(t.baseUrl, 'GET', '/v1/categories', via)).status).toBe(200);
     }

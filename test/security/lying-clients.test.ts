@@ -240,7 +240,7 @@ describe('clients that lie about their bodies', () => {
         400,
       ],
       [
-        `POST /v1/webhooks/stripe HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nStripe-Signature: ${signature}\r\nTransfer-Encoding: chunked\r\n\r\n`,
+        `POST /v1/webhooks/stripe HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nStripe-Signature: ${signature}\r\nTransfer-Encoding: chunked\r\n\r\n`,
         chunked,
         413,
       ],

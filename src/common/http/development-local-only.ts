@@ -30,11 +30,16 @@ export function developmentLocalOnly(
   if (!config.isDevelopment || config.http.trustProxy !== false) return undefined;
   if (!isLoopbackHost(config.http.host)) return undefined; // (no demo password; its own key: loadConfig)
   return (request, reply, done) => {
-    // what those secrets open: a credential (a bearer token, the queue board's Basic sign-in) or
+    // what those secrets open: a credential (a bearer token, the queue board's Basic sign-in, a
+    // webhook's signature) or
     // a sign-in (as routed: `/v1/auth/%6cogin` and an absolute-form target reach it too); the
     // public reads, and a registration (an account of the caller's own), are the same to everyone
-    if (request.headers.authorization === undefined && request.routeOptions.url !== SIGN_IN_ROUTE)
-      return done();
+    const credential =
+      request.headers.authorization !== undefined ||
+      // a Stripe event signed with the published development webhook secret
+      request.headers['stripe-signature'] !== undefined ||
+      request.routeOptions.url === SIGN_IN_ROUTE;
+    if (!credential) return done();
     const forwarded = FORWARDING_HEADERS.some((name) => request.headers[name] !== undefined);
     if (!forwarded && isLoopbackHost(hostnameOf(request.headers.host ?? ''))) return done();
     void reply.headers(securityHeaders()).header('X-Request-Id', request.id);
