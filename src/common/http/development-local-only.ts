@@ -31,9 +31,9 @@ export function developmentLocalOnly(
   if (!isLoopbackHost(config.http.host)) return undefined; // (no demo password; its own key: loadConfig)
   return (request, reply, done) => {
     // what those secrets open: a credential (a bearer token, the queue board's Basic sign-in, a
-    // webhook's signature) or
-    // a sign-in (as routed: `/v1/auth/%6cogin` and an absolute-form target reach it too); the
-    // public reads, and a registration (an account of the caller's own), are the same to everyone
+    // webhook's signature) or a sign-in (as routed: `/v1/auth/%6cogin` and an absolute-form
+    // target reach it too); the public reads, and a registration (an account of the caller's
+    // own), are the same to everyone
     const credential =
       request.headers.authorization !== undefined ||
       // a Stripe event signed with the published development webhook secret
