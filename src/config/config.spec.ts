@@ -461,6 +461,8 @@ describe('loadConfig', () => {
         ['STRIPE_WEBHOOK_SECRET', 'whsec_Zk9+Qm2/xT7pLw4RvN8sHc1J'],
         ['STORAGE_WEBHOOK_TOKEN', '5be1c0d9a2f84e67b3c2d1e0f9a8b7c6'],
         ['STORAGE_WEBHOOK_TOKEN', 'Kq3v>N8xT2mW9pL5rZ7y<B4cF6hJ1dG0sAe'],
+        // `openssl rand -hex 8` that drew digits only (once in ~1,850): no words
+        ['STORAGE_WEBHOOK_TOKEN', '4083917265510398'],
       ]) {
         expect(() =>
           loadConfig({ ...SECRETS, NODE_ENV: 'production', [name]: value }),

@@ -834,7 +834,10 @@ function jwtSecretProblems(env: Record<string, string>): string[] {
  */
 function looksLikePlaceholder(secret: string): boolean {
   const kinds = [/[a-z]/, /[A-Z]/, /[0-9]/].filter((kind) => kind.test(secret)).length;
-  return /\s|\u2026|<[a-z_-]{4,}>|<[A-Z_-]{4,}>/.test(secret) || kinds < 2;
+  // (digits alone are no words: `openssl rand -hex 8` gives only digits once in ~1,850 draws)
+  return (
+    /\s|\u2026|<[a-z_-]{4,}>|<[A-Z_-]{4,}>/.test(secret) || (kinds < 2 && /[a-z]/i.test(secret))
+  );
 }
 
 /**
