@@ -155,6 +155,8 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
     const attempted = new Promise<void>((resolve, reject) => {
       let pending = '';
       monitor.on('error', reject);
+      // (after the signal: a destroy in `finally`; before it, Redis went away)
+      monitor.on('close', () => reject(new Error('Redis closed the monitor connection')));
       monitor.on('data', (chunk: Buffer) => {
         const lines = (pending + chunk.toString('latin1')).split('\r\n');
         pending = lines.pop() ?? '';
