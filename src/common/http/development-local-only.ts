@@ -41,7 +41,8 @@ export function developmentLocalOnly(
       request.routeOptions.url === SIGN_IN_ROUTE;
     if (!credential) return done();
     const forwarded = FORWARDING_HEADERS.some((name) => request.headers[name] !== undefined);
-    if (!forwarded && isLoopbackHost(hostnameOf(request.headers.host ?? ''))) return done();
+    // (Fastify's hostname: the Host header's, trust-proxy being off here; `[::1]` in brackets)
+    if (!forwarded && isLoopbackHost(request.hostname)) return done();
     void reply.headers(securityHeaders()).header('X-Request-Id', request.id);
     sendProblem(
       new DomainError(
@@ -55,11 +56,4 @@ export function developmentLocalOnly(
       reply,
     );
   };
-}
-
-/** The host name of a Host header (`localhost:3000`, `[::1]:3000`). */
-function hostnameOf(host: string): string {
-  const v6 = /^\[([^\]]*)\](?::\d*)?$/.exec(host);
-  if (v6) return v6[1];
-  return host.replace(/:\d*$/, '');
 }
