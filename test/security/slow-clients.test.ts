@@ -46,6 +46,7 @@ function exchange(
   });
 }
 
+const WEB = 'https://web.shop.example';
 const statusOf = (text: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]);
 const problemOf = (text: string) => JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4));
 
@@ -62,6 +63,7 @@ describe('slow clients', () => {
         // (above a statement's silence limit, as it must be: nothing here waits on the database)
         DATABASE_QUERY_TIMEOUT_MS: '2000',
         HTTP_SOCKET_TIMEOUT_MS: '2500',
+        CORS_ORIGINS: WEB,
       },
     });
   });
@@ -91,10 +93,16 @@ describe('slow clients', () => {
     expect(problemOf(refusal).requestId).toMatch(/^[0-9a-f-]{36}$/);
   });
 
-  it('a body announced and never sent in full: 408 after the request limit, before any handler — under the request id its log lines carry', async () => {
-    const head =
-      'POST /v1/auth/login HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: slow-body-0001\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n';
-    const res = await exchange(t.baseUrl, [head, '{"email":']);
+  it('a body announced and never sent in full: 408 after the request limit, before any handler — under the request id its log lines carry, with CORS for its Origin', async () => {
+    const head = `POST /v1/auth/login HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: slow-body-0001\r\nOrigin: ${WEB}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n`;
+    // (with another origin's on a second connection, at the same time)
+    const [res, other] = await Promise.all([
+      exchange(t.baseUrl, [head, '{"email":']),
+      exchange(t.baseUrl, [
+        head.replace(WEB, 'https://evil.example').replace('slow-body-0001', 'slow-body-0002'),
+        '{"email":',
+      ]),
+    ]);
     expect(statusOf(res.text)).toBe(408);
     expect(problemOf(res.text)).toMatchObject({
       status: 408,
@@ -102,6 +110,14 @@ describe('slow clients', () => {
       requestId: 'slow-body-0001',
     });
     expect(res.text).toMatch(/^x-request-id: slow-body-0001\r$/im);
+    // a browser app reads the problem (a slow upload), as every other refusal's: without CORS's
+    // headers, fetch gives it an opaque network error
+    expect(res.text).toMatch(new RegExp(`^access-control-allow-origin: ${WEB}\\r$`, 'im'));
+    expect(res.text).toMatch(/^access-control-expose-headers: .*x-request-id/im);
+    expect(res.text).toMatch(/^content-security-policy: /im);
+    // another origin's is not allowed
+    expect(statusOf(other.text)).toBe(408);
+    expect(other.text).not.toMatch(/access-control-allow-origin/i);
     expect(res.closedAfterMs).toBeGreaterThanOrEqual(1_900);
     expect(res.closedAfterMs).toBeLessThan(5_000);
   });

@@ -116,6 +116,26 @@ export type BrowserHeaders = (reply: FastifyReply, origin: string | undefined) =
 /** Each app's BrowserHeaders, by its Fastify instance (apps of one process differ in CORS_ORIGINS). */
 const browserHeadersOfServer = new WeakMap<object, BrowserHeaders>();
 
+/** Each app's CORS headers for an Origin, by its HTTP server (for Node's own refusals). */
+const corsOfHttpServer = new WeakMap<
+  object,
+  (origin: string | undefined) => Record<string, string>
+>();
+
+/**
+ * CORS's headers for an answer written straight to a connection, before there is a request
+ * object (Node's own 408 and 431: clientErrorHandler), by the server that accepted it; the
+ * Origin of the request being received, when its headers were read. None until the app
+ * registered them.
+ */
+export function rawCorsHeaders(
+  server: object | undefined,
+  origin: string | undefined,
+): Record<string, string> {
+  const corsFor = server === undefined ? undefined : corsOfHttpServer.get(server);
+  return corsFor ? corsFor(origin) : {};
+}
+
 /**
  * The browser-security headers (helmet's, and CORS's for the request's Origin) on an answer
  * Fastify makes before any request hook runs (frameworkErrors: a 414, a malformed URL), which
@@ -192,5 +212,6 @@ export async function registerBrowserSecurity(
   const browserHeaders: BrowserHeaders = (reply, origin) =>
     void reply.headers(headers).headers(corsFor(origin));
   browserHeadersOfServer.set(fastify, browserHeaders);
+  corsOfHttpServer.set(fastify.server, corsFor);
   return browserHeaders;
 }

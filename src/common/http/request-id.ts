@@ -26,11 +26,11 @@ export function genReqId(raw: IncomingMessage): string {
 const lastRequestOn = new WeakMap<Socket, IncomingMessage>();
 
 /**
- * The id of the request a connection is still receiving (its headers read, its body not all
+ * The request a connection is still receiving (its headers read, its body not all
  * there: a body trickling in past the request timeout), or undefined — none yet, or the last one
  * was received whole (a refusal is then about the next request, whose headers never came).
  */
-export function receivingRequestId(socket: Socket): string | undefined {
+export function receivingRequest(socket: Socket): (IncomingMessage & { id?: string }) | undefined {
   const raw = lastRequestOn.get(socket) as (IncomingMessage & { id?: string }) | undefined;
-  return raw && !raw.complete ? raw.id : undefined;
+  return raw && !raw.complete ? raw : undefined;
 }

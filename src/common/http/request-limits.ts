@@ -1,12 +1,17 @@
 import { DomainError } from '../errors/domain-error';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { receivingRequestId, resolveRequestId } from './request-id';
+import { receivingRequest, resolveRequestId } from './request-id';
 import { type IncomingMessage, STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors/error-codes';
 import { RequestValidationError, problemBody, sendProblem } from '../errors/problem-details.filter';
-import { type BrowserHeaders, earlyBrowserHeaders, securityHeaders } from './browser-security';
+import {
+  type BrowserHeaders,
+  earlyBrowserHeaders,
+  rawCorsHeaders,
+  securityHeaders,
+} from './browser-security';
 import { headerLines } from './header-lines';
 
 /** Connections whose current request was answered before its body had fully arrived. */
@@ -274,14 +279,24 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
   // in): one answer per request, so the connection is only closed
   // the id of the request whose body was still arriving (its headers gave it one, which its log
   // lines carry), else a new one: no headers were read
-  if (!answeredEarly.has(socket))
+  if (!answeredEarly.has(socket)) {
+    const receiving = receivingRequest(socket);
+    // CORS's headers too, so a browser app reads the problem (a pasted search past 16 KB, an
+    // upload too slow): for the Origin of the request being received, else for none (CORS_ORIGINS
+    // '*' allows any; a list needs the Origin, which an overflow of headers never gave)
+    const cors = rawCorsHeaders(
+      (socket as Socket & { server?: object }).server,
+      receiving?.headers.origin,
+    );
     writeRawProblem(
       socket,
       status,
       code,
       detail,
-      receivingRequestId(socket) ?? resolveRequestId(undefined),
+      receiving?.id ?? resolveRequestId(undefined),
+      cors,
     );
+  }
   socket.destroy(err);
 }
 
@@ -306,7 +321,8 @@ export function refuseConnect(request: IncomingMessage, socket: Socket): void {
 
 /**
  * Writes a problem+json answer straight to a socket that has no response object (Node's own
- * refusals), with the security headers every other answer carries, and `Connection: close`.
+ * refusals), with the security headers every other answer carries (and any given, e.g. CORS's),
+ * and `Connection: close`.
  */
 function writeRawProblem(
   socket: Socket,
@@ -314,10 +330,11 @@ function writeRawProblem(
   code: ErrorCode,
   detail: string,
   requestId: string,
+  extraHeaders: Record<string, string> = {},
 ): void {
   if (!socket.writable) return;
   const body = JSON.stringify(problemBody({ status, code, detail }, requestId));
-  const security = Object.entries(securityHeaders())
+  const security = Object.entries({ ...securityHeaders(), ...extraHeaders })
     .map(([name, value]) => `${name}: ${value}\r\n`)
     .join('');
   socket.write(
