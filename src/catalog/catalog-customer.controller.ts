@@ -7,6 +7,7 @@ import { Public } from '../common/http/public.decorator';
 import { PageQueryDto } from '../common/pagination/page-query.dto';
 import { CreateReviewDto, ProductListDto, ReviewDto, ReviewPageDto } from './dto/catalog.dto';
 import { RecommendationsService } from './recommendations.service';
+import { RECOMMENDATION_MIN_CUSTOMERS } from './recommendation.repository';
 import { ReviewsService } from './reviews.service';
 
 /** Reviews and recommendations: public reads, and what a signed-in customer writes or gets. */
@@ -59,7 +60,9 @@ export class CatalogCustomerController {
     operationId: 'listAlsoBought',
     summary: 'Products frequently bought together with this one',
     description:
-      'Active products that appear most often in paid orders together with this product.',
+      'Active products bought together with this product by the most different customers (paid ' +
+      `orders of the last year, recomputed every 10 minutes); a pair fewer than ${RECOMMENDATION_MIN_CUSTOMERS} customers bought ` +
+      'together is never shown.',
   })
   @ApiUuidParam('id', 'Product id')
   @ApiOkResponse({ type: ProductListDto })

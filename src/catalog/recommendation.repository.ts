@@ -20,6 +20,14 @@ const INSERT_CHUNK = 1000;
 const RECOMPUTE_LOCK_CLASS = 0x5245;
 /** How far back the pairs bought together are counted (paid orders placed since). */
 export const RECOMMENDATION_WINDOW_DAYS = 365;
+/**
+ * How many different customers must have bought two products together (paid orders) before
+ * either recommends the other. A pair one customer bought is their basket: "also bought" is
+ * public, and a product's reviews name its buyers, so the rest of a named person's order was
+ * shown to anyone (one paid order was enough). Counting customers, not orders, also keeps one
+ * buyer's repeated orders from pushing a product into the list.
+ */
+export const RECOMMENDATION_MIN_CUSTOMERS = 3;
 
 /** The ids of the products the customer `:userId` bought in orders with a status in `:...paid`. */
 function boughtBy(q: SelectQueryBuilder<ObjectLiteral>): SelectQueryBuilder<ObjectLiteral> {
@@ -39,8 +47,9 @@ export class RecommendationRepository {
   ) {}
 
   /**
-   * Recomputes every product's top-K neighbours on sale from the last RECOMMENDATION_WINDOW_DAYS of paid orders (how many paid orders
-   * contained both), replacing the table's content; null when another run is under way. Call
+   * Recomputes every product's top-K neighbours on sale from the last RECOMMENDATION_WINDOW_DAYS of
+   * paid orders (scored by how many different customers bought both, at least
+   * RECOMMENDATION_MIN_CUSTOMERS), replacing the table's content; null when another run is under way. Call
    * inside a transaction: readers see the old set until it commits.
    */
   async recompute(topK: number, at: Date): Promise<number | null> {
@@ -68,9 +77,10 @@ export class RecommendationRepository {
             pairs
               .select('a.product_id', 'product_id')
               .addSelect('b.product_id', 'recommended_id')
-              .addSelect('count(DISTINCT a.order_id)::int', 'score')
+              // (the different customers who bought both: a pair fewer bought is nobody's to see)
+              .addSelect('count(DISTINCT o.user_id)::int', 'score')
               .addSelect(
-                'row_number() OVER (PARTITION BY a.product_id ORDER BY count(DISTINCT a.order_id) DESC, b.product_id)',
+                'row_number() OVER (PARTITION BY a.product_id ORDER BY count(DISTINCT o.user_id) DESC, b.product_id)',
                 'rank',
               )
               .from('order_items', 'a')
@@ -95,7 +105,10 @@ export class RecommendationRepository {
                 },
               )
               .groupBy('a.product_id')
-              .addGroupBy('b.product_id'),
+              .addGroupBy('b.product_id')
+              .having('count(DISTINCT o.user_id) >= :minCustomers', {
+                minCustomers: RECOMMENDATION_MIN_CUSTOMERS,
+              }),
           'ranked',
         )
         .where('ranked.rank <= :topK', { topK })

@@ -341,7 +341,7 @@ export interface paths {
         };
         /**
          * Products frequently bought together with this one
-         * @description Active products that appear most often in paid orders together with this product.
+         * @description Active products bought together with this product by the most different customers (paid orders of the last year, recomputed every 10 minutes); a pair fewer than 3 customers bought together is never shown.
          */
         get: operations["listAlsoBought"];
         put?: never;

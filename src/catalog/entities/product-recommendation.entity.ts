@@ -3,8 +3,9 @@ import { ProductEntity } from './product.entity';
 
 /**
  * "Bought together" neighbours, `product_recommendations`
- * (migrations/1763800004000-ReviewsRecommendationsImages.ts): how many paid orders contained
- * both products, the top ones per product, recomputed as a whole by a scheduled job.
+ * (migrations/1763800004000-ReviewsRecommendationsImages.ts): how many different customers bought
+ * both products (paid orders; at least RECOMMENDATION_MIN_CUSTOMERS), the top ones per product,
+ * recomputed as a whole by a scheduled job.
  */
 @Entity('product_recommendations')
 @Check('product_recommendations_score_check', `score > 0`)
