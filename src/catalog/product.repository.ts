@@ -1,6 +1,7 @@
 import { searchText } from './search-text';
 import { Inject, Injectable } from '@nestjs/common';
 import { APP_CONFIG, AppConfig } from '../config/config';
+import { In } from 'typeorm';
 import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
 import { BIGINT_NUMBER, CURRENCY_CODE } from '../database/column-transformers';
 import { TransactionHost } from '../database/transaction-host';
@@ -237,6 +238,18 @@ export class ProductRepository {
     return this.tx.withManager((m) =>
       m.getRepository(ProductEntity).existsBy({ id, active: true, currency }),
     );
+  }
+
+  /** Those of `ids` taken off sale (inactive). */
+  async offSaleAmong(ids: string[]): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const rows = await this.tx.withManager((m) =>
+      m.getRepository(ProductEntity).find({
+        select: { id: true },
+        where: { id: In(ids), active: false },
+      }),
+    );
+    return rows.map((r) => r.id);
   }
 
   /** Whether a product has this SKU, in any letter case or Unicode form (products_sku_key's key). */

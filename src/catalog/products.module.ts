@@ -8,7 +8,7 @@ import { ProductSnapshotRepository } from './product-snapshot.repository';
 /**
  * The `products` and `categories` tables' repositories, for the modules that read or count
  * products without the catalog's HTTP surface: orders (the price snapshot), inventory (units
- * sold), cart (is the product active). Imports no feature module, so CatalogModule can depend
+ * sold), cart (is the product active), payments (no payment begins for a product off sale). Imports no feature module, so CatalogModule can depend
  * on those modules without a cycle.
  */
 @Module({

@@ -27,7 +27,10 @@ export class PaymentsController {
   @ApiCreatedResponse({ type: PaymentIntentDto })
   @ApiProblems(
     [404, '`ORDER_NOT_FOUND`'],
-    [409, '`ORDER_NOT_PAYABLE`'],
+    [
+      409,
+      '`ORDER_NOT_PAYABLE`: cancelled, past its reservation deadline, a total the provider cannot charge, or a product of it taken off sale before its payment began',
+    ],
     [
       502,
       '`PAYMENT_PROVIDER_REJECTED`: the provider refused to create the payment (e.g. no payment method enabled for the currency)',

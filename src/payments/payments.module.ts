@@ -2,6 +2,7 @@ import { DynamicModule, Module } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { AppConfig } from '../config/config';
 import { OrderEntity } from '../orders/entities/order.entity';
+import { ProductsModule } from '../catalog/products.module';
 import { OrdersModule } from '../orders/orders.module';
 import { DevPaymentsService } from './dev-payments.service';
 import { PaymentEntity } from './entities/payment.entity';
@@ -55,6 +56,7 @@ export class PaymentsModule {
           OrderEntity,
         ]),
         OrdersModule,
+        ProductsModule,
       ],
       controllers: [
         PaymentsController,

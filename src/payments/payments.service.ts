@@ -4,6 +4,7 @@ import { DomainError } from '../common/errors/domain-error';
 import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
+import { ProductRepository } from '../catalog/product.repository';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { GatewayError, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
@@ -38,6 +39,7 @@ export class PaymentsService {
   constructor(
     private readonly payments: PaymentRepository,
     private readonly orders: OrderRepository,
+    private readonly products: ProductRepository,
     private readonly transitions: OrderTransitionsService,
     @Inject(PAYMENT_GATEWAY) private readonly gateway: PaymentGateway,
     private readonly tx: TransactionHost,
@@ -109,6 +111,15 @@ export class PaymentsService {
       throw new DomainError('ORDER_NOT_PAYABLE', `An order in ${order.status} cannot be paid.`);
     }
     if (overdue) throw reservationExpired();
+    // a product taken off sale since the order was placed (a recall, a price mistake — the order
+    // keeps the price it was placed at) is not sold by a payment begun after: the reservation
+    // runs out as any unpaid one does. (A payment begun before goes on: its client holds the
+    // secret, and the provider, not this route, takes the money.)
+    if ((await this.products.offSaleAmong(order.items.map((i) => i.productId))).length > 0)
+      throw new DomainError(
+        'ORDER_NOT_PAYABLE',
+        'A product of this order has been taken off sale: the order can no longer be paid.',
+      );
     // a total of nothing (free products only) cannot be charged: a 409, not the provider's
     // refusal as a 502 on every retry
     if (order.totalAmount <= 0)

@@ -197,6 +197,60 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     );
   });
 
+  it('a product taken off sale (a recall, a price mistake) stops payments of its open orders from beginning (409); one begun before goes on', async () => {
+    const admin = (await createAdmin(t)).accessToken;
+    const [mispriced, other] = await Promise.all([
+      insertProduct(t.db.pool, { stock: 10, priceAmount: 100 }),
+      insertProduct(t.db.pool, { stock: 10 }),
+    ]);
+    const lines = [
+      { productId: other, quantity: 1 },
+      { productId: mispriced, quantity: 5 },
+    ];
+    const unpaid = await placeOrder(t.http, alice, lines);
+    const begun = await placeOrder(t.http, alice, lines);
+    expect([unpaid.status, begun.status]).toEqual([201, 201]);
+    const pay = (orderId: string) =>
+      t.http.post(
+        `/v1/orders/${orderId}/payment`,
+        {},
+        { token: alice.token, idempotencyKey: newKey() },
+      );
+    const started = await pay(begun.body.id);
+    expect(started.status).toBe(201);
+    expect((await t.http.delete(`/v1/admin/products/${mispriced}`, { token: admin })).status).toBe(
+      204,
+    );
+
+    const refused = await pay(unpaid.body.id);
+    expectProblem(refused, 409, 'ORDER_NOT_PAYABLE');
+    expect(refused.body.detail).toMatch(/taken off sale/);
+    const row = await t.db.pool.query(
+      `SELECT o.status, (SELECT count(*)::int FROM payments p WHERE p.order_id = o.id) AS payments
+         FROM orders o WHERE o.id = $1`,
+      [unpaid.body.id],
+    );
+    expect(row.rows[0]).toEqual({ status: 'INVENTORY_RESERVED', payments: 0 });
+    // the one begun before: the same intent again, and it can still be paid
+    const again = await pay(begun.body.id);
+    expect(again.status).toBe(201);
+    expect(again.body.paymentIntentId).toBe(started.body.paymentIntentId);
+    await t.http.post(
+      `/v1/dev/payment-intents/${started.body.paymentIntentId}/confirm`,
+      { outcome: 'succeeded' },
+      { token: alice.token },
+    );
+    await reaches(begun.body.id, 'CONFIRMED');
+    // the unpaid one is cancelled by the customer (or expires), its stock released once
+    const cancel = await t.http.post(`/v1/orders/${unpaid.body.id}/cancel`, undefined, {
+      token: alice.token,
+      idempotencyKey: newKey(),
+    });
+    expect(cancel.status).toBe(200);
+    expect(await stockOf(t.db.pool, mispriced)).toMatchObject({ onHand: 5, reserved: 0 });
+    await assertStockInvariants(t.db.pool, [mispriced, other]);
+  });
+
   it('an order past its reservation deadline cannot start a payment, even before the expiry job has run (409, nothing extended)', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
