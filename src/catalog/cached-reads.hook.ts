@@ -69,6 +69,13 @@ export interface CachedReadsOptions {
 }
 
 /**
+ * The name the cached reads' own counter goes by in the RateLimit headers: it is not the Redis
+ * counter of `default` the guards report on misses and every other route (the same client's
+ * remaining budget jumped between the two on consecutive reads under one name).
+ */
+export const CACHED_READS_POLICY = 'cached-reads';
+
+/**
  * The fast path for cache hits: answer a cacheable public GET from the cache before Nest runs —
  * one of the adapter's first request hooks (setFirstRequestHooks), ahead of Nest middleware (request
  * logging: a child logger per request would cost a third of a hit), guards, interceptors and
@@ -80,8 +87,9 @@ export interface CachedReadsOptions {
  * Rate limiting: the guards do not run here, so the hook applies the per-IP `default` policy
  * itself, counted in this process's memory (LocalRateLimiter; a Redis round trip per hit would
  * cost more than the hit). Every catalog GET that reaches this hook counts (hit or miss), a
- * client over the limit gets 429 RATE_LIMITED with Retry-After, and answers carry the same
- * RateLimit-Policy / RateLimit headers as the guard's. A miss is counted again, in Redis, by
+ * client over the limit gets 429 RATE_LIMITED with Retry-After, and answers carry
+ * RateLimit-Policy / RateLimit headers of that counter (`cached-reads`, the `default` policy's
+ * limit and window). A miss is counted again, in Redis, by
  * the guard on the normal route. With N API processes a client can get up to N× the limit of
  * cached reads; `RATE_LIMIT_ENABLED=false` switches it off like the guards.
  */
@@ -95,7 +103,7 @@ export function cachedReadsHook(
       ? new LocalRateLimiter(policy.limit, policy.windowSeconds * 1000)
       : undefined;
   const policyHeader = policy
-    ? policyHeaderItem(policy.name, policy.limit, policy.windowSeconds)
+    ? policyHeaderItem(CACHED_READS_POLICY, policy.limit, policy.windowSeconds)
     : '';
   // windows measured on the monotonic clock: a wall clock stepped back must not stretch them
   const now = options.now ?? (() => performance.now());
@@ -110,7 +118,7 @@ export function cachedReadsHook(
     if (limiter && policy) {
       const state = limiter.take(clientOf(request, trackers), now());
       if (state === null) return done(); // not tracked here: the Redis-backed guard counts it
-      limitHeader = stateHeaderItem(policy.name, state.remaining, state.resetSeconds);
+      limitHeader = stateHeaderItem(CACHED_READS_POLICY, state.remaining, state.resetSeconds);
       if (state.blocked) {
         browserHeaders(reply, request.headers.origin);
         return refuse(request, reply, policyHeader, limitHeader, state.resetSeconds);

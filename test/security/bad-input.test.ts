@@ -928,11 +928,15 @@ describe('cached catalog reads: rate limited, and unknown query parameters refus
     expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(300);
     expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(100);
     expect(statuses.every((s) => s === 200 || s === 429)).toBe(true);
-    expect(allowed!.headers.get('ratelimit-policy')).toBe('"default";q=300;w=60');
-    expect(allowed!.headers.get('ratelimit')).toMatch(/^"default";r=\d+;t=\d+$/);
+    // (the counter of this process's cached reads goes by a name of its own: it is not the Redis
+    // counter the guard reports as "default" on a miss — one name, two figures, jumped about)
+    expect(allowed!.headers.get('ratelimit-policy')).toMatch(
+      /^"(cached-reads|default)";q=300;w=60$/,
+    );
+    expect(allowed!.headers.get('ratelimit')).toMatch(/^"(cached-reads|default)";r=\d+;t=\d+$/);
     expectProblem(limited!, 429, 'RATE_LIMITED');
     expect(Number(limited!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
-    expect(limited!.headers.get('ratelimit')).toMatch(/^"default";r=0;t=\d+$/);
+    expect(limited!.headers.get('ratelimit')).toMatch(/^"cached-reads";r=0;t=\d+$/);
     // the product detail (another cached route) is refused too: same client, same budget
     expect((await t.http.get(`/v1/products/${productId}`)).status).toBe(429);
 
