@@ -208,8 +208,47 @@ describe('queue board Basic sign-in: the account ceiling', () => {
     // the admin's own clients still get in
     expect((await board(t, '10.26.0.1', basic(spelling(2), TEST_PASSWORD))).status).toBe(200);
     expect((await board(t, '10.26.0.2', basic(spelling(3), TEST_PASSWORD))).status).toBe(200);
-    // and a wrong password from an own client still counts there (board-client bucket)
+    // and a wrong password from an own client still counts there (login's pair for the address)
     expect((await board(t, '10.26.0.2', basic(admin, 'wrong-guess'))).status).toBe(401);
+  });
+
+  it("others' failures from the admin's own address (one NAT; a customer trying the board with their own right password) never lock the admin out of it there; the admin's password guessed from it stays bounded", async () => {
+    const admin = await newAccount(t, 'admin');
+    const customer = await newAccount(t, 'customer');
+    const login = await t.http.post(
+      '/v1/auth/login',
+      { email: admin, password: TEST_PASSWORD },
+      { headers: { 'x-forwarded-for': '10.28.0.1' } },
+    );
+    expect(login.status).toBe(200);
+    // the address's budget over all accounts, spent by others: a customer's right password
+    // (twice: under the account's ceiling of 8 here) and guesses for other emails
+    const others = [
+      basic(customer, TEST_PASSWORD),
+      basic(customer, TEST_PASSWORD),
+      ...Array.from({ length: BOARD_FAILURES_PER_CLIENT }, (_, i) =>
+        basic(`nobody-${i}-${randomUUID()}@test.local`, 'guess-guess'),
+      ),
+    ];
+    const statuses = [];
+    for (const header of others) statuses.push((await board(t, '10.28.0.1', header)).status);
+    expect(statuses.slice(0, BOARD_FAILURES_PER_CLIENT)).toEqual(
+      Array(BOARD_FAILURES_PER_CLIENT).fill(401),
+    );
+    expect(statuses.slice(BOARD_FAILURES_PER_CLIENT)).toEqual([429, 429]);
+    // the admin still gets in from there
+    expect((await board(t, '10.28.0.1', basic(admin, TEST_PASSWORD))).status).toBe(200);
+    // the admin's own password guessed from there: the (account, address) pair's budget, then
+    // refused (login's progressive delay)
+    const guesses = [];
+    for (let i = 0; i < 8; i++)
+      guesses.push(
+        (await board(t, '10.28.0.1', basic(admin.toUpperCase(), `guess-${i}-guess`))).status,
+      );
+    expect(guesses).toContain(429);
+    expect(guesses.filter((s) => s === 401).length).toBeLessThanOrEqual(
+      t.config.signIn.failuresPerClient,
+    );
   });
 
   it("Redis losing its marks of the admin's clients does not let a stranger lock the admin out of the board: the sessions on record still know them", async () => {

@@ -231,5 +231,10 @@ describe('failed sign-in buckets', () => {
     expect(client).toMatchObject({ kind: 'window', limit: BOARD_FAILURES_PER_CLIENT });
     expect(signInBuckets('queue-board', 'c@d.io', '203.0.113.7', limits)[0].key).toBe(client.key);
     expect(account.key).toBe(signInBuckets('login', 'a@b.io', '10.0.0.1', limits)[1].key);
+    // from the account's own client: login's pair only (not the address's bucket, which anyone
+    // behind the address fills)
+    const own = signInBuckets('queue-board', 'a@b.io', '203.0.113.7', limits, true);
+    expect(own).toEqual([signInBuckets('login', 'a@b.io', '203.0.113.7', limits, true)[0]]);
+    expect(own[0]).toMatchObject({ kind: 'progressive', limit: limits.failuresPerClient });
   });
 });

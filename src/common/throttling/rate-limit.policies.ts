@@ -454,8 +454,10 @@ function windowBucket(key: string, limit: number, windowMs: number): FailureBuck
  *   mark under the current password (knownDevicesKey: a sign-in from it), or its address does;
  * - queue board: per client over all accounts (a hard window: the board is for a few admins,
  *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
- *   login so that two doors do not double an attacker's budget — not from the account's own
- *   clients either (the same mark: a sign-in through login or the board remembers the client);
+ *   login so that two doors do not double an attacker's budget; from the account's own clients
+ *   (the same mark: a sign-in through login or the board remembers the client) neither, only
+ *   login's pair (account, address) — a stranger behind the admin's address, or a customer
+ *   trying the board with their own password, cannot lock the admin out of it;
  * - password change (the current password, from a signed-in session): a progressive bucket per
  *   (account, session, client), like login's pair, and a ceiling per session,
  *   PASSWORD_CHANGE_FAILURES_PER_SESSION per window — not login's pair, which a stranger behind
@@ -481,14 +483,6 @@ export function signInBuckets(
     limits.failuresPerAccount,
     SIGN_IN_ACCOUNT_WINDOW_MS,
   );
-  if (channel === 'queue-board') {
-    const boardClient = windowBucket(
-      `board-client:${digest(client)}`,
-      BOARD_FAILURES_PER_CLIENT,
-      BOARD_CLIENT_WINDOW_MS,
-    );
-    return [boardClient, ...(knownClient ? [] : [ceiling])];
-  }
   const pair: FailureBucket = {
     key:
       channel === 'login' && device
@@ -502,6 +496,18 @@ export function signInBuckets(
     baseMs: SIGN_IN_DELAY_BASE_MS,
     capMs: SIGN_IN_DELAY_CAP_MS,
   };
+  if (channel === 'queue-board') {
+    // the account's own client: its pair with login's (account, address), as a login from it —
+    // not the address's bucket over all accounts, which anyone behind it (one NAT, a customer
+    // giving the board their own right password) filled and locked the admin out with
+    if (knownClient) return [pair];
+    const boardClient = windowBucket(
+      `board-client:${digest(client)}`,
+      BOARD_FAILURES_PER_CLIENT,
+      BOARD_CLIENT_WINDOW_MS,
+    );
+    return [boardClient, ceiling];
+  }
   if (channel === 'password-change') {
     return [
       pair,
