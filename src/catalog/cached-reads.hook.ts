@@ -73,7 +73,7 @@ export interface CachedReadsOptions {
  * counter of `default` the guards report on misses and every other route (the same client's
  * remaining budget jumped between the two on consecutive reads under one name).
  */
-export const CACHED_READS_POLICY = 'cached-reads';
+const CACHED_READS_POLICY = 'cached-reads';
 
 /**
  * The fast path for cache hits: answer a cacheable public GET from the cache before Nest runs —
