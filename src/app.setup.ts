@@ -117,11 +117,14 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   answerMethodNotAllowed(fastify);
   // the webhooks' signature and token, as far as the headers tell, before their bodies are read
   // (after the security headers' hook: its headers are on these answers too)
-  // (those refused counted per client against the default policy's numbers: RefusedWebhooks)
+  // (those refused counted per client against the default policy's numbers, per process, under
+  // a name of their own — not the guards' Redis counter of `default`: RefusedWebhooks)
   const images = app.get(ImagesService);
   const defaultPolicy = RATE_LIMIT_POLICIES.find((p) => p.name === 'default');
   const refusedWebhooks =
-    config.rateLimitEnabled && defaultPolicy ? new RefusedWebhooks(defaultPolicy) : undefined;
+    config.rateLimitEnabled && defaultPolicy
+      ? new RefusedWebhooks({ ...defaultPolicy, name: 'refused-webhooks' })
+      : undefined;
   fastify.addHook(
     'onRequest',
     webhookPrecheck((authorization) => images.checkToken(authorization), refusedWebhooks),

@@ -212,7 +212,7 @@ describe('queue board Basic sign-in: the account ceiling', () => {
     expect((await board(t, '10.26.0.2', basic(admin, 'wrong-guess'))).status).toBe(401);
   });
 
-  it("others' failures from the admin's own address (one NAT; a customer trying the board with their own right password) never lock the admin out of it there; the admin's password guessed from it stays bounded", async () => {
+  it("others' failures for other accounts from the admin's own address (one NAT; a customer trying the board with their own right password) no longer lock the admin out of it there; the admin's password guessed from it stays bounded (login's pair for the address)", async () => {
     const admin = await newAccount(t, 'admin');
     const customer = await newAccount(t, 'customer');
     const login = await t.http.post(

@@ -456,8 +456,10 @@ function windowBucket(key: string, limit: number, windowMs: number): FailureBuck
  *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
  *   login so that two doors do not double an attacker's budget; from the account's own clients
  *   (the same mark: a sign-in through login or the board remembers the client) neither, only
- *   login's pair (account, address) — a stranger behind the admin's address, or a customer
- *   trying the board with their own password, cannot lock the admin out of it;
+ *   login's pair (account, address) — others' failures for other accounts from the admin's
+ *   address (a customer trying the board with their own password) no longer lock the admin out
+ *   of it; guesses at the admin's email from there still fill the pair, as for login without a
+ *   device token (the admin's bearer token still opens the board);
  * - password change (the current password, from a signed-in session): a progressive bucket per
  *   (account, session, client), like login's pair, and a ceiling per session,
  *   PASSWORD_CHANGE_FAILURES_PER_SESSION per window — not login's pair, which a stranger behind
@@ -499,7 +501,8 @@ export function signInBuckets(
   if (channel === 'queue-board') {
     // the account's own client: its pair with login's (account, address), as a login from it —
     // not the address's bucket over all accounts, which anyone behind it (one NAT, a customer
-    // giving the board their own right password) filled and locked the admin out with
+    // giving the board their own right password) filled and locked the admin out with (the pair
+    // is the email's at this address: guesses at the admin's email from it still fill it)
     if (knownClient) return [pair];
     const boardClient = windowBucket(
       `board-client:${digest(client)}`,
