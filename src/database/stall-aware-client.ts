@@ -131,6 +131,14 @@ export function connectBoundedClient(base: typeof Client, connectTimeoutMs: numb
           ? { ...config, connectionTimeoutMillis: connectTimeoutMs }
           : config,
       );
+      // Always a listener for 'error': pg-pool takes its own off a client as it hands a new one
+      // out, and TypeORM adds its listener a turn later. A server that ends the connection the
+      // moment it is ready (its ReadyForQuery and a FATAL in one packet: a failover, an
+      // administrator's pg_terminate_backend of every backend) emitted 'error' in between, with
+      // no listener: an uncaught exception that ended the API or worker process. The error is
+      // not lost: the client is closed, and its next statement fails (503, as any dropped
+      // connection's); the pool and TypeORM still add their own listeners.
+      this.on('error', () => undefined);
     }
   };
 }

@@ -43,6 +43,26 @@ describe('a COMMIT whose answer is lost', () => {
     await t.db.pool.query(`DELETE FROM commit_probe`);
   });
 
+  it('a new pool connection the server ends the moment it is ready (its ReadyForQuery and a FATAL in one packet: a failover, pg_terminate_backend) does not end the process: its statement fails 503, the rest go on', async () => {
+    const terminated = proxy.terminateNextConnectionWhenReady();
+    // more statements at once than the pool keeps idle: new connections are opened for some
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: t.config.database.poolSize }, () =>
+        tx.run(() => tx.query('SELECT pg_sleep(0.05)')),
+      ),
+    );
+    await terminated;
+    for (const outcome of outcomes) {
+      if (outcome.status === 'rejected') {
+        expect(outcome.reason).toBeInstanceOf(DomainError);
+        expect((outcome.reason as DomainError).code).toBe('SERVICE_UNAVAILABLE');
+      }
+    }
+    expect(outcomes.filter((o) => o.status === 'fulfilled').length).toBeGreaterThan(0);
+    expect((await t.http.get('/health/ready')).status).toBe(200);
+    expect((await tx.run(() => tx.query<{ one: number }>('SELECT 1 AS one')))[0].one).toBe(1);
+  });
+
   it('is found committed: run() returns its value and runs what waits for the commit', async () => {
     const cuts = proxy.cuts;
     const lost = proxy.loseNextCommitAnswer();

@@ -24,6 +24,12 @@ export interface PgCommitProxy {
    * unreachable for that statement, every time.
    */
   cutStatements(pattern: RegExp): () => void;
+  /**
+   * The next connection opened is ended by the server the moment it is ready: its
+   * ReadyForQuery and a FATAL 57P01 (an administrator's pg_terminate_backend, a failover) reach
+   * the client in one packet, then the connection is cut. Resolves once that happened.
+   */
+  terminateNextConnectionWhenReady(): Promise<void>;
   /** Connections cut so far. */
   readonly cuts: number;
   /** Client connections accepted so far. */
@@ -33,10 +39,23 @@ export interface PgCommitProxy {
 
 type Armed = { side: 'answer' | 'query'; done: () => void } | undefined;
 
+/** An ErrorResponse as PostgreSQL sends it for pg_terminate_backend (FATAL 57P01). */
+function adminShutdownMessage(): Buffer {
+  const fields = Buffer.from(
+    'SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0',
+    'utf8',
+  );
+  const head = Buffer.alloc(5);
+  head[0] = 0x45; // E
+  head.writeInt32BE(fields.length + 4, 1);
+  return Buffer.concat([head, fields]);
+}
+
 export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
   const pg = new URL(url);
   const target = { host: pg.hostname, port: Number(pg.port || 5432) };
   let armed: Armed;
+  let terminateNext: (() => void) | undefined;
   let blocked: RegExp | undefined;
   let cuts = 0;
   let connections = 0;
@@ -44,6 +63,8 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
 
   const server: Server = createServer((client) => {
     connections++;
+    const doomed = terminateNext;
+    terminateNext = undefined;
     const { upstream } = connectUpstream(client, target, sockets);
     const cut = () => {
       cuts++;
@@ -98,6 +119,15 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
         const length = fromServer.readInt32BE(forward + 1) + 1;
         if (fromServer.length - forward < length) break;
         const type = fromServer[forward];
+        if (doomed && type === 0x5a /* Z: ready for query */) {
+          const ready = fromServer.subarray(0, forward + length);
+          fromServer = Buffer.alloc(0);
+          client.write(Buffer.concat([ready, adminShutdownMessage()]), () => {
+            cut();
+            doomed();
+          });
+          return;
+        }
         if (armed?.side === 'answer' && type === 0x43 /* C */) {
           const tag = fromServer.subarray(forward + 5, forward + length - 1).toString('utf8');
           if (tag === 'COMMIT') {
@@ -136,6 +166,11 @@ export async function startPgCommitProxy(url: string): Promise<PgCommitProxy> {
     },
     loseNextCommitAnswer: () => arm('answer'),
     cutBeforeNextCommit: () => arm('query'),
+    terminateNextConnectionWhenReady: () =>
+      new Promise<void>((done) => {
+        if (terminateNext) throw new Error('the proxy is already armed');
+        terminateNext = done;
+      }),
     cutStatements: (pattern) => {
       blocked = pattern;
       return () => {
