@@ -391,7 +391,8 @@ export class TransactionHost {
         return await this.breaker.execute(() => this.once(work, opening));
       } catch (err) {
         if (err instanceof RetryAfterRepair) {
-          if (repaired || !(await err.repair().catch(() => false))) throw err.failure;
+          // (a repair that throws — the database unreachable meanwhile — answers with its error)
+          if (repaired || !(await err.repair())) throw err.failure;
           repaired = true;
           continue;
         }

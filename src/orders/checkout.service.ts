@@ -2,6 +2,7 @@ import { policyHeaderItem, stateHeaderItem } from '../common/throttling/rate-lim
 import { Inject, Injectable } from '@nestjs/common';
 import type { Principal } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
+import { render } from '../common/errors/problem-details.filter';
 import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
@@ -205,11 +206,18 @@ export class CheckoutService {
    * Expires these orders of the customer's that are past their reservation, as the expiry job
    * would (guarded: still reserved, due, no payment open). The checkout counts again whatever
    * became of them: a concurrent checkout of the customer's may have expired them first, and
-   * then failed (sold out) without taking the room.
+   * then failed (sold out) without taking the room. Throws the database's 503 when it could not
+   * be asked.
    */
   private async expireOverdue(orderIds: string[]): Promise<boolean> {
     for (const id of orderIds)
-      await this.expiry.expire(id, { unlessPaymentOpen: true }).catch(() => false);
+      await this.expiry.expire(id, { unlessPaymentOpen: true }).catch((err: unknown) => {
+        // the database could not do it (unreachable, busy: a 503): that is the answer — one the
+        // client retries — not the cap's 409, which the customer no longer deserves and which a
+        // client takes as final
+        if (render(err)?.status === 503) throw err;
+        return false;
+      });
     return true;
   }
 }

@@ -1,6 +1,8 @@
 import { signInLimitsAnswering } from '../support/auth';
 import { INestApplicationContext } from '@nestjs/common';
 import { loadConfig } from '../../src/config/config';
+import { DomainError } from '../../src/common/errors/domain-error';
+import { expectProblem } from '../support/http';
 import { ReservationExpiryService } from '../../src/orders/reservation-expiry.service';
 import { GatewayError, PAYMENT_GATEWAY, PaymentGateway } from '../../src/payments/payment-gateway';
 import { insertProduct, newKey, stockOf } from '../support/fixtures';
@@ -498,6 +500,41 @@ describe('per-customer purchase limits', () => {
       (await t.http.get(`/v1/orders/${second.body.id}`, { token: erin.token })).body.status,
     ).toBe('INVENTORY_RESERVED');
     expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 100, reserved: 5 });
+  });
+
+  it('a checkout whose expiry of an overdue order the database could not do answers 503 (retried), not the cap it no longer deserves; the retry with its key is placed', async () => {
+    const [hugo] = await buyers(t.http, 1);
+    const p = await insertProduct(t.db.pool, { stock: 100 });
+    const first = await order(hugo, p, 5);
+    expect(first.status).toBe(201);
+    await t.db.pool.query(
+      `UPDATE orders SET reservation_expires_at = now() - interval '1 second' WHERE id = $1`,
+      [first.body.id],
+    );
+    // the database goes away for the expiry's statement (unreachable: the breaker's 503)
+    const expiry = t.app.get(ReservationExpiryService);
+    const expire = jest.spyOn(expiry, 'expire').mockRejectedValueOnce(
+      new DomainError('SERVICE_UNAVAILABLE', 'The database is unavailable; retry later.', {
+        headers: { 'Retry-After': '1' },
+      }),
+    );
+    try {
+      const key = newKey();
+      const refused = await order(hugo, p, 5, key);
+      expectProblem(refused, 503, 'SERVICE_UNAVAILABLE');
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+      expect(expire).toHaveBeenCalledTimes(1);
+      expect(await heldBy(hugo)).toEqual({ orders: 1, maxUnits: 5 });
+      // the retry (the same key): the overdue order is expired, the new one placed
+      const retried = await order(hugo, p, 5, key);
+      expect(retried.status).toBe(201);
+      expect(
+        (await t.http.get(`/v1/orders/${first.body.id}`, { token: hugo.token })).body.status,
+      ).toBe('CANCELLED');
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 100, reserved: 5 });
+    } finally {
+      expire.mockRestore();
+    }
   });
 
   it('while the expiry is away, overdue orders still count: re-ordering every reservation window holds no more than the caps', async () => {
