@@ -172,7 +172,17 @@ export class TransactionHost {
         refuseReadOnly((await own.query(WRITABLE_PROBE, [], true)).records[0]),
       );
     if (this.breaker.state !== 'closed') return this.breaker.execute(probe);
-    await this.breaker.uncounted(probe);
+    await this.breaker.uncounted(async () => {
+      try {
+        await probe();
+      } catch (err) {
+        // a pooled connection the server had just ended (a restart, a terminated backend: its
+        // FATAL not read yet) fails at its first statement — once more, on another: readiness
+        // going down for one such blink took every instance out of rotation at once
+        if (!isConnectionFailure(err)) throw err;
+        await probe();
+      }
+    });
     this.breaker.noteAnswer();
   }
 

@@ -35,6 +35,27 @@ describe('readiness while the pool is busy but the database answers', () => {
     await t?.close();
   });
 
+  it('stays 200 when the pooled connection its probe takes was just ended by the server (a blink: its FATAL not read yet) — the probe is tried once more, on another; down when that fails too', async () => {
+    const tx = t.app.get(TransactionHost);
+    const own = tx as unknown as { onOwnConnection: (work: unknown) => Promise<unknown> };
+    const dropped = () => Promise.reject(new Error('Connection terminated unexpectedly'));
+    const probes = jest.spyOn(own, 'onOwnConnection').mockImplementationOnce(dropped);
+    try {
+      expect((await t.http.get('/health/ready')).status).toBe(200);
+      expect(probes).toHaveBeenCalledTimes(2);
+      // the database really gone (both tries fail): down, as before
+      probes.mockClear();
+      probes.mockImplementationOnce(dropped).mockImplementationOnce(dropped);
+      const down = await t.http.get('/health/ready');
+      expect(down.status).toBe(503);
+      expect(probes).toHaveBeenCalledTimes(2);
+      expect(t.app.get(DbCircuitBreaker).state).toBe('closed');
+    } finally {
+      probes.mockRestore();
+    }
+    expect((await t.http.get('/health/ready')).status).toBe(200);
+  });
+
   it('stays 200 with a queue of ~2.5 s in front of the pool', async () => {
     expect((await t.http.get('/health/ready')).status).toBe(200);
     const tx = t.app.get(TransactionHost);
