@@ -11,7 +11,7 @@ import { CurrentPrincipal, Principal } from '../auth/principal';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { RequirePermission } from '../auth/require-permission.decorator';
 import { CatalogAdminService } from './catalog-admin.service';
-import { ImagesService } from './images.service';
+import { ImagesService, MAX_IMAGES_PER_PRODUCT } from './images.service';
 import {
   CategoryDto,
   CreateCategoryDto,
@@ -102,7 +102,13 @@ export class CatalogAdminController {
   })
   @ApiUuidParam('id', 'Product id')
   @ApiCreatedResponse({ type: ImageUploadDto })
-  @ApiProblems([404, '`PRODUCT_NOT_FOUND`'])
+  @ApiProblems(
+    [404, '`PRODUCT_NOT_FOUND`'],
+    [
+      409,
+      `\`CONFLICT\`: the product has ${MAX_IMAGES_PER_PRODUCT} images already (ready, or uploads started and not yet removed)`,
+    ],
+  )
   createImage(
     @Param('id', new UuidParamPipe()) id: string,
     @Body() dto: CreateImageUploadDto,

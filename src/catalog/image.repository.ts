@@ -20,6 +20,9 @@ export interface PendingImage {
   createdAt: Date;
 }
 
+/** Advisory lock class of a product's image count ('IM'): one upload started at a time per product. */
+const IMAGES_LOCK_CLASS = 0x494d;
+
 /** Product images (pending until the storage reports the upload). */
 @Injectable()
 export class ImageRepository {
@@ -28,24 +31,44 @@ export class ImageRepository {
     private readonly products: ProductRepository,
   ) {}
 
-  async insertPending(i: {
-    id: string;
-    productId: string;
-    key: string;
-    contentType: string;
-    sizeBytes: number;
-    at: Date;
-  }): Promise<void> {
-    await this.tx.withManager((m) =>
-      m.getRepository(ProductImageEntity).insert({
-        id: i.id,
-        productId: i.productId,
-        storageKey: i.key,
-        contentType: i.contentType,
-        sizeBytes: i.sizeBytes,
-        createdAt: i.at,
-      }),
-    );
+  /**
+   * Records a pending image unless the product already has `maxPerProduct` images (pending and
+   * ready together; false then). Counted under a lock per product: two uploads started at once
+   * cannot both take the last place.
+   */
+  async insertPending(
+    i: {
+      id: string;
+      productId: string;
+      key: string;
+      contentType: string;
+      sizeBytes: number;
+      at: Date;
+    },
+    maxPerProduct: number,
+  ): Promise<boolean> {
+    return this.tx.run(async () => {
+      await this.tx.query(
+        `SELECT pg_advisory_xact_lock(${IMAGES_LOCK_CLASS}, hashtext($1::text))`,
+        [i.productId],
+      );
+      const [held] = await this.tx.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM product_images WHERE product_id = $1`,
+        [i.productId],
+      );
+      if ((held?.n ?? 0) >= maxPerProduct) return false;
+      await this.tx.withManager((m) =>
+        m.getRepository(ProductImageEntity).insert({
+          id: i.id,
+          productId: i.productId,
+          storageKey: i.key,
+          contentType: i.contentType,
+          sizeBytes: i.sizeBytes,
+          createdAt: i.at,
+        }),
+      );
+      return true;
+    });
   }
 
   /** The image waiting for (or done with) an upload to this storage key. */

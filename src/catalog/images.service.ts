@@ -20,6 +20,9 @@ import { ProductRepository } from './product.repository';
 import { productNotFound } from './product-not-found';
 
 /** The only keys we hand out: products/<product uuid>/<image uuid>. */
+/** Images a product may have, ready and pending together (its page lists every ready one). */
+export const MAX_IMAGES_PER_PRODUCT = 20;
+
 const IMAGE_KEY = /^products\/[0-9a-f-]{36}\/[0-9a-f-]{36}$/;
 
 /**
@@ -121,14 +124,24 @@ export class ImagesService {
     const now = this.clock.now();
     // signed before the row is written: no network call inside (or holding) a transaction
     const upload = await this.storage.presignPut(key, dto.contentType, dto.sizeBytes, now);
-    await this.images.insertPending({
-      id: imageId,
-      productId,
-      key,
-      contentType: dto.contentType,
-      sizeBytes: dto.sizeBytes,
-      at: now,
-    });
+    const recorded = await this.images.insertPending(
+      {
+        id: imageId,
+        productId,
+        key,
+        contentType: dto.contentType,
+        sizeBytes: dto.sizeBytes,
+        at: now,
+      },
+      MAX_IMAGES_PER_PRODUCT,
+    );
+    // every image is on the product's page: without a bound, a catalog writer's loop grew it
+    // (and the pending rows) without end; an unused upload's place comes back when it is removed
+    if (!recorded)
+      throw new DomainError(
+        'CONFLICT',
+        `The product has ${MAX_IMAGES_PER_PRODUCT} images (ready, or uploads started and not yet removed): no more.`,
+      );
     return { imageId, uploadUrl: upload.url, expiresAt: upload.expiresAt.toISOString() };
   }
 

@@ -3302,7 +3302,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `CONFLICT`: the request conflicts with the current state; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            /** @description `CONFLICT`: the product has 20 images already (ready, or uploads started and not yet removed); or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying */

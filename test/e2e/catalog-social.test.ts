@@ -5,6 +5,8 @@ import {
   RecommendationRepository,
 } from '../../src/catalog/recommendation.repository';
 import { RecommendationsService } from '../../src/catalog/recommendations.service';
+import { MAX_IMAGES_PER_PRODUCT } from '../../src/catalog/images.service';
+import { expectProblem } from '../support/http';
 import { createAdmin } from '../support/auth';
 import { createProduct } from '../support/catalog';
 import { newKey } from '../support/fixtures';
@@ -361,6 +363,40 @@ describe('catalog: reviews, recommendations, images', () => {
       `UPDATE products SET currency = 'INR', units_sold = 0, active = false WHERE id = ANY($1::uuid[])`,
       [ids],
     );
+  });
+
+  it(`a product holds at most ${MAX_IMAGES_PER_PRODUCT} images (ready and pending): uploads past it are 409, also when started at once`, async () => {
+    const p = await createProduct(t, admin);
+    const start = () =>
+      t.http.post(
+        `/v1/admin/products/${p.id}/images`,
+        { contentType: 'image/png', sizeBytes: 1000 },
+        { token: admin, idempotencyKey: newKey() },
+      );
+    // all but three places taken (one of them by a ready image)
+    await t.db.pool.query(
+      `INSERT INTO product_images (id, product_id, storage_key, content_type, size_bytes, status, created_at)
+       SELECT id, $1::uuid, 'products/' || $1 || '/' || id, 'image/png', 1000,
+              CASE WHEN n = 1 THEN 'ready' ELSE 'pending' END, now()
+         FROM (SELECT gen_random_uuid() AS id, n FROM generate_series(1, $2::int) n) x`,
+      [p.id, MAX_IMAGES_PER_PRODUCT - 3],
+    );
+    const started = await Promise.all(Array.from({ length: 8 }, start));
+    expect(started.filter((r) => r.status === 201)).toHaveLength(3);
+    const refused = started.filter((r) => r.status !== 201);
+    expect(refused).toHaveLength(5);
+    for (const r of refused) expectProblem(r, 409, 'CONFLICT');
+    const { rows } = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM product_images WHERE product_id = $1`,
+      [p.id],
+    );
+    expect(rows[0].n).toBe(MAX_IMAGES_PER_PRODUCT);
+    // an unused upload's place comes back once it is removed
+    await t.db.pool.query(
+      `DELETE FROM product_images WHERE id = (SELECT id FROM product_images WHERE product_id = $1 AND status = 'pending' LIMIT 1)`,
+      [p.id],
+    );
+    expect((await start()).status).toBe(201);
   });
 
   it('hands out a pre-signed S3 upload URL and refuses an unauthenticated storage notification', async () => {
