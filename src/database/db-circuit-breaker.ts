@@ -113,7 +113,7 @@ export function isConnectionFailure(err: unknown): boolean {
  * refused at sign-in). One blink kills every connection open at that moment, and each dies only
  * when next used: at most as many such failures as there were connections.
  */
-function isConnectionDeath(err: unknown): boolean {
+export function isConnectionDeath(err: unknown): boolean {
   if (err instanceof QueryRunnerAlreadyReleasedError) return true;
   // under a statement (TypeORM wraps every query's error): the same reset or close while a
   // connection is being opened — a balancer or pooler that accepts and drops each new one — is

@@ -3,7 +3,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ClientBase, QueryResult } from 'pg';
 import { DataSource, EntityManager, QueryFailedError, QueryRunner } from 'typeorm';
 import { IdleCounter } from '../common/idle-counter';
-import { DbCircuitBreaker, isConnectionFailure } from './db-circuit-breaker';
+import { DbCircuitBreaker, isConnectionDeath, isConnectionFailure } from './db-circuit-breaker';
 import type { OpeningRead } from './opening-reads';
 import { inlineParams } from './sql-literal';
 
@@ -179,7 +179,9 @@ export class TransactionHost {
         // a pooled connection the server had just ended (a restart, a terminated backend: its
         // FATAL not read yet) fails at its first statement — once more, on another: readiness
         // going down for one such blink took every instance out of rotation at once
-        if (!isConnectionFailure(err)) throw err;
+        // (only a connection that died under its statement: one that could not be had — refused,
+        // timed out, the pool's queue — is the answer, and a second try would only hold a slot)
+        if (!isConnectionDeath(err)) throw err;
         await probe();
       }
     });

@@ -44,6 +44,7 @@ describe('a COMMIT whose answer is lost', () => {
   });
 
   it('a new pool connection the server ends the moment it is ready (its ReadyForQuery and a FATAL in one packet: a failover, pg_terminate_backend) does not end the process: its statement fails 503, the rest go on', async () => {
+    const cutsBefore = proxy.cuts;
     const terminated = proxy.terminateNextConnectionWhenReady();
     // more statements at once than the pool keeps idle: new connections are opened for some
     const outcomes = await Promise.allSettled(
@@ -51,7 +52,14 @@ describe('a COMMIT whose answer is lost', () => {
         tx.run(() => tx.query('SELECT pg_sleep(0.05)')),
       ),
     );
-    await terminated;
+    // (a new connection was opened, and ended: a pool that had them all idle would not show it)
+    await Promise.race([
+      terminated,
+      new Promise((_, reject) =>
+        setTimeout(() => reject(new Error('no new pool connection was opened')), 5_000),
+      ),
+    ]);
+    expect(proxy.cuts - cutsBefore).toBe(1);
     for (const outcome of outcomes) {
       if (outcome.status === 'rejected') {
         expect(outcome.reason).toBeInstanceOf(DomainError);

@@ -1,3 +1,4 @@
+import { QueryFailedError } from 'typeorm';
 import { DbCircuitBreaker } from '../../src/database/db-circuit-breaker';
 import { TransactionHost } from '../../src/database/transaction-host';
 import { registerCustomer } from '../support/auth';
@@ -38,7 +39,11 @@ describe('readiness while the pool is busy but the database answers', () => {
   it('stays 200 when the pooled connection its probe takes was just ended by the server (a blink: its FATAL not read yet) — the probe is tried once more, on another; down when that fails too', async () => {
     const tx = t.app.get(TransactionHost);
     const own = tx as unknown as { onOwnConnection: (work: unknown) => Promise<unknown> };
-    const dropped = () => Promise.reject(new Error('Connection terminated unexpectedly'));
+    // (as TypeORM reports a statement whose connection the server ended)
+    const dropped = () =>
+      Promise.reject(
+        new QueryFailedError('SELECT', [], new Error('Connection terminated unexpectedly')),
+      );
     const probes = jest.spyOn(own, 'onOwnConnection').mockImplementationOnce(dropped);
     try {
       expect((await t.http.get('/health/ready')).status).toBe(200);
