@@ -112,6 +112,17 @@ export function createCatalogStore(config: AppConfig): Keyv {
     { namespace, keyPrefixSeparator: ':', throwOnConnectError: false, throwOnErrors: false },
   );
   const store = new Keyv<SharedEntry>({ store: adapter, namespace, useKeyPrefix: false });
+  // Redis expires an entry (its TTL, PX, set with it); Keyv's own check — the `expires` the
+  // writer stamped on its clock, against the reader's — is left out: a reader whose clock ran
+  // ahead took the others' live entries for expired and DELeted them for every process (6 s
+  // ahead: every entry, at its first read — the cache worked for nobody)
+  const parse = store.deserialize;
+  store.deserialize = async <Value>(data: string) => {
+    const parsed = parse
+      ? await parse<Value>(data)
+      : (JSON.parse(data) as { value?: Value } | undefined);
+    return parsed === undefined ? undefined : { value: parsed.value };
+  };
   store.on('error', () => undefined); // an unavailable cache is a miss; health reports Redis
   // connect now: the adapter connects on first use, and until then (no offline queue) every
   // read would be a miss

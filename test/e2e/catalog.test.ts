@@ -1,4 +1,4 @@
-import { CatalogCache } from '../../src/catalog/catalog-cache';
+import { CatalogCache, createCatalogStore } from '../../src/catalog/catalog-cache';
 import { randomUUID } from 'node:crypto';
 import { createAdmin, registerCustomer } from '../support/auth';
 import { createCategory, createProduct } from '../support/catalog';
@@ -643,6 +643,34 @@ describe('catalog: admin writes, reads, cache', () => {
       for (const body of bodies) expect(body).toEqual(bodies[0]);
     } finally {
       page.mockRestore();
+    }
+  });
+
+  it("a shared cache entry written by a host whose clock runs a minute behind the reader's is a hit until Redis expires it — the reader never takes it for expired and deletes it for every process", async () => {
+    const store = createCatalogStore(t.config);
+    try {
+      // (connected first: without an offline queue, a command sent before fails — a miss)
+      const adapter = store.store as { getClient(): Promise<{ isReady: boolean }> };
+      await waitFor('the cache store to connect', async () => (await adapter.getClient()).isReady, {
+        until: (ready) => ready,
+      });
+      const redis = t.app.get<Redis>(REDIS);
+      const key = `clock-test:${randomUUID()}`;
+      const entry = { json: '{"items":[]}', expiresAt: 0 };
+      const now = Date.now();
+      const writer = jest.spyOn(Date, 'now').mockReturnValue(now - 60_000);
+      try {
+        expect(await store.set(key, entry, 5_000)).toBe(true);
+      } finally {
+        writer.mockRestore();
+      }
+      expect(await store.get(key)).toEqual(entry);
+      // still there, for Redis to expire
+      const ttl = await redis.pttl(`${t.config.redis.keyPrefix}:catalog:version:${key}`);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(5_000);
+    } finally {
+      await store.disconnect();
     }
   });
 });
