@@ -143,6 +143,9 @@ function fromViewRow<R extends { priceAmount: unknown; currency: unknown }>(
   };
 }
 
+/** PostgreSQL's `integer` ceiling: `products.units_sold` saturates there. */
+const INT4_MAX = 2_147_483_647;
+
 /**
  * The `products` and `categories` tables' repository: every write to them goes through here
  * (the inventory counts sales through addUnitsSold, reviews their ratings through addRating).
@@ -327,7 +330,9 @@ export class ProductRepository {
 
   /**
    * Counts paid units towards each product's popularity (`sign` -1 takes a refunded sale back,
-   * never below 0). Atomic increments under the row lock: concurrent sales never lose one.
+   * never below 0; never above the column's 2^31 - 1 either — past it the UPDATE failed, and with
+   * it the transaction that records a payment: a charged customer's order stayed unconfirmed,
+   * retried for ever). Atomic increments under the row lock: concurrent sales never lose one.
    */
   async addUnitsSold(
     lines: { productId: string; quantity: number }[],
@@ -338,7 +343,9 @@ export class ProductRepository {
         await m
           .createQueryBuilder()
           .update(ProductEntity)
-          .set({ unitsSold: () => 'greatest(units_sold + :delta, 0)' })
+          .set({
+            unitsSold: () => `least(greatest(units_sold::bigint + :delta, 0), ${INT4_MAX})::int`,
+          })
           .where('id = :id', { id: line.productId, delta: sign * line.quantity })
           .execute();
       }

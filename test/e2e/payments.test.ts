@@ -146,6 +146,25 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     await assertStockInvariants(t.db.pool, [p]);
   }, 30_000);
 
+  it("a product whose units sold are at the counter's ceiling (2^31 - 1) still has its paid order confirmed: the counter stays there", async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    await t.db.pool.query(`UPDATE products SET units_sold = 2147483647 WHERE id = $1`, [p]);
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    await t.http.post(
+      `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`,
+      { outcome: 'succeeded' },
+      { token: alice.token },
+    );
+    await reaches(order.body.id, 'CONFIRMED');
+    const { rows } = await t.db.pool.query(`SELECT units_sold FROM products WHERE id = $1`, [p]);
+    expect(rows[0].units_sold).toBe(2147483647);
+  });
+
   it('a failed payment cancels the order (PAYMENT_FAILED) and releases the stock once', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 3 }]);
