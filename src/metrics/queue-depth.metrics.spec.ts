@@ -30,6 +30,38 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
     expect(outbox.countBacklog).toHaveBeenCalledTimes(1);
   });
 
+  it('counts the backlog again 5 s on also after the wall clock stepped back (an NTP step, a VM resumed): not the old count that much longer', async () => {
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
+    try {
+      const metrics = new MetricsService();
+      let pending = 3;
+      const outbox = mockOf<OutboxRepository>(
+        { countBacklog: async () => ({ pending, dead: 0 }) },
+        'outbox',
+      );
+      const redis = mockOf<Redis>(
+        {
+          pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: async () => [] }),
+        },
+        'redis',
+      );
+      new QueueDepthMetrics(
+        metrics,
+        outbox,
+        redis,
+        loadConfig({ NODE_ENV: 'development' }),
+      ).onModuleInit();
+      expect(await metrics.render()).toMatch(/^outbox_backlog\{status="pending"\} 3$/m);
+      jest.setSystemTime(Date.now() - 3_600_000); // the wall clock an hour back
+      pending = 7;
+      await jest.advanceTimersByTimeAsync(6_000);
+      expect(await metrics.render()).toMatch(/^outbox_backlog\{status="pending"\} 7$/m);
+      expect(outbox.countBacklog).toHaveBeenCalledTimes(2);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
   it('a database that fails the count leaves the backlog out of the page, not the last numbers it read', async () => {
     jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
     try {

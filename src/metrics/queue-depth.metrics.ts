@@ -63,9 +63,10 @@ export class QueueDepthMetrics implements OnModuleInit {
     );
     const outbox = this.outbox;
     let last: { at: number; counts: ReturnType<OutboxRepository['countBacklog']> } | null = null;
+    // (on the monotonic clock: a wall clock stepped back served the cached count that much longer)
     const backlog = () => {
-      if (!last || Date.now() - last.at >= BACKLOG_READ_EVERY_MS)
-        last = { at: Date.now(), counts: outbox.countBacklog() };
+      if (!last || performance.now() - last.at >= BACKLOG_READ_EVERY_MS)
+        last = { at: performance.now(), counts: outbox.countBacklog() };
       return last.counts;
     };
     this.metrics.gauge(

@@ -611,9 +611,11 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     });
 
     it('a store that refuses every object (the key itself) ends the pass after 20 refusals in a row', async () => {
-      const p = await createProduct(t, admin);
+      // (over two products: one holds at most MAX_IMAGES_PER_PRODUCT)
+      const products = [await createProduct(t, admin), await createProduct(t, admin)];
       const ups = [];
-      for (let i = 0; i < 22; i++) ups.push(await requestUpload(p.id, 'image/png', 64));
+      for (let i = 0; i < 22; i++)
+        ups.push(await requestUpload(products[i % 2].id, 'image/png', 64));
       for (const up of ups) await age(up.imageId, '3 minutes');
       const store = refuseHeads(() => true);
       try {
@@ -623,19 +625,25 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       }
       expect(store.heads()).toBe(20);
       for (const up of ups) expect((await imageRow(up.imageId)).status).toBe('pending');
-      await t.db.pool.query(`DELETE FROM product_images WHERE product_id = $1`, [p.id]);
+      await t.db.pool.query(`DELETE FROM product_images WHERE product_id = ANY($1::uuid[])`, [
+        products.map((p) => p.id),
+      ]);
     });
 
     it('abandoned uploads the store refuses to describe (a key without s3:ListBucket) do not stall the pass: the uploads behind them are reached, and a week on they are removed', async () => {
-      const p = await createProduct(t, admin);
-      const stale = [];
-      for (let i = 0; i < 22; i++) stale.push(await requestUpload(p.id, 'image/png', 64));
+      // (over two products: one holds at most MAX_IMAGES_PER_PRODUCT)
+      const products = [await createProduct(t, admin), await createProduct(t, admin)];
+      const stale: { imageId: string; productId: string }[] = [];
+      for (let i = 0; i < 22; i++) {
+        const productId = products[i % 2].id;
+        stale.push({ ...(await requestUpload(productId, 'image/png', 64)), productId });
+      }
       for (const up of stale) await age(up.imageId, '2 hours');
       const bytes = randomBytes(128);
-      const uploaded = await requestUpload(p.id, 'image/png', bytes.length);
+      const uploaded = await requestUpload(products[0].id, 'image/png', bytes.length);
       expect((await put(uploaded.uploadUrl, 'image/png', bytes)).status).toBe(200);
       await age(uploaded.imageId, '3 minutes'); // its notification was lost
-      const staleKeys = new Set(stale.map((up) => `products/${p.id}/${up.imageId}`));
+      const staleKeys = new Set(stale.map((up) => `products/${up.productId}/${up.imageId}`));
       const store = refuseHeads((key) => staleKeys.has(key));
       try {
         expect(await reconcile()).toEqual({ ready: 1, removed: 0 });
@@ -658,10 +666,12 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
         [p.id],
       );
       const bytes = randomBytes(128);
-      const uploaded = await requestUpload(p.id, 'image/png', bytes.length);
+      // (another product's: this one is past MAX_IMAGES_PER_PRODUCT)
+      const other = await createProduct(t, admin);
+      const uploaded = await requestUpload(other.id, 'image/png', bytes.length);
       expect((await put(uploaded.uploadUrl, 'image/png', bytes)).status).toBe(200);
       await age(uploaded.imageId, '3 minutes'); // its notification was lost
-      const uploadedKey = `products/${p.id}/${uploaded.imageId}`;
+      const uploadedKey = `products/${other.id}/${uploaded.imageId}`;
       const store = refuseHeads((key) => key !== uploadedKey);
       try {
         expect(await reconcile()).toEqual({ ready: 0, removed: 0 }); // the oldest 2,000
