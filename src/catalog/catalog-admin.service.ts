@@ -132,6 +132,19 @@ export class CatalogAdminService {
         errors: [{ field: 'price.currency', message: `must be ${this.config.currency}` }],
       });
     }
+    if (price.amount % this.config.amountStep !== 0) {
+      // (Stripe's three-decimal currencies: every amount charged ends in 0 — a unit at any other
+      // price could never be paid)
+      throw new DomainError(
+        'VALIDATION_FAILED',
+        `Prices in ${this.config.currency} are multiples of ${this.config.amountStep} minor units: the payment provider charges no other amount.`,
+        {
+          errors: [
+            { field: 'price.amount', message: `must be a multiple of ${this.config.amountStep}` },
+          ],
+        },
+      );
+    }
     if (price.amount > this.config.orderMaximumAmount) {
       throw new DomainError(
         'VALIDATION_FAILED',

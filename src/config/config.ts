@@ -435,6 +435,11 @@ export interface AppConfig {
   };
   /** The one ISO 4217 currency the shop sells in. */
   currency: string;
+  /**
+   * What every amount charged or refunded must be a multiple of (minor units): 10 for Stripe's
+   * three-decimal currencies (BHD, JOD, KWD, OMR, TND: their last digit must be 0), 1 otherwise.
+   */
+  amountStep: number;
   /** The smallest order total (minor units) checkout takes: less cannot be charged. */
   orderMinimumAmount: number;
   /** The largest order total checkout takes (minor units): more could never be charged. */
@@ -892,6 +897,12 @@ export function isLoopbackHost(hostname: string): boolean {
 const STRIPE_UNIT_MISMATCH = new Set(['ISK', 'UGX', 'MGA', 'IQD', 'LYD']);
 
 /**
+ * Stripe's three-decimal currencies: it takes their amounts in thousandths, but only with a last
+ * digit of 0 (a payment or refund of 5.125 KWD is refused) — AppConfig#amountStep.
+ */
+const STRIPE_TENS_ONLY = new Set(['BHD', 'JOD', 'KWD', 'OMR', 'TND']);
+
+/**
  * Outside development: a Stripe key must look like one (`sk_live_…`, `rk_test_…`; not a
  * placeholder such as `sk_live_…` or a stray space, which would boot and fail every checkout), and
  * STRIPE_API_URL, which receives that key with every call, must be https unless it is this host
@@ -1210,6 +1221,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       ).replace(/\/$/, ''),
     },
     currency: e.SHOP_CURRENCY,
+    amountStep: e.STRIPE_SECRET_KEY && STRIPE_TENS_ONLY.has(e.SHOP_CURRENCY) ? 10 : 1,
     orderMinimumAmount: minimumOrderOf(e),
     orderMaximumAmount: e.ORDER_MAXIMUM_AMOUNT,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,

@@ -129,6 +129,13 @@ export class CheckoutService {
           `An order must total at least ${this.config.orderMinimumAmount} minor units of ${this.config.currency}: the payment provider charges nothing smaller.`,
         );
       }
+      if (totalAmount % this.config.amountStep !== 0) {
+        // a price set before the rule (catalog writes refuse such prices): it could never be paid
+        throw new DomainError(
+          'ORDER_NOT_PAYABLE',
+          `An order's total in ${this.config.currency} must be a multiple of ${this.config.amountStep} minor units (this one: ${totalAmount}): the payment provider charges no other amount.`,
+        );
+      }
       if (totalAmount > this.config.orderMaximumAmount) {
         // more than the provider charges at once: the payment would be refused on every try,
         // the stock held until the order expired

@@ -1,4 +1,5 @@
 import { Test } from '@nestjs/testing';
+import { APP_CONFIG, loadConfig } from '../config/config';
 import type { Principal } from '../auth/principal';
 import { AdminRefundsService } from './admin-refunds.service';
 import type { Refund } from './refund.repository';
@@ -34,7 +35,11 @@ async function setup() {
     request: jest.fn().mockResolvedValue(refund),
   };
   const moduleRef = await Test.createTestingModule({
-    providers: [AdminRefundsService, { provide: RefundsService, useValue: refunds }],
+    providers: [
+      AdminRefundsService,
+      { provide: RefundsService, useValue: refunds },
+      { provide: APP_CONFIG, useValue: loadConfig({ NODE_ENV: 'development' }) },
+    ],
   }).compile();
   return { service: moduleRef.get(AdminRefundsService), refunds };
 }

@@ -1,4 +1,6 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import { DomainError } from '../common/errors/domain-error';
+import { APP_CONFIG, AppConfig } from '../config/config';
 import type { Principal } from '../auth/principal';
 import { CreateRefundDto, RefundDto, mapRefund } from './dto/refund.dto';
 import { RefundsService } from './refunds.service';
@@ -6,7 +8,10 @@ import { RefundsService } from './refunds.service';
 /** The admin refund use case: checks the request, then the refund steps (RefundsService). */
 @Injectable()
 export class AdminRefundsService {
-  constructor(private readonly refunds: RefundsService) {}
+  constructor(
+    private readonly refunds: RefundsService,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
 
   async refund(
     actor: Principal,
@@ -14,6 +19,16 @@ export class AdminRefundsService {
     dto: CreateRefundDto,
     idempotencyKey: string,
   ): Promise<RefundDto> {
+    // an amount the payment provider refuses for the shop's currency (Stripe: a three-decimal
+    // currency's last digit must be 0) is the request's fault, not a 502 after a recorded attempt
+    const step = this.config.amountStep;
+    if (dto.amount && dto.amount.currency === this.config.currency && dto.amount.amount % step) {
+      throw new DomainError(
+        'VALIDATION_FAILED',
+        `Amounts in ${this.config.currency} are multiples of ${step} minor units.`,
+        { errors: [{ field: 'amount.amount', message: `must be a multiple of ${step}` }] },
+      );
+    }
     const refund = await this.refunds.request({
       orderId,
       amount: dto.amount?.amount,

@@ -1663,3 +1663,73 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     }, 30_000);
   });
 });
+
+describe("Stripe's three-decimal currencies (KWD): every amount charged or refunded ends in 0", () => {
+  let stripe: FakeStripe;
+  let t: TestApp;
+  let admin: Session;
+  let alice: Buyer;
+
+  beforeAll(async () => {
+    stripe = await startFakeStripe();
+    t = await bootTestApp({
+      env: {
+        STRIPE_SECRET_KEY: stripe.secretKey,
+        STRIPE_API_URL: stripe.url,
+        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+        SHOP_CURRENCY: 'KWD',
+        ORDER_MINIMUM_AMOUNT: '1',
+      },
+    });
+    admin = await createAdmin(t);
+    [alice] = await buyers(t.http, 1);
+  });
+  afterAll(async () => {
+    await t?.close();
+    await stripe?.close();
+  });
+
+  it('a price, an order total or a refund amount that is no multiple of 10 is refused before the provider is asked (it refuses them: each was a 502 on every try)', async () => {
+    const product = (amount: number) =>
+      t.http.post(
+        '/v1/admin/products',
+        {
+          sku: `KWD-${newKey().slice(0, 8)}`,
+          name: 'Dates',
+          description: 'Medjool',
+          price: { amount, currency: 'KWD' },
+          initialStock: 5,
+        },
+        { token: admin.accessToken },
+      );
+    const odd = await product(5125);
+    expectProblem(odd, 400, 'VALIDATION_FAILED');
+    expect(odd.body.errors).toEqual([
+      { field: 'price.amount', message: 'must be a multiple of 10' },
+    ]);
+    expect((await product(5120)).status).toBe(201);
+    // a price set before the rule: its checkout is refused, nothing reserved
+    const before = await insertProduct(t.db.pool, { stock: 5, priceAmount: 5125, currency: 'KWD' });
+    const refused = await placeOrder(t.http, alice, [{ productId: before, quantity: 1 }]);
+    expectProblem(refused, 409, 'ORDER_NOT_PAYABLE');
+    expect(await stockOf(t.db.pool, before)).toEqual({ onHand: 5, reserved: 0 });
+    // twice is a multiple of 10: sold
+    const even = await placeOrder(t.http, alice, [{ productId: before, quantity: 2 }]);
+    expect(even.status).toBe(201);
+    // a refund amount: refused before anything is recorded or asked
+    const refund = await t.http.post(
+      `/v1/admin/orders/${even.body.id}/refunds`,
+      { amount: { amount: 1235, currency: 'KWD' } },
+      { token: admin.accessToken, idempotencyKey: newKey() },
+    );
+    expectProblem(refund, 400, 'VALIDATION_FAILED');
+    expect(refund.body.errors).toEqual([
+      { field: 'amount.amount', message: 'must be a multiple of 10' },
+    ]);
+    const { rows } = await t.db.pool.query(
+      `SELECT count(*)::int AS n FROM refunds WHERE order_id = $1`,
+      [even.body.id],
+    );
+    expect(rows[0].n).toBe(0);
+  });
+});
