@@ -902,6 +902,11 @@ const STRIPE_UNIT_MISMATCH = new Set(['ISK', 'UGX', 'MGA', 'IQD', 'LYD']);
  */
 const STRIPE_TENS_ONLY = new Set(['BHD', 'JOD', 'KWD', 'OMR', 'TND']);
 
+/** What amounts in `currency` must be a multiple of (minor units), with Stripe or without. */
+export function amountStepFor(currency: string, stripe: boolean): number {
+  return stripe && STRIPE_TENS_ONLY.has(currency) ? 10 : 1;
+}
+
 /**
  * Outside development: a Stripe key must look like one (`sk_live_…`, `rk_test_…`; not a
  * placeholder such as `sk_live_…` or a stray space, which would boot and fail every checkout), and
@@ -1221,7 +1226,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       ).replace(/\/$/, ''),
     },
     currency: e.SHOP_CURRENCY,
-    amountStep: e.STRIPE_SECRET_KEY && STRIPE_TENS_ONLY.has(e.SHOP_CURRENCY) ? 10 : 1,
+    amountStep: amountStepFor(e.SHOP_CURRENCY, e.STRIPE_SECRET_KEY !== undefined),
     orderMinimumAmount: minimumOrderOf(e),
     orderMaximumAmount: e.ORDER_MAXIMUM_AMOUNT,
     rateLimitEnabled: e.RATE_LIMIT_ENABLED,

@@ -30,7 +30,7 @@ const refund: Refund = {
   updatedAt: new Date('2026-03-01T12:00:00Z'),
 };
 
-async function setup() {
+async function setup(env: Record<string, string> = {}) {
   const refunds: jest.Mocked<Pick<RefundsService, 'request'>> = {
     request: jest.fn().mockResolvedValue(refund),
   };
@@ -38,7 +38,7 @@ async function setup() {
     providers: [
       AdminRefundsService,
       { provide: RefundsService, useValue: refunds },
-      { provide: APP_CONFIG, useValue: loadConfig({ NODE_ENV: 'development' }) },
+      { provide: APP_CONFIG, useValue: loadConfig({ NODE_ENV: 'development', ...env }) },
     ],
   }).compile();
   return { service: moduleRef.get(AdminRefundsService), refunds };
@@ -68,6 +68,20 @@ describe('AdminRefundsService', () => {
       reason: 'requested',
       createdAt: '2026-03-01T12:00:00.000Z',
     });
+  });
+
+  it("with Stripe, an amount in a three-decimal currency must end in 0 — judged in the currency asked (the order's), not the shop's today: 400 before anything is asked", async () => {
+    const s = await setup({ STRIPE_SECRET_KEY: 'sk_test_abc', SHOP_CURRENCY: 'USD' });
+    await expect(
+      s.service.refund(admin, ORDER, { amount: { amount: 5125, currency: 'KWD' } }, 'key-1'),
+    ).rejects.toMatchObject({
+      code: 'VALIDATION_FAILED',
+      options: { errors: [{ field: 'amount.amount', message: 'must be a multiple of 10' }] },
+    });
+    expect(s.refunds.request).not.toHaveBeenCalled();
+    await s.service.refund(admin, ORDER, { amount: { amount: 5120, currency: 'KWD' } }, 'key-2');
+    await s.service.refund(admin, ORDER, { amount: { amount: 5125, currency: 'USD' } }, 'key-3');
+    expect(s.refunds.request).toHaveBeenCalledTimes(2);
   });
 
   it('without an amount, asks for all that remains (full refund)', async () => {

@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
-import { APP_CONFIG, AppConfig } from '../config/config';
+import { APP_CONFIG, AppConfig, amountStepFor } from '../config/config';
 import type { Principal } from '../auth/principal';
 import { CreateRefundDto, RefundDto, mapRefund } from './dto/refund.dto';
 import { RefundsService } from './refunds.service';
@@ -19,13 +19,15 @@ export class AdminRefundsService {
     dto: CreateRefundDto,
     idempotencyKey: string,
   ): Promise<RefundDto> {
-    // an amount the payment provider refuses for the shop's currency (Stripe: a three-decimal
-    // currency's last digit must be 0) is the request's fault, not a 502 after a recorded attempt
-    const step = this.config.amountStep;
-    if (dto.amount && dto.amount.currency === this.config.currency && dto.amount.amount % step) {
+    // an amount the payment provider refuses in its currency (Stripe: a three-decimal currency's
+    // last digit must be 0) is the request's fault, not a 502 after a recorded attempt — judged
+    // in the currency asked, the order's (another is refused as such), not the shop's today
+    const currency = dto.amount?.currency ?? '';
+    const step = amountStepFor(currency, this.config.stripe.secretKey !== undefined);
+    if (dto.amount && dto.amount.amount % step) {
       throw new DomainError(
         'VALIDATION_FAILED',
-        `Amounts in ${this.config.currency} are multiples of ${step} minor units.`,
+        `Amounts in ${currency} are multiples of ${step} minor units.`,
         { errors: [{ field: 'amount.amount', message: `must be a multiple of ${step}` }] },
       );
     }
