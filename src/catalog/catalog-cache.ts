@@ -402,8 +402,15 @@ export class CatalogCache {
     if (!found) return null;
     this.readAgainNow(key);
     // never longer than the entry by more than COPY_OF_SHARED_MS: `expiresAt` is on the writer's
-    // clock, which may run seconds or minutes ahead of this host's
-    this.remember(version, key, found.json, Math.min(found.expiresAt - now, COPY_OF_SHARED_MS));
+    // clock, which may run seconds or minutes ahead of this host's — or behind it: Redis just
+    // answered the entry, so it is live, and is copied for COPY_OF_SHARED_MS
+    const left = found.expiresAt - now;
+    this.remember(
+      version,
+      key,
+      found.json,
+      left > 0 ? Math.min(left, COPY_OF_SHARED_MS) : COPY_OF_SHARED_MS,
+    );
     return found.json;
   }
 

@@ -19,10 +19,10 @@ import { JobName } from '../queue/queues';
 import { ProductRepository } from './product.repository';
 import { productNotFound } from './product-not-found';
 
-/** The only keys we hand out: products/<product uuid>/<image uuid>. */
 /** Images a product may have, ready and pending together (its page lists every ready one). */
 export const MAX_IMAGES_PER_PRODUCT = 20;
 
+/** The only keys we hand out: products/<product uuid>/<image uuid>. */
 const IMAGE_KEY = /^products\/[0-9a-f-]{36}\/[0-9a-f-]{36}$/;
 
 /**
