@@ -5,23 +5,26 @@ import { OutboxRepository } from '../outbox/outbox.repository';
 import { COLLECT_TIMEOUT_MS, MetricsService } from './metrics.service';
 import { QueueDepthMetrics } from './queue-depth.metrics';
 
+/** The metrics of a QueueDepthMetrics over this outbox count and a Redis that answers nothing. */
+function scrapedWith(countBacklog: OutboxRepository['countBacklog']) {
+  const metrics = new MetricsService();
+  const outbox = mockOf<OutboxRepository>({ countBacklog }, 'outbox');
+  const redis = mockOf<Redis>(
+    { pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: async () => [] }) },
+    'redis',
+  );
+  new QueueDepthMetrics(
+    metrics,
+    outbox,
+    redis,
+    loadConfig({ NODE_ENV: 'development' }),
+  ).onModuleInit();
+  return { metrics, outbox };
+}
+
 describe('QueueDepthMetrics (read at scrape time)', () => {
   it('serves a flood of scrapes from one outbox count, not one query per scrape', async () => {
-    const metrics = new MetricsService();
-    const outbox = mockOf<OutboxRepository>(
-      { countBacklog: async () => ({ pending: 3, dead: 1 }) },
-      'outbox',
-    );
-    const redis = mockOf<Redis>(
-      { pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: async () => [] }) },
-      'redis',
-    );
-    new QueueDepthMetrics(
-      metrics,
-      outbox,
-      redis,
-      loadConfig({ NODE_ENV: 'development' }),
-    ).onModuleInit();
+    const { metrics, outbox } = scrapedWith(async () => ({ pending: 3, dead: 1 }));
     const pages = await Promise.all(Array.from({ length: 20 }, () => metrics.render()));
     for (const page of pages) {
       expect(page).toMatch(/^outbox_backlog\{status="pending"\} 3$/m);
@@ -33,24 +36,8 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
   it('counts the backlog again 5 s on also after the wall clock stepped back (an NTP step, a VM resumed): not the old count that much longer', async () => {
     jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
     try {
-      const metrics = new MetricsService();
       let pending = 3;
-      const outbox = mockOf<OutboxRepository>(
-        { countBacklog: async () => ({ pending, dead: 0 }) },
-        'outbox',
-      );
-      const redis = mockOf<Redis>(
-        {
-          pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: async () => [] }),
-        },
-        'redis',
-      );
-      new QueueDepthMetrics(
-        metrics,
-        outbox,
-        redis,
-        loadConfig({ NODE_ENV: 'development' }),
-      ).onModuleInit();
+      const { metrics, outbox } = scrapedWith(async () => ({ pending, dead: 0 }));
       expect(await metrics.render()).toMatch(/^outbox_backlog\{status="pending"\} 3$/m);
       jest.setSystemTime(Date.now() - 3_600_000); // the wall clock an hour back
       pending = 7;
@@ -65,27 +52,10 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
   it('a database that fails the count leaves the backlog out of the page, not the last numbers it read', async () => {
     jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
     try {
-      const metrics = new MetricsService();
       let up = true;
-      const outbox = mockOf<OutboxRepository>(
-        {
-          countBacklog: async () =>
-            up ? { pending: 3, dead: 1 } : Promise.reject(new Error('circuit breaker open')),
-        },
-        'outbox',
+      const { metrics } = scrapedWith(async () =>
+        up ? { pending: 3, dead: 1 } : Promise.reject(new Error('circuit breaker open')),
       );
-      const redis = mockOf<Redis>(
-        {
-          pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: async () => [] }),
-        },
-        'redis',
-      );
-      new QueueDepthMetrics(
-        metrics,
-        outbox,
-        redis,
-        loadConfig({ NODE_ENV: 'development' }),
-      ).onModuleInit();
       expect(await metrics.render()).toMatch(/^outbox_backlog\{status="pending"\} 3$/m);
       up = false;
       await jest.advanceTimersByTimeAsync(6_000); // past the shared count's reuse

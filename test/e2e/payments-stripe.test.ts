@@ -30,6 +30,14 @@ import { waitFor } from '../support/wait-for';
 /** A drain that also runs each refund's settle-refund follow-up now (not 5 s later, after the test). */
 const SETTLE_REFUNDS_NOW = { due: (jobId: string) => jobId.startsWith('settle-refund.') };
 
+/** An API on the fake Stripe, taking orders of any total (ORDER_MINIMUM_AMOUNT 1). */
+const stripeEnv = (stripe: FakeStripe) => ({
+  STRIPE_SECRET_KEY: stripe.secretKey,
+  STRIPE_API_URL: stripe.url,
+  STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
+  ORDER_MINIMUM_AMOUNT: '1',
+});
+
 describe('payments through Stripe (real SDK, fake Stripe API)', () => {
   let stripe: FakeStripe;
   let t: TestApp;
@@ -105,13 +113,8 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
   beforeAll(async () => {
     stripe = await startFakeStripe();
     t = await bootTestApp({
-      env: {
-        STRIPE_SECRET_KEY: stripe.secretKey,
-        STRIPE_API_URL: stripe.url,
-        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
-        // below Stripe's own minimum (50), so the payment side's guard is reached too
-        ORDER_MINIMUM_AMOUNT: '1',
-      },
+      // (ORDER_MINIMUM_AMOUNT below Stripe's own minimum, 50: the payment side's guard is reached too)
+      env: stripeEnv(stripe),
     });
     worker = await bootTestWorker(t.config);
     [alice] = await buyers(t.http, 1);
@@ -1672,15 +1675,7 @@ describe("Stripe's three-decimal currencies (KWD): every amount charged or refun
 
   beforeAll(async () => {
     stripe = await startFakeStripe();
-    t = await bootTestApp({
-      env: {
-        STRIPE_SECRET_KEY: stripe.secretKey,
-        STRIPE_API_URL: stripe.url,
-        STRIPE_WEBHOOK_SECRET: stripe.webhookSecret,
-        SHOP_CURRENCY: 'KWD',
-        ORDER_MINIMUM_AMOUNT: '1',
-      },
-    });
+    t = await bootTestApp({ env: { ...stripeEnv(stripe), SHOP_CURRENCY: 'KWD' } });
     admin = await createAdmin(t);
     [alice] = await buyers(t.http, 1);
   });

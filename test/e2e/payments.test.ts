@@ -37,12 +37,10 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       until: (o) => o.status === status,
     });
 
-  /** One unit of a new product at `price`, ordered, paid through the simulated gateway, CONFIRMED. */
-  const paidOrder = async (price: number) => {
-    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: price });
-    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+  /** Alice's order paid through the simulated gateway (its payment started, then confirmed): CONFIRMED. */
+  const payAndConfirm = async (orderId: string) => {
     const pay = await t.http.post(
-      `/v1/orders/${order.body.id}/payment`,
+      `/v1/orders/${orderId}/payment`,
       {},
       { token: alice.token, idempotencyKey: newKey() },
     );
@@ -51,7 +49,15 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       { outcome: 'succeeded' },
       { token: alice.token },
     );
-    await reaches(order.body.id, 'CONFIRMED');
+    await reaches(orderId, 'CONFIRMED');
+    return pay;
+  };
+
+  /** One unit of a new product at `price`, ordered, paid through the simulated gateway, CONFIRMED. */
+  const paidOrder = async (price: number) => {
+    const p = await insertProduct(t.db.pool, { stock: 5, priceAmount: price });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const pay = await payAndConfirm(order.body.id);
     return { p, order, pay };
   };
 
@@ -150,17 +156,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const p = await insertProduct(t.db.pool, { stock: 5 });
     await t.db.pool.query(`UPDATE products SET units_sold = 2147483647 WHERE id = $1`, [p]);
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
-    const pay = await t.http.post(
-      `/v1/orders/${order.body.id}/payment`,
-      {},
-      { token: alice.token, idempotencyKey: newKey() },
-    );
-    await t.http.post(
-      `/v1/dev/payment-intents/${pay.body.paymentIntentId}/confirm`,
-      { outcome: 'succeeded' },
-      { token: alice.token },
-    );
-    await reaches(order.body.id, 'CONFIRMED');
+    await payAndConfirm(order.body.id);
     const { rows } = await t.db.pool.query(`SELECT units_sold FROM products WHERE id = $1`, [p]);
     expect(rows[0].units_sold).toBe(2147483647);
   });
