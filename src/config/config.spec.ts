@@ -123,6 +123,20 @@ describe('loadConfig', () => {
     expect(
       named(problemsOf({ ...SECRETS, NODE_ENV: 'production', ORDER_MAXIMUM_AMOUNT: '49' })),
     ).toEqual(['ORDER_MAXIMUM_AMOUNT']);
+    // in a three-decimal currency with Stripe (multiples of 10 only): a range holding none
+    const kwd = {
+      NODE_ENV: 'development',
+      STRIPE_SECRET_KEY: 'sk_test_abc',
+      SHOP_CURRENCY: 'KWD',
+      ORDER_MINIMUM_AMOUNT: '55',
+    };
+    expect(named(problemsOf({ ...kwd, ORDER_MAXIMUM_AMOUNT: '59' }))).toEqual([
+      'ORDER_MAXIMUM_AMOUNT',
+    ]);
+    expect(loadConfig({ ...kwd, ORDER_MAXIMUM_AMOUNT: '60' }).amountStep).toBe(10);
+    expect(
+      loadConfig({ ...kwd, STRIPE_SECRET_KEY: '', ORDER_MAXIMUM_AMOUNT: '59' }).amountStep,
+    ).toBe(1);
   });
 
   it('treats empty strings as unset', () => {

@@ -1082,6 +1082,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push(
       `ORDER_MAXIMUM_AMOUNT: must not be below the smallest order total, ${orderMinimum} (ORDER_MINIMUM_AMOUNT, or the payment provider's smallest charge)`,
     );
+  } else if (parsed.success) {
+    // nor when no total between them is one the provider charges (a three-decimal currency with
+    // Stripe: multiples of 10 only)
+    const step = amountStepFor(
+      parsed.data.SHOP_CURRENCY,
+      parsed.data.STRIPE_SECRET_KEY !== undefined,
+    );
+    if (Math.floor(parsed.data.ORDER_MAXIMUM_AMOUNT / step) * step < orderMinimum) {
+      problems.push(
+        `ORDER_MAXIMUM_AMOUNT: no order total from ${orderMinimum} to it is a multiple of ${step}, the only amounts the payment provider charges in ${parsed.data.SHOP_CURRENCY}`,
+      );
+    }
   }
   if (parsed.success && parsed.data.HTTP_HEADERS_TIMEOUT_MS > parsed.data.HTTP_REQUEST_TIMEOUT_MS) {
     // Node would swap them silently: the longer one would bound the headers
