@@ -5,12 +5,15 @@ import { OutboxRepository } from '../outbox/outbox.repository';
 import { COLLECT_TIMEOUT_MS, MetricsService } from './metrics.service';
 import { QueueDepthMetrics } from './queue-depth.metrics';
 
-/** The metrics of a QueueDepthMetrics over this outbox count and a Redis that answers nothing. */
-function scrapedWith(countBacklog: OutboxRepository['countBacklog']) {
+/** The metrics of a QueueDepthMetrics over this outbox count and a Redis pipeline answering `exec` (nothing by default). */
+function scrapedWith(
+  countBacklog: OutboxRepository['countBacklog'],
+  exec: () => Promise<unknown[]> = async () => [],
+) {
   const metrics = new MetricsService();
   const outbox = mockOf<OutboxRepository>({ countBacklog }, 'outbox');
   const redis = mockOf<Redis>(
-    { pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: async () => [] }) },
+    { pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec }) },
     'redis',
   );
   new QueueDepthMetrics(
@@ -68,20 +71,9 @@ describe('QueueDepthMetrics (read at scrape time)', () => {
   it('a stalled Redis or database leaves its gauge out of the page, not the page past the scrape timeout', async () => {
     jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] });
     try {
-      const metrics = new MetricsService();
-      metrics.counter('orders_created_total', 'orders').inc(7);
       const never = () => new Promise<never>(() => undefined);
-      const outbox = mockOf<OutboxRepository>({ countBacklog: never }, 'outbox');
-      const redis = mockOf<Redis>(
-        { pipeline: () => ({ llen: () => undefined, zcard: () => undefined, exec: never }) },
-        'redis',
-      );
-      new QueueDepthMetrics(
-        metrics,
-        outbox,
-        redis,
-        loadConfig({ NODE_ENV: 'development' }),
-      ).onModuleInit();
+      const { metrics } = scrapedWith(never, never);
+      metrics.counter('orders_created_total', 'orders').inc(7);
       let page: string | undefined;
       const rendering = metrics.render().then((p) => (page = p));
       await jest.advanceTimersByTimeAsync(COLLECT_TIMEOUT_MS - 1);
