@@ -26,3 +26,13 @@ export const epochOfHashSql = (hash: string): string =>
  * leaves the epoch as it was (an older build's, an operator's UPDATE) gets a new one.
  */
 export const REHASH_SETTING = 'shop.password_rehash';
+
+/**
+ * The transaction-local setting with which a writer of a new password says it ends the account's
+ * sessions and forgets its clients itself (AccountService#changePassword, #ensureAccount: with the
+ * revocation marks that stop their access tokens at once, keeping the client the owner changed it
+ * from). Any other write of a new password — an operator's `UPDATE users SET password_hash = …`,
+ * the only way to reset a customer's — has them ended by the trigger `users_password_set`
+ * (migration 1763800047000-NewPasswordEndsSessions).
+ */
+export const NEW_PASSWORD_SETTING = 'shop.password_set_revokes';

@@ -3,7 +3,7 @@ import type { EntityManager, Repository } from 'typeorm';
 import type { Role } from '../auth/permissions';
 import { TransactionHost } from '../database/transaction-host';
 import { UserEntity } from './entities/user.entity';
-import { REHASH_SETTING, passwordEpochOf } from './password-epoch';
+import { NEW_PASSWORD_SETTING, REHASH_SETTING, passwordEpochOf } from './password-epoch';
 import { ROLE_CHANGE_SETTING } from './role-change';
 
 export interface User {
@@ -82,7 +82,10 @@ export class UserRepository {
       // the epoch is the trigger's (users_password_epoch): a new one for a new hash, unless this
       // transaction says it is a rehash — for the rest of it; outside one, the setting ends with
       // its own statement and the rehash gets a new epoch (stricter)
-      if (kind === 'rehash') await m.query(`SELECT set_config('${REHASH_SETTING}', 'on', true)`);
+      // a new password's caller ends the sessions and forgets the clients itself, in the same
+      // transaction (NEW_PASSWORD_SETTING: the trigger users_password_set leaves them to it)
+      const setting = kind === 'rehash' ? REHASH_SETTING : NEW_PASSWORD_SETTING;
+      await m.query(`SELECT set_config('${setting}', 'on', true)`);
       return users(m).update(
         { id, passwordHash: verified },
         { passwordHash: hash, updatedAt: now },
@@ -119,12 +122,15 @@ export class UserRepository {
    * Creates the user, or gives an existing one (same email) this role and password hash; the
    * name of an existing account is kept. Idempotent. The epoch is the trigger's
    * (users_password_epoch): kept when the hash is the account's own, a new one otherwise. The
-   * caller ends the account's sessions itself when the role changes (ROLE_CHANGE_SETTING: the
-   * trigger that otherwise does leaves them to it) — in the same transaction.
+   * caller ends the account's sessions itself when the role or the password changes
+   * (ROLE_CHANGE_SETTING, NEW_PASSWORD_SETTING: the triggers that otherwise do leave them to it) —
+   * in the same transaction.
    */
   async upsertWithRole(u: NewUser, now: Date): Promise<User> {
     return this.tx.withManager(async (m) => {
-      await m.query(`SELECT set_config('${ROLE_CHANGE_SETTING}', 'on', true)`);
+      await m.query(
+        `SELECT set_config('${ROLE_CHANGE_SETTING}', 'on', true), set_config('${NEW_PASSWORD_SETTING}', 'on', true)`,
+      );
       await users(m)
         .createQueryBuilder()
         .insert()

@@ -27,6 +27,8 @@ describe('stock and order functions keep their generic plans', () => {
           AND p.proname <> 'users_password_epoch'
           -- a trigger on an operator's role change: once a month, not a sale's path
           AND p.proname <> 'users_role_changed'
+          -- and on an operator's password reset
+          AND p.proname <> 'users_password_set'
           -- a trigger on a live session deleted (an account deleted): rarer still
           AND p.proname <> 'refresh_family_deleted'
           -- planned per call on purpose (migration CheckoutGenericPlans): its expiry filter needs

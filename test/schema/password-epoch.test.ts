@@ -1,5 +1,6 @@
 import type { QueryRunner } from 'typeorm';
 import { PasswordEpoch1763800041000 } from '../../migrations/1763800041000-PasswordEpoch';
+import { NewPasswordEndsSessions1763800047000 } from '../../migrations/1763800047000-NewPasswordEndsSessions';
 import { REHASH_SETTING, epochOfHashSql, passwordEpochOf } from '../../src/users/password-epoch';
 import { createTestDatabase, type TestDatabase } from '../support/test-database';
 
@@ -21,6 +22,8 @@ describe('migration PasswordEpoch', () => {
 
   it("gives each account the tag its own clients' marks already hold, and refuses a malformed one", async () => {
     const migration = new PasswordEpoch1763800041000();
+    const later = new NewPasswordEndsSessions1763800047000(); // its trigger reads the column
+    await later.down(runner());
     await migration.down(runner());
     const hashes = [
       '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA',
@@ -34,6 +37,7 @@ describe('migration PasswordEpoch', () => {
       );
     }
     await migration.up(runner());
+    await later.up(runner());
     const { rows } = await db.pool.query<{ password_hash: string; password_epoch: string }>(
       `SELECT password_hash, password_epoch FROM users WHERE email LIKE 'epoch-%@schema.test' ORDER BY email`,
     );

@@ -263,6 +263,61 @@ describe('security: access tokens of revoked sessions are refused (issue 10, fin
     expect(await orders(other.accessToken, b.http)).toBe(200);
   });
 
+  it("after a password reset by an operator's SQL (the only way to reset a customer's): every session ends everywhere and no client stays the owner's; a sign-in's rehash ends nothing", async () => {
+    const s = await registerCustomer(a.http);
+    const second = await login(a.http, s.email, s.password);
+    const other = await registerCustomer(a.http);
+    const newPassword = 'the-operator-set-this-one';
+    const hash = await a.app.get(PasswordHasher).hash(newPassword);
+    const updatedAt = await operatorsStatement(
+      a,
+      `UPDATE users SET password_hash = '${hash}' WHERE email = $1`,
+      s.email,
+    );
+    for (const http of [a.http, b.http]) {
+      // (read from the database's record every 2 s: no process wrote a mark)
+      for (const token of [s.accessToken, second.accessToken]) {
+        expect(await meStatusBecomes(http, token, 401, 8000)).toBe(401);
+      }
+    }
+    const refreshed = await b.http.post('/v1/auth/refresh', { refreshToken: second.refreshToken });
+    expect([refreshed.status, refreshed.body.code]).toEqual([401, 'REFRESH_TOKEN_INVALID']);
+    const families = await a.db.pool.query<{
+      revoked_reason: string;
+      revoked_at: Date;
+      client_key: string | null;
+    }>(
+      `SELECT revoked_reason, revoked_at, client_key FROM refresh_token_families f JOIN users u ON u.id = f.user_id WHERE u.email = $1`,
+      [s.email],
+    );
+    expect(families.rows).toHaveLength(2);
+    for (const f of families.rows) {
+      expect([f.revoked_reason, f.client_key]).toEqual(['password-reset', null]);
+      // stamped at COMMIT, as for a role change
+      expect(f.revoked_at.getTime() - updatedAt.getTime()).toBeGreaterThanOrEqual(300);
+    }
+    // the new password opens a session; the old one is refused; another account is untouched
+    const fresh = await login(a.http, s.email, newPassword);
+    expect(await meStatus(b.http, fresh.accessToken)).toBe(200);
+    expect(
+      (await a.http.post('/v1/auth/login', { email: s.email, password: s.password })).status,
+    ).toBe(401);
+    expect(await meStatus(b.http, other.accessToken)).toBe(200);
+    // a new hash of the same password (a sign-in's upgrade: same epoch) ends nothing
+    const rehash = await a.app.get(PasswordHasher).hash(newPassword);
+    await a.db.pool.query(
+      `BEGIN; SELECT set_config('shop.password_rehash', 'on', true);
+       UPDATE users SET password_hash = '${rehash}' WHERE email = '${s.email}'; COMMIT`,
+    );
+    expect(await meStatus(b.http, fresh.accessToken)).toBe(200);
+    const live = await a.db.pool.query(
+      `SELECT 1 FROM refresh_token_families f JOIN users u ON u.id = f.user_id
+        WHERE u.email = $1 AND f.revoked_at IS NULL AND f.client_key IS NOT NULL`,
+      [s.email],
+    );
+    expect(live.rowCount).toBe(1);
+  });
+
   it("after the account is deleted by an operator's SQL (an erasure, staff off-boarded): its sessions end everywhere, the queue board's bearer access too; nothing else ends", async () => {
     const admin = await createAdmin(a);
     const other = await createAdmin(a);
