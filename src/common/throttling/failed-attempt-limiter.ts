@@ -175,11 +175,12 @@ export interface SignInOptions {
   session?: string;
   /**
    * Login and the queue board: the account's password epoch now (users.password_epoch; null: no
-   * such account). A client is the owner's only under the password it signed in with: its mark
+   * such account). An address is the owner's only under the password it signed in with: its mark
    * holds the epoch, so a new password (a change, a reset by admin:create) makes every earlier
-   * mark count for nothing — a client that signed in with a stolen password is no longer spared
-   * the account's ceiling once the owner has changed it — while a rehash of the same password
-   * (argon2 parameters raised) keeps them all.
+   * address mark count for nothing — an address is shared (one NAT, a carrier's), and one a thief
+   * signed in from with a stolen password is no longer spared the account's ceiling once the owner
+   * has changed it — while a rehash of the same password (argon2 parameters raised) keeps them
+   * all. A device stays the owner's across a new password (isKnownDevice).
    */
   passwordEpoch?: string | null;
   /**
@@ -191,8 +192,8 @@ export interface SignInOptions {
   /**
    * Login: the device the sign-in presented a token of (SessionIssuer#deviceOf): its failures
    * are counted as that device's, not its address's, and it is one of the owner's clients while
-   * its mark holds the current password (a sign-in from it since the password was set), or its
-   * address is one (signInBuckets).
+   * it holds a mark (a sign-in from it in the last 90 days, with any of the account's passwords),
+   * or its address is one (signInBuckets).
    */
   device?: string | null;
 }
@@ -211,14 +212,17 @@ const REMEMBER = `redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1]) return 1`;
  * revocation marks. Now one hash per account, the devices that signed in last kept.
  */
 export const KNOWN_DEVICES_PER_ACCOUNT = 20;
-/** Field value: `<credential> <expiry ms>`, on Redis's clock (TIME). */
+/**
+ * Field value: `<credential> <expiry ms>`, on Redis's clock (TIME). A device is the owner's while
+ * its mark lives, whichever of the account's passwords it was made under (isKnownDevice).
+ */
 const IS_KNOWN_DEVICE = `
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
 local sep = string.find(v, ' ', 1, true)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if string.sub(v, 1, sep - 1) == ARGV[2] and tonumber(string.sub(v, sep + 1)) > now then return 1 end
+if tonumber(string.sub(v, sep + 1)) > now then return 1 end
 return 0`;
 const REMEMBER_DEVICE = `
 local t = redis.call('TIME')
@@ -355,7 +359,16 @@ export class FailedAttemptLimiter {
     return this.asks(this.redis.eval(IS_KNOWN, 1, key, credential));
   }
 
-  /** The device is one of the account's own under `credential` (rememberDevice). */
+  /**
+   * The device is one of the account's own (rememberDevice): a sign-in from it in the last 90
+   * days, under any of the account's passwords. Not only under the current one: the owner's phone
+   * and laptop became strangers at every password change, and a stranger filling the account's
+   * ceiling then locked the owner out of all but the one address the change was made from (API.md:
+   * a stranger can never lock the owner out). A device a thief signed in from with a stolen
+   * password is spared the ceiling as well — and nothing more: its guesses at the new password
+   * still fill its own (account, device) pair, with its growing delay. (`credential` reads the
+   * marks of the build before the per-account hash, which held the epoch.)
+   */
   private async isKnownDevice(
     account: string,
     device: string,

@@ -451,7 +451,8 @@ function windowBucket(key: string, limit: number, windowMs: number): FailureBuck
  *   client of its own — its pair is (account, device), not (account, address) — so a stranger
  *   behind the owner's address (one NAT, a carrier's shared address) fills the address's pair,
  *   never the device's; the device is one of the owner's own (`knownClient`) while it holds a
- *   mark under the current password (knownDevicesKey: a sign-in from it), or its address does;
+ *   mark (knownDevicesKey: a sign-in from it in 90 days, with any of the account's passwords),
+ *   or its address does (a mark under the current password);
  * - queue board: per client over all accounts (a hard window: the board is for a few admins,
  *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
  *   login so that two doors do not double an attacker's budget; from the account's own clients
