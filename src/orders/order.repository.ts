@@ -44,8 +44,9 @@ export interface Transition {
   /** Extra guard: only if no payment of the order is open at the gateway (the expiry's). */
   noOpenPayment?: boolean;
   /**
-   * Extra guard: only if the refunds of the order still pending would not return its whole total
-   * (fulfilment's: a full refund still settling would leave the goods shipped and the money
+   * Extra guard: only if the refunds of the order still pending — ours, and those made at the
+   * provider as of its last sync (payments.provider_refunds_pending) — would not return its whole
+   * total (fulfilment's: a full refund still settling would leave the goods shipped and the money
    * returned; a partial one — a goodwill credit — does not hold the shipment, and the order
    * moves on to PARTIALLY_REFUNDED from FULFILLED when it settles). The order's payment row is
    * locked first (FOR SHARE; payment before order, the order every path takes), so a refund being
@@ -157,7 +158,9 @@ export class OrderRepository {
         // a read of the refunds table (written by payments/), after the locks: a new snapshot
         update.andWhere(
           `refunded_amount + (SELECT coalesce(sum(r.amount), 0) FROM refunds r
-                               WHERE r.order_id = :orderId AND r.status = 'pending') < total_amount`,
+                               WHERE r.order_id = :orderId AND r.status = 'pending')
+                           + (SELECT coalesce(sum(p.provider_refunds_pending), 0) FROM payments p
+                               WHERE p.order_id = :orderId) < total_amount`,
         );
       }
       if (!(await update.execute()).affected) return null;

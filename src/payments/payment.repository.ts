@@ -137,13 +137,19 @@ export class PaymentRepository {
    * The provider was asked about the payment's refunds at `at`; `watchUntil` extends how long
    * they are watched (never shortens it). Touches nothing else (not `updated_at`, the sweeps' order).
    */
-  async noteRefundsChecked(paymentId: string, at: Date, watchUntil?: Date): Promise<void> {
+  async noteRefundsChecked(
+    paymentId: string,
+    at: Date,
+    watchUntil?: Date,
+    providerPending?: number,
+  ): Promise<void> {
     await this.tx.withManager((m) =>
       m
         .createQueryBuilder()
         .update(PaymentEntity)
         .set({
           refundsCheckedAt: at,
+          ...(providerPending === undefined ? {} : { providerRefundsPending: providerPending }),
           ...(watchUntil
             ? {
                 refundsWatchedUntil: () =>

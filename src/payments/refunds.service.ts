@@ -385,6 +385,7 @@ export class RefundsService {
   async syncFromGateway(payment: Payment): Promise<GatewayRefund[]> {
     const remotes = await this.gateway.listRefunds(payment.intentId);
     const external: GatewayRefund[] = [];
+    let providerPending = 0; // made at the provider, not by us, and not settled yet
     for (const remote of remotes) {
       const ours =
         (isUuid(remote.refundId) ? await this.refunds.findById(remote.refundId) : null) ??
@@ -401,6 +402,8 @@ export class RefundsService {
           await this.reversed(ours);
       } else if (remote.status === 'succeeded') {
         external.push(remote);
+      } else if (remote.status === 'pending') {
+        providerPending += remote.amount;
       }
     }
     // ours first: the provider lists the newest first, and a refund made at the provider after
@@ -408,8 +411,9 @@ export class RefundsService {
     // every pass would stop at it and ours would never settle
     for (const remote of external) await this.adoptExternal(payment, remote);
     // asked just now; a refund still pending at the provider (a dashboard one, not recorded until
-    // it succeeds) keeps the payment watched for a while more (recheckWatched) — only that: the
-    // watch otherwise ends 30 days after the payment's last refund of ours (RefundRepository.reserve)
+    // it succeeds) keeps the payment watched for a while more (recheckWatched) — and what such
+    // refunds would return holds fulfilment as our pending ones do (OrderRepository#transition):
+    // the watch otherwise ends 30 days after the payment's last refund of ours (RefundRepository.reserve)
     const now = this.clock.now();
     await this.payments.noteRefundsChecked(
       payment.id,
@@ -417,6 +421,7 @@ export class RefundsService {
       remotes.some((r) => r.status === 'pending')
         ? new Date(now.getTime() + REFUND_WATCH_MS)
         : undefined,
+      providerPending,
     );
     return remotes;
   }

@@ -1342,6 +1342,31 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
         status: 'PARTIALLY_REFUNDED',
         refunded: { amount: 1000 },
       });
+      // a full refund made in the dashboard and still pending at the bank holds it too (recorded
+      // only once it succeeds: counted from the refund list its event has the worker read) …
+      const byHand = await paidOrder(10_000, 1);
+      const dashboard = stripe.refundFromDashboard(byHand.intent, 10_000, { pending: true });
+      await deliver(dashboard);
+      await processed(dashboard.id);
+      const held = await t.http.post(
+        `/v1/admin/orders/${byHand.orderId}/fulfil`,
+        {},
+        { token: admin.accessToken },
+      );
+      expect([held.status, held.body.code]).toEqual([409, 'ORDER_NOT_FULFILLABLE']);
+      // … until the bank fails it: then the order ships
+      const [dashboardRefund] = (
+        await stripe.client().refunds.list({ payment_intent: byHand.intent })
+      ).data;
+      const returned = stripe.settleRefund(dashboardRefund.id, 'failed');
+      await deliver(returned);
+      await processed(returned.id);
+      const shippedAfter = await t.http.post(
+        `/v1/admin/orders/${byHand.orderId}/fulfil`,
+        {},
+        { token: admin.accessToken },
+      );
+      expect([shippedAfter.status, shippedAfter.body.status]).toEqual([200, 'FULFILLED']);
       // a refund that failed leaves the order fulfillable
       const other = await paidOrder(10_000, 1);
       const failed = await t.db.pool.query(

@@ -32,6 +32,7 @@ import { RefundEntity } from './refund.entity';
 @Check('payments_amount_check', `amount >= 0`)
 @Check('payments_refund_reserved_non_negative', `refund_reserved >= 0`)
 @Check('payments_refunds_within_amount', `refund_reserved <= amount`)
+@Check('payments_provider_refunds_pending_non_negative', `provider_refunds_pending >= 0`)
 export class PaymentEntity {
   @PrimaryColumn('uuid', { primaryKeyConstraintName: 'payments_pkey' })
   id!: string;
@@ -72,6 +73,14 @@ export class PaymentEntity {
    */
   @Column('timestamptz', { name: 'refunds_watched_until', nullable: true })
   refundsWatchedUntil!: Date | null;
+
+  /**
+   * What refunds made at the provider, not by us, and still pending there would return (a
+   * dashboard refund the bank has not settled: recorded only once it succeeds), as of the last
+   * sync; fulfilment counts it with our pending ones (migrations …-ProviderRefundsPending.ts).
+   */
+  @Column('bigint', { name: 'provider_refunds_pending', default: 0, transformer: BIGINT_NUMBER })
+  providerRefundsPending!: number;
 
   /** When the provider was last asked about this payment's refunds. */
   @Column('timestamptz', { name: 'refunds_checked_at', nullable: true })
