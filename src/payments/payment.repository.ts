@@ -197,17 +197,25 @@ export class PaymentRepository {
     );
   }
 
+  /**
+   * The provider's status as the payment's, unless ours is final already — but for a success over
+   * a `canceled` we only assumed (an intent the provider did not know for a day past the order's
+   * deadline, PaymentFinalizer#cancelIntentOf: a wrong key deployed): the provider's word wins, so
+   * the cancelled order's payment is refunded (a refund is reserved only of a succeeded payment)
+   * rather than kept with a warning. A cancelled intent never succeeds at the provider, so no
+   * other `canceled` is ever overwritten.
+   */
   async setStatus(id: string, status: IntentStatus, at: Date): Promise<void> {
     await this.tx.withManager((m) =>
       m
         .createQueryBuilder()
         .update(PaymentEntity)
         .set({ status, updatedAt: at })
-        .where('id = :id AND (status NOT IN (:...final) OR status = :status)', {
-          id,
-          status,
-          final: FINAL_STATUSES,
-        })
+        .where(
+          `id = :id AND (status NOT IN (:...final) OR status = :status
+                         OR (status = 'canceled' AND :status = 'succeeded'))`,
+          { id, status, final: FINAL_STATUSES },
+        )
         .execute(),
     );
   }

@@ -780,8 +780,8 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     }, 30_000);
 
-    it('an intent Stripe does not know (the key changed to another account): the order expires a day past its deadline, not before', async () => {
-      const { p, order } = await paying();
+    it('an intent Stripe does not know (the key changed to another account): the order expires a day past its deadline, not before; paid in time after all (the key mended), it is refunded', async () => {
+      const { p, order, intent } = await paying();
       // Stripe answers 404 resource_missing for the recorded intent
       const vanished = `pi_vanished_${Date.now()}`;
       await t.db.pool.query(`UPDATE payments SET intent_id = $2 WHERE order_id = $1`, [
@@ -825,6 +825,24 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       await expect(
         worker.get(PaymentFinalizer).cancelIntentOf(order.body.id),
       ).resolves.toMatchObject({ kind: 'nothing-to-cancel' });
+      // the key is mended, and the intent was paid in time in the right account: the provider's
+      // success outranks the "canceled" we assumed — recorded, and the money refunded in full
+      await t.db.pool.query(`UPDATE payments SET intent_id = $2 WHERE order_id = $1`, [
+        order.body.id,
+        intent,
+      ]);
+      const paid = stripe.succeed(intent);
+      await deliver(paid);
+      await processed(paid.id);
+      expect(await payment()).toBe('succeeded');
+      await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
+      const refunded = await t.db.pool.query(
+        `SELECT amount, status FROM refunds WHERE order_id = $1`,
+        [order.body.id],
+      );
+      expect(refunded.rows).toEqual([{ amount: '10000', status: 'succeeded' }]);
+      expect((await orderOf(order.body.id)).status).toBe('CANCELLED');
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
     }, 30_000);
 
     it('not due yet (a job that ran early): nothing is asked of Stripe, nothing changes', async () => {
