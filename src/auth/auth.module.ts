@@ -13,6 +13,7 @@ import { MeController } from './me.controller';
 import { AuthService } from './auth.service';
 import { RefreshTokenFamilyEntity } from './entities/refresh-token-family.entity';
 import { RefreshTokenEntity } from './entities/refresh-token.entity';
+import { DeletedSessionEntity } from './entities/deleted-session.entity';
 import { jwtModuleOptions } from './jwt-options';
 import { JwtStrategy } from './jwt.strategy';
 import { PasswordHasher } from './password-hasher';
@@ -39,7 +40,7 @@ import { TokenService } from './token.service';
       inject: [APP_CONFIG],
       useFactory: (c: AppConfig) => jwtModuleOptions(c),
     }),
-    TypeOrmModule.forFeature([RefreshTokenFamilyEntity, RefreshTokenEntity]),
+    TypeOrmModule.forFeature([RefreshTokenFamilyEntity, RefreshTokenEntity, DeletedSessionEntity]),
     UsersModule,
     ThrottlingModule,
   ],
