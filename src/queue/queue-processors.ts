@@ -1,8 +1,9 @@
 import { OnWorkerEvent, Processor, WorkerHost } from '@nestjs/bullmq';
 import { Inject, Logger, Type } from '@nestjs/common';
-import type { Job } from 'bullmq';
+import { UnrecoverableError, type Job } from 'bullmq';
 import { delayJob } from './delay-job';
 import { JobHandlers } from './job-handlers';
+import { jobPayloadProblem } from './job-payload-check';
 import { JOB_QUEUE, QUEUES, QueueName, isJobName } from './queues';
 import { WORKER_OPTIONS, type QueueWorkerOptions } from './worker-options';
 
@@ -43,7 +44,24 @@ export abstract class QueueProcessor extends WorkerHost {
     if (!isJobName(job.name) || JOB_QUEUE[job.name] !== this.queue) {
       throw new Error(`the ${this.queue} queue has no job ${job.name}`);
     }
+    const problem = jobPayloadProblem(job.name, job.data);
+    if (problem) throw new UnrecoverableError(`malformed data: ${problem}`);
     return this.handlers.process(job, token);
+  }
+
+  /**
+   * Every failed attempt, one line naming the job and why: a warning while it will be retried, an
+   * error once it is in the failed set for good (its attempts spent, or refused as unrecoverable).
+   * Without it a job failing for good was seen only in the queue board and a per-queue counter.
+   */
+  @OnWorkerEvent('failed')
+  onJobFailed(job: Job | undefined, err: Error): void {
+    if (!job) return;
+    const attempts = job.opts.attempts ?? 1;
+    const final = err instanceof UnrecoverableError || job.attemptsMade >= attempts;
+    const line = `${this.queue} job ${job.name} ${job.id ?? ''} failed (attempt ${job.attemptsMade} of ${attempts}): ${err.message}`;
+    if (final) this.logger.error(`${line}; in the failed set, not retried`);
+    else this.logger.warn(`${line}; retried`);
   }
 }
 

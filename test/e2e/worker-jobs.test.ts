@@ -3,6 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DataSource, getMetadataArgsStorage } from 'typeorm';
+import { Logger } from '@nestjs/common';
+import { PaymentFinalizer } from '../../src/payments/payment-finalizer.service';
 import { JobQueues } from '../../src/queue/job-queues';
 import { JobName } from '../../src/queue/queues';
 import { SCHEDULES, Schedulers } from '../../src/queue/schedulers';
@@ -19,7 +21,7 @@ import { waitFor } from '../support/wait-for';
  */
 const SRC = join(__dirname, '../../src');
 
-describe('every scheduled pass runs through its queue', () => {
+describe('worker jobs through their queues: every scheduled pass runs; malformed data is refused; failures are logged', () => {
   let t: TestApp;
   let worker: INestApplicationContext;
 
@@ -66,6 +68,62 @@ describe('every scheduled pass runs through its queue', () => {
         .sort();
       expect(known).toEqual(declared);
     }
+  });
+
+  it('a job whose data is malformed (a producer bug, a hand-written job) is refused at once, before its handler: no arbitrary row is acted on, and the log says so', async () => {
+    const jobs = worker.get(JobQueues);
+    const finalizer = worker.get(PaymentFinalizer);
+    const cancel = jest.spyOn(finalizer, 'cancelIntentOf');
+    const errors = jest.spyOn(Logger.prototype, 'error');
+    const malformed = [
+      [JobName.CancelPaymentIntent, {}],
+      [JobName.CancelPaymentIntent, { orderId: "x' OR 1=1" }],
+      [JobName.ProcessPaymentEvent, { eventId: 42 }],
+      [JobName.SendEmail, { orderId: randomUUID(), kind: 'anything' }],
+    ] as const;
+    for (const [name, data] of malformed) {
+      const id = `test-malformed-${randomUUID()}`;
+      await jobs.add(name, data as never, { jobId: id });
+      const job = await waitFor(
+        `${name} ${JSON.stringify(data)} to fail`,
+        () => jobs.find(name, id),
+        {
+          until: (j) => j?.finishedOn !== undefined,
+        },
+      );
+      expect([name, await job?.getState(), job?.attemptsMade]).toEqual([name, 'failed', 1]);
+      expect(job?.failedReason).toMatch(/^malformed data: /);
+      expect(errors).toHaveBeenCalledWith(
+        expect.stringMatching(
+          new RegExp(
+            `job ${name} ${id} failed \\(attempt 1 of 8\\): malformed data: .*not retried`,
+          ),
+        ),
+      );
+    }
+    expect(cancel).not.toHaveBeenCalled();
+    cancel.mockRestore();
+    errors.mockRestore();
+  });
+
+  it('a job failing for a while is logged as a warning per attempt, naming it and why', async () => {
+    const jobs = worker.get(JobQueues);
+    const warnings = jest.spyOn(Logger.prototype, 'warn');
+    const orderId = randomUUID();
+    const cancel = jest
+      .spyOn(worker.get(PaymentFinalizer), 'cancelIntentOf')
+      .mockRejectedValueOnce(new Error('the provider timed out'));
+    const id = `test-retried-${randomUUID()}`;
+    await jobs.add(JobName.CancelPaymentIntent, { orderId }, { jobId: id });
+    await waitFor('the first attempt to fail', () => jobs.find(JobName.CancelPaymentIntent, id), {
+      until: (j) => (j?.attemptsMade ?? 0) >= 1,
+    });
+    expect(warnings).toHaveBeenCalledWith(
+      `payments job ${JobName.CancelPaymentIntent} ${id} failed (attempt 1 of 8): the provider timed out; retried`,
+    );
+    await (await jobs.find(JobName.CancelPaymentIntent, id))?.remove().catch(() => undefined);
+    cancel.mockRestore();
+    warnings.mockRestore();
   });
 
   it('the session purge takes the tombstones of sessions deleted with their account past the retention, not newer ones', async () => {
