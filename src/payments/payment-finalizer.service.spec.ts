@@ -54,6 +54,7 @@ const event = (over: Partial<WebhookEvent> = {}): WebhookEvent => ({
   type: 'payment_intent.succeeded',
   intentId: 'pi_1',
   processedAt: null,
+  receivedAt: new Date(),
   ...over,
 });
 
@@ -600,6 +601,7 @@ describe('PaymentFinalizer', () => {
         type: 'payment_intent.succeeded',
         intentId: 'pi_1',
         processedAt: null,
+        receivedAt: new Date(),
       }));
       s.payments.findByIntent.mockResolvedValue(payment());
       s.gateway.retrieveIntent
@@ -626,6 +628,7 @@ describe('PaymentFinalizer', () => {
         type: 'payment_intent.succeeded',
         intentId: 'pi_1',
         processedAt: null,
+        receivedAt: new Date(),
       }));
       s.payments.findByIntent.mockResolvedValue(payment());
       s.gateway.retrieveIntent

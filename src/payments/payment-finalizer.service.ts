@@ -227,6 +227,7 @@ export class PaymentFinalizer {
         await this.processEvent(eventId);
         done++;
       } catch (err) {
+        if (isUnknownIntent(err) && (await this.giveUpUnknown(eventId))) continue;
         this.logger.warn(`webhook event ${eventId} still not processed: ${(err as Error).message}`);
         if (isGatewayUnavailable(err)) break;
         // to the back of the line: events that keep failing must not hold the batch for ever
@@ -234,6 +235,27 @@ export class PaymentFinalizer {
       }
     }
     return done;
+  }
+
+  /**
+   * An event about one of our payments whose intent the provider has not known for a day since
+   * the event came (a key changed to another account: unknownLongEnough's case): given up —
+   * marked processed, raised as an error naming the intent to look for in the account it was made
+   * in. It was asked of the provider again every 5 minutes for good, and, never processed, never
+   * purged: its payload (the customer's name, email, card brand and last four) kept for ever.
+   * A key mended within the day finds the intent, and the event is processed as any other.
+   */
+  private async giveUpUnknown(eventId: string): Promise<boolean> {
+    const event = await this.events.find(eventId);
+    if (!event || this.clock.now().getTime() - event.receivedAt.getTime() < UNKNOWN_INTENT_GRACE_MS)
+      return false;
+    await this.events.markProcessed(eventId, this.clock.now());
+    this.logger.error(
+      `webhook event ${eventId} (${event.type}) given up: its intent ${event.intentId} has been unknown to the ` +
+        'payment provider (resource_missing) for a day — if the provider key was changed, look for it in the account ' +
+        'the intent was made in',
+    );
+    return true;
   }
 
   /**

@@ -10,6 +10,7 @@ export interface WebhookEvent {
   type: string;
   intentId: string | null;
   processedAt: Date | null;
+  receivedAt: Date;
 }
 
 /** The verified webhook inbox, one row per provider event id. */
@@ -77,7 +78,7 @@ export class WebhookEventRepository {
   find(id: string): Promise<WebhookEvent | null> {
     return this.tx.withManager((m) =>
       m.getRepository(WebhookEventEntity).findOne({
-        select: { id: true, type: true, intentId: true, processedAt: true },
+        select: { id: true, type: true, intentId: true, processedAt: true, receivedAt: true },
         where: { id },
       }),
     );

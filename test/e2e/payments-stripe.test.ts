@@ -1,4 +1,4 @@
-import { INestApplicationContext } from '@nestjs/common';
+import { INestApplicationContext, Logger } from '@nestjs/common';
 import { getQueueToken } from '@nestjs/bullmq';
 import type { Queue } from 'bullmq';
 import type Stripe from 'stripe';
@@ -843,6 +843,43 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(refunded.rows).toEqual([{ amount: '10000', status: 'succeeded' }]);
       expect((await orderOf(order.body.id)).status).toBe('CANCELLED');
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    }, 30_000);
+
+    it('an event about a payment whose intent Stripe has not known for a day since the event came is given up (processed, raised), not asked again every 5 minutes for good; a younger one is kept', async () => {
+      const { order } = await paying();
+      const vanished = `pi_vanished_${Date.now()}`;
+      await t.db.pool.query(`UPDATE payments SET intent_id = $2 WHERE order_id = $1`, [
+        order.body.id,
+        vanished,
+      ]);
+      const [old, young] = [`evt_old_${Date.now()}`, `evt_young_${Date.now()}`];
+      for (const [id, age] of [
+        [old, '25 hours'],
+        [young, '1 hour'],
+      ]) {
+        await t.db.pool.query(
+          `INSERT INTO webhook_events (id, type, intent_id, payload, received_at)
+           VALUES ($1, 'payment_intent.succeeded', $2, '{}', now() - $3::interval)`,
+          [id, vanished, age],
+        );
+      }
+      const errors = jest.spyOn(Logger.prototype, 'error');
+      await worker.get(PaymentFinalizer).reconcile();
+      const rows = await t.db.pool.query<{ id: string; processed: boolean; swept: boolean }>(
+        `SELECT id, processed_at IS NOT NULL AS processed, swept_at IS NOT NULL AS swept
+           FROM webhook_events WHERE id = ANY($1) ORDER BY id`,
+        [[old, young]],
+      );
+      expect(rows.rows).toEqual([
+        { id: old, processed: true, swept: false },
+        { id: young, processed: false, swept: true },
+      ]);
+      expect(errors).toHaveBeenCalledWith(
+        expect.stringContaining(
+          `webhook event ${old} (payment_intent.succeeded) given up: its intent ${vanished}`,
+        ),
+      );
+      errors.mockRestore();
     }, 30_000);
 
     it('not due yet (a job that ran early): nothing is asked of Stripe, nothing changes', async () => {
