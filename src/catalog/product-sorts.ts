@@ -20,7 +20,7 @@ export interface SortSpec {
    * What the cursor's key holds (checked before any SQL): a float score, a bigint column
    * (price, units sold) or a timestamp (PostgreSQL text, microseconds intact).
    */
-  keyType: 'number' | 'integer' | 'timestamp';
+  keyType: 'number' | 'integer' | 'int4' | 'timestamp';
 }
 
 const RELEVANCE_SCORE = `(
@@ -35,5 +35,5 @@ export const SORTS: Record<ProductSort, SortSpec> = {
   newest: { key: 'p.created_at', descending: true, keyType: 'timestamp' },
   price_asc: { key: 'p.price_amount', descending: false, keyType: 'integer' },
   price_desc: { key: 'p.price_amount', descending: true, keyType: 'integer' },
-  popular: { key: 'p.units_sold', descending: true, keyType: 'integer' },
+  popular: { key: 'p.units_sold', descending: true, keyType: 'int4' },
 };

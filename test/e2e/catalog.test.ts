@@ -608,6 +608,18 @@ describe('catalog: admin writes, reads, cache', () => {
     expect((await t.http.get('/v1/products?cursor=bad')).status).toBe(400);
     expect((await t.http.get('/v1/products?sort=cheapest')).status).toBe(400);
     expect((await t.http.get('/v1/categories')).status).toBe(200);
+    // a forged popular cursor past units sold's integer: refused before the database is asked
+    // (it failed the comparison there, 22003 — a 400 too, but a database error logged twice)
+    const page = jest.spyOn(t.app.get(ProductRepository), 'page');
+    for (const k of [2 ** 31, -(2 ** 31) - 1, 2 ** 53 - 1, 1.5]) {
+      const forged = Buffer.from(
+        JSON.stringify({ k, i: randomUUID(), t: new Date().toISOString(), m: 0 }),
+      ).toString('base64url');
+      const res = await t.http.get(`/v1/products?sort=popular&cursor=${forged}`);
+      expect([k, res.status, res.body.detail]).toEqual([k, 400, 'The cursor is malformed.']);
+    }
+    expect(page).not.toHaveBeenCalled();
+    page.mockRestore();
     // a number has one spelling (so it has one cache entry)
     for (const limit of ['020', '2e1', '%2B20', '%2020', '20.0', '0x14', '-0']) {
       const res = await t.http.get(`/v1/products?limit=${limit}`);

@@ -7,11 +7,13 @@ import { isUuid } from '../ids';
  * cursor is a 400, never a database error:
  * - `uuid`: a UUID (compared with `::uuid`);
  * - `timestamp`: an ISO 8601 / PostgreSQL text timestamp with a zone, a real calendar instant;
- * - `integer`: a safe integer (bigint columns: prices, units sold);
+ * - `integer`: a safe integer (bigint columns: prices);
+ * - `int4`: an integer within PostgreSQL's `integer` (units sold: a larger one failed the
+ *   comparison in the database, 22003);
  * - `number`: a finite number (float scores);
  * - `string`: any string without control characters.
  */
-export type CursorField = 'string' | 'number' | 'integer' | 'uuid' | 'timestamp';
+export type CursorField = 'string' | 'number' | 'integer' | 'int4' | 'uuid' | 'timestamp';
 
 /** Opaque keyset cursors: base64url JSON of the last row's sort key. */
 export function encodeCursor(key: Record<string, string | number>): string {
@@ -44,6 +46,12 @@ function isCursorField(value: unknown, kind: CursorField): boolean {
       return typeof value === 'number' && Number.isFinite(value);
     case 'integer':
       return typeof value === 'number' && Number.isSafeInteger(value);
+    case 'int4':
+      return (
+        Number.isInteger(value) &&
+        (value as number) >= -INT4_LIMIT &&
+        (value as number) < INT4_LIMIT
+      );
     case 'uuid':
       return isUuid(value);
     case 'timestamp':
@@ -52,6 +60,9 @@ function isCursorField(value: unknown, kind: CursorField): boolean {
       return typeof value === 'string' && value.length <= 512 && !hasControlCharacters(value);
   }
 }
+
+/** PostgreSQL's `integer` spans [-2^31, 2^31 - 1]. */
+const INT4_LIMIT = 2 ** 31;
 
 // 2026-11-30T07:28:32.123Z (toISOString) or 2026-11-30 07:28:32.123456+00 (PostgreSQL text)
 const TIMESTAMP =
