@@ -56,6 +56,7 @@ describe('isConnectionFailure', () => {
     '28P01',
     '28000',
     '3D000',
+    '57P04',
   ])('counts SQLSTATE %s', (code) => {
     expect(isConnectionFailure(queryFailed(code))).toBe(true);
   });
@@ -79,6 +80,15 @@ describe('isConnectionFailure', () => {
 
   it('counts a statement on a transaction whose connection TypeORM released after an error', () => {
     expect(isConnectionFailure(new QueryRunnerAlreadyReleasedError())).toBe(true);
+  });
+
+  it("counts 55000 at connect (a database not accepting connections), never a statement's own", () => {
+    expect(isConnectionFailure(pgError('55000'))).toBe(true);
+    const refused = queryFailed('55000');
+    (refused.driverError as { message: string }).message =
+      'database "shop" is not currently accepting connections';
+    expect(isConnectionFailure(refused)).toBe(true);
+    expect(isConnectionFailure(queryFailed('55000'))).toBe(false);
   });
 
   it.each(['23505', '23514', '40001', '40P01', '22P02', 'P0001'])(

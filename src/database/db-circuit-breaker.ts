@@ -42,19 +42,25 @@ const SIDE_IDLE_MS = 10_000;
  * shutdown, cannot connect now (starting up), and the server ending a session it found idle (in a
  * transaction, 25P03, or at all, 57P05); and a connection refused at its start for what the
  * deployment gave it — the password or role (28P01, 28000, after a rotation or a pg_hba change) or
- * the database name (3D000): no statement's fault, so 503 and counted (they were 500s, each request
- * trying a fresh sign-in against the server), not the request's business.
+ * the database name (3D000, or dropped under a session: 57P04): no statement's fault, so 503 and
+ * counted (they were 500s, each request trying a fresh sign-in against the server), not the
+ * request's business. A database not accepting connections (`ALLOW_CONNECTIONS false`: a
+ * maintenance window, a restore) refuses them with 55000, a code statements can answer too for
+ * their own fault: counted only when it comes at connect (NOT_ACCEPTING).
  */
 const CONNECTION_SQLSTATES = new Set([
   '57P01',
   '57P02',
   '57P03',
+  '57P04',
   '25P03',
   '57P05',
   '28P01',
   '28000',
   '3D000',
 ]);
+/** PostgreSQL's message for 55000 at connect (also when a pooled connection's next connect meets it). */
+const NOT_ACCEPTING = /is not currently accepting connections/;
 const CONNECTION_ERRNOS = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
@@ -98,6 +104,11 @@ export function isConnectionFailure(err: unknown): boolean {
   if (typeof code === 'string') {
     // first: EPIPE has a SQLSTATE's shape (five capitals), and was taken for a statement's error
     if (CONNECTION_ERRNOS.has(code)) return true;
+    if (code === '55000')
+      return (
+        !(err instanceof QueryFailedError) ||
+        NOT_ACCEPTING.test(String((e as { message?: unknown }).message))
+      );
     if (/^[0-9A-Z]{5}$/.test(code)) return code.startsWith('08') || CONNECTION_SQLSTATES.has(code);
   }
   const message = (e as { message?: unknown }).message;

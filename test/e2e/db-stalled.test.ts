@@ -161,4 +161,31 @@ describe('a stalled PostgreSQL (frozen, connections kept open)', () => {
       { until: (s) => s === 200 },
     );
   }, 60_000);
+
+  it('a database not accepting connections (55000: ALLOW_CONNECTIONS false, a maintenance window) answers 503, not 500, and serves again once it does', async () => {
+    const admin = new Client({ connectionString: pg.url('postgres') });
+    await admin.connect();
+    try {
+      await admin.query(`ALTER DATABASE shop ALLOW_CONNECTIONS false`);
+      await admin.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'shop'`,
+      );
+      for (const path of [
+        '/v1/orders',
+        `/v1/products/${'0'.repeat(8)}-0000-4000-8000-${'0'.repeat(12)}`,
+      ]) {
+        const res = await t.http.get(path, { token });
+        expect([path, res.status, res.body.code]).toEqual([path, 503, 'SERVICE_UNAVAILABLE']);
+        expect(res.headers.get('retry-after')).toBeTruthy();
+      }
+    } finally {
+      await admin.query(`ALTER DATABASE shop ALLOW_CONNECTIONS true`).catch(() => undefined);
+      await admin.end();
+    }
+    await waitFor(
+      'the API to read again',
+      async () => (await t.http.get('/v1/orders', { token })).status,
+      { until: (s) => s === 200 },
+    );
+  }, 60_000);
 });
