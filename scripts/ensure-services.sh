@@ -44,6 +44,7 @@ export PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-5}"
 is_local_host() {
   local h="${1,,}" # (host names in any case)
   case "$h" in
+    *,*) return 1 ;; # a list of hosts (PGHOST=a,b): not all of them need be this machine
     '' | localhost | localhost.localdomain | *.localhost | 127.* | ::1 | 0.0.0.0 | /*) return 0 ;;
     "$(hostname 2>/dev/null | tr '[:upper:]' '[:lower:]')" | "$(hostname -f 2>/dev/null | tr '[:upper:]' '[:lower:]')") return 0 ;;
     *) return 1 ;;
@@ -96,13 +97,16 @@ pg_parse() {
   mapfile -d '' fields < <(node -e '
     const u = new URL(process.env.DATABASE_URL);
     const d = (s) => decodeURIComponent(s || "");
-    const host = d(u.hostname).replace(/^\[(.*)\]$/, "$1") || d(u.searchParams.get("host")) || "127.0.0.1";
+    // the host node-postgres connects to, as the app judges it (config.ts): ?host= over the
+    // host in the URL, then PGHOST (libpq): a URL without one reaches PGHOST, once taken for this machine
+    const host = d(u.searchParams.get("host")) || d(u.hostname).replace(/^\[(.*)\]$/, "$1") ||
+      (process.env.PGHOST || "").trim() || "127.0.0.1";
     const user = d(u.username) || "postgres";
     const db = d(u.pathname.replace(/^\//, "")) || user;
     const ident = (s) => "\"" + s.replace(/"/g, "\"\"") + "\"";
     const lit = (s) => "'"'"'" + s.replace(/'"'"'/g, "'"'"''"'"'") + "'"'"'";
     const pw = d(u.password);
-    process.stdout.write([host, u.port || "5432", user, pw, db,
+    process.stdout.write([host, u.port || (process.env.PGPORT || "").trim() || "5432", user, pw, db,
       ident(user), lit(user), pw ? lit(pw) : "", ident(db), lit(db)].join("\0") + "\0");
   ') || fail "DATABASE_URL is not a valid URL"
   [ "${#fields[@]}" -eq 10 ] || fail "could not parse DATABASE_URL"
@@ -166,6 +170,14 @@ pg_start_local() {
 # (root only), then the current OS user over the socket if it is a superuser (e.g. Homebrew).
 PG_ADMIN=''
 pg_admin() { # pg_admin <db> : runs SQL from stdin as a superuser, prints tuples only
+  # (in a subshell without libpq's connection variables: psql reaches the server named here and no
+  # other — PGHOST or PGHOSTADDR pointing elsewhere sent the socket methods there)
+  (
+    unset PGHOST PGHOSTADDR PGSERVICE PGSERVICEFILE PGPASSWORD PGPASSFILE
+    pg_admin_now "$@"
+  )
+}
+pg_admin_now() {
   local db="$1"
   local opts=(-X -w -q -At -v ON_ERROR_STOP=1 -p "$PG_PORT" -d "$db")
   local sock=()

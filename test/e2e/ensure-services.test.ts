@@ -178,6 +178,17 @@ describe('scripts/ensure-services.sh (PostgreSQL with password sign-in)', () => 
     expect(typo.code).toBe(1);
     expect(typo.out).toContain('is not on this machine: this script changes nothing there');
     expect(await admin(`SELECT 1 FROM pg_database WHERE datname = 'least_dbb'`)).toEqual([]);
+    // a URL without a host reaches libpq's PGHOST (as the app's does): elsewhere too, not this
+    // machine — it was taken for 127.0.0.1, and its superuser methods were sent to PGHOST
+    const viaPgHost = await ensure('postgres:///least_dbc', {
+      PGHOST: elsewhere!,
+      PGUSER: 'least',
+      PGPORT: String(pg.port),
+      PGPASSWORD: 'least secret',
+    });
+    expect(viaPgHost.code).toBe(1);
+    expect(viaPgHost.out).toContain(`PostgreSQL at ${elsewhere} is not on this machine`);
+    expect(await admin(`SELECT 1 FROM pg_database WHERE datname = 'least_dbc'`)).toEqual([]);
     // the tests clone databases: there, a role without CREATEDB is refused — and not given it
     const forTests = await ensure(remote('least_db'), { SERVICES_FOR_TESTS: '1' });
     expect(forTests.code).toBe(1);
