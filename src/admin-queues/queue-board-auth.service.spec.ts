@@ -1,3 +1,4 @@
+import { SecurityEvents } from '../auth/security-events';
 import type { PasswordHasher } from '../auth/password-hasher';
 import type { JwtStrategy } from '../auth/jwt.strategy';
 import { Role, permissionsOf } from '../auth/permissions';
@@ -67,7 +68,10 @@ function setup() {
     },
     'signIns',
   );
-  const sessions = { clientKeyOf: () => 'client-key' } as unknown as SessionIssuer;
+  const sessions = {
+    clientKeyOf: () => 'client-key',
+    accountTag: () => 'account-tag',
+  } as unknown as SessionIssuer;
   const refreshTokens = { openedFrom: async () => false } as unknown as RefreshTokenRepository;
   const auth = new QueueBoardAuth(
     tokens,
@@ -77,6 +81,7 @@ function setup() {
     signIns,
     sessions,
     refreshTokens,
+    new SecurityEvents(),
   );
   return { auth, tokens, users, hasher, signIns, settled, advance: (ms: number) => (now += ms) };
 }

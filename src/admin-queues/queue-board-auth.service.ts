@@ -4,6 +4,7 @@ import { authenticateBearer } from '../auth/access-token.guard';
 import { JwtStrategy } from '../auth/jwt.strategy';
 import { PasswordHasher } from '../auth/password-hasher';
 import { RefreshTokenRepository } from '../auth/refresh-token.repository';
+import { SecurityEvents } from '../auth/security-events';
 import { SessionIssuer } from '../auth/session-issuer';
 import { Permission, permissionsOf } from '../auth/permissions';
 import type { Principal } from '../auth/principal';
@@ -71,6 +72,7 @@ export class QueueBoardAuth {
     private readonly signIns: FailedAttemptLimiter,
     private readonly sessions: SessionIssuer,
     private readonly refreshTokens: RefreshTokenRepository,
+    private readonly events: SecurityEvents,
   ) {}
 
   /**
@@ -122,29 +124,36 @@ export class QueueBoardAuth {
     let passwordEpoch = '';
     // The same work for an unknown email as for a wrong password (see AuthService.login).
     const user = await this.users.findByEmail(email);
-    const principal = await this.signIns.signIn(
+    const principal = await this.events.signIn(
       'queue-board',
-      email,
+      { account: this.sessions.accountTag(email), user },
       ip,
-      async (client) => {
-        const ok = await this.hasher.verifySignIn(user, credentials.password, {
-          priority: client.own,
-          client: ip,
-        });
-        if (!user || !ok) return null;
-        const permissions = permissionsOf(user.role);
-        // a right password without the permission is a failure like any other (no oracle)
-        if (!permissions.includes(QUEUE_BOARD_PERMISSION)) return null;
-        passwordEpoch = user.passwordEpoch;
-        return { userId: user.id, email: user.email, role: user.role, permissions };
-      },
-      {
-        passwordEpoch: user?.passwordEpoch ?? null,
-        // Redis's marks of the admin's own clients may be gone (a restart without its data, a
-        // failover): the sessions on record (API sign-ins) still know them, as for login
-        ownClientOnRecord: () =>
-          this.refreshTokens.openedFrom(this.sessions.clientKeyOf(email, ip)),
-      },
+      () =>
+        this.signIns.signIn(
+          'queue-board',
+          email,
+          ip,
+          async (client) => {
+            const ok = await this.hasher.verifySignIn(user, credentials.password, {
+              priority: client.own,
+              client: ip,
+            });
+            if (!user || !ok) return null;
+            const permissions = permissionsOf(user.role);
+            // a right password without the permission is a failure like any other (no oracle)
+            if (!permissions.includes(QUEUE_BOARD_PERMISSION)) return null;
+            passwordEpoch = user.passwordEpoch;
+            return { userId: user.id, email: user.email, role: user.role, permissions };
+          },
+          {
+            passwordEpoch: user?.passwordEpoch ?? null,
+            // Redis's marks of the admin's own clients may be gone (a restart without its data, a
+            // failover): the sessions on record (API sign-ins) still know them, as for login
+            ownClientOnRecord: () =>
+              this.refreshTokens.openedFrom(this.sessions.clientKeyOf(email, ip)),
+          },
+        ),
+      (p) => ({ id: p.userId, role: p.role }),
     );
     if (!principal) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
     prune(this.verified, now);

@@ -70,6 +70,7 @@ import { TokenService } from './token.service';
     JwtStrategy,
     PasswordHasher,
     SessionIssuer,
+    SecurityEvents,
   ],
 })
 export class AuthModule {}

@@ -59,6 +59,7 @@ function setup() {
       rotate: jest.fn().mockResolvedValue({ familyId: 'f-1', refreshToken: 'r-next' }),
       hashOf: jest.fn((t: string) => `hash(${t})`),
       clientKeyOf: jest.fn((email: string, ip: string) => `client(${email},${ip})`),
+      accountTag: jest.fn((email: string) => `tag(${email})`),
       deviceOf: jest.fn(() => null),
       newDevice: jest.fn(() => 'device-1'),
       deviceTokenFor: jest.fn((email: string, device: string) => `token(${email},${device})`),
@@ -86,7 +87,16 @@ function setup() {
   hasher.verifySignIn = jest.fn((account: { passwordHash: string } | null, password: string) =>
     account ? hasher.verify(account.passwordHash, password) : hasher.verifyDummy(password),
   ) as typeof hasher.verifySignIn;
-  const events = mockOf<SecurityEvents>({ record: jest.fn() }, 'events');
+  const events = mockOf<SecurityEvents>(
+    {
+      record: jest.fn(),
+      // (the sign-in's own outcome: what it records is the e2e tests')
+      signIn: jest.fn((_door: unknown, _who: unknown, _client: unknown, attempt: () => unknown) =>
+        attempt(),
+      ) as unknown as SecurityEvents['signIn'],
+    },
+    'events',
+  );
   const tx = mockOf<TransactionHost>(
     {
       run: jest.fn(<T>(work: () => Promise<T>) => work()),

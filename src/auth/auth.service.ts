@@ -109,26 +109,34 @@ export class AuthService {
     // the account's device token: this device's failures are its own (signInBuckets) — asked
     // only of an account that exists (an unknown one has no devices)
     const device = found ? this.sessions.deviceOf(dto.deviceToken, email) : null;
-    const signedIn = await this.signIns.signIn(
+    const subject = { account: this.sessions.accountTag(email), user: found };
+    const signedIn = await this.events.signIn(
       'login',
-      email,
+      subject,
       clientIp,
-      async (client) => {
-        // the owner's own client ahead of strangers' guesses in the argon2 queue
-        const ok = await this.hasher.verifySignIn(found, dto.password, {
-          priority: client.own,
-          client: clientIp,
-        });
-        if (!found || !ok) return null;
-        const opened = await this.openSession(found, dto.password, clientKey, clientIp);
-        return opened ? { user: { ...found, role: opened.role }, ...opened } : null;
-      },
-      // Redis's marks of the owner's clients may be gone: the sessions on record still know them
-      {
-        passwordEpoch: found?.passwordEpoch ?? null,
-        ownClientOnRecord: () => this.refreshTokens.openedFrom(clientKey),
-        device,
-      },
+      () =>
+        this.signIns.signIn(
+          'login',
+          email,
+          clientIp,
+          async (client) => {
+            // the owner's own client ahead of strangers' guesses in the argon2 queue
+            const ok = await this.hasher.verifySignIn(found, dto.password, {
+              priority: client.own,
+              client: clientIp,
+            });
+            if (!found || !ok) return null;
+            const opened = await this.openSession(found, dto.password, clientKey, clientIp);
+            return opened ? { user: { ...found, role: opened.role }, ...opened } : null;
+          },
+          // Redis's marks of the owner's clients may be gone: the sessions on record still know them
+          {
+            passwordEpoch: found?.passwordEpoch ?? null,
+            ownClientOnRecord: () => this.refreshTokens.openedFrom(clientKey),
+            device,
+          },
+        ),
+      (result) => result.user,
     );
     if (!signedIn) throw new DomainError('INVALID_CREDENTIALS', 'Email or password is wrong.');
     // a password set anew meanwhile (reset to the very one signed in with): the client is the

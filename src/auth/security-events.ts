@@ -1,19 +1,79 @@
 import { Injectable, Logger } from '@nestjs/common';
+import { DomainError } from '../common/errors/domain-error';
+import type { Role } from './permissions';
+
+/** Where a password sign-in came through. */
+export type SignInDoor = 'login' | 'queue-board';
 
 export type SecurityEvent =
   | { event: 'refresh_token_reuse'; userId: string; familyId: string }
-  | { event: 'password_changed'; userId: string };
+  | { event: 'password_changed'; userId: string }
+  // a password sign-in: `account` is a keyed tag of the email (SessionIssuer#accountTag: the same
+  // for every attempt at one email, and no email in the log — an unknown one has no user id),
+  // `client` the address as the request resolved it (TRUST_PROXY applied)
+  | { event: 'sign_in'; door: SignInDoor; userId: string; role: Role; client: string }
+  | {
+      event: 'sign_in_failed' | 'sign_in_refused';
+      door: SignInDoor;
+      account: string;
+      userId: string | null;
+      client: string;
+    };
+
+/** Who a sign-in was for: the account's tag, and its id and role when the email is an account's. */
+export interface SignInSubject {
+  account: string;
+  user: { id: string; role: Role } | null;
+}
 
 /**
- * Where security-relevant events go (today: a warn-level structured log line under the
- * `Security` context, which log shipping can alert on). Injectable so tests can assert them.
- * Never put credentials or tokens in an event.
+ * Where security-relevant events go (today: a structured log line under the `Security` context,
+ * which log shipping can alert on) — warn-level, but for a customer's successful sign-in (info:
+ * the ordinary traffic; an admin's is warn, as every failure and refusal). Injectable so tests can
+ * assert them. Never put credentials, tokens or an email in an event.
  */
 @Injectable()
 export class SecurityEvents {
   private readonly logger = new Logger('Security');
 
   record(event: SecurityEvent): void {
-    this.logger.warn(event, event.event);
+    if (event.event === 'sign_in' && event.role !== 'admin') this.logger.log(event, event.event);
+    else this.logger.warn(event, event.event);
+  }
+
+  /**
+   * Runs a password sign-in (`attempt`: null for a wrong password, or a refusal thrown) and
+   * records what came of it: signed in, failed, or refused by the sign-in limits (429). Without
+   * these, credential stuffing, an account's ceiling being spent, or a stolen admin password
+   * signing in left no line naming the account or the client.
+   */
+  async signIn<T>(
+    door: SignInDoor,
+    subject: SignInSubject,
+    client: string,
+    attempt: () => Promise<T | null>,
+    signedInAs: (result: T) => { id: string; role: Role },
+  ): Promise<T | null> {
+    const failure = (event: 'sign_in_failed' | 'sign_in_refused') =>
+      this.record({
+        event,
+        door,
+        account: subject.account,
+        userId: subject.user?.id ?? null,
+        client,
+      });
+    let result: T | null;
+    try {
+      result = await attempt();
+    } catch (err) {
+      if (err instanceof DomainError && err.code === 'RATE_LIMITED') failure('sign_in_refused');
+      throw err;
+    }
+    if (result === null) failure('sign_in_failed');
+    else {
+      const user = signedInAs(result);
+      this.record({ event: 'sign_in', door, userId: user.id, role: user.role, client });
+    }
+    return result;
   }
 }

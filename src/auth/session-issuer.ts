@@ -57,14 +57,27 @@ export class SessionIssuer {
   }
 
   /**
+   * A tag of an account's email for the security log (SecurityEvents: every sign-in attempt at
+   * one email carries the same, the email itself never): an HMAC under the server secret, so the
+   * log cannot be reversed by hashing a list of addresses.
+   */
+  accountTag(email: string): string {
+    return createHmac('sha256', this.clientSecret)
+      .update(`account-tag\0${normalizeEmail(email)}`)
+      .digest('base64url')
+      .slice(0, 22);
+  }
+
+  /**
    * A device token (login and register answer one): `<device>.<mac>`, the device a random id,
    * the mac an HMAC under the server secret of the account's email and the device — the same
    * token for as long as the device sends it back. Presented at a later login (`deviceOf`), it
    * makes that sign-in a client of its own: its failures are counted as the device's, so a
    * stranger behind the same address cannot hold it back by failing sign-ins
    * (rate-limit.policies.ts signInBuckets). It is one of the owner's clients (spared the
-   * ceilings) only while a sign-in from it marked it under the current password: a token taken
-   * with a stolen password stops sparing its holder once the owner changes it. Not a credential
+   * ceilings) while a sign-in from it in the last 90 days marked it, with any of the account's
+   * passwords (a password change does not make the owner's phone a stranger); a token taken with
+   * a stolen password is spared the ceilings too, and nothing more. Not a credential
    * (the password is verified as ever); a copy of it can spend the device's failures, as a
    * stranger at the device's address could without one.
    */

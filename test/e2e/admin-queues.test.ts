@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { request } from 'node:http';
 import { AccountService } from '../../src/auth/account.service';
+import { SecurityEvents } from '../../src/auth/security-events';
 import { QUEUES } from '../../src/queue/queues';
 import { QueueBoardQueues } from '../../src/admin-queues/queue-board-queues';
 import { TEST_PASSWORD, createAdmin, createStaff, registerCustomer } from '../support/auth';
@@ -189,11 +190,16 @@ describe('admin: queue board at /admin/queues', () => {
     ).toBe(200);
   });
 
-  it('serves the board to an admin signing in with HTTP Basic (email:password)', async () => {
+  it('serves the board to an admin signing in with HTTP Basic (email:password); the sign-in is a security event', async () => {
     const admin = await createAdmin(t);
+    const events = jest.spyOn(t.app.get(SecurityEvents), 'record');
     const authorization = basic(admin.email.toUpperCase(), TEST_PASSWORD);
     const page = await t.http.get('/admin/queues', { headers: { authorization } });
     expect(page.status).toBe(200);
+    expect(events.mock.calls.map(([e]) => e)).toEqual([
+      expect.objectContaining({ event: 'sign_in', door: 'queue-board', role: 'admin' }),
+    ]);
+    events.mockRestore();
     expect(page.headers.get('content-type')).toMatch(/^text\/html/);
     // the page's assets and API calls reuse the verified header
     const api = await t.http.get('/admin/queues/api/queues', { headers: { authorization } });

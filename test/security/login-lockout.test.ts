@@ -1,4 +1,7 @@
+import { Logger } from '@nestjs/common';
 import type Redis from 'ioredis';
+import { SecurityEvents } from '../../src/auth/security-events';
+import { SessionIssuer } from '../../src/auth/session-issuer';
 import { HASH_QUEUE_LIMIT, PasswordHasher } from '../../src/auth/password-hasher';
 import { DomainError } from '../../src/common/errors/domain-error';
 import { FailedAttemptLimiter } from '../../src/common/throttling/failed-attempt-limiter';
@@ -51,6 +54,63 @@ describe('login: failures slow the guesser down, never the owner (two API instan
   afterAll(async () => {
     await b?.close();
     await a?.close();
+  });
+
+  it('every password sign-in leaves a security event naming the account (a keyed tag, never the email) and the client: signed in, failed, refused', async () => {
+    const events = jest.spyOn(a.app.get(SecurityEvents), 'record');
+    const warnings = jest.spyOn(Logger.prototype, 'warn');
+    try {
+      const owner = await registerCustomer(a.http, fromClient('10.46.0.1'));
+      const tag = a.app.get(SessionIssuer).accountTag(owner.email);
+      expect((await signIn(a, owner.email, TEST_PASSWORD, '10.46.0.1')).status).toBe(200);
+      const guesser = '10.46.9.9';
+      const tries = [];
+      for (let i = 0; i < FREE_FAILURES + 1; i++)
+        tries.push((await signIn(a, owner.email, `guess-${i}-guess`, guesser)).status);
+      expect(tries).toEqual([...Array(FREE_FAILURES).fill(401), 429]);
+      expect((await signIn(a, 'nobody-here@example.test', 'whatever-it-is', guesser)).status).toBe(
+        401,
+      );
+      const seen = events.mock.calls.map(([e]) => e);
+      expect(seen).toEqual([
+        {
+          event: 'sign_in',
+          door: 'login',
+          userId: owner.user.id,
+          role: 'customer',
+          client: '10.46.0.1',
+        },
+        ...Array(FREE_FAILURES).fill({
+          event: 'sign_in_failed',
+          door: 'login',
+          account: tag,
+          userId: owner.user.id,
+          client: guesser,
+        }),
+        {
+          event: 'sign_in_refused',
+          door: 'login',
+          account: tag,
+          userId: owner.user.id,
+          client: guesser,
+        },
+        {
+          event: 'sign_in_failed',
+          door: 'login',
+          account: a.app.get(SessionIssuer).accountTag('nobody-here@example.test'),
+          userId: null,
+          client: guesser,
+        },
+      ]);
+      // failures and refusals at warn (a customer's success at info); no email in any of them
+      expect(
+        warnings.mock.calls.filter(([, context]) => context === 'sign_in_failed'),
+      ).toHaveLength(FREE_FAILURES + 1);
+      expect(JSON.stringify(seen)).not.toMatch(/@/);
+    } finally {
+      events.mockRestore();
+      warnings.mockRestore();
+    }
   });
 
   it("wrong current passwords on a password change are held back as a sign-in's are, per session and client; a stranger's wrong logins from the owner's address do not hold the owner's change", async () => {
