@@ -98,6 +98,10 @@ export const RETRY_REFUND_AFTER_MS = 60 * 1000;
  */
 /** How long past its order's deadline an intent the provider does not know is waited for. */
 const UNKNOWN_INTENT_GRACE_MS = 24 * 60 * 60 * 1000;
+/** How often, past that day, an event about an intent the provider does not know is asked again. */
+const UNKNOWN_EVENT_RETRY_MS = 6 * 60 * 60 * 1000;
+/** When such an event is given up (marked processed: then purged with its customer details). */
+const UNKNOWN_EVENT_GIVE_UP_MS = 30 * 24 * 60 * 60 * 1000;
 
 function isUnknownIntent(err: unknown): boolean {
   return err instanceof GatewayError && err.kind === 'rejected' && err.code === 'resource_missing';
@@ -227,7 +231,7 @@ export class PaymentFinalizer {
         await this.processEvent(eventId);
         done++;
       } catch (err) {
-        if (isUnknownIntent(err) && (await this.giveUpUnknown(eventId))) continue;
+        if (isUnknownIntent(err) && (await this.unknownForLong(eventId))) continue;
         this.logger.warn(`webhook event ${eventId} still not processed: ${(err as Error).message}`);
         if (isGatewayUnavailable(err)) break;
         // to the back of the line: events that keep failing must not hold the batch for ever
@@ -239,21 +243,32 @@ export class PaymentFinalizer {
 
   /**
    * An event about one of our payments whose intent the provider has not known for a day since
-   * the event came (a key changed to another account: unknownLongEnough's case): given up —
-   * marked processed, raised as an error naming the intent to look for in the account it was made
-   * in. It was asked of the provider again every 5 minutes for good, and, never processed, never
-   * purged: its payload (the customer's name, email, card brand and last four) kept for ever.
-   * A key mended within the day finds the intent, and the event is processed as any other.
+   * the event came (a key changed to another account: unknownLongEnough's case). It was asked of
+   * the provider again every 5 minutes for good, and, never processed, never purged: its payload
+   * (the customer's name, email, card brand and last four) kept for ever. Now it is asked every
+   * UNKNOWN_EVENT_RETRY_MS, and given up — marked processed, raised as an error naming the intent
+   * to look for in the account it was made in — UNKNOWN_EVENT_GIVE_UP_MS after it came. Not
+   * sooner: it may be the success of a payment made in time, which the order's expiry meanwhile
+   * took for cancelled (a day past the deadline: always later than a day past the event); once the
+   * key is mended this event is what converges that payment — succeeded, refunded in full. True
+   * when it was dealt with so.
    */
-  private async giveUpUnknown(eventId: string): Promise<boolean> {
+  private async unknownForLong(eventId: string): Promise<boolean> {
     const event = await this.events.find(eventId);
-    if (!event || this.clock.now().getTime() - event.receivedAt.getTime() < UNKNOWN_INTENT_GRACE_MS)
-      return false;
-    await this.events.markProcessed(eventId, this.clock.now());
+    const now = this.clock.now();
+    const age = event ? now.getTime() - event.receivedAt.getTime() : 0;
+    if (!event || age < UNKNOWN_INTENT_GRACE_MS) return false;
+    if (age < UNKNOWN_EVENT_GIVE_UP_MS) {
+      await this.events
+        .noteSweepFailed(eventId, new Date(now.getTime() + UNKNOWN_EVENT_RETRY_MS))
+        .catch(() => undefined);
+      return true;
+    }
+    await this.events.markProcessed(eventId, now);
     this.logger.error(
       `webhook event ${eventId} (${event.type}) given up: its intent ${event.intentId} has been unknown to the ` +
-        'payment provider (resource_missing) for a day — if the provider key was changed, look for it in the account ' +
-        'the intent was made in',
+        'payment provider (resource_missing) for 30 days — if the provider key was changed, look for it in the ' +
+        'account the intent was made in',
     );
     return true;
   }
