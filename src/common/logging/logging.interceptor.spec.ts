@@ -6,6 +6,8 @@ import type { AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
 import { LoggingInterceptor } from './logging.interceptor';
 
+const ORDER = '0b6a7b6e-3d64-4d1e-9c2f-0f7e6a1b2c3d';
+
 /** The command line's status and code are the ones the client is answered with. */
 describe('LoggingInterceptor: the outcome of a failed command', () => {
   let lines: Record<string, unknown>[];
@@ -17,20 +19,20 @@ describe('LoggingInterceptor: the outcome of a failed command', () => {
   });
   afterEach(() => jest.restoreAllMocks());
 
-  const failWith = async (err: unknown) => {
+  const failWith = async (err: unknown, id = ORDER) => {
     const interceptor = new LoggingInterceptor({ logLevel: 'info' } as AppConfig);
     const request = {
       method: 'POST',
-      url: '/v1/orders/o-1/payment',
+      url: `/v1/orders/${id}/payment`,
       routeOptions: { url: '/v1/orders/:id/payment' },
-      params: { id: 'o-1' },
+      params: { id },
     };
     const context = new ExecutionContextHost([request, { statusCode: 200 }]);
     await lastValueFrom(
       interceptor.intercept(context, { handle: () => throwError(() => err) }),
     ).catch(() => undefined);
     expect(lines).toHaveLength(1);
-    return { status: lines[0].status, error: lines[0].error };
+    return { status: lines[0].status, error: lines[0].error, orderId: lines[0].orderId };
   };
 
   it('a payment provider outage: 503 SERVICE_UNAVAILABLE, as answered (not 500 GatewayError)', async () => {
@@ -39,7 +41,10 @@ describe('LoggingInterceptor: the outcome of a failed command', () => {
       toDomainError: () =>
         new DomainError('SERVICE_UNAVAILABLE', 'The payment provider is unavailable; retry later.'),
     });
-    expect(await failWith(gatewayDown)).toEqual({ status: 503, error: 'SERVICE_UNAVAILABLE' });
+    expect(await failWith(gatewayDown)).toMatchObject({
+      status: 503,
+      error: 'SERVICE_UNAVAILABLE',
+    });
   });
 
   it('a deadlock past its retries: 503; a value out of range: 400', async () => {
@@ -49,17 +54,34 @@ describe('LoggingInterceptor: the outcome of a failed command', () => {
         [],
         Object.assign(new Error('e'), { code, severity: 'ERROR' }),
       );
-    expect(await failWith(pg('40P01'))).toEqual({ status: 503, error: 'SERVICE_UNAVAILABLE' });
+    expect(await failWith(pg('40P01'))).toMatchObject({
+      status: 503,
+      error: 'SERVICE_UNAVAILABLE',
+    });
     lines = [];
-    expect(await failWith(pg('22003'))).toEqual({ status: 400, error: 'VALIDATION_FAILED' });
+    expect(await failWith(pg('22003'))).toMatchObject({ status: 400, error: 'VALIDATION_FAILED' });
   });
 
   it('a domain error as itself; an unexpected error as a 500 named by its class', async () => {
-    expect(await failWith(new DomainError('ORDER_NOT_PAYABLE', 'no'))).toEqual({
+    expect(await failWith(new DomainError('ORDER_NOT_PAYABLE', 'no'))).toMatchObject({
       status: 409,
       error: 'ORDER_NOT_PAYABLE',
     });
     lines = [];
-    expect(await failWith(new TypeError('boom'))).toEqual({ status: 500, error: 'TypeError' });
+    expect(await failWith(new TypeError('boom'))).toMatchObject({
+      status: 500,
+      error: 'TypeError',
+    });
+  });
+
+  it("names the order by the path's id only when it is a UUID: a client's text there is not logged as an order id", async () => {
+    const refused = new DomainError('VALIDATION_FAILED', 'id must be a UUID');
+    expect(await failWith(refused)).toMatchObject({ status: 400, orderId: ORDER });
+    lines = [];
+    expect(await failWith(refused, 'ADMIN-REFUNDED-see-ticket-42')).toEqual({
+      status: 400,
+      error: 'VALIDATION_FAILED',
+      orderId: undefined,
+    });
   });
 });

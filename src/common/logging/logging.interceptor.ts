@@ -3,6 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { performance } from 'node:perf_hooks';
 import { Observable, tap } from 'rxjs';
 import { render } from '../errors/problem-details.filter';
+import { isUuid } from '../ids';
 import { storage } from 'nestjs-pino/storage';
 import { idempotencyOf } from './order-log';
 import { APP_CONFIG, AppConfig } from '../../config/config';
@@ -62,7 +63,11 @@ export class LoggingInterceptor implements NestInterceptor {
   }
 }
 
-/** The order a command is about: the `:id` of an order route, or the order it answered with. */
+/**
+ * The order a command is about: the `:id` of an order route, or the order it answered with — a
+ * UUID only (the path's value is logged before the route's pipe checks it: a client's text there
+ * was logged as an order id, and polluted searches by it).
+ */
 function orderOf(request: FastifyRequest, body: unknown): { orderId?: string; to?: string } {
   const route = request.routeOptions.url ?? '';
   if (!/\/orders(\/|$)/.test(route)) return {};
@@ -72,7 +77,7 @@ function orderOf(request: FastifyRequest, body: unknown): { orderId?: string; to
       : undefined;
   const params = request.params as Record<string, string | undefined> | undefined;
   const orderId = params?.id ?? (typeof answered?.id === 'string' ? answered.id : undefined);
-  if (!orderId) return {};
+  if (!isUuid(orderId)) return {};
   return typeof answered?.status === 'string' && answered.id === orderId
     ? { orderId, to: answered.status }
     : { orderId };
