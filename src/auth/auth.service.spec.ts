@@ -118,6 +118,7 @@ function setup() {
       ),
       rememberClient: jest.fn(),
       rememberDevice: jest.fn(),
+      forgetDevices: jest.fn(),
     },
     'signIns',
   );

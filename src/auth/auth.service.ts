@@ -83,6 +83,9 @@ export class AuthService {
       return { user: created, session };
     });
     this.signIns.rememberClient(user.email, clientIp, user.passwordEpoch);
+    // a new account: devices marked for its email were a deleted account's (an erasure, then
+    // someone registering the address), never this owner's (sent first, on the same connection)
+    this.signIns.forgetDevices(user.email);
     const device = this.sessions.newDevice();
     this.signIns.rememberDevice(user.email, device, user.passwordEpoch);
     const tokens = await this.sessions.tokensFor(user, session);

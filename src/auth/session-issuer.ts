@@ -75,9 +75,10 @@ export class SessionIssuer {
    * makes that sign-in a client of its own: its failures are counted as the device's, so a
    * stranger behind the same address cannot hold it back by failing sign-ins
    * (rate-limit.policies.ts signInBuckets). It is one of the owner's clients (spared the
-   * ceilings) while a sign-in from it in the last 90 days marked it, with any of the account's
-   * passwords (a password change does not make the owner's phone a stranger); a token taken with
-   * a stolen password is spared the ceilings too, and nothing more. Not a credential
+   * ceilings) while a sign-in from it in the last 90 days marked it under the current password;
+   * marked under an earlier one only, it is spared the account's ceiling (a password change does
+   * not make the owner's phone a stranger; a token taken with a stolen password keeps that, and
+   * nothing more). Not a credential
    * (the password is verified as ever); a copy of it can spend the device's failures, as a
    * stranger at the device's address could without one.
    */

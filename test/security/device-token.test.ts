@@ -1,7 +1,11 @@
 import { Algorithm, hash } from '@node-rs/argon2';
 import type Redis from 'ioredis';
 import { createHash } from 'node:crypto';
-import { KNOWN_DEVICES_PER_ACCOUNT } from '../../src/common/throttling/failed-attempt-limiter';
+import { PasswordHasher } from '../../src/auth/password-hasher';
+import {
+  FailedAttemptLimiter,
+  KNOWN_DEVICES_PER_ACCOUNT,
+} from '../../src/common/throttling/failed-attempt-limiter';
 import {
   accountClientDigest,
   knownDevicesKey,
@@ -129,15 +133,36 @@ describe("login: a device token makes the owner's device a client of its own", (
     );
     expect(spray.filter((r) => r.status === 429)).toHaveLength(2);
     // the device signed in under the old password only, and away from any address of the owner's:
-    // the owner's still (a phone on a carrier's changing addresses), not held by the ceiling
-    const away = await signIn(
-      owner.email,
-      'a-brand-new-password',
-      '10.63.200.1',
-      owner.deviceToken,
-    );
-    expect(away.status).toBe(200);
-    expect(away.body.deviceToken).toBe(owner.deviceToken);
+    // the owner's still (a phone on a carrier's changing addresses), not held by the ceiling —
+    // spared the account's ceiling only: the address's and the network's still count it, and its
+    // check waits in the ordinary lane (a device a thief signed in from keeps no more than that)
+    const attempt = jest.spyOn(FailedAttemptLimiter.prototype, 'attempt');
+    const verify = jest.spyOn(PasswordHasher.prototype, 'verifySignIn');
+    const counted = () => attempt.mock.calls[0][0].map((b) => b.key.split(':')[0]);
+    try {
+      const away = await signIn(
+        owner.email,
+        'a-brand-new-password',
+        '10.63.200.1',
+        owner.deviceToken,
+      );
+      expect(away.status).toBe(200);
+      expect(away.body.deviceToken).toBe(owner.deviceToken);
+      expect(counted()).toEqual(['signin-device', 'signin-ip']);
+      expect(verify.mock.calls[0][2]).toMatchObject({ priority: false });
+      attempt.mockClear();
+      verify.mockClear();
+      // signed in with the new password, it is the owner's own again: only its pair, ahead
+      expect(
+        (await signIn(owner.email, 'a-brand-new-password', '10.63.201.1', owner.deviceToken))
+          .status,
+      ).toBe(200);
+      expect(counted()).toEqual(['signin-device']);
+      expect(verify.mock.calls[0][2]).toMatchObject({ priority: true });
+    } finally {
+      attempt.mockRestore();
+      verify.mockRestore();
+    }
     // every other client is held; an address the device signed in from before is no longer the owner's
     expect((await signIn(owner.email, 'a-brand-new-password', '10.63.202.1')).status).toBe(429);
     // a device spared the ceiling is spared nothing else: its wrong guesses fill its own pair
@@ -146,6 +171,32 @@ describe("login: a device token makes the owner's device a client of its own", (
     expect(wrong.filter((r) => r.status === 401)).toHaveLength(5);
     expect(wrong.filter((r) => r.status === 429)).toHaveLength(2);
     expect(await failuresIn(deviceBucket(owner.email, device))).toBe(5);
+  });
+
+  it("a new account registered with a deleted account's email does not inherit its devices", async () => {
+    const first = await registerCustomer(t.http, fromClient('10.64.0.1'));
+    await t.db.pool.query(`DELETE FROM users WHERE email = $1`, [first.email]);
+    const again = await t.http.post(
+      '/v1/auth/register',
+      { email: first.email, password: 'someone-elses-password', name: 'New' },
+      fromClient('10.64.0.2'),
+    );
+    expect(again.status).toBe(201);
+    const attempt = jest.spyOn(FailedAttemptLimiter.prototype, 'attempt');
+    try {
+      // the old device's token still names a device of the email (its MAC is the email's), but no
+      // mark of the new account: counted as any client, the account's ceiling included
+      expect(
+        (await signIn(first.email, 'a-wrong-guess-here', '10.64.0.3', first.deviceToken)).status,
+      ).toBe(401);
+      expect(attempt.mock.calls[0][0].map((b) => b.key.split(':')[0])).toEqual([
+        'signin-device',
+        'signin-account',
+        'signin-ip',
+      ]);
+    } finally {
+      attempt.mockRestore();
+    }
   });
 
   it("a sign-in that rehashes the password (argon2 parameters raised) leaves the owner's other devices the owner's; the epoch stays", async () => {

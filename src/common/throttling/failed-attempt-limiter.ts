@@ -213,8 +213,8 @@ const REMEMBER = `redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1]) return 1`;
  */
 export const KNOWN_DEVICES_PER_ACCOUNT = 20;
 /**
- * Field value: `<credential> <expiry ms>`, on Redis's clock (TIME). A device is the owner's while
- * its mark lives, whichever of the account's passwords it was made under (isKnownDevice).
+ * Field value: `<credential> <expiry ms>`, on Redis's clock (TIME). A live mark made under the
+ * current password: 2; under an earlier one: 1 (deviceStanding); none or expired: 0.
  */
 const IS_KNOWN_DEVICE = `
 local v = redis.call('HGET', KEYS[1], ARGV[1])
@@ -222,8 +222,10 @@ if not v then return 0 end
 local sep = string.find(v, ' ', 1, true)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if tonumber(string.sub(v, sep + 1)) > now then return 1 end
-return 0`;
+if tonumber(string.sub(v, sep + 1)) <= now then return 0 end
+if string.sub(v, 1, sep - 1) == ARGV[2] then return 2 end
+return 1`;
+const FORGET = `redis.call('DEL', KEYS[1]) return 1`;
 const REMEMBER_DEVICE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -292,17 +294,22 @@ export class FailedAttemptLimiter {
     // sessions on record — under a tag no mark holds: the same work, no timing to tell them apart
     const credential = options.passwordEpoch ?? NO_EPOCH;
     const device = channel === 'login' ? (options.device ?? undefined) : undefined;
+    const standing =
+      this.config.signIn.enabled && device !== undefined
+        ? await this.deviceStanding(account, device, credential)
+        : 'none';
     const isKnown =
       this.config.signIn.enabled &&
-      ((device !== undefined && (await this.isKnownDevice(account, device, credential))) ||
+      (standing === 'current' ||
         (await this.isOwnClient(known, credential, options.ownClientOnRecord)));
-    // `own`: the verification may go first (the password hasher's priority lane)
+    // `own`: the verification may go first (the password hasher's priority lane); a device that
+    // signed in under an earlier password only is spared the account's ceiling, nothing more
     const buckets = signInBuckets(
       channel,
       account,
       ip,
       this.config.signIn,
-      isKnown,
+      isKnown ? true : standing === 'earlier' ? 'earlier-password' : false,
       undefined,
       device,
     );
@@ -360,29 +367,52 @@ export class FailedAttemptLimiter {
   }
 
   /**
-   * The device is one of the account's own (rememberDevice): a sign-in from it in the last 90
-   * days, under any of the account's passwords. Not only under the current one: the owner's phone
-   * and laptop became strangers at every password change, and a stranger filling the account's
-   * ceiling then locked the owner out of all but the one address the change was made from (API.md:
-   * a stranger can never lock the owner out). A device a thief signed in from with a stolen
-   * password is spared the ceiling as well — and nothing more: its guesses at the new password
-   * still fill its own (account, device) pair, with its growing delay. (`credential` reads the
-   * marks of the build before the per-account hash, which held the epoch.)
+   * What the account knows of the device (rememberDevice): a sign-in from it in the last 90 days
+   * under the current password (`current`: one of the owner's own clients, spared the ceilings,
+   * its verification in the priority lane), under an earlier one only (`earlier`), or none. An
+   * earlier password's device is spared the account's ceiling — nothing more (the address and
+   * network ceilings, no priority lane): the owner's phone and laptop became strangers at every
+   * password change, and a stranger filling the account's ceiling then locked the owner out of all
+   * but the one address the change was made from (API.md: a stranger can never lock the owner
+   * out); a device a thief signed in from with a stolen password keeps that too, and its guesses
+   * at the new password still fill its own (account, device) pair, with its growing delay.
+   * (`credential` also reads the marks of the build before the per-account hash.)
    */
-  private async isKnownDevice(
+  private async deviceStanding(
     account: string,
     device: string,
     credential: string,
-  ): Promise<boolean> {
+  ): Promise<'current' | 'earlier' | 'none'> {
     const key = this.prefix + knownDevicesKey(account);
     const field = knownDeviceField(device);
-    if (await this.asks(this.redis.eval(IS_KNOWN_DEVICE, 1, key, field, credential))) return true;
+    let answer = 0;
+    try {
+      answer = Number(
+        await withTimeout(
+          this.redis.eval(IS_KNOWN_DEVICE, 1, key, field, credential),
+          STORE_TIMEOUT_MS,
+        ),
+      );
+    } catch {
+      answer = 0; // unknown when Redis cannot say (the stricter answer)
+    }
+    if (answer === 2) return 'current';
+    if (answer === 1) return 'earlier';
     // marked by a build before the per-account hash: moved into it, so an upgrade forgets no
     // owner's device (the old keys live out their 90 days)
     const legacy = this.prefix + legacyKnownDeviceKey(account, device);
-    if (!(await this.isKnownClient(legacy, credential))) return false;
+    if (!(await this.isKnownClient(legacy, credential))) return 'none';
     this.rememberDevice(account, device, credential);
-    return true;
+    return 'current';
+  }
+
+  /**
+   * The devices marked for `account` are forgotten (a new account registered with the email: the
+   * marks of a deleted account that held it are not its owner's).
+   */
+  forgetDevices(account: string): void {
+    if (!this.config.signIn.enabled) return;
+    this.redis.eval(FORGET, 1, this.prefix + knownDevicesKey(account)).catch(() => undefined); // (a device of the old account is then spared the account's ceiling only)
   }
 
   /** A script's yes (1); no when Redis cannot say in time (the stricter answer). */

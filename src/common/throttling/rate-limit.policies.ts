@@ -451,8 +451,9 @@ function windowBucket(key: string, limit: number, windowMs: number): FailureBuck
  *   client of its own — its pair is (account, device), not (account, address) — so a stranger
  *   behind the owner's address (one NAT, a carrier's shared address) fills the address's pair,
  *   never the device's; the device is one of the owner's own (`knownClient`) while it holds a
- *   mark (knownDevicesKey: a sign-in from it in 90 days, with any of the account's passwords),
- *   or its address does (a mark under the current password);
+ *   mark under the current password (knownDevicesKey: a sign-in from it in 90 days), or its
+ *   address does; a device marked under an earlier password only (`'earlier-password'`) is
+ *   spared the account's ceiling, not the address's or network's;
  * - queue board: per client over all accounts (a hard window: the board is for a few admins,
  *   and its guesses need no owner-friendly delay) and the same account ceiling, shared with
  *   login so that two doors do not double an attacker's budget; from the account's own clients
@@ -475,7 +476,7 @@ export function signInBuckets(
   account: string,
   ip: string,
   limits: SignInLimits,
-  knownClient = false,
+  knownClient: boolean | 'earlier-password' = false,
   session?: string,
   device?: string,
 ): FailureBucket[] {
@@ -538,5 +539,8 @@ export function signInBuckets(
         ),
       ]
     : [];
-  return [pair, ...(knownClient ? [] : [ceiling, clientCeiling, ...networkCeiling])];
+  if (knownClient === true) return [pair];
+  // a device that signed in under an earlier password of the account: spared its ceiling only
+  if (knownClient === 'earlier-password') return [pair, clientCeiling, ...networkCeiling];
+  return [pair, ceiling, clientCeiling, ...networkCeiling];
 }
