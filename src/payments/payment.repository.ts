@@ -137,19 +137,13 @@ export class PaymentRepository {
    * The provider was asked about the payment's refunds at `at`; `watchUntil` extends how long
    * they are watched (never shortens it). Touches nothing else (not `updated_at`, the sweeps' order).
    */
-  async noteRefundsChecked(
-    paymentId: string,
-    at: Date,
-    watchUntil?: Date,
-    providerPending?: number,
-  ): Promise<void> {
+  async noteRefundsChecked(paymentId: string, at: Date, watchUntil?: Date): Promise<void> {
     await this.tx.withManager((m) =>
       m
         .createQueryBuilder()
         .update(PaymentEntity)
         .set({
           refundsCheckedAt: at,
-          ...(providerPending === undefined ? {} : { providerRefundsPending: providerPending }),
           ...(watchUntil
             ? {
                 refundsWatchedUntil: () =>
@@ -158,6 +152,26 @@ export class PaymentRepository {
             : {}),
         })
         .where('id = :paymentId', { paymentId, watchUntil })
+        .execute(),
+    );
+  }
+
+  /**
+   * What refunds made at the provider and still pending there would return, as a list read at
+   * `listedAt` says — written only over a figure from a list read no later (two syncs at once
+   * finish in any order: the older list must not undo the newer).
+   */
+  async noteProviderPending(paymentId: string, listedAt: Date, pending: number): Promise<void> {
+    await this.tx.withManager((m) =>
+      m
+        .createQueryBuilder()
+        .update(PaymentEntity)
+        .set({ providerRefundsPending: pending, providerRefundsListedAt: listedAt })
+        .where('id = :paymentId', { paymentId })
+        .andWhere(
+          '(provider_refunds_listed_at IS NULL OR provider_refunds_listed_at <= :listedAt)',
+          { listedAt },
+        )
         .execute(),
     );
   }

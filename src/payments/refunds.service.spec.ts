@@ -170,12 +170,13 @@ function mockRefunds(captured = 24_900) {
 
 function mockPayments(): MockOf<
   PaymentRepository,
-  'findByOrder' | 'findById' | 'noteRefundsChecked'
+  'findByOrder' | 'findById' | 'noteRefundsChecked' | 'noteProviderPending'
 > {
   return {
     findByOrder: jest.fn().mockResolvedValue(payment()),
     findById: jest.fn().mockResolvedValue(payment()),
     noteRefundsChecked: jest.fn().mockResolvedValue(undefined),
+    noteProviderPending: jest.fn().mockResolvedValue(undefined),
   };
 }
 

@@ -383,6 +383,7 @@ export class RefundsService {
    * settles our pending ones, and records refunds made at the provider that we never asked for.
    */
   async syncFromGateway(payment: Payment): Promise<GatewayRefund[]> {
+    const listedAt = this.clock.now();
     const remotes = await this.gateway.listRefunds(payment.intentId);
     const external: GatewayRefund[] = [];
     let providerPending = 0; // made at the provider, not by us, and not settled yet
@@ -421,8 +422,8 @@ export class RefundsService {
       remotes.some((r) => r.status === 'pending')
         ? new Date(now.getTime() + REFUND_WATCH_MS)
         : undefined,
-      providerPending,
     );
+    await this.payments.noteProviderPending(payment.id, listedAt, providerPending);
     return remotes;
   }
 

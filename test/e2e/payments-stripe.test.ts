@@ -1442,6 +1442,21 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
         { token: admin.accessToken },
       );
       expect([held.status, held.body.code]).toEqual([409, 'ORDER_NOT_FULFILLABLE']);
+      // a sync that read the list before that refund, finishing last, does not undo the figure
+      const { rows } = await t.db.pool.query<{ id: string; pending: string }>(
+        `SELECT id, provider_refunds_pending AS pending FROM payments WHERE order_id = $1`,
+        [byHand.orderId],
+      );
+      expect(rows[0].pending).toBe('10000');
+      await worker
+        .get(PaymentRepository)
+        .noteProviderPending(rows[0].id, new Date(Date.now() - 60_000), 0);
+      const again = await t.http.post(
+        `/v1/admin/orders/${byHand.orderId}/fulfil`,
+        {},
+        { token: admin.accessToken },
+      );
+      expect([again.status, again.body.code]).toEqual([409, 'ORDER_NOT_FULFILLABLE']);
       // … until the bank fails it: then the order ships
       const [dashboardRefund] = (
         await stripe.client().refunds.list({ payment_intent: byHand.intent })

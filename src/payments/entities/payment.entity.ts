@@ -82,6 +82,10 @@ export class PaymentEntity {
   @Column('bigint', { name: 'provider_refunds_pending', default: 0, transformer: BIGINT_NUMBER })
   providerRefundsPending!: number;
 
+  /** When the refund list behind `providerRefundsPending` was read (…-ProviderRefundsListedAt.ts). */
+  @Column('timestamptz', { name: 'provider_refunds_listed_at', nullable: true })
+  providerRefundsListedAt!: Date | null;
+
   /** When the provider was last asked about this payment's refunds. */
   @Column('timestamptz', { name: 'refunds_checked_at', nullable: true })
   refundsCheckedAt!: Date | null;
