@@ -101,11 +101,13 @@ pg_parse() {
     // host in the URL, then PGHOST (libpq): a URL without one reaches PGHOST, once taken for this machine
     const host = d(u.searchParams.get("host")) || d(u.hostname).replace(/^\[(.*)\]$/, "$1") ||
       (process.env.PGHOST || "").trim() || "127.0.0.1";
-    const user = d(u.username) || "postgres";
-    const db = d(u.pathname.replace(/^\//, "")) || user;
+    // the role and database node-postgres and libpq take when the URL names none
+    const env = (name) => (process.env[name] || "").trim();
+    const user = d(u.username) || env("PGUSER") || env("USER") || "postgres";
+    const db = d(u.pathname.replace(/^\//, "")) || env("PGDATABASE") || user;
     const ident = (s) => "\"" + s.replace(/"/g, "\"\"") + "\"";
     const lit = (s) => "'"'"'" + s.replace(/'"'"'/g, "'"'"''"'"'") + "'"'"'";
-    const pw = d(u.password);
+    const pw = d(u.password) || process.env.PGPASSWORD || "";
     process.stdout.write([host, u.port || (process.env.PGPORT || "").trim() || "5432", user, pw, db,
       ident(user), lit(user), pw ? lit(pw) : "", ident(db), lit(db)].join("\0") + "\0");
   ') || fail "DATABASE_URL is not a valid URL"
@@ -173,7 +175,8 @@ pg_admin() { # pg_admin <db> : runs SQL from stdin as a superuser, prints tuples
   # (in a subshell without libpq's connection variables: psql reaches the server named here and no
   # other — PGHOST or PGHOSTADDR pointing elsewhere sent the socket methods there)
   (
-    unset PGHOST PGHOSTADDR PGSERVICE PGSERVICEFILE PGPASSWORD PGPASSFILE
+    unset PGHOST PGHOSTADDR PGSERVICE PGSERVICEFILE PGPASSWORD PGPASSFILE PGUSER PGDATABASE \
+      PGOPTIONS PGSSLMODE PGTARGETSESSIONATTRS
     pg_admin_now "$@"
   )
 }

@@ -105,6 +105,19 @@ describe('scripts/ensure-services.sh (PostgreSQL with password sign-in)', () => 
     expect(again).toEqual({ code: 0, out: '' });
   }, 60_000);
 
+  it("takes the role and database libpq takes for a URL that names none (PGUSER, PGDATABASE), as the app's connection does", async () => {
+    const run = await ensure('postgres:///', {
+      PGHOST: '127.0.0.1',
+      PGPORT: String(pg.port),
+      PGUSER: 'env_role',
+      PGPASSWORD: 'env secret',
+      PGDATABASE: 'env_db',
+    });
+    expect(run).toMatchObject({ code: 0 });
+    expect(run.out).toContain("creating database 'env_db' owned by 'env_role'");
+    expect(await signsIn('env_role', 'env secret')).toBe(true);
+  }, 60_000);
+
   it("refuses a wrong password for a role that has one, and leaves the role's password as it was", async () => {
     await admin(`CREATE ROLE other_service LOGIN PASSWORD 'theirs'`);
     const run = await ensure(url('other_service', 'a typo', 'other_db'));
