@@ -4,10 +4,15 @@ import { SecurityEvents } from '../../src/auth/security-events';
 import { SessionIssuer } from '../../src/auth/session-issuer';
 import { HASH_QUEUE_LIMIT, PasswordHasher } from '../../src/auth/password-hasher';
 import { DomainError } from '../../src/common/errors/domain-error';
-import { FailedAttemptLimiter } from '../../src/common/throttling/failed-attempt-limiter';
+import {
+  FailedAttemptLimiter,
+  KNOWN_CLIENTS_PER_ACCOUNT,
+} from '../../src/common/throttling/failed-attempt-limiter';
 import {
   FailureBucket,
   accountClientDigest,
+  knownClientKey,
+  knownClientsKey,
 } from '../../src/common/throttling/rate-limit.policies';
 import { REDIS } from '../../src/redis/redis.module';
 import { TEST_PASSWORD, login, registerCustomer, signInLimitsAnswering } from '../support/auth';
@@ -375,9 +380,9 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     }
     // Redis comes back without the marks (only those: the other keys of this shared Redis stay)
     const redis = a.app.get<Redis>(REDIS);
-    const marks = await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`);
-    expect(marks.length).toBeGreaterThanOrEqual(2);
-    await redis.del(...marks);
+    const marks = `${a.config.redis.keyPrefix}:rl:${knownClientsKey(owner.email)}`;
+    expect(await redis.hlen(marks)).toBe(2);
+    await redis.del(marks);
     const guesses = await Promise.all(
       Array.from({ length: CEILING + 4 }, (_, i) =>
         signIn(i % 2 ? b : a, owner.email, `guess-${i}-guess`, `10.43.${i + 1}.1`),
@@ -390,10 +395,46 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     expect((await signIn(b, owner.email, TEST_PASSWORD, '10.43.0.1')).status).toBe(200);
     expect((await signIn(a, owner.email, TEST_PASSWORD, '10.43.0.2')).status).toBe(200);
     // and the marks are written back, so the next sign-ins need not ask the database
-    await waitFor(
-      'the marks written back',
-      async () => (await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`)).length >= 2,
+    await waitFor('the marks written back', async () => (await redis.hlen(marks)) >= 2);
+  });
+
+  it(`an account keeps its last ${KNOWN_CLIENTS_PER_ACCOUNT} addresses in one Redis key, not a key per address for 90 days; a mark of the build before is still the owner's, and moves into it`, async () => {
+    const owner = await registerCustomer(a.http, fromClient('10.45.0.1'));
+    const redis = a.app.get<Redis>(REDIS);
+    const hash = `${a.config.redis.keyPrefix}:rl:${knownClientsKey(owner.email)}`;
+    // the previous build's mark of an address: a key of its own, holding the password's epoch
+    const { rows } = await a.db.pool.query<{ epoch: string }>(
+      `SELECT password_epoch AS epoch FROM users WHERE email = $1`,
+      [owner.email],
     );
+    await redis.set(
+      `${a.config.redis.keyPrefix}:rl:${knownClientKey(owner.email, '10.45.9.9')}`,
+      rows[0].epoch,
+      'PX',
+      60_000,
+    );
+    const limiter = a.app.get(FailedAttemptLimiter);
+    for (let i = 0; i < KNOWN_CLIENTS_PER_ACCOUNT + 5; i++)
+      limiter.rememberClient(owner.email, `10.45.1.${i + 1}`, rows[0].epoch);
+    await waitFor('the marks', () => redis.hlen(hash), {
+      until: (n) => n === KNOWN_CLIENTS_PER_ACCOUNT,
+    });
+    // (no key per address any more: the previous build's one alone)
+    expect(await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`)).toHaveLength(1);
+    // a stranger fills the ceiling; the old build's address is still the owner's (moved into the
+    // hash), as is the latest remembered, but not the oldest (the hash keeps the latest)
+    await Promise.all(
+      Array.from({ length: CEILING + 1 }, (_, i) =>
+        signIn(a, owner.email, `guess-${i}-guess`, `10.45.2.${i + 1}`),
+      ),
+    );
+    expect((await signIn(a, owner.email, TEST_PASSWORD, '10.45.9.9')).status).toBe(200);
+    expect(await redis.hexists(hash, accountClientDigest(owner.email, '10.45.9.9'))).toBe(1);
+    expect(
+      (await signIn(a, owner.email, TEST_PASSWORD, `10.45.1.${KNOWN_CLIENTS_PER_ACCOUNT + 5}`))
+        .status,
+    ).toBe(200);
+    expect((await signIn(a, owner.email, TEST_PASSWORD, '10.45.1.1')).status).toBe(429);
   });
 
   it("a client that signed in with a password the owner has since changed is no longer spared the ceiling (Redis's marks and the sessions on record alike); the client the owner changed it from still is", async () => {
@@ -417,7 +458,7 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     const redis = a.app.get<Redis>(REDIS);
     for (const marks of ['kept', 'lost'] as const) {
       if (marks === 'lost')
-        await redis.del(...(await redis.keys(`${a.config.redis.keyPrefix}:rl:signin-known:*`)));
+        await redis.del(`${a.config.redis.keyPrefix}:rl:${knownClientsKey(owner.email)}`);
       // the thief's network is a stranger's now, even with the new password (say it leaked too)
       const thief = await signIn(b, owner.email, NEW, '10.47.0.9');
       expect([marks, thief.status]).toEqual([marks, 429]);

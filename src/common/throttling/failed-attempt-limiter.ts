@@ -7,7 +7,9 @@ import { withTimeout } from '../with-timeout';
 import {
   FailureBucket,
   SignInChannel,
+  knownClientField,
   knownClientKey,
+  knownClientsKey,
   knownDeviceField,
   knownDevicesKey,
   legacyKnownDeviceKey,
@@ -204,7 +206,6 @@ const NO_EPOCH = '-';
 /** How long a client stays one of the account's own after its last sign-in there. */
 const KNOWN_CLIENT_MS = 90 * 24 * 3600 * 1000;
 const IS_KNOWN = `if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end return 0`;
-const REMEMBER = `redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1]) return 1`;
 /**
  * The devices an account keeps as its own clients. One key per device, minted at every sign-in
  * without a device token, kept 90 days: 20 sign-ins a minute from one address left ~29,000 keys
@@ -212,11 +213,14 @@ const REMEMBER = `redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1]) return 1`;
  * revocation marks. Now one hash per account, the devices that signed in last kept.
  */
 export const KNOWN_DEVICES_PER_ACCOUNT = 20;
+/** The addresses an account keeps as its own clients, likewise (the latest sign-ins'). */
+export const KNOWN_CLIENTS_PER_ACCOUNT = 50;
 /**
- * Field value: `<credential> <expiry ms>`, on Redis's clock (TIME). A live mark made under the
- * current password: 2; under an earlier one: 1 (deviceStanding); none or expired: 0.
+ * A mark in one of an account's hashes (its devices, its addresses). Field value: `<credential>
+ * <expiry ms>`, on Redis's clock (TIME). A live mark made under the current password: 2; under an
+ * earlier one: 1 (deviceStanding); none or expired: 0.
  */
-const IS_KNOWN_DEVICE = `
+const MARK_STANDING = `
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
 local sep = string.find(v, ' ', 1, true)
@@ -226,7 +230,7 @@ if tonumber(string.sub(v, sep + 1)) <= now then return 0 end
 if string.sub(v, 1, sep - 1) == ARGV[2] then return 2 end
 return 1`;
 const FORGET = `redis.call('DEL', KEYS[1]) return 1`;
-const REMEMBER_DEVICE = `
+const REMEMBER_MARK = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[3])
@@ -289,7 +293,6 @@ export class FailedAttemptLimiter {
     }
     // login and the queue board: a client the owner has signed in from (through either) is
     // spared the account's ceiling, so a stranger spending it cannot lock the owner out
-    const known = this.prefix + knownClientKey(account, ip);
     // an unknown account (no epoch) is asked the same questions as a known one — Redis's mark, the
     // sessions on record — under a tag no mark holds: the same work, no timing to tell them apart
     const credential = options.passwordEpoch ?? NO_EPOCH;
@@ -301,7 +304,7 @@ export class FailedAttemptLimiter {
     const isKnown =
       this.config.signIn.enabled &&
       (standing === 'current' ||
-        (await this.isOwnClient(known, credential, options.ownClientOnRecord)));
+        (await this.isOwnClient(account, ip, credential, options.ownClientOnRecord)));
     // `own`: the verification may go first (the password hasher's priority lane); a device that
     // signed in under an earlier password only is spared the account's ceiling, nothing more
     const buckets = signInBuckets(
@@ -314,32 +317,45 @@ export class FailedAttemptLimiter {
       device,
     );
     const result = await this.attempt(buckets, () => verify({ own: isKnown }));
-    if (result !== null && options.passwordEpoch) this.remember(known, credential);
+    if (result !== null && options.passwordEpoch) this.rememberClient(account, ip, credential);
     return result;
   }
 
   /**
-   * Redis's mark first; without one, the durable record (a session opened from the client —
-   * Redis may have lost its marks: a restart without persistence, a failover, a flush), which
-   * writes the mark back. Neither can say: unknown, the stricter answer.
+   * Redis's mark first (under the current password: an address is shared — one NAT, a carrier's —
+   * and one a thief signed in from is no longer spared once the owner changes it), then a mark of
+   * the build before the per-account hash (moved into it); without either, the durable record (a
+   * session opened from the client — Redis may have lost its marks: a restart without
+   * persistence, a failover, a flush), which writes the mark back. None can say: unknown, the
+   * stricter answer.
    */
   private async isOwnClient(
-    key: string,
+    account: string,
+    ip: string,
     credential: string,
     onRecord?: () => Promise<boolean>,
   ): Promise<boolean> {
-    if (await this.isKnownClient(key, credential)) return true;
-    if (!onRecord || !(await onRecord().catch(() => false))) return false;
-    this.remember(key, credential);
-    return true;
+    const key = this.prefix + knownClientsKey(account);
+    if ((await this.markStanding(key, knownClientField(account, ip), credential)) === 2)
+      return true;
+    const marked =
+      (await this.isKnownClient(this.prefix + knownClientKey(account, ip), credential)) ||
+      (!!onRecord && (await onRecord().catch(() => false)));
+    if (marked) this.rememberClient(account, ip, credential);
+    return marked;
   }
 
   /**
-   * `ip` is one of the account's own clients from now on (a registration from it), under the
-   * account's password epoch `passwordEpoch`.
+   * `ip` is one of the account's own clients from now on (a registration or sign-in from it),
+   * under the account's password epoch `passwordEpoch`.
    */
   rememberClient(account: string, ip: string, passwordEpoch: string): void {
-    this.remember(this.prefix + knownClientKey(account, ip), passwordEpoch);
+    this.rememberMark(
+      this.prefix + knownClientsKey(account),
+      knownClientField(account, ip),
+      passwordEpoch,
+      KNOWN_CLIENTS_PER_ACCOUNT,
+    );
   }
 
   /**
@@ -347,18 +363,34 @@ export class FailedAttemptLimiter {
    * registration or sign-in from it), under the account's password epoch `passwordEpoch`.
    */
   rememberDevice(account: string, device: string, passwordEpoch: string): void {
+    this.rememberMark(
+      this.prefix + knownDevicesKey(account),
+      knownDeviceField(device),
+      passwordEpoch,
+      KNOWN_DEVICES_PER_ACCOUNT,
+    );
+  }
+
+  /** A mark in one of the account's hashes for 90 days, the latest `cap` kept. */
+  private rememberMark(key: string, field: string, credential: string, cap: number): void {
     if (!this.config.signIn.enabled) return;
     this.redis
-      .eval(
-        REMEMBER_DEVICE,
-        1,
-        this.prefix + knownDevicesKey(account),
-        knownDeviceField(device),
-        passwordEpoch,
-        KNOWN_CLIENT_MS,
-        KNOWN_DEVICES_PER_ACCOUNT,
-      )
+      .eval(REMEMBER_MARK, 1, key, field, credential, KNOWN_CLIENT_MS, cap)
       .catch(() => undefined); // lost: only stricter
+  }
+
+  /** A mark's standing (MARK_STANDING: 2, 1, 0); 0 when Redis cannot say in time (the stricter answer). */
+  private async markStanding(key: string, field: string, credential: string): Promise<number> {
+    try {
+      return Number(
+        await withTimeout(
+          this.redis.eval(MARK_STANDING, 1, key, field, credential),
+          STORE_TIMEOUT_MS,
+        ),
+      );
+    } catch {
+      return 0;
+    }
   }
 
   /** Marked under `credential` (the current password); unknown when Redis cannot say (the stricter answer). */
@@ -383,19 +415,11 @@ export class FailedAttemptLimiter {
     device: string,
     credential: string,
   ): Promise<'current' | 'earlier' | 'none'> {
-    const key = this.prefix + knownDevicesKey(account);
-    const field = knownDeviceField(device);
-    let answer = 0;
-    try {
-      answer = Number(
-        await withTimeout(
-          this.redis.eval(IS_KNOWN_DEVICE, 1, key, field, credential),
-          STORE_TIMEOUT_MS,
-        ),
-      );
-    } catch {
-      answer = 0; // unknown when Redis cannot say (the stricter answer)
-    }
+    const answer = await this.markStanding(
+      this.prefix + knownDevicesKey(account),
+      knownDeviceField(device),
+      credential,
+    );
     if (answer === 2) return 'current';
     if (answer === 1) return 'earlier';
     // marked by a build before the per-account hash: moved into it, so an upgrade forgets no
@@ -422,11 +446,6 @@ export class FailedAttemptLimiter {
     } catch {
       return false;
     }
-  }
-
-  private remember(key: string, credential: string): void {
-    if (!this.config.signIn.enabled) return;
-    this.redis.eval(REMEMBER, 1, key, KNOWN_CLIENT_MS, credential).catch(() => undefined); // lost: only stricter
   }
 
   /**

@@ -398,10 +398,26 @@ export function networkOf(ip: string): string | undefined {
 }
 
 /**
- * The Redis key (under the limits' prefix) that marks `ip` as one of the account's own clients:
- * one it signed in or registered from. The account's ceiling does not apply to it (API.md: a
- * stranger can never lock the owner out — the right password from the owner's own client still
- * signs in); its own per-(account, client) bucket still does.
+ * The Redis hash of the addresses that are the account's own clients — ones it signed in or
+ * registered from: one per account, a field per address (knownClientField), at most
+ * KNOWN_CLIENTS_PER_ACCOUNT. The account's ceiling does not apply to them (API.md: a stranger can
+ * never lock the owner out — the right password from the owner's own client still signs in);
+ * their own per-(account, client) bucket still does.
+ */
+export function knownClientsKey(account: string): string {
+  return `signin-known-clients:${digest(normalizeEmail(account))}`;
+}
+
+/** An address's field in knownClientsKey. */
+export function knownClientField(account: string, ip: string): string {
+  return accountClientDigest(account, ip);
+}
+
+/**
+ * The key per (account, address) that marked it one of the account's own before knownClientsKey:
+ * read (and moved into the hash) until the last of them has expired, 90 days after that build.
+ * A key per sign-in address, kept 90 days with no cap per account, let one account fill Redis —
+ * 500 addresses a day, more with each password change, ~150 bytes each.
  */
 export function knownClientKey(account: string, ip: string): string {
   return `signin-known:${accountClientDigest(account, ip)}`;
