@@ -18,7 +18,7 @@ export interface SortSpec {
   descending: boolean;
   /**
    * What the cursor's key holds (checked before any SQL): a float score, a bigint column
-   * (price, units sold) or a timestamp (PostgreSQL text, microseconds intact).
+   * (price), an integer one (units sold) or a timestamp (PostgreSQL text, microseconds intact).
    */
   keyType: 'number' | 'integer' | 'int4' | 'timestamp';
 }
