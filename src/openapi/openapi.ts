@@ -122,6 +122,16 @@ const REQUEST_ID: HeaderObject = {
   schema: { type: 'string' },
 };
 
+/** On every 401 (RFC 9110 15.5.2, RFC 6750 3): the scheme, and whether a token was refused. */
+const CHALLENGE: HeaderObject = {
+  description:
+    '`Bearer`, or `Bearer error="invalid_token"` when a token was sent and refused (the queue board asks for `Basic`)',
+  schema: { type: 'string' },
+};
+
+/** Headers many answers carry, described once (`components.headers`) and referred to. */
+const headerRef = (name: string): ReferenceObject => ({ $ref: `#/components/headers/${name}` });
+
 /** On the answers of throttled routes, when the limits' store answered (draft-ietf-httpapi-ratelimit-headers). */
 const RATE_LIMIT_HEADERS: Record<string, HeaderObject> = {
   'RateLimit-Policy': {
@@ -133,6 +143,17 @@ const RATE_LIMIT_HEADERS: Record<string, HeaderObject> = {
     description: 'What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>`',
     schema: { type: 'string' },
   },
+};
+const RATE_LIMIT_HEADER_REFS: Record<string, ReferenceObject> = {
+  'RateLimit-Policy': headerRef('RateLimitPolicy'),
+  RateLimit: headerRef('RateLimit'),
+};
+
+/** `components.headers` of the document: what the references above name. */
+const SHARED_HEADERS: Record<string, HeaderObject> = {
+  RateLimitPolicy: RATE_LIMIT_HEADERS['RateLimit-Policy'],
+  RateLimit: RATE_LIMIT_HEADERS.RateLimit,
+  WWWAuthenticate: CHALLENGE,
 };
 
 const isParameter = (p: ParameterObject | ReferenceObject): p is ParameterObject => 'in' in p;
@@ -250,9 +271,10 @@ function applyContract(
   for (const [status, response] of Object.entries(operation.responses)) {
     if (!response || !('description' in response)) continue;
     response.headers = { ...response.headers, 'X-Request-Id': REQUEST_ID };
-    if (contract.throttled && (status.startsWith('2') || status === '429')) {
-      response.headers = { ...response.headers, ...RATE_LIMIT_HEADERS };
-    }
+    // the limits' guards set them before the handler runs: its refusals carry them too
+    if (contract.throttled) response.headers = { ...response.headers, ...RATE_LIMIT_HEADER_REFS };
+    if (status === '401')
+      response.headers = { ...response.headers, 'WWW-Authenticate': headerRef('WWWAuthenticate') };
   }
   // stable order: 2xx, then problems by status
   operation.responses = Object.fromEntries(
@@ -308,6 +330,10 @@ export function buildOpenApiDocument(
     operationIdFactory: fallbackOperationId,
     extraModels: [ProblemDto],
   });
+  document.components = {
+    ...document.components,
+    headers: { ...document.components?.headers, ...SHARED_HEADERS },
+  };
 
   const contracts = routeContracts(app);
   const seen = new Set<string>();

@@ -319,16 +319,19 @@ describe('the committed OpenAPI document', () => {
       ]);
   });
 
-  it('declares X-Request-Id on every answer and the RateLimit headers on every 429 (API.md)', () => {
+  it('declares X-Request-Id on every answer, WWW-Authenticate on every 401, and the RateLimit headers on every answer of a throttled route — its refusals too, which carry them (API.md)', () => {
     const missing: string[] = [];
     for (const { where, op } of operations) {
+      const throttled = Object.values(op.responses).some((r) => r.headers?.['RateLimit']);
       for (const [status, response] of Object.entries(op.responses)) {
         if (!response.headers?.['X-Request-Id']) missing.push(`${where} ${status} X-Request-Id`);
+        if (status === '401' && !response.headers?.['WWW-Authenticate'])
+          missing.push(`${where} 401 WWW-Authenticate`);
         if (
-          status === '429' &&
+          (status === '429' || throttled) &&
           !(response.headers?.['RateLimit'] && response.headers?.['RateLimit-Policy'])
         )
-          missing.push(`${where} 429 RateLimit`);
+          missing.push(`${where} ${status} RateLimit`);
       }
     }
     expect(missing).toEqual([]);

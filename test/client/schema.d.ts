@@ -1203,7 +1203,14 @@ export interface components {
     responses: never;
     parameters: never;
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+        RateLimitPolicy: string;
+        /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+        RateLimit: string;
+        /** @description `Bearer`, or `Bearer error="invalid_token"` when a token was sent and refused (the queue board asks for `Basic`) */
+        WWWAuthenticate: string;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -1387,10 +1394,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1402,6 +1407,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1413,6 +1420,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1424,6 +1433,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1435,6 +1446,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1446,6 +1459,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1459,10 +1474,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1474,6 +1487,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1485,6 +1500,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1498,6 +1515,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1527,10 +1546,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1542,6 +1559,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1553,6 +1572,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1564,6 +1586,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1575,6 +1599,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1586,6 +1612,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1599,10 +1627,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1614,6 +1640,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1625,6 +1653,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1638,6 +1668,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1667,10 +1699,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1682,6 +1712,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1693,6 +1725,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1704,6 +1739,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1715,6 +1752,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1726,6 +1765,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1739,10 +1780,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1754,6 +1793,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1765,6 +1806,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1778,6 +1821,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1807,10 +1852,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -1820,6 +1863,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1831,6 +1876,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1842,6 +1889,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1853,6 +1902,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1866,10 +1917,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1881,6 +1930,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1892,6 +1943,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1905,6 +1958,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1927,10 +1982,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1942,6 +1995,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1953,6 +2008,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1964,6 +2022,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1977,10 +2037,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1992,6 +2050,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2003,6 +2063,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2016,6 +2078,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2045,10 +2109,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2058,6 +2120,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2069,6 +2133,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2080,6 +2147,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2091,6 +2160,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2102,6 +2173,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2113,6 +2186,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2126,10 +2201,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2141,6 +2214,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2152,6 +2227,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2165,6 +2242,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2195,10 +2274,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2210,6 +2287,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2221,6 +2300,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2234,10 +2315,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2249,6 +2328,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2260,6 +2341,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2273,6 +2356,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2298,10 +2383,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2313,6 +2396,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2324,6 +2409,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2335,6 +2422,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2346,6 +2435,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2359,10 +2450,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2374,6 +2463,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2385,6 +2476,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2398,6 +2491,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2420,10 +2515,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2435,6 +2528,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2446,6 +2541,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2459,10 +2556,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2474,6 +2569,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2485,6 +2582,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2498,6 +2597,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2529,10 +2630,8 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2544,6 +2643,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2555,6 +2656,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2566,6 +2670,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2577,6 +2683,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2588,6 +2696,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2601,6 +2711,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2612,6 +2724,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2623,6 +2737,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2634,6 +2750,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2647,10 +2765,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2662,6 +2778,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2673,6 +2791,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2686,6 +2806,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2711,10 +2833,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2724,6 +2844,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2735,6 +2857,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2746,6 +2871,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2757,6 +2884,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2768,6 +2897,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2779,6 +2910,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2790,6 +2923,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2801,6 +2936,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2814,10 +2951,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2829,6 +2964,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2840,6 +2977,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2853,6 +2992,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2882,10 +3023,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2897,6 +3036,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2908,6 +3049,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2919,6 +3063,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2930,6 +3076,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2941,6 +3089,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2952,6 +3102,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2963,6 +3115,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2974,6 +3128,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2987,10 +3143,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3002,6 +3156,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3013,6 +3169,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3026,6 +3184,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3057,10 +3217,8 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3072,6 +3230,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3083,6 +3243,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3094,6 +3257,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3105,6 +3270,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3118,6 +3285,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3129,6 +3298,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3140,6 +3311,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3151,6 +3324,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3164,10 +3339,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3179,6 +3352,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3190,6 +3365,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3203,6 +3380,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3237,10 +3416,8 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3252,6 +3429,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3263,6 +3442,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3274,6 +3456,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3285,6 +3469,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3296,6 +3482,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3309,6 +3497,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3320,6 +3510,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3331,6 +3523,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3342,6 +3536,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3353,6 +3549,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3366,10 +3564,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3381,6 +3577,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3392,6 +3590,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3405,6 +3605,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3434,10 +3636,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3449,6 +3649,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3460,6 +3662,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3471,6 +3675,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3482,6 +3688,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3495,10 +3703,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3510,6 +3716,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3521,6 +3729,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3534,6 +3744,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3568,10 +3780,8 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3583,6 +3793,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3594,6 +3806,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3605,6 +3820,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3616,6 +3833,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3627,6 +3846,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3640,6 +3861,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3651,6 +3874,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3662,6 +3887,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3673,6 +3900,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3684,6 +3913,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3697,10 +3928,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3712,6 +3941,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3723,6 +3954,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3736,6 +3969,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3761,10 +3996,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3776,6 +4009,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3787,6 +4022,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3798,6 +4035,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3809,6 +4048,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3822,10 +4063,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3837,6 +4076,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3848,6 +4089,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3861,6 +4104,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3883,10 +4128,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3898,6 +4141,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3909,6 +4154,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3920,6 +4168,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3933,10 +4183,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3948,6 +4196,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3959,6 +4209,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3972,6 +4224,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4010,10 +4264,8 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4023,6 +4275,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4034,6 +4288,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4047,6 +4303,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4058,6 +4316,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4069,6 +4329,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4080,6 +4342,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4093,10 +4357,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4108,6 +4370,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4119,6 +4383,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4132,6 +4398,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4154,10 +4422,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4169,6 +4435,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4180,6 +4448,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4191,6 +4462,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4204,10 +4477,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4219,6 +4490,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4230,6 +4503,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4243,6 +4518,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4265,10 +4542,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4278,6 +4553,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4289,6 +4566,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4300,6 +4580,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4311,6 +4593,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4322,6 +4606,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4335,10 +4621,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4350,6 +4634,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4361,6 +4647,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4374,6 +4662,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4403,10 +4693,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4418,6 +4706,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4429,6 +4719,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4440,6 +4733,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4451,6 +4746,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4462,6 +4759,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4473,6 +4772,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4484,6 +4785,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4497,10 +4800,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4512,6 +4813,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4523,6 +4826,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4536,6 +4841,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4562,10 +4869,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4577,6 +4882,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4588,6 +4895,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4599,6 +4909,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4612,10 +4924,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4627,6 +4937,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4638,6 +4950,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4651,6 +4965,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4682,10 +4998,8 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4697,6 +5011,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4708,6 +5024,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4719,6 +5038,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4732,6 +5053,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4743,6 +5066,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4754,6 +5079,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4765,6 +5092,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4778,10 +5107,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4793,6 +5120,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4804,6 +5133,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4817,6 +5148,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4842,10 +5175,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4857,6 +5188,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4868,6 +5201,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4879,6 +5215,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4890,6 +5228,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4901,6 +5241,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4914,10 +5256,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4929,6 +5269,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4940,6 +5282,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4953,6 +5297,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4983,10 +5329,8 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4998,6 +5342,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5009,6 +5355,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5020,6 +5369,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5031,6 +5382,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5044,6 +5397,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5055,6 +5410,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5066,6 +5423,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5077,6 +5436,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5088,6 +5449,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5101,10 +5464,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5116,6 +5477,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5127,6 +5490,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5140,6 +5505,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5167,10 +5534,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5182,6 +5547,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5193,6 +5560,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5204,6 +5574,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5215,6 +5587,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5228,10 +5602,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5243,6 +5615,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5254,6 +5628,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5267,6 +5643,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5297,10 +5675,8 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5312,6 +5688,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5323,6 +5701,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5334,6 +5715,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5345,6 +5728,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5356,6 +5741,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5369,6 +5756,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5380,6 +5769,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5391,6 +5782,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5402,6 +5795,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5413,6 +5808,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5426,10 +5823,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5441,6 +5836,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5452,6 +5849,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5465,6 +5864,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5495,10 +5896,8 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5510,6 +5909,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5521,6 +5922,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5532,6 +5936,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5543,6 +5949,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5556,6 +5964,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5567,6 +5977,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5578,6 +5990,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5589,6 +6003,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5600,6 +6016,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5613,10 +6031,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5628,6 +6044,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5639,6 +6057,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5650,6 +6070,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5663,6 +6085,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5697,10 +6121,8 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5712,6 +6134,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5723,6 +6147,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5734,6 +6161,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5745,6 +6174,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5756,6 +6187,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5769,6 +6202,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5780,6 +6215,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5791,6 +6228,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5802,6 +6241,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5813,6 +6254,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5826,10 +6269,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5841,6 +6282,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5852,6 +6295,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5863,6 +6308,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5876,6 +6323,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5920,10 +6369,8 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5935,6 +6382,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5946,6 +6395,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5959,6 +6410,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5970,6 +6423,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5981,6 +6436,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5992,6 +6449,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6005,10 +6464,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6020,6 +6477,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6031,6 +6490,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6044,6 +6505,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6078,10 +6541,8 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6093,6 +6554,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6104,6 +6567,9 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6115,6 +6581,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6126,6 +6594,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6137,6 +6607,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6150,6 +6622,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6161,6 +6635,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6172,6 +6648,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6183,6 +6661,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6194,6 +6674,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6207,10 +6689,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-                    "RateLimit-Policy"?: string;
-                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-                    RateLimit?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6222,6 +6702,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6233,6 +6715,8 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6246,6 +6730,8 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
+                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
