@@ -29,7 +29,7 @@ export interface SignInSubject {
 /**
  * Where security-relevant events go (today: a structured log line under the `Security` context,
  * which log shipping can alert on) — warn-level, but for a customer's successful sign-in (info:
- * the ordinary traffic; an admin's is warn, as every failure and refusal). Injectable so tests can
+ * the ordinary traffic; staff's and an admin's are warn, as every failure and refusal). Injectable so tests can
  * assert them. Never put credentials, tokens or an email in an event.
  */
 @Injectable()
@@ -37,7 +37,7 @@ export class SecurityEvents {
   private readonly logger = new Logger('Security');
 
   record(event: SecurityEvent): void {
-    if (event.event === 'sign_in' && event.role !== 'admin') this.logger.log(event, event.event);
+    if (event.event === 'sign_in' && event.role === 'customer') this.logger.log(event, event.event);
     else this.logger.warn(event, event.event);
   }
 
