@@ -78,6 +78,9 @@ describe('LoggingInterceptor: the outcome of a failed command', () => {
     const refused = new DomainError('VALIDATION_FAILED', 'id must be a UUID');
     expect(await failWith(refused)).toMatchObject({ status: 400, orderId: ORDER });
     lines = [];
+    // as stored and answered: lower case, whatever the client wrote
+    expect(await failWith(refused, ORDER.toUpperCase())).toMatchObject({ orderId: ORDER });
+    lines = [];
     expect(await failWith(refused, 'ADMIN-REFUNDED-see-ticket-42')).toEqual({
       status: 400,
       error: 'VALIDATION_FAILED',

@@ -76,8 +76,11 @@ function orderOf(request: FastifyRequest, body: unknown): { orderId?: string; to
       ? body
       : undefined;
   const params = request.params as Record<string, string | undefined> | undefined;
-  const orderId = params?.id ?? (typeof answered?.id === 'string' ? answered.id : undefined);
-  if (!isUuid(orderId)) return {};
+  const raw = params?.id ?? (typeof answered?.id === 'string' ? answered.id : undefined);
+  if (!isUuid(raw)) return {};
+  // as the order is stored and answered (the route's pipe lower-cases the path's UUID; the
+  // request's params keep the client's spelling)
+  const orderId = raw.toLowerCase();
   return typeof answered?.status === 'string' && answered.id === orderId
     ? { orderId, to: answered.status }
     : { orderId };
