@@ -74,6 +74,7 @@ function setup() {
           verify(),
       ),
       rememberClient: jest.fn(),
+      forgetDevices: jest.fn(),
     },
     'signIns',
   );

@@ -164,6 +164,9 @@ export class AccountService {
       if (!kept) await this.refreshTokens.forgetClients(upserted.id);
       return upserted;
     });
+    // an account new to this email: devices marked for it were a deleted account's (as at
+    // registration), never this one's
+    if (!existing) this.signIns.forgetDevices(normalized);
     return mapUser(user);
   }
 }

@@ -1,6 +1,7 @@
 import { Algorithm, hash } from '@node-rs/argon2';
 import type Redis from 'ioredis';
 import { createHash } from 'node:crypto';
+import { AccountService } from '../../src/auth/account.service';
 import { PasswordHasher } from '../../src/auth/password-hasher';
 import {
   FailedAttemptLimiter,
@@ -8,6 +9,7 @@ import {
 } from '../../src/common/throttling/failed-attempt-limiter';
 import {
   accountClientDigest,
+  knownDeviceField,
   knownDevicesKey,
   legacyKnownDeviceKey,
 } from '../../src/common/throttling/rate-limit.policies';
@@ -15,6 +17,7 @@ import { REHASH_SETTING } from '../../src/users/password-epoch';
 import { REDIS } from '../../src/redis/redis.module';
 import { TEST_PASSWORD, registerCustomer, signInLimitsAnswering } from '../support/auth';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { waitFor } from '../support/wait-for';
 
 // API.md (login): "a stranger can never lock the owner out: the right password from the owner's
 // own client still signs in". A client was only its address, and a stranger behind the same
@@ -173,31 +176,49 @@ describe("login: a device token makes the owner's device a client of its own", (
     expect(await failuresIn(deviceBucket(owner.email, device))).toBe(5);
   });
 
-  it("a new account registered with a deleted account's email does not inherit its devices", async () => {
-    const first = await registerCustomer(t.http, fromClient('10.64.0.1'));
-    await t.db.pool.query(`DELETE FROM users WHERE email = $1`, [first.email]);
-    const again = await t.http.post(
-      '/v1/auth/register',
-      { email: first.email, password: 'someone-elses-password', name: 'New' },
-      fromClient('10.64.0.2'),
-    );
-    expect(again.status).toBe(201);
-    const attempt = jest.spyOn(FailedAttemptLimiter.prototype, 'attempt');
-    try {
-      // the old device's token still names a device of the email (its MAC is the email's), but no
-      // mark of the new account: counted as any client, the account's ceiling included
-      expect(
-        (await signIn(first.email, 'a-wrong-guess-here', '10.64.0.3', first.deviceToken)).status,
-      ).toBe(401);
-      expect(attempt.mock.calls[0][0].map((b) => b.key.split(':')[0])).toEqual([
-        'signin-device',
-        'signin-account',
-        'signin-ip',
-      ]);
-    } finally {
-      attempt.mockRestore();
-    }
-  });
+  it.each(['registered', 'made by admin:create'] as const)(
+    "a new account %s with a deleted account's email does not inherit its devices",
+    async (how) => {
+      const first = await registerCustomer(t.http, fromClient('10.64.0.1'));
+      await t.db.pool.query(`DELETE FROM users WHERE email = $1`, [first.email]);
+      if (how === 'registered') {
+        const again = await t.http.post(
+          '/v1/auth/register',
+          { email: first.email, password: 'someone-elses-password', name: 'New' },
+          fromClient('10.64.0.2'),
+        );
+        expect(again.status).toBe(201);
+      } else {
+        await t.app
+          .get(AccountService)
+          .ensureAccount(first.email, 'someone-elses-password', 'admin', 'New');
+      }
+      await waitFor(
+        'the old marks forgotten',
+        () =>
+          redis.hexists(
+            `${t.config.redis.keyPrefix}:rl:${knownDevicesKey(first.email)}`,
+            knownDeviceField(deviceOf(first.deviceToken)!),
+          ),
+        { until: (n) => n === 0 },
+      );
+      const attempt = jest.spyOn(FailedAttemptLimiter.prototype, 'attempt');
+      try {
+        // the old device's token still names a device of the email (its MAC is the email's), but
+        // no mark of the new account: counted as any client, the account's ceiling included
+        expect(
+          (await signIn(first.email, 'a-wrong-guess-here', '10.64.0.3', first.deviceToken)).status,
+        ).toBe(401);
+        expect(attempt.mock.calls[0][0].map((b) => b.key.split(':')[0])).toEqual([
+          'signin-device',
+          'signin-account',
+          'signin-ip',
+        ]);
+      } finally {
+        attempt.mockRestore();
+      }
+    },
+  );
 
   it("a sign-in that rehashes the password (argon2 parameters raised) leaves the owner's other devices the owner's; the epoch stays", async () => {
     const home = '10.65.0.1';
