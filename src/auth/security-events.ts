@@ -1,5 +1,6 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
+import { SIGN_IN_STORE_DOWN } from '../common/throttling/failed-attempt-limiter';
 import type { Role } from './permissions';
 
 /** Where a password sign-in came through. */
@@ -13,11 +14,23 @@ export type SecurityEvent =
   // `client` the address as the request resolved it (TRUST_PROXY applied)
   | { event: 'sign_in'; door: SignInDoor; userId: string; role: Role; client: string }
   | {
-      event: 'sign_in_failed' | 'sign_in_refused';
+      event: 'sign_in_failed';
       door: SignInDoor;
       account: string;
       userId: string | null;
       client: string;
+    }
+  | {
+      // a 429: `limit` names what refused — a sign-in limit (`signin-account`, `signin-device`,
+      // …: guesses), `login-account-day` (checked once the password proved right: someone who
+      // has it signs in in a loop), or `store-unavailable` (Redis could not count: an outage,
+      // not an attack)
+      event: 'sign_in_refused';
+      door: SignInDoor;
+      account: string;
+      userId: string | null;
+      client: string;
+      limit: string;
     };
 
 /** Who a sign-in was for: the account's tag, and its id and role when the email is an account's. */
@@ -54,26 +67,27 @@ export class SecurityEvents {
     attempt: () => Promise<T | null>,
     signedInAs: (result: T) => { id: string; role: Role },
   ): Promise<T | null> {
-    const failure = (event: 'sign_in_failed' | 'sign_in_refused') =>
-      this.record({
-        event,
-        door,
-        account: subject.account,
-        userId: subject.user?.id ?? null,
-        client,
-      });
+    const who = { door, account: subject.account, userId: subject.user?.id ?? null, client };
     let result: T | null;
     try {
       result = await attempt();
     } catch (err) {
-      if (err instanceof DomainError && err.code === 'RATE_LIMITED') failure('sign_in_refused');
+      if (err instanceof DomainError && err.code === 'RATE_LIMITED')
+        this.record({ event: 'sign_in_refused', ...who, limit: refusingLimit(err) });
       throw err;
     }
-    if (result === null) failure('sign_in_failed');
+    if (result === null) this.record({ event: 'sign_in_failed', ...who });
     else {
       const user = signedInAs(result);
       this.record({ event: 'sign_in', door, userId: user.id, role: user.role, client });
     }
     return result;
   }
+}
+
+/** What refused a sign-in with 429: its RateLimit-Policy's first name, or the store being down. */
+function refusingLimit(err: DomainError): string {
+  if (err.message === SIGN_IN_STORE_DOWN) return 'store-unavailable';
+  const policy = err.options?.headers?.['RateLimit-Policy'];
+  return (typeof policy === 'string' && /^"([^"]+)"/.exec(policy)?.[1]) || 'unknown';
 }

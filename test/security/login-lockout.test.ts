@@ -98,6 +98,7 @@ describe('login: failures slow the guesser down, never the owner (two API instan
           account: tag,
           userId: owner.user.id,
           client: guesser,
+          limit: 'signin-client',
         },
         {
           event: 'sign_in_failed',

@@ -200,6 +200,9 @@ export interface SignInOptions {
   device?: string | null;
 }
 
+/** The detail of a sign-in refused because the limits' store could not count it (Redis slow or down). */
+export const SIGN_IN_STORE_DOWN = 'Temporarily unable to accept this request; retry shortly.';
+
 /** The tag an unknown account is asked under: no epoch is ever this (22 base64url characters). */
 const NO_EPOCH = '-';
 
@@ -502,21 +505,13 @@ export class FailedAttemptLimiter {
       // path: the first of the limits that could not be counted, nothing remaining for now
       const first = buckets[0];
       const name = first.key.split(':')[0];
-      throw new DomainError(
-        'RATE_LIMITED',
-        'Temporarily unable to accept this request; retry shortly.',
-        {
-          headers: {
-            'Retry-After': String(STORE_DOWN_RETRY_AFTER_SECONDS),
-            'RateLimit-Policy': policyHeaderItem(
-              name,
-              first.limit,
-              Math.ceil(first.windowMs / 1000),
-            ),
-            RateLimit: stateHeaderItem(name, 0, STORE_DOWN_RETRY_AFTER_SECONDS),
-          },
+      throw new DomainError('RATE_LIMITED', SIGN_IN_STORE_DOWN, {
+        headers: {
+          'Retry-After': String(STORE_DOWN_RETRY_AFTER_SECONDS),
+          'RateLimit-Policy': policyHeaderItem(name, first.limit, Math.ceil(first.windowMs / 1000)),
+          RateLimit: stateHeaderItem(name, 0, STORE_DOWN_RETRY_AFTER_SECONDS),
         },
-      );
+      });
     }
     if (this.storeDown) this.log.log('sign-in limit store reachable again');
     this.storeDown = false;

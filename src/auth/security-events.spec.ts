@@ -1,0 +1,55 @@
+import { DomainError } from '../common/errors/domain-error';
+import { SIGN_IN_STORE_DOWN } from '../common/throttling/failed-attempt-limiter';
+import { SecurityEvents, type SecurityEvent } from './security-events';
+
+describe('SecurityEvents#signIn: what refused a sign-in', () => {
+  const refusedBy = async (err: DomainError) => {
+    const events = new SecurityEvents();
+    const seen: SecurityEvent[] = [];
+    jest.spyOn(events, 'record').mockImplementation((e) => void seen.push(e));
+    const subject = { account: 'tag', user: { id: 'u-1', role: 'customer' as const } };
+    await expect(
+      events.signIn(
+        'login',
+        subject,
+        '203.0.113.9',
+        () => Promise.reject(err),
+        () => ({
+          id: 'u-1',
+          role: 'customer',
+        }),
+      ),
+    ).rejects.toBe(err);
+    return seen;
+  };
+  const limited = (detail: string, policy?: string) =>
+    new DomainError('RATE_LIMITED', detail, {
+      headers: policy ? { 'RateLimit-Policy': policy } : {},
+    });
+
+  it('names the limit: a guess refused, a right password over its day, or the store down (an outage, not an attack)', async () => {
+    for (const [err, limit] of [
+      [limited('Too many failed sign-ins', '"signin-account";q=100;w=900'), 'signin-account'],
+      [
+        limited('Too many requests for this account', '"login-account-day";q=500;w=86400'),
+        'login-account-day',
+      ],
+      [limited(SIGN_IN_STORE_DOWN, '"signin-client";q=5;w=3600'), 'store-unavailable'],
+    ] as const) {
+      expect(await refusedBy(err)).toEqual([
+        {
+          event: 'sign_in_refused',
+          door: 'login',
+          account: 'tag',
+          userId: 'u-1',
+          client: '203.0.113.9',
+          limit,
+        },
+      ]);
+    }
+  });
+
+  it('records nothing for another failure (nothing was verified: a busy hasher)', async () => {
+    expect(await refusedBy(new DomainError('SERVICE_UNAVAILABLE', 'busy'))).toEqual([]);
+  });
+});
