@@ -147,6 +147,15 @@ export class TransactionHost {
    * same way for every statement (TypeORM's plain `query()` answers UPDATE/DELETE with
    * `[rows, rowCount]`; the structured result does not).
    */
+  /**
+   * The database's clock now (`clock_timestamp()`: the moment, even inside a transaction): one
+   * clock for every process, where their own may differ.
+   */
+  async databaseNow(): Promise<Date> {
+    const [row] = await this.query<{ now: Date }>(`SELECT clock_timestamp() AS now`);
+    return row.now;
+  }
+
   async query<T = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
     const runner = this.als.getStore()?.manager.queryRunner;
     if (runner) return (await runner.query(sql, params, true)).records as T[];

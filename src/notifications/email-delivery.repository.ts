@@ -134,9 +134,8 @@ export class EmailDeliveryRepository {
   }
 
   /** The database's clock (the one findUnsent's window is on). */
-  async databaseNow(): Promise<Date> {
-    const [row] = await this.tx.query<{ now: Date }>(`SELECT now() AS now`);
-    return row.now;
+  databaseNow(): Promise<Date> {
+    return this.tx.databaseNow();
   }
 
   find(orderId: string, kind: EmailKind, ref: string): Promise<EmailDeliveryEntity | null> {

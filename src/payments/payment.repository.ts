@@ -156,9 +156,15 @@ export class PaymentRepository {
     );
   }
 
+  /** The database's clock: what a list read from the provider is stamped with (noteProviderPending). */
+  databaseNow(): Promise<Date> {
+    return this.tx.databaseNow();
+  }
+
   /**
    * What refunds made at the provider and still pending there would return, as a list read at
-   * `listedAt` says — written only over a figure from a list read no later (two syncs at once
+   * `listedAt` (the database's clock, databaseNow: one clock for the API and the workers, whose
+   * own may differ) says — written only over a figure from a list read no later (two syncs at once
    * finish in any order: the older list must not undo the newer).
    */
   async noteProviderPending(paymentId: string, listedAt: Date, pending: number): Promise<void> {

@@ -170,13 +170,14 @@ function mockRefunds(captured = 24_900) {
 
 function mockPayments(): MockOf<
   PaymentRepository,
-  'findByOrder' | 'findById' | 'noteRefundsChecked' | 'noteProviderPending'
+  'findByOrder' | 'findById' | 'noteRefundsChecked' | 'noteProviderPending' | 'databaseNow'
 > {
   return {
     findByOrder: jest.fn().mockResolvedValue(payment()),
     findById: jest.fn().mockResolvedValue(payment()),
     noteRefundsChecked: jest.fn().mockResolvedValue(undefined),
     noteProviderPending: jest.fn().mockResolvedValue(undefined),
+    databaseNow: jest.fn().mockResolvedValue(new Date()),
   };
 }
 

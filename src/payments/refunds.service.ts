@@ -383,7 +383,7 @@ export class RefundsService {
    * settles our pending ones, and records refunds made at the provider that we never asked for.
    */
   async syncFromGateway(payment: Payment): Promise<GatewayRefund[]> {
-    const listedAt = this.clock.now();
+    const listedAt = await this.payments.databaseNow();
     const remotes = await this.gateway.listRefunds(payment.intentId);
     const external: GatewayRefund[] = [];
     let providerPending = 0; // made at the provider, not by us, and not settled yet
