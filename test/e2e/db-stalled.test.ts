@@ -136,23 +136,29 @@ describe('a stalled PostgreSQL (frozen, connections kept open)', () => {
     }
   }, 60_000);
 
-  it('a database the server no longer has under that name (3D000) answers 503, not 500, and serves again once it is back', async () => {
+  /**
+   * `change` done to the database `shop` by a superuser (its backends terminated first), the
+   * service's answers to `paths` checked while it holds, `undo` done, then the API reads again.
+   */
+  const whileDatabase = async (change: string, undo: string, paths: string[]) => {
     const admin = new Client({ connectionString: pg.url('postgres') });
     await admin.connect();
-    const rename = async (from: string, to: string) => {
-      await admin.query(
-        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`,
-        [from],
-      );
-      await admin.query(`ALTER DATABASE ${from} RENAME TO ${to}`);
-    };
     try {
-      await rename('shop', 'shop_elsewhere');
-      const res = await t.http.get('/v1/orders', { token });
-      expect([res.status, res.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
-      expect(res.headers.get('retry-after')).toBeTruthy();
+      if (change.includes('RENAME'))
+        await admin.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'shop'`,
+        );
+      await admin.query(change);
+      await admin.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'shop'`,
+      );
+      for (const path of paths) {
+        const res = await t.http.get(path, { token });
+        expect([path, res.status, res.body.code]).toEqual([path, 503, 'SERVICE_UNAVAILABLE']);
+        expect(res.headers.get('retry-after')).toBeTruthy();
+      }
     } finally {
-      await admin.query(`ALTER DATABASE shop_elsewhere RENAME TO shop`).catch(() => undefined);
+      await admin.query(undo).catch(() => undefined);
       await admin.end();
     }
     await waitFor(
@@ -160,32 +166,21 @@ describe('a stalled PostgreSQL (frozen, connections kept open)', () => {
       async () => (await t.http.get('/v1/orders', { token })).status,
       { until: (s) => s === 200 },
     );
+  };
+
+  it('a database the server no longer has under that name (3D000) answers 503, not 500, and serves again once it is back', async () => {
+    await whileDatabase(
+      `ALTER DATABASE shop RENAME TO shop_elsewhere`,
+      `ALTER DATABASE shop_elsewhere RENAME TO shop`,
+      ['/v1/orders'],
+    );
   }, 60_000);
 
   it('a database not accepting connections (55000: ALLOW_CONNECTIONS false, a maintenance window) answers 503, not 500, and serves again once it does', async () => {
-    const admin = new Client({ connectionString: pg.url('postgres') });
-    await admin.connect();
-    try {
-      await admin.query(`ALTER DATABASE shop ALLOW_CONNECTIONS false`);
-      await admin.query(
-        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'shop'`,
-      );
-      for (const path of [
-        '/v1/orders',
-        `/v1/products/${'0'.repeat(8)}-0000-4000-8000-${'0'.repeat(12)}`,
-      ]) {
-        const res = await t.http.get(path, { token });
-        expect([path, res.status, res.body.code]).toEqual([path, 503, 'SERVICE_UNAVAILABLE']);
-        expect(res.headers.get('retry-after')).toBeTruthy();
-      }
-    } finally {
-      await admin.query(`ALTER DATABASE shop ALLOW_CONNECTIONS true`).catch(() => undefined);
-      await admin.end();
-    }
-    await waitFor(
-      'the API to read again',
-      async () => (await t.http.get('/v1/orders', { token })).status,
-      { until: (s) => s === 200 },
+    await whileDatabase(
+      `ALTER DATABASE shop ALLOW_CONNECTIONS false`,
+      `ALTER DATABASE shop ALLOW_CONNECTIONS true`,
+      ['/v1/orders', `/v1/products/${'0'.repeat(8)}-0000-4000-8000-${'0'.repeat(12)}`],
     );
   }, 60_000);
 });

@@ -633,6 +633,18 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       return { p, order, intent: await startPayment(order.body.id) };
     };
 
+    /** The cancelled order's payment refunded in full (its jobs drained), its stock back. */
+    const refundedInFull = async (orderId: string, p: string) => {
+      await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
+      const refunded = await t.db.pool.query(
+        `SELECT amount, status FROM refunds WHERE order_id = $1`,
+        [orderId],
+      );
+      expect(refunded.rows).toEqual([{ amount: '10000', status: 'succeeded' }]);
+      expect((await orderOf(orderId)).status).toBe('CANCELLED');
+      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    };
+
     it('paid just before the deadline, its event not processed yet: the order is paid, not expired and refunded', async () => {
       const { p, order, intent } = await paying(5000);
       stripe.succeed(intent); // at 14:59.8; its webhook is still on its way
@@ -835,14 +847,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       await deliver(paid);
       await processed(paid.id);
       expect(await payment()).toBe('succeeded');
-      await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
-      const refunded = await t.db.pool.query(
-        `SELECT amount, status FROM refunds WHERE order_id = $1`,
-        [order.body.id],
-      );
-      expect(refunded.rows).toEqual([{ amount: '10000', status: 'succeeded' }]);
-      expect((await orderOf(order.body.id)).status).toBe('CANCELLED');
-      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+      await refundedInFull(order.body.id, p);
     }, 30_000);
 
     it('an event about a payment whose intent Stripe does not know (a wrong key) is asked again every 6 hours past its first day, so a success paid in time is still refunded once the key is mended; given up (processed, raised) after 30 days', async () => {
@@ -905,14 +910,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       );
       await worker.get(PaymentFinalizer).reconcile();
       expect((await events())[1]).toMatchObject({ id: young, processed: true });
-      await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
-      const refunded = await t.db.pool.query(
-        `SELECT amount, status FROM refunds WHERE order_id = $1`,
-        [order.body.id],
-      );
-      expect(refunded.rows).toEqual([{ amount: '10000', status: 'succeeded' }]);
-      expect((await orderOf(order.body.id)).status).toBe('CANCELLED');
-      expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+      await refundedInFull(order.body.id, p);
     }, 30_000);
 
     it('not due yet (a job that ran early): nothing is asked of Stripe, nothing changes', async () => {
