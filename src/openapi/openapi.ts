@@ -144,17 +144,11 @@ const RATE_LIMIT_HEADERS: Record<string, HeaderObject> = {
     schema: { type: 'string' },
   },
 };
-const RATE_LIMIT_HEADER_REFS: Record<string, ReferenceObject> = {
-  'RateLimit-Policy': headerRef('RateLimitPolicy'),
-  RateLimit: headerRef('RateLimit'),
-};
+/** Statuses only the server's own refusals answer, before any guard ran (no RateLimit headers). */
+const BEFORE_GUARDS = new Set(['408', '413', '414', '415', '431']);
 
 /** `components.headers` of the document: what the references above name. */
-const SHARED_HEADERS: Record<string, HeaderObject> = {
-  RateLimitPolicy: RATE_LIMIT_HEADERS['RateLimit-Policy'],
-  RateLimit: RATE_LIMIT_HEADERS.RateLimit,
-  WWWAuthenticate: CHALLENGE,
-};
+const SHARED_HEADERS: Record<string, HeaderObject> = { WWWAuthenticate: CHALLENGE };
 
 const isParameter = (p: ParameterObject | ReferenceObject): p is ParameterObject => 'in' in p;
 
@@ -271,8 +265,12 @@ function applyContract(
   for (const [status, response] of Object.entries(operation.responses)) {
     if (!response || !('description' in response)) continue;
     response.headers = { ...response.headers, 'X-Request-Id': REQUEST_ID };
-    // the limits' guards set them before the handler runs: its refusals carry them too
-    if (contract.throttled) response.headers = { ...response.headers, ...RATE_LIMIT_HEADER_REFS };
+    // the limits' guards set them before the handler runs: its refusals carry them too — not
+    // the answers the server gives before any guard (a body or headers it cannot read); inline,
+    // so a generated client takes them as optional (absent while the limits' store is away, or
+    // with the limits off), where a referenced header is typed as always sent
+    if (contract.throttled && !BEFORE_GUARDS.has(status))
+      response.headers = { ...response.headers, ...RATE_LIMIT_HEADERS };
     if (status === '401')
       response.headers = { ...response.headers, 'WWW-Authenticate': headerRef('WWWAuthenticate') };
   }

@@ -1204,10 +1204,6 @@ export interface components {
     parameters: never;
     requestBodies: never;
     headers: {
-        /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
-        RateLimitPolicy: string;
-        /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
-        RateLimit: string;
         /** @description `Bearer`, or `Bearer error="invalid_token"` when a token was sent and refused (the queue board asks for `Basic`) */
         WWWAuthenticate: string;
     };
@@ -1394,8 +1390,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1407,8 +1405,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1420,8 +1420,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1433,8 +1431,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1446,8 +1446,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1459,8 +1457,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1474,8 +1470,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1487,8 +1485,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1500,8 +1496,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1515,8 +1513,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1546,8 +1546,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1559,8 +1561,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1572,8 +1576,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -1586,8 +1592,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1599,8 +1603,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1612,8 +1614,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1627,8 +1627,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1640,8 +1642,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1653,8 +1653,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1668,8 +1670,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1699,8 +1703,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1712,8 +1718,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1725,8 +1733,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -1739,8 +1749,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1752,8 +1760,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1765,8 +1771,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1780,8 +1784,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1793,8 +1799,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1806,8 +1810,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1821,8 +1827,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1852,8 +1860,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -1863,8 +1873,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1876,8 +1888,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1889,8 +1899,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1902,8 +1910,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1917,8 +1923,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1930,8 +1938,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1943,8 +1949,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1958,8 +1966,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1982,8 +1992,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1995,8 +2007,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2008,8 +2022,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -2022,8 +2038,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2037,8 +2051,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2050,8 +2066,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2063,8 +2077,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2078,8 +2094,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2109,8 +2127,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2120,8 +2140,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2133,8 +2155,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -2147,8 +2171,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2160,8 +2186,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2173,8 +2197,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2186,8 +2208,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2201,8 +2221,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2214,8 +2236,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2227,8 +2247,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2242,8 +2264,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2274,8 +2298,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2287,8 +2313,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2300,8 +2328,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2315,8 +2341,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2328,8 +2356,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2341,8 +2367,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2356,8 +2384,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2383,8 +2413,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2396,8 +2428,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2409,8 +2443,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2422,8 +2458,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2435,8 +2469,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2450,8 +2482,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2463,8 +2497,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2476,8 +2508,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2491,8 +2525,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2515,8 +2551,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2528,8 +2566,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2541,8 +2581,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2556,8 +2594,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2569,8 +2609,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2582,8 +2620,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2597,8 +2637,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2630,8 +2672,10 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2643,8 +2687,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2656,8 +2702,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -2670,8 +2718,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2683,8 +2733,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2696,8 +2748,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2711,8 +2761,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2724,8 +2776,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2737,8 +2787,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2750,8 +2798,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2765,8 +2815,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2778,8 +2830,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2791,8 +2841,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2806,8 +2858,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2833,8 +2887,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2844,8 +2900,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2857,8 +2915,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -2871,8 +2931,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2884,8 +2946,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2897,8 +2961,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2910,8 +2972,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2923,8 +2983,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2936,8 +2994,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2951,8 +3007,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2964,8 +3022,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2977,8 +3033,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2992,8 +3050,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3023,8 +3083,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3036,8 +3098,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3049,8 +3113,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -3063,8 +3129,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3076,8 +3144,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3089,8 +3159,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3102,8 +3170,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3115,8 +3181,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3128,8 +3192,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3143,8 +3205,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3156,8 +3220,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3169,8 +3231,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3184,8 +3248,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3217,8 +3283,10 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3230,8 +3298,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3243,8 +3313,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -3257,8 +3329,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3270,8 +3344,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3285,8 +3357,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3298,8 +3372,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3311,8 +3383,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3324,8 +3394,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3339,8 +3411,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3352,8 +3426,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3365,8 +3437,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3380,8 +3454,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3416,8 +3492,10 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3429,8 +3507,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3442,8 +3522,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -3456,8 +3538,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3469,8 +3553,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3482,8 +3568,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3497,8 +3581,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3510,8 +3596,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3523,8 +3607,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3536,8 +3618,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3549,8 +3629,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3564,8 +3646,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3577,8 +3661,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3590,8 +3672,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3605,8 +3689,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3636,8 +3722,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3649,8 +3737,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3662,8 +3752,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3675,8 +3767,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3688,8 +3778,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3703,8 +3791,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3716,8 +3806,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3729,8 +3817,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3744,8 +3834,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3780,8 +3872,10 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3793,8 +3887,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3806,8 +3902,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -3820,8 +3918,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3833,8 +3933,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3846,8 +3948,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3861,8 +3961,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3874,8 +3976,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3887,8 +3987,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3900,8 +3998,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3913,8 +4009,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3928,8 +4026,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3941,8 +4041,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3954,8 +4052,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3969,8 +4069,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3996,8 +4098,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4009,8 +4113,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4022,8 +4128,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4035,8 +4143,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4048,8 +4154,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4063,8 +4167,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4076,8 +4182,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4089,8 +4193,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4104,8 +4210,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4128,8 +4236,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4141,8 +4251,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4154,8 +4266,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -4168,8 +4282,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4183,8 +4295,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4196,8 +4310,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4209,8 +4321,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4224,8 +4338,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4264,8 +4380,10 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4275,8 +4393,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4288,8 +4408,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4303,8 +4421,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4316,8 +4436,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4329,8 +4447,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4342,8 +4458,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4357,8 +4475,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4370,8 +4490,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4383,8 +4501,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4398,8 +4518,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4422,8 +4544,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4435,8 +4559,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4448,8 +4574,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -4462,8 +4590,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4477,8 +4603,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4490,8 +4618,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4503,8 +4629,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4518,8 +4646,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4542,8 +4672,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -4553,8 +4685,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4566,8 +4700,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -4580,8 +4716,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4593,8 +4727,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4606,8 +4738,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4621,8 +4751,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4634,8 +4766,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4647,8 +4777,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4662,8 +4794,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4693,8 +4827,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4706,8 +4842,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4719,8 +4857,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -4733,8 +4873,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4746,8 +4888,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4759,8 +4899,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4772,8 +4910,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4785,8 +4921,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4800,8 +4934,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4813,8 +4949,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4826,8 +4960,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4841,8 +4977,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4869,8 +5007,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4882,8 +5022,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4895,8 +5037,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -4909,8 +5053,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4924,8 +5066,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4937,8 +5081,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4950,8 +5092,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4965,8 +5109,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4998,8 +5144,10 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5011,8 +5159,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5024,8 +5174,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -5038,8 +5190,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5053,8 +5203,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5066,8 +5218,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5079,8 +5229,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5092,8 +5240,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5107,8 +5257,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5120,8 +5272,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5133,8 +5283,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5148,8 +5300,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5175,8 +5329,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5188,8 +5344,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5201,8 +5359,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -5215,8 +5375,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5228,8 +5390,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5241,8 +5401,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5256,8 +5414,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5269,8 +5429,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5282,8 +5440,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5297,8 +5457,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5329,8 +5491,10 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5342,8 +5506,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5355,8 +5521,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -5369,8 +5537,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5382,8 +5552,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5397,8 +5565,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5410,8 +5580,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5423,8 +5591,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5436,8 +5602,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5449,8 +5613,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5464,8 +5630,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5477,8 +5645,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5490,8 +5656,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5505,8 +5673,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5534,8 +5704,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5547,8 +5719,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5560,8 +5734,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -5574,8 +5750,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5587,8 +5765,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5602,8 +5778,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5615,8 +5793,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5628,8 +5804,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5643,8 +5821,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5675,8 +5855,10 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5688,8 +5870,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5701,8 +5885,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -5715,8 +5901,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5728,8 +5916,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5741,8 +5931,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5756,8 +5944,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5769,8 +5959,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5782,8 +5970,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5795,8 +5981,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5808,8 +5992,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5823,8 +6009,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5836,8 +6024,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5849,8 +6035,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5864,8 +6052,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5896,8 +6086,10 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5909,8 +6101,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5922,8 +6116,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -5936,8 +6132,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5949,8 +6147,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5964,8 +6160,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5977,8 +6175,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5990,8 +6186,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6003,8 +6197,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6016,8 +6208,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6031,8 +6225,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6044,8 +6240,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6057,8 +6251,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6070,8 +6266,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6085,8 +6283,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6121,8 +6321,10 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6134,8 +6336,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6147,8 +6351,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -6161,8 +6367,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6174,8 +6382,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6187,8 +6397,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6202,8 +6410,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6215,8 +6425,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6228,8 +6436,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6241,8 +6447,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6254,8 +6458,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6269,8 +6475,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6282,8 +6490,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6295,8 +6501,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6308,8 +6516,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6323,8 +6533,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6369,8 +6581,10 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6382,8 +6596,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6395,8 +6611,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6410,8 +6624,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6423,8 +6639,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6436,8 +6650,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6449,8 +6661,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6464,8 +6678,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6477,8 +6693,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6490,8 +6704,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6505,8 +6721,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6541,8 +6759,10 @@ export interface operations {
                     "Idempotent-Replayed"?: "true";
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6554,8 +6774,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6567,8 +6789,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
                     [name: string]: unknown;
                 };
@@ -6581,8 +6805,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6594,8 +6820,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6607,8 +6835,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6622,8 +6848,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6635,8 +6863,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6648,8 +6874,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6661,8 +6885,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6674,8 +6896,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6689,8 +6913,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6702,8 +6928,6 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6715,8 +6939,10 @@ export interface operations {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6730,8 +6956,10 @@ export interface operations {
                     "Retry-After"?: number;
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
-                    "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
-                    RateLimit: components["headers"]["RateLimit"];
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
                     [name: string]: unknown;
                 };
                 content: {
