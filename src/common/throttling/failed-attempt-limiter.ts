@@ -341,11 +341,13 @@ export class FailedAttemptLimiter {
     const key = this.prefix + knownClientsKey(account);
     if ((await this.markStanding(key, knownClientField(account, ip), credential)) === 2)
       return true;
-    const marked =
-      (await this.isKnownClient(this.prefix + knownClientKey(account, ip), credential)) ||
-      (!!onRecord && (await onRecord().catch(() => false)));
-    if (marked) this.rememberClient(account, ip, credential);
-    return marked;
+    // (the previous build's mark is not copied here, before the password is checked: a wrong
+    // guess would have given it 90 days more; a sign-in from the address writes the hash's)
+    if (await this.isKnownClient(this.prefix + knownClientKey(account, ip), credential))
+      return true;
+    if (!onRecord || !(await onRecord().catch(() => false))) return false;
+    this.rememberClient(account, ip, credential);
+    return true;
   }
 
   /**
@@ -425,12 +427,12 @@ export class FailedAttemptLimiter {
     );
     if (answer === 2) return 'current';
     if (answer === 1) return 'earlier';
-    // marked by a build before the per-account hash: moved into it, so an upgrade forgets no
-    // owner's device (the old keys live out their 90 days)
+    // marked by a build before the per-account hash: still the owner's, so an upgrade forgets no
+    // owner's device (the old keys live out their 90 days; a sign-in from the device writes the
+    // hash's — not here, before the password is checked, where a wrong guess would have given
+    // the mark 90 days more)
     const legacy = this.prefix + legacyKnownDeviceKey(account, device);
-    if (!(await this.isKnownClient(legacy, credential))) return 'none';
-    this.rememberDevice(account, device, credential);
-    return 'current';
+    return (await this.isKnownClient(legacy, credential)) ? 'current' : 'none';
   }
 
   /**
