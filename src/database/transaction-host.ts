@@ -143,11 +143,6 @@ export class TransactionHost {
   }
 
   /**
-   * Runs SQL on the current transaction (or a pooled connection) and returns the rows, the
-   * same way for every statement (TypeORM's plain `query()` answers UPDATE/DELETE with
-   * `[rows, rowCount]`; the structured result does not).
-   */
-  /**
    * The database's clock now (`clock_timestamp()`: the moment, even inside a transaction): one
    * clock for every process, where their own may differ.
    */
@@ -156,6 +151,11 @@ export class TransactionHost {
     return row.now;
   }
 
+  /**
+   * Runs SQL on the current transaction (or a pooled connection) and returns the rows, the
+   * same way for every statement (TypeORM's plain `query()` answers UPDATE/DELETE with
+   * `[rows, rowCount]`; the structured result does not).
+   */
   async query<T = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
     const runner = this.als.getStore()?.manager.queryRunner;
     if (runner) return (await runner.query(sql, params, true)).records as T[];
