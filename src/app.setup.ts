@@ -19,6 +19,7 @@ import {
   refuseConnect,
   refuseWhileClosing,
   requireHost,
+  routableTarget,
 } from './common/http/request-limits';
 import {
   RefusedWebhooks,
@@ -87,6 +88,7 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
     // (431): problem+json too
     frameworkErrors,
     clientErrorHandler,
+    rewriteUrl: routableTarget,
   });
 }
 

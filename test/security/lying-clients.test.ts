@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http';
 import { connect } from 'node:net';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { randomUUID } from 'node:crypto';
@@ -275,6 +276,31 @@ describe('clients that lie about their bodies', () => {
     });
     expect(hook.status).toBe(400);
     expect(hook.body.code).toBe('WEBHOOK_SIGNATURE_INVALID');
+  });
+
+  it('answers the asterisk-form (`OPTIONS * HTTP/1.1`) as any other request: a problem with its request id and the security headers', async () => {
+    const { port } = new URL(t.http.baseUrl);
+    for (const [method, status] of [
+      ['OPTIONS', 400],
+      ['GET', 404],
+    ] as const) {
+      const answer = await new Promise<string>((resolve) => {
+        const socket = connect(Number(port), '127.0.0.1', () =>
+          socket.write(`${method} * HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`),
+        );
+        let out = '';
+        socket.on('data', (d: Buffer) => (out += d.toString('latin1')));
+        socket.on('error', () => undefined);
+        socket.on('close', () => resolve(out));
+      });
+      expect([method, answer.split('\r\n')[0]]).toEqual([
+        method,
+        `HTTP/1.1 ${status} ${STATUS_CODES[status]}`,
+      ]);
+      expect(answer).toMatch(/^x-request-id: \S+\r$/im);
+      expect(answer).toMatch(/^x-content-type-options: nosniff\r$/im);
+      expect(answer).toMatch(/^content-type: application\/problem\+json/im);
+    }
   });
 
   it('refuses __proto__, constructor and prototype in queries and bodies instead of dropping them', async () => {

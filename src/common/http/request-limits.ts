@@ -159,6 +159,17 @@ export function closeIfBodyPending(request: FastifyRequest, reply: FastifyReply)
 }
 
 /**
+ * The target Fastify routes (its `rewriteUrl` option): the asterisk-form of `OPTIONS * HTTP/1.1`
+ * (RFC 9112 3.2.4) as `/*`. Its routers match paths only, and `*` fell through both to Fastify's
+ * last-resort 404 — no request hook ran (no X-Request-Id, no security headers: API.md says every
+ * answer carries the id) and it logged two warnings per request, one the 404 router's whole tree.
+ * Routed, it is an OPTIONS that is not a CORS preflight: 400 as any other.
+ */
+export function routableTarget(req: { url?: string }): string {
+  return req.url === '*' ? '/*' : (req.url ?? '/');
+}
+
+/**
  * Fastify's own refusals before routing (a path parameter over maxParamLength → 414, a
  * malformed percent-encoding → 400) as problem+json with the request id, the security headers
  * and CORS's (a browser app reads the problem), like every other error.
