@@ -384,6 +384,10 @@ describe('login: failures slow the guesser down, never the owner (two API instan
     const marks = `${a.config.redis.keyPrefix}:rl:${knownClientsKey(owner.email)}`;
     expect(await redis.hlen(marks)).toBe(2);
     await redis.del(marks);
+    // a wrong guess from the owner's address (a stranger behind the same NAT) writes no mark back:
+    // only a sign-in does
+    expect((await signIn(a, owner.email, 'a-wrong-guess-here', '10.43.0.1')).status).toBe(401);
+    expect(await redis.exists(marks)).toBe(0);
     const guesses = await Promise.all(
       Array.from({ length: CEILING + 4 }, (_, i) =>
         signIn(i % 2 ? b : a, owner.email, `guess-${i}-guess`, `10.43.${i + 1}.1`),

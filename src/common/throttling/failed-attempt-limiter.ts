@@ -327,10 +327,10 @@ export class FailedAttemptLimiter {
   /**
    * Redis's mark first (under the current password: an address is shared — one NAT, a carrier's —
    * and one a thief signed in from is no longer spared once the owner changes it), then a mark of
-   * the build before the per-account hash (moved into it); without either, the durable record (a
+   * the build before the per-account hash (read only); without either, the durable record (a
    * session opened from the client — Redis may have lost its marks: a restart without
-   * persistence, a failover, a flush), which writes the mark back. None can say: unknown, the
-   * stricter answer.
+   * persistence, a failover, a flush). A sign-in from the address writes the hash's mark; none
+   * is written here, before the password is checked. None can say: unknown, the stricter answer.
    */
   private async isOwnClient(
     account: string,
@@ -345,9 +345,9 @@ export class FailedAttemptLimiter {
     // guess would have given it 90 days more; a sign-in from the address writes the hash's)
     if (await this.isKnownClient(this.prefix + knownClientKey(account, ip), credential))
       return true;
-    if (!onRecord || !(await onRecord().catch(() => false))) return false;
-    this.rememberClient(account, ip, credential);
-    return true;
+    // (nor is a mark written from the record before the password is checked: a sign-in from the
+    // address writes it)
+    return !!onRecord && (await onRecord().catch(() => false));
   }
 
   /**

@@ -415,7 +415,7 @@ export function knownClientField(account: string, ip: string): string {
 
 /**
  * The key per (account, address) that marked it one of the account's own before knownClientsKey:
- * read (and moved into the hash) until the last of them has expired, 90 days after that build.
+ * read (a sign-in writes the hash's mark) until the last of them has expired, 90 days after that build.
  * A key per sign-in address, kept 90 days with no cap per account, let one account fill Redis —
  * 500 addresses a day, more with each password change, ~150 bytes each.
  */
@@ -432,8 +432,8 @@ export function knownDevicesKey(account: string): string {
 }
 
 /**
- * The key per device that marked it one of the account's own before knownDevicesKey: read (and
- * moved into the hash) until the last of them has expired, 90 days after that build.
+ * The key per device that marked it one of the account's own before knownDevicesKey: read (a
+ * sign-in writes the hash's mark) until the last of them has expired, 90 days after that build.
  */
 export function legacyKnownDeviceKey(account: string, device: string): string {
   return `signin-known-device:${digest(normalizeEmail(account), device)}`;
