@@ -129,7 +129,7 @@ const CHALLENGE: HeaderObject = {
   schema: { type: 'string' },
 };
 
-/** Headers many answers carry, described once (`components.headers`) and referred to. */
+/** A header described once (`components.headers`) and referred to: one always sent where declared. */
 const headerRef = (name: string): ReferenceObject => ({ $ref: `#/components/headers/${name}` });
 
 /** On the answers of throttled routes, when the limits' store answered (draft-ietf-httpapi-ratelimit-headers). */

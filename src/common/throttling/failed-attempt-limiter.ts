@@ -182,7 +182,7 @@ export interface SignInOptions {
    * address mark count for nothing — an address is shared (one NAT, a carrier's), and one a thief
    * signed in from with a stolen password is no longer spared the account's ceiling once the owner
    * has changed it — while a rehash of the same password (argon2 parameters raised) keeps them
-   * all. A device stays the owner's across a new password (isKnownDevice).
+   * all. A device keeps some standing across a new password (deviceStanding).
    */
   passwordEpoch?: string | null;
   /**
@@ -194,8 +194,9 @@ export interface SignInOptions {
   /**
    * Login: the device the sign-in presented a token of (SessionIssuer#deviceOf): its failures
    * are counted as that device's, not its address's, and it is one of the owner's clients while
-   * it holds a mark (a sign-in from it in the last 90 days, with any of the account's passwords),
-   * or its address is one (signInBuckets).
+   * it holds a mark under the current password (a sign-in from it in the last 90 days), or its
+   * address is one; marked under an earlier password only, it is spared the account's ceiling
+   * alone (deviceStanding, signInBuckets).
    */
   device?: string | null;
 }
