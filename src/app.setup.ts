@@ -100,6 +100,11 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
  */
 async function configureApp(app: NestFastifyApplication): Promise<void> {
   app.useLogger(app.get(Logger));
+  // every header line, not Node's first 1,000 (`maxHeadersCount` unset): past them Node dropped
+  // the rest unseen — a second Authorization or Host line, an Idempotency-Key, the Content-Type
+  // and Content-Length (the body then read as absent) — and the request went on without them.
+  // The 16 KB head limit (431) bounds how many lines a request can carry.
+  app.getHttpAdapter().getInstance().server.maxHeadersCount = 0;
   app.useGlobalPipes(createValidationPipe());
   // after the APP_GUARDs (rate limits, authentication, permissions): unknown query, unread body → 400
   app.useGlobalGuards(new UnreadInputGuard());

@@ -696,7 +696,7 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     }
   });
 
-  it("answers Node's own refusals as problem+json with a request id: no Host header, two, or one that is no host, two Authorization lines (400), an Expect it cannot meet (417), a CONNECT (405, not a dropped connection)", async () => {
+  it("answers Node's own refusals as problem+json with a request id: no Host header, two, or one that is no host, two Authorization or Content-Type lines (after any number of others), a transfer coding but chunked (400), an Expect it cannot meet (417), a CONNECT (405, not a dropped connection)", async () => {
     const port = Number(new URL(t.baseUrl).port);
     for (const [head, status, reason, title] of [
       [
@@ -733,6 +733,29 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       ],
       [
         `GET /admin/queues HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Basic YTpi\r\nAuthorization: Bearer x\r\nConnection: close\r\n\r\n`,
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
+      // a second Authorization line after 1,024 others (6 KB, under the 16 KB head limit): Node
+      // kept only the first 1,000 lines and dropped the rest unseen — here the second token, as
+      // it dropped an Idempotency-Key or the body's Content-Type and Content-Length
+      [
+        `GET /v1/me HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer first\r\n${Array.from({ length: 1024 }, (_, i) => `x${i}:\r\n`).join('')}Authorization: Bearer second\r\nConnection: close\r\n\r\n`,
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
+      // two Content-Type lines (Node kept the first), or a transfer coding Node would not decode
+      // (it read `gzip, chunked` as plain chunked): a gateway may judge another body
+      [
+        `POST /v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`,
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
+      [
+        `POST /v1/auth/login HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n`,
         400,
         'Bad Request',
         'Bad request',

@@ -205,6 +205,16 @@ function headerProblem(request: FastifyRequest): string | null {
   if (headerLines(request.raw.rawHeaders, 'host') > 1)
     return 'A request must carry one Host header, not several.';
   if (!HOST_VALUE.test(host)) return 'The Host header is not a host name or address.';
+  // one Content-Type (RFC 9110 §8.3: a single media type): Node kept the first of two, a
+  // gateway that reads the last would judge another body
+  if (headerLines(request.raw.rawHeaders, 'content-type') > 1)
+    return 'A request must carry one Content-Type header, not several.';
+  // Node's parser decodes `chunked` and passes any other transfer coding through as if it were
+  // none (`gzip, chunked` read as plain chunked): a body an intermediary would decode reads
+  // differently here, so only `chunked` itself is taken (RFC 9112 §6.1)
+  const coding = request.headers['transfer-encoding'];
+  if (coding !== undefined && coding.trim().toLowerCase() !== 'chunked')
+    return 'The only transfer coding taken is chunked.';
   return null;
 }
 
@@ -215,7 +225,8 @@ function headerProblem(request: FastifyRequest): string | null {
  * empty body and no request id, and Node kept the first of two (a proxy that routed on the other
  * saw a different request than this process). So is one with two Authorization lines (RFC 9110
  * §5.3: not a list): Node kept the first, and a gateway that logs or authorizes by the last
- * would disagree with this process about who is calling. A first request hook
+ * would disagree with this process about who is calling; two Content-Type lines, and a transfer
+ * coding other than chunked, the same for the body. A first request hook
  * (setFirstRequestHooks), ahead of the others.
  */
 export function requireHost(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
