@@ -6,9 +6,10 @@ import { headerLines } from '../common/http/header-lines';
 export const IDEMPOTENCY_HEADER = 'idempotency-key';
 /**
  * How long a key's record lives from the clock of the host that stamps it: API.md's 24 h, plus
- * 5 minutes for clock skew — the record is judged (a replay, the purge) on other hosts' clocks,
- * and one running ahead would otherwise drop it before 24 h (a retry at 23 h 59 m then runs the
- * request again).
+ * 5 minutes for that clock's skew — the record is judged (a replay, a takeover, the purge) on
+ * the database's clock (`statement_timestamp()`), so a stamping host running behind it would
+ * otherwise have its record dropped before 24 h (a retry at 23 h 59 m then runs the request
+ * again). No other host's clock takes part.
  */
 export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000 + 5 * 60 * 1000;
 

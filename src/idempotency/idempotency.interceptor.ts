@@ -138,7 +138,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     reply: FastifyReply,
     note: (outcome: IdempotencyOutcome) => void,
   ): Promise<unknown> {
-    const found = await this.records.find(scope, this.clock.now());
+    const found = await this.records.find(scope);
     if (found?.state === 'completed') {
       return this.replay(this.checkSameRequest(scope, found.stored), reply, note);
     }
@@ -171,7 +171,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
   ): Promise<unknown> {
     const now = this.clock.now();
     const outcome = await this.tx.runOpening(
-      IdempotencyRepository.claimStatements(scope.principal, scope.key, now),
+      IdempotencyRepository.claimStatements(scope.principal, scope.key),
       async (results): Promise<Outcome> => {
         const { claimed, stored } = IdempotencyRepository.claimed(results);
         if (stored) return { replay: this.checkSameRequest(scope, stored) };

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { MoreThan } from 'typeorm';
+import { Raw } from 'typeorm';
 import { deleteSelected } from '../database/batched-delete';
 import { TransactionHost, pgConstraint, pgErrorCode } from '../database/transaction-host';
 import { IdempotencyKeyEntity } from './entities/idempotency-key.entity';
@@ -58,18 +58,14 @@ export class IdempotencyRepository {
    * the record's primary key — issue 11.) One row: `claimed` and the record's columns, NULL
    * without one.
    */
-  static claimStatements(
-    principal: string,
-    key: string,
-    now: Date,
-  ): { sql: string; params: unknown[] }[] {
+  static claimStatements(principal: string, key: string): { sql: string; params: unknown[] }[] {
     // raw SQL: hot path of bench:flash-sale (the idempotency claim, sent in BEGIN's message, see
     // docs/BENCHMARKS.md)
     return [
       {
         sql: `SELECT claimed, state, method, route, fingerprint, status, body
-                FROM idempotency_claim($1::text, $2::text, $3::timestamptz)`,
-        params: [principal, key, now],
+                FROM idempotency_claim($1::text, $2::text, statement_timestamp())`,
+        params: [principal, key],
       },
     ];
   }
@@ -151,25 +147,24 @@ export class IdempotencyRepository {
          SET method = EXCLUDED.method, route = EXCLUDED.route, fingerprint = EXCLUDED.fingerprint,
              state = 'in_progress', response_status = NULL, response_body = NULL,
              created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-       WHERE idempotency_keys.expires_at <= $6::timestamptz OR idempotency_keys.state = 'in_progress'
+       WHERE idempotency_keys.expires_at <= statement_timestamp() OR idempotency_keys.state = 'in_progress'
        RETURNING created_at`,
       [scope.principal, scope.key, scope.method, scope.route, scope.fingerprint, now, expiresAt],
     );
     if (claimed[0]) return { token: claimed[0].created_at };
-    const found = await this.find(scope, now);
+    const found = await this.find(scope);
     return { token: null, stored: found?.state === 'completed' ? found.stored : null };
   }
 
   /** The live record for the key, if any: completed (with its response) or in progress. */
   async find(
     scope: IdempotencyScope,
-    now: Date,
   ): Promise<{ state: 'completed' | 'in_progress'; stored: StoredResponse } | null> {
     const record = await this.tx.withManager((m) =>
       m.getRepository(IdempotencyKeyEntity).findOneBy({
         principal: scope.principal,
         key: scope.key,
-        expiresAt: MoreThan(now),
+        expiresAt: Raw((column) => `${column} > statement_timestamp()`),
       }),
     );
     return record ? { state: record.state, stored: toStored(record) } : null;
@@ -183,10 +178,7 @@ export class IdempotencyRepository {
    * read under a snapshot taken after the locks were tried), outside any transaction, so the
    * locks it tries are released as it ends.
    */
-  async keysInUse(
-    pairs: () => { principal: string; key: string }[],
-    now: Date,
-  ): Promise<Set<string>> {
+  async keysInUse(pairs: () => { principal: string; key: string }[]): Promise<Set<string>> {
     // raw SQL: a server-side function (two statements, two snapshots, in one round trip), on the
     // hot path of bench:flash-sale's sold-out refusals. The pairs are taken once a connection is
     // in hand: a caller that gave up while the pool was busy is not asked (nor locked) for.
@@ -194,8 +186,8 @@ export class IdempotencyRepository {
       const asked = pairs();
       if (asked.length === 0) return null;
       return {
-        sql: 'SELECT principal, key FROM idempotency_keys_in_use($1::text[], $2::text[], $3::timestamptz)',
-        params: [asked.map((p) => p.principal), asked.map((p) => p.key), now],
+        sql: 'SELECT principal, key FROM idempotency_keys_in_use($1::text[], $2::text[], statement_timestamp())',
+        params: [asked.map((p) => p.principal), asked.map((p) => p.key)],
       };
     });
     return new Set(rows.map((r) => `${r.principal}\n${r.key}`));
@@ -227,6 +219,11 @@ export class IdempotencyRepository {
         createdAt: token,
       }),
     );
+  }
+
+  /** The database's clock: what a record's expiry is judged by, on every host alike. */
+  databaseNow(): Promise<Date> {
+    return this.tx.databaseNow();
   }
 
   /** Deletes records past their expiry, one batch; returns how many. */

@@ -1,6 +1,5 @@
 import { Injectable } from '@nestjs/common';
 import { TurnBatch } from '../common/turn-batch';
-import { Clock } from '../common/time/clock';
 import { drainBatches } from '../database/batched-delete';
 import { IdempotencyRepository } from './idempotency.repository';
 
@@ -42,10 +41,7 @@ export class IdempotencyService {
   /** Asks whose statement has not answered yet (given up or not). */
   private keyAsksWaiting = 0;
 
-  constructor(
-    private readonly records: IdempotencyRepository,
-    private readonly clock: Clock,
-  ) {
+  constructor(private readonly records: IdempotencyRepository) {
     this.keyReads = new TurnBatch(
       async (asks) => {
         // (no timeout here: the next statement waits until this one has ended — at most one per
@@ -55,7 +51,7 @@ export class IdempotencyService {
           const asked = asks.filter((a) => !a.gaveUp);
           for (const a of asked) a.sent = true;
           return asked;
-        }, this.clock.now());
+        });
         return asks.map((a) => inUse.has(`${a.principal}\n${a.key}`));
       },
       () => true,
@@ -107,7 +103,9 @@ export class IdempotencyService {
     // one cutoff for the whole run: records go on expiring while it runs (tens a second the day
     // after a sale), and a cutoff taken afresh for every batch kept finding some — the hourly
     // job ran on for as long as the sale had, holding the worker's one maintenance slot
-    const now = this.clock.now();
+    // (the database's clock, as every claim judges expiry by: a worker's clock minutes fast
+    // deleted records still live, and a retry then ran its request twice)
+    const now = await this.records.databaseNow();
     const expired = await drainBatches(() => this.records.purgeExpired(now));
     const abandonedBefore = new Date(now.getTime() - ABANDONED_AFTER_MS);
     return expired + (await drainBatches(() => this.records.purgeAbandoned(abandonedBefore)));

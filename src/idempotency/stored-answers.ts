@@ -2,7 +2,6 @@ import { ExecutionContext, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import type { AuthenticatedRequest } from '../auth/principal';
 import type { StoredAnswers } from '../common/throttling/rate-limit.guard';
-import { Clock } from '../common/time/clock';
 import { IDEMPOTENCY_IGNORED } from './idempotency.decorator';
 import { idempotencyKeyOf } from './idempotency-key';
 import { requestScope, sameRequest } from './idempotency-scope';
@@ -20,7 +19,6 @@ export class IdempotencyStoredAnswers implements StoredAnswers {
   constructor(
     private readonly reflector: Reflector,
     private readonly records: IdempotencyRepository,
-    private readonly clock: Clock,
   ) {}
 
   async holdsAnswer(context: ExecutionContext): Promise<boolean> {
@@ -43,7 +41,7 @@ export class IdempotencyStoredAnswers implements StoredAnswers {
     if (key === undefined) return false;
     const scope = requestScope(request, key);
     // the database unreachable: no answer known, the limit's refusal stands
-    const found = await this.records.find(scope, this.clock.now()).catch(() => null);
+    const found = await this.records.find(scope).catch(() => null);
     return found?.state === 'completed' && sameRequest(scope, found.stored);
   }
 }

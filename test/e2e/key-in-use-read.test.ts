@@ -23,14 +23,14 @@ describe('the key-in-use question of the sold-out fast path', () => {
     service = t.app.get(IdempotencyService);
     const repo = t.app.get(IdempotencyRepository);
     const original = repo.keysInUse.bind(repo);
-    jest.spyOn(repo, 'keysInUse').mockImplementation(async (pairs, now) => {
+    jest.spyOn(repo, 'keysInUse').mockImplementation(async (pairs) => {
       mostConcurrent = Math.max(mostConcurrent, ++concurrent);
       try {
         return await original(() => {
           const asked = pairs();
           sent.push(asked.map((p) => p.key));
           return asked;
-        }, now);
+        });
       } finally {
         concurrent--;
       }

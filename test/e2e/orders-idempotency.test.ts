@@ -332,7 +332,7 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 2 });
   });
 
-  it('a record outlives 24 h by a clock-skew margin (5 min): a host running ahead never judges it gone before 24 h', async () => {
+  it('a record outlives 24 h by a clock-skew margin (5 min): one stamped by a host running behind the database is never judged gone before 24 h', async () => {
     const productId = await insertProduct(t.db.pool, { stock: 5 });
     const key = newKey();
     expect((await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key)).status).toBe(201);
@@ -341,7 +341,8 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
       [key],
     );
     expect(rows).toEqual([{ lives: '1 day 00:05:00' }]);
-    // what a purge on a worker 4 minutes ahead sees 23 h 59 m after the order: nothing to purge
+    // what the purge (on the database's clock) sees 23 h 59 m after an order its host stamped
+    // 4 minutes behind the database: nothing to purge
     await t.db.pool.query(
       `UPDATE idempotency_keys SET created_at = created_at - interval '23 hours 59 minutes', expires_at = expires_at - interval '23 hours 59 minutes' WHERE key = $1`,
       [key],
@@ -370,5 +371,30 @@ describe('Idempotency-Key on POST /v1/orders (API.md, Idempotency)', () => {
     const fresh = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
     expect(fresh.status).toBe(201);
     expect(fresh.headers.get('idempotent-replayed')).toBeNull();
+  });
+
+  it("a record's expiry is judged on the database's clock: a process whose clock runs a day fast neither purges it nor runs its retry again", async () => {
+    const productId = await insertProduct(t.db.pool, { stock: 5 });
+    const key = newKey();
+    const first = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
+    expect(first.status).toBe(201);
+    const { Clock } = await import('../../src/common/time/clock');
+    const { IdempotencyService } = await import('../../src/idempotency/idempotency.service');
+    // this process's clock a day and an hour ahead (an NTP step, a host misconfigured): past the
+    // record's 24 h 5 min by its reckoning, minutes old by the database's
+    const fast = jest
+      .spyOn(t.app.get(Clock), 'now')
+      .mockImplementation(() => new Date(Date.now() + 25 * 3600_000));
+    try {
+      await t.app.get(IdempotencyService).purgeExpired();
+      const kept = await t.db.pool.query(`SELECT 1 FROM idempotency_keys WHERE key = $1`, [key]);
+      expect(kept.rowCount).toBe(1);
+      const retry = await placeOrder(t.http, alice, [{ productId, quantity: 1 }], key);
+      expect([retry.status, retry.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+      expect(retry.body.id).toBe(first.body.id);
+    } finally {
+      fast.mockRestore();
+    }
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 1 });
   });
 });
