@@ -5,7 +5,7 @@ import { DomainError } from '../common/errors/domain-error';
 import { jwtModuleOptions, sessionClientSecret } from './jwt-options';
 import { JwtStrategy } from './jwt.strategy';
 import { permissionsOf } from './permissions';
-import type { RevokedSessions } from './revoked-sessions';
+import { CLOCK_SKEW_MS, type RevokedSessions } from './revoked-sessions';
 import { SecureRandom } from './secure-random';
 import { TokenService } from './token.service';
 import { mockOf } from '../../test/support/mocks';
@@ -74,6 +74,18 @@ describe('JwtStrategy (passport-jwt)', () => {
     await refused(sign({ ...valid(), iat: now() - 3000, exp: now() + ttl }));
     const { iat: _iat, ...withoutIat } = valid();
     await refused(sign(withoutIat));
+  });
+
+  it("refuses a token issued further ahead of this host's clock than the skew allowed (its signer runs fast: it would outlive its session's revocation marks); accepts one within it", async () => {
+    const ttl = config.jwt.accessTtlSeconds;
+    const sign = (payload: object) => forge({ alg: 'HS256', typ: 'JWT' }, payload);
+    const skew = CLOCK_SKEW_MS / 1000;
+    const within = now() + skew - 5;
+    await expect(
+      strategy.verifyAccess(sign({ ...valid(), iat: within, exp: within + ttl })),
+    ).resolves.toEqual(principal);
+    const ahead = now() + skew + 60;
+    await refused(sign({ ...valid(), iat: ahead, exp: ahead + ttl }));
   });
 
   it('accepts a correctly made token (control for the refusals below)', async () => {

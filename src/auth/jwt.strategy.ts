@@ -8,7 +8,7 @@ import { APP_CONFIG, AppConfig } from '../config/config';
 import { accessTokenKeys, jwtAlgorithm } from './jwt-options';
 import { ROLES, Role, permissionsOf } from './permissions';
 import type { Principal } from './principal';
-import { RevokedSessions } from './revoked-sessions';
+import { CLOCK_SKEW_MS, RevokedSessions } from './revoked-sessions';
 
 /** The passport strategy name the global guard authenticates with. */
 const JWT_STRATEGY = 'jwt';
@@ -90,6 +90,11 @@ export class JwtStrategy
       typeof payload.exp !== 'number' ||
       typeof payload.iat !== 'number' ||
       payload.exp - payload.iat > this.maxLifetimeSeconds ||
+      // issued ahead of this clock by more than the skew the design allows: its signer's clock
+      // runs fast, and its token would outlive the revocation marks (they live a token's
+      // lifetime plus CLOCK_SKEW_MS from the revoking host's clock) — refused, not trusted.
+      // (The host's own clock, as jsonwebtoken judges `exp` by: one clock for a token's times.)
+      payload.iat * 1000 > Date.now() + CLOCK_SKEW_MS ||
       typeof payload.sub !== 'string' ||
       typeof payload.fam !== 'string' ||
       typeof payload.email !== 'string' ||
