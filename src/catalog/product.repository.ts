@@ -1,7 +1,6 @@
 import { searchText } from './search-text';
 import { Inject, Injectable } from '@nestjs/common';
 import { APP_CONFIG, AppConfig } from '../config/config';
-import { In } from 'typeorm';
 import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
 import { BIGINT_NUMBER, CURRENCY_CODE } from '../database/column-transformers';
 import { TransactionHost } from '../database/transaction-host';
@@ -243,14 +242,22 @@ export class ProductRepository {
     );
   }
 
-  /** Those of `ids` taken off sale (inactive). */
-  async offSaleAmong(ids: string[]): Promise<string[]> {
+  /**
+   * Those of `ids` taken off sale since `placedAt`: off sale now, or back on sale since (an
+   * order placed before it went back on sale was placed before it went off: none can be placed
+   * while it is off). Put back on sale with its price mended, a product does not make the orders
+   * placed at the mistaken price payable again.
+   */
+  async offSaleSince(ids: string[], placedAt: Date): Promise<string[]> {
     if (ids.length === 0) return [];
     const rows = await this.tx.withManager((m) =>
-      m.getRepository(ProductEntity).find({
-        select: { id: true },
-        where: { id: In(ids), active: false },
-      }),
+      m
+        .getRepository(ProductEntity)
+        .createQueryBuilder('p')
+        .select('p.id', 'id')
+        .where('p.id IN (:...ids)', { ids })
+        .andWhere('(NOT p.active OR p.on_sale_since > :placedAt)', { placedAt })
+        .getRawMany<{ id: string }>(),
     );
     return rows.map((r) => r.id);
   }

@@ -112,10 +112,19 @@ export class PaymentsService {
     }
     if (overdue) throw reservationExpired();
     // a product taken off sale since the order was placed (a recall, a price mistake — the order
-    // keeps the price it was placed at) is not sold by a payment begun after: the reservation
-    // runs out as any unpaid one does. (A payment begun before goes on: its client holds the
-    // secret, and the provider, not this route, takes the money.)
-    if ((await this.products.offSaleAmong(order.items.map((i) => i.productId))).length > 0)
+    // keeps the price it was placed at) is not sold by a payment begun after, even once it is
+    // back on sale (its price mended): the reservation runs out as any unpaid one does. (A
+    // payment begun before goes on: its client holds the secret, and the provider, not this
+    // route, takes the money.)
+    const placedAt = order.createdAt;
+    if (
+      (
+        await this.products.offSaleSince(
+          order.items.map((i) => i.productId),
+          placedAt,
+        )
+      ).length
+    )
       throw new DomainError(
         'ORDER_NOT_PAYABLE',
         'A product of this order has been taken off sale: the order can no longer be paid.',

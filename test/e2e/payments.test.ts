@@ -212,10 +212,10 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     );
   });
 
-  it('a product taken off sale (a recall, a price mistake) stops payments of its open orders from beginning (409); one begun before goes on', async () => {
+  it('a product taken off sale (a recall, a price mistake) stops payments of its open orders from beginning (409), also once back on sale at a mended price; one begun before goes on', async () => {
     const admin = (await createAdmin(t)).accessToken;
     const [mispriced, other] = await Promise.all([
-      insertProduct(t.db.pool, { stock: 10, priceAmount: 100 }),
+      insertProduct(t.db.pool, { stock: 11, priceAmount: 100 }),
       insertProduct(t.db.pool, { stock: 10 }),
     ]);
     const lines = [
@@ -240,12 +240,30 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const refused = await pay(unpaid.body.id);
     expectProblem(refused, 409, 'ORDER_NOT_PAYABLE');
     expect(refused.body.detail).toMatch(/taken off sale/);
-    const row = await t.db.pool.query(
-      `SELECT o.status, (SELECT count(*)::int FROM payments p WHERE p.order_id = o.id) AS payments
-         FROM orders o WHERE o.id = $1`,
-      [unpaid.body.id],
-    );
+    const paymentsOf = (orderId: string) =>
+      t.db.pool.query(
+        `SELECT o.status, (SELECT count(*)::int FROM payments p WHERE p.order_id = o.id) AS payments
+           FROM orders o WHERE o.id = $1`,
+        [orderId],
+      );
+    const row = await paymentsOf(unpaid.body.id);
     expect(row.rows[0]).toEqual({ status: 'INVENTORY_RESERVED', payments: 0 });
+    // back on sale, its price mended: the order placed at the mistaken price stays unpayable
+    // (it went off sale after the order was placed), a new order at the new price is paid
+    const mended = await t.http.patch(
+      `/v1/admin/products/${mispriced}`,
+      { price: { amount: 10_000, currency: unpaid.body.total.currency }, active: true },
+      { token: admin },
+    );
+    expect(mended.status).toBe(200);
+    expectProblem(await pay(unpaid.body.id), 409, 'ORDER_NOT_PAYABLE');
+    const repriced = await placeOrder(t.http, alice, [{ productId: mispriced, quantity: 1 }]);
+    expect([repriced.status, repriced.body.total?.amount]).toEqual([201, 10_000]);
+    expect((await pay(repriced.body.id)).status).toBe(201);
+    expect((await paymentsOf(unpaid.body.id)).rows[0]).toEqual({
+      status: 'INVENTORY_RESERVED',
+      payments: 0,
+    });
     // the one begun before: the same intent again, and it can still be paid
     const again = await pay(begun.body.id);
     expect(again.status).toBe(201);
@@ -262,7 +280,8 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       idempotencyKey: newKey(),
     });
     expect(cancel.status).toBe(200);
-    expect(await stockOf(t.db.pool, mispriced)).toMatchObject({ onHand: 5, reserved: 0 });
+    // (the order at the mended price still holds its unit, its payment begun)
+    expect(await stockOf(t.db.pool, mispriced)).toMatchObject({ onHand: 6, reserved: 1 });
     await assertStockInvariants(t.db.pool, [mispriced, other]);
   });
 

@@ -66,6 +66,21 @@ export class ProductEntity {
   @Column('boolean', { default: true })
   active!: boolean;
 
+  /**
+   * When it last went back on sale, on the database's clock (NULL: never off sale); stamped by a
+   * trigger (1763800050000-ProductOnSaleSince.ts). An order placed before it was placed before
+   * the product went off sale, and is not paid (PaymentsService#start).
+   */
+  @Column({
+    type: 'timestamptz',
+    name: 'on_sale_since',
+    nullable: true,
+    select: false,
+    insert: false,
+    update: false,
+  })
+  onSaleSince?: Date | null;
+
   /** The main image: an uploaded image's storage key, or an absolute URL (the seed's; older rows). */
   @Column('text', { name: 'image_url', nullable: true })
   imageUrl!: string | null;
