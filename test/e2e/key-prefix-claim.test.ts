@@ -129,20 +129,22 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
         { DATABASE_URL: other.url, REDIS_KEY_PREFIX: prefix, PORT: String(await freePort()) },
         'warn',
       );
-      expect(await exitOf(api)).toBe(EXIT_CONFIG);
+      // in this process as well (bootTestApp), meanwhile: each waits for the claim to lapse
+      const inProcess = bootTestApp({ db: other, env: { REDIS_KEY_PREFIX: prefix } });
+      const [code] = await Promise.all([
+        exitOf(api),
+        expect(inProcess).rejects.toThrow(/REDIS_KEY_PREFIX is in use by another deployment/),
+      ]);
+      expect(code).toBe(EXIT_CONFIG);
       expect(api.output()).toMatch(
         /REDIS_KEY_PREFIX is in use by another deployment.*database shop_staging.*, renewed while this process waited \d s for it to lapse/,
-      );
-      // in this process as well (bootTestApp)
-      await expect(bootTestApp({ db: other, env: { REDIS_KEY_PREFIX: prefix } })).rejects.toThrow(
-        /REDIS_KEY_PREFIX is in use by another deployment/,
       );
     } finally {
       stop();
     }
   });
 
-  it('a claim that lapses (the other deployment stopped) is taken over at boot', async () => {
+  it('a claim that lapses (the other deployment stopped) is taken over at boot; an older deployment taking it from under that API stops it (one API process)', async () => {
     const prefix = prefixOf('x');
     // the other deployment's claim is renewed until the API's first attempt has found it (seen
     // on Redis's MONITOR), then that deployment stops: its claim lapses while the API waits. (The
@@ -204,6 +206,9 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
     expect(api.output()).toMatch(/waiting \d s to see whether it lapses/);
     const identity = await databaseIdentity(fakeOf(other));
     expect(await redis.get(`${prefix}:owner`)).toMatch(claimOf(identity));
+    // then a process whose prefix an older deployment takes from under it stops (the cluster's
+    // primary as well: the last test)
+    await takenFromUnder(prefix, api);
   });
 
   it("a worker of another database refuses to boot and takes none of the prefix's jobs", async () => {
@@ -416,39 +421,40 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
     }
   });
 
-  it.each([
-    ['one API process', {}, EXIT_CONFIG],
+  // (one API process: the lapsed claim's test, with the API that took it over)
+  it('a process whose prefix an older deployment takes from under it stops (API_PROCESSES=2)', async () => {
     // the cluster's primary stops too (78) rather than replacing its processes, refused for ever
-    ['API_PROCESSES=2', { API_PROCESSES: '2' }, EXIT_CONFIG],
-  ])(
-    'a process whose prefix an older deployment takes from under it stops (%s)',
-    async (_, extra: Record<string, string>, exitCode) => {
-      const prefix = prefixOf(`y${Object.keys(extra).length}`);
-      const port = await freePort();
-      const api = spawn(
-        'src/main.ts',
-        { DATABASE_URL: other.url, REDIS_KEY_PREFIX: prefix, PORT: String(port), ...extra },
-        'warn',
-      );
-      await waitFor(
-        'the API up',
-        () => fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.ok),
-        { retryErrors: true, timeoutMs: 30_000, context: api.output },
-      );
-      // Redis lost its keys and a deployment that held the prefix before this one took it
-      // first; this API's connections come back
-      await redis.set(`${prefix}:owner`, '00000000deadbeef 1 shop_staging');
-      const clients = await redis.client('LIST');
-      const ids = String(clients)
-        .split('\n')
-        .filter((line) => line.includes(` name=${prefix}:app `))
-        .map((line) => /^id=(\d+)/.exec(line)?.[1]);
-      expect(ids.length).toBeGreaterThan(0);
-      for (const id of ids) await redis.client('KILL', 'ID', id as string);
-      expect(await exitOf(api)).toBe(exitCode);
-      expect(api.output()).toMatch(/REDIS_KEY_PREFIX is in use by another deployment/);
-    },
-  );
+    const prefix = prefixOf('y1');
+    const port = await freePort();
+    const api = spawn(
+      'src/main.ts',
+      { DATABASE_URL: other.url, REDIS_KEY_PREFIX: prefix, PORT: String(port), API_PROCESSES: '2' },
+      'warn',
+    );
+    await waitFor(
+      'the API up',
+      () => fetch(`http://127.0.0.1:${port}/health/ready`).then((r) => r.ok),
+      { retryErrors: true, timeoutMs: 30_000, context: api.output },
+    );
+    await takenFromUnder(prefix, api);
+  });
+
+  /**
+   * Redis lost its keys and a deployment that held `prefix` before the API `api` took it first;
+   * the API's connections come back: it stops, exit code EXIT_CONFIG.
+   */
+  async function takenFromUnder(prefix: string, api: ReturnType<typeof runScript>) {
+    await redis.set(`${prefix}:owner`, '00000000deadbeef 1 shop_staging');
+    const clients = await redis.client('LIST');
+    const ids = String(clients)
+      .split('\n')
+      .filter((line) => line.includes(` name=${prefix}:app `))
+      .map((line) => /^id=(\d+)/.exec(line)?.[1]);
+    expect(ids.length).toBeGreaterThan(0);
+    for (const id of ids) await redis.client('KILL', 'ID', id as string);
+    expect(await exitOf(api)).toBe(EXIT_CONFIG);
+    expect(api.output()).toMatch(/REDIS_KEY_PREFIX is in use by another deployment/);
+  }
 
   /** `databaseIdentity` of a test database, read over its own pool. */
   function fakeOf(db: TestDatabase): DataSource {
