@@ -232,10 +232,34 @@ describe('order creation does not depend on Redis', () => {
 describe('the worker role end to end', () => {
   let t: TestApp;
   let worker: INestApplicationContext;
+  // Both tests wait out a real 10 s reservation: their orders are placed here, one after the
+  // other, so the two deadlines run down together instead of one test after the other.
+  let alice: Buyer;
+  let bob: Buyer;
+  let expiring: { orderId: string; productId: string };
+  let extended: { orderId: string; productId: string; newDeadline: number };
 
   beforeAll(async () => {
     t = await bootTestApp({ env: { RESERVATION_TTL_SECONDS: '10' } });
     worker = await bootTestWorker(t.config);
+    [alice, bob] = await buyers(t.http, 2);
+
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
+    expect(order.status).toBe(201);
+    expiring = { orderId: order.body.id, productId: p };
+
+    const q = await insertProduct(t.db.pool, { stock: 5 });
+    const later = await placeOrder(t.http, bob, [{ productId: q, quantity: 1 }]);
+    expect(later.status).toBe(201);
+    // what a payment in flight does (PAYMENT_PENDING extends the hold): the job, delayed to the
+    // original deadline (10 s), finds the order not yet due
+    const { rows } = await t.db.pool.query<{ until: Date }>(
+      `UPDATE orders SET reservation_expires_at = reservation_expires_at + interval '3 seconds'
+        WHERE id = $1 RETURNING reservation_expires_at AS until`,
+      [later.body.id],
+    );
+    extended = { orderId: later.body.id, productId: q, newDeadline: rows[0].until.getTime() };
   });
   afterAll(async () => {
     await worker?.close();
@@ -243,15 +267,10 @@ describe('the worker role end to end', () => {
   });
 
   it('expires an unpaid order through outbox → BullMQ delayed job → processor', async () => {
-    const [alice] = await buyers(t.http, 1);
-    const p = await insertProduct(t.db.pool, { stock: 5 });
-    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
-    expect(order.status).toBe(201);
-
-    // the reservation lasts 10 s of wall-clock time: nothing to drain before then
+    // the reservation lasts 10 s of wall-clock time (from beforeAll): nothing to drain before then
     const got = await waitFor(
       'the order to expire',
-      () => t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token }),
+      () => t.http.get(`/v1/orders/${expiring.orderId}`, { token: alice.token }),
       {
         until: (res) => res.body.status === 'CANCELLED',
         timeoutMs: 20_000,
@@ -262,27 +281,14 @@ describe('the worker role end to end', () => {
       status: 'CANCELLED',
       cancellationReason: 'RESERVATION_EXPIRED',
     });
-    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    expect(await stockOf(t.db.pool, expiring.productId)).toEqual({ onHand: 5, reserved: 0 });
   }, 30_000);
 
   it('an expiry job that finds the deadline extended looks again at the new deadline, not at the next sweep', async () => {
-    const [bob] = await buyers(t.http, 1);
-    const p = await insertProduct(t.db.pool, { stock: 5 });
-    const order = await placeOrder(t.http, bob, [{ productId: p, quantity: 1 }]);
-    expect(order.status).toBe(201);
-    // what a payment in flight does (PAYMENT_PENDING extends the hold): the job, delayed to the
-    // original deadline (10 s), finds the order not yet due
-    const { rows } = await t.db.pool.query<{ until: Date }>(
-      `UPDATE orders SET reservation_expires_at = reservation_expires_at + interval '3 seconds'
-        WHERE id = $1 RETURNING reservation_expires_at AS until`,
-      [order.body.id],
-    );
-    const newDeadline = rows[0].until.getTime();
-
+    const { orderId, productId, newDeadline } = extended; // (placed and extended in beforeAll)
     await waitFor(
       'the order to expire at its new deadline',
-      async () =>
-        (await t.http.get(`/v1/orders/${order.body.id}`, { token: bob.token })).body.status,
+      async () => (await t.http.get(`/v1/orders/${orderId}`, { token: bob.token })).body.status,
       {
         until: (status) => status === 'CANCELLED',
         timeoutMs: newDeadline + 20_000 - Date.now(),
@@ -291,6 +297,6 @@ describe('the worker role end to end', () => {
     );
     // the sweeper runs once a minute: expiring within seconds of the new deadline is the job's doing
     expect(Date.now() - newDeadline).toBeLessThan(5_000);
-    expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 5, reserved: 0 });
+    expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 5, reserved: 0 });
   }, 40_000);
 });
