@@ -23,7 +23,8 @@ import { TestApp, bootTestApp } from '../support/test-app';
  * elsewhere).
  */
 
-const RUNS = Number(process.env.FUZZ_RUNS ?? 60);
+// (30: the same cases every run — the seed is fixed — after ~660 fixed examples; FUZZ_RUNS raises it)
+const RUNS = Number(process.env.FUZZ_RUNS ?? 30);
 /** Operations no sample can succeed at (see the end of the test). */
 const UNREACHABLE = [
   'POST /v1/products/{id}/reviews', // only a buyer of the product reviews it
@@ -452,8 +453,13 @@ function validCases(op: Operation, fx: Fixtures): [FuzzCase][] {
       path: Object.fromEntries(
         op.parameters.filter((p) => p.in === 'path').map((p) => [p.name, undefined]),
       ),
+      // every query parameter with a value it accepts, but no cursor: only a page before hands
+      // one out (a made-up one is a 400), and a well-behaved client's first page has none — with
+      // one, no listing's sample got past validation, and only a lucky random case reached them
       query: Object.fromEntries(
-        op.parameters.filter((p) => p.in === 'query').map((p) => [p.name, 'valid']),
+        op.parameters
+          .filter((p) => p.in === 'query')
+          .map((p) => [p.name, p.name === 'cursor' ? undefined : 'valid']),
       ),
       unknownQuery: undefined,
       body,
@@ -699,7 +705,7 @@ describe('contract fuzzing: every operation of openapi.json', () => {
     // and the service is still healthy afterwards
     expect((await t.http.get('/health/ready')).status).toBe(200);
     expect((await t.http.get(`/v1/products/${fx.productId}`)).status).toBe(200);
-  }, 240_000); // every operation × every caller × malformed inputs: 80–95 s seen on a loaded 2-core machine
+  }, 240_000); // every operation × every caller × malformed inputs: ~60 s at 60 runs, ~30 s at 30, on a loaded 2-core machine
 
   /**
    * The features in combination, for every operation of the document — what the fuzzing above
