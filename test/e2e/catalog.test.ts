@@ -107,6 +107,16 @@ describe('catalog: admin writes, reads, cache', () => {
       `${sku}\u00AD`,
       fullWidth,
       `${sku}\u2060`,
+      // invisible, yet neither control nor format characters: variation selectors, the
+      // combining grapheme joiner, a Mongolian free variation selector, Hangul fillers, the
+      // braille blank
+      `${sku}\uFE0F`,
+      `${sku}\u{E0100}`,
+      `${sku}\u034F`,
+      `${sku}\u180B`,
+      `${sku}\u1160`,
+      `${sku}\u115F`,
+      `${sku}\u2800`,
     ]) {
       const refused = await t.http.post('/v1/admin/products', minimalProduct(bad), {
         token: admin,

@@ -58,6 +58,8 @@ export function NoDirectionControls(options?: ValidationOptions): PropertyDecora
 
 /** Characters that are letters or symbols by category yet show nothing (Hangul fillers, the braille blank). */
 const BLANK_LETTERS = /[\u115F\u1160\u3164\uFFA0\u2800]/gu;
+/** One of them (a test with no `g`: no lastIndex carried from one value to the next). */
+const BLANK_LETTER = new RegExp(BLANK_LETTERS.source, 'u');
 /**
  * Invisible format characters — zero-width space, word joiner, soft hyphen, BOM, tags, … — but
  * for ZWNJ and ZWJ, which Indic and Persian names (and emoji sequences) need (and ALLOWED_FORMAT).
@@ -110,8 +112,9 @@ export function VisibleName(options?: ValidationOptions): PropertyDecorator {
 
 /**
  * A code people read and type (a SKU): in NFKC form (no full-width or ligature look-alikes of a
- * plain spelling), no blank at either end, and no control or format character — none of them
- * shows, so `TEA-250\u200B` or `TEA-250 ` would pass for `TEA-250` on an order or a label.
+ * plain spelling), no blank at either end, and no control, format or other invisible character
+ * (variation selectors, the combining grapheme joiner, Hangul fillers, the braille blank) — none
+ * of them shows, so `TEA-250\u200B` or `TEA-250 ` would pass for `TEA-250` on an order or a label.
  */
 export function PlainCode(options?: ValidationOptions): PropertyDecorator {
   return ValidateBy(
@@ -122,7 +125,8 @@ export function PlainCode(options?: ValidationOptions): PropertyDecorator {
           typeof value === 'string' &&
           value === value.normalize('NFKC') &&
           value === value.trim() &&
-          !/[\p{Cc}\p{Cf}]/u.test(value),
+          !/[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]/u.test(value) &&
+          !BLANK_LETTER.test(value),
         defaultMessage: buildMessage(
           (each) =>
             `${each}$property must be in Unicode NFKC form, without blanks at either end or invisible characters`,
