@@ -8,10 +8,11 @@ module.exports = {
   testEnvironment: '<rootDir>/test/support/test-environment.ts',
   transform: { '^.+\\.ts$': swc },
   moduleFileExtensions: ['ts', 'js', 'json'],
-  // four files at once on this 2-core machine: the e2e files mostly wait (on timeouts, child
+  // six files at once on this 2-core machine: the e2e files mostly wait (on timeouts, child
   // processes, PostgreSQL) — two kept the cores ~60% busy, three ~70% (`npm test` 536 s), four
-  // ~75% (504 s, the same day)
-  maxWorkers: 4,
+  // ~75% (504 s, the same day); on a slower day four took 679 s (jest's own processes ~60% busy,
+  // PostgreSQL the rest of what was used), six 565 s with both cores busy throughout
+  maxWorkers: 6,
   testTimeout: 60000,
   projects: [
     {
