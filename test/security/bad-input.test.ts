@@ -657,7 +657,7 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     expect(negated.body.items.map((i: { id: string }) => i.id)).not.toContain(p);
   });
 
-  it('answers an over-long path parameter (414), a malformed URL (400) and an over-long request line (431) as problem+json', async () => {
+  it('answers an over-long path parameter (414), a malformed URL or query string (400) and an over-long request line (431) as problem+json', async () => {
     const long = await t.http.get(`/v1/products/${'a'.repeat(500)}`, {
       headers: { 'x-request-id': 'trace-long-param' },
     });
@@ -665,6 +665,11 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     expect(long.body.requestId).toBe('trace-long-param');
     expect(long.text).not.toContain('aaaaaaaaaa');
     expectProblem(await t.http.get('/v1/products/%zz'), 400, 'BAD_REQUEST');
+    // in the query too: a malformed escape, bytes that are not UTF-8, a lone surrogate (a search
+    // looked for the literal text); a well-formed one is read
+    for (const q of ['%zz', '%FF', '%ED%A0%80', 'tea%'])
+      expectProblem(await t.http.get(`/v1/products?q=${q}`), 400, 'BAD_REQUEST');
+    expect((await t.http.get('/v1/products?q=%C3%A9t%C3%A9')).status).toBe(200);
     // a path parameter that is not a UUID is an invalid field like any other: VALIDATION_FAILED naming it
     // (upper case, braces, no hyphens, NUL alike)
     for (const id of [

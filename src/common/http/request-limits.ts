@@ -219,6 +219,22 @@ function headerProblem(request: FastifyRequest): string | null {
 }
 
 /**
+ * What is wrong with the query string's percent-encoding, if anything: a malformed escape (`%zz`)
+ * or bytes that are not UTF-8 (`%FF`, a lone surrogate's `%ED%A0%80`) are a 400, as in the path —
+ * the query parser kept them as typed, and a search looked for the literal text.
+ */
+function queryProblem(url: string | undefined): string | null {
+  const start = url?.indexOf('?') ?? -1;
+  if (start < 0 || !url!.includes('%', start)) return null;
+  try {
+    decodeURIComponent(url!.slice(start + 1));
+    return null;
+  } catch {
+    return 'The query string is not valid percent-encoded UTF-8.';
+  }
+}
+
+/**
  * A request without a Host header (HTTP/1.1), with more than one, or with one that is no host
  * (RFC 9112 §3.2: a server MUST answer 400) is a 400 problem like any other bad request: Node's
  * own check (`requireHostHeader`, off in createFastifyAdapter) answered a missing one with an
@@ -226,11 +242,12 @@ function headerProblem(request: FastifyRequest): string | null {
  * saw a different request than this process). So is one with two Authorization lines (RFC 9110
  * §5.3: not a list): Node kept the first, and a gateway that logs or authorizes by the last
  * would disagree with this process about who is calling; two Content-Type lines, and a transfer
- * coding other than chunked, the same for the body. A first request hook
+ * coding other than chunked, the same for the body; and a query string that does not decode.
+ * A first request hook
  * (setFirstRequestHooks), ahead of the others.
  */
 export function requireHost(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
-  const problem = headerProblem(request);
+  const problem = headerProblem(request) ?? queryProblem(request.raw.url);
   if (problem === null) return done();
   void reply.headers(securityHeaders()).header('X-Request-Id', request.id);
   sendProblem(new DomainError('BAD_REQUEST', problem), request, reply);
