@@ -82,36 +82,27 @@ describe('job schedules a new build changed or dropped', () => {
     upserts.mockRestore();
   }, 90_000);
 
-  /**
-   * The sweep's scheduler, settled, with its next run's job taken away (as a refused write of it
-   * leaves it, or as it would be under another run time): the test moves the next run.
-   */
-  async function sweepWithoutItsNextJob() {
+  it('a scheduler that no longer makes jobs (its next run long past, that job gone) is registered again', async () => {
     worker ??= await bootTestWorker(t.config);
     await settled(worker);
     const job = JobName.SweepExpiredReservations;
     const everyMs = SCHEDULES.find((s) => s.job === job)!.everyMs;
     const queue = worker.get(JobQueues).queue(JOB_QUEUE[job]);
     const client = await queue.client;
+    // what a refused write of the next job leaves (Redis at maxmemory when the job started): the
+    // scheduler still as SCHEDULES says, its next run in the past, and no job for it
     const before = await queue.getJobScheduler(job);
-    const next = `repeat:${job}:${before!.next}`;
+    const lost = `repeat:${job}:${before!.next}`;
     for (const state of ['delayed', 'wait', 'prioritized']) {
       await client.runCommand(
         state === 'wait' ? 'lrem' : 'zrem',
         state === 'wait'
-          ? [`${queue.qualifiedName}:wait`, '0', next]
-          : [`${queue.qualifiedName}:${state}`, next],
+          ? [`${queue.qualifiedName}:wait`, '0', lost]
+          : [`${queue.qualifiedName}:${state}`, lost],
       );
     }
-    await client.del(`${queue.qualifiedName}:${next}`);
-    expect(await queue.getJob(next)).toBeUndefined();
-    return { job, everyMs, queue, client };
-  }
-
-  it('a scheduler that no longer makes jobs (its next run long past, that job gone) is registered again', async () => {
-    // what a refused write of the next job leaves (Redis at maxmemory when the job started): the
-    // scheduler still as SCHEDULES says, its next run in the past, and no job for it
-    const { job, everyMs, queue, client } = await sweepWithoutItsNextJob();
+    await client.del(`${queue.qualifiedName}:${lost}`);
+    expect(await queue.getJob(lost)).toBeUndefined();
     const past = Date.now() - 3 * everyMs - 60_000;
     await client.runCommand('zadd', [`${queue.qualifiedName}:repeat`, String(past), job]);
     expect((await queue.getJobScheduler(job))?.next).toBe(past);
@@ -129,9 +120,19 @@ describe('job schedules a new build changed or dropped', () => {
   }, 60_000);
 
   it("a scheduler whose next run a worker with a fast clock lined up far ahead runs on Redis's time again", async () => {
+    worker ??= await bootTestWorker(t.config);
+    await settled(worker);
+    const job = JobName.SweepExpiredReservations;
+    const everyMs = SCHEDULES.find((s) => s.job === job)!.everyMs;
+    const queue = worker.get(JobQueues).queue(JOB_QUEUE[job]);
+    const client = await queue.client;
     // what a worker an hour fast leaves behind it (BullMQ reckons the next run on the clock of
-    // the worker that took the last): the next run an hour ahead, no job before it
-    const { job, everyMs, queue, client } = await sweepWithoutItsNextJob();
+    // the worker that took the last): the next run, and its job, an hour ahead
+    const before = await queue.getJobScheduler(job);
+    const onTime = `repeat:${job}:${before!.next}`;
+    await client.runCommand('zrem', [`${queue.qualifiedName}:delayed`, onTime]);
+    await client.runCommand('lrem', [`${queue.qualifiedName}:wait`, '0', onTime]);
+    await client.del(`${queue.qualifiedName}:${onTime}`);
     const [seconds] = (await client.runCommand('time', [])) as [string, string];
     const redisNow = Number(seconds) * 1000;
     const ahead = redisNow + 3_600_000;
