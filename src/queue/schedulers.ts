@@ -164,25 +164,14 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
     queue: Queue,
     found: JobSchedulerJson,
     everyMs: number,
-    redisNow: number,
   ): Promise<boolean> {
-    if (typeof found.next !== 'number' || found.next > redisNow - 2 * everyMs - LOST_NEXT_MARGIN_MS)
+    if (
+      typeof found.next !== 'number' ||
+      found.next > Date.now() - 2 * everyMs - LOST_NEXT_MARGIN_MS
+    )
       return false;
     const next = await queue.getJob(`repeat:${found.key}:${found.next}`);
     return !next || (await next.getState()) === 'failed';
-  }
-
-  /**
-   * A scheduler whose next run is further ahead than its period (and a minute): lined up to the
-   * clock of a worker running fast — BullMQ reckons the next run on the clock of the worker that
-   * took the last one, and that worker, promoting delayed jobs early, takes them all. Once it is
-   * gone (a deploy, or NTP stepping its clock back) the pass ran no more for as long as its clock
-   * was ahead, and an upsert keeps the run it finds: removed first, then registered again.
-   */
-  private runsTooFarAhead(found: JobSchedulerJson, everyMs: number, redisNow: number): boolean {
-    // (its own period: a newer build's interval, held, is judged by itself)
-    const period = found.every ?? everyMs;
-    return typeof found.next === 'number' && found.next > redisNow + period + LOST_NEXT_MARGIN_MS;
   }
 
   private async registerMissing(): Promise<number> {
@@ -201,9 +190,6 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
       const client = await queue.client;
       const revisionKey = `${queue.qualifiedName}:schedules-revision`;
       const recorded = Number((await client.get(revisionKey)) ?? 0);
-      // Redis's clock, the one every worker's promotions are judged against — not this host's
-      const [seconds, micros] = (await client.runCommand('time', [])) as [string, string];
-      const redisNow = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
       const current = recorded <= SCHEDULES_REVISION;
       // (a scheduler removed by another worker between the list and its read comes back undefined)
       const held = new Map((await queue.getJobSchedulers()).filter(Boolean).map((j) => [j.key, j]));
@@ -215,28 +201,25 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
         // them, and every build counts as current again) — re-added, it ran at once and was
         // removed within the minute, over and over for the whole rollout
         if (!current && !found) continue;
-        const ahead = found !== undefined && this.runsTooFarAhead(found, everyMs, redisNow);
         if (
           found &&
-          !ahead &&
           (!current ||
             (found.every === everyMs &&
               JSON.stringify(found.template?.data ?? {}) === JSON.stringify(data))) &&
-          !(await this.lostItsNextJob(queue, found, everyMs, redisNow))
+          !(await this.lostItsNextJob(queue, found, everyMs))
         )
           continue;
         // (an older build re-registers a stuck one as held, not as it would have it: a newer
         // build's interval and data stand)
-        await attempt(async () => {
-          if (ahead) await queue.removeJobScheduler(job);
-          return !current && found
+        await attempt(() =>
+          !current && found
             ? this.jobs.schedule(
                 job,
                 found.every ?? everyMs,
                 (found.template?.data ?? data) as typeof data,
               )
-            : this.jobs.schedule(job, everyMs, data);
-        });
+            : this.jobs.schedule(job, everyMs, data),
+        );
       }
       if (!current) continue;
       for (const key of held.keys()) {

@@ -119,39 +119,6 @@ describe('job schedules a new build changed or dropped', () => {
     expect(await queue.getJob(`repeat:${job}:${after!.next}`)).toBeTruthy();
   }, 60_000);
 
-  it("a scheduler whose next run a worker with a fast clock lined up far ahead runs on Redis's time again", async () => {
-    worker ??= await bootTestWorker(t.config);
-    await settled(worker);
-    const job = JobName.SweepExpiredReservations;
-    const everyMs = SCHEDULES.find((s) => s.job === job)!.everyMs;
-    const queue = worker.get(JobQueues).queue(JOB_QUEUE[job]);
-    const client = await queue.client;
-    // what a worker an hour fast leaves behind it (BullMQ reckons the next run on the clock of
-    // the worker that took the last): the next run, and its job, an hour ahead
-    const before = await queue.getJobScheduler(job);
-    const onTime = `repeat:${job}:${before!.next}`;
-    await client.runCommand('zrem', [`${queue.qualifiedName}:delayed`, onTime]);
-    await client.runCommand('lrem', [`${queue.qualifiedName}:wait`, '0', onTime]);
-    await client.del(`${queue.qualifiedName}:${onTime}`);
-    const [seconds] = (await client.runCommand('time', [])) as [string, string];
-    const redisNow = Number(seconds) * 1000;
-    const ahead = redisNow + 3_600_000;
-    await client.runCommand('zadd', [`${queue.qualifiedName}:repeat`, String(ahead), job]);
-    expect((await queue.getJobScheduler(job))?.next).toBe(ahead);
-    client.disconnect(true); // a check
-    const after = await waitFor(
-      'the scheduler to run on time again',
-      () => queue.getJobScheduler(job),
-      {
-        until: (s) => (s?.next ?? ahead) < ahead,
-        timeoutMs: 20_000,
-      },
-    );
-    expect(after?.every).toBe(everyMs);
-    expect(after!.next! - redisNow).toBeLessThanOrEqual(everyMs + 60_000);
-    expect(await queue.getJob(`repeat:${job}:${after!.next}`)).toBeTruthy();
-  }, 60_000);
-
   it('a newer build (a higher revision recorded) is not undone: this one neither changes, removes nor adds back a pass', async () => {
     worker ??= await bootTestWorker(t.config);
     await settled(worker);
