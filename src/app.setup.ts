@@ -15,6 +15,7 @@ import {
   clientErrorHandler,
   frameworkErrors,
   limitBodies,
+  MAX_HEADER_LINES,
   refuseExpectation,
   refuseConnect,
   refuseWhileClosing,
@@ -100,11 +101,13 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
  */
 async function configureApp(app: NestFastifyApplication): Promise<void> {
   app.useLogger(app.get(Logger));
-  // every header line, not Node's first 1,000 (`maxHeadersCount` unset): past them Node dropped
-  // the rest unseen — a second Authorization or Host line, an Idempotency-Key, the Content-Type
-  // and Content-Length (the body then read as absent) — and the request went on without them.
-  // The 16 KB head limit (431) bounds how many lines a request can carry.
-  app.getHttpAdapter().getInstance().server.maxHeadersCount = 0;
+  // Node keeps a request's first MAX_HEADER_LINES header lines (unset: 1,000) and dropped the rest
+  // unseen — a second Authorization or Host line, an Idempotency-Key, the Content-Type and
+  // Content-Length (the body then read as absent) — and the request went on without them. A
+  // request that reaches the cap is refused instead (431, requireHost): no line goes unseen, and
+  // the work a head costs stays bounded (the 16 KB limit counts names and values, not line ends:
+  // 16,000 empty lines fit in it).
+  app.getHttpAdapter().getInstance().server.maxHeadersCount = MAX_HEADER_LINES;
   app.useGlobalPipes(createValidationPipe());
   // after the APP_GUARDs (rate limits, authentication, permissions): unknown query, unread body → 400
   app.useGlobalGuards(new UnreadInputGuard());

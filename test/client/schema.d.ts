@@ -1253,7 +1253,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -1332,7 +1332,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -1480,7 +1480,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -1637,7 +1637,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -1794,7 +1794,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -1933,7 +1933,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -2061,7 +2061,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -2231,7 +2231,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -2351,7 +2351,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -2492,7 +2492,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -2604,7 +2604,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -2825,7 +2825,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -3017,7 +3017,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -3215,7 +3215,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -3421,7 +3421,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -3656,7 +3656,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -3801,7 +3801,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -4036,7 +4036,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -4177,7 +4177,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -4305,7 +4305,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -4485,7 +4485,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -4613,7 +4613,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -4761,7 +4761,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -4944,7 +4944,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -5076,7 +5076,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -5267,7 +5267,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -5424,7 +5424,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -5640,7 +5640,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -5788,7 +5788,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -6019,7 +6019,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -6235,7 +6235,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -6485,7 +6485,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -6688,7 +6688,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
@@ -6923,7 +6923,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB) */
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */

@@ -701,7 +701,7 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     }
   });
 
-  it("answers Node's own refusals as problem+json with a request id: no Host header, two, or one that is no host, two Authorization or Content-Type lines (after any number of others), a transfer coding but chunked (400), an Expect it cannot meet (417), a CONNECT (405, not a dropped connection)", async () => {
+  it("answers Node's own refusals as problem+json with a request id: no Host header, two, or one that is no host, two Authorization or Content-Type lines (after any others), a transfer coding but chunked (400), more header lines than it reads (431), an Expect it cannot meet (417), a CONNECT (405, not a dropped connection)", async () => {
     const port = Number(new URL(t.baseUrl).port);
     for (const [head, status, reason, title] of [
       [
@@ -742,14 +742,22 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
         'Bad Request',
         'Bad request',
       ],
-      // a second Authorization line after 1,024 others (6 KB, under the 16 KB head limit): Node
-      // kept only the first 1,000 lines and dropped the rest unseen — here the second token, as
-      // it dropped an Idempotency-Key or the body's Content-Type and Content-Length
+      // a second Authorization line after 200 others: every line is read (Node dropped those
+      // past its cap unseen — here the second token, as it dropped an Idempotency-Key or the
+      // body's Content-Type and Content-Length)
       [
-        `GET /v1/me HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer first\r\n${Array.from({ length: 1024 }, (_, i) => `x${i}:\r\n`).join('')}Authorization: Bearer second\r\nConnection: close\r\n\r\n`,
+        `GET /v1/me HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer first\r\n${Array.from({ length: 200 }, (_, i) => `x${i}:\r\n`).join('')}Authorization: Bearer second\r\nConnection: close\r\n\r\n`,
         400,
         'Bad Request',
         'Bad request',
+      ],
+      // and a request with more lines than the server reads (6 KB: under the 16 KB limit, which
+      // counts names and values only) is refused whole, not read in part
+      [
+        `GET /v1/me HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer first\r\n${Array.from({ length: 1024 }, (_, i) => `x${i}:\r\n`).join('')}Authorization: Bearer second\r\nConnection: close\r\n\r\n`,
+        431,
+        'Request Header Fields Too Large',
+        'Request header fields too large',
       ],
       // two Content-Type lines (Node kept the first), or a transfer coding Node would not decode
       // (it read `gzip, chunked` as plain chunked): a gateway may judge another body
@@ -765,7 +773,20 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
         'Bad Request',
         'Bad request',
       ],
-      // (HTTP/1.0 may leave out its Host: not its second Authorization line)
+      // (HTTP/1.0 may leave out its Host: not its second Authorization or Content-Type line, nor
+      // a transfer coding but chunked)
+      [
+        'POST /v1/auth/login HTTP/1.0\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}',
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
+      [
+        'POST /v1/auth/login HTTP/1.0\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n',
+        400,
+        'Bad Request',
+        'Bad request',
+      ],
       [
         'GET /v1/me HTTP/1.0\r\nAuthorization: Bearer first\r\nAuthorization: Bearer second\r\n\r\n',
         400,

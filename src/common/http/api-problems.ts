@@ -183,7 +183,7 @@ export const DEFAULT_PROBLEM: Record<ProblemStatus, string> = {
   415: '`UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8',
   422: '`IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route',
   429: '`RATE_LIMITED`: retry after `Retry-After` seconds',
-  431: '`HEADERS_TOO_LARGE`: the request head is over the limit (16 KB)',
+  431: '`HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines)',
   500: '`INTERNAL_ERROR`: quote `requestId` when reporting it',
   502: '`PAYMENT_PROVIDER_REJECTED`',
   503: '`SERVICE_UNAVAILABLE`: a dependency is down; retry later',

@@ -188,33 +188,43 @@ export function frameworkErrors(error: Error, request: FastifyRequest, reply: Fa
 const HOST_VALUE =
   /^(?:\[[A-Za-z0-9\-._~!$&'()*+,;=:%]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$/;
 
-/** What is wrong with the request's Host or Authorization header, if anything. */
-function headerProblem(request: FastifyRequest): string | null {
-  // (whatever the HTTP version: an HTTP/1.0 request may leave out its Host, not this)
-  if (
-    request.headers.authorization !== undefined &&
-    headerLines(request.raw.rawHeaders, 'authorization') > 1
-  ) {
-    return 'A request must carry one Authorization header, not several.';
-  }
-  const { host } = request.headers;
-  if (host === undefined)
-    return request.raw.httpVersion === '1.0'
-      ? null
-      : 'An HTTP/1.1 request must carry a Host header.';
-  if (headerLines(request.raw.rawHeaders, 'host') > 1)
-    return 'A request must carry one Host header, not several.';
-  if (!HOST_VALUE.test(host)) return 'The Host header is not a host name or address.';
+/**
+ * The most header lines a request may carry (the server's `maxHeadersCount`): Node keeps that
+ * many and drops the rest unseen, so a request that reaches it is refused (431) — none of its
+ * lines may go unread. Browsers and clients send a few dozen.
+ */
+export const MAX_HEADER_LINES = 256;
+
+/** What is wrong with the request's headers (Host, Authorization, the body's), if anything. */
+function headerProblem(request: FastifyRequest): DomainError | null {
+  const bad = (detail: string) => new DomainError('BAD_REQUEST', detail);
+  const raw = request.raw.rawHeaders;
+  if (raw.length >= 2 * MAX_HEADER_LINES)
+    return new DomainError(
+      'HEADERS_TOO_LARGE',
+      `A request may carry at most ${MAX_HEADER_LINES - 1} header lines.`,
+    );
+  // (whatever the HTTP version: an HTTP/1.0 request may leave out its Host, not these)
+  if (request.headers.authorization !== undefined && headerLines(raw, 'authorization') > 1)
+    return bad('A request must carry one Authorization header, not several.');
   // one Content-Type (RFC 9110 §8.3: a single media type): Node kept the first of two, a
   // gateway that reads the last would judge another body
-  if (headerLines(request.raw.rawHeaders, 'content-type') > 1)
-    return 'A request must carry one Content-Type header, not several.';
+  if (headerLines(raw, 'content-type') > 1)
+    return bad('A request must carry one Content-Type header, not several.');
   // Node's parser decodes `chunked` and passes any other transfer coding through as if it were
   // none (`gzip, chunked` read as plain chunked): a body an intermediary would decode reads
   // differently here, so only `chunked` itself is taken (RFC 9112 §6.1)
   const coding = request.headers['transfer-encoding'];
   if (coding !== undefined && coding.trim().toLowerCase() !== 'chunked')
-    return 'The only transfer coding taken is chunked.';
+    return bad('The only transfer coding taken is chunked.');
+  const { host } = request.headers;
+  if (host === undefined)
+    return request.raw.httpVersion === '1.0'
+      ? null
+      : bad('An HTTP/1.1 request must carry a Host header.');
+  if (headerLines(raw, 'host') > 1)
+    return bad('A request must carry one Host header, not several.');
+  if (!HOST_VALUE.test(host)) return bad('The Host header is not a host name or address.');
   return null;
 }
 
@@ -223,14 +233,14 @@ function headerProblem(request: FastifyRequest): string | null {
  * or bytes that are not UTF-8 (`%FF`, a lone surrogate's `%ED%A0%80`) are a 400, as in the path —
  * the query parser kept them as typed, and a search looked for the literal text.
  */
-function queryProblem(url: string | undefined): string | null {
+function queryProblem(url: string | undefined): DomainError | null {
   const start = url?.indexOf('?') ?? -1;
   if (start < 0 || !url!.includes('%', start)) return null;
   try {
     decodeURIComponent(url!.slice(start + 1));
     return null;
   } catch {
-    return 'The query string is not valid percent-encoded UTF-8.';
+    return new DomainError('BAD_REQUEST', 'The query string is not valid percent-encoded UTF-8.');
   }
 }
 
@@ -250,7 +260,7 @@ export function requireHost(request: FastifyRequest, reply: FastifyReply, done: 
   const problem = headerProblem(request) ?? queryProblem(request.raw.url);
   if (problem === null) return done();
   void reply.headers(securityHeaders()).header('X-Request-Id', request.id);
-  sendProblem(new DomainError('BAD_REQUEST', problem), request, reply);
+  sendProblem(problem, request, reply);
 }
 
 /**
