@@ -9,7 +9,8 @@ export const IDEMPOTENCY_HEADER = 'idempotency-key';
  * 5 minutes for that clock's skew — the record is judged (a replay, a takeover, the purge) on
  * the database's clock (`statement_timestamp()`), so a stamping host running behind it would
  * otherwise have its record dropped before 24 h (a retry at 23 h 59 m then runs the request
- * again). No other host's clock takes part.
+ * again). The stamping host's clock is the only one that takes part: the purging worker's and a
+ * retry's host's do not.
  */
 export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000 + 5 * 60 * 1000;
 
