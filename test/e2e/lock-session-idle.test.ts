@@ -92,6 +92,8 @@ describe('a lock session with an idle limit', () => {
       // … another process cannot take it, and the holder itself still reports it held
       expect(await hold()).toBeNull();
       expect(holder.output()).toContain('still held\n');
+      // (and never lost meanwhile: any 'lost' it prints from here on is news)
+      expect(holder.output()).not.toContain('lost');
 
       holder.proc.kill('SIGSTOP');
       const frozenAt = performance.now();
