@@ -243,12 +243,13 @@ export class ProductRepository {
   }
 
   /**
-   * Those of `ids` taken off sale since `placedAt`: off sale now, or back on sale since (an
-   * order placed before it went back on sale was placed before it went off: none can be placed
-   * while it is off). Put back on sale with its price mended, a product does not make the orders
-   * placed at the mistaken price payable again.
+   * Those of `ids` taken off sale since an order placed at `placedEpoch` (its draw of
+   * `sale_epochs`; null: before there were any): off sale now, or back on sale since (an order
+   * placed before it went back on sale was placed before it went off: none can be placed while it
+   * is off). Put back on sale with its price mended, a product does not make the orders placed at
+   * the mistaken price payable again.
    */
-  async offSaleSince(ids: string[], placedAt: Date): Promise<string[]> {
+  async offSaleSince(ids: string[], placedEpoch: string | null): Promise<string[]> {
     if (ids.length === 0) return [];
     const rows = await this.tx.withManager((m) =>
       m
@@ -256,7 +257,9 @@ export class ProductRepository {
         .createQueryBuilder('p')
         .select('p.id', 'id')
         .where('p.id IN (:...ids)', { ids })
-        .andWhere('(NOT p.active OR p.on_sale_since > :placedAt)', { placedAt })
+        .andWhere('(NOT p.active OR p.on_sale_epoch > :placedEpoch::bigint)', {
+          placedEpoch: placedEpoch ?? '0',
+        })
         .getRawMany<{ id: string }>(),
     );
     return rows.map((r) => r.id);

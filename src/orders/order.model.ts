@@ -29,6 +29,11 @@ export interface Order {
   reservationExpiresAt: Date | null;
   createdAt: Date;
   updatedAt: Date;
+  /**
+   * Its draw of the `sale_epochs` sequence as it was inserted (orders placed before there were
+   * any: null), read back from the database — not on an order this process has just built.
+   */
+  placedEpoch?: string | null;
   items: OrderLine[];
 }
 

@@ -75,6 +75,7 @@ const toOrder = (o: OrderEntity, items: OrderItemEntity[]): Order => ({
   reservationExpiresAt: o.reservationExpiresAt,
   createdAt: o.createdAt,
   updatedAt: o.updatedAt,
+  placedEpoch: o.placedEpoch,
   items: items.map(toLine),
 });
 

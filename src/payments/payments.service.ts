@@ -116,12 +116,12 @@ export class PaymentsService {
     // back on sale (its price mended): the reservation runs out as any unpaid one does. (A
     // payment begun before goes on: its client holds the secret, and the provider, not this
     // route, takes the money.)
-    const placedAt = order.createdAt;
+    const placedEpoch = order.placedEpoch ?? null;
     if (
       (
         await this.products.offSaleSince(
           order.items.map((i) => i.productId),
-          placedAt,
+          placedEpoch,
         )
       ).length
     )

@@ -2,7 +2,8 @@ import { TestDatabase, createTestDatabase } from '../support/test-database';
 
 /**
  * The PL/pgSQL functions that run statements (all but the `raise_*` helpers, triggers that only
- * compute a column — users_password_epoch, products_on_sale_since — and the key question)
+ * compute a column — users_password_epoch, products_on_sale_epoch, orders_placed_epoch — and the
+ * key question)
  * plan them once per connection (migrations CheckoutGenericPlans, IdempotencyClaimFunction): with the default
  * plan_cache_mode a statement taking an array parameter (`= ANY(p_product_ids)`, `unnest(…)`) was
  * re-planned on every call (the generic plan's estimate never wins). `CREATE OR REPLACE FUNCTION`
@@ -25,7 +26,8 @@ describe('stock and order functions keep their generic plans', () => {
         WHERE p.pronamespace = 'public'::regnamespace AND l.lanname = 'plpgsql'
           AND p.proname NOT LIKE 'raise\\_%'
           AND p.proname <> 'users_password_epoch'
-          AND p.proname <> 'products_on_sale_since'
+          AND p.proname <> 'products_on_sale_epoch'
+          AND p.proname <> 'orders_placed_epoch'
           -- a trigger on an operator's role change: once a month, not a sale's path
           AND p.proname <> 'users_role_changed'
           -- and on an operator's password reset

@@ -67,19 +67,20 @@ export class ProductEntity {
   active!: boolean;
 
   /**
-   * When it last went back on sale, on the database's clock (NULL: never off sale); stamped by a
-   * trigger (1763800050000-ProductOnSaleSince.ts). An order placed before it was placed before
-   * the product went off sale, and is not paid (PaymentsService#start).
+   * When it last went back on sale, as a draw of the `sale_epochs` sequence (NULL: never off
+   * sale); drawn by a trigger (1763800050000-SaleEpochs.ts). An order placed before it (a lower
+   * `placed_epoch`) was placed before the product went off sale, and is not paid
+   * (PaymentsService#start).
    */
   @Column({
-    type: 'timestamptz',
-    name: 'on_sale_since',
+    type: 'bigint',
+    name: 'on_sale_epoch',
     nullable: true,
     select: false,
     insert: false,
     update: false,
   })
-  onSaleSince?: Date | null;
+  onSaleEpoch?: string | null;
 
   /** The main image: an uploaded image's storage key, or an absolute URL (the seed's; older rows). */
   @Column('text', { name: 'image_url', nullable: true })

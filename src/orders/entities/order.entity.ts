@@ -89,6 +89,14 @@ export class OrderEntity {
   @Column('timestamptz', { name: 'created_at' })
   createdAt!: Date;
 
+  /**
+   * When it was placed, as a draw of the `sale_epochs` sequence (1763800050000-SaleEpochs.ts: a
+   * trigger draws it on insert; NULL for orders placed before): ordered against the products'
+   * returns to sale without a clock.
+   */
+  @Column({ type: 'bigint', name: 'placed_epoch', nullable: true, insert: false, update: false })
+  placedEpoch!: string | null;
+
   @Column('timestamptz', { name: 'updated_at' })
   updatedAt!: Date;
 
