@@ -1,4 +1,5 @@
 import { Global, Module } from '@nestjs/common';
+import { ClockSkewMetrics } from './clock-skew.metrics';
 import { MetricsListener } from './metrics-listener';
 import { MetricsService } from './metrics.service';
 import { QueueDepthMetrics } from './queue-depth.metrics';
@@ -9,7 +10,7 @@ import { QueueDepthMetrics } from './queue-depth.metrics';
  */
 @Global()
 @Module({
-  providers: [MetricsService, QueueDepthMetrics, MetricsListener],
+  providers: [MetricsService, QueueDepthMetrics, ClockSkewMetrics, MetricsListener],
   exports: [MetricsService, MetricsListener],
 })
 export class MetricsModule {}

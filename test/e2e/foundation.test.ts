@@ -174,6 +174,29 @@ describe('foundation: cross-cutting HTTP behaviour', () => {
     );
   });
 
+  it("reports how far the host's clock is from PostgreSQL's and Redis's (clock_skew_seconds), a fast one too", async () => {
+    const skew = async (against: string) =>
+      Number(
+        new RegExp(`^clock_skew_seconds\\{against="${against}"\\} (\\S+)$`, 'm').exec(
+          await t.metrics(),
+        )?.[1],
+      );
+    for (const against of ['postgres', 'redis']) expect(await skew(against)).toBeLessThan(1);
+    // this host's clock ten minutes fast (the design allows five): seen against both
+    const { Clock } = await import('../../src/common/time/clock');
+    const fast = jest
+      .spyOn(t.app.get(Clock), 'now')
+      .mockImplementation(() => new Date(Date.now() + 600_000));
+    try {
+      for (const against of ['postgres', 'redis']) {
+        const seen = await skew(against);
+        expect([against, seen > 599 && seen < 601]).toEqual([against, true]);
+      }
+    } finally {
+      fast.mockRestore();
+    }
+  });
+
   it('serves Swagger UI and an OpenAPI 3 document with bearer auth', async () => {
     const ui = await t.http.get('/docs');
     expect(ui.status).toBe(200);
