@@ -257,7 +257,18 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     );
     expect(mended.status).toBe(200);
     expectProblem(await pay(unpaid.body.id), 409, 'ORDER_NOT_PAYABLE');
-    const repriced = await placeOrder(t.http, alice, [{ productId: mispriced, quantity: 1 }]);
+    // (placed by an API host whose clock runs two minutes behind the database's: its created_at
+    // reads as before the return to sale, yet it was placed after — no clock decides)
+    const { Clock } = await import('../../src/common/time/clock');
+    const behind = jest
+      .spyOn(t.app.get(Clock), 'now')
+      .mockImplementation(() => new Date(Date.now() - 120_000));
+    let repriced: Awaited<ReturnType<typeof placeOrder>>;
+    try {
+      repriced = await placeOrder(t.http, alice, [{ productId: mispriced, quantity: 1 }]);
+    } finally {
+      behind.mockRestore();
+    }
     expect([repriced.status, repriced.body.total?.amount]).toEqual([201, 10_000]);
     expect((await pay(repriced.body.id)).status).toBe(201);
     expect((await paymentsOf(unpaid.body.id)).rows[0]).toEqual({
