@@ -19,7 +19,7 @@ import {
   refuseExpectation,
   refuseConnect,
   refuseWhileClosing,
-  requireHost,
+  refuseMalformedHead,
   routableTarget,
 } from './common/http/request-limits';
 import {
@@ -82,7 +82,7 @@ export function createFastifyAdapter(config: AppConfig): FastifyAdapter {
       requestTimeout: config.http.requestTimeoutMs,
       headersTimeout: config.http.headersTimeoutMs,
       connectionsCheckingInterval: Math.min(1_000, Math.floor(config.http.headersTimeoutMs / 2)),
-      // answered by requireHost instead: problem+json with a request id, not Node's empty 400
+      // answered by refuseMalformedHead instead: problem+json with a request id, not Node's empty 400
       requireHostHeader: false,
     },
     // a path parameter over 100 characters (414), a malformed URL (400), headers over 16 KB
@@ -104,7 +104,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   // Node keeps a request's first MAX_HEADER_LINES header lines (unset: 1,000) and dropped the rest
   // unseen — a second Authorization or Host line, an Idempotency-Key, the Content-Type and
   // Content-Length (the body then read as absent) — and the request went on without them. A
-  // request that reaches the cap is refused instead (431, requireHost): no line goes unseen, and
+  // request that reaches the cap is refused instead (431, refuseMalformedHead): no line goes unseen, and
   // the work a head costs stays bounded (the 16 KB limit counts names and values, not line ends:
   // 16,000 empty lines fit in it).
   app.getHttpAdapter().getInstance().server.maxHeadersCount = MAX_HEADER_LINES;
@@ -195,7 +195,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   const localOnly = developmentLocalOnly(config);
   setFirstRequestHooks(app.getHttpAdapter() as unknown as FastifyAdapter, [
     refuseWhileClosing(() => closing, browserHeaders),
-    requireHost,
+    refuseMalformedHead,
     ...(localOnly ? [localOnly] : []),
     warnUntrustedForwarding(),
     cachedReadsHook(app.get(CatalogCache), {

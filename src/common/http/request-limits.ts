@@ -253,10 +253,14 @@ function queryProblem(url: string | undefined): DomainError | null {
  * §5.3: not a list): Node kept the first, and a gateway that logs or authorizes by the last
  * would disagree with this process about who is calling; two Content-Type lines, and a transfer
  * coding other than chunked, the same for the body; and a query string that does not decode.
- * A first request hook
- * (setFirstRequestHooks), ahead of the others.
+ * A request reaching MAX_HEADER_LINES is a 431. A first request hook (setFirstRequestHooks),
+ * ahead of the others.
  */
-export function requireHost(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
+export function refuseMalformedHead(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  done: () => void,
+): void {
   const problem = headerProblem(request) ?? queryProblem(request.raw.url);
   if (problem === null) return done();
   void reply.headers(securityHeaders()).header('X-Request-Id', request.id);
