@@ -116,15 +116,9 @@ export class PaymentsService {
     // back on sale (its price mended): the reservation runs out as any unpaid one does. (A
     // payment begun before goes on: its client holds the secret, and the provider, not this
     // route, takes the money.)
-    const placedEpoch = order.placedEpoch ?? null;
-    if (
-      (
-        await this.products.offSaleSince(
-          order.items.map((i) => i.productId),
-          placedEpoch,
-        )
-      ).length
-    )
+    const productIds = order.items.map((i) => i.productId);
+    const offSale = await this.products.offSaleSince(productIds, order.placedEpoch ?? null);
+    if (offSale.length > 0)
       throw new DomainError(
         'ORDER_NOT_PAYABLE',
         'A product of this order has been taken off sale: the order can no longer be paid.',
