@@ -296,6 +296,51 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     await assertStockInvariants(t.db.pool, [mispriced, other]);
   });
 
+  it("a checkout queued on the product's row while it goes off sale and back (unchanged) is placed after the return, and is paid", async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    // another transaction holds the product's inventory row, as a sale's checkouts do in turn
+    const holder = await t.db.pool.connect();
+    let placing: ReturnType<typeof placeOrder> | undefined;
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE', [p]);
+      const holderPid = (await holder.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+      placing = placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+      // the checkout has inserted its order and waits for the row (reserve_stock, in its COMMIT's message)
+      await waitFor(
+        'the checkout to wait for the inventory row',
+        async () =>
+          (
+            await t.db.pool.query(
+              `SELECT count(*)::int AS n FROM pg_stat_activity
+                WHERE $1::int = ANY(pg_blocking_pids(pid))`,
+              [holderPid],
+            )
+          ).rows[0].n,
+        { until: (n) => n === 1 },
+      );
+      // meanwhile the product goes off sale and comes back, its price unchanged (an operator's
+      // statements: the admin routes would queue on the same row)
+      await t.db.pool.query('UPDATE products SET active = false WHERE id = $1', [p]);
+      await t.db.pool.query('UPDATE products SET active = true WHERE id = $1', [p]);
+      await holder.query('COMMIT');
+    } finally {
+      holder.release();
+    }
+    const order = await placing;
+    expect(order.status).toBe(201);
+    // its reservation was made with the product back on sale: the order is not "placed before
+    // the return", and its payment begins
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    expect(pay.status).toBe(201);
+    expect(await stockOf(t.db.pool, p)).toMatchObject({ onHand: 5, reserved: 1 });
+    await assertStockInvariants(t.db.pool, [p]);
+  });
+
   it('an order past its reservation deadline cannot start a payment, even before the expiry job has run (409, nothing extended)', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
