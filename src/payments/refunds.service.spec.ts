@@ -227,15 +227,19 @@ async function setup(opts: { captured?: number } = {}) {
   const ids: Pick<IdGenerator, 'uuid'> = { uuid: () => `generated-${++n}` };
   const reversals = jest.fn();
   const automaticFailures = jest.fn();
+  const requestedFailures = jest.fn();
+  const counters: Record<string, jest.Mock> = {
+    refunds_reversed_total: reversals,
+    automatic_refunds_failed_total: automaticFailures,
+    requested_refunds_failed_total: requestedFailures,
+  };
   const moduleRef = await Test.createTestingModule({
     providers: [
       RefundsService,
       {
         provide: MetricsService,
         useValue: {
-          counter: (name: string) => ({
-            inc: name === 'refunds_reversed_total' ? reversals : automaticFailures,
-          }),
+          counter: (name: string) => ({ inc: counters[name] }),
         },
       },
       { provide: RefundRepository, useValue: refunds.repo },
@@ -255,6 +259,7 @@ async function setup(opts: { captured?: number } = {}) {
     rows: refunds.rows,
     reversals,
     automaticFailures,
+    requestedFailures,
     later,
     ...m,
   };
@@ -735,6 +740,8 @@ describe('RefundsService', () => {
         .request({ orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: 'k' })
         .catch(() => undefined);
       expect(admin.automaticFailures).not.toHaveBeenCalled();
+      // (its request answers the refusal to the admin: nothing else to raise)
+      expect(admin.requestedFailures).not.toHaveBeenCalled();
 
       // refused as more than is left (a dashboard refund came first): the rest is handled, no alert
       const exceeded = await setup();
@@ -761,6 +768,51 @@ describe('RefundsService', () => {
       await s.service.syncFromGateway(payment());
       expect(s.rows.get(pending!.id)).toMatchObject({ status: 'failed' });
       expect(s.automaticFailures).toHaveBeenCalledTimes(1);
+    });
+
+    it("an admin's refund answered as pending that the provider then fails, or refuses on a later attempt, is raised once (error log, requested_refunds_failed_total)", async () => {
+      const s = await setup();
+      const errors = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+      try {
+        s.gateway.createRefund.mockResolvedValueOnce(
+          remote({ id: 're_held', amount: 1_000, refundId: undefined, status: 'pending' }),
+        );
+        const held = await s.service.request({
+          orderId: ORDER,
+          amount: 1_000,
+          actor: ADMIN,
+          idempotencyKey: 'held',
+        });
+        expect(held).toMatchObject({ status: 'pending' });
+        s.gateway.listRefunds.mockResolvedValue([
+          remote({ id: 're_held', amount: 1_000, refundId: held.id, status: 'failed' }),
+        ]);
+        await s.service.syncFromGateway(payment());
+        await s.service.syncFromGateway(payment());
+        expect(s.rows.get(held.id)).toMatchObject({ status: 'failed' });
+        expect(s.requestedFailures).toHaveBeenCalledTimes(1);
+        expect(s.automaticFailures).not.toHaveBeenCalled();
+        expect(errors.mock.calls.map(([m]) => String(m))).toEqual([
+          expect.stringMatching(/requested by .*answered as pending, failed .*not refunded/),
+        ]);
+
+        // no answer in its request (pending), then refused by its follow-up job's attempt
+        const late = await setup();
+        late.gateway.createRefund
+          .mockRejectedValueOnce(new GatewayError('unavailable', undefined, 'timeout'))
+          .mockRejectedValueOnce(new GatewayError('rejected', 'charge_disputed', 'disputed'));
+        const unanswered = await late.service.request({
+          orderId: ORDER,
+          amount: 1_000,
+          actor: ADMIN,
+          idempotencyKey: 'late',
+        });
+        expect(unanswered).toMatchObject({ status: 'pending' });
+        expect(await late.service.settlePending(unanswered.id)).toBe('failed');
+        expect(late.requestedFailures).toHaveBeenCalledTimes(1);
+      } finally {
+        errors.mockRestore();
+      }
     });
 
     it('nothing left to refund: null, and no provider call', async () => {

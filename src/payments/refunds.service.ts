@@ -38,13 +38,17 @@ const FAILED_THERE = 'failed_at_provider';
 const FINAL_FAILURES = [REVERSED, FAILED_THERE];
 
 /**
- * A failed automatic refund that is raised for a person (raiseIfAutomatic): refused or failed by
+ * A failed refund that is raised for a person (raiseIfFailed): refused or failed by
  * the provider — not as more than is left (a refund made at the provider came first, and what it
  * leaves is refunded after it: expected, not news), and not reversed (raised by `reversed`, and
  * refunded once more as the rest, by design).
  */
 const raisedForAPerson = (refund: Refund): boolean =>
   !EXCEEDS.has(refund.failure ?? '') && refund.failure !== REVERSED;
+/** Where a refund is settled: by the request that asked for it (which answers a failure), or later. */
+interface Settling {
+  inRequest?: boolean;
+}
 /** Refused attempts one Idempotency-Key may retry afresh; the last refusal is then its answer. */
 const MAX_ATTEMPTS_PER_KEY = 10;
 /**
@@ -141,10 +145,15 @@ export class RefundsService {
       'automatic_refunds_failed_total',
       'Automatic refunds of a cancelled order the payment provider refused or failed (the customer is still charged)',
     );
+    this.requestedFailures = metrics.counter(
+      'requested_refunds_failed_total',
+      "Admins' refunds answered as pending that the payment provider then refused or failed (the customer was not refunded)",
+    );
   }
 
   private readonly reversals: Counter<string>;
   private readonly automaticFailures: Counter<string>;
+  private readonly requestedFailures: Counter<string>;
 
   /**
    * An admin's refund of `amount` (all that remains when omitted; `currency`, when an amount is
@@ -250,7 +259,10 @@ export class RefundsService {
         'This Idempotency-Key was already used for another refund.',
       );
     }
-    const result = refund.status === 'pending' ? await this.execute(refund, payment!) : refund;
+    const result =
+      refund.status === 'pending'
+        ? (await this.attempt(refund, payment!, { inRequest: true })).refund
+        : refund;
     if (result.status === 'failed') {
       throw new DomainError(
         EXCEEDS.has(result.failure ?? '') ? 'REFUND_EXCEEDS_CAPTURED' : 'PAYMENT_PROVIDER_REJECTED',
@@ -392,7 +404,7 @@ export class RefundsService {
         (isUuid(remote.refundId) ? await this.refunds.findById(remote.refundId) : null) ??
         (await this.refunds.findByProviderId(remote.id));
       if (ours) {
-        if (ours.status === 'pending') await this.settle(ours, remote);
+        if (ours.status === 'pending') await this.settle(ours, remote, {});
         else if (
           ours.status === 'failed' &&
           remote.status === 'succeeded' &&
@@ -545,10 +557,14 @@ export class RefundsService {
     return (await this.attempt(refund, payment)).refund;
   }
 
-  /** execute(), also saying whether the provider left the call unanswered (unknown outcome). */
+  /**
+   * execute(), also saying whether the provider left the call unanswered (unknown outcome).
+   * `inRequest`: made by the request that asked for the refund, which answers a failure itself.
+   */
   private async attempt(
     refund: Refund,
     payment: Payment,
+    at: Settling = {},
   ): Promise<{ refund: Refund; unanswered: boolean }> {
     let remote: GatewayRefund | undefined;
     // The same key makes a resend safe only while the provider remembers it (Stripe: at least
@@ -582,12 +598,12 @@ export class RefundsService {
             this.clock.now(),
           ),
         );
-        if (failed) this.raiseIfAutomatic(failed);
+        if (failed) this.raiseIfFailed(failed, at);
         return { refund: failed ?? (await this.refunds.findById(refund.id))!, unanswered: false };
       }
       return this.unanswered(refund, err);
     }
-    return { refund: await this.settle(refund, remote), unanswered: false };
+    return { refund: await this.settle(refund, remote, at), unanswered: false };
   }
 
   /** Unknown outcome: the refund stays pending and retryStale asks again (same key). */
@@ -602,7 +618,7 @@ export class RefundsService {
     return { refund, unanswered: true };
   }
 
-  private async settle(refund: Refund, remote: GatewayRefund): Promise<Refund> {
+  private async settle(refund: Refund, remote: GatewayRefund, at: Settling): Promise<Refund> {
     const now = this.clock.now();
     if (remote.status === 'pending') {
       await this.tx.run(() => this.refunds.attachProviderId(refund.id, remote.id, now));
@@ -622,7 +638,7 @@ export class RefundsService {
       if (settled?.status === 'succeeded') await this.announce(settled);
       return settled;
     });
-    if (settled) this.raiseIfAutomatic(settled);
+    if (settled) this.raiseIfFailed(settled, at);
     return settled ?? (await this.refunds.findById(refund.id))!;
   }
 
@@ -633,14 +649,28 @@ export class RefundsService {
    * the provider's answer (the same key replays it; a disputed charge or an empty balance needs a
    * person). Raised: an error log and `automatic_refunds_failed_total`, which the README says to
    * alert on.
+   *
+   * An admin's refund that fails after its request was answered — 201 `pending` (the provider
+   * holds it, or did not answer), then failed by the provider or refused on a later attempt —
+   * is raised too: the admin was told not to issue another one for it, and nobody else would
+   * learn that the customer was not refunded (the request that fails it answers the admin itself:
+   * not raised). An error log and `requested_refunds_failed_total`.
    */
-  private raiseIfAutomatic(refund: Refund): void {
-    if (refund.status !== 'failed' || refund.actor !== SYSTEM || !raisedForAPerson(refund)) return;
-    this.automaticFailures.inc();
-    this.logger.error(
-      `automatic refund ${refund.id} of cancelled order ${refund.orderId} (${refund.amount} ${refund.currency}) ` +
-        `failed (${refund.failure ?? 'refused'}): the customer is still charged — refund them another way`,
-    );
+  private raiseIfFailed(refund: Refund, at: Settling): void {
+    if (refund.status !== 'failed' || !raisedForAPerson(refund)) return;
+    if (refund.actor === SYSTEM) {
+      this.automaticFailures.inc();
+      this.logger.error(
+        `automatic refund ${refund.id} of cancelled order ${refund.orderId} (${refund.amount} ${refund.currency}) ` +
+          `failed (${refund.failure ?? 'refused'}): the customer is still charged — refund them another way`,
+      );
+    } else if (!at.inRequest) {
+      this.requestedFailures.inc();
+      this.logger.error(
+        `refund ${refund.id} of order ${refund.orderId} (${refund.amount} ${refund.currency}), requested by ${refund.actor} ` +
+          `and answered as pending, failed (${refund.failure ?? 'refused'}): the customer was not refunded — refund them again`,
+      );
+    }
   }
 
   /**
