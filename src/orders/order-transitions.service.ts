@@ -85,10 +85,15 @@ export class OrderTransitionsService {
     );
   }
 
-  /** CONFIRMED → FULFILLED (admin), while no refund of the order is pending. */
+  /**
+   * CONFIRMED → FULFILLED (admin), while no refund of the order pending would return its whole
+   * total and no dispute of its payment is open or lost.
+   */
   fulfil(orderId: string, actor: string): Promise<TransitionResult> {
-    return this.move(orderId, { to: 'FULFILLED', actor, noRefundPending: true }, () =>
-      this.outbox.add('order.fulfilled', orderId, { orderId }).then(() => undefined),
+    return this.move(
+      orderId,
+      { to: 'FULFILLED', actor, noRefundPending: true, noDispute: true },
+      () => this.outbox.add('order.fulfilled', orderId, { orderId }).then(() => undefined),
     );
   }
 
@@ -145,6 +150,7 @@ export class OrderTransitionsService {
       liveOnly?: boolean;
       noOpenPayment?: boolean;
       noRefundPending?: boolean;
+      noDispute?: boolean;
     },
     effects?: (previous: OrderStatus) => Promise<void>,
   ): Promise<TransitionResult> {
@@ -159,6 +165,7 @@ export class OrderTransitionsService {
         reservationLive: t.liveOnly,
         noOpenPayment: t.noOpenPayment,
         noRefundPending: t.noRefundPending,
+        noDispute: t.noDispute,
       });
       if (!previous) return { changed: false, previous: null };
       await effects?.(previous);

@@ -53,6 +53,12 @@ export interface Transition {
    * reserved — under that row's lock — is either seen or comes after.
    */
   noRefundPending?: boolean;
+  /**
+   * Extra guard: only if no dispute of the order's payment is open or lost (payment_disputes,
+   * written by payments/ under the payment row's lock): the customer's bank has taken the money
+   * back, or may. Won, or an inquiry closed without a chargeback, no longer holds it.
+   */
+  noDispute?: boolean;
 }
 
 const toLine = (i: OrderItemEntity): OrderLine => ({
@@ -131,7 +137,7 @@ export class OrderRepository {
    */
   async transition(orderId: string, t: Transition): Promise<OrderStatus | null> {
     return this.tx.withManager(async (m) => {
-      if (t.noRefundPending) {
+      if (t.noRefundPending || t.noDispute) {
         // a read lock of the payments table's row (written by payments/)
         await m.query(`SELECT 1 FROM payments WHERE order_id = $1 FOR SHARE`, [orderId]);
       }
@@ -162,6 +168,13 @@ export class OrderRepository {
                                WHERE r.order_id = :orderId AND r.status = 'pending')
                            + (SELECT coalesce(sum(p.provider_refunds_pending), 0) FROM payments p
                                WHERE p.order_id = :orderId) < total_amount`,
+        );
+      }
+      if (t.noDispute) {
+        // a read of the disputes table (written by payments/), after the locks: a new snapshot
+        update.andWhere(
+          `NOT EXISTS (SELECT 1 FROM payment_disputes d JOIN payments p ON p.id = d.payment_id
+                        WHERE p.order_id = :orderId AND d.status NOT IN ('won', 'warning_closed'))`,
         );
       }
       if (!(await update.execute()).affected) return null;

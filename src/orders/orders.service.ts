@@ -60,11 +60,15 @@ export class OrdersService {
       await this.transitions.fulfil(id, `user:${actor.userId}`);
       const order = await this.mustFind(id);
       if (order.status !== 'FULFILLED') {
+        const dispute =
+          order.status === 'CONFIRMED' ? await this.payments.holdingDispute(id) : null;
         throw new DomainError(
           'ORDER_NOT_FULFILLABLE',
-          order.status === 'CONFIRMED'
-            ? "Refunds pending at the payment provider would return this order's whole total: it is not fulfilled (it can be, should enough of them fail)."
-            : `An order in ${order.status} cannot be fulfilled.`,
+          order.status !== 'CONFIRMED'
+            ? `An order in ${order.status} cannot be fulfilled.`
+            : dispute
+              ? `The payment is disputed by the customer's bank (${dispute}): the order is not fulfilled while the dispute is open or lost.`
+              : "Refunds pending at the payment provider would return this order's whole total: it is not fulfilled (it can be, should enough of them fail).",
         );
       }
       return this.detail(order);

@@ -17,6 +17,7 @@ import {
 import { GatewayError, GatewayIntent, PAYMENT_GATEWAY, PaymentGateway } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
 import type { Refund } from './refund.repository';
+import { DisputeRepository } from './dispute.repository';
 import { RefundsService } from './refunds.service';
 import { WebhookEvent, WebhookEventRepository } from './webhook-event.repository';
 
@@ -195,6 +196,7 @@ async function setup() {
       { provide: OrderRepository, useValue: m.orders },
       { provide: OrderTransitionsService, useValue: m.transitions },
       { provide: RefundsService, useValue: m.refunds },
+      { provide: DisputeRepository, useValue: { record: jest.fn() } },
       { provide: PAYMENT_GATEWAY, useValue: m.gateway },
       { provide: TransactionHost, useValue: m.tx },
       { provide: Clock, useValue: clock },

@@ -16,6 +16,7 @@ import {
   PaymentGateway,
   isGatewayUnavailable,
 } from './payment-gateway';
+import { DisputeRepository, ReportedDispute } from './dispute.repository';
 import { Payment, PaymentRepository } from './payment.repository';
 import { RefundsService } from './refunds.service';
 import { WebhookEventRepository } from './webhook-event.repository';
@@ -44,6 +45,11 @@ export type EventOutcome =
   | { kind: 'no-payment'; eventId: string }
   /** A refund event: our refunds of the payment converged with the provider's list. */
   | { kind: 'refunds-synced'; orderId: string }
+  /**
+   * A dispute event: the dispute's status recorded (`changed`: its first report, or a new
+   * status), or `unreadable`: its object is not a dispute we can read (logged, nothing recorded).
+   */
+  | { kind: 'dispute'; orderId: string; status: string | null; changed: boolean }
   | ConvergeOutcome;
 
 /** What cancelling the intent of a cancelled order did (a `payments.cancel-intent` job). */
@@ -103,6 +109,37 @@ const UNKNOWN_EVENT_RETRY_MS = 6 * 60 * 60 * 1000;
 /** When such an event is given up (marked processed: then purged with its customer details). */
 const UNKNOWN_EVENT_GIVE_UP_MS = 30 * 24 * 60 * 60 * 1000;
 
+/**
+ * The dispute a `charge.dispute.*` event carries (Stripe's Dispute object), or null for anything
+ * else: its id, status, amount (minor units) and currency are required.
+ */
+function readDispute(object: unknown): Omit<ReportedDispute, 'paymentId'> | null {
+  const d = (typeof object === 'object' && object !== null ? object : {}) as Record<
+    string,
+    unknown
+  >;
+  if (
+    d.object !== 'dispute' ||
+    typeof d.id !== 'string' ||
+    !/^[\x21-\x7e]{1,255}$/.test(d.id) ||
+    typeof d.status !== 'string' ||
+    !/^[a-z_]{1,64}$/.test(d.status) ||
+    !Number.isSafeInteger(d.amount) ||
+    (d.amount as number) < 0 ||
+    typeof d.currency !== 'string' ||
+    !/^[a-z]{3}$/i.test(d.currency)
+  ) {
+    return null;
+  }
+  return {
+    id: d.id,
+    status: d.status,
+    amount: d.amount as number,
+    currency: d.currency.toUpperCase(),
+    reason: typeof d.reason === 'string' && /^[a-z_]{1,64}$/.test(d.reason) ? d.reason : null,
+  };
+}
+
 function isUnknownIntent(err: unknown): boolean {
   return err instanceof GatewayError && err.kind === 'rejected' && err.code === 'resource_missing';
 }
@@ -117,12 +154,17 @@ export class PaymentFinalizer {
     private readonly orders: OrderRepository,
     private readonly transitions: OrderTransitionsService,
     private readonly refunds: RefundsService,
+    private readonly disputes: DisputeRepository,
     @Inject(PAYMENT_GATEWAY) private readonly gateway: PaymentGateway,
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
     metrics: MetricsService,
   ) {
+    this.disputed = metrics.counter(
+      'payments_disputed_total',
+      "Payments the customer's bank disputed (an inquiry or a chargeback): each must be answered at the provider",
+    );
     this.amountMismatches = metrics.counter(
       'payments_amount_mismatch_total',
       'Payments that succeeded for another amount or currency than their order (changed at the provider): cancelled and refunded',
@@ -130,6 +172,7 @@ export class PaymentFinalizer {
   }
 
   private readonly amountMismatches: Counter<string>;
+  private readonly disputed: Counter<string>;
 
   async processEvent(eventId: string): Promise<EventOutcome> {
     const event = await this.events.find(eventId);
@@ -157,7 +200,57 @@ export class PaymentFinalizer {
       await this.events.markProcessed(eventId, this.clock.now());
       return { kind: 'refunds-synced', orderId: payment.orderId };
     }
+    if (event.type.startsWith('charge.dispute.')) return this.recordDispute(payment, eventId);
     return this.converge(payment, eventId);
+  }
+
+  /**
+   * A `charge.dispute.*` event: the customer's bank disputes the payment (an inquiry, or a
+   * chargeback that takes the money back at once). Its status is recorded on the payment
+   * (DisputeRepository: a late event never undoes a final status), and while one is open or lost
+   * the order is not fulfilled (OrderRepository#transition) — the goods would leave with the money
+   * gone. Raised for a person: the first report (`payments_disputed_total`, an error log: the
+   * dispute must be answered with evidence by its deadline, at the provider) and a loss.
+   */
+  private async recordDispute(payment: Payment, eventId: string): Promise<EventOutcome> {
+    const dispute = readDispute(await this.events.objectOf(eventId));
+    const at = this.clock.now();
+    if (!dispute) {
+      this.logger.warn(`event ${eventId}: its object is not a dispute of ${payment.intentId}`);
+      await this.events.markProcessed(eventId, at);
+      return { kind: 'dispute', orderId: payment.orderId, status: null, changed: false };
+    }
+    const recorded = await this.tx.run(async () => {
+      const done = await this.disputes.record({ ...dispute, paymentId: payment.id }, at);
+      await this.events.markProcessed(eventId, at);
+      return done;
+    });
+    if (recorded) {
+      const what = `payment ${payment.intentId} of order ${payment.orderId}: dispute ${dispute.id} (${dispute.reason ?? 'no reason given'}, ${dispute.amount} ${dispute.currency})`;
+      if (recorded.first) {
+        this.disputed.inc();
+        this.logger.error(
+          `${what} opened, ${recorded.status}: the order is not fulfilled while it is open — answer it at the payment provider by its deadline`,
+        );
+      } else if (recorded.status === 'lost') {
+        this.logger.error(`${what} lost: the customer's bank keeps the money`);
+      } else {
+        this.logger.warn(`${what} is now ${recorded.status}`);
+      }
+      logOrder({
+        orderId: payment.orderId,
+        action: 'payment.disputed',
+        disputeId: dispute.id,
+        status: recorded.status,
+        actor: ACTOR,
+      });
+    }
+    return {
+      kind: 'dispute',
+      orderId: payment.orderId,
+      status: recorded?.status ?? dispute.status,
+      changed: recorded !== null,
+    };
   }
 
   /**

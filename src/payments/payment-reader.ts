@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
 import type { PaymentSummary } from '../orders/order.model';
+import { PaymentDisputeEntity } from './entities/payment-dispute.entity';
 import { PaymentEntity } from './entities/payment.entity';
 import { RefundEntity } from './entities/refund.entity';
 import type { RefundStatus } from './payment-gateway';
@@ -56,6 +57,23 @@ export class PaymentReader {
         .reduce((sum, r) => sum + r.amount, 0),
       refunds,
     };
+  }
+
+  /** The status of a dispute of the order's payment that holds its fulfilment (open or lost), if any. */
+  async holdingDispute(orderId: string): Promise<string | null> {
+    const row = await this.tx.withManager((m) =>
+      m
+        .getRepository(PaymentDisputeEntity)
+        .createQueryBuilder('d')
+        .innerJoin(PaymentEntity, 'p', 'p.id = d.paymentId')
+        .select('d.status', 'status')
+        .where('p.orderId = :orderId', { orderId })
+        .andWhere(`d.status NOT IN ('won', 'warning_closed')`)
+        .orderBy('d.openedAt', 'DESC')
+        .limit(1)
+        .getRawOne<{ status: string }>(),
+    );
+    return row?.status ?? null;
   }
 
   async findRefund(refundId: string): Promise<RefundForEmail | null> {

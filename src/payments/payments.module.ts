@@ -6,12 +6,14 @@ import { ProductsModule } from '../catalog/products.module';
 import { OrdersModule } from '../orders/orders.module';
 import { DevPaymentsService } from './dev-payments.service';
 import { PaymentEntity } from './entities/payment.entity';
+import { PaymentDisputeEntity } from './entities/payment-dispute.entity';
 import { RefundEntity } from './entities/refund.entity';
 import { SimulatedPaymentIntentEntity } from './entities/simulated-payment-intent.entity';
 import { SimulatedRefundEntity } from './entities/simulated-refund.entity';
 import { WebhookEventEntity } from './entities/webhook-event.entity';
 import { PAYMENT_GATEWAY } from './payment-gateway';
 import { OverdueOrders } from './overdue-orders.service';
+import { DisputeRepository } from './dispute.repository';
 import { PaymentFinalizer } from './payment-finalizer.service';
 import { PaymentRepository } from './payment.repository';
 import { AdminRefundsService } from './admin-refunds.service';
@@ -50,6 +52,7 @@ export class PaymentsModule {
         TypeOrmModule.forFeature([
           PaymentEntity,
           RefundEntity,
+          PaymentDisputeEntity,
           WebhookEventEntity,
           SimulatedPaymentIntentEntity,
           SimulatedRefundEntity,
@@ -67,6 +70,7 @@ export class PaymentsModule {
       providers: [
         PaymentRepository,
         RefundRepository,
+        DisputeRepository,
         WebhookEventRepository,
         WebhookEventRetention,
         PaymentsService,

@@ -44,7 +44,8 @@ export class WebhookEventRepository {
           type: textStorable(e.type),
           intentId: e.intentId === null ? null : textStorable(e.intentId),
           // a NUL in text the customer typed (a billing name) would make jsonb refuse the event on
-          // every delivery; the payload is kept for the record only (nothing reads it back)
+          // every delivery; the payload is kept for the record (only a dispute's object is read
+          // back: objectOf)
           payload: jsonbStorable(e.payload),
           receivedAt: e.at,
         })
@@ -73,6 +74,19 @@ export class WebhookEventRepository {
           .limit(batch),
       ),
     );
+  }
+
+  /** The object the event is about (its `data.object`), as stored; null if it has none. */
+  async objectOf(id: string): Promise<unknown> {
+    const rows = await this.tx.withManager((m) =>
+      m
+        .getRepository(WebhookEventEntity)
+        .createQueryBuilder('e')
+        .select(`e.payload -> 'data' -> 'object'`, 'object')
+        .where('e.id = :id', { id })
+        .getRawMany<{ object: unknown }>(),
+    );
+    return rows[0]?.object ?? null;
   }
 
   find(id: string): Promise<WebhookEvent | null> {

@@ -275,6 +275,99 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(stored?.data?.object?.metadata).toEqual({ 'k\ufffd': 'v', '\ufffd': 'w' });
   });
 
+  it("a disputed payment holds its order's fulfilment (409) while the dispute is open or lost — a late event never reopens a final one; won, it is fulfilled; each dispute is raised once", async () => {
+    const disputedCount = async () =>
+      Number(
+        /^payments_disputed_total (\d+)/m.exec(await worker.get(MetricsService).render())?.[1] ?? 0,
+      );
+    const before = await disputedCount();
+    const fulfil = (orderId: string) =>
+      t.http.post(`/v1/admin/orders/${orderId}/fulfil`, {}, { token: admin.accessToken });
+    const send = async (event: Stripe.Event) => {
+      expect((await deliver(event)).status).toBe(200);
+      await processed(event.id);
+    };
+    const disputeOf = async (intent: string) =>
+      (
+        await t.db.pool.query(
+          `SELECT d.status, d.amount::int AS amount, d.currency, d.reason FROM payment_disputes d
+             JOIN payments p ON p.id = d.payment_id WHERE p.intent_id = $1`,
+          [intent],
+        )
+      ).rows;
+
+    // a chargeback opened: the money is gone until it is won — the goods must not leave
+    const open = await paidOrder(10_000, 1);
+    const opened = stripe.dispute(open.intent, 'needs_response', 'created');
+    await send(opened);
+    await send(opened); // delivered twice: one dispute, raised once
+    const held = await fulfil(open.orderId);
+    expectProblem(held, 409, 'ORDER_NOT_FULFILLABLE');
+    expect(held.body.detail).toMatch(/disputed .*\(needs_response\)/);
+    expect((await orderOf(open.orderId)).status).toBe('CONFIRMED');
+    expect(await disputeOf(open.intent)).toEqual([
+      { status: 'needs_response', amount: 10_000, currency: 'INR', reason: 'fraudulent' },
+    ]);
+    // won: the money is back, the order ships
+    await send(stripe.dispute(open.intent, 'under_review'));
+    await send(stripe.dispute(open.intent, 'won', 'closed'));
+    expect((await fulfil(open.orderId)).status).toBe(200);
+
+    // lost, its events out of order: the loss arrives first, the opening late — it stays lost
+    const lost = await paidOrder(10_000, 1);
+    const opening = stripe.dispute(lost.intent, 'needs_response', 'created');
+    await send(stripe.dispute(lost.intent, 'lost', 'closed'));
+    await send(opening);
+    expect(await disputeOf(lost.intent)).toMatchObject([{ status: 'lost' }]);
+    expectProblem(await fulfil(lost.orderId), 409, 'ORDER_NOT_FULFILLABLE');
+    expect((await orderOf(lost.orderId)).status).toBe('CONFIRMED');
+
+    // a dispute event whose object is not a readable dispute: processed, nothing recorded
+    const odd = await paidOrder(10_000, 1);
+    const unreadable = stripe.dispute(odd.intent, 'needs_response', 'created');
+    (unreadable.data.object as unknown as { amount: unknown }).amount = 'all of it';
+    await send(unreadable);
+    expect(await disputeOf(odd.intent)).toEqual([]);
+    expect((await fulfil(odd.orderId)).status).toBe(200);
+
+    // a dispute being recorded while an admin fulfils: the fulfil waits for it, and is refused
+    const racing = await paidOrder(10_000, 1);
+    const recorder = await t.db.pool.connect();
+    let fulfilling: ReturnType<typeof fulfil> | undefined;
+    try {
+      await recorder.query('BEGIN');
+      // as DisputeRepository#record does: the payment's row, then the dispute
+      const { rows } = await recorder.query(
+        `SELECT id FROM payments WHERE intent_id = $1 FOR NO KEY UPDATE`,
+        [racing.intent],
+      );
+      await recorder.query(
+        `INSERT INTO payment_disputes (id, payment_id, status, amount, currency, opened_at, updated_at)
+         VALUES ('dp_racing', $1, 'needs_response', 10000, 'INR', now(), now())`,
+        [rows[0].id],
+      );
+      const recorderPid = (await recorder.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+      fulfilling = fulfil(racing.orderId);
+      await waitFor(
+        'the fulfil to wait for the payment row',
+        async () =>
+          (
+            await t.db.pool.query(
+              `SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1::int = ANY(pg_blocking_pids(pid))`,
+              [recorderPid],
+            )
+          ).rows[0].n,
+        { until: (n) => n === 1 },
+      );
+      await recorder.query('COMMIT');
+    } finally {
+      recorder.release();
+    }
+    expectProblem(await fulfilling, 409, 'ORDER_NOT_FULFILLABLE');
+
+    expect((await disputedCount()) - before).toBe(2);
+  }, 30_000);
+
   it('a stale payment_failed after success changes nothing', async () => {
     const { orderId, intent } = await paidOrder();
     const stale = stripe.eventFor('payment_intent.payment_failed', intent);

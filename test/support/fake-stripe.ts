@@ -54,6 +54,11 @@ export interface FakeStripe {
   /** The bank settles a pending refund (succeeded unless told); returns the `charge.refund.updated` event. */
   settleRefund(refundId: string, outcome?: 'succeeded' | 'failed'): Stripe.Event;
   intent(id: string): Stripe.PaymentIntent | undefined;
+  /**
+   * The customer's bank disputes the intent's charge (all of it): a `charge.dispute.<type>` event
+   * carrying the dispute (one per intent: the same id every time) in `status`.
+   */
+  dispute(intentId: string, status: string, type?: string): Stripe.Event;
   /** A real SDK client pointed at this fake, configured as the app configures its own. */
   client(config?: Stripe.StripeConfig): Stripe;
   close(): Promise<void>;
@@ -124,6 +129,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
   const intents = new Map<string, Obj>();
   const charges = new Map<string, Obj>();
   const refunds = new Map<string, Obj>(); // oldest first
+  const disputes = new Map<string, string>(); // intent id → its dispute's id
   const failures: { prefix: string; status: number; remaining: number }[] = [];
   const declinedRefunds = new Set<string>();
   const heldRefunds = new Set<string>();
@@ -539,6 +545,22 @@ export async function startFakeStripe(): Promise<FakeStripe> {
           ? new Error(`fake-stripe: dashboard refund refused: ${e.message}`)
           : e;
       }
+    },
+    dispute(intentId, status, type = 'updated') {
+      const pi = intentOrThrow(intentId);
+      const id = disputes.get(intentId) ?? newId('dp');
+      disputes.set(intentId, id);
+      return event(`charge.dispute.${type}`, {
+        id,
+        object: 'dispute',
+        amount: pi.amount,
+        currency: pi.currency,
+        charge: pi.latest_charge,
+        payment_intent: intentId,
+        reason: 'fraudulent',
+        status,
+        created: now(),
+      });
     },
     eventFor(type, intentId) {
       const pi = intentOrThrow(intentId);

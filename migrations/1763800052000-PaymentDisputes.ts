@@ -1,0 +1,35 @@
+import { MigrationInterface, QueryRunner } from 'typeorm';
+
+/**
+ * Disputes (chargebacks, and the inquiries before them) of a payment, as the provider's
+ * `charge.dispute.*` events report them: the customer's bank takes the money back (or may), so
+ * the order must not be fulfilled while one is open or lost (`OrderRepository#transition`). One row
+ * per provider dispute; a final status (won, lost, an inquiry closed) is never overwritten by an
+ * event that arrives late (`DisputeRepository#record`).
+ */
+export class PaymentDisputes1763800052000 implements MigrationInterface {
+  name = 'PaymentDisputes1763800052000';
+
+  async up(q: QueryRunner): Promise<void> {
+    await q.query(`
+      CREATE TABLE payment_disputes (
+        id text NOT NULL,
+        payment_id uuid NOT NULL,
+        status text NOT NULL,
+        amount bigint NOT NULL,
+        currency char(3) NOT NULL,
+        reason text,
+        opened_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        CONSTRAINT payment_disputes_pkey PRIMARY KEY (id),
+        CONSTRAINT payment_disputes_payment_id_fkey FOREIGN KEY (payment_id) REFERENCES payments (id),
+        CONSTRAINT payment_disputes_amount_check CHECK (amount >= 0),
+        CONSTRAINT payment_disputes_status_check CHECK (status <> '')
+      )`);
+    await q.query(`CREATE INDEX payment_disputes_by_payment ON payment_disputes (payment_id)`);
+  }
+
+  async down(q: QueryRunner): Promise<void> {
+    await q.query(`DROP TABLE payment_disputes`);
+  }
+}

@@ -1,0 +1,55 @@
+import { Injectable } from '@nestjs/common';
+import { TransactionHost } from '../database/transaction-host';
+
+/** A dispute as the provider's event reports it. */
+export interface ReportedDispute {
+  id: string;
+  paymentId: string;
+  status: string;
+  amount: number;
+  currency: string;
+  reason: string | null;
+}
+
+/** What recording a report did: the dispute's first report, or a change of its status. */
+export interface RecordedDispute {
+  first: boolean;
+  status: string;
+}
+
+/**
+ * Statuses the provider never moves a dispute out of: won, lost, and an inquiry closed without a
+ * chargeback. A report that arrives after one (events come late and out of order) changes nothing.
+ */
+const FINAL = `('won', 'lost', 'warning_closed')`;
+
+/** The `payment_disputes` table: one row per provider dispute of a payment. */
+@Injectable()
+export class DisputeRepository {
+  constructor(private readonly tx: TransactionHost) {}
+
+  /**
+   * Records a report of the dispute, under the payment's row lock (FOR NO KEY UPDATE): a fulfil
+   * takes that row FOR SHARE before it judges the disputes (OrderRepository#transition), so it
+   * either runs first or sees this one. Null when the report changes nothing: the same status
+   * again, or any status after a final one. Inside a transaction only.
+   */
+  async record(d: ReportedDispute, at: Date): Promise<RecordedDispute | null> {
+    return this.tx.withManager(async (m) => {
+      await m.query(`SELECT 1 FROM payments WHERE id = $1 FOR NO KEY UPDATE`, [d.paymentId]);
+      const rows = await m.query<RecordedDispute[]>(
+        `INSERT INTO payment_disputes AS d
+           (id, payment_id, status, amount, currency, reason, opened_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+         ON CONFLICT (id) DO UPDATE
+           SET status = EXCLUDED.status, amount = EXCLUDED.amount, reason = EXCLUDED.reason,
+               updated_at = EXCLUDED.updated_at
+         WHERE d.payment_id = EXCLUDED.payment_id AND d.status NOT IN ${FINAL}
+           AND d.status <> EXCLUDED.status
+         RETURNING (xmax = 0) AS first, status`,
+        [d.id, d.paymentId, d.status, d.amount, d.currency, d.reason, at],
+      );
+      return rows[0] ?? null;
+    });
+  }
+}

@@ -1,0 +1,45 @@
+import { Check, Column, Entity, Index, JoinColumn, ManyToOne, PrimaryColumn } from 'typeorm';
+import type { Relation } from 'typeorm';
+import { BIGINT_NUMBER, CURRENCY_CODE } from '../../database/column-transformers';
+import { PaymentEntity } from './payment.entity';
+
+/**
+ * The `payment_disputes` table (migrations …-PaymentDisputes.ts): the provider's disputes of a
+ * payment (`dp_…`), with their last status as its events reported it (DisputeRepository).
+ */
+@Entity('payment_disputes')
+@Index('payment_disputes_by_payment', ['paymentId'])
+@Check('payment_disputes_amount_check', `amount >= 0`)
+@Check('payment_disputes_status_check', `status <> ''`)
+export class PaymentDisputeEntity {
+  /** The provider's id of the dispute. */
+  @PrimaryColumn('text', { primaryKeyConstraintName: 'payment_disputes_pkey' })
+  id!: string;
+
+  @Column('uuid', { name: 'payment_id' })
+  paymentId!: string;
+
+  @ManyToOne(() => PaymentEntity, { nullable: false })
+  @JoinColumn({ name: 'payment_id', foreignKeyConstraintName: 'payment_disputes_payment_id_fkey' })
+  payment?: Relation<PaymentEntity>;
+
+  /** The provider's status (needs_response, under_review, won, lost, warning_…). */
+  @Column('text')
+  status!: string;
+
+  /** What the customer's bank disputes (or took back), in minor units. */
+  @Column('bigint', { transformer: BIGINT_NUMBER })
+  amount!: number;
+
+  @Column('char', { length: 3, transformer: CURRENCY_CODE })
+  currency!: string;
+
+  @Column('text', { nullable: true })
+  reason!: string | null;
+
+  @Column('timestamptz', { name: 'opened_at' })
+  openedAt!: Date;
+
+  @Column('timestamptz', { name: 'updated_at' })
+  updatedAt!: Date;
+}
