@@ -83,7 +83,13 @@ function setup() {
     'sessions',
   );
   const accountLimits = mockOf<AccountRateLimit>(
-    { take: jest.fn(async () => undefined), newPassword: jest.fn(async () => undefined) },
+    {
+      take: jest.fn(async () => undefined),
+      newPassword: jest.fn(async () => undefined),
+      rethrowGivingBackUnserved: jest.fn(async (_hits: string[], err: unknown) => {
+        throw err;
+      }),
+    },
     'accountLimits',
   );
   const service = new AccountService(

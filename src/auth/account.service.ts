@@ -4,7 +4,7 @@ import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { normalizeEmail } from '../common/email';
 import { passwordEpochOf } from '../users/password-epoch';
-import { UserRepository } from '../users/user.repository';
+import { User, UserRepository } from '../users/user.repository';
 import { ChangePasswordDto, UserDto, mapUser } from './dto/auth.dto';
 import { PasswordHasher } from './password-hasher';
 import type { Role } from './permissions';
@@ -70,9 +70,30 @@ export class AccountService {
     );
     if (!verified)
       throw new DomainError('CURRENT_PASSWORD_INCORRECT', 'The current password is wrong.');
+    // (a change the shop could not make — 503 — gives its day's hit back)
+    const hits: string[] = [];
+    const hash = await this.replacePassword(user, dto, clientIp, hits).catch((err: unknown) =>
+      this.accountLimits.rethrowGivingBackUnserved(hits, err),
+    );
+    this.signIns.rememberClient(user.email, clientIp, passwordEpochOf(hash));
+    await this.accountLimits.newPassword(userId);
+    this.events.record({ event: 'password_changed', userId });
+  }
+
+  /**
+   * The new password's hash written over the one the current password was checked against (see
+   * changePassword), counted in the account's changes a day; its sessions revoked. Returns the hash.
+   */
+  private async replacePassword(
+    user: User,
+    dto: ChangePasswordDto,
+    clientIp: string,
+    hits: string[],
+  ): Promise<string> {
+    const userId = user.id;
     // the account's changes a day (each starts its sign-in and refresh budgets afresh), counted
     // once the current password is right
-    await this.accountLimits.take('password-change-day', userId);
+    await this.accountLimits.take('password-change-day', userId, undefined, hits);
     const hash = await this.hasher.hash(dto.newPassword, { priority: true, client: clientIp });
     let checked = user.passwordHash;
     for (let attempt = 1; ; attempt++) {
@@ -114,9 +135,7 @@ export class AccountService {
       }
       checked = current.passwordHash;
     }
-    this.signIns.rememberClient(user.email, clientIp, passwordEpochOf(hash));
-    await this.accountLimits.newPassword(userId);
-    this.events.record({ event: 'password_changed', userId });
+    return hash;
   }
 
   /**

@@ -137,7 +137,15 @@ function setup() {
     revoked,
     signIns,
     pendingRevocations,
-    mockOf<AccountRateLimit>({ take: jest.fn().mockResolvedValue(undefined) }, 'accountLimits'),
+    mockOf<AccountRateLimit>(
+      {
+        take: jest.fn().mockResolvedValue(undefined),
+        rethrowGivingBackUnserved: jest.fn(async (_hits: string[], err: unknown) => {
+          throw err;
+        }),
+      },
+      'accountLimits',
+    ),
   );
   return {
     service,

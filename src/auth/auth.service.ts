@@ -129,7 +129,15 @@ export class AuthService {
               client: clientIp,
             });
             if (!found || !ok) return null;
-            const opened = await this.openSession(found, dto.password, clientKey, clientIp);
+            // (a sign-in the shop could not open — 503 — gives its day's hit back)
+            const hits: string[] = [];
+            const opened = await this.openSession(
+              found,
+              dto.password,
+              clientKey,
+              clientIp,
+              hits,
+            ).catch((err: unknown) => this.accountLimits.rethrowGivingBackUnserved(hits, err));
             return opened ? { user: { ...found, role: opened.role }, ...opened } : null;
           },
           // Redis's marks of the owner's clients may be gone: the sessions on record still know them
@@ -166,10 +174,11 @@ export class AuthService {
     password: string,
     clientKey: string,
     clientIp: string,
+    hits: string[],
   ): Promise<{ session: Session; passwordEpoch: string; role: User['role'] } | null> {
     // one account's sign-ins a day (each keeps its rows for 30 days after its session ends): a
     // 429 here gives the failure buckets back (the password was right)
-    await this.accountLimits.take('login-account-day', user.id, user.passwordEpoch);
+    await this.accountLimits.take('login-account-day', user.id, user.passwordEpoch, hits);
     const upgraded = this.hasher.needsRehash(user.passwordHash)
       ? await this.hasher.hash(password, { client: clientIp }).catch(() => null)
       : null;
@@ -220,6 +229,8 @@ export class AuthService {
     // a transaction of its own: the revocation below commits before the 401 is answered, and
     // nothing the caller does afterwards (a failing request around it) can roll it back
     let reuse: (SpendOutcome & { status: 'reused'; detected: boolean }) | undefined;
+    // the account's refresh hits, given back if the refresh goes unserved (503)
+    const hits: string[] = [];
     const result = await this.tx
       .runOwn(async () => {
         const spent = await this.refreshTokens.spend(tokenHash, now);
@@ -259,8 +270,8 @@ export class AuthService {
         // same token works once the window has passed
         const user = await this.users.findById(spent.userId);
         if (!user) throw invalidRefresh(); // cannot happen: families are deleted with their user
-        await this.accountLimits.take('refresh-account', user.id, user.passwordEpoch);
-        await this.accountLimits.take('refresh-account-day', user.id, user.passwordEpoch);
+        await this.accountLimits.take('refresh-account', user.id, user.passwordEpoch, hits);
+        await this.accountLimits.take('refresh-account-day', user.id, user.passwordEpoch, hits);
         return { ...spent, user, session: await this.sessions.rotate(spent.familyId, now) };
       })
       .catch((err: unknown) => {
@@ -269,7 +280,8 @@ export class AuthService {
         // is retried until it does, and the answer is the reuse's
         this.pendingRevocations.revokeFamily(reuse.familyId, 'reuse-detected', now);
         return reuse;
-      });
+      })
+      .catch((err: unknown) => this.accountLimits.rethrowGivingBackUnserved(hits, err));
     switch (result.status) {
       case 'invalid':
         throw invalidRefresh();

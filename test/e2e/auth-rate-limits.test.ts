@@ -14,6 +14,7 @@ import { accountTracker } from '../../src/common/throttling/account-rate-limit';
 import { insertProduct, newKey } from '../support/fixtures';
 import { GatewayError, PAYMENT_GATEWAY, PaymentGateway } from '../../src/payments/payment-gateway';
 import { PrivateRedis } from '../support/private-redis';
+import { expectProblem } from '../support/http';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { waitFor } from '../support/wait-for';
 
@@ -813,6 +814,88 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
           )
         ).status,
       ).toBe(200);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it("a password change, sign-in or refresh the shop could not serve (503: the database refused its write) gives its hit of the account's day back; one served keeps it", async () => {
+    const ip = '10.16.4.1';
+    const s = await registerCustomer(a.http, xff(ip));
+    const redis = new Redis(a.config.redis.url, { lazyConnect: true });
+    await redis.connect();
+    const hitsOf = async (key: string) => Number((await redis.get(key)) ?? 0);
+    const changeDay = `${a.config.redis.keyPrefix}:rl:${counterKey('password-change-day', `user:${s.user.id}`)}`;
+    const [loginDay, refreshDay] = [
+      await accountCounter('login-account-day', s.user.id),
+      await accountCounter('refresh-account-day', s.user.id),
+    ];
+    // this account's password, session and token writes refused as a busy or restarting
+    // database refuses them (lock_not_available: answered 503, nothing written)
+    await a.db.pool.query(`
+      CREATE FUNCTION test_refuse_account_write() RETURNS trigger LANGUAGE plpgsql AS $$
+      DECLARE
+        owner uuid;
+      BEGIN
+        -- (each table's own field: a record has only its table's)
+        IF TG_TABLE_NAME = 'users' THEN
+          owner := NEW.id;
+        ELSIF TG_TABLE_NAME = 'refresh_token_families' THEN
+          owner := NEW.user_id;
+        ELSE
+          SELECT f.user_id INTO owner FROM refresh_token_families f WHERE f.id = NEW.family_id;
+        END IF;
+        IF owner = TG_ARGV[0]::uuid THEN
+          RAISE EXCEPTION 'refused for the test' USING ERRCODE = '55P03';
+        END IF;
+        RETURN NEW;
+      END $$`);
+    const refused = [
+      `BEFORE UPDATE OF password_hash ON users`,
+      `BEFORE INSERT ON refresh_token_families`,
+      `BEFORE INSERT ON refresh_tokens`,
+    ];
+    try {
+      for (const [n, on] of refused.entries()) {
+        await a.db.pool.query(
+          `CREATE TRIGGER test_refuse_${n} ${on} FOR EACH ROW EXECUTE FUNCTION test_refuse_account_write('${s.user.id}')`,
+        );
+      }
+      const change = () =>
+        a.http.post(
+          '/v1/me/password',
+          { currentPassword: s.password, newPassword: 'a-new-password-2' },
+          { token: s.accessToken, ...xff(ip) },
+        );
+      const login = () =>
+        a.http.post('/v1/auth/login', { email: s.email, password: s.password }, xff(ip));
+      const refresh = () =>
+        a.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken }, xff(ip));
+      for (const unserved of [change, change, login, login, refresh, refresh]) {
+        expectProblem(await unserved(), 503, 'SERVICE_UNAVAILABLE');
+      }
+      expect([await hitsOf(changeDay), await hitsOf(loginDay), await hitsOf(refreshDay)]).toEqual([
+        0, 0, 0,
+      ]);
+    } finally {
+      for (const n of refused.keys()) {
+        await a.db.pool.query(
+          `DROP TRIGGER IF EXISTS test_refuse_${n} ON ${refused[n].split(' ON ')[1]}`,
+        );
+      }
+      await a.db.pool.query(`DROP FUNCTION IF EXISTS test_refuse_account_write()`);
+    }
+    try {
+      // served: each keeps its hit
+      const refreshed = await a.http.post(
+        '/v1/auth/refresh',
+        { refreshToken: s.refreshToken },
+        xff(ip),
+      );
+      expect(refreshed.status).toBe(200);
+      expect(await hitsOf(refreshDay)).toBe(1);
+      await changePassword(s, 'a-new-password-2', ip);
+      expect(await hitsOf(changeDay)).toBe(1);
     } finally {
       redis.disconnect();
     }

@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { createHash } from 'node:crypto';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
+import { render } from '../errors/problem-details.filter';
 import {
   RATE_LIMIT_POLICIES,
   counterKey,
@@ -50,10 +51,31 @@ export class AccountRateLimit {
   }
 
   /**
+   * Rethrows `err` — after giving back the hits counted in `hits` (take(…, hits)) when it is
+   * answered 503 (render: the database, Redis or the argon2 gate away — the request was not
+   * served): a client retrying as Retry-After says through an outage must not spend the account's
+   * day on it (ten 503s of a password change held the owner's next change for 24 h), as the
+   * guards' `unservedGivenBack` policies give theirs back. Best effort: a Redis that cannot take
+   * it leaves the hit counted.
+   */
+  async rethrowGivingBackUnserved(hits: string[], err: unknown): Promise<never> {
+    if (render(err)?.status === 503) {
+      for (const key of hits.splice(0)) await this.storage.giveBack(key).catch(() => undefined);
+    }
+    throw err;
+  }
+
+  /**
    * Counts one request of the account `userId` under the named policy — per password when
    * `passwordEpoch` is given (accountTracker), else per account; over its limit: 429 RATE_LIMITED.
+   * The counter is added to `hits` when given (rethrowGivingBackUnserved).
    */
-  async take(policyName: string, userId: string, passwordEpoch?: string): Promise<void> {
+  async take(
+    policyName: string,
+    userId: string,
+    passwordEpoch?: string,
+    hits?: string[],
+  ): Promise<void> {
     if (!this.config.rateLimitEnabled) return;
     const policy = RATE_LIMIT_POLICIES.find((p) => p.name === policyName);
     if (!policy) throw new Error(`no rate-limit policy ${policyName}`);
@@ -68,7 +90,10 @@ export class AccountRateLimit {
     } catch {
       return; // fail open, as the policy says
     }
-    if (!record.isBlocked) return;
+    if (!record.isBlocked) {
+      hits?.push(key);
+      return;
+    }
     throw new DomainError('RATE_LIMITED', 'Too many requests for this account; retry later.', {
       headers: {
         'Retry-After': String(Math.max(1, record.timeToBlockExpire)),
