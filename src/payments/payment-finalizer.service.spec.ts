@@ -168,6 +168,7 @@ function mockGateway(): jest.Mocked<PaymentGateway> {
     cancelIntent: jest.fn().mockResolvedValue(intent({ status: 'canceled' })),
     createRefund: jest.fn(),
     listRefunds: jest.fn().mockResolvedValue([]),
+    retrieveDispute: jest.fn(),
   };
 }
 
@@ -196,7 +197,10 @@ async function setup() {
       { provide: OrderRepository, useValue: m.orders },
       { provide: OrderTransitionsService, useValue: m.transitions },
       { provide: RefundsService, useValue: m.refunds },
-      { provide: DisputeRepository, useValue: { record: jest.fn() } },
+      {
+        provide: DisputeRepository,
+        useValue: { record: jest.fn(), findToRecheck: jest.fn().mockResolvedValue([]) },
+      },
       { provide: PAYMENT_GATEWAY, useValue: m.gateway },
       { provide: TransactionHost, useValue: m.tx },
       { provide: Clock, useValue: clock },

@@ -10,13 +10,14 @@ import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobPayloads } from '../queue/queues';
 import {
+  GatewayDispute,
   GatewayError,
   GatewayIntent,
   PAYMENT_GATEWAY,
   PaymentGateway,
   isGatewayUnavailable,
 } from './payment-gateway';
-import { DisputeRepository, ReportedDispute } from './dispute.repository';
+import { DisputeRepository, RecordedDispute } from './dispute.repository';
 import { Payment, PaymentRepository } from './payment.repository';
 import { RefundsService } from './refunds.service';
 import { WebhookEventRepository } from './webhook-event.repository';
@@ -104,6 +105,10 @@ export const RETRY_REFUND_AFTER_MS = 60 * 1000;
  */
 /** How long past its order's deadline an intent the provider does not know is waited for. */
 const UNKNOWN_INTENT_GRACE_MS = 24 * 60 * 60 * 1000;
+/** How long a dispute not final goes unheard of before it is read from the provider again. */
+const DISPUTE_RECHECK_MS = 6 * 60 * 60 * 1000;
+/** Disputes read again per reconciliation run (every minute). */
+const DISPUTE_RECHECK_BATCH = 20;
 /** How often, past that day, an event about an intent the provider does not know is asked again. */
 const UNKNOWN_EVENT_RETRY_MS = 6 * 60 * 60 * 1000;
 /** When such an event is given up (marked processed: then purged with its customer details). */
@@ -113,7 +118,7 @@ const UNKNOWN_EVENT_GIVE_UP_MS = 30 * 24 * 60 * 60 * 1000;
  * The dispute a `charge.dispute.*` event carries (Stripe's Dispute object), or null for anything
  * else: its id, status, amount (minor units) and currency are required.
  */
-function readDispute(object: unknown): Omit<ReportedDispute, 'paymentId'> | null {
+function readDispute(object: unknown): GatewayDispute | null {
   const d = (typeof object === 'object' && object !== null ? object : {}) as Record<
     string,
     unknown
@@ -214,43 +219,84 @@ export class PaymentFinalizer {
    */
   private async recordDispute(payment: Payment, eventId: string): Promise<EventOutcome> {
     const dispute = readDispute(await this.events.objectOf(eventId));
-    const at = this.clock.now();
     if (!dispute) {
       this.logger.warn(`event ${eventId}: its object is not a dispute of ${payment.intentId}`);
-      await this.events.markProcessed(eventId, at);
+      await this.events.markProcessed(eventId, this.clock.now());
       return { kind: 'dispute', orderId: payment.orderId, status: null, changed: false };
     }
-    const recorded = await this.tx.run(async () => {
-      const done = await this.disputes.record({ ...dispute, paymentId: payment.id }, at);
-      await this.events.markProcessed(eventId, at);
-      return done;
-    });
-    if (recorded) {
-      const what = `payment ${payment.intentId} of order ${payment.orderId}: dispute ${dispute.id} (${dispute.reason ?? 'no reason given'}, ${dispute.amount} ${dispute.currency})`;
-      if (recorded.first) {
-        this.disputed.inc();
-        this.logger.error(
-          `${what} opened, ${recorded.status}: the order is not fulfilled while it is open — answer it at the payment provider by its deadline`,
-        );
-      } else if (recorded.status === 'lost') {
-        this.logger.error(`${what} lost: the customer's bank keeps the money`);
-      } else {
-        this.logger.warn(`${what} is now ${recorded.status}`);
-      }
-      logOrder({
-        orderId: payment.orderId,
-        action: 'payment.disputed',
-        disputeId: dispute.id,
-        status: recorded.status,
-        actor: ACTOR,
-      });
-    }
+    const recorded = await this.noteDispute(payment, dispute, eventId);
     return {
       kind: 'dispute',
       orderId: payment.orderId,
       status: recorded?.status ?? dispute.status,
       changed: recorded !== null,
     };
+  }
+
+  /**
+   * Records the dispute as the provider reports it (with the event that reported it marked
+   * processed in the same transaction, if one did), and raises what changed for a person.
+   */
+  private async noteDispute(
+    payment: Pick<Payment, 'id' | 'intentId' | 'orderId'>,
+    dispute: GatewayDispute,
+    eventId?: string,
+  ): Promise<RecordedDispute | null> {
+    const at = this.clock.now();
+    const recorded = await this.tx.run(async () => {
+      const done = await this.disputes.record({ ...dispute, paymentId: payment.id }, at);
+      if (eventId) await this.events.markProcessed(eventId, at);
+      return done;
+    });
+    if (!recorded) return null;
+    const what = `payment ${payment.intentId} of order ${payment.orderId}: dispute ${dispute.id} (${dispute.reason ?? 'no reason given'}, ${dispute.amount} ${dispute.currency})`;
+    if (recorded.first) {
+      this.disputed.inc();
+      this.logger.error(
+        `${what} opened, ${recorded.status}: the order is not fulfilled while it is open — answer it at the payment provider by its deadline`,
+      );
+    } else if (recorded.status === 'lost') {
+      this.logger.error(`${what} lost: the customer's bank keeps the money`);
+    } else {
+      this.logger.warn(`${what} is now ${recorded.status}`);
+    }
+    logOrder({
+      orderId: payment.orderId,
+      action: 'payment.disputed',
+      disputeId: dispute.id,
+      status: recorded.status,
+      actor: ACTOR,
+    });
+    return recorded;
+  }
+
+  /**
+   * The net under the dispute events (any event can be lost): a dispute not final whose provider
+   * was last heard from DISPUTE_RECHECK_MS ago is read from it again — a lost
+   * `charge.dispute.closed` would hold its order's fulfilment for ever, a lost loss leave it
+   * unraised. DISPUTE_RECHECK_BATCH a run, least recently heard from first. Returns how many
+   * changed.
+   */
+  private async recheckOpenDisputes(now: Date): Promise<number> {
+    let changed = 0;
+    const due = await this.disputes.findToRecheck(
+      new Date(now.getTime() - DISPUTE_RECHECK_MS),
+      DISPUTE_RECHECK_BATCH,
+    );
+    for (const open of due) {
+      try {
+        const remote = await this.gateway.retrieveDispute(open.id);
+        if (await this.noteDispute({ ...open, id: open.paymentId }, { ...remote, id: open.id }))
+          changed++;
+      } catch (err) {
+        this.logger.warn(`dispute ${open.id} not rechecked: ${(err as Error).message}`);
+        // the provider down: the rest would only wait for the same timeout each (next run)
+        if (isGatewayUnavailable(err)) break;
+        // to the back of the line, so one that keeps failing does not hold the batch for ever
+        await this.disputes.noteChecked(open.id, this.clock.now()).catch(() => undefined);
+      }
+    }
+    return changed;
   }
 
   /**
@@ -274,6 +320,7 @@ export class PaymentFinalizer {
     settled += await this.sweepUnprocessedEvents(new Date(now - UNPROCESSED_EVENT_AFTER_MS));
     settled += await this.sweepOpenIntentsOfCancelled(new Date(now - staleMs));
     settled += await this.refunds.retryStale(RETRY_REFUND_AFTER_MS);
+    settled += await this.recheckOpenDisputes(this.clock.now());
     return settled + (await this.refunds.recheckWatched());
   }
 

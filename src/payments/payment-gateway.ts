@@ -28,6 +28,17 @@ export interface GatewayRefund {
   refundId?: string;
 }
 
+/** A dispute of a payment (a chargeback, or an inquiry before one), as the provider holds it. */
+export interface GatewayDispute {
+  id: string;
+  /** The provider's status: needs_response, under_review, won, lost, warning_… */
+  status: string;
+  amount: number;
+  /** Upper-case ISO 4217. */
+  currency: string;
+  reason: string | null;
+}
+
 /**
  * A gateway call that did not succeed. `rejected`: the provider answered and said no (do not
  * retry the same request); `unavailable`: no answer or a 5xx/429 (the outcome is unknown — retry
@@ -101,6 +112,8 @@ export interface PaymentGateway {
   }): Promise<GatewayRefund>;
   /** Every refund of the intent, wherever it was made (us or the provider's dashboard). */
   listRefunds(intentId: string): Promise<GatewayRefund[]>;
+  /** A dispute of one of our payments (named by a `charge.dispute.*` event), as it is now. */
+  retrieveDispute(id: string): Promise<GatewayDispute>;
 }
 
 /** Deterministic idempotency keys, derived from our own ids. */

@@ -206,6 +206,7 @@ function mockGateway(): jest.Mocked<PaymentGateway> {
       remote({ amount: input.amount, refundId: input.refundId }),
     ),
     listRefunds: jest.fn().mockResolvedValue([]),
+    retrieveDispute: jest.fn(),
   };
 }
 

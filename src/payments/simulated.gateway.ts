@@ -5,7 +5,13 @@ import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { SimulatedPaymentIntentEntity } from './entities/simulated-payment-intent.entity';
 import { SimulatedRefundEntity } from './entities/simulated-refund.entity';
-import { GatewayError, GatewayIntent, GatewayRefund, PaymentGateway } from './payment-gateway';
+import {
+  GatewayDispute,
+  GatewayError,
+  GatewayIntent,
+  GatewayRefund,
+  PaymentGateway,
+} from './payment-gateway';
 
 /**
  * The development gateway (when STRIPE_SECRET_KEY is absent): keeps intents in PostgreSQL and
@@ -113,6 +119,13 @@ export class SimulatedGateway implements PaymentGateway {
         await refunds(m).insert(refund);
         return this.mapRefund(refund);
       }),
+    );
+  }
+
+  /** The simulated provider has no disputes (no card network to raise one). */
+  retrieveDispute(id: string): Promise<GatewayDispute> {
+    return Promise.reject(
+      new GatewayError('rejected', 'resource_missing', `no such simulated dispute ${id}`),
     );
   }
 

@@ -1,5 +1,6 @@
 import Stripe from 'stripe';
 import {
+  GatewayDispute,
   GatewayError,
   GatewayIntent,
   GatewayRefund,
@@ -152,6 +153,19 @@ export class StripeGateway implements PaymentGateway {
         refunds.push(this.mapRefund(r));
       }
       return refunds;
+    });
+  }
+
+  retrieveDispute(id: string): Promise<GatewayDispute> {
+    return this.call(async () => {
+      const d = await this.stripe.disputes.retrieve(id);
+      return {
+        id: d.id,
+        status: d.status,
+        amount: d.amount,
+        currency: d.currency.toUpperCase(),
+        reason: d.reason ?? null,
+      };
     });
   }
 

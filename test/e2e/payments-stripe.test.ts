@@ -275,7 +275,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(stored?.data?.object?.metadata).toEqual({ 'k\ufffd': 'v', '\ufffd': 'w' });
   });
 
-  it("a disputed payment holds its order's fulfilment (409) while the dispute is open or lost — a late event never reopens a final one; won, it is fulfilled; each dispute is raised once", async () => {
+  it("a disputed payment holds its order's fulfilment (409) while the dispute is open or lost — a late event never reopens a final one, a lost one is read from Stripe; won, it is fulfilled; each dispute is raised once", async () => {
     const disputedCount = async () =>
       Number(
         /^payments_disputed_total (\d+)/m.exec(await worker.get(MetricsService).render())?.[1] ?? 0,
@@ -330,6 +330,27 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(await disputeOf(odd.intent)).toEqual([]);
     expect((await fulfil(odd.orderId)).status).toBe(200);
 
+    // its closing event lost: the reconciliation reads a dispute unheard of for 6 hours from Stripe
+    const quiet = await paidOrder(10_000, 1);
+    await send(stripe.dispute(quiet.intent, 'needs_response', 'created'));
+    stripe.dispute(quiet.intent, 'won', 'closed'); // never delivered
+    const reads = () =>
+      stripe.requests.filter((r) => r.method === 'GET' && r.path.startsWith('/v1/disputes/'))
+        .length;
+    const readBefore = reads();
+    await worker.get(PaymentFinalizer).reconcile();
+    expect(reads()).toBe(readBefore); // heard of just now: not asked
+    expectProblem(await fulfil(quiet.orderId), 409, 'ORDER_NOT_FULFILLABLE');
+    await t.db.pool.query(
+      `UPDATE payment_disputes SET checked_at = now() - interval '7 hours'
+        WHERE payment_id = (SELECT id FROM payments WHERE intent_id = $1)`,
+      [quiet.intent],
+    );
+    await worker.get(PaymentFinalizer).reconcile();
+    expect(reads()).toBe(readBefore + 1);
+    expect(await disputeOf(quiet.intent)).toMatchObject([{ status: 'won' }]);
+    expect((await fulfil(quiet.orderId)).status).toBe(200);
+
     // a dispute being recorded while an admin fulfils: the fulfil waits for it, and is refused
     const racing = await paidOrder(10_000, 1);
     const recorder = await t.db.pool.connect();
@@ -342,8 +363,9 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
         [racing.intent],
       );
       await recorder.query(
-        `INSERT INTO payment_disputes (id, payment_id, status, amount, currency, opened_at, updated_at)
-         VALUES ('dp_racing', $1, 'needs_response', 10000, 'INR', now(), now())`,
+        `INSERT INTO payment_disputes
+           (id, payment_id, status, amount, currency, opened_at, updated_at, checked_at)
+         VALUES ('dp_racing', $1, 'needs_response', 10000, 'INR', now(), now(), now())`,
         [rows[0].id],
       );
       const recorderPid = (await recorder.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
@@ -365,7 +387,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     }
     expectProblem(await fulfilling, 409, 'ORDER_NOT_FULFILLABLE');
 
-    expect((await disputedCount()) - before).toBe(2);
+    expect((await disputedCount()) - before).toBe(3);
   }, 30_000);
 
   it('a stale payment_failed after success changes nothing', async () => {

@@ -56,7 +56,8 @@ export interface FakeStripe {
   intent(id: string): Stripe.PaymentIntent | undefined;
   /**
    * The customer's bank disputes the intent's charge (all of it): a `charge.dispute.<type>` event
-   * carrying the dispute (one per intent: the same id every time) in `status`.
+   * carrying the dispute (one per intent: the same id every time) in `status` — which is then its
+   * status at the fake (GET /v1/disputes/:id), whether or not the event is delivered.
    */
   dispute(intentId: string, status: string, type?: string): Stripe.Event;
   /** A real SDK client pointed at this fake, configured as the app configures its own. */
@@ -129,7 +130,8 @@ export async function startFakeStripe(): Promise<FakeStripe> {
   const intents = new Map<string, Obj>();
   const charges = new Map<string, Obj>();
   const refunds = new Map<string, Obj>(); // oldest first
-  const disputes = new Map<string, string>(); // intent id → its dispute's id
+  const disputeOfIntent = new Map<string, string>(); // intent id → its dispute's id
+  const disputes = new Map<string, Obj>(); // by id, as it is now
   const failures: { prefix: string; status: number; remaining: number }[] = [];
   const declinedRefunds = new Set<string>();
   const heldRefunds = new Set<string>();
@@ -366,6 +368,8 @@ export async function startFakeStripe(): Promise<FakeStripe> {
           return get(refunds, 'refund', 'id');
         case 'GET /charges/:id':
           return get(charges, 'charge', 'charge');
+        case 'GET /disputes/:id':
+          return get(disputes, 'dispute', 'dispute');
       }
     }
     throw invalid(
@@ -548,9 +552,9 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     },
     dispute(intentId, status, type = 'updated') {
       const pi = intentOrThrow(intentId);
-      const id = disputes.get(intentId) ?? newId('dp');
-      disputes.set(intentId, id);
-      return event(`charge.dispute.${type}`, {
+      const id = disputeOfIntent.get(intentId) ?? newId('dp');
+      disputeOfIntent.set(intentId, id);
+      const dispute: Obj = {
         id,
         object: 'dispute',
         amount: pi.amount,
@@ -560,7 +564,9 @@ export async function startFakeStripe(): Promise<FakeStripe> {
         reason: 'fraudulent',
         status,
         created: now(),
-      });
+      };
+      disputes.set(id, dispute);
+      return event(`charge.dispute.${type}`, dispute);
     },
     eventFor(type, intentId) {
       const pi = intentOrThrow(intentId);

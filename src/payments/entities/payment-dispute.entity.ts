@@ -9,6 +9,9 @@ import { PaymentEntity } from './payment.entity';
  */
 @Entity('payment_disputes')
 @Index('payment_disputes_by_payment', ['paymentId'])
+@Index('payment_disputes_to_recheck', ['checkedAt'], {
+  where: `status NOT IN ('won', 'lost', 'warning_closed')`,
+})
 @Check('payment_disputes_amount_check', `amount >= 0`)
 @Check('payment_disputes_status_check', `status <> ''`)
 export class PaymentDisputeEntity {
@@ -42,4 +45,8 @@ export class PaymentDisputeEntity {
 
   @Column('timestamptz', { name: 'updated_at' })
   updatedAt!: Date;
+
+  /** When the provider last told us of it (an event, or the reconciliation's read). */
+  @Column('timestamptz', { name: 'checked_at' })
+  checkedAt!: Date;
 }
