@@ -4,7 +4,7 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  * Disputes (chargebacks, and the inquiries before them) of a payment, as the provider's
  * `charge.dispute.*` events report them: the customer's bank takes the money back (or may), so
  * the order must not be fulfilled while one is open or lost (`OrderRepository#transition`). One row
- * per provider dispute; a final status (won, lost, an inquiry closed) is never overwritten by an
+ * per provider dispute; a final status (won, lost, prevented, an inquiry closed) is never overwritten by an
  * event that arrives late (`DisputeRepository#record`). `checked_at`: when the provider last told
  * us (an event, or the reconciliation's read of a dispute still open: events can be lost).
  */
@@ -32,7 +32,7 @@ export class PaymentDisputes1763800052000 implements MigrationInterface {
     // the disputes not final yet, least recently read from the provider first (the recheck)
     await q.query(
       `CREATE INDEX payment_disputes_to_recheck ON payment_disputes (checked_at)
-         WHERE status NOT IN ('won', 'lost', 'warning_closed')`,
+         WHERE status NOT IN ('won', 'lost', 'warning_closed', 'prevented')`,
     );
   }
 

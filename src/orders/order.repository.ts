@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { EntityManager, In, Raw, SelectQueryBuilder } from 'typeorm';
 import { SqlFragment, sql } from '../database/sql-fragment';
+import { DISPUTE_RELEASED_SQL } from '../payments/entities/payment-dispute.entity';
 import { TransactionHost } from '../database/transaction-host';
 import { OrderItemEntity } from './entities/order-item.entity';
 import { OrderStatusHistoryEntity } from './entities/order-status-history.entity';
@@ -56,7 +57,7 @@ export interface Transition {
   /**
    * Extra guard: only if no dispute of the order's payment is open or lost (payment_disputes,
    * written by payments/ under the payment row's lock): the customer's bank has taken the money
-   * back, or may. Won, or an inquiry closed without a chargeback, no longer holds it.
+   * back, or may. Won, an inquiry closed, or one prevented (DISPUTE_RELEASED_SQL) no longer holds it.
    */
   noDispute?: boolean;
 }
@@ -174,7 +175,7 @@ export class OrderRepository {
         // a read of the disputes table (written by payments/), after the locks: a new snapshot
         update.andWhere(
           `NOT EXISTS (SELECT 1 FROM payment_disputes d JOIN payments p ON p.id = d.payment_id
-                        WHERE p.order_id = :orderId AND d.status NOT IN ('won', 'warning_closed'))`,
+                        WHERE p.order_id = :orderId AND d.status NOT IN ${DISPUTE_RELEASED_SQL})`,
         );
       }
       if (!(await update.execute()).affected) return null;

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
-import { PaymentDisputeEntity } from './entities/payment-dispute.entity';
+import { DISPUTE_FINAL_SQL, PaymentDisputeEntity } from './entities/payment-dispute.entity';
 import type { GatewayDispute } from './payment-gateway';
 
 /** A dispute as the provider reports it, for one of our payments. */
@@ -20,11 +20,7 @@ export interface DisputeToRecheck {
   orderId: string;
 }
 
-/**
- * Statuses the provider never moves a dispute out of: won, lost, and an inquiry closed without a
- * chargeback. A report that arrives after one (events come late and out of order) changes nothing.
- */
-const FINAL = `('won', 'lost', 'warning_closed')`;
+const FINAL = DISPUTE_FINAL_SQL;
 
 /** The `payment_disputes` table: one row per provider dispute of a payment. */
 @Injectable()

@@ -18,6 +18,7 @@ import {
   isGatewayUnavailable,
 } from './payment-gateway';
 import { DisputeRepository, RecordedDispute } from './dispute.repository';
+import { DISPUTE_RELEASED } from './entities/payment-dispute.entity';
 import { Payment, PaymentRepository } from './payment.repository';
 import { RefundsService } from './refunds.service';
 import { WebhookEventRepository } from './webhook-event.repository';
@@ -250,13 +251,20 @@ export class PaymentFinalizer {
     });
     if (!recorded) return null;
     const what = `payment ${payment.intentId} of order ${payment.orderId}: dispute ${dispute.id} (${dispute.reason ?? 'no reason given'}, ${dispute.amount} ${dispute.currency})`;
-    if (recorded.first) {
+    // (first heard of in its final status — its earlier events lost or late — it is raised as
+    // what it is: a loss, or news of no consequence; only a dispute still to answer is "opened")
+    if (recorded.status === 'lost') {
+      if (recorded.first) this.disputed.inc();
+      this.logger.error(`${what} lost: the customer's bank keeps the money`);
+    } else if (DISPUTE_RELEASED.includes(recorded.status)) {
+      this.logger.warn(
+        `${what} ${recorded.first ? 'first heard of as' : 'is now'} ${recorded.status}: it no longer holds the order`,
+      );
+    } else if (recorded.first) {
       this.disputed.inc();
       this.logger.error(
         `${what} opened, ${recorded.status}: the order is not fulfilled while it is open — answer it at the payment provider by its deadline`,
       );
-    } else if (recorded.status === 'lost') {
-      this.logger.error(`${what} lost: the customer's bank keeps the money`);
     } else {
       this.logger.warn(`${what} is now ${recorded.status}`);
     }

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
 import type { PaymentSummary } from '../orders/order.model';
-import { PaymentDisputeEntity } from './entities/payment-dispute.entity';
+import { DISPUTE_RELEASED_SQL, PaymentDisputeEntity } from './entities/payment-dispute.entity';
 import { PaymentEntity } from './entities/payment.entity';
 import { RefundEntity } from './entities/refund.entity';
 import type { RefundStatus } from './payment-gateway';
@@ -68,7 +68,7 @@ export class PaymentReader {
         .innerJoin(PaymentEntity, 'p', 'p.id = d.paymentId')
         .select('d.status', 'status')
         .where('p.orderId = :orderId', { orderId })
-        .andWhere(`d.status NOT IN ('won', 'warning_closed')`)
+        .andWhere(`d.status NOT IN ${DISPUTE_RELEASED_SQL}`)
         .orderBy('d.openedAt', 'DESC')
         .limit(1)
         .getRawOne<{ status: string }>(),

@@ -10,6 +10,8 @@ import { PAYMENT_GATEWAY, PaymentGateway } from '../../src/payments/payment-gate
 import { PaymentRepository } from '../../src/payments/payment.repository';
 import { RefundRepository } from '../../src/payments/refund.repository';
 import { RefundsService } from '../../src/payments/refunds.service';
+import { DisputeRepository } from '../../src/payments/dispute.repository';
+import { TransactionHost } from '../../src/database/transaction-host';
 import { settleRefundJobId } from '../../src/payments/refund-settle.job';
 import { QueueName } from '../../src/queue/queues';
 import { Session, createAdmin } from '../support/auth';
@@ -330,10 +332,23 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(await disputeOf(odd.intent)).toEqual([]);
     expect((await fulfil(odd.orderId)).status).toBe(200);
 
-    // its closing event lost: the reconciliation reads a dispute unheard of for 6 hours from Stripe
-    const quiet = await paidOrder(10_000, 1);
-    await send(stripe.dispute(quiet.intent, 'needs_response', 'created'));
+    // a chargeback prevented (the charge refunded instead) is final too: a late event does not
+    // reopen it, and it holds nothing (the refund's own events move the order)
+    const stopped = await paidOrder(10_000, 1);
+    const lateInquiry = stripe.dispute(stopped.intent, 'warning_needs_response', 'created');
+    await send(stripe.dispute(stopped.intent, 'prevented', 'closed'));
+    await send(lateInquiry);
+    expect(await disputeOf(stopped.intent)).toMatchObject([{ status: 'prevented' }]);
+    expect((await fulfil(stopped.orderId)).status).toBe(200);
+
+    // their closing events lost: the reconciliation reads a dispute unheard of for 6 hours from
+    // Stripe — one won (the order ships), one lost (it stays held)
+    const [quiet, gone] = [await paidOrder(10_000, 1), await paidOrder(10_000, 1)];
+    for (const { intent } of [quiet, gone]) {
+      await send(stripe.dispute(intent, 'needs_response', 'created'));
+    }
     stripe.dispute(quiet.intent, 'won', 'closed'); // never delivered
+    stripe.dispute(gone.intent, 'lost', 'closed'); // nor this
     const reads = () =>
       stripe.requests.filter((r) => r.method === 'GET' && r.path.startsWith('/v1/disputes/'))
         .length;
@@ -343,51 +358,73 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expectProblem(await fulfil(quiet.orderId), 409, 'ORDER_NOT_FULFILLABLE');
     await t.db.pool.query(
       `UPDATE payment_disputes SET checked_at = now() - interval '7 hours'
-        WHERE payment_id = (SELECT id FROM payments WHERE intent_id = $1)`,
-      [quiet.intent],
+        WHERE payment_id IN (SELECT id FROM payments WHERE intent_id = ANY($1))`,
+      [[quiet.intent, gone.intent]],
     );
     await worker.get(PaymentFinalizer).reconcile();
-    expect(reads()).toBe(readBefore + 1);
+    expect(reads()).toBe(readBefore + 2);
     expect(await disputeOf(quiet.intent)).toMatchObject([{ status: 'won' }]);
+    expect(await disputeOf(gone.intent)).toMatchObject([{ status: 'lost' }]);
     expect((await fulfil(quiet.orderId)).status).toBe(200);
+    expectProblem(await fulfil(gone.orderId), 409, 'ORDER_NOT_FULFILLABLE');
+    await worker.get(PaymentFinalizer).reconcile();
+    expect(reads()).toBe(readBefore + 2); // final now: never asked again
 
-    // a dispute being recorded while an admin fulfils: the fulfil waits for it, and is refused
+    // a dispute being recorded (DisputeRepository#record, its transaction still open) while an
+    // admin fulfils: the fulfil waits for it, and is refused
     const racing = await paidOrder(10_000, 1);
-    const recorder = await t.db.pool.connect();
+    const paymentId = (
+      await t.db.pool.query(`SELECT id FROM payments WHERE intent_id = $1`, [racing.intent])
+    ).rows[0].id;
+    let commit = () => {};
+    const committing = new Promise<void>((resolve) => (commit = resolve));
+    const recording = worker.get(TransactionHost).run(async () => {
+      await worker.get(DisputeRepository).record(
+        {
+          id: 'dp_racing',
+          paymentId,
+          status: 'needs_response',
+          amount: 10_000,
+          currency: 'INR',
+          reason: null,
+        },
+        new Date(),
+      );
+      await committing;
+    });
     let fulfilling: ReturnType<typeof fulfil> | undefined;
     try {
-      await recorder.query('BEGIN');
-      // as DisputeRepository#record does: the payment's row, then the dispute
-      const { rows } = await recorder.query(
-        `SELECT id FROM payments WHERE intent_id = $1 FOR NO KEY UPDATE`,
-        [racing.intent],
+      await waitFor(
+        'the dispute to be recorded, not committed',
+        async () =>
+          (
+            await t.db.pool.query(
+              `SELECT count(*)::int AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                WHERE c.relname = 'payment_disputes' AND l.mode = 'RowExclusiveLock'
+                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+            )
+          ).rows[0].n,
+        { until: (n) => n > 0 },
       );
-      await recorder.query(
-        `INSERT INTO payment_disputes
-           (id, payment_id, status, amount, currency, opened_at, updated_at, checked_at)
-         VALUES ('dp_racing', $1, 'needs_response', 10000, 'INR', now(), now(), now())`,
-        [rows[0].id],
-      );
-      const recorderPid = (await recorder.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
       fulfilling = fulfil(racing.orderId);
       await waitFor(
         'the fulfil to wait for the payment row',
         async () =>
           (
             await t.db.pool.query(
-              `SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1::int = ANY(pg_blocking_pids(pid))`,
-              [recorderPid],
+              `SELECT count(*)::int AS n FROM pg_stat_activity
+                WHERE datname = current_database() AND wait_event_type = 'Lock'`,
             )
           ).rows[0].n,
         { until: (n) => n === 1 },
       );
-      await recorder.query('COMMIT');
     } finally {
-      recorder.release();
+      commit();
+      await recording;
     }
     expectProblem(await fulfilling, 409, 'ORDER_NOT_FULFILLABLE');
 
-    expect((await disputedCount()) - before).toBe(3);
+    expect((await disputedCount()) - before).toBe(4);
   }, 30_000);
 
   it('a stale payment_failed after success changes nothing', async () => {

@@ -4,13 +4,29 @@ import { BIGINT_NUMBER, CURRENCY_CODE } from '../../database/column-transformers
 import { PaymentEntity } from './payment.entity';
 
 /**
+ * Dispute statuses that no longer hold the order's fulfilment: won, an inquiry closed without a
+ * chargeback, a chargeback prevented (the charge refunded instead: the refund's own events move
+ * the order). Any other — open, lost, or one this code does not know — holds it (SQL list).
+ */
+export const DISPUTE_RELEASED: readonly string[] = ['won', 'warning_closed', 'prevented'];
+const sqlList = (values: readonly string[]) => `(${values.map((v) => `'${v}'`).join(', ')})`;
+export const DISPUTE_RELEASED_SQL = sqlList(DISPUTE_RELEASED);
+
+/**
+ * Statuses the provider never moves a dispute out of (SQL list): those released, and lost. A report
+ * that arrives after one (events come late and out of order) changes nothing, and the
+ * reconciliation no longer reads it.
+ */
+export const DISPUTE_FINAL_SQL = sqlList(['won', 'lost', 'warning_closed', 'prevented']);
+
+/**
  * The `payment_disputes` table (migrations …-PaymentDisputes.ts): the provider's disputes of a
  * payment (`dp_…`), with their last status as its events reported it (DisputeRepository).
  */
 @Entity('payment_disputes')
 @Index('payment_disputes_by_payment', ['paymentId'])
 @Index('payment_disputes_to_recheck', ['checkedAt'], {
-  where: `status NOT IN ('won', 'lost', 'warning_closed')`,
+  where: `status NOT IN ${DISPUTE_FINAL_SQL}`,
 })
 @Check('payment_disputes_amount_check', `amount >= 0`)
 @Check('payment_disputes_status_check', `status <> ''`)
