@@ -34,7 +34,7 @@ describe('SecurityEvents#signIn: what refused a sign-in', () => {
         limited('Too many requests for this account', '"login-account-day";q=500;w=86400'),
         'login-account-day',
       ],
-      [limited(SIGN_IN_STORE_DOWN, '"signin-client";q=5;w=3600'), 'store-unavailable'],
+      [new DomainError('SERVICE_UNAVAILABLE', SIGN_IN_STORE_DOWN), 'store-unavailable'],
     ] as const) {
       expect(await refusedBy(err)).toEqual([
         {

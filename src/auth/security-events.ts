@@ -23,8 +23,8 @@ export type SecurityEvent =
   | {
       // a 429: `limit` names what refused — a sign-in limit (`signin-account`, `signin-device`,
       // …: guesses), `login-account-day` (checked once the password proved right: someone who
-      // has it signs in in a loop), or `store-unavailable` (Redis could not count: an outage,
-      // not an attack)
+      // has it signs in in a loop); or a 503, `store-unavailable` (Redis could not count: an
+      // outage, not an attack)
       event: 'sign_in_refused';
       door: SignInDoor;
       account: string;
@@ -72,7 +72,10 @@ export class SecurityEvents {
     try {
       result = await attempt();
     } catch (err) {
-      if (err instanceof DomainError && err.code === 'RATE_LIMITED')
+      if (
+        err instanceof DomainError &&
+        (err.code === 'RATE_LIMITED' || err.message === SIGN_IN_STORE_DOWN)
+      )
         this.record({ event: 'sign_in_refused', ...who, limit: refusingLimit(err) });
       throw err;
     }
@@ -85,7 +88,7 @@ export class SecurityEvents {
   }
 }
 
-/** What refused a sign-in with 429: its RateLimit-Policy's first name, or the store being down. */
+/** What refused a sign-in: its 429's RateLimit-Policy's first name, or the store being down (503). */
 function refusingLimit(err: DomainError): string {
   if (err.message === SIGN_IN_STORE_DOWN) return 'store-unavailable';
   const policy = err.options?.headers?.['RateLimit-Policy'];

@@ -10,6 +10,7 @@ import {
   signInLimitsAnswering,
 } from '../support/auth';
 import { counterKey } from '../../src/common/throttling/rate-limit.policies';
+import { REDIS } from '../../src/redis/redis.module';
 import { accountTracker } from '../../src/common/throttling/account-rate-limit';
 import { insertProduct, newKey } from '../support/fixtures';
 import { GatewayError, PAYMENT_GATEWAY, PaymentGateway } from '../../src/payments/payment-gateway';
@@ -1044,21 +1045,21 @@ describe('rate limits with Redis unreachable', () => {
     await t?.close();
   });
 
-  it('fails closed for login and registration (429 with Retry-After), open for everything else; never a 500 or a hang', async () => {
+  it('fails closed for login and registration (503 with Retry-After: a dependency down, not a limit reached), open for everything else; never a 500 or a hang', async () => {
     const started = Date.now();
     const signIn = await t.http.post('/v1/auth/login', {
       email: 'a@b.io',
       password: 'whatever-pass',
     });
-    expect(signIn.status).toBe(429);
-    expect(signIn.body.code).toBe('RATE_LIMITED');
+    expectProblem(signIn, 503, 'SERVICE_UNAVAILABLE');
     expect(Number(signIn.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(signIn.headers.get('ratelimit')).toBeNull(); // no limit was reached
     const register = await t.http.post('/v1/auth/register', {
       email: `${randomUUID()}@x.io`,
       password: TEST_PASSWORD,
       name: 'x',
     });
-    expect(register.status).toBe(429);
+    expectProblem(register, 503, 'SERVICE_UNAVAILABLE');
     expect(register.headers.get('retry-after')).toBeTruthy();
 
     expect((await t.http.get('/health/live')).status).toBe(200);
@@ -1099,7 +1100,7 @@ describe('rate limits with Redis stalled', () => {
       email: 'a@b.io',
       password: 'whatever-pass',
     });
-    expect(signIn.status).toBe(429);
+    expectProblem(signIn, 503, 'SERVICE_UNAVAILABLE');
     expect(signIn.headers.get('retry-after')).toBeTruthy();
     const me = await t.http.get('/v1/me');
     expect(me.status).toBe(401); // served (fail open), not stuck behind Redis
@@ -1115,5 +1116,31 @@ describe('rate limits with Redis stalled', () => {
       },
     );
     expect(recovered.headers.get('ratelimit')).toMatch(/^"default";r=\d+;t=\d+$/);
+  });
+  it('a killed connection (a proxy restart, a failover) is waited out, not refused: sign-ins in its gap are judged as usual', async () => {
+    const client = t.app.get<Redis>(REDIS);
+    await waitFor('the client to be connected', () => client.status, {
+      until: (s) => s === 'ready',
+    });
+    const admin = new Redis(redis.url);
+    let answers: { status: number }[];
+    try {
+      // sign-ins sent the moment the API's connection is gone (before the reconnect)
+      const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+      await admin.call('CLIENT', 'KILL', 'TYPE', 'normal');
+      await closed;
+      answers = await Promise.all(
+        Array.from({ length: 4 }, () =>
+          t.http.post('/v1/auth/login', {
+            email: `${randomUUID()}@x.io`,
+            password: 'whatever-pass',
+          }),
+        ),
+      );
+    } finally {
+      admin.disconnect();
+    }
+    // unknown accounts: 401 each — neither a 503 nor a 429 for a Redis that was there all along
+    expect(answers.map((a) => a.status)).toEqual([401, 401, 401, 401]);
   });
 });

@@ -360,15 +360,15 @@ describe('queue board Basic sign-in with Redis unreachable', () => {
     await t?.close();
   });
 
-  it('fails closed like login: 429 with Retry-After at once, no password verified', async () => {
+  it('fails closed like login: 503 with Retry-After at once (a dependency down), no password verified', async () => {
     const admin = await newAccount(t, 'admin');
     const verify = countVerifications(t);
     const started = Date.now();
     const res = await t.http.get('/admin/queues', {
       headers: { authorization: basic(admin, TEST_PASSWORD) },
     });
-    expect(res.status).toBe(429);
-    expect(res.body).toMatchObject({ code: 'RATE_LIMITED' });
+    expect(res.status).toBe(503);
+    expect(res.body).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
     expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
     expect(verify).not.toHaveBeenCalled();
     expect(Date.now() - started).toBeLessThan(2000);

@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { REDIS } from '../../redis/redis.module';
+import { whenConnected } from '../../redis/when-connected';
 import { DomainError } from '../errors/domain-error';
 import { withTimeout } from '../with-timeout';
 import {
@@ -17,7 +18,7 @@ import {
   signInBuckets,
   stateHeaderItem,
 } from './rate-limit.policies';
-import { STORE_DOWN_RETRY_AFTER_SECONDS } from './rate-limit.guard';
+import { storeDown } from './rate-limit.guard';
 import { STORE_TIMEOUT_MS } from './redis-throttler.storage';
 
 /** Per bucket, after the keys: kind (1 = progressive), limit, windowMs, baseMs, capMs. */
@@ -261,8 +262,9 @@ return 1`;
  * cannot all be verified before the first failure is counted; a success gives it back.
  *
  * The counters are plain Redis writes outside any database transaction: a failed attempt stays
- * counted although its request fails. Redis unreachable or slower than STORE_TIMEOUT_MS: 429
- * RATE_LIMITED with Retry-After (fail closed, like the login route's request limits).
+ * counted although its request fails. Redis unreachable or slower than STORE_TIMEOUT_MS (a
+ * connection being replaced is waited for that long first): 503 SERVICE_UNAVAILABLE with
+ * Retry-After (fail closed, like the login route's request limits).
  * RATE_LIMIT_ENABLED=false switches it off.
  */
 @Injectable()
@@ -272,7 +274,8 @@ export class FailedAttemptLimiter {
   private storeDown = false;
 
   constructor(
-    @Inject(REDIS) private readonly redis: Pick<Redis, 'eval'>,
+    @Inject(REDIS)
+    private readonly redis: Pick<Redis, 'eval'> & Partial<Pick<Redis, 'status' | 'once'>>,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {
     this.prefix = `${config.redis.keyPrefix}:rl:`;
@@ -482,6 +485,8 @@ export class FailedAttemptLimiter {
   private async reserve(buckets: readonly FailureBucket[]): Promise<void> {
     let waitMs: number;
     let refusing: FailureBucket | undefined;
+    // a connection being replaced (a blip) is waited for, not counted as the store down
+    await whenConnected(this.redis, STORE_TIMEOUT_MS);
     const reserving = this.redis.eval(
       RESERVE,
       2 * buckets.length,
@@ -504,17 +509,9 @@ export class FailedAttemptLimiter {
         this.log.warn(`${String(err)}: password sign-ins are refused until Redis answers`);
       }
       this.storeDown = true;
-      // the RateLimit headers API.md asks of every 429, as the guards give on their store-down
-      // path: the first of the limits that could not be counted, nothing remaining for now
-      const first = buckets[0];
-      const name = first.key.split(':')[0];
-      throw new DomainError('RATE_LIMITED', SIGN_IN_STORE_DOWN, {
-        headers: {
-          'Retry-After': String(STORE_DOWN_RETRY_AFTER_SECONDS),
-          'RateLimit-Policy': policyHeaderItem(name, first.limit, Math.ceil(first.windowMs / 1000)),
-          RateLimit: stateHeaderItem(name, 0, STORE_DOWN_RETRY_AFTER_SECONDS),
-        },
-      });
+      // a dependency down, not a limit reached: 503 (as the OpenAPI document says of a sign-in),
+      // so clients do not tell the person they tried too often
+      throw storeDown(SIGN_IN_STORE_DOWN);
     }
     if (this.storeDown) this.log.log('sign-in limit store reachable again');
     this.storeDown = false;

@@ -58,7 +58,17 @@ export interface StoredAnswers {
 export const STORED_ANSWERS = Symbol('StoredAnswers');
 
 /** Retry-After when the counters cannot be reached and a fail-closed policy refuses. */
-export const STORE_DOWN_RETRY_AFTER_SECONDS = 5;
+const STORE_DOWN_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * The refusal of a fail-closed limit whose counters cannot be reached (Redis down or too slow):
+ * 503 SERVICE_UNAVAILABLE with Retry-After — the shop cannot serve it now. A 429 RATE_LIMITED
+ * here told clients (and so the person) that they had tried too often.
+ */
+export const storeDown = (detail: string): DomainError =>
+  new DomainError('SERVICE_UNAVAILABLE', detail, {
+    headers: { 'Retry-After': String(STORE_DOWN_RETRY_AFTER_SECONDS) },
+  });
 
 /**
  * @nestjs/throttler with our named policies (rate-limit.policies.ts) and Redis counters.
@@ -129,7 +139,7 @@ abstract class RateLimitGuard extends ThrottlerGuard {
     const headroom =
       policy.headroom && policy.headroom.scope === scope ? policy.headroom.requests : 0;
     const allowed = limit - headroom;
-    const record = await this.count(policy, key, ttl, allowed, reply);
+    const record = await this.count(policy, key, ttl, allowed);
     if (!record) return true; // store unavailable, fail-open policy
     if (
       record.isBlocked &&
@@ -195,17 +205,17 @@ abstract class RateLimitGuard extends ThrottlerGuard {
 
   /**
    * The policy's counter after this hit; null when the store is unavailable and it fails open.
-   * A fail-closed policy's refusal says so in its headers as any 429 does (API.md): the policy,
-   * nothing remaining, and the retry as the reset.
+   * A fail-closed policy refuses then: 503 with Retry-After (storeDown).
    */
   private async count(
     policy: RateLimitPolicy,
     key: string,
     ttl: number,
     limit: number,
-    reply: FastifyReply,
   ): Promise<ThrottlerStorageRecord | null> {
     try {
+      // a fail-closed policy waits out a reconnect (a blip) rather than refusing into its gap
+      if (policy.failClosed) await this.counters.connected();
       const record = await this.storageService.increment(key, ttl, limit, ttl, policy.name);
       if (this.storeDown) this.log.log('rate-limit store reachable again');
       this.storeDown = false;
@@ -218,17 +228,7 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       }
       this.storeDown = true;
       if (!policy.failClosed) return null;
-      appendListHeader(reply, 'RateLimit-Policy', policyHeaderItem(policy.name, limit, ttl / 1000));
-      appendListHeader(
-        reply,
-        'RateLimit',
-        stateHeaderItem(policy.name, 0, STORE_DOWN_RETRY_AFTER_SECONDS),
-      );
-      throw new DomainError(
-        'RATE_LIMITED',
-        'Temporarily unable to accept this request; retry shortly.',
-        { headers: { 'Retry-After': String(STORE_DOWN_RETRY_AFTER_SECONDS) } },
-      );
+      throw storeDown('Temporarily unable to accept this request; retry shortly.');
     }
   }
 }

@@ -49,7 +49,7 @@ export interface RateLimitPolicy {
    */
   headroom?: { scope: RateLimitScope; requests: number };
   /**
-   * Redis unreachable or too slow: `true` refuses the request (429 RATE_LIMITED with
+   * Redis unreachable or too slow: `true` refuses the request (503 SERVICE_UNAVAILABLE with
    * Retry-After) — for login, registration and password changes, where brute force matters
    * more than availability; `false` lets it through (fail open) — for everything else.
    */

@@ -4,6 +4,7 @@ import type { ThrottlerStorageRecord } from '@nestjs/throttler/dist/throttler-st
 import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { REDIS } from '../../redis/redis.module';
+import { whenConnected } from '../../redis/when-connected';
 import { withTimeout } from '../with-timeout';
 
 /**
@@ -51,7 +52,8 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
   private readonly prefix: string;
 
   constructor(
-    @Inject(REDIS) private readonly redis: Pick<Redis, 'eval'>,
+    @Inject(REDIS)
+    private readonly redis: Pick<Redis, 'eval'> & Partial<Pick<Redis, 'status' | 'once'>>,
     @Inject(APP_CONFIG) config: AppConfig,
   ) {
     this.prefix = `${config.redis.keyPrefix}:rl:`;
@@ -72,6 +74,15 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
     await withTimeout(this.redis.eval(RESET, 1, this.prefix + key), STORE_TIMEOUT_MS).catch(
       () => undefined,
     );
+  }
+
+  /**
+   * Resolves once the store's connection is up, or its allowance (STORE_TIMEOUT_MS from when it
+   * was first found down) runs out: a fail-closed policy counts after a reconnect, not into its
+   * gap (whenConnected).
+   */
+  connected(): Promise<void> {
+    return whenConnected(this.redis, STORE_TIMEOUT_MS);
   }
 
   async increment(
