@@ -9,7 +9,7 @@ import { RefreshTokenRepository } from './refresh-token.repository';
 import { RevokedSessions } from './revoked-sessions';
 import { TransactionHost } from '../database/transaction-host';
 import { TokenService } from './token.service';
-import { sessionClientSecret } from './jwt-options';
+import { sessionClientSecret } from '../config/jwt-keys';
 
 /** A sign-in session as the client holds it: the family and its current refresh token. */
 export interface Session {

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { createHash } from 'node:crypto';
 import { DomainError } from '../common/errors/domain-error';
-import { decodeCursor, encodeCursor } from '../common/pagination/cursor';
+import { CursorCodec } from '../common/pagination/cursor';
 import { Clock } from '../common/time/clock';
 import { CatalogCache } from './catalog-cache';
 import { catalogCacheKey } from './catalog-cache-key';
@@ -41,6 +41,7 @@ export class CatalogService {
     private readonly cache: CatalogCache,
     private readonly clock: Clock,
     private readonly storage: ObjectStorage,
+    private readonly cursors: CursorCodec,
   ) {}
 
   /**
@@ -67,7 +68,7 @@ export class CatalogService {
 
   private async page(query: ListProductsDto): Promise<ProductPageDto> {
     const spec = SORTS[query.sort];
-    const cursor = decodeCursor<Omit<Cursor, 'l'>>(query.cursor, {
+    const cursor = this.cursors.decode<Omit<Cursor, 'l'>>(query.cursor, {
       k: spec.keyType,
       i: 'uuid',
       t: 'timestamp',
@@ -108,7 +109,13 @@ export class CatalogService {
     if (rows.length > query.limit && last) {
       // timestamps travel as PostgreSQL text (microseconds intact), numbers as numbers
       const k = spec.keyType === 'timestamp' ? String(last.sortKey) : Number(last.sortKey);
-      nextCursor = encodeCursor({ k, i: last.id, t: asOf.toISOString(), m: maxUnits, l: listing });
+      nextCursor = this.cursors.encode({
+        k,
+        i: last.id,
+        t: asOf.toISOString(),
+        m: maxUnits,
+        l: listing,
+      });
     }
     return {
       items: items.map((r) => mapProductSummary(r, (key) => this.storage.publicUrl(key))),

@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import type { Principal } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
 import { IdGenerator } from '../common/ids';
-import { decodeCursor, encodeCursor } from '../common/pagination/cursor';
+import { CursorCodec } from '../common/pagination/cursor';
 import { PageQueryDto } from '../common/pagination/page-query.dto';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
@@ -24,6 +24,7 @@ export class ReviewsService {
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
+    private readonly cursors: CursorCodec,
   ) {}
 
   async create(me: Principal, productId: string, dto: CreateReviewDto): Promise<ReviewDto> {
@@ -58,7 +59,7 @@ export class ReviewsService {
 
   /** A product's reviews; 404 for a product that does not exist or is off sale, as for the product. */
   async list(productId: string, query: PageQueryDto): Promise<ReviewPageDto> {
-    const after = decodeCursor<{ t: string; i: string }>(query.cursor, {
+    const after = this.cursors.decode<{ t: string; i: string }>(query.cursor, {
       t: 'timestamp',
       i: 'uuid',
     });
@@ -77,7 +78,7 @@ export class ReviewsService {
       items: items.map((r) => ({ ...r, createdAt: r.createdAt.toISOString() })),
       nextCursor:
         rows.length > query.limit && last
-          ? encodeCursor({ t: last.createdAt.toISOString(), i: last.id })
+          ? this.cursors.encode({ t: last.createdAt.toISOString(), i: last.id })
           : null,
     };
   }

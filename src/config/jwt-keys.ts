@@ -1,4 +1,5 @@
-import { KeyObject, createPrivateKey, createPublicKey } from 'node:crypto';
+import { KeyObject, createPrivateKey, createPublicKey, hkdfSync } from 'node:crypto';
+import type { AppConfig } from './config';
 
 /** The asymmetric algorithms access tokens can be signed with, by the private key's type. */
 type JwtKeyPairAlgorithm = 'ES256' | 'ES384' | 'RS256';
@@ -112,4 +113,22 @@ export function parseJwtKeyPair(env: Record<string, string>): {
       publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }) as string,
     },
   };
+}
+
+/**
+ * The server secret sessions' recorded clients are an HMAC under (SessionIssuer.clientKeyOf):
+ * JWT_SECRET itself (as before key pairs existed: the records stay valid), or with a key pair a
+ * key derived from the private key (HKDF-SHA-256) — the public key, which others hold, would let
+ * them reverse the records. The listings' cursor keys derive from it too (CursorCodec).
+ */
+export function sessionClientSecret(config: Pick<AppConfig, 'jwt'>): Buffer | string {
+  const pair = config.jwt.keyPair;
+  if (!pair) return config.jwt.secret ?? '';
+  // the private value itself (JWK `d`), not an encoding of the key: PKCS#8 with or without the
+  // optional public key, or SEC1, are one key and must give one HMAC key on every instance
+  const { d } = createPrivateKey(pair.privateKeyPem).export({ format: 'jwk' });
+  if (!d) throw new Error('the access-token private key has no private value');
+  return Buffer.from(
+    hkdfSync('sha256', Buffer.from(d, 'base64url'), Buffer.alloc(0), 'shop session-client key', 32),
+  );
 }

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import type { Principal } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
-import { decodeCursor, encodeCursor } from '../common/pagination/cursor';
+import { CursorCodec } from '../common/pagination/cursor';
 import { Page, PageQueryDto } from '../common/pagination/page-query.dto';
 import { TransactionHost } from '../database/transaction-host';
 import { PaymentReader } from '../payments/payment-reader';
@@ -19,6 +19,7 @@ export class OrdersService {
     private readonly transitions: OrderTransitionsService,
     private readonly tx: TransactionHost,
     private readonly payments: PaymentReader,
+    private readonly cursors: CursorCodec,
   ) {}
 
   async list(me: Principal, query: PageQueryDto): Promise<Page<OrderDto>> {
@@ -79,7 +80,7 @@ export class OrdersService {
     filter: { userId?: string; status?: AdminListOrdersDto['status'] },
     query: PageQueryDto,
   ): Promise<Page<OrderDto>> {
-    const after = decodeCursor<{ c: string; i: string }>(query.cursor, {
+    const after = this.cursors.decode<{ c: string; i: string }>(query.cursor, {
       c: 'timestamp',
       i: 'uuid',
     });
@@ -92,7 +93,7 @@ export class OrdersService {
     return {
       items: items.map(mapOrder),
       nextCursor:
-        more && last ? encodeCursor({ c: last.createdAt.toISOString(), i: last.id }) : null,
+        more && last ? this.cursors.encode({ c: last.createdAt.toISOString(), i: last.id }) : null,
     };
   }
 

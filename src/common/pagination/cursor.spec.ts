@@ -1,8 +1,13 @@
 import { DomainError } from '../errors/domain-error';
-import { decodeCursor, encodeCursor, isTimestamp } from './cursor';
+import type { AppConfig } from '../../config/config';
+import { CursorCodec, isTimestamp } from './cursor';
 
 const id = '3da1f5e3-96cc-4350-843a-cc3b8e0f6cab';
 const raw = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+const codecUnder = (secret: string) => new CursorCodec({ jwt: { secret } } as AppConfig);
+const codec = codecUnder('a-test-secret-of-some-length');
+const decodeCursor = codec.decode.bind(codec);
+const encodeCursor = codec.encode.bind(codec);
 
 describe('keyset cursors', () => {
   it('accepts timestamps as toISOString and PostgreSQL text write them, and only real instants', () => {
@@ -51,7 +56,7 @@ describe('keyset cursors', () => {
     }
   });
 
-  it('decodes what it encoded, and refuses any field of the wrong kind with 400 VALIDATION_FAILED', () => {
+  it('decodes what it encoded, and refuses any field of the wrong kind with 400 VALIDATION_FAILED — sealed by us or not', () => {
     const shape = { k: 'integer', i: 'uuid', t: 'timestamp', s: 'number' } as const;
     const good = { k: 24900, i: id, t: '2026-11-30 07:28:32.123456+00', s: 0.25 };
     expect(decodeCursor(encodeCursor(good), shape)).toEqual(good);
@@ -61,14 +66,33 @@ describe('keyset cursors', () => {
       { ...good, i: 'not-a-uuid' },
       { ...good, t: 'now' },
       { ...good, s: 'x' },
-      [good],
     ]) {
+      expect(() => decodeCursor(encodeCursor(bad), shape)).toThrow(DomainError);
       expect(() => decodeCursor(raw(bad), shape)).toThrow(DomainError);
     }
-    expect(() => decodeCursor(raw({ n: 'a\u0000' }), { n: 'string' })).toThrow(DomainError);
-    expect(() =>
-      decodeCursor(Buffer.from('{"k":1e400,"i":"x"}').toString('base64url'), { k: 'number' }),
-    ).toThrow(DomainError);
+    expect(() => decodeCursor(encodeCursor({ n: 'a\u0000' }), { n: 'string' })).toThrow(
+      DomainError,
+    );
     expect(decodeCursor(undefined, shape)).toBeNull();
+  });
+
+  it('is sealed: its values cannot be read, and a cursor it did not seal (plain JSON, one byte altered, another secret, trailing junk) is a 400', () => {
+    const shape = { k: 'int4', i: 'uuid' } as const;
+    const key = { k: 137, i: id }; // units sold, in the popular listing's cursor
+    const cursor = encodeCursor(key);
+    expect(Buffer.from(cursor, 'base64url').toString('latin1')).not.toMatch(/137|"k"|3da1f5e3/);
+    expect(encodeCursor(key)).toBe(cursor); // one page's next cursor is one string (cached pages)
+    const flipped = Buffer.from(cursor, 'base64url');
+    flipped[flipped.length - 20] ^= 1;
+    for (const forged of [
+      raw(key),
+      flipped.toString('base64url'),
+      codecUnder('another-secret-entirely').encode(key),
+      `${cursor}A`,
+      cursor.slice(0, 20),
+      '',
+    ]) {
+      expect(() => decodeCursor(forged, shape)).toThrow(DomainError);
+    }
   });
 });

@@ -1,3 +1,7 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync } from 'node:crypto';
+import { sessionClientSecret } from '../../config/jwt-keys';
+import { APP_CONFIG, AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
 import { hasControlCharacters } from '../http/control-characters';
 import { isUuid } from '../ids';
@@ -15,18 +19,82 @@ import { isUuid } from '../ids';
  */
 export type CursorField = 'string' | 'number' | 'integer' | 'int4' | 'uuid' | 'timestamp';
 
-/** Opaque keyset cursors: base64url JSON of the last row's sort key. */
-export function encodeCursor(key: Record<string, string | number>): string {
-  return Buffer.from(JSON.stringify(key), 'utf8').toString('base64url');
+/** A cursor's sort key: field name → value. */
+type CursorKey = Record<string, string | number>;
+
+const malformed = () =>
+  new DomainError('VALIDATION_FAILED', 'The cursor is malformed.', {
+    errors: [{ field: 'cursor', message: 'cursor is malformed' }],
+  });
+
+/** HKDF-SHA-256 of the server secret for one use. */
+const derive = (root: Buffer | string, info: string) =>
+  Buffer.from(hkdfSync('sha256', root, Buffer.alloc(0), info, 32));
+
+/** AES-256-GCM: a 12-byte nonce, the ciphertext, a 16-byte tag. */
+const NONCE = 12;
+const TAG = 16;
+
+/**
+ * Keyset cursors, sealed: the last row's sort key as JSON, encrypted and authenticated under a
+ * key derived from the server secret (AES-256-GCM; sessionClientSecret, as every API process
+ * has it). A plain base64url JSON cursor told anyone the key's values — the `popular` listing's
+ * is each product's units sold, which the contract keeps out of the product, readable a page of
+ * one at a time — and let a client forge any key. A cursor not sealed here (forged, altered, or
+ * from before a secret rotation) is a 400 VALIDATION_FAILED, like a malformed one, and every
+ * field is still checked before any SQL sees it. The nonce is an HMAC of the key (a
+ * deterministic seal: one page's next cursor is one string, whichever process wrote it, so cached
+ * pages and their cache keys stay one), which reveals only that two cursors are equal.
+ */
+@Injectable()
+export class CursorCodec {
+  private readonly key: Buffer;
+  private readonly nonceKey: Buffer;
+
+  constructor(@Inject(APP_CONFIG) config: AppConfig) {
+    const root = sessionClientSecret(config);
+    this.key = derive(root, 'shop cursor key');
+    this.nonceKey = derive(root, 'shop cursor nonce');
+  }
+
+  encode(key: CursorKey): string {
+    const plain = Buffer.from(JSON.stringify(key), 'utf8');
+    const nonce = createHmac('sha256', this.nonceKey).update(plain).digest().subarray(0, NONCE);
+    const cipher = createCipheriv('aes-256-gcm', this.key, nonce);
+    const sealed = Buffer.concat([cipher.update(plain), cipher.final()]);
+    return Buffer.concat([nonce, sealed, cipher.getAuthTag()]).toString('base64url');
+  }
+
+  /** The sort key sealed in `cursor`, every field of the kind `shape` says; null when absent. */
+  decode<T extends CursorKey>(
+    cursor: string | undefined,
+    shape: Record<keyof T, CursorField>,
+  ): T | null {
+    if (cursor === undefined) return null;
+    const bytes = Buffer.from(cursor, 'base64url');
+    if (bytes.length <= NONCE + TAG || bytes.toString('base64url') !== cursor) throw malformed();
+    let plain: Buffer;
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', this.key, bytes.subarray(0, NONCE));
+      decipher.setAuthTag(bytes.subarray(bytes.length - TAG));
+      plain = Buffer.concat([
+        decipher.update(bytes.subarray(NONCE, bytes.length - TAG)),
+        decipher.final(),
+      ]);
+    } catch {
+      throw malformed();
+    }
+    return readCursorKey(plain, shape);
+  }
 }
 
-export function decodeCursor<T extends Record<string, string | number>>(
-  cursor: string | undefined,
+/** The sort key in `plain` (JSON), every field of the kind `shape` says, or a 400. */
+function readCursorKey<T extends CursorKey>(
+  plain: Buffer,
   shape: Record<keyof T, CursorField>,
-): T | null {
-  if (cursor === undefined) return null;
+): T {
   try {
-    const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    const value = JSON.parse(plain.toString('utf8')) as unknown;
     if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
       const record = value as Record<string, unknown>;
       const ok = Object.entries(shape).every(([k, kind]) => isCursorField(record[k], kind));
@@ -35,9 +103,7 @@ export function decodeCursor<T extends Record<string, string | number>>(
   } catch {
     /* fall through */
   }
-  throw new DomainError('VALIDATION_FAILED', 'The cursor is malformed.', {
-    errors: [{ field: 'cursor', message: 'cursor is malformed' }],
-  });
+  throw malformed();
 }
 
 function isCursorField(value: unknown, kind: CursorField): boolean {
