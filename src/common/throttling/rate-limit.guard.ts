@@ -165,12 +165,17 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       record.totalHits--;
     }
 
-    appendListHeader(reply, 'RateLimit-Policy', policyHeaderItem(policy.name, limit, ttl / 1000));
-    appendListHeader(
-      reply,
-      'RateLimit',
-      stateHeaderItem(policy.name, allowed - record.totalHits, record.timeToExpire),
-    );
+    // a counter keyed by what anyone may name (an email asked for at registration) is shown only
+    // on the refusal it causes: its remaining count and reset told any caller how many attempts
+    // others had made at that address in the hour, and when the first was
+    if (policy.tracker !== 'account' || record.isBlocked) {
+      appendListHeader(reply, 'RateLimit-Policy', policyHeaderItem(policy.name, limit, ttl / 1000));
+      appendListHeader(
+        reply,
+        'RateLimit',
+        stateHeaderItem(policy.name, allowed - record.totalHits, record.timeToExpire),
+      );
+    }
     if (record.isBlocked) {
       throw new DomainError('RATE_LIMITED', 'Too many requests; retry later.', {
         headers: { 'Retry-After': String(Math.max(1, record.timeToBlockExpire)) },
