@@ -79,8 +79,12 @@ export class CartRepository {
     });
   }
 
-  async removeLine(userId: string, productId: string): Promise<void> {
-    await this.tx.withManager((m) => m.getRepository(CartItemEntity).delete({ userId, productId }));
+  /** Whether the cart held a line of the product (now removed). */
+  async removeLine(userId: string, productId: string): Promise<boolean> {
+    const result = await this.tx.withManager((m) =>
+      m.getRepository(CartItemEntity).delete({ userId, productId }),
+    );
+    return (result.affected ?? 0) > 0;
   }
 
   /** Empties the cart (DELETE /v1/cart). */

@@ -51,10 +51,14 @@ export class CartService {
   async setQuantity(userId: string, productId: string, quantity: number): Promise<CartDto> {
     await this.tx.run(async () => {
       if (quantity === 0) {
-        // an inactive product's line can still be removed; a product that never existed is a 404
-        if (!(await this.products.findById(productId, { activeOnly: false })))
+        // a line in the cart is removed, its product on sale or not; removing one that is not
+        // there is a no-op for a product on sale, and a 404 for any other — one taken off sale
+        // answers as one that never existed, as on every product route (a 200 told anyone that
+        // an id they had was a withdrawn product's)
+        if (await this.carts.removeLine(userId, productId)) return;
+        if (!(await this.products.findById(productId, { activeOnly: true })))
           throw productNotFound();
-        return this.carts.removeLine(userId, productId);
+        return;
       }
       if (!(await this.products.isBuyable(productId, this.config.currency)))
         throw productNotFound();

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { createAdmin } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, buyers, placeOrder } from '../support/orders';
@@ -383,6 +384,17 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     const again = await placeOrder(t.http, dora, undefined);
     expect(again.status).toBe(400);
     expect(again.body.code).toBe('ORDER_EMPTY');
+    // the hidden line can be removed (200); to anyone without it in their cart, the product off
+    // sale answers as one that never existed (404, as every product route says)
+    const remove = (id: string, who: Buyer) =>
+      t.http.put(`/v1/cart/items/${id}`, { quantity: 0 }, { token: who.token });
+    expect((await remove(gone, dora)).status).toBe(200);
+    const [eve] = await buyers(t.http, 1);
+    const [offSale, neverWas] = [await remove(gone, eve), await remove(randomUUID(), eve)];
+    expectProblem(offSale, 404, 'PRODUCT_NOT_FOUND');
+    expectProblem(neverWas, 404, 'PRODUCT_NOT_FOUND');
+    expect(offSale.body.detail).toBe(neverWas.body.detail);
+    expect((await remove(kept, eve)).status).toBe(200); // on sale, not in the cart: a no-op
   });
 
   it('a cart holds at most 100 products, even when they are added at once; an order from the cart is capped like any order', async () => {
