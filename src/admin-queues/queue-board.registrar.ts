@@ -13,6 +13,7 @@ import { ProblemDetailsFilter, problemBody, render } from '../common/errors/prob
 import { QueueBoardAuth } from './queue-board-auth.service';
 import { QueueBoardQueues } from './queue-board-queues';
 import { loggedUrl } from '../common/logging/logged-url';
+import { REDIS_OUTAGE_REPLY } from '../redis/outage-reply';
 import { requestIdField } from '../common/logging/request-id-field';
 
 const QUEUE_BOARD_PATH = '/admin/queues';
@@ -22,7 +23,11 @@ const BASIC_CHALLENGE = 'Basic realm="queues", charset="UTF-8"';
 
 /** How soon a board request refused for Redis being away may be tried again. */
 const REDIS_RETRY_AFTER_SECONDS = 5;
-/** What ioredis says of a connection that is gone (the board's handlers pass it on as a 500). */
+/**
+ * What ioredis says of a connection that is gone (the board's handlers pass it on as a 500); a
+ * reply that Redis cannot serve now (BUSY, LOADING, MASTERDOWN, OOM …: REDIS_OUTAGE_REPLY) is an
+ * outage too — it was a 500 INTERNAL_ERROR, logged as the board's error.
+ */
 const REDIS_LOST =
   /Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|ETIMEDOUT|max retries per request|Command timed out/i;
 
@@ -182,7 +187,10 @@ export class QueueBoardRegistrar implements OnModuleInit {
           }
           // Redis lost after the preHandler's check (a restart, a dropped connection mid-request):
           // the outage it is, 503 with Retry-After, as before the request
-          if (reply.statusCode >= 500 && (!this.board.redisReady || REDIS_LOST.test(message))) {
+          if (
+            reply.statusCode >= 500 &&
+            (!this.board.redisReady || REDIS_LOST.test(message) || REDIS_OUTAGE_REPLY.test(message))
+          ) {
             const rendered = render(unavailable())!;
             void reply
               .code(rendered.status)

@@ -8,6 +8,7 @@ import { TimeoutError, withTimeout } from '../common/with-timeout';
 import { KeyPrefixClaim } from '../redis/key-prefix-claim';
 import { OutboxRepository } from './outbox.repository';
 import { OutboxPublisher, UnknownTopicError } from './outbox.publisher';
+import { REDIS_OUTAGE_REPLY } from '../redis/outage-reply';
 import { OUTBOX_TOPICS } from './outbox-events';
 
 export const OUTBOX_MAX_ATTEMPTS = 10;
@@ -22,14 +23,6 @@ const UNKNOWN_TOPIC_PATIENCE_MS = 60 * 60_000;
 const UNAVAILABLE_POLL_MAX_MS = 5_000;
 
 /**
- * Redis error replies that mean "not now" (the server's state), whatever the command — also as
- * relayed from inside a Lua script (BullMQ's adds are scripts: `ERR Error running script …:
- * OOM command not allowed …`).
- */
-const OUTAGE_REPLY =
-  /(?:^|: )(OOM|READONLY|LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MISCONF)\b/;
-
-/**
  * A publish that failed because of the queue, not the event: Redis refused the write for its own
  * state (OOM under `noeviction`, READONLY after a failover, LOADING …) or did not answer in time.
  * Like a lost connection, that is an outage: the rows wait, uncounted, and none is parked as dead.
@@ -37,7 +30,7 @@ const OUTAGE_REPLY =
  */
 function queueFault(err: unknown): boolean {
   if (err instanceof TimeoutError) return true;
-  return err instanceof Error && err.name === 'ReplyError' && OUTAGE_REPLY.test(err.message);
+  return err instanceof Error && err.name === 'ReplyError' && REDIS_OUTAGE_REPLY.test(err.message);
 }
 
 /** 1 s, 2 s, 4 s … capped at 5 min. */

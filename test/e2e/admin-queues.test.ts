@@ -171,19 +171,24 @@ describe('admin: queue board at /admin/queues', () => {
     expect(logs.headers.get('content-type')).toBe('application/problem+json; charset=utf-8');
   });
 
-  it('Redis lost during a board request (after the readiness check): 503 with Retry-After, not a 500', async () => {
+  it('Redis lost during a board request (after the readiness check), or answering "not now" (BUSY, LOADING, MASTERDOWN): 503 with Retry-After, not a 500', async () => {
     const admin = await createAdmin(t);
     const [queue] = t.app.get(QueueBoardQueues).queues;
-    const spy = jest
-      .spyOn(queue, 'getJobCounts')
-      .mockRejectedValue(new Error('Connection is closed.'));
-    try {
-      const res = await t.http.get('/admin/queues/api/queues', { token: admin.accessToken });
-      expectProblem(res, 503, 'SERVICE_UNAVAILABLE');
-      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
-      expect(JSON.stringify(res.body)).not.toContain('Connection is closed');
-    } finally {
-      spy.mockRestore();
+    for (const said of [
+      'Connection is closed.',
+      'BUSY Redis is busy running a script. You can only call SCRIPT KILL or FUNCTION KILL.',
+      'LOADING Redis is loading the dataset in memory',
+      "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+    ]) {
+      const spy = jest.spyOn(queue, 'getJobCounts').mockRejectedValue(new Error(said));
+      try {
+        const res = await t.http.get('/admin/queues/api/queues', { token: admin.accessToken });
+        expectProblem(res, 503, 'SERVICE_UNAVAILABLE');
+        expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+        expect(JSON.stringify(res.body)).not.toContain(said.slice(0, 12));
+      } finally {
+        spy.mockRestore();
+      }
     }
     expect(
       (await t.http.get('/admin/queues/api/queues', { token: admin.accessToken })).status,
