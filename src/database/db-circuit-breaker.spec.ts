@@ -103,8 +103,13 @@ describe('DbCircuitBreaker', () => {
   it('opens after N consecutive connection failures, then refuses at once with 503 and Retry-After', async () => {
     const b = breaker(3);
     const down = jest.fn().mockRejectedValue(pgError('ECONNREFUSED'));
-    for (let i = 0; i < 3; i++) {
-      await expect(b.execute(down)).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+    for (const retryAfter of ['1', '1', '60']) {
+      // while the circuit stays closed, a lost connection is one blink: retry in a second; the
+      // failure that opens it is an outage: the half-open wait
+      await expect(b.execute(down)).rejects.toMatchObject({
+        code: 'SERVICE_UNAVAILABLE',
+        options: { headers: { 'Retry-After': retryAfter } },
+      });
     }
     expect(b.state).toBe('open');
     const work = jest.fn().mockResolvedValue('ok');

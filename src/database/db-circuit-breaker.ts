@@ -384,7 +384,9 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
       if (isConnectionFailure(err)) {
         // whatever it answered before, it is not answering now (unless only the queue was long)
         if (!this.queueOnly.has(err as object)) this.lastAnsweredAt = -Infinity;
-        throw this.unavailable(err);
+        // the circuit still closed: one connection lost (a blink, a backend ended), and a retry
+        // in a second most likely gets another — the half-open wait is for an outage
+        throw this.unavailable(err, this.state === 'closed' ? 1 : undefined);
       }
       if (answers) this.lastAnsweredAt = performance.now(); // the database answered, about the statement
       throw err;
@@ -453,12 +455,12 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
     });
   }
 
-  private unavailable(cause?: unknown): DomainError {
+  private unavailable(cause?: unknown, retryAfterSeconds = this.retryAfterSeconds): DomainError {
     const error = new DomainError(
       'SERVICE_UNAVAILABLE',
       'The database is unavailable; retry later.',
       {
-        headers: { 'Retry-After': String(this.retryAfterSeconds) },
+        headers: { 'Retry-After': String(retryAfterSeconds) },
       },
     );
     if (cause !== undefined) Object.assign(error, { cause });
