@@ -10,6 +10,14 @@ import { inlineParams } from './sql-literal';
 const RETRYABLE = new Set(['40001', '40P01']); // serialization failure, deadlock detected
 const MAX_ATTEMPTS = 3;
 /**
+ * Connection deaths (isConnectionDeath) before the attempt's COMMIT was sent: the server cannot
+ * have committed it, so it is run again, once, on another connection — one blink (a backend
+ * ended, a pooler's reset) killed the connections open at that moment, and every request then in
+ * a transaction answered 503 though a retry at once went through. A death while the COMMIT's
+ * message is on its way is the lost-answer case (outcomeAfter), never run again here.
+ */
+const diedBeforeCommit = new WeakSet<object>();
+/**
  * Attempts a checkout may run again, besides those, because a line's price changed under it
  * (`reserve_stock` raises `price_changed` with 40001): an admin repricing a sale's products one
  * by one would otherwise spend the three attempts of a checkout queued on them and answer 503.
@@ -406,6 +414,7 @@ export class TransactionHost {
     let collisions = 0;
     let repriced = 0;
     let repaired = false;
+    let reconnected = false;
     for (;;) {
       try {
         // the circuit breaker fails the attempt fast while the database is unreachable
@@ -415,6 +424,12 @@ export class TransactionHost {
           // (a repair that throws — the database unreachable meanwhile — answers with its error)
           if (repaired || !(await err.repair())) throw err.failure;
           repaired = true;
+          continue;
+        }
+        const died = (err as { cause?: unknown } | null)?.cause ?? err;
+        if (!reconnected && typeof died === 'object' && died && diedBeforeCommit.has(died)) {
+          reconnected = true;
+          this.logger.warn('transaction run again: its connection died before COMMIT');
           continue;
         }
         const code = pgErrorCode(err);
@@ -443,6 +458,8 @@ export class TransactionHost {
     let failure: unknown;
     /** This transaction's id, taken with BEGIN: what to ask the database should COMMIT go unanswered. */
     let xid: TransactionId | null = null;
+    /** Whether the COMMIT (or the message carrying it) has been sent. */
+    let committing = false;
     try {
       let opened: unknown[][] = [];
       if (opening) {
@@ -466,6 +483,7 @@ export class TransactionHost {
           ...ctx.withCommit.filter((w) => w.last),
         ];
         let results: QueryResult[] | undefined;
+        committing = true;
         try {
           results = await this.simple(
             runner,
@@ -492,6 +510,7 @@ export class TransactionHost {
         }
       } else {
         let answer: QueryResult[] | undefined;
+        committing = true;
         try {
           answer = await this.simple(runner, 'COMMIT');
         } catch (err) {
@@ -513,6 +532,7 @@ export class TransactionHost {
       }
     } catch (err) {
       if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
+      if (!committing && isConnectionDeath(err)) diedBeforeCommit.add(err as object);
       failure = err;
       throw err;
     } finally {

@@ -43,6 +43,36 @@ describe('TransactionHost (pool of one connection)', () => {
     await healthy();
   });
 
+  it('an attempt whose connection dies before its COMMIT is run again, once, on another connection; one that dies with its COMMIT is not', async () => {
+    await tx.query(`CREATE TABLE IF NOT EXISTS tx_blink (v int)`);
+    const dying = (deaths: number) => {
+      let attempts = 0;
+      const done = tx.run(async () => {
+        attempts++;
+        await tx.query(`INSERT INTO tx_blink VALUES ($1::int)`, [deaths]);
+        // the server ends this connection's backend under the work (a blink, a pooler's reset)
+        if (attempts <= deaths) await tx.query(`SELECT pg_terminate_backend(pg_backend_pid())`);
+        return attempts;
+      });
+      return done;
+    };
+    expect(await dying(1)).toBe(2); // run again once: committed then
+    await expect(dying(2)).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' }); // not twice
+    await healthy();
+    // the connection dies with the COMMIT's message: not run again (the outcome is asked instead)
+    let attempts = 0;
+    await expect(
+      tx.run(async () => {
+        attempts++;
+        await tx.query(`INSERT INTO tx_blink VALUES (9)`);
+        tx.sendWithCommit(`SELECT pg_terminate_backend(pg_backend_pid())`, [], { last: true });
+      }),
+    ).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+    expect(attempts).toBe(1);
+    await healthy();
+    expect(await tx.query(`SELECT v FROM tx_blink ORDER BY v`)).toEqual([{ v: 1 }]);
+  });
+
   it('a failing statement sent with COMMIT rolls everything back', async () => {
     await tx.query(`CREATE TABLE IF NOT EXISTS tx_probe (v int)`);
     await expect(
