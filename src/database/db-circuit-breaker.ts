@@ -384,9 +384,12 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
       if (isConnectionFailure(err)) {
         // whatever it answered before, it is not answering now (unless only the queue was long)
         if (!this.queueOnly.has(err as object)) this.lastAnsweredAt = -Infinity;
-        // the circuit still closed: one connection lost (a blink, a backend ended), and a retry
-        // in a second most likely gets another — the half-open wait is for an outage
-        throw this.unavailable(err, this.state === 'closed' ? 1 : undefined);
+        // a connection that died under its statement while the circuit stays closed: one lost (a
+        // blink, a backend ended), and a retry in a second most likely gets another — the
+        // half-open wait is for an outage, and for a pool whose queue ran out (a retry at once
+        // would only join that queue) or a connection that could not be had
+        const blink = this.state === 'closed' && isConnectionDeath(err);
+        throw this.unavailable(err, blink ? 1 : undefined);
       }
       if (answers) this.lastAnsweredAt = performance.now(); // the database answered, about the statement
       throw err;

@@ -19,7 +19,7 @@ export class RedisHealthIndicator {
   /**
    * Up when Redis answers a PING within `timeoutMs`. A client between connections (one dropped
    * and being replaced: a Redis restart, a failover, a killed connection — ioredis refuses every
-   * command at once while it reconnects) gets that allowance to reconnect
+   * command at once while it reconnects, 200 ms at least) gets that allowance to reconnect
    * instead of being reported down at once: every API process reconnects at the same moment, and
    * a load balancer probing then took the whole fleet out for a blip.
    */

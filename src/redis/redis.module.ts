@@ -24,9 +24,10 @@ export function createRedisClient(url: string, name: string): Redis {
     // for this long while commands wait: the connection is dropped, they fail, and it reconnects.
     socketTimeout: REDIS_SOCKET_TIMEOUT_MS,
     keepAlive: 10_000,
-    // the first reconnect at once (a killed connection, a proxy restart: Redis itself is there,
-    // and every command in the gap is refused), then backing off
-    retryStrategy: (times) => (times === 1 ? 0 : Math.min(times * 200, 2000)),
+    // (not at once, even the first: ioredis counts afresh at every 'ready', and a connection
+    // dropped on each READONLY reply (reconnectOnError) would reconnect once per refused command;
+    // the fail-closed limits wait out this gap instead: whenConnected)
+    retryStrategy: (times) => Math.min(times * 200, 2000),
     reconnectOnError: reconnectOnReadOnly(1),
   });
   // ioredis (5.11) keeps the socket timer of a connection that closed for another reason and

@@ -37,7 +37,8 @@ describe('whenConnected', () => {
     client.connect();
     await jest.advanceTimersByTimeAsync(0);
     expect(waiting.every((done) => done())).toBe(true);
-    expect(client.listenerCount('ready')).toBe(0); // one listener for all, and gone
+    // one listener for all the waiters, gone once fired (the one left clears the allowance)
+    expect(client.listenerCount('ready')).toBe(1);
   });
 
   it('through an outage, only its first moments wait: the allowance counts from when the client was first found unconnected', async () => {
@@ -62,5 +63,21 @@ describe('whenConnected', () => {
     expect(next()).toBe(false);
     await jest.advanceTimersByTimeAsync(1);
     expect(next()).toBe(true);
+  });
+
+  it('a reconnect nobody waited for still gives the next blip a fresh allowance', async () => {
+    const client = new FakeClient();
+    client.status = 'reconnecting';
+    const during = settled(whenConnected(client, 500));
+    await jest.advanceTimersByTimeAsync(500); // an outage longer than the allowance
+    expect(during()).toBe(true);
+    client.connect(); // back, with no caller looking
+    client.status = 'reconnecting'; // days later, a blip
+    const blip = settled(whenConnected(client, 500));
+    await jest.advanceTimersByTimeAsync(499);
+    expect(blip()).toBe(false);
+    client.connect();
+    await jest.advanceTimersByTimeAsync(0);
+    expect(blip()).toBe(true);
   });
 });

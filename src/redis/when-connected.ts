@@ -1,15 +1,26 @@
 /** What is asked of an ioredis client: its status, and its 'ready' event. */
-interface Client {
+export interface ConnectionEvents {
   status?: string;
   once?(event: 'ready', listener: () => void): unknown;
+  on?(event: 'ready', listener: () => void): unknown;
 }
 
 /** Per client, the next 'ready' event: one listener however many callers wait for it. */
 const nextReady = new WeakMap<object, Promise<void>>();
 /** Per client, when a caller first found it without a connection (forgotten once connected). */
 const unconnectedSince = new WeakMap<object, number>();
+/** The clients whose every 'ready' clears that (one listener each, for good). */
+const watched = new WeakSet<object>();
 
-function readyEvent(client: Client): Promise<void> {
+function watch(client: ConnectionEvents): void {
+  if (watched.has(client) || !client.on) return;
+  watched.add(client);
+  // connected again with no caller looking (an outage nobody waited out to its end): a later
+  // blip gets its own allowance, not what is left of that outage's
+  client.on('ready', () => unconnectedSince.delete(client));
+}
+
+function readyEvent(client: ConnectionEvents): Promise<void> {
   let ready = nextReady.get(client);
   if (!ready) {
     ready = new Promise<void>((resolve) =>
@@ -33,12 +44,13 @@ function readyEvent(client: Client): Promise<void> {
  * moments wait, and every later call goes on at once (to fail as it did). At once, too, when the
  * client is connected, closed for good, or a test's stand-in without a status.
  */
-export async function whenConnected(client: Client, withinMs: number): Promise<void> {
+export async function whenConnected(client: ConnectionEvents, withinMs: number): Promise<void> {
   const status = client.status;
   if (status === undefined || status === 'ready' || status === 'end' || !client.once) {
     unconnectedSince.delete(client);
     return;
   }
+  watch(client);
   const now = performance.now();
   const since = unconnectedSince.get(client) ?? now;
   unconnectedSince.set(client, since);

@@ -50,7 +50,7 @@ export async function registerCustomer(
 
 /**
  * Waits until a freshly booted app's sign-in limits answer in time. They fail closed: a store
- * call slower than 500 ms is a 429 — as the first ones can be right after boot under the full
+ * call slower than 500 ms is a 503 — as the first ones can be right after boot under the full
  * suite (the worker's event loop still busy) — so a test's first registration or sign-in would
  * be refused for it. A wrong password for an account that does not exist, from `headers`' client
  * (an address of its own where TRUST_PROXY lets the test name one): one failure counted there.

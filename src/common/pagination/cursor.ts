@@ -31,6 +31,8 @@ const malformed = () =>
 const derive = (root: Buffer | string, info: string) =>
   Buffer.from(hkdfSync('sha256', root, Buffer.alloc(0), info, 32));
 
+/** Plaintexts are padded to a multiple of this many bytes (every cursor today is shorter). */
+const PAD_BLOCK = 256;
 /** AES-256-GCM: a 12-byte nonce, the ciphertext, a 16-byte tag. */
 const NONCE = 12;
 const TAG = 16;
@@ -58,7 +60,11 @@ export class CursorCodec {
   }
 
   encode(key: CursorKey): string {
-    const plain = Buffer.from(JSON.stringify(key), 'utf8');
+    // padded with spaces (JSON ignores them) to a whole block: the length of a sealed text is
+    // its plaintext's, and the digits of the popular sort's units sold showed in it
+    const json = Buffer.from(JSON.stringify(key), 'utf8');
+    const padding = Math.ceil(json.length / PAD_BLOCK) * PAD_BLOCK - json.length;
+    const plain = Buffer.concat([json, Buffer.alloc(padding, 0x20)]);
     const nonce = createHmac('sha256', this.nonceKey).update(plain).digest().subarray(0, NONCE);
     const cipher = createCipheriv('aes-256-gcm', this.key, nonce);
     const sealed = Buffer.concat([cipher.update(plain), cipher.final()]);
@@ -89,10 +95,7 @@ export class CursorCodec {
 }
 
 /** The sort key in `plain` (JSON), every field of the kind `shape` says, or a 400. */
-function readCursorKey<T extends CursorKey>(
-  plain: Buffer,
-  shape: Record<keyof T, CursorField>,
-): T {
+function readCursorKey<T extends CursorKey>(plain: Buffer, shape: Record<keyof T, CursorField>): T {
   try {
     const value = JSON.parse(plain.toString('utf8')) as unknown;
     if (typeof value === 'object' && value !== null && !Array.isArray(value)) {

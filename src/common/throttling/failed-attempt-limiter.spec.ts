@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { loadConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
 import { FailedAttemptLimiter } from './failed-attempt-limiter';
@@ -187,6 +188,33 @@ describe('FailedAttemptLimiter', () => {
       passwordEpoch: null,
     });
     expect(asked("'HSET', KEYS[1]")).toBe(0);
+  });
+
+  it("waits out a reconnect before asking whether the client is the owner's: asked into the gap, the owner was judged a stranger", async () => {
+    const events = new EventEmitter();
+    const redis = Object.assign(events, {
+      status: 'reconnecting',
+      eval: jest.fn((...args: unknown[]) => {
+        // no offline queue: a command sent between connections is refused at once
+        if (redis.status !== 'ready') return Promise.reject(new Error("Stream isn't writeable"));
+        return Promise.resolve(String(args[0]).includes(IS_KNOWN_SCRIPT) ? 1 : [0, 0]);
+      }),
+    });
+    const limiter = new FailedAttemptLimiter(
+      redis,
+      loadConfig({ NODE_ENV: 'development', REDIS_KEY_PREFIX: 'unit' }),
+    );
+    setTimeout(() => {
+      redis.status = 'ready';
+      redis.emit('ready');
+    }, 50);
+    const verify = jest.fn().mockResolvedValue('principal');
+    expect(
+      await limiter.signIn('login', 'a@b.io', '10.0.0.1', verify, {
+        passwordEpoch: 'epoch-of-the-password1',
+      }),
+    ).toBe('principal');
+    expect(verify).toHaveBeenCalledWith({ own: true }); // the owner's own client, as it is
   });
 
   it('is off with RATE_LIMIT_ENABLED=false: verifies without Redis', async () => {

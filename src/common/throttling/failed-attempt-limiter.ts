@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { REDIS } from '../../redis/redis.module';
-import { whenConnected } from '../../redis/when-connected';
+import { ConnectionEvents, whenConnected } from '../../redis/when-connected';
 import { DomainError } from '../errors/domain-error';
 import { withTimeout } from '../with-timeout';
 import {
@@ -275,7 +275,7 @@ export class FailedAttemptLimiter {
 
   constructor(
     @Inject(REDIS)
-    private readonly redis: Pick<Redis, 'eval'> & Partial<Pick<Redis, 'status' | 'once'>>,
+    private readonly redis: Pick<Redis, 'eval'> & ConnectionEvents,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {
     this.prefix = `${config.redis.keyPrefix}:rl:`;
@@ -304,6 +304,10 @@ export class FailedAttemptLimiter {
     // sessions on record — under a tag no mark holds: the same work, no timing to tell them apart
     const credential = options.passwordEpoch ?? NO_EPOCH;
     const device = channel === 'login' ? (options.device ?? undefined) : undefined;
+    // a connection being replaced is waited out before the questions too: asked into its gap,
+    // they went unanswered and the owner's own device was judged a stranger's (the account's
+    // ceiling, which strangers may have spent, then refused the owner)
+    if (this.config.signIn.enabled) await whenConnected(this.redis, STORE_TIMEOUT_MS);
     const standing =
       this.config.signIn.enabled && device !== undefined
         ? await this.deviceStanding(account, device, credential)

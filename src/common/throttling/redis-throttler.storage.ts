@@ -4,7 +4,7 @@ import type { ThrottlerStorageRecord } from '@nestjs/throttler/dist/throttler-st
 import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { REDIS } from '../../redis/redis.module';
-import { whenConnected } from '../../redis/when-connected';
+import { ConnectionEvents, whenConnected } from '../../redis/when-connected';
 import { withTimeout } from '../with-timeout';
 
 /**
@@ -53,7 +53,7 @@ export class RedisThrottlerStorage implements ThrottlerStorage {
 
   constructor(
     @Inject(REDIS)
-    private readonly redis: Pick<Redis, 'eval'> & Partial<Pick<Redis, 'status' | 'once'>>,
+    private readonly redis: Pick<Redis, 'eval'> & ConnectionEvents,
     @Inject(APP_CONFIG) config: AppConfig,
   ) {
     this.prefix = `${config.redis.keyPrefix}:rl:`;
