@@ -11,7 +11,7 @@ const basic = (email: string, password: string) =>
 
 /**
  * A Redis slower than the sign-in limiter's 500 ms (a snapshot's fork, a long script) still runs
- * the attempts' reservations the limiter gave up on. Those requests were refused (429) without a
+ * the attempts' reservations the limiter gave up on. Those requests were refused (503) without a
  * password being checked, yet each stayed counted as a failure: a page of the queue board loaded
  * during a slow second locked its admin out for the rest of the window (15 min) once Redis was
  * fast again. The limiter now gives back a reservation that answers after it gave up.
@@ -48,7 +48,7 @@ describe('sign-in limits when Redis is slow, not down', () => {
     } finally {
       redis.thaw(); // (well within the client's 3 s socket timeout: the replies still arrive)
     }
-    expect(refused).toEqual(Array(BOARD_FAILURES_PER_CLIENT).fill(429));
+    expect(refused).toEqual(Array(BOARD_FAILURES_PER_CLIENT).fill(503));
     // the reservations ran once Redis went on; given back, the right password is let in (they
     // stayed counted: 429 for the rest of the 15-minute window)
     await waitFor('the admin to be let in', async () => (await board()).status, {
