@@ -126,6 +126,23 @@ function setup() {
     { revokeFamily: jest.fn(), recordAhead: jest.fn().mockResolvedValue(undefined) },
     'pendingRevocations',
   );
+  /** The account counters taken and not given back, by policy. */
+  const counted: string[] = [];
+  const accountLimits = mockOf<AccountRateLimit>(
+    {
+      take: jest.fn(async (policy: string, _u: string, _e?: string, hits?: string[]) => {
+        counted.push(policy);
+        hits?.push(policy);
+      }),
+      giveBack: jest.fn(async (hits: string[]) => {
+        for (const key of hits.splice(0)) counted.splice(counted.indexOf(key), 1);
+      }),
+      rethrowGivingBackUnserved: jest.fn(async (_hits: string[], err: unknown) => {
+        throw err;
+      }),
+    },
+    'accountLimits',
+  );
   const service = new AuthService(
     users,
     refreshTokens,
@@ -137,18 +154,12 @@ function setup() {
     revoked,
     signIns,
     pendingRevocations,
-    mockOf<AccountRateLimit>(
-      {
-        take: jest.fn().mockResolvedValue(undefined),
-        rethrowGivingBackUnserved: jest.fn(async (_hits: string[], err: unknown) => {
-          throw err;
-        }),
-      },
-      'accountLimits',
-    ),
+    accountLimits,
   );
   return {
     service,
+    accountLimits,
+    counted,
     users,
     refreshTokens,
     sessions,
@@ -508,6 +519,19 @@ describe('AuthService', () => {
       expect(res.refreshToken).toBe('r-next');
       expect(s.refreshTokens.revokeFamily).not.toHaveBeenCalled();
       expect(s.revoked.add).not.toHaveBeenCalled();
+    });
+
+    it('a rerun of its transaction (the connection died before COMMIT) counts the account once, not once per attempt', async () => {
+      const s = setup();
+      s.refreshTokens.spend.mockResolvedValue({ status: 'spent', familyId: 'f-1', userId: 'u-1' });
+      s.users.findById.mockResolvedValue(user);
+      // TransactionHost runs the work again: the first attempt's writes rolled back with it
+      s.tx.runOwn.mockImplementationOnce(async <T>(work: () => Promise<T>) => {
+        await work();
+        return work();
+      });
+      expect((await s.service.refresh('r-old')).refreshToken).toBe('r-next');
+      expect(s.counted.sort()).toEqual(['refresh-account', 'refresh-account-day']);
     });
 
     it('issues nothing when the family was revoked while the token was being spent (a password change)', async () => {

@@ -233,6 +233,9 @@ export class AuthService {
     const hits: string[] = [];
     const result = await this.tx
       .runOwn(async () => {
+        // a rerun of this work (its connection died before COMMIT, a collision): what the attempt
+        // before counted is given back, or one refresh would count twice
+        if (hits.length > 0) await this.accountLimits.giveBack(hits);
         const spent = await this.refreshTokens.spend(tokenHash, now);
         if (spent.status === 'invalid') return spent;
         if (spent.status === 'reused') {

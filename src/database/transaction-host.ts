@@ -18,6 +18,11 @@ const MAX_ATTEMPTS = 3;
  */
 const diedBeforeCommit = new WeakSet<object>();
 /**
+ * The pause before that second run: the pool reads the errors of the other connections the blink
+ * killed (handed out before that, the retry's own BEGIN died too) and a pooler is back.
+ */
+const RECONNECT_PAUSE_MS = 100;
+/**
  * Attempts a checkout may run again, besides those, because a line's price changed under it
  * (`reserve_stock` raises `price_changed` with 40001): an admin repricing a sale's products one
  * by one would otherwise spend the three attempts of a checkout queued on them and answer 503.
@@ -414,7 +419,8 @@ export class TransactionHost {
     let collisions = 0;
     let repriced = 0;
     let repaired = false;
-    let reconnected = false;
+    /** The 503 of an attempt whose connection died before its COMMIT, when it was run again. */
+    let firstDeath: Error | undefined;
     for (;;) {
       try {
         // the circuit breaker fails the attempt fast while the database is unreachable
@@ -426,12 +432,23 @@ export class TransactionHost {
           repaired = true;
           continue;
         }
-        const died = (err as { cause?: unknown } | null)?.cause ?? err;
-        if (!reconnected && typeof died === 'object' && died && diedBeforeCommit.has(died)) {
-          reconnected = true;
+        const cause = (err as { cause?: unknown } | null)?.cause;
+        const died = cause ?? err;
+        if (
+          firstDeath === undefined &&
+          typeof died === 'object' &&
+          died &&
+          diedBeforeCommit.has(died)
+        ) {
+          firstDeath = err as Error;
           this.logger.warn('transaction run again: its connection died before COMMIT');
+          await new Promise((r) => setTimeout(r, RECONNECT_PAUSE_MS));
           continue;
         }
+        // the second run could not reach the database either (a server restarting refuses new
+        // connections): answered as the blink it began with (its Retry-After), not as an outage
+        if (firstDeath !== undefined && cause !== undefined && isConnectionFailure(cause))
+          throw firstDeath;
         const code = pgErrorCode(err);
         const priceChanged = code === '40001' && isRepriced(err);
         if (priceChanged && repriced < MAX_REPRICED_ATTEMPTS) repriced++;

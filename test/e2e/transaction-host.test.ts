@@ -1,5 +1,6 @@
 import { RolledBackAtCommit, TransactionHost } from '../../src/database/transaction-host';
 import { TestApp, bootTestApp } from '../support/test-app';
+import { withAdminClient } from '../support/databases';
 
 /** The one-message BEGIN/COMMIT paths must never hand a connection back inside a transaction. */
 describe('TransactionHost (pool of one connection)', () => {
@@ -71,6 +72,31 @@ describe('TransactionHost (pool of one connection)', () => {
     expect(attempts).toBe(1);
     await healthy();
     expect(await tx.query(`SELECT v FROM tx_blink ORDER BY v`)).toEqual([{ v: 1 }]);
+  });
+
+  it('run again after its connection died, where the database refuses the new one (a restart): answered as the blink it began with (Retry-After 1)', async () => {
+    const allow = (yes: boolean) =>
+      withAdminClient((c) => c.query(`ALTER DATABASE "${t.db.name}" ALLOW_CONNECTIONS ${yes}`));
+    let attempts = 0;
+    try {
+      const refused = await tx
+        .run(async () => {
+          attempts++;
+          if (attempts === 1) {
+            await allow(false);
+            await tx.query(`SELECT pg_terminate_backend(pg_backend_pid())`);
+          }
+        })
+        .catch((err: unknown) => err);
+      expect(refused).toMatchObject({
+        code: 'SERVICE_UNAVAILABLE',
+        options: { headers: { 'Retry-After': '1' } },
+      });
+    } finally {
+      await allow(true);
+    }
+    expect(attempts).toBe(1);
+    await healthy();
   });
 
   it('a failing statement sent with COMMIT rolls everything back', async () => {

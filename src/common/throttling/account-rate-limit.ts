@@ -59,10 +59,16 @@ export class AccountRateLimit {
    * it leaves the hit counted.
    */
   async rethrowGivingBackUnserved(hits: string[], err: unknown): Promise<never> {
-    if (render(err)?.status === 503) {
-      for (const key of hits.splice(0)) await this.storage.giveBack(key).catch(() => undefined);
-    }
+    if (render(err)?.status === 503) await this.giveBack(hits);
     throw err;
+  }
+
+  /**
+   * Gives back the hits in `hits` (emptying it): counted by an attempt that was not served — a
+   * transaction's work run again (its connection died before COMMIT, a collision) counts afresh.
+   */
+  async giveBack(hits: string[]): Promise<void> {
+    for (const key of hits.splice(0)) await this.storage.giveBack(key).catch(() => undefined);
   }
 
   /**
