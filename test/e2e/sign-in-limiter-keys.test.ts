@@ -37,4 +37,41 @@ describe('FailedAttemptLimiter on Redis: nothing left by attempts given back', (
     ).toBeNull();
     expect((await keys()).length).toBeGreaterThan(0);
   });
+
+  it("failures at an account from its owner's own client count in the address's ceiling as failures at any email: the ceiling does not tell accounts used from there apart (never refusing the owner)", async () => {
+    const small = loadConfig({
+      NODE_ENV: 'development',
+      REDIS_KEY_PREFIX: prefix,
+      SIGN_IN_FAILURES_PER_IP: '3',
+    });
+    const strict = new FailedAttemptLimiter(redis, small);
+    const wrong = () => Promise.resolve(null);
+    // someone behind the owner's address (one NAT) tries the owner's email, which that address
+    // has signed in to (its sessions on record), then a fresh email; and from another address
+    // the same with an email that is nobody's
+    const probe = async (ip: string, target: string, ownClient: boolean) => {
+      for (let i = 0; i < 3; i++) {
+        await strict.signIn('login', target, ip, wrong, {
+          passwordEpoch: ownClient ? 'epoch-of-the-password1' : null,
+          ownClientOnRecord: async () => ownClient,
+        });
+      }
+      return strict
+        .signIn('login', `fresh${randomBytes(4).toString('hex')}@shop.test`, ip, wrong)
+        .then(
+          () => 'counted',
+          (e: { code?: string }) => e.code,
+        );
+    };
+    const owners = await probe('198.51.100.7', 'owner@shop.test', true);
+    const nobodys = await probe('198.51.100.8', 'nobody@shop.test', false);
+    expect([owners, nobodys]).toEqual(['RATE_LIMITED', 'RATE_LIMITED']);
+    // the owner, from there, is never refused by that ceiling: a right password signs in
+    expect(
+      await strict.signIn('login', 'owner@shop.test', '198.51.100.7', () => Promise.resolve('ok'), {
+        passwordEpoch: 'epoch-of-the-password1',
+        ownClientOnRecord: async () => true,
+      }),
+    ).toBe('ok');
+  });
 });

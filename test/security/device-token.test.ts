@@ -155,12 +155,14 @@ describe("login: a device token makes the owner's device a client of its own", (
       expect(verify.mock.calls[0][2]).toMatchObject({ priority: false });
       attempt.mockClear();
       verify.mockClear();
-      // signed in with the new password, it is the owner's own again: only its pair, ahead
+      // signed in with the new password, it is the owner's own again: its pair, ahead — and the
+      // address's ceiling, which counts it as anyone but never refuses it
       expect(
         (await signIn(owner.email, 'a-brand-new-password', '10.63.201.1', owner.deviceToken))
           .status,
       ).toBe(200);
-      expect(counted()).toEqual(['signin-device']);
+      expect(counted()).toEqual(['signin-device', 'signin-ip']);
+      expect(attempt.mock.calls[0][0][1].limit).toBe(Number.MAX_SAFE_INTEGER);
       expect(verify.mock.calls[0][2]).toMatchObject({ priority: true });
     } finally {
       attempt.mockRestore();

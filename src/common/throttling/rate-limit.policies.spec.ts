@@ -138,7 +138,15 @@ describe('rate-limit policies', () => {
     expect(network).toMatchObject({ kind: 'window', limit: client.limit * 10 });
     expect(signInBuckets('login', 'x@b.io', '2001:db8:1:3::9', limits)[3].key).toBe(network.key);
     expect(signInBuckets('login', 'a@b.io', '203.0.113.7', limits)).toHaveLength(3);
-    expect(signInBuckets('login', 'a@b.io', '2001:db8:1:2::1', limits, true)).toHaveLength(1); // the owner's own client
+    // the owner's own client: its pair, and the address's and network's ceilings count it but never
+    // refuse it
+    const own = signInBuckets('login', 'a@b.io', '2001:db8:1:2::1', limits, true);
+    expect(own.map((b) => [b.key.split(':')[0], b.limit])).toEqual([
+      ['signin-client', 5],
+      ['signin-ip', Number.MAX_SAFE_INTEGER],
+      ['signin-net', Number.MAX_SAFE_INTEGER],
+    ]);
+    expect(own[1].key).toBe(client.key);
   });
 
   describe('trackerFor', () => {
@@ -206,7 +214,13 @@ describe('failed sign-in buckets', () => {
     expect(ip).toMatchObject({ kind: 'window', limit: 50 });
     expect(signInBuckets('login', 'someone-else@b.io', '203.0.113.7', limits)[2].key).toBe(ip.key);
     expect(signInBuckets('login', 'a@b.io', '198.51.100.1', limits)[2].key).not.toBe(ip.key);
-    expect(signInBuckets('login', 'a@b.io', '203.0.113.7', limits, true)).toHaveLength(1); // the owner's own client
+    // the owner's own client: counted in the address's ceiling as anyone (a failure at an account
+    // used from here moves it as one at any email), never refused by it
+    const own = signInBuckets('login', 'a@b.io', '203.0.113.7', limits, true);
+    expect(own.map((b) => [b.key.split(':')[0], b.limit])).toEqual([
+      ['signin-client', limits.failuresPerClient],
+      ['signin-ip', Number.MAX_SAFE_INTEGER],
+    ]);
   });
 
   it("password change: a progressive bucket per (account, session, client) and a ceiling per session, never login's pair or ceiling", () => {

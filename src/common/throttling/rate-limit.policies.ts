@@ -458,11 +458,18 @@ function windowBucket(key: string, limit: number, windowMs: number): FailureBuck
   return { key, kind: 'window', limit, windowMs, baseMs: 0, capMs: 0 };
 }
 
+/** A bucket that counts a failure but never refuses for it (its limit out of reach). */
+const countedOnly = (bucket: FailureBucket): FailureBucket => ({
+  ...bucket,
+  limit: Number.MAX_SAFE_INTEGER,
+});
+
 /**
  * The buckets a password sign-in is counted in:
  * - login: per (account, client) with progressive delay — a stranger elsewhere never slows the
  *   owner down — the account's ceiling over all clients, and the client's ceiling over all
- *   accounts; the last two not from the account's own clients (`knownClient`: knownClientKey).
+ *   accounts; the last two never refuse the account's own clients (`knownClient`: knownClientKey)
+ *   — the client's ceiling still counts their failures (countedOnly), as anyone's.
  *   A sign-in presenting a device token of the account (`device`: SessionIssuer#deviceOf) is a
  *   client of its own — its pair is (account, device), not (account, address) — so a stranger
  *   behind the owner's address (one NAT, a carrier's shared address) fills the address's pair,
@@ -555,7 +562,12 @@ export function signInBuckets(
         ),
       ]
     : [];
-  if (knownClient === true) return [pair];
+  // the owner's own client is never refused by the address's or the network's ceiling — but its
+  // failures count in them, as anyone's: spared their counting too, a failure at an account used
+  // from this address left the ceiling where a failure at any other email moved it, and someone
+  // behind the owner's NAT learned which emails were accounts signed in from there
+  if (knownClient === true)
+    return [pair, countedOnly(clientCeiling), ...networkCeiling.map(countedOnly)];
   // a device that signed in under an earlier password of the account: spared its ceiling only
   if (knownClient === 'earlier-password') return [pair, clientCeiling, ...networkCeiling];
   return [pair, ceiling, clientCeiling, ...networkCeiling];
