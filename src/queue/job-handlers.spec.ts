@@ -3,7 +3,7 @@ import { Injectable, Logger, type Provider, type Type } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
 import type { Job } from 'bullmq';
-import { FoundHandler, JobHandlers, indexJobHandlers } from './job-handlers';
+import { FoundHandler, JobHandlers, MAX_PASS_STALLS, indexJobHandlers } from './job-handlers';
 import { OnJob } from './on-job.decorator';
 import { JOB_NAMES, JobName, type JobPayloads } from './queues';
 import { ScheduledPassLocks } from './scheduled-pass-locks';
@@ -156,6 +156,35 @@ describe('JobHandlers (at boot)', () => {
       ).toBe(`${JobName.SettleRefund}:{"refundId":"r1"}`);
       expect(passLocks.tryHold).not.toHaveBeenCalled();
     } finally {
+      await booted.close?.();
+    }
+  });
+
+  it("ends a scheduled pass's job that stalled more than MAX_PASS_STALLS times without running it (BullMQ never fails a scheduler's job for its stalls); other jobs are BullMQ's to fail", async () => {
+    const booted = await boot(handlersOf(JOB_NAMES));
+    const errors = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    try {
+      passLocks.next = 'free';
+      const pass = (stalledCounter: number) =>
+        ({ name: JobName.ReconcilePayments, data: {}, id: 'p1', stalledCounter }) as Job;
+      passLocks.tryHold.mockClear();
+      expect(await booted.handlers!.process(pass(MAX_PASS_STALLS + 1))).toEqual({
+        skipped: 'stalled-too-often',
+      });
+      expect(passLocks.tryHold).not.toHaveBeenCalled();
+      expect(errors).toHaveBeenCalledTimes(1);
+      expect(await booted.handlers!.process(pass(MAX_PASS_STALLS))).toBe(
+        `${JobName.ReconcilePayments}:{}`,
+      );
+      expect(
+        await booted.handlers!.process({
+          name: JobName.SettleRefund,
+          data: { refundId: 'r1' },
+          stalledCounter: 9,
+        } as Job),
+      ).toBe(`${JobName.SettleRefund}:{"refundId":"r1"}`);
+    } finally {
+      errors.mockRestore();
       await booted.close?.();
     }
   });

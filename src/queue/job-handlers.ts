@@ -6,15 +6,25 @@ import { ON_JOB } from './on-job.decorator';
 import { JOB_NAMES, JobName, isJobName } from './queues';
 import { ScheduledPassLocks } from './scheduled-pass-locks';
 import { SCHEDULES } from './schedulers';
+import { WORKER_OPTIONS } from './worker-options';
 import { withJobLogContext } from '../common/logging/job-log-context';
 
 /** The jobs that are passes over the whole shop, run by schedule (a job of theirs added by hand too). */
 const SCHEDULED_JOBS: ReadonlySet<string> = new Set(SCHEDULES.map((s) => s.job));
 
-/** What a scheduled job answers when it did not run: a pass of it was running already. */
+/** What a scheduled job answers when it did not run: a pass of it was running already, or it stalled too often. */
 interface SkippedPass {
-  skipped: 'pass-running';
+  skipped: 'pass-running' | 'stalled-too-often';
 }
+
+/**
+ * Stalls after which a scheduled pass's job is ended without running: BullMQ never fails a job of
+ * a job scheduler for its stalls (moveStalledJobsToWait: `not isRepeatableJob`), so a pass that
+ * takes its worker down (out of memory, an abort) went from worker to worker about every 15 s,
+ * cutting every other job in flight at each death. The next period's job is another one: the
+ * schedule goes on.
+ */
+export const MAX_PASS_STALLS = WORKER_OPTIONS.maxStalledCount ?? 1;
 
 /** A method marked `@OnJob(job)`, bound to its instance. */
 export interface FoundHandler {
@@ -92,7 +102,14 @@ export class JobHandlers implements OnModuleInit {
     const handler = isJobName(job.name) ? this.handlers.get(job.name) : undefined;
     if (!handler) throw new Error(`no handler for job ${job.name}`);
     const run = () => withJobLogContext(job, () => handler.run(job.data, job, token));
-    return SCHEDULED_JOBS.has(job.name) ? this.singlePass(job.name, run) : run();
+    if (!SCHEDULED_JOBS.has(job.name)) return run();
+    if ((job.stalledCounter ?? 0) > MAX_PASS_STALLS) {
+      this.logger.error(
+        `${job.name}: job ${job.id} stalled ${job.stalledCounter} times (its worker died under it each time): ended without running; the next period's pass runs as scheduled`,
+      );
+      return { skipped: 'stalled-too-often' } satisfies SkippedPass;
+    }
+    return this.singlePass(job.name, run);
   }
 
   private async singlePass(name: string, run: () => Promise<unknown>): Promise<unknown> {

@@ -157,7 +157,8 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
    * A scheduler that is held but makes no more jobs: its next run is well past (two periods and a
    * minute) and that run's job is gone or failed for good. BullMQ schedules the next job when one
    * starts; when that write is refused (Redis at `maxmemory` under `noeviction`) the started job
-   * is left to stall and, after its stalls, fails — and no job comes after it, while the scheduler
+   * is left to stall (BullMQ puts a scheduler's job back however often it stalls, and retries the
+   * next-run write each time; failed, or gone, it would leave no job after it), while the scheduler
    * still matches SCHEDULES: its pass never ran again. Upserted, it makes jobs again.
    */
   private async lostItsNextJob(

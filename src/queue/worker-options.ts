@@ -8,7 +8,8 @@ export type QueueWorkerOptions = Partial<Omit<WorkerOptions, 'connection'>>;
  * job lock of 10 s (renewed every 5 s) and a stalled check every 5 s mean that a job whose
  * worker was killed is run again within about 15 s, instead of BullMQ's default minute.
  * A job that stalls a third time (its stall count exceeds maxStalledCount) is failed (visible in
- * the failed set) rather than looping. Created without running: WorkerStart runs them once this
+ * the failed set) rather than looping — but BullMQ never fails a job scheduler's job for its
+ * stalls: a scheduled pass ends itself instead (JobHandlers, MAX_PASS_STALLS). Created without running: WorkerStart runs them once this
  * process holds REDIS_KEY_PREFIX for its database.
  */
 export const WORKER_OPTIONS: QueueWorkerOptions = {
