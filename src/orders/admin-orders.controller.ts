@@ -27,6 +27,24 @@ export class AdminOrdersController {
     return this.orders.listAll(query);
   }
 
+  @Get(':id')
+  @RequirePermission('orders:read_all')
+  @ApiOperation({
+    operationId: 'getAnyOrder',
+    summary:
+      "Any customer's order, with its payment, refunds and history (permission `orders:read_all`)",
+    description:
+      'As a customer sees their own order, for any order. Its refunds are listed in every status — ' +
+      'one the payment provider failed after it was answered `pending` included (the customer was not ' +
+      'refunded: it is also raised in the logs and `requested_refunds_failed_total`).',
+  })
+  @ApiUuidParam('id', 'Order id')
+  @ApiOkResponse({ type: OrderDetailDto })
+  @ApiProblems([404, '`ORDER_NOT_FOUND`'])
+  get(@Param('id', new UuidParamPipe()) id: string) {
+    return this.orders.getAny(id);
+  }
+
   @Post(':id/fulfil')
   @HttpCode(200)
   @RequirePermission('orders:fulfil')

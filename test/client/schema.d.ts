@@ -520,6 +520,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/orders/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Any customer's order, with its payment, refunds and history (permission `orders:read_all`)
+         * @description As a customer sees their own order, for any order. Its refunds are listed in every status — one the payment provider failed after it was answered `pending` included (the customer was not refunded: it is also raised in the logs and `requested_refunds_failed_total`).
+         */
+        get: operations["getAnyOrder"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/orders/{id}/fulfil": {
         parameters: {
             query?: never;
@@ -5762,6 +5782,178 @@ export interface operations {
             };
             /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
             408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
+            431: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `INTERNAL_ERROR`: quote `requestId` when reporting it */
+            500: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SERVICE_UNAVAILABLE`: a dependency is down; retry later */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getAnyOrder: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Order id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OrderDetailDto"];
+                };
+            };
+            /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */
+            400: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED` or `TOKEN_INVALID`: no valid access token */
+            401: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `FORBIDDEN`: the signed-in user lacks the permission */
+            403: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORDER_NOT_FOUND` */
+            404: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    /** @description The limits counting this request: `"<name>";q=<quota>;w=<window seconds>`, one item per limit */
+                    "RateLimit-Policy"?: string;
+                    /** @description What is left of each: `"<name>";r=<remaining>;t=<seconds to reset>` */
+                    RateLimit?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
+            408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: a path parameter is too long */
+            414: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;

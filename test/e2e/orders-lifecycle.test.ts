@@ -637,6 +637,31 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     expect(seen).toEqual([...ids].reverse());
   });
 
+  it("shows an admin (orders:read_all: staff too) any customer's order with its payment and history; a customer (even its owner) and an anonymous caller cannot use the admin route; an unknown id is a 404", async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 2 }]);
+    const own = await t.http.get(`/v1/orders/${order.body.id}`, { token: alice.token });
+    const seen = await t.http.get(`/v1/admin/orders/${order.body.id}`, { token: admin });
+    expect(seen.status).toBe(200);
+    expect(seen.body).toEqual(own.body); // as the customer sees it
+    expectProblem(
+      await t.http.get(`/v1/admin/orders/${order.body.id}`, { token: alice.token }),
+      403,
+      'FORBIDDEN',
+    );
+    expectProblem(await t.http.get(`/v1/admin/orders/${order.body.id}`), 401, 'UNAUTHENTICATED');
+    expectProblem(
+      await t.http.get(`/v1/admin/orders/${randomUUID()}`, { token: admin }),
+      404,
+      'ORDER_NOT_FOUND',
+    );
+    expectProblem(
+      await t.http.get('/v1/admin/orders/not-an-id', { token: admin }),
+      400,
+      'VALIDATION_FAILED',
+    );
+  });
+
   it('guards admin routes by permission and fulfils only CONFIRMED orders', async () => {
     expect((await t.http.get('/v1/admin/orders', { token: alice.token })).status).toBe(403);
     const all = await t.http.get('/v1/admin/orders?status=INVENTORY_RESERVED&limit=100', {

@@ -1510,6 +1510,31 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect((await orderOf(a.orderId)).status).toBe('CONFIRMED');
     }, 30_000);
 
+    it("an admin's refund answered pending that the bank then fails is raised (requested_refunds_failed_total) and shown failed in the admin's view of the order", async () => {
+      const failedCount = async () =>
+        Number(
+          /^requested_refunds_failed_total (\d+)/m.exec(
+            await worker.get(MetricsService).render(),
+          )?.[1] ?? 0,
+        );
+      const before = await failedCount();
+      const { orderId, intent } = await paidOrder(10_000, 1);
+      stripe.holdRefunds(intent);
+      const pending = await refund(orderId, { amount: { amount: 2000, currency: 'INR' } });
+      expect([pending.status, pending.body.status]).toEqual([201, 'pending']);
+      const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
+      const failed = stripe.settleRefund(remote.id, 'failed');
+      await deliver(failed);
+      await processed(failed.id);
+      expect((await failedCount()) - before).toBe(1);
+      const seen = await t.http.get(`/v1/admin/orders/${orderId}`, { token: admin.accessToken });
+      expect(seen.status).toBe(200);
+      expect(seen.body.status).toBe('CONFIRMED');
+      expect(seen.body.payment.refunds).toEqual([
+        expect.objectContaining({ id: pending.body.id, status: 'failed' }),
+      ]);
+    }, 30_000);
+
     it('a refund pending at Stripe is checked, not re-sent, and settles from the refund event', async () => {
       const { orderId, intent } = await paidOrder(10_000, 1);
       stripe.holdRefunds(intent);
