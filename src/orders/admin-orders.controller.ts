@@ -5,7 +5,7 @@ import { CurrentPrincipal, Principal } from '../auth/principal';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { RequirePermission } from '../auth/require-permission.decorator';
 import { AdminListOrdersDto } from './dto/list-orders.dto';
-import { OrderDetailDto, OrderPageDto } from './dto/order.response';
+import { AdminOrderDetailDto, OrderDetailDto, OrderPageDto } from './dto/order.response';
 import { OrdersService } from './orders.service';
 
 @ApiTags('admin')
@@ -32,14 +32,15 @@ export class AdminOrdersController {
   @ApiOperation({
     operationId: 'getAnyOrder',
     summary:
-      "Any customer's order, with its payment, refunds and history (permission `orders:read_all`)",
+      "Any customer's order, with its payment, refunds, disputes and history (permission `orders:read_all`)",
     description:
-      'As a customer sees their own order, for any order. Its refunds are listed in every status — ' +
+      'As a customer sees their own order, for any order, and the disputes of its payment (a dispute open or lost ' +
+      'holds its fulfilment). Its refunds are listed in every status — ' +
       'one the payment provider failed after it was answered `pending` included (the customer was not ' +
       'refunded: it is also raised in the logs and `requested_refunds_failed_total`).',
   })
   @ApiUuidParam('id', 'Order id')
-  @ApiOkResponse({ type: OrderDetailDto })
+  @ApiOkResponse({ type: AdminOrderDetailDto })
   @ApiProblems([404, '`ORDER_NOT_FOUND`'])
   get(@Param('id', new UuidParamPipe()) id: string) {
     return this.orders.getAny(id);

@@ -6,7 +6,13 @@ import { Page, PageQueryDto } from '../common/pagination/page-query.dto';
 import { TransactionHost } from '../database/transaction-host';
 import { PaymentReader } from '../payments/payment-reader';
 import { AdminListOrdersDto } from './dto/list-orders.dto';
-import { OrderDetailDto, OrderDto, mapOrder, mapOrderDetail } from './dto/order.response';
+import {
+  AdminOrderDetailDto,
+  OrderDetailDto,
+  OrderDto,
+  mapOrder,
+  mapOrderDetail,
+} from './dto/order.response';
 import { OrderTransitionsService } from './order-transitions.service';
 import { OrderWithHistory } from './order.model';
 import { OrderRepository } from './order.repository';
@@ -30,9 +36,14 @@ export class OrdersService {
     return this.page({ status: query.status }, query);
   }
 
-  /** Any customer's order (an admin's view, `orders:read_all`). */
-  async getAny(id: string): Promise<OrderDetailDto> {
-    return this.detail(await this.mustFind(id));
+  /** Any customer's order, with its payment's disputes (an admin's view, `orders:read_all`). */
+  async getAny(id: string): Promise<AdminOrderDetailDto> {
+    const order = await this.mustFind(id);
+    const [detail, disputes] = await Promise.all([
+      this.detail(order),
+      this.payments.disputesOf(order.id),
+    ]);
+    return { ...detail, disputes };
   }
 
   /** Another customer's order is a 404: its existence is never revealed. */

@@ -6,6 +6,16 @@ import { PaymentEntity } from './entities/payment.entity';
 import { RefundEntity } from './entities/refund.entity';
 import type { RefundStatus } from './payment-gateway';
 
+/** A dispute of a payment, as an admin's view of its order shows it. */
+export interface DisputeSummary {
+  disputeId: string;
+  status: string;
+  amount: { amount: number; currency: string };
+  reason: string | null;
+  openedAt: string;
+  updatedAt: string;
+}
+
 /** What a refund email needs from the refund. */
 export interface RefundForEmail {
   id: string;
@@ -74,6 +84,28 @@ export class PaymentReader {
         .getRawOne<{ status: string }>(),
     );
     return row?.status ?? null;
+  }
+
+  /** The disputes of the order's payment, oldest first (an admin's view of the order). */
+  async disputesOf(orderId: string): Promise<DisputeSummary[]> {
+    const rows = await this.tx.withManager((m) =>
+      m
+        .getRepository(PaymentDisputeEntity)
+        .createQueryBuilder('d')
+        .innerJoin(PaymentEntity, 'p', 'p.id = d.paymentId')
+        .where('p.orderId = :orderId', { orderId })
+        .orderBy('d.openedAt', 'ASC')
+        .addOrderBy('d.id', 'ASC')
+        .getMany(),
+    );
+    return rows.map((d) => ({
+      disputeId: d.id,
+      status: d.status,
+      amount: { amount: d.amount, currency: d.currency },
+      reason: d.reason,
+      openedAt: d.openedAt.toISOString(),
+      updatedAt: d.updatedAt.toISOString(),
+    }));
   }
 
   async findRefund(refundId: string): Promise<RefundForEmail | null> {

@@ -528,8 +528,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Any customer's order, with its payment, refunds and history (permission `orders:read_all`)
-         * @description As a customer sees their own order, for any order. Its refunds are listed in every status — one the payment provider failed after it was answered `pending` included (the customer was not refunded: it is also raised in the logs and `requested_refunds_failed_total`).
+         * Any customer's order, with its payment, refunds, disputes and history (permission `orders:read_all`)
+         * @description As a customer sees their own order, for any order, and the disputes of its payment (a dispute open or lost holds its fulfilment). Its refunds are listed in every status — one the payment provider failed after it was answered `pending` included (the customer was not refunded: it is also raised in the logs and `requested_refunds_failed_total`).
          */
         get: operations["getAnyOrder"];
         put?: never;
@@ -1141,6 +1141,51 @@ export interface components {
             /** @description null until a payment is started */
             payment: components["schemas"]["PaymentSummaryDto"] | null;
             history: components["schemas"]["StatusChangeDto"][];
+        };
+        DisputeSummaryDto: {
+            /** @description The payment provider's dispute id */
+            disputeId: string;
+            /** @description The provider's status (needs_response, under_review, won, lost, prevented, warning_…): open or lost, it holds the order's fulfilment */
+            status: string;
+            /** @description What the customer's bank disputes */
+            amount: components["schemas"]["MoneyDto"];
+            reason: string | null;
+            /**
+             * Format: date-time
+             * @description When it was first reported
+             */
+            openedAt: string;
+            /**
+             * Format: date-time
+             * @description When its status last changed
+             */
+            updatedAt: string;
+        };
+        AdminOrderDetailDto: {
+            /** Format: uuid */
+            id: string;
+            /** @enum {string} */
+            status: "CREATED" | "INVENTORY_RESERVED" | "PAYMENT_PENDING" | "PAID" | "CONFIRMED" | "FULFILLED" | "CANCELLED" | "REFUNDED" | "PARTIALLY_REFUNDED";
+            /** @enum {string} */
+            cancellationReason?: "CUSTOMER_REQUESTED" | "PAYMENT_FAILED" | "RESERVATION_EXPIRED";
+            items: components["schemas"]["OrderItemDto"][];
+            total: components["schemas"]["MoneyDto"];
+            /** @description Refunded of the order's sale (refunds of a paid order; at most `total`). A payment that succeeded after the order was cancelled is refunded in full automatically: that refund shows in the payment (`payment.refunded`, `payment.refunds` with reason `paid_after_cancel`), not here */
+            refunded: components["schemas"]["MoneyDto"];
+            /**
+             * Format: date-time
+             * @description The reservation deadline set at checkout, kept on the order afterwards: it binds only while the status is INVENTORY_RESERVED or PAYMENT_PENDING (unpaid by then, the order is released); in any other status it is history, not an offer to pay
+             */
+            reservationExpiresAt: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+            /** @description null until a payment is started */
+            payment: components["schemas"]["PaymentSummaryDto"] | null;
+            history: components["schemas"]["StatusChangeDto"][];
+            /** @description Oldest first; empty when none */
+            disputes: components["schemas"]["DisputeSummaryDto"][];
         };
         PaymentIntentDto: {
             /** @example pi_3PqK2LFz0example */
@@ -5877,7 +5922,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["OrderDetailDto"];
+                    "application/json": components["schemas"]["AdminOrderDetailDto"];
                 };
             };
             /** @description `VALIDATION_FAILED` (with `errors[]`) or `BAD_REQUEST`: the request is malformed */

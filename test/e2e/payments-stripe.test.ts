@@ -322,6 +322,17 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     await send(opening);
     expect(await disputeOf(lost.intent)).toMatchObject([{ status: 'lost' }]);
     expectProblem(await fulfil(lost.orderId), 409, 'ORDER_NOT_FULFILLABLE');
+    // staff and admins see it in the order
+    const seen = await t.http.get(`/v1/admin/orders/${lost.orderId}`, {
+      token: admin.accessToken,
+    });
+    expect(seen.body.disputes).toEqual([
+      expect.objectContaining({
+        status: 'lost',
+        amount: { amount: 10_000, currency: 'INR' },
+        reason: 'fraudulent',
+      }),
+    ]);
     expect((await orderOf(lost.orderId)).status).toBe('CONFIRMED');
 
     // a dispute event whose object is not a readable dispute: processed, nothing recorded

@@ -83,6 +83,28 @@ export class OrderDetailDto extends OrderDto {
   @ApiProperty({ type: [StatusChangeDto] }) history!: StatusChangeDto[];
 }
 
+export class DisputeSummaryDto {
+  @ApiProperty({ description: "The payment provider's dispute id" }) disputeId!: string;
+  @ApiProperty({
+    description:
+      "The provider's status (needs_response, under_review, won, lost, prevented, warning_…): open or lost, it holds the order's fulfilment",
+  })
+  status!: string;
+  @ApiProperty({ type: MoneyDto, description: "What the customer's bank disputes" })
+  amount!: MoneyDto;
+  @ApiProperty({ type: String, nullable: true }) reason!: string | null;
+  @ApiProperty({ format: 'date-time', description: 'When it was first reported' })
+  openedAt!: string;
+  @ApiProperty({ format: 'date-time', description: 'When its status last changed' })
+  updatedAt!: string;
+}
+
+/** An order as staff and admins see it: as its customer does, and the disputes of its payment. */
+export class AdminOrderDetailDto extends OrderDetailDto {
+  @ApiProperty({ type: [DisputeSummaryDto], description: 'Oldest first; empty when none' })
+  disputes!: DisputeSummaryDto[];
+}
+
 export class OrderPageDto {
   @ApiProperty({ type: [OrderDto] }) items!: OrderDto[];
   @ApiProperty({ nullable: true, type: String }) nextCursor!: string | null;
