@@ -20,8 +20,6 @@ export interface DisputeToRecheck {
   orderId: string;
 }
 
-const FINAL = DISPUTE_FINAL_SQL;
-
 /** The `payment_disputes` table: one row per provider dispute of a payment. */
 @Injectable()
 export class DisputeRepository {
@@ -44,7 +42,7 @@ export class DisputeRepository {
          ON CONFLICT (id) DO UPDATE
            SET status = EXCLUDED.status, amount = EXCLUDED.amount, reason = EXCLUDED.reason,
                updated_at = EXCLUDED.updated_at, checked_at = EXCLUDED.checked_at
-         WHERE d.payment_id = EXCLUDED.payment_id AND d.status NOT IN ${FINAL}
+         WHERE d.payment_id = EXCLUDED.payment_id AND d.status NOT IN ${DISPUTE_FINAL_SQL}
            AND d.status <> EXCLUDED.status
          RETURNING (xmax = 0) AS first, status`,
         [d.id, d.paymentId, d.status, d.amount, d.currency, d.reason, at],
@@ -71,7 +69,7 @@ export class DisputeRepository {
         .innerJoin('d.payment', 'p')
         .select(['d.id AS id', 'd.payment_id AS "paymentId"'])
         .addSelect(['p.intent_id AS "intentId"', 'p.order_id AS "orderId"'])
-        .where(`d.status NOT IN ${FINAL}`)
+        .where(`d.status NOT IN ${DISPUTE_FINAL_SQL}`)
         .andWhere('d.checked_at < :before', { before })
         .orderBy('d.checked_at', 'ASC')
         .limit(limit)

@@ -49,7 +49,7 @@ export type EventOutcome =
   | { kind: 'refunds-synced'; orderId: string }
   /**
    * A dispute event: the dispute's status recorded (`changed`: its first report, or a new
-   * status), or `unreadable`: its object is not a dispute we can read (logged, nothing recorded).
+   * status); `status` null when its object is not a dispute we can read (logged, nothing recorded).
    */
   | { kind: 'dispute'; orderId: string; status: string | null; changed: boolean }
   | ConvergeOutcome;
@@ -294,8 +294,8 @@ export class PaymentFinalizer {
     for (const open of due) {
       try {
         const remote = await this.gateway.retrieveDispute(open.id);
-        if (await this.noteDispute({ ...open, id: open.paymentId }, { ...remote, id: open.id }))
-          changed++;
+        const payment = { id: open.paymentId, intentId: open.intentId, orderId: open.orderId };
+        if (await this.noteDispute(payment, { ...remote, id: open.id })) changed++;
       } catch (err) {
         this.logger.warn(`dispute ${open.id} not rechecked: ${(err as Error).message}`);
         // the provider down: the rest would only wait for the same timeout each (next run)

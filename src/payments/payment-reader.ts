@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
 import type { PaymentSummary } from '../orders/order.model';
-import { DISPUTE_RELEASED_SQL, PaymentDisputeEntity } from './entities/payment-dispute.entity';
+import { DISPUTE_RELEASED, PaymentDisputeEntity } from './entities/payment-dispute.entity';
 import { PaymentEntity } from './entities/payment.entity';
 import { RefundEntity } from './entities/refund.entity';
 import type { RefundStatus } from './payment-gateway';
@@ -69,21 +69,12 @@ export class PaymentReader {
     };
   }
 
-  /** The status of a dispute of the order's payment that holds its fulfilment (open or lost), if any. */
+  /** The status of the latest dispute of the order's payment that holds its fulfilment (open or lost), if any. */
   async holdingDispute(orderId: string): Promise<string | null> {
-    const row = await this.tx.withManager((m) =>
-      m
-        .getRepository(PaymentDisputeEntity)
-        .createQueryBuilder('d')
-        .innerJoin(PaymentEntity, 'p', 'p.id = d.paymentId')
-        .select('d.status', 'status')
-        .where('p.orderId = :orderId', { orderId })
-        .andWhere(`d.status NOT IN ${DISPUTE_RELEASED_SQL}`)
-        .orderBy('d.openedAt', 'DESC')
-        .limit(1)
-        .getRawOne<{ status: string }>(),
+    const holding = (await this.disputesOf(orderId)).filter(
+      (d) => !DISPUTE_RELEASED.includes(d.status),
     );
-    return row?.status ?? null;
+    return holding.at(-1)?.status ?? null;
   }
 
   /** The disputes of the order's payment, oldest first (an admin's view of the order). */

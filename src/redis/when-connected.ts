@@ -7,7 +7,7 @@ export interface ConnectionEvents {
 
 /** Per client, the next 'ready' event: one listener however many callers wait for it. */
 const nextReady = new WeakMap<object, Promise<void>>();
-/** Per client, when a caller first found it without a connection (forgotten once connected). */
+/** Per client, when a caller first found it without a connection (forgotten at its next 'ready': watch). */
 const unconnectedSince = new WeakMap<object, number>();
 /** The clients whose every 'ready' clears that (one listener each, for good). */
 const watched = new WeakSet<object>();
@@ -46,10 +46,8 @@ function readyEvent(client: ConnectionEvents): Promise<void> {
  */
 export async function whenConnected(client: ConnectionEvents, withinMs: number): Promise<void> {
   const status = client.status;
-  if (status === undefined || status === 'ready' || status === 'end' || !client.once) {
-    unconnectedSince.delete(client);
+  if (status === undefined || status === 'ready' || status === 'end' || !client.once || !client.on)
     return;
-  }
   watch(client);
   const now = performance.now();
   const since = unconnectedSince.get(client) ?? now;
@@ -62,5 +60,4 @@ export async function whenConnected(client: ConnectionEvents, withinMs: number):
     new Promise<void>((resolve) => (timer = setTimeout(resolve, left))),
   ]);
   clearTimeout(timer);
-  if (client.status === 'ready') unconnectedSince.delete(client);
 }
