@@ -1,6 +1,10 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost } from '../database/transaction-host';
-import { DISPUTE_FINAL_SQL, PaymentDisputeEntity } from './entities/payment-dispute.entity';
+import {
+  DISPUTE_AWAITING_SQL,
+  DISPUTE_FINAL_SQL,
+  PaymentDisputeEntity,
+} from './entities/payment-dispute.entity';
 import type { GatewayDispute } from './payment-gateway';
 
 /** A dispute as the provider reports it, for one of our payments. */
@@ -20,6 +24,24 @@ export interface DisputeToRecheck {
   orderId: string;
 }
 
+/** A dispute waiting for our answer whose evidence deadline is near, with its payment's names. */
+export interface DisputeDeadline {
+  id: string;
+  status: string;
+  evidenceDueBy: Date;
+  intentId: string;
+  orderId: string;
+}
+
+/**
+ * The deadline a report carries (`reported`, SQL), the one known kept when it carries none; a new one
+ * clears the reminder, so a person is reminded of the new deadline too.
+ */
+const newDeadline = (reported: string) => `
+  evidence_due_by = COALESCE(${reported}, d.evidence_due_by),
+  reminded_at = CASE WHEN ${reported} IS DISTINCT FROM d.evidence_due_by AND ${reported} IS NOT NULL
+                     THEN NULL ELSE d.reminded_at END`;
+
 /** The `payment_disputes` table: one row per provider dispute of a payment. */
 @Injectable()
 export class DisputeRepository {
@@ -36,28 +58,61 @@ export class DisputeRepository {
     return this.tx.withManager(async (m) => {
       await m.query(`SELECT 1 FROM payments WHERE id = $1 FOR NO KEY UPDATE`, [d.paymentId]);
       const rows = await m.query<RecordedDispute[]>(
-        `INSERT INTO payment_disputes AS d
-           (id, payment_id, status, amount, currency, reason, opened_at, updated_at, checked_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7)
+        `INSERT INTO payment_disputes AS d (id, payment_id, status, amount, currency, reason,
+           evidence_due_by, opened_at, updated_at, checked_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)
          ON CONFLICT (id) DO UPDATE
            SET status = EXCLUDED.status, amount = EXCLUDED.amount, reason = EXCLUDED.reason,
+               ${newDeadline('EXCLUDED.evidence_due_by')},
                updated_at = EXCLUDED.updated_at, checked_at = EXCLUDED.checked_at
          WHERE d.payment_id = EXCLUDED.payment_id AND d.status NOT IN ${DISPUTE_FINAL_SQL}
            AND d.status <> EXCLUDED.status
          RETURNING (xmax = 0) AS first, status`,
-        [d.id, d.paymentId, d.status, d.amount, d.currency, d.reason, at],
+        [d.id, d.paymentId, d.status, d.amount, d.currency, d.reason, d.evidenceDueBy, at],
       );
       if (rows[0]) return rows[0];
-      await this.noteChecked(d.id, at);
+      await this.noteChecked(d.id, at, d.evidenceDueBy);
       return null;
     });
   }
 
-  /** The provider was asked about the dispute (or told us) at `at`: it goes to the back of the line. */
-  async noteChecked(id: string, at: Date): Promise<void> {
+  /**
+   * The provider was asked about the dispute (or told us) at `at`: it goes to the back of the
+   * line; with the evidence deadline it reported, if any (a new one is reminded of again).
+   */
+  async noteChecked(id: string, at: Date, evidenceDueBy: Date | null = null): Promise<void> {
     await this.tx.withManager((m) =>
-      m.getRepository(PaymentDisputeEntity).update({ id }, { checkedAt: at }),
+      m.query(
+        `UPDATE payment_disputes AS d
+            SET checked_at = $2, ${newDeadline('$3::timestamptz')}
+          WHERE id = $1`,
+        [id, at, evidenceDueBy],
+      ),
     );
+  }
+
+  /**
+   * Claims (marks reminded at `at`) up to `limit` disputes still waiting for our answer whose
+   * evidence deadline is before `dueBefore` and that no one was reminded of yet: each is
+   * reminded of once, by whichever reconciliation claims it.
+   */
+  claimDeadlinesNear(dueBefore: Date, at: Date, limit: number): Promise<DisputeDeadline[]> {
+    return this.tx.withManager(async (m) => {
+      const [rows] = await m.query<[DisputeDeadline[], number]>(
+        `UPDATE payment_disputes AS d SET reminded_at = $2
+           FROM payments p
+          WHERE p.id = d.payment_id AND d.id IN (
+                  SELECT id FROM payment_disputes
+                   WHERE status IN ${DISPUTE_AWAITING_SQL} AND reminded_at IS NULL
+                     AND evidence_due_by < $1
+                   ORDER BY evidence_due_by LIMIT $3
+                     FOR UPDATE SKIP LOCKED)
+          RETURNING d.id, d.status, d.evidence_due_by AS "evidenceDueBy",
+                    p.intent_id AS "intentId", p.order_id AS "orderId"`,
+        [dueBefore, at, limit],
+      );
+      return rows;
+    });
   }
 
   /** Disputes not final whose provider was last heard from before `before`, least recently first. */

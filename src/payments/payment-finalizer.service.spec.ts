@@ -199,7 +199,11 @@ async function setup() {
       { provide: RefundsService, useValue: m.refunds },
       {
         provide: DisputeRepository,
-        useValue: { record: jest.fn(), findToRecheck: jest.fn().mockResolvedValue([]) },
+        useValue: {
+          record: jest.fn(),
+          findToRecheck: jest.fn().mockResolvedValue([]),
+          claimDeadlinesNear: jest.fn().mockResolvedValue([]),
+        },
       },
       { provide: PAYMENT_GATEWAY, useValue: m.gateway },
       { provide: TransactionHost, useValue: m.tx },

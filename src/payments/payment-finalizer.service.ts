@@ -10,6 +10,7 @@ import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobPayloads } from '../queue/queues';
 import {
+  dateOfUnixSeconds,
   GatewayDispute,
   GatewayError,
   GatewayIntent,
@@ -108,8 +109,10 @@ export const RETRY_REFUND_AFTER_MS = 60 * 1000;
 const UNKNOWN_INTENT_GRACE_MS = 24 * 60 * 60 * 1000;
 /** How long a dispute not final goes unheard of before it is read from the provider again. */
 const DISPUTE_RECHECK_MS = 6 * 60 * 60 * 1000;
-/** Disputes read again per reconciliation run (every minute). */
+/** Disputes read again per reconciliation run (every minute); disputes reminded of, too. */
 const DISPUTE_RECHECK_BATCH = 20;
+/** How long before its evidence deadline a dispute still waiting for our answer is raised again. */
+const DISPUTE_REMIND_BEFORE_MS = 3 * 24 * 60 * 60 * 1000;
 /** How often, past that day, an event about an intent the provider does not know is asked again. */
 const UNKNOWN_EVENT_RETRY_MS = 6 * 60 * 60 * 1000;
 /** When such an event is given up (marked processed: then purged with its customer details). */
@@ -143,6 +146,11 @@ function readDispute(object: unknown): GatewayDispute | null {
     amount: d.amount as number,
     currency: d.currency.toUpperCase(),
     reason: typeof d.reason === 'string' && /^[a-z_]{1,64}$/.test(d.reason) ? d.reason : null,
+    evidenceDueBy: dateOfUnixSeconds(
+      typeof d.evidence_details === 'object' && d.evidence_details !== null
+        ? (d.evidence_details as Record<string, unknown>).due_by
+        : null,
+    ),
   };
 }
 
@@ -171,6 +179,10 @@ export class PaymentFinalizer {
       'payments_disputed_total',
       "Payments the customer's bank disputed (an inquiry or a chargeback): each must be answered at the provider",
     );
+    this.deadlinesNear = metrics.counter(
+      'payments_dispute_deadlines_near_total',
+      'Disputes still waiting for our evidence within 3 days of their deadline (or past it): each is lost by default unless answered at the provider',
+    );
     this.amountMismatches = metrics.counter(
       'payments_amount_mismatch_total',
       'Payments that succeeded for another amount or currency than their order (changed at the provider): cancelled and refunded',
@@ -179,6 +191,7 @@ export class PaymentFinalizer {
 
   private readonly amountMismatches: Counter<string>;
   private readonly disputed: Counter<string>;
+  private readonly deadlinesNear: Counter<string>;
 
   async processEvent(eventId: string): Promise<EventOutcome> {
     const event = await this.events.find(eventId);
@@ -263,7 +276,7 @@ export class PaymentFinalizer {
     } else if (recorded.first) {
       this.disputed.inc();
       this.logger.error(
-        `${what} opened, ${recorded.status}: the order is not fulfilled while it is open — answer it at the payment provider by its deadline`,
+        `${what} opened, ${recorded.status}: the order is not fulfilled while it is open — answer it at the payment provider by ${dispute.evidenceDueBy?.toISOString() ?? 'its deadline'}`,
       );
     } else {
       this.logger.warn(`${what} is now ${recorded.status}`);
@@ -308,6 +321,27 @@ export class PaymentFinalizer {
   }
 
   /**
+   * A dispute still waiting for our answer (evidence, or a reply to an inquiry) when its deadline
+   * is DISPUTE_REMIND_BEFORE_MS away, or past, is raised for a person once more (an error log,
+   * `payments_dispute_deadlines_near_total`): unanswered, it is lost by default. Once per deadline
+   * (a new deadline is reminded of again), claimed in the database so two runs never both raise it.
+   */
+  private async remindDisputeDeadlines(now: Date): Promise<void> {
+    const near = await this.disputes.claimDeadlinesNear(
+      new Date(now.getTime() + DISPUTE_REMIND_BEFORE_MS),
+      now,
+      DISPUTE_RECHECK_BATCH,
+    );
+    for (const d of near) {
+      this.deadlinesNear.inc();
+      const hours = Math.round((d.evidenceDueBy.getTime() - now.getTime()) / 3_600_000);
+      this.logger.error(
+        `payment ${d.intentId} of order ${d.orderId}: dispute ${d.id} is still ${d.status}, its evidence ${hours >= 0 ? `due in ${hours} h` : `was due ${-hours} h ago`} (${d.evidenceDueBy.toISOString()}) — answer it at the payment provider, or it is lost`,
+      );
+    }
+  }
+
+  /**
    * The safety net for webhooks that never arrive: payments whose order has been
    * PAYMENT_PENDING without news for `staleMs` are settled from the gateway's current state,
    * accepted events whose job gave up are processed, the intents of cancelled orders still open
@@ -329,6 +363,7 @@ export class PaymentFinalizer {
     settled += await this.sweepOpenIntentsOfCancelled(new Date(now - staleMs));
     settled += await this.refunds.retryStale(RETRY_REFUND_AFTER_MS);
     settled += await this.recheckOpenDisputes(this.clock.now());
+    await this.remindDisputeDeadlines(this.clock.now());
     return settled + (await this.refunds.recheckWatched());
   }
 

@@ -37,6 +37,20 @@ export interface GatewayDispute {
   /** Upper-case ISO 4217. */
   currency: string;
   reason: string | null;
+  /** The deadline for our evidence (unanswered by then, it is lost); null when none is set. */
+  evidenceDueBy: Date | null;
+}
+
+/** Latest instant PostgreSQL's timestamptz and JavaScript's Date both hold: 9999-12-31T23:59:59Z. */
+const MAX_UNIX_SECONDS = 253_402_300_799;
+
+/** A provider's timestamp (whole seconds since the epoch) as a Date; null for none or nonsense. */
+export function dateOfUnixSeconds(seconds: unknown): Date | null {
+  return Number.isSafeInteger(seconds) &&
+    (seconds as number) > 0 &&
+    (seconds as number) <= MAX_UNIX_SECONDS
+    ? new Date((seconds as number) * 1000)
+    : null;
 }
 
 /**

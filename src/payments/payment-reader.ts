@@ -12,6 +12,7 @@ export interface DisputeSummary {
   status: string;
   amount: { amount: number; currency: string };
   reason: string | null;
+  evidenceDueBy: string | null;
   openedAt: string;
   updatedAt: string;
 }
@@ -94,6 +95,7 @@ export class PaymentReader {
       status: d.status,
       amount: { amount: d.amount, currency: d.currency },
       reason: d.reason,
+      evidenceDueBy: d.evidenceDueBy?.toISOString() ?? null,
       openedAt: d.openedAt.toISOString(),
       updatedAt: d.updatedAt.toISOString(),
     }));

@@ -1,5 +1,6 @@
 import Stripe from 'stripe';
 import {
+  dateOfUnixSeconds,
   GatewayDispute,
   GatewayError,
   GatewayIntent,
@@ -165,6 +166,7 @@ export class StripeGateway implements PaymentGateway {
         amount: d.amount,
         currency: d.currency.toUpperCase(),
         reason: d.reason ?? null,
+        evidenceDueBy: dateOfUnixSeconds(d.evidence_details?.due_by),
       };
     });
   }

@@ -1152,6 +1152,11 @@ export interface components {
             reason: string | null;
             /**
              * Format: date-time
+             * @description The provider's deadline for our evidence (needs_response) or reply (warning_needs_response): unanswered by then, the dispute is lost; null when the provider set none
+             */
+            evidenceDueBy: string | null;
+            /**
+             * Format: date-time
              * @description When it was first reported
              */
             openedAt: string;

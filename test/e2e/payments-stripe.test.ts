@@ -398,6 +398,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
           amount: 10_000,
           currency: 'INR',
           reason: null,
+          evidenceDueBy: null,
         },
         new Date(),
       );
@@ -436,6 +437,70 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expectProblem(await fulfilling, 409, 'ORDER_NOT_FULFILLABLE');
 
     expect((await disputedCount()) - before).toBe(4);
+  }, 30_000);
+
+  it("a dispute's evidence deadline is shown to admins and, still unanswered 3 days before it, raised once per deadline — claimed, so two reconciliations raise it once", async () => {
+    const remindedCount = async () =>
+      Number(
+        /^payments_dispute_deadlines_near_total (\d+)/m.exec(
+          await worker.get(MetricsService).render(),
+        )?.[1] ?? 0,
+      );
+    const send = async (event: Stripe.Event) => {
+      expect((await deliver(event)).status).toBe(200);
+      await processed(event.id);
+    };
+    const view = async (orderId: string) =>
+      (await t.http.get(`/v1/admin/orders/${orderId}`, { token: admin.accessToken })).body.disputes;
+    const inDays = (days: number) => Math.floor(Date.now() / 1000 + days * 24 * 3600);
+    const before = await remindedCount();
+
+    // due in 2 days, waiting for evidence: shown, and raised once
+    const soon = await paidOrder(10_000, 1);
+    const due = inDays(2);
+    await send(stripe.dispute(soon.intent, 'needs_response', 'created', due));
+    expect(await view(soon.orderId)).toEqual([
+      expect.objectContaining({ evidenceDueBy: new Date(due * 1000).toISOString() }),
+    ]);
+    // answered already (under review), or far off: not raised
+    const answered = await paidOrder(10_000, 1);
+    await send(stripe.dispute(answered.intent, 'under_review', 'created', inDays(1)));
+    const later = await paidOrder(10_000, 1);
+    await send(stripe.dispute(later.intent, 'warning_needs_response', 'created', inDays(10)));
+    const finalizer = worker.get(PaymentFinalizer);
+    await Promise.all([finalizer.reconcile(), finalizer.reconcile()]);
+    expect((await remindedCount()) - before).toBe(1);
+    await finalizer.reconcile();
+    expect((await remindedCount()) - before).toBe(1);
+
+    // an event with a nonsense deadline keeps the one known; a new deadline is raised again
+    await send(stripe.dispute(soon.intent, 'needs_response', 'updated', 'tomorrow'));
+    expect(await view(soon.orderId)).toEqual([
+      expect.objectContaining({ evidenceDueBy: new Date(due * 1000).toISOString() }),
+    ]);
+    await finalizer.reconcile();
+    expect((await remindedCount()) - before).toBe(1);
+    const extended = inDays(2.5);
+    await send(stripe.dispute(soon.intent, 'needs_response', 'updated', extended));
+    expect(await view(soon.orderId)).toEqual([
+      expect.objectContaining({ evidenceDueBy: new Date(extended * 1000).toISOString() }),
+    ]);
+    await finalizer.reconcile();
+    expect((await remindedCount()) - before).toBe(2);
+
+    // the far one comes near (its deadline read again from Stripe by the recheck): raised
+    const nearer = inDays(1);
+    stripe.dispute(later.intent, 'warning_needs_response', 'updated', nearer); // never delivered
+    await t.db.pool.query(
+      `UPDATE payment_disputes SET checked_at = now() - interval '7 hours'
+        WHERE payment_id = (SELECT id FROM payments WHERE intent_id = $1)`,
+      [later.intent],
+    );
+    await finalizer.reconcile();
+    expect(await view(later.orderId)).toEqual([
+      expect.objectContaining({ evidenceDueBy: new Date(nearer * 1000).toISOString() }),
+    ]);
+    expect((await remindedCount()) - before).toBe(3);
   }, 30_000);
 
   it('a stale payment_failed after success changes nothing', async () => {

@@ -57,9 +57,10 @@ export interface FakeStripe {
   /**
    * The customer's bank disputes the intent's charge (all of it): a `charge.dispute.<type>` event
    * carrying the dispute (one per intent: the same id every time) in `status` — which is then its
-   * status at the fake (GET /v1/disputes/:id), whether or not the event is delivered.
+   * status at the fake (GET /v1/disputes/:id), whether or not the event is delivered. `dueBy`:
+   * its evidence deadline (`evidence_details.due_by`, unix seconds; a week from now if not given).
    */
-  dispute(intentId: string, status: string, type?: string): Stripe.Event;
+  dispute(intentId: string, status: string, type?: string, dueBy?: unknown): Stripe.Event;
   /** A real SDK client pointed at this fake, configured as the app configures its own. */
   client(config?: Stripe.StripeConfig): Stripe;
   close(): Promise<void>;
@@ -550,7 +551,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
           : e;
       }
     },
-    dispute(intentId, status, type = 'updated') {
+    dispute(intentId, status, type = 'updated', dueBy = now() + 7 * 24 * 3600) {
       const pi = intentOrThrow(intentId);
       const id = disputeOfIntent.get(intentId) ?? newId('dp');
       disputeOfIntent.set(intentId, id);
@@ -563,6 +564,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
         payment_intent: intentId,
         reason: 'fraudulent',
         status,
+        evidence_details: { due_by: dueBy, has_evidence: false, past_due: false },
         created: now(),
       };
       disputes.set(id, dispute);

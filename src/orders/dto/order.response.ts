@@ -93,6 +93,14 @@ export class DisputeSummaryDto {
   @ApiProperty({ type: MoneyDto, description: "What the customer's bank disputes" })
   amount!: MoneyDto;
   @ApiProperty({ type: String, nullable: true }) reason!: string | null;
+  @ApiProperty({
+    type: String,
+    format: 'date-time',
+    nullable: true,
+    description:
+      "The provider's deadline for our evidence (needs_response) or reply (warning_needs_response): unanswered by then, the dispute is lost; null when the provider set none",
+  })
+  evidenceDueBy!: string | null;
   @ApiProperty({ format: 'date-time', description: 'When it was first reported' })
   openedAt!: string;
   @ApiProperty({ format: 'date-time', description: 'When its status last changed' })

@@ -19,6 +19,9 @@ export const DISPUTE_RELEASED_SQL = sqlList(DISPUTE_RELEASED);
  */
 export const DISPUTE_FINAL_SQL = sqlList(['won', 'lost', 'warning_closed', 'prevented']);
 
+/** Statuses of a dispute waiting for our answer (evidence, or a reply to an inquiry) (SQL list). */
+export const DISPUTE_AWAITING_SQL = sqlList(['needs_response', 'warning_needs_response']);
+
 /**
  * The `payment_disputes` table (migrations …-PaymentDisputes.ts): the provider's disputes of a
  * payment (`dp_…`), with their last status as its events reported it (DisputeRepository).
@@ -27,6 +30,9 @@ export const DISPUTE_FINAL_SQL = sqlList(['won', 'lost', 'warning_closed', 'prev
 @Index('payment_disputes_by_payment', ['paymentId'])
 @Index('payment_disputes_to_recheck', ['checkedAt'], {
   where: `status NOT IN ${DISPUTE_FINAL_SQL}`,
+})
+@Index('payment_disputes_to_remind', ['evidenceDueBy'], {
+  where: `status IN ${DISPUTE_AWAITING_SQL} AND reminded_at IS NULL`,
 })
 @Check('payment_disputes_amount_check', `amount >= 0`)
 @Check('payment_disputes_status_check', `status <> ''`)
@@ -61,6 +67,14 @@ export class PaymentDisputeEntity {
 
   @Column('timestamptz', { name: 'updated_at' })
   updatedAt!: Date;
+
+  /** The provider's deadline for our evidence: unanswered by then, the dispute is lost. */
+  @Column('timestamptz', { name: 'evidence_due_by', nullable: true })
+  evidenceDueBy!: Date | null;
+
+  /** When a person was reminded of its deadline (once: PaymentFinalizer#remindDisputeDeadlines). */
+  @Column('timestamptz', { name: 'reminded_at', nullable: true })
+  remindedAt!: Date | null;
 
   /** When the provider last told us of it (an event, or the reconciliation's read). */
   @Column('timestamptz', { name: 'checked_at' })
