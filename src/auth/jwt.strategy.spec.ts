@@ -1,5 +1,11 @@
 import { JwtService } from '@nestjs/jwt';
-import { createHmac, createPrivateKey, createSign, generateKeyPairSync } from 'node:crypto';
+import {
+  createHmac,
+  createPrivateKey,
+  createSign,
+  generateKeyPairSync,
+  randomUUID,
+} from 'node:crypto';
 import { loadConfig } from '../config/config';
 import { DomainError } from '../common/errors/domain-error';
 import { sessionClientSecret } from '../config/jwt-keys';
@@ -10,6 +16,9 @@ import { CLOCK_SKEW_MS, type RevokedSessions } from './revoked-sessions';
 import { SecureRandom } from './secure-random';
 import { TokenService } from './token.service';
 import { mockOf } from '../../test/support/mocks';
+
+const USER_ID = randomUUID();
+const FAMILY_ID = randomUUID();
 
 const SECRET = 'unit-test-secret-unit-test-secret-0123';
 const config = loadConfig({
@@ -34,13 +43,13 @@ const revoked = mockOf<RevokedSessions>(
 describe('JwtStrategy (passport-jwt)', () => {
   const strategy = new JwtStrategy(config, revoked);
   const tokens = new TokenService(new JwtService(jwtModuleOptions(config)), new SecureRandom());
-  const claims = { sub: 'u-1', email: 'a@b.io', role: 'customer' as const, fam: 'f-1' };
+  const claims = { sub: USER_ID, email: 'a@b.io', role: 'customer' as const, fam: FAMILY_ID };
   const principal = {
-    userId: 'u-1',
+    userId: USER_ID,
     email: 'a@b.io',
     role: 'customer',
     permissions: permissionsOf('customer'),
-    sessionId: 'f-1',
+    sessionId: FAMILY_ID,
   };
   const now = () => Math.floor(Date.now() / 1000);
   const valid = () => ({
@@ -130,6 +139,15 @@ describe('JwtStrategy (passport-jwt)', () => {
   it('refuses another key', () =>
     refused(forge({ alg: 'HS256' }, valid(), 'another-secret-another-secret-0000')));
   it('refuses garbage', () => refused('garbage'));
+  it.each([
+    ['sub', 'not-a-uuid'],
+    ['sub', `${randomUUID()}\u0000`],
+    ['sub', 'x'.repeat(3000)],
+    ['fam', 'a\u0000b'],
+    ['fam', randomUUID().toUpperCase()],
+  ])('refuses a signed token whose %s is not one of our ids (%#)', (claim, value) =>
+    refused(forge({ alg: 'HS256' }, { ...valid(), [claim]: value })),
+  );
 });
 
 describe('JwtStrategy with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY)', () => {
@@ -152,10 +170,10 @@ describe('JwtStrategy with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY)', () =>
   const tokens = new TokenService(new JwtService(jwtModuleOptions(pairConfig)), new SecureRandom());
   const now = () => Math.floor(Date.now() / 1000);
   const valid = () => ({
-    sub: 'u-1',
+    sub: USER_ID,
     email: 'a@b.io',
     role: 'customer',
-    fam: 'f-1',
+    fam: FAMILY_ID,
     typ: 'access',
     iss: 'iss-1',
     aud: 'aud-1',
@@ -176,20 +194,20 @@ describe('JwtStrategy with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY)', () =>
 
   it('signs ES256 tokens that the public key alone verifies', async () => {
     const token = await tokens.signAccess({
-      sub: 'u-1',
+      sub: USER_ID,
       email: 'a@b.io',
       role: 'customer',
-      fam: 'f-1',
+      fam: FAMILY_ID,
     });
     expect(JSON.parse(Buffer.from(token.split('.')[0], 'base64url').toString())).toMatchObject({
       alg: 'ES256',
     });
     await expect(strategy.verifyAccess(token)).resolves.toMatchObject({
-      userId: 'u-1',
-      sessionId: 'f-1',
+      userId: USER_ID,
+      sessionId: FAMILY_ID,
     });
     await expect(strategy.verifyAccess(es256(valid(), ours.privateKey))).resolves.toMatchObject({
-      userId: 'u-1',
+      userId: USER_ID,
     });
   });
 

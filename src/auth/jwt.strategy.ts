@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import passport from 'passport';
 import { Strategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
 import { DomainError } from '../common/errors/domain-error';
+import { isCanonicalUuid } from '../common/ids';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { accessTokenKeys, jwtAlgorithm } from './jwt-options';
 import { ROLES, Role, permissionsOf } from './permissions';
@@ -95,8 +96,10 @@ export class JwtStrategy
       // lifetime plus CLOCK_SKEW_MS from the revoking host's clock) — refused, not trusted.
       // (The host's own clock, as jsonwebtoken judges `exp` by: one clock for a token's times.)
       payload.iat * 1000 > Date.now() + CLOCK_SKEW_MS ||
-      typeof payload.sub !== 'string' ||
-      typeof payload.fam !== 'string' ||
+      // our own ids: what a signer put anywhere else (a NUL, an email) would reach the database's
+      // uuid columns and lock keys and answer 400 or 503 there, not the 401 of a bad token
+      !isCanonicalUuid(payload.sub) ||
+      !isCanonicalUuid(payload.fam) ||
       typeof payload.email !== 'string' ||
       !ROLES.includes(payload.role as Role)
     ) {
