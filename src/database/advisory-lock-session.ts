@@ -1,7 +1,8 @@
 import { Logger } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
-import { Client } from 'pg';
+import { Client, DatabaseError } from 'pg';
 import { SERVER_KEEPALIVES, connectionSettings } from './data-source-options';
+import { isConnectionFailure } from './db-circuit-breaker';
 
 /** A lock held on the process's lock session; `release()` never throws. */
 export interface SessionLockHold {
@@ -140,9 +141,12 @@ export class AdvisoryLockSession {
         return null;
       } catch (err) {
         // a session that failed (or hung past the timeout) is replaced; one that died unnoticed
-        // (the server restarted while it sat idle) is retried once on a fresh one
-        if (session) this.drop(session);
-        if (!session || attempt >= 2) {
+        // (the server restarted while it sat idle) is retried once on a fresh one. A statement
+        // the server refused (a key it cannot take: 22021) leaves the session — and every lock it
+        // holds for others — as it was.
+        const answered = err instanceof DatabaseError && !isConnectionFailure(err);
+        if (session && !answered) this.drop(session);
+        if (!session || answered || attempt >= 2) {
           this.holds.delete(name);
           throw err;
         }

@@ -129,4 +129,18 @@ describe('a lock session with an idle limit', () => {
       await holder.exited;
     }
   }, 60_000);
+
+  it('a key the server refuses (a NUL in its text: 22021) fails that hold alone: the session, and every lock it holds for others, stays', async () => {
+    const kept = await hold();
+    expect(kept?.held).toBe(true);
+    const before = (await holders()).map((h) => h.pid);
+    await expect(other.tryHold('bad', `4245, hashtext($1::text)`, ['a\u0000b'])).rejects.toThrow(
+      /0x00|invalid byte sequence/,
+    );
+    expect(kept?.held).toBe(true);
+    expect((await holders()).map((h) => h.pid)).toEqual(before);
+    const next = await other.tryHold('bad', `4245, hashtext($1::text)`, ['ab']);
+    expect(next?.held).toBe(true);
+    await Promise.all([kept?.release(), next?.release()]);
+  });
 });
