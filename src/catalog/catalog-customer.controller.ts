@@ -42,7 +42,10 @@ export class CatalogCustomerController {
   @ApiUuidParam('id', 'Product id')
   @ApiCreatedResponse({ type: ReviewDto })
   @ApiProblems(
-    [403, '`REVIEW_NOT_ALLOWED`: no paid order contains the product'],
+    [
+      403,
+      '`REVIEW_NOT_ALLOWED`: no paid order contains the product (paid, confirmed, fulfilled or partly refunded; one refunded in full does not count: the sale was undone)',
+    ],
     [404, '`PRODUCT_NOT_FOUND`'],
     [409, '`REVIEW_EXISTS`'],
   )

@@ -54,7 +54,9 @@ export class AdminOrdersController {
     summary: 'Mark an order fulfilled (permission `orders:fulfil`)',
     description:
       'A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing. ' +
-      'Refused (409) while refunds pending at the payment provider would return the whole total.',
+      'Refused (409) while refunds pending at the payment provider would return the whole total, ' +
+      "and while the customer's bank disputes the payment (a dispute open or lost: see `disputes` in " +
+      '`GET /v1/admin/orders/{id}`).',
   })
   @ApiUuidParam('id', 'Order id')
   @ApiOkResponse({ type: OrderDetailDto })

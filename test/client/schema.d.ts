@@ -551,7 +551,7 @@ export interface paths {
         put?: never;
         /**
          * Mark an order fulfilled (permission `orders:fulfil`)
-         * @description A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing. Refused (409) while refunds pending at the payment provider would return the whole total.
+         * @description A confirmed order becomes `FULFILLED`; fulfilling a fulfilled order changes nothing. Refused (409) while refunds pending at the payment provider would return the whole total, and while the customer's bank disputes the payment (a dispute open or lost: see `disputes` in `GET /v1/admin/orders/{id}`).
          */
         post: operations["fulfilOrder"];
         delete?: never;
@@ -3983,7 +3983,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `REVIEW_NOT_ALLOWED`: no paid order contains the product */
+            /** @description `REVIEW_NOT_ALLOWED`: no paid order contains the product (paid, confirmed, fulfilled or partly refunded; one refunded in full does not count: the sale was undone) */
             403: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
