@@ -145,7 +145,7 @@ const RATE_LIMIT_HEADERS: Record<string, HeaderObject> = {
   },
 };
 /** Statuses only the server's own refusals answer, before any guard ran (no RateLimit headers). */
-const BEFORE_GUARDS = new Set(['408', '413', '414', '415', '431']);
+const BEFORE_GUARDS = new Set(['408', '413', '414', '415', '417', '431']);
 
 /** `components.headers` of the document: what the references above name. */
 const SHARED_HEADERS: Record<string, HeaderObject> = { WWWAuthenticate: CHALLENGE };
@@ -224,9 +224,10 @@ function applyContract(
 
   // 503: a dependency (the database breaker, the password-hashing gate) is down, or the
   // process is shutting down
-  // 408 and 431: the HTTP server's own refusals, of any request that arrives too slowly or with
-  // too much head, before any route (a generated client's status union must hold them)
-  const problems: Array<[ProblemStatus]> = [[400], [408], [431], [500], [503]];
+  // 408, 417 and 431: the HTTP server's own refusals, of any request that arrives too slowly,
+  // expects what it cannot meet or has too much head, before any route (a generated client's
+  // status union must hold them)
+  const problems: Array<[ProblemStatus]> = [[400], [408], [417], [431], [500], [503]];
   if (!contract.isPublic) problems.push([401]);
   if (contract.permissions) problems.push([403]);
   if (contract.throttled) problems.push([429]);

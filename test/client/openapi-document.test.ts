@@ -153,11 +153,12 @@ describe('the committed OpenAPI document', () => {
     }
     expect(byId.get('createProduct')?.op.responses).toHaveProperty('403');
     expect(byId.get('refundOrder')?.op.responses).toHaveProperty('403');
-    // the HTTP server's own refusals, before any route: a slow request, an oversized head
+    // the HTTP server's own refusals, before any route: a slow request, an oversized head, an
+    // Expect it cannot meet
     for (const { where, op } of operations)
       expect({ where, statuses: Object.keys(op.responses) }).toEqual({
         where,
-        statuses: expect.arrayContaining(['408', '431']),
+        statuses: expect.arrayContaining(['408', '417', '431']),
       });
   });
 
@@ -328,7 +329,7 @@ describe('the committed OpenAPI document', () => {
         if (status === '401' && !response.headers?.['WWW-Authenticate'])
           missing.push(`${where} 401 WWW-Authenticate`);
         // (not on the server's own refusals, given before any guard ran)
-        const beforeGuards = ['408', '413', '414', '415', '431'].includes(status);
+        const beforeGuards = ['408', '413', '414', '415', '417', '431'].includes(status);
         const declared = !!(
           response.headers?.['RateLimit'] && response.headers?.['RateLimit-Policy']
         );

@@ -652,7 +652,7 @@ export interface components {
          * @description Stable machine-readable code
          * @enum {string}
          */
-        ErrorCode: "VALIDATION_FAILED" | "BAD_REQUEST" | "ORDER_EMPTY" | "IDEMPOTENCY_KEY_MISSING" | "IDEMPOTENCY_KEY_INVALID" | "WEBHOOK_SIGNATURE_INVALID" | "UNAUTHENTICATED" | "INVALID_CREDENTIALS" | "TOKEN_INVALID" | "REFRESH_TOKEN_INVALID" | "REFRESH_TOKEN_REUSED" | "FORBIDDEN" | "REVIEW_NOT_ALLOWED" | "CURRENT_PASSWORD_INCORRECT" | "NOT_FOUND" | "ROUTE_NOT_FOUND" | "PRODUCT_NOT_FOUND" | "ORDER_NOT_FOUND" | "CATEGORY_NOT_FOUND" | "METHOD_NOT_ALLOWED" | "REQUEST_TIMEOUT" | "CONFLICT" | "EMAIL_TAKEN" | "SKU_TAKEN" | "SLUG_TAKEN" | "REVIEW_EXISTS" | "INSUFFICIENT_STOCK" | "PURCHASE_LIMIT_EXCEEDED" | "PRODUCT_UNAVAILABLE" | "STOCK_BELOW_RESERVED" | "ORDER_NOT_PAYABLE" | "ORDER_NOT_CANCELLABLE" | "ORDER_NOT_FULFILLABLE" | "ORDER_NOT_REFUNDABLE" | "REFUND_EXCEEDS_CAPTURED" | "IDEMPOTENCY_KEY_IN_USE" | "PAYLOAD_TOO_LARGE" | "URI_TOO_LONG" | "UNSUPPORTED_MEDIA_TYPE" | "IDEMPOTENCY_KEY_REUSED" | "HEADERS_TOO_LARGE" | "RATE_LIMITED" | "INTERNAL_ERROR" | "PAYMENT_PROVIDER_REJECTED" | "SERVICE_UNAVAILABLE";
+        ErrorCode: "VALIDATION_FAILED" | "BAD_REQUEST" | "ORDER_EMPTY" | "IDEMPOTENCY_KEY_MISSING" | "IDEMPOTENCY_KEY_INVALID" | "WEBHOOK_SIGNATURE_INVALID" | "UNAUTHENTICATED" | "INVALID_CREDENTIALS" | "TOKEN_INVALID" | "REFRESH_TOKEN_INVALID" | "REFRESH_TOKEN_REUSED" | "FORBIDDEN" | "REVIEW_NOT_ALLOWED" | "CURRENT_PASSWORD_INCORRECT" | "NOT_FOUND" | "ROUTE_NOT_FOUND" | "PRODUCT_NOT_FOUND" | "ORDER_NOT_FOUND" | "CATEGORY_NOT_FOUND" | "METHOD_NOT_ALLOWED" | "REQUEST_TIMEOUT" | "CONFLICT" | "EMAIL_TAKEN" | "SKU_TAKEN" | "SLUG_TAKEN" | "REVIEW_EXISTS" | "INSUFFICIENT_STOCK" | "PURCHASE_LIMIT_EXCEEDED" | "PRODUCT_UNAVAILABLE" | "STOCK_BELOW_RESERVED" | "ORDER_NOT_PAYABLE" | "ORDER_NOT_CANCELLABLE" | "ORDER_NOT_FULFILLABLE" | "ORDER_NOT_REFUNDABLE" | "REFUND_EXCEEDS_CAPTURED" | "IDEMPOTENCY_KEY_IN_USE" | "PAYLOAD_TOO_LARGE" | "URI_TOO_LONG" | "UNSUPPORTED_MEDIA_TYPE" | "EXPECTATION_FAILED" | "IDEMPOTENCY_KEY_REUSED" | "HEADERS_TOO_LARGE" | "RATE_LIMITED" | "INTERNAL_ERROR" | "PAYMENT_PROVIDER_REJECTED" | "SERVICE_UNAVAILABLE";
         /** @description One invalid field of a VALIDATION_FAILED problem */
         FieldError: {
             /**
@@ -1323,6 +1323,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines) */
             431: {
                 headers: {
@@ -1393,6 +1404,17 @@ export interface operations {
             };
             /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
             408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -1524,6 +1546,17 @@ export interface operations {
             };
             /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
             415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -1690,6 +1723,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -1847,6 +1891,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -1986,6 +2041,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -2105,6 +2171,17 @@ export interface operations {
             };
             /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
             408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -2284,6 +2361,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -2395,6 +2483,17 @@ export interface operations {
             };
             /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
             408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -2545,6 +2644,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -2648,6 +2758,17 @@ export interface operations {
             };
             /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
             408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -2854,6 +2975,17 @@ export interface operations {
             };
             /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
             415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -3070,6 +3202,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -3268,6 +3411,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -3450,6 +3604,17 @@ export interface operations {
             };
             /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
             415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -3694,6 +3859,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
@@ -3845,6 +4021,17 @@ export interface operations {
             };
             /** @description `URI_TOO_LONG`: a path parameter is too long */
             414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -4074,6 +4261,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
@@ -4230,6 +4428,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -4349,6 +4558,17 @@ export interface operations {
             };
             /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
             408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -4523,6 +4743,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
@@ -4657,6 +4888,17 @@ export interface operations {
             };
             /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
             408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -4805,6 +5047,17 @@ export interface operations {
             };
             /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
             415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -4997,6 +5250,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `RATE_LIMITED`: retry after `Retry-After` seconds */
             429: {
                 headers: {
@@ -5120,6 +5384,17 @@ export interface operations {
             };
             /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
             408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -5305,6 +5580,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
@@ -5468,6 +5754,17 @@ export interface operations {
             };
             /** @description `URI_TOO_LONG`: a path parameter is too long */
             414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -5678,6 +5975,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
@@ -5832,6 +6140,17 @@ export interface operations {
             };
             /** @description `REQUEST_TIMEOUT`: the request (its headers or its body) did not arrive in time */
             408: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -6004,6 +6323,17 @@ export interface operations {
             };
             /** @description `URI_TOO_LONG`: a path parameter is too long */
             414: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -6229,6 +6559,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route */
             422: {
                 headers: {
@@ -6436,6 +6777,17 @@ export interface operations {
             };
             /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
             415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -6695,6 +7047,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description `IDEMPOTENCY_KEY_REUSED`: the key was used with another body, route or order */
             422: {
                 headers: {
@@ -6889,6 +7252,17 @@ export interface operations {
             };
             /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
             415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;
@@ -7124,6 +7498,17 @@ export interface operations {
             };
             /** @description `UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8 */
             415: {
+                headers: {
+                    /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
+                    "X-Request-Id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `EXPECTATION_FAILED`: an `Expect` header other than `100-continue` */
+            417: {
                 headers: {
                     /** @description This request's id (sent as `X-Request-Id` by the client, or made here); a problem's `requestId` */
                     "X-Request-Id"?: string;

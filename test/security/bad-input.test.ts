@@ -828,8 +828,10 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
         status: number;
         title: string;
         requestId: string;
+        code: string;
       };
       expect(statusLine).toBe(`HTTP/1.1 ${status} ${reason}`);
+      if (status === 417) expect(body.code).toBe('EXPECTATION_FAILED');
       expect(headers).toMatch(/^content-type: application\/problem\+json/m);
       expect(headers).toContain(`x-request-id: ${body.requestId.toLowerCase()}`);
       expect(headers).toContain('x-content-type-options: nosniff');

@@ -161,7 +161,7 @@ export class ProblemDto {
 }
 
 export type ProblemStatus =
-  400 | 401 | 403 | 404 | 408 | 409 | 413 | 414 | 415 | 422 | 429 | 431 | 500 | 502 | 503;
+  400 | 401 | 403 | 404 | 408 | 409 | 413 | 414 | 415 | 417 | 422 | 429 | 431 | 500 | 502 | 503;
 
 const RETRY_AFTER: Record<string, HeaderObject> = {
   'Retry-After': {
@@ -181,6 +181,7 @@ export const DEFAULT_PROBLEM: Record<ProblemStatus, string> = {
   413: '`PAYLOAD_TOO_LARGE`: the body is over the limit (128 KB; the webhooks 1 MB)',
   414: '`URI_TOO_LONG`: a path parameter is too long',
   415: '`UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json` in UTF-8',
+  417: '`EXPECTATION_FAILED`: an `Expect` header other than `100-continue`',
   422: '`IDEMPOTENCY_KEY_REUSED`: the key was used with another body or route',
   429: '`RATE_LIMITED`: retry after `Retry-After` seconds',
   431: '`HEADERS_TOO_LARGE`: the request head is over the limit (16 KB, or 255 header lines)',

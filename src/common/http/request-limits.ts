@@ -300,7 +300,11 @@ export function refuseExpectation(request: IncomingMessage, response: ServerResp
   const requestId = resolveRequestId(request.headers['x-request-id']); // a well-formed one kept, as everywhere
   const body = JSON.stringify(
     problemBody(
-      { status: 417, code: 'BAD_REQUEST', detail: 'Only "Expect: 100-continue" is supported.' },
+      {
+        status: 417,
+        code: 'EXPECTATION_FAILED',
+        detail: 'Only "Expect: 100-continue" is supported.',
+      },
       requestId,
     ),
   );
