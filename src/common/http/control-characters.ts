@@ -18,6 +18,27 @@ export function hasControlCharacters(value: string): boolean {
   return CONTROL.test(value) || LONE_SURROGATE.test(value);
 }
 
+/** The longest property name or path an error message repeats (the rest is cut, marked `…`). */
+const SHOWN_NAME_LIMIT = 64;
+
+/**
+ * A name the client sent (a property, a query parameter, a path to one), as an error answer
+ * repeats it: its control characters and lone surrogates as U+FFFD (an answer must not carry the
+ * very input it refuses — a strict JSON decoder rejects a lone surrogate), and at most
+ * SHOWN_NAME_LIMIT characters (a 120,000-character name was answered twice over).
+ */
+export function shownName(name: string): string {
+  const clean = name
+    .replace(new RegExp(CONTROL.source, 'g'), '\uFFFD')
+    .replace(new RegExp(LONE_SURROGATE.source, 'g'), '\uFFFD');
+  if (clean.length <= SHOWN_NAME_LIMIT) return clean;
+  // (not between the halves of a pair)
+  const end = /[\uD800-\uDBFF]/.test(clean[SHOWN_NAME_LIMIT - 1])
+    ? SHOWN_NAME_LIMIT - 1
+    : SHOWN_NAME_LIMIT;
+  return `${clean.slice(0, end)}…`;
+}
+
 /**
  * Property names refused in every body and query: the prototype-pollution names and every other
  * name Object.prototype holds (`toString`, `valueOf`, `hasOwnProperty`, …), which class-transformer

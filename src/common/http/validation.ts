@@ -1,7 +1,7 @@
 import { ArgumentMetadata, ValidationError, ValidationPipe } from '@nestjs/common';
 import { FieldError } from '../errors/domain-error';
 import { RequestValidationError } from '../errors/problem-details.filter';
-import { findRefusedInput } from './control-characters';
+import { findRefusedInput, shownName } from './control-characters';
 
 /** At most this many field errors are listed (a body of thousands of bad items lists the first). */
 const MAX_FIELD_ERRORS = 50;
@@ -13,9 +13,10 @@ const MAX_FIELD_ERRORS = 50;
  */
 export function unknownQueryParameters(names: string[]): RequestValidationError {
   return new RequestValidationError(
-    names
-      .slice(0, MAX_FIELD_ERRORS)
-      .map((field) => ({ field, message: `query parameter ${field} should not exist` })),
+    names.slice(0, MAX_FIELD_ERRORS).map((name) => {
+      const field = shownName(name);
+      return { field, message: `query parameter ${field} should not exist` };
+    }),
   );
 }
 
@@ -27,9 +28,15 @@ function flattenValidationErrors(errors: ValidationError[]): FieldError[] {
     .reverse();
   while (stack.length > 0 && out.length < MAX_FIELD_ERRORS) {
     const [error, parent] = stack.pop()!;
-    const field = parent ? `${parent}.${error.property}` : error.property;
+    const property = shownName(error.property);
+    const field = parent ? shownName(`${parent}.${property}`) : property;
     for (const message of Object.values(error.constraints ?? {})) {
-      if (out.length < MAX_FIELD_ERRORS) out.push({ field, message });
+      // (class-validator's messages name the property as sent)
+      if (out.length < MAX_FIELD_ERRORS)
+        out.push({
+          field,
+          message: error.property ? message.split(error.property).join(property) : message,
+        });
     }
     const children = error.children ?? [];
     for (let i = children.length - 1; i >= 0; i--) stack.push([children[i], field]);
@@ -58,7 +65,9 @@ class EdgeValidationPipe extends ValidationPipe {
     if (metadata.type === 'body' || metadata.type === 'query' || metadata.type === 'param') {
       const refused = findRefusedInput(value);
       if (refused !== null) {
-        const field = [metadata.data, refused.path].filter(Boolean).join('.') || metadata.type;
+        const field = shownName(
+          [metadata.data, refused.path].filter(Boolean).join('.') || metadata.type,
+        );
         throw new RequestValidationError([
           {
             field,
