@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { ConfigError, DEV_SECRETS, loadConfig, loadDatabaseConfig } from './config';
 
 /** Every secret a non-development process needs, none of them a built-in one. */
@@ -9,10 +9,10 @@ const SECRETS = {
   STORAGE_ENDPOINT: 'https://storage.shop.example.test',
   STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
   STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
-  STORAGE_WEBHOOK_TOKEN: 'z'.repeat(16) + '0123456789abcdef',
+  STORAGE_WEBHOOK_TOKEN: 'Zq8rT3vW9xK2mP5nLs6Jd1Hf',
   STRIPE_SECRET_KEY: 'sk_test_123',
   STRIPE_TEST_MODE: 'true',
-  STRIPE_WEBHOOK_SECRET: 'whsec_abcdefghijklmnopqrstuvwx12',
+  STRIPE_WEBHOOK_SECRET: 'whsec_Rk7Tq2Wv9Xz4Mn8Pb3Ls6Jd1Hf5Gc0Ya',
   SMTP_URL: 'smtp://mail.example.test:587',
   MAIL_FROM: 'Shop <orders@shop.example.test>',
 };
@@ -430,6 +430,9 @@ describe('loadConfig', () => {
         'whsec_short12345',
         'whsec_ spaces in it here ok?',
         'wh_abcdefghijklmnopqrstuvwx',
+        // sequences: enough different characters, no randomness
+        'whsec_0123456789abcdef',
+        'whsec_abcdefghijklmnopqrstuvwxyz012345',
       ]) {
         expect(
           problemsOf({ ...SECRETS, NODE_ENV: 'production', STRIPE_WEBHOOK_SECRET: stub }),
@@ -440,6 +443,15 @@ describe('loadConfig', () => {
         loadConfig({ ...SECRETS, NODE_ENV: 'production', STRIPE_WEBHOOK_SECRET: real }).stripe
           .webhookSecret,
       ).toBe(real);
+      // the shortest random token passes: 16 hex characters (openssl rand -hex 8), each of 50
+      for (let i = 0; i < 50; i++) {
+        const token = randomBytes(8).toString('hex');
+        if (new Set(token).size < 5) continue; // (the count of characters refuses it: said above)
+        expect(
+          loadConfig({ ...SECRETS, NODE_ENV: 'production', STORAGE_WEBHOOK_TOKEN: token }).storage
+            .webhookToken,
+        ).toBe(token);
+      }
     });
 
     it("refuses the webhooks' secrets that are placeholders, words or the development value with something added", () => {
@@ -494,12 +506,25 @@ describe('loadConfig', () => {
         'a'.repeat(64),
         'changeme-changeme-changeme-changeme',
         '0101010101010101010101010101010101',
+        // enough different characters and kinds, but sequences and keyboard rows: whoever tries
+        // patterns first signs admin tokens with them
+        'abcdefghijklmnopqrstuvwxyz012345',
+        'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef',
+        '0123456789abcdef0123456789abcdef',
+        'qwertyuiop1234567890asdfghjklzxc',
+        'Password1234567890Password123456',
       ]) {
         expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', JWT_SECRET: weak })).toEqual([
           expect.stringMatching(/^JWT_SECRET: too predictable/),
         ]);
       }
-      // what the usual generators give passes: openssl rand -hex 32 / -base64 48
+      // what the usual generators give passes: openssl rand -hex 32 / -base64 48, each of 50 draws
+      for (let i = 0; i < 50; i++) {
+        const secret = randomBytes(32).toString(i % 2 ? 'hex' : 'base64');
+        expect(
+          loadConfig({ ...SECRETS, NODE_ENV: 'production', JWT_SECRET: secret }).jwt.secret,
+        ).toBe(secret);
+      }
       expect(
         loadConfig({
           ...SECRETS,

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { JwtKeyPair, parseJwtKeyPair } from './jwt-keys';
+import { guessesLog10 } from './secret-strength';
 import { usableCpus } from './usable-cpus';
 
 /** Injection token for the parsed, immutable configuration. */
@@ -178,6 +179,18 @@ const JWT_SECRET_MIN_DISTINCT = 12;
  * 1.7%; 16 of them have fewer than 5 about once in 2 million.
  */
 const WEBHOOK_SECRET_MIN_DISTINCT = 5;
+/**
+ * Outside development, a JWT_SECRET an attacker trying patterns first would find in fewer than
+ * 10^this guesses (guessesLog10) is refused: `abcdefghijklmnopqrstuvwxyz012345` (4.3) passes every
+ * count of characters and kinds, and whoever guesses it signs admin tokens. 10^20 HS256 guesses are
+ * millennia of a GPU's time; 32 random hex characters score 27 at the least of 20,000 draws.
+ */
+const JWT_SECRET_MIN_GUESSES_LOG10 = 20;
+/**
+ * … and a webhook secret (after `whsec_`) below 10^this: each guess is a request to us, not an
+ * offline hash; 16 random hex characters score 12 at the least of 20,000 draws.
+ */
+const WEBHOOK_SECRET_MIN_GUESSES_LOG10 = 10;
 
 const envSchema = z.object({
   // No default: only an explicit `development` gets development behaviour (see loadConfig).
@@ -822,6 +835,12 @@ function jwtSecretProblems(env: Record<string, string>): string[] {
       'JWT_SECRET: looks like a placeholder or words, not a random key (use e.g. openssl rand -base64 48)',
     );
   }
+  const guesses = guessesLog10(secret);
+  if (guesses < JWT_SECRET_MIN_GUESSES_LOG10) {
+    problems.push(
+      `JWT_SECRET: too predictable — sequences, keyboard rows, repeats or common words (about 10^${Math.floor(guesses)} guesses; use e.g. openssl rand -base64 48)`,
+    );
+  }
   if (secret.toLowerCase().includes(DEV_SECRETS.JWT_SECRET)) {
     problems.push('JWT_SECRET: contains the public development secret');
   }
@@ -865,10 +884,14 @@ function webhookSecretProblems(env: Record<string, string>): string[] {
     if (value.toLowerCase().includes(DEV_SECRETS[name].toLowerCase())) {
       problems.push(`${name}: contains the public development value`);
     }
-    // few different characters (16 × "a1", 15 × "a" and a digit)
+    // few different characters (16 × "a1", 15 × "a" and a digit), or a pattern (`0123456789abcdef`)
     if (new Set(value.replace(/^whsec_/, '')).size < WEBHOOK_SECRET_MIN_DISTINCT) {
       problems.push(
         `${name}: too predictable: fewer than ${WEBHOOK_SECRET_MIN_DISTINCT} different characters (use the provider's, or e.g. openssl rand -hex 32)`,
+      );
+    } else if (guessesLog10(value.replace(/^whsec_/, '')) < WEBHOOK_SECRET_MIN_GUESSES_LOG10) {
+      problems.push(
+        `${name}: too predictable — sequences, keyboard rows, repeats or common words (use the provider's, or e.g. openssl rand -hex 32)`,
       );
     }
     // and a secret of its own: one read elsewhere (the store's access key) forges its events

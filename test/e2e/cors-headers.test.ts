@@ -224,10 +224,10 @@ describe('CORS_ORIGINS defaults and validation', () => {
     STORAGE_ENDPOINT: 'https://storage.shop.example.test',
     STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
     STORAGE_SECRET_ACCESS_KEY: 'y'.repeat(40),
-    STORAGE_WEBHOOK_TOKEN: 'z'.repeat(16) + '0123456789abcdef',
+    STORAGE_WEBHOOK_TOKEN: 'Zq8rT3vW9xK2mP5nLs6Jd1Hf',
     STRIPE_SECRET_KEY: 'sk_test_123',
     STRIPE_TEST_MODE: 'true',
-    STRIPE_WEBHOOK_SECRET: 'whsec_abcdefghijklmnopqrstuvwx12',
+    STRIPE_WEBHOOK_SECRET: 'whsec_Rk7Tq2Wv9Xz4Mn8Pb3Ls6Jd1Hf5Gc0Ya',
     SMTP_URL: 'smtp://mail.example.test:587',
     MAIL_FROM: 'Shop <orders@shop.example.test>',
   };

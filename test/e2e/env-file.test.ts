@@ -222,7 +222,7 @@ describe('.env: read by a real parser, by every process, the real environment wi
         STORAGE_ENDPOINT: 'https://storage.shop.example.test',
         STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
         STORAGE_SECRET_ACCESS_KEY: 's'.repeat(40),
-        STORAGE_WEBHOOK_TOKEN: 't'.repeat(16) + '0123456789abcdef',
+        STORAGE_WEBHOOK_TOKEN: 'Tn4Wq8Zr2Kv6Mx9Bp3Ls7Hd',
         STRIPE_SECRET_KEY: 'sk_test_dummy',
         STRIPE_TEST_MODE: 'true',
         STRIPE_WEBHOOK_SECRET: 'whsec_image_test_webhook_secret_4279',
