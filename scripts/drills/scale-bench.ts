@@ -80,7 +80,7 @@ async function main(): Promise<void> {
       JWT_SECRET: 'bench-only-jwt-secret-0123456789abcdef0123456789',
       JWT_PRIVATE_KEY: '',
       JWT_PUBLIC_KEY: '',
-      STORAGE_ENDPOINT: 'http://127.0.0.1:9',
+      STORAGE_ENDPOINT: 'https://storage.scale-bench.invalid',
       STORAGE_ACCESS_KEY_ID: 'bench-access-key',
       STORAGE_SECRET_ACCESS_KEY: 'bench-only-storage-secret-0123456789',
       STORAGE_WEBHOOK_TOKEN: 'bench-only-storage-webhook-token-2026',

@@ -14,7 +14,7 @@ const SECRETS = {
   STRIPE_TEST_MODE: 'true',
   STRIPE_WEBHOOK_SECRET: 'whsec_Rk7Tq2Wv9Xz4Mn8Pb3Ls6Jd1Hf5Gc0Ya',
   SMTP_URL: 'smtp://mail.example.test:587',
-  MAIL_FROM: 'Shop <orders@shop.example.test>',
+  MAIL_FROM: 'Shop <orders@cornershop-mail.in>',
 };
 /**
  * The secrets proper (STRIPE_TEST_MODE only says the Stripe key above may be a test key;
@@ -316,6 +316,27 @@ describe('loadConfig', () => {
         loadConfig({ ...withoutFrom, NODE_ENV: 'development', DEVELOPMENT_REMOTE_SERVICES: 'true' })
           .mail.from,
       ).toBe('Shop <orders@shop.example>');
+      // in production, any domain reserved for examples and tests (the hint's own shape copied, a
+      // test setup's sender): no provider delivers from it
+      for (const from of [
+        'Shop <orders@your-shop.example>',
+        'orders@example.com',
+        'orders@mail.example.org',
+        'orders@shop.test',
+        'orders@mail.localhost',
+        'orders@shop.invalid',
+      ]) {
+        expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', MAIL_FROM: from })).toEqual([
+          expect.stringMatching(/^MAIL_FROM: [a-z.-]+ is reserved for examples and tests/),
+        ]);
+        expect(() =>
+          loadConfig({ ...SECRETS, NODE_ENV: 'staging', MAIL_FROM: from }),
+        ).not.toThrow();
+      }
+      for (const from of ['orders@myexample.com', 'orders@testshop.in', 'Shop <a@shop.co.uk>'])
+        expect(() =>
+          loadConfig({ ...SECRETS, NODE_ENV: 'production', MAIL_FROM: from }),
+        ).not.toThrow();
     });
 
     it('refuses a METRICS_HOST that is no address or host name, or a mistyped IPv4 address (it failed to listen, and the process ran without metrics)', () => {
@@ -673,6 +694,32 @@ describe('loadConfig', () => {
       });
     });
 
+    it("refuses a live Stripe key with a STRIPE_API_URL that is not Stripe's (a test setup's stub, carried into production, would get the key and have payments succeed)", () => {
+      const live = {
+        ...SECRETS,
+        NODE_ENV: 'production',
+        STRIPE_SECRET_KEY: 'sk_live_Zx9Qw3Er7Ty1Ui5Op',
+      };
+      for (const url of [
+        'http://127.0.0.1:12111',
+        'https://stripe-proxy.attacker.example',
+        'https://api.stripe.com.evil.example',
+      ])
+        expect(problemsOf({ ...live, STRIPE_API_URL: url })).toEqual([
+          expect.stringMatching(/^STRIPE_API_URL: .* is not Stripe's/),
+        ]);
+      expect(() => loadConfig({ ...live, STRIPE_API_URL: 'https://api.stripe.com' })).not.toThrow();
+      expect(() => loadConfig(live)).not.toThrow();
+      // a test key may go to a stub (STRIPE_TEST_MODE: a staging instance)
+      expect(() =>
+        loadConfig({
+          ...SECRETS,
+          NODE_ENV: 'production',
+          STRIPE_API_URL: 'http://127.0.0.1:12111',
+        }),
+      ).not.toThrow();
+    });
+
     it('refuses a Stripe key that is not one, and a plain-http STRIPE_API_URL off this host, outside development', () => {
       const prod = { ...SECRETS, NODE_ENV: 'production' };
       for (const key of ['sk_live_\u2026', ' ', 'pk_live_abc', 'sk_live_abc def']) {
@@ -972,9 +1019,19 @@ describe("the object store's addresses outside development", () => {
         STORAGE_ENDPOINT: 'https://minio.example.com',
         STORAGE_BASE_URL: 'https://cdn.example.com',
       },
-      { STORAGE_ENDPOINT: 'http://127.0.0.1:9000', STORAGE_BASE_URL: 'http://localhost:9000/i' },
     ])
       expect(() => loadConfig({ ...prod, ...ok })).not.toThrow();
+    // on this machine: plain http is no risk, but in production customers' browsers would be sent
+    // to their own machines (a staging or test instance may keep its store there)
+    const local = {
+      STORAGE_ENDPOINT: 'http://127.0.0.1:9000',
+      STORAGE_BASE_URL: 'http://localhost:9000/i',
+    };
+    expect(problemsOf({ ...prod, ...local })).toEqual([
+      expect.stringMatching(/^STORAGE_ENDPOINT: on this machine \(127\.0\.0\.1\)/),
+      expect.stringMatching(/^STORAGE_BASE_URL: on this machine \(localhost\)/),
+    ]);
+    expect(() => loadConfig({ ...prod, ...local, NODE_ENV: 'staging' })).not.toThrow();
     expect(() =>
       loadConfig({ NODE_ENV: 'development', STORAGE_ENDPOINT: 'http://minio.lan:9000' }),
     ).not.toThrow();

@@ -759,7 +759,7 @@ function secretProblems(env: Record<string, string>): string[] {
   // placeholder would have every confirmation refused or filed as spam, with nothing at boot to say so.
   if (env.SMTP_URL && !env.MAIL_FROM) {
     problems.push(
-      `MAIL_FROM: ${why} with SMTP_URL (the shop's sender, e.g. "Shop <orders@your-shop.example>")`,
+      `MAIL_FROM: ${why} with SMTP_URL (the shop's sender, e.g. "Shop <orders@<your domain>>")`,
     );
   } else if (env.SMTP_URL && mailDomainOf(env.MAIL_FROM ?? '') === PLACEHOLDER_MAIL_DOMAIN) {
     // the placeholder, given explicitly (a copy of .env.example): as good as not given
@@ -800,7 +800,50 @@ function secretProblems(env: Record<string, string>): string[] {
   problems.push(...webhookSecretProblems(env));
   problems.push(...stripeProblems(env));
   problems.push(...storageProblems(env));
+  if (nodeEnv === 'production') problems.push(...productionProblems(env));
   return problems;
+}
+
+/**
+ * Names reserved for examples and tests (RFC 2606, RFC 6761): no mail provider verifies a sender
+ * there, and nothing on the network answers there.
+ */
+const RESERVED_DOMAIN = /(^|\.)(example|test|invalid|localhost)$|(^|\.)example\.(com|net|org)$/;
+
+/**
+ * NODE_ENV=production only (a staging or test instance may use example names and a store on its
+ * own machine): a sender in a reserved domain (`orders@your-shop.example`, a copy of an example)
+ * has every email refused or filed as spam while the process looks healthy; a store on loopback
+ * hands customers' browsers upload and image URLs on their own machines.
+ */
+function productionProblems(env: Record<string, string>): string[] {
+  const problems: string[] = [];
+  const sender = mailDomainOf(env.MAIL_FROM ?? '');
+  // (the placeholder's own domain: said already)
+  if (env.SMTP_URL && sender !== PLACEHOLDER_MAIL_DOMAIN && RESERVED_DOMAIN.test(sender)) {
+    problems.push(
+      `MAIL_FROM: ${sender} is reserved for examples and tests: no mail provider delivers from it; use the address your provider verifies`,
+    );
+  }
+  for (const name of ['STORAGE_ENDPOINT', 'STORAGE_BASE_URL'] as const) {
+    const host = hostOf(env[name]);
+    if (host !== null && isLoopbackHost(host)) {
+      problems.push(
+        `${name}: on this machine (${host}) — customers' browsers upload to and load images from it, on their own machines; name the store's public address`,
+      );
+    }
+  }
+  return problems;
+}
+
+/** The host name of a URL the schema accepted; null when unset or unparsable (the schema says so). */
+function hostOf(value: string | undefined): string | null {
+  if (!value) return null;
+  try {
+    return new URL(value).hostname;
+  } catch {
+    return null;
+  }
 }
 
 /** The domain of a sender (`Name <user@domain>` or `user@domain`), lower-cased. */
@@ -953,6 +996,18 @@ function stripeProblems(env: Record<string, string>): string[] {
   if (plainTextBeyondThisHost(env.STRIPE_API_URL)) {
     problems.push(
       'STRIPE_API_URL: must use https (it receives the secret key) unless it is on this host',
+    );
+  }
+  // a live key goes to Stripe alone: an env file of a test setup (pointing at a stub) carried
+  // into production would hand the key to whatever answers there, and have payments "succeed"
+  const apiHost = hostOf(env.STRIPE_API_URL);
+  if (
+    /^(sk|rk)_live_/.test(key ?? '') &&
+    apiHost !== null &&
+    !/(^|\.)stripe\.com$/.test(apiHost.toLowerCase())
+  ) {
+    problems.push(
+      `STRIPE_API_URL: ${apiHost} is not Stripe's — a live key is sent to Stripe only (leave STRIPE_API_URL unset)`,
     );
   }
   return problems;

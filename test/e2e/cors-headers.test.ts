@@ -229,7 +229,7 @@ describe('CORS_ORIGINS defaults and validation', () => {
     STRIPE_TEST_MODE: 'true',
     STRIPE_WEBHOOK_SECRET: 'whsec_Rk7Tq2Wv9Xz4Mn8Pb3Ls6Jd1Hf5Gc0Ya',
     SMTP_URL: 'smtp://mail.example.test:587',
-    MAIL_FROM: 'Shop <orders@shop.example.test>',
+    MAIL_FROM: 'Shop <orders@cornershop-mail.in>',
   };
 
   /** What a deployment also gives (required outside development; a booted test app has its own). */

@@ -227,7 +227,7 @@ describe('.env: read by a real parser, by every process, the real environment wi
         STRIPE_TEST_MODE: 'true',
         STRIPE_WEBHOOK_SECRET: 'whsec_image_test_webhook_secret_4279',
         SMTP_URL: 'smtp://127.0.0.1:9',
-        MAIL_FROM: 'Shop <orders@shop.example.test>',
+        MAIL_FROM: 'Shop <orders@cornershop-mail.in>',
         REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
         REDIS_KEY_PREFIX: `adm${process.pid}`,
         METRICS_PORT: '0',
