@@ -14,7 +14,14 @@ done < <(node scripts/dotenv.js)
 # development. Only an unset NODE_ENV becomes development — a set but empty one stays what the
 # processes take it for (not development), so this script and `node dist/main.js` agree.
 export NODE_ENV="${NODE_ENV-development}"
-bash scripts/ensure-services.sh
+if [ "$NODE_ENV" = development ]; then
+  bash scripts/ensure-services.sh
+else
+  # a deployment names its own services: nothing is installed, created or started here — a
+  # forgotten DATABASE_URL must refuse to boot (at the migrations), not get a local database
+  # under a role with a known password and a Redis without one
+  echo "[start] NODE_ENV=${NODE_ENV:-(empty)}: using the configured DATABASE_URL and REDIS_URL (no local services set up)"
+fi
 if [ -L node_modules ]; then
   # A linked node_modules is shared (e.g. git worktrees): `npm ci` would empty the link's target
   # for everyone before replacing the link. Never install through it; say so if it looks stale.

@@ -209,3 +209,37 @@ describe('scripts/ensure-services.sh (PostgreSQL with password sign-in)', () => 
     expect(await roleNow()).toEqual([{ rolcreatedb: false, rolconfig: null }]);
   }, 60_000);
 });
+
+/**
+ * `npm start` outside development sets nothing up: a deployment that forgot DATABASE_URL ran
+ * ensure-services on the defaults first — as root on a fresh server, PostgreSQL installed, a role
+ * `shop` with the password `shop`, a Redis without one — and refused only at its migrations.
+ */
+describe('scripts/start.sh outside development', () => {
+  it('sets up no local service, and refuses at the migrations when DATABASE_URL is missing', async () => {
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env))
+      if (v !== undefined && !/^(DATABASE_URL|REDIS_URL|PG[A-Z]+)$/.test(k)) env[k] = v;
+    const run = await new Promise<Run>((resolve) =>
+      execFile(
+        'bash',
+        ['scripts/start.sh'],
+        {
+          cwd: join(__dirname, '..', '..'),
+          env: { ...env, NODE_ENV: 'production' },
+          timeout: 60_000,
+        },
+        (err, stdout, stderr) =>
+          resolve({
+            code: err ? ((err as { code?: number }).code ?? 1) : 0,
+            out: `${stdout}${stderr}`,
+          }),
+      ),
+    );
+    expect(run.code).not.toBe(0);
+    expect(run.out).toContain('no local services set up');
+    expect(run.out).not.toContain('[services]');
+    expect(run.out).toMatch(/DATABASE_URL: required with NODE_ENV="production"/);
+    expect(run.out).not.toContain('[start] seeding');
+  }, 90_000);
+});
