@@ -119,7 +119,9 @@ describe('renderEmail', () => {
         order: { ...order, cancellationReason: reason },
       }).text;
     expect(text('CUSTOMER_REQUESTED')).toContain('has been cancelled, as you requested.');
-    expect(text('PAYMENT_FAILED')).toContain('because the payment did not go through.');
+    expect(text('PAYMENT_FAILED')).toContain(
+      'because we could not accept its payment. If you were charged, the full amount is refunded to you.',
+    );
     expect(text('RESERVATION_EXPIRED')).toContain('because the payment was not completed in time');
     expect(text('RESERVATION_EXPIRED')).not.toContain('RESERVATION_EXPIRED');
     expect(cancellationSentence('X', null)).toBe('Your order X has been cancelled.');

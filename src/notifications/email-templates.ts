@@ -86,7 +86,12 @@ export function cancellationSentence(reference: string, reason: CancellationReas
     case 'CUSTOMER_REQUESTED':
       return `Your order ${reference} has been cancelled, as you requested.`;
     case 'PAYMENT_FAILED':
-      return `Your order ${reference} has been cancelled because the payment did not go through.`;
+      // (declined — or taken for another amount than the order's, then refunded: "did not go
+      // through" told a customer just charged that nothing was taken)
+      return (
+        `Your order ${reference} has been cancelled because we could not accept its payment. ` +
+        'If you were charged, the full amount is refunded to you.'
+      );
     case 'RESERVATION_EXPIRED':
       return (
         `Your order ${reference} has been cancelled because the payment was not completed in time, ` +

@@ -161,7 +161,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     );
     expect(byCustomer.text).toContain('Total: INR 1,732.50');
     const [byPayment] = await smtp.awaitMessages(() => smtp.forOrder(failed));
-    expect(byPayment.text).toContain('because the payment did not go through.');
+    expect(byPayment.text).toContain('because we could not accept its payment.');
     expect(byPayment.text).not.toContain('PAYMENT_FAILED');
   }, 30_000);
 
