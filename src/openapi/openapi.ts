@@ -1,4 +1,4 @@
-import type { INestApplication } from '@nestjs/common';
+import { NotFoundException, type INestApplication } from '@nestjs/common';
 import { METHOD_METADATA, PATH_METADATA } from '@nestjs/common/constants';
 import { ModulesContainer } from '@nestjs/core';
 import { DocumentBuilder, OpenAPIObject, SwaggerModule } from '@nestjs/swagger';
@@ -412,6 +412,20 @@ function closeRequestSchema(document: OpenAPIObject, operation: OperationObject)
  * process nobody asks for the document never builds it (memory: issue 14's 200 MiB per process;
  * building it at boot raised an API process's resident peak by ~3 MiB).
  */
+/**
+ * The files under /docs/ the UI's page loads (@nestjs/swagger's template): the rest of
+ * swagger-ui-dist (its package.json with the version, source maps, the stock petstore page and
+ * initializer) is not served.
+ */
+const UI_FILES: ReadonlySet<string> = new Set([
+  'swagger-ui.css',
+  'swagger-ui-bundle.js',
+  'swagger-ui-standalone-preset.js',
+  'swagger-ui-init.js',
+  'favicon-32x32.png',
+  'favicon-16x16.png',
+]);
+
 export function mountOpenApi(app: INestApplication): void {
   let json: string | undefined;
   // unknown query parameters are a 400 on every route (API.md), these too: they are mounted on
@@ -420,6 +434,12 @@ export function mountOpenApi(app: INestApplication): void {
     app.getHttpAdapter() as unknown as { getInstance(): FastifyInstance }
   ).getInstance();
   fastify.addHook('onRequest', (request, reply, done) => {
+    // (a name not plain — `//`, `%5c`, `%00` — is left to the static files' own refusals)
+    const file = /^\/docs\/([\w.-]+)(\?|$)/.exec(request.url)?.[1];
+    if (file !== undefined && !UI_FILES.has(file)) {
+      sendProblem(new NotFoundException(), request, reply);
+      return;
+    }
     const route = request.routeOptions.url;
     const query = request.query as Record<string, unknown> | undefined;
     if (

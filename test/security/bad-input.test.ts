@@ -108,6 +108,11 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       ['/docs/swagger-ui.css', { 'if-match': '"x"' }, 412],
       ['/docs/swagger-ui.css', { 'if-unmodified-since': 'Thu, 01 Jan 1970 00:00:00 GMT' }, 412],
       ['/docs/swagger-ui.css', { range: 'bytes=99999999-' }, 416],
+      // the rest of swagger-ui-dist is not served: its version, source maps, the stock page
+      ['/docs/package.json', {}, 404],
+      ['/docs/swagger-ui-bundle.js.map', {}, 404],
+      ['/docs/index.html', {}, 404],
+      ['/docs/swagger-initializer.js?x=1', {}, 404],
     ];
     for (const [path, headers, status] of cases) {
       const res = await t.http.get(path, { headers });
@@ -116,8 +121,16 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       expect(res.body).toMatchObject({ status, requestId: res.headers.get('x-request-id') });
       expect(res.body.detail).not.toMatch(/\/|node_modules/); // no file system path
     }
-    // the files themselves are still served, ranges too
-    expect((await t.http.get('/docs/swagger-ui.css')).status).toBe(200);
+    // the files the page loads are still served, ranges too
+    for (const file of [
+      'swagger-ui.css',
+      'swagger-ui-bundle.js',
+      'swagger-ui-standalone-preset.js',
+      'swagger-ui-init.js',
+      'favicon-32x32.png',
+      'favicon-16x16.png',
+    ])
+      expect([file, (await t.http.get(`/docs/${file}`)).status]).toEqual([file, 200]);
     expect(
       (await t.http.get('/docs/swagger-ui.css', { headers: { range: 'bytes=0-9' } })).status,
     ).toBe(206);
