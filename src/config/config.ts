@@ -796,8 +796,27 @@ function secretProblems(env: Record<string, string>): string[] {
       );
     }
   }
-  problems.push(...jwtSecretProblems(env));
-  problems.push(...webhookSecretProblems(env));
+  // the secrets' strength: the checks run once to learn which secrets their cheap rules leave to
+  // judge, those are estimated at once (one child process: secret-strength.ts), and the checks
+  // run again with the estimates
+  const wanted = new Set<string>();
+  const want = (secret: string) => (wanted.add(secret), Infinity);
+  jwtSecretProblems(env, want);
+  webhookSecretProblems(env, want);
+  const estimates = new Map<string, number>();
+  if (wanted.size > 0) {
+    try {
+      const list = [...wanted];
+      guessesLog10(list).forEach((estimate, i) => estimates.set(list[i], estimate));
+    } catch (err) {
+      problems.push(
+        `JWT_SECRET, STRIPE_WEBHOOK_SECRET, STORAGE_WEBHOOK_TOKEN: ${(err as Error).message}`,
+      );
+    }
+  }
+  const strength = (secret: string) => estimates.get(secret) ?? Infinity;
+  problems.push(...jwtSecretProblems(env, strength));
+  problems.push(...webhookSecretProblems(env, strength));
   problems.push(...stripeProblems(env));
   problems.push(...storageProblems(env));
   if (nodeEnv === 'production') problems.push(...productionProblems(env));
@@ -867,7 +886,10 @@ const OTHER_SECRETS = [
  * read elsewhere, and it signs admin tokens. Random output (`openssl rand -base64 48` or `-hex
  * 32`) mixes at least two of lower case, upper case and digits.
  */
-function jwtSecretProblems(env: Record<string, string>): string[] {
+function jwtSecretProblems(
+  env: Record<string, string>,
+  strength: (secret: string) => number,
+): string[] {
   const secret = env.JWT_SECRET;
   // (too short or too few different characters: the schema says so already)
   if (!secret || secret === DEV_SECRETS.JWT_SECRET || secret.length < 32) return [];
@@ -878,17 +900,19 @@ function jwtSecretProblems(env: Record<string, string>): string[] {
       'JWT_SECRET: looks like a placeholder or words, not a random key (use e.g. openssl rand -base64 48)',
     );
   }
-  const guesses = guessesLog10(secret);
-  if (guesses < JWT_SECRET_MIN_GUESSES_LOG10) {
-    problems.push(
-      `JWT_SECRET: too predictable — sequences, keyboard rows, repeats or common words (about 10^${Math.floor(guesses)} guesses; use e.g. openssl rand -base64 48)`,
-    );
-  }
   if (secret.toLowerCase().includes(DEV_SECRETS.JWT_SECRET)) {
     problems.push('JWT_SECRET: contains the public development secret');
   }
   for (const other of OTHER_SECRETS) {
     if (env[other] === secret) problems.push(`JWT_SECRET: the same value as ${other}`);
+  }
+  // (refused already: not worth the estimate's child process)
+  if (problems.length > 0) return problems;
+  const guesses = strength(secret);
+  if (guesses < JWT_SECRET_MIN_GUESSES_LOG10) {
+    problems.push(
+      `JWT_SECRET: too predictable — sequences, keyboard rows, repeats or common words (about 10^${Math.floor(guesses)} guesses; use e.g. openssl rand -base64 48)`,
+    );
   }
   return problems;
 }
@@ -913,9 +937,14 @@ function looksLikePlaceholder(secret: string): boolean {
  * (`whsec_<your-signing-secret>`), no words, and not the public development value with something
  * added (`…_prod`, `…-2`). Stripe's own (`whsec_` and base64 or hex) and `openssl rand` output pass.
  */
-function webhookSecretProblems(env: Record<string, string>): string[] {
+const WEBHOOK_SECRETS = ['STRIPE_WEBHOOK_SECRET', 'STORAGE_WEBHOOK_TOKEN'] as const;
+
+function webhookSecretProblems(
+  env: Record<string, string>,
+  strength: (secret: string) => number,
+): string[] {
   const problems: string[] = [];
-  for (const name of ['STRIPE_WEBHOOK_SECRET', 'STORAGE_WEBHOOK_TOKEN'] as const) {
+  for (const name of WEBHOOK_SECRETS) {
     const value = env[name];
     // (absent, malformed, or the development value itself: said already)
     if (!value || !WEBHOOK_SECRET_FORMAT[name].test(value) || value === DEV_SECRETS[name]) continue;
@@ -927,20 +956,25 @@ function webhookSecretProblems(env: Record<string, string>): string[] {
     if (value.toLowerCase().includes(DEV_SECRETS[name].toLowerCase())) {
       problems.push(`${name}: contains the public development value`);
     }
-    // few different characters (16 × "a1", 15 × "a" and a digit), or a pattern (`0123456789abcdef`)
+    // few different characters (16 × "a1", 15 × "a" and a digit)
     if (new Set(value.replace(/^whsec_/, '')).size < WEBHOOK_SECRET_MIN_DISTINCT) {
       problems.push(
         `${name}: too predictable: fewer than ${WEBHOOK_SECRET_MIN_DISTINCT} different characters (use the provider's, or e.g. openssl rand -hex 32)`,
-      );
-    } else if (guessesLog10(value.replace(/^whsec_/, '')) < WEBHOOK_SECRET_MIN_GUESSES_LOG10) {
-      problems.push(
-        `${name}: too predictable — sequences, keyboard rows, repeats or common words (use the provider's, or e.g. openssl rand -hex 32)`,
       );
     }
     // and a secret of its own: one read elsewhere (the store's access key) forges its events
     for (const other of OTHER_SECRETS) {
       if (other !== name && env[other] === value)
         problems.push(`${name}: the same value as ${other}`);
+    }
+    // a pattern (`0123456789abcdef`), if nothing above refused it (the estimate's child process)
+    if (
+      problems.every((p) => !p.startsWith(`${name}:`)) &&
+      strength(value.replace(/^whsec_/, '')) < WEBHOOK_SECRET_MIN_GUESSES_LOG10
+    ) {
+      problems.push(
+        `${name}: too predictable — sequences, keyboard rows, repeats or common words (use the provider's, or e.g. openssl rand -hex 32)`,
+      );
     }
   }
   return problems;
