@@ -434,8 +434,9 @@ export function mountOpenApi(app: INestApplication): void {
     app.getHttpAdapter() as unknown as { getInstance(): FastifyInstance }
   ).getInstance();
   fastify.addHook('onRequest', (request, reply, done) => {
-    // (a name not plain — `//`, `%5c`, `%00` — is left to the static files' own refusals)
-    const file = /^\/docs\/([\w.-]+)(\?|$)/.exec(request.url)?.[1];
+    // anything else under /docs/ is a 404, as sent: `%70ackage.json`, `package%2ejson` are the
+    // static files' package.json once decoded, `//swagger-ui.css` and `%00` no file of the page
+    const file = /^\/docs\/([^?]*)/.exec(request.url)?.[1];
     if (file !== undefined && !UI_FILES.has(file)) {
       sendProblem(new NotFoundException(), request, reply);
       return;

@@ -100,11 +100,17 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     }
   });
 
-  it("Swagger UI's files refuse odd paths and preconditions with a 4xx problem (the static plugin's own refusals), never a 500", async () => {
+  it("Swagger UI's files refuse odd paths and preconditions with a 4xx problem, never a 500", async () => {
     const cases: [string, Record<string, string>, number][] = [
-      ['/docs//swagger-ui.css', {}, 403], // not a canonical path
-      ['/docs/a%5cb', {}, 403],
-      ['/docs/%00', {}, 400],
+      // only the page's own files, by their own names: anything else is 404
+      ['/docs//swagger-ui.css', {}, 404],
+      ['/docs/a%5cb', {}, 404],
+      ['/docs/%00', {}, 404],
+      ['/docs/%70ackage.json', {}, 404],
+      ['/docs/package%2ejson', {}, 404],
+      ['/docs/swagger-ui-bundle.js%2emap', {}, 404],
+      ['/docs/%73wagger-initializer.js', {}, 404],
+      ['/docs/swagger-ui%2ecss', {}, 404],
       ['/docs/swagger-ui.css', { 'if-match': '"x"' }, 412],
       ['/docs/swagger-ui.css', { 'if-unmodified-since': 'Thu, 01 Jan 1970 00:00:00 GMT' }, 412],
       ['/docs/swagger-ui.css', { range: 'bytes=99999999-' }, 416],
