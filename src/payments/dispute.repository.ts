@@ -34,13 +34,14 @@ export interface DisputeDeadline {
 }
 
 /**
- * The deadline a report carries (`reported`, SQL), the one known kept when it carries none; a new one
- * clears the reminder, so a person is reminded of the new deadline too.
+ * The deadline a report carries (`reported`, SQL), if later than the one known: a provider moves a
+ * deadline only later (an extension), and events come late and out of order — an old event's
+ * deadline never replaces a newer one. A later deadline clears the reminder, so a person is
+ * reminded of it too.
  */
 const newDeadline = (reported: string) => `
-  evidence_due_by = COALESCE(${reported}, d.evidence_due_by),
-  reminded_at = CASE WHEN ${reported} IS DISTINCT FROM d.evidence_due_by AND ${reported} IS NOT NULL
-                     THEN NULL ELSE d.reminded_at END`;
+  evidence_due_by = GREATEST(${reported}, d.evidence_due_by),
+  reminded_at = CASE WHEN ${reported} > d.evidence_due_by THEN NULL ELSE d.reminded_at END`;
 
 /** The `payment_disputes` table: one row per provider dispute of a payment. */
 @Injectable()

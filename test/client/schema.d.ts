@@ -1152,7 +1152,7 @@ export interface components {
             reason: string | null;
             /**
              * Format: date-time
-             * @description The provider's deadline for our evidence (needs_response) or reply (warning_needs_response): unanswered by then, the dispute is lost; null when the provider set none
+             * @description The provider's deadline for our evidence (needs_response) or reply (warning_needs_response): unanswered by then, the dispute is lost. Null when none is known: the provider set none, or the dispute was recorded before deadlines were kept (one still open is read again from the provider within about 6 hours; a closed one keeps null)
              */
             evidenceDueBy: string | null;
             /**

@@ -467,6 +467,10 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     await send(stripe.dispute(answered.intent, 'under_review', 'created', inDays(1)));
     const later = await paidOrder(10_000, 1);
     await send(stripe.dispute(later.intent, 'warning_needs_response', 'created', inDays(10)));
+    // none given (Stripe's null): shown as unknown, nothing to remind of
+    const unset = await paidOrder(10_000, 1);
+    await send(stripe.dispute(unset.intent, 'needs_response', 'created', null));
+    expect(await view(unset.orderId)).toEqual([expect.objectContaining({ evidenceDueBy: null })]);
     const finalizer = worker.get(PaymentFinalizer);
     await Promise.all([finalizer.reconcile(), finalizer.reconcile()]);
     expect((await remindedCount()) - before).toBe(1);
@@ -487,21 +491,59 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     ]);
     await finalizer.reconcile();
     expect((await remindedCount()) - before).toBe(2);
+    // a late event with the earlier deadline (events come out of order): the later one stays,
+    // and nobody is reminded again
+    await send(stripe.dispute(soon.intent, 'needs_response', 'updated', due));
+    expect(await view(soon.orderId)).toEqual([
+      expect.objectContaining({ evidenceDueBy: new Date(extended * 1000).toISOString() }),
+    ]);
+    await finalizer.reconcile();
+    expect((await remindedCount()) - before).toBe(2);
 
-    // the far one comes near (its deadline read again from Stripe by the recheck): raised
+    // the one without a deadline gets one, its event lost — read from Stripe by the recheck: raised
     const nearer = inDays(1);
-    stripe.dispute(later.intent, 'warning_needs_response', 'updated', nearer); // never delivered
+    stripe.dispute(unset.intent, 'needs_response', 'updated', nearer); // never delivered
     await t.db.pool.query(
       `UPDATE payment_disputes SET checked_at = now() - interval '7 hours'
         WHERE payment_id = (SELECT id FROM payments WHERE intent_id = $1)`,
-      [later.intent],
+      [unset.intent],
     );
     await finalizer.reconcile();
-    expect(await view(later.orderId)).toEqual([
+    expect(await view(unset.orderId)).toEqual([
       expect.objectContaining({ evidenceDueBy: new Date(nearer * 1000).toISOString() }),
     ]);
     expect((await remindedCount()) - before).toBe(3);
-  }, 30_000);
+
+    // one being claimed by another reconciliation (its row locked): this one passes it by, at
+    // once, and it is claimed once that one is gone
+    const held = await paidOrder(10_000, 1);
+    await send(stripe.dispute(held.intent, 'needs_response', 'created', inDays(1)));
+    const other = await t.db.pool.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query(
+        `SELECT 1 FROM payment_disputes
+          WHERE payment_id = (SELECT id FROM payments WHERE intent_id = $1) FOR UPDATE`,
+        [held.intent],
+      );
+      let waited: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        finalizer.reconcile(),
+        new Promise((_, reject) => {
+          waited = setTimeout(
+            () => reject(new Error('the reconciliation waited for the row')),
+            10_000,
+          );
+        }),
+      ]).finally(() => clearTimeout(waited));
+      expect((await remindedCount()) - before).toBe(3);
+    } finally {
+      await other.query('ROLLBACK');
+      other.release();
+    }
+    await finalizer.reconcile();
+    expect((await remindedCount()) - before).toBe(4);
+  }, 40_000);
 
   it('a stale payment_failed after success changes nothing', async () => {
     const { orderId, intent } = await paidOrder();

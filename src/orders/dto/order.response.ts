@@ -98,7 +98,7 @@ export class DisputeSummaryDto {
     format: 'date-time',
     nullable: true,
     description:
-      "The provider's deadline for our evidence (needs_response) or reply (warning_needs_response): unanswered by then, the dispute is lost; null when the provider set none",
+      "The provider's deadline for our evidence (needs_response) or reply (warning_needs_response): unanswered by then, the dispute is lost. Null when none is known: the provider set none, or the dispute was recorded before deadlines were kept (one still open is read again from the provider within about 6 hours; a closed one keeps null)",
   })
   evidenceDueBy!: string | null;
   @ApiProperty({ format: 'date-time', description: 'When it was first reported' })
