@@ -141,10 +141,14 @@ export class AdvisoryLockSession {
         return null;
       } catch (err) {
         // a session that failed (or hung past the timeout) is replaced; one that died unnoticed
-        // (the server restarted while it sat idle) is retried once on a fresh one. A statement
-        // the server refused (a key it cannot take: 22021) leaves the session — and every lock it
-        // holds for others — as it was.
-        const answered = err instanceof DatabaseError && !isConnectionFailure(err);
+        // (the server restarted while it sat idle) is retried once on a fresh one. A key the
+        // server refused (SQLSTATE class 22, data: a NUL in its text) leaves the session — and
+        // every lock it holds for others — as it was: refused before any lock was taken. Any
+        // other error (a cancel that may land after the grant) drops it, and its locks with it.
+        const answered =
+          err instanceof DatabaseError &&
+          err.code?.startsWith('22') === true &&
+          !isConnectionFailure(err);
         if (session && !answered) this.drop(session);
         if (!session || answered || attempt >= 2) {
           this.holds.delete(name);
