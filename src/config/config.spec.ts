@@ -326,6 +326,7 @@ describe('loadConfig', () => {
         'orders@shop.test',
         'orders@mail.localhost',
         'orders@shop.invalid',
+        'orders@shop.local',
       ]) {
         expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', MAIL_FROM: from })).toEqual([
           expect.stringMatching(/^MAIL_FROM: [a-z.-]+ is reserved for examples and tests/),
@@ -1038,6 +1039,19 @@ describe("the object store's addresses outside development", () => {
       expect.stringMatching(/^STORAGE_ENDPOINT: on this machine \(127\.0\.0\.1\)/),
       expect.stringMatching(/^STORAGE_BASE_URL: on this machine \(localhost\)/),
     ]);
+    // in any spelling of this machine
+    for (const endpoint of [
+      'https://localhost.:9000',
+      'https://minio.localhost',
+      'https://[::ffff:127.0.0.1]',
+      'https://[::ffff:7f00:1]',
+      'https://0.0.0.0:9000',
+      'https://[::]:9000',
+      'https://127.1.2.3',
+    ])
+      expect(problemsOf({ ...prod, STORAGE_ENDPOINT: endpoint })).toEqual([
+        expect.stringMatching(/^STORAGE_ENDPOINT: on this machine/),
+      ]);
     expect(() => loadConfig({ ...prod, ...local, NODE_ENV: 'staging' })).not.toThrow();
     expect(() =>
       loadConfig({ NODE_ENV: 'development', STORAGE_ENDPOINT: 'http://minio.lan:9000' }),

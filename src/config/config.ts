@@ -827,7 +827,8 @@ function secretProblems(env: Record<string, string>): string[] {
  * Names reserved for examples and tests (RFC 2606, RFC 6761): no mail provider verifies a sender
  * there, and nothing on the network answers there.
  */
-const RESERVED_DOMAIN = /(^|\.)(example|test|invalid|localhost)$|(^|\.)example\.(com|net|org)$/;
+const RESERVED_DOMAIN =
+  /(^|\.)(example|test|invalid|localhost|local)$|(^|\.)example\.(com|net|org)$/;
 
 /**
  * NODE_ENV=production only (a staging or test instance may use example names and a store on its
@@ -846,13 +847,32 @@ function productionProblems(env: Record<string, string>): string[] {
   }
   for (const name of ['STORAGE_ENDPOINT', 'STORAGE_BASE_URL'] as const) {
     const host = hostOf(env[name]);
-    if (host !== null && isLoopbackHost(host)) {
+    if (host !== null && isThisMachine(host)) {
       problems.push(
         `${name}: on this machine (${host}) — customers' browsers upload to and load images from it, on their own machines; name the store's public address`,
       );
     }
   }
   return problems;
+}
+
+/**
+ * Whether a URL's host names this machine, in any of its spellings: loopback (isLoopbackHost),
+ * with a trailing dot, a `*.localhost` name, the unspecified addresses (0.0.0.0, ::) and IPv4
+ * loopback mapped into IPv6 (`::ffff:7f00:1`, as URL writes `::ffff:127.0.0.1`).
+ */
+function isThisMachine(hostname: string): boolean {
+  const host = hostname
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '')
+    .replace(/\.$/, '');
+  return (
+    isLoopbackHost(host) ||
+    host.endsWith('.localhost') ||
+    host === '0.0.0.0' ||
+    host === '::' ||
+    /^::ffff:(7f[0-9a-f]{2}:[0-9a-f]{1,4}|127(\.\d{1,3}){3})$/.test(host)
+  );
 }
 
 /** The host name of a URL the schema accepted; null when unset or unparsable (the schema says so). */
