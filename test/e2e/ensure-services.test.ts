@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { networkInterfaces } from 'node:os';
+import { mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { PrivatePostgres } from '../support/private-postgres';
@@ -220,13 +220,20 @@ describe('scripts/start.sh outside development', () => {
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(process.env))
       if (v !== undefined && !/^(DATABASE_URL|REDIS_URL|PG[A-Z]+)$/.test(k)) env[k] = v;
+    // the checkout seen through links: node_modules a link (start.sh never installs through one,
+    // so a stale lockfile cannot empty it under the running suite), and no .env (a developer's
+    // DATABASE_URL there would be migrated); ENV_FILE= reads none either
+    const root = join(__dirname, '..', '..');
+    const checkout = mkdtempSync(join(tmpdir(), 'start-outside-development-'));
+    for (const name of readdirSync(root))
+      if (name !== '.env') symlinkSync(join(root, name), join(checkout, name));
     const run = await new Promise<Run>((resolve) =>
       execFile(
         'bash',
         ['scripts/start.sh'],
         {
-          cwd: join(__dirname, '..', '..'),
-          env: { ...env, NODE_ENV: 'production' },
+          cwd: checkout,
+          env: { ...env, NODE_ENV: 'production', ENV_FILE: '' },
           timeout: 60_000,
         },
         (err, stdout, stderr) =>
@@ -241,5 +248,7 @@ describe('scripts/start.sh outside development', () => {
     expect(run.out).not.toContain('[services]');
     expect(run.out).toMatch(/DATABASE_URL: required with NODE_ENV="production"/);
     expect(run.out).not.toContain('[start] seeding');
+    expect(run.out).not.toContain('npm ci');
+    rmSync(checkout, { recursive: true, force: true });
   }, 90_000);
 });
