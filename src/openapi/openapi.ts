@@ -417,7 +417,7 @@ function closeRequestSchema(document: OpenAPIObject, operation: OperationObject)
  * swagger-ui-dist (its package.json with the version, source maps, the stock petstore page and
  * initializer) is not served.
  */
-const UI_FILES: ReadonlySet<string> = new Set([
+export const UI_FILES: ReadonlySet<string> = new Set([
   'swagger-ui.css',
   'swagger-ui-bundle.js',
   'swagger-ui-standalone-preset.js',

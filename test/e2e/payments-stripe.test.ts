@@ -49,6 +49,11 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
 
   const orderOf = async (orderId: string) =>
     (await t.http.get(`/v1/orders/${orderId}`, { token: alice.token })).body;
+  /** A counter of the worker's registry (0 before its first increment). */
+  const workerCounter = async (name: string) =>
+    Number(
+      new RegExp(`^${name} (\\d+)`, 'm').exec(await worker.get(MetricsService).render())?.[1] ?? 0,
+    );
   const orderWhen = (orderId: string, what: string, done: (o: { status: string }) => boolean) =>
     waitFor(`order ${orderId}: ${what}`, () => orderOf(orderId), { until: (o) => done(o) });
   const deliver = (event: Stripe.Event) => {
@@ -278,10 +283,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
   });
 
   it("a disputed payment holds its order's fulfilment (409) while the dispute is open or lost — a late event never reopens a final one, a lost one is read from Stripe; won, it is fulfilled; each dispute is raised once", async () => {
-    const disputedCount = async () =>
-      Number(
-        /^payments_disputed_total (\d+)/m.exec(await worker.get(MetricsService).render())?.[1] ?? 0,
-      );
+    const disputedCount = () => workerCounter('payments_disputed_total');
     const before = await disputedCount();
     const fulfil = (orderId: string) =>
       t.http.post(`/v1/admin/orders/${orderId}/fulfil`, {}, { token: admin.accessToken });
@@ -440,12 +442,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
   }, 30_000);
 
   it("a dispute's evidence deadline is shown to admins and, still unanswered 3 days before it, raised once per deadline — claimed, so two reconciliations raise it once", async () => {
-    const remindedCount = async () =>
-      Number(
-        /^payments_dispute_deadlines_near_total (\d+)/m.exec(
-          await worker.get(MetricsService).render(),
-        )?.[1] ?? 0,
-      );
+    const remindedCount = () => workerCounter('payments_dispute_deadlines_near_total');
     const send = async (event: Stripe.Event) => {
       expect((await deliver(event)).status).toBe(200);
       await processed(event.id);
@@ -1629,12 +1626,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     }, 30_000);
 
     it("an admin's refund answered pending that the bank then fails is raised (requested_refunds_failed_total) and shown failed in the admin's view of the order", async () => {
-      const failedCount = async () =>
-        Number(
-          /^requested_refunds_failed_total (\d+)/m.exec(
-            await worker.get(MetricsService).render(),
-          )?.[1] ?? 0,
-        );
+      const failedCount = () => workerCounter('requested_refunds_failed_total');
       const before = await failedCount();
       const { orderId, intent } = await paidOrder(10_000, 1);
       stripe.holdRefunds(intent);
@@ -1905,11 +1897,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       const ours = await refund(orderId, { amount: { amount: 4000, currency: 'INR' } });
       expect([ours.status, ours.body.status]).toEqual([201, 'succeeded']);
       const [remote] = (await stripe.client().refunds.list({ payment_intent: intent })).data;
-      const metric = async () =>
-        Number(
-          /^refunds_reversed_total (\d+)/m.exec(await worker.get(MetricsService).render())?.[1] ??
-            0,
-        );
+      const metric = () => workerCounter('refunds_reversed_total');
       const before = await metric();
       const event = stripe.reverseRefund(remote.id);
       await deliver(event);

@@ -7,6 +7,7 @@ import { type HttpResponse, expectProblem } from '../support/http';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { CursorCodec } from '../../src/common/pagination/cursor';
+import { UI_FILES } from '../../src/openapi/openapi';
 
 /**
  * Issue 10, findings 6 and 9: malformed input never reaches PostgreSQL as a 500, and cached
@@ -128,14 +129,7 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       expect(res.body.detail).not.toMatch(/\/|node_modules/); // no file system path
     }
     // the files the page loads are still served, ranges too
-    for (const file of [
-      'swagger-ui.css',
-      'swagger-ui-bundle.js',
-      'swagger-ui-standalone-preset.js',
-      'swagger-ui-init.js',
-      'favicon-32x32.png',
-      'favicon-16x16.png',
-    ])
+    for (const file of UI_FILES)
       expect([file, (await t.http.get(`/docs/${file}`)).status]).toEqual([file, 200]);
     expect(
       (await t.http.get('/docs/swagger-ui.css', { headers: { range: 'bytes=0-9' } })).status,
