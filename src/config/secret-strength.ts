@@ -4,11 +4,12 @@ import { spawnSync } from 'node:child_process';
  * The estimator, run in a child process of its own: zxcvbn's dictionaries and the garbage a
  * check makes grew a process's resident memory by ~20 MiB for good (an API process's budget is
  * 200 MiB: issue 14), and a child gives all of it back when it exits. The secrets go in on its
- * standard input (never its command line, which `ps` shows), the estimates come back as JSON.
+ * standard input (never its command line, which `ps` shows), the estimates come back as JSON. It
+ * runs in this file's folder, so it finds the packages as this file would (src/ or dist/).
  */
 const ESTIMATOR = `
-const { ZxcvbnFactory } = require(${JSON.stringify(require.resolve('@zxcvbn-ts/core'))});
-const common = require(${JSON.stringify(require.resolve('@zxcvbn-ts/language-common'))});
+const { ZxcvbnFactory } = require('@zxcvbn-ts/core');
+const common = require('@zxcvbn-ts/language-common');
 const estimator = new ZxcvbnFactory({
   graphs: common.adjacencyGraphs,
   dictionary: { ...common.dictionary },
@@ -34,6 +35,7 @@ export function guessesLog10(secrets: readonly string[]): number[] {
   if (unknown.length > 0) {
     const run = spawnSync(process.execPath, ['-e', ESTIMATOR], {
       input: JSON.stringify(unknown),
+      cwd: __dirname,
       encoding: 'utf8',
       timeout: 30_000,
       // (only what Node needs: the child has no business with the rest of the environment)
