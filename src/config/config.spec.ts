@@ -327,6 +327,8 @@ describe('loadConfig', () => {
         'orders@mail.localhost',
         'orders@shop.invalid',
         'orders@shop.local',
+        'orders@shop.internal',
+        'orders@shop.home.arpa',
       ]) {
         expect(problemsOf({ ...SECRETS, NODE_ENV: 'production', MAIL_FROM: from })).toEqual([
           expect.stringMatching(/^MAIL_FROM: [a-z.-]+ is reserved for examples and tests/),
@@ -547,6 +549,11 @@ describe('loadConfig', () => {
         'Password1234567890Password123456',
       ];
       expect(Math.max(...guessesLog10(patterned))).toBeLessThan(20);
+      // the estimates kept are forgotten past 1,024: one known before that is still answered
+      const [weak] = patterned;
+      guessesLog10(Array.from({ length: 1_030 }, (_, i) => `filler-${i}`));
+      const [again] = guessesLog10([weak, 'one-more-0f3a9c']);
+      expect(again).toBeLessThan(20);
       // what the usual generators give passes: openssl rand -hex 16 / -hex 32 / -base64 48, each
       // of 20 draws (estimated at once: one child process; -hex 16, the weakest, scored 26.8 at
       // the least of 20,000 draws)
@@ -1048,6 +1055,7 @@ describe("the object store's addresses outside development", () => {
       'https://[::ffff:7f00:1]',
       'https://0.0.0.0:9000',
       'https://[::]:9000',
+      'https://[::ffff:0.0.0.0]',
       'https://127.1.2.3',
     ])
       expect(problemsOf({ ...prod, STORAGE_ENDPOINT: endpoint })).toEqual([

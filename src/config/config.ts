@@ -804,17 +804,20 @@ function secretProblems(env: Record<string, string>): string[] {
   jwtSecretProblems(env, want);
   webhookSecretProblems(env, want);
   const estimates = new Map<string, number>();
+  let unjudged = false;
   if (wanted.size > 0) {
     try {
       const list = [...wanted];
       guessesLog10(list).forEach((estimate, i) => estimates.set(list[i], estimate));
     } catch (err) {
+      unjudged = true; // (said once, here: not again as "too predictable" per secret)
       problems.push(
         `JWT_SECRET, STRIPE_WEBHOOK_SECRET, STORAGE_WEBHOOK_TOKEN: ${(err as Error).message}`,
       );
     }
   }
-  const strength = (secret: string) => estimates.get(secret) ?? Infinity;
+  // a secret without an estimate is not taken on trust
+  const strength = (secret: string) => (unjudged ? Infinity : (estimates.get(secret) ?? 0));
   problems.push(...jwtSecretProblems(env, strength));
   problems.push(...webhookSecretProblems(env, strength));
   problems.push(...stripeProblems(env));
@@ -824,11 +827,12 @@ function secretProblems(env: Record<string, string>): string[] {
 }
 
 /**
- * Names reserved for examples and tests (RFC 2606, RFC 6761): no mail provider verifies a sender
- * there, and nothing on the network answers there.
+ * Names reserved for examples, tests and private networks (RFC 2606, 6761, 6762, 7686, 8375,
+ * 9476, ICANN's .internal): no mail provider verifies a sender there, and nothing on the internet
+ * answers there.
  */
 const RESERVED_DOMAIN =
-  /(^|\.)(example|test|invalid|localhost|local)$|(^|\.)example\.(com|net|org)$/;
+  /(^|\.)(example|test|invalid|localhost|local|internal|alt|onion|home\.arpa)$|(^|\.)example\.(com|net|org)$/;
 
 /**
  * NODE_ENV=production only (a staging or test instance may use example names and a store on its
@@ -871,6 +875,7 @@ function isThisMachine(hostname: string): boolean {
     host.endsWith('.localhost') ||
     host === '0.0.0.0' ||
     host === '::' ||
+    host === '::ffff:0:0' ||
     /^::ffff:(7f[0-9a-f]{2}:[0-9a-f]{1,4}|127(\.\d{1,3}){3})$/.test(host)
   );
 }

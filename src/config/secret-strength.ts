@@ -18,6 +18,11 @@ const secrets = JSON.parse(require('node:fs').readFileSync(0, 'utf8'));
 process.stdout.write(JSON.stringify(secrets.map((s) => estimator.check(s).guessesLog10)));
 `;
 
+// the child's packages, resolved from here as the child resolves them (it runs in this folder): a
+// missing one fails this module's load at once, not a boot's estimate later
+require.resolve('@zxcvbn-ts/core');
+require.resolve('@zxcvbn-ts/language-common');
+
 /** Estimates made (a process judges its few secrets again on every configuration it loads). */
 const estimates = new Map<string, number>();
 const ESTIMATES_KEPT = 1024;
@@ -31,7 +36,13 @@ const ESTIMATES_KEPT = 1024;
  * throws when it cannot run (a secret that cannot be judged is not taken on trust).
  */
 export function guessesLog10(secrets: readonly string[]): number[] {
-  const unknown = [...new Set(secrets.filter((s) => !estimates.has(s)))];
+  const found = new Map<string, number>();
+  const unknown: string[] = [];
+  for (const s of new Set(secrets)) {
+    const known = estimates.get(s);
+    if (known === undefined) unknown.push(s);
+    else found.set(s, known);
+  }
   if (unknown.length > 0) {
     const run = spawnSync(process.execPath, ['-e', ESTIMATOR], {
       input: JSON.stringify(unknown),
@@ -48,12 +59,18 @@ export function guessesLog10(secrets: readonly string[]): number[] {
       made = undefined;
     }
     if (!Array.isArray(made) || made.length !== unknown.length) {
-      throw new Error(
-        `the secrets' strength could not be estimated (${run.error?.message ?? `exit ${run.status}: ${run.stderr.trim().slice(0, 200)}`})`,
-      );
+      const why =
+        run.error?.message ??
+        (run.signal
+          ? `killed by ${run.signal} (out of memory?)`
+          : `exit ${run.status}: ${run.stderr.trim().slice(0, 200)}`);
+      throw new Error(`the secrets' strength could not be estimated (${why})`);
     }
     if (estimates.size > ESTIMATES_KEPT) estimates.clear();
-    unknown.forEach((s, i) => estimates.set(s, Number(made[i])));
+    unknown.forEach((s, i) => {
+      found.set(s, Number(made[i]));
+      estimates.set(s, Number(made[i]));
+    });
   }
-  return secrets.map((s) => estimates.get(s) as number);
+  return secrets.map((s) => found.get(s) as number);
 }
