@@ -437,7 +437,7 @@ export function mountOpenApi(app: INestApplication): void {
     // anything else under /docs/ is a 404, as sent: `%70ackage.json`, `package%2ejson` are the
     // static files' package.json once decoded, `//swagger-ui.css` and `%00` no file of the page
     const file = /^\/docs\/([^?]*)/.exec(request.url)?.[1];
-    if (file !== undefined && !UI_FILES.has(file)) {
+    if (file !== undefined && file !== '' && !UI_FILES.has(file)) {
       sendProblem(new NotFoundException(), request, reply);
       return;
     }

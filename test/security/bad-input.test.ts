@@ -129,7 +129,8 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       expect(res.body.detail).not.toMatch(/\/|node_modules/); // no file system path
     }
     // the files the page loads are still served, ranges too
-    for (const file of UI_FILES)
+    for (const file of ['', ...UI_FILES])
+      // ('': the page at /docs/, as at /docs)
       expect([file, (await t.http.get(`/docs/${file}`)).status]).toEqual([file, 200]);
     expect(
       (await t.http.get('/docs/swagger-ui.css', { headers: { range: 'bytes=0-9' } })).status,
