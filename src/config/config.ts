@@ -803,21 +803,19 @@ function secretProblems(env: Record<string, string>): string[] {
   const want = (secret: string) => (wanted.add(secret), Infinity);
   jwtSecretProblems(env, want);
   webhookSecretProblems(env, want);
-  const estimates = new Map<string, number>();
-  let unjudged = false;
-  if (wanted.size > 0) {
-    try {
-      const list = [...wanted];
-      guessesLog10(list).forEach((estimate, i) => estimates.set(list[i], estimate));
-    } catch (err) {
-      unjudged = true; // (said once, here: not again as "too predictable" per secret)
-      problems.push(
-        `JWT_SECRET, STRIPE_WEBHOOK_SECRET, STORAGE_WEBHOOK_TOKEN: ${(err as Error).message}`,
-      );
-    }
+  const judged = [...wanted];
+  let estimates: number[] | null = [];
+  try {
+    if (judged.length > 0) estimates = guessesLog10(judged);
+  } catch (err) {
+    estimates = null; // (said once, here: not again as "too predictable" per secret)
+    problems.push(
+      `JWT_SECRET, STRIPE_WEBHOOK_SECRET, STORAGE_WEBHOOK_TOKEN: ${(err as Error).message}`,
+    );
   }
   // a secret without an estimate is not taken on trust
-  const strength = (secret: string) => (unjudged ? Infinity : (estimates.get(secret) ?? 0));
+  const strength = (secret: string) =>
+    estimates === null ? Infinity : (estimates[judged.indexOf(secret)] ?? 0);
   problems.push(...jwtSecretProblems(env, strength));
   problems.push(...webhookSecretProblems(env, strength));
   problems.push(...stripeProblems(env));
@@ -973,6 +971,7 @@ function webhookSecretProblems(
     const value = env[name];
     // (absent, malformed, or the development value itself: said already)
     if (!value || !WEBHOOK_SECRET_FORMAT[name].test(value) || value === DEV_SECRETS[name]) continue;
+    const refusedBefore = problems.length;
     if (looksLikePlaceholder(value.replace(/^whsec_/, ''))) {
       problems.push(
         `${name}: looks like a placeholder or words, not a random secret (use the provider's, or e.g. openssl rand -hex 32)`,
@@ -994,7 +993,7 @@ function webhookSecretProblems(
     }
     // a pattern (`0123456789abcdef`), if nothing above refused it (the estimate's child process)
     if (
-      problems.every((p) => !p.startsWith(`${name}:`)) &&
+      problems.length === refusedBefore &&
       strength(value.replace(/^whsec_/, '')) < WEBHOOK_SECRET_MIN_GUESSES_LOG10
     ) {
       problems.push(
