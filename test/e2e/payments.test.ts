@@ -869,6 +869,39 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect((await statusOf(order.body.id)).status).toBe('PAYMENT_PENDING');
   });
 
+  it("a key used on the development confirm route is scoped to the intent id as sent: the key sent again for another case of it is another route (422), never the first intent's answer replayed", async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    const id: string = pay.body.paymentIntentId;
+    const key = newKey();
+    const confirm = (intentId: string) =>
+      t.http.post(
+        `/v1/dev/payment-intents/${intentId}/confirm`,
+        { outcome: 'failed' },
+        { token: alice.token, idempotencyKey: key },
+      );
+    const first = await confirm(id);
+    expect(first.status).toBe(200);
+    // (intent ids are case-sensitive, as Stripe's are: the upper-case one names no intent, and
+    // was answered with the first one's stored 200)
+    const other = await confirm(id.toUpperCase());
+    expect([other.status, other.body.code, other.headers.get('idempotent-replayed')]).toEqual([
+      422,
+      'IDEMPOTENCY_KEY_REUSED',
+      null,
+    ]);
+    const again = await confirm(id);
+    expect([again.status, again.headers.get('idempotent-replayed'), again.body]).toEqual([
+      200,
+      'true',
+      first.body,
+    ]);
+  });
   describe('webhook signatures', () => {
     const body = JSON.stringify({
       id: 'evt_sig_test',
