@@ -1,6 +1,4 @@
 import { Injectable } from '@nestjs/common';
-import { createHash } from 'node:crypto';
-import { DomainError } from '../common/errors/domain-error';
 import { CursorCodec } from '../common/pagination/cursor';
 import { Clock } from '../common/time/clock';
 import { CatalogCache } from './catalog-cache';
@@ -17,21 +15,15 @@ interface Cursor extends Record<string, string | number> {
   i: string;
   t: string;
   m: number;
-  /** The listing it was made for (listingOf): absent only in cursors made before it was added. */
-  l: string;
 }
 
 /**
- * A short digest of what a page lists — sort, category, search text — carried in its cursor: a
- * cursor made under one sort (its key a price) replayed under another (a popularity, or a price in
- * the other direction) would page from an arbitrary place, repeating or skipping products.
+ * What a page lists — sort, category, search text — which its cursor is bound to (CursorCodec):
+ * a cursor made under one sort (its key a price) replayed under another (a popularity, or a price
+ * in the other direction) would page from an arbitrary place, repeating or skipping products.
  */
-function listingOf(query: ListProductsDto): string {
-  return createHash('sha256')
-    .update(JSON.stringify([query.sort, query.categoryId ?? null, query.q ?? null]))
-    .digest('base64url')
-    .slice(0, 16);
-}
+const listingOf = (query: ListProductsDto): string =>
+  JSON.stringify([query.sort, query.categoryId ?? null, query.q ?? null]);
 
 /** Public catalog reads, served through the cache as ready JSON. */
 @Injectable()
@@ -68,25 +60,13 @@ export class CatalogService {
 
   private async page(query: ListProductsDto): Promise<ProductPageDto> {
     const spec = SORTS[query.sort];
-    const cursor = this.cursors.decode<Omit<Cursor, 'l'>>(query.cursor, {
-      k: spec.keyType,
-      i: 'uuid',
-      t: 'timestamp',
-      m: 'integer',
-    }) as Cursor | null;
     const listing = listingOf(query);
-    // (a cursor without a listing is one from before it was added: paged as it always was)
-    if (cursor && cursor.l !== undefined && cursor.l !== listing) {
-      throw new DomainError(
-        'VALIDATION_FAILED',
-        'The cursor belongs to another listing (sort, category or search).',
-        {
-          errors: [
-            { field: 'cursor', message: 'cursor was made for another sort, category or search' },
-          ],
-        },
-      );
-    }
+    const cursor = this.cursors.decode<Cursor>(
+      query.cursor,
+      { k: spec.keyType, i: 'uuid', t: 'timestamp', m: 'integer' },
+      listing,
+      'listing (sort, category or search)',
+    );
     const asOf = cursor ? new Date(cursor.t) : this.clock.now();
     // (the best seller's units scale relevance only: the other sorts neither read nor page by it)
     const maxUnits = cursor
@@ -109,13 +89,15 @@ export class CatalogService {
     if (rows.length > query.limit && last) {
       // timestamps travel as PostgreSQL text (microseconds intact), numbers as numbers
       const k = spec.keyType === 'timestamp' ? String(last.sortKey) : Number(last.sortKey);
-      nextCursor = this.cursors.encode({
-        k,
-        i: last.id,
-        t: asOf.toISOString(),
-        m: maxUnits,
-        l: listing,
-      });
+      nextCursor = this.cursors.encode(
+        {
+          k,
+          i: last.id,
+          t: asOf.toISOString(),
+          m: maxUnits,
+        },
+        listing,
+      );
     }
     return {
       items: items.map((r) => mapProductSummary(r, (key) => this.storage.publicUrl(key))),

@@ -59,10 +59,14 @@ export class ReviewsService {
 
   /** A product's reviews; 404 for a product that does not exist or is off sale, as for the product. */
   async list(productId: string, query: PageQueryDto): Promise<ReviewPageDto> {
-    const after = this.cursors.decode<{ t: string; i: string }>(query.cursor, {
-      t: 'timestamp',
-      i: 'uuid',
-    });
+    // (a cursor is bound to its product's reviews: another's skipped or repeated some)
+    const list = `reviews of ${productId}`;
+    const after = this.cursors.decode<{ t: string; i: string }>(
+      query.cursor,
+      { t: 'timestamp', i: 'uuid' },
+      list,
+      "product's reviews",
+    );
     // (anonymous, uncached, any cursor: through the catalog's read gate)
     const rows = await this.cache.readBounded(async () => {
       if (!(await this.products.findById(productId, { activeOnly: true }))) throw productNotFound();
@@ -78,7 +82,7 @@ export class ReviewsService {
       items: items.map((r) => ({ ...r, createdAt: r.createdAt.toISOString() })),
       nextCursor:
         rows.length > query.limit && last
-          ? this.cursors.encode({ t: last.createdAt.toISOString(), i: last.id })
+          ? this.cursors.encode({ t: last.createdAt.toISOString(), i: last.id }, list)
           : null,
     };
   }

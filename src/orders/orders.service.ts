@@ -96,10 +96,17 @@ export class OrdersService {
     filter: { userId?: string; status?: AdminListOrdersDto['status'] },
     query: PageQueryDto,
   ): Promise<Page<OrderDto>> {
-    const after = this.cursors.decode<{ c: string; i: string }>(query.cursor, {
-      c: 'timestamp',
-      i: 'uuid',
-    });
+    // (a cursor is bound to its list: a customer's own orders, or all orders under one filter —
+    // another list's paged from an arbitrary place in this one)
+    const list = filter.userId
+      ? `orders of ${filter.userId}`
+      : `all orders, status ${filter.status ?? 'any'}`;
+    const after = this.cursors.decode<{ c: string; i: string }>(
+      query.cursor,
+      { c: 'timestamp', i: 'uuid' },
+      list,
+      'list of orders',
+    );
     const { orders: items, more } = await this.orders.page(
       filter,
       query.limit,
@@ -109,7 +116,9 @@ export class OrdersService {
     return {
       items: items.map(mapOrder),
       nextCursor:
-        more && last ? this.cursors.encode({ c: last.createdAt.toISOString(), i: last.id }) : null,
+        more && last
+          ? this.cursors.encode({ c: last.createdAt.toISOString(), i: last.id }, list)
+          : null,
     };
   }
 

@@ -41,6 +41,40 @@ describe('catalog: reviews, recommendations, images', () => {
     await t?.close();
   });
 
+  it("a review page's cursor is its product's: sent for another product's reviews (or a product listing's sent here) it is a 400, not a page that skips reviews", async () => {
+    const [x, y] = [await createProduct(t, admin), await createProduct(t, admin)];
+    for (const b of [alice, bob]) {
+      await paidOrder(b, [x.id, y.id]);
+      for (const p of [x, y])
+        expect(
+          (
+            await t.http.post(
+              `/v1/products/${p.id}/reviews`,
+              { rating: 4, comment: 'fine' },
+              { token: b.token, idempotencyKey: newKey() },
+            )
+          ).status,
+        ).toBe(201);
+    }
+    const first = await t.http.get(`/v1/products/${x.id}/reviews?limit=1`);
+    const cursor = first.body.nextCursor as string;
+    expect(cursor).toEqual(expect.any(String));
+    expectProblem(
+      await t.http.get(`/v1/products/${y.id}/reviews?limit=10&cursor=${cursor}`),
+      400,
+      'VALIDATION_FAILED',
+    );
+    const listing = await t.http.get('/v1/products?sort=newest&limit=1');
+    expectProblem(
+      await t.http.get(`/v1/products/${x.id}/reviews?cursor=${listing.body.nextCursor}`),
+      400,
+      'VALIDATION_FAILED',
+    );
+    // its own product's reviews page on
+    const next = await t.http.get(`/v1/products/${x.id}/reviews?limit=10&cursor=${cursor}`);
+    expect([next.status, next.body.items.length]).toEqual([200, 1]);
+  });
+
   it('lets only customers with a paid order review a product, once', async () => {
     const p = await createProduct(t, admin);
     const before = await t.http.post(

@@ -587,6 +587,35 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     );
   });
 
+  it("an order page's cursor is its list's: another customer's own list, the admin list, or the admin list under another status filter answer it 400", async () => {
+    const [erin, frank] = await buyers(t.http, 2);
+    const p = await insertProduct(t.db.pool, { stock: 50 });
+    for (let i = 0; i < 3; i++) await placeOrder(t.http, erin, [{ productId: p, quantity: 1 }]);
+    await placeOrder(t.http, frank, [{ productId: p, quantity: 1 }]);
+    const mine = (await t.http.get('/v1/orders?limit=1', { token: erin.token })).body.nextCursor;
+    const all = (await t.http.get('/v1/admin/orders?limit=1', { token: admin })).body.nextCursor;
+    const reserved = (
+      await t.http.get('/v1/admin/orders?limit=1&status=INVENTORY_RESERVED', { token: admin })
+    ).body.nextCursor;
+    for (const [what, url, token] of [
+      ["another customer's list", `/v1/orders?cursor=${mine}`, frank.token],
+      ['the admin list', `/v1/admin/orders?cursor=${mine}`, admin],
+      ["a customer's list", `/v1/orders?cursor=${all}`, erin.token],
+      ['another status', `/v1/admin/orders?status=CANCELLED&cursor=${reserved}`, admin],
+      ['no status', `/v1/admin/orders?cursor=${reserved}`, admin],
+    ]) {
+      const res = await t.http.get(url, { token });
+      expect([what, res.status, res.body.code]).toEqual([what, 400, 'VALIDATION_FAILED']);
+    }
+    // each pages on its own list
+    for (const [url, token] of [
+      [`/v1/orders?cursor=${mine}`, erin.token],
+      [`/v1/admin/orders?cursor=${all}`, admin],
+      [`/v1/admin/orders?status=INVENTORY_RESERVED&cursor=${reserved}`, admin],
+    ])
+      expect((await t.http.get(url, { token })).status).toBe(200);
+  });
+
   it(`a page carries at most ${ORDER_PAGE_LINE_BUDGET} order lines: cut short (with a cursor) before 100 orders of 100 lines, nothing skipped`, async () => {
     const [dave] = await buyers(t.http, 1);
     const products = await Promise.all(

@@ -6,8 +6,10 @@ const id = '3da1f5e3-96cc-4350-843a-cc3b8e0f6cab';
 const raw = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
 const codecUnder = (secret: string) => new CursorCodec({ jwt: { secret } } as AppConfig);
 const codec = codecUnder('a-test-secret-of-some-length');
-const decodeCursor = codec.decode.bind(codec);
-const encodeCursor = codec.encode.bind(codec);
+const LIST = 'a list';
+const decodeCursor = (cursor: string | undefined, shape: Parameters<typeof codec.decode>[1]) =>
+  codec.decode(cursor, shape, LIST);
+const encodeCursor = (key: Parameters<typeof codec.encode>[0]) => codec.encode(key, LIST);
 
 describe('keyset cursors', () => {
   it('accepts timestamps as toISOString and PostgreSQL text write them, and only real instants', () => {
@@ -89,12 +91,31 @@ describe('keyset cursors', () => {
     for (const forged of [
       raw(key),
       flipped.toString('base64url'),
-      codecUnder('another-secret-entirely').encode(key),
+      codecUnder('another-secret-entirely').encode(key, LIST),
       `${cursor}A`,
       cursor.slice(0, 20),
       '',
     ]) {
       expect(() => decodeCursor(forged, shape)).toThrow(DomainError);
     }
+  });
+
+  it('is bound to the list it was made for: sent to another, it is a 400 naming that list', () => {
+    const shape = { k: 'int4', i: 'uuid' } as const;
+    const cursor = codec.encode({ k: 1, i: id }, 'reviews of A');
+    expect(codec.decode(cursor, shape, 'reviews of A', "product's reviews")).toEqual({
+      k: 1,
+      i: id,
+    });
+    let refused: unknown;
+    try {
+      codec.decode(cursor, shape, 'reviews of B', "product's reviews");
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).toBeInstanceOf(DomainError);
+    expect((refused as DomainError).message).toBe(
+      "The cursor belongs to another product's reviews.",
+    );
   });
 });

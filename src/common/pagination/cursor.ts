@@ -1,5 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync } from 'node:crypto';
 import { sessionClientSecret } from '../../config/jwt-keys';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
@@ -19,8 +19,19 @@ import { isUuid } from '../ids';
  */
 export type CursorField = 'string' | 'number' | 'integer' | 'int4' | 'uuid' | 'timestamp';
 
-/** A cursor's sort key: field name → value. */
-type CursorKey = Record<string, string | number>;
+/** A cursor's sort key: field name → value (`l` is the codec's: the list it was made for). */
+type CursorKey = Record<string, string | number> & { l?: never };
+
+/** The field a sealed cursor names its list in: a digest of the caller's description of it. */
+const LIST_FIELD = 'l';
+
+/**
+ * A short digest of what a list lists (the catalog's sort, category and search; the product a
+ * review page is of; whose orders, with which filter): a cursor made for one list and sent to
+ * another would page from an arbitrary place in it, repeating or skipping items.
+ */
+const listTag = (list: string): string =>
+  createHash('sha256').update(list).digest('base64url').slice(0, 16);
 
 const malformed = () =>
   new DomainError('VALIDATION_FAILED', 'The cursor is malformed.', {
@@ -59,10 +70,11 @@ export class CursorCodec {
     this.nonceKey = derive(root, 'shop cursor nonce');
   }
 
-  encode(key: CursorKey): string {
+  /** The next page of `list` after `key` (the last item's sort key). */
+  encode(key: CursorKey, list: string): string {
     // padded with spaces (JSON ignores them) to a whole block: the length of a sealed text is
     // its plaintext's, and the digits of the popular sort's units sold showed in it
-    const json = Buffer.from(JSON.stringify(key), 'utf8');
+    const json = Buffer.from(JSON.stringify({ ...key, [LIST_FIELD]: listTag(list) }), 'utf8');
     const padding = Math.ceil(json.length / PAD_BLOCK) * PAD_BLOCK - json.length;
     const plain = Buffer.concat([json, Buffer.alloc(padding, 0x20)]);
     const nonce = createHmac('sha256', this.nonceKey).update(plain).digest().subarray(0, NONCE);
@@ -71,10 +83,16 @@ export class CursorCodec {
     return Buffer.concat([nonce, sealed, cipher.getAuthTag()]).toString('base64url');
   }
 
-  /** The sort key sealed in `cursor`, every field of the kind `shape` says; null when absent. */
+  /**
+   * The sort key sealed in `cursor`, every field of the kind `shape` says; null when absent. A
+   * cursor made for another list than `list` is a 400 naming `what` the list is (a cursor sealed
+   * without a list, before lists were named, pages as it always did).
+   */
   decode<T extends CursorKey>(
     cursor: string | undefined,
     shape: Record<keyof T, CursorField>,
+    list: string,
+    what = 'list',
   ): T | null {
     if (cursor === undefined) return null;
     const bytes = Buffer.from(cursor, 'base64url');
@@ -90,7 +108,13 @@ export class CursorCodec {
     } catch {
       throw malformed();
     }
-    return readCursorKey(plain, shape);
+    const { [LIST_FIELD]: tag, ...key } = readCursorKey(plain, shape) as Record<string, unknown>;
+    if (tag !== undefined && tag !== listTag(list)) {
+      throw new DomainError('VALIDATION_FAILED', `The cursor belongs to another ${what}.`, {
+        errors: [{ field: 'cursor', message: `cursor was made for another ${what}` }],
+      });
+    }
+    return key as T;
   }
 }
 
