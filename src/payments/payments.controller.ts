@@ -29,7 +29,7 @@ export class PaymentsController {
     [404, '`ORDER_NOT_FOUND`'],
     [
       409,
-      '`ORDER_NOT_PAYABLE`: cancelled, past its reservation deadline, a total the provider cannot charge, or a product of it taken off sale before its payment began',
+      '`ORDER_NOT_PAYABLE`: cancelled, past its reservation deadline, a total the provider cannot charge, or a product of it taken off sale before its payment began (the order is then cancelled, PAYMENT_FAILED)',
     ],
     [
       502,

@@ -113,16 +113,28 @@ export class PaymentsService {
     if (overdue) throw reservationExpired();
     // a product taken off sale since the order was placed (a recall, a price mistake — the order
     // keeps the price it was placed at) is not sold by a payment begun after, even once it is
-    // back on sale (its price mended): the reservation runs out as any unpaid one does. (A
-    // payment begun before goes on: its client holds the secret, and the provider, not this
-    // route, takes the money.)
+    // back on sale (its price mended). (A payment begun before goes on: its client holds the
+    // secret, and the provider, not this route, takes the money.)
     const productIds = order.items.map((i) => i.productId);
     const offSale = await this.products.offSaleSince(productIds, order.placedEpoch ?? null);
-    if (offSale.length > 0)
+    if (offSale.length > 0) {
+      // never payable now: cancelled at once, its units back on sale — left to run out, it held
+      // them for the rest of its window (the product mended and back on sale looked sold out),
+      // and then counted against the customer as abandoned. The shop's doing, not the
+      // customer's: marked so (a failed payment start, never counted as abandoned). In a
+      // transaction of its own: it stands although this request answers 409 (no payment record
+      // yet — one a concurrent start made is left to go on, as begun before).
+      await this.tx.runOwn(async () => {
+        await this.orders.notePaymentStartFailed(orderId, this.clock.now());
+        await this.transitions.cancel(orderId, 'PAYMENT_FAILED', `user:${me.userId}`, {
+          onlyIfNoOpenPayment: true,
+        });
+      });
       throw new DomainError(
         'ORDER_NOT_PAYABLE',
-        'A product of this order has been taken off sale: the order can no longer be paid.',
+        'A product of this order has been taken off sale: the order can no longer be paid, and is cancelled.',
       );
+    }
     // a total of nothing (free products only) cannot be charged: a 409, not the provider's
     // refusal as a 502 on every retry
     if (order.totalAmount <= 0)

@@ -6736,7 +6736,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `ORDER_NOT_PAYABLE`: cancelled, past its reservation deadline, a total the provider cannot charge, or a product of it taken off sale before its payment began; or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
+            /** @description `ORDER_NOT_PAYABLE`: cancelled, past its reservation deadline, a total the provider cannot charge, or a product of it taken off sale before its payment began (the order is then cancelled, PAYMENT_FAILED); or `IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still running; retry after `Retry-After` seconds */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying */
