@@ -287,3 +287,41 @@ describe('CatalogCache version counter', () => {
     expect(await version()).toBe('20001'); // not 1
   });
 });
+
+describe('CatalogCache: pages shared by processes configured alike only', () => {
+  it('a process selling in another currency (or serving images from another base URL) never reads pages another stored', async () => {
+    /** One shared tier for every process: a Map behind cache-manager's get and set. */
+    const entries = new Map<string, unknown>();
+    const shared = mockOf<Cache>(
+      {
+        get: async (k: string) => entries.get(k),
+        set: async (k: string, v: unknown) => (entries.set(k, v), v),
+      },
+      'shared',
+    );
+    const processUnder = (env: Record<string, string>) =>
+      new CatalogCache(
+        fakeRedis(),
+        shared,
+        loadConfig({ NODE_ENV: 'development', ...env }),
+        new Clock(),
+        noTransaction,
+      );
+    const inr = processUnder({ SHOP_CURRENCY: 'INR' });
+    const url = '/v1/products?sort=price_asc&limit=10';
+    for (const _ of [1, 2]) await inr.getOrBuild(url, async () => ({ currency: 'INR' }));
+    expect(entries.size).toBe(1);
+    for (const [other, env] of [
+      ['USD', { SHOP_CURRENCY: 'USD' }],
+      ['images', { SHOP_CURRENCY: 'INR', STORAGE_BASE_URL: 'https://images.shop.example.in' }],
+    ] as const) {
+      const page = await processUnder(env).getOrBuild(url, async () => ({ built: other }));
+      expect([other, JSON.parse(page)]).toEqual([other, { built: other }]);
+    }
+    // configured alike: the page is shared
+    const alike = await processUnder({ SHOP_CURRENCY: 'INR' }).getOrBuild(url, async () => ({
+      built: 'again',
+    }));
+    expect(JSON.parse(alike)).toEqual({ currency: 'INR' });
+  });
+});

@@ -3,6 +3,7 @@ import { CACHE_MANAGER } from '@nestjs/cache-manager';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { Cache } from 'cache-manager';
 import type Redis from 'ioredis';
+import { createHash } from 'node:crypto';
 import { Keyv } from 'keyv';
 import { TransactionHost } from '../database/transaction-host';
 import { Clock } from '../common/time/clock';
@@ -164,6 +165,20 @@ return redis.call('INCR', KEYS[1])`;
  *   a second), never a 500 and never a wait on Redis; the cache works again as soon as Redis
  *   answers.
  */
+/**
+ * A digest of the configuration a page is built under besides its URL: the shop's currency (only
+ * products priced in it are listed) and the images' public base URL (in every item). Two API
+ * processes configured otherwise (a rolling change of either) served each other's pages — a
+ * listing of another currency's products, each then a 404 on its own page — for as long as both
+ * ran.
+ */
+function pageShapeOf(config: Pick<AppConfig, 'currency' | 'storage'>): string {
+  return createHash('sha256')
+    .update(JSON.stringify([config.currency, config.storage.baseUrl]))
+    .digest('base64url')
+    .slice(0, 8);
+}
+
 @Injectable()
 export class CatalogCache {
   private readonly logger = new Logger(CatalogCache.name);
@@ -177,6 +192,11 @@ export class CatalogCache {
   private memoryChars = 0;
   private memoryVersion: string | undefined;
   private readonly versionKey: string;
+  /**
+   * What else than the URL shapes a page (pageShapeOf): processes configured otherwise — during a
+   * rolling change of SHOP_CURRENCY or STORAGE_BASE_URL — share no pages.
+   */
+  private readonly pageShape: string;
   private readonly enabled: boolean;
   private readonly versions: CoalescedVersionReader;
   /** Reads skip Redis until then (it just failed or stalled). */
@@ -203,6 +223,7 @@ export class CatalogCache {
     private readonly tx: TransactionHost,
   ) {
     this.versionKey = `${config.redis.keyPrefix}:catalog:version`;
+    this.pageShape = pageShapeOf(config);
     this.enabled = config.catalogCacheEnabled;
     // (with the cache off too: every read is then a build, and a flood of them would take
     // checkout's connections all the same)
@@ -453,7 +474,7 @@ export class CatalogCache {
 
   /** Within the store's namespace (`<prefix>:catalog:version`). */
   private sharedKey(version: string, key: string): string {
-    return `${version}:${key}`;
+    return `${version}:${this.pageShape}:${key}`;
   }
 
   private async safe<T>(op: () => Promise<T>): Promise<T | undefined> {
