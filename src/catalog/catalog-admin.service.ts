@@ -83,7 +83,7 @@ export class CatalogAdminService {
       );
       if (!found) throw productNotFound();
       if (dto.active === false) await this.inventory.takingOffSale(id);
-      else if (dto.price) await this.inventory.repricing(id);
+      else if (dto.price || dto.name !== undefined) await this.inventory.changingOrderTerms(id);
       return this.read(id); // in the transaction, as for a create
     });
     await this.cache.invalidate();

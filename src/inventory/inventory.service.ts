@@ -39,13 +39,14 @@ export class InventoryService {
   }
 
   /**
-   * A product being repriced: call in the transaction that does it, after its UPDATE of the
-   * product (the same order as takingOffSale). Its stock row is locked, so the change waits for
-   * the checkouts holding the row (their orders carry the old price and commit before it is
-   * answered), and the reservations after it find their lines priced from an older snapshot:
-   * `reserve_stock` then fails the attempt with 40001 and the checkout runs again at the new price.
+   * A product being repriced or renamed (what an order line copies): call in the transaction
+   * that does it, after its UPDATE of the product (the same order as takingOffSale). Its stock
+   * row is locked, so the change waits for the checkouts holding the row (their orders carry the
+   * old price and name and commit before it is answered), and the reservations after it find
+   * their lines copied from an older snapshot: `reserve_stock` then fails the attempt with 40001
+   * and the checkout runs again with the new price and name.
    */
-  async repricing(productId: string): Promise<void> {
+  async changingOrderTerms(productId: string): Promise<void> {
     await this.inventory.lockItem(productId);
   }
 

@@ -161,6 +161,52 @@ describe('taking a product off sale while checkouts of it wait on its stock row'
     },
   );
 
+  it.each([
+    ["the order's own lines", true],
+    ['the cart', false],
+  ])(
+    'a checkout (%s) queued on the row when a rename commits names its line by the new name, never the old one',
+    async (_, ownLines) => {
+      const { p, res } = await checkoutQueuedDuring(
+        ownLines,
+        `UPDATE products SET name = 'Renamed while queued' WHERE id = $1`,
+      );
+      expect([res.status, res.body.items[0].name]).toEqual([201, 'Renamed while queued']);
+      const stored = await t.db.pool.query(`SELECT name FROM order_items WHERE product_id = $1`, [
+        p,
+      ]);
+      expect(stored.rows).toEqual([{ name: 'Renamed while queued' }]);
+      await assertStockInvariants(t.db.pool, [p]);
+    },
+  );
+
+  it("the admin's rename waits for a checkout already queued on the row: answered only once that order (with the name it read) has committed", async () => {
+    const p = await insertProduct(t.db.pool, { stock: 10 });
+    const [buyer, late] = await buyers(t.http, 2);
+    const before = (await t.db.pool.query('SELECT name FROM products WHERE id = $1', [p])).rows[0]
+      .name;
+    const row = await holdStockRow(p);
+    let checkout;
+    let renaming;
+    try {
+      checkout = placeOrder(t.http, buyer, [{ productId: p, quantity: 1 }]);
+      await untilWaitingOnLocks(t.db.pool, 'the checkout queued on the stock row');
+      renaming = t.http.patch(`/v1/admin/products/${p}`, { name: 'Renamed' }, { token: admin });
+      // the old code answered the rename here, with the checkout still queued
+      await untilWaitingOnLocks(t.db.pool, 'the checkout and the rename queued on the row', {
+        count: 2,
+      });
+    } finally {
+      await row.release();
+    }
+    expect((await renaming).status).toBe(200);
+    expect(await ordersOf(p)).toBe(1);
+    expect((await checkout).body.items[0].name).toBe(before);
+    const after = await placeOrder(t.http, late, [{ productId: p, quantity: 1 }]);
+    expect([after.status, after.body.items[0].name]).toEqual([201, 'Renamed']);
+    await assertStockInvariants(t.db.pool, [p]);
+  });
+
   it("the admin's price change waits for a checkout already queued on the row: answered only once that order has committed", async () => {
     const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 1000 });
     const [buyer, late] = await buyers(t.http, 2);
