@@ -716,7 +716,7 @@ describe('contract fuzzing: every operation of openapi.json', () => {
    * body, `Idempotent-Replayed`, nothing written), refuses it with another body (422, nothing
    * written), and never replays it for another customer (their own order: 404, not the answer).
    */
-  it('every operation: 401 anonymous or forged, 403 a customer on admin routes; every keyed POST replays for its caller only, 422 with another body', async () => {
+  it('every operation: 401 anonymous or forged, 403 a customer on admin routes; every keyed POST replays for its caller only (never for another customer or admin), 422 with another body', async () => {
     // fresh orders: the fuzzing above may have cancelled or paid the fixtures'
     const order = async () =>
       (
@@ -729,6 +729,7 @@ describe('contract fuzzing: every operation of openapi.json', () => {
     await signInAgain();
     const own: Fixtures = { ...fx, orderId: await order(), payableOrderId: await order() };
     const other = await registerCustomer(t.http);
+    const otherAdmin = await createAdmin(t);
     const send = async (sent: Sent, headers: Record<string, string> = {}, body = sent.body) => {
       const res = await fetch(`${t.baseUrl}${sent.url}`, {
         method: sent.method,
@@ -877,6 +878,18 @@ describe('contract fuzzing: every operation of openapi.json', () => {
           () => send(sent, headers, otherBody),
           refused(422, 'IDEMPOTENCY_KEY_REUSED'),
         );
+      }
+      if (caller === 'admin') {
+        // the key is this admin's: another admin's same request with it is theirs — done again
+        // (a second adjustment, a second image) or refused on its own merits (the SKU or slug
+        // now taken) — never this admin's stored answer
+        const theirs = await send(
+          sent,
+          { ...headers, authorization: `Bearer ${otherAdmin.accessToken}` },
+          body,
+        );
+        if (theirs.replayed === 'true' || theirs.text === first.text)
+          failures.push(`${name} replayed for another admin: ${theirs.status}`);
       }
       if (caller === 'customer') {
         // the key is the customer's: another customer's same request is theirs (a new order),
