@@ -69,6 +69,9 @@ export class CatalogAdminService {
     if (dto.price) this.checkPrice(dto.price);
     const product = await this.tx.run(async () => {
       if (dto.categoryId) await this.mustHaveCategory(dto.categoryId);
+      // (locked as the UPDATE below locks it: what an order line copies, as it was)
+      const before = await this.products.lockOrderTerms(id);
+      if (!before) throw productNotFound();
       const found = await this.products.update(
         id,
         {
@@ -83,7 +86,15 @@ export class CatalogAdminService {
       );
       if (!found) throw productNotFound();
       if (dto.active === false) await this.inventory.takingOffSale(id);
-      else if (dto.price || dto.name !== undefined) await this.inventory.changingOrderTerms(id);
+      // only a change of what an order line copies waits for the stock row: an admin form that
+      // sends the whole product (its name unchanged) with a new description did not wait for a
+      // sale's checkouts, nor hold the product's paid orders' confirmations behind them
+      else if (
+        (dto.name !== undefined && dto.name !== before.name) ||
+        (dto.price &&
+          (dto.price.amount !== before.priceAmount || dto.price.currency !== before.currency))
+      )
+        await this.inventory.changingOrderTerms(id);
       return this.read(id); // in the transaction, as for a create
     });
     await this.cache.invalidate();

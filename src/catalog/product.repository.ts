@@ -181,6 +181,26 @@ export class ProductRepository {
   }
 
   /** Changes the fields given (undefined ones stay); false when there is no such product. */
+  /**
+   * The product's row locked as its UPDATE will lock it (FOR NO KEY UPDATE: order lines' foreign
+   * keys still take theirs), with what an order line copies of it — so the caller can tell whether
+   * its change alters that. Null when there is no such product. Call in the updating transaction.
+   */
+  async lockOrderTerms(
+    id: string,
+  ): Promise<{ name: string; priceAmount: number; currency: string } | null> {
+    const row = await this.tx.withManager((m) =>
+      m
+        .getRepository(ProductEntity)
+        .createQueryBuilder('p')
+        .select(['p.name AS name', 'p.price_amount AS "priceAmount"', 'p.currency AS currency'])
+        .where('p.id = :id', { id })
+        .setLock('for_no_key_update')
+        .getRawOne<{ name: string; priceAmount: string; currency: string }>(),
+    );
+    return row ? { ...row, priceAmount: Number(row.priceAmount) } : null;
+  }
+
   async update(id: string, patch: ProductPatch, at: Date): Promise<boolean> {
     const changes: QueryDeepPartialEntity<ProductEntity> = { updatedAt: at };
     if (patch.name !== undefined) changes.name = patch.name;

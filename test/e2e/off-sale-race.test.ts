@@ -207,6 +207,28 @@ describe('taking a product off sale while checkouts of it wait on its stock row'
     await assertStockInvariants(t.db.pool, [p]);
   });
 
+  it('a PATCH that leaves the name and price as they are (a whole form sent, a new description) does not wait for the stock row a sale holds', async () => {
+    const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 1000 });
+    const { name, currency } = (
+      await t.db.pool.query('SELECT name, currency FROM products WHERE id = $1', [p])
+    ).rows[0];
+    const row = await holdStockRow(p);
+    try {
+      const edit = t.http.patch(
+        `/v1/admin/products/${p}`,
+        { name, price: { amount: 1000, currency }, description: 'Now with a longer description' },
+        { token: admin },
+      );
+      const answered = await Promise.race([
+        edit.then((res) => res.status),
+        new Promise((resolve) => setTimeout(() => resolve('still waiting after 5 s'), 5_000)),
+      ]);
+      expect(answered).toBe(200);
+    } finally {
+      await row.release();
+    }
+  });
+
   it("the admin's price change waits for a checkout already queued on the row: answered only once that order has committed", async () => {
     const p = await insertProduct(t.db.pool, { stock: 10, priceAmount: 1000 });
     const [buyer, late] = await buyers(t.http, 2);
