@@ -11,7 +11,10 @@ import { oneLine } from '../common/http/single-line';
 export type EmailOrder = Pick<
   Order,
   'id' | 'currency' | 'totalAmount' | 'items' | 'cancellationReason'
->;
+> & {
+  /** Cancelled because a product of it was taken off sale before its payment began. */
+  withdrawnFromSale?: boolean;
+};
 
 /**
  * What an email says: the order (its lines are the shop's product names) and, for a refund, its
@@ -80,8 +83,18 @@ function orderReference(orderId: string): string {
 }
 
 /** Why an order was cancelled, in words a customer understands. */
-export function cancellationSentence(reference: string, reason: CancellationReason | null): string {
+export function cancellationSentence(
+  reference: string,
+  reason: CancellationReason | null,
+  withdrawnFromSale = false,
+): string {
   if (reason === null) return `Your order ${reference} has been cancelled.`;
+  if (withdrawnFromSale)
+    // (its reason is PAYMENT_FAILED, the contract's nearest: no payment was tried, none taken)
+    return (
+      `Your order ${reference} has been cancelled because an item in it was withdrawn from sale ` +
+      'before its payment began. Nothing has been charged for it.'
+    );
   switch (reason) {
     case 'CUSTOMER_REQUESTED':
       return `Your order ${reference} has been cancelled, as you requested.`;
@@ -117,7 +130,7 @@ function subjectAndIntro(ctx: EmailContext): { subject: string; intro: string } 
     case 'cancellation':
       return {
         subject: `Order ${ref} cancelled`,
-        intro: cancellationSentence(ref, ctx.order.cancellationReason),
+        intro: cancellationSentence(ref, ctx.order.cancellationReason, ctx.order.withdrawnFromSale),
       };
     case 'refund': {
       const amount = formatMoney(ctx.refund.amount, ctx.refund.currency);

@@ -22,6 +22,13 @@ export const CANCELLATION_REASONS = [
 ] as const;
 export type CancellationReason = (typeof CANCELLATION_REASONS)[number];
 
+/**
+ * Who cancelled an order (its history's actor) when a product of it was taken off sale before its
+ * payment began (PaymentsService#start): the reason is PAYMENT_FAILED — the contract's reasons are
+ * three — and this actor tells the cancellation email and the purchase caps it was the shop's doing.
+ */
+export const PRODUCT_WITHDRAWN_ACTOR = 'system:product-withdrawn';
+
 /** Every allowed move. Nothing else exists. */
 export const ORDER_TRANSITIONS: Readonly<Record<OrderStatus, readonly OrderStatus[]>> = {
   CREATED: ['INVENTORY_RESERVED', 'CANCELLED'],

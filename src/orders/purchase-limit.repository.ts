@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { TransactionHost, pgErrorCode } from '../database/transaction-host';
-import { HOLDS_RESERVATION } from './order-state-machine';
+import { HOLDS_RESERVATION, PRODUCT_WITHDRAWN_ACTOR } from './order-state-machine';
 
 /** Per-customer caps on open unpaid orders, and on unpaid orders abandoned in a day (0 = cap off). */
 export interface PurchaseCaps {
@@ -127,6 +127,11 @@ export class PurchaseLimitRepository {
             -- and it never had one: the customer tried to pay, the shop could not take it
             AND NOT (o.payment_start_failed_at IS NOT NULL
                      AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id))
+            -- cancelled because a product of it was taken off sale before its payment began: the
+            -- shop's doing (also when a payment start racing it had made an intent, never handed out)
+            AND NOT EXISTS (SELECT 1 FROM order_status_history h
+                             WHERE h.order_id = o.id AND h.to_status = 'CANCELLED'
+                               AND h.actor = '${PRODUCT_WITHDRAWN_ACTOR}')
          HAVING $6::int > 0 AND count(*) >= $6::int
          UNION ALL
          SELECT i.product_id,

@@ -7,6 +7,7 @@ import { TransactionHost } from '../database/transaction-host';
 import { ProductRepository } from '../catalog/product.repository';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
+import { PRODUCT_WITHDRAWN_ACTOR } from '../orders/order-state-machine';
 import { GatewayError, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
 
@@ -121,18 +122,18 @@ export class PaymentsService {
       // never payable now: cancelled at once, its units back on sale — left to run out, it held
       // them for the rest of its window (the product mended and back on sale looked sold out),
       // and then counted against the customer as abandoned. The shop's doing, not the
-      // customer's: marked so (a failed payment start, never counted as abandoned). In a
-      // transaction of its own: it stands although this request answers 409 (no payment record
-      // yet — one a concurrent start made is left to go on, as begun before).
-      await this.tx.runOwn(async () => {
-        await this.orders.notePaymentStartFailed(orderId, this.clock.now());
-        await this.transitions.cancel(orderId, 'PAYMENT_FAILED', `user:${me.userId}`, {
+      // customer's: its actor says so (the email tells the customer a product was withdrawn; the
+      // purchase caps never count it). In a transaction of its own: it stands although this
+      // request answers 409. A payment a concurrent start has recorded meanwhile is left to go
+      // on (begun before, as above).
+      const { changed } = await this.tx.runOwn(() =>
+        this.transitions.cancel(orderId, 'PAYMENT_FAILED', PRODUCT_WITHDRAWN_ACTOR, {
           onlyIfNoOpenPayment: true,
-        });
-      });
+        }),
+      );
       throw new DomainError(
         'ORDER_NOT_PAYABLE',
-        'A product of this order has been taken off sale: the order can no longer be paid, and is cancelled.',
+        `A product of this order has been taken off sale: the order can no longer be paid${changed ? ', and is cancelled' : ''}.`,
       );
     }
     // a total of nothing (free products only) cannot be charged: a 409, not the provider's

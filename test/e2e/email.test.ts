@@ -153,6 +153,19 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     await cancel(t, buyer, asked);
     const failed = await twoLineOrder(t, buyer);
     await pay(t, buyer, failed, 'failed');
+    // a product of it taken off sale before its payment began: cancelled at that payment's start
+    const withdrawn = await twoLineOrder(t, buyer);
+    await t.db.pool.query(
+      `UPDATE products SET active = false
+        WHERE id = (SELECT product_id FROM order_items WHERE order_id = $1 LIMIT 1)`,
+      [withdrawn],
+    );
+    const refused = await t.http.post(
+      `/v1/orders/${withdrawn}/payment`,
+      {},
+      { token: buyer.token, idempotencyKey: newKey() },
+    );
+    expect([refused.status, refused.body.code]).toEqual([409, 'ORDER_NOT_PAYABLE']);
 
     const [byCustomer] = await smtp.awaitMessages(() => smtp.forOrder(asked));
     expect(byCustomer.subject).toBe(`Order ${ref(asked)} cancelled`);
@@ -163,6 +176,12 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     const [byPayment] = await smtp.awaitMessages(() => smtp.forOrder(failed));
     expect(byPayment.text).toContain('because we could not accept its payment.');
     expect(byPayment.text).not.toContain('PAYMENT_FAILED');
+    // not told its payment was refused (none was tried): told why, and that nothing was taken
+    const [byShop] = await smtp.awaitMessages(() => smtp.forOrder(withdrawn));
+    expect(byShop.text).toContain(
+      `Your order ${ref(withdrawn)} has been cancelled because an item in it was withdrawn from sale before its payment began. Nothing has been charged for it.`,
+    );
+    expect(byShop.text).not.toContain('could not accept');
   }, 30_000);
 
   it('a slow mail server does not send the emails one at a time: a worker keeps several conversations open', async () => {

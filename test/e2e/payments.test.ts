@@ -249,12 +249,16 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     const row = await paymentsOf(unpaid.body.id);
     expect(row.rows[0]).toEqual({ status: 'CANCELLED', payments: 0 });
     // cancelled at once (it held its 5 units for the rest of its window, and then counted as
-    // abandoned): a failed payment start, the shop's doing — the begun order's 5 still held
+    // abandoned): the shop's doing, its actor says — the begun order's 5 still held
     const cancelled = await t.db.pool.query(
-      `SELECT cancellation_reason, payment_start_failed_at IS NOT NULL AS excused FROM orders WHERE id = $1`,
+      `SELECT o.cancellation_reason, h.actor FROM orders o
+         JOIN order_status_history h ON h.order_id = o.id AND h.to_status = 'CANCELLED'
+        WHERE o.id = $1`,
       [unpaid.body.id],
     );
-    expect(cancelled.rows[0]).toEqual({ cancellation_reason: 'PAYMENT_FAILED', excused: true });
+    expect(cancelled.rows).toEqual([
+      { cancellation_reason: 'PAYMENT_FAILED', actor: 'system:product-withdrawn' },
+    ]);
     expect(await stockOf(t.db.pool, mispriced)).toMatchObject({ onHand: 11, reserved: 5 });
     // back on sale, its price mended: the order placed at the mistaken price stays unpayable
     // (it went off sale after the order was placed), a new order at the new price is paid

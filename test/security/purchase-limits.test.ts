@@ -1,4 +1,4 @@
-import { signInLimitsAnswering } from '../support/auth';
+import { createAdmin, signInLimitsAnswering } from '../support/auth';
 import { INestApplicationContext } from '@nestjs/common';
 import { loadConfig } from '../../src/config/config';
 import { DomainError } from '../../src/common/errors/domain-error';
@@ -321,6 +321,75 @@ describe('per-customer purchase limits', () => {
       const refused = await placeOrder(capped.http, hal, [{ productId: p, quantity: 1 }]);
       expect([refused.status, refused.body.code]).toEqual([429, 'RATE_LIMITED']);
       expect(await stockOf(t.db.pool, p)).toEqual({ onHand: 10, reserved: 0 });
+    } finally {
+      await capped.close();
+    }
+  }, 60_000);
+
+  it("orders cancelled because a product of theirs was taken off sale before their payment began are the shop's doing: never counted as abandoned, also when a racing payment start had made an intent", async () => {
+    const capped = await bootTestApp({
+      db: t.db,
+      env: { PURCHASE_LIMIT_ABANDONED_PER_DAY: '1', RATE_LIMIT_ENABLED: 'true' },
+    });
+    try {
+      await signInLimitsAnswering(capped.http);
+      const admin = (await createAdmin(capped)).accessToken;
+      const [ida] = await buyers(capped.http, 1);
+      const withdrawn: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const p = await insertProduct(t.db.pool, { stock: 5 });
+        const placed = await placeOrder(capped.http, ida, [{ productId: p, quantity: 1 }]);
+        expect(placed.status).toBe(201);
+        withdrawn.push(placed.body.id as string);
+        expect((await capped.http.delete(`/v1/admin/products/${p}`, { token: admin })).status).toBe(
+          204,
+        );
+        const pay = await capped.http.post(
+          `/v1/orders/${placed.body.id}/payment`,
+          {},
+          { token: ida.token, idempotencyKey: newKey() },
+        );
+        expectProblem(pay, 409, 'ORDER_NOT_PAYABLE');
+        expect(pay.body.detail).toMatch(/and is cancelled/);
+      }
+      // the second: a payment start that raced the cancel recorded its intent (never handed out,
+      // cancelled by that start)
+      await t.db.pool.query(
+        `INSERT INTO payments (id, order_id, provider, intent_id, client_secret, status, amount, currency, created_at, updated_at)
+         SELECT gen_random_uuid(), o.id, 'simulated', 'pi_raced_' || substr(o.id::text, 1, 8), 'never handed out', 'canceled',
+                o.total_amount, o.currency, now(), now()
+           FROM orders o WHERE o.id = $1`,
+        [withdrawn[1]],
+      );
+      const states = await t.db.pool.query(
+        `SELECT o.status, o.cancellation_reason AS reason, h.actor
+           FROM orders o JOIN order_status_history h ON h.order_id = o.id AND h.to_status = 'CANCELLED'
+          WHERE o.id = ANY($1::uuid[])`,
+        [withdrawn],
+      );
+      expect(states.rows).toEqual(
+        withdrawn.map(() => ({
+          status: 'CANCELLED',
+          reason: 'PAYMENT_FAILED',
+          actor: 'system:product-withdrawn',
+        })),
+      );
+      // two cancelled for the shop's doing, an allowance of one: the customer still orders
+      const p = await insertProduct(t.db.pool, { stock: 5 });
+      const next = await placeOrder(capped.http, ida, [{ productId: p, quantity: 1 }]);
+      expect(next.status).toBe(201);
+      // one the customer abandons counts, as ever
+      expect(
+        (
+          await capped.http.post(
+            `/v1/orders/${next.body.id}/cancel`,
+            {},
+            { token: ida.token, idempotencyKey: newKey() },
+          )
+        ).status,
+      ).toBe(200);
+      const refused = await placeOrder(capped.http, ida, [{ productId: p, quantity: 1 }]);
+      expect([refused.status, refused.body.code]).toEqual([429, 'RATE_LIMITED']);
     } finally {
       await capped.close();
     }
