@@ -14,13 +14,18 @@ export type StockMovementKind = 'initial' | 'adjust' | 'reserve' | 'release' | '
 /**
  * The stock ledger, `stock_movements` (migrations/1763800001000-Catalog.ts): one row per change
  * of an inventory row, so the counters can always be explained. Written only from src/inventory.
- * An order reserves, releases or commits a product at most once (`stock_movements_once_per_order`).
+ * An order reserves, releases or commits a product at most once (`stock_movements_once_per_order`),
+ * and settles it once — a release or a commit, never both (`stock_movements_settled_once`).
  */
 @Entity('stock_movements')
 @Index('stock_movements_product_idx', ['productId', 'id'])
 @Index('stock_movements_once_per_order', ['orderId', 'productId', 'kind'], {
   unique: true,
   where: 'order_id IS NOT NULL',
+})
+@Index('stock_movements_settled_once', ['orderId', 'productId'], {
+  unique: true,
+  where: `kind IN ('release', 'commit')`,
 })
 @Check(
   'stock_movements_kind_check',
