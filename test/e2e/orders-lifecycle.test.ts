@@ -5,6 +5,7 @@ import { Buyer, buyers, placeOrder } from '../support/orders';
 import { expectProblem } from '../support/http';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { ORDER_PAGE_LINE_BUDGET } from '../../src/orders/order.repository';
+import { repairOrders } from '../support/order-status';
 
 describe('orders: cart checkout, reads, cancel, admin', () => {
   let t: TestApp;
@@ -558,7 +559,9 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
   it('refuses to cancel after PAID with 409 ORDER_NOT_CANCELLABLE', async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
-    await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [order.body.id]);
+    await repairOrders(t.db.pool, `UPDATE orders SET status = 'PAID' WHERE id = $1`, [
+      order.body.id,
+    ]);
     const res = await cancel(alice, order.body.id);
     expect(res.status).toBe(409);
     expect(res.body.code).toBe('ORDER_NOT_CANCELLABLE');
@@ -710,7 +713,9 @@ describe('orders: cart checkout, reads, cancel, admin', () => {
     );
     expect(early.status).toBe(409);
     expect(early.body.code).toBe('ORDER_NOT_FULFILLABLE');
-    await t.db.pool.query(`UPDATE orders SET status = 'CONFIRMED' WHERE id = $1`, [order.body.id]);
+    await repairOrders(t.db.pool, `UPDATE orders SET status = 'CONFIRMED' WHERE id = $1`, [
+      order.body.id,
+    ]);
     const fulfilKey = newKey();
     const done = await t.http.post(
       `/v1/admin/orders/${order.body.id}/fulfil`,

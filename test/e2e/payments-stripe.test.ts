@@ -24,6 +24,7 @@ import { TestApp, bootTestApp } from '../support/test-app';
 import { expectProblem } from '../support/http';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
+import { repairOrders } from '../support/order-status';
 
 /**
  * The Stripe adapter: the real `stripe` SDK against a local fake of the Stripe API, webhooks
@@ -1297,7 +1298,8 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     const intent = await startPayment(order.body.id);
     // cancelled, but its payments.cancel-intent job gave up (Stripe down for longer than its
     // retries) or was lost with Redis: the order says CANCELLED, the intent is still payable
-    await t.db.pool.query(
+    await repairOrders(
+      t.db.pool,
       `UPDATE orders SET status = 'CANCELLED', cancellation_reason = 'CUSTOMER_REQUESTED' WHERE id = $1`,
       [order.body.id],
     );
@@ -1781,7 +1783,8 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
          UPDATE payments p SET refund_reserved = p.refund_reserved - r.amount FROM r WHERE p.id = r.payment_id`,
         [ours.body.id],
       );
-      await t.db.pool.query(
+      await repairOrders(
+        t.db.pool,
         `UPDATE orders SET refunded_amount = 0, status = 'CONFIRMED' WHERE id = $1`,
         [orderId],
       );

@@ -14,6 +14,7 @@ import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
 import { waitFor } from '../support/wait-for';
 import { holdIdempotencyKey } from '../support/idempotency-keys';
+import { repairOrders } from '../support/order-status';
 
 const stripe = new Stripe('sk_test_unused');
 
@@ -393,7 +394,8 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
       { token: alice.token, idempotencyKey: newKey() },
     );
     expect(first.status).toBe(201);
-    await t.db.pool.query(
+    await repairOrders(
+      t.db.pool,
       `UPDATE orders SET status = 'INVENTORY_RESERVED', reservation_expires_at = now() - interval '1 second' WHERE id = $1`,
       [other.body.id],
     );
@@ -525,7 +527,7 @@ describe('payments with the simulated gateway (full flow through webhook, outbox
     expect(first.status).toBe(201);
     // as left by a first call whose transaction failed after the intent was made, and an event
     // that recorded (adopted) the intent: a payment row, the order still INVENTORY_RESERVED
-    await t.db.pool.query(`UPDATE orders SET status = 'INVENTORY_RESERVED' WHERE id = $1`, [
+    await repairOrders(t.db.pool, `UPDATE orders SET status = 'INVENTORY_RESERVED' WHERE id = $1`, [
       order.body.id,
     ]);
     const again = await t.http.post(

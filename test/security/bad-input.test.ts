@@ -8,6 +8,7 @@ import { Buyer, buyers, placeOrder } from '../support/orders';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { CursorCodec } from '../../src/common/pagination/cursor';
 import { UI_FILES } from '../../src/openapi/openapi';
+import { repairOrders } from '../support/order-status';
 
 /**
  * Issue 10, findings 6 and 9: malformed input never reaches PostgreSQL as a 500, and cached
@@ -213,7 +214,9 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
   it('refuses NUL and other control characters in every string: q, email, name, comment, sku, reason, path', async () => {
     // a paid order, so the review reaches the INSERT on the old code
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
-    await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [order.body.id]);
+    await repairOrders(t.db.pool, `UPDATE orders SET status = 'PAID' WHERE id = $1`, [
+      order.body.id,
+    ]);
 
     const cases: [string, Promise<HttpResponse>][] = [
       ['q', t.http.get('/v1/products?q=trail%00mix')],
@@ -365,7 +368,9 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
     // validator's isLength — a value at twice the limit reached the database (409 CONFLICT)
     const doubled = (n: number) => 'a\uFE0F'.repeat(n);
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
-    await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [order.body.id]);
+    await repairOrders(t.db.pool, `UPDATE orders SET status = 'PAID' WHERE id = $1`, [
+      order.body.id,
+    ]);
     const cases: [string, Promise<HttpResponse>][] = [
       [
         'register name',
@@ -520,7 +525,9 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
 
   it('refuses numbers out of range: a refund of 1e30, fractions, unsafe integers', async () => {
     const order = await placeOrder(t.http, alice, [{ productId, quantity: 1 }]);
-    await t.db.pool.query(`UPDATE orders SET status = 'PAID' WHERE id = $1`, [order.body.id]);
+    await repairOrders(t.db.pool, `UPDATE orders SET status = 'PAID' WHERE id = $1`, [
+      order.body.id,
+    ]);
     for (const amount of [1e30, 1.5, 2 ** 53, -1, 0]) {
       const res = await t.http.post(
         `/v1/admin/orders/${order.body.id}/refunds`,
