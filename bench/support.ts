@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createApp } from '../src/app.setup';
 import { loadConfig, loadDatabaseConfig } from '../src/config/config';
 
@@ -184,11 +184,43 @@ const API_NODE_OPTIONS =
  */
 const API_NODE_ARGS = (process.env.API_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
+/** This run's secrets: random, as a deployment's must be (a production boot refuses weak ones). */
+const BENCH_SECRETS = {
+  JWT_SECRET: randomBytes(48).toString('base64'),
+  STORAGE_SECRET_ACCESS_KEY: randomBytes(20).toString('hex'),
+  STORAGE_WEBHOOK_TOKEN: randomBytes(16).toString('hex'),
+  STRIPE_WEBHOOK_SECRET: `whsec_${randomBytes(16).toString('hex')}`,
+};
+
 /**
- * Starts the built API (`node dist/main.js`) with production settings and its own secrets;
- * resolves when ready. The Stripe key is a placeholder the benchmarks never use (no payments),
- * aimed at a closed port so nothing can reach Stripe.
+ * The benchmarked API's environment: production, with this run's random secrets. The object
+ * store is named by a public-looking address the benchmarks never reach (a store on this machine
+ * refuses a production boot); the Stripe key is a test placeholder the benchmarks never use (no
+ * payments), aimed at a closed port so nothing can reach Stripe. test/security/bench-env.test.ts
+ * boots the configuration with it.
  */
+export function benchApiEnv(): Record<string, string> {
+  return {
+    NODE_ENV: 'production',
+    REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    ...BENCH_SECRETS,
+    JWT_PRIVATE_KEY: '', // (a shell's key pair would refuse the boot beside JWT_SECRET)
+    JWT_PUBLIC_KEY: '',
+    STORAGE_ENDPOINT: 'https://storage.shop-bench.example.test',
+    STORAGE_ACCESS_KEY_ID: 'bench-only-access-key',
+    STRIPE_SECRET_KEY: 'sk_test_bench_only_unused',
+    STRIPE_TEST_MODE: 'true',
+    STRIPE_API_URL: 'http://127.0.0.1:9',
+    METRICS_PORT: '0',
+    // no mail server: the API sends none, and a production boot needs one or this, on purpose
+    MAIL_OUTBOX_DIR: join(tmpdir(), 'shop-bench-mail'),
+    LOG_LEVEL: 'warn',
+    RATE_LIMIT_ENABLED: 'false',
+    SHUTDOWN_DELAY_MS: '0', // no load balancer to wait for
+  };
+}
+
+/** Starts the built API (`node dist/main.js`) with benchApiEnv(); resolves when ready. */
 export async function startApi(
   env: Record<string, string>,
 ): Promise<{ url: string; proc: ChildProcess }> {
@@ -197,26 +229,8 @@ export async function startApi(
     cwd: ROOT,
     env: {
       ...process.env,
-      NODE_ENV: 'production',
+      ...benchApiEnv(),
       NODE_OPTIONS: API_NODE_OPTIONS,
-      REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
-      JWT_SECRET: 'bench-only-secret-bench-only-secret-0123456789',
-      JWT_PRIVATE_KEY: '', // (a shell's key pair would refuse the boot beside JWT_SECRET)
-      JWT_PUBLIC_KEY: '',
-      STORAGE_ENDPOINT: 'http://127.0.0.1:9',
-      STORAGE_ACCESS_KEY_ID: 'bench-only-access-key',
-      STORAGE_SECRET_ACCESS_KEY: 'bench-only-storage-secret-0123456789',
-      STORAGE_WEBHOOK_TOKEN: 'bench-only-storage-webhook-token-2026',
-      STRIPE_SECRET_KEY: 'sk_test_bench_only_unused',
-      STRIPE_TEST_MODE: 'true',
-      STRIPE_WEBHOOK_SECRET: 'whsec_bench_only_unused_2026',
-      STRIPE_API_URL: 'http://127.0.0.1:9',
-      METRICS_PORT: '0',
-      // no mail server: the API sends none, and a production boot needs one or this, on purpose
-      MAIL_OUTBOX_DIR: join(tmpdir(), 'shop-bench-mail'),
-      LOG_LEVEL: 'warn',
-      RATE_LIMIT_ENABLED: 'false',
-      SHUTDOWN_DELAY_MS: '0', // no load balancer to wait for
       PORT: String(port),
       HOST: '127.0.0.1',
       ...env,
