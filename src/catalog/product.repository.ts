@@ -180,7 +180,6 @@ export class ProductRepository {
     );
   }
 
-  /** Changes the fields given (undefined ones stay); false when there is no such product. */
   /**
    * The product's row locked as its UPDATE will lock it (FOR NO KEY UPDATE: order lines' foreign
    * keys still take theirs), with what an order line copies of it — so the caller can tell whether
@@ -201,6 +200,7 @@ export class ProductRepository {
     return row ? { ...row, priceAmount: Number(row.priceAmount) } : null;
   }
 
+  /** Changes the fields given (undefined ones stay); false when there is no such product. */
   async update(id: string, patch: ProductPatch, at: Date): Promise<boolean> {
     const changes: QueryDeepPartialEntity<ProductEntity> = { updatedAt: at };
     if (patch.name !== undefined) changes.name = patch.name;

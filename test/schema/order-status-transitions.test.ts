@@ -3,7 +3,7 @@ import { ORDER_STATUSES, ORDER_TRANSITIONS } from '../../src/orders/order-state-
 import { TestDatabase, createTestDatabase } from '../support/test-database';
 
 /**
- * migrations/1763800056000-OrderStatusTransitions.ts: the database allows exactly the moves of
+ * migrations/1763800055000-OrderStatusTransitions.ts: the database allows exactly the moves of
  * ORDER_TRANSITIONS (a new move added to the code and not to the database fails here).
  */
 describe('the order state machine, enforced by the database', () => {

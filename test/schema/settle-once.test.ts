@@ -3,7 +3,7 @@ import { insertProduct, stockOf } from '../support/fixtures';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
 
 /**
- * `settle_stock` (migrations/1763800055000-SettleOnceAsReserved.ts): an order's reservation is
+ * `settle_stock` (migrations/1763800056000-SettleOnceAsReserved.ts): an order's reservation is
  * settled once, as it was reserved — by the database itself, whatever code path calls it.
  */
 describe('an order settles its reservation once, as reserved', () => {

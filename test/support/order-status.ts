@@ -3,7 +3,7 @@ import type { Pool } from 'pg';
 /**
  * Runs `sql` (an UPDATE of orders that sets a status outside the state machine's moves: a test
  * placing an order in a state directly, or taking it back to one) as a repair, which the
- * database's transition trigger lets through (migrations/1763800056000-OrderStatusTransitions.ts).
+ * database's transition trigger lets through (migrations/1763800055000-OrderStatusTransitions.ts).
  */
 export async function repairOrders(pool: Pool, sql: string, params: unknown[]): Promise<void> {
   const client = await pool.connect();

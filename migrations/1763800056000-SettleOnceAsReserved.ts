@@ -13,6 +13,12 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
  * - `settle_stock` refuses lines that are not the order's reserved ones (another product, another
  *   quantity) with 23514, as a CHECK would.
  *
+ * The index's build holds a SHARE lock on `stock_movements` (ledger writes wait for it: ~1.5 s
+ * per 3 million rows); it runs after 1763800055000's trigger on `orders`, never before it in one
+ * transaction — a run in one transaction (`-t all`) that locked the ledger, then `orders`,
+ * deadlocked with checkouts and payments, which write `orders` first and the ledger in their
+ * COMMIT (diff review).
+ *
  * `CREATE OR REPLACE` drops the function's `plan_cache_mode` (1763800037000), so it is named again.
  */
 const settleStock = (checked: boolean) => `
@@ -63,8 +69,8 @@ const settleStock = (checked: boolean) => `
       END
       $$`;
 
-export class SettleOnceAsReserved1763800055000 implements MigrationInterface {
-  name = 'SettleOnceAsReserved1763800055000';
+export class SettleOnceAsReserved1763800056000 implements MigrationInterface {
+  name = 'SettleOnceAsReserved1763800056000';
 
   async up(q: QueryRunner): Promise<void> {
     await q.query(

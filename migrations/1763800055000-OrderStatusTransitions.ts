@@ -32,8 +32,8 @@ const MOVES: [string, string][] = [
   ['PARTIALLY_REFUNDED', 'REFUNDED'],
 ];
 
-export class OrderStatusTransitions1763800056000 implements MigrationInterface {
-  name = 'OrderStatusTransitions1763800056000';
+export class OrderStatusTransitions1763800055000 implements MigrationInterface {
+  name = 'OrderStatusTransitions1763800055000';
 
   async up(q: QueryRunner): Promise<void> {
     const moves = MOVES.map(([from, to]) => `('${from}', '${to}')`).join(
