@@ -33,6 +33,12 @@ export const MIGRATION_LOCK_TIMEOUT_MS = 5_000;
 export const SERVER_KEEPALIVES =
   '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3';
 
+/**
+ * The switch of migrations/1763800055000-OrderStatusTransitions.ts, off on every connection of the
+ * app's pools and the migration CLI.
+ */
+export const NO_ORDER_STATUS_REPAIR = '-c shop.order_status_repair=off';
+
 /** Connection parameters the app sets itself, which a connection URL must not replace. */
 const APP_SET_PARAMETERS = ['options', 'application_name'];
 
@@ -119,7 +125,10 @@ export function dataSourceOptions(
       // the client's side: a server that vanished is noticed on idle pool connections too
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
-      options: connection.options,
+      // last, so neither the URL's options nor a role's or database's default can turn it on:
+      // the orders' transition trigger lets any status through in a transaction that sets it
+      // (a repair says so with SET LOCAL, which still wins within its own transaction)
+      options: `${connection.options} ${NO_ORDER_STATUS_REPAIR}`,
     },
     // failed queries by SQLSTATE and statement head only, never with their parameters
     logger: new SafeTypeOrmLogger(),
