@@ -37,7 +37,7 @@ export const SERVER_KEEPALIVES =
  * The switch of migrations/1763800055000-OrderStatusTransitions.ts, off on every connection of the
  * app's pools and the migration CLI.
  */
-export const NO_ORDER_STATUS_REPAIR = '-c shop.order_status_repair=off';
+const NO_ORDER_STATUS_REPAIR = '-c shop.order_status_repair=off';
 
 /** Connection parameters the app sets itself, which a connection URL must not replace. */
 const APP_SET_PARAMETERS = ['options', 'application_name'];
