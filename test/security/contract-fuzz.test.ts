@@ -879,29 +879,19 @@ describe('contract fuzzing: every operation of openapi.json', () => {
           refused(422, 'IDEMPOTENCY_KEY_REUSED'),
         );
       }
-      if (caller === 'admin') {
-        // the key is this admin's: another admin's same request with it is theirs — done again
-        // (a second adjustment, a second image) or refused on its own merits (the SKU or slug
-        // now taken) — never this admin's stored answer
+      // the key is the caller's: another caller's same request with it is theirs — a new order, a
+      // second adjustment or image, or a refusal on its own merits (someone else's order: 404;
+      // the SKU or slug now taken) — never this caller's stored answer
+      const another = caller === 'admin' ? otherAdmin : caller === 'customer' ? other : null;
+      if (another) {
         const theirs = await send(
           sent,
-          { ...headers, authorization: `Bearer ${otherAdmin.accessToken}` },
+          { ...headers, authorization: `Bearer ${another.accessToken}` },
           body,
         );
         if (theirs.replayed === 'true' || theirs.text === first.text)
-          failures.push(`${name} replayed for another admin: ${theirs.status}`);
-      }
-      if (caller === 'customer') {
-        // the key is the customer's: another customer's same request is theirs (a new order),
-        // or their refusal (someone else's order: 404) — never this customer's stored answer
-        const theirs = await send(
-          sent,
-          { ...headers, authorization: `Bearer ${other.accessToken}` },
-          body,
-        );
-        if (theirs.replayed === 'true' || theirs.text === first.text)
-          failures.push(`${name} replayed for another customer: ${theirs.status}`);
-        if (op.path.includes('{id}') && theirs.status !== 404)
+          failures.push(`${name} replayed for another ${caller}: ${theirs.status}`);
+        if (caller === 'customer' && op.path.includes('{id}') && theirs.status !== 404)
           failures.push(`${name} by another customer: ${theirs.status}, expected 404`);
       }
     }
