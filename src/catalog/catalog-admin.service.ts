@@ -69,10 +69,11 @@ export class CatalogAdminService {
     if (dto.price) this.checkPrice(dto.price);
     const product = await this.tx.run(async () => {
       if (dto.categoryId) await this.mustHaveCategory(dto.categoryId);
-      // (locked as the UPDATE below locks it: what an order line copies, as it was)
+      // (locked as the UPDATE below locks it: what an order line copies, as it was; the row is
+      // ours until COMMIT, so the UPDATE finds it)
       const before = await this.products.lockOrderTerms(id);
       if (!before) throw productNotFound();
-      const found = await this.products.update(
+      await this.products.update(
         id,
         {
           name: dto.name,
@@ -84,7 +85,6 @@ export class CatalogAdminService {
         },
         this.clock.now(),
       );
-      if (!found) throw productNotFound();
       if (dto.active === false) await this.inventory.takingOffSale(id);
       // only a change of what an order line copies waits for the stock row: an admin form that
       // sends the whole product (its name unchanged) with a new description did not wait for a
