@@ -397,6 +397,12 @@ describe('catalog: admin writes, reads, cache', () => {
     expect(got.body.code).toBe('PRODUCT_NOT_FOUND');
     const list = await t.http.get('/v1/products?sort=newest&limit=100');
     expect(list.body.items.some((i: { id: string }) => i.id === p.id)).toBe(false);
+    // an admin's PATCH or DELETE of a product that never existed: 404 too
+    for (const res of [
+      await t.http.patch(`/v1/admin/products/${randomUUID()}`, { name: 'X' }, { token: admin }),
+      await t.http.delete(`/v1/admin/products/${randomUUID()}`, { token: admin }),
+    ])
+      expect([res.status, res.body.code]).toEqual([404, 'PRODUCT_NOT_FOUND']);
   });
 
   it('adjusts stock with a ledger row, and never below what is reserved (409 STOCK_BELOW_RESERVED)', async () => {
