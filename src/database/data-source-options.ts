@@ -125,9 +125,11 @@ export function dataSourceOptions(
       // the client's side: a server that vanished is noticed on idle pool connections too
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
-      // last, so neither the URL's options nor a role's or database's default can turn it on:
-      // the orders' transition trigger lets any status through in a transaction that sets it
-      // (a repair says so with SET LOCAL, which still wins within its own transaction)
+      // last, so the URL's options cannot turn it on (the orders' transition trigger lets any
+      // status through in a transaction that sets it; a repair says so with SET LOCAL, which
+      // still wins within its own transaction). The app's role cannot give itself a default for
+      // it; one a superuser set makes PostgreSQL refuse this option, so the connection fails
+      // rather than run with the trigger off.
       options: `${connection.options} ${NO_ORDER_STATUS_REPAIR}`,
     },
     // failed queries by SQLSTATE and statement head only, never with their parameters
