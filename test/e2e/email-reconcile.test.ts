@@ -14,6 +14,7 @@ import { JobName, QueueName } from '../../src/queue/queues';
 import { registerCustomer } from '../support/auth';
 import { drain } from '../support/drain';
 import { insertProduct, newKey } from '../support/fixtures';
+import { insertRefund } from '../support/refunds';
 import { Buyer, payOrder, placeOrder } from '../support/orders';
 import { PrivateRedis } from '../support/private-redis';
 import { SmtpCapture } from '../support/smtp-capture';
@@ -124,12 +125,8 @@ describe('emails whose jobs Redis lost', () => {
     for (const [id, status] of [
       [refunded, 'succeeded'],
       [failed, 'failed'],
-    ]) {
-      await t.db.pool.query(
-        `INSERT INTO refunds (id, order_id, payment_id, amount, currency, status, reason, actor, created_at, updated_at)
-         SELECT $1, $2, p.id, 100, p.currency, $3, 'requested', 'test', now(), now() FROM payments p WHERE p.order_id = $2`,
-        [id, paidOrder, status],
-      );
+    ] as const) {
+      await insertRefund(t.db.pool, { id, orderId: paidOrder, amount: 100, status });
       await t.db.pool.query(
         `INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
          VALUES ($1, 'order.refunded', $2, $3, 'pending', 0, now(), now())`,

@@ -15,6 +15,7 @@ import { JobHandlers } from '../../src/queue/job-handlers';
 import { JobName, QueueName } from '../../src/queue/queues';
 import { Session, registerCustomer } from '../support/auth';
 import { insertProduct, newKey } from '../support/fixtures';
+import { insertRefund } from '../support/refunds';
 import { Buyer, buyers, payOrder, placeOrder } from '../support/orders';
 import { SmtpCapture } from '../support/smtp-capture';
 import { drain } from '../support/drain';
@@ -459,12 +460,7 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
       { id: randomUUID(), amount: 24_900 },
     ];
     for (const r of refunds) {
-      await t.db.pool.query(
-        `INSERT INTO refunds (id, order_id, payment_id, amount, currency, status, reason, actor, created_at, updated_at)
-         SELECT $1, $2, p.id, $3, 'INR', 'succeeded', 'requested', 'test', now(), now()
-           FROM payments p WHERE p.order_id = $2`,
-        [r.id, orderId, r.amount],
-      );
+      await insertRefund(t.db.pool, { id: r.id, orderId, amount: r.amount, status: 'succeeded' });
       await t.db.pool.query(
         `INSERT INTO outbox (id, topic, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
          VALUES ($1, 'order.refunded', $2, $3, 'pending', 0, now(), now())`,

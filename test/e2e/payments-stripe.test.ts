@@ -17,6 +17,7 @@ import { QueueName } from '../../src/queue/queues';
 import { Session, createAdmin } from '../support/auth';
 import { FakeStripe, startFakeStripe } from '../support/fake-stripe';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
+import { insertRefund } from '../support/refunds';
 import { Buyer, buyers, placeOrder } from '../support/orders';
 import { drain } from '../support/drain';
 import { holdIdempotencyKey } from '../support/idempotency-keys';
@@ -1759,13 +1760,12 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect([shippedAfter.status, shippedAfter.body.status]).toEqual([200, 'FULFILLED']);
       // a refund that failed leaves the order fulfillable
       const other = await paidOrder(10_000, 1);
-      const failed = await t.db.pool.query(
-        `INSERT INTO refunds (id, order_id, payment_id, amount, currency, status, reason, actor, failure, created_at, updated_at)
-         SELECT gen_random_uuid(), order_id, id, 100, currency, 'failed', 'requested', 'test', 'declined', now(), now()
-           FROM payments WHERE order_id = $1`,
-        [other.orderId],
-      );
-      expect(failed.rowCount).toBe(1);
+      await insertRefund(t.db.pool, {
+        orderId: other.orderId,
+        amount: 100,
+        status: 'failed',
+        failure: 'declined',
+      });
       const shipped = await t.http.post(
         `/v1/admin/orders/${other.orderId}/fulfil`,
         {},

@@ -44,6 +44,7 @@ describe('stock and order functions keep their generic plans', () => {
     expect(rows.map((r) => r.name)).toEqual([
       'idempotency_claim',
       'place_order',
+      'refund_reserved_of_refunds',
       'reserve_stock',
       'settle_stock',
     ]);

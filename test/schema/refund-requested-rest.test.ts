@@ -1,6 +1,7 @@
 import type { QueryRunner } from 'typeorm';
 import { RefundRequestedRest1763800039000 } from '../../migrations/1763800039000-RefundRequestedRest';
 import { createTestDatabase, type TestDatabase } from '../support/test-database';
+import { insertRefund, type RefundRow } from '../support/refunds';
 
 /**
  * Refunds asked for before requested_rest existed are told apart by what remained refundable when
@@ -34,22 +35,21 @@ describe('migration RefundRequestedRest', () => {
     const payment = (
       await db.pool.query<{ id: string }>(
         `INSERT INTO payments (id, order_id, provider, intent_id, client_secret, amount, currency, status, refund_reserved, created_at, updated_at)
-         VALUES (gen_random_uuid(), $1, 'stripe', 'pi_rest', 's', 10000, 'INR', 'succeeded', 10000, now() - interval '9 days', now()) RETURNING id`,
+         VALUES (gen_random_uuid(), $1, 'stripe', 'pi_rest', 's', 10000, 'INR', 'succeeded', 0, now() - interval '9 days', now()) RETURNING id`,
         [order],
       )
     ).rows[0].id;
-    const refund = async (amount: number, status: string, reason: string, daysAgo: number) =>
-      (
-        await db.pool.query<{ id: string }>(
-          `INSERT INTO refunds (id, order_id, payment_id, amount, currency, status, reason, actor, created_at, updated_at)
-           VALUES (gen_random_uuid(), $1, $2, $3, 'INR', $4, $5, 'admin', now() - $6 * interval '1 day', now()) RETURNING id`,
-          [order, payment, amount, status, reason, daysAgo],
-        )
-      ).rows[0].id;
+    const refund = (
+      amount: number,
+      status: RefundRow['status'],
+      reason: RefundRow['reason'],
+      daysAgo: number,
+    ) => insertRefund(db.pool, { orderId: order, amount, status, reason, daysAgo });
     const partial = await refund(3000, 'succeeded', 'requested', 5);
     const failed = await refund(7000, 'failed', 'requested', 4); // the rest, refused: gave its share back
     const rest = await refund(7000, 'succeeded', 'requested', 3);
-    const automatic = await refund(1, 'succeeded', 'external', 2);
+    // (made at the provider, and refused there: a payment refunded in full has nothing left)
+    const automatic = await refund(1, 'failed', 'external', 2);
 
     await new RefundRequestedRest1763800039000().up(runner);
     const { rows } = await db.pool.query<{ id: string; requested_rest: boolean | null }>(

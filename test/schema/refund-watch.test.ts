@@ -1,6 +1,7 @@
 import type { QueryRunner } from 'typeorm';
 import { RefundWatch1763800033000 } from '../../migrations/1763800033000-RefundWatch';
 import { createTestDatabase, type TestDatabase } from '../support/test-database';
+import { insertRefund } from '../support/refunds';
 
 /**
  * Payments refunded before the watch existed: those refunded in the last 30 days are watched from
@@ -23,8 +24,8 @@ describe('migration RefundWatch', () => {
         `INSERT INTO users (email, name, role, password_hash, password_epoch) VALUES ('watch@shop.test', 'n', 'customer', 'x', 'epoch-of-a-test-user-1') RETURNING id`,
       )
     ).rows[0].id;
-    /** A paid order's payment with refunds made `ages` ago (none: never refunded). */
-    const payment = async (name: string, ages: string[]) => {
+    /** A paid order's payment with refunds made `ages` days ago (none: never refunded). */
+    const payment = async (name: string, ages: number[]) => {
       const order = (
         await db.pool.query<{ id: string }>(
           `INSERT INTO orders (id, user_id, status, currency, total_amount, created_at, updated_at)
@@ -35,22 +36,18 @@ describe('migration RefundWatch', () => {
       const id = (
         await db.pool.query<{ id: string }>(
           `INSERT INTO payments (id, order_id, provider, intent_id, client_secret, amount, currency, status, refund_reserved, created_at, updated_at)
-           VALUES (gen_random_uuid(), $1, 'stripe', $2, 's', 10000, 'INR', 'succeeded', $3, now() - interval '60 days', now())
+           VALUES (gen_random_uuid(), $1, 'stripe', $2, 's', 10000, 'INR', 'succeeded', 0, now() - interval '60 days', now())
            RETURNING id`,
-          [order, `pi_${name}`, 100 * ages.length],
+          [order, `pi_${name}`],
         )
       ).rows[0].id;
-      for (const age of ages) {
-        await db.pool.query(
-          `INSERT INTO refunds (id, order_id, payment_id, amount, currency, status, reason, actor, created_at, updated_at)
-           VALUES (gen_random_uuid(), $1, $2, 100, 'INR', 'succeeded', 'requested', 'admin', now() - $3::interval, now())`,
-          [order, id, age],
-        );
+      for (const daysAgo of ages) {
+        await insertRefund(db.pool, { orderId: order, amount: 100, status: 'succeeded', daysAgo });
       }
       return id;
     };
-    const recent = await payment('recent', ['40 days', '2 days']);
-    const old = await payment('old', ['31 days']);
+    const recent = await payment('recent', [40, 2]);
+    const old = await payment('old', [31]);
     const never = await payment('never', []);
 
     await new RefundWatch1763800033000().up(runner);

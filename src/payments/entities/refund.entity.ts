@@ -38,8 +38,17 @@ export class RefundEntity {
   @Column('uuid', { name: 'payment_id' })
   paymentId!: string;
 
+  /** Its payment's, with the order and the currency (…-RefundsOfTheirPayment.ts). */
   @ManyToOne(() => PaymentEntity, (payment) => payment.refunds, { nullable: false })
-  @JoinColumn({ name: 'payment_id', foreignKeyConstraintName: 'refunds_payment_id_fkey' })
+  @JoinColumn([
+    {
+      name: 'payment_id',
+      referencedColumnName: 'id',
+      foreignKeyConstraintName: 'refunds_of_their_payment',
+    },
+    { name: 'order_id', referencedColumnName: 'orderId' },
+    { name: 'currency', referencedColumnName: 'currency' },
+  ])
   payment?: Relation<PaymentEntity>;
 
   @Column('bigint', { transformer: BIGINT_NUMBER })
