@@ -171,6 +171,24 @@ describe('ProblemDetailsFilter and database errors', () => {
     expect(JSON.stringify(logged)).toContain('req-12345678');
   });
 
+  it("logs a constraint answered as the generic 409 as an error (a code path let it through), and a client's refusal the filter maps (a value out of range, an account gone) as a warning", () => {
+    const levels = () => logged.map((args) => args[1]);
+    const spied = (level: 'error' | 'warn') =>
+      (Logger.prototype[level] as unknown as jest.Mock).mock.calls.length;
+    render(failedQuery('23514', { constraint: 'orders_status_transition' }));
+    render(failedQuery('23505', { constraint: 'stock_movements_settled_once' }));
+    expect([spied('error'), spied('warn')]).toEqual([2, 0]);
+    expect(levels()).toEqual([
+      'An integrity constraint refused a write the code let through',
+      'An integrity constraint refused a write the code let through',
+    ]);
+    render(failedQuery('22003'));
+    render(failedQuery('23502'));
+    render(failedQuery('23503', { constraint: 'cart_items_user_id_fkey' }));
+    render(failedQuery('40001'));
+    expect([spied('error'), spied('warn')]).toEqual([2, 4]);
+  });
+
   it('logs a database error by SQLSTATE, constraint and statement head only: no values, statement or detail', () => {
     render(failedQuery('23505', { constraint: 'users_email_key', table: 'users' }));
     render(failedQuery('42P01'));

@@ -248,10 +248,17 @@ export class ProblemDetailsFilter implements ExceptionFilter {
     // their message, detail, statement and parameters can hold request values (hashes, tokens).
     const database = databaseErrorSummary(exception);
     if (database && rendered) {
-      this.logger.warn(
-        { database, ...requestIdField(requestId), method: request?.method },
-        'Database refused a request',
-      );
+      const fields = { database, ...requestIdField(requestId), method: request?.method };
+      // A constraint answered as the generic 409: every conflict a client can cause is mapped to
+      // its own code before it gets here (INSUFFICIENT_STOCK, EMAIL_TAKEN, a key in use…), so this
+      // is a code path that let a race or a bug through to the database's checks (the state
+      // machine's trigger, the ledger's settle-once index, a refund's reservation): nothing was
+      // written, and on-call should hear of it — an error, not a warning lost among the 4xx.
+      if (rendered.code === 'CONFLICT' && database.sqlState.startsWith('23')) {
+        this.logger.error(fields, 'An integrity constraint refused a write the code let through');
+      } else {
+        this.logger.warn(fields, 'Database refused a request');
+      }
     }
     if (knowsItsProblem(exception) && !(exception instanceof DomainError)) {
       // an upstream's own words (the payment provider's refusal or outage) are not the client's to
