@@ -175,7 +175,11 @@ describe('AccountService', () => {
         '10.0.0.1',
         passwordEpochOf('new-hash'),
       );
-      expect(s.events.record).toHaveBeenCalledWith({ event: 'password_changed', userId: 'u-1' });
+      expect(s.events.record).toHaveBeenCalledWith({
+        event: 'password_changed',
+        userId: 'u-1',
+        client: '10.0.0.1',
+      });
       // the day of writes a thief may have spent with a session the change ended starts afresh
       expect(s.accountLimits.newPassword).toHaveBeenCalledWith('u-1');
     });
@@ -199,7 +203,11 @@ describe('AccountService', () => {
         user.passwordHash,
         'rehashed-same-password',
       ]);
-      expect(s.events.record).toHaveBeenCalledWith({ event: 'password_changed', userId: 'u-1' });
+      expect(s.events.record).toHaveBeenCalledWith({
+        event: 'password_changed',
+        userId: 'u-1',
+        client: '10.0.0.1',
+      });
     });
 
     it('another change landing meanwhile (the current password no longer right) still refuses', async () => {

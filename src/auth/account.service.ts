@@ -77,7 +77,7 @@ export class AccountService {
     );
     this.signIns.rememberClient(user.email, clientIp, passwordEpochOf(hash));
     await this.accountLimits.newPassword(userId);
-    this.events.record({ event: 'password_changed', userId });
+    this.events.record({ event: 'password_changed', userId, client: clientIp });
   }
 
   /**

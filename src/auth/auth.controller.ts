@@ -68,8 +68,8 @@ export class AuthController {
   })
   @ApiOkResponse({ type: TokensDto, description: 'A new pair; the presented token is spent' })
   @ApiProblems([401, '`REFRESH_TOKEN_INVALID`, or `REFRESH_TOKEN_REUSED` (its session is revoked)'])
-  refresh(@Body() dto: RefreshDto): Promise<TokensDto> {
-    return this.auth.refresh(dto.refreshToken);
+  refresh(@Body() dto: RefreshDto, @Ip() ip: string): Promise<TokensDto> {
+    return this.auth.refresh(dto.refreshToken, ip);
   }
 
   @Public()

@@ -513,7 +513,7 @@ describe('AuthService', () => {
       const s = setup();
       s.refreshTokens.spend.mockResolvedValue({ status: 'spent', familyId: 'f-1', userId: 'u-1' });
       s.users.findById.mockResolvedValue(user);
-      const res = await s.service.refresh('r-old');
+      const res = await s.service.refresh('r-old', '203.0.113.9');
       expect(s.refreshTokens.spend).toHaveBeenCalledWith('hash(r-old)', NOW);
       expect(s.sessions.rotate).toHaveBeenCalledWith('f-1', NOW);
       expect(res.refreshToken).toBe('r-next');
@@ -530,7 +530,7 @@ describe('AuthService', () => {
         await work();
         return work();
       });
-      expect((await s.service.refresh('r-old')).refreshToken).toBe('r-next');
+      expect((await s.service.refresh('r-old', '203.0.113.9')).refreshToken).toBe('r-next');
       expect(s.counted.sort()).toEqual(['refresh-account', 'refresh-account-day']);
     });
 
@@ -538,7 +538,7 @@ describe('AuthService', () => {
       const s = setup();
       s.refreshTokens.spend.mockResolvedValue({ status: 'spent', familyId: 'f-1', userId: 'u-1' });
       s.refreshTokens.lockLiveFamily.mockResolvedValue(false);
-      expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_INVALID');
+      expect(await codeOf(s.service.refresh('r-old', '203.0.113.9'))).toBe('REFRESH_TOKEN_INVALID');
       expect(s.refreshTokens.lockLiveFamily).toHaveBeenCalledWith('f-1');
       expect(s.sessions.rotate).not.toHaveBeenCalled();
     });
@@ -547,7 +547,7 @@ describe('AuthService', () => {
       const s = setup();
       s.refreshTokens.spend.mockResolvedValue({ status: 'spent', familyId: 'f-1', userId: 'u-1' });
       s.revoked.isRevoked.mockResolvedValue(true);
-      expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_INVALID');
+      expect(await codeOf(s.service.refresh('r-old', '203.0.113.9'))).toBe('REFRESH_TOKEN_INVALID');
       expect(s.revoked.isRevoked).toHaveBeenCalledWith('f-1');
       expect(s.sessions.rotate).not.toHaveBeenCalled();
     });
@@ -555,7 +555,7 @@ describe('AuthService', () => {
     it('revokes the family, records a security event and answers REFRESH_TOKEN_REUSED on reuse', async () => {
       const s = setup();
       s.refreshTokens.spend.mockResolvedValue({ status: 'reused', familyId: 'f-1', userId: 'u-1' });
-      expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_REUSED');
+      expect(await codeOf(s.service.refresh('r-old', '203.0.113.9'))).toBe('REFRESH_TOKEN_REUSED');
       expect(s.refreshTokens.markReuse).toHaveBeenCalledWith('f-1');
       expect(s.tx.runOwn).toHaveBeenCalledTimes(1); // never joined to a caller's transaction
       expect(s.revoked.add).toHaveBeenCalledWith(['f-1']); // its access tokens die too
@@ -563,6 +563,7 @@ describe('AuthService', () => {
         event: 'refresh_token_reuse',
         userId: 'u-1',
         familyId: 'f-1',
+        client: '203.0.113.9',
       });
       expect(s.sessions.rotate).not.toHaveBeenCalled();
     });
@@ -571,7 +572,7 @@ describe('AuthService', () => {
       const s = setup();
       s.refreshTokens.spend.mockResolvedValue({ status: 'reused', familyId: 'f-1', userId: 'u-1' });
       s.refreshTokens.markReuse.mockResolvedValue(false); // (recorded by the first reuse)
-      expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_REUSED');
+      expect(await codeOf(s.service.refresh('r-old', '203.0.113.9'))).toBe('REFRESH_TOKEN_REUSED');
       expect(s.revoked.add).not.toHaveBeenCalled();
       expect(s.pendingRevocations.recordAhead).not.toHaveBeenCalled();
       expect(s.events.record).not.toHaveBeenCalled();
@@ -584,19 +585,20 @@ describe('AuthService', () => {
         await work();
         throw new Error('Connection terminated unexpectedly'); // the COMMIT
       });
-      expect(await codeOf(s.service.refresh('r-old'))).toBe('REFRESH_TOKEN_REUSED');
+      expect(await codeOf(s.service.refresh('r-old', '203.0.113.9'))).toBe('REFRESH_TOKEN_REUSED');
       expect(s.pendingRevocations.revokeFamily).toHaveBeenCalledWith('f-1', 'reuse-detected', NOW);
       expect(s.events.record).toHaveBeenCalledWith({
         event: 'refresh_token_reuse',
         userId: 'u-1',
         familyId: 'f-1',
+        client: '203.0.113.9',
       });
     });
 
     it('a refresh that failed before any reuse was seen fails as it did, leaving nothing to retry', async () => {
       const s = setup();
       s.refreshTokens.spend.mockRejectedValue(new Error('Connection terminated unexpectedly'));
-      expect(await codeOf(s.service.refresh('r-old'))).toEqual(
+      expect(await codeOf(s.service.refresh('r-old', '203.0.113.9'))).toEqual(
         new Error('Connection terminated unexpectedly'),
       );
       expect(s.pendingRevocations.revokeFamily).not.toHaveBeenCalled();
@@ -605,7 +607,7 @@ describe('AuthService', () => {
     it('answers REFRESH_TOKEN_INVALID for unknown, expired or revoked tokens, revoking nothing', async () => {
       const s = setup();
       s.refreshTokens.spend.mockResolvedValue({ status: 'invalid' });
-      expect(await codeOf(s.service.refresh('nope'))).toBe('REFRESH_TOKEN_INVALID');
+      expect(await codeOf(s.service.refresh('nope', '203.0.113.9'))).toBe('REFRESH_TOKEN_INVALID');
       expect(s.refreshTokens.revokeFamily).not.toHaveBeenCalled();
       expect(s.events.record).not.toHaveBeenCalled();
     });

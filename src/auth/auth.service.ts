@@ -223,7 +223,7 @@ export class AuthService {
   }
 
   /** Spends the refresh token and issues the next pair of its family (see the class comment). */
-  async refresh(refreshToken: string): Promise<TokensDto> {
+  async refresh(refreshToken: string, clientIp: string): Promise<TokensDto> {
     const now = this.clock.now();
     const tokenHash = this.sessions.hashOf(refreshToken);
     // a transaction of its own: the revocation below commits before the 401 is answered, and
@@ -294,6 +294,7 @@ export class AuthService {
             event: 'refresh_token_reuse',
             userId: result.userId,
             familyId: result.familyId,
+            client: clientIp,
           });
         }
         throw new DomainError(

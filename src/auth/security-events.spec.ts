@@ -1,4 +1,5 @@
 import { DomainError } from '../common/errors/domain-error';
+import { GATE_BUSY } from '../common/throttling/concurrency-gate';
 import { SIGN_IN_STORE_DOWN } from '../common/throttling/failed-attempt-limiter';
 import { SecurityEvents, type SecurityEvent } from './security-events';
 
@@ -27,7 +28,7 @@ describe('SecurityEvents#signIn: what refused a sign-in', () => {
       headers: policy ? { 'RateLimit-Policy': policy } : {},
     });
 
-  it('names the limit: a guess refused, a right password over its day, or the store down (an outage, not an attack)', async () => {
+  it('names the limit: a guess refused, a right password over its day, the store down (an outage, not an attack), or the password checks full (a spray that keeps them so)', async () => {
     for (const [err, limit] of [
       [limited('Too many failed sign-ins', '"signin-account";q=100;w=900'), 'signin-account'],
       [
@@ -35,6 +36,7 @@ describe('SecurityEvents#signIn: what refused a sign-in', () => {
         'login-account-day',
       ],
       [new DomainError('SERVICE_UNAVAILABLE', SIGN_IN_STORE_DOWN), 'store-unavailable'],
+      [new DomainError('SERVICE_UNAVAILABLE', GATE_BUSY), 'hash-gate'],
     ] as const) {
       expect(await refusedBy(err)).toEqual([
         {
@@ -49,7 +51,9 @@ describe('SecurityEvents#signIn: what refused a sign-in', () => {
     }
   });
 
-  it('records nothing for another failure (nothing was verified: a busy hasher)', async () => {
-    expect(await refusedBy(new DomainError('SERVICE_UNAVAILABLE', 'busy'))).toEqual([]);
+  it('records nothing for another failure (the database away: nothing was verified)', async () => {
+    expect(
+      await refusedBy(new DomainError('SERVICE_UNAVAILABLE', 'The database is unavailable.')),
+    ).toEqual([]);
   });
 });

@@ -1,5 +1,6 @@
 import { Injectable, Logger } from '@nestjs/common';
 import { DomainError } from '../common/errors/domain-error';
+import { GATE_BUSY } from '../common/throttling/concurrency-gate';
 import { SIGN_IN_STORE_DOWN } from '../common/throttling/failed-attempt-limiter';
 import type { Role } from './permissions';
 
@@ -7,8 +8,9 @@ import type { Role } from './permissions';
 export type SignInDoor = 'login' | 'queue-board';
 
 export type SecurityEvent =
-  | { event: 'refresh_token_reuse'; userId: string; familyId: string }
-  | { event: 'password_changed'; userId: string }
+  // `client`: the address the request came from (TRUST_PROXY applied) — the thief's or the owner's
+  | { event: 'refresh_token_reuse'; userId: string; familyId: string; client: string }
+  | { event: 'password_changed'; userId: string; client: string }
   // a password sign-in: `account` is a keyed tag of the email (SessionIssuer#accountTag: the same
   // for every attempt at one email, and no email in the log — an unknown one has no user id),
   // `client` the address as the request resolved it (TRUST_PROXY applied)
@@ -24,7 +26,8 @@ export type SecurityEvent =
       // a 429: `limit` names what refused — a sign-in limit (`signin-account`, `signin-device`,
       // …: guesses), `login-account-day` (checked once the password proved right: someone who
       // has it signs in in a loop); or a 503, `store-unavailable` (Redis could not count: an
-      // outage, not an attack)
+      // outage, not an attack) or `hash-gate` (the password checks' queue full: a spray that
+      // keeps it full, or a crowd)
       event: 'sign_in_refused';
       door: SignInDoor;
       account: string;
@@ -74,7 +77,9 @@ export class SecurityEvents {
     } catch (err) {
       if (
         err instanceof DomainError &&
-        (err.code === 'RATE_LIMITED' || err.message === SIGN_IN_STORE_DOWN)
+        (err.code === 'RATE_LIMITED' ||
+          err.message === SIGN_IN_STORE_DOWN ||
+          err.message === GATE_BUSY)
       )
         this.record({ event: 'sign_in_refused', ...who, limit: refusingLimit(err) });
       throw err;
@@ -88,9 +93,13 @@ export class SecurityEvents {
   }
 }
 
-/** What refused a sign-in: its 429's RateLimit-Policy's first name, or the store being down (503). */
+/**
+ * What refused a sign-in: its 429's RateLimit-Policy's first name, or (503) the store being down
+ * or the password checks' gate full.
+ */
 function refusingLimit(err: DomainError): string {
   if (err.message === SIGN_IN_STORE_DOWN) return 'store-unavailable';
+  if (err.message === GATE_BUSY) return 'hash-gate';
   const policy = err.options?.headers?.['RateLimit-Policy'];
   return (typeof policy === 'string' && /^"([^"]+)"/.exec(policy)?.[1]) || 'unknown';
 }

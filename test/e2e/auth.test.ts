@@ -638,6 +638,10 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
           expect([replay.status, replay.body.code]).toEqual([401, 'REFRESH_TOKEN_REUSED']);
         }
         expect(reuses()).toBe(1);
+        // naming the address the spent token came from: the thief's or the owner's
+        expect(
+          events.mock.calls.find(([e]) => e.event === 'refresh_token_reuse')?.[0],
+        ).toMatchObject({ client: '127.0.0.1' });
         expect((await familyOf(s.refreshToken)).revoked_reason).toBe('reuse-detected');
       } finally {
         events.mockRestore();

@@ -34,7 +34,7 @@ class FailingRequestProbe {
     let refreshError = 'none';
     await this.tx
       .run(async () => {
-        await this.auth.refresh(body.refreshToken).catch((err: { code?: string }) => {
+        await this.auth.refresh(body.refreshToken, '127.0.0.1').catch((err: { code?: string }) => {
           refreshError = err.code ?? 'unknown';
         });
         throw new Error('the request fails after the refresh');

@@ -118,8 +118,11 @@ export class ConcurrencyGate {
   }
 }
 
+/** The message of a gate's refusal (503 SERVICE_UNAVAILABLE): full, nothing was run. */
+export const GATE_BUSY = 'The server is busy; retry shortly.';
+
 function busy(): DomainError {
-  return new DomainError('SERVICE_UNAVAILABLE', 'The server is busy; retry shortly.', {
+  return new DomainError('SERVICE_UNAVAILABLE', GATE_BUSY, {
     headers: { 'Retry-After': String(GATE_BUSY_RETRY_AFTER_SECONDS) },
   });
 }
