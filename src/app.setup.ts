@@ -1,5 +1,5 @@
 import { NestFactory } from '@nestjs/core';
-import { logRefusedCommand } from './common/logging/command-log';
+import { logDenied, logRefusedCommand, logUnserved } from './common/logging/command-log';
 import { FastifyAdapter, NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyRequest } from 'fastify';
 import { Logger } from 'nestjs-pino';
@@ -221,12 +221,16 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     await inFlight.waitForIdle(shutdownTimeoutMs);
     await transactions.waitForIdle(shutdownTimeoutMs);
   });
-  // the command line of a command refused before any handler (LoggingInterceptor writes the others)
+  // the command line of a command refused before any handler (LoggingInterceptor writes the
+  // others); above info, where there are no access or command lines, a 5xx still gets one; a 403
+  // is a security event at every level
   const commandLines = ['info', 'debug', 'trace'].includes(config.logLevel);
   fastify.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';
     metrics.observeHttp(request.method, route, reply.statusCode, reply.elapsedTime / 1000);
     if (commandLines) logRefusedCommand(request, reply);
+    else logUnserved(request, reply);
+    logDenied(request, reply);
   });
 
   if (config.docsEnabled) mountOpenApi(app);

@@ -1,3 +1,5 @@
+import { Logger } from '@nestjs/common';
+import { storage } from 'nestjs-pino/storage';
 import { AsyncResource } from 'node:async_hooks';
 import { Readable } from 'node:stream';
 import type {
@@ -16,6 +18,29 @@ import { SIGNATURE_TOLERANCE_SECONDS } from './webhooks.service';
 
 const STRIPE_ROUTE = '/v1/webhooks/stripe';
 const STORAGE_ROUTE = '/v1/webhooks/storage';
+const security = new Logger('Security');
+
+/**
+ * A webhook refused for its signature or token is a security event (warn): a prober, or a
+ * `STRIPE_WEBHOOK_SECRET` / `STORAGE_WEBHOOK_TOKEN` rotated wrongly — every genuine delivery then
+ * fails here, and the provider's retries are the only other sign. Why (`missing`, `stale`,
+ * `signature mismatch`, `token`…) and from where. Bounded by the refusals' own per-client limit
+ * (RefusedWebhooks): past it, requests are refused unread and unlogged.
+ */
+function logRefusedWebhook(request: FastifyRequest, reason: string): void {
+  storage.exit(() =>
+    security.warn(
+      {
+        event: 'webhook_refused',
+        route: request.routeOptions.url,
+        reason,
+        client: request.ip,
+        requestId: request.id,
+      },
+      'webhook_refused',
+    ),
+  );
+}
 
 /** `t=<unix seconds>` and at least one `v1=<hex HMAC>`, as Stripe sends them. */
 function stripeSignatureProblem(
@@ -57,21 +82,25 @@ export function webhookPrecheck(
       sendProblem(over, request, reply);
       return;
     }
+    let reason = 'token';
     try {
       if (route === STRIPE_ROUTE) {
         const problem = stripeSignatureProblem(
           request.headers['stripe-signature'],
           Math.floor(Date.now() / 1000),
         );
-        if (problem)
+        if (problem) {
+          reason = problem;
           throw new DomainError(
             'WEBHOOK_SIGNATURE_INVALID',
             'The Stripe-Signature is invalid or stale.',
           );
+        }
       } else if (route === STORAGE_ROUTE) {
         checkStorageToken(request.headers.authorization);
       }
     } catch (err) {
+      logRefusedWebhook(request, reason);
       refusals?.count(request);
       closeIfBodyPending(request, reply); // refused unread: its body is not read after it either
       sendProblem(err, request, reply);
@@ -207,6 +236,7 @@ export function stripeSignatureFirst(
       release(); // judged now: a signed body goes on to its handler, an unsigned one is refused
       const raw = Buffer.concat(chunks, size);
       if (typeof signature !== 'string' || !signed(raw, signature)) {
+        logRefusedWebhook(request, 'signature mismatch');
         refusals?.count(request);
         refuse(
           new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The Stripe-Signature is invalid or stale.'),

@@ -160,6 +160,51 @@ describe('an order’s story in the logs of the API and the worker (real process
       );
     await waitFor('its command line', () => commands().length > 0 || undefined);
     expect(commands()).toEqual([expect.objectContaining({ requestId })]);
+
+    // one refused (no signature, or one made with another secret: a prober, or a secret rotated
+    // wrongly) is a security event, saying why and from where
+    const forged = `forged-${randomUUID()}`;
+    const unsigned = `unsigned-${randomUUID()}`;
+    for (const [id, signature] of [
+      [
+        forged,
+        new Stripe('sk_test_unused').webhooks.generateTestHeaderString({
+          payload: raw,
+          secret: 'whsec_not_the_shops_secret_at_all_0123',
+        }),
+      ],
+      [unsigned, undefined],
+    ] as const) {
+      const refused = await fetch(`${http.baseUrl}/v1/webhooks/stripe`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'x-request-id': id,
+          ...(signature ? { 'stripe-signature': signature } : {}),
+        },
+        body: raw,
+      });
+      expect(refused.status).toBe(400);
+    }
+    const refusals = (id: string) =>
+      grep(api.output(), id).filter((l) => l.event === 'webhook_refused');
+    await waitFor(
+      'the refusals',
+      () => refusals(forged).length > 0 && refusals(unsigned).length > 0,
+    );
+    for (const [id, reason] of [
+      [forged, 'signature mismatch'],
+      [unsigned, 'missing'],
+    ])
+      expect(refusals(id)).toEqual([
+        expect.objectContaining({
+          level: 40,
+          requestId: id,
+          route: '/v1/webhooks/stripe',
+          reason,
+          client: '127.0.0.1',
+        }),
+      ]);
   });
 
   it('a command refused before its handler (a guard: 401, 403, 429…) has its line too, with who sent it and why', async () => {
@@ -230,6 +275,35 @@ describe('an order’s story in the logs of the API and the worker (real process
       expect.objectContaining({ requestId: handled, status: 400, principalId: customer.user.id }),
     ]);
     expect(lines(handled)[0]).not.toHaveProperty('refused');
+    // a 403 is a security event too (warn, at every level): who, what, from where — a read's
+    // as well (every customer's orders), which has no command line
+    const peeked = id('peeked');
+    expect(
+      (
+        await http.get('/v1/admin/orders', {
+          token: customer.accessToken,
+          headers: { 'x-request-id': peeked },
+        })
+      ).status,
+    ).toBe(403);
+    const denied = (requestId: string) =>
+      grep(api.output(), requestId).filter((l) => l.event === 'access_denied');
+    await waitFor('the denials', () => denied(forbidden).length > 0 && denied(peeked).length > 0);
+    for (const [requestId, action] of [
+      [forbidden, 'POST /v1/admin/products'],
+      [peeked, 'GET /v1/admin/orders'],
+    ])
+      expect(denied(requestId)).toEqual([
+        expect.objectContaining({
+          level: 40,
+          context: 'Security',
+          requestId,
+          action,
+          principalId: customer.user.id,
+          client: '127.0.0.1',
+          error: 'FORBIDDEN',
+        }),
+      ]);
 
     // pipelined on one connection behind a slower command (a registration hashes a password):
     // the refusal's answer goes out when the first one's has, and its line keeps its own id

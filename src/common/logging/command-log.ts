@@ -69,3 +69,51 @@ export function logRefusedCommand(request: FastifyRequest, reply: FastifyReply):
     ),
   );
 }
+
+const security = new Logger('Security');
+const http = new Logger('Http');
+
+const actionOf = (request: FastifyRequest) =>
+  `${request.method} ${request.routeOptions.url ?? 'unmatched'}`;
+
+/**
+ * onResponse, at every log level: a 403 is a security event — a signed-in caller on a route its
+ * role does not reach (a customer on an admin page, reads included: every customer's orders), the
+ * queue board refusing a session: who, what and from where. The access line (info) named no
+ * one, and above info there was none.
+ */
+export function logDenied(request: CommandRequest, reply: FastifyReply): void {
+  if (reply.statusCode !== 403) return;
+  storage.exit(() =>
+    security.warn(
+      {
+        event: 'access_denied',
+        action: actionOf(request),
+        principalId: request.user?.userId ?? null,
+        client: request.ip,
+        error: answeredCodes.get(request),
+        requestId: request.id,
+      },
+      'access_denied',
+    ),
+  );
+}
+
+/**
+ * onResponse above info (LOG_LEVEL=warn…, where the access log is off): a 5xx answer still leaves
+ * a warn line — the access line's level for it, where alerts look — with its request id and code.
+ * Below warn the access log writes it.
+ */
+export function logUnserved(request: FastifyRequest, reply: FastifyReply): void {
+  if (reply.statusCode < 500) return;
+  storage.exit(() =>
+    http.warn({
+      msg: 'request failed',
+      action: actionOf(request),
+      status: reply.statusCode,
+      durationMs: Math.round(reply.elapsedTime * 10) / 10,
+      error: answeredCodes.get(request),
+      requestId: request.id,
+    }),
+  );
+}
