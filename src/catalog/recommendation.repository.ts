@@ -123,7 +123,12 @@ export class RecommendationRepository {
     });
   }
 
-  /** The product's active neighbours, best first. */
+  /**
+   * The product's active neighbours, best first. Both reads skip a pair scored below
+   * RECOMMENDATION_MIN_CUSTOMERS as well: a worker of an older release still running during a
+   * deploy (one that counted orders, not customers) refills the table with its pairs until it
+   * stops — one customer's basket, public (rolling-deploy review).
+   */
   async alsoBought(productId: string, limit: number): Promise<ProductView[]> {
     const recommendations = await this.tx.withManager((m) =>
       m
@@ -132,6 +137,7 @@ export class RecommendationRepository {
         .innerJoinAndSelect('r.recommended', 'p', ...onSale('p', this.config.currency))
         .innerJoinAndSelect('p.inventory', 'i')
         .where('r.productId = :productId', { productId })
+        .andWhere('r.score >= :minCustomers', { minCustomers: RECOMMENDATION_MIN_CUSTOMERS })
         .orderBy('r.score', 'DESC')
         .addOrderBy('p.id')
         .limit(limit)
@@ -166,12 +172,18 @@ export class RecommendationRepository {
               .from(ProductRecommendationEntity, 'r')
               .where(`r.product_id IN ${bought}`)
               .andWhere(`r.recommended_id NOT IN ${bought}`)
+              .andWhere('r.score >= :minCustomers')
               .groupBy('r.recommended_id'),
           's',
           's.recommended_id = p.id',
         )
         .where(productOnSale)
-        .setParameters({ userId, paid: PAID_STATUSES, ...shop })
+        .setParameters({
+          userId,
+          paid: PAID_STATUSES,
+          minCustomers: RECOMMENDATION_MIN_CUSTOMERS,
+          ...shop,
+        })
         .orderBy('s.score', 'DESC')
         .addOrderBy('p.id')
         .limit(limit)

@@ -257,6 +257,19 @@ describe('catalog: reviews, recommendations, images', () => {
     const forDave = await t.http.get('/v1/me/recommendations', { token: dave.token });
     expect(forDave.body.items.map((i: { id: string }) => i.id)).toEqual([tea.id, lemon.id]);
 
+    // a pair one customer bought, written by a worker of an older release still running during a
+    // deploy (it counted orders): served to nobody, on the product's page or in a list
+    await t.db.pool.query(
+      `INSERT INTO product_recommendations (product_id, recommended_id, score, computed_at)
+       VALUES ($1, $2, 1, now()), ($3, $2, 1, now())`,
+      [tea.id, secret.id, honey.id],
+    );
+    const alsoAgain = await t.http.get(`/v1/products/${tea.id}/also-bought`);
+    expect(alsoAgain.body.items.map((i: { id: string }) => i.id)).toEqual([honey.id, lemon.id]);
+    const forDaveAgain = await t.app.get(RecommendationRepository).forCustomer(dave.userId, 10);
+    expect(forDaveAgain.map((p) => p.id)).toEqual([tea.id, lemon.id]);
+    await t.app.get(RecommendationsService).recompute();
+
     const [newbie] = await buyers(t.http, 1);
     const fallback = await t.http.get('/v1/me/recommendations', { token: newbie.token });
     expect(fallback.status).toBe(200);
