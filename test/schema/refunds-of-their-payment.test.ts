@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { PoolClient } from 'pg';
+import type { QueryRunner } from 'typeorm';
+import { RefundsOfTheirPayment1763800058000 } from '../../migrations/1763800058000-RefundsOfTheirPayment';
 import { insertRefund } from '../support/refunds';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
 
@@ -73,6 +75,37 @@ describe('refunds belong to their payment', () => {
       paymentId,
       by,
     ]);
+
+  it("sets a payment's counter that a past bug left apart from its refunds to their sum as it comes in, so its next refund is not refused for it", async () => {
+    const runner = { query: (sql: string) => db.pool.query(sql) } as unknown as QueryRunner;
+    const migration = new RefundsOfTheirPayment1763800058000();
+    await migration.down(runner);
+    const over = await paidOrder(); // counts 500 with no refund
+    const under = await paidOrder(); // counts nothing for a succeeded 300 and a pending 200
+    const right = await paidOrder(); // 400 for a succeeded 400 (a failed 100 aside)
+    try {
+      await db.pool.query(`UPDATE payments SET refund_reserved = 500 WHERE id = $1`, [
+        over.paymentId,
+      ]);
+      await db.pool.query(`UPDATE payments SET refund_reserved = 400 WHERE id = $1`, [
+        right.paymentId,
+      ]);
+      for (const [order, amount, status] of [
+        [under, 300, 'succeeded'],
+        [under, 200, 'pending'],
+        [right, 400, 'succeeded'],
+        [right, 100, 'failed'],
+      ] as const)
+        await inTransaction((c) => refundRow(c, { ...order, amount, status }));
+    } finally {
+      await migration.up(runner);
+    }
+    expect([
+      await reservedOf(over.paymentId),
+      await reservedOf(under.paymentId),
+      await reservedOf(right.paymentId),
+    ]).toEqual([0, 500, 400]);
+  });
 
   it("a refund names its own order's payment, in its currency: another order's payment or another currency is refused (23503)", async () => {
     const a = await paidOrder();

@@ -7,7 +7,6 @@ import {
   ManyToOne,
   OneToMany,
   PrimaryColumn,
-  Unique,
 } from 'typeorm';
 import type { Relation } from 'typeorm';
 import { BIGINT_NUMBER, CURRENCY_CODE } from '../../database/column-transformers';
@@ -20,8 +19,8 @@ import { RefundEntity } from './refund.entity';
  * intent) per order. `refundReserved` counts every pending or succeeded refund; the CHECKs keep
  * it within the captured amount, which is what makes concurrent refunds safe, and a deferred
  * constraint trigger keeps it the sum of those refunds (…-RefundsOfTheirPayment.ts). The unique
- * (id, order, currency) is what a refund's foreign key names: a refund is of its payment's order,
- * in its currency.
+ * index on (id, order, currency) is what a refund's foreign key names: a refund is of its
+ * payment's order, in its currency.
  */
 @Entity('payments')
 @Index('payments_one_per_order', ['orderId'], { unique: true })
@@ -32,7 +31,7 @@ import { RefundEntity } from './refund.entity';
 @Index('payments_refunds_watched', ['refundsWatchedUntil'], {
   where: 'refunds_watched_until IS NOT NULL',
 })
-@Unique('payments_id_order_currency', ['id', 'orderId', 'currency'])
+@Index('payments_id_order_currency', ['id', 'orderId', 'currency'], { unique: true })
 @Check('payments_provider_check', `provider IN ('stripe', 'simulated')`)
 @Check('payments_amount_check', `amount >= 0`)
 @Check('payments_refund_reserved_non_negative', `refund_reserved >= 0`)
