@@ -1,0 +1,42 @@
+import { createHash } from 'node:crypto';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const MIGRATIONS = join(__dirname, '..', '..', 'migrations');
+
+/**
+ * A migration that has run somewhere is never edited, renamed or removed: TypeORM knows a migration
+ * by its class name, and runs nothing it has recorded — an edit never reaches a database migrated
+ * before it (a column a release's code then reads is missing there), and a rename is a "new"
+ * migration that fails on objects already made (rolling-deploy review: both happened within a
+ * session, before they landed). `migrations/checksums.sha256` (`sha256sum` format) holds every
+ * migration's checksum: a new migration adds its line; any other change to that file is an edit
+ * of a migration to undo — the change belongs in a new one.
+ */
+describe('migrations are append-only', () => {
+  const listed = readFileSync(join(MIGRATIONS, 'checksums.sha256'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => {
+      const [sum, file] = line.split(/\s+\*?/);
+      return { sum, file };
+    });
+  const files = readdirSync(MIGRATIONS).filter((f) => f.endsWith('.ts'));
+
+  it('every migration is listed with its checksum, and every listed one is there, unchanged', () => {
+    expect(files.sort()).toEqual(listed.map((l) => l.file).sort());
+    for (const { sum, file } of listed) {
+      const actual = createHash('sha256')
+        .update(readFileSync(join(MIGRATIONS, file)))
+        .digest('hex');
+      expect({ file, sum: actual }).toEqual({ file, sum });
+    }
+  });
+
+  it('a new migration comes after every listed one (TypeORM runs them by timestamp)', () => {
+    const stamps = listed.map((l) => Number(/^(\d+)-/.exec(l.file)?.[1]));
+    expect(stamps.every(Number.isFinite)).toBe(true);
+    expect(stamps).toEqual([...stamps].sort((a, b) => a - b));
+    expect(new Set(stamps).size).toBe(stamps.length);
+  });
+});
