@@ -13,6 +13,7 @@ import {
   RECONCILE_AFTER_MS,
   UNPROCESSED_EVENT_AFTER_MS,
   RETRY_REFUND_AFTER_MS,
+  UNHANDLED_EVENT_GRACE_MS,
 } from './payment-finalizer.service';
 import { GatewayError, GatewayIntent, PAYMENT_GATEWAY, PaymentGateway } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
@@ -235,6 +236,34 @@ describe('PaymentFinalizer', () => {
       s.events.find.mockResolvedValue(event({ type: 'customer.created', intentId: null }));
       expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
       expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+      expect(s.transitions.markPaid).not.toHaveBeenCalled();
+    });
+
+    it("an event of a type this release does not act on, about an intent, is left unprocessed for a release that does (a deploy's other worker), then set aside after an hour", async () => {
+      const s = await setup();
+      for (const [age, left] of [
+        [0, true],
+        [UNHANDLED_EVENT_GRACE_MS - 1, true],
+        [UNHANDLED_EVENT_GRACE_MS, false],
+      ] as const) {
+        s.events.markProcessed.mockClear();
+        s.events.find.mockResolvedValue(
+          event({
+            type: 'radar.early_fraud_warning.created',
+            receivedAt: new Date(NOW.getTime() - age),
+          }),
+        );
+        expect(await s.finalizer.processEvent(EVENT)).toEqual({
+          kind: 'unhandled',
+          eventId: EVENT,
+          left,
+        });
+        expect(s.events.markProcessed.mock.calls).toEqual(left ? [] : [[EVENT, NOW]]);
+        expect(s.events.noteSweepFailed.mock.calls).toEqual(left ? [[EVENT, NOW]] : []);
+        s.events.noteSweepFailed.mockClear();
+      }
+      expect(s.payments.findByIntent).not.toHaveBeenCalled();
+      expect(s.gateway.retrieveIntent).not.toHaveBeenCalled();
       expect(s.transitions.markPaid).not.toHaveBeenCalled();
     });
 

@@ -46,6 +46,11 @@ export type EventOutcome =
   | { kind: 'unknown-event'; eventId: string }
   /** The event names no intent of ours (nor one whose order exists): marked processed. */
   | { kind: 'no-payment'; eventId: string }
+  /**
+   * An event of a type this release does not act on, about an intent: `left` unprocessed for a
+   * release that does (UNHANDLED_EVENT_GRACE_MS), or set aside once that has passed.
+   */
+  | { kind: 'unhandled'; eventId: string; left: boolean }
   /** A refund event: our refunds of the payment converged with the provider's list. */
   | { kind: 'refunds-synced'; orderId: string }
   /**
@@ -82,6 +87,19 @@ export const RECONCILE_AFTER_MS = 10 * 60 * 1000;
  * retries take ~2 min; an outage, or an outbox row parked as dead): the sweep processes it.
  */
 export const UNPROCESSED_EVENT_AFTER_MS = 5 * 60 * 1000;
+/**
+ * The provider event types this release acts on (by prefix): an intent's, a charge's (its
+ * refunds and disputes among them), a refund's.
+ */
+const HANDLED_EVENT_TYPES = ['payment_intent.', 'charge.', 'refund.'];
+/**
+ * An event of another type about one of our payments is left unprocessed this long — the sweep
+ * brings it back — then set aside (processed, with a warning). During a rolling deploy, a worker
+ * of the release before took events of a type only the new release handles (disputes, when they
+ * came) and marked them processed as a payment's news: the dispute was never recorded, and the
+ * order went on to fulfilment (rolling-deploy review). Left, the new release's worker takes it.
+ */
+export const UNHANDLED_EVENT_GRACE_MS = 60 * 60 * 1000;
 /** Events the sweep takes on per run (the next run takes the rest). */
 const SWEEP_BATCH = 100;
 /** A refund still pending this long after its last provider call is sent again (same key). */
@@ -196,6 +214,19 @@ export class PaymentFinalizer {
   async processEvent(eventId: string): Promise<EventOutcome> {
     const event = await this.events.find(eventId);
     if (!event) return { kind: 'unknown-event', eventId };
+    if (event.intentId && !HANDLED_EVENT_TYPES.some((prefix) => event.type.startsWith(prefix))) {
+      const now = this.clock.now();
+      if (now.getTime() - event.receivedAt.getTime() < UNHANDLED_EVENT_GRACE_MS) {
+        // to the back of the sweep's line: a hundred of them must not hold its front for an hour
+        await this.events.noteSweepFailed(eventId, now);
+        return { kind: 'unhandled', eventId, left: true };
+      }
+      await this.events.markProcessed(eventId, now);
+      this.logger.warn(
+        `event ${eventId} (${event.type}) set aside: no release acted on its type within ${UNHANDLED_EVENT_GRACE_MS / 60_000} min`,
+      );
+      return { kind: 'unhandled', eventId, left: false };
+    }
     const payment = event.intentId
       ? ((await this.payments.findByIntent(event.intentId)) ?? (await this.adopt(event.intentId)))
       : null;
