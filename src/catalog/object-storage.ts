@@ -70,8 +70,15 @@ export class ObjectStorage implements OnApplicationShutdown {
       // (and stores without flexible checksums, such as older MinIO, R2, refuse the header).
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      // A stalled store must not hold a webhook request (and the store's retry) for minutes.
-      requestHandler: { connectionTimeout: 2_000, requestTimeout: 5_000 },
+      // A stalled store must not hold a webhook request (and the store's retry) for minutes. The
+      // request timeout only throws when told to (@smithy/node-http-handler: otherwise a warning,
+      // and the call waits on a store that accepted the connection and never answers — the
+      // notification's Idempotency-Key held "in use" for as long: contract review).
+      requestHandler: {
+        connectionTimeout: 2_000,
+        requestTimeout: 5_000,
+        throwOnRequestTimeout: true,
+      },
       maxAttempts: 2,
     });
   }

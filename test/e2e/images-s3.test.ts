@@ -8,6 +8,7 @@
  * image ready. The store is s3rver (npm) behind a SigV4 query-signature gate (see local-s3.ts).
  */
 import { randomBytes } from 'node:crypto';
+import { type AddressInfo, type Socket, createServer } from 'node:net';
 import {
   HeadObjectCommand,
   PutObjectCommand,
@@ -27,6 +28,7 @@ import {
 } from '../../scripts/local-storage/local-s3';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { holdIdempotencyKey } from '../support/idempotency-keys';
+import { newKey } from '../support/fixtures';
 
 const TOKEN = randomBytes(24).toString('hex');
 
@@ -490,6 +492,49 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       await down.close();
     }
   });
+
+  it('answers 503 when the store accepts the connection and never answers (its calls time out), and a keyed retry runs afresh', async () => {
+    const held: Socket[] = [];
+    const silent = createServer((socket) => void held.push(socket)); // holds every connection, says nothing
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    const stalled = await bootTestApp({
+      db: t.db,
+      env: {
+        ...s3.env,
+        STORAGE_ENDPOINT: `http://127.0.0.1:${port}`,
+        STORAGE_WEBHOOK_TOKEN: TOKEN,
+      },
+    });
+    try {
+      const p = await createProduct(t, admin);
+      const up = await requestUpload(p.id, 'image/png', 16);
+      const key = `products/${p.id}/${up.imageId}`;
+      const idempotencyKey = newKey();
+      const send = () =>
+        stalled.http.request('POST', '/v1/webhooks/storage', undefined, {
+          raw: JSON.stringify({
+            Records: [
+              {
+                eventName: 'ObjectCreated:Put',
+                s3: { bucket: { name: s3.bucket }, object: { key } },
+              },
+            ],
+          }),
+          headers: { authorization: `Bearer ${TOKEN}`, 'idempotency-key': idempotencyKey },
+        });
+      const res = await send();
+      expect([res.status, res.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+      // nothing stored for a 5xx, and the key is not left "in use": the retry runs (and times out)
+      const again = await send();
+      expect([again.status, again.body.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
+      expect((await imageRow(up.imageId)).status).toBe('pending');
+    } finally {
+      await stalled.close();
+      for (const socket of held) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  }, 60_000);
 
   describe('the reconciliation pass (notifications lost, or never configured)', () => {
     const reconcile = () => t.app.get(ImagesService).reconcilePending();
