@@ -32,6 +32,7 @@ function expectCorsAllowed(res: HttpResponse): void {
     'ratelimit',
     'ratelimit-policy',
     'allow',
+    'www-authenticate',
   ]) {
     expect(exposed.split(/\s*,\s*/)).toContain(h);
   }

@@ -14,6 +14,9 @@ const CORS_EXPOSED_HEADERS = [
   'RateLimit',
   'RateLimit-Policy',
   'Allow', // a 405's
+  // a 401's scheme and `error="invalid_token"` (a refresh is due, not a sign-in): a web client
+  // that reads it, as RFC 6750 clients do, could not (contract review)
+  'WWW-Authenticate',
 ];
 
 /** Request headers a browser client may send cross-origin. */
