@@ -42,7 +42,38 @@ export class StorageWebhookController {
       type: 'object',
       additionalProperties: true,
       properties: {
-        Records: { type: 'array', items: { type: 'object', additionalProperties: true } },
+        Records: {
+          type: 'array',
+          minItems: 1,
+          maxItems: 100,
+          items: {
+            type: 'object',
+            additionalProperties: true,
+            required: ['eventName', 's3'],
+            properties: {
+              eventName: { type: 'string', maxLength: 100 },
+              s3: {
+                type: 'object',
+                additionalProperties: true,
+                required: ['bucket', 'object'],
+                properties: {
+                  bucket: {
+                    type: 'object',
+                    additionalProperties: true,
+                    required: ['name'],
+                    properties: { name: { type: 'string', maxLength: 255 } },
+                  },
+                  object: {
+                    type: 'object',
+                    additionalProperties: true,
+                    required: ['key'],
+                    properties: { key: { type: 'string', minLength: 1, maxLength: 3072 } },
+                  },
+                },
+              },
+            },
+          },
+        },
       },
       required: ['Records'],
     },

@@ -794,7 +794,10 @@ export interface components {
              * @example correct-horse-battery
              */
             password: string;
-            /** @example Asha */
+            /**
+             * @description One line (no line breaks, tabs or direction controls); shows a letter or digit; no invisible characters (400)
+             * @example Asha
+             */
             name: string;
         };
         UserDto: {
@@ -934,7 +937,7 @@ export interface components {
              */
             sku: string;
             /**
-             * @description Shows a letter or digit; no invisible characters (400)
+             * @description One line (no line breaks, tabs or direction controls); shows a letter or digit; no invisible characters (400)
              * @example Assam tea, 250 g
              */
             name: string;
@@ -949,7 +952,7 @@ export interface components {
         };
         UpdateProductDto: {
             /**
-             * @description Shows a letter or digit; no invisible characters (400)
+             * @description One line (no line breaks, tabs or direction controls); shows a letter or digit; no invisible characters (400)
              * @example Assam tea, 500 g
              */
             name?: string;
@@ -966,7 +969,7 @@ export interface components {
         };
         CreateCategoryDto: {
             /**
-             * @description Shows a letter or digit; no invisible characters (400)
+             * @description One line (no line breaks, tabs or direction controls); shows a letter or digit; no invisible characters (400)
              * @example Healthy snacks
              */
             name: string;
@@ -4654,9 +4657,25 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    Records: {
+                    Records: ({
+                        eventName: string;
+                        s3: {
+                            bucket: {
+                                name: string;
+                            } & {
+                                [key: string]: unknown;
+                            };
+                            object: {
+                                key: string;
+                            } & {
+                                [key: string]: unknown;
+                            };
+                        } & {
+                            [key: string]: unknown;
+                        };
+                    } & {
                         [key: string]: unknown;
-                    }[];
+                    })[];
                 } & {
                     [key: string]: unknown;
                 };

@@ -73,7 +73,13 @@ export class RegisterDto {
   @PasswordLength(PASSWORD_MIN, PASSWORD_MAX)
   password!: string;
 
-  @ApiProperty({ example: 'Asha', minLength: 1, maxLength: 200 })
+  @ApiProperty({
+    example: 'Asha',
+    minLength: 1,
+    maxLength: 200,
+    description:
+      'One line (no line breaks, tabs or direction controls); shows a letter or digit; no invisible characters (400)',
+  })
   @Transform(nameForm)
   @IsString()
   @CharLength(1, 200)

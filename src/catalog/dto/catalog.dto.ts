@@ -58,7 +58,8 @@ export class CreateCategoryDto {
     example: 'Healthy snacks',
     minLength: 1,
     maxLength: 200,
-    description: 'Shows a letter or digit; no invisible characters (400)',
+    description:
+      'One line (no line breaks, tabs or direction controls); shows a letter or digit; no invisible characters (400)',
   })
   @IsString()
   @CharLength(1, 200)
@@ -89,7 +90,8 @@ export class CreateProductDto {
     example: 'Assam tea, 250 g',
     minLength: 1,
     maxLength: 200,
-    description: 'Shows a letter or digit; no invisible characters (400)',
+    description:
+      'One line (no line breaks, tabs or direction controls); shows a letter or digit; no invisible characters (400)',
   })
   @IsString()
   @CharLength(1, 200)
@@ -122,7 +124,8 @@ export class UpdateProductDto {
     example: 'Assam tea, 500 g',
     minLength: 1,
     maxLength: 200,
-    description: 'Shows a letter or digit; no invisible characters (400)',
+    description:
+      'One line (no line breaks, tabs or direction controls); shows a letter or digit; no invisible characters (400)',
   })
   @Omittable()
   @IsString()
