@@ -985,6 +985,30 @@ describe('cached catalog reads: rate limited, and unknown query parameters refus
     }
   });
 
+  it('rate limits requests no route matches per client too (a scan of random paths: each a 404 and an access line)', async () => {
+    const statuses: number[] = [];
+    let limited: HttpResponse | undefined;
+    for (let round = 0; round < 20; round++) {
+      const batch = await Promise.all(
+        Array.from({ length: 16 }, () =>
+          t.http.request(round % 2 ? 'GET' : 'POST', `/scan/${randomUUID()}`),
+        ),
+      );
+      for (const res of batch) {
+        statuses.push(res.status);
+        if (res.status === 429) limited ??= res;
+      }
+    }
+    expect(statuses.filter((s) => s === 404).length).toBe(300);
+    expect(statuses.filter((s) => s === 429).length).toBe(20);
+    expectProblem(limited!, 429, 'RATE_LIMITED');
+    expect(Number(limited!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(limited!.headers.get('ratelimit-policy')).toBe('"unrouted";q=300;w=60');
+    expect(limited!.headers.get('ratelimit')).toMatch(/^"unrouted";r=0;t=\d+$/);
+    // a counter of its own: the routes still answer the same client
+    expect((await t.http.get('/health/live')).status).toBe(200);
+  });
+
   it('rate limits cached reads per client: 429 with Retry-After and RateLimit headers', async () => {
     expect((await t.http.get('/v1/categories')).status).toBe(200); // cached from here on
     const statuses: number[] = [];
