@@ -12,6 +12,7 @@ import type {
 import type { FastifyInstance } from 'fastify';
 import { sendProblem } from '../common/errors/problem-details.filter';
 import { unknownQueryParameters } from '../common/http/validation';
+import { WELL_FORMED_REQUEST_ID } from '../common/http/request-id';
 import { THROTTLER_SKIP } from '@nestjs/throttler/dist/throttler.constants';
 import { REQUIRED_PERMISSIONS } from '../auth/require-permission.decorator';
 import {
@@ -122,6 +123,21 @@ const REQUEST_ID: HeaderObject = {
   schema: { type: 'string' },
 };
 
+/**
+ * Sent by a client on any request (API.md: a well-formed one is kept, answered back and on every
+ * log line of the request; anything else is replaced by a UUID, silently): declared, with the rule
+ * the server applies (src/common/http/request-id.ts), so a generated client knows it (contract
+ * review).
+ */
+const REQUEST_ID_PARAMETER: ParameterObject = {
+  name: 'X-Request-Id',
+  in: 'header',
+  required: false,
+  description:
+    "A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId`",
+  schema: { type: 'string', pattern: WELL_FORMED_REQUEST_ID.source },
+};
+
 /** On every 401 (RFC 9110 15.5.2, RFC 6750 3): the scheme, and whether a token was refused. */
 const CHALLENGE: HeaderObject = {
   description:
@@ -217,10 +233,13 @@ function applyContract(
     (p) =>
       !isParameter(p) ||
       p.in !== 'header' ||
-      (headers.get(p.name.toLowerCase()) === p && p.name.toLowerCase() !== 'idempotency-key'),
+      (headers.get(p.name.toLowerCase()) === p &&
+        p.name.toLowerCase() !== 'idempotency-key' &&
+        p.name.toLowerCase() !== 'x-request-id'),
   );
   if (contract.idempotency !== 'none') parameters.push(IDEMPOTENCY_PARAMETER[contract.idempotency]);
-  if (parameters.length > 0) operation.parameters = parameters;
+  parameters.push(REQUEST_ID_PARAMETER);
+  operation.parameters = parameters;
 
   // 503: a dependency (the database breaker, the password-hashing gate) is down, or the
   // process is shutting down

@@ -1287,7 +1287,10 @@ export interface operations {
     getLiveness: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1377,7 +1380,10 @@ export interface operations {
     getReadiness: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1470,6 +1476,8 @@ export interface operations {
             header?: {
                 /** @description Accepted and ignored on credential routes: never stored, never replayed */
                 "Idempotency-Key"?: string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path?: never;
             cookie?: never;
@@ -1637,6 +1645,8 @@ export interface operations {
             header?: {
                 /** @description Accepted and ignored on credential routes: never stored, never replayed */
                 "Idempotency-Key"?: string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path?: never;
             cookie?: never;
@@ -1805,6 +1815,8 @@ export interface operations {
             header?: {
                 /** @description Accepted and ignored on credential routes: never stored, never replayed */
                 "Idempotency-Key"?: string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path?: never;
             cookie?: never;
@@ -1973,6 +1985,8 @@ export interface operations {
             header?: {
                 /** @description Accepted and ignored on credential routes: never stored, never replayed */
                 "Idempotency-Key"?: string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path?: never;
             cookie?: never;
@@ -2120,7 +2134,10 @@ export interface operations {
     getMe: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2262,6 +2279,8 @@ export interface operations {
             header?: {
                 /** @description Accepted and ignored on credential routes: never stored, never replayed */
                 "Idempotency-Key"?: string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path?: never;
             cookie?: never;
@@ -2448,7 +2467,10 @@ export interface operations {
                 q?: string;
                 sort?: "relevance" | "newest" | "price_asc" | "price_desc" | "popular";
             };
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2571,7 +2593,10 @@ export interface operations {
     getProduct: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path: {
                 /** @description Product id */
                 id: string;
@@ -2723,7 +2748,10 @@ export interface operations {
     listCategories: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2849,6 +2877,8 @@ export interface operations {
             header?: {
                 /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
                 "Idempotency-Key"?: string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path?: never;
             cookie?: never;
@@ -3078,7 +3108,10 @@ export interface operations {
     deactivateProduct: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path: {
                 /** @description Product id */
                 id: string;
@@ -3281,7 +3314,10 @@ export interface operations {
     updateProduct: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path: {
                 /** @description Product id */
                 id: string;
@@ -3493,6 +3529,8 @@ export interface operations {
             header?: {
                 /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
                 "Idempotency-Key"?: string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path?: never;
             cookie?: never;
@@ -3710,6 +3748,8 @@ export interface operations {
             header?: {
                 /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
                 "Idempotency-Key"?: string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path: {
                 /** @description Product id */
@@ -3957,7 +3997,10 @@ export interface operations {
                 /** @description Opaque: the `nextCursor` of the previous page */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path: {
                 /** @description Product id */
                 id: string;
@@ -4112,6 +4155,8 @@ export interface operations {
             header?: {
                 /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
                 "Idempotency-Key"?: string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path: {
                 /** @description Product id */
@@ -4355,7 +4400,10 @@ export interface operations {
     listAlsoBought: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path: {
                 /** @description Product id */
                 id: string;
@@ -4507,7 +4555,10 @@ export interface operations {
     listRecommendations: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4649,6 +4700,8 @@ export interface operations {
             header?: {
                 /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
                 "Idempotency-Key"?: string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path?: never;
             cookie?: never;
@@ -4853,7 +4906,10 @@ export interface operations {
     getCart: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -4992,7 +5048,10 @@ export interface operations {
     clearCart: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -5151,7 +5210,10 @@ export interface operations {
     setCartItemQuantity: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path: {
                 /** @description Product id */
                 productId: string;
@@ -5349,7 +5411,10 @@ export interface operations {
                 /** @description Opaque: the `nextCursor` of the previous page */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -5491,6 +5556,8 @@ export interface operations {
             header: {
                 /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
                 "Idempotency-Key": string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path?: never;
             cookie?: never;
@@ -5690,7 +5757,10 @@ export interface operations {
     getOrder: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path: {
                 /** @description Order id */
                 id: string;
@@ -5861,6 +5931,8 @@ export interface operations {
             header: {
                 /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
                 "Idempotency-Key": string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path: {
                 /** @description Order id */
@@ -6090,7 +6162,10 @@ export interface operations {
                 cursor?: string;
                 status?: "CREATED" | "INVENTORY_RESERVED" | "PAYMENT_PENDING" | "PAID" | "CONFIRMED" | "FULFILLED" | "CANCELLED" | "REFUNDED" | "PARTIALLY_REFUNDED";
             };
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -6244,7 +6319,10 @@ export interface operations {
     getAnyOrder: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
+            };
             path: {
                 /** @description Order id */
                 id: string;
@@ -6430,6 +6508,8 @@ export interface operations {
             header?: {
                 /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
                 "Idempotency-Key"?: string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path: {
                 /** @description Order id */
@@ -6672,6 +6752,8 @@ export interface operations {
             header: {
                 /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
                 "Idempotency-Key": string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path: {
                 /** @description Order id */
@@ -6914,6 +6996,8 @@ export interface operations {
             header: {
                 /** @description 1..255 printable ASCII characters, in one header line, unique per intended effect: a retry with the same key and body replays the first response (`Idempotent-Replayed: true`) for 24 h */
                 "Idempotency-Key": string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path: {
                 /** @description Order id */
@@ -7177,6 +7261,8 @@ export interface operations {
                 "Stripe-Signature": string;
                 /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
                 "Idempotency-Key"?: string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path?: never;
             cookie?: never;
@@ -7374,6 +7460,8 @@ export interface operations {
             header?: {
                 /** @description Optional: when sent, a retry with the same key and body replays the first response for 24 h */
                 "Idempotency-Key"?: string;
+                /** @description A trace id of the caller, kept when 8..128 of `A-Z a-z 0-9 . _ : -` (otherwise replaced by one made here): answered back in `X-Request-Id` and the problem's `requestId` */
+                "X-Request-Id"?: string;
             };
             path: {
                 /** @description Product id */

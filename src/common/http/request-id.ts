@@ -3,12 +3,13 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 
 const REQUEST_ID_HEADER = 'x-request-id';
-const WELL_FORMED = /^[A-Za-z0-9._:-]{8,128}$/;
+/** An incoming X-Request-Id the server keeps (openapi.json publishes it). */
+export const WELL_FORMED_REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
 
 /** Keeps a well-formed incoming X-Request-Id, otherwise generates a UUID. */
 export function resolveRequestId(incoming: string | string[] | undefined): string {
   const value = Array.isArray(incoming) ? incoming[0] : incoming;
-  return value && WELL_FORMED.test(value) ? value : randomUUID();
+  return value && WELL_FORMED_REQUEST_ID.test(value) ? value : randomUUID();
 }
 
 /**
