@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { PoolClient } from 'pg';
+import { Pool, type PoolClient } from 'pg';
 import type { QueryRunner } from 'typeorm';
 import { RefundsOfTheirPayment1763800058000 } from '../../migrations/1763800058000-RefundsOfTheirPayment';
 import { insertRefund } from '../support/refunds';
@@ -105,6 +105,61 @@ describe('refunds belong to their payment', () => {
       await reservedOf(under.paymentId),
       await reservedOf(right.paymentId),
     ]).toEqual([0, 500, 400]);
+  });
+
+  it('refunds of one payment changing at once never look like a breach: the check reads the counter and the refunds in one snapshot', async () => {
+    const a = await paidOrder();
+    await db.pool.query(`UPDATE payments SET amount = 1000000000 WHERE id = $1`, [a.paymentId]);
+    const refused: unknown[] = [];
+    // (a connection of its own for each of 8 workers: the file's pool has 4)
+    const many = new Pool({ connectionString: db.url, max: 8 });
+    const oneRefund = async (c: PoolClient, outcome: 'succeeded' | 'failed') => {
+      // reserve (as RefundRepository.reserve: the payment's lock, its counter, the refund) ...
+      const id = randomUUID();
+      await c.query('BEGIN');
+      await c.query(`SELECT 1 FROM payments WHERE id = $1 FOR UPDATE`, [a.paymentId]);
+      await raise(c, a.paymentId, 1);
+      await c.query(
+        `INSERT INTO refunds (id, order_id, payment_id, amount, currency, status, reason, actor, created_at, updated_at)
+         VALUES ($1, $2, $3, 1, 'INR', 'pending', 'requested', 'test', now(), now())`,
+        [id, a.orderId, a.paymentId],
+      );
+      await c.query('COMMIT');
+      // ... then settle: a success touches the refund alone (no lock on the payment), a failure
+      // gives its share back — each committing while others reserve and settle
+      try {
+        await c.query('BEGIN');
+        await c.query(`UPDATE refunds SET status = $2 WHERE id = $1`, [id, outcome]);
+        if (outcome === 'failed') await raise(c, a.paymentId, -1);
+        await c.query('COMMIT');
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => undefined);
+        refused.push(err);
+      }
+    };
+    try {
+      await Promise.all(
+        Array.from({ length: 8 }, async (_, worker) => {
+          const c = await many.connect();
+          try {
+            for (let i = 0; i < 60; i++) await oneRefund(c, worker % 2 ? 'failed' : 'succeeded');
+          } finally {
+            c.release();
+          }
+        }),
+      );
+    } finally {
+      await many.end();
+    }
+    expect(refused).toEqual([]);
+    const { rows } = await db.pool.query(
+      `SELECT count(*) FILTER (WHERE status = 'succeeded')::int AS succeeded,
+              count(*) FILTER (WHERE status = 'failed')::int AS failed
+         FROM refunds WHERE payment_id = $1`,
+      [a.paymentId],
+    );
+    expect(rows[0]).toEqual({ succeeded: 240, failed: 240 });
+    expect(await reservedOf(a.paymentId)).toBe(240);
   });
 
   it("a refund names its own order's payment, in its currency: another order's payment or another currency is refused (23503)", async () => {
