@@ -222,8 +222,8 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     await transactions.waitForIdle(shutdownTimeoutMs);
   });
   // the command line of a command refused before any handler (LoggingInterceptor writes the
-  // others); above info, where there are no access or command lines, a 5xx still gets one; a 403
-  // is a security event at every level
+  // others); at warn, where there are no access or command lines, a 5xx still gets one; a 403
+  // FORBIDDEN is a security event (warn)
   const commandLines = ['info', 'debug', 'trace'].includes(config.logLevel);
   fastify.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';

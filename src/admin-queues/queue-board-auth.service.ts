@@ -78,10 +78,16 @@ export class QueueBoardAuth {
   /**
    * The principal, if it may view the queues. Throws 401 UNAUTHENTICATED (no or malformed
    * credentials), TOKEN_INVALID, INVALID_CREDENTIALS, 403 FORBIDDEN (a valid bearer token
-   * without `queues:view`), 429 RATE_LIMITED or 503 SERVICE_UNAVAILABLE.
+   * without `queues:view`), 429 RATE_LIMITED or 503 SERVICE_UNAVAILABLE. `authenticated` hears
+   * who it is before the permission is checked: a 403's lines name them.
    */
-  async authorize(authorization: string | undefined, ip: string): Promise<Principal> {
+  async authorize(
+    authorization: string | undefined,
+    ip: string,
+    authenticated?: (principal: Principal) => void,
+  ): Promise<Principal> {
     const principal = await this.authenticate(authorization, ip);
+    authenticated?.(principal);
     if (!principal.permissions.includes(QUEUE_BOARD_PERMISSION)) {
       throw new DomainError('FORBIDDEN', 'You are not permitted to view the queues.');
     }

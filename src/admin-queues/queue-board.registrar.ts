@@ -127,9 +127,10 @@ export class QueueBoardRegistrar implements OnModuleInit {
                 this.boardRequest,
               ),
             );
-            (request as AuthenticatedRequest).user = await this.auth.authorize(
+            await this.auth.authorize(
               request.headers.authorization,
               request.ip,
+              (principal) => ((request as AuthenticatedRequest).user = principal),
             );
           } catch (error) {
             return sendProblem(error, request, reply);

@@ -286,12 +286,25 @@ describe('an order’s story in the logs of the API and the worker (real process
         })
       ).status,
     ).toBe(403);
+    // the queue board's too (its own sign-in, outside Nest's guards)
+    const board = id('board');
+    expect(
+      (
+        await http.get('/admin/queues', {
+          token: customer.accessToken,
+          headers: { 'x-request-id': board },
+        })
+      ).status,
+    ).toBe(403);
     const denied = (requestId: string) =>
       grep(api.output(), requestId).filter((l) => l.event === 'access_denied');
-    await waitFor('the denials', () => denied(forbidden).length > 0 && denied(peeked).length > 0);
+    await waitFor('the denials', () =>
+      [forbidden, peeked, board].every((r) => denied(r).length > 0),
+    );
     for (const [requestId, action] of [
       [forbidden, 'POST /v1/admin/products'],
       [peeked, 'GET /v1/admin/orders'],
+      [board, 'GET /admin/queues'],
     ])
       expect(denied(requestId)).toEqual([
         expect.objectContaining({

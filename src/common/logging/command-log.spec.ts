@@ -42,11 +42,15 @@ describe('the lines of answers no access log writes', () => {
     ]);
   });
 
-  it('a 403 is a security event naming who, what and from where — a read too; nothing else is', () => {
+  it('a 403 FORBIDDEN is a security event naming who, what and from where — a read too; nothing else is', () => {
     const peek = request({ user: { userId: 'u-7' } });
     rememberAnsweredCode(peek, 'FORBIDDEN');
     logDenied(peek, reply(403));
     for (const status of [200, 401, 404, 500]) logDenied(request(), reply(status));
+    // a 403 of the shop's rules (a review of a product the customer did not buy) is no security event
+    const review = request({ user: { userId: 'u-7' } });
+    rememberAnsweredCode(review, 'REVIEW_NOT_ALLOWED');
+    logDenied(review, reply(403));
     expect(warned).toEqual([
       [
         {

@@ -77,13 +77,14 @@ const actionOf = (request: FastifyRequest) =>
   `${request.method} ${request.routeOptions.url ?? 'unmatched'}`;
 
 /**
- * onResponse, at every log level: a 403 is a security event — a signed-in caller on a route its
- * role does not reach (a customer on an admin page, reads included: every customer's orders), the
- * queue board refusing a session: who, what and from where. The access line (info) named no
- * one, and above info there was none.
+ * onResponse, at `warn` and below (every level but error and fatal): a 403 FORBIDDEN is a security
+ * event — a signed-in caller on a route its role does not reach (a customer on an admin page,
+ * reads included: every customer's orders), the queue board refusing a session: who, what and
+ * from where. The access line (info) named no one, and above info there was none. A 403 of the
+ * shop's rules (REVIEW_NOT_ALLOWED: a product the customer did not buy) is not one.
  */
 export function logDenied(request: CommandRequest, reply: FastifyReply): void {
-  if (reply.statusCode !== 403) return;
+  if (reply.statusCode !== 403 || answeredCodes.get(request) !== 'FORBIDDEN') return;
   storage.exit(() =>
     security.warn(
       {
@@ -100,7 +101,7 @@ export function logDenied(request: CommandRequest, reply: FastifyReply): void {
 }
 
 /**
- * onResponse above info (LOG_LEVEL=warn…, where the access log is off): a 5xx answer still leaves
+ * onResponse at `warn` (where the access log is off; not at error or fatal): a 5xx answer still leaves
  * a warn line — the access line's level for it, where alerts look — with its request id and code.
  * Below warn the access log writes it.
  */
