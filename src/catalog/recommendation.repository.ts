@@ -126,8 +126,10 @@ export class RecommendationRepository {
   /**
    * The product's active neighbours, best first. Both reads skip a pair scored below
    * RECOMMENDATION_MIN_CUSTOMERS as well: a worker of an older release still running during a
-   * deploy (one that counted orders, not customers) refills the table with its pairs until it
-   * stops — one customer's basket, public (rolling-deploy review).
+   * deploy refills the table with its own pairs until it stops (rolling-deploy review). Not a
+   * wall: the releases before 1763800046000 counted orders, so one customer's three orders of a
+   * pair scored 3 there and would pass (diff review); those releases are behind every deployment
+   * that has run that migration, and the ones since count customers.
    */
   async alsoBought(productId: string, limit: number): Promise<ProductView[]> {
     const recommendations = await this.tx.withManager((m) =>
