@@ -105,20 +105,16 @@ export function cachedReadsHook(
   options: CachedReadsOptions,
 ): FirstRequestHook {
   const policy = RATE_LIMIT_POLICIES.find((p) => p.name === 'default');
-  const limiter =
-    options.rateLimitEnabled && policy
-      ? new LocalRateLimiter(policy.limit, policy.windowSeconds * 1000)
-      : undefined;
-  const policyHeader = policy
-    ? policyHeaderItem(CACHED_READS_POLICY, policy.limit, policy.windowSeconds)
-    : '';
-  const unrouted =
-    options.rateLimitEnabled && policy
-      ? new LocalRateLimiter(policy.limit, policy.windowSeconds * 1000)
-      : undefined;
-  const unroutedHeader = policy
-    ? policyHeaderItem(UNROUTED_POLICY, policy.limit, policy.windowSeconds)
-    : '';
+  /** A per-process counter under `name`, with the `default` policy's numbers, and its header. */
+  const counter = (name: string) => ({
+    limiter:
+      options.rateLimitEnabled && policy
+        ? new LocalRateLimiter(policy.limit, policy.windowSeconds * 1000)
+        : undefined,
+    header: policy ? policyHeaderItem(name, policy.limit, policy.windowSeconds) : '',
+  });
+  const { limiter, header: policyHeader } = counter(CACHED_READS_POLICY);
+  const { limiter: unrouted, header: unroutedHeader } = counter(UNROUTED_POLICY);
   // windows measured on the monotonic clock: a wall clock stepped back must not stretch them
   const now = options.now ?? (() => performance.now());
   const trackers = new Map<string, string>(); // per app: its trust-proxy setting decides
