@@ -275,27 +275,21 @@ describe('an order’s story in the logs of the API and the worker (real process
       expect.objectContaining({ requestId: handled, status: 400, principalId: customer.user.id }),
     ]);
     expect(lines(handled)[0]).not.toHaveProperty('refused');
-    // a 403 is a security event too (warn, at every level): who, what, from where — a read's
-    // as well (every customer's orders), which has no command line
+    // a 403 FORBIDDEN is a security event too (warn): who, what, from where — a read's as well
+    // (every customer's orders), which has no command line, and the queue board's (its own
+    // sign-in, outside Nest's guards)
     const peeked = id('peeked');
-    expect(
-      (
-        await http.get('/v1/admin/orders', {
-          token: customer.accessToken,
-          headers: { 'x-request-id': peeked },
-        })
-      ).status,
-    ).toBe(403);
-    // the queue board's too (its own sign-in, outside Nest's guards)
     const board = id('board');
-    expect(
-      (
-        await http.get('/admin/queues', {
-          token: customer.accessToken,
-          headers: { 'x-request-id': board },
-        })
-      ).status,
-    ).toBe(403);
+    for (const [path, requestId] of [
+      ['/v1/admin/orders', peeked],
+      ['/admin/queues', board],
+    ]) {
+      const res = await http.get(path, {
+        token: customer.accessToken,
+        headers: { 'x-request-id': requestId },
+      });
+      expect([path, res.status]).toEqual([path, 403]);
+    }
     const denied = (requestId: string) =>
       grep(api.output(), requestId).filter((l) => l.event === 'access_denied');
     await waitFor('the denials', () =>
