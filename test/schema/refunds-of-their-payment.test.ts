@@ -3,6 +3,7 @@ import { Pool, type PoolClient } from 'pg';
 import type { QueryRunner } from 'typeorm';
 import { RefundsOfTheirPayment1763800058000 } from '../../migrations/1763800058000-RefundsOfTheirPayment';
 import { insertRefund } from '../support/refunds';
+import { inTransaction as transaction } from '../support/transactions';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
 
 /**
@@ -48,19 +49,7 @@ describe('refunds belong to their payment', () => {
         .rows[0].refund_reserved,
     );
   /** `work` in one transaction of its own (the deferred check runs at its COMMIT). */
-  const inTransaction = async (work: (c: PoolClient) => Promise<unknown>) => {
-    const c = await db.pool.connect();
-    try {
-      await c.query('BEGIN');
-      await work(c);
-      await c.query('COMMIT');
-    } catch (err) {
-      await c.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
-      c.release();
-    }
-  };
+  const inTransaction = (work: (c: PoolClient) => Promise<unknown>) => transaction(db.pool, work);
   const refundRow = (
     c: PoolClient,
     r: { orderId: string; paymentId: string; amount: number; currency?: string; status?: string },

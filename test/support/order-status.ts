@@ -1,4 +1,5 @@
 import type { Pool } from 'pg';
+import { inTransaction } from './transactions';
 
 /**
  * Runs `sql` (an UPDATE of orders that sets a status outside the state machine's moves: a test
@@ -6,16 +7,8 @@ import type { Pool } from 'pg';
  * database's transition trigger lets through (migrations/1763800055000-OrderStatusTransitions.ts).
  */
 export async function repairOrders(pool: Pool, sql: string, params: unknown[]): Promise<void> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  await inTransaction(pool, async (client) => {
     await client.query(`SET LOCAL shop.order_status_repair = 'on'`);
     await client.query(sql, params);
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
