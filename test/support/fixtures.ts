@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
+import { inTransaction } from './transactions';
 
 /**
  * Direct-SQL fixtures for order tests, independent of the catalog API: a product with its
@@ -10,9 +11,7 @@ export async function insertProduct(
   opts: { stock: number; priceAmount?: number; currency?: string; active?: boolean; sku?: string },
 ): Promise<string> {
   const id = randomUUID();
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  await inTransaction(pool, async (client) => {
     await client.query(
       `INSERT INTO products (id, sku, name, description, price_amount, currency, active)
        VALUES ($1, $2, $3, 'fixture', $4, $5, $6)`,
@@ -34,13 +33,7 @@ export async function insertProduct(
        VALUES ($1, 'initial', $2, 0, 'fixture')`,
       [id, opts.stock],
     );
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK');
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
   return id;
 }
 
