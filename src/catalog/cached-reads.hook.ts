@@ -97,8 +97,8 @@ const UNROUTED_POLICY = 'unrouted';
  * RateLimit-Policy / RateLimit headers of that counter (`cached-reads`, the `default` policy's
  * limit and window). A miss is counted again, in Redis, by
  * the guard on the normal route. A request no route matches is counted here too, on a counter of
- * its own (UNROUTED_POLICY): no guard counts it either. With N API processes a client can get up to N× the limit of
- * cached reads; `RATE_LIMIT_ENABLED=false` switches it off like the guards.
+ * its own (UNROUTED_POLICY): no guard counts it either. With N API processes a client can get up
+ * to N× the limit of cached reads; `RATE_LIMIT_ENABLED=false` switches it off like the guards.
  */
 export function cachedReadsHook(
   cache: CatalogCache,

@@ -101,9 +101,9 @@ export function logDenied(request: CommandRequest, reply: FastifyReply): void {
 }
 
 /**
- * onResponse at `warn` (where the access log is off; not at error or fatal): a 5xx answer still leaves
- * a warn line — the access line's level for it, where alerts look — with its request id and code.
- * Below warn the access log writes it.
+ * onResponse at `warn` (where the access log is off; not at error or fatal): a 5xx answer still
+ * leaves a warn line — the access line's level for it, where alerts look — with its request id
+ * and code. Below warn the access log writes it.
  */
 export function logUnserved(request: FastifyRequest, reply: FastifyReply): void {
   if (reply.statusCode < 500) return;
