@@ -28,11 +28,12 @@ describe('an order’s story in the logs of the API and the worker (real process
   let api: ReturnType<typeof runScript>;
   let worker: ReturnType<typeof runScript>;
   let http: HttpClient;
+  let env: Record<string, string>;
 
   beforeAll(async () => {
     db = await createTestDatabase();
     const port = await freePort();
-    const env = {
+    env = {
       DATABASE_URL: db.url,
       REDIS_KEY_PREFIX: `story${randomUUID().slice(0, 6)}`,
       MAIL_OUTBOX_DIR: join(tmpdir(), `shop-test-mail-${process.pid}`),
@@ -347,6 +348,67 @@ describe('an order’s story in the logs of the API and the worker (real process
       }),
     ]);
   });
+
+  it("a client past its limit has the window's first refusal logged, not every one after it (a flood wrote a line per request)", async () => {
+    const port = await freePort();
+    const limited = runScript(
+      'src/main.ts',
+      { ...env, RATE_LIMIT_ENABLED: 'true', PORT: String(port), HOST: '127.0.0.1' },
+      'info',
+    );
+    try {
+      const base = `http://127.0.0.1:${port}`;
+      await waitFor(
+        'the rate-limited API to be ready',
+        () =>
+          fetch(`${base}/health/ready`).then(
+            (r) => r.status,
+            () => 0,
+          ),
+        {
+          until: (s) => s === 200,
+          timeoutMs: 30_000,
+          context: () => limited.output().slice(-2000),
+        },
+      );
+      const flood = `flood-${randomUUID()}`;
+      const statuses: number[] = [];
+      for (let round = 0; round < 16; round++) {
+        const batch = await Promise.all(
+          Array.from({ length: 20 }, (_, i) =>
+            fetch(`${base}/v1/me`, {
+              headers: { 'x-request-id': `${flood}-${round * 20 + i}` },
+            }).then((r) => r.status),
+          ),
+        );
+        statuses.push(...batch);
+      }
+      expect([
+        statuses.filter((s) => s === 401).length,
+        statuses.filter((s) => s === 429).length,
+      ]).toEqual([300, 20]);
+      const accessLines = (status: number) =>
+        grep(limited.output(), flood).filter(
+          (l) => (l.res as { statusCode?: number } | undefined)?.statusCode === status,
+        );
+      // a last request in a budget of its own (the webhooks'): once its line is out, every line of
+      // the flood's answers, all sent before it, is out too (one process, one stream, in order)
+      const marker = `${flood}-marker`;
+      const refused = await fetch(`${base}/v1/webhooks/stripe`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-request-id': marker },
+        body: '{}',
+      });
+      expect(refused.status).toBe(400);
+      await waitFor('the last line', () =>
+        grep(limited.output(), marker).some((l) => l.res !== undefined),
+      );
+      expect([accessLines(401).length, accessLines(429).length]).toEqual([300, 1]);
+    } finally {
+      limited.proc.kill('SIGTERM');
+      await limited.exited;
+    }
+  }, 90_000);
 
   it('tells created (first), replayed, payment pending, paid and confirmed, with ids and nothing secret', async () => {
     const customer = await registerCustomer(http);

@@ -16,6 +16,24 @@ const logger = new Logger('Command');
 const handled = new WeakSet<object>();
 /** The problem code each refused request was answered with (ProblemDetailsFilter). */
 const answeredCodes = new WeakMap<object, string>();
+/** Requests (and their raw requests, which the access log sees) that write no line: quietly(). */
+const quiet = new WeakSet<object>();
+
+/**
+ * The request writes no access or command line: a rate limit's refusal past the first of its
+ * window (RateLimitGuard). A client that keeps sending after its 429 was logged one line per
+ * refusal — ~280 bytes a request, as fast as it could send: a disk filled by a flood. The first
+ * refusal of each window is logged as before, so the flood is seen.
+ */
+export function quietly(request: FastifyRequest): void {
+  quiet.add(request);
+  quiet.add(request.raw);
+}
+
+/** Whether `request` (a Fastify request or its raw one) writes no line. */
+export function isQuiet(request: object): boolean {
+  return quiet.has(request);
+}
 
 type CommandRequest = FastifyRequest & { user?: { userId?: string } };
 
@@ -52,7 +70,13 @@ export function writeCommandLine(
 
 /** onResponse: the line of a routed command no handler ran for. */
 export function logRefusedCommand(request: FastifyRequest, reply: FastifyReply): void {
-  if (!isCommand(request) || handled.has(request) || request.routeOptions.url === undefined) return;
+  if (
+    !isCommand(request) ||
+    handled.has(request) ||
+    quiet.has(request) ||
+    request.routeOptions.url === undefined
+  )
+    return;
   // Written outside any request's logging context, its id named here: the hook runs on the
   // answer's `finish`, in whichever context the socket's last write was made — with pipelined
   // requests, the previous request's, whose id the line would have carried.

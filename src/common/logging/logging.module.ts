@@ -5,6 +5,7 @@ import { LoggerModule, PinoLogger } from 'nestjs-pino';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { setJobLogBase } from './job-log-context';
 import { LoggingInterceptor } from './logging.interceptor';
+import { isQuiet } from './command-log';
 import { loggedUrl } from './logged-url';
 
 /** Paths never written to logs. */
@@ -27,13 +28,15 @@ export const REDACTED_PATHS = [
 
 /**
  * The access line's level: a 5xx answer (or a request that errored or was aborted) is a warning,
- * everything else info — a 5xx had the level of a 200, where no alert looks.
+ * everything else info — a 5xx had the level of a 200, where no alert looks. A rate limit's
+ * refusal past the first of its window writes none (`silent`: command-log.ts quietly()).
  */
 export function accessLogLevel(
-  _req: IncomingMessage,
+  req: IncomingMessage,
   res: ServerResponse,
   err?: Error,
-): 'info' | 'warn' {
+): 'info' | 'warn' | 'silent' {
+  if (isQuiet(req)) return 'silent';
   return err || res.statusCode >= 500 ? 'warn' : 'info';
 }
 

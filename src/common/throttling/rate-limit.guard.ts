@@ -12,6 +12,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { RATE_LIMIT_SCOPE, RateLimitScope } from './rate-limit.decorator';
 import { APP_CONFIG, AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
+import { quietly } from '../logging/command-log';
 import {
   RATE_LIMIT_POLICIES,
   RateLimitPhase,
@@ -177,6 +178,9 @@ abstract class RateLimitGuard extends ThrottlerGuard {
       );
     }
     if (record.isBlocked) {
+      // past the window's first refusal, the answer writes no log line (a flood's 429s each wrote
+      // one, as fast as the client sent them)
+      if (record.totalHits > allowed + 1) quietly(request);
       throw new DomainError('RATE_LIMITED', 'Too many requests; retry later.', {
         headers: { 'Retry-After': String(Math.max(1, record.timeToBlockExpire)) },
       });
