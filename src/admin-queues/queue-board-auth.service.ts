@@ -7,6 +7,7 @@ import { RefreshTokenRepository } from '../auth/refresh-token.repository';
 import { SecurityEvents } from '../auth/security-events';
 import { SessionIssuer } from '../auth/session-issuer';
 import { Permission, permissionsOf } from '../auth/permissions';
+import { requirePermissions } from '../auth/permissions.guard';
 import type { Principal } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
 import { hasControlCharacters } from '../common/http/control-characters';
@@ -88,10 +89,13 @@ export class QueueBoardAuth {
   ): Promise<Principal> {
     const principal = await this.authenticate(authorization, ip);
     authenticated?.(principal);
-    if (!principal.permissions.includes(QUEUE_BOARD_PERMISSION)) {
-      throw new DomainError('FORBIDDEN', 'You are not permitted to view the queues.');
-    }
-    return principal;
+    // a bearer token's session and role as recorded (the Basic sign-in read them already)
+    return requirePermissions(
+      this.refreshTokens,
+      principal,
+      [QUEUE_BOARD_PERMISSION],
+      'You are not permitted to view the queues.',
+    );
   }
 
   private async authenticate(authorization: string | undefined, ip: string): Promise<Principal> {

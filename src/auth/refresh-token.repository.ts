@@ -214,6 +214,26 @@ export class RefreshTokenRepository {
     });
   }
 
+  /**
+   * The role, as recorded now, of the account whose live session this is: null when no such
+   * session is on record here — revoked, purged, its account gone, or never opened here (a token
+   * another deployment signed with the same key).
+   */
+  async roleOfLiveSession(familyId: string, userId: string): Promise<string | null> {
+    const row = await this.tx.withManager((m) =>
+      families(m)
+        .createQueryBuilder('f')
+        .innerJoin('f.user', 'u')
+        .select('u.role', 'role')
+        .where('f.id = :familyId AND f.user_id = :userId AND f.revoked_at IS NULL', {
+          familyId,
+          userId,
+        })
+        .getRawOne<{ role: string }>(),
+    );
+    return row?.role ?? null;
+  }
+
   /** The family the token belongs to, whatever the token's state; null for an unknown token. */
   async familyOfToken(tokenHash: string): Promise<string | null> {
     const token = await this.tx.withManager((m) =>
