@@ -79,10 +79,12 @@ export class AuthController {
     operationId: 'logout',
     summary: 'Sign out (revoke the session)',
     description:
-      "Revokes the refresh token's session; its access tokens stop working within seconds.",
+      "Revokes the refresh token's session; its access tokens stop working within seconds. " +
+      'A spent refresh token (one a refresh has replaced) counts as reused, as at `refreshTokens`: ' +
+      'its session is revoked all the same, and the reuse is recorded.',
   })
   @ApiNoContentResponse({ description: 'The session (refresh-token family) is revoked' })
-  logout(@Body() dto: RefreshDto): Promise<void> {
-    return this.auth.logout(dto.refreshToken);
+  logout(@Body() dto: RefreshDto, @Ip() ip: string): Promise<void> {
+    return this.auth.logout(dto.refreshToken, ip);
   }
 }

@@ -44,7 +44,7 @@ function setup() {
       spend: jest.fn(),
       revokeFamily: jest.fn(),
       markReuse: jest.fn().mockResolvedValue(true),
-      familyOfToken: jest.fn().mockResolvedValue('f-1'),
+      familyOfToken: jest.fn().mockResolvedValue({ familyId: 'f-1', userId: 'u-1', spent: false }),
       lockLiveFamily: jest.fn().mockResolvedValue(true),
     },
     'refreshTokens',
@@ -615,7 +615,7 @@ describe('AuthService', () => {
 
   it('logout revokes the family of the presented token and its access tokens', async () => {
     const s = setup();
-    await s.service.logout('r-1');
+    await s.service.logout('r-1', '203.0.113.9');
     expect(s.refreshTokens.familyOfToken).toHaveBeenCalledWith('hash(r-1)');
     expect(s.refreshTokens.revokeFamily).toHaveBeenCalledWith('f-1', 'logout');
     expect(s.tx.runOwn).toHaveBeenCalledTimes(1);
@@ -623,10 +623,34 @@ describe('AuthService', () => {
     expect(s.pendingRevocations.revokeFamily).not.toHaveBeenCalled();
   });
 
+  it('logout with a spent token is a reuse: the family revoked as reuse-detected, the theft logged once', async () => {
+    const s = setup();
+    s.refreshTokens.familyOfToken.mockResolvedValue({
+      familyId: 'f-1',
+      userId: 'u-1',
+      spent: true,
+    });
+    await s.service.logout('r-1', '203.0.113.9');
+    expect(s.refreshTokens.markReuse).toHaveBeenCalledWith('f-1');
+    expect(s.refreshTokens.revokeFamily).not.toHaveBeenCalled();
+    expect(s.revoked.add).toHaveBeenCalledWith(['f-1']);
+    expect(s.events.record).toHaveBeenCalledWith({
+      event: 'refresh_token_reuse',
+      userId: 'u-1',
+      familyId: 'f-1',
+      client: '203.0.113.9',
+    });
+    // a reuse recorded before: quietly (a replay in a loop)
+    s.refreshTokens.markReuse.mockResolvedValue(false);
+    s.events.record.mockClear();
+    await s.service.logout('r-1', '203.0.113.9');
+    expect(s.events.record).not.toHaveBeenCalled();
+  });
+
   it('a logout whose revocation fails to commit hands it to PendingRevocations and still answers', async () => {
     const s = setup();
     s.refreshTokens.revokeFamily.mockRejectedValue(new Error('Connection terminated unexpectedly'));
-    await s.service.logout('r-1');
+    await s.service.logout('r-1', '203.0.113.9');
     expect(s.pendingRevocations.revokeFamily).toHaveBeenCalledWith('f-1', 'logout', NOW);
   });
 
@@ -635,7 +659,7 @@ describe('AuthService', () => {
     s.refreshTokens.familyOfToken.mockRejectedValue(
       new Error('Connection terminated unexpectedly'),
     );
-    await expect(s.service.logout('r-1')).rejects.toThrow('Connection terminated');
+    await expect(s.service.logout('r-1', '203.0.113.9')).rejects.toThrow('Connection terminated');
     expect(s.pendingRevocations.revokeFamily).not.toHaveBeenCalled();
   });
 });

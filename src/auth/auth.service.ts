@@ -311,23 +311,45 @@ export class AuthService {
    * Once the family is known, the logout holds whatever becomes of its transaction: a revocation
    * that fails to commit (a database blink at its UPDATE or COMMIT) is marked at once and retried
    * until it commits (PendingRevocations), as a detected reuse's is — never undone by the failure.
+   * A spent token (a refresh has issued the next one) is a reuse, as it is at a refresh: the
+   * family is revoked as `reuse-detected` and the theft is logged — someone holding a stolen copy
+   * ended the owner's session quietly, and the owner's client was told its session had merely
+   * ended (REFRESH_TOKEN_INVALID), never to change the password.
    */
-  async logout(refreshToken: string): Promise<void> {
+  async logout(refreshToken: string, clientIp: string): Promise<void> {
     const tokenHash = this.sessions.hashOf(refreshToken);
     const now = this.clock.now();
     let family: string | null = null;
-    await this.tx
+    let reason = 'logout';
+    const reuse = await this.tx
       .runOwn(async () => {
-        family = await this.refreshTokens.familyOfToken(tokenHash);
-        if (!family) return;
-        await this.refreshTokens.revokeFamily(family, 'logout');
+        const token = await this.refreshTokens.familyOfToken(tokenHash);
+        if (!token) return null;
+        family = token.familyId;
+        if (token.spent) {
+          reason = 'reuse-detected';
+          // a reuse recorded before has its marks and its alarm already (a replay in a loop)
+          if (!(await this.refreshTokens.markReuse(family))) return null;
+        } else {
+          await this.refreshTokens.revokeFamily(family, reason);
+        }
         await this.revoked.add([family]); // its access tokens stop working too
         // a process killed before its COMMIT leaves the revocation to the sweeps
-        await this.pendingRevocations.recordAhead(family, 'logout', now);
+        await this.pendingRevocations.recordAhead(family, reason, now);
+        return token.spent ? token : null;
       })
       .catch((err: unknown) => {
         if (!family) throw err;
-        this.pendingRevocations.revokeFamily(family, 'logout', now);
+        this.pendingRevocations.revokeFamily(family, reason, now);
+        return null;
       });
+    if (reuse) {
+      this.events.record({
+        event: 'refresh_token_reuse',
+        userId: reuse.userId,
+        familyId: reuse.familyId,
+        client: clientIp,
+      });
+    }
   }
 }

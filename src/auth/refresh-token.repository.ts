@@ -234,12 +234,23 @@ export class RefreshTokenRepository {
     return row?.role ?? null;
   }
 
-  /** The family the token belongs to, whatever the token's state; null for an unknown token. */
-  async familyOfToken(tokenHash: string): Promise<string | null> {
+  /**
+   * The family the token belongs to, whatever the token's state, its account, and whether the
+   * token was spent (a refresh issued the next one); null for an unknown token.
+   */
+  async familyOfToken(
+    tokenHash: string,
+  ): Promise<{ familyId: string; userId: string; spent: boolean } | null> {
     const token = await this.tx.withManager((m) =>
-      tokens(m).findOne({ select: { familyId: true }, where: { tokenHash } }),
+      tokens(m)
+        .createQueryBuilder('t')
+        .innerJoin('t.family', 'f')
+        .select(['t.family_id AS "familyId"', 'f.user_id AS "userId"'])
+        .addSelect('t.spent_at IS NOT NULL', 'spent')
+        .where('t.token_hash = :tokenHash', { tokenHash })
+        .getRawOne<{ familyId: string; userId: string; spent: boolean }>(),
     );
-    return token?.familyId ?? null;
+    return token ?? null;
   }
 
   /**

@@ -115,7 +115,7 @@ export interface paths {
         put?: never;
         /**
          * Sign out (revoke the session)
-         * @description Revokes the refresh token's session; its access tokens stop working within seconds.
+         * @description Revokes the refresh token's session; its access tokens stop working within seconds. A spent refresh token (one a refresh has replaced) counts as reused, as at `refreshTokens`: its session is revoked all the same, and the reuse is recorded.
          */
         post: operations["logout"];
         delete?: never;

@@ -648,6 +648,40 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
       }
     });
 
+    it("a logout with a spent token is a reuse too: the owner's session ends as reuse-detected, the theft alarms once, the logout still answers 204", async () => {
+      const events = jest.spyOn(t.app.get(SecurityEvents), 'record');
+      try {
+        const s = await registerCustomer(t.http);
+        const first = await t.http.post('/v1/auth/refresh', { refreshToken: s.refreshToken });
+        expect(first.status).toBe(200);
+        // the thief, holding a copy of the spent token, logs the owner out with it — twice
+        for (let i = 0; i < 2; i++) {
+          const out = await t.http.post('/v1/auth/logout', { refreshToken: s.refreshToken });
+          expect(out.status).toBe(204);
+        }
+        expect((await familyOf(s.refreshToken)).revoked_reason).toBe('reuse-detected');
+        const reuses = events.mock.calls.filter(([e]) => e.event === 'refresh_token_reuse');
+        expect(reuses.map(([e]) => e)).toEqual([
+          expect.objectContaining({ userId: s.user.id, client: '127.0.0.1' }),
+        ]);
+        // the owner's tokens are ended, both kinds
+        expect(
+          (await t.http.post('/v1/auth/refresh', { refreshToken: first.body.refreshToken })).status,
+        ).toBe(401);
+        expect((await t.http.get('/v1/me', { token: first.body.accessToken })).status).toBe(401);
+        // a logout with the live token (no reuse) is a plain logout, without alarm
+        const again = await login(t.http, s.email, TEST_PASSWORD);
+        events.mockClear();
+        expect(
+          (await t.http.post('/v1/auth/logout', { refreshToken: again.refreshToken })).status,
+        ).toBe(204);
+        expect((await familyOf(again.refreshToken)).revoked_reason).toBe('logout');
+        expect(events.mock.calls.filter(([e]) => e.event === 'refresh_token_reuse')).toEqual([]);
+      } finally {
+        events.mockRestore();
+      }
+    });
+
     /** Every session that ended before `before`, batch after batch: how many went. */
     const purgeAll = async (before: Date) => {
       for (let purged = 0; ;) {
