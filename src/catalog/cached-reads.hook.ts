@@ -174,19 +174,20 @@ const TRACKER_MEMO = 10_000;
 export const TRACKER_MEMO_KEY_CHARS = 256;
 export function clientOf(request: FastifyRequest, trackers: Map<string, string>): string {
   const forwarded = request.headers['x-forwarded-for'];
-  if (forwarded === undefined) return trackerOf(request.ip);
+  if (forwarded === undefined) return ipTracker(request.ip);
   const key = `${request.socket.remoteAddress ?? ''}|${String(forwarded)}`;
-  if (key.length > TRACKER_MEMO_KEY_CHARS) return trackerOf(request.ip);
+  if (key.length > TRACKER_MEMO_KEY_CHARS) return ipTracker(request.ip);
   let tracker = trackers.get(key);
   if (tracker === undefined) {
-    tracker = trackerOf(request.ip);
+    tracker = ipTracker(request.ip);
     if (trackers.size >= TRACKER_MEMO) trackers.clear();
     trackers.set(key, tracker);
   }
   return tracker;
 }
 
-function trackerOf(ip: string): string {
+/** A client's per-IP tracker as the `default` policy counts it (IPv6 per /64). */
+export function ipTracker(ip: string): string {
   return ip.includes(':') ? (trackerFor('ip', { ip }) ?? `ip:${ip}`) : `ip:${ip}`;
 }
 

@@ -12,6 +12,7 @@ import { REDIS } from '../redis/redis.module';
 import { CoalescedVersionReader } from './catalog-version';
 import { withTimeout } from '../common/with-timeout';
 import { ConcurrencyGate } from '../common/throttling/concurrency-gate';
+import { BuildBudget, Spend } from './build-budget';
 
 /**
  * What the shared tier keeps per page: the JSON and when it expires (epoch ms), so that one GET
@@ -68,6 +69,11 @@ const BUMP_OWED_MS = 10 * 60_000;
  */
 const buildSlots = (poolSize: number, cacheOn: boolean) =>
   Math.max(2, Math.floor(poolSize / (cacheOn ? 4 : 2)));
+/** Build time a client may use per window, in each process (BuildBudget). */
+const BUILD_BUDGET_MS = 5_000;
+const BUILD_BUDGET_WINDOW_MS = 60_000;
+/** A client's builds under way at once (waiting for a slot or running), in each process. */
+const BUILDS_PER_CLIENT = 2;
 /** Misses waiting for a build slot, in each of the gate's two lanes, before one more is answered 503 at once. */
 const BUILDS_QUEUED = 1_000;
 /**
@@ -205,6 +211,8 @@ export class CatalogCache {
   private bumpOwed?: Promise<void>;
   /** Every build (a miss's reads of PostgreSQL; every read with the cache off) runs through it (buildSlots). */
   private readonly builds: ConcurrencyGate;
+  /** What each client's builds may cost (BuildBudget); none with rate limiting off. */
+  private readonly budget: BuildBudget | undefined;
   /** READ_AGAIN_KEYS: hits, the most recent last. */
   private readonly readAgain = new Set<string>();
   /** MISSED_KEYS: misses, the most recent last. */
@@ -232,6 +240,13 @@ export class CatalogCache {
       maxQueued: BUILDS_QUEUED,
       maxWaitMs: config.database.poolWaitMs,
     });
+    this.budget = config.rateLimitEnabled
+      ? new BuildBudget({
+          budgetMs: BUILD_BUDGET_MS,
+          windowMs: BUILD_BUDGET_WINDOW_MS,
+          concurrent: BUILDS_PER_CLIENT,
+        })
+      : undefined;
     this.versions = new CoalescedVersionReader(async () => {
       if (this.bypassed()) return undefined;
       try {
@@ -280,9 +295,32 @@ export class CatalogCache {
     return this.builds.run(read);
   }
 
-  /** The cached JSON for `key`, or `build()`'s result (serialized and stored). */
-  async getOrBuild(key: string, unbounded: () => Promise<unknown>): Promise<string> {
-    const build = () => this.builds.run(unbounded, { priority: this.readAgain.has(key) });
+  /**
+   * The cached JSON for `key`, or `build()`'s result (serialized and stored). `client` (its per-IP
+   * tracker), where given, pays for a build it begins with its BuildBudget — never for one it
+   * joins, and never anyone else's read refused for it.
+   */
+  async getOrBuild(
+    key: string,
+    unbounded: () => Promise<unknown>,
+    client?: string,
+  ): Promise<string> {
+    // A build this request begins (not one it joins) is admitted first, by the client's budget:
+    // a refusal is this request's own answer, never a shared build's
+    const build = (spent = this.admit(client)) =>
+      this.builds
+        .run(
+          async () => {
+            const started = performance.now();
+            try {
+              return await unbounded();
+            } finally {
+              spent?.(performance.now() - started);
+            }
+          },
+          { priority: this.readAgain.has(key) },
+        )
+        .finally(() => spent?.(0)); // refused by the gate (503): nothing built, nothing spent
     if (!this.enabled) return JSON.stringify(await build());
     const version = await this.versions.current();
     if (version !== undefined) {
@@ -292,13 +330,14 @@ export class CatalogCache {
     // Without the version (Redis failed or stalled a moment ago), a build already running may
     // have begun before a write that another process has since committed and answered: this
     // request, which came after that answer, must not join it — only one not yet begun.
-    if (version === undefined) return this.buildThisTurn(key, build);
+    if (version === undefined) return this.buildThisTurn(key, build, () => this.admit(client));
     const sharedKey = this.sharedKey(version, key);
     const running = this.inflight.get(sharedKey);
     if (running) return running;
+    const spent = this.admit(client);
     const keep = this.missedBefore(key);
     const rebuild = (async () => {
-      const json = JSON.stringify(await build());
+      const json = JSON.stringify(await build(spent));
       if (!keep) return json; // a first miss: answered, stored nowhere (MISSED_KEYS)
       const ttl = CATALOG_TTL_MS + Math.floor(Math.random() * (MAX_ENTRY_TTL_MS - CATALOG_TTL_MS));
       const entry: SharedEntry = { json, expiresAt: this.clock.now().getTime() + ttl };
@@ -310,19 +349,29 @@ export class CatalogCache {
     return rebuild;
   }
 
+  /** A build `client` begins, admitted by its budget (429 over it); none to pay without a client. */
+  private admit(client: string | undefined): Spend | undefined {
+    return client === undefined ? undefined : this.budget?.admit(client);
+  }
+
   /**
    * One build for the requests of `key` arriving in this event-loop turn, begun once the turn is
    * over: every request it answers arrived before it began (so it reads what any of them could
    * expect), and one arriving later begins its own. A Redis outage at peak still sends one
    * query per URL per turn to PostgreSQL, not one per request.
    */
-  private buildThisTurn(key: string, build: () => Promise<unknown>): Promise<string> {
+  private buildThisTurn(
+    key: string,
+    build: (spent: Spend | undefined) => Promise<unknown>,
+    admit: () => Spend | undefined,
+  ): Promise<string> {
     const waiting = this.turnBuilds.get(key);
     if (waiting) return waiting;
+    const spent = admit();
     const built = new Promise<void>((resolve) => setImmediate(resolve))
       .then(() => {
         this.turnBuilds.delete(key); // begun: later requests wait for no build begun before them
-        return build();
+        return build(spent);
       })
       .then((value) => JSON.stringify(value));
     this.turnBuilds.set(key, built);

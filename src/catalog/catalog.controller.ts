@@ -1,10 +1,11 @@
-import { Controller, Get, Header, Param, Query } from '@nestjs/common';
+import { Controller, Get, Header, Ip, Param, Query } from '@nestjs/common';
 import { UuidParamPipe } from '../common/http/uuid-param.pipe';
 import { RequestUrl } from '../common/http/request-url.decorator';
 import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { Public } from '../common/http/public.decorator';
 import { CatalogService } from './catalog.service';
+import { ipTracker } from './cached-reads.hook';
 import { CategoryListDto, ListProductsDto, ProductDto, ProductPageDto } from './dto/catalog.dto';
 
 const JSON_TYPE = 'application/json; charset=utf-8';
@@ -27,8 +28,12 @@ export class CatalogController {
       '`cursor` for the next page; `null` means the last page.',
   })
   @ApiOkResponse({ type: ProductPageDto })
-  list(@Query() query: ListProductsDto, @RequestUrl() url: string): Promise<string> {
-    return this.catalog.list(query, url);
+  list(
+    @Query() query: ListProductsDto,
+    @RequestUrl() url: string,
+    @Ip() ip: string,
+  ): Promise<string> {
+    return this.catalog.list(query, url, ipTracker(ip));
   }
 
   @Get('products/:id')

@@ -48,8 +48,9 @@ export class CatalogService {
     });
   }
 
-  list(query: ListProductsDto, url: string): Promise<string> {
-    return this.cache.getOrBuild(catalogCacheKey(url), () => this.page(query));
+  /** `client` (its per-IP tracker) pays for the page's build, if it begins one (BuildBudget). */
+  list(query: ListProductsDto, url: string, client?: string): Promise<string> {
+    return this.cache.getOrBuild(catalogCacheKey(url), () => this.page(query), client);
   }
 
   categories(url: string): Promise<string> {

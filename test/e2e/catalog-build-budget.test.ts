@@ -1,0 +1,81 @@
+import { ProductRepository } from '../../src/catalog/product.repository';
+import { TransactionHost } from '../../src/database/transaction-host';
+import { HttpResponse, expectProblem } from '../support/http';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { waitFor } from '../support/wait-for';
+
+/**
+ * What one client's catalog misses may cost the database (cost review, finding 1): a search that
+ * matches every product scores them all (180–430 ms of PostgreSQL's CPU on 20,000 products) and,
+ * each `q` a URL of its own, is always a miss — one address within the per-IP rate kept 1.4 of
+ * the two cores busy. A client's builds are now paid for by their time (5 s a minute, two at
+ * once, per process): past it, 429 with Retry-After for the builds it would begin; pages cached
+ * or being built for someone else are still its to read, and other clients are untouched.
+ */
+describe('catalog builds paid for by their time, per client', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await bootTestApp({ env: { RATE_LIMIT_ENABLED: 'true', TRUST_PROXY: '127.0.0.1' } });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+  afterEach(() => jest.restoreAllMocks());
+
+  const from = (ip: string) => ({ headers: { 'x-forwarded-for': ip } });
+  const search = (ip: string, q: string) =>
+    t.http.get(`/v1/products?q=${encodeURIComponent(q)}`, from(ip));
+
+  /** Every listing's read made to take `seconds` (a pool connection held first); those running now. */
+  function slowPages(seconds: number) {
+    const repository = t.app.get(ProductRepository);
+    const tx = t.app.get(TransactionHost);
+    const page = repository.page.bind(repository);
+    const reads = { running: 0 };
+    jest.spyOn(repository, 'page').mockImplementation(async (query) => {
+      reads.running++;
+      try {
+        await tx.query(`SELECT pg_sleep(${seconds})`);
+        return await page(query);
+      } finally {
+        reads.running--;
+      }
+    });
+    return reads;
+  }
+
+  const expectRateLimited = (res: HttpResponse, atMostSeconds: number) => {
+    expectProblem(res, 429, 'RATE_LIMITED');
+    const retryAfter = Number(res.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(atMostSeconds);
+  };
+
+  it("a client's third build at once is refused; past its 5 s of build time every build it would begin is 429, while the same pages cached or being built for others are served, and other clients' searches are untouched", async () => {
+    const attacker = '203.0.113.7';
+    const shopper = '198.51.100.9';
+    const reads = slowPages(2.6);
+    // two searches under way at once; a third (another `q`) is refused at once
+    const first = [search(attacker, 'alpha'), search(attacker, 'beta')];
+    await waitFor('two builds under way', async () => reads.running, { until: (n) => n >= 2 });
+    expectRateLimited(await search(attacker, 'gamma'), 1);
+    expect((await Promise.all(first)).map((r) => r.status)).toEqual([200, 200]);
+    // 5.2 s of build time spent: any build it would begin is refused, for the rest of the window
+    jest.restoreAllMocks();
+    for (const q of ['delta', 'epsilon']) expectRateLimited(await search(attacker, q), 60);
+    // another client is untouched, and its pages are the attacker's to read: one being built
+    // for the shopper right now is joined (no build of the attacker's own) …
+    const building = slowPages(1);
+    const shoppers = search(shopper, 'zeta');
+    await waitFor('the shopper’s build under way', async () => building.running, {
+      until: (n) => n >= 1,
+    });
+    const joined = search(attacker, 'zeta');
+    expect([(await shoppers).status, (await joined).status]).toEqual([200, 200]);
+    // … and one cached (stored at its second miss) is answered from the cache
+    jest.restoreAllMocks();
+    expect((await search(shopper, 'zeta')).status).toBe(200);
+    expect((await search(attacker, 'zeta')).status).toBe(200);
+    expect((await search(shopper, 'eta')).status).toBe(200);
+  });
+});
