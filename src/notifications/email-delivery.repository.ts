@@ -173,6 +173,13 @@ export class EmailDeliveryRepository {
    * worker's send in flight, or one owed a retry — however old the delivery), under a transaction lock on the inbox: workers deciding at
    * once for one inbox decide one after the other, each seeing the others' claims — so N workers
    * can never each find room for one more and send N past the allowance.
+   *
+   * The inbox's owner — the oldest of its accounts that has paid (a receipt was sent to it) — has
+   * an allowance of its own, and the other accounts share one: a stranger who registered variants
+   * of a customer's address (`v.i.c+x@gmail.com` for `vic@gmail.com`, each an account) and
+   * cancelled ten orders had silenced that customer's own cancellation emails for the day, every
+   * day (mail review). Before anyone has paid, every account shares the one (a stranger's
+   * accounts, unpaid, never make a second); becoming the owner costs a purchase.
    */
   async suppressOverAllowance(
     claim: { id: string; attempt: number; recipient: string; kind: EmailKind },
@@ -187,19 +194,26 @@ export class EmailDeliveryRepository {
         await m.query(`SELECT pg_advisory_xact_lock(${INBOX_LOCK_CLASS}, hashtext($1::text))`, [
           inbox,
         ]);
-        return m
-          .getRepository(EmailDeliveryEntity)
-          .createQueryBuilder('d')
-          .where('d.inbox = :inbox AND d.kind = :kind AND d.id <> :id', {
-            inbox,
-            kind: claim.kind,
-            id: claim.id,
-          })
-          .andWhere(
-            "((d.status = 'sent' AND d.sentAt >= :since) OR (d.status = 'sending' AND d.updatedAt >= :since))",
-            { since },
-          )
-          .getCount();
+        const rows = await m.query<{ held: number }[]>(
+          `WITH owner AS (
+             SELECT o.user_id
+               FROM email_deliveries d JOIN orders o ON o.id = d.order_id JOIN users u ON u.id = o.user_id
+              WHERE d.inbox = $1 AND d.kind = 'payment_receipt' AND d.status = 'sent'
+              ORDER BY u.created_at, u.id
+              LIMIT 1
+           ), mine AS (
+             SELECT o.user_id FROM email_deliveries d JOIN orders o ON o.id = d.order_id WHERE d.id = $3
+           )
+           SELECT count(*)::int AS held
+             FROM email_deliveries d JOIN orders o ON o.id = d.order_id
+            WHERE d.inbox = $1 AND d.kind = $2 AND d.id <> $3
+              AND ((d.status = 'sent' AND d.sent_at >= $4) OR (d.status = 'sending' AND d.updated_at >= $4))
+              -- the owner's own emails, or the others' (all of them when the inbox has no owner)
+              AND (o.user_id = (SELECT user_id FROM owner)) IS NOT DISTINCT FROM
+                  ((SELECT user_id FROM mine) = (SELECT user_id FROM owner))`,
+          [inbox, claim.kind, claim.id, since],
+        );
+        return rows[0]?.held ?? 0;
       });
       if (held < limit) return false;
       await this.markSuppressed(claim.id, claim.attempt, reason, at);

@@ -401,16 +401,49 @@ describe('order emails over SMTP (outbox → email queue → worker → SMTP ser
     const paid = await placeOrder(t.http, who, [{ productId: product, quantity: 1 }]);
     await pay(t, who, paid.body.id, 'succeeded');
     await smtp.awaitMessages(() => smtp.forOrder(paid.body.id), 2);
-    // a sub-address of the same inbox, registered again, shares its allowance
-    const [local, domain] = victim.email.split('@');
-    const alias = await registerCustomer(t.http, { email: `${local}+again@${domain}` });
-    const aliasBuyer: Buyer = { userId: alias.user.id, token: alias.accessToken };
-    const aliasOrder = await placeOrder(t.http, aliasBuyer, [{ productId: product, quantity: 1 }]);
-    await cancel(t, aliasBuyer, aliasOrder.body.id);
+  }, 60_000);
+
+  it(`other accounts of an inbox (sub-addresses registered since) share ${CANCELLATION_EMAILS_PER_DAY} a day among them, and cannot use up its owner's own (its oldest account that paid): a stranger cannot silence a customer's cancellation emails`, async () => {
+    const owner = await registerCustomer(t.http);
+    const who: Buyer = { userId: owner.user.id, token: owner.accessToken };
+    const product = await insertProduct(t.db.pool, { stock: 100, priceAmount: 1_000 });
+    // a customer: paid once (its receipt sent)
+    const paid = await placeOrder(t.http, who, [{ productId: product, quantity: 1 }]);
+    await pay(t, who, paid.body.id, 'succeeded');
+    await smtp.awaitMessages(() => smtp.forOrder(paid.body.id), 2);
+    const [local, domain] = owner.email.split('@');
+    // a stranger's accounts at the same inbox, registered after its owner's
+    const aliases: Buyer[] = [];
+    for (const tag of ['a', 'b']) {
+      const alias = await registerCustomer(t.http, { email: `${local}+${tag}@${domain}` });
+      aliases.push({ userId: alias.user.id, token: alias.accessToken });
+    }
+    const byAliases: string[] = [];
+    for (let i = 0; i < CANCELLATION_EMAILS_PER_DAY + 1; i++) {
+      const who = aliases[i % 2];
+      const order = await placeOrder(t.http, who, [{ productId: product, quantity: 1 }]);
+      byAliases.push(order.body.id);
+      await cancel(t, who, order.body.id);
+    }
     await drain(worker, t.db.pool);
-    expect(await deliveriesOf(t, aliasOrder.body.id)).toMatchObject([
-      { kind: 'cancellation', status: 'suppressed' },
+    const statuses = async (orders: string[]) =>
+      (
+        await t.db.pool.query(
+          `SELECT status FROM email_deliveries WHERE order_id = ANY($1) AND kind = 'cancellation'`,
+          [orders],
+        )
+      ).rows.map((r) => r.status as string);
+    const sent = await statuses(byAliases);
+    expect(sent.filter((s) => s === 'sent')).toHaveLength(CANCELLATION_EMAILS_PER_DAY);
+    expect(sent.filter((s) => s === 'suppressed')).toHaveLength(1);
+    // the owner's own cancellation still goes
+    const own = await placeOrder(t.http, who, [{ productId: product, quantity: 1 }]);
+    await cancel(t, who, own.body.id);
+    await drain(worker, t.db.pool);
+    expect(await deliveriesOf(t, own.body.id)).toMatchObject([
+      { kind: 'cancellation', status: 'sent' },
     ]);
+    expect(smtp.forOrder(own.body.id)).toHaveLength(1);
   }, 60_000);
 
   it(`workers sending one inbox's cancellation emails at once never pass the ${CANCELLATION_EMAILS_PER_DAY} a day between them`, async () => {
