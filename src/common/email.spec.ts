@@ -25,4 +25,22 @@ describe('inboxKey', () => {
     expect(inboxKey('v.ictim@gmail.com')).toBe('victim@gmail.com');
     expect(inboxKey('first.last@outlook.com')).toBe('first.last@outlook.com'); // dots count elsewhere
   });
+
+  it("folds the providers whose one mailbox has several names: Proton's domains and ignored . _ -, iCloud's, Fastmail's subdomains (mail review: 30 cancellation emails to one Proton mailbox)", () => {
+    for (const address of [
+      'firstlast@proton.me',
+      'first.last@proton.me',
+      'first_last@pm.me',
+      'First-Last+shop@protonmail.com',
+      'f.i_r-st.last@protonmail.ch',
+    ])
+      expect([address, inboxKey(address)]).toEqual([address, 'firstlast@proton.me']);
+    for (const address of ['asha@icloud.com', 'Asha@me.com', 'asha+x@mac.com'])
+      expect([address, inboxKey(address)]).toEqual([address, 'asha@icloud.com']);
+    expect(inboxKey('anything@asha.fastmail.com')).toBe('asha@fastmail.com');
+    expect(inboxKey('asha+tag@fastmail.com')).toBe('asha@fastmail.com');
+    // dots and other domains stay where they count
+    expect(inboxKey('a.sha@icloud.com')).toBe('a.sha@icloud.com');
+    expect(inboxKey('x@a.b.fastmail.com')).toBe('x@a.b.fastmail.com');
+  });
 });

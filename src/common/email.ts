@@ -40,15 +40,27 @@ export function hasCanonicalDomain(email: string): boolean {
   return at > 0 && domain !== '' && normalizeEmail(domainToUnicode(domain)) === domain;
 }
 
-/** Providers that ignore dots in the local part (and their alias domain). */
-const DOTLESS_DOMAINS = new Map([
-  ['gmail.com', 'gmail.com'],
-  ['googlemail.com', 'gmail.com'],
+/**
+ * Providers whose one mailbox answers to several domains (the mailbox's name on each), and the
+ * characters their local parts ignore: Gmail ignores dots (googlemail.com is gmail.com); Proton
+ * ignores dots, hyphens and underscores, on any of its four domains; iCloud's me.com and mac.com
+ * are the icloud.com mailbox of the same name.
+ */
+const PROVIDERS = new Map<string, { domain: string; ignored?: RegExp }>([
+  ['gmail.com', { domain: 'gmail.com', ignored: /\./g }],
+  ['googlemail.com', { domain: 'gmail.com', ignored: /\./g }],
+  ...['proton.me', 'protonmail.com', 'protonmail.ch', 'pm.me'].map(
+    (d) => [d, { domain: 'proton.me', ignored: /[._-]/g }] as const,
+  ),
+  ...['icloud.com', 'me.com', 'mac.com'].map((d) => [d, { domain: 'icloud.com' }] as const),
 ]);
+/** Fastmail's subdomain addressing: `anything@name.fastmail.com` is delivered to `name@fastmail.com`. */
+const FASTMAIL_SUBDOMAIN = /^([^.]+)\.fastmail\.com$/;
 
 /**
- * The inbox an address delivers to, as far as the common providers say: a `+tag` dropped, and the
- * dots of a Gmail local part (`a.b+x@googlemail.com` → `ab@gmail.com`). For allowances per inbox,
+ * The inbox an address delivers to, as far as the common providers say: a `+tag` dropped, and
+ * what a provider ignores or folds (PROVIDERS: `a.b+x@googlemail.com` → `ab@gmail.com`,
+ * `first_last@pm.me` → `firstlast@proton.me`, `x@name.fastmail.com` → `name@fastmail.com`). For allowances per inbox,
  * so that sub-addresses of one inbox count as one; never for sending or sign-in.
  */
 export function inboxKey(email: string): string {
@@ -62,10 +74,12 @@ export function inboxKey(email: string): string {
     .split('+')[0];
   // rows stored before UNICODE_DOMAIN: an `xn--` domain is the inbox of its Unicode form
   let domain = domainToUnicode(normalized.slice(at + 1)) || normalized.slice(at + 1);
-  const dotless = DOTLESS_DOMAINS.get(domain);
-  if (dotless) {
-    local = local.replaceAll('.', '');
-    domain = dotless;
+  const subdomain = FASTMAIL_SUBDOMAIN.exec(domain);
+  if (subdomain) [local, domain] = [subdomain[1], 'fastmail.com'];
+  const provider = PROVIDERS.get(domain);
+  if (provider) {
+    if (provider.ignored) local = local.replace(provider.ignored, '');
+    domain = provider.domain;
   }
   return `${local}@${domain}`;
 }

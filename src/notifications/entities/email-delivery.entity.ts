@@ -54,7 +54,7 @@ export class EmailDeliveryEntity {
   @Column('text')
   recipient!: string;
 
-  /** The inbox the recipient reaches (`inboxKey`: `+tag` and Gmail dots dropped), for allowances. */
+  /** The inbox the recipient reaches (`inboxKey`: `+tag` dropped, a provider's aliases folded), for allowances. */
   @Column('text', { nullable: true })
   inbox!: string | null;
 
