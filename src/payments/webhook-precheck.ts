@@ -11,6 +11,7 @@ import type {
 import { DomainError } from '../common/errors/domain-error';
 import { sendProblem } from '../common/errors/problem-details.filter';
 import { WEBHOOK_BODY_LIMIT, closeIfBodyPending } from '../common/http/request-limits';
+import { InFlightBodies } from '../common/http/in-flight-bodies';
 import { clientOf } from '../catalog/cached-reads.hook';
 import { LocalRateLimiter } from '../catalog/cached-reads.limiter';
 import { policyHeaderItem, stateHeaderItem } from '../common/throttling/rate-limit.policies';
@@ -274,47 +275,14 @@ const WEBHOOK_BODY_BYTES_IN_ALL = 32 * 1024 * 1024;
  * Retry-After: the provider retries a delivery it was refused). The provider's events are a few
  * kilobytes: hundreds of concurrent deliveries from one of its addresses fit.
  */
-export class WebhookBodies {
-  private readonly perClient = new Map<string, number>();
-  private total = 0;
+export class WebhookBodies extends InFlightBodies {
   private readonly trackers = new Map<string, string>();
 
-  constructor(
-    private readonly clientLimit = WEBHOOK_BODY_BYTES_PER_CLIENT,
-    private readonly totalLimit = WEBHOOK_BODY_BYTES_IN_ALL,
-  ) {}
+  constructor(clientLimit = WEBHOOK_BODY_BYTES_PER_CLIENT, totalLimit = WEBHOOK_BODY_BYTES_IN_ALL) {
+    super(clientLimit, totalLimit, 'webhook bodies');
+  }
 
   clientOf(request: FastifyRequest): string {
     return clientOf(request, this.trackers);
-  }
-
-  /** Holds `bytes` more for `client`; the refusal when that would pass a limit (nothing held then). */
-  take(client: string, bytes: number): DomainError | null {
-    const mine = this.perClient.get(client) ?? 0;
-    if (mine + bytes > this.clientLimit) {
-      return new DomainError('RATE_LIMITED', 'Too many webhook bodies in flight; retry later.', {
-        headers: { 'Retry-After': '1' },
-      });
-    }
-    if (this.total + bytes > this.totalLimit) {
-      return new DomainError(
-        'SERVICE_UNAVAILABLE',
-        'Too many webhook bodies in flight; retry later.',
-        {
-          headers: { 'Retry-After': '1' },
-        },
-      );
-    }
-    this.perClient.set(client, mine + bytes);
-    this.total += bytes;
-    return null;
-  }
-
-  give(client: string, bytes: number): void {
-    if (bytes <= 0) return;
-    const left = (this.perClient.get(client) ?? 0) - bytes;
-    if (left > 0) this.perClient.set(client, left);
-    else this.perClient.delete(client);
-    this.total = Math.max(0, this.total - bytes);
   }
 }

@@ -164,6 +164,33 @@ describe('slow clients', () => {
     },
   );
 
+  it('bodies still arriving hold at most 1 MB of one client in memory: past it, 429 at once and the connection closed, not a 408 30 s later; released when they end', async () => {
+    // each all but the last bytes of a 128 KB body (cost review: 800 such held ~100 MB for 30 s)
+    const length = 128 * 1024;
+    const head = `POST /v1/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n`;
+    const part = `{"email":"${'a'.repeat(120_000)}`;
+    const answers = await Promise.all(
+      Array.from({ length: 12 }, () => exchange(t.baseUrl, [head + part], 0, 8_000)),
+    );
+    const statuses = answers.map((a) => statusOf(a.text));
+    const refused = answers.filter((a) => statusOf(a.text) === 429);
+    // 8 fit in 1 MB (960,000 bytes); the rest are refused as their bytes come
+    expect(refused.length).toBeGreaterThanOrEqual(3);
+    expect(statuses.filter((s) => s === 408).length).toBeLessThanOrEqual(9);
+    for (const { text, closedAfterMs } of refused) {
+      expect(problemOf(text)).toMatchObject({ status: 429, code: 'RATE_LIMITED' });
+      expect(text).toMatch(/\r\nretry-after: 1\r\n/i);
+      expect(text).toMatch(/\r\nconnection: close\r\n/i);
+      expect(closedAfterMs).toBeLessThan(1_000); // at once, not at the request limit (2 s)
+    }
+    // all ended: the client's share is free again
+    const closing = head.replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n');
+    const after = await exchange(t.baseUrl, [
+      closing + part + 'a'.repeat(length - part.length - 2) + '"}',
+    ]);
+    expect(statusOf(after.text)).toBe(400);
+  });
+
   it('a body trickled a byte at a time is cut off at the request limit however steadily it comes', async () => {
     const body = JSON.stringify({ email: 'someone@example.com', password: 'x'.repeat(40) });
     const head = `POST /v1/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;

@@ -14,6 +14,9 @@ import {
 } from './browser-security';
 import { headerLines } from './header-lines';
 import { MAX_ORDER_LINES } from '../order-lines';
+import { Transform } from 'node:stream';
+import { InFlightBodies } from './in-flight-bodies';
+import { trackerFor } from '../throttling/rate-limit.policies';
 
 /** Connections whose current request was answered before its body had fully arrived. */
 const answeredEarly = new WeakSet<Socket>();
@@ -79,7 +82,8 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
  * - JSON only (API.md: JSON in). Nest would also parse form bodies and Fastify plain text — a form
  *   POST needs no CORS preflight, so any web page could send the API credentials (a sign-in with a
  *   wrong password counts against its owner); anything else is 415.
- * - 128 KB on the API's own routes, 1 MB on the webhooks (413).
+ * - 128 KB on the API's own routes, 1 MB on the webhooks (413); bodies still arriving hold at most
+ *   1 MB per client and 32 MB in all in a process (countedBody: 429 / 503).
  * - An empty JSON body (whitespace at most) is no body, as when no Content-Type comes with it.
  * - A JSON body nested deeper than 32 levels, or wider than 200 properties or elements in one
  *   object or array, or 2,000 values in all (on the webhooks 1,000 and 10,000), is a 400: parsing is iterative and fast, but the
@@ -139,6 +143,12 @@ export function limitBodies(app: NestFastifyApplication): void {
     void json(request as FastifyRequest, text, done);
   });
   fastify.removeContentTypeParser('text/plain');
+  // the bytes of bodies still arriving, per client and in all (the Stripe webhook counts its own)
+  const arriving = new InFlightBodies(API_BODY_BYTES_PER_CLIENT, API_BODY_BYTES_IN_ALL);
+  fastify.addHook('preParsing', (request, reply, payload, done) => {
+    if (request.routeOptions.url === STRIPE_WEBHOOK_ROUTE) return done(null, payload);
+    done(null, countedBody(request, reply, payload, arriving));
+  });
   fastify.addHook('onResponse', (request, _reply, done) => {
     const { raw } = request;
     if (!raw.complete && raw.socket) {
@@ -160,6 +170,57 @@ export function limitBodies(app: NestFastifyApplication): void {
     const problem = typeof request.body === 'object' ? shapeProblem(request.body, width) : null;
     if (problem) throw new RequestValidationError([{ field: 'body', message: problem }]);
   });
+}
+
+/** Bytes of bodies still arriving that one client may have in this process's memory at once. */
+const API_BODY_BYTES_PER_CLIENT = 1024 * 1024;
+/** … and all clients together. */
+const API_BODY_BYTES_IN_ALL = 32 * 1024 * 1024;
+/** Its own body accounting (payments/webhook-precheck.ts: read for its signature first). */
+const STRIPE_WEBHOOK_ROUTE = '/v1/webhooks/stripe';
+
+/**
+ * The body as it arrives, its bytes held against the client's share of `arriving` until it has
+ * all come (it is parsed at once) or the connection has gone. Past a share, 429 (the client's) or
+ * 503 (everyone's) with Retry-After, and the connection closed after the answer: 800 connections
+ * from one address, each sending all but the last byte of a 128 KB body, had held ~100 MB of the
+ * API's memory until the request timeout (30 s), with no bound per client or in all (cost review).
+ */
+function countedBody(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  payload: NodeJS.ReadableStream,
+  arriving: InFlightBodies,
+): Transform {
+  const client = trackerFor('ip', { ip: request.ip }) ?? request.ip;
+  let held = 0;
+  const release = () => {
+    arriving.give(client, held);
+    held = 0;
+  };
+  request.raw.once('close', release);
+  const counted = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      const over = arriving.take(client, chunk.length);
+      if (over) {
+        release();
+        closeIfBodyPending(request, reply);
+        // (Fastify's body reader answers an error with its statusCode)
+        callback(Object.assign(over, { statusCode: over.status }));
+        return;
+      }
+      held += chunk.length;
+      callback(null, chunk);
+    },
+    flush(callback) {
+      release();
+      callback();
+    },
+  });
+  // a client gone mid-body: the reader sees the error, as it would on the request itself
+  payload.once('error', (err: Error) => counted.destroy(err));
+  payload.pipe(counted);
+  return counted;
 }
 
 /**

@@ -1,0 +1,52 @@
+import { DomainError } from '../errors/domain-error';
+
+/**
+ * The memory request bodies hold while they arrive: bytes of unfinished bodies per client and in
+ * all, in this process. A client holding `clientLimit` is refused 429 for its next chunk, all
+ * together holding `totalLimit` a 503 (both with Retry-After, the connection closed after the
+ * answer); a body's bytes are given back once it has arrived whole (it is parsed at once) or its
+ * connection has gone.
+ */
+export class InFlightBodies {
+  private readonly perClient = new Map<string, number>();
+  private total = 0;
+
+  constructor(
+    private readonly clientLimit: number,
+    private readonly totalLimit: number,
+    private readonly what = 'request bodies',
+  ) {}
+
+  /** Holds `bytes` more for `client`; the refusal when that would pass a limit (nothing held then). */
+  take(client: string, bytes: number): DomainError | null {
+    const mine = this.perClient.get(client) ?? 0;
+    if (mine + bytes > this.clientLimit) {
+      return new DomainError('RATE_LIMITED', `Too many ${this.what} in flight; retry later.`, {
+        headers: { 'Retry-After': '1' },
+      });
+    }
+    if (this.total + bytes > this.totalLimit) {
+      return new DomainError(
+        'SERVICE_UNAVAILABLE',
+        `Too many ${this.what} in flight; retry later.`,
+        { headers: { 'Retry-After': '1' } },
+      );
+    }
+    this.perClient.set(client, mine + bytes);
+    this.total += bytes;
+    return null;
+  }
+
+  give(client: string, bytes: number): void {
+    if (bytes <= 0) return;
+    const left = (this.perClient.get(client) ?? 0) - bytes;
+    if (left > 0) this.perClient.set(client, left);
+    else this.perClient.delete(client);
+    this.total = Math.max(0, this.total - bytes);
+  }
+
+  /** Bytes held now, by all clients. */
+  get held(): number {
+    return this.total;
+  }
+}
