@@ -133,6 +133,45 @@ describe('rate limits behind a trusted proxy, shared by two API instances', () =
     expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(60); // the hour window
   });
 
+  it('limits registration per client IP per day too (40: each account multiplies every per-account bound), and per /48 (10,240)', async () => {
+    const register = (ip: string) =>
+      a.http.post(
+        '/v1/auth/register',
+        { email: `${randomUUID()}@x.io`, password: 'short' },
+        xff(ip),
+      );
+    // 39 of the address's day spent already (an hour's 10 at a time), and 10,239 of a /48's
+    const redis = new Redis(a.config.redis.url);
+    try {
+      const prefix = `${a.config.redis.keyPrefix}:rl:`;
+      await redis.set(
+        `${prefix}${counterKey('register-ip-day', 'ip:10.5.1.1')}`,
+        '39',
+        'PX',
+        86_400_000,
+      );
+      await redis.set(
+        `${prefix}${counterKey('register-net-day', 'net:2001:db8:79::/48')}`,
+        '10239',
+        'PX',
+        86_400_000,
+      );
+    } finally {
+      redis.disconnect();
+    }
+    expect((await register('10.5.1.1')).status).toBe(400);
+    const refused = await register('10.5.1.1');
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('ratelimit-policy')).toContain('"register-ip-day";q=40;w=86400');
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(3600); // the day window
+    expect((await register('2001:db8:79:1::1')).status).toBe(400);
+    const net = await register('2001:db8:79:2::1'); // a /64 never seen: its /48's day is spent
+    expect(net.status).toBe(429);
+    expect(net.headers.get('ratelimit-policy')).toContain('"register-net-day";q=10240;w=86400');
+    // another address is unaffected
+    expect((await register('10.5.1.2')).status).toBe(400);
+  });
+
   it("limits registration per IPv6 /48 too (2,560 an hour: a /56 household's worth): one host rotating through the /64s of its allocation", async () => {
     const register = (app: TestApp, ip: string) =>
       app.http.post(

@@ -25,6 +25,8 @@ const NETWORK_PREFIX = 48;
  * session and per /64.)
  */
 const REGISTER_NETWORK_SHARE = 256;
+/** Accounts one address (an IPv6 /64) may open in a day (`register-ip-day`; 10 in any hour). */
+const REGISTRATIONS_PER_DAY = 40;
 
 /**
  * Client policies (IP, account) run before authentication, so unauthenticated and badly
@@ -112,6 +114,26 @@ export const RATE_LIMIT_POLICIES: readonly RateLimitPolicy[] = [
     name: 'register-net',
     limit: 10 * REGISTER_NETWORK_SHARE,
     windowSeconds: 3600,
+    tracker: 'network',
+    scope: 'register',
+    failClosed: true,
+  },
+  // … and per day (cost review): every per-account bound — writes, refreshes, abandoned orders,
+  // cancellation emails — is multiplied by the accounts one address can open, and at 10 an hour
+  // that was 240 a day (~4 GB of idempotency records a day from one address, each account
+  // within its own limits); a shop's customers behind one address do not open 40 a day
+  {
+    name: 'register-ip-day',
+    limit: REGISTRATIONS_PER_DAY,
+    windowSeconds: 86_400,
+    tracker: 'ip',
+    scope: 'register',
+    failClosed: true,
+  },
+  {
+    name: 'register-net-day',
+    limit: REGISTRATIONS_PER_DAY * REGISTER_NETWORK_SHARE,
+    windowSeconds: 86_400,
     tracker: 'network',
     scope: 'register',
     failClosed: true,
