@@ -303,7 +303,7 @@ function describe(holder: string): string {
 const BOOT_CONNECT_WAIT_MS = 3_000;
 
 /** Resolves once `redis` is connected, or after `ms` (its attempt then finds it unanswered). */
-function connected(redis: Redis, ms: number): Promise<void> {
+export function connected(redis: Redis, ms: number): Promise<void> {
   if (redis.status === 'ready') return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
