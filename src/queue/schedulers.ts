@@ -62,6 +62,8 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1`;
 /** How far past two periods a scheduler's next run may be before lostItsNextJob looks for its job. */
 const LOST_NEXT_MARGIN_MS = 60_000;
+/** The states of an overdue next job that make no more jobs (see lostItsNextJob). */
+const LOST_STATES: ReadonlySet<string> = new Set(['failed', 'completed', 'unknown']);
 /** After a failed check: again in 1 s, 2 s, 4 s … at most this long. */
 const RETRY_MAX_MS = 30_000;
 
@@ -159,7 +161,8 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
    * starts; when that write is refused (Redis at `maxmemory` under `noeviction`) the started job
    * is left to stall (BullMQ puts a scheduler's job back however often it stalls, and retries the
    * next-run write each time; failed, or gone, it would leave no job after it), while the scheduler
-   * still matches SCHEDULES: its pass never ran again. Upserted, it makes jobs again.
+   * still matches SCHEDULES: its pass never ran again. Upserted, it makes jobs again. The same
+   * for a next job done without a successor, or in none of the queue's lists (LOST_STATES).
    */
   private async lostItsNextJob(
     queue: Queue,
@@ -172,7 +175,10 @@ export class Schedulers implements OnApplicationBootstrap, BeforeApplicationShut
     )
       return false;
     const next = await queue.getJob(`repeat:${found.key}:${found.next}`);
-    return !next || (await next.getState()) === 'failed';
+    // still to come (waiting, delayed, prioritized) or under way (active, a stalled pass put back)
+    // is a job; failed for good, done (its successor never added), or in none of the queue's lists
+    // (its record kept, its place lost: a Redis that evicted keys, an operator's DEL) is none
+    return !next || LOST_STATES.has(await next.getState());
   }
 
   private async registerMissing(): Promise<number> {
