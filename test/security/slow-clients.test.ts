@@ -191,6 +191,51 @@ describe('slow clients', () => {
     expect(statusOf(after.text)).toBe(400);
   });
 
+  it("bodies answered before they are read (a GET's, a 415's, a 413 by its length) neither end the process when the client's share is full nor stay counted after the answer (diff review: a few form posts crashed the API, and each leaked its bytes for good)", async () => {
+    const { hostname, port } = new URL(t.baseUrl);
+    // seven connections hold 128,000 bytes each: ~900 KB of the client's 1 MB
+    const holders: Socket[] = [];
+    const login = (length: number, extra = '') =>
+      `POST /v1/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n${extra}\r\n`;
+    for (let i = 0; i < 7; i++) {
+      const socket = connect(Number(port), hostname);
+      socket.on('error', () => undefined);
+      socket.write(login(128 * 1024) + `{"email":"${'a'.repeat(128_000 - 10)}`);
+      holders.push(socket);
+    }
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const form = 'x='.padEnd(60_000, 'y');
+      for (const request of [
+        // a body nobody reads: a GET's
+        `GET /v1/me HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 200000\r\nConnection: close\r\n\r\n${'a'.repeat(150_000)}`,
+        // a form post, as any web page can make a visitor's browser send: 415, unread
+        ...Array.from(
+          { length: 17 },
+          () =>
+            `POST /v1/auth/login HTTP/1.1\r\nHost: localhost\r\nOrigin: https://evil.example\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${form.length}\r\nConnection: close\r\n\r\n${form}`,
+        ),
+        // a body too large by its Content-Length: 413, unread
+        `${login(200 * 1024, 'Connection: close\r\n')}${'a'.repeat(100_000)}`,
+      ]) {
+        const answer = await exchange(t.baseUrl, [request], 0, 8_000);
+        expect([401, 413, 415, 429]).toContain(statusOf(answer.text));
+      }
+    } finally {
+      for (const socket of holders) socket.destroy();
+    }
+    // the process lives, and nothing of those bodies is still counted against the client
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const closing = login(128 * 1024, 'Connection: close\r\n');
+    const part = `{"email":"${'a'.repeat(120_000)}`;
+    for (let i = 0; i < 8; i++) {
+      const after = await exchange(t.baseUrl, [
+        closing + part + 'a'.repeat(128 * 1024 - part.length - 2) + '"}',
+      ]);
+      expect(statusOf(after.text)).toBe(400);
+    }
+  });
+
   it('a body trickled a byte at a time is cut off at the request limit however steadily it comes', async () => {
     const body = JSON.stringify({ email: 'someone@example.com', password: 'x'.repeat(40) });
     const head = `POST /v1/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;

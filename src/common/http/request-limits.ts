@@ -194,13 +194,21 @@ function countedBody(
 ): Transform {
   const client = trackerFor('ip', { ip: request.ip }) ?? request.ip;
   let held = 0;
+  let ended = false;
+  // once: the body has all come, the answer has gone out (read or not: a GET's body, a 413 by
+  // its Content-Length, a 415 are answered unread, and their bytes were held for good), or the
+  // connection has; what still comes after it is no longer counted
   const release = () => {
+    if (ended) return;
+    ended = true;
     arriving.give(client, held);
     held = 0;
   };
   request.raw.once('close', release);
+  reply.raw.once('close', release);
   const counted = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
+      if (ended) return callback(null, chunk);
       const over = arriving.take(client, chunk.length);
       if (over) {
         release();
@@ -217,6 +225,9 @@ function countedBody(
       callback();
     },
   });
+  // the body reader, when one reads, hears a refusal through its own listener; a body nobody
+  // reads (answered first) must not throw it as an unhandled 'error' — that ended the process
+  counted.on('error', () => undefined);
   // a client gone mid-body: the reader sees the error, as it would on the request itself
   payload.once('error', (err: Error) => counted.destroy(err));
   payload.pipe(counted);
