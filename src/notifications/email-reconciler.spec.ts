@@ -1,5 +1,6 @@
 import { mockOf } from '../../test/support/mocks';
 import type { JobQueues } from '../queue/job-queues';
+import { JobName } from '../queue/queues';
 import type { EmailDeliveryRepository, OwedEmail } from './email-delivery.repository';
 import { EmailReconciler } from './email-reconciler';
 
@@ -63,7 +64,9 @@ describe('EmailReconciler: where a pass starts', () => {
     jobs.find = async () => ({
       getState: async () => 'failed',
       finishedOn: 1,
-      data: { reconcilerRetries: 3, reconcilerRound: 0 },
+      name: JobName.SendEmail,
+      data: { orderId: 'x', kind: 'cancellation', reconcilerRetries: 3, reconcilerRound: 0 },
+      updateData: async () => undefined,
     });
     await reconciler.reconcile();
     await reconciler.reconcile();

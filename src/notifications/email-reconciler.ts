@@ -107,10 +107,22 @@ export class EmailReconciler {
       ...(email.ref ? { refundId: email.ref } : {}),
     };
     const existing = await this.jobs.find(JobName.SendEmail, emailJobId(job));
-    if (existing) {
+    const state = await existing?.getState();
+    // A Redis that evicted keys (redis-loss review) leaves jobs that can never send: one whose
+    // record is kept but whose place in the queue's lists is lost — never run, and taken for one
+    // still on its way — and one whose record BullMQ recreated without its name and data when it
+    // moved it on — each retry failed at once, "no job undefined". Removed, and added again from
+    // the owed row.
+    const broken =
+      state === 'unknown' ||
+      (state === 'failed' &&
+        (existing?.name !== JobName.SendEmail || existing.data?.orderId !== job.orderId));
+    if (existing && broken) {
+      await existing.remove();
+    } else if (existing) {
       // failed after its day of retries (a mail server or credential down longer than that) while
       // still owed — a refusal for good is recorded `rejected`, never owed: another round
-      if ((await existing.getState()) !== 'failed') return 'pending';
+      if (state !== 'failed') return 'pending';
       // A round is recorded, then the job retried: two Redis calls. A round counts once the job
       // has failed again after it — a pass killed between the two left a round recorded for a
       // failure (the same finishedOn) it never retried, and that round is given again.
@@ -118,7 +130,16 @@ export class EmailReconciler {
       const unretried =
         data.reconcilerRound !== undefined && data.reconcilerRound === existing.finishedOn;
       const rounds = (data.reconcilerRetries ?? 0) - (unretried ? 1 : 0);
-      if (rounds >= MAX_RECONCILER_RETRIES) return 'given-up'; // left failed, for the operator
+      if (rounds >= MAX_RECONCILER_RETRIES) {
+        // left failed, for the operator — said once, at error
+        if (!data.reconcilerGaveUp) {
+          await existing.updateData({ ...data, reconcilerGaveUp: true });
+          this.logger.error(
+            `email ${emailKey(job)} is owed and its job failed again after ${MAX_RECONCILER_RETRIES} rounds of retries: given up, left failed for the operator`,
+          );
+        }
+        return 'given-up';
+      }
       // (a fresh round waits for a live twin afresh too)
       await existing.updateData({
         ...data,
@@ -141,7 +162,7 @@ export class EmailReconciler {
     }
     await enqueueEmail(this.jobs, job);
     this.logger.warn(
-      `email ${emailKey(job)} is owed and its job was gone from the queue: added again`,
+      `email ${emailKey(job)} is owed and its job was ${existing ? 'broken (its record or its place in the queue lost)' : 'gone from the queue'}: added again`,
     );
     return 'added';
   }

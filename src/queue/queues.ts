@@ -71,6 +71,8 @@ interface Payloads {
     reconcilerRetries?: number;
     /** Set by EmailReconciler only: the failure (its finishedOn) its last round retried. */
     reconcilerRound?: number;
+    /** Set by EmailReconciler only: its rounds were spent, and it said so (once). */
+    reconcilerGaveUp?: boolean;
   };
   [JobName.ReconcileEmails]: NoData;
   [JobName.ReconcileImages]: NoData;

@@ -1,4 +1,4 @@
-import { INestApplicationContext } from '@nestjs/common';
+import { INestApplicationContext, Logger } from '@nestjs/common';
 import { DiscoveryService } from '@nestjs/core';
 import { getQueueToken } from '@nestjs/bullmq';
 import { Job, type Queue } from 'bullmq';
@@ -295,15 +295,60 @@ describe('emails whose jobs Redis lost', () => {
     expect((await find(jobId))?.data.reconcilerRetries).toBe(3);
   };
 
-  it('a failed job is given three more rounds at most, then left failed for the operator', async () => {
+  it('a failed job is given three more rounds at most, then left failed for the operator, said once at error', async () => {
     const { orderId, jobId } = await cancellationFailingForGood();
+    const errors = jest.spyOn(Logger.prototype, 'error');
     try {
       await age(orderId);
       await threeRoundsThenLeft(jobId);
+      expect(await reconcile()).toBe(0);
+      const givenUp = errors.mock.calls.filter(([m]) => /given up/.test(String(m)));
+      expect(givenUp.map(([m]) => String(m))).toEqual([expect.stringContaining(orderId)]);
     } finally {
       await smtp.start();
     }
   }, 60_000);
+
+  it('a failed job whose record lost its data (a Redis that evicted it recreates it empty) is added again from the owed row: sent once', async () => {
+    const { orderId, jobId } = await cancellationFailingForGood();
+    await failedForGood(jobId);
+    const client = await emailQueue().client;
+    // what BullMQ leaves of an evicted record it moves on: no data, no name
+    await client.runCommand('hdel', [`${emailQueue().qualifiedName}:${jobId}`, 'data', 'name']);
+    expect((await find(jobId))?.data).toEqual({});
+    await smtp.start();
+    await age(orderId);
+    expect(await reconcile()).toBe(1);
+    await drain(worker, t.db.pool);
+    expect(await deliveries(orderId)).toEqual([{ kind: 'cancellation', ref: '', status: 'sent' }]);
+    expect(smtp.forOrder(orderId)).toHaveLength(1);
+  }, 30_000);
+
+  it("a job in none of the queue's lists (its record kept, its place lost: an eviction, an operator's DEL) is added again and sent once — it was taken for one still on its way", async () => {
+    const orderId = await order();
+    await emailQueue().pause();
+    const cancel = await t.http.post(
+      `/v1/orders/${orderId}/cancel`,
+      {},
+      { token: buyer.token, idempotencyKey: newKey() },
+    );
+    expect(cancel.status).toBe(200);
+    const jobId = emailJobId({ orderId, kind: 'cancellation' });
+    await waitFor('the cancellation job queued', () => find(jobId));
+    const client = await emailQueue().client;
+    const name = emailQueue().qualifiedName;
+    await client.runCommand('lrem', [`${name}:wait`, '0', jobId]);
+    await client.runCommand('lrem', [`${name}:paused`, '0', jobId]);
+    await client.runCommand('zrem', [`${name}:prioritized`, jobId]);
+    expect(await (await find(jobId))?.getState()).toBe('unknown');
+    await age(orderId);
+    expect(await reconcile()).toBe(1);
+    await emailQueue().resume();
+    await drain(worker, t.db.pool);
+    expect(await deliveries(orderId)).toEqual([{ kind: 'cancellation', ref: '', status: 'sent' }]);
+    expect(smtp.forOrder(orderId)).toHaveLength(1);
+    expect(await reconcile()).toBe(0);
+  }, 30_000);
 
   it('a pass killed between recording its round and retrying the job (two Redis calls) does not spend the round: three rounds are still given', async () => {
     const { orderId, jobId } = await cancellationFailingForGood();
