@@ -21,6 +21,7 @@ import { PermissionsGuard } from './permissions.guard';
 import { RefreshTokenRepository } from './refresh-token.repository';
 import { PendingRevocations } from './pending-revocations';
 import { RevokedSessions } from './revoked-sessions';
+import { SessionsOnRecord } from './sessions-on-record';
 import { SecureRandom } from './secure-random';
 import { SecurityEvents } from './security-events';
 import { SessionIssuer } from './session-issuer';
@@ -53,6 +54,7 @@ import { TokenService } from './token.service';
     TokenService,
     JwtStrategy,
     RevokedSessions,
+    SessionsOnRecord,
     PendingRevocations,
     SecureRandom,
     SecurityEvents,

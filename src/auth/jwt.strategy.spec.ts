@@ -12,6 +12,7 @@ import { sessionClientSecret } from '../config/jwt-keys';
 import { jwtModuleOptions } from './jwt-options';
 import { JwtStrategy } from './jwt.strategy';
 import { permissionsOf } from './permissions';
+import type { SessionsOnRecord } from './sessions-on-record';
 import { CLOCK_SKEW_MS, type RevokedSessions } from './revoked-sessions';
 import { SecureRandom } from './secure-random';
 import { TokenService } from './token.service';
@@ -40,8 +41,17 @@ const revoked = mockOf<RevokedSessions>(
   'revoked',
 );
 
+// sessions opened here (family:user); any other is another deployment's
+const openedHere = new Set<string>([`${FAMILY_ID}:${USER_ID}`]);
+const sessions = mockOf<SessionsOnRecord>(
+  {
+    opened: (family: string, user: string) => Promise.resolve(openedHere.has(`${family}:${user}`)),
+  },
+  'sessions',
+);
+
 describe('JwtStrategy (passport-jwt)', () => {
-  const strategy = new JwtStrategy(config, revoked);
+  const strategy = new JwtStrategy(config, revoked, sessions);
   const tokens = new TokenService(new JwtService(jwtModuleOptions(config)), new SecureRandom());
   const claims = { sub: USER_ID, email: 'a@b.io', role: 'customer' as const, fam: FAMILY_ID };
   const principal = {
@@ -116,6 +126,12 @@ describe('JwtStrategy (passport-jwt)', () => {
     }
   });
 
+  it("refuses a correctly made token of a session not opened here (another deployment's, signed with the same key), or opened for another account", async () => {
+    await refused(forge({ alg: 'HS256' }, { ...valid(), fam: randomUUID() }));
+    await refused(forge({ alg: 'HS256' }, { ...valid(), sub: randomUUID() }));
+    expect(sessions.opened).toHaveBeenCalledWith(FAMILY_ID, expect.any(String));
+  });
+
   it('refuses alg none', () => refused(`${b64({ alg: 'none', typ: 'JWT' })}.${b64(valid())}.`));
   it('refuses HS512', () => refused(forge({ alg: 'HS512' }, valid(), SECRET, 'sha512')));
   it('refuses HS384', () => refused(forge({ alg: 'HS384' }, valid(), SECRET, 'sha384')));
@@ -166,7 +182,7 @@ describe('JwtStrategy with a key pair (JWT_PRIVATE_KEY / JWT_PUBLIC_KEY)', () =>
     JWT_ISSUER: 'iss-1',
     JWT_AUDIENCE: 'aud-1',
   });
-  const strategy = new JwtStrategy(pairConfig, revoked);
+  const strategy = new JwtStrategy(pairConfig, revoked, sessions);
   const tokens = new TokenService(new JwtService(jwtModuleOptions(pairConfig)), new SecureRandom());
   const now = () => Math.floor(Date.now() / 1000);
   const valid = () => ({

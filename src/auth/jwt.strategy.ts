@@ -10,6 +10,7 @@ import { accessTokenKeys, jwtAlgorithm } from './jwt-options';
 import { ROLES, Role, permissionsOf } from './permissions';
 import type { Principal } from './principal';
 import { CLOCK_SKEW_MS, RevokedSessions } from './revoked-sessions';
+import { SessionsOnRecord } from './sessions-on-record';
 
 /** The passport strategy name the global guard authenticates with. */
 const JWT_STRATEGY = 'jwt';
@@ -59,6 +60,7 @@ export class JwtStrategy
   constructor(
     @Inject(APP_CONFIG) config: AppConfig,
     private readonly revoked: RevokedSessions,
+    private readonly sessions: SessionsOnRecord,
   ) {
     // The very key and algorithm tokens are signed with (jwtModuleOptions()).
     const options: StrategyOptionsWithoutRequest = {
@@ -105,7 +107,11 @@ export class JwtStrategy
     ) {
       throw tokenInvalid();
     }
-    if (await this.revoked.isRevoked(payload.fam)) {
+    if (
+      (await this.revoked.isRevoked(payload.fam)) ||
+      // a session never opened here: a token another deployment signed with the same key
+      !(await this.sessions.opened(payload.fam, payload.sub))
+    ) {
       throw tokenInvalid('The session has ended; sign in again.');
     }
     const role = payload.role as Role;

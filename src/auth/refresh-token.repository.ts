@@ -235,6 +235,11 @@ export class RefreshTokenRepository {
     });
   }
 
+  /** Whether the session (revoked or not) was opened here for this account. */
+  async sessionOpened(familyId: string, userId: string): Promise<boolean> {
+    return this.tx.withManager((m) => families(m).exists({ where: { id: familyId, userId } }));
+  }
+
   /**
    * The role, as recorded now, of the account whose live session this is: null when no such
    * session is on record here — revoked, purged, its account gone, or never opened here (a token

@@ -9,7 +9,7 @@
  * taken away is 403 at once (not at the revocation record's next read, up to ~2 s later).
  */
 import { createHmac } from 'node:crypto';
-import { createAdmin } from '../support/auth';
+import { createAdmin, registerCustomer } from '../support/auth';
 import { forgeToken, forgedAdminClaims } from '../support/forged-tokens';
 import { TestApp, bootTestApp } from '../support/test-app';
 
@@ -58,6 +58,27 @@ describe('permissions held to the session and role on record', () => {
       { token: admin.accessToken, headers: { 'idempotency-key': 'forged-category-1' } },
     );
     expect(real.status).toBe(201);
+  });
+
+  it("refuses another deployment's token for an account that exists here too (a staging copy of the database: the same ids) on every route, not only the admin ones", async () => {
+    const customer = await registerCustomer(t.http);
+    const claims = {
+      ...forgedAdminClaims(t.config),
+      sub: customer.user.id,
+      email: customer.email,
+      role: 'customer',
+    };
+    const token = forgeToken('HS256', claims, (body) =>
+      createHmac('sha256', t.config.jwt.secret as string)
+        .update(body)
+        .digest(),
+    );
+    for (const path of ['/v1/me', '/v1/orders', '/v1/cart']) {
+      const res = await t.http.get(path, { token });
+      expect([path, res.status, res.body?.code]).toEqual([path, 401, 'TOKEN_INVALID']);
+      // the account's own session is served
+      expect((await t.http.get(path, { token: customer.accessToken })).status).toBe(200);
+    }
   });
 
   it('a role taken away is refused on the very next request, on the API and the queue board alike', async () => {
