@@ -647,6 +647,21 @@ describe('AuthService', () => {
     expect(s.events.record).not.toHaveBeenCalled();
   });
 
+  it('a logout reuse whose revocation fails to commit is still a reuse: handed to PendingRevocations as reuse-detected, and its alarm recorded', async () => {
+    const s = setup();
+    s.refreshTokens.familyOfToken.mockResolvedValue({
+      familyId: 'f-1',
+      userId: 'u-1',
+      spent: true,
+    });
+    s.revoked.add.mockRejectedValueOnce(new Error('Redis down'));
+    await s.service.logout('r-1', '203.0.113.9');
+    expect(s.pendingRevocations.revokeFamily).toHaveBeenCalledWith('f-1', 'reuse-detected', NOW);
+    expect(s.events.record).toHaveBeenCalledWith(
+      expect.objectContaining({ event: 'refresh_token_reuse', familyId: 'f-1', userId: 'u-1' }),
+    );
+  });
+
   it('a logout whose revocation fails to commit hands it to PendingRevocations and still answers', async () => {
     const s = setup();
     s.refreshTokens.revokeFamily.mockRejectedValue(new Error('Connection terminated unexpectedly'));

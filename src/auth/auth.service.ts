@@ -23,6 +23,9 @@ const invalidRefresh = () =>
 /** Times a sign-in re-checks a password hash that changed under it before giving up. */
 const MAX_HASH_RECHECKS = 3;
 
+/** The revocation reason of a logout with this token: a spent one is a reuse. */
+const reasonOf = (token: { spent: boolean }) => (token.spent ? 'reuse-detected' : 'logout');
+
 /**
  * Sessions: register, login, refresh rotation with reuse detection, logout.
  *
@@ -319,29 +322,30 @@ export class AuthService {
   async logout(refreshToken: string, clientIp: string): Promise<void> {
     const tokenHash = this.sessions.hashOf(refreshToken);
     const now = this.clock.now();
-    let family: string | null = null;
-    let reason = 'logout';
+    let found: { familyId: string; userId: string; spent: boolean } | null = null;
     const reuse = await this.tx
       .runOwn(async () => {
         const token = await this.refreshTokens.familyOfToken(tokenHash);
         if (!token) return null;
-        family = token.familyId;
+        found = token;
         if (token.spent) {
-          reason = 'reuse-detected';
           // a reuse recorded before has its marks and its alarm already (a replay in a loop)
-          if (!(await this.refreshTokens.markReuse(family))) return null;
+          if (!(await this.refreshTokens.markReuse(token.familyId))) return null;
         } else {
-          await this.refreshTokens.revokeFamily(family, reason);
+          await this.refreshTokens.revokeFamily(token.familyId, 'logout');
         }
-        await this.revoked.add([family]); // its access tokens stop working too
+        await this.revoked.add([token.familyId]); // its access tokens stop working too
         // a process killed before its COMMIT leaves the revocation to the sweeps
-        await this.pendingRevocations.recordAhead(family, reason, now);
+        await this.pendingRevocations.recordAhead(token.familyId, reasonOf(token), now);
         return token.spent ? token : null;
       })
       .catch((err: unknown) => {
-        if (!family) throw err;
-        this.pendingRevocations.revokeFamily(family, reason, now);
-        return null;
+        const token = found;
+        if (!token) throw err;
+        this.pendingRevocations.revokeFamily(token.familyId, reasonOf(token), now);
+        // (a reuse counts as detected until its revocation commits, as at a refresh: its alarm
+        // is not lost with the transaction — the pending revocation commits it quietly)
+        return token.spent ? token : null;
       });
     if (reuse) {
       this.events.record({
