@@ -44,8 +44,7 @@ describe('clients that lie about their bodies', () => {
     await repairOrders(t.db.pool, `UPDATE orders SET status = 'PAID' WHERE id = $1`, [
       order.body.id,
     ]);
-    // (an order needs an Idempotency-Key: without one it is refused before its body is looked at)
-    for (const idempotencyKey of [newKey(), newKey()]) {
+    for (const idempotencyKey of [newKey(), undefined]) {
       const refund = await t.http.request(
         'POST',
         `/v1/admin/orders/${order.body.id}/refunds`,
