@@ -1,4 +1,4 @@
-import type { RedisOptions } from 'ioredis';
+import Redis, { type RedisOptions } from 'ioredis';
 import { reconnectOnReadOnly } from '../redis/redis.module';
 
 /**
@@ -21,6 +21,7 @@ export const QUEUE_SOCKET_TIMEOUT_MS = 20_000;
  * probed by TCP keepalives after 10 s.
  */
 export function queueConnectionOptions(url: string): RedisOptions {
+  socketTimeoutsBoundToTheirConnection();
   return {
     ...redisOptionsFromUrl(url),
     maxRetriesPerRequest: null,
@@ -52,4 +53,39 @@ export function redisOptionsFromUrl(url: string): RedisOptions {
 /** Where every BullMQ key lives: `<REDIS_KEY_PREFIX>:bull` (queues, the board, depth metrics). */
 export function bullPrefix(keyPrefix: string): string {
   return `${keyPrefix}:bull`;
+}
+
+/** The part of ioredis's client the fix below reaches into (its own, unexported). */
+interface SocketTimeoutInternals {
+  stream?: NodeJS.EventEmitter;
+  socketTimeoutTimer?: NodeJS.Timeout;
+  setSocketTimeout?: (this: SocketTimeoutInternals) => void;
+}
+let socketTimeoutsBound = false;
+
+/**
+ * ioredis (5.11) arms a connection's `socketTimeout` timer and never clears it when that
+ * connection closes for another reason: when it fires, it destroys whichever connection is
+ * current — the healthy next one. BullMQ's blocking connection (a worker's wait for jobs) is
+ * closed by BullMQ's own watchdog with a timer armed, so after a Redis restart each worker's
+ * connections were dropped every ~20 s, each a warning, until the worker restarted (redis-loss
+ * review; the shared client clears its timer on 'close', redis.module.ts, but BullMQ makes its
+ * clients itself). Each timer is now cleared when the connection it was armed for closes — for
+ * every ioredis client of the process, once.
+ */
+function socketTimeoutsBoundToTheirConnection(): void {
+  if (socketTimeoutsBound) return;
+  socketTimeoutsBound = true;
+  const proto = Redis.prototype as unknown as SocketTimeoutInternals;
+  const arm = proto.setSocketTimeout;
+  if (typeof arm !== 'function') return; // a release that has it no more (fixed, or reworked)
+  proto.setSocketTimeout = function (this: SocketTimeoutInternals) {
+    arm.call(this);
+    const timer = this.socketTimeoutTimer;
+    this.stream?.once('close', () => {
+      if (this.socketTimeoutTimer !== timer) return;
+      clearTimeout(timer);
+      this.socketTimeoutTimer = undefined;
+    });
+  };
 }
