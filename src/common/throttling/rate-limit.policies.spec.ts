@@ -58,7 +58,9 @@ describe('rate-limit policies', () => {
       'password-change-ip',
       'register-account',
       'register-ip',
+      'register-ip-day',
       'register-net',
+      'register-net-day',
     ]);
   });
 
@@ -122,9 +124,18 @@ describe('rate-limit policies', () => {
     expect(phaseOf(policy('register-net'))).toBe('before-auth');
     // no request limit per /48 on login or password change: a neighbour filling it would lock
     // the owner out, own client and all
-    expect(RATE_LIMIT_POLICIES.filter((p) => p.tracker === 'network').map((p) => p.name)).toEqual([
-      'register-net',
-    ]);
+    expect(
+      RATE_LIMIT_POLICIES.filter((p) => p.tracker === 'network')
+        .map((p) => p.name)
+        .sort(),
+    ).toEqual(['register-net', 'register-net-day']);
+    // and per day: 40 an address, a /56 household's worth a /48
+    expect(policy('register-ip-day')).toMatchObject({ limit: 40, windowSeconds: 86_400 });
+    expect(policy('register-net-day')).toMatchObject({
+      tracker: 'network',
+      limit: policy('register-ip-day').limit * 256,
+      windowSeconds: 86_400,
+    });
     const a = trackerFor('network', { ip: '2001:db8:1:2:aaaa::1' });
     expect(a).toBe('net:2001:db8:1::/48');
     expect(trackerFor('network', { ip: '2001:db8:1:ffff::7' })).toBe(a); // another /64 of the /48
