@@ -199,7 +199,8 @@ describe('emails whose jobs Redis lost', () => {
     expect(await reconcile()).toBe(0);
   });
 
-  it('a job still in the queue (a mail server down: retrying) is left alone', async () => {
+  /** An order cancelled while the email queue is paused: its cancellation email's job, queued. */
+  async function pausedCancellation() {
     const orderId = await order();
     await emailQueue().pause();
     const cancel = await t.http.post(
@@ -209,7 +210,12 @@ describe('emails whose jobs Redis lost', () => {
     );
     expect(cancel.status).toBe(200);
     const jobId = emailJobId({ orderId, kind: 'cancellation' });
-    await waitFor('the cancellation job queued', () => find(jobId));
+    const queued = await waitFor('the cancellation job queued', () => find(jobId));
+    return { orderId, jobId, queued };
+  }
+
+  it('a job still in the queue (a mail server down: retrying) is left alone', async () => {
+    const { orderId } = await pausedCancellation();
     await age(orderId);
     expect(await reconcile()).toBe(0);
     await emailQueue().resume();
@@ -223,16 +229,7 @@ describe('emails whose jobs Redis lost', () => {
    * and runs while the mail server is down: it fails for good. The mail server stays down.
    */
   async function cancellationFailingForGood(): Promise<{ orderId: string; jobId: string }> {
-    const orderId = await order();
-    await emailQueue().pause();
-    const cancel = await t.http.post(
-      `/v1/orders/${orderId}/cancel`,
-      {},
-      { token: buyer.token, idempotencyKey: newKey() },
-    );
-    expect(cancel.status).toBe(200);
-    const jobId = emailJobId({ orderId, kind: 'cancellation' });
-    const queued = await waitFor('the cancellation job queued', () => find(jobId));
+    const { orderId, jobId, queued } = await pausedCancellation();
     await queued.remove();
     await emailQueue().add(JobName.SendEmail, queued.data, { jobId, attempts: 1 });
     await smtp.stop();
@@ -325,16 +322,7 @@ describe('emails whose jobs Redis lost', () => {
   }, 30_000);
 
   it("a job in none of the queue's lists (its record kept, its place lost: an eviction, an operator's DEL) is added again and sent once — it was taken for one still on its way", async () => {
-    const orderId = await order();
-    await emailQueue().pause();
-    const cancel = await t.http.post(
-      `/v1/orders/${orderId}/cancel`,
-      {},
-      { token: buyer.token, idempotencyKey: newKey() },
-    );
-    expect(cancel.status).toBe(200);
-    const jobId = emailJobId({ orderId, kind: 'cancellation' });
-    await waitFor('the cancellation job queued', () => find(jobId));
+    const { orderId, jobId } = await pausedCancellation();
     const client = await emailQueue().client;
     const name = emailQueue().qualifiedName;
     await client.runCommand('lrem', [`${name}:wait`, '0', jobId]);
