@@ -26,9 +26,6 @@ const TOKEN_CHUNK = 5000;
  */
 const revokedNow = () => 'statement_timestamp()';
 
-/** Spent tokens of a family kept to recognize their reuse (the most recently spent). */
-export const SPENT_TOKENS_KEPT = 10;
-
 /** The revocation reason of a family whose spent token was presented again. */
 const REUSE_DETECTED = 'reuse-detected';
 
@@ -74,33 +71,15 @@ export class RefreshTokenRepository {
     return this.tx.withManager((m) => families(m).exists({ where: { clientKey } }));
   }
 
-  /**
-   * Adds the family's next token, and forgets its spent tokens beyond the SPENT_TOKENS_KEPT most
-   * recently spent: a spent token is kept to recognize its reuse (a thief's copy presented after
-   * the owner refreshed, or the owner's after the thief did — the newest spent ones), and an
-   * older one presented again is merely unknown (401 REFRESH_TOKEN_INVALID, no alarm). Every
-   * rotation had kept a row (~700 bytes with its indexes) for the family's whole life plus 30
-   * days: an account's 2,000 refreshes a day, and a free account for each of them, grew the
-   * table by ~300 MB a day from one address (cost review).
-   */
   async addToken(
     familyId: string,
     tokenHash: string,
     now: Date,
     idleExpiresAt: Date,
   ): Promise<void> {
-    await this.tx.withManager(async (m) => {
-      await tokens(m).insert({ tokenHash, familyId, issuedAt: now, idleExpiresAt });
-      await m.query(
-        `DELETE FROM refresh_tokens
-          WHERE family_id = $1 AND spent_at IS NOT NULL
-            AND id NOT IN (SELECT id FROM refresh_tokens
-                            WHERE family_id = $1 AND spent_at IS NOT NULL
-                            ORDER BY spent_at DESC, id DESC
-                            LIMIT $2)`,
-        [familyId, SPENT_TOKENS_KEPT],
-      );
-    });
+    await this.tx.withManager((m) =>
+      tokens(m).insert({ tokenHash, familyId, issuedAt: now, idleExpiresAt }),
+    );
   }
 
   /**
