@@ -146,7 +146,12 @@ export function limitBodies(app: NestFastifyApplication): void {
   // the bytes of bodies still arriving, per client and in all (the Stripe webhook counts its own)
   const arriving = new InFlightBodies(API_BODY_BYTES_PER_CLIENT, API_BODY_BYTES_IN_ALL);
   fastify.addHook('preParsing', (request, reply, payload, done) => {
-    if (request.routeOptions.url === STRIPE_WEBHOOK_ROUTE) return done(null, payload);
+    const { headers } = request.raw;
+    const announced =
+      headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0;
+    if (!announced || request.routeOptions.url === STRIPE_WEBHOOK_ROUTE) {
+      return done(null, payload);
+    }
     done(null, countedBody(request, reply, payload, arriving));
   });
   fastify.addHook('onResponse', (request, _reply, done) => {
@@ -205,7 +210,16 @@ function countedBody(
     held = 0;
   };
   request.raw.once('close', release);
-  reply.raw.once('close', release);
+  reply.raw.once('close', () => {
+    release();
+    // answered with its body still coming (unread: a GET's, a 415): read and dropped, as Node
+    // does with a body nobody took — piped here, it counts as taken, and the next request on the
+    // connection waited behind it until the request timeout, its buffers held (diff review 2)
+    if (!request.raw.complete) {
+      payload.unpipe(counted);
+      (payload as NodeJS.ReadableStream & { resume(): void }).resume();
+    }
+  });
   const counted = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       if (ended) return callback(null, chunk);
