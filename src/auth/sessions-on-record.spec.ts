@@ -36,6 +36,8 @@ describe('SessionsOnRecord', () => {
       await sessions.opened(`f${i}`, 'u');
       if (i % 1_000 === 0) await sessions.opened('busy', 'u'); // in use all along
     }
+    // read once in all: never dropped while in use
+    expect(tokens.sessionOpened.mock.calls.filter(([f]) => f === 'busy')).toHaveLength(1);
     tokens.sessionOpened.mockClear();
     await sessions.opened('busy', 'u');
     await sessions.opened('f24999', 'u');
