@@ -1,5 +1,8 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 
+/** What JavaScript's `\s` matches (inboxKey drops it), spelled out: PostgreSQL's `[:space:]` is narrower. */
+const JS_SPACE = '\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff';
+
 /**
  * `inbox` as `inboxKey` (src/common/email.ts) now has it for the providers whose one mailbox has
  * several names: Proton (`.`, `_`, `-` ignored in the local part; proton.me, protonmail.com,
@@ -23,9 +26,9 @@ export class EmailInboxProviders1763800060000 implements MigrationInterface {
           ELSE split_part(a.domain, '.', 1) || '@fastmail.com'
         END
         FROM (SELECT id,
-                     split_part(regexp_replace(substring(recipient FROM '^(.*)@[^@]*$'), '["\\\\[:space:]]', '', 'g'), '+', 1) AS local,
-                     substring(recipient FROM '@([^@]*)$') AS domain
-                FROM email_deliveries) a
+                     split_part(regexp_replace(substring(r FROM '^(.*)@[^@]*$'), '["\\\\${JS_SPACE}]', '', 'g'), '+', 1) AS local,
+                     substring(r FROM '@([^@]*)$') AS domain
+                FROM (SELECT id, lower(normalize(trim(recipient), NFC)) AS r FROM email_deliveries) n) a
        WHERE a.id = d.id
          AND (a.domain IN ('proton.me', 'protonmail.com', 'protonmail.ch', 'pm.me', 'icloud.com', 'me.com', 'mac.com')
               OR a.domain ~ '^[^.]+\\.fastmail\\.com$')`);

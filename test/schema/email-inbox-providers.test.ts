@@ -38,6 +38,10 @@ describe('migration EmailInboxProviders', () => {
       'vic.tim+1@gmail.com',
       'first.last@outlook.com',
       'someone@example.org',
+      // (stored before normalization was checked: capitals, a no-break space)
+      'First.Last@Proton.ME',
+      'x+y@Name.Fastmail.com',
+      'fir\u00a0st.last@pm.me',
     ];
     const ids: string[] = [];
     for (const recipient of recipients) {
