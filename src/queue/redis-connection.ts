@@ -57,10 +57,12 @@ export function bullPrefix(keyPrefix: string): string {
 
 /** The part of ioredis's client the fix below reaches into (its own, unexported). */
 interface SocketTimeoutInternals {
-  stream?: NodeJS.EventEmitter;
   socketTimeoutTimer?: NodeJS.Timeout;
   setSocketTimeout?: (this: SocketTimeoutInternals) => void;
+  on(event: 'close', listener: () => void): unknown;
+  [CLEARS_ON_CLOSE]?: true;
 }
+const CLEARS_ON_CLOSE = Symbol('socket timer cleared on close');
 let socketTimeoutsBound = false;
 
 /**
@@ -70,8 +72,8 @@ let socketTimeoutsBound = false;
  * closed by BullMQ's own watchdog with a timer armed, so after a Redis restart each worker's
  * connections were dropped every ~20 s, each a warning, until the worker restarted (redis-loss
  * review; the shared client clears its timer on 'close', redis.module.ts, but BullMQ makes its
- * clients itself). Each timer is now cleared when the connection it was armed for closes — for
- * every ioredis client of the process, once.
+ * clients itself). Every ioredis client of the process now does the same: the first time it arms
+ * a timer, one listener of its own 'close' is added that clears it.
  */
 function socketTimeoutsBoundToTheirConnection(): void {
   if (socketTimeoutsBound) return;
@@ -81,10 +83,10 @@ function socketTimeoutsBoundToTheirConnection(): void {
   if (typeof arm !== 'function') return; // a release that has it no more (fixed, or reworked)
   proto.setSocketTimeout = function (this: SocketTimeoutInternals) {
     arm.call(this);
-    const timer = this.socketTimeoutTimer;
-    this.stream?.once('close', () => {
-      if (this.socketTimeoutTimer !== timer) return;
-      clearTimeout(timer);
+    if (this[CLEARS_ON_CLOSE]) return;
+    this[CLEARS_ON_CLOSE] = true;
+    this.on('close', () => {
+      clearTimeout(this.socketTimeoutTimer);
       this.socketTimeoutTimer = undefined;
     });
   };

@@ -42,6 +42,11 @@ describe("the queues' Redis connections: a closed connection's socket timer", ()
       await new Promise((resolve) => setTimeout(resolve, 900));
       expect([closes, client.status]).toEqual([1, 'ready']);
       expect(await client.ping()).toBe('PONG');
+      // and the fix adds nothing per command: a listener per armed timer piled up on the stream
+      const stream = (client as unknown as { stream: NodeJS.EventEmitter }).stream;
+      const before = [client.listenerCount('close'), stream.listenerCount('close')];
+      for (let i = 0; i < 200; i++) await client.ping();
+      expect([client.listenerCount('close'), stream.listenerCount('close')]).toEqual(before);
     } finally {
       client.disconnect();
     }
