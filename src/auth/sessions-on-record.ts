@@ -3,6 +3,8 @@ import { RefreshTokenRepository } from './refresh-token.repository';
 
 /** How long a session found on record is taken as on record without asking again. */
 const KNOWN_MS = 10 * 60_000;
+/** How often a database that does not answer is logged. */
+const WARN_EVERY_MS = 10_000;
 /** Sessions remembered at once, per process (the oldest dropped first beyond it). */
 const KNOWN_MAX = 20_000;
 
@@ -24,6 +26,7 @@ const KNOWN_MAX = 20_000;
 export class SessionsOnRecord {
   private readonly logger = new Logger(SessionsOnRecord.name);
   private readonly known = new Map<string, number>();
+  private warnedAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly tokens: RefreshTokenRepository) {}
 
@@ -41,7 +44,12 @@ export class SessionsOnRecord {
     try {
       found = await this.tokens.sessionOpened(familyId, userId);
     } catch (err) {
-      this.logger.warn(`could not read whether session ${familyId} is on record: ${String(err)}`);
+      // (once per WARN_EVERY_MS: in an outage every new session's request would write one)
+      const at = performance.now();
+      if (at - this.warnedAt >= WARN_EVERY_MS) {
+        this.warnedAt = at;
+        this.logger.warn(`could not read whether sessions are on record: ${String(err)}`);
+      }
       return true;
     }
     if (!found) return false;
