@@ -1,5 +1,5 @@
-import Redis, { type RedisOptions } from 'ioredis';
-import { reconnectOnReadOnly } from '../redis/redis.module';
+import type { RedisOptions } from 'ioredis';
+import { clearSocketTimersOnClose, reconnectOnReadOnly } from '../redis/redis.module';
 
 /**
  * How long a BullMQ connection waits for any reply while commands are out before it drops the
@@ -21,7 +21,7 @@ export const QUEUE_SOCKET_TIMEOUT_MS = 20_000;
  * probed by TCP keepalives after 10 s.
  */
 export function queueConnectionOptions(url: string): RedisOptions {
-  socketTimeoutsBoundToTheirConnection();
+  clearSocketTimersOnClose();
   return {
     ...redisOptionsFromUrl(url),
     maxRetriesPerRequest: null,
@@ -53,41 +53,4 @@ export function redisOptionsFromUrl(url: string): RedisOptions {
 /** Where every BullMQ key lives: `<REDIS_KEY_PREFIX>:bull` (queues, the board, depth metrics). */
 export function bullPrefix(keyPrefix: string): string {
   return `${keyPrefix}:bull`;
-}
-
-/** The part of ioredis's client the fix below reaches into (its own, unexported). */
-interface SocketTimeoutInternals {
-  socketTimeoutTimer?: NodeJS.Timeout;
-  setSocketTimeout?: (this: SocketTimeoutInternals) => void;
-  on(event: 'close', listener: () => void): unknown;
-  [CLEARS_ON_CLOSE]?: true;
-}
-const CLEARS_ON_CLOSE = Symbol('socket timer cleared on close');
-let socketTimeoutsBound = false;
-
-/**
- * ioredis (5.11) arms a connection's `socketTimeout` timer and never clears it when that
- * connection closes for another reason: when it fires, it destroys whichever connection is
- * current — the healthy next one. BullMQ's blocking connection (a worker's wait for jobs) is
- * closed by BullMQ's own watchdog with a timer armed, so after a Redis restart each worker's
- * connections were dropped every ~20 s, each a warning, until the worker restarted (redis-loss
- * review; the shared client clears its timer on 'close', redis.module.ts, but BullMQ makes its
- * clients itself). Every ioredis client of the process now does the same: the first time it arms
- * a timer, one listener of its own 'close' is added that clears it.
- */
-function socketTimeoutsBoundToTheirConnection(): void {
-  if (socketTimeoutsBound) return;
-  socketTimeoutsBound = true;
-  const proto = Redis.prototype as unknown as SocketTimeoutInternals;
-  const arm = proto.setSocketTimeout;
-  if (typeof arm !== 'function') return; // a release that has it no more (fixed, or reworked)
-  proto.setSocketTimeout = function (this: SocketTimeoutInternals) {
-    arm.call(this);
-    if (this[CLEARS_ON_CLOSE]) return;
-    this[CLEARS_ON_CLOSE] = true;
-    this.on('close', () => {
-      clearTimeout(this.socketTimeoutTimer);
-      this.socketTimeoutTimer = undefined;
-    });
-  };
 }

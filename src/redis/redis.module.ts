@@ -13,7 +13,8 @@ export const REDIS = Symbol('REDIS');
  * sign-ins, rate limits) must not count one request twice — the caller's error path decides.
  */
 export function createRedisClient(url: string, name: string): Redis {
-  const client = new Redis(url, {
+  clearSocketTimersOnClose();
+  return new Redis(url, {
     connectionName: name,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
@@ -30,15 +31,44 @@ export function createRedisClient(url: string, name: string): Redis {
     retryStrategy: (times) => Math.min(times * 200, 2000),
     reconnectOnError: reconnectOnReadOnly(1),
   });
-  // ioredis (5.11) keeps the socket timer of a connection that closed for another reason and
-  // lets it destroy whichever connection is current when it fires — the healthy next one, up to
-  // 3 s after a reconnect — while commands on that one start no timer of their own. Cleared here.
-  client.on('close', () => {
-    const internal = client as unknown as { socketTimeoutTimer?: NodeJS.Timeout };
-    clearTimeout(internal.socketTimeoutTimer);
-    internal.socketTimeoutTimer = undefined;
-  });
-  return client;
+}
+
+/** The part of ioredis's client the fix below reaches into (its own, unexported). */
+interface SocketTimeoutInternals {
+  socketTimeoutTimer?: NodeJS.Timeout;
+  setSocketTimeout?: (this: SocketTimeoutInternals) => void;
+  on(event: 'close', listener: () => void): unknown;
+  [CLEARS_ON_CLOSE]?: true;
+}
+const CLEARS_ON_CLOSE = Symbol('socket timer cleared on close');
+let socketTimeoutsBound = false;
+
+/**
+ * ioredis (5.11) arms a connection's `socketTimeout` timer and never clears it when that
+ * connection closes for another reason: when it fires, it destroys whichever connection is
+ * current — the healthy next one. BullMQ's blocking connection (a worker's wait for jobs) is
+ * closed by BullMQ's own watchdog with a timer armed, so after a Redis restart each worker's
+ * connections were dropped every ~20 s, each a warning, until the worker restarted (redis-loss
+ * review); the shared client's next connection, up to 3 s after a reconnect. Every ioredis client
+ * of the process — the shared one, and BullMQ's, which it makes itself — the first time it arms a
+ * timer, gets one listener of its own 'close' that clears it. Called by whatever makes a client
+ * (createRedisClient, queueConnectionOptions); once is enough.
+ */
+export function clearSocketTimersOnClose(): void {
+  if (socketTimeoutsBound) return;
+  socketTimeoutsBound = true;
+  const proto = Redis.prototype as unknown as SocketTimeoutInternals;
+  const arm = proto.setSocketTimeout;
+  if (typeof arm !== 'function') return; // a release that has it no more (fixed, or reworked)
+  proto.setSocketTimeout = function (this: SocketTimeoutInternals) {
+    arm.call(this);
+    if (this[CLEARS_ON_CLOSE]) return;
+    this[CLEARS_ON_CLOSE] = true;
+    this.on('close', () => {
+      clearTimeout(this.socketTimeoutTimer);
+      this.socketTimeoutTimer = undefined;
+    });
+  };
 }
 
 /**
