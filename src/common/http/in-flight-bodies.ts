@@ -44,9 +44,4 @@ export class InFlightBodies {
     else this.perClient.delete(client);
     this.total = Math.max(0, this.total - bytes);
   }
-
-  /** Bytes held now, by all clients. */
-  get held(): number {
-    return this.total;
-  }
 }
