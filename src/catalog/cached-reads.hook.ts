@@ -5,9 +5,9 @@ import type { FirstRequestHook } from '../common/http/first-request-hooks';
 import { problemBody } from '../common/errors/problem-details.filter';
 import {
   RATE_LIMIT_POLICIES,
+  ipTracker,
   policyHeaderItem,
   stateHeaderItem,
-  trackerFor,
 } from '../common/throttling/rate-limit.policies';
 import { CatalogCache } from './catalog-cache';
 import { catalogCacheKey } from './catalog-cache-key';
@@ -184,11 +184,6 @@ export function clientOf(request: FastifyRequest, trackers: Map<string, string>)
     trackers.set(key, tracker);
   }
   return tracker;
-}
-
-/** A client's per-IP tracker as the `default` policy counts it (IPv6 per /64). */
-export function ipTracker(ip: string): string {
-  return ip.includes(':') ? (trackerFor('ip', { ip }) ?? `ip:${ip}`) : `ip:${ip}`;
 }
 
 /** 429 RATE_LIMITED as the global filter renders it, built here: refusing must stay cheap. */

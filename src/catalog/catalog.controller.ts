@@ -5,7 +5,7 @@ import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { ApiProblems, ApiUuidParam } from '../common/http/api-problems';
 import { Public } from '../common/http/public.decorator';
 import { CatalogService } from './catalog.service';
-import { ipTracker } from './cached-reads.hook';
+import { ipTracker } from '../common/throttling/rate-limit.policies';
 import { CategoryListDto, ListProductsDto, ProductDto, ProductPageDto } from './dto/catalog.dto';
 
 const JSON_TYPE = 'application/json; charset=utf-8';

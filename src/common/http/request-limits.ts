@@ -16,7 +16,7 @@ import { headerLines } from './header-lines';
 import { MAX_ORDER_LINES } from '../order-lines';
 import { Transform } from 'node:stream';
 import { InFlightBodies } from './in-flight-bodies';
-import { trackerFor } from '../throttling/rate-limit.policies';
+import { ipTracker } from '../throttling/rate-limit.policies';
 
 /** Connections whose current request was answered before its body had fully arrived. */
 const answeredEarly = new WeakSet<Socket>();
@@ -146,10 +146,7 @@ export function limitBodies(app: NestFastifyApplication): void {
   // the bytes of bodies still arriving, per client and in all (the Stripe webhook counts its own)
   const arriving = new InFlightBodies(API_BODY_BYTES_PER_CLIENT, API_BODY_BYTES_IN_ALL);
   fastify.addHook('preParsing', (request, reply, payload, done) => {
-    const { headers } = request.raw;
-    const announced =
-      headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0;
-    if (!announced || request.routeOptions.url === STRIPE_WEBHOOK_ROUTE) {
+    if (!bodyAnnounced(request) || request.routeOptions.url === STRIPE_WEBHOOK_ROUTE) {
       return done(null, payload);
     }
     done(null, countedBody(request, reply, payload, arriving));
@@ -197,7 +194,7 @@ function countedBody(
   payload: NodeJS.ReadableStream,
   arriving: InFlightBodies,
 ): Transform {
-  const client = trackerFor('ip', { ip: request.ip }) ?? request.ip;
+  const client = ipTracker(request.ip);
   let held = 0;
   let ended = false;
   // once: the body has all come, the answer has gone out (read or not: a GET's body, a 413 by
@@ -255,10 +252,13 @@ function countedBody(
  * drained at a gigabyte every few seconds until the request timeout, on every such connection).
  */
 export function closeIfBodyPending(request: FastifyRequest, reply: FastifyReply): void {
+  if (bodyAnnounced(request) && !request.raw.complete) void reply.header('Connection', 'close');
+}
+
+/** Whether the request says a body comes with it (a chunked one, or a Content-Length above 0). */
+function bodyAnnounced(request: FastifyRequest): boolean {
   const { headers } = request.raw;
-  const announced =
-    headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0;
-  if (announced && !request.raw.complete) void reply.header('Connection', 'close');
+  return headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0;
 }
 
 /**

@@ -288,6 +288,14 @@ export interface TrackedRequest {
 }
 
 /**
+ * A client's per-IP tracker as the `default` policy counts it (`trackerFor('ip')`: IPv6 per /64),
+ * with an IPv4 address taken as it is, without parsing it (the cached reads' hot path).
+ */
+export function ipTracker(ip: string): string {
+  return ip.includes(':') ? (trackerFor('ip', { ip }) ?? `ip:${ip}`) : `ip:${ip}`;
+}
+
+/**
  * The identity a policy counts for this request, or null when it does not apply (a login
  * body without an email string: validation answers 400 anyway). IPv6 clients count per /64,
  * as one host usually owns a whole /64.
