@@ -412,6 +412,22 @@ export class TransactionHost {
     return this.als.exit(() => this.run(work));
   }
 
+  /**
+   * Like run(), for reads whose cost a client chooses (a search's terms): each statement of the
+   * transaction is cancelled after `statementMs` (statement_timeout, SET LOCAL: 57014, a 503 to
+   * retry) and runs without parallel workers (max_parallel_workers_per_gather 0), so one request
+   * holds one backend on one core for a bounded time. Both are set in BEGIN's message (no round
+   * trip of their own) and end with the transaction. Inside an open transaction it is that
+   * transaction's work, whose settings stand.
+   */
+  runBounded<T>(statementMs: number, work: () => Promise<T>): Promise<T> {
+    return this.runOpeningWith(
+      `SELECT set_config('statement_timeout', $1, true), set_config('max_parallel_workers_per_gather', '0', true)`,
+      [String(Math.max(1, Math.round(statementMs)))],
+      () => work(),
+    );
+  }
+
   private async runWithRetry<T>(
     work: (opened: unknown[][]) => Promise<T>,
     opening?: Opening,

@@ -1,3 +1,4 @@
+import { CATALOG_BUILD_STATEMENT_MS } from '../../src/catalog/catalog.service';
 import { ProductRepository } from '../../src/catalog/product.repository';
 import { TransactionHost } from '../../src/database/transaction-host';
 import { HttpResponse, expectProblem } from '../support/http';
@@ -77,5 +78,52 @@ describe('catalog builds paid for by their time, per client', () => {
     expect((await search(shopper, 'zeta')).status).toBe(200);
     expect((await search(attacker, 'zeta')).status).toBe(200);
     expect((await search(shopper, 'eta')).status).toBe(200);
+  });
+
+  it("a listing's build runs each statement within CATALOG_BUILD_STATEMENT_MS and on one core, settings that end with it; one held up longer is cancelled (503, Retry-After), its backend freed at once", async () => {
+    const repository = t.app.get(ProductRepository);
+    const tx = t.app.get(TransactionHost);
+    const setting = async (name: string) =>
+      (await tx.query<Record<string, string>>(`SHOW ${name}`))[0][name];
+    const page = repository.page.bind(repository);
+    const inBuild: string[] = [];
+    jest.spyOn(repository, 'page').mockImplementation(async (query) => {
+      inBuild.push(
+        await setting('statement_timeout'),
+        await setting('max_parallel_workers_per_gather'),
+      );
+      return page(query);
+    });
+    expect((await search('192.0.2.40', 'bounded')).status).toBe(200);
+    expect(inBuild).toEqual([`${CATALOG_BUILD_STATEMENT_MS / 1000}s`, '0']);
+    // (SET LOCAL: the pool's connections are as they were)
+    expect(await tx.run(() => setting('statement_timeout'))).toBe('0');
+    expect(await tx.run(() => setting('max_parallel_workers_per_gather'))).not.toBe('0');
+    jest.restoreAllMocks();
+
+    // the products table held (an ALTER TABLE, say): a search waits no longer than the bound
+    const table = await t.db.pool.connect();
+    try {
+      await table.query('BEGIN');
+      await table.query('LOCK TABLE products IN ACCESS EXCLUSIVE MODE');
+      const started = performance.now();
+      const res = await search('192.0.2.41', 'held up');
+      const tookMs = performance.now() - started;
+      expectProblem(res, 503, 'SERVICE_UNAVAILABLE');
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(tookMs).toBeGreaterThanOrEqual(CATALOG_BUILD_STATEMENT_MS - 50);
+      expect(tookMs).toBeLessThan(CATALOG_BUILD_STATEMENT_MS + 5_000);
+      // its statement was cancelled on the server, not left waiting for the lock
+      const waiting = await t.db.pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,
+      );
+      expect(waiting.rows[0].n).toBe(0);
+      await table.query('COMMIT');
+    } finally {
+      await table.query('ROLLBACK').catch(() => undefined);
+      table.release();
+    }
+    expect((await search('192.0.2.41', 'held up')).status).toBe(200);
   });
 });
