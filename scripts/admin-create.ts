@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import { commandFailed } from './command-failed';
 import { isEmail } from 'class-validator';
 import { PLAIN_ADDRESS } from '../src/common/email';
 import { readFileSync } from 'node:fs';
@@ -8,7 +9,7 @@ import { passwordFits } from '../src/auth/password-form';
 import { charLength } from '../src/common/http/char-length';
 import { hasControlCharacters } from '../src/common/http/control-characters';
 import { oneLine } from '../src/common/http/single-line';
-import { ConfigError, loadConfig } from '../src/config/config';
+import { loadConfig } from '../src/config/config';
 import { loadEnvFile } from '../src/config/env-file';
 
 const USAGE =
@@ -88,8 +89,4 @@ function usage(problem: string): never {
   process.exit(2);
 }
 
-main().catch((err: unknown) => {
-  // a refused configuration names the variables; no stack trace needed
-  console.error(err instanceof ConfigError ? err.message : err);
-  process.exit(1);
-});
+main().catch(commandFailed);

@@ -1,5 +1,6 @@
 import 'reflect-metadata';
-import { ConfigError, loadConfig } from '../src/config/config';
+import { commandFailed } from './command-failed';
+import { loadConfig } from '../src/config/config';
 import { loadEnvFile } from '../src/config/env-file';
 
 /** `npm run seed`: loads demo data (only with NODE_ENV=development; refused otherwise). Idempotent. */
@@ -29,8 +30,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  // a refused configuration names the variables; no stack trace needed
-  console.error(err instanceof ConfigError ? err.message : err);
-  process.exit(1);
-});
+main().catch(commandFailed);

@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { loadConfig } from './config/config';
 import { logBootFailure } from './common/logging/boot-logger';
 import { loadEnvFile } from './config/env-file';
+import { exitCodeOf } from './config/exit-codes';
 import { logProcessWarnings } from './common/logging/process-warnings';
 
 async function bootstrap(): Promise<void> {
@@ -35,6 +36,5 @@ bootstrap().catch((err: unknown) => {
   // one JSON line like every other (a configuration's names the variables), then exit
   logBootFailure(err);
   // (1, or a refusal's own: KeyPrefixClaim's PrefixInUse, EXIT_CONFIG)
-  const code = (err as { exitCode?: unknown } | undefined)?.exitCode;
-  process.exit(typeof code === 'number' ? code : 1);
+  process.exit(exitCodeOf(err));
 });

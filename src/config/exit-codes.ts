@@ -5,3 +5,9 @@
  * which would be refused again, for ever.
  */
 export const EXIT_CONFIG = 78;
+
+/** The exit code `err` asks for: a refusal's own (EXIT_CONFIG: PrefixInUse, EvictingRedis), else 1. */
+export function exitCodeOf(err: unknown): number {
+  const code = (err as { exitCode?: unknown } | undefined)?.exitCode;
+  return typeof code === 'number' ? code : 1;
+}

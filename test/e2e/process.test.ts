@@ -1,11 +1,16 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
+import Redis from 'ioredis';
 import { DataSource } from 'typeorm';
+import { EXIT_CONFIG } from '../../src/config/exit-codes';
 import { dataSourceOptions } from '../../src/database/data-source-options';
 import { ROOT, redisPrefixFor, runScript as run } from '../support/processes';
 import { freePort } from '../support/ports';
+import { PrivateRedis } from '../support/private-redis';
+import { deploymentSecrets } from '../support/deployment-secrets';
 import { createTestDatabase, TestDatabase } from '../support/test-database';
 import { waitFor } from '../support/wait-for';
 
@@ -441,6 +446,32 @@ describe('operational commands', () => {
         `SELECT count(*)::int AS n, count(DISTINCT name)::int AS names FROM schema_migrations`,
       )
     ).rows[0] as { n: number; names: number };
+  it('admin:create refused by the running system (a Redis that evicts keys) says why without a stack trace, with its exit code, and writes nothing', async () => {
+    const redis = await PrivateRedis.start();
+    try {
+      const admin = new Redis(redis.url);
+      await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+      admin.disconnect();
+      const env = {
+        ...deploymentSecrets(),
+        NODE_ENV: 'production',
+        JWT_SECRET: randomBytes(32).toString('hex'),
+        REDIS_URL: redis.url,
+        ADMIN_PASSWORD: 'evicted-admin-1',
+      };
+      const created = await cli(['scripts/admin-create.ts', '--email', 'evicted@shop.test'], {
+        env,
+      });
+      expect(created.code).toBe(EXIT_CONFIG);
+      expect(created.out).toContain("Redis's maxmemory-policy is allkeys-lru");
+      expect(created.out).not.toMatch(/\n\s+at /); // no stack trace
+      const users = await db.pool.query(`SELECT 1 FROM users WHERE email = 'evicted@shop.test'`);
+      expect(users.rowCount).toBe(0);
+    } finally {
+      await redis.down();
+    }
+  });
+
   const migrationFiles = () =>
     readdirSync(join(ROOT, 'migrations')).filter((f) => f.endsWith('.ts')).length;
   const runMigrations = () =>
