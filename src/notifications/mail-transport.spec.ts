@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Logger } from '@nestjs/common';
 import { ConfigError, loadConfig } from '../config/config';
-import { MailTransport, mailTransportProvider } from './mail-transport';
+import { MailTransport, UNANSWERED_HANDOVERS_LIMIT, mailTransportProvider } from './mail-transport';
 
 /** The SMTP transport's record of a 250 it got ("accepted" mark in Redis), as a takeover reads it. */
 describe('SMTP transport: the record of an earlier delivery', () => {
@@ -12,13 +12,16 @@ describe('SMTP transport: the record of an earlier delivery', () => {
     SMTP_URL: 'smtp://127.0.0.1:2525',
     REDIS_KEY_PREFIX: 'unit',
   });
-  const transport = (exists: () => Promise<number>): MailTransport =>
-    (mailTransportProvider as { useFactory: (c: unknown, r: unknown) => MailTransport }).useFactory(
-      config,
-      {
-        exists: jest.fn(exists),
-      },
-    );
+  const transport = (
+    marks: () => Promise<(string | null)[]>,
+    errors: unknown[] = [],
+  ): MailTransport => {
+    jest.spyOn(Logger.prototype, 'error').mockImplementation((m) => void errors.push(m));
+    return (
+      mailTransportProvider as { useFactory: (c: unknown, r: unknown) => MailTransport }
+    ).useFactory(config, { mget: jest.fn(marks) });
+  };
+  afterEach(() => jest.restoreAllMocks());
   const message = {
     key: 'k1',
     messageId: '<k1@shop.example>',
@@ -29,9 +32,21 @@ describe('SMTP transport: the record of an earlier delivery', () => {
     html: 'h',
   };
 
-  it('answers from the mark', async () => {
-    expect(await transport(() => Promise.resolve(1)).alreadyDelivered!(message)).toBe(true);
-    expect(await transport(() => Promise.resolve(0)).alreadyDelivered!(message)).toBe(false);
+  it('answers from the marks: accepted, or handed over whole and unanswered UNANSWERED_HANDOVERS_LIMIT times (said at error)', async () => {
+    const marks = (accepted: string | null, handed: string | null) => () =>
+      Promise.resolve([accepted, handed]);
+    expect(await transport(marks('1', null)).alreadyDelivered!(message)).toBe(true);
+    expect(await transport(marks(null, null)).alreadyDelivered!(message)).toBe(false);
+    const errors: unknown[] = [];
+    const limit = UNANSWERED_HANDOVERS_LIMIT;
+    expect(await transport(marks(null, String(limit - 1)), errors).alreadyDelivered!(message)).toBe(
+      false,
+    );
+    expect(errors).toEqual([]);
+    expect(await transport(marks(null, String(limit)), errors).alreadyDelivered!(message)).toBe(
+      true,
+    );
+    expect(errors).toEqual([expect.stringContaining(`email k1: handed to the mail server whole`)]);
   });
 
   it('rejects when the mark cannot be read (never "not delivered": that sent the receipt twice)', async () => {
@@ -41,7 +56,7 @@ describe('SMTP transport: the record of an earlier delivery', () => {
       ),
     ).rejects.toThrow();
     await expect(
-      transport(() => new Promise<number>(() => undefined)).alreadyDelivered!(message),
+      transport(() => new Promise<(string | null)[]>(() => undefined)).alreadyDelivered!(message),
     ).rejects.toThrow();
   });
 });

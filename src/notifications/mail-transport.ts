@@ -1,9 +1,10 @@
-import { Logger, OnApplicationShutdown, OnModuleInit, Provider } from '@nestjs/common';
+import { Logger, OnModuleInit, Provider } from '@nestjs/common';
 import { access, mkdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { createTransport, type Transporter } from 'nodemailer';
 import { parseConnectionUrl } from 'nodemailer/lib/shared';
+import type { Logger as NodemailerLogger } from 'nodemailer/lib/shared';
 import type SMTPTransport from 'nodemailer/lib/smtp-transport';
 import type StreamTransport from 'nodemailer/lib/stream-transport';
 import type Redis from 'ioredis';
@@ -85,6 +86,34 @@ const toMail = (m: OutgoingEmail) => ({
 const ACCEPTED_MARK_MS = 7 * 24 * 3600_000;
 /** A Redis slower than this leaves the mark unwritten or unread (the stricter answer: not known). */
 const ACCEPTED_MARK_TIMEOUT_MS = 500;
+/**
+ * Attempts that handed the mail server a whole message and had no answer (the connection lost or
+ * timed out after the message's final ".") after which it is taken as delivered: such a message
+ * may well have been accepted, and sending it on every retry mailed one customer up to 60 copies
+ * a day (mail review). One resend is allowed, so a message lost on its way is still sent again.
+ */
+export const UNANSWERED_HANDOVERS_LIMIT = 2;
+
+/**
+ * A bunyan-style logger for one nodemailer conversation that calls `handedOver` once the whole
+ * message, with its final ".", has been written to the server (nodemailer's info line for the
+ * message's data stream ending: `{ tnx: 'message', outByteCount }`); everything else is dropped.
+ */
+function handoverWatcher(handedOver: () => void): NodemailerLogger {
+  const ignore = () => undefined;
+  return {
+    level: ignore,
+    trace: ignore,
+    debug: ignore,
+    warn: ignore,
+    error: ignore,
+    fatal: ignore,
+    info: (data: unknown) => {
+      const entry = data as { tnx?: unknown; outByteCount?: unknown } | null;
+      if (entry?.tnx === 'message' && entry.outByteCount !== undefined) handedOver();
+    },
+  };
+}
 
 /**
  * Sends through the mail server at SMTP_URL (smtp:// with STARTTLS — required outside development
@@ -99,24 +128,49 @@ const ACCEPTED_MARK_TIMEOUT_MS = 500;
  * (the same Message-ID), as without the record; when it is read: the takeover is tried later (a
  * mark that cannot be read was taken for none, and the receipt went out twice — while the job
  * runs at all, BullMQ's Redis answers, so the shared client is back in a moment).
+ *
+ * A send that handed the server the whole message and then lost the connection, or waited out
+ * its answer, may have been accepted: it is counted (`<prefix>:email-handed:<key>`, 7 days), and
+ * once UNANSWERED_HANDOVERS_LIMIT attempts have ended so the message is taken as delivered (said
+ * at error, with its key) — a relay behind a middlebox that drops the connection while it writes
+ * the message to its queue had every retry mail the customer another copy. A send that failed
+ * before the message was whole (refused, the connection lost during the envelope) is not counted.
  */
-class SmtpMailTransport extends MailTransport implements OnApplicationShutdown {
-  private readonly transporter: Transporter<SMTPTransport.SentMessageInfo>;
+class SmtpMailTransport extends MailTransport {
+  private readonly options: SMTPTransport.Options;
   private readonly markPrefix: string;
+  private readonly handedPrefix: string;
+  private readonly logger = new Logger('Mail');
 
   constructor(
     smtpUrl: string,
-    private readonly redis: Pick<Redis, 'set' | 'exists' | 'del'>,
+    private readonly redis: Pick<Redis, 'set' | 'mget' | 'del' | 'multi'>,
     keyPrefix: string,
     development: boolean,
   ) {
     super();
-    this.transporter = createTransport(smtpTransportOptions(smtpUrl, development));
+    this.options = smtpTransportOptions(smtpUrl, development);
     this.markPrefix = `${keyPrefix}:email-accepted:`;
+    this.handedPrefix = `${keyPrefix}:email-handed:`;
   }
 
   async send(message: OutgoingEmail): Promise<void> {
-    await this.transporter.sendMail(toMail(message));
+    // a transporter per message (one connection each, as nodemailer's unpooled SMTP has anyway),
+    // so its log tells whether this message was handed over whole
+    let handedOver = false;
+    const options: SMTPTransport.Options = {
+      ...this.options,
+      logger: handoverWatcher(() => (handedOver = true)),
+    };
+    const transporter = createTransport(options);
+    try {
+      await transporter.sendMail(toMail(message));
+    } catch (err) {
+      if (handedOver) await this.countHandover(message);
+      throw err;
+    } finally {
+      transporter.close();
+    }
     await withTimeout(
       this.redis.set(this.markPrefix + message.key, '1', 'PX', ACCEPTED_MARK_MS),
       ACCEPTED_MARK_TIMEOUT_MS,
@@ -125,25 +179,34 @@ class SmtpMailTransport extends MailTransport implements OnApplicationShutdown {
     );
   }
 
-  override async alreadyDelivered(message: OutgoingEmail): Promise<boolean> {
-    return (
-      (await withTimeout(
-        this.redis.exists(this.markPrefix + message.key),
-        ACCEPTED_MARK_TIMEOUT_MS,
-      )) === 1
-    );
-  }
-
-  /** 'sent' is recorded: the mark has served (left to expire if Redis cannot take the delete). */
-  override async recorded(message: OutgoingEmail): Promise<void> {
+  /** One more attempt handed `message` over whole and had no answer (a Redis away: not counted). */
+  private async countHandover(message: OutgoingEmail): Promise<void> {
+    const key = this.handedPrefix + message.key;
     await withTimeout(
-      this.redis.del(this.markPrefix + message.key),
+      this.redis.multi().incr(key).pexpire(key, ACCEPTED_MARK_MS).exec(),
       ACCEPTED_MARK_TIMEOUT_MS,
     ).catch(() => undefined);
   }
 
-  onApplicationShutdown(): void {
-    this.transporter.close();
+  override async alreadyDelivered(message: OutgoingEmail): Promise<boolean> {
+    const [accepted, handed] = await withTimeout(
+      this.redis.mget(this.markPrefix + message.key, this.handedPrefix + message.key),
+      ACCEPTED_MARK_TIMEOUT_MS,
+    );
+    if (accepted !== null) return true;
+    if (Number(handed ?? 0) < UNANSWERED_HANDOVERS_LIMIT) return false;
+    this.logger.error(
+      `email ${message.key}: handed to the mail server whole ${handed} times with no answer; taken as delivered, not sent again (check the mail server's log for its Message-ID ${message.messageId})`,
+    );
+    return true;
+  }
+
+  /** 'sent' is recorded: the marks have served (left to expire if Redis cannot take the delete). */
+  override async recorded(message: OutgoingEmail): Promise<void> {
+    await withTimeout(
+      this.redis.del(this.markPrefix + message.key, this.handedPrefix + message.key),
+      ACCEPTED_MARK_TIMEOUT_MS,
+    ).catch(() => undefined);
   }
 }
 

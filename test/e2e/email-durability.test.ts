@@ -1,9 +1,13 @@
-import { INestApplicationContext } from '@nestjs/common';
+import { INestApplicationContext, Logger } from '@nestjs/common';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmailService } from '../../src/notifications/email.service';
-import { MailTransport, OutgoingEmail } from '../../src/notifications/mail-transport';
+import {
+  MailTransport,
+  OutgoingEmail,
+  UNANSWERED_HANDOVERS_LIMIT,
+} from '../../src/notifications/mail-transport';
 import type Redis from 'ioredis';
 import { REDIS } from '../../src/redis/redis.module';
 import { registerCustomer } from '../support/auth';
@@ -135,6 +139,72 @@ describe('an email that went out stays recorded as sent across a database restar
     expect(smtp.forOrder(orderId)).toHaveLength(1); // one message at the server, not two
     expect(await worker.get<Redis>(REDIS, { strict: false }).exists(mark)).toBe(0);
   });
+
+  it('a message handed to the server whole whose answer is lost every time is sent at most twice, then taken as delivered (said at error); one lost before it was whole is sent again until it goes', async () => {
+    const errors = jest.spyOn(Logger.prototype, 'error');
+    const customer = await registerCustomer(t.http);
+    const buyer = { userId: customer.user.id, token: customer.accessToken };
+    const product = await insertProduct(t.db.pool, { stock: 5 });
+    const cancelledOrder = async () => {
+      const order = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
+      const orderId = order.body.id as string;
+      const cancelled = await t.http.post(
+        `/v1/orders/${orderId}/cancel`,
+        {},
+        { token: buyer.token, idempotencyKey: newKey() },
+      );
+      expect(cancelled.status).toBe(200);
+      return orderId;
+    };
+    const delivery = async (orderId: string) =>
+      (
+        await t.db.pool.query<{ status: string; attempts: number }>(
+          `SELECT status, attempts FROM email_deliveries WHERE order_id = $1 AND kind = 'cancellation'`,
+          [orderId],
+        )
+      ).rows;
+    try {
+      // the server keeps each copy and the connection is lost before its answer, every time
+      smtp.dropBeforeAnswerTimes = 100;
+      const unanswered = await cancelledOrder();
+      await drain(worker, t.db.pool);
+      expect(smtp.forOrder(unanswered)).toHaveLength(UNANSWERED_HANDOVERS_LIMIT);
+      expect(await delivery(unanswered)).toEqual([
+        { status: 'sent', attempts: UNANSWERED_HANDOVERS_LIMIT + 1 },
+      ]);
+      expect(errors.mock.calls.map(([m]) => String(m))).toContainEqual(
+        expect.stringContaining(
+          `email ${unanswered}.cancellation: handed to the mail server whole`,
+        ),
+      );
+      smtp.dropBeforeAnswerTimes = 0;
+
+      // lost at MAIL FROM, before the message: no copy at the server, so sent again until it goes
+      smtp.dropAtSenderTimes = UNANSWERED_HANDOVERS_LIMIT + 1;
+      const early = await cancelledOrder();
+      await drain(worker, t.db.pool);
+      expect(smtp.dropAtSenderTimes).toBe(0);
+      expect(smtp.forOrder(early)).toHaveLength(1);
+      expect(await delivery(early)).toEqual([
+        { status: 'sent', attempts: UNANSWERED_HANDOVERS_LIMIT + 2 },
+      ]);
+      // the marks served: gone
+      const redis = worker.get<Redis>(REDIS, { strict: false });
+      const prefix = t.config.redis.keyPrefix;
+      for (const orderId of [unanswered, early]) {
+        expect(
+          await redis.exists(
+            `${prefix}:email-accepted:${orderId}.cancellation`,
+            `${prefix}:email-handed:${orderId}.cancellation`,
+          ),
+        ).toBe(0);
+      }
+    } finally {
+      smtp.dropBeforeAnswerTimes = 0;
+      smtp.dropAtSenderTimes = 0;
+      errors.mockRestore();
+    }
+  }, 60_000);
 });
 
 describe('a worker that died between the send and the record (.eml transport)', () => {

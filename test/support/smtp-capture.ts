@@ -1,4 +1,4 @@
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import { waitFor } from './wait-for';
 
@@ -30,6 +30,17 @@ export class SmtpCapture {
    * recipient's.
    */
   refuseSenderTimes = 0;
+  /**
+   * The next this-many conversations lose their connection at MAIL FROM: before any message was
+   * handed over (a network blip early in the conversation).
+   */
+  dropAtSenderTimes = 0;
+  /**
+   * The next this-many messages are received whole (and kept: the server queued them), then the
+   * connection is lost before the answer — a middlebox that drops it while the server writes the
+   * message to its queue.
+   */
+  dropBeforeAnswerTimes = 0;
   /** Messages being received right now (their DATA started, not yet answered). */
   receiving = 0;
   /** While set, each message's DATA is answered only once it settles (holdMessages). */
@@ -53,7 +64,11 @@ export class SmtpCapture {
       authOptional: true,
       disabledCommands: ['AUTH', 'STARTTLS'],
       logger: false,
-      onMailFrom: (_address, _session, callback) => {
+      onMailFrom: (_address, session, callback) => {
+        if (this.dropAtSenderTimes > 0) {
+          this.dropAtSenderTimes--;
+          return this.dropConnection(session.id);
+        }
         if (this.refuseSenderTimes <= 0) return callback();
         this.refuseSenderTimes--;
         callback(Object.assign(new Error('5.7.0 Authentication required'), { responseCode: 530 }));
@@ -83,6 +98,10 @@ export class SmtpCapture {
               session.envelope.rcptTo.map((r) => r.address),
             ),
           );
+          if (this.dropBeforeAnswerTimes > 0) {
+            this.dropBeforeAnswerTimes--;
+            return this.dropConnection(session.id);
+          }
           callback();
         };
         stream.on('end', () => void answer());
@@ -94,6 +113,14 @@ export class SmtpCapture {
     });
     this.port = (server.server.address() as AddressInfo).port;
     this.server = server;
+  }
+
+  /** Ends the conversation `sessionId` at once, with no answer (its socket destroyed). */
+  private dropConnection(sessionId: string): void {
+    const connections = (
+      this.server as unknown as { connections: Set<{ id: string; _socket: Socket }> }
+    ).connections;
+    for (const c of connections) if (c.id === sessionId) c._socket.destroy();
   }
 
   async stop(): Promise<void> {
