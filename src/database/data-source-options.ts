@@ -29,6 +29,21 @@ const CONNECT_TIMEOUT_MS = 5000;
 /** How long a migration waits for a table lock before it fails (and rolls back): run it again later. */
 export const MIGRATION_LOCK_TIMEOUT_MS = 5_000;
 
+/**
+ * How long a statement of the app's pools waits for a lock (a row, a table, an advisory lock)
+ * before the server ends it (lock_timeout: 55P03, a 503 to retry; not counted by the circuit
+ * breaker). Every lock the app takes is held for milliseconds — a sale's stock row is locked by
+ * the statement sent with COMMIT — so a longer wait means a holder outside the request path: an
+ * operator's open transaction, a migration's table lock, a stuck statement. Waiting on it held a
+ * pool connection per waiter until the pool's queue turned every route of the instance into 503s
+ * (DATABASE_POOL_WAIT_MS, 8 s), and then until the statement's silence limit (60 s), when it was
+ * counted as an outage (dbpressure review). The server times each wait: a statement queued
+ * behind another waiter for the same row waits anew, as long again at most, once the one ahead
+ * gives up. Below the pool's default wait; migrations have their
+ * own (MIGRATION_LOCK_TIMEOUT_MS), the lock sessions take their locks with try-locks.
+ */
+export const LOCK_WAIT_MS = 5_000;
+
 /** The server's own TCP keepalive probes: a vanished client is noticed in about 25 s. */
 export const SERVER_KEEPALIVES =
   '-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3';
@@ -91,8 +106,9 @@ export function dataSourceOptions(
     url,
     `-c idle_in_transaction_session_timeout=${opts.idleInTransactionMs ?? IDLE_IN_TRANSACTION_MS} ${SERVER_KEEPALIVES}` +
       // a migration that cannot have its lock at once (a long reader, a pg_dump) gives up after
-      // MIGRATION_LOCK_TIMEOUT instead of queueing every request on that table behind it
-      (opts.withMigrations ? ` -c lock_timeout=${MIGRATION_LOCK_TIMEOUT_MS}` : ''),
+      // MIGRATION_LOCK_TIMEOUT instead of queueing every request on that table behind it; the
+      // app's statements after LOCK_WAIT_MS
+      ` -c lock_timeout=${opts.withMigrations ? MIGRATION_LOCK_TIMEOUT_MS : LOCK_WAIT_MS}`,
   );
   return {
     type: 'postgres',

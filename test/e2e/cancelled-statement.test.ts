@@ -1,3 +1,5 @@
+import { DbCircuitBreaker } from '../../src/database/db-circuit-breaker';
+import { LOCK_WAIT_MS } from '../../src/database/data-source-options';
 import { registerCustomer } from '../support/auth';
 import { assertStockInvariants, insertProduct, newKey, stockOf } from '../support/fixtures';
 import { Buyer, placeOrder } from '../support/orders';
@@ -63,4 +65,48 @@ describe('a checkout whose statement the server cancels', () => {
     expect(await stockOf(t.db.pool, product)).toEqual({ onHand: 5, reserved: 2 });
     await assertStockInvariants(t.db.pool, [product]);
   });
+
+  it("a stock row held longer than LOCK_WAIT_MS (an operator's open transaction): the waiting checkouts end at the lock wait with 503 + Retry-After, their connections free, the breaker closed, other routes served meanwhile", async () => {
+    const holder = await t.db.pool.connect();
+    let pending: ReturnType<typeof placeOrder>[] = [];
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1 FROM inventory_items WHERE product_id = $1 FOR UPDATE', [
+        product,
+      ]);
+      const started = performance.now();
+      pending = [1, 2, 3].map(() =>
+        placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }], newKey()),
+      );
+      await untilWaitingOnLocks(t.db.pool, 'the checkouts to wait on the inventory row', {
+        count: 3,
+      });
+      // the rest of the shop is served while they wait
+      expect((await t.http.get('/v1/orders', { token: buyer.token })).status).toBe(200);
+      const answers = await Promise.all(pending);
+      const tookMs = performance.now() - started;
+      expect(answers.map((r) => [r.status, r.body.code])).toEqual(
+        Array(3).fill([503, 'SERVICE_UNAVAILABLE']),
+      );
+      for (const r of answers)
+        expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(tookMs).toBeGreaterThanOrEqual(LOCK_WAIT_MS - 100);
+      // (lock_timeout times each wait: a checkout queued behind another waits anew, up to as long
+      // again, once the one ahead gives up)
+      expect(tookMs).toBeLessThan(2 * LOCK_WAIT_MS + 3_000);
+      // nobody waits on the row any more, though its holder still holds it
+      const waiting = await t.db.pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,
+      );
+      expect(waiting.rows[0].n).toBe(0);
+      expect(t.app.get(DbCircuitBreaker).state).toBe('closed');
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      holder.release();
+      await Promise.all(pending.map((p) => p.catch(() => undefined)));
+    }
+    expect(await stockOf(t.db.pool, product)).toEqual({ onHand: 5, reserved: 2 });
+    await assertStockInvariants(t.db.pool, [product]);
+  }, 30_000);
 });
