@@ -145,9 +145,34 @@ export class TransactionHost {
 
   /** Callers waiting for a connection of the pool right now (0 when one is free). */
   poolWaiting(): number {
-    const pool = (this.dataSource.driver as unknown as { master?: { waitingCount?: number } })
-      .master;
-    return pool?.waitingCount ?? 0;
+    return this.pool()?.waitingCount ?? 0;
+  }
+
+  /**
+   * Whether a statement now would wait for a connection of the pool: callers are queued for one,
+   * or every connection the pool may open is in use (none idle, at its size) — e.g. each held by
+   * a checkout waiting on a hot row, with nobody else queued yet.
+   */
+  poolExhausted(): boolean {
+    const pool = this.pool();
+    if (!pool) return false;
+    if ((pool.waitingCount ?? 0) > 0) return true;
+    const max = pool.options?.max;
+    return max !== undefined && (pool.idleCount ?? 0) === 0 && (pool.totalCount ?? 0) >= max;
+  }
+
+  /** pg-pool's counters (the driver's `master` pool). */
+  private pool() {
+    return (
+      this.dataSource.driver as unknown as {
+        master?: {
+          waitingCount?: number;
+          idleCount?: number;
+          totalCount?: number;
+          options?: { max?: number };
+        };
+      }
+    ).master;
   }
 
   /** The transaction's manager inside run(), otherwise the pool-backed default manager. */

@@ -33,7 +33,9 @@ const RECENT_ANSWER_MS = 2000;
  * hot row whose holder froze: up to the server's 15 s idle-in-transaction limit) is no outage
  * either: the probe then goes over a connection of its own, kept while the queue lasts
  * (SideConnection) — queued behind the checkouts it timed out, on every API process at once, and the
- * load balancer pulled them all while PostgreSQL answered.
+ * load balancer pulled them all while PostgreSQL answered. The same with every connection in use
+ * and nobody queued yet (TransactionHost#poolExhausted): the probe itself queued, and timed out
+ * (dbpressure review).
  */
 @Injectable()
 export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
@@ -76,10 +78,10 @@ export class DatabaseHealthIndicator implements OnModuleInit, OnModuleDestroy {
     if (this.tx.readOnlyWithin(RECENT_ANSWER_MS)) {
       return check.down({ breaker: this.breaker.state, message: READ_ONLY_DETAIL });
     }
-    if (this.tx.poolWaiting() > 0 && this.breaker.answeredWithin(RECENT_ANSWER_MS)) {
+    if (this.tx.poolExhausted() && this.breaker.answeredWithin(RECENT_ANSWER_MS)) {
       return check.up({ breaker: this.breaker.state });
     }
-    const queued = this.tx.poolWaiting() > 0 && this.breaker.state === 'closed';
+    const queued = this.tx.poolExhausted() && this.breaker.state === 'closed';
     if (!queued) this.side.close();
     let timer: NodeJS.Timeout | undefined;
     try {

@@ -121,6 +121,45 @@ describe('readiness while the pool is busy but the database answers', () => {
     await sideConnectionClosed('shop-orders/readiness');
   }, 30_000);
 
+  it('stays 200 while every connection waits on a lock and nobody else is queued yet: probed over a connection of its own', async () => {
+    // the pool at its size, each connection a checkout waiting on a hot row, no caller queued: the
+    // probe took its place in the queue and timed out after 1.5 s (dbpressure review)
+    const tx = t.app.get(TransactionHost);
+    const holder = await t.db.pool.connect();
+    await holder.query('BEGIN');
+    await holder.query(`SELECT pg_advisory_xact_lock(4245)`);
+    const waiting = Promise.all(
+      Array.from({ length: 2 }, () =>
+        tx.query('SELECT pg_advisory_xact_lock_shared(4245)').catch(() => undefined),
+      ),
+    );
+    try {
+      await waitFor(
+        'both connections waiting on the lock',
+        async () =>
+          Number(
+            (
+              await t.db.pool.query(
+                `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4245 AND NOT granted`,
+              )
+            ).rows[0].count,
+          ),
+        { until: (n) => n === 2 },
+      );
+      expect([tx.poolExhausted(), tx.poolWaiting()]).toEqual([true, 0]);
+      const ready = await t.http.get('/health/ready');
+      expect([ready.status, ready.body.details?.database]).toEqual([
+        200,
+        { status: 'up', breaker: 'closed' },
+      ]);
+    } finally {
+      await holder.query('COMMIT');
+      holder.release();
+      await waiting;
+    }
+    expect(tx.poolExhausted()).toBe(false);
+  }, 30_000);
+
   it('stays 200, its breaker closed, when waits in the pool queue run out behind such a lock (each a 503 of its own)', async () => {
     // the lock held past DATABASE_POOL_WAIT_MS: queued callers give up one after another; counted
     // as outages, they opened the breaker, readiness skipped its side probe, and every instance
