@@ -14,9 +14,23 @@ const MAX_ATTEMPTS = 3;
  * have committed it, so it is run again, once, on another connection — one blink (a backend
  * ended, a pooler's reset) killed the connections open at that moment, and every request then in
  * a transaction answered 503 though a retry at once went through. A death while the COMMIT's
- * message is on its way is the lost-answer case (outcomeAfter), never run again here.
+ * message is on its way is the lost-answer case (outcomeAfter): run again only once the server
+ * says it rolled back (rolledBackByDeath).
  */
 const diedBeforeCommit = new WeakSet<object>();
+
+/**
+ * Whether the connection died with the COMMIT's message (isConnectionDeath) and the server then
+ * said the transaction rolled back (outcomeAfter): nothing of it was written, as with a death
+ * before COMMIT, so it is marked to be run again, once, the same way (diedBeforeCommit) — a 10 ms
+ * blink during a sale failed the checkouts whose COMMIT was on its way with 503s (dbpressure
+ * review). A lost answer whose outcome is unknown is never run again.
+ */
+function rolledBackByDeath(err: unknown, outcome: CommitOutcome): boolean {
+  if (outcome !== 'aborted' || !isConnectionDeath(err)) return false;
+  diedBeforeCommit.add(err as object);
+  return true;
+}
 /**
  * The pause before that second run: the pool reads the errors of the other connections the blink
  * killed (handed out before that, the retry's own BEGIN died too) and a pooler is back.
@@ -482,7 +496,9 @@ export class TransactionHost {
           diedBeforeCommit.has(died)
         ) {
           firstDeath = err as Error;
-          this.logger.warn('transaction run again: its connection died before COMMIT');
+          this.logger.warn(
+            'transaction run again: its connection died before its COMMIT took effect',
+          );
           await new Promise((r) => setTimeout(r, RECONNECT_PAUSE_MS));
           continue;
         }
@@ -548,7 +564,9 @@ export class TransactionHost {
             `${statements.map((w) => w.sql).join(';\n')};\nCOMMIT`,
           );
         } catch (err) {
-          if ((await this.outcomeAfter(err, xid)) !== 'committed') {
+          const outcome = await this.outcomeAfter(err, xid);
+          if (outcome !== 'committed') {
+            if (rolledBackByDeath(err, outcome)) throw err;
             const mapped = statements
               .map((w) => w.mapError?.(err))
               .find((e) => e !== undefined && e !== err);
@@ -572,7 +590,11 @@ export class TransactionHost {
         try {
           answer = await this.simple(runner, 'COMMIT');
         } catch (err) {
-          if ((await this.outcomeAfter(err, xid)) !== 'committed') throw err;
+          const outcome = await this.outcomeAfter(err, xid);
+          if (outcome !== 'committed') {
+            rolledBackByDeath(err, outcome);
+            throw err;
+          }
         }
         markTransaction(runner, false);
         // the server answers COMMIT of a transaction a failed statement aborted with ROLLBACK, not

@@ -107,19 +107,42 @@ describe('a COMMIT whose answer is lost', () => {
     expect(await probeRows()).toEqual([2, 3]);
   });
 
-  it('is found rolled back when the COMMIT never reached the server: 503, nothing written', async () => {
+  it('is found rolled back when the COMMIT never reached the server: run again, once, on another connection (written once); when that one is cut too, 503 and nothing written', async () => {
     const cut = proxy.cutBeforeNextCommit();
     const after: string[] = [];
-    const outcome = await tx
-      .run(async () => {
-        await tx.query(`INSERT INTO commit_probe VALUES (4)`);
-        tx.afterCommit(() => after.push('afterCommit'));
-      })
-      .then(
-        () => 'resolved',
-        (err: unknown) => err,
-      );
+    let runs = 0;
+    const work = async () => {
+      runs++;
+      await tx.query(`INSERT INTO commit_probe VALUES (4)`);
+      tx.afterCommit(() => after.push('afterCommit'));
+    };
+    // a 10 ms blink as the COMMIT goes out: the server rolled it back, so it is run again
+    await tx.run(work);
     await cut;
+    expect(runs).toBe(2);
+    expect(after).toEqual(['afterCommit']);
+    expect(await probeRows()).toEqual([4]);
+
+    // statements travelling with the COMMIT too
+    await t.db.pool.query(`DELETE FROM commit_probe`);
+    const again = proxy.cutBeforeNextCommit();
+    await tx.run(async () => {
+      tx.sendWithCommit('INSERT INTO commit_probe VALUES ($1::int)', [6]);
+    });
+    await again;
+    expect(await probeRows()).toEqual([6]);
+
+    // every COMMIT cut: once run again, then 503, nothing written
+    await t.db.pool.query(`DELETE FROM commit_probe`);
+    const release = proxy.cutStatements(/COMMIT/);
+    runs = 0;
+    after.length = 0;
+    const outcome = await tx.run(work).then(
+      () => 'resolved',
+      (err: unknown) => err,
+    );
+    release();
+    expect(runs).toBe(2);
     expect(outcome).toBeInstanceOf(DomainError);
     expect((outcome as DomainError).code).toBe('SERVICE_UNAVAILABLE');
     expect(after).toEqual([]);
@@ -298,12 +321,13 @@ describe('a COMMIT whose answer is lost', () => {
     const session = await registerCustomer(t.http);
     const pending = t.app.get(PendingRevocations);
     // the process dies as its COMMIT goes out: it never sees the failure, so never retries it
+    // (every COMMIT cut: a transaction the server rolled back is run again once, on another connection)
     const died = jest.spyOn(pending, 'revokeFamily').mockImplementation(() => undefined);
-    const cut = proxy.cutBeforeNextCommit();
+    const release = proxy.cutStatements(/COMMIT/);
     try {
       await t.http.post('/v1/auth/logout', { refreshToken: session.refreshToken });
-      await cut;
     } finally {
+      release();
       died.mockRestore();
     }
     const family = (
