@@ -5,6 +5,7 @@ import { DatabaseHealthIndicator } from './database.health';
 import { KeyPrefixClaimMetrics } from './key-prefix-claim.metrics';
 import { ReadinessService } from './readiness.service';
 import { RedisHealthIndicator } from './redis.health';
+import { SchemaCheck } from './schema-check';
 
 @Module({
   // terminus's per-check error line is off: ReadinessService logs readiness when it changes
@@ -15,6 +16,7 @@ import { RedisHealthIndicator } from './redis.health';
     RedisHealthIndicator,
     ReadinessService,
     KeyPrefixClaimMetrics,
+    SchemaCheck,
   ],
 })
 export class HealthModule {}

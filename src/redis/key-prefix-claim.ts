@@ -257,7 +257,7 @@ return {1, value, tonumber(ARGV[4])}
  * dropped and created again) and its name. Where pg_control_system() is not granted (some
  * managed services), without the system identifier.
  */
-export async function databaseIdentity(dataSource: DataSource): Promise<string> {
+export async function databaseIdentity(dataSource: Pick<DataSource, 'query'>): Promise<string> {
   let row: { system: string | null; oid: string; name: string };
   try {
     [row] = await dataSource.query<(typeof row)[]>(

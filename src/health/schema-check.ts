@@ -1,0 +1,146 @@
+import { Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { DataSource } from 'typeorm';
+import { withTimeout } from '../common/with-timeout';
+import { APP_CONFIG, AppConfig } from '../config/config';
+import { EXIT_CONFIG } from '../config/exit-codes';
+import { databaseIdentity } from '../redis/key-prefix-claim';
+import { connectionSettings } from '../database/data-source-options';
+
+/** How long a boot waits for either answer before it goes on without it (no refusal). */
+const CHECK_TIMEOUT_MS = 5_000;
+
+/** A database this build cannot run on, refused at boot (exit code EXIT_CONFIG). */
+export class DatabaseMismatch extends Error {
+  readonly exitCode = EXIT_CONFIG;
+}
+
+/**
+ * The newest migration this build carries: the largest timestamp of `<dir>/<timestamp>-<name>`
+ * (.ts, or .js in a build); null when it carries none (a build shipped without its migrations).
+ */
+export function newestMigrationOf(dir: string): number | null {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return null;
+  }
+  const stamps = names
+    .filter((n) => /^\d+-.+\.(ts|js)$/.test(n) && !n.endsWith('.d.ts'))
+    .map((n) => Number(n.slice(0, n.indexOf('-'))));
+  return stamps.length > 0 ? Math.max(...stamps) : null;
+}
+
+/**
+ * What a process checks of its database before it serves or works (API, worker, and the commands
+ * that boot the application):
+ *
+ * - **The schema is not behind this build.** The newest migration recorded (`schema_migrations`)
+ *   must be at least the newest this build carries. A build started before `npm run
+ *   migration:run` (a deploy in the wrong order, a migration that failed) booted, its readiness
+ *   said 200, and every route touching a new table or column answered 500 (operator review). A
+ *   database ahead of the build is fine: the previous build keeps serving during a rolling deploy.
+ * - **`DATABASE_LOCK_URL` reaches the same database as `DATABASE_URL`.** The migrations run over
+ *   the lock URL (ormconfig.ts), and the key locks and readiness's side probe use it: pointed at
+ *   another database, `migration:run` migrated that one and exited 0, and the API on the
+ *   unmigrated one reported ready (operator review). Compared by `databaseIdentity` (the cluster's
+ *   system identifier, the database's oid and name), which a transaction pooler passes through.
+ *
+ * Either refuses the boot (DatabaseMismatch, exit code EXIT_CONFIG) naming what to do. A database
+ * that does not answer at boot is no refusal: the process boots as it would without the check (its
+ * breaker and readiness deal with it), and says so at warn.
+ */
+@Injectable()
+export class SchemaCheck implements OnApplicationBootstrap {
+  private readonly logger = new Logger(SchemaCheck.name);
+  /** The build's migrations folder (as dataSourceOptions finds it). */
+  private readonly migrationsDir = join(__dirname, '..', '..', 'migrations');
+
+  constructor(
+    private readonly dataSource: DataSource,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    await this.checkSchema();
+    await this.checkLockRoute();
+  }
+
+  private async checkSchema(): Promise<void> {
+    const carried = newestMigrationOf(this.migrationsDir);
+    if (carried === null) {
+      this.logger.warn(
+        `no migrations found in ${this.migrationsDir}: whether the database's schema is behind this build is not checked`,
+      );
+      return;
+    }
+    let recorded: number | null;
+    try {
+      const [row] = await withTimeout(
+        this.dataSource.query<{ newest: string | null }[]>(
+          `SELECT max("timestamp")::text AS newest FROM schema_migrations`,
+        ),
+        CHECK_TIMEOUT_MS,
+      );
+      recorded = row?.newest ? Number(row.newest) : null;
+    } catch (err) {
+      // undefined_table: never migrated
+      if ((err as { code?: unknown }).code !== '42P01') return this.unchecked('its schema', err);
+      recorded = null;
+    }
+    if (recorded === null || recorded < carried) {
+      throw new DatabaseMismatch(
+        `The database's schema is behind this build (its newest migration ${recorded ?? 'none'}, this build's ${carried}): run the migrations first (npm run migration:run, or migration:run:dist for a build), then start it`,
+      );
+    }
+  }
+
+  private async checkLockRoute(): Promise<void> {
+    const { url, lockUrl } = this.config.database;
+    if (lockUrl === url) return;
+    let own: string;
+    let overLock: string;
+    try {
+      own = await withTimeout(databaseIdentity(this.dataSource), CHECK_TIMEOUT_MS);
+      overLock = await withTimeout(identityOver(lockUrl), CHECK_TIMEOUT_MS);
+    } catch (err) {
+      return this.unchecked('DATABASE_LOCK_URL', err);
+    }
+    if (own !== overLock) {
+      throw new DatabaseMismatch(
+        `DATABASE_LOCK_URL reaches another database (${nameOf(overLock)}) than DATABASE_URL (${nameOf(own)}): the migrations run over it, and the key locks and readiness use it. Point it at the same database (directly or through a session-mode pooler), or leave it unset`,
+      );
+    }
+  }
+
+  private unchecked(what: string, err: unknown): void {
+    this.logger.warn(
+      `${what} not checked at boot: the database did not answer (${err instanceof Error ? err.message : String(err)})`,
+    );
+  }
+}
+
+/** databaseIdentity over a connection of its own to `url`, closed after. */
+async function identityOver(url: string): Promise<string> {
+  const settings = connectionSettings(url);
+  const client = new Client({
+    connectionString: settings.url,
+    options: settings.options || undefined,
+    connectionTimeoutMillis: CHECK_TIMEOUT_MS,
+    application_name: 'shop-orders/schema-check',
+  });
+  client.on('error', () => undefined); // (a failure is the query's)
+  try {
+    await client.connect();
+    return await databaseIdentity({
+      query: async (sql: string) => (await client.query(sql)).rows as unknown[],
+    } as Pick<DataSource, 'query'>);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+const nameOf = (identity: string) => identity.slice(identity.indexOf(' ') + 1);

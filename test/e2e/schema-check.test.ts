@@ -1,0 +1,104 @@
+import { Logger } from '@nestjs/common';
+import { join } from 'node:path';
+import { DataSource } from 'typeorm';
+import type { AppConfig } from '../../src/config/config';
+import { EXIT_CONFIG } from '../../src/config/exit-codes';
+import { DatabaseMismatch, SchemaCheck, newestMigrationOf } from '../../src/health/schema-check';
+import { ROOT } from '../support/processes';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { TestDatabase, createTestDatabase } from '../support/test-database';
+
+/**
+ * What a process checks of its database at boot (operator review): a build started before its
+ * migrations booted, said ready and answered 500 on every route touching a new table; and a
+ * DATABASE_LOCK_URL pointing at another database had `migration:run` migrate that one (exit 0)
+ * while the API on the unmigrated one said ready.
+ */
+describe('the database a process boots on', () => {
+  let t: TestApp;
+  let other: TestDatabase;
+  beforeAll(async () => {
+    t = await bootTestApp();
+    other = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await t?.close();
+    await other?.drop();
+  });
+  afterEach(() => jest.restoreAllMocks());
+
+  const newest = newestMigrationOf(join(ROOT, 'migrations'))!;
+  const checkWith = (database: Partial<AppConfig['database']>) =>
+    new SchemaCheck(t.app.get(DataSource), {
+      database: { ...t.config.database, ...database },
+    } as AppConfig);
+
+  it("reads the build's newest migration from its folder", () => {
+    expect(newest).toBeGreaterThan(1_763_800_000_000);
+    expect(newestMigrationOf(join(ROOT, 'no-such-folder'))).toBeNull();
+  });
+
+  it('boots on a schema as new as the build or newer (the previous build during a rolling deploy); refuses one behind it, naming the migrations to run (exit code EXIT_CONFIG)', async () => {
+    await expect(checkWith({}).onApplicationBootstrap()).resolves.toBeUndefined();
+    const db = t.db.pool;
+    // a build newer than the database: its newest migration not recorded
+    const { rows } = await db.query(
+      `DELETE FROM schema_migrations WHERE "timestamp" = $1 RETURNING id, "timestamp", name`,
+      [newest],
+    );
+    expect(rows).toHaveLength(1);
+    try {
+      const refused = checkWith({}).onApplicationBootstrap();
+      await expect(refused).rejects.toBeInstanceOf(DatabaseMismatch);
+      await expect(refused).rejects.toMatchObject({
+        exitCode: EXIT_CONFIG,
+        message: expect.stringContaining('run the migrations first'),
+      });
+      // the database ahead of the build: fine
+      await db.query(
+        `INSERT INTO schema_migrations ("timestamp", name) VALUES ($1, 'FromANewerBuild')`,
+        [newest + 1000],
+      );
+      await expect(checkWith({}).onApplicationBootstrap()).resolves.toBeUndefined();
+    } finally {
+      await db.query(`DELETE FROM schema_migrations WHERE name = 'FromANewerBuild'`);
+      await db.query(`INSERT INTO schema_migrations (id, "timestamp", name) VALUES ($1, $2, $3)`, [
+        rows[0].id,
+        rows[0].timestamp,
+        rows[0].name,
+      ]);
+    }
+  });
+
+  it('refuses a DATABASE_LOCK_URL that reaches another database, naming it; boots with one reaching the same database another way, or one that does not answer (said at warn)', async () => {
+    const refused = checkWith({ lockUrl: other.url }).onApplicationBootstrap();
+    await expect(refused).rejects.toBeInstanceOf(DatabaseMismatch);
+    await expect(refused).rejects.toMatchObject({
+      exitCode: EXIT_CONFIG,
+      message: expect.stringContaining(
+        `DATABASE_LOCK_URL reaches another database (${other.name})`,
+      ),
+    });
+    const sameAnotherWay = new URL(t.db.url);
+    sameAnotherWay.hostname = 'localhost';
+    sameAnotherWay.searchParams.set('application_name', 'elsewhere');
+    await expect(
+      checkWith({ lockUrl: sameAnotherWay.toString() }).onApplicationBootstrap(),
+    ).resolves.toBeUndefined();
+    const warns = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    const down = new URL(t.db.url);
+    down.port = '1';
+    await expect(
+      checkWith({ lockUrl: down.toString() }).onApplicationBootstrap(),
+    ).resolves.toBeUndefined();
+    expect(warns.mock.calls.map(([m]) => String(m))).toEqual([
+      expect.stringContaining('DATABASE_LOCK_URL not checked at boot'),
+    ]);
+  });
+
+  it('a process pointed at such a lock URL does not boot', async () => {
+    await expect(bootTestApp({ db: t.db, env: { DATABASE_LOCK_URL: other.url } })).rejects.toThrow(
+      DatabaseMismatch,
+    );
+  });
+});
