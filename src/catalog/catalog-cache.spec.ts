@@ -1,9 +1,11 @@
+import type KeyvRedis from '@keyv/redis';
+import { Logger } from '@nestjs/common';
 import type { Cache } from 'cache-manager';
 import type Redis from 'ioredis';
 import { Clock } from '../common/time/clock';
 import { AppConfig, loadConfig } from '../config/config';
 import type { TransactionHost } from '../database/transaction-host';
-import { CatalogCache } from './catalog-cache';
+import { CatalogCache, createCatalogStore } from './catalog-cache';
 import { mockOf } from '../../test/support/mocks';
 
 /** Just enough of ioredis for the cache's version counter. */
@@ -323,5 +325,35 @@ describe('CatalogCache: pages shared by processes configured alike only', () => 
       built: 'again',
     }));
     expect(JSON.parse(alike)).toEqual({ currency: 'INR' });
+  });
+});
+
+describe('createCatalogStore: Redis refusing its commands', () => {
+  it('a READONLY reply moves it to a new client (once a second at most); refusals are logged once per 10 s', () => {
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    const store = createCatalogStore(loadConfig({ NODE_ENV: 'development' }));
+    const adapter = store.store as KeyvRedis<unknown>;
+    try {
+      const first = adapter.client;
+      // (pipelined writes refused together: the first moves it, the rest of them nothing)
+      for (let i = 0; i < 20; i++) {
+        adapter.emit('error', new Error("READONLY You can't write against a read only replica."));
+      }
+      const second = adapter.client;
+      expect(second).not.toBe(first);
+      expect(first.isOpen).toBe(false); // destroyed
+      expect(second.isOpen).toBe(true); // connecting
+      // other refusals move nothing; a connection error is no refusal
+      for (let i = 0; i < 20; i++) {
+        adapter.emit('error', new Error('OOM command not allowed when used memory > maxmemory.'));
+      }
+      adapter.emit('error', new Error('connect ECONNREFUSED 127.0.0.1:6379'));
+      expect(adapter.client).toBe(second);
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(String(warn.mock.calls[0][0])).toMatch(/catalog pages not stored.*READONLY/);
+    } finally {
+      warn.mockRestore();
+      void (async () => adapter.client.destroy())().catch(() => undefined);
+    }
   });
 });

@@ -1,4 +1,4 @@
-import KeyvRedis from '@keyv/redis';
+import KeyvRedis, { createClient, type RedisClientOptions } from '@keyv/redis';
 import { CACHE_MANAGER } from '@nestjs/cache-manager';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { Cache } from 'cache-manager';
@@ -8,7 +8,8 @@ import { Keyv } from 'keyv';
 import { TransactionHost } from '../database/transaction-host';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
-import { REDIS } from '../redis/redis.module';
+import { REDIS, isReadOnlyReply } from '../redis/redis.module';
+import { REDIS_OUTAGE_REPLY } from '../redis/outage-reply';
 import { CoalescedVersionReader } from './catalog-version';
 import { withTimeout } from '../common/with-timeout';
 import { ConcurrencyGate } from '../common/throttling/concurrency-gate';
@@ -52,6 +53,14 @@ const MEMORY_MAX_ENTRY_CHARS = 1024 * 1024;
 const CACHE_REDIS_TIMEOUT_MS = 250;
 /** After a read failed or timed out, reads skip Redis this long (no 250 ms toll per request). */
 const BYPASS_AFTER_FAILURE_MS = 1_000;
+/**
+ * The catalog store moves to a new connection at most this often on a READONLY reply
+ * (leaveDemotedPrimary): while the address still leads to the demoted primary (a DNS name not
+ * switched yet), each refused page write would otherwise open one more.
+ */
+const STORE_RECONNECT_EVERY_MS = 1_000;
+/** How often commands Redis refuses are logged (each one logged: a line per page write). */
+const REFUSED_WARN_EVERY_MS = 10_000;
 /** Waits between a write's version-bump tries before it answers (~1.1 s in all). */
 const BUMP_RETRY_MS = [50, 100, 200, 300, 450];
 /** A bump that failed before the answer is retried this often in the background … */
@@ -105,19 +114,24 @@ interface MemoryEntry {
  * fails fast like the app's ioredis client: no offline queue (a command while disconnected fails
  * at once), a bounded connect, reconnection every ≤ 2 s; errors are emitted (and dropped here),
  * so a read of an unreachable Redis is a miss. A stalled Redis is bounded by
- * CACHE_REDIS_TIMEOUT_MS in CatalogCache.
+ * CACHE_REDIS_TIMEOUT_MS in CatalogCache. A demoted primary's READONLY reply moves it to a new
+ * connection, as the ioredis clients do (leaveDemotedPrimary); commands Redis refuses are logged.
  */
 export function createCatalogStore(config: AppConfig): Keyv {
   const namespace = `${config.redis.keyPrefix}:catalog:version`;
-  const adapter = new KeyvRedis(
-    {
-      url: config.redis.url,
-      name: `${config.redis.keyPrefix}:catalog-cache`,
-      disableOfflineQueue: true,
-      socket: { connectTimeout: 2000, reconnectStrategy: (n: number) => Math.min(n * 200, 2000) },
-    },
-    { namespace, keyPrefixSeparator: ':', throwOnConnectError: false, throwOnErrors: false },
-  );
+  const options: RedisClientOptions = {
+    url: config.redis.url,
+    name: `${config.redis.keyPrefix}:catalog-cache`,
+    disableOfflineQueue: true,
+    socket: { connectTimeout: 2000, reconnectStrategy: (n: number) => Math.min(n * 200, 2000) },
+  };
+  const adapter = new KeyvRedis(options, {
+    namespace,
+    keyPrefixSeparator: ':',
+    throwOnConnectError: false,
+    throwOnErrors: false,
+  });
+  leaveDemotedPrimary(adapter, options);
   const store = new Keyv<SharedEntry>({ store: adapter, namespace, useKeyPrefix: false });
   // Redis expires an entry (its TTL, PX, set with it); Keyv's own check — the `expires` the
   // writer stamped on its clock, against the reader's — is left out: a reader whose clock ran
@@ -135,6 +149,49 @@ export function createCatalogStore(config: AppConfig): Keyv {
   // read would be a miss
   void adapter.getClient().catch(() => undefined);
   return store;
+}
+
+/**
+ * After a failover the old primary may keep its clients' connections and answer every write
+ * READONLY (it is a replica now; the URL's name leads to the new primary). node-redis, like
+ * ioredis, reconnects only when a connection drops, and has no reconnectOnError: the store stayed
+ * on the replica for good — every page refused (its reads still answering, misses), PostgreSQL
+ * building every read, and nothing said (the errors are dropped; readiness asks the shared client,
+ * which had moved on). On a READONLY reply (isReadOnlyReply, the one the ioredis clients reconnect
+ * on: reconnectOnReadOnly) the adapter is given a new client of the same options, connected afresh
+ * — through the URL's name again — and the old one is destroyed (its pending commands fail: a
+ * miss, as any refused one). A new client rather than the old one reconnected: the adapter adds
+ * its listeners to a client each time it connects one itself (getClient), and only once through
+ * its `client` setter. At most once per STORE_RECONNECT_EVERY_MS; the replies of the old
+ * connection that arrive after the move (pipelined writes refused together) move nothing again.
+ *
+ * Commands Redis refuses (REDIS_OUTAGE_REPLY: a page write READONLY, OOM under noeviction,
+ * MISCONF; any command LOADING …) are logged, at most once per REFUSED_WARN_EVERY_MS: the cache is
+ * then no cache, and this is where it shows.
+ */
+function leaveDemotedPrimary(adapter: KeyvRedis<unknown>, options: RedisClientOptions): void {
+  const logger = new Logger(CatalogCache.name);
+  let movedAt = Number.NEGATIVE_INFINITY;
+  let warnedAt = Number.NEGATIVE_INFINITY;
+  adapter.on('error', (err: unknown) => {
+    if (!(err instanceof Error) || !REDIS_OUTAGE_REPLY.test(err.message)) return;
+    const now = performance.now();
+    const move = isReadOnlyReply(err) && now - movedAt >= STORE_RECONNECT_EVERY_MS;
+    if (now - warnedAt >= REFUSED_WARN_EVERY_MS) {
+      warnedAt = now;
+      logger.warn(
+        `catalog pages not stored: Redis refused a command (${err.message})${move ? ', reconnecting' : ''}`,
+      );
+    }
+    if (!move) return;
+    movedAt = now;
+    const old = adapter.client;
+    adapter.client = createClient(options); // (its listeners added here, before it can emit)
+    // connecting at once (open from this call on: getClient uses it, failing fast until ready)
+    void adapter.client.connect().catch(() => undefined);
+    // (at once: an async function runs to its first await; one closed already throws, ignored)
+    void (async () => old.destroy())().catch(() => undefined);
+  });
 }
 
 /**

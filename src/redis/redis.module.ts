@@ -81,7 +81,15 @@ export function clearSocketTimersOnClose(): void {
 export const reconnectOnReadOnly =
   (resend: 1 | 2) =>
   (err: Error): false | 1 | 2 =>
-    /^READONLY\b/.test(err.message) ? resend : false;
+    isReadOnlyReply(err) ? resend : false;
+
+/**
+ * The reply of a demoted primary to a write (`READONLY You can't write against a read only
+ * replica.`), on which every Redis client of the process moves to a new connection: the ioredis
+ * ones (reconnectOnReadOnly) and the catalog store's node-redis one (leaveDemotedPrimary).
+ */
+export const isReadOnlyReply = (err: unknown): boolean =>
+  err instanceof Error && /^READONLY\b/.test(err.message);
 
 /** How long the shared client waits for any reply before it drops the connection (see above). */
 export const REDIS_SOCKET_TIMEOUT_MS = 3_000;

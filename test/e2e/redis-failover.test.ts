@@ -1,4 +1,4 @@
-import { INestApplicationContext } from '@nestjs/common';
+import { INestApplicationContext, Logger } from '@nestjs/common';
 import { getQueueToken } from '@nestjs/bullmq';
 import type { Queue } from 'bullmq';
 import Redis from 'ioredis';
@@ -19,7 +19,8 @@ import { waitFor } from '../support/wait-for';
  * - a failover behind one address (a managed Redis's DNS name): the old primary becomes a replica
  *   and keeps its clients' connections, answering every write READONLY. ioredis reconnects only
  *   when a connection drops, so the worker stayed on the replica: the outbox relay paused for good,
- *   no job ran.
+ *   no job ran. The catalog store (node-redis, under @keyv/redis) stayed there too: every page
+ *   write refused, none stored on the new primary, and nothing said.
  * - a Redis that lost its data and refused writes when the worker reconnected (OOM under
  *   noeviction, MISCONF …): the job schedules were registered again only on a reconnect, so that
  *   one failed attempt left the sweeps, reconciliations and purges gone until a restart.
@@ -123,6 +124,66 @@ describe('Redis back in a state the connections do not notice', () => {
       ).toBeTruthy();
     } finally {
       await step('worker close', async () => worker?.close(), 30_000); // (its jobs waited for SHUTDOWN_TIMEOUT_MS at most)
+      await step('API close', async () => t?.close(), 30_000);
+      a.disconnect();
+      b.disconnect();
+      await proxy.close();
+      await first.down();
+      await second.down();
+    }
+  }, 90_000);
+
+  it('after a failover behind the same address, the catalog store leaves the demoted primary (READONLY), stores pages on the new one, and says so once', async () => {
+    const [first, second] = await step('two Redis servers', async () => [
+      await PrivateRedis.start(),
+      await PrivateRedis.start(),
+    ]);
+    const proxy = await switchableProxy(first.port);
+    const [a, b] = [new Redis(first.url), new Redis(second.url)];
+    const warnings: string[] = [];
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation((message: unknown) => {
+      warnings.push(String(message));
+    });
+    let t: TestApp | undefined;
+    try {
+      await step('replica follows the first', () =>
+        b.call('REPLICAOF', '127.0.0.1', String(first.port)),
+      );
+      t = await step('API boot', () => bootTestApp({ env: { REDIS_URL: proxy.url } }));
+      await insertProduct(t.db.pool, { stock: 5 });
+      const pages = `${t.config.redis.keyPrefix}:catalog:version:*`;
+      /** The pages of `/v1/products?q=<q>` on `redis` (each asked for twice: a first miss is stored nowhere). */
+      const stored = async (redis: Redis, q: string) => {
+        for (let i = 0; i < 2; i++)
+          expect((await t!.http.get(`/v1/products?q=${q}`)).status).toBe(200);
+        return (await redis.keys(pages)).filter((k) => k.endsWith(`?q=${q}`));
+      };
+      expect(await step('a page stored on the first', () => stored(a, 'before'))).toHaveLength(1);
+      await waitFor('the replica in sync', async () => String(await b.info('replication')), {
+        until: (info) => /master_link_status:up/.test(info),
+      });
+
+      // the failover: the replica is promoted, the old primary follows it (keeping its clients'
+      // connections), and the address now leads to the new primary
+      await step('promotion', () => b.call('REPLICAOF', 'NO', 'ONE'));
+      await step('demotion', () => a.call('REPLICAOF', '127.0.0.1', String(second.port)));
+      proxy.target.port = second.port;
+
+      // pages not asked for before: the first refused write moves the store to the new primary
+      let n = 0;
+      const onSecond = await waitFor(
+        'a page stored on the new primary',
+        () => stored(b, `after${n++}`),
+        {
+          until: (keys) => keys.length === 1,
+          timeoutMs: 10_000,
+        },
+      );
+      expect(onSecond).toHaveLength(1);
+      const refused = warnings.filter((w) => /catalog pages not stored.*READONLY/.test(w));
+      expect(refused).toHaveLength(1); // (each refused write had been one)
+    } finally {
+      warn.mockRestore();
       await step('API close', async () => t?.close(), 30_000);
       a.disconnect();
       b.disconnect();
