@@ -474,6 +474,9 @@ export interface AppConfig {
   catalogCacheEnabled: boolean;
 }
 
+/** A Stripe test-mode secret or restricted key (`sk_test_…`, `rk_test_…`): test cards pay with it. */
+export const isTestKey = (key: string): boolean => /^(sk|rk)_test_/.test(key);
+
 export class ConfigError extends Error {
   constructor(
     readonly problems: string[],
@@ -781,7 +784,7 @@ function secretProblems(env: Record<string, string>): string[] {
   // outside development (NODE_ENV unset or mistyped included) unless a staging instance says so.
   if (
     nodeEnv !== 'development' &&
-    /^(sk|rk)_test_/.test(env.STRIPE_SECRET_KEY ?? '') &&
+    isTestKey(env.STRIPE_SECRET_KEY ?? '') &&
     !['true', '1'].includes(env.STRIPE_TEST_MODE ?? '')
   ) {
     problems.push(

@@ -1,6 +1,6 @@
-import { DynamicModule, Module } from '@nestjs/common';
+import { DynamicModule, Injectable, Logger, Module, OnApplicationBootstrap } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { AppConfig } from '../config/config';
+import { AppConfig, isTestKey } from '../config/config';
 import { OrderEntity } from '../orders/entities/order.entity';
 import { ProductsModule } from '../catalog/products.module';
 import { OrdersModule } from '../orders/orders.module';
@@ -36,6 +36,21 @@ import { WebhooksService } from './webhooks.service';
  * simulated one with its dev-only confirm route. Anywhere else a missing key stops the boot
  * (loadConfig already refuses it; this is the last line of defence).
  */
+/**
+ * Says at every boot, at warn, that an instance outside development takes test payments: a
+ * Stripe test key is accepted there only with STRIPE_TEST_MODE=true (a staging instance), and a
+ * staging `.env` copied to production booted silently, its customers' 4242 test cards "paying"
+ * for real goods (operator review).
+ */
+@Injectable()
+class TestPaymentsNotice implements OnApplicationBootstrap {
+  onApplicationBootstrap(): void {
+    new Logger('Payments').warn(
+      'Stripe is in test mode outside development (a test key, STRIPE_TEST_MODE=true): test cards pay for orders — this instance must not take real ones',
+    );
+  }
+}
+
 @Module({})
 export class PaymentsModule {
   static register(config: AppConfig): DynamicModule {
@@ -87,6 +102,7 @@ export class PaymentsModule {
           : { provide: PAYMENT_GATEWAY, useExisting: SimulatedGateway },
         ...(stripeKey ? [] : [SimulatedGateway]),
         ...(dev ? [DevPaymentsService] : []),
+        ...(stripeKey && isTestKey(stripeKey) && !config.isDevelopment ? [TestPaymentsNotice] : []),
       ],
       exports: [PaymentFinalizer, RefundsService],
     };

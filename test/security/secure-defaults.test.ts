@@ -12,6 +12,7 @@
  */
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { createServer } from 'node:net';
+import { Logger } from '@nestjs/common';
 import { AccountService } from '../../src/auth/account.service';
 import { DEMO_ADMIN, DEMO_CUSTOMER } from '../../src/auth/demo-credentials';
 import { MetricsListener } from '../../src/metrics/metrics-listener';
@@ -412,6 +413,25 @@ describe('security: operational endpoints are not public (issue 10 finding 8)', 
     } finally {
       await withAdminClient((c) => c.query(`ALTER DATABASE "${name}" WITH ALLOW_CONNECTIONS true`));
       await t.close();
+    }
+  });
+});
+
+describe('an instance taking test payments outside development', () => {
+  it('says so at warn at every boot (a staging .env copied to production booted silently); development and live keys do not', async () => {
+    const warns = jest.spyOn(Logger.prototype, 'warn');
+    const testMode = () =>
+      warns.mock.calls.map(([m]) => String(m)).filter((m) => /Stripe is in test mode/.test(m));
+    try {
+      const staging = await bootTestApp({ env: { NODE_ENV: 'production', ...SECRETS } });
+      await staging.close();
+      expect(testMode()).toHaveLength(1);
+      warns.mockClear();
+      const dev = await bootTestApp();
+      await dev.close();
+      expect(testMode()).toEqual([]);
+    } finally {
+      warns.mockRestore();
     }
   });
 });
