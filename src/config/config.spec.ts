@@ -140,6 +140,27 @@ describe('loadConfig', () => {
     ).toBe(1);
   });
 
+  it('refuses a reservation shorter than 5 minutes outside development, saying the value is in seconds (development takes 10 s and up: tests)', () => {
+    // an operator who meant 15 minutes: every payment would expire under its customer
+    const refused = problemsOf({
+      ...SECRETS,
+      NODE_ENV: 'production',
+      RESERVATION_TTL_SECONDS: '15',
+    });
+    expect(named(refused)).toEqual(['RESERVATION_TTL_SECONDS']);
+    expect(refused[0]).toMatch(/in seconds, not minutes \(15 minutes is 900\)/);
+    expect(named(problemsOf({ ...SECRETS, RESERVATION_TTL_SECONDS: '299' }))).toEqual([
+      'RESERVATION_TTL_SECONDS',
+    ]);
+    expect(
+      loadConfig({ ...SECRETS, NODE_ENV: 'production', RESERVATION_TTL_SECONDS: '300' })
+        .reservationTtlSeconds,
+    ).toBe(300);
+    expect(
+      loadConfig({ NODE_ENV: 'development', RESERVATION_TTL_SECONDS: '10' }).reservationTtlSeconds,
+    ).toBe(10);
+  });
+
   it('treats empty strings as unset', () => {
     expect(
       loadConfig({ NODE_ENV: 'development', STRIPE_SECRET_KEY: '' }).stripe.secretKey,

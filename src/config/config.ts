@@ -87,6 +87,15 @@ const STRIPE_MAXIMUM_CHARGE = 99_999_999;
 const int = (def: number, min: number, max: number) => optionalInt(min, max).default(String(def));
 
 /**
+ * The shortest reservation taken outside development, in seconds. A customer needs minutes to pay
+ * (a card form, 3-D Secure in the bank's app, a UPI approval): an operator who meant 15 minutes
+ * and wrote `15` had every payment expire under its customer — the stock released, the order
+ * expired, the money refunded — and nothing at boot said so. Development keeps values down to 10
+ * s (the expiry tests wait them out).
+ */
+const RESERVATION_TTL_MINIMUM = 300;
+
+/**
  * An IP address, or a host name that is not a mistyped IPv4 address: all labels numeric
  * (`192.168.110`, `127.0.0.1.1`), or three of four (`127.0.0.l`).
  */
@@ -280,6 +289,7 @@ const envSchema = z.object({
     )
     .default(PLACEHOLDER_MAIL_FROM),
   MAIL_OUTBOX_DIR: z.string().default('var/mail'),
+  // at least RESERVATION_TTL_MINIMUM outside development (loadConfig): a short one is for tests
   RESERVATION_TTL_SECONDS: int(900, 10, 86_400),
   PURCHASE_LIMIT_UNITS_PER_PRODUCT: int(5, 0, 1_000_000),
   PURCHASE_LIMIT_OPEN_ORDERS: int(3, 0, 1_000_000),
@@ -1233,6 +1243,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         `ORDER_MAXIMUM_AMOUNT: no order total from ${orderMinimum} to it is a multiple of ${step}, the only amounts the payment provider charges in ${parsed.data.SHOP_CURRENCY}`,
       );
     }
+  }
+  if (
+    parsed.success &&
+    cleaned.NODE_ENV !== 'development' &&
+    parsed.data.RESERVATION_TTL_SECONDS < RESERVATION_TTL_MINIMUM
+  ) {
+    const ttl = parsed.data.RESERVATION_TTL_SECONDS;
+    problems.push(
+      `RESERVATION_TTL_SECONDS: ${ttl} seconds is too short to pay an order (3-D Secure, a bank's app); ` +
+        `at least ${RESERVATION_TTL_MINIMUM} unless NODE_ENV=development — the value is in seconds, not minutes (${ttl} minutes is ${ttl * 60})`,
+    );
   }
   if (parsed.success && parsed.data.HTTP_HEADERS_TIMEOUT_MS > parsed.data.HTTP_REQUEST_TIMEOUT_MS) {
     // Node would swap them silently: the longer one would bound the headers
