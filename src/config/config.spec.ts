@@ -124,6 +124,22 @@ describe('loadConfig', () => {
     expect(
       named(problemsOf({ ...SECRETS, NODE_ENV: 'production', ORDER_MAXIMUM_AMOUNT: '49' })),
     ).toEqual(['ORDER_MAXIMUM_AMOUNT']);
+    // above Stripe's eight digits with a Stripe key: orders Stripe would refuse at payment (the
+    // development gateway, without a key, charges them)
+    for (const env of [
+      { ...SECRETS, NODE_ENV: 'production' },
+      { NODE_ENV: 'development', STRIPE_SECRET_KEY: 'sk_test_abc' },
+    ]) {
+      const refused = problemsOf({ ...env, ORDER_MAXIMUM_AMOUNT: '100000000' });
+      expect(named(refused)).toEqual(['ORDER_MAXIMUM_AMOUNT']);
+      expect(refused[0]).toMatch(/above Stripe's largest charge, 99999999/);
+      expect(loadConfig({ ...env, ORDER_MAXIMUM_AMOUNT: '99999999' }).orderMaximumAmount).toBe(
+        99_999_999,
+      );
+    }
+    expect(
+      loadConfig({ NODE_ENV: 'development', ORDER_MAXIMUM_AMOUNT: '100000000' }).orderMaximumAmount,
+    ).toBe(100_000_000);
     // in a three-decimal currency with Stripe (multiples of 10 only): a range holding none
     const kwd = {
       NODE_ENV: 'development',

@@ -1231,6 +1231,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     problems.push(
       `ORDER_MAXIMUM_AMOUNT: must not be below the smallest order total, ${orderMinimum} (ORDER_MINIMUM_AMOUNT, or the payment provider's smallest charge)`,
     );
+  } else if (
+    parsed.success &&
+    parsed.data.STRIPE_SECRET_KEY !== undefined &&
+    parsed.data.ORDER_MAXIMUM_AMOUNT > STRIPE_MAXIMUM_CHARGE
+  ) {
+    // Stripe refuses a larger amount: such an order would reserve its stock at checkout and be
+    // refused at payment on every try, holding the stock until it expired (the development
+    // gateway, without a key, charges any amount)
+    problems.push(
+      `ORDER_MAXIMUM_AMOUNT: above Stripe's largest charge, ${STRIPE_MAXIMUM_CHARGE} (eight digits in minor units): orders up to it would reserve stock and then be refused at payment`,
+    );
   } else if (parsed.success) {
     // nor when no total between them is one the provider charges (a three-decimal currency with
     // Stripe: multiples of 10 only)
