@@ -118,7 +118,7 @@ const BOOT_CONNECT_WAIT_MS = 3_000;
 const INFO_TIMEOUT_MS = 2_000;
 
 /** `work`, or a rejection when it has not settled within `ms` (src/redis imports no common code). */
-function answerWithin<T>(work: Promise<T>, ms: number): Promise<T> {
+export function answerWithin<T>(work: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);

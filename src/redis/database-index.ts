@@ -1,0 +1,59 @@
+import { Inject, Injectable, Logger, OnModuleInit } from '@nestjs/common';
+import type Redis from 'ioredis';
+import { ReplyError } from 'ioredis';
+import { EXIT_CONFIG } from '../config/exit-codes';
+import { answerWithin } from './eviction-policy';
+import { connected } from './key-prefix-claim';
+import { REDIS } from './redis.module';
+
+/** A REDIS_URL whose database this Redis cannot select, refused at boot (exit code EXIT_CONFIG). */
+export class RedisDatabaseUnavailable extends Error {
+  readonly exitCode = EXIT_CONFIG;
+
+  constructor(db: number, reply: string) {
+    super(
+      `REDIS_URL: database ${db} cannot be selected on this Redis (it answered "${reply}"): ` +
+        'its clients would go on in database 0, sharing it with whatever lives there. Name a ' +
+        'database the server has (0 to its `databases` setting minus one, 16 by default) or raise that setting',
+    );
+  }
+}
+
+/**
+ * The database REDIS_URL names (its path, `redis://host:6379/2`) must be the one every client is
+ * on. ioredis selects it on each connection and, when the server refuses (`/16` on a default
+ * server, which has databases 0 to 15: `ERR DB index is out of range`; an ACL without SELECT),
+ * only emits an error and goes on in database 0 — BullMQ's connections and the catalog store
+ * alike (the same URL). A deployment given its own database beside another's then shared database
+ * 0 with it, and said nothing (operator-mistakes review).
+ *
+ * So at boot the shared client selects that database once more and a refusal stops the process
+ * (API, worker, and the commands that load the application), naming REDIS_URL, in development
+ * too: there is no reason to run on a database other than the one asked for. It runs at module
+ * init, before any bootstrap hook — the prefix claim's write, the workers — can touch database 0.
+ * Database 0 needs no check (every server has it; a client starts there). A Redis that does not
+ * answer at boot is no refusal (the API serves without it, as in eviction-policy.ts): logged at warn.
+ */
+@Injectable()
+export class RedisDatabaseCheck implements OnModuleInit {
+  private readonly logger = new Logger(RedisDatabaseCheck.name);
+
+  constructor(@Inject(REDIS) private readonly redis: Redis) {}
+
+  async onModuleInit(): Promise<void> {
+    const db = this.redis.options.db ?? 0;
+    if (db === 0) return;
+    await connected(this.redis, BOOT_CONNECT_WAIT_MS);
+    try {
+      await answerWithin(this.redis.select(db), SELECT_TIMEOUT_MS);
+    } catch (err) {
+      if (err instanceof ReplyError) throw new RedisDatabaseUnavailable(db, (err as Error).message);
+      this.logger.warn(`could not check that Redis database ${db} can be selected: ${String(err)}`);
+    }
+  }
+}
+
+/** How long boot waits for Redis to connect before the check (as the other boot checks). */
+const BOOT_CONNECT_WAIT_MS = 3_000;
+/** How long the SELECT may take. */
+const SELECT_TIMEOUT_MS = 2_000;
