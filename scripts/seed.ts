@@ -3,7 +3,11 @@ import { commandFailed } from './command-failed';
 import { loadConfig } from '../src/config/config';
 import { loadEnvFile } from '../src/config/env-file';
 
-/** `npm run seed`: loads demo data (only with NODE_ENV=development; refused otherwise). Idempotent. */
+/**
+ * `npm run seed`: loads demo data (only with NODE_ENV=development; refused otherwise), and only into
+ * a database holding nothing the seed did not create itself (refused with exit code 65 otherwise:
+ * DemoSeeder). Idempotent.
+ */
 async function main(): Promise<void> {
   loadEnvFile(); // .env, if any; the real environment wins
   if (process.env.NODE_ENV !== 'development') {

@@ -51,6 +51,15 @@ export class CatalogSeeder {
     private readonly clock: Clock,
   ) {}
 
+  /** How many products and categories the database holds that are not the demo catalog's. */
+  async foreignRows(): Promise<{ products: number; categories: number }> {
+    const demo = Object.values(DEMO);
+    return this.products.countOutside(
+      demo.flatMap((c) => c.items.map(([sku]) => sku)),
+      Object.keys(DEMO),
+    );
+  }
+
   async run(currency = 'INR', actorId = '00000000-0000-0000-0000-000000000000'): Promise<number> {
     let count = 0;
     await this.tx.run(async () => {

@@ -286,6 +286,20 @@ export class ProductRepository {
   }
 
   /** Whether a product has this SKU, in any letter case or Unicode form (products_sku_key's key). */
+  /** How many products and categories there are whose SKU (as skuKey) or slug is not listed. */
+  async countOutside(
+    skus: string[],
+    slugs: string[],
+  ): Promise<{ products: number; categories: number }> {
+    const [row] = await this.tx.query<{ products: number; categories: number }>(
+      `SELECT (SELECT count(*) FROM products
+                WHERE ${skuKey('sku')} <> ALL (SELECT ${skuKey('s')} FROM unnest($1::text[]) AS s))::int AS products,
+              (SELECT count(*) FROM categories WHERE slug <> ALL ($2::text[]))::int AS categories`,
+      [skus, slugs],
+    );
+    return row;
+  }
+
   async skuExists(sku: string): Promise<boolean> {
     return this.tx.withManager((m) =>
       m

@@ -6,8 +6,15 @@
  */
 export const EXIT_CONFIG = 78;
 
-/** The exit code `err` asks for: a refusal's own (EXIT_CONFIG: PrefixInUse, EvictingRedis), else 1. */
+/** The exit code `err` asks for: a refusal's own (EXIT_CONFIG: PrefixInUse, EvictingRedis; EXIT_NOT_SEEDED), else 1. */
 export function exitCodeOf(err: unknown): number {
   const code = (err as { exitCode?: unknown } | undefined)?.exitCode;
   return typeof code === 'number' ? code : 1;
 }
+
+/**
+ * The exit code of `npm run seed` refused because the database holds data the seed did not create
+ * (DatabaseInUse, src/seed/demo.seeder.ts) — sysexits' EX_DATAERR. `npm start` goes on without
+ * demo data then (a developer's own accounts and orders are such data too), and stops on any other.
+ */
+export const EXIT_NOT_SEEDED = 65;

@@ -1054,24 +1054,32 @@ describe('auth: accounts, tokens, sessions, permissions', () => {
   });
 
   it('seeds the demo accounts idempotently and prints their credentials', async () => {
-    const seeder = t.app.get(DemoSeeder);
-    const lines = [...(await seeder.run()), ...(await seeder.run())].join('\n');
-    for (const account of [DEMO_ADMIN, DEMO_CUSTOMER]) {
-      expect(lines).toContain(account.email);
-      expect(lines).toContain(account.password);
+    // a database of its own: the seed refuses one holding other accounts (test/e2e/seed.test.ts)
+    const fresh = await bootTestApp();
+    try {
+      const seeder = fresh.app.get(DemoSeeder);
+      const lines = [...(await seeder.run()), ...(await seeder.run())].join('\n');
+      for (const account of [DEMO_ADMIN, DEMO_CUSTOMER]) {
+        expect(lines).toContain(account.email);
+        expect(lines).toContain(account.password);
+      }
+      const rows = await fresh.db.pool.query(
+        `SELECT email, role FROM users WHERE email = ANY($1) ORDER BY email`,
+        [[DEMO_ADMIN.email, DEMO_CUSTOMER.email]],
+      );
+      expect(rows.rows).toEqual([
+        { email: DEMO_ADMIN.email, role: 'admin' },
+        { email: DEMO_CUSTOMER.email, role: 'customer' },
+      ]);
+      expect((await login(fresh.http, DEMO_ADMIN.email, DEMO_ADMIN.password)).user.role).toBe(
+        'admin',
+      );
+      expect((await login(fresh.http, DEMO_CUSTOMER.email, DEMO_CUSTOMER.password)).user.role).toBe(
+        'customer',
+      );
+    } finally {
+      await fresh.close();
     }
-    const rows = await t.db.pool.query(
-      `SELECT email, role FROM users WHERE email = ANY($1) ORDER BY email`,
-      [[DEMO_ADMIN.email, DEMO_CUSTOMER.email]],
-    );
-    expect(rows.rows).toEqual([
-      { email: DEMO_ADMIN.email, role: 'admin' },
-      { email: DEMO_CUSTOMER.email, role: 'customer' },
-    ]);
-    expect((await login(t.http, DEMO_ADMIN.email, DEMO_ADMIN.password)).user.role).toBe('admin');
-    expect((await login(t.http, DEMO_CUSTOMER.email, DEMO_CUSTOMER.password)).user.role).toBe(
-      'customer',
-    );
   });
 
   it('has entities that match the tables the migration creates (no drift)', async () => {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createServer } from 'node:net';
 import Redis from 'ioredis';
 import { DataSource } from 'typeorm';
-import { EXIT_CONFIG } from '../../src/config/exit-codes';
+import { EXIT_CONFIG, EXIT_NOT_SEEDED } from '../../src/config/exit-codes';
 import { dataSourceOptions } from '../../src/database/data-source-options';
 import { ROOT, redisPrefixFor, runScript as run } from '../support/processes';
 import { freePort } from '../support/ports';
@@ -364,6 +364,35 @@ describe('operational commands', () => {
       expect(r.out).toMatch(/runs only with NODE_ENV=development/);
     }
     expect(await count()).toBe(before);
+  }, 60_000);
+
+  it("npm run seed on a database holding data it did not create (a shop's admin) refuses in one line (exit 65: npm start goes on), writing nothing", async () => {
+    // its own database: the admin:create cases below share `db`
+    const shop = await createTestDatabase();
+    try {
+      await shop.pool.query(
+        `INSERT INTO users (email, name, role, password_hash, password_epoch) VALUES ('owner@shop.test', 'Owner', 'admin', 'x', 'epoch-of-a-test-user-1')`,
+      );
+      const r = await cli(['scripts/seed.ts'], {
+        env: {
+          NODE_ENV: 'development',
+          DATABASE_URL: shop.url,
+          REDIS_KEY_PREFIX: redisPrefixFor(shop.url),
+        },
+      });
+      expect(r.code).toBe(EXIT_NOT_SEEDED);
+      // one line, its last (Node's own process warnings may come before it), no stack trace
+      expect(r.out.trim().split('\n').at(-1)).toMatch(
+        /^demo data not loaded: this database holds data the seed did not create \(1 account\);/,
+      );
+      expect(r.out).not.toMatch(/\n\s+at /);
+      const rows = await shop.pool.query(
+        `SELECT (SELECT count(*) FROM users)::int AS users, (SELECT count(*) FROM products)::int AS products, (SELECT count(*) FROM categories)::int AS categories`,
+      );
+      expect(rows.rows).toEqual([{ users: 1, products: 0, categories: 0 }]);
+    } finally {
+      await shop.drop();
+    }
   }, 60_000);
 
   it('admin:create creates an admin or promotes a customer (idempotently), takes the password from ADMIN_PASSWORD or stdin (out of ps and npm logs), warns on --password, holds it to the API rules', async () => {
