@@ -134,6 +134,11 @@ interface TransactionContext {
 interface Opening {
   sql: string;
   reads: OpeningRead[];
+  /**
+   * A read-only transaction (READ_ONLY_BEGIN): no transaction id taken, so its COMMIT writes no
+   * WAL and waits for no flush — and a COMMIT whose answer is lost is simply a 503 (nothing to ask).
+   */
+  readOnly?: boolean;
 }
 
 interface WithCommit {
@@ -456,15 +461,27 @@ export class TransactionHost {
    * transaction is cancelled after `statementMs` (statement_timeout, SET LOCAL: 57014, a 503 to
    * retry) and runs without parallel workers (max_parallel_workers_per_gather 0), so one request
    * holds one backend on one core for a bounded time. Both are set in BEGIN's message (no round
-   * trip of their own) and end with the transaction. Inside an open transaction it is that
-   * transaction's work, whose settings stand.
+   * trip of their own) and end with the transaction, which is read-only: no transaction id, so no
+   * WAL record and no flush at its COMMIT (every catalog miss had competed with checkouts' commits
+   * for the disk). Inside an open transaction it is simply that transaction's work, whose settings
+   * stand (not changed for the rest of it).
    */
-  runBounded<T>(statementMs: number, work: () => Promise<T>): Promise<T> {
-    return this.runOpeningWith(
-      `SELECT set_config('statement_timeout', $1, true), set_config('max_parallel_workers_per_gather', '0', true)`,
-      [String(Math.max(1, Math.round(statementMs)))],
-      () => work(),
-    );
+  async runBounded<T>(statementMs: number, work: () => Promise<T>): Promise<T> {
+    if (this.als.getStore()) return work();
+    const opening: Opening = {
+      sql: inlineParams(
+        `SELECT set_config('statement_timeout', $1, true), set_config('max_parallel_workers_per_gather', '0', true)`,
+        [String(Math.max(1, Math.round(statementMs)))],
+      ),
+      reads: [],
+      readOnly: true,
+    };
+    this.open.enter();
+    try {
+      return await this.runWithRetry(() => work(), opening);
+    } finally {
+      this.open.leave();
+    }
   }
 
   private async runWithRetry<T>(
@@ -540,7 +557,8 @@ export class TransactionHost {
         // marked first: if the opening statement fails, the server's transaction block is open
         // (aborted) and must be rolled back before the connection goes back to the pool
         markTransaction(runner, true);
-        const results = await this.simple(runner, `${BEGIN};\n${opening.sql}`);
+        const begin = opening.readOnly ? READ_ONLY_BEGIN : BEGIN;
+        const results = await this.simple(runner, `${begin};\n${opening.sql}`);
         xid = transactionIdOf(results[1]);
         opened = results.slice(2).map((r): unknown[] => r.rows ?? []);
         // the opening reads' rows come last; work() gets the statements' own
@@ -729,6 +747,8 @@ const SERVER_LIFE = `pg_postmaster_start_time()::text || ' ' || coalesce(pg_stat
 
 /** BEGIN, and the transaction's id: assigned at once, so a COMMIT whose answer is lost can be looked up. */
 const BEGIN = `START TRANSACTION;\nSELECT pg_current_xact_id()::text AS xid, ${SERVER_LIFE} AS life`;
+/** BEGIN of a read-only transaction (Opening.readOnly): the same two results, with no id taken. */
+const READ_ONLY_BEGIN = `START TRANSACTION READ ONLY;\nSELECT NULL::text AS xid, NULL::text AS life`;
 
 const transactionIdOf = (result: QueryResult | undefined): TransactionId | null => {
   const row = result?.rows?.[0] as { xid?: string; life?: string } | undefined;

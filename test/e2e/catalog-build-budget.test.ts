@@ -80,7 +80,7 @@ describe('catalog builds paid for by their time, per client', () => {
     expect((await search(shopper, 'eta')).status).toBe(200);
   });
 
-  it("a listing's build runs each statement within CATALOG_BUILD_STATEMENT_MS and on one core, settings that end with it; one held up longer is cancelled (503, Retry-After), its backend freed at once", async () => {
+  it("a listing's build runs each statement within CATALOG_BUILD_STATEMENT_MS and on one core, read-only, settings that end with it; one held up longer is cancelled (503, Retry-After), its backend freed at once", async () => {
     const repository = t.app.get(ProductRepository);
     const tx = t.app.get(TransactionHost);
     const setting = async (name: string) =>
@@ -91,13 +91,25 @@ describe('catalog builds paid for by their time, per client', () => {
       inBuild.push(
         await setting('statement_timeout'),
         await setting('max_parallel_workers_per_gather'),
+        // read-only, no transaction id: its COMMIT writes no WAL, waits for no flush
+        await setting('transaction_read_only'),
+        String(
+          (await tx.query<{ x: unknown }>(`SELECT pg_current_xact_id_if_assigned() AS x`))[0].x,
+        ),
       );
       return page(query);
     });
     expect((await search('192.0.2.40', 'bounded')).status).toBe(200);
-    expect(inBuild).toEqual([`${CATALOG_BUILD_STATEMENT_MS / 1000}s`, '0']);
+    expect(inBuild).toEqual([`${CATALOG_BUILD_STATEMENT_MS / 1000}s`, '0', 'on', 'null']);
     // (SET LOCAL: the pool's connections are as they were)
     expect(await tx.run(() => setting('statement_timeout'))).toBe('0');
+    // inside an open transaction: that transaction's work, its settings left as they are
+    expect(
+      await tx.run(async () => {
+        await tx.runBounded(100, async () => undefined);
+        return setting('statement_timeout');
+      }),
+    ).toBe('0');
     expect(await tx.run(() => setting('max_parallel_workers_per_gather'))).not.toBe('0');
     jest.restoreAllMocks();
 
