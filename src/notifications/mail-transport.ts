@@ -115,6 +115,10 @@ function handoverWatcher(handedOver: () => void): NodemailerLogger {
   };
 }
 
+/** Whether a failed send had the server's answer (an SMTP reply code), not a lost connection or a timeout. */
+const answered = (err: unknown): boolean =>
+  typeof (err as { responseCode?: unknown } | null)?.responseCode === 'number';
+
 /**
  * Sends through the mail server at SMTP_URL (smtp:// with STARTTLS — required outside development
  * but to this host: smtpTransportOptions — or smtps://).
@@ -134,7 +138,8 @@ function handoverWatcher(handedOver: () => void): NodemailerLogger {
  * once UNANSWERED_HANDOVERS_LIMIT attempts have ended so the message is taken as delivered (said
  * at error, with its key) — a relay behind a middlebox that drops the connection while it writes
  * the message to its queue had every retry mail the customer another copy. A send that failed
- * before the message was whole (refused, the connection lost during the envelope) is not counted.
+ * before the message was whole (refused, the connection lost during the envelope), or that the
+ * server answered with a refusal after it (454 throttling, 452 storage: not taken), is not counted.
  */
 class SmtpMailTransport extends MailTransport {
   private readonly options: SMTPTransport.Options;
@@ -166,7 +171,9 @@ class SmtpMailTransport extends MailTransport {
     try {
       await transporter.sendMail(toMail(message));
     } catch (err) {
-      if (handedOver) await this.countHandover(message);
+      // (the server's answer to the message — a 4xx or 5xx after DATA, e.g. a relay's rate limit —
+      // says it was not taken: retried as ever, never counted)
+      if (handedOver && !answered(err)) await this.countHandover(message);
       throw err;
     } finally {
       transporter.close();

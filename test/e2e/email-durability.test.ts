@@ -140,7 +140,7 @@ describe('an email that went out stays recorded as sent across a database restar
     expect(await worker.get<Redis>(REDIS, { strict: false }).exists(mark)).toBe(0);
   });
 
-  it('a message handed to the server whole whose answer is lost every time is sent at most twice, then taken as delivered (said at error); one lost before it was whole is sent again until it goes', async () => {
+  it('a message handed to the server whole whose answer is lost every time is sent at most twice, then taken as delivered (said at error); one lost before it was whole, or refused after it, is sent again until it goes', async () => {
     const errors = jest.spyOn(Logger.prototype, 'error');
     const customer = await registerCustomer(t.http);
     const buyer = { userId: customer.user.id, token: customer.accessToken };
@@ -188,10 +188,20 @@ describe('an email that went out stays recorded as sent across a database restar
       expect(await delivery(early)).toEqual([
         { status: 'sent', attempts: UNANSWERED_HANDOVERS_LIMIT + 2 },
       ]);
+      // refused after its DATA (a relay's rate limit, 454): answered, not taken — never counted as
+      // handed over, so sent again until it goes, however often it was refused so
+      smtp.refuseDataTimes = UNANSWERED_HANDOVERS_LIMIT;
+      const throttled = await cancelledOrder();
+      await drain(worker, t.db.pool);
+      expect(smtp.refuseDataTimes).toBe(0);
+      expect(smtp.forOrder(throttled)).toHaveLength(1);
+      expect(await delivery(throttled)).toEqual([
+        { status: 'sent', attempts: UNANSWERED_HANDOVERS_LIMIT + 1 },
+      ]);
       // the marks served: gone
       const redis = worker.get<Redis>(REDIS, { strict: false });
       const prefix = t.config.redis.keyPrefix;
-      for (const orderId of [unanswered, early]) {
+      for (const orderId of [unanswered, early, throttled]) {
         expect(
           await redis.exists(
             `${prefix}:email-accepted:${orderId}.cancellation`,
@@ -202,6 +212,7 @@ describe('an email that went out stays recorded as sent across a database restar
     } finally {
       smtp.dropBeforeAnswerTimes = 0;
       smtp.dropAtSenderTimes = 0;
+      smtp.refuseDataTimes = 0;
       errors.mockRestore();
     }
   }, 60_000);

@@ -41,6 +41,11 @@ export class SmtpCapture {
    * message to its queue.
    */
   dropBeforeAnswerTimes = 0;
+  /**
+   * The next this-many messages are received whole and refused with `454 4.7.0 Throttling failure`
+   * (a relay's sending-rate limit): answered, not kept.
+   */
+  refuseDataTimes = 0;
   /** Messages being received right now (their DATA started, not yet answered). */
   receiving = 0;
   /** While set, each message's DATA is answered only once it settles (holdMessages). */
@@ -91,6 +96,14 @@ export class SmtpCapture {
           await this.held;
           this.receiving--;
           const from = session.envelope.mailFrom;
+          if (this.refuseDataTimes > 0) {
+            this.refuseDataTimes--;
+            return callback(
+              Object.assign(new Error('4.7.0 Throttling failure: Maximum sending rate exceeded'), {
+                responseCode: 454,
+              }),
+            );
+          }
           this.messages.push(
             parseMail(
               Buffer.concat(chunks).toString('utf8'),
