@@ -14,7 +14,6 @@ import { DomainError } from '../common/errors/domain-error';
 import { isDraining } from '../common/shutdown';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { SideConnection } from './side-connection';
-import { SILENCE_TIMEOUT } from './stall-aware-client';
 
 export type BreakerState = 'closed' | 'open' | 'half-open' | 'isolated';
 
@@ -31,7 +30,7 @@ const SAME_EPISODE_MS = 250;
 /** How long the half-open probe (and the side probe of a pool queue timeout) may take before it counts as a connection failure. */
 const PROBE_TIMEOUT_MS = 3000;
 
-/** How long the side probe's verdict on a pool queue timeout (or a silence) stands for the next ones. */
+/** How long the side probe's verdict on a pool queue timeout stands for the next ones. */
 const QUEUE_VERDICT_MS = 1000;
 
 /** How long the side probes' connections are kept without a probe. */
@@ -86,7 +85,7 @@ const CONNECTION_MESSAGES = [
   'Client has encountered a connection error',
   'Client was closed and is not queryable',
   'timeout expired',
-  SILENCE_TIMEOUT,
+  'Query read timeout',
 ];
 
 /**
@@ -154,22 +153,6 @@ function isPoolQueueTimeout(err: unknown): boolean {
 }
 
 /**
- * A statement the server sent nothing back for within its silence limit (stallAwareClient,
- * DATABASE_QUERY_TIMEOUT_MS; its connection dropped), here or as the cause of the error that
- * reports it (a COMMIT whose answer was lost).
- */
-function isSilenceTimeout(err: unknown): boolean {
-  let e: unknown = err;
-  for (let depth = 0; depth < 4 && e && typeof e === 'object'; depth++) {
-    if (e instanceof QueryFailedError) e = e.driverError as unknown;
-    const message = (e as { message?: unknown }).message;
-    if (typeof message === 'string' && message.includes(SILENCE_TIMEOUT)) return true;
-    e = (e as { cause?: unknown }).cause;
-  }
-  return false;
-}
-
-/**
  * A circuit breaker in front of PostgreSQL (cockatiel). After `failures` consecutive
  * connection-class failures (isConnectionFailure) it opens: every use of the database fails at
  * once with 503 SERVICE_UNAVAILABLE and Retry-After, without touching the pool, instead of
@@ -197,11 +180,7 @@ function isSilenceTimeout(err: unknown): boolean {
  * verdict stands for QUEUE_VERDICT_MS, for the queue timeouts that follow. Each such request is a
  * 503 either way. The half-open probe, once its PROBE_TIMEOUT_MS has passed in the pool, asks the
  * same question over the pool's route alone: a frozen holder's queue does not keep the breaker
- * open either. So does a statement given up on for its silence (DATABASE_QUERY_TIMEOUT_MS): a
- * checkout waiting that long on a row lock an operator's transaction or a stuck statement held is
- * silent while PostgreSQL answers all along — counted, five of them opened the breaker and
- * readiness pulled every instance whose checkouts queued on that row (dbpressure review); over
- * the pool's route alone, as a hung pooler is noticed by that silence.
+ * open either.
  */
 @Injectable()
 export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
@@ -238,17 +217,14 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
   private lastDeathAt = -Infinity;
   private deathsUncounted = 0;
   private readonly poolSize: number;
-  /** Pool queue timeouts and silences while the database answered a connection of its own: not counted. */
+  /** Pool queue timeouts while the database answered a connection of its own: not counted. */
   private readonly queueOnly = new WeakSet<object>();
   /** The side probes asked about pool queue timeouts (see the class comment). */
   private readonly sides: SideConnection[];
   /** Set once the process has stopped serving: a queue timeout then counts without a side probe (none is opened). */
   private stopping = false;
   /** Whether that probe was answered; `settledAt` once it has been (monotonic ms). */
-  private readonly verdicts = new Map<
-    'any-route' | 'pool-route',
-    { answered: Promise<boolean>; settledAt?: number }
-  >();
+  private verdict?: { answered: Promise<boolean>; settledAt?: number };
 
   constructor(
     private readonly dataSource: DataSource,
@@ -370,10 +346,10 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
         return await fn();
       } catch (err) {
         if (
+          isPoolQueueTimeout(err) &&
           typeof err === 'object' &&
           err !== null &&
-          ((isPoolQueueTimeout(err) && (await this.answersAside('any-route'))) ||
-            (isSilenceTimeout(err) && (await this.answersAside('pool-route'))))
+          (await this.answersAside())
         ) {
           this.queueOnly.add(err);
         }
@@ -432,29 +408,28 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
    * Whether the database answers a `SELECT 1` over a connection of its own: one probe at a time,
    * its verdict standing for QUEUE_VERDICT_MS after it came.
    */
-  private answersAside(routes: 'any-route' | 'pool-route'): Promise<boolean> {
+  private answersAside(): Promise<boolean> {
     if (this.stopping) return Promise.resolve(false);
     // a process draining after its signal: a queue timeout counts as the queue's, with no probe —
     // the probe's 3 s would push the 503 of a request queued at the signal past the drain's
     // end (SHUTDOWN_TIMEOUT_MS, which DATABASE_POOL_WAIT_MS is below), and an outage matters
     // little to an instance on its way out
     if (isDraining()) return Promise.resolve(true);
-    const last = this.verdicts.get(routes);
+    const last = this.verdict;
     if (
       last &&
       (last.settledAt === undefined || performance.now() - last.settledAt <= QUEUE_VERDICT_MS)
     ) {
       return last.answered;
     }
-    const sides = routes === 'any-route' ? this.sides : this.sides.slice(0, 1);
     const verdict: { answered: Promise<boolean>; settledAt?: number } = {
-      answered: Promise.any(sides.map((side) => side.selectOne(PROBE_TIMEOUT_MS))).then(
+      answered: Promise.any(this.sides.map((side) => side.selectOne(PROBE_TIMEOUT_MS))).then(
         () => true,
         () => false,
       ),
     };
     void verdict.answered.then(() => (verdict.settledAt = performance.now()));
-    this.verdicts.set(routes, verdict);
+    this.verdict = verdict;
     return verdict.answered;
   }
 

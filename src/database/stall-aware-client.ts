@@ -7,11 +7,6 @@ import { Client, type ClientConfig } from 'pg';
  * statement's text, and stallAwareClient allows such a statement `longRunningMs` of silence.
  */
 export const LONG_RUNNING = 'long-running';
-/**
- * How the error of a statement given up on for its silence begins (node-postgres' own
- * `query_timeout` says the same).
- */
-export const SILENCE_TIMEOUT = 'Query read timeout';
 const LONG_RUNNING_PREFIX = `/* ${LONG_RUNNING} */`;
 
 /**
@@ -75,7 +70,7 @@ export function stallAwareClient(silenceMs: number, longRunningMs = silenceMs): 
         stream.pause();
         void cancelOnServer(this).then(() =>
           stream.destroy(
-            new Error(`${SILENCE_TIMEOUT}: PostgreSQL sent nothing for ${silentMs} ms`),
+            new Error(`Query read timeout: PostgreSQL sent nothing for ${silentMs} ms`),
           ),
         );
       });
