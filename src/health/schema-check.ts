@@ -6,7 +6,7 @@ import { DataSource } from 'typeorm';
 import { withTimeout } from '../common/with-timeout';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { EXIT_CONFIG } from '../config/exit-codes';
-import { databaseIdentity } from '../redis/key-prefix-claim';
+import { databaseIdentityParts } from '../redis/key-prefix-claim';
 import { connectionSettings } from '../database/data-source-options';
 
 /** How long a boot waits for either answer before it goes on without it (no refusal). */
@@ -46,8 +46,9 @@ export function newestMigrationOf(dir: string): number | null {
  * - **`DATABASE_LOCK_URL` reaches the same database as `DATABASE_URL`.** The migrations run over
  *   the lock URL (ormconfig.ts), and the key locks and readiness's side probe use it: pointed at
  *   another database, `migration:run` migrated that one and exited 0, and the API on the
- *   unmigrated one reported ready (operator review). Compared by `databaseIdentity` (the cluster's
- *   system identifier, the database's oid and name), which a transaction pooler passes through.
+ *   unmigrated one reported ready (operator review). Compared by the parts of `databaseIdentity`
+ *   (the database's oid and name, and the cluster's system identifier where both roles may read
+ *   it), which a transaction pooler passes through.
  *
  * Either refuses the boot (DatabaseMismatch, exit code EXIT_CONFIG) naming what to do. A database
  * that does not answer at boot is no refusal: the process boots as it would without the check (its
@@ -101,17 +102,17 @@ export class SchemaCheck implements OnApplicationBootstrap {
   private async checkLockRoute(): Promise<void> {
     const { url, lockUrl } = this.config.database;
     if (lockUrl === url) return;
-    let own: string;
-    let overLock: string;
+    let own: IdentityParts;
+    let overLock: IdentityParts;
     try {
-      own = await withTimeout(databaseIdentity(this.dataSource), CHECK_TIMEOUT_MS);
+      own = await withTimeout(databaseIdentityParts(this.dataSource), CHECK_TIMEOUT_MS);
       overLock = await withTimeout(identityOver(lockUrl), CHECK_TIMEOUT_MS);
     } catch (err) {
       return this.unchecked('DATABASE_LOCK_URL', err);
     }
-    if (own !== overLock) {
+    if (!sameDatabase(own, overLock)) {
       throw new DatabaseMismatch(
-        `DATABASE_LOCK_URL reaches another database (${nameOf(overLock)}) than DATABASE_URL (${nameOf(own)}): the migrations run over it, and the key locks and readiness use it. Point it at the same database (directly or through a session-mode pooler), or leave it unset`,
+        `DATABASE_LOCK_URL reaches another database (${overLock.name}) than DATABASE_URL (${own.name}): the migrations run over it, and the key locks and readiness use it. Point it at the same database (directly or through a session-mode pooler), or leave it unset`,
       );
     }
   }
@@ -123,8 +124,23 @@ export class SchemaCheck implements OnApplicationBootstrap {
   }
 }
 
-/** databaseIdentity over a connection of its own to `url`, closed after. */
-async function identityOver(url: string): Promise<string> {
+type IdentityParts = Awaited<ReturnType<typeof databaseIdentityParts>>;
+
+/**
+ * Whether two identities are one database: its oid and name, and the cluster's system identifier
+ * only where both roles may read it (a managed service may grant pg_control_system() to the
+ * owner's role a lock URL signs in with, and not to the app's).
+ */
+export function sameDatabase(a: IdentityParts, b: IdentityParts): boolean {
+  return (
+    a.oid === b.oid &&
+    a.name === b.name &&
+    (a.system === null || b.system === null || a.system === b.system)
+  );
+}
+
+/** databaseIdentityParts over a connection of its own to `url`, closed after. */
+async function identityOver(url: string): Promise<IdentityParts> {
   const settings = connectionSettings(url);
   const client = new Client({
     connectionString: settings.url,
@@ -135,12 +151,10 @@ async function identityOver(url: string): Promise<string> {
   client.on('error', () => undefined); // (a failure is the query's)
   try {
     await client.connect();
-    return await databaseIdentity({
+    return await databaseIdentityParts({
       query: async (sql: string) => (await client.query(sql)).rows as unknown[],
     } as Pick<DataSource, 'query'>);
   } finally {
     await client.end().catch(() => undefined);
   }
 }
-
-const nameOf = (identity: string) => identity.slice(identity.indexOf(' ') + 1);

@@ -258,6 +258,21 @@ return {1, value, tonumber(ARGV[4])}
  * managed services), without the system identifier.
  */
 export async function databaseIdentity(dataSource: Pick<DataSource, 'query'>): Promise<string> {
+  const row = await databaseIdentityParts(dataSource);
+  const hash = createHash('sha256')
+    .update(`${row.system ?? ''}/${row.oid}/${row.name}`)
+    .digest('hex')
+    .slice(0, 16);
+  return `${hash} ${row.name}`;
+}
+
+/**
+ * What databaseIdentity is made of: the cluster's system identifier (null where not granted), the
+ * database's oid and its name.
+ */
+export async function databaseIdentityParts(
+  dataSource: Pick<DataSource, 'query'>,
+): Promise<{ system: string | null; oid: string; name: string }> {
   let row: { system: string | null; oid: string; name: string };
   try {
     [row] = await dataSource.query<(typeof row)[]>(
@@ -275,11 +290,7 @@ export async function databaseIdentity(dataSource: Pick<DataSource, 'query'>): P
          FROM pg_database d WHERE d.datname = current_database()`,
     );
   }
-  const hash = createHash('sha256')
-    .update(`${row.system ?? ''}/${row.oid}/${row.name}`)
-    .digest('hex')
-    .slice(0, 16);
-  return `${hash} ${row.name}`;
+  return row;
 }
 
 const NO_SYSTEM_IDENTIFIER = new Set(['42501', '42883', '0A000']);

@@ -3,7 +3,12 @@ import { join } from 'node:path';
 import { DataSource } from 'typeorm';
 import type { AppConfig } from '../../src/config/config';
 import { EXIT_CONFIG } from '../../src/config/exit-codes';
-import { DatabaseMismatch, SchemaCheck, newestMigrationOf } from '../../src/health/schema-check';
+import {
+  DatabaseMismatch,
+  SchemaCheck,
+  newestMigrationOf,
+  sameDatabase,
+} from '../../src/health/schema-check';
 import { ROOT } from '../support/processes';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { TestDatabase, createTestDatabase } from '../support/test-database';
@@ -94,6 +99,16 @@ describe('the database a process boots on', () => {
     expect(warns.mock.calls.map(([m]) => String(m))).toEqual([
       expect.stringContaining('DATABASE_LOCK_URL not checked at boot'),
     ]);
+  });
+
+  it("compares the cluster's system identifier only where both roles may read it", () => {
+    const db = { system: '7715960409549805705', oid: '16384', name: 'shop' };
+    expect(sameDatabase(db, { ...db })).toBe(true);
+    expect(sameDatabase(db, { ...db, system: null })).toBe(true);
+    expect(sameDatabase({ ...db, system: null }, db)).toBe(true);
+    expect(sameDatabase(db, { ...db, system: '1' })).toBe(false);
+    expect(sameDatabase(db, { ...db, oid: '16385' })).toBe(false);
+    expect(sameDatabase(db, { ...db, name: 'shop_staging' })).toBe(false);
   });
 
   it('a process pointed at such a lock URL does not boot', async () => {
