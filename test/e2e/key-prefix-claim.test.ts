@@ -60,11 +60,18 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
    * Another deployment's claim of `prefix`, renewed (its heartbeat) until stopped. (Never of
    * `a`'s prefix: `a` runs in this process, and a process whose claim is taken stops.)
    */
-  function foreignClaim(prefix: string, ttlMs: number, renewEveryMs?: number): () => void {
-    const set = () => redis.set(`${prefix}:owner`, '00000000deadbeef shop_staging', 'PX', ttlMs);
+  function foreignClaim(prefix: string, ttlMs: number, renewEveryMs?: number): () => Promise<void> {
+    let last: Promise<unknown> = Promise.resolve();
+    const set = () =>
+      (last = redis.set(`${prefix}:owner`, '00000000deadbeef shop_staging', 'PX', ttlMs));
     void set();
     const timer = renewEveryMs ? setInterval(() => void set(), renewEveryMs) : undefined;
-    return () => clearInterval(timer);
+    // stopped once its last renewal has landed: one still on its way (a loaded machine) renewed
+    // the claim after a boot had measured its time to live, and the boot found it alive still
+    return async () => {
+      clearInterval(timer);
+      await last.catch(() => undefined);
+    };
   }
 
   /** A claim in this process whose loss is recorded instead of stopping the process. */
@@ -140,7 +147,7 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
         /REDIS_KEY_PREFIX is in use by another deployment.*database shop_staging.*, renewed while this process waited \d s for it to lapse/,
       );
     } finally {
-      stop();
+      await stop();
     }
   });
 
@@ -195,7 +202,7 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
     try {
       await attempted;
     } finally {
-      stop();
+      await stop();
       monitor.destroy();
     }
     await waitFor(
@@ -230,7 +237,7 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
       expect(w.output()).toMatch(/REDIS_KEY_PREFIX is in use by another deployment/);
       expect(await job.getState()).toBe('waiting');
       // the other deployment stops (its claim lapses): this database's worker takes the job
-      stop();
+      await stop();
       worker = await bootTestWorker({
         ...a.config,
         redis: { ...a.config.redis, keyPrefix: prefix },
@@ -242,7 +249,7 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
         claimOf(await databaseIdentity(a.app.get(DataSource))),
       );
     } finally {
-      stop();
+      await stop();
       await worker?.close();
       await queue.close();
     }
