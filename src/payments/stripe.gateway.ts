@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import Stripe from 'stripe';
 import {
   dateOfUnixSeconds,
@@ -36,6 +37,18 @@ function refundStatusOf(status: string | null): RefundStatus {
 const FINAL_STATUSES = new Set([400, 402, 404]);
 /** …except these, which only say "not now" (a concurrent twin, a lock on Stripe's side). */
 const TRANSIENT_CODES = new Set(['idempotency_key_in_use', 'lock_timeout', 'rate_limit']);
+
+/**
+ * A 5xx Stripe saved under the request's idempotency key, replayed (`Idempotent-Replayed: true`):
+ * every retry with that key gets the same answer for as long as Stripe keeps it.
+ */
+export function replayedServerError(err: unknown): boolean {
+  return (
+    err instanceof Stripe.errors.StripeError &&
+    (err.statusCode ?? 0) >= 500 &&
+    String(err.headers?.['idempotent-replayed'] ?? '').toLowerCase() === 'true'
+  );
+}
 
 /**
  * Our gateway error for whatever the SDK threw. Only a card or invalid-request answer (400, 402,
@@ -83,25 +96,38 @@ export class StripeGateway implements PaymentGateway {
     });
   }
 
+  /**
+   * Under our key; when Stripe answers it with a 5xx it saved under that key (API v1 keeps the
+   * first answer once the endpoint began executing, 500s included, for 24 h at least: every retry
+   * got it replayed, and the order could not be paid until it expired — stripe review), once more
+   * under a key of this call's own. An intent the failed request may have made anyway was never
+   * handed to a customer (no client secret of it left here), so it is never paid: the finalizer
+   * adopts it only as the order's one payment, or leaves it.
+   */
   createIntent(input: {
     orderId: string;
     amount: number;
     currency: string;
     idempotencyKey: string;
   }): Promise<GatewayIntent> {
-    return this.call(async () =>
-      this.mapIntent(
-        await this.stripe.paymentIntents.create(
-          {
-            amount: input.amount,
-            currency: input.currency.toLowerCase(),
-            metadata: { orderId: input.orderId },
-            automatic_payment_methods: { enabled: true },
-          },
-          { idempotencyKey: input.idempotencyKey },
-        ),
-      ),
-    );
+    const create = (idempotencyKey: string) =>
+      this.stripe.paymentIntents.create(
+        {
+          amount: input.amount,
+          currency: input.currency.toLowerCase(),
+          metadata: { orderId: input.orderId },
+          automatic_payment_methods: { enabled: true },
+        },
+        { idempotencyKey },
+      );
+    return this.call(async () => {
+      try {
+        return this.mapIntent(await create(input.idempotencyKey));
+      } catch (err) {
+        if (!replayedServerError(err)) throw err;
+        return this.mapIntent(await create(`${input.idempotencyKey}:after-${randomUUID()}`));
+      }
+    });
   }
 
   retrieveIntent(id: string): Promise<GatewayIntent> {

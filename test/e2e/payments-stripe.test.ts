@@ -217,6 +217,42 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(again.status).toBe(201);
   }, 30_000);
 
+  it("a 500 Stripe saved under the intent's key (replayed to every retry for a day) does not make the order unpayable: the intent is made under a key of the call's own, once", async () => {
+    const p = await insertProduct(t.db.pool, { stock: 5 });
+    const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
+    const creates = () =>
+      stripe.requests.filter(
+        (r) =>
+          r.method === 'POST' &&
+          r.path === '/v1/payment_intents' &&
+          String(r.idempotencyKey ?? '').startsWith(`order:${order.body.id}:payment-intent`),
+      );
+    stripe.failStored('/v1/payment_intents');
+    const pay = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    expect(pay.status).toBe(201);
+    expect(stripe.intent(pay.body.paymentIntentId as string)?.metadata).toEqual({
+      orderId: order.body.id,
+    });
+    // the saved 500 (the SDK's own retries replayed it), then one intent under a key of its own
+    const keys = creates().map((r) => String(r.idempotencyKey));
+    expect(
+      keys.filter((k) => k === `order:${order.body.id}:payment-intent`).length,
+    ).toBeGreaterThan(0);
+    expect(keys.filter((k) => k.includes(':after-'))).toHaveLength(1);
+    // calling again returns the same intent, never a second one (API.md)
+    const again = await t.http.post(
+      `/v1/orders/${order.body.id}/payment`,
+      {},
+      { token: alice.token, idempotencyKey: newKey() },
+    );
+    expect([again.status, again.body.paymentIntentId]).toEqual([201, pay.body.paymentIntentId]);
+    expect(creates().filter((r) => String(r.idempotencyKey).includes(':after-'))).toHaveLength(1);
+  }, 30_000);
+
   it('an order Stripe cannot charge (nothing to pay, or under its minimum) is 409 ORDER_NOT_PAYABLE on every try, not a 502', async () => {
     // nothing to pay: refused at checkout, before anything is held (ORDER_MINIMUM_AMOUNT)
     const free = await insertProduct(t.db.pool, { stock: 5, priceAmount: 0 });

@@ -38,6 +38,12 @@ export interface FakeStripe {
   /** The next `times` requests on the path fail with `status`; `times` 0 clears the path's failures. */
   failNext(pathPrefix: string, status: number, times?: number): void;
   /**
+   * The next idempotent POST on the path fails with a 500 that Stripe saves under its key, as it
+   * does once an endpoint began executing (API v1): every retry with that key gets it replayed
+   * (`Idempotent-Replayed: true`), for 24 h at least. Nothing takes effect.
+   */
+  failStored(pathPrefix: string): void;
+  /**
    * The next request (a POST unless `method` says otherwise) whose path starts with `pathPrefix`
    * takes effect (and is stored for idempotent replay) but its answer never leaves: the caller
    * hangs as if the network died after Stripe acted. Resolves once that request has taken effect.
@@ -134,6 +140,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
   const disputeOfIntent = new Map<string, string>(); // intent id → its dispute's id
   const disputes = new Map<string, Obj>(); // by id, as it is now
   const failures: { prefix: string; status: number; remaining: number }[] = [];
+  const storedFailures: string[] = [];
   const declinedRefunds = new Set<string>();
   const heldRefunds = new Set<string>();
   const hangs: { prefix: string; method: string; reached: () => void }[] = [];
@@ -450,6 +457,22 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       });
     }
 
+    const stored = idempotent ? storedFailures.findIndex((p) => path.startsWith(p)) : -1;
+    if (stored >= 0 && idempotencyKey !== undefined) {
+      storedFailures.splice(stored, 1);
+      const text = JSON.stringify(
+        {
+          error: {
+            type: 'api_error',
+            message: 'An unknown error occurred (a failure the fake Stripe saved under the key).',
+          },
+        },
+        null,
+        2,
+      );
+      idempotency.set(idempotencyKey, { path, params, status: 500, body: text, requestId });
+      return send(500, text, { 'Idempotency-Key': idempotencyKey });
+    }
     let status = 200;
     let payload: Obj;
     try {
@@ -594,6 +617,9 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       else
         for (const f of failures.filter((x) => x.prefix === pathPrefix))
           failures.splice(failures.indexOf(f), 1);
+    },
+    failStored(pathPrefix) {
+      storedFailures.push(pathPrefix);
     },
     hangAfterEffect(pathPrefix, method = 'POST') {
       return new Promise<void>((reached) => hangs.push({ prefix: pathPrefix, method, reached }));
