@@ -285,7 +285,6 @@ export class ProductRepository {
     return rows.map((r) => r.id);
   }
 
-  /** Whether a product has this SKU, in any letter case or Unicode form (products_sku_key's key). */
   /** How many products and categories there are whose SKU (as skuKey) or slug is not listed. */
   async countOutside(
     skus: string[],
@@ -300,6 +299,7 @@ export class ProductRepository {
     return row;
   }
 
+  /** Whether a product has this SKU, in any letter case or Unicode form (products_sku_key's key). */
   async skuExists(sku: string): Promise<boolean> {
     return this.tx.withManager((m) =>
       m

@@ -31,12 +31,6 @@ import { WebhookEventRetention } from './webhook-event-retention';
 import { WebhooksService } from './webhooks.service';
 
 /**
- * Payments. The gateway is chosen by configuration: Stripe when STRIPE_SECRET_KEY is set
- * (STRIPE_API_URL may point it elsewhere), otherwise — only with NODE_ENV=development — the
- * simulated one with its dev-only confirm route. Anywhere else a missing key stops the boot
- * (loadConfig already refuses it; this is the last line of defence).
- */
-/**
  * Says at every boot, at warn, that an instance outside development takes test payments: a
  * Stripe test key is accepted there only with STRIPE_TEST_MODE=true (a staging instance), and a
  * staging `.env` copied to production booted silently, its customers' 4242 test cards "paying"
@@ -51,6 +45,12 @@ class TestPaymentsNotice implements OnApplicationBootstrap {
   }
 }
 
+/**
+ * Payments. The gateway is chosen by configuration: Stripe when STRIPE_SECRET_KEY is set
+ * (STRIPE_API_URL may point it elsewhere), otherwise — only with NODE_ENV=development — the
+ * simulated one with its dev-only confirm route. Anywhere else a missing key stops the boot
+ * (loadConfig already refuses it; this is the last line of defence).
+ */
 @Module({})
 export class PaymentsModule {
   static register(config: AppConfig): DynamicModule {
