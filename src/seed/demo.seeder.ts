@@ -26,8 +26,9 @@ export class DatabaseInUse extends Error {
  * Demo data for development: each feature contributes its part here, idempotently
  * (running the seed twice changes nothing). Returns lines to print (e.g. demo credentials).
  *
- * Only into a database that holds nothing but what the seed itself creates: no order at all, and
- * no account, product or category other than the demo ones. NODE_ENV=development and a local
+ * Only into a database that holds nothing but what the seed itself creates and what its demo
+ * accounts did (the demo customer's orders: a developer trying the shop): no account, product or
+ * category other than the demo ones, and no order of another account. NODE_ENV=development and a local
  * database were its only guards, and `npm start` makes an unset NODE_ENV development: on a
  * one-box shop whose database is on localhost, it added demo accounts (an admin among them) and
  * twenty products with stock, two categories, to the live catalog (operator-mistakes review).
@@ -71,7 +72,8 @@ export class DemoSeeder {
   private async foreignData(): Promise<string[]> {
     const [own] = await this.tx.query<{ accounts: number; orders: number }>(
       `SELECT (SELECT count(*) FROM users WHERE email <> ALL ($1::text[]))::int AS accounts,
-              (SELECT count(*) FROM orders)::int AS orders`,
+              (SELECT count(*) FROM orders o JOIN users u ON u.id = o.user_id
+                WHERE u.email <> ALL ($1::text[]))::int AS orders`,
       [[DEMO_ADMIN.email, DEMO_CUSTOMER.email].map(normalizeEmail)],
     );
     const catalog = await this.catalog.foreignRows();

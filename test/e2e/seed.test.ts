@@ -33,7 +33,7 @@ describe('the demo seed', () => {
       )
     ).rows[0] as unknown;
 
-  it('loads into an empty database and again over its own data; refuses, writing nothing, a database holding an order, or an account, product or category it did not create', async () => {
+  it("loads into an empty database and again over its own data; refuses, writing nothing, a database holding an account, product or category it did not create, or another account's order; the demo customer's orders are its own", async () => {
     const seeder = t.app.get(DemoSeeder);
     await seeder.run();
     await seeder.run(); // idempotent: its own data is no refusal
@@ -79,7 +79,8 @@ describe('the demo seed', () => {
         .role,
     ).toBe('admin');
 
-    // an order, even the demo customer's of a demo product
+    // the demo customer's order of a demo product (a developer trying the shop): no refusal, and
+    // the demo admin is repaired again
     const customer = await login(t.http, DEMO_CUSTOMER.email, DEMO_CUSTOMER.password);
     const [{ id: productId }] = (
       await t.db.pool.query(`SELECT id FROM products WHERE sku = 'SNK-TRAIL'`)
@@ -93,6 +94,19 @@ describe('the demo seed', () => {
     await t.db.pool.query(`UPDATE users SET role = 'customer' WHERE email = $1`, [
       DEMO_ADMIN.email,
     ]);
-    await refusal('1 order');
+    await seeder.run();
+    expect(
+      (await t.db.pool.query(`SELECT role FROM users WHERE email = $1`, [DEMO_ADMIN.email])).rows[0]
+        .role,
+    ).toBe('admin');
+    // an order of another account: that account refuses it already, and its order is named
+    const owner = await t.db.pool.query<{ id: string }>(
+      `INSERT INTO users (email, name, role, password_hash, password_epoch) VALUES ('buyer@shop.test', 'Buyer', 'customer', 'x', 'epoch-of-a-test-user-2') RETURNING id`,
+    );
+    await t.db.pool.query(`UPDATE orders SET user_id = $1 WHERE id = $2`, [
+      owner.rows[0].id,
+      order.body.id,
+    ]);
+    await refusal('1 order, 1 account');
   });
 });
