@@ -189,8 +189,15 @@ function leaveDemotedPrimary(adapter: KeyvRedis<unknown>, options: RedisClientOp
     adapter.client = createClient(options); // (its listeners added here, before it can emit)
     // connecting at once (open from this call on: getClient uses it, failing fast until ready)
     void adapter.client.connect().catch(() => undefined);
-    // (at once: an async function runs to its first await; one closed already throws, ignored)
-    void (async () => old.destroy())().catch(() => undefined);
+    // closed once its pending replies are in (a demoted primary still answers reads: they are
+    // hits, not misses for PostgreSQL to build), destroyed if they take longer than a cache read
+    // may; one closed already throws, ignored
+    const closing = (async () => old.close())().catch(() => undefined);
+    const timer = setTimeout(() => {
+      void (async () => old.destroy())().catch(() => undefined);
+    }, CACHE_REDIS_TIMEOUT_MS);
+    timer.unref();
+    void closing.then(() => clearTimeout(timer));
   });
 }
 
