@@ -42,7 +42,7 @@ const TRANSIENT_CODES = new Set(['idempotency_key_in_use', 'lock_timeout', 'rate
  * A 5xx Stripe saved under the request's idempotency key, replayed (`Idempotent-Replayed: true`):
  * every retry with that key gets the same answer for as long as Stripe keeps it.
  */
-export function replayedServerError(err: unknown): boolean {
+function replayedServerError(err: unknown): boolean {
   return (
     err instanceof Stripe.errors.StripeError &&
     (err.statusCode ?? 0) >= 500 &&
