@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { ReplyError } from 'ioredis';
 import { EXIT_CONFIG } from '../config/exit-codes';
@@ -13,8 +13,10 @@ export class RedisDatabaseUnavailable extends Error {
   constructor(db: number, reply: string) {
     super(
       `REDIS_URL: database ${db} cannot be selected on this Redis (it answered "${reply}"): ` +
-        'its clients would go on in database 0, sharing it with whatever lives there. Name a ' +
-        'database the server has (0 to its `databases` setting minus one, 16 by default) or raise that setting',
+        'its clients would go on in database 0, sharing it with whatever lives there. ' +
+        (/^NOPERM/.test(reply)
+          ? "Allow SELECT to this deployment's Redis user (its ACL), or name database 0"
+          : 'Name a database the server has (0 to its `databases` setting minus one, 16 by default) or raise that setting'),
     );
   }
 }
@@ -35,20 +37,59 @@ export class RedisDatabaseUnavailable extends Error {
  * answer at boot is no refusal (the API serves without it, as in eviction-policy.ts): logged at warn.
  */
 @Injectable()
-export class RedisDatabaseCheck implements OnModuleInit {
+export class RedisDatabaseCheck implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(RedisDatabaseCheck.name);
+  private readonly db: number;
+  /**
+   * Each time the shared client is ready again (a Redis down at boot, restarted, failed over):
+   * ioredis selects the database on each new connection and, refused, goes on in database 0 —
+   * a process that booted while Redis was away was never checked (diff review 2). Refused then,
+   * the process stops (exit code EXIT_CONFIG), as it would have at boot.
+   */
+  private readonly onReady = () => void this.recheck();
+  private stopped = false;
 
-  constructor(@Inject(REDIS) private readonly redis: Redis) {}
+  constructor(@Inject(REDIS) private readonly redis: Redis) {
+    this.db = this.redis.options.db ?? 0;
+  }
 
   async onModuleInit(): Promise<void> {
-    const db = this.redis.options.db ?? 0;
-    if (db === 0) return;
+    if (this.db === 0) return;
     await connected(this.redis, BOOT_CONNECT_WAIT_MS);
+    this.redis.on('ready', this.onReady);
+    const refused = await this.refusal();
+    if (refused) {
+      this.redis.off('ready', this.onReady);
+      throw refused;
+    }
+  }
+
+  onApplicationShutdown(): void {
+    this.stopped = true;
+    this.redis.off('ready', this.onReady);
+  }
+
+  private async recheck(): Promise<void> {
+    const refused = await this.refusal();
+    if (!refused || this.stopped) return;
+    this.stopped = true;
+    this.logger.error(`${refused.message}; stopping`);
+    process.exitCode = refused.exitCode;
+    process.kill(process.pid, 'SIGTERM');
+  }
+
+  /** The refusal of SELECT <db>, if Redis refuses it; a Redis that does not answer: none (warned). */
+  private async refusal(): Promise<RedisDatabaseUnavailable | undefined> {
     try {
-      await answerWithin(this.redis.select(db), SELECT_TIMEOUT_MS);
+      await answerWithin(this.redis.select(this.db), SELECT_TIMEOUT_MS);
+      return undefined;
     } catch (err) {
-      if (err instanceof ReplyError) throw new RedisDatabaseUnavailable(db, (err as Error).message);
-      this.logger.warn(`could not check that Redis database ${db} can be selected: ${String(err)}`);
+      if (err instanceof ReplyError)
+        return new RedisDatabaseUnavailable(this.db, (err as Error).message);
+      this.logger.warn(
+        `could not check that Redis database ${this.db} can be selected: ${String(err)}`,
+      );
+      return undefined;
     }
   }
 }

@@ -5,6 +5,7 @@ import { RedisDatabaseCheck, RedisDatabaseUnavailable } from '../../src/redis/da
 import { createRedisClient } from '../../src/redis/redis.module';
 import { runScript } from '../support/processes';
 import { PrivateRedis } from '../support/private-redis';
+import { waitFor } from '../support/wait-for';
 import { createTestDatabase, TestDatabase } from '../support/test-database';
 
 /**
@@ -65,6 +66,39 @@ describe("REDIS_URL's database", () => {
     expect(warns.mock.calls.map(([m]) => String(m))).toEqual([
       expect.stringContaining('could not check that Redis database 3 can be selected'),
     ]);
+  });
+
+  it('a process that booted while Redis was away checks when Redis is ready again, and stops on a refusal (exit code EXIT_CONFIG)', async () => {
+    const errors = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    const stops = jest.spyOn(process, 'kill').mockImplementation(() => true);
+    const exitCode = process.exitCode;
+    const later = await PrivateRedis.start();
+    await later.down();
+    try {
+      await withClient(`${later.url}/16`, async (client) => {
+        const check = new RedisDatabaseCheck(client);
+        await expect(check.onModuleInit()).resolves.toBeUndefined(); // away: no refusal
+        expect(stops).not.toHaveBeenCalled();
+        await later.up();
+        await waitFor(
+          'the check run again once Redis is ready',
+          async () => stops.mock.calls.length,
+          {
+            until: (n) => n > 0,
+          },
+        );
+        expect(stops).toHaveBeenCalledWith(process.pid, 'SIGTERM');
+        expect(process.exitCode).toBe(EXIT_CONFIG);
+        expect(errors.mock.calls.map(([m]) => String(m))).toEqual([
+          expect.stringMatching(/^REDIS_URL: database 16 cannot be selected.*; stopping$/),
+        ]);
+        check.onApplicationShutdown();
+      });
+    } finally {
+      process.exitCode = exitCode;
+      await later.down();
+    }
   });
 
   it('the API and the worker refuse to boot on it (exit code EXIT_CONFIG), naming REDIS_URL, before claiming or queueing anything in database 0', async () => {
