@@ -105,7 +105,7 @@ export class SchemaCheck implements OnApplicationBootstrap {
     let own: IdentityParts;
     let overLock: IdentityParts;
     try {
-      own = await withTimeout(databaseIdentityParts(this.dataSource), CHECK_TIMEOUT_MS);
+      own = await withTimeout(identityOf(this.dataSource), CHECK_TIMEOUT_MS);
       overLock = await withTimeout(identityOver(lockUrl), CHECK_TIMEOUT_MS);
     } catch (err) {
       return this.unchecked('DATABASE_LOCK_URL', err);
@@ -124,22 +124,39 @@ export class SchemaCheck implements OnApplicationBootstrap {
   }
 }
 
-type IdentityParts = Awaited<ReturnType<typeof databaseIdentityParts>>;
+type IdentityParts = Awaited<ReturnType<typeof databaseIdentityParts>> & {
+  /** When the server last started (pg_postmaster_start_time(): anyone may read it). */
+  started: string;
+};
 
 /**
- * Whether two identities are one database: its oid and name, and the cluster's system identifier
- * only where both roles may read it (a managed service may grant pg_control_system() to the
- * owner's role a lock URL signs in with, and not to the app's).
+ * databaseIdentityParts, with when its server started: two clusters made by the same script give
+ * their first database the same oid and name, and where a role may not read the system identifier
+ * the start tells them apart (one server, one start, however it is reached).
+ */
+async function identityOf(dataSource: Pick<DataSource, 'query'>): Promise<IdentityParts> {
+  const parts = await databaseIdentityParts(dataSource);
+  const [row] = await dataSource.query<{ started: string }[]>(
+    `SELECT pg_postmaster_start_time()::text AS started`,
+  );
+  return { ...parts, started: row.started };
+}
+
+/**
+ * Whether two identities are one database: its oid and name, its server's start, and the
+ * cluster's system identifier where both roles may read it (a managed service may grant
+ * pg_control_system() to the owner's role a lock URL signs in with, and not to the app's).
  */
 export function sameDatabase(a: IdentityParts, b: IdentityParts): boolean {
   return (
     a.oid === b.oid &&
     a.name === b.name &&
+    a.started === b.started &&
     (a.system === null || b.system === null || a.system === b.system)
   );
 }
 
-/** databaseIdentityParts over a connection of its own to `url`, closed after. */
+/** identityOf over a connection of its own to `url`, closed after. */
 async function identityOver(url: string): Promise<IdentityParts> {
   const settings = connectionSettings(url);
   const client = new Client({
@@ -151,7 +168,7 @@ async function identityOver(url: string): Promise<IdentityParts> {
   client.on('error', () => undefined); // (a failure is the query's)
   try {
     await client.connect();
-    return await databaseIdentityParts({
+    return await identityOf({
       query: async (sql: string) => (await client.query(sql)).rows as unknown[],
     } as Pick<DataSource, 'query'>);
   } finally {

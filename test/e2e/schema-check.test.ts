@@ -102,13 +102,22 @@ describe('the database a process boots on', () => {
   });
 
   it("compares the cluster's system identifier only where both roles may read it", () => {
-    const db = { system: '7715960409549805705', oid: '16384', name: 'shop' };
+    const db = {
+      system: '7715960409549805705',
+      oid: '16384',
+      name: 'shop',
+      started: '2026-12-05 23:08:00.123456+00',
+    };
     expect(sameDatabase(db, { ...db })).toBe(true);
     expect(sameDatabase(db, { ...db, system: null })).toBe(true);
     expect(sameDatabase({ ...db, system: null }, db)).toBe(true);
     expect(sameDatabase(db, { ...db, system: '1' })).toBe(false);
     expect(sameDatabase(db, { ...db, oid: '16385' })).toBe(false);
     expect(sameDatabase(db, { ...db, name: 'shop_staging' })).toBe(false);
+    // another server made by the same script, the identifier unreadable: its start differs
+    expect(
+      sameDatabase({ ...db, system: null }, { ...db, started: '2026-12-01 08:00:00.5+00' }),
+    ).toBe(false);
   });
 
   it('a process pointed at such a lock URL does not boot', async () => {
