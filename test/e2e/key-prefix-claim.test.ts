@@ -463,6 +463,25 @@ describe('REDIS_KEY_PREFIX claimed for one database', () => {
     expect(api.output()).toMatch(/REDIS_KEY_PREFIX is in use by another deployment/);
   }
 
+  it('a role that may not read the system identifier is asked for it once per pool (its refusal had been logged at every heartbeat), and the identity stays the same', async () => {
+    const sent: string[] = [];
+    const pool = {
+      query: async (sql: string) => {
+        sent.push(sql);
+        if (sql.includes('pg_control_system'))
+          throw Object.assign(new Error('permission denied for function pg_control_system'), {
+            code: '42501',
+          });
+        return (await a.db.pool.query(sql)).rows;
+      },
+    } as unknown as DataSource;
+    const first = await databaseIdentity(pool);
+    const second = await databaseIdentity(pool);
+    expect(second).toBe(first);
+    expect(sent.filter((q) => q.includes('pg_control_system'))).toHaveLength(1);
+    expect(sent).toHaveLength(3);
+  });
+
   /** `databaseIdentity` of a test database, read over its own pool. */
   function fakeOf(db: TestDatabase): DataSource {
     return {
