@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import Stripe from 'stripe';
 import {
   dateOfUnixSeconds,
@@ -37,6 +36,35 @@ function refundStatusOf(status: string | null): RefundStatus {
 const FINAL_STATUSES = new Set([400, 402, 404]);
 /** …except these, which only say "not now" (a concurrent twin, a lock on Stripe's side). */
 const TRANSIENT_CODES = new Set(['idempotency_key_in_use', 'lock_timeout', 'rate_limit']);
+
+/** Generations of an idempotency key tried, at most, in one call (underKeyGenerations). */
+const KEY_GENERATIONS = 5;
+
+/**
+ * `send` under `key`; when Stripe answers it with a 5xx it saved under that key (API v1 keeps the
+ * first answer once the endpoint began executing, 500s included, for 24 h at least), under the
+ * key's next generation (`<key>:g2`, `:g3` … up to KEY_GENERATIONS) — after `madeAnyway` says the
+ * failed request did not make the object after all (a refund: it must never be made twice). Every
+ * retry got the saved 500 replayed: an order could not be paid until it expired, a refund stayed
+ * pending for a day (stripe review). The generations are the same for every caller, so two
+ * attempts at once (a request and its follow-up job) still share each key, and Stripe makes one
+ * object of them; a generation is used only once the one before it is known to have failed.
+ */
+async function underKeyGenerations<T>(
+  key: string,
+  send: (key: string) => Promise<T>,
+  madeAnyway?: () => Promise<T | undefined>,
+): Promise<T> {
+  for (let generation = 1; ; generation++) {
+    try {
+      return await send(generation === 1 ? key : `${key}:g${generation}`);
+    } catch (err) {
+      if (!replayedServerError(err) || generation >= KEY_GENERATIONS) throw err;
+      const made = await madeAnyway?.();
+      if (made !== undefined) return made;
+    }
+  }
+}
 
 /**
  * A 5xx Stripe saved under the request's idempotency key, replayed (`Idempotent-Replayed: true`):
@@ -96,38 +124,31 @@ export class StripeGateway implements PaymentGateway {
     });
   }
 
-  /**
-   * Under our key; when Stripe answers it with a 5xx it saved under that key (API v1 keeps the
-   * first answer once the endpoint began executing, 500s included, for 24 h at least: every retry
-   * got it replayed, and the order could not be paid until it expired — stripe review), once more
-   * under a key of this call's own. An intent the failed request may have made anyway was never
-   * handed to a customer (no client secret of it left here), so it is never paid: the finalizer
-   * adopts it only as the order's one payment, or leaves it.
-   */
+  /** Under our key, or its next generations (underKeyGenerations). */
   createIntent(input: {
     orderId: string;
     amount: number;
     currency: string;
     idempotencyKey: string;
   }): Promise<GatewayIntent> {
-    const create = (idempotencyKey: string) =>
-      this.stripe.paymentIntents.create(
-        {
-          amount: input.amount,
-          currency: input.currency.toLowerCase(),
-          metadata: { orderId: input.orderId },
-          automatic_payment_methods: { enabled: true },
-        },
-        { idempotencyKey },
-      );
-    return this.call(async () => {
-      try {
-        return this.mapIntent(await create(input.idempotencyKey));
-      } catch (err) {
-        if (!replayedServerError(err)) throw err;
-        return this.mapIntent(await create(`${input.idempotencyKey}:after-${randomUUID()}`));
-      }
-    });
+    // an intent the failed request may have made anyway was never handed to a customer (no client
+    // secret of it left here), so it is never paid: the finalizer adopts it only as the order's
+    // one payment, or leaves it — nothing to look for first
+    return this.call(async () =>
+      this.mapIntent(
+        await underKeyGenerations(input.idempotencyKey, (idempotencyKey) =>
+          this.stripe.paymentIntents.create(
+            {
+              amount: input.amount,
+              currency: input.currency.toLowerCase(),
+              metadata: { orderId: input.orderId },
+              automatic_payment_methods: { enabled: true },
+            },
+            { idempotencyKey },
+          ),
+        ),
+      ),
+    );
   }
 
   retrieveIntent(id: string): Promise<GatewayIntent> {
@@ -161,13 +182,27 @@ export class StripeGateway implements PaymentGateway {
   }): Promise<GatewayRefund> {
     return this.call(async () =>
       this.mapRefund(
-        await this.stripe.refunds.create(
-          {
-            payment_intent: input.intentId,
-            amount: input.amount,
-            metadata: { refundId: input.refundId, orderId: input.orderId },
+        await underKeyGenerations(
+          input.idempotencyKey,
+          (idempotencyKey) =>
+            this.stripe.refunds.create(
+              {
+                payment_intent: input.intentId,
+                amount: input.amount,
+                metadata: { refundId: input.refundId, orderId: input.orderId },
+              },
+              { idempotencyKey },
+            ),
+          // made anyway by the request that failed? never a second refund: the intent's list says
+          async () => {
+            for await (const r of this.stripe.refunds.list({
+              payment_intent: input.intentId,
+              limit: 100,
+            })) {
+              if (r.metadata?.refundId === input.refundId) return r;
+            }
+            return undefined;
           },
-          { idempotencyKey: input.idempotencyKey },
         ),
       ),
     );

@@ -217,7 +217,7 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(again.status).toBe(201);
   }, 30_000);
 
-  it("a 500 Stripe saved under the intent's key (replayed to every retry for a day) does not make the order unpayable: the intent is made under a key of the call's own, once", async () => {
+  it("a 500 Stripe saved under the intent's key (replayed to every retry for a day) does not make the order unpayable: the intent is made under the key's next generation, once", async () => {
     const p = await insertProduct(t.db.pool, { stock: 5 });
     const order = await placeOrder(t.http, alice, [{ productId: p, quantity: 1 }]);
     const creates = () =>
@@ -237,12 +237,14 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
     expect(stripe.intent(pay.body.paymentIntentId as string)?.metadata).toEqual({
       orderId: order.body.id,
     });
-    // the saved 500 (the SDK's own retries replayed it), then one intent under a key of its own
+    // the saved 500 (the SDK's own retries replayed it), then one intent under the next generation
     const keys = creates().map((r) => String(r.idempotencyKey));
     expect(
       keys.filter((k) => k === `order:${order.body.id}:payment-intent`).length,
     ).toBeGreaterThan(0);
-    expect(keys.filter((k) => k.includes(':after-'))).toHaveLength(1);
+    expect(keys.filter((k) => k !== `order:${order.body.id}:payment-intent`)).toEqual([
+      `order:${order.body.id}:payment-intent:g2`,
+    ]);
     // calling again returns the same intent, never a second one (API.md)
     const again = await t.http.post(
       `/v1/orders/${order.body.id}/payment`,
@@ -250,8 +252,31 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       { token: alice.token, idempotencyKey: newKey() },
     );
     expect([again.status, again.body.paymentIntentId]).toEqual([201, pay.body.paymentIntentId]);
-    expect(creates().filter((r) => String(r.idempotencyKey).includes(':after-'))).toHaveLength(1);
+    expect(creates().filter((r) => String(r.idempotencyKey).endsWith(':g2'))).toHaveLength(1);
   }, 30_000);
+
+  it("a refund whose 500 Stripe saved under its key is made under the key's next generation — once, and never when the failed request made it after all", async () => {
+    const refundPosts = (refundId: string) =>
+      stripe.requests.filter(
+        (r) =>
+          r.method === 'POST' &&
+          r.path === '/v1/refunds' &&
+          String(r.idempotencyKey ?? '').startsWith(`refund:${refundId}`),
+      );
+    for (const afterEffect of [false, true]) {
+      const { orderId, intent } = await paidOrder(10_000);
+      stripe.failStored('/v1/refunds', { afterEffect });
+      const res = await refund(orderId, {});
+      expect(res.status).toBe(201);
+      expect(res.body.status).toBe('succeeded');
+      const id = res.body.id as string;
+      // one refund at Stripe, whichever request made it
+      expect(stripe.refundsOf(intent).map((r) => r.metadata?.refundId)).toEqual([id]);
+      const keys = [...new Set(refundPosts(id).map((r) => String(r.idempotencyKey)))];
+      expect(keys).toEqual(afterEffect ? [`refund:${id}`] : [`refund:${id}`, `refund:${id}:g2`]);
+      expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED' });
+    }
+  }, 60_000);
 
   it('an order Stripe cannot charge (nothing to pay, or under its minimum) is 409 ORDER_NOT_PAYABLE on every try, not a 502', async () => {
     // nothing to pay: refused at checkout, before anything is held (ORDER_MINIMUM_AMOUNT)

@@ -40,9 +40,10 @@ export interface FakeStripe {
   /**
    * The next idempotent POST on the path fails with a 500 that Stripe saves under its key, as it
    * does once an endpoint began executing (API v1): every retry with that key gets it replayed
-   * (`Idempotent-Replayed: true`), for 24 h at least. Nothing takes effect.
+   * (`Idempotent-Replayed: true`), for 24 h at least. Nothing takes effect — unless `afterEffect`:
+   * the request did its work, then failed (a refund made whose answer is a saved 500).
    */
-  failStored(pathPrefix: string): void;
+  failStored(pathPrefix: string, opts?: { afterEffect?: boolean }): void;
   /**
    * The next request (a POST unless `method` says otherwise) whose path starts with `pathPrefix`
    * takes effect (and is stored for idempotent replay) but its answer never leaves: the caller
@@ -60,6 +61,8 @@ export interface FakeStripe {
   /** The bank settles a pending refund (succeeded unless told); returns the `charge.refund.updated` event. */
   settleRefund(refundId: string, outcome?: 'succeeded' | 'failed'): Stripe.Event;
   intent(id: string): Stripe.PaymentIntent | undefined;
+  /** The refunds of an intent as Stripe holds them, oldest first. */
+  refundsOf(intentId: string): Stripe.Refund[];
   /**
    * The customer's bank disputes the intent's charge (all of it): a `charge.dispute.<type>` event
    * carrying the dispute (one per intent: the same id every time) in `status` — which is then its
@@ -140,7 +143,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
   const disputeOfIntent = new Map<string, string>(); // intent id → its dispute's id
   const disputes = new Map<string, Obj>(); // by id, as it is now
   const failures: { prefix: string; status: number; remaining: number }[] = [];
-  const storedFailures: string[] = [];
+  const storedFailures: { prefix: string; afterEffect: boolean }[] = [];
   const declinedRefunds = new Set<string>();
   const heldRefunds = new Set<string>();
   const hangs: { prefix: string; method: string; reached: () => void }[] = [];
@@ -457,9 +460,10 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       });
     }
 
-    const stored = idempotent ? storedFailures.findIndex((p) => path.startsWith(p)) : -1;
+    const stored = idempotent ? storedFailures.findIndex((f) => path.startsWith(f.prefix)) : -1;
     if (stored >= 0 && idempotencyKey !== undefined) {
-      storedFailures.splice(stored, 1);
+      const [{ afterEffect }] = storedFailures.splice(stored, 1);
+      if (afterEffect) route(method, path, body);
       const text = JSON.stringify(
         {
           error: {
@@ -618,8 +622,8 @@ export async function startFakeStripe(): Promise<FakeStripe> {
         for (const f of failures.filter((x) => x.prefix === pathPrefix))
           failures.splice(failures.indexOf(f), 1);
     },
-    failStored(pathPrefix) {
-      storedFailures.push(pathPrefix);
+    failStored(pathPrefix, opts = {}) {
+      storedFailures.push({ prefix: pathPrefix, afterEffect: opts.afterEffect ?? false });
     },
     hangAfterEffect(pathPrefix, method = 'POST') {
       return new Promise<void>((reached) => hangs.push({ prefix: pathPrefix, method, reached }));
@@ -660,6 +664,11 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     intent(id) {
       const pi = intents.get(id);
       return pi && (clone(pi) as Stripe.PaymentIntent);
+    },
+    refundsOf(intentId) {
+      return [...refunds.values()]
+        .filter((r) => r.payment_intent === intentId)
+        .map((r) => clone(r) as Stripe.Refund);
     },
     client(config = {}) {
       return new Stripe(secretKey, {
