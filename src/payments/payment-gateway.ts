@@ -123,6 +123,13 @@ export interface PaymentGateway {
     refundId: string;
     orderId: string;
     idempotencyKey: string;
+    /**
+     * Whether a failure the provider saved under the key may move the refund on to the key's next
+     * generation (StripeGateway): not once the provider may have forgotten the key (a day on),
+     * when an attempt under the first key could make the refund afresh beside one made under the
+     * next.
+     */
+    advanceKeyOnReplay?: boolean;
   }): Promise<GatewayRefund>;
   /** Every refund of the intent, wherever it was made (us or the provider's dashboard). */
   listRefunds(intentId: string): Promise<GatewayRefund[]>;

@@ -58,6 +58,12 @@ const MAX_ATTEMPTS_PER_KEY = 10;
  */
 const RESEND_LIST_FIRST_AFTER_MS = 60 * 60_000;
 /**
+ * A refund whose create Stripe answered with a 500 it saved under the key moves on to the key's
+ * next generation (StripeGateway) only this long after it was made: well before the provider may
+ * forget the first key (Stripe: 24 h at least).
+ */
+const ADVANCE_KEY_UNTIL_MS = 20 * 3600_000;
+/**
  * Refunds of one remaining amount the provider may refuse as more than is left (a refund made at
  * the provider meanwhile, pending there) before the rest of that amount is no longer asked.
  */
@@ -587,6 +593,10 @@ export class RefundsService {
         refundId: refund.id,
         orderId: refund.orderId,
         idempotencyKey: gatewayKeys.refund(refund.id),
+        // a day on, the provider may forget the first key: an attempt under it could then make
+        // the refund afresh beside one a concurrent attempt made under the next generation
+        advanceKeyOnReplay:
+          this.clock.now().getTime() - refund.createdAt.getTime() < ADVANCE_KEY_UNTIL_MS,
       });
     } catch (err) {
       if (err instanceof GatewayError && err.kind === 'rejected') {

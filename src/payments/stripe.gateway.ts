@@ -53,13 +53,15 @@ const KEY_GENERATIONS = 5;
 async function underKeyGenerations<T>(
   key: string,
   send: (key: string) => Promise<T>,
-  madeAnyway?: () => Promise<T | undefined>,
+  /** null: the first key only, never the next generations. */
+  madeAnyway?: (() => Promise<T | undefined>) | null,
 ): Promise<T> {
   for (let generation = 1; ; generation++) {
     try {
       return await send(generation === 1 ? key : `${key}:g${generation}`);
     } catch (err) {
-      if (!replayedServerError(err) || generation >= KEY_GENERATIONS) throw err;
+      if (!replayedServerError(err) || generation >= KEY_GENERATIONS || madeAnyway === null)
+        throw err;
       const made = await madeAnyway?.();
       if (made !== undefined) return made;
     }
@@ -179,6 +181,7 @@ export class StripeGateway implements PaymentGateway {
     refundId: string;
     orderId: string;
     idempotencyKey: string;
+    advanceKeyOnReplay?: boolean;
   }): Promise<GatewayRefund> {
     return this.call(async () =>
       this.mapRefund(
@@ -194,15 +197,17 @@ export class StripeGateway implements PaymentGateway {
               { idempotencyKey },
             ),
           // made anyway by the request that failed? never a second refund: the intent's list says
-          async () => {
-            for await (const r of this.stripe.refunds.list({
-              payment_intent: input.intentId,
-              limit: 100,
-            })) {
-              if (r.metadata?.refundId === input.refundId) return r;
-            }
-            return undefined;
-          },
+          input.advanceKeyOnReplay === false
+            ? null
+            : async () => {
+                for await (const r of this.stripe.refunds.list({
+                  payment_intent: input.intentId,
+                  limit: 100,
+                })) {
+                  if (r.metadata?.refundId === input.refundId) return r;
+                }
+                return undefined;
+              },
         ),
       ),
     );

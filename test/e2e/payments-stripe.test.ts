@@ -276,6 +276,23 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(keys).toEqual(afterEffect ? [`refund:${id}`] : [`refund:${id}`, `refund:${id}:g2`]);
       expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED' });
     }
+    // a day on, the provider may have forgotten the first key (an attempt under it could then make
+    // the refund beside one under the next generation): it stays on the first key, pending
+    const { orderId } = await paidOrder(10_000);
+    stripe.failNext('/v1/refunds', 500, 3); // (pending: the SDK's own retries fail too)
+    const pending = await refund(orderId, {});
+    expect(pending.body.status).toBe('pending');
+    const id = pending.body.id as string;
+    await t.db.pool.query(
+      `UPDATE refunds SET created_at = now() - interval '21 hours', updated_at = now() - interval '1 hour' WHERE id = $1`,
+      [id],
+    );
+    stripe.failStored('/v1/refunds');
+    await worker.get(RefundsService).retryStale(60_000);
+    expect((await t.db.pool.query(`SELECT status FROM refunds WHERE id = $1`, [id])).rows).toEqual([
+      { status: 'pending' },
+    ]);
+    expect(refundPosts(id).some((r) => String(r.idempotencyKey).endsWith(':g2'))).toBe(false);
   }, 60_000);
 
   it('an order Stripe cannot charge (nothing to pay, or under its minimum) is 409 ORDER_NOT_PAYABLE on every try, not a 502', async () => {
