@@ -300,6 +300,7 @@ describe('RefundsService', () => {
         refundId: REFUND_ID,
         orderId: ORDER,
         idempotencyKey: `refund:${REFUND_ID}`,
+        advanceKeyOnReplay: true, // (made just now: far from the day the provider keeps the key)
       });
       // the follow-up job is written with the pending refund; the order learns of the success
       expect(s.outbox.add).toHaveBeenCalledWith('refund.requested', ORDER, {
