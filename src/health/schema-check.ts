@@ -137,23 +137,22 @@ type IdentityParts = Awaited<ReturnType<typeof databaseIdentityParts>> & {
 async function identityOf(dataSource: Pick<DataSource, 'query'>): Promise<IdentityParts> {
   const parts = await databaseIdentityParts(dataSource);
   const [row] = await dataSource.query<{ started: string }[]>(
-    `SELECT pg_postmaster_start_time()::text AS started`,
+    // as a number (microseconds since the epoch): as text it follows each session's TimeZone and
+    // DateStyle, and one server read by two roles set otherwise looked like two (diff review 3)
+    `SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1e6)::bigint::text AS started`,
   );
   return { ...parts, started: row.started };
 }
 
 /**
- * Whether two identities are one database: its oid and name, its server's start, and the
- * cluster's system identifier where both roles may read it (a managed service may grant
+ * Whether two identities are one database: its oid and name, and the cluster's system identifier
+ * where both roles may read it — else its server's start (a managed service may grant
  * pg_control_system() to the owner's role a lock URL signs in with, and not to the app's).
  */
 export function sameDatabase(a: IdentityParts, b: IdentityParts): boolean {
-  return (
-    a.oid === b.oid &&
-    a.name === b.name &&
-    a.started === b.started &&
-    (a.system === null || b.system === null || a.system === b.system)
-  );
+  if (a.oid !== b.oid || a.name !== b.name) return false;
+  // the identifier, where both may read it, says it all; the start only stands in for it
+  return a.system !== null && b.system !== null ? a.system === b.system : a.started === b.started;
 }
 
 /** identityOf over a connection of its own to `url`, closed after. */
