@@ -275,20 +275,27 @@ export async function databaseIdentityParts(
 ): Promise<{ system: string | null; oid: string; name: string }> {
   let row: { system: string | null; oid: string; name: string };
   try {
-    if (withoutSystemIdentifier.has(dataSource)) throw NOT_GRANTED;
-    [row] = await dataSource.query<(typeof row)[]>(
-      `SELECT (SELECT system_identifier::text FROM pg_control_system()) AS system,
+    // asked only where the role may run it (has_function_privilege; a CASE around it is no guard:
+    // the function's privilege is checked as the statement starts): refused, the statement failed
+    // — and was logged — at every heartbeat (10 s); a grant made later is seen at the next one
+    const [db] = await dataSource.query<{ allowed: boolean; oid: string; name: string }[]>(
+      `SELECT has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE') AS allowed,
               d.oid::text AS oid, d.datname AS name
          FROM pg_database d WHERE d.datname = current_database()`,
     );
+    const system = db.allowed
+      ? (
+          await dataSource.query<{ system: string }[]>(
+            `SELECT system_identifier::text AS system FROM pg_control_system()`,
+          )
+        )[0].system
+      : null;
+    row = { system, oid: db.oid, name: db.name };
   } catch (err) {
     // insufficient_privilege (not granted), undefined_function / feature_not_supported (a
     // PostgreSQL-compatible service without it); any other failure is the database's, not this
     // query's (a fallback then would give this process another identity than its deployment's)
     if (!NO_SYSTEM_IDENTIFIER.has((err as { code?: unknown }).code as string)) throw err;
-    // not asked again through this connection pool: its failed statement was logged at every
-    // heartbeat (10 s), and the identity must not change while the process runs
-    withoutSystemIdentifier.add(dataSource);
     [row] = await dataSource.query<(typeof row)[]>(
       `SELECT NULL AS system, d.oid::text AS oid, d.datname AS name
          FROM pg_database d WHERE d.datname = current_database()`,
@@ -298,9 +305,6 @@ export async function databaseIdentityParts(
 }
 
 const NO_SYSTEM_IDENTIFIER = new Set(['42501', '42883', '0A000']);
-/** The pools whose role may not read the system identifier (databaseIdentityParts). */
-const withoutSystemIdentifier = new WeakSet<object>();
-const NOT_GRANTED = Object.assign(new Error('pg_control_system() not granted'), { code: '42501' });
 
 const hashOf = (identity: string) => identity.slice(0, identity.indexOf(' '));
 const nameOf = (identity: string) => identity.slice(identity.indexOf(' ') + 1);
