@@ -33,6 +33,23 @@ async function retakeAbandoned(t: TestApp, worker: INestApplicationContext, orde
   return worker.get(EmailService, { strict: false }).send({ orderId, kind: 'cancellation' });
 }
 
+/** A new customer's order of a new product, placed and cancelled: its cancellation email is owed. */
+async function cancelledOrder(t: TestApp): Promise<string> {
+  const customer = await registerCustomer(t.http);
+  const buyer = { userId: customer.user.id, token: customer.accessToken };
+  const product = await insertProduct(t.db.pool, { stock: 5 });
+  const order = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
+  expect(order.status).toBe(201);
+  const orderId = order.body.id as string;
+  const cancelled = await t.http.post(
+    `/v1/orders/${orderId}/cancel`,
+    {},
+    { token: buyer.token, idempotencyKey: newKey() },
+  );
+  expect(cancelled.status).toBe(200);
+  return orderId;
+}
+
 describe('an email that went out stays recorded as sent across a database restart', () => {
   let pg: PrivatePostgres;
   let smtp: SmtpCapture;
@@ -68,18 +85,7 @@ describe('an email that went out stays recorded as sent across a database restar
       }
     };
 
-    const customer = await registerCustomer(t.http);
-    const buyer = { userId: customer.user.id, token: customer.accessToken };
-    const product = await insertProduct(t.db.pool, { stock: 5 });
-    const order = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
-    expect(order.status).toBe(201);
-    const orderId = order.body.id as string;
-    const cancelled = await t.http.post(
-      `/v1/orders/${orderId}/cancel`,
-      {},
-      { token: buyer.token, idempotencyKey: newKey() },
-    );
-    expect(cancelled.status).toBe(200);
+    const orderId = await cancelledOrder(t);
 
     await smtp.awaitMessages(() => smtp.forOrder(orderId), 1);
     // the server has the message; the worker is about to see its answer and run the hook
@@ -109,17 +115,7 @@ describe('an email that went out stays recorded as sent across a database restar
   });
 
   it("the 'sent' record never landed (an outage past its two minutes of retries, or a worker killed after the 250 OK): the takeover records the accepted message, it does not mail it again", async () => {
-    const customer = await registerCustomer(t.http);
-    const buyer = { userId: customer.user.id, token: customer.accessToken };
-    const product = await insertProduct(t.db.pool, { stock: 5 });
-    const order = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
-    const orderId = order.body.id as string;
-    const cancelled = await t.http.post(
-      `/v1/orders/${orderId}/cancel`,
-      {},
-      { token: buyer.token, idempotencyKey: newKey() },
-    );
-    expect(cancelled.status).toBe(200);
+    const orderId = await cancelledOrder(t);
     await drain(worker, t.db.pool);
     expect(smtp.forOrder(orderId)).toHaveLength(1);
     // the mark served until 'sent' was recorded: gone since (nothing kept for a week per email)
@@ -142,20 +138,6 @@ describe('an email that went out stays recorded as sent across a database restar
 
   it('a message handed to the server whole whose answer is lost every time is sent at most twice, then taken as delivered (said at error); one lost before it was whole, or refused after it, is sent again until it goes', async () => {
     const errors = jest.spyOn(Logger.prototype, 'error');
-    const customer = await registerCustomer(t.http);
-    const buyer = { userId: customer.user.id, token: customer.accessToken };
-    const product = await insertProduct(t.db.pool, { stock: 5 });
-    const cancelledOrder = async () => {
-      const order = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
-      const orderId = order.body.id as string;
-      const cancelled = await t.http.post(
-        `/v1/orders/${orderId}/cancel`,
-        {},
-        { token: buyer.token, idempotencyKey: newKey() },
-      );
-      expect(cancelled.status).toBe(200);
-      return orderId;
-    };
     const delivery = async (orderId: string) =>
       (
         await t.db.pool.query<{ status: string; attempts: number }>(
@@ -166,7 +148,7 @@ describe('an email that went out stays recorded as sent across a database restar
     try {
       // the server keeps each copy and the connection is lost before its answer, every time
       smtp.dropBeforeAnswerTimes = 100;
-      const unanswered = await cancelledOrder();
+      const unanswered = await cancelledOrder(t);
       await drain(worker, t.db.pool);
       expect(smtp.forOrder(unanswered)).toHaveLength(UNANSWERED_HANDOVERS_LIMIT);
       expect(await delivery(unanswered)).toEqual([
@@ -181,7 +163,7 @@ describe('an email that went out stays recorded as sent across a database restar
 
       // lost at MAIL FROM, before the message: no copy at the server, so sent again until it goes
       smtp.dropAtSenderTimes = UNANSWERED_HANDOVERS_LIMIT + 1;
-      const early = await cancelledOrder();
+      const early = await cancelledOrder(t);
       await drain(worker, t.db.pool);
       expect(smtp.dropAtSenderTimes).toBe(0);
       expect(smtp.forOrder(early)).toHaveLength(1);
@@ -191,7 +173,7 @@ describe('an email that went out stays recorded as sent across a database restar
       // refused after its DATA (a relay's rate limit, 454): answered, not taken — never counted as
       // handed over, so sent again until it goes, however often it was refused so
       smtp.refuseDataTimes = UNANSWERED_HANDOVERS_LIMIT;
-      const throttled = await cancelledOrder();
+      const throttled = await cancelledOrder(t);
       await drain(worker, t.db.pool);
       expect(smtp.refuseDataTimes).toBe(0);
       expect(smtp.forOrder(throttled)).toHaveLength(1);
@@ -235,17 +217,7 @@ describe('a worker that died between the send and the record (.eml transport)', 
   });
 
   it('the attempt that takes the abandoned claim over records the delivered message instead of sending it again', async () => {
-    const customer = await registerCustomer(t.http);
-    const buyer = { userId: customer.user.id, token: customer.accessToken };
-    const product = await insertProduct(t.db.pool, { stock: 5 });
-    const order = await placeOrder(t.http, buyer, [{ productId: product, quantity: 1 }]);
-    const orderId = order.body.id as string;
-    const cancelled = await t.http.post(
-      `/v1/orders/${orderId}/cancel`,
-      {},
-      { token: buyer.token, idempotencyKey: newKey() },
-    );
-    expect(cancelled.status).toBe(200);
+    const orderId = await cancelledOrder(t);
     const statusOf = async () =>
       (
         await t.db.pool.query<{ status: string; attempts: number }>(

@@ -32,6 +32,22 @@ describe('readiness while the pool is busy but the database answers', () => {
   beforeAll(async () => {
     t = await bootTestApp({ env: { DATABASE_POOL_SIZE: '2' } });
   });
+  /**
+   * Advisory lock `id` held by a connection of the test's own (returned, in a transaction), and
+   * `count` statements of the app waiting on it (settled once it is let go).
+   */
+  async function heldWithWaiters(id: number, count: number) {
+    const tx = t.app.get(TransactionHost);
+    const holder = await t.db.pool.connect();
+    await holder.query('BEGIN');
+    await holder.query(`SELECT pg_advisory_xact_lock(${id})`);
+    const waiting = Promise.all(
+      Array.from({ length: count }, () =>
+        tx.query(`SELECT pg_advisory_xact_lock_shared(${id})`).catch(() => undefined),
+      ),
+    );
+    return { holder, waiting };
+  }
   afterAll(async () => {
     await t?.close();
   });
@@ -90,14 +106,7 @@ describe('readiness while the pool is busy but the database answers', () => {
     // and the probe queued behind them timed out — on every API process at once
     const tx = t.app.get(TransactionHost);
     const breaker = t.app.get(DbCircuitBreaker);
-    const holder = await t.db.pool.connect();
-    await holder.query('BEGIN');
-    await holder.query(`SELECT pg_advisory_xact_lock(4242)`);
-    const waiting = Promise.all(
-      Array.from({ length: 3 }, () =>
-        tx.query('SELECT pg_advisory_xact_lock_shared(4242)').catch(() => undefined),
-      ),
-    );
+    const { holder, waiting } = await heldWithWaiters(4242, 3);
     try {
       await waitFor('callers queued for the pool', () => tx.poolWaiting(), {
         until: (n) => n > 0,
@@ -125,14 +134,7 @@ describe('readiness while the pool is busy but the database answers', () => {
     // the pool at its size, each connection a checkout waiting on a hot row, no caller queued: the
     // probe took its place in the queue and timed out after 1.5 s (dbpressure review)
     const tx = t.app.get(TransactionHost);
-    const holder = await t.db.pool.connect();
-    await holder.query('BEGIN');
-    await holder.query(`SELECT pg_advisory_xact_lock(4245)`);
-    const waiting = Promise.all(
-      Array.from({ length: 2 }, () =>
-        tx.query('SELECT pg_advisory_xact_lock_shared(4245)').catch(() => undefined),
-      ),
-    );
+    const { holder, waiting } = await heldWithWaiters(4245, 2);
     try {
       await waitFor(
         'both connections waiting on the lock',
