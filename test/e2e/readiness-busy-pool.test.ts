@@ -48,6 +48,22 @@ describe('readiness while the pool is busy but the database answers', () => {
     );
     return { holder, waiting };
   }
+
+  /** Until `count` statements wait on advisory lock `id`. */
+  const waitingOnLock = (id: number, count: number) =>
+    waitFor(
+      `${count} statements waiting on lock ${id}`,
+      async () =>
+        Number(
+          (
+            await t.db.pool.query(
+              `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted`,
+              [id],
+            )
+          ).rows[0].count,
+        ),
+      { until: (n) => n >= count },
+    );
   afterAll(async () => {
     await t?.close();
   });
@@ -136,18 +152,7 @@ describe('readiness while the pool is busy but the database answers', () => {
     const tx = t.app.get(TransactionHost);
     const { holder, waiting } = await heldWithWaiters(4245, 2);
     try {
-      await waitFor(
-        'both connections waiting on the lock',
-        async () =>
-          Number(
-            (
-              await t.db.pool.query(
-                `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4245 AND NOT granted`,
-              )
-            ).rows[0].count,
-          ),
-        { until: (n) => n === 2 },
-      );
+      await waitingOnLock(4245, 2);
       expect([tx.poolExhausted(), tx.poolWaiting()]).toEqual([true, 0]);
       const ready = await t.http.get('/health/ready');
       expect([ready.status, ready.body.details?.database]).toEqual([
@@ -179,18 +184,7 @@ describe('readiness while the pool is busy but the database answers', () => {
       const stuck = [1, 2].map(() =>
         tx.query('SELECT pg_advisory_xact_lock_shared(4243)').catch(() => undefined),
       );
-      await waitFor(
-        'both connections waiting on the lock',
-        async () =>
-          Number(
-            (
-              await t.db.pool.query(
-                `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4243 AND NOT granted`,
-              )
-            ).rows[0].count,
-          ),
-        { until: (n) => n >= 2 },
-      );
+      await waitingOnLock(4243, 2);
       let gaveUp = 0;
       for (let wave = 0; wave < 4; wave++) {
         await Promise.all(
