@@ -137,6 +137,13 @@ export interface PaymentGateway {
   retrieveDispute(id: string): Promise<GatewayDispute>;
 }
 
+/**
+ * The code of an unavailable answer that is a failure the provider saved under the request's
+ * idempotency key and replays to every retry with it (Stripe: a 500, for a day): about that key
+ * only, not the provider as a whole.
+ */
+export const REPLAYED_FAILURE = 'idempotent_replayed';
+
 /** Deterministic idempotency keys, derived from our own ids. */
 export const gatewayKeys = {
   createIntent: (orderId: string) => `order:${orderId}:payment-intent`,

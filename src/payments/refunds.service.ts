@@ -15,6 +15,7 @@ import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobPayloads } from '../queue/queues';
 import {
   GatewayError,
+  REPLAYED_FAILURE,
   GatewayRefund,
   PAYMENT_GATEWAY,
   PaymentGateway,
@@ -620,12 +621,15 @@ export class RefundsService {
   private async unanswered(
     refund: Refund,
     err: unknown,
-  ): Promise<{ refund: Refund; unanswered: true }> {
+  ): Promise<{ refund: Refund; unanswered: boolean }> {
     this.logger.warn(
       `refund ${refund.id}: provider unavailable (${(err as Error).message}); will retry`,
     );
     await this.tx.run(() => this.refunds.touch(refund.id, this.clock.now()));
-    return { refund, unanswered: true };
+    // a failure the provider saved under this refund's key is about that key alone: the stale
+    // sweep goes on to the others (one such refund had held every other one back for a day)
+    const keyOnly = err instanceof GatewayError && err.code === REPLAYED_FAILURE;
+    return { refund, unanswered: !keyOnly };
   }
 
   private async settle(refund: Refund, remote: GatewayRefund, at: Settling): Promise<Refund> {

@@ -3,6 +3,7 @@ import {
   dateOfUnixSeconds,
   GatewayDispute,
   GatewayError,
+  REPLAYED_FAILURE,
   GatewayIntent,
   GatewayRefund,
   IntentStatus,
@@ -87,6 +88,8 @@ function replayedServerError(err: unknown): boolean {
  * outcome unknown, to be retried with the same key.
  */
 export function gatewayErrorOf(err: unknown): GatewayError {
+  if (replayedServerError(err))
+    return new GatewayError('unavailable', REPLAYED_FAILURE, (err as Error).message);
   if (err instanceof Stripe.errors.StripeError) {
     const final =
       (err.type === 'StripeCardError' || err.type === 'StripeInvalidRequestError') &&

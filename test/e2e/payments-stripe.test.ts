@@ -277,22 +277,39 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
       expect(await orderOf(orderId)).toMatchObject({ status: 'REFUNDED' });
     }
     // a day on, the provider may have forgotten the first key (an attempt under it could then make
-    // the refund beside one under the next generation): it stays on the first key, pending
-    const { orderId } = await paidOrder(10_000);
-    stripe.failNext('/v1/refunds', 500, 3); // (pending: the SDK's own retries fail too)
-    const pending = await refund(orderId, {});
-    expect(pending.body.status).toBe('pending');
+    // the refund beside one under the next generation): it stays on the first key, pending — and
+    // the stale sweep goes on to the other refunds (a saved failure is about its key alone)
+    const stuck = await paidOrder(10_000);
+    const other = await paidOrder(10_000);
+    stripe.failNext('/v1/refunds', 500, 6); // (both pending: the SDK's own retries fail too)
+    const pending = await refund(stuck.orderId, {});
+    const waiting = await refund(other.orderId, {});
+    expect([pending.body.status, waiting.body.status]).toEqual(['pending', 'pending']);
     const id = pending.body.id as string;
     await t.db.pool.query(
-      `UPDATE refunds SET created_at = now() - interval '21 hours', updated_at = now() - interval '1 hour' WHERE id = $1`,
+      `UPDATE refunds SET created_at = now() - interval '21 hours', updated_at = now() - interval '2 hours' WHERE id = $1`,
       [id],
     );
+    await t.db.pool.query(
+      `UPDATE refunds SET updated_at = now() - interval '1 hour' WHERE id = $1`,
+      [waiting.body.id],
+    );
     stripe.failStored('/v1/refunds');
-    await worker.get(RefundsService).retryStale(60_000);
-    expect((await t.db.pool.query(`SELECT status FROM refunds WHERE id = $1`, [id])).rows).toEqual([
-      { status: 'pending' },
-    ]);
+    expect(await worker.get(RefundsService).retryStale(60_000)).toBe(1); // the other one
+    const statuses = await t.db.pool.query(
+      `SELECT id, status FROM refunds WHERE id = ANY($1::uuid[])`,
+      [[id, waiting.body.id]],
+    );
+    expect(Object.fromEntries(statuses.rows.map((r) => [r.id, r.status]))).toEqual({
+      [id]: 'pending',
+      [waiting.body.id as string]: 'succeeded',
+    });
     expect(refundPosts(id).some((r) => String(r.idempotencyKey).endsWith(':g2'))).toBe(false);
+    // (settled by hand, as a person would: not retried by every later sweep of this file)
+    const tx = worker.get(TransactionHost);
+    await tx.run(() =>
+      worker.get(RefundRepository).settle(id, 'failed', { failure: 'test: cleared' }, new Date()),
+    );
   }, 60_000);
 
   it('an order Stripe cannot charge (nothing to pay, or under its minimum) is 409 ORDER_NOT_PAYABLE on every try, not a 502', async () => {
