@@ -114,10 +114,12 @@ function mockPayments(): MockOf<
 
 function mockEvents(): MockOf<
   WebhookEventRepository,
-  'find' | 'markProcessed' | 'findUnprocessed' | 'noteSweepFailed'
+  'find' | 'markProcessed' | 'findUnprocessed' | 'noteSweepFailed' | 'objectOf'
 > {
   return {
     find: jest.fn().mockResolvedValue(event()),
+    // (the event's object not stored: read from the gateway, as before)
+    objectOf: jest.fn().mockResolvedValue(null),
     markProcessed: jest.fn().mockResolvedValue(undefined),
     findUnprocessed: jest.fn().mockResolvedValue([]),
     noteSweepFailed: jest.fn().mockResolvedValue(undefined),
@@ -277,6 +279,31 @@ describe('PaymentFinalizer', () => {
       expect(s.payments.recordIntent).not.toHaveBeenCalled();
       expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
     });
+
+    it.each([
+      ['no order id', {}],
+      ['an order id not as we write them', { orderId: 'ORD-123' }],
+    ])(
+      'no-payment: an intent event whose payload names %s is not ours, settled with no call to the gateway',
+      async (_name, metadata) => {
+        const s = await setup();
+        s.payments.findByIntent.mockResolvedValue(null);
+        s.events.objectOf.mockResolvedValue({ object: 'payment_intent', id: 'pi_1', metadata });
+        expect(await s.finalizer.processEvent(EVENT)).toEqual({
+          kind: 'no-payment',
+          eventId: EVENT,
+        });
+        expect(s.gateway.retrieveIntent).not.toHaveBeenCalled();
+        expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+        // a charge's event carries the charge's metadata: the intent is read from the gateway
+        s.events.find.mockResolvedValue(event({ type: 'charge.succeeded' }));
+        s.gateway.retrieveIntent.mockRejectedValue(
+          new GatewayError('rejected', 'resource_missing', 'no such intent'),
+        );
+        await s.finalizer.processEvent(EVENT);
+        expect(s.gateway.retrieveIntent).toHaveBeenCalledWith('pi_1');
+      },
+    );
 
     it('no-payment: an intent whose order does not exist is not adopted', async () => {
       const s = await setup();

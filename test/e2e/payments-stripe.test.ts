@@ -713,11 +713,17 @@ describe('payments through Stripe (real SDK, fake Stripe API)', () => {
         metadata: { orderId: order.body.id.toUpperCase().replace(/-/g, '') },
       },
     ];
+    const readsOf = (intent: string) =>
+      stripe.requests.filter(
+        (r) => r.method === 'GET' && r.path === `/v1/payment_intents/${intent}`,
+      ).length;
     for (const params of foreign) {
       const pi = await stripe.client().paymentIntents.create(params);
       const event = stripe.succeed(pi.id);
       expect((await deliver(event)).status).toBe(200);
       await processed(event.id); // settled as "not ours", at once: no job failing and retrying
+      // an intent naming no order as ours are named is not even read from Stripe (its event says so)
+      if (params.metadata.orderId !== order.body.id) expect(readsOf(pi.id)).toBe(0);
     }
     await drain(worker, t.db.pool, SETTLE_REFUNDS_NOW);
     expect((await orderOf(order.body.id)).status).toBe(before);
