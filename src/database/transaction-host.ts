@@ -424,12 +424,7 @@ export class TransactionHost {
       sql: [...statements, ...reads].map((st) => inlineParams(st.sql, st.params)).join(';\n'),
       reads,
     };
-    this.open.enter();
-    try {
-      return await this.runWithRetry(work, opening);
-    } finally {
-      this.open.leave();
-    }
+    return this.runWithRetry(work, opening);
   }
 
   get inTransaction(): boolean {
@@ -438,12 +433,7 @@ export class TransactionHost {
 
   async run<T>(work: () => Promise<T>): Promise<T> {
     if (this.als.getStore()) return work();
-    this.open.enter();
-    try {
-      return await this.runWithRetry(work);
-    } finally {
-      this.open.leave();
-    }
+    return this.runWithRetry(work);
   }
 
   /**
@@ -476,15 +466,23 @@ export class TransactionHost {
       reads: [],
       readOnly: true,
     };
+    return this.runWithRetry(() => work(), opening);
+  }
+
+  /** A transaction of its own, its attempts counted as open (shutdown waits for them). */
+  private async runWithRetry<T>(
+    work: (opened: unknown[][]) => Promise<T>,
+    opening?: Opening,
+  ): Promise<T> {
     this.open.enter();
     try {
-      return await this.runWithRetry(() => work(), opening);
+      return await this.attempts(work, opening);
     } finally {
       this.open.leave();
     }
   }
 
-  private async runWithRetry<T>(
+  private async attempts<T>(
     work: (opened: unknown[][]) => Promise<T>,
     opening?: Opening,
   ): Promise<T> {
