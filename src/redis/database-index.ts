@@ -2,8 +2,8 @@ import { Inject, Injectable, Logger, OnApplicationShutdown, OnModuleInit } from 
 import type Redis from 'ioredis';
 import { ReplyError } from 'ioredis';
 import { EXIT_CONFIG } from '../config/exit-codes';
-import { answerWithin } from './eviction-policy';
-import { connected } from './key-prefix-claim';
+import { BOOT_CONNECT_WAIT_MS, answerWithin } from './boot-wait';
+import { whenConnected } from './when-connected';
 import { REDIS } from './redis.module';
 
 /** A REDIS_URL whose database this Redis cannot select, refused at boot (exit code EXIT_CONFIG). */
@@ -55,7 +55,7 @@ export class RedisDatabaseCheck implements OnModuleInit, OnApplicationShutdown {
 
   async onModuleInit(): Promise<void> {
     if (this.db === 0) return;
-    await connected(this.redis, BOOT_CONNECT_WAIT_MS);
+    await whenConnected(this.redis, BOOT_CONNECT_WAIT_MS);
     this.redis.on('ready', this.onReady);
     const refused = await this.refusal();
     if (refused) {
@@ -94,7 +94,5 @@ export class RedisDatabaseCheck implements OnModuleInit, OnApplicationShutdown {
   }
 }
 
-/** How long boot waits for Redis to connect before the check (as the other boot checks). */
-const BOOT_CONNECT_WAIT_MS = 3_000;
 /** How long the SELECT may take. */
 const SELECT_TIMEOUT_MS = 2_000;

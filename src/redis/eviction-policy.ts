@@ -8,7 +8,8 @@ import {
 import type Redis from 'ioredis';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { EXIT_CONFIG } from '../config/exit-codes';
-import { connected } from './key-prefix-claim';
+import { BOOT_CONNECT_WAIT_MS, answerWithin } from './boot-wait';
+import { whenConnected } from './when-connected';
 import { REDIS } from './redis.module';
 
 /** The one `maxmemory-policy` this service can run on. */
@@ -70,7 +71,7 @@ export class EvictionPolicyCheck implements OnApplicationBootstrap, OnApplicatio
   }
 
   async onApplicationBootstrap(): Promise<void> {
-    await connected(this.redis, BOOT_CONNECT_WAIT_MS);
+    await whenConnected(this.redis, BOOT_CONNECT_WAIT_MS);
     const policy = await this.read();
     if (policy !== undefined && policy !== REQUIRED_POLICY && !this.development) {
       throw new EvictingRedis(policy);
@@ -112,17 +113,5 @@ export class EvictionPolicyCheck implements OnApplicationBootstrap, OnApplicatio
   }
 }
 
-/** How long boot waits for Redis to connect before reading the policy. */
-const BOOT_CONNECT_WAIT_MS = 3_000;
 /** How long one INFO may take. */
 const INFO_TIMEOUT_MS = 2_000;
-
-/** `work`, or a rejection when it has not settled within `ms` (src/redis imports no common code). */
-export function answerWithin<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-    timer.unref();
-  });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
-}

@@ -10,6 +10,8 @@ import type Redis from 'ioredis';
 import { DataSource } from 'typeorm';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { EXIT_CONFIG } from '../config/exit-codes';
+import { BOOT_CONNECT_WAIT_MS } from './boot-wait';
+import { whenConnected } from './when-connected';
 import { REDIS } from './redis.module';
 
 /**
@@ -83,7 +85,7 @@ export class KeyPrefixClaim implements OnApplicationBootstrap, OnApplicationShut
   async onApplicationBootstrap(): Promise<void> {
     // the shared client queues nothing while it connects (enableOfflineQueue: false): a first
     // attempt sent at once always found it connecting, and the checks above never ran at boot
-    await connected(this.redis, BOOT_CONNECT_WAIT_MS);
+    await whenConnected(this.redis, BOOT_CONNECT_WAIT_MS);
     let outcome = await this.attempt();
     // held for another database: kept alive (renewed while we waited for it to lapse, or set by
     // hand without a TTL) is a refusal; one that lapsed was a deployment that has stopped
@@ -319,23 +321,6 @@ function tenureOf(value: string): number | undefined {
 function describe(holder: string): string {
   const m = /^(\S+) (?:\d+ )?(.*)$/.exec(holder);
   return m ? `database ${m[2]}, ${m[1]}` : holder;
-}
-
-/** How long the boot waits for the shared client's connection before its first attempt. */
-const BOOT_CONNECT_WAIT_MS = 3_000;
-
-/** Resolves once `redis` is connected, or after `ms` (its attempt then finds it unanswered). */
-export function connected(redis: Redis, ms: number): Promise<void> {
-  if (redis.status === 'ready') return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      redis.off('ready', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    redis.once('ready', done);
-  });
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(ms, 0)));
