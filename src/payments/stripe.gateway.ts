@@ -54,15 +54,13 @@ const KEY_GENERATIONS = 5;
 async function underKeyGenerations<T>(
   key: string,
   send: (key: string) => Promise<T>,
-  /** null: the first key only, never the next generations. */
-  madeAnyway?: (() => Promise<T | undefined>) | null,
+  madeAnyway?: () => Promise<T | undefined>,
 ): Promise<T> {
   for (let generation = 1; ; generation++) {
     try {
       return await send(generation === 1 ? key : `${key}:g${generation}`);
     } catch (err) {
-      if (!replayedServerError(err) || generation >= KEY_GENERATIONS || madeAnyway === null)
-        throw err;
+      if (!replayedServerError(err) || generation >= KEY_GENERATIONS) throw err;
       const made = await madeAnyway?.();
       if (made !== undefined) return made;
     }
@@ -186,44 +184,38 @@ export class StripeGateway implements PaymentGateway {
     idempotencyKey: string;
     advanceKeyOnReplay?: boolean;
   }): Promise<GatewayRefund> {
-    return this.call(async () =>
+    const send = async (idempotencyKey: string) =>
       this.mapRefund(
-        await underKeyGenerations(
-          input.idempotencyKey,
-          (idempotencyKey) =>
-            this.stripe.refunds.create(
-              {
-                payment_intent: input.intentId,
-                amount: input.amount,
-                metadata: { refundId: input.refundId, orderId: input.orderId },
-              },
-              { idempotencyKey },
-            ),
-          // made anyway by the request that failed? never a second refund: the intent's list says
-          input.advanceKeyOnReplay === false
-            ? null
-            : async () => {
-                for await (const r of this.stripe.refunds.list({
-                  payment_intent: input.intentId,
-                  limit: 100,
-                })) {
-                  if (r.metadata?.refundId === input.refundId) return r;
-                }
-                return undefined;
-              },
+        await this.stripe.refunds.create(
+          {
+            payment_intent: input.intentId,
+            amount: input.amount,
+            metadata: { refundId: input.refundId, orderId: input.orderId },
+          },
+          { idempotencyKey },
         ),
-      ),
+      );
+    return this.call(() =>
+      input.advanceKeyOnReplay === false
+        ? send(input.idempotencyKey)
+        : // made anyway by the request that failed? never a second refund: the intent's list says
+          underKeyGenerations(input.idempotencyKey, send, async () =>
+            (await this.refundsOf(input.intentId)).find((r) => r.refundId === input.refundId),
+          ),
     );
   }
 
   listRefunds(intentId: string): Promise<GatewayRefund[]> {
-    return this.call(async () => {
-      const refunds: GatewayRefund[] = [];
-      for await (const r of this.stripe.refunds.list({ payment_intent: intentId, limit: 100 })) {
-        refunds.push(this.mapRefund(r));
-      }
-      return refunds;
-    });
+    return this.call(() => this.refundsOf(intentId));
+  }
+
+  /** Every refund of the intent (the SDK pages through them). */
+  private async refundsOf(intentId: string): Promise<GatewayRefund[]> {
+    const refunds: GatewayRefund[] = [];
+    for await (const r of this.stripe.refunds.list({ payment_intent: intentId, limit: 100 })) {
+      refunds.push(this.mapRefund(r));
+    }
+    return refunds;
   }
 
   retrieveDispute(id: string): Promise<GatewayDispute> {
