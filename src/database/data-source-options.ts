@@ -80,6 +80,11 @@ export function connectionSettings(url: string, appOptions = ''): { url: string;
   };
 }
 
+/** The migrations folder of the build (src's parent, or dist's in a build), or under `root`. */
+export function migrationsFolder(root = join(__dirname, '..', '..')): string {
+  return join(root, 'migrations');
+}
+
 /**
  * The one description of the PostgreSQL connection, shared by the app (TypeOrmModule),
  * the migration CLI (ormconfig.ts) and the test harness.
@@ -117,7 +122,7 @@ export function dataSourceOptions(
     migrationsRun: false,
     migrationsTableName: 'schema_migrations',
     entities: [join(root, 'src', '**', '*.entity.{ts,js}')],
-    migrations: opts.withMigrations ? [join(root, 'migrations', '*.{ts,js}')] : [],
+    migrations: opts.withMigrations ? [join(migrationsFolder(root), '*.{ts,js}')] : [],
     // each migration commits on its own: one run's locks (an index build on orders, a constraint on
     // users) are held for that migration, not until the last of the batch commits
     migrationsTransactionMode: 'each',

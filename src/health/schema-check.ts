@@ -1,13 +1,13 @@
 import { Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
 import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { Client } from 'pg';
 import { DataSource } from 'typeorm';
 import { withTimeout } from '../common/with-timeout';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { EXIT_CONFIG } from '../config/exit-codes';
 import { databaseIdentityParts } from '../redis/key-prefix-claim';
-import { connectionSettings } from '../database/data-source-options';
+import { connectionSettings, migrationsFolder } from '../database/data-source-options';
+import { pgErrorCode } from '../database/transaction-host';
 
 /** How long a boot waits for either answer before it goes on without it (no refusal). */
 const CHECK_TIMEOUT_MS = 5_000;
@@ -46,9 +46,9 @@ export function newestMigrationOf(dir: string): number | null {
  * - **`DATABASE_LOCK_URL` reaches the same database as `DATABASE_URL`.** The migrations run over
  *   the lock URL (ormconfig.ts), and the key locks and readiness's side probe use it: pointed at
  *   another database, `migration:run` migrated that one and exited 0, and the API on the
- *   unmigrated one reported ready (operator review). Compared by the parts of `databaseIdentity`
- *   (the database's oid and name, and the cluster's system identifier where both roles may read
- *   it), which a transaction pooler passes through.
+ *   unmigrated one reported ready (operator review). Compared by the database's oid and name,
+ *   and by the cluster's system identifier where both roles may read it, else by the server's
+ *   start (sameDatabase), all of which a transaction pooler passes through.
  *
  * Either refuses the boot (DatabaseMismatch, exit code EXIT_CONFIG) naming what to do. A database
  * that does not answer at boot is no refusal: the process boots as it would without the check (its
@@ -57,8 +57,8 @@ export function newestMigrationOf(dir: string): number | null {
 @Injectable()
 export class SchemaCheck implements OnApplicationBootstrap {
   private readonly logger = new Logger(SchemaCheck.name);
-  /** The build's migrations folder (as dataSourceOptions finds it). */
-  private readonly migrationsDir = join(__dirname, '..', '..', 'migrations');
+  /** The build's migrations folder (dataSourceOptions' own). */
+  private readonly migrationsDir = migrationsFolder();
 
   constructor(
     private readonly dataSource: DataSource,
@@ -89,7 +89,7 @@ export class SchemaCheck implements OnApplicationBootstrap {
       recorded = row?.newest ? Number(row.newest) : null;
     } catch (err) {
       // undefined_table: never migrated
-      if ((err as { code?: unknown }).code !== '42P01') return this.unchecked('its schema', err);
+      if (pgErrorCode(err) !== '42P01') return this.unchecked('its schema', err);
       recorded = null;
     }
     if (recorded === null || recorded < carried) {
