@@ -33,8 +33,8 @@ describe('readiness while the pool is busy but the database answers', () => {
     t = await bootTestApp({ env: { DATABASE_POOL_SIZE: '2' } });
   });
   /**
-   * Advisory lock `id` held by a connection of the test's own (returned, in a transaction), and
-   * `count` statements of the app waiting on it (settled once it is let go).
+   * Advisory lock `id` held by a connection of the test's own (in a transaction), and `count`
+   * statements of the app waiting on it; `release()` lets it go and waits for them.
    */
   async function heldWithWaiters(id: number, count: number) {
     const tx = t.app.get(TransactionHost);
@@ -46,7 +46,13 @@ describe('readiness while the pool is busy but the database answers', () => {
         tx.query(`SELECT pg_advisory_xact_lock_shared(${id})`).catch(() => undefined),
       ),
     );
-    return { holder, waiting };
+    return {
+      release: async () => {
+        await holder.query('COMMIT');
+        holder.release();
+        await waiting;
+      },
+    };
   }
 
   /** Until `count` statements wait on advisory lock `id`. */
@@ -122,7 +128,7 @@ describe('readiness while the pool is busy but the database answers', () => {
     // and the probe queued behind them timed out — on every API process at once
     const tx = t.app.get(TransactionHost);
     const breaker = t.app.get(DbCircuitBreaker);
-    const { holder, waiting } = await heldWithWaiters(4242, 3);
+    const held = await heldWithWaiters(4242, 3);
     try {
       await waitFor('callers queued for the pool', () => tx.poolWaiting(), {
         until: (n) => n > 0,
@@ -137,9 +143,7 @@ describe('readiness while the pool is busy but the database answers', () => {
         { status: 'up', breaker: 'closed' },
       ]);
     } finally {
-      await holder.query('COMMIT');
-      holder.release();
-      await waiting;
+      await held.release();
     }
     // and the connection is let go once the pool has no queue again
     expect((await t.http.get('/health/ready')).status).toBe(200);
@@ -150,7 +154,7 @@ describe('readiness while the pool is busy but the database answers', () => {
     // the pool at its size, each connection a checkout waiting on a hot row, no caller queued: the
     // probe took its place in the queue and timed out after 1.5 s (dbpressure review)
     const tx = t.app.get(TransactionHost);
-    const { holder, waiting } = await heldWithWaiters(4245, 2);
+    const held = await heldWithWaiters(4245, 2);
     try {
       await waitingOnLock(4245, 2);
       expect([tx.poolExhausted(), tx.poolWaiting()]).toEqual([true, 0]);
@@ -160,9 +164,7 @@ describe('readiness while the pool is busy but the database answers', () => {
         { status: 'up', breaker: 'closed' },
       ]);
     } finally {
-      await holder.query('COMMIT');
-      holder.release();
-      await waiting;
+      await held.release();
     }
     expect(tx.poolExhausted()).toBe(false);
   }, 30_000);
