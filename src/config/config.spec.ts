@@ -4,8 +4,8 @@ import { guessesLog10 } from './secret-strength';
 
 /** Every secret a non-development process needs, none of them a built-in one. */
 const SECRETS = {
-  DATABASE_URL: 'postgres://shop:pw@db.internal:5432/shop',
-  REDIS_URL: 'redis://cache.internal:6379',
+  DATABASE_URL: 'postgres://shop:pw@db.internal:5432/shop?sslmode=verify-full',
+  REDIS_URL: 'rediss://cache.internal:6379',
   JWT_SECRET: 'spec-secret-0123456789-abcdefghij-KLMNOP',
   STORAGE_ENDPOINT: 'https://storage.shop.example.test',
   STORAGE_ACCESS_KEY_ID: 'shop-images-writer',
@@ -951,17 +951,19 @@ describe('loadConfig', () => {
     });
 
     it('lets migration tools read the database settings without any secret', () => {
-      expect(loadDatabaseConfig({ DATABASE_URL: 'postgres://a@b/c' }).url).toBe('postgres://a@b/c');
+      expect(loadDatabaseConfig({ DATABASE_URL: 'postgres://a@b/c?sslmode=require' }).url).toBe(
+        'postgres://a@b/c?sslmode=require',
+      );
       // the lock sessions follow DATABASE_URL unless given their own (a PgBouncer in between)
-      expect(loadDatabaseConfig({ DATABASE_URL: 'postgres://a@b/c' }).lockUrl).toBe(
-        'postgres://a@b/c',
+      expect(loadDatabaseConfig({ DATABASE_URL: 'postgres://a@b/c?sslmode=require' }).lockUrl).toBe(
+        'postgres://a@b/c?sslmode=require',
       );
       expect(
         loadDatabaseConfig({
-          DATABASE_URL: 'postgres://a@bouncer/c',
-          DATABASE_LOCK_URL: 'postgres://a@b/c',
+          DATABASE_URL: 'postgres://a@bouncer/c?sslmode=require',
+          DATABASE_LOCK_URL: 'postgres://a@b/c?sslmode=require',
         }).lockUrl,
-      ).toBe('postgres://a@b/c');
+      ).toBe('postgres://a@b/c?sslmode=require');
       expect(() => loadDatabaseConfig({ DATABASE_LOCK_URL: 'mysql://x' })).toThrow(
         /DATABASE_LOCK_URL/,
       );
@@ -971,8 +973,11 @@ describe('loadConfig', () => {
         /DATABASE_URL: required/,
       );
       expect(
-        loadDatabaseConfig({ NODE_ENV: 'production', DATABASE_URL: 'postgres://a@b/c' }).url,
-      ).toBe('postgres://a@b/c');
+        loadDatabaseConfig({
+          NODE_ENV: 'production',
+          DATABASE_URL: 'postgres://a@b/c?sslmode=require',
+        }).url,
+      ).toBe('postgres://a@b/c?sslmode=require');
       expect(loadDatabaseConfig({ NODE_ENV: 'development' }).url).toMatch(/127\.0\.0\.1/);
       // test is not development either (a staging deployment's migration, as its API and worker)
       expect(() => loadDatabaseConfig({ NODE_ENV: 'test' })).toThrow(
@@ -1020,8 +1025,8 @@ describe("a development instance on servers that are not this machine's", () => 
       loadConfig({
         ...SECRETS,
         NODE_ENV: 'production',
-        DATABASE_URL: remote.DATABASE_URL,
-        REDIS_URL: remote.REDIS_URL,
+        DATABASE_URL: `${remote.DATABASE_URL}?sslmode=verify-full`,
+        REDIS_URL: remote.REDIS_URL.replace('redis:', 'rediss:'),
       }),
     ).not.toThrow();
   });
@@ -1054,6 +1059,87 @@ describe("a development instance on servers that are not this machine's", () => 
         NODE_ENV: 'development',
         DATABASE_URL: 'postgres://shop@db.shop.example.com/shop?host=/var/run/postgresql',
       }),
+    ).not.toThrow();
+  });
+});
+
+describe('a database or Redis on another machine outside development', () => {
+  const prod = { ...SECRETS, NODE_ENV: 'production' };
+
+  it('is refused in plain text (its password and every order readable on the way), by the API, the worker and the migrations', () => {
+    const plain = {
+      ...prod,
+      DATABASE_URL: 'postgres://shop:pw@db.shop.example.com:5432/shop',
+      DATABASE_LOCK_URL: 'postgres://shop:pw@10.0.0.5:5432/shop',
+      REDIS_URL: 'redis://:pw@cache.shop.example.com:6379',
+    };
+    expect(named(problemsOf(plain))).toEqual(['DATABASE_LOCK_URL', 'DATABASE_URL', 'REDIS_URL']);
+    expect(problemsOf(plain).join('\n')).toMatch(
+      /DATABASE_URL: db\.shop\.example\.com is another machine, reached in plain text.*sslmode=verify-full.*SERVICES_PRIVATE_NETWORK=true/,
+    );
+    expect(problemsOf(plain).join('\n')).toMatch(/REDIS_URL: .*use rediss:\/\//);
+    expect(() => loadDatabaseConfig(plain)).toThrow(/DATABASE_URL: .* plain text/);
+    // NODE_ENV unset or `test` is no development either
+    const { NODE_ENV: _unset, ...unset } = plain;
+    expect(named(problemsOf(unset))).toEqual(['DATABASE_LOCK_URL', 'DATABASE_URL', 'REDIS_URL']);
+    expect(named(problemsOf({ ...plain, NODE_ENV: 'test' }))).toHaveLength(3);
+    // the host node-postgres connects to: `?host=` over the URL's, then PGHOST
+    for (const env of [
+      { DATABASE_URL: 'postgres://shop@localhost/shop?host=db.shop.example.com' },
+      { DATABASE_URL: 'postgres:///shop', PGHOST: 'db.shop.example.com' },
+    ] as Record<string, string>[]) {
+      expect(named(problemsOf({ ...prod, ...env }))).toEqual(['DATABASE_URL']);
+    }
+  });
+
+  it('boots with TLS asked for as node-postgres reads it, with plain text said in the URL, or on a private network', () => {
+    for (const DATABASE_URL of [
+      'postgres://shop:pw@db.shop.example.com/shop?sslmode=verify-full',
+      'postgres://shop:pw@db.shop.example.com/shop?sslmode=require',
+      'postgres://shop:pw@db.shop.example.com/shop?ssl=true',
+      'postgres://shop:pw@db.shop.example.com/shop?ssl=no-verify',
+      'postgres://shop:pw@db.shop.example.com/shop?sslnegotiation=direct',
+      'postgres://shop:pw@db.shop.example.com/shop?sslrootcert=/etc/ssl/db-ca.pem',
+      // plain text meant, and said: not a forgotten setting
+      'postgres://shop:pw@db.shop.example.com/shop?sslmode=disable',
+    ]) {
+      expect(() => loadConfig({ ...prod, DATABASE_URL })).not.toThrow();
+      expect(() => loadDatabaseConfig({ ...prod, DATABASE_URL })).not.toThrow();
+    }
+    const remote = 'postgres://shop:pw@db.shop.example.com/shop';
+    expect(() =>
+      loadConfig({ ...prod, DATABASE_URL: remote, PGSSLMODE: 'verify-full' }),
+    ).not.toThrow();
+    // as node-postgres: `ssl=0` and a PGSSLMODE of disable are plain text
+    expect(named(problemsOf({ ...prod, DATABASE_URL: `${remote}?ssl=0` }))).toEqual([
+      'DATABASE_URL',
+    ]);
+    expect(named(problemsOf({ ...prod, DATABASE_URL: remote, PGSSLMODE: 'disable' }))).toEqual([
+      'DATABASE_URL',
+    ]);
+    // this machine, however spelt, in plain text: nothing crosses a network
+    for (const DATABASE_URL of [
+      'postgres://shop@127.0.0.1:5432/shop',
+      'postgres://shop@localhost./shop',
+      'postgres://shop@[::1]:5432/shop',
+      'postgres:///shop?host=/var/run/postgresql',
+    ]) {
+      expect(() =>
+        loadConfig({ ...prod, DATABASE_URL, REDIS_URL: 'redis://127.0.0.1:6379' }),
+      ).not.toThrow();
+    }
+    // the compose stack: servers on its own network, which publishes neither
+    const plain = {
+      ...prod,
+      DATABASE_URL: 'postgres://shop:pw@postgres:5432/shop',
+      REDIS_URL: 'redis://:pw@redis:6379',
+    };
+    expect(named(problemsOf(plain))).toEqual(['DATABASE_URL', 'REDIS_URL']);
+    expect(() => loadConfig({ ...plain, SERVICES_PRIVATE_NETWORK: 'true' })).not.toThrow();
+    expect(() => loadDatabaseConfig({ ...plain, SERVICES_PRIVATE_NETWORK: 'true' })).not.toThrow();
+    // development is the remote-services check's (DEVELOPMENT_REMOTE_SERVICES), not this one's
+    expect(() =>
+      loadConfig({ ...plain, NODE_ENV: 'development', DEVELOPMENT_REMOTE_SERVICES: 'true' }),
     ).not.toThrow();
   });
 });
@@ -1141,6 +1227,8 @@ describe('values a deployment templated or copied wrong', () => {
   const prod = { ...SECRETS, NODE_ENV: 'production' };
 
   it('refuses a REDIS_URL with a query, a fragment or a path that is no database number: the Redis clients would each read it their own way', () => {
+    // (no TLS asked for here: that is plainTextServiceProblems', told apart by this)
+    const prod = { ...SECRETS, NODE_ENV: 'production', SERVICES_PRIVATE_NETWORK: 'true' };
     // ioredis (readiness, the queue board, depth metrics) reads ?db= / ?password= / ?family= as
     // options that BullMQ's connections and the catalog store ignore: the board would show
     // another database than the queues use, or the queues alone would fail to authenticate
@@ -1199,7 +1287,11 @@ describe('values a deployment templated or copied wrong', () => {
       /DATABASE_URL: must name a host/,
     );
     expect(
-      loadDatabaseConfig({ DATABASE_URL: 'postgres:///shop', PGHOST: 'db.internal' }).url,
+      loadDatabaseConfig({
+        DATABASE_URL: 'postgres:///shop',
+        PGHOST: 'db.internal',
+        PGSSLMODE: 'verify-full',
+      }).url,
     ).toBe('postgres:///shop');
   });
 

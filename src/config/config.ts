@@ -278,6 +278,9 @@ const envSchema = z.object({
   // NODE_ENV=development on a database or Redis that is not this machine: refused unless this says
   // they are development servers (developmentRemoteServices)
   DEVELOPMENT_REMOTE_SERVICES: bool(false),
+  // outside development, PostgreSQL or Redis on another machine without TLS: refused unless this
+  // says they are on a private network of their own (plainTextServiceProblems)
+  SERVICES_PRIVATE_NETWORK: bool(false),
   SMTP_URL: url(['smtp:', 'smtps:']).optional(),
   // an address (`orders@your-shop.com` or `Shop <orders@your-shop.com>`): anything else the mail
   // server refuses at MAIL FROM, each email retried for a day while the process looks healthy
@@ -705,6 +708,8 @@ export function loadDatabaseConfig(
   // only the seed and the API refused afterwards
   const remote = developmentRemoteServices(present(env), ['DATABASE_URL', 'DATABASE_LOCK_URL']);
   if (remote.length > 0) throw new ConfigError(remote);
+  const plainText = plainTextServiceProblems(env, ['DATABASE_URL', 'DATABASE_LOCK_URL']);
+  if (plainText.length > 0) throw new ConfigError(plainText);
   // a deployment's migration that forgot it would migrate whatever answers at the local default
   // (a stale `shop` database a checkout once created) and exit 0, the real database left behind
   // — NODE_ENV unset included, as everywhere else (a migration step of a deployment rarely sets it),
@@ -1179,18 +1184,10 @@ function developmentRemoteServices(
     try {
       const parsed = new URL(env[name] ?? '');
       if (!(protocols as readonly string[]).includes(parsed.protocol)) continue; // its own check's
-      // the host the driver connects to: for PostgreSQL, node-postgres takes `?host=` over the
-      // URL's host, and with neither libpq's PGHOST (a URL naming localhost with
-      // `?host=db.example.com` reached that server); a socket directory, or no host at all: this
-      // machine
-      host =
-        name === 'REDIS_URL'
-          ? parsed.hostname
-          : parsed.searchParams.get('host') || parsed.hostname || env.PGHOST?.trim() || '';
+      host = serviceHostOf(name, parsed, env);
     } catch {
       continue; // unset (its default is this machine), or refused by its own check
     }
-    host = host.replace(/^\[(.*)\]$/, '$1');
     if (host === '' || host.startsWith('/') || isLoopbackHost(host)) continue;
     problems.push(
       `${name}: ${host} is not this machine, and NODE_ENV=development runs simulated payments, ` +
@@ -1199,6 +1196,86 @@ function developmentRemoteServices(
     );
   }
   return problems;
+}
+
+/**
+ * The host a service URL's driver connects to, without IPv6 brackets: for PostgreSQL,
+ * node-postgres takes `?host=` over the URL's host, and with neither libpq's PGHOST (a URL naming
+ * localhost with `?host=db.example.com` reached that server); '' or a socket directory: this
+ * machine.
+ */
+function serviceHostOf(
+  name: 'DATABASE_URL' | 'DATABASE_LOCK_URL' | 'REDIS_URL',
+  parsed: URL,
+  env: Record<string, string | undefined>,
+): string {
+  const host =
+    name === 'REDIS_URL'
+      ? parsed.hostname
+      : parsed.searchParams.get('host') || parsed.hostname || env.PGHOST?.trim() || '';
+  return host.replace(/^\[(.*)\]$/, '$1');
+}
+
+/**
+ * Whether node-postgres speaks TLS on a connection to this URL, as it decides: any `sslmode` but
+ * `disable` (and a client certificate or root certificate named), `ssl=true`/`1`/`no-verify`,
+ * `sslnegotiation=direct`, or else libpq's PGSSLMODE.
+ */
+function postgresTls(parsed: URL, env: Record<string, string | undefined>): boolean {
+  const q = parsed.searchParams;
+  const mode = q.get('sslmode');
+  if (mode !== null) return mode !== 'disable';
+  if (['sslcert', 'sslkey', 'sslrootcert'].some((k) => q.has(k))) return true;
+  const ssl = q.get('ssl');
+  if (ssl !== null) return ssl !== '' && ssl !== '0';
+  if (q.get('sslnegotiation') === 'direct') return true;
+  return ['prefer', 'require', 'verify-ca', 'verify-full', 'no-verify'].includes(
+    env.PGSSLMODE?.trim() ?? '',
+  );
+}
+
+/**
+ * Outside development, PostgreSQL or Redis on another machine over plain text: the database
+ * password (or Redis's) and every customer's order, email and address crossing the network
+ * readable and alterable by anything on the path. Refused unless the URL asks for TLS
+ * (`?sslmode=verify-full`, `rediss://`) — or says plain text itself (`?sslmode=disable`) — or
+ * SERVICES_PRIVATE_NETWORK=true says the servers are reached over a private network of their own
+ * (the compose stack's).
+ */
+function plainTextServiceProblems(
+  env: Record<string, string | undefined>,
+  names: readonly ('DATABASE_URL' | 'DATABASE_LOCK_URL' | 'REDIS_URL')[] = [
+    'DATABASE_URL',
+    'DATABASE_LOCK_URL',
+    'REDIS_URL',
+  ],
+): string[] {
+  if (env.NODE_ENV === 'development') return [];
+  if (['true', '1'].includes(env.SERVICES_PRIVATE_NETWORK?.trim() ?? '')) return [];
+  return names.flatMap((name) => {
+    let parsed: URL;
+    try {
+      parsed = new URL(env[name]?.trim() ?? '');
+    } catch {
+      return []; // unset (this machine's default), or refused by its own check
+    }
+    const host = serviceHostOf(name, parsed, env);
+    if (host === '' || host.startsWith('/') || isThisMachine(host)) return [];
+    const redis = name === 'REDIS_URL';
+    if (
+      redis
+        ? parsed.protocol !== 'redis:'
+        : parsed.searchParams.get('sslmode') === 'disable' || postgresTls(parsed, env)
+    )
+      return [];
+    return [
+      `${name}: ${host} is another machine, reached in plain text (its password and every order readable on the way); ` +
+        (redis
+          ? 'use rediss:// (TLS)'
+          : 'add ?sslmode=verify-full (TLS), or ?sslmode=disable to say plain text is meant') +
+        ', or set SERVICES_PRIVATE_NETWORK=true if the servers are on a private network of their own',
+    ];
+  });
 }
 
 /** Whether listeners on these two hosts may take the same address (one port for both: EADDRINUSE). */
@@ -1224,6 +1301,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   problems.push(...jwtKeys.problems);
   problems.push(...developmentExposure(cleaned));
   problems.push(...developmentRemoteServices(cleaned));
+  problems.push(...plainTextServiceProblems(cleaned));
   problems.push(...databaseHostProblems(cleaned));
   const orderMinimum = parsed.success ? minimumOrderOf(parsed.data) : 0;
   if (parsed.success && parsed.data.ORDER_MAXIMUM_AMOUNT < orderMinimum) {

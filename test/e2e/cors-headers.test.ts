@@ -238,8 +238,8 @@ describe('CORS_ORIGINS defaults and validation', () => {
 
   /** What a deployment also gives (required outside development; a booted test app has its own). */
   const services = {
-    DATABASE_URL: 'postgres://shop:pw@db.internal:5432/shop',
-    REDIS_URL: 'redis://cache.internal:6379',
+    DATABASE_URL: 'postgres://shop:pw@db.internal:5432/shop?sslmode=verify-full',
+    REDIS_URL: 'rediss://cache.internal:6379',
   };
 
   it('allows no origin by default outside development, any origin in development', () => {

@@ -59,6 +59,8 @@ describe('the Docker image keeps the secure defaults', () => {
       'PORT',
       'DATABASE_URL',
       'REDIS_URL',
+      // its own network's servers, which publish no port: plain text to them is meant
+      'SERVICES_PRIVATE_NETWORK',
       'METRICS_PORT',
       'METRICS_HOST',
       'WORKER_METRICS_PORT',
@@ -74,6 +76,12 @@ describe('the Docker image keeps the secure defaults', () => {
     );
     expect(missing).toEqual([]);
     expect(compose).not.toMatch(/^ {4}HOST: /m);
+    expect(compose).toMatch(/^ {4}SERVICES_PRIVATE_NETWORK: "true"$/m);
+    // which holds only while PostgreSQL and Redis publish no port beyond the stack
+    for (const service of ['postgres', 'redis']) {
+      const block = compose.split(new RegExp(`^  ${service}:$`, 'm'))[1].split(/^  \w/m)[0];
+      expect({ service, ports: /^ {4}ports:/m.test(block) }).toEqual({ service, ports: false });
+    }
   });
 
   it('the compose file passes on the settings a deployment behind a proxy must be able to give (they were dropped)', () => {
