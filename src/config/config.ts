@@ -275,6 +275,9 @@ const envSchema = z.object({
     .optional(),
   STRIPE_API_URL: url(['http:', 'https:']).optional(),
   STRIPE_TEST_MODE: bool(false),
+  // how long a customer's payment start may wait on Stripe in all, its retries included, before
+  // it answers 503 with Retry-After (the SDK's own 8 s timeout, sent three times, kept it ~25 s)
+  PAYMENT_START_BUDGET_MS: int(8_000, 1_000, 60_000),
   // NODE_ENV=development on a database or Redis that is not this machine: refused unless this says
   // they are development servers (developmentRemoteServices)
   DEVELOPMENT_REMOTE_SERVICES: bool(false),
@@ -433,7 +436,13 @@ export interface AppConfig {
     /** Live sessions (refresh-token families) an account may hold; a new sign-in ends the least recently used beyond it. */
     sessionsPerAccount: number;
   };
-  stripe: { secretKey?: string; webhookSecret: string; apiUrl?: string };
+  stripe: {
+    secretKey?: string;
+    webhookSecret: string;
+    apiUrl?: string;
+    /** How long a customer's payment start waits on the provider in all (PAYMENT_START_BUDGET_MS). */
+    startBudgetMs: number;
+  };
   mail: { smtpUrl?: string; from: string; outboxDir: string };
   reservationTtlSeconds: number;
   /**
@@ -1463,6 +1472,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       secretKey: e.STRIPE_SECRET_KEY,
       webhookSecret: e.STRIPE_WEBHOOK_SECRET ?? devSecret('STRIPE_WEBHOOK_SECRET'),
       apiUrl: e.STRIPE_API_URL,
+      startBudgetMs: e.PAYMENT_START_BUDGET_MS,
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM, outboxDir: e.MAIL_OUTBOX_DIR },
     reservationTtlSeconds: e.RESERVATION_TTL_SECONDS,

@@ -96,26 +96,44 @@ export const isGatewayUnavailable = (err: unknown): boolean =>
   err instanceof GatewayError && err.kind === 'unavailable';
 
 /**
+ * A deadline (on `performance.now()`'s clock) that a caller who is waiting — a customer's request —
+ * sets for the provider calls it makes: each call answers by then, its retries included, or fails
+ * as unavailable (BUDGET_SPENT). Workers set none: theirs are the SDK's own timeout and retries.
+ */
+export interface CallBudget {
+  readonly by: number;
+}
+
+/** A budget of `ms` from now. */
+export const budgetOf = (ms: number): CallBudget => ({ by: performance.now() + ms });
+
+/** The code of an unavailable answer given because the caller's CallBudget ran out. */
+export const BUDGET_SPENT = 'budget_spent';
+
+/**
  * Every outbound write carries a deterministic idempotency key derived from our own ids, so a
  * retry after a crash or timeout replays the provider's first answer instead of acting twice.
  */
 export interface PaymentGateway {
   readonly provider: 'stripe' | 'simulated';
   /** Creates the intent, or returns the one already made under `idempotencyKey`. */
-  createIntent(input: {
-    orderId: string;
-    amount: number;
-    currency: string;
-    idempotencyKey: string;
-  }): Promise<GatewayIntent>;
-  retrieveIntent(id: string): Promise<GatewayIntent>;
+  createIntent(
+    input: {
+      orderId: string;
+      amount: number;
+      currency: string;
+      idempotencyKey: string;
+    },
+    budget?: CallBudget,
+  ): Promise<GatewayIntent>;
+  retrieveIntent(id: string, budget?: CallBudget): Promise<GatewayIntent>;
   /**
    * Cancels an unpaid intent; a succeeded (or, at Stripe, a processing) one stays as it is — the
    * returned intent says which. No key of ours: cancelling is idempotent by nature, and a fixed
    * key would make the provider replay a refusal it stored (the intent was processing) for 24 h
    * to a cancel that must run again once the intent is payable again.
    */
-  cancelIntent(id: string): Promise<GatewayIntent>;
+  cancelIntent(id: string, budget?: CallBudget): Promise<GatewayIntent>;
   /** Refunds `amount` of a succeeded intent. */
   createRefund(input: {
     intentId: string;

@@ -3,12 +3,19 @@ import type { Principal } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
 import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
+import { APP_CONFIG, AppConfig } from '../config/config';
 import { TransactionHost } from '../database/transaction-host';
 import { ProductRepository } from '../catalog/product.repository';
 import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { PRODUCT_WITHDRAWN_ACTOR } from '../orders/order-state-machine';
-import { GatewayError, PAYMENT_GATEWAY, PaymentGateway, gatewayKeys } from './payment-gateway';
+import {
+  GatewayError,
+  PAYMENT_GATEWAY,
+  PaymentGateway,
+  budgetOf,
+  gatewayKeys,
+} from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
 
 export interface PaymentIntentView {
@@ -46,6 +53,7 @@ export class PaymentsService {
     private readonly tx: TransactionHost,
     private readonly clock: Clock,
     private readonly ids: IdGenerator,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
   /**
@@ -56,6 +64,9 @@ export class PaymentsService {
    * that expired while the intent was being made gets its intent cancelled and a 409.
    */
   async start(me: Principal, orderId: string): Promise<PaymentIntentView> {
+    // the customer waits: every provider call below answers within this, or 503 (a retry with
+    // the same key meets what the call did meanwhile)
+    const budget = budgetOf(this.config.stripe.startBudgetMs);
     const order = await this.orders.findById(orderId);
     if (!order || order.userId !== me.userId)
       throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
@@ -88,9 +99,9 @@ export class PaymentsService {
       // secret from its first call, and paid with it after this 409 said it no longer could.
       // Submitted in time (processing) or made (succeeded, also just before the cancel): shown
       // as it is.
-      let remote = await this.gateway.retrieveIntent(existing.intentId);
+      let remote = await this.gateway.retrieveIntent(existing.intentId, budget);
       if (remote.status === 'requires_payment_method')
-        remote = await this.gateway.cancelIntent(existing.intentId);
+        remote = await this.gateway.cancelIntent(existing.intentId, budget);
       if (remote.status === 'requires_payment_method' || remote.status === 'canceled')
         throw reservationExpired();
       return view({ ...existing, status: remote.status });
@@ -144,12 +155,15 @@ export class PaymentsService {
         'The order totals nothing: there is nothing to charge.',
       );
     const intent = await this.gateway
-      .createIntent({
-        orderId,
-        amount: order.totalAmount,
-        currency: order.currency,
-        idempotencyKey: gatewayKeys.createIntent(orderId),
-      })
+      .createIntent(
+        {
+          orderId,
+          amount: order.totalAmount,
+          currency: order.currency,
+          idempotencyKey: gatewayKeys.createIntent(orderId),
+        },
+        budget,
+      )
       .catch(async (err: unknown) => {
         // below the provider's minimum charge (₹0.50, $0.50…) or above its maximum: the same
         // answer every time for this order, so the order's problem, not the provider's
@@ -185,7 +199,9 @@ export class PaymentsService {
     if (status === 'CANCELLED' || status === 'INVENTORY_RESERVED') {
       // cancelled, or its deadline passed while the intent was being made (the guarded move
       // refused it): the intent must never be paid
-      await this.gateway.cancelIntent(payment.intentId);
+      // (out of budget, the intent stays payable a while: the finalizer's reconciliation cancels
+      // an intent of a cancelled order, and refunds one paid after it)
+      await this.gateway.cancelIntent(payment.intentId, budget);
       throw status === 'CANCELLED'
         ? new DomainError(
             'ORDER_NOT_PAYABLE',

@@ -1,5 +1,7 @@
 import Stripe from 'stripe';
 import {
+  BUDGET_SPENT,
+  CallBudget,
   dateOfUnixSeconds,
   GatewayDispute,
   GatewayError,
@@ -37,6 +39,50 @@ function refundStatusOf(status: string | null): RefundStatus {
 const FINAL_STATUSES = new Set([400, 402, 404]);
 /** …except these, which only say "not now" (a concurrent twin, a lock on Stripe's side). */
 const TRANSIENT_CODES = new Set(['idempotency_key_in_use', 'lock_timeout', 'rate_limit']);
+
+/** How long one request to Stripe may take (the SDK's timeout), and how often it is sent again. */
+const ATTEMPT_TIMEOUT_MS = 8_000;
+const NETWORK_RETRIES = 2;
+
+/**
+ * The SDK's options for one request within `budget`: two attempts (one retry) of at most half of
+ * what is left each — the SDK's own three of 8 s, and its waits between them, kept a customer
+ * waiting ~25 s on a slow Stripe. None: the client's own, said again (the SDK refuses an empty
+ * options object as an unknown argument).
+ */
+function requestOptionsWithin(budget?: CallBudget): Stripe.RequestOptions {
+  if (!budget) return { timeout: ATTEMPT_TIMEOUT_MS, maxNetworkRetries: NETWORK_RETRIES };
+  const left = budget.by - performance.now();
+  return {
+    timeout: Math.max(1, Math.min(ATTEMPT_TIMEOUT_MS, Math.floor(left / 2))),
+    maxNetworkRetries: 1,
+  };
+}
+
+/**
+ * `work` answered by `budget`'s deadline, or BUDGET_SPENT (unavailable) then — the SDK's wait
+ * before a retry (a `Retry-After` Stripe sends is honoured up to a minute) is not bounded by its
+ * timeout. The request left running ends with its own timeout; everything sent carries an
+ * idempotency key or is idempotent by nature, so the caller's retry meets its outcome.
+ */
+async function within<T>(budget: CallBudget | undefined, work: () => Promise<T>): Promise<T> {
+  if (!budget) return work();
+  const left = budget.by - performance.now();
+  const spent = () =>
+    new GatewayError('unavailable', BUDGET_SPENT, 'the caller stopped waiting for the provider');
+  if (left <= 0) throw spent();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      work(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(spent()), left);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** Generations of an idempotency key tried, at most, in one call (underKeyGenerations). */
 const KEY_GENERATIONS = 5;
@@ -86,6 +132,7 @@ function replayedServerError(err: unknown): boolean {
  * outcome unknown, to be retried with the same key.
  */
 export function gatewayErrorOf(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
   if (replayedServerError(err))
     return new GatewayError('unavailable', REPLAYED_FAILURE, (err as Error).message);
   if (err instanceof Stripe.errors.StripeError) {
@@ -115,8 +162,8 @@ export class StripeGateway implements PaymentGateway {
   constructor(secretKey: string, apiUrl?: string) {
     const url = apiUrl ? new URL(apiUrl) : undefined;
     this.stripe = new Stripe(secretKey, {
-      maxNetworkRetries: 2,
-      timeout: 8_000,
+      maxNetworkRetries: NETWORK_RETRIES,
+      timeout: ATTEMPT_TIMEOUT_MS,
       ...(url
         ? {
             host: url.hostname,
@@ -128,41 +175,58 @@ export class StripeGateway implements PaymentGateway {
   }
 
   /** Under our key, or its next generations (underKeyGenerations). */
-  createIntent(input: {
-    orderId: string;
-    amount: number;
-    currency: string;
-    idempotencyKey: string;
-  }): Promise<GatewayIntent> {
+  createIntent(
+    input: {
+      orderId: string;
+      amount: number;
+      currency: string;
+      idempotencyKey: string;
+    },
+    budget?: CallBudget,
+  ): Promise<GatewayIntent> {
     // an intent the failed request may have made anyway was never handed to a customer (no client
     // secret of it left here), so it is never paid: the finalizer adopts it only as the order's
     // one payment, or leaves it — nothing to look for first
-    return this.call(async () =>
-      this.mapIntent(
-        await underKeyGenerations(input.idempotencyKey, (idempotencyKey) =>
-          this.stripe.paymentIntents.create(
-            {
-              amount: input.amount,
-              currency: input.currency.toLowerCase(),
-              metadata: { orderId: input.orderId },
-              automatic_payment_methods: { enabled: true },
-            },
-            { idempotencyKey },
+    return this.call(
+      async () =>
+        this.mapIntent(
+          await underKeyGenerations(input.idempotencyKey, (idempotencyKey) =>
+            this.stripe.paymentIntents.create(
+              {
+                amount: input.amount,
+                currency: input.currency.toLowerCase(),
+                metadata: { orderId: input.orderId },
+                automatic_payment_methods: { enabled: true },
+              },
+              { idempotencyKey, ...requestOptionsWithin(budget) },
+            ),
           ),
         ),
-      ),
+      budget,
     );
   }
 
-  retrieveIntent(id: string): Promise<GatewayIntent> {
-    return this.call(async () => this.mapIntent(await this.stripe.paymentIntents.retrieve(id)));
+  retrieveIntent(id: string, budget?: CallBudget): Promise<GatewayIntent> {
+    return this.call(
+      async () =>
+        this.mapIntent(
+          await this.stripe.paymentIntents.retrieve(id, {}, requestOptionsWithin(budget)),
+        ),
+      budget,
+    );
   }
 
-  async cancelIntent(id: string): Promise<GatewayIntent> {
+  async cancelIntent(id: string, budget?: CallBudget): Promise<GatewayIntent> {
     try {
       // no idempotency key of ours (see PaymentGateway); the SDK keys its own network retries
-      return this.mapIntent(
-        await this.stripe.paymentIntents.cancel(id, { cancellation_reason: 'abandoned' }),
+      return await within(budget, async () =>
+        this.mapIntent(
+          await this.stripe.paymentIntents.cancel(
+            id,
+            { cancellation_reason: 'abandoned' },
+            requestOptionsWithin(budget),
+          ),
+        ),
       );
     } catch (err) {
       // Already succeeded or already canceled: Stripe says so with a 400; the current state answers.
@@ -170,7 +234,7 @@ export class StripeGateway implements PaymentGateway {
         err instanceof Stripe.errors.StripeError &&
         err.code === 'payment_intent_unexpected_state'
       ) {
-        return this.retrieveIntent(id);
+        return this.retrieveIntent(id, budget);
       }
       throw gatewayErrorOf(err);
     }
@@ -232,9 +296,9 @@ export class StripeGateway implements PaymentGateway {
     });
   }
 
-  private async call<T>(fn: () => Promise<T>): Promise<T> {
+  private async call<T>(fn: () => Promise<T>, budget?: CallBudget): Promise<T> {
     try {
-      return await fn();
+      return await within(budget, fn);
     } catch (err) {
       throw gatewayErrorOf(err);
     }

@@ -35,8 +35,23 @@ export interface FakeStripe {
     event: Stripe.Event,
     opts?: { secret?: string; timestamp?: number },
   ): { body: string; signature: string };
-  /** The next `times` requests on the path fail with `status`; `times` 0 clears the path's failures. */
-  failNext(pathPrefix: string, status: number, times?: number): void;
+  /**
+   * The next `times` requests on the path fail with `status`; `times` 0 clears the path's failures.
+   * `retryAfterSeconds`: the answer says `Stripe-Should-Retry: true` and `Retry-After` (the SDK
+   * waits that long, up to a minute, before its retry).
+   */
+  failNext(
+    pathPrefix: string,
+    status: number,
+    times?: number,
+    opts?: { retryAfterSeconds?: number },
+  ): void;
+  /**
+   * The next `times` requests (of any method) on the path are never answered, and take no effect:
+   * a Stripe that stalls. Their connections stay open until the client gives up. `times` 0
+   * clears the path's stalls.
+   */
+  stallNext(pathPrefix: string, times?: number): void;
   /**
    * The next idempotent POST on the path fails with a 500 that Stripe saves under its key, as it
    * does once an endpoint began executing (API v1): every retry with that key gets it replayed
@@ -142,7 +157,13 @@ export async function startFakeStripe(): Promise<FakeStripe> {
   const refunds = new Map<string, Obj>(); // oldest first
   const disputeOfIntent = new Map<string, string>(); // intent id → its dispute's id
   const disputes = new Map<string, Obj>(); // by id, as it is now
-  const failures: { prefix: string; status: number; remaining: number }[] = [];
+  const failures: {
+    prefix: string;
+    status: number;
+    remaining: number;
+    retryAfterSeconds?: number;
+  }[] = [];
+  const stalls: { prefix: string; remaining: number }[] = [];
   const storedFailures: { prefix: string; afterEffect: boolean }[] = [];
   const declinedRefunds = new Set<string>();
   const heldRefunds = new Set<string>();
@@ -410,13 +431,24 @@ export async function startFakeStripe(): Promise<FakeStripe> {
     };
     const fail = (status: number, error: Obj) => send(status, JSON.stringify({ error }, null, 2));
 
+    const stall = stalls.find((s) => path.startsWith(s.prefix));
+    if (stall) {
+      if (--stall.remaining === 0) stalls.splice(stalls.indexOf(stall), 1);
+      return; // no answer, no effect
+    }
     const rule = failures.find((f) => path.startsWith(f.prefix));
     if (rule) {
       if (--rule.remaining === 0) failures.splice(failures.indexOf(rule), 1);
-      return fail(rule.status, {
+      const error = {
         type: 'api_error',
         message: `Injected failure (HTTP ${rule.status}) by the fake Stripe.`,
-      });
+      };
+      return rule.retryAfterSeconds === undefined
+        ? fail(rule.status, error)
+        : send(rule.status, JSON.stringify({ error }, null, 2), {
+            'Stripe-Should-Retry': 'true',
+            'Retry-After': String(rule.retryAfterSeconds),
+          });
     }
 
     const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
@@ -616,11 +648,23 @@ export async function startFakeStripe(): Promise<FakeStripe> {
         .digest('hex');
       return { body, signature: `t=${t},v1=${v1}` };
     },
-    failNext(pathPrefix, status, times = 1) {
-      if (times > 0) failures.push({ prefix: pathPrefix, status, remaining: times });
+    failNext(pathPrefix, status, times = 1, opts = {}) {
+      if (times > 0)
+        failures.push({
+          prefix: pathPrefix,
+          status,
+          remaining: times,
+          retryAfterSeconds: opts.retryAfterSeconds,
+        });
       else
         for (const f of failures.filter((x) => x.prefix === pathPrefix))
           failures.splice(failures.indexOf(f), 1);
+    },
+    stallNext(pathPrefix, times = 1) {
+      if (times > 0) stalls.push({ prefix: pathPrefix, remaining: times });
+      else
+        for (const x of stalls.filter((y) => y.prefix === pathPrefix))
+          stalls.splice(stalls.indexOf(x), 1);
     },
     failStored(pathPrefix, opts = {}) {
       storedFailures.push({ prefix: pathPrefix, afterEffect: opts.afterEffect ?? false });
