@@ -233,7 +233,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     logDenied(request, reply);
   });
 
-  if (config.docsEnabled) mountOpenApi(app);
+  if (config.docsEnabled) mountOpenApi(app, { persistAuthorization: config.isDevelopment });
   await app.init();
   // one of several API processes: the primary serves their metrics together (api-cluster.ts)
   if (isApiClusterWorker()) shareMetricsWithPrimary(metrics.registry);

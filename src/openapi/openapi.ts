@@ -168,6 +168,9 @@ const SHARED_HEADERS: Record<string, HeaderObject> = { WWWAuthenticate: CHALLENG
 
 const isParameter = (p: ParameterObject | ReferenceObject): p is ParameterObject => 'in' in p;
 
+/** The required Idempotency-Key's example: Swagger UI fills it in (swaggerRequestInterceptor). */
+const IDEMPOTENCY_KEY_EXAMPLE = '3f0c9a52-6a1e-4d7e-9a57-0b7f2d1c8e41';
+
 /** What parseIdempotencyKey accepts: printable ASCII, not only spaces. */
 const PRINTABLE_ASCII_PATTERN = '^[\\x20-\\x7E]*[\\x21-\\x7E][\\x20-\\x7E]*$';
 
@@ -186,7 +189,7 @@ const IDEMPOTENCY_PARAMETER: Record<
       minLength: 1,
       maxLength: 255,
       pattern: PRINTABLE_ASCII_PATTERN,
-      example: '3f0c9a52-6a1e-4d7e-9a57-0b7f2d1c8e41',
+      example: IDEMPOTENCY_KEY_EXAMPLE,
     },
   },
   optional: {
@@ -445,7 +448,40 @@ export const UI_FILES: ReadonlySet<string> = new Set([
   'favicon-16x16.png',
 ]);
 
-export function mountOpenApi(app: INestApplication): void {
+/**
+ * Swagger UI's request interceptor, run in the admin's browser on every Execute: an
+ * Idempotency-Key left at the document's example (which "Try it out" fills in) or blank is
+ * replaced by a fresh random one. The example was sent as is by every user on every visit: a
+ * second refund of an order replayed the first (201, nothing refunded), and any other order's
+ * refund was refused 422 for a day (browser review). A key the admin typed is sent as typed (a
+ * deliberate retry). Built from source text with `new Function` — its `toString()` is what
+ * @nestjs/swagger writes into the page's init script — so no build step (coverage counters, a
+ * compiler's helpers) can put server-side names in it; `crypto.getRandomValues` works on plain
+ * http too, where `crypto.randomUUID` does not.
+ */
+// eslint-disable-next-line @typescript-eslint/no-implied-eval -- a constant source, run in the browser
+const swaggerRequestInterceptor = new Function(
+  'request',
+  `var headers = request.headers || {};
+  for (var name in headers) {
+    if (name.toLowerCase() !== 'idempotency-key') continue;
+    var value = String(headers[name]).trim();
+    if (value !== '' && value !== ${JSON.stringify(IDEMPOTENCY_KEY_EXAMPLE)}) continue;
+    var b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 15) | 64;
+    b[8] = (b[8] & 63) | 128;
+    var hex = Array.prototype.map.call(b, function (v) { return (v + 256).toString(16).slice(1); }).join('');
+    headers[name] = hex.slice(0, 8) + '-' + hex.slice(8, 12) + '-' + hex.slice(12, 16) + '-' + hex.slice(16, 20) + '-' + hex.slice(20);
+  }
+  return request;`,
+);
+
+/**
+ * `persistAuthorization`: the token pasted into the Authorize dialog survives reloads and browser
+ * restarts (localStorage) — in development only: on a shop's shared counter computer, the next
+ * person to open /docs was the admin until the token expired.
+ */
+export function mountOpenApi(app: INestApplication, opts: { persistAuthorization: boolean }): void {
   let json: string | undefined;
   // unknown query parameters are a 400 on every route (API.md), these too: they are mounted on
   // Fastify, outside the Nest guard that refuses them elsewhere (UnreadInputGuard)
@@ -477,7 +513,13 @@ export function mountOpenApi(app: INestApplication): void {
   SwaggerModule.setup('docs', app, {} as OpenAPIObject, {
     raw: false,
     swaggerUrl: '/docs-json',
-    swaggerOptions: { persistAuthorization: true },
+    swaggerOptions: {
+      persistAuthorization: opts.persistAuthorization,
+      // no badge from validator.swagger.io: the page's CSP refuses it (a violation on every load
+      // under any host name but localhost), and it would send the document's address there
+      validatorUrl: null,
+      requestInterceptor: swaggerRequestInterceptor,
+    },
   });
   app
     .getHttpAdapter()

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import type { Browser, Page } from 'playwright-core';
 import { createAdmin, registerCustomer } from '../support/auth';
+import { insertProduct, stockOf } from '../support/fixtures';
 import { TestApp, bootTestApp } from '../support/test-app';
 
 /**
@@ -169,6 +170,54 @@ describeWithChromium('Swagger UI at /docs in a real browser (under the CSP)', ()
     expect(shown).toContain('FORBIDDEN');
     const rows = await t.db.pool.query(`SELECT 1 FROM products WHERE sku = $1`, [sku]);
     expect(rows.rowCount).toBe(0);
+  });
+
+  it('sends a fresh Idempotency-Key on each Execute unless one is typed: two checkouts are two orders, a typed key replays', async () => {
+    await authorize(customerToken);
+    const productId = await insertProduct(t.db.pool, { stock: 10 });
+    const sent: string[] = [];
+    const onRequest = (request: {
+      method(): string;
+      url(): string;
+      headers(): Record<string, string>;
+    }) => {
+      if (request.method() === 'POST' && new URL(request.url()).pathname === '/v1/orders')
+        sent.push(request.headers()['idempotency-key']);
+    };
+    page.on('request', onRequest);
+    try {
+      const body = { items: [{ productId, quantity: 1 }] };
+      // the field as "Try it out" fills it: the document's example
+      expect(await execute('POST', '/v1/orders', body)).toBe('201');
+      expect(await execute('POST', '/v1/orders', body)).toBe('201');
+      expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 10, reserved: 2 });
+      const example = '3f0c9a52-6a1e-4d7e-9a57-0b7f2d1c8e41';
+      expect(sent).toHaveLength(2);
+      expect(new Set(sent).size).toBe(2);
+      for (const key of sent)
+        expect(key).toMatch(
+          /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+        );
+      expect(sent).not.toContain(example);
+      // a key the user typed is sent as typed: the retry replays, no second order
+      const typed = `typed-${randomUUID()}`;
+      await operation('POST', '/v1/orders')
+        .locator('tr[data-param-name="Idempotency-Key"] input')
+        .fill(typed);
+      expect(await execute('POST', '/v1/orders', body)).toBe('201');
+      expect(await execute('POST', '/v1/orders', body)).toBe('201');
+      expect(sent.slice(2)).toEqual([typed, typed]);
+      expect(await stockOf(t.db.pool, productId)).toEqual({ onHand: 10, reserved: 3 });
+    } finally {
+      page.off('request', onRequest);
+    }
+  });
+
+  it('asks validator.swagger.io for nothing, and keeps no token across visits outside development', async () => {
+    const init = await (await fetch(`${t.baseUrl}/docs/swagger-ui-init.js`)).text();
+    expect(init).toMatch(/"validatorUrl": null/);
+    // the test app is a development instance: the token is kept there
+    expect(init).toMatch(/"persistAuthorization": true/);
   });
 
   it('ran without a single CSP violation or page error', () => {

@@ -174,6 +174,11 @@ describe('security: secure defaults (issue 10 finding 3)', () => {
       // built once, the same bytes every time; no YAML dump per request (not in API.md)
       expect((await t.http.get('/docs-json')).text).toBe(doc.text);
       expect((await t.http.get('/docs-yaml')).status).toBe(404);
+      // Swagger UI keeps no pasted token across visits (a shared counter computer), and asks
+      // validator.swagger.io for nothing
+      const init = (await t.http.get('/docs/swagger-ui-init.js')).text;
+      expect(init).toMatch(/"persistAuthorization": false/);
+      expect(init).toMatch(/"validatorUrl": null/);
       // control: the configured secret works, so the 401 above is the signature, not the setup
       const admin = await createAdmin(t);
       expect((await t.http.get('/v1/admin/orders', { token: admin.accessToken })).status).toBe(200);
