@@ -29,7 +29,7 @@ export function closeOnSignals(
     const force = setTimeout(
       () => {
         console.error(
-          `shutdown after ${signal} took longer than ${delayMs + timeoutMs} ms; exiting`,
+          `shutdown after ${signal} took longer than ${delayMs + timeoutMs + 5000} ms; exiting`,
         );
         process.exit(1);
       },

@@ -26,6 +26,10 @@ function stuckWorker() {
 }
 
 describe('WorkerDrain', () => {
+  afterEach(() => {
+    process.exitCode = undefined;
+  });
+
   it('waits for running jobs at most SHUTDOWN_TIMEOUT_MS, then closes the worker without them; a later close() does not wait', async () => {
     const { host, close, pause } = stuckWorker();
     const discovery = { getProviders: () => [{ instance: host }] } as unknown as DiscoveryService;
@@ -44,6 +48,8 @@ describe('WorkerDrain', () => {
     expect(close.mock.calls).toEqual([[true]]);
     // @nestjs/bullmq closes the worker again in its own shutdown hook: settled at once
     await expect(host.worker.close()).resolves.toBeUndefined();
+    // and the process says it was no clean stop
+    expect(process.exitCode).toBe(1);
   });
 
   it('a pause that fails (Redis refusing its reconnect) still ends in the forced close', async () => {
@@ -60,5 +66,22 @@ describe('WorkerDrain', () => {
     );
     await drain.beforeApplicationShutdown();
     expect(close.mock.calls).toEqual([[true]]);
+  });
+
+  it('a drain whose jobs all finished leaves the exit code clean', async () => {
+    const { host, close, pause } = stuckWorker();
+    pause.mockImplementation(() => Promise.resolve());
+    const discovery = { getProviders: () => [{ instance: host }] } as unknown as DiscoveryService;
+    const drain = new WorkerDrain(
+      discovery,
+      loadConfig({
+        NODE_ENV: 'development',
+        SHUTDOWN_TIMEOUT_MS: '200',
+        DATABASE_POOL_WAIT_MS: '100',
+      }),
+    );
+    await drain.beforeApplicationShutdown();
+    expect(close.mock.calls).toEqual([[true]]);
+    expect(process.exitCode).toBeUndefined();
   });
 });

@@ -40,8 +40,11 @@ export class WorkerDrain implements BeforeApplicationShutdown {
       );
       if ((await Promise.race([idle, waited])) === 'timeout') {
         this.logger.warn(
-          `queue ${host.worker.name}: jobs still running after ${this.config.http.shutdownTimeoutMs} ms; closing without them (they are retried)`,
+          `queue ${host.worker.name}: jobs still running (or Redis not answering the pause) after ${this.config.http.shutdownTimeoutMs} ms; closing without them (they are retried)`,
         );
+        // a drain cut short is no clean stop: the process exits 1, as the API's forced one does,
+        // so a supervisor or an alert can tell (it exited 0)
+        if (!process.exitCode) process.exitCode = 1;
       }
       // the first close, forced: it waits for no job (none runs, or one stuck is given up) and
       // drops the connections instead of asking a Redis that may not answer to QUIT
