@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { CatalogCache } from '../../src/catalog/catalog-cache';
 import { loadConfig } from '../../src/config/config';
 import { createAdmin, registerCustomer } from '../support/auth';
@@ -274,20 +275,36 @@ describe('CORS_ORIGINS defaults and validation', () => {
     }
   });
 
-  it('production default: a cross-origin preflight gets no CORS grant', async () => {
+  it('production default: a cross-origin preflight gets no CORS grant, and the logs say so (at boot, and once a minute which origin was refused)', async () => {
+    const warned: string[] = [];
+    const spy = jest.spyOn(Logger.prototype, 'warn').mockImplementation(function (
+      this: Logger,
+      message: unknown,
+    ) {
+      warned.push(String(message));
+    });
     const t = await bootTestApp({
       env: { NODE_ENV: 'production', ...secrets, STRIPE_API_URL: 'http://127.0.0.1:9' },
     });
     try {
+      expect(warned.filter((w) => w.startsWith('CORS_ORIGINS is empty'))).toHaveLength(1);
       const pre = await t.http.request('OPTIONS', '/v1/products', undefined, {
         headers: { origin: WEB, 'access-control-request-method': 'GET' },
       });
       expect(pre.headers.get('access-control-allow-origin')).toBeNull();
+      // a second refused preflight within the minute is not logged again
+      await t.http.request('OPTIONS', '/v1/orders', undefined, {
+        headers: { origin: 'https://other.example', 'access-control-request-method': 'POST' },
+      });
+      expect(warned.filter((w) => w.startsWith('a preflight from origin'))).toEqual([
+        `a preflight from origin "${WEB}" was refused: it is not in CORS_ORIGINS (empty); this is said once a minute at most`,
+      ]);
       const get = await t.http.get('/health/live', { headers: { origin: WEB } });
       expect(get.status).toBe(200);
       expect(get.headers.get('access-control-allow-origin')).toBeNull();
       expectSecurityHeaders(get);
     } finally {
+      spy.mockRestore();
       await t.close();
     }
   });

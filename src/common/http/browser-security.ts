@@ -1,5 +1,6 @@
 import helmet, { type FastifyHelmetOptions } from '@fastify/helmet';
 import cors, { type FastifyCorsOptions } from '@fastify/cors';
+import { Logger } from '@nestjs/common';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AppConfig } from '../../config/config';
@@ -176,6 +177,39 @@ function corsResponseHeaders(
       : none;
 }
 
+/** How often, at most, a preflight from an origin CORS_ORIGINS does not list is logged. */
+const REFUSED_ORIGIN_LOG_MS = 60_000;
+
+/**
+ * Says at boot, at warn, when no origin may call this instance from a browser (CORS_ORIGINS unset
+ * or empty outside development: secure, but a shop front on its own domain then gets nothing),
+ * and — at most once a minute — which origin a refused preflight came from: a deployment that
+ * forgot CORS_ORIGINS, or listed `https://shop.example` while its customers arrive on
+ * `https://www.shop.example`, took no order from its web shop while readiness, the logs and
+ * every dashboard looked fine (browser review). The origin is the client's to choose: logged cut
+ * to 200 characters, and once a minute whatever it is.
+ */
+function refusedOriginLog(config: AppConfig): (origin: string) => void {
+  if (config.corsOrigins === '*') return () => undefined;
+  const logger = new Logger('Cors');
+  if (config.corsOrigins.length === 0)
+    logger.warn(
+      "CORS_ORIGINS is empty: no web page on another origin (a shop front on its own domain) can call this API from a browser. Set CORS_ORIGINS to the shop front's origins, unless only apps and same-origin pages call it",
+    );
+  const listed = config.corsOrigins;
+  const allowed = new Set(listed);
+  let lastLogged = -Infinity;
+  return (origin) => {
+    if (allowed.has(origin)) return;
+    const now = performance.now();
+    if (now - lastLogged < REFUSED_ORIGIN_LOG_MS) return;
+    lastLogged = now;
+    logger.warn(
+      `a preflight from origin ${JSON.stringify(origin.slice(0, 200))} was refused: it is not in CORS_ORIGINS (${listed.join(', ') || 'empty'}); this is said once a minute at most`,
+    );
+  };
+}
+
 /**
  * CORS and the helmet security headers, as Fastify request hooks (preflights are answered by
  * @fastify/cors). Returns the same headers as a function, for the one answer that leaves before
@@ -197,9 +231,13 @@ export async function registerBrowserSecurity(
   });
   // an OPTIONS that is not a CORS preflight (no Origin or no Access-Control-Request-Method):
   // refused like any other bad request, as problem+json (@fastify/cors answers text/plain)
+  const refused = refusedOriginLog(config);
   fastify.addHook('onRequest', (request, reply, done) => {
     if (request.raw.method !== 'OPTIONS') return done();
-    if (request.headers.origin && request.headers['access-control-request-method']) return done();
+    if (request.headers.origin && request.headers['access-control-request-method']) {
+      refused(request.headers.origin);
+      return done();
+    }
     sendProblem(
       new DomainError(
         'BAD_REQUEST',
