@@ -102,6 +102,36 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
     }
   });
 
+  it("the first hooks' refusals (a query that does not decode, a development instance reached through a proxy) carry the CORS headers too", async () => {
+    const customer = await registerCustomer(t.http);
+    const refusals = [
+      // a bad percent-escape in the query: 400 before routing's hooks
+      () => t.http.get('/v1/products?q=50%', { headers: { origin: WEB } }),
+      () => t.http.get('/v1/products?q=%FF', { headers: { origin: WEB } }),
+      // credentials through a proxy on a development instance on loopback: 403
+      () =>
+        t.http.get('/v1/me', {
+          token: customer.accessToken,
+          headers: { origin: WEB, 'x-forwarded-for': '203.0.113.7' },
+        }),
+    ];
+    for (const [i, send] of refusals.entries()) {
+      const res = await send();
+      expect([i, res.status]).toEqual([i, i < 2 ? 400 : 403]);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(res.headers.get('x-request-id')).toBe(res.body.requestId);
+      expectSecurityHeaders(res);
+      // a browser app reads the problem (without them, fetch fails with an opaque network error)
+      expectCorsAllowed(res);
+      expect(res.headers.get('vary')?.toLowerCase()).toContain('origin');
+    }
+    // another origin gets no grant (and the answer still varies by Origin)
+    const other = await t.http.get('/v1/products?q=50%', { headers: { origin: OTHER } });
+    expect(other.status).toBe(400);
+    expect(other.headers.get('access-control-allow-origin')).toBeNull();
+    expect(other.headers.get('vary')?.toLowerCase()).toContain('origin');
+  });
+
   it('does not allow a preflight (or an answer) for an origin that is not listed', async () => {
     const pre = await t.http.request('OPTIONS', '/v1/orders', undefined, {
       headers: { origin: OTHER, 'access-control-request-method': 'POST' },

@@ -142,7 +142,8 @@ export function rawCorsHeaders(
 
 /**
  * The browser-security headers (helmet's, and CORS's for the request's Origin) on an answer
- * Fastify makes before any request hook runs (frameworkErrors: a 414, a malformed URL), which
+ * Fastify makes before any request hook runs (frameworkErrors: a 414, a malformed URL), or one
+ * of the first request hooks makes (a malformed head, a development instance's refusal), which
  * are passed to the adapter before registerBrowserSecurity runs: looked up by the request's
  * server. Only the security headers until the app registered them.
  */

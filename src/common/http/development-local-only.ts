@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppConfig, isLoopbackHost } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
 import { sendProblem } from '../errors/problem-details.filter';
-import { securityHeaders } from './browser-security';
+import { earlyBrowserHeaders } from './browser-security';
 
 /** Where a password is exchanged for tokens. */
 const SIGN_IN_ROUTE = '/v1/auth/login';
@@ -43,7 +43,10 @@ export function developmentLocalOnly(
     const forwarded = FORWARDING_HEADERS.some((name) => request.headers[name] !== undefined);
     // (Fastify's hostname: the Host header's, trust-proxy being off here; `[::1]` in brackets)
     if (!forwarded && isLoopbackHost(request.hostname)) return done();
-    void reply.headers(securityHeaders()).header('X-Request-Id', request.id);
+    // with CORS's headers too: a browser app on an allowed origin reads the 403 (without them,
+    // only an opaque network error) — this answer leaves before @fastify/cors's hook
+    earlyBrowserHeaders(request, reply);
+    void reply.header('X-Request-Id', request.id);
     sendProblem(
       new DomainError(
         'FORBIDDEN',

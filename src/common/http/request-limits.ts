@@ -366,7 +366,10 @@ export function refuseMalformedHead(
 ): void {
   const problem = headerProblem(request) ?? queryProblem(request.raw.url);
   if (problem === null) return done();
-  void reply.headers(securityHeaders()).header('X-Request-Id', request.id);
+  // with CORS's headers too: a browser app reads the 400 (without them, only an opaque network
+  // error) — this answer leaves before @fastify/cors's hook
+  earlyBrowserHeaders(request, reply);
+  void reply.header('X-Request-Id', request.id);
   sendProblem(problem, request, reply);
 }
 
