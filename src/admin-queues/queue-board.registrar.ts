@@ -8,6 +8,7 @@ import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-hos
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuthenticatedRequest } from '../auth/principal';
 import { DomainError } from '../common/errors/domain-error';
+import { bearerToken } from '../common/http/bearer-token';
 import { ClientRateLimitGuard } from '../common/throttling/rate-limit.guard';
 import { ProblemDetailsFilter, problemBody, render } from '../common/errors/problem-details.filter';
 import { QueueBoardAuth } from './queue-board-auth.service';
@@ -39,7 +40,7 @@ function sendProblem(error: unknown, request: FastifyRequest, reply: FastifyRepl
   if (error instanceof DomainError && error.status === 401) {
     // the board takes a bearer token too: one that was sent and refused says so, beside the
     // challenge for a browser's sign-in (RFC 9110 11.6.1: several challenges, one header)
-    const refusedBearer = /^bearer\s/i.test(request.headers.authorization ?? '');
+    const refusedBearer = bearerToken(request.headers.authorization) !== null;
     void reply.header(
       'WWW-Authenticate',
       refusedBearer ? `${BASIC_CHALLENGE}, Bearer error="invalid_token"` : BASIC_CHALLENGE,

@@ -3,7 +3,8 @@ import { Reflector } from '@nestjs/core';
 import { AuthGuard } from '@nestjs/passport';
 import { DomainError } from '../common/errors/domain-error';
 import { IS_PUBLIC } from '../common/http/public.decorator';
-import { JwtStrategy, bearerToken, tokenInvalid } from './jwt.strategy';
+import { bearerToken } from '../common/http/bearer-token';
+import { JwtStrategy, tokenInvalid } from './jwt.strategy';
 import type { AuthenticatedRequest, Principal } from './principal';
 
 const unauthenticated = () =>

@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import passport from 'passport';
 import { Strategy, type StrategyOptionsWithoutRequest } from 'passport-jwt';
 import { DomainError } from '../common/errors/domain-error';
+import { bearerToken } from '../common/http/bearer-token';
 import { isCanonicalUuid } from '../common/ids';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { accessTokenKeys, jwtAlgorithm } from './jwt-options';
@@ -14,14 +15,6 @@ import { SessionsOnRecord } from './sessions-on-record';
 
 /** The passport strategy name the global guard authenticates with. */
 const JWT_STRATEGY = 'jwt';
-
-const BEARER = /^Bearer ([^\s]+)$/i;
-
-/** The token of an `Authorization: Bearer <token>` header; null when absent or malformed. */
-export function bearerToken(header: unknown): string | null {
-  const match = typeof header === 'string' ? BEARER.exec(header) : null;
-  return match ? match[1] : null;
-}
 
 export const tokenInvalid = (detail = 'The access token is invalid or expired.') =>
   new DomainError('TOKEN_INVALID', detail);

@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { DomainError } from '../common/errors/domain-error';
+import { bearerToken } from '../common/http/bearer-token';
 import { IdGenerator } from '../common/ids';
 import { Clock } from '../common/time/clock';
 import { APP_CONFIG, AppConfig } from '../config/config';
@@ -173,10 +174,10 @@ export class ImagesService {
    * Run by StorageTokenGuard, before the body is read and before any interceptor.
    */
   checkToken(authorization: string | undefined): void {
-    // the scheme in any case (RFC 9110 §11.1: a relay may write `bearer`), then the token as
-    // fixed-length digests: the comparison time says nothing about the token's length
-    const token = /^bearer (.*)$/is.exec(authorization ?? '')?.[1];
-    if (token === undefined || !timingSafeEqual(sha256(token), this.expectedAuthorization)) {
+    // read as every bearer token is (the scheme in any case, one or more spaces), then compared
+    // as fixed-length digests: the comparison time says nothing about the token's length
+    const token = bearerToken(authorization);
+    if (token === null || !timingSafeEqual(sha256(token), this.expectedAuthorization)) {
       throw new DomainError('WEBHOOK_SIGNATURE_INVALID', 'The notification token is invalid.');
     }
   }

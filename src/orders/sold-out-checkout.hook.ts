@@ -5,7 +5,7 @@ import type { IncomingMessage } from 'node:http';
 import { PassThrough } from 'node:stream';
 import { PinoLogger } from 'nestjs-pino';
 import type { Logger } from 'pino';
-import { bearerToken } from '../auth/jwt.strategy';
+import { bearerToken } from '../common/http/bearer-token';
 import type { AuthenticatedRequest, Principal } from '../auth/principal';
 import { sendProblem } from '../common/errors/problem-details.filter';
 import { markRateLimitsCounted } from '../common/throttling/rate-limit.guard';

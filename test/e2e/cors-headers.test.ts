@@ -251,6 +251,40 @@ describe('CORS and security headers (CORS_ORIGINS allow-list)', () => {
     expect(['TOKEN_INVALID', 'UNAUTHENTICATED']).toContain(orphan.body.code);
     expect(orphan.headers.get('www-authenticate')).toBe('Bearer error="invalid_token"');
   });
+
+  it('a bearer token after more than one space (RFC 6750: 1*SP) is the same token everywhere: the API, the queue board, the 401 challenge', async () => {
+    const customer = await registerCustomer(t.http);
+    for (const authorization of [
+      `Bearer  ${customer.accessToken}`,
+      `bearer   ${customer.accessToken}`,
+    ]) {
+      const me = await t.http.get('/v1/me', { headers: { authorization } });
+      expect([authorization, me.status, me.body.id]).toEqual([
+        authorization,
+        200,
+        customer.user.id,
+      ]);
+    }
+    const board = await t.http.get('/admin/queues/api/queues', {
+      headers: { authorization: `Bearer  ${admin}` },
+    });
+    expect(board.status).toBe(200);
+    // a token that does not verify, after two spaces: refused as a token (TOKEN_INVALID), not as
+    // none sent
+    const bad = await t.http.get('/v1/me', { headers: { authorization: 'Bearer  not-a-token' } });
+    expect([bad.status, bad.body.code]).toEqual([401, 'TOKEN_INVALID']);
+    expect(bad.headers.get('www-authenticate')).toBe('Bearer error="invalid_token"');
+    // what is no bearer token (a tab, two words) is refused as none, and the challenge says so too
+    for (const authorization of [`Bearer\t${customer.accessToken}`, 'Bearer a b']) {
+      const none = await t.http.get('/v1/me', { headers: { authorization } });
+      expect([authorization, none.status, none.body.code]).toEqual([
+        authorization,
+        401,
+        'UNAUTHENTICATED',
+      ]);
+      expect(none.headers.get('www-authenticate')).toBe('Bearer');
+    }
+  });
 });
 
 describe('CORS_ORIGINS defaults and validation', () => {

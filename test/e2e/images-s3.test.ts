@@ -353,7 +353,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
       TOKEN,
       `Bearer ${TOKEN}x`,
       `Basic ${TOKEN}`,
-      `Bearer  ${TOKEN}`,
+      `Bearer\t${TOKEN}`,
     ]) {
       const res = await notify(event, authorization);
       expect([authorization, res.status, res.body.code]).toEqual([
@@ -375,7 +375,8 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     }
     expect((await imageRow(up.imageId)).status).toBe('pending');
     // control: the same event with the token is accepted, the scheme in any case (RFC 9110 §11.1)
-    expect((await notify(event, `bearer ${TOKEN}`)).status).toBe(204);
+    // and after one or more spaces (RFC 6750 §2.1: 1*SP), as every bearer token is read
+    expect((await notify(event, `bearer  ${TOKEN}`)).status).toBe(204);
     expect((await imageRow(up.imageId)).status).toBe('ready');
   });
 

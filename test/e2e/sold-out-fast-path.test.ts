@@ -539,6 +539,21 @@ describe('sold-out fast path', () => {
     expect(headersOf(hook)).toEqual(headersOf(guarded));
     expect(hook.headers.get('access-control-allow-origin')).toBe('https://shop.example');
     expect(hook.headers.get('content-security-policy')).toBeTruthy();
+    // the token after more than one space (RFC 6750: 1*SP) is read here as the guard reads it:
+    // the same customer, refused at the front
+    const spaced = guardCalls(a);
+    try {
+      const res = await a.http.request('POST', '/v1/orders', undefined, {
+        idempotencyKey: newKey(),
+        headers: { authorization: `Bearer   ${crowd[2].token}` },
+        raw: body,
+      });
+      expect([res.status, res.body.code]).toEqual([409, 'INSUFFICIENT_STOCK']);
+      expect(spaced).not.toHaveBeenCalled();
+    } finally {
+      spaced.mockRestore();
+    }
+    expect(await fastRefusals(a)).toBe(before + 3);
     expect(await stockOf(a.db.pool, productId)).toEqual({ onHand: 1, reserved: 1 });
   }, 60_000);
 

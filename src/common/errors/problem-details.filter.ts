@@ -1,4 +1,5 @@
 import { LIST_HEADERS, appendListHeader } from '../http/list-header';
+import { bearerToken } from '../http/bearer-token';
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host';
 import { ThrottlerException } from '@nestjs/throttler';
@@ -300,7 +301,7 @@ export class ProblemDetailsFilter implements ExceptionFilter {
       const refusedToken =
         rendered.code === 'TOKEN_INVALID' ||
         (rendered.code === 'UNAUTHENTICATED' &&
-          /^bearer\s/i.test(request?.headers?.authorization ?? ''));
+          bearerToken(request?.headers?.authorization) !== null);
       void reply.header(
         'WWW-Authenticate',
         refusedToken ? 'Bearer error="invalid_token"' : 'Bearer',
