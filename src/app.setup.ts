@@ -124,7 +124,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
   limitBodies(app);
   const browserHeaders = await registerBrowserSecurity(app, config);
   // after the security and CORS headers' hooks: a 405 carries them too (a browser app reads it)
-  answerMethodNotAllowed(fastify);
+  const allowedMethods = answerMethodNotAllowed(fastify);
   // the webhooks' signature and token, as far as the headers tell, before their bodies are read
   // (after the security headers' hook: its headers are on these answers too)
   // (those refused counted per client against the default policy's numbers, per process, under
@@ -163,7 +163,7 @@ async function configureApp(app: NestFastifyApplication): Promise<void> {
     done();
   });
   fastify.server.on('checkExpectation', refuseExpectation);
-  fastify.server.on('connect', refuseConnect);
+  fastify.server.on('connect', refuseConnect(allowedMethods));
   // a client that sends its request and then closes its side (a shutdown(SHUT_WR), as `nc -N`
   // and some HTTP/1.0 clients do) still gets its answer: Node aborted the request and ended
   // the connection with nothing written (a checkout made, its 201 never sent). The connection

@@ -858,6 +858,34 @@ describe('bad input is a 4xx problem, never a 500 (finding 6)', () => {
       expect(headers).toContain('x-content-type-options: nosniff');
       expect([body.status, body.title]).toEqual([status, title]);
     }
+    // a 405 carries Allow (RFC 9110 §15.5.6): a CONNECT's names the methods its path has, as the
+    // 405 of any other method the path lacks (TRACE) does; a target that is no path (the host and
+    // port of a tunnel) or no route's has none — an empty Allow
+    const allowOf = (raw: string) => /^allow:[ \t]*(.*?)[ \t]*$/im.exec(raw.split('\r\n\r\n')[0]);
+    const order = '00000000-0000-4000-8000-000000000000';
+    for (const [target, allow] of [
+      ['/v1/orders', 'GET, HEAD, POST'],
+      ['/v1/orders?limit=5', 'GET, HEAD, POST'],
+      [`/v1/orders/${order}/cancel`, 'POST'],
+      ['/v1/products', 'GET, HEAD'],
+      [`127.0.0.1:${port}`, ''],
+      ['/v1/nowhere', ''],
+    ] as const) {
+      const head = `HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`;
+      const connected = await rawExchange(port, `CONNECT ${target} ${head}`);
+      expect([target, connected.split('\r\n')[0], allowOf(connected)?.[1]]).toEqual([
+        target,
+        'HTTP/1.1 405 Method Not Allowed',
+        allow,
+      ]);
+      if (allow === '') continue;
+      const traced = await rawExchange(port, `TRACE ${target} ${head}`);
+      expect([target, traced.split('\r\n')[0], allowOf(traced)?.[1]]).toEqual([
+        target,
+        'HTTP/1.1 405 Method Not Allowed',
+        allow,
+      ]);
+    }
     // a client that resets the connection right after its CONNECT: the process lives on (Node took
     // the socket's own error listener off before handing it over)
     for (let i = 0; i < 5; i++) {

@@ -23,9 +23,12 @@ const notKnown = (route: RouteOptions & { prefix?: string }): boolean =>
  * answers: a client generated from the document learns its call is wrong, not that the
  * resource is gone. A second router holds every route's pattern (with Fastify's own matching
  * rules: the same library, its defaults) and is asked only for a request no route matched.
- * Registered before the routes are.
+ * Registered before the routes are. Returns that router's answer (the methods a target's path
+ * has, none for a target that is not a path), for the 405 of a request no route sees: CONNECT.
  */
-export function answerMethodNotAllowed(fastify: FastifyInstance): void {
+export function answerMethodNotAllowed(
+  fastify: FastifyInstance,
+): (url: string) => readonly HTTPMethod[] {
   const known = FindMyWay();
   fastify.addHook('onRoute', (route: RouteOptions) => {
     if (notKnown(route)) return;
@@ -42,12 +45,13 @@ export function answerMethodNotAllowed(fastify: FastifyInstance): void {
       Object.entries(found.params).every(([name, value]) => value !== '' || name === '*')
     );
   };
+  // (a target not starting with `/`, an absolute form, is a 404 whatever its method)
+  const allowedMethods = (url: string): readonly HTTPMethod[] =>
+    url.startsWith('/') ? METHODS.filter((method) => routes(method, url)) : [];
   // (a callback hook: it runs for every request, and all but a few pass at the first test)
   fastify.addHook('onRequest', (request, reply, done) => {
-    const url = request.raw.url ?? '';
-    // (a target not starting with `/`, an absolute form, is a 404 whatever its method)
-    if (!request.is404 || !url.startsWith('/')) return done();
-    const allowed = METHODS.filter((method) => routes(method, url));
+    if (!request.is404) return done();
+    const allowed = allowedMethods(request.raw.url ?? '');
     // no such path (a 404), or one this very method has (Nest's 404 for another reason)
     if (allowed.length === 0 || allowed.includes(request.method as HTTPMethod)) return done();
     closeIfBodyPending(request, reply); // answered unread: none of a body is read after it
@@ -61,4 +65,5 @@ export function answerMethodNotAllowed(fastify: FastifyInstance): void {
       ),
     );
   });
+  return allowedMethods;
 }

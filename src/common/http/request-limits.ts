@@ -466,20 +466,26 @@ export function clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket): 
 /**
  * A `CONNECT` request (a proxy tunnel): 405 as problem+json with a request id, then the
  * connection is closed. Node hands CONNECT to the server's `connect` event, never to a route:
- * with no listener it destroyed the socket without an answer.
+ * with no listener it destroyed the socket without an answer. Its `Allow` (a 405 MUST carry one:
+ * RFC 9110 §15.5.6) names the methods the target's path has, as every other 405's does
+ * (`allowedMethods`: answerMethodNotAllowed's); empty for a target no route has — a host and
+ * port, the tunnel asked for: no method is allowed there (§10.2.1).
  */
-export function refuseConnect(request: IncomingMessage, socket: Socket): void {
-  // Node took its own error listener off the socket before handing it over: a client that resets
-  // the connection would otherwise raise an uncaught 'error' and end the process
-  socket.on('error', () => socket.destroy());
-  writeRawProblem(
-    socket,
-    405,
-    'METHOD_NOT_ALLOWED',
-    'CONNECT is not supported: this is not a proxy.',
-    resolveRequestId(request.headers['x-request-id']), // a well-formed one kept, as everywhere
-  );
-  socket.destroySoon();
+export function refuseConnect(allowedMethods: (url: string) => readonly string[]) {
+  return (request: IncomingMessage, socket: Socket): void => {
+    // Node took its own error listener off the socket before handing it over: a client that
+    // resets the connection would otherwise raise an uncaught 'error' and end the process
+    socket.on('error', () => socket.destroy());
+    writeRawProblem(
+      socket,
+      405,
+      'METHOD_NOT_ALLOWED',
+      'CONNECT is not supported: this is not a proxy.',
+      resolveRequestId(request.headers['x-request-id']), // a well-formed one kept, as everywhere
+      { Allow: allowedMethods(request.url ?? '').join(', ') },
+    );
+    socket.destroySoon();
+  };
 }
 
 /**
