@@ -333,6 +333,15 @@ export class ImagesService {
       );
       return 'mismatch';
     }
+    // headers the uploader added beside the signed ones: served to every customer as set
+    // (images review: a gzip-encoded image broke in every browser, a no-store one was never cached)
+    const extra = Object.entries(stored.servedWith).filter(([, v]) => v !== undefined);
+    if (extra.length > 0) {
+      this.logger.warn(
+        `storage object ${key} was uploaded with ${extra.map(([k]) => k).join(', ')}, which its customers would be served: left pending`,
+      );
+      return 'mismatch';
+    }
     const productId = await this.images.markReady(key, this.clock.now());
     return productId !== null ? 'ready' : 'unchanged';
   }

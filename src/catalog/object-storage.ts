@@ -21,6 +21,13 @@ export interface PresignedUpload {
 export interface StoredObject {
   sizeBytes: number;
   contentType: string | undefined;
+  /**
+   * Headers the store serves the object with that the upload set beside the signed ones (the
+   * presigned URL binds only content-type and content-length): `Content-Encoding: gzip` on an
+   * image no browser can then decode, a `Cache-Control: no-store` that makes every view a miss,
+   * a `Content-Disposition` that downloads it instead of showing it.
+   */
+  servedWith: { contentEncoding?: string; cacheControl?: string; contentDisposition?: string };
 }
 
 /** The store could not be asked (down, timed out, refused our credentials). */
@@ -119,7 +126,15 @@ export class ObjectStorage implements OnApplicationShutdown {
   async head(key: string): Promise<StoredObject | null> {
     try {
       const res = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
-      return { sizeBytes: res.ContentLength ?? -1, contentType: res.ContentType };
+      return {
+        sizeBytes: res.ContentLength ?? -1,
+        contentType: res.ContentType,
+        servedWith: {
+          contentEncoding: res.ContentEncoding || undefined,
+          cacheControl: res.CacheControl || undefined,
+          contentDisposition: res.ContentDisposition || undefined,
+        },
+      };
     } catch (err) {
       if (err instanceof NotFound) return null;
       const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;

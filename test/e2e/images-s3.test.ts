@@ -340,6 +340,39 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     }
   });
 
+  it('an upload through the signed URL with headers of its own beside the signed ones (gzip, no-store, attachment) is left pending', async () => {
+    for (const [name, value] of [
+      ['content-encoding', 'gzip'],
+      ['cache-control', 'no-store'],
+      ['content-disposition', 'attachment; filename="x.html"'],
+    ]) {
+      const p = await createProduct(t, admin);
+      const bytes = randomBytes(300);
+      const up = await requestUpload(p.id, 'image/png', bytes.length);
+      const n = s3.events.length;
+      const res = await fetch(up.uploadUrl, {
+        method: 'PUT',
+        headers: { 'content-type': 'image/png', [name]: value },
+        body: bytes,
+      });
+      // the store takes it: only content-type and content-length are signed
+      expect({ name, status: res.status }).toEqual({ name, status: 200 });
+      expect((await notify(await storeEvent(n + 1))).status).toBe(204);
+      expect({ name, status: (await imageRow(up.imageId)).status }).toEqual({
+        name,
+        status: 'pending',
+      });
+    }
+    // control: the same upload without them is made ready
+    const p = await createProduct(t, admin);
+    const bytes = randomBytes(300);
+    const up = await requestUpload(p.id, 'image/png', bytes.length);
+    const n = s3.events.length;
+    expect((await put(up.uploadUrl, 'image/png', bytes)).status).toBe(200);
+    expect((await notify(await storeEvent(n + 1))).status).toBe(204);
+    expect((await imageRow(up.imageId)).status).toBe('ready');
+  });
+
   it('refuses a notification without the right bearer token (400 WEBHOOK_SIGNATURE_INVALID) and changes nothing', async () => {
     const p = await createProduct(t, admin);
     const bytes = randomBytes(32);
