@@ -27,7 +27,19 @@ export class PasswordEpoch1763800041000 implements MigrationInterface {
 
   async up(q: QueryRunner): Promise<void> {
     await q.query(`ALTER TABLE users ADD COLUMN password_epoch text`);
+    // The backfill writes a new version of every row, and a row 1763800014000-EmailsNfc left with
+    // a decomposed email fails its NOT VALID `users_email_nfc` (23514: the upgrade stopped there
+    // for good). Where such a row exists, the check is lifted for the backfill and put back
+    // exactly as it was (its own definition, NOT VALID): the schema is the one clean data gets.
+    // (Edited after it was applied: only to succeed where it failed — checksums.sha256.)
+    const [nfc] = (await q.query(
+      `SELECT pg_get_constraintdef(c.oid) AS def FROM pg_constraint c
+        WHERE c.conrelid = 'users'::regclass AND c.conname = 'users_email_nfc'
+          AND EXISTS (SELECT 1 FROM users WHERE email IS NOT NFC NORMALIZED)`,
+    )) as { def: string }[];
+    if (nfc) await q.query(`ALTER TABLE users DROP CONSTRAINT users_email_nfc`);
     await q.query(`UPDATE users SET password_epoch = ${epochOfHashSql('password_hash')}`);
+    if (nfc) await q.query(`ALTER TABLE users ADD CONSTRAINT users_email_nfc ${nfc.def}`);
     await q.query(`ALTER TABLE users ALTER COLUMN password_epoch SET NOT NULL`);
     await q.query(
       `ALTER TABLE users ADD CONSTRAINT users_password_epoch_check CHECK (password_epoch ~ '^[A-Za-z0-9_-]{22}$')`,

@@ -12,6 +12,12 @@ const MIGRATIONS = join(__dirname, '..', '..', 'migrations');
  * session, before they landed). `migrations/checksums.sha256` (`sha256sum` format) holds every
  * migration's checksum: a new migration adds its line; any other change to that file is an edit
  * of a migration to undo — the change belongs in a new one.
+ *
+ * The one exception: an applied migration may be edited only so that it succeeds where it failed
+ * (data an older migration left behind, a state an earlier version of a migration left), with a
+ * resulting schema identical to what it makes where it succeeded — databases that ran it are then
+ * untouched, and those it stopped go on. Its line here changes with it; the commit says so, and a
+ * test runs it on the state it failed on (test/schema/upgrades-from-old-states.test.ts).
  */
 describe('migrations are append-only', () => {
   const listed = readFileSync(join(MIGRATIONS, 'checksums.sha256'), 'utf8')
