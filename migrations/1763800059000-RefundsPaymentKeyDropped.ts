@@ -11,7 +11,10 @@ export class RefundsPaymentKeyDropped1763800059000 implements MigrationInterface
   name = 'RefundsPaymentKeyDropped1763800059000';
 
   async up(q: QueryRunner): Promise<void> {
-    await q.query(`ALTER TABLE refunds DROP CONSTRAINT refunds_payment_id_fkey`);
+    // IF EXISTS: 1763800058000 as it was at 5590335 dropped it itself, and a database migrated
+    // then failed here ("does not exist"). (Edited after it was applied: only to succeed where it
+    // failed — checksums.sha256.)
+    await q.query(`ALTER TABLE refunds DROP CONSTRAINT IF EXISTS refunds_payment_id_fkey`);
   }
 
   async down(q: QueryRunner): Promise<void> {

@@ -60,4 +60,14 @@ describe('upgrades from states older migrations left behind', () => {
     expect(rows.every((r) => /^[A-Za-z0-9_-]{22}$/.test(r.epoch))).toBe(true);
     expect(await schemaOf(db.pool)).toEqual(await schemaOf(clean.pool));
   });
+
+  it('refunds_payment_id_fkey already dropped (1763800058000 as it was at 5590335 dropped it): the rest runs, to the clean schema', async () => {
+    db = await createEmptyDatabase();
+    await migrateUpTo(db.url, 1763800058000);
+    await db.pool.query(`ALTER TABLE refunds DROP CONSTRAINT refunds_payment_id_fkey`);
+
+    migrate(db.url); // throws on a failed run
+
+    expect(await schemaOf(db.pool)).toEqual(await schemaOf(clean.pool));
+  });
 });
