@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -37,6 +38,24 @@ describe('migrations are append-only', () => {
         .digest('hex');
       expect({ file, sum: actual }).toEqual({ file, sum });
     }
+  });
+
+  it('`npm run format` leaves every migration as it is (.prettierignore)', () => {
+    // (prettier's API, outside jest: it loads its parsers by dynamic import)
+    const ignored = JSON.parse(
+      execFileSync(
+        process.execPath,
+        [
+          '-e',
+          `const { getFileInfo } = require('prettier');
+           Promise.all(process.argv.slice(1).map((f) => getFileInfo(f, { ignorePath: '.prettierignore' })))
+             .then((infos) => console.log(JSON.stringify(infos.map((i) => i.ignored))));`,
+          ...files.map((f) => join('migrations', f)),
+        ],
+        { cwd: join(MIGRATIONS, '..'), encoding: 'utf8' },
+      ),
+    ) as boolean[];
+    expect(ignored).toEqual(files.map(() => true));
   });
 
   it('a new migration comes after every listed one (TypeORM runs them by timestamp)', () => {
