@@ -1,9 +1,92 @@
-import { DataSource, MigrationExecutor } from 'typeorm';
-import type { Migration, QueryRunner } from 'typeorm';
+import { DataSource, MigrationExecutor, QueryFailedError } from 'typeorm';
+import type { Migration, MigrationInterface, QueryRunner } from 'typeorm';
+import { databaseErrorSummary } from '../common/errors/database-errors';
 import { MIGRATION_LOCK_TIMEOUT_MS } from './data-source-options';
 
 /** Session advisory lock key of a migration run ('MIGR'). */
 const MIGRATION_LOCK = 0x4d494752;
+
+/**
+ * A migration run's database error as a deploy log may show it: the migration, the SQLSTATE, the
+ * constraint, table and column, and PostgreSQL's message — never its DETAIL ("Failing row contains
+ * (…)": a customer's email, a password hash), the statement or its parameters. The TypeORM CLI
+ * prints the error a run throws whole (`console.error`, every field of a QueryFailedError): a
+ * migration that failed on a row put that row in the deploy log.
+ */
+export class MigrationRunFailed extends Error {
+  readonly sqlState: string;
+  declare readonly constraint?: string;
+  declare readonly table?: string;
+  declare readonly column?: string;
+
+  constructor(
+    readonly migration: string | undefined,
+    fields: { sqlState: string; constraint?: string; table?: string; column?: string },
+    serverMessage: string,
+    stack: string | undefined,
+  ) {
+    const names = (['constraint', 'table', 'column'] as const)
+      .filter((key) => fields[key])
+      .map((key) => `${key} ${fields[key]}`);
+    super(
+      `${migration ? `Migration ${migration}` : 'The migration run'} failed: SQLSTATE ${fields.sqlState}` +
+        `${names.length > 0 ? ` (${names.join(', ')})` : ''}: ${serverMessage}`,
+    );
+    Object.defineProperty(this, 'name', { value: 'MigrationRunFailed', enumerable: false });
+    this.sqlState = fields.sqlState;
+    if (fields.constraint) this.constraint = fields.constraint;
+    if (fields.table) this.table = fields.table;
+    if (fields.column) this.column = fields.column;
+    // where it was thrown (the frames only: the original's first line is its whole message)
+    const frames = stack?.split('\n').filter((line) => /^\s+at /.test(line)) ?? [];
+    this.stack = [`${this.name}: ${this.message}`, ...frames].join('\n');
+  }
+}
+
+/**
+ * `err` as MigrationRunFailed when it is a database error (of `migration`, when known); anything
+ * else as it is (it carries no row: the migrations' own code and TypeORM's checks threw it).
+ */
+function safeFailure(err: unknown, migration?: string): unknown {
+  if (err instanceof MigrationRunFailed) return err;
+  const summary = databaseErrorSummary(err);
+  if (!summary) return err;
+  const driver = err instanceof QueryFailedError ? (err.driverError as unknown) : err;
+  const message = (driver as { message?: unknown }).message;
+  return new MigrationRunFailed(
+    migration,
+    summary,
+    typeof message === 'string' ? message : '',
+    err instanceof Error ? err.stack : undefined,
+  );
+}
+
+/** A migration whose database errors come out as MigrationRunFailed, naming it. */
+function failingSafely(name: string, migration: MigrationInterface): MigrationInterface {
+  return {
+    name: migration.name,
+    transaction: migration.transaction,
+    up: (q) =>
+      migration.up(q).catch((err: unknown) => {
+        throw safeFailure(err, name);
+      }),
+    down: (q) =>
+      migration.down(q).catch((err: unknown) => {
+        throw safeFailure(err, name);
+      }),
+  };
+}
+
+/** TypeORM's executor, running each migration through failingSafely. */
+class SafeMigrationExecutor extends MigrationExecutor {
+  protected override getMigrations(): Migration[] {
+    return super.getMigrations().map((migration) => {
+      if (migration.instance)
+        migration.instance = failingSafely(migration.name, migration.instance);
+      return migration;
+    });
+  }
+}
 
 /**
  * The DataSource the migration commands use (ormconfig.ts): runs (and reverts) migrations one after
@@ -16,13 +99,16 @@ const MIGRATION_LOCK = 0x4d494752;
  * statement: the startup option that also sets it (dataSourceOptions) is dropped by a session-mode
  * PgBouncer told to ignore `options` (docs/SCALING.md), and a migration would then wait for a
  * table's lock for as long as a reader held it, every request on that table queued behind it.
+ *
+ * A database error of the run comes out as MigrationRunFailed: what the CLI prints of it holds no
+ * row, statement or parameter.
  */
 export class MigratingDataSource extends DataSource {
   override runMigrations(
     options?: Parameters<DataSource['runMigrations']>[0],
   ): Promise<Migration[]> {
     return this.inTurn((runner) => {
-      const executor = new MigrationExecutor(this, runner);
+      const executor = new SafeMigrationExecutor(this, runner);
       // (DataSource.runMigrations' own defaults)
       executor.transaction =
         options?.transaction || this.options.migrationsTransactionMode || 'all';
@@ -36,7 +122,7 @@ export class MigratingDataSource extends DataSource {
     options?: Parameters<DataSource['undoLastMigration']>[0],
   ): Promise<void> {
     return this.inTurn((runner) => {
-      const executor = new MigrationExecutor(this, runner);
+      const executor = new SafeMigrationExecutor(this, runner);
       executor.transaction = options?.transaction || 'all';
       executor.fake = options?.fake ?? false;
       return executor.undoLastMigration();
@@ -53,6 +139,8 @@ export class MigratingDataSource extends DataSource {
       await lock.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
       await lock.query(`SET lock_timeout = ${MIGRATION_LOCK_TIMEOUT_MS}`);
       return await work(lock);
+    } catch (err) {
+      throw safeFailure(err);
     } finally {
       await lock.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
       await lock.query('RESET lock_timeout').catch(() => undefined);
