@@ -2,6 +2,7 @@ import { DataSource, MigrationExecutor, QueryFailedError } from 'typeorm';
 import type { Migration, MigrationInterface, QueryRunner } from 'typeorm';
 import { databaseErrorSummary } from '../common/errors/database-errors';
 import { MIGRATION_LOCK_TIMEOUT_MS } from './data-source-options';
+import { databaseEncoding, encodingRefusal } from './database-encoding';
 
 /** Session advisory lock key of a migration run ('MIGR'). */
 const MIGRATION_LOCK = 0x4d494752;
@@ -100,6 +101,7 @@ class SafeMigrationExecutor extends MigrationExecutor {
  * PgBouncer told to ignore `options` (docs/SCALING.md), and a migration would then wait for a
  * table's lock for as long as a reader held it, every request on that table queued behind it.
  *
+ * A database not in UTF8 is refused before the first migration (database-encoding.ts).
  * A database error of the run comes out as MigrationRunFailed: what the CLI prints of it holds no
  * row, statement or parameter.
  */
@@ -107,7 +109,11 @@ export class MigratingDataSource extends DataSource {
   override runMigrations(
     options?: Parameters<DataSource['runMigrations']>[0],
   ): Promise<Migration[]> {
-    return this.inTurn((runner) => {
+    return this.inTurn(async (runner) => {
+      // before the first migration: a database in another encoding passed the early ones, then
+      // failed half migrated with the server's raw errors
+      const refusal = encodingRefusal(await databaseEncoding((sql) => runner.query(sql)));
+      if (refusal) throw new Error(`${refusal}. Nothing was migrated.`);
       const executor = new SafeMigrationExecutor(this, runner);
       // (DataSource.runMigrations' own defaults)
       executor.transaction =

@@ -7,6 +7,7 @@ import { APP_CONFIG, AppConfig } from '../config/config';
 import { EXIT_CONFIG } from '../config/exit-codes';
 import { databaseIdentityParts } from '../redis/key-prefix-claim';
 import { connectionSettings, migrationsFolder } from '../database/data-source-options';
+import { databaseEncoding, encodingRefusal } from '../database/database-encoding';
 import { pgErrorCode } from '../database/transaction-host';
 
 /** How long a boot waits for either answer before it goes on without it (no refusal). */
@@ -38,6 +39,9 @@ export function newestMigrationOf(dir: string): number | null {
  * What a process checks of its database before it serves or works (API, worker, and the commands
  * that boot the application):
  *
+ * - **The database is UTF8** (database-encoding.ts): the migrations refuse any other encoding
+ *   too, and the schema's NFC and ICU comparisons need it. Checked first: on such a database the
+ *   schema is behind as well, and running the migrations is not the way out.
  * - **The schema is not behind this build.** The newest migration recorded (`schema_migrations`)
  *   must be at least the newest this build carries. A build started before `npm run
  *   migration:run` (a deploy in the wrong order, a migration that failed) booted, its readiness
@@ -66,8 +70,26 @@ export class SchemaCheck implements OnApplicationBootstrap {
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
-    await this.checkSchema();
+    // (a database that does not answer this is not asked the schema: one wait, one warning)
+    if (await this.checkEncoding()) await this.checkSchema();
     await this.checkLockRoute();
+  }
+
+  /** Whether the database answered. */
+  private async checkEncoding(): Promise<boolean> {
+    let database: { name: string; encoding: string };
+    try {
+      database = await withTimeout(
+        databaseEncoding((sql) => this.dataSource.query(sql)),
+        CHECK_TIMEOUT_MS,
+      );
+    } catch (err) {
+      this.unchecked('its encoding and schema', err);
+      return false;
+    }
+    const refusal = encodingRefusal(database);
+    if (refusal) throw new DatabaseMismatch(refusal);
+    return true;
   }
 
   private async checkSchema(): Promise<void> {
