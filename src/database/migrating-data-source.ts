@@ -5,7 +5,7 @@ import { MIGRATION_LOCK_TIMEOUT_MS } from './data-source-options';
 import { databaseEncoding, encodingRefusal } from './database-encoding';
 
 /** Session advisory lock key of a migration run ('MIGR'). */
-const MIGRATION_LOCK = 0x4d494752;
+export const MIGRATION_LOCK = 0x4d494752;
 
 /**
  * A migration run's database error as a deploy log may show it: the migration, the SQLSTATE, the
@@ -90,11 +90,48 @@ class SafeMigrationExecutor extends MigrationExecutor {
 }
 
 /**
+ * Who holds the migration lock, in one line: its backend's pid, application_name and how long its
+ * transaction has been running — a killed deploy's statement still running on the server, or
+ * another deploy's run. (Another role's session shows its pid and application_name only.)
+ */
+async function whoHoldsTheLock(session: QueryRunner): Promise<string> {
+  const holders = (await session.query(
+    `SELECT l.pid, a.application_name, a.state,
+            extract(epoch FROM now() - a.xact_start)::bigint AS xact_seconds,
+            extract(epoch FROM now() - a.state_change)::bigint AS state_seconds
+       FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'advisory' AND l.granted
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND l.classid = 0 AND l.objid = $1::bigint::oid AND l.objsubid = 1`,
+    [MIGRATION_LOCK],
+  )) as {
+    pid: number;
+    application_name: string | null;
+    state: string | null;
+    xact_seconds: string | null;
+    state_seconds: string | null;
+  }[];
+  const [holder] = holders;
+  const waiting =
+    'waiting for it (another deploy running its migrations, or a killed one whose statement still runs on the server)';
+  if (!holder)
+    return `The migration lock is held by another session (released just now): ${waiting}`;
+  const transaction =
+    holder.xact_seconds !== null
+      ? `its transaction running for ${holder.xact_seconds} s`
+      : holder.state_seconds !== null
+        ? `no transaction open, ${holder.state ?? 'idle'} for ${holder.state_seconds} s`
+        : "its transaction's age not visible to this role";
+  return `The migration lock is held by pid ${holder.pid} (application_name "${holder.application_name ?? ''}", ${transaction}): ${waiting}`;
+}
+
+/**
  * The DataSource the migration commands use (ormconfig.ts): runs (and reverts) migrations one after
  * the other under a session advisory lock, so two runs at once (two hosts' `npm start`, an overlapping
  * `docker compose run migrate`) take turns — the second finds the first's work recorded and has
  * nothing left to do — instead of both applying the same pending list (the second failing on
- * "already exists", or recording a data migration twice).
+ * "already exists", or recording a data migration twice). A run that finds the lock taken says
+ * once, at warn, who holds it (whoHoldsTheLock), then waits for its turn.
  *
  * The migrations run on the session that holds the lock, with their `lock_timeout` set on it by a
  * statement: the startup option that also sets it (dataSourceOptions) is dropped by a session-mode
@@ -142,7 +179,19 @@ export class MigratingDataSource extends DataSource {
       // waits its turn however long the other run takes (the migrations' own lock_timeout is for
       // the tables' locks, not this one)
       await lock.query('SET lock_timeout = 0');
-      await lock.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+      const [turn] = (await lock.query('SELECT pg_try_advisory_lock($1) AS taken', [
+        MIGRATION_LOCK,
+      ])) as { taken: boolean }[];
+      if (!turn.taken) {
+        // said once, then waited for as before: a silent wait looked like a hung deploy
+        this.logger.log(
+          'warn',
+          await whoHoldsTheLock(lock).catch(
+            () => 'The migration lock is held by another session: waiting for it',
+          ),
+        );
+        await lock.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+      }
       await lock.query(`SET lock_timeout = ${MIGRATION_LOCK_TIMEOUT_MS}`);
       return await work(lock);
     } catch (err) {
