@@ -203,6 +203,11 @@ export function benchApiEnv(): Record<string, string> {
   return {
     NODE_ENV: 'production',
     REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    // the shell's test services on a private network of their own, if it says so (a production
+    // boot refuses them in plain text otherwise)
+    ...(process.env.SERVICES_PRIVATE_NETWORK
+      ? { SERVICES_PRIVATE_NETWORK: process.env.SERVICES_PRIVATE_NETWORK }
+      : {}),
     ...BENCH_SECRETS,
     JWT_PRIVATE_KEY: '', // (a shell's key pair would refuse the boot beside JWT_SECRET)
     JWT_PUBLIC_KEY: '',

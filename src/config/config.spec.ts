@@ -1075,7 +1075,7 @@ describe('a database or Redis on another machine outside development', () => {
     };
     expect(named(problemsOf(plain))).toEqual(['DATABASE_LOCK_URL', 'DATABASE_URL', 'REDIS_URL']);
     expect(problemsOf(plain).join('\n')).toMatch(
-      /DATABASE_URL: db\.shop\.example\.com is another machine, reached in plain text.*sslmode=verify-full.*SERVICES_PRIVATE_NETWORK=true/,
+      /DATABASE_URL: db\.shop\.example\.com is another machine, reached in plain text.*sslmode=verify-full.*name db\.shop\.example\.com in SERVICES_PRIVATE_NETWORK/,
     );
     expect(problemsOf(plain).join('\n')).toMatch(/REDIS_URL: .*use rediss:\/\//);
     expect(() => loadDatabaseConfig(plain)).toThrow(/DATABASE_URL: .* plain text/);
@@ -1087,8 +1087,22 @@ describe('a database or Redis on another machine outside development', () => {
     for (const env of [
       { DATABASE_URL: 'postgres://shop@localhost/shop?host=db.shop.example.com' },
       { DATABASE_URL: 'postgres:///shop', PGHOST: 'db.shop.example.com' },
+      // as node-postgres reads a URL: the last of a repeated parameter, an empty one as absent
+      { DATABASE_URL: 'postgres://shop@localhost/shop?host=localhost&host=db.shop.example.com' },
+      { DATABASE_URL: 'postgres://shop@db.shop.example.com/shop?sslmode=' },
+      { DATABASE_URL: 'postgres://shop@db.shop.example.com/shop?sslrootcert=' },
+      {
+        DATABASE_URL:
+          'postgres://shop@db.shop.example.com/shop?sslmode=require&sslmode=disable&sslmode=',
+      },
+      { DATABASE_URL: 'postgres://shop@db.shop.example.com/shop?ssl=true&ssl=0' },
+      // PGSSLMODE as given (node-postgres does not trim it)
+      { DATABASE_URL: 'postgres://shop@db.shop.example.com/shop', PGSSLMODE: 'require ' },
     ] as Record<string, string>[]) {
-      expect(named(problemsOf({ ...prod, ...env }))).toEqual(['DATABASE_URL']);
+      expect({ env, problems: named(problemsOf({ ...prod, ...env })) }).toEqual({
+        env,
+        problems: ['DATABASE_URL'],
+      });
     }
   });
 
@@ -1100,6 +1114,7 @@ describe('a database or Redis on another machine outside development', () => {
       'postgres://shop:pw@db.shop.example.com/shop?ssl=no-verify',
       'postgres://shop:pw@db.shop.example.com/shop?sslnegotiation=direct',
       'postgres://shop:pw@db.shop.example.com/shop?sslrootcert=/etc/ssl/db-ca.pem',
+      'postgres://shop:pw@db.shop.example.com/shop?sslmode=disable&sslmode=verify-full',
       // plain text meant, and said: not a forgotten setting
       'postgres://shop:pw@db.shop.example.com/shop?sslmode=disable',
     ]) {
@@ -1123,6 +1138,8 @@ describe('a database or Redis on another machine outside development', () => {
       'postgres://shop@localhost./shop',
       'postgres://shop@[::1]:5432/shop',
       'postgres:///shop?host=/var/run/postgresql',
+      // a socket directory as node-postgres takes it in the host
+      'postgres://shop@%2Fvar%2Frun%2Fpostgresql/shop',
     ]) {
       expect(() =>
         loadConfig({ ...prod, DATABASE_URL, REDIS_URL: 'redis://127.0.0.1:6379' }),
@@ -1135,8 +1152,22 @@ describe('a database or Redis on another machine outside development', () => {
       REDIS_URL: 'redis://:pw@redis:6379',
     };
     expect(named(problemsOf(plain))).toEqual(['DATABASE_URL', 'REDIS_URL']);
-    expect(() => loadConfig({ ...plain, SERVICES_PRIVATE_NETWORK: 'true' })).not.toThrow();
-    expect(() => loadDatabaseConfig({ ...plain, SERVICES_PRIVATE_NETWORK: 'true' })).not.toThrow();
+    const stack = { ...plain, SERVICES_PRIVATE_NETWORK: 'postgres, Redis' };
+    expect(() => loadConfig(stack)).not.toThrow();
+    expect(() => loadDatabaseConfig(stack)).not.toThrow();
+    // only the hosts it names: a PgBouncer elsewhere given through the stack is not waved through
+    expect(
+      named(
+        problemsOf({ ...stack, DATABASE_LOCK_URL: 'postgres://shop:pw@bouncer.example.com/shop' }),
+      ),
+    ).toEqual(['DATABASE_LOCK_URL']);
+    expect(named(problemsOf({ ...plain, SERVICES_PRIVATE_NETWORK: 'postgres' }))).toEqual([
+      'REDIS_URL',
+    ]);
+    // hosts, not a switch
+    expect(problemsOf({ ...plain, SERVICES_PRIVATE_NETWORK: 'true' })[0]).toMatch(
+      /^SERVICES_PRIVATE_NETWORK: names the hosts .* not true/,
+    );
     // development is the remote-services check's (DEVELOPMENT_REMOTE_SERVICES), not this one's
     expect(() =>
       loadConfig({ ...plain, NODE_ENV: 'development', DEVELOPMENT_REMOTE_SERVICES: 'true' }),
@@ -1228,7 +1259,7 @@ describe('values a deployment templated or copied wrong', () => {
 
   it('refuses a REDIS_URL with a query, a fragment or a path that is no database number: the Redis clients would each read it their own way', () => {
     // (no TLS asked for here: that is plainTextServiceProblems', told apart by this)
-    const prod = { ...SECRETS, NODE_ENV: 'production', SERVICES_PRIVATE_NETWORK: 'true' };
+    const prod = { ...SECRETS, NODE_ENV: 'production', SERVICES_PRIVATE_NETWORK: 'cache,fd00::5' };
     // ioredis (readiness, the queue board, depth metrics) reads ?db= / ?password= / ?family= as
     // options that BullMQ's connections and the catalog store ignore: the board would show
     // another database than the queues use, or the queues alone would fail to authenticate

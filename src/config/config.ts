@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { type ConnectionOptions, parse as parsePgUrl } from 'pg-connection-string';
 import { JwtKeyPair, parseJwtKeyPair } from './jwt-keys';
 import { guessesLog10 } from './secret-strength';
 import { usableCpus } from './usable-cpus';
@@ -281,9 +282,9 @@ const envSchema = z.object({
   // NODE_ENV=development on a database or Redis that is not this machine: refused unless this says
   // they are development servers (developmentRemoteServices)
   DEVELOPMENT_REMOTE_SERVICES: bool(false),
-  // outside development, PostgreSQL or Redis on another machine without TLS: refused unless this
-  // says they are on a private network of their own (plainTextServiceProblems)
-  SERVICES_PRIVATE_NETWORK: bool(false),
+  // outside development, PostgreSQL or Redis on another machine without TLS: refused unless its
+  // host is named here, reached over a private network of its own (plainTextServiceProblems)
+  SERVICES_PRIVATE_NETWORK: z.string().optional(),
   SMTP_URL: url(['smtp:', 'smtps:']).optional(),
   // an address (`orders@your-shop.com` or `Shop <orders@your-shop.com>`): anything else the mail
   // server refuses at MAIL FROM, each email retried for a day while the process looks healthy
@@ -1208,48 +1209,89 @@ function developmentRemoteServices(
 }
 
 /**
- * The host a service URL's driver connects to, without IPv6 brackets: for PostgreSQL,
- * node-postgres takes `?host=` over the URL's host, and with neither libpq's PGHOST (a URL naming
- * localhost with `?host=db.example.com` reached that server); '' or a socket directory: this
- * machine.
+ * The host a service URL's driver connects to, without IPv6 brackets; '' or a socket directory:
+ * this machine. For PostgreSQL as node-postgres reads the URL (postgresTarget).
  */
 function serviceHostOf(
   name: 'DATABASE_URL' | 'DATABASE_LOCK_URL' | 'REDIS_URL',
   parsed: URL,
   env: Record<string, string | undefined>,
 ): string {
-  const host =
-    name === 'REDIS_URL'
-      ? parsed.hostname
-      : parsed.searchParams.get('host') || parsed.hostname || env.PGHOST?.trim() || '';
-  return host.replace(/^\[(.*)\]$/, '$1');
+  if (name !== 'REDIS_URL') return postgresTarget(parsed.href, env).host;
+  return parsed.hostname.replace(/^\[(.*)\]$/, '$1');
 }
 
+/** The parameters that name a certificate file node-postgres reads (and so asks for TLS). */
+const PG_CERTIFICATE_PARAMETERS = ['sslcert', 'sslkey', 'sslrootcert'];
+
 /**
- * Whether node-postgres speaks TLS on a connection to this URL, as it decides: any `sslmode` but
- * `disable` (and a client certificate or root certificate named), `ssl=true`/`1`/`no-verify`,
- * `sslnegotiation=direct`, or else libpq's PGSSLMODE.
+ * Where node-postgres connects for this URL and whether it speaks TLS there, decided by its own
+ * parser (pg-connection-string): the last of a repeated parameter, an empty one as absent, a
+ * socket directory as the host (`%2Fvar%2Frun%2Fpostgresql`), `?host=` over the URL's host and
+ * PGHOST after both; TLS for any `sslmode` but `disable`, a certificate file named,
+ * `ssl=true`/`no-verify`, `sslnegotiation=direct`, or else PGSSLMODE as given. A hand-written
+ * reading took `?sslmode=` (empty), `?sslmode=require&sslmode=disable` or
+ * `?host=localhost&host=db.remote` for other than the driver did (diff review). The certificate
+ * parameters are taken out before parsing: the parser reads their files.
  */
-function postgresTls(parsed: URL, env: Record<string, string | undefined>): boolean {
-  const q = parsed.searchParams;
-  const mode = q.get('sslmode');
-  if (mode !== null) return mode !== 'disable';
-  if (['sslcert', 'sslkey', 'sslrootcert'].some((k) => q.has(k))) return true;
-  const ssl = q.get('ssl');
-  if (ssl !== null) return ssl !== '' && ssl !== '0';
-  if (q.get('sslnegotiation') === 'direct') return true;
-  return ['prefer', 'require', 'verify-ca', 'verify-full', 'no-verify'].includes(
-    env.PGSSLMODE?.trim() ?? '',
+function postgresTarget(
+  url: string,
+  env: Record<string, string | undefined>,
+): { host: string; tls: boolean } {
+  const at = url.indexOf('?');
+  const query = new URLSearchParams(at === -1 ? '' : url.slice(at + 1));
+  const certificate = PG_CERTIFICATE_PARAMETERS.some((k) => (query.getAll(k).at(-1) ?? '') !== '');
+  for (const k of PG_CERTIFICATE_PARAMETERS) query.delete(k);
+  const rest = query.toString();
+  let cfg: ConnectionOptions;
+  try {
+    cfg = parsePgUrl(at === -1 ? url : `${url.slice(0, at)}${rest ? `?${rest}` : ''}`);
+  } catch {
+    return { host: '', tls: true }; // the driver cannot connect with it at all (its own check's)
+  }
+  const host = (cfg.host || env.PGHOST || '').replace(/^\[(.*)\]$/, '$1');
+  const mode = (cfg as { sslmode?: string }).sslmode;
+  if (certificate) return { host, tls: mode !== 'disable' };
+  if (cfg.ssl !== undefined) return { host, tls: Boolean(cfg.ssl) };
+  return {
+    host,
+    tls: ['prefer', 'require', 'verify-ca', 'verify-full', 'no-verify'].includes(
+      env.PGSSLMODE ?? '',
+    ),
+  };
+}
+
+/** SERVICES_PRIVATE_NETWORK's host names (lower-case), and what is wrong with the value. */
+function privateNetworkHosts(value: string | undefined): {
+  hosts: Set<string>;
+  problems: string[];
+} {
+  const hosts = new Set(
+    (value ?? '')
+      .split(',')
+      .map((h) => h.trim().toLowerCase())
+      .filter((h) => h !== ''),
   );
+  const flags = [...hosts].filter((h) => ['true', 'false', '1', '0', 'yes', 'no'].includes(h));
+  return {
+    hosts,
+    problems:
+      flags.length > 0
+        ? [
+            `SERVICES_PRIVATE_NETWORK: names the hosts reached over a private network of their own (e.g. postgres,redis), not ${flags.join(', ')}`,
+          ]
+        : [],
+  };
 }
 
 /**
  * Outside development, PostgreSQL or Redis on another machine over plain text: the database
  * password (or Redis's) and every customer's order, email and address crossing the network
  * readable and alterable by anything on the path. Refused unless the URL asks for TLS
- * (`?sslmode=verify-full`, `rediss://`) — or says plain text itself (`?sslmode=disable`) — or
- * SERVICES_PRIVATE_NETWORK=true says the servers are reached over a private network of their own
- * (the compose stack's).
+ * (`?sslmode=verify-full`, `rediss://`) — or says plain text itself (`?sslmode=disable`) — or its
+ * host is one SERVICES_PRIVATE_NETWORK names as reached over a private network of its own (the
+ * compose stack's `postgres` and `redis`; another host given through the stack, a PgBouncer
+ * elsewhere in DATABASE_LOCK_URL, is not).
  */
 function plainTextServiceProblems(
   env: Record<string, string | undefined>,
@@ -1260,31 +1302,34 @@ function plainTextServiceProblems(
   ],
 ): string[] {
   if (env.NODE_ENV === 'development') return [];
-  if (['true', '1'].includes(env.SERVICES_PRIVATE_NETWORK?.trim() ?? '')) return [];
-  return names.flatMap((name) => {
-    let parsed: URL;
-    try {
-      parsed = new URL(env[name]?.trim() ?? '');
-    } catch {
-      return []; // unset (this machine's default), or refused by its own check
-    }
-    const host = serviceHostOf(name, parsed, env);
-    if (host === '' || host.startsWith('/') || isThisMachine(host)) return [];
-    const redis = name === 'REDIS_URL';
-    if (
-      redis
-        ? parsed.protocol !== 'redis:'
-        : parsed.searchParams.get('sslmode') === 'disable' || postgresTls(parsed, env)
-    )
-      return [];
-    return [
-      `${name}: ${host} is another machine, reached in plain text (its password and every order readable on the way); ` +
-        (redis
-          ? 'use rediss:// (TLS)'
-          : 'add ?sslmode=verify-full (TLS), or ?sslmode=disable to say plain text is meant') +
-        ', or set SERVICES_PRIVATE_NETWORK=true if the servers are on a private network of their own',
-    ];
-  });
+  const network = privateNetworkHosts(env.SERVICES_PRIVATE_NETWORK);
+  return [
+    ...network.problems,
+    ...names.flatMap((name) => {
+      const value = env[name]?.trim() ?? '';
+      let parsed: URL;
+      try {
+        parsed = new URL(value);
+      } catch {
+        return []; // unset (this machine's default), or refused by its own check
+      }
+      const redis = name === 'REDIS_URL';
+      const target = redis
+        ? { host: serviceHostOf(name, parsed, env), tls: parsed.protocol !== 'redis:' }
+        : postgresTarget(value, env);
+      const { host } = target;
+      if (host === '' || host.startsWith('/') || isThisMachine(host)) return [];
+      if (target.tls || network.hosts.has(host.toLowerCase())) return [];
+      if (!redis && parsed.searchParams.getAll('sslmode').at(-1) === 'disable') return [];
+      return [
+        `${name}: ${host} is another machine, reached in plain text (its password and every order readable on the way); ` +
+          (redis
+            ? 'use rediss:// (TLS)'
+            : 'add ?sslmode=verify-full (TLS), or ?sslmode=disable to say plain text is meant') +
+          `, or name ${host} in SERVICES_PRIVATE_NETWORK if it is reached over a private network of its own`,
+      ];
+    }),
+  ];
 }
 
 /** Whether listeners on these two hosts may take the same address (one port for both: EADDRINUSE). */

@@ -76,10 +76,10 @@ describe('the Docker image keeps the secure defaults', () => {
     );
     expect(missing).toEqual([]);
     expect(compose).not.toMatch(/^ {4}HOST: /m);
-    expect(compose).toMatch(/^ {4}SERVICES_PRIVATE_NETWORK: "true"$/m);
+    expect(compose).toMatch(/^ {4}SERVICES_PRIVATE_NETWORK: "postgres,redis"$/m);
     // which holds only while PostgreSQL and Redis publish no port beyond the stack
     for (const service of ['postgres', 'redis']) {
-      const block = compose.split(new RegExp(`^  ${service}:$`, 'm'))[1].split(/^  \w/m)[0];
+      const block = compose.split(new RegExp(`^  ${service}:$`, 'm'))[1].split(/^ {2}\w/m)[0];
       expect({ service, ports: /^ {4}ports:/m.test(block) }).toEqual({ service, ports: false });
     }
   });
