@@ -10,6 +10,7 @@ import { OrderRepository } from '../orders/order.repository';
 import { OrderTransitionsService } from '../orders/order-transitions.service';
 import { PRODUCT_WITHDRAWN_ACTOR } from '../orders/order-state-machine';
 import {
+  CallBudget,
   GatewayError,
   PAYMENT_GATEWAY,
   PaymentGateway,
@@ -64,9 +65,6 @@ export class PaymentsService {
    * that expired while the intent was being made gets its intent cancelled and a 409.
    */
   async start(me: Principal, orderId: string): Promise<PaymentIntentView> {
-    // the customer waits: every provider call below answers within this, or 503 (a retry with
-    // the same key meets what the call did meanwhile)
-    const budget = budgetOf(this.config.stripe.startBudgetMs);
     const order = await this.orders.findById(orderId);
     if (!order || order.userId !== me.userId)
       throw new DomainError('ORDER_NOT_FOUND', 'No such order.');
@@ -99,6 +97,7 @@ export class PaymentsService {
       // secret from its first call, and paid with it after this 409 said it no longer could.
       // Submitted in time (processing) or made (succeeded, also just before the cancel): shown
       // as it is.
+      const budget = this.providerBudget();
       let remote = await this.gateway.retrieveIntent(existing.intentId, budget);
       if (remote.status === 'requires_payment_method')
         remote = await this.gateway.cancelIntent(existing.intentId, budget);
@@ -154,6 +153,7 @@ export class PaymentsService {
         'ORDER_NOT_PAYABLE',
         'The order totals nothing: there is nothing to charge.',
       );
+    const budget = this.providerBudget();
     const intent = await this.gateway
       .createIntent(
         {
@@ -210,5 +210,15 @@ export class PaymentsService {
         : reservationExpired();
     }
     return view(payment);
+  }
+
+  /**
+   * The customer waits: the provider calls from here on answer within PAYMENT_START_BUDGET_MS, or
+   * 503 (a retry with the same key meets what they did meanwhile). Begun at the first call, not
+   * with the request: a wait for the database is not the provider's (it answered 503 "provider
+   * unavailable" while Stripe was fine — diff review).
+   */
+  private providerBudget(): CallBudget {
+    return budgetOf(this.config.stripe.startBudgetMs);
   }
 }

@@ -44,43 +44,61 @@ const TRANSIENT_CODES = new Set(['idempotency_key_in_use', 'lock_timeout', 'rate
 const ATTEMPT_TIMEOUT_MS = 8_000;
 const NETWORK_RETRIES = 2;
 
-/**
- * The SDK's options for one request within `budget`: two attempts (one retry) of at most half of
- * what is left each — the SDK's own three of 8 s, and its waits between them, kept a customer
- * waiting ~25 s on a slow Stripe. None: the client's own, said again (the SDK refuses an empty
- * options object as an unknown argument).
- */
-function requestOptionsWithin(budget?: CallBudget): Stripe.RequestOptions {
-  if (!budget) return { timeout: ATTEMPT_TIMEOUT_MS, maxNetworkRetries: NETWORK_RETRIES };
-  const left = budget.by - performance.now();
-  return {
-    timeout: Math.max(1, Math.min(ATTEMPT_TIMEOUT_MS, Math.floor(left / 2))),
-    maxNetworkRetries: 1,
-  };
-}
+/** The SDK's options for a call no one waits on (the worker's): its own timeout and retries. */
+const UNBUDGETED: Stripe.RequestOptions = {
+  timeout: ATTEMPT_TIMEOUT_MS,
+  maxNetworkRetries: NETWORK_RETRIES,
+};
+
+/** Within a budget: the pause before the one retry, and what must be left to make it. */
+const BUDGET_RETRY_PAUSE_MS = 250;
+const BUDGET_RETRY_MIN_LEFT_MS = 1_000;
+
+const budgetSpent = () =>
+  new GatewayError('unavailable', BUDGET_SPENT, 'the caller stopped waiting for the provider');
 
 /**
- * `work` answered by `budget`'s deadline, or BUDGET_SPENT (unavailable) then — the SDK's wait
- * before a retry (a `Retry-After` Stripe sends is honoured up to a minute) is not bounded by its
- * timeout. The request left running ends with its own timeout; everything sent carries an
- * idempotency key or is idempotent by nature, so the caller's retry meets its outcome.
+ * `send` within `budget`: each attempt with the SDK's own retries off and a timeout of at most
+ * what is left, answered by the deadline or BUDGET_SPENT (the SDK's timeout is the socket's
+ * silence, not the whole answer); one more attempt after an unavailable answer when at least a
+ * second is left. The SDK's three attempts of 8 s and its waits between them kept a customer
+ * waiting ~25 s on a slow Stripe, and a retry it had scheduled (after a `Retry-After` of up to a
+ * minute) was sent after the customer had their 503 (diff review). What is sent carries an
+ * idempotency key or is idempotent by nature: the customer's retry meets its outcome. Errors come
+ * out as thrown (callers read Stripe's own). Without a budget: the SDK's timeout and retries.
  */
-async function within<T>(budget: CallBudget | undefined, work: () => Promise<T>): Promise<T> {
-  if (!budget) return work();
-  const left = budget.by - performance.now();
-  const spent = () =>
-    new GatewayError('unavailable', BUDGET_SPENT, 'the caller stopped waiting for the provider');
-  if (left <= 0) throw spent();
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      work(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(spent()), left);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
+async function within<T>(
+  budget: CallBudget | undefined,
+  send: (options: Stripe.RequestOptions) => Promise<T>,
+): Promise<T> {
+  if (!budget) return send(UNBUDGETED);
+  for (let attempt = 1; ; attempt++) {
+    const left = budget.by - performance.now();
+    if (left <= 0) throw budgetSpent();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        send({
+          timeout: Math.max(1, Math.min(ATTEMPT_TIMEOUT_MS, Math.floor(left))),
+          maxNetworkRetries: 0,
+        }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(budgetSpent()), left);
+        }),
+      ]);
+    } catch (err) {
+      const seen = gatewayErrorOf(err);
+      const again =
+        attempt === 1 &&
+        seen.kind === 'unavailable' &&
+        seen.code !== BUDGET_SPENT &&
+        seen.code !== REPLAYED_FAILURE &&
+        budget.by - performance.now() >= BUDGET_RETRY_MIN_LEFT_MS + BUDGET_RETRY_PAUSE_MS;
+      if (!again) throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    await new Promise((resolve) => setTimeout(resolve, BUDGET_RETRY_PAUSE_MS));
   }
 }
 
@@ -187,10 +205,10 @@ export class StripeGateway implements PaymentGateway {
     // an intent the failed request may have made anyway was never handed to a customer (no client
     // secret of it left here), so it is never paid: the finalizer adopts it only as the order's
     // one payment, or leaves it — nothing to look for first
-    return this.call(
-      async () =>
-        this.mapIntent(
-          await underKeyGenerations(input.idempotencyKey, (idempotencyKey) =>
+    return this.call(async () =>
+      this.mapIntent(
+        await within(budget, (options) =>
+          underKeyGenerations(input.idempotencyKey, (idempotencyKey) =>
             this.stripe.paymentIntents.create(
               {
                 amount: input.amount,
@@ -198,34 +216,28 @@ export class StripeGateway implements PaymentGateway {
                 metadata: { orderId: input.orderId },
                 automatic_payment_methods: { enabled: true },
               },
-              { idempotencyKey, ...requestOptionsWithin(budget) },
+              { idempotencyKey, ...options },
             ),
           ),
         ),
-      budget,
+      ),
     );
   }
 
   retrieveIntent(id: string, budget?: CallBudget): Promise<GatewayIntent> {
-    return this.call(
-      async () =>
-        this.mapIntent(
-          await this.stripe.paymentIntents.retrieve(id, {}, requestOptionsWithin(budget)),
-        ),
-      budget,
+    return this.call(async () =>
+      this.mapIntent(
+        await within(budget, (options) => this.stripe.paymentIntents.retrieve(id, {}, options)),
+      ),
     );
   }
 
   async cancelIntent(id: string, budget?: CallBudget): Promise<GatewayIntent> {
     try {
       // no idempotency key of ours (see PaymentGateway); the SDK keys its own network retries
-      return await within(budget, async () =>
-        this.mapIntent(
-          await this.stripe.paymentIntents.cancel(
-            id,
-            { cancellation_reason: 'abandoned' },
-            requestOptionsWithin(budget),
-          ),
+      return this.mapIntent(
+        await within(budget, (options) =>
+          this.stripe.paymentIntents.cancel(id, { cancellation_reason: 'abandoned' }, options),
         ),
       );
     } catch (err) {
@@ -296,9 +308,9 @@ export class StripeGateway implements PaymentGateway {
     });
   }
 
-  private async call<T>(fn: () => Promise<T>, budget?: CallBudget): Promise<T> {
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
     try {
-      return await within(budget, fn);
+      return await fn();
     } catch (err) {
       throw gatewayErrorOf(err);
     }

@@ -58,15 +58,29 @@ describe('a payment start waits on a slow Stripe within its budget', () => {
         .map((r) => r.idempotencyKey),
     );
 
+  const creates = (orderId: string) =>
+    stripe.requests.filter(
+      (r) =>
+        r.method === 'POST' &&
+        r.path === '/v1/payment_intents' &&
+        r.idempotencyKey?.startsWith(`order:${orderId}:`),
+    ).length;
+
   it.each([
-    ['never answers (each attempt times out)', () => stripe.stallNext('/v1/payment_intents', 10)],
+    [
+      'never answers (the one attempt times out with the budget)',
+      () => stripe.stallNext('/v1/payment_intents', 10),
+      1,
+    ],
     [
       'answers 503 asking for a retry in 30 s (the SDK would wait that long)',
       () => stripe.failNext('/v1/payment_intents', 503, 10, { retryAfterSeconds: 30 }),
+      // ours, then our one retry — none left to the SDK, to be sent after the customer's 503
+      2,
     ],
   ])(
     'Stripe %s: 503 with Retry-After within the budget; the same key then gets the one intent',
-    async (_, slow) => {
+    async (_, slow, sent) => {
       const orderId = await order();
       const key = newKey();
       slow();
@@ -74,6 +88,7 @@ describe('a payment start waits on a slow Stripe within its budget', () => {
       expectProblem(res, 503, 'SERVICE_UNAVAILABLE');
       expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
       expect(ms).toBeLessThan(BUDGET_MS + SLACK_MS);
+      expect(creates(orderId)).toBe(sent);
       stripe.stallNext('/v1/payment_intents', 0);
       stripe.failNext('/v1/payment_intents', 503, 0);
 
