@@ -451,27 +451,51 @@ export const UI_FILES: ReadonlySet<string> = new Set([
 /**
  * Swagger UI's request interceptor, run in the admin's browser on every Execute: an
  * Idempotency-Key left at the document's example (which "Try it out" fills in) or blank is
- * replaced by a fresh random one. The example was sent as is by every user on every visit: a
- * second refund of an order replayed the first (201, nothing refunded), and any other order's
- * refund was refused 422 for a day (browser review). A key the admin typed is sent as typed (a
- * deliberate retry). Built from source text with `new Function` — its `toString()` is what
- * @nestjs/swagger writes into the page's init script — so no build step (coverage counters, a
- * compiler's helpers) can put server-side names in it; `crypto.getRandomValues` works on plain
- * http too, where `crypto.randomUUID` does not.
+ * replaced by one derived from this visit and the request. The example was sent as is by every
+ * user on every visit: a second refund of an order replayed the first (201, nothing refunded), and
+ * any other order's refund was refused 422 for a day (browser review). A fresh random key on each
+ * Execute then made a retry — after a timeout, a "Failed to fetch", a double click — a second
+ * refund. So the key is a nonce drawn once per page load plus a hash of the method, URL and body
+ * (its JSON re-serialized, so whitespace does not count): the same request again in one visit
+ * sends the same key and replays (`Idempotent-Replayed: true`), another order, amount or body is
+ * another key, and a reload is new keys (deliberately the same refund twice: reload, or type a
+ * key). Keys are scoped per user on the server, so the signed-in user is not hashed. A key the
+ * admin typed is sent as typed. The hash is two 32-bit FNV-1a (forwards and backwards, plain
+ * ES5): it only tells requests of one visit apart, nothing is secret. Built from source text with
+ * `new Function` — its `toString()` is what @nestjs/swagger writes into the page's init script —
+ * so no build step (coverage counters, a compiler's helpers) can put server-side names in it;
+ * `crypto.getRandomValues` works on plain http too, where `crypto.randomUUID` and
+ * `crypto.subtle` do not.
  */
 // eslint-disable-next-line @typescript-eslint/no-implied-eval -- a constant source, run in the browser
 const swaggerRequestInterceptor = new Function(
   'request',
   `var headers = request.headers || {};
+  var hex = function (bytes) {
+    return Array.prototype.map.call(bytes, function (v) { return (v + 256).toString(16).slice(1); }).join('');
+  };
+  var fnv1a = function (text, backwards) {
+    var h = backwards ? 0x050c5d1f : 0x811c9dc5;
+    for (var i = 0; i < text.length; i++) {
+      h ^= text.charCodeAt(backwards ? text.length - 1 - i : i);
+      h += (h << 1) + (h << 4) + (h << 7) + (h << 8) + (h << 24);
+    }
+    return ((h >>> 0) + 0x100000000).toString(16).slice(1);
+  };
   for (var name in headers) {
     if (name.toLowerCase() !== 'idempotency-key') continue;
     var value = String(headers[name]).trim();
     if (value !== '' && value !== ${JSON.stringify(IDEMPOTENCY_KEY_EXAMPLE)}) continue;
-    var b = crypto.getRandomValues(new Uint8Array(16));
-    b[6] = (b[6] & 15) | 64;
-    b[8] = (b[8] & 63) | 128;
-    var hex = Array.prototype.map.call(b, function (v) { return (v + 256).toString(16).slice(1); }).join('');
-    headers[name] = hex.slice(0, 8) + '-' + hex.slice(8, 12) + '-' + hex.slice(12, 16) + '-' + hex.slice(16, 20) + '-' + hex.slice(20);
+    if (!window.__idempotencyKeyNonce)
+      window.__idempotencyKeyNonce = hex(crypto.getRandomValues(new Uint8Array(16)));
+    var body = request.body == null ? '' : request.body;
+    if (typeof body === 'string') {
+      try { body = JSON.stringify(JSON.parse(body)); } catch (e) {}
+    } else {
+      try { body = JSON.stringify(body); } catch (e) { body = String(body); }
+    }
+    var text = String(request.method).toUpperCase() + ' ' + request.url + '\\n' + body;
+    headers[name] = window.__idempotencyKeyNonce + '-' + fnv1a(text, false) + fnv1a(text, true);
   }
   return request;`,
 );
