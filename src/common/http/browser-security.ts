@@ -178,19 +178,26 @@ function corsResponseHeaders(
       : none;
 }
 
-/** How often, at most, a preflight from an origin CORS_ORIGINS does not list is logged. */
+/** How often, at most, a preflight from one origin CORS_ORIGINS does not list is logged. */
 const REFUSED_ORIGIN_LOG_MS = 60_000;
+/** How many refused origins are named within a minute; past that, only counted. */
+const REFUSED_ORIGINS_NAMED = 100;
+/** How many other refused origins are counted within a minute (past that: "or more"). */
+const REFUSED_ORIGINS_COUNTED = 1000;
 
 /**
  * Says at boot, at warn, when no origin may call this instance from a browser (CORS_ORIGINS unset
  * or empty outside development: secure, but a shop front on its own domain then gets nothing),
- * and — at most once a minute — which origin a refused preflight came from: a deployment that
- * forgot CORS_ORIGINS, or listed `https://shop.example` while its customers arrive on
- * `https://www.shop.example`, took no order from its web shop while readiness, the logs and
- * every dashboard looked fine (browser review). The origin is the client's to choose: logged cut
- * to 200 characters, and once a minute whatever it is.
+ * and which origin a refused preflight came from — each origin once a minute at most: a
+ * deployment that forgot CORS_ORIGINS, or listed `https://shop.example` while its customers
+ * arrive on `https://www.shop.example`, took no order from its web shop while readiness, the logs
+ * and every dashboard looked fine (browser review). Once a minute for all origins together let one
+ * scanner's preflight each minute hide the misspelt real origin. The origin is the client's to
+ * choose: logged cut to 200 characters, at most 100 origins named in a minute (remembered while
+ * their minute lasts); past that, how many other origins were refused is said a minute later,
+ * without naming them.
  */
-function refusedOriginLog(config: AppConfig): (origin: string) => void {
+export function refusedOriginLog(config: Pick<AppConfig, 'corsOrigins'>): (origin: string) => void {
   if (config.corsOrigins === '*') return () => undefined;
   const logger = new Logger('Cors');
   if (config.corsOrigins.length === 0)
@@ -199,14 +206,36 @@ function refusedOriginLog(config: AppConfig): (origin: string) => void {
     );
   const listed = config.corsOrigins;
   const allowed = new Set(listed);
-  let lastLogged = -Infinity;
+  /** The origins named in the last minute, by when: oldest first (performance.now() only grows). */
+  const named = new Map<string, number>();
+  /** Other origins refused while `named` was full, said when `summary` fires. */
+  const unnamed = new Set<string>();
+  let summary: NodeJS.Timeout | undefined;
+  const sayUnnamed = () => {
+    const count = unnamed.size;
+    unnamed.clear();
+    summary = undefined;
+    logger.warn(
+      `preflights from ${count}${count >= REFUSED_ORIGINS_COUNTED ? ' or more' : ''} other origins not in CORS_ORIGINS were refused in the last minute, not named: ${REFUSED_ORIGINS_NAMED} origins already were`,
+    );
+  };
   return (origin) => {
     if (allowed.has(origin)) return;
     const now = performance.now();
-    if (now - lastLogged < REFUSED_ORIGIN_LOG_MS) return;
-    lastLogged = now;
+    for (const [name, at] of named) {
+      if (now - at < REFUSED_ORIGIN_LOG_MS) break;
+      named.delete(name);
+    }
+    const shown = origin.slice(0, 200);
+    if (named.has(shown)) return;
+    if (named.size >= REFUSED_ORIGINS_NAMED) {
+      if (unnamed.size < REFUSED_ORIGINS_COUNTED) unnamed.add(shown);
+      summary ??= setTimeout(sayUnnamed, REFUSED_ORIGIN_LOG_MS).unref();
+      return;
+    }
+    named.set(shown, now);
     logger.warn(
-      `a preflight from origin ${JSON.stringify(origin.slice(0, 200))} was refused: it is not in CORS_ORIGINS (${listed.join(', ') || 'empty'}); this is said once a minute at most`,
+      `a preflight from origin ${JSON.stringify(shown)} was refused: it is not in CORS_ORIGINS (${listed.join(', ') || 'empty'}); this origin is said once a minute at most`,
     );
   };
 }
