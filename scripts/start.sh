@@ -4,12 +4,20 @@
 # STORAGE_ENDPOINT, a local image store: scripts/local-storage.ts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# A stop (SIGTERM from a supervisor, Ctrl-C) before the API and the worker run ends the start once
-# the step under way has finished — a migration is never cut halfway — instead of starting them
-# afterwards. npm passes the signal on to this shell because package.json's start script `exec`s
-# it: npm's own shell (dash on Debian) neither passes signals on nor hands itself over, so they
-# ended it alone, leaving this script, the API and the worker running (shutdown review).
-trap 'echo "[start] stopped before the API and the worker started"; exit 143' TERM INT
+# A stop before the API and the worker run ends the start instead of starting them afterwards.
+# A SIGTERM to npm (a supervisor's stop) reaches this shell alone: the step under way (install,
+# migrations, seed) finishes first, then it exits 143. Ctrl-C signals the terminal's whole process
+# group: the step under way is interrupted too (each migration is one transaction, rolled back;
+# an interrupted npm ci or seed is redone at the next start), then it exits 130 — a shell's code
+# for SIGINT. npm passes a signal on to this shell because package.json's start script `exec`s it:
+# npm's own shell (dash on Debian) neither passes signals on nor hands itself over, so they ended
+# it alone, leaving this script, the API and the worker running (shutdown review).
+stopped_early() {
+  echo "[start] stopped before the API and the worker started"
+  exit "$1"
+}
+trap 'stopped_early 143' TERM
+trap 'stopped_early 130' INT
 # .env (if any) through Node's parser, never `source`d: the real environment wins. The API, the
 # worker, migrations and the seed read .env themselves too; this is for NODE_ENV and the ports.
 while IFS= read -r -d '' key && IFS= read -r -d '' val; do
