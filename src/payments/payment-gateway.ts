@@ -110,6 +110,14 @@ export const budgetOf = (ms: number): CallBudget => ({ by: performance.now() + m
 /** The code of an unavailable answer given because the caller's CallBudget ran out. */
 export const BUDGET_SPENT = 'budget_spent';
 
+/** An intent to create: for an order, its amount, under our idempotency key. */
+export interface NewIntent {
+  orderId: string;
+  amount: number;
+  currency: string;
+  idempotencyKey: string;
+}
+
 /**
  * Every outbound write carries a deterministic idempotency key derived from our own ids, so a
  * retry after a crash or timeout replays the provider's first answer instead of acting twice.
@@ -117,15 +125,7 @@ export const BUDGET_SPENT = 'budget_spent';
 export interface PaymentGateway {
   readonly provider: 'stripe' | 'simulated';
   /** Creates the intent, or returns the one already made under `idempotencyKey`. */
-  createIntent(
-    input: {
-      orderId: string;
-      amount: number;
-      currency: string;
-      idempotencyKey: string;
-    },
-    budget?: CallBudget,
-  ): Promise<GatewayIntent>;
+  createIntent(input: NewIntent, budget?: CallBudget): Promise<GatewayIntent>;
   retrieveIntent(id: string, budget?: CallBudget): Promise<GatewayIntent>;
   /**
    * Cancels an unpaid intent; a succeeded (or, at Stripe, a processing) one stays as it is — the

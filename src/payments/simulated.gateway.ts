@@ -10,6 +10,7 @@ import {
   GatewayError,
   GatewayIntent,
   GatewayRefund,
+  NewIntent,
   PaymentGateway,
 } from './payment-gateway';
 
@@ -27,12 +28,7 @@ export class SimulatedGateway implements PaymentGateway {
     private readonly clock: Clock,
   ) {}
 
-  async createIntent(input: {
-    orderId: string;
-    amount: number;
-    currency: string;
-    idempotencyKey: string;
-  }): Promise<GatewayIntent> {
+  async createIntent(input: NewIntent): Promise<GatewayIntent> {
     const now = this.clock.now();
     return this.tx.withManager(async (m) => {
       // the idempotency key's unique constraint decides: a repeat inserts nothing, finds the first

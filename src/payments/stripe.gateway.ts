@@ -9,6 +9,7 @@ import {
   GatewayIntent,
   GatewayRefund,
   IntentStatus,
+  NewIntent,
   PaymentGateway,
   RefundStatus,
 } from './payment-gateway';
@@ -193,15 +194,7 @@ export class StripeGateway implements PaymentGateway {
   }
 
   /** Under our key, or its next generations (underKeyGenerations). */
-  createIntent(
-    input: {
-      orderId: string;
-      amount: number;
-      currency: string;
-      idempotencyKey: string;
-    },
-    budget?: CallBudget,
-  ): Promise<GatewayIntent> {
+  createIntent(input: NewIntent, budget?: CallBudget): Promise<GatewayIntent> {
     // an intent the failed request may have made anyway was never handed to a customer (no client
     // secret of it left here), so it is never paid: the finalizer adopts it only as the order's
     // one payment, or leaves it — nothing to look for first

@@ -25,6 +25,19 @@ function stuckWorker() {
   return { host, close, pause };
 }
 
+/** The drain of one worker host, with SHUTDOWN_TIMEOUT_MS 200 ms. */
+function drainOf(host: WorkerHost): WorkerDrain {
+  const discovery = { getProviders: () => [{ instance: host }] } as unknown as DiscoveryService;
+  return new WorkerDrain(
+    discovery,
+    loadConfig({
+      NODE_ENV: 'development',
+      SHUTDOWN_TIMEOUT_MS: '200',
+      DATABASE_POOL_WAIT_MS: '100',
+    }),
+  );
+}
+
 describe('WorkerDrain', () => {
   afterEach(() => {
     process.exitCode = undefined;
@@ -32,15 +45,7 @@ describe('WorkerDrain', () => {
 
   it('waits for running jobs at most SHUTDOWN_TIMEOUT_MS, then closes the worker without them; a later close() does not wait', async () => {
     const { host, close, pause } = stuckWorker();
-    const discovery = { getProviders: () => [{ instance: host }] } as unknown as DiscoveryService;
-    const drain = new WorkerDrain(
-      discovery,
-      loadConfig({
-        NODE_ENV: 'development',
-        SHUTDOWN_TIMEOUT_MS: '200',
-        DATABASE_POOL_WAIT_MS: '100',
-      }),
-    );
+    const drain = drainOf(host);
     const startedAt = Date.now();
     await drain.beforeApplicationShutdown();
     expect(Date.now() - startedAt).toBeLessThan(2_000);
@@ -55,15 +60,7 @@ describe('WorkerDrain', () => {
   it('a pause that fails (Redis refusing its reconnect) still ends in the forced close', async () => {
     const { host, close, pause } = stuckWorker();
     pause.mockImplementation(() => Promise.reject(new Error('Connection is closed.')));
-    const discovery = { getProviders: () => [{ instance: host }] } as unknown as DiscoveryService;
-    const drain = new WorkerDrain(
-      discovery,
-      loadConfig({
-        NODE_ENV: 'development',
-        SHUTDOWN_TIMEOUT_MS: '200',
-        DATABASE_POOL_WAIT_MS: '100',
-      }),
-    );
+    const drain = drainOf(host);
     await drain.beforeApplicationShutdown();
     expect(close.mock.calls).toEqual([[true]]);
   });
@@ -71,15 +68,7 @@ describe('WorkerDrain', () => {
   it('a drain whose jobs all finished leaves the exit code clean', async () => {
     const { host, close, pause } = stuckWorker();
     pause.mockImplementation(() => Promise.resolve());
-    const discovery = { getProviders: () => [{ instance: host }] } as unknown as DiscoveryService;
-    const drain = new WorkerDrain(
-      discovery,
-      loadConfig({
-        NODE_ENV: 'development',
-        SHUTDOWN_TIMEOUT_MS: '200',
-        DATABASE_POOL_WAIT_MS: '100',
-      }),
-    );
+    const drain = drainOf(host);
     await drain.beforeApplicationShutdown();
     expect(close.mock.calls).toEqual([[true]]);
     expect(process.exitCode).toBeUndefined();

@@ -5,7 +5,7 @@ import type { AppConfig } from '../../src/config/config';
 import { EXIT_CONFIG } from '../../src/config/exit-codes';
 import { dataSourceOptions } from '../../src/database/data-source-options';
 import { DatabaseMismatch, SchemaCheck } from '../../src/health/schema-check';
-import { createEmptyDatabase } from '../support/partial-migrations';
+import { createEmptyDatabase } from '../support/test-database';
 import type { TestDatabase } from '../support/test-database';
 
 const ROOT = join(__dirname, '..', '..');

@@ -4,7 +4,8 @@ import { inspect } from 'node:util';
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 import { dataSourceOptions } from '../../src/database/data-source-options';
 import { MigratingDataSource, MigrationRunFailed } from '../../src/database/migrating-data-source';
-import { createEmptyDatabase, migrateUpTo } from '../support/partial-migrations';
+import { migrateUpTo } from '../support/partial-migrations';
+import { createEmptyDatabase } from '../support/test-database';
 import type { TestDatabase } from '../support/test-database';
 
 const ROOT = join(__dirname, '..', '..');

@@ -1,6 +1,7 @@
 import type { Pool } from 'pg';
 import { migrate } from '../support/databases';
-import { createEmptyDatabase, migrateUpTo } from '../support/partial-migrations';
+import { migrateUpTo } from '../support/partial-migrations';
+import { createEmptyDatabase } from '../support/test-database';
 import { createTestDatabase, type TestDatabase } from '../support/test-database';
 
 /** What a schema comparison looks at: every constraint, column and trigger of the public schema. */

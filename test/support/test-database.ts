@@ -11,11 +11,21 @@ export interface TestDatabase {
 }
 
 /** A private, migrated database for one test file, cloned from the template. */
-export async function createTestDatabase(): Promise<TestDatabase> {
-  const name = `${runNamespace()}${process.env.JEST_WORKER_ID ?? '0'}_${randomBytes(4).toString('hex')}`;
-  await withAdminClient((c) =>
-    c.query(`CREATE DATABASE "${name}" TEMPLATE "${templateDatabase()}"`),
-  );
+export function createTestDatabase(): Promise<TestDatabase> {
+  return createDatabase('', `TEMPLATE "${templateDatabase()}"`);
+}
+
+/**
+ * An empty database for one test (no migration run: the template's clone is migrated to the end),
+ * made with `options` after CREATE DATABASE (e.g. `ENCODING 'SQL_ASCII' … TEMPLATE template0`).
+ */
+export function createEmptyDatabase(options = ''): Promise<TestDatabase> {
+  return createDatabase('e', options);
+}
+
+async function createDatabase(tag: string, options: string): Promise<TestDatabase> {
+  const name = `${runNamespace()}${process.env.JEST_WORKER_ID ?? '0'}_${tag}${randomBytes(4).toString('hex')}`;
+  await withAdminClient((c) => c.query(`CREATE DATABASE "${name}" ${options}`));
   const url = serverUrl(name);
   const pool = new Pool({ connectionString: url, max: 4 });
   // DROP DATABASE … WITH (FORCE) at the end may terminate an idle client: not a test failure
