@@ -1036,6 +1036,13 @@ describe("a development instance on servers that are not this machine's", () => 
       { DATABASE_URL: 'postgres://shop@localhost:5432/shop?host=db.shop.example.com', PGHOST: '' },
       { DATABASE_URL: 'postgres:///shop', PGHOST: 'db.shop.example.com' },
       { DATABASE_URL: 'postgresql:///shop?sslmode=disable', PGHOST: '192.0.2.2' },
+      // a URL the parser refuses once its CA is taken out (node-postgres reads it whole, and
+      // connects): still that host, not this machine
+      {
+        DATABASE_URL:
+          'postgres://u:p@prod.db.example.com/shop?uselibpqcompat=true&sslmode=verify-ca&sslrootcert=/etc/hostname',
+        PGHOST: '',
+      },
     ]) {
       const dev = { NODE_ENV: 'development', ...env };
       expect(named(problemsOf(dev))).toEqual(['DATABASE_URL']);

@@ -1247,7 +1247,18 @@ function postgresTarget(
   try {
     cfg = parsePgUrl(at === -1 ? url : `${url.slice(0, at)}${rest ? `?${rest}` : ''}`);
   } catch {
-    return { host: '', tls: true }; // the driver cannot connect with it at all (its own check's)
+    // refused by the parser without the certificate parameters (`uselibpqcompat=true` with
+    // `sslmode=verify-ca` and its CA taken out): the host as the URL names it, never "this
+    // machine" (a development .env with a deployment's URL passed the remote check so — diff
+    // review); TLS, as the driver reads the whole URL
+    let named = '';
+    try {
+      const parsed = new URL(url);
+      named = query.getAll('host').at(-1) || decodeURIComponent(parsed.hostname);
+    } catch {
+      /* no URL at all: its own check's */
+    }
+    return { host: (named || env.PGHOST || '').replace(/^\[(.*)\]$/, '$1'), tls: true };
   }
   const host = (cfg.host || env.PGHOST || '').replace(/^\[(.*)\]$/, '$1');
   const mode = (cfg as { sslmode?: string }).sslmode;
