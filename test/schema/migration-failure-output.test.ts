@@ -27,6 +27,17 @@ class ProbeRefusedRow1700000000000 implements MigrationInterface {
   async down(): Promise<void> {}
 }
 
+/** A migration whose cast fails on a row: PostgreSQL's message quotes the value (22P02). */
+class ProbeCastRow1700000000001 implements MigrationInterface {
+  name = 'ProbeCastRow1700000000001';
+  async up(q: QueryRunner): Promise<void> {
+    await q.query(`CREATE TABLE probe_casts (v text)`);
+    await q.query(`INSERT INTO probe_casts VALUES ($1)`, [EMAIL]);
+    await q.query(`ALTER TABLE probe_casts ALTER COLUMN v TYPE uuid USING v::uuid`);
+  }
+  async down(): Promise<void> {}
+}
+
 /**
  * A migration that fails on a row says which migration, the SQLSTATE, the constraint and table,
  * and PostgreSQL's message — never the row (DETAIL's "Failing row contains (…)": a password hash,
@@ -99,5 +110,28 @@ describe('a failing migration run prints no row data', () => {
     for (const secret of ['SECRET-hash-canary', PARAMETER, 'Failing row', 'UPDATE probe_secrets']) {
       expect(printed).not.toContain(secret);
     }
+  });
+
+  it("a data exception's message, which quotes the row's value, is left out: its SQLSTATE says what failed", async () => {
+    const source = new MigratingDataSource({
+      ...dataSourceOptions(db.url, { withMigrations: true }),
+      migrations: [ProbeCastRow1700000000001],
+      migrationsTableName: 'probe_cast_migrations',
+      logging: false,
+      logger: 'simple-console',
+    });
+    await source.initialize();
+    let failure: unknown;
+    try {
+      await source.runMigrations().catch((err: unknown) => {
+        failure = err;
+      });
+    } finally {
+      await source.destroy();
+    }
+    expect(failure).toMatchObject({ migration: 'ProbeCastRow1700000000001', sqlState: '22P02' });
+    const printed = inspect(failure, { depth: null });
+    expect(printed).toContain('Migration ProbeCastRow1700000000001 failed: SQLSTATE 22P02');
+    expect(printed).not.toContain(EMAIL);
   });
 });
