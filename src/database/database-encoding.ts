@@ -10,9 +10,9 @@ const REQUIRED_ENCODING = 'UTF8';
 export async function databaseEncoding(
   query: (sql: string) => Promise<unknown>,
 ): Promise<{ name: string; encoding: string }> {
+  // (server_encoding: every role may read it; pg_database may be closed to the app's role)
   const [row] = (await query(
-    `SELECT current_database() AS name, pg_encoding_to_char(encoding) AS encoding
-       FROM pg_database WHERE datname = current_database()`,
+    `SELECT current_database() AS name, current_setting('server_encoding') AS encoding`,
   )) as { name: string; encoding: string }[];
   return row;
 }
