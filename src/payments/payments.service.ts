@@ -201,7 +201,8 @@ export class PaymentsService {
       // refused it): the intent must never be paid
       // (out of budget, the intent stays payable a while: the finalizer's reconciliation cancels
       // an intent of a cancelled order, and refunds one paid after it)
-      await this.gateway.cancelIntent(payment.intentId, budget);
+      // (a budget of its own: the transaction's wait above is not the provider's)
+      await this.gateway.cancelIntent(payment.intentId, this.providerBudget());
       throw status === 'CANCELLED'
         ? new DomainError(
             'ORDER_NOT_PAYABLE',
