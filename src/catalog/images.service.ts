@@ -14,6 +14,7 @@ import {
   ObjectStorageRefused,
   ObjectStorageUnavailable,
   UPLOAD_URL_TTL_SECONDS,
+  StoredObject,
 } from './object-storage';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName } from '../queue/queues';
@@ -333,16 +334,30 @@ export class ImagesService {
       );
       return 'mismatch';
     }
-    // headers the uploader added beside the signed ones: served to every customer as set
-    // (images review: a gzip-encoded image broke in every browser, a no-store one was never cached)
-    const extra = Object.entries(stored.servedWith).filter(([, v]) => v !== undefined);
-    if (extra.length > 0) {
+    // headers the uploader added beside the signed ones, served to every customer as set: those
+    // that break the image (images review: a gzip-encoded image broke in every browser, a no-store
+    // one was never cached, an attachment is downloaded, not shown) — not harmless ones, nor a
+    // store's defaults (`public, max-age=3600`, `inline`, `identity`)
+    const harmful = harmfulServingHeaders(stored.servedWith);
+    if (harmful.length > 0) {
       this.logger.warn(
-        `storage object ${key} was uploaded with ${extra.map(([k]) => k).join(', ')}, which its customers would be served: left pending`,
+        `storage object ${key} was uploaded with ${harmful.join(', ')}, which its customers would be served: left pending`,
       );
       return 'mismatch';
     }
     const productId = await this.images.markReady(key, this.clock.now());
     return productId !== null ? 'ready' : 'unchanged';
   }
+}
+
+/** The serving headers of a stored image that would break it for customers, by name. */
+function harmfulServingHeaders(served: StoredObject['servedWith']): string[] {
+  const harmful: string[] = [];
+  const encoding = served.contentEncoding?.trim().toLowerCase();
+  if (encoding && encoding !== 'identity') harmful.push(`Content-Encoding: ${encoding}`);
+  if (/\b(no-store|no-cache|private)\b/i.test(served.cacheControl ?? ''))
+    harmful.push(`Cache-Control: ${served.cacheControl}`);
+  if (/^\s*attachment\b/i.test(served.contentDisposition ?? ''))
+    harmful.push('Content-Disposition: attachment');
+  return harmful;
 }
