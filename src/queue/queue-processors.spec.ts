@@ -1,4 +1,5 @@
 import { PROCESSOR_METADATA, WORKER_METADATA } from '@nestjs/bullmq/dist/bull.constants';
+import { Logger } from '@nestjs/common';
 import { DelayedError, type Job } from 'bullmq';
 import { mockOf } from '../../test/support/mocks';
 import type { JobHandlers } from './job-handlers';
@@ -23,6 +24,52 @@ describe('QueueProcessor', () => {
     const job = { name: JobName.SweepExpiredReservations, data: {} } as Job;
     expect(await processor.process(job, 'token')).toBe('done');
     expect(handlers.process).toHaveBeenCalledWith(job, 'token');
+  });
+});
+
+describe("QueueProcessor and its worker's own errors", () => {
+  class EmailProcessor extends QueueProcessor {
+    readonly queue = QueueName.Email;
+  }
+  class OrdersProcessor extends QueueProcessor {
+    readonly queue = QueueName.Orders;
+  }
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => {
+    jest.useRealTimers();
+    jest.restoreAllMocks();
+  });
+
+  it('logs the same error of the same queue at once, then at most once per 10 s, saying how many more came (a fetch loop against a Redis out of memory)', () => {
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    const handlers = mockOf<JobHandlers>({}, 'handlers');
+    const email = new EmailProcessor(handlers);
+    const orders = new OrdersProcessor(handlers);
+    const oom = new Error("OOM command not allowed when used memory > 'maxmemory'.");
+    const lines = () => warn.mock.calls.map((args) => args[0] as string);
+    // BullMQ's fetch loop retries at once: thousands a second, each an 'error' event
+    for (let i = 0; i < 4_000; i++) email.onWorkerError(oom);
+    orders.onWorkerError(oom); // another queue: its own first line, at once
+    new EmailProcessor(handlers).onWorkerError(new Error('UNBLOCKED')); // another message too
+    expect(lines()).toEqual([
+      `email worker: ${oom.message}`,
+      `orders worker: ${oom.message}`,
+      'email worker: UNBLOCKED',
+    ]);
+    for (let s = 0; s < 30; s++) {
+      for (let i = 0; i < 2_500; i++) email.onWorkerError(oom);
+      jest.advanceTimersByTime(1_000);
+    }
+    expect(lines().slice(3)).toEqual([
+      `email worker: ${oom.message} (28999 more in 10 s)`,
+      `email worker: ${oom.message} (25000 more in 10 s)`,
+      `email worker: ${oom.message} (25000 more in 10 s)`,
+    ]);
+    // the loop stopped (Redis has memory again): nothing more, and the next error is logged at once
+    jest.advanceTimersByTime(60_000);
+    expect(lines()).toHaveLength(6);
+    email.onWorkerError(oom);
+    expect(lines()).toHaveLength(7);
   });
 });
 

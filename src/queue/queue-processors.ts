@@ -4,6 +4,7 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import { delayJob } from './delay-job';
 import { JobHandlers } from './job-handlers';
 import { jobPayloadProblem } from './job-payload-check';
+import { logQueueError } from './queue-errors';
 import { JOB_QUEUE, QUEUES, QueueName, isJobName } from './queues';
 import { WORKER_OPTIONS, type QueueWorkerOptions } from './worker-options';
 
@@ -22,12 +23,13 @@ export abstract class QueueProcessor extends WorkerHost {
 
   /**
    * The worker's own errors (a Redis reply refusing its wait for jobs: a failover's UNBLOCKED or
-   * READONLY, OOM): one line in the log. Without a listener BullMQ writes each, stack and all, to
-   * stderr, outside the structured log.
+   * READONLY, OOM): one line in the log, the same one at most once per 10 s (logQueueError: the
+   * fetch loop retries a refused command at once, thousands of times a second). Without a
+   * listener BullMQ writes each, stack and all, to stderr, outside the structured log.
    */
   @OnWorkerEvent('error')
   onWorkerError(err: Error): void {
-    this.logger.warn(`${this.queue} worker: ${err.message}`);
+    logQueueError(this.logger, this.queue, 'worker', err);
   }
 
   /**

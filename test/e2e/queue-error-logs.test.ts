@@ -1,0 +1,70 @@
+import { INestApplicationContext, Logger } from '@nestjs/common';
+import { getQueueToken } from '@nestjs/bullmq';
+import type { Queue } from 'bullmq';
+import Redis from 'ioredis';
+import { QueueName } from '../../src/queue/queues';
+import { PrivateRedis } from '../support/private-redis';
+import { TestApp, bootTestApp } from '../support/test-app';
+import { bootTestWorker } from '../support/test-worker';
+import { waitFor } from '../support/wait-for';
+
+/**
+ * The worker's queue error lines in a Redis fault (on-call review): a Redis out of memory made a
+ * worker's fetch loop, which retries a refused command with no pause, log thousands of lines a
+ * second (165k in 40 s).
+ */
+describe('the worker in a Redis fault logs a bounded number of lines', () => {
+  let redis: PrivateRedis;
+  let admin: Redis;
+  let t: TestApp;
+  let worker: INestApplicationContext;
+
+  beforeAll(async () => {
+    redis = await PrivateRedis.start();
+    admin = new Redis(redis.url);
+    t = await bootTestApp({ env: { REDIS_URL: redis.url } });
+    worker = await bootTestWorker(t.config);
+  });
+  afterAll(async () => {
+    await admin?.config('SET', 'maxmemory', '0').catch(() => undefined);
+    await worker?.close();
+    await t?.close();
+    admin?.disconnect();
+    await redis?.down();
+  });
+  afterEach(() => jest.restoreAllMocks());
+
+  it('Redis out of memory (noeviction) with jobs due: the fetch loop spins, its lines do not (one per queue and message per 10 s)', async () => {
+    const queue = worker.get<Queue>(getQueueToken(QueueName.Maintenance));
+    await waitFor('the workers running', () => queue.getWorkersCount(), { until: (n) => n > 0 });
+    // jobs that come due while Redis refuses writes: the worker wakes for them and cannot take them
+    // (a job of a name no build knows: taken, once it can be, and put back for a minute)
+    for (let i = 0; i < 3; i++) {
+      await queue.add('maintenance.queue-error-logs-test', {}, { delay: 1_000 });
+    }
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    const ooms = async () =>
+      Number(/errorstat_OOM:count=(\d+)/.exec(String(await admin.info('errorstats')))?.[1] ?? 0);
+    const before = await ooms();
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', '1mb');
+    try {
+      // the loop spinning: thousands of refusals
+      await waitFor('the fetch loop spinning against OOM', ooms, {
+        until: (n) => n - before > 2_000,
+        timeoutMs: 20_000,
+      });
+      await new Promise((r) => setTimeout(r, 3_000));
+      const refused = (await ooms()) - before;
+      const oomLines = warn.mock.calls
+        .map((args) => String(args[0]))
+        .filter((line) => / worker: OOM command not allowed/.test(line));
+      expect(oomLines.length).toBeGreaterThan(0);
+      // at most one line per queue and message (BullMQ's two scripts) in a window shorter than 10 s
+      expect(oomLines.length).toBeLessThanOrEqual(10);
+      expect(refused).toBeGreaterThan(100 * oomLines.length);
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+  }, 60_000);
+});
