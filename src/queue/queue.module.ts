@@ -1,8 +1,9 @@
 import { BullModule, getQueueToken } from '@nestjs/bullmq';
-import { Global, Module } from '@nestjs/common';
+import { Global, Logger, Module } from '@nestjs/common';
 import type { Queue } from 'bullmq';
 import { APP_CONFIG, AppConfig } from '../config/config';
 import { JobQueues } from './job-queues';
+import { logQueueError } from './queue-errors';
 import { QUEUES } from './queues';
 import { bullPrefix, queueConnectionOptions } from './redis-connection';
 
@@ -38,7 +39,16 @@ import { bullPrefix, queueConnectionOptions } from './redis-connection';
     {
       provide: JobQueues,
       inject: QUEUES.map((name) => getQueueToken(name)),
-      useFactory: (...queues: Queue[]) => new JobQueues(queues),
+      useFactory: (...queues: Queue[]) => {
+        // a queue's errors (its connection's, its job scheduler's) as warning lines, limited as
+        // the workers' are: without a listener BullMQ writes each to stderr with console.error,
+        // stack and all, outside the JSON log — hundreds of lines a minute while Redis is down
+        const logger = new Logger(QueueModule.name);
+        for (const queue of queues) {
+          queue.on('error', (err) => logQueueError(logger, queue.name, 'queue', err));
+        }
+        return new JobQueues(queues);
+      },
     },
   ],
   exports: [BullModule, JobQueues],

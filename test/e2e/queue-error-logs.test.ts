@@ -11,13 +11,16 @@ import { waitFor } from '../support/wait-for';
 /**
  * The worker's queue error lines in a Redis fault (on-call review): a Redis out of memory made a
  * worker's fetch loop, which retries a refused command with no pause, log thousands of lines a
- * second (165k in 40 s).
+ * second (165k in 40 s); a Redis down made the queues, which had no 'error' listener, write each
+ * of their errors to stderr with console.error — multi-line stack traces, not JSON (450 lines in
+ * a 30 s outage).
  */
 describe('the worker in a Redis fault logs a bounded number of lines', () => {
   let redis: PrivateRedis;
   let admin: Redis;
   let t: TestApp;
   let worker: INestApplicationContext;
+  let redisDown = false;
 
   beforeAll(async () => {
     redis = await PrivateRedis.start();
@@ -26,6 +29,7 @@ describe('the worker in a Redis fault logs a bounded number of lines', () => {
     worker = await bootTestWorker(t.config);
   });
   afterAll(async () => {
+    if (redisDown) await redis.up(); // a failed test must not leave the worker unable to close
     await admin?.config('SET', 'maxmemory', '0').catch(() => undefined);
     await worker?.close();
     await t?.close();
@@ -66,5 +70,29 @@ describe('the worker in a Redis fault logs a bounded number of lines', () => {
     } finally {
       await admin.config('SET', 'maxmemory', '0');
     }
+  }, 60_000);
+
+  it("Redis down: the queues' errors are warning lines of the log, bounded, never console.error's stack traces", async () => {
+    const queue = worker.get<Queue>(getQueueToken(QueueName.Maintenance));
+    // the schedulers registered (each queue's job scheduler shares its connection and forwards
+    // its errors to the queue)
+    await waitFor('the schedules registered', () => queue.getJobSchedulersCount(), {
+      until: (n) => n > 0,
+    });
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    const stderr = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+    await redis.down();
+    redisDown = true;
+    const queueLines = () =>
+      warn.mock.calls.map((args) => String(args[0])).filter((line) => / queue: /.test(line));
+    await new Promise((r) => setTimeout(r, 8_000)); // reconnects every 0.5 s … 5 s, per connection
+    expect(stderr).not.toHaveBeenCalled();
+    expect(queueLines()).toContainEqual(
+      expect.stringMatching(/^maintenance queue: .*ECONNREFUSED/),
+    );
+    // five queues, a message or two each (refused; the connection closed), within one 10 s window
+    expect(queueLines().length).toBeLessThanOrEqual(15);
+    await redis.up();
+    redisDown = false;
   }, 60_000);
 });
