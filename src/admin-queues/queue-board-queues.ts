@@ -20,17 +20,21 @@ export class QueueBoardQueues implements OnApplicationShutdown {
     @Inject(REDIS) private readonly redis: Redis,
     @Inject(APP_CONFIG) config: AppConfig,
   ) {
-    this.queues = QUEUES.map(
-      (name) =>
-        new Queue(name, {
-          connection: redis,
-          prefix: bullPrefix(config.redis.keyPrefix),
-          // no I/O at construction: no waiting for `ready`, no INFO, no meta write
-          skipWaitingForReady: true,
-          skipVersionCheck: true,
-          skipMetasUpdate: true,
-        }),
-    );
+    this.queues = QUEUES.map((name) => {
+      const queue = new Queue(name, {
+        connection: redis,
+        prefix: bullPrefix(config.redis.keyPrefix),
+        // no I/O at construction: no waiting for `ready`, no INFO, no meta write
+        skipWaitingForReady: true,
+        skipVersionCheck: true,
+        skipMetasUpdate: true,
+      });
+      // the shared client's errors, which the health checks report (RedisModule): without a
+      // listener BullMQ wrote each one a queue's job scheduler hears (made once the board has
+      // counted a queue's schedulers) to stderr with console.error, stack and all, once per queue
+      queue.on('error', () => undefined);
+      return queue;
+    });
   }
 
   /** Whether the shared client is connected (else the board's API answers 503). */

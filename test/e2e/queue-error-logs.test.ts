@@ -2,7 +2,10 @@ import { INestApplicationContext, Logger } from '@nestjs/common';
 import { getQueueToken } from '@nestjs/bullmq';
 import type { Queue } from 'bullmq';
 import Redis from 'ioredis';
+import { QueueBoardQueues } from '../../src/admin-queues/queue-board-queues';
+import type { AppConfig } from '../../src/config/config';
 import { QueueName } from '../../src/queue/queues';
+import { createRedisClient } from '../../src/redis/redis.module';
 import { PrivateRedis } from '../support/private-redis';
 import { TestApp, bootTestApp } from '../support/test-app';
 import { bootTestWorker } from '../support/test-worker';
@@ -95,4 +98,35 @@ describe('the worker in a Redis fault logs a bounded number of lines', () => {
     await redis.up();
     redisDown = false;
   }, 60_000);
+});
+
+describe("the API's queue board while Redis is down", () => {
+  afterEach(() => jest.restoreAllMocks());
+
+  it("writes nothing to stderr once the board has counted the queues' schedulers (their job schedulers hear the shared client's errors)", async () => {
+    const redis = await PrivateRedis.start();
+    const client = createRedisClient(redis.url, 'queue-board-test');
+    client.on('error', () => undefined); // as RedisModule's
+    const board = new QueueBoardQueues(client, {
+      redis: { keyPrefix: 'queueboardtest' },
+    } as AppConfig);
+    const stderr = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+    let stopped = false;
+    try {
+      await new Promise((resolve) => client.once('ready', resolve));
+      // what the board's queue list asks of each queue
+      for (const queue of board.queues) await queue.getJobSchedulersCount();
+      await redis.down();
+      stopped = true;
+      await waitFor('the shared client to fail a reconnect', () => client.status, {
+        until: (s) => s === 'reconnecting',
+      });
+      await new Promise((r) => setTimeout(r, 3_000)); // reconnects every 0.2 s … 2 s
+      expect(stderr).not.toHaveBeenCalled();
+    } finally {
+      await board.onApplicationShutdown();
+      client.disconnect();
+      if (!stopped) await redis.down();
+    }
+  }, 30_000);
 });
