@@ -299,6 +299,58 @@ describe('DbCircuitBreaker', () => {
     }
     expect(b.state).toBe('closed');
   });
+
+  it("names the failure that opened it on its open line — SQLSTATE or errno and the driver's message (a rotated password) — and no URL's credentials", async () => {
+    const error = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    const openLine = async (failure: Error) => {
+      error.mockClear();
+      const b = breaker(2);
+      for (let i = 0; i < 2; i++) await b.execute(() => Promise.reject(failure)).catch(() => 0);
+      expect(b.state).toBe('open');
+      expect(error).toHaveBeenCalledTimes(1);
+      return String(error.mock.calls[0][0]);
+    };
+    try {
+      // pg's refusal at sign-in (a DatabaseError: a SQLSTATE and a severity), as a rotated password gives it
+      const rotated = Object.assign(new Error('password authentication failed for user "shop"'), {
+        code: '28P01',
+        severity: 'FATAL',
+      });
+      expect(await openLine(rotated)).toBe(
+        'database circuit breaker open: failing fast for 60000 ms; cause: 28P01 password authentication failed for user "shop"',
+      );
+      expect(await openLine(pgError('ECONNREFUSED', 'connect ECONNREFUSED 10.0.0.5:5432'))).toMatch(
+        /; cause: connect ECONNREFUSED 10\.0\.0\.5:5432$/,
+      );
+      // a statement's (TypeORM wraps it): the driver's error is the one named
+      const wrapped = new QueryFailedError('SELECT 1', [], pgError('08006', 'connection failure'));
+      expect(await openLine(wrapped)).toMatch(/; cause: 08006 connection failure$/);
+      // Node's connect to a name of several addresses: an AggregateError without a message
+      const both = Object.assign(
+        new AggregateError(
+          [
+            new Error('connect ECONNREFUSED ::1:5432'),
+            new Error('connect ECONNREFUSED 127.0.0.1:5432'),
+          ],
+          '',
+        ),
+        { code: 'ECONNREFUSED' },
+      );
+      expect(await openLine(both)).toMatch(
+        /; cause: connect ECONNREFUSED ::1:5432; connect ECONNREFUSED 127\.0\.0\.1:5432$/,
+      );
+      const withUrl = pgError(
+        'ENOTFOUND',
+        'getaddrinfo ENOTFOUND db (postgres://shop:s3cret@db:5432/shop)',
+      );
+      const line = await openLine(withUrl);
+      expect(line).not.toContain('s3cret');
+      expect(line).toContain('postgres://…@db:5432/shop');
+    } finally {
+      error.mockRestore();
+    }
+  });
+
   describe('after the half-open wait', () => {
     beforeEach(() => jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate'] }));
     afterEach(() => jest.useRealTimers());

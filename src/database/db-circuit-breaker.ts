@@ -144,6 +144,31 @@ export function isConnectionDeath(err: unknown): boolean {
   );
 }
 
+/**
+ * What a connection failure was, for the breaker's open line: its SQLSTATE or errno and the
+ * driver's message — a rotated password (28P01) reached no log of the app, only "open". Only
+ * connection failures open it, and their messages name no row or statement: the server's for a
+ * sign-in names the user (`password authentication failed for user "shop"`), the role or the
+ * database, never the password; the socket's, the address. A URL's credentials are cut all the
+ * same, should one ever be in a message.
+ */
+function connectionFailureCause(err: unknown): string {
+  const e = err instanceof QueryFailedError ? (err.driverError as unknown) : err;
+  if (!e || typeof e !== 'object') return 'cause unknown';
+  const { code, message, errors } = e as { code?: unknown; message?: unknown; errors?: unknown };
+  let text = typeof message === 'string' ? message : '';
+  // Node's connect to a name with several addresses fails with an AggregateError, message empty
+  if (!text && Array.isArray(errors)) {
+    text = errors
+      .map((inner) => (inner instanceof Error ? inner.message : ''))
+      .filter(Boolean)
+      .join('; ');
+  }
+  text = text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s/@]*@/gi, '$1…@').slice(0, 300);
+  const prefix = typeof code === 'string' && !text.includes(code) ? `${code} ` : '';
+  return `cause: ${prefix}${text || (e instanceof Error ? e.name : 'no message')}`;
+}
+
 /** A wait in this process's pool queue that ran out (DATABASE_POOL_WAIT_MS). */
 function isPoolQueueTimeout(err: unknown): boolean {
   const e = err instanceof QueryFailedError ? (err.driverError as unknown) : err;
@@ -248,13 +273,18 @@ export class DbCircuitBreaker implements OnModuleInit, OnApplicationShutdown {
         breaker: consecutive,
       },
     );
+    // the failure that opened it (cockatiel tells it just before the state change)
+    let cause: unknown;
+    this.policy.onBreak((reason) => (cause = 'error' in reason ? reason.error : undefined));
     this.policy.onStateChange((state) => {
       // closed starts counting anew (cockatiel closes a half-open breaker on an error it does not
       // count — a probe's queue timeout while PostgreSQL answers — without resetting the count)
       if (state === CircuitState.Closed) consecutive.success();
       const name = STATE_NAMES[state];
       if (name === 'open')
-        this.logger.error(`database circuit breaker open: failing fast for ${halfOpenAfterMs} ms`);
+        this.logger.error(
+          `database circuit breaker open: failing fast for ${halfOpenAfterMs} ms; ${connectionFailureCause(cause)}`,
+        );
       else this.logger.warn(`database circuit breaker ${name}`);
     });
   }
