@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import type { KeyPrefixClaim } from '../redis/key-prefix-claim';
 import { OUTBOX_MAX_ATTEMPTS, OutboxRelay, outboxBackoffMs } from './outbox.relay';
 import type { OutboxRepository } from './outbox.repository';
@@ -117,6 +118,46 @@ describe('OutboxRelay', () => {
     });
     await relay.relayOnce();
     expect(repo.markFailed).toHaveBeenCalledWith('c', 'still down', expect.any(Number), true);
+  });
+
+  it("warns of an event's failed publish at its first failure and every third after it (topic, row, attempt, why), an error once parked", async () => {
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    const error = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    try {
+      const logged: Array<[number, string]> = [];
+      for (let attempts = 1; attempts <= OUTBOX_MAX_ATTEMPTS; attempts++) {
+        warn.mockClear();
+        error.mockClear();
+        const { relay } = setup([row('e', attempts)], async () => {
+          throw new Error('ERR Error running script: payload rejected');
+        });
+        await relay.relayOnce();
+        for (const [line] of [...warn.mock.calls, ...error.mock.calls])
+          logged.push([attempts, String(line)]);
+      }
+      expect(logged).toEqual([
+        [
+          1,
+          'outbox row e (order.created) not published, attempt 1 of 10, retried in 1 s: ERR Error running script: payload rejected',
+        ],
+        [
+          4,
+          'outbox row e (order.created) not published, attempt 4 of 10, retried in 8 s: ERR Error running script: payload rejected',
+        ],
+        [
+          7,
+          'outbox row e (order.created) not published, attempt 7 of 10, retried in 64 s: ERR Error running script: payload rejected',
+        ],
+        [
+          10,
+          'outbox row e (order.created) parked as dead: ERR Error running script: payload rejected',
+        ],
+      ]);
+      expect(error).toHaveBeenCalledTimes(1); // the dead one, at error; the others at warn
+    } finally {
+      warn.mockRestore();
+      error.mockRestore();
+    }
   });
 
   it('leases nothing while the queues are unreachable', async () => {

@@ -19,6 +19,8 @@ const IDLE_POLL_MS = 250;
 const UNKNOWN_TOPIC_RETRY_MS = 60_000;
 /** How old a row of an unknown topic may be and still be waited for (a rolling deploy, generously). */
 const UNKNOWN_TOPIC_PATIENCE_MS = 60 * 60_000;
+/** A row's failed publishes are logged at its first failure and every FAILURE_WARN_EVERY-th after. */
+const FAILURE_WARN_EVERY = 3;
 /** While the queues are unreachable: probe again after 0.5 s, 1 s, 2 s … at most every 5 s. */
 const UNAVAILABLE_POLL_MAX_MS = 5_000;
 
@@ -130,9 +132,16 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
           }
           failed++;
           const dead = row.attempts >= OUTBOX_MAX_ATTEMPTS;
-          await this.outbox.markFailed(row.id, message, outboxBackoffMs(row.attempts), dead);
+          const retryMs = outboxBackoffMs(row.attempts);
+          await this.outbox.markFailed(row.id, message, retryMs, dead);
           if (dead)
             this.logger.error(`outbox row ${row.id} (${row.topic}) parked as dead: ${message}`);
+          else if ((row.attempts - 1) % FAILURE_WARN_EVERY === 0)
+            // the first failure and every third after it: an event failing for good was silent
+            // (outbox.last_error only) for the ~9 minutes until it was parked
+            this.logger.warn(
+              `outbox row ${row.id} (${row.topic}) not published, attempt ${row.attempts} of ${OUTBOX_MAX_ATTEMPTS}, retried in ${retryMs / 1000} s: ${message}`,
+            );
         }
       }
       next = rows.length;
