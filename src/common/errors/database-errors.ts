@@ -33,6 +33,23 @@ export function sqlStateOf(err: unknown): string | undefined {
   return typeof code === 'string' && SQLSTATE.test(code) ? code : undefined;
 }
 
+/**
+ * What the server is short of, in plain words, for SQLSTATE class 53 (insufficient resources);
+ * undefined for any other. No request's fault and no passing busyness (a lock timeout, a
+ * cancelled statement): every write fails until an operator acts.
+ */
+export function insufficientResources(sqlState: string): string | undefined {
+  if (!sqlState.startsWith('53')) return undefined;
+  return SHORT_OF[sqlState] ?? 'the database is short of resources';
+}
+
+const SHORT_OF: Record<string, string> = {
+  '53100': 'the database is out of disk space',
+  '53200': 'the database is out of memory',
+  '53300': 'the database has no connection slots left (too many connections)',
+  '53400': 'the database reached a configured limit',
+};
+
 /** The first words of a statement, up to the first value, bracket or literal. */
 export function statementHead(sql: string, words = 4): string {
   const head: string[] = [];

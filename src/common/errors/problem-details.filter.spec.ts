@@ -189,6 +189,29 @@ describe('ProblemDetailsFilter and database errors', () => {
     expect([spied('error'), spied('warn')]).toEqual([2, 4]);
   });
 
+  it('logs a server short of resources (SQLSTATE class 53) as an error saying what it is short of, not as a warning like a lock timeout', () => {
+    const spied = (level: 'error' | 'warn') =>
+      (Logger.prototype[level] as unknown as jest.Mock).mock.calls.length;
+    render(failedQuery('55P03'));
+    render(failedQuery('57014'));
+    expect([spied('error'), spied('warn')]).toEqual([0, 2]);
+    logged = [];
+    for (const code of ['53100', '53200', '53300', '53400', '53000']) render(failedQuery(code));
+    expect([spied('error'), spied('warn')]).toEqual([5, 2]);
+    expect(logged.map((args) => args[1])).toEqual([
+      'Database refused a request: the database is out of disk space',
+      'Database refused a request: the database is out of memory',
+      'Database refused a request: the database has no connection slots left (too many connections)',
+      'Database refused a request: the database reached a configured limit',
+      'Database refused a request: the database is short of resources',
+    ]);
+    expect(logged[0][0]).toMatchObject({
+      database: { sqlState: '53100', table: undefined },
+      reason: 'the database is out of disk space',
+    });
+    for (const secret of SECRETS) expect(JSON.stringify(logged)).not.toContain(secret);
+  });
+
   it('logs a database error by SQLSTATE, constraint and statement head only: no values, statement or detail', () => {
     render(failedQuery('23505', { constraint: 'users_email_key', table: 'users' }));
     render(failedQuery('42P01'));

@@ -6,7 +6,7 @@ import { ThrottlerException } from '@nestjs/throttler';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { DomainError, FieldError } from './domain-error';
 import { ERROR_TITLE, ErrorCode } from './error-codes';
-import { databaseErrorSummary, sqlStateOf } from './database-errors';
+import { databaseErrorSummary, insufficientResources, sqlStateOf } from './database-errors';
 import { rememberAnsweredCode } from '../logging/command-log';
 import { loggedUrl } from '../logging/logged-url';
 import { requestIdField } from '../logging/request-id-field';
@@ -255,8 +255,14 @@ export class ProblemDetailsFilter implements ExceptionFilter {
       // is a code path that let a race or a bug through to the database's checks (the state
       // machine's trigger, the ledger's settle-once index, a refund's reservation): nothing was
       // written, and on-call should hear of it — an error, not a warning lost among the 4xx.
+      const shortOf = insufficientResources(database.sqlState);
       if (rendered.code === 'CONFLICT' && database.sqlState.startsWith('23')) {
         this.logger.error(fields, 'An integrity constraint refused a write the code let through');
+      } else if (shortOf) {
+        // class 53 (disk full, out of memory, too many connections): answered 503 like a lock
+        // timeout, but no passing busyness — it lasts until an operator acts, so an error that
+        // says what the server is short of, not a warning among the lock timeouts
+        this.logger.error({ ...fields, reason: shortOf }, `Database refused a request: ${shortOf}`);
       } else {
         this.logger.warn(fields, 'Database refused a request');
       }
