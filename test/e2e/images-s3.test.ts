@@ -371,7 +371,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
         'content-disposition': 'inline',
         'content-encoding': 'identity',
       },
-    ]) {
+    ] as Record<string, string>[]) {
       const p = await createProduct(t, admin);
       const bytes = randomBytes(300);
       const up = await requestUpload(p.id, 'image/png', bytes.length);
