@@ -104,7 +104,7 @@ export class PrivateRedis {
 
   async down(): Promise<void> {
     const p = this.proc;
-    if (!p || p.exitCode !== null) return;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return; // (killed: exitCode stays null)
     await new Promise<void>((res) => {
       p.once('exit', () => res());
       p.kill('SIGKILL');
