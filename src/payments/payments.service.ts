@@ -40,6 +40,13 @@ const reservationExpired = () =>
     "The order's reservation has expired; it can no longer be paid.",
   );
 
+/**
+ * What a payment start's closing cancel (the order cancelled or expired while its intent was
+ * made) may wait on the provider, beside the start's own budget. Out of it, the finalizer's
+ * reconciliation cancels the intent later.
+ */
+const CLOSING_CANCEL_BUDGET_MS = 3_000;
+
 /** The provider's refusals of an amount as such (Stripe's codes). */
 const AMOUNT_REFUSALS = new Set(['amount_too_small', 'amount_too_large']);
 
@@ -201,8 +208,12 @@ export class PaymentsService {
       // refused it): the intent must never be paid
       // (out of budget, the intent stays payable a while: the finalizer's reconciliation cancels
       // an intent of a cancelled order, and refunds one paid after it)
-      // (a budget of its own: the transaction's wait above is not the provider's)
-      await this.gateway.cancelIntent(payment.intentId, this.providerBudget());
+      // (a short budget of its own, CLOSING_CANCEL_BUDGET_MS: the transaction's wait above is
+      // not the provider's, and the customer has waited for the intent already)
+      await this.gateway.cancelIntent(
+        payment.intentId,
+        budgetOf(Math.min(CLOSING_CANCEL_BUDGET_MS, this.config.stripe.startBudgetMs)),
+      );
       throw status === 'CANCELLED'
         ? new DomainError(
             'ORDER_NOT_PAYABLE',
