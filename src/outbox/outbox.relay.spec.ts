@@ -123,6 +123,8 @@ describe('OutboxRelay', () => {
   it("warns of an event's failed publish at its first failure and every third after it (topic, row, attempt, why), an error once parked", async () => {
     const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
     const error = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    // (the attempts are minutes apart in a real relay: past each other's 10 s window of warnings)
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
     try {
       const logged: Array<[number, string]> = [];
       for (let attempts = 1; attempts <= OUTBOX_MAX_ATTEMPTS; attempts++) {
@@ -134,6 +136,7 @@ describe('OutboxRelay', () => {
         await relay.relayOnce();
         for (const [line] of [...warn.mock.calls, ...error.mock.calls])
           logged.push([attempts, String(line)]);
+        jest.advanceTimersByTime(11_000);
       }
       expect(logged).toEqual([
         [
@@ -155,8 +158,25 @@ describe('OutboxRelay', () => {
       ]);
       expect(error).toHaveBeenCalledTimes(1); // the dead one, at error; the others at warn
     } finally {
+      jest.useRealTimers();
       warn.mockRestore();
       error.mockRestore();
+    }
+  });
+
+  it('every row of a batch failing alike (a script error after an upgrade) is one warning, not one per row', async () => {
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    try {
+      const rows = Array.from({ length: 50 }, (_, i) => row(`r${i}`, 1));
+      const { relay } = setup(rows, async () => {
+        throw new Error('ERR Error running script (call to f_9a1b): wrong number of arguments');
+      });
+      await relay.relayOnce();
+      expect(warn.mock.calls.map(([line]) => String(line))).toEqual([
+        expect.stringMatching(/^outbox row r0 \(order\.created\) not published, attempt 1 of 10/),
+      ]);
+    } finally {
+      warn.mockRestore();
     }
   });
 

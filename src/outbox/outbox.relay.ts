@@ -5,6 +5,7 @@ import {
   OnApplicationBootstrap,
 } from '@nestjs/common';
 import { TimeoutError, withTimeout } from '../common/with-timeout';
+import { RateLimitedLog } from '../common/logging/rate-limited-log';
 import { KeyPrefixClaim } from '../redis/key-prefix-claim';
 import { OutboxRepository } from './outbox.repository';
 import { OutboxPublisher, UnknownTopicError } from './outbox.publisher';
@@ -52,6 +53,9 @@ export function outboxBackoffMs(attempts: number): number {
  * never holds the relay (or shutdown) on one publish timeout per row; the events wait in the
  * table and go out as soon as Redis is back.
  */
+/** The relay's failure warnings: one line per topic and message every 10 s, the rest counted. */
+const failureLines = new RateLimitedLog(10_000);
+
 @Injectable()
 export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger(OutboxRelay.name);
@@ -139,8 +143,12 @@ export class OutboxRelay implements OnApplicationBootstrap, BeforeApplicationShu
           else if ((row.attempts - 1) % FAILURE_WARN_EVERY === 0)
             // the first failure and every third after it: an event failing for good was silent
             // (outbox.last_error only) for the ~9 minutes until it was parked
-            this.logger.warn(
+            // (one line per topic and message a window: every row failing alike — a script
+            // error after an upgrade — is a flood of one line per row otherwise)
+            failureLines.write(
+              `${row.topic} ${message.replace(/\d+/g, '#')}`,
               `outbox row ${row.id} (${row.topic}) not published, attempt ${row.attempts} of ${OUTBOX_MAX_ATTEMPTS}, retried in ${retryMs / 1000} s: ${message}`,
+              (line) => this.logger.warn(line),
             );
         }
       }

@@ -23,7 +23,9 @@ export function logQueueError(
   err: unknown,
 ): void {
   const line = `${queue} ${source}: ${err instanceof Error ? err.message : String(err)}`;
-  queueErrors.write(line, line, (l) => {
+  // keyed with its numbers taken out: a job's id in a message (`could not renew lock for job
+  // 4711`) made each job's line a kind of its own
+  queueErrors.write(line.replace(/\d+/g, '#'), line, (l) => {
     logger.warn(l);
   });
 }
