@@ -355,7 +355,7 @@ function harmfulServingHeaders(served: StoredObject['servedWith']): string[] {
   const harmful: string[] = [];
   const encoding = served.contentEncoding?.trim().toLowerCase();
   if (encoding && encoding !== 'identity') harmful.push(`Content-Encoding: ${encoding}`);
-  if (/\b(no-store|no-cache|private)\b/i.test(served.cacheControl ?? ''))
+  if (/\b(no-store|no-cache|private|(s-)?max-age=0+\b)/i.test(served.cacheControl ?? ''))
     harmful.push(`Cache-Control: ${served.cacheControl}`);
   if (/^\s*attachment\b/i.test(served.contentDisposition ?? ''))
     harmful.push('Content-Disposition: attachment');

@@ -344,6 +344,7 @@ describe('product images on S3-compatible storage (issue 12 item 7)', () => {
     for (const [name, value] of [
       ['content-encoding', 'gzip'],
       ['cache-control', 'no-store'],
+      ['cache-control', 'max-age=0, must-revalidate'],
       ['content-disposition', 'attachment; filename="x.html"'],
     ]) {
       const p = await createProduct(t, admin);
