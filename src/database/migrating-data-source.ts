@@ -59,17 +59,25 @@ function safeFailure(err: unknown, migration?: string): unknown {
     summary,
     // a data exception's message quotes the value that failed (`invalid input syntax for type
     // uuid: "<a customer's email>"`): its SQLSTATE and names say what failed, not the row
-    summary.sqlState.startsWith(VALUE_QUOTING_CLASS)
-      ? "(PostgreSQL's message is left out: for a data exception it quotes the row's value)"
-      : typeof message === 'string'
-        ? message
-        : '',
+    typeof message !== 'string'
+      ? ''
+      : summary.sqlState.startsWith(VALUE_QUOTING_CLASS)
+        ? withoutQuotedValues(message)
+        : message,
     err instanceof Error ? err.stack : undefined,
   );
 }
 
 /** SQLSTATE class 22, data exception: the server's message quotes the offending value. */
 const VALUE_QUOTING_CLASS = '22';
+
+/**
+ * A data exception's message without the value it quotes: `invalid input syntax for type uuid:
+ * "<a customer's email>"` → `invalid input syntax for type uuid: "…"` — what failed stays.
+ */
+function withoutQuotedValues(message: string): string {
+  return message.replace(/"(?:[^"]|"")*"?/g, '"…"');
+}
 
 /** A migration whose database errors come out as MigrationRunFailed, naming it. */
 function failingSafely(name: string, migration: MigrationInterface): MigrationInterface {

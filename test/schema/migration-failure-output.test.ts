@@ -132,6 +132,8 @@ describe('a failing migration run prints no row data', () => {
     expect(failure).toMatchObject({ migration: 'ProbeCastRow1700000000001', sqlState: '22P02' });
     const printed = inspect(failure, { depth: null });
     expect(printed).toContain('Migration ProbeCastRow1700000000001 failed: SQLSTATE 22P02');
+    // what failed is said, the value it quotes is not
+    expect(printed).toContain('invalid input syntax for type uuid: "…"');
     expect(printed).not.toContain(EMAIL);
   });
 });
