@@ -53,6 +53,29 @@ describe('a failing migration run prints no row data', () => {
     await db?.drop();
   });
 
+  /** What a programmatic run of `migration` (recorded in `table`) throws. */
+  async function failureOf(
+    migration: new () => MigrationInterface,
+    table: string,
+  ): Promise<unknown> {
+    const source = new MigratingDataSource({
+      ...dataSourceOptions(db.url, { withMigrations: true }),
+      migrations: [migration],
+      migrationsTableName: table,
+      logging: false,
+      logger: 'simple-console',
+    });
+    await source.initialize();
+    try {
+      await source.runMigrations();
+    } catch (err) {
+      return err;
+    } finally {
+      await source.destroy();
+    }
+    throw new Error(`${migration.name} ran without failing`);
+  }
+
   it('npm run migration:run: 1763800041000 refused on an account row names the SQLSTATE and constraint, not the row', async () => {
     await migrateUpTo(db.url, 1763800040000);
     await db.pool.query(`INSERT INTO users (email, name, password_hash) VALUES ($1, 'Leak', $2)`, [
@@ -82,22 +105,7 @@ describe('a failing migration run prints no row data', () => {
   });
 
   it('a programmatic run throws MigrationRunFailed, whose every field is safe to print', async () => {
-    const source = new MigratingDataSource({
-      ...dataSourceOptions(db.url, { withMigrations: true }),
-      migrations: [ProbeRefusedRow1700000000000],
-      migrationsTableName: 'probe_migrations',
-      logging: false,
-      logger: 'simple-console',
-    });
-    await source.initialize();
-    let failure: unknown;
-    try {
-      await source.runMigrations().catch((err: unknown) => {
-        failure = err;
-      });
-    } finally {
-      await source.destroy();
-    }
+    const failure = await failureOf(ProbeRefusedRow1700000000000, 'probe_migrations');
     expect(failure).toBeInstanceOf(MigrationRunFailed);
     expect(failure).toMatchObject({
       migration: 'ProbeRefusedRow1700000000000',
@@ -113,22 +121,7 @@ describe('a failing migration run prints no row data', () => {
   });
 
   it("a data exception's message, which quotes the row's value, is left out: its SQLSTATE says what failed", async () => {
-    const source = new MigratingDataSource({
-      ...dataSourceOptions(db.url, { withMigrations: true }),
-      migrations: [ProbeCastRow1700000000001],
-      migrationsTableName: 'probe_cast_migrations',
-      logging: false,
-      logger: 'simple-console',
-    });
-    await source.initialize();
-    let failure: unknown;
-    try {
-      await source.runMigrations().catch((err: unknown) => {
-        failure = err;
-      });
-    } finally {
-      await source.destroy();
-    }
+    const failure = await failureOf(ProbeCastRow1700000000001, 'probe_cast_migrations');
     expect(failure).toMatchObject({ migration: 'ProbeCastRow1700000000001', sqlState: '22P02' });
     const printed = inspect(failure, { depth: null });
     expect(printed).toContain('Migration ProbeCastRow1700000000001 failed: SQLSTATE 22P02');
