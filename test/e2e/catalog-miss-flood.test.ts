@@ -48,13 +48,15 @@ describe.each([
   afterEach(() => jest.restoreAllMocks());
 
   /** Reads made slow (a pool connection held `seconds` first): those begun, running now, at most at once. */
-  function slowReads(seconds: number) {
+  /** Reads that take `seconds` in PostgreSQL — after `held` settles, when given. */
+  function slowReads(seconds: number, held?: Promise<void>) {
     const tx = t.app.get(TransactionHost);
     const reads = { started: [] as string[], running: 0, most: 0 };
     const slowly = async <T>(label: string, read: () => Promise<T>): Promise<T> => {
       reads.started.push(label);
       reads.most = Math.max(reads.most, ++reads.running);
       try {
+        await held;
         await tx.query(`SELECT pg_sleep(${seconds})`);
         return await read();
       } finally {
@@ -95,10 +97,10 @@ describe.each([
   };
 
   /** Each listing's read made slow: the builds begun (`sort:limit`), running now, at most at once. */
-  function slowPages(seconds: number) {
+  function slowPages(seconds: number, held?: Promise<void>) {
     const repository = t.app.get(ProductRepository);
     const page = repository.page.bind(repository);
-    const { reads, slowly } = slowReads(seconds);
+    const { reads, slowly } = slowReads(seconds, held);
     jest
       .spyOn(repository, 'page')
       .mockImplementation((query) => slowly(`${query.sort}:${query.limit - 1}`, () => page(query)));
@@ -170,7 +172,15 @@ describe.each([
     // a first miss is kept nowhere, the second is kept, the third a hit: read again
     for (let i = 0; i < 3; i++) expect((await t.http.get(home)).status).toBe(200);
     await createProduct(t, admin, { stock: 1 }); // a write: every page is built again
-    const builds = slowPages(0.5);
+    // the builds held until the page's request is queued behind the one-offs (timed, a slow
+    // machine let a fourth one-off take the first free slot before the page's request arrived)
+    let release = () => undefined as void;
+    const builds = slowPages(
+      0.5,
+      new Promise<void>((resolve) => {
+        release = resolve;
+      }),
+    );
     const oneOffs = Array.from({ length: 6 }, (_, i) =>
       t.http.get(`/v1/products?sort=newest&limit=${60 + i}`),
     );
@@ -178,6 +188,10 @@ describe.each([
     const gate = t.app.get<CatalogCache, { builds: { queued: number } }>(CatalogCache).builds;
     await waitFor('the four others queued', async () => gate.queued, { until: (n) => n === 4 });
     const read = t.http.get(home);
+    await waitFor('the page queued behind them', async () => gate.queued, {
+      until: (n) => n === 5,
+    });
+    release();
     const answers = await Promise.all([read, ...oneOffs]);
     expect(answers.map((r) => r.status)).toEqual(Array(7).fill(200));
     // the page went third: the first slot to free up, ahead of four one-offs queued before it
