@@ -6,6 +6,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AppConfig } from '../../config/config';
 import { DomainError } from '../errors/domain-error';
 import { sendProblem } from '../errors/problem-details.filter';
+import { RateLimitedLog } from '../logging/rate-limited-log';
 
 /** Response headers a browser client may read (everything else stays hidden from scripts). */
 const CORS_EXPOSED_HEADERS = [
@@ -180,22 +181,19 @@ function corsResponseHeaders(
 
 /** How often, at most, a preflight from one origin CORS_ORIGINS does not list is logged. */
 const REFUSED_ORIGIN_LOG_MS = 60_000;
-/** How many refused origins are named within a minute; past that, only counted. */
+/** How many refused origins are named within a minute; past that, they share one line. */
 const REFUSED_ORIGINS_NAMED = 100;
-/** How many other refused origins are counted within a minute (past that: "or more"). */
-const REFUSED_ORIGINS_COUNTED = 1000;
 
 /**
  * Says at boot, at warn, when no origin may call this instance from a browser (CORS_ORIGINS unset
  * or empty outside development: secure, but a shop front on its own domain then gets nothing),
- * and which origin a refused preflight came from — each origin once a minute at most: a
- * deployment that forgot CORS_ORIGINS, or listed `https://shop.example` while its customers
- * arrive on `https://www.shop.example`, took no order from its web shop while readiness, the logs
- * and every dashboard looked fine (browser review). Once a minute for all origins together let one
- * scanner's preflight each minute hide the misspelt real origin. The origin is the client's to
- * choose: logged cut to 200 characters, at most 100 origins named in a minute (remembered while
- * their minute lasts); past that, how many other origins were refused is said a minute later,
- * without naming them.
+ * and which origin a refused preflight came from — each origin once a minute at most, its
+ * repeats counted (a RateLimitedLog keyed by origin): a deployment that forgot CORS_ORIGINS, or
+ * listed `https://shop.example` while its customers arrive on `https://www.shop.example`, took no
+ * order from its web shop while readiness, the logs and every dashboard looked fine (browser
+ * review). Once a minute for all origins together let one scanner's preflight each minute hide
+ * the misspelt real origin. The origin is the client's to choose: logged cut to 200 characters,
+ * at most 100 origins named in a minute; past that, the others share one line and its count.
  */
 export function refusedOriginLog(config: Pick<AppConfig, 'corsOrigins'>): (origin: string) => void {
   if (config.corsOrigins === '*') return () => undefined;
@@ -204,38 +202,17 @@ export function refusedOriginLog(config: Pick<AppConfig, 'corsOrigins'>): (origi
     logger.warn(
       "CORS_ORIGINS is empty: no web page on another origin (a shop front on its own domain) can call this API from a browser. Set CORS_ORIGINS to the shop front's origins, unless only apps and same-origin pages call it",
     );
-  const listed = config.corsOrigins;
-  const allowed = new Set(listed);
-  /** The origins named in the last minute, by when: oldest first (performance.now() only grows). */
-  const named = new Map<string, number>();
-  /** Other origins refused while `named` was full, said when `summary` fires. */
-  const unnamed = new Set<string>();
-  let summary: NodeJS.Timeout | undefined;
-  const sayUnnamed = () => {
-    const count = unnamed.size;
-    unnamed.clear();
-    summary = undefined;
-    logger.warn(
-      `preflights from ${count}${count >= REFUSED_ORIGINS_COUNTED ? ' or more' : ''} other origins not in CORS_ORIGINS were refused in the last minute, not named: ${REFUSED_ORIGINS_NAMED} origins already were`,
-    );
-  };
+  const listed = config.corsOrigins.join(', ') || 'empty';
+  const allowed = new Set(config.corsOrigins);
+  const log = new RateLimitedLog(REFUSED_ORIGIN_LOG_MS, REFUSED_ORIGINS_NAMED);
+  const warn = (line: string) => logger.warn(line);
   return (origin) => {
     if (allowed.has(origin)) return;
-    const now = performance.now();
-    for (const [name, at] of named) {
-      if (now - at < REFUSED_ORIGIN_LOG_MS) break;
-      named.delete(name);
-    }
-    const shown = origin.slice(0, 200);
-    if (named.has(shown)) return;
-    if (named.size >= REFUSED_ORIGINS_NAMED) {
-      if (unnamed.size < REFUSED_ORIGINS_COUNTED) unnamed.add(shown);
-      summary ??= setTimeout(sayUnnamed, REFUSED_ORIGIN_LOG_MS).unref();
-      return;
-    }
-    named.set(shown, now);
-    logger.warn(
-      `a preflight from origin ${JSON.stringify(shown)} was refused: it is not in CORS_ORIGINS (${listed.join(', ') || 'empty'}); this origin is said once a minute at most`,
+    const shown = JSON.stringify(origin.slice(0, 200));
+    log.write(
+      shown,
+      `a preflight from origin ${shown} was refused: it is not in CORS_ORIGINS (${listed}); this origin is said once a minute at most`,
+      warn,
     );
   };
 }
