@@ -1,6 +1,11 @@
 import { Logger } from '@nestjs/common';
 import type { Logger as TypeOrmLogger } from 'typeorm';
-import { databaseErrorSummary, statementHead } from '../common/errors/database-errors';
+import {
+  databaseErrorSummary,
+  insufficientResources,
+  statementHead,
+} from '../common/errors/database-errors';
+import { RateLimitedLog } from '../common/logging/rate-limited-log';
 
 /**
  * TypeORM's log output, through Nest's logger (pino in the app). A failed query is logged by
@@ -10,13 +15,28 @@ import { databaseErrorSummary, statementHead } from '../common/errors/database-e
  */
 export class SafeTypeOrmLogger implements TypeOrmLogger {
   private readonly logger = new Logger('Database');
+  /** Class 53's errors, one line per SQLSTATE and window: a full disk fails every write. */
+  private readonly shortOfLog = new RateLimitedLog();
 
   logQuery(): void {
     /* never: statements and parameters carry request values */
   }
 
+  /**
+   * At warn — but a server short of resources (SQLSTATE class 53: disk full, out of memory, no
+   * connection slots) at error, saying what it is short of, limited per SQLSTATE: it lasts until
+   * an operator acts, and the worker's jobs meet it here only (the API's requests also through
+   * ProblemDetailsFilter, which logs it at error too).
+   */
   logQueryError(error: string | Error, query: string): void {
     const summary = databaseErrorSummary(error, query);
+    const shortOf = summary && insufficientResources(summary.sqlState);
+    if (shortOf) {
+      this.shortOfLog.write(summary.sqlState, `query failed: ${shortOf}`, (line) =>
+        this.logger.error({ ...summary, reason: shortOf }, line),
+      );
+      return;
+    }
     this.logger.warn(summary ?? { statement: statementHead(query) }, 'query failed');
   }
 
