@@ -277,7 +277,8 @@ const envSchema = z.object({
   STRIPE_API_URL: url(['http:', 'https:']).optional(),
   STRIPE_TEST_MODE: bool(false),
   // how long a customer's payment start may wait on Stripe in all, its retries included, before
-  // it answers 503 with Retry-After (the SDK's own 8 s timeout, sent three times, kept it ~25 s)
+  // it answers 503 with Retry-After (the SDK's own 8 s timeout, sent three times, kept it ~25 s);
+  // an admin's refund waits as long, then answers 201 with the refund pending
   PAYMENT_START_BUDGET_MS: int(8_000, 1_000, 60_000),
   // NODE_ENV=development on a database or Redis that is not this machine: refused unless this says
   // they are development servers (developmentRemoteServices)
@@ -441,7 +442,10 @@ export interface AppConfig {
     secretKey?: string;
     webhookSecret: string;
     apiUrl?: string;
-    /** How long a customer's payment start waits on the provider in all (PAYMENT_START_BUDGET_MS). */
+    /**
+     * How long a customer's payment start, or an admin's refund, waits on the provider in all
+     * (PAYMENT_START_BUDGET_MS).
+     */
     startBudgetMs: number;
   };
   mail: { smtpUrl?: string; from: string; outboxDir: string };

@@ -45,8 +45,8 @@ async function setup(env: Record<string, string> = {}) {
 }
 
 describe('AdminRefundsService', () => {
-  it('refunds as the signed-in admin under their Idempotency-Key and answers with the refund', async () => {
-    const s = await setup();
+  it('refunds as the signed-in admin under their Idempotency-Key, waiting on the provider PAYMENT_START_BUDGET_MS at most, and answers with the refund', async () => {
+    const s = await setup({ PAYMENT_START_BUDGET_MS: '3000' });
     const dto = await s.service.refund(
       admin,
       ORDER,
@@ -59,6 +59,7 @@ describe('AdminRefundsService', () => {
       currency: 'INR',
       actor: 'user:a-1',
       idempotencyKey: 'key-1',
+      waitMs: 3_000,
     });
     expect(dto).toEqual({
       id: 'r-1',

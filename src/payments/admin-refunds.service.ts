@@ -37,6 +37,10 @@ export class AdminRefundsService {
       currency: dto.amount?.currency,
       actor: `user:${actor.userId}`,
       idempotencyKey,
+      // the admin waits as a customer's payment start does: past it, the refund is answered
+      // pending and its follow-up job settles it (a load balancer cut the SDK's ~25 s off, and
+      // the admin clicked again)
+      waitMs: this.config.stripe.startBudgetMs,
     });
     return mapRefund(refund);
   }

@@ -96,9 +96,10 @@ export const isGatewayUnavailable = (err: unknown): boolean =>
   err instanceof GatewayError && err.kind === 'unavailable';
 
 /**
- * A deadline (on `performance.now()`'s clock) that a caller who is waiting — a customer's request —
- * sets for the provider calls it makes: each call answers by then, its retries included, or fails
- * as unavailable (BUDGET_SPENT). Workers set none: theirs are the SDK's own timeout and retries.
+ * A deadline (on `performance.now()`'s clock) that a caller who is waiting — a customer's payment
+ * start, an admin's refund — sets for the provider calls it makes: each call answers by then, its
+ * retries included, or fails as unavailable (BUDGET_SPENT). Workers set none: theirs are the SDK's
+ * own timeout and retries.
  */
 export interface CallBudget {
   readonly by: number;
@@ -135,22 +136,25 @@ export interface PaymentGateway {
    */
   cancelIntent(id: string, budget?: CallBudget): Promise<GatewayIntent>;
   /** Refunds `amount` of a succeeded intent. */
-  createRefund(input: {
-    intentId: string;
-    amount: number;
-    refundId: string;
-    orderId: string;
-    idempotencyKey: string;
-    /**
-     * Whether a failure the provider saved under the key may move the refund on to the key's next
-     * generation (StripeGateway): not once the provider may have forgotten the key (a day on),
-     * when an attempt under the first key could make the refund afresh beside one made under the
-     * next.
-     */
-    advanceKeyOnReplay?: boolean;
-  }): Promise<GatewayRefund>;
+  createRefund(
+    input: {
+      intentId: string;
+      amount: number;
+      refundId: string;
+      orderId: string;
+      idempotencyKey: string;
+      /**
+       * Whether a failure the provider saved under the key may move the refund on to the key's next
+       * generation (StripeGateway): not once the provider may have forgotten the key (a day on),
+       * when an attempt under the first key could make the refund afresh beside one made under the
+       * next.
+       */
+      advanceKeyOnReplay?: boolean;
+    },
+    budget?: CallBudget,
+  ): Promise<GatewayRefund>;
   /** Every refund of the intent, wherever it was made (us or the provider's dashboard). */
-  listRefunds(intentId: string): Promise<GatewayRefund[]>;
+  listRefunds(intentId: string, budget?: CallBudget): Promise<GatewayRefund[]>;
   /** A dispute of one of our payments (named by a `charge.dispute.*` event), as it is now. */
   retrieveDispute(id: string): Promise<GatewayDispute>;
 }

@@ -294,14 +294,17 @@ describe('RefundsService', () => {
         null,
         NOW,
       );
-      expect(s.gateway.createRefund).toHaveBeenCalledWith({
-        intentId: 'pi_1',
-        amount: 24_900,
-        refundId: REFUND_ID,
-        orderId: ORDER,
-        idempotencyKey: `refund:${REFUND_ID}`,
-        advanceKeyOnReplay: true, // (made just now: far from the day the provider keeps the key)
-      });
+      expect(s.gateway.createRefund).toHaveBeenCalledWith(
+        {
+          intentId: 'pi_1',
+          amount: 24_900,
+          refundId: REFUND_ID,
+          orderId: ORDER,
+          idempotencyKey: `refund:${REFUND_ID}`,
+          advanceKeyOnReplay: true, // (made just now: far from the day the provider keeps the key)
+        },
+        undefined, // no waitMs: the SDK's own timeout and retries
+      );
       // the follow-up job is written with the pending refund; the order learns of the success
       expect(s.outbox.add).toHaveBeenCalledWith('refund.requested', ORDER, {
         orderId: ORDER,
@@ -422,6 +425,25 @@ describe('RefundsService', () => {
         `refund:${REFUND_ID}`,
         `refund:${REFUND_ID}`,
       ]);
+    });
+
+    it("waitMs: the request's provider calls (the list of earlier attempts, then the new one) share one budget of waitMs, begun at the first of them", async () => {
+      const s = await setup();
+      const asked = { orderId: ORDER, amount: 1_000, actor: ADMIN, idempotencyKey: KEY };
+      s.gateway.createRefund.mockRejectedValueOnce(
+        new GatewayError('rejected', 'insufficient_funds', 'refused'),
+      );
+      const began = performance.now();
+      await s.service.request({ ...asked, waitMs: 5_000 }).catch(() => undefined);
+      const first = s.gateway.createRefund.mock.calls[0][1];
+      expect(first!.by).toBeGreaterThanOrEqual(began + 5_000);
+      const retried = performance.now();
+      await s.service.request({ ...asked, waitMs: 5_000 });
+      const done = performance.now();
+      const [[, listed]] = s.gateway.listRefunds.mock.calls;
+      expect(listed!.by).toBeGreaterThanOrEqual(retried + 5_000);
+      expect(listed!.by).toBeLessThanOrEqual(done + 5_000);
+      expect(s.gateway.createRefund.mock.calls[1][1]).toBe(listed);
     });
 
     it('a retry after a refusal first asks the provider: an attempt it made after all is the answer, not a second refund', async () => {

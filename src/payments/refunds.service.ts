@@ -14,11 +14,13 @@ import { MetricsService } from '../metrics/metrics.service';
 import { OnJob } from '../queue/on-job.decorator';
 import { JobName, JobPayloads } from '../queue/queues';
 import {
+  CallBudget,
   GatewayError,
   REPLAYED_FAILURE,
   GatewayRefund,
   PAYMENT_GATEWAY,
   PaymentGateway,
+  budgetOf,
   gatewayKeys,
 } from './payment-gateway';
 import { Payment, PaymentRepository } from './payment.repository';
@@ -49,6 +51,8 @@ const raisedForAPerson = (refund: Refund): boolean =>
 /** Where a refund is settled: by the request that asked for it (which answers a failure), or later. */
 interface Settling {
   inRequest?: boolean;
+  /** The request's deadline for its provider calls (the admin waits); a worker's calls have none. */
+  budget?: CallBudget;
 }
 /** Refused attempts one Idempotency-Key may retry afresh; the last refusal is then its answer. */
 const MAX_ATTEMPTS_PER_KEY = 10;
@@ -170,6 +174,11 @@ export class RefundsService {
    * attempt with the next id in the key's chain — and so a new provider key, as the provider
    * replays the refusal it stored for the first one; the provider's own cap on the charge keeps
    * attempts from ever adding up to more than was captured.
+   *
+   * `waitMs`: how long the caller waits on the provider in all, from its first call (not its
+   * database reads): a refund the provider has not answered by then stays pending — answered so,
+   * and settled by its follow-up job with the same provider key. Without it, the SDK's own
+   * timeout and retries (~25 s on a provider that does not answer).
    */
   async request(input: {
     orderId: string;
@@ -177,7 +186,11 @@ export class RefundsService {
     currency?: string;
     actor: string;
     idempotencyKey: string;
+    waitMs?: number;
   }): Promise<Refund> {
+    let budget: CallBudget | undefined;
+    const waiting = () =>
+      input.waitMs === undefined ? undefined : (budget ??= budgetOf(input.waitMs));
     const payment = await this.payments.findByOrder(input.orderId);
     let attempt = await this.currentAttempt(input.actor, input.idempotencyKey);
     if (!attempt.refund && attempt.number > 1 && payment) {
@@ -186,7 +199,7 @@ export class RefundsService {
       // holds as pending may yet be made, so the retry must wait
       let remotes: GatewayRefund[];
       try {
-        remotes = await this.syncFromGateway(payment);
+        remotes = await this.syncFromGateway(payment, waiting());
       } catch (err) {
         if (err instanceof GatewayError) throw err;
         throw retryShortly('Earlier refunds of this payment are still settling; retry shortly.');
@@ -268,7 +281,7 @@ export class RefundsService {
     }
     const result =
       refund.status === 'pending'
-        ? (await this.attempt(refund, payment!, { inRequest: true })).refund
+        ? (await this.attempt(refund, payment!, { inRequest: true, budget: waiting() })).refund
         : refund;
     if (result.status === 'failed') {
       throw new DomainError(
@@ -400,10 +413,11 @@ export class RefundsService {
   /**
    * Converges our refunds with the provider's list for the payment (after `charge.refunded`):
    * settles our pending ones, and records refunds made at the provider that we never asked for.
+   * `budget`: a request's, when one waits for the list.
    */
-  async syncFromGateway(payment: Payment): Promise<GatewayRefund[]> {
+  async syncFromGateway(payment: Payment, budget?: CallBudget): Promise<GatewayRefund[]> {
     const listedAt = await this.payments.databaseNow();
-    const remotes = await this.gateway.listRefunds(payment.intentId);
+    const remotes = await this.gateway.listRefunds(payment.intentId, budget);
     const external: GatewayRefund[] = [];
     let providerPending = 0; // made at the provider, not by us, and not settled yet
     for (const remote of remotes) {
@@ -580,7 +594,7 @@ export class RefundsService {
     // there already, it is settled from it, never sent a second time. No list, no resend.
     if (this.clock.now().getTime() - refund.createdAt.getTime() > RESEND_LIST_FIRST_AFTER_MS) {
       try {
-        remote = (await this.gateway.listRefunds(payment.intentId)).find(
+        remote = (await this.gateway.listRefunds(payment.intentId, at.budget)).find(
           (r) => r.refundId === refund.id,
         );
       } catch (err) {
@@ -588,17 +602,20 @@ export class RefundsService {
       }
     }
     try {
-      remote ??= await this.gateway.createRefund({
-        intentId: payment.intentId,
-        amount: refund.amount,
-        refundId: refund.id,
-        orderId: refund.orderId,
-        idempotencyKey: gatewayKeys.refund(refund.id),
-        // a day on, the provider may forget the first key: an attempt under it could then make
-        // the refund afresh beside one a concurrent attempt made under the next generation
-        advanceKeyOnReplay:
-          this.clock.now().getTime() - refund.createdAt.getTime() < ADVANCE_KEY_UNTIL_MS,
-      });
+      remote ??= await this.gateway.createRefund(
+        {
+          intentId: payment.intentId,
+          amount: refund.amount,
+          refundId: refund.id,
+          orderId: refund.orderId,
+          idempotencyKey: gatewayKeys.refund(refund.id),
+          // a day on, the provider may forget the first key: an attempt under it could then make
+          // the refund afresh beside one a concurrent attempt made under the next generation
+          advanceKeyOnReplay:
+            this.clock.now().getTime() - refund.createdAt.getTime() < ADVANCE_KEY_UNTIL_MS,
+        },
+        at.budget,
+      );
     } catch (err) {
       if (err instanceof GatewayError && err.kind === 'rejected') {
         const failed = await this.tx.run(() =>

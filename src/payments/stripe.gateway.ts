@@ -245,43 +245,61 @@ export class StripeGateway implements PaymentGateway {
     }
   }
 
-  createRefund(input: {
-    intentId: string;
-    amount: number;
-    refundId: string;
-    orderId: string;
-    idempotencyKey: string;
-    advanceKeyOnReplay?: boolean;
-  }): Promise<GatewayRefund> {
-    const send = async (idempotencyKey: string) =>
-      this.mapRefund(
-        await this.stripe.refunds.create(
-          {
-            payment_intent: input.intentId,
-            amount: input.amount,
-            metadata: { refundId: input.refundId, orderId: input.orderId },
-          },
-          { idempotencyKey },
-        ),
-      );
+  /**
+   * Under our key, or its next generations (underKeyGenerations); within `budget` (an admin
+   * waiting), the list that checks a failed generation is part of the one attempt. Out of budget
+   * the refund may still have been made: the caller's retry under the same key meets it.
+   */
+  createRefund(
+    input: {
+      intentId: string;
+      amount: number;
+      refundId: string;
+      orderId: string;
+      idempotencyKey: string;
+      advanceKeyOnReplay?: boolean;
+    },
+    budget?: CallBudget,
+  ): Promise<GatewayRefund> {
     return this.call(() =>
-      input.advanceKeyOnReplay === false
-        ? send(input.idempotencyKey)
-        : // made anyway by the request that failed? never a second refund: the intent's list says
-          underKeyGenerations(input.idempotencyKey, send, async () =>
-            (await this.refundsOf(input.intentId)).find((r) => r.refundId === input.refundId),
-          ),
+      within(budget, (options) => {
+        const send = async (idempotencyKey: string) =>
+          this.mapRefund(
+            await this.stripe.refunds.create(
+              {
+                payment_intent: input.intentId,
+                amount: input.amount,
+                metadata: { refundId: input.refundId, orderId: input.orderId },
+              },
+              { idempotencyKey, ...options },
+            ),
+          );
+        return input.advanceKeyOnReplay === false
+          ? send(input.idempotencyKey)
+          : // made anyway by the request that failed? never a second refund: the intent's list says
+            underKeyGenerations(input.idempotencyKey, send, async () =>
+              (await this.refundsOf(input.intentId, options)).find(
+                (r) => r.refundId === input.refundId,
+              ),
+            );
+      }),
     );
   }
 
-  listRefunds(intentId: string): Promise<GatewayRefund[]> {
-    return this.call(() => this.refundsOf(intentId));
+  listRefunds(intentId: string, budget?: CallBudget): Promise<GatewayRefund[]> {
+    return this.call(() => within(budget, (options) => this.refundsOf(intentId, options)));
   }
 
-  /** Every refund of the intent (the SDK pages through them). */
-  private async refundsOf(intentId: string): Promise<GatewayRefund[]> {
+  /** Every refund of the intent (the SDK pages through them, each page with `options`). */
+  private async refundsOf(
+    intentId: string,
+    options: Stripe.RequestOptions,
+  ): Promise<GatewayRefund[]> {
     const refunds: GatewayRefund[] = [];
-    for await (const r of this.stripe.refunds.list({ payment_intent: intentId, limit: 100 })) {
+    for await (const r of this.stripe.refunds.list(
+      { payment_intent: intentId, limit: 100 },
+      options,
+    )) {
       refunds.push(this.mapRefund(r));
     }
     return refunds;
