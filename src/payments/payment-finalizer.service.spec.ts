@@ -180,7 +180,7 @@ function mockTx() {
   return { run: jest.fn((work: () => Promise<unknown>) => work()) };
 }
 
-async function setup() {
+async function setup(opts: { counter?: () => { inc: jest.Mock } } = {}) {
   const m = {
     payments: mockPayments(),
     events: mockEvents(),
@@ -212,7 +212,10 @@ async function setup() {
       { provide: TransactionHost, useValue: m.tx },
       { provide: Clock, useValue: clock },
       { provide: IdGenerator, useValue: ids },
-      { provide: MetricsService, useValue: { counter: () => ({ inc: jest.fn() }) } },
+      {
+        provide: MetricsService,
+        useValue: { counter: opts.counter ?? (() => ({ inc: jest.fn() })) },
+      },
     ],
   }).compile();
   return { finalizer: moduleRef.get(PaymentFinalizer), ...m };
@@ -237,7 +240,7 @@ describe('PaymentFinalizer', () => {
       const s = await setup();
       s.events.find.mockResolvedValue(event({ type: 'customer.created', intentId: null }));
       expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
-      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'no-payment');
       expect(s.transitions.markPaid).not.toHaveBeenCalled();
     });
 
@@ -260,7 +263,7 @@ describe('PaymentFinalizer', () => {
           eventId: EVENT,
           left,
         });
-        expect(s.events.markProcessed.mock.calls).toEqual(left ? [] : [[EVENT, NOW]]);
+        expect(s.events.markProcessed.mock.calls).toEqual(left ? [] : [[EVENT, NOW, 'unhandled']]);
         expect(s.events.noteSweepFailed.mock.calls).toEqual(left ? [[EVENT, NOW]] : []);
         s.events.noteSweepFailed.mockClear();
       }
@@ -277,7 +280,7 @@ describe('PaymentFinalizer', () => {
       );
       expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
       expect(s.payments.recordIntent).not.toHaveBeenCalled();
-      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'no-payment');
     });
 
     it.each([
@@ -294,7 +297,7 @@ describe('PaymentFinalizer', () => {
           eventId: EVENT,
         });
         expect(s.gateway.retrieveIntent).not.toHaveBeenCalled();
-        expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+        expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'no-payment');
         // a charge's event carries the charge's metadata: the intent is read from the gateway
         s.events.find.mockResolvedValue(event({ type: 'charge.succeeded' }));
         s.gateway.retrieveIntent.mockRejectedValue(
@@ -305,14 +308,56 @@ describe('PaymentFinalizer', () => {
       },
     );
 
-    it('no-payment: an intent whose order does not exist is not adopted', async () => {
+    it('no-payment: an intent of ours not paid yet whose order does not exist is not adopted', async () => {
       const s = await setup();
       s.payments.findByIntent.mockResolvedValue(null);
       s.orders.findById.mockResolvedValue(null);
+      s.gateway.retrieveIntent.mockResolvedValue(intent({ status: 'requires_payment_method' }));
       expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
       expect(s.orders.findById).toHaveBeenCalledWith(ORDER);
       expect(s.payments.recordIntent).not.toHaveBeenCalled();
+      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'no-payment');
     });
+
+    it.each([
+      ['payment_intent.succeeded', {}, 'payment'],
+      ['charge.succeeded', { status: 'processing', capturable: true }, 'payment'],
+      ['charge.refunded', {}, 'refund'],
+      ['charge.dispute.created', {}, 'dispute'],
+    ] as const)(
+      'orphan: %s of an intent of ours whose order the database does not have (a restore) is raised once, not dropped',
+      async (type, over, news) => {
+        const counted = { inc: jest.fn() };
+        const s = await setup({ counter: () => counted });
+        const errors = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+        const id = `pi_orphan_${news}_${type.length}`;
+        s.events.find.mockResolvedValue(event({ type, intentId: id }));
+        s.payments.findByIntent.mockResolvedValue(null);
+        s.orders.findById.mockResolvedValue(null);
+        s.events.markProcessed.mockResolvedValueOnce(true).mockResolvedValueOnce(false);
+        s.gateway.retrieveIntent.mockResolvedValue(intent({ id, ...over }));
+        const orphan = { kind: 'orphan', eventId: EVENT, intentId: id, orderId: ORDER };
+        expect(await s.finalizer.processEvent(EVENT)).toEqual(orphan);
+        expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'orphan');
+        expect(s.payments.recordIntent).not.toHaveBeenCalled();
+        expect(s.transitions.markPaid).not.toHaveBeenCalled();
+        expect(counted.inc).toHaveBeenCalledWith({ event: news });
+        expect(errors).toHaveBeenCalledWith(
+          expect.stringMatching(
+            new RegExp(
+              `^intent ${id} \\(\\w+, 24900 INR\\) names order ${ORDER}, which this database does not have`,
+            ),
+          ),
+        );
+        // a rerun of its job (the event marked already) raises nothing again
+        counted.inc.mockClear();
+        errors.mockClear();
+        expect(await s.finalizer.processEvent(EVENT)).toEqual(orphan);
+        expect(counted.inc).not.toHaveBeenCalledWith({ event: news });
+        expect(errors).not.toHaveBeenCalled();
+        errors.mockRestore();
+      },
+    );
 
     it.each([
       ['another amount', { amount: 1 }],
@@ -332,7 +377,7 @@ describe('PaymentFinalizer', () => {
         });
         expect(s.payments.recordIntent).not.toHaveBeenCalled();
         expect(s.transitions.markPaid).not.toHaveBeenCalled();
-        expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+        expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'no-payment');
       },
     );
 
@@ -349,7 +394,7 @@ describe('PaymentFinalizer', () => {
       expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'no-payment', eventId: EVENT });
       expect(s.gateway.retrieveIntent).toHaveBeenCalledTimes(1); // ours was not re-read on its event
       expect(s.transitions.markPaid).not.toHaveBeenCalled();
-      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'no-payment');
     });
 
     it('a gateway outage while adopting is thrown, so the job is retried', async () => {
@@ -421,7 +466,7 @@ describe('PaymentFinalizer', () => {
       expect(s.payments.setStatus).toHaveBeenCalledWith('pay-1', 'succeeded', NOW);
       expect(s.transitions.markPaid).toHaveBeenCalledWith(ORDER, 'system:payments');
       expect(s.transitions.confirm).toHaveBeenCalledWith(ORDER, 'system:payments');
-      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'confirmed');
       expect(s.refunds.refundPaidAfterCancel).not.toHaveBeenCalled();
     });
 
@@ -489,7 +534,7 @@ describe('PaymentFinalizer', () => {
       expect(await s.finalizer.processEvent(EVENT)).toEqual({ kind: 'cancelled', orderId: ORDER });
       expect(s.transitions.cancel).toHaveBeenCalledWith(ORDER, 'PAYMENT_FAILED', 'system:payments');
       expect(s.payments.setStatus).toHaveBeenCalledWith('pay-1', 'canceled', NOW);
-      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+      expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'cancelled');
     });
 
     it('cancelled: a declined attempt cancels the intent first, then the order', async () => {
@@ -526,7 +571,7 @@ describe('PaymentFinalizer', () => {
         expect(s.transitions.cancel).not.toHaveBeenCalled();
         expect(s.gateway.cancelIntent).not.toHaveBeenCalled();
         expect(s.payments.setStatus).toHaveBeenCalledWith('pay-1', status, NOW);
-        expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW);
+        expect(s.events.markProcessed).toHaveBeenCalledWith(EVENT, NOW, 'pending');
       },
     );
   });
@@ -680,7 +725,7 @@ describe('PaymentFinalizer', () => {
         100,
       );
       expect(s.events.markProcessed).toHaveBeenCalledTimes(1);
-      expect(s.events.markProcessed).toHaveBeenCalledWith('evt_lost', NOW);
+      expect(s.events.markProcessed).toHaveBeenCalledWith('evt_lost', NOW, 'confirmed');
       expect(s.events.noteSweepFailed).not.toHaveBeenCalled(); // an outage moves nothing
     });
 
@@ -703,7 +748,7 @@ describe('PaymentFinalizer', () => {
       s.orders.findById.mockResolvedValue(orderIn('PAID'));
       expect(await s.finalizer.reconcile()).toBe(1);
       expect(s.events.noteSweepFailed).toHaveBeenCalledWith('evt_stuck', NOW);
-      expect(s.events.markProcessed).toHaveBeenCalledWith('evt_behind', NOW);
+      expect(s.events.markProcessed).toHaveBeenCalledWith('evt_behind', NOW, 'confirmed');
     });
   });
 });

@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { Counter } from 'prom-client';
 import { IdGenerator, isCanonicalUuid } from '../common/ids';
 import { logOrder } from '../common/logging/order-log';
+import { RateLimitedLog } from '../common/logging/rate-limited-log';
 import { Clock } from '../common/time/clock';
 import { TransactionHost } from '../database/transaction-host';
 import { MetricsService } from '../metrics/metrics.service';
@@ -58,6 +59,15 @@ export type EventOutcome =
    * status); `status` null when its object is not a dispute we can read (logged, nothing recorded).
    */
   | { kind: 'dispute'; orderId: string; status: string | null; changed: boolean }
+  /**
+   * News of money (succeeded or authorized, refunded, disputed) about one of our intents — its
+   * metadata names an order as we write them — whose order the database does not have: restored
+   * from a backup older than the payment. Raised for a person (an error line,
+   * `payments_orphaned_total{event}`) and recorded as `orphan` in webhook_events: the provider
+   * still holds the money, which no order here accounts for. Such an intent not paid yet is
+   * `no-payment`.
+   */
+  | { kind: 'orphan'; eventId: string; intentId: string; orderId: string }
   | ConvergeOutcome;
 
 /** What cancelling the intent of a cancelled order did (a `payments.cancel-intent` job). */
@@ -100,6 +110,19 @@ const HANDLED_EVENT_TYPES = ['payment_intent.', 'charge.', 'refund.'];
  * order went on to fulfilment (rolling-deploy review). Left, the new release's worker takes it.
  */
 export const UNHANDLED_EVENT_GRACE_MS = 60 * 60 * 1000;
+/**
+ * What an orphan event (EventOutcome `orphan`) is news of: the label of
+ * `payments_orphaned_total`, a fixed set.
+ */
+type OrphanNews = 'payment' | 'refund' | 'dispute';
+/**
+ * The orphans' error lines: one per intent and kind of news a minute (a payment's several events),
+ * and at most 100 intents named apart in a minute — a restore that lost a sale's orders is one
+ * line a minute past them, counting the rest.
+ */
+const orphanLines = new RateLimitedLog(60_000, 100);
+const isRefundEvent = (type: string): boolean =>
+  type === 'charge.refunded' || type.startsWith('charge.refund.') || type.startsWith('refund.');
 /** Events the sweep takes on per run (the next run takes the rest). */
 const SWEEP_BATCH = 100;
 /** A refund still pending this long after its last provider call is sent again (same key). */
@@ -172,6 +195,17 @@ function readDispute(object: unknown): GatewayDispute | null {
   };
 }
 
+/**
+ * What an event about an intent of ours whose order we do not have is news of — money taken
+ * (succeeded, or authorized to capture), refunded or disputed — or null: not paid yet, nothing
+ * moved (its success, should it come, is news of its own).
+ */
+function orphanNewsOf(type: string, intent: GatewayIntent): OrphanNews | null {
+  if (type.startsWith('charge.dispute.')) return 'dispute';
+  if (isRefundEvent(type)) return 'refund';
+  return intent.status === 'succeeded' || intent.capturable ? 'payment' : null;
+}
+
 function isUnknownIntent(err: unknown): boolean {
   return err instanceof GatewayError && err.kind === 'rejected' && err.code === 'resource_missing';
 }
@@ -205,9 +239,17 @@ export class PaymentFinalizer {
       'payments_amount_mismatch_total',
       'Payments that succeeded for another amount or currency than their order (changed at the provider): cancelled and refunded',
     );
+    this.orphaned = metrics.counter(
+      'payments_orphaned_total',
+      'Webhook events of money (event: payment taken, refund, dispute) about one of our intents whose order the database does not have (restored from an older backup): each needs a person',
+      ['event'],
+    );
+    for (const news of ['payment', 'refund', 'dispute'] satisfies OrphanNews[])
+      this.orphaned.inc({ event: news }, 0);
   }
 
   private readonly amountMismatches: Counter<string>;
+  private readonly orphaned: Counter<'event'>;
   private readonly disputed: Counter<string>;
   private readonly deadlinesNear: Counter<string>;
 
@@ -221,27 +263,28 @@ export class PaymentFinalizer {
         await this.events.noteSweepFailed(eventId, now);
         return { kind: 'unhandled', eventId, left: true };
       }
-      await this.events.markProcessed(eventId, now);
+      await this.events.markProcessed(eventId, now, 'unhandled');
       this.logger.warn(
         `event ${eventId} (${event.type}) set aside: no release acted on its type within ${UNHANDLED_EVENT_GRACE_MS / 60_000} min`,
       );
       return { kind: 'unhandled', eventId, left: false };
     }
-    const payment = event.intentId
+    const found = event.intentId
       ? ((await this.payments.findByIntent(event.intentId)) ??
         ((await this.namesNoOrderOfOurs(eventId, event.type))
           ? null
           : await this.adopt(event.intentId)))
       : null;
+    if (found && 'orphan' in found) {
+      const news = orphanNewsOf(event.type, found.orphan);
+      if (news) return this.recordOrphan(eventId, event.type, found.orphan, news);
+    }
+    const payment = found && !('orphan' in found) ? found : null;
     if (!payment) {
-      await this.events.markProcessed(eventId, this.clock.now());
+      await this.events.markProcessed(eventId, this.clock.now(), 'no-payment');
       return { kind: 'no-payment', eventId };
     }
-    if (
-      event.type === 'charge.refunded' ||
-      event.type.startsWith('charge.refund.') ||
-      event.type.startsWith('refund.')
-    ) {
+    if (isRefundEvent(event.type)) {
       // a refund's event can overtake the payment's own (a success job still retrying, or late):
       // the payment is settled from the gateway first, so a refund made at the provider is
       // recorded against a paid order — never dropped while the order goes on to be confirmed
@@ -250,11 +293,58 @@ export class PaymentFinalizer {
       const remotes = await this.refunds.syncFromGateway(payment);
       // a cancelled order's payment: what the provider's refunds and ours leave is refunded too
       await this.refunds.refundRestOfCancelled(payment, remotes);
-      await this.events.markProcessed(eventId, this.clock.now());
+      await this.events.markProcessed(eventId, this.clock.now(), 'refunds-synced');
       return { kind: 'refunds-synced', orderId: payment.orderId };
     }
     if (event.type.startsWith('charge.dispute.')) return this.recordDispute(payment, eventId);
     return this.converge(payment, eventId);
+  }
+
+  /**
+   * News of money about one of our intents whose order the database does not have (EventOutcome
+   * `orphan`): the database was restored from a backup older than the order, while the provider
+   * kept its newer state. Nothing here can settle it — there is no order to confirm, refund or
+   * hold — so it is raised for a person: an error line naming the intent, the order, the amount
+   * and what happened (no customer details), `payments_orphaned_total{event}`, and the event's
+   * outcome `orphan` in webhook_events. Raised by the run that marks the event processed (a
+   * rerun of its job raises nothing again). The webhook was answered 200 when the event was
+   * recorded: the provider does not send it again.
+   */
+  private async recordOrphan(
+    eventId: string,
+    type: string,
+    intent: GatewayIntent,
+    news: OrphanNews,
+  ): Promise<EventOutcome> {
+    const outcome = {
+      kind: 'orphan',
+      eventId,
+      intentId: intent.id,
+      orderId: intent.orderId,
+    } as const;
+    if (!(await this.events.markProcessed(eventId, this.clock.now(), 'orphan'))) return outcome;
+    this.orphaned.inc({ event: news });
+    let what: string;
+    if (news === 'dispute') {
+      const d = readDispute(await this.events.objectOf(eventId));
+      what = d
+        ? `disputed: dispute ${d.id} (${d.status}, ${d.amount} ${d.currency}) — answer it at the payment provider by ${d.evidenceDueBy?.toISOString() ?? 'its deadline'}`
+        : 'disputed — answer the dispute at the payment provider';
+    } else if (news === 'refund') {
+      what = 'refunded at the payment provider: no order here records it';
+    } else {
+      what =
+        'the money was taken for no order here — find the order, or refund it at the payment provider';
+    }
+    const status = intent.capturable ? 'requires_capture' : intent.status;
+    orphanLines.write(
+      `${news}:${intent.id}`,
+      `intent ${intent.id} (${status}, ${intent.amount} ${intent.currency}) names order ${intent.orderId}, which this ` +
+        `database does not have (restored from an older backup?): event ${eventId} (${type}) recorded as orphan — ` +
+        what,
+      (line) => this.logger.error(line),
+    );
+    return outcome;
   }
 
   /**
@@ -269,7 +359,7 @@ export class PaymentFinalizer {
     const dispute = readDispute(await this.events.objectOf(eventId));
     if (!dispute) {
       this.logger.warn(`event ${eventId}: its object is not a dispute of ${payment.intentId}`);
-      await this.events.markProcessed(eventId, this.clock.now());
+      await this.events.markProcessed(eventId, this.clock.now(), 'dispute');
       return { kind: 'dispute', orderId: payment.orderId, status: null, changed: false };
     }
     const recorded = await this.noteDispute(payment, dispute, eventId);
@@ -293,7 +383,7 @@ export class PaymentFinalizer {
     const at = this.clock.now();
     const recorded = await this.tx.run(async () => {
       const done = await this.disputes.record({ ...dispute, paymentId: payment.id }, at);
-      if (eventId) await this.events.markProcessed(eventId, at);
+      if (eventId) await this.events.markProcessed(eventId, at, 'dispute');
       return done;
     });
     if (!recorded) return null;
@@ -481,7 +571,7 @@ export class PaymentFinalizer {
         .catch(() => undefined);
       return true;
     }
-    await this.events.markProcessed(eventId, now);
+    await this.events.markProcessed(eventId, now, 'unknown-intent');
     this.logger.error(
       `webhook event ${eventId} (${event.type}) given up: its intent ${event.intentId} has been unknown to the ` +
         'payment provider (resource_missing) for 30 days — if the provider key was changed, look for it in the ' +
@@ -588,8 +678,12 @@ export class PaymentFinalizer {
    * another integration) that names an order — 1 paisa, another currency, `ORD-123` — is not
    * that order's payment: the event is settled as "no payment of ours", and the order stays
    * payable the normal way.
+   *
+   * An intent of ours whose order the database does not have is returned as an `orphan`: the
+   * database was restored from a backup older than the order (orders are never deleted), and
+   * what the provider holds of it is raised, not dropped (recordOrphan).
    */
-  private async adopt(intentId: string): Promise<Payment | null> {
+  private async adopt(intentId: string): Promise<Payment | { orphan: GatewayIntent } | null> {
     let intent: GatewayIntent;
     try {
       intent = await this.gateway.retrieveIntent(intentId);
@@ -599,7 +693,7 @@ export class PaymentFinalizer {
     }
     if (!isCanonicalUuid(intent.orderId)) return null;
     const order = await this.orders.findById(intent.orderId);
-    if (!order) return null;
+    if (!order) return { orphan: intent };
     if (order.totalAmount !== intent.amount || order.currency !== intent.currency) {
       this.logger.warn(
         `intent ${intent.id} names order ${order.id} but is for ${intent.amount} ${intent.currency}, ` +
@@ -710,7 +804,12 @@ export class PaymentFinalizer {
       } else {
         result = { kind: 'pending', orderId, intentStatus: status };
       }
-      if (eventId) await this.events.markProcessed(eventId, this.clock.now());
+      if (eventId)
+        await this.events.markProcessed(
+          eventId,
+          this.clock.now(),
+          result.kind === 'paid-after-cancel' ? 'refunded-after-cancel' : result.kind,
+        );
       return result;
     });
     logOrder({

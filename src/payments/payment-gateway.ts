@@ -15,6 +15,11 @@ export interface GatewayIntent {
   orderId: string;
   /** Set when the last attempt to pay failed (the intent can still be paid again). */
   lastError?: string;
+  /**
+   * An authorization holding the customer's money, to capture (Stripe's `requires_capture`,
+   * folded into `processing`): we never make one, but an intent changed at the provider can be.
+   */
+  capturable?: boolean;
 }
 
 export type RefundStatus = 'pending' | 'succeeded' | 'failed';

@@ -336,6 +336,7 @@ export class StripeGateway implements PaymentGateway {
       currency: pi.currency.toUpperCase(),
       orderId: pi.metadata.orderId ?? '',
       lastError: pi.last_payment_error?.code ?? pi.last_payment_error?.message ?? undefined,
+      ...(pi.status === 'requires_capture' ? { capturable: true } : {}),
     };
   }
 

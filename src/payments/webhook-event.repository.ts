@@ -4,6 +4,13 @@ import { deleteSelected } from '../database/batched-delete';
 import { jsonbStorable, textStorable } from '../database/jsonb-text';
 import { TransactionHost } from '../database/transaction-host';
 import { WebhookEventEntity } from './entities/webhook-event.entity';
+import type { EventOutcome } from './payment-finalizer.service';
+
+/**
+ * What processing an event did, as `webhook_events.outcome` records it: its EventOutcome's kind,
+ * or `unknown-intent` for one given up after its intent was unknown to the provider for 30 days.
+ */
+export type RecordedOutcome = Exclude<EventOutcome['kind'], 'unknown-event'> | 'unknown-intent';
 
 export interface WebhookEvent {
   id: string;
@@ -125,12 +132,17 @@ export class WebhookEventRepository {
     );
   }
 
-  /** The first processing time stands (a rerun of the event's job does not move it). */
-  async markProcessed(id: string, at: Date): Promise<void> {
-    await this.tx.withManager((m) =>
+  /**
+   * The first processing stands, its time and outcome (a rerun of the event's job moves neither):
+   * `outcome` is what an operator looks for (`orphan`: about one of our intents whose order the
+   * database does not have). True when this call marked it.
+   */
+  async markProcessed(id: string, at: Date, outcome: RecordedOutcome): Promise<boolean> {
+    const result = await this.tx.withManager((m) =>
       m
         .getRepository(WebhookEventEntity)
-        .update({ id, processedAt: IsNull() }, { processedAt: at }),
+        .update({ id, processedAt: IsNull() }, { processedAt: at, outcome }),
     );
+    return (result.affected ?? 0) > 0;
   }
 }

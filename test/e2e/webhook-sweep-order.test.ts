@@ -50,7 +50,7 @@ describe('the unprocessed webhook events sweep: its line', () => {
     expect(await events.findUnprocessed(before, 10)).toEqual(['evt_sweep_new', 'evt_sweep_old']);
 
     // a processed event leaves the line, and a late failure note does not bring it back
-    await events.markProcessed('evt_sweep_new', new Date());
+    await events.markProcessed('evt_sweep_new', new Date(), 'no-payment');
     await events.noteSweepFailed('evt_sweep_new', minutesAgo(20));
     expect(await events.findUnprocessed(before, 10)).toEqual(['evt_sweep_old']);
   });

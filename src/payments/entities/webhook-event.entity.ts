@@ -32,6 +32,13 @@ export class WebhookEventEntity {
   @Column('timestamptz', { name: 'processed_at', nullable: true })
   processedAt!: Date | null;
 
+  /**
+   * What processing it did (PaymentFinalizer's EventOutcome kind: `confirmed`, `no-payment`,
+   * `orphan` …), set with `processed_at` (migration 1763800062000); null before then.
+   */
+  @Column('text', { nullable: true })
+  outcome!: string | null;
+
   /** When the unprocessed-event sweep last tried it and it failed again (its place in the sweep's line). */
   @Column('timestamptz', { name: 'swept_at', nullable: true })
   sweptAt!: Date | null;
