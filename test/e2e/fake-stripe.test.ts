@@ -153,6 +153,46 @@ describe('fake Stripe (through the real stripe SDK)', () => {
     expect(done.code).toBe('charge_already_refunded');
   });
 
+  it('lists intents, refunds and disputes newest first by their creation time (created[gte], [lt] …), page by page through the SDK', async () => {
+    const since = Math.floor(Date.now() / 1000);
+    const made = [await paidIntent(1100), await paidIntent(1200), await createIntent(1300)];
+    const refund = await stripe.refunds.create({ payment_intent: made[0].id, amount: 100 });
+    fake.dispute(made[1].id, 'needs_response', 'created');
+    const madeHere = (list: { id: string }[]) =>
+      list.map((o) => o.id).filter((id) => made.some((m) => m.id === id));
+    const pages = () =>
+      fake.requests.filter((r) => r.method === 'GET' && r.path === '/v1/payment_intents').length;
+
+    // pages of 2: the SDK follows starting_after to the end
+    const before = pages();
+    const all = await stripe.paymentIntents
+      .list({ created: { gte: since }, limit: 2 })
+      .autoPagingToArray({ limit: 1000 });
+    expect(madeHere(all)).toEqual(made.map((m) => m.id).reverse());
+    expect(pages() - before).toBeGreaterThanOrEqual(2);
+    expect((await stripe.paymentIntents.list({ created: { gte: since + 3600 } })).data).toEqual([]);
+    const older = await stripe.paymentIntents
+      .list({ created: { lt: since } })
+      .autoPagingToArray({ limit: 1000 });
+    expect(madeHere(older)).toEqual([]);
+
+    const refunds = await stripe.refunds
+      .list({ created: { gte: since }, limit: 1 })
+      .autoPagingToArray({ limit: 1000 });
+    expect(refunds.map((r) => r.id)).toContain(refund.id);
+    const disputes = await stripe.disputes
+      .list({ created: { gte: since } })
+      .autoPagingToArray({ limit: 1000 });
+    expect(disputes.filter((d) => d.payment_intent === made[1].id)).toEqual([
+      expect.objectContaining({ object: 'dispute', status: 'needs_response' }),
+    ]);
+
+    const bad = await errorOf(stripe.paymentIntents.list({ created: { gte: -1 } }));
+    expect(bad).toMatchObject({ statusCode: 400, code: 'parameter_invalid_integer' });
+    const gone = await errorOf(stripe.paymentIntents.list({ starting_after: 'pi_gone' }));
+    expect(gone).toMatchObject({ statusCode: 400, code: 'resource_missing' });
+  });
+
   it('replays an error for the same key (no new effect) and refuses refunds of unpaid intents', async () => {
     const pi = await paidIntent(1000);
     const k = key();

@@ -4,8 +4,8 @@ import { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
 
 /**
- * A small in-process stand-in for the Stripe HTTP API (payment intents, refunds, idempotency,
- * signed webhook events), so the real `stripe` SDK can be exercised without the network.
+ * A small in-process stand-in for the Stripe HTTP API (payment intents, refunds, disputes, their
+ * lists, idempotency, signed webhook events), so the real `stripe` SDK can be exercised without the network.
  * HTTP is what the app does; the control methods (`succeed`, `decline`, …) are what the
  * customer, the bank or the Stripe dashboard do.
  */
@@ -139,6 +139,57 @@ function integer(value: unknown, param: string, required = false): number | unde
     throw paramError(param, 'parameter_invalid_integer', `Invalid positive integer: ${shown}`);
   }
   return Number(value);
+}
+
+/**
+ * A list's `created` filter (`created[gte]=…`, `gt`, `lte`, `lt`, or `created=…` for one second)
+ * as a test of an object's `created`.
+ */
+function createdFilter(value: unknown): (created: number) => boolean {
+  if (value === undefined) return () => true;
+  const bounds = (typeof value === 'object' && value !== null ? value : { eq: value }) as Obj;
+  const tests = Object.entries(bounds).map(([op, raw]) => {
+    if (typeof raw !== 'string' || !/^\d+$/.test(raw)) {
+      const shown = JSON.stringify(raw);
+      throw paramError(`created[${op}]`, 'parameter_invalid_integer', `Invalid integer: ${shown}`);
+    }
+    const at = Number(raw);
+    const ops: Record<string, (c: number) => boolean> = {
+      eq: (c) => c === at,
+      gte: (c) => c >= at,
+      gt: (c) => c > at,
+      lte: (c) => c <= at,
+      lt: (c) => c < at,
+    };
+    const test = ops[op];
+    if (!test) throw invalid(400, `Received unknown parameter: created[${op}]`);
+    return test;
+  });
+  return (created) => tests.every((test) => test(created));
+}
+
+/**
+ * One page of a list as Stripe answers it: newest first (`all` is oldest first), filtered by
+ * `created` (createdFilter), after `starting_after` (an id of the list), `limit` of them (10 by
+ * default, at most 100), `has_more` when more follow.
+ */
+function listPage(all: Obj[], query: Obj, url: string): Obj {
+  const limit = integer(query.limit, 'limit') ?? 10;
+  if (limit > 100)
+    throw paramError('limit', 'parameter_invalid_integer', 'Invalid limit: must be at most 100');
+  const inRange = createdFilter(query.created);
+  let matching = all.filter((o) => inRange(o.created as number)).reverse();
+  if (typeof query.starting_after === 'string') {
+    const at = matching.findIndex((o) => o.id === query.starting_after);
+    if (at < 0) throw noSuch(400, 'object', query.starting_after, 'starting_after');
+    matching = matching.slice(at + 1);
+  }
+  return {
+    object: 'list',
+    data: matching.slice(0, limit),
+    has_more: matching.length > limit,
+    url,
+  };
 }
 
 function oneOf(value: unknown, param: string, allowed: string[]): string | null {
@@ -360,20 +411,12 @@ export async function startFakeStripe(): Promise<FakeStripe> {
   }
 
   function listRefunds(query: Obj): Obj {
-    const limit = integer(query.limit, 'limit') ?? 10;
-    const matching = [...refunds.values()]
-      .filter(
-        (r) =>
-          (query.payment_intent === undefined || r.payment_intent === query.payment_intent) &&
-          (query.charge === undefined || r.charge === query.charge),
-      )
-      .reverse();
-    return {
-      object: 'list',
-      data: matching.slice(0, limit),
-      has_more: matching.length > limit,
-      url: '/v1/refunds',
-    };
+    const of = [...refunds.values()].filter(
+      (r) =>
+        (query.payment_intent === undefined || r.payment_intent === query.payment_intent) &&
+        (query.charge === undefined || r.charge === query.charge),
+    );
+    return listPage(of, query, '/v1/refunds');
   }
 
   function route(method: string, path: string, body: Obj): Obj {
@@ -388,6 +431,8 @@ export async function startFakeStripe(): Promise<FakeStripe> {
       switch (at) {
         case 'POST /payment_intents':
           return createIntent(body);
+        case 'GET /payment_intents':
+          return listPage([...intents.values()], body, '/v1/payment_intents');
         case 'GET /payment_intents/:id':
           return get(intents, 'payment_intent', 'intent');
         case 'POST /payment_intents/:id/cancel':
@@ -400,6 +445,8 @@ export async function startFakeStripe(): Promise<FakeStripe> {
           return get(refunds, 'refund', 'id');
         case 'GET /charges/:id':
           return get(charges, 'charge', 'charge');
+        case 'GET /disputes':
+          return listPage([...disputes.values()], body, '/v1/disputes');
         case 'GET /disputes/:id':
           return get(disputes, 'dispute', 'dispute');
       }
@@ -624,7 +671,7 @@ export async function startFakeStripe(): Promise<FakeStripe> {
         reason: 'fraudulent',
         status,
         evidence_details: { due_by: dueBy, has_evidence: false, past_due: false },
-        created: now(),
+        created: disputes.get(id)?.created ?? now(),
       };
       disputes.set(id, dispute);
       return event(`charge.dispute.${type}`, dispute);
